@@ -1,0 +1,435 @@
+//! The timed workloads, shared by the per-allocator bench binaries (`benches/alloc_*.rs`).
+//!
+//! Each binary installs one allocator as the `#[global_allocator]` and calls [`main`], which runs
+//! the one workload named on the command line and prints `metric<TAB>unit<TAB>value` lines for
+//! the runner (`benches/suite.rs`). One workload per process keeps RSS figures clean. Timings are
+//! thread CPU time; `COHORT_BENCH_SCALE` (default 1) scales the object counts.
+
+use std::alloc::{alloc, dealloc, handle_alloc_error, Layout};
+use std::hint::black_box;
+use std::ptr;
+use std::sync::mpsc::sync_channel;
+use std::thread;
+use std::time::Instant;
+
+/// An allocator with two lifetime classes: short-lived (per request) and long-lived.
+pub trait LifetimeApi: Sync {
+    /// Allocates `size` bytes in the short- or long-lived class; null on failure.
+    fn malloc(&self, size: usize, long: bool) -> *mut u8;
+    /// Frees what `malloc(size, long)` returned.
+    ///
+    /// # Safety
+    /// `ptr` came from `self.malloc(size, long)` with the same `size` and `long`, and is live.
+    unsafe fn free(&self, ptr: *mut u8, size: usize, long: bool);
+    /// Gives free memory back to the operating system, as far as the allocator can.
+    fn compact(&self);
+}
+
+/// What an allocator binary supplies beside its `#[global_allocator]`.
+pub struct Hooks {
+    /// Gives the global allocator's free memory back to the OS (`malloc_trim`, `mi_collect`, ...).
+    pub compact: fn(),
+    /// The allocator's own lifetime-class API, if it has one.
+    pub classes: Option<&'static dyn LifetimeApi>,
+}
+
+/// Runs the workload named by the first argument and prints its metrics.
+pub fn main(hooks: Hooks) {
+    let Some(name) = std::env::args().nth(1).filter(|a| !a.starts_with('-')) else {
+        // `cargo bench` runs every bench target with `--bench`: only the runner does work.
+        eprintln!("usage: <workload> (see WORKLOADS in benches/suite.rs); `cargo bench --bench suite` runs them all");
+        return;
+    };
+    let scale: f64 = std::env::var("COHORT_BENCH_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1.0);
+    let count = |n: f64| ((n * scale) as usize).max(1000);
+    let (kind, arg) = name.split_once(':').unwrap_or((name.as_str(), "0"));
+    let arg: usize = arg.parse().expect("workload argument");
+    match kind {
+        "churn" => churn(count(3000.0) / 1000),
+        "list" => linked_list(arg, count(10e6)),
+        "ratio" => memory_ratio(arg, count(4e6)),
+        "pc" => producer_consumer(count(10e6)),
+        "threads" => threads(count(1000.0) / 1000),
+        "grow" => realloc_growth(arg, count(64.0 * 1048576.0)),
+        "lifetime" => {
+            lifetime(&Global(hooks.compact), count(4e6));
+        }
+        "classes" => match hooks.classes {
+            Some(api) => lifetime(api, count(4e6)),
+            None => println!("unsupported"),
+        },
+        _ => panic!("unknown workload {name}"),
+    }
+}
+
+
+fn report(metric: &str, unit: &str, value: f64) {
+    println!("{metric}\t{unit}\t{value}");
+}
+
+/// CPU time consumed by the calling thread, in nanoseconds.
+pub fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; the clock id is a constant Linux supports.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Resident set size of this process in bytes, from `/proc/self/statm`.
+pub fn rss_bytes() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").expect("read /proc/self/statm");
+    let pages: usize = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("statm resident field");
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+    pages * page
+}
+
+/// A small deterministic generator (splitmix64): the same sequence for every allocator.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    /// A random permutation of `0..n` (Fisher-Yates).
+    pub fn permutation(&mut self, n: usize) -> Vec<usize> {
+        let mut v: Vec<usize> = (0..n).collect();
+        for i in (1..n).rev() {
+            v.swap(i, self.below(i + 1));
+        }
+        v
+    }
+}
+
+/// The layout a Rust type of `size` bytes typically has: the largest power of two dividing the
+/// size, at most 16.
+pub fn layout_for(size: usize) -> Layout {
+    let align = (size & size.wrapping_neg()).clamp(1, 16);
+    Layout::from_size_align(size, align).expect("layout")
+}
+
+/// Allocates through the global allocator and writes the first byte; aborts on failure.
+fn alloc_touch(layout: Layout, byte: u8) -> *mut u8 {
+    // SAFETY: every layout used here has a non-zero size.
+    let p = unsafe { alloc(layout) };
+    if p.is_null() {
+        handle_alloc_error(layout);
+    }
+    // SAFETY: `p` is a fresh allocation of at least one byte.
+    unsafe { p.write(byte) };
+    p
+}
+
+const BATCH: usize = 1000;
+const CHURN_SIZES: [usize; 9] = [8, 16, 24, 32, 48, 64, 128, 256, 1024];
+
+/// Allocates `batches` batches of [`BATCH`] objects of `size` bytes, each batch freed in a
+/// random order; returns thread CPU ns per malloc+free pair.
+fn churn_one(size: usize, batches: usize, orders: &[Vec<usize>]) -> f64 {
+    let layout = layout_for(size);
+    let mut ptrs = vec![ptr::null_mut::<u8>(); BATCH];
+    let mut batch = |order: &[usize]| {
+        for (i, p) in ptrs.iter_mut().enumerate() {
+            *p = alloc_touch(layout, i as u8);
+        }
+        for &i in order {
+            // SAFETY: `ptrs[i]` was allocated above with `layout` and each index is freed once.
+            unsafe { dealloc(ptrs[i], layout) };
+        }
+    };
+    batch(&orders[0]); // warm-up: first-touch page faults are not the allocator's steady state
+    let t0 = thread_cpu_ns();
+    for b in 0..batches {
+        batch(&orders[b % orders.len()]);
+    }
+    (thread_cpu_ns() - t0) as f64 / (batches * BATCH) as f64
+}
+
+/// Churn over every size of [`CHURN_SIZES`]; returns ns per pair for each size.
+fn churn_all(batches: usize, seed: u64) -> Vec<f64> {
+    let mut rng = Rng::new(seed);
+    let orders: Vec<Vec<usize>> = (0..16).map(|_| rng.permutation(BATCH)).collect();
+    CHURN_SIZES
+        .iter()
+        .map(|&size| churn_one(size, batches, &orders))
+        .collect()
+}
+
+fn churn(batches: usize) {
+    let per_size = churn_all(batches, 1);
+    for (size, ns) in CHURN_SIZES.iter().zip(&per_size) {
+        report(&format!("{size} B"), "ns/pair", *ns);
+    }
+    report("mean", "ns/pair", mean(&per_size));
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len() as f64
+}
+
+/// Independent churn on one thread, then on two threads at once: per-pair thread CPU time.
+fn threads(batches: usize) {
+    let run = |n: u64| -> f64 {
+        let handles: Vec<_> = (0..n)
+            .map(|t| thread::spawn(move || mean(&churn_all(batches, t + 1))))
+            .collect();
+        let costs: Vec<f64> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        mean(&costs)
+    };
+    let one = run(1);
+    let two = run(2);
+    report("1 thread", "ns/pair", one);
+    report("2 threads", "ns/pair", two);
+    report("2 threads / 1 thread", "x", two / one);
+}
+
+/// Pointers handed from the producer to the consumer.
+struct Batch(Vec<*mut u8>);
+// SAFETY: the batch owns its allocations; only the receiving thread touches them after sending.
+unsafe impl Send for Batch {}
+
+/// One thread allocates 64-byte objects, another frees them (the cross-thread free path).
+fn producer_consumer(n: usize) {
+    let layout = layout_for(64);
+    let batches = n / BATCH;
+    let (tx, rx) = sync_channel::<Batch>(8);
+    let start = Instant::now();
+    let consumer = thread::spawn(move || {
+        let mut cpu = 0;
+        for batch in rx {
+            let t0 = thread_cpu_ns();
+            for &p in &batch.0 {
+                // SAFETY: the producer allocated `p` with `layout` and gave it up by sending it.
+                unsafe { dealloc(p, layout) };
+            }
+            cpu += thread_cpu_ns() - t0;
+        }
+        cpu
+    });
+    let mut alloc_cpu = 0;
+    for _ in 0..batches {
+        let mut batch = Vec::with_capacity(BATCH);
+        let t0 = thread_cpu_ns();
+        for i in 0..BATCH {
+            batch.push(alloc_touch(layout, i as u8));
+        }
+        alloc_cpu += thread_cpu_ns() - t0;
+        tx.send(Batch(batch)).expect("consumer alive");
+    }
+    drop(tx);
+    let free_cpu = consumer.join().unwrap();
+    let objects = (batches * BATCH) as f64;
+    report("wall", "ns/object", start.elapsed().as_nanos() as f64 / objects);
+    report("malloc (producer CPU)", "ns/object", alloc_cpu as f64 / objects);
+    report("free (consumer CPU)", "ns/object", free_cpu as f64 / objects);
+}
+
+/// A list node of `W + 1` words; `data[0]` of every 8th node points to a 40-byte string.
+#[repr(C)]
+struct Node<const W: usize> {
+    next: *mut Node<W>,
+    data: [usize; W],
+}
+
+const STRING: usize = 40;
+
+fn linked_list(node_bytes: usize, n: usize) {
+    match node_bytes {
+        16 => list_run::<1>(n),
+        24 => list_run::<2>(n),
+        _ => panic!("list node size {node_bytes}: 16 or 24"),
+    }
+}
+
+fn list_run<const W: usize>(n: usize) {
+    let node = Layout::new::<Node<W>>();
+    let string = Layout::array::<u8>(STRING).unwrap();
+    let rss0 = rss_bytes();
+    let t0 = thread_cpu_ns();
+    let mut head: *mut Node<W> = ptr::null_mut();
+    let mut tail: *mut Node<W> = ptr::null_mut();
+    for i in 0..n {
+        let p = alloc_touch(node, 0).cast::<Node<W>>();
+        let mut data = [i; W];
+        if i % 8 == 0 {
+            let s = alloc_touch(string, 0);
+            // SAFETY: `s` is a fresh allocation of STRING bytes.
+            unsafe { ptr::write_bytes(s, i as u8, STRING) };
+            data[0] = s as usize;
+        }
+        // SAFETY: `p` is a fresh allocation with `Node<W>`'s layout; `tail`, if not null, is
+        // the live last node of the list.
+        unsafe {
+            p.write(Node {
+                next: ptr::null_mut(),
+                data,
+            });
+            if tail.is_null() {
+                head = p;
+            } else {
+                (*tail).next = p;
+            }
+        }
+        tail = p;
+    }
+    let t1 = thread_cpu_ns();
+    let rss = rss_bytes().saturating_sub(rss0);
+    const PASSES: usize = 10;
+    let mut sum = 0usize;
+    for _ in 0..PASSES {
+        let (mut p, mut i) = (head, 0);
+        while !p.is_null() {
+            // SAFETY: `p` is a live node of the list built above; string nodes hold a live
+            // STRING-byte allocation in `data[0]`.
+            unsafe {
+                let d = (*p).data;
+                sum = sum.wrapping_add(if i % 8 == 0 { *(d[0] as *const u8) as usize } else { d[W - 1] });
+                p = (*p).next;
+            }
+            i += 1;
+        }
+    }
+    black_box(sum);
+    let t2 = thread_cpu_ns();
+    let (mut p, mut i) = (head, 0);
+    while !p.is_null() {
+        // SAFETY: `p` is a live node, freed once after reading its links; string nodes own the
+        // string in `data[0]`.
+        unsafe {
+            let next = (*p).next;
+            if i % 8 == 0 {
+                dealloc((*p).data[0] as *mut u8, string);
+            }
+            dealloc(p.cast(), node);
+            p = next;
+        }
+        i += 1;
+    }
+    let t3 = thread_cpu_ns();
+    let n = n as f64;
+    report("build", "ns/node", (t1 - t0) as f64 / n);
+    report("walk (per pass)", "ns/node", (t2 - t1) as f64 / n / PASSES as f64);
+    report("free", "ns/node", (t3 - t2) as f64 / n);
+    report("peak RSS", "B/node", rss as f64 / n);
+}
+
+/// `n` live objects of `size` bytes, every byte written: RSS growth over requested bytes.
+fn memory_ratio(size: usize, n: usize) {
+    let layout = layout_for(size);
+    // Written before the baseline so the pointer array's pages are already resident.
+    let mut ptrs = vec![layout.align() as *mut u8; n];
+    let rss0 = rss_bytes();
+    for p in ptrs.iter_mut() {
+        *p = alloc_touch(layout, 0);
+        // SAFETY: `*p` is a fresh allocation of `size` bytes.
+        unsafe { ptr::write_bytes(*p, 0xa5, size) };
+    }
+    let grown = rss_bytes().saturating_sub(rss0);
+    report("RSS / requested", "x", grown as f64 / (n * size) as f64);
+    for &p in &ptrs {
+        // SAFETY: each pointer was allocated above with `layout` and is freed once.
+        unsafe { dealloc(p, layout) };
+    }
+}
+
+/// Grows a `Vec<u8>` to `total` bytes, `step` bytes at a time, each step one exact realloc.
+fn realloc_growth(step: usize, total: usize) {
+    let chunk = vec![7u8; step];
+    let mut v: Vec<u8> = Vec::new();
+    let t0 = thread_cpu_ns();
+    while v.len() < total {
+        v.reserve_exact(step);
+        v.extend_from_slice(&chunk);
+    }
+    let cpu = thread_cpu_ns() - t0;
+    black_box(&v);
+    report("grow", "ns/step", cpu as f64 / (total / step) as f64);
+}
+
+/// The global allocator seen as a one-class [`LifetimeApi`].
+struct Global(fn());
+
+impl LifetimeApi for Global {
+    fn malloc(&self, size: usize, _long: bool) -> *mut u8 {
+        // SAFETY: sizes are non-zero.
+        unsafe { alloc(layout_for(size)) }
+    }
+    unsafe fn free(&self, ptr: *mut u8, size: usize, _long: bool) {
+        // SAFETY: the caller passes a live pointer from `malloc(size)`, which used this layout.
+        unsafe { dealloc(ptr, layout_for(size)) }
+    }
+    fn compact(&self) {
+        (self.0)()
+    }
+}
+
+const LIFETIME_SIZES: [usize; 7] = [16, 24, 32, 48, 64, 96, 128];
+
+/// Short- and long-lived objects allocated interleaved (one in 16 lives long), then the
+/// short-lived ones freed: RSS at the peak, after the frees and after compaction.
+fn lifetime(api: &dyn LifetimeApi, n: usize) {
+    let mut rng = Rng::new(7);
+    // Both arrays are written before the baseline so their pages are already resident.
+    let mut short = vec![(ptr::null_mut::<u8>(), 0usize); n];
+    let mut long = vec![(ptr::null_mut::<u8>(), 0usize); n / 16 + 1];
+    let (mut ns, mut nl, mut live) = (0, 0, 0);
+    let rss0 = rss_bytes();
+    let t0 = thread_cpu_ns();
+    for i in 0..n {
+        let size = LIFETIME_SIZES[rng.below(LIFETIME_SIZES.len())];
+        let is_long = i % 16 == 0;
+        let p = api.malloc(size, is_long);
+        assert!(!p.is_null(), "out of memory");
+        // SAFETY: `p` is a fresh allocation of `size` bytes.
+        unsafe { ptr::write_bytes(p, i as u8, size) };
+        if is_long {
+            long[nl] = (p, size);
+            nl += 1;
+            live += size;
+        } else {
+            short[ns] = (p, size);
+            ns += 1;
+        }
+    }
+    let peak = rss_bytes().saturating_sub(rss0);
+    for &(p, size) in &short[..ns] {
+        // SAFETY: allocated above as short-lived with this size; freed once.
+        unsafe { api.free(p, size, false) };
+    }
+    let t1 = thread_cpu_ns();
+    let after_free = rss_bytes().saturating_sub(rss0);
+    api.compact();
+    let after_compact = rss_bytes().saturating_sub(rss0);
+    let mib = |b: usize| b as f64 / 1048576.0;
+    report("malloc+free", "ns/object", (t1 - t0) as f64 / n as f64);
+    report("long-lived bytes", "MiB", mib(live));
+    report("RSS at peak", "MiB", mib(peak));
+    report("RSS after freeing short-lived", "MiB", mib(after_free));
+    report("RSS after compaction", "MiB", mib(after_compact));
+    report("RSS after compaction / long-lived", "x", after_compact as f64 / live as f64);
+    for &(p, size) in &long[..nl] {
+        // SAFETY: allocated above as long-lived with this size; freed once.
+        unsafe { api.free(p, size, true) };
+    }
+}

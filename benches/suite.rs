@@ -1,0 +1,249 @@
+//! The benchmark runner: `cargo bench --bench suite` runs the whole suite.
+//!
+//! It builds the per-allocator binaries (`benches/alloc_*.rs`), runs every workload of
+//! `benches/common` in a fresh process per allocator, several times with the allocators in a
+//! rotating order, runs the instruction counts (`benches/iai.rs`), and writes CSV, markdown tables
+//! and SVG plots to `bench-results/`. Settings, all optional environment variables:
+//!
+//! - `COHORT_BENCH_RUNS` (5): process runs per workload and allocator; figures are medians.
+//! - `COHORT_BENCH_SCALE` (1): scales object counts; 0.05 makes a quick smoke run.
+//! - `COHORT_BENCH_ONLY`: comma-separated workload prefixes to run (`churn,list`).
+//! - `COHORT_BENCH_ALLOCATORS`: comma-separated subset of `system,mimalloc,jemalloc,cohort`.
+//! - `COHORT_BENCH_IAI` (1): 0 skips the instruction counts.
+//! - `COHORT_BENCH_TIMEOUT` (90): seconds before a workload process is killed.
+//! - `COHORT_BENCH_OUT` (`bench-results`): the output folder.
+
+#[path = "suite/plot.rs"]
+mod plot;
+#[path = "suite/report.rs"]
+mod report;
+
+use report::{Results, ALLOCATORS};
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// One process invocation: the workload argument, the table it belongs to and its row prefix.
+pub struct Workload {
+    pub arg: &'static str,
+    pub group: &'static str,
+    pub label: &'static str,
+}
+
+const fn w(arg: &'static str, group: &'static str, label: &'static str) -> Workload {
+    Workload { arg, group, label }
+}
+
+/// Every workload, in the order they run (see `benches/common/mod.rs`).
+const WORKLOADS: &[Workload] = &[
+    w("churn", "churn", ""),
+    w("threads", "threads", ""),
+    w("pc", "producer-consumer", ""),
+    w("list:16", "linked-list", "16 B nodes: "),
+    w("list:24", "linked-list", "24 B nodes: "),
+    w("ratio:8", "memory-ratio", "8 B: "),
+    w("ratio:16", "memory-ratio", "16 B: "),
+    w("ratio:24", "memory-ratio", "24 B: "),
+    w("ratio:48", "memory-ratio", "48 B: "),
+    w("ratio:100", "memory-ratio", "100 B: "),
+    w("ratio:1000", "memory-ratio", "1000 B: "),
+    w("grow:1", "realloc-growth", "1 B steps: "),
+    w("grow:4096", "realloc-growth", "4 KiB steps: "),
+    w("lifetime", "lifetime", ""),
+    w("classes", "lifetime", ""),
+];
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn env_list(name: &str) -> Option<Vec<String>> {
+    let v = std::env::var(name).ok()?;
+    Some(v.split(',').map(|s| s.trim().to_string()).collect())
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.arg("bench")
+        .arg("--manifest-path")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"));
+    cmd
+}
+
+/// Builds the allocator binaries and returns their paths by allocator name.
+fn build(allocators: &[String]) -> HashMap<String, PathBuf> {
+    let mut cmd = cargo();
+    cmd.args(["--no-run", "--message-format=json"]);
+    for a in allocators {
+        cmd.args(["--bench", &format!("alloc_{a}")]);
+    }
+    let out = cmd
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run cargo bench --no-run");
+    assert!(out.status.success(), "building the allocator binaries failed");
+    let mut paths = HashMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let (Some(name), Some(exe)) = (json_str(line, "name"), json_str(line, "executable")) else {
+            continue;
+        };
+        if let Some(a) = name.strip_prefix("alloc_") {
+            paths.insert(a.to_string(), PathBuf::from(exe));
+        }
+    }
+    paths
+}
+
+/// The first string value of `"key":"..."` in one line of cargo's JSON (no escapes expected).
+fn json_str<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let start = line.find(&format!("\"{key}\":\""))? + key.len() + 4;
+    let len = line[start..].find('"')?;
+    Some(&line[start..start + len])
+}
+
+/// Runs one workload process; returns its `(metric, unit, value)` lines.
+fn run_one(exe: &Path, arg: &str, timeout: Duration) -> Result<Vec<(String, String, f64)>, String> {
+    let mut child = Command::new(exe)
+        .arg(arg)
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("spawn: {e}"))?;
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        stdout.read_to_string(&mut s).map(|_| s)
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            break status;
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("timed out after {} s", timeout.as_secs()));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let text = reader.join().unwrap().map_err(|e| e.to_string())?;
+    if !status.success() {
+        return Err(format!("exited with {status}"));
+    }
+    Ok(text
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split('\t');
+            let (m, u, v) = (f.next()?, f.next()?, f.next()?.parse().ok()?);
+            Some((m.to_string(), u.to_string(), v))
+        })
+        .collect())
+}
+
+/// The measured benchmark of `benches/iai.rs` repeats each operation this many times.
+const IAI_OPS: f64 = 1000.0;
+
+/// Runs `benches/iai.rs` and returns `(allocator, operation, instructions)` per benchmark.
+fn run_iai() -> Result<Vec<(String, String, f64)>, String> {
+    let out = cargo()
+        .args(["--bench", "iai"])
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!("cargo bench --bench iai: {}", out.status));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut counts = Vec::new();
+    let mut current = None;
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("iai::fast_paths::") {
+            let alloc = rest.split(' ').next().unwrap_or_default().to_string();
+            let op = rest
+                .split_once("(Op :: ")
+                .and_then(|(_, op)| op.strip_suffix(')'))
+                .unwrap_or_default()
+                .to_string();
+            current = Some((alloc, op));
+        } else if let (Some(v), Some((alloc, op))) = (
+            line.trim().strip_prefix("Instructions:"),
+            current.take(),
+        ) {
+            let n = v.trim().split('|').next().unwrap_or_default();
+            counts.push((alloc, op, n.parse().map_err(|_| format!("bad count {v}"))?));
+        }
+    }
+    Ok(counts)
+}
+
+fn main() {
+    let started = Instant::now();
+    let runs: usize = env_or("COHORT_BENCH_RUNS", 5);
+    let scale: f64 = env_or("COHORT_BENCH_SCALE", 1.0);
+    let timeout = Duration::from_secs(env_or("COHORT_BENCH_TIMEOUT", 90));
+    let allocators = env_list("COHORT_BENCH_ALLOCATORS")
+        .unwrap_or_else(|| ALLOCATORS[..4].iter().map(|s| s.to_string()).collect());
+    let only = env_list("COHORT_BENCH_ONLY");
+    let out_dir = PathBuf::from(env_or(
+        "COHORT_BENCH_OUT",
+        format!("{}/bench-results", env!("CARGO_MANIFEST_DIR")),
+    ));
+    std::env::set_var("COHORT_BENCH_SCALE", scale.to_string());
+
+    let exes = build(&allocators);
+    let workloads: Vec<&Workload> = WORKLOADS
+        .iter()
+        .filter(|w| only.as_ref().is_none_or(|o| o.iter().any(|p| w.arg.starts_with(p.as_str()))))
+        .collect();
+    let mut results = Results::default();
+    for run in 0..runs {
+        for wl in &workloads {
+            for i in 0..allocators.len() {
+                // Rotate the order so no allocator always runs first (or after a heavy one).
+                let alloc = &allocators[(i + run) % allocators.len()];
+                if results.failed(alloc, wl.arg) {
+                    continue;
+                }
+                let t = Instant::now();
+                match run_one(&exes[alloc], wl.arg, timeout) {
+                    Ok(lines) => {
+                        for (metric, unit, v) in lines {
+                            results.add(wl, alloc, &metric, &unit, v);
+                        }
+                    }
+                    Err(e) => results.fail(alloc, wl.arg, e),
+                }
+                eprintln!(
+                    "[run {}/{runs}] {:<10} {:<9} {:>6.2} s",
+                    run + 1,
+                    wl.arg,
+                    alloc,
+                    t.elapsed().as_secs_f64()
+                );
+            }
+        }
+    }
+    if env_or("COHORT_BENCH_IAI", 1) != 0 {
+        match run_iai() {
+            Ok(counts) => results.set_iai(counts, IAI_OPS),
+            Err(e) => results.fail("all", "iai", e),
+        }
+    }
+    let setup = report::Setup {
+        runs,
+        scale,
+        elapsed: started.elapsed(),
+    };
+    std::fs::create_dir_all(&out_dir).expect("create the results folder");
+    let md = results.write(&out_dir, &setup).expect("write the results");
+    println!("{md}");
+    eprintln!(
+        "suite finished in {:.0} s; results in {}",
+        setup.elapsed.as_secs_f64(),
+        out_dir.display()
+    );
+}

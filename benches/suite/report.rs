@@ -1,0 +1,361 @@
+//! Collected results: medians, spread, ratios to System, and the CSV / markdown / SVG output.
+
+use super::plot;
+use super::Workload;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+/// Column order. "cohort (classes)" is cohort's own lifetime-class API in the lifetime table.
+pub const ALLOCATORS: [&str; 5] = ["system", "mimalloc", "jemalloc", "cohort", "cohort (classes)"];
+
+/// One table of the report.
+struct Group {
+    name: &'static str,
+    title: &'static str,
+    what: &'static str,
+}
+
+const GROUPS: &[Group] = &[
+    Group {
+        name: "churn",
+        title: "Churn",
+        what: "Batches of 1000 objects of one size, freed in random order, one thread. \
+               Thread CPU time per malloc+free pair.",
+    },
+    Group {
+        name: "threads",
+        title: "1 thread against 2 threads",
+        what: "The churn above (all sizes) on one thread, then on two threads at once, each \
+               independent. Thread CPU time per pair, averaged over the threads; the last row \
+               is the slowdown from sharing the allocator (1 = perfect scaling).",
+    },
+    Group {
+        name: "producer-consumer",
+        title: "Producer / consumer",
+        what: "One thread allocates 64-byte objects in batches of 1000 and hands them over a \
+               channel to another thread that frees them. Per object: wall time, and the \
+               thread CPU time spent inside malloc (producer) and free (consumer).",
+    },
+    Group {
+        name: "linked-list",
+        title: "Linked list",
+        what: "10 million nodes, each its own allocation, with a 40-byte string every 8th node; \
+               build, walk 10 times, free. Thread CPU time per node; RSS growth per node at the \
+               peak (strings included; the ideal is 21 B for 16-byte nodes, 29 B for 24).",
+    },
+    Group {
+        name: "memory-ratio",
+        title: "Memory ratio",
+        what: "4 million live objects of one size, every byte written: RSS growth divided by \
+               the bytes requested (1 = no overhead).",
+    },
+    Group {
+        name: "realloc-growth",
+        title: "Realloc growth",
+        what: "A Vec<u8> grown to 64 MiB with `reserve_exact` + `extend_from_slice`, so every \
+               step is one exact realloc. Thread CPU time per step (the copy included).",
+    },
+    Group {
+        name: "lifetime",
+        title: "Lifetime classes",
+        what: "4 million objects of 16 to 128 bytes, every 16th long-lived, allocated \
+               interleaved; then the short-lived ones are freed, then the allocator is asked to \
+               give memory back (System: `malloc_trim(0)`, mimalloc: `mi_collect(true)`, \
+               jemalloc: purge all arenas, cohort: `compact()`). \"cohort (classes)\" runs the \
+               same workload through cohort's own API with a `Request` and a `Long` lifetime \
+               class; the other columns use plain malloc/free.",
+    },
+];
+
+/// Every value of one metric: per allocator, one value per run.
+struct Metric {
+    group: &'static str,
+    row: String,
+    unit: String,
+    values: BTreeMap<usize, Vec<f64>>,
+}
+
+/// Per-operation instruction counts from iai-callgrind.
+struct IaiRow {
+    op: String,
+    /// Allocator column -> (measured total, net per operation).
+    counts: BTreeMap<usize, (f64, f64)>,
+}
+
+#[derive(Default)]
+pub struct Results {
+    metrics: Vec<Metric>,
+    iai: Vec<IaiRow>,
+    failures: Vec<(String, String, String)>,
+}
+
+/// How the suite ran, for the report header.
+pub struct Setup {
+    pub runs: usize,
+    pub scale: f64,
+    pub elapsed: Duration,
+}
+
+struct Stats {
+    median: f64,
+    spread: f64,
+}
+
+fn stats(v: &[f64]) -> Stats {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let n = s.len();
+    let median = if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    };
+    let spread = if median != 0.0 {
+        (s[n - 1] - s[0]) / median.abs() * 100.0
+    } else {
+        0.0
+    };
+    Stats { median, spread }
+}
+
+fn column(alloc: &str) -> usize {
+    ALLOCATORS
+        .iter()
+        .position(|a| *a == alloc)
+        .unwrap_or_else(|| panic!("unknown allocator {alloc}"))
+}
+
+/// Three significant digits, no exponent.
+fn num(v: f64) -> String {
+    let digits = if v.abs() >= 100.0 {
+        0
+    } else if v.abs() >= 10.0 {
+        1
+    } else if v.abs() >= 1.0 {
+        2
+    } else {
+        3
+    };
+    format!("{v:.digits$}")
+}
+
+impl Results {
+    pub fn add(&mut self, wl: &Workload, alloc: &str, metric: &str, unit: &str, value: f64) {
+        let alloc = if wl.arg == "classes" { "cohort (classes)" } else { alloc };
+        let row = format!("{}{metric}", wl.label);
+        let i = match self.metrics.iter().position(|m| m.group == wl.group && m.row == row) {
+            Some(i) => i,
+            None => {
+                self.metrics.push(Metric {
+                    group: wl.group,
+                    row,
+                    unit: unit.to_string(),
+                    values: BTreeMap::new(),
+                });
+                self.metrics.len() - 1
+            }
+        };
+        self.metrics[i].values.entry(column(alloc)).or_default().push(value);
+    }
+
+    pub fn fail(&mut self, alloc: &str, workload: &str, why: String) {
+        eprintln!("FAILED: {workload} with {alloc}: {why}");
+        self.failures.push((alloc.into(), workload.into(), why));
+    }
+
+    pub fn failed(&self, alloc: &str, workload: &str) -> bool {
+        self.failures.iter().any(|(a, w, _)| a == alloc && w == workload)
+    }
+
+    /// Stores the iai counts; the `noop` allocator's count is the baseline subtracted.
+    pub fn set_iai(&mut self, counts: Vec<(String, String, f64)>, ops: f64) {
+        let noop: BTreeMap<&str, f64> = counts
+            .iter()
+            .filter(|(a, _, _)| a == "noop")
+            .map(|(_, op, n)| (op.as_str(), *n))
+            .collect();
+        for (alloc, op, n) in counts.iter().filter(|(a, _, _)| a != "noop") {
+            let label = iai_label(op);
+            let i = match self.iai.iter().position(|r| r.op == label) {
+                Some(i) => i,
+                None => {
+                    self.iai.push(IaiRow {
+                        op: label,
+                        counts: BTreeMap::new(),
+                    });
+                    self.iai.len() - 1
+                }
+            };
+            let base = noop.get(op.as_str()).copied().unwrap_or(0.0);
+            self.iai[i].counts.insert(column(alloc), (*n, (n - base) / ops));
+        }
+    }
+
+    /// Writes results.csv, iai.csv, results.md and the plots; returns the markdown.
+    pub fn write(&self, dir: &Path, setup: &Setup) -> std::io::Result<String> {
+        let mut csv = String::from(
+            "group,metric,unit,allocator,median,spread_pct,ratio_to_system,runs\n",
+        );
+        let mut md = header(setup);
+        for g in GROUPS {
+            let metrics: Vec<&Metric> = self.metrics.iter().filter(|m| m.group == g.name).collect();
+            if metrics.is_empty() {
+                continue;
+            }
+            let cols: Vec<usize> = (0..ALLOCATORS.len())
+                .filter(|c| metrics.iter().any(|m| m.values.contains_key(c)))
+                .collect();
+            let _ = write!(md, "\n### {}\n\n{}\n\n| metric | unit |", g.title, g.what);
+            for &c in &cols {
+                let _ = write!(md, " {} |", ALLOCATORS[c]);
+            }
+            md.push_str("\n|---|---|");
+            md.push_str(&"---:|".repeat(cols.len()));
+            md.push('\n');
+            let mut series: Vec<(String, Vec<Option<f64>>)> =
+                cols.iter().map(|&c| (ALLOCATORS[c].to_string(), vec![])).collect();
+            for m in &metrics {
+                let system = m.values.get(&0).map(|v| stats(v).median);
+                let _ = write!(md, "| {} | {} |", m.row, m.unit);
+                for (k, &c) in cols.iter().enumerate() {
+                    let Some(v) = m.values.get(&c) else {
+                        md.push_str(" – |");
+                        series[k].1.push(None);
+                        continue;
+                    };
+                    let s = stats(v);
+                    let ratio = system.map(|sys| s.median / sys);
+                    let _ = write!(md, " {} ±{:.0}%", num(s.median), s.spread);
+                    if let (Some(r), true) = (ratio, c != 0) {
+                        let _ = write!(md, " ({}×)", num(r));
+                    }
+                    md.push_str(" |");
+                    series[k].1.push(ratio);
+                    let runs: Vec<String> = v.iter().map(|x| x.to_string()).collect();
+                    let _ = writeln!(
+                        csv,
+                        "{},{},{},{},{},{:.1},{},{}",
+                        g.name,
+                        m.row,
+                        m.unit,
+                        ALLOCATORS[c],
+                        s.median,
+                        s.spread,
+                        ratio.map(|r| r.to_string()).unwrap_or_default(),
+                        runs.join(";")
+                    );
+                }
+                md.push('\n');
+            }
+            let rows: Vec<String> = metrics.iter().map(|m| m.row.clone()).collect();
+            let file = format!("{}.svg", g.name);
+            let x_desc = "ratio to System (log scale; < 1 is better)";
+            plot::bars(&dir.join(&file), g.title, x_desc, &rows, &series, Some(1.0))?;
+            let _ = writeln!(md, "\n![{}]({file})", g.title);
+        }
+        if !self.iai.is_empty() {
+            md.push_str(&self.iai_table(dir)?);
+        }
+        if !self.failures.is_empty() {
+            md.push_str("\n### Failures\n\n");
+            for (a, w, why) in &self.failures {
+                let _ = writeln!(md, "- `{w}` with {a}: {why}");
+            }
+        }
+        std::fs::write(dir.join("results.csv"), csv)?;
+        std::fs::write(dir.join("results.md"), &md)?;
+        Ok(md)
+    }
+
+    fn iai_table(&self, dir: &Path) -> std::io::Result<String> {
+        let cols: Vec<usize> = (0..ALLOCATORS.len())
+            .filter(|c| self.iai.iter().any(|r| r.counts.contains_key(c)))
+            .collect();
+        let mut md = String::from(
+            "\n### Instruction counts (iai-callgrind)\n\nInstructions per operation through \
+             `GlobalAlloc` on a static instance, after a warm-up, net of the same loop run on \
+             an allocator that does nothing (see `benches/iai.rs`). Exact and repeatable; \
+             not noisy.\n\n| operation |",
+        );
+        let mut csv = String::from("operation,allocator,total_instructions,net_per_operation\n");
+        for &c in &cols {
+            let _ = write!(md, " {} |", ALLOCATORS[c]);
+        }
+        md.push_str("\n|---|");
+        md.push_str(&"---:|".repeat(cols.len()));
+        md.push('\n');
+        let mut series: Vec<(String, Vec<Option<f64>>)> =
+            cols.iter().map(|&c| (ALLOCATORS[c].to_string(), vec![])).collect();
+        for r in &self.iai {
+            let _ = write!(md, "| {} |", r.op);
+            for (k, &c) in cols.iter().enumerate() {
+                let v = r.counts.get(&c);
+                match v {
+                    Some((total, net)) => {
+                        let _ = write!(md, " {net:.1} |");
+                        let _ = writeln!(csv, "{},{},{total},{net}", r.op, ALLOCATORS[c]);
+                    }
+                    None => md.push_str(" – |"),
+                }
+                series[k].1.push(v.map(|x| x.1));
+            }
+            md.push('\n');
+        }
+        let rows: Vec<String> = self.iai.iter().map(|r| r.op.clone()).collect();
+        let title = "Instructions per operation";
+        plot::bars(&dir.join("iai.svg"), title, "instructions (log scale)", &rows, &series, None)?;
+        md.push_str("\n![Instructions per operation](iai.svg)\n");
+        std::fs::write(dir.join("iai.csv"), csv)?;
+        Ok(md)
+    }
+}
+
+fn iai_label(op: &str) -> String {
+    match op {
+        "Batch" => "100 mallocs of 64 B, then 100 frees (per pair)".into(),
+        "Realloc" => "realloc 20 B <-> 24 B, same class (per call)".into(),
+        "Calloc" => "calloc + free, 64 B".into(),
+        _ => match op.strip_prefix("Pair(").and_then(|s| s.strip_suffix(')')) {
+            Some(size) => format!("malloc + free, {size} B"),
+            None => op.into(),
+        },
+    }
+}
+
+fn sh(cmd: &str, args: &[&str]) -> String {
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+fn header(setup: &Setup) -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':'])))
+        .unwrap_or("unknown");
+    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
+    // SAFETY: gnu_get_libc_version returns a pointer to a static NUL-terminated string.
+    let glibc = unsafe { std::ffi::CStr::from_ptr(libc::gnu_get_libc_version()) };
+    format!(
+        "## Results\n\n{} — {} CPUs ({}), Linux {}, glibc {}, {}. \
+         {} process runs per figure, scale {}, suite time {:.0} s.\n\n\
+         Each cell: median ±spread (max − min over the runs, in % of the median), then the \
+         ratio of medians to System measured in the same run (< 1: less time or memory than \
+         System).\n",
+        sh("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+        nproc,
+        cpu,
+        sh("uname", &["-r"]),
+        glibc.to_string_lossy(),
+        sh("rustc", &["--version"]),
+        setup.runs,
+        setup.scale,
+        setup.elapsed.as_secs_f64()
+    )
+}

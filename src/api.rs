@@ -1,0 +1,881 @@
+//! The allocator type: [`Cohort`], its malloc family, `GlobalAlloc`, and block reports.
+//!
+//! Routing of a request (size, align, lifetime class):
+//!
+//! - size 0: no memory; a dangling pointer aligned to the request (Rust's rule for
+//!   zero-sized allocations). Freeing it with size 0 does nothing.
+//! - a small class ([`class_of`]): the calling thread's heap; the fast path pops a slot of
+//!   the current block of (class, life) with no lock and no atomic read-modify-write.
+//! - tiny classes (1- and 2-byte slots) and threads without a heap: the pool, under its
+//!   lock.
+//! - otherwise a large allocation: its own page-rounded mapping, no header. The size given
+//!   back at free says it is large.
+
+use crate::block::{header_of, key, Header, MAGIC};
+use crate::class::{class_of, malloc_align, Class, CLASSES, CLASS_COUNT, MAX_SMALL_ALIGN};
+use crate::heap::{self, Heap};
+use crate::lifetime::Lifetime;
+use crate::pool::{Pool, EMPTY_KEY};
+use crate::region::{BLOCK, TAIL};
+use crate::sync::{spin_hint, spin_lock, AtomicPtr, AtomicU64, AtomicU8, Ordering, SpinLock};
+use crate::{os, tiny};
+use core::alloc::{GlobalAlloc, Layout};
+use core::fmt;
+use core::marker::PhantomData;
+use core::ptr;
+
+/// True when every free is fully checked (foreign pointers, double frees).
+pub(crate) const CHECKED: bool = cfg!(any(debug_assertions, feature = "checked"));
+
+/// Address space reserved by [`Cohort::new`]: reserved, not committed, so it costs no
+/// memory; halved until the OS accepts.
+pub const DEFAULT_RESERVATION: usize = 256 << 30;
+
+const UNINIT: u8 = 0;
+const INITIALISING: u8 = 1;
+const READY: u8 = 2;
+
+/// A sized-free allocator with lifetime classes `L`.
+///
+/// Every allocation is a slot in a block of slots of one size class and one lifetime class;
+/// nothing is stored beside it. The caller gives the size (and lifetime class) back at
+/// free time. See the crate docs for the contracts.
+///
+/// Thread safety: all methods take `&self` and may be called from any thread. Each thread
+/// allocates from its own heap; frees from another thread are lock-free.
+///
+/// Dropping a `Cohort` unmaps all its memory: every allocation from it dangles.
+pub struct Cohort<L: Lifetime = ()> {
+    /// The instance id (never reused), `u64::MAX` until the pool exists.
+    instance: AtomicU64,
+    pool: AtomicPtr<Pool>,
+    init: AtomicU8,
+    reservation: usize,
+    exact: bool,
+    _life: PhantomData<fn(L) -> L>,
+}
+
+// SAFETY: the raw pool pointer is shared state designed for concurrent use (atomics and
+// locks); nothing in a Cohort is tied to a thread.
+unsafe impl<L: Lifetime> Sync for Cohort<L> {}
+// SAFETY: as above.
+unsafe impl<L: Lifetime> Send for Cohort<L> {}
+
+impl<L: Lifetime> Default for Cohort<L> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What a free found wrong (see [`Cohort::free`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Misuse {
+    /// The pointer given to free.
+    pub ptr: usize,
+    /// The size given to free.
+    pub size: usize,
+    /// The lifetime class index given to free.
+    pub life: usize,
+    /// What is wrong.
+    pub problem: Problem,
+}
+
+/// The kinds of [`Misuse`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Problem {
+    /// The pointer is not in this allocator's memory.
+    Foreign,
+    /// The pointer's block holds another size class or lifetime class (or is empty).
+    WrongBlock {
+        /// The size class the size maps to.
+        class: usize,
+        /// Its stride.
+        stride: usize,
+        /// The block's size class (`None` for an empty or unreadable block).
+        block_class: Option<usize>,
+        /// The block's lifetime class.
+        block_life: usize,
+    },
+    /// The pointer is inside a slot, not at its start.
+    NotASlot {
+        /// The block's stride.
+        stride: usize,
+    },
+    /// The slot is already free.
+    DoubleFree,
+}
+
+impl fmt::Display for Misuse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "cohort: bad free of {:#x} (size {}, lifetime class {}): ",
+            self.ptr, self.size, self.life
+        )?;
+        match &self.problem {
+            Problem::Foreign => write!(f, "the pointer is not from this allocator"),
+            Problem::WrongBlock { class, stride, block_class: Some(bc), block_life } => write!(
+                f,
+                "size {} is size class {class} (stride {stride} B) but the block holds size \
+                 class {bc} (stride {} B) of lifetime class {block_life}",
+                self.size, CLASSES[*bc].stride
+            ),
+            Problem::WrongBlock { class, stride, block_class: None, .. } => write!(
+                f,
+                "size {} is size class {class} (stride {stride} B) but the block is empty or \
+                 not a block of that size (wrong size, or already freed)",
+                self.size
+            ),
+            Problem::NotASlot { stride } => {
+                write!(f, "the pointer is not the start of a slot (stride {stride} B)")
+            }
+            Problem::DoubleFree => write!(f, "the slot is already free (double free)"),
+        }
+    }
+}
+
+/// A fixed buffer for formatting a message without allocating.
+struct StackBuf {
+    buf: [u8; 512],
+    len: usize,
+}
+
+impl fmt::Write for StackBuf {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let n = s.len().min(self.buf.len() - self.len);
+        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.len += n;
+        Ok(())
+    }
+}
+
+/// Reports misuse: a panic from the direct API, an abort with the message from
+/// `GlobalAlloc` (which must not unwind).
+#[cold]
+#[inline(never)]
+fn report<const ABORT: bool>(m: Misuse) -> ! {
+    if ABORT {
+        let mut out = StackBuf { buf: [0; 512], len: 0 };
+        let _ = fmt::write(&mut out, format_args!("{m}\n"));
+        // SAFETY: writes our own buffer to stderr, then aborts; neither allocates.
+        unsafe {
+            libc::write(2, out.buf.as_ptr().cast(), out.len);
+            libc::abort();
+        }
+    }
+    panic!("{m}");
+}
+
+/// One block, as [`Cohort::for_each_block`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockReport {
+    /// The block's base address.
+    pub base: usize,
+    /// Size class index.
+    pub size_class: usize,
+    /// Slot size in bytes.
+    pub stride: usize,
+    /// Lifetime class index.
+    pub life: usize,
+    /// Slots in the block.
+    pub capacity: usize,
+    /// Live slots.
+    pub live: usize,
+    /// The block's size in bytes (virtual).
+    pub block_bytes: usize,
+    /// Usable bytes: `capacity * stride`.
+    pub usable_bytes: usize,
+    /// Bytes of the block resident in RAM.
+    pub resident_bytes: usize,
+}
+
+impl BlockReport {
+    /// The seed's measure: block bytes divided by usable bytes.
+    pub fn geometry_ratio(&self) -> f64 {
+        self.block_bytes as f64 / self.usable_bytes as f64
+    }
+}
+
+impl<L: Lifetime> Cohort<L> {
+    /// An allocator that will reserve [`DEFAULT_RESERVATION`] bytes of address space on its
+    /// first allocation. `const`, so it can be a `static` (a `#[global_allocator]`).
+    pub const fn new() -> Self {
+        Self::build(DEFAULT_RESERVATION, false)
+    }
+
+    /// An allocator whose small allocations come from exactly `bytes` of address space
+    /// (rounded down to whole MiB, at least 4 MiB): past that, allocation returns null.
+    /// Large allocations are separate mappings and not counted.
+    pub const fn with_reservation(bytes: usize) -> Self {
+        Self::build(bytes, true)
+    }
+
+    const fn build(reservation: usize, exact: bool) -> Self {
+        assert!(L::COUNT >= 1 && L::COUNT <= 256, "1 to 256 lifetime classes");
+        Cohort {
+            instance: AtomicU64::new(u64::MAX),
+            pool: AtomicPtr::new(ptr::null_mut()),
+            init: AtomicU8::new(UNINIT),
+            reservation,
+            exact,
+            _life: PhantomData,
+        }
+    }
+
+    /// The pool, created on first use; `None` when the OS refuses the reservation.
+    #[inline(always)]
+    fn pool(&self) -> Option<&Pool> {
+        let p = self.pool.load(Ordering::Acquire);
+        if p.is_null() {
+            return self.init_pool();
+        }
+        // SAFETY: a published pool lives until the Cohort drops.
+        Some(unsafe { &*p })
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn init_pool(&self) -> Option<&Pool> {
+        let mut round = 0;
+        loop {
+            match self.init.compare_exchange(
+                UNINIT,
+                INITIALISING,
+                Ordering::Acquire,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => break,
+                Err(READY) => {
+                    // SAFETY: READY is stored after the pool is published.
+                    return Some(unsafe { &*self.pool.load(Ordering::Acquire) });
+                }
+                Err(_) => {
+                    spin_hint(round);
+                    round += 1;
+                }
+            }
+        }
+        let pool = if os::page_size_matches() {
+            Pool::create(self.reservation, self.exact, L::COUNT, CHECKED)
+        } else {
+            ptr::null_mut()
+        };
+        if pool.is_null() {
+            self.init.store(UNINIT, Ordering::Release);
+            return None;
+        }
+        fork::register(pool);
+        let id = heap::NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed);
+        self.instance.store(id, Ordering::Relaxed);
+        self.pool.store(pool, Ordering::Release);
+        self.init.store(READY, Ordering::Release);
+        // SAFETY: just created; lives until the Cohort drops.
+        Some(unsafe { &*pool })
+    }
+
+    // ---- The malloc family (seed names) ----
+
+    /// Allocates `size` bytes in lifetime class `life`, aligned to at least the next power
+    /// of two of `size`, at most 4096 (so `malloc(max(size, align))` is an aligned
+    /// allocation for any `align` up to 4096).
+    ///
+    /// Returns null when memory is exhausted. `size == 0` returns a dangling non-null
+    /// pointer, to be freed with size 0 (or not at all). Cost: about 20 instructions when
+    /// the calling thread's current block of the class has a free slot.
+    #[inline]
+    pub fn malloc(&self, size: usize, life: L) -> *mut u8 {
+        self.alloc_sized::<false>(size, malloc_align(size), life.index())
+    }
+
+    /// Like [`Cohort::malloc`], with the memory zeroed. Memory fresh from the OS is not
+    /// written again.
+    #[inline]
+    pub fn calloc(&self, size: usize, life: L) -> *mut u8 {
+        self.alloc_sized::<true>(size, malloc_align(size), life.index())
+    }
+
+    /// Like [`Cohort::malloc`], and also returns the usable size: any size between `size`
+    /// and it may be passed to [`Cohort::free`].
+    pub fn malloc_at_least(&self, size: usize, life: L) -> (*mut u8, usize) {
+        let p = self.malloc(size, life);
+        if p.is_null() {
+            return (p, 0);
+        }
+        (p, usable_size(size, malloc_align(size)))
+    }
+
+    /// Frees an allocation of [`Cohort::malloc`], [`Cohort::calloc`],
+    /// [`Cohort::malloc_at_least`], [`Cohort::remalloc`] or [`Cohort::recalloc`].
+    ///
+    /// Misuse the block header can reveal (a size or lifetime class that does not match the
+    /// block) panics with the pointer, size and class; with debug assertions or the
+    /// `checked` feature, foreign pointers and double frees panic too.
+    ///
+    /// # Safety
+    /// `ptr` came from this allocator's malloc family with lifetime class `life` and a size
+    /// whose usable size `size` does not exceed, at least the size asked for; it was not
+    /// freed since.
+    #[inline]
+    pub unsafe fn free(&self, ptr: *mut u8, size: usize, life: L) {
+        // SAFETY: forwarded contract.
+        unsafe { self.free_sized::<false>(ptr, size, malloc_align(size), life.index()) }
+    }
+
+    /// Resizes an allocation of the malloc family to `new_size` bytes. Stays in place when
+    /// `new_size` maps to the same size class (or both are large and the OS can remap);
+    /// otherwise copies `min(old_size, new_size)` bytes to a new allocation. Returns null,
+    /// leaving the old allocation as it was, when memory is exhausted.
+    ///
+    /// # Safety
+    /// As [`Cohort::free`] for `(ptr, old_size, life)`.
+    pub unsafe fn remalloc(
+        &self,
+        ptr: *mut u8,
+        old_size: usize,
+        new_size: usize,
+        life: L,
+    ) -> *mut u8 {
+        let (old_align, new_align) = (malloc_align(old_size), malloc_align(new_size));
+        // SAFETY: forwarded contract.
+        unsafe { self.realloc_sized(ptr, old_size, old_align, new_size, new_align, life.index()) }
+    }
+
+    /// Like [`Cohort::remalloc`], and zeroes the bytes from `old_size` to `new_size` when
+    /// it grows.
+    ///
+    /// # Safety
+    /// As [`Cohort::remalloc`].
+    pub unsafe fn recalloc(
+        &self,
+        ptr: *mut u8,
+        old_size: usize,
+        new_size: usize,
+        life: L,
+    ) -> *mut u8 {
+        // SAFETY: forwarded contract.
+        let p = unsafe { self.remalloc(ptr, old_size, new_size, life) };
+        if !p.is_null() && new_size > old_size {
+            // SAFETY: p holds new_size bytes.
+            unsafe { ptr::write_bytes(p.add(old_size), 0, new_size - old_size) };
+        }
+        p
+    }
+
+    // ---- Layout forms ----
+
+    /// Allocates for `layout` in lifetime class `life`, honouring `layout.align()` with the
+    /// exact-fit class (a 24-byte, 8-aligned request takes a 24-byte slot). Null when memory
+    /// is exhausted; a zero-size layout returns `layout.dangling()`.
+    #[inline]
+    pub fn alloc(&self, layout: Layout, life: L) -> *mut u8 {
+        self.alloc_sized::<false>(layout.size(), layout.align(), life.index())
+    }
+
+    /// Like [`Cohort::alloc`], with the memory zeroed.
+    #[inline]
+    pub fn alloc_zeroed(&self, layout: Layout, life: L) -> *mut u8 {
+        self.alloc_sized::<true>(layout.size(), layout.align(), life.index())
+    }
+
+    /// The usable size of an allocation for `layout`: any size from `layout.size()` up to it
+    /// may be given back at free (with the same align).
+    pub fn usable_size(&self, layout: Layout) -> usize {
+        usable_size(layout.size(), layout.align())
+    }
+
+    /// Frees an allocation of [`Cohort::alloc`]; as [`Cohort::free`] for misuse.
+    ///
+    /// # Safety
+    /// `ptr` came from [`Cohort::alloc`] (or `alloc_zeroed`, `realloc`) of this allocator
+    /// with lifetime class `life`, a layout of the same align, and a size from which
+    /// `layout.size()` is in the usable range; it was not freed since.
+    #[inline]
+    pub unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout, life: L) {
+        // SAFETY: forwarded contract.
+        unsafe { self.free_sized::<false>(ptr, layout.size(), layout.align(), life.index()) }
+    }
+
+    /// Resizes an allocation of [`Cohort::alloc`] to `new_size` bytes with the same align.
+    ///
+    /// # Safety
+    /// As [`Cohort::dealloc`].
+    pub unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize, life: L) -> *mut u8 {
+        let a = layout.align();
+        // SAFETY: forwarded contract.
+        unsafe { self.realloc_sized(ptr, layout.size(), a, new_size, a, life.index()) }
+    }
+
+    // ---- Inner paths, on class and lifetime indices ----
+
+    #[inline(always)]
+    fn alloc_sized<const ZERO: bool>(&self, size: usize, align: usize, life: usize) -> *mut u8 {
+        if size == 0 {
+            return align as *mut u8;
+        }
+        match class_of(size, align) {
+            Some(class) => self.alloc_class::<ZERO>(class, life),
+            None => self.alloc_large(size, align),
+        }
+    }
+
+    /// The fast path: the calling thread's current block of (class, life) has a free slot.
+    #[inline(always)]
+    fn alloc_class<const ZERO: bool>(&self, class: usize, life: usize) -> *mut u8 {
+        let heap = heap::current(self.instance.load(Ordering::Relaxed));
+        if !heap.is_null() {
+            // SAFETY: `current` returns a live heap of this instance, and class < CLASS_COUNT,
+            // life < L::COUNT (Lifetime's contract) index one of its heads; a current
+            // block is live and owned by this thread's heap.
+            let h = unsafe { &*(*heap::head(heap, class, life)).current };
+            if let Some((off, zeroed)) = h.pop() {
+                let p = h.base().wrapping_add(off as usize);
+                return self.finish_alloc::<ZERO>(p, zeroed, class);
+            }
+        }
+        self.alloc_class_slow::<ZERO>(class, life)
+    }
+
+    #[inline(always)]
+    fn finish_alloc<const ZERO: bool>(&self, p: *mut u8, zeroed: bool, class: usize) -> *mut u8 {
+        let c = &CLASSES[class];
+        if CHECKED && !c.is_tiny() {
+            // SAFETY: the pool exists (p came from it).
+            let pool = unsafe { &*self.pool.load(Ordering::Relaxed) };
+            live_bit(pool, p, true);
+        }
+        if ZERO && !zeroed {
+            // SAFETY: p is a slot of `stride` bytes, ours now.
+            unsafe { ptr::write_bytes(p, 0, c.stride as usize) };
+        }
+        p
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn alloc_class_slow<const ZERO: bool>(&self, class: usize, life: usize) -> *mut u8 {
+        let Some(pool) = self.pool() else {
+            return ptr::null_mut();
+        };
+        let instance = self.instance.load(Ordering::Relaxed);
+        let got = if CLASSES[class].is_tiny() {
+            pool.alloc_locked(&mut pool.state.lock(), class, life)
+        } else {
+            let mut heap = heap::current(instance);
+            if heap.is_null() {
+                heap = heap::join(pool, instance);
+            }
+            if heap.is_null() {
+                pool.alloc_locked(&mut pool.state.lock(), class, life)
+            } else {
+                // SAFETY: join/current return live heaps of this instance.
+                unsafe { (*heap).alloc_slow(class, life) }
+            }
+        };
+        match got {
+            Some((p, zeroed)) => self.finish_alloc::<ZERO>(p, zeroed, class),
+            None => ptr::null_mut(),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn alloc_large(&self, size: usize, align: usize) -> *mut u8 {
+        if size > isize::MAX as usize - align {
+            return ptr::null_mut();
+        }
+        let Some(len) = os::page_round(size) else {
+            return ptr::null_mut();
+        };
+        // Fresh mappings read zero: calloc needs no memset.
+        os::map(len, align.max(os::PAGE))
+    }
+
+    /// The free fast path: the block is the calling thread's.
+    #[inline(always)]
+    unsafe fn free_sized<const ABORT: bool>(
+        &self,
+        p: *mut u8,
+        size: usize,
+        align: usize,
+        life: usize,
+    ) {
+        if size == 0 {
+            return;
+        }
+        let Some(class) = class_of(size, align) else {
+            // SAFETY: forwarded contract: a large allocation of `size` bytes.
+            return unsafe { self.free_large::<ABORT>(p, size, life) };
+        };
+        let c = &CLASSES[class];
+        let h = header_of(p, c);
+        if CHECKED {
+            self.check_free::<ABORT>(p, size, class, life);
+        } else if unsafe { (*h).key } != key(class, life) {
+            // SAFETY (of the read above): the caller's pointer is in a block of this
+            // allocator, whose header is mapped.
+            report::<ABORT>(self.wrong_block(p, size, class, life));
+        }
+        // SAFETY: checked or promised by the caller: h is the live block holding slot p.
+        let h = unsafe { &*h };
+        let off = (p as usize - h.base() as usize) as u32;
+        let heap = heap::current(self.instance.load(Ordering::Relaxed));
+        // SAFETY: `current` returns null or a live heap of this instance.
+        if !heap.is_null() && h.owner.load(Ordering::Relaxed) == unsafe { (*heap).id } {
+            // SAFETY: the slot is live and its block is this thread's.
+            let used_before = unsafe { h.push_local(off) };
+            // One compare for "used was 1 (now empty) or the capacity (was full)".
+            if used_before.wrapping_sub(2) >= h.capacity - 2 {
+                // SAFETY: as above.
+                unsafe { (*heap).free_slow(h, used_before) };
+            }
+            return;
+        }
+        // SAFETY: as above.
+        unsafe { self.free_remote(h, off) };
+    }
+
+    /// A free of a block the calling thread does not own: lock-free push on its remote
+    /// list, or the pool's lock for tiny blocks.
+    #[cold]
+    #[inline(never)]
+    unsafe fn free_remote(&self, h: &Header, off: u32) {
+        // SAFETY: the block exists, so the pool does.
+        let pool = unsafe { &*self.pool.load(Ordering::Acquire) };
+        if h.geometry().is_tiny() {
+            let mut st = pool.state.lock();
+            // SAFETY: the caller guarantees a live slot; tiny blocks are the pool's.
+            unsafe { pool.free_tiny(&mut st, h, off) };
+            // SAFETY: a live slot (caller).
+        } else if unsafe { h.push_remote(off) } {
+            pool.relist(h);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    unsafe fn free_large<const ABORT: bool>(&self, p: *mut u8, size: usize, life: usize) {
+        let Some(len) = os::page_round(size) else {
+            return;
+        };
+        if CHECKED {
+            let pool = self.pool.load(Ordering::Acquire);
+            // SAFETY: a non-null pool lives until the Cohort drops.
+            let ours = !pool.is_null() && unsafe { (*pool).region.contains(p as usize) };
+            if ours || p as usize % os::PAGE != 0 {
+                report::<ABORT>(Misuse { ptr: p as usize, size, life, problem: Problem::Foreign });
+            }
+        }
+        // SAFETY: the caller guarantees a large allocation of `size` bytes: a mapping of len.
+        unsafe { os::release(p, len) };
+    }
+
+    fn wrong_block(&self, p: *mut u8, size: usize, class: usize, life: usize) -> Misuse {
+        let c = &CLASSES[class];
+        // SAFETY: only called after the header was found readable.
+        let h = unsafe { &*header_of(p, c) };
+        let block_class = (h.key != EMPTY_KEY && h.class() < CLASS_COUNT).then(|| h.class());
+        Misuse {
+            ptr: p as usize,
+            size,
+            life,
+            problem: Problem::WrongBlock {
+                class,
+                stride: c.stride as usize,
+                block_class,
+                block_life: h.life(),
+            },
+        }
+    }
+
+    /// Checked mode: every check a free can make, before it touches anything.
+    fn check_free<const ABORT: bool>(&self, p: *mut u8, size: usize, class: usize, life: usize) {
+        let bad = |problem| Misuse { ptr: p as usize, size, life, problem };
+        let pool = self.pool.load(Ordering::Acquire);
+        // SAFETY: a non-null pool lives until the Cohort drops.
+        let Some(pool) = (unsafe { pool.as_ref() }) else {
+            report::<ABORT>(bad(Problem::Foreign));
+        };
+        let r = &pool.region;
+        let c = &CLASSES[class];
+        let base = p as usize & !(c.block_size() - 1);
+        if !r.contains(p as usize) || !matches!(r.unit_state(r.unit_of(p as usize)), BLOCK | TAIL)
+        {
+            report::<ABORT>(bad(Problem::Foreign));
+        }
+        // SAFETY: base lies in the region (p does, and blocks are aligned to their size);
+        // the header is read only if its unit starts a block, so it is mapped.
+        let h = unsafe { &*(base as *const Header) };
+        if r.unit_state(r.unit_of(base)) != BLOCK || h.magic != MAGIC || h.key != key(class, life)
+        {
+            let block_class = (r.unit_state(r.unit_of(base)) == BLOCK
+                && h.magic == MAGIC
+                && h.key != EMPTY_KEY)
+                .then(|| h.class());
+            report::<ABORT>(bad(Problem::WrongBlock {
+                class,
+                stride: c.stride as usize,
+                block_class,
+                block_life: h.life(),
+            }));
+        }
+        let off = p as usize - base;
+        if !h.is_slot(off) {
+            report::<ABORT>(bad(Problem::NotASlot { stride: c.stride as usize }));
+        }
+        let double = if c.is_tiny() {
+            let _st = pool.state.lock();
+            // SAFETY: tiny blocks are the pool's; we hold its lock.
+            unsafe { tiny::is_free(h, off as u32) }
+        } else {
+            !live_bit(pool, p, false)
+        };
+        if double {
+            report::<ABORT>(bad(Problem::DoubleFree));
+        }
+    }
+
+    unsafe fn realloc_sized(
+        &self,
+        p: *mut u8,
+        old: usize,
+        old_align: usize,
+        new: usize,
+        new_align: usize,
+        life: usize,
+    ) -> *mut u8 {
+        if old == 0 {
+            return self.alloc_sized::<false>(new, new_align, life);
+        }
+        if new == 0 {
+            // SAFETY: forwarded contract.
+            unsafe { self.free_sized::<false>(p, old, old_align, life) };
+            return new_align as *mut u8;
+        }
+        let (oc, nc) = (class_of(old, old_align), class_of(new, new_align));
+        match (oc, nc) {
+            (Some(a), Some(b)) if a == b => return p,
+            (None, None) if old_align <= os::PAGE && new_align <= os::PAGE => {
+                let (Some(ol), Some(nl)) = (os::page_round(old), os::page_round(new)) else {
+                    return ptr::null_mut();
+                };
+                if ol == nl {
+                    return p;
+                }
+                // SAFETY: a large allocation is a mapping of `ol` bytes (caller).
+                let q = unsafe { os::remap(p, ol, nl) };
+                if !q.is_null() {
+                    return q;
+                }
+            }
+            _ => {}
+        }
+        let q = self.alloc_sized::<false>(new, new_align, life);
+        if !q.is_null() {
+            // SAFETY: both hold at least min(old, new) bytes and are distinct allocations.
+            unsafe {
+                ptr::copy_nonoverlapping(p, q, old.min(new));
+                self.free_sized::<false>(p, old, old_align, life);
+            }
+        }
+        q
+    }
+
+    /// Calls `f` for every block in use (blocks held empty for reuse are skipped). A
+    /// snapshot: counts of blocks other threads are using may be a moment old.
+    /// Cost: one `mincore` call per block.
+    pub fn for_each_block(&self, mut f: impl FnMut(&BlockReport)) {
+        let Some(pool) = self.pool_if_any() else {
+            return;
+        };
+        let r = &pool.region;
+        let carved = r.carved_units(&pool.state.lock().region);
+        for u in 0..carved {
+            if r.unit_state(u) != BLOCK {
+                continue;
+            }
+            // SAFETY: a BLOCK unit starts a block whose header is initialised.
+            let h = unsafe { &*r.unit_addr(u).cast::<Header>() };
+            if h.key == EMPTY_KEY {
+                continue;
+            }
+            let c: &Class = h.geometry();
+            let report = BlockReport {
+                base: h.base() as usize,
+                size_class: h.class(),
+                stride: c.stride as usize,
+                life: h.life(),
+                capacity: c.capacity as usize,
+                live: h.live() as usize,
+                block_bytes: c.block_size(),
+                usable_bytes: c.usable(),
+                // SAFETY: the block is mapped.
+                resident_bytes: unsafe { os::resident_bytes(h.base(), c.block_size()) },
+            };
+            f(&report);
+        }
+    }
+
+    fn pool_if_any(&self) -> Option<&Pool> {
+        // SAFETY: a published pool lives until the Cohort drops.
+        unsafe { self.pool.load(Ordering::Acquire).as_ref() }
+    }
+
+    /// The base address of the block holding an allocation of `size` bytes made by
+    /// [`Cohort::malloc`] (for `Layout` allocations use [`Cohort::block_of_layout`]).
+    /// `None` for large allocations, which have no block.
+    pub fn block_of(&self, ptr: *const u8, size: usize) -> Option<usize> {
+        self.block_of_layout(ptr, size, malloc_align(size))
+    }
+
+    /// The base address of the block holding an allocation for (size, align).
+    pub fn block_of_layout(&self, ptr: *const u8, size: usize, align: usize) -> Option<usize> {
+        let c = &CLASSES[class_of(size.max(1), align)?];
+        Some(ptr as usize & !(c.block_size() - 1))
+    }
+}
+
+/// The usable size of a request: its class's stride, or its page-rounded size when large.
+fn usable_size(size: usize, align: usize) -> usize {
+    if size == 0 {
+        return 0;
+    }
+    match class_of(size, align) {
+        Some(c) => CLASSES[c].stride as usize,
+        None => os::page_round(size).unwrap_or(size),
+    }
+}
+
+/// Checked mode: sets (`set`) or clears the live bit of slot `p`; returns the bit before.
+fn live_bit(pool: &Pool, p: *mut u8, set: bool) -> bool {
+    let r = &pool.region;
+    let bit = (p as usize - r.base()) / 4;
+    // SAFETY: the shadow covers the region at one bit per 4 bytes and p is in the region.
+    let word = unsafe { &*r.live_bits.add(bit / 64) };
+    let mask = 1u64 << (bit % 64);
+    let old = if set {
+        word.fetch_or(mask, Ordering::Relaxed)
+    } else {
+        word.fetch_and(!mask, Ordering::Relaxed)
+    };
+    old & mask != 0
+}
+
+impl<L: Lifetime> Drop for Cohort<L> {
+    fn drop(&mut self) {
+        let pool = *self.pool.get_mut();
+        if pool.is_null() {
+            return;
+        }
+        fork::unregister(pool);
+        // SAFETY: `&mut self`: no thread uses this instance any more, so its heaps can be
+        // detached and its memory released.
+        unsafe {
+            Heap::teardown(&*pool);
+            Pool::destroy(pool);
+        }
+    }
+}
+
+// SAFETY: alloc returns null or a block of at least layout.size() bytes aligned to
+// layout.align() (class_of picks a stride that is a multiple of the align, in a block whose
+// slots are aligned to it; large allocations are aligned mappings); dealloc receives what
+// alloc returned with the same layout. Misuse aborts rather than unwinds.
+unsafe impl<L: Lifetime> GlobalAlloc for Cohort<L> {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        self.alloc_sized::<false>(layout.size(), layout.align(), 0)
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: GlobalAlloc's contract: ptr came from alloc with this layout.
+        unsafe { self.free_sized::<true>(ptr, layout.size(), layout.align(), 0) }
+    }
+
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        self.alloc_sized::<true>(layout.size(), layout.align(), 0)
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let a = layout.align();
+        // SAFETY: GlobalAlloc's contract.
+        unsafe { self.realloc_sized(ptr, layout.size(), a, new_size, a, 0) }
+    }
+}
+
+const _: () = assert!(MAX_SMALL_ALIGN == os::PAGE);
+
+/// fork(): every instance's pool lock is taken before the fork and released after it in
+/// both processes, so the child never inherits a lock held by a thread it does not have.
+mod fork {
+    use super::*;
+
+    struct List(*mut Pool);
+    // SAFETY: the list is only touched under its lock.
+    unsafe impl Send for List {}
+
+    static INSTANCES: SpinLock<List> = spin_lock(List(ptr::null_mut()));
+    static REGISTERED: AtomicU8 = AtomicU8::new(0);
+
+    pub(super) fn register(pool: *mut Pool) {
+        if REGISTERED.swap(1, Ordering::AcqRel) == 0 {
+            os::at_fork(prepare, parent, child);
+        }
+        let mut list = INSTANCES.lock();
+        // SAFETY: the pool is fresh and ours; the list lock guards `fork_next`.
+        unsafe { (*pool).fork_next = list.0 };
+        list.0 = pool;
+    }
+
+    pub(super) fn unregister(pool: *mut Pool) {
+        let mut list = INSTANCES.lock();
+        let mut at: *mut *mut Pool = &mut list.0;
+        // SAFETY: every pool on the list is live until unregistered here.
+        unsafe {
+            while !(*at).is_null() {
+                if *at == pool {
+                    *at = (*pool).fork_next;
+                    return;
+                }
+                at = &mut (**at).fork_next;
+            }
+        }
+    }
+
+    fn for_each(list: &List, f: impl Fn(&Pool)) {
+        let mut p = list.0;
+        while !p.is_null() {
+            // SAFETY: pools on the list are live.
+            let pool = unsafe { &*p };
+            f(pool);
+            p = pool.fork_next;
+        }
+    }
+
+    unsafe extern "C" fn prepare() {
+        let list = INSTANCES.lock();
+        for_each(&list, |pool| core::mem::forget(pool.state.lock()));
+        core::mem::forget(list);
+    }
+
+    unsafe fn release_all() {
+        // SAFETY: `prepare` locked the list and every pool in this process (parent) or in
+        // the parent's image (child, where that thread is the only one).
+        unsafe {
+            let list = &*INSTANCES.data_ptr();
+            for_each(list, |pool| pool.state.force_unlock());
+            INSTANCES.force_unlock();
+        }
+    }
+
+    unsafe extern "C" fn parent() {
+        // SAFETY: see release_all.
+        unsafe { release_all() }
+    }
+
+    unsafe extern "C" fn child() {
+        // SAFETY: see release_all.
+        unsafe { release_all() }
+    }
+}

@@ -1,0 +1,362 @@
+//! Blocks: the header and the slot lists of one block.
+//!
+//! A block is `2^shift` bytes aligned to its size (see [`crate::region`]); its first
+//! [`HEADER_SIZE`](crate::class::HEADER_SIZE) bytes are the [`Header`], the only metadata
+//! cohort keeps for the slots in it. Slots start at `class.first` and are `class.stride`
+//! apart. Every link is a byte offset from the block's base (offset 0 is the header, so 0
+//! means "none"); no absolute address is ever stored (DESIGN.md invariant 3).
+//!
+//! A slot is in exactly one of four places:
+//!
+//! - **never used**: at or above `bump` (`bump <= limit`; `bump == limit` when none is
+//!   left). When the header's `FRESH` flag is set these bytes read zero.
+//! - **local free list**: linked from `free` through the slots' first 4 bytes. Only the
+//!   owner (the heap whose id is in `owner`, or the pool-lock holder when `owner == 0`)
+//!   touches it.
+//! - **remote free list**: linked from the low 32 bits of `remote`, pushed lock-free by any
+//!   thread ([`Header::push_remote`]) and taken whole by the owner with one swap.
+//! - **live**: handed out and not freed.
+//!
+//! Counts: `used == live + |remote list|` (the owner learns of remote frees only when it
+//! collects them), `capacity == live + |remote| + |free| + (limit - bump) / stride`.
+//!
+//! The `remote` word is `offset | count << 32 | FULL`: `FULL` (bit 63) is set by the owner,
+//! with a CAS from an empty list, when it retires a block with no free slot from its head; the
+//! next free (local or remote) clears it and lists the block again ([`Header::push_remote`]
+//! reports it). Push-and-take-all is ABA-free: a push depends only on the head it links
+//! to, and the head it read is still the head when its CAS succeeds.
+
+use crate::class::{Class, CLASSES};
+use crate::sync::{AtomicU32, AtomicU64, Ordering};
+use core::ptr;
+
+/// Header `magic`: the layout version of a block header.
+pub(crate) const MAGIC: u32 = 0xC0_4081_01;
+/// `remote` flag: the block left its head because it had no free slot.
+pub(crate) const FULL: u64 = 1 << 63;
+const COUNT_MASK: u64 = (1 << 31) - 1;
+/// `flags` bit: memory at and above `bump` reads zero.
+pub(crate) const FRESH: u8 = 1;
+/// A list link meaning "no block".
+pub(crate) const NONE: u32 = u32::MAX;
+
+/// The header at the start of every block. See the module docs for its invariants.
+#[repr(C, align(64))]
+pub(crate) struct Header {
+    /// `class | life << 8`: what every slot of the block is (DESIGN.md invariant 5).
+    pub key: u16,
+    /// `FRESH`, or 0; set once, at init.
+    pub flags: u8,
+    _pad: u8,
+    /// Id of the owning heap; 0 when the pool owns the block.
+    pub owner: AtomicU32,
+    /// Local free list: offset of its first slot, 0 when empty.
+    pub free: AtomicU32,
+    /// Offset of the first never-used slot.
+    pub bump: AtomicU32,
+    /// `class.limit`, copied for the fast path.
+    pub limit: u32,
+    /// `class.stride`, copied for the fast path.
+    pub stride: u32,
+    /// Slots handed out and not freed locally: `live + |remote|`.
+    pub used: AtomicU32,
+    /// `class.capacity`, copied for the fast path.
+    pub capacity: u32,
+    /// Links of the list the block is on (unit indices, `NONE` for none).
+    pub next: AtomicU32,
+    pub prev: AtomicU32,
+    /// Link in a heap's stack of blocks to list again (unit index).
+    pub returned_next: AtomicU32,
+    pub magic: u32,
+    /// The remote free list: `offset | count << 32 | FULL`.
+    pub remote: AtomicU64,
+    /// Tiny blocks: the lowest run that may have a free slot.
+    pub hint: AtomicU32,
+}
+
+#[cfg(not(loom))]
+const _: () = assert!(size_of::<Header>() == crate::class::HEADER_SIZE);
+
+/// The header key of a (class, life) pair.
+#[inline(always)]
+pub(crate) const fn key(class: usize, life: usize) -> u16 {
+    (class | life << 8) as u16
+}
+
+impl Header {
+    /// Writes a fresh header for `class`/`life` at `base`, owned by `owner`.
+    ///
+    /// # Safety
+    /// `base` is a committed block of `CLASSES[class].block_size()` bytes that nobody else
+    /// uses or can reach until this returns.
+    pub(crate) unsafe fn init(
+        base: *mut u8,
+        class: usize,
+        life: usize,
+        owner: u32,
+        fresh: bool,
+    ) -> *mut Header {
+        let c = &CLASSES[class];
+        let h = base.cast::<Header>();
+        // SAFETY: the caller guarantees the block is ours; the header fits its first bytes.
+        unsafe {
+            ptr::write(
+                h,
+                Header {
+                    key: key(class, life),
+                    flags: if fresh { FRESH } else { 0 },
+                    _pad: 0,
+                    owner: AtomicU32::new(owner),
+                    free: AtomicU32::new(0),
+                    bump: AtomicU32::new(c.first),
+                    limit: c.limit,
+                    stride: c.stride,
+                    used: AtomicU32::new(0),
+                    capacity: c.capacity,
+                    next: AtomicU32::new(NONE),
+                    prev: AtomicU32::new(NONE),
+                    returned_next: AtomicU32::new(NONE),
+                    magic: MAGIC,
+                    remote: AtomicU64::new(0),
+                    hint: AtomicU32::new(0),
+                },
+            );
+        }
+        if c.is_tiny() {
+            // SAFETY: as above; the run table follows the header.
+            unsafe { crate::tiny::init_runs(h, c) };
+        }
+        h
+    }
+
+    /// The class index.
+    #[inline(always)]
+    pub(crate) fn class(&self) -> usize {
+        (self.key & 0xff) as usize
+    }
+
+    /// The lifetime class index.
+    #[inline(always)]
+    pub(crate) fn life(&self) -> usize {
+        (self.key >> 8) as usize
+    }
+
+    /// The class geometry.
+    #[inline(always)]
+    pub(crate) fn geometry(&self) -> &'static Class {
+        &CLASSES[self.class()]
+    }
+
+    /// The block's base address.
+    #[inline(always)]
+    pub(crate) fn base(&self) -> *mut u8 {
+        self as *const Header as *mut u8
+    }
+
+    /// True when `off` is the offset of a slot of this block.
+    pub(crate) fn is_slot(&self, off: usize) -> bool {
+        let c = self.geometry();
+        off >= c.first as usize
+            && off < c.limit as usize
+            && (off - c.first as usize) % c.stride as usize == 0
+    }
+
+    /// Owner only: takes a slot from the local free list, else from the never-used slots.
+    /// Returns its offset, and whether its bytes are known to read zero (a never-used slot
+    /// of a fresh block).
+    #[inline(always)]
+    pub(crate) fn pop(&self) -> Option<(u32, bool)> {
+        let off = self.free.load(Ordering::Relaxed);
+        let zeroed = if off != 0 {
+            // SAFETY: `off` is a free slot of this block (module invariant); its first four
+            // bytes hold the next link, written by `push_local` or `push_remote`.
+            let next = unsafe { self.base().add(off as usize).cast::<u32>().read() };
+            self.free.store(next, Ordering::Relaxed);
+            false
+        } else {
+            let bump = self.bump.load(Ordering::Relaxed);
+            if bump >= self.limit {
+                return None;
+            }
+            self.bump.store(bump + self.stride, Ordering::Relaxed);
+            self.used.store(self.used.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+            return Some((bump, self.flags & FRESH != 0));
+        };
+        self.used.store(self.used.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        Some((off, zeroed))
+    }
+
+    /// Owner only: puts the slot at `off` on the local free list. Returns `used` before.
+    ///
+    /// # Safety
+    /// `off` is a live slot of this block.
+    #[inline(always)]
+    pub(crate) unsafe fn push_local(&self, off: u32) -> u32 {
+        // SAFETY: the slot is ours to write (caller) and at least 4 bytes long.
+        unsafe {
+            self.base()
+                .add(off as usize)
+                .cast::<u32>()
+                .write(self.free.load(Ordering::Relaxed))
+        };
+        self.free.store(off, Ordering::Relaxed);
+        let used = self.used.load(Ordering::Relaxed);
+        self.used.store(used - 1, Ordering::Relaxed);
+        used
+    }
+
+    /// Any thread: pushes the slot at `off` on the remote free list. Returns true when the
+    /// block was `FULL`: the caller must then list the block again.
+    ///
+    /// # Safety
+    /// `off` is a live slot of this block, which the caller gives up.
+    pub(crate) unsafe fn push_remote(&self, off: u32) -> bool {
+        let slot = self.base().wrapping_add(off as usize).cast::<u32>();
+        let mut old = self.remote.load(Ordering::Relaxed);
+        loop {
+            // SAFETY: the slot is the caller's until the CAS below publishes it.
+            unsafe { slot.write(old as u32) };
+            let count = ((old >> 32) & COUNT_MASK) + 1;
+            let new = off as u64 | count << 32;
+            // Release: the link written above happens before the owner's Acquire swap in
+            // `collect_remote` that takes this slot.
+            match self
+                .remote
+                .compare_exchange_weak(old, new, Ordering::Release, Ordering::Relaxed)
+            {
+                Ok(_) => return old & FULL != 0,
+                Err(now) => old = now,
+            }
+        }
+    }
+
+    /// Owner only, with an empty local free list: takes the whole remote free list as the
+    /// local free list. Returns how many slots it took.
+    pub(crate) fn collect_remote(&self) -> u32 {
+        debug_assert_eq!(self.free.load(Ordering::Relaxed), 0);
+        if self.remote.load(Ordering::Relaxed) & !FULL == 0 {
+            return 0;
+        }
+        // Acquire pairs with the Release of every push it takes: their links are visible.
+        // The block is listed (not FULL) whenever its owner collects, so 0 loses no flag.
+        let taken = self.remote.swap(0, Ordering::Acquire);
+        debug_assert_eq!(taken & FULL, 0);
+        let count = ((taken >> 32) & COUNT_MASK) as u32;
+        self.free.store(taken as u32, Ordering::Relaxed);
+        self.used
+            .store(self.used.load(Ordering::Relaxed) - count, Ordering::Relaxed);
+        count
+    }
+
+    /// Owner only, with no free slot: marks the block `FULL` before it leaves its head.
+    /// Returns false when a remote free came first (collect it instead).
+    pub(crate) fn try_retire(&self) -> bool {
+        self.remote
+            .compare_exchange(0, FULL, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// Owner only: clears `FULL` after a local free. Returns true when this call cleared it
+    /// (the caller lists the block again); false when it was clear, or a remote free
+    /// cleared it and lists the block.
+    pub(crate) fn clear_full(&self) -> bool {
+        let mut old = self.remote.load(Ordering::Relaxed);
+        while old & FULL != 0 {
+            match self.remote.compare_exchange_weak(
+                old,
+                old & !FULL,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(now) => old = now,
+            }
+        }
+        false
+    }
+
+    /// Slots on the remote free list now.
+    pub(crate) fn remote_count(&self) -> u32 {
+        ((self.remote.load(Ordering::Relaxed) >> 32) & COUNT_MASK) as u32
+    }
+
+    /// Live slots: handed out and not freed, locally or remotely.
+    pub(crate) fn live(&self) -> u32 {
+        self.used.load(Ordering::Relaxed) - self.remote_count()
+    }
+}
+
+impl Header {
+    /// The never-written block behind [`EMPTY_BLOCK`].
+    #[cfg(not(loom))]
+    pub(crate) const fn sentinel() -> Header {
+        Header {
+            key: crate::pool::EMPTY_KEY,
+            flags: 0,
+            _pad: 0,
+            owner: AtomicU32::new(0),
+            free: AtomicU32::new(0),
+            bump: AtomicU32::new(0),
+            limit: 0,
+            stride: 0,
+            used: AtomicU32::new(0),
+            capacity: 0,
+            next: AtomicU32::new(NONE),
+            prev: AtomicU32::new(NONE),
+            returned_next: AtomicU32::new(NONE),
+            magic: 0,
+            remote: AtomicU64::new(0),
+            hint: AtomicU32::new(0),
+        }
+    }
+}
+
+/// A lock-free stack of blocks (unit indices linked through `Header::returned_next`): the
+/// blocks a free took out of `FULL` state, waiting for their owner to list them again.
+/// Any thread pushes; only the owner takes, and it takes everything at once, so the stack
+/// is ABA-free for the same reason as the remote free list.
+pub(crate) struct BlockStack {
+    top: AtomicU32,
+}
+
+impl BlockStack {
+    #[cfg(not(loom))]
+    pub(crate) const fn new() -> Self {
+        BlockStack { top: AtomicU32::new(NONE) }
+    }
+    #[cfg(loom)]
+    pub(crate) fn new() -> Self {
+        BlockStack { top: AtomicU32::new(NONE) }
+    }
+
+    /// Pushes block `h`, whose unit index is `unit`.
+    pub(crate) fn push(&self, unit: u32, h: &Header) {
+        let mut top = self.top.load(Ordering::Relaxed);
+        loop {
+            h.returned_next.store(top, Ordering::Relaxed);
+            // Release: the link stored above happens before the Acquire in `take_all`.
+            match self
+                .top
+                .compare_exchange_weak(top, unit, Ordering::Release, Ordering::Relaxed)
+            {
+                Ok(_) => return,
+                Err(now) => top = now,
+            }
+        }
+    }
+
+    /// Takes every block; returns the first unit (`NONE` when empty). Follow
+    /// `returned_next` for the rest.
+    pub(crate) fn take_all(&self) -> u32 {
+        if self.top.load(Ordering::Relaxed) == NONE {
+            return NONE;
+        }
+        self.top.swap(NONE, Ordering::Acquire)
+    }
+}
+
+/// The header of the block holding `p`, for a slot of class `class`: one mask.
+#[inline(always)]
+pub(crate) fn header_of(p: *mut u8, class: &Class) -> *mut Header {
+    ((p as usize) & !(class.block_size() - 1)) as *mut Header
+}

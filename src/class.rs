@@ -1,0 +1,354 @@
+//! Size classes and block geometry, computed at compile time.
+//!
+//! A **size class** is a slot stride. [`CLASSES`] lists them in increasing stride:
+//!
+//! - strides 1 and 2: *tiny* classes, whose slots cannot hold a 32-bit free-list link (see
+//!   [`crate::tiny`]);
+//! - stride 4, then every multiple of 8 up to 1 KiB (exact fit);
+//! - then eight classes per doubling (each at most 1/8 above the previous) up to
+//!   [`MAX_SMALL`].
+//!
+//! A request (size, align) maps to the smallest class whose stride is at least the size and
+//! a multiple of the align ([`class_of`]). Every class has its own block geometry
+//! ([`Class`]): the block size (a power of two, normally 1 MiB) is the smallest that keeps
+//! `block bytes / usable bytes` within the seed's ratio table ([`seed_ratio_limit`]).
+//!
+//! Invariants, checked by `const` assertions below (a bad table does not compile):
+//!
+//! - `first + capacity * stride == limit <= block_size`
+//! - `first >= HEADER_SIZE (+ run table for tiny classes)`, `first % slot_align == 0`,
+//!   `stride % slot_align == 0`: every slot is aligned to `slot_align`, the largest power
+//!   of two (at most 4096) dividing the stride.
+//! - `block_size * LIMIT_DEN <= capacity * stride * limit_num(stride)`: the ratio table.
+//! - strides are strictly increasing.
+
+/// Bytes of the block header that starts every block ([`crate::block::Header`]).
+pub const HEADER_SIZE: usize = 64;
+/// log2 of the standard block size (1 MiB). Blocks are never smaller.
+pub const UNIT_SHIFT: u32 = 20;
+/// The standard block size, and the unit the region hands out.
+pub const UNIT: usize = 1 << UNIT_SHIFT;
+/// The largest block order a class may choose (4 MiB).
+pub const MAX_BLOCK_SHIFT: u32 = 22;
+/// The largest stride of a small class; larger requests are large allocations.
+pub const MAX_SMALL: usize = 16 * 1024;
+/// The largest alignment a small class serves; larger alignments are large allocations.
+pub const MAX_SMALL_ALIGN: usize = 4096;
+/// The largest size served by the exact-fit lookup table.
+const EXACT_MAX: usize = 1024;
+/// Number of size classes.
+pub const CLASS_COUNT: usize = 3 + EXACT_MAX / 8 + 8 * 4;
+
+/// One size class and its block geometry. All offsets are from the block's base.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Class {
+    /// Slot size in bytes.
+    pub stride: u32,
+    /// log2 of the block size.
+    pub block_shift: u32,
+    /// Offset of slot 0.
+    pub first: u32,
+    /// Number of slots in a block.
+    pub capacity: u32,
+    /// Offset one past the last slot: `first + capacity * stride`.
+    pub limit: u32,
+    /// Alignment every slot has: the largest power of two dividing `stride`, at most 4096.
+    pub slot_align: u32,
+    /// Tiny classes: slots per run (a run's free list uses links of `stride` bytes).
+    pub run_len: u32,
+    /// Tiny classes: number of runs (one list head of `stride` bytes each after the header).
+    pub runs: u32,
+}
+
+impl Class {
+    /// The block size in bytes.
+    #[inline(always)]
+    pub const fn block_size(&self) -> usize {
+        1 << self.block_shift
+    }
+
+    /// True for the classes whose slots are too small for a 32-bit link.
+    #[inline(always)]
+    pub const fn is_tiny(&self) -> bool {
+        self.stride < 4
+    }
+
+    /// Usable bytes of one block: `capacity * stride`.
+    pub const fn usable(&self) -> usize {
+        self.capacity as usize * self.stride as usize
+    }
+}
+
+/// Denominator of the ratio limits: a limit is `num / LIMIT_DEN`.
+pub const LIMIT_DEN: u64 = 10_000_000;
+
+/// The seed's ratio table: for requests of `size` bytes, the worst `block bytes / usable
+/// bytes` allowed, times [`LIMIT_DEN`]. Above 8 KiB the seed has no row; cohort keeps the
+/// last row's figure.
+pub const fn seed_ratio_limit(size: usize) -> u64 {
+    match size {
+        0..=1 => 10_240_000,
+        2 => 10_002_300,
+        3..=4 => 10_000_340,
+        5..=8 => 10_000_380,
+        9..=16 => 10_000_458,
+        17..=64 => 10_000_600,
+        65..=128 => 10_001_000,
+        129..=256 => 10_002_400,
+        257..=512 => 10_005_000,
+        513..=1024 => 10_010_000,
+        1025..=2048 => 10_020_000,
+        2049..=4096 => 10_040_000,
+        _ => 10_080_000,
+    }
+}
+
+/// The strides, in increasing order.
+const fn stride_at(i: usize) -> usize {
+    match i {
+        0 => 1,
+        1 => 2,
+        2 => 4,
+        _ if i < 3 + EXACT_MAX / 8 => (i - 2) * 8,
+        _ => {
+            // Eight classes per doubling above EXACT_MAX.
+            let j = i - (3 + EXACT_MAX / 8);
+            let base = EXACT_MAX << (j / 8);
+            base + (j % 8 + 1) * (base / 8)
+        }
+    }
+}
+
+const fn min(a: usize, b: usize) -> usize {
+    if a < b {
+        a
+    } else {
+        b
+    }
+}
+
+const fn round_up(x: usize, to: usize) -> usize {
+    x.div_ceil(to) * to
+}
+
+/// Geometry of a tiny class in a block of `block`: runs of `2^(8*stride) - 1` slots (the
+/// all-ones link is the end of a run's list), one list head of `stride` bytes per run.
+const fn tiny_geometry(stride: usize, block: usize) -> Class {
+    let run_len = (1usize << (8 * stride)) - 1;
+    let avail = block - HEADER_SIZE;
+    // runs * stride (heads) + slots * stride <= avail, runs = ceil(slots / run_len).
+    let mut runs = (avail / stride).div_ceil(run_len + 1);
+    loop {
+        let slots = avail / stride - runs;
+        if slots.div_ceil(run_len) <= runs {
+            break;
+        }
+        runs += 1;
+    }
+    let first = HEADER_SIZE + runs * stride;
+    let capacity = (block - first) / stride;
+    Class {
+        stride: stride as u32,
+        block_shift: block.trailing_zeros(),
+        first: first as u32,
+        capacity: capacity as u32,
+        limit: (first + capacity * stride) as u32,
+        slot_align: stride as u32,
+        run_len: run_len as u32,
+        runs: runs as u32,
+    }
+}
+
+const fn geometry(stride: usize, block: usize) -> Class {
+    if stride < 4 {
+        return tiny_geometry(stride, block);
+    }
+    let slot_align = min(1 << stride.trailing_zeros(), MAX_SMALL_ALIGN);
+    let first = round_up(HEADER_SIZE, slot_align);
+    let capacity = (block - first) / stride;
+    Class {
+        stride: stride as u32,
+        block_shift: block.trailing_zeros(),
+        first: first as u32,
+        capacity: capacity as u32,
+        limit: (first + capacity * stride) as u32,
+        slot_align: slot_align as u32,
+        run_len: 0,
+        runs: 0,
+    }
+}
+
+/// True when the geometry meets the seed's ratio for every size the class serves (the
+/// worst is its largest size, the stride itself, whose row is the strictest it meets).
+pub const fn meets_ratio(c: &Class) -> bool {
+    let block = c.block_size() as u64;
+    let usable = c.usable() as u64;
+    block * LIMIT_DEN <= usable * seed_ratio_limit(c.stride as usize)
+}
+
+/// The smallest block (1, 2 or 4 MiB) whose geometry meets the ratio table.
+const fn best_geometry(stride: usize) -> Class {
+    let mut shift = UNIT_SHIFT;
+    loop {
+        let c = geometry(stride, 1 << shift);
+        if meets_ratio(&c) || shift == MAX_BLOCK_SHIFT {
+            return c;
+        }
+        shift += 1;
+    }
+}
+
+const fn build_classes() -> [Class; CLASS_COUNT] {
+    let mut out = [geometry(8, UNIT); CLASS_COUNT];
+    let mut i = 0;
+    while i < CLASS_COUNT {
+        out[i] = best_geometry(stride_at(i));
+        i += 1;
+    }
+    out
+}
+
+/// The size-class table.
+pub static CLASSES: [Class; CLASS_COUNT] = build_classes();
+const TABLE: [Class; CLASS_COUNT] = build_classes();
+
+const fn build_exact() -> [u8; EXACT_MAX + 1] {
+    let mut out = [0u8; EXACT_MAX + 1];
+    let mut size = 1;
+    let mut class = 0;
+    while size <= EXACT_MAX {
+        while TABLE[class].stride < size as u32 {
+            class += 1;
+        }
+        out[size] = class as u8;
+        size += 1;
+    }
+    out
+}
+
+/// Class of every size up to 1 KiB, for requests whose size is a multiple of their align.
+static EXACT: [u8; EXACT_MAX + 1] = build_exact();
+
+// The compile-time geometry checks.
+const _: () = {
+    let mut i = 0;
+    while i < CLASS_COUNT {
+        let c = &TABLE[i];
+        let stride = c.stride as usize;
+        assert!(c.capacity > 1, "a block holds at least two slots");
+        assert!(c.first as usize >= HEADER_SIZE + (c.runs * c.stride) as usize);
+        assert!(c.first as usize + c.capacity as usize * stride == c.limit as usize);
+        assert!(c.limit as usize <= c.block_size());
+        assert!(c.block_size() >= UNIT && c.block_shift <= MAX_BLOCK_SHIFT);
+        assert!(c.first % c.slot_align == 0 && c.stride % c.slot_align == 0);
+        assert!(meets_ratio(c), "a class misses the seed's ratio table");
+        if i > 0 {
+            assert!(TABLE[i - 1].stride < c.stride);
+        }
+        if c.is_tiny() {
+            assert!((c.capacity as usize).div_ceil(c.run_len as usize) <= c.runs as usize);
+        }
+        i += 1;
+    }
+    assert!(TABLE[CLASS_COUNT - 1].stride as usize == MAX_SMALL);
+    assert!(CLASS_COUNT <= 255, "a class index fits the header's u8");
+};
+
+/// The class index serving a request of `size` bytes aligned to `align`, or `None` when the
+/// request is large (above [`MAX_SMALL`] or aligned above [`MAX_SMALL_ALIGN`]).
+///
+/// `size` must be non-zero and `align` a power of two. Cost: about six instructions for
+/// requests up to 1 KiB.
+#[inline(always)]
+pub fn class_of(size: usize, align: usize) -> Option<usize> {
+    // A multiple of align: every class up to 1 KiB whose stride is that size exists, and
+    // the exact table picks it (or the next stride for sizes 3, 5, 6, 7).
+    let rounded = (size + align - 1) & !(align - 1);
+    if rounded <= EXACT_MAX {
+        return Some(EXACT[rounded] as usize);
+    }
+    class_of_above_exact(rounded, align)
+}
+
+#[inline]
+fn class_of_above_exact(rounded: usize, align: usize) -> Option<usize> {
+    if rounded > MAX_SMALL || align > MAX_SMALL_ALIGN {
+        return None;
+    }
+    // rounded in (2^e, 2^(e+1)]: the classes of that doubling step by 2^e / 8.
+    let e = usize::BITS - 1 - (rounded - 1).leading_zeros();
+    let step = 1usize << (e - 3);
+    let k = (rounded - (1 << e)).div_ceil(step);
+    let mut class = 3 + EXACT_MAX / 8 + (e as usize - 10) * 8 + (k - 1);
+    // Above 128-byte alignment a stride may not be a multiple of align; the next power of
+    // two always is, so this ends within eight steps.
+    while CLASSES[class].stride as usize % align != 0 {
+        class += 1;
+    }
+    Some(class)
+}
+
+/// The alignment `malloc(size)` guarantees: the next power of two of `size`, at most 4096.
+#[inline(always)]
+pub fn malloc_align(size: usize) -> usize {
+    min(size.next_power_of_two(), MAX_SMALL_ALIGN)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_size_and_align_maps_to_the_smallest_fitting_class() {
+        for align_shift in 0..=13 {
+            let align = 1usize << align_shift;
+            for size in 1..=MAX_SMALL + 64 {
+                let got = class_of(size, align);
+                let want = (0..CLASS_COUNT).find(|&i| {
+                    let s = CLASSES[i].stride as usize;
+                    s >= size && s % align == 0 && align <= MAX_SMALL_ALIGN
+                });
+                assert_eq!(got, want, "size {size} align {align}");
+                if let Some(c) = got {
+                    assert!(CLASSES[c].slot_align as usize >= align);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn strides_cover_the_specified_grid() {
+        let strides: Vec<usize> = CLASSES.iter().map(|c| c.stride as usize).collect();
+        assert_eq!(&strides[..3], &[1, 2, 4]);
+        for s in (8..=1024).step_by(8) {
+            assert!(strides.contains(&s), "exact-fit stride {s}");
+        }
+        for w in strides.windows(2) {
+            assert!(w[1] > w[0]);
+            if w[0] >= 1024 {
+                assert!(w[1] * 8 <= w[0] * 9, "{} -> {} more than 1/8 apart", w[0], w[1]);
+            }
+        }
+        assert_eq!(*strides.last().unwrap(), MAX_SMALL);
+    }
+
+    #[test]
+    fn malloc_alignment_contract() {
+        for size in 1..=MAX_SMALL {
+            let align = malloc_align(size);
+            let c = &CLASSES[class_of(size, align).unwrap()];
+            assert!(c.slot_align as usize >= align, "size {size}");
+            assert!(align >= size.next_power_of_two().min(4096));
+        }
+    }
+
+    #[test]
+    fn geometry_is_consistent() {
+        for c in CLASSES.iter() {
+            assert_eq!(c.first + c.capacity * c.stride, c.limit);
+            assert!(c.limit as usize <= c.block_size());
+            // No further slot fits: the tail is smaller than a stride.
+            assert!((c.block_size() - c.limit as usize) < c.stride as usize);
+        }
+    }
+}

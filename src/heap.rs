@@ -1,0 +1,392 @@
+//! Heaps: what one thread owns in one allocator instance, and where the fast paths run.
+//!
+//! A heap has, per head (size class × lifetime class), a **current** block the fast paths
+//! allocate from, and a list of other blocks it owns that have free slots (`partial`).
+//! Blocks with no free slot are on no list: they are `FULL` (see [`crate::block`]) and the
+//! first free into one brings it back, through the heap's `returned` stack when the free
+//! came from another thread.
+//!
+//! Invariants, for every block `b` with `b.owner == heap.id`:
+//! `b` is the current block of its head, xor on its head's partial list (and not `FULL`),
+//! xor `FULL` or on `returned` (and on no list). Only the owning thread reads or writes a
+//! heap's heads; other threads touch only `returned` and `state`.
+//!
+//! Life cycle: a thread joins a heap on its first allocation in an instance (adopting the
+//! heap of an exited thread when there is one). When the thread exits, its heap hands its
+//! current and partial blocks to the pool, keeps its `FULL` blocks (they come back through
+//! `returned`) and waits on the pool's abandoned list for the next thread. The exit path
+//! takes the pool lock but never allocates.
+
+use crate::block::{BlockStack, Header, NONE};
+use crate::class::CLASS_COUNT;
+use crate::os;
+use crate::pool::Pool;
+use crate::sync::{spin_hint, AtomicU64, AtomicU8, Ordering};
+use core::cell::Cell;
+use core::ptr;
+
+const LIVE: u8 = 0;
+const EXITING: u8 = 1;
+const ABANDONED: u8 = 2;
+const ORPHANED: u8 = 3;
+
+/// One head of a heap.
+#[repr(C)]
+pub(crate) struct HeapHead {
+    /// The block the fast paths allocate from: [`EMPTY_BLOCK`] when there is none.
+    pub(crate) current: *const Header,
+    /// First block of the partial list (unit index, `NONE` when empty).
+    pub(crate) partial: u32,
+}
+
+/// A heap. Its heads follow it in the same mapping.
+#[repr(C)]
+pub(crate) struct Heap {
+    /// The instance the heap belongs to (never reused, so a stale heap never matches).
+    pub(crate) instance: u64,
+    /// The heap's id: `Header::owner` of its blocks.
+    pub(crate) id: u32,
+    state: AtomicU8,
+    pool: *const Pool,
+    /// Next heap of the same thread (other instances).
+    thread_next: *mut Heap,
+    /// Next heap on the pool's abandoned list.
+    pub(crate) next_abandoned: *mut Heap,
+    /// Blocks a remote free took out of `FULL` state.
+    pub(crate) returned: BlockStack,
+    mapped_len: usize,
+}
+
+/// The block of every head that has none: `pop` on it always fails, so the fast path needs
+/// no separate test for "no block" (mimalloc's empty-page trick). Never written.
+pub(crate) static EMPTY_BLOCK: Header = Header::sentinel();
+
+/// The heap's heads, `CLASS_COUNT * life_count` of them, right after the heap.
+#[inline(always)]
+fn heads(heap: *const Heap) -> *mut HeapHead {
+    heap.cast::<u8>().wrapping_add(size_of::<Heap>()).cast::<HeapHead>().cast_mut()
+}
+
+/// The head of (class, life).
+///
+/// # Safety
+/// `heap` is a live heap and `life * CLASS_COUNT + class` is below its head count.
+#[inline(always)]
+pub(crate) unsafe fn head(heap: *const Heap, class: usize, life: usize) -> *mut HeapHead {
+    // SAFETY: in bounds by the caller's guarantee.
+    unsafe { heads(heap).add(life * CLASS_COUNT + class) }
+}
+
+impl Heap {
+    /// Maps and registers a new heap. Null when the OS refuses or the registry is full.
+    fn create(pool: &Pool, instance: u64) -> *mut Heap {
+        let heads_len = CLASS_COUNT * pool.life_count;
+        let Some(len) = os::page_round(size_of::<Heap>() + heads_len * size_of::<HeapHead>())
+        else {
+            return ptr::null_mut();
+        };
+        let heap = os::map(len, os::PAGE).cast::<Heap>();
+        if heap.is_null() {
+            return heap;
+        }
+        // SAFETY: the mapping holds the heap and its heads, and is ours alone until
+        // registered.
+        unsafe {
+            ptr::write(
+                heap,
+                Heap {
+                    instance,
+                    id: 0,
+                    state: AtomicU8::new(LIVE),
+                    pool,
+                    thread_next: ptr::null_mut(),
+                    next_abandoned: ptr::null_mut(),
+                    returned: BlockStack::new(),
+                    mapped_len: len,
+                },
+            );
+            for i in 0..heads_len {
+                heads(heap).add(i).write(HeapHead { current: &EMPTY_BLOCK, partial: NONE });
+            }
+            let id = pool.register(heap);
+            if id == 0 {
+                os::release(heap.cast(), len);
+                return ptr::null_mut();
+            }
+            (*heap).id = id;
+        }
+        heap
+    }
+
+    fn pool(&self) -> &Pool {
+        // SAFETY: a heap never outlives its pool while it is in use (orphaned heaps are
+        // only released, never used).
+        unsafe { &*self.pool }
+    }
+
+    /// The slow path of malloc: the current block of (class, life) has no free slot. Finds
+    /// one (remote frees, returned blocks, the partial list, the pool), makes it current and
+    /// takes a slot from it. `None` when memory is exhausted.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn alloc_slow(&self, class: usize, life: usize) -> Option<(*mut u8, bool)> {
+        let pool = self.pool();
+        // SAFETY: callers pass class < CLASS_COUNT and life < life_count.
+        let head = unsafe { &mut *head(self, class, life) };
+        loop {
+            if !ptr::eq(head.current, &EMPTY_BLOCK) {
+                // SAFETY: a current block is a live block owned by this heap.
+                let h = unsafe { &*head.current };
+                if let Some((off, zeroed)) = h.pop() {
+                    return Some((h.base().wrapping_add(off as usize), zeroed));
+                }
+                if h.collect_remote() > 0 || !h.try_retire() {
+                    continue;
+                }
+                head.current = &EMPTY_BLOCK;
+            }
+            self.drain_returned();
+            if let Some(h) = pool.list_pop(&mut head.partial) {
+                head.current = h;
+                continue;
+            }
+            let mut st = pool.state.lock();
+            let h = pool.take_block(&mut st, class, life, self.id)?;
+            drop(st);
+            head.current = h;
+        }
+    }
+
+    /// The slow path of a local free, after `push_local` returned `used_before`, which is
+    /// 1 (the block is now empty) or the capacity (the block may have been `FULL`).
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn free_slow(&self, h: &Header, used_before: u32) {
+        let pool = self.pool();
+        // SAFETY: the block is this heap's, so its key names a head of this heap.
+        let head = unsafe { &mut *head(self, h.class(), h.life()) };
+        if used_before == h.capacity {
+            if h.clear_full() {
+                pool.list_push(&mut head.partial, h);
+            }
+        } else if used_before == 1 && !ptr::eq(head.current, h) {
+            pool.list_remove(&mut head.partial, h);
+            let mut st = pool.state.lock();
+            pool.give_empty(&mut st, h);
+        }
+    }
+
+    /// Lists the blocks on `returned` on their heads' partial lists.
+    fn drain_returned(&self) {
+        let pool = self.pool();
+        let mut u = self.returned.take_all();
+        while u != NONE {
+            let h = pool.block(u);
+            u = h.returned_next.load(Ordering::Relaxed);
+            // SAFETY: returned blocks are owned by this heap; their key names its heads.
+            let head = unsafe { &mut *head(self, h.class(), h.life()) };
+            pool.list_push(&mut head.partial, h);
+        }
+    }
+
+    /// Every block this heap owns that is on one of its heads (current or partial).
+    pub(crate) fn for_each_listed(&self, mut f: impl FnMut(&Header)) {
+        let pool = self.pool();
+        for i in 0..CLASS_COUNT * pool.life_count {
+            // SAFETY: i is below the head count.
+            let head = unsafe { &*heads(self).add(i) };
+            if !ptr::eq(head.current, &EMPTY_BLOCK) {
+                // SAFETY: a current block is live.
+                f(unsafe { &*head.current });
+            }
+            let mut u = head.partial;
+            while u != NONE {
+                let h = pool.block(u);
+                u = h.next.load(Ordering::Relaxed);
+                f(h);
+            }
+        }
+    }
+
+    /// Thread exit: hands the heap's listed blocks to the pool and parks the heap on the
+    /// pool's abandoned list, or releases it if its instance is gone.
+    ///
+    /// # Safety
+    /// `heap` is a heap of the calling thread, which uses it no more.
+    unsafe fn thread_exit(heap: *mut Heap) {
+        // SAFETY: heaps stay mapped until released below or by the instance's teardown,
+        // which waits for EXITING heaps.
+        let hp = unsafe { &*heap };
+        if hp
+            .state
+            .compare_exchange(LIVE, EXITING, Ordering::Acquire, Ordering::Acquire)
+            .is_err()
+        {
+            // ORPHANED: the instance is gone and left this heap to its thread.
+            // SAFETY: nobody else references an orphaned heap.
+            unsafe { os::release(heap.cast(), hp.mapped_len) };
+            return;
+        }
+        hp.drain_returned();
+        let pool = hp.pool();
+        let mut st = pool.state.lock();
+        for i in 0..CLASS_COUNT * pool.life_count {
+            // SAFETY: i is below the head count; the heap is ours until ABANDONED.
+            let head = unsafe { &mut *heads(heap).add(i) };
+            if !ptr::eq(head.current, &EMPTY_BLOCK) {
+                // SAFETY: a current block is live.
+                pool.adopt_block(&mut st, unsafe { &*head.current });
+                head.current = &EMPTY_BLOCK;
+            }
+            while let Some(h) = pool.list_pop(&mut head.partial) {
+                pool.adopt_block(&mut st, h);
+            }
+        }
+        hp.thread_next_reset();
+        // SAFETY: the pool lock is held; the abandoned list owns the heap from now on.
+        unsafe { (*heap).next_abandoned = st.abandoned };
+        st.abandoned = heap;
+        hp.state.store(ABANDONED, Ordering::Release);
+    }
+
+    fn thread_next_reset(&self) {
+        // SAFETY: only the owning thread touches thread_next.
+        unsafe { ptr::addr_of!(self.thread_next).cast_mut().write(ptr::null_mut()) };
+    }
+
+    /// Instance teardown: makes every heap unreachable from the instance. Heaps of running
+    /// threads become ORPHANED (the thread releases them at exit); the others are released.
+    ///
+    /// # Safety
+    /// The pool is being destroyed and no thread allocates from it any more.
+    pub(crate) unsafe fn teardown(pool: &Pool) {
+        for heap in pool.registered_heaps() {
+            // SAFETY: registered heaps stay mapped until released here or by their thread.
+            let hp = unsafe { &*heap };
+            let mut round = 0;
+            loop {
+                match hp.state.compare_exchange(
+                    LIVE,
+                    ORPHANED,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => break,
+                    Err(EXITING) => {
+                        spin_hint(round);
+                        round += 1;
+                    }
+                    Err(_) => {
+                        // SAFETY: ABANDONED: no thread references it any more.
+                        unsafe { os::release(heap.cast(), hp.mapped_len) };
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The heap the calling thread used last, and its instance.
+struct Current {
+    instance: Cell<u64>,
+    heap: Cell<*mut Heap>,
+}
+
+/// The calling thread's heaps (one per instance it allocated from); its drop is the thread
+/// exit hook.
+struct Owned {
+    first: Cell<*mut Heap>,
+}
+
+thread_local! {
+    // No destructor: readable at any point of the thread's life, even while other thread
+    // locals are being destroyed, and read with one TLS access on the fast path.
+    static CURRENT: Current = const {
+        Current { instance: Cell::new(0), heap: Cell::new(ptr::null_mut()) }
+    };
+    static OWNED: Owned = const { Owned { first: Cell::new(ptr::null_mut()) } };
+}
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        CURRENT.with(|c| {
+            c.instance.set(0);
+            c.heap.set(ptr::null_mut());
+        });
+        let mut heap = self.first.replace(ptr::null_mut());
+        while !heap.is_null() {
+            // SAFETY: heaps on this thread's list are this thread's; read the link before
+            // the heap may be released.
+            let next = unsafe { (*heap).thread_next };
+            // SAFETY: the thread is exiting and uses the heap no more.
+            unsafe { Heap::thread_exit(heap) };
+            heap = next;
+        }
+    }
+}
+
+/// The calling thread's heap for `instance`, if it is the one it used last (the fast path:
+/// one thread-local read and a compare).
+#[inline(always)]
+pub(crate) fn current(instance: u64) -> *mut Heap {
+    CURRENT.with(|c| {
+        if c.instance.get() == instance {
+            c.heap.get()
+        } else {
+            ptr::null_mut()
+        }
+    })
+}
+
+/// The calling thread's heap for `instance`, joining one if needed. Null when the thread
+/// can have none (it is exiting, the registry is full, or the OS refuses memory): the
+/// caller then goes through the pool's lock.
+#[cold]
+#[inline(never)]
+pub(crate) fn join(pool: &Pool, instance: u64) -> *mut Heap {
+    let found = OWNED.try_with(|owned| {
+        let mut heap = owned.first.get();
+        // SAFETY: heaps on the thread's list stay mapped until the thread exits.
+        while !heap.is_null() && unsafe { (*heap).instance } != instance {
+            heap = unsafe { (*heap).thread_next };
+        }
+        if heap.is_null() {
+            heap = adopt_or_create(pool, instance);
+            if !heap.is_null() {
+                // SAFETY: the heap is ours: fresh or just taken off the abandoned list.
+                unsafe { (*heap).thread_next = owned.first.get() };
+                owned.first.set(heap);
+            }
+        }
+        heap
+    });
+    let heap = found.unwrap_or(ptr::null_mut());
+    if !heap.is_null() {
+        CURRENT.with(|c| {
+            c.instance.set(instance);
+            c.heap.set(heap);
+        });
+    }
+    heap
+}
+
+fn adopt_or_create(pool: &Pool, instance: u64) -> *mut Heap {
+    {
+        let mut st = pool.state.lock();
+        let heap = st.abandoned;
+        if !heap.is_null() {
+            // SAFETY: abandoned heaps are owned by the pool lock, which we hold.
+            unsafe {
+                st.abandoned = (*heap).next_abandoned;
+                (*heap).next_abandoned = ptr::null_mut();
+                (*heap).state.store(LIVE, Ordering::Release);
+            }
+            return heap;
+        }
+    }
+    Heap::create(pool, instance)
+}
+
+/// Source of instance ids: never reused, never 0.
+pub(crate) static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(1);

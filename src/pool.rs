@@ -1,0 +1,383 @@
+//! The pool: what one allocator instance shares between its heaps.
+//!
+//! - the [`Region`] blocks come from;
+//! - per head (size class × lifetime class), the **pool-owned** blocks that still have free
+//!   slots: blocks abandoned by exited threads, reclaimed full blocks, and every tiny block;
+//! - empty blocks kept committed for reuse by any class, at most [`RETAIN_EMPTY`] per block
+//!   size; the rest are decommitted and their units given back to the region;
+//! - the heap registry (id → heap) and the heaps of exited threads.
+//!
+//! Everything here is guarded by one [`SpinLock`] and only slow paths take it. The lock
+//! holder owns every pool-owned block (`owner == 0`): it alone touches their local free
+//! lists. The holder never allocates through the global allocator.
+//!
+//! Invariants (under the lock): a block is on at most one list; a block on `partial[h]` has
+//! key `h` and `owner == 0`; a block on `retained[s]` is empty with key [`EMPTY_KEY`];
+//! `retained_count[s] <= RETAIN_EMPTY`.
+
+use crate::block::{BlockStack, Header, NONE};
+use crate::class::{CLASSES, CLASS_COUNT, MAX_BLOCK_SHIFT, UNIT_SHIFT};
+use crate::heap::Heap;
+use crate::region::{Region, RegionState};
+use crate::sync::{spin_lock, AtomicPtr, AtomicU32, Ordering, SpinLock};
+use crate::{os, tiny};
+use core::ptr;
+
+/// Empty blocks kept committed per block size.
+pub(crate) const RETAIN_EMPTY: usize = 8;
+/// Header key of an empty block waiting in the pool: no class has index 255.
+pub(crate) const EMPTY_KEY: u16 = 0xffff;
+/// The most heaps (threads × instances joined at once) an instance registers; more threads
+/// allocate through the pool's lock.
+pub(crate) const MAX_HEAPS: usize = 1 << 14;
+const SHIFTS: usize = (MAX_BLOCK_SHIFT - UNIT_SHIFT + 1) as usize;
+
+/// The pool of one allocator instance.
+pub(crate) struct Pool {
+    pub(crate) region: Region,
+    pub(crate) state: SpinLock<PoolState>,
+    /// Number of lifetime classes.
+    pub(crate) life_count: usize,
+    /// Heap id → heap (id 0 is never used).
+    heaps: *const AtomicPtr<Heap>,
+    /// Ids handed out so far.
+    pub(crate) heap_ids: AtomicU32,
+    /// Pool-owned blocks a free took out of `FULL` state.
+    returned: BlockStack,
+    /// Next pool of the process-wide list the fork handlers walk (under that list's lock).
+    pub(crate) fork_next: *mut Pool,
+    meta_len: usize,
+}
+
+/// The lock-guarded part of the pool.
+pub(crate) struct PoolState {
+    pub(crate) region: RegionState,
+    /// Per head, a doubly linked list of pool-owned blocks with free slots (unit index).
+    partial: *mut u32,
+    retained: [u32; SHIFTS],
+    retained_count: [usize; SHIFTS],
+    /// Heaps of exited threads, linked through `Heap::next_abandoned`.
+    pub(crate) abandoned: *mut Heap,
+}
+
+// SAFETY: the raw pointers address mappings the pool owns; the registry is atomics and the
+// rest is reached only through the lock.
+unsafe impl Send for Pool {}
+// SAFETY: as above.
+unsafe impl Sync for Pool {}
+// SAFETY: as above.
+unsafe impl Send for PoolState {}
+
+impl Pool {
+    /// Makes a pool for `life_count` lifetime classes over a fresh region, in memory mapped
+    /// from the OS. Returns null when the OS refuses.
+    pub(crate) fn create(bytes: usize, exact: bool, life_count: usize, checked: bool) -> *mut Pool {
+        let Some((region, region_state)) = Region::new(bytes, exact, checked) else {
+            return ptr::null_mut();
+        };
+        let heads = CLASS_COUNT * life_count;
+        let registry_bytes = MAX_HEAPS * size_of::<AtomicPtr<Heap>>();
+        let Some(meta_len) =
+            os::page_round(size_of::<Pool>() + registry_bytes + heads * size_of::<u32>())
+        else {
+            return ptr::null_mut();
+        };
+        let meta = os::map(meta_len, os::PAGE);
+        if meta.is_null() {
+            return ptr::null_mut();
+        }
+        let pool = meta.cast::<Pool>();
+        // SAFETY: `meta` is fresh zeroed memory of `meta_len` bytes: the pool, then the
+        // registry (null pointers are zeros), then the partial-list heads.
+        unsafe {
+            let heaps = meta.add(size_of::<Pool>()).cast::<AtomicPtr<Heap>>();
+            let partial = meta.add(size_of::<Pool>() + registry_bytes).cast::<u32>();
+            for i in 0..heads {
+                partial.add(i).write(NONE);
+            }
+            ptr::write(
+                pool,
+                Pool {
+                    region,
+                    state: spin_lock(PoolState {
+                        region: region_state,
+                        partial,
+                        retained: [NONE; SHIFTS],
+                        retained_count: [0; SHIFTS],
+                        abandoned: ptr::null_mut(),
+                    }),
+                    life_count,
+                    heaps,
+                    heap_ids: AtomicU32::new(0),
+                    returned: BlockStack::new(),
+                    fork_next: ptr::null_mut(),
+                    meta_len,
+                },
+            );
+        }
+        pool
+    }
+
+    /// Drops the pool and releases its memory.
+    ///
+    /// # Safety
+    /// `pool` came from [`Pool::create`] and nothing uses it or any of its blocks.
+    pub(crate) unsafe fn destroy(pool: *mut Pool) {
+        // SAFETY: the caller guarantees exclusive access; the region unmaps every block.
+        unsafe {
+            let len = (*pool).meta_len;
+            ptr::drop_in_place(pool);
+            os::release(pool.cast(), len);
+        }
+    }
+
+    /// The header of the block at unit `u`.
+    #[inline]
+    pub(crate) fn block(&self, u: u32) -> &Header {
+        // SAFETY: list links name units holding a block header, which stay mapped for the
+        // region's life.
+        unsafe { &*self.region.unit_addr(u as usize).cast::<Header>() }
+    }
+
+    /// The unit index of a block.
+    #[inline]
+    pub(crate) fn unit(&self, h: &Header) -> u32 {
+        self.region.unit_of(h.base() as usize) as u32
+    }
+
+    /// The heap with id `id`, if registered.
+    pub(crate) fn heap(&self, id: u32) -> *mut Heap {
+        if id == 0 || id as usize >= MAX_HEAPS {
+            return ptr::null_mut();
+        }
+        // SAFETY: id < MAX_HEAPS: inside the registry.
+        unsafe { (*self.heaps.add(id as usize)).load(Ordering::Acquire) }
+    }
+
+    /// Registers a heap under a new id; returns 0 when the registry is full.
+    pub(crate) fn register(&self, heap: *mut Heap) -> u32 {
+        let id = self.heap_ids.fetch_add(1, Ordering::Relaxed) + 1;
+        if id as usize >= MAX_HEAPS {
+            self.heap_ids.store(MAX_HEAPS as u32, Ordering::Relaxed);
+            return 0;
+        }
+        // SAFETY: id < MAX_HEAPS.
+        unsafe { (*self.heaps.add(id as usize)).store(heap, Ordering::Release) };
+        id
+    }
+
+    /// Every registered heap, for teardown and stats.
+    pub(crate) fn registered_heaps(&self) -> impl Iterator<Item = *mut Heap> + '_ {
+        let n = (self.heap_ids.load(Ordering::Acquire) as usize).min(MAX_HEAPS - 1);
+        (1..=n as u32)
+            .map(|id| self.heap(id))
+            .filter(|h| !h.is_null())
+    }
+
+    /// Pushes `h` on a doubly linked list whose head is `*head`.
+    pub(crate) fn list_push(&self, head: &mut u32, h: &Header) {
+        let u = self.unit(h);
+        h.prev.store(NONE, Ordering::Relaxed);
+        h.next.store(*head, Ordering::Relaxed);
+        if *head != NONE {
+            self.block(*head).prev.store(u, Ordering::Relaxed);
+        }
+        *head = u;
+    }
+
+    /// Unlinks `h` from the doubly linked list whose head is `*head`.
+    pub(crate) fn list_remove(&self, head: &mut u32, h: &Header) {
+        let (prev, next) = (h.prev.load(Ordering::Relaxed), h.next.load(Ordering::Relaxed));
+        if prev == NONE {
+            debug_assert_eq!(*head, self.unit(h));
+            *head = next;
+        } else {
+            self.block(prev).next.store(next, Ordering::Relaxed);
+        }
+        if next != NONE {
+            self.block(next).prev.store(prev, Ordering::Relaxed);
+        }
+        h.prev.store(NONE, Ordering::Relaxed);
+        h.next.store(NONE, Ordering::Relaxed);
+    }
+
+    /// Pops the first block of a list.
+    pub(crate) fn list_pop(&self, head: &mut u32) -> Option<&Header> {
+        if *head == NONE {
+            return None;
+        }
+        let h = self.block(*head);
+        self.list_remove(head, h);
+        Some(h)
+    }
+}
+
+impl PoolState {
+    /// The partial list head of (class, life).
+    pub(crate) fn partial(&mut self, head: usize) -> &mut u32 {
+        // SAFETY: `partial` holds CLASS_COUNT * life_count heads and callers pass a head
+        // index below that (class < CLASS_COUNT, life < life_count).
+        unsafe { &mut *self.partial.add(head) }
+    }
+}
+
+impl Pool {
+    /// Under the lock: a block of (class, life) with a free slot, now owned by `owner`.
+    /// Tries pool-owned blocks, then full blocks of exited threads that were freed into,
+    /// then an empty block, then a new one from the region. `None` when memory is exhausted.
+    pub(crate) fn take_block<'a>(
+        &'a self,
+        st: &mut PoolState,
+        class: usize,
+        life: usize,
+        owner: u32,
+    ) -> Option<&'a Header> {
+        let head = life * CLASS_COUNT + class;
+        if *st.partial(head) == NONE {
+            self.reclaim_abandoned(st);
+        }
+        if let Some(h) = self.list_pop(st.partial(head)) {
+            h.owner.store(owner, Ordering::Relaxed);
+            return Some(h);
+        }
+        let c = &CLASSES[class];
+        let s = (c.block_shift - UNIT_SHIFT) as usize;
+        let (base, fresh) = if st.retained[s] != NONE {
+            let h = self.block(st.retained[s]);
+            st.retained[s] = h.next.load(Ordering::Relaxed);
+            st.retained_count[s] -= 1;
+            (h.base(), false)
+        } else {
+            self.region.carve(&mut st.region, c.block_shift)?
+        };
+        // SAFETY: the block is carved or retained: committed, ours, reachable by nobody.
+        Some(unsafe { &*Header::init(base, class, life, owner, fresh) })
+    }
+
+    /// Under the lock: takes a block that is empty (no live slot, nothing on its remote list)
+    /// and on no list. Keeps it committed or gives it back to the region.
+    pub(crate) fn give_empty(&self, st: &mut PoolState, h: &Header) {
+        debug_assert_eq!(h.live(), 0);
+        let shift = h.geometry().block_shift;
+        let s = (shift - UNIT_SHIFT) as usize;
+        if st.retained_count[s] < RETAIN_EMPTY {
+            // SAFETY: the block is ours (caller) and empty; `key` is read by frees only to
+            // reject stale pointers, so marking it empty makes them fail the check.
+            unsafe { ptr::addr_of!(h.key).cast_mut().write(EMPTY_KEY) };
+            h.owner.store(0, Ordering::Relaxed);
+            h.next.store(st.retained[s], Ordering::Relaxed);
+            st.retained[s] = self.unit(h);
+            st.retained_count[s] += 1;
+        } else {
+            // SAFETY: the block is ours, empty and on no list.
+            unsafe { self.region.give_back(&mut st.region, h.base(), shift) };
+        }
+    }
+
+    /// Under the lock: hands a heap's block to the pool (thread exit, or a heap leaving).
+    pub(crate) fn adopt_block(&self, st: &mut PoolState, h: &Header) {
+        h.owner.store(0, Ordering::Relaxed);
+        if h.free.load(Ordering::Relaxed) == 0 {
+            h.collect_remote();
+        }
+        if h.used.load(Ordering::Relaxed) == 0 {
+            self.give_empty(st, h);
+        } else {
+            let head = h.life() * CLASS_COUNT + h.class();
+            self.list_push(st.partial(head), h);
+        }
+    }
+
+    /// Under the lock: the full blocks of the pool and of exited threads' heaps that were
+    /// freed into since become pool-owned partial blocks.
+    fn reclaim_abandoned(&self, st: &mut PoolState) {
+        self.adopt_stack(st, &self.returned);
+        let mut heap = st.abandoned;
+        while !heap.is_null() {
+            // SAFETY: heaps on the abandoned list stay mapped and are owned by the lock.
+            let hp = unsafe { &*heap };
+            self.adopt_stack(st, &hp.returned);
+            heap = hp.next_abandoned;
+        }
+    }
+
+    fn adopt_stack(&self, st: &mut PoolState, stack: &BlockStack) {
+        let mut u = stack.take_all();
+        while u != NONE {
+            let h = self.block(u);
+            u = h.returned_next.load(Ordering::Relaxed);
+            self.adopt_block(st, h);
+        }
+    }
+
+    /// Lists a block again after a free cleared its `FULL` flag: on its owner's returned
+    /// stack, or the pool's for a pool-owned block (lock-free).
+    pub(crate) fn relist(&self, h: &Header) {
+        // Acquire pairs with the Release store of `owner` when the block changed hands.
+        // A FULL block is on no list, so its owner cannot change before this push.
+        let heap = self.heap(h.owner.load(Ordering::Acquire));
+        let stack = if heap.is_null() {
+            &self.returned
+        } else {
+            // SAFETY: registered heaps stay mapped for the pool's life.
+            unsafe { &(*heap).returned }
+        };
+        stack.push(self.unit(h), h);
+    }
+
+    /// Under the lock, for a thread without a heap (or a tiny class): takes a slot of
+    /// (class, life) from a pool-owned block. Returns the slot and whether it reads zero.
+    pub(crate) fn alloc_locked(
+        &self,
+        st: &mut PoolState,
+        class: usize,
+        life: usize,
+    ) -> Option<(*mut u8, bool)> {
+        let head = life * CLASS_COUNT + class;
+        loop {
+            let first = *st.partial(head);
+            let h = if first == NONE {
+                let h = self.take_block(st, class, life, 0)?;
+                self.list_push(st.partial(head), h);
+                h
+            } else {
+                self.block(first)
+            };
+            let got = if h.geometry().is_tiny() {
+                // SAFETY: tiny blocks are pool-owned; we hold the lock.
+                unsafe { tiny::pop(h) }
+            } else {
+                h.pop().or_else(|| {
+                    h.collect_remote();
+                    h.pop()
+                })
+            };
+            if let Some((off, zeroed)) = got {
+                return Some((h.base().wrapping_add(off as usize), zeroed));
+            }
+            // Full: it leaves the list; frees find it again through `free_locked` (tiny) or
+            // its remote list (collected when it is next adopted).
+            self.list_remove(st.partial(head), h);
+            if !h.geometry().is_tiny() && !h.try_retire() {
+                self.list_push(st.partial(head), h);
+            }
+        }
+    }
+
+    /// Under the lock: frees a slot of a pool-owned tiny block.
+    ///
+    /// # Safety
+    /// `off` is a live slot of tiny block `h`.
+    pub(crate) unsafe fn free_tiny(&self, st: &mut PoolState, h: &Header, off: u32) {
+        // SAFETY: the caller guarantees the slot; we hold the lock that owns tiny blocks.
+        let used = unsafe { tiny::push(h, off) };
+        let head = h.life() * CLASS_COUNT + h.class();
+        if used == h.capacity {
+            // It was full and off every list.
+            self.list_push(st.partial(head), h);
+        } else if used == 1 {
+            self.list_remove(st.partial(head), h);
+            self.give_empty(st, h);
+        }
+    }
+}

@@ -1,0 +1,289 @@
+//! The region: one reservation of address space carved into blocks.
+//!
+//! The region is reserved once (`PROT_NONE`, no memory) and handed out in **units** of
+//! 1 MiB. A block of `2^shift` bytes takes `2^(shift - 20)` units aligned to its size, so a
+//! block's base is found from any interior pointer by one mask. Units are named by their
+//! index from the region's base: metadata never holds an absolute address (DESIGN.md
+//! invariant 3), and a pointer is ours exactly when `base <= p < base + len`.
+//!
+//! Unit states, one byte each in [`Region::units`]:
+//!
+//! - `UNUSED`: never carved (at or past `bump`), or given back and decommitted (its bit in
+//!   `decommitted` is set);
+//! - `BLOCK`: the first unit of a block whose header is valid;
+//! - `TAIL`: a later unit of a block of more than one unit.
+//!
+//! Invariants: `bump <= unit_count`; a unit below `bump` is `UNUSED` iff its `decommitted`
+//! bit is set; committed memory = units below `bump` (commit happens when `bump` passes).
+//! All mutation happens under the pool lock ([`RegionState`] is only reachable through it).
+
+use crate::class::{UNIT, UNIT_SHIFT};
+use crate::os;
+use crate::sync::{AtomicU8, Ordering};
+use bitvec::slice::BitSlice;
+use core::ptr;
+
+pub(crate) const UNUSED: u8 = 0;
+pub(crate) const BLOCK: u8 = 1;
+pub(crate) const TAIL: u8 = 2;
+
+/// The address space of one allocator instance.
+pub(crate) struct Region {
+    base: *mut u8,
+    unit_count: usize,
+    /// One state byte per unit (`UNUSED`, `BLOCK`, `TAIL`), readable without the lock.
+    units: *const AtomicU8,
+    /// Checked mode: one bit per 4 bytes of the region, set while the slot starting there is
+    /// live (null when not checked).
+    pub(crate) live_bits: *const crate::sync::AtomicU64,
+    meta_len: usize,
+    shadow_len: usize,
+}
+
+/// The mutable part of the region, owned by the pool lock.
+pub(crate) struct RegionState {
+    /// Units below `bump` have been carved at least once (and are committed).
+    bump: usize,
+    /// Words of the decommitted-unit bitmap (one bit per unit below `bump`).
+    decommitted: *mut usize,
+}
+
+// SAFETY: the raw pointers point into mappings owned by the region for its whole life; the
+// shared parts are atomics, the rest is only touched under the pool lock.
+unsafe impl Send for Region {}
+// SAFETY: as above.
+unsafe impl Sync for Region {}
+// SAFETY: as above.
+unsafe impl Send for RegionState {}
+
+impl Region {
+    /// Reserves `bytes` of address space (rounded down to units; at least 4 units). With
+    /// `exact` false, halves the request until the OS accepts. Returns the region and its
+    /// lock-guarded state, or `None` if nothing could be reserved.
+    pub(crate) fn new(bytes: usize, exact: bool, checked: bool) -> Option<(Region, RegionState)> {
+        let max_block = 1usize << crate::class::MAX_BLOCK_SHIFT;
+        let mut unit_count = (bytes / UNIT).max(max_block / UNIT);
+        loop {
+            let len = unit_count * UNIT;
+            let base = os::reserve(len, max_block);
+            if !base.is_null() {
+                return Self::with_base(base, unit_count, checked);
+            }
+            if exact || unit_count <= 64 {
+                return None;
+            }
+            unit_count /= 2;
+        }
+    }
+
+    fn with_base(base: *mut u8, unit_count: usize, checked: bool) -> Option<(Region, RegionState)> {
+        let len = unit_count * UNIT;
+        let bitmap_bytes = unit_count.div_ceil(usize::BITS as usize) * size_of::<usize>();
+        let meta_len = os::page_round(unit_count + bitmap_bytes)?;
+        let meta = os::map(meta_len, os::PAGE);
+        let shadow_len = if checked { os::page_round(len / 32)? } else { 0 };
+        let shadow = if checked { os::map(shadow_len, os::PAGE) } else { ptr::null_mut() };
+        if meta.is_null() || (checked && shadow.is_null()) {
+            // SAFETY: each non-null range was mapped just above and is unused.
+            unsafe {
+                os::release(base, len);
+                if !meta.is_null() {
+                    os::release(meta, meta_len);
+                }
+                if !shadow.is_null() {
+                    os::release(shadow, shadow_len);
+                }
+            }
+            return None;
+        }
+        let region = Region {
+            base,
+            unit_count,
+            units: meta as *const AtomicU8,
+            live_bits: shadow as *const crate::sync::AtomicU64,
+            meta_len,
+            shadow_len,
+        };
+        // SAFETY: the bitmap lies in `meta` after the unit bytes, word aligned.
+        let decommitted = unsafe { meta.add(meta_len - bitmap_bytes) }.cast::<usize>();
+        Some((region, RegionState { bump: 0, decommitted }))
+    }
+
+    /// The region's first byte.
+    #[inline(always)]
+    pub(crate) fn base(&self) -> usize {
+        self.base as usize
+    }
+
+    /// The region's length in bytes.
+    #[inline(always)]
+    pub(crate) fn len(&self) -> usize {
+        self.unit_count * UNIT
+    }
+
+    /// True when `p` lies in the region.
+    #[inline(always)]
+    pub(crate) fn contains(&self, p: usize) -> bool {
+        p.wrapping_sub(self.base()) < self.len()
+    }
+
+    /// The unit holding `p`, which must lie in the region.
+    #[inline(always)]
+    pub(crate) fn unit_of(&self, p: usize) -> usize {
+        (p - self.base()) >> UNIT_SHIFT
+    }
+
+    /// The address of unit `u`.
+    #[inline(always)]
+    pub(crate) fn unit_addr(&self, u: usize) -> *mut u8 {
+        debug_assert!(u < self.unit_count);
+        self.base.wrapping_add(u << UNIT_SHIFT)
+    }
+
+    /// State byte of unit `u`.
+    #[inline]
+    pub(crate) fn unit_state(&self, u: usize) -> u8 {
+        debug_assert!(u < self.unit_count);
+        // SAFETY: `units` maps `unit_count` bytes and u is in range.
+        unsafe { (*self.units.add(u)).load(Ordering::Acquire) }
+    }
+
+    fn set_units(&self, first: usize, count: usize, state: u8) {
+        for u in first..first + count {
+            let s = if state == BLOCK && u != first { TAIL } else { state };
+            // SAFETY: the caller passes units inside the region.
+            unsafe { (*self.units.add(u)).store(s, Ordering::Release) };
+        }
+    }
+
+    /// The number of units ever carved.
+    pub(crate) fn carved_units(&self, st: &RegionState) -> usize {
+        st.bump
+    }
+
+    fn decommitted_bits<'a>(&self, st: &'a mut RegionState) -> &'a mut BitSlice<usize> {
+        let words = self.unit_count.div_ceil(usize::BITS as usize);
+        // SAFETY: `decommitted` maps `words` words owned by the region; the &mut state
+        // proves the pool lock is held, so nobody else touches them.
+        let words = unsafe { core::slice::from_raw_parts_mut(st.decommitted, words) };
+        BitSlice::from_slice_mut(words)
+    }
+
+    /// Carves a block of `2^shift` bytes aligned to its size. Returns its base and whether its
+    /// memory is known to read zeros (`fresh`), or `None` when the region is exhausted or the
+    /// OS refuses to commit. Marks the block's units `BLOCK`/`TAIL`.
+    pub(crate) fn carve(&self, st: &mut RegionState, shift: u32) -> Option<(*mut u8, bool)> {
+        let n = 1usize << (shift - UNIT_SHIFT);
+        // Decommitted units first: they are committed and read zeros.
+        let bump = st.bump;
+        let bits = self.decommitted_bits(st);
+        let mut found = None;
+        for u in bits[..bump].iter_ones() {
+            if u % n == 0 && u + n <= bump && bits[u..u + n].all() {
+                found = Some(u);
+                break;
+            }
+        }
+        if let Some(u) = found {
+            bits[u..u + n].fill(false);
+            self.set_units(u, n, BLOCK);
+            return Some((self.unit_addr(u), true));
+        }
+        let first = bump.next_multiple_of(n);
+        if first + n > self.unit_count {
+            return None;
+        }
+        // SAFETY: [first, first + n) units lie in our reservation, past every carved unit.
+        if !unsafe { os::commit(self.unit_addr(first), n * UNIT) } {
+            return None;
+        }
+        // Units skipped for alignment become decommitted free units (they are committed).
+        if first > bump {
+            // SAFETY: the skipped units lie in our reservation.
+            if !unsafe { os::commit(self.unit_addr(bump), (first - bump) * UNIT) } {
+                return None;
+            }
+            bits[bump..first].fill(true);
+        }
+        st.bump = first + n;
+        self.set_units(first, n, BLOCK);
+        Some((self.unit_addr(first), true))
+    }
+
+    /// Gives a block's memory back to the OS and its units to the region.
+    ///
+    /// # Safety
+    /// `base` is a block of `2^shift` bytes carved from this region that nobody uses.
+    pub(crate) unsafe fn give_back(&self, st: &mut RegionState, base: *mut u8, shift: u32) {
+        let n = 1usize << (shift - UNIT_SHIFT);
+        let u = self.unit_of(base as usize);
+        self.set_units(u, n, UNUSED);
+        // SAFETY: the caller guarantees the block is ours and dead.
+        unsafe { os::decommit(base, n * UNIT) };
+        if !self.live_bits.is_null() {
+            // SAFETY: the shadow covers the region at one bit per 4 bytes; the block's part
+            // is page aligned because blocks are 1 MiB aligned.
+            unsafe {
+                os::decommit(
+                    (self.live_bits as *mut u8).add((u * UNIT) / 32),
+                    n * UNIT / 32,
+                )
+            };
+        }
+        self.decommitted_bits(st)[u..u + n].fill(true);
+    }
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        // SAFETY: the region owns these mappings and is going away with everything in it.
+        unsafe {
+            os::release(self.base, self.len());
+            os::release(self.units as *mut u8, self.meta_len);
+            if !self.live_bits.is_null() {
+                os::release(self.live_bits as *mut u8, self.shadow_len);
+            }
+        }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn carve_aligns_blocks_and_reuses_given_back_units() {
+        let (r, mut st) = Region::new(16 * UNIT, true, false).unwrap();
+        let (a, fresh) = r.carve(&mut st, 20).unwrap();
+        assert!(fresh);
+        let (b, _) = r.carve(&mut st, 21).unwrap();
+        assert_eq!(b as usize % (2 * UNIT), 0, "2 MiB blocks are 2 MiB aligned");
+        assert_eq!(r.unit_state(r.unit_of(b as usize)), BLOCK);
+        assert_eq!(r.unit_state(r.unit_of(b as usize) + 1), TAIL);
+        // The unit skipped to align b is reused by the next 1 MiB block.
+        let (c, fresh) = r.carve(&mut st, 20).unwrap();
+        assert!(fresh);
+        assert_eq!(c as usize, a as usize + UNIT);
+        // SAFETY: a was carved above and is unused.
+        unsafe {
+            a.write(9);
+            r.give_back(&mut st, a, 20);
+        }
+        let (d, fresh) = r.carve(&mut st, 20).unwrap();
+        assert_eq!(d, a);
+        assert!(fresh);
+        // SAFETY: d is a committed block.
+        assert_eq!(unsafe { d.read() }, 0, "a given-back block reads zeros");
+    }
+
+    #[test]
+    fn carve_fails_when_the_reservation_is_exhausted() {
+        let (r, mut st) = Region::new(4 * UNIT, true, false).unwrap();
+        for _ in 0..4 {
+            assert!(r.carve(&mut st, 20).is_some());
+        }
+        assert!(r.carve(&mut st, 20).is_none());
+        assert!(!r.contains(r.base() + r.len()));
+        assert!(r.contains(r.base() + r.len() - 1));
+    }
+}
