@@ -114,20 +114,33 @@ impl fmt::Display for Misuse {
         )?;
         match &self.problem {
             Problem::Foreign => write!(f, "the pointer is not from this allocator"),
-            Problem::WrongBlock { class, stride, block_class: Some(bc), block_life } => write!(
+            Problem::WrongBlock {
+                class,
+                stride,
+                block_class: Some(bc),
+                block_life,
+            } => write!(
                 f,
                 "size {} is size class {class} (stride {stride} B) but the block holds size \
                  class {bc} (stride {} B) of lifetime class {block_life}",
                 self.size, CLASSES[*bc].stride
             ),
-            Problem::WrongBlock { class, stride, block_class: None, .. } => write!(
+            Problem::WrongBlock {
+                class,
+                stride,
+                block_class: None,
+                ..
+            } => write!(
                 f,
                 "size {} is size class {class} (stride {stride} B) but the block is empty or \
                  not a block of that size (wrong size, or already freed)",
                 self.size
             ),
             Problem::NotASlot { stride } => {
-                write!(f, "the pointer is not the start of a slot (stride {stride} B)")
+                write!(
+                    f,
+                    "the pointer is not the start of a slot (stride {stride} B)"
+                )
             }
             Problem::DoubleFree => write!(f, "the slot is already free (double free)"),
         }
@@ -155,7 +168,10 @@ impl fmt::Write for StackBuf {
 #[inline(never)]
 fn report<const ABORT: bool>(m: Misuse) -> ! {
     if ABORT {
-        let mut out = StackBuf { buf: [0; 512], len: 0 };
+        let mut out = StackBuf {
+            buf: [0; 512],
+            len: 0,
+        };
         let _ = fmt::write(&mut out, format_args!("{m}\n"));
         // SAFETY: writes our own buffer to stderr, then aborts; neither allocates.
         unsafe {
@@ -211,7 +227,10 @@ impl<L: Lifetime> Cohort<L> {
     }
 
     const fn build(reservation: usize, exact: bool) -> Self {
-        assert!(L::COUNT >= 1 && L::COUNT <= 256, "1 to 256 lifetime classes");
+        assert!(
+            L::COUNT >= 1 && L::COUNT <= 256,
+            "1 to 256 lifetime classes"
+        );
         Cohort {
             instance: AtomicU64::new(u64::MAX),
             pool: AtomicPtr::new(ptr::null_mut()),
@@ -399,7 +418,13 @@ impl<L: Lifetime> Cohort<L> {
     ///
     /// # Safety
     /// As [`Cohort::dealloc`].
-    pub unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize, life: L) -> *mut u8 {
+    pub unsafe fn realloc(
+        &self,
+        ptr: *mut u8,
+        layout: Layout,
+        new_size: usize,
+        life: L,
+    ) -> *mut u8 {
         let a = layout.align();
         // SAFETY: forwarded contract.
         unsafe { self.realloc_sized(ptr, layout.size(), a, new_size, a, life.index()) }
@@ -458,14 +483,14 @@ impl<L: Lifetime> Cohort<L> {
         };
         let instance = self.instance.load(Ordering::Relaxed);
         let got = if CLASSES[class].is_tiny() {
-            pool.alloc_locked(&mut pool.state.lock(), class, life)
+            pool.alloc_locked(&mut pool.lock(), class, life)
         } else {
             let mut heap = heap::current(instance);
             if heap.is_null() {
                 heap = heap::join(pool, instance);
             }
             if heap.is_null() {
-                pool.alloc_locked(&mut pool.state.lock(), class, life)
+                pool.alloc_locked(&mut pool.lock(), class, life)
             } else {
                 // SAFETY: join/current return live heaps of this instance.
                 unsafe { (*heap).alloc_slow(class, life) }
@@ -487,7 +512,21 @@ impl<L: Lifetime> Cohort<L> {
             return ptr::null_mut();
         };
         // Fresh mappings read zero: calloc needs no memset.
-        os::map(len, align.max(os::PAGE))
+        let p = os::map(len, align.max(os::PAGE));
+        if !p.is_null() {
+            self.count_large(len as isize, 1);
+        }
+        p
+    }
+
+    /// Keeps the large-allocation counters of the stats.
+    fn count_large(&self, bytes: isize, count: isize) {
+        if let Some(pool) = self.pool() {
+            pool.large_bytes
+                .fetch_add(bytes as usize, Ordering::Relaxed);
+            pool.large_count
+                .fetch_add(count as usize, Ordering::Relaxed);
+        }
     }
 
     /// The free fast path: the block is the calling thread's.
@@ -542,7 +581,7 @@ impl<L: Lifetime> Cohort<L> {
         // SAFETY: the block exists, so the pool does.
         let pool = unsafe { &*self.pool.load(Ordering::Acquire) };
         if h.geometry().is_tiny() {
-            let mut st = pool.state.lock();
+            let mut st = pool.lock();
             // SAFETY: the caller guarantees a live slot; tiny blocks are the pool's.
             unsafe { pool.free_tiny(&mut st, h, off) };
             // SAFETY: a live slot (caller).
@@ -562,11 +601,17 @@ impl<L: Lifetime> Cohort<L> {
             // SAFETY: a non-null pool lives until the Cohort drops.
             let ours = !pool.is_null() && unsafe { (*pool).region.contains(p as usize) };
             if ours || p as usize % os::PAGE != 0 {
-                report::<ABORT>(Misuse { ptr: p as usize, size, life, problem: Problem::Foreign });
+                report::<ABORT>(Misuse {
+                    ptr: p as usize,
+                    size,
+                    life,
+                    problem: Problem::Foreign,
+                });
             }
         }
         // SAFETY: the caller guarantees a large allocation of `size` bytes: a mapping of len.
         unsafe { os::release(p, len) };
+        self.count_large(-(len as isize), -1);
     }
 
     fn wrong_block(&self, p: *mut u8, size: usize, class: usize, life: usize) -> Misuse {
@@ -589,7 +634,12 @@ impl<L: Lifetime> Cohort<L> {
 
     /// Checked mode: every check a free can make, before it touches anything.
     fn check_free<const ABORT: bool>(&self, p: *mut u8, size: usize, class: usize, life: usize) {
-        let bad = |problem| Misuse { ptr: p as usize, size, life, problem };
+        let bad = |problem| Misuse {
+            ptr: p as usize,
+            size,
+            life,
+            problem,
+        };
         let pool = self.pool.load(Ordering::Acquire);
         // SAFETY: a non-null pool lives until the Cohort drops.
         let Some(pool) = (unsafe { pool.as_ref() }) else {
@@ -598,19 +648,16 @@ impl<L: Lifetime> Cohort<L> {
         let r = &pool.region;
         let c = &CLASSES[class];
         let base = p as usize & !(c.block_size() - 1);
-        if !r.contains(p as usize) || !matches!(r.unit_state(r.unit_of(p as usize)), BLOCK | TAIL)
-        {
+        if !r.contains(p as usize) || !matches!(r.unit_state(r.unit_of(p as usize)), BLOCK | TAIL) {
             report::<ABORT>(bad(Problem::Foreign));
         }
         // SAFETY: base lies in the region (p does, and blocks are aligned to their size);
         // the header is read only if its unit starts a block, so it is mapped.
         let h = unsafe { &*(base as *const Header) };
-        if r.unit_state(r.unit_of(base)) != BLOCK || h.magic != MAGIC || h.key != key(class, life)
-        {
-            let block_class = (r.unit_state(r.unit_of(base)) == BLOCK
-                && h.magic == MAGIC
-                && h.key != EMPTY_KEY)
-                .then(|| h.class());
+        if r.unit_state(r.unit_of(base)) != BLOCK || h.magic != MAGIC || h.key != key(class, life) {
+            let block_class =
+                (r.unit_state(r.unit_of(base)) == BLOCK && h.magic == MAGIC && h.key != EMPTY_KEY)
+                    .then(|| h.class());
             report::<ABORT>(bad(Problem::WrongBlock {
                 class,
                 stride: c.stride as usize,
@@ -620,7 +667,9 @@ impl<L: Lifetime> Cohort<L> {
         }
         let off = p as usize - base;
         if !h.is_slot(off) {
-            report::<ABORT>(bad(Problem::NotASlot { stride: c.stride as usize }));
+            report::<ABORT>(bad(Problem::NotASlot {
+                stride: c.stride as usize,
+            }));
         }
         let double = if c.is_tiny() {
             let _st = pool.state.lock();
@@ -664,6 +713,7 @@ impl<L: Lifetime> Cohort<L> {
                 // SAFETY: a large allocation is a mapping of `ol` bytes (caller).
                 let q = unsafe { os::remap(p, ol, nl) };
                 if !q.is_null() {
+                    self.count_large(nl as isize - ol as isize, 0);
                     return q;
                 }
             }
@@ -713,6 +763,20 @@ impl<L: Lifetime> Cohort<L> {
             };
             f(&report);
         }
+    }
+
+    /// (large allocations, large bytes, retained empty blocks, lock acquisitions).
+    pub(crate) fn pool_counters(&self) -> (usize, usize, usize, u64) {
+        let Some(pool) = self.pool_if_any() else {
+            return (0, 0, 0, 0);
+        };
+        let retained = Pool::retained_blocks(&pool.state.lock());
+        (
+            pool.large_count.load(Ordering::Relaxed),
+            pool.large_bytes.load(Ordering::Relaxed),
+            retained,
+            pool.lock_count.load(Ordering::Relaxed),
+        )
     }
 
     fn pool_if_any(&self) -> Option<&Pool> {

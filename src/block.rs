@@ -179,10 +179,12 @@ impl Header {
                 return None;
             }
             self.bump.store(bump + self.stride, Ordering::Relaxed);
-            self.used.store(self.used.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+            self.used
+                .store(self.used.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
             return Some((bump, self.flags & FRESH != 0));
         };
-        self.used.store(self.used.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        self.used
+            .store(self.used.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
         Some((off, zeroed))
     }
 
@@ -322,11 +324,15 @@ pub(crate) struct BlockStack {
 impl BlockStack {
     #[cfg(not(loom))]
     pub(crate) const fn new() -> Self {
-        BlockStack { top: AtomicU32::new(NONE) }
+        BlockStack {
+            top: AtomicU32::new(NONE),
+        }
     }
     #[cfg(loom)]
     pub(crate) fn new() -> Self {
-        BlockStack { top: AtomicU32::new(NONE) }
+        BlockStack {
+            top: AtomicU32::new(NONE),
+        }
     }
 
     /// Pushes block `h`, whose unit index is `unit`.

@@ -326,7 +326,12 @@ mod tests {
         for w in strides.windows(2) {
             assert!(w[1] > w[0]);
             if w[0] >= 1024 {
-                assert!(w[1] * 8 <= w[0] * 9, "{} -> {} more than 1/8 apart", w[0], w[1]);
+                assert!(
+                    w[1] * 8 <= w[0] * 9,
+                    "{} -> {} more than 1/8 apart",
+                    w[0],
+                    w[1]
+                );
             }
         }
         assert_eq!(*strides.last().unwrap(), MAX_SMALL);

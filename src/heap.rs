@@ -64,7 +64,10 @@ pub(crate) static EMPTY_BLOCK: Header = Header::sentinel();
 /// The heap's heads, `CLASS_COUNT * life_count` of them, right after the heap.
 #[inline(always)]
 fn heads(heap: *const Heap) -> *mut HeapHead {
-    heap.cast::<u8>().wrapping_add(size_of::<Heap>()).cast::<HeapHead>().cast_mut()
+    heap.cast::<u8>()
+        .wrapping_add(size_of::<Heap>())
+        .cast::<HeapHead>()
+        .cast_mut()
 }
 
 /// The head of (class, life).
@@ -106,7 +109,10 @@ impl Heap {
                 },
             );
             for i in 0..heads_len {
-                heads(heap).add(i).write(HeapHead { current: &EMPTY_BLOCK, partial: NONE });
+                heads(heap).add(i).write(HeapHead {
+                    current: &EMPTY_BLOCK,
+                    partial: NONE,
+                });
             }
             let id = pool.register(heap);
             if id == 0 {
@@ -150,7 +156,7 @@ impl Heap {
                 head.current = h;
                 continue;
             }
-            let mut st = pool.state.lock();
+            let mut st = pool.lock();
             let h = pool.take_block(&mut st, class, life, self.id)?;
             drop(st);
             head.current = h;
@@ -171,7 +177,7 @@ impl Heap {
             }
         } else if used_before == 1 && !ptr::eq(head.current, h) {
             pool.list_remove(&mut head.partial, h);
-            let mut st = pool.state.lock();
+            let mut st = pool.lock();
             pool.give_empty(&mut st, h);
         }
     }
@@ -229,7 +235,7 @@ impl Heap {
         }
         hp.drain_returned();
         let pool = hp.pool();
-        let mut st = pool.state.lock();
+        let mut st = pool.lock();
         for i in 0..CLASS_COUNT * pool.life_count {
             // SAFETY: i is below the head count; the heap is ours until ABANDONED.
             let head = unsafe { &mut *heads(heap).add(i) };
@@ -251,7 +257,11 @@ impl Heap {
 
     fn thread_next_reset(&self) {
         // SAFETY: only the owning thread touches thread_next.
-        unsafe { ptr::addr_of!(self.thread_next).cast_mut().write(ptr::null_mut()) };
+        unsafe {
+            ptr::addr_of!(self.thread_next)
+                .cast_mut()
+                .write(ptr::null_mut())
+        };
     }
 
     /// Instance teardown: makes every heap unreachable from the instance. Heaps of running
@@ -265,12 +275,10 @@ impl Heap {
             let hp = unsafe { &*heap };
             let mut round = 0;
             loop {
-                match hp.state.compare_exchange(
-                    LIVE,
-                    ORPHANED,
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                ) {
+                match hp
+                    .state
+                    .compare_exchange(LIVE, ORPHANED, Ordering::AcqRel, Ordering::Acquire)
+                {
                     Ok(_) => break,
                     Err(EXITING) => {
                         spin_hint(round);
@@ -373,7 +381,7 @@ pub(crate) fn join(pool: &Pool, instance: u64) -> *mut Heap {
 
 fn adopt_or_create(pool: &Pool, instance: u64) -> *mut Heap {
     {
-        let mut st = pool.state.lock();
+        let mut st = pool.lock();
         let heap = st.abandoned;
         if !heap.is_null() {
             // SAFETY: abandoned heaps are owned by the pool lock, which we hold.

@@ -60,7 +60,11 @@ mod heap;
 #[cfg(not(loom))]
 mod api;
 mod lifetime;
+#[cfg(not(loom))]
+mod stats;
 
 #[cfg(not(loom))]
 pub use api::{BlockReport, Cohort, Misuse, Problem, DEFAULT_RESERVATION};
 pub use lifetime::Lifetime;
+#[cfg(not(loom))]
+pub use stats::{HeadStats, Stats, Totals};

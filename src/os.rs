@@ -193,7 +193,11 @@ mod tests {
         // SAFETY: p maps 3 pages.
         unsafe {
             *p = 7;
-            assert_eq!(resident_bytes(p, 3 * PAGE), PAGE, "only the touched page is resident");
+            assert_eq!(
+                resident_bytes(p, 3 * PAGE),
+                PAGE,
+                "only the touched page is resident"
+            );
             assert_eq!(*p.add(3 * PAGE - 1), 0);
             decommit(p, 3 * PAGE);
             assert_eq!(*p, 0, "decommitted memory reads zeros");

@@ -19,9 +19,11 @@ use crate::block::{BlockStack, Header, NONE};
 use crate::class::{CLASSES, CLASS_COUNT, MAX_BLOCK_SHIFT, UNIT_SHIFT};
 use crate::heap::Heap;
 use crate::region::{Region, RegionState};
-use crate::sync::{spin_lock, AtomicPtr, AtomicU32, Ordering, SpinLock};
+use crate::sync::RawSpin;
+use crate::sync::{spin_lock, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering, SpinLock};
 use crate::{os, tiny};
 use core::ptr;
+use parking_lot::lock_api::MutexGuard;
 
 /// Empty blocks kept committed per block size.
 pub(crate) const RETAIN_EMPTY: usize = 8;
@@ -44,6 +46,11 @@ pub(crate) struct Pool {
     pub(crate) heap_ids: AtomicU32,
     /// Pool-owned blocks a free took out of `FULL` state.
     returned: BlockStack,
+    /// Times the lock was taken (slow paths only): a measure for tests and stats.
+    pub(crate) lock_count: AtomicU64,
+    /// Large allocations live now, and their mapped bytes.
+    pub(crate) large_count: AtomicUsize,
+    pub(crate) large_bytes: AtomicUsize,
     /// Next pool of the process-wide list the fork handlers walk (under that list's lock).
     pub(crate) fork_next: *mut Pool,
     meta_len: usize,
@@ -110,6 +117,9 @@ impl Pool {
                     heaps,
                     heap_ids: AtomicU32::new(0),
                     returned: BlockStack::new(),
+                    lock_count: AtomicU64::new(0),
+                    large_count: AtomicUsize::new(0),
+                    large_bytes: AtomicUsize::new(0),
                     fork_next: ptr::null_mut(),
                     meta_len,
                 },
@@ -129,6 +139,18 @@ impl Pool {
             ptr::drop_in_place(pool);
             os::release(pool.cast(), len);
         }
+    }
+
+    /// Takes the pool lock.
+    #[inline]
+    pub(crate) fn lock(&self) -> MutexGuard<'_, RawSpin, PoolState> {
+        self.lock_count.fetch_add(1, Ordering::Relaxed);
+        self.state.lock()
+    }
+
+    /// Empty blocks held committed for reuse, per block size.
+    pub(crate) fn retained_blocks(st: &PoolState) -> usize {
+        st.retained_count.iter().sum()
     }
 
     /// The header of the block at unit `u`.
@@ -187,7 +209,10 @@ impl Pool {
 
     /// Unlinks `h` from the doubly linked list whose head is `*head`.
     pub(crate) fn list_remove(&self, head: &mut u32, h: &Header) {
-        let (prev, next) = (h.prev.load(Ordering::Relaxed), h.next.load(Ordering::Relaxed));
+        let (prev, next) = (
+            h.prev.load(Ordering::Relaxed),
+            h.next.load(Ordering::Relaxed),
+        );
         if prev == NONE {
             debug_assert_eq!(*head, self.unit(h));
             *head = next;

@@ -81,8 +81,16 @@ impl Region {
         let bitmap_bytes = unit_count.div_ceil(usize::BITS as usize) * size_of::<usize>();
         let meta_len = os::page_round(unit_count + bitmap_bytes)?;
         let meta = os::map(meta_len, os::PAGE);
-        let shadow_len = if checked { os::page_round(len / 32)? } else { 0 };
-        let shadow = if checked { os::map(shadow_len, os::PAGE) } else { ptr::null_mut() };
+        let shadow_len = if checked {
+            os::page_round(len / 32)?
+        } else {
+            0
+        };
+        let shadow = if checked {
+            os::map(shadow_len, os::PAGE)
+        } else {
+            ptr::null_mut()
+        };
         if meta.is_null() || (checked && shadow.is_null()) {
             // SAFETY: each non-null range was mapped just above and is unused.
             unsafe {
@@ -106,7 +114,13 @@ impl Region {
         };
         // SAFETY: the bitmap lies in `meta` after the unit bytes, word aligned.
         let decommitted = unsafe { meta.add(meta_len - bitmap_bytes) }.cast::<usize>();
-        Some((region, RegionState { bump: 0, decommitted }))
+        Some((
+            region,
+            RegionState {
+                bump: 0,
+                decommitted,
+            },
+        ))
     }
 
     /// The region's first byte.
@@ -150,7 +164,11 @@ impl Region {
 
     fn set_units(&self, first: usize, count: usize, state: u8) {
         for u in first..first + count {
-            let s = if state == BLOCK && u != first { TAIL } else { state };
+            let s = if state == BLOCK && u != first {
+                TAIL
+            } else {
+                state
+            };
             // SAFETY: the caller passes units inside the region.
             unsafe { (*self.units.add(u)).store(s, Ordering::Release) };
         }

@@ -115,7 +115,11 @@ pub(crate) unsafe fn push(h: &Header, off: u32) -> u32 {
     let head_at = table(h).wrapping_add((run * c.stride) as usize);
     // SAFETY: the slot is live (caller) so ours to overwrite; the head is in the table.
     unsafe {
-        write_link(h.base().add(off as usize), c.stride, read_link(head_at, c.stride));
+        write_link(
+            h.base().add(off as usize),
+            c.stride,
+            read_link(head_at, c.stride),
+        );
         write_link(head_at, c.stride, index % c.run_len);
     }
     if run < h.hint.load(Ordering::Relaxed) {

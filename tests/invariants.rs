@@ -1,0 +1,526 @@
+//! One test (at least) per invariant of DESIGN.md, plus the contracts of the malloc family.
+
+use cohort::class::{class_of, seed_ratio_limit, CLASSES, LIMIT_DEN};
+use cohort::{BlockReport, Cohort};
+use std::alloc::Layout;
+use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+cohort::lifetime_classes! {
+    enum Life { Short, Long }
+}
+
+fn blocks<L: cohort::Lifetime>(a: &Cohort<L>) -> HashMap<usize, BlockReport> {
+    let mut m = HashMap::new();
+    a.for_each_block(|b| {
+        m.insert(b.base, *b);
+    });
+    m
+}
+
+/// The seed's rows: (first size, last size).
+const SEED_ROWS: [(usize, usize); 13] = [
+    (1, 1),
+    (2, 2),
+    (3, 4),
+    (5, 8),
+    (9, 16),
+    (17, 64),
+    (65, 128),
+    (129, 256),
+    (257, 512),
+    (513, 1024),
+    (1025, 2048),
+    (2049, 4096),
+    (4097, 8192),
+];
+
+#[test]
+fn invariant_1_ratio_table_holds_on_every_row() {
+    for (lo, hi) in SEED_ROWS {
+        let limit = seed_ratio_limit(lo);
+        // Every class serving a size of the row, through either API (align 1 = exact fit,
+        // malloc's power-of-two alignment).
+        for size in lo..=hi {
+            for align in [1, size.next_power_of_two().min(4096)] {
+                let c = &CLASSES[class_of(size, align).unwrap()];
+                let block = c.block_size() as u64;
+                let usable = (c.capacity * c.stride) as u64;
+                assert!(
+                    block * LIMIT_DEN <= usable * limit,
+                    "row {lo}-{hi}: stride {} has ratio {:.7} > {:.7}",
+                    c.stride,
+                    block as f64 / usable as f64,
+                    limit as f64 / LIMIT_DEN as f64
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn invariant_1_no_metadata_between_allocations() {
+    let a: Cohort = Cohort::new();
+    for (size, align) in [(24, 8), (8, 8), (40, 8), (100, 4), (1, 1), (2, 2), (4, 4)] {
+        let l = Layout::from_size_align(size, align).unwrap();
+        let stride = a.usable_size(l);
+        assert_eq!(
+            stride,
+            size.next_multiple_of(align.max(if size > 4 { 8 } else { 1 }))
+        );
+        let ptrs: Vec<_> = (0..1000).map(|_| a.alloc(l, ()) as usize).collect();
+        for w in ptrs.windows(2) {
+            assert_eq!(
+                w[1] - w[0],
+                stride,
+                "{size} B slots are packed with no header"
+            );
+        }
+        for p in ptrs {
+            // SAFETY: allocated above with l.
+            unsafe { a.dealloc(p as *mut u8, l, ()) };
+        }
+    }
+}
+
+#[test]
+fn invariant_2_header_found_by_one_mask() {
+    let a: Cohort<Life> = Cohort::new();
+    let mut live = Vec::new();
+    for size in [1, 2, 3, 8, 24, 48, 64, 200, 1000, 3000, 8192, 16384] {
+        for _ in 0..100 {
+            live.push((a.malloc(size, Life::Long), size));
+        }
+    }
+    let bs = blocks(&a);
+    for &(p, size) in &live {
+        let base = a.block_of(p, size).unwrap();
+        let b = bs.get(&base).expect("the masked address is a block's base");
+        assert!(p as usize >= base && (p as usize) < base + b.block_bytes);
+        assert!(b.stride >= size && b.life == 1);
+    }
+    for (p, size) in live {
+        // SAFETY: allocated above.
+        unsafe { a.free(p, size, Life::Long) };
+    }
+}
+
+#[test]
+fn invariant_3_links_and_headers_hold_offsets_not_addresses() {
+    let a: Cohort = Cohort::new();
+    let l = Layout::from_size_align(64, 8).unwrap();
+    let ptrs: Vec<_> = (0..5000).map(|_| a.alloc(l, ())).collect();
+    for &p in ptrs.iter().step_by(2) {
+        // SAFETY: allocated above.
+        unsafe { a.dealloc(p, l, ()) };
+    }
+    let bs = blocks(&a);
+    let lo = *bs.keys().min().unwrap();
+    let hi = bs.values().map(|b| b.base + b.block_bytes).max().unwrap();
+    // A freed slot's link is an offset inside its block, never an address.
+    for &p in ptrs.iter().step_by(2) {
+        // SAFETY: the slot is free but its block is mapped; reading its link word is a plain
+        // read of our own memory.
+        let link = unsafe { (p as *const u32).read() } as usize;
+        assert!(link < 1 << 22, "link {link:#x} is a block offset");
+    }
+    // No header word is an address inside the region.
+    for b in bs.values() {
+        for w in 0..8 {
+            // SAFETY: the first 64 bytes of a block are its header.
+            let word = unsafe { (b.base as *const u64).add(w).read() } as usize;
+            assert!(
+                !(lo..hi).contains(&word),
+                "header word {word:#x} is an address"
+            );
+        }
+    }
+    for &p in ptrs.iter().skip(1).step_by(2) {
+        // SAFETY: allocated above and not freed yet.
+        unsafe { a.dealloc(p, l, ()) };
+    }
+}
+
+#[test]
+fn invariant_4_fast_paths_take_no_lock() {
+    let a: Cohort = Cohort::new();
+    let l = Layout::from_size_align(16, 8).unwrap();
+    // Warm up: the heap and its current block exist.
+    let keep: Vec<_> = (0..10).map(|_| a.alloc(l, ())).collect();
+    let before = a.stats().lock_acquisitions;
+    for _ in 0..100_000 {
+        let p = a.alloc(l, ());
+        // SAFETY: allocated just above.
+        unsafe { a.dealloc(p, l, ()) };
+    }
+    assert_eq!(
+        a.stats().lock_acquisitions,
+        before,
+        "malloc/free pairs took the pool lock"
+    );
+    // Frees from another thread are lock-free pushes.
+    let ptrs: Vec<usize> = (0..1000).map(|_| a.alloc(l, ()) as usize).collect();
+    let before = a.stats().lock_acquisitions;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for &p in &ptrs {
+                // SAFETY: allocated above, freed once, here.
+                unsafe { a.dealloc(p as *mut u8, l, ()) };
+            }
+        });
+    });
+    assert_eq!(
+        a.stats().lock_acquisitions,
+        before,
+        "remote frees took the pool lock"
+    );
+    for p in keep {
+        // SAFETY: allocated above.
+        unsafe { a.dealloc(p, l, ()) };
+    }
+}
+
+#[test]
+fn invariant_5_blocks_never_mix_classes() {
+    let a: Cohort<Life> = Cohort::new();
+    let mut live = Vec::new();
+    for i in 0..4000usize {
+        let size = 1 + (i * 7919) % 3000;
+        let life = if i % 3 == 0 { Life::Short } else { Life::Long };
+        live.push((a.malloc(size, life), size, life));
+    }
+    let bs = blocks(&a);
+    for &(p, size, life) in &live {
+        let b = bs[&a.block_of(p, size).unwrap()];
+        let class = class_of(size, size.next_power_of_two().min(4096)).unwrap();
+        assert_eq!((b.size_class, b.life), (class, life as usize));
+    }
+    for (p, size, life) in live {
+        // SAFETY: allocated above.
+        unsafe { a.free(p, size, life) };
+    }
+}
+
+#[test]
+fn invariant_6_reserved_before_committed_and_calloc_skips_fresh_memory() {
+    let a: Cohort = Cohort::new();
+    let p = a.malloc(16, ());
+    let s = a.stats();
+    assert_eq!(
+        s.small.block_bytes,
+        CLASSES[class_of(16, 16).unwrap()].block_size()
+    );
+    assert!(
+        s.small.resident_bytes <= 8192,
+        "one slot touched: {} B resident",
+        s.small.resident_bytes
+    );
+    // 16 MiB of calloc'd pages: fresh from the OS, so never written and never resident.
+    let big: Vec<_> = (0..4000).map(|_| a.calloc(4096, ())).collect();
+    let s = a.stats();
+    assert!(
+        s.small.resident_bytes < 1 << 20,
+        "calloc touched fresh pages: {} B",
+        s.small.resident_bytes
+    );
+    for &q in &big {
+        // SAFETY: calloc'd 4096 bytes.
+        assert!(unsafe { std::slice::from_raw_parts(q, 4096) }
+            .iter()
+            .all(|&b| b == 0));
+    }
+    for q in big {
+        // SAFETY: allocated above.
+        unsafe {
+            q.write_bytes(0xAB, 4096);
+            a.free(q, 4096, ());
+        }
+    }
+    // Reused (dirty) slots are zeroed by calloc.
+    let q = a.calloc(4096, ());
+    // SAFETY: calloc'd 4096 bytes.
+    assert!(unsafe { std::slice::from_raw_parts(q, 4096) }
+        .iter()
+        .all(|&b| b == 0));
+    // SAFETY: allocated above.
+    unsafe {
+        a.free(q, 4096, ());
+        a.free(p, 16, ());
+    }
+}
+
+#[test]
+fn invariant_7_out_of_memory_is_a_null_return() {
+    let a: Cohort = Cohort::with_reservation(8 << 20);
+    let mut live = Vec::new();
+    loop {
+        let p = a.malloc(1000, ());
+        if p.is_null() {
+            break;
+        }
+        live.push(p);
+        assert!(live.len() < 10_000, "an 8 MiB reservation never ran out");
+    }
+    assert!(live.len() > 1000, "only {} allocations fit", live.len());
+    assert!(a.malloc(1000, ()).is_null());
+    // Freeing makes room again.
+    for p in live.drain(..100) {
+        // SAFETY: allocated above.
+        unsafe { a.free(p, 1000, ()) };
+    }
+    let p = a.malloc(1000, ());
+    assert!(!p.is_null());
+    live.push(p);
+    for p in live {
+        // SAFETY: allocated above.
+        unsafe { a.free(p, 1000, ()) };
+    }
+    // Requests the OS cannot map.
+    assert!(a.malloc(usize::MAX / 2, ()).is_null());
+    assert!(a.malloc((1 << 47) + 4096, ()).is_null());
+    assert!(a
+        .alloc(Layout::from_size_align(1 << 47, 1 << 20).unwrap(), ())
+        .is_null());
+}
+
+fn panic_message(f: impl FnOnce()) -> String {
+    let err = catch_unwind(AssertUnwindSafe(f)).expect_err("the misuse was not caught");
+    err.downcast_ref::<String>().cloned().unwrap_or_default()
+}
+
+#[test]
+fn invariant_8_wrong_size_or_class_is_caught_in_every_build() {
+    let a: Cohort<Life> = Cohort::new();
+    let p = a.malloc(24, Life::Short);
+    // SAFETY (of both frees): deliberately wrong; the allocator must reject them before
+    // touching anything.
+    let msg = panic_message(|| unsafe { a.free(p, 200, Life::Short) });
+    assert!(
+        msg.contains(&format!("{:#x}", p as usize)) && msg.contains("size 200"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("stride 32"),
+        "names what the block holds: {msg}"
+    );
+    let msg = panic_message(|| unsafe { a.free(p, 24, Life::Long) });
+    assert!(
+        msg.contains("lifetime class 1") && msg.contains("lifetime class 0"),
+        "{msg}"
+    );
+    // The allocation is intact and frees normally.
+    // SAFETY: allocated above, not freed (the bad frees changed nothing).
+    unsafe { a.free(p, 24, Life::Short) };
+}
+
+#[test]
+#[cfg_attr(
+    not(any(debug_assertions, feature = "checked")),
+    ignore = "needs checked mode"
+)]
+fn invariant_8_checked_mode_catches_double_foreign_and_interior_frees() {
+    let a: Cohort = Cohort::new();
+    let p = a.malloc(64, ());
+    let q = a.malloc(64, ());
+    // SAFETY: p is live; freed once here.
+    unsafe { a.free(p, 64, ()) };
+    // SAFETY (of the frees below): deliberately wrong, rejected before any change.
+    let msg = panic_message(|| unsafe { a.free(p, 64, ()) });
+    assert!(
+        msg.contains("double free") && msg.contains(&format!("{:#x}", p as usize)),
+        "{msg}"
+    );
+    let boxed = Box::into_raw(Box::new([0u8; 64])) as *mut u8;
+    let msg = panic_message(|| unsafe { a.free(boxed, 64, ()) });
+    assert!(msg.contains("not from this allocator"), "{msg}");
+    // SAFETY: boxed came from Box::into_raw above.
+    drop(unsafe { Box::from_raw(boxed as *mut [u8; 64]) });
+    let msg = panic_message(|| unsafe { a.free(q.add(8), 64, ()) });
+    assert!(msg.contains("not the start of a slot"), "{msg}");
+    // Tiny classes too.
+    let t = a.malloc(1, ());
+    // SAFETY: t is live; freed once.
+    unsafe { a.free(t, 1, ()) };
+    let msg = panic_message(|| unsafe { a.free(t, 1, ()) });
+    assert!(
+        msg.contains("already freed"),
+        "its block emptied and left: {msg}"
+    );
+    let t = a.malloc(1, ());
+    let u = a.malloc(1, ());
+    // SAFETY: t is live; freed once.
+    unsafe { a.free(t, 1, ()) };
+    let msg = panic_message(|| unsafe { a.free(t, 1, ()) });
+    assert!(msg.contains("double free"), "{msg}");
+    // SAFETY: u is live.
+    unsafe { a.free(u, 1, ()) };
+    // SAFETY: q is live.
+    unsafe { a.free(q, 64, ()) };
+}
+
+#[test]
+fn zero_size_requests_are_dangling_and_free_is_a_no_op() {
+    let a: Cohort = Cohort::new();
+    let p = a.malloc(0, ());
+    assert!(!p.is_null());
+    assert!(!a.calloc(0, ()).is_null());
+    let l = Layout::from_size_align(0, 64).unwrap();
+    let q = a.alloc(l, ());
+    assert_eq!(q as usize, 64, "a zero-size layout gets layout.dangling()");
+    // SAFETY: zero-size allocations; freeing them does nothing.
+    unsafe {
+        a.free(p, 0, ());
+        a.dealloc(q, l, ());
+    }
+    assert_eq!(a.malloc_at_least(0, ()).1, 0);
+    assert_eq!(
+        a.stats().small.blocks,
+        0,
+        "zero-size requests take no memory"
+    );
+}
+
+#[test]
+fn remalloc_stays_in_place_within_a_class_and_copies_the_prefix() {
+    let a: Cohort = Cohort::new();
+    let p = a.malloc(20, ());
+    // SAFETY (whole test): every pointer is live when used and freed once.
+    unsafe {
+        p.write_bytes(7, 20);
+        assert_eq!(
+            a.remalloc(p, 20, 32, ()),
+            p,
+            "20 and 32 B share the 32 B class"
+        );
+        let q = a.remalloc(p, 32, 5000, ());
+        assert_ne!(q, p);
+        assert!(std::slice::from_raw_parts(q, 20).iter().all(|&b| b == 7));
+        // Large to large keeps the contents (mremap).
+        q.write_bytes(9, 5000);
+        let r = a.remalloc(q, 5000, 100_000, ());
+        let r = a.remalloc(r, 100_000, 300_000, ());
+        assert!(std::slice::from_raw_parts(r, 5000).iter().all(|&b| b == 9));
+        let r = a.remalloc(r, 300_000, 40_000, ());
+        assert!(std::slice::from_raw_parts(r, 5000).iter().all(|&b| b == 9));
+        a.free(r, 40_000, ());
+    }
+}
+
+#[test]
+fn remalloc_shrinking_does_not_overflow_the_new_slot() {
+    // The proof of concept copied the old size when shrinking, overflowing the new block.
+    let a: Cohort = Cohort::new();
+    let l16 = 16;
+    // SAFETY (whole test): every pointer is live when used and freed once.
+    unsafe {
+        let big = a.malloc(1000, ());
+        big.write_bytes(1, 1000);
+        let small = a.remalloc(big, 1000, 10, ());
+        // The slot after `small` in its block belongs to a neighbour: allocate and pattern it.
+        let neighbour = a.malloc(l16, ());
+        neighbour.write_bytes(0x5A, l16);
+        assert!(std::slice::from_raw_parts(small, 10)
+            .iter()
+            .all(|&b| b == 1));
+        let again = a.remalloc(a.malloc(1000, ()), 1000, 10, ());
+        assert!(std::slice::from_raw_parts(neighbour, l16)
+            .iter()
+            .all(|&b| b == 0x5A));
+        a.free(again, 10, ());
+        a.free(small, 10, ());
+        a.free(neighbour, l16, ());
+    }
+}
+
+#[test]
+fn recalloc_shrinking_does_not_underflow_and_growing_zeroes() {
+    // The proof of concept computed new - old when shrinking: a huge memset.
+    let a: Cohort = Cohort::new();
+    // SAFETY (whole test): every pointer is live when used and freed once.
+    unsafe {
+        let p = a.malloc(500, ());
+        p.write_bytes(3, 500);
+        let q = a.recalloc(p, 500, 100, ());
+        assert!(std::slice::from_raw_parts(q, 100).iter().all(|&b| b == 3));
+        // Grows in place (100 and 128 share a class): the grown bytes were 3s and are zeroed.
+        let q = a.recalloc(q, 100, 128, ());
+        assert!(std::slice::from_raw_parts(q.add(100), 28)
+            .iter()
+            .all(|&b| b == 0));
+        let r = a.recalloc(q, 128, 3000, ());
+        assert!(std::slice::from_raw_parts(r, 100).iter().all(|&b| b == 3));
+        assert!(std::slice::from_raw_parts(r.add(128), 3000 - 128)
+            .iter()
+            .all(|&b| b == 0));
+        a.free(r, 3000, ());
+    }
+}
+
+#[test]
+fn malloc_at_least_range_maps_to_one_class() {
+    let a: Cohort = Cohort::new();
+    for size in [1, 3, 5, 20, 100, 1000, 5000, 16000, 17000, 100_000] {
+        let (p, usable) = a.malloc_at_least(size, ());
+        assert!(usable >= size);
+        // SAFETY: p holds `usable` bytes; freed once with a size in [size, usable].
+        unsafe {
+            p.write_bytes(1, usable);
+            a.free(p, usable, ());
+        }
+        let (p, _) = a.malloc_at_least(size, ());
+        // SAFETY: as above, with the requested size.
+        unsafe { a.free(p, size, ()) };
+    }
+    assert_eq!(a.stats().small.live, 0);
+    assert_eq!(a.stats().large_allocations, 0);
+}
+
+#[test]
+fn alignment_contract() {
+    let a: Cohort = Cohort::new();
+    for size in (1..20_000).step_by(37) {
+        let p = a.malloc(size, ());
+        assert_eq!(
+            p as usize % size.next_power_of_two().min(4096),
+            0,
+            "malloc({size})"
+        );
+        // SAFETY: allocated above.
+        unsafe { a.free(p, size, ()) };
+        for align in [1, 8, 16, 64, 256, 4096, 8192, 1 << 16] {
+            let l = Layout::from_size_align(size, align).unwrap();
+            let p = a.alloc(l, ());
+            assert_eq!(p as usize % align, 0, "alloc({size}, {align})");
+            // SAFETY: allocated above with l.
+            unsafe { a.dealloc(p, l, ()) };
+        }
+    }
+}
+
+#[test]
+fn empty_blocks_return_to_the_pool_and_are_reused_by_other_classes() {
+    let a: Cohort<Life> = Cohort::new();
+    let mut v: Vec<_> = (0..100_000).map(|_| a.malloc(64, Life::Short)).collect();
+    let peak = a.stats().small.blocks;
+    assert!(peak >= 3, "6.4 MB of 64 B slots span several blocks");
+    for p in v.drain(..) {
+        // SAFETY: allocated above.
+        unsafe { a.free(p, 64, Life::Short) };
+    }
+    let s = a.stats();
+    assert!(s.small.blocks <= 1, "only the current block stays: {s}");
+    assert!(s.retained_empty_blocks >= 1);
+    // Another class and lifetime takes the emptied blocks before new ones.
+    let w: Vec<_> = (0..20_000).map(|_| a.malloc(200, Life::Long)).collect();
+    let mut reused = 0;
+    let bs = blocks(&a);
+    assert!(bs.len() <= peak + 1);
+    for b in bs.values() {
+        reused += (b.life == 1) as usize;
+    }
+    assert!(reused >= 3);
+    for p in w {
+        // SAFETY: allocated above.
+        unsafe { a.free(p, 200, Life::Long) };
+    }
+}
