@@ -1,0 +1,121 @@
+//! Helpers shared by the multi-threaded tests: a deterministic PRNG, the allocation patterns
+//! and a random size distribution. Nothing here allocates, so the fork children may use all
+//! of it.
+#![allow(dead_code)]
+
+/// splitmix64: a small deterministic PRNG, seeded per thread.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed ^ 0x6A09_E667_F3BC_C909)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        mix(self.0)
+    }
+
+    /// Uniform in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+
+    /// Uniform in `lo..=hi`.
+    pub fn range(&mut self, lo: usize, hi: usize) -> usize {
+        lo + self.below(hi - lo + 1)
+    }
+
+    /// True with probability `percent / 100`.
+    pub fn chance(&mut self, percent: usize) -> bool {
+        self.below(100) < percent
+    }
+}
+
+/// splitmix64's finaliser.
+pub fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The pattern seed of an allocation of `size` bytes at `p`: two live allocations never share
+/// it, so an overlap or a slot handed out twice shows up as a mismatch.
+pub fn seed_of(p: *const u8, size: usize) -> u64 {
+    mix(p as u64 ^ (size as u64).rotate_left(40))
+}
+
+#[inline]
+fn word(seed: u64, i: usize) -> u64 {
+    seed.wrapping_add((i as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93))
+}
+
+/// Fills `len` bytes at `p` with the pattern of `seed`: every 8-byte word, then the tail.
+///
+/// # Safety
+/// `p` is valid for writes of `len` bytes.
+pub unsafe fn fill(p: *mut u8, seed: u64, len: usize) {
+    let words = len / 8;
+    for i in 0..words {
+        // SAFETY: word i lies in the caller's `len` bytes; unaligned writes need no alignment.
+        unsafe { p.add(i * 8).cast::<u64>().write_unaligned(word(seed, i)) };
+    }
+    let tail = word(seed, words).to_le_bytes();
+    for (j, b) in tail.iter().enumerate().take(len % 8) {
+        // SAFETY: the tail bytes lie in the caller's `len` bytes.
+        unsafe { p.add(words * 8 + j).write(*b) };
+    }
+}
+
+/// The offset of the first byte of `len` bytes at `p` that differs from the pattern of `seed`.
+///
+/// # Safety
+/// `p` is valid for reads of `len` bytes.
+pub unsafe fn mismatch(p: *const u8, seed: u64, len: usize) -> Option<usize> {
+    let words = len / 8;
+    for i in 0..words {
+        // SAFETY: word i lies in the caller's `len` bytes.
+        let got = unsafe { p.add(i * 8).cast::<u64>().read_unaligned() };
+        if got != word(seed, i) {
+            let diff = (got ^ word(seed, i)).to_le_bytes();
+            return Some(i * 8 + diff.iter().position(|&b| b != 0).unwrap_or(0));
+        }
+    }
+    let tail = word(seed, words).to_le_bytes();
+    for (j, b) in tail.iter().enumerate().take(len % 8) {
+        // SAFETY: the tail bytes lie in the caller's `len` bytes.
+        if unsafe { p.add(words * 8 + j).read() } != *b {
+            return Some(words * 8 + j);
+        }
+    }
+    None
+}
+
+/// The offset of the first non-zero byte of `len` bytes at `p`.
+///
+/// # Safety
+/// `p` is valid for reads of `len` bytes.
+pub unsafe fn nonzero(p: *const u8, len: usize) -> Option<usize> {
+    // SAFETY: the caller's `len` bytes.
+    let bytes = unsafe { core::slice::from_raw_parts(p, len) };
+    bytes.iter().position(|&b| b != 0)
+}
+
+/// A random request size: mostly small, over every size class (1 B to 16 KiB), some tiny
+/// (1 and 2 bytes), a few zero-size and a few large (up to `large_max`).
+pub fn random_size(rng: &mut Rng, large_max: usize) -> usize {
+    match rng.below(1000) {
+        0..=4 => 0,
+        5..=54 => rng.range(1, 4),
+        55..=704 => rng.range(1, 256),
+        705..=904 => rng.range(257, 4096),
+        905..=989 => rng.range(4097, 16 * 1024),
+        _ => rng.range(16 * 1024 + 1, large_max),
+    }
+}
+
+/// The alignment `malloc(size)` promises: min(next power of two of size, 4096).
+pub fn malloc_align(size: usize) -> usize {
+    size.max(1).next_power_of_two().min(4096)
+}
