@@ -105,6 +105,7 @@ unsafe impl GlobalAlloc for Noop {
 
 static MIMALLOC: ::mimalloc::MiMalloc = ::mimalloc::MiMalloc;
 static JEMALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+static COHORT: ::cohort::Cohort = ::cohort::Cohort::new();
 
 /// A benchmark function (and its warm-up setup) running every [`Op`] on one allocator.
 macro_rules! allocator {
@@ -116,10 +117,10 @@ macro_rules! allocator {
 
         #[library_benchmark]
         #[benches::op(
-            args = [Op::Pair(16), Op::Pair(64), Op::Pair(256), Op::Pair(1024), Op::Batch,
-                    Op::Realloc, Op::Calloc],
-            setup = $warm
-        )]
+                    args = [Op::Pair(16), Op::Pair(64), Op::Pair(256), Op::Pair(1024), Op::Batch,
+                            Op::Realloc, Op::Calloc],
+                    setup = $warm
+                )]
         fn $name(op: Op) {
             run(&$alloc, op, N)
         }
@@ -130,10 +131,11 @@ allocator!(noop, warm_noop, Noop);
 allocator!(system, warm_system, System);
 allocator!(mimalloc, warm_mimalloc, MIMALLOC);
 allocator!(jemalloc, warm_jemalloc, JEMALLOC);
+allocator!(cohort, warm_cohort, COHORT);
 
 library_benchmark_group!(
     name = fast_paths;
-    benchmarks = noop, system, mimalloc, jemalloc
+    benchmarks = noop, system, mimalloc, jemalloc, cohort
 );
 
 main!(library_benchmark_groups = fast_paths);

@@ -86,7 +86,10 @@ fn build(allocators: &[String]) -> HashMap<String, PathBuf> {
         .stderr(Stdio::inherit())
         .output()
         .expect("run cargo bench --no-run");
-    assert!(out.status.success(), "building the allocator binaries failed");
+    assert!(
+        out.status.success(),
+        "building the allocator binaries failed"
+    );
     let mut paths = HashMap::new();
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let (Some(name), Some(exe)) = (json_str(line, "name"), json_str(line, "executable")) else {
@@ -169,10 +172,9 @@ fn run_iai() -> Result<Vec<(String, String, f64)>, String> {
                 .unwrap_or_default()
                 .to_string();
             current = Some((alloc, op));
-        } else if let (Some(v), Some((alloc, op))) = (
-            line.trim().strip_prefix("Instructions:"),
-            current.take(),
-        ) {
+        } else if let (Some(v), Some((alloc, op))) =
+            (line.trim().strip_prefix("Instructions:"), current.take())
+        {
             let n = v.trim().split('|').next().unwrap_or_default();
             counts.push((alloc, op, n.parse().map_err(|_| format!("bad count {v}"))?));
         }
@@ -197,7 +199,10 @@ fn main() {
     let exes = build(&allocators);
     let workloads: Vec<&Workload> = WORKLOADS
         .iter()
-        .filter(|w| only.as_ref().is_none_or(|o| o.iter().any(|p| w.arg.starts_with(p.as_str()))))
+        .filter(|w| {
+            only.as_ref()
+                .map_or(true, |o| o.iter().any(|p| w.arg.starts_with(p.as_str())))
+        })
         .collect();
     let mut results = Results::default();
     for run in 0..runs {

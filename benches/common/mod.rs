@@ -65,7 +65,6 @@ pub fn main(hooks: Hooks) {
     }
 }
 
-
 fn report(metric: &str, unit: &str, value: f64) {
     println!("{metric}\t{unit}\t{value}");
 }
@@ -240,9 +239,21 @@ fn producer_consumer(n: usize) {
     drop(tx);
     let free_cpu = consumer.join().unwrap();
     let objects = (batches * BATCH) as f64;
-    report("wall", "ns/object", start.elapsed().as_nanos() as f64 / objects);
-    report("malloc (producer CPU)", "ns/object", alloc_cpu as f64 / objects);
-    report("free (consumer CPU)", "ns/object", free_cpu as f64 / objects);
+    report(
+        "wall",
+        "ns/object",
+        start.elapsed().as_nanos() as f64 / objects,
+    );
+    report(
+        "malloc (producer CPU)",
+        "ns/object",
+        alloc_cpu as f64 / objects,
+    );
+    report(
+        "free (consumer CPU)",
+        "ns/object",
+        free_cpu as f64 / objects,
+    );
 }
 
 /// A list node of `W + 1` words; `data[0]` of every 8th node points to a 40-byte string.
@@ -304,7 +315,11 @@ fn list_run<const W: usize>(n: usize) {
             // STRING-byte allocation in `data[0]`.
             unsafe {
                 let d = (*p).data;
-                sum = sum.wrapping_add(if i % 8 == 0 { *(d[0] as *const u8) as usize } else { d[W - 1] });
+                sum = sum.wrapping_add(if i % 8 == 0 {
+                    *(d[0] as *const u8) as usize
+                } else {
+                    d[W - 1]
+                });
                 p = (*p).next;
             }
             i += 1;
@@ -329,7 +344,11 @@ fn list_run<const W: usize>(n: usize) {
     let t3 = thread_cpu_ns();
     let n = n as f64;
     report("build", "ns/node", (t1 - t0) as f64 / n);
-    report("walk (per pass)", "ns/node", (t2 - t1) as f64 / n / PASSES as f64);
+    report(
+        "walk (per pass)",
+        "ns/node",
+        (t2 - t1) as f64 / n / PASSES as f64,
+    );
     report("free", "ns/node", (t3 - t2) as f64 / n);
     report("peak RSS", "B/node", rss as f64 / n);
 }
@@ -427,7 +446,11 @@ fn lifetime(api: &dyn LifetimeApi, n: usize) {
     report("RSS at peak", "MiB", mib(peak));
     report("RSS after freeing short-lived", "MiB", mib(after_free));
     report("RSS after compaction", "MiB", mib(after_compact));
-    report("RSS after compaction / long-lived", "x", after_compact as f64 / live as f64);
+    report(
+        "RSS after compaction / long-lived",
+        "x",
+        after_compact as f64 / live as f64,
+    );
     for &(p, size) in &long[..nl] {
         // SAFETY: allocated above as long-lived with this size; freed once.
         unsafe { api.free(p, size, true) };

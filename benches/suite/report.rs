@@ -9,7 +9,13 @@ use std::process::Command;
 use std::time::Duration;
 
 /// Column order. "cohort (classes)" is cohort's own lifetime-class API in the lifetime table.
-pub const ALLOCATORS: [&str; 5] = ["system", "mimalloc", "jemalloc", "cohort", "cohort (classes)"];
+pub const ALLOCATORS: [&str; 5] = [
+    "system",
+    "mimalloc",
+    "jemalloc",
+    "cohort",
+    "cohort (classes)",
+];
 
 /// One table of the report.
 struct Group {
@@ -144,9 +150,17 @@ fn num(v: f64) -> String {
 
 impl Results {
     pub fn add(&mut self, wl: &Workload, alloc: &str, metric: &str, unit: &str, value: f64) {
-        let alloc = if wl.arg == "classes" { "cohort (classes)" } else { alloc };
+        let alloc = if wl.arg == "classes" {
+            "cohort (classes)"
+        } else {
+            alloc
+        };
         let row = format!("{}{metric}", wl.label);
-        let i = match self.metrics.iter().position(|m| m.group == wl.group && m.row == row) {
+        let i = match self
+            .metrics
+            .iter()
+            .position(|m| m.group == wl.group && m.row == row)
+        {
             Some(i) => i,
             None => {
                 self.metrics.push(Metric {
@@ -158,7 +172,11 @@ impl Results {
                 self.metrics.len() - 1
             }
         };
-        self.metrics[i].values.entry(column(alloc)).or_default().push(value);
+        self.metrics[i]
+            .values
+            .entry(column(alloc))
+            .or_default()
+            .push(value);
     }
 
     pub fn fail(&mut self, alloc: &str, workload: &str, why: String) {
@@ -167,7 +185,9 @@ impl Results {
     }
 
     pub fn failed(&self, alloc: &str, workload: &str) -> bool {
-        self.failures.iter().any(|(a, w, _)| a == alloc && w == workload)
+        self.failures
+            .iter()
+            .any(|(a, w, _)| a == alloc && w == workload)
     }
 
     /// Stores the iai counts; the `noop` allocator's count is the baseline subtracted.
@@ -190,70 +210,55 @@ impl Results {
                 }
             };
             let base = noop.get(op.as_str()).copied().unwrap_or(0.0);
-            self.iai[i].counts.insert(column(alloc), (*n, (n - base) / ops));
+            self.iai[i]
+                .counts
+                .insert(column(alloc), (*n, (n - base) / ops));
         }
     }
 
     /// Writes results.csv, iai.csv, results.md and the plots; returns the markdown.
     pub fn write(&self, dir: &Path, setup: &Setup) -> std::io::Result<String> {
-        let mut csv = String::from(
-            "group,metric,unit,allocator,median,spread_pct,ratio_to_system,runs\n",
-        );
+        let mut csv =
+            String::from("group,metric,unit,allocator,median,spread_pct,ratio_to_system,runs\n");
         let mut md = header(setup);
         for g in GROUPS {
             let metrics: Vec<&Metric> = self.metrics.iter().filter(|m| m.group == g.name).collect();
             if metrics.is_empty() {
                 continue;
             }
-            let cols: Vec<usize> = (0..ALLOCATORS.len())
-                .filter(|c| metrics.iter().any(|m| m.values.contains_key(c)))
-                .collect();
-            let _ = write!(md, "\n### {}\n\n{}\n\n| metric | unit |", g.title, g.what);
-            for &c in &cols {
-                let _ = write!(md, " {} |", ALLOCATORS[c]);
-            }
-            md.push_str("\n|---|---|");
-            md.push_str(&"---:|".repeat(cols.len()));
-            md.push('\n');
-            let mut series: Vec<(String, Vec<Option<f64>>)> =
-                cols.iter().map(|&c| (ALLOCATORS[c].to_string(), vec![])).collect();
+            let _ = write!(md, "\n### {}\n\n{}\n\n", g.title, g.what);
+            let mut table = Table::new(&["metric", "unit"], |c| {
+                metrics.iter().any(|m| m.values.contains_key(c))
+            });
             for m in &metrics {
                 let system = m.values.get(&0).map(|v| stats(v).median);
-                let _ = write!(md, "| {} | {} |", m.row, m.unit);
-                for (k, &c) in cols.iter().enumerate() {
-                    let Some(v) = m.values.get(&c) else {
-                        md.push_str(" – |");
-                        series[k].1.push(None);
-                        continue;
-                    };
+                table.row(&[&m.row, &m.unit], |c| {
+                    let v = m.values.get(&c)?;
                     let s = stats(v);
                     let ratio = system.map(|sys| s.median / sys);
-                    let _ = write!(md, " {} ±{:.0}%", num(s.median), s.spread);
-                    if let (Some(r), true) = (ratio, c != 0) {
-                        let _ = write!(md, " ({}×)", num(r));
-                    }
-                    md.push_str(" |");
-                    series[k].1.push(ratio);
                     let runs: Vec<String> = v.iter().map(|x| x.to_string()).collect();
+                    let ratio_csv = ratio.map(|r| r.to_string()).unwrap_or_default();
                     let _ = writeln!(
                         csv,
-                        "{},{},{},{},{},{:.1},{},{}",
+                        "{},{},{},{},{},{:.1},{ratio_csv},{}",
                         g.name,
                         m.row,
                         m.unit,
                         ALLOCATORS[c],
                         s.median,
                         s.spread,
-                        ratio.map(|r| r.to_string()).unwrap_or_default(),
                         runs.join(";")
                     );
-                }
-                md.push('\n');
+                    let mut text = format!("{} ±{:.0}%", num(s.median), s.spread);
+                    if let (Some(r), true) = (ratio, c != 0) {
+                        let _ = write!(text, " ({}×)", num(r));
+                    }
+                    Some((text, ratio))
+                });
             }
-            let rows: Vec<String> = metrics.iter().map(|m| m.row.clone()).collect();
             let file = format!("{}.svg", g.name);
             let x_desc = "ratio to System (log scale; < 1 is better)";
-            plot::bars(&dir.join(&file), g.title, x_desc, &rows, &series, Some(1.0))?;
+            md.push_str(&table.finish(&dir.join(&file), g.title, x_desc, Some(1.0))?);
             let _ = writeln!(md, "\n![{}]({file})", g.title);
         }
         if !self.iai.is_empty() {
@@ -271,45 +276,106 @@ impl Results {
     }
 
     fn iai_table(&self, dir: &Path) -> std::io::Result<String> {
-        let cols: Vec<usize> = (0..ALLOCATORS.len())
-            .filter(|c| self.iai.iter().any(|r| r.counts.contains_key(c)))
-            .collect();
         let mut md = String::from(
             "\n### Instruction counts (iai-callgrind)\n\nInstructions per operation through \
              `GlobalAlloc` on a static instance, after a warm-up, net of the same loop run on \
              an allocator that does nothing (see `benches/iai.rs`). Exact and repeatable; \
-             not noisy.\n\n| operation |",
+             not noisy.\n\n",
         );
         let mut csv = String::from("operation,allocator,total_instructions,net_per_operation\n");
-        for &c in &cols {
-            let _ = write!(md, " {} |", ALLOCATORS[c]);
-        }
-        md.push_str("\n|---|");
-        md.push_str(&"---:|".repeat(cols.len()));
-        md.push('\n');
-        let mut series: Vec<(String, Vec<Option<f64>>)> =
-            cols.iter().map(|&c| (ALLOCATORS[c].to_string(), vec![])).collect();
+        let mut table = Table::new(&["operation"], |c| {
+            self.iai.iter().any(|r| r.counts.contains_key(c))
+        });
         for r in &self.iai {
-            let _ = write!(md, "| {} |", r.op);
-            for (k, &c) in cols.iter().enumerate() {
-                let v = r.counts.get(&c);
-                match v {
-                    Some((total, net)) => {
-                        let _ = write!(md, " {net:.1} |");
-                        let _ = writeln!(csv, "{},{},{total},{net}", r.op, ALLOCATORS[c]);
-                    }
-                    None => md.push_str(" – |"),
-                }
-                series[k].1.push(v.map(|x| x.1));
-            }
-            md.push('\n');
+            table.row(&[&r.op], |c| {
+                let (total, net) = r.counts.get(&c)?;
+                let _ = writeln!(csv, "{},{},{total},{net}", r.op, ALLOCATORS[c]);
+                Some((format!("{net:.1}"), Some(*net)))
+            });
         }
-        let rows: Vec<String> = self.iai.iter().map(|r| r.op.clone()).collect();
         let title = "Instructions per operation";
-        plot::bars(&dir.join("iai.svg"), title, "instructions (log scale)", &rows, &series, None)?;
+        md.push_str(&table.finish(
+            &dir.join("iai.svg"),
+            title,
+            "instructions (log scale)",
+            None,
+        )?);
         md.push_str("\n![Instructions per operation](iai.svg)\n");
         std::fs::write(dir.join("iai.csv"), csv)?;
         Ok(md)
+    }
+}
+
+/// A markdown table with one column per allocator that has figures, collecting the same
+/// figures as plot series.
+struct Table {
+    md: String,
+    cols: Vec<usize>,
+    rows: Vec<String>,
+    series: Vec<(String, Vec<Option<f64>>)>,
+}
+
+impl Table {
+    /// `heads`: the leading column titles; `present(c)`: whether allocator column `c` has data.
+    fn new(heads: &[&str], present: impl Fn(&usize) -> bool) -> Self {
+        let cols: Vec<usize> = (0..ALLOCATORS.len()).filter(present).collect();
+        let mut md = String::from("|");
+        for h in heads.iter().chain(cols.iter().map(|&c| &ALLOCATORS[c])) {
+            let _ = write!(md, " {h} |");
+        }
+        md.push_str("\n|");
+        md.push_str(&"---|".repeat(heads.len()));
+        md.push_str(&"---:|".repeat(cols.len()));
+        md.push('\n');
+        let series = cols
+            .iter()
+            .map(|&c| (ALLOCATORS[c].to_string(), vec![]))
+            .collect();
+        Table {
+            md,
+            cols,
+            rows: vec![],
+            series,
+        }
+    }
+
+    /// One row: `heads` (the first names the row in the plot), then `cell(c)` for each
+    /// allocator column: its text and plotted value, `None` when it has no figure.
+    fn row(
+        &mut self,
+        heads: &[&str],
+        mut cell: impl FnMut(usize) -> Option<(String, Option<f64>)>,
+    ) {
+        self.rows.push(heads[0].to_string());
+        self.md.push('|');
+        for h in heads {
+            let _ = write!(self.md, " {h} |");
+        }
+        for (k, &c) in self.cols.iter().enumerate() {
+            let (text, value) = cell(c).unwrap_or_else(|| ("–".into(), None));
+            let _ = write!(self.md, " {text} |");
+            self.series[k].1.push(value);
+        }
+        self.md.push('\n');
+    }
+
+    /// Draws the plot to `svg` and returns the markdown.
+    fn finish(
+        self,
+        svg: &Path,
+        title: &str,
+        x_desc: &str,
+        reference: Option<f64>,
+    ) -> std::io::Result<String> {
+        let chart = plot::Chart {
+            title,
+            x_desc,
+            rows: &self.rows,
+            series: &self.series,
+            reference,
+        };
+        chart.write(svg)?;
+        Ok(self.md)
     }
 }
 
@@ -337,7 +403,10 @@ fn header(setup: &Setup) -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let cpu = cpuinfo
         .lines()
-        .find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':'])))
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|v| v.trim_start_matches([' ', '\t', ':']))
+        })
         .unwrap_or("unknown");
     let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
     // SAFETY: gnu_get_libc_version returns a pointer to a static NUL-terminated string.
