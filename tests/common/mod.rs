@@ -119,3 +119,5 @@ pub fn random_size(rng: &mut Rng, large_max: usize) -> usize {
 pub fn malloc_align(size: usize) -> usize {
     size.max(1).next_power_of_two().min(4096)
 }
+
+pub mod objects;

@@ -1,0 +1,244 @@
+//! fork() in a multi-threaded process: while worker threads hammer a `static` Cohort (and
+//! the global allocator, which is Cohort too), and start and exit, the main thread forks
+//! again and again. Each child allocates and frees through both, frees objects the parent's
+//! threads left in a transfer array, starts threads of its own, forks a grandchild, checks
+//! every pattern, and exits with `_exit(0)`. An `alarm` in the child turns a deadlock (a lock
+//! held by a thread the child does not have) into a failure instead of a hang.
+
+mod common;
+
+use cohort::Cohort;
+use common::objects::{Obj, Tester, Transfer};
+use common::Rng;
+use std::collections::{BTreeMap, HashMap};
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread;
+
+#[global_allocator]
+static GLOBAL: Cohort = Cohort::new();
+
+cohort::lifetime_classes! {
+    enum Life { Short, Long }
+}
+
+static OBJECTS: Cohort<Life> = Cohort::new();
+static TRANSFER: Transfer<Life, 256> = Transfer::new();
+static STOP: AtomicBool = AtomicBool::new(false);
+/// Operations done by the workers, so the main thread forks only after they made progress.
+static PROGRESS: AtomicUsize = AtomicUsize::new(0);
+
+const LARGE_MAX: usize = 256 << 10;
+const FORKS: usize = 16;
+/// Seconds a child may take before SIGALRM kills it.
+const CHILD_TIMEOUT: u32 = 30;
+
+/// A worker: random allocation, free and resize through `OBJECTS`, objects handed to other
+/// threads through `TRANSFER`, and std collections through the global allocator.
+fn worker(seed: u64, ops: usize) {
+    let mut t = Tester::new(&OBJECTS, seed, LARGE_MAX);
+    let mut local: Vec<Obj<Life>> = Vec::new();
+    let mut strings: Vec<String> = Vec::new();
+    for i in 0..ops {
+        match t.rng.below(10) {
+            0..=3 => {
+                let life = if t.rng.chance(70) {
+                    Life::Short
+                } else {
+                    Life::Long
+                };
+                local.push(t.alloc(life));
+            }
+            4 | 5 if !local.is_empty() => {
+                let i = t.rng.below(local.len());
+                t.free(local.swap_remove(i));
+            }
+            6 if !local.is_empty() => {
+                let i = t.rng.below(local.len());
+                local[i] = t.resize(local[i]);
+            }
+            7 => {
+                let mine = local.pop();
+                if let Some(theirs) = TRANSFER.swap(t.rng.below(256), mine) {
+                    t.free(theirs);
+                }
+            }
+            _ => {
+                let n = t.rng.below(300);
+                strings.push(format!("{seed}:{i}:{}", "x".repeat(n)));
+                if strings.len() > 64 {
+                    let s = strings.swap_remove(t.rng.below(strings.len()));
+                    assert!(
+                        s.starts_with(&format!("{seed}:")),
+                        "string corrupted: {s:?}"
+                    );
+                }
+            }
+        }
+        if local.len() > 512 {
+            t.free(local.swap_remove(0));
+        }
+        PROGRESS.fetch_add(1, Ordering::Relaxed);
+    }
+    // Exit with objects left behind for others (and for the children) to free.
+    for o in local {
+        if let Some(theirs) = TRANSFER.swap(t.rng.below(256), Some(o)) {
+            t.free(theirs);
+        }
+    }
+}
+
+/// Keeps `threads` workers running, each for a few thousand operations, until `STOP`.
+fn supervisor(threads: usize) {
+    let mut rng = Rng::new(99);
+    while !STOP.load(Ordering::Relaxed) {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let (seed, ops) = (rng.next_u64(), rng.range(500, 3000));
+                thread::spawn(move || worker(seed, ops))
+            })
+            .collect();
+        for h in handles {
+            h.join().expect("a worker panicked");
+        }
+    }
+}
+
+/// What a child does; an `Err` names the failed step. Panics are caught by the caller.
+fn child(seed: u64, depth: u32, inherited: Vec<Obj<Life>>) -> Result<(), &'static str> {
+    let mut t = Tester::new(&OBJECTS, seed, LARGE_MAX);
+    // The forking thread's own objects: local frees into the child's copy of its heap.
+    for o in inherited {
+        t.free(o);
+    }
+    // Objects the parent's threads left behind: allocated by heaps whose threads the child
+    // does not have, so these are cross-thread frees.
+    for o in TRANSFER.take_all() {
+        t.free(o);
+    }
+    let mut local: Vec<_> = (0..1000)
+        .map(|i| t.alloc([Life::Short, Life::Long][i % 2]))
+        .collect();
+    for i in 0..local.len() / 4 {
+        local[i] = t.resize(local[i]);
+    }
+    for o in local.drain(..).rev() {
+        t.free(o);
+    }
+    // The global allocator.
+    let mut map = HashMap::new();
+    let mut tree = BTreeMap::new();
+    for i in 0..5000u64 {
+        map.insert(i, vec![i; (i % 37) as usize]);
+        tree.insert(i.to_string(), i);
+    }
+    for i in 0..5000u64 {
+        if map[&i] != vec![i; (i % 37) as usize] || tree[&i.to_string()] != i {
+            return Err("collection contents");
+        }
+    }
+    drop((map, tree));
+    // Threads of the child's own, exchanging objects.
+    let handles: Vec<_> = (0..2)
+        .map(|k| {
+            thread::spawn(move || {
+                let mut t = Tester::new(&OBJECTS, seed ^ k, LARGE_MAX);
+                for _ in 0..500 {
+                    let o = t.alloc(Life::Short);
+                    if let Some(theirs) = TRANSFER.swap(t.rng.below(8), Some(o)) {
+                        t.free(theirs);
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().map_err(|_| "child thread panicked")?;
+    }
+    for o in TRANSFER.take_all() {
+        t.free(o);
+    }
+    if depth == 0 {
+        // SAFETY: fork in a process whose only thread is this one.
+        let status = wait_for(unsafe { fork_child(seed ^ 0xF0F0, depth + 1, &[]) });
+        if status != 0 {
+            return Err("grandchild failed");
+        }
+    }
+    Ok(())
+}
+
+/// Forks; the child runs [`child`] (freeing its copies of `inherited`) and exits with 0 on success, 1 on a failed check, 101 on
+/// a panic. Returns the child's pid to the parent.
+///
+/// # Safety
+/// The caller must not hold locks the child needs; the child never returns.
+unsafe fn fork_child(seed: u64, depth: u32, inherited: &[Obj<Life>]) -> libc::pid_t {
+    // SAFETY: fork has no preconditions; the child below only exits through _exit.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed: {}", std::io::Error::last_os_error());
+    if pid == 0 {
+        // SAFETY: alarm and _exit are async-signal-safe and end or bound the child.
+        unsafe {
+            libc::alarm(CHILD_TIMEOUT);
+            let code = match std::panic::catch_unwind(AssertUnwindSafe(|| {
+                child(seed, depth, inherited.to_vec())
+            })) {
+                Ok(Ok(())) => 0,
+                Ok(Err(step)) => {
+                    libc::write(2, step.as_ptr().cast(), step.len());
+                    1
+                }
+                Err(_) => 101,
+            };
+            libc::_exit(code);
+        }
+    }
+    pid
+}
+
+/// Waits for `pid`; returns 0 for a clean exit, the exit code otherwise, or 1000 + the
+/// signal that killed it.
+fn wait_for(pid: libc::pid_t) -> i32 {
+    let mut status = 0;
+    // SAFETY: waits for our own child; `status` is a valid out-pointer.
+    let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert_eq!(r, pid, "waitpid: {}", std::io::Error::last_os_error());
+    if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        1000 + libc::WTERMSIG(status)
+    }
+}
+
+#[test]
+fn fork_while_threads_allocate() {
+    let sup = thread::spawn(|| supervisor(3));
+    let mut rng = Rng::new(7);
+    // The main thread's own objects: inherited by every child, which frees them.
+    let mut mine = Tester::new(&OBJECTS, 5, LARGE_MAX);
+    let mut failures = Vec::new();
+    for i in 0..FORKS {
+        let kept: Vec<_> = (0..100).map(|_| mine.alloc(Life::Long)).collect();
+        let before = PROGRESS.load(Ordering::Relaxed);
+        while PROGRESS.load(Ordering::Relaxed) < before + 2000 {
+            thread::yield_now();
+        }
+        // SAFETY: this thread holds no lock; the child exits through _exit.
+        let pid = unsafe { fork_child(rng.next_u64(), 0, &kept) };
+        let status = wait_for(pid);
+        if status != 0 {
+            failures.push((i, status));
+        }
+        for o in kept {
+            mine.free(o);
+        }
+    }
+    STOP.store(true, Ordering::Relaxed);
+    sup.join().expect("the supervisor panicked");
+    assert!(
+        failures.is_empty(),
+        "children failed (fork number, exit code; 1000 + signal: 1014 is the alarm, a \
+         deadlock): {failures:?}"
+    );
+}
