@@ -27,14 +27,16 @@ fn life(long: bool) -> Life {
     }
 }
 
+/// Uses the same layouts as the other columns, which go through `GlobalAlloc`, so that the
+/// lifetime classes are the only difference.
 impl common::LifetimeApi for Classes {
     fn malloc(&self, size: usize, long: bool) -> *mut u8 {
-        CLASSES.malloc(size, life(long))
+        CLASSES.alloc(common::layout_for(size), life(long))
     }
     unsafe fn free(&self, ptr: *mut u8, size: usize, long: bool) {
         // SAFETY: the caller passes a live pointer from `malloc(size, long)`, i.e. from
-        // `CLASSES.malloc(size, life(long))`.
-        unsafe { CLASSES.free(ptr, size, life(long)) }
+        // `CLASSES.alloc(layout_for(size), life(long))`.
+        unsafe { CLASSES.dealloc(ptr, common::layout_for(size), life(long)) }
     }
     fn compact(&self) {
         // cohort has no compaction yet (issue 5): the RSS after compaction is the RSS after

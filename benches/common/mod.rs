@@ -48,11 +48,11 @@ pub fn main(hooks: Hooks) {
     let (kind, arg) = name.split_once(':').unwrap_or((name.as_str(), "0"));
     let arg: usize = arg.parse().expect("workload argument");
     match kind {
-        "churn" => churn(count(3000.0) / 1000),
+        "churn" => churn(count(3e6) / BATCH),
         "list" => linked_list(arg, count(10e6)),
         "ratio" => memory_ratio(arg, count(4e6)),
         "pc" => producer_consumer(count(10e6)),
-        "threads" => threads(count(1000.0) / 1000),
+        "threads" => threads(count(1e6) / BATCH),
         "grow" => realloc_growth(arg, count(64.0 * 1048576.0)),
         "lifetime" => {
             lifetime(&Global(hooks.compact), count(4e6));
