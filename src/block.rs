@@ -48,9 +48,8 @@ pub(crate) struct Header {
     /// `FRESH`, or 0; set once, at init.
     pub flags: u8,
     _pad: u8,
-    /// Id of the owning heap; 0 when the pool owns the block.
-    pub owner: AtomicU32,
-    /// Local free list: offset of its first slot, 0 when empty.
+    /// Local free list: offset of its first slot, 0 when empty. (Tiny blocks, which have
+    /// run lists instead: the lowest run that may have a free slot.)
     pub free: AtomicU32,
     /// Offset of the first never-used slot.
     pub bump: AtomicU32,
@@ -60,18 +59,23 @@ pub(crate) struct Header {
     pub stride: u32,
     /// Slots handed out and not freed locally: `live + |remote|`.
     pub used: AtomicU32,
-    /// `class.capacity`, copied for the fast path.
-    pub capacity: u32,
+    /// A local free is on the fast path when `used_after - fast_lo < fast_span` (wrapping):
+    /// `(0, u32::MAX)` while the block is its head's current block (no free needs the slow
+    /// path), `(1, capacity - 2)` otherwise (the free that empties the block, and the free
+    /// into a full block, take the slow path). See [`Header::set_current`].
+    pub fast_lo: u32,
+    pub fast_span: u32,
     /// Links of the list the block is on (unit indices, `NONE` for none).
     pub next: AtomicU32,
     pub prev: AtomicU32,
     /// Link in a heap's stack of blocks to list again (unit index).
     pub returned_next: AtomicU32,
     pub magic: u32,
+    /// Token of the owning heap ([`crate::heap::Heap::token`]: unique in the process); 0
+    /// when the pool owns the block.
+    pub owner: AtomicU64,
     /// The remote free list: `offset | count << 32 | FULL`.
     pub remote: AtomicU64,
-    /// Tiny blocks: the lowest run that may have a free slot.
-    pub hint: AtomicU32,
 }
 
 #[cfg(not(loom))]
@@ -93,7 +97,7 @@ impl Header {
         base: *mut u8,
         class: usize,
         life: usize,
-        owner: u32,
+        owner: u64,
         fresh: bool,
     ) -> *mut Header {
         let c = &CLASSES[class];
@@ -106,19 +110,19 @@ impl Header {
                     key: key(class, life),
                     flags: if fresh { FRESH } else { 0 },
                     _pad: 0,
-                    owner: AtomicU32::new(owner),
                     free: AtomicU32::new(0),
                     bump: AtomicU32::new(c.first),
                     limit: c.limit,
                     stride: c.stride,
                     used: AtomicU32::new(0),
-                    capacity: c.capacity,
+                    fast_lo: 1,
+                    fast_span: c.capacity - 2,
                     next: AtomicU32::new(NONE),
                     prev: AtomicU32::new(NONE),
                     returned_next: AtomicU32::new(NONE),
                     magic: MAGIC,
+                    owner: AtomicU64::new(owner),
                     remote: AtomicU64::new(0),
-                    hint: AtomicU32::new(0),
                 },
             );
         }
@@ -145,6 +149,34 @@ impl Header {
     #[inline(always)]
     pub(crate) fn geometry(&self) -> &'static Class {
         &CLASSES[self.class()]
+    }
+
+    /// Slots in the block.
+    #[inline]
+    pub(crate) fn capacity(&self) -> u32 {
+        self.geometry().capacity
+    }
+
+    /// Owner only: records whether the block is its head's current block, which decides
+    /// which local frees take the slow path (`fast_lo`, `fast_span`).
+    #[inline]
+    pub(crate) fn set_current(&self, current: bool) {
+        let (lo, span) = if current {
+            (0, u32::MAX)
+        } else {
+            (1, self.capacity() - 2)
+        };
+        // SAFETY: only the owner writes these, and only the owner's fast path reads them.
+        unsafe {
+            ptr::addr_of!(self.fast_lo).cast_mut().write(lo);
+            ptr::addr_of!(self.fast_span).cast_mut().write(span);
+        }
+    }
+
+    /// True when a local free that left `used_after` slots in use must take the slow path.
+    #[inline(always)]
+    pub(crate) fn free_needs_slow_path(&self, used_after: u32) -> bool {
+        used_after.wrapping_sub(self.fast_lo) >= self.fast_span
     }
 
     /// The block's base address.
@@ -188,22 +220,18 @@ impl Header {
         Some((off, zeroed))
     }
 
-    /// Owner only: puts the slot at `off` on the local free list. Returns `used` before.
+    /// Owner only: puts the slot `p`, at offset `off`, on the local free list. Returns
+    /// `used` after.
     ///
     /// # Safety
-    /// `off` is a live slot of this block.
+    /// `p` is a live slot of this block, at offset `off`.
     #[inline(always)]
-    pub(crate) unsafe fn push_local(&self, off: u32) -> u32 {
+    pub(crate) unsafe fn push_local(&self, p: *mut u8, off: u32) -> u32 {
         // SAFETY: the slot is ours to write (caller) and at least 4 bytes long.
-        unsafe {
-            self.base()
-                .add(off as usize)
-                .cast::<u32>()
-                .write(self.free.load(Ordering::Relaxed))
-        };
+        unsafe { p.cast::<u32>().write(self.free.load(Ordering::Relaxed)) };
         self.free.store(off, Ordering::Relaxed);
-        let used = self.used.load(Ordering::Relaxed);
-        self.used.store(used - 1, Ordering::Relaxed);
+        let used = self.used.load(Ordering::Relaxed) - 1;
+        self.used.store(used, Ordering::Relaxed);
         used
     }
 
@@ -296,19 +324,19 @@ impl Header {
             key: crate::pool::EMPTY_KEY,
             flags: 0,
             _pad: 0,
-            owner: AtomicU32::new(0),
             free: AtomicU32::new(0),
             bump: AtomicU32::new(0),
             limit: 0,
             stride: 0,
             used: AtomicU32::new(0),
-            capacity: 0,
+            fast_lo: 0,
+            fast_span: 0,
             next: AtomicU32::new(NONE),
             prev: AtomicU32::new(NONE),
             returned_next: AtomicU32::new(NONE),
             magic: 0,
+            owner: AtomicU64::new(0),
             remote: AtomicU64::new(0),
-            hint: AtomicU32::new(0),
         }
     }
 }
@@ -365,4 +393,14 @@ impl BlockStack {
 #[inline(always)]
 pub(crate) fn header_of(p: *mut u8, class: &Class) -> *mut Header {
     ((p as usize) & !(class.block_size() - 1)) as *mut Header
+}
+
+/// As [`header_of`], for the fast path: `class` came from `class_of`.
+///
+/// # Safety
+/// `class < CLASS_COUNT`.
+#[inline(always)]
+pub(crate) unsafe fn header_of_class(p: *mut u8, class: usize) -> *mut Header {
+    // SAFETY: forwarded.
+    ((p as usize) & unsafe { crate::class::block_mask_unchecked(class) }) as *mut Header
 }

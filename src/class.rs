@@ -212,22 +212,59 @@ const fn build_classes() -> [Class; CLASS_COUNT] {
 pub static CLASSES: [Class; CLASS_COUNT] = build_classes();
 const TABLE: [Class; CLASS_COUNT] = build_classes();
 
-const fn build_exact() -> [u8; EXACT_MAX + 1] {
-    let mut out = [0u8; EXACT_MAX + 1];
+/// `out[size - 1]` is the class of `size`, for sizes 1 to 1 KiB.
+const fn build_exact() -> [u8; EXACT_MAX] {
+    let mut out = [0u8; EXACT_MAX];
     let mut size = 1;
     let mut class = 0;
     while size <= EXACT_MAX {
         while TABLE[class].stride < size as u32 {
             class += 1;
         }
-        out[size] = class as u8;
+        out[size - 1] = class as u8;
         size += 1;
     }
     out
 }
 
 /// Class of every size up to 1 KiB, for requests whose size is a multiple of their align.
-static EXACT: [u8; EXACT_MAX + 1] = build_exact();
+/// A `const`, not a `static`: each use is a direct, position-relative load (a `static` of
+/// another crate may cost an extra load through the GOT on the fast path).
+const EXACT: [u8; EXACT_MAX] = build_exact();
+
+/// The block mask of every class: `!(block_size - 1)`. Its own table so that the free fast
+/// path finds a header with one load and one `and`.
+const MASKS: [usize; CLASS_COUNT] = {
+    let mut out = [0; CLASS_COUNT];
+    let mut i = 0;
+    while i < CLASS_COUNT {
+        out[i] = !(TABLE[i].block_size() - 1);
+        i += 1;
+    }
+    out
+};
+
+/// The block mask of class `class`.
+///
+/// # Safety
+/// `class < CLASS_COUNT`.
+#[inline(always)]
+pub(crate) unsafe fn block_mask_unchecked(class: usize) -> usize {
+    debug_assert!(class < CLASS_COUNT);
+    // SAFETY: in bounds by the caller's guarantee.
+    unsafe { *MASKS.get_unchecked(class) }
+}
+
+/// The geometry of class `class`, without a bounds check (for the fast paths).
+///
+/// # Safety
+/// `class < CLASS_COUNT`: it came from [`class_of`].
+#[inline(always)]
+pub(crate) unsafe fn geometry_unchecked(class: usize) -> &'static Class {
+    debug_assert!(class < CLASS_COUNT);
+    // SAFETY: in bounds by the caller's guarantee.
+    unsafe { TABLE.get_unchecked(class) }
+}
 
 // The compile-time geometry checks.
 const _: () = {
@@ -261,18 +298,21 @@ const _: () = {
 /// requests up to 1 KiB.
 #[inline(always)]
 pub fn class_of(size: usize, align: usize) -> Option<usize> {
-    // A multiple of align: every class up to 1 KiB whose stride is that size exists, and
-    // the exact table picks it (or the next stride for sizes 3, 5, 6, 7).
-    let rounded = (size + align - 1) & !(align - 1);
-    if rounded <= EXACT_MAX {
-        return Some(EXACT[rounded] as usize);
+    // `rounded - 1`, where `rounded` is size rounded up to a multiple of align (one `or`
+    // for a power-of-two align). Up to 1 KiB a class whose stride is `rounded` exists (or
+    // the next stride for sizes 3, 5, 6, 7), and the exact table picks it.
+    let rounded_m1 = (size - 1) | (align - 1);
+    if rounded_m1 < EXACT_MAX {
+        // SAFETY: rounded_m1 < EXACT_MAX, the table's length.
+        return Some(unsafe { *EXACT.get_unchecked(rounded_m1) } as usize);
     }
-    class_of_above_exact(rounded, align)
+    class_of_above_exact(rounded_m1 + 1, align)
 }
 
 #[inline]
 fn class_of_above_exact(rounded: usize, align: usize) -> Option<usize> {
-    if rounded > MAX_SMALL || align > MAX_SMALL_ALIGN {
+    // (A zero size wraps `rounded` to 0: large, where it maps nothing.)
+    if rounded.wrapping_sub(1) >= MAX_SMALL || align > MAX_SMALL_ALIGN {
         return None;
     }
     // rounded in (2^e, 2^(e+1)]: the classes of that doubling step by 2^e / 8.
@@ -282,7 +322,7 @@ fn class_of_above_exact(rounded: usize, align: usize) -> Option<usize> {
     let mut class = 3 + EXACT_MAX / 8 + (e as usize - 10) * 8 + (k - 1);
     // Above 128-byte alignment a stride may not be a multiple of align; the next power of
     // two always is, so this ends within eight steps.
-    while CLASSES[class].stride as usize % align != 0 {
+    while TABLE[class].stride as usize % align != 0 {
         class += 1;
     }
     Some(class)

@@ -30,22 +30,25 @@ const EXITING: u8 = 1;
 const ABANDONED: u8 = 2;
 const ORPHANED: u8 = 3;
 
-/// One head of a heap.
-#[repr(C)]
-pub(crate) struct HeapHead {
+/// One head of a heap: references into the heap's two arrays.
+pub(crate) struct HeapHead<'a> {
     /// The block the fast paths allocate from: [`EMPTY_BLOCK`] when there is none.
-    pub(crate) current: *const Header,
+    pub(crate) current: &'a mut *const Header,
     /// First block of the partial list (unit index, `NONE` when empty).
-    pub(crate) partial: u32,
+    pub(crate) partial: &'a mut u32,
 }
 
-/// A heap. Its heads follow it in the same mapping.
+/// A heap. Its heads follow it in the same mapping: first the current block of every head
+/// (the fast path reads one pointer, indexed by `life * CLASS_COUNT + class`), then the
+/// partial list of every head.
 #[repr(C)]
 pub(crate) struct Heap {
     /// The instance the heap belongs to (never reused, so a stale heap never matches).
     pub(crate) instance: u64,
-    /// The heap's id: `Header::owner` of its blocks.
+    /// The heap's index in its pool's registry.
     pub(crate) id: u32,
+    /// `instance << 16 | id`: unique in the process; `Header::owner` of its blocks.
+    pub(crate) token: u64,
     state: AtomicU8,
     pool: *const Pool,
     /// Next heap of the same thread (other instances).
@@ -61,31 +64,47 @@ pub(crate) struct Heap {
 /// no separate test for "no block" (mimalloc's empty-page trick). Never written.
 pub(crate) static EMPTY_BLOCK: Header = Header::sentinel();
 
-/// The heap's heads, `CLASS_COUNT * life_count` of them, right after the heap.
+/// The current block of every head, `CLASS_COUNT * life_count` of them, after the heap.
 #[inline(always)]
-fn heads(heap: *const Heap) -> *mut HeapHead {
+fn currents(heap: *const Heap) -> *mut *const Header {
     heap.cast::<u8>()
         .wrapping_add(size_of::<Heap>())
-        .cast::<HeapHead>()
+        .cast::<*const Header>()
         .cast_mut()
 }
 
-/// The head of (class, life).
+/// The current block of (class, life).
 ///
 /// # Safety
 /// `heap` is a live heap and `life * CLASS_COUNT + class` is below its head count.
 #[inline(always)]
-pub(crate) unsafe fn head(heap: *const Heap, class: usize, life: usize) -> *mut HeapHead {
+pub(crate) unsafe fn current_block(heap: *const Heap, class: usize, life: usize) -> *const Header {
     // SAFETY: in bounds by the caller's guarantee.
-    unsafe { heads(heap).add(life * CLASS_COUNT + class) }
+    unsafe { *currents(heap).add(life * CLASS_COUNT + class) }
+}
+
+/// Head `i` of a heap with `heads` heads.
+///
+/// # Safety
+/// `heap` is a live heap the calling thread owns, `i < heads`, and no other reference to
+/// that head is alive.
+#[inline]
+unsafe fn head_at<'a>(heap: *const Heap, heads: usize, i: usize) -> HeapHead<'a> {
+    debug_assert!(i < heads);
+    // SAFETY: both arrays hold `heads` entries; exclusivity is the caller's.
+    unsafe {
+        let current = &mut *currents(heap).add(i);
+        let partial = &mut *currents(heap).add(heads).cast::<u32>().add(i);
+        HeapHead { current, partial }
+    }
 }
 
 impl Heap {
     /// Maps and registers a new heap. Null when the OS refuses or the registry is full.
     fn create(pool: &Pool, instance: u64) -> *mut Heap {
         let heads_len = CLASS_COUNT * pool.life_count;
-        let Some(len) = os::page_round(size_of::<Heap>() + heads_len * size_of::<HeapHead>())
-        else {
+        let head_bytes = size_of::<*const Header>() + size_of::<u32>();
+        let Some(len) = os::page_round(size_of::<Heap>() + heads_len * head_bytes) else {
             return ptr::null_mut();
         };
         let heap = os::map(len, os::PAGE).cast::<Heap>();
@@ -100,6 +119,7 @@ impl Heap {
                 Heap {
                     instance,
                     id: 0,
+                    token: 0,
                     state: AtomicU8::new(LIVE),
                     pool,
                     thread_next: ptr::null_mut(),
@@ -109,10 +129,9 @@ impl Heap {
                 },
             );
             for i in 0..heads_len {
-                heads(heap).add(i).write(HeapHead {
-                    current: &EMPTY_BLOCK,
-                    partial: NONE,
-                });
+                let head = head_at(heap, heads_len, i);
+                *head.current = &EMPTY_BLOCK;
+                *head.partial = NONE;
             }
             let id = pool.register(heap);
             if id == 0 {
@@ -120,8 +139,23 @@ impl Heap {
                 return ptr::null_mut();
             }
             (*heap).id = id;
+            (*heap).token = instance << 16 | id as u64;
         }
         heap
+    }
+
+    fn heads(&self) -> usize {
+        CLASS_COUNT * self.pool().life_count
+    }
+
+    /// The head of (class, life).
+    ///
+    /// # Safety
+    /// The calling thread owns the heap; class < CLASS_COUNT, life < life_count; no other
+    /// reference to the head is alive.
+    unsafe fn head(&self, class: usize, life: usize) -> HeapHead<'_> {
+        // SAFETY: forwarded.
+        unsafe { head_at(self, self.heads(), life * CLASS_COUNT + class) }
     }
 
     fn pool(&self) -> &Pool {
@@ -137,49 +171,63 @@ impl Heap {
     #[inline(never)]
     pub(crate) fn alloc_slow(&self, class: usize, life: usize) -> Option<(*mut u8, bool)> {
         let pool = self.pool();
-        // SAFETY: callers pass class < CLASS_COUNT and life < life_count.
-        let head = unsafe { &mut *head(self, class, life) };
+        // SAFETY: callers are the owning thread, with class < CLASS_COUNT, life < life_count.
+        let head = unsafe { self.head(class, life) };
         loop {
-            if !ptr::eq(head.current, &EMPTY_BLOCK) {
+            if !ptr::eq(*head.current, &EMPTY_BLOCK) {
                 // SAFETY: a current block is a live block owned by this heap.
-                let h = unsafe { &*head.current };
+                let h = unsafe { &**head.current };
                 if let Some((off, zeroed)) = h.pop() {
                     return Some((h.base().wrapping_add(off as usize), zeroed));
                 }
                 if h.collect_remote() > 0 || !h.try_retire() {
                     continue;
                 }
-                head.current = &EMPTY_BLOCK;
+                h.set_current(false);
+                *head.current = &EMPTY_BLOCK;
             }
             self.drain_returned();
-            if let Some(h) = pool.list_pop(&mut head.partial) {
-                head.current = h;
-                continue;
-            }
-            let mut st = pool.lock();
-            let h = pool.take_block(&mut st, class, life, self.id)?;
-            drop(st);
-            head.current = h;
+            let h = match pool.list_pop(head.partial) {
+                Some(h) => h,
+                None => {
+                    let mut st = pool.lock();
+                    pool.take_block(&mut st, class, life, self.token)?
+                }
+            };
+            h.set_current(true);
+            *head.current = h;
         }
     }
 
-    /// The slow path of a local free, after `push_local` returned `used_before`, which is
-    /// 1 (the block is now empty) or the capacity (the block may have been `FULL`).
+    /// The slow path of a local free, after `push_local` left `used_after` slots in use:
+    /// 0 (the block is now empty) or `capacity - 1` (the block may have been `FULL`).
     #[cold]
     #[inline(never)]
-    pub(crate) fn free_slow(&self, h: &Header, used_before: u32) {
+    pub(crate) fn free_slow(&self, h: &Header, used_after: u32) {
         let pool = self.pool();
         // SAFETY: the block is this heap's, so its key names a head of this heap.
-        let head = unsafe { &mut *head(self, h.class(), h.life()) };
-        if used_before == h.capacity {
+        let head = unsafe { self.head(h.class(), h.life()) };
+        if used_after == h.capacity() - 1 {
             if h.clear_full() {
-                pool.list_push(&mut head.partial, h);
+                pool.list_push(head.partial, h);
             }
-        } else if used_before == 1 && !ptr::eq(head.current, h) {
-            pool.list_remove(&mut head.partial, h);
+        } else if used_after == 0 && !ptr::eq(*head.current, h) {
+            pool.list_remove(head.partial, h);
             let mut st = pool.lock();
             pool.give_empty(&mut st, h);
         }
+    }
+
+    /// The slow path of a local free by the thread's current heap (the free fast path
+    /// does not load the heap).
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn free_slow_current(h: &Header, used_after: u32) {
+        CURRENT.with(|c| {
+            // SAFETY: only called when CURRENT's token matched the block's owner, so
+            // CURRENT's heap is live and owns the block.
+            unsafe { (*c.heap.get()).free_slow(h, used_after) }
+        })
     }
 
     /// Lists the blocks on `returned` on their heads' partial lists.
@@ -190,22 +238,22 @@ impl Heap {
             let h = pool.block(u);
             u = h.returned_next.load(Ordering::Relaxed);
             // SAFETY: returned blocks are owned by this heap; their key names its heads.
-            let head = unsafe { &mut *head(self, h.class(), h.life()) };
-            pool.list_push(&mut head.partial, h);
+            let head = unsafe { self.head(h.class(), h.life()) };
+            pool.list_push(head.partial, h);
         }
     }
 
     /// Every block this heap owns that is on one of its heads (current or partial).
     pub(crate) fn for_each_listed(&self, mut f: impl FnMut(&Header)) {
         let pool = self.pool();
-        for i in 0..CLASS_COUNT * pool.life_count {
-            // SAFETY: i is below the head count.
-            let head = unsafe { &*heads(self).add(i) };
-            if !ptr::eq(head.current, &EMPTY_BLOCK) {
+        for i in 0..self.heads() {
+            // SAFETY: i is below the head count; the head is only read here.
+            let head = unsafe { head_at(self, self.heads(), i) };
+            if !ptr::eq(*head.current, &EMPTY_BLOCK) {
                 // SAFETY: a current block is live.
-                f(unsafe { &*head.current });
+                f(unsafe { &**head.current });
             }
-            let mut u = head.partial;
+            let mut u = *head.partial;
             while u != NONE {
                 let h = pool.block(u);
                 u = h.next.load(Ordering::Relaxed);
@@ -236,15 +284,17 @@ impl Heap {
         hp.drain_returned();
         let pool = hp.pool();
         let mut st = pool.lock();
-        for i in 0..CLASS_COUNT * pool.life_count {
+        for i in 0..hp.heads() {
             // SAFETY: i is below the head count; the heap is ours until ABANDONED.
-            let head = unsafe { &mut *heads(heap).add(i) };
-            if !ptr::eq(head.current, &EMPTY_BLOCK) {
+            let head = unsafe { head_at(heap, hp.heads(), i) };
+            if !ptr::eq(*head.current, &EMPTY_BLOCK) {
                 // SAFETY: a current block is live.
-                pool.adopt_block(&mut st, unsafe { &*head.current });
-                head.current = &EMPTY_BLOCK;
+                let h = unsafe { &**head.current };
+                h.set_current(false);
+                pool.adopt_block(&mut st, h);
+                *head.current = &EMPTY_BLOCK;
             }
-            while let Some(h) = pool.list_pop(&mut head.partial) {
+            while let Some(h) = pool.list_pop(head.partial) {
                 pool.adopt_block(&mut st, h);
             }
         }
@@ -295,10 +345,11 @@ impl Heap {
     }
 }
 
-/// The heap the calling thread used last, and its instance.
+/// The heap the calling thread used last, its instance and its token.
 struct Current {
     instance: Cell<u64>,
     heap: Cell<*mut Heap>,
+    token: Cell<u64>,
 }
 
 /// The calling thread's heaps (one per instance it allocated from); its drop is the thread
@@ -311,7 +362,7 @@ thread_local! {
     // No destructor: readable at any point of the thread's life, even while other thread
     // locals are being destroyed, and read with one TLS access on the fast path.
     static CURRENT: Current = const {
-        Current { instance: Cell::new(0), heap: Cell::new(ptr::null_mut()) }
+        Current { instance: Cell::new(0), heap: Cell::new(ptr::null_mut()), token: Cell::new(u64::MAX) }
     };
     static OWNED: Owned = const { Owned { first: Cell::new(ptr::null_mut()) } };
 }
@@ -321,6 +372,7 @@ impl Drop for Owned {
         CURRENT.with(|c| {
             c.instance.set(0);
             c.heap.set(ptr::null_mut());
+            c.token.set(u64::MAX);
         });
         let mut heap = self.first.replace(ptr::null_mut());
         while !heap.is_null() {
@@ -334,9 +386,32 @@ impl Drop for Owned {
     }
 }
 
-/// The calling thread's heap for `instance`, if it is the one it used last (the fast path:
-/// one thread-local read and a compare).
+/// Runs `f` on the calling thread's heap for `instance` if it is the one it used last (the
+/// fast path: one thread-local read and a compare); `None` otherwise.
 #[inline(always)]
+pub(crate) fn with_current<R>(instance: u64, f: impl FnOnce(&Heap) -> Option<R>) -> Option<R> {
+    CURRENT.with(|c| {
+        if c.instance.get() == instance {
+            // SAFETY: CURRENT names a live heap of `instance` whenever its instance matches
+            // (set by `join`, cleared at thread exit; instance ids are never reused).
+            f(unsafe { &*c.heap.get() })
+        } else {
+            None
+        }
+    })
+}
+
+/// True when blocks with owner `token` belong to the calling thread's last used heap (the
+/// free fast path: one thread-local compare; tokens are unique in the process, so no
+/// instance check is needed). CURRENT's token is a live heap's, or `u64::MAX`, which no
+/// block has.
+#[inline(always)]
+pub(crate) fn owns(token: u64) -> bool {
+    CURRENT.with(|c| c.token.get() == token)
+}
+
+/// The calling thread's heap for `instance`, if it is the one it used last; else null.
+#[inline]
 pub(crate) fn current(instance: u64) -> *mut Heap {
     CURRENT.with(|c| {
         if c.instance.get() == instance {
@@ -374,6 +449,8 @@ pub(crate) fn join(pool: &Pool, instance: u64) -> *mut Heap {
         CURRENT.with(|c| {
             c.instance.set(instance);
             c.heap.set(heap);
+            // SAFETY: join returns a live heap of this thread.
+            c.token.set(unsafe { (*heap).token });
         });
     }
     heap

@@ -255,7 +255,7 @@ impl Pool {
         st: &mut PoolState,
         class: usize,
         life: usize,
-        owner: u32,
+        owner: u64,
     ) -> Option<&'a Header> {
         let head = life * CLASS_COUNT + class;
         if *st.partial(head) == NONE {
@@ -340,7 +340,7 @@ impl Pool {
     pub(crate) fn relist(&self, h: &Header) {
         // Acquire pairs with the Release store of `owner` when the block changed hands.
         // A FULL block is on no list, so its owner cannot change before this push.
-        let heap = self.heap(h.owner.load(Ordering::Acquire));
+        let heap = self.heap((h.owner.load(Ordering::Acquire) & 0xffff) as u32);
         let stack = if heap.is_null() {
             &self.returned
         } else {
@@ -378,6 +378,10 @@ impl Pool {
                 })
             };
             if let Some((off, zeroed)) = got {
+                if h.geometry().is_tiny() && h.used.load(Ordering::Relaxed) == h.capacity() {
+                    // A full tiny block is on no list; `free_tiny` lists it again.
+                    self.list_remove(st.partial(head), h);
+                }
                 return Some((h.base().wrapping_add(off as usize), zeroed));
             }
             // Full: it leaves the list; frees find it again through `free_locked` (tiny) or
@@ -397,7 +401,7 @@ impl Pool {
         // SAFETY: the caller guarantees the slot; we hold the lock that owns tiny blocks.
         let used = unsafe { tiny::push(h, off) };
         let head = h.life() * CLASS_COUNT + h.class();
-        if used == h.capacity {
+        if used == h.capacity() {
             // It was full and off every list.
             self.list_push(st.partial(head), h);
         } else if used == 1 {

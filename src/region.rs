@@ -33,8 +33,8 @@ pub(crate) struct Region {
     unit_count: usize,
     /// One state byte per unit (`UNUSED`, `BLOCK`, `TAIL`), readable without the lock.
     units: *const AtomicU8,
-    /// Checked mode: one bit per 4 bytes of the region, set while the slot starting there is
-    /// live (null when not checked).
+    /// Checked mode: one bit per byte of the region (reserved, touched only where blocks
+    /// are), set while the slot starting there is live (null when not checked).
     pub(crate) live_bits: *const crate::sync::AtomicU64,
     meta_len: usize,
     shadow_len: usize,
@@ -81,11 +81,7 @@ impl Region {
         let bitmap_bytes = unit_count.div_ceil(usize::BITS as usize) * size_of::<usize>();
         let meta_len = os::page_round(unit_count + bitmap_bytes)?;
         let meta = os::map(meta_len, os::PAGE);
-        let shadow_len = if checked {
-            os::page_round(len / 32)?
-        } else {
-            0
-        };
+        let shadow_len = if checked { os::page_round(len / 8)? } else { 0 };
         let shadow = if checked {
             os::map(shadow_len, os::PAGE)
         } else {
@@ -239,12 +235,12 @@ impl Region {
         // SAFETY: the caller guarantees the block is ours and dead.
         unsafe { os::decommit(base, n * UNIT) };
         if !self.live_bits.is_null() {
-            // SAFETY: the shadow covers the region at one bit per 4 bytes; the block's part
-            // is page aligned because blocks are 1 MiB aligned.
+            // SAFETY: the shadow covers the region at one bit per byte; the block's part is
+            // page aligned because blocks are 1 MiB aligned.
             unsafe {
                 os::decommit(
-                    (self.live_bits as *mut u8).add((u * UNIT) / 32),
-                    n * UNIT / 32,
+                    (self.live_bits as *mut u8).add((u * UNIT) / 8),
+                    n * UNIT / 8,
                 )
             };
         }

@@ -8,7 +8,7 @@
 //! 16 bytes (ratio 1.00008, the seed's 1.00023).
 //!
 //! Invariants: slot `i` belongs to run `i / run_len`; a run's list holds only its own free
-//! slots; `hint <= ` the lowest run with a non-empty list; `used` counts live slots.
+//! slots; `free` (the run hint) `<=` the lowest run with a non-empty list; `used` counts live slots.
 //! Tiny blocks are owned by the pool (`owner == 0`) and touched only under its lock: 1- and
 //! 2-byte allocations are rare enough (a Rust `Vec` never asks for fewer than 8 bytes) that
 //! they stay off the lock-free fast paths.
@@ -78,10 +78,10 @@ pub(crate) unsafe fn pop(h: &Header) -> Option<(u32, bool)> {
     } else {
         zeroed = false;
         let end = c.run_len;
-        let mut run = h.hint.load(Ordering::Relaxed);
+        let mut run = h.free.load(Ordering::Relaxed);
         loop {
             if run >= c.runs {
-                h.hint.store(run, Ordering::Relaxed);
+                h.free.store(run, Ordering::Relaxed);
                 return None;
             }
             let head_at = table(h).wrapping_add((run * c.stride) as usize);
@@ -93,7 +93,7 @@ pub(crate) unsafe fn pop(h: &Header) -> Option<(u32, bool)> {
                 // SAFETY: `head` indexes a free slot of this run; its bytes hold the next link,
                 // and the run's head is in the table.
                 unsafe { write_link(head_at, c.stride, read_link(slot_at, c.stride)) };
-                h.hint.store(run, Ordering::Relaxed);
+                h.free.store(run, Ordering::Relaxed);
                 break slot;
             }
             run += 1;
@@ -122,41 +122,12 @@ pub(crate) unsafe fn push(h: &Header, off: u32) -> u32 {
         );
         write_link(head_at, c.stride, index % c.run_len);
     }
-    if run < h.hint.load(Ordering::Relaxed) {
-        h.hint.store(run, Ordering::Relaxed);
+    if run < h.free.load(Ordering::Relaxed) {
+        h.free.store(run, Ordering::Relaxed);
     }
     let used = h.used.load(Ordering::Relaxed);
     h.used.store(used - 1, Ordering::Relaxed);
     used
-}
-
-/// Checked mode: true when the slot at `off` is free (never used, or on its run's list).
-/// Cost: up to one walk of a run's list.
-///
-/// # Safety
-/// As [`push`], except that `off` may be any slot offset.
-pub(crate) unsafe fn is_free(h: &Header, off: u32) -> bool {
-    let c = h.geometry();
-    if off >= h.bump.load(Ordering::Relaxed) {
-        return true;
-    }
-    let index = (off - c.first) / c.stride;
-    let run = index / c.run_len;
-    let want = index % c.run_len;
-    let head_at = table(h).wrapping_add((run * c.stride) as usize);
-    // SAFETY: the head is in the table; each link indexes a slot of the run.
-    let mut at = unsafe { read_link(head_at, c.stride) };
-    let mut steps = 0;
-    while at != c.run_len && steps <= c.run_len {
-        if at == want {
-            return true;
-        }
-        let slot = c.first + (run * c.run_len + at) * c.stride;
-        // SAFETY: as above.
-        at = unsafe { read_link(h.base().add(slot as usize), c.stride) };
-        steps += 1;
-    }
-    false
 }
 
 /// Walks every run list, calling `f(offset)` for each free-listed slot; stops and returns

@@ -524,3 +524,31 @@ fn empty_blocks_return_to_the_pool_and_are_reused_by_other_classes() {
         unsafe { a.free(p, 200, Life::Long) };
     }
 }
+
+#[test]
+fn tiny_blocks_fill_empty_and_refill() {
+    // More 1-byte slots than one block holds, freed in an order that empties runs unevenly.
+    let a: Cohort = Cohort::new();
+    for size in [1usize, 2] {
+        let cap = CLASSES[class_of(size, size).unwrap()].capacity as usize;
+        let mut v: Vec<_> = (0..cap + 1000).map(|_| a.malloc(size, ())).collect();
+        assert!(v.iter().all(|p| !p.is_null()));
+        assert_eq!(a.stats().small.blocks, 2);
+        // Free the last 1500 (the second block empties, the first is no longer full), then
+        // fill again: the first block's freed slots come back before a new block.
+        for p in v.drain(cap - 500..) {
+            // SAFETY: allocated above.
+            unsafe { a.free(p, size, ()) };
+        }
+        for _ in 0..500 {
+            v.push(a.malloc(size, ()));
+        }
+        let s = a.stats();
+        assert_eq!(s.small.live, cap);
+        for p in v.drain(..).step_by(1) {
+            // SAFETY: allocated above, each once.
+            unsafe { a.free(p, size, ()) };
+        }
+        assert_eq!(a.stats().small.live, 0);
+    }
+}
