@@ -572,10 +572,12 @@ impl<L: Lifetime> Cohort<L> {
         let h = unsafe { header_of_class(p, class) };
         if CHECKED {
             self.check_free::<ABORT>(p, size, class, life);
-        } else if unsafe { (*h).key } != key(class, life) {
-            // SAFETY (of the read above): the caller's pointer is in a block of this
-            // allocator, whose header is mapped.
-            self.bad_key::<ABORT>(p, size, class, life);
+        } else {
+            // SAFETY: the caller's pointer is in a block of this allocator, whose header is
+            // mapped.
+            if unsafe { (*h).key } != key(class, life) {
+                self.bad_key::<ABORT>(p, size, class, life);
+            }
         }
         // SAFETY: checked or promised by the caller: h is the live block holding slot p.
         let h = unsafe { &*h };
@@ -801,7 +803,12 @@ impl<L: Lifetime> Cohort<L> {
         )
     }
 
-    fn pool_if_any(&self) -> Option<&Pool> {
+    /// The instance id (`u64::MAX` before the pool exists).
+    pub(crate) fn instance_id(&self) -> u64 {
+        self.instance.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn pool_if_any(&self) -> Option<&Pool> {
         // SAFETY: a published pool lives until the Cohort drops.
         unsafe { self.pool.load(Ordering::Acquire).as_ref() }
     }
@@ -829,6 +836,15 @@ fn usable_size(size: usize, align: usize) -> usize {
         Some(c) => CLASSES[c].stride as usize,
         None => os::page_round(size).unwrap_or(size),
     }
+}
+
+/// Checked mode: the live bit of slot `p`.
+pub(crate) fn live_bit_get(pool: &Pool, p: usize) -> bool {
+    let r = &pool.region;
+    let bit = p - r.base();
+    // SAFETY: the shadow covers the region at one bit per byte and p is in the region.
+    let word = unsafe { &*r.live_bits.add(bit / 64) };
+    word.load(Ordering::Relaxed) & (1 << (bit % 64)) != 0
 }
 
 /// Checked mode: sets (`set`) or clears the live bit of slot `p`; returns the bit before.

@@ -31,7 +31,7 @@ use crate::sync::{AtomicU32, AtomicU64, Ordering};
 use core::ptr;
 
 /// Header `magic`: the layout version of a block header.
-pub(crate) const MAGIC: u32 = 0xC0_4081_01;
+pub(crate) const MAGIC: u32 = 0xC040_8101;
 /// `remote` flag: the block left its head because it had no free slot.
 pub(crate) const FULL: u64 = 1 << 63;
 const COUNT_MASK: u64 = (1 << 31) - 1;

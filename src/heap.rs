@@ -20,7 +20,7 @@
 use crate::block::{BlockStack, Header, NONE};
 use crate::class::CLASS_COUNT;
 use crate::os;
-use crate::pool::Pool;
+use crate::pool::{Pool, PoolState};
 use crate::sync::{spin_hint, AtomicU64, AtomicU8, Ordering};
 use core::cell::Cell;
 use core::ptr;
@@ -262,6 +262,64 @@ impl Heap {
         }
     }
 
+    /// Owner only: takes every block of lifetime class `life` off this heap's heads (after
+    /// listing its returned blocks) and passes each to `f`.
+    pub(crate) fn take_life(&self, life: usize, mut f: impl FnMut(&Header)) {
+        self.drain_returned();
+        let pool = self.pool();
+        for class in 0..CLASS_COUNT {
+            // SAFETY: the owner, a valid class and life.
+            let head = unsafe { self.head(class, life) };
+            if !ptr::eq(*head.current, &EMPTY_BLOCK) {
+                // SAFETY: a current block is live.
+                let h = unsafe { &**head.current };
+                h.set_current(false);
+                *head.current = &EMPTY_BLOCK;
+                f(h);
+            }
+            while let Some(h) = pool.list_pop(head.partial) {
+                f(h);
+            }
+        }
+    }
+
+    /// Owner only, under the pool lock: gives every block of this heap's heads that holds
+    /// no live slot to the pool. Returns how many.
+    pub(crate) fn give_back_empty(&self, st: &mut PoolState) -> usize {
+        let pool = self.pool();
+        let mut given = 0;
+        for i in 0..self.heads() {
+            // SAFETY: the owner; i is below the head count.
+            let head = unsafe { head_at(self, self.heads(), i) };
+            if !ptr::eq(*head.current, &EMPTY_BLOCK) {
+                // SAFETY: a current block is live.
+                let h = unsafe { &**head.current };
+                if h.live() == 0 {
+                    h.set_current(false);
+                    *head.current = &EMPTY_BLOCK;
+                    pool.give_empty(st, h);
+                    given += 1;
+                }
+            }
+            let mut u = *head.partial;
+            while u != NONE {
+                let h = pool.block(u);
+                u = h.next.load(Ordering::Relaxed);
+                if h.live() == 0 {
+                    pool.list_remove(head.partial, h);
+                    pool.give_empty(st, h);
+                    given += 1;
+                }
+            }
+        }
+        given
+    }
+
+    /// True when the heap's thread has exited and the pool holds the heap.
+    pub(crate) fn is_abandoned(&self) -> bool {
+        self.state.load(Ordering::Acquire) == ABANDONED
+    }
+
     /// Thread exit: hands the heap's listed blocks to the pool and parks the heap on the
     /// pool's abandoned list, or releases it if its instance is gone.
     ///
@@ -429,11 +487,7 @@ pub(crate) fn current(instance: u64) -> *mut Heap {
 #[inline(never)]
 pub(crate) fn join(pool: &Pool, instance: u64) -> *mut Heap {
     let found = OWNED.try_with(|owned| {
-        let mut heap = owned.first.get();
-        // SAFETY: heaps on the thread's list stay mapped until the thread exits.
-        while !heap.is_null() && unsafe { (*heap).instance } != instance {
-            heap = unsafe { (*heap).thread_next };
-        }
+        let mut heap = find_own(instance);
         if heap.is_null() {
             heap = adopt_or_create(pool, instance);
             if !heap.is_null() {
@@ -454,6 +508,22 @@ pub(crate) fn join(pool: &Pool, instance: u64) -> *mut Heap {
         });
     }
     heap
+}
+
+/// The calling thread's heap for `instance` if it has one (it never joins one); null
+/// otherwise.
+pub(crate) fn find_own(instance: u64) -> *mut Heap {
+    OWNED
+        .try_with(|owned| {
+            let mut heap = owned.first.get();
+            // SAFETY: heaps on the thread's list stay mapped until the thread exits.
+            while !heap.is_null() && unsafe { (*heap).instance } != instance {
+                // SAFETY: as above.
+                heap = unsafe { (*heap).thread_next };
+            }
+            heap
+        })
+        .unwrap_or(ptr::null_mut())
 }
 
 fn adopt_or_create(pool: &Pool, instance: u64) -> *mut Heap {

@@ -33,9 +33,13 @@
 //! - The lock-free structures (remote free list, block stacks, the spin lock) are
 //!   model-checked with loom (`tests/loom.rs`, `RUSTFLAGS="--cfg loom"`).
 //! - With debug assertions or the `checked` feature, every free is fully checked.
+#![cfg_attr(feature = "nightly", feature(allocator_api))]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks)]
+// Under loom only the layers the models need are built (sync, class, block); the rest of
+// their items would be unused.
+#![cfg_attr(loom, allow(dead_code, unused_imports))]
 
 mod sync;
 
@@ -46,9 +50,7 @@ mod region;
 
 pub mod class;
 
-#[cfg(not(loom))]
 mod block;
-#[cfg(not(loom))]
 mod tiny;
 
 #[cfg(not(loom))]
@@ -59,12 +61,29 @@ mod heap;
 
 #[cfg(not(loom))]
 mod api;
+#[cfg(not(loom))]
+mod handle;
 mod lifetime;
 #[cfg(not(loom))]
+mod release;
+#[cfg(not(loom))]
 mod stats;
+#[cfg(not(loom))]
+mod verify;
+
+/// Test-only access to the lock-free structures for the loom models (`tests/loom.rs`).
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod loom_api;
 
 #[cfg(not(loom))]
 pub use api::{BlockReport, Cohort, Misuse, Problem, DEFAULT_RESERVATION};
+#[cfg(not(loom))]
+pub use handle::ClassHandle;
 pub use lifetime::Lifetime;
 #[cfg(not(loom))]
+pub use release::{Compacted, Released};
+#[cfg(not(loom))]
 pub use stats::{HeadStats, Stats, Totals};
+#[cfg(not(loom))]
+pub use verify::{Verified, VerifyError};

@@ -161,15 +161,6 @@ pub unsafe fn resident_bytes(ptr: *const u8, len: usize) -> usize {
     resident
 }
 
-/// Asks for transparent huge pages on a committed range (a hint the OS may ignore).
-///
-/// # Safety
-/// The range is page aligned and mapped by this module.
-pub unsafe fn advise_hugepages(ptr: *mut u8, len: usize) -> bool {
-    // SAFETY: a hint on our own range.
-    unsafe { libc::madvise(ptr.cast(), len, libc::MADV_HUGEPAGE) == 0 }
-}
-
 /// Registers the fork handlers (`pthread_atfork`).
 pub fn at_fork(
     prepare: unsafe extern "C" fn(),

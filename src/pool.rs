@@ -279,13 +279,109 @@ impl Pool {
         Some(unsafe { &*Header::init(base, class, life, owner, fresh) })
     }
 
-    /// Under the lock: takes a block that is empty (no live slot, nothing on its remote list)
-    /// and on no list. Keeps it committed or gives it back to the region.
+    /// Under the lock: takes a block that is empty (no live slot) and on no list. Keeps it
+    /// committed or gives it back to the region.
     pub(crate) fn give_empty(&self, st: &mut PoolState, h: &Header) {
         debug_assert_eq!(h.live(), 0);
+        self.give_block(st, h, RETAIN_EMPTY);
+    }
+
+    /// Under the lock: takes a block on no list whose slots are all dead (released with
+    /// their lifetime class, whatever its counts say).
+    pub(crate) fn discard(&self, st: &mut PoolState, h: &Header) {
+        if !self.region.live_bits.is_null() {
+            // Checked mode: the block's live bits go with it.
+            let base = h.base() as usize - self.region.base();
+            // SAFETY: the shadow covers the region at one bit per byte; blocks are 1 MiB
+            // aligned, so their part of it is page aligned.
+            unsafe {
+                os::decommit(
+                    (self.region.live_bits as *mut u8).add(base / 8),
+                    h.geometry().block_size() / 8,
+                )
+            };
+        }
+        self.give_block(st, h, RETAIN_EMPTY);
+    }
+
+    /// Under the lock: gives every empty block kept for reuse back to the OS. Returns how
+    /// many.
+    pub(crate) fn release_retained(&self, st: &mut PoolState) -> usize {
+        let mut n = 0;
+        for s in 0..SHIFTS {
+            while st.retained[s] != NONE {
+                let h = self.block(st.retained[s]);
+                st.retained[s] = h.next.load(Ordering::Relaxed);
+                st.retained_count[s] -= 1;
+                // SAFETY: a retained block is ours, empty and now on no list.
+                unsafe {
+                    self.region
+                        .give_back(&mut st.region, h.base(), UNIT_SHIFT + s as u32)
+                };
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Under the lock: pool-owned blocks on a partial list that hold no live slot go back
+    /// to the OS. Returns how many.
+    pub(crate) fn release_empty_partial(&self, st: &mut PoolState) -> usize {
+        self.reclaim_abandoned(st);
+        let mut n = 0;
+        for head in 0..CLASS_COUNT * self.life_count {
+            let mut u = *st.partial(head);
+            while u != NONE {
+                let h = self.block(u);
+                u = h.next.load(Ordering::Relaxed);
+                if h.live() == 0 {
+                    self.list_remove(st.partial(head), h);
+                    self.give_block(st, h, 0);
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+
+    /// Under the lock: takes every pool-owned block of lifetime class `life` off the partial
+    /// lists (after reclaiming returned blocks) and passes each to `f`.
+    pub(crate) fn take_life(
+        &self,
+        st: &mut PoolState,
+        life: usize,
+        mut f: impl FnMut(&mut PoolState, &Header),
+    ) {
+        self.reclaim_abandoned(st);
+        for class in 0..CLASS_COUNT {
+            while let Some(h) = self.list_pop(st.partial(life * CLASS_COUNT + class)) {
+                f(st, h);
+            }
+        }
+    }
+
+    /// Resident bytes of every block, in use or kept empty (one `mincore` per unit).
+    pub(crate) fn resident_bytes(&self) -> usize {
+        let r = &self.region;
+        let carved = r.carved_units(&self.state.lock().region);
+        (0..carved)
+            .filter(|&u| r.unit_state(u) != crate::region::UNUSED)
+            // SAFETY: units below the carved bound are mapped.
+            .map(|u| unsafe { os::resident_bytes(r.unit_addr(u), crate::class::UNIT) })
+            .sum()
+    }
+
+    /// True when blocks with owner `token` belong to a heap whose thread has exited.
+    pub(crate) fn owner_is_abandoned(&self, token: u64) -> bool {
+        let heap = self.heap((token & 0xffff) as u32);
+        // SAFETY: registered heaps stay mapped for the pool's life.
+        !heap.is_null() && unsafe { (*heap).token == token && (*heap).is_abandoned() }
+    }
+
+    fn give_block(&self, st: &mut PoolState, h: &Header, retain: usize) {
         let shift = h.geometry().block_shift;
         let s = (shift - UNIT_SHIFT) as usize;
-        if st.retained_count[s] < RETAIN_EMPTY {
+        if st.retained_count[s] < retain {
             // SAFETY: the block is ours (caller) and empty; `key` is read by frees only to
             // reject stale pointers, so marking it empty makes them fail the check.
             unsafe { ptr::addr_of!(h.key).cast_mut().write(EMPTY_KEY) };
@@ -315,7 +411,7 @@ impl Pool {
 
     /// Under the lock: the full blocks of the pool and of exited threads' heaps that were
     /// freed into since become pool-owned partial blocks.
-    fn reclaim_abandoned(&self, st: &mut PoolState) {
+    pub(crate) fn reclaim_abandoned(&self, st: &mut PoolState) {
         self.adopt_stack(st, &self.returned);
         let mut heap = st.abandoned;
         while !heap.is_null() {

@@ -1,0 +1,200 @@
+//! Allocator handles: one lifetime class of one allocator, as an `Allocator` for
+//! `allocator_api2` collections (and `core::alloc::Allocator` with the `nightly` feature).
+//!
+//! A handle is two words and `Copy`. `deallocate` accepts any size in Rust's "memory
+//! fitting" range (from the requested size to the usable size `allocate` returned): all of
+//! them map to the same size class. `grow` and `shrink` stay in place while the new size
+//! maps to the same class.
+
+use crate::api::Cohort;
+use crate::lifetime::Lifetime;
+use core::alloc::Layout;
+use core::ptr::{self, NonNull};
+
+/// Lifetime class `life` of an allocator: an `Allocator` handle. Build one with
+/// [`Cohort::class`].
+///
+/// ```
+/// use allocator_api2::vec::Vec;
+/// cohort::lifetime_classes! { enum Life { Frame, Long } }
+/// static A: cohort::Cohort<Life> = cohort::Cohort::new();
+///
+/// let mut v = Vec::new_in(A.class(Life::Frame));
+/// v.extend_from_slice(&[1u32, 2, 3]);
+/// assert_eq!(v.iter().sum::<u32>(), 6);
+/// ```
+pub struct ClassHandle<'a, L: Lifetime = ()> {
+    cohort: &'a Cohort<L>,
+    life: L,
+}
+
+impl<L: Lifetime> Clone for ClassHandle<'_, L> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<L: Lifetime> Copy for ClassHandle<'_, L> {}
+
+impl<L: Lifetime> core::fmt::Debug for ClassHandle<'_, L> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "ClassHandle(lifetime class {})", self.life.index())
+    }
+}
+
+impl<L: Lifetime> Cohort<L> {
+    /// A handle that allocates in lifetime class `life`. Cost: none (two words, `Copy`).
+    pub fn class(&self, life: L) -> ClassHandle<'_, L> {
+        ClassHandle { cohort: self, life }
+    }
+}
+
+impl<L: Lifetime> ClassHandle<'_, L> {
+    /// The lifetime class.
+    pub fn life(&self) -> L {
+        self.life
+    }
+
+    fn slice(&self, p: *mut u8, layout: Layout) -> Option<NonNull<[u8]>> {
+        let p = NonNull::new(p)?;
+        Some(NonNull::slice_from_raw_parts(
+            p,
+            self.cohort.usable_size(layout),
+        ))
+    }
+
+    fn allocate_inner(&self, layout: Layout, zeroed: bool) -> Option<NonNull<[u8]>> {
+        let p = if zeroed {
+            self.cohort.alloc_zeroed(layout, self.life)
+        } else {
+            self.cohort.alloc(layout, self.life)
+        };
+        self.slice(p, layout)
+    }
+
+    /// Resizes to `new` (same align: in place while the class stays; else a move).
+    ///
+    /// # Safety
+    /// `p` was allocated by this handle with a size fitting `old`.
+    unsafe fn resize_inner(
+        &self,
+        p: NonNull<u8>,
+        old: Layout,
+        new: Layout,
+        zeroed: bool,
+    ) -> Option<NonNull<[u8]>> {
+        let q = if old.align() == new.align() {
+            // SAFETY: forwarded contract.
+            unsafe { self.cohort.realloc(p.as_ptr(), old, new.size(), self.life) }
+        } else {
+            let q = self.cohort.alloc(new, self.life);
+            if !q.is_null() {
+                // SAFETY: distinct allocations holding at least min(old, new) bytes; p is
+                // freed once, with its layout.
+                unsafe {
+                    ptr::copy_nonoverlapping(p.as_ptr(), q, old.size().min(new.size()));
+                    self.cohort.dealloc(p.as_ptr(), old, self.life);
+                }
+            }
+            q
+        };
+        let out = self.slice(q, new)?;
+        if zeroed && out.len() > old.size() {
+            // SAFETY: the allocation holds `out.len()` bytes.
+            unsafe { ptr::write_bytes(q.add(old.size()), 0, out.len() - old.size()) };
+        }
+        Some(out)
+    }
+}
+
+// SAFETY: allocate returns blocks of at least layout.size() bytes aligned to layout.align()
+// (Cohort::alloc's contract), valid until deallocated through any copy of the handle (they
+// all name the same allocator and class); deallocate and the resizes accept any size in
+// the fitting range because it maps to the same size class.
+unsafe impl<L: Lifetime> allocator_api2::alloc::Allocator for ClassHandle<'_, L> {
+    fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, allocator_api2::alloc::AllocError> {
+        self.allocate_inner(layout, false)
+            .ok_or(allocator_api2::alloc::AllocError)
+    }
+
+    fn allocate_zeroed(
+        &self,
+        layout: Layout,
+    ) -> Result<NonNull<[u8]>, allocator_api2::alloc::AllocError> {
+        self.allocate_inner(layout, true)
+            .ok_or(allocator_api2::alloc::AllocError)
+    }
+
+    unsafe fn deallocate(&self, p: NonNull<u8>, layout: Layout) {
+        // SAFETY: the Allocator contract: p was allocated by this handle, layout fits it.
+        unsafe { self.cohort.dealloc(p.as_ptr(), layout, self.life) }
+    }
+
+    unsafe fn grow(
+        &self,
+        p: NonNull<u8>,
+        old: Layout,
+        new: Layout,
+    ) -> Result<NonNull<[u8]>, allocator_api2::alloc::AllocError> {
+        // SAFETY: the Allocator contract.
+        unsafe { self.resize_inner(p, old, new, false) }.ok_or(allocator_api2::alloc::AllocError)
+    }
+
+    unsafe fn grow_zeroed(
+        &self,
+        p: NonNull<u8>,
+        old: Layout,
+        new: Layout,
+    ) -> Result<NonNull<[u8]>, allocator_api2::alloc::AllocError> {
+        // SAFETY: the Allocator contract.
+        unsafe { self.resize_inner(p, old, new, true) }.ok_or(allocator_api2::alloc::AllocError)
+    }
+
+    unsafe fn shrink(
+        &self,
+        p: NonNull<u8>,
+        old: Layout,
+        new: Layout,
+    ) -> Result<NonNull<[u8]>, allocator_api2::alloc::AllocError> {
+        // SAFETY: the Allocator contract.
+        unsafe { self.resize_inner(p, old, new, false) }.ok_or(allocator_api2::alloc::AllocError)
+    }
+}
+
+// SAFETY: as for allocator_api2's trait above: the same functions.
+#[cfg(feature = "nightly")]
+unsafe impl<L: Lifetime> core::alloc::Allocator for ClassHandle<'_, L> {
+    fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, core::alloc::AllocError> {
+        self.allocate_inner(layout, false)
+            .ok_or(core::alloc::AllocError)
+    }
+
+    fn allocate_zeroed(&self, layout: Layout) -> Result<NonNull<[u8]>, core::alloc::AllocError> {
+        self.allocate_inner(layout, true)
+            .ok_or(core::alloc::AllocError)
+    }
+
+    unsafe fn deallocate(&self, p: NonNull<u8>, layout: Layout) {
+        // SAFETY: the Allocator contract.
+        unsafe { self.cohort.dealloc(p.as_ptr(), layout, self.life) }
+    }
+
+    unsafe fn grow(
+        &self,
+        p: NonNull<u8>,
+        old: Layout,
+        new: Layout,
+    ) -> Result<NonNull<[u8]>, core::alloc::AllocError> {
+        // SAFETY: the Allocator contract.
+        unsafe { self.resize_inner(p, old, new, false) }.ok_or(core::alloc::AllocError)
+    }
+
+    unsafe fn shrink(
+        &self,
+        p: NonNull<u8>,
+        old: Layout,
+        new: Layout,
+    ) -> Result<NonNull<[u8]>, core::alloc::AllocError> {
+        // SAFETY: the Allocator contract.
+        unsafe { self.resize_inner(p, old, new, false) }.ok_or(core::alloc::AllocError)
+    }
+}

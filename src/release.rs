@@ -1,0 +1,171 @@
+//! Whole-class and whole-allocator operations: releasing a lifetime class, compacting, and
+//! the leak check.
+//!
+//! Releasing a lifetime class frees all its allocations at once, like resetting an arena, in
+//! time proportional to the blocks: every block of the class that the calling thread's heap
+//! or the pool holds (blocks of exited threads included) is emptied and given back, without
+//! looking at a single slot. Blocks of the class held by *other live threads'* heaps are
+//! theirs: each thread releases its own (see [`Released::left_to_other_threads`]).
+
+use crate::api::Cohort;
+use crate::block::Header;
+use crate::heap;
+use crate::lifetime::Lifetime;
+use crate::pool::{PoolState, EMPTY_KEY};
+use crate::region::BLOCK;
+use crate::sync::Ordering;
+
+/// What [`Cohort::release_class`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Released {
+    /// Blocks emptied and given back.
+    pub blocks: usize,
+    /// Live slots they held, now freed.
+    pub slots: usize,
+    /// Blocks of the class still held by other live threads' heaps (not released).
+    pub left_to_other_threads: usize,
+}
+
+/// What [`Cohort::compact`] gave back.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Compacted {
+    /// Empty blocks given back to the OS.
+    pub blocks: usize,
+    /// Resident bytes of all blocks (in use or kept empty) before.
+    pub resident_before: usize,
+    /// Resident bytes after.
+    pub resident_after: usize,
+}
+
+impl<L: Lifetime> Cohort<L> {
+    /// Frees every allocation of lifetime class `life` made by the calling thread or by
+    /// threads that have exited, at once. Their blocks become reusable by any class, and past
+    /// the pool's retention bound their memory goes back to the OS, so RSS drops.
+    ///
+    /// Cost: proportional to the allocator's blocks (a walk of their headers), not to the
+    /// allocations. Thread safety: other threads may allocate and free in *other* lifetime
+    /// classes meanwhile; blocks of `life` that other live threads' heaps hold are left
+    /// alone and counted in [`Released::left_to_other_threads`].
+    ///
+    /// # Safety
+    /// No allocation of class `life` that this call releases (made by the calling thread,
+    /// or by a thread that has exited) is used or freed after the call, and no thread
+    /// allocates or frees in class `life` while it runs. For a safe form, see
+    /// [`Cohort::scope`].
+    pub unsafe fn release_class(&self, life: L) -> Released {
+        let life = life.index();
+        let mut out = Released::default();
+        let mut others = 0;
+        let Some(pool) = self.pool_if_any() else {
+            return out;
+        };
+        let me = heap::find_own(self.instance_id());
+        // SAFETY: `me` is null or the calling thread's heap.
+        let my_token = unsafe { me.as_ref() }.map(|h| h.token);
+        // Nothing below allocates: the lock is held (the allocator may be the global one).
+        let mut st = pool.lock();
+        let mut release = |st: &mut PoolState, h: &Header| {
+            out.blocks += 1;
+            out.slots += h.live() as usize;
+            pool.discard(st, h);
+        };
+        // The calling thread's heads, then the pool's lists (with what exited threads left).
+        if !me.is_null() {
+            // SAFETY: the calling thread's own heap.
+            unsafe { (*me).take_life(life, |h| release(&mut st, h)) };
+        }
+        pool.take_life(&mut st, life, &mut release);
+        // Blocks on no list: full blocks of the caller, of the pool, of exited threads.
+        let r = &pool.region;
+        for u in 0..r.carved_units(&st.region) {
+            if r.unit_state(u) != BLOCK {
+                continue;
+            }
+            let h = pool.block(u as u32);
+            if h.key == EMPTY_KEY || h.life() != life {
+                continue;
+            }
+            let owner = h.owner.load(Ordering::Relaxed);
+            if owner == 0 || Some(owner) == my_token || pool.owner_is_abandoned(owner) {
+                release(&mut st, h);
+            } else {
+                others += 1;
+            }
+        }
+        drop(st);
+        out.left_to_other_threads = others;
+        out
+    }
+
+    /// Runs `f` with a handle to lifetime class `life`, then frees every allocation of the
+    /// class at once: the safe form of [`Cohort::release_class`]. Allocations made through
+    /// the handle (`allocator_api2` collections) cannot outlive the scope: their type
+    /// borrows it. `&mut self` keeps every other user of the allocator out meanwhile;
+    /// scoped threads started inside `f` may use it, and their blocks of the class are
+    /// released too (they have exited by then).
+    ///
+    /// Panics if the class has live allocations when the scope starts (they would be
+    /// freed under their owners).
+    pub fn scope<R>(
+        &mut self,
+        life: L,
+        f: impl for<'s> FnOnce(&'s Self, crate::ClassHandle<'s, L>) -> R,
+    ) -> R {
+        let live: usize = self
+            .stats()
+            .heads
+            .iter()
+            .filter(|h| h.life == life.index())
+            .map(|h| h.live)
+            .sum();
+        assert!(
+            live == 0,
+            "cohort: scope on lifetime class {} which has {live} live allocations",
+            life.index()
+        );
+        let this: &Self = self;
+        let r = f(this, this.class(life));
+        // SAFETY: `&mut self` excluded every other user; the closure's handles and the
+        // collections built on them are gone (they borrowed the scope); scoped threads
+        // have exited; raw pointers from the malloc family are the caller's to not use.
+        let released = unsafe { this.release_class(life) };
+        debug_assert_eq!(released.left_to_other_threads, 0);
+        r
+    }
+
+    /// Gives memory back to the OS: every empty block of the calling thread's heap and of the
+    /// pool (blocks exited threads left included), and every empty block kept for reuse.
+    /// Other live threads' empty blocks are theirs to give back (each may call `compact`).
+    ///
+    /// Thread safety: may run while other threads allocate. Cost: proportional to the blocks.
+    /// Returns the blocks given back and the resident bytes before and after.
+    pub fn compact(&self) -> Compacted {
+        let Some(pool) = self.pool_if_any() else {
+            return Compacted::default();
+        };
+        let resident_before = pool.resident_bytes();
+        let me = heap::find_own(self.instance_id());
+        let mut st = pool.lock();
+        let mut blocks = 0;
+        if !me.is_null() {
+            // SAFETY: the calling thread's own heap.
+            blocks += unsafe { (*me).give_back_empty(&mut st) };
+        }
+        blocks += pool.release_empty_partial(&mut st);
+        blocks += pool.release_retained(&mut st);
+        drop(st);
+        let resident_after = pool.resident_bytes();
+        Compacted {
+            blocks,
+            resident_before,
+            resident_after,
+        }
+    }
+
+    /// True when no allocation is live: no small slot, no large allocation. A leak check
+    /// at teardown. Cost: proportional to the blocks.
+    pub fn is_empty(&self) -> bool {
+        let s = self.stats();
+        s.small.live == 0 && s.large_allocations == 0
+    }
+}
