@@ -245,7 +245,7 @@ impl<L: Lifetime> Cohort<L> {
 
     /// The pool, created on first use; `None` when the OS refuses the reservation.
     #[inline(always)]
-    fn pool(&self) -> Option<&Pool> {
+    pub(crate) fn pool(&self) -> Option<&Pool> {
         let p = self.pool.load(Ordering::Acquire);
         if p.is_null() {
             return self.init_pool();
@@ -470,7 +470,12 @@ impl<L: Lifetime> Cohort<L> {
     }
 
     #[inline(always)]
-    fn finish_alloc<const ZERO: bool>(&self, p: *mut u8, zeroed: bool, class: usize) -> *mut u8 {
+    pub(crate) fn finish_alloc<const ZERO: bool>(
+        &self,
+        p: *mut u8,
+        zeroed: bool,
+        class: usize,
+    ) -> *mut u8 {
         // SAFETY: class came from class_of.
         let c = unsafe { geometry_unchecked(class) };
         if CHECKED {
@@ -514,7 +519,7 @@ impl<L: Lifetime> Cohort<L> {
 
     #[cold]
     #[inline(never)]
-    fn alloc_large(&self, size: usize, align: usize) -> *mut u8 {
+    pub(crate) fn alloc_large(&self, size: usize, align: usize) -> *mut u8 {
         if size > isize::MAX as usize - align {
             return ptr::null_mut();
         }
@@ -568,19 +573,8 @@ impl<L: Lifetime> Cohort<L> {
             // SAFETY: forwarded contract: a large allocation of `size` bytes.
             return unsafe { self.free_large::<ABORT>(p, size, life) };
         };
-        // SAFETY: class came from class_of.
-        let h = unsafe { header_of_class(p, class) };
-        if CHECKED {
-            self.check_free::<ABORT>(p, size, class, life);
-        } else {
-            // SAFETY: the caller's pointer is in a block of this allocator, whose header is
-            // mapped.
-            if unsafe { (*h).key } != key(class, life) {
-                self.bad_key::<ABORT>(p, size, class, life);
-            }
-        }
-        // SAFETY: checked or promised by the caller: h is the live block holding slot p.
-        let h = unsafe { &*h };
+        // SAFETY: forwarded contract.
+        let h = unsafe { self.validated_block::<ABORT>(p, size, class, life) };
         let off = (p as usize - h.base() as usize) as u32;
         if heap::owns(h.owner.load(Ordering::Relaxed)) {
             // SAFETY: the slot is live and its block is this thread's.
@@ -594,11 +588,40 @@ impl<L: Lifetime> Cohort<L> {
         }
     }
 
+    /// The block of slot `p` of (class, life), after the checks a free makes: the key
+    /// compare in every build, everything in checked mode. Misuse is reported (it panics,
+    /// or aborts when `ABORT`).
+    ///
+    /// # Safety
+    /// As [`Cohort::free`]: `p` is a live allocation of this allocator.
+    #[inline(always)]
+    pub(crate) unsafe fn validated_block<const ABORT: bool>(
+        &self,
+        p: *mut u8,
+        size: usize,
+        class: usize,
+        life: usize,
+    ) -> &Header {
+        // SAFETY: class came from class_of.
+        let h = unsafe { header_of_class(p, class) };
+        if CHECKED {
+            self.check_free::<ABORT>(p, size, class, life);
+        } else {
+            // SAFETY: the caller's pointer is in a block of this allocator, whose header is
+            // mapped.
+            if unsafe { (*h).key } != key(class, life) {
+                self.bad_key::<ABORT>(p, size, class, life);
+            }
+        }
+        // SAFETY: checked or promised by the caller: h is the live block holding slot p.
+        unsafe { &*h }
+    }
+
     /// A free of a block the calling thread does not own: lock-free push on its remote
     /// list, or the pool's lock for tiny blocks.
     #[cold]
     #[inline(never)]
-    unsafe fn free_remote(&self, h: &Header, off: u32) {
+    pub(crate) unsafe fn free_remote(&self, h: &Header, off: u32) {
         // SAFETY: the block exists, so the pool does.
         let pool = unsafe { &*self.pool.load(Ordering::Acquire) };
         if h.geometry().is_tiny() {
@@ -613,7 +636,12 @@ impl<L: Lifetime> Cohort<L> {
 
     #[cold]
     #[inline(never)]
-    unsafe fn free_large<const ABORT: bool>(&self, p: *mut u8, size: usize, life: usize) {
+    pub(crate) unsafe fn free_large<const ABORT: bool>(
+        &self,
+        p: *mut u8,
+        size: usize,
+        life: usize,
+    ) {
         let Some(len) = os::page_round(size) else {
             return;
         };

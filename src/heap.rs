@@ -49,6 +49,8 @@ pub(crate) struct Heap {
     pub(crate) id: u32,
     /// `instance << 16 | id`: unique in the process; `Header::owner` of its blocks.
     pub(crate) token: u64,
+    /// The concurrency group it was joined with ([`THREAD_GROUP`] for thread heaps).
+    group: usize,
     state: AtomicU8,
     pool: *const Pool,
     /// Next heap of the same thread (other instances).
@@ -101,7 +103,7 @@ unsafe fn head_at<'a>(heap: *const Heap, heads: usize, i: usize) -> HeapHead<'a>
 
 impl Heap {
     /// Maps and registers a new heap. Null when the OS refuses or the registry is full.
-    fn create(pool: &Pool, instance: u64) -> *mut Heap {
+    fn create(pool: &Pool, instance: u64, group: usize) -> *mut Heap {
         let heads_len = CLASS_COUNT * pool.life_count;
         let head_bytes = size_of::<*const Header>() + size_of::<u32>();
         let Some(len) = os::page_round(size_of::<Heap>() + heads_len * head_bytes) else {
@@ -120,6 +122,7 @@ impl Heap {
                     instance,
                     id: 0,
                     token: 0,
+                    group,
                     state: AtomicU8::new(LIVE),
                     pool,
                     thread_next: ptr::null_mut(),
@@ -320,12 +323,13 @@ impl Heap {
         self.state.load(Ordering::Acquire) == ABANDONED
     }
 
-    /// Thread exit: hands the heap's listed blocks to the pool and parks the heap on the
-    /// pool's abandoned list, or releases it if its instance is gone.
+    /// Thread exit, or the leave of an explicit join: hands the heap's listed blocks to
+    /// the pool and parks the heap on the pool's abandoned list, or releases it if its
+    /// instance is gone.
     ///
     /// # Safety
-    /// `heap` is a heap of the calling thread, which uses it no more.
-    unsafe fn thread_exit(heap: *mut Heap) {
+    /// `heap` is the caller's (its thread's, or its join's), which uses it no more.
+    pub(crate) unsafe fn abandon(heap: *mut Heap) {
         // SAFETY: heaps stay mapped until released below or by the instance's teardown,
         // which waits for EXITING heaps.
         let hp = unsafe { &*heap };
@@ -438,7 +442,7 @@ impl Drop for Owned {
             // the heap may be released.
             let next = unsafe { (*heap).thread_next };
             // SAFETY: the thread is exiting and uses the heap no more.
-            unsafe { Heap::thread_exit(heap) };
+            unsafe { Heap::abandon(heap) };
             heap = next;
         }
     }
@@ -489,7 +493,7 @@ pub(crate) fn join(pool: &Pool, instance: u64) -> *mut Heap {
     let found = OWNED.try_with(|owned| {
         let mut heap = find_own(instance);
         if heap.is_null() {
-            heap = adopt_or_create(pool, instance);
+            heap = adopt_or_create(pool, instance, THREAD_GROUP);
             if !heap.is_null() {
                 // SAFETY: the heap is ours: fresh or just taken off the abandoned list.
                 unsafe { (*heap).thread_next = owned.first.get() };
@@ -526,22 +530,46 @@ pub(crate) fn find_own(instance: u64) -> *mut Heap {
         .unwrap_or(ptr::null_mut())
 }
 
-fn adopt_or_create(pool: &Pool, instance: u64) -> *mut Heap {
+/// A heap for a new thread or join of concurrency group `group`: the abandoned heap of the
+/// same group if there is one (its blocks were last used there); else, for a thread, any
+/// abandoned heap, and for an explicit join, one a thread left; else a new one.
+fn adopt_or_create(pool: &Pool, instance: u64, group: usize) -> *mut Heap {
     {
         let mut st = pool.lock();
-        let heap = st.abandoned;
-        if !heap.is_null() {
-            // SAFETY: abandoned heaps are owned by the pool lock, which we hold.
-            unsafe {
-                st.abandoned = (*heap).next_abandoned;
-                (*heap).next_abandoned = ptr::null_mut();
-                (*heap).state.store(LIVE, Ordering::Release);
+        // SAFETY: abandoned heaps are owned by the pool lock, which we hold; the walk and
+        // the unlink touch only their `next_abandoned` links.
+        unsafe {
+            let mut at: *mut *mut Heap = &mut st.abandoned;
+            while !(*at).is_null() && (**at).group != group {
+                at = &mut (**at).next_abandoned;
             }
-            return heap;
+            if (*at).is_null() {
+                at = &mut st.abandoned;
+                while group != THREAD_GROUP && !(*at).is_null() && (**at).group != THREAD_GROUP {
+                    at = &mut (**at).next_abandoned;
+                }
+            }
+            let heap = *at;
+            if !heap.is_null() {
+                *at = (*heap).next_abandoned;
+                (*heap).next_abandoned = ptr::null_mut();
+                (*heap).group = group;
+                (*heap).state.store(LIVE, Ordering::Release);
+                return heap;
+            }
         }
     }
-    Heap::create(pool, instance)
+    Heap::create(pool, instance, group)
 }
+
+/// An explicit join (not tied to the calling thread): a heap of concurrency group `group`.
+/// Null when the OS refuses memory or the registry is full.
+pub(crate) fn join_explicit(pool: &Pool, instance: u64, group: usize) -> *mut Heap {
+    adopt_or_create(pool, instance, group)
+}
+
+/// The concurrency group of thread heaps (explicit joins choose theirs).
+pub(crate) const THREAD_GROUP: usize = usize::MAX;
 
 /// Source of instance ids: never reused, never 0.
 pub(crate) static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(1);

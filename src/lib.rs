@@ -63,6 +63,8 @@ mod heap;
 mod api;
 #[cfg(not(loom))]
 mod handle;
+#[cfg(not(loom))]
+mod join;
 mod lifetime;
 #[cfg(not(loom))]
 mod release;
@@ -80,6 +82,8 @@ pub mod loom_api;
 pub use api::{BlockReport, Cohort, Misuse, Problem, DEFAULT_RESERVATION};
 #[cfg(not(loom))]
 pub use handle::ClassHandle;
+#[cfg(not(loom))]
+pub use join::Join;
 pub use lifetime::Lifetime;
 #[cfg(not(loom))]
 pub use release::{Compacted, Released};
