@@ -29,6 +29,9 @@ const LIVE: u8 = 0;
 const EXITING: u8 = 1;
 const ABANDONED: u8 = 2;
 const ORPHANED: u8 = 3;
+/// Held by a caller with exclusive use of the instance (`Cohort::scope`) for a moment; the
+/// heap's thread, if it exits meanwhile, waits.
+const BORROWED: u8 = 4;
 
 /// One head of a heap: references into the heap's two arrays.
 pub(crate) struct HeapHead<'a> {
@@ -318,6 +321,28 @@ impl Heap {
         given
     }
 
+    /// With exclusive use of the instance: runs `f` on the heap as if its owner, unless the
+    /// heap is abandoned (then the pool owns it) or orphaned. The heap's thread, should it
+    /// exit meanwhile, waits for `f` to finish.
+    pub(crate) fn with_borrowed(&self, f: impl FnOnce(&Heap)) {
+        let mut round = 0;
+        loop {
+            match self
+                .state
+                .compare_exchange(LIVE, BORROWED, Ordering::Acquire, Ordering::Acquire)
+            {
+                Ok(_) => break,
+                Err(EXITING) => {
+                    spin_hint(round);
+                    round += 1;
+                }
+                Err(_) => return,
+            }
+        }
+        f(self);
+        self.state.store(LIVE, Ordering::Release);
+    }
+
     /// True when the heap's thread has exited and the pool holds the heap.
     pub(crate) fn is_abandoned(&self) -> bool {
         self.state.load(Ordering::Acquire) == ABANDONED
@@ -333,15 +358,24 @@ impl Heap {
         // SAFETY: heaps stay mapped until released below or by the instance's teardown,
         // which waits for EXITING heaps.
         let hp = unsafe { &*heap };
-        if hp
-            .state
-            .compare_exchange(LIVE, EXITING, Ordering::Acquire, Ordering::Acquire)
-            .is_err()
-        {
-            // ORPHANED: the instance is gone and left this heap to its thread.
-            // SAFETY: nobody else references an orphaned heap.
-            unsafe { os::release(heap.cast(), hp.mapped_len) };
-            return;
+        let mut round = 0;
+        loop {
+            match hp
+                .state
+                .compare_exchange(LIVE, EXITING, Ordering::Acquire, Ordering::Acquire)
+            {
+                Ok(_) => break,
+                Err(BORROWED) => {
+                    spin_hint(round);
+                    round += 1;
+                }
+                Err(_) => {
+                    // ORPHANED: the instance is gone and left this heap to its thread.
+                    // SAFETY: nobody else references an orphaned heap.
+                    unsafe { os::release(heap.cast(), hp.mapped_len) };
+                    return;
+                }
+            }
         }
         hp.drain_returned();
         let pool = hp.pool();

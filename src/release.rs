@@ -53,7 +53,16 @@ impl<L: Lifetime> Cohort<L> {
     /// allocates or frees in class `life` while it runs. For a safe form, see
     /// [`Cohort::scope`].
     pub unsafe fn release_class(&self, life: L) -> Released {
-        let life = life.index();
+        // SAFETY: forwarded contract.
+        unsafe { self.release(life.index(), false) }
+    }
+
+    /// `release_class`; with `exclusive`, the blocks of every heap are released too.
+    ///
+    /// # Safety
+    /// As [`Cohort::release_class`]; with `exclusive`, nobody else uses the allocator
+    /// (threads that used it may still be exiting).
+    unsafe fn release(&self, life: usize, exclusive: bool) -> Released {
         let mut out = Released::default();
         let mut others = 0;
         let Some(pool) = self.pool_if_any() else {
@@ -70,7 +79,13 @@ impl<L: Lifetime> Cohort<L> {
             pool.discard(st, h);
         };
         // The calling thread's heads, then the pool's lists (with what exited threads left).
-        if !me.is_null() {
+        if exclusive {
+            for heap in pool.registered_heaps() {
+                // SAFETY: registered heaps stay mapped; exclusive use lets us act as the
+                // owner of every live one (with_borrowed keeps an exiting thread out).
+                unsafe { &*heap }.with_borrowed(|hp| hp.take_life(life, |h| release(&mut st, h)));
+            }
+        } else if !me.is_null() {
             // SAFETY: the calling thread's own heap.
             unsafe { (*me).take_life(life, |h| release(&mut st, h)) };
         }
@@ -86,7 +101,8 @@ impl<L: Lifetime> Cohort<L> {
                 continue;
             }
             let owner = h.owner.load(Ordering::Relaxed);
-            if owner == 0 || Some(owner) == my_token || pool.owner_is_abandoned(owner) {
+            if exclusive || owner == 0 || Some(owner) == my_token || pool.owner_is_abandoned(owner)
+            {
                 release(&mut st, h);
             } else {
                 others += 1;
@@ -102,7 +118,7 @@ impl<L: Lifetime> Cohort<L> {
     /// the handle (`allocator_api2` collections) cannot outlive the scope: their type
     /// borrows it. `&mut self` keeps every other user of the allocator out meanwhile;
     /// scoped threads started inside `f` may use it, and their blocks of the class are
-    /// released too (they have exited by then).
+    /// released too, whichever heap holds them.
     ///
     /// Panics if the class has live allocations when the scope starts (they would be
     /// freed under their owners).
@@ -128,7 +144,7 @@ impl<L: Lifetime> Cohort<L> {
         // SAFETY: `&mut self` excluded every other user; the closure's handles and the
         // collections built on them are gone (they borrowed the scope); scoped threads
         // have exited; raw pointers from the malloc family are the caller's to not use.
-        let released = unsafe { this.release_class(life) };
+        let released = unsafe { this.release(life.index(), true) };
         debug_assert_eq!(released.left_to_other_threads, 0);
         r
     }
