@@ -3,7 +3,7 @@
 //! A **size class** is a slot stride. [`CLASSES`] lists them in increasing stride:
 //!
 //! - strides 1 and 2: *tiny* classes, whose slots cannot hold a 32-bit free-list link (see
-//!   [`crate::tiny`]);
+//!   `tiny`);
 //! - stride 4, then every multiple of 8 up to 1 KiB (exact fit);
 //! - then eight classes per doubling (each at most 1/8 above the previous) up to
 //!   [`MAX_SMALL`].
@@ -22,7 +22,7 @@
 //! - `block_size * LIMIT_DEN <= capacity * stride * limit_num(stride)`: the ratio table.
 //! - strides are strictly increasing.
 
-/// Bytes of the block header that starts every block ([`crate::block::Header`]).
+/// Bytes of the block header that starts every block.
 pub const HEADER_SIZE: usize = 64;
 /// log2 of the standard block size (1 MiB). Blocks are never smaller.
 pub const UNIT_SHIFT: u32 = 20;

@@ -22,7 +22,41 @@
 //! | api | `api`, `lifetime` | [`Cohort`], `GlobalAlloc`, the malloc family |
 //!
 //! (The pool sits below the heap: heaps take blocks from the pool, and the pool only keeps
-//! pointers to heaps in its registry.)
+//! pointers to heaps in its registry.) Above `api`: `handle` (allocator handles per lifetime
+//! class), `join` (explicit joins), `release` (releasing a class, compact), `stats`,
+//! `verify`.
+//!
+//! # Decisions that differ from DESIGN.md, and why
+//!
+//! - **Block sizes.** Blocks are 1 MiB, but a class whose 1 MiB geometry misses the seed's
+//!   ratio table takes a 2 or 4 MiB block (chosen at compile time, see `class`). With a
+//!   64-byte header no 1 MiB block of 64-byte slots can reach the seed's 1.00006 (one slot is
+//!   lost to the header: 1.000061), nor 48-byte slots (1.00011), nor 4-, 8- and 16-byte
+//!   slots. The mask that finds a header is per class, and the caller's size names the class.
+//! - **Tiny slots.** 1- and 2-byte slots live in 1 MiB blocks too, cut into runs of 255 or
+//!   65 535 slots with 8- or 16-bit links (ratios 1.004 and 1.00008 against the seed's 1.024
+//!   and 1.00023), and are served under the pool's lock rather than the thread fast paths.
+//! - **Heap tokens.** A block records its owner as `instance << 16 | heap id`, unique in the
+//!   process, so the free fast path compares one word with one thread-local word.
+//!
+//! # Lifetime classes
+//!
+//! A lifetime class is a name for "allocations that die together" ([`lifetime_classes!`](crate::lifetime_classes)).
+//! Blocks never mix classes, so:
+//!
+//! - a class's memory empties together: [`Cohort::release_class`] (or the safe
+//!   [`Cohort::scope`]) frees a whole class in time proportional to its blocks, and
+//!   [`Cohort::compact`] gives the emptied memory back to the OS;
+//! - structures built in one class are contiguous: a linked list or tree allocated in its own
+//!   class walks through consecutive slots, not through memory shared with short-lived
+//!   garbage;
+//! - [`Cohort::class`] gives an `allocator_api2` handle, so `Vec`, `Box` and hashbrown's
+//!   `HashMap` allocate in a class.
+//!
+//! The examples measure it: `cargo run --release --example tree` (walk speed and RSS of a
+//! tree built in its own class), `--example compiler` (a syntax tree per phase, released
+//! when the phase ends), `--example requests` (a per-request class released after every
+//! request beside a long-lived cache).
 //!
 //! # Safety and correctness
 //!

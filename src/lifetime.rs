@@ -1,6 +1,7 @@
 //! Lifetime classes: the caller's names for "allocations that die together".
 
-/// A set of lifetime classes, normally an enum declared with [`lifetime_classes!`].
+/// A set of lifetime classes, normally an enum declared with
+/// [`lifetime_classes!`](crate::lifetime_classes).
 ///
 /// Allocations of different lifetime classes never share a block, so a class's blocks
 /// empty together when its allocations die together, and structures built in one class lie
