@@ -1,5 +1,5 @@
 //! The workloads of `common` with cohort as the global allocator, plus cohort's own
-//! lifetime-class API for the `classes` workload.
+//! lifetime-class API for the `classes` and `release` workloads.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -39,14 +39,21 @@ impl common::LifetimeApi for Classes {
         unsafe { CLASSES.dealloc(ptr, common::layout_for(size), life(long)) }
     }
     fn compact(&self) {
-        // cohort has no compaction yet (issue 5): the RSS after compaction is the RSS after
-        // the frees.
+        CLASSES.compact();
+    }
+    unsafe fn release_short(&self) -> bool {
+        // SAFETY: forwarded contract: no `Request` allocation is used or freed afterwards and
+        // no other thread allocates in `Request` meanwhile.
+        unsafe { CLASSES.release_class(Life::Request) };
+        true
     }
 }
 
 fn main() {
     common::main(common::Hooks {
-        compact: || {},
+        compact: || {
+            GLOBAL.compact();
+        },
         classes: Some(&Classes),
     });
 }

@@ -1,8 +1,9 @@
 //! Instruction counts of the fast paths, under callgrind (iai-callgrind), for every allocator.
 //!
 //! One binary calls each allocator's `GlobalAlloc` on a static instance (none of them needs to be
-//! the `#[global_allocator]` for that), so the calls are statically dispatched as they are behind
-//! `#[global_allocator]`. Each benchmark runs in its own valgrind process: the setup warms the
+//! the `#[global_allocator]` for that): statically dispatched, and inlined where the allocator's
+//! code allows (cohort's is Rust and `#[inline]`; the C allocators are calls). `cohort_global`
+//! measures cohort once more as the `#[global_allocator]`, through the `__rust_alloc` shim. Each benchmark runs in its own valgrind process: the setup warms the
 //! allocator up with the same operation (thread heap, first-touch pages), then the measured
 //! function repeats the operation [`N`] times. The `noop` allocator runs the same code with an
 //! allocator that does nothing, so `(count - noop count) / N` is the allocator's own cost per
@@ -107,6 +108,35 @@ static MIMALLOC: ::mimalloc::MiMalloc = ::mimalloc::MiMalloc;
 static JEMALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 static COHORT: ::cohort::Cohort = ::cohort::Cohort::new();
 
+/// cohort is this binary's global allocator too, so that [`RustGlobal`] measures it the way
+/// Rust code calls it: through `__rust_alloc`, the shim `alloc::alloc` is routed to.
+#[global_allocator]
+static GLOBAL: ::cohort::Cohort = ::cohort::Cohort::new();
+
+/// Forwards to `std::alloc`, i.e. to the `#[global_allocator]`.
+struct RustGlobal;
+
+// SAFETY: every method forwards its arguments unchanged to the std::alloc function with the
+// same contract.
+unsafe impl GlobalAlloc for RustGlobal {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        // SAFETY: the caller upholds GlobalAlloc::alloc's contract, which is alloc's.
+        unsafe { std::alloc::alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        // SAFETY: as above, for dealloc.
+        unsafe { std::alloc::dealloc(p, l) }
+    }
+    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+        // SAFETY: as above, for alloc_zeroed.
+        unsafe { std::alloc::alloc_zeroed(l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: as above, for realloc.
+        unsafe { std::alloc::realloc(p, l, new_size) }
+    }
+}
+
 /// A benchmark function (and its warm-up setup) running every [`Op`] on one allocator.
 macro_rules! allocator {
     ($name:ident, $warm:ident, $alloc:expr) => {
@@ -132,10 +162,11 @@ allocator!(system, warm_system, System);
 allocator!(mimalloc, warm_mimalloc, MIMALLOC);
 allocator!(jemalloc, warm_jemalloc, JEMALLOC);
 allocator!(cohort, warm_cohort, COHORT);
+allocator!(cohort_global, warm_cohort_global, RustGlobal);
 
 library_benchmark_group!(
     name = fast_paths;
-    benchmarks = noop, system, mimalloc, jemalloc, cohort
+    benchmarks = noop, system, mimalloc, jemalloc, cohort, cohort_global
 );
 
 main!(library_benchmark_groups = fast_paths);

@@ -12,6 +12,7 @@
 //! - `COHORT_BENCH_IAI` (1): 0 skips the instruction counts.
 //! - `COHORT_BENCH_TIMEOUT` (90): seconds before a workload process is killed.
 //! - `COHORT_BENCH_OUT` (`bench-results`): the output folder.
+//! - `COHORT_BENCH_COMMIT`: the cohort version named in the report (default: `git describe`).
 
 #[path = "suite/plot.rs"]
 mod plot;
@@ -53,6 +54,7 @@ const WORKLOADS: &[Workload] = &[
     w("grow:4096", "realloc-growth", "4 KiB steps: "),
     w("lifetime", "lifetime", ""),
     w("classes", "lifetime", ""),
+    w("release", "lifetime", ""),
 ];
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -182,7 +184,29 @@ fn run_iai() -> Result<Vec<(String, String, f64)>, String> {
     Ok(counts)
 }
 
+const README: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/README.md");
+const START: &str = "<!-- results: start (written by the suite) -->";
+const END: &str = "<!-- results: end -->";
+
+/// Replaces the results section of benches/README.md (between its markers) with `md`.
+fn paste_into_readme(md: &str) {
+    let Ok(readme) = std::fs::read_to_string(README) else {
+        return;
+    };
+    let (Some(a), Some(b)) = (readme.find(START), readme.find(END)) else {
+        return;
+    };
+    let md = md.replace("](", "](../bench-results/");
+    let text = format!("{}{START}\n{md}\n{}", &readme[..a], &readme[b..]);
+    std::fs::write(README, text).expect("write benches/README.md");
+}
+
 fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        // `cargo test --benches` runs bench targets without `--bench`: not the 10-minute suite.
+        eprintln!("the suite runs under `cargo bench --bench suite`");
+        return;
+    }
     let started = Instant::now();
     let runs: usize = env_or("COHORT_BENCH_RUNS", 5);
     let scale: f64 = env_or("COHORT_BENCH_SCALE", 1.0);
@@ -246,6 +270,9 @@ fn main() {
     std::fs::create_dir_all(&out_dir).expect("create the results folder");
     let md = results.write(&out_dir, &setup).expect("write the results");
     println!("{md}");
+    if std::env::var_os("COHORT_BENCH_OUT").is_none() {
+        paste_into_readme(&md);
+    }
     eprintln!(
         "suite finished in {:.0} s; results in {}",
         setup.elapsed.as_secs_f64(),

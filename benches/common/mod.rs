@@ -23,6 +23,14 @@ pub trait LifetimeApi: Sync {
     unsafe fn free(&self, ptr: *mut u8, size: usize, long: bool);
     /// Gives free memory back to the operating system, as far as the allocator can.
     fn compact(&self);
+    /// Frees every short-lived object at once, if the allocator can; false if it cannot.
+    ///
+    /// # Safety
+    /// No short-lived object is used or freed afterwards, and no other thread allocates
+    /// short-lived objects meanwhile.
+    unsafe fn release_short(&self) -> bool {
+        false
+    }
 }
 
 /// What an allocator binary supplies beside its `#[global_allocator]`.
@@ -54,11 +62,9 @@ pub fn main(hooks: Hooks) {
         "pc" => producer_consumer(count(10e6)),
         "threads" => threads(count(1e6) / BATCH),
         "grow" => realloc_growth(arg, count(64.0 * 1048576.0)),
-        "lifetime" => {
-            lifetime(&Global(hooks.compact), count(4e6));
-        }
-        "classes" => match hooks.classes {
-            Some(api) => lifetime(api, count(4e6)),
+        "lifetime" => lifetime(&Global(hooks.compact), count(4e6), false),
+        "classes" | "release" => match hooks.classes {
+            Some(api) => lifetime(api, count(4e6), kind == "release"),
             None => println!("unsupported"),
         },
         _ => panic!("unknown workload {name}"),
@@ -407,7 +413,7 @@ const LIFETIME_SIZES: [usize; 7] = [16, 24, 32, 48, 64, 96, 128];
 
 /// Short- and long-lived objects allocated interleaved (one in 16 lives long), then the
 /// short-lived ones freed: RSS at the peak, after the frees and after compaction.
-fn lifetime(api: &dyn LifetimeApi, n: usize) {
+fn lifetime(api: &dyn LifetimeApi, n: usize, release: bool) {
     let mut rng = Rng::new(7);
     // Both arrays are written before the baseline so their pages are already resident.
     let mut short = vec![(ptr::null_mut::<u8>(), 0usize); n];
@@ -431,17 +437,34 @@ fn lifetime(api: &dyn LifetimeApi, n: usize) {
             ns += 1;
         }
     }
-    let peak = rss_bytes().saturating_sub(rss0);
-    for &(p, size) in &short[..ns] {
-        // SAFETY: allocated above as short-lived with this size; freed once.
-        unsafe { api.free(p, size, false) };
-    }
     let t1 = thread_cpu_ns();
+    let peak = rss_bytes().saturating_sub(rss0);
+    let t2 = thread_cpu_ns();
+    if release {
+        // SAFETY: the short-lived objects are not used after this; this thread is the only
+        // one allocating.
+        assert!(unsafe { api.release_short() }, "release_short unsupported");
+    } else {
+        for &(p, size) in &short[..ns] {
+            // SAFETY: allocated above as short-lived with this size; freed once.
+            unsafe { api.free(p, size, false) };
+        }
+    }
+    let t3 = thread_cpu_ns();
     let after_free = rss_bytes().saturating_sub(rss0);
     api.compact();
     let after_compact = rss_bytes().saturating_sub(rss0);
     let mib = |b: usize| b as f64 / 1048576.0;
-    report("malloc+free", "ns/object", (t1 - t0) as f64 / n as f64);
+    report(
+        "malloc (and write)",
+        "ns/object",
+        (t1 - t0) as f64 / n as f64,
+    );
+    report(
+        "free short-lived",
+        "ns/object",
+        (t3 - t2) as f64 / ns as f64,
+    );
     report("long-lived bytes", "MiB", mib(live));
     report("RSS at peak", "MiB", mib(peak));
     report("RSS after freeing short-lived", "MiB", mib(after_free));

@@ -8,13 +8,17 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-/// Column order. "cohort (classes)" is cohort's own lifetime-class API in the lifetime table.
-pub const ALLOCATORS: [&str; 5] = [
+/// Column order. "cohort (classes)" and "cohort (release_class)" are cohort's own lifetime-class
+/// API in the lifetime table; "cohort (global)" is cohort called through `__rust_alloc` in the
+/// instruction counts.
+pub const ALLOCATORS: [&str; 7] = [
     "system",
     "mimalloc",
     "jemalloc",
     "cohort",
     "cohort (classes)",
+    "cohort (release_class)",
+    "cohort (global)",
 ];
 
 /// One table of the report.
@@ -72,7 +76,9 @@ const GROUPS: &[Group] = &[
                give memory back (System: `malloc_trim(0)`, mimalloc: `mi_collect(true)`, \
                jemalloc: purge all arenas, cohort: `compact()`). \"cohort (classes)\" runs the \
                same workload through cohort's own API with a `Request` and a `Long` lifetime \
-               class; the other columns use plain malloc/free.",
+               class (same layouts); \"cohort (release_class)\" too, but frees all the \
+               short-lived objects at once with `release_class(Request)`. The other columns \
+               use plain malloc/free.",
     },
 ];
 
@@ -150,10 +156,10 @@ fn num(v: f64) -> String {
 
 impl Results {
     pub fn add(&mut self, wl: &Workload, alloc: &str, metric: &str, unit: &str, value: f64) {
-        let alloc = if wl.arg == "classes" {
-            "cohort (classes)"
-        } else {
-            alloc
+        let alloc = match wl.arg {
+            "classes" => "cohort (classes)",
+            "release" => "cohort (release_class)",
+            _ => alloc,
         };
         let row = format!("{}{metric}", wl.label);
         let i = match self
@@ -210,6 +216,11 @@ impl Results {
                 }
             };
             let base = noop.get(op.as_str()).copied().unwrap_or(0.0);
+            let alloc = if alloc == "cohort_global" {
+                "cohort (global)"
+            } else {
+                alloc
+            };
             self.iai[i]
                 .counts
                 .insert(column(alloc), (*n, (n - base) / ops));
@@ -279,8 +290,9 @@ impl Results {
         let mut md = String::from(
             "\n### Instruction counts (iai-callgrind)\n\nInstructions per operation through \
              `GlobalAlloc` on a static instance, after a warm-up, net of the same loop run on \
-             an allocator that does nothing (see `benches/iai.rs`). Exact and repeatable; \
-             not noisy.\n\n",
+             an allocator that does nothing (see `benches/iai.rs`). \"cohort (global)\" is \
+             cohort as the `#[global_allocator]`, called through `std::alloc` (the \
+             `__rust_alloc` shim). Exact and repeatable: not noisy.\n\n",
         );
         let mut csv = String::from("operation,allocator,total_instructions,net_per_operation\n");
         let mut table = Table::new(&["operation"], |c| {
@@ -411,8 +423,12 @@ fn header(setup: &Setup) -> String {
     let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
     // SAFETY: gnu_get_libc_version returns a pointer to a static NUL-terminated string.
     let glibc = unsafe { std::ffi::CStr::from_ptr(libc::gnu_get_libc_version()) };
+    let commit = std::env::var("COHORT_BENCH_COMMIT").unwrap_or_else(|_| {
+        let dir = env!("CARGO_MANIFEST_DIR");
+        sh("git", &["-C", dir, "describe", "--always", "--dirty"])
+    });
     format!(
-        "## Results\n\n{} — {} CPUs ({}), Linux {}, glibc {}, {}. \
+        "## Results\n\n{} — cohort {commit} — {} CPUs ({}), Linux {}, glibc {}, {}. \
          {} process runs per figure, scale {}, suite time {:.0} s.\n\n\
          Each cell: median ±spread (max − min over the runs, in % of the median), then the \
          ratio of medians to System measured in the same run (< 1: less time or memory than \
