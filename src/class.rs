@@ -82,6 +82,23 @@ impl Class {
 /// Denominator of the ratio limits: a limit is `num / LIMIT_DEN`.
 pub const LIMIT_DEN: u64 = 10_000_000;
 
+/// The rows of the seed's ratio table: (first size, last size) of each row.
+pub const SEED_ROWS: [(usize, usize); 13] = [
+    (1, 1),
+    (2, 2),
+    (3, 4),
+    (5, 8),
+    (9, 16),
+    (17, 64),
+    (65, 128),
+    (129, 256),
+    (257, 512),
+    (513, 1024),
+    (1025, 2048),
+    (2049, 4096),
+    (4097, 8192),
+];
+
 /// The seed's ratio table: for requests of `size` bytes, the worst `block bytes / usable
 /// bytes` allowed, times [`LIMIT_DEN`]. Above 8 KiB the seed has no row; cohort keeps the
 /// last row's figure.

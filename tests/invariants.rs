@@ -1,6 +1,6 @@
 //! One test (at least) per invariant of DESIGN.md, plus the contracts of the malloc family.
 
-use cohort::class::{class_of, seed_ratio_limit, CLASSES, LIMIT_DEN};
+use cohort::class::{class_of, seed_ratio_limit, CLASSES, LIMIT_DEN, SEED_ROWS};
 use cohort::{BlockReport, Cohort};
 use std::alloc::Layout;
 use std::collections::HashMap;
@@ -17,23 +17,6 @@ fn blocks<L: cohort::Lifetime>(a: &Cohort<L>) -> HashMap<usize, BlockReport> {
     });
     m
 }
-
-/// The seed's rows: (first size, last size).
-const SEED_ROWS: [(usize, usize); 13] = [
-    (1, 1),
-    (2, 2),
-    (3, 4),
-    (5, 8),
-    (9, 16),
-    (17, 64),
-    (65, 128),
-    (129, 256),
-    (257, 512),
-    (513, 1024),
-    (1025, 2048),
-    (2049, 4096),
-    (4097, 8192),
-];
 
 #[test]
 fn invariant_1_ratio_table_holds_on_every_row() {
