@@ -12,6 +12,7 @@ use common::objects::{Obj, Tester, Transfer};
 use common::Rng;
 use std::collections::{BTreeMap, HashMap};
 use std::panic::AssertUnwindSafe;
+use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 
@@ -138,22 +139,15 @@ fn child(seed: u64, depth: u32, inherited: Vec<Obj<Life>>) -> Result<(), &'stati
         }
     }
     drop((map, tree));
-    // Threads of the child's own, exchanging objects.
-    let handles: Vec<_> = (0..2)
-        .map(|k| {
-            thread::spawn(move || {
-                let mut t = Tester::new(&OBJECTS, seed ^ k, LARGE_MAX);
-                for _ in 0..500 {
-                    let o = t.alloc(Life::Short);
-                    if let Some(theirs) = TRANSFER.swap(t.rng.below(8), Some(o)) {
-                        t.free(theirs);
-                    }
-                }
-            })
-        })
-        .collect();
-    for h in handles {
-        h.join().map_err(|_| "child thread panicked")?;
+    // Threads of the child's own, exchanging objects, and exiting (cohort's thread-exit
+    // path in the child). Started with pthread_create: std's spawn takes a std mutex that a
+    // parent thread starting up at the moment of the fork may have held, which would hang
+    // the child for reasons that have nothing to do with the allocator.
+    let threads: Vec<_> = (0..2).map(|k| spawn_raw(seed ^ k)).collect();
+    for th in threads {
+        if join_raw(th) != 0 {
+            return Err("child thread failed");
+        }
     }
     for o in TRANSFER.take_all() {
         t.free(o);
@@ -166,6 +160,45 @@ fn child(seed: u64, depth: u32, inherited: Vec<Obj<Life>>) -> Result<(), &'stati
         }
     }
     Ok(())
+}
+
+/// A child's thread: allocates through both allocators and swaps objects with the other.
+extern "C" fn child_thread(seed: *mut libc::c_void) -> *mut libc::c_void {
+    let run = || {
+        let mut t = Tester::new(&OBJECTS, seed as u64, LARGE_MAX);
+        let mut strings = Vec::new();
+        for i in 0..500 {
+            let o = t.alloc(Life::Short);
+            if let Some(theirs) = TRANSFER.swap(t.rng.below(8), Some(o)) {
+                t.free(theirs);
+            }
+            strings.push(i.to_string());
+        }
+        strings.iter().enumerate().all(|(i, s)| *s == i.to_string())
+    };
+    let ok = matches!(std::panic::catch_unwind(run), Ok(true));
+    // Non-null for failure.
+    (!ok) as usize as *mut libc::c_void
+}
+
+fn spawn_raw(seed: u64) -> libc::pthread_t {
+    // SAFETY: a zeroed pthread_t is only an out-parameter; child_thread takes the seed by
+    // value in the pointer.
+    unsafe {
+        let mut th: libc::pthread_t = std::mem::zeroed();
+        let r = libc::pthread_create(&mut th, ptr::null(), child_thread, seed as *mut _);
+        assert_eq!(r, 0, "pthread_create");
+        th
+    }
+}
+
+/// Joins a thread of [`spawn_raw`]: 0 when it succeeded.
+fn join_raw(th: libc::pthread_t) -> usize {
+    let mut ret: *mut libc::c_void = ptr::null_mut();
+    // SAFETY: `th` is a joinable thread of ours, joined once.
+    let r = unsafe { libc::pthread_join(th, &mut ret) };
+    assert_eq!(r, 0, "pthread_join");
+    ret as usize
 }
 
 /// Forks; the child runs [`child`] (freeing its copies of `inherited`) and exits with 0 on success, 1 on a failed check, 101 on
@@ -222,6 +255,8 @@ fn fork_while_threads_allocate() {
         let kept: Vec<_> = (0..100).map(|_| mine.alloc(Life::Long)).collect();
         let before = PROGRESS.load(Ordering::Relaxed);
         while PROGRESS.load(Ordering::Relaxed) < before + 2000 {
+            // The workers stopped only if one panicked: report that rather than wait.
+            assert!(!sup.is_finished(), "the workers stopped: {:?}", sup.join());
             thread::yield_now();
         }
         // SAFETY: this thread holds no lock; the child exits through _exit.
