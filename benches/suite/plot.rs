@@ -4,13 +4,25 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use std::path::Path;
 
-const COLORS: [RGBColor; 5] = [
+/// One colour per series, in the report's column order (System first, in grey).
+const COLORS: [RGBColor; 7] = [
     RGBColor(120, 120, 120),
     RGBColor(31, 119, 180),
     RGBColor(44, 160, 44),
     RGBColor(214, 39, 40),
     RGBColor(148, 103, 189),
+    RGBColor(255, 127, 14),
+    RGBColor(140, 86, 75),
 ];
+
+/// A tick label: two significant digits below 10, whole numbers above.
+fn tick(v: &f64) -> String {
+    match *v {
+        v if v < 1.0 => format!("{v:.2}"),
+        v if v < 10.0 => format!("{v:.1}"),
+        v => format!("{v:.0}"),
+    }
+}
 
 /// Horizontal grouped bars on a log scale: one group per row, one bar per series (`None`: no
 /// bar). `reference` draws a vertical line there (1 for ratios to System).
@@ -45,7 +57,9 @@ impl Chart<'_> {
         if lo > hi {
             return Ok(()); // nothing to draw
         }
+        // The bars get the left 65% of the (logarithmic) width, the legend the rest.
         let (lo, hi) = (lo / 1.5, hi * 1.5);
+        let hi = ((hi.ln() - 0.35 * lo.ln()) / 0.65).exp();
         let bar = 14.0;
         let height = 90 + (rows.len() as f64 * (series.len() as f64 + 1.0) * bar) as u32;
         let root = SVGBackend::new(path, (900, height)).into_drawing_area();
@@ -61,7 +75,7 @@ impl Chart<'_> {
             .disable_y_mesh()
             .y_labels(0)
             .x_labels(12)
-            .x_label_formatter(&|v| format!("{v:.2}"))
+            .x_label_formatter(&tick)
             .x_desc(x_desc)
             .draw()?;
         let slot = 1.0 / (series.len() as f64 + 1.0);
