@@ -204,3 +204,101 @@ fn stress_thread_churn() {
     let rounds = run(8, 16, 1_500, 2);
     eprintln!("churn: {rounds} rounds of 8 threads");
 }
+
+/// Blocks of stride `stride` that hold or held objects (empty blocks kept for reuse are not
+/// reported).
+fn blocks_of_stride(a: &Cohort<Life>, stride: usize) -> usize {
+    let mut n = 0;
+    a.for_each_block(|b| n += usize::from(b.stride == stride));
+    n
+}
+
+/// A patterned 64-byte object of lifetime class `life`.
+fn alloc64(a: &Cohort<Life>, life: Life) -> Obj {
+    let p = a.malloc(64, life);
+    assert!(!p.is_null(), "malloc(64) returned null");
+    let seed = common::seed_of(p, 64);
+    // SAFETY: a fresh allocation of 64 bytes.
+    unsafe { common::fill(p, seed, 64) };
+    Obj {
+        ptr: p,
+        size: 64,
+        free_size: 64,
+        align: 0,
+        life,
+        seed,
+    }
+}
+
+/// One thread allocates, another frees: the producer's blocks fill up, leave their head as
+/// FULL and must come back through the consumer's remote frees. If they did not, the
+/// producer would need a new block for every 16 Ki objects (25 over the run).
+#[test]
+fn producer_consumer_reuses_blocks() {
+    const OBJECTS: usize = 400_000;
+    let a = Arc::new(Cohort::<Life>::new());
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Obj>(4096);
+    let producer = {
+        let a = Arc::clone(&a);
+        thread::spawn(move || {
+            for _ in 0..OBJECTS {
+                tx.send(alloc64(&a, Life::B)).unwrap();
+            }
+        })
+    };
+    let consumer = {
+        let a = Arc::clone(&a);
+        thread::spawn(move || {
+            let t = Tester::new(&a, 6, LARGE_MAX);
+            rx.into_iter().map(|o| t.free(o)).count()
+        })
+    };
+    producer.join().expect("producer panicked");
+    assert_eq!(consumer.join().expect("consumer panicked"), OBJECTS);
+    check_accounting(&a, &[]);
+    let blocks = blocks_of_stride(&a, 64);
+    eprintln!("producer/consumer: {blocks} blocks of 64-byte slots");
+    assert!(
+        blocks <= 4,
+        "{blocks} blocks of 64-byte slots for at most 4097 live objects"
+    );
+}
+
+/// Threads allocate and exit while their objects live on; the main thread frees them. The
+/// exited threads' blocks (the FULL ones kept by their abandoned heaps among them) must be
+/// reused by the next round's threads, not replaced by new blocks every round.
+#[test]
+fn blocks_of_exited_threads_are_reused() {
+    const ROUNDS: usize = 30;
+    const PER_THREAD: usize = 40_000; // 2.5 MB of 64-byte objects: 3 blocks per thread.
+    let a = Arc::new(Cohort::<Life>::new());
+    let mut most = 0;
+    for _ in 0..ROUNDS {
+        let handles: Vec<_> = (0..2)
+            .map(|_| {
+                let a = Arc::clone(&a);
+                thread::spawn(move || {
+                    (0..PER_THREAD)
+                        .map(|_| alloc64(&a, Life::C))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let live: Vec<Obj> = handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect();
+        check_accounting(&a, &live);
+        let t = Tester::new(&a, 0, LARGE_MAX);
+        for o in live {
+            t.free(o);
+        }
+        most = most.max(blocks_of_stride(&a, 64));
+    }
+    check_accounting(&a, &[]);
+    eprintln!("exited threads: at most {most} blocks of 64-byte slots");
+    assert!(
+        most <= 12,
+        "{most} blocks of 64-byte slots for at most 80 000 live objects"
+    );
+}
