@@ -624,6 +624,21 @@ impl<L: Lifetime> Cohort<L> {
     pub(crate) unsafe fn free_remote(&self, h: &Header, off: u32) {
         // SAFETY: the block exists, so the pool does.
         let pool = unsafe { &*self.pool.load(Ordering::Acquire) };
+        let owner = h.owner.load(Ordering::Relaxed);
+        if owner != 0 {
+            // The block may be this thread's after all, in a heap it did not use last (it
+            // allocates from several instances): make that heap current and free locally,
+            // so the block's emptying is seen.
+            if let Some(heap) = heap::switch_to_own(self.instance_id(), owner) {
+                let p = h.base().wrapping_add(off as usize);
+                // SAFETY: a live slot of a block of this thread's heap.
+                let used_after = unsafe { h.push_local(p, off) };
+                if h.free_needs_slow_path(used_after) {
+                    heap.free_slow(h, used_after);
+                }
+                return;
+            }
+        }
         if h.geometry().is_tiny() {
             let mut st = pool.lock();
             // SAFETY: the caller guarantees a live slot; tiny blocks are the pool's.

@@ -567,6 +567,23 @@ pub(crate) fn find_own(instance: u64) -> *mut Heap {
 /// A heap for a new thread or join of concurrency group `group`: the abandoned heap of the
 /// same group if there is one (its blocks were last used there); else, for a thread, any
 /// abandoned heap, and for an explicit join, one a thread left; else a new one.
+/// If the calling thread's heap for `instance` has token `owner`, makes it the thread's
+/// current heap and returns it.
+pub(crate) fn switch_to_own<'a>(instance: u64, owner: u64) -> Option<&'a Heap> {
+    let heap = find_own(instance);
+    // SAFETY: find_own returns null or a live heap of the calling thread.
+    let hp = unsafe { heap.as_ref() }?;
+    if hp.token != owner {
+        return None;
+    }
+    CURRENT.with(|c| {
+        c.instance.set(instance);
+        c.heap.set(heap);
+        c.token.set(owner);
+    });
+    Some(hp)
+}
+
 fn adopt_or_create(pool: &Pool, instance: u64, group: usize) -> *mut Heap {
     {
         let mut st = pool.lock();

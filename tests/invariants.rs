@@ -535,3 +535,28 @@ fn tiny_blocks_fill_empty_and_refill() {
         assert_eq!(a.stats().small.live, 0);
     }
 }
+
+#[test]
+fn frees_after_using_another_instance_still_empty_blocks() {
+    // A thread that uses two allocators (say, the global one and a lifetime-class one)
+    // frees its own blocks locally whichever it used last, so emptied blocks go back.
+    let a: Cohort = Cohort::new();
+    let b: Cohort = Cohort::new();
+    let v: Vec<_> = (0..100_000).map(|_| a.malloc(64, ())).collect();
+    let peak = a.stats().small.blocks;
+    assert!(peak >= 3);
+    let q = b.malloc(8, ());
+    for (i, p) in v.into_iter().enumerate() {
+        if i % 1000 == 0 {
+            // Keep switching: every 1000th free, touch the other allocator.
+            // SAFETY: q is live in b; a fresh one replaces it.
+            unsafe { b.free(b.malloc(8, ()), 8, ()) };
+        }
+        // SAFETY: allocated above.
+        unsafe { a.free(p, 64, ()) };
+    }
+    let s = a.stats();
+    assert!(s.small.blocks <= 1, "the emptied blocks left: {s}");
+    // SAFETY: allocated above.
+    unsafe { b.free(q, 8, ()) };
+}
