@@ -35,7 +35,9 @@ enum Op {
 /// Repeats `op` `n` times on `a`.
 #[inline(always)]
 fn run<A: GlobalAlloc>(a: &A, op: Op, n: usize) {
-    let l = |size| Layout::from_size_align(size, 8).unwrap();
+    // The size is opaque to the compiler, as it is behind `__rust_alloc` or a C call: an
+    // inlined allocator cannot fold its size-class lookup into a constant.
+    let l = |size| Layout::from_size_align(black_box(size), 8).unwrap();
     // SAFETY (whole body): every pointer passed to dealloc/realloc is the live result of an
     // allocation on `a` with the layout passed alongside, and each is freed once; a null result
     // stops the benchmark before it is used.
