@@ -76,6 +76,11 @@ pub(crate) struct Header {
     pub owner: AtomicU64,
     /// The remote free list: `offset | count << 32 | FULL`.
     pub remote: AtomicU64,
+    /// Loom's atomics, unlike std's, hold no `UnsafeCell`: without this field `&Header`
+    /// would be `Freeze` under loom, and the compiler could assume nothing is written
+    /// through a pointer derived from it (it then drops `push_remote`'s slot writes).
+    #[cfg(loom)]
+    _loom: core::cell::UnsafeCell<()>,
 }
 
 #[cfg(not(loom))]
@@ -123,6 +128,8 @@ impl Header {
                     magic: MAGIC,
                     owner: AtomicU64::new(owner),
                     remote: AtomicU64::new(0),
+                    #[cfg(loom)]
+                    _loom: core::cell::UnsafeCell::new(()),
                 },
             );
         }
