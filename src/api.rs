@@ -105,6 +105,16 @@ pub enum Problem {
     },
     /// The slot is already free.
     DoubleFree,
+    /// The size says large, but no live large allocation starts at the pointer (a double
+    /// free, a foreign pointer, or a size that is too large).
+    NotLarge,
+    /// A large allocation starts at the pointer, but of another length or lifetime class.
+    LargeMismatch {
+        /// Its mapped length.
+        mapped: usize,
+        /// Its lifetime class.
+        life: usize,
+    },
 }
 
 impl fmt::Display for Misuse {
@@ -145,6 +155,18 @@ impl fmt::Display for Misuse {
                 )
             }
             Problem::DoubleFree => write!(f, "the slot is already free (double free)"),
+            Problem::NotLarge => write!(
+                f,
+                "size {} is a large allocation, but none starts at the pointer (double free, \
+                 foreign pointer, or wrong size)",
+                self.size
+            ),
+            Problem::LargeMismatch { mapped, life } => write!(
+                f,
+                "the large allocation there maps {mapped} B in lifetime class {life}, which \
+                 size {} and lifetime class {} do not match",
+                self.size, self.life
+            ),
         }
     }
 }
@@ -447,7 +469,7 @@ impl<L: Lifetime> Cohort<L> {
     fn alloc_nonzero<const ZERO: bool>(&self, size: usize, align: usize, life: usize) -> *mut u8 {
         match class_of(size, align) {
             Some(class) => self.alloc_class::<ZERO>(class, life),
-            None => self.alloc_large(size, align),
+            None => self.alloc_large(size, align, life),
         }
     }
 
@@ -517,31 +539,25 @@ impl<L: Lifetime> Cohort<L> {
         }
     }
 
+    /// A large allocation: its own mapping, recorded in the pool's large table with its
+    /// lifetime class. Null when the OS refuses.
     #[cold]
     #[inline(never)]
-    pub(crate) fn alloc_large(&self, size: usize, align: usize) -> *mut u8 {
+    pub(crate) fn alloc_large(&self, size: usize, align: usize, life: usize) -> *mut u8 {
         if size > isize::MAX as usize - align {
             return ptr::null_mut();
         }
-        let Some(len) = os::page_round(size) else {
+        let (Some(len), Some(pool)) = (os::page_round(size), self.pool()) else {
             return ptr::null_mut();
         };
         // Fresh mappings read zero: calloc needs no memset.
         let p = os::map(len, align.max(os::PAGE));
-        if !p.is_null() {
-            self.count_large(len as isize, 1);
+        if !p.is_null() && !pool.large.lock().insert(p as usize, len, life) {
+            // SAFETY: mapped just above, never handed out.
+            unsafe { os::release(p, len) };
+            return ptr::null_mut();
         }
         p
-    }
-
-    /// Keeps the large-allocation counters of the stats.
-    fn count_large(&self, bytes: isize, count: isize) {
-        if let Some(pool) = self.pool() {
-            pool.large_bytes
-                .fetch_add(bytes as usize, Ordering::Relaxed);
-            pool.large_count
-                .fetch_add(count as usize, Ordering::Relaxed);
-        }
     }
 
     /// The free fast path: the block is the calling thread's.
@@ -649,6 +665,9 @@ impl<L: Lifetime> Cohort<L> {
         }
     }
 
+    /// Frees a large allocation, after checking the large table (every build: a hash
+    /// look-up beside a system call): the pointer must start a live large allocation of
+    /// this lifetime class whose mapped length `size` rounds to.
     #[cold]
     #[inline(never)]
     pub(crate) unsafe fn free_large<const ABORT: bool>(
@@ -657,25 +676,34 @@ impl<L: Lifetime> Cohort<L> {
         size: usize,
         life: usize,
     ) {
-        let Some(len) = os::page_round(size) else {
-            return;
+        let len = os::page_round(size);
+        let bad = |problem| Misuse {
+            ptr: p as usize,
+            size,
+            life,
+            problem,
         };
-        if CHECKED {
-            let pool = self.pool.load(Ordering::Acquire);
-            // SAFETY: a non-null pool lives until the Cohort drops.
-            let ours = !pool.is_null() && unsafe { (*pool).region.contains(p as usize) };
-            if ours || p as usize % os::PAGE != 0 {
-                report::<ABORT>(Misuse {
-                    ptr: p as usize,
-                    size,
-                    life,
-                    problem: Problem::Foreign,
-                });
+        let Some(pool) = self.pool_if_any() else {
+            report::<ABORT>(bad(Problem::Foreign));
+        };
+        let mut large = pool.large.lock();
+        match large.remove(p as usize) {
+            Some((mapped, l)) if Some(mapped) == len && l == life => {
+                drop(large);
+                // SAFETY: a live large allocation of ours: a mapping of `mapped` bytes.
+                unsafe { os::release(p, mapped) };
+            }
+            Some((mapped, l)) => {
+                // Put it back: the bad free changes nothing.
+                large.insert(p as usize, mapped, l);
+                drop(large);
+                report::<ABORT>(bad(Problem::LargeMismatch { mapped, life: l }));
+            }
+            None => {
+                drop(large);
+                report::<ABORT>(bad(Problem::NotLarge));
             }
         }
-        // SAFETY: the caller guarantees a large allocation of `size` bytes: a mapping of len.
-        unsafe { os::release(p, len) };
-        self.count_large(-(len as isize), -1);
     }
 
     /// The release-build check failed: the block's key is not (class, life). Cost on the
@@ -777,11 +805,18 @@ impl<L: Lifetime> Cohort<L> {
                 if ol == nl {
                     return p;
                 }
-                // SAFETY: a large allocation is a mapping of `ol` bytes (caller).
-                let q = unsafe { os::remap(p, ol, nl) };
-                if !q.is_null() {
-                    self.count_large(nl as isize - ol as isize, 0);
-                    return q;
+                if let Some(pool) = self.pool_if_any() {
+                    let mut large = pool.large.lock();
+                    if large.remove(p as usize) == Some((ol, life)) {
+                        // SAFETY: a live large allocation of ours, a mapping of `ol` bytes.
+                        let q = unsafe { os::remap(p, ol, nl) };
+                        let (at, len) = if q.is_null() { (p, ol) } else { (q, nl) };
+                        // Re-inserting never needs to grow: an entry was just removed.
+                        large.insert(at as usize, len, life);
+                        if !q.is_null() {
+                            return q;
+                        }
+                    }
                 }
             }
             _ => {}
@@ -838,9 +873,10 @@ impl<L: Lifetime> Cohort<L> {
             return (0, 0, 0, 0);
         };
         let retained = Pool::retained_blocks(&pool.state.lock());
+        let large = pool.large.lock();
         (
-            pool.large_count.load(Ordering::Relaxed),
-            pool.large_bytes.load(Ordering::Relaxed),
+            large.count(),
+            large.bytes,
             retained,
             pool.lock_count.load(Ordering::Relaxed),
         )

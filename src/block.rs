@@ -256,10 +256,11 @@ impl Header {
             let count = ((old >> 32) & COUNT_MASK) + 1;
             let new = off as u64 | count << 32;
             // Release: the link written above happens before the owner's Acquire swap in
-            // `collect_remote` that takes this slot.
+            // `collect_remote` that takes this slot. Acquire: pairs with `try_retire`'s
+            // Release when the CAS finds FULL, so `Pool::relist` reads the current owner.
             match self
                 .remote
-                .compare_exchange_weak(old, new, Ordering::Release, Ordering::Relaxed)
+                .compare_exchange_weak(old, new, Ordering::AcqRel, Ordering::Relaxed)
             {
                 Ok(_) => return old & FULL != 0,
                 Err(now) => old = now,
@@ -288,8 +289,10 @@ impl Header {
     /// Owner only, with no free slot: marks the block `FULL` before it leaves its head.
     /// Returns false when a remote free came first (collect it instead).
     pub(crate) fn try_retire(&self) -> bool {
+        // Release: the owner's earlier store of `owner` happens before any remote free that
+        // reads FULL (its CAS acquires), so the free relists the block to this owner.
         self.remote
-            .compare_exchange(0, FULL, Ordering::Relaxed, Ordering::Relaxed)
+            .compare_exchange(0, FULL, Ordering::Release, Ordering::Relaxed)
             .is_ok()
     }
 

@@ -268,9 +268,12 @@ impl Heap {
         }
     }
 
-    /// Owner only: takes every block of lifetime class `life` off this heap's heads (after
-    /// listing its returned blocks) and passes each to `f`.
-    pub(crate) fn take_life(&self, life: usize, mut f: impl FnMut(&Header)) {
+    /// Owner only, releasing lifetime class `life`: passes every block of the class on this
+    /// heap's heads (after listing its returned blocks) to `f`, with `true` for the current
+    /// blocks, which stay current (the caller empties them in place, so the next
+    /// allocations of the class reuse them with no system call: a request loop releases
+    /// its class after every request) and `false` for the others, which leave the heap.
+    pub(crate) fn release_life(&self, life: usize, mut f: impl FnMut(&Header, bool)) {
         self.drain_returned();
         let pool = self.pool();
         for class in 0..CLASS_COUNT {
@@ -278,13 +281,10 @@ impl Heap {
             let head = unsafe { self.head(class, life) };
             if !ptr::eq(*head.current, &EMPTY_BLOCK) {
                 // SAFETY: a current block is live.
-                let h = unsafe { &**head.current };
-                h.set_current(false);
-                *head.current = &EMPTY_BLOCK;
-                f(h);
+                f(unsafe { &**head.current }, true);
             }
             while let Some(h) = pool.list_pop(head.partial) {
-                f(h);
+                f(h, false);
             }
         }
     }

@@ -108,7 +108,7 @@ impl<L: Lifetime> Join<'_, L> {
         }
         let c = self.cohort;
         let Some(class) = class_of(size, align) else {
-            return c.alloc_large(size, align);
+            return c.alloc_large(size, align, life);
         };
         let heap = self.heap();
         let got = if CLASSES[class].is_tiny() {

@@ -17,7 +17,7 @@
 //! | os / region | `sync`, `os`, `region` | atomics and the lock; system calls; address space carved into blocks |
 //! | class | `class` | the size-class table and block geometry, checked at compile time |
 //! | block | `block`, `tiny` | the header, slot lists, remote frees |
-//! | pool | `pool` | blocks shared by an instance's heaps, empty blocks, heap registry |
+//! | pool | `pool`, `large` | blocks shared by an instance's heaps, empty blocks, heap registry; the large-allocation table |
 //! | heap | `heap` | per-thread heaps, their slow paths, thread exit |
 //! | api | `api`, `lifetime` | [`Cohort`], `GlobalAlloc`, the malloc family |
 //!
@@ -87,6 +87,8 @@ pub mod class;
 mod block;
 mod tiny;
 
+#[cfg(not(loom))]
+mod large;
 #[cfg(not(loom))]
 mod pool;
 

@@ -18,9 +18,10 @@
 use crate::block::{BlockStack, Header, NONE};
 use crate::class::{CLASSES, CLASS_COUNT, MAX_BLOCK_SHIFT, UNIT_SHIFT};
 use crate::heap::Heap;
+use crate::large::LargeTable;
 use crate::region::{Region, RegionState};
 use crate::sync::RawSpin;
-use crate::sync::{spin_lock, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering, SpinLock};
+use crate::sync::{spin_lock, AtomicPtr, AtomicU32, AtomicU64, Ordering, SpinLock};
 use crate::{os, tiny};
 use core::ptr;
 use parking_lot::lock_api::MutexGuard;
@@ -48,9 +49,8 @@ pub(crate) struct Pool {
     returned: BlockStack,
     /// Times the lock was taken (slow paths only): a measure for tests and stats.
     pub(crate) lock_count: AtomicU64,
-    /// Large allocations live now, and their mapped bytes.
-    pub(crate) large_count: AtomicUsize,
-    pub(crate) large_bytes: AtomicUsize,
+    /// The live large allocations (a separate lock: their paths never take the pool's).
+    pub(crate) large: SpinLock<LargeTable>,
     /// Next pool of the process-wide list the fork handlers walk (under that list's lock).
     pub(crate) fork_next: *mut Pool,
     meta_len: usize,
@@ -118,8 +118,7 @@ impl Pool {
                     heap_ids: AtomicU32::new(0),
                     returned: BlockStack::new(),
                     lock_count: AtomicU64::new(0),
-                    large_count: AtomicUsize::new(0),
-                    large_bytes: AtomicUsize::new(0),
+                    large: spin_lock(LargeTable::new()),
                     fork_next: ptr::null_mut(),
                     meta_len,
                 },
@@ -289,8 +288,24 @@ impl Pool {
     /// Under the lock: takes a block on no list whose slots are all dead (released with
     /// their lifetime class, whatever its counts say).
     pub(crate) fn discard(&self, st: &mut PoolState, h: &Header) {
+        // Checked mode: the block's live bits go with it.
+        self.clear_live_bits(h);
+        self.give_block(st, h, RETAIN_EMPTY);
+    }
+
+    /// Under the lock: empties a block whose slots are all dead in place, for the same
+    /// owner, class and lifetime class (its memory stays committed, so it is not fresh).
+    pub(crate) fn reset(&self, h: &Header) {
+        self.clear_live_bits(h);
+        let (class, life, owner) = (h.class(), h.life(), h.owner.load(Ordering::Relaxed));
+        // SAFETY: the caller's block is ours, and no slot of it is live; the header is
+        // rewritten whole, as for a new block.
+        let h = unsafe { &*Header::init(h.base(), class, life, owner, false) };
+        h.set_current(true);
+    }
+
+    fn clear_live_bits(&self, h: &Header) {
         if !self.region.live_bits.is_null() {
-            // Checked mode: the block's live bits go with it.
             let base = h.base() as usize - self.region.base();
             // SAFETY: the shadow covers the region at one bit per byte; blocks are 1 MiB
             // aligned, so their part of it is page aligned.
@@ -301,7 +316,6 @@ impl Pool {
                 )
             };
         }
-        self.give_block(st, h, RETAIN_EMPTY);
     }
 
     /// Under the lock: gives every empty block kept for reuse back to the OS. Returns how
@@ -434,8 +448,9 @@ impl Pool {
     /// Lists a block again after a free cleared its `FULL` flag: on its owner's returned
     /// stack, or the pool's for a pool-owned block (lock-free).
     pub(crate) fn relist(&self, h: &Header) {
-        // Acquire pairs with the Release store of `owner` when the block changed hands.
-        // A FULL block is on no list, so its owner cannot change before this push.
+        // The caller's push found FULL with an Acquire CAS, pairing with the owner's Release
+        // in `try_retire`, which came after its store of `owner`: the load sees the current
+        // owner. A FULL block is on no list, so its owner cannot change before this push.
         let heap = self.heap((h.owner.load(Ordering::Acquire) & 0xffff) as u32);
         let stack = if heap.is_null() {
             &self.returned

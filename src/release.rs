@@ -9,8 +9,9 @@
 
 use crate::api::Cohort;
 use crate::block::Header;
-use crate::heap;
+use crate::heap::{self, Heap};
 use crate::lifetime::Lifetime;
+use crate::os;
 use crate::pool::{PoolState, EMPTY_KEY};
 use crate::region::BLOCK;
 use crate::sync::Ordering;
@@ -24,6 +25,8 @@ pub struct Released {
     pub slots: usize,
     /// Blocks of the class still held by other live threads' heaps (not released).
     pub left_to_other_threads: usize,
+    /// Large allocations of the class unmapped (whichever thread made them).
+    pub large: usize,
 }
 
 /// What [`Cohort::compact`] gave back.
@@ -47,11 +50,14 @@ impl<L: Lifetime> Cohort<L> {
     /// classes meanwhile; blocks of `life` that other live threads' heaps hold are left
     /// alone and counted in [`Released::left_to_other_threads`].
     ///
+    /// Large allocations (above 16 KiB) of the class are unmapped too, whichever thread
+    /// made them: they belong to no heap.
+    ///
     /// # Safety
-    /// No allocation of class `life` that this call releases (made by the calling thread,
-    /// or by a thread that has exited) is used or freed after the call, and no thread
-    /// allocates or frees in class `life` while it runs. For a safe form, see
-    /// [`Cohort::scope`].
+    /// No allocation of class `life` that this call releases (small ones made by the
+    /// calling thread or by a thread that has exited; large ones of any thread) is used or
+    /// freed after the call, and no thread allocates or frees in class `life` while it runs.
+    /// For a safe form, see [`Cohort::scope`].
     pub unsafe fn release_class(&self, life: L) -> Released {
         // SAFETY: forwarded contract.
         unsafe { self.release(life.index(), false) }
@@ -73,23 +79,32 @@ impl<L: Lifetime> Cohort<L> {
         let my_token = unsafe { me.as_ref() }.map(|h| h.token);
         // Nothing below allocates: the lock is held (the allocator may be the global one).
         let mut st = pool.lock();
-        let mut release = |st: &mut PoolState, h: &Header| {
+        let mut release = |st: &mut PoolState, h: &Header, in_place: bool| {
             out.blocks += 1;
             out.slots += h.live() as usize;
-            pool.discard(st, h);
+            if in_place {
+                pool.reset(h);
+            } else {
+                pool.discard(st, h);
+            }
+        };
+        let release_heap = |hp: &Heap,
+                            release: &mut dyn FnMut(&mut PoolState, &Header, bool),
+                            st: &mut PoolState| {
+            hp.release_life(life, |h, current| release(st, h, current));
         };
         // The calling thread's heads, then the pool's lists (with what exited threads left).
         if exclusive {
             for heap in pool.registered_heaps() {
                 // SAFETY: registered heaps stay mapped; exclusive use lets us act as the
                 // owner of every live one (with_borrowed keeps an exiting thread out).
-                unsafe { &*heap }.with_borrowed(|hp| hp.take_life(life, |h| release(&mut st, h)));
+                unsafe { &*heap }.with_borrowed(|hp| release_heap(hp, &mut release, &mut st));
             }
         } else if !me.is_null() {
             // SAFETY: the calling thread's own heap.
-            unsafe { (*me).take_life(life, |h| release(&mut st, h)) };
+            release_heap(unsafe { &*me }, &mut release, &mut st);
         }
-        pool.take_life(&mut st, life, &mut release);
+        pool.take_life(&mut st, life, |st, h| release(st, h, false));
         // Blocks on no list: full blocks of the caller, of the pool, of exited threads.
         let r = &pool.region;
         for u in 0..r.carved_units(&st.region) {
@@ -97,19 +112,26 @@ impl<L: Lifetime> Cohort<L> {
                 continue;
             }
             let h = pool.block(u as u32);
-            if h.key == EMPTY_KEY || h.life() != life {
+            // Blocks with nothing in use are the current blocks just emptied in place (or
+            // listed blocks): they stay where they are.
+            if h.key == EMPTY_KEY || h.life() != life || h.used.load(Ordering::Relaxed) == 0 {
                 continue;
             }
             let owner = h.owner.load(Ordering::Relaxed);
             if exclusive || owner == 0 || Some(owner) == my_token || pool.owner_is_abandoned(owner)
             {
-                release(&mut st, h);
+                release(&mut st, h, false);
             } else {
                 others += 1;
             }
         }
         drop(st);
         out.left_to_other_threads = others;
+        pool.large.lock().drain_life(life, |addr, len| {
+            out.large += 1;
+            // SAFETY: a live large allocation of the class, dead by the caller's contract.
+            unsafe { os::release(addr as *mut u8, len) };
+        });
         out
     }
 

@@ -292,13 +292,11 @@ fn retire_races_remote_free() {
 /// Ordering needed: the owner's `try_retire` must publish its `owner` store (Release) to
 /// the remote push that reads `FULL` (Acquire), so that `relist`'s load sees it.
 ///
-/// FAILS TODAY ("stale owner"): `try_retire` is a Relaxed CAS and `push_remote`'s success
-/// ordering is Release only, so nothing orders the new owner before the `FULL` flag the
-/// remote thread reads, and `Pool::relist`'s Acquire load of `owner` pairs with no Release.
-/// It passes with `try_retire` succeeding with Release and `push_remote` succeeding with
-/// AcqRel; each half alone still fails. Ignored until the protocol is fixed.
+/// This model found the bug when `try_retire` was a Relaxed CAS and `push_remote`'s success
+/// ordering was Release only ("stale owner"): nothing ordered the new owner before the
+/// `FULL` flag the remote thread read. Mutation: either half of the fix (Release in
+/// `try_retire`, AcqRel in `push_remote`) undone fails it again.
 #[test]
-#[ignore = "finds a missing Release/Acquire between a block's new owner and FULL: see the doc comment"]
 fn relist_reads_current_owner() {
     const OLD: u64 = 1 << 16 | 2;
     model(|| {
