@@ -625,7 +625,7 @@ impl<L: Lifetime> Cohort<L> {
         } else {
             // SAFETY: the caller's pointer is in a block of this allocator, whose header is
             // mapped.
-            if unsafe { (*h).key } != key(class, life) {
+            if unsafe { (*h).key() } != key(class, life) {
                 self.bad_key::<ABORT>(p, size, class, life);
             }
         }
@@ -720,7 +720,7 @@ impl<L: Lifetime> Cohort<L> {
         let c = &CLASSES[class];
         // SAFETY: only called after the header was found readable.
         let h = unsafe { &*header_of(p, c) };
-        let block_class = (h.key != EMPTY_KEY && h.class() < CLASS_COUNT).then(|| h.class());
+        let block_class = (h.key() != EMPTY_KEY && h.class() < CLASS_COUNT).then(|| h.class());
         Misuse {
             ptr: p as usize,
             size,
@@ -756,10 +756,12 @@ impl<L: Lifetime> Cohort<L> {
         // SAFETY: base lies in the region (p does, and blocks are aligned to their size);
         // the header is read only if its unit starts a block, so it is mapped.
         let h = unsafe { &*(base as *const Header) };
-        if r.unit_state(r.unit_of(base)) != BLOCK || h.magic != MAGIC || h.key != key(class, life) {
-            let block_class =
-                (r.unit_state(r.unit_of(base)) == BLOCK && h.magic == MAGIC && h.key != EMPTY_KEY)
-                    .then(|| h.class());
+        if r.unit_state(r.unit_of(base)) != BLOCK || h.magic != MAGIC || h.key() != key(class, life)
+        {
+            let block_class = (r.unit_state(r.unit_of(base)) == BLOCK
+                && h.magic == MAGIC
+                && h.key() != EMPTY_KEY)
+                .then(|| h.class());
             report::<ABORT>(bad(Problem::WrongBlock {
                 class,
                 stride: c.stride as usize,
@@ -847,7 +849,7 @@ impl<L: Lifetime> Cohort<L> {
             }
             // SAFETY: a BLOCK unit starts a block whose header is initialised.
             let h = unsafe { &*r.unit_addr(u).cast::<Header>() };
-            if h.key == EMPTY_KEY {
+            if h.key() == EMPTY_KEY {
                 continue;
             }
             let c: &Class = h.geometry();
@@ -1038,7 +1040,10 @@ mod fork {
 
     unsafe extern "C" fn prepare() {
         let list = INSTANCES.lock();
-        for_each(&list, |pool| core::mem::forget(pool.state.lock()));
+        for_each(&list, |pool| {
+            core::mem::forget(pool.state.lock());
+            core::mem::forget(pool.large.lock());
+        });
         core::mem::forget(list);
     }
 
@@ -1047,7 +1052,10 @@ mod fork {
         // the parent's image (child, where that thread is the only one).
         unsafe {
             let list = &*INSTANCES.data_ptr();
-            for_each(list, |pool| pool.state.force_unlock());
+            for_each(list, |pool| {
+                pool.large.force_unlock();
+                pool.state.force_unlock();
+            });
             INSTANCES.force_unlock();
         }
     }

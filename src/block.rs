@@ -28,6 +28,7 @@
 
 use crate::class::{Class, CLASSES};
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
+use core::cell::UnsafeCell;
 use core::ptr;
 
 /// Header `magic`: the layout version of a block header.
@@ -37,16 +38,20 @@ pub(crate) const FULL: u64 = 1 << 63;
 const COUNT_MASK: u64 = (1 << 31) - 1;
 /// `flags` bit: memory at and above `bump` reads zero.
 pub(crate) const FRESH: u8 = 1;
+/// Header key of an empty block waiting in the pool: no class has index 255.
+pub(crate) const EMPTY_KEY: u16 = 0xffff;
 /// A list link meaning "no block".
 pub(crate) const NONE: u32 = u32::MAX;
 
 /// The header at the start of every block. See the module docs for its invariants.
 #[repr(C, align(64))]
 pub(crate) struct Header {
-    /// `class | life << 8`: what every slot of the block is (DESIGN.md invariant 5).
-    pub key: u16,
-    /// `FRESH`, or 0; set once, at init.
-    pub flags: u8,
+    /// `class | life << 8`: what every slot of the block is (DESIGN.md invariant 5);
+    /// [`EMPTY_KEY`] while the pool keeps it empty. (Every field
+    /// written after `init` is an atomic, so a `&Header` never asserts immutability.)
+    key: OwnerCell<u16>,
+    /// `FRESH`, or 0.
+    flags: OwnerCell<u8>,
     _pad: u8,
     /// Local free list: offset of its first slot, 0 when empty. (Tiny blocks, which have
     /// run lists instead: the lowest run that may have a free slot.)
@@ -63,8 +68,8 @@ pub(crate) struct Header {
     /// `(0, u32::MAX)` while the block is its head's current block (no free needs the slow
     /// path), `(1, capacity - 2)` otherwise (the free that empties the block, and the free
     /// into a full block, take the slow path). See [`Header::set_current`].
-    pub fast_lo: u32,
-    pub fast_span: u32,
+    fast_lo: OwnerCell<u32>,
+    fast_span: OwnerCell<u32>,
     /// Links of the list the block is on (unit indices, `NONE` for none).
     pub next: AtomicU32,
     pub prev: AtomicU32,
@@ -85,6 +90,38 @@ pub(crate) struct Header {
 
 #[cfg(not(loom))]
 const _: () = assert!(size_of::<Header>() == crate::class::HEADER_SIZE);
+
+/// A header field written only by the block's owner (its heap's thread, or the pool-lock
+/// holder for pool-owned blocks), after `init`. Other threads read only `key`, and only
+/// when freeing a live slot, which cannot happen while the owner rewrites the key (it does
+/// so when the block is empty). Unlike an atomic, its loads fold into the compare that uses
+/// them (the free fast path's key check stays two instructions); unlike a plain field, it
+/// may be written while `&Header` references exist.
+#[repr(transparent)]
+pub(crate) struct OwnerCell<T: Copy>(UnsafeCell<T>);
+
+// SAFETY: see the type's docs: one writer (the owner), and no read races a write in a
+// correct program.
+unsafe impl<T: Copy + Send> Sync for OwnerCell<T> {}
+
+impl<T: Copy> OwnerCell<T> {
+    pub(crate) const fn new(v: T) -> Self {
+        OwnerCell(UnsafeCell::new(v))
+    }
+
+    #[inline(always)]
+    pub(crate) fn get(&self) -> T {
+        // SAFETY: no write races this read (the type's contract).
+        unsafe { *self.0.get() }
+    }
+
+    /// Owner only.
+    #[inline(always)]
+    pub(crate) fn set(&self, v: T) {
+        // SAFETY: the owner is the only writer (the type's contract).
+        unsafe { *self.0.get() = v }
+    }
+}
 
 /// The header key of a (class, life) pair.
 #[inline(always)]
@@ -112,16 +149,16 @@ impl Header {
             ptr::write(
                 h,
                 Header {
-                    key: key(class, life),
-                    flags: if fresh { FRESH } else { 0 },
+                    key: OwnerCell::new(key(class, life)),
+                    flags: OwnerCell::new(if fresh { FRESH } else { 0 }),
                     _pad: 0,
                     free: AtomicU32::new(0),
                     bump: AtomicU32::new(c.first),
                     limit: c.limit,
                     stride: c.stride,
                     used: AtomicU32::new(0),
-                    fast_lo: 1,
-                    fast_span: c.capacity - 2,
+                    fast_lo: OwnerCell::new(1),
+                    fast_span: OwnerCell::new(c.capacity - 2),
                     next: AtomicU32::new(NONE),
                     prev: AtomicU32::new(NONE),
                     returned_next: AtomicU32::new(NONE),
@@ -140,16 +177,48 @@ impl Header {
         h
     }
 
+    /// True when memory at and above `bump` reads zero.
+    #[inline(always)]
+    pub(crate) fn is_fresh(&self) -> bool {
+        self.flags.get() & FRESH != 0
+    }
+
+    /// `class | life << 8`, or `EMPTY_KEY`.
+    #[inline(always)]
+    pub(crate) fn key(&self) -> u16 {
+        self.key.get()
+    }
+
+    /// Owner only: marks the block empty in the pool (frees of stale pointers then fail
+    /// the key check).
+    pub(crate) fn set_empty_key(&self) {
+        self.key.set(EMPTY_KEY);
+    }
+
+    /// Owner only: empties the block in place (its slots are all dead), keeping its class,
+    /// lifetime class and owner; its memory stays committed, so it is no longer fresh.
+    pub(crate) fn reset(&self) {
+        let c = self.geometry();
+        self.flags.set(0);
+        self.free.store(0, Ordering::Relaxed);
+        self.bump.store(c.first, Ordering::Relaxed);
+        self.used.store(0, Ordering::Relaxed);
+        self.remote.store(0, Ordering::Relaxed);
+        self.next.store(NONE, Ordering::Relaxed);
+        self.prev.store(NONE, Ordering::Relaxed);
+        self.returned_next.store(NONE, Ordering::Relaxed);
+    }
+
     /// The class index.
     #[inline(always)]
     pub(crate) fn class(&self) -> usize {
-        (self.key & 0xff) as usize
+        (self.key() & 0xff) as usize
     }
 
     /// The lifetime class index.
     #[inline(always)]
     pub(crate) fn life(&self) -> usize {
-        (self.key >> 8) as usize
+        (self.key() >> 8) as usize
     }
 
     /// The class geometry.
@@ -173,23 +242,22 @@ impl Header {
         } else {
             (1, self.capacity() - 2)
         };
-        // SAFETY: only the owner writes these, and only the owner's fast path reads them.
-        unsafe {
-            ptr::addr_of!(self.fast_lo).cast_mut().write(lo);
-            ptr::addr_of!(self.fast_span).cast_mut().write(span);
-        }
+        // Only the owner writes these, and only the owner's fast path reads them.
+        self.fast_lo.set(lo);
+        self.fast_span.set(span);
     }
 
     /// True when a local free that left `used_after` slots in use must take the slow path.
     #[inline(always)]
     pub(crate) fn free_needs_slow_path(&self, used_after: u32) -> bool {
-        used_after.wrapping_sub(self.fast_lo) >= self.fast_span
+        used_after.wrapping_sub(self.fast_lo.get()) >= self.fast_span.get()
     }
 
-    /// The block's base address.
+    /// The block's base address. Built from the address (exposed provenance: the region's
+    /// mapping), not from `&self`, whose provenance covers only the header.
     #[inline(always)]
     pub(crate) fn base(&self) -> *mut u8 {
-        self as *const Header as *mut u8
+        (self as *const Header as usize) as *mut u8
     }
 
     /// True when `off` is the offset of a slot of this block.
@@ -220,7 +288,7 @@ impl Header {
             self.bump.store(bump + self.stride, Ordering::Relaxed);
             self.used
                 .store(self.used.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-            return Some((bump, self.flags & FRESH != 0));
+            return Some((bump, self.is_fresh()));
         };
         self.used
             .store(self.used.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
@@ -331,16 +399,16 @@ impl Header {
     #[cfg(not(loom))]
     pub(crate) const fn sentinel() -> Header {
         Header {
-            key: crate::pool::EMPTY_KEY,
-            flags: 0,
+            key: OwnerCell::new(EMPTY_KEY),
+            flags: OwnerCell::new(0),
             _pad: 0,
             free: AtomicU32::new(0),
             bump: AtomicU32::new(0),
             limit: 0,
             stride: 0,
             used: AtomicU32::new(0),
-            fast_lo: 0,
-            fast_span: 0,
+            fast_lo: OwnerCell::new(0),
+            fast_span: OwnerCell::new(0),
             next: AtomicU32::new(NONE),
             prev: AtomicU32::new(NONE),
             returned_next: AtomicU32::new(NONE),

@@ -161,16 +161,27 @@ impl LargeTable {
     }
 }
 
-impl Drop for LargeTable {
-    /// The instance is going away: its large allocations are unmapped with it.
-    fn drop(&mut self) {
+impl LargeTable {
+    /// Unmaps every live large allocation (the instance is going away).
+    ///
+    /// # Safety
+    /// None of them is used again.
+    pub(crate) unsafe fn release_all(&mut self) {
         for i in 0..self.capacity {
             let e = self.slot(i);
             if e.addr > TOMB {
-                // SAFETY: a live large allocation of the instance being dropped.
+                self.remove(e.addr);
+                // SAFETY: a live large allocation, unused from now on (caller).
                 unsafe { os::release(e.addr as *mut u8, e.len) };
             }
         }
+    }
+}
+
+impl Drop for LargeTable {
+    /// Frees the table's own memory (not the allocations it lists: `grow` drops the old
+    /// table after moving them).
+    fn drop(&mut self) {
         if !self.entries.is_null() {
             // SAFETY: the table's own mapping, no longer used.
             unsafe { os::release(self.entries.cast(), self.capacity * size_of::<Entry>()) };
@@ -181,6 +192,24 @@ impl Drop for LargeTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn growing_keeps_the_allocations_mapped() {
+        let mut t = LargeTable::new();
+        let live: Vec<*mut u8> = (0..2000).map(|_| os::map(os::PAGE, os::PAGE)).collect();
+        for &p in &live {
+            assert!(t.insert(p as usize, os::PAGE, 0));
+            // SAFETY: mapped above; the table grows while earlier ones are live.
+            unsafe { p.write(1) };
+        }
+        for &p in &live {
+            // SAFETY: still mapped: growing the table must not unmap them.
+            assert_eq!(unsafe { p.read() }, 1);
+        }
+        // SAFETY: not used again.
+        unsafe { t.release_all() };
+        assert_eq!(t.count(), 0);
+    }
 
     #[test]
     fn insert_remove_grow_and_drain() {

@@ -28,8 +28,7 @@ use parking_lot::lock_api::MutexGuard;
 
 /// Empty blocks kept committed per block size.
 pub(crate) const RETAIN_EMPTY: usize = 8;
-/// Header key of an empty block waiting in the pool: no class has index 255.
-pub(crate) const EMPTY_KEY: u16 = 0xffff;
+pub(crate) use crate::block::EMPTY_KEY;
 /// The most heaps (threads × instances joined at once) an instance registers; more threads
 /// allocate through the pool's lock.
 pub(crate) const MAX_HEAPS: usize = 1 << 14;
@@ -132,8 +131,10 @@ impl Pool {
     /// # Safety
     /// `pool` came from [`Pool::create`] and nothing uses it or any of its blocks.
     pub(crate) unsafe fn destroy(pool: *mut Pool) {
-        // SAFETY: the caller guarantees exclusive access; the region unmaps every block.
+        // SAFETY: the caller guarantees exclusive access; the region unmaps every block,
+        // and the large allocations go with the instance.
         unsafe {
+            (*pool).large.lock().release_all();
             let len = (*pool).meta_len;
             ptr::drop_in_place(pool);
             os::release(pool.cast(), len);
@@ -297,10 +298,7 @@ impl Pool {
     /// owner, class and lifetime class (its memory stays committed, so it is not fresh).
     pub(crate) fn reset(&self, h: &Header) {
         self.clear_live_bits(h);
-        let (class, life, owner) = (h.class(), h.life(), h.owner.load(Ordering::Relaxed));
-        // SAFETY: the caller's block is ours, and no slot of it is live; the header is
-        // rewritten whole, as for a new block.
-        let h = unsafe { &*Header::init(h.base(), class, life, owner, false) };
+        h.reset();
         h.set_current(true);
     }
 
@@ -396,9 +394,8 @@ impl Pool {
         let shift = h.geometry().block_shift;
         let s = (shift - UNIT_SHIFT) as usize;
         if st.retained_count[s] < retain {
-            // SAFETY: the block is ours (caller) and empty; `key` is read by frees only to
-            // reject stale pointers, so marking it empty makes them fail the check.
-            unsafe { ptr::addr_of!(h.key).cast_mut().write(EMPTY_KEY) };
+            // Frees read the key only to reject stale pointers: they now fail the check.
+            h.set_empty_key();
             h.owner.store(0, Ordering::Relaxed);
             h.next.store(st.retained[s], Ordering::Relaxed);
             st.retained[s] = self.unit(h);

@@ -114,7 +114,7 @@ impl<L: Lifetime> Cohort<L> {
             let h = pool.block(u as u32);
             // Blocks with nothing in use are the current blocks just emptied in place (or
             // listed blocks): they stay where they are.
-            if h.key == EMPTY_KEY || h.life() != life || h.used.load(Ordering::Relaxed) == 0 {
+            if h.key() == EMPTY_KEY || h.life() != life || h.used.load(Ordering::Relaxed) == 0 {
                 continue;
             }
             let owner = h.owner.load(Ordering::Relaxed);

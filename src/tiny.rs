@@ -73,7 +73,7 @@ pub(crate) unsafe fn pop(h: &Header) -> Option<(u32, bool)> {
     let zeroed;
     let off = if bump < c.limit {
         h.bump.store(bump + c.stride, Ordering::Relaxed);
-        zeroed = h.flags & crate::block::FRESH != 0;
+        zeroed = h.is_fresh();
         bump
     } else {
         zeroed = false;

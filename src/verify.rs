@@ -91,7 +91,7 @@ impl<L: Lifetime> Cohort<L> {
                     let h = pool.block(u as u32);
                     let units = check_units(pool, h, u, carved)?;
                     let bits = BitSlice::from_slice_mut(&mut seen);
-                    if h.key == EMPTY_KEY {
+                    if h.key() == EMPTY_KEY {
                         out.empty_blocks += 1;
                     } else {
                         out.live += check_block(pool, h, self.life_count(), bits)?;
@@ -122,7 +122,7 @@ impl<L: Lifetime> Cohort<L> {
 }
 
 fn error(h: &Header, problem: String) -> VerifyError {
-    let valid = h.key != EMPTY_KEY && h.class() < CLASS_COUNT;
+    let valid = h.key() != EMPTY_KEY && h.class() < CLASS_COUNT;
     VerifyError {
         block: h.base() as usize,
         size_class: valid.then(|| h.class()),
@@ -139,17 +139,17 @@ fn check_units(pool: &Pool, h: &Header, u: usize, carved: usize) -> Result<usize
             format!("header magic {:#x}, expected {MAGIC:#x}", h.magic),
         ));
     }
-    if h.key != EMPTY_KEY && h.class() >= CLASS_COUNT {
+    if h.key() != EMPTY_KEY && h.class() >= CLASS_COUNT {
         return Err(error(
             h,
-            format!("header key {:#x} names no size class", h.key),
+            format!("header key {:#x} names no size class", h.key()),
         ));
     }
     let mut units = 1;
     while u + units < carved && pool.region.unit_state(u + units) == TAIL {
         units += 1;
     }
-    if h.key != EMPTY_KEY && units != h.geometry().block_size() / UNIT {
+    if h.key() != EMPTY_KEY && units != h.geometry().block_size() / UNIT {
         let bytes = h.geometry().block_size();
         return Err(error(
             h,
@@ -306,7 +306,7 @@ fn walk(
 /// Every heap's and the pool's lists: keys, owners, links, no `FULL` block listed.
 fn check_lists(pool: &Pool) -> Result<(), VerifyError> {
     let check = |h: &Header, owner: u64, what: &str| -> Result<(), VerifyError> {
-        if h.key == EMPTY_KEY || h.remote.load(Ordering::Relaxed) & FULL != 0 {
+        if h.key() == EMPTY_KEY || h.remote.load(Ordering::Relaxed) & FULL != 0 {
             return Err(error(h, format!("{what} lists an empty or FULL block")));
         }
         if h.owner.load(Ordering::Relaxed) != owner {
