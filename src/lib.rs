@@ -53,10 +53,19 @@
 //! - [`Cohort::class`] gives an `allocator_api2` handle, so `Vec`, `Box` and hashbrown's
 //!   `HashMap` allocate in a class.
 //!
-//! The examples measure it: `cargo run --release --example tree` (walk speed and RSS of a
-//! tree built in its own class), `--example compiler` (a syntax tree per phase, released
-//! when the phase ends), `--example requests` (a per-request class released after every
-//! request beside a long-lived cache).
+//! The examples measure it (figures from one run on a shared 2-core machine; times are
+//! noisy, RSS is not):
+//!
+//! - `cargo run --release --example tree`: a 2-million-node tree, each node its own
+//!   allocation, built beside short-lived garbage. In its own class it walks at 8.9 ns per
+//!   node against 32 ns for the same tree of `Box`es on glibc, takes 32.5 B per node of RSS
+//!   against 49.5, and is freed in 4.6 ms by releasing the class against 91 ms node by node.
+//! - `cargo run --release --example compiler`: parse, lower, optimise and emit, each phase's
+//!   trees in their own class, released when the phase ends: RSS goes 143 → 216 → 105 →
+//!   129 → 62 → 74 → 46 MiB across the phases and releases, where glibc stays at 300 MiB.
+//! - `cargo run --release --example requests`: 20 000 requests, each in a per-request class
+//!   released at its end, beside a slowly growing long-lived cache: RSS stays at 2.1 to
+//!   2.4 MiB throughout.
 //!
 //! # Safety and correctness
 //!
