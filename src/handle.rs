@@ -106,95 +106,66 @@ impl<L: Lifetime> ClassHandle<'_, L> {
     }
 }
 
-// SAFETY: allocate returns blocks of at least layout.size() bytes aligned to layout.align()
-// (Cohort::alloc's contract), valid until deallocated through any copy of the handle (they
-// all name the same allocator and class); deallocate and the resizes accept any size in
-// the fitting range because it maps to the same size class.
-unsafe impl<L: Lifetime> allocator_api2::alloc::Allocator for ClassHandle<'_, L> {
-    fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, allocator_api2::alloc::AllocError> {
-        self.allocate_inner(layout, false)
-            .ok_or(allocator_api2::alloc::AllocError)
-    }
+/// Implements an `Allocator` trait (allocator_api2's, or core's behind `nightly`: the
+/// same methods) for `ClassHandle` on the inner functions above.
+macro_rules! impl_allocator {
+    ($($trait_:ident)::+, $($error:ident)::+) => {
+        // SAFETY: allocate returns blocks of at least layout.size() bytes aligned to
+        // layout.align() (Cohort::alloc's contract), valid until deallocated through any
+        // copy of the handle (they all name the same allocator and class); deallocate and
+        // the resizes accept any size in the fitting range because it maps to the same
+        // size class.
+        unsafe impl<L: Lifetime> $($trait_)::+ for ClassHandle<'_, L> {
+            fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, $($error)::+> {
+                self.allocate_inner(layout, false).ok_or($($error)::+)
+            }
 
-    fn allocate_zeroed(
-        &self,
-        layout: Layout,
-    ) -> Result<NonNull<[u8]>, allocator_api2::alloc::AllocError> {
-        self.allocate_inner(layout, true)
-            .ok_or(allocator_api2::alloc::AllocError)
-    }
+            fn allocate_zeroed(&self, layout: Layout) -> Result<NonNull<[u8]>, $($error)::+> {
+                self.allocate_inner(layout, true).ok_or($($error)::+)
+            }
 
-    unsafe fn deallocate(&self, p: NonNull<u8>, layout: Layout) {
-        // SAFETY: the Allocator contract: p was allocated by this handle, layout fits it.
-        unsafe { self.cohort.dealloc(p.as_ptr(), layout, self.life) }
-    }
+            unsafe fn deallocate(&self, p: NonNull<u8>, layout: Layout) {
+                // SAFETY: the Allocator contract: p was allocated by this handle, layout
+                // fits it.
+                unsafe { self.cohort.dealloc(p.as_ptr(), layout, self.life) }
+            }
 
-    unsafe fn grow(
-        &self,
-        p: NonNull<u8>,
-        old: Layout,
-        new: Layout,
-    ) -> Result<NonNull<[u8]>, allocator_api2::alloc::AllocError> {
-        // SAFETY: the Allocator contract.
-        unsafe { self.resize_inner(p, old, new, false) }.ok_or(allocator_api2::alloc::AllocError)
-    }
+            unsafe fn grow(
+                &self,
+                p: NonNull<u8>,
+                old: Layout,
+                new: Layout,
+            ) -> Result<NonNull<[u8]>, $($error)::+> {
+                // SAFETY: the Allocator contract.
+                unsafe { self.resize_inner(p, old, new, false) }.ok_or($($error)::+)
+            }
 
-    unsafe fn grow_zeroed(
-        &self,
-        p: NonNull<u8>,
-        old: Layout,
-        new: Layout,
-    ) -> Result<NonNull<[u8]>, allocator_api2::alloc::AllocError> {
-        // SAFETY: the Allocator contract.
-        unsafe { self.resize_inner(p, old, new, true) }.ok_or(allocator_api2::alloc::AllocError)
-    }
+            unsafe fn grow_zeroed(
+                &self,
+                p: NonNull<u8>,
+                old: Layout,
+                new: Layout,
+            ) -> Result<NonNull<[u8]>, $($error)::+> {
+                // SAFETY: the Allocator contract.
+                unsafe { self.resize_inner(p, old, new, true) }.ok_or($($error)::+)
+            }
 
-    unsafe fn shrink(
-        &self,
-        p: NonNull<u8>,
-        old: Layout,
-        new: Layout,
-    ) -> Result<NonNull<[u8]>, allocator_api2::alloc::AllocError> {
-        // SAFETY: the Allocator contract.
-        unsafe { self.resize_inner(p, old, new, false) }.ok_or(allocator_api2::alloc::AllocError)
-    }
+            unsafe fn shrink(
+                &self,
+                p: NonNull<u8>,
+                old: Layout,
+                new: Layout,
+            ) -> Result<NonNull<[u8]>, $($error)::+> {
+                // SAFETY: the Allocator contract.
+                unsafe { self.resize_inner(p, old, new, false) }.ok_or($($error)::+)
+            }
+        }
+    };
 }
 
-// SAFETY: as for allocator_api2's trait above: the same functions.
+impl_allocator!(
+    allocator_api2::alloc::Allocator,
+    allocator_api2::alloc::AllocError
+);
 #[cfg(feature = "nightly")]
-unsafe impl<L: Lifetime> core::alloc::Allocator for ClassHandle<'_, L> {
-    fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, core::alloc::AllocError> {
-        self.allocate_inner(layout, false)
-            .ok_or(core::alloc::AllocError)
-    }
-
-    fn allocate_zeroed(&self, layout: Layout) -> Result<NonNull<[u8]>, core::alloc::AllocError> {
-        self.allocate_inner(layout, true)
-            .ok_or(core::alloc::AllocError)
-    }
-
-    unsafe fn deallocate(&self, p: NonNull<u8>, layout: Layout) {
-        // SAFETY: the Allocator contract.
-        unsafe { self.cohort.dealloc(p.as_ptr(), layout, self.life) }
-    }
-
-    unsafe fn grow(
-        &self,
-        p: NonNull<u8>,
-        old: Layout,
-        new: Layout,
-    ) -> Result<NonNull<[u8]>, core::alloc::AllocError> {
-        // SAFETY: the Allocator contract.
-        unsafe { self.resize_inner(p, old, new, false) }.ok_or(core::alloc::AllocError)
-    }
-
-    unsafe fn shrink(
-        &self,
-        p: NonNull<u8>,
-        old: Layout,
-        new: Layout,
-    ) -> Result<NonNull<[u8]>, core::alloc::AllocError> {
-        // SAFETY: the Allocator contract.
-        unsafe { self.resize_inner(p, old, new, false) }.ok_or(core::alloc::AllocError)
-    }
-}
+impl_allocator!(core::alloc::Allocator, core::alloc::AllocError);
