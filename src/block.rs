@@ -209,6 +209,26 @@ impl Header {
         self.returned_next.store(NONE, Ordering::Relaxed);
     }
 
+    /// Writes the header of an empty block kept by the pool (no class yet) at `base`.
+    #[cfg(not(loom))]
+    ///
+    /// # Safety
+    /// As [`Header::init`].
+    pub(crate) unsafe fn init_empty(base: *mut u8) -> *mut Header {
+        let h = base.cast::<Header>();
+        // SAFETY: the caller guarantees the block is ours; the header fits its first bytes.
+        unsafe {
+            ptr::write(
+                h,
+                Header {
+                    magic: MAGIC,
+                    ..Header::sentinel()
+                },
+            )
+        };
+        h
+    }
+
     /// The class index.
     #[inline(always)]
     pub(crate) fn class(&self) -> usize {

@@ -267,16 +267,35 @@ impl Pool {
         }
         let c = &CLASSES[class];
         let s = (c.block_shift - UNIT_SHIFT) as usize;
-        let (base, fresh) = if st.retained[s] != NONE {
-            let h = self.block(st.retained[s]);
-            st.retained[s] = h.next.load(Ordering::Relaxed);
-            st.retained_count[s] -= 1;
-            (h.base(), false)
-        } else {
-            self.region.carve(&mut st.region, c.block_shift)?
+        let (base, fresh) = match self.take_retained(st, s) {
+            Some(base) => (base, false),
+            None => self.region.carve(&mut st.region, c.block_shift)?,
         };
         // SAFETY: the block is carved or retained: committed, ours, reachable by nobody.
         Some(unsafe { &*Header::init(base, class, life, owner, fresh) })
+    }
+
+    /// Under the lock: an empty committed block of `2^s` units, from the kept ones of that
+    /// size, else split from a larger kept one (its other pieces are kept as blocks of
+    /// `2^s` units), so emptied blocks serve every class, whatever its block size.
+    fn take_retained(&self, st: &mut PoolState, s: usize) -> Option<*mut u8> {
+        let t = (s..SHIFTS).find(|&t| st.retained[t] != NONE)?;
+        let h = self.block(st.retained[t]);
+        st.retained[t] = h.next.load(Ordering::Relaxed);
+        st.retained_count[t] -= 1;
+        let base = h.base();
+        let first = self.unit(h) as usize;
+        for piece in 1..1usize << (t - s) {
+            let u = first + (piece << s);
+            self.region.mark_block(u, 1 << s);
+            // SAFETY: the piece lies in the block just taken, which nobody else reaches.
+            let p = unsafe { &*Header::init_empty(self.region.unit_addr(u)) };
+            p.next.store(st.retained[s], Ordering::Relaxed);
+            st.retained[s] = u as u32;
+            st.retained_count[s] += 1;
+        }
+        self.region.mark_block(first, 1 << s);
+        Some(base)
     }
 
     /// Under the lock: takes a block that is empty (no live slot) and on no list. Keeps it

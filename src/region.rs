@@ -170,6 +170,11 @@ impl Region {
         }
     }
 
+    /// Marks `count` units from `first` as one block (under the pool lock).
+    pub(crate) fn mark_block(&self, first: usize, count: usize) {
+        self.set_units(first, count, BLOCK);
+    }
+
     /// The number of units ever carved.
     pub(crate) fn carved_units(&self, st: &RegionState) -> usize {
         st.bump

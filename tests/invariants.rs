@@ -560,3 +560,36 @@ fn frees_after_using_another_instance_still_empty_blocks() {
     // SAFETY: allocated above.
     unsafe { b.free(q, 8, ()) };
 }
+
+#[test]
+fn kept_blocks_of_one_size_serve_classes_of_another() {
+    let a: Cohort = Cohort::new();
+    let l16 = Layout::from_size_align(16, 8).unwrap();
+    assert_eq!(CLASSES[class_of(16, 8).unwrap()].block_size(), 2 << 20);
+    // Fill and empty a few 2 MiB blocks: they are kept for reuse.
+    let v: Vec<_> = (0..400_000).map(|_| a.alloc(l16, ())).collect();
+    let big: Vec<(usize, usize)> = blocks(&a)
+        .values()
+        .map(|b| (b.base, b.block_bytes))
+        .collect();
+    for p in v {
+        // SAFETY: allocated above.
+        unsafe { a.dealloc(p, l16, ()) };
+    }
+    assert!(a.stats().retained_empty_blocks >= 2);
+    // A 1 MiB class takes halves of them instead of new address space.
+    let l200 = Layout::from_size_align(200, 8).unwrap();
+    assert_eq!(CLASSES[class_of(200, 8).unwrap()].block_size(), 1 << 20);
+    let w: Vec<_> = (0..10_000).map(|_| a.alloc(l200, ())).collect();
+    let inside = |p: usize| big.iter().any(|&(b, n)| (b..b + n).contains(&p));
+    assert!(
+        w.iter().all(|&p| inside(p as usize)),
+        "1 MiB blocks cut from the kept 2 MiB ones"
+    );
+    for p in w {
+        // SAFETY: allocated above.
+        unsafe { a.dealloc(p, l200, ()) };
+    }
+    // SAFETY: single-threaded.
+    unsafe { a.verify() }.unwrap();
+}
