@@ -509,13 +509,7 @@ pub(crate) fn owns(token: u64) -> bool {
 /// The calling thread's heap for `instance`, if it is the one it used last; else null.
 #[inline]
 pub(crate) fn current(instance: u64) -> *mut Heap {
-    CURRENT.with(|c| {
-        if c.instance.get() == instance {
-            c.heap.get()
-        } else {
-            ptr::null_mut()
-        }
-    })
+    with_current(instance, |h| Some(ptr::from_ref(h).cast_mut())).unwrap_or(ptr::null_mut())
 }
 
 /// The calling thread's heap for `instance`, joining one if needed. Null when the thread

@@ -94,7 +94,7 @@ impl<L: Lifetime> Cohort<L> {
                     if h.key() == EMPTY_KEY {
                         out.empty_blocks += 1;
                     } else {
-                        out.live += check_block(pool, h, self.life_count(), bits)?;
+                        out.live += check_block(pool, h, bits)?;
                         out.blocks += 1;
                     }
                     u += units;
@@ -114,10 +114,6 @@ impl<L: Lifetime> Cohort<L> {
     pub fn verify_exclusive(&mut self) -> Result<Verified, VerifyError> {
         // SAFETY: `&mut self`: no other thread can use this allocator meanwhile.
         unsafe { self.verify() }
-    }
-
-    fn life_count(&self) -> usize {
-        L::COUNT
     }
 }
 
@@ -160,12 +156,8 @@ fn check_units(pool: &Pool, h: &Header, u: usize, carved: usize) -> Result<usize
 }
 
 /// One block in use: geometry, lists, counts. Returns its live slots.
-fn check_block(
-    pool: &Pool,
-    h: &Header,
-    life_count: usize,
-    seen: &mut BitSlice<usize>,
-) -> Result<usize, VerifyError> {
+fn check_block(pool: &Pool, h: &Header, seen: &mut BitSlice<usize>) -> Result<usize, VerifyError> {
+    let life_count = pool.life_count;
     let c = h.geometry();
     if h.life() >= life_count {
         return Err(error(
