@@ -13,7 +13,8 @@
 
 use crate::block::{header_of, header_of_class, key, Header, MAGIC};
 use crate::class::{
-    class_of, geometry_unchecked, malloc_align, Class, CLASSES, CLASS_COUNT, MAX_SMALL_ALIGN,
+    class_of, exact_class, geometry_unchecked, malloc_align, Class, CLASSES, CLASS_COUNT,
+    MAX_SMALL_ALIGN,
 };
 use crate::heap::{self, Heap};
 use crate::lifetime::Lifetime;
@@ -298,7 +299,8 @@ impl<L: Lifetime> Cohort<L> {
                 }
             }
         }
-        let pool = if os::page_size_matches() {
+        let id = heap::NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed);
+        let pool = if os::page_size_matches() && id < heap::MAX_INSTANCES {
             Pool::create(self.reservation, self.exact, L::COUNT, CHECKED)
         } else {
             ptr::null_mut()
@@ -308,7 +310,6 @@ impl<L: Lifetime> Cohort<L> {
             return None;
         }
         fork::register(pool);
-        let id = heap::NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed);
         self.instance.store(id, Ordering::Relaxed);
         self.pool.store(pool, Ordering::Release);
         self.init.store(READY, Ordering::Release);
@@ -467,6 +468,21 @@ impl<L: Lifetime> Cohort<L> {
     /// `alloc_sized` for a non-zero size (GlobalAlloc's contract spares the test).
     #[inline(always)]
     fn alloc_nonzero<const ZERO: bool>(&self, size: usize, align: usize, life: usize) -> *mut u8 {
+        match exact_class(size, align) {
+            Some(class) => self.alloc_class::<ZERO>(class, life),
+            None => self.alloc_above_exact::<ZERO>(size, align, life),
+        }
+    }
+
+    /// Requests past the exact table (above 1 KiB, or aligned above it): out of line, so
+    /// that the inlined path needs no stack frame.
+    #[inline(never)]
+    fn alloc_above_exact<const ZERO: bool>(
+        &self,
+        size: usize,
+        align: usize,
+        life: usize,
+    ) -> *mut u8 {
         match class_of(size, align) {
             Some(class) => self.alloc_class::<ZERO>(class, life),
             None => self.alloc_large(size, align, life),
@@ -585,23 +601,85 @@ impl<L: Lifetime> Cohort<L> {
         align: usize,
         life: usize,
     ) {
-        let Some(class) = class_of(size, align) else {
-            // SAFETY: forwarded contract: a large allocation of `size` bytes.
-            return unsafe { self.free_large::<ABORT>(p, size, life) };
-        };
-        // SAFETY: forwarded contract.
-        let h = unsafe { self.validated_block::<ABORT>(p, size, class, life) };
-        let off = (p as usize - h.base() as usize) as u32;
-        if heap::owns(h.owner.load(Ordering::Relaxed)) {
+        match exact_class(size, align) {
+            // SAFETY: forwarded contract; class is the size's.
+            Some(class) => unsafe { self.free_class::<ABORT>(p, size, class, life) },
+            // SAFETY: forwarded contract.
+            None => unsafe { self.free_above_exact::<ABORT>(p, size, align, life) },
+        }
+    }
+
+    /// As [`Cohort::alloc_above_exact`], for frees.
+    ///
+    /// # Safety
+    /// As [`Cohort::free`].
+    #[inline(never)]
+    unsafe fn free_above_exact<const ABORT: bool>(
+        &self,
+        p: *mut u8,
+        size: usize,
+        align: usize,
+        life: usize,
+    ) {
+        match class_of(size, align) {
+            // SAFETY: forwarded contract; class is the size's.
+            Some(class) => unsafe { self.free_class::<ABORT>(p, size, class, life) },
+            // SAFETY: forwarded contract: a large size.
+            None => unsafe { self.free_large::<ABORT>(p, size, life) },
+        }
+    }
+
+    /// The free fast path: the block is the calling thread's (its last used heap's) and
+    /// holds (class, life); one compare checks both ([`heap::owns`]).
+    ///
+    /// # Safety
+    /// As [`Cohort::free`], with `class` the class of the size.
+    #[inline(always)]
+    unsafe fn free_class<const ABORT: bool>(
+        &self,
+        p: *mut u8,
+        size: usize,
+        class: usize,
+        life: usize,
+    ) {
+        if CHECKED {
+            self.check_free::<ABORT>(p, size, class, life);
+        }
+        // SAFETY: class < CLASS_COUNT; the caller's pointer is in a block of this
+        // allocator (checked above in checked mode), whose header is mapped.
+        let h = unsafe { &*header_of_class(p, class) };
+        if heap::owns(h.owner_key() ^ key(class, life) as u64) {
             // SAFETY: the slot is live and its block is this thread's.
-            let used_after = unsafe { h.push_local(p, off) };
-            if h.free_needs_slow_path(used_after) {
-                Heap::free_slow_current(h, used_after);
+            if unsafe { h.push_local(p, h.offset_of(p)) } {
+                Heap::free_slow_current(h);
             }
         } else {
-            // SAFETY: as above.
-            unsafe { self.free_remote(h, off) };
+            // SAFETY: forwarded contract.
+            unsafe { self.free_other::<ABORT>(p, size, class, life) };
         }
+    }
+
+    /// A free the fast path could not finish: the block holds another (class, life), which
+    /// is misuse, or belongs to another heap: a remote free.
+    ///
+    /// # Safety
+    /// As [`Cohort::free_class`].
+    #[cold]
+    #[inline(never)]
+    unsafe fn free_other<const ABORT: bool>(
+        &self,
+        p: *mut u8,
+        size: usize,
+        class: usize,
+        life: usize,
+    ) {
+        // SAFETY: as in free_class (checked mode has checked everything already).
+        let h = unsafe { &*header_of_class(p, class) };
+        if !CHECKED && h.key() != key(class, life) {
+            self.bad_key::<ABORT>(p, size, class, life);
+        }
+        // SAFETY: a live slot of block h (caller).
+        unsafe { self.free_remote(h, h.offset_of(p)) };
     }
 
     /// The block of slot `p` of (class, life), after the checks a free makes: the key
@@ -640,7 +718,7 @@ impl<L: Lifetime> Cohort<L> {
     pub(crate) unsafe fn free_remote(&self, h: &Header, off: u32) {
         // SAFETY: the block exists, so the pool does.
         let pool = unsafe { &*self.pool.load(Ordering::Acquire) };
-        let owner = h.owner.load(Ordering::Relaxed);
+        let owner = h.owner();
         if owner != 0 {
             // The block may be this thread's after all, in a heap it did not use last (it
             // allocates from several instances): make that heap current and free locally,
@@ -648,9 +726,8 @@ impl<L: Lifetime> Cohort<L> {
             if let Some(heap) = heap::switch_to_own(self.instance_id(), owner) {
                 let p = h.base().wrapping_add(off as usize);
                 // SAFETY: a live slot of a block of this thread's heap.
-                let used_after = unsafe { h.push_local(p, off) };
-                if h.free_needs_slow_path(used_after) {
-                    heap.free_slow(h, used_after);
+                if unsafe { h.push_local(p, off) } {
+                    heap.free_slow(h);
                 }
                 return;
             }

@@ -18,7 +18,10 @@
 //! - **live**: handed out and not freed.
 //!
 //! Counts: `used == live + |remote list|` (the owner learns of remote frees only when it
-//! collects them), `capacity == live + |remote| + |free| + (limit - bump) / stride`.
+//! collects them), `capacity == live + |remote| + |free| + (limit - bump) / stride`. The
+//! header keeps `count == used + bias` (wrapping), where the owner sets `bias` from the
+//! block's [`Role`] so that the one local free that needs the slow path is the one that
+//! takes `count` to 0: the free fast path's accounting is one decrement and its flag.
 //!
 //! The `remote` word is `offset | count << 32 | FULL`: `FULL` (bit 63) is set by the owner,
 //! with a CAS from an empty list, when it retires a block with no free slot from its head; the
@@ -40,19 +43,21 @@ const COUNT_MASK: u64 = (1 << 31) - 1;
 pub(crate) const FRESH: u8 = 1;
 /// Header key of an empty block waiting in the pool: no class has index 255.
 pub(crate) const EMPTY_KEY: u16 = 0xffff;
+/// [`Role::Current`]'s bias: `count` stays at or above it, so never reaches 0.
+const CURRENT_BIAS: u32 = 1 << 31;
 /// A list link meaning "no block".
 pub(crate) const NONE: u32 = u32::MAX;
 
 /// The header at the start of every block. See the module docs for its invariants.
 #[repr(C, align(64))]
 pub(crate) struct Header {
-    /// `class | life << 8`: what every slot of the block is (DESIGN.md invariant 5);
-    /// [`EMPTY_KEY`] while the pool keeps it empty. (Every field
-    /// written after `init` is an atomic, so a `&Header` never asserts immutability.)
-    key: OwnerCell<u16>,
-    /// `FRESH`, or 0.
-    flags: OwnerCell<u8>,
-    _pad: u8,
+    /// `owner << 16 | key`, one word so that the free fast path checks both with one
+    /// compare ([`Header::owner_key`]). `owner` is the token of the owning heap
+    /// ([`crate::heap::Heap::token`]: unique in the process), 0 when the pool owns the
+    /// block; `key` is `class | life << 8`, what every slot of the block is (DESIGN.md
+    /// invariant 5), or [`EMPTY_KEY`] while the pool keeps the block empty. Written only by
+    /// the owner (or the pool-lock holder); read by any thread.
+    owner_key: AtomicU64,
     /// Local free list: offset of its first slot, 0 when empty. (Tiny blocks, which have
     /// run lists instead: the lowest run that may have a free slot.)
     pub free: AtomicU32,
@@ -62,23 +67,22 @@ pub(crate) struct Header {
     pub limit: u32,
     /// `class.stride`, copied for the fast path.
     pub stride: u32,
-    /// Slots handed out and not freed locally: `live + |remote|`.
-    pub used: AtomicU32,
-    /// A local free is on the fast path when `used_after - fast_lo < fast_span` (wrapping):
-    /// `(0, u32::MAX)` while the block is its head's current block (no free needs the slow
-    /// path), `(1, capacity - 2)` otherwise (the free that empties the block, and the free
-    /// into a full block, take the slow path). See [`Header::set_current`].
-    fast_lo: OwnerCell<u32>,
-    fast_span: OwnerCell<u32>,
+    /// `used + bias` (wrapping), where `used` counts the slots handed out and not freed
+    /// locally (`live + |remote|`). Owner only. See [`Header::set_role`].
+    count: AtomicU32,
+    /// What the block is to its owner ([`Role`]), as the bias that makes `count` reach 0
+    /// exactly on the local free that needs the slow path. Written by the owner only (an
+    /// atomic because snapshots read it).
+    bias: AtomicU32,
     /// Links of the list the block is on (unit indices, `NONE` for none).
     pub next: AtomicU32,
     pub prev: AtomicU32,
     /// Link in a heap's stack of blocks to list again (unit index).
     pub returned_next: AtomicU32,
     pub magic: u32,
-    /// Token of the owning heap ([`crate::heap::Heap::token`]: unique in the process); 0
-    /// when the pool owns the block.
-    pub owner: AtomicU64,
+    /// `FRESH`, or 0. Owner only.
+    flags: OwnerCell<u8>,
+    _pad: [u8; 7],
     /// The remote free list: `offset | count << 32 | FULL`.
     pub remote: AtomicU64,
     /// Loom's atomics, unlike std's, hold no `UnsafeCell`: without this field `&Header`
@@ -88,15 +92,28 @@ pub(crate) struct Header {
     _loom: core::cell::UnsafeCell<()>,
 }
 
+/// What a block is to its owning heap, which decides which local frees take the slow path
+/// (the one that makes `count`, that is `used + bias`, reach 0):
+///
+/// | role | bias | the free that reaches 0 |
+/// |---|---|---|
+/// | `Current` (its head's current block) | 2^31 | none (`used < 2^31`) |
+/// | `Listed` (on a partial list, or the pool's) | 0 | the one that empties it |
+/// | `Full` (retired `FULL`: `used == capacity`) | 1 - capacity | the first one |
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Role {
+    Current,
+    Listed,
+    Full,
+}
+
 #[cfg(not(loom))]
 const _: () = assert!(size_of::<Header>() == crate::class::HEADER_SIZE);
 
 /// A header field written only by the block's owner (its heap's thread, or the pool-lock
-/// holder for pool-owned blocks), after `init`. Other threads read only `key`, and only
-/// when freeing a live slot, which cannot happen while the owner rewrites the key (it does
-/// so when the block is empty). Unlike an atomic, its loads fold into the compare that uses
-/// them (the free fast path's key check stays two instructions); unlike a plain field, it
-/// may be written while `&Header` references exist.
+/// holder for pool-owned blocks), after `init`, and read only by the owner. Unlike an
+/// atomic, its loads fold into the instructions that use them; unlike a plain field, it may
+/// be written while `&Header` references exist.
 #[repr(transparent)]
 pub(crate) struct OwnerCell<T: Copy>(UnsafeCell<T>);
 
@@ -149,21 +166,19 @@ impl Header {
             ptr::write(
                 h,
                 Header {
-                    key: OwnerCell::new(key(class, life)),
-                    flags: OwnerCell::new(if fresh { FRESH } else { 0 }),
-                    _pad: 0,
+                    owner_key: AtomicU64::new(owner << 16 | key(class, life) as u64),
                     free: AtomicU32::new(0),
                     bump: AtomicU32::new(c.first),
                     limit: c.limit,
                     stride: c.stride,
-                    used: AtomicU32::new(0),
-                    fast_lo: OwnerCell::new(1),
-                    fast_span: OwnerCell::new(c.capacity - 2),
+                    count: AtomicU32::new(0),
+                    bias: AtomicU32::new(0),
                     next: AtomicU32::new(NONE),
                     prev: AtomicU32::new(NONE),
                     returned_next: AtomicU32::new(NONE),
                     magic: MAGIC,
-                    owner: AtomicU64::new(owner),
+                    flags: OwnerCell::new(if fresh { FRESH } else { 0 }),
+                    _pad: [0; 7],
                     remote: AtomicU64::new(0),
                     #[cfg(loom)]
                     _loom: core::cell::UnsafeCell::new(()),
@@ -183,16 +198,42 @@ impl Header {
         self.flags.get() & FRESH != 0
     }
 
+    /// `owner << 16 | key`: the word the free fast path compares (see the field).
+    #[inline(always)]
+    pub(crate) fn owner_key(&self) -> u64 {
+        self.owner_key.load(Ordering::Relaxed)
+    }
+
     /// `class | life << 8`, or `EMPTY_KEY`.
     #[inline(always)]
     pub(crate) fn key(&self) -> u16 {
-        self.key.get()
+        self.owner_key() as u16
     }
 
-    /// Owner only: marks the block empty in the pool (frees of stale pointers then fail
-    /// the key check).
-    pub(crate) fn set_empty_key(&self) {
-        self.key.set(EMPTY_KEY);
+    /// The owning heap's token, 0 when the pool owns the block.
+    #[inline]
+    pub(crate) fn owner(&self) -> u64 {
+        self.owner_key() >> 16
+    }
+
+    /// As [`Header::owner`], with Acquire: pairs with the Release of `try_retire`, so a
+    /// remote free that found `FULL` reads the owner that retired the block.
+    pub(crate) fn owner_acquire(&self) -> u64 {
+        self.owner_key.load(Ordering::Acquire) >> 16
+    }
+
+    /// Owner (or pool-lock holder) only: hands the block to the heap with token `owner`
+    /// (0: the pool), keeping its key.
+    pub(crate) fn set_owner(&self, owner: u64) {
+        debug_assert!(owner < 1 << 48);
+        let key = self.key() as u64;
+        self.owner_key.store(owner << 16 | key, Ordering::Relaxed);
+    }
+
+    /// Owner only: gives the block to the pool, empty: owner 0 and [`EMPTY_KEY`] (frees of
+    /// stale pointers then fail the key check).
+    pub(crate) fn set_pool_empty(&self) {
+        self.owner_key.store(EMPTY_KEY as u64, Ordering::Relaxed);
     }
 
     /// Owner only: empties the block in place (its slots are all dead), keeping its class,
@@ -202,7 +243,8 @@ impl Header {
         self.flags.set(0);
         self.free.store(0, Ordering::Relaxed);
         self.bump.store(c.first, Ordering::Relaxed);
-        self.used.store(0, Ordering::Relaxed);
+        self.count
+            .store(self.bias.load(Ordering::Relaxed), Ordering::Relaxed);
         self.remote.store(0, Ordering::Relaxed);
         self.next.store(NONE, Ordering::Relaxed);
         self.prev.store(NONE, Ordering::Relaxed);
@@ -253,24 +295,42 @@ impl Header {
         self.geometry().capacity
     }
 
-    /// Owner only: records whether the block is its head's current block, which decides
-    /// which local frees take the slow path (`fast_lo`, `fast_span`).
+    /// Owner only: records what the block is to its owner ([`Role`]), which decides which
+    /// local free takes the slow path.
     #[inline]
-    pub(crate) fn set_current(&self, current: bool) {
-        let (lo, span) = if current {
-            (0, u32::MAX)
-        } else {
-            (1, self.capacity() - 2)
+    pub(crate) fn set_role(&self, role: Role) {
+        let bias = match role {
+            Role::Current => CURRENT_BIAS,
+            Role::Listed => 0,
+            Role::Full => 1u32.wrapping_sub(self.capacity()),
         };
-        // Only the owner writes these, and only the owner's fast path reads them.
-        self.fast_lo.set(lo);
-        self.fast_span.set(span);
+        let used = self.used();
+        self.bias.store(bias, Ordering::Relaxed);
+        self.count.store(used.wrapping_add(bias), Ordering::Relaxed);
     }
 
-    /// True when a local free that left `used_after` slots in use must take the slow path.
-    #[inline(always)]
-    pub(crate) fn free_needs_slow_path(&self, used_after: u32) -> bool {
-        used_after.wrapping_sub(self.fast_lo.get()) >= self.fast_span.get()
+    /// The block's role (owner only, or with exclusive use).
+    pub(crate) fn role(&self) -> Role {
+        match self.bias.load(Ordering::Relaxed) {
+            CURRENT_BIAS => Role::Current,
+            0 => Role::Listed,
+            _ => Role::Full,
+        }
+    }
+
+    /// Slots handed out and not freed locally: `live + |remote|`. Exact for the owner (a
+    /// snapshot by another thread may catch `count` and `bias` of different roles).
+    #[inline]
+    pub(crate) fn used(&self) -> u32 {
+        let bias = self.bias.load(Ordering::Relaxed);
+        self.count.load(Ordering::Relaxed).wrapping_sub(bias)
+    }
+
+    /// Owner only (the loom models): sets `used`, keeping the role.
+    #[cfg(loom)]
+    pub(crate) fn set_used(&self, used: u32) {
+        let bias = self.bias.load(Ordering::Relaxed);
+        self.count.store(used.wrapping_add(bias), Ordering::Relaxed);
     }
 
     /// The block's base address. Built from the address (exposed provenance: the region's
@@ -278,6 +338,12 @@ impl Header {
     #[inline(always)]
     pub(crate) fn base(&self) -> *mut u8 {
         (self as *const Header as usize) as *mut u8
+    }
+
+    /// The offset of `p`, a pointer into this block.
+    #[inline(always)]
+    pub(crate) fn offset_of(&self, p: *mut u8) -> u32 {
+        (p as usize - self.base() as usize) as u32
     }
 
     /// True when `off` is the offset of a slot of this block.
@@ -294,40 +360,45 @@ impl Header {
     #[inline(always)]
     pub(crate) fn pop(&self) -> Option<(u32, bool)> {
         let off = self.free.load(Ordering::Relaxed);
-        let zeroed = if off != 0 {
+        let got = if off != 0 {
             // SAFETY: `off` is a free slot of this block (module invariant); its first four
             // bytes hold the next link, written by `push_local` or `push_remote`.
             let next = unsafe { self.base().add(off as usize).cast::<u32>().read() };
             self.free.store(next, Ordering::Relaxed);
-            false
+            (off, false)
         } else {
             let bump = self.bump.load(Ordering::Relaxed);
             if bump >= self.limit {
                 return None;
             }
             self.bump.store(bump + self.stride, Ordering::Relaxed);
-            self.used
-                .store(self.used.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-            return Some((bump, self.is_fresh()));
+            (bump, self.is_fresh())
         };
-        self.used
-            .store(self.used.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-        Some((off, zeroed))
+        self.count_add(1);
+        Some(got)
     }
 
-    /// Owner only: puts the slot `p`, at offset `off`, on the local free list. Returns
-    /// `used` after.
+    /// `count += n` (wrapping), as one read-modify-write instruction: only the owner
+    /// writes `count`, so a load and a store suffice (no atomic read-modify-write).
+    #[inline(always)]
+    pub(crate) fn count_add(&self, n: u32) {
+        let c = self.count.load(Ordering::Relaxed);
+        self.count.store(c.wrapping_add(n), Ordering::Relaxed);
+    }
+
+    /// Owner only: puts the slot `p`, at offset `off`, on the local free list. Returns true
+    /// when the free needs the slow path: `count` reached 0 (see [`Role`]).
     ///
     /// # Safety
     /// `p` is a live slot of this block, at offset `off`.
     #[inline(always)]
-    pub(crate) unsafe fn push_local(&self, p: *mut u8, off: u32) -> u32 {
+    pub(crate) unsafe fn push_local(&self, p: *mut u8, off: u32) -> bool {
         // SAFETY: the slot is ours to write (caller) and at least 4 bytes long.
         unsafe { p.cast::<u32>().write(self.free.load(Ordering::Relaxed)) };
         self.free.store(off, Ordering::Relaxed);
-        let used = self.used.load(Ordering::Relaxed) - 1;
-        self.used.store(used, Ordering::Relaxed);
-        used
+        let count = self.count.load(Ordering::Relaxed).wrapping_sub(1);
+        self.count.store(count, Ordering::Relaxed);
+        count == 0
     }
 
     /// Any thread: pushes the slot at `off` on the remote free list. Returns true when the
@@ -369,19 +440,23 @@ impl Header {
         debug_assert_eq!(taken & FULL, 0);
         let count = ((taken >> 32) & COUNT_MASK) as u32;
         self.free.store(taken as u32, Ordering::Relaxed);
-        self.used
-            .store(self.used.load(Ordering::Relaxed) - count, Ordering::Relaxed);
+        self.count_add(count.wrapping_neg());
         count
     }
 
-    /// Owner only, with no free slot: marks the block `FULL` before it leaves its head.
-    /// Returns false when a remote free came first (collect it instead).
+    /// Owner only, with no free slot: marks the block `FULL` before it leaves its head, in
+    /// [`Role::Full`]. Returns false when a remote free came first (collect it instead).
     pub(crate) fn try_retire(&self) -> bool {
         // Release: the owner's earlier store of `owner` happens before any remote free that
         // reads FULL (its CAS acquires), so the free relists the block to this owner.
-        self.remote
+        let retired = self
+            .remote
             .compare_exchange(0, FULL, Ordering::Release, Ordering::Relaxed)
-            .is_ok()
+            .is_ok();
+        if retired {
+            self.set_role(Role::Full);
+        }
+        retired
     }
 
     /// Owner only: clears `FULL` after a local free. Returns true when this call cleared it
@@ -408,9 +483,12 @@ impl Header {
         ((self.remote.load(Ordering::Relaxed) >> 32) & COUNT_MASK) as u32
     }
 
-    /// Live slots: handed out and not freed, locally or remotely.
+    /// Live slots: handed out and not freed, locally or remotely. (A snapshot by another
+    /// thread than the owner is kept within the capacity.)
     pub(crate) fn live(&self) -> u32 {
-        self.used.load(Ordering::Relaxed) - self.remote_count()
+        self.used()
+            .saturating_sub(self.remote_count())
+            .min(self.capacity())
     }
 }
 
@@ -419,21 +497,19 @@ impl Header {
     #[cfg(not(loom))]
     pub(crate) const fn sentinel() -> Header {
         Header {
-            key: OwnerCell::new(EMPTY_KEY),
-            flags: OwnerCell::new(0),
-            _pad: 0,
+            owner_key: AtomicU64::new(EMPTY_KEY as u64),
             free: AtomicU32::new(0),
             bump: AtomicU32::new(0),
             limit: 0,
             stride: 0,
-            used: AtomicU32::new(0),
-            fast_lo: OwnerCell::new(0),
-            fast_span: OwnerCell::new(0),
+            count: AtomicU32::new(0),
+            bias: AtomicU32::new(0),
             next: AtomicU32::new(NONE),
             prev: AtomicU32::new(NONE),
             returned_next: AtomicU32::new(NONE),
             magic: 0,
-            owner: AtomicU64::new(0),
+            flags: OwnerCell::new(0),
+            _pad: [0; 7],
             remote: AtomicU64::new(0),
         }
     }

@@ -244,21 +244,31 @@ const fn build_exact() -> [u8; EXACT_MAX] {
     out
 }
 
-/// Class of every size up to 1 KiB, for requests whose size is a multiple of their align.
+/// The fast paths' two tables, in one constant so that one address computation serves
+/// both (the free path reads each once).
+#[repr(C)]
+struct Lookup {
+    /// `exact[rounded - 1]` is the class of a request whose size rounded up to its align
+    /// is `rounded`, up to 1 KiB.
+    exact: [u8; EXACT_MAX],
+    /// The block mask of every class: `!(block_size - 1)`: a header is one load and one
+    /// `and` away.
+    masks: [usize; CLASS_COUNT],
+}
+
 /// A `const`, not a `static`: each use is a direct, position-relative load (a `static` of
 /// another crate may cost an extra load through the GOT on the fast path).
-const EXACT: [u8; EXACT_MAX] = build_exact();
-
-/// The block mask of every class: `!(block_size - 1)`. Its own table so that the free fast
-/// path finds a header with one load and one `and`.
-const MASKS: [usize; CLASS_COUNT] = {
-    let mut out = [0; CLASS_COUNT];
-    let mut i = 0;
-    while i < CLASS_COUNT {
-        out[i] = !(TABLE[i].block_size() - 1);
-        i += 1;
-    }
-    out
+const LOOKUP: Lookup = Lookup {
+    exact: build_exact(),
+    masks: {
+        let mut out = [0; CLASS_COUNT];
+        let mut i = 0;
+        while i < CLASS_COUNT {
+            out[i] = !(TABLE[i].block_size() - 1);
+            i += 1;
+        }
+        out
+    },
 };
 
 /// The block mask of class `class`.
@@ -269,7 +279,7 @@ const MASKS: [usize; CLASS_COUNT] = {
 pub(crate) unsafe fn block_mask_unchecked(class: usize) -> usize {
     debug_assert!(class < CLASS_COUNT);
     // SAFETY: in bounds by the caller's guarantee.
-    unsafe { *MASKS.get_unchecked(class) }
+    unsafe { *LOOKUP.masks.get_unchecked(class) }
 }
 
 /// The geometry of class `class`, without a bounds check (for the fast paths).
@@ -311,19 +321,29 @@ const _: () = {
 /// The class index serving a request of `size` bytes aligned to `align`, or `None` when the
 /// request is large (above [`MAX_SMALL`] or aligned above [`MAX_SMALL_ALIGN`]).
 ///
-/// `size` must be non-zero and `align` a power of two. Cost: about six instructions for
-/// requests up to 1 KiB.
+/// `size` must be non-zero and `align` a power of two.
 #[inline(always)]
 pub fn class_of(size: usize, align: usize) -> Option<usize> {
+    match exact_class(size, align) {
+        Some(class) => Some(class),
+        None => class_of_above_exact(((size - 1) | (align - 1)) + 1, align),
+    }
+}
+
+/// [`class_of`] for requests that round to at most 1 KiB (`None` above): one table load,
+/// about six instructions in all. The fast paths call it and leave the rest out of line.
+#[inline(always)]
+pub(crate) fn exact_class(size: usize, align: usize) -> Option<usize> {
     // `rounded - 1`, where `rounded` is size rounded up to a multiple of align (one `or`
     // for a power-of-two align). Up to 1 KiB a class whose stride is `rounded` exists (or
     // the next stride for sizes 3, 5, 6, 7), and the exact table picks it.
     let rounded_m1 = (size - 1) | (align - 1);
     if rounded_m1 < EXACT_MAX {
         // SAFETY: rounded_m1 < EXACT_MAX, the table's length.
-        return Some(unsafe { *EXACT.get_unchecked(rounded_m1) } as usize);
+        Some(unsafe { *LOOKUP.exact.get_unchecked(rounded_m1) } as usize)
+    } else {
+        None
     }
-    class_of_above_exact(rounded_m1 + 1, align)
 }
 
 #[inline]

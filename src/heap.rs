@@ -17,7 +17,7 @@
 //! `returned`) and waits on the pool's abandoned list for the next thread. The exit path
 //! takes the pool lock but never allocates.
 
-use crate::block::{BlockStack, Header, NONE};
+use crate::block::{BlockStack, Header, Role, NONE};
 use crate::class::CLASS_COUNT;
 use crate::os;
 use crate::pool::{Pool, PoolState};
@@ -189,7 +189,6 @@ impl Heap {
                 if h.collect_remote() > 0 || !h.try_retire() {
                     continue;
                 }
-                h.set_current(false);
                 *head.current = &EMPTY_BLOCK;
             }
             self.drain_returned();
@@ -200,27 +199,34 @@ impl Heap {
                     pool.take_block(&mut st, class, life, self.token)?
                 }
             };
-            h.set_current(true);
+            h.set_role(Role::Current);
             *head.current = h;
         }
     }
 
-    /// The slow path of a local free, after `push_local` left `used_after` slots in use:
-    /// 0 (the block is now empty) or `capacity - 1` (the block may have been `FULL`).
+    /// The slow path of a local free: `push_local` took the block's count to 0, so the
+    /// block was retired `FULL` and this free brings it back, or it is listed and now
+    /// empty (see [`Role`]).
     #[cold]
     #[inline(never)]
-    pub(crate) fn free_slow(&self, h: &Header, used_after: u32) {
+    pub(crate) fn free_slow(&self, h: &Header) {
         let pool = self.pool();
         // SAFETY: the block is this heap's, so its key names a head of this heap.
         let head = unsafe { self.head(h.class(), h.life()) };
-        if used_after == h.capacity() - 1 {
-            if h.clear_full() {
-                pool.list_push(head.partial, h);
+        match h.role() {
+            Role::Full => {
+                h.set_role(Role::Listed);
+                // When a remote free cleared FULL first, it put the block on `returned`.
+                if h.clear_full() {
+                    pool.list_push(head.partial, h);
+                }
             }
-        } else if used_after == 0 && !ptr::eq(*head.current, h) {
-            pool.list_remove(head.partial, h);
-            let mut st = pool.lock();
-            pool.give_empty(&mut st, h);
+            Role::Listed => {
+                pool.list_remove(head.partial, h);
+                let mut st = pool.lock();
+                pool.give_empty(&mut st, h);
+            }
+            Role::Current => unreachable!("a current block's count never reaches 0"),
         }
     }
 
@@ -228,11 +234,11 @@ impl Heap {
     /// does not load the heap).
     #[cold]
     #[inline(never)]
-    pub(crate) fn free_slow_current(h: &Header, used_after: u32) {
+    pub(crate) fn free_slow_current(h: &Header) {
         CURRENT.with(|c| {
-            // SAFETY: only called when CURRENT's token matched the block's owner, so
+            // SAFETY: only called when CURRENT's tag matched the block's owner, so
             // CURRENT's heap is live and owns the block.
-            unsafe { (*c.heap.get()).free_slow(h, used_after) }
+            unsafe { (*c.heap.get()).free_slow(h) }
         })
     }
 
@@ -245,6 +251,7 @@ impl Heap {
             u = h.returned_next.load(Ordering::Relaxed);
             // SAFETY: returned blocks are owned by this heap; their key names its heads.
             let head = unsafe { self.head(h.class(), h.life()) };
+            h.set_role(Role::Listed);
             pool.list_push(head.partial, h);
         }
     }
@@ -301,7 +308,7 @@ impl Heap {
                 // SAFETY: a current block is live.
                 let h = unsafe { &**head.current };
                 if h.live() == 0 {
-                    h.set_current(false);
+                    h.set_role(Role::Listed);
                     *head.current = &EMPTY_BLOCK;
                     pool.give_empty(st, h);
                     given += 1;
@@ -386,7 +393,7 @@ impl Heap {
             if !ptr::eq(*head.current, &EMPTY_BLOCK) {
                 // SAFETY: a current block is live.
                 let h = unsafe { &**head.current };
-                h.set_current(false);
+                h.set_role(Role::Listed);
                 pool.adopt_block(&mut st, h);
                 *head.current = &EMPTY_BLOCK;
             }
@@ -441,11 +448,21 @@ impl Heap {
     }
 }
 
-/// The heap the calling thread used last, its instance and its token.
+/// The heap the calling thread used last, its instance, and the owner word of its blocks
+/// without their key ([`owner_tag`] of its token).
 struct Current {
     instance: Cell<u64>,
     heap: Cell<*mut Heap>,
-    token: Cell<u64>,
+    tag: Cell<u64>,
+}
+
+/// The tag of no heap: `owner_key ^ key` of no block (tokens are below 2^48).
+const NO_TAG: u64 = u64::MAX;
+
+/// `Header::owner_key` of a block owned by token `token`, with key 0.
+#[inline]
+pub(crate) const fn owner_tag(token: u64) -> u64 {
+    token << 16
 }
 
 /// The calling thread's heaps (one per instance it allocated from); its drop is the thread
@@ -458,7 +475,7 @@ thread_local! {
     // No destructor: readable at any point of the thread's life, even while other thread
     // locals are being destroyed, and read with one TLS access on the fast path.
     static CURRENT: Current = const {
-        Current { instance: Cell::new(0), heap: Cell::new(ptr::null_mut()), token: Cell::new(u64::MAX) }
+        Current { instance: Cell::new(0), heap: Cell::new(ptr::null_mut()), tag: Cell::new(NO_TAG) }
     };
     static OWNED: Owned = const { Owned { first: Cell::new(ptr::null_mut()) } };
 }
@@ -468,7 +485,7 @@ impl Drop for Owned {
         CURRENT.with(|c| {
             c.instance.set(0);
             c.heap.set(ptr::null_mut());
-            c.token.set(u64::MAX);
+            c.tag.set(NO_TAG);
         });
         let mut heap = self.first.replace(ptr::null_mut());
         while !heap.is_null() {
@@ -497,13 +514,14 @@ pub(crate) fn with_current<R>(instance: u64, f: impl FnOnce(&Heap) -> Option<R>)
     })
 }
 
-/// True when blocks with owner `token` belong to the calling thread's last used heap (the
-/// free fast path: one thread-local compare; tokens are unique in the process, so no
-/// instance check is needed). CURRENT's token is a live heap's, or `u64::MAX`, which no
-/// block has.
+/// True when `word`, a block's `owner_key` xor the key a free expects, is the calling
+/// thread's last used heap's tag: the block is that heap's and holds the freed slot's size
+/// and lifetime class (the free fast path: one thread-local compare; tokens are unique in
+/// the process, so no instance check is needed). CURRENT's tag is a live heap's, or
+/// [`NO_TAG`], which matches no block.
 #[inline(always)]
-pub(crate) fn owns(token: u64) -> bool {
-    CURRENT.with(|c| c.token.get() == token)
+pub(crate) fn owns(word: u64) -> bool {
+    CURRENT.with(|c| c.tag.get() == word)
 }
 
 /// The calling thread's heap for `instance`, if it is the one it used last; else null.
@@ -536,7 +554,7 @@ pub(crate) fn join(pool: &Pool, instance: u64) -> *mut Heap {
             c.instance.set(instance);
             c.heap.set(heap);
             // SAFETY: join returns a live heap of this thread.
-            c.token.set(unsafe { (*heap).token });
+            c.tag.set(owner_tag(unsafe { (*heap).token }));
         });
     }
     heap
@@ -573,7 +591,7 @@ pub(crate) fn switch_to_own<'a>(instance: u64, owner: u64) -> Option<&'a Heap> {
     CURRENT.with(|c| {
         c.instance.set(instance);
         c.heap.set(heap);
-        c.token.set(owner);
+        c.tag.set(owner_tag(owner));
     });
     Some(hp)
 }
@@ -618,3 +636,8 @@ pub(crate) const THREAD_GROUP: usize = usize::MAX;
 
 /// Source of instance ids: never reused, never 0.
 pub(crate) static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(1);
+
+/// Instance ids are below this, so that a token (`instance << 16 | heap id`) fits the 48
+/// bits `Header::owner_key` gives it: the 2^32nd instance a process creates cannot
+/// allocate (its calls return null), rather than reuse an id.
+pub(crate) const MAX_INSTANCES: u64 = 1 << 32;

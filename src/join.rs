@@ -16,7 +16,6 @@ use crate::api::Cohort;
 use crate::class::{class_of, malloc_align, CLASSES};
 use crate::heap::{self, Heap};
 use crate::lifetime::Lifetime;
-use crate::sync::Ordering;
 use core::alloc::Layout;
 use core::cell::Cell;
 use core::marker::PhantomData;
@@ -146,11 +145,10 @@ impl<L: Lifetime> Join<'_, L> {
         let h = unsafe { c.validated_block::<false>(p, size, class, life) };
         let off = (p as usize - h.base() as usize) as u32;
         let heap = self.heap();
-        if h.owner.load(Ordering::Relaxed) == heap.token {
+        if h.owner() == heap.token {
             // SAFETY: a live slot of a block of this join's heap.
-            let used_after = unsafe { h.push_local(p, off) };
-            if h.free_needs_slow_path(used_after) {
-                heap.free_slow(h, used_after);
+            if unsafe { h.push_local(p, off) } {
+                heap.free_slow(h);
             }
         } else {
             // SAFETY: a live slot.

@@ -6,7 +6,7 @@
 
 use crate::block::{BlockStack, Header, FULL};
 use crate::class::CLASSES;
-use crate::sync::{spin_lock, AtomicU64, Ordering, SpinLock};
+use crate::sync::{spin_lock, Ordering, SpinLock};
 use std::alloc::{alloc_zeroed, dealloc, Layout};
 
 /// "No block" in a [`Stack`] and in [`Block::returned_next`].
@@ -41,7 +41,7 @@ impl Block {
         // Not yet shared: Relaxed; the model's thread spawns publish it.
         h.bump
             .store(c.limit - never_used * c.stride, Ordering::Relaxed);
-        h.used.store(c.capacity - never_used, Ordering::Relaxed);
+        h.set_used(c.capacity - never_used);
         Block { base, layout }
     }
 
@@ -71,11 +71,11 @@ impl Block {
         self.header().pop().map(|(off, _)| off)
     }
 
-    /// Owner only: `Header::push_local`; returns `used` after.
+    /// Owner only: `Header::push_local`; returns true when the free takes the slow path.
     ///
     /// # Safety
     /// `off` is a live slot of this block.
-    pub unsafe fn push_local(&self, off: u32) -> u32 {
+    pub unsafe fn push_local(&self, off: u32) -> bool {
         // SAFETY: forwarded.
         unsafe { self.header().push_local(self.base.add(off as usize), off) }
     }
@@ -94,7 +94,8 @@ impl Block {
         self.header().collect_remote()
     }
 
-    /// Owner only, with no free slot: `Header::try_retire`.
+    /// Owner only, with no free slot: `Header::try_retire` (the block's role becomes
+    /// `Full`).
     pub fn try_retire(&self) -> bool {
         self.header().try_retire()
     }
@@ -106,7 +107,7 @@ impl Block {
 
     /// `used` (Relaxed: read by the owner, or after the model's threads joined).
     pub fn used(&self) -> u32 {
-        self.header().used.load(Ordering::Relaxed)
+        self.header().used()
     }
 
     /// Slots on the remote free list (`Header::remote_count`).
@@ -125,9 +126,14 @@ impl Block {
         self.header().free.load(Ordering::Relaxed) == 0
     }
 
-    /// The owner token (`Header::owner`), for models of the hand-over protocol.
-    pub fn owner(&self) -> &AtomicU64 {
-        &self.header().owner
+    /// The owner token, read as `Pool::relist` reads it (`Header::owner_acquire`).
+    pub fn owner(&self) -> u64 {
+        self.header().owner_acquire()
+    }
+
+    /// Owner only: hands the block to `owner` (`Header::set_owner`).
+    pub fn set_owner(&self, owner: u64) {
+        self.header().set_owner(owner)
     }
 
     /// The block's link in a [`Stack`] (Relaxed, as `Heap::drain_returned` reads it).

@@ -15,7 +15,7 @@
 //! key `h` and `owner == 0`; a block on `retained[s]` is empty with key [`EMPTY_KEY`];
 //! `retained_count[s] <= RETAIN_EMPTY`.
 
-use crate::block::{BlockStack, Header, NONE};
+use crate::block::{BlockStack, Header, Role, NONE};
 use crate::class::{CLASSES, CLASS_COUNT, MAX_BLOCK_SHIFT, UNIT_SHIFT};
 use crate::heap::Heap;
 use crate::large::LargeTable;
@@ -262,7 +262,7 @@ impl Pool {
             self.reclaim_abandoned(st);
         }
         if let Some(h) = self.list_pop(st.partial(head)) {
-            h.owner.store(owner, Ordering::Relaxed);
+            h.set_owner(owner);
             return Some(h);
         }
         let c = &CLASSES[class];
@@ -318,7 +318,7 @@ impl Pool {
     pub(crate) fn reset(&self, h: &Header) {
         self.clear_live_bits(h);
         h.reset();
-        h.set_current(true);
+        h.set_role(Role::Current);
     }
 
     fn clear_live_bits(&self, h: &Header) {
@@ -414,8 +414,7 @@ impl Pool {
         let s = (shift - UNIT_SHIFT) as usize;
         if st.retained_count[s] < retain {
             // Frees read the key only to reject stale pointers: they now fail the check.
-            h.set_empty_key();
-            h.owner.store(0, Ordering::Relaxed);
+            h.set_pool_empty();
             h.next.store(st.retained[s], Ordering::Relaxed);
             st.retained[s] = self.unit(h);
             st.retained_count[s] += 1;
@@ -427,11 +426,11 @@ impl Pool {
 
     /// Under the lock: hands a heap's block to the pool (thread exit, or a heap leaving).
     pub(crate) fn adopt_block(&self, st: &mut PoolState, h: &Header) {
-        h.owner.store(0, Ordering::Relaxed);
+        h.set_owner(0);
         if h.free.load(Ordering::Relaxed) == 0 {
             h.collect_remote();
         }
-        if h.used.load(Ordering::Relaxed) == 0 {
+        if h.used() == 0 {
             self.give_empty(st, h);
         } else {
             let head = h.life() * CLASS_COUNT + h.class();
@@ -467,7 +466,7 @@ impl Pool {
         // The caller's push found FULL with an Acquire CAS, pairing with the owner's Release
         // in `try_retire`, which came after its store of `owner`: the load sees the current
         // owner. A FULL block is on no list, so its owner cannot change before this push.
-        let heap = self.heap((h.owner.load(Ordering::Acquire) & 0xffff) as u32);
+        let heap = self.heap((h.owner_acquire() & 0xffff) as u32);
         let stack = if heap.is_null() {
             &self.returned
         } else {
@@ -505,7 +504,7 @@ impl Pool {
                 })
             };
             if let Some((off, zeroed)) = got {
-                if h.geometry().is_tiny() && h.used.load(Ordering::Relaxed) == h.capacity() {
+                if h.geometry().is_tiny() && h.used() == h.capacity() {
                     // A full tiny block is on no list; `free_tiny` lists it again.
                     self.list_remove(st.partial(head), h);
                 }

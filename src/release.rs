@@ -14,7 +14,6 @@ use crate::lifetime::Lifetime;
 use crate::os;
 use crate::pool::{PoolState, EMPTY_KEY};
 use crate::region::BLOCK;
-use crate::sync::Ordering;
 
 /// What [`Cohort::release_class`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -114,10 +113,10 @@ impl<L: Lifetime> Cohort<L> {
             let h = pool.block(u as u32);
             // Blocks with nothing in use are the current blocks just emptied in place (or
             // listed blocks): they stay where they are.
-            if h.key() == EMPTY_KEY || h.life() != life || h.used.load(Ordering::Relaxed) == 0 {
+            if h.key() == EMPTY_KEY || h.life() != life || h.used() == 0 {
                 continue;
             }
-            let owner = h.owner.load(Ordering::Relaxed);
+            let owner = h.owner();
             if exclusive || owner == 0 || Some(owner) == my_token || pool.owner_is_abandoned(owner)
             {
                 release(&mut st, h, false);

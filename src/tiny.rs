@@ -99,8 +99,7 @@ pub(crate) unsafe fn pop(h: &Header) -> Option<(u32, bool)> {
             run += 1;
         }
     };
-    h.used
-        .store(h.used.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    h.count_add(1);
     Some((off, zeroed))
 }
 
@@ -125,8 +124,8 @@ pub(crate) unsafe fn push(h: &Header, off: u32) -> u32 {
     if run < h.free.load(Ordering::Relaxed) {
         h.free.store(run, Ordering::Relaxed);
     }
-    let used = h.used.load(Ordering::Relaxed);
-    h.used.store(used - 1, Ordering::Relaxed);
+    let used = h.used();
+    h.count_add(u32::MAX);
     used
 }
 

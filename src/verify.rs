@@ -248,7 +248,7 @@ fn check_block(pool: &Pool, h: &Header, seen: &mut BitSlice<usize>) -> Result<us
             ));
         }
     }
-    let used = h.used.load(Ordering::Relaxed) as usize;
+    let used = h.used() as usize;
     if used + free != handed_out {
         return Err(error(
             h,
@@ -301,13 +301,10 @@ fn check_lists(pool: &Pool) -> Result<(), VerifyError> {
         if h.key() == EMPTY_KEY || h.remote.load(Ordering::Relaxed) & FULL != 0 {
             return Err(error(h, format!("{what} lists an empty or FULL block")));
         }
-        if h.owner.load(Ordering::Relaxed) != owner {
+        if h.owner() != owner {
             return Err(error(
                 h,
-                format!(
-                    "{what} lists a block owned by {:#x}",
-                    h.owner.load(Ordering::Relaxed)
-                ),
+                format!("{what} lists a block owned by {:#x}", h.owner()),
             ));
         }
         let next = h.next.load(Ordering::Relaxed);
