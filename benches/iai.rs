@@ -92,14 +92,33 @@ struct Buffer(UnsafeCell<[u8; 4096]>);
 unsafe impl Sync for Buffer {}
 static BUFFER: Buffer = Buffer(UnsafeCell::new([0; 4096]));
 
+impl Noop {
+    /// The buffer's address, opaque to the compiler like a real allocator's result (so the
+    /// benchmark's own null check is not folded away), at no cost: an empty `asm!` that
+    /// claims to change the register (`black_box` would add a store and a load).
+    #[inline(always)]
+    fn buffer() -> *mut u8 {
+        #[allow(unused_mut)]
+        let mut p: *mut u8 = BUFFER.0.get().cast();
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the assembly is empty: it reads and writes nothing.
+        unsafe {
+            std::arch::asm!("/* {0} */", inout(reg) p, options(nomem, nostack, preserves_flags))
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let p = black_box(p);
+        p
+    }
+}
+
 // SAFETY: only the benchmarks above use it, which never touch the memory it returns.
 unsafe impl GlobalAlloc for Noop {
     unsafe fn alloc(&self, _: Layout) -> *mut u8 {
-        BUFFER.0.get().cast()
+        Self::buffer()
     }
     unsafe fn dealloc(&self, _: *mut u8, _: Layout) {}
     unsafe fn alloc_zeroed(&self, _: Layout) -> *mut u8 {
-        BUFFER.0.get().cast()
+        Self::buffer()
     }
     unsafe fn realloc(&self, p: *mut u8, _: Layout, _: usize) -> *mut u8 {
         p

@@ -11,10 +11,9 @@
 //! - otherwise a large allocation: its own page-rounded mapping, no header. The size given
 //!   back at free says it is large.
 
-use crate::block::{header_of, header_of_class, key, Header, MAGIC};
+use crate::block::{header_of, key, Header, MAGIC};
 use crate::class::{
-    class_of, exact_class, geometry_unchecked, malloc_align, Class, CLASSES, CLASS_COUNT,
-    MAX_SMALL_ALIGN,
+    class_of, geometry_unchecked, malloc_align, Class, CLASSES, CLASS_COUNT, MAX_SMALL_ALIGN,
 };
 use crate::heap::{self, Heap};
 use crate::lifetime::Lifetime;
@@ -468,7 +467,7 @@ impl<L: Lifetime> Cohort<L> {
     /// `alloc_sized` for a non-zero size (GlobalAlloc's contract spares the test).
     #[inline(always)]
     fn alloc_nonzero<const ZERO: bool>(&self, size: usize, align: usize, life: usize) -> *mut u8 {
-        match exact_class(size, align) {
+        match heap::exact_class(size, align) {
             Some(class) => self.alloc_class::<ZERO>(class, life),
             None => self.alloc_above_exact::<ZERO>(size, align, life),
         }
@@ -601,7 +600,7 @@ impl<L: Lifetime> Cohort<L> {
         align: usize,
         life: usize,
     ) {
-        match exact_class(size, align) {
+        match heap::exact_class(size, align) {
             // SAFETY: forwarded contract; class is the size's.
             Some(class) => unsafe { self.free_class::<ABORT>(p, size, class, life) },
             // SAFETY: forwarded contract.
@@ -647,10 +646,10 @@ impl<L: Lifetime> Cohort<L> {
         }
         // SAFETY: class < CLASS_COUNT; the caller's pointer is in a block of this
         // allocator (checked above in checked mode), whose header is mapped.
-        let h = unsafe { &*header_of_class(p, class) };
+        let h = unsafe { &*heap::header_of_class(p, class) };
         if heap::owns(h.owner_key() ^ key(class, life) as u64) {
             // SAFETY: the slot is live and its block is this thread's.
-            if unsafe { h.push_local(p, h.offset_of(p)) } {
+            if unsafe { h.push_local(p) } {
                 Heap::free_slow_current(h);
             }
         } else {
@@ -674,7 +673,7 @@ impl<L: Lifetime> Cohort<L> {
         life: usize,
     ) {
         // SAFETY: as in free_class (checked mode has checked everything already).
-        let h = unsafe { &*header_of_class(p, class) };
+        let h = unsafe { &*heap::header_of_class(p, class) };
         if !CHECKED && h.key() != key(class, life) {
             self.bad_key::<ABORT>(p, size, class, life);
         }
@@ -697,7 +696,7 @@ impl<L: Lifetime> Cohort<L> {
         life: usize,
     ) -> &Header {
         // SAFETY: class came from class_of.
-        let h = unsafe { header_of_class(p, class) };
+        let h = unsafe { heap::header_of_class(p, class) };
         if CHECKED {
             self.check_free::<ABORT>(p, size, class, life);
         } else {
@@ -726,7 +725,7 @@ impl<L: Lifetime> Cohort<L> {
             if let Some(heap) = heap::switch_to_own(self.instance_id(), owner) {
                 let p = h.base().wrapping_add(off as usize);
                 // SAFETY: a live slot of a block of this thread's heap.
-                if unsafe { h.push_local(p, off) } {
+                if unsafe { h.push_local(p) } {
                     heap.free_slow(h);
                 }
                 return;

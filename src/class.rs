@@ -244,10 +244,12 @@ const fn build_exact() -> [u8; EXACT_MAX] {
     out
 }
 
-/// The fast paths' two tables, in one constant so that one address computation serves
-/// both (the free path reads each once).
+/// The fast paths' two tables, together so that one base address serves both (the free
+/// path reads each once). The fast paths read a thread-local copy
+/// ([`crate::heap`]), addressed from the thread pointer they load anyway: a table in
+/// the binary costs one more instruction per look-up in position-independent code.
 #[repr(C)]
-struct Lookup {
+pub(crate) struct Lookup {
     /// `exact[rounded - 1]` is the class of a request whose size rounded up to its align
     /// is `rounded`, up to 1 KiB.
     exact: [u8; EXACT_MAX],
@@ -256,9 +258,8 @@ struct Lookup {
     masks: [usize; CLASS_COUNT],
 }
 
-/// A `const`, not a `static`: each use is a direct, position-relative load (a `static` of
-/// another crate may cost an extra load through the GOT on the fast path).
-const LOOKUP: Lookup = Lookup {
+/// The tables' values.
+pub(crate) const LOOKUP: Lookup = Lookup {
     exact: build_exact(),
     masks: {
         let mut out = [0; CLASS_COUNT];
@@ -271,15 +272,34 @@ const LOOKUP: Lookup = Lookup {
     },
 };
 
-/// The block mask of class `class`.
-///
-/// # Safety
-/// `class < CLASS_COUNT`.
-#[inline(always)]
-pub(crate) unsafe fn block_mask_unchecked(class: usize) -> usize {
-    debug_assert!(class < CLASS_COUNT);
-    // SAFETY: in bounds by the caller's guarantee.
-    unsafe { *LOOKUP.masks.get_unchecked(class) }
+impl Lookup {
+    /// [`class_of`] for requests that round to at most 1 KiB (`None` above): one table
+    /// load, about six instructions in all. The fast paths call it and leave the rest out
+    /// of line.
+    #[inline(always)]
+    pub(crate) fn exact_class(&self, size: usize, align: usize) -> Option<usize> {
+        // `rounded - 1`, where `rounded` is size rounded up to a multiple of align (one
+        // `or` for a power-of-two align). Up to 1 KiB a class whose stride is `rounded`
+        // exists (or the next stride for sizes 3, 5, 6, 7), and the exact table picks it.
+        let rounded_m1 = (size - 1) | (align - 1);
+        if rounded_m1 < EXACT_MAX {
+            // SAFETY: rounded_m1 < EXACT_MAX, the table's length.
+            Some(unsafe { *self.exact.get_unchecked(rounded_m1) } as usize)
+        } else {
+            None
+        }
+    }
+
+    /// The block mask of class `class`.
+    ///
+    /// # Safety
+    /// `class < CLASS_COUNT`.
+    #[inline(always)]
+    pub(crate) unsafe fn block_mask(&self, class: usize) -> usize {
+        debug_assert!(class < CLASS_COUNT);
+        // SAFETY: in bounds by the caller's guarantee.
+        unsafe { *self.masks.get_unchecked(class) }
+    }
 }
 
 /// The geometry of class `class`, without a bounds check (for the fast paths).
@@ -322,27 +342,11 @@ const _: () = {
 /// request is large (above [`MAX_SMALL`] or aligned above [`MAX_SMALL_ALIGN`]).
 ///
 /// `size` must be non-zero and `align` a power of two.
-#[inline(always)]
+#[inline]
 pub fn class_of(size: usize, align: usize) -> Option<usize> {
-    match exact_class(size, align) {
+    match LOOKUP.exact_class(size, align) {
         Some(class) => Some(class),
         None => class_of_above_exact(((size - 1) | (align - 1)) + 1, align),
-    }
-}
-
-/// [`class_of`] for requests that round to at most 1 KiB (`None` above): one table load,
-/// about six instructions in all. The fast paths call it and leave the rest out of line.
-#[inline(always)]
-pub(crate) fn exact_class(size: usize, align: usize) -> Option<usize> {
-    // `rounded - 1`, where `rounded` is size rounded up to a multiple of align (one `or`
-    // for a power-of-two align). Up to 1 KiB a class whose stride is `rounded` exists (or
-    // the next stride for sizes 3, 5, 6, 7), and the exact table picks it.
-    let rounded_m1 = (size - 1) | (align - 1);
-    if rounded_m1 < EXACT_MAX {
-        // SAFETY: rounded_m1 < EXACT_MAX, the table's length.
-        Some(unsafe { *LOOKUP.exact.get_unchecked(rounded_m1) } as usize)
-    } else {
-        None
     }
 }
 

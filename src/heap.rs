@@ -18,7 +18,7 @@
 //! takes the pool lock but never allocates.
 
 use crate::block::{BlockStack, Header, Role, NONE};
-use crate::class::CLASS_COUNT;
+use crate::class::{Lookup, CLASS_COUNT, LOOKUP};
 use crate::os;
 use crate::pool::{Pool, PoolState};
 use crate::sync::{spin_hint, AtomicU64, AtomicU8, Ordering};
@@ -448,12 +448,17 @@ impl Heap {
     }
 }
 
-/// The heap the calling thread used last, its instance, and the owner word of its blocks
-/// without their key ([`owner_tag`] of its token).
+/// The calling thread's state for the fast paths: the heap it used last, its instance, the
+/// owner word of its blocks without their key ([`owner_tag`] of its token), and a copy of
+/// the class tables (read-only). The copy is there because the fast paths load the thread
+/// pointer anyway: a table beside it is one base register away, while a table in the
+/// binary needs its own address computation in position-independent code.
+#[repr(C)]
 struct Current {
     instance: Cell<u64>,
     heap: Cell<*mut Heap>,
     tag: Cell<u64>,
+    lookup: Lookup,
 }
 
 /// The tag of no heap: `owner_key ^ key` of no block (tokens are below 2^48).
@@ -475,7 +480,12 @@ thread_local! {
     // No destructor: readable at any point of the thread's life, even while other thread
     // locals are being destroyed, and read with one TLS access on the fast path.
     static CURRENT: Current = const {
-        Current { instance: Cell::new(0), heap: Cell::new(ptr::null_mut()), tag: Cell::new(NO_TAG) }
+        Current {
+            instance: Cell::new(0),
+            heap: Cell::new(ptr::null_mut()),
+            tag: Cell::new(NO_TAG),
+            lookup: LOOKUP,
+        }
     };
     static OWNED: Owned = const { Owned { first: Cell::new(ptr::null_mut()) } };
 }
@@ -512,6 +522,24 @@ pub(crate) fn with_current<R>(instance: u64, f: impl FnOnce(&Heap) -> Option<R>)
             None
         }
     })
+}
+
+/// The class of a request up to 1 KiB ([`Lookup::exact_class`]), from the thread's tables.
+#[inline(always)]
+pub(crate) fn exact_class(size: usize, align: usize) -> Option<usize> {
+    CURRENT.with(|c| c.lookup.exact_class(size, align))
+}
+
+/// The header of the block holding `p`, a slot of class `class`: one mask, from the
+/// thread's tables.
+///
+/// # Safety
+/// `class < CLASS_COUNT`.
+#[inline(always)]
+pub(crate) unsafe fn header_of_class(p: *mut u8, class: usize) -> *mut Header {
+    // SAFETY: forwarded.
+    let mask = CURRENT.with(|c| unsafe { c.lookup.block_mask(class) });
+    (p as usize & mask) as *mut Header
 }
 
 /// True when `word`, a block's `owner_key` xor the key a free expects, is the calling

@@ -143,16 +143,15 @@ impl<L: Lifetime> Join<'_, L> {
         };
         // SAFETY: forwarded contract.
         let h = unsafe { c.validated_block::<false>(p, size, class, life) };
-        let off = (p as usize - h.base() as usize) as u32;
         let heap = self.heap();
         if h.owner() == heap.token {
             // SAFETY: a live slot of a block of this join's heap.
-            if unsafe { h.push_local(p, off) } {
+            if unsafe { h.push_local(p) } {
                 heap.free_slow(h);
             }
         } else {
             // SAFETY: a live slot.
-            unsafe { c.free_remote(h, off) };
+            unsafe { c.free_remote(h, h.offset_of(p)) };
         }
     }
 }

@@ -77,7 +77,7 @@ impl Block {
     /// `off` is a live slot of this block.
     pub unsafe fn push_local(&self, off: u32) -> bool {
         // SAFETY: forwarded.
-        unsafe { self.header().push_local(self.base.add(off as usize), off) }
+        unsafe { self.header().push_local(self.base.add(off as usize)) }
     }
 
     /// Any thread: `Header::push_remote`; true when the block was `FULL`.
