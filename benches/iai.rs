@@ -98,16 +98,17 @@ impl Noop {
     /// claims to change the register (`black_box` would add a store and a load).
     #[inline(always)]
     fn buffer() -> *mut u8 {
+        let p: *mut u8 = BUFFER.0.get().cast();
         #[allow(unused_mut)]
-        let mut p: *mut u8 = BUFFER.0.get().cast();
+        let mut addr = p as usize;
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the assembly is empty: it reads and writes nothing.
         unsafe {
-            std::arch::asm!("/* {0} */", inout(reg) p, options(nomem, nostack, preserves_flags))
+            std::arch::asm!("/* {0} */", inout(reg) addr, options(nomem, nostack, preserves_flags))
         };
         #[cfg(not(target_arch = "x86_64"))]
-        let p = black_box(p);
-        p
+        let addr = black_box(addr);
+        p.wrapping_add(addr.wrapping_sub(p as usize))
     }
 }
 
