@@ -3,7 +3,11 @@
 //! One binary calls each allocator's `GlobalAlloc` on a static instance (none of them needs to be
 //! the `#[global_allocator]` for that): statically dispatched, and inlined where the allocator's
 //! code allows (cohort's is Rust and `#[inline]`; the C allocators are calls). `cohort_global`
-//! measures cohort once more as the `#[global_allocator]`, through the `__rust_alloc` shim. Each benchmark runs in its own valgrind process: the setup warms the
+//! measures cohort once more as the `#[global_allocator]`, through `std::alloc` (this binary
+//! is built with LTO, which inlines the `__rust_alloc` shim); `cohort_called` puts cohort
+//! behind calls the compiler may not inline, as `__rust_alloc` is in a program built without
+//! LTO (a shim function with the fast path inlined in it). Each benchmark runs in its own
+//! valgrind process: the setup warms the
 //! allocator up with the same operation (thread heap, first-touch pages), then the measured
 //! function repeats the operation [`N`] times. The `noop` allocator runs the same code with an
 //! allocator that does nothing, so `(count - noop count) / N` is the allocator's own cost per
@@ -159,6 +163,34 @@ unsafe impl GlobalAlloc for RustGlobal {
     }
 }
 
+/// cohort behind calls that are never inlined: each method is a function of its own with
+/// cohort's fast path inlined in it, as `__rust_alloc` is in a program built without LTO.
+struct Called;
+
+// SAFETY: every method forwards its arguments unchanged to COHORT's method of the same name.
+unsafe impl GlobalAlloc for Called {
+    #[inline(never)]
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        // SAFETY: the caller upholds GlobalAlloc::alloc's contract.
+        unsafe { GlobalAlloc::alloc(&COHORT, l) }
+    }
+    #[inline(never)]
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        // SAFETY: as above, for dealloc.
+        unsafe { GlobalAlloc::dealloc(&COHORT, p, l) }
+    }
+    #[inline(never)]
+    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+        // SAFETY: as above, for alloc_zeroed.
+        unsafe { GlobalAlloc::alloc_zeroed(&COHORT, l) }
+    }
+    #[inline(never)]
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: as above, for realloc.
+        unsafe { GlobalAlloc::realloc(&COHORT, p, l, new_size) }
+    }
+}
+
 /// A benchmark function (and its warm-up setup) running every [`Op`] on one allocator.
 macro_rules! allocator {
     ($name:ident, $warm:ident, $alloc:expr) => {
@@ -185,10 +217,11 @@ allocator!(mimalloc, warm_mimalloc, MIMALLOC);
 allocator!(jemalloc, warm_jemalloc, JEMALLOC);
 allocator!(cohort, warm_cohort, COHORT);
 allocator!(cohort_global, warm_cohort_global, RustGlobal);
+allocator!(cohort_called, warm_cohort_called, Called);
 
 library_benchmark_group!(
     name = fast_paths;
-    benchmarks = noop, system, mimalloc, jemalloc, cohort, cohort_global
+    benchmarks = noop, system, mimalloc, jemalloc, cohort, cohort_global, cohort_called
 );
 
 main!(library_benchmark_groups = fast_paths);

@@ -489,7 +489,10 @@ impl<L: Lifetime> Cohort<L> {
     }
 
     /// The fast path: the calling thread's current block of (class, life) has a free slot.
-    /// Budget: about 20 instructions from the request to the returned pointer.
+    /// Budget, x86-64, with the class look-up before it (checked by `benches/iai.rs`): 20
+    /// instructions in a `__rust_alloc` of its own, `ret` included: size index 3, bound 2,
+    /// thread pointer 1, class 1, instance compare 3, heap and block 2, free-list pop 5,
+    /// count 1, pointer 1. Inlined with a constant align: 18.
     #[inline(always)]
     fn alloc_class<const ZERO: bool>(&self, class: usize, life: usize) -> *mut u8 {
         let got = heap::with_current(self.instance.load(Ordering::Relaxed), |heap| {
@@ -629,7 +632,12 @@ impl<L: Lifetime> Cohort<L> {
     }
 
     /// The free fast path: the block is the calling thread's (its last used heap's) and
-    /// holds (class, life); one compare checks both ([`heap::owns`]).
+    /// holds (class, life); one compare checks both ([`heap::owns`]). Budget, x86-64, with
+    /// the class look-up before it (checked by `benches/iai.rs`): 22 instructions in a
+    /// `__rust_dealloc` of its own, `ret` included: size index 3, bound 2, thread pointer 1,
+    /// class 1, header mask 2, owner-and-key compare 4, push 4, count 4 (an atomic's load,
+    /// decrement, store and branch: a plain field would fold to 2, but snapshots read the
+    /// count from other threads). Inlined with a constant align: 20.
     ///
     /// # Safety
     /// As [`Cohort::free`], with `class` the class of the size.
@@ -783,9 +791,7 @@ impl<L: Lifetime> Cohort<L> {
     }
 
     /// The release-build check failed: the block's key is not (class, life). Cost on the
-    /// fast path: the key compare and its branch, two instructions (`cmp` of the header's
-    /// u16 with a register, `jne`), measured with callgrind: a 16-byte `__rust_dealloc`
-    /// through `GlobalAlloc` runs 32 instructions with the check, 30 without. It stays on.
+    /// fast path: one `xor`, since the key shares the owner's word and compare.
     #[cold]
     #[inline(never)]
     fn bad_key<const ABORT: bool>(&self, p: *mut u8, size: usize, class: usize, life: usize) -> ! {

@@ -9,9 +9,9 @@ use std::process::Command;
 use std::time::Duration;
 
 /// Column order. "cohort (classes)" and "cohort (release_class)" are cohort's own lifetime-class
-/// API in the lifetime table; "cohort (global)" is cohort called through `__rust_alloc` in the
-/// instruction counts.
-pub const ALLOCATORS: [&str; 7] = [
+/// API in the lifetime table; "cohort (global)" (through `std::alloc`) and "cohort (called)"
+/// (behind calls never inlined) are cohort again in the instruction counts.
+pub const ALLOCATORS: [&str; 8] = [
     "system",
     "mimalloc",
     "jemalloc",
@@ -19,6 +19,7 @@ pub const ALLOCATORS: [&str; 7] = [
     "cohort (classes)",
     "cohort (release_class)",
     "cohort (global)",
+    "cohort (called)",
 ];
 
 /// One table of the report.
@@ -216,10 +217,10 @@ impl Results {
                 }
             };
             let base = noop.get(op.as_str()).copied().unwrap_or(0.0);
-            let alloc = if alloc == "cohort_global" {
-                "cohort (global)"
-            } else {
-                alloc
+            let alloc = match alloc.as_str() {
+                "cohort_global" => "cohort (global)",
+                "cohort_called" => "cohort (called)",
+                other => other,
             };
             self.iai[i]
                 .counts
@@ -290,9 +291,12 @@ impl Results {
         let mut md = String::from(
             "\n### Instruction counts (iai-callgrind)\n\nInstructions per operation through \
              `GlobalAlloc` on a static instance, after a warm-up, net of the same loop run on \
-             an allocator that does nothing (see `benches/iai.rs`). \"cohort (global)\" is \
-             cohort as the `#[global_allocator]`, called through `std::alloc` (the \
-             `__rust_alloc` shim). Exact and repeatable: not noisy.\n\n",
+             an allocator that does nothing and returns an opaque pointer (see \
+             `benches/iai.rs`). \"cohort (global)\" is cohort as the `#[global_allocator]`, \
+             called through `std::alloc` (the binary is built with LTO, which inlines the \
+             `__rust_alloc` shim); \"cohort (called)\" is cohort behind calls that are never \
+             inlined, as `__rust_alloc` runs in a program built without LTO (the C allocators \
+             are always calls). Exact and repeatable: not noisy.\n\n",
         );
         let mut csv = String::from("operation,allocator,total_instructions,net_per_operation\n");
         let mut table = Table::new(&["operation"], |c| {
