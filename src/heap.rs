@@ -6,10 +6,12 @@
 //! first free into one brings it back, through the heap's `returned` stack when the free
 //! came from another thread.
 //!
-//! Invariants, for every block `b` with `b.owner == heap.id`:
-//! `b` is the current block of its head, xor on its head's partial list (and not `FULL`),
-//! xor `FULL` or on `returned` (and on no list). Only the owning thread reads or writes a
-//! heap's heads; other threads touch only `returned` and `state`.
+//! Invariants, for every block `b` with `b.owner == heap.token`:
+//! `b` is the current block of its head (role `Current`), xor on its head's partial list
+//! (role `Listed`, not `FULL`), xor `FULL` (role `Full`) or on `returned` (role `Full`, or
+//! `Listed` when a local free came after the remote one that relisted it), and on no list.
+//! Only the owning thread reads or writes a heap's heads; other threads touch only
+//! `returned` and `state`.
 //!
 //! Life cycle: a thread joins a heap on its first allocation in an instance (adopting the
 //! heap of an exited thread when there is one). When the thread exits, its heap hands its
@@ -256,21 +258,22 @@ impl Heap {
         }
     }
 
-    /// Every block this heap owns that is on one of its heads (current or partial).
-    pub(crate) fn for_each_listed(&self, mut f: impl FnMut(&Header)) {
+    /// Every block this heap owns that is on one of its heads, with `true` for the current
+    /// blocks and `false` for the partial ones.
+    pub(crate) fn for_each_listed(&self, mut f: impl FnMut(&Header, bool)) {
         let pool = self.pool();
         for i in 0..self.heads() {
             // SAFETY: i is below the head count; the head is only read here.
             let head = unsafe { head_at(self, self.heads(), i) };
             if !ptr::eq(*head.current, &EMPTY_BLOCK) {
                 // SAFETY: a current block is live.
-                f(unsafe { &**head.current });
+                f(unsafe { &**head.current }, true);
             }
             let mut u = *head.partial;
             while u != NONE {
                 let h = pool.block(u);
                 u = h.next.load(Ordering::Relaxed);
-                f(h);
+                f(h, false);
             }
         }
     }

@@ -37,7 +37,17 @@
 //!   65 535 slots with 8- or 16-bit links (ratios 1.004 and 1.00008 against the seed's 1.024
 //!   and 1.00023), and are served under the pool's lock rather than the thread fast paths.
 //! - **Heap tokens.** A block records its owner as `instance << 16 | heap id`, unique in the
-//!   process, so the free fast path compares one word with one thread-local word.
+//!   process, in one word with its key (`owner << 16 | class | life << 8`), so the free fast
+//!   path checks ownership and the caller's size and lifetime class with one compare against
+//!   one thread-local word. Instance ids are never reused; the 2^32nd instance a process
+//!   creates cannot allocate (null), which keeps a token within the word's 48 bits.
+//! - **Counting by role.** A block counts `used + bias`, where the bias comes from its role
+//!   for its owner (current, listed, retired full) and is chosen so that the one local free
+//!   that needs the slow path is the one that takes the count to zero: the free fast path's
+//!   accounting is a decrement and a branch.
+//! - **Thread-local class tables.** The fast paths read a per-thread copy of the class and
+//!   mask tables, beside the current heap: in position-independent code a table in the
+//!   binary costs an address computation per look-up; the thread pointer is loaded anyway.
 //!
 //! # Lifetime classes
 //!

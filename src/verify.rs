@@ -9,7 +9,7 @@
 //! list's key and owner and is not `FULL`; links are symmetric.
 
 use crate::api::Cohort;
-use crate::block::{Header, FULL, MAGIC, NONE};
+use crate::block::{Header, Role, FULL, MAGIC, NONE};
 use crate::class::{CLASSES, CLASS_COUNT, UNIT};
 use crate::lifetime::Lifetime;
 use crate::pool::{Pool, EMPTY_KEY};
@@ -320,9 +320,19 @@ fn check_lists(pool: &Pool) -> Result<(), VerifyError> {
         // SAFETY: registered heaps stay mapped; verify's contract keeps them still.
         let hp = unsafe { &*heap };
         let mut res = Ok(());
-        hp.for_each_listed(|h| {
+        hp.for_each_listed(|h, current| {
             if res.is_ok() {
                 res = check(h, hp.token, "a heap");
+            }
+            let role = if current { Role::Current } else { Role::Listed };
+            if res.is_ok() && h.role() != role {
+                res = Err(error(
+                    h,
+                    format!(
+                        "a heap holds it as {role:?} but its role says {:?}",
+                        h.role()
+                    ),
+                ));
             }
         });
         res?;
@@ -333,6 +343,9 @@ fn check_lists(pool: &Pool) -> Result<(), VerifyError> {
         while u != NONE {
             let h = pool.block(u);
             check(h, 0, "the pool")?;
+            if h.role() != Role::Listed {
+                return Err(error(h, format!("the pool lists it as {:?}", h.role())));
+            }
             if h.life() * CLASS_COUNT + h.class() != head {
                 return Err(error(h, format!("the pool lists it under head {head}")));
             }
