@@ -533,9 +533,15 @@ impl<L: Lifetime> Cohort<L> {
     #[cold]
     #[inline(never)]
     fn alloc_class_slow<const ZERO: bool>(&self, class: usize, life: usize) -> *mut u8 {
+        let instance = self.instance.load(Ordering::Relaxed);
+        if heap::promote_instance(instance) {
+            // The thread's previous heap, now the one the fast path reads.
+            return self.alloc_class::<ZERO>(class, life);
+        }
         let Some(pool) = self.pool() else {
             return ptr::null_mut();
         };
+        // Again: the first use of the instance gave it its id just now.
         let instance = self.instance.load(Ordering::Relaxed);
         let got = if CLASSES[class].is_tiny() {
             pool.alloc_locked(&mut pool.lock(), class, life)
@@ -723,22 +729,23 @@ impl<L: Lifetime> Cohort<L> {
     #[cold]
     #[inline(never)]
     pub(crate) unsafe fn free_remote(&self, h: &Header, off: u32) {
+        let owner = h.owner();
+        // The block may be this thread's after all, in a heap it did not use last (it
+        // allocates from several instances): the heap it used before (no search), or any
+        // of its heaps, made current. Then the free is local, so the block's emptying is
+        // seen.
+        let mine = heap::promote_owner(owner)
+            .or_else(|| (owner != 0).then(|| heap::switch_to_own(self.instance_id(), owner))?);
+        if let Some(heap) = mine {
+            let p = h.base().wrapping_add(off as usize);
+            // SAFETY: a live slot of a block of this thread's heap.
+            if unsafe { h.push_local(p) } {
+                heap.free_slow(h);
+            }
+            return;
+        }
         // SAFETY: the block exists, so the pool does.
         let pool = unsafe { &*self.pool.load(Ordering::Acquire) };
-        let owner = h.owner();
-        if owner != 0 {
-            // The block may be this thread's after all, in a heap it did not use last (it
-            // allocates from several instances): make that heap current and free locally,
-            // so the block's emptying is seen.
-            if let Some(heap) = heap::switch_to_own(self.instance_id(), owner) {
-                let p = h.base().wrapping_add(off as usize);
-                // SAFETY: a live slot of a block of this thread's heap.
-                if unsafe { h.push_local(p) } {
-                    heap.free_slow(h);
-                }
-                return;
-            }
-        }
         if h.geometry().is_tiny() {
             let mut st = pool.lock();
             // SAFETY: the caller guarantees a live slot; tiny blocks are the pool's.

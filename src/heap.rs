@@ -238,9 +238,9 @@ impl Heap {
     #[inline(never)]
     pub(crate) fn free_slow_current(h: &Header) {
         CURRENT.with(|c| {
-            // SAFETY: only called when CURRENT's tag matched the block's owner, so
-            // CURRENT's heap is live and owns the block.
-            unsafe { (*c.heap.get()).free_slow(h) }
+            // SAFETY: only called when the first slot's tag matched the block's owner, so
+            // its heap is live and owns the block.
+            unsafe { (*c.slots[0].heap.get()).free_slow(h) }
         })
     }
 
@@ -451,16 +451,51 @@ impl Heap {
     }
 }
 
-/// The calling thread's state for the fast paths: the heap it used last, its instance, the
-/// owner word of its blocks without their key ([`owner_tag`] of its token), and a copy of
-/// the class tables (read-only). The copy is there because the fast paths load the thread
-/// pointer anyway: a table beside it is one base register away, while a table in the
-/// binary needs its own address computation in position-independent code.
-#[repr(C)]
-struct Current {
+/// One heap the calling thread used: its instance, the heap, and the owner word of its
+/// blocks without their key ([`owner_tag`] of its token).
+struct Slot {
     instance: Cell<u64>,
     heap: Cell<*mut Heap>,
     tag: Cell<u64>,
+}
+
+impl Slot {
+    /// A slot naming no heap.
+    const fn empty() -> Slot {
+        Slot {
+            instance: Cell::new(0),
+            heap: Cell::new(ptr::null_mut()),
+            tag: Cell::new(NO_TAG),
+        }
+    }
+
+    fn set(&self, instance: u64, heap: *mut Heap, tag: u64) {
+        self.instance.set(instance);
+        self.heap.set(heap);
+        self.tag.set(tag);
+    }
+
+    fn swap(&self, other: &Slot) {
+        self.instance.swap(&other.instance);
+        self.heap.swap(&other.heap);
+        self.tag.swap(&other.tag);
+    }
+}
+
+/// The calling thread's state for the fast paths: the heap it used last (`slots[0]`, the
+/// only one the fast paths read), the one it used before in another instance (`slots[1]`:
+/// the slow paths swap the two when it matches, so that a thread alternating between two
+/// instances, a global allocator and a lifetime-class instance say, finds both without a
+/// search), and a
+/// copy of the class tables (read-only). The copy is there because the fast paths load the
+/// thread pointer anyway: a table beside it is one base register away, while a table in the
+/// binary needs its own address computation in position-independent code.
+///
+/// A slot names a live heap of its instance, or an instance that is gone: instance ids and
+/// tokens are never reused, so a stale slot matches nothing.
+#[repr(C)]
+struct Current {
+    slots: [Slot; 2],
     lookup: Lookup,
 }
 
@@ -483,12 +518,7 @@ thread_local! {
     // No destructor: readable at any point of the thread's life, even while other thread
     // locals are being destroyed, and read with one TLS access on the fast path.
     static CURRENT: Current = const {
-        Current {
-            instance: Cell::new(0),
-            heap: Cell::new(ptr::null_mut()),
-            tag: Cell::new(NO_TAG),
-            lookup: LOOKUP,
-        }
+        Current { slots: [Slot::empty(), Slot::empty()], lookup: LOOKUP }
     };
     static OWNED: Owned = const { Owned { first: Cell::new(ptr::null_mut()) } };
 }
@@ -496,9 +526,9 @@ thread_local! {
 impl Drop for Owned {
     fn drop(&mut self) {
         CURRENT.with(|c| {
-            c.instance.set(0);
-            c.heap.set(ptr::null_mut());
-            c.tag.set(NO_TAG);
+            for slot in &c.slots {
+                slot.set(0, ptr::null_mut(), NO_TAG);
+            }
         });
         let mut heap = self.first.replace(ptr::null_mut());
         while !heap.is_null() {
@@ -517,10 +547,11 @@ impl Drop for Owned {
 #[inline(always)]
 pub(crate) fn with_current<R>(instance: u64, f: impl FnOnce(&Heap) -> Option<R>) -> Option<R> {
     CURRENT.with(|c| {
-        if c.instance.get() == instance {
-            // SAFETY: CURRENT names a live heap of `instance` whenever its instance matches
-            // (set by `join`, cleared at thread exit; instance ids are never reused).
-            f(unsafe { &*c.heap.get() })
+        let slot = &c.slots[0];
+        if slot.instance.get() == instance {
+            // SAFETY: a slot names a live heap of `instance` whenever its instance matches
+            // (see `Current`).
+            f(unsafe { &*slot.heap.get() })
         } else {
             None
         }
@@ -552,13 +583,54 @@ pub(crate) unsafe fn header_of_class(p: *mut u8, class: usize) -> *mut Header {
 /// [`NO_TAG`], which matches no block.
 #[inline(always)]
 pub(crate) fn owns(word: u64) -> bool {
-    CURRENT.with(|c| c.tag.get() == word)
+    CURRENT.with(|c| c.slots[0].tag.get() == word)
 }
 
-/// The calling thread's heap for `instance`, if it is the one it used last; else null.
+/// The calling thread's heap for `instance` if it is the one it used last; else null.
 #[inline]
 pub(crate) fn current(instance: u64) -> *mut Heap {
     with_current(instance, |h| Some(ptr::from_ref(h).cast_mut())).unwrap_or(ptr::null_mut())
+}
+
+/// If the heap the calling thread used before the last one is of `instance`, swaps the two
+/// (it becomes the one the fast paths use) and returns true.
+pub(crate) fn promote_instance(instance: u64) -> bool {
+    CURRENT.with(|c| {
+        let hit = c.slots[1].instance.get() == instance;
+        if hit {
+            c.slots[0].swap(&c.slots[1]);
+        }
+        hit
+    })
+}
+
+/// If the heap the calling thread used before the last one owns blocks with owner `token`,
+/// swaps the two (as [`promote_instance`]) and returns it: the slow path of a free tries it
+/// before a search.
+pub(crate) fn promote_owner<'a>(token: u64) -> Option<&'a Heap> {
+    CURRENT.with(|c| {
+        if c.slots[1].tag.get() != owner_tag(token) {
+            return None;
+        }
+        c.slots[0].swap(&c.slots[1]);
+        // SAFETY: the slot's tag matched, so it names a live heap (see `Current`).
+        Some(unsafe { &*c.slots[0].heap.get() })
+    })
+}
+
+/// Makes `heap`, a live heap of the calling thread in `instance`, the one the fast paths
+/// use; the previous one, if of another instance, becomes the second slot.
+fn make_current(instance: u64, heap: *mut Heap) {
+    debug_assert!(instance != 0 && instance < MAX_INSTANCES, "an instance id");
+    // SAFETY: the caller passes a live heap.
+    let tag = owner_tag(unsafe { (*heap).token });
+    CURRENT.with(|c| {
+        let [first, second] = &c.slots;
+        if first.instance.get() != instance {
+            second.set(first.instance.get(), first.heap.get(), first.tag.get());
+        }
+        first.set(instance, heap, tag);
+    });
 }
 
 /// The calling thread's heap for `instance`, joining one if needed. Null when the thread
@@ -581,12 +653,7 @@ pub(crate) fn join(pool: &Pool, instance: u64) -> *mut Heap {
     });
     let heap = found.unwrap_or(ptr::null_mut());
     if !heap.is_null() {
-        CURRENT.with(|c| {
-            c.instance.set(instance);
-            c.heap.set(heap);
-            // SAFETY: join returns a live heap of this thread.
-            c.tag.set(owner_tag(unsafe { (*heap).token }));
-        });
+        make_current(instance, heap);
     }
     heap
 }
@@ -607,9 +674,6 @@ pub(crate) fn find_own(instance: u64) -> *mut Heap {
         .unwrap_or(ptr::null_mut())
 }
 
-/// A heap for a new thread or join of concurrency group `group`: the abandoned heap of the
-/// same group if there is one (its blocks were last used there); else, for a thread, any
-/// abandoned heap, and for an explicit join, one a thread left; else a new one.
 /// If the calling thread's heap for `instance` has token `owner`, makes it the thread's
 /// current heap and returns it.
 pub(crate) fn switch_to_own<'a>(instance: u64, owner: u64) -> Option<&'a Heap> {
@@ -619,14 +683,13 @@ pub(crate) fn switch_to_own<'a>(instance: u64, owner: u64) -> Option<&'a Heap> {
     if hp.token != owner {
         return None;
     }
-    CURRENT.with(|c| {
-        c.instance.set(instance);
-        c.heap.set(heap);
-        c.tag.set(owner_tag(owner));
-    });
+    make_current(instance, heap);
     Some(hp)
 }
 
+/// A heap for a new thread or join of concurrency group `group`: the abandoned heap of the
+/// same group if there is one (its blocks were last used there); else, for a thread, any
+/// abandoned heap, and for an explicit join, one a thread left; else a new one.
 fn adopt_or_create(pool: &Pool, instance: u64, group: usize) -> *mut Heap {
     {
         let mut st = pool.lock();

@@ -163,6 +163,51 @@ fn invariant_4_fast_paths_take_no_lock() {
     }
 }
 
+/// A thread that alternates between two instances (a global allocator and a lifetime-class
+/// instance, say) frees locally into both: the thread keeps its two last heaps at hand.
+#[test]
+fn a_thread_alternating_two_instances_frees_locally_into_both() {
+    let mut a: Cohort = Cohort::new();
+    let mut b: Cohort = Cohort::new();
+    let l = Layout::from_size_align(32, 8).unwrap();
+    let (lock_a, lock_b) = (a.stats().lock_acquisitions, b.stats().lock_acquisitions);
+    let keep = (a.alloc(l, ()), b.alloc(l, ()));
+    let warm = (a.stats().lock_acquisitions, b.stats().lock_acquisitions);
+    assert!(warm.0 > lock_a && warm.1 > lock_b, "each joined a heap");
+    for i in 0..10_000u32 {
+        let p = a.alloc(l, ());
+        // SAFETY: p holds 32 bytes.
+        unsafe { p.cast::<u32>().write(i) };
+        let q = b.alloc(l, ());
+        // SAFETY: q holds 32 bytes; p is live.
+        unsafe {
+            q.cast::<u32>().write(!i);
+            assert_eq!(p.cast::<u32>().read(), i);
+            a.dealloc(p, l, ());
+        }
+        // A local free put p first on a's local list; a remote one would not have.
+        assert_eq!(a.alloc(l, ()), p, "round {i}: a's free was local");
+        // SAFETY: q and p are live; each is freed once.
+        unsafe {
+            assert_eq!(q.cast::<u32>().read(), !i);
+            b.dealloc(q, l, ());
+            a.dealloc(p, l, ());
+        }
+    }
+    assert_eq!(
+        (a.stats().lock_acquisitions, b.stats().lock_acquisitions),
+        warm,
+        "alternating took a pool lock"
+    );
+    // SAFETY: allocated above, freed once.
+    unsafe {
+        a.dealloc(keep.0, l, ());
+        b.dealloc(keep.1, l, ());
+    }
+    a.verify_exclusive().unwrap();
+    b.verify_exclusive().unwrap();
+}
+
 #[test]
 fn invariant_5_blocks_never_mix_classes() {
     let a: Cohort<Life> = Cohort::new();
