@@ -396,7 +396,6 @@ impl Heap {
             if !ptr::eq(*head.current, &EMPTY_BLOCK) {
                 // SAFETY: a current block is live.
                 let h = unsafe { &**head.current };
-                h.set_role(Role::Listed);
                 pool.adopt_block(&mut st, h);
                 *head.current = &EMPTY_BLOCK;
             }

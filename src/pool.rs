@@ -427,6 +427,8 @@ impl Pool {
     /// Under the lock: hands a heap's block to the pool (thread exit, or a heap leaving).
     pub(crate) fn adopt_block(&self, st: &mut PoolState, h: &Header) {
         h.set_owner(0);
+        // Current, or retired FULL and relisted by a remote free: a listed block now.
+        h.set_role(Role::Listed);
         if h.free.load(Ordering::Relaxed) == 0 {
             h.collect_remote();
         }

@@ -172,6 +172,10 @@ fn run(threads: usize, rounds: usize, ops: usize, seed: u64) -> usize {
         // Quiescent: the transfer array holds every live object.
         let mut live = shared.transfer.take_all();
         check_accounting(&shared.a, &live);
+        // SAFETY: the workers have exited; only this thread uses the allocator now.
+        if let Err(e) = unsafe { shared.a.verify() } {
+            panic!("round {round}: {e:?}");
+        }
         // The main thread frees some of them (their threads have exited) and puts the rest
         // back for the next round's threads.
         let mut t = Tester::new(&shared.a, rng.next_u64(), LARGE_MAX);
@@ -293,6 +297,8 @@ fn blocks_of_exited_threads_are_reused() {
         for o in live {
             t.free(o);
         }
+        // SAFETY: the threads have exited; only this thread uses the allocator now.
+        unsafe { a.verify() }.unwrap();
         most = most.max(blocks_of_stride(&a, 64));
     }
     check_accounting(&a, &[]);
@@ -301,4 +307,49 @@ fn blocks_of_exited_threads_are_reused() {
         most <= 12,
         "{most} blocks of 64-byte slots for at most 80 000 live objects"
     );
+}
+
+/// A thread fills blocks and exits; frees from another thread take two of its FULL blocks
+/// out of FULL state (onto its abandoned heap's `returned` stack); when a running thread
+/// needs a block, the pool reclaims both and lists the one it does not hand out.
+/// `verify` then checks the pool's lists (keys, owners, links, roles).
+#[test]
+fn relisted_blocks_of_exited_threads_are_listed_by_the_pool() {
+    use cohort::class::{class_of, CLASSES};
+    use std::alloc::Layout;
+    let a = Arc::new(Cohort::<()>::new());
+    let l = Layout::from_size_align(64, 64).unwrap();
+    let cap = CLASSES[class_of(64, 64).unwrap()].capacity as usize;
+    // This thread joins a heap first, so it does not adopt the other thread's.
+    let first = a.alloc(l, ()) as usize;
+    let filler = {
+        let a = Arc::clone(&a);
+        // Two full blocks and most of a third.
+        thread::spawn(move || {
+            (0..3 * cap - 10)
+                .map(|_| a.alloc(l, ()) as usize)
+                .collect::<Vec<_>>()
+        })
+    };
+    let objects = filler.join().unwrap();
+    assert!(objects.iter().all(|&p| p != 0));
+    // One object of each FULL block, freed from this thread: remote frees that relist.
+    for &p in [objects[0], objects[cap]].iter() {
+        // SAFETY: allocated above, freed once.
+        unsafe { a.dealloc(p as *mut u8, l, ()) };
+    }
+    // This thread fills its block and the exited thread's current block (from the pool),
+    // and needs another: the pool reclaims the two relisted blocks.
+    let mine: Vec<usize> = (0..12).map(|_| a.alloc(l, ()) as usize).collect();
+    let mine = mine.into_iter().chain([first]);
+    // SAFETY: the other thread has exited; only this thread uses the allocator.
+    unsafe { a.verify() }.unwrap();
+    let freed = [objects[0], objects[cap]];
+    let rest = objects.into_iter().filter(|p| !freed.contains(p));
+    for p in mine.chain(rest) {
+        // SAFETY: allocated above, each freed once.
+        unsafe { a.dealloc(p as *mut u8, l, ()) };
+    }
+    // SAFETY: as above.
+    unsafe { a.verify() }.unwrap();
 }
