@@ -6,7 +6,9 @@
 //! measures cohort once more as the `#[global_allocator]`, through `std::alloc` (this binary
 //! is built with LTO, which inlines the `__rust_alloc` shim); `cohort_called` puts cohort
 //! behind calls the compiler may not inline, as `__rust_alloc` is in a program built without
-//! LTO (a shim function with the fast path inlined in it). Each benchmark runs in its own
+//! LTO (a shim function with the fast path inlined in it); `cohort_two` adds a malloc+free
+//! pair in a second instance to every allocation, as a thread alternating between a global
+//! allocator and a lifetime-class instance runs. Each benchmark runs in its own
 //! valgrind process: the setup warms the
 //! allocator up with the same operation (thread heap, first-touch pages), then the measured
 //! function repeats the operation [`N`] times. The `noop` allocator runs the same code with an
@@ -191,6 +193,46 @@ unsafe impl GlobalAlloc for Called {
     }
 }
 
+/// A second cohort instance, for [`Alternating`].
+static OTHER: ::cohort::Cohort = ::cohort::Cohort::new();
+
+/// cohort with a thread alternating between two instances, as a program using cohort as its
+/// global allocator and a lifetime-class instance beside it does: every allocation from
+/// COHORT is followed by a malloc+free pair in OTHER, so each operation is two pairs, and
+/// the thread's current instance changes twice per operation.
+struct Alternating;
+
+// SAFETY: allocations and frees go to COHORT unchanged; the extra pair in OTHER frees what
+// it allocates.
+unsafe impl GlobalAlloc for Alternating {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        // SAFETY: the caller upholds alloc's contract; q is freed with its own layout.
+        unsafe {
+            let p = GlobalAlloc::alloc(&COHORT, l);
+            let q = check(GlobalAlloc::alloc(&OTHER, l));
+            GlobalAlloc::dealloc(&OTHER, q, l);
+            p
+        }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        // SAFETY: as above, for dealloc.
+        unsafe { GlobalAlloc::dealloc(&COHORT, p, l) }
+    }
+    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+        // SAFETY: as in alloc.
+        unsafe {
+            let p = GlobalAlloc::alloc_zeroed(&COHORT, l);
+            let q = check(GlobalAlloc::alloc(&OTHER, l));
+            GlobalAlloc::dealloc(&OTHER, q, l);
+            p
+        }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: as above, for realloc.
+        unsafe { GlobalAlloc::realloc(&COHORT, p, l, new_size) }
+    }
+}
+
 /// A benchmark function (and its warm-up setup) running every [`Op`] on one allocator.
 macro_rules! allocator {
     ($name:ident, $warm:ident, $alloc:expr) => {
@@ -218,10 +260,12 @@ allocator!(jemalloc, warm_jemalloc, JEMALLOC);
 allocator!(cohort, warm_cohort, COHORT);
 allocator!(cohort_global, warm_cohort_global, RustGlobal);
 allocator!(cohort_called, warm_cohort_called, Called);
+allocator!(cohort_two, warm_cohort_two, Alternating);
 
 library_benchmark_group!(
     name = fast_paths;
-    benchmarks = noop, system, mimalloc, jemalloc, cohort, cohort_global, cohort_called
+    benchmarks = noop, system, mimalloc, jemalloc, cohort, cohort_global, cohort_called,
+        cohort_two
 );
 
 main!(library_benchmark_groups = fast_paths);

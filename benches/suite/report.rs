@@ -9,9 +9,10 @@ use std::process::Command;
 use std::time::Duration;
 
 /// Column order. "cohort (classes)" and "cohort (release_class)" are cohort's own lifetime-class
-/// API in the lifetime table; "cohort (global)" (through `std::alloc`) and "cohort (called)"
-/// (behind calls never inlined) are cohort again in the instruction counts.
-pub const ALLOCATORS: [&str; 8] = [
+/// API in the lifetime table; "cohort (global)" (through `std::alloc`), "cohort (called)"
+/// (behind calls never inlined) and "cohort (two instances)" are cohort again in the
+/// instruction counts.
+pub const ALLOCATORS: [&str; 9] = [
     "system",
     "mimalloc",
     "jemalloc",
@@ -20,6 +21,7 @@ pub const ALLOCATORS: [&str; 8] = [
     "cohort (release_class)",
     "cohort (global)",
     "cohort (called)",
+    "cohort (two instances)",
 ];
 
 /// One table of the report.
@@ -220,6 +222,7 @@ impl Results {
             let alloc = match alloc.as_str() {
                 "cohort_global" => "cohort (global)",
                 "cohort_called" => "cohort (called)",
+                "cohort_two" => "cohort (two instances)",
                 other => other,
             };
             self.iai[i]
@@ -296,7 +299,10 @@ impl Results {
              called through `std::alloc` (the binary is built with LTO, which inlines the \
              `__rust_alloc` shim); \"cohort (called)\" is cohort behind calls that are never \
              inlined, as `__rust_alloc` runs in a program built without LTO (the C allocators \
-             are always calls). Exact and repeatable: not noisy.\n\n",
+             are always calls); \"cohort (two instances)\" adds a malloc+free pair in a \
+             second instance to every allocation, as a thread alternating between a global \
+             allocator and a lifetime-class instance runs (so its rows count two pairs). \
+             Exact and repeatable: not noisy.\n\n",
         );
         let mut csv = String::from("operation,allocator,total_instructions,net_per_operation\n");
         let mut table = Table::new(&["operation"], |c| {
