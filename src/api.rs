@@ -737,12 +737,8 @@ impl<L: Lifetime> Cohort<L> {
         let mine = heap::promote_owner(owner)
             .or_else(|| (owner != 0).then(|| heap::switch_to_own(self.instance_id(), owner))?);
         if let Some(heap) = mine {
-            let p = h.base().wrapping_add(off as usize);
             // SAFETY: a live slot of a block of this thread's heap.
-            if unsafe { h.push_local(p) } {
-                heap.free_slow(h);
-            }
-            return;
+            return unsafe { heap.free_local(h, h.base().wrapping_add(off as usize)) };
         }
         // SAFETY: the block exists, so the pool does.
         let pool = unsafe { &*self.pool.load(Ordering::Acquire) };

@@ -243,8 +243,7 @@ impl Header {
         self.flags.set(0);
         self.free.store(0, Ordering::Relaxed);
         self.bump.store(c.first, Ordering::Relaxed);
-        self.count
-            .store(self.bias.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.set_used(0);
         self.remote.store(0, Ordering::Relaxed);
         self.next.store(NONE, Ordering::Relaxed);
         self.prev.store(NONE, Ordering::Relaxed);
@@ -306,7 +305,7 @@ impl Header {
         };
         let used = self.used();
         self.bias.store(bias, Ordering::Relaxed);
-        self.count.store(used.wrapping_add(bias), Ordering::Relaxed);
+        self.set_used(used);
     }
 
     /// The block's role (owner only, or with exclusive use).
@@ -326,8 +325,7 @@ impl Header {
         self.count.load(Ordering::Relaxed).wrapping_sub(bias)
     }
 
-    /// Owner only (the loom models): sets `used`, keeping the role.
-    #[cfg(loom)]
+    /// Owner only: sets `used`, keeping the role.
     pub(crate) fn set_used(&self, used: u32) {
         let bias = self.bias.load(Ordering::Relaxed);
         self.count.store(used.wrapping_add(bias), Ordering::Relaxed);

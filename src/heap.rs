@@ -206,6 +206,18 @@ impl Heap {
         }
     }
 
+    /// A free by the owner: pushes slot `p` on the block's local list, and takes the slow
+    /// path when the block's count says so.
+    ///
+    /// # Safety
+    /// `p` is a live slot of block `h`, which this heap owns.
+    pub(crate) unsafe fn free_local(&self, h: &Header, p: *mut u8) {
+        // SAFETY: forwarded.
+        if unsafe { h.push_local(p) } {
+            self.free_slow(h);
+        }
+    }
+
     /// The slow path of a local free: `push_local` took the block's count to 0, so the
     /// block was retired `FULL` and this free brings it back, or it is listed and now
     /// empty (see [`Role`]).

@@ -146,9 +146,7 @@ impl<L: Lifetime> Join<'_, L> {
         let heap = self.heap();
         if h.owner() == heap.token {
             // SAFETY: a live slot of a block of this join's heap.
-            if unsafe { h.push_local(p) } {
-                heap.free_slow(h);
-            }
+            unsafe { heap.free_local(h, p) };
         } else {
             // SAFETY: a live slot.
             unsafe { c.free_remote(h, h.offset_of(p)) };
