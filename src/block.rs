@@ -51,12 +51,14 @@ pub(crate) const NONE: u32 = u32::MAX;
 /// The header at the start of every block. See the module docs for its invariants.
 #[repr(C, align(64))]
 pub(crate) struct Header {
-    /// `owner << 16 | key`, one word so that the free fast path checks both with one
-    /// compare ([`Header::owner_key`]). `owner` is the token of the owning heap
-    /// ([`crate::heap::Heap::token`]: unique in the process), 0 when the pool owns the
-    /// block; `key` is `class | life << 8`, what every slot of the block is (DESIGN.md
-    /// invariant 5), or [`EMPTY_KEY`] while the pool keeps the block empty. Written only by
-    /// the owner (or the pool-lock holder); read by any thread.
+    /// `owner << 16 | (key ^ EMPTY_KEY)` ([`owner_word`]), one word so that the free fast
+    /// path checks both with one compare ([`Header::owner_key`]). `owner` is the token of
+    /// the owning heap ([`crate::heap::Heap::token`]: unique in the process), 0 when the
+    /// pool owns the block; `key` is `class | life << 8`, what every slot of the block is,
+    /// or [`EMPTY_KEY`] while the pool keeps the block empty. The key is stored inverted so
+    /// that memory reading zero (a decommitted or never-carved unit) reads as an empty
+    /// block owned by nobody: no free can match it. Written only by the owner (or the
+    /// pool-lock holder); read by any thread.
     owner_key: AtomicU64,
     /// Local free list: offset of its first slot, 0 when empty. (Tiny blocks, which have
     /// run lists instead: the lowest run that may have a free slot.)
@@ -146,6 +148,13 @@ pub(crate) const fn key(class: usize, life: usize) -> u16 {
     (class | life << 8) as u16
 }
 
+/// The header's first word for a block of `key` owned by `owner` (0: the pool):
+/// `owner << 16 | (key ^ EMPTY_KEY)`. An all-zero word is an empty block owned by nobody.
+#[inline(always)]
+pub(crate) const fn owner_word(owner: u64, key: u16) -> u64 {
+    owner << 16 | (key ^ EMPTY_KEY) as u64
+}
+
 impl Header {
     /// Writes a fresh header for `class`/`life` at `base`, owned by `owner`.
     ///
@@ -166,7 +175,7 @@ impl Header {
             ptr::write(
                 h,
                 Header {
-                    owner_key: AtomicU64::new(owner << 16 | key(class, life) as u64),
+                    owner_key: AtomicU64::new(owner_word(owner, key(class, life))),
                     free: AtomicU32::new(0),
                     bump: AtomicU32::new(c.first),
                     limit: c.limit,
@@ -198,7 +207,8 @@ impl Header {
         self.flags.get() & FRESH != 0
     }
 
-    /// `owner << 16 | key`: the word the free fast path compares (see the field).
+    /// `owner << 16 | (key ^ EMPTY_KEY)`: the word the free fast path compares (see the
+    /// field).
     #[inline(always)]
     pub(crate) fn owner_key(&self) -> u64 {
         self.owner_key.load(Ordering::Relaxed)
@@ -207,7 +217,7 @@ impl Header {
     /// `class | life << 8`, or `EMPTY_KEY`.
     #[inline(always)]
     pub(crate) fn key(&self) -> u16 {
-        self.owner_key() as u16
+        self.owner_key() as u16 ^ EMPTY_KEY
     }
 
     /// The owning heap's token, 0 when the pool owns the block.
@@ -226,14 +236,15 @@ impl Header {
     /// (0: the pool), keeping its key.
     pub(crate) fn set_owner(&self, owner: u64) {
         debug_assert!(owner < 1 << 48);
-        let key = self.key() as u64;
-        self.owner_key.store(owner << 16 | key, Ordering::Relaxed);
+        self.owner_key
+            .store(owner_word(owner, self.key()), Ordering::Relaxed);
     }
 
     /// Owner only: gives the block to the pool, empty: owner 0 and [`EMPTY_KEY`] (frees of
     /// stale pointers then fail the key check).
     pub(crate) fn set_pool_empty(&self) {
-        self.owner_key.store(EMPTY_KEY as u64, Ordering::Relaxed);
+        self.owner_key
+            .store(owner_word(0, EMPTY_KEY), Ordering::Relaxed);
     }
 
     /// Owner only: empties the block in place (its slots are all dead), keeping its class,
@@ -384,6 +395,21 @@ impl Header {
         self.count.store(c.wrapping_add(n), Ordering::Relaxed);
     }
 
+    /// Owner only: true when `p` is the first slot of the local free list, that is, the slot
+    /// freed last: freeing it again is a double free. (The one double free a check of two
+    /// instructions catches; checked mode catches all of them.)
+    #[inline(always)]
+    pub(crate) fn is_first_free(&self, p: *mut u8) -> bool {
+        self.offset_of(p) == self.free.load(Ordering::Relaxed)
+    }
+
+    /// Any thread: true when the slot at `off` is the first of the remote free list (freed
+    /// last by another thread and not yet collected): freeing it again is a double free.
+    #[inline]
+    pub(crate) fn is_first_remote(&self, off: u32) -> bool {
+        self.remote.load(Ordering::Relaxed) as u32 == off
+    }
+
     /// Owner only: puts the slot `p` on the local free list. Returns true when the free
     /// needs the slow path: `count` reached 0 (see [`Role`]).
     ///
@@ -497,7 +523,7 @@ impl Header {
     #[cfg(not(loom))]
     pub(crate) const fn sentinel() -> Header {
         Header {
-            owner_key: AtomicU64::new(EMPTY_KEY as u64),
+            owner_key: AtomicU64::new(owner_word(0, EMPTY_KEY)),
             free: AtomicU32::new(0),
             bump: AtomicU32::new(0),
             limit: 0,
@@ -666,8 +692,13 @@ mod tests {
         assert_eq!((h.owner(), h.key()), (7, key(class, 0)));
         h.set_owner(1 << 40 | 5);
         assert_eq!((h.owner(), h.key()), (1 << 40 | 5, key(class, 0)));
-        assert_eq!(h.owner_key(), (1 << 40 | 5) << 16 | class as u64);
+        assert_eq!(h.owner_key(), (1 << 40 | 5) << 16 | (class as u64 ^ 0xffff));
         h.set_pool_empty();
         assert_eq!((h.owner(), h.key()), (0, EMPTY_KEY));
+        assert_eq!(
+            h.owner_key(),
+            0,
+            "an empty block's word is zero, as unused memory"
+        );
     }
 }

@@ -510,13 +510,15 @@ struct Current {
     lookup: Lookup,
 }
 
-/// The tag of no heap: `owner_key ^ key` of no block (tokens are below 2^48).
+/// The tag of no heap: `owner_key ^ key` of no block (it would take token `2^48 - 1`,
+/// whose heap id `0xffff` is past the registry's).
 const NO_TAG: u64 = u64::MAX;
 
-/// `Header::owner_key` of a block owned by token `token`, with key 0.
+/// `Header::owner_key ^ key` of every block owned by token `token`, whatever its key:
+/// the free fast path compares it with one word ([`crate::block::owner_word`]).
 #[inline]
 pub(crate) const fn owner_tag(token: u64) -> u64 {
-    token << 16
+    crate::block::owner_word(token, 0)
 }
 
 /// The calling thread's heaps (one per instance it allocated from); its drop is the thread
