@@ -29,7 +29,7 @@
 //! reports it). Push-and-take-all is ABA-free: a push depends only on the head it links
 //! to, and the head it read is still the head when its CAS succeeds.
 
-use crate::class::{Class, CLASSES};
+use crate::class::{Class, CLASSES, UNIT};
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
 use core::cell::UnsafeCell;
 use core::ptr;
@@ -92,6 +92,19 @@ pub(crate) struct Header {
     /// through a pointer derived from it (it then drops `push_remote`'s slot writes).
     #[cfg(loom)]
     _loom: core::cell::UnsafeCell<()>,
+}
+
+/// What [`Header::push_local`] did.
+#[must_use]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LocalFree {
+    /// The slot is on the local free list; nothing else to do.
+    Done,
+    /// The slot is on the local free list, and the free needs the slow path: `count`
+    /// reached 0 (see [`Role`]).
+    Slow,
+    /// Nothing done: the slot is the first of the local free list, so already free.
+    AlreadyFree,
 }
 
 /// What a block is to its owning heap, which decides which local frees take the slow path
@@ -395,14 +408,6 @@ impl Header {
         self.count.store(c.wrapping_add(n), Ordering::Relaxed);
     }
 
-    /// Owner only: true when `p` is the first slot of the local free list, that is, the slot
-    /// freed last: freeing it again is a double free. (The one double free a check of two
-    /// instructions catches; checked mode catches all of them.)
-    #[inline(always)]
-    pub(crate) fn is_first_free(&self, p: *mut u8) -> bool {
-        self.offset_of(p) == self.free.load(Ordering::Relaxed)
-    }
-
     /// Any thread: true when the slot at `off` is the first of the remote free list (freed
     /// last by another thread and not yet collected): freeing it again is a double free.
     #[inline]
@@ -410,21 +415,30 @@ impl Header {
         self.remote.load(Ordering::Relaxed) as u32 == off
     }
 
-    /// Owner only: puts the slot `p` on the local free list. Returns true when the free
-    /// needs the slow path: `count` reached 0 (see [`Role`]).
+    /// Owner only: puts the slot `p` on the local free list, unless it is the list's first
+    /// slot already (the slot freed last: a double free, the one a check of two
+    /// instructions catches; checked mode catches all of them).
     ///
     /// # Safety
-    /// `p` is a live slot of this block.
+    /// `p` is a slot of this block that is live or the first of the local free list.
     #[inline(always)]
-    pub(crate) unsafe fn push_local(&self, p: *mut u8) -> bool {
-        // SAFETY: the slot is ours to write (caller) and at least 4 bytes long.
-        unsafe { p.cast::<u32>().write(self.free.load(Ordering::Relaxed)) };
-        // The offset after the write: `p` is then dead, so the subtraction reuses its
-        // register.
-        self.free.store(self.offset_of(p), Ordering::Relaxed);
+    pub(crate) unsafe fn push_local(&self, p: *mut u8) -> LocalFree {
+        let first = self.free.load(Ordering::Relaxed);
+        let off = self.offset_of(p);
+        if off == first {
+            return LocalFree::AlreadyFree;
+        }
+        // SAFETY: the slot is live (not the first free one), so ours to write (caller), and
+        // at least 4 bytes long.
+        unsafe { p.cast::<u32>().write(first) };
+        self.free.store(off, Ordering::Relaxed);
         let count = self.count.load(Ordering::Relaxed).wrapping_sub(1);
         self.count.store(count, Ordering::Relaxed);
-        count == 0
+        if count == 0 {
+            LocalFree::Slow
+        } else {
+            LocalFree::Done
+        }
     }
 
     /// Any thread: pushes the slot at `off` on the remote free list. Returns true when the
@@ -589,10 +603,11 @@ impl BlockStack {
     }
 }
 
-/// The header of the block holding `p`, for a slot of class `class`: one mask.
+/// The header of the block holding `p`: one mask, the same for every class (every block
+/// is [`UNIT`] bytes, aligned to its size).
 #[inline(always)]
-pub(crate) fn header_of(p: *mut u8, class: &Class) -> *mut Header {
-    ((p as usize) & !(class.block_size() - 1)) as *mut Header
+pub(crate) fn header_of(p: *mut u8) -> *mut Header {
+    ((p as usize) & !(UNIT - 1)) as *mut Header
 }
 
 #[cfg(all(test, not(loom)))]
@@ -631,10 +646,12 @@ mod tests {
         fn free(&self, i: u32) -> bool {
             let c = self.h().geometry();
             // SAFETY: slot i is live (every slot was handed out, each freed once here).
-            unsafe {
+            let done = unsafe {
                 self.h()
                     .push_local(self.base.add((c.first + i * c.stride) as usize))
-            }
+            };
+            assert_ne!(done, LocalFree::AlreadyFree);
+            done == LocalFree::Slow
         }
     }
 
@@ -682,6 +699,22 @@ mod tests {
         assert_eq!(b.h().used(), cap - 1, "a role change keeps `used`");
         let slow: Vec<u32> = (0..cap).filter(|&i| i != 3 && b.free(i)).collect();
         assert_eq!(slow, [cap - 1], "then only the emptying free");
+    }
+
+    #[test]
+    fn freeing_the_slot_freed_last_again_changes_nothing() {
+        let b = TestBlock::full();
+        let h = b.h();
+        h.set_role(Role::Current);
+        let c = h.geometry();
+        let slot = |i: u32| b.base.wrapping_add((c.first + i * c.stride) as usize);
+        assert!(!b.free(5));
+        let used = h.used();
+        // SAFETY: slot 5 is the first free slot: the call must detect it and do nothing.
+        assert_eq!(unsafe { h.push_local(slot(5)) }, LocalFree::AlreadyFree);
+        assert_eq!(h.used(), used, "the count is unchanged");
+        assert_eq!(h.pop().map(|(off, _)| off), Some(c.first + 5 * c.stride));
+        assert_eq!(h.pop(), None, "slot 5 was listed once");
     }
 
     #[test]

@@ -248,8 +248,7 @@ const fn build_exact() -> [u8; EXACT_MAX] {
     out
 }
 
-/// The fast paths' two tables, together so that one base address serves both (the free
-/// path reads each once). The fast paths read a thread-local copy
+/// The fast paths' class table. The fast paths read a thread-local copy
 /// ([`crate::heap`]), addressed from the thread pointer they load anyway: a table in
 /// the binary costs one more instruction per look-up in position-independent code.
 #[repr(C)]
@@ -257,23 +256,11 @@ pub(crate) struct Lookup {
     /// `exact[rounded - 1]` is the class of a request whose size rounded up to its align
     /// is `rounded`, up to 1 KiB.
     exact: [u8; EXACT_MAX],
-    /// The block mask of every class: `!(block_size - 1)`: a header is one load and one
-    /// `and` away.
-    masks: [usize; CLASS_COUNT],
 }
 
-/// The tables' values.
+/// The table's values.
 pub(crate) const LOOKUP: Lookup = Lookup {
     exact: build_exact(),
-    masks: {
-        let mut out = [0; CLASS_COUNT];
-        let mut i = 0;
-        while i < CLASS_COUNT {
-            out[i] = !(TABLE[i].block_size() - 1);
-            i += 1;
-        }
-        out
-    },
 };
 
 impl Lookup {
@@ -292,17 +279,6 @@ impl Lookup {
         } else {
             None
         }
-    }
-
-    /// The block mask of class `class`.
-    ///
-    /// # Safety
-    /// `class < CLASS_COUNT`.
-    #[inline(always)]
-    pub(crate) unsafe fn block_mask(&self, class: usize) -> usize {
-        debug_assert!(class < CLASS_COUNT);
-        // SAFETY: in bounds by the caller's guarantee.
-        unsafe { *self.masks.get_unchecked(class) }
     }
 }
 

@@ -144,12 +144,13 @@ impl<L: Lifetime> Join<'_, L> {
         // SAFETY: forwarded contract.
         let h = unsafe { c.validated_block::<false>(p, size, class, life) };
         let heap = self.heap();
-        if h.owner() == heap.token && !h.is_first_free(p) {
+        if h.owner() == heap.token {
             // SAFETY: a live slot of a block of this join's heap.
-            unsafe { heap.free_local(h, p) };
+            if !unsafe { heap.free_local(h, p) } {
+                c.double_free::<false>(p, size, life);
+            }
         } else {
-            // SAFETY: a live slot (free_remote reports a double free of the join's own
-            // slot freed last, which the test above sent there).
+            // SAFETY: a live slot.
             unsafe { c.free_remote::<false>(h, p, size, life) };
         }
     }
