@@ -700,10 +700,12 @@ impl<L: Lifetime> Cohort<L> {
     /// `__rust_dealloc` of its own, `ret` included: size index 3, bound 2, thread pointer 1,
     /// class 1, header mask 2, owner-and-key compare 4, push 4, count 4 (an atomic's load,
     /// decrement, store and branch: a plain field would fold to 2, but snapshots read the
-    /// count from other threads). Inlined with a constant align: 20. Checks that hold in
-    /// every build on top of that (measured, `cargo bench --bench iai`): the region bounds
-    /// (foreign pointers), and the slot against the block's first free slot (a double free
-    /// of the slot freed last).
+    /// count from other threads). Inlined with a constant align: 20. On top of that, two
+    /// checks that hold in every build: the region bounds, so that a foreign pointer is
+    /// reported and never dereferenced (4: copy, subtract, compare, branch), and the slot
+    /// against the block's first free slot, a double free of the slot freed last (2:
+    /// compare, branch). Measured by `cargo bench --bench iai`: a 16-byte malloc+free pair
+    /// went from 39 to 46 instructions with them (inlined, static instance).
     ///
     /// # Safety
     /// As [`Cohort::free`], with `class` the class of the size.
