@@ -940,7 +940,79 @@ impl<L: Lifetime> Cohort<L> {
     /// # Safety
     /// As [`Cohort::free`] for `(p, old, life)` with `old_align`, unless `p` is null or `old`
     /// is 0.
+    #[inline(always)]
     pub(crate) unsafe fn realloc_sized<const ZERO: bool, const ABORT: bool>(
+        &self,
+        p: *mut u8,
+        old: usize,
+        old_align: usize,
+        new: usize,
+        new_align: usize,
+        life: usize,
+    ) -> *mut u8 {
+        // Inlined: both sizes in the same class of the exact table (a zero size wraps past
+        // it), which stays in place after the old allocation's check.
+        if let Some(class) = heap::exact_class(old, old_align) {
+            if !p.is_null() && heap::exact_class(new, new_align) == Some(class) {
+                // SAFETY: forwarded contract; both sizes are of `class`.
+                return unsafe { self.resize_in_class::<ZERO, ABORT>(p, old, class, life) };
+            }
+        }
+        // SAFETY: forwarded contract.
+        unsafe { self.realloc_other::<ZERO, ABORT>(p, old, old_align, new, new_align, life) }
+    }
+
+    /// A resize within size class `class`: in place (every slot of the class fits both
+    /// sizes), after the old allocation's check; with `ZERO` the slot's tail is zeroed.
+    ///
+    /// # Safety
+    /// As [`Cohort::free`] for `(p, old, life)`; `class` is the class of `old` (and of the
+    /// new size).
+    #[inline(always)]
+    unsafe fn resize_in_class<const ZERO: bool, const ABORT: bool>(
+        &self,
+        p: *mut u8,
+        old: usize,
+        class: usize,
+        life: usize,
+    ) -> *mut u8 {
+        // SAFETY: forwarded contract.
+        unsafe { self.check_small_old::<ABORT>(p, old, class, life) };
+        if ZERO {
+            // SAFETY: the slot holds `stride` bytes.
+            unsafe { zero_range(p, old, CLASSES[class].stride as usize) };
+        }
+        p
+    }
+
+    /// Checks the old allocation of a resize as a free would (misuse is reported), leaving
+    /// it live.
+    ///
+    /// # Safety
+    /// As [`Cohort::free`] for `(p, old, life)`; `class` is the class of `old`.
+    #[inline(always)]
+    unsafe fn check_small_old<const ABORT: bool>(
+        &self,
+        p: *mut u8,
+        old: usize,
+        class: usize,
+        life: usize,
+    ) {
+        // SAFETY: forwarded contract.
+        unsafe { self.validated_block::<ABORT>(p, old, class, life) };
+        if CHECKED {
+            // The check cleared the slot's live bit, as for a free; it is live still.
+            // SAFETY: the pool exists (p is one of its slots, checked).
+            live_bit(unsafe { &*self.pool.load(Ordering::Relaxed) }, p, true);
+        }
+    }
+
+    /// [`Cohort::realloc_sized`] past its inlined case.
+    ///
+    /// # Safety
+    /// As [`Cohort::realloc_sized`].
+    #[inline(never)]
+    unsafe fn realloc_other<const ZERO: bool, const ABORT: bool>(
         &self,
         p: *mut u8,
         old: usize,
@@ -959,21 +1031,12 @@ impl<L: Lifetime> Cohort<L> {
         };
         match class_of(old, old_align) {
             Some(class) => {
-                // SAFETY: forwarded contract; class is the old size's.
-                unsafe { self.validated_block::<ABORT>(p, old, class, life) };
-                if CHECKED {
-                    // The check cleared the slot's live bit, as for a free; it is live still.
-                    // SAFETY: the pool exists (p is one of its slots, checked).
-                    live_bit(unsafe { &*self.pool.load(Ordering::Relaxed) }, p, true);
-                }
                 if new_class == Some(class) {
-                    // In place: every slot of the class fits both requests.
-                    if ZERO {
-                        // SAFETY: the slot holds `stride` bytes.
-                        unsafe { zero_range(p, old, CLASSES[class].stride as usize) };
-                    }
-                    return p;
+                    // SAFETY: forwarded contract; both sizes are of `class`.
+                    return unsafe { self.resize_in_class::<ZERO, ABORT>(p, old, class, life) };
                 }
+                // SAFETY: forwarded contract; class is the old size's.
+                unsafe { self.check_small_old::<ABORT>(p, old, class, life) };
             }
             None => {
                 // SAFETY: forwarded contract.
@@ -1234,6 +1297,7 @@ unsafe impl<L: Lifetime> GlobalAlloc for Cohort<L> {
         self.alloc_nonzero::<true>(layout.size(), layout.align(), 0)
     }
 
+    #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let a = layout.align();
         // SAFETY: GlobalAlloc's contract. Misuse aborts, as in dealloc.
