@@ -920,7 +920,8 @@ impl<L: Lifetime> Cohort<L> {
     }
 
     /// Calls `f` for every block in use (blocks held empty for reuse are skipped). A
-    /// snapshot: counts of blocks other threads are using may be a moment old.
+    /// snapshot: counts of blocks other threads are using may be a moment old, and a block
+    /// changing hands meanwhile is reported with its old or its new class, whole.
     /// Cost: one `mincore` call per block.
     pub fn for_each_block(&self, mut f: impl FnMut(&BlockReport)) {
         let Some(pool) = self.pool_if_any() else {
@@ -934,17 +935,18 @@ impl<L: Lifetime> Cohort<L> {
             }
             // SAFETY: a BLOCK unit starts a block whose header is initialised.
             let h = unsafe { &*r.unit_addr(u).cast::<Header>() };
-            if h.key() == EMPTY_KEY {
+            // One read of the header's identity: the block may change hands meanwhile.
+            let Some(b) = h.snapshot() else {
                 continue;
-            }
-            let c: &Class = h.geometry();
+            };
+            let c: &Class = b.geometry;
             let report = BlockReport {
                 base: h.base() as usize,
-                size_class: h.class(),
+                size_class: b.class,
                 stride: c.stride as usize,
-                life: h.life(),
+                life: b.life,
                 capacity: c.capacity as usize,
-                live: h.live() as usize,
+                live: b.live as usize,
                 block_bytes: c.block_size(),
                 usable_bytes: c.usable(),
                 // SAFETY: the block is mapped.

@@ -141,20 +141,14 @@ impl<L: Lifetime> Cohort<L> {
     /// scoped threads started inside `f` may use it, and their blocks of the class are
     /// released too, whichever heap holds them.
     ///
-    /// Panics if the class has live allocations when the scope starts (they would be
-    /// freed under their owners).
+    /// Panics if the class has live allocations when the scope starts, small or large
+    /// (they would be freed under their owners).
     pub fn scope<R>(
         &mut self,
         life: L,
         f: impl for<'s> FnOnce(&'s Self, crate::ClassHandle<'s, L>) -> R,
     ) -> R {
-        let live: usize = self
-            .stats()
-            .heads
-            .iter()
-            .filter(|h| h.life == life.index())
-            .map(|h| h.live)
-            .sum();
+        let live = self.live_in_class(life.index());
         assert!(
             live == 0,
             "cohort: scope on lifetime class {} which has {live} live allocations",
@@ -168,6 +162,22 @@ impl<L: Lifetime> Cohort<L> {
         let released = unsafe { this.release(life.index(), true) };
         debug_assert_eq!(released.left_to_other_threads, 0);
         r
+    }
+
+    /// Live allocations of lifetime class `life`: small slots and large allocations, what
+    /// a release of the class frees.
+    fn live_in_class(&self, life: usize) -> usize {
+        let small: usize = self
+            .stats()
+            .heads
+            .iter()
+            .filter(|h| h.life == life)
+            .map(|h| h.live)
+            .sum();
+        let large = self
+            .pool_if_any()
+            .map_or(0, |pool| pool.large.lock().count_life(life));
+        small + large
     }
 
     /// Gives memory back to the OS: every empty block of the calling thread's heap and of the

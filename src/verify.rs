@@ -9,7 +9,7 @@
 //! list's key and owner and is not `FULL`; links are symmetric.
 
 use crate::api::Cohort;
-use crate::block::{Header, Role, FULL, MAGIC, NONE};
+use crate::block::{key_class, Header, Role, Snapshot, FULL, MAGIC, NONE};
 use crate::class::{CLASSES, CLASS_COUNT, UNIT};
 use crate::lifetime::Lifetime;
 use crate::pool::{Pool, EMPTY_KEY};
@@ -89,13 +89,16 @@ impl<L: Lifetime> Cohort<L> {
             match r.unit_state(u) {
                 BLOCK => {
                     let h = pool.block(u as u32);
-                    let units = check_units(pool, h, u, carved)?;
+                    // The header's identity is read once (see `Header::snapshot`).
+                    let key = h.key();
+                    let units = check_units(pool, h, key, u, carved)?;
                     let bits = BitSlice::from_slice_mut(&mut seen);
-                    if h.key() == EMPTY_KEY {
-                        out.empty_blocks += 1;
-                    } else {
-                        out.live += check_block(pool, h, bits)?;
-                        out.blocks += 1;
+                    match h.snapshot() {
+                        Some(b) if key != EMPTY_KEY => {
+                            out.live += check_block(pool, h, &b, bits)?;
+                            out.blocks += 1;
+                        }
+                        _ => out.empty_blocks += 1,
                     }
                     u += units;
                 }
@@ -118,35 +121,38 @@ impl<L: Lifetime> Cohort<L> {
 }
 
 fn error(h: &Header, problem: String) -> VerifyError {
-    let valid = h.key() != EMPTY_KEY && h.class() < CLASS_COUNT;
+    let b = h.snapshot();
     VerifyError {
         block: h.base() as usize,
-        size_class: valid.then(|| h.class()),
-        life: valid.then(|| h.life()),
+        size_class: b.map(|b| b.class),
+        life: b.map(|b| b.life),
         problem,
     }
 }
 
-/// The block's units: `BLOCK` then `TAIL`s. Returns the unit count.
-fn check_units(pool: &Pool, h: &Header, u: usize, carved: usize) -> Result<usize, VerifyError> {
+/// The block's units: `BLOCK` then `TAIL`s, for header key `key`. Returns the unit count.
+fn check_units(
+    pool: &Pool,
+    h: &Header,
+    key: u16,
+    u: usize,
+    carved: usize,
+) -> Result<usize, VerifyError> {
     if h.magic != MAGIC {
         return Err(error(
             h,
             format!("header magic {:#x}, expected {MAGIC:#x}", h.magic),
         ));
     }
-    if h.key() != EMPTY_KEY && h.class() >= CLASS_COUNT {
-        return Err(error(
-            h,
-            format!("header key {:#x} names no size class", h.key()),
-        ));
+    if key != EMPTY_KEY && key_class(key) >= CLASS_COUNT {
+        return Err(error(h, format!("header key {key:#x} names no size class")));
     }
     let mut units = 1;
     while u + units < carved && pool.region.unit_state(u + units) == TAIL {
         units += 1;
     }
-    if h.key() != EMPTY_KEY && units != h.geometry().block_size() / UNIT {
-        let bytes = h.geometry().block_size();
+    if key != EMPTY_KEY && units != CLASSES[key_class(key)].block_size() / UNIT {
+        let bytes = CLASSES[key_class(key)].block_size();
         return Err(error(
             h,
             format!("{units} units are marked for a block of {bytes} B"),
@@ -155,15 +161,17 @@ fn check_units(pool: &Pool, h: &Header, u: usize, carved: usize) -> Result<usize
     Ok(units)
 }
 
-/// One block in use: geometry, lists, counts. Returns its live slots.
-fn check_block(pool: &Pool, h: &Header, seen: &mut BitSlice<usize>) -> Result<usize, VerifyError> {
+/// One block in use, `b` as read once: geometry, lists, counts. Returns its live slots.
+fn check_block(
+    pool: &Pool,
+    h: &Header,
+    b: &Snapshot,
+    seen: &mut BitSlice<usize>,
+) -> Result<usize, VerifyError> {
     let life_count = pool.life_count;
-    let c = h.geometry();
-    if h.life() >= life_count {
-        return Err(error(
-            h,
-            format!("lifetime class {} of {life_count}", h.life()),
-        ));
+    let c = b.geometry;
+    if b.life >= life_count {
+        return Err(error(h, format!("lifetime class {} of {life_count}", b.life)));
     }
     if !c.is_tiny() && (h.limit != c.limit || h.stride != c.stride) {
         return Err(error(
@@ -255,7 +263,7 @@ fn check_block(pool: &Pool, h: &Header, seen: &mut BitSlice<usize>) -> Result<us
             format!("used {used} + free-listed {free} != {handed_out} slots handed out"),
         ));
     }
-    let live = h.live() as usize;
+    let live = b.live as usize;
     if !pool.region.live_bits.is_null() {
         for i in 0..handed_out {
             let p = h.base() as usize + (c.first + i as u32 * c.stride) as usize;
