@@ -543,19 +543,16 @@ impl<L: Lifetime> Cohort<L> {
         };
         // Again: the first use of the instance gave it its id just now.
         let instance = self.instance.load(Ordering::Relaxed);
-        let got = if CLASSES[class].is_tiny() {
-            pool.alloc_locked(&mut pool.lock(), class, life)
-        } else {
-            let mut heap = heap::current(instance);
-            if heap.is_null() {
-                heap = heap::join(pool, instance);
-            }
-            if heap.is_null() {
-                pool.alloc_locked(&mut pool.lock(), class, life)
-            } else {
-                // SAFETY: join/current return live heaps of this instance.
-                unsafe { (*heap).alloc_slow(class, life) }
-            }
+        let mut heap = heap::current(instance);
+        if heap.is_null() {
+            heap = heap::join(pool, instance);
+        }
+        // SAFETY: join/current return null or a live heap of this instance, the calling
+        // thread's.
+        let got = match unsafe { heap.as_ref() } {
+            None => pool.alloc_locked(&mut pool.lock(), class, life),
+            Some(heap) if CLASSES[class].is_tiny() => heap.alloc_tiny(class, life),
+            Some(heap) => heap.alloc_slow(class, life),
         };
         match got {
             Some((p, zeroed)) => self.finish_alloc::<ZERO>(p, zeroed, class),
@@ -746,9 +743,12 @@ impl<L: Lifetime> Cohort<L> {
             let mut st = pool.lock();
             // SAFETY: the caller guarantees a live slot; tiny blocks are the pool's.
             unsafe { pool.free_tiny(&mut st, h, off) };
+        } else {
             // SAFETY: a live slot (caller).
-        } else if unsafe { h.push_remote(off) } {
-            pool.relist(h);
+            if unsafe { h.push_remote(off) } {
+                pool.relist(h);
+            }
+            pool.after_remote_free(h);
         }
     }
 

@@ -350,7 +350,10 @@ impl Header {
             return None;
         }
         let geometry = &CLASSES[class];
-        let used = self.count.load(Ordering::Relaxed).wrapping_sub(self.bias.load(Ordering::Relaxed));
+        let used = self
+            .count
+            .load(Ordering::Relaxed)
+            .wrapping_sub(self.bias.load(Ordering::Relaxed));
         let live = used
             .saturating_sub(self.remote_count())
             .min(geometry.capacity);

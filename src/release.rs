@@ -2,17 +2,22 @@
 //! the leak check.
 //!
 //! Releasing a lifetime class frees all its allocations at once, like resetting an arena, in
-//! time proportional to the blocks: every block of the class that the calling thread's heap
-//! or the pool holds (blocks of exited threads included) is emptied and given back, without
-//! looking at a single slot. Blocks of the class held by *other live threads'* heaps are
+//! time proportional to the blocks: every block of the class that holds allocations of the
+//! calling thread or of exited threads is emptied and given back, without looking at a
+//! single slot. Blocks of the class that hold *other live threads'* allocations are
 //! theirs: each thread releases its own (see [`Released::left_to_other_threads`]).
+//!
+//! Whose a block's allocations are: a heap-owned block's are its heap's thread's; a
+//! pool-owned block's are its holder's (see [`crate::pool`]): a tiny block's, the heap that
+//! allocates from it; a block of exited threads, nobody's (anyone releases it); a block
+//! that threads without a heap allocated from, theirs (only [`Cohort::scope`] releases it).
 
 use crate::api::Cohort;
-use crate::block::Header;
+use crate::block::{Header, Snapshot, HEAPLESS, NO_HOLDER};
 use crate::heap::{self, Heap};
 use crate::lifetime::Lifetime;
 use crate::os;
-use crate::pool::{PoolState, EMPTY_KEY};
+use crate::pool::PoolState;
 use crate::region::BLOCK;
 
 /// What [`Cohort::release_class`] did.
@@ -46,8 +51,12 @@ impl<L: Lifetime> Cohort<L> {
     ///
     /// Cost: proportional to the allocator's blocks (a walk of their headers), not to the
     /// allocations. Thread safety: other threads may allocate and free in *other* lifetime
-    /// classes meanwhile; blocks of `life` that other live threads' heaps hold are left
-    /// alone and counted in [`Released::left_to_other_threads`].
+    /// classes meanwhile; blocks of `life` that hold other live threads' allocations are
+    /// left alone and counted in [`Released::left_to_other_threads`]. This holds for every
+    /// size, 1- and 2-byte allocations included (they are served under a lock, but each
+    /// thread from its own blocks). Allocations a thread made without a heap of its own
+    /// (while it was exiting, or beyond the 16 383 heaps an instance registers) count as
+    /// another live thread's: only [`Cohort::scope`] releases them.
     ///
     /// Large allocations (above 16 KiB) of the class are unmapped too, whichever thread
     /// made them: they belong to no heap.
@@ -75,7 +84,17 @@ impl<L: Lifetime> Cohort<L> {
         };
         let me = heap::find_own(self.instance_id());
         // SAFETY: `me` is null or the calling thread's heap.
-        let my_token = unsafe { me.as_ref() }.map(|h| h.token);
+        let (my_token, my_id) = unsafe { me.as_ref() }.map_or((0, 0), |h| (h.token, h.id));
+        // Whether a block's allocations (`b` as read once) are the caller's to release.
+        let releasable = |b: &Snapshot| {
+            exclusive
+                || match (b.owner, b.holder) {
+                    (0, NO_HOLDER) => true,
+                    (0, HEAPLESS) => false,
+                    (0, id) => id == my_id || pool.heap_is_abandoned(id),
+                    (owner, _) => owner == my_token || pool.owner_is_abandoned(owner),
+                }
+        };
         // Nothing below allocates: the lock is held (the allocator may be the global one).
         let mut st = pool.lock();
         let mut release = |st: &mut PoolState, h: &Header, in_place: bool| {
@@ -103,7 +122,7 @@ impl<L: Lifetime> Cohort<L> {
             // SAFETY: the calling thread's own heap.
             release_heap(unsafe { &*me }, &mut release, &mut st);
         }
-        pool.take_life(&mut st, life, |st, h| release(st, h, false));
+        others += pool.take_life(&mut st, life, exclusive, |st, h| release(st, h, false));
         // Blocks on no list: full blocks of the caller, of the pool, of exited threads.
         let r = &pool.region;
         for u in 0..r.carved_units(&st.region) {
@@ -111,14 +130,17 @@ impl<L: Lifetime> Cohort<L> {
                 continue;
             }
             let h = pool.block(u as u32);
+            // One read of the header: other threads' blocks change under us (their counts;
+            // their keys only under the lock we hold).
+            let Some(b) = h.snapshot() else {
+                continue;
+            };
             // Blocks with nothing in use are the current blocks just emptied in place (or
             // listed blocks): they stay where they are.
-            if h.key() == EMPTY_KEY || h.life() != life || h.used() == 0 {
+            if b.life != life || b.used == 0 {
                 continue;
             }
-            let owner = h.owner();
-            if exclusive || owner == 0 || Some(owner) == my_token || pool.owner_is_abandoned(owner)
-            {
+            if releasable(&b) {
                 release(&mut st, h, false);
             } else {
                 others += 1;
@@ -192,15 +214,8 @@ impl<L: Lifetime> Cohort<L> {
         };
         let resident_before = pool.resident_bytes();
         let me = heap::find_own(self.instance_id());
-        let mut st = pool.lock();
-        let mut blocks = 0;
-        if !me.is_null() {
-            // SAFETY: the calling thread's own heap.
-            blocks += unsafe { (*me).give_back_empty(&mut st) };
-        }
-        blocks += pool.release_empty_partial(&mut st);
-        blocks += pool.release_retained(&mut st);
-        drop(st);
+        // SAFETY: `me` is null or the calling thread's own heap.
+        let blocks = heap::release_empty(unsafe { me.as_ref() }, pool, &mut pool.lock());
         let resident_after = pool.resident_bytes();
         Compacted {
             blocks,

@@ -6,10 +6,11 @@
 //! of slots below `bump`, are acyclic and disjoint; `used == handed out - |free list|`;
 //! `|remote list|` matches the remote count; in checked mode a slot's live bit is set exactly
 //! when the slot is live. Per list: every block on a heap's or the pool's list has the
-//! list's key and owner and is not `FULL`; links are symmetric.
+//! list's key and owner and is not `FULL`; a heap's tiny blocks are pool-owned and held by
+//! the heap, the pool's blocks by no heap; links are symmetric.
 
 use crate::api::Cohort;
-use crate::block::{key_class, Header, Role, Snapshot, FULL, MAGIC, NONE};
+use crate::block::{key_class, Header, Role, Snapshot, FULL, HEAPLESS, MAGIC, NONE, NO_HOLDER};
 use crate::class::{CLASSES, CLASS_COUNT, UNIT};
 use crate::lifetime::Lifetime;
 use crate::pool::{Pool, EMPTY_KEY};
@@ -171,7 +172,10 @@ fn check_block(
     let life_count = pool.life_count;
     let c = b.geometry;
     if b.life >= life_count {
-        return Err(error(h, format!("lifetime class {} of {life_count}", b.life)));
+        return Err(error(
+            h,
+            format!("lifetime class {} of {life_count}", b.life),
+        ));
     }
     if !c.is_tiny() && (h.limit != c.limit || h.stride != c.stride) {
         return Err(error(
@@ -329,8 +333,14 @@ fn check_lists(pool: &Pool) -> Result<(), VerifyError> {
         let hp = unsafe { &*heap };
         let mut res = Ok(());
         hp.for_each_listed(|h, current| {
+            // A heap's tiny blocks are pool-owned, held by the heap (see `crate::heap`).
+            let tiny = h.geometry().is_tiny();
             if res.is_ok() {
-                res = check(h, hp.token, "a heap");
+                res = check(h, if tiny { 0 } else { hp.token }, "a heap");
+            }
+            if res.is_ok() && tiny && h.holder() != hp.id {
+                let problem = format!("heap {} lists a tiny block held by {}", hp.id, h.holder());
+                res = Err(error(h, problem));
             }
             let role = if current { Role::Current } else { Role::Listed };
             if res.is_ok() && h.role() != role {
@@ -356,6 +366,10 @@ fn check_lists(pool: &Pool) -> Result<(), VerifyError> {
             }
             if h.life() * CLASS_COUNT + h.class() != head {
                 return Err(error(h, format!("the pool lists it under head {head}")));
+            }
+            if h.holder() != NO_HOLDER && h.holder() != HEAPLESS {
+                let problem = format!("the pool lists it, held by heap {}", h.holder());
+                return Err(error(h, problem));
             }
             u = h.next.load(Ordering::Relaxed);
         }

@@ -55,7 +55,9 @@ fn release_leaves_another_threads_allocation(size: usize) {
     // SAFETY: q is a live allocation of `size` bytes.
     unsafe { q.write_bytes(7, size) };
     released.wait();
-    let p = t.join().expect("the other thread's allocation was released");
+    let p = t
+        .join()
+        .expect("the other thread's allocation was released");
     assert_ne!(p, q as usize, "{size} B: handed out twice");
     // SAFETY: allocated above.
     unsafe { a.free(q, size, Life::B) };
@@ -81,9 +83,14 @@ fn release_class_frees_tiny_allocations_of_exited_threads_and_the_callers() {
     let a = Arc::new(Cohort::<Life>::new());
     let theirs = {
         let a = Arc::clone(&a);
-        thread::spawn(move || (0..300).map(|_| a.malloc(1, Life::B) as usize).count())
-            .join()
-            .unwrap()
+        thread::spawn(move || {
+            for _ in 0..300 {
+                assert!(!a.malloc(1, Life::B).is_null());
+            }
+            300
+        })
+        .join()
+        .unwrap()
     };
     let mine: Vec<_> = (0..10).map(|_| a.malloc(2, Life::B)).collect();
     assert!(mine.iter().all(|p| !p.is_null()));
@@ -195,7 +202,10 @@ fn blocks_emptied_after_their_thread_exited_leave_use() {
     }
     assert!(a.is_empty());
     let after = a.stats();
-    assert_eq!(after.small.blocks, 0, "emptied blocks still in use: {after}");
+    assert_eq!(
+        after.small.blocks, 0,
+        "emptied blocks still in use: {after}"
+    );
     assert_eq!(after.small.resident_bytes, 0, "{after}");
     // An allocation afterwards reuses a kept block, and nothing else is in use.
     let p = a.malloc(64, Life::B);
