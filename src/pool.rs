@@ -458,16 +458,15 @@ impl Pool {
 
     /// Under the lock: takes every pool-owned block of lifetime class `life` off the partial
     /// lists (after reclaiming returned blocks) and passes each to `f`; [`HEAPLESS`] blocks
-    /// only with `heapless` (they stay listed otherwise). Returns how many stayed.
+    /// only with `heapless` (they stay listed otherwise).
     pub(crate) fn take_life(
         &self,
         st: &mut PoolState,
         life: usize,
         heapless: bool,
         mut f: impl FnMut(&mut PoolState, &Header),
-    ) -> usize {
+    ) {
         self.reclaim_abandoned(st);
-        let mut stayed = 0;
         for class in 0..CLASS_COUNT {
             let head = life * CLASS_COUNT + class;
             let mut u = *st.partial(head);
@@ -477,12 +476,9 @@ impl Pool {
                 if heapless || h.holder() != HEAPLESS {
                     self.list_remove(st.partial(head), h);
                     f(st, h);
-                } else {
-                    stayed += 1;
                 }
             }
         }
-        stayed
     }
 
     /// Resident bytes of every block, in use or kept empty (one `mincore` per unit).

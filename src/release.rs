@@ -122,7 +122,9 @@ impl<L: Lifetime> Cohort<L> {
             // SAFETY: the calling thread's own heap.
             release_heap(unsafe { &*me }, &mut release, &mut st);
         }
-        others += pool.take_life(&mut st, life, exclusive, |st, h| release(st, h, false));
+        // Blocks of threads without a heap stay listed (unless `exclusive`); the scan
+        // below counts them.
+        pool.take_life(&mut st, life, exclusive, |st, h| release(st, h, false));
         // Blocks on no list: full blocks of the caller, of the pool, of exited threads.
         let r = &pool.region;
         for u in 0..r.carved_units(&st.region) {

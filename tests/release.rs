@@ -2,7 +2,7 @@
 //! against other threads' allocations, `compact`'s counts, out of memory after everything
 //! was freed, and blocks emptied after their thread exited.
 
-use cohort::class::{class_of, CLASSES};
+use cohort::class::{class_of, CLASSES, CLASS_COUNT};
 use cohort::Cohort;
 use std::alloc::Layout;
 use std::sync::{mpsc, Arc, Barrier};
@@ -216,4 +216,151 @@ fn blocks_emptied_after_their_thread_exited_leave_use() {
     unsafe { a.free(p, 64, Life::B) };
     // SAFETY: the other thread has exited.
     unsafe { a.verify() }.unwrap();
+}
+
+/// Objects of one class fill the reservation and are all freed; objects of another class
+/// (whatever its block size) must then fill it again.
+#[test]
+fn a_reservation_emptied_by_one_class_serves_another() {
+    let block = block_size(144).max(block_size(64));
+    let a = Cohort::<Life>::with_reservation(4 * block);
+    let fill = |size: usize| {
+        let mut v = Vec::new();
+        loop {
+            let p = a.malloc(size, Life::A);
+            if p.is_null() {
+                break v;
+            }
+            v.push(p);
+        }
+    };
+    let first = fill(144);
+    assert!(first.len() * 144 >= block, "{} objects", first.len());
+    for &p in &first {
+        // SAFETY: allocated above, freed once.
+        unsafe { a.free(p, 144, Life::A) };
+    }
+    assert!(a.is_empty());
+    let second = fill(64);
+    assert!(
+        second.len() * 64 + block >= first.len() * 144,
+        "{} objects of 64 B after {} of 144 B",
+        second.len(),
+        first.len()
+    );
+    for p in second {
+        // SAFETY: allocated above, freed once.
+        unsafe { a.free(p, 64, Life::A) };
+    }
+    assert!(a.is_empty());
+}
+
+/// One thread takes a block, empties it and gives it back, over and over (its key flips
+/// between a class and "empty"); snapshots running meanwhile must read each header once:
+/// no panic, no class out of range, no count above the capacity.
+#[test]
+fn snapshots_tolerate_blocks_changing_hands() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    // Before the fix, 2 runs in 12 of this length panicked (a key read twice, "empty" the
+    // second time: class 255).
+    const FLIPS: usize = 1500;
+    let a = Arc::new(Cohort::<Life>::new());
+    let stop = Arc::new(AtomicBool::new(false));
+    let per_block = CLASSES[class_of(16 << 10, 16).unwrap()].capacity as usize;
+    let flipper = {
+        let (a, stop) = (Arc::clone(&a), Arc::clone(&stop));
+        thread::spawn(move || {
+            // One object more than a block of 16 KiB slots holds: the second block empties
+            // when they are freed and goes back to the pool (its key says "empty"), the
+            // next round takes it again.
+            for n in 0..FLIPS {
+                let v: Vec<_> = (0..=per_block)
+                    .map(|_| a.malloc(16 << 10, Life::A))
+                    .collect();
+                for p in v {
+                    assert!(!p.is_null());
+                    // SAFETY: allocated just above.
+                    unsafe { a.free(p, 16 << 10, Life::A) };
+                }
+                if n % 16 == 0 {
+                    a.compact();
+                }
+            }
+            stop.store(true, Ordering::Relaxed);
+        })
+    };
+    // Two readers: on a loaded machine, more chances to run beside the flipper.
+    let reader = |a: Arc<Cohort<Life>>, stop: Arc<AtomicBool>| {
+        thread::spawn(move || {
+            let mut passes = 0;
+            while !stop.load(Ordering::Relaxed) {
+                a.for_each_block(|b| {
+                    assert!(b.size_class < CLASS_COUNT && b.life < 3, "{b:?}");
+                    assert!(b.live <= b.capacity, "{b:?}");
+                });
+                let s = a.stats();
+                assert!(s.small.live <= 2 * per_block, "{s}");
+                passes += 1;
+            }
+            passes
+        })
+    };
+    let readers = [0, 1].map(|_| reader(Arc::clone(&a), Arc::clone(&stop)));
+    let passes: usize = readers
+        .into_iter()
+        .map(|r| r.join().expect("a snapshot panicked"))
+        .sum();
+    flipper.join().expect("the flipping thread panicked");
+    eprintln!("{passes} snapshot passes over {FLIPS} flips");
+}
+
+/// A thread that can have no heap (the registry is full) allocates through the pool's
+/// lock; another thread's `release_class` must leave those allocations alone too.
+#[test]
+fn release_class_leaves_allocations_of_threads_without_a_heap() {
+    let a = Cohort::<Life>::new();
+    let mine = a.malloc(64, Life::B);
+    assert!(!mine.is_null());
+    let joins: Vec<_> = std::iter::from_fn(|| a.join(0)).collect();
+    assert!(joins.len() > 1000, "{} joins", joins.len());
+    let made = Barrier::new(2);
+    let released = Barrier::new(2);
+    thread::scope(|s| {
+        let t = s.spawn(|| {
+            let sizes = [1, 64, 1000];
+            let ps = sizes.map(|size| {
+                let p = a.malloc(size, Life::B);
+                assert!(!p.is_null());
+                // SAFETY: a fresh allocation of `size` bytes.
+                unsafe { p.write_bytes(42, size) };
+                p
+            });
+            made.wait();
+            released.wait();
+            for (p, size) in ps.into_iter().zip(sizes) {
+                // SAFETY: still ours: another thread's release must leave it alone.
+                let bytes = unsafe { std::slice::from_raw_parts(p, size) };
+                assert!(bytes.iter().all(|&b| b == 42), "{size} B: overwritten");
+                // SAFETY: allocated above, freed once.
+                unsafe { a.free(p, size, Life::B) };
+            }
+        });
+        made.wait();
+        // SAFETY: the only allocation of class B this thread made is `mine`, unused after.
+        let r = unsafe { a.release_class(Life::B) };
+        // New allocations of the class do not land on the other thread's.
+        for size in [1, 64, 1000] {
+            let q = a.malloc(size, Life::B);
+            // SAFETY: a live allocation of `size` bytes.
+            unsafe { q.write_bytes(7, size) };
+            // SAFETY: allocated just above.
+            unsafe { a.free(q, size, Life::B) };
+        }
+        released.wait();
+        t.join().unwrap();
+        assert_eq!(r.slots, 1, "{r:?}");
+        assert_eq!(r.left_to_other_threads, 3, "{r:?}");
+    });
+    drop(joins);
+    assert!(a.is_empty());
 }
