@@ -6,8 +6,8 @@
 //!   zero-sized allocations). Freeing it with size 0 does nothing.
 //! - a small class ([`class_of`]): the calling thread's heap; the fast path pops a slot of
 //!   the current block of (class, life) with no lock and no atomic read-modify-write.
-//! - tiny classes (1- and 2-byte slots) and threads without a heap: the pool, under its
-//!   lock.
+//! - tiny classes (1- and 2-byte slots): the calling thread's heap's tiny blocks, under the
+//!   pool's lock; threads without a heap: the pool's blocks, under its lock.
 //! - otherwise a large allocation: its own page-rounded mapping, no header. The size given
 //!   back at free says it is large.
 

@@ -27,7 +27,9 @@ pub struct Released {
     pub blocks: usize,
     /// Live slots they held, now freed.
     pub slots: usize,
-    /// Blocks of the class still held by other live threads' heaps (not released).
+    /// Blocks of the class that hold other live threads' allocations (not released):
+    /// blocks of their heaps, their tiny blocks, blocks threads without a heap allocated
+    /// from.
     pub left_to_other_threads: usize,
     /// Large allocations of the class unmapped (whichever thread made them).
     pub large: usize,
