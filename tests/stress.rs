@@ -9,6 +9,9 @@
 //! allocated live on in that array. Between rounds the main thread checks every block's live
 //! count against the objects it knows to be live.
 //!
+//! Another test runs snapshots (`stats`, `for_each_block`), `compact` and `release_class`
+//! of a class the workers do not use, over and over, while workers allocate, free and exit.
+//!
 //! The objects under test come from a local `Cohort`; the test's own bookkeeping (Vecs,
 //! Boxes, the HashMap) uses the system allocator.
 //!
