@@ -6,8 +6,8 @@
 //!   zero-sized allocations). Freeing it with size 0 does nothing.
 //! - a small class ([`class_of`]): the calling thread's heap; the fast path pops a slot of
 //!   the current block of (class, life) with no lock and no atomic read-modify-write.
-//! - tiny classes (1- and 2-byte slots) and threads without a heap: the pool, under its
-//!   lock.
+//! - tiny classes (1- and 2-byte slots): the calling thread's heap's tiny blocks, under the
+//!   pool's lock; threads without a heap: the pool's blocks, under its lock.
 //! - otherwise a large allocation: its own page-rounded mapping, no header. The size given
 //!   back at free says it is large.
 
@@ -656,19 +656,16 @@ impl<L: Lifetime> Cohort<L> {
         };
         // Again: the first use of the instance gave it its id just now.
         let instance = self.instance.load(Ordering::Relaxed);
-        let got = if CLASSES[class].is_tiny() {
-            pool.alloc_locked(&mut pool.lock(), class, life)
-        } else {
-            let mut heap = heap::current(instance);
-            if heap.is_null() {
-                heap = heap::join(pool, instance);
-            }
-            if heap.is_null() {
-                pool.alloc_locked(&mut pool.lock(), class, life)
-            } else {
-                // SAFETY: join/current return live heaps of this instance.
-                unsafe { (*heap).alloc_slow(class, life) }
-            }
+        let mut heap = heap::current(instance);
+        if heap.is_null() {
+            heap = heap::join(pool, instance);
+        }
+        // SAFETY: join/current return null or a live heap of this instance, the calling
+        // thread's.
+        let got = match unsafe { heap.as_ref() } {
+            None => pool.alloc_locked(&mut pool.lock(), class, life),
+            Some(heap) if CLASSES[class].is_tiny() => heap.alloc_tiny(class, life),
+            Some(heap) => heap.alloc_slow(class, life),
         };
         match got {
             Some((p, zeroed)) => self.finish_alloc::<ZERO>(p, zeroed, class),
@@ -907,6 +904,7 @@ impl<L: Lifetime> Cohort<L> {
             if unsafe { h.push_remote(off) } {
                 pool.relist(h);
             }
+            pool.after_remote_free(h);
         }
     }
 
@@ -1247,7 +1245,8 @@ impl<L: Lifetime> Cohort<L> {
     }
 
     /// Calls `f` for every block in use (blocks held empty for reuse are skipped). A
-    /// snapshot: counts of blocks other threads are using may be a moment old.
+    /// snapshot: counts of blocks other threads are using may be a moment old, and a block
+    /// changing hands meanwhile is reported with its old or its new class, whole.
     /// Cost: one `mincore` call per block.
     pub fn for_each_block(&self, mut f: impl FnMut(&BlockReport)) {
         let Some(pool) = self.pool_if_any() else {
@@ -1261,17 +1260,18 @@ impl<L: Lifetime> Cohort<L> {
             }
             // SAFETY: a BLOCK unit starts a block whose header is initialised.
             let h = unsafe { &*r.unit_addr(u).cast::<Header>() };
-            if h.key() == EMPTY_KEY {
+            // One read of the header's identity: the block may change hands meanwhile.
+            let Some(b) = h.snapshot() else {
                 continue;
-            }
-            let c: &Class = h.geometry();
+            };
+            let c: &Class = b.geometry;
             let report = BlockReport {
                 base: h.base() as usize,
-                size_class: h.class(),
+                size_class: b.class,
                 stride: c.stride as usize,
-                life: h.life(),
+                life: b.life,
                 capacity: c.capacity as usize,
-                live: h.live() as usize,
+                live: b.live as usize,
                 block_bytes: c.block_size(),
                 usable_bytes: c.usable(),
                 // SAFETY: the block is mapped.

@@ -47,6 +47,12 @@ pub(crate) const EMPTY_KEY: u16 = 0xffff;
 const CURRENT_BIAS: u32 = 1 << 31;
 /// A list link meaning "no block".
 pub(crate) const NONE: u32 = u32::MAX;
+/// [`Header::holder`] of a pool-owned block whose allocations are the pool's: those of
+/// exited threads (or none).
+pub(crate) const NO_HOLDER: u32 = 0;
+/// [`Header::holder`] of a pool-owned block that a thread without a heap allocated from
+/// (its allocations cannot be told apart from those of other such threads).
+pub(crate) const HEAPLESS: u32 = u32::MAX;
 
 /// The header at the start of every block. See the module docs for its invariants.
 #[repr(C, align(64))]
@@ -84,7 +90,11 @@ pub(crate) struct Header {
     pub magic: u32,
     /// `FRESH`, or 0. Owner only.
     flags: OwnerCell<u8>,
-    _pad: [u8; 7],
+    _pad: [u8; 3],
+    /// For a pool-owned block (`owner == 0`): whose allocations it holds, which
+    /// `release_class` needs to know ([`Header::holder`]). Written under the pool lock; an
+    /// atomic because snapshots read it.
+    holder: AtomicU32,
     /// The remote free list: `offset | count << 32 | FULL`.
     pub remote: AtomicU64,
     /// Loom's atomics, unlike std's, hold no `UnsafeCell`: without this field `&Header`
@@ -155,6 +165,41 @@ impl<T: Copy> OwnerCell<T> {
     }
 }
 
+/// A block as [`Header::snapshot`] read it.
+#[derive(Clone, Copy)]
+pub(crate) struct Snapshot {
+    /// The owning heap's token, 0 for the pool.
+    pub owner: u64,
+    pub class: usize,
+    pub life: usize,
+    /// `CLASSES[class]`.
+    pub geometry: &'static Class,
+    /// `live + |remote|`, at most the capacity.
+    pub used: u32,
+    /// At most the capacity.
+    pub live: u32,
+    /// [`Header::holder`].
+    pub holder: u32,
+}
+
+/// The class index of a header key.
+#[inline(always)]
+pub(crate) const fn key_class(key: u16) -> usize {
+    (key & 0xff) as usize
+}
+
+/// The lifetime class index of a header key.
+#[inline(always)]
+pub(crate) const fn key_life(key: u16) -> usize {
+    (key >> 8) as usize
+}
+
+/// The key in a header's first word ([`owner_word`]'s inverse for the key).
+#[inline(always)]
+pub(crate) const fn word_key(word: u64) -> u16 {
+    word as u16 ^ EMPTY_KEY
+}
+
 /// The header key of a (class, life) pair.
 #[inline(always)]
 pub(crate) const fn key(class: usize, life: usize) -> u16 {
@@ -200,7 +245,8 @@ impl Header {
                     returned_next: AtomicU32::new(NONE),
                     magic: MAGIC,
                     flags: OwnerCell::new(if fresh { FRESH } else { 0 }),
-                    _pad: [0; 7],
+                    _pad: [0; 3],
+                    holder: AtomicU32::new(NO_HOLDER),
                     remote: AtomicU64::new(0),
                     #[cfg(loom)]
                     _loom: core::cell::UnsafeCell::new(()),
@@ -230,7 +276,7 @@ impl Header {
     /// `class | life << 8`, or `EMPTY_KEY`.
     #[inline(always)]
     pub(crate) fn key(&self) -> u16 {
-        self.owner_key() as u16 ^ EMPTY_KEY
+        word_key(self.owner_key())
     }
 
     /// The owning heap's token, 0 when the pool owns the block.
@@ -254,10 +300,24 @@ impl Header {
     }
 
     /// Owner only: gives the block to the pool, empty: owner 0 and [`EMPTY_KEY`] (frees of
-    /// stale pointers then fail the key check).
+    /// stale pointers then fail the key check), held by nobody.
     pub(crate) fn set_pool_empty(&self) {
         self.owner_key
             .store(owner_word(0, EMPTY_KEY), Ordering::Relaxed);
+        self.set_holder(NO_HOLDER);
+    }
+
+    /// Who holds the allocations of a pool-owned block, for `release_class`: the id of the
+    /// heap that allocates from it (tiny blocks, which the pool owns but serves per heap),
+    /// [`HEAPLESS`] (threads without a heap allocated from it), or [`NO_HOLDER`] (the pool:
+    /// allocations of exited threads). Meaningless while a heap owns the block.
+    pub(crate) fn holder(&self) -> u32 {
+        self.holder.load(Ordering::Relaxed)
+    }
+
+    /// Under the pool lock, for a pool-owned block: see [`Header::holder`].
+    pub(crate) fn set_holder(&self, holder: u32) {
+        self.holder.store(holder, Ordering::Relaxed);
     }
 
     /// Owner only: empties the block in place (its slots are all dead), keeping its class,
@@ -297,13 +357,45 @@ impl Header {
     /// The class index.
     #[inline(always)]
     pub(crate) fn class(&self) -> usize {
-        (self.key() & 0xff) as usize
+        key_class(self.key())
     }
 
     /// The lifetime class index.
     #[inline(always)]
     pub(crate) fn life(&self) -> usize {
-        (self.key() >> 8) as usize
+        key_life(self.key())
+    }
+
+    /// What a thread that does not own the block may read of it at once, consistently: the
+    /// owner-and-key word is loaded once and the class, lifetime class and geometry derive
+    /// from that value, so a block changing hands meanwhile (given back, taken by another
+    /// class) yields either its old or its new identity, never a mix. `None` for an empty
+    /// block kept by the pool, or a key naming no class. The counts are a moment's view
+    /// (`live` is clamped to the capacity).
+    pub(crate) fn snapshot(&self) -> Option<Snapshot> {
+        let word = self.owner_key();
+        let key = word_key(word);
+        let class = key_class(key);
+        if key == EMPTY_KEY || class >= CLASSES.len() {
+            return None;
+        }
+        let geometry = &CLASSES[class];
+        let used = self
+            .count
+            .load(Ordering::Relaxed)
+            .wrapping_sub(self.bias.load(Ordering::Relaxed));
+        let live = used
+            .saturating_sub(self.remote_count())
+            .min(geometry.capacity);
+        Some(Snapshot {
+            owner: word >> 16,
+            class,
+            life: key_life(key),
+            geometry,
+            used: used.min(geometry.capacity),
+            live,
+            holder: self.holder(),
+        })
     }
 
     /// The class geometry.
@@ -549,7 +641,8 @@ impl Header {
             returned_next: AtomicU32::new(NONE),
             magic: 0,
             flags: OwnerCell::new(0),
-            _pad: [0; 7],
+            _pad: [0; 3],
+            holder: AtomicU32::new(NO_HOLDER),
             remote: AtomicU64::new(0),
         }
     }

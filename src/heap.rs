@@ -13,6 +13,13 @@
 //! Only the owning thread reads or writes a heap's heads; other threads touch only
 //! `returned` and `state`.
 //!
+//! **Tiny heads.** The heads of the tiny classes (1- and 2-byte slots, see [`crate::tiny`])
+//! have no current block; their partial lists hold the heap's tiny blocks with a free slot.
+//! Those blocks are pool-owned (`owner == 0`) with the heap's id as their holder, so that
+//! releasing a lifetime class knows whose they are; they are served and freed under the
+//! pool lock, and a heap's tiny heads are read and written only under that lock, by any
+//! thread (a free lists a block on its holder's head again).
+//!
 //! Life cycle: a thread joins a heap on its first allocation in an instance (adopting the
 //! heap of an exited thread when there is one). When the thread exits, its heap hands its
 //! current and partial blocks to the pool, keeps its `FULL` blocks (they come back through
@@ -24,6 +31,7 @@ use crate::class::{Lookup, CLASS_COUNT, LOOKUP};
 use crate::os;
 use crate::pool::{Pool, PoolState};
 use crate::sync::{spin_hint, AtomicU64, AtomicU8, Ordering};
+use crate::tiny;
 use core::cell::Cell;
 use core::ptr;
 
@@ -174,10 +182,20 @@ impl Heap {
 
     /// The slow path of malloc: the current block of (class, life) has no free slot. Finds
     /// one (remote frees, returned blocks, the partial list, the pool), makes it current and
-    /// takes a slot from it. `None` when memory is exhausted.
+    /// takes a slot from it. Before saying out of memory (`None`), gives back every empty
+    /// block it may ([`release_empty`]) and tries once more.
     #[cold]
     #[inline(never)]
     pub(crate) fn alloc_slow(&self, class: usize, life: usize) -> Option<(*mut u8, bool)> {
+        self.alloc_from_heads(class, life).or_else(|| {
+            let pool = self.pool();
+            let freed = release_empty(Some(self), pool, &mut pool.lock());
+            (freed > 0).then(|| self.alloc_from_heads(class, life))?
+        })
+    }
+
+    /// [`Heap::alloc_slow`] without the last resort.
+    fn alloc_from_heads(&self, class: usize, life: usize) -> Option<(*mut u8, bool)> {
         let pool = self.pool();
         // SAFETY: callers are the owning thread, with class < CLASS_COUNT, life < life_count.
         let head = unsafe { self.head(class, life) };
@@ -204,6 +222,61 @@ impl Heap {
             h.set_role(Role::Current);
             *head.current = h;
         }
+    }
+
+    /// A tiny allocation (1- or 2-byte class) by the owner: a slot from the heap's tiny
+    /// blocks of (class, life), under the pool lock (see the module docs). Before saying out
+    /// of memory, gives back every empty block it may and tries once more.
+    pub(crate) fn alloc_tiny(&self, class: usize, life: usize) -> Option<(*mut u8, bool)> {
+        let pool = self.pool();
+        let mut st = pool.lock();
+        self.alloc_tiny_locked(&mut st, class, life).or_else(|| {
+            (release_empty(Some(self), pool, &mut st) > 0)
+                .then(|| self.alloc_tiny_locked(&mut st, class, life))?
+        })
+    }
+
+    fn alloc_tiny_locked(
+        &self,
+        st: &mut PoolState,
+        class: usize,
+        life: usize,
+    ) -> Option<(*mut u8, bool)> {
+        let pool = self.pool();
+        // SAFETY: a tiny head, under the pool lock (`st`); no other reference to it is alive.
+        let list = unsafe { self.tiny_list(class, life) };
+        loop {
+            let h = match *list {
+                NONE => {
+                    let h = pool.take_block(st, class, life, 0)?;
+                    h.set_holder(self.id);
+                    pool.list_push(list, h);
+                    h
+                }
+                u => pool.block(u),
+            };
+            // SAFETY: a tiny block (pool-owned), under the pool lock.
+            let got = unsafe { tiny::pop(h) };
+            if got.is_none() || h.used() == h.capacity() {
+                // Full: on no list until a free (`Pool::free_tiny`) lists it again.
+                pool.list_remove(list, h);
+            }
+            if let Some((off, zeroed)) = got {
+                return Some((h.base().wrapping_add(off as usize), zeroed));
+            }
+        }
+    }
+
+    /// The partial list of tiny head (class, life).
+    ///
+    /// # Safety
+    /// `class` is a tiny class and `life < life_count`; the caller holds the pool lock (any
+    /// thread) and keeps no other reference to the list.
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn tiny_list(&self, class: usize, life: usize) -> &mut u32 {
+        debug_assert!(crate::class::CLASSES[class].is_tiny());
+        // SAFETY: in bounds (caller); tiny heads are guarded by the pool lock.
+        unsafe { head_at(self, self.heads(), life * CLASS_COUNT + class) }.partial
     }
 
     /// A free by the owner: pushes slot `p` on the block's local list, and takes the slow
@@ -319,7 +392,7 @@ impl Heap {
     }
 
     /// Owner only, under the pool lock: gives every block of this heap's heads that holds
-    /// no live slot to the pool. Returns how many.
+    /// no live slot back to the OS. Returns how many.
     pub(crate) fn give_back_empty(&self, st: &mut PoolState) -> usize {
         let pool = self.pool();
         let mut given = 0;
@@ -332,7 +405,7 @@ impl Heap {
                 if h.live() == 0 {
                     h.set_role(Role::Listed);
                     *head.current = &EMPTY_BLOCK;
-                    pool.give_empty(st, h);
+                    pool.release_block(st, h);
                     given += 1;
                 }
             }
@@ -342,7 +415,7 @@ impl Heap {
                 u = h.next.load(Ordering::Relaxed);
                 if h.live() == 0 {
                     pool.list_remove(head.partial, h);
-                    pool.give_empty(st, h);
+                    pool.release_block(st, h);
                     given += 1;
                 }
             }
@@ -467,6 +540,14 @@ impl Heap {
             }
         }
     }
+}
+
+/// Under the pool lock: gives back to the OS every empty block the calling thread may:
+/// those of its heap `heap` (the calling thread's, if any), the pool's (exited threads'
+/// included) and those kept for reuse. What [`crate::Cohort::compact`] does, and the
+/// allocation paths' last resort before out of memory. Returns how many, each once.
+pub(crate) fn release_empty(heap: Option<&Heap>, pool: &Pool, st: &mut PoolState) -> usize {
+    heap.map_or(0, |h| h.give_back_empty(st)) + pool.release_empty(st)
 }
 
 /// One heap the calling thread used: its instance, the heap, and the owner word of its

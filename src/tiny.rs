@@ -11,7 +11,9 @@
 //! slots; `free` (the run hint) `<=` the lowest run with a non-empty list; `used` counts live slots.
 //! Tiny blocks are owned by the pool (`owner == 0`) and touched only under its lock: 1- and
 //! 2-byte allocations are rare enough (a Rust `Vec` never asks for fewer than 8 bytes) that
-//! they stay off the lock-free fast paths.
+//! they stay off the lock-free fast paths. Each is held by the heap that allocates from it
+//! (`Header::holder`, the heap's tiny heads: see [`crate::heap`]), so that releasing a
+//! lifetime class frees only the calling thread's (and exited threads') tiny allocations.
 
 use crate::block::Header;
 use crate::class::Class;
