@@ -1028,6 +1028,8 @@ impl<L: Lifetime> Drop for Cohort<L> {
             Heap::teardown(&*pool);
             Pool::destroy(pool);
         }
+        #[cfg(test)]
+        heap::hooks::teardown_goes_on(pool);
     }
 }
 

@@ -420,6 +420,12 @@ impl Heap {
         unsafe { (*heap).next_abandoned = st.abandoned };
         st.abandoned = heap;
         hp.state.store(ABANDONED, Ordering::Release);
+        // From here on an instance teardown may release the heap (it is ABANDONED), but the
+        // guard's unlock below still writes to the pool: teardown takes the pool lock once
+        // before the pool is destroyed, so it waits for this unlock.
+        #[cfg(test)]
+        hooks::after_abandoned(pool);
+        drop(st);
     }
 
     fn thread_next_reset(&self) {
@@ -459,6 +465,12 @@ impl Heap {
                 }
             }
         }
+        // Every heap is ORPHANED or released now, so no thread starts an abandon; but one
+        // that stored ABANDONED may still be about to unlock the pool (see `abandon`).
+        // Taking the lock once waits for that unlock, its last access to the pool.
+        #[cfg(test)]
+        hooks::teardown_goes_on(pool);
+        drop(pool.lock());
     }
 }
 
@@ -746,3 +758,68 @@ pub(crate) static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(1);
 /// bits `Header::owner_key` gives it: the 2^32nd instance a process creates cannot
 /// allocate (its calls return null), rather than reuse an id.
 pub(crate) const MAX_INSTANCES: u64 = 1 << 32;
+
+/// Test hooks that hold a thread at a chosen point of the heap life cycle, for one pool.
+#[cfg(test)]
+pub(crate) mod hooks {
+    use crate::pool::Pool;
+    use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+
+    /// The pool whose exiting thread pauses after storing ABANDONED.
+    pub(crate) static PAUSE_POOL: AtomicPtr<Pool> = AtomicPtr::new(core::ptr::null_mut());
+    pub(crate) static PAUSED: AtomicBool = AtomicBool::new(false);
+    /// Set when the teardown of the paused pool goes on to destroy it.
+    pub(crate) static RESUME: AtomicBool = AtomicBool::new(false);
+
+    pub(crate) fn after_abandoned(pool: &Pool) {
+        if !core::ptr::eq(PAUSE_POOL.load(Ordering::Acquire), pool) {
+            return;
+        }
+        PAUSED.store(true, Ordering::Release);
+        // Bounded: a failing test must not hang.
+        for _ in 0..10_000 {
+            if RESUME.load(Ordering::Acquire) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
+    /// The teardown of `pool` is about to wait for the pool lock, or destroyed the pool.
+    pub(crate) fn teardown_goes_on(pool: *const Pool) {
+        if core::ptr::eq(PAUSE_POOL.load(Ordering::Acquire), pool) {
+            RESUME.store(true, Ordering::Release);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hooks;
+    use crate::Cohort;
+    use std::sync::atomic::Ordering;
+
+    /// A thread exits (its heap becomes ABANDONED) while another drops the instance: the
+    /// drop must not unmap the pool before the exiting thread has unlocked it.
+    #[test]
+    fn drop_waits_for_an_exiting_thread_to_unlock_the_pool() {
+        let c = Box::into_raw(Box::new(Cohort::<()>::new()));
+        // SAFETY: c lives until the drop below.
+        let pool = unsafe { (*c).pool() }.unwrap() as *const _ as *mut _;
+        hooks::PAUSE_POOL.store(pool, Ordering::Release);
+        let shared = c as usize;
+        let t = std::thread::spawn(move || {
+            // SAFETY: the instance is dropped only after this thread's allocation.
+            let c = unsafe { &*(shared as *const Cohort<()>) };
+            let p = c.malloc(64, ());
+            // SAFETY: just allocated.
+            unsafe { c.free(p, 64, ()) };
+        });
+        while !hooks::PAUSED.load(Ordering::Acquire) {
+            std::thread::yield_now();
+        }
+        // SAFETY: no thread uses the instance any more (the other one is exiting).
+        drop(unsafe { Box::from_raw(c) });
+        t.join().unwrap();
+    }
+}
