@@ -114,10 +114,19 @@ impl Heap {
         let Some(len) = os::page_round(size_of::<Heap>() + heads_len * head_bytes) else {
             return ptr::null_mut();
         };
+        // The id first: with the registry full, a thread without a heap allocates through
+        // the pool on every call, and must not map and unmap a heap each time. (An id whose
+        // mapping the OS then refuses stays unused.)
+        let id = pool.reserve_id();
+        if id == 0 {
+            return ptr::null_mut();
+        }
         let heap = os::map(len, os::PAGE).cast::<Heap>();
         if heap.is_null() {
             return heap;
         }
+        #[cfg(test)]
+        hooks::HEAPS_MAPPED_HERE.with(|n| n.set(n.get() + 1));
         // SAFETY: the mapping holds the heap and its heads, and is ours alone until
         // registered.
         unsafe {
@@ -141,13 +150,9 @@ impl Heap {
                 *head.current = &EMPTY_BLOCK;
                 *head.partial = NONE;
             }
-            let id = pool.register(heap);
-            if id == 0 {
-                os::release(heap.cast(), len);
-                return ptr::null_mut();
-            }
             (*heap).id = id;
             (*heap).token = instance << 16 | id as u64;
+            pool.publish(id, heap);
         }
         heap
     }
@@ -768,6 +773,11 @@ pub(crate) mod hooks {
     /// The pool whose exiting thread pauses after storing ABANDONED.
     pub(crate) static PAUSE_POOL: AtomicPtr<Pool> = AtomicPtr::new(core::ptr::null_mut());
     pub(crate) static PAUSED: AtomicBool = AtomicBool::new(false);
+    std::thread_local! {
+        /// Heaps the calling thread mapped.
+        pub(crate) static HEAPS_MAPPED_HERE: core::cell::Cell<usize> = const { core::cell::Cell::new(0) };
+    }
+
     /// Set when the teardown of the paused pool goes on to destroy it.
     pub(crate) static RESUME: AtomicBool = AtomicBool::new(false);
 
@@ -821,5 +831,32 @@ mod tests {
         // SAFETY: no thread uses the instance any more (the other one is exiting).
         drop(unsafe { Box::from_raw(c) });
         t.join().unwrap();
+    }
+
+    /// With every registry id held by a join, a thread without a heap allocates through the
+    /// pool: it must not map (and unmap) a heap on every allocation.
+    #[test]
+    fn a_full_registry_maps_no_heap_per_allocation() {
+        let c = Cohort::<()>::new();
+        let joins: Vec<_> = (1..crate::pool::MAX_HEAPS)
+            .map(|i| c.join(i).expect("a join while the registry has room"))
+            .collect();
+        assert!(c.join(0).is_none(), "the registry is full");
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for _ in 0..100 {
+                    let p = c.malloc(64, ());
+                    assert!(!p.is_null());
+                    // SAFETY: just allocated.
+                    unsafe { c.free(p, 64, ()) };
+                }
+                let mapped = hooks::HEAPS_MAPPED_HERE.with(|n| n.get());
+                assert_eq!(
+                    mapped, 0,
+                    "heaps mapped by a thread that cannot register one"
+                );
+            });
+        });
+        drop(joins);
     }
 }
