@@ -1028,6 +1028,9 @@ impl<L: Lifetime> Drop for Cohort<L> {
             Heap::teardown(&*pool);
             Pool::destroy(pool);
         }
+        // The calling thread's heap of it (now ORPHANED) goes at once; other threads
+        // release theirs when their next look-up meets it.
+        heap::release_orphans();
         #[cfg(test)]
         heap::hooks::teardown_goes_on(pool);
     }

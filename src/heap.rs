@@ -399,7 +399,7 @@ impl Heap {
                 Err(_) => {
                     // ORPHANED: the instance is gone and left this heap to its thread.
                     // SAFETY: nobody else references an orphaned heap.
-                    unsafe { os::release(heap.cast(), hp.mapped_len) };
+                    unsafe { Heap::unmap(heap) };
                     return;
                 }
             }
@@ -433,6 +433,17 @@ impl Heap {
         drop(st);
     }
 
+    /// Unmaps a heap nobody references any more.
+    ///
+    /// # Safety
+    /// `heap` is a heap no thread, join, list or registry of a live pool reaches.
+    unsafe fn unmap(heap: *mut Heap) {
+        #[cfg(test)]
+        hooks::HEAPS_UNMAPPED_HERE.with(|n| n.set(n.get() + 1));
+        // SAFETY: the caller's guarantee; the length is read before the unmap.
+        unsafe { os::release(heap.cast(), (*heap).mapped_len) };
+    }
+
     fn thread_next_reset(&self) {
         // SAFETY: only the owning thread touches thread_next.
         unsafe {
@@ -464,7 +475,7 @@ impl Heap {
                     }
                     Err(_) => {
                         // SAFETY: ABANDONED: no thread references it any more.
-                        unsafe { os::release(heap.cast(), hp.mapped_len) };
+                        unsafe { Heap::unmap(heap) };
                         break;
                     }
                 }
@@ -687,19 +698,63 @@ pub(crate) fn join(pool: &Pool, instance: u64) -> *mut Heap {
 }
 
 /// The calling thread's heap for `instance` if it has one (it never joins one); null
-/// otherwise.
-pub(crate) fn find_own(instance: u64) -> *mut Heap {
+/// otherwise. Heaps of dropped instances (ORPHANED) that the walk meets are unlinked and
+/// released: a thread that outlives many instances keeps a short list (a miss walks the
+/// whole list, so every join of a new heap prunes it).
+pub(crate) fn find_own(instance_wanted: u64) -> *mut Heap {
     OWNED
         .try_with(|owned| {
-            let mut heap = owned.first.get();
-            // SAFETY: heaps on the thread's list stay mapped until the thread exits.
-            while !heap.is_null() && unsafe { (*heap).instance } != instance {
+            let mut at: *mut *mut Heap = owned.first.as_ptr();
+            loop {
+                // SAFETY: `at` is the list's head or the link of a heap on it; heaps on the
+                // thread's list stay mapped until released here or at thread exit, and only
+                // this thread touches the links.
+                let heap = unsafe { *at };
+                if heap.is_null() {
+                    return heap;
+                }
                 // SAFETY: as above.
-                heap = unsafe { (*heap).thread_next };
+                let (state, instance, next) = unsafe {
+                    (
+                        (*heap).state.load(Ordering::Acquire),
+                        (*heap).instance,
+                        (*heap).thread_next,
+                    )
+                };
+                if state == ORPHANED {
+                    // SAFETY: as above.
+                    unsafe { *at = next };
+                    forget_heap(heap);
+                    // SAFETY: the instance is gone (ORPHANED): its teardown touches the heap
+                    // no more, and it is now on no list and in no slot.
+                    unsafe { Heap::unmap(heap) };
+                    continue;
+                }
+                if instance == instance_wanted {
+                    return heap;
+                }
+                // SAFETY: a mapped heap of the list.
+                at = unsafe { ptr::addr_of_mut!((*heap).thread_next) };
             }
-            heap
         })
         .unwrap_or(ptr::null_mut())
+}
+
+/// Releases the calling thread's heaps of dropped instances (after an instance drop).
+pub(crate) fn release_orphans() {
+    // Instance 0 is never used: the walk meets every heap.
+    find_own(0);
+}
+
+/// Clears the thread's slots that name `heap`.
+fn forget_heap(heap: *mut Heap) {
+    let _ = CURRENT.try_with(|c| {
+        for slot in &c.slots {
+            if slot.heap.get() == heap {
+                slot.set(0, ptr::null_mut(), NO_TAG);
+            }
+        }
+    });
 }
 
 /// If the calling thread's heap for `instance` has token `owner`, makes it the thread's
@@ -776,6 +831,8 @@ pub(crate) mod hooks {
     std::thread_local! {
         /// Heaps the calling thread mapped.
         pub(crate) static HEAPS_MAPPED_HERE: core::cell::Cell<usize> = const { core::cell::Cell::new(0) };
+        /// Heaps the calling thread unmapped.
+        pub(crate) static HEAPS_UNMAPPED_HERE: core::cell::Cell<usize> = const { core::cell::Cell::new(0) };
     }
 
     /// Set when the teardown of the paused pool goes on to destroy it.
@@ -858,5 +915,76 @@ mod tests {
             });
         });
         drop(joins);
+    }
+
+    /// The calling thread's heap list.
+    fn own_heaps() -> usize {
+        let mut n = 0;
+        let mut heap = super::OWNED.with(|o| o.first.get());
+        while !heap.is_null() {
+            n += 1;
+            // SAFETY: heaps on the thread's list are mapped.
+            heap = unsafe { (*heap).thread_next };
+        }
+        n
+    }
+
+    /// Heaps the calling thread mapped and has not unmapped.
+    fn heaps_kept_here() -> usize {
+        hooks::HEAPS_MAPPED_HERE.with(|n| n.get()) - hooks::HEAPS_UNMAPPED_HERE.with(|n| n.get())
+    }
+
+    /// One long-lived thread creates, uses and drops many instances: their heaps are
+    /// released as they go, not kept (and walked) until the thread exits.
+    #[test]
+    fn instances_dropped_on_a_long_lived_thread_release_its_heaps() {
+        std::thread::spawn(|| {
+            for _ in 0..2000 {
+                let c = Cohort::<()>::new();
+                let p = c.malloc(64, ());
+                // SAFETY: just allocated.
+                unsafe { c.free(p, 64, ()) };
+            }
+            assert!(own_heaps() <= 1, "the thread keeps {} heaps", own_heaps());
+            assert!(
+                heaps_kept_here() <= 1,
+                "{} heaps stay mapped",
+                heaps_kept_here()
+            );
+        })
+        .join()
+        .unwrap();
+    }
+
+    /// An instance dropped by another thread: the thread's heap of it is released on its
+    /// next join.
+    #[test]
+    fn heaps_orphaned_by_another_thread_are_released_on_the_next_join() {
+        let keep = Cohort::<()>::new();
+        let (tx, rx) = std::sync::mpsc::channel::<usize>();
+        let (back, done) = std::sync::mpsc::channel::<()>();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for c in rx {
+                    // SAFETY: the main thread drops it only after our answer.
+                    let c = unsafe { &*(c as *const Cohort<()>) };
+                    let p = c.malloc(64, ());
+                    // SAFETY: just allocated.
+                    unsafe { c.free(p, 64, ()) };
+                    back.send(()).unwrap();
+                }
+                let p = keep.malloc(64, ());
+                // SAFETY: just allocated.
+                unsafe { keep.free(p, 64, ()) };
+                assert!(own_heaps() <= 2, "the thread keeps {} heaps", own_heaps());
+            });
+            for _ in 0..200 {
+                let c = Box::new(Cohort::<()>::new());
+                tx.send(&*c as *const Cohort<()> as usize).unwrap();
+                done.recv().unwrap();
+                drop(c);
+            }
+            drop(tx);
+        });
     }
 }
