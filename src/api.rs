@@ -1176,6 +1176,8 @@ mod fork {
     }
 
     unsafe extern "C" fn child() {
+        // SAFETY: `prepare` locked the list; this thread is the child's only one.
+        for_each(unsafe { &*INSTANCES.data_ptr() }, Heap::after_fork_in_child);
         // SAFETY: see release_all.
         unsafe { release_all() }
     }

@@ -31,9 +31,6 @@ const LIVE: u8 = 0;
 const EXITING: u8 = 1;
 const ABANDONED: u8 = 2;
 const ORPHANED: u8 = 3;
-/// Held by a caller with exclusive use of the instance (`Cohort::scope`) for a moment; the
-/// heap's thread, if it exits meanwhile, waits.
-const BORROWED: u8 = 4;
 
 /// One head of a heap: references into the heap's two arrays.
 pub(crate) struct HeapHead<'a> {
@@ -348,26 +345,15 @@ impl Heap {
         given
     }
 
-    /// With exclusive use of the instance: runs `f` on the heap as if its owner, unless the
-    /// heap is abandoned (then the pool owns it) or orphaned. The heap's thread, should it
-    /// exit meanwhile, waits for `f` to finish.
-    pub(crate) fn with_borrowed(&self, f: impl FnOnce(&Heap)) {
-        let mut round = 0;
-        loop {
-            match self
-                .state
-                .compare_exchange(LIVE, BORROWED, Ordering::Acquire, Ordering::Acquire)
-            {
-                Ok(_) => break,
-                Err(EXITING) => {
-                    spin_hint(round);
-                    round += 1;
-                }
-                Err(_) => return,
-            }
-        }
-        f(self);
-        self.state.store(LIVE, Ordering::Release);
+    /// Under the pool lock, with exclusive use of the instance: true when a thread (or
+    /// join) still holds the heap, so the caller may act as its owner until it unlocks.
+    /// Such a heap is LIVE (its owner does not use the instance meanwhile) or EXITING (its
+    /// owner waits for the lock and has not touched the heap since: see `abandon`); an
+    /// ABANDONED heap is the pool's, an ORPHANED one cannot be while the instance lives.
+    /// Nothing waits here: a wait under the lock for an EXITING heap would never end, since
+    /// its thread needs the lock to finish.
+    pub(crate) fn held_by_thread(&self, _locked: &PoolState) -> bool {
+        matches!(self.state.load(Ordering::Acquire), LIVE | EXITING)
     }
 
     /// True when the heap's thread has exited and the pool holds the heap.
@@ -385,28 +371,24 @@ impl Heap {
         // SAFETY: heaps stay mapped until released below or by the instance's teardown,
         // which waits for EXITING heaps.
         let hp = unsafe { &*heap };
-        let mut round = 0;
-        loop {
-            match hp
-                .state
-                .compare_exchange(LIVE, EXITING, Ordering::Acquire, Ordering::Acquire)
-            {
-                Ok(_) => break,
-                Err(BORROWED) => {
-                    spin_hint(round);
-                    round += 1;
-                }
-                Err(_) => {
-                    // ORPHANED: the instance is gone and left this heap to its thread.
-                    // SAFETY: nobody else references an orphaned heap.
-                    unsafe { Heap::unmap(heap) };
-                    return;
-                }
-            }
+        // EXITING pins the pool: teardown waits for the heap to be ABANDONED. Nothing is
+        // done with the heap until the pool lock is held, so that the lock holders (`scope`,
+        // the fork handlers) see an EXITING heap untouched.
+        if hp
+            .state
+            .compare_exchange(LIVE, EXITING, Ordering::Acquire, Ordering::Acquire)
+            .is_err()
+        {
+            // ORPHANED: the instance is gone and left this heap to its thread.
+            // SAFETY: nobody else references an orphaned heap.
+            unsafe { Heap::unmap(heap) };
+            return;
         }
-        hp.drain_returned();
+        #[cfg(test)]
+        hooks::after_exiting(hp.pool());
         let pool = hp.pool();
         let mut st = pool.lock();
+        hp.drain_returned();
         for i in 0..hp.heads() {
             // SAFETY: i is below the head count; the heap is ours until ABANDONED.
             let head = unsafe { head_at(heap, hp.heads(), i) };
@@ -451,6 +433,21 @@ impl Heap {
                 .cast_mut()
                 .write(ptr::null_mut())
         };
+    }
+
+    /// In a child process after `fork()`, with the pool lock held: a heap whose thread was
+    /// exiting at the fork (EXITING, waiting for the lock the fork handlers held) has no
+    /// thread in the child to finish; it is untouched, so it becomes LIVE again, like the
+    /// heaps of the parent's other threads (which no thread of the child uses either).
+    /// Otherwise the child's teardown of the instance would wait for it forever.
+    pub(crate) fn after_fork_in_child(pool: &Pool) {
+        for heap in pool.registered_heaps() {
+            // SAFETY: registered heaps stay mapped while the pool lives.
+            let hp = unsafe { &*heap };
+            let _ = hp
+                .state
+                .compare_exchange(EXITING, LIVE, Ordering::AcqRel, Ordering::Relaxed);
+        }
     }
 
     /// Instance teardown: makes every heap unreachable from the instance. Heaps of running
@@ -852,6 +849,34 @@ pub(crate) mod hooks {
         }
     }
 
+    /// The pool whose exiting thread pauses after storing EXITING, until `EXIT_GO`.
+    pub(crate) static PAUSE_EXITING: AtomicPtr<Pool> = AtomicPtr::new(core::ptr::null_mut());
+    pub(crate) static EXITING_PAUSED: AtomicBool = AtomicBool::new(false);
+    pub(crate) static EXIT_GO: AtomicBool = AtomicBool::new(false);
+
+    /// Serialises the tests that use the EXITING pause, and resets it.
+    pub(crate) fn exiting_pause(pool: *mut Pool) -> std::sync::MutexGuard<'static, ()> {
+        static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        EXITING_PAUSED.store(false, Ordering::Release);
+        EXIT_GO.store(false, Ordering::Release);
+        PAUSE_EXITING.store(pool, Ordering::Release);
+        guard
+    }
+
+    pub(crate) fn after_exiting(pool: &Pool) {
+        if !core::ptr::eq(PAUSE_EXITING.load(Ordering::Acquire), pool) {
+            return;
+        }
+        EXITING_PAUSED.store(true, Ordering::Release);
+        for _ in 0..10_000 {
+            if EXIT_GO.load(Ordering::Acquire) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
     /// The teardown of `pool` is about to wait for the pool lock, or destroyed the pool.
     pub(crate) fn teardown_goes_on(pool: *const Pool) {
         if core::ptr::eq(PAUSE_POOL.load(Ordering::Acquire), pool) {
@@ -888,6 +913,7 @@ mod tests {
         // SAFETY: no thread uses the instance any more (the other one is exiting).
         drop(unsafe { Box::from_raw(c) });
         t.join().unwrap();
+        hooks::PAUSE_POOL.store(std::ptr::null_mut(), Ordering::Release);
     }
 
     /// With every registry id held by a join, a thread without a heap allocates through the
@@ -986,5 +1012,81 @@ mod tests {
             }
             drop(tx);
         });
+    }
+
+    /// `scope` (exclusive use, under the pool lock) while a thread that used the instance
+    /// is exiting: neither waits for the other forever.
+    #[test]
+    fn scope_while_a_thread_exits_does_not_deadlock() {
+        let mut c = Box::new(Cohort::<()>::new());
+        let pool = c.pool().unwrap() as *const _ as *mut _;
+        let _one = hooks::exiting_pause(pool);
+        let shared = &*c as *const Cohort<()> as usize;
+        let t = std::thread::spawn(move || {
+            // SAFETY: the instance lives until the end of the test.
+            let c = unsafe { &*(shared as *const Cohort<()>) };
+            let p = c.malloc(64, ());
+            // SAFETY: just allocated.
+            unsafe { c.free(p, 64, ()) };
+        });
+        while !hooks::EXITING_PAUSED.load(Ordering::Acquire) {
+            std::thread::yield_now();
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let scoper = std::thread::spawn(move || {
+            c.scope((), |_, _| ());
+            tx.send(()).unwrap();
+            c
+        });
+        let finished = rx.recv_timeout(std::time::Duration::from_secs(30));
+        hooks::EXIT_GO.store(true, Ordering::Release);
+        assert!(
+            finished.is_ok(),
+            "scope waited forever for the exiting thread"
+        );
+        t.join().unwrap();
+        hooks::PAUSE_EXITING.store(std::ptr::null_mut(), Ordering::Release);
+        drop(scoper.join().unwrap());
+    }
+
+    /// fork while a thread is exiting (its heap EXITING, waiting for the pool lock the fork
+    /// handlers hold): the child, which has no such thread, can still drop the instance.
+    #[test]
+    fn fork_while_a_thread_exits_leaves_the_child_able_to_drop_the_instance() {
+        let c = Box::new(Cohort::<()>::new());
+        let pool = c.pool().unwrap() as *const _ as *mut _;
+        let _one = hooks::exiting_pause(pool);
+        let shared = &*c as *const Cohort<()> as usize;
+        let t = std::thread::spawn(move || {
+            // SAFETY: the instance lives until the end of the test.
+            let c = unsafe { &*(shared as *const Cohort<()>) };
+            let p = c.malloc(64, ());
+            // SAFETY: just allocated.
+            unsafe { c.free(p, 64, ()) };
+        });
+        while !hooks::EXITING_PAUSED.load(Ordering::Acquire) {
+            std::thread::yield_now();
+        }
+        // SAFETY: the child only drops the instance and exits through _exit; the alarm
+        // turns a hang into a failure.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            // SAFETY: as above.
+            unsafe {
+                libc::alarm(10);
+                drop(c);
+                libc::_exit(0);
+            }
+        }
+        hooks::EXIT_GO.store(true, Ordering::Release);
+        let mut status = 0;
+        // SAFETY: our own child.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        t.join().unwrap();
+        hooks::PAUSE_EXITING.store(std::ptr::null_mut(), Ordering::Release);
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "the child hung dropping the instance (status {status:#x})"
+        );
     }
 }
