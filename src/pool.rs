@@ -194,16 +194,24 @@ impl Pool {
         unsafe { (*self.heaps.add(id as usize)).load(Ordering::Acquire) }
     }
 
-    /// Registers a heap under a new id; returns 0 when the registry is full.
-    pub(crate) fn register(&self, heap: *mut Heap) -> u32 {
+    /// Reserves a new heap id; 0 when the registry is full (then cheaply, with no write).
+    pub(crate) fn reserve_id(&self) -> u32 {
+        if self.heap_ids.load(Ordering::Relaxed) as usize >= MAX_HEAPS - 1 {
+            return 0;
+        }
         let id = self.heap_ids.fetch_add(1, Ordering::Relaxed) + 1;
         if id as usize >= MAX_HEAPS {
             self.heap_ids.store(MAX_HEAPS as u32, Ordering::Relaxed);
             return 0;
         }
-        // SAFETY: id < MAX_HEAPS.
-        unsafe { (*self.heaps.add(id as usize)).store(heap, Ordering::Release) };
         id
+    }
+
+    /// Registers `heap` under `id`, from [`Pool::reserve_id`].
+    pub(crate) fn publish(&self, id: u32, heap: *mut Heap) {
+        debug_assert!(id != 0 && (id as usize) < MAX_HEAPS);
+        // SAFETY: reserved ids are below MAX_HEAPS.
+        unsafe { (*self.heaps.add(id as usize)).store(heap, Ordering::Release) };
     }
 
     /// Every registered heap, for teardown and stats.

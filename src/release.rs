@@ -116,9 +116,13 @@ impl<L: Lifetime> Cohort<L> {
         // The calling thread's heads, then the pool's lists (with what exited threads left).
         if exclusive {
             for heap in pool.registered_heaps() {
-                // SAFETY: registered heaps stay mapped; exclusive use lets us act as the
-                // owner of every live one (with_borrowed keeps an exiting thread out).
-                unsafe { &*heap }.with_borrowed(|hp| release_heap(hp, &mut release, &mut st));
+                // SAFETY: registered heaps stay mapped; exclusive use and the lock let us
+                // act as the owner of every one a thread holds (an exiting thread waits
+                // for the lock).
+                let hp = unsafe { &*heap };
+                if hp.held_by_thread(&st) {
+                    release_heap(hp, &mut release, &mut st);
+                }
             }
         } else if !me.is_null() {
             // SAFETY: the calling thread's own heap.
