@@ -1,0 +1,615 @@
+//! Red-team attacks on the misuse checks, out of memory, instance lifecycle and races: each
+//! test is a hostile but fair use. A test that found a defect is `#[ignore]`d with the
+//! defect, the symptom and the build named, until the fix un-ignores it.
+
+mod common;
+
+use cohort::class::{class_of, MAX_SMALL};
+use cohort::{Cohort, Lifetime};
+use common::{fill, malloc_align, mismatch, seed_of};
+use std::alloc::Layout;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+cohort::lifetime_classes! {
+    enum Life { A, B, C }
+}
+
+const CHECKED: bool = cfg!(debug_assertions);
+
+/// Silences the panic hook for the expected panics (thousands of them).
+fn quiet() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let prev = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let s = info
+                .payload()
+                .downcast_ref::<String>()
+                .cloned()
+                .unwrap_or_default();
+            if !s.starts_with("cohort: bad free of") {
+                prev(info);
+            }
+        }));
+    });
+}
+
+/// The panic message of `f`, or `None` when it returned.
+fn caught(f: impl FnOnce()) -> Option<String> {
+    quiet();
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(()) => None,
+        Err(e) => Some(
+            e.downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default(),
+        ),
+    }
+}
+
+/// Asserts that `f` panics with a misuse report naming `p` and `size`.
+fn assert_reported(what: &str, p: *const u8, size: usize, f: impl FnOnce()) -> String {
+    let msg = caught(f).unwrap_or_else(|| panic!("{what}: {p:?} size {size}: not reported"));
+    assert!(
+        msg.contains(&format!("{:#x}", p as usize)) && msg.contains(&format!("size {size}")),
+        "{what}: the report does not name the pointer and size: {msg}"
+    );
+    msg
+}
+
+/// Live objects with a pattern, to check that misuse corrupted nothing.
+struct Witnesses<'a, L: Lifetime> {
+    a: &'a Cohort<L>,
+    objs: Vec<(*mut u8, usize, L)>,
+}
+
+impl<'a, L: Lifetime> Witnesses<'a, L> {
+    fn new(a: &'a Cohort<L>, sizes: &[usize], lives: &[L]) -> Self {
+        let mut objs = Vec::new();
+        for &s in sizes {
+            for &l in lives {
+                let p = a.malloc(s, l);
+                assert!(!p.is_null());
+                // SAFETY: p holds s bytes.
+                unsafe { fill(p, seed_of(p, s), s) };
+                objs.push((p, s, l));
+            }
+        }
+        Witnesses { a, objs }
+    }
+
+    fn check(&self, what: &str) {
+        for &(p, s, _) in &self.objs {
+            // SAFETY: live, s bytes.
+            let bad = unsafe { mismatch(p, seed_of(p, s), s) };
+            assert_eq!(bad, None, "{what}: live object {p:?} ({s} B) changed");
+        }
+    }
+}
+
+impl<L: Lifetime> Drop for Witnesses<'_, L> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        self.check("at the end");
+        for &(p, s, l) in &self.objs {
+            // SAFETY: live allocations of a with size s and class l.
+            unsafe { self.a.free(p, s, l) };
+        }
+    }
+}
+
+const WITNESS_SIZES: &[usize] = &[1, 2, 8, 16, 24, 48, 64, 100, 1000, 4096, 16384, 100_000];
+
+/// One size of each small size class (malloc's alignment), the smallest that maps to it.
+fn class_representatives() -> Vec<(usize, usize)> {
+    let mut reps: Vec<(usize, usize)> = Vec::new();
+    for s in 1..=MAX_SMALL {
+        let c = class_of(s, malloc_align(s)).unwrap();
+        if !reps.iter().any(|&(_, rc)| rc == c) {
+            reps.push((s, c));
+        }
+    }
+    reps
+}
+
+/// Every pair of small size classes: an allocation of one freed with a size of the other is
+/// reported with pointer and size, in every build, and nothing else changes; so is every
+/// lifetime-class mismatch, and a large size.
+#[test]
+fn every_pair_of_classes_wrong_size_is_reported() {
+    let a: Cohort<Life> = Cohort::new();
+    let w = Witnesses::new(&a, WITNESS_SIZES, &[Life::A, Life::B, Life::C]);
+    let reps = class_representatives();
+    for &(s, _) in &reps {
+        let p = a.malloc(s, Life::B);
+        // SAFETY: s bytes.
+        unsafe { fill(p, seed_of(p, s), s) };
+        for &(t, _) in reps.iter().filter(|&&(t, _)| t != s) {
+            // SAFETY: deliberately wrong size.
+            assert_reported("wrong class", p, t, || unsafe { a.free(p, t, Life::B) });
+        }
+        for l in [Life::A, Life::C] {
+            // SAFETY: deliberately wrong lifetime class.
+            assert_reported("wrong life", p, s, || unsafe { a.free(p, s, l) });
+        }
+        // SAFETY: deliberately a large size.
+        assert_reported("large size", p, 100_000, || unsafe {
+            a.free(p, 100_000, Life::B)
+        });
+        // SAFETY: the allocation is intact.
+        assert_eq!(unsafe { mismatch(p, seed_of(p, s), s) }, None);
+        // SAFETY: the right size and class.
+        unsafe { a.free(p, s, Life::B) };
+    }
+    w.check("after the wrong-size frees");
+    drop(w);
+    assert!(a.is_empty());
+}
+
+/// Sizes 1..=20000: any size up to the usable size frees; the usable size plus one is
+/// reported (another class or large).
+#[test]
+fn every_size_one_past_the_usable_size_is_reported() {
+    let a: Cohort<Life> = Cohort::new();
+    let w = Witnesses::new(&a, WITNESS_SIZES, &[Life::A]);
+    let step = if CHECKED { 7 } else { 1 };
+    for s in (1..=20_000).step_by(step) {
+        let (p, u) = a.malloc_at_least(s, Life::A);
+        assert!(u >= s && !p.is_null());
+        // SAFETY: u bytes usable.
+        unsafe { fill(p, seed_of(p, u), u) };
+        // SAFETY: deliberately one past the usable size.
+        assert_reported("usable + 1", p, u + 1, || unsafe {
+            a.free(p, u + 1, Life::A)
+        });
+        if s > 1 {
+            // SAFETY: deliberately a size below the allocation's class (when it differs).
+            let below = s - 1;
+            if class_of(below, malloc_align(below)) != class_of(s, malloc_align(s)) {
+                assert_reported("size - 1", p, below, || unsafe {
+                    a.free(p, below, Life::A)
+                });
+            }
+        }
+        // SAFETY: intact; any size from s to u frees it.
+        assert_eq!(unsafe { mismatch(p, seed_of(p, u), u) }, None);
+        unsafe { a.free(p, s + (u - s) / 2, Life::A) };
+    }
+    w.check("after the sweep");
+    drop(w);
+    assert!(a.is_empty());
+}
+
+/// The Layout forms: every size to 20000 with every power-of-two align to 64 KiB, freed with
+/// an align that changes the class: reported, and the allocation is aligned and intact.
+#[test]
+fn layout_sizes_and_aligns_wrong_align_is_reported() {
+    let a: Cohort<Life> = Cohort::new();
+    let w = Witnesses::new(&a, WITNESS_SIZES, &[Life::C]);
+    let step = if CHECKED { 97 } else { 13 };
+    for s in (1..=20_000).step_by(step) {
+        for shift in 0..=16 {
+            let align = 1usize << shift;
+            let l = Layout::from_size_align(s, align).unwrap();
+            let p = a.alloc(l, Life::C);
+            assert!(!p.is_null());
+            assert_eq!(p as usize % align, 0, "{l:?}");
+            let u = a.usable_size(l);
+            // SAFETY: u bytes usable.
+            unsafe { fill(p, seed_of(p, u), u) };
+            let other = Layout::from_size_align(s, if align > 1 { align / 2 } else { 64 }).unwrap();
+            if class_of(s, other.align()) != class_of(s, align) {
+                // (Two large layouts of the same size map the same bytes: only a class
+                // change is a misuse.)
+                // SAFETY: deliberately the wrong align.
+                assert_reported("wrong align", p, s, || unsafe {
+                    a.dealloc(p, other, Life::C)
+                });
+            }
+            // SAFETY: deliberately one past the usable size.
+            assert_reported("layout usable + 1", p, u + 1, || unsafe {
+                a.dealloc(p, Layout::from_size_align(u + 1, align).unwrap(), Life::C)
+            });
+            // SAFETY: intact, the right layout (usable size).
+            assert_eq!(unsafe { mismatch(p, seed_of(p, u), u) }, None, "{l:?}");
+            unsafe { a.dealloc(p, Layout::from_size_align(u, align).unwrap(), Life::C) };
+        }
+    }
+    w.check("after the layout sweep");
+    drop(w);
+    assert!(a.is_empty());
+}
+
+/// Pointers that are not this instance's: libc's, the stack's, another instance's, a dropped
+/// instance's, a zero-size allocation's dangling pointer freed with a size: reported in
+/// every build, small and large sizes.
+#[test]
+fn foreign_pointers_are_reported() {
+    let a: Cohort<Life> = Cohort::new();
+    let w = Witnesses::new(&a, WITNESS_SIZES, &[Life::A, Life::B, Life::C]);
+    let other: Cohort<Life> = Cohort::new();
+    let mut stack = [0u64; 64];
+    // SAFETY: plain libc allocation, freed below.
+    let libc_p = unsafe { libc::malloc(64) } as *mut u8;
+    let dropped = {
+        let d: Cohort<Life> = Cohort::new();
+        d.malloc(64, Life::A)
+    };
+    let ptrs = [
+        libc_p,
+        stack.as_mut_ptr().cast::<u8>(),
+        other.malloc(64, Life::A),
+        other.malloc(100_000, Life::A),
+        dropped,
+        8 as *mut u8,
+        usize::MAX as *mut u8,
+        (usize::MAX - 4095) as *mut u8,
+    ];
+    for &p in &ptrs {
+        for size in [1, 2, 8, 64, 1000, 16384, 100_000] {
+            // SAFETY: deliberately a foreign pointer.
+            assert_reported("foreign", p, size, || unsafe { a.free(p, size, Life::A) });
+        }
+        let l = Layout::from_size_align(64, 64).unwrap();
+        // SAFETY: deliberately a foreign pointer.
+        assert_reported("foreign layout", p, 64, || unsafe {
+            a.dealloc(p, l, Life::A)
+        });
+        // SAFETY: deliberately a foreign pointer.
+        assert_reported("foreign remalloc", p, 64, || unsafe {
+            a.remalloc(p, 64, 128, Life::A);
+        });
+    }
+    w.check("after the foreign frees");
+    // SAFETY: the libc allocation, and other's.
+    unsafe {
+        libc::free(libc_p.cast());
+        other.free(ptrs[2], 64, Life::A);
+        other.free(ptrs[3], 100_000, Life::A);
+    }
+    drop(w);
+    assert!(a.is_empty() && other.is_empty());
+}
+
+/// The region's base address of `a` (its first block), from a live pointer.
+fn block_base(p: *const u8) -> usize {
+    p as usize & !((2 << 20) - 1)
+}
+
+/// Wild pointers inside the region: a never-carved block, its header, a given-back block's
+/// slot. Reported in every build.
+#[test]
+fn wild_pointers_inside_the_region_are_reported() {
+    let a: Cohort<Life> = Cohort::new();
+    let w = Witnesses::new(&a, WITNESS_SIZES, &[Life::A, Life::B, Life::C]);
+    let p = a.malloc(64, Life::A);
+    let base = block_base(p);
+    // Far into the reservation: never carved.
+    for wild in [
+        base + (64 << 20) + 64,
+        base + (64 << 20),
+        base + (64 << 20) + 4096,
+    ] {
+        let wp = wild as *mut u8;
+        for size in [1, 2, 8, 16, 64, 4096, 16384] {
+            // SAFETY: deliberately a wild pointer.
+            assert_reported("never carved", wp, size, || unsafe {
+                a.free(wp, size, Life::A)
+            });
+        }
+    }
+    w.check("after the wild frees");
+    // SAFETY: live.
+    unsafe { a.free(p, 64, Life::A) };
+    drop(w);
+    assert!(a.is_empty());
+}
+
+/// The slot of a block given back (emptied and compacted): a stale free is reported in
+/// every build (the block reads as empty), not pushed onto a block.
+#[test]
+fn a_free_into_a_given_back_block_is_reported() {
+    let a: Cohort<Life> = Cohort::new();
+    let n = 3 * (2 << 20) / 256;
+    let v: Vec<*mut u8> = (0..n).map(|_| a.malloc(256, Life::B)).collect();
+    for &p in &v {
+        // SAFETY: live.
+        unsafe { a.free(p, 256, Life::B) };
+    }
+    a.compact();
+    let w = Witnesses::new(&a, WITNESS_SIZES, &[Life::A, Life::C]);
+    for &p in [v[0], v[n / 2], v[n - 1]].iter() {
+        // SAFETY: deliberately a stale pointer.
+        assert_reported("given back", p, 256, || unsafe { a.free(p, 256, Life::B) });
+    }
+    w.check("after the stale frees");
+    drop(w);
+    assert!(a.is_empty());
+    let s = a.stats();
+    assert_eq!(s.small.live, 0);
+}
+
+/// Interior pointers and the block header: caught in checked mode; in release, documented
+/// as undetectable (only the checked build is asserted).
+#[test]
+fn interior_and_header_pointers_in_checked_mode() {
+    if !CHECKED {
+        return;
+    }
+    let a: Cohort<Life> = Cohort::new();
+    let w = Witnesses::new(&a, WITNESS_SIZES, &[Life::A, Life::B, Life::C]);
+    for s in [8usize, 16, 24, 64, 100, 1000, 4096] {
+        let p = a.malloc(s, Life::A);
+        let base = block_base(p) as *mut u8;
+        for q in [
+            p.wrapping_add(1),
+            p.wrapping_add(s / 2),
+            base,
+            base.wrapping_add(8),
+        ] {
+            // SAFETY: deliberately not a slot.
+            assert_reported("interior", q, s, || unsafe { a.free(q, s, Life::A) });
+        }
+        // SAFETY: live.
+        unsafe { a.free(p, s, Life::A) };
+    }
+    w.check("after the interior frees");
+}
+
+/// Double frees: immediate ones in every build (local, remote, tiny, large); later ones in
+/// checked mode.
+#[test]
+fn double_frees_are_reported() {
+    let a: Arc<Cohort<Life>> = Arc::new(Cohort::new());
+    let w = Witnesses::new(&a, WITNESS_SIZES, &[Life::A, Life::B, Life::C]);
+    for s in [1usize, 2, 8, 24, 64, 1000, 16384, 100_000] {
+        // Local, immediate.
+        let p = a.malloc(s, Life::A);
+        // SAFETY: live, then deliberately freed again.
+        unsafe { a.free(p, s, Life::A) };
+        assert_reported("immediate local", p, s, || unsafe { a.free(p, s, Life::A) });
+        // Remote, immediate, on the same remote thread (remote then local, and local then
+        // remote: see the tests below).
+        let keep = a.malloc(s, Life::B); // keeps the block from emptying
+        let q = a.malloc(s, Life::B) as usize;
+        let a2 = a.clone();
+        let msg = std::thread::spawn(move || {
+            let qp = q as *mut u8;
+            // SAFETY: live, then deliberately freed again.
+            unsafe { a2.free(qp, s, Life::B) };
+            caught(|| unsafe { a2.free(qp, s, Life::B) })
+        })
+        .join()
+        .unwrap();
+        assert!(msg.is_some(), "remote twice: {q:#x} size {s}: not reported");
+        // Not immediate: checked mode only.
+        if CHECKED {
+            let x = a.malloc(s, Life::C);
+            let y = a.malloc(s, Life::C);
+            // SAFETY: live, then deliberately freed again after another free.
+            unsafe { a.free(x, s, Life::C) };
+            unsafe { a.free(y, s, Life::C) };
+            assert_reported("later", x, s, || unsafe { a.free(x, s, Life::C) });
+        }
+        // SAFETY: live.
+        unsafe { a.free(keep, s, Life::B) };
+    }
+    w.check("after the double frees");
+    drop(w);
+    assert!(a.is_empty());
+}
+
+/// Resizes with a wrong old size or class (small, large, across) are rejected before
+/// anything changes, through remalloc, recalloc and the Layout realloc.
+#[test]
+fn resizes_with_a_wrong_old_allocation_change_nothing() {
+    let a: Cohort<Life> = Cohort::new();
+    let w = Witnesses::new(&a, WITNESS_SIZES, &[Life::A, Life::B, Life::C]);
+    let sizes = [1usize, 2, 8, 24, 100, 1000, 4000, 16384, 100_000, 300_000];
+    for &s in &sizes {
+        let p = a.malloc(s, Life::A);
+        // SAFETY: s bytes.
+        unsafe { fill(p, seed_of(p, s), s) };
+        let before = a.stats();
+        for &wrong in sizes.iter().filter(|&&t| {
+            class_of(t, malloc_align(t)) != class_of(s, malloc_align(s))
+                || (t > MAX_SMALL && s > MAX_SMALL && t.div_ceil(4096) != s.div_ceil(4096))
+        }) {
+            for &new in &[1usize, 64, 5000, 200_000] {
+                // SAFETY: deliberately wrong old size.
+                assert_reported("remalloc", p, wrong, || unsafe {
+                    a.remalloc(p, wrong, new, Life::A);
+                });
+                assert_reported("recalloc", p, wrong, || unsafe {
+                    a.recalloc(p, wrong, new, Life::A);
+                });
+                let l = Layout::from_size_align(wrong, malloc_align(wrong)).unwrap();
+                assert_reported("realloc", p, wrong, || unsafe {
+                    a.realloc(p, l, new, Life::A);
+                });
+            }
+        }
+        // SAFETY: deliberately wrong class.
+        assert_reported("remalloc life", p, s, || unsafe {
+            a.remalloc(p, s, 2 * s + 5000, Life::B);
+        });
+        let after = a.stats();
+        assert_eq!(before.small.live, after.small.live, "size {s}");
+        assert_eq!(
+            before.large_allocations, after.large_allocations,
+            "size {s}"
+        );
+        // SAFETY: intact.
+        assert_eq!(unsafe { mismatch(p, seed_of(p, s), s) }, None, "size {s}");
+        unsafe { a.free(p, s, Life::A) };
+    }
+    w.check("after the resizes");
+    drop(w);
+    assert!(a.is_empty());
+}
+
+/// Joins: a join's free checks as the direct API does.
+#[test]
+fn join_misuse_is_reported() {
+    let a: Cohort<Life> = Cohort::new();
+    let w = Witnesses::new(&a, WITNESS_SIZES, &[Life::A, Life::B, Life::C]);
+    let j = a.join(0).expect("a join");
+    for s in [1usize, 2, 8, 64, 1000, 100_000] {
+        let p = j.malloc(s, Life::A);
+        // SAFETY: deliberately wrong.
+        assert_reported("join wrong size", p, s + 20_000, || unsafe {
+            j.free(p, s + 20_000, Life::A)
+        });
+        assert_reported("join wrong life", p, s, || unsafe { j.free(p, s, Life::B) });
+        // SAFETY: live.
+        unsafe { j.free(p, s, Life::A) };
+        assert_reported("join double free", p, s, || unsafe {
+            j.free(p, s, Life::A)
+        });
+        let mut x = 0u64;
+        let xp = (&mut x as *mut u64).cast::<u8>();
+        assert_reported("join stack", xp, s, || unsafe { j.free(xp, s, Life::A) });
+    }
+    j.leave();
+    w.check("after the join misuse");
+}
+
+/// allocator_api2 handles: deallocate, grow and shrink with a wrong old layout panic and
+/// change nothing.
+#[test]
+fn handle_misuse_is_reported() {
+    use allocator_api2::alloc::Allocator;
+    let a: Cohort<Life> = Cohort::new();
+    let w = Witnesses::new(&a, WITNESS_SIZES, &[Life::A, Life::B, Life::C]);
+    let h = a.class(Life::A);
+    let hb = a.class(Life::B);
+    for s in [1usize, 8, 24, 100, 1000, 16384, 100_000] {
+        let l = Layout::from_size_align(s, 8.min(s.next_power_of_two())).unwrap();
+        let p = h.allocate(l).unwrap().cast::<u8>();
+        // SAFETY: s bytes.
+        unsafe { fill(p.as_ptr(), seed_of(p.as_ptr(), s), s) };
+        let wrong = Layout::from_size_align(s + 20_000, l.align()).unwrap();
+        let grown = Layout::from_size_align(s * 3 + 200_000, l.align()).unwrap();
+        let pp = p.as_ptr();
+        // SAFETY: deliberately wrong.
+        assert_reported("handle dealloc", pp, wrong.size(), || unsafe {
+            h.deallocate(p, wrong)
+        });
+        assert_reported("handle other class", pp, s, || unsafe {
+            hb.deallocate(p, l)
+        });
+        let _ = caught(|| {
+            // SAFETY: deliberately wrong old layout.
+            let _ = unsafe { h.grow(p, wrong, grown) };
+        })
+        .expect("grow with a wrong old layout");
+        let _ = caught(|| {
+            // SAFETY: deliberately wrong class.
+            let _ = unsafe { hb.grow(p, l, grown) };
+        })
+        .expect("grow from another class's handle");
+        if s > 1 {
+            let _ = caught(|| {
+                // SAFETY: deliberately wrong old layout.
+                let _ = unsafe { h.shrink(p, wrong, Layout::from_size_align(1, 1).unwrap()) };
+            })
+            .expect("shrink with a wrong old layout");
+        }
+        // SAFETY: intact.
+        assert_eq!(unsafe { mismatch(pp, seed_of(pp, s), s) }, None, "size {s}");
+        unsafe { h.deallocate(p, l) };
+    }
+    w.check("after the handle misuse");
+}
+
+/// Frees `p` (size `s`, class `life`) of `a` on a new thread, which then exits.
+fn free_on_another_thread(a: &Arc<Cohort<Life>>, p: *mut u8, s: usize, life: Life) {
+    let a2 = a.clone();
+    let q = p as usize;
+    std::thread::spawn(move || {
+        // SAFETY: the caller's live allocation.
+        unsafe { a2.free(q as *mut u8, s, life) }
+    })
+    .join()
+    .unwrap();
+}
+
+/// An immediate double free whose first free was remote (another thread) and second local
+/// (the owner): the slot is the one freed last, which the README says every build reports.
+/// If it is not reported, the slot is on both lists and is handed out twice.
+#[test]
+#[cfg_attr(
+    not(debug_assertions),
+    ignore = "RED-1: release only. A slot freed by another thread, then by its owner, is not reported (the local push checks only the local list's first slot); the slot is then on both lists"
+)]
+fn immediate_double_free_remote_then_local_is_reported() {
+    let a: Arc<Cohort<Life>> = Arc::new(Cohort::new());
+    for s in [8usize, 64, 1000, 16384] {
+        let keep = a.malloc(s, Life::A);
+        let q = a.malloc(s, Life::A);
+        free_on_another_thread(&a, q, s, Life::A);
+        assert_reported("remote then local", q, s, || unsafe {
+            a.free(q, s, Life::A)
+        });
+        // SAFETY: live.
+        unsafe { a.free(keep, s, Life::A) };
+    }
+    assert!(a.is_empty());
+}
+
+/// The other order: freed by the owner, then again by another thread.
+#[test]
+#[cfg_attr(
+    not(debug_assertions),
+    ignore = "RED-2: release only. A slot freed by its owner, then by another thread, is not reported (the remote push checks only the remote list's first slot); silent"
+)]
+fn immediate_double_free_local_then_remote_is_reported() {
+    let a: Arc<Cohort<Life>> = Arc::new(Cohort::new());
+    for s in [8usize, 64, 1000, 16384] {
+        let keep = a.malloc(s, Life::A);
+        let q = a.malloc(s, Life::A);
+        // SAFETY: live.
+        unsafe { a.free(q, s, Life::A) };
+        let a2 = a.clone();
+        let qq = q as usize;
+        let msg =
+            std::thread::spawn(move || caught(|| unsafe { a2.free(qq as *mut u8, s, Life::A) }))
+                .join()
+                .unwrap();
+        assert!(
+            msg.is_some(),
+            "local then remote, size {s}: {q:?} not reported"
+        );
+        // SAFETY: live.
+        unsafe { a.free(keep, s, Life::A) };
+    }
+    assert!(a.is_empty());
+}
+
+/// What an unreported remote-then-local double free does in release: the slot is handed
+/// out twice (two live allocations at one address).
+#[test]
+#[cfg_attr(
+    not(debug_assertions),
+    ignore = "RED-1 consequence: release only. After the unreported remote-then-local double free, one slot is handed out twice (two live allocations at one address)"
+)]
+fn remote_then_local_double_free_hands_a_slot_out_twice() {
+    let a: Arc<Cohort<Life>> = Arc::new(Cohort::new());
+    let s = 64;
+    let keep = a.malloc(s, Life::A);
+    let q = a.malloc(s, Life::A);
+    free_on_another_thread(&a, q, s, Life::A);
+    if caught(|| unsafe { a.free(q, s, Life::A) }).is_some() {
+        unsafe { a.free(keep, s, Life::A) };
+        return; // reported: nothing more to see
+    }
+    let got: Vec<*mut u8> = (0..40_000).map(|_| a.malloc(s, Life::A)).collect();
+    let mut sorted = got.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), got.len(), "one slot handed out twice");
+}
