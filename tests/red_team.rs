@@ -7,7 +7,7 @@ mod common;
 use cohort::class::{class_of, MAX_SMALL};
 use cohort::{Cohort, Lifetime};
 use common::{fill, malloc_align, mismatch, seed_of};
-use std::alloc::Layout;
+use std::alloc::{GlobalAlloc, Layout};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
@@ -612,4 +612,289 @@ fn remote_then_local_double_free_hands_a_slot_out_twice() {
     sorted.sort();
     sorted.dedup();
     assert_eq!(sorted.len(), got.len(), "one slot handed out twice");
+}
+
+/// Runs `f` in a forked child (bounded by an alarm); returns its wait status: `Ok(code)` for
+/// an exit, `Err(signal)` for a signal. The child writes nothing through Rust's allocator
+/// before `f`.
+fn in_child(f: impl FnOnce()) -> Result<i32, i32> {
+    // SAFETY: the child runs only `f` (cohort and libc calls), then `_exit`s.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0);
+    if pid == 0 {
+        // SAFETY: bounds the child; `_exit` skips the parent's atexit handlers.
+        unsafe { libc::alarm(20) };
+        let r = catch_unwind(AssertUnwindSafe(f));
+        // SAFETY: ends the child.
+        unsafe { libc::_exit(if r.is_ok() { 0 } else { 101 }) };
+    }
+    let mut status = 0;
+    // SAFETY: our child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    if libc::WIFEXITED(status) {
+        Ok(libc::WEXITSTATUS(status))
+    } else {
+        Err(libc::WTERMSIG(status))
+    }
+}
+
+/// GlobalAlloc misuse of every kind aborts (SIGABRT): never returns, unwinds or SIGSEGVs.
+#[test]
+fn global_alloc_misuse_aborts() {
+    let lay = |s: usize, a: usize| Layout::from_size_align(s, a).unwrap();
+    type Case = (&'static str, Layout, fn(*mut u8) -> *mut u8, Layout);
+    let same: fn(*mut u8) -> *mut u8 = |p| p;
+    let interior: fn(*mut u8) -> *mut u8 = |p| p.wrapping_add(8);
+    let never_carved: fn(*mut u8) -> *mut u8 = |p| (block_base(p) + (64 << 20) + 64) as *mut u8;
+    let mut cases: Vec<Case> = vec![
+        ("small as other small", lay(8, 8), same, lay(64, 8)),
+        ("small as tiny", lay(8, 8), same, lay(1, 1)),
+        ("tiny as small", lay(1, 1), same, lay(8, 8)),
+        ("small as large", lay(64, 8), same, lay(100_000, 8)),
+        ("large as small", lay(100_000, 8), same, lay(64, 8)),
+        (
+            "large as other large",
+            lay(100_000, 8),
+            same,
+            lay(300_000, 8),
+        ),
+        ("small align", lay(24, 8), same, lay(24, 16)),
+        ("never carved", lay(64, 8), never_carved, lay(64, 8)),
+        (
+            "large interior",
+            lay(100_000, 8),
+            |p| p.wrapping_add(4096),
+            lay(100_000, 8),
+        ),
+    ];
+    if CHECKED {
+        cases.push(("interior", lay(64, 8), interior, lay(64, 8)));
+    }
+    let mut failures = Vec::new();
+    for (name, l, wild, wrong) in cases.iter().cloned() {
+        for op in ["dealloc", "realloc", "realloc-huge"] {
+            let r = in_child(|| {
+                let g: Cohort = Cohort::new();
+                // SAFETY: deliberately wrong (the child must abort).
+                unsafe {
+                    let p = GlobalAlloc::alloc(&g, l);
+                    let q = wild(p);
+                    match op {
+                        "dealloc" => GlobalAlloc::dealloc(&g, q, wrong),
+                        "realloc" => {
+                            GlobalAlloc::realloc(&g, q, wrong, 5000);
+                        }
+                        _ => {
+                            GlobalAlloc::realloc(&g, q, wrong, isize::MAX as usize - 10);
+                        }
+                    }
+                }
+            });
+            if r != Err(libc::SIGABRT) {
+                failures.push(format!("{name} {op}: {r:?}"));
+            }
+        }
+    }
+    for op in ["stack", "libc", "double", "other instance"] {
+        let r = in_child(|| {
+            let g: Cohort = Cohort::new();
+            let h: Cohort = Cohort::new();
+            let l = lay(64, 8);
+            let mut x = [0u64; 8];
+            // SAFETY: deliberately wrong (the child must abort).
+            unsafe {
+                let _ = GlobalAlloc::alloc(&g, l);
+                match op {
+                    "stack" => GlobalAlloc::dealloc(&g, x.as_mut_ptr().cast(), l),
+                    "libc" => GlobalAlloc::dealloc(&g, libc::malloc(64).cast(), l),
+                    "double" => {
+                        let p = GlobalAlloc::alloc(&g, l);
+                        GlobalAlloc::dealloc(&g, p, l);
+                        GlobalAlloc::dealloc(&g, p, l);
+                    }
+                    _ => GlobalAlloc::dealloc(&g, GlobalAlloc::alloc(&h, l), l),
+                }
+            }
+        });
+        if r != Err(libc::SIGABRT) {
+            failures.push(format!("{op}: {r:?}"));
+        }
+    }
+    assert!(failures.is_empty(), "not an abort: {failures:#?}");
+}
+
+/// Requests no allocation can have are null through GlobalAlloc, and a failed realloc
+/// leaves the old allocation intact.
+#[test]
+fn global_alloc_huge_requests_are_null() {
+    let g: Cohort = Cohort::new();
+    let huge = [
+        isize::MAX as usize - 4095,
+        isize::MAX as usize,
+        (isize::MAX as usize) / 2 + 1,
+    ];
+    for &s in &huge {
+        for align in [1usize, 8, 4096, 1 << 16] {
+            let Ok(l) = Layout::from_size_align(s & !(align - 1), align) else {
+                continue;
+            };
+            // SAFETY: non-zero sizes.
+            unsafe {
+                assert!(GlobalAlloc::alloc(&g, l).is_null(), "{l:?}");
+                assert!(GlobalAlloc::alloc_zeroed(&g, l).is_null(), "{l:?}");
+            }
+        }
+    }
+    for s in [8usize, 1000, 100_000] {
+        let l = Layout::from_size_align(s, 8).unwrap();
+        // SAFETY: non-zero size; p is live with l.
+        unsafe {
+            let p = GlobalAlloc::alloc(&g, l);
+            fill(p, seed_of(p, s), s);
+            for &n in &huge {
+                assert!(
+                    GlobalAlloc::realloc(&g, p, l, n - 8).is_null(),
+                    "{s} -> {n}"
+                );
+            }
+            assert_eq!(mismatch(p, seed_of(p, s), s), None);
+            GlobalAlloc::dealloc(&g, p, l);
+        }
+    }
+    assert!(g.is_empty());
+}
+
+/// Fills a small reservation with a mix of sizes and classes until null, checks that every
+/// null leaves the instance consistent (`verify_exclusive`) and usable: after freeing
+/// everything, every size class can allocate again (up to a whole block).
+#[test]
+fn small_reservations_out_of_memory_stay_consistent() {
+    let reps = class_representatives();
+    for (round, &reservation) in [4usize << 20, 6 << 20, 8 << 20].iter().enumerate() {
+        let mut a: Cohort<Life> = Cohort::with_reservation(reservation);
+        let mut rng = common::Rng::new(round as u64);
+        let mut live: Vec<(*mut u8, usize, Life)> = Vec::new();
+        for phase in 0..6 {
+            let mut nulls = 0;
+            while nulls < 50 {
+                let (s, _) = reps[rng.below(reps.len())];
+                let l = [Life::A, Life::B, Life::C][rng.below(3)];
+                let p = a.malloc(s, l);
+                if p.is_null() {
+                    nulls += 1;
+                    continue;
+                }
+                // SAFETY: s bytes.
+                unsafe { fill(p, seed_of(p, s), s) };
+                live.push((p, s, l));
+            }
+            a.verify_exclusive()
+                .unwrap_or_else(|e| panic!("reservation {reservation}, phase {phase}: {e:?}"));
+            for &(p, s, _) in &live {
+                // SAFETY: live.
+                assert_eq!(unsafe { mismatch(p, seed_of(p, s), s) }, None);
+            }
+            // Free a random half (or everything on even phases).
+            let mut keep = Vec::new();
+            for (p, s, l) in live.drain(..) {
+                if phase % 2 == 1 && rng.chance(50) {
+                    keep.push((p, s, l));
+                } else {
+                    // SAFETY: live.
+                    unsafe { a.free(p, s, l) };
+                }
+            }
+            live = keep;
+            a.verify_exclusive().unwrap();
+        }
+        for (p, s, l) in live.drain(..) {
+            // SAFETY: live.
+            unsafe { a.free(p, s, l) };
+        }
+        assert!(a.is_empty());
+        // Everything free: each class gets a block's worth without compact().
+        for &(s, _) in &reps {
+            let p = a.malloc(s, Life::C);
+            assert!(
+                !p.is_null(),
+                "reservation {reservation}: size {s} null after freeing all"
+            );
+            // SAFETY: live.
+            unsafe { a.free(p, s, Life::C) };
+        }
+        a.verify_exclusive().unwrap();
+    }
+}
+
+/// Out of address space (RLIMIT_AS in a child): large and small allocations fail with null,
+/// never a crash or abort, and the instance stays consistent and usable.
+#[test]
+fn rlimit_as_out_of_memory_is_null_and_consistent() {
+    let r = in_child(|| {
+        let mut a: Cohort<Life> = Cohort::with_reservation(32 << 20);
+        let first = a.malloc(64, Life::A);
+        assert!(!first.is_null());
+        // Cap the address space a little above what is mapped now.
+        let mut vm = 0usize;
+        if let Ok(s) = std::fs::read_to_string("/proc/self/statm") {
+            vm = s
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .parse::<usize>()
+                .unwrap()
+                * 4096;
+        }
+        let lim = libc::rlimit {
+            rlim_cur: (vm + (48 << 20)) as libc::rlim_t,
+            rlim_max: libc::RLIM_INFINITY,
+        };
+        // SAFETY: plain setrlimit.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &lim) }, 0);
+        let mut large = Vec::new();
+        loop {
+            let p = a.malloc(1 << 20, Life::B);
+            if p.is_null() {
+                break;
+            }
+            // SAFETY: 1 MiB.
+            unsafe { fill(p, seed_of(p, 1 << 20), 1 << 20) };
+            large.push(p);
+        }
+        let mut small = Vec::new();
+        let mut nulls = 0;
+        let mut rng = common::Rng::new(5);
+        while nulls < 100 {
+            let s = rng.range(1, 16384);
+            let p = a.calloc(s, Life::C);
+            if p.is_null() {
+                nulls += 1;
+            } else {
+                small.push((p, s));
+            }
+        }
+        // A huge Layout realloc fails and keeps the old allocation.
+        // SAFETY: live allocation of size 1 MiB.
+        let q = unsafe { a.remalloc(large[0], 1 << 20, 8 << 20, Life::B) };
+        assert!(q.is_null(), "remalloc past the limit");
+        a.verify_exclusive().unwrap();
+        for &p in &large {
+            // SAFETY: live.
+            assert_eq!(unsafe { mismatch(p, seed_of(p, 1 << 20), 1 << 20) }, None);
+            unsafe { a.free(p, 1 << 20, Life::B) };
+        }
+        for &(p, s) in &small {
+            // SAFETY: live.
+            unsafe { a.free(p, s, Life::C) };
+        }
+        // SAFETY: live.
+        unsafe { a.free(first, 64, Life::A) };
+        assert!(a.is_empty());
+        a.verify_exclusive().unwrap();
+        let p = a.malloc(1 << 20, Life::A);
+        assert!(!p.is_null(), "large after freeing everything");
+        // SAFETY: live.
+        unsafe { a.free(p, 1 << 20, Life::A) };
+    });
+    assert_eq!(r, Ok(0), "child: exit code or signal");
 }
