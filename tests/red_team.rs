@@ -898,3 +898,385 @@ fn rlimit_as_out_of_memory_is_null_and_consistent() {
     });
     assert_eq!(r, Ok(0), "child: exit code or signal");
 }
+
+/// An instance dropped while another thread (alive, with a heap of it, and live objects
+/// that vanish with it) goes on: that thread then allocates from new instances (one may
+/// take the dropped one's address and region) and exits; nothing crashes, and the new
+/// instances' objects stay intact.
+#[test]
+fn instances_dropped_under_a_live_thread() {
+    use std::sync::mpsc;
+    let (to_worker, from_main) = mpsc::channel::<Option<Arc<Cohort<Life>>>>();
+    let (to_main, from_worker) = mpsc::channel::<()>();
+    let worker = std::thread::spawn(move || {
+        let mut kept: Vec<(Arc<Cohort<Life>>, *mut u8)> = Vec::new();
+        while let Ok(Some(a)) = from_main.recv() {
+            // Objects in the instance (left live: they vanish when it drops).
+            for s in [1usize, 2, 64, 5000, 100_000] {
+                let p = a.malloc(s, Life::A);
+                assert!(!p.is_null());
+                // SAFETY: s bytes.
+                unsafe { fill(p, seed_of(p, s), s) };
+            }
+            let p = a.malloc(48, Life::B);
+            // SAFETY: 48 bytes.
+            unsafe { fill(p, seed_of(p, 48), 48) };
+            // Check and free the previous instance's survivor (still alive: we hold it).
+            if let Some((b, q)) = kept.pop() {
+                // SAFETY: live, 48 bytes.
+                assert_eq!(unsafe { mismatch(q, seed_of(q, 48), 48) }, None);
+                unsafe { b.free(q, 48, Life::B) };
+            }
+            if kept.is_empty() {
+                kept.push((a.clone(), p));
+            } else {
+                unreachable!();
+            }
+            drop(a);
+            to_main.send(()).unwrap();
+        }
+        for (b, q) in kept {
+            // SAFETY: live.
+            unsafe { b.free(q, 48, Life::B) };
+        }
+    });
+    let rounds = if CHECKED { 200 } else { 1000 };
+    for _ in 0..rounds {
+        let a: Arc<Cohort<Life>> = Arc::new(Cohort::new());
+        let mine = a.malloc(64, Life::A);
+        to_worker.send(Some(a.clone())).unwrap();
+        from_worker.recv().unwrap();
+        // SAFETY: live.
+        unsafe { a.free(mine, 64, Life::A) };
+        drop(a); // the worker may still hold it (kept): dropped there, or here
+    }
+    to_worker.send(None).unwrap();
+    worker.join().unwrap();
+}
+
+/// Threads that exit with live objects (small, tiny, large, in several classes); main frees
+/// them all afterwards: the instance is empty, consistent, and compact gives everything
+/// back.
+#[test]
+fn threads_exit_with_live_objects() {
+    let mut a: Cohort<Life> = Cohort::new();
+    let mut objs: Vec<(usize, usize, Life)> = Vec::new();
+    for t in 0..16u64 {
+        let got = std::thread::scope(|sc| {
+            sc.spawn(|| {
+                let mut rng = common::Rng::new(t);
+                let mut v = Vec::new();
+                for _ in 0..2000 {
+                    let s = common::random_size(&mut rng, 200_000);
+                    let l = [Life::A, Life::B, Life::C][rng.below(3)];
+                    let p = a.malloc(s, l);
+                    assert!(!p.is_null());
+                    // SAFETY: s bytes.
+                    unsafe { fill(p, seed_of(p, s), s) };
+                    if rng.chance(30) {
+                        // SAFETY: live.
+                        unsafe { a.free(p, s, l) };
+                    } else {
+                        v.push((p as usize, s, l));
+                    }
+                }
+                v
+            })
+            .join()
+            .unwrap()
+        });
+        objs.extend(got);
+    }
+    a.verify_exclusive().unwrap();
+    for &(p, s, l) in &objs {
+        let p = p as *mut u8;
+        // SAFETY: live.
+        assert_eq!(unsafe { mismatch(p, seed_of(p, s), s) }, None);
+        unsafe { a.free(p, s, l) };
+    }
+    assert!(a.is_empty());
+    a.verify_exclusive().unwrap();
+    a.compact();
+    let s = a.stats();
+    assert_eq!(s.small.live, 0);
+    assert_eq!(s.large_allocations, 0);
+}
+
+/// Thousands of instances, on two threads at once, each used (every class, several sizes)
+/// and dropped; some dropped with live objects.
+#[test]
+fn thousands_of_instances() {
+    let n = if CHECKED { 1000 } else { 3000 };
+    std::thread::scope(|sc| {
+        for t in 0..2u64 {
+            sc.spawn(move || {
+                let mut rng = common::Rng::new(t);
+                for i in 0..n {
+                    let a: Cohort<Life> = Cohort::new();
+                    let mut v = Vec::new();
+                    for _ in 0..8 {
+                        let s = common::random_size(&mut rng, 100_000);
+                        let p = a.malloc(s, Life::B);
+                        assert!(!p.is_null(), "instance {i}");
+                        // SAFETY: s bytes.
+                        unsafe { fill(p, seed_of(p, s), s) };
+                        v.push((p, s));
+                    }
+                    for &(p, s) in &v {
+                        // SAFETY: live.
+                        assert_eq!(unsafe { mismatch(p, seed_of(p, s), s) }, None);
+                        if i % 2 == 0 {
+                            unsafe { a.free(p, s, Life::B) };
+                        }
+                    }
+                    if i % 2 == 0 {
+                        assert!(a.is_empty());
+                    }
+                }
+            });
+        }
+    });
+}
+
+/// Explicit joins: many held at once on one thread, objects freed through other joins and
+/// the instance, joins left in a shuffled order, with live objects.
+#[test]
+fn many_joins_cross_frees_and_leaves() {
+    let mut a: Cohort<Life> = Cohort::new();
+    let mut rng = common::Rng::new(9);
+    let mut objs: Vec<(*mut u8, usize, Life)> = Vec::new();
+    {
+        let mut joins: Vec<_> = (0..300).map(|i| a.join(i).expect("join")).collect();
+        for round in 0..4 {
+            for j in &joins {
+                for _ in 0..20 {
+                    let s = common::random_size(&mut rng, 50_000);
+                    let l = [Life::A, Life::B, Life::C][rng.below(3)];
+                    let p = j.malloc(s, l);
+                    assert!(!p.is_null());
+                    // SAFETY: s bytes.
+                    unsafe { fill(p, seed_of(p, s), s) };
+                    objs.push((p, s, l));
+                }
+                // Free some objects of other joins through this one.
+                for _ in 0..10 {
+                    if objs.is_empty() {
+                        break;
+                    }
+                    let (p, s, l) = objs.swap_remove(rng.below(objs.len()));
+                    // SAFETY: live.
+                    assert_eq!(unsafe { mismatch(p, seed_of(p, s), s) }, None);
+                    unsafe { j.free(p, s, l) };
+                }
+            }
+            // Leave a third of the joins, in a shuffled order.
+            for _ in 0..joins.len() / 3 {
+                let j = joins.swap_remove(rng.below(joins.len()));
+                j.leave();
+            }
+            let _ = round;
+        }
+    }
+    a.verify_exclusive().unwrap();
+    for &(p, s, l) in &objs {
+        // SAFETY: live.
+        assert_eq!(unsafe { mismatch(p, seed_of(p, s), s) }, None);
+        unsafe { a.free(p, s, l) };
+    }
+    assert!(a.is_empty());
+    a.verify_exclusive().unwrap();
+}
+
+/// A thread exits, with live objects and a heap of an instance, while another thread drops
+/// that instance (the last reference): in either order, nothing crashes or hangs.
+#[test]
+fn instance_drop_races_thread_exit() {
+    let rounds = if CHECKED { 150 } else { 400 };
+    for i in 0..rounds {
+        let a: Arc<Cohort<Life>> = Arc::new(Cohort::new());
+        let p = a.malloc(32, Life::C);
+        let a2 = a.clone();
+        let t = std::thread::spawn(move || {
+            for s in [1usize, 2, 16, 64, 3000, 70_000] {
+                assert!(!a2.malloc(s, Life::A).is_null());
+            }
+            let q = a2.malloc(128, Life::B);
+            // SAFETY: live.
+            unsafe { a2.free(q, 128, Life::B) };
+            drop(a2);
+        });
+        if i % 2 == 0 {
+            std::thread::yield_now();
+        }
+        // SAFETY: live.
+        unsafe { a.free(p, 32, Life::C) };
+        drop(a);
+        t.join().unwrap();
+    }
+}
+
+/// A thread keeps running after the instances it has heaps in were dropped, then only
+/// frees and allocates in its own long-lived instance and exits (its exit meets the dropped
+/// instances' heaps).
+#[test]
+fn thread_exit_after_its_instances_dropped() {
+    use std::sync::Barrier;
+    let keep: Arc<Cohort<Life>> = Arc::new(Cohort::new());
+    for _ in 0..20 {
+        let doomed: Vec<Arc<Cohort<Life>>> = (0..8).map(|_| Arc::new(Cohort::new())).collect();
+        let b = Arc::new(Barrier::new(2));
+        let (d2, b2, k2) = (doomed.clone(), b.clone(), keep.clone());
+        let t = std::thread::spawn(move || {
+            for a in &d2 {
+                assert!(!a.malloc(64, Life::A).is_null());
+                assert!(!a.malloc(1, Life::A).is_null());
+            }
+            let mine = k2.malloc(200, Life::B);
+            drop(d2);
+            b2.wait(); // main drops the instances
+            b2.wait();
+            // SAFETY: live.
+            unsafe { k2.free(mine, 200, Life::B) };
+            let q = k2.malloc(200, Life::B);
+            unsafe { k2.free(q, 200, Life::B) };
+        });
+        b.wait();
+        drop(doomed);
+        // Another instance may take a dropped one's place.
+        let fresh: Cohort<Life> = Cohort::new();
+        let f = fresh.malloc(64, Life::A);
+        b.wait();
+        t.join().unwrap();
+        // SAFETY: live.
+        unsafe { fresh.free(f, 64, Life::A) };
+        assert!(fresh.is_empty());
+    }
+    assert!(keep.is_empty());
+}
+
+/// While two threads allocate and free patterned objects in classes A and B, another runs
+/// stats, for_each_block, compact, verify-free snapshots and release_class of class C (its
+/// own objects), and creates and drops other instances: every object keeps its pattern.
+#[test]
+fn snapshots_and_drops_race_allocation() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let a: Cohort<Life> = Cohort::new();
+    let stop = AtomicBool::new(false);
+    let iters = if CHECKED { 20_000 } else { 100_000 };
+    std::thread::scope(|sc| {
+        for t in 0..2u64 {
+            let (a, stop) = (&a, &stop);
+            sc.spawn(move || {
+                let mut rng = common::Rng::new(100 + t);
+                let mut v: Vec<(*mut u8, usize, Life)> = Vec::new();
+                for _ in 0..iters {
+                    if v.len() < 500 && rng.chance(55) {
+                        let s = common::random_size(&mut rng, 70_000);
+                        let l = if rng.chance(50) { Life::A } else { Life::B };
+                        let p = a.malloc(s, l);
+                        assert!(!p.is_null());
+                        // SAFETY: s bytes.
+                        unsafe { fill(p, seed_of(p, s), s) };
+                        v.push((p, s, l));
+                    } else if !v.is_empty() {
+                        let (p, s, l) = v.swap_remove(rng.below(v.len()));
+                        // SAFETY: live.
+                        assert_eq!(unsafe { mismatch(p, seed_of(p, s), s) }, None);
+                        unsafe { a.free(p, s, l) };
+                    }
+                }
+                for (p, s, l) in v {
+                    // SAFETY: live.
+                    assert_eq!(unsafe { mismatch(p, seed_of(p, s), s) }, None);
+                    unsafe { a.free(p, s, l) };
+                }
+                stop.store(true, Ordering::Relaxed);
+            });
+        }
+        let (a, stop) = (&a, &stop);
+        sc.spawn(move || {
+            let mut rng = common::Rng::new(7);
+            while !stop.load(Ordering::Relaxed) {
+                let _ = a.stats();
+                let mut n = 0;
+                a.for_each_block(|b| {
+                    assert!(b.stride > 0);
+                    n += 1;
+                });
+                let _ = a.compact();
+                for _ in 0..50 {
+                    let s = common::random_size(&mut rng, 40_000);
+                    assert!(!a.malloc(s, Life::C).is_null());
+                }
+                // SAFETY: this thread's class-C objects are never used again; the others
+                // make nothing in class C.
+                let _ = unsafe { a.release_class(Life::C) };
+                let other: Cohort<Life> = Cohort::new();
+                assert!(!other.malloc(100, Life::A).is_null());
+                drop(other);
+            }
+        });
+    });
+    assert!(a.is_empty());
+}
+
+/// fork while threads allocate in a shared instance and create and drop instances: the
+/// child (bounded by an alarm) allocates in the shared instance, a new one, and frees its
+/// inherited objects; it must not hang or crash.
+#[test]
+fn fork_while_instances_come_and_go() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static SHARED: Cohort<Life> = Cohort::new();
+    let stop = AtomicBool::new(false);
+    let forks = if CHECKED { 40 } else { 100 };
+    let mut bad = Vec::new();
+    std::thread::scope(|sc| {
+        let stop = &stop;
+        sc.spawn(move || {
+            let mut rng = common::Rng::new(3);
+            while !stop.load(Ordering::Relaxed) {
+                let a: Cohort<Life> = Cohort::new();
+                let s = common::random_size(&mut rng, 100_000);
+                let p = a.malloc(s, Life::A);
+                let q = SHARED.malloc(s, Life::B);
+                // SAFETY: live.
+                unsafe {
+                    a.free(p, s, Life::A);
+                    SHARED.free(q, s, Life::B);
+                }
+            }
+        });
+        for i in 0..forks {
+            let mine = SHARED.malloc(24, Life::C);
+            // SAFETY: 24 bytes.
+            unsafe { fill(mine, seed_of(mine, 24), 24) };
+            let r = in_child(|| {
+                // SAFETY: inherited live object.
+                assert_eq!(unsafe { mismatch(mine, seed_of(mine, 24), 24) }, None);
+                unsafe { SHARED.free(mine, 24, Life::C) };
+                let fresh: Cohort<Life> = Cohort::new();
+                for s in [1usize, 2, 24, 5000, 100_000] {
+                    let p = SHARED.malloc(s, Life::A);
+                    let q = fresh.malloc(s, Life::A);
+                    assert!(!p.is_null() && !q.is_null());
+                    // SAFETY: live.
+                    unsafe {
+                        SHARED.free(p, s, Life::A);
+                        fresh.free(q, s, Life::A);
+                    }
+                }
+                assert!(fresh.is_empty());
+            });
+            if r != Ok(0) {
+                bad.push((i, r));
+            }
+            // SAFETY: live in the parent.
+            unsafe { SHARED.free(mine, 24, Life::C) };
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    assert!(
+        bad.is_empty(),
+        "children failed (fork, status; Err(14) is the alarm): {bad:?}"
+    );
+}
