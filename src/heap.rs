@@ -172,9 +172,10 @@ impl Heap {
         unsafe { &*self.pool }
     }
 
-    /// The slow path of malloc: the current block of (class, life) has no free slot. Finds
-    /// one (remote frees, returned blocks, the partial list, the pool), makes it current and
-    /// takes a slot from it. `None` when memory is exhausted.
+    /// The slow path of malloc: the current block of (class, life) has no slot on its
+    /// local free list or in its bump window. Finds one (the block's remote frees, then its
+    /// next bump window, then returned blocks, the partial list, the pool), makes it current
+    /// and takes a slot from it. `None` when memory is exhausted.
     #[cold]
     #[inline(never)]
     pub(crate) fn alloc_slow(&self, class: usize, life: usize) -> Option<(*mut u8, bool)> {
@@ -188,7 +189,9 @@ impl Heap {
                 if let Some((off, zeroed)) = h.pop() {
                     return Some((h.base().wrapping_add(off as usize), zeroed));
                 }
-                if h.collect_remote() > 0 || !h.try_retire() {
+                // Slots other threads freed first, then never-used ones: reusing what
+                // comes back keeps the block's touched pages near what is live.
+                if h.refill() || !h.try_retire() {
                     continue;
                 }
                 *head.current = &EMPTY_BLOCK;

@@ -500,10 +500,7 @@ impl Pool {
                 // SAFETY: tiny blocks are pool-owned; we hold the lock.
                 unsafe { tiny::pop(h) }
             } else {
-                h.pop().or_else(|| {
-                    h.collect_remote();
-                    h.pop()
-                })
+                h.pop().or_else(|| h.refill().then(|| h.pop()).flatten())
             };
             if let Some((off, zeroed)) = got {
                 if h.geometry().is_tiny() && h.used() == h.capacity() {

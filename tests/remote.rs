@@ -1,0 +1,97 @@
+//! Density under cross-thread frees: objects allocated by one thread and freed by another
+//! must come back to the allocating thread before it touches memory it never used, so that
+//! the memory in use stays near what is live (a few objects in flight), whatever the number
+//! of size classes involved.
+//!
+//! Each object is filled with a pattern when allocated and checked when freed. Resident
+//! bytes are the blocks' own (`stats()`), measured while the allocating thread still holds
+//! its blocks: they only grow while a block is in use, so the final figure is the peak.
+
+mod common;
+
+use cohort::Cohort;
+use common::Rng;
+use std::sync::mpsc::sync_channel;
+use std::thread;
+
+/// Objects in flight between the threads (the channel's capacity).
+const IN_FLIGHT: usize = 64;
+const OBJECTS: usize = 200_000;
+const MIB: usize = 1 << 20;
+
+/// The pattern byte of object `i`: never 0, so a slot handed out twice or zeroed shows.
+fn pattern(i: usize) -> u8 {
+    (i % 251) as u8 + 1
+}
+
+/// A patterned object on its way from the producer to the consumer.
+struct Sent {
+    addr: usize,
+    size: usize,
+    index: usize,
+}
+
+/// The main thread allocates `OBJECTS` objects of sizes uniform in `1..=max_size`, each
+/// filled with its pattern, and sends them through a channel of `IN_FLIGHT` slots to a
+/// thread that checks and frees them. Returns the instance's resident block bytes at the
+/// end, with the producer's heap still holding its blocks.
+fn producer_consumer(max_size: usize) -> usize {
+    let a: Cohort = Cohort::new();
+    // One buffer per pattern byte, to check an object with one comparison (a memcmp, quick
+    // in debug builds too).
+    let patterns: Vec<Vec<u8>> = (0..251).map(|i| vec![pattern(i); max_size]).collect();
+    thread::scope(|s| {
+        let (tx, rx) = sync_channel::<Sent>(IN_FLIGHT);
+        let consumer = s.spawn(|| {
+            for o in rx {
+                // SAFETY: the producer allocated `size` bytes at `addr` and gave them up.
+                let bytes = unsafe { std::slice::from_raw_parts(o.addr as *const u8, o.size) };
+                assert!(
+                    bytes == &patterns[o.index % 251][..o.size],
+                    "object {} ({} B at {:#x}) was overwritten while live",
+                    o.index,
+                    o.size,
+                    o.addr
+                );
+                // SAFETY: as above; freed once, with its size.
+                unsafe { a.free(o.addr as *mut u8, o.size, ()) };
+            }
+        });
+        let mut rng = Rng::new(max_size as u64);
+        for index in 0..OBJECTS {
+            let size = rng.range(1, max_size);
+            let p = a.malloc(size, ());
+            assert!(!p.is_null());
+            // SAFETY: `size` fresh bytes.
+            unsafe { p.write_bytes(pattern(index), size) };
+            let addr = p as usize;
+            tx.send(Sent { addr, size, index }).unwrap();
+        }
+        drop(tx);
+        consumer.join().unwrap();
+    });
+    assert!(a.is_empty());
+    let resident = a.stats().small.resident_bytes;
+    eprintln!("sizes 1..={max_size}: {} KiB resident", resident >> 10);
+    resident
+}
+
+#[test]
+fn producer_consumer_of_sizes_up_to_1000_stays_dense() {
+    let resident = producer_consumer(1000);
+    assert!(
+        resident <= MIB,
+        "{} KiB resident for {IN_FLIGHT} objects in flight",
+        resident >> 10
+    );
+}
+
+#[test]
+fn producer_consumer_of_sizes_up_to_16000_stays_dense() {
+    let resident = producer_consumer(16_000);
+    assert!(
+        resident <= 3 * MIB,
+        "{} KiB resident for {IN_FLIGHT} objects in flight",
+        resident >> 10
+    );
+}
