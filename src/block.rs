@@ -594,7 +594,9 @@ impl BlockStack {
 
 /// Bytes of never-used slots a block hands out before it looks for freed ones again: one
 /// page, so a fresh block is touched page by page.
-const WINDOW: u32 = crate::os::PAGE as u32;
+const WINDOW: u32 = 4096;
+#[cfg(not(loom))]
+const _: () = assert!(WINDOW as usize == crate::os::PAGE);
 
 /// The end of the bump window for `bump`: the end of `bump`'s page, at most `limit` (so
 /// the window holds the slot at `bump`, if `bump < limit`).
