@@ -452,6 +452,12 @@ impl Header {
         count
     }
 
+    /// True when the block has freed slots to hand out (local or remote): memory it used
+    /// before, unlike its never-used slots. Owner only (or a snapshot).
+    pub(crate) fn has_freed_slots(&self) -> bool {
+        self.free.load(Ordering::Relaxed) != 0 || self.remote_count() > 0
+    }
+
     /// Owner only, when [`Header::pop`] found no slot: makes slots available to it,
     /// preferring the slots other threads freed (the whole remote list) to never-used ones
     /// (the next bump window: the never-used slots that start before the end of the page
@@ -462,7 +468,7 @@ impl Header {
 
     /// Owner only: moves the bump window on past `bump`. False when no slot is left above
     /// `bump`.
-    fn advance_window(&self) -> bool {
+    pub(crate) fn advance_window(&self) -> bool {
         let bump = self.bump.load(Ordering::Relaxed);
         let limit = self.geometry().limit;
         if bump >= limit {

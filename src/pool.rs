@@ -28,6 +28,8 @@ use parking_lot::lock_api::MutexGuard;
 
 /// Empty blocks kept committed per block size.
 pub(crate) const RETAIN_EMPTY: usize = 8;
+/// Blocks of a partial list a heap taking a block looks at for one with freed slots.
+const REUSE_SCAN: usize = 8;
 pub(crate) use crate::block::EMPTY_KEY;
 /// The most heaps (threads × instances joined at once) an instance registers; more threads
 /// allocate through the pool's lock.
@@ -226,6 +228,24 @@ impl Pool {
         h.next.store(NONE, Ordering::Relaxed);
     }
 
+    /// Pops the block of a partial list to allocate from next: the first of its first
+    /// [`REUSE_SCAN`] blocks that has freed slots (memory already resident), else the first.
+    fn list_pop_reusable(&self, head: &mut u32) -> Option<&Header> {
+        let mut u = *head;
+        for _ in 0..REUSE_SCAN {
+            if u == NONE {
+                break;
+            }
+            let h = self.block(u);
+            if h.has_freed_slots() {
+                self.list_remove(head, h);
+                return Some(h);
+            }
+            u = h.next.load(Ordering::Relaxed);
+        }
+        self.list_pop(head)
+    }
+
     /// Pops the first block of a list.
     pub(crate) fn list_pop(&self, head: &mut u32) -> Option<&Header> {
         if *head == NONE {
@@ -248,7 +268,8 @@ impl PoolState {
 
 impl Pool {
     /// Under the lock: a block of (class, life) with a free slot, now owned by `owner`.
-    /// Tries pool-owned blocks, then full blocks of exited threads that were freed into,
+    /// Tries pool-owned blocks (one with freed slots first), then full blocks of exited
+    /// threads that were freed into,
     /// then an empty block, then a new one from the region. `None` when memory is exhausted.
     pub(crate) fn take_block<'a>(
         &'a self,
@@ -261,7 +282,7 @@ impl Pool {
         if *st.partial(head) == NONE {
             self.reclaim_abandoned(st);
         }
-        if let Some(h) = self.list_pop(st.partial(head)) {
+        if let Some(h) = self.list_pop_reusable(st.partial(head)) {
             h.set_owner(owner);
             return Some(h);
         }

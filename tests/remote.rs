@@ -9,6 +9,7 @@
 
 mod common;
 
+use cohort::class::{class_of, CLASSES};
 use cohort::Cohort;
 use common::Rng;
 use std::sync::mpsc::sync_channel;
@@ -113,4 +114,108 @@ fn producer_consumer_of_tiny_objects_stays_dense() {
         "{} KiB resident for {IN_FLIGHT} objects in flight",
         resident >> 10
     );
+}
+
+/// Objects of `SIZE` bytes, their addresses (sendable), written and checked.
+const SIZE: usize = 256;
+
+fn alloc_patterned(a: &Cohort, n: usize) -> Vec<usize> {
+    (0..n)
+        .map(|i| {
+            let p = a.malloc(SIZE, ());
+            assert!(!p.is_null());
+            // SAFETY: SIZE fresh bytes.
+            unsafe { p.write_bytes(pattern(i), SIZE) };
+            p as usize
+        })
+        .collect()
+}
+
+fn free_patterned(a: &Cohort, objects: Vec<usize>) {
+    let expected: Vec<Vec<u8>> = (0..251).map(|i| vec![pattern(i); SIZE]).collect();
+    for (i, addr) in objects.into_iter().enumerate() {
+        // SAFETY: a live object of SIZE bytes from `alloc_patterned`.
+        let bytes = unsafe { std::slice::from_raw_parts(addr as *const u8, SIZE) };
+        assert!(bytes == &expected[i % 251][..], "object {i} overwritten");
+        // SAFETY: as above, freed once.
+        unsafe { a.free(addr as *mut u8, SIZE, ()) };
+    }
+}
+
+/// Two threads fill part of a block each and exit, the first one first (the pool then
+/// lists the second one's block first); all the first one's objects are freed by the main
+/// thread. A third thread allocating as many objects must reuse those freed slots rather
+/// than touch the never-used pages of the second one's block.
+#[test]
+fn a_new_thread_reuses_freed_slots_of_exited_threads_first() {
+    let a: &Cohort = &Cohort::new();
+    let n = CLASSES[class_of(SIZE, 8).unwrap()].capacity as usize / 4;
+    let barrier = &std::sync::Barrier::new(2);
+    let (first, second) = thread::scope(|s| {
+        let (go, exit) = sync_channel::<()>(1);
+        let first = s.spawn(move || {
+            let v = alloc_patterned(a, n);
+            barrier.wait();
+            v
+        });
+        let second = s.spawn(move || {
+            let v = alloc_patterned(a, n);
+            barrier.wait();
+            exit.recv().unwrap();
+            v
+        });
+        let first = first.join().unwrap();
+        go.send(()).unwrap();
+        (first, second.join().unwrap())
+    });
+    free_patterned(a, first);
+    let before = a.stats().small.resident_bytes;
+    let third = thread::scope(|s| s.spawn(|| alloc_patterned(a, n)).join().unwrap());
+    let grown = a.stats().small.resident_bytes.saturating_sub(before);
+    assert!(
+        grown <= 64 << 10,
+        "{} KiB more resident for {n} objects where {n} were freed",
+        grown >> 10
+    );
+    free_patterned(a, second);
+    free_patterned(a, third);
+    assert!(a.is_empty());
+}
+
+/// A thread fills a block and goes on in a second one; another thread frees every object
+/// of the first block. The thread's next allocations must reuse those slots (the block
+/// comes back to its partial list) before touching never-used pages of its current block.
+#[test]
+fn a_thread_reuses_its_blocks_freed_slots_before_never_used_pages() {
+    let a: &Cohort = &Cohort::new();
+    let capacity = CLASSES[class_of(SIZE, 8).unwrap()].capacity as usize;
+    let n = capacity / 4;
+    thread::scope(|s| {
+        let (to_owner, owner_rx) = sync_channel::<()>(1);
+        let (to_main, main_rx) = sync_channel::<Vec<usize>>(1);
+        let owner = s.spawn(move || {
+            let full = alloc_patterned(a, capacity);
+            let current = alloc_patterned(a, n);
+            to_main.send(full).unwrap();
+            owner_rx.recv().unwrap();
+            let more = alloc_patterned(a, n);
+            to_main.send(more).unwrap();
+            owner_rx.recv().unwrap();
+            current
+        });
+        free_patterned(a, main_rx.recv().unwrap());
+        let before = a.stats().small.resident_bytes;
+        to_owner.send(()).unwrap();
+        let more = main_rx.recv().unwrap();
+        let grown = a.stats().small.resident_bytes.saturating_sub(before);
+        assert!(
+            grown <= 64 << 10,
+            "{} KiB more resident for {n} objects where {capacity} were freed",
+            grown >> 10
+        );
+        to_owner.send(()).unwrap();
+        free_patterned(a, more);
+        free_patterned(a, owner.join().unwrap());
+    });
+    assert!(a.is_empty());
 }
