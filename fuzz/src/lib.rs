@@ -38,7 +38,8 @@ pub fn life(i: u8) -> Life {
 }
 
 /// A request size decoded from the input: zero, the tiny classes, every small class (with
-/// class and page boundaries favoured), and large sizes up to about 3.3 MiB.
+/// class and page boundaries favoured), and large sizes up to about 3.3 MiB (rarely above
+/// 256 KiB: every byte of a live object is written and checked).
 #[derive(Arbitrary, Debug, Clone, Copy)]
 pub struct Size {
     pick: u8,
@@ -49,17 +50,17 @@ impl Size {
     /// The size in bytes.
     pub fn get(self) -> usize {
         let r = self.raw as usize;
-        match self.pick % 16 {
-            0 => 0,
-            1 => 1 + r % 2,
-            2..=5 => 1 + r % 128,
-            6 | 7 => 1 + r % 1024,
-            8 | 9 => 1 + r % MAX_SMALL,
+        match self.pick % 32 {
+            0 | 1 => 0,
+            2 | 3 => 1 + r % 2,
+            4..=11 => 1 + r % 128,
+            12..=15 => 1 + r % 1024,
+            16..=19 => 1 + r % MAX_SMALL,
             // A class's stride, one below or one above.
-            10 => (CLASSES[r % CLASS_COUNT].stride as usize + (r >> 16) % 3).saturating_sub(1),
-            11 => MAX_SMALL - 1 + r % 3,
-            12 | 13 => MAX_SMALL + r % (240 << 10),
-            14 => (256 << 10) + r % (3 << 20),
+            20 | 21 => (CLASSES[r % CLASS_COUNT].stride as usize + (r >> 16) % 3).saturating_sub(1),
+            22 => MAX_SMALL - 1 + r % 3,
+            23..=27 => MAX_SMALL + r % (240 << 10),
+            28 => (256 << 10) + r % (3 << 20),
             // Around a page multiple.
             _ => ((1 + r % 64) << 12) - 1 + (r >> 8) % 3,
         }
@@ -105,18 +106,57 @@ pub fn tracing() -> bool {
 
 // ---- The pattern ----
 
-// The pattern of object `id`: word `k` (at byte `8 * k`) is `seed(id) + k * STEP`, bytes in
-// little-endian order. The checks below OR differences over chunks and branch once per
-// chunk: the fuzzer's comparison tracing would otherwise cost a call per byte.
+// The pattern of object `id`: its first 8 bytes are `id` (little-endian), then byte `i` is
+// `TABLE[phase(id) + i % PERIOD]`, a table of random bytes repeated with a period of 4 KiB
+// from a phase the id picks. Writes and checks are copies and comparisons of whole chunks
+// (memcpy, bcmp): the fuzzer's comparison tracing would otherwise cost a call per byte.
 
-const STEP: u64 = 0xD6E8_FEB8_6659_FD93;
+const PERIOD: usize = 4096;
 
-fn seed(id: u64) -> u64 {
-    id.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xA5
+fn table() -> &'static [u8; 2 * PERIOD] {
+    static TABLE: std::sync::OnceLock<[u8; 2 * PERIOD]> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        std::array::from_fn(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+    })
 }
 
-fn word(id: u64, k: usize) -> u64 {
-    seed(id).wrapping_add((k as u64).wrapping_mul(STEP))
+fn phase(id: u64) -> usize {
+    (id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 52) as usize % PERIOD
+}
+
+/// Byte `i` of object `id`'s pattern.
+fn pattern_byte(id: u64, i: usize) -> u8 {
+    if i < 8 {
+        id.to_le_bytes()[i]
+    } else {
+        table()[phase(id) + i % PERIOD]
+    }
+}
+
+/// Calls `f(offset, expected bytes)` over `len` bytes of object `id`'s pattern, in pieces.
+fn pieces(len: usize, id: u64, mut f: impl FnMut(usize, &[u8]) -> bool) -> bool {
+    let head = id.to_le_bytes();
+    let n = len.min(8);
+    if !f(0, &head[..n]) {
+        return false;
+    }
+    let (t, ph) = (table(), phase(id));
+    let mut at = n;
+    while at < len {
+        let from = ph + at % PERIOD;
+        let k = (len - at).min(ph + PERIOD - from);
+        if !f(at, &t[from..from + k]) {
+            return false;
+        }
+        at += k;
+    }
+    true
 }
 
 /// Writes object `id`'s pattern over `len` bytes at `p`.
@@ -124,54 +164,27 @@ fn word(id: u64, k: usize) -> u64 {
 /// # Safety
 /// `p` is valid for `len` bytes of writes.
 pub unsafe fn fill(p: *mut u8, len: usize, id: u64) {
-    let words = len / 8;
-    let mut w = seed(id);
-    for k in 0..words {
-        // SAFETY: inside the caller's range.
-        unsafe { p.add(8 * k).cast::<u64>().write_unaligned(w) };
-        w = w.wrapping_add(STEP);
-    }
-    let tail = word(id, words).to_le_bytes();
-    for (i, b) in tail.iter().enumerate().take(len % 8) {
-        // SAFETY: inside the caller's range.
-        unsafe { p.add(8 * words + i).write(*b) };
-    }
+    pieces(len, id, |at, want| {
+        // SAFETY: inside the caller's range; the table is not the object.
+        unsafe { std::ptr::copy_nonoverlapping(want.as_ptr(), p.add(at), want.len()) };
+        true
+    });
 }
 
 /// The first byte of `len` at `p` that differs from object `id`'s pattern.
 ///
 /// # Safety
-/// `p` is valid for `len` bytes of reads.
+/// `p` is valid for `len` bytes of reads, all initialised.
 pub unsafe fn first_bad(p: *const u8, len: usize, id: u64) -> Option<usize> {
-    const CHUNK: usize = 512;
-    let words = len / 8;
-    let mut k = 0;
-    while k < words {
-        let n = (words - k).min(CHUNK);
-        let mut diff = 0u64;
-        let mut w = word(id, k);
-        for j in k..k + n {
-            // SAFETY: inside the caller's range.
-            diff |= unsafe { p.add(8 * j).cast::<u64>().read_unaligned() } ^ w;
-            w = w.wrapping_add(STEP);
-        }
-        if diff != 0 {
-            for j in k..k + n {
-                // SAFETY: as above.
-                let got = unsafe { p.add(8 * j).cast::<u64>().read_unaligned() };
-                let want = word(id, j);
-                if got != want {
-                    return Some(8 * j + ((got ^ want).trailing_zeros() / 8) as usize);
-                }
-            }
-        }
-        k += n;
+    if len == 0 {
+        return None;
     }
-    let tail = word(id, words).to_le_bytes();
-    // SAFETY: inside the caller's range.
-    (0..len % 8)
-        .find(|&i| unsafe { p.add(8 * words + i).read() } != tail[i])
-        .map(|i| 8 * words + i)
+    // SAFETY: the caller's range.
+    let got = unsafe { std::slice::from_raw_parts(p, len) };
+    if pieces(len, id, |at, want| got[at..at + want.len()] == *want) {
+        return None;
+    }
+    (0..len).find(|&i| got[i] != pattern_byte(id, i))
 }
 
 /// The first non-zero byte in `from..to` at `p`.
@@ -179,19 +192,25 @@ pub unsafe fn first_bad(p: *const u8, len: usize, id: u64) -> Option<usize> {
 /// # Safety
 /// `p` is valid for `to` bytes of reads, all initialised.
 pub unsafe fn first_nonzero(p: *const u8, from: usize, to: usize) -> Option<usize> {
+    static ZEROS: [u8; PERIOD] = [0; PERIOD];
     if from >= to {
         return None;
     }
     // SAFETY: the caller's range, initialised.
     let bytes = unsafe { std::slice::from_raw_parts(p.add(from), to - from) };
     let mut at = from;
-    for chunk in bytes.chunks(4096) {
-        if chunk.iter().fold(0u8, |a, &b| a | b) != 0 {
+    for chunk in bytes.chunks(PERIOD) {
+        if *chunk != ZEROS[..chunk.len()] {
             return chunk.iter().position(|&b| b != 0).map(|i| at + i);
         }
         at += chunk.len();
     }
     None
+}
+
+/// Element `k` of collection `id`.
+fn word(id: u64, k: usize) -> u64 {
+    id.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (k as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93)
 }
 
 // ---- The model ----
@@ -505,7 +524,6 @@ pub struct Borrowed<'c> {
     vecs: Vec<TrackedVec<'c>>,
     boxes: Vec<TrackedBox<'c>>,
 }
-
 
 impl<'c> Borrowed<'c> {
     /// Checks every collection.
@@ -1091,7 +1109,7 @@ impl Runner<'_> {
                 }
                 let k = pick as usize % b.vecs.len();
                 let t = &mut b.vecs[k];
-                let n = (n as usize).min((1 << 17) - t.v.len());
+                let n = (n as usize).min((1 << 15) - t.v.len());
                 t.check("before a push");
                 if t.v.try_reserve(n).is_err() {
                     assert!(self.cfg.may_fail, "vec: try_reserve({n}) failed");
@@ -1373,7 +1391,9 @@ impl Runner<'_> {
                 // SAFETY: a live object, given back with its size.
                 let q = unsafe {
                     match o.kind {
-                        Kind::Malloc if which.is_multiple_of(2) => c.remalloc(o.ptr, fit, size, o.life),
+                        Kind::Malloc if which.is_multiple_of(2) => {
+                            c.remalloc(o.ptr, fit, size, o.life)
+                        }
                         Kind::Malloc => c.recalloc(o.ptr, fit, size, o.life),
                         Kind::Layout(a) => c.realloc(
                             o.ptr,
