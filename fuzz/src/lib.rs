@@ -1413,6 +1413,11 @@ impl Runner<'_> {
     pub fn fate(&self, origin: Origin, tiny: bool, held: &[u64], keep_joins: bool) -> Fate {
         match origin {
             Origin::Thread(t) if t == self.me => Fate::Freed,
+            // (Tiny blocks are shared by all threads: with the `tiny-release` switch off, a
+            // release may free other threads' tiny objects, issue 9 item 1.)
+            Origin::Thread(t) if self.alive.contains(&t) && tiny && skip("tiny-release") => {
+                Fate::Unknown
+            }
             Origin::Thread(t) if self.alive.contains(&t) => Fate::Kept,
             Origin::Thread(_) => Fate::Unknown,
             Origin::Join(s) if keep_joins && held.contains(&s) && !tiny => Fate::Kept,
@@ -1451,6 +1456,9 @@ impl Runner<'_> {
                 match self.fate(o.origin, o.is_tiny(), &held, keep_joins) {
                     Fate::Freed => slots += 1,
                     Fate::Kept => {
+                        if tracing() {
+                            eprintln!("release {l:?} keeps {o:?} (tiny: {})", o.is_tiny());
+                        }
                         i += 1;
                         continue;
                     }
