@@ -34,8 +34,9 @@
 #                      defect until it is fixed: `huge` (requests too large for any address
 #                      space, issue 9 item 8), `oom-empty` (a small request must not fail
 #                      while nothing small is live, item 10), `tiny-release` (a release
-#                      must leave other live threads' 1- and 2-byte objects alone, item 1).
-#                      Empty by default.
+#                      must leave other live threads' 1- and 2-byte objects alone, item 1),
+#                      `snapshots` (stats and for_each_block beside other threads'
+#                      allocations and compact, item 5). Empty by default.
 #
 # Needs a nightly toolchain (cargo fuzz uses -Z flags): without one this prints so and
 # exits 0. Installs cargo-fuzz from crates.io when it is missing.
