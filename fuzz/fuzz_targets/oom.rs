@@ -1,9 +1,10 @@
 //! Out of memory: the whole API on a fresh `with_reservation` allocator of 4 to 16 MiB (the
-//! first input byte picks it, 4 MiB half the time), with mostly small requests so that the reservation runs out.
-//! A null return must leave every live object intact (the model checks every pattern after
-//! each release, compact and check, and each object before it is freed or resized), a failed
-//! resize must keep the old allocation, and a small request may only fail while something
-//! small is live (empty blocks are reclaimed before null is returned).
+//! first input byte picks it, 4 MiB half the time), with mostly small requests so that the
+//! reservation runs out. A null return must leave every live object intact (the model
+//! checks every pattern after each release, compact and check, and each object before it
+//! is freed or resized), a failed resize must keep the old allocation, and a small request
+//! may only fail while something small is live (empty blocks are reclaimed before null is
+//! returned: issue 9 item 10).
 #![no_main]
 
 use cohort_fuzz::{run, Config};
