@@ -123,8 +123,9 @@ fn burst_part(
             // of C this worker holds was dropped above.
             unsafe { c.release_class(Life::C) };
         }
-        match rng.below(10) {
-            0..=3 => {
+        // compact() is rarer: it reads the residency of every block (mincore).
+        match rng.below(20) {
+            0..=8 => {
                 let size = match rng.below(8) {
                     0 => 1 + rng.below(2),
                     1..=5 => 1 + rng.below(512),
@@ -157,7 +158,7 @@ fn burst_part(
                     origin: Origin::Thread(me),
                 });
             }
-            4..=7 if !mine.is_empty() => {
+            9..=16 if !mine.is_empty() => {
                 let o = mine.swap_remove(rng.below(mine.len()));
                 free_obj(
                     c,
@@ -167,14 +168,14 @@ fn burst_part(
                     rng.next() as u8,
                 );
             }
-            8 if !skip("snapshots") => {
+            17 | 18 if !skip("snapshots") => {
                 let s = c.stats();
                 for h in &s.heads {
                     assert!(h.live <= h.capacity, "burst: stats() head {h:?}");
                 }
                 c.for_each_block(|b| assert!(b.live <= b.capacity, "burst: block {b:?}"));
             }
-            9 => {
+            19 if rng.below(4) == 0 => {
                 c.compact();
             }
             _ => {}
