@@ -29,7 +29,7 @@
 //! reports it). Push-and-take-all is ABA-free: a push depends only on the head it links
 //! to, and the head it read is still the head when its CAS succeeds.
 
-use crate::class::{Class, CLASSES};
+use crate::class::{Class, CLASSES, UNIT};
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
 use core::cell::UnsafeCell;
 use core::ptr;
@@ -51,12 +51,14 @@ pub(crate) const NONE: u32 = u32::MAX;
 /// The header at the start of every block. See the module docs for its invariants.
 #[repr(C, align(64))]
 pub(crate) struct Header {
-    /// `owner << 16 | key`, one word so that the free fast path checks both with one
-    /// compare ([`Header::owner_key`]). `owner` is the token of the owning heap
-    /// ([`crate::heap::Heap::token`]: unique in the process), 0 when the pool owns the
-    /// block; `key` is `class | life << 8`, what every slot of the block is (DESIGN.md
-    /// invariant 5), or [`EMPTY_KEY`] while the pool keeps the block empty. Written only by
-    /// the owner (or the pool-lock holder); read by any thread.
+    /// `owner << 16 | (key ^ EMPTY_KEY)` ([`owner_word`]), one word so that the free fast
+    /// path checks both with one compare ([`Header::owner_key`]). `owner` is the token of
+    /// the owning heap ([`crate::heap::Heap::token`]: unique in the process), 0 when the
+    /// pool owns the block; `key` is `class | life << 8`, what every slot of the block is,
+    /// or [`EMPTY_KEY`] while the pool keeps the block empty. The key is stored inverted so
+    /// that memory reading zero (a decommitted or never-carved unit) reads as an empty
+    /// block owned by nobody: no free can match it. Written only by the owner (or the
+    /// pool-lock holder); read by any thread.
     owner_key: AtomicU64,
     /// Local free list: offset of its first slot, 0 when empty. (Tiny blocks, which have
     /// run lists instead: the lowest run that may have a free slot.)
@@ -90,6 +92,19 @@ pub(crate) struct Header {
     /// through a pointer derived from it (it then drops `push_remote`'s slot writes).
     #[cfg(loom)]
     _loom: core::cell::UnsafeCell<()>,
+}
+
+/// What [`Header::push_local`] did.
+#[must_use]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LocalFree {
+    /// The slot is on the local free list; nothing else to do.
+    Done,
+    /// The slot is on the local free list, and the free needs the slow path: `count`
+    /// reached 0 (see [`Role`]).
+    Slow,
+    /// Nothing done: the slot is the first of the local free list, so already free.
+    AlreadyFree,
 }
 
 /// What a block is to its owning heap, which decides which local frees take the slow path
@@ -146,6 +161,13 @@ pub(crate) const fn key(class: usize, life: usize) -> u16 {
     (class | life << 8) as u16
 }
 
+/// The header's first word for a block of `key` owned by `owner` (0: the pool):
+/// `owner << 16 | (key ^ EMPTY_KEY)`. An all-zero word is an empty block owned by nobody.
+#[inline(always)]
+pub(crate) const fn owner_word(owner: u64, key: u16) -> u64 {
+    owner << 16 | (key ^ EMPTY_KEY) as u64
+}
+
 impl Header {
     /// Writes a fresh header for `class`/`life` at `base`, owned by `owner`.
     ///
@@ -166,7 +188,7 @@ impl Header {
             ptr::write(
                 h,
                 Header {
-                    owner_key: AtomicU64::new(owner << 16 | key(class, life) as u64),
+                    owner_key: AtomicU64::new(owner_word(owner, key(class, life))),
                     free: AtomicU32::new(0),
                     bump: AtomicU32::new(c.first),
                     limit: c.limit,
@@ -198,7 +220,8 @@ impl Header {
         self.flags.get() & FRESH != 0
     }
 
-    /// `owner << 16 | key`: the word the free fast path compares (see the field).
+    /// `owner << 16 | (key ^ EMPTY_KEY)`: the word the free fast path compares (see the
+    /// field).
     #[inline(always)]
     pub(crate) fn owner_key(&self) -> u64 {
         self.owner_key.load(Ordering::Relaxed)
@@ -207,7 +230,7 @@ impl Header {
     /// `class | life << 8`, or `EMPTY_KEY`.
     #[inline(always)]
     pub(crate) fn key(&self) -> u16 {
-        self.owner_key() as u16
+        self.owner_key() as u16 ^ EMPTY_KEY
     }
 
     /// The owning heap's token, 0 when the pool owns the block.
@@ -226,14 +249,15 @@ impl Header {
     /// (0: the pool), keeping its key.
     pub(crate) fn set_owner(&self, owner: u64) {
         debug_assert!(owner < 1 << 48);
-        let key = self.key() as u64;
-        self.owner_key.store(owner << 16 | key, Ordering::Relaxed);
+        self.owner_key
+            .store(owner_word(owner, self.key()), Ordering::Relaxed);
     }
 
     /// Owner only: gives the block to the pool, empty: owner 0 and [`EMPTY_KEY`] (frees of
     /// stale pointers then fail the key check).
     pub(crate) fn set_pool_empty(&self) {
-        self.owner_key.store(EMPTY_KEY as u64, Ordering::Relaxed);
+        self.owner_key
+            .store(owner_word(0, EMPTY_KEY), Ordering::Relaxed);
     }
 
     /// Owner only: empties the block in place (its slots are all dead), keeping its class,
@@ -384,21 +408,37 @@ impl Header {
         self.count.store(c.wrapping_add(n), Ordering::Relaxed);
     }
 
-    /// Owner only: puts the slot `p` on the local free list. Returns true when the free
-    /// needs the slow path: `count` reached 0 (see [`Role`]).
+    /// Any thread: true when the slot at `off` is the first of the remote free list (freed
+    /// last by another thread and not yet collected): freeing it again is a double free.
+    #[inline]
+    pub(crate) fn is_first_remote(&self, off: u32) -> bool {
+        self.remote.load(Ordering::Relaxed) as u32 == off
+    }
+
+    /// Owner only: puts the slot `p` on the local free list, unless it is the list's first
+    /// slot already (the slot freed last: a double free, the one a check of two
+    /// instructions catches; checked mode catches all of them).
     ///
     /// # Safety
-    /// `p` is a live slot of this block.
+    /// `p` is a slot of this block that is live or the first of the local free list.
     #[inline(always)]
-    pub(crate) unsafe fn push_local(&self, p: *mut u8) -> bool {
-        // SAFETY: the slot is ours to write (caller) and at least 4 bytes long.
-        unsafe { p.cast::<u32>().write(self.free.load(Ordering::Relaxed)) };
-        // The offset after the write: `p` is then dead, so the subtraction reuses its
-        // register.
-        self.free.store(self.offset_of(p), Ordering::Relaxed);
+    pub(crate) unsafe fn push_local(&self, p: *mut u8) -> LocalFree {
+        let first = self.free.load(Ordering::Relaxed);
+        let off = self.offset_of(p);
+        if off == first {
+            return LocalFree::AlreadyFree;
+        }
+        // SAFETY: the slot is live (not the first free one), so ours to write (caller), and
+        // at least 4 bytes long.
+        unsafe { p.cast::<u32>().write(first) };
+        self.free.store(off, Ordering::Relaxed);
         let count = self.count.load(Ordering::Relaxed).wrapping_sub(1);
         self.count.store(count, Ordering::Relaxed);
-        count == 0
+        if count == 0 {
+            LocalFree::Slow
+        } else {
+            LocalFree::Done
+        }
     }
 
     /// Any thread: pushes the slot at `off` on the remote free list. Returns true when the
@@ -497,7 +537,7 @@ impl Header {
     #[cfg(not(loom))]
     pub(crate) const fn sentinel() -> Header {
         Header {
-            owner_key: AtomicU64::new(EMPTY_KEY as u64),
+            owner_key: AtomicU64::new(owner_word(0, EMPTY_KEY)),
             free: AtomicU32::new(0),
             bump: AtomicU32::new(0),
             limit: 0,
@@ -563,10 +603,11 @@ impl BlockStack {
     }
 }
 
-/// The header of the block holding `p`, for a slot of class `class`: one mask.
+/// The header of the block holding `p`: one mask, the same for every class (every block
+/// is [`UNIT`] bytes, aligned to its size).
 #[inline(always)]
-pub(crate) fn header_of(p: *mut u8, class: &Class) -> *mut Header {
-    ((p as usize) & !(class.block_size() - 1)) as *mut Header
+pub(crate) fn header_of(p: *mut u8) -> *mut Header {
+    ((p as usize) & !(UNIT - 1)) as *mut Header
 }
 
 #[cfg(all(test, not(loom)))]
@@ -605,10 +646,12 @@ mod tests {
         fn free(&self, i: u32) -> bool {
             let c = self.h().geometry();
             // SAFETY: slot i is live (every slot was handed out, each freed once here).
-            unsafe {
+            let done = unsafe {
                 self.h()
                     .push_local(self.base.add((c.first + i * c.stride) as usize))
-            }
+            };
+            assert_ne!(done, LocalFree::AlreadyFree);
+            done == LocalFree::Slow
         }
     }
 
@@ -659,6 +702,22 @@ mod tests {
     }
 
     #[test]
+    fn freeing_the_slot_freed_last_again_changes_nothing() {
+        let b = TestBlock::full();
+        let h = b.h();
+        h.set_role(Role::Current);
+        let c = h.geometry();
+        let slot = |i: u32| b.base.wrapping_add((c.first + i * c.stride) as usize);
+        assert!(!b.free(5));
+        let used = h.used();
+        // SAFETY: slot 5 is the first free slot: the call must detect it and do nothing.
+        assert_eq!(unsafe { h.push_local(slot(5)) }, LocalFree::AlreadyFree);
+        assert_eq!(h.used(), used, "the count is unchanged");
+        assert_eq!(h.pop().map(|(off, _)| off), Some(c.first + 5 * c.stride));
+        assert_eq!(h.pop(), None, "slot 5 was listed once");
+    }
+
+    #[test]
     fn owner_and_key_share_one_word() {
         let b = TestBlock::full();
         let h = b.h();
@@ -666,8 +725,13 @@ mod tests {
         assert_eq!((h.owner(), h.key()), (7, key(class, 0)));
         h.set_owner(1 << 40 | 5);
         assert_eq!((h.owner(), h.key()), (1 << 40 | 5, key(class, 0)));
-        assert_eq!(h.owner_key(), (1 << 40 | 5) << 16 | class as u64);
+        assert_eq!(h.owner_key(), (1 << 40 | 5) << 16 | (class as u64 ^ 0xffff));
         h.set_pool_empty();
         assert_eq!((h.owner(), h.key()), (0, EMPTY_KEY));
+        assert_eq!(
+            h.owner_key(),
+            0,
+            "an empty block's word is zero, as unused memory"
+        );
     }
 }

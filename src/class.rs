@@ -10,8 +10,11 @@
 //!
 //! A request (size, align) maps to the smallest class whose stride is at least the size and
 //! a multiple of the align ([`class_of`]). Every class has its own block geometry
-//! ([`Class`]): the block size (a power of two, normally 1 MiB) is the smallest that keeps
-//! `block bytes / usable bytes` within the seed's ratio table ([`seed_ratio_limit`]).
+//! ([`Class`]) in a block of [`UNIT`] (2 MiB) bytes, the same for every class, which keeps
+//! `block bytes / usable bytes` within the seed's ratio table ([`seed_ratio_limit`]) for
+//! every class. One block size for all classes means that any pointer into a block masks to
+//! that block's own header, whatever size a free names: a wrong size is caught by the
+//! header's key and never makes a free read user memory as a header.
 //!
 //! Invariants, checked by `const` assertions below (a bad table does not compile):
 //!
@@ -24,12 +27,12 @@
 
 /// Bytes of the block header that starts every block.
 pub const HEADER_SIZE: usize = 64;
-/// log2 of the standard block size (1 MiB). Blocks are never smaller.
-pub const UNIT_SHIFT: u32 = 20;
-/// The standard block size, and the unit the region hands out.
+/// log2 of the block size (2 MiB), the same for every class.
+pub const UNIT_SHIFT: u32 = 21;
+/// The block size, and the unit the region hands out.
 pub const UNIT: usize = 1 << UNIT_SHIFT;
-/// The largest block order a class may choose (4 MiB).
-pub const MAX_BLOCK_SHIFT: u32 = 22;
+/// The largest block order a class may choose: every class takes [`UNIT`].
+pub const MAX_BLOCK_SHIFT: u32 = UNIT_SHIFT;
 /// The largest stride of a small class; larger requests are large allocations.
 pub const MAX_SMALL: usize = 16 * 1024;
 /// The largest alignment a small class serves; larger alignments are large allocations.
@@ -203,7 +206,8 @@ pub const fn meets_ratio(c: &Class) -> bool {
     block * LIMIT_DEN <= usable * seed_ratio_limit(c.stride as usize)
 }
 
-/// The smallest block (1, 2 or 4 MiB) whose geometry meets the ratio table.
+/// The smallest block (from [`UNIT`] to `2^MAX_BLOCK_SHIFT`) whose geometry meets the ratio
+/// table.
 const fn best_geometry(stride: usize) -> Class {
     let mut shift = UNIT_SHIFT;
     loop {
@@ -244,8 +248,7 @@ const fn build_exact() -> [u8; EXACT_MAX] {
     out
 }
 
-/// The fast paths' two tables, together so that one base address serves both (the free
-/// path reads each once). The fast paths read a thread-local copy
+/// The fast paths' class table. The fast paths read a thread-local copy
 /// ([`crate::heap`]), addressed from the thread pointer they load anyway: a table in
 /// the binary costs one more instruction per look-up in position-independent code.
 #[repr(C)]
@@ -253,23 +256,11 @@ pub(crate) struct Lookup {
     /// `exact[rounded - 1]` is the class of a request whose size rounded up to its align
     /// is `rounded`, up to 1 KiB.
     exact: [u8; EXACT_MAX],
-    /// The block mask of every class: `!(block_size - 1)`: a header is one load and one
-    /// `and` away.
-    masks: [usize; CLASS_COUNT],
 }
 
-/// The tables' values.
+/// The table's values.
 pub(crate) const LOOKUP: Lookup = Lookup {
     exact: build_exact(),
-    masks: {
-        let mut out = [0; CLASS_COUNT];
-        let mut i = 0;
-        while i < CLASS_COUNT {
-            out[i] = !(TABLE[i].block_size() - 1);
-            i += 1;
-        }
-        out
-    },
 };
 
 impl Lookup {
@@ -288,17 +279,6 @@ impl Lookup {
         } else {
             None
         }
-    }
-
-    /// The block mask of class `class`.
-    ///
-    /// # Safety
-    /// `class < CLASS_COUNT`.
-    #[inline(always)]
-    pub(crate) unsafe fn block_mask(&self, class: usize) -> usize {
-        debug_assert!(class < CLASS_COUNT);
-        // SAFETY: in bounds by the caller's guarantee.
-        unsafe { *self.masks.get_unchecked(class) }
     }
 }
 

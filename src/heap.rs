@@ -19,7 +19,7 @@
 //! `returned`) and waits on the pool's abandoned list for the next thread. The exit path
 //! takes the pool lock but never allocates.
 
-use crate::block::{BlockStack, Header, Role, NONE};
+use crate::block::{BlockStack, Header, LocalFree, Role, NONE};
 use crate::class::{Lookup, CLASS_COUNT, LOOKUP};
 use crate::os;
 use crate::pool::{Pool, PoolState};
@@ -207,14 +207,21 @@ impl Heap {
     }
 
     /// A free by the owner: pushes slot `p` on the block's local list, and takes the slow
-    /// path when the block's count says so.
+    /// path when the block's count says so. Returns false, having done nothing, when the
+    /// slot is the first of the list already (a double free, for the caller to report).
     ///
     /// # Safety
-    /// `p` is a live slot of block `h`, which this heap owns.
-    pub(crate) unsafe fn free_local(&self, h: &Header, p: *mut u8) {
+    /// `p` is a slot of block `h`, which this heap owns, live or the first of its free list.
+    #[must_use]
+    pub(crate) unsafe fn free_local(&self, h: &Header, p: *mut u8) -> bool {
         // SAFETY: forwarded.
-        if unsafe { h.push_local(p) } {
-            self.free_slow(h);
+        match unsafe { h.push_local(p) } {
+            LocalFree::Done => true,
+            LocalFree::Slow => {
+                self.free_slow(h);
+                true
+            }
+            LocalFree::AlreadyFree => false,
         }
     }
 
@@ -510,13 +517,15 @@ struct Current {
     lookup: Lookup,
 }
 
-/// The tag of no heap: `owner_key ^ key` of no block (tokens are below 2^48).
+/// The tag of no heap: `owner_key ^ key` of no block (it would take token `2^48 - 1`,
+/// whose heap id `0xffff` is past the registry's).
 const NO_TAG: u64 = u64::MAX;
 
-/// `Header::owner_key` of a block owned by token `token`, with key 0.
+/// `Header::owner_key ^ key` of every block owned by token `token`, whatever its key:
+/// the free fast path compares it with one word ([`crate::block::owner_word`]).
 #[inline]
 pub(crate) const fn owner_tag(token: u64) -> u64 {
-    token << 16
+    crate::block::owner_word(token, 0)
 }
 
 /// The calling thread's heaps (one per instance it allocated from); its drop is the thread
@@ -573,18 +582,6 @@ pub(crate) fn with_current<R>(instance: u64, f: impl FnOnce(&Heap) -> Option<R>)
 #[inline(always)]
 pub(crate) fn exact_class(size: usize, align: usize) -> Option<usize> {
     CURRENT.with(|c| c.lookup.exact_class(size, align))
-}
-
-/// The header of the block holding `p`, a slot of class `class`: one mask, from the
-/// thread's tables.
-///
-/// # Safety
-/// `class < CLASS_COUNT`.
-#[inline(always)]
-pub(crate) unsafe fn header_of_class(p: *mut u8, class: usize) -> *mut Header {
-    // SAFETY: forwarded.
-    let mask = CURRENT.with(|c| unsafe { c.lookup.block_mask(class) });
-    (p as usize & mask) as *mut Header
 }
 
 /// True when `word`, a block's `owner_key` xor the key a free expects, is the calling

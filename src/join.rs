@@ -146,10 +146,12 @@ impl<L: Lifetime> Join<'_, L> {
         let heap = self.heap();
         if h.owner() == heap.token {
             // SAFETY: a live slot of a block of this join's heap.
-            unsafe { heap.free_local(h, p) };
+            if !unsafe { heap.free_local(h, p) } {
+                c.double_free::<false>(p, size, life);
+            }
         } else {
             // SAFETY: a live slot.
-            unsafe { c.free_remote(h, h.offset_of(p)) };
+            unsafe { c.free_remote::<false>(h, p, size, life) };
         }
     }
 }

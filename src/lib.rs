@@ -28,12 +28,17 @@
 //!
 //! # Decisions that differ from DESIGN.md, and why
 //!
-//! - **Block sizes.** Blocks are 1 MiB, but a class whose 1 MiB geometry misses the seed's
-//!   ratio table takes a 2 or 4 MiB block (chosen at compile time, see `class`). With a
-//!   64-byte header no 1 MiB block of 64-byte slots can reach the seed's 1.00006 (one slot is
-//!   lost to the header: 1.000061), nor 48-byte slots (1.00011), nor 4-, 8- and 16-byte
-//!   slots. The mask that finds a header is per class, and the caller's size names the class.
-//! - **Tiny slots.** 1- and 2-byte slots live in 1 MiB blocks too, cut into runs of 255 or
+//! - **Block sizes.** Every block is 2 MiB, whatever its class. With a 64-byte header no
+//!   1 MiB block of 64-byte slots can reach the seed's 1.00006 (one slot is lost to the
+//!   header: 1.000061), nor 48-byte slots (1.00011), nor 4-, 8- and 16-byte slots; at 2 MiB
+//!   every class meets its row. One size for all classes (rather than the smallest size
+//!   that meets each class's row) is what makes a free safe against a wrong size: any
+//!   pointer into a block masks to that block's own header, so the header's key catches the
+//!   wrong size, where a smaller mask would land in the middle of a larger block and read
+//!   user data as a header. The header key is stored inverted, so memory that reads zero (a
+//!   given-back or never-carved part of the region, which is reserved readable) is an empty
+//!   block that no free matches.
+//! - **Tiny slots.** 1- and 2-byte slots live in 2 MiB blocks too, cut into runs of 255 or
 //!   65 535 slots with 8- or 16-bit links (ratios 1.004 and 1.00008 against the seed's 1.024
 //!   and 1.00023), and are served under the pool's lock rather than the thread fast paths.
 //! - **Heap tokens.** A block records its owner as `instance << 16 | heap id`, unique in the

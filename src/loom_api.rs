@@ -77,7 +77,9 @@ impl Block {
     /// `off` is a live slot of this block.
     pub unsafe fn push_local(&self, off: u32) -> bool {
         // SAFETY: forwarded.
-        unsafe { self.header().push_local(self.base.add(off as usize)) }
+        let done = unsafe { self.header().push_local(self.base.add(off as usize)) };
+        assert_ne!(done, crate::block::LocalFree::AlreadyFree, "a double free");
+        done == crate::block::LocalFree::Slow
     }
 
     /// Any thread: `Header::push_remote`; true when the block was `FULL`.

@@ -1,7 +1,7 @@
 //! The OS layer: every system call of the allocator lives here (a Windows backend would be
 //! one more file beside this one).
 //!
-//! Vocabulary: **reserve** takes address space without memory (`PROT_NONE`), **commit**
+//! Vocabulary: **reserve** takes address space without memory (`PROT_READ`), **commit**
 //! makes a reserved range usable (`PROT_READ | PROT_WRITE`; pages still cost RAM only when
 //! touched), **decommit** gives a range's pages back while keeping the range
 //! (`MADV_DONTNEED`: the next touch reads zeros), **release** gives the range back
@@ -51,9 +51,13 @@ pub fn map(len: usize, align: usize) -> *mut u8 {
     map_with(len, align, libc::PROT_READ | libc::PROT_WRITE)
 }
 
-/// Reserves `len` bytes of address space aligned to `align`, without access or memory.
+/// Reserves `len` bytes of address space aligned to `align`, without memory: readable
+/// (every page reads zero until committed, through the kernel's shared zero page) but not
+/// writable. Readable so that a free given a wild pointer into the reservation reads an
+/// empty header and reports it, rather than faulting. A read-only private mapping is not
+/// charged against the commit limit, and its untouched pages are left out of core dumps.
 pub fn reserve(len: usize, align: usize) -> *mut u8 {
-    map_with(len, align, libc::PROT_NONE)
+    map_with(len, align, libc::PROT_READ)
 }
 
 fn map_with(len: usize, align: usize, prot: libc::c_int) -> *mut u8 {

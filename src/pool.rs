@@ -324,7 +324,7 @@ impl Pool {
     fn clear_live_bits(&self, h: &Header) {
         if !self.region.live_bits.is_null() {
             let base = h.base() as usize - self.region.base();
-            // SAFETY: the shadow covers the region at one bit per byte; blocks are 1 MiB
+            // SAFETY: the shadow covers the region at one bit per byte; blocks are 2 MiB
             // aligned, so their part of it is page aligned.
             unsafe {
                 os::decommit(

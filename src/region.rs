@@ -1,8 +1,9 @@
 //! The region: one reservation of address space carved into blocks.
 //!
-//! The region is reserved once (`PROT_NONE`, no memory) and handed out in **units** of
-//! 1 MiB. A block of `2^shift` bytes takes `2^(shift - 20)` units aligned to its size, so a
-//! block's base is found from any interior pointer by one mask. Units are named by their
+//! The region is reserved once (readable, not writable, no memory: it reads zero) and handed
+//! out in **units** of 2 MiB. A block of `2^shift` bytes takes `2^(shift - UNIT_SHIFT)` units
+//! aligned to its size (today every block is one unit), so a block's base is found from any
+//! interior pointer by one mask. Units are named by their
 //! index from the region's base: metadata never holds an absolute address (DESIGN.md
 //! invariant 3), and a pointer is ours exactly when `base <= p < base + len`.
 //!
@@ -241,7 +242,7 @@ impl Region {
         unsafe { os::decommit(base, n * UNIT) };
         if !self.live_bits.is_null() {
             // SAFETY: the shadow covers the region at one bit per byte; the block's part is
-            // page aligned because blocks are 1 MiB aligned.
+            // page aligned because blocks are 2 MiB aligned.
             unsafe {
                 os::decommit(
                     (self.live_bits as *mut u8).add((u * UNIT) / 8),
@@ -273,22 +274,19 @@ mod tests {
     #[test]
     fn carve_aligns_blocks_and_reuses_given_back_units() {
         let (r, mut st) = Region::new(16 * UNIT, true, false).unwrap();
-        let (a, fresh) = r.carve(&mut st, 20).unwrap();
+        let (a, fresh) = r.carve(&mut st, UNIT_SHIFT).unwrap();
         assert!(fresh);
-        let (b, _) = r.carve(&mut st, 21).unwrap();
-        assert_eq!(b as usize % (2 * UNIT), 0, "2 MiB blocks are 2 MiB aligned");
+        assert_eq!(a as usize % UNIT, 0, "blocks are aligned to their size");
+        let (b, _) = r.carve(&mut st, UNIT_SHIFT).unwrap();
+        assert_eq!(b as usize, a as usize + UNIT);
         assert_eq!(r.unit_state(r.unit_of(b as usize)), BLOCK);
-        assert_eq!(r.unit_state(r.unit_of(b as usize) + 1), TAIL);
-        // The unit skipped to align b is reused by the next 1 MiB block.
-        let (c, fresh) = r.carve(&mut st, 20).unwrap();
-        assert!(fresh);
-        assert_eq!(c as usize, a as usize + UNIT);
         // SAFETY: a was carved above and is unused.
         unsafe {
             a.write(9);
-            r.give_back(&mut st, a, 20);
+            r.give_back(&mut st, a, UNIT_SHIFT);
         }
-        let (d, fresh) = r.carve(&mut st, 20).unwrap();
+        assert_eq!(r.unit_state(r.unit_of(a as usize)), UNUSED);
+        let (d, fresh) = r.carve(&mut st, UNIT_SHIFT).unwrap();
         assert_eq!(d, a);
         assert!(fresh);
         // SAFETY: d is a committed block.
@@ -296,12 +294,23 @@ mod tests {
     }
 
     #[test]
+    fn the_whole_reservation_reads_zero_before_it_is_carved() {
+        let (r, mut st) = Region::new(8 * UNIT, true, false).unwrap();
+        r.carve(&mut st, UNIT_SHIFT).unwrap();
+        for u in [1, 5, 7] {
+            // SAFETY: the reservation is readable everywhere (os::reserve).
+            let w = unsafe { r.unit_addr(u).cast::<u64>().read_volatile() };
+            assert_eq!(w, 0, "unit {u} of the reservation");
+        }
+    }
+
+    #[test]
     fn carve_fails_when_the_reservation_is_exhausted() {
         let (r, mut st) = Region::new(4 * UNIT, true, false).unwrap();
         for _ in 0..4 {
-            assert!(r.carve(&mut st, 20).is_some());
+            assert!(r.carve(&mut st, UNIT_SHIFT).is_some());
         }
-        assert!(r.carve(&mut st, 20).is_none());
+        assert!(r.carve(&mut st, UNIT_SHIFT).is_none());
         assert!(!r.contains(r.base() + r.len()));
         assert!(r.contains(r.base() + r.len() - 1));
     }

@@ -3,9 +3,9 @@
 //! The slots of a tiny block are cut into **runs** of `run_len = 2^(8 * stride) - 1` slots
 //! (255 or 65 535). A free slot links to the next free slot *of its run* by its index in the
 //! run, in `stride` bytes; the all-ones link ends a list. Each run's list head (`stride`
-//! bytes) sits in the run table right after the header. So a 1 MiB block of 1-byte slots
-//! spends 4 KiB on heads (ratio 1.004, the seed's limit is 1.024) and a block of 2-byte slots
-//! 16 bytes (ratio 1.00008, the seed's 1.00023).
+//! bytes) sits in the run table right after the header. So a 2 MiB block of 1-byte slots
+//! spends 8 KiB on heads (ratio 1.004, the seed's limit is 1.024) and a block of 2-byte slots
+//! 32 bytes (ratio 1.00005, the seed's 1.00023).
 //!
 //! Invariants: slot `i` belongs to run `i / run_len`; a run's list holds only its own free
 //! slots; `free` (the run hint) `<=` the lowest run with a non-empty list; `used` counts live slots.
@@ -127,6 +127,20 @@ pub(crate) unsafe fn push(h: &Header, off: u32) -> u32 {
     let used = h.used();
     h.count_add(u32::MAX);
     used
+}
+
+/// True when the slot at `off` is the first of its run's free list (the slot of its run
+/// freed last): freeing it again is a double free.
+///
+/// # Safety
+/// `h` is a tiny block, the caller holds the lock that owns it, and `off` is a slot offset
+/// of the block.
+pub(crate) unsafe fn is_first_free(h: &Header, off: u32) -> bool {
+    let c = h.geometry();
+    let index = (off - c.first) / c.stride;
+    let head_at = table(h).wrapping_add((index / c.run_len * c.stride) as usize);
+    // SAFETY: the head is in the run table (index is a slot of the block).
+    unsafe { read_link(head_at, c.stride) == index % c.run_len }
 }
 
 /// Walks every run list, calling `f(offset)` for each free-listed slot; stops and returns
