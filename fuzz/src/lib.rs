@@ -1320,8 +1320,9 @@ impl Runner<'_> {
     ) {
         if q.is_null() {
             assert!(self.cfg.may_fail, "{what}: null resizing {o:?} to {new}");
-            self.null_is_justified(new, kind.align(new), what);
+            // The old allocation is still live (and counts as such for the check).
             self.m.put_back(o, "after a failed resize");
+            self.null_is_justified(new, kind.align(new), what);
             return;
         }
         let kept = o.size.min(new);
