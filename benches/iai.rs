@@ -8,7 +8,8 @@
 //! behind calls the compiler may not inline, as `__rust_alloc` is in a program built without
 //! LTO (a shim function with the fast path inlined in it); `cohort_two` adds a malloc+free
 //! pair in a second instance to every allocation, as a thread alternating between a global
-//! allocator and a lifetime-class instance runs. Each benchmark runs in its own
+//! allocator and a lifetime-class instance runs; `cohort_direct` calls cohort's direct API
+//! (`Cohort::alloc`, `Cohort::dealloc`) instead of `GlobalAlloc`. Each benchmark runs in its own
 //! valgrind process: the setup warms the
 //! allocator up with the same operation (thread heap, first-touch pages), then the measured
 //! function repeats the operation [`N`] times. The `noop` allocator runs the same code with an
@@ -193,6 +194,30 @@ unsafe impl GlobalAlloc for Called {
     }
 }
 
+/// cohort's direct API (the `Layout` forms `Cohort::alloc`, `dealloc`, `alloc_zeroed`,
+/// `realloc` in lifetime class `()`), which a program calls on its own instances: unlike
+/// `GlobalAlloc::dealloc` its free accepts a null pointer (and does nothing).
+struct Direct;
+
+// SAFETY: every method forwards its arguments unchanged to COHORT's direct-API method of the
+// same name, whose contract is GlobalAlloc's with lifetime class `()`.
+unsafe impl GlobalAlloc for Direct {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        COHORT.alloc(l, ())
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        // SAFETY: the caller upholds dealloc's contract.
+        unsafe { COHORT.dealloc(p, l, ()) }
+    }
+    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+        COHORT.alloc_zeroed(l, ())
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: as above, for realloc.
+        unsafe { COHORT.realloc(p, l, new_size, ()) }
+    }
+}
+
 /// A second cohort instance, for [`Alternating`].
 static OTHER: ::cohort::Cohort = ::cohort::Cohort::new();
 
@@ -261,11 +286,12 @@ allocator!(cohort, warm_cohort, COHORT);
 allocator!(cohort_global, warm_cohort_global, RustGlobal);
 allocator!(cohort_called, warm_cohort_called, Called);
 allocator!(cohort_two, warm_cohort_two, Alternating);
+allocator!(cohort_direct, warm_cohort_direct, Direct);
 
 library_benchmark_group!(
     name = fast_paths;
     benchmarks = noop, system, mimalloc, jemalloc, cohort, cohort_global, cohort_called,
-        cohort_two
+        cohort_two, cohort_direct
 );
 
 main!(library_benchmark_groups = fast_paths);

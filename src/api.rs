@@ -16,6 +16,7 @@ use crate::class::{
     class_of, geometry_unchecked, malloc_align, Class, CLASSES, CLASS_COUNT, MAX_SMALL_ALIGN,
 };
 use crate::heap::{self, Heap};
+use crate::large::LargeTable;
 use crate::lifetime::Lifetime;
 use crate::os;
 use crate::pool::{Pool, EMPTY_KEY};
@@ -129,6 +130,8 @@ pub struct Misuse {
     pub life: usize,
     /// What is wrong.
     pub problem: Problem,
+    /// The lifetime classes' names ([`Lifetime::NAMES`]), for the message; may be empty.
+    pub life_names: &'static [&'static str],
 }
 
 /// The kinds of [`Misuse`].
@@ -166,12 +169,28 @@ pub enum Problem {
     },
 }
 
+/// "lifetime class 1", or "lifetime class 1 (Request)" when the classes have names.
+struct LifeName<'a>(usize, &'a [&'static str]);
+
+impl fmt::Display for LifeName<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "lifetime class {}", self.0)?;
+        match self.1.get(self.0) {
+            Some(name) => write!(f, " ({name})"),
+            None => Ok(()),
+        }
+    }
+}
+
 impl fmt::Display for Misuse {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let life = |l| LifeName(l, self.life_names);
         write!(
             f,
-            "cohort: bad free of {:#x} (size {}, lifetime class {}): ",
-            self.ptr, self.size, self.life
+            "cohort: bad free of {:#x} (size {}, {}): ",
+            self.ptr,
+            self.size,
+            life(self.life)
         )?;
         match &self.problem {
             Problem::Foreign => write!(f, "the pointer is not from this allocator"),
@@ -180,11 +199,24 @@ impl fmt::Display for Misuse {
                 stride,
                 block_class: Some(bc),
                 block_life,
+            } if bc == class => write!(
+                f,
+                "freed as {} but the block holds {} (the size matches: stride {stride} B)",
+                life(self.life),
+                life(*block_life)
+            ),
+            Problem::WrongBlock {
+                class,
+                stride,
+                block_class: Some(bc),
+                block_life,
             } => write!(
                 f,
                 "size {} is size class {class} (stride {stride} B) but the block holds size \
-                 class {bc} (stride {} B) of lifetime class {block_life}",
-                self.size, CLASSES[*bc].stride
+                 class {bc} (stride {} B) of {}",
+                self.size,
+                CLASSES[*bc].stride,
+                life(*block_life)
             ),
             Problem::WrongBlock {
                 class,
@@ -210,11 +242,13 @@ impl fmt::Display for Misuse {
                  foreign pointer, or wrong size)",
                 self.size
             ),
-            Problem::LargeMismatch { mapped, life } => write!(
+            Problem::LargeMismatch { mapped, life: l } => write!(
                 f,
-                "the large allocation there maps {mapped} B in lifetime class {life}, which \
-                 size {} and lifetime class {} do not match",
-                self.size, self.life
+                "the large allocation there maps {mapped} B in {}, which size {} and {} do \
+                 not match",
+                life(*l),
+                self.size,
+                life(self.life)
             ),
         }
     }
@@ -411,10 +445,12 @@ impl<L: Lifetime> Cohort<L> {
     /// block) panics with the pointer, size and class; with debug assertions or the
     /// `checked` feature, foreign pointers and double frees panic too.
     ///
+    /// A null `ptr` does nothing (as C's `free`), whatever the size.
+    ///
     /// # Safety
-    /// `ptr` came from this allocator's malloc family with lifetime class `life` and a size
-    /// whose usable size `size` does not exceed, at least the size asked for; it was not
-    /// freed since.
+    /// `ptr` is null, or came from this allocator's malloc family with lifetime class `life`
+    /// and a size whose usable size `size` does not exceed, at least the size asked for; it
+    /// was not freed since.
     #[inline]
     pub unsafe fn free(&self, ptr: *mut u8, size: usize, life: L) {
         // SAFETY: forwarded contract.
@@ -424,7 +460,11 @@ impl<L: Lifetime> Cohort<L> {
     /// Resizes an allocation of the malloc family to `new_size` bytes. Stays in place when
     /// `new_size` maps to the same size class (or both are large and the OS can remap);
     /// otherwise copies `min(old_size, new_size)` bytes to a new allocation. Returns null,
-    /// leaving the old allocation as it was, when memory is exhausted.
+    /// leaving the old allocation as it was, when memory is exhausted (or `new_size` cannot
+    /// be allocated at all). A null `ptr` (or `old_size` 0) allocates `new_size` bytes.
+    ///
+    /// The old allocation is checked as [`Cohort::free`] checks it before anything else
+    /// happens: misuse panics and changes nothing.
     ///
     /// # Safety
     /// As [`Cohort::free`] for `(ptr, old_size, life)`.
@@ -435,13 +475,13 @@ impl<L: Lifetime> Cohort<L> {
         new_size: usize,
         life: L,
     ) -> *mut u8 {
-        let (old_align, new_align) = (malloc_align(old_size), malloc_align(new_size));
         // SAFETY: forwarded contract.
-        unsafe { self.realloc_sized(ptr, old_size, old_align, new_size, new_align, life.index()) }
+        unsafe { self.resize_malloc::<false>(ptr, old_size, new_size, life) }
     }
 
-    /// Like [`Cohort::remalloc`], and zeroes the bytes from `old_size` to `new_size` when
-    /// it grows.
+    /// Like [`Cohort::remalloc`], and the bytes from `old_size` to `new_size` (to the usable
+    /// size, in fact) read zero when it grows. Only memory that may be dirty is written:
+    /// growing into a fresh large mapping writes nothing there.
     ///
     /// # Safety
     /// As [`Cohort::remalloc`].
@@ -453,12 +493,25 @@ impl<L: Lifetime> Cohort<L> {
         life: L,
     ) -> *mut u8 {
         // SAFETY: forwarded contract.
-        let p = unsafe { self.remalloc(ptr, old_size, new_size, life) };
-        if !p.is_null() && new_size > old_size {
-            // SAFETY: p holds new_size bytes.
-            unsafe { ptr::write_bytes(p.add(old_size), 0, new_size - old_size) };
+        unsafe { self.resize_malloc::<true>(ptr, old_size, new_size, life) }
+    }
+
+    /// [`Cohort::remalloc`] (or with `ZERO`, [`Cohort::recalloc`]).
+    ///
+    /// # Safety
+    /// As [`Cohort::remalloc`].
+    unsafe fn resize_malloc<const ZERO: bool>(
+        &self,
+        ptr: *mut u8,
+        old: usize,
+        new: usize,
+        life: L,
+    ) -> *mut u8 {
+        let (old_align, new_align) = (malloc_align(old), malloc_align(new));
+        // SAFETY: forwarded contract.
+        unsafe {
+            self.realloc_sized::<ZERO, false>(ptr, old, old_align, new, new_align, life.index())
         }
-        p
     }
 
     // ---- Layout forms ----
@@ -483,10 +536,11 @@ impl<L: Lifetime> Cohort<L> {
         usable_size(layout.size(), layout.align())
     }
 
-    /// Frees an allocation of [`Cohort::alloc`]; as [`Cohort::free`] for misuse.
+    /// Frees an allocation of [`Cohort::alloc`]; as [`Cohort::free`] for misuse and for a
+    /// null `ptr` (nothing happens).
     ///
     /// # Safety
-    /// `ptr` came from [`Cohort::alloc`] (or `alloc_zeroed`, `realloc`) of this allocator
+    /// `ptr` is null, or came from [`Cohort::alloc`] (or `alloc_zeroed`, `realloc`) of this allocator
     /// with lifetime class `life`, a layout of the same align, and a size from which
     /// `layout.size()` is in the usable range; it was not freed since.
     #[inline]
@@ -508,7 +562,9 @@ impl<L: Lifetime> Cohort<L> {
     ) -> *mut u8 {
         let a = layout.align();
         // SAFETY: forwarded contract.
-        unsafe { self.realloc_sized(ptr, layout.size(), a, new_size, a, life.index()) }
+        unsafe {
+            self.realloc_sized::<false, false>(ptr, layout.size(), a, new_size, a, life.index())
+        }
     }
 
     // ---- Inner paths, on class and lifetime indices ----
@@ -625,7 +681,8 @@ impl<L: Lifetime> Cohort<L> {
     #[cold]
     #[inline(never)]
     pub(crate) fn alloc_large(&self, size: usize, align: usize, life: usize) -> *mut u8 {
-        if size > isize::MAX as usize - align {
+        // Zero (GlobalAlloc misuse) maps nothing; a rounded size must fit in isize.
+        if size == 0 || size.saturating_add(align) > isize::MAX as usize {
             return ptr::null_mut();
         }
         let (Some(len), Some(pool)) = (os::page_round(size), self.pool()) else {
@@ -641,25 +698,13 @@ impl<L: Lifetime> Cohort<L> {
         p
     }
 
-    /// The free fast path: the block is the calling thread's.
+    /// The free paths' entry: the class look-up, inlined for sizes up to 1 KiB. A null `p`
+    /// does nothing (as C's free), nor does a zero size; both tests are out of line, so they
+    /// cost the fast path nothing: a zero size wraps past the exact table into
+    /// `free_above_exact`, and a null pointer fails the region-bounds check into
+    /// `free_other`.
     #[inline(always)]
     unsafe fn free_sized<const ABORT: bool>(
-        &self,
-        p: *mut u8,
-        size: usize,
-        align: usize,
-        life: usize,
-    ) {
-        if size == 0 {
-            return;
-        }
-        // SAFETY: forwarded contract.
-        unsafe { self.free_nonzero::<ABORT>(p, size, align, life) }
-    }
-
-    /// `free_sized` for a non-zero size.
-    #[inline(always)]
-    unsafe fn free_nonzero<const ABORT: bool>(
         &self,
         p: *mut u8,
         size: usize,
@@ -686,6 +731,9 @@ impl<L: Lifetime> Cohort<L> {
         align: usize,
         life: usize,
     ) {
+        if size == 0 {
+            return;
+        }
         match class_of(size, align) {
             // SAFETY: forwarded contract; class is the size's.
             Some(class) => unsafe { self.free_class::<ABORT>(p, size, class, life) },
@@ -759,6 +807,9 @@ impl<L: Lifetime> Cohort<L> {
         life: usize,
     ) {
         if !self.bounds.contains(p) {
+            if p.is_null() {
+                return; // A null free does nothing (see `free_sized`).
+            }
             return self.foreign::<ABORT>(p, size, life);
         }
         // SAFETY: as in free_class: p lies in the region, readable everywhere.
@@ -837,14 +888,8 @@ impl<L: Lifetime> Cohort<L> {
         let pool = unsafe { &*self.pool.load(Ordering::Acquire) };
         if h.geometry().is_tiny() {
             if !h.is_slot(off as usize) {
-                report::<ABORT>(Misuse {
-                    ptr: p as usize,
-                    size,
-                    life,
-                    problem: Problem::NotASlot {
-                        stride: h.geometry().stride as usize,
-                    },
-                });
+                let stride = h.geometry().stride as usize;
+                report::<ABORT>(self.misuse(p, size, life, Problem::NotASlot { stride }));
             }
             let mut st = pool.lock();
             // SAFETY: we hold the lock that owns tiny blocks; off is a slot of the block.
@@ -876,33 +921,45 @@ impl<L: Lifetime> Cohort<L> {
         size: usize,
         life: usize,
     ) {
-        let len = os::page_round(size);
-        let bad = |problem| Misuse {
-            ptr: p as usize,
-            size,
-            life,
-            problem,
-        };
+        if p.is_null() {
+            return; // A null free does nothing (see `free_sized`).
+        }
         let Some(pool) = self.pool_if_any() else {
-            report::<ABORT>(bad(Problem::Foreign));
+            report::<ABORT>(self.misuse(p, size, life, Problem::Foreign));
         };
         let mut large = pool.large.lock();
-        match large.remove(p as usize) {
-            Some((mapped, l)) if Some(mapped) == len && l == life => {
+        match large_match(&large, p, size, life) {
+            Ok(mapped) => {
+                large.remove(p as usize);
                 drop(large);
                 // SAFETY: a live large allocation of ours: a mapping of `mapped` bytes.
                 unsafe { os::release(p, mapped) };
             }
-            Some((mapped, l)) => {
-                // Put it back: the bad free changes nothing.
-                large.insert(p as usize, mapped, l);
+            Err(problem) => {
+                // (The lock is dropped first: reporting may allocate.)
                 drop(large);
-                report::<ABORT>(bad(Problem::LargeMismatch { mapped, life: l }));
+                report::<ABORT>(self.misuse(p, size, life, problem));
             }
-            None => {
-                drop(large);
-                report::<ABORT>(bad(Problem::NotLarge));
-            }
+        }
+    }
+
+    /// A misuse report of a free (or resize) of `p` with `size` and lifetime class `life`.
+    fn misuse(&self, p: *mut u8, size: usize, life: usize, problem: Problem) -> Misuse {
+        Misuse {
+            ptr: p as usize,
+            size,
+            life,
+            problem,
+            life_names: L::NAMES,
+        }
+    }
+
+    /// What a pointer outside the region is: a large allocation (freed with a small size), or
+    /// not this allocator's at all. For the cold report paths (it takes the large lock).
+    fn foreign_or_large(&self, pool: &Pool, p: *mut u8) -> Problem {
+        match pool.large.lock().get(p as usize) {
+            Some((mapped, life)) => Problem::LargeMismatch { mapped, life },
+            None => Problem::Foreign,
         }
     }
 
@@ -919,24 +976,18 @@ impl<L: Lifetime> Cohort<L> {
     #[cold]
     #[inline(never)]
     fn foreign<const ABORT: bool>(&self, p: *mut u8, size: usize, life: usize) {
-        report::<ABORT>(Misuse {
-            ptr: p as usize,
-            size,
-            life,
-            problem: Problem::Foreign,
-        })
+        let problem = match self.pool_if_any() {
+            Some(pool) => self.foreign_or_large(pool, p),
+            None => Problem::Foreign,
+        };
+        report::<ABORT>(self.misuse(p, size, life, problem))
     }
 
     /// A free of a slot that is already free (typed `()` as [`Cohort::foreign`]).
     #[cold]
     #[inline(never)]
     pub(crate) fn double_free<const ABORT: bool>(&self, p: *mut u8, size: usize, life: usize) {
-        report::<ABORT>(Misuse {
-            ptr: p as usize,
-            size,
-            life,
-            problem: Problem::DoubleFree,
-        })
+        report::<ABORT>(self.misuse(p, size, life, Problem::DoubleFree))
     }
 
     fn wrong_block(&self, p: *mut u8, size: usize, class: usize, life: usize) -> Misuse {
@@ -944,27 +995,21 @@ impl<L: Lifetime> Cohort<L> {
         // SAFETY: only called after the header was found readable.
         let h = unsafe { &*header_of(p) };
         let block_class = (h.key() != EMPTY_KEY && h.class() < CLASS_COUNT).then(|| h.class());
-        Misuse {
-            ptr: p as usize,
-            size,
-            life,
-            problem: Problem::WrongBlock {
-                class,
-                stride: c.stride as usize,
-                block_class,
-                block_life: h.life(),
-            },
-        }
+        let problem = Problem::WrongBlock {
+            class,
+            stride: c.stride as usize,
+            block_class,
+            block_life: h.life(),
+        };
+        self.misuse(p, size, life, problem)
     }
 
     /// Checked mode: every check a free can make, before it touches anything.
     fn check_free<const ABORT: bool>(&self, p: *mut u8, size: usize, class: usize, life: usize) {
-        let bad = |problem| Misuse {
-            ptr: p as usize,
-            size,
-            life,
-            problem,
-        };
+        if p.is_null() {
+            return; // A null free does nothing (see `free_sized`).
+        }
+        let bad = |problem| self.misuse(p, size, life, problem);
         let pool = self.pool.load(Ordering::Acquire);
         // SAFETY: a non-null pool lives until the Cohort drops.
         let Some(pool) = (unsafe { pool.as_ref() }) else {
@@ -974,7 +1019,7 @@ impl<L: Lifetime> Cohort<L> {
         let c = &CLASSES[class];
         let base = p as usize & !(c.block_size() - 1);
         if !r.contains(p as usize) || !matches!(r.unit_state(r.unit_of(p as usize)), BLOCK | TAIL) {
-            report::<ABORT>(bad(Problem::Foreign));
+            report::<ABORT>(bad(self.foreign_or_large(pool, p)));
         }
         // SAFETY: base lies in the region (p does, and blocks are aligned to their size);
         // the header is read only if its unit starts a block, so it is mapped.
@@ -1003,7 +1048,20 @@ impl<L: Lifetime> Cohort<L> {
         }
     }
 
-    unsafe fn realloc_sized(
+    /// Resizes `(p, old, old_align)` to `(new, new_align)` in lifetime class `life`; with
+    /// `ZERO`, the bytes from `old` to the new allocation's usable size read zero. The old
+    /// allocation is checked first (as a free checks it), so a rejected call changes
+    /// nothing: misuse panics, or aborts when `ABORT`. A null return (out of memory) leaves
+    /// the old allocation as it was. A null `p` is a fresh allocation (C's realloc).
+    ///
+    /// Memory that may be dirty is zeroed, never fresh mappings: a slot's tail (in place, or
+    /// a new slot not fresh from the OS), the tail of a large allocation's last page.
+    ///
+    /// # Safety
+    /// As [`Cohort::free`] for `(p, old, life)` with `old_align`, unless `p` is null or `old`
+    /// is 0.
+    #[inline(always)]
+    pub(crate) unsafe fn realloc_sized<const ZERO: bool, const ABORT: bool>(
         &self,
         p: *mut u8,
         old: usize,
@@ -1012,49 +1070,180 @@ impl<L: Lifetime> Cohort<L> {
         new_align: usize,
         life: usize,
     ) -> *mut u8 {
-        if old == 0 {
-            return self.alloc_sized::<false>(new, new_align, life);
+        // Inlined: both sizes in the same class of the exact table (a zero size wraps past
+        // it), which stays in place after the old allocation's check.
+        if let Some(class) = heap::exact_class(old, old_align) {
+            if !p.is_null() && heap::exact_class(new, new_align) == Some(class) {
+                // SAFETY: forwarded contract; both sizes are of `class`.
+                return unsafe { self.resize_in_class::<ZERO, ABORT>(p, old, class, life) };
+            }
+        }
+        // SAFETY: forwarded contract.
+        unsafe { self.realloc_other::<ZERO, ABORT>(p, old, old_align, new, new_align, life) }
+    }
+
+    /// A resize within size class `class`: in place (every slot of the class fits both
+    /// sizes), after the old allocation's check; with `ZERO` the slot's tail is zeroed.
+    ///
+    /// # Safety
+    /// As [`Cohort::free`] for `(p, old, life)`; `class` is the class of `old` (and of the
+    /// new size).
+    #[inline(always)]
+    unsafe fn resize_in_class<const ZERO: bool, const ABORT: bool>(
+        &self,
+        p: *mut u8,
+        old: usize,
+        class: usize,
+        life: usize,
+    ) -> *mut u8 {
+        // SAFETY: forwarded contract.
+        unsafe { self.check_small_old::<ABORT>(p, old, class, life) };
+        if ZERO {
+            // SAFETY: the slot holds `stride` bytes.
+            unsafe { zero_range(p, old, CLASSES[class].stride as usize) };
+        }
+        p
+    }
+
+    /// Checks the old allocation of a resize as a free would (misuse is reported), leaving
+    /// it live.
+    ///
+    /// # Safety
+    /// As [`Cohort::free`] for `(p, old, life)`; `class` is the class of `old`.
+    #[inline(always)]
+    unsafe fn check_small_old<const ABORT: bool>(
+        &self,
+        p: *mut u8,
+        old: usize,
+        class: usize,
+        life: usize,
+    ) {
+        // SAFETY: forwarded contract.
+        unsafe { self.validated_block::<ABORT>(p, old, class, life) };
+        if CHECKED {
+            // The check cleared the slot's live bit, as for a free; it is live still.
+            // SAFETY: the pool exists (p is one of its slots, checked).
+            live_bit(unsafe { &*self.pool.load(Ordering::Relaxed) }, p, true);
+        }
+    }
+
+    /// [`Cohort::realloc_sized`] past its inlined case.
+    ///
+    /// # Safety
+    /// As [`Cohort::realloc_sized`].
+    #[inline(never)]
+    unsafe fn realloc_other<const ZERO: bool, const ABORT: bool>(
+        &self,
+        p: *mut u8,
+        old: usize,
+        old_align: usize,
+        new: usize,
+        new_align: usize,
+        life: usize,
+    ) -> *mut u8 {
+        if old == 0 || p.is_null() {
+            return self.alloc_sized::<ZERO>(new, new_align, life);
+        }
+        let new_class = if new == 0 {
+            None
+        } else {
+            class_of(new, new_align)
+        };
+        match class_of(old, old_align) {
+            Some(class) => {
+                if new_class == Some(class) {
+                    // SAFETY: forwarded contract; both sizes are of `class`.
+                    return unsafe { self.resize_in_class::<ZERO, ABORT>(p, old, class, life) };
+                }
+                // SAFETY: forwarded contract; class is the old size's.
+                unsafe { self.check_small_old::<ABORT>(p, old, class, life) };
+            }
+            None => {
+                // SAFETY: forwarded contract.
+                let done = unsafe {
+                    self.realloc_large::<ZERO, ABORT>(p, old, old_align, new, new_align, life)
+                };
+                if let Some(q) = done {
+                    return q;
+                }
+            }
         }
         if new == 0 {
             // SAFETY: forwarded contract.
-            unsafe { self.free_sized::<false>(p, old, old_align, life) };
+            unsafe { self.free_sized::<ABORT>(p, old, old_align, life) };
             return new_align as *mut u8;
         }
-        let (oc, nc) = (class_of(old, old_align), class_of(new, new_align));
-        match (oc, nc) {
-            (Some(a), Some(b)) if a == b => return p,
-            (None, None) if old_align <= os::PAGE && new_align <= os::PAGE => {
-                let (Some(ol), Some(nl)) = (os::page_round(old), os::page_round(new)) else {
-                    return ptr::null_mut();
-                };
-                if ol == nl {
-                    return p;
-                }
-                if let Some(pool) = self.pool_if_any() {
-                    let mut large = pool.large.lock();
-                    if large.remove(p as usize) == Some((ol, life)) {
-                        // SAFETY: a live large allocation of ours, a mapping of `ol` bytes.
-                        let q = unsafe { os::remap(p, ol, nl) };
-                        let (at, len) = if q.is_null() { (p, ol) } else { (q, nl) };
-                        // Re-inserting never needs to grow: an entry was just removed.
-                        large.insert(at as usize, len, life);
-                        if !q.is_null() {
-                            return q;
-                        }
-                    }
-                }
-            }
-            _ => {}
-        }
-        let q = self.alloc_sized::<false>(new, new_align, life);
+        // A new allocation; with ZERO it reads zero (a large one is a fresh mapping).
+        let q = self.alloc_sized::<ZERO>(new, new_align, life);
         if !q.is_null() {
-            // SAFETY: both hold at least min(old, new) bytes and are distinct allocations.
+            // SAFETY: both hold at least min(old, new) bytes and are distinct allocations;
+            // the old one was checked above.
             unsafe {
                 ptr::copy_nonoverlapping(p, q, old.min(new));
-                self.free_sized::<false>(p, old, old_align, life);
+                self.free_sized::<ABORT>(p, old, old_align, life);
             }
         }
         q
+    }
+
+    /// [`Cohort::realloc_sized`] of a large allocation: checks it against the large table
+    /// (misuse is reported before anything changes), then resizes it in place when the new
+    /// size is large and rounds to the same pages, or remaps it. `None` when it must move
+    /// (to a small class, a larger alignment, or the OS refused to remap).
+    ///
+    /// # Safety
+    /// As [`Cohort::realloc_sized`].
+    #[cold]
+    #[inline(never)]
+    unsafe fn realloc_large<const ZERO: bool, const ABORT: bool>(
+        &self,
+        p: *mut u8,
+        old: usize,
+        old_align: usize,
+        new: usize,
+        new_align: usize,
+        life: usize,
+    ) -> Option<*mut u8> {
+        let Some(pool) = self.pool_if_any() else {
+            report::<ABORT>(self.misuse(p, old, life, Problem::Foreign));
+        };
+        let mut large = pool.large.lock();
+        let mapped = match large_match(&large, p, old, life) {
+            Ok(mapped) => mapped,
+            Err(problem) => {
+                drop(large);
+                report::<ABORT>(self.misuse(p, old, life, problem));
+            }
+        };
+        let stays_large = new != 0 && class_of(new, new_align).is_none();
+        if !stays_large || old_align > os::PAGE || new_align > os::PAGE {
+            return None;
+        }
+        let Some(len) = os::page_round(new).filter(|&l| l <= isize::MAX as usize) else {
+            return Some(ptr::null_mut());
+        };
+        let q = if len == mapped {
+            p
+        } else {
+            large.remove(p as usize);
+            // SAFETY: a live large allocation of ours (checked above), a mapping of `mapped`
+            // bytes.
+            let q = unsafe { os::remap(p, mapped, len) };
+            let (at, at_len) = if q.is_null() { (p, mapped) } else { (q, len) };
+            // Re-inserting never needs to grow: an entry was just removed.
+            large.insert(at as usize, at_len, life);
+            if q.is_null() {
+                return None;
+            }
+            q
+        };
+        drop(large);
+        if ZERO {
+            // Pages past the old mapping are fresh; the old last page's tail may be dirty.
+            // SAFETY: q maps `len` bytes.
+            unsafe { zero_range(q, old, mapped.min(len)) };
+        }
+        Some(q)
     }
 
     /// Calls `f` for every block in use (blocks held empty for reuse are skipped). A
@@ -1131,6 +1320,27 @@ impl<L: Lifetime> Cohort<L> {
     }
 }
 
+/// Zeroes bytes `[from, to)` of `p` (nothing when `to <= from`).
+///
+/// # Safety
+/// `p` is valid for writes of `to` bytes.
+unsafe fn zero_range(p: *mut u8, from: usize, to: usize) {
+    if to > from {
+        // SAFETY: in bounds (caller).
+        unsafe { ptr::write_bytes(p.add(from), 0, to - from) };
+    }
+}
+
+/// The mapped length of the live large allocation at `p` when `size` rounds to it and `life`
+/// is its lifetime class; else what is wrong.
+fn large_match(large: &LargeTable, p: *mut u8, size: usize, life: usize) -> Result<usize, Problem> {
+    match large.get(p as usize) {
+        Some((mapped, l)) if Some(mapped) == os::page_round(size) && l == life => Ok(mapped),
+        Some((mapped, l)) => Err(Problem::LargeMismatch { mapped, life: l }),
+        None => Err(Problem::NotLarge),
+    }
+}
+
 /// The usable size of a request: its class's stride, or its page-rounded size when large.
 fn usable_size(size: usize, align: usize) -> usize {
     if size == 0 {
@@ -1188,7 +1398,9 @@ impl<L: Lifetime> Drop for Cohort<L> {
 // alloc returned with the same layout. Misuse aborts rather than unwinds.
 unsafe impl<L: Lifetime> GlobalAlloc for Cohort<L> {
     // GlobalAlloc's callers never pass a zero size (its contract), so these skip that
-    // test; a zero size anyway gets a null return (the large path cannot map 0 bytes).
+    // test; a zero size anyway gets a null return in every build (it wraps past the exact
+    // table to the large path, which refuses it). Nor a null pointer to dealloc, which is
+    // not tested either.
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         self.alloc_nonzero::<false>(layout.size(), layout.align(), 0)
@@ -1197,7 +1409,7 @@ unsafe impl<L: Lifetime> GlobalAlloc for Cohort<L> {
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: GlobalAlloc's contract: ptr came from alloc with this layout.
-        unsafe { self.free_nonzero::<true>(ptr, layout.size(), layout.align(), 0) }
+        unsafe { self.free_sized::<true>(ptr, layout.size(), layout.align(), 0) }
     }
 
     #[inline]
@@ -1205,10 +1417,11 @@ unsafe impl<L: Lifetime> GlobalAlloc for Cohort<L> {
         self.alloc_nonzero::<true>(layout.size(), layout.align(), 0)
     }
 
+    #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let a = layout.align();
-        // SAFETY: GlobalAlloc's contract.
-        unsafe { self.realloc_sized(ptr, layout.size(), a, new_size, a, 0) }
+        // SAFETY: GlobalAlloc's contract. Misuse aborts, as in dealloc.
+        unsafe { self.realloc_sized::<false, true>(ptr, layout.size(), a, new_size, a, 0) }
     }
 }
 

@@ -272,7 +272,8 @@ impl Lookup {
         // `rounded - 1`, where `rounded` is size rounded up to a multiple of align (one
         // `or` for a power-of-two align). Up to 1 KiB a class whose stride is `rounded`
         // exists (or the next stride for sizes 3, 5, 6, 7), and the exact table picks it.
-        let rounded_m1 = (size - 1) | (align - 1);
+        // (Wrapping: a zero size, which GlobalAlloc's callers never pass, comes out large.)
+        let rounded_m1 = size.wrapping_sub(1) | (align - 1);
         if rounded_m1 < EXACT_MAX {
             // SAFETY: rounded_m1 < EXACT_MAX, the table's length.
             Some(unsafe { *self.exact.get_unchecked(rounded_m1) } as usize)
@@ -321,21 +322,24 @@ const _: () = {
 /// The class index serving a request of `size` bytes aligned to `align`, or `None` when the
 /// request is large (above [`MAX_SMALL`] or aligned above [`MAX_SMALL_ALIGN`]).
 ///
-/// `size` must be non-zero and `align` a power of two.
+/// `align` must be a power of two; any size is accepted (a zero size or one that overflows
+/// when rounded up to `align` is large: the large path refuses it).
 #[inline]
 pub fn class_of(size: usize, align: usize) -> Option<usize> {
     match LOOKUP.exact_class(size, align) {
         Some(class) => Some(class),
-        None => class_of_above_exact(((size - 1) | (align - 1)) + 1, align),
+        None => class_of_above_exact(size.wrapping_sub(1) | (align - 1), align),
     }
 }
 
+/// `rounded_m1` is the size rounded up to a multiple of `align`, minus one (it never
+/// overflows: a size near `usize::MAX` stays near it, and is large).
 #[inline]
-fn class_of_above_exact(rounded: usize, align: usize) -> Option<usize> {
-    // (A zero size wraps `rounded` to 0: large, where it maps nothing.)
-    if rounded.wrapping_sub(1) >= MAX_SMALL || align > MAX_SMALL_ALIGN {
+fn class_of_above_exact(rounded_m1: usize, align: usize) -> Option<usize> {
+    if rounded_m1 >= MAX_SMALL || align > MAX_SMALL_ALIGN {
         return None;
     }
+    let rounded = rounded_m1 + 1;
     // rounded in (2^e, 2^(e+1)]: the classes of that doubling step by 2^e / 8.
     let e = usize::BITS - 1 - (rounded - 1).leading_zeros();
     let step = 1usize << (e - 3);
@@ -352,7 +356,8 @@ fn class_of_above_exact(rounded: usize, align: usize) -> Option<usize> {
 /// The alignment `malloc(size)` guarantees: the next power of two of `size`, at most 4096.
 #[inline(always)]
 pub fn malloc_align(size: usize) -> usize {
-    min(size.next_power_of_two(), MAX_SMALL_ALIGN)
+    // Capped before rounding: `next_power_of_two` overflows above 2^63.
+    min(size, MAX_SMALL_ALIGN).next_power_of_two()
 }
 
 #[cfg(test)]
@@ -405,6 +410,19 @@ mod tests {
             let c = &CLASSES[class_of(size, align).unwrap()];
             assert!(c.slot_align as usize >= align, "size {size}");
             assert!(align >= size.next_power_of_two().min(4096));
+        }
+    }
+
+    #[test]
+    fn huge_and_zero_sizes_are_large_without_overflow() {
+        for size in [0, usize::MAX, usize::MAX - 4095, (1 << 63) + 1, 1 << 63] {
+            assert_eq!(
+                malloc_align(size),
+                if size == 0 { 1 } else { MAX_SMALL_ALIGN }
+            );
+            for align in [1, 8, 4096, 1 << 21, 1 << 63] {
+                assert_eq!(class_of(size, align), None, "{size}, {align}");
+            }
         }
     }
 

@@ -5,11 +5,16 @@
 //! fitting" range (from the requested size to the usable size `allocate` returned): all of
 //! them map to the same size class. `grow` and `shrink` stay in place while the new size
 //! maps to the same class.
+//!
+//! Misuse (a pointer or layout that does not match the allocation) panics, as the direct
+//! API's does: `Allocator` methods may unwind, unlike `GlobalAlloc`'s. A resize checks the
+//! old allocation before it allocates or copies anything, so a rejected resize changes
+//! nothing.
 
 use crate::api::Cohort;
 use crate::lifetime::Lifetime;
 use core::alloc::Layout;
-use core::ptr::{self, NonNull};
+use core::ptr::NonNull;
 
 /// Lifetime class `life` of an allocator: an `Allocator` handle. Build one with
 /// [`Cohort::class`].
@@ -71,38 +76,30 @@ impl<L: Lifetime> ClassHandle<'_, L> {
         self.slice(p, layout)
     }
 
-    /// Resizes to `new` (same align: in place while the class stays; else a move).
+    /// Resizes to `new`: in place while the class stays (or a large allocation can be
+    /// remapped); else a move. With `ZERO`, the bytes past `old.size()` read zero up to the
+    /// returned length.
     ///
     /// # Safety
     /// `p` was allocated by this handle with a size fitting `old`.
-    unsafe fn resize_inner(
+    unsafe fn resize_inner<const ZERO: bool>(
         &self,
         p: NonNull<u8>,
         old: Layout,
         new: Layout,
-        zeroed: bool,
     ) -> Option<NonNull<[u8]>> {
-        let q = if old.align() == new.align() {
-            // SAFETY: forwarded contract.
-            unsafe { self.cohort.realloc(p.as_ptr(), old, new.size(), self.life) }
-        } else {
-            let q = self.cohort.alloc(new, self.life);
-            if !q.is_null() {
-                // SAFETY: distinct allocations holding at least min(old, new) bytes; p is
-                // freed once, with its layout.
-                unsafe {
-                    ptr::copy_nonoverlapping(p.as_ptr(), q, old.size().min(new.size()));
-                    self.cohort.dealloc(p.as_ptr(), old, self.life);
-                }
-            }
-            q
+        // SAFETY: forwarded contract.
+        let q = unsafe {
+            self.cohort.realloc_sized::<ZERO, false>(
+                p.as_ptr(),
+                old.size(),
+                old.align(),
+                new.size(),
+                new.align(),
+                self.life.index(),
+            )
         };
-        let out = self.slice(q, new)?;
-        if zeroed && out.len() > old.size() {
-            // SAFETY: the allocation holds `out.len()` bytes.
-            unsafe { ptr::write_bytes(q.add(old.size()), 0, out.len() - old.size()) };
-        }
-        Some(out)
+        self.slice(q, new)
     }
 }
 
@@ -137,7 +134,7 @@ macro_rules! impl_allocator {
                 new: Layout,
             ) -> Result<NonNull<[u8]>, $($error)::+> {
                 // SAFETY: the Allocator contract.
-                unsafe { self.resize_inner(p, old, new, false) }.ok_or($($error)::+)
+                unsafe { self.resize_inner::<false>(p, old, new) }.ok_or($($error)::+)
             }
 
             unsafe fn grow_zeroed(
@@ -147,7 +144,7 @@ macro_rules! impl_allocator {
                 new: Layout,
             ) -> Result<NonNull<[u8]>, $($error)::+> {
                 // SAFETY: the Allocator contract.
-                unsafe { self.resize_inner(p, old, new, true) }.ok_or($($error)::+)
+                unsafe { self.resize_inner::<true>(p, old, new) }.ok_or($($error)::+)
             }
 
             unsafe fn shrink(
@@ -157,7 +154,7 @@ macro_rules! impl_allocator {
                 new: Layout,
             ) -> Result<NonNull<[u8]>, $($error)::+> {
                 // SAFETY: the Allocator contract.
-                unsafe { self.resize_inner(p, old, new, false) }.ok_or($($error)::+)
+                unsafe { self.resize_inner::<false>(p, old, new) }.ok_or($($error)::+)
             }
         }
     };

@@ -76,7 +76,7 @@ impl<L: Lifetime> Join<'_, L> {
     }
 
     /// As [`Cohort::free`]: `ptr` may come from this join, another join, a thread heap or
-    /// the `Cohort`, as long as it came from the same allocator.
+    /// the `Cohort`, as long as it came from the same allocator. A null `ptr` does nothing.
     ///
     /// # Safety
     /// As [`Cohort::free`].
@@ -133,7 +133,7 @@ impl<L: Lifetime> Join<'_, L> {
     /// As [`Cohort::free`].
     #[inline(always)]
     unsafe fn free_sized(&self, p: *mut u8, size: usize, align: usize, life: usize) {
-        if size == 0 {
+        if size == 0 || p.is_null() {
             return;
         }
         let c = self.cohort;

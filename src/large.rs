@@ -91,28 +91,37 @@ impl LargeTable {
         }
     }
 
-    /// Removes the mapping at `addr`; returns (length, lifetime class), or `None` when no
-    /// live large allocation starts there.
-    pub(crate) fn remove(&mut self, addr: usize) -> Option<(usize, usize)> {
+    /// The index of the live entry of `addr`, if any.
+    fn find(&self, addr: usize) -> Option<usize> {
         if self.capacity == 0 || addr <= TOMB {
             return None;
         }
         let mut i = self.home(addr);
         loop {
-            let e = self.slot(i);
-            if e.addr == EMPTY {
-                return None;
+            match self.slot(i).addr {
+                EMPTY => return None,
+                a if a == addr => return Some(i),
+                _ => i = (i + 1) & (self.capacity - 1),
             }
-            if e.addr == addr {
-                let found = (e.len, e.life);
-                self.set(i, Entry { addr: TOMB, ..e });
-                self.len -= 1;
-                self.tombs += 1;
-                self.bytes -= found.0;
-                return Some(found);
-            }
-            i = (i + 1) & (self.capacity - 1);
         }
+    }
+
+    /// The (length, lifetime class) of the live large allocation starting at `addr`.
+    pub(crate) fn get(&self, addr: usize) -> Option<(usize, usize)> {
+        self.find(addr)
+            .map(|i| (self.slot(i).len, self.slot(i).life))
+    }
+
+    /// Removes the mapping at `addr`; returns (length, lifetime class), or `None` when no
+    /// live large allocation starts there.
+    pub(crate) fn remove(&mut self, addr: usize) -> Option<(usize, usize)> {
+        let i = self.find(addr)?;
+        let e = self.slot(i);
+        self.set(i, Entry { addr: TOMB, ..e });
+        self.len -= 1;
+        self.tombs += 1;
+        self.bytes -= e.len;
+        Some((e.len, e.life))
     }
 
     /// Removes every mapping of lifetime class `life`, passing (address, length) to `f`.
@@ -219,7 +228,9 @@ mod tests {
         }
         assert_eq!(t.count(), 5000);
         for i in (1..=5000usize).step_by(2) {
+            assert_eq!(t.get(i << 16), Some((i * 4096, i % 3)));
             assert_eq!(t.remove(i << 16), Some((i * 4096, i % 3)));
+            assert_eq!(t.get(i << 16), None);
             assert_eq!(t.remove(i << 16), None, "a second removal finds nothing");
         }
         assert_eq!(t.count(), 2500);

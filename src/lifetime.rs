@@ -15,6 +15,10 @@ pub unsafe trait Lifetime: Copy + Send + Sync + 'static {
     const COUNT: usize;
     /// This class's index, below `COUNT`.
     fn index(self) -> usize;
+    /// The classes' names by index, for misuse reports ("lifetime class 1 (Request)"); empty
+    /// (the default) when the classes have none, and reports give indices only.
+    /// [`lifetime_classes!`](crate::lifetime_classes) gives the variants' names.
+    const NAMES: &'static [&'static str] = &[];
 }
 
 // SAFETY: one class, index 0.
@@ -37,6 +41,7 @@ unsafe impl Lifetime for () {
 /// use cohort::Lifetime;
 /// assert_eq!(Life::COUNT, 3);
 /// assert_eq!(Life::Session.index(), 2);
+/// assert_eq!(Life::NAMES[2], "Session");
 /// ```
 #[macro_export]
 macro_rules! lifetime_classes {
@@ -54,6 +59,7 @@ macro_rules! lifetime_classes {
         // repr(u8) caps the count at 256.
         unsafe impl $crate::Lifetime for $name {
             const COUNT: usize = [$($name::$variant),+].len();
+            const NAMES: &'static [&'static str] = &[$(stringify!($variant)),+];
             #[inline(always)]
             fn index(self) -> usize {
                 self as usize

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 /// Column order. "cohort (classes)" and "cohort (release_class)" are cohort's own lifetime-class
 /// API in the lifetime table; "cohort (global)" (through `std::alloc`), "cohort (called)"
-/// (behind calls never inlined) and "cohort (two instances)" are cohort again in the
-/// instruction counts.
-pub const ALLOCATORS: [&str; 9] = [
+/// (behind calls never inlined), "cohort (two instances)" and "cohort (direct API)" are
+/// cohort again in the instruction counts.
+pub const ALLOCATORS: [&str; 10] = [
     "system",
     "mimalloc",
     "jemalloc",
@@ -22,6 +22,7 @@ pub const ALLOCATORS: [&str; 9] = [
     "cohort (global)",
     "cohort (called)",
     "cohort (two instances)",
+    "cohort (direct API)",
 ];
 
 /// One table of the report.
@@ -223,6 +224,7 @@ impl Results {
                 "cohort_global" => "cohort (global)",
                 "cohort_called" => "cohort (called)",
                 "cohort_two" => "cohort (two instances)",
+                "cohort_direct" => "cohort (direct API)",
                 other => other,
             };
             self.iai[i]
@@ -301,8 +303,10 @@ impl Results {
              inlined, as `__rust_alloc` runs in a program built without LTO (the C allocators \
              are always calls); \"cohort (two instances)\" adds a malloc+free pair in a \
              second instance to every allocation, as a thread alternating between a global \
-             allocator and a lifetime-class instance runs (so its rows count two pairs). \
-             Exact and repeatable: not noisy.\n\n",
+             allocator and a lifetime-class instance runs (so its rows count two pairs); \
+             \"cohort (direct API)\" calls `Cohort::alloc` and `Cohort::dealloc` (whose free \
+             also accepts a null pointer) instead of `GlobalAlloc`. Exact and repeatable: not \
+             noisy.\n\n",
         );
         let mut csv = String::from("operation,allocator,total_instructions,net_per_operation\n");
         let mut table = Table::new(&["operation"], |c| {
