@@ -6,8 +6,8 @@
 //!   zero-sized allocations). Freeing it with size 0 does nothing.
 //! - a small class ([`class_of`]): the calling thread's heap; the fast path pops a slot of
 //!   the current block of (class, life) with no lock and no atomic read-modify-write.
-//! - tiny classes (1- and 2-byte slots) and threads without a heap: the pool, under its
-//!   lock.
+//! - tiny classes (1- and 2-byte slots): the calling thread's heap's tiny blocks, under the
+//!   pool's lock; threads without a heap: the pool's blocks, under its lock.
 //! - otherwise a large allocation: its own page-rounded mapping, no header. The size given
 //!   back at free says it is large.
 
@@ -36,10 +36,6 @@ pub(crate) const CHECKED: bool = cfg!(any(debug_assertions, feature = "checked")
 /// memory; halved until the OS accepts.
 pub const DEFAULT_RESERVATION: usize = 256 << 30;
 
-const UNINIT: u8 = 0;
-const INITIALISING: u8 = 1;
-const READY: u8 = 2;
-
 /// A sized-free allocator with lifetime classes `L`.
 ///
 /// Every allocation is a slot in a block of slots of one size class and one lifetime class;
@@ -56,7 +52,6 @@ pub struct Cohort<L: Lifetime = ()> {
     pool: AtomicPtr<Pool>,
     /// The region's bounds, for the free fast path's check of foreign pointers.
     bounds: RegionBounds,
-    init: AtomicU8,
     reservation: usize,
     exact: bool,
     _life: PhantomData<fn(L) -> L>,
@@ -342,7 +337,6 @@ impl<L: Lifetime> Cohort<L> {
             instance: AtomicU64::new(u64::MAX),
             pool: AtomicPtr::new(ptr::null_mut()),
             bounds: RegionBounds::empty(),
-            init: AtomicU8::new(UNINIT),
             reservation,
             exact,
             _life: PhantomData,
@@ -360,49 +354,42 @@ impl<L: Lifetime> Cohort<L> {
         Some(unsafe { &*p })
     }
 
+    /// Creates the pool. Initialisation runs under the lock of the process's instance
+    /// list, which the fork handlers hold across `fork()`: a child never inherits an
+    /// instance half initialised by a thread it does not have (it would wait for it
+    /// forever).
     #[cold]
     #[inline(never)]
     fn init_pool(&self) -> Option<&Pool> {
-        let mut round = 0;
-        loop {
-            match self.init.compare_exchange(
-                UNINIT,
-                INITIALISING,
-                Ordering::Acquire,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => break,
-                Err(READY) => {
-                    // SAFETY: READY is stored after the pool is published.
-                    return Some(unsafe { &*self.pool.load(Ordering::Acquire) });
-                }
-                Err(_) => {
-                    spin_hint(round);
-                    round += 1;
-                }
-            }
+        let mut list = fork::lock_list();
+        let p = self.pool.load(Ordering::Acquire);
+        if !p.is_null() {
+            // SAFETY: a published pool lives until the Cohort drops.
+            return Some(unsafe { &*p });
         }
-        let id = heap::NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed);
-        let pool = if os::page_size_matches() && id < heap::MAX_INSTANCES {
-            Pool::create(self.reservation, self.exact, L::COUNT, CHECKED)
-        } else {
-            ptr::null_mut()
-        };
-        if pool.is_null() {
-            self.init.store(UNINIT, Ordering::Release);
+        // The id is taken only once the pool exists: a failing creation, retried by every
+        // call, must not use ids up.
+        if !os::page_size_matches()
+            || heap::NEXT_INSTANCE.load(Ordering::Relaxed) >= heap::MAX_INSTANCES
+        {
             return None;
         }
-        fork::register(pool);
-        // SAFETY: the pool was just created, not yet shared; this thread holds INITIALISING,
-        // so it is the only writer of the bounds, and it writes them before publishing the
-        // pool (see RegionBounds).
+        let pool = Pool::create(self.reservation, self.exact, L::COUNT, CHECKED);
+        if pool.is_null() {
+            return None;
+        }
+        // Ids are taken under the list lock: the test above still holds.
+        let id = heap::NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed);
+        fork::push(&mut list, pool);
+        // SAFETY: the pool was just created, not yet shared; this thread holds the instance
+        // list's lock, under which every initialisation runs, so it is the only writer of the
+        // bounds, and it writes them before publishing the pool (see RegionBounds).
         unsafe {
             let region = &(*pool).region;
             self.bounds.set(region.base(), region.len());
         }
         self.instance.store(id, Ordering::Relaxed);
         self.pool.store(pool, Ordering::Release);
-        self.init.store(READY, Ordering::Release);
         // SAFETY: just created; lives until the Cohort drops.
         Some(unsafe { &*pool })
     }
@@ -656,19 +643,16 @@ impl<L: Lifetime> Cohort<L> {
         };
         // Again: the first use of the instance gave it its id just now.
         let instance = self.instance.load(Ordering::Relaxed);
-        let got = if CLASSES[class].is_tiny() {
-            pool.alloc_locked(&mut pool.lock(), class, life)
-        } else {
-            let mut heap = heap::current(instance);
-            if heap.is_null() {
-                heap = heap::join(pool, instance);
-            }
-            if heap.is_null() {
-                pool.alloc_locked(&mut pool.lock(), class, life)
-            } else {
-                // SAFETY: join/current return live heaps of this instance.
-                unsafe { (*heap).alloc_slow(class, life) }
-            }
+        let mut heap = heap::current(instance);
+        if heap.is_null() {
+            heap = heap::join(pool, instance);
+        }
+        // SAFETY: join/current return null or a live heap of this instance, the calling
+        // thread's.
+        let got = match unsafe { heap.as_ref() } {
+            None => pool.alloc_locked(&mut pool.lock(), class, life),
+            Some(heap) if CLASSES[class].is_tiny() => heap.alloc_tiny(class, life),
+            Some(heap) => heap.alloc_slow(class, life),
         };
         match got {
             Some((p, zeroed)) => self.finish_alloc::<ZERO>(p, zeroed, class),
@@ -907,6 +891,7 @@ impl<L: Lifetime> Cohort<L> {
             if unsafe { h.push_remote(off) } {
                 pool.relist(h);
             }
+            pool.after_remote_free(h);
         }
     }
 
@@ -1247,7 +1232,8 @@ impl<L: Lifetime> Cohort<L> {
     }
 
     /// Calls `f` for every block in use (blocks held empty for reuse are skipped). A
-    /// snapshot: counts of blocks other threads are using may be a moment old.
+    /// snapshot: counts of blocks other threads are using may be a moment old, and a block
+    /// changing hands meanwhile is reported with its old or its new class, whole.
     /// Cost: one `mincore` call per block.
     pub fn for_each_block(&self, mut f: impl FnMut(&BlockReport)) {
         let Some(pool) = self.pool_if_any() else {
@@ -1261,17 +1247,18 @@ impl<L: Lifetime> Cohort<L> {
             }
             // SAFETY: a BLOCK unit starts a block whose header is initialised.
             let h = unsafe { &*r.unit_addr(u).cast::<Header>() };
-            if h.key() == EMPTY_KEY {
+            // One read of the header's identity: the block may change hands meanwhile.
+            let Some(b) = h.snapshot() else {
                 continue;
-            }
-            let c: &Class = h.geometry();
+            };
+            let c: &Class = b.geometry;
             let report = BlockReport {
                 base: h.base() as usize,
-                size_class: h.class(),
+                size_class: b.class,
                 stride: c.stride as usize,
-                life: h.life(),
+                life: b.life,
                 capacity: c.capacity as usize,
-                live: h.live() as usize,
+                live: b.live as usize,
                 block_bytes: c.block_size(),
                 usable_bytes: c.usable(),
                 // SAFETY: the block is mapped.
@@ -1389,6 +1376,11 @@ impl<L: Lifetime> Drop for Cohort<L> {
             Heap::teardown(&*pool);
             Pool::destroy(pool);
         }
+        // The calling thread's heap of it (now ORPHANED) goes at once; other threads
+        // release theirs when their next look-up meets it.
+        heap::release_orphans();
+        #[cfg(test)]
+        heap::hooks::teardown_goes_on(pool);
     }
 }
 
@@ -1427,23 +1419,56 @@ unsafe impl<L: Lifetime> GlobalAlloc for Cohort<L> {
 
 const _: () = assert!(MAX_SMALL_ALIGN == os::PAGE);
 
-/// fork(): every instance's pool lock is taken before the fork and released after it in
-/// both processes, so the child never inherits a lock held by a thread it does not have.
+/// fork(): the instance list's lock and every instance's pool and large-table locks are taken
+/// before the fork and released after it in both processes, so the child never inherits a
+/// lock held by a thread it does not have, nor an instance half initialised (initialisation
+/// runs under the list's lock).
 mod fork {
     use super::*;
+    use crate::sync::RawSpin;
+    use parking_lot::lock_api::MutexGuard;
 
-    struct List(*mut Pool);
+    pub(super) struct List(*mut Pool);
     // SAFETY: the list is only touched under its lock.
     unsafe impl Send for List {}
 
     static INSTANCES: SpinLock<List> = spin_lock(List(ptr::null_mut()));
     static REGISTERED: AtomicU8 = AtomicU8::new(0);
 
-    pub(super) fn register(pool: *mut Pool) {
-        if REGISTERED.swap(1, Ordering::AcqRel) == 0 {
-            os::at_fork(prepare, parent, child);
+    /// Handlers not registered / being registered / registered.
+    const NONE: u8 = 0;
+    const REGISTERING: u8 = 1;
+    const DONE: u8 = 2;
+
+    /// Registers the fork handlers (once per process; other callers wait until they are),
+    /// then takes the instance list's lock. The handlers are registered outside the lock:
+    /// `pthread_atfork` waits for a fork in progress, whose `prepare` waits for the lock.
+    pub(super) fn lock_list() -> MutexGuard<'static, RawSpin, List> {
+        let mut round = 0;
+        loop {
+            match REGISTERED.compare_exchange(
+                NONE,
+                REGISTERING,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    os::at_fork(prepare, parent, child);
+                    REGISTERED.store(DONE, Ordering::Release);
+                    break;
+                }
+                Err(DONE) => break,
+                Err(_) => {
+                    spin_hint(round);
+                    round += 1;
+                }
+            }
         }
-        let mut list = INSTANCES.lock();
+        INSTANCES.lock()
+    }
+
+    /// Adds a fresh pool to the list (whose lock the caller holds).
+    pub(super) fn push(list: &mut List, pool: *mut Pool) {
         // SAFETY: the pool is fresh and ours; the list lock guards `fork_next`.
         unsafe { (*pool).fork_next = list.0 };
         list.0 = pool;
@@ -1502,6 +1527,8 @@ mod fork {
     }
 
     unsafe extern "C" fn child() {
+        // SAFETY: `prepare` locked the list; this thread is the child's only one.
+        for_each(unsafe { &*INSTANCES.data_ptr() }, Heap::after_fork_in_child);
         // SAFETY: see release_all.
         unsafe { release_all() }
     }

@@ -9,7 +9,11 @@
 //! A slot is in exactly one of four places:
 //!
 //! - **never used**: at or above `bump` (`bump <= limit`; `bump == limit` when none is
-//!   left). When the header's `FRESH` flag is set these bytes read zero.
+//!   left). When the header's `FRESH` flag is set these bytes read zero. The allocation
+//!   fast path takes them only below `bump_end` (the **bump window**, which ends at most a
+//!   page past `bump`): the owner moves the window on only when the local and the remote
+//!   free lists are both empty ([`Header::refill`]), so slots other threads freed are
+//!   reused before a page the block never used is touched.
 //! - **local free list**: linked from `free` through the slots' first 4 bytes. Only the
 //!   owner (the heap whose id is in `owner`, or the pool-lock holder when `owner == 0`)
 //!   touches it.
@@ -47,6 +51,12 @@ pub(crate) const EMPTY_KEY: u16 = 0xffff;
 const CURRENT_BIAS: u32 = 1 << 31;
 /// A list link meaning "no block".
 pub(crate) const NONE: u32 = u32::MAX;
+/// [`Header::holder`] of a pool-owned block whose allocations are the pool's: those of
+/// exited threads (or none).
+pub(crate) const NO_HOLDER: u32 = 0;
+/// [`Header::holder`] of a pool-owned block that a thread without a heap allocated from
+/// (its allocations cannot be told apart from those of other such threads).
+pub(crate) const HEAPLESS: u32 = u32::MAX;
 
 /// The header at the start of every block. See the module docs for its invariants.
 #[repr(C, align(64))]
@@ -65,8 +75,9 @@ pub(crate) struct Header {
     pub free: AtomicU32,
     /// Offset of the first never-used slot.
     pub bump: AtomicU32,
-    /// `class.limit`, copied for the fast path.
-    pub limit: u32,
+    /// End of the bump window: the fast path takes never-used slots below it.
+    /// `bump_end <= class.limit`, on a page boundary or at `class.limit`. Owner only.
+    pub bump_end: AtomicU32,
     /// `class.stride`, copied for the fast path.
     pub stride: u32,
     /// `used + bias` (wrapping), where `used` counts the slots handed out and not freed
@@ -84,7 +95,11 @@ pub(crate) struct Header {
     pub magic: u32,
     /// `FRESH`, or 0. Owner only.
     flags: OwnerCell<u8>,
-    _pad: [u8; 7],
+    _pad: [u8; 3],
+    /// For a pool-owned block (`owner == 0`): whose allocations it holds, which
+    /// `release_class` needs to know ([`Header::holder`]). Written under the pool lock; an
+    /// atomic because snapshots read it.
+    holder: AtomicU32,
     /// The remote free list: `offset | count << 32 | FULL`.
     pub remote: AtomicU64,
     /// Loom's atomics, unlike std's, hold no `UnsafeCell`: without this field `&Header`
@@ -155,6 +170,41 @@ impl<T: Copy> OwnerCell<T> {
     }
 }
 
+/// A block as [`Header::snapshot`] read it.
+#[derive(Clone, Copy)]
+pub(crate) struct Snapshot {
+    /// The owning heap's token, 0 for the pool.
+    pub owner: u64,
+    pub class: usize,
+    pub life: usize,
+    /// `CLASSES[class]`.
+    pub geometry: &'static Class,
+    /// `live + |remote|`, at most the capacity.
+    pub used: u32,
+    /// At most the capacity.
+    pub live: u32,
+    /// [`Header::holder`].
+    pub holder: u32,
+}
+
+/// The class index of a header key.
+#[inline(always)]
+pub(crate) const fn key_class(key: u16) -> usize {
+    (key & 0xff) as usize
+}
+
+/// The lifetime class index of a header key.
+#[inline(always)]
+pub(crate) const fn key_life(key: u16) -> usize {
+    (key >> 8) as usize
+}
+
+/// The key in a header's first word ([`owner_word`]'s inverse for the key).
+#[inline(always)]
+pub(crate) const fn word_key(word: u64) -> u16 {
+    word as u16 ^ EMPTY_KEY
+}
+
 /// The header key of a (class, life) pair.
 #[inline(always)]
 pub(crate) const fn key(class: usize, life: usize) -> u16 {
@@ -191,7 +241,7 @@ impl Header {
                     owner_key: AtomicU64::new(owner_word(owner, key(class, life))),
                     free: AtomicU32::new(0),
                     bump: AtomicU32::new(c.first),
-                    limit: c.limit,
+                    bump_end: AtomicU32::new(window_end(c.first, c.limit)),
                     stride: c.stride,
                     count: AtomicU32::new(0),
                     bias: AtomicU32::new(0),
@@ -200,7 +250,8 @@ impl Header {
                     returned_next: AtomicU32::new(NONE),
                     magic: MAGIC,
                     flags: OwnerCell::new(if fresh { FRESH } else { 0 }),
-                    _pad: [0; 7],
+                    _pad: [0; 3],
+                    holder: AtomicU32::new(NO_HOLDER),
                     remote: AtomicU64::new(0),
                     #[cfg(loom)]
                     _loom: core::cell::UnsafeCell::new(()),
@@ -230,7 +281,7 @@ impl Header {
     /// `class | life << 8`, or `EMPTY_KEY`.
     #[inline(always)]
     pub(crate) fn key(&self) -> u16 {
-        self.owner_key() as u16 ^ EMPTY_KEY
+        word_key(self.owner_key())
     }
 
     /// The owning heap's token, 0 when the pool owns the block.
@@ -254,10 +305,24 @@ impl Header {
     }
 
     /// Owner only: gives the block to the pool, empty: owner 0 and [`EMPTY_KEY`] (frees of
-    /// stale pointers then fail the key check).
+    /// stale pointers then fail the key check), held by nobody.
     pub(crate) fn set_pool_empty(&self) {
         self.owner_key
             .store(owner_word(0, EMPTY_KEY), Ordering::Relaxed);
+        self.set_holder(NO_HOLDER);
+    }
+
+    /// Who holds the allocations of a pool-owned block, for `release_class`: the id of the
+    /// heap that allocates from it (tiny blocks, which the pool owns but serves per heap),
+    /// [`HEAPLESS`] (threads without a heap allocated from it), or [`NO_HOLDER`] (the pool:
+    /// allocations of exited threads). Meaningless while a heap owns the block.
+    pub(crate) fn holder(&self) -> u32 {
+        self.holder.load(Ordering::Relaxed)
+    }
+
+    /// Under the pool lock, for a pool-owned block: see [`Header::holder`].
+    pub(crate) fn set_holder(&self, holder: u32) {
+        self.holder.store(holder, Ordering::Relaxed);
     }
 
     /// Owner only: empties the block in place (its slots are all dead), keeping its class,
@@ -267,6 +332,8 @@ impl Header {
         self.flags.set(0);
         self.free.store(0, Ordering::Relaxed);
         self.bump.store(c.first, Ordering::Relaxed);
+        self.bump_end
+            .store(window_end(c.first, c.limit), Ordering::Relaxed);
         self.set_used(0);
         self.remote.store(0, Ordering::Relaxed);
         self.next.store(NONE, Ordering::Relaxed);
@@ -297,13 +364,45 @@ impl Header {
     /// The class index.
     #[inline(always)]
     pub(crate) fn class(&self) -> usize {
-        (self.key() & 0xff) as usize
+        key_class(self.key())
     }
 
     /// The lifetime class index.
     #[inline(always)]
     pub(crate) fn life(&self) -> usize {
-        (self.key() >> 8) as usize
+        key_life(self.key())
+    }
+
+    /// What a thread that does not own the block may read of it at once, consistently: the
+    /// owner-and-key word is loaded once and the class, lifetime class and geometry derive
+    /// from that value, so a block changing hands meanwhile (given back, taken by another
+    /// class) yields either its old or its new identity, never a mix. `None` for an empty
+    /// block kept by the pool, or a key naming no class. The counts are a moment's view
+    /// (`live` is clamped to the capacity).
+    pub(crate) fn snapshot(&self) -> Option<Snapshot> {
+        let word = self.owner_key();
+        let key = word_key(word);
+        let class = key_class(key);
+        if key == EMPTY_KEY || class >= CLASSES.len() {
+            return None;
+        }
+        let geometry = &CLASSES[class];
+        let used = self
+            .count
+            .load(Ordering::Relaxed)
+            .wrapping_sub(self.bias.load(Ordering::Relaxed));
+        let live = used
+            .saturating_sub(self.remote_count())
+            .min(geometry.capacity);
+        Some(Snapshot {
+            owner: word >> 16,
+            class,
+            life: key_life(key),
+            geometry,
+            used: used.min(geometry.capacity),
+            live,
+            holder: self.holder(),
+        })
     }
 
     /// The class geometry.
@@ -376,9 +475,10 @@ impl Header {
             && (off - c.first as usize) % c.stride as usize == 0
     }
 
-    /// Owner only: takes a slot from the local free list, else from the never-used slots.
-    /// Returns its offset, and whether its bytes are known to read zero (a never-used slot
-    /// of a fresh block).
+    /// Owner only: takes a slot from the local free list, else from the never-used slots
+    /// of the bump window. Returns its offset, and whether its bytes are known to read zero
+    /// (a never-used slot of a fresh block). `None` does not mean the block is full: see
+    /// [`Header::refill`].
     #[inline(always)]
     pub(crate) fn pop(&self) -> Option<(u32, bool)> {
         let off = self.free.load(Ordering::Relaxed);
@@ -390,7 +490,7 @@ impl Header {
             (off, false)
         } else {
             let bump = self.bump.load(Ordering::Relaxed);
-            if bump >= self.limit {
+            if bump >= self.bump_end.load(Ordering::Relaxed) {
                 return None;
             }
             self.bump.store(bump + self.stride, Ordering::Relaxed);
@@ -484,6 +584,33 @@ impl Header {
         count
     }
 
+    /// True when the block has freed slots to hand out (local or remote): memory it used
+    /// before, unlike its never-used slots. Owner only (or a snapshot).
+    pub(crate) fn has_freed_slots(&self) -> bool {
+        self.free.load(Ordering::Relaxed) != 0 || self.remote_count() > 0
+    }
+
+    /// Owner only, when [`Header::pop`] found no slot: makes slots available to it,
+    /// preferring the slots other threads freed (the whole remote list) to never-used ones
+    /// (the next bump window: the never-used slots that start before the end of the page
+    /// `bump` is in, at least one). Returns false when the block has no free slot at all.
+    pub(crate) fn refill(&self) -> bool {
+        self.collect_remote() > 0 || self.advance_window()
+    }
+
+    /// Owner only: moves the bump window on past `bump`. False when no slot is left above
+    /// `bump`.
+    pub(crate) fn advance_window(&self) -> bool {
+        let bump = self.bump.load(Ordering::Relaxed);
+        let limit = self.geometry().limit;
+        if bump >= limit {
+            return false;
+        }
+        self.bump_end
+            .store(window_end(bump, limit), Ordering::Relaxed);
+        true
+    }
+
     /// Owner only, with no free slot: marks the block `FULL` before it leaves its head, in
     /// [`Role::Full`]. Returns false when a remote free came first (collect it instead).
     pub(crate) fn try_retire(&self) -> bool {
@@ -540,7 +667,7 @@ impl Header {
             owner_key: AtomicU64::new(owner_word(0, EMPTY_KEY)),
             free: AtomicU32::new(0),
             bump: AtomicU32::new(0),
-            limit: 0,
+            bump_end: AtomicU32::new(0),
             stride: 0,
             count: AtomicU32::new(0),
             bias: AtomicU32::new(0),
@@ -549,7 +676,8 @@ impl Header {
             returned_next: AtomicU32::new(NONE),
             magic: 0,
             flags: OwnerCell::new(0),
-            _pad: [0; 7],
+            _pad: [0; 3],
+            holder: AtomicU32::new(NO_HOLDER),
             remote: AtomicU64::new(0),
         }
     }
@@ -603,6 +731,23 @@ impl BlockStack {
     }
 }
 
+/// Bytes of never-used slots a block hands out before it looks for freed ones again: one
+/// page, so a fresh block is touched page by page.
+const WINDOW: u32 = 4096;
+#[cfg(not(loom))]
+const _: () = assert!(WINDOW as usize == crate::os::PAGE);
+
+/// The end of the bump window for `bump`: the end of `bump`'s page, at most `limit` (so
+/// the window holds the slot at `bump`, if `bump < limit`).
+const fn window_end(bump: u32, limit: u32) -> u32 {
+    let end = (bump / WINDOW + 1) * WINDOW;
+    if end < limit {
+        end
+    } else {
+        limit
+    }
+}
+
 /// The header of the block holding `p`: one mask, the same for every class (every block
 /// is [`UNIT`] bytes, aligned to its size).
 #[inline(always)]
@@ -632,7 +777,7 @@ mod tests {
             assert!(!base.is_null());
             // SAFETY: a fresh block-sized allocation, ours alone.
             let h = unsafe { &*Header::init(base, class, 0, 7, true) };
-            while h.pop().is_some() {}
+            while h.pop().is_some() || h.refill() {}
             assert_eq!(h.used(), c.capacity);
             TestBlock { base, layout }
         }

@@ -13,6 +13,13 @@
 //! Only the owning thread reads or writes a heap's heads; other threads touch only
 //! `returned` and `state`.
 //!
+//! **Tiny heads.** The heads of the tiny classes (1- and 2-byte slots, see [`crate::tiny`])
+//! have no current block; their partial lists hold the heap's tiny blocks with a free slot.
+//! Those blocks are pool-owned (`owner == 0`) with the heap's id as their holder, so that
+//! releasing a lifetime class knows whose they are; they are served and freed under the
+//! pool lock, and a heap's tiny heads are read and written only under that lock, by any
+//! thread (a free lists a block on its holder's head again).
+//!
 //! Life cycle: a thread joins a heap on its first allocation in an instance (adopting the
 //! heap of an exited thread when there is one). When the thread exits, its heap hands its
 //! current and partial blocks to the pool, keeps its `FULL` blocks (they come back through
@@ -24,6 +31,7 @@ use crate::class::{Lookup, CLASS_COUNT, LOOKUP};
 use crate::os;
 use crate::pool::{Pool, PoolState};
 use crate::sync::{spin_hint, AtomicU64, AtomicU8, Ordering};
+use crate::tiny;
 use core::cell::Cell;
 use core::ptr;
 
@@ -31,9 +39,6 @@ const LIVE: u8 = 0;
 const EXITING: u8 = 1;
 const ABANDONED: u8 = 2;
 const ORPHANED: u8 = 3;
-/// Held by a caller with exclusive use of the instance (`Cohort::scope`) for a moment; the
-/// heap's thread, if it exits meanwhile, waits.
-const BORROWED: u8 = 4;
 
 /// One head of a heap: references into the heap's two arrays.
 pub(crate) struct HeapHead<'a> {
@@ -114,10 +119,19 @@ impl Heap {
         let Some(len) = os::page_round(size_of::<Heap>() + heads_len * head_bytes) else {
             return ptr::null_mut();
         };
+        // The id first: with the registry full, a thread without a heap allocates through
+        // the pool on every call, and must not map and unmap a heap each time. (An id whose
+        // mapping the OS then refuses stays unused.)
+        let id = pool.reserve_id();
+        if id == 0 {
+            return ptr::null_mut();
+        }
         let heap = os::map(len, os::PAGE).cast::<Heap>();
         if heap.is_null() {
             return heap;
         }
+        #[cfg(test)]
+        hooks::HEAPS_MAPPED_HERE.with(|n| n.set(n.get() + 1));
         // SAFETY: the mapping holds the heap and its heads, and is ours alone until
         // registered.
         unsafe {
@@ -141,13 +155,9 @@ impl Heap {
                 *head.current = &EMPTY_BLOCK;
                 *head.partial = NONE;
             }
-            let id = pool.register(heap);
-            if id == 0 {
-                os::release(heap.cast(), len);
-                return ptr::null_mut();
-            }
             (*heap).id = id;
             (*heap).token = instance << 16 | id as u64;
+            pool.publish(id, heap);
         }
         heap
     }
@@ -172,12 +182,24 @@ impl Heap {
         unsafe { &*self.pool }
     }
 
-    /// The slow path of malloc: the current block of (class, life) has no free slot. Finds
-    /// one (remote frees, returned blocks, the partial list, the pool), makes it current and
-    /// takes a slot from it. `None` when memory is exhausted.
+    /// The slow path of malloc: the current block of (class, life) has no slot on its
+    /// local free list or in its bump window. Finds one (the block's remote frees, then the
+    /// first listed block if it has freed slots, then the block's next bump window, then
+    /// the partial list, the pool), makes it current and takes a slot from it. Before
+    /// saying out of memory (`None`), gives back every empty block it may
+    /// ([`release_empty`]) and tries once more.
     #[cold]
     #[inline(never)]
     pub(crate) fn alloc_slow(&self, class: usize, life: usize) -> Option<(*mut u8, bool)> {
+        self.alloc_from_heads(class, life).or_else(|| {
+            let pool = self.pool();
+            let freed = release_empty(Some(self), pool, &mut pool.lock());
+            (freed > 0).then(|| self.alloc_from_heads(class, life))?
+        })
+    }
+
+    /// [`Heap::alloc_slow`] without the last resort.
+    fn alloc_from_heads(&self, class: usize, life: usize) -> Option<(*mut u8, bool)> {
         let pool = self.pool();
         // SAFETY: callers are the owning thread, with class < CLASS_COUNT, life < life_count.
         let head = unsafe { self.head(class, life) };
@@ -188,7 +210,25 @@ impl Heap {
                 if let Some((off, zeroed)) = h.pop() {
                     return Some((h.base().wrapping_add(off as usize), zeroed));
                 }
-                if h.collect_remote() > 0 || !h.try_retire() {
+                // Slots other threads freed first, then those of the next listed block,
+                // then never-used ones: reusing what comes back keeps the touched pages
+                // near what is live.
+                if h.collect_remote() > 0 {
+                    continue;
+                }
+                self.drain_returned();
+                if *head.partial != NONE && pool.block(*head.partial).has_freed_slots() {
+                    // The next listed block becomes current; this one keeps its never-used
+                    // slots for later, listed.
+                    let next = pool.block(*head.partial);
+                    pool.list_remove(head.partial, next);
+                    h.set_role(Role::Listed);
+                    pool.list_push(head.partial, h);
+                    next.set_role(Role::Current);
+                    *head.current = next;
+                    continue;
+                }
+                if h.advance_window() || !h.try_retire() {
                     continue;
                 }
                 *head.current = &EMPTY_BLOCK;
@@ -204,6 +244,61 @@ impl Heap {
             h.set_role(Role::Current);
             *head.current = h;
         }
+    }
+
+    /// A tiny allocation (1- or 2-byte class) by the owner: a slot from the heap's tiny
+    /// blocks of (class, life), under the pool lock (see the module docs). Before saying out
+    /// of memory, gives back every empty block it may and tries once more.
+    pub(crate) fn alloc_tiny(&self, class: usize, life: usize) -> Option<(*mut u8, bool)> {
+        let pool = self.pool();
+        let mut st = pool.lock();
+        self.alloc_tiny_locked(&mut st, class, life).or_else(|| {
+            (release_empty(Some(self), pool, &mut st) > 0)
+                .then(|| self.alloc_tiny_locked(&mut st, class, life))?
+        })
+    }
+
+    fn alloc_tiny_locked(
+        &self,
+        st: &mut PoolState,
+        class: usize,
+        life: usize,
+    ) -> Option<(*mut u8, bool)> {
+        let pool = self.pool();
+        // SAFETY: a tiny head, under the pool lock (`st`); no other reference to it is alive.
+        let list = unsafe { self.tiny_list(class, life) };
+        loop {
+            let h = match *list {
+                NONE => {
+                    let h = pool.take_block(st, class, life, 0)?;
+                    h.set_holder(self.id);
+                    pool.list_push(list, h);
+                    h
+                }
+                u => pool.block(u),
+            };
+            // SAFETY: a tiny block (pool-owned), under the pool lock.
+            let got = unsafe { tiny::pop(h) };
+            if got.is_none() || h.used() == h.capacity() {
+                // Full: on no list until a free (`Pool::free_tiny`) lists it again.
+                pool.list_remove(list, h);
+            }
+            if let Some((off, zeroed)) = got {
+                return Some((h.base().wrapping_add(off as usize), zeroed));
+            }
+        }
+    }
+
+    /// The partial list of tiny head (class, life).
+    ///
+    /// # Safety
+    /// `class` is a tiny class and `life < life_count`; the caller holds the pool lock (any
+    /// thread) and keeps no other reference to the list.
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn tiny_list(&self, class: usize, life: usize) -> &mut u32 {
+        debug_assert!(crate::class::CLASSES[class].is_tiny());
+        // SAFETY: in bounds (caller); tiny heads are guarded by the pool lock.
+        unsafe { head_at(self, self.heads(), life * CLASS_COUNT + class) }.partial
     }
 
     /// A free by the owner: pushes slot `p` on the block's local list, and takes the slow
@@ -319,7 +414,7 @@ impl Heap {
     }
 
     /// Owner only, under the pool lock: gives every block of this heap's heads that holds
-    /// no live slot to the pool. Returns how many.
+    /// no live slot back to the OS. Returns how many.
     pub(crate) fn give_back_empty(&self, st: &mut PoolState) -> usize {
         let pool = self.pool();
         let mut given = 0;
@@ -332,7 +427,7 @@ impl Heap {
                 if h.live() == 0 {
                     h.set_role(Role::Listed);
                     *head.current = &EMPTY_BLOCK;
-                    pool.give_empty(st, h);
+                    pool.release_block(st, h);
                     given += 1;
                 }
             }
@@ -342,7 +437,7 @@ impl Heap {
                 u = h.next.load(Ordering::Relaxed);
                 if h.live() == 0 {
                     pool.list_remove(head.partial, h);
-                    pool.give_empty(st, h);
+                    pool.release_block(st, h);
                     given += 1;
                 }
             }
@@ -350,26 +445,15 @@ impl Heap {
         given
     }
 
-    /// With exclusive use of the instance: runs `f` on the heap as if its owner, unless the
-    /// heap is abandoned (then the pool owns it) or orphaned. The heap's thread, should it
-    /// exit meanwhile, waits for `f` to finish.
-    pub(crate) fn with_borrowed(&self, f: impl FnOnce(&Heap)) {
-        let mut round = 0;
-        loop {
-            match self
-                .state
-                .compare_exchange(LIVE, BORROWED, Ordering::Acquire, Ordering::Acquire)
-            {
-                Ok(_) => break,
-                Err(EXITING) => {
-                    spin_hint(round);
-                    round += 1;
-                }
-                Err(_) => return,
-            }
-        }
-        f(self);
-        self.state.store(LIVE, Ordering::Release);
+    /// Under the pool lock, with exclusive use of the instance: true when a thread (or
+    /// join) still holds the heap, so the caller may act as its owner until it unlocks.
+    /// Such a heap is LIVE (its owner does not use the instance meanwhile) or EXITING (its
+    /// owner waits for the lock and has not touched the heap since: see `abandon`); an
+    /// ABANDONED heap is the pool's, an ORPHANED one cannot be while the instance lives.
+    /// Nothing waits here: a wait under the lock for an EXITING heap would never end, since
+    /// its thread needs the lock to finish.
+    pub(crate) fn held_by_thread(&self, _locked: &PoolState) -> bool {
+        matches!(self.state.load(Ordering::Acquire), LIVE | EXITING)
     }
 
     /// True when the heap's thread has exited and the pool holds the heap.
@@ -387,28 +471,24 @@ impl Heap {
         // SAFETY: heaps stay mapped until released below or by the instance's teardown,
         // which waits for EXITING heaps.
         let hp = unsafe { &*heap };
-        let mut round = 0;
-        loop {
-            match hp
-                .state
-                .compare_exchange(LIVE, EXITING, Ordering::Acquire, Ordering::Acquire)
-            {
-                Ok(_) => break,
-                Err(BORROWED) => {
-                    spin_hint(round);
-                    round += 1;
-                }
-                Err(_) => {
-                    // ORPHANED: the instance is gone and left this heap to its thread.
-                    // SAFETY: nobody else references an orphaned heap.
-                    unsafe { os::release(heap.cast(), hp.mapped_len) };
-                    return;
-                }
-            }
+        // EXITING pins the pool: teardown waits for the heap to be ABANDONED. Nothing is
+        // done with the heap until the pool lock is held, so that the lock holders (`scope`,
+        // the fork handlers) see an EXITING heap untouched.
+        if hp
+            .state
+            .compare_exchange(LIVE, EXITING, Ordering::Acquire, Ordering::Acquire)
+            .is_err()
+        {
+            // ORPHANED: the instance is gone and left this heap to its thread.
+            // SAFETY: nobody else references an orphaned heap.
+            unsafe { Heap::unmap(heap) };
+            return;
         }
-        hp.drain_returned();
+        #[cfg(test)]
+        hooks::after_exiting(hp.pool());
         let pool = hp.pool();
         let mut st = pool.lock();
+        hp.drain_returned();
         for i in 0..hp.heads() {
             // SAFETY: i is below the head count; the heap is ours until ABANDONED.
             let head = unsafe { head_at(heap, hp.heads(), i) };
@@ -427,6 +507,23 @@ impl Heap {
         unsafe { (*heap).next_abandoned = st.abandoned };
         st.abandoned = heap;
         hp.state.store(ABANDONED, Ordering::Release);
+        // From here on an instance teardown may release the heap (it is ABANDONED), but the
+        // guard's unlock below still writes to the pool: teardown takes the pool lock once
+        // before the pool is destroyed, so it waits for this unlock.
+        #[cfg(test)]
+        hooks::after_abandoned(pool);
+        drop(st);
+    }
+
+    /// Unmaps a heap nobody references any more.
+    ///
+    /// # Safety
+    /// `heap` is a heap no thread, join, list or registry of a live pool reaches.
+    unsafe fn unmap(heap: *mut Heap) {
+        #[cfg(test)]
+        hooks::HEAPS_UNMAPPED_HERE.with(|n| n.set(n.get() + 1));
+        // SAFETY: the caller's guarantee; the length is read before the unmap.
+        unsafe { os::release(heap.cast(), (*heap).mapped_len) };
     }
 
     fn thread_next_reset(&self) {
@@ -436,6 +533,21 @@ impl Heap {
                 .cast_mut()
                 .write(ptr::null_mut())
         };
+    }
+
+    /// In a child process after `fork()`, with the pool lock held: a heap whose thread was
+    /// exiting at the fork (EXITING, waiting for the lock the fork handlers held) has no
+    /// thread in the child to finish; it is untouched, so it becomes LIVE again, like the
+    /// heaps of the parent's other threads (which no thread of the child uses either).
+    /// Otherwise the child's teardown of the instance would wait for it forever.
+    pub(crate) fn after_fork_in_child(pool: &Pool) {
+        for heap in pool.registered_heaps() {
+            // SAFETY: registered heaps stay mapped while the pool lives.
+            let hp = unsafe { &*heap };
+            let _ = hp
+                .state
+                .compare_exchange(EXITING, LIVE, Ordering::AcqRel, Ordering::Relaxed);
+        }
     }
 
     /// Instance teardown: makes every heap unreachable from the instance. Heaps of running
@@ -460,13 +572,27 @@ impl Heap {
                     }
                     Err(_) => {
                         // SAFETY: ABANDONED: no thread references it any more.
-                        unsafe { os::release(heap.cast(), hp.mapped_len) };
+                        unsafe { Heap::unmap(heap) };
                         break;
                     }
                 }
             }
         }
+        // Every heap is ORPHANED or released now, so no thread starts an abandon; but one
+        // that stored ABANDONED may still be about to unlock the pool (see `abandon`).
+        // Taking the lock once waits for that unlock, its last access to the pool.
+        #[cfg(test)]
+        hooks::teardown_goes_on(pool);
+        drop(pool.lock());
     }
+}
+
+/// Under the pool lock: gives back to the OS every empty block the calling thread may:
+/// those of its heap `heap` (the calling thread's, if any), the pool's (exited threads'
+/// included) and those kept for reuse. What [`crate::Cohort::compact`] does, and the
+/// allocation paths' last resort before out of memory. Returns how many, each once.
+pub(crate) fn release_empty(heap: Option<&Heap>, pool: &Pool, st: &mut PoolState) -> usize {
+    heap.map_or(0, |h| h.give_back_empty(st)) + pool.release_empty(st)
 }
 
 /// One heap the calling thread used: its instance, the heap, and the owner word of its
@@ -667,19 +793,63 @@ pub(crate) fn join(pool: &Pool, instance: u64) -> *mut Heap {
 }
 
 /// The calling thread's heap for `instance` if it has one (it never joins one); null
-/// otherwise.
-pub(crate) fn find_own(instance: u64) -> *mut Heap {
+/// otherwise. Heaps of dropped instances (ORPHANED) that the walk meets are unlinked and
+/// released: a thread that outlives many instances keeps a short list (a miss walks the
+/// whole list, so every join of a new heap prunes it).
+pub(crate) fn find_own(instance_wanted: u64) -> *mut Heap {
     OWNED
         .try_with(|owned| {
-            let mut heap = owned.first.get();
-            // SAFETY: heaps on the thread's list stay mapped until the thread exits.
-            while !heap.is_null() && unsafe { (*heap).instance } != instance {
+            let mut at: *mut *mut Heap = owned.first.as_ptr();
+            loop {
+                // SAFETY: `at` is the list's head or the link of a heap on it; heaps on the
+                // thread's list stay mapped until released here or at thread exit, and only
+                // this thread touches the links.
+                let heap = unsafe { *at };
+                if heap.is_null() {
+                    return heap;
+                }
                 // SAFETY: as above.
-                heap = unsafe { (*heap).thread_next };
+                let (state, instance, next) = unsafe {
+                    (
+                        (*heap).state.load(Ordering::Acquire),
+                        (*heap).instance,
+                        (*heap).thread_next,
+                    )
+                };
+                if state == ORPHANED {
+                    // SAFETY: as above.
+                    unsafe { *at = next };
+                    forget_heap(heap);
+                    // SAFETY: the instance is gone (ORPHANED): its teardown touches the heap
+                    // no more, and it is now on no list and in no slot.
+                    unsafe { Heap::unmap(heap) };
+                    continue;
+                }
+                if instance == instance_wanted {
+                    return heap;
+                }
+                // SAFETY: a mapped heap of the list.
+                at = unsafe { ptr::addr_of_mut!((*heap).thread_next) };
             }
-            heap
         })
         .unwrap_or(ptr::null_mut())
+}
+
+/// Releases the calling thread's heaps of dropped instances (after an instance drop).
+pub(crate) fn release_orphans() {
+    // Instance 0 is never used: the walk meets every heap.
+    find_own(0);
+}
+
+/// Clears the thread's slots that name `heap`.
+fn forget_heap(heap: *mut Heap) {
+    let _ = CURRENT.try_with(|c| {
+        for slot in &c.slots {
+            if slot.heap.get() == heap {
+                slot.set(0, ptr::null_mut(), NO_TAG);
+            }
+        }
+    });
 }
 
 /// If the calling thread's heap for `instance` has token `owner`, makes it the thread's
@@ -743,3 +913,271 @@ pub(crate) static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(1);
 /// bits `Header::owner_key` gives it: the 2^32nd instance a process creates cannot
 /// allocate (its calls return null), rather than reuse an id.
 pub(crate) const MAX_INSTANCES: u64 = 1 << 32;
+
+/// Test hooks that hold a thread at a chosen point of the heap life cycle, for one pool.
+#[cfg(test)]
+pub(crate) mod hooks {
+    use crate::pool::Pool;
+    use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+
+    /// The pool whose exiting thread pauses after storing ABANDONED.
+    pub(crate) static PAUSE_POOL: AtomicPtr<Pool> = AtomicPtr::new(core::ptr::null_mut());
+    pub(crate) static PAUSED: AtomicBool = AtomicBool::new(false);
+    std::thread_local! {
+        /// Heaps the calling thread mapped.
+        pub(crate) static HEAPS_MAPPED_HERE: core::cell::Cell<usize> = const { core::cell::Cell::new(0) };
+        /// Heaps the calling thread unmapped.
+        pub(crate) static HEAPS_UNMAPPED_HERE: core::cell::Cell<usize> = const { core::cell::Cell::new(0) };
+    }
+
+    /// Set when the teardown of the paused pool goes on to destroy it.
+    pub(crate) static RESUME: AtomicBool = AtomicBool::new(false);
+
+    pub(crate) fn after_abandoned(pool: &Pool) {
+        if !core::ptr::eq(PAUSE_POOL.load(Ordering::Acquire), pool) {
+            return;
+        }
+        PAUSED.store(true, Ordering::Release);
+        // Bounded: a failing test must not hang.
+        for _ in 0..10_000 {
+            if RESUME.load(Ordering::Acquire) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
+    /// The pool whose exiting thread pauses after storing EXITING, until `EXIT_GO`.
+    pub(crate) static PAUSE_EXITING: AtomicPtr<Pool> = AtomicPtr::new(core::ptr::null_mut());
+    pub(crate) static EXITING_PAUSED: AtomicBool = AtomicBool::new(false);
+    pub(crate) static EXIT_GO: AtomicBool = AtomicBool::new(false);
+
+    /// Serialises the tests that use the EXITING pause, and resets it.
+    pub(crate) fn exiting_pause(pool: *mut Pool) -> std::sync::MutexGuard<'static, ()> {
+        static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        EXITING_PAUSED.store(false, Ordering::Release);
+        EXIT_GO.store(false, Ordering::Release);
+        PAUSE_EXITING.store(pool, Ordering::Release);
+        guard
+    }
+
+    pub(crate) fn after_exiting(pool: &Pool) {
+        if !core::ptr::eq(PAUSE_EXITING.load(Ordering::Acquire), pool) {
+            return;
+        }
+        EXITING_PAUSED.store(true, Ordering::Release);
+        for _ in 0..10_000 {
+            if EXIT_GO.load(Ordering::Acquire) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
+    /// The teardown of `pool` is about to wait for the pool lock, or destroyed the pool.
+    pub(crate) fn teardown_goes_on(pool: *const Pool) {
+        if core::ptr::eq(PAUSE_POOL.load(Ordering::Acquire), pool) {
+            RESUME.store(true, Ordering::Release);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hooks;
+    use crate::Cohort;
+    use std::sync::atomic::Ordering;
+
+    /// Starts a thread that allocates and frees once in `c`, then exits. The caller keeps
+    /// `c` alive until the thread's allocation is done (the tests wait for its exit hook).
+    fn allocate_once_and_exit(c: &Cohort<()>) -> std::thread::JoinHandle<()> {
+        let shared = c as *const Cohort<()> as usize;
+        std::thread::spawn(move || {
+            // SAFETY: the caller's promise.
+            let c = unsafe { &*(shared as *const Cohort<()>) };
+            let p = c.malloc(64, ());
+            // SAFETY: just allocated.
+            unsafe { c.free(p, 64, ()) };
+        })
+    }
+
+    /// A thread exits (its heap becomes ABANDONED) while another drops the instance: the
+    /// drop must not unmap the pool before the exiting thread has unlocked it.
+    #[test]
+    fn drop_waits_for_an_exiting_thread_to_unlock_the_pool() {
+        let c = Box::into_raw(Box::new(Cohort::<()>::new()));
+        // SAFETY: c lives until the drop below.
+        let pool = unsafe { (*c).pool() }.unwrap() as *const _ as *mut _;
+        hooks::PAUSE_POOL.store(pool, Ordering::Release);
+        // SAFETY: c lives until the drop below, after the thread's allocation.
+        let t = allocate_once_and_exit(unsafe { &*c });
+        while !hooks::PAUSED.load(Ordering::Acquire) {
+            std::thread::yield_now();
+        }
+        // SAFETY: no thread uses the instance any more (the other one is exiting).
+        drop(unsafe { Box::from_raw(c) });
+        t.join().unwrap();
+        hooks::PAUSE_POOL.store(std::ptr::null_mut(), Ordering::Release);
+    }
+
+    /// With every registry id held by a join, a thread without a heap allocates through the
+    /// pool: it must not map (and unmap) a heap on every allocation.
+    #[test]
+    fn a_full_registry_maps_no_heap_per_allocation() {
+        let c = Cohort::<()>::new();
+        let joins: Vec<_> = (1..crate::pool::MAX_HEAPS)
+            .map(|i| c.join(i).expect("a join while the registry has room"))
+            .collect();
+        assert!(c.join(0).is_none(), "the registry is full");
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for _ in 0..100 {
+                    let p = c.malloc(64, ());
+                    assert!(!p.is_null());
+                    // SAFETY: just allocated.
+                    unsafe { c.free(p, 64, ()) };
+                }
+                let mapped = hooks::HEAPS_MAPPED_HERE.with(|n| n.get());
+                assert_eq!(
+                    mapped, 0,
+                    "heaps mapped by a thread that cannot register one"
+                );
+            });
+        });
+        drop(joins);
+    }
+
+    /// The calling thread's heap list.
+    fn own_heaps() -> usize {
+        let mut n = 0;
+        let mut heap = super::OWNED.with(|o| o.first.get());
+        while !heap.is_null() {
+            n += 1;
+            // SAFETY: heaps on the thread's list are mapped.
+            heap = unsafe { (*heap).thread_next };
+        }
+        n
+    }
+
+    /// Heaps the calling thread mapped and has not unmapped.
+    fn heaps_kept_here() -> usize {
+        hooks::HEAPS_MAPPED_HERE.with(|n| n.get()) - hooks::HEAPS_UNMAPPED_HERE.with(|n| n.get())
+    }
+
+    /// One long-lived thread creates, uses and drops many instances: their heaps are
+    /// released as they go, not kept (and walked) until the thread exits.
+    #[test]
+    fn instances_dropped_on_a_long_lived_thread_release_its_heaps() {
+        std::thread::spawn(|| {
+            for _ in 0..2000 {
+                let c = Cohort::<()>::new();
+                let p = c.malloc(64, ());
+                // SAFETY: just allocated.
+                unsafe { c.free(p, 64, ()) };
+            }
+            assert!(own_heaps() <= 1, "the thread keeps {} heaps", own_heaps());
+            assert!(
+                heaps_kept_here() <= 1,
+                "{} heaps stay mapped",
+                heaps_kept_here()
+            );
+        })
+        .join()
+        .unwrap();
+    }
+
+    /// An instance dropped by another thread: the thread's heap of it is released on its
+    /// next join.
+    #[test]
+    fn heaps_orphaned_by_another_thread_are_released_on_the_next_join() {
+        let keep = Cohort::<()>::new();
+        let (tx, rx) = std::sync::mpsc::channel::<usize>();
+        let (back, done) = std::sync::mpsc::channel::<()>();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for c in rx {
+                    // SAFETY: the main thread drops it only after our answer.
+                    let c = unsafe { &*(c as *const Cohort<()>) };
+                    let p = c.malloc(64, ());
+                    // SAFETY: just allocated.
+                    unsafe { c.free(p, 64, ()) };
+                    back.send(()).unwrap();
+                }
+                let p = keep.malloc(64, ());
+                // SAFETY: just allocated.
+                unsafe { keep.free(p, 64, ()) };
+                assert!(own_heaps() <= 2, "the thread keeps {} heaps", own_heaps());
+            });
+            for _ in 0..200 {
+                let c = Box::new(Cohort::<()>::new());
+                tx.send(&*c as *const Cohort<()> as usize).unwrap();
+                done.recv().unwrap();
+                drop(c);
+            }
+            drop(tx);
+        });
+    }
+
+    /// `scope` (exclusive use, under the pool lock) while a thread that used the instance
+    /// is exiting: neither waits for the other forever.
+    #[test]
+    fn scope_while_a_thread_exits_does_not_deadlock() {
+        let mut c = Box::new(Cohort::<()>::new());
+        let pool = c.pool().unwrap() as *const _ as *mut _;
+        let _one = hooks::exiting_pause(pool);
+        let t = allocate_once_and_exit(&c);
+        while !hooks::EXITING_PAUSED.load(Ordering::Acquire) {
+            std::thread::yield_now();
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let scoper = std::thread::spawn(move || {
+            c.scope((), |_, _| ());
+            tx.send(()).unwrap();
+            c
+        });
+        let finished = rx.recv_timeout(std::time::Duration::from_secs(30));
+        hooks::EXIT_GO.store(true, Ordering::Release);
+        assert!(
+            finished.is_ok(),
+            "scope waited forever for the exiting thread"
+        );
+        t.join().unwrap();
+        hooks::PAUSE_EXITING.store(std::ptr::null_mut(), Ordering::Release);
+        drop(scoper.join().unwrap());
+    }
+
+    /// fork while a thread is exiting (its heap EXITING, waiting for the pool lock the fork
+    /// handlers hold): the child, which has no such thread, can still drop the instance.
+    #[test]
+    fn fork_while_a_thread_exits_leaves_the_child_able_to_drop_the_instance() {
+        let c = Box::new(Cohort::<()>::new());
+        let pool = c.pool().unwrap() as *const _ as *mut _;
+        let _one = hooks::exiting_pause(pool);
+        let t = allocate_once_and_exit(&c);
+        while !hooks::EXITING_PAUSED.load(Ordering::Acquire) {
+            std::thread::yield_now();
+        }
+        // SAFETY: the child only drops the instance and exits through _exit; the alarm
+        // turns a hang into a failure.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            // SAFETY: as above.
+            unsafe {
+                libc::alarm(10);
+                drop(c);
+                libc::_exit(0);
+            }
+        }
+        hooks::EXIT_GO.store(true, Ordering::Release);
+        let mut status = 0;
+        // SAFETY: our own child.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        t.join().unwrap();
+        hooks::PAUSE_EXITING.store(std::ptr::null_mut(), Ordering::Release);
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "the child hung dropping the instance (status {status:#x})"
+        );
+    }
+}

@@ -111,9 +111,8 @@ impl<L: Lifetime> Join<'_, L> {
         };
         let heap = self.heap();
         let got = if CLASSES[class].is_tiny() {
-            // Tiny classes live in the pool (see `crate::tiny`).
-            c.pool()
-                .and_then(|pool| pool.alloc_locked(&mut pool.lock(), class, life))
+            // Tiny classes are served under the pool's lock (see `crate::heap`).
+            heap.alloc_tiny(class, life)
         } else {
             // SAFETY: class < CLASS_COUNT, life < L::COUNT; the current block is live
             // (or the never-written empty block).

@@ -124,6 +124,14 @@ impl LargeTable {
         Some((e.len, e.life))
     }
 
+    /// Live large allocations of lifetime class `life`.
+    pub(crate) fn count_life(&self, life: usize) -> usize {
+        (0..self.capacity)
+            .map(|i| self.slot(i))
+            .filter(|e| e.addr > TOMB && e.life == life)
+            .count()
+    }
+
     /// Removes every mapping of lifetime class `life`, passing (address, length) to `f`.
     pub(crate) fn drain_life(&mut self, life: usize, mut f: impl FnMut(usize, usize)) {
         for i in 0..self.capacity {

@@ -2,7 +2,9 @@
 //!
 //! - the [`Region`] blocks come from;
 //! - per head (size class × lifetime class), the **pool-owned** blocks that still have free
-//!   slots: blocks abandoned by exited threads, reclaimed full blocks, and every tiny block;
+//!   slots: blocks abandoned by exited threads, reclaimed full blocks, blocks threads
+//!   without a heap allocate from, and tiny blocks no live heap holds (a heap's tiny blocks
+//!   are pool-owned but listed on the heap's tiny heads, see [`crate::heap`]);
 //! - empty blocks kept committed for reuse by any class, at most [`RETAIN_EMPTY`] per block
 //!   size; the rest are decommitted and their units given back to the region;
 //! - the heap registry (id → heap) and the heaps of exited threads.
@@ -11,23 +13,37 @@
 //! holder owns every pool-owned block (`owner == 0`): it alone touches their local free
 //! lists. The holder never allocates through the global allocator.
 //!
+//! **Holders.** For `release_class`, a pool-owned block's allocations belong to its
+//! [`Header::holder`]: the pool ([`NO_HOLDER`]: allocations of exited threads, released by
+//! anyone), a heap (tiny blocks: released by that heap's thread, or by anyone once it has
+//! exited), or [`HEAPLESS`] (threads without a heap allocated from it: no release of one
+//! class frees them, only [`crate::Cohort::scope`] and the instance's drop). A heap never
+//! takes a `HEAPLESS` block, so such allocations never come under a heap.
+//!
+//! **Emptied blocks.** A pool-owned block (or a block of an exited thread's heap) that
+//! remote frees empty goes back to the empty blocks without a `compact`: the free that
+//! empties it takes the lock if it is free ([`Pool::after_remote_free`], which never
+//! waits), else flags the pool and the next slow path that takes a block does the work.
+//!
 //! Invariants (under the lock): a block is on at most one list; a block on `partial[h]` has
-//! key `h` and `owner == 0`; a block on `retained[s]` is empty with key [`EMPTY_KEY`];
-//! `retained_count[s] <= RETAIN_EMPTY`.
+//! key `h`, `owner == 0` and holder [`NO_HOLDER`] or [`HEAPLESS`]; a block on `retained[s]`
+//! is empty with key [`EMPTY_KEY`]; `retained_count[s] <= RETAIN_EMPTY`.
 
-use crate::block::{BlockStack, Header, Role, NONE};
+use crate::block::{BlockStack, Header, Role, HEAPLESS, NONE, NO_HOLDER};
 use crate::class::{CLASSES, CLASS_COUNT, MAX_BLOCK_SHIFT, UNIT_SHIFT};
 use crate::heap::Heap;
 use crate::large::LargeTable;
 use crate::region::{Region, RegionState};
 use crate::sync::RawSpin;
-use crate::sync::{spin_lock, AtomicPtr, AtomicU32, AtomicU64, Ordering, SpinLock};
+use crate::sync::{spin_lock, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, Ordering, SpinLock};
 use crate::{os, tiny};
 use core::ptr;
 use parking_lot::lock_api::MutexGuard;
 
 /// Empty blocks kept committed per block size.
 pub(crate) const RETAIN_EMPTY: usize = 8;
+/// Blocks of a partial list a heap taking a block looks at for one with freed slots.
+const REUSE_SCAN: usize = 8;
 pub(crate) use crate::block::EMPTY_KEY;
 /// The most heaps (threads × instances joined at once) an instance registers; more threads
 /// allocate through the pool's lock.
@@ -48,6 +64,9 @@ pub(crate) struct Pool {
     returned: BlockStack,
     /// Times the lock was taken (slow paths only): a measure for tests and stats.
     pub(crate) lock_count: AtomicU64,
+    /// Set (1) by a remote free that may have emptied a pool-owned block while the lock
+    /// was taken: the next [`Pool::take_block`] gives emptied blocks back.
+    emptied: AtomicU8,
     /// The live large allocations (a separate lock: their paths never take the pool's).
     pub(crate) large: SpinLock<LargeTable>,
     /// Next pool of the process-wide list the fork handlers walk (under that list's lock).
@@ -117,6 +136,7 @@ impl Pool {
                     heap_ids: AtomicU32::new(0),
                     returned: BlockStack::new(),
                     lock_count: AtomicU64::new(0),
+                    emptied: AtomicU8::new(0),
                     large: spin_lock(LargeTable::new()),
                     fork_next: ptr::null_mut(),
                     meta_len,
@@ -176,16 +196,24 @@ impl Pool {
         unsafe { (*self.heaps.add(id as usize)).load(Ordering::Acquire) }
     }
 
-    /// Registers a heap under a new id; returns 0 when the registry is full.
-    pub(crate) fn register(&self, heap: *mut Heap) -> u32 {
+    /// Reserves a new heap id; 0 when the registry is full (then cheaply, with no write).
+    pub(crate) fn reserve_id(&self) -> u32 {
+        if self.heap_ids.load(Ordering::Relaxed) as usize >= MAX_HEAPS - 1 {
+            return 0;
+        }
         let id = self.heap_ids.fetch_add(1, Ordering::Relaxed) + 1;
         if id as usize >= MAX_HEAPS {
             self.heap_ids.store(MAX_HEAPS as u32, Ordering::Relaxed);
             return 0;
         }
-        // SAFETY: id < MAX_HEAPS.
-        unsafe { (*self.heaps.add(id as usize)).store(heap, Ordering::Release) };
         id
+    }
+
+    /// Registers `heap` under `id`, from [`Pool::reserve_id`].
+    pub(crate) fn publish(&self, id: u32, heap: *mut Heap) {
+        debug_assert!(id != 0 && (id as usize) < MAX_HEAPS);
+        // SAFETY: reserved ids are below MAX_HEAPS.
+        unsafe { (*self.heaps.add(id as usize)).store(heap, Ordering::Release) };
     }
 
     /// Every registered heap, for teardown and stats.
@@ -247,8 +275,10 @@ impl PoolState {
 }
 
 impl Pool {
-    /// Under the lock: a block of (class, life) with a free slot, now owned by `owner`.
-    /// Tries pool-owned blocks, then full blocks of exited threads that were freed into,
+    /// Under the lock: a block of (class, life) with a free slot, now owned by `owner`
+    /// (0: the pool, for a tiny block whose holder the caller sets). Tries pool-owned blocks
+    /// (not [`HEAPLESS`] ones; one with freed slots first), then full blocks of exited
+    /// threads that were freed into,
     /// then an empty block, then a new one from the region. `None` when memory is exhausted.
     pub(crate) fn take_block<'a>(
         &'a self,
@@ -258,10 +288,13 @@ impl Pool {
         owner: u64,
     ) -> Option<&'a Header> {
         let head = life * CLASS_COUNT + class;
+        if self.emptied.load(Ordering::Relaxed) != 0 {
+            self.give_back_emptied(st);
+        }
         if *st.partial(head) == NONE {
             self.reclaim_abandoned(st);
         }
-        if let Some(h) = self.list_pop(st.partial(head)) {
+        if let Some(h) = self.take_partial(st, head) {
             h.set_owner(owner);
             return Some(h);
         }
@@ -273,6 +306,33 @@ impl Pool {
         };
         // SAFETY: the block is carved or retained: committed, ours, reachable by nobody.
         Some(unsafe { &*Header::init(base, class, life, owner, fresh) })
+    }
+
+    /// Under the lock: takes a block of the pool's partial list `head` whose allocations are
+    /// the pool's ([`NO_HOLDER`]): one a heap may take (blocks of threads without a heap stay
+    /// where those threads find them). Among the first [`REUSE_SCAN`] of those, one with
+    /// freed slots, whose touched pages are reused before another block's never-used ones;
+    /// else the first.
+    fn take_partial(&self, st: &mut PoolState, head: usize) -> Option<&Header> {
+        let mut first = None;
+        let mut seen = 0;
+        let mut u = *st.partial(head);
+        while u != NONE && seen < REUSE_SCAN {
+            let h = self.block(u);
+            u = h.next.load(Ordering::Relaxed);
+            if h.holder() != NO_HOLDER {
+                continue;
+            }
+            if h.has_freed_slots() {
+                first = Some(h);
+                break;
+            }
+            first.get_or_insert(h);
+            seen += 1;
+        }
+        let h = first?;
+        self.list_remove(st.partial(head), h);
+        Some(h)
     }
 
     /// Under the lock: an empty committed block of `2^s` units, from the kept ones of that
@@ -355,10 +415,26 @@ impl Pool {
         n
     }
 
-    /// Under the lock: pool-owned blocks on a partial list that hold no live slot go back
-    /// to the OS. Returns how many.
+    /// Under the lock: pool-owned blocks on a partial list that hold no live slot (blocks
+    /// of exited threads that were freed into included) go back to the OS. Returns how
+    /// many.
     pub(crate) fn release_empty_partial(&self, st: &mut PoolState) -> usize {
+        self.emptied.store(0, Ordering::Relaxed);
         self.reclaim_abandoned(st);
+        self.empty_partial(st, 0)
+    }
+
+    /// Under the lock: as [`Pool::release_empty_partial`], but the blocks join the empty
+    /// ones kept for reuse (up to [`RETAIN_EMPTY`]; the rest go back to the OS).
+    fn give_back_emptied(&self, st: &mut PoolState) {
+        self.emptied.store(0, Ordering::Relaxed);
+        self.reclaim_abandoned(st);
+        self.empty_partial(st, RETAIN_EMPTY);
+    }
+
+    /// Under the lock: gives away every block on a partial list that holds no live slot,
+    /// keeping at most `retain` empty blocks committed. Returns how many.
+    fn empty_partial(&self, st: &mut PoolState, retain: usize) -> usize {
         let mut n = 0;
         for head in 0..CLASS_COUNT * self.life_count {
             let mut u = *st.partial(head);
@@ -367,7 +443,7 @@ impl Pool {
                 u = h.next.load(Ordering::Relaxed);
                 if h.live() == 0 {
                     self.list_remove(st.partial(head), h);
-                    self.give_block(st, h, 0);
+                    self.give_block(st, h, retain);
                     n += 1;
                 }
             }
@@ -375,18 +451,54 @@ impl Pool {
         n
     }
 
+    /// Under the lock: every empty block the pool holds goes back to the OS: those on its
+    /// partial lists and those kept for reuse. Returns how many.
+    pub(crate) fn release_empty(&self, st: &mut PoolState) -> usize {
+        self.release_empty_partial(st) + self.release_retained(st)
+    }
+
+    /// A remote free took a slot of `h`, after any relisting: if that may have emptied a
+    /// block the pool owns or an exited thread's heap owns (nobody else would notice), the
+    /// block goes back to the empty ones now when the lock is free, else the pool is
+    /// flagged and the next [`Pool::take_block`] does it. Never waits: remote frees stay
+    /// lock-free.
+    pub(crate) fn after_remote_free(&self, h: &Header) {
+        // One read of the header: the block may be given back and taken again meanwhile;
+        // a wrong guess costs one pass under the lock.
+        let Some(b) = h.snapshot() else {
+            return;
+        };
+        if b.live != 0 || (b.owner != 0 && !self.owner_is_abandoned(b.owner)) {
+            return;
+        }
+        self.emptied.store(1, Ordering::Relaxed);
+        if let Some(mut st) = self.state.try_lock() {
+            self.lock_count.fetch_add(1, Ordering::Relaxed);
+            self.give_back_emptied(&mut st);
+        }
+    }
+
     /// Under the lock: takes every pool-owned block of lifetime class `life` off the partial
-    /// lists (after reclaiming returned blocks) and passes each to `f`.
+    /// lists (after reclaiming returned blocks) and passes each to `f`; [`HEAPLESS`] blocks
+    /// only with `heapless` (they stay listed otherwise).
     pub(crate) fn take_life(
         &self,
         st: &mut PoolState,
         life: usize,
+        heapless: bool,
         mut f: impl FnMut(&mut PoolState, &Header),
     ) {
         self.reclaim_abandoned(st);
         for class in 0..CLASS_COUNT {
-            while let Some(h) = self.list_pop(st.partial(life * CLASS_COUNT + class)) {
-                f(st, h);
+            let head = life * CLASS_COUNT + class;
+            let mut u = *st.partial(head);
+            while u != NONE {
+                let h = self.block(u);
+                u = h.next.load(Ordering::Relaxed);
+                if heapless || h.holder() != HEAPLESS {
+                    self.list_remove(st.partial(head), h);
+                    f(st, h);
+                }
             }
         }
     }
@@ -409,6 +521,20 @@ impl Pool {
         !heap.is_null() && unsafe { (*heap).token == token && (*heap).is_abandoned() }
     }
 
+    /// True when the heap with id `id` is registered and its thread has exited (the pool
+    /// holds it).
+    pub(crate) fn heap_is_abandoned(&self, id: u32) -> bool {
+        let heap = self.heap(id);
+        // SAFETY: registered heaps stay mapped for the pool's life.
+        !heap.is_null() && unsafe { (*heap).is_abandoned() }
+    }
+
+    /// Under the lock: gives the memory of a block that is empty and on no list back to
+    /// the OS.
+    pub(crate) fn release_block(&self, st: &mut PoolState, h: &Header) {
+        self.give_block(st, h, 0);
+    }
+
     fn give_block(&self, st: &mut PoolState, h: &Header, retain: usize) {
         let shift = h.geometry().block_shift;
         let s = (shift - UNIT_SHIFT) as usize;
@@ -429,10 +555,17 @@ impl Pool {
         h.set_owner(0);
         // Current, or retired FULL and relisted by a remote free: a listed block now.
         h.set_role(Role::Listed);
+        // A heap's tiny block: its allocations are the pool's now. (A `HEAPLESS` block
+        // relisted from the pool's returned stack stays theirs.)
+        if h.holder() != HEAPLESS {
+            h.set_holder(NO_HOLDER);
+        }
         if h.free.load(Ordering::Relaxed) == 0 {
             h.collect_remote();
         }
-        if h.used() == 0 {
+        // Live, not used: slots on the remote list (when the local list kept it from being
+        // collected) are free too.
+        if h.live() == 0 {
             self.give_empty(st, h);
         } else {
             let head = h.life() * CLASS_COUNT + h.class();
@@ -478,9 +611,22 @@ impl Pool {
         stack.push(self.unit(h), h);
     }
 
-    /// Under the lock, for a thread without a heap (or a tiny class): takes a slot of
-    /// (class, life) from a pool-owned block. Returns the slot and whether it reads zero.
+    /// Under the lock, for a thread without a heap: takes a slot of (class, life) from a
+    /// pool-owned block, which becomes [`HEAPLESS`] (see the module docs). Before saying
+    /// out of memory, gives every empty block the pool holds back to the OS and tries
+    /// again. Returns the slot and whether it reads zero.
     pub(crate) fn alloc_locked(
+        &self,
+        st: &mut PoolState,
+        class: usize,
+        life: usize,
+    ) -> Option<(*mut u8, bool)> {
+        self.alloc_heapless(st, class, life).or_else(|| {
+            (self.release_empty(st) > 0).then(|| self.alloc_heapless(st, class, life))?
+        })
+    }
+
+    fn alloc_heapless(
         &self,
         st: &mut PoolState,
         class: usize,
@@ -496,14 +642,12 @@ impl Pool {
             } else {
                 self.block(first)
             };
+            h.set_holder(HEAPLESS);
             let got = if h.geometry().is_tiny() {
                 // SAFETY: tiny blocks are pool-owned; we hold the lock.
                 unsafe { tiny::pop(h) }
             } else {
-                h.pop().or_else(|| {
-                    h.collect_remote();
-                    h.pop()
-                })
+                h.pop().or_else(|| h.refill().then(|| h.pop()).flatten())
             };
             if let Some((off, zeroed)) = got {
                 if h.geometry().is_tiny() && h.used() == h.capacity() {
@@ -512,7 +656,7 @@ impl Pool {
                 }
                 return Some((h.base().wrapping_add(off as usize), zeroed));
             }
-            // Full: it leaves the list; frees find it again through `free_locked` (tiny) or
+            // Full: it leaves the list; frees find it again through `free_tiny` (tiny) or
             // its remote list (collected when it is next adopted).
             self.list_remove(st.partial(head), h);
             if !h.geometry().is_tiny() && !h.try_retire() {
@@ -528,13 +672,31 @@ impl Pool {
     pub(crate) unsafe fn free_tiny(&self, st: &mut PoolState, h: &Header, off: u32) {
         // SAFETY: the caller guarantees the slot; we hold the lock that owns tiny blocks.
         let used = unsafe { tiny::push(h, off) };
-        let head = h.life() * CLASS_COUNT + h.class();
         if used == h.capacity() {
-            // It was full and off every list.
-            self.list_push(st.partial(head), h);
+            // It was full and off every list: back on its holder's.
+            let list = self.tiny_list(st, h);
+            self.list_push(list, h);
         } else if used == 1 {
-            self.list_remove(st.partial(head), h);
+            let list = self.tiny_list(st, h);
+            self.list_remove(list, h);
             self.give_empty(st, h);
         }
+    }
+
+    /// Under the lock: the list a tiny block with a free slot is on: its holder heap's
+    /// tiny head, else the pool's partial list. A block whose holder's thread has exited
+    /// (it was full when the heap was abandoned, so on no list) becomes the pool's.
+    fn tiny_list<'a>(&self, st: &'a mut PoolState, h: &Header) -> &'a mut u32 {
+        let holder = h.holder();
+        if holder != NO_HOLDER && holder != HEAPLESS {
+            let heap = self.heap(holder);
+            if !heap.is_null() && !self.heap_is_abandoned(holder) {
+                // SAFETY: registered heaps stay mapped; a live heap's tiny heads are
+                // touched only under the pool lock, which `st` proves we hold.
+                return unsafe { (*heap).tiny_list(h.class(), h.life()) };
+            }
+            h.set_holder(NO_HOLDER);
+        }
+        st.partial(h.life() * CLASS_COUNT + h.class())
     }
 }

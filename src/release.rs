@@ -2,17 +2,22 @@
 //! the leak check.
 //!
 //! Releasing a lifetime class frees all its allocations at once, like resetting an arena, in
-//! time proportional to the blocks: every block of the class that the calling thread's heap
-//! or the pool holds (blocks of exited threads included) is emptied and given back, without
-//! looking at a single slot. Blocks of the class held by *other live threads'* heaps are
+//! time proportional to the blocks: every block of the class that holds allocations of the
+//! calling thread or of exited threads is emptied and given back, without looking at a
+//! single slot. Blocks of the class that hold *other live threads'* allocations are
 //! theirs: each thread releases its own (see [`Released::left_to_other_threads`]).
+//!
+//! Whose a block's allocations are: a heap-owned block's are its heap's thread's; a
+//! pool-owned block's are its holder's (see [`crate::pool`]): a tiny block's, the heap that
+//! allocates from it; a block of exited threads, nobody's (anyone releases it); a block
+//! that threads without a heap allocated from, theirs (only [`Cohort::scope`] releases it).
 
 use crate::api::Cohort;
-use crate::block::Header;
+use crate::block::{Header, Snapshot, HEAPLESS, NO_HOLDER};
 use crate::heap::{self, Heap};
 use crate::lifetime::Lifetime;
 use crate::os;
-use crate::pool::{PoolState, EMPTY_KEY};
+use crate::pool::PoolState;
 use crate::region::BLOCK;
 
 /// What [`Cohort::release_class`] did.
@@ -22,7 +27,9 @@ pub struct Released {
     pub blocks: usize,
     /// Live slots they held, now freed.
     pub slots: usize,
-    /// Blocks of the class still held by other live threads' heaps (not released).
+    /// Blocks of the class that hold other live threads' allocations (not released):
+    /// blocks of their heaps, their tiny blocks, blocks threads without a heap allocated
+    /// from.
     pub left_to_other_threads: usize,
     /// Large allocations of the class unmapped (whichever thread made them).
     pub large: usize,
@@ -46,8 +53,12 @@ impl<L: Lifetime> Cohort<L> {
     ///
     /// Cost: proportional to the allocator's blocks (a walk of their headers), not to the
     /// allocations. Thread safety: other threads may allocate and free in *other* lifetime
-    /// classes meanwhile; blocks of `life` that other live threads' heaps hold are left
-    /// alone and counted in [`Released::left_to_other_threads`].
+    /// classes meanwhile; blocks of `life` that hold other live threads' allocations are
+    /// left alone and counted in [`Released::left_to_other_threads`]. This holds for every
+    /// size, 1- and 2-byte allocations included (they are served under a lock, but each
+    /// thread from its own blocks). Allocations a thread made without a heap of its own
+    /// (while it was exiting, or beyond the 16 383 heaps an instance registers) count as
+    /// another live thread's: only [`Cohort::scope`] releases them.
     ///
     /// Large allocations (above 16 KiB) of the class are unmapped too, whichever thread
     /// made them: they belong to no heap.
@@ -75,7 +86,17 @@ impl<L: Lifetime> Cohort<L> {
         };
         let me = heap::find_own(self.instance_id());
         // SAFETY: `me` is null or the calling thread's heap.
-        let my_token = unsafe { me.as_ref() }.map(|h| h.token);
+        let (my_token, my_id) = unsafe { me.as_ref() }.map_or((0, 0), |h| (h.token, h.id));
+        // Whether a block's allocations (`b` as read once) are the caller's to release.
+        let releasable = |b: &Snapshot| {
+            exclusive
+                || match (b.owner, b.holder) {
+                    (0, NO_HOLDER) => true,
+                    (0, HEAPLESS) => false,
+                    (0, id) => id == my_id || pool.heap_is_abandoned(id),
+                    (owner, _) => owner == my_token || pool.owner_is_abandoned(owner),
+                }
+        };
         // Nothing below allocates: the lock is held (the allocator may be the global one).
         let mut st = pool.lock();
         let mut release = |st: &mut PoolState, h: &Header, in_place: bool| {
@@ -95,15 +116,21 @@ impl<L: Lifetime> Cohort<L> {
         // The calling thread's heads, then the pool's lists (with what exited threads left).
         if exclusive {
             for heap in pool.registered_heaps() {
-                // SAFETY: registered heaps stay mapped; exclusive use lets us act as the
-                // owner of every live one (with_borrowed keeps an exiting thread out).
-                unsafe { &*heap }.with_borrowed(|hp| release_heap(hp, &mut release, &mut st));
+                // SAFETY: registered heaps stay mapped; exclusive use and the lock let us
+                // act as the owner of every one a thread holds (an exiting thread waits
+                // for the lock).
+                let hp = unsafe { &*heap };
+                if hp.held_by_thread(&st) {
+                    release_heap(hp, &mut release, &mut st);
+                }
             }
         } else if !me.is_null() {
             // SAFETY: the calling thread's own heap.
             release_heap(unsafe { &*me }, &mut release, &mut st);
         }
-        pool.take_life(&mut st, life, |st, h| release(st, h, false));
+        // Blocks of threads without a heap stay listed (unless `exclusive`); the scan
+        // below counts them.
+        pool.take_life(&mut st, life, exclusive, |st, h| release(st, h, false));
         // Blocks on no list: full blocks of the caller, of the pool, of exited threads.
         let r = &pool.region;
         for u in 0..r.carved_units(&st.region) {
@@ -111,14 +138,17 @@ impl<L: Lifetime> Cohort<L> {
                 continue;
             }
             let h = pool.block(u as u32);
+            // One read of the header: other threads' blocks change under us (their counts;
+            // their keys only under the lock we hold).
+            let Some(b) = h.snapshot() else {
+                continue;
+            };
             // Blocks with nothing in use are the current blocks just emptied in place (or
             // listed blocks): they stay where they are.
-            if h.key() == EMPTY_KEY || h.life() != life || h.used() == 0 {
+            if b.life != life || b.used == 0 {
                 continue;
             }
-            let owner = h.owner();
-            if exclusive || owner == 0 || Some(owner) == my_token || pool.owner_is_abandoned(owner)
-            {
+            if releasable(&b) {
                 release(&mut st, h, false);
             } else {
                 others += 1;
@@ -141,20 +171,14 @@ impl<L: Lifetime> Cohort<L> {
     /// scoped threads started inside `f` may use it, and their blocks of the class are
     /// released too, whichever heap holds them.
     ///
-    /// Panics if the class has live allocations when the scope starts (they would be
-    /// freed under their owners).
+    /// Panics if the class has live allocations when the scope starts, small or large
+    /// (they would be freed under their owners).
     pub fn scope<R>(
         &mut self,
         life: L,
         f: impl for<'s> FnOnce(&'s Self, crate::ClassHandle<'s, L>) -> R,
     ) -> R {
-        let live: usize = self
-            .stats()
-            .heads
-            .iter()
-            .filter(|h| h.life == life.index())
-            .map(|h| h.live)
-            .sum();
+        let live = self.live_in_class(life.index());
         assert!(
             live == 0,
             "cohort: scope on lifetime class {} which has {live} live allocations",
@@ -170,6 +194,22 @@ impl<L: Lifetime> Cohort<L> {
         r
     }
 
+    /// Live allocations of lifetime class `life`: small slots and large allocations, what
+    /// a release of the class frees.
+    fn live_in_class(&self, life: usize) -> usize {
+        let small: usize = self
+            .stats()
+            .heads
+            .iter()
+            .filter(|h| h.life == life)
+            .map(|h| h.live)
+            .sum();
+        let large = self
+            .pool_if_any()
+            .map_or(0, |pool| pool.large.lock().count_life(life));
+        small + large
+    }
+
     /// Gives memory back to the OS: every empty block of the calling thread's heap and of the
     /// pool (blocks exited threads left included), and every empty block kept for reuse.
     /// Other live threads' empty blocks are theirs to give back (each may call `compact`).
@@ -182,15 +222,8 @@ impl<L: Lifetime> Cohort<L> {
         };
         let resident_before = pool.resident_bytes();
         let me = heap::find_own(self.instance_id());
-        let mut st = pool.lock();
-        let mut blocks = 0;
-        if !me.is_null() {
-            // SAFETY: the calling thread's own heap.
-            blocks += unsafe { (*me).give_back_empty(&mut st) };
-        }
-        blocks += pool.release_empty_partial(&mut st);
-        blocks += pool.release_retained(&mut st);
-        drop(st);
+        // SAFETY: `me` is null or the calling thread's own heap.
+        let blocks = heap::release_empty(unsafe { me.as_ref() }, pool, &mut pool.lock());
         let resident_after = pool.resident_bytes();
         Compacted {
             blocks,

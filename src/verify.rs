@@ -1,15 +1,17 @@
 //! `verify`: walks every block and every list and checks the invariants of
 //! [`crate::block`], [`crate::pool`] and [`crate::heap`].
 //!
-//! Per block: units `BLOCK` then `TAIL` for its size; header magic, key, geometry copies;
+//! Per block: units `BLOCK` then `TAIL` for its size; header magic, key, stride copy,
+//! `bump_end <= limit`;
 //! `first <= bump <= limit` on a slot boundary; the free lists and the remote list are made
 //! of slots below `bump`, are acyclic and disjoint; `used == handed out - |free list|`;
 //! `|remote list|` matches the remote count; in checked mode a slot's live bit is set exactly
 //! when the slot is live. Per list: every block on a heap's or the pool's list has the
-//! list's key and owner and is not `FULL`; links are symmetric.
+//! list's key and owner and is not `FULL`; a heap's tiny blocks are pool-owned and held by
+//! the heap, the pool's blocks by no heap; links are symmetric.
 
 use crate::api::Cohort;
-use crate::block::{Header, Role, FULL, MAGIC, NONE};
+use crate::block::{key_class, Header, Role, Snapshot, FULL, HEAPLESS, MAGIC, NONE, NO_HOLDER};
 use crate::class::{CLASSES, CLASS_COUNT, UNIT};
 use crate::lifetime::Lifetime;
 use crate::pool::{Pool, EMPTY_KEY};
@@ -89,13 +91,16 @@ impl<L: Lifetime> Cohort<L> {
             match r.unit_state(u) {
                 BLOCK => {
                     let h = pool.block(u as u32);
-                    let units = check_units(pool, h, u, carved)?;
+                    // The header's identity is read once (see `Header::snapshot`).
+                    let key = h.key();
+                    let units = check_units(pool, h, key, u, carved)?;
                     let bits = BitSlice::from_slice_mut(&mut seen);
-                    if h.key() == EMPTY_KEY {
-                        out.empty_blocks += 1;
-                    } else {
-                        out.live += check_block(pool, h, bits)?;
-                        out.blocks += 1;
+                    match h.snapshot() {
+                        Some(b) if key != EMPTY_KEY => {
+                            out.live += check_block(pool, h, &b, bits)?;
+                            out.blocks += 1;
+                        }
+                        _ => out.empty_blocks += 1,
                     }
                     u += units;
                 }
@@ -118,35 +123,38 @@ impl<L: Lifetime> Cohort<L> {
 }
 
 fn error(h: &Header, problem: String) -> VerifyError {
-    let valid = h.key() != EMPTY_KEY && h.class() < CLASS_COUNT;
+    let b = h.snapshot();
     VerifyError {
         block: h.base() as usize,
-        size_class: valid.then(|| h.class()),
-        life: valid.then(|| h.life()),
+        size_class: b.map(|b| b.class),
+        life: b.map(|b| b.life),
         problem,
     }
 }
 
-/// The block's units: `BLOCK` then `TAIL`s. Returns the unit count.
-fn check_units(pool: &Pool, h: &Header, u: usize, carved: usize) -> Result<usize, VerifyError> {
+/// The block's units: `BLOCK` then `TAIL`s, for header key `key`. Returns the unit count.
+fn check_units(
+    pool: &Pool,
+    h: &Header,
+    key: u16,
+    u: usize,
+    carved: usize,
+) -> Result<usize, VerifyError> {
     if h.magic != MAGIC {
         return Err(error(
             h,
             format!("header magic {:#x}, expected {MAGIC:#x}", h.magic),
         ));
     }
-    if h.key() != EMPTY_KEY && h.class() >= CLASS_COUNT {
-        return Err(error(
-            h,
-            format!("header key {:#x} names no size class", h.key()),
-        ));
+    if key != EMPTY_KEY && key_class(key) >= CLASS_COUNT {
+        return Err(error(h, format!("header key {key:#x} names no size class")));
     }
     let mut units = 1;
     while u + units < carved && pool.region.unit_state(u + units) == TAIL {
         units += 1;
     }
-    if h.key() != EMPTY_KEY && units != h.geometry().block_size() / UNIT {
-        let bytes = h.geometry().block_size();
+    if key != EMPTY_KEY && units != CLASSES[key_class(key)].block_size() / UNIT {
+        let bytes = CLASSES[key_class(key)].block_size();
         return Err(error(
             h,
             format!("{units} units are marked for a block of {bytes} B"),
@@ -155,22 +163,28 @@ fn check_units(pool: &Pool, h: &Header, u: usize, carved: usize) -> Result<usize
     Ok(units)
 }
 
-/// One block in use: geometry, lists, counts. Returns its live slots.
-fn check_block(pool: &Pool, h: &Header, seen: &mut BitSlice<usize>) -> Result<usize, VerifyError> {
+/// One block in use, `b` as read once: geometry, lists, counts. Returns its live slots.
+fn check_block(
+    pool: &Pool,
+    h: &Header,
+    b: &Snapshot,
+    seen: &mut BitSlice<usize>,
+) -> Result<usize, VerifyError> {
     let life_count = pool.life_count;
-    let c = h.geometry();
-    if h.life() >= life_count {
+    let c = b.geometry;
+    if b.life >= life_count {
         return Err(error(
             h,
-            format!("lifetime class {} of {life_count}", h.life()),
+            format!("lifetime class {} of {life_count}", b.life),
         ));
     }
-    if !c.is_tiny() && (h.limit != c.limit || h.stride != c.stride) {
+    let bump_end = h.bump_end.load(Ordering::Relaxed);
+    if !c.is_tiny() && (bump_end > c.limit || h.stride != c.stride) {
         return Err(error(
             h,
             format!(
-                "header limit/stride {}/{} differ from the class's {}/{}",
-                h.limit, h.stride, c.limit, c.stride
+                "header bump end/stride {}/{} past the class's limit {} or not its stride {}",
+                bump_end, h.stride, c.limit, c.stride
             ),
         ));
     }
@@ -255,7 +269,7 @@ fn check_block(pool: &Pool, h: &Header, seen: &mut BitSlice<usize>) -> Result<us
             format!("used {used} + free-listed {free} != {handed_out} slots handed out"),
         ));
     }
-    let live = h.live() as usize;
+    let live = b.live as usize;
     if !pool.region.live_bits.is_null() {
         for i in 0..handed_out {
             let p = h.base() as usize + (c.first + i as u32 * c.stride) as usize;
@@ -321,8 +335,14 @@ fn check_lists(pool: &Pool) -> Result<(), VerifyError> {
         let hp = unsafe { &*heap };
         let mut res = Ok(());
         hp.for_each_listed(|h, current| {
+            // A heap's tiny blocks are pool-owned, held by the heap (see `crate::heap`).
+            let tiny = h.geometry().is_tiny();
             if res.is_ok() {
-                res = check(h, hp.token, "a heap");
+                res = check(h, if tiny { 0 } else { hp.token }, "a heap");
+            }
+            if res.is_ok() && tiny && h.holder() != hp.id {
+                let problem = format!("heap {} lists a tiny block held by {}", hp.id, h.holder());
+                res = Err(error(h, problem));
             }
             let role = if current { Role::Current } else { Role::Listed };
             if res.is_ok() && h.role() != role {
@@ -348,6 +368,10 @@ fn check_lists(pool: &Pool) -> Result<(), VerifyError> {
             }
             if h.life() * CLASS_COUNT + h.class() != head {
                 return Err(error(h, format!("the pool lists it under head {head}")));
+            }
+            if h.holder() != NO_HOLDER && h.holder() != HEAPLESS {
+                let problem = format!("the pool lists it, held by heap {}", h.holder());
+                return Err(error(h, problem));
             }
             u = h.next.load(Ordering::Relaxed);
         }

@@ -277,3 +277,66 @@ fn fork_while_threads_allocate() {
          deadlock): {failures:?}"
     );
 }
+
+/// A thread keeps creating instances (published before their first use, unpublished
+/// before their drop) while the main thread forks: each child allocates from the instance
+/// published at the fork, possibly one the parent's thread was initialising. The child
+/// must not hang on an initialisation that no thread of its own will finish.
+#[test]
+fn fork_while_another_thread_initialises_an_instance() {
+    use std::sync::atomic::AtomicPtr;
+    static PUBLISHED: AtomicPtr<Cohort> = AtomicPtr::new(ptr::null_mut());
+    static DONE: AtomicBool = AtomicBool::new(false);
+    const ROUNDS: usize = 400;
+    /// Seconds a child may take: it makes one allocation.
+    const TIMEOUT: u32 = 10;
+    let maker = thread::spawn(|| {
+        while !DONE.load(Ordering::Relaxed) {
+            let c = Box::into_raw(Box::new(Cohort::<()>::new()));
+            PUBLISHED.store(c, Ordering::SeqCst);
+            // SAFETY: c is live until the drop below, after it is unpublished.
+            unsafe {
+                let p = (*c).malloc(64, ());
+                assert!(!p.is_null());
+                (*c).free(p, 64, ());
+            }
+            PUBLISHED.store(ptr::null_mut(), Ordering::SeqCst);
+            // SAFETY: unpublished: only this thread reaches it.
+            drop(unsafe { Box::from_raw(c) });
+        }
+    });
+    let mut hung = 0;
+    for _ in 0..ROUNDS {
+        // SAFETY: the child only allocates, frees and exits through _exit.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed: {}", std::io::Error::last_os_error());
+        if pid == 0 {
+            // SAFETY: alarm and _exit end or bound the child; the published instance was
+            // not being dropped at the fork (it is unpublished first), and the child has
+            // no thread that drops it.
+            unsafe {
+                libc::alarm(TIMEOUT);
+                let c = PUBLISHED.load(Ordering::SeqCst);
+                if let Some(c) = c.as_ref() {
+                    let p = c.malloc(64, ());
+                    if p.is_null() {
+                        libc::_exit(1);
+                    }
+                    c.free(p, 64, ());
+                }
+                libc::_exit(0);
+            }
+        }
+        match wait_for(pid) {
+            0 => {}
+            1014 => {
+                hung += 1;
+                break;
+            }
+            status => panic!("a child failed with status {status}"),
+        }
+    }
+    DONE.store(true, Ordering::Relaxed);
+    maker.join().expect("the instance maker panicked");
+    assert_eq!(hung, 0, "a child hung (killed by the alarm)");
+}

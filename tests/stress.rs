@@ -9,6 +9,9 @@
 //! allocated live on in that array. Between rounds the main thread checks every block's live
 //! count against the objects it knows to be live.
 //!
+//! Another test runs snapshots (`stats`, `for_each_block`), `compact` and `release_class`
+//! of a class the workers do not use, over and over, while workers allocate, free and exit.
+//!
 //! The objects under test come from a local `Cohort`; the test's own bookkeeping (Vecs,
 //! Boxes, the HashMap) uses the system allocator.
 //!
@@ -169,13 +172,7 @@ fn run(threads: usize, rounds: usize, ops: usize, seed: u64) -> usize {
         for h in handles {
             h.join().expect("a worker thread panicked");
         }
-        // Quiescent: the transfer array holds every live object.
-        let mut live = shared.transfer.take_all();
-        check_accounting(&shared.a, &live);
-        // SAFETY: the workers have exited; only this thread uses the allocator now.
-        if let Err(e) = unsafe { shared.a.verify() } {
-            panic!("round {round}: {e:?}");
-        }
+        let mut live = take_quiescent(&shared, round);
         // The main thread frees some of them (their threads have exited) and puts the rest
         // back for the next round's threads.
         let mut t = Tester::new(&shared.a, rng.next_u64(), LARGE_MAX);
@@ -188,12 +185,29 @@ fn run(threads: usize, rounds: usize, ops: usize, seed: u64) -> usize {
         }
         round += 1;
     }
+    free_the_rest(&shared);
+    round
+}
+
+/// Between rounds (every other thread has exited, the transfer array holds every live
+/// object): takes the objects, checks the blocks' counts against them and verifies.
+fn take_quiescent(shared: &Shared, round: usize) -> Vec<Obj> {
+    let live = shared.transfer.take_all();
+    check_accounting(&shared.a, &live);
+    // SAFETY: the workers have exited; only this thread uses the allocator now.
+    if let Err(e) = unsafe { shared.a.verify() } {
+        panic!("round {round}: {e:?}");
+    }
+    live
+}
+
+/// At the end: frees what is left in the transfer array; nothing is live then.
+fn free_the_rest(shared: &Shared) {
     let t = Tester::new(&shared.a, 0, LARGE_MAX);
     for o in shared.transfer.take_all() {
         t.free(o);
     }
     check_accounting(&shared.a, &[]);
-    round
 }
 
 #[test]
@@ -352,4 +366,154 @@ fn relisted_blocks_of_exited_threads_are_listed_by_the_pool() {
     }
     // SAFETY: as above.
     unsafe { a.verify() }.unwrap();
+}
+
+/// The largest large object of the snapshot test (a few: patterning is slow in debug).
+const CHURN_LARGE_MAX: usize = 64 << 10;
+
+/// A worker of [`snapshots_compact_and_releases_while_threads_allocate`]: random objects of
+/// classes A and B, bursts that fill and empty whole blocks (so blocks change hands all
+/// the time), and cross-thread frees through the transfer array.
+fn churn_worker(shared: &Shared, seed: u64, ops: usize) {
+    let mut t = Tester::new(&shared.a, seed, CHURN_LARGE_MAX);
+    let mut local: Vec<Obj> = Vec::new();
+    for _ in 0..ops {
+        let life = [Life::A, Life::B][t.rng.below(2)];
+        match t.rng.below(100) {
+            0..=49 => {
+                local.push(t.alloc(life));
+                if local.len() > 512 {
+                    let i = t.rng.below(local.len());
+                    t.free(local.swap_remove(i));
+                }
+            }
+            50..=64 => {
+                if !local.is_empty() {
+                    let i = t.rng.below(local.len());
+                    t.free(local.swap_remove(i));
+                }
+            }
+            65..=69 => {
+                // A burst of one size, freed at once: blocks fill, empty and go back.
+                let size = t.rng.range(4096, 16 * 1024);
+                let burst: Vec<Obj> = (0..t.rng.range(50, 300))
+                    .map(|_| {
+                        let p = shared.a.malloc(size, life);
+                        assert!(!p.is_null(), "malloc({size}) returned null");
+                        let seed = common::seed_of(p, size);
+                        // SAFETY: a fresh allocation of `size` bytes.
+                        unsafe { common::fill(p, seed, size) };
+                        Obj {
+                            ptr: p,
+                            size,
+                            free_size: size,
+                            align: 0,
+                            life,
+                            seed,
+                        }
+                    })
+                    .collect();
+                for o in burst {
+                    t.free(o);
+                }
+            }
+            _ => {
+                let mine = (!local.is_empty()).then(|| {
+                    let i = t.rng.below(local.len());
+                    local.swap_remove(i)
+                });
+                let slot = t.rng.below(TRANSFER_SLOTS);
+                if let Some(theirs) = shared.transfer.swap(slot, mine) {
+                    t.free(theirs);
+                }
+            }
+        }
+    }
+    for o in local {
+        t.free(o);
+    }
+}
+
+/// What a snapshot must never report, whatever changes under it.
+fn check_snapshot(a: &Cohort<Life>) {
+    use cohort::class::CLASS_COUNT;
+    let s = a.stats();
+    for h in &s.heads {
+        assert!(h.size_class < CLASS_COUNT && h.life < 3, "{h:?}");
+        assert!(h.live <= h.capacity, "{h:?}");
+    }
+    a.for_each_block(|b| {
+        assert!(b.size_class < CLASS_COUNT && b.life < 3, "{b:?}");
+        assert!(b.live <= b.capacity, "{b:?}");
+    });
+}
+
+/// Snapshots (`stats`, `for_each_block`), `compact` and `release_class` of a class the
+/// workers do not use, run over and over by one thread while worker threads allocate, free
+/// and exit (their blocks go to the pool, are given back and taken again by other classes).
+/// Every object is patterned and checked at free; `verify` runs after each round. Bounded
+/// by rounds; `COHORT_STRESS_SOAK` makes it longer as for the other stress tests.
+#[test]
+fn snapshots_compact_and_releases_while_threads_allocate() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (budget, ops) = budget(3, 500);
+    let shared = Arc::new(Shared {
+        a: Cohort::new(),
+        transfer: Transfer::new(),
+    });
+    let mut rng = Rng::new(7);
+    let mut round = 0;
+    let mut snapshots = 0;
+    loop {
+        match budget {
+            Budget::Rounds(n) if round >= n => break,
+            Budget::Until(t) if round > 0 && Instant::now() >= t => break,
+            _ => {}
+        }
+        let done = Arc::new(AtomicBool::new(false));
+        let watcher = {
+            let (shared, done) = (Arc::clone(&shared), Arc::clone(&done));
+            let seed = rng.next_u64();
+            thread::spawn(move || {
+                let mut t = Tester::new(&shared.a, seed, CHURN_LARGE_MAX);
+                let mut n = 0;
+                while !done.load(Ordering::Acquire) {
+                    check_snapshot(&shared.a);
+                    shared.a.compact();
+                    let made: Vec<Obj> =
+                        (0..t.rng.range(1, 64)).map(|_| t.alloc(Life::C)).collect();
+                    for o in &made {
+                        Tester::check(o, "before release");
+                    }
+                    let nonzero = made.iter().filter(|o| o.size > 0).count();
+                    // SAFETY: only this thread uses class C, and drops its objects unused.
+                    let r = unsafe { shared.a.release_class(Life::C) };
+                    assert_eq!(r.left_to_other_threads, 0, "{r:?}");
+                    assert_eq!(r.slots + r.large, nonzero, "{r:?}");
+                    n += 1;
+                }
+                n
+            })
+        };
+        let workers: Vec<_> = (0..2)
+            .map(|_| {
+                let shared = Arc::clone(&shared);
+                let seed = rng.next_u64();
+                let n = ops / 2 + rng.below(ops / 2 + 1);
+                thread::spawn(move || churn_worker(&shared, seed, n))
+            })
+            .collect();
+        for w in workers {
+            w.join().expect("a worker panicked");
+        }
+        done.store(true, Ordering::Release);
+        snapshots += watcher.join().expect("the snapshot thread panicked");
+        let live = take_quiescent(&shared, round);
+        for (i, o) in live.into_iter().enumerate() {
+            assert!(shared.transfer.swap(i, Some(o)).is_none());
+        }
+        round += 1;
+    }
+    free_the_rest(&shared);
+    eprintln!("snapshots: {round} rounds, {snapshots} snapshot passes");
 }
