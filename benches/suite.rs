@@ -52,6 +52,18 @@ const WORKLOADS: &[Workload] = &[
     w("ratio:1000", "memory-ratio", "1000 B: "),
     w("grow:1", "realloc-growth", "1 B steps: "),
     w("grow:4096", "realloc-growth", "4 KiB steps: "),
+    w("handoff", "cross-thread", "task hand-off: "),
+    w(
+        "spread:1000",
+        "cross-thread",
+        "1-1000 B through a channel: ",
+    ),
+    w(
+        "spread:16000",
+        "cross-thread",
+        "1-16000 B through a channel: ",
+    ),
+    w("shortlived", "cross-thread", "short-lived threads: "),
     w("lifetime", "lifetime", ""),
     w("classes", "lifetime", ""),
     w("release", "lifetime", ""),

@@ -9,7 +9,11 @@
 //! A slot is in exactly one of four places:
 //!
 //! - **never used**: at or above `bump` (`bump <= limit`; `bump == limit` when none is
-//!   left). When the header's `FRESH` flag is set these bytes read zero.
+//!   left). When the header's `FRESH` flag is set these bytes read zero. The allocation
+//!   fast path takes them only below `bump_end` (the **bump window**, which ends at most a
+//!   page past `bump`): the owner moves the window on only when the local and the remote
+//!   free lists are both empty ([`Header::refill`]), so slots other threads freed are
+//!   reused before a page the block never used is touched.
 //! - **local free list**: linked from `free` through the slots' first 4 bytes. Only the
 //!   owner (the heap whose id is in `owner`, or the pool-lock holder when `owner == 0`)
 //!   touches it.
@@ -71,8 +75,9 @@ pub(crate) struct Header {
     pub free: AtomicU32,
     /// Offset of the first never-used slot.
     pub bump: AtomicU32,
-    /// `class.limit`, copied for the fast path.
-    pub limit: u32,
+    /// End of the bump window: the fast path takes never-used slots below it.
+    /// `bump_end <= class.limit`, on a page boundary or at `class.limit`. Owner only.
+    pub bump_end: AtomicU32,
     /// `class.stride`, copied for the fast path.
     pub stride: u32,
     /// `used + bias` (wrapping), where `used` counts the slots handed out and not freed
@@ -236,7 +241,7 @@ impl Header {
                     owner_key: AtomicU64::new(owner_word(owner, key(class, life))),
                     free: AtomicU32::new(0),
                     bump: AtomicU32::new(c.first),
-                    limit: c.limit,
+                    bump_end: AtomicU32::new(window_end(c.first, c.limit)),
                     stride: c.stride,
                     count: AtomicU32::new(0),
                     bias: AtomicU32::new(0),
@@ -327,6 +332,8 @@ impl Header {
         self.flags.set(0);
         self.free.store(0, Ordering::Relaxed);
         self.bump.store(c.first, Ordering::Relaxed);
+        self.bump_end
+            .store(window_end(c.first, c.limit), Ordering::Relaxed);
         self.set_used(0);
         self.remote.store(0, Ordering::Relaxed);
         self.next.store(NONE, Ordering::Relaxed);
@@ -468,9 +475,10 @@ impl Header {
             && (off - c.first as usize) % c.stride as usize == 0
     }
 
-    /// Owner only: takes a slot from the local free list, else from the never-used slots.
-    /// Returns its offset, and whether its bytes are known to read zero (a never-used slot
-    /// of a fresh block).
+    /// Owner only: takes a slot from the local free list, else from the never-used slots
+    /// of the bump window. Returns its offset, and whether its bytes are known to read zero
+    /// (a never-used slot of a fresh block). `None` does not mean the block is full: see
+    /// [`Header::refill`].
     #[inline(always)]
     pub(crate) fn pop(&self) -> Option<(u32, bool)> {
         let off = self.free.load(Ordering::Relaxed);
@@ -482,7 +490,7 @@ impl Header {
             (off, false)
         } else {
             let bump = self.bump.load(Ordering::Relaxed);
-            if bump >= self.limit {
+            if bump >= self.bump_end.load(Ordering::Relaxed) {
                 return None;
             }
             self.bump.store(bump + self.stride, Ordering::Relaxed);
@@ -576,6 +584,33 @@ impl Header {
         count
     }
 
+    /// True when the block has freed slots to hand out (local or remote): memory it used
+    /// before, unlike its never-used slots. Owner only (or a snapshot).
+    pub(crate) fn has_freed_slots(&self) -> bool {
+        self.free.load(Ordering::Relaxed) != 0 || self.remote_count() > 0
+    }
+
+    /// Owner only, when [`Header::pop`] found no slot: makes slots available to it,
+    /// preferring the slots other threads freed (the whole remote list) to never-used ones
+    /// (the next bump window: the never-used slots that start before the end of the page
+    /// `bump` is in, at least one). Returns false when the block has no free slot at all.
+    pub(crate) fn refill(&self) -> bool {
+        self.collect_remote() > 0 || self.advance_window()
+    }
+
+    /// Owner only: moves the bump window on past `bump`. False when no slot is left above
+    /// `bump`.
+    pub(crate) fn advance_window(&self) -> bool {
+        let bump = self.bump.load(Ordering::Relaxed);
+        let limit = self.geometry().limit;
+        if bump >= limit {
+            return false;
+        }
+        self.bump_end
+            .store(window_end(bump, limit), Ordering::Relaxed);
+        true
+    }
+
     /// Owner only, with no free slot: marks the block `FULL` before it leaves its head, in
     /// [`Role::Full`]. Returns false when a remote free came first (collect it instead).
     pub(crate) fn try_retire(&self) -> bool {
@@ -632,7 +667,7 @@ impl Header {
             owner_key: AtomicU64::new(owner_word(0, EMPTY_KEY)),
             free: AtomicU32::new(0),
             bump: AtomicU32::new(0),
-            limit: 0,
+            bump_end: AtomicU32::new(0),
             stride: 0,
             count: AtomicU32::new(0),
             bias: AtomicU32::new(0),
@@ -696,6 +731,23 @@ impl BlockStack {
     }
 }
 
+/// Bytes of never-used slots a block hands out before it looks for freed ones again: one
+/// page, so a fresh block is touched page by page.
+const WINDOW: u32 = 4096;
+#[cfg(not(loom))]
+const _: () = assert!(WINDOW as usize == crate::os::PAGE);
+
+/// The end of the bump window for `bump`: the end of `bump`'s page, at most `limit` (so
+/// the window holds the slot at `bump`, if `bump < limit`).
+const fn window_end(bump: u32, limit: u32) -> u32 {
+    let end = (bump / WINDOW + 1) * WINDOW;
+    if end < limit {
+        end
+    } else {
+        limit
+    }
+}
+
 /// The header of the block holding `p`: one mask, the same for every class (every block
 /// is [`UNIT`] bytes, aligned to its size).
 #[inline(always)]
@@ -725,7 +777,7 @@ mod tests {
             assert!(!base.is_null());
             // SAFETY: a fresh block-sized allocation, ours alone.
             let h = unsafe { &*Header::init(base, class, 0, 7, true) };
-            while h.pop().is_some() {}
+            while h.pop().is_some() || h.refill() {}
             assert_eq!(h.used(), c.capacity);
             TestBlock { base, layout }
         }

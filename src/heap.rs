@@ -182,10 +182,12 @@ impl Heap {
         unsafe { &*self.pool }
     }
 
-    /// The slow path of malloc: the current block of (class, life) has no free slot. Finds
-    /// one (remote frees, returned blocks, the partial list, the pool), makes it current and
-    /// takes a slot from it. Before saying out of memory (`None`), gives back every empty
-    /// block it may ([`release_empty`]) and tries once more.
+    /// The slow path of malloc: the current block of (class, life) has no slot on its
+    /// local free list or in its bump window. Finds one (the block's remote frees, then the
+    /// first listed block if it has freed slots, then the block's next bump window, then
+    /// the partial list, the pool), makes it current and takes a slot from it. Before
+    /// saying out of memory (`None`), gives back every empty block it may
+    /// ([`release_empty`]) and tries once more.
     #[cold]
     #[inline(never)]
     pub(crate) fn alloc_slow(&self, class: usize, life: usize) -> Option<(*mut u8, bool)> {
@@ -208,7 +210,25 @@ impl Heap {
                 if let Some((off, zeroed)) = h.pop() {
                     return Some((h.base().wrapping_add(off as usize), zeroed));
                 }
-                if h.collect_remote() > 0 || !h.try_retire() {
+                // Slots other threads freed first, then those of the next listed block,
+                // then never-used ones: reusing what comes back keeps the touched pages
+                // near what is live.
+                if h.collect_remote() > 0 {
+                    continue;
+                }
+                self.drain_returned();
+                if *head.partial != NONE && pool.block(*head.partial).has_freed_slots() {
+                    // The next listed block becomes current; this one keeps its never-used
+                    // slots for later, listed.
+                    let next = pool.block(*head.partial);
+                    pool.list_remove(head.partial, next);
+                    h.set_role(Role::Listed);
+                    pool.list_push(head.partial, h);
+                    next.set_role(Role::Current);
+                    *head.current = next;
+                    continue;
+                }
+                if h.advance_window() || !h.try_retire() {
                     continue;
                 }
                 *head.current = &EMPTY_BLOCK;

@@ -28,7 +28,8 @@ unsafe impl Sync for Block {}
 impl Block {
     /// A block of size class `class` (not tiny) owned by `owner`, in which every slot but
     /// the last `never_used` is live (handed out): `used == capacity - never_used`, empty
-    /// local and remote free lists.
+    /// local and remote free lists, and an empty bump window (`pop` takes a never-used slot
+    /// only after `refill` moved the window on).
     pub fn new(class: usize, owner: u64, never_used: u32) -> Block {
         let c = &CLASSES[class];
         assert!(!c.is_tiny() && never_used <= c.capacity);
@@ -39,8 +40,9 @@ impl Block {
         // SAFETY: `base` is a fresh zeroed allocation of the class's block size, ours alone.
         let h = unsafe { &*Header::init(base, class, 0, owner, true) };
         // Not yet shared: Relaxed; the model's thread spawns publish it.
-        h.bump
-            .store(c.limit - never_used * c.stride, Ordering::Relaxed);
+        let bump = c.limit - never_used * c.stride;
+        h.bump.store(bump, Ordering::Relaxed);
+        h.bump_end.store(bump, Ordering::Relaxed);
         h.set_used(c.capacity - never_used);
         Block { base, layout }
     }
@@ -94,6 +96,12 @@ impl Block {
     /// Owner only, with an empty local free list: `Header::collect_remote`.
     pub fn collect_remote(&self) -> u32 {
         self.header().collect_remote()
+    }
+
+    /// Owner only, when `pop` found no slot: `Header::refill` (the remote list, else the
+    /// next bump window); false when the block has no free slot.
+    pub fn refill(&self) -> bool {
+        self.header().refill()
     }
 
     /// Owner only, with no free slot: `Header::try_retire` (the block's role becomes

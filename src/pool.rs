@@ -42,6 +42,8 @@ use parking_lot::lock_api::MutexGuard;
 
 /// Empty blocks kept committed per block size.
 pub(crate) const RETAIN_EMPTY: usize = 8;
+/// Blocks of a partial list a heap taking a block looks at for one with freed slots.
+const REUSE_SCAN: usize = 8;
 pub(crate) use crate::block::EMPTY_KEY;
 /// The most heaps (threads × instances joined at once) an instance registers; more threads
 /// allocate through the pool's lock.
@@ -275,7 +277,8 @@ impl PoolState {
 impl Pool {
     /// Under the lock: a block of (class, life) with a free slot, now owned by `owner`
     /// (0: the pool, for a tiny block whose holder the caller sets). Tries pool-owned blocks
-    /// (not [`HEAPLESS`] ones), then full blocks of exited threads that were freed into,
+    /// (not [`HEAPLESS`] ones; one with freed slots first), then full blocks of exited
+    /// threads that were freed into,
     /// then an empty block, then a new one from the region. `None` when memory is exhausted.
     pub(crate) fn take_block<'a>(
         &'a self,
@@ -305,20 +308,31 @@ impl Pool {
         Some(unsafe { &*Header::init(base, class, life, owner, fresh) })
     }
 
-    /// Under the lock: takes the first block of the pool's partial list `head` whose
-    /// allocations are the pool's ([`NO_HOLDER`]): one a heap may take. (Blocks of threads
-    /// without a heap stay where those threads find them.)
+    /// Under the lock: takes a block of the pool's partial list `head` whose allocations are
+    /// the pool's ([`NO_HOLDER`]): one a heap may take (blocks of threads without a heap stay
+    /// where those threads find them). Among the first [`REUSE_SCAN`] of those, one with
+    /// freed slots, whose touched pages are reused before another block's never-used ones;
+    /// else the first.
     fn take_partial(&self, st: &mut PoolState, head: usize) -> Option<&Header> {
+        let mut first = None;
+        let mut seen = 0;
         let mut u = *st.partial(head);
-        while u != NONE {
+        while u != NONE && seen < REUSE_SCAN {
             let h = self.block(u);
-            if h.holder() == NO_HOLDER {
-                self.list_remove(st.partial(head), h);
-                return Some(h);
-            }
             u = h.next.load(Ordering::Relaxed);
+            if h.holder() != NO_HOLDER {
+                continue;
+            }
+            if h.has_freed_slots() {
+                first = Some(h);
+                break;
+            }
+            first.get_or_insert(h);
+            seen += 1;
         }
-        None
+        let h = first?;
+        self.list_remove(st.partial(head), h);
+        Some(h)
     }
 
     /// Under the lock: an empty committed block of `2^s` units, from the kept ones of that
@@ -633,10 +647,7 @@ impl Pool {
                 // SAFETY: tiny blocks are pool-owned; we hold the lock.
                 unsafe { tiny::pop(h) }
             } else {
-                h.pop().or_else(|| {
-                    h.collect_remote();
-                    h.pop()
-                })
+                h.pop().or_else(|| h.refill().then(|| h.pop()).flatten())
             };
             if let Some((off, zeroed)) = got {
                 if h.geometry().is_tiny() && h.used() == h.capacity() {

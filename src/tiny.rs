@@ -65,44 +65,42 @@ pub(crate) unsafe fn init_runs(h: *mut Header, c: &Class) {
     unsafe { core::ptr::write_bytes(table(h), 0xff, (c.runs * c.stride) as usize) };
 }
 
-/// Takes a slot; returns its offset and whether it reads zero.
+/// Takes a slot; returns its offset and whether it reads zero. Freed slots first, then
+/// never-used ones: a block whose slots are freed as fast as they are taken stays within a
+/// few pages.
 ///
 /// # Safety
 /// `h` is a tiny block, and the caller holds the lock that owns it.
 pub(crate) unsafe fn pop(h: &Header) -> Option<(u32, bool)> {
     let c = h.geometry();
     let bump = h.bump.load(Ordering::Relaxed);
-    let zeroed;
-    let off = if bump < c.limit {
-        h.bump.store(bump + c.stride, Ordering::Relaxed);
-        zeroed = h.is_fresh();
-        bump
-    } else {
-        zeroed = false;
-        let end = c.run_len;
-        let mut run = h.free.load(Ordering::Relaxed);
-        loop {
-            if run >= c.runs {
-                h.free.store(run, Ordering::Relaxed);
-                return None;
-            }
-            let head_at = table(h).wrapping_add((run * c.stride) as usize);
-            // SAFETY: run < runs: the head lies in the run table.
-            let head = unsafe { read_link(head_at, c.stride) };
-            if head != end {
-                let slot = c.first + (run * c.run_len + head) * c.stride;
-                let slot_at = h.base().wrapping_add(slot as usize);
-                // SAFETY: `head` indexes a free slot of this run; its bytes hold the next link,
-                // and the run's head is in the table.
-                unsafe { write_link(head_at, c.stride, read_link(slot_at, c.stride)) };
-                h.free.store(run, Ordering::Relaxed);
-                break slot;
-            }
-            run += 1;
+    // Runs past the one holding `bump` were never handed out: their lists are empty.
+    let last_run = ((bump - c.first) / c.stride / c.run_len).min(c.runs - 1);
+    let mut run = h.free.load(Ordering::Relaxed);
+    while run <= last_run {
+        let head_at = table(h).wrapping_add((run * c.stride) as usize);
+        // SAFETY: run < runs: the head lies in the run table.
+        let head = unsafe { read_link(head_at, c.stride) };
+        if head != c.run_len {
+            let slot = c.first + (run * c.run_len + head) * c.stride;
+            let slot_at = h.base().wrapping_add(slot as usize);
+            // SAFETY: `head` indexes a free slot of this run; its bytes hold the next link,
+            // and the run's head is in the table.
+            unsafe { write_link(head_at, c.stride, read_link(slot_at, c.stride)) };
+            h.free.store(run, Ordering::Relaxed);
+            h.count_add(1);
+            return Some((slot, false));
         }
-    };
+        run += 1;
+    }
+    // Every run up to `last_run` is empty, and the ones above it too.
+    h.free.store(run, Ordering::Relaxed);
+    if bump >= c.limit {
+        return None;
+    }
+    h.bump.store(bump + c.stride, Ordering::Relaxed);
     h.count_add(1);
-    Some((off, zeroed))
+    Some((bump, h.is_fresh()))
 }
 
 /// Frees the slot at `off`. Returns `used` before.

@@ -1,7 +1,8 @@
 //! `verify`: walks every block and every list and checks the invariants of
 //! [`crate::block`], [`crate::pool`] and [`crate::heap`].
 //!
-//! Per block: units `BLOCK` then `TAIL` for its size; header magic, key, geometry copies;
+//! Per block: units `BLOCK` then `TAIL` for its size; header magic, key, stride copy,
+//! `bump_end <= limit`;
 //! `first <= bump <= limit` on a slot boundary; the free lists and the remote list are made
 //! of slots below `bump`, are acyclic and disjoint; `used == handed out - |free list|`;
 //! `|remote list|` matches the remote count; in checked mode a slot's live bit is set exactly
@@ -177,12 +178,13 @@ fn check_block(
             format!("lifetime class {} of {life_count}", b.life),
         ));
     }
-    if !c.is_tiny() && (h.limit != c.limit || h.stride != c.stride) {
+    let bump_end = h.bump_end.load(Ordering::Relaxed);
+    if !c.is_tiny() && (bump_end > c.limit || h.stride != c.stride) {
         return Err(error(
             h,
             format!(
-                "header limit/stride {}/{} differ from the class's {}/{}",
-                h.limit, h.stride, c.limit, c.stride
+                "header bump end/stride {}/{} past the class's limit {} or not its stride {}",
+                bump_end, h.stride, c.limit, c.stride
             ),
         ));
     }

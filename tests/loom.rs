@@ -95,18 +95,21 @@ impl Slots {
 }
 
 /// Remote free list: two threads free a slot each onto the block's remote list while the
-/// owner alternates `pop` and `collect_remote`.
+/// owner alternates `pop` and `refill` (`Heap::alloc_slow`'s steps: the remote list, else
+/// the next bump window, which holds the block's one never-used slot).
 ///
-/// Checks: every slot comes back exactly once (none lost, none handed out twice); each
-/// `collect_remote` lowers `used` by what it took and `used` ends at `capacity`; the payload
-/// a remote thread wrote before its push reads back after the owner collected the slot.
+/// Checks: every slot comes back exactly once (none lost, none handed out twice); a
+/// `refill` that finds remote frees pending takes them (it lowers `used` by at least as
+/// many) rather than moving the bump window on; `used` ends at `capacity`; the payload a
+/// remote thread wrote before its push reads back after the owner collected the slot.
 ///
 /// Orderings relied on: the Release CAS of `push_remote` pairs with the Acquire swap of
 /// `collect_remote`, so the slot's link and payload written before the push are visible to
 /// the owner's `pop`.
 ///
 /// Fails with: `push_remote`'s CAS Release -> Relaxed, or `collect_remote`'s swap
-/// Acquire -> Relaxed (the shadow read races the remote write).
+/// Acquire -> Relaxed (the shadow read races the remote write); `refill` moving the window
+/// before it collects (the never-used slot is handed out while freed ones wait).
 #[test]
 fn remote_free_list() {
     model(|| {
@@ -148,11 +151,15 @@ fn remote_free_list() {
             slots.write(&block, off, 2);
             taken.push(off);
         };
-        let collect = || {
-            let before = block.used();
-            let got = block.collect_remote();
-            assert_eq!(block.used(), before - got, "used after collecting {got}");
-            got
+        let refill = || {
+            let (before, pending) = (block.used(), block.remote_count());
+            let any = block.refill();
+            assert!(
+                block.used() + pending <= before,
+                "{pending} remote frees pending, {} collected",
+                before - block.used()
+            );
+            any
         };
         for _ in 0..3 {
             // The freeing threads first: see the module docs.
@@ -160,7 +167,7 @@ fn remote_free_list() {
             match block.pop() {
                 Some(off) => take(off),
                 None => {
-                    collect();
+                    refill();
                 }
             }
         }
@@ -170,7 +177,7 @@ fn remote_free_list() {
         loop {
             match block.pop() {
                 Some(off) => take(off),
-                None if collect() == 0 => break,
+                None if !refill() => break,
                 None => {}
             }
         }

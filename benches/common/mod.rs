@@ -5,6 +5,8 @@
 //! the runner (`benches/suite.rs`). One workload per process keeps RSS figures clean. Timings are
 //! thread CPU time; `COHORT_BENCH_SCALE` (default 1) scales the object counts.
 
+mod remote;
+
 use std::alloc::{alloc, dealloc, handle_alloc_error, Layout};
 use std::hint::black_box;
 use std::ptr;
@@ -62,6 +64,9 @@ pub fn main(hooks: Hooks) {
         "pc" => producer_consumer(count(10e6)),
         "threads" => threads(count(1e6) / BATCH),
         "grow" => realloc_growth(arg, count(64.0 * 1048576.0)),
+        "handoff" => remote::handoff(count(1e6)),
+        "spread" => remote::spread(arg, count(5e5)),
+        "shortlived" => remote::shortlived(count(4e6) / remote::BATCH_OBJECTS),
         "lifetime" => lifetime(&Global(hooks.compact), count(4e6), false),
         "classes" | "release" => match hooks.classes {
             Some(api) => lifetime(api, count(4e6), kind == "release"),

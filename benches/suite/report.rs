@@ -73,6 +73,19 @@ const GROUPS: &[Group] = &[
                step is one exact realloc. Thread CPU time per step (the copy included).",
     },
     Group {
+        name: "cross-thread",
+        title: "Cross-thread frees",
+        what: "Objects freed by another thread than the one that allocated them. Task \
+               hand-off: two workers pass 256 tasks (a 16-2063 B buffer, a string, up to 3 \
+               boxes each) back and forth; the receiving worker drops a task and allocates its \
+               successor, 1 million times. Through a channel: a producer sends 500 000 \
+               `Vec<u8>` of 1 to 1000 or 1 to 16 000 bytes through a 64-slot channel to a \
+               consumer that drops them. Short-lived threads: 200 threads, two at a time, \
+               each allocates 20 000 objects of 16-512 B and exits; the main thread keeps the \
+               last 8 threads' objects and frees the older ones. Peak RSS of the whole process \
+               (`ru_maxrss`) and the minor page faults taken during the workload.",
+    },
+    Group {
         name: "lifetime",
         title: "Lifetime classes",
         what: "4 million objects of 16 to 128 bytes, every 16th long-lived, allocated \
