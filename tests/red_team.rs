@@ -121,7 +121,7 @@ fn class_representatives() -> Vec<(usize, usize)> {
 /// lifetime-class mismatch, and a large size.
 #[test]
 fn every_pair_of_classes_wrong_size_is_reported() {
-    let a: Cohort<Life> = Cohort::new();
+    let mut a: Cohort<Life> = Cohort::new();
     let w = Witnesses::new(&a, WITNESS_SIZES, &[Life::A, Life::B, Life::C]);
     let reps = class_representatives();
     for &(s, _) in &reps {
@@ -147,6 +147,7 @@ fn every_pair_of_classes_wrong_size_is_reported() {
     }
     w.check("after the wrong-size frees");
     drop(w);
+    a.verify_exclusive().expect("consistent after the misuse");
     assert!(a.is_empty());
 }
 
@@ -154,7 +155,7 @@ fn every_pair_of_classes_wrong_size_is_reported() {
 /// reported (another class or large).
 #[test]
 fn every_size_one_past_the_usable_size_is_reported() {
-    let a: Cohort<Life> = Cohort::new();
+    let mut a: Cohort<Life> = Cohort::new();
     let w = Witnesses::new(&a, WITNESS_SIZES, &[Life::A]);
     let step = if CHECKED { 7 } else { 1 };
     for s in (1..=20_000).step_by(step) {
@@ -181,6 +182,7 @@ fn every_size_one_past_the_usable_size_is_reported() {
     }
     w.check("after the sweep");
     drop(w);
+    a.verify_exclusive().expect("consistent after the misuse");
     assert!(a.is_empty());
 }
 
@@ -188,7 +190,7 @@ fn every_size_one_past_the_usable_size_is_reported() {
 /// an align that changes the class: reported, and the allocation is aligned and intact.
 #[test]
 fn layout_sizes_and_aligns_wrong_align_is_reported() {
-    let a: Cohort<Life> = Cohort::new();
+    let mut a: Cohort<Life> = Cohort::new();
     let w = Witnesses::new(&a, WITNESS_SIZES, &[Life::C]);
     let step = if CHECKED { 97 } else { 13 };
     for s in (1..=20_000).step_by(step) {
@@ -221,6 +223,7 @@ fn layout_sizes_and_aligns_wrong_align_is_reported() {
     }
     w.check("after the layout sweep");
     drop(w);
+    a.verify_exclusive().expect("consistent after the misuse");
     assert!(a.is_empty());
 }
 
@@ -229,7 +232,7 @@ fn layout_sizes_and_aligns_wrong_align_is_reported() {
 /// every build, small and large sizes.
 #[test]
 fn foreign_pointers_are_reported() {
-    let a: Cohort<Life> = Cohort::new();
+    let mut a: Cohort<Life> = Cohort::new();
     let w = Witnesses::new(&a, WITNESS_SIZES, &[Life::A, Life::B, Life::C]);
     let other: Cohort<Life> = Cohort::new();
     let mut stack = [0u64; 64];
@@ -272,6 +275,7 @@ fn foreign_pointers_are_reported() {
         other.free(ptrs[3], 100_000, Life::A);
     }
     drop(w);
+    a.verify_exclusive().expect("consistent after the misuse");
     assert!(a.is_empty() && other.is_empty());
 }
 
@@ -284,7 +288,7 @@ fn block_base(p: *const u8) -> usize {
 /// slot. Reported in every build.
 #[test]
 fn wild_pointers_inside_the_region_are_reported() {
-    let a: Cohort<Life> = Cohort::new();
+    let mut a: Cohort<Life> = Cohort::new();
     let w = Witnesses::new(&a, WITNESS_SIZES, &[Life::A, Life::B, Life::C]);
     let p = a.malloc(64, Life::A);
     let base = block_base(p);
@@ -306,6 +310,7 @@ fn wild_pointers_inside_the_region_are_reported() {
     // SAFETY: live.
     unsafe { a.free(p, 64, Life::A) };
     drop(w);
+    a.verify_exclusive().expect("consistent after the misuse");
     assert!(a.is_empty());
 }
 
@@ -407,7 +412,7 @@ fn double_frees_are_reported() {
 /// anything changes, through remalloc, recalloc and the Layout realloc.
 #[test]
 fn resizes_with_a_wrong_old_allocation_change_nothing() {
-    let a: Cohort<Life> = Cohort::new();
+    let mut a: Cohort<Life> = Cohort::new();
     let w = Witnesses::new(&a, WITNESS_SIZES, &[Life::A, Life::B, Life::C]);
     let sizes = [1usize, 2, 8, 24, 100, 1000, 4000, 16384, 100_000, 300_000];
     for &s in &sizes {
@@ -449,6 +454,7 @@ fn resizes_with_a_wrong_old_allocation_change_nothing() {
     }
     w.check("after the resizes");
     drop(w);
+    a.verify_exclusive().expect("consistent after the misuse");
     assert!(a.is_empty());
 }
 
@@ -1487,7 +1493,7 @@ fn joins_left_with_one_hint_reuse_their_heap() {
 /// allocation of one freed with a layout of the other is reported, in every build.
 #[test]
 fn every_pair_of_layout_classes_wrong_layout_is_reported() {
-    let a: Cohort<Life> = Cohort::new();
+    let mut a: Cohort<Life> = Cohort::new();
     let w = Witnesses::new(&a, WITNESS_SIZES, &[Life::A, Life::B, Life::C]);
     let mut reps: Vec<(Layout, usize)> = Vec::new();
     for shift in 0..=12 {
@@ -1515,6 +1521,7 @@ fn every_pair_of_layout_classes_wrong_layout_is_reported() {
     }
     w.check("after the wrong layouts");
     drop(w);
+    a.verify_exclusive().expect("consistent after the misuse");
     assert!(a.is_empty());
 }
 
