@@ -1697,3 +1697,156 @@ fn own_empty_blocks_do_not_cause_out_of_memory() {
         a.free(q, 2048, Life::C);
     }
 }
+
+/// calloc, alloc_zeroed and recalloc read zero whatever was there before: blocks emptied
+/// and reused by another class (retained, not given back), slots reused, a large allocation
+/// shrunk in place and grown again.
+#[test]
+fn zeroed_memory_is_zero_after_reuse() {
+    let a: Cohort<Life> = Cohort::new();
+    let mut bad = Vec::new();
+    // Fill blocks of several classes with 0xff, free everything (the blocks stay retained).
+    let (rounds, blocks) = if CHECKED { (1, 1) } else { (3, 3) };
+    for round in 0..rounds {
+        for (s, l) in [
+            (64usize, Life::A),
+            (1000, Life::B),
+            (16, Life::C),
+            (1, Life::A),
+            (2, Life::B),
+        ] {
+            let n = blocks * (2 << 20) / s.max(8);
+            let v: Vec<*mut u8> = (0..n).map(|_| a.malloc(s, l)).collect();
+            for &p in &v {
+                // SAFETY: s bytes.
+                unsafe { p.write_bytes(0xff, s) };
+            }
+            for &p in &v {
+                // SAFETY: live.
+                unsafe { a.free(p, s, l) };
+            }
+        }
+        // Now every zeroing form, in other classes and lifetimes.
+        for (s, l) in [
+            (24usize, Life::C),
+            (64, Life::B),
+            (48, Life::A),
+            (8, Life::B),
+            (2, Life::C),
+            (1, Life::B),
+            (4096, Life::A),
+        ] {
+            let n = (blocks - blocks / 3) * (2 << 20) / s.max(8);
+            let mut v = Vec::new();
+            for i in 0..n {
+                let p = if i % 2 == 0 {
+                    a.calloc(s, l)
+                } else {
+                    a.alloc_zeroed(Layout::from_size_align(s, 1).unwrap(), l)
+                };
+                // SAFETY: s bytes.
+                if let Some(at) = unsafe { common::nonzero(p, s) } {
+                    bad.push(format!(
+                        "round {round}: zeroed {s} B in {l:?}: byte {at} of {p:?}"
+                    ));
+                    break;
+                }
+                v.push((p, i % 2 == 0));
+            }
+            for (p, c) in v {
+                // SAFETY: live.
+                unsafe {
+                    if c {
+                        a.free(p, s, l)
+                    } else {
+                        a.dealloc(p, Layout::from_size_align(s, 1).unwrap(), l)
+                    }
+                }
+            }
+        }
+    }
+    // recalloc within a class over a dirty tail.
+    for (small, big) in [
+        (10usize, 16usize),
+        (17, 24),
+        (100, 128),
+        (3000, 4096),
+        (1, 1),
+    ] {
+        let p = a.malloc(big, Life::A);
+        // SAFETY: big bytes.
+        unsafe { p.write_bytes(0xee, big) };
+        unsafe { a.free(p, big, Life::A) };
+        let q = a.malloc(small, Life::A);
+        // SAFETY: q is live, small bytes; grows within its class.
+        let r = unsafe { a.recalloc(q, small, big, Life::A) };
+        if let Some(at) = unsafe { common::nonzero(r.add(small), big - small) } {
+            bad.push(format!(
+                "recalloc {small} -> {big}: byte {} dirty",
+                small + at
+            ));
+        }
+        unsafe { a.free(r, big, Life::A) };
+    }
+    // A large allocation shrunk in place, then grown back with recalloc.
+    for (big, mid) in [
+        (1usize << 20, 100_000usize),
+        (300_000, 20_000),
+        (5 << 20, 1 << 20),
+    ] {
+        let p = a.malloc(big, Life::B);
+        // SAFETY: big bytes.
+        unsafe { p.write_bytes(0xdd, big) };
+        let q = unsafe { a.remalloc(p, big, mid, Life::B) };
+        let r = unsafe { a.recalloc(q, mid, big, Life::B) };
+        if let Some(at) = unsafe { common::nonzero(r.add(mid), big - mid) } {
+            bad.push(format!(
+                "large recalloc {big} -> {mid} -> {big}: byte {} dirty",
+                mid + at
+            ));
+        }
+        unsafe { a.free(r, big, Life::B) };
+        // And a large calloc where a large allocation was.
+        let p = a.malloc(big, Life::B);
+        unsafe { p.write_bytes(0xcc, big) };
+        unsafe { a.free(p, big, Life::B) };
+        let z = a.calloc(big, Life::B);
+        if let Some(at) = unsafe { common::nonzero(z, big) } {
+            bad.push(format!("large calloc {big}: byte {at} dirty"));
+        }
+        unsafe { a.free(z, big, Life::B) };
+    }
+    assert!(bad.is_empty(), "{bad:#?}");
+    assert!(a.is_empty());
+}
+
+/// Resizes to and from zero bytes: a resize to 0 frees the old allocation (nothing leaks)
+/// and returns a pointer that a size-0 free accepts; a resize from a zero-size allocation
+/// allocates.
+#[test]
+fn resizes_to_and_from_zero() {
+    let a: Cohort<Life> = Cohort::new();
+    for s in [1usize, 2, 8, 100, 5000, 100_000] {
+        let p = a.malloc(s, Life::A);
+        // SAFETY: live.
+        let z = unsafe { a.remalloc(p, s, 0, Life::A) };
+        // SAFETY: a zero-size result.
+        unsafe { a.free(z, 0, Life::A) };
+        assert!(a.is_empty(), "remalloc {s} -> 0 leaked");
+        let l = Layout::from_size_align(s, 8).unwrap();
+        let p = a.alloc(l, Life::B);
+        let z = unsafe { a.realloc(p, l, 0, Life::B) };
+        unsafe { a.dealloc(z, Layout::from_size_align(0, 8).unwrap(), Life::B) };
+        assert!(a.is_empty(), "realloc {s} -> 0 leaked");
+        let d = a.malloc(0, Life::C);
+        assert!(!d.is_null());
+        let q = unsafe { a.remalloc(d, 0, s, Life::C) };
+        assert!(!q.is_null());
+        unsafe { a.free(q, s, Life::C) };
+        let d = a.alloc(Layout::from_size_align(0, 64).unwrap(), Life::C);
+        let q = unsafe { a.realloc(d, Layout::from_size_align(0, 64).unwrap(), s, Life::C) };
+        assert_eq!(q as usize % 64.min(s.next_power_of_two()), 0);
+        unsafe { a.dealloc(q, Layout::from_size_align(s, 64).unwrap(), Life::C) };
+        assert!(a.is_empty(), "size {s}");
+    }
+}
