@@ -1850,3 +1850,69 @@ fn resizes_to_and_from_zero() {
         assert!(a.is_empty(), "size {s}");
     }
 }
+
+/// fork while other threads run compact, stats, for_each_block, release_class (of their
+/// own class), large allocations and joins: the child (alarm-bounded) runs each of those
+/// itself and must neither hang nor crash.
+#[test]
+fn fork_during_snapshots_compact_and_release() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static SHARED: Cohort<Life> = Cohort::new();
+    let stop = AtomicBool::new(false);
+    let forks = if CHECKED { 30 } else { 80 };
+    let mut bad = Vec::new();
+    std::thread::scope(|sc| {
+        let stop = &stop;
+        sc.spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let _ = SHARED.stats();
+                SHARED.for_each_block(|_| {});
+                let _ = SHARED.compact();
+                let v: Vec<*mut u8> = (0..200).map(|i| SHARED.malloc(1 + i * 37, Life::C)).collect();
+                let _ = v;
+                // SAFETY: this thread's class-C objects are never used again; nobody else
+                // uses class C.
+                let _ = unsafe { SHARED.release_class(Life::C) };
+            }
+        });
+        sc.spawn(move || {
+            let mut rng = common::Rng::new(1);
+            while !stop.load(Ordering::Relaxed) {
+                let s = rng.range(20_000, 3 << 20);
+                let p = SHARED.malloc(s, Life::A);
+                let j = SHARED.join(rng.below(4)).unwrap();
+                let q = j.malloc(300, Life::A);
+                // SAFETY: live.
+                unsafe {
+                    SHARED.free(p, s, Life::A);
+                    j.free(q, 300, Life::A);
+                }
+                j.leave();
+            }
+        });
+        for i in 0..forks {
+            let r = in_child(|| {
+                let _ = SHARED.stats();
+                SHARED.for_each_block(|_| {});
+                let _ = SHARED.compact();
+                let p = SHARED.malloc(1 << 20, Life::B);
+                let q = SHARED.malloc(1, Life::B);
+                let j = SHARED.join(0).expect("join in the child");
+                let r = j.malloc(64, Life::B);
+                // SAFETY: live.
+                unsafe {
+                    SHARED.free(p, 1 << 20, Life::B);
+                    SHARED.free(q, 1, Life::B);
+                    j.free(r, 64, Life::B);
+                }
+                j.leave();
+                let _ = SHARED.compact();
+            });
+            if r != Ok(0) {
+                bad.push((i, r));
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    assert!(bad.is_empty(), "children failed (fork, status; Err(14) is the alarm): {bad:?}");
+}
