@@ -1868,7 +1868,9 @@ fn fork_during_snapshots_compact_and_release() {
                 let _ = SHARED.stats();
                 SHARED.for_each_block(|_| {});
                 let _ = SHARED.compact();
-                let v: Vec<*mut u8> = (0..200).map(|i| SHARED.malloc(1 + i * 37, Life::C)).collect();
+                let v: Vec<*mut u8> = (0..200)
+                    .map(|i| SHARED.malloc(1 + i * 37, Life::C))
+                    .collect();
                 let _ = v;
                 // SAFETY: this thread's class-C objects are never used again; nobody else
                 // uses class C.
@@ -1914,5 +1916,60 @@ fn fork_during_snapshots_compact_and_release() {
         }
         stop.store(true, Ordering::Relaxed);
     });
-    assert!(bad.is_empty(), "children failed (fork, status; Err(14) is the alarm): {bad:?}");
+    assert!(
+        bad.is_empty(),
+        "children failed (fork, status; Err(14) is the alarm): {bad:?}"
+    );
+}
+
+/// 256 lifetime classes (the most an instance takes), each lifetime index as a u8.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Many(u8);
+
+// SAFETY: index() < COUNT for every value.
+unsafe impl Lifetime for Many {
+    const COUNT: usize = 256;
+    fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// The 256th lifetime class with the last size classes (the key's largest values): misuse
+/// between neighbouring lifetime classes is reported, release and scope of the last class
+/// work, and nothing reads as an empty block.
+#[test]
+fn the_last_lifetime_classes() {
+    let mut a: Cohort<Many> = Cohort::new();
+    let reps = class_representatives();
+    let mut live = Vec::new();
+    for life in [0u8, 1, 127, 254, 255] {
+        for &(s, _) in reps.iter().rev().take(6).chain(reps.iter().take(3)) {
+            let p = a.malloc(s, Many(life));
+            assert!(!p.is_null());
+            // SAFETY: s bytes.
+            unsafe { fill(p, seed_of(p, s), s) };
+            let other = Many(life.wrapping_add(1));
+            assert_reported("neighbour life", p, s, || unsafe { a.free(p, s, other) });
+            live.push((p, s, life));
+        }
+    }
+    a.verify_exclusive().unwrap();
+    assert!(
+        caught(|| a.scope(Many(255), |_, _| ())).is_some(),
+        "scope with live objects of the class must panic"
+    );
+    for &(p, s, life) in &live {
+        // SAFETY: live.
+        assert_eq!(unsafe { mismatch(p, seed_of(p, s), s) }, None);
+        unsafe { a.free(p, s, Many(life)) };
+    }
+    assert!(a.is_empty());
+    let got = a.scope(Many(255), |c, _| {
+        let p = c.malloc(16384, Many(255));
+        let q = c.malloc(1, Many(255));
+        !p.is_null() && !q.is_null()
+    });
+    assert!(got);
+    assert!(a.is_empty());
+    a.verify_exclusive().unwrap();
 }
