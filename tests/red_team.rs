@@ -1973,3 +1973,58 @@ fn the_last_lifetime_classes() {
     assert!(a.is_empty());
     a.verify_exclusive().unwrap();
 }
+
+/// A join moves between threads (it is Send): made on one thread that then exits, used on
+/// others in turn, left on a last one; its objects are freed locally, remotely and after
+/// it left; the instance ends empty and consistent.
+#[test]
+fn joins_move_between_threads() {
+    let mut a: Cohort<Life> = Cohort::new();
+    let mut objs: Vec<(usize, usize)> = Vec::new();
+    std::thread::scope(|sc| {
+        let mut j = sc.spawn(|| a.join(3).expect("join")).join().unwrap();
+        for t in 0..6u64 {
+            let (jj, got, freed) = sc
+                .spawn(move || {
+                    let mut rng = common::Rng::new(t);
+                    let mut got = Vec::new();
+                    for _ in 0..500 {
+                        let s = common::random_size(&mut rng, 40_000);
+                        let p = j.malloc(s, Life::A);
+                        // SAFETY: s bytes.
+                        unsafe { fill(p, seed_of(p, s), s) };
+                        got.push((p as usize, s));
+                    }
+                    // Free half of them here, through the join.
+                    let freed: Vec<(usize, usize)> = got.split_off(got.len() / 2);
+                    for &(p, s) in &freed {
+                        // SAFETY: live.
+                        unsafe { j.free(p as *mut u8, s, Life::A) };
+                    }
+                    (j, got, freed.len())
+                })
+                .join()
+                .unwrap();
+            assert_eq!(freed, 250);
+            j = jj;
+            // Some of the older objects freed by this thread (remote for the join's heap).
+            for (p, s) in objs.drain(..objs.len() / 3) {
+                let p = p as *mut u8;
+                // SAFETY: live.
+                assert_eq!(unsafe { mismatch(p, seed_of(p, s), s) }, None);
+                unsafe { a.free(p, s, Life::A) };
+            }
+            objs.extend(got);
+        }
+        sc.spawn(move || j.leave()).join().unwrap();
+    });
+    a.verify_exclusive().unwrap();
+    for (p, s) in objs {
+        let p = p as *mut u8;
+        // SAFETY: live.
+        assert_eq!(unsafe { mismatch(p, seed_of(p, s), s) }, None);
+        unsafe { a.free(p, s, Life::A) };
+    }
+    assert!(a.is_empty());
+    a.verify_exclusive().unwrap();
+}
