@@ -2028,3 +2028,103 @@ fn joins_move_between_threads() {
     assert!(a.is_empty());
     a.verify_exclusive().unwrap();
 }
+
+/// Handle resizes that change the alignment (the Allocator contract allows it): the result
+/// honours the new alignment, keeps the contents, and grow_zeroed zeroes past the old size
+/// even where the caller wrote up to the returned (usable) length.
+#[test]
+fn handle_resizes_that_change_the_alignment() {
+    use allocator_api2::alloc::Allocator;
+    let a: Cohort<Life> = Cohort::new();
+    let h = a.class(Life::C);
+    let mut bad = Vec::new();
+    let sizes = [1usize, 8, 24, 100, 3000, 16384, 20_000, 100_000];
+    for &s in &sizes {
+        for &t in &sizes {
+            for &(oa, na) in &[
+                (1usize, 4096usize),
+                (8, 1 << 16),
+                (4096, 8),
+                (1 << 16, 1),
+                (16, 32),
+            ] {
+                let old = Layout::from_size_align(s, oa).unwrap();
+                let new = Layout::from_size_align(t, na).unwrap();
+                let p = h.allocate(old).unwrap();
+                let len = p.len();
+                let pp = p.cast::<u8>().as_ptr();
+                // SAFETY: the returned length is ours.
+                unsafe { pp.write_bytes(0xab, len) };
+                // SAFETY: live with old.
+                let q = unsafe {
+                    if t >= s {
+                        h.grow_zeroed(p.cast(), old, new)
+                    } else {
+                        h.shrink(p.cast(), old, new)
+                    }
+                }
+                .unwrap();
+                let qp = q.cast::<u8>().as_ptr();
+                if qp as usize % na != 0 {
+                    bad.push(format!("{old:?} -> {new:?}: {qp:?} misaligned"));
+                }
+                let keep = s.min(t);
+                // SAFETY: keep bytes copied.
+                if (0..keep).any(|i| unsafe { qp.add(i).read() } != 0xab) {
+                    bad.push(format!("{old:?} -> {new:?}: contents lost"));
+                }
+                if t > s {
+                    // SAFETY: grown part.
+                    if let Some(at) = unsafe { common::nonzero(qp.add(s), t - s) } {
+                        bad.push(format!("{old:?} -> {new:?}: byte {} not zero", s + at));
+                    }
+                }
+                if q.len() < t {
+                    bad.push(format!("{old:?} -> {new:?}: length {}", q.len()));
+                }
+                // SAFETY: live with new.
+                unsafe { h.deallocate(q.cast(), new) };
+            }
+        }
+    }
+    assert!(bad.is_empty(), "{bad:#?}");
+    assert!(a.is_empty());
+}
+
+/// Hostile reservations: zero, one byte, not a block multiple, the whole address space.
+/// Small allocations are null (or work), never a panic; frees of what was given work; the
+/// instance stays consistent.
+#[test]
+fn hostile_reservations() {
+    for r in [
+        0usize,
+        1,
+        4095,
+        (2 << 20) + 1,
+        (3 << 20) - 1,
+        usize::MAX,
+        usize::MAX / 2,
+        1 << 47,
+    ] {
+        let mut a: Cohort<Life> = Cohort::with_reservation(r);
+        let mut live = Vec::new();
+        for s in [1usize, 2, 64, 16384, 100_000] {
+            let p = a.malloc(s, Life::A);
+            if !p.is_null() {
+                // SAFETY: s bytes.
+                unsafe { fill(p, seed_of(p, s), s) };
+                live.push((p, s));
+            }
+        }
+        a.verify_exclusive()
+            .unwrap_or_else(|e| panic!("reservation {r}: {e:?}"));
+        for (p, s) in live {
+            // SAFETY: live.
+            assert_eq!(unsafe { mismatch(p, seed_of(p, s), s) }, None);
+            unsafe { a.free(p, s, Life::A) };
+        }
+        assert!(a.is_empty());
+        let _ = a.compact();
+        let _ = a.stats();
+    }
+}
