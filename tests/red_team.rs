@@ -2128,3 +2128,48 @@ fn hostile_reservations() {
         let _ = a.stats();
     }
 }
+
+/// `verify_exclusive` right after a `std::thread::scope` whose threads used the instance:
+/// the scope returns once the closures finish, before the threads' exit (their heaps'
+/// teardown, which gives blocks back) is done, so `&mut self` does not exclude the exiting
+/// threads. verify must still be right (Ok, never a panic or a spurious error).
+// RED-5 (seen in debug, every build by reading): verify_exclusive ran concurrently with an
+// exiting thread's teardown and panicked "index out of bounds: the len is 163 but the index
+// is 255" at block.rs `Header::geometry`, from `is_slot` in verify's list walk
+// (check_block re-reads the header's class after the snapshot; the block was given back
+// meanwhile). First seen in exited_threads_objects_freed_concurrently_while_others_allocate.
+#[test]
+#[ignore = "RED-5: verify_exclusive races with threads still exiting after std::thread::scope returns; panics index out of bounds (class 255) in Header::geometry (debug; every build by reading)"]
+fn verify_exclusive_after_a_scope_of_threads() {
+    let mut a: Cohort<Life> = Cohort::new();
+    let reps = class_representatives();
+    let rounds = if CHECKED { 200 } else { 1000 };
+    let mut failures = Vec::new();
+    for round in 0..rounds {
+        std::thread::scope(|sc| {
+            for t in 0..2 {
+                let (a, reps) = (&a, &reps);
+                sc.spawn(move || {
+                    // Many blocks, all emptied: the exit gives them back.
+                    let v: Vec<(*mut u8, usize)> = reps
+                        .iter()
+                        .skip(t)
+                        .step_by(2)
+                        .flat_map(|&(s, _)| (0..3).map(move |_| s))
+                        .map(|s| (a.malloc(s, Life::A), s))
+                        .collect();
+                    for (p, s) in v {
+                        // SAFETY: live.
+                        unsafe { a.free(p, s, Life::A) };
+                    }
+                });
+            }
+        });
+        match catch_unwind(AssertUnwindSafe(|| a.verify_exclusive())) {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => failures.push(format!("round {round}: {e:?}")),
+            Err(_) => failures.push(format!("round {round}: verify panicked")),
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
