@@ -1308,18 +1308,24 @@ fn scope_releases_only_its_class() {
     for round in 0..3 {
         let n = a.scope(Life::B, |c, h| {
             let mut total = 0;
+            // Joined explicitly: verify_exclusive follows (RED-5).
             std::thread::scope(|sc| {
-                for t in 0..2 {
-                    sc.spawn(move || {
-                        let mut v: AVec<AVec<u8, _>, _> = AVec::new_in(h);
-                        for i in 0..200usize {
-                            let len = [1, 2, 7, 100, 5000, 70_000][(i + t) % 6];
-                            let mut x = AVec::with_capacity_in(len, h);
-                            x.resize(len, i as u8);
-                            v.push(x);
-                        }
-                        std::mem::forget(v); // released with the class
-                    });
+                let handles: Vec<_> = (0..2)
+                    .map(|t| {
+                        sc.spawn(move || {
+                            let mut v: AVec<AVec<u8, _>, _> = AVec::new_in(h);
+                            for i in 0..200usize {
+                                let len = [1, 2, 7, 100, 5000, 70_000][(i + t) % 6];
+                                let mut x = AVec::with_capacity_in(len, h);
+                                x.resize(len, i as u8);
+                                v.push(x);
+                            }
+                            std::mem::forget(v); // released with the class
+                        })
+                    })
+                    .collect();
+                for j in handles {
+                    j.join().unwrap();
                 }
             });
             let mut v: AVec<u64, _> = AVec::new_in(h);
@@ -1549,10 +1555,13 @@ fn exited_threads_objects_freed_concurrently_while_others_allocate() {
             .unwrap()
         });
         let chunks: Vec<&[(usize, usize)]> = objs.chunks(objs.len() / 2 + 1).collect();
+        // The threads are joined explicitly: the scope alone returns before their exit
+        // is done (RED-5), and verify_exclusive follows.
         std::thread::scope(|sc| {
+            let mut handles = Vec::new();
             for (t, chunk) in chunks.iter().enumerate() {
                 let a = &a;
-                sc.spawn(move || {
+                handles.push(sc.spawn(move || {
                     let mut rng = common::Rng::new(50 + t as u64);
                     let mut mine = Vec::new();
                     for &(p, s) in chunk.iter() {
@@ -1573,7 +1582,10 @@ fn exited_threads_objects_freed_concurrently_while_others_allocate() {
                         assert_eq!(unsafe { mismatch(q, seed_of(q, s), s) }, None);
                         unsafe { a.free(q, s, Life::A) };
                     }
-                });
+                }));
+            }
+            for h in handles {
+                h.join().unwrap();
             }
         });
         assert!(a.is_empty(), "round {round}");
