@@ -867,8 +867,26 @@ pub(crate) fn switch_to_own<'a>(instance: u64, owner: u64) -> Option<&'a Heap> {
 
 /// A heap for a new thread or join of concurrency group `group`: the abandoned heap of the
 /// same group if there is one (its blocks were last used there); else, for a thread, any
-/// abandoned heap, and for an explicit join, one a thread left; else a new one.
+/// abandoned heap, and for an explicit join, one a thread left; else a new one; else (no
+/// new heap can be had) any abandoned heap.
 fn adopt_or_create(pool: &Pool, instance: u64, group: usize) -> *mut Heap {
+    let heap = adopt(pool, group, false);
+    if !heap.is_null() {
+        return heap;
+    }
+    let heap = Heap::create(pool, instance, group);
+    if !heap.is_null() {
+        return heap;
+    }
+    // No new heap (the registry is full, or the OS refused): any abandoned heap, whatever
+    // its group, rather than none while heaps sit idle (joins that each bring a new hint
+    // would otherwise fill the registry and be refused for good).
+    adopt(pool, group, true)
+}
+
+/// Takes an abandoned heap for a thread or join of `group`, as [`adopt_or_create`] says;
+/// with `any`, the first abandoned heap of whatever group. Null when there is none.
+fn adopt(pool: &Pool, group: usize, any: bool) -> *mut Heap {
     {
         let mut st = pool.lock();
         // SAFETY: abandoned heaps are owned by the pool lock, which we hold; the walk and
@@ -880,7 +898,11 @@ fn adopt_or_create(pool: &Pool, instance: u64, group: usize) -> *mut Heap {
             }
             if (*at).is_null() {
                 at = &mut st.abandoned;
-                while group != THREAD_GROUP && !(*at).is_null() && (**at).group != THREAD_GROUP {
+                while !any
+                    && group != THREAD_GROUP
+                    && !(*at).is_null()
+                    && (**at).group != THREAD_GROUP
+                {
                     at = &mut (**at).next_abandoned;
                 }
             }
@@ -894,7 +916,7 @@ fn adopt_or_create(pool: &Pool, instance: u64, group: usize) -> *mut Heap {
             }
         }
     }
-    Heap::create(pool, instance, group)
+    ptr::null_mut()
 }
 
 /// An explicit join (not tied to the calling thread): a heap of concurrency group `group`.

@@ -109,3 +109,25 @@ fn joins_move_between_threads() {
     // SAFETY: the threads have exited.
     unsafe { a.verify() }.unwrap();
 }
+
+/// Regression (found by the red team): a left join's heap was adopted only by a join with the
+/// same hint (or by a thread), so joins that each brought a new hint mapped a new heap every
+/// time and, after 16 383 join/leave cycles, the registry was full and `join` returned None
+/// while as many abandoned heaps sat idle. (It takes that many cycles: a few seconds in
+/// release, over a minute in a debug build, so it runs in the release tests only.)
+#[test]
+#[cfg_attr(debug_assertions, ignore = "slow in debug builds: run with --release")]
+fn joins_with_new_hints_reuse_left_heaps() {
+    let a: Cohort = Cohort::new();
+    for i in 0..(1usize << 14) + 100 {
+        let j = a
+            .join(i)
+            .unwrap_or_else(|| panic!("join {i} refused: the registry is full"));
+        let p = j.malloc(64, ());
+        assert!(!p.is_null());
+        // SAFETY: live, freed once.
+        unsafe { j.free(p, 64, ()) };
+        j.leave();
+    }
+    assert!(a.is_empty());
+}
