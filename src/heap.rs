@@ -193,7 +193,17 @@ impl Heap {
     pub(crate) fn alloc_slow(&self, class: usize, life: usize) -> Option<(*mut u8, bool)> {
         self.alloc_from_heads(class, life).or_else(|| {
             let pool = self.pool();
-            let freed = release_empty(Some(self), pool, &mut pool.lock());
+            // When this is an explicit join's heap, the calling thread's own heap of the
+            // instance may hold empty blocks too (`compact` gives those back).
+            let own = find_own(self.instance);
+            let mut st = pool.lock();
+            let mut freed = release_empty(Some(self), pool, &mut st);
+            if !own.is_null() && !ptr::eq(own, self) {
+                // SAFETY: the calling thread's own heap: it is its owner, and no reference
+                // to its heads is alive (the thread is inside this join's allocation).
+                freed += unsafe { (*own).give_back_empty(&mut st) };
+            }
+            drop(st);
             (freed > 0).then(|| self.alloc_from_heads(class, life))?
         })
     }
