@@ -225,6 +225,7 @@ fn run(ops: &[ThreadOp], threads: usize) {
                                 cfg: &CONFIG,
                                 me,
                                 alive,
+                                collections_small: 0,
                             };
                             r.exec(c, &mut b, &op);
                         }))
@@ -320,6 +321,7 @@ fn settle_release(m: &mut Model, sh: &Shared<'_>, releaser: usize) {
         cfg: &CONFIG,
         me: releaser,
         alive,
+        collections_small: 0,
     };
     let fates: Vec<Fate> =
         r.m.objs
