@@ -4,20 +4,13 @@
 //! touching any other allocation.
 
 use std::alloc::{GlobalAlloc, Layout};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::process::Command;
+
+mod common;
+use common::misuse_message;
 
 cohort::lifetime_classes! {
     enum Life { A, B, C }
-}
-
-/// The panic message of `f`, which must panic.
-fn misuse_message(f: impl FnOnce()) -> String {
-    let err = catch_unwind(AssertUnwindSafe(f)).expect_err("the misuse was not caught");
-    err.downcast_ref::<String>()
-        .cloned()
-        .or_else(|| err.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_default()
 }
 
 /// Regression (issue 9, item 2): an object in the second half of a block freed with the size

@@ -1,6 +1,5 @@
 //! Defects the fuzz targets (`fuzz/`, run by `.ci/fuzz.sh`) found, each reduced to plain API
-//! calls. Ignored until fixed (`cargo test --test fuzz_found -- --ignored` runs them): each
-//! names its defect and the issue-9 item it belongs to, if any.
+//! calls: regression tests, each naming its defect and the issue-9 item it belongs to.
 
 use cohort::Cohort;
 use std::sync::mpsc;
@@ -15,7 +14,6 @@ cohort::lifetime_classes! {
 /// in class A during a burst; worker 0, holding objects of A itself, released A: 2 live
 /// slots freed where 1 was its own.
 #[test]
-#[ignore = "issue 9 item 1: release_class frees other live threads' tiny objects"]
 fn release_class_leaves_another_live_threads_tiny_object() {
     let c: Cohort<Life> = Cohort::new();
     let c = &c;
@@ -66,7 +64,6 @@ fn release_class_leaves_another_live_threads_tiny_object() {
 /// space panic in debug builds (`next_power_of_two` overflows in `malloc_align`) where
 /// the contract is a null return that changes nothing.
 #[test]
-#[ignore = "issue 9 item 8: huge requests panic in debug builds instead of returning null"]
 fn huge_requests_return_null_and_keep_the_old_allocation() {
     let c: Cohort<Life> = Cohort::new();
     let p = c.malloc(24, Life::B);
@@ -106,7 +103,6 @@ fn huge_requests_return_null_and_keep_the_old_allocation() {
 /// `index out of bounds: the len is 163 but the index is 255` in `Header::geometry`.
 /// A race: here it fails in about one run of three (raise `WALKS` to make it likelier).
 #[test]
-#[ignore = "issue 9 item 5: snapshots panic while blocks are given back under them"]
 fn snapshots_beside_allocating_threads_and_compact() {
     const WALKS: usize = 200_000;
     use std::sync::atomic::{AtomicBool, Ordering};

@@ -4,7 +4,9 @@ use cohort::class::{class_of, seed_ratio_limit, CLASSES, LIMIT_DEN, SEED_ROWS};
 use cohort::{BlockReport, Cohort};
 use std::alloc::Layout;
 use std::collections::HashMap;
-use std::panic::{catch_unwind, AssertUnwindSafe};
+
+mod common;
+use common::misuse_message;
 
 cohort::lifetime_classes! {
     enum Life { Short, Long }
@@ -311,18 +313,13 @@ fn invariant_7_out_of_memory_is_a_null_return() {
         .is_null());
 }
 
-fn panic_message(f: impl FnOnce()) -> String {
-    let err = catch_unwind(AssertUnwindSafe(f)).expect_err("the misuse was not caught");
-    err.downcast_ref::<String>().cloned().unwrap_or_default()
-}
-
 #[test]
 fn invariant_8_wrong_size_or_class_is_caught_in_every_build() {
     let a: Cohort<Life> = Cohort::new();
     let p = a.malloc(24, Life::Short);
     // SAFETY (of both frees): deliberately wrong; the allocator must reject them before
     // touching anything.
-    let msg = panic_message(|| unsafe { a.free(p, 200, Life::Short) });
+    let msg = misuse_message(|| unsafe { a.free(p, 200, Life::Short) });
     assert!(
         msg.contains(&format!("{:#x}", p as usize)) && msg.contains("size 200"),
         "{msg}"
@@ -331,7 +328,7 @@ fn invariant_8_wrong_size_or_class_is_caught_in_every_build() {
         msg.contains("stride 32"),
         "names what the block holds: {msg}"
     );
-    let msg = panic_message(|| unsafe { a.free(p, 24, Life::Long) });
+    let msg = misuse_message(|| unsafe { a.free(p, 24, Life::Long) });
     assert!(
         msg.contains("lifetime class 1") && msg.contains("lifetime class 0"),
         "{msg}"
@@ -353,23 +350,23 @@ fn invariant_8_checked_mode_catches_double_foreign_and_interior_frees() {
     // SAFETY: p is live; freed once here.
     unsafe { a.free(p, 64, ()) };
     // SAFETY (of the frees below): deliberately wrong, rejected before any change.
-    let msg = panic_message(|| unsafe { a.free(p, 64, ()) });
+    let msg = misuse_message(|| unsafe { a.free(p, 64, ()) });
     assert!(
         msg.contains("double free") && msg.contains(&format!("{:#x}", p as usize)),
         "{msg}"
     );
     let boxed = Box::into_raw(Box::new([0u8; 64])) as *mut u8;
-    let msg = panic_message(|| unsafe { a.free(boxed, 64, ()) });
+    let msg = misuse_message(|| unsafe { a.free(boxed, 64, ()) });
     assert!(msg.contains("not from this allocator"), "{msg}");
     // SAFETY: boxed came from Box::into_raw above.
     drop(unsafe { Box::from_raw(boxed as *mut [u8; 64]) });
-    let msg = panic_message(|| unsafe { a.free(q.add(8), 64, ()) });
+    let msg = misuse_message(|| unsafe { a.free(q.add(8), 64, ()) });
     assert!(msg.contains("not the start of a slot"), "{msg}");
     // Tiny classes too.
     let t = a.malloc(1, ());
     // SAFETY: t is live; freed once.
     unsafe { a.free(t, 1, ()) };
-    let msg = panic_message(|| unsafe { a.free(t, 1, ()) });
+    let msg = misuse_message(|| unsafe { a.free(t, 1, ()) });
     assert!(
         msg.contains("already freed"),
         "its block emptied and left: {msg}"
@@ -378,7 +375,7 @@ fn invariant_8_checked_mode_catches_double_foreign_and_interior_frees() {
     let u = a.malloc(1, ());
     // SAFETY: t is live; freed once.
     unsafe { a.free(t, 1, ()) };
-    let msg = panic_message(|| unsafe { a.free(t, 1, ()) });
+    let msg = misuse_message(|| unsafe { a.free(t, 1, ()) });
     assert!(msg.contains("double free"), "{msg}");
     // SAFETY: u is live.
     unsafe { a.free(u, 1, ()) };

@@ -1,6 +1,6 @@
-//! Helpers shared by the multi-threaded tests: a deterministic PRNG, the allocation patterns
-//! and a random size distribution. Nothing here allocates, so the fork children may use all
-//! of it.
+//! Helpers shared by the tests: a deterministic PRNG, the allocation patterns and a random
+//! size distribution (nothing of those allocates, so the fork children may use them), and
+//! the message of a reported misuse.
 #![allow(dead_code)]
 
 /// splitmix64: a small deterministic PRNG, seeded per thread.
@@ -121,3 +121,13 @@ pub fn malloc_align(size: usize) -> usize {
 }
 
 pub mod objects;
+
+/// The panic message of `f`, which must panic: the report of a misuse.
+pub fn misuse_message(f: impl FnOnce()) -> String {
+    let err = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .expect_err("the misuse was not caught");
+    err.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| err.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default()
+}
