@@ -40,7 +40,9 @@
 #                      while nothing small is live, item 10), `tiny-release` (a release
 #                      must leave other live threads' 1- and 2-byte objects alone, item 1),
 #                      `snapshots` (stats and for_each_block beside other threads'
-#                      allocations and compact, item 5). Empty by default.
+#                      allocations and compact, item 5), `join-oom` (the same as
+#                      oom-empty for allocations through an explicit join: found by the
+#                      oom target after item 10's fix). Empty by default.
 #
 # Needs a nightly toolchain (cargo fuzz uses -Z flags): without one this prints so and
 # exits 0. Installs cargo-fuzz from crates.io when it is missing.
