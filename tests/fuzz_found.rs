@@ -137,7 +137,7 @@ fn snapshots_beside_allocating_threads_and_compact() {
     );
 }
 
-/// NEW, beside issue 9 item 10 (fuzz target `oom`, on main 65758ba where item 10 is fixed):
+/// Beside issue 9 item 10, new (fuzz target `oom`, on main 65758ba where item 10 is fixed):
 /// an allocation through an explicit join returns null while the calling thread's own heap
 /// holds empty blocks that `compact()` on this thread would give back. Item 10's fix makes
 /// a thread heap's allocation try what `compact` frees before returning null; a join's
@@ -145,7 +145,6 @@ fn snapshots_beside_allocating_threads_and_compact() {
 /// 2 MiB blocks), objects of two classes made and freed through the thread's heap, then
 /// `Join::calloc(70)` in a third class: null with nothing live.
 #[test]
-#[ignore = "NEW: a join's allocation returns null while compact() would make room"]
 fn a_join_allocation_reclaims_the_threads_empty_blocks_before_failing() {
     let c: Cohort<Life> = Cohort::with_reservation(4 << 20);
     let j = c.join(3).unwrap();
