@@ -123,7 +123,7 @@ fn release_while_another_thread_uses_another_class() {
     let a: Cohort<Life> = Cohort::new();
     let stop = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|s| {
-        s.spawn(|| {
+        let worker = s.spawn(|| {
             // Churns the Long class (allocations with patterns) while the main thread
             // releases Request over and over.
             let mut live: Vec<(usize, u8)> = Vec::new();
@@ -162,6 +162,10 @@ fn release_while_another_thread_uses_another_class() {
             assert_eq!(r.slots, 2000);
         }
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        // Joined explicitly: the scope's own wait ends when the closure returns, before the
+        // thread's exit hooks (which hand its heap to the pool) have run; verify must not
+        // race them.
+        worker.join().unwrap();
     });
     // SAFETY: the other thread has exited.
     unsafe { a.verify() }.unwrap();
@@ -181,7 +185,11 @@ fn scope_releases_the_class_and_its_threads_blocks() {
                     let p = a.malloc(32, Life::Frame);
                     assert!(!p.is_null());
                 }
-            });
+            })
+            // Joined explicitly, so that its exit hooks have run before the verify below
+            // (the scope's own wait ends before them).
+            .join()
+            .unwrap();
         });
         v.iter().sum::<u64>()
     });
