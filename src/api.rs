@@ -20,7 +20,7 @@ use crate::large::LargeTable;
 use crate::lifetime::Lifetime;
 use crate::os;
 use crate::pool::{Pool, EMPTY_KEY};
-use crate::region::{BLOCK, TAIL};
+use crate::region::BLOCK;
 use crate::sync::{spin_hint, spin_lock, AtomicPtr, AtomicU64, AtomicU8, Ordering, SpinLock};
 use crate::tiny;
 use core::alloc::{GlobalAlloc, Layout};
@@ -1003,7 +1003,7 @@ impl<L: Lifetime> Cohort<L> {
         let r = &pool.region;
         let c = &CLASSES[class];
         let base = p as usize & !(c.block_size() - 1);
-        if !r.contains(p as usize) || !matches!(r.unit_state(r.unit_of(p as usize)), BLOCK | TAIL) {
+        if !r.contains(p as usize) || r.unit_state(r.unit_of(p as usize)) != BLOCK {
             report::<ABORT>(bad(self.foreign_or_large(pool, p)));
         }
         // SAFETY: base lies in the region (p does, and blocks are aligned to their size);

@@ -1,6 +1,6 @@
 //! Blocks: the header and the slot lists of one block.
 //!
-//! A block is `2^shift` bytes aligned to its size (see [`crate::region`]); its first
+//! A block is [`BLOCK_SIZE`] bytes aligned to its size (see [`crate::region`]); its first
 //! [`HEADER_SIZE`](crate::class::HEADER_SIZE) bytes are the [`Header`], the only metadata
 //! cohort keeps for the slots in it. Slots start at `class.first` and are `class.stride`
 //! apart. Every link is a byte offset from the block's base (offset 0 is the header, so 0
@@ -33,7 +33,7 @@
 //! reports it). Push-and-take-all is ABA-free: a push depends only on the head it links
 //! to, and the head it read is still the head when its CAS succeeds.
 
-use crate::class::{Class, CLASSES, UNIT};
+use crate::class::{Class, BLOCK_SIZE, CLASSES};
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
 use core::cell::UnsafeCell;
 use core::ptr;
@@ -219,11 +219,12 @@ pub(crate) const fn owner_word(owner: u64, key: u16) -> u64 {
 }
 
 impl Header {
-    /// Writes a fresh header for `class`/`life` at `base`, owned by `owner`.
+    /// Writes a fresh header for `class`/`life` at `base`, owned by `owner`. (A tiny
+    /// class's block needs its run table written too: see `tiny::init_runs`.)
     ///
     /// # Safety
-    /// `base` is a committed block of `CLASSES[class].block_size()` bytes that nobody else
-    /// uses or can reach until this returns.
+    /// `base` is a committed block of [`BLOCK_SIZE`] bytes that nobody else uses or can
+    /// reach until this returns.
     pub(crate) unsafe fn init(
         base: *mut u8,
         class: usize,
@@ -257,10 +258,6 @@ impl Header {
                     _loom: core::cell::UnsafeCell::new(()),
                 },
             );
-        }
-        if c.is_tiny() {
-            // SAFETY: as above; the run table follows the header.
-            unsafe { crate::tiny::init_runs(h, c) };
         }
         h
     }
@@ -339,26 +336,6 @@ impl Header {
         self.next.store(NONE, Ordering::Relaxed);
         self.prev.store(NONE, Ordering::Relaxed);
         self.returned_next.store(NONE, Ordering::Relaxed);
-    }
-
-    /// Writes the header of an empty block kept by the pool (no class yet) at `base`.
-    #[cfg(not(loom))]
-    ///
-    /// # Safety
-    /// As [`Header::init`].
-    pub(crate) unsafe fn init_empty(base: *mut u8) -> *mut Header {
-        let h = base.cast::<Header>();
-        // SAFETY: the caller guarantees the block is ours; the header fits its first bytes.
-        unsafe {
-            ptr::write(
-                h,
-                Header {
-                    magic: MAGIC,
-                    ..Header::sentinel()
-                },
-            )
-        };
-        h
     }
 
     /// The class index.
@@ -746,10 +723,10 @@ const fn window_end(bump: u32, limit: u32) -> u32 {
 }
 
 /// The header of the block holding `p`: one mask, the same for every class (every block
-/// is [`UNIT`] bytes, aligned to its size).
+/// is [`BLOCK_SIZE`] bytes, aligned to its size).
 #[inline(always)]
 pub(crate) fn header_of(p: *mut u8) -> *mut Header {
-    ((p as usize) & !(UNIT - 1)) as *mut Header
+    ((p as usize) & !(BLOCK_SIZE - 1)) as *mut Header
 }
 
 #[cfg(all(test, not(loom)))]

@@ -5,8 +5,8 @@
 //!   slots: blocks abandoned by exited threads, reclaimed full blocks, blocks threads
 //!   without a heap allocate from, and tiny blocks no live heap holds (a heap's tiny blocks
 //!   are pool-owned but listed on the heap's tiny heads, see [`crate::heap`]);
-//! - empty blocks kept committed for reuse by any class, at most [`RETAIN_EMPTY`] per block
-//!   size; the rest are decommitted and their units given back to the region;
+//! - empty blocks kept committed for reuse by any class, at most [`RETAIN_EMPTY`]; the rest
+//!   are decommitted and their units given back to the region;
 //! - the heap registry (id → heap) and the heaps of exited threads.
 //!
 //! Everything here is guarded by one [`SpinLock`] and only slow paths take it. The lock
@@ -26,21 +26,21 @@
 //! waits), else flags the pool and the next slow path that takes a block does the work.
 //!
 //! Invariants (under the lock): a block is on at most one list; a block on `partial[h]` has
-//! key `h`, `owner == 0` and holder [`NO_HOLDER`] or [`HEAPLESS`]; a block on `retained[s]`
-//! is empty with key [`EMPTY_KEY`]; `retained_count[s] <= RETAIN_EMPTY`.
+//! key `h`, `owner == 0` and holder [`NO_HOLDER`] or [`HEAPLESS`]; a block on `retained` is
+//! empty with key [`EMPTY_KEY`]; `retained_count == |retained| <= RETAIN_EMPTY`.
 
 use crate::block::{BlockStack, Header, Role, HEAPLESS, NONE, NO_HOLDER};
-use crate::class::{CLASSES, CLASS_COUNT, MAX_BLOCK_SHIFT, UNIT_SHIFT};
+use crate::class::{BLOCK_SIZE, CLASS_COUNT};
 use crate::heap::Heap;
 use crate::large::LargeTable;
-use crate::region::{Region, RegionState};
+use crate::region::{Region, RegionState, UNIT};
 use crate::sync::RawSpin;
 use crate::sync::{spin_lock, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, Ordering, SpinLock};
 use crate::{os, tiny};
 use core::ptr;
 use parking_lot::lock_api::MutexGuard;
 
-/// Empty blocks kept committed per block size.
+/// Empty blocks kept committed.
 pub(crate) const RETAIN_EMPTY: usize = 8;
 /// Blocks of a partial list a heap taking a block looks at for one with freed slots.
 const REUSE_SCAN: usize = 8;
@@ -48,7 +48,8 @@ pub(crate) use crate::block::EMPTY_KEY;
 /// The most heaps (threads × instances joined at once) an instance registers; more threads
 /// allocate through the pool's lock.
 pub(crate) const MAX_HEAPS: usize = 1 << 14;
-const SHIFTS: usize = (MAX_BLOCK_SHIFT - UNIT_SHIFT + 1) as usize;
+// One unit of the region holds one block.
+const _: () = assert!(BLOCK_SIZE == UNIT);
 
 /// The pool of one allocator instance.
 pub(crate) struct Pool {
@@ -79,8 +80,9 @@ pub(crate) struct PoolState {
     pub(crate) region: RegionState,
     /// Per head, a doubly linked list of pool-owned blocks with free slots (unit index).
     partial: *mut u32,
-    retained: [u32; SHIFTS],
-    retained_count: [usize; SHIFTS],
+    /// Empty blocks kept committed, linked through `Header::next`.
+    retained: u32,
+    retained_count: usize,
     /// Heaps of exited threads, linked through `Heap::next_abandoned`.
     pub(crate) abandoned: *mut Heap,
 }
@@ -127,8 +129,8 @@ impl Pool {
                     state: spin_lock(PoolState {
                         region: region_state,
                         partial,
-                        retained: [NONE; SHIFTS],
-                        retained_count: [0; SHIFTS],
+                        retained: NONE,
+                        retained_count: 0,
                         abandoned: ptr::null_mut(),
                     }),
                     life_count,
@@ -168,9 +170,9 @@ impl Pool {
         self.state.lock()
     }
 
-    /// Empty blocks held committed for reuse, per block size.
+    /// Empty blocks held committed for reuse.
     pub(crate) fn retained_blocks(st: &PoolState) -> usize {
-        st.retained_count.iter().sum()
+        st.retained_count
     }
 
     /// The header of the block at unit `u`.
@@ -304,14 +306,18 @@ impl Pool {
             h.set_owner(owner);
             return Some(h);
         }
-        let c = &CLASSES[class];
-        let s = (c.block_shift - UNIT_SHIFT) as usize;
-        let (base, fresh) = match self.take_retained(st, s) {
+        let (base, fresh) = match self.take_retained(st) {
             Some(base) => (base, false),
-            None => self.region.carve(&mut st.region, c.block_shift)?,
+            None => self.region.carve(&mut st.region)?,
         };
         // SAFETY: the block is carved or retained: committed, ours, reachable by nobody.
-        Some(unsafe { &*Header::init(base, class, life, owner, fresh) })
+        let h = unsafe { &*Header::init(base, class, life, owner, fresh) };
+        let c = h.geometry();
+        if c.is_tiny() {
+            // SAFETY: as above; the run table follows the header.
+            unsafe { tiny::init_runs(base.cast(), c) };
+        }
+        Some(h)
     }
 
     /// Under the lock: takes a block of the pool's partial list `head` whose allocations are
@@ -341,27 +347,16 @@ impl Pool {
         Some(h)
     }
 
-    /// Under the lock: an empty committed block of `2^s` units, from the kept ones of that
-    /// size, else split from a larger kept one (its other pieces are kept as blocks of
-    /// `2^s` units), so emptied blocks serve every class, whatever its block size.
-    fn take_retained(&self, st: &mut PoolState, s: usize) -> Option<*mut u8> {
-        let t = (s..SHIFTS).find(|&t| st.retained[t] != NONE)?;
-        let h = self.block(st.retained[t]);
-        st.retained[t] = h.next.load(Ordering::Relaxed);
-        st.retained_count[t] -= 1;
-        let base = h.base();
-        let first = self.unit(h) as usize;
-        for piece in 1..1usize << (t - s) {
-            let u = first + (piece << s);
-            self.region.mark_block(u, 1 << s);
-            // SAFETY: the piece lies in the block just taken, which nobody else reaches.
-            let p = unsafe { &*Header::init_empty(self.region.unit_addr(u)) };
-            p.next.store(st.retained[s], Ordering::Relaxed);
-            st.retained[s] = u as u32;
-            st.retained_count[s] += 1;
+    /// Under the lock: an empty committed block from the kept ones, so emptied blocks serve
+    /// every class.
+    fn take_retained(&self, st: &mut PoolState) -> Option<*mut u8> {
+        if st.retained == NONE {
+            return None;
         }
-        self.region.mark_block(first, 1 << s);
-        Some(base)
+        let h = self.block(st.retained);
+        st.retained = h.next.load(Ordering::Relaxed);
+        st.retained_count -= 1;
+        Some(h.base())
     }
 
     /// Under the lock: takes a block that is empty (no live slot) and on no list. Keeps it
@@ -395,7 +390,7 @@ impl Pool {
             unsafe {
                 os::decommit(
                     (self.region.live_bits as *mut u8).add(base / 8),
-                    h.geometry().block_size() / 8,
+                    BLOCK_SIZE / 8,
                 )
             };
         }
@@ -405,18 +400,10 @@ impl Pool {
     /// many.
     pub(crate) fn release_retained(&self, st: &mut PoolState) -> usize {
         let mut n = 0;
-        for s in 0..SHIFTS {
-            while st.retained[s] != NONE {
-                let h = self.block(st.retained[s]);
-                st.retained[s] = h.next.load(Ordering::Relaxed);
-                st.retained_count[s] -= 1;
-                // SAFETY: a retained block is ours, empty and now on no list.
-                unsafe {
-                    self.region
-                        .give_back(&mut st.region, h.base(), UNIT_SHIFT + s as u32)
-                };
-                n += 1;
-            }
+        while let Some(base) = self.take_retained(st) {
+            // SAFETY: a retained block is ours, empty and now on no list.
+            unsafe { self.region.give_back(&mut st.region, base) };
+            n += 1;
         }
         n
     }
@@ -516,7 +503,7 @@ impl Pool {
         (0..carved)
             .filter(|&u| r.unit_state(u) != crate::region::UNUSED)
             // SAFETY: units below the carved bound are mapped.
-            .map(|u| unsafe { os::resident_bytes(r.unit_addr(u), crate::class::UNIT) })
+            .map(|u| unsafe { os::resident_bytes(r.unit_addr(u), UNIT) })
             .sum()
     }
 
@@ -542,17 +529,15 @@ impl Pool {
     }
 
     fn give_block(&self, st: &mut PoolState, h: &Header, retain: usize) {
-        let shift = h.geometry().block_shift;
-        let s = (shift - UNIT_SHIFT) as usize;
-        if st.retained_count[s] < retain {
+        if st.retained_count < retain {
             // Frees read the key only to reject stale pointers: they now fail the check.
             h.set_pool_empty();
-            h.next.store(st.retained[s], Ordering::Relaxed);
-            st.retained[s] = self.unit(h);
-            st.retained_count[s] += 1;
+            h.next.store(st.retained, Ordering::Relaxed);
+            st.retained = self.unit(h);
+            st.retained_count += 1;
         } else {
             // SAFETY: the block is ours, empty and on no list.
-            unsafe { self.region.give_back(&mut st.region, h.base(), shift) };
+            unsafe { self.region.give_back(&mut st.region, h.base()) };
         }
     }
 

@@ -20,7 +20,7 @@ use crate::block::{Header, Role, Snapshot, FULL, HEAPLESS, MAGIC, NONE, NO_HOLDE
 use crate::class::{Class, CLASSES, CLASS_COUNT};
 use crate::lifetime::Lifetime;
 use crate::pool::{Pool, PoolState, EMPTY_KEY};
-use crate::region::{BLOCK, TAIL};
+use crate::region::BLOCK;
 use crate::sync::Ordering;
 use bitvec::slice::BitSlice;
 use core::fmt;
@@ -107,7 +107,6 @@ impl<L: Lifetime> Cohort<L> {
 enum Problem {
     Magic(u32),
     Key(u16),
-    Tail(usize),
     Life(usize, usize),
     Window {
         bump_end: u32,
@@ -167,7 +166,6 @@ impl Fault {
         let problem = match self.problem {
             Problem::Magic(m) => format!("header magic {m:#x}, expected {MAGIC:#x}"),
             Problem::Key(key) => format!("header key {key:#x} names no size class"),
-            Problem::Tail(u) => format!("unit {u} is marked TAIL but follows no block"),
             Problem::Life(life, count) => format!("lifetime class {life} of {count}"),
             Problem::Window { bump_end, stride: copy } => format!(
                 "header bump end/stride {bump_end}/{copy} past the class's limit {limit} or not its stride {stride}"
@@ -235,25 +233,22 @@ fn walk(pool: &Pool, st: &PoolState, seen: &mut BitSlice<usize>) -> Result<Verif
     let mut out = Verified::default();
     let r = &pool.region;
     for u in 0..r.carved_units(&st.region) {
+        if r.unit_state(u) != BLOCK {
+            continue;
+        }
         let h = pool.block(u as u32);
-        match r.unit_state(u) {
-            BLOCK => {
-                // The header's identity is read once (see `Header::snapshot`).
-                let key = h.key();
-                ensure(h.magic == MAGIC, h, Problem::Magic(h.magic))?;
-                match h.snapshot() {
-                    Some(b) if key != EMPTY_KEY => {
-                        out.live += check_block(pool, h, &b, seen)?;
-                        out.blocks += 1;
-                    }
-                    _ => {
-                        ensure(key == EMPTY_KEY, h, Problem::Key(key))?;
-                        out.empty_blocks += 1;
-                    }
-                }
+        // The header's identity is read once (see `Header::snapshot`).
+        let key = h.key();
+        ensure(h.magic == MAGIC, h, Problem::Magic(h.magic))?;
+        match h.snapshot() {
+            Some(b) if key != EMPTY_KEY => {
+                out.live += check_block(pool, h, &b, seen)?;
+                out.blocks += 1;
             }
-            TAIL => return Err(Fault::new(h, Problem::Tail(u))),
-            _ => {}
+            _ => {
+                ensure(key == EMPTY_KEY, h, Problem::Key(key))?;
+                out.empty_blocks += 1;
+            }
         }
     }
     check_lists(pool, st)?;
