@@ -1239,14 +1239,8 @@ impl<L: Lifetime> Cohort<L> {
         let Some(pool) = self.pool_if_any() else {
             return;
         };
-        let r = &pool.region;
-        let carved = r.carved_units(&pool.state.lock().region);
-        for u in 0..carved {
-            if r.unit_state(u) != BLOCK {
-                continue;
-            }
-            // SAFETY: a BLOCK unit starts a block whose header is initialised.
-            let h = unsafe { &*r.unit_addr(u).cast::<Header>() };
+        let blocks = pool.blocks(&pool.state.lock());
+        for h in blocks {
             // One read of the header's identity: the block may change hands meanwhile.
             let Some(b) = h.snapshot() else {
                 continue;

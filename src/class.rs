@@ -311,6 +311,51 @@ const _: () = {
     assert!(CLASS_COUNT <= 255, "a class index fits the header's u8");
 };
 
+/// A head's index: a (size class, lifetime class) pair as one number, `life * CLASS_COUNT +
+/// class`, the position of its head in the arrays of `CLASS_COUNT * life_count` heads that
+/// heaps and the pool keep.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct HeadIndex(usize);
+
+impl HeadIndex {
+    /// The head of size class `class` and lifetime class `life`.
+    #[inline(always)]
+    pub(crate) const fn new(class: usize, life: usize) -> HeadIndex {
+        HeadIndex(life * CLASS_COUNT + class)
+    }
+
+    /// The index itself.
+    #[inline(always)]
+    pub(crate) const fn get(self) -> usize {
+        self.0
+    }
+
+    /// The size class.
+    pub(crate) const fn class(self) -> usize {
+        self.0 % CLASS_COUNT
+    }
+
+    /// The lifetime class.
+    pub(crate) const fn life(self) -> usize {
+        self.0 / CLASS_COUNT
+    }
+
+    /// How many heads `life_count` lifetime classes have.
+    pub(crate) const fn count(life_count: usize) -> usize {
+        CLASS_COUNT * life_count
+    }
+
+    /// Every head of `life_count` lifetime classes, in index order.
+    pub(crate) fn all(life_count: usize) -> impl Iterator<Item = HeadIndex> {
+        (0..Self::count(life_count)).map(HeadIndex)
+    }
+
+    /// The heads of lifetime class `life`, one per size class.
+    pub(crate) fn of_life(life: usize) -> impl Iterator<Item = HeadIndex> {
+        (0..CLASS_COUNT).map(move |class| HeadIndex::new(class, life))
+    }
+}
+
 /// The class index serving a request of `size` bytes aligned to `align`, or `None` when the
 /// request is large (above [`MAX_SMALL`] or aligned above [`MAX_SMALL_ALIGN`]).
 ///
@@ -416,6 +461,20 @@ mod tests {
                 assert_eq!(class_of(size, align), None, "{size}, {align}");
             }
         }
+    }
+
+    #[test]
+    fn a_head_index_names_its_pair() {
+        let heads: Vec<HeadIndex> = HeadIndex::all(3).collect();
+        assert_eq!(heads.len(), HeadIndex::count(3));
+        for (i, h) in heads.iter().enumerate() {
+            assert_eq!(h.get(), i);
+            assert_eq!(HeadIndex::new(h.class(), h.life()), *h);
+        }
+        let life_1: Vec<HeadIndex> = HeadIndex::of_life(1).collect();
+        assert_eq!(life_1.len(), CLASS_COUNT);
+        assert!(life_1.iter().all(|h| h.life() == 1));
+        assert_eq!(life_1[0].get(), CLASS_COUNT);
     }
 
     #[test]

@@ -25,12 +25,20 @@
 //! empties it takes the lock if it is free ([`Pool::after_remote_free`], which never
 //! waits), else flags the pool and the next slow path that takes a block does the work.
 //!
-//! Invariants (under the lock): a block is on at most one list; a block on `partial[h]` has
-//! key `h`, `owner == 0` and holder [`NO_HOLDER`] or [`HEAPLESS`]; a block on `retained` is
-//! empty with key [`EMPTY_KEY`]; `retained_count == |retained| <= RETAIN_EMPTY`.
+//! **Blocks of a lifetime class.** Every block in use (carved or reused, and not yet given
+//! back or kept empty) is on its lifetime class's list, [`PoolState::of_life`], whoever owns
+//! it: `release_class` walks that list, never another class's blocks. Blocks enter it in
+//! [`Pool::take_block`] and leave it when they are given away, both under the lock.
+//!
+//! Invariants (under the lock): a block is on at most one list linked through its header
+//! (a heap's, `partial[h]` or `retained`); a block on `partial[h]` has key `h`, `owner ==
+//! 0` and holder [`NO_HOLDER`] or [`HEAPLESS`]; a block on `retained` is empty with key
+//! [`EMPTY_KEY`]; `retained_count == |retained| <= RETAIN_EMPTY`; `of_life[l]` = the blocks
+//! with key of lifetime class `l`, each once; `Σ_l |of_life[l]| + |retained|` = the units in
+//! state `BLOCK`.
 
-use crate::block::{BlockStack, Header, Role, HEAPLESS, NONE, NO_HOLDER};
-use crate::class::{BLOCK_SIZE, CLASS_COUNT};
+use crate::block::{BlockList, BlockStack, Header, Links, Role, Units, HEAPLESS, NO_HOLDER};
+use crate::class::{HeadIndex, BLOCK_SIZE};
 use crate::heap::Heap;
 use crate::large::LargeTable;
 use crate::region::{Region, RegionState, UNIT};
@@ -63,6 +71,8 @@ pub(crate) struct Pool {
     pub(crate) heap_ids: AtomicU32,
     /// Pool-owned blocks a free took out of `FULL` state.
     returned: BlockStack,
+    /// `[next, prev]` per unit: the links of [`PoolState::of_life`] (see [`LifeLinks`]).
+    life_links: *const [AtomicU32; 2],
     /// Times the lock was taken (slow paths only): a measure for tests and stats.
     pub(crate) lock_count: AtomicU64,
     /// Set (1) by a remote free that may have emptied a pool-owned block while the lock
@@ -78,10 +88,13 @@ pub(crate) struct Pool {
 /// The lock-guarded part of the pool.
 pub(crate) struct PoolState {
     pub(crate) region: RegionState,
-    /// Per head, a doubly linked list of pool-owned blocks with free slots (unit index).
-    partial: *mut u32,
-    /// Empty blocks kept committed, linked through `Header::next`.
-    retained: u32,
+    /// Per head ([`HeadIndex`]), the pool-owned blocks with free slots.
+    partial: *mut BlockList,
+    /// Per lifetime class, every block of the class in use, whoever owns it and whatever
+    /// list it is on (linked through [`LifeLinks`]): what `release_class` walks.
+    of_life: *mut BlockList,
+    /// Empty blocks kept committed (at most [`RETAIN_EMPTY`]).
+    retained: BlockList,
     retained_count: usize,
     /// Heaps of exited threads, linked through `Heap::next_abandoned`.
     pub(crate) abandoned: *mut Heap,
@@ -102,10 +115,12 @@ impl Pool {
         let Some((region, region_state)) = Region::new(bytes, exact, checked) else {
             return ptr::null_mut();
         };
-        let heads = CLASS_COUNT * life_count;
+        let heads = HeadIndex::count(life_count);
         let registry_bytes = MAX_HEAPS * size_of::<AtomicPtr<Heap>>();
+        let lists_bytes = (heads + life_count) * size_of::<BlockList>();
+        let links_bytes = region.unit_count() * size_of::<[AtomicU32; 2]>();
         let Some(meta_len) =
-            os::page_round(size_of::<Pool>() + registry_bytes + heads * size_of::<u32>())
+            os::page_round(size_of::<Pool>() + registry_bytes + lists_bytes + links_bytes)
         else {
             return ptr::null_mut();
         };
@@ -115,13 +130,20 @@ impl Pool {
         }
         let pool = meta.cast::<Pool>();
         // SAFETY: `meta` is fresh zeroed memory of `meta_len` bytes: the pool, then the
-        // registry (null pointers are zeros), then the partial-list heads.
+        // registry (null pointers are zeros), then the partial lists and the lifetime
+        // classes' lists, then their links (written when a block joins a list: zeros are
+        // never read).
         unsafe {
             let heaps = meta.add(size_of::<Pool>()).cast::<AtomicPtr<Heap>>();
-            let partial = meta.add(size_of::<Pool>() + registry_bytes).cast::<u32>();
-            for i in 0..heads {
-                partial.add(i).write(NONE);
+            let partial = meta
+                .add(size_of::<Pool>() + registry_bytes)
+                .cast::<BlockList>();
+            for i in 0..heads + life_count {
+                partial.add(i).write(BlockList::new());
             }
+            let life_links = meta
+                .add(size_of::<Pool>() + registry_bytes + lists_bytes)
+                .cast::<[AtomicU32; 2]>();
             ptr::write(
                 pool,
                 Pool {
@@ -129,7 +151,8 @@ impl Pool {
                     state: spin_lock(PoolState {
                         region: region_state,
                         partial,
-                        retained: NONE,
+                        of_life: partial.add(heads),
+                        retained: BlockList::new(),
                         retained_count: 0,
                         abandoned: ptr::null_mut(),
                     }),
@@ -137,6 +160,7 @@ impl Pool {
                     heaps,
                     heap_ids: AtomicU32::new(0),
                     returned: BlockStack::new(),
+                    life_links,
                     lock_count: AtomicU64::new(0),
                     emptied: AtomicU8::new(0),
                     large: spin_lock(LargeTable::new()),
@@ -175,18 +199,46 @@ impl Pool {
         st.retained_count
     }
 
-    /// The header of the block at unit `u`.
+    /// How the blocks' links name blocks: unit indices of the region.
     #[inline]
-    pub(crate) fn block(&self, u: u32) -> &Header {
-        // SAFETY: list links name units holding a block header, which stay mapped for the
-        // region's life.
-        unsafe { &*self.region.unit_addr(u as usize).cast::<Header>() }
+    pub(crate) fn units(&self) -> Units<'_> {
+        // SAFETY: links name carved units, which stay mapped for the region's life.
+        unsafe { Units::new(self.region.base() as *mut u8) }
     }
 
-    /// The unit index of a block.
-    #[inline]
-    pub(crate) fn unit(&self, h: &Header) -> u32 {
-        self.region.unit_of(h.base() as usize) as u32
+    /// The links of [`PoolState::of_life`].
+    fn life_links(&self) -> LifeLinks<'_> {
+        LifeLinks {
+            units: self.units(),
+            table: self.life_links,
+        }
+    }
+
+    /// Every head of the pool's lifetime classes.
+    pub(crate) fn heads(&self) -> impl Iterator<Item = HeadIndex> {
+        HeadIndex::all(self.life_count)
+    }
+
+    /// Every block carved from the region: in use, or kept empty (key [`EMPTY_KEY`]), as of
+    /// `st` (the caller may drop the lock while it walks: blocks stay mapped).
+    pub(crate) fn blocks<'a>(&'a self, st: &PoolState) -> impl Iterator<Item = &'a Header> + 'a {
+        let (r, units) = (&self.region, self.units());
+        (0..r.carved_units(&st.region))
+            .inspect(|_| walked_one())
+            .filter(move |&u| r.unit_state(u) == crate::region::BLOCK)
+            .map(move |u| units.block(u as u32))
+    }
+
+    /// Under the lock: every block of lifetime class `life` in use. The walk reads a
+    /// block's link before it yields the block, so the caller may give that block away.
+    pub(crate) fn blocks_of_life<'a>(
+        &'a self,
+        st: &PoolState,
+        life: usize,
+    ) -> impl Iterator<Item = &'a Header> + 'a {
+        st.of_life(life)
+            .iter(self.life_links())
+            .inspect(|_| walked_one())
     }
 
     /// The heap with id `id`, if registered.
@@ -225,60 +277,31 @@ impl Pool {
             .map(|id| self.heap(id))
             .filter(|h| !h.is_null())
     }
-
-    /// Pushes `h` on a doubly linked list whose head is `*head`.
-    pub(crate) fn list_push(&self, head: &mut u32, h: &Header) {
-        let u = self.unit(h);
-        h.prev.store(NONE, Ordering::Relaxed);
-        h.next.store(*head, Ordering::Relaxed);
-        if *head != NONE {
-            self.block(*head).prev.store(u, Ordering::Relaxed);
-        }
-        *head = u;
-    }
-
-    /// Unlinks `h` from the doubly linked list whose head is `*head`.
-    pub(crate) fn list_remove(&self, head: &mut u32, h: &Header) {
-        let (prev, next) = (
-            h.prev.load(Ordering::Relaxed),
-            h.next.load(Ordering::Relaxed),
-        );
-        if prev == NONE {
-            debug_assert_eq!(*head, self.unit(h));
-            *head = next;
-        } else {
-            self.block(prev).next.store(next, Ordering::Relaxed);
-        }
-        if next != NONE {
-            self.block(next).prev.store(prev, Ordering::Relaxed);
-        }
-        h.prev.store(NONE, Ordering::Relaxed);
-        h.next.store(NONE, Ordering::Relaxed);
-    }
-
-    /// Pops the first block of a list.
-    pub(crate) fn list_pop(&self, head: &mut u32) -> Option<&Header> {
-        if *head == NONE {
-            return None;
-        }
-        let h = self.block(*head);
-        self.list_remove(head, h);
-        Some(h)
-    }
 }
 
 impl PoolState {
-    /// The first block of the partial list of head `head` (`NONE` when empty).
-    pub(crate) fn partial_first(&self, head: usize) -> u32 {
-        // SAFETY: as in `partial`; only read.
-        unsafe { *self.partial.add(head) }
+    /// The pool's partial list of head `head`.
+    pub(crate) fn partial(&mut self, head: HeadIndex) -> &mut BlockList {
+        // SAFETY: `partial` holds a list per head and callers pass a head of the pool's
+        // lifetime classes (class < CLASS_COUNT, life < life_count).
+        unsafe { &mut *self.partial.add(head.get()) }
     }
 
-    /// The partial list head of (class, life).
-    pub(crate) fn partial(&mut self, head: usize) -> &mut u32 {
-        // SAFETY: `partial` holds CLASS_COUNT * life_count heads and callers pass a head
-        // index below that (class < CLASS_COUNT, life < life_count).
-        unsafe { &mut *self.partial.add(head) }
+    /// As [`PoolState::partial`], to read.
+    pub(crate) fn partial_list(&self, head: HeadIndex) -> &BlockList {
+        // SAFETY: as in `partial`.
+        unsafe { &*self.partial.add(head.get()) }
+    }
+
+    /// The blocks of lifetime class `life` in use.
+    fn of_life(&self, life: usize) -> &BlockList {
+        // SAFETY: `of_life` holds a list per lifetime class; `life < life_count`.
+        unsafe { &*self.of_life.add(life) }
+    }
+
+    fn of_life_mut(&mut self, life: usize) -> &mut BlockList {
+        // SAFETY: as in `of_life`.
+        unsafe { &mut *self.of_life.add(life) }
     }
 }
 
@@ -295,11 +318,11 @@ impl Pool {
         life: usize,
         owner: u64,
     ) -> Option<&'a Header> {
-        let head = life * CLASS_COUNT + class;
+        let head = HeadIndex::new(class, life);
         if self.emptied.load(Ordering::Relaxed) != 0 {
             self.give_back_emptied(st);
         }
-        if *st.partial(head) == NONE {
+        if st.partial(head).is_empty() {
             self.reclaim_abandoned(st);
         }
         if let Some(h) = self.take_partial(st, head) {
@@ -317,6 +340,7 @@ impl Pool {
             // SAFETY: as above; the run table follows the header.
             unsafe { tiny::init_runs(base.cast(), c) };
         }
+        st.of_life_mut(life).push(self.life_links(), h);
         Some(h)
     }
 
@@ -325,36 +349,28 @@ impl Pool {
     /// where those threads find them). Among the first [`REUSE_SCAN`] of those, one with
     /// freed slots, whose touched pages are reused before another block's never-used ones;
     /// else the first.
-    fn take_partial(&self, st: &mut PoolState, head: usize) -> Option<&Header> {
-        let mut first = None;
-        let mut seen = 0;
-        let mut u = *st.partial(head);
-        while u != NONE && seen < REUSE_SCAN {
-            let h = self.block(u);
-            u = h.next.load(Ordering::Relaxed);
-            if h.holder() != NO_HOLDER {
-                continue;
-            }
-            if h.has_freed_slots() {
-                first = Some(h);
-                break;
-            }
-            first.get_or_insert(h);
-            seen += 1;
-        }
-        let h = first?;
-        self.list_remove(st.partial(head), h);
+    fn take_partial(&self, st: &mut PoolState, head: HeadIndex) -> Option<&Header> {
+        let mut heaps_may_take = st
+            .partial(head)
+            .iter(self.units())
+            .filter(|h| h.holder() == NO_HOLDER)
+            .take(REUSE_SCAN);
+        let first = heaps_may_take.next()?;
+        let h = if first.has_freed_slots() {
+            first
+        } else {
+            heaps_may_take
+                .find(|h| h.has_freed_slots())
+                .unwrap_or(first)
+        };
+        st.partial(head).remove(self.units(), h);
         Some(h)
     }
 
     /// Under the lock: an empty committed block from the kept ones, so emptied blocks serve
     /// every class.
     fn take_retained(&self, st: &mut PoolState) -> Option<*mut u8> {
-        if st.retained == NONE {
-            return None;
-        }
-        let h = self.block(st.retained);
-        st.retained = h.next.load(Ordering::Relaxed);
+        let h = st.retained.pop(self.units())?;
         st.retained_count -= 1;
         Some(h.base())
     }
@@ -429,13 +445,10 @@ impl Pool {
     /// keeping at most `retain` empty blocks committed. Returns how many.
     fn empty_partial(&self, st: &mut PoolState, retain: usize) -> usize {
         let mut n = 0;
-        for head in 0..CLASS_COUNT * self.life_count {
-            let mut u = *st.partial(head);
-            while u != NONE {
-                let h = self.block(u);
-                u = h.next.load(Ordering::Relaxed);
+        for head in self.heads() {
+            for h in st.partial(head).iter(self.units()) {
                 if h.live() == 0 {
-                    self.list_remove(st.partial(head), h);
+                    st.partial(head).remove(self.units(), h);
                     self.give_block(st, h, retain);
                     n += 1;
                 }
@@ -482,28 +495,22 @@ impl Pool {
         mut f: impl FnMut(&mut PoolState, &Header),
     ) {
         self.reclaim_abandoned(st);
-        for class in 0..CLASS_COUNT {
-            let head = life * CLASS_COUNT + class;
-            let mut u = *st.partial(head);
-            while u != NONE {
-                let h = self.block(u);
-                u = h.next.load(Ordering::Relaxed);
+        for head in HeadIndex::of_life(life) {
+            for h in st.partial(head).iter(self.units()) {
                 if heapless || h.holder() != HEAPLESS {
-                    self.list_remove(st.partial(head), h);
+                    st.partial(head).remove(self.units(), h);
                     f(st, h);
                 }
             }
         }
     }
 
-    /// Resident bytes of every block, in use or kept empty (one `mincore` per unit).
+    /// Resident bytes of every block, in use or kept empty (one `mincore` per block).
     pub(crate) fn resident_bytes(&self) -> usize {
-        let r = &self.region;
-        let carved = r.carved_units(&self.state.lock().region);
-        (0..carved)
-            .filter(|&u| r.unit_state(u) != crate::region::UNUSED)
-            // SAFETY: units below the carved bound are mapped.
-            .map(|u| unsafe { os::resident_bytes(r.unit_addr(u), UNIT) })
+        let blocks = self.blocks(&self.state.lock());
+        // SAFETY: carved blocks are mapped.
+        blocks
+            .map(|h| unsafe { os::resident_bytes(h.base(), BLOCK_SIZE) })
             .sum()
     }
 
@@ -528,12 +535,14 @@ impl Pool {
         self.give_block(st, h, 0);
     }
 
+    /// Under the lock: takes a block out of use (empty, on no list): kept for reuse while
+    /// fewer than `retain` are, else given back to the region.
     fn give_block(&self, st: &mut PoolState, h: &Header, retain: usize) {
+        st.of_life_mut(h.life()).remove(self.life_links(), h);
         if st.retained_count < retain {
             // Frees read the key only to reject stale pointers: they now fail the check.
             h.set_pool_empty();
-            h.next.store(st.retained, Ordering::Relaxed);
-            st.retained = self.unit(h);
+            st.retained.push(self.units(), h);
             st.retained_count += 1;
         } else {
             // SAFETY: the block is ours, empty and on no list.
@@ -559,8 +568,8 @@ impl Pool {
         if h.live() == 0 {
             self.give_empty(st, h);
         } else {
-            let head = h.life() * CLASS_COUNT + h.class();
-            self.list_push(st.partial(head), h);
+            st.partial(HeadIndex::new(h.class(), h.life()))
+                .push(self.units(), h);
         }
     }
 
@@ -578,10 +587,7 @@ impl Pool {
     }
 
     fn adopt_stack(&self, st: &mut PoolState, stack: &BlockStack) {
-        let mut u = stack.take_all();
-        while u != NONE {
-            let h = self.block(u);
-            u = h.returned_next.load(Ordering::Relaxed);
+        for h in stack.take_all(self.units()) {
             self.adopt_block(st, h);
         }
     }
@@ -599,7 +605,7 @@ impl Pool {
             // SAFETY: registered heaps stay mapped for the pool's life.
             unsafe { &(*heap).returned }
         };
-        stack.push(self.unit(h), h);
+        stack.push(self.units(), h);
     }
 
     /// Under the lock, for a thread without a heap: takes a slot of (class, life) from a
@@ -623,15 +629,15 @@ impl Pool {
         class: usize,
         life: usize,
     ) -> Option<(*mut u8, bool)> {
-        let head = life * CLASS_COUNT + class;
+        let head = HeadIndex::new(class, life);
         loop {
-            let first = *st.partial(head);
-            let h = if first == NONE {
-                let h = self.take_block(st, class, life, 0)?;
-                self.list_push(st.partial(head), h);
-                h
-            } else {
-                self.block(first)
+            let h = match st.partial(head).first(self.units()) {
+                Some(h) => h,
+                None => {
+                    let h = self.take_block(st, class, life, 0)?;
+                    st.partial(head).push(self.units(), h);
+                    h
+                }
             };
             h.set_holder(HEAPLESS);
             let got = if h.geometry().is_tiny() {
@@ -643,15 +649,15 @@ impl Pool {
             if let Some((off, zeroed)) = got {
                 if h.geometry().is_tiny() && h.used() == h.capacity() {
                     // A full tiny block is on no list; `free_tiny` lists it again.
-                    self.list_remove(st.partial(head), h);
+                    st.partial(head).remove(self.units(), h);
                 }
                 return Some((h.base().wrapping_add(off as usize), zeroed));
             }
             // Full: it leaves the list; frees find it again through `free_tiny` (tiny) or
             // its remote list (collected when it is next adopted).
-            self.list_remove(st.partial(head), h);
+            st.partial(head).remove(self.units(), h);
             if !h.geometry().is_tiny() && !h.try_retire() {
-                self.list_push(st.partial(head), h);
+                st.partial(head).push(self.units(), h);
             }
         }
     }
@@ -665,11 +671,9 @@ impl Pool {
         let used = unsafe { tiny::push(h, off) };
         if used == h.capacity() {
             // It was full and off every list: back on its holder's.
-            let list = self.tiny_list(st, h);
-            self.list_push(list, h);
+            self.tiny_list(st, h).push(self.units(), h);
         } else if used == 1 {
-            let list = self.tiny_list(st, h);
-            self.list_remove(list, h);
+            self.tiny_list(st, h).remove(self.units(), h);
             self.give_empty(st, h);
         }
     }
@@ -677,7 +681,7 @@ impl Pool {
     /// Under the lock: the list a tiny block with a free slot is on: its holder heap's
     /// tiny head, else the pool's partial list. A block whose holder's thread has exited
     /// (it was full when the heap was abandoned, so on no list) becomes the pool's.
-    fn tiny_list<'a>(&self, st: &'a mut PoolState, h: &Header) -> &'a mut u32 {
+    fn tiny_list<'a>(&self, st: &'a mut PoolState, h: &Header) -> &'a mut BlockList {
         let holder = h.holder();
         if holder != NO_HOLDER && holder != HEAPLESS {
             let heap = self.heap(holder);
@@ -688,6 +692,41 @@ impl Pool {
             }
             h.set_holder(NO_HOLDER);
         }
-        st.partial(h.life() * CLASS_COUNT + h.class())
+        st.partial(HeadIndex::new(h.class(), h.life()))
+    }
+}
+
+#[cfg(test)]
+std::thread_local! {
+    /// Blocks the calling thread's walks of [`Pool::blocks`] and [`Pool::blocks_of_life`]
+    /// looked at: tests check what a walk costs by it.
+    pub(crate) static BLOCKS_WALKED: core::cell::Cell<usize> = const { core::cell::Cell::new(0) };
+}
+
+/// Counts one block walked ([`BLOCKS_WALKED`]); nothing outside tests.
+#[inline(always)]
+fn walked_one() {
+    #[cfg(test)]
+    BLOCKS_WALKED.with(|n| n.set(n.get() + 1));
+}
+
+/// The links of the lifetime classes' lists ([`PoolState::of_life`]): `[next, prev]` per
+/// unit in a table beside the blocks (a block's header has room for the links of one list
+/// only, its head's or the pool's). Touched only under the pool lock.
+#[derive(Clone, Copy)]
+struct LifeLinks<'a> {
+    units: Units<'a>,
+    table: *const [AtomicU32; 2],
+}
+
+impl<'a> Links<'a> for LifeLinks<'a> {
+    fn units(self) -> Units<'a> {
+        self.units
+    }
+
+    fn links(self, u: u32) -> &'a [AtomicU32; 2] {
+        // SAFETY: the table holds an entry per unit of the region, mapped for the pool's
+        // life; `u` names a carved unit.
+        unsafe { &*self.table.add(u as usize) }
     }
 }

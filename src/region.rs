@@ -125,6 +125,11 @@ impl Region {
         self.base as usize
     }
 
+    /// The number of units the region holds.
+    pub(crate) fn unit_count(&self) -> usize {
+        self.unit_count
+    }
+
     /// The region's length in bytes.
     #[inline(always)]
     pub(crate) fn len(&self) -> usize {
