@@ -309,6 +309,23 @@ impl Header {
         self.set_holder(NO_HOLDER);
     }
 
+    /// Owner (or pool-lock holder) only, under the pool lock, for a block on no list: hands
+    /// it to the pool as a listed block (it was current, or retired `FULL` and relisted by a
+    /// remote free), its allocations the pool's (a heap's tiny block; a [`HEAPLESS`] block
+    /// relisted from the pool's returned stack stays theirs), its remote frees collected
+    /// when the local list is empty. The caller lists it, or gives it away when no slot is
+    /// live.
+    pub(crate) fn hand_to_pool(&self) {
+        self.set_owner(0);
+        self.set_role(Role::Listed);
+        if self.holder() != HEAPLESS {
+            self.set_holder(NO_HOLDER);
+        }
+        if self.free.load(Ordering::Relaxed) == 0 {
+            self.collect_remote();
+        }
+    }
+
     /// Who holds the allocations of a pool-owned block, for `release_class`: the id of the
     /// heap that allocates from it (tiny blocks, which the pool owns but serves per heap),
     /// [`HEAPLESS`] (threads without a heap allocated from it), or [`NO_HOLDER`] (the pool:
@@ -914,6 +931,9 @@ const fn window_end(bump: u32, limit: u32) -> u32 {
 pub(crate) fn header_of(p: *mut u8) -> *mut Header {
     ((p as usize) & !(BLOCK_SIZE - 1)) as *mut Header
 }
+
+#[cfg(all(loom, test))]
+mod loom;
 
 #[cfg(all(test, not(loom)))]
 mod tests {

@@ -89,7 +89,7 @@
 //! - `tests/model.rs` drives random operation sequences against a plain model (quickcheck),
 //!   with a pattern in every live allocation.
 //! - The lock-free structures (remote free list, block stacks, the spin lock) are
-//!   model-checked with loom (`tests/loom.rs`, `RUSTFLAGS="--cfg loom"`).
+//!   model-checked with loom (models inside the crate, `RUSTFLAGS="--cfg loom"`).
 //! - With debug assertions or the `checked` feature, every free is fully checked.
 #![cfg_attr(feature = "nightly", feature(allocator_api))]
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -132,11 +132,6 @@ mod release;
 mod stats;
 #[cfg(not(loom))]
 mod verify;
-
-/// Test-only access to the lock-free structures for the loom models (`tests/loom.rs`).
-#[cfg(loom)]
-#[doc(hidden)]
-pub mod loom_api;
 
 #[cfg(not(loom))]
 pub use api::{BlockReport, Cohort, Misuse, Problem, DEFAULT_RESERVATION};

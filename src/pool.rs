@@ -552,17 +552,7 @@ impl Pool {
 
     /// Under the lock: hands a heap's block to the pool (thread exit, or a heap leaving).
     pub(crate) fn adopt_block(&self, st: &mut PoolState, h: &Header) {
-        h.set_owner(0);
-        // Current, or retired FULL and relisted by a remote free: a listed block now.
-        h.set_role(Role::Listed);
-        // A heap's tiny block: its allocations are the pool's now. (A `HEAPLESS` block
-        // relisted from the pool's returned stack stays theirs.)
-        if h.holder() != HEAPLESS {
-            h.set_holder(NO_HOLDER);
-        }
-        if h.free.load(Ordering::Relaxed) == 0 {
-            h.collect_remote();
-        }
+        h.hand_to_pool();
         // Live, not used: slots on the remote list (when the local list kept it from being
         // collected) are free too.
         if h.live() == 0 {
