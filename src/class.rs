@@ -43,7 +43,11 @@ const EXACT_MAX: usize = 1024;
 pub const CLASS_COUNT: usize = 3 + EXACT_MAX / 8 + 8 * 4;
 
 /// One size class and its block geometry. All offsets are from the block's base.
+///
+/// 32 bytes (a power of two): indexing [`CLASSES`] is a shift, which the fast paths that
+/// read a slot's stride (calloc's zeroing) count on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(align(32))]
 pub struct Class {
     /// Slot size in bytes.
     pub stride: u32,
@@ -309,6 +313,7 @@ const _: () = {
     }
     assert!(TABLE[CLASS_COUNT - 1].stride as usize == MAX_SMALL);
     assert!(CLASS_COUNT <= 255, "a class index fits the header's u8");
+    assert!(size_of::<Class>().is_power_of_two());
 };
 
 /// A head's index: a (size class, lifetime class) pair as one number, `life * CLASS_COUNT +
