@@ -15,7 +15,9 @@
 use crate::api::Cohort;
 use crate::class::{class_of, malloc_align, CLASSES};
 use crate::heap::{self, Heap};
+use crate::heap_handover;
 use crate::lifetime::Lifetime;
+use crate::per_thread;
 use core::alloc::Layout;
 use core::cell::Cell;
 use core::marker::PhantomData;
@@ -41,8 +43,12 @@ impl<L: Lifetime> Cohort<L> {
     /// Cost: a lock and, unless a heap of a previous join or exited thread is adopted, a
     /// mapping of a few KiB.
     pub fn join(&self, cgroup_hint: usize) -> Option<Join<'_, L>> {
-        let pool = self.pool()?;
-        let heap = heap::join_explicit(pool, self.instance_id(), cgroup_hint & (usize::MAX >> 1));
+        let pool = self.core.pool()?;
+        let heap = heap_handover::join_explicit(
+            pool,
+            self.core.instance_id(),
+            cgroup_hint & (usize::MAX >> 1),
+        );
         Some(Join {
             cohort: self,
             heap: NonNull::new(heap)?,
@@ -105,7 +111,7 @@ impl<L: Lifetime> Join<'_, L> {
         if size == 0 {
             return align as *mut u8;
         }
-        let c = self.cohort;
+        let c = &self.cohort.core;
         let Some(class) = class_of(size, align) else {
             return c.alloc_large(size, align, life);
         };
@@ -119,7 +125,7 @@ impl<L: Lifetime> Join<'_, L> {
             let h = unsafe { &*heap::current_block(heap, class, life) };
             match h.pop() {
                 Some((off, zeroed)) => Some((h.base().wrapping_add(off as usize), zeroed)),
-                None => heap.alloc_slow(class, life),
+                None => heap.alloc_slow(class, life, || per_thread::find_own(heap.instance)),
             }
         };
         match got {
@@ -135,7 +141,7 @@ impl<L: Lifetime> Join<'_, L> {
         if size == 0 || p.is_null() {
             return;
         }
-        let c = self.cohort;
+        let c = &self.cohort.core;
         let Some(class) = class_of(size, align) else {
             // SAFETY: forwarded contract.
             return unsafe { c.free_large::<false>(p, size, life) };
@@ -158,7 +164,7 @@ impl<L: Lifetime> Join<'_, L> {
 impl<L: Lifetime> Drop for Join<'_, L> {
     fn drop(&mut self) {
         // SAFETY: the heap is this join's, and it is going away.
-        unsafe { Heap::abandon(self.heap.as_ptr()) };
+        unsafe { heap_handover::abandon(self.heap.as_ptr()) };
     }
 }
 

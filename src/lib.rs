@@ -108,6 +108,13 @@ mod region;
 
 pub mod class;
 
+#[cfg(not(loom))]
+mod instance_id;
+#[cfg(not(loom))]
+mod live_bits;
+#[cfg(not(loom))]
+mod misuse;
+
 mod block;
 mod tiny;
 
@@ -118,6 +125,22 @@ mod pool;
 
 #[cfg(not(loom))]
 mod heap;
+#[cfg(not(loom))]
+mod heap_handover;
+#[cfg(not(loom))]
+mod per_thread;
+
+#[cfg(not(loom))]
+mod fork;
+#[cfg(not(loom))]
+mod instance;
+
+#[cfg(not(loom))]
+mod alloc;
+#[cfg(not(loom))]
+mod free;
+#[cfg(not(loom))]
+mod resize;
 
 #[cfg(not(loom))]
 mod api;
@@ -139,12 +162,14 @@ mod verify;
 pub mod loom_api;
 
 #[cfg(not(loom))]
-pub use api::{BlockReport, Cohort, Misuse, Problem, DEFAULT_RESERVATION};
+pub use api::{BlockReport, Cohort, DEFAULT_RESERVATION};
 #[cfg(not(loom))]
 pub use handle::ClassHandle;
 #[cfg(not(loom))]
 pub use join::Join;
 pub use lifetime::Lifetime;
+#[cfg(not(loom))]
+pub use misuse::{Misuse, Problem};
 #[cfg(not(loom))]
 pub use release::{Compacted, Released};
 #[cfg(not(loom))]

@@ -72,7 +72,7 @@ impl<L: Lifetime> Cohort<L> {
     /// the heaps and free lists other threads own). [`Cohort::verify_exclusive`] is the safe
     /// form.
     pub unsafe fn verify(&self) -> Result<Verified, VerifyError> {
-        let Some(pool) = self.pool_if_any() else {
+        let Some(pool) = self.core.pool_if_any() else {
             return Ok(Verified::default());
         };
         let max_slots = CLASSES
@@ -270,10 +270,10 @@ fn check_block(
         ));
     }
     let live = b.live as usize;
-    if !pool.region.live_bits.is_null() {
+    if let Some(bits) = crate::live_bits::LiveBits::of(&pool.region) {
         for i in 0..handed_out {
             let p = h.base() as usize + (c.first + i as u32 * c.stride) as usize;
-            let bit = crate::api::live_bit_get(pool, p);
+            let bit = bits.is_live(p);
             let free_listed = seen[i];
             if bit == free_listed {
                 return Err(error(
