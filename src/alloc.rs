@@ -19,13 +19,18 @@ use crate::instance::{Instance, CHECKED};
 use crate::live_bits::LiveBits;
 use crate::os;
 use crate::per_thread;
+use crate::route::Route;
 use crate::sync::Ordering;
 use core::ptr;
 
 impl Instance {
+    /// Allocates `size` bytes aligned to `align` in lifetime class `life` on `route`'s
+    /// heap; with `ZERO`, zeroed. Null when memory is exhausted; a zero size returns a
+    /// dangling pointer aligned to `align`.
     #[inline(always)]
-    pub(crate) fn alloc_sized<const ZERO: bool>(
+    pub(crate) fn alloc_sized<const ZERO: bool, R: Route>(
         &self,
+        route: R,
         size: usize,
         align: usize,
         life: usize,
@@ -33,46 +38,53 @@ impl Instance {
         if size == 0 {
             return align as *mut u8;
         }
-        self.alloc_nonzero::<ZERO>(size, align, life)
+        self.alloc_nonzero::<ZERO, R>(route, size, align, life)
     }
 
     /// `alloc_sized` for a non-zero size (GlobalAlloc's contract spares the test).
     #[inline(always)]
-    pub(crate) fn alloc_nonzero<const ZERO: bool>(
+    pub(crate) fn alloc_nonzero<const ZERO: bool, R: Route>(
         &self,
+        route: R,
         size: usize,
         align: usize,
         life: usize,
     ) -> *mut u8 {
         match per_thread::exact_class(size, align) {
-            Some(class) => self.alloc_class::<ZERO>(class, life),
-            None => self.alloc_above_exact::<ZERO>(size, align, life),
+            Some(class) => self.alloc_class::<ZERO, R>(route, class, life),
+            None => self.alloc_above_exact::<ZERO, R>(route, size, align, life),
         }
     }
 
     /// Requests past the exact table (above 1 KiB, or aligned above it): out of line, so
     /// that the inlined path needs no stack frame.
     #[inline(never)]
-    fn alloc_above_exact<const ZERO: bool>(
+    fn alloc_above_exact<const ZERO: bool, R: Route>(
         &self,
+        route: R,
         size: usize,
         align: usize,
         life: usize,
     ) -> *mut u8 {
         match class_of(size, align) {
-            Some(class) => self.alloc_class::<ZERO>(class, life),
+            Some(class) => self.alloc_class::<ZERO, R>(route, class, life),
             None => self.alloc_large(size, align, life),
         }
     }
 
-    /// The fast path: the calling thread's current block of (class, life) has a free slot.
+    /// The fast path: the route's heap's current block of (class, life) has a free slot.
     /// Budget, x86-64, with the class look-up before it (checked by `benches/iai.rs`): 20
     /// instructions in a `__rust_alloc` of its own, `ret` included: size index 3, bound 2,
     /// thread pointer 1, class 1, instance compare 3, heap and block 2, free-list pop 5,
     /// count 1, pointer 1. Inlined with a constant align: 18.
     #[inline(always)]
-    fn alloc_class<const ZERO: bool>(&self, class: usize, life: usize) -> *mut u8 {
-        let got = per_thread::with_current(self.instance.load(Ordering::Relaxed), |heap| {
+    fn alloc_class<const ZERO: bool, R: Route>(
+        &self,
+        route: R,
+        class: usize,
+        life: usize,
+    ) -> *mut u8 {
+        let got = route.with_heap(self.instance.load(Ordering::Relaxed), |heap| {
             // SAFETY: class < CLASS_COUNT (class_of) and life < L::COUNT (Lifetime's
             // contract) index one of the heap's heads; a current block is live and owned by
             // this thread's heap (or is the never-written EMPTY_BLOCK, whose pop fails).
@@ -82,17 +94,13 @@ impl Instance {
         });
         match got {
             Some((p, zeroed)) => self.finish_alloc::<ZERO>(p, zeroed, class),
-            None => self.alloc_class_slow::<ZERO>(class, life),
+            None => self.alloc_class_slow::<ZERO, R>(route, class, life),
         }
     }
 
+    /// The end of every small allocation: the live bit (checked mode), the zeroing.
     #[inline(always)]
-    pub(crate) fn finish_alloc<const ZERO: bool>(
-        &self,
-        p: *mut u8,
-        zeroed: bool,
-        class: usize,
-    ) -> *mut u8 {
+    fn finish_alloc<const ZERO: bool>(&self, p: *mut u8, zeroed: bool, class: usize) -> *mut u8 {
         // SAFETY: class came from class_of.
         let c = unsafe { geometry_unchecked(class) };
         if CHECKED {
@@ -109,25 +117,30 @@ impl Instance {
         p
     }
 
+    /// The slow path of [`Instance::alloc_class`]: the route's heap made current, or
+    /// joined; a slot from its other blocks or the pool ([`Heap::alloc_slow`](crate::heap::Heap::alloc_slow), tiny
+    /// classes under the pool's lock); a thread without a heap allocates through the pool.
     #[cold]
     #[inline(never)]
-    fn alloc_class_slow<const ZERO: bool>(&self, class: usize, life: usize) -> *mut u8 {
+    fn alloc_class_slow<const ZERO: bool, R: Route>(
+        &self,
+        route: R,
+        class: usize,
+        life: usize,
+    ) -> *mut u8 {
         let instance = self.instance.load(Ordering::Relaxed);
-        if per_thread::promote_instance(instance) {
+        if route.promote(instance) {
             // The thread's previous heap, now the one the fast path reads.
-            return self.alloc_class::<ZERO>(class, life);
+            return self.alloc_class::<ZERO, R>(route, class, life);
         }
         let Some(pool) = self.pool() else {
             return ptr::null_mut();
         };
         // Again: the first use of the instance gave it its id just now.
         let instance = self.instance.load(Ordering::Relaxed);
-        let mut heap = per_thread::current(instance);
-        if heap.is_null() {
-            heap = per_thread::join(pool, instance);
-        }
-        // SAFETY: join/current return null or a live heap of this instance, the calling
-        // thread's.
+        let heap = route.slow_heap(pool, instance);
+        // SAFETY: the route gives null or a live heap of this instance that the caller
+        // holds.
         let got = match unsafe { heap.as_ref() } {
             None => pool.alloc_locked(&mut pool.lock(), class, life),
             Some(heap) if CLASSES[class].is_tiny() => heap.alloc_tiny(class, life),

@@ -10,7 +10,7 @@ use crate::instance::Instance;
 use crate::lifetime::Lifetime;
 use crate::os;
 use crate::region::BLOCK;
-use crate::resize::Resize;
+use crate::route::ThreadHeap;
 use core::alloc::{GlobalAlloc, Layout};
 use core::marker::PhantomData;
 
@@ -106,7 +106,7 @@ impl<L: Lifetime> Cohort<L> {
     #[inline]
     pub fn malloc(&self, size: usize, life: L) -> *mut u8 {
         self.core
-            .alloc_sized::<false>(size, malloc_align(size), life.index())
+            .alloc_sized::<false, _>(ThreadHeap, size, malloc_align(size), life.index())
     }
 
     /// Like [`Cohort::malloc`], with the memory zeroed. Memory fresh from the OS is not
@@ -114,7 +114,7 @@ impl<L: Lifetime> Cohort<L> {
     #[inline]
     pub fn calloc(&self, size: usize, life: L) -> *mut u8 {
         self.core
-            .alloc_sized::<true>(size, malloc_align(size), life.index())
+            .alloc_sized::<true, _>(ThreadHeap, size, malloc_align(size), life.index())
     }
 
     /// Like [`Cohort::malloc`], and also returns the usable size: any size between `size`
@@ -144,8 +144,13 @@ impl<L: Lifetime> Cohort<L> {
     pub unsafe fn free(&self, ptr: *mut u8, size: usize, life: L) {
         // SAFETY: forwarded contract.
         unsafe {
-            self.core
-                .free_sized::<false>(ptr, size, malloc_align(size), life.index())
+            self.core.free_sized::<false, _>(
+                ThreadHeap,
+                ptr,
+                size,
+                malloc_align(size),
+                life.index(),
+            )
         }
     }
 
@@ -202,14 +207,15 @@ impl<L: Lifetime> Cohort<L> {
         let (old_align, new_align) = (malloc_align(old), malloc_align(new));
         // SAFETY: forwarded contract.
         unsafe {
-            self.core.realloc_sized::<ZERO, false>(Resize {
-                p: ptr,
+            self.core.realloc_sized::<ZERO, false, _>(
+                ThreadHeap,
+                ptr,
                 old,
                 old_align,
                 new,
                 new_align,
-                life: life.index(),
-            })
+                life.index(),
+            )
         }
     }
 
@@ -221,14 +227,14 @@ impl<L: Lifetime> Cohort<L> {
     #[inline]
     pub fn alloc(&self, layout: Layout, life: L) -> *mut u8 {
         self.core
-            .alloc_sized::<false>(layout.size(), layout.align(), life.index())
+            .alloc_sized::<false, _>(ThreadHeap, layout.size(), layout.align(), life.index())
     }
 
     /// Like [`Cohort::alloc`], with the memory zeroed.
     #[inline]
     pub fn alloc_zeroed(&self, layout: Layout, life: L) -> *mut u8 {
         self.core
-            .alloc_sized::<true>(layout.size(), layout.align(), life.index())
+            .alloc_sized::<true, _>(ThreadHeap, layout.size(), layout.align(), life.index())
     }
 
     /// The usable size of an allocation for `layout`: any size from `layout.size()` up to it
@@ -248,8 +254,13 @@ impl<L: Lifetime> Cohort<L> {
     pub unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout, life: L) {
         // SAFETY: forwarded contract.
         unsafe {
-            self.core
-                .free_sized::<false>(ptr, layout.size(), layout.align(), life.index())
+            self.core.free_sized::<false, _>(
+                ThreadHeap,
+                ptr,
+                layout.size(),
+                layout.align(),
+                life.index(),
+            )
         }
     }
 
@@ -267,14 +278,15 @@ impl<L: Lifetime> Cohort<L> {
         let a = layout.align();
         // SAFETY: forwarded contract.
         unsafe {
-            self.core.realloc_sized::<false, false>(Resize {
-                p: ptr,
-                old: layout.size(),
-                old_align: a,
-                new: new_size,
-                new_align: a,
-                life: life.index(),
-            })
+            self.core.realloc_sized::<false, false, _>(
+                ThreadHeap,
+                ptr,
+                layout.size(),
+                a,
+                new_size,
+                a,
+                life.index(),
+            )
         }
     }
 
@@ -352,7 +364,7 @@ unsafe impl<L: Lifetime> GlobalAlloc for Cohort<L> {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         self.core
-            .alloc_nonzero::<false>(layout.size(), layout.align(), 0)
+            .alloc_nonzero::<false, _>(ThreadHeap, layout.size(), layout.align(), 0)
     }
 
     #[inline]
@@ -360,14 +372,14 @@ unsafe impl<L: Lifetime> GlobalAlloc for Cohort<L> {
         // SAFETY: GlobalAlloc's contract: ptr came from alloc with this layout.
         unsafe {
             self.core
-                .free_sized::<true>(ptr, layout.size(), layout.align(), 0)
+                .free_sized::<true, _>(ThreadHeap, ptr, layout.size(), layout.align(), 0)
         }
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         self.core
-            .alloc_nonzero::<true>(layout.size(), layout.align(), 0)
+            .alloc_nonzero::<true, _>(ThreadHeap, layout.size(), layout.align(), 0)
     }
 
     #[inline]
@@ -375,14 +387,15 @@ unsafe impl<L: Lifetime> GlobalAlloc for Cohort<L> {
         let a = layout.align();
         // SAFETY: GlobalAlloc's contract. Misuse aborts, as in dealloc.
         unsafe {
-            self.core.realloc_sized::<false, true>(Resize {
-                p: ptr,
-                old: layout.size(),
-                old_align: a,
-                new: new_size,
-                new_align: a,
-                life: 0,
-            })
+            self.core.realloc_sized::<false, true, _>(
+                ThreadHeap,
+                ptr,
+                layout.size(),
+                a,
+                new_size,
+                a,
+                0,
+            )
         }
     }
 }

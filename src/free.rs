@@ -15,6 +15,7 @@ use crate::os;
 use crate::per_thread;
 use crate::pool::{Pool, EMPTY_KEY};
 use crate::region::{BLOCK, TAIL};
+use crate::route::Route;
 use crate::sync::Ordering;
 use crate::tiny;
 
@@ -24,9 +25,15 @@ impl Instance {
     /// cost the fast path nothing: a zero size wraps past the exact table into
     /// `free_above_exact`, and a null pointer fails the region-bounds check into
     /// `free_other`.
+    ///
+    /// # Safety
+    /// `p` is null, or a live allocation of this instance made with an alignment of
+    /// `align`, lifetime class `life` and a size whose usable size `size` does not exceed,
+    /// at least the size asked for (as [`Cohort::free`](crate::Cohort::free)).
     #[inline(always)]
-    pub(crate) unsafe fn free_sized<const ABORT: bool>(
+    pub(crate) unsafe fn free_sized<const ABORT: bool, R: Route>(
         &self,
+        route: R,
         p: *mut u8,
         size: usize,
         align: usize,
@@ -34,19 +41,20 @@ impl Instance {
     ) {
         match per_thread::exact_class(size, align) {
             // SAFETY: forwarded contract; class is the size's.
-            Some(class) => unsafe { self.free_class::<ABORT>(p, size, class, life) },
+            Some(class) => unsafe { self.free_class::<ABORT, R>(route, p, size, class, life) },
             // SAFETY: forwarded contract.
-            None => unsafe { self.free_above_exact::<ABORT>(p, size, align, life) },
+            None => unsafe { self.free_above_exact::<ABORT, R>(route, p, size, align, life) },
         }
     }
 
-    /// As [`Cohort::alloc_above_exact`], for frees.
+    /// As `alloc_above_exact`, for frees.
     ///
     /// # Safety
-    /// As [`Cohort::free`].
+    /// As [`Instance::free_sized`].
     #[inline(never)]
-    unsafe fn free_above_exact<const ABORT: bool>(
+    unsafe fn free_above_exact<const ABORT: bool, R: Route>(
         &self,
+        route: R,
         p: *mut u8,
         size: usize,
         align: usize,
@@ -57,14 +65,14 @@ impl Instance {
         }
         match class_of(size, align) {
             // SAFETY: forwarded contract; class is the size's.
-            Some(class) => unsafe { self.free_class::<ABORT>(p, size, class, life) },
+            Some(class) => unsafe { self.free_class::<ABORT, R>(route, p, size, class, life) },
             // SAFETY: forwarded contract: a large size.
             None => unsafe { self.free_large::<ABORT>(p, size, life) },
         }
     }
 
-    /// The free fast path: the block is the calling thread's (its last used heap's) and
-    /// holds (class, life); one compare checks both ([`per_thread::owns`]). Budget, x86-64, with
+    /// The free fast path: the block is the route's heap's (for the thread: its last used
+    /// heap's) and holds (class, life); one compare checks both ([`Route::owns`]). Budget, x86-64, with
     /// the class look-up before it (checked by `benches/iai.rs`): 22 instructions in a
     /// `__rust_dealloc` of its own, `ret` included: size index 3, bound 2, thread pointer 1,
     /// class 1, header mask 2, owner-and-key compare 4, push 4, count 4 (an atomic's load,
@@ -77,10 +85,11 @@ impl Instance {
     /// went from 39 to 46 instructions with them (inlined, static instance).
     ///
     /// # Safety
-    /// As [`Cohort::free`], with `class` the class of the size.
+    /// As [`Instance::free_sized`], with `class` the class of the size.
     #[inline(always)]
-    unsafe fn free_class<const ABORT: bool>(
+    unsafe fn free_class<const ABORT: bool, R: Route>(
         &self,
+        route: R,
         p: *mut u8,
         size: usize,
         class: usize,
@@ -97,19 +106,19 @@ impl Instance {
             // the one its header mask finds (every block has the same size), so the header
             // read is the block's own.
             let h = unsafe { &*header_of(p) };
-            if per_thread::owns(h.owner_key() ^ key(class, life) as u64) {
+            if route.owns(h.owner_key() ^ key(class, life) as u64) {
                 // SAFETY: the slot is live (the caller says so; push_local checks the one
                 // double free it can see) and its block is this thread's.
                 match unsafe { h.push_local(p) } {
                     LocalFree::Done => return,
-                    LocalFree::Slow => return per_thread::free_slow_current(h),
+                    LocalFree::Slow => return route.free_slow(h),
                     // free_other finds the same and reports it.
                     LocalFree::AlreadyFree => {}
                 }
             }
         }
         // SAFETY: forwarded contract.
-        unsafe { self.free_other::<ABORT>(p, size, class, life) }
+        unsafe { self.free_other::<ABORT, R>(route, p, size, class, life) }
     }
 
     /// A free the fast path could not finish: the pointer is not in the region, or its block
@@ -117,11 +126,12 @@ impl Instance {
     /// block belongs to another heap: a remote free.
     ///
     /// # Safety
-    /// As [`Cohort::free_class`].
+    /// As [`Instance::free_class`].
     #[cold]
     #[inline(never)]
-    unsafe fn free_other<const ABORT: bool>(
+    unsafe fn free_other<const ABORT: bool, R: Route>(
         &self,
+        route: R,
         p: *mut u8,
         size: usize,
         class: usize,
@@ -139,7 +149,7 @@ impl Instance {
             self.bad_key::<ABORT>(p, size, class, life);
         }
         // SAFETY: a live slot of block h (caller).
-        unsafe { self.free_remote::<ABORT>(h, p, size, life) };
+        unsafe { self.free_remote::<ABORT, R>(route, h, p, size, life) };
     }
 
     /// The block of slot `p` of (class, life), after the checks a free makes: the key
@@ -147,7 +157,7 @@ impl Instance {
     /// or aborts when `ABORT`).
     ///
     /// # Safety
-    /// As [`Cohort::free`]: `p` is a live allocation of this allocator.
+    /// As [`Instance::free_sized`]: `p` is a live allocation of this allocator.
     #[inline(always)]
     pub(crate) unsafe fn validated_block<const ABORT: bool>(
         &self,
@@ -173,8 +183,9 @@ impl Instance {
         unsafe { &*h }
     }
 
-    /// A free of slot `p` of a block the calling thread does not own: lock-free push on its
-    /// remote list, or the pool's lock for tiny blocks. A slot that is the first of the
+    /// A free of slot `p` of a block the route's heap does not own: local after all when
+    /// the block is another heap of the caller's ([`Route::heap_owning`]); else a lock-free
+    /// push on its remote list, or the pool's lock for tiny blocks. A slot that is the first of the
     /// list it would join is already free: reported as a double free (`size` and `life`
     /// are the caller's, for the report).
     ///
@@ -183,8 +194,9 @@ impl Instance {
     /// block's key).
     #[cold]
     #[inline(never)]
-    pub(crate) unsafe fn free_remote<const ABORT: bool>(
+    unsafe fn free_remote<const ABORT: bool, R: Route>(
         &self,
+        route: R,
         h: &Header,
         p: *mut u8,
         size: usize,
@@ -192,13 +204,11 @@ impl Instance {
     ) {
         let off = h.offset_of(p);
         let owner = h.owner();
-        // The block may be this thread's after all, in a heap it did not use last (it
-        // allocates from several instances): the heap it used before (no search), or any
-        // of its heaps, made current. Then the free is local, so the block's emptying is
-        // seen.
-        let mine = per_thread::promote_owner(owner).or_else(|| {
-            (owner != 0).then(|| per_thread::switch_to_own(self.instance_id(), owner))?
-        });
+        // The block may be the caller's after all, in a heap it did not use last (a thread
+        // allocates from several instances; a join's thread has its own heap too), made
+        // current. Then the free is local, so the block's emptying is seen.
+        // SAFETY: the route gives null or a live heap the caller holds.
+        let mine = unsafe { route.heap_owning(self.instance_id(), owner).as_ref() };
         if let Some(heap) = mine {
             // SAFETY: a live slot of a block of this thread's heap.
             if !unsafe { heap.free_local(h, p) } {
@@ -236,14 +246,13 @@ impl Instance {
     /// Frees a large allocation, after checking the large table (every build: a hash
     /// look-up beside a system call): the pointer must start a live large allocation of
     /// this lifetime class whose mapped length `size` rounds to.
+    ///
+    /// # Safety
+    /// As [`Instance::free_sized`], with `size` a large size: if a large allocation of
+    /// this instance starts at `p`, it is the caller's to free (nothing uses it after).
     #[cold]
     #[inline(never)]
-    pub(crate) unsafe fn free_large<const ABORT: bool>(
-        &self,
-        p: *mut u8,
-        size: usize,
-        life: usize,
-    ) {
+    unsafe fn free_large<const ABORT: bool>(&self, p: *mut u8, size: usize, life: usize) {
         if p.is_null() {
             return; // A null free does nothing (see `free_sized`).
         }
@@ -306,10 +315,10 @@ impl Instance {
         report::<ABORT>(self.misuse(p, size, life, problem))
     }
 
-    /// A free of a slot that is already free (typed `()` as [`Cohort::foreign`]).
+    /// A free of a slot that is already free (typed `()` as [`Instance::foreign`]).
     #[cold]
     #[inline(never)]
-    pub(crate) fn double_free<const ABORT: bool>(&self, p: *mut u8, size: usize, life: usize) {
+    fn double_free<const ABORT: bool>(&self, p: *mut u8, size: usize, life: usize) {
         report::<ABORT>(self.misuse(p, size, life, Problem::DoubleFree))
     }
 

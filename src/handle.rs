@@ -13,7 +13,7 @@
 
 use crate::api::Cohort;
 use crate::lifetime::Lifetime;
-use crate::resize::Resize;
+use crate::route::ThreadHeap;
 use core::alloc::Layout;
 use core::ptr::NonNull;
 
@@ -91,14 +91,15 @@ impl<L: Lifetime> ClassHandle<'_, L> {
     ) -> Option<NonNull<[u8]>> {
         // SAFETY: forwarded contract.
         let q = unsafe {
-            self.cohort.core.realloc_sized::<ZERO, false>(Resize {
-                p: p.as_ptr(),
-                old: old.size(),
-                old_align: old.align(),
-                new: new.size(),
-                new_align: new.align(),
-                life: self.life.index(),
-            })
+            self.cohort.core.realloc_sized::<ZERO, false, _>(
+                ThreadHeap,
+                p.as_ptr(),
+                old.size(),
+                old.align(),
+                new.size(),
+                new.align(),
+                self.life.index(),
+            )
         };
         self.slice(q, new)
     }

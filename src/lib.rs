@@ -134,6 +134,8 @@ mod per_thread;
 mod fork;
 #[cfg(not(loom))]
 mod instance;
+#[cfg(not(loom))]
+mod route;
 
 #[cfg(not(loom))]
 mod alloc;

@@ -4,6 +4,8 @@
 //! Every resize checks the old allocation as a free would before anything changes, so a
 //! rejected call (misuse: a panic, or an abort through `GlobalAlloc`) leaves everything as
 //! it was, and so does a null return (out of memory).
+//!
+//! The out-of-line paths take one [`Resize`] record: the old allocation and the new size.
 
 use crate::class::{class_of, CLASSES};
 use crate::free::large_match;
@@ -11,10 +13,14 @@ use crate::instance::Instance;
 use crate::misuse::{report, Problem};
 use crate::os;
 use crate::per_thread;
+use crate::route::Route;
 use core::ptr;
 
 /// One resize: the old allocation `p` of `old` bytes aligned to `old_align`, to `new`
-/// bytes aligned to `new_align`, in lifetime class `life`.
+/// bytes aligned to `new_align`. (The lifetime class goes beside it, in a register: a record
+/// passed out of line lives in memory, and the paths the class reaches from here, the
+/// allocation and free slow paths, fold it when it is a constant, as for a global
+/// allocator.)
 #[derive(Clone, Copy)]
 pub(crate) struct Resize {
     pub(crate) p: *mut u8,
@@ -22,58 +28,77 @@ pub(crate) struct Resize {
     pub(crate) old_align: usize,
     pub(crate) new: usize,
     pub(crate) new_align: usize,
-    pub(crate) life: usize,
 }
 
 impl Instance {
-    /// Resizes `r.p`; with `ZERO`, the bytes from `r.old` to the new allocation's usable
-    /// size read zero. The old allocation is checked first (as a free checks it), so a
-    /// rejected call changes nothing: misuse panics, or aborts when `ABORT`. A null return
-    /// (out of memory) leaves the old allocation as it was. A null `r.p` is a fresh
-    /// allocation (C's realloc).
+    /// Resizes `(p, old, old_align)` to `(new, new_align)` in lifetime class `life`; with
+    /// `ZERO`, the bytes from `old` to the new allocation's usable size read zero. The old
+    /// allocation is checked first (as a free checks it), so a rejected call changes
+    /// nothing: misuse panics, or aborts when `ABORT`. A null return (out of memory) leaves
+    /// the old allocation as it was. A null `p` is a fresh allocation (C's realloc).
     ///
     /// Memory that may be dirty is zeroed, never fresh mappings: a slot's tail (in place, or
     /// a new slot not fresh from the OS), the tail of a large allocation's last page.
     ///
+    /// The parameters are the [`Resize`] record's, which is built only past the inlined
+    /// case: a record passed out of line lives in memory, and its stores would cost the
+    /// inlined case six instructions.
+    ///
     /// # Safety
-    /// As [`Cohort::free`](crate::Cohort::free) for `(r.p, r.old, r.life)` with
-    /// `r.old_align`, unless `r.p` is null or `r.old` is 0.
+    /// As [`Cohort::free`](crate::Cohort::free) for `(p, old, life)` with `old_align`,
+    /// unless `p` is null or `old` is 0.
     #[inline(always)]
-    pub(crate) unsafe fn realloc_sized<const ZERO: bool, const ABORT: bool>(
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) unsafe fn realloc_sized<const ZERO: bool, const ABORT: bool, R: Route>(
         &self,
-        r: Resize,
+        route: R,
+        p: *mut u8,
+        old: usize,
+        old_align: usize,
+        new: usize,
+        new_align: usize,
+        life: usize,
     ) -> *mut u8 {
         // Inlined: both sizes in the same class of the exact table (a zero size wraps past
         // it), which stays in place after the old allocation's check.
-        if let Some(class) = per_thread::exact_class(r.old, r.old_align) {
-            if !r.p.is_null() && per_thread::exact_class(r.new, r.new_align) == Some(class) {
+        if let Some(class) = per_thread::exact_class(old, old_align) {
+            if !p.is_null() && per_thread::exact_class(new, new_align) == Some(class) {
                 // SAFETY: forwarded contract; both sizes are of `class`.
-                return unsafe { self.resize_in_class::<ZERO, ABORT>(r, class) };
+                return unsafe { self.resize_in_class::<ZERO, ABORT>(p, old, class, life) };
             }
         }
+        let r = Resize {
+            p,
+            old,
+            old_align,
+            new,
+            new_align,
+        };
         // SAFETY: forwarded contract.
-        unsafe { self.realloc_other::<ZERO, ABORT>(r) }
+        unsafe { self.realloc_other::<ZERO, ABORT, R>(route, r, life) }
     }
 
     /// A resize within size class `class`: in place (every slot of the class fits both
     /// sizes), after the old allocation's check; with `ZERO` the slot's tail is zeroed.
     ///
     /// # Safety
-    /// As [`Instance::realloc_sized`], with `r.p` not null; `class` is the class of `r.old`
-    /// (and of `r.new`).
+    /// As [`Instance::realloc_sized`] for `(p, old, life)`, with `p` not null; `class` is
+    /// the class of `old` (and of the new size).
     #[inline(always)]
     unsafe fn resize_in_class<const ZERO: bool, const ABORT: bool>(
         &self,
-        r: Resize,
+        p: *mut u8,
+        old: usize,
         class: usize,
+        life: usize,
     ) -> *mut u8 {
         // SAFETY: forwarded contract.
-        unsafe { self.check_small_old::<ABORT>(r, class) };
+        unsafe { self.check_small_old::<ABORT>(p, old, class, life) };
         if ZERO {
             // SAFETY: the slot holds `stride` bytes.
-            unsafe { zero_range(r.p, r.old, CLASSES[class].stride as usize) };
+            unsafe { zero_range(p, old, CLASSES[class].stride as usize) };
         }
-        r.p
+        p
     }
 
     /// Checks the old allocation of a resize as a free would (misuse is reported), leaving
@@ -82,15 +107,21 @@ impl Instance {
     /// # Safety
     /// As [`Instance::resize_in_class`].
     #[inline(always)]
-    unsafe fn check_small_old<const ABORT: bool>(&self, r: Resize, class: usize) {
+    unsafe fn check_small_old<const ABORT: bool>(
+        &self,
+        p: *mut u8,
+        old: usize,
+        class: usize,
+        life: usize,
+    ) {
         // SAFETY: forwarded contract.
-        unsafe { self.validated_block::<ABORT>(r.p, r.old, class, r.life) };
+        unsafe { self.validated_block::<ABORT>(p, old, class, life) };
         if crate::instance::CHECKED {
             // The check cleared the slot's live bit, as for a free; it is live still.
             // SAFETY: the pool exists (p is one of its slots, checked).
             let pool = unsafe { &*self.pool.load(crate::sync::Ordering::Relaxed) };
             if let Some(bits) = crate::live_bits::LiveBits::of(&pool.region) {
-                bits.set_live(r.p as usize);
+                bits.set_live(p as usize);
             }
         }
     }
@@ -100,17 +131,21 @@ impl Instance {
     /// # Safety
     /// As [`Instance::realloc_sized`].
     #[inline(never)]
-    unsafe fn realloc_other<const ZERO: bool, const ABORT: bool>(&self, r: Resize) -> *mut u8 {
+    unsafe fn realloc_other<const ZERO: bool, const ABORT: bool, R: Route>(
+        &self,
+        route: R,
+        r: Resize,
+        life: usize,
+    ) -> *mut u8 {
         let Resize {
             p,
             old,
             old_align,
             new,
             new_align,
-            life,
         } = r;
         if old == 0 || p.is_null() {
-            return self.alloc_sized::<ZERO>(new, new_align, life);
+            return self.alloc_sized::<ZERO, R>(route, new, new_align, life);
         }
         let new_class = if new == 0 {
             None
@@ -121,14 +156,14 @@ impl Instance {
             Some(class) => {
                 if new_class == Some(class) {
                     // SAFETY: forwarded contract; both sizes are of `class`.
-                    return unsafe { self.resize_in_class::<ZERO, ABORT>(r, class) };
+                    return unsafe { self.resize_in_class::<ZERO, ABORT>(p, old, class, life) };
                 }
                 // SAFETY: forwarded contract; class is the old size's.
-                unsafe { self.check_small_old::<ABORT>(r, class) };
+                unsafe { self.check_small_old::<ABORT>(p, old, class, life) };
             }
             None => {
                 // SAFETY: forwarded contract.
-                let done = unsafe { self.realloc_large::<ZERO, ABORT>(r) };
+                let done = unsafe { self.realloc_large::<ZERO, ABORT>(r, life) };
                 if let Some(q) = done {
                     return q;
                 }
@@ -136,17 +171,17 @@ impl Instance {
         }
         if new == 0 {
             // SAFETY: forwarded contract.
-            unsafe { self.free_sized::<ABORT>(p, old, old_align, life) };
+            unsafe { self.free_sized::<ABORT, R>(route, p, old, old_align, life) };
             return new_align as *mut u8;
         }
         // A new allocation; with ZERO it reads zero (a large one is a fresh mapping).
-        let q = self.alloc_sized::<ZERO>(new, new_align, life);
+        let q = self.alloc_sized::<ZERO, R>(route, new, new_align, life);
         if !q.is_null() {
             // SAFETY: both hold at least min(old, new) bytes and are distinct allocations;
             // the old one was checked above.
             unsafe {
                 ptr::copy_nonoverlapping(p, q, old.min(new));
-                self.free_sized::<ABORT>(p, old, old_align, life);
+                self.free_sized::<ABORT, R>(route, p, old, old_align, life);
             }
         }
         q
@@ -164,8 +199,9 @@ impl Instance {
     unsafe fn realloc_large<const ZERO: bool, const ABORT: bool>(
         &self,
         r: Resize,
+        life: usize,
     ) -> Option<*mut u8> {
-        let (p, old, new, life) = (r.p, r.old, r.new, r.life);
+        let (p, old, new) = (r.p, r.old, r.new);
         let Some(pool) = self.pool_if_any() else {
             report::<ABORT>(self.misuse(p, old, life, Problem::Foreign));
         };
