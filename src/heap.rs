@@ -26,18 +26,15 @@
 //! (they come back through `returned`) and waits on the pool's abandoned list for the next
 //! thread.
 
-use crate::block::{BlockStack, Header, LocalFree, Role, NONE};
+use crate::block::{Header, LocalFree, Role, NONE};
 use crate::class::CLASS_COUNT;
+use crate::heap_record::{HeapRecord, HeapState};
 use crate::os;
 use crate::pool::{Pool, PoolState};
-use crate::sync::{AtomicU8, Ordering};
+use crate::sync::Ordering;
 use crate::tiny;
+use core::ops::Deref;
 use core::ptr;
-
-pub(crate) const LIVE: u8 = 0;
-pub(crate) const EXITING: u8 = 1;
-pub(crate) const ABANDONED: u8 = 2;
-pub(crate) const ORPHANED: u8 = 3;
 
 /// One head of a heap: references into the heap's two arrays.
 pub(crate) struct HeapHead<'a> {
@@ -50,26 +47,39 @@ pub(crate) struct HeapHead<'a> {
 /// A heap. Its heads follow it in the same mapping: first the current block of every head
 /// (the fast path reads one pointer, indexed by `life * CLASS_COUNT + class`), then the
 /// partial list of every head.
+///
+/// Its first field is its [`HeapRecord`], what other threads may touch of it (token, state,
+/// `returned`, abandoned link, tiny heads): the pool's registry and abandoned list hold
+/// pointers to records, which [`Heap::of`] turns back into heaps. A heap reads its record's
+/// fields as its own (`Deref`).
 #[repr(C)]
 pub(crate) struct Heap {
+    pub(crate) record: HeapRecord,
     /// The instance the heap belongs to (never reused, so a stale heap never matches).
     pub(crate) instance: u64,
     /// The heap's index in its pool's registry.
     pub(crate) id: u32,
-    /// `instance << 16 | id`: unique in the process; `Header::owner` of its blocks.
-    pub(crate) token: u64,
     /// The concurrency group it was joined with
     /// ([`THREAD_GROUP`](crate::heap_handover::THREAD_GROUP) for thread heaps).
     pub(crate) group: usize,
-    pub(crate) state: AtomicU8,
     pool: *const Pool,
     /// Next heap of the same thread (other instances).
     pub(crate) thread_next: *mut Heap,
-    /// Next heap on the pool's abandoned list.
-    pub(crate) next_abandoned: *mut Heap,
-    /// Blocks a remote free took out of `FULL` state.
-    pub(crate) returned: BlockStack,
     mapped_len: usize,
+}
+
+impl Deref for Heap {
+    type Target = HeapRecord;
+
+    #[inline(always)]
+    fn deref(&self) -> &HeapRecord {
+        &self.record
+    }
+}
+
+/// Every heap registered in `pool`.
+pub(crate) fn registered(pool: &Pool) -> impl Iterator<Item = *mut Heap> + '_ {
+    pool.registered_heaps().map(Heap::of)
 }
 
 /// The block of every head that has none: `pop` on it always fails, so the fast path needs
@@ -112,6 +122,13 @@ pub(crate) unsafe fn head_at<'a>(heap: *const Heap, heads: usize, i: usize) -> H
 }
 
 impl Heap {
+    /// The heap whose record is `record` (every registered or abandoned record is a heap's
+    /// first field).
+    #[inline]
+    pub(crate) fn of(record: *mut HeapRecord) -> *mut Heap {
+        record.cast()
+    }
+
     /// Maps and registers a new heap. Null when the OS refuses or the registry is full.
     pub(crate) fn create(pool: &Pool, instance: u64, group: usize) -> *mut Heap {
         let heads_len = CLASS_COUNT * pool.life_count;
@@ -138,15 +155,15 @@ impl Heap {
             ptr::write(
                 heap,
                 Heap {
+                    record: HeapRecord::new(
+                        instance << 16 | id as u64,
+                        currents(heap).add(heads_len).cast::<u32>(),
+                    ),
                     instance,
-                    id: 0,
-                    token: 0,
+                    id,
                     group,
-                    state: AtomicU8::new(LIVE),
                     pool,
                     thread_next: ptr::null_mut(),
-                    next_abandoned: ptr::null_mut(),
-                    returned: BlockStack::new(),
                     mapped_len: len,
                 },
             );
@@ -155,9 +172,7 @@ impl Heap {
                 *head.current = &EMPTY_BLOCK;
                 *head.partial = NONE;
             }
-            (*heap).id = id;
-            (*heap).token = instance << 16 | id as u64;
-            pool.publish(id, heap);
+            pool.publish(id, ptr::addr_of_mut!((*heap).record));
         }
         heap
     }
@@ -305,18 +320,6 @@ impl Heap {
         }
     }
 
-    /// The partial list of tiny head (class, life).
-    ///
-    /// # Safety
-    /// `class` is a tiny class and `life < life_count`; the caller holds the pool lock (any
-    /// thread) and keeps no other reference to the list.
-    #[allow(clippy::mut_from_ref)]
-    pub(crate) unsafe fn tiny_list(&self, class: usize, life: usize) -> &mut u32 {
-        debug_assert!(crate::class::CLASSES[class].is_tiny());
-        // SAFETY: in bounds (caller); tiny heads are guarded by the pool lock.
-        unsafe { head_at(self, self.heads(), life * CLASS_COUNT + class) }.partial
-    }
-
     /// A free by the owner: pushes slot `p` on the block's local list, and takes the slow
     /// path when the block's count says so. Returns false, having done nothing, when the
     /// slot is the first of the list already (a double free, for the caller to report).
@@ -457,12 +460,7 @@ impl Heap {
     /// Nothing waits here: a wait under the lock for an EXITING heap would never end, since
     /// its thread needs the lock to finish.
     pub(crate) fn held_by_thread(&self, _locked: &PoolState) -> bool {
-        matches!(self.state.load(Ordering::Acquire), LIVE | EXITING)
-    }
-
-    /// True when the heap's thread has exited and the pool holds the heap.
-    pub(crate) fn is_abandoned(&self) -> bool {
-        self.state.load(Ordering::Acquire) == ABANDONED
+        matches!(self.state(), HeapState::Live | HeapState::Exiting)
     }
 
     /// Unmaps a heap nobody references any more.

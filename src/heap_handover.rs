@@ -3,15 +3,14 @@
 //! heap waits on the pool's abandoned list for the next taker), and an instance's teardown
 //! orphans the heaps of threads still running.
 //!
-//! A heap's state, changed only here: `LIVE` (a thread or join holds it) → `EXITING` (its
-//! holder is leaving and waits for the pool lock) → `ABANDONED` (on the pool's abandoned
-//! list) → `LIVE` (adopted); `LIVE` → `ORPHANED` (the instance dropped; its thread releases
-//! it); `EXITING` → `LIVE` in a fork child. The exit path takes the pool lock but never
-//! allocates.
+//! The heap's state changes here, by the transitions of [`crate::heap_record`]. The exit
+//! path takes the pool lock but never allocates.
 
-use crate::heap::{head_at, Heap, ABANDONED, EMPTY_BLOCK, EXITING, LIVE, ORPHANED};
+use crate::heap::{head_at, registered, Heap, EMPTY_BLOCK};
+use crate::heap_record::HeapRecord;
+use crate::heap_record::HeapState::{Abandoned, Exiting, Live, Orphaned};
 use crate::pool::Pool;
-use crate::sync::{spin_hint, Ordering};
+use crate::sync::spin_hint;
 use core::ptr;
 
 /// Thread exit, or the leave of an explicit join: hands the heap's listed blocks to
@@ -27,11 +26,7 @@ pub(crate) unsafe fn abandon(heap: *mut Heap) {
     // EXITING pins the pool: teardown waits for the heap to be ABANDONED. Nothing is
     // done with the heap until the pool lock is held, so that the lock holders (`scope`,
     // the fork handlers) see an EXITING heap untouched.
-    if hp
-        .state
-        .compare_exchange(LIVE, EXITING, Ordering::Acquire, Ordering::Acquire)
-        .is_err()
-    {
+    if hp.transition(Live, Exiting).is_err() {
         // ORPHANED: the instance is gone and left this heap to its thread.
         // SAFETY: nobody else references an orphaned heap.
         unsafe { Heap::unmap(heap) };
@@ -57,9 +52,12 @@ pub(crate) unsafe fn abandon(heap: *mut Heap) {
     }
     hp.thread_next_reset();
     // SAFETY: the pool lock is held; the abandoned list owns the heap from now on.
-    unsafe { (*heap).next_abandoned = st.abandoned };
-    st.abandoned = heap;
-    hp.state.store(ABANDONED, Ordering::Release);
+    unsafe { (*heap).record.next_abandoned = st.abandoned };
+    // SAFETY: as above.
+    st.abandoned = unsafe { ptr::addr_of_mut!((*heap).record) };
+    // Only this thread moves an EXITING heap (teardown waits for it).
+    let left = hp.transition(Exiting, Abandoned);
+    debug_assert!(left.is_ok(), "an exiting heap changed hands: {left:?}");
     // From here on an instance teardown may release the heap (it is ABANDONED), but the
     // guard's unlock below still writes to the pool: teardown takes the pool lock once
     // before the pool is destroyed, so it waits for this unlock.
@@ -68,18 +66,12 @@ pub(crate) unsafe fn abandon(heap: *mut Heap) {
     drop(st);
 }
 
-/// In a child process after `fork()`, with the pool lock held: a heap whose thread was
-/// exiting at the fork (EXITING, waiting for the lock the fork handlers held) has no
-/// thread in the child to finish; it is untouched, so it becomes LIVE again, like the
-/// heaps of the parent's other threads (which no thread of the child uses either).
-/// Otherwise the child's teardown of the instance would wait for it forever.
+/// In a child process after `fork()`, with the pool lock held: every heap that was exiting
+/// becomes live again ([`HeapRecord::after_fork_in_child`]).
 pub(crate) fn after_fork_in_child(pool: &Pool) {
     for heap in pool.registered_heaps() {
         // SAFETY: registered heaps stay mapped while the pool lives.
-        let hp = unsafe { &*heap };
-        let _ = hp
-            .state
-            .compare_exchange(EXITING, LIVE, Ordering::AcqRel, Ordering::Relaxed);
+        unsafe { (*heap).after_fork_in_child() };
     }
 }
 
@@ -89,17 +81,14 @@ pub(crate) fn after_fork_in_child(pool: &Pool) {
 /// # Safety
 /// The pool is being destroyed and no thread allocates from it any more.
 pub(crate) unsafe fn teardown(pool: &Pool) {
-    for heap in pool.registered_heaps() {
+    for heap in registered(pool) {
         // SAFETY: registered heaps stay mapped until released here or by their thread.
         let hp = unsafe { &*heap };
         let mut round = 0;
         loop {
-            match hp
-                .state
-                .compare_exchange(LIVE, ORPHANED, Ordering::AcqRel, Ordering::Acquire)
-            {
-                Ok(_) => break,
-                Err(EXITING) => {
+            match hp.transition(Live, Orphaned) {
+                Ok(()) => break,
+                Err(Exiting) => {
                     spin_hint(round);
                     round += 1;
                 }
@@ -146,8 +135,9 @@ fn adopt(pool: &Pool, group: usize, any: bool) -> *mut Heap {
         // SAFETY: abandoned heaps are owned by the pool lock, which we hold; the walk and
         // the unlink touch only their `next_abandoned` links.
         unsafe {
-            let mut at: *mut *mut Heap = &mut st.abandoned;
-            while !(*at).is_null() && (**at).group != group {
+            let group_of = |r: *mut HeapRecord| (*Heap::of(r)).group;
+            let mut at: *mut *mut HeapRecord = &mut st.abandoned;
+            while !(*at).is_null() && group_of(*at) != group {
                 at = &mut (**at).next_abandoned;
             }
             if (*at).is_null() {
@@ -155,17 +145,20 @@ fn adopt(pool: &Pool, group: usize, any: bool) -> *mut Heap {
                 while !any
                     && group != THREAD_GROUP
                     && !(*at).is_null()
-                    && (**at).group != THREAD_GROUP
+                    && group_of(*at) != THREAD_GROUP
                 {
                     at = &mut (**at).next_abandoned;
                 }
             }
-            let heap = *at;
-            if !heap.is_null() {
-                *at = (*heap).next_abandoned;
-                (*heap).next_abandoned = ptr::null_mut();
+            let record = *at;
+            if !record.is_null() {
+                *at = (*record).next_abandoned;
+                (*record).next_abandoned = ptr::null_mut();
+                let heap = Heap::of(record);
                 (*heap).group = group;
-                (*heap).state.store(LIVE, Ordering::Release);
+                // Abandoned heaps change hands only under the pool lock, which we hold.
+                let taken = (*record).transition(Abandoned, Live);
+                debug_assert!(taken.is_ok(), "an abandoned heap changed hands: {taken:?}");
                 return heap;
             }
         }

@@ -119,6 +119,8 @@ mod block;
 mod tiny;
 
 #[cfg(not(loom))]
+mod heap_record;
+#[cfg(not(loom))]
 mod large;
 #[cfg(not(loom))]
 mod pool;

@@ -10,11 +10,11 @@
 
 use crate::block::Header;
 use crate::class::{Lookup, LOOKUP};
-use crate::heap::{Heap, ORPHANED};
+use crate::heap::Heap;
 use crate::heap_handover::{self, adopt_or_create, THREAD_GROUP};
+use crate::heap_record::{owner_tag, HeapState};
 use crate::instance_id::MAX_INSTANCES;
 use crate::pool::Pool;
-use crate::sync::Ordering;
 use core::cell::Cell;
 use core::ptr;
 
@@ -69,13 +69,6 @@ struct Current {
 /// The tag of no heap: `owner_key ^ key` of no block (it would take token `2^48 - 1`,
 /// whose heap id `0xffff` is past the registry's).
 const NO_TAG: u64 = u64::MAX;
-
-/// `Header::owner_key ^ key` of every block owned by token `token`, whatever its key:
-/// the free fast path compares it with one word ([`crate::block::owner_word`]).
-#[inline]
-pub(crate) const fn owner_tag(token: u64) -> u64 {
-    crate::block::owner_word(token, 0)
-}
 
 /// The calling thread's heaps (one per instance it allocated from); its drop is the thread
 /// exit hook.
@@ -180,7 +173,7 @@ pub(crate) fn promote_owner<'a>(token: u64) -> Option<&'a Heap> {
 fn make_current(instance: u64, heap: *mut Heap) {
     debug_assert!(instance != 0 && instance < MAX_INSTANCES, "an instance id");
     // SAFETY: the caller passes a live heap.
-    let tag = owner_tag(unsafe { (*heap).token });
+    let tag = owner_tag(unsafe { (*heap).record.token });
     CURRENT.with(|c| {
         let [first, second] = &c.slots;
         if first.instance.get() != instance {
@@ -232,14 +225,9 @@ pub(crate) fn find_own(instance_wanted: u64) -> *mut Heap {
                     return heap;
                 }
                 // SAFETY: as above.
-                let (state, instance, next) = unsafe {
-                    (
-                        (*heap).state.load(Ordering::Acquire),
-                        (*heap).instance,
-                        (*heap).thread_next,
-                    )
-                };
-                if state == ORPHANED {
+                let (state, instance, next) =
+                    unsafe { ((*heap).state(), (*heap).instance, (*heap).thread_next) };
+                if state == HeapState::Orphaned {
                     // SAFETY: as above.
                     unsafe { *at = next };
                     forget_heap(heap);

@@ -116,7 +116,7 @@ impl<L: Lifetime> Cohort<L> {
         };
         // The calling thread's heads, then the pool's lists (with what exited threads left).
         if exclusive {
-            for heap in pool.registered_heaps() {
+            for heap in heap::registered(pool) {
                 // SAFETY: registered heaps stay mapped; exclusive use and the lock let us
                 // act as the owner of every one a thread holds (an exiting thread waits
                 // for the lock).

@@ -12,7 +12,8 @@
 
 use crate::block::Header;
 use crate::heap::Heap;
-use crate::per_thread::{self, owner_tag};
+use crate::heap_record::owner_tag;
+use crate::per_thread;
 use crate::pool::Pool;
 use core::ptr;
 

@@ -330,7 +330,7 @@ fn check_lists(pool: &Pool) -> Result<(), VerifyError> {
         }
         Ok(())
     };
-    for heap in pool.registered_heaps() {
+    for heap in crate::heap::registered(pool) {
         // SAFETY: registered heaps stay mapped; verify's contract keeps them still.
         let hp = unsafe { &*heap };
         let mut res = Ok(());
