@@ -2,6 +2,10 @@
 //! before the fork and released after it in both processes, so the child never inherits a
 //! lock held by a thread it does not have, nor an instance half initialised (initialisation
 //! runs under the list's lock).
+//!
+//! Invariant: the list holds exactly the pools of the instances alive in the process (an
+//! instance pushes its pool when it creates it, under the list's lock, and unregisters it
+//! when it drops), linked through `Pool::fork_next`.
 
 use crate::heap_handover;
 use crate::os;
@@ -76,6 +80,12 @@ fn for_each(list: &List, f: impl Fn(&Pool)) {
     }
 }
 
+/// The `prepare` handler: takes the instance list's lock and every listed pool's two locks,
+/// and keeps them (the guards are forgotten) across the fork.
+///
+/// # Safety
+/// Called only by `fork()` (registered with `pthread_atfork`), which calls [`parent`] or
+/// [`child`] after it: nothing else releases the locks it keeps.
 unsafe extern "C" fn prepare() {
     let list = INSTANCES.lock();
     for_each(&list, |pool| {
@@ -85,6 +95,12 @@ unsafe extern "C" fn prepare() {
     core::mem::forget(list);
 }
 
+/// Releases the locks [`prepare`] kept.
+///
+/// # Safety
+/// [`prepare`] ran in this process (or, in a child, in the parent before the fork) and its
+/// locks were not released since: they are held, by the calling thread or by the parent's
+/// image of it.
 unsafe fn release_all() {
     // SAFETY: `prepare` locked the list and every pool in this process (parent) or in
     // the parent's image (child, where that thread is the only one).
@@ -98,11 +114,21 @@ unsafe fn release_all() {
     }
 }
 
+/// The `parent` handler: releases the locks [`prepare`] kept.
+///
+/// # Safety
+/// Called only by `fork()` in the parent, after [`prepare`].
 unsafe extern "C" fn parent() {
     // SAFETY: see release_all.
     unsafe { release_all() }
 }
 
+/// The `child` handler: revives heaps whose thread was exiting at the fork (no thread of the
+/// child will finish their exit), then releases the locks [`prepare`] kept.
+///
+/// # Safety
+/// Called only by `fork()` in the child, after [`prepare`] in the parent, while the
+/// calling thread is the child's only one.
 unsafe extern "C" fn child() {
     // SAFETY: `prepare` locked the list; this thread is the child's only one.
     for_each(

@@ -96,7 +96,7 @@ impl Instance {
         life: usize,
     ) {
         if CHECKED {
-            self.check_free::<ABORT>(p, size, class, life);
+            self.check_free::<ABORT, true>(p, size, class, life);
         }
         // Every exit to the cold paths is a jump to `free_other` (which tells misuse from a
         // remote free) or `free_slow_current`: calls to functions that never return would
@@ -152,9 +152,10 @@ impl Instance {
         unsafe { self.free_remote::<ABORT, R>(route, h, p, size, life) };
     }
 
-    /// The block of slot `p` of (class, life), after the checks a free makes: the key
-    /// compare in every build, everything in checked mode. Misuse is reported (it panics,
-    /// or aborts when `ABORT`).
+    /// The block of live slot `p` of (class, life), after the checks a free makes (the key
+    /// compare in every build, everything in checked mode), which leave the slot live: the
+    /// check of a resize's old allocation. Misuse is reported (it panics, or aborts when
+    /// `ABORT`).
     ///
     /// # Safety
     /// As [`Instance::free_sized`]: `p` is a live allocation of this allocator.
@@ -168,7 +169,7 @@ impl Instance {
     ) -> &Header {
         let h = header_of(p);
         if CHECKED {
-            self.check_free::<ABORT>(p, size, class, life);
+            self.check_free::<ABORT, false>(p, size, class, life);
         } else {
             if !self.bounds.contains(p) {
                 self.foreign::<ABORT>(p, size, life);
@@ -336,8 +337,17 @@ impl Instance {
         self.misuse(p, size, life, problem)
     }
 
-    /// Checked mode: every check a free can make, before it touches anything.
-    fn check_free<const ABORT: bool>(&self, p: *mut u8, size: usize, class: usize, life: usize) {
+    /// Checked mode: every check a free can make, before it touches anything. With
+    /// `FREEING` (a free), the slot's live bit is tested and cleared in one atomic step, so
+    /// of two frees of one slot racing each other one is reported; without (the check of a
+    /// resize's old allocation, which stays live), it is only tested.
+    fn check_free<const ABORT: bool, const FREEING: bool>(
+        &self,
+        p: *mut u8,
+        size: usize,
+        class: usize,
+        life: usize,
+    ) {
         if p.is_null() {
             return; // A null free does nothing (see `free_sized`).
         }
@@ -349,7 +359,7 @@ impl Instance {
         };
         let r = &pool.region;
         let c = &CLASSES[class];
-        let base = p as usize & !(c.block_size() - 1);
+        let base = header_of(p) as usize;
         if !r.contains(p as usize) || !matches!(r.unit_state(r.unit_of(p as usize)), BLOCK | TAIL) {
             report::<ABORT>(bad(self.foreign_or_large(pool, p)));
         }
@@ -375,7 +385,11 @@ impl Instance {
                 stride: c.stride as usize,
             }));
         }
-        if LiveBits::of(r).is_some_and(|bits| !bits.set_free(p as usize)) {
+        let was_live = |bits: LiveBits| match FREEING {
+            true => bits.set_free(p as usize),
+            false => bits.is_live(p as usize),
+        };
+        if LiveBits::of(r).is_some_and(|bits| !was_live(bits)) {
             report::<ABORT>(bad(Problem::DoubleFree));
         }
     }

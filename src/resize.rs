@@ -93,37 +93,12 @@ impl Instance {
         life: usize,
     ) -> *mut u8 {
         // SAFETY: forwarded contract.
-        unsafe { self.check_small_old::<ABORT>(p, old, class, life) };
+        unsafe { self.validated_block::<ABORT>(p, old, class, life) };
         if ZERO {
             // SAFETY: the slot holds `stride` bytes.
             unsafe { zero_range(p, old, CLASSES[class].stride as usize) };
         }
         p
-    }
-
-    /// Checks the old allocation of a resize as a free would (misuse is reported), leaving
-    /// it live.
-    ///
-    /// # Safety
-    /// As [`Instance::resize_in_class`].
-    #[inline(always)]
-    unsafe fn check_small_old<const ABORT: bool>(
-        &self,
-        p: *mut u8,
-        old: usize,
-        class: usize,
-        life: usize,
-    ) {
-        // SAFETY: forwarded contract.
-        unsafe { self.validated_block::<ABORT>(p, old, class, life) };
-        if crate::instance::CHECKED {
-            // The check cleared the slot's live bit, as for a free; it is live still.
-            // SAFETY: the pool exists (p is one of its slots, checked).
-            let pool = unsafe { &*self.pool.load(crate::sync::Ordering::Relaxed) };
-            if let Some(bits) = crate::live_bits::LiveBits::of(&pool.region) {
-                bits.set_live(p as usize);
-            }
-        }
     }
 
     /// [`Instance::realloc_sized`] past its inlined case.
@@ -159,7 +134,7 @@ impl Instance {
                     return unsafe { self.resize_in_class::<ZERO, ABORT>(p, old, class, life) };
                 }
                 // SAFETY: forwarded contract; class is the old size's.
-                unsafe { self.check_small_old::<ABORT>(p, old, class, life) };
+                unsafe { self.validated_block::<ABORT>(p, old, class, life) };
             }
             None => {
                 // SAFETY: forwarded contract.
