@@ -39,7 +39,7 @@
 
 use crate::block::{BlockList, BlockStack, Header, Links, Role, Units, HEAPLESS, NO_HOLDER};
 use crate::class::{HeadIndex, BLOCK_SIZE};
-use crate::heap::Heap;
+use crate::heap_record::HeapRecord;
 use crate::large::LargeTable;
 use crate::region::{Region, RegionState, UNIT};
 use crate::sync::RawSpin;
@@ -66,7 +66,7 @@ pub(crate) struct Pool {
     /// Number of lifetime classes.
     pub(crate) life_count: usize,
     /// Heap id → heap (id 0 is never used).
-    heaps: *const AtomicPtr<Heap>,
+    heaps: *const AtomicPtr<HeapRecord>,
     /// Ids handed out so far.
     pub(crate) heap_ids: AtomicU32,
     /// Pool-owned blocks a free took out of `FULL` state.
@@ -96,8 +96,8 @@ pub(crate) struct PoolState {
     /// Empty blocks kept committed (at most [`RETAIN_EMPTY`]).
     retained: BlockList,
     retained_count: usize,
-    /// Heaps of exited threads, linked through `Heap::next_abandoned`.
-    pub(crate) abandoned: *mut Heap,
+    /// Heaps of exited threads, linked through `HeapRecord::next_abandoned`.
+    pub(crate) abandoned: *mut HeapRecord,
 }
 
 // SAFETY: the raw pointers address mappings the pool owns; the registry is atomics and the
@@ -116,7 +116,7 @@ impl Pool {
             return ptr::null_mut();
         };
         let heads = HeadIndex::count(life_count);
-        let registry_bytes = MAX_HEAPS * size_of::<AtomicPtr<Heap>>();
+        let registry_bytes = MAX_HEAPS * size_of::<AtomicPtr<HeapRecord>>();
         let lists_bytes = (heads + life_count) * size_of::<BlockList>();
         let links_bytes = region.unit_count() * size_of::<[AtomicU32; 2]>();
         let Some(meta_len) =
@@ -134,7 +134,7 @@ impl Pool {
         // classes' lists, then their links (written when a block joins a list: zeros are
         // never read).
         unsafe {
-            let heaps = meta.add(size_of::<Pool>()).cast::<AtomicPtr<Heap>>();
+            let heaps = meta.add(size_of::<Pool>()).cast::<AtomicPtr<HeapRecord>>();
             let partial = meta
                 .add(size_of::<Pool>() + registry_bytes)
                 .cast::<BlockList>();
@@ -242,7 +242,7 @@ impl Pool {
     }
 
     /// The heap with id `id`, if registered.
-    pub(crate) fn heap(&self, id: u32) -> *mut Heap {
+    pub(crate) fn heap(&self, id: u32) -> *mut HeapRecord {
         if id == 0 || id as usize >= MAX_HEAPS {
             return ptr::null_mut();
         }
@@ -264,14 +264,14 @@ impl Pool {
     }
 
     /// Registers `heap` under `id`, from [`Pool::reserve_id`].
-    pub(crate) fn publish(&self, id: u32, heap: *mut Heap) {
+    pub(crate) fn publish(&self, id: u32, heap: *mut HeapRecord) {
         debug_assert!(id != 0 && (id as usize) < MAX_HEAPS);
         // SAFETY: reserved ids are below MAX_HEAPS.
         unsafe { (*self.heaps.add(id as usize)).store(heap, Ordering::Release) };
     }
 
     /// Every registered heap, for teardown and stats.
-    pub(crate) fn registered_heaps(&self) -> impl Iterator<Item = *mut Heap> + '_ {
+    pub(crate) fn registered_heaps(&self) -> impl Iterator<Item = *mut HeapRecord> + '_ {
         let n = (self.heap_ids.load(Ordering::Acquire) as usize).min(MAX_HEAPS - 1);
         (1..=n as u32)
             .map(|id| self.heap(id))

@@ -18,6 +18,7 @@ use crate::block::{Header, Snapshot, HEAPLESS, NO_HOLDER};
 use crate::heap;
 use crate::lifetime::Lifetime;
 use crate::os;
+use crate::per_thread;
 use crate::pool::{Pool, PoolState};
 
 /// What [`Cohort::release_class`] did.
@@ -79,11 +80,11 @@ impl<L: Lifetime> Cohort<L> {
     /// As [`Cohort::release_class`]; with `exclusive`, nobody else uses the allocator
     /// (threads that used it may still be exiting).
     unsafe fn release(&self, life: usize, exclusive: bool) -> Released {
-        let Some(pool) = self.pool_if_any() else {
+        let Some(pool) = self.core.pool_if_any() else {
             return Released::default();
         };
         // SAFETY: `find_own` gives null or the calling thread's heap.
-        let me = unsafe { heap::find_own(self.instance_id()).as_ref() };
+        let me = unsafe { per_thread::find_own(self.core.instance_id()).as_ref() };
         let (my_token, my_id) = me.map_or((0, 0), |h| (h.token, h.id));
         // Whether a block's allocations (`b` as read once) are the caller's to release.
         let releasable = |b: &Snapshot| {
@@ -104,7 +105,7 @@ impl<L: Lifetime> Cohort<L> {
         // The calling thread's heads (with `exclusive`, every heap a thread holds: exclusive
         // use and the lock let us act as their owner; an exiting thread waits for the lock).
         if exclusive {
-            for heap in pool.registered_heaps() {
+            for heap in heap::registered(pool) {
                 // SAFETY: registered heaps stay mapped.
                 let hp = unsafe { &*heap };
                 if hp.held_by_thread(&st) {
@@ -187,6 +188,7 @@ impl<L: Lifetime> Cohort<L> {
             .map(|h| h.live)
             .sum();
         let large = self
+            .core
             .pool_if_any()
             .map_or(0, |pool| pool.large.lock().count_life(life));
         small + large
@@ -199,11 +201,11 @@ impl<L: Lifetime> Cohort<L> {
     /// Thread safety: may run while other threads allocate. Cost: proportional to the blocks.
     /// Returns the blocks given back and the resident bytes before and after.
     pub fn compact(&self) -> Compacted {
-        let Some(pool) = self.pool_if_any() else {
+        let Some(pool) = self.core.pool_if_any() else {
             return Compacted::default();
         };
         let resident_before = pool.resident_bytes();
-        let me = heap::find_own(self.instance_id());
+        let me = per_thread::find_own(self.core.instance_id());
         // SAFETY: `me` is null or the calling thread's own heap.
         let blocks = heap::release_empty(unsafe { me.as_ref() }, pool, &mut pool.lock());
         let resident_after = pool.resident_bytes();
