@@ -18,7 +18,7 @@ pub struct Misuse {
     pub life: usize,
     /// What is wrong.
     pub problem: Problem,
-    /// The lifetime classes' names ([`Lifetime::NAMES`]), for the message; may be empty.
+    /// The lifetime classes' names ([`Lifetime::NAMES`](crate::Lifetime::NAMES)), for the message; may be empty.
     pub life_names: &'static [&'static str],
 }
 
