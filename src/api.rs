@@ -4,12 +4,10 @@
 //! with its lifetime classes `L`; its methods are the public forms of the paths in
 //! [`crate::alloc`], [`crate::free`] and [`crate::resize`].
 
-use crate::block::Header;
 use crate::class::{class_of, malloc_align, Class, CLASSES, MAX_SMALL_ALIGN};
 use crate::instance::Instance;
 use crate::lifetime::Lifetime;
 use crate::os;
-use crate::region::BLOCK;
 use crate::resize::SizeAlign;
 use crate::route::ThreadHeap;
 use core::alloc::{GlobalAlloc, Layout};
@@ -292,14 +290,8 @@ impl<L: Lifetime> Cohort<L> {
         let Some(pool) = self.core.pool_if_any() else {
             return;
         };
-        let r = &pool.region;
-        let carved = r.carved_units(&pool.state.lock().region);
-        for u in 0..carved {
-            if r.unit_state(u) != BLOCK {
-                continue;
-            }
-            // SAFETY: a BLOCK unit starts a block whose header is initialised.
-            let h = unsafe { &*r.unit_addr(u).cast::<Header>() };
+        let blocks = pool.blocks(&pool.state.lock());
+        for h in blocks {
             // One read of the header's identity: the block may change hands meanwhile.
             let Some(b) = h.snapshot() else {
                 continue;

@@ -14,7 +14,7 @@ use crate::misuse::{report, Misuse, Problem};
 use crate::os;
 use crate::per_thread;
 use crate::pool::{Pool, EMPTY_KEY};
-use crate::region::{BLOCK, TAIL};
+use crate::region::BLOCK;
 use crate::route::Route;
 use crate::sync::Ordering;
 use crate::tiny;
@@ -81,8 +81,8 @@ impl Instance {
     /// checks that hold in every build: the region bounds, so that a foreign pointer is
     /// reported and never dereferenced (4: copy, subtract, compare, branch), and the slot
     /// against the block's first free slot, a double free of the slot freed last (2:
-    /// compare, branch). Measured by `cargo bench --bench iai`: a 16-byte malloc+free pair
-    /// went from 39 to 46 instructions with them (inlined, static instance).
+    /// compare, branch). Measured by `cargo bench -p cohort-benches --bench iai`: a 16-byte
+    /// malloc+free pair went from 39 to 46 instructions with them (inlined, static instance).
     ///
     /// # Safety
     /// As [`Instance::free_sized`], with `class` the class of the size.
@@ -360,7 +360,7 @@ impl Instance {
         let r = &pool.region;
         let c = &CLASSES[class];
         let base = header_of(p) as usize;
-        if !r.contains(p as usize) || !matches!(r.unit_state(r.unit_of(p as usize)), BLOCK | TAIL) {
+        if !r.contains(p as usize) || r.unit_state(r.unit_of(p as usize)) != BLOCK {
             report::<ABORT>(bad(self.foreign_or_large(pool, p)));
         }
         // SAFETY: base lies in the region (p does, and blocks are aligned to their size);
