@@ -32,9 +32,8 @@
 //! | 14 | `handle`, `join`, `stats`, `verify` | allocator handles per lifetime class; explicit joins; statistics; the consistency check |
 //! | 15 | `release` | releasing a lifetime class, `scope`, `compact` |
 //!
-//! The pool sits below the heap: it keeps heap records (`heap_record`), never heaps. One
-//! edge breaks the table today, `block` → `tiny` (`init_runs`), which the test allows by
-//! name until it is turned around.
+//! The pool sits below the heap: it keeps heap records (`heap_record`), never heaps; and
+//! `tiny` sits above `block`, whose header it uses.
 //!
 //! # Decisions that differ from DESIGN.md, and why
 //!
