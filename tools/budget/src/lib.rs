@@ -9,6 +9,7 @@
 //! cohort-budget called N    # warm up, then N pairs in `budget_measure_called`
 //! cohort-budget inline N    # the same loop in the crate that declares the allocator
 //! cohort-budget noop N      # the same loop on an allocator that does nothing
+//! cohort-budget remote N    # N frees of another thread's 16-byte objects (not checked)
 //! ```
 //!
 //! - **called** (the budgeted figure): the loop is in this library, a crate other than the
@@ -116,6 +117,20 @@ pub extern "C" fn budget_measure_called(n: usize) {
 #[inline(never)]
 pub extern "C" fn budget_measure_noop(n: usize) {
     pairs::<Noop>(n)
+}
+
+/// Frees the objects of `ptrs`, each allocated with [`LAYOUT`] by another thread that is
+/// still running: remote frees (callgrind counts inside this function only).
+///
+/// # Safety
+/// Every pointer is a live allocation of [`LAYOUT`] of the global allocator, freed once.
+#[no_mangle]
+#[inline(never)]
+pub unsafe fn budget_measure_remote(ptrs: &[*mut u8]) {
+    for &p in ptrs {
+        // SAFETY: the caller's.
+        unsafe { dealloc(black_box(p), LAYOUT) };
+    }
 }
 
 /// The warm-up, outside the measured functions: the thread's heap and its current block.
