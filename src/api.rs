@@ -697,7 +697,7 @@ impl<L: Lifetime> Cohort<L> {
     ) {
         match heap::exact_class(size, align) {
             // SAFETY: forwarded contract; class is the size's.
-            Some(class) => unsafe { self.free_class::<ABORT>(p, size, class, life) },
+            Some(class) => unsafe { self.free_class::<ABORT>(p, size, align, class, life) },
             // SAFETY: forwarded contract.
             None => unsafe { self.free_above_exact::<ABORT>(p, size, align, life) },
         }
@@ -720,7 +720,7 @@ impl<L: Lifetime> Cohort<L> {
         }
         match class_of(size, align) {
             // SAFETY: forwarded contract; class is the size's.
-            Some(class) => unsafe { self.free_class::<ABORT>(p, size, class, life) },
+            Some(class) => unsafe { self.free_class::<ABORT>(p, size, align, class, life) },
             // SAFETY: forwarded contract: a large size.
             None => unsafe { self.free_large::<ABORT>(p, size, life) },
         }
@@ -746,6 +746,7 @@ impl<L: Lifetime> Cohort<L> {
         &self,
         p: *mut u8,
         size: usize,
+        align: usize,
         class: usize,
         life: usize,
     ) {
@@ -760,7 +761,7 @@ impl<L: Lifetime> Cohort<L> {
             // the one its header mask finds (every block has the same size), so the header
             // read is the block's own.
             let h = unsafe { &*header_of(p) };
-            if heap::owns(h.owner_key() ^ key(class, life) as u64) {
+            if heap::owns(h.owner_key_xor(key(class, life) as u64)) {
                 // SAFETY: the slot is live (the caller says so; push_local checks the one
                 // double free it can see) and its block is this thread's.
                 match unsafe { h.push_local(p) } {
@@ -772,7 +773,7 @@ impl<L: Lifetime> Cohort<L> {
             }
         }
         // SAFETY: forwarded contract.
-        unsafe { self.free_other::<ABORT>(p, size, class, life) }
+        unsafe { self.free_other::<ABORT>(p, size, align, life) }
     }
 
     /// A free the fast path could not finish: the pointer is not in the region, or its block
@@ -787,7 +788,7 @@ impl<L: Lifetime> Cohort<L> {
         &self,
         p: *mut u8,
         size: usize,
-        class: usize,
+        align: usize,
         life: usize,
     ) {
         if !self.bounds.contains(p) {
@@ -796,6 +797,12 @@ impl<L: Lifetime> Cohort<L> {
             }
             return self.foreign::<ABORT>(p, size, life);
         }
+        // The class again: free_class passes the align instead, so that the fast path needs
+        // the class's register no more once it is xor'ed into the owner-and-key word.
+        let Some(class) = class_of(size, align) else {
+            // SAFETY: forwarded contract (free_class's caller found a class: not reached).
+            return unsafe { self.free_large::<ABORT>(p, size, life) };
+        };
         // SAFETY: as in free_class: p lies in the region, readable everywhere.
         let h = unsafe { &*header_of(p) };
         if !CHECKED && h.key() != key(class, life) {
