@@ -697,7 +697,7 @@ impl<L: Lifetime> Cohort<L> {
     ) {
         match heap::exact_class(size, align) {
             // SAFETY: forwarded contract; class is the size's.
-            Some(class) => unsafe { self.free_class::<ABORT>(p, size, align, class, life) },
+            Some(class) => unsafe { self.free_class::<ABORT>(p, size, class, life) },
             // SAFETY: forwarded contract.
             None => unsafe { self.free_above_exact::<ABORT>(p, size, align, life) },
         }
@@ -720,7 +720,7 @@ impl<L: Lifetime> Cohort<L> {
         }
         match class_of(size, align) {
             // SAFETY: forwarded contract; class is the size's.
-            Some(class) => unsafe { self.free_class::<ABORT>(p, size, align, class, life) },
+            Some(class) => unsafe { self.free_class::<ABORT>(p, size, class, life) },
             // SAFETY: forwarded contract: a large size.
             None => unsafe { self.free_large::<ABORT>(p, size, life) },
         }
@@ -728,16 +728,16 @@ impl<L: Lifetime> Cohort<L> {
 
     /// The free fast path: the block is the calling thread's (its last used heap's) and
     /// holds (class, life); one compare checks both ([`heap::owns`]). Budget, x86-64, with
-    /// the class look-up before it (checked by `benches/iai.rs`): 22 instructions in a
+    /// the class look-up before it (checked by `.ci/budget.sh`): 27 instructions in a
     /// `__rust_dealloc` of its own, `ret` included: size index 3, bound 2, thread pointer 1,
-    /// class 1, header mask 2, owner-and-key compare 4, push 4, count 4 (an atomic's load,
-    /// decrement, store and branch: a plain field would fold to 2, but snapshots read the
-    /// count from other threads). Inlined with a constant align: 20. On top of that, two
-    /// checks that hold in every build: the region bounds, so that a foreign pointer is
-    /// reported and never dereferenced (4: copy, subtract, compare, branch), and the slot
-    /// against the block's first free slot, a double free of the slot freed last (2:
-    /// compare, branch). Measured by `cargo bench --bench iai`: a 16-byte malloc+free pair
-    /// went from 39 to 46 instructions with them (inlined, static instance).
+    /// class 1, region bounds 4, header mask 2, owner-and-key compare 4, first free slot and
+    /// the slot's offset 3, double free 2, push 2, count 2 (a decrement in memory and a
+    /// branch, `Header::count_sub_one`). Two of these checks hold in every build: the region
+    /// bounds, so that a foreign pointer is reported and never dereferenced (copy, subtract,
+    /// compare, branch), and the slot against the block's first free slot, a double free of
+    /// the slot freed last (compare, branch). Measured by `cargo bench --bench iai`
+    /// (inlined, static instance): a 16-byte malloc+free pair went from 39 to 46
+    /// instructions with those two checks, and to 45 with the count's decrement in memory.
     ///
     /// # Safety
     /// As [`Cohort::free`], with `class` the class of the size.
@@ -746,7 +746,6 @@ impl<L: Lifetime> Cohort<L> {
         &self,
         p: *mut u8,
         size: usize,
-        align: usize,
         class: usize,
         life: usize,
     ) {
@@ -761,7 +760,7 @@ impl<L: Lifetime> Cohort<L> {
             // the one its header mask finds (every block has the same size), so the header
             // read is the block's own.
             let h = unsafe { &*header_of(p) };
-            if heap::owns(h.owner_key_xor(key(class, life) as u64)) {
+            if heap::owns(h.owner_key() ^ key(class, life) as u64) {
                 // SAFETY: the slot is live (the caller says so; push_local checks the one
                 // double free it can see) and its block is this thread's.
                 match unsafe { h.push_local(p) } {
@@ -773,7 +772,7 @@ impl<L: Lifetime> Cohort<L> {
             }
         }
         // SAFETY: forwarded contract.
-        unsafe { self.free_other::<ABORT>(p, size, align, life) }
+        unsafe { self.free_other::<ABORT>(p, size, class, life) }
     }
 
     /// A free the fast path could not finish: the pointer is not in the region, or its block
@@ -788,7 +787,7 @@ impl<L: Lifetime> Cohort<L> {
         &self,
         p: *mut u8,
         size: usize,
-        align: usize,
+        class: usize,
         life: usize,
     ) {
         if !self.bounds.contains(p) {
@@ -797,12 +796,6 @@ impl<L: Lifetime> Cohort<L> {
             }
             return self.foreign::<ABORT>(p, size, life);
         }
-        // The class again: free_class passes the align instead, so that the fast path needs
-        // the class's register no more once it is xor'ed into the owner-and-key word.
-        let Some(class) = class_of(size, align) else {
-            // SAFETY: forwarded contract (free_class's caller found a class: not reached).
-            return unsafe { self.free_large::<ABORT>(p, size, life) };
-        };
         // SAFETY: as in free_class: p lies in the region, readable everywhere.
         let h = unsafe { &*header_of(p) };
         if !CHECKED && h.key() != key(class, life) {
