@@ -708,7 +708,7 @@ impl<L: Lifetime> Cohort<L> {
     ) {
         match heap::exact_class(size, align) {
             // SAFETY: forwarded contract; class is the size's.
-            Some(class) => unsafe { self.free_class::<ABORT>(p, size, class, life) },
+            Some(class) => unsafe { self.free_class::<ABORT>(p, size, align, class, life) },
             // SAFETY: forwarded contract.
             None => unsafe { self.free_above_exact::<ABORT>(p, size, align, life) },
         }
@@ -731,7 +731,7 @@ impl<L: Lifetime> Cohort<L> {
         }
         match class_of(size, align) {
             // SAFETY: forwarded contract; class is the size's.
-            Some(class) => unsafe { self.free_class::<ABORT>(p, size, class, life) },
+            Some(class) => unsafe { self.free_class::<ABORT>(p, size, align, class, life) },
             // SAFETY: forwarded contract: a large size.
             None => unsafe { self.free_large::<ABORT>(p, size, life) },
         }
@@ -739,16 +739,18 @@ impl<L: Lifetime> Cohort<L> {
 
     /// The free fast path: the block is the calling thread's (its last used heap's) and
     /// holds (class, life); one compare checks both ([`heap::owns`]). Budget, x86-64, with
-    /// the class look-up before it (checked by `.ci/budget.sh`): 27 instructions in a
+    /// the class look-up before it (checked by `.ci/budget.sh`): 26 instructions in a
     /// `__rust_dealloc` of its own, `ret` included: size index 3, bound 2, thread pointer 1,
-    /// class 1, region bounds 4, header mask 2, owner-and-key compare 4, first free slot and
+    /// class 1, region bounds 4, header mask 2, owner-and-key compare 3 (the header's word
+    /// loaded by its xor, `Header::owner_key_xor`), first free slot and
     /// the slot's offset 3, double free 2, push 2, count 2 (a decrement in memory and a
     /// branch, `Header::count_sub_one`). Two of these checks hold in every build: the region
     /// bounds, so that a foreign pointer is reported and never dereferenced (copy, subtract,
     /// compare, branch), and the slot against the block's first free slot, a double free of
     /// the slot freed last (compare, branch). Measured by `cargo bench --bench iai`
     /// (inlined, static instance): a 16-byte malloc+free pair went from 39 to 46
-    /// instructions with those two checks, and to 45 with the count's decrement in memory.
+    /// instructions with those two checks, and to 44 with the count's decrement in memory
+    /// and the word's load folded into its xor.
     ///
     /// # Safety
     /// As [`Cohort::free`], with `class` the class of the size.
@@ -757,6 +759,7 @@ impl<L: Lifetime> Cohort<L> {
         &self,
         p: *mut u8,
         size: usize,
+        align: usize,
         class: usize,
         life: usize,
     ) {
@@ -766,12 +769,15 @@ impl<L: Lifetime> Cohort<L> {
         // Every exit to the cold paths is a jump to `free_other` (which tells misuse from a
         // remote free) or `free_slow_current`: calls to functions that never return would
         // need a stack frame.
+        // Unread (any value) when p is outside the region.
+        let mut word = 0;
         if self.bounds.contains(p) {
             // SAFETY: p lies in the region, which is readable everywhere, and its block is
             // the one its header mask finds (every block has the same size), so the header
             // read is the block's own.
             let h = unsafe { &*header_of(p) };
-            if heap::owns(h.owner_key() ^ key(class, life) as u64) {
+            word = h.owner_key_xor(key(class, life) as u64);
+            if heap::owns(word) {
                 // SAFETY: the slot is live (the caller says so; push_local checks the one
                 // double free it can see) and its block is this thread's.
                 match unsafe { h.push_local(p) } {
@@ -782,23 +788,30 @@ impl<L: Lifetime> Cohort<L> {
                 }
             }
         }
-        // SAFETY: forwarded contract.
-        unsafe { self.free_other::<ABORT>(p, size, class, life) }
+        // SAFETY: forwarded contract; `word` is the block's, as read above.
+        unsafe { self.free_other::<ABORT>(p, size, align, word, life) }
     }
 
     /// A free the fast path could not finish: the pointer is not in the region, or its block
     /// holds another (class, life), or the slot is already free, which is misuse; or the
     /// block belongs to another heap: a remote free.
     ///
+    /// `word` is the block's owner-and-key word xor the key of the size's class and `life`,
+    /// as the fast path read it (unread when `p` is outside the region): its key bits are
+    /// [`EMPTY_KEY`] exactly when the block held that key then. The fast path passes it,
+    /// and the align rather than the class, so that the class's register is free once
+    /// xor'ed into the word (no copy).
+    ///
     /// # Safety
-    /// As [`Cohort::free_class`].
+    /// As [`Cohort::free_class`], with `word` as above.
     #[cold]
     #[inline(never)]
     unsafe fn free_other<const ABORT: bool>(
         &self,
         p: *mut u8,
         size: usize,
-        class: usize,
+        align: usize,
+        word: u64,
         life: usize,
     ) {
         if !self.bounds.contains(p) {
@@ -809,8 +822,13 @@ impl<L: Lifetime> Cohort<L> {
         }
         // SAFETY: as in free_class: p lies in the region, readable everywhere.
         let h = unsafe { &*header_of(p) };
-        if !CHECKED && h.key() != key(class, life) {
-            self.bad_key::<ABORT>(p, size, class, life);
+        if !CHECKED && word as u16 != EMPTY_KEY {
+            // The class again, for the report (free_class's caller found one).
+            match class_of(size, align) {
+                Some(class) => self.bad_key::<ABORT>(p, size, class, life),
+                // SAFETY: forwarded contract: a large size (not reached).
+                None => return unsafe { self.free_large::<ABORT>(p, size, life) },
+            }
         }
         // SAFETY: a live slot of block h (caller).
         unsafe { self.free_remote::<ABORT>(h, p, size, life) };

@@ -278,6 +278,34 @@ impl Header {
         self.owner_key.load(Ordering::Relaxed)
     }
 
+    /// `owner_key() ^ k`: the free fast path's owner-and-key word (see the field). On x86-64
+    /// one instruction, the load folded into the xor: the compiler keeps an atomic's load an
+    /// instruction of its own.
+    #[inline(always)]
+    pub(crate) fn owner_key_xor(&self, k: u64) -> u64 {
+        #[cfg(all(target_arch = "x86_64", not(miri), not(loom)))]
+        {
+            let mut word = k;
+            // SAFETY: reads `owner_key`, a live, aligned `u64`, with one aligned 8-byte load,
+            // which is what a relaxed atomic load compiles to: a concurrent store by the
+            // block's owner is no data race, and the value read is one the field held.
+            unsafe {
+                core::arch::asm!(
+                    "xor {word}, qword ptr [{header} + {owner_key}]",
+                    word = inout(reg) word,
+                    header = in(reg) ptr::from_ref(self),
+                    owner_key = const core::mem::offset_of!(Header, owner_key),
+                    options(readonly, nostack),
+                );
+            }
+            word
+        }
+        #[cfg(not(all(target_arch = "x86_64", not(miri), not(loom))))]
+        {
+            self.owner_key() ^ k
+        }
+    }
+
     /// `class | life << 8`, or `EMPTY_KEY`.
     #[inline(always)]
     pub(crate) fn key(&self) -> u16 {
