@@ -823,12 +823,8 @@ impl<L: Lifetime> Cohort<L> {
         // SAFETY: as in free_class: p lies in the region, readable everywhere.
         let h = unsafe { &*header_of(p) };
         if !CHECKED && word as u16 != EMPTY_KEY {
-            // The class again, for the report (free_class's caller found one).
-            match class_of(size, align) {
-                Some(class) => self.bad_key::<ABORT>(p, size, class, life),
-                // SAFETY: forwarded contract: a large size (not reached).
-                None => return unsafe { self.free_large::<ABORT>(p, size, life) },
-            }
+            // SAFETY: forwarded contract.
+            return unsafe { self.bad_key_of_size::<ABORT>(p, size, align, life) };
         }
         // SAFETY: a live slot of block h (caller).
         unsafe { self.free_remote::<ABORT>(h, p, size, life) };
@@ -983,6 +979,29 @@ impl<L: Lifetime> Cohort<L> {
     #[inline(never)]
     fn bad_key<const ABORT: bool>(&self, p: *mut u8, size: usize, class: usize, life: usize) -> ! {
         report::<ABORT>(self.wrong_block(p, size, class, life))
+    }
+
+    /// [`Cohort::bad_key`] for a free of `size` bytes aligned to `align`: the class found
+    /// again (out of line, so that `free_other` needs no stack frame). (Typed `()`, so that
+    /// `free_other` reaches it with a jump.)
+    ///
+    /// # Safety
+    /// As [`Cohort::free`].
+    #[cold]
+    #[inline(never)]
+    unsafe fn bad_key_of_size<const ABORT: bool>(
+        &self,
+        p: *mut u8,
+        size: usize,
+        align: usize,
+        life: usize,
+    ) {
+        match class_of(size, align) {
+            Some(class) => self.bad_key::<ABORT>(p, size, class, life),
+            // SAFETY: forwarded contract: a large size (not reached: free_class's caller
+            // found a class).
+            None => unsafe { self.free_large::<ABORT>(p, size, life) },
+        }
     }
 
     /// A free of a pointer outside this instance's region. (Typed `()`, though it never
