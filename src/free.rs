@@ -85,10 +85,10 @@ impl Instance {
     /// branch, `Header::count_sub_one`). Two of these checks hold in every build: the region
     /// bounds, so that a foreign pointer is reported and never dereferenced (copy, subtract,
     /// compare, branch), and the slot against the block's first free slot, a double free of
-    /// the slot freed last (compare, branch). Measured by `cargo bench --bench iai`
-    /// (inlined, static instance): a 16-byte malloc+free pair went from 39 to 46
-    /// instructions with those two checks, and to 44 with the count's decrement in memory
-    /// and the word's load folded into its xor.
+    /// the slot freed last (compare, branch). Measured by
+    /// `cargo bench -p cohort-benches --bench iai` (inlined, static instance): a 16-byte
+    /// malloc+free pair went from 39 to 46 instructions with those two checks, and to 44
+    /// with the count's decrement in memory and the word's load folded into its xor.
     ///
     /// # Safety
     /// As [`Instance::free_sized`], with `class` the class of the size and alignment
