@@ -275,6 +275,34 @@ impl Header {
         self.owner_key.load(Ordering::Relaxed)
     }
 
+    /// `owner_key() ^ k`: the free fast path's owner-and-key word (see the field). On x86-64
+    /// one instruction, the load folded into the xor: the compiler keeps an atomic's load an
+    /// instruction of its own.
+    #[inline(always)]
+    pub(crate) fn owner_key_xor(&self, k: u64) -> u64 {
+        #[cfg(all(target_arch = "x86_64", not(miri), not(loom)))]
+        {
+            let mut word = k;
+            // SAFETY: reads `owner_key`, a live, aligned `u64`, with one aligned 8-byte load,
+            // which is what a relaxed atomic load compiles to: a concurrent store by the
+            // block's owner is no data race, and the value read is one the field held.
+            unsafe {
+                core::arch::asm!(
+                    "xor {word}, qword ptr [{header} + {owner_key}]",
+                    word = inout(reg) word,
+                    header = in(reg) ptr::from_ref(self),
+                    owner_key = const core::mem::offset_of!(Header, owner_key),
+                    options(readonly, nostack),
+                );
+            }
+            word
+        }
+        #[cfg(not(all(target_arch = "x86_64", not(miri), not(loom))))]
+        {
+            self.owner_key() ^ k
+        }
+    }
+
     /// `class | life << 8`, or `EMPTY_KEY`.
     #[inline(always)]
     pub(crate) fn key(&self) -> u16 {
@@ -521,12 +549,41 @@ impl Header {
         // at least 4 bytes long.
         unsafe { p.cast::<u32>().write(first) };
         self.free.store(off, Ordering::Relaxed);
-        let count = self.count.load(Ordering::Relaxed).wrapping_sub(1);
-        self.count.store(count, Ordering::Relaxed);
-        if count == 0 {
+        if self.count_sub_one() {
             LocalFree::Slow
         } else {
             LocalFree::Done
+        }
+    }
+
+    /// Owner only: `count -= 1` (wrapping); true when it reaches 0. On x86-64 two
+    /// instructions, a decrement of the field in memory and a branch on its flags, where
+    /// the compiler makes four of an atomic's load, decrement, store and a test.
+    #[inline(always)]
+    fn count_sub_one(&self) -> bool {
+        #[cfg(all(target_arch = "x86_64", not(miri), not(loom)))]
+        {
+            // SAFETY: `count` is a live, aligned `u32`, written only by its owner, the
+            // calling thread: the decrement's load and store are each one aligned 4-byte
+            // access, as a relaxed atomic load and store compile to, so the other threads'
+            // atomic loads of it see the old or the new value and race with nothing.
+            unsafe {
+                core::arch::asm!(
+                    "dec dword ptr [{header} + {count}]",
+                    "jz {zero}",
+                    header = in(reg) ptr::from_ref(self),
+                    count = const core::mem::offset_of!(Header, count),
+                    zero = label { return true; },
+                    options(nostack),
+                );
+            }
+            false
+        }
+        #[cfg(not(all(target_arch = "x86_64", not(miri), not(loom))))]
+        {
+            let count = self.count.load(Ordering::Relaxed).wrapping_sub(1);
+            self.count.store(count, Ordering::Relaxed);
+            count == 0
         }
     }
 

@@ -41,7 +41,9 @@ impl Instance {
     ) {
         match per_thread::exact_class(size, align) {
             // SAFETY: forwarded contract; class is the size's.
-            Some(class) => unsafe { self.free_class::<ABORT, R>(route, p, size, class, life) },
+            Some(class) => unsafe {
+                self.free_class::<ABORT, R>(route, p, size, align, class, life)
+            },
             // SAFETY: forwarded contract.
             None => unsafe { self.free_above_exact::<ABORT, R>(route, p, size, align, life) },
         }
@@ -65,33 +67,39 @@ impl Instance {
         }
         match class_of(size, align) {
             // SAFETY: forwarded contract; class is the size's.
-            Some(class) => unsafe { self.free_class::<ABORT, R>(route, p, size, class, life) },
+            Some(class) => unsafe {
+                self.free_class::<ABORT, R>(route, p, size, align, class, life)
+            },
             // SAFETY: forwarded contract: a large size.
             None => unsafe { self.free_large::<ABORT>(p, size, life) },
         }
     }
 
     /// The free fast path: the block is the route's heap's (for the thread: its last used
-    /// heap's) and holds (class, life); one compare checks both ([`Route::owns`]). Budget, x86-64, with
-    /// the class look-up before it (checked by `benches/iai.rs`): 22 instructions in a
-    /// `__rust_dealloc` of its own, `ret` included: size index 3, bound 2, thread pointer 1,
-    /// class 1, header mask 2, owner-and-key compare 4, push 4, count 4 (an atomic's load,
-    /// decrement, store and branch: a plain field would fold to 2, but snapshots read the
-    /// count from other threads). Inlined with a constant align: 20. On top of that, two
-    /// checks that hold in every build: the region bounds, so that a foreign pointer is
-    /// reported and never dereferenced (4: copy, subtract, compare, branch), and the slot
-    /// against the block's first free slot, a double free of the slot freed last (2:
-    /// compare, branch). Measured by `cargo bench -p cohort-benches --bench iai`: a 16-byte
-    /// malloc+free pair went from 39 to 46 instructions with them (inlined, static instance).
+    /// heap's) and holds (class, life); one compare checks both ([`Route::owns`]). Budget,
+    /// x86-64, with the class look-up before it (checked by `.ci/budget.sh`): 26
+    /// instructions in a `__rust_dealloc` of its own, `ret` included: size index 3, bound 2,
+    /// thread pointer 1, class 1, region bounds 4, header mask 2, owner-and-key compare 3
+    /// (the header's word loaded by its xor, `Header::owner_key_xor`), first free slot and
+    /// the slot's offset 3, double free 2, push 2, count 2 (a decrement in memory and a
+    /// branch, `Header::count_sub_one`). Two of these checks hold in every build: the region
+    /// bounds, so that a foreign pointer is reported and never dereferenced (copy, subtract,
+    /// compare, branch), and the slot against the block's first free slot, a double free of
+    /// the slot freed last (compare, branch). Measured by
+    /// `cargo bench -p cohort-benches --bench iai` (inlined, static instance): a 16-byte
+    /// malloc+free pair went from 39 to 46 instructions with those two checks, and to 44
+    /// with the count's decrement in memory and the word's load folded into its xor.
     ///
     /// # Safety
-    /// As [`Instance::free_sized`], with `class` the class of the size.
+    /// As [`Instance::free_sized`], with `class` the class of the size and alignment
+    /// `align`.
     #[inline(always)]
     unsafe fn free_class<const ABORT: bool, R: Route>(
         &self,
         route: R,
         p: *mut u8,
         size: usize,
+        align: usize,
         class: usize,
         life: usize,
     ) {
@@ -101,12 +109,15 @@ impl Instance {
         // Every exit to the cold paths is a jump to `free_other` (which tells misuse from a
         // remote free) or `free_slow_current`: calls to functions that never return would
         // need a stack frame.
+        // Unread (any value) when p is outside the region.
+        let mut word = 0;
         if self.bounds.contains(p) {
             // SAFETY: p lies in the region, which is readable everywhere, and its block is
             // the one its header mask finds (every block has the same size), so the header
             // read is the block's own.
             let h = unsafe { &*header_of(p) };
-            if route.owns(h.owner_key() ^ key(class, life) as u64) {
+            word = h.owner_key_xor(key(class, life) as u64);
+            if route.owns(word) {
                 // SAFETY: the slot is live (the caller says so; push_local checks the one
                 // double free it can see) and its block is this thread's.
                 match unsafe { h.push_local(p) } {
@@ -117,16 +128,22 @@ impl Instance {
                 }
             }
         }
-        // SAFETY: forwarded contract.
-        unsafe { self.free_other::<ABORT, R>(route, p, size, class, life) }
+        // SAFETY: forwarded contract; `word` is the block's, as read above.
+        unsafe { self.free_other::<ABORT, R>(route, p, size, align, word, life) }
     }
 
     /// A free the fast path could not finish: the pointer is not in the region, or its block
     /// holds another (class, life), or the slot is already free, which is misuse; or the
     /// block belongs to another heap: a remote free.
     ///
+    /// `word` is the block's owner-and-key word xor the key of the size's class and `life`,
+    /// as the fast path read it (unread when `p` is outside the region): its key bits are
+    /// [`EMPTY_KEY`] exactly when the block held that key then. The fast path passes it,
+    /// and the align rather than the class, so that the class's register is free once
+    /// xor'ed into the word (no copy).
+    ///
     /// # Safety
-    /// As [`Instance::free_class`].
+    /// As [`Instance::free_class`], with `word` as above.
     #[cold]
     #[inline(never)]
     unsafe fn free_other<const ABORT: bool, R: Route>(
@@ -134,7 +151,8 @@ impl Instance {
         route: R,
         p: *mut u8,
         size: usize,
-        class: usize,
+        align: usize,
+        word: u64,
         life: usize,
     ) {
         if !self.bounds.contains(p) {
@@ -145,8 +163,9 @@ impl Instance {
         }
         // SAFETY: as in free_class: p lies in the region, readable everywhere.
         let h = unsafe { &*header_of(p) };
-        if !CHECKED && h.key() != key(class, life) {
-            self.bad_key::<ABORT>(p, size, class, life);
+        if !CHECKED && word as u16 != EMPTY_KEY {
+            // SAFETY: forwarded contract.
+            return unsafe { self.bad_key_of_size::<ABORT>(p, size, align, life) };
         }
         // SAFETY: a live slot of block h (caller).
         unsafe { self.free_remote::<ABORT, R>(route, h, p, size, life) };
@@ -302,6 +321,29 @@ impl Instance {
     #[inline(never)]
     fn bad_key<const ABORT: bool>(&self, p: *mut u8, size: usize, class: usize, life: usize) -> ! {
         report::<ABORT>(self.wrong_block(p, size, class, life))
+    }
+
+    /// [`Instance::bad_key`] for a free of `size` bytes aligned to `align`: the class found
+    /// again (out of line, so that `free_other` needs no stack frame). (Typed `()`, so that
+    /// `free_other` reaches it with a jump.)
+    ///
+    /// # Safety
+    /// As [`Instance::free_sized`].
+    #[cold]
+    #[inline(never)]
+    unsafe fn bad_key_of_size<const ABORT: bool>(
+        &self,
+        p: *mut u8,
+        size: usize,
+        align: usize,
+        life: usize,
+    ) {
+        match class_of(size, align) {
+            Some(class) => self.bad_key::<ABORT>(p, size, class, life),
+            // SAFETY: forwarded contract: a large size (not reached: free_class's caller
+            // found a class).
+            None => unsafe { self.free_large::<ABORT>(p, size, life) },
+        }
     }
 
     /// A free of a pointer outside this instance's region. (Typed `()`, though it never
