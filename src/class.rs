@@ -88,7 +88,7 @@ impl Class {
     pub const fn is_slot(&self, off: usize) -> bool {
         off >= self.first as usize
             && off < self.limit as usize
-            && (off - self.first as usize) % self.stride as usize == 0
+            && (off - self.first as usize).is_multiple_of(self.stride as usize)
     }
 }
 
@@ -301,7 +301,7 @@ const _: () = {
         assert!(c.first as usize >= HEADER_SIZE + (c.runs * c.stride) as usize);
         assert!(c.first as usize + c.capacity as usize * stride == c.limit as usize);
         assert!(c.limit as usize <= BLOCK_SIZE);
-        assert!(c.first % c.slot_align == 0 && c.stride % c.slot_align == 0);
+        assert!(c.first.is_multiple_of(c.slot_align) && c.stride.is_multiple_of(c.slot_align));
         assert!(meets_ratio(c), "a class misses the seed's ratio table");
         if i > 0 {
             assert!(TABLE[i - 1].stride < c.stride);
@@ -389,7 +389,7 @@ fn class_of_above_exact(rounded_m1: usize, align: usize) -> Option<usize> {
     let mut class = 3 + EXACT_MAX / 8 + (e as usize - 10) * 8 + (k - 1);
     // Above 128-byte alignment a stride may not be a multiple of align; the next power of
     // two always is, so this ends within eight steps.
-    while TABLE[class].stride as usize % align != 0 {
+    while !(TABLE[class].stride as usize).is_multiple_of(align) {
         class += 1;
     }
     Some(class)
@@ -414,7 +414,7 @@ mod tests {
                 let got = class_of(size, align);
                 let want = (0..CLASS_COUNT).find(|&i| {
                     let s = CLASSES[i].stride as usize;
-                    s >= size && s % align == 0 && align <= MAX_SMALL_ALIGN
+                    s >= size && s.is_multiple_of(align) && align <= MAX_SMALL_ALIGN
                 });
                 assert_eq!(got, want, "size {size} align {align}");
                 if let Some(c) = got {

@@ -61,7 +61,7 @@ pub fn reserve(len: usize, align: usize) -> *mut u8 {
 }
 
 fn map_with(len: usize, align: usize, prot: libc::c_int) -> *mut u8 {
-    debug_assert!(len % PAGE == 0 && align.is_power_of_two());
+    debug_assert!(len.is_multiple_of(PAGE) && align.is_power_of_two());
     if align <= PAGE {
         return mmap(len, prot, 0);
     }

@@ -295,7 +295,7 @@ fn check_block(
     let stride = h.stride;
     ensure(window, h, Problem::Window { bump_end, stride })?;
     let bump = h.bump.load(Ordering::Relaxed);
-    let on_boundary = bump >= c.first && bump <= c.limit && (bump - c.first) % c.stride == 0;
+    let on_boundary = bump >= c.first && bump <= c.limit && (bump - c.first).is_multiple_of(c.stride);
     ensure(on_boundary, h, Problem::Bump(bump))?;
     let handed_out = ((bump - c.first) / c.stride) as usize;
     seen[..c.capacity as usize].fill(false);

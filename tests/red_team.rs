@@ -1407,7 +1407,7 @@ fn large_alignment_survives_resizes() {
             // SAFETY: live with l.
             let q = unsafe { a.realloc(p, l, to, Life::A) };
             assert!(!q.is_null());
-            if q as usize % align != 0 {
+            if !(q as usize).is_multiple_of(align) {
                 bad.push(format!("realloc {from} -> {to} align {align}: {q:?}"));
             }
             // SAFETY: the moved contents.
@@ -1419,7 +1419,7 @@ fn large_alignment_survives_resizes() {
             // GlobalAlloc (class 0 = A) back to `from`.
             // SAFETY: live with l2.
             let r = unsafe { GlobalAlloc::realloc(&a, q, l2, from) };
-            if r as usize % align != 0 {
+            if !(r as usize).is_multiple_of(align) {
                 bad.push(format!(
                     "GlobalAlloc realloc {to} -> {from} align {align}: {r:?}"
                 ));
@@ -1438,7 +1438,7 @@ fn large_alignment_survives_resizes() {
                 )
             }
             .unwrap();
-            if g.cast::<u8>().as_ptr() as usize % align != 0 {
+            if !(g.cast::<u8>().as_ptr() as usize).is_multiple_of(align) {
                 bad.push(format!(
                     "handle grow {from} -> {} align {align}",
                     from.max(to)
@@ -2081,7 +2081,7 @@ fn handle_resizes_that_change_the_alignment() {
                 }
                 .unwrap();
                 let qp = q.cast::<u8>().as_ptr();
-                if qp as usize % na != 0 {
+                if !(qp as usize).is_multiple_of(na) {
                     bad.push(format!("{old:?} -> {new:?}: {qp:?} misaligned"));
                 }
                 let keep = s.min(t);

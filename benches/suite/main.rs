@@ -240,7 +240,7 @@ fn main() {
         .iter()
         .filter(|w| {
             only.as_ref()
-                .map_or(true, |o| o.iter().any(|p| w.arg.starts_with(p.as_str())))
+                .is_none_or(|o| o.iter().any(|p| w.arg.starts_with(p.as_str())))
         })
         .collect();
     let mut results = Results::default();

@@ -104,7 +104,7 @@ impl<'a> Run<'a> {
                 "entry {e}: allocation {i} returned null (out of memory)"
             ));
         }
-        if p as usize % e.align() != 0 {
+        if !(p as usize).is_multiple_of(e.align()) {
             return Err(format!("entry {e}: {p:p} is not aligned to {}", e.align()));
         }
         let start = if e.list { LINK } else { 0 };
