@@ -11,7 +11,7 @@
 //! A request (size, align) maps to the smallest class whose stride is at least the size and
 //! a multiple of the align ([`class_of`]). Every class has its own block geometry
 //! ([`Class`]) in a block of [`UNIT`] (2 MiB) bytes, the same for every class, which keeps
-//! `block bytes / usable bytes` within the seed's ratio table ([`seed_ratio_limit`]) for
+//! `block bytes / usable bytes` within the ratio contract ([`ratio_contract_limit`]) for
 //! every class. One block size for all classes means that any pointer into a block masks to
 //! that block's own header, whatever size a free names: a wrong size is caught by the
 //! header's key and never makes a free read user memory as a header.
@@ -22,7 +22,8 @@
 //! - `first >= HEADER_SIZE (+ run table for tiny classes)`, `first % slot_align == 0`,
 //!   `stride % slot_align == 0`: every slot is aligned to `slot_align`, the largest power
 //!   of two (at most 4096) dividing the stride.
-//! - `block_size * LIMIT_DEN <= capacity * stride * limit_num(stride)`: the ratio table.
+//! - `block_size * LIMIT_DEN <= capacity * stride * ratio_contract_limit(stride)`: the ratio
+//!   contract (invariant 1 of [`crate::design`]).
 //! - strides are strictly increasing.
 
 /// Bytes of the block header that starts every block.
@@ -85,8 +86,9 @@ impl Class {
 /// Denominator of the ratio limits: a limit is `num / LIMIT_DEN`.
 pub const LIMIT_DEN: u64 = 10_000_000;
 
-/// The rows of the seed's ratio table: (first size, last size) of each row.
-pub const SEED_ROWS: [(usize, usize); 13] = [
+/// The rows of the ratio contract: (first size, last size) of each row. Every size of a row
+/// has the same limit, [`ratio_contract_limit`].
+pub const RATIO_CONTRACT_ROWS: [(usize, usize); 13] = [
     (1, 1),
     (2, 2),
     (3, 4),
@@ -102,10 +104,10 @@ pub const SEED_ROWS: [(usize, usize); 13] = [
     (4097, 8192),
 ];
 
-/// The seed's ratio table: for requests of `size` bytes, the worst `block bytes / usable
-/// bytes` allowed, times [`LIMIT_DEN`]. Above 8 KiB the seed has no row; cohort keeps the
-/// last row's figure.
-pub const fn seed_ratio_limit(size: usize) -> u64 {
+/// The ratio contract: for requests of `size` bytes, the worst `block bytes / usable bytes`
+/// a block may have, times [`LIMIT_DEN`]. The contract's rows end at 8 KiB
+/// ([`RATIO_CONTRACT_ROWS`]); above, cohort holds its classes to the last row's figure.
+pub const fn ratio_contract_limit(size: usize) -> u64 {
     match size {
         0..=1 => 10_240_000,
         2 => 10_002_300,
@@ -122,6 +124,11 @@ pub const fn seed_ratio_limit(size: usize) -> u64 {
         _ => 10_080_000,
     }
 }
+
+#[doc(hidden)]
+pub use ratio_contract_limit as seed_ratio_limit;
+#[doc(hidden)]
+pub use RATIO_CONTRACT_ROWS as SEED_ROWS;
 
 /// The strides, in increasing order.
 const fn stride_at(i: usize) -> usize {
@@ -198,16 +205,16 @@ const fn geometry(stride: usize, block: usize) -> Class {
     }
 }
 
-/// True when the geometry meets the seed's ratio for every size the class serves (the
+/// True when the geometry meets the ratio contract for every size the class serves (the
 /// worst is its largest size, the stride itself, whose row is the strictest it meets).
 pub const fn meets_ratio(c: &Class) -> bool {
     let block = c.block_size() as u64;
     let usable = c.usable() as u64;
-    block * LIMIT_DEN <= usable * seed_ratio_limit(c.stride as usize)
+    block * LIMIT_DEN <= usable * ratio_contract_limit(c.stride as usize)
 }
 
 /// The smallest block (from [`UNIT`] to `2^MAX_BLOCK_SHIFT`) whose geometry meets the ratio
-/// table.
+/// contract.
 const fn best_geometry(stride: usize) -> Class {
     let mut shift = UNIT_SHIFT;
     loop {
@@ -306,7 +313,7 @@ const _: () = {
         assert!(c.limit as usize <= c.block_size());
         assert!(c.block_size() >= UNIT && c.block_shift <= MAX_BLOCK_SHIFT);
         assert!(c.first % c.slot_align == 0 && c.stride % c.slot_align == 0);
-        assert!(meets_ratio(c), "a class misses the seed's ratio table");
+        assert!(meets_ratio(c), "a class misses the ratio contract");
         if i > 0 {
             assert!(TABLE[i - 1].stride < c.stride);
         }

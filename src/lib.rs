@@ -107,6 +107,7 @@ mod os;
 mod region;
 
 pub mod class;
+pub mod design;
 
 mod block;
 mod tiny;
