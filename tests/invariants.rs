@@ -655,7 +655,7 @@ fn remalloc_stays_in_place_within_a_class_and_copies_the_prefix() {
 
 #[test]
 fn remalloc_shrinking_does_not_overflow_the_new_slot() {
-    // The proof of concept copied the old size when shrinking, overflowing the new block.
+    // Copying the old size when shrinking would overflow the new slot.
     let a: Cohort = Cohort::new();
     let l16 = 16;
     // SAFETY (whole test): every pointer is live when used and freed once.
@@ -681,7 +681,7 @@ fn remalloc_shrinking_does_not_overflow_the_new_slot() {
 
 #[test]
 fn recalloc_shrinking_does_not_underflow_and_growing_zeroes() {
-    // The proof of concept computed new - old when shrinking: a huge memset.
+    // Zeroing `new - old` bytes when shrinking would underflow into a huge memset.
     let a: Cohort = Cohort::new();
     // SAFETY (whole test): every pointer is live when used and freed once.
     unsafe {
