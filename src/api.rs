@@ -324,6 +324,17 @@ impl<L: Lifetime> Cohort<L> {
     /// An allocator whose small allocations come from exactly `bytes` of address space
     /// (rounded down to whole 2 MiB blocks, at least 4 MiB): past that, allocation returns null.
     /// Large allocations are separate mappings and not counted.
+    ///
+    /// # Sizing
+    ///
+    /// Each thread allocates from blocks of its own, one at a time per (size class,
+    /// lifetime class) it uses, and keeps that block while it lives, even once everything
+    /// in it has been freed: its fast paths use the block without synchronisation, so no
+    /// other thread can take it back. Before returning null an allocation gives back every
+    /// empty block the pool and the calling thread hold (what [`Cohort::compact`] would), but
+    /// not the blocks of other live threads. So a reservation must allow, besides the live
+    /// data, one 2 MiB block for each (thread, size class, lifetime class) in use; a thread
+    /// gives its blocks back when it exits or calls [`Cohort::compact`].
     pub const fn with_reservation(bytes: usize) -> Self {
         Self::build(bytes, true)
     }
