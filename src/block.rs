@@ -469,10 +469,7 @@ impl Header {
 
     /// True when `off` is the offset of a slot of this block.
     pub(crate) fn is_slot(&self, off: usize) -> bool {
-        let c = self.geometry();
-        off >= c.first as usize
-            && off < c.limit as usize
-            && (off - c.first as usize) % c.stride as usize == 0
+        self.geometry().is_slot(off)
     }
 
     /// Owner only: takes a slot from the local free list, else from the never-used slots

@@ -81,6 +81,14 @@ impl Class {
     pub const fn usable(&self) -> usize {
         self.capacity as usize * self.stride as usize
     }
+
+    /// True when `off` (from the block's base) is the start of a slot.
+    #[inline]
+    pub const fn is_slot(&self, off: usize) -> bool {
+        off >= self.first as usize
+            && off < self.limit as usize
+            && (off - self.first as usize) % self.stride as usize == 0
+    }
 }
 
 /// Denominator of the ratio limits: a limit is `num / LIMIT_DEN`.

@@ -266,6 +266,12 @@ impl Pool {
 }
 
 impl PoolState {
+    /// The first block of the partial list of head `head` (`NONE` when empty).
+    pub(crate) fn partial_first(&self, head: usize) -> u32 {
+        // SAFETY: as in `partial`; only read.
+        unsafe { *self.partial.add(head) }
+    }
+
     /// The partial list head of (class, life).
     pub(crate) fn partial(&mut self, head: usize) -> &mut u32 {
         // SAFETY: `partial` holds CLASS_COUNT * life_count heads and callers pass a head

@@ -143,13 +143,13 @@ pub(crate) unsafe fn is_first_free(h: &Header, off: u32) -> bool {
     unsafe { read_link(head_at, c.stride) == index % c.run_len }
 }
 
-/// Walks every run list, calling `f(offset)` for each free-listed slot; stops and returns
-/// false if a list is longer than its run (a cycle) or links outside its run.
+/// Walks every run list of `h`, a block of tiny class `c`, calling `f(offset)` for each
+/// free-listed slot; stops and returns false if a list is longer than its run (a cycle) or
+/// links outside its run.
 ///
 /// # Safety
 /// As [`push`].
-pub(crate) unsafe fn for_each_free(h: &Header, mut f: impl FnMut(u32) -> bool) -> bool {
-    let c = h.geometry();
+pub(crate) unsafe fn for_each_free(h: &Header, c: &Class, mut f: impl FnMut(u32) -> bool) -> bool {
     for run in 0..c.runs {
         let head_at = table(h).wrapping_add((run * c.stride) as usize);
         // SAFETY: the head is in the table.

@@ -1,20 +1,25 @@
 //! `verify`: walks every block and every list and checks the invariants of
 //! [`crate::block`], [`crate::pool`] and [`crate::heap`].
 //!
-//! Per block: units `BLOCK` then `TAIL` for its size; header magic, key, stride copy,
-//! `bump_end <= limit`;
-//! `first <= bump <= limit` on a slot boundary; the free lists and the remote list are made
-//! of slots below `bump`, are acyclic and disjoint; `used == handed out - |free list|`;
-//! `|remote list|` matches the remote count; in checked mode a slot's live bit is set exactly
-//! when the slot is live. Per list: every block on a heap's or the pool's list has the
-//! list's key and owner and is not `FULL`; a heap's tiny blocks are pool-owned and held by
-//! the heap, the pool's blocks by no heap; links are symmetric.
+//! Per block: header magic and key; `bump_end <= limit` and the stride copy; `first <=
+//! bump <= limit` on a slot boundary; the free lists and the remote list are made of slots
+//! below `bump`, are acyclic and disjoint; `used == handed out - |free list|`; `|remote
+//! list|` matches the remote count; in checked mode a slot's live bit is set exactly when
+//! the slot is live. Per list: every block on a heap's or the pool's list has the list's
+//! key and owner and is not `FULL`; a heap's tiny blocks are pool-owned and held by the
+//! heap, the pool's blocks by no heap; links are symmetric.
+//!
+//! The walk holds the pool lock: a thread's exit hands its heap to the pool under that
+//! lock (`Heap::abandon` takes it before it touches the heap), so no heap changes hands
+//! mid-walk, even when the thread's exit hooks run after its spawner stopped waiting (a
+//! `std::thread::scope` ends before them). Nothing under the lock allocates (the allocator
+//! may be the global one): a fault is recorded as plain data and worded after the unlock.
 
 use crate::api::Cohort;
-use crate::block::{key_class, Header, Role, Snapshot, FULL, HEAPLESS, MAGIC, NONE, NO_HOLDER};
-use crate::class::{CLASSES, CLASS_COUNT, UNIT};
+use crate::block::{Header, Role, Snapshot, FULL, HEAPLESS, MAGIC, NONE, NO_HOLDER};
+use crate::class::{Class, CLASSES, CLASS_COUNT};
 use crate::lifetime::Lifetime;
-use crate::pool::{Pool, EMPTY_KEY};
+use crate::pool::{Pool, PoolState, EMPTY_KEY};
 use crate::region::{BLOCK, TAIL};
 use crate::sync::Ordering;
 use bitvec::slice::BitSlice;
@@ -65,7 +70,8 @@ impl<L: Lifetime> Cohort<L> {
     /// problem found with the block it is in.
     ///
     /// Cost: proportional to the blocks and their free slots. Allocates a scratch bitmap
-    /// through the global allocator before walking.
+    /// through the global allocator before walking. Holds the pool lock while it walks
+    /// (threads that exit meanwhile wait for it).
     ///
     /// # Safety
     /// No other thread allocates or frees through this allocator while it runs (it reads
@@ -81,38 +87,11 @@ impl<L: Lifetime> Cohort<L> {
             .max()
             .unwrap_or(0);
         let mut seen = vec![0usize; max_slots.div_ceil(usize::BITS as usize)];
-        let mut out = Verified::default();
-        let st = pool.state.lock();
-        let carved = pool.region.carved_units(&st.region);
-        drop(st);
-        let r = &pool.region;
-        let mut u = 0;
-        while u < carved {
-            match r.unit_state(u) {
-                BLOCK => {
-                    let h = pool.block(u as u32);
-                    // The header's identity is read once (see `Header::snapshot`).
-                    let key = h.key();
-                    let units = check_units(pool, h, key, u, carved)?;
-                    let bits = BitSlice::from_slice_mut(&mut seen);
-                    match h.snapshot() {
-                        Some(b) if key != EMPTY_KEY => {
-                            out.live += check_block(pool, h, &b, bits)?;
-                            out.blocks += 1;
-                        }
-                        _ => out.empty_blocks += 1,
-                    }
-                    u += units;
-                }
-                TAIL => {
-                    let problem = format!("unit {u} is marked TAIL but follows no block");
-                    return Err(error(pool.block(u as u32), problem));
-                }
-                _ => u += 1,
-            }
-        }
-        check_lists(pool)?;
-        Ok(out)
+        let walked = {
+            let st = pool.state.lock();
+            walk(pool, &st, BitSlice::from_slice_mut(&mut seen))
+        };
+        walked.map_err(Fault::into_error)
     }
 
     /// [`Cohort::verify`], with `&mut self` proving nobody else uses the allocator.
@@ -122,257 +101,312 @@ impl<L: Lifetime> Cohort<L> {
     }
 }
 
-fn error(h: &Header, problem: String) -> VerifyError {
-    let b = h.snapshot();
-    VerifyError {
-        block: h.base() as usize,
-        size_class: b.map(|b| b.class),
-        life: b.map(|b| b.life),
-        problem,
+/// What is wrong with a block, as plain data (worded by [`Fault::into_error`] once the
+/// pool lock is dropped).
+#[derive(Clone, Copy)]
+enum Problem {
+    Magic(u32),
+    Key(u16),
+    Tail(usize),
+    Life(usize, usize),
+    Window {
+        bump_end: u32,
+        stride: u32,
+    },
+    Bump(u32),
+    NotSlot(&'static str, u32),
+    Twice(u32),
+    RunList,
+    RemoteCount(usize, u32),
+    Counts {
+        used: usize,
+        free: usize,
+        handed_out: usize,
+    },
+    LiveBit {
+        off: usize,
+        free_listed: bool,
+    },
+    ListedEmptyOrFull(&'static str),
+    ListedOwner(&'static str, u64),
+    BackLink(&'static str),
+    HeapTiny {
+        heap: u32,
+        holder: u32,
+    },
+    HeapRole {
+        role: Role,
+        says: Role,
+    },
+    PoolRole(Role),
+    PoolHead(usize),
+    PoolHolder(u32),
+}
+
+/// A problem and the block it is in, as read when it was found.
+#[derive(Clone, Copy)]
+struct Fault {
+    block: usize,
+    geometry: Option<(usize, usize)>,
+    problem: Problem,
+}
+
+impl Fault {
+    fn new(h: &Header, problem: Problem) -> Fault {
+        Fault {
+            block: h.base() as usize,
+            geometry: h.snapshot().map(|b| (b.class, b.life)),
+            problem,
+        }
+    }
+
+    fn into_error(self) -> VerifyError {
+        let (size_class, life) = self.geometry.unzip();
+        let c = size_class.map(|c| &CLASSES[c]);
+        let (first, limit, stride) = c.map_or((0, 0, 0), |c| (c.first, c.limit, c.stride));
+        let problem = match self.problem {
+            Problem::Magic(m) => format!("header magic {m:#x}, expected {MAGIC:#x}"),
+            Problem::Key(key) => format!("header key {key:#x} names no size class"),
+            Problem::Tail(u) => format!("unit {u} is marked TAIL but follows no block"),
+            Problem::Life(life, count) => format!("lifetime class {life} of {count}"),
+            Problem::Window { bump_end, stride: copy } => format!(
+                "header bump end/stride {bump_end}/{copy} past the class's limit {limit} or not its stride {stride}"
+            ),
+            Problem::Bump(bump) => {
+                format!("bump offset {bump} is not a slot boundary in [{first}, {limit}]")
+            }
+            Problem::NotSlot(list, off) => {
+                format!("{list} links to offset {off:#x}, not a handed-out slot")
+            }
+            Problem::Twice(off) => format!(
+                "slot at offset {off:#x} is twice on the free lists (a cycle or a double free)"
+            ),
+            Problem::RunList => "a run list leaves its run or is longer than it".into(),
+            Problem::RemoteCount(n, count) => {
+                format!("remote list holds {n} slots, its count says {count}")
+            }
+            Problem::Counts {
+                used,
+                free,
+                handed_out,
+            } => format!("used {used} + free-listed {free} != {handed_out} slots handed out"),
+            Problem::LiveBit { off, free_listed } => format!(
+                "slot at offset {off:#x} is {} but its checked-mode live bit says {}",
+                if free_listed { "free" } else { "live" },
+                if free_listed { "live" } else { "free" }
+            ),
+            Problem::ListedEmptyOrFull(what) => format!("{what} lists an empty or FULL block"),
+            Problem::ListedOwner(what, owner) => {
+                format!("{what} lists a block owned by {owner:#x}")
+            }
+            Problem::BackLink(what) => {
+                format!("{what}: the next block's prev link does not point back")
+            }
+            Problem::HeapTiny { heap, holder } => {
+                format!("heap {heap} lists a tiny block held by {holder}")
+            }
+            Problem::HeapRole { role, says } => {
+                format!("a heap holds it as {role:?} but its role says {says:?}")
+            }
+            Problem::PoolRole(role) => format!("the pool lists it as {role:?}"),
+            Problem::PoolHead(head) => format!("the pool lists it under head {head}"),
+            Problem::PoolHolder(holder) => format!("the pool lists it, held by heap {holder}"),
+        };
+        VerifyError {
+            block: self.block,
+            size_class,
+            life,
+            problem,
+        }
     }
 }
 
-/// The block's units: `BLOCK` then `TAIL`s, for header key `key`. Returns the unit count.
-fn check_units(
-    pool: &Pool,
-    h: &Header,
-    key: u16,
-    u: usize,
-    carved: usize,
-) -> Result<usize, VerifyError> {
-    if h.magic != MAGIC {
-        return Err(error(
-            h,
-            format!("header magic {:#x}, expected {MAGIC:#x}", h.magic),
-        ));
+/// Fails with `problem` in block `h` unless `ok`.
+fn ensure(ok: bool, h: &Header, problem: Problem) -> Result<(), Fault> {
+    if ok {
+        Ok(())
+    } else {
+        Err(Fault::new(h, problem))
     }
-    if key != EMPTY_KEY && key_class(key) >= CLASS_COUNT {
-        return Err(error(h, format!("header key {key:#x} names no size class")));
-    }
-    let mut units = 1;
-    while u + units < carved && pool.region.unit_state(u + units) == TAIL {
-        units += 1;
-    }
-    if key != EMPTY_KEY && units != CLASSES[key_class(key)].block_size() / UNIT {
-        let bytes = CLASSES[key_class(key)].block_size();
-        return Err(error(
-            h,
-            format!("{units} units are marked for a block of {bytes} B"),
-        ));
-    }
-    Ok(units)
 }
 
-/// One block in use, `b` as read once: geometry, lists, counts. Returns its live slots.
+/// Under the pool lock: every block, then every list.
+fn walk(pool: &Pool, st: &PoolState, seen: &mut BitSlice<usize>) -> Result<Verified, Fault> {
+    let mut out = Verified::default();
+    let r = &pool.region;
+    for u in 0..r.carved_units(&st.region) {
+        let h = pool.block(u as u32);
+        match r.unit_state(u) {
+            BLOCK => {
+                // The header's identity is read once (see `Header::snapshot`).
+                let key = h.key();
+                ensure(h.magic == MAGIC, h, Problem::Magic(h.magic))?;
+                match h.snapshot() {
+                    Some(b) if key != EMPTY_KEY => {
+                        out.live += check_block(pool, h, &b, seen)?;
+                        out.blocks += 1;
+                    }
+                    _ => {
+                        ensure(key == EMPTY_KEY, h, Problem::Key(key))?;
+                        out.empty_blocks += 1;
+                    }
+                }
+            }
+            TAIL => return Err(Fault::new(h, Problem::Tail(u))),
+            _ => {}
+        }
+    }
+    check_lists(pool, st)?;
+    Ok(out)
+}
+
+/// One block in use, `b` as read once (its geometry is never read again): geometry, lists,
+/// counts. Returns its live slots.
 fn check_block(
     pool: &Pool,
     h: &Header,
     b: &Snapshot,
     seen: &mut BitSlice<usize>,
-) -> Result<usize, VerifyError> {
-    let life_count = pool.life_count;
+) -> Result<usize, Fault> {
     let c = b.geometry;
-    if b.life >= life_count {
-        return Err(error(
-            h,
-            format!("lifetime class {} of {life_count}", b.life),
-        ));
-    }
+    ensure(
+        b.life < pool.life_count,
+        h,
+        Problem::Life(b.life, pool.life_count),
+    )?;
     let bump_end = h.bump_end.load(Ordering::Relaxed);
-    if !c.is_tiny() && (bump_end > c.limit || h.stride != c.stride) {
-        return Err(error(
-            h,
-            format!(
-                "header bump end/stride {}/{} past the class's limit {} or not its stride {}",
-                bump_end, h.stride, c.limit, c.stride
-            ),
-        ));
-    }
+    let window = c.is_tiny() || (bump_end <= c.limit && h.stride == c.stride);
+    let stride = h.stride;
+    ensure(window, h, Problem::Window { bump_end, stride })?;
     let bump = h.bump.load(Ordering::Relaxed);
-    if bump < c.first || bump > c.limit || (bump - c.first) % c.stride != 0 {
-        return Err(error(
-            h,
-            format!(
-                "bump offset {bump} is not a slot boundary in [{}, {}]",
-                c.first, c.limit
-            ),
-        ));
-    }
+    let on_boundary = bump >= c.first && bump <= c.limit && (bump - c.first) % c.stride == 0;
+    ensure(on_boundary, h, Problem::Bump(bump))?;
     let handed_out = ((bump - c.first) / c.stride) as usize;
     seen[..c.capacity as usize].fill(false);
-    let mut mark = |off: u32, list: &str| -> Result<(), VerifyError> {
-        if !h.is_slot(off as usize) || off >= bump {
-            return Err(error(
-                h,
-                format!("{list} links to offset {off:#x}, not a handed-out slot"),
-            ));
-        }
-        let i = ((off - c.first) / c.stride) as usize;
-        if seen.replace(i, true) {
-            return Err(error(
-                h,
-                format!(
-                    "slot at offset {off:#x} is twice on the free lists (a cycle or a double free)"
-                ),
-            ));
-        }
-        Ok(())
-    };
-    let mut free = 0usize;
-    if c.is_tiny() {
-        let mut bad = None;
-        // SAFETY: verify's contract: nobody touches the block meanwhile.
-        let ok = unsafe {
-            crate::tiny::for_each_free(h, |off| match mark(off, "a run list") {
-                Ok(()) => {
-                    free += 1;
-                    true
-                }
-                Err(e) => {
-                    bad = Some(e);
-                    false
-                }
-            })
-        };
-        if let Some(e) = bad {
-            return Err(e);
-        }
-        if !ok {
-            return Err(error(
-                h,
-                "a run list leaves its run or is longer than it".into(),
-            ));
-        }
-    } else {
-        free = walk(
-            h,
-            h.free.load(Ordering::Relaxed),
-            &mut mark,
-            "the local free list",
-        )?;
-        let remote = h.remote.load(Ordering::Acquire);
-        let n = walk(h, remote as u32, &mut mark, "the remote free list")?;
-        if n != h.remote_count() as usize {
-            return Err(error(
-                h,
-                format!(
-                    "remote list holds {n} slots, its count says {}",
-                    h.remote_count()
-                ),
-            ));
-        }
-    }
+    let free = free_listed(h, c, bump, seen)?;
     let used = h.used() as usize;
-    if used + free != handed_out {
-        return Err(error(
-            h,
-            format!("used {used} + free-listed {free} != {handed_out} slots handed out"),
-        ));
-    }
-    let live = b.live as usize;
+    let counts = Problem::Counts {
+        used,
+        free,
+        handed_out,
+    };
+    ensure(used + free == handed_out, h, counts)?;
     if !pool.region.live_bits.is_null() {
         for i in 0..handed_out {
-            let p = h.base() as usize + (c.first + i as u32 * c.stride) as usize;
-            let bit = crate::api::live_bit_get(pool, p);
+            let off = (c.first + i as u32 * c.stride) as usize;
             let free_listed = seen[i];
-            if bit == free_listed {
-                return Err(error(
-                    h,
-                    format!(
-                        "slot at offset {:#x} is {} but its checked-mode live bit says {}",
-                        p - h.base() as usize,
-                        if free_listed { "free" } else { "live" },
-                        if bit { "live" } else { "free" }
-                    ),
-                ));
-            }
+            let bit = crate::api::live_bit_get(pool, h.base() as usize + off);
+            ensure(bit != free_listed, h, Problem::LiveBit { off, free_listed })?;
         }
     }
-    Ok(live)
+    Ok(b.live as usize)
 }
 
-/// Walks a list of 32-bit offset links from `first`; returns its length.
-fn walk(
+/// Marks the free-listed slots of `h` (class geometry `c`, never-used slots from `bump`)
+/// in `seen`; returns how many are on its local lists (the run lists of a tiny block).
+fn free_listed(
     h: &Header,
-    first: u32,
-    mark: &mut impl FnMut(u32, &str) -> Result<(), VerifyError>,
-    list: &str,
-) -> Result<usize, VerifyError> {
-    let mut n = 0;
-    let mut off = first;
-    while off != 0 {
-        mark(off, list)?;
-        n += 1;
-        // SAFETY: `mark` checked that off is a slot of this block.
-        off = unsafe { h.base().add(off as usize).cast::<u32>().read() };
+    c: &Class,
+    bump: u32,
+    seen: &mut BitSlice<usize>,
+) -> Result<usize, Fault> {
+    let mut mark = |off: u32, list: &'static str| {
+        ensure(
+            c.is_slot(off as usize) && off < bump,
+            h,
+            Problem::NotSlot(list, off),
+        )?;
+        let first_time = !seen.replace(((off - c.first) / c.stride) as usize, true);
+        ensure(first_time, h, Problem::Twice(off))
+    };
+    if c.is_tiny() {
+        let (mut free, mut bad) = (0, None);
+        // SAFETY: verify's contract and the pool lock: nobody touches the block meanwhile.
+        let ok = unsafe {
+            crate::tiny::for_each_free(h, c, |off| {
+                free += 1;
+                mark(off, "a run list").map_err(|e| bad = Some(e)).is_ok()
+            })
+        };
+        return match bad {
+            Some(fault) => Err(fault),
+            None => ensure(ok, h, Problem::RunList).map(|()| free),
+        };
     }
-    Ok(n)
+    let mut walk = |first: u32, list: &'static str| -> Result<usize, Fault> {
+        let (mut n, mut off) = (0, first);
+        while off != 0 {
+            mark(off, list)?;
+            n += 1;
+            // SAFETY: `mark` checked that off is a slot of this block.
+            off = unsafe { h.base().add(off as usize).cast::<u32>().read() };
+        }
+        Ok(n)
+    };
+    let free = walk(h.free.load(Ordering::Relaxed), "the local free list")?;
+    let remote = walk(
+        h.remote.load(Ordering::Acquire) as u32,
+        "the remote free list",
+    )?;
+    let count = h.remote_count();
+    ensure(
+        remote == count as usize,
+        h,
+        Problem::RemoteCount(remote, count),
+    )?;
+    Ok(free)
+}
+
+/// A block on a list of `what` whose blocks are owned by `owner`: key, owner, links.
+fn check_listed(pool: &Pool, h: &Header, owner: u64, what: &'static str) -> Result<(), Fault> {
+    let listable = h.key() != EMPTY_KEY && h.remote.load(Ordering::Relaxed) & FULL == 0;
+    ensure(listable, h, Problem::ListedEmptyOrFull(what))?;
+    ensure(h.owner() == owner, h, Problem::ListedOwner(what, h.owner()))?;
+    let next = h.next.load(Ordering::Relaxed);
+    let linked = next == NONE || pool.block(next).prev.load(Ordering::Relaxed) == pool.unit(h);
+    ensure(linked, h, Problem::BackLink(what))
 }
 
 /// Every heap's and the pool's lists: keys, owners, links, no `FULL` block listed.
-fn check_lists(pool: &Pool) -> Result<(), VerifyError> {
-    let check = |h: &Header, owner: u64, what: &str| -> Result<(), VerifyError> {
-        if h.key() == EMPTY_KEY || h.remote.load(Ordering::Relaxed) & FULL != 0 {
-            return Err(error(h, format!("{what} lists an empty or FULL block")));
-        }
-        if h.owner() != owner {
-            return Err(error(
-                h,
-                format!("{what} lists a block owned by {:#x}", h.owner()),
-            ));
-        }
-        let next = h.next.load(Ordering::Relaxed);
-        if next != NONE && pool.block(next).prev.load(Ordering::Relaxed) != pool.unit(h) {
-            return Err(error(
-                h,
-                format!("{what}: the next block's prev link does not point back"),
-            ));
-        }
-        Ok(())
-    };
+fn check_lists(pool: &Pool, st: &PoolState) -> Result<(), Fault> {
     for heap in pool.registered_heaps() {
-        // SAFETY: registered heaps stay mapped; verify's contract keeps them still.
+        // SAFETY: registered heaps stay mapped; verify's contract and the pool lock keep
+        // them still.
         let hp = unsafe { &*heap };
         let mut res = Ok(());
         hp.for_each_listed(|h, current| {
             // A heap's tiny blocks are pool-owned, held by the heap (see `crate::heap`).
             let tiny = h.geometry().is_tiny();
-            if res.is_ok() {
-                res = check(h, if tiny { 0 } else { hp.token }, "a heap");
-            }
-            if res.is_ok() && tiny && h.holder() != hp.id {
-                let problem = format!("heap {} lists a tiny block held by {}", hp.id, h.holder());
-                res = Err(error(h, problem));
-            }
             let role = if current { Role::Current } else { Role::Listed };
-            if res.is_ok() && h.role() != role {
-                res = Err(error(
-                    h,
-                    format!(
-                        "a heap holds it as {role:?} but its role says {:?}",
-                        h.role()
-                    ),
-                ));
-            }
+            let holder = h.holder();
+            res = res
+                .and_then(|()| check_listed(pool, h, if tiny { 0 } else { hp.token }, "a heap"))
+                .and_then(|()| {
+                    let heap = hp.id;
+                    ensure(
+                        !tiny || holder == heap,
+                        h,
+                        Problem::HeapTiny { heap, holder },
+                    )
+                })
+                .and_then(|()| {
+                    let says = h.role();
+                    ensure(says == role, h, Problem::HeapRole { role, says })
+                });
         });
         res?;
     }
-    let mut st = pool.state.lock();
     for head in 0..CLASS_COUNT * pool.life_count {
-        let mut u = *st.partial(head);
+        let mut u = st.partial_first(head);
         while u != NONE {
             let h = pool.block(u);
-            check(h, 0, "the pool")?;
-            if h.role() != Role::Listed {
-                return Err(error(h, format!("the pool lists it as {:?}", h.role())));
-            }
-            if h.life() * CLASS_COUNT + h.class() != head {
-                return Err(error(h, format!("the pool lists it under head {head}")));
-            }
-            if h.holder() != NO_HOLDER && h.holder() != HEAPLESS {
-                let problem = format!("the pool lists it, held by heap {}", h.holder());
-                return Err(error(h, problem));
-            }
+            check_listed(pool, h, 0, "the pool")?;
+            ensure(h.role() == Role::Listed, h, Problem::PoolRole(h.role()))?;
+            let listed_under = h.life() * CLASS_COUNT + h.class();
+            ensure(listed_under == head, h, Problem::PoolHead(head))?;
+            let holder = h.holder();
+            let pools = holder == NO_HOLDER || holder == HEAPLESS;
+            ensure(pools, h, Problem::PoolHolder(holder))?;
             u = h.next.load(Ordering::Relaxed);
         }
     }
