@@ -1,8 +1,5 @@
-//! The workloads of `common` with cohort as the global allocator, plus cohort's own
+//! Every workload of the `workloads` library with cohort as the global allocator, plus cohort's own
 //! lifetime-class API for the `classes` and `release` workloads.
-
-#[path = "common/mod.rs"]
-mod common;
 
 use cohort::Cohort;
 
@@ -29,14 +26,14 @@ fn life(long: bool) -> Life {
 
 /// Uses the same layouts as the other columns, which go through `GlobalAlloc`, so that the
 /// lifetime classes are the only difference.
-impl common::LifetimeApi for Classes {
+impl workloads::LifetimeApi for Classes {
     fn malloc(&self, size: usize, long: bool) -> *mut u8 {
-        CLASSES.alloc(common::layout_for(size), life(long))
+        CLASSES.alloc(workloads::layout_for(size), life(long))
     }
     unsafe fn free(&self, ptr: *mut u8, size: usize, long: bool) {
         // SAFETY: the caller passes a live pointer from `malloc(size, long)`, i.e. from
         // `CLASSES.alloc(layout_for(size), life(long))`.
-        unsafe { CLASSES.dealloc(ptr, common::layout_for(size), life(long)) }
+        unsafe { CLASSES.dealloc(ptr, workloads::layout_for(size), life(long)) }
     }
     fn compact(&self) {
         CLASSES.compact();
@@ -50,7 +47,7 @@ impl common::LifetimeApi for Classes {
 }
 
 fn main() {
-    common::main(common::Hooks {
+    workloads::main(workloads::Hooks {
         compact: || {
             GLOBAL.compact();
         },

@@ -1,7 +1,4 @@
-//! The workloads of `common` with jemalloc as the global allocator.
-
-#[path = "common/mod.rs"]
-mod common;
+//! Every workload of the `workloads` library with jemalloc as the global allocator.
 
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -23,7 +20,7 @@ fn purge() {
 }
 
 fn main() {
-    common::main(common::Hooks {
+    workloads::main(workloads::Hooks {
         compact: purge,
         classes: None,
     });

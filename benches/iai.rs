@@ -14,7 +14,7 @@
 //! allocator up with the same operation (thread heap, first-touch pages), then the measured
 //! function repeats the operation [`N`] times. The `noop` allocator runs the same code with an
 //! allocator that does nothing, so `(count - noop count) / N` is the allocator's own cost per
-//! operation, loop and call overhead removed. `benches/suite.rs` does that arithmetic.
+//! operation, loop and call overhead removed. `benches/suite/main.rs` does that arithmetic.
 
 use iai_callgrind::{library_benchmark, library_benchmark_group, main};
 use std::alloc::{GlobalAlloc, Layout, System};

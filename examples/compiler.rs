@@ -27,10 +27,11 @@ use allocator_api2::alloc::{Allocator, Global};
 use allocator_api2::boxed::Box;
 use allocator_api2::vec::Vec as AVec;
 use cohort::Cohort;
-use common::{child_role, env_number, rss, run_child, Mib, Rng};
+use common::{child_role, env_number};
 use std::alloc::System;
 use std::fmt::Write;
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use test_support::{rss, run_child, ByteSize, Rng};
 
 #[global_allocator]
 static GLOBAL: System = System;
@@ -523,7 +524,10 @@ fn pipeline<A: Allocators>(src: &str, mut report: impl FnMut(&str, String)) -> u
     report("   end Lower", note);
 
     let asm = emit(&opt);
-    report("4. emit", format!("{} of assembly", Mib(asm.len())));
+    report(
+        "4. emit",
+        format!("{} of assembly", ByteSize::from(asm.len())),
+    );
     // SAFETY: `opt` owns every Opt allocation; the text is on the global allocator.
     let note = unsafe { A::end(opt, Phase::Opt) };
     report("   end Opt", note);
@@ -537,7 +541,7 @@ fn child(role: &str, funcs: usize) {
     let mut lines = vec![(
         "0. source".to_string(),
         rss(),
-        format!("{} of source", Mib(src.len())),
+        format!("{} of source", ByteSize::from(src.len())),
     )];
     let report = |step: &str, note: String| lines.push((step.to_string(), rss(), note));
     let hash = match role {
@@ -554,7 +558,7 @@ fn child(role: &str, funcs: usize) {
                 "is_empty: {}; large allocations still live: {} ({})",
                 COHORT.is_empty(),
                 s.large_allocations,
-                Mib(s.large_bytes)
+                ByteSize::from(s.large_bytes)
             ),
         ));
         let c = COHORT.compact();
@@ -577,7 +581,7 @@ fn main() {
         return;
     }
     let run = |role: &str| {
-        let out = run_child(role);
+        let out = run_child(&[role]);
         let mut lines: Vec<&str> = out.lines().collect();
         let hash = lines.pop().expect("the hash").to_string();
         let steps: Vec<(String, usize, String)> = lines
@@ -603,8 +607,11 @@ fn main() {
         let system = plain
             .iter()
             .find(|p| &p.0 == step)
-            .map_or("".to_string(), |p| Mib(p.1).to_string());
-        println!("{step:<13} {:>12} {system:>12}  {note}", Mib(*rss));
+            .map_or("".to_string(), |p| ByteSize::from(p.1).to_string());
+        println!(
+            "{step:<13} {:>12} {system:>12}  {note}",
+            ByteSize::from(*rss)
+        );
     }
     println!("(both pipelines emit the same assembly)");
 }

@@ -21,10 +21,11 @@ mod common;
 use allocator_api2::alloc::{Allocator, Global};
 use allocator_api2::vec::Vec as AVec;
 use cohort::{ClassHandle, Cohort};
-use common::{child_role, env_number, rss, run_child, Mib, Rng};
+use common::{child_role, env_number};
 use std::alloc::System;
 use std::fmt;
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use test_support::{rss, run_child, ByteSize, Rng};
 
 #[global_allocator]
 static GLOBAL: System = System;
@@ -255,8 +256,8 @@ fn main() {
         Some(_) => return child::<SystemMemory>(requests),
         None => {}
     }
-    let cohort = run_child("cohort");
-    let system = run_child("system");
+    let cohort = run_child(&["cohort"]);
+    let system = run_child(&["system"]);
     let rows = |out: &str| -> Vec<(usize, usize, usize)> {
         out.lines()
             .map_while(|l| {
@@ -284,7 +285,11 @@ fn main() {
         "requests", "cohort", "system", "cache entries"
     );
     for ((n, c, entries), (_, s, _)) in rows(&cohort).into_iter().zip(rows(&system)) {
-        println!("{n:>9} {:>12} {:>12} {entries:>14}", Mib(c), Mib(s));
+        println!(
+            "{n:>9} {:>12} {:>12} {entries:>14}",
+            ByteSize::from(c),
+            ByteSize::from(s)
+        );
     }
     let after_checksum = |out: &str| -> Vec<String> {
         out.lines()

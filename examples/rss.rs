@@ -8,16 +8,9 @@
 
 use cohort::Cohort;
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::process::Command;
+use test_support::{rss, run_child};
 
 const SIZES: [usize; 6] = [8, 16, 24, 48, 100, 1000];
-
-/// Resident set size of this process in bytes (/proc/self/statm, second field).
-fn rss() -> usize {
-    let statm = std::fs::read_to_string("/proc/self/statm").expect("/proc/self/statm");
-    let pages: usize = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
-    pages * 4096
-}
 
 /// Allocates `count` objects of `size` bytes through `alloc`, touching each, and returns
 /// the RSS growth in bytes.
@@ -59,16 +52,8 @@ fn main() {
         return;
     }
     let run = |which: &str, size: usize| -> f64 {
-        let out = Command::new(&args[0])
-            .args([which, &size.to_string()])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let grown: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        let out = run_child(&[which, &size.to_string()]);
+        let grown: f64 = out.trim().parse().unwrap();
         grown / (size * count) as f64
     };
     println!("RSS growth / requested bytes, {count} live objects (8-byte aligned layouts)");

@@ -28,9 +28,10 @@ use allocator_api2::alloc::{Allocator, Global};
 use allocator_api2::boxed::Box;
 use allocator_api2::vec::Vec as AVec;
 use cohort::Cohort;
-use common::{child_role, env_number, median, rss, run_child, Mib, Rng};
+use common::{child_role, env_number, median};
 use std::alloc::System;
 use std::time::Instant;
+use test_support::{rss, run_child, ByteSize, Rng};
 
 #[global_allocator]
 static GLOBAL: System = System;
@@ -101,7 +102,7 @@ fn build<A: Allocator + Copy, G: Allocator + Copy>(
     let mut node = Box::new_in(
         Node {
             kind: rng.range(0, 15) as u32,
-            value: rng.next() >> 8,
+            value: rng.next_u64() >> 8,
             first_child: None,
             next_sibling: None,
         },
@@ -254,7 +255,7 @@ fn main() {
         ("cohort-scope", "cohort, ClassHandle/scope"),
         ("system", "system (glibc)"),
     ] {
-        let out = run_child(role);
+        let out = run_child(&[role]);
         let f: Vec<f64> = out
             .split_whitespace()
             .map(|x| x.parse().expect("a number"))
@@ -268,10 +269,10 @@ fn main() {
             node_size,
             build_ns,
             walk_ns,
-            Mib(rss_built as usize),
+            ByteSize::from(rss_built as usize),
             rss_built / nodes as f64,
             free_ns / 1e6,
-            Mib(rss_after as usize),
+            ByteSize::from(rss_after as usize),
         );
     }
     assert!(

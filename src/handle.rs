@@ -13,6 +13,7 @@
 
 use crate::api::Cohort;
 use crate::lifetime::Lifetime;
+use crate::route::ThreadHeap;
 use core::alloc::Layout;
 use core::ptr::NonNull;
 
@@ -90,7 +91,8 @@ impl<L: Lifetime> ClassHandle<'_, L> {
     ) -> Option<NonNull<[u8]>> {
         // SAFETY: forwarded contract.
         let q = unsafe {
-            self.cohort.realloc_sized::<ZERO, false>(
+            self.cohort.core.realloc_sized::<ZERO, false, _>(
+                ThreadHeap,
                 p.as_ptr(),
                 old.size(),
                 old.align(),

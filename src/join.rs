@@ -10,16 +10,19 @@
 //!
 //! A `Join` is `Send` (a worker may carry it) but not `Sync`: one thread at a time uses a
 //! heap. Frees of its allocations by other threads (or through the `Cohort` itself) are
-//! ordinary remote frees.
+//! ordinary remote frees. A join's calls take the same paths as the `Cohort`'s, with the
+//! same checks, on the join's heap instead of the thread's ([`crate::route`]).
 
 use crate::api::Cohort;
-use crate::class::{class_of, malloc_align, CLASSES};
-use crate::heap::{self, Heap};
+use crate::class::malloc_align;
+use crate::heap::Heap;
+use crate::heap_handover;
 use crate::lifetime::Lifetime;
+use crate::route::JoinedHeap;
 use core::alloc::Layout;
 use core::cell::Cell;
 use core::marker::PhantomData;
-use core::ptr::{self, NonNull};
+use core::ptr::NonNull;
 
 /// A heap joined explicitly: see the module docs. Build one with [`Cohort::join`].
 pub struct Join<'a, L: Lifetime = ()> {
@@ -41,8 +44,12 @@ impl<L: Lifetime> Cohort<L> {
     /// Cost: a lock and, unless a heap of a previous join or exited thread is adopted, a
     /// mapping of a few KiB.
     pub fn join(&self, cgroup_hint: usize) -> Option<Join<'_, L>> {
-        let pool = self.pool()?;
-        let heap = heap::join_explicit(pool, self.instance_id(), cgroup_hint & (usize::MAX >> 1));
+        let pool = self.core.pool()?;
+        let heap = heap_handover::join_explicit(
+            pool,
+            self.core.instance_id(),
+            cgroup_hint & (usize::MAX >> 1),
+        );
         Some(Join {
             cohort: self,
             heap: NonNull::new(heap)?,
@@ -60,19 +67,34 @@ impl<L: Lifetime> Join<'_, L> {
     /// As [`Cohort::malloc`], from this join's heap.
     #[inline]
     pub fn malloc(&self, size: usize, life: L) -> *mut u8 {
-        self.alloc_sized::<false>(size, malloc_align(size), life.index())
+        self.cohort.core.alloc_sized::<false, _>(
+            JoinedHeap(self.heap()),
+            size,
+            malloc_align(size),
+            life.index(),
+        )
     }
 
     /// As [`Cohort::calloc`], from this join's heap.
     #[inline]
     pub fn calloc(&self, size: usize, life: L) -> *mut u8 {
-        self.alloc_sized::<true>(size, malloc_align(size), life.index())
+        self.cohort.core.alloc_sized::<true, _>(
+            JoinedHeap(self.heap()),
+            size,
+            malloc_align(size),
+            life.index(),
+        )
     }
 
     /// As [`Cohort::alloc`], from this join's heap.
     #[inline]
     pub fn alloc(&self, layout: Layout, life: L) -> *mut u8 {
-        self.alloc_sized::<false>(layout.size(), layout.align(), life.index())
+        self.cohort.core.alloc_sized::<false, _>(
+            JoinedHeap(self.heap()),
+            layout.size(),
+            layout.align(),
+            life.index(),
+        )
     }
 
     /// As [`Cohort::free`]: `ptr` may come from this join, another join, a thread heap or
@@ -83,7 +105,15 @@ impl<L: Lifetime> Join<'_, L> {
     #[inline]
     pub unsafe fn free(&self, ptr: *mut u8, size: usize, life: L) {
         // SAFETY: forwarded contract.
-        unsafe { self.free_sized(ptr, size, malloc_align(size), life.index()) }
+        unsafe {
+            self.cohort.core.free_sized::<false, _>(
+                JoinedHeap(self.heap()),
+                ptr,
+                size,
+                malloc_align(size),
+                life.index(),
+            )
+        }
     }
 
     /// As [`Cohort::dealloc`].
@@ -93,72 +123,26 @@ impl<L: Lifetime> Join<'_, L> {
     #[inline]
     pub unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout, life: L) {
         // SAFETY: forwarded contract.
-        unsafe { self.free_sized(ptr, layout.size(), layout.align(), life.index()) }
+        unsafe {
+            self.cohort.core.free_sized::<false, _>(
+                JoinedHeap(self.heap()),
+                ptr,
+                layout.size(),
+                layout.align(),
+                life.index(),
+            )
+        }
     }
 
     /// Hands the heap's blocks back to the pool (blocks with live allocations too: their
     /// frees become remote frees). Dropping the join does the same.
     pub fn leave(self) {}
-
-    #[inline(always)]
-    fn alloc_sized<const ZERO: bool>(&self, size: usize, align: usize, life: usize) -> *mut u8 {
-        if size == 0 {
-            return align as *mut u8;
-        }
-        let c = self.cohort;
-        let Some(class) = class_of(size, align) else {
-            return c.alloc_large(size, align, life);
-        };
-        let heap = self.heap();
-        let got = if CLASSES[class].is_tiny() {
-            // Tiny classes are served under the pool's lock (see `crate::heap`).
-            heap.alloc_tiny(class, life)
-        } else {
-            // SAFETY: class < CLASS_COUNT, life < L::COUNT; the current block is live
-            // (or the never-written empty block).
-            let h = unsafe { &*heap::current_block(heap, class, life) };
-            match h.pop() {
-                Some((off, zeroed)) => Some((h.base().wrapping_add(off as usize), zeroed)),
-                None => heap.alloc_slow(class, life),
-            }
-        };
-        match got {
-            Some((p, zeroed)) => c.finish_alloc::<ZERO>(p, zeroed, class),
-            None => ptr::null_mut(),
-        }
-    }
-
-    /// # Safety
-    /// As [`Cohort::free`].
-    #[inline(always)]
-    unsafe fn free_sized(&self, p: *mut u8, size: usize, align: usize, life: usize) {
-        if size == 0 || p.is_null() {
-            return;
-        }
-        let c = self.cohort;
-        let Some(class) = class_of(size, align) else {
-            // SAFETY: forwarded contract.
-            return unsafe { c.free_large::<false>(p, size, life) };
-        };
-        // SAFETY: forwarded contract.
-        let h = unsafe { c.validated_block::<false>(p, size, class, life) };
-        let heap = self.heap();
-        if h.owner() == heap.token {
-            // SAFETY: a live slot of a block of this join's heap.
-            if !unsafe { heap.free_local(h, p) } {
-                c.double_free::<false>(p, size, life);
-            }
-        } else {
-            // SAFETY: a live slot.
-            unsafe { c.free_remote::<false>(h, p, size, life) };
-        }
-    }
 }
 
 impl<L: Lifetime> Drop for Join<'_, L> {
     fn drop(&mut self) {
         // SAFETY: the heap is this join's, and it is going away.
-        unsafe { Heap::abandon(self.heap.as_ptr()) };
+        unsafe { heap_handover::abandon(self.heap.as_ptr()) };
     }
 }
 
@@ -180,5 +164,55 @@ mod tests {
         );
         let again = a.join(7).unwrap();
         assert_eq!(again.heap().token, seven, "the group's own heap is adopted");
+    }
+
+    /// A join's free takes the `Cohort`'s path (one router), so it makes the same checks:
+    /// a double free of the slot freed last is reported in every build.
+    #[test]
+    #[should_panic(expected = "double free")]
+    fn a_join_reports_a_double_free() {
+        let a: Cohort = Cohort::new();
+        let j = a.join(1).unwrap();
+        let p = j.malloc(64, ());
+        // SAFETY: p is live; the second free is the misuse under test, caught before it
+        // touches anything.
+        unsafe {
+            j.free(p, 64, ());
+            j.free(p, 64, ());
+        }
+    }
+
+    /// And a size of another class than the block's is reported, not pushed on its list.
+    #[test]
+    #[should_panic(expected = "size class")]
+    fn a_join_reports_a_free_with_the_wrong_size() {
+        let a: Cohort = Cohort::new();
+        let j = a.join(2).unwrap();
+        let p = j.malloc(64, ());
+        // SAFETY: the wrong size is the misuse under test, caught before anything changes.
+        unsafe { j.free(p, 4000, ()) };
+    }
+
+    /// A block of the calling thread's own heap freed through a join is a local free of
+    /// that heap, and an allocation of the join freed through the `Cohort` a remote one:
+    /// both come back for reuse.
+    #[test]
+    fn frees_across_a_join_and_its_thread_reach_their_owners() {
+        let a: Cohort = Cohort::new();
+        let j = a.join(3).unwrap();
+        let mine = a.malloc(48, ());
+        let joins = j.malloc(48, ());
+        // SAFETY: both live, each freed once.
+        unsafe {
+            j.free(mine, 48, ());
+            a.free(joins, 48, ());
+        }
+        // SAFETY: no other thread uses `a`.
+        unsafe { a.verify() }.unwrap();
+        assert_eq!(
+            a.malloc(48, ()),
+            mine,
+            "the thread's heap reuses its slot first"
+        );
     }
 }

@@ -175,6 +175,19 @@ pub fn at_fork(
     unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) == 0 }
 }
 
+/// Writes `bytes` to standard error with one `write` call (a short write is not retried:
+/// this is for a last message before [`abort`]). Never allocates.
+pub fn write_stderr(bytes: &[u8]) {
+    // SAFETY: writes from a valid buffer of `bytes.len()` bytes to fd 2.
+    unsafe { libc::write(2, bytes.as_ptr().cast(), bytes.len()) };
+}
+
+/// Ends the process at once (`abort`): no unwinding, no allocation.
+pub fn abort() -> ! {
+    // SAFETY: abort has no precondition.
+    unsafe { libc::abort() }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -31,7 +31,7 @@
 
 use crate::block::{BlockStack, Header, Role, HEAPLESS, NONE, NO_HOLDER};
 use crate::class::{CLASSES, CLASS_COUNT, MAX_BLOCK_SHIFT, UNIT_SHIFT};
-use crate::heap::Heap;
+use crate::heap_record::HeapRecord;
 use crate::large::LargeTable;
 use crate::region::{Region, RegionState};
 use crate::sync::RawSpin;
@@ -57,7 +57,7 @@ pub(crate) struct Pool {
     /// Number of lifetime classes.
     pub(crate) life_count: usize,
     /// Heap id → heap (id 0 is never used).
-    heaps: *const AtomicPtr<Heap>,
+    heaps: *const AtomicPtr<HeapRecord>,
     /// Ids handed out so far.
     pub(crate) heap_ids: AtomicU32,
     /// Pool-owned blocks a free took out of `FULL` state.
@@ -81,8 +81,8 @@ pub(crate) struct PoolState {
     partial: *mut u32,
     retained: [u32; SHIFTS],
     retained_count: [usize; SHIFTS],
-    /// Heaps of exited threads, linked through `Heap::next_abandoned`.
-    pub(crate) abandoned: *mut Heap,
+    /// Heaps of exited threads, linked through `HeapRecord::next_abandoned`.
+    pub(crate) abandoned: *mut HeapRecord,
 }
 
 // SAFETY: the raw pointers address mappings the pool owns; the registry is atomics and the
@@ -101,7 +101,7 @@ impl Pool {
             return ptr::null_mut();
         };
         let heads = CLASS_COUNT * life_count;
-        let registry_bytes = MAX_HEAPS * size_of::<AtomicPtr<Heap>>();
+        let registry_bytes = MAX_HEAPS * size_of::<AtomicPtr<HeapRecord>>();
         let Some(meta_len) =
             os::page_round(size_of::<Pool>() + registry_bytes + heads * size_of::<u32>())
         else {
@@ -115,7 +115,7 @@ impl Pool {
         // SAFETY: `meta` is fresh zeroed memory of `meta_len` bytes: the pool, then the
         // registry (null pointers are zeros), then the partial-list heads.
         unsafe {
-            let heaps = meta.add(size_of::<Pool>()).cast::<AtomicPtr<Heap>>();
+            let heaps = meta.add(size_of::<Pool>()).cast::<AtomicPtr<HeapRecord>>();
             let partial = meta.add(size_of::<Pool>() + registry_bytes).cast::<u32>();
             for i in 0..heads {
                 partial.add(i).write(NONE);
@@ -188,7 +188,7 @@ impl Pool {
     }
 
     /// The heap with id `id`, if registered.
-    pub(crate) fn heap(&self, id: u32) -> *mut Heap {
+    pub(crate) fn heap(&self, id: u32) -> *mut HeapRecord {
         if id == 0 || id as usize >= MAX_HEAPS {
             return ptr::null_mut();
         }
@@ -210,14 +210,14 @@ impl Pool {
     }
 
     /// Registers `heap` under `id`, from [`Pool::reserve_id`].
-    pub(crate) fn publish(&self, id: u32, heap: *mut Heap) {
+    pub(crate) fn publish(&self, id: u32, heap: *mut HeapRecord) {
         debug_assert!(id != 0 && (id as usize) < MAX_HEAPS);
         // SAFETY: reserved ids are below MAX_HEAPS.
         unsafe { (*self.heaps.add(id as usize)).store(heap, Ordering::Release) };
     }
 
     /// Every registered heap, for teardown and stats.
-    pub(crate) fn registered_heaps(&self) -> impl Iterator<Item = *mut Heap> + '_ {
+    pub(crate) fn registered_heaps(&self) -> impl Iterator<Item = *mut HeapRecord> + '_ {
         let n = (self.heap_ids.load(Ordering::Acquire) as usize).min(MAX_HEAPS - 1);
         (1..=n as u32)
             .map(|id| self.heap(id))

@@ -17,6 +17,7 @@ use crate::block::{Header, Snapshot, HEAPLESS, NO_HOLDER};
 use crate::heap::{self, Heap};
 use crate::lifetime::Lifetime;
 use crate::os;
+use crate::per_thread;
 use crate::pool::PoolState;
 use crate::region::BLOCK;
 
@@ -81,10 +82,10 @@ impl<L: Lifetime> Cohort<L> {
     unsafe fn release(&self, life: usize, exclusive: bool) -> Released {
         let mut out = Released::default();
         let mut others = 0;
-        let Some(pool) = self.pool_if_any() else {
+        let Some(pool) = self.core.pool_if_any() else {
             return out;
         };
-        let me = heap::find_own(self.instance_id());
+        let me = per_thread::find_own(self.core.instance_id());
         // SAFETY: `me` is null or the calling thread's heap.
         let (my_token, my_id) = unsafe { me.as_ref() }.map_or((0, 0), |h| (h.token, h.id));
         // Whether a block's allocations (`b` as read once) are the caller's to release.
@@ -115,7 +116,7 @@ impl<L: Lifetime> Cohort<L> {
         };
         // The calling thread's heads, then the pool's lists (with what exited threads left).
         if exclusive {
-            for heap in pool.registered_heaps() {
+            for heap in heap::registered(pool) {
                 // SAFETY: registered heaps stay mapped; exclusive use and the lock let us
                 // act as the owner of every one a thread holds (an exiting thread waits
                 // for the lock).
@@ -205,6 +206,7 @@ impl<L: Lifetime> Cohort<L> {
             .map(|h| h.live)
             .sum();
         let large = self
+            .core
             .pool_if_any()
             .map_or(0, |pool| pool.large.lock().count_life(life));
         small + large
@@ -217,11 +219,11 @@ impl<L: Lifetime> Cohort<L> {
     /// Thread safety: may run while other threads allocate. Cost: proportional to the blocks.
     /// Returns the blocks given back and the resident bytes before and after.
     pub fn compact(&self) -> Compacted {
-        let Some(pool) = self.pool_if_any() else {
+        let Some(pool) = self.core.pool_if_any() else {
             return Compacted::default();
         };
         let resident_before = pool.resident_bytes();
-        let me = heap::find_own(self.instance_id());
+        let me = per_thread::find_own(self.core.instance_id());
         // SAFETY: `me` is null or the calling thread's own heap.
         let blocks = heap::release_empty(unsafe { me.as_ref() }, pool, &mut pool.lock());
         let resident_after = pool.resident_bytes();

@@ -111,7 +111,7 @@ impl<L: Lifetime> Cohort<L> {
             small.resident_bytes += h.resident_bytes;
         }
         let (large_allocations, large_bytes, retained_empty_blocks, lock_acquisitions) =
-            self.pool_counters();
+            self.core.pool_counters();
         Stats {
             heads,
             small,

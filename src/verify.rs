@@ -78,7 +78,7 @@ impl<L: Lifetime> Cohort<L> {
     /// the heaps and free lists other threads own). [`Cohort::verify_exclusive`] is the safe
     /// form.
     pub unsafe fn verify(&self) -> Result<Verified, VerifyError> {
-        let Some(pool) = self.pool_if_any() else {
+        let Some(pool) = self.core.pool_if_any() else {
             return Ok(Verified::default());
         };
         let max_slots = CLASSES
@@ -291,11 +291,11 @@ fn check_block(
         handed_out,
     };
     ensure(used + free == handed_out, h, counts)?;
-    if !pool.region.live_bits.is_null() {
+    if let Some(bits) = crate::live_bits::LiveBits::of(&pool.region) {
         for i in 0..handed_out {
             let off = (c.first + i as u32 * c.stride) as usize;
             let free_listed = seen[i];
-            let bit = crate::api::live_bit_get(pool, h.base() as usize + off);
+            let bit = bits.is_live(h.base() as usize + off);
             ensure(bit != free_listed, h, Problem::LiveBit { off, free_listed })?;
         }
     }
@@ -369,7 +369,7 @@ fn check_listed(pool: &Pool, h: &Header, owner: u64, what: &'static str) -> Resu
 
 /// Every heap's and the pool's lists: keys, owners, links, no `FULL` block listed.
 fn check_lists(pool: &Pool, st: &PoolState) -> Result<(), Fault> {
-    for heap in pool.registered_heaps() {
+    for heap in crate::heap::registered(pool) {
         // SAFETY: registered heaps stay mapped; verify's contract and the pool lock keep
         // them still.
         let hp = unsafe { &*heap };

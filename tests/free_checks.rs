@@ -4,10 +4,10 @@
 //! touching any other allocation.
 
 use std::alloc::{GlobalAlloc, Layout};
-use std::process::Command;
 
 mod common;
 use common::misuse_message;
+use test_support::{abort_in_child, child_case};
 
 cohort::lifetime_classes! {
     enum Life { A, B, C }
@@ -162,7 +162,7 @@ fn an_immediate_double_free_is_reported() {
 }
 
 /// A child process run for one case of [`global_allocator_misuse_aborts`].
-fn child_case(case: &str) {
+fn global_misuse(case: &str) {
     static G: cohort::Cohort = cohort::Cohort::new();
     let l8 = Layout::from_size_align(8, 8).unwrap();
     // SAFETY (every case): deliberate misuse, which must abort the process.
@@ -200,24 +200,13 @@ fn child_case(case: &str) {
 /// never crashes with SIGSEGV.
 #[test]
 fn global_allocator_misuse_aborts() {
-    if let Ok(case) = std::env::var("COHORT_FREE_CHECKS_CASE") {
-        child_case(&case);
+    const CASE: &str = "COHORT_FREE_CHECKS_CASE";
+    if let Some(case) = child_case(CASE) {
+        global_misuse(&case);
         return;
     }
     for case in ["wrong-size", "large-as-small", "huge-calloc-as-1"] {
-        let out = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "global_allocator_misuse_aborts", "--nocapture"])
-            .env("COHORT_FREE_CHECKS_CASE", case)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        use std::os::unix::process::ExitStatusExt;
-        assert_eq!(
-            out.status.signal(),
-            Some(libc::SIGABRT),
-            "{case}: {:?}\n{stderr}",
-            out.status
-        );
+        let stderr = abort_in_child("global_allocator_misuse_aborts", CASE, case);
         assert!(stderr.contains("cohort: bad free"), "{case}: {stderr}");
     }
 }

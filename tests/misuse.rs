@@ -5,10 +5,10 @@
 
 use cohort::{Cohort, Lifetime};
 use std::alloc::{GlobalAlloc, Layout};
-use std::process::Command;
 
 mod common;
 use common::misuse_message;
+use test_support::{abort_in_child, child_case, rss};
 
 cohort::lifetime_classes! {
     enum Life { A, B, C }
@@ -195,18 +195,6 @@ fn resident(p: *const u8, len: usize) -> usize {
     let rc = unsafe { libc::mincore(p as *mut libc::c_void, len, v.as_mut_ptr()) };
     assert_eq!(rc, 0);
     v.iter().filter(|&&b| b & 1 != 0).count() * 4096
-}
-
-/// The calling process's resident set in bytes (`/proc/self/statm`).
-fn rss() -> usize {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
-    statm
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse::<usize>()
-        .unwrap()
-        * 4096
 }
 
 /// Item 9 of issue 9: recalloc to a large size wrote zeros over the whole fresh mapping
@@ -410,7 +398,7 @@ fn global_misuse(case: &str) {
 /// The child side: runs only when the parent re-executes this test binary.
 #[test]
 fn global_misuse_child() {
-    if let Ok(case) = std::env::var(CHILD_ENV) {
+    if let Some(case) = child_case(CHILD_ENV) {
         global_misuse(&case);
     }
 }
@@ -419,27 +407,9 @@ fn global_misuse_child() {
 /// through a `#[global_allocator]`) where it must abort with the message.
 #[test]
 fn global_realloc_with_a_wrong_layout_aborts() {
-    let exe = std::env::current_exe().unwrap();
     // "large-to-small": a large allocation given a small old size, outside the region.
     for case in ["small", "small-same-class", "large", "large-to-small"] {
-        let out = Command::new(&exe)
-            .args([
-                "--exact",
-                "global_misuse_child",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_ENV, case)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        use std::os::unix::process::ExitStatusExt;
-        assert_eq!(
-            out.status.signal(),
-            Some(libc::SIGABRT),
-            "{case}: {:?}, stderr:\n{stderr}",
-            out.status
-        );
+        let stderr = abort_in_child("global_misuse_child", CHILD_ENV, case);
         let ptr = stderr
             .lines()
             .find_map(|l| l.strip_prefix("child: misusing "))

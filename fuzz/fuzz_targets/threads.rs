@@ -14,8 +14,8 @@
 use arbitrary::{Arbitrary, Unstructured};
 use cohort::Cohort;
 use cohort_fuzz::{
-    check_bookkeeping, fill, finish, free_obj, skip, tracing, usable, Borrowed, Config, Fate, Kind,
-    Life, Model, Obj, Op, Origin, Runner, LIVES,
+    fill, finish, free_obj, skip, tracing, usable, Borrowed, Config, Fate, Kind, Life, Model, Obj,
+    Op, Origin, Runner, LIVES,
 };
 use libfuzzer_sys::fuzz_target;
 use std::alloc::Layout;
@@ -220,13 +220,7 @@ fn run(ops: &[ThreadOp], threads: usize) {
                             let mut m = sh.m.lock().unwrap();
                             let mut b = sh.b.lock().unwrap();
                             let alive = sh.alive.lock().unwrap().clone();
-                            let mut r = Runner {
-                                m: &mut m,
-                                cfg: &CONFIG,
-                                me,
-                                alive,
-                                collections_small: 0,
-                            };
+                            let mut r = Runner::new(&mut m, &CONFIG, me, alive);
                             r.exec(c, &mut b, &op);
                         }))
                         .unwrap();
@@ -289,12 +283,9 @@ fn run(ops: &[ThreadOp], threads: usize) {
                     for o in std::mem::take(&mut *sh.returned.lock().unwrap()) {
                         m.put_back(o, "after a burst");
                     }
-                    m.check_all("after a burst");
                     let b = sh.b.lock().unwrap();
-                    b.check_all("after a burst");
-                    let (ms, ml) = m.counts(None);
-                    let (bs, bl) = b.counts(None);
-                    check_bookkeeping(c, ms + bs, ml + bl, m.unknown.iter().sum(), "after a burst");
+                    m.check_held(&b, "after a burst");
+                    m.bookkeeping(c, &b, "after a burst");
                 }
             }
         }
@@ -307,7 +298,7 @@ fn run(ops: &[ThreadOp], threads: usize) {
     // abandoned heaps) and checks that nothing is left.
     let Shared { m, b, .. } = shared;
     b.into_inner().unwrap().finish();
-    finish(c, &mut m.into_inner().unwrap(), &CONFIG);
+    finish(c, &mut m.into_inner().unwrap());
 }
 
 /// The model's objects of class C after worker `releaser` released it during a burst
@@ -316,13 +307,7 @@ fn settle_release(m: &mut Model, sh: &Shared<'_>, releaser: usize) {
     let alive = sh.alive.lock().unwrap().clone();
     let mut b = sh.b.lock().unwrap();
     let held = b.held_joins();
-    let r = Runner {
-        m,
-        cfg: &CONFIG,
-        me: releaser,
-        alive,
-        collections_small: 0,
-    };
+    let r = Runner::new(m, &CONFIG, releaser, alive);
     let fates: Vec<Fate> =
         r.m.objs
             .iter()

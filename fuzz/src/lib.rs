@@ -413,6 +413,19 @@ impl Model {
         }
     }
 
+    /// Checks every live pattern: the model's objects and the collections `b` holds.
+    pub fn check_held(&self, b: &Borrowed<'_>, when: &str) {
+        self.check_all(when);
+        b.check_all(when);
+    }
+
+    /// `stats()` and `verify()` against the model and the collections `b` holds.
+    pub fn bookkeeping(&self, c: &Cohort<Life>, b: &Borrowed<'_>, when: &str) {
+        let (ms, ml) = self.counts(None);
+        let (bs, bl) = b.counts(None);
+        check_bookkeeping(c, ms + bs, ml + bl, self.unknown.iter().sum(), when);
+    }
+
     /// A fresh join serial number.
     pub fn new_join(&mut self) -> u64 {
         self.next_join += 1;
@@ -771,6 +784,19 @@ fn huge_sizes() -> [usize; 6] {
     ]
 }
 
+impl<'m> Runner<'m> {
+    /// A runner for thread `me` of the threads `alive`.
+    pub fn new(m: &'m mut Model, cfg: &'m Config, me: usize, alive: Vec<usize>) -> Self {
+        Runner {
+            m,
+            cfg,
+            me,
+            alive,
+            collections_small: 0,
+        }
+    }
+}
+
 impl Runner<'_> {
     fn size(&self, s: Size) -> usize {
         let s = s.get();
@@ -783,6 +809,34 @@ impl Runner<'_> {
 
     fn affordable(&self, size: usize) -> bool {
         self.m.bytes + size <= self.cfg.budget
+    }
+
+    /// The size `s` decodes to, when the live bytes allowed afford it (`None`: the
+    /// operation is skipped).
+    fn afford(&self, s: Size) -> Option<usize> {
+        let size = self.size(s);
+        self.affordable(size).then_some(size)
+    }
+
+    /// The record of a new allocation this thread made: `ptr` from a request of `size`
+    /// bytes of `kind` in `life`, `usable` bytes usable, with a fresh pattern seed.
+    fn made_here(
+        &mut self,
+        ptr: *mut u8,
+        size: usize,
+        usable: usize,
+        kind: Kind,
+        life: Life,
+    ) -> Obj {
+        Obj {
+            ptr,
+            size,
+            usable,
+            kind,
+            life,
+            id: self.m.new_id(),
+            origin: Origin::Thread(self.me),
+        }
     }
 
     /// Records a new allocation, or accepts a null when out of memory is possible.
@@ -825,10 +879,10 @@ impl Runner<'_> {
                 zeroed,
                 at_least,
             } => {
-                let (size, l) = (self.size(size), life(l));
-                if !self.affordable(size) {
+                let Some(size) = self.afford(size) else {
                     return;
-                }
+                };
+                let l = life(l);
                 let (ptr, usable) = if at_least {
                     c.malloc_at_least(size, l)
                 } else if zeroed {
@@ -836,16 +890,7 @@ impl Runner<'_> {
                 } else {
                     (c.malloc(size, l), usable(c, size, malloc_align(size)))
                 };
-                let id = self.m.new_id();
-                let o = Obj {
-                    ptr,
-                    size,
-                    usable,
-                    kind: Kind::Malloc,
-                    life: l,
-                    id,
-                    origin: Origin::Thread(self.me),
-                };
+                let o = self.made_here(ptr, size, usable, Kind::Malloc, l);
                 self.got(o, zeroed && !at_least, "malloc");
             }
             Op::Alloc {
@@ -855,10 +900,10 @@ impl Runner<'_> {
                 zeroed,
                 global,
             } => {
-                let (size, align, mut l) = (self.size(size), align.get(), life(l));
-                if !self.affordable(size) {
+                let Some(size) = self.afford(size) else {
                     return;
-                }
+                };
+                let (align, mut l) = (align.get(), life(l));
                 let layout = Layout::from_size_align(size, align).unwrap();
                 let ptr = if global && size > 0 {
                     l = Life::A;
@@ -875,17 +920,7 @@ impl Runner<'_> {
                 } else {
                     c.alloc(layout, l)
                 };
-                let id = self.m.new_id();
-                let usable = c.usable_size(layout);
-                let o = Obj {
-                    ptr,
-                    size,
-                    usable,
-                    kind: Kind::Layout(align),
-                    life: l,
-                    id,
-                    origin: Origin::Thread(self.me),
-                };
+                let o = self.made_here(ptr, size, c.usable_size(layout), Kind::Layout(align), l);
                 self.got(o, zeroed, "alloc");
             }
             Op::HandleAlloc {
@@ -894,10 +929,10 @@ impl Runner<'_> {
                 life: l,
                 zeroed,
             } => {
-                let (size, align, l) = (self.size(size), align.get(), life(l));
-                if !self.affordable(size) {
+                let Some(size) = self.afford(size) else {
                     return;
-                }
+                };
+                let (align, l) = (align.get(), life(l));
                 let layout = Layout::from_size_align(size, align).unwrap();
                 let h = c.class(l);
                 let r = if zeroed {
@@ -905,7 +940,6 @@ impl Runner<'_> {
                 } else {
                     h.allocate(layout)
                 };
-                let id = self.m.new_id();
                 let (ptr, usable) = match r {
                     Ok(s) => (s.as_ptr().cast::<u8>(), s.len()),
                     Err(AllocError) => (std::ptr::null_mut(), 0),
@@ -913,15 +947,7 @@ impl Runner<'_> {
                 if !ptr.is_null() {
                     assert_eq!(usable, c.usable_size(layout), "allocate: slice length");
                 }
-                let o = Obj {
-                    ptr,
-                    size,
-                    usable,
-                    kind: Kind::Layout(align),
-                    life: l,
-                    id,
-                    origin: Origin::Thread(self.me),
-                };
+                let o = self.made_here(ptr, size, usable, Kind::Layout(align), l);
                 self.got(o, zeroed, "handle allocate");
             }
             Op::Many {
@@ -946,16 +972,7 @@ impl Runner<'_> {
                         Kind::Malloc => c.malloc(size, l),
                         Kind::Layout(_) => c.alloc(Layout::from_size_align(size, a).unwrap(), l),
                     };
-                    let id = self.m.new_id();
-                    let o = Obj {
-                        ptr,
-                        size,
-                        usable: usable(c, size, a),
-                        kind,
-                        life: l,
-                        id,
-                        origin: Origin::Thread(self.me),
-                    };
+                    let o = self.made_here(ptr, size, usable(c, size, a), kind, l);
                     let failed = ptr.is_null();
                     self.got(o, false, "many");
                     if failed {
@@ -994,10 +1011,7 @@ impl Runner<'_> {
                 global,
             } => {
                 let Some(i) = self.m.pick(pick) else { return };
-                let new = self.size(size);
-                if !self.affordable(new) {
-                    return;
-                }
+                let Some(new) = self.afford(size) else { return };
                 let o = self.m.take(i);
                 let fit = o.fit_size(slack);
                 o.check("before a resize");
@@ -1035,10 +1049,7 @@ impl Runner<'_> {
                 if !matches!(self.m.objs[i].kind, Kind::Layout(_)) {
                     return;
                 }
-                let new = self.size(size);
-                if !self.affordable(new) {
-                    return;
-                }
+                let Some(new) = self.afford(size) else { return };
                 let o = self.m.take(i);
                 let fit = o.fit_size(slack);
                 o.check("before a handle resize");
@@ -1210,10 +1221,10 @@ impl Runner<'_> {
                 let Some(&(serial, ref j)) = b.join(pick) else {
                     return;
                 };
-                let (size, l) = (self.size(size), life(l));
-                if !self.affordable(size) {
+                let Some(size) = self.afford(size) else {
                     return;
-                }
+                };
+                let l = life(l);
                 let (ptr, kind, zeroed) = if layout {
                     let a = align.get();
                     (
@@ -1226,15 +1237,9 @@ impl Runner<'_> {
                 } else {
                     (j.malloc(size, l), Kind::Malloc, false)
                 };
-                let id = self.m.new_id();
                 let o = Obj {
-                    ptr,
-                    size,
-                    usable: usable(c, size, kind.align(size)),
-                    kind,
-                    life: l,
-                    id,
                     origin: Origin::Join(serial),
+                    ..self.made_here(ptr, size, usable(c, size, kind.align(size)), kind, l)
                 };
                 self.got(o, zeroed, "join alloc");
             }
@@ -1295,22 +1300,13 @@ impl Runner<'_> {
             }
             Op::Compact => {
                 c.compact();
-                self.m.check_all("after compact");
-                b.check_all("after compact");
+                self.m.check_held(b, "after compact");
             }
             Op::Check => {
-                self.m.check_all("at a check");
-                b.check_all("at a check");
-                self.bookkeeping(c, b, "at a check");
+                self.m.check_held(b, "at a check");
+                self.m.bookkeeping(c, b, "at a check");
             }
         }
-    }
-
-    /// `stats()` and `verify()` against the model.
-    pub fn bookkeeping(&self, c: &Cohort<Life>, b: &Borrowed<'_>, when: &str) {
-        let (ms, ml) = self.m.counts(None);
-        let (bs, bl) = b.counts(None);
-        check_bookkeeping(c, ms + bs, ml + bl, self.m.unknown.iter().sum(), when);
     }
 
     /// After a resize of `o` (given back as `fit` bytes) to `new` bytes: `q` is the result.
@@ -1498,9 +1494,8 @@ impl Runner<'_> {
         if !keep_joins && self.alive.iter().all(|&t| t == self.me) {
             self.m.unknown[l as usize] = 0;
         }
-        self.m.check_all("after a release");
-        b.check_all("after a release");
-        self.bookkeeping(c, b, "after a release");
+        self.m.check_held(b, "after a release");
+        self.m.bookkeeping(c, b, "after a release");
     }
 }
 
@@ -1560,13 +1555,7 @@ fn run_ops(ops: &[Op], cfg: &Config, reservation: Option<usize>) {
         {
             let c = &cohort;
             let mut b = Borrowed::default();
-            let mut r = Runner {
-                m: &mut m,
-                cfg,
-                me: 0,
-                alive: vec![0],
-                collections_small: 0,
-            };
+            let mut r = Runner::new(&mut m, cfg, 0, vec![0]);
             while at < ops.len() && !matches!(ops[at], Op::Scope { .. }) {
                 r.exec(c, &mut b, &ops[at]);
                 at += 1;
@@ -1588,13 +1577,7 @@ fn run_ops(ops: &[Op], cfg: &Config, reservation: Option<usize>) {
         }
         cohort.scope(l, |c, _h| {
             let mut b = Borrowed::default();
-            let mut r = Runner {
-                m: &mut m,
-                cfg,
-                me: 0,
-                alive: vec![0],
-                collections_small: 0,
-            };
+            let mut r = Runner::new(&mut m, cfg, 0, vec![0]);
             for op in inner {
                 // A release of the scope's class inside it is allowed; a nested scope is not.
                 r.exec(c, &mut b, op);
@@ -1611,29 +1594,15 @@ fn run_ops(ops: &[Op], cfg: &Config, reservation: Option<usize>) {
             m.put_back(o, "after a scope");
         }
         m.unknown[l as usize] = 0;
-        let r = Runner {
-            m: &mut m,
-            cfg,
-            me: 0,
-            alive: vec![0],
-            collections_small: 0,
-        };
-        r.bookkeeping(&cohort, &Borrowed::default(), "after a scope");
+        m.bookkeeping(&cohort, &Borrowed::default(), "after a scope");
     }
-    finish(&cohort, &mut m, cfg);
+    finish(&cohort, &mut m);
 }
 
 /// The end of an input: everything checked and freed, released if unknown, then the
 /// allocator must be empty and consistent.
-pub fn finish(c: &Cohort<Life>, m: &mut Model, cfg: &Config) {
-    let r = Runner {
-        m,
-        cfg,
-        me: usize::MAX,
-        alive: Vec::new(),
-        collections_small: 0,
-    };
-    r.bookkeeping(c, &Borrowed::default(), "at the end");
+pub fn finish(c: &Cohort<Life>, m: &mut Model) {
+    m.bookkeeping(c, &Borrowed::default(), "at the end");
     let b = Borrowed::default();
     while let Some(i) = m.pick(0) {
         let o = m.take(i);

@@ -1,44 +1,9 @@
-//! Helpers shared by the tests: a deterministic PRNG, the allocation patterns and a random
-//! size distribution (nothing of those allocates, so the fork children may use them), and
-//! the message of a reported misuse.
+//! Helpers of the tests: the allocation patterns and a random size distribution (nothing of
+//! those allocates, so the fork children may use them), and the message of a reported
+//! misuse. The PRNG comes from the workspace's `test-support` package.
 #![allow(dead_code)]
 
-/// splitmix64: a small deterministic PRNG, seeded per thread.
-#[derive(Clone, Debug)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Rng(seed ^ 0x6A09_E667_F3BC_C909)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        mix(self.0)
-    }
-
-    /// Uniform in `0..n` (`n > 0`).
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
-    }
-
-    /// Uniform in `lo..=hi`.
-    pub fn range(&mut self, lo: usize, hi: usize) -> usize {
-        lo + self.below(hi - lo + 1)
-    }
-
-    /// True with probability `percent / 100`.
-    pub fn chance(&mut self, percent: usize) -> bool {
-        self.below(100) < percent
-    }
-}
-
-/// splitmix64's finaliser.
-pub fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
+pub use test_support::{mix, Rng};
 
 /// The pattern seed of an allocation of `size` bytes at `p`: two live allocations never share
 /// it, so an overlap or a slot handed out twice shows up as a mismatch.

@@ -1,8 +1,9 @@
-//! The timed workloads, shared by the per-allocator bench binaries (`benches/alloc_*.rs`).
+//! The timed workloads, shared by the per-allocator bench binaries (`benches/alloc_*.rs`):
+//! this package's library, `workloads`.
 //!
 //! Each binary installs one allocator as the `#[global_allocator]` and calls [`main`], which runs
 //! the one workload named on the command line and prints `metric<TAB>unit<TAB>value` lines for
-//! the runner (`benches/suite.rs`). One workload per process keeps RSS figures clean. Timings are
+//! the runner (`benches/suite/main.rs`). One workload per process keeps RSS figures clean. Timings are
 //! thread CPU time; `COHORT_BENCH_SCALE` (default 1) scales the object counts.
 
 mod remote;
@@ -13,6 +14,7 @@ use std::ptr;
 use std::sync::mpsc::sync_channel;
 use std::thread;
 use std::time::Instant;
+use test_support::{mib, rss, Rng};
 
 /// An allocator with two lifetime classes: short-lived (per request) and long-lived.
 pub trait LifetimeApi: Sync {
@@ -47,7 +49,7 @@ pub struct Hooks {
 pub fn main(hooks: Hooks) {
     let Some(name) = std::env::args().nth(1).filter(|a| !a.starts_with('-')) else {
         // `cargo bench` runs every bench target with `--bench`: only the runner does work.
-        eprintln!("usage: <workload> (see WORKLOADS in benches/suite.rs); `cargo bench --bench suite` runs them all");
+        eprintln!("usage: <workload> (see WORKLOADS in benches/suite/main.rs); `cargo bench -p cohort-benches --bench suite` runs them all");
         return;
     };
     let scale: f64 = std::env::var("COHORT_BENCH_SCALE")
@@ -90,46 +92,6 @@ pub fn thread_cpu_ns() -> u64 {
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
     assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-/// Resident set size of this process in bytes, from `/proc/self/statm`.
-pub fn rss_bytes() -> usize {
-    let statm = std::fs::read_to_string("/proc/self/statm").expect("read /proc/self/statm");
-    let pages: usize = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("statm resident field");
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
-    pages * page
-}
-
-/// A small deterministic generator (splitmix64): the same sequence for every allocator.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Rng(seed)
-    }
-    pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    /// A random permutation of `0..n` (Fisher-Yates).
-    pub fn permutation(&mut self, n: usize) -> Vec<usize> {
-        let mut v: Vec<usize> = (0..n).collect();
-        for i in (1..n).rev() {
-            v.swap(i, self.below(i + 1));
-        }
-        v
-    }
 }
 
 /// The layout a Rust type of `size` bytes typically has: the largest power of two dividing the
@@ -287,7 +249,7 @@ fn linked_list(node_bytes: usize, n: usize) {
 fn list_run<const W: usize>(n: usize) {
     let node = Layout::new::<Node<W>>();
     let string = Layout::array::<u8>(STRING).unwrap();
-    let rss0 = rss_bytes();
+    let rss0 = rss();
     let t0 = thread_cpu_ns();
     let mut head: *mut Node<W> = ptr::null_mut();
     let mut tail: *mut Node<W> = ptr::null_mut();
@@ -316,7 +278,7 @@ fn list_run<const W: usize>(n: usize) {
         tail = p;
     }
     let t1 = thread_cpu_ns();
-    let rss = rss_bytes().saturating_sub(rss0);
+    let rss = rss().saturating_sub(rss0);
     const PASSES: usize = 10;
     let mut sum = 0usize;
     for _ in 0..PASSES {
@@ -369,13 +331,13 @@ fn memory_ratio(size: usize, n: usize) {
     let layout = layout_for(size);
     // Written before the baseline so the pointer array's pages are already resident.
     let mut ptrs = vec![layout.align() as *mut u8; n];
-    let rss0 = rss_bytes();
+    let rss0 = rss();
     for p in ptrs.iter_mut() {
         *p = alloc_touch(layout, 0);
         // SAFETY: `*p` is a fresh allocation of `size` bytes.
         unsafe { ptr::write_bytes(*p, 0xa5, size) };
     }
-    let grown = rss_bytes().saturating_sub(rss0);
+    let grown = rss().saturating_sub(rss0);
     report("RSS / requested", "x", grown as f64 / (n * size) as f64);
     for &p in &ptrs {
         // SAFETY: each pointer was allocated above with `layout` and is freed once.
@@ -424,7 +386,7 @@ fn lifetime(api: &dyn LifetimeApi, n: usize, release: bool) {
     let mut short = vec![(ptr::null_mut::<u8>(), 0usize); n];
     let mut long = vec![(ptr::null_mut::<u8>(), 0usize); n / 16 + 1];
     let (mut ns, mut nl, mut live) = (0, 0, 0);
-    let rss0 = rss_bytes();
+    let rss0 = rss();
     let t0 = thread_cpu_ns();
     for i in 0..n {
         let size = LIFETIME_SIZES[rng.below(LIFETIME_SIZES.len())];
@@ -443,7 +405,7 @@ fn lifetime(api: &dyn LifetimeApi, n: usize, release: bool) {
         }
     }
     let t1 = thread_cpu_ns();
-    let peak = rss_bytes().saturating_sub(rss0);
+    let peak = rss().saturating_sub(rss0);
     let t2 = thread_cpu_ns();
     if release {
         // SAFETY: the short-lived objects are not used after this; this thread is the only
@@ -456,10 +418,9 @@ fn lifetime(api: &dyn LifetimeApi, n: usize, release: bool) {
         }
     }
     let t3 = thread_cpu_ns();
-    let after_free = rss_bytes().saturating_sub(rss0);
+    let after_free = rss().saturating_sub(rss0);
     api.compact();
-    let after_compact = rss_bytes().saturating_sub(rss0);
-    let mib = |b: usize| b as f64 / 1048576.0;
+    let after_compact = rss().saturating_sub(rss0);
     report(
         "malloc (and write)",
         "ns/object",

@@ -1,7 +1,7 @@
-//! The benchmark runner: `cargo bench --bench suite` runs the whole suite.
+//! The benchmark runner: `cargo bench -p cohort-benches --bench suite` runs the whole suite.
 //!
 //! It builds the per-allocator binaries (`benches/alloc_*.rs`), runs every workload of
-//! `benches/common` in a fresh process per allocator, several times with the allocators in a
+//! `benches/workloads` in a fresh process per allocator, several times with the allocators in a
 //! rotating order, runs the instruction counts (`benches/iai.rs`), and writes CSV, markdown tables
 //! and SVG plots to `bench-results/`. Settings, all optional environment variables:
 //!
@@ -14,9 +14,7 @@
 //! - `COHORT_BENCH_OUT` (`bench-results`): the output folder.
 //! - `COHORT_BENCH_COMMIT`: the cohort version named in the report (default: `git describe`).
 
-#[path = "suite/plot.rs"]
 mod plot;
-#[path = "suite/report.rs"]
 mod report;
 
 use report::{Results, ALLOCATORS};
@@ -37,7 +35,7 @@ const fn w(arg: &'static str, group: &'static str, label: &'static str) -> Workl
     Workload { arg, group, label }
 }
 
-/// Every workload, in the order they run (see `benches/common/mod.rs`).
+/// Every workload, in the order they run (see `benches/workloads/lib.rs`).
 const WORKLOADS: &[Workload] = &[
     w("churn", "churn", ""),
     w("threads", "threads", ""),
@@ -172,7 +170,10 @@ fn run_iai() -> Result<Vec<(String, String, f64)>, String> {
         .output()
         .map_err(|e| e.to_string())?;
     if !out.status.success() {
-        return Err(format!("cargo bench --bench iai: {}", out.status));
+        return Err(format!(
+            "cargo bench -p cohort-benches --bench iai: {}",
+            out.status
+        ));
     }
     let text = String::from_utf8_lossy(&out.stdout);
     let mut counts = Vec::new();
@@ -196,7 +197,7 @@ fn run_iai() -> Result<Vec<(String, String, f64)>, String> {
     Ok(counts)
 }
 
-const README: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/README.md");
+const README: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
 const START: &str = "<!-- results: start (written by the suite) -->";
 const END: &str = "<!-- results: end -->";
 
@@ -216,7 +217,7 @@ fn paste_into_readme(md: &str) {
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         // `cargo test --benches` runs bench targets without `--bench`: not the 10-minute suite.
-        eprintln!("the suite runs under `cargo bench --bench suite`");
+        eprintln!("the suite runs under `cargo bench -p cohort-benches --bench suite`");
         return;
     }
     let started = Instant::now();
@@ -226,9 +227,11 @@ fn main() {
     let allocators = env_list("COHORT_BENCH_ALLOCATORS")
         .unwrap_or_else(|| ALLOCATORS[..4].iter().map(|s| s.to_string()).collect());
     let only = env_list("COHORT_BENCH_ONLY");
+    // The repository's top level, above this package.
+    let top = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let out_dir = PathBuf::from(env_or(
         "COHORT_BENCH_OUT",
-        format!("{}/bench-results", env!("CARGO_MANIFEST_DIR")),
+        top.join("bench-results").display().to_string(),
     ));
     std::env::set_var("COHORT_BENCH_SCALE", scale.to_string());
 

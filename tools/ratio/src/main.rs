@@ -1,8 +1,8 @@
 //! `cohort-ratio`: what cohort's memory costs, block by block.
 //!
 //! ```text
-//! cargo run --release --bin cohort-ratio                 # the built-in workload
-//! cargo run --release --bin cohort-ratio -- --help       # options and the mix syntax
+//! cargo run --release -p cohort-ratio                 # the built-in workload
+//! cargo run --release -p cohort-ratio -- --help       # options and the mix syntax
 //! ```
 //!
 //! The tool runs a workload (a *mix*: sizes, counts, lifetime classes, how each is
@@ -37,34 +37,20 @@
 //! block) or a row of the ratio table fails, 2 on a usage error.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
-// Under `--cfg loom` (tests/loom.rs) the library is only its lock-free layers, without
-// `Cohort`: the tool is then an empty program.
-#![cfg_attr(loom, allow(dead_code, unused_imports))]
-
-#[path = "ratio/json.rs"]
 mod json;
-#[path = "ratio/mix.rs"]
 mod mix;
-#[cfg(not(loom))]
-#[path = "ratio/report.rs"]
 mod report;
-#[path = "ratio/table.rs"]
 mod table;
-#[cfg(not(loom))]
-#[path = "ratio/workload.rs"]
 mod workload;
 
 use cohort::class::CLASSES;
-#[cfg(not(loom))]
 use cohort::Cohort;
 use json::Json;
 use mix::{Entry, How, LIFE_NAMES};
-#[cfg(not(loom))]
 use report::{group, total, SeedRow, Snapshot, Sum};
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 use table::{bytes, count, percent, ratio, Table};
-#[cfg(not(loom))]
 use workload::{Life, Run};
 
 const HELP: &str = "\
@@ -157,7 +143,6 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Options, (String, bo
 }
 
 /// Everything the report shows.
-#[cfg(not(loom))]
 struct Report {
     mix: Vec<Entry>,
     /// Live allocations per entry after the free phase.
@@ -169,7 +154,6 @@ struct Report {
 }
 
 /// Runs the mix on a fresh instance and measures it.
-#[cfg(not(loom))]
 fn measure(mix: Vec<Entry>) -> Result<Report, String> {
     let cohort = Cohort::<Life>::new();
     let mut run = Run::new(&cohort, &mix)?;
@@ -210,7 +194,6 @@ fn how(e: &Entry) -> String {
     }
 }
 
-#[cfg(not(loom))]
 fn sum_cells(s: &Sum) -> Vec<String> {
     vec![
         count(s.blocks),
@@ -225,7 +208,6 @@ fn sum_cells(s: &Sum) -> Vec<String> {
     ]
 }
 
-#[cfg(not(loom))]
 fn to_text(r: &Report, blocks: bool) -> String {
     let mut out = String::new();
     let allocated: usize = r.mix.iter().map(|e| e.count).sum();
@@ -442,7 +424,6 @@ fn to_text(r: &Report, blocks: bool) -> String {
     out
 }
 
-#[cfg(not(loom))]
 fn sum_json(s: &Sum) -> Json {
     Json::Obj(vec![
         ("blocks", s.blocks.into()),
@@ -460,7 +441,6 @@ fn sum_json(s: &Sum) -> Json {
     ])
 }
 
-#[cfg(not(loom))]
 fn to_json(r: &Report, blocks: bool) -> Json {
     let mix = r.mix.iter().zip(&r.live).map(|(e, &live)| {
         Json::Obj(vec![
@@ -589,10 +569,6 @@ fn to_json(r: &Report, blocks: bool) -> Json {
     Json::Obj(out)
 }
 
-#[cfg(loom)]
-fn main() {}
-
-#[cfg(not(loom))]
 fn main() -> ExitCode {
     let opts = match parse_args(std::env::args().skip(1)) {
         Ok(o) => o,
@@ -624,7 +600,7 @@ fn main() -> ExitCode {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(test)]
 mod tests {
     use super::*;
 

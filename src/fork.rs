@@ -1,0 +1,140 @@
+//! fork(): the instance list's lock and every instance's pool and large-table locks are taken
+//! before the fork and released after it in both processes, so the child never inherits a
+//! lock held by a thread it does not have, nor an instance half initialised (initialisation
+//! runs under the list's lock).
+//!
+//! Invariant: the list holds exactly the pools of the instances alive in the process (an
+//! instance pushes its pool when it creates it, under the list's lock, and unregisters it
+//! when it drops), linked through `Pool::fork_next`.
+
+use crate::heap_handover;
+use crate::os;
+use crate::pool::Pool;
+use crate::sync::{spin_hint, spin_lock, AtomicU8, Ordering, RawSpin, SpinLock};
+use core::ptr;
+use parking_lot::lock_api::MutexGuard;
+
+pub(crate) struct List(*mut Pool);
+// SAFETY: the list is only touched under its lock.
+unsafe impl Send for List {}
+
+static INSTANCES: SpinLock<List> = spin_lock(List(ptr::null_mut()));
+static REGISTERED: AtomicU8 = AtomicU8::new(0);
+
+/// Handlers not registered / being registered / registered.
+const NONE: u8 = 0;
+const REGISTERING: u8 = 1;
+const DONE: u8 = 2;
+
+/// Registers the fork handlers (once per process; other callers wait until they are),
+/// then takes the instance list's lock. The handlers are registered outside the lock:
+/// `pthread_atfork` waits for a fork in progress, whose `prepare` waits for the lock.
+pub(crate) fn lock_list() -> MutexGuard<'static, RawSpin, List> {
+    let mut round = 0;
+    loop {
+        match REGISTERED.compare_exchange(NONE, REGISTERING, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => {
+                os::at_fork(prepare, parent, child);
+                REGISTERED.store(DONE, Ordering::Release);
+                break;
+            }
+            Err(DONE) => break,
+            Err(_) => {
+                spin_hint(round);
+                round += 1;
+            }
+        }
+    }
+    INSTANCES.lock()
+}
+
+/// Adds a fresh pool to the list (whose lock the caller holds).
+pub(crate) fn push(list: &mut List, pool: *mut Pool) {
+    // SAFETY: the pool is fresh and ours; the list lock guards `fork_next`.
+    unsafe { (*pool).fork_next = list.0 };
+    list.0 = pool;
+}
+
+pub(crate) fn unregister(pool: *mut Pool) {
+    let mut list = INSTANCES.lock();
+    let mut at: *mut *mut Pool = &mut list.0;
+    // SAFETY: every pool on the list is live until unregistered here.
+    unsafe {
+        while !(*at).is_null() {
+            if *at == pool {
+                *at = (*pool).fork_next;
+                return;
+            }
+            at = &mut (**at).fork_next;
+        }
+    }
+}
+
+fn for_each(list: &List, f: impl Fn(&Pool)) {
+    let mut p = list.0;
+    while !p.is_null() {
+        // SAFETY: pools on the list are live.
+        let pool = unsafe { &*p };
+        f(pool);
+        p = pool.fork_next;
+    }
+}
+
+/// The `prepare` handler: takes the instance list's lock and every listed pool's two locks,
+/// and keeps them (the guards are forgotten) across the fork.
+///
+/// # Safety
+/// Called only by `fork()` (registered with `pthread_atfork`), which calls [`parent`] or
+/// [`child`] after it: nothing else releases the locks it keeps.
+unsafe extern "C" fn prepare() {
+    let list = INSTANCES.lock();
+    for_each(&list, |pool| {
+        core::mem::forget(pool.state.lock());
+        core::mem::forget(pool.large.lock());
+    });
+    core::mem::forget(list);
+}
+
+/// Releases the locks [`prepare`] kept.
+///
+/// # Safety
+/// [`prepare`] ran in this process (or, in a child, in the parent before the fork) and its
+/// locks were not released since: they are held, by the calling thread or by the parent's
+/// image of it.
+unsafe fn release_all() {
+    // SAFETY: `prepare` locked the list and every pool in this process (parent) or in
+    // the parent's image (child, where that thread is the only one).
+    unsafe {
+        let list = &*INSTANCES.data_ptr();
+        for_each(list, |pool| {
+            pool.large.force_unlock();
+            pool.state.force_unlock();
+        });
+        INSTANCES.force_unlock();
+    }
+}
+
+/// The `parent` handler: releases the locks [`prepare`] kept.
+///
+/// # Safety
+/// Called only by `fork()` in the parent, after [`prepare`].
+unsafe extern "C" fn parent() {
+    // SAFETY: see release_all.
+    unsafe { release_all() }
+}
+
+/// The `child` handler: revives heaps whose thread was exiting at the fork (no thread of the
+/// child will finish their exit), then releases the locks [`prepare`] kept.
+///
+/// # Safety
+/// Called only by `fork()` in the child, after [`prepare`] in the parent, while the
+/// calling thread is the child's only one.
+unsafe extern "C" fn child() {
+    // SAFETY: `prepare` locked the list; this thread is the child's only one.
+    for_each(
+        unsafe { &*INSTANCES.data_ptr() },
+        heap_handover::after_fork_in_child,
+    );
+    // SAFETY: see release_all.
+    unsafe { release_all() }
+}

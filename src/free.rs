@@ -1,0 +1,411 @@
+//! The free paths: the class look-up, the fast path ([`Instance::free_class`]: a push on a
+//! block of the calling thread's heap), frees the fast path cannot finish (a remote free: a
+//! lock-free push on the block's remote list; or misuse), large frees, and the checks a free
+//! makes before it touches anything (every build: the region bounds, the block's key, the
+//! one double free the block's first free slot shows; checked mode: everything, with the
+//! live bits).
+
+use crate::block::{header_of, key, Header, LocalFree, MAGIC};
+use crate::class::{class_of, CLASSES, CLASS_COUNT};
+use crate::instance::{Instance, CHECKED};
+use crate::large::LargeTable;
+use crate::live_bits::LiveBits;
+use crate::misuse::{report, Misuse, Problem};
+use crate::os;
+use crate::per_thread;
+use crate::pool::{Pool, EMPTY_KEY};
+use crate::region::{BLOCK, TAIL};
+use crate::route::Route;
+use crate::sync::Ordering;
+use crate::tiny;
+
+impl Instance {
+    /// The free paths' entry: the class look-up, inlined for sizes up to 1 KiB. A null `p`
+    /// does nothing (as C's free), nor does a zero size; both tests are out of line, so they
+    /// cost the fast path nothing: a zero size wraps past the exact table into
+    /// `free_above_exact`, and a null pointer fails the region-bounds check into
+    /// `free_other`.
+    ///
+    /// # Safety
+    /// `p` is null, or a live allocation of this instance made with an alignment of
+    /// `align`, lifetime class `life` and a size whose usable size `size` does not exceed,
+    /// at least the size asked for (as [`Cohort::free`](crate::Cohort::free)).
+    #[inline(always)]
+    pub(crate) unsafe fn free_sized<const ABORT: bool, R: Route>(
+        &self,
+        route: R,
+        p: *mut u8,
+        size: usize,
+        align: usize,
+        life: usize,
+    ) {
+        match per_thread::exact_class(size, align) {
+            // SAFETY: forwarded contract; class is the size's.
+            Some(class) => unsafe { self.free_class::<ABORT, R>(route, p, size, class, life) },
+            // SAFETY: forwarded contract.
+            None => unsafe { self.free_above_exact::<ABORT, R>(route, p, size, align, life) },
+        }
+    }
+
+    /// As `alloc_above_exact`, for frees.
+    ///
+    /// # Safety
+    /// As [`Instance::free_sized`].
+    #[inline(never)]
+    unsafe fn free_above_exact<const ABORT: bool, R: Route>(
+        &self,
+        route: R,
+        p: *mut u8,
+        size: usize,
+        align: usize,
+        life: usize,
+    ) {
+        if size == 0 {
+            return;
+        }
+        match class_of(size, align) {
+            // SAFETY: forwarded contract; class is the size's.
+            Some(class) => unsafe { self.free_class::<ABORT, R>(route, p, size, class, life) },
+            // SAFETY: forwarded contract: a large size.
+            None => unsafe { self.free_large::<ABORT>(p, size, life) },
+        }
+    }
+
+    /// The free fast path: the block is the route's heap's (for the thread: its last used
+    /// heap's) and holds (class, life); one compare checks both ([`Route::owns`]). Budget, x86-64, with
+    /// the class look-up before it (checked by `benches/iai.rs`): 22 instructions in a
+    /// `__rust_dealloc` of its own, `ret` included: size index 3, bound 2, thread pointer 1,
+    /// class 1, header mask 2, owner-and-key compare 4, push 4, count 4 (an atomic's load,
+    /// decrement, store and branch: a plain field would fold to 2, but snapshots read the
+    /// count from other threads). Inlined with a constant align: 20. On top of that, two
+    /// checks that hold in every build: the region bounds, so that a foreign pointer is
+    /// reported and never dereferenced (4: copy, subtract, compare, branch), and the slot
+    /// against the block's first free slot, a double free of the slot freed last (2:
+    /// compare, branch). Measured by `cargo bench --bench iai`: a 16-byte malloc+free pair
+    /// went from 39 to 46 instructions with them (inlined, static instance).
+    ///
+    /// # Safety
+    /// As [`Instance::free_sized`], with `class` the class of the size.
+    #[inline(always)]
+    unsafe fn free_class<const ABORT: bool, R: Route>(
+        &self,
+        route: R,
+        p: *mut u8,
+        size: usize,
+        class: usize,
+        life: usize,
+    ) {
+        if CHECKED {
+            self.check_free::<ABORT, true>(p, size, class, life);
+        }
+        // Every exit to the cold paths is a jump to `free_other` (which tells misuse from a
+        // remote free) or `free_slow_current`: calls to functions that never return would
+        // need a stack frame.
+        if self.bounds.contains(p) {
+            // SAFETY: p lies in the region, which is readable everywhere, and its block is
+            // the one its header mask finds (every block has the same size), so the header
+            // read is the block's own.
+            let h = unsafe { &*header_of(p) };
+            if route.owns(h.owner_key() ^ key(class, life) as u64) {
+                // SAFETY: the slot is live (the caller says so; push_local checks the one
+                // double free it can see) and its block is this thread's.
+                match unsafe { h.push_local(p) } {
+                    LocalFree::Done => return,
+                    LocalFree::Slow => return route.free_slow(h),
+                    // free_other finds the same and reports it.
+                    LocalFree::AlreadyFree => {}
+                }
+            }
+        }
+        // SAFETY: forwarded contract.
+        unsafe { self.free_other::<ABORT, R>(route, p, size, class, life) }
+    }
+
+    /// A free the fast path could not finish: the pointer is not in the region, or its block
+    /// holds another (class, life), or the slot is already free, which is misuse; or the
+    /// block belongs to another heap: a remote free.
+    ///
+    /// # Safety
+    /// As [`Instance::free_class`].
+    #[cold]
+    #[inline(never)]
+    unsafe fn free_other<const ABORT: bool, R: Route>(
+        &self,
+        route: R,
+        p: *mut u8,
+        size: usize,
+        class: usize,
+        life: usize,
+    ) {
+        if !self.bounds.contains(p) {
+            if p.is_null() {
+                return; // A null free does nothing (see `free_sized`).
+            }
+            return self.foreign::<ABORT>(p, size, life);
+        }
+        // SAFETY: as in free_class: p lies in the region, readable everywhere.
+        let h = unsafe { &*header_of(p) };
+        if !CHECKED && h.key() != key(class, life) {
+            self.bad_key::<ABORT>(p, size, class, life);
+        }
+        // SAFETY: a live slot of block h (caller).
+        unsafe { self.free_remote::<ABORT, R>(route, h, p, size, life) };
+    }
+
+    /// The block of live slot `p` of (class, life), after the checks a free makes (the key
+    /// compare in every build, everything in checked mode), which leave the slot live: the
+    /// check of a resize's old allocation. Misuse is reported (it panics, or aborts when
+    /// `ABORT`).
+    ///
+    /// # Safety
+    /// As [`Instance::free_sized`]: `p` is a live allocation of this allocator.
+    #[inline(always)]
+    pub(crate) unsafe fn validated_block<const ABORT: bool>(
+        &self,
+        p: *mut u8,
+        size: usize,
+        class: usize,
+        life: usize,
+    ) -> &Header {
+        let h = header_of(p);
+        if CHECKED {
+            self.check_free::<ABORT, false>(p, size, class, life);
+        } else {
+            if !self.bounds.contains(p) {
+                self.foreign::<ABORT>(p, size, life);
+            }
+            // SAFETY: the caller's pointer is in a block of this allocator, whose header is
+            // mapped.
+            if unsafe { (*h).key() } != key(class, life) {
+                self.bad_key::<ABORT>(p, size, class, life);
+            }
+        }
+        // SAFETY: checked or promised by the caller: h is the live block holding slot p.
+        unsafe { &*h }
+    }
+
+    /// A free of slot `p` of a block the route's heap does not own: local after all when
+    /// the block is another heap of the caller's ([`Route::heap_owning`]); else a lock-free
+    /// push on its remote list, or the pool's lock for tiny blocks. A slot that is the first of the
+    /// list it would join is already free: reported as a double free (`size` and `life`
+    /// are the caller's, for the report).
+    ///
+    /// # Safety
+    /// `p` is a live slot of block `h` (its size and lifetime class checked against the
+    /// block's key).
+    #[cold]
+    #[inline(never)]
+    unsafe fn free_remote<const ABORT: bool, R: Route>(
+        &self,
+        route: R,
+        h: &Header,
+        p: *mut u8,
+        size: usize,
+        life: usize,
+    ) {
+        let off = h.offset_of(p);
+        let owner = h.owner();
+        // The block may be the caller's after all, in a heap it did not use last (a thread
+        // allocates from several instances; a join's thread has its own heap too), made
+        // current. Then the free is local, so the block's emptying is seen.
+        // SAFETY: the route gives null or a live heap the caller holds.
+        let mine = unsafe { route.heap_owning(self.instance_id(), owner).as_ref() };
+        if let Some(heap) = mine {
+            // SAFETY: a live slot of a block of this thread's heap.
+            if !unsafe { heap.free_local(h, p) } {
+                self.double_free::<ABORT>(p, size, life);
+            }
+            return;
+        }
+        // SAFETY: the block exists, so the pool does.
+        let pool = unsafe { &*self.pool.load(Ordering::Acquire) };
+        if h.geometry().is_tiny() {
+            if !h.is_slot(off as usize) {
+                let stride = h.geometry().stride as usize;
+                report::<ABORT>(self.misuse(p, size, life, Problem::NotASlot { stride }));
+            }
+            let mut st = pool.lock();
+            // SAFETY: we hold the lock that owns tiny blocks; off is a slot of the block.
+            if unsafe { tiny::is_first_free(h, off) } {
+                drop(st);
+                return self.double_free::<ABORT>(p, size, life);
+            }
+            // SAFETY: the caller guarantees a live slot; tiny blocks are the pool's.
+            unsafe { pool.free_tiny(&mut st, h, off) };
+        } else {
+            if h.is_first_remote(off) {
+                return self.double_free::<ABORT>(p, size, life);
+            }
+            // SAFETY: a live slot (caller).
+            if unsafe { h.push_remote(off) } {
+                pool.relist(h);
+            }
+            pool.after_remote_free(h);
+        }
+    }
+
+    /// Frees a large allocation, after checking the large table (every build: a hash
+    /// look-up beside a system call): the pointer must start a live large allocation of
+    /// this lifetime class whose mapped length `size` rounds to.
+    ///
+    /// # Safety
+    /// As [`Instance::free_sized`], with `size` a large size: if a large allocation of
+    /// this instance starts at `p`, it is the caller's to free (nothing uses it after).
+    #[cold]
+    #[inline(never)]
+    unsafe fn free_large<const ABORT: bool>(&self, p: *mut u8, size: usize, life: usize) {
+        if p.is_null() {
+            return; // A null free does nothing (see `free_sized`).
+        }
+        let Some(pool) = self.pool_if_any() else {
+            report::<ABORT>(self.misuse(p, size, life, Problem::Foreign));
+        };
+        let mut large = pool.large.lock();
+        match large_match(&large, p, size, life) {
+            Ok(mapped) => {
+                large.remove(p as usize);
+                drop(large);
+                // SAFETY: a live large allocation of ours: a mapping of `mapped` bytes.
+                unsafe { os::release(p, mapped) };
+            }
+            Err(problem) => {
+                // (The lock is dropped first: reporting may allocate.)
+                drop(large);
+                report::<ABORT>(self.misuse(p, size, life, problem));
+            }
+        }
+    }
+
+    /// A misuse report of a free (or resize) of `p` with `size` and lifetime class `life`.
+    pub(crate) fn misuse(&self, p: *mut u8, size: usize, life: usize, problem: Problem) -> Misuse {
+        Misuse {
+            ptr: p as usize,
+            size,
+            life,
+            problem,
+            life_names: self.life_names,
+        }
+    }
+
+    /// What a pointer outside the region is: a large allocation (freed with a small size), or
+    /// not this allocator's at all. For the cold report paths (it takes the large lock).
+    fn foreign_or_large(&self, pool: &Pool, p: *mut u8) -> Problem {
+        match pool.large.lock().get(p as usize) {
+            Some((mapped, life)) => Problem::LargeMismatch { mapped, life },
+            None => Problem::Foreign,
+        }
+    }
+
+    /// The release-build check failed: the block's key is not (class, life). Cost on the
+    /// fast path: one `xor`, since the key shares the owner's word and compare.
+    #[cold]
+    #[inline(never)]
+    fn bad_key<const ABORT: bool>(&self, p: *mut u8, size: usize, class: usize, life: usize) -> ! {
+        report::<ABORT>(self.wrong_block(p, size, class, life))
+    }
+
+    /// A free of a pointer outside this instance's region. (Typed `()`, though it never
+    /// returns, so that the fast path reaches it with a jump and needs no stack frame.)
+    #[cold]
+    #[inline(never)]
+    fn foreign<const ABORT: bool>(&self, p: *mut u8, size: usize, life: usize) {
+        let problem = match self.pool_if_any() {
+            Some(pool) => self.foreign_or_large(pool, p),
+            None => Problem::Foreign,
+        };
+        report::<ABORT>(self.misuse(p, size, life, problem))
+    }
+
+    /// A free of a slot that is already free (typed `()` as [`Instance::foreign`]).
+    #[cold]
+    #[inline(never)]
+    fn double_free<const ABORT: bool>(&self, p: *mut u8, size: usize, life: usize) {
+        report::<ABORT>(self.misuse(p, size, life, Problem::DoubleFree))
+    }
+
+    fn wrong_block(&self, p: *mut u8, size: usize, class: usize, life: usize) -> Misuse {
+        let c = &CLASSES[class];
+        // SAFETY: only called after the header was found readable.
+        let h = unsafe { &*header_of(p) };
+        let block_class = (h.key() != EMPTY_KEY && h.class() < CLASS_COUNT).then(|| h.class());
+        let problem = Problem::WrongBlock {
+            class,
+            stride: c.stride as usize,
+            block_class,
+            block_life: h.life(),
+        };
+        self.misuse(p, size, life, problem)
+    }
+
+    /// Checked mode: every check a free can make, before it touches anything. With
+    /// `FREEING` (a free), the slot's live bit is tested and cleared in one atomic step, so
+    /// of two frees of one slot racing each other one is reported; without (the check of a
+    /// resize's old allocation, which stays live), it is only tested.
+    fn check_free<const ABORT: bool, const FREEING: bool>(
+        &self,
+        p: *mut u8,
+        size: usize,
+        class: usize,
+        life: usize,
+    ) {
+        if p.is_null() {
+            return; // A null free does nothing (see `free_sized`).
+        }
+        let bad = |problem| self.misuse(p, size, life, problem);
+        let pool = self.pool.load(Ordering::Acquire);
+        // SAFETY: a non-null pool lives until the Cohort drops.
+        let Some(pool) = (unsafe { pool.as_ref() }) else {
+            report::<ABORT>(bad(Problem::Foreign));
+        };
+        let r = &pool.region;
+        let c = &CLASSES[class];
+        let base = header_of(p) as usize;
+        if !r.contains(p as usize) || !matches!(r.unit_state(r.unit_of(p as usize)), BLOCK | TAIL) {
+            report::<ABORT>(bad(self.foreign_or_large(pool, p)));
+        }
+        // SAFETY: base lies in the region (p does, and blocks are aligned to their size);
+        // the header is read only if its unit starts a block, so it is mapped.
+        let h = unsafe { &*(base as *const Header) };
+        if r.unit_state(r.unit_of(base)) != BLOCK || h.magic != MAGIC || h.key() != key(class, life)
+        {
+            let block_class = (r.unit_state(r.unit_of(base)) == BLOCK
+                && h.magic == MAGIC
+                && h.key() != EMPTY_KEY)
+                .then(|| h.class());
+            report::<ABORT>(bad(Problem::WrongBlock {
+                class,
+                stride: c.stride as usize,
+                block_class,
+                block_life: h.life(),
+            }));
+        }
+        let off = p as usize - base;
+        if !h.is_slot(off) {
+            report::<ABORT>(bad(Problem::NotASlot {
+                stride: c.stride as usize,
+            }));
+        }
+        let was_live = |bits: LiveBits| match FREEING {
+            true => bits.set_free(p as usize),
+            false => bits.is_live(p as usize),
+        };
+        if LiveBits::of(r).is_some_and(|bits| !was_live(bits)) {
+            report::<ABORT>(bad(Problem::DoubleFree));
+        }
+    }
+}
+
+/// The mapped length of the live large allocation at `p` when `size` rounds to it and `life`
+/// is its lifetime class; else what is wrong.
+pub(crate) fn large_match(
+    large: &LargeTable,
+    p: *mut u8,
+    size: usize,
+    life: usize,
+) -> Result<usize, Problem> {
+    match large.get(p as usize) {
+        Some((mapped, l)) if Some(mapped) == os::page_round(size) && l == life => Ok(mapped),
+        Some((mapped, l)) => Err(Problem::LargeMismatch { mapped, life: l }),
+        None => Err(Problem::NotLarge),
+    }
+}

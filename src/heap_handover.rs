@@ -1,0 +1,366 @@
+//! How heaps change hands: a thread or an explicit join takes one (adopting an abandoned
+//! heap, or creating one), leaves it at its exit (its listed blocks go to the pool and the
+//! heap waits on the pool's abandoned list for the next taker), and an instance's teardown
+//! orphans the heaps of threads still running.
+//!
+//! The heap's state changes here, by the transitions of [`crate::heap_record`]. The exit
+//! path takes the pool lock but never allocates.
+
+use crate::heap::{head_at, registered, Heap, EMPTY_BLOCK};
+use crate::heap_record::HeapRecord;
+use crate::heap_record::HeapState::{Abandoned, Exiting, Live, Orphaned};
+use crate::pool::Pool;
+use crate::sync::spin_hint;
+use core::ptr;
+
+/// Thread exit, or the leave of an explicit join: hands the heap's listed blocks to
+/// the pool and parks the heap on the pool's abandoned list, or releases it if its
+/// instance is gone.
+///
+/// # Safety
+/// `heap` is the caller's (its thread's, or its join's), which uses it no more.
+pub(crate) unsafe fn abandon(heap: *mut Heap) {
+    // SAFETY: heaps stay mapped until released below or by the instance's teardown,
+    // which waits for EXITING heaps.
+    let hp = unsafe { &*heap };
+    // EXITING pins the pool: teardown waits for the heap to be ABANDONED. Nothing is
+    // done with the heap until the pool lock is held, so that the lock holders (`scope`,
+    // the fork handlers) see an EXITING heap untouched.
+    if hp.transition(Live, Exiting).is_err() {
+        // ORPHANED: the instance is gone and left this heap to its thread.
+        // SAFETY: nobody else references an orphaned heap.
+        unsafe { Heap::unmap(heap) };
+        return;
+    }
+    #[cfg(test)]
+    hooks::after_exiting(hp.pool());
+    let pool = hp.pool();
+    let mut st = pool.lock();
+    hp.drain_returned();
+    for i in 0..hp.heads() {
+        // SAFETY: i is below the head count; the heap is ours until ABANDONED.
+        let head = unsafe { head_at(heap, hp.heads(), i) };
+        if !ptr::eq(*head.current, &EMPTY_BLOCK) {
+            // SAFETY: a current block is live.
+            let h = unsafe { &**head.current };
+            pool.adopt_block(&mut st, h);
+            *head.current = &EMPTY_BLOCK;
+        }
+        while let Some(h) = pool.list_pop(head.partial) {
+            pool.adopt_block(&mut st, h);
+        }
+    }
+    hp.thread_next_reset();
+    // SAFETY: the pool lock is held; the abandoned list owns the heap from now on.
+    unsafe { (*heap).record.next_abandoned = st.abandoned };
+    // SAFETY: as above.
+    st.abandoned = unsafe { ptr::addr_of_mut!((*heap).record) };
+    // Only this thread moves an EXITING heap (teardown waits for it).
+    let left = hp.transition(Exiting, Abandoned);
+    debug_assert!(left.is_ok(), "an exiting heap changed hands: {left:?}");
+    // From here on an instance teardown may release the heap (it is ABANDONED), but the
+    // guard's unlock below still writes to the pool: teardown takes the pool lock once
+    // before the pool is destroyed, so it waits for this unlock.
+    #[cfg(test)]
+    hooks::after_abandoned(pool);
+    drop(st);
+}
+
+/// In a child process after `fork()`, with the pool lock held: every heap that was exiting
+/// becomes live again ([`HeapRecord::after_fork_in_child`]).
+pub(crate) fn after_fork_in_child(pool: &Pool) {
+    for heap in pool.registered_heaps() {
+        // SAFETY: registered heaps stay mapped while the pool lives.
+        unsafe { (*heap).after_fork_in_child() };
+    }
+}
+
+/// Instance teardown: makes every heap unreachable from the instance. Heaps of running
+/// threads become ORPHANED (the thread releases them at exit); the others are released.
+///
+/// # Safety
+/// The pool is being destroyed and no thread allocates from it any more.
+pub(crate) unsafe fn teardown(pool: &Pool) {
+    for heap in registered(pool) {
+        // SAFETY: registered heaps stay mapped until released here or by their thread.
+        let hp = unsafe { &*heap };
+        let mut round = 0;
+        loop {
+            match hp.transition(Live, Orphaned) {
+                Ok(()) => break,
+                Err(Exiting) => {
+                    spin_hint(round);
+                    round += 1;
+                }
+                Err(_) => {
+                    // SAFETY: ABANDONED: no thread references it any more.
+                    unsafe { Heap::unmap(heap) };
+                    break;
+                }
+            }
+        }
+    }
+    // Every heap is ORPHANED or released now, so no thread starts an abandon; but one
+    // that stored ABANDONED may still be about to unlock the pool (see `abandon`).
+    // Taking the lock once waits for that unlock, its last access to the pool.
+    #[cfg(test)]
+    hooks::teardown_goes_on(pool);
+    drop(pool.lock());
+}
+
+/// A heap for a new thread or join of concurrency group `group`: the abandoned heap of the
+/// same group if there is one (its blocks were last used there); else, for a thread, any
+/// abandoned heap, and for an explicit join, one a thread left; else a new one; else (no
+/// new heap can be had) any abandoned heap.
+pub(crate) fn adopt_or_create(pool: &Pool, instance: u64, group: usize) -> *mut Heap {
+    let heap = adopt(pool, group, false);
+    if !heap.is_null() {
+        return heap;
+    }
+    let heap = Heap::create(pool, instance, group);
+    if !heap.is_null() {
+        return heap;
+    }
+    // No new heap (the registry is full, or the OS refused): any abandoned heap, whatever
+    // its group, rather than none while heaps sit idle (joins that each bring a new hint
+    // would otherwise fill the registry and be refused for good).
+    adopt(pool, group, true)
+}
+
+/// Takes an abandoned heap for a thread or join of `group`, as [`adopt_or_create`] says;
+/// with `any`, the first abandoned heap of whatever group. Null when there is none.
+fn adopt(pool: &Pool, group: usize, any: bool) -> *mut Heap {
+    {
+        let mut st = pool.lock();
+        // SAFETY: abandoned heaps are owned by the pool lock, which we hold; the walk and
+        // the unlink touch only their `next_abandoned` links.
+        unsafe {
+            let group_of = |r: *mut HeapRecord| (*Heap::of(r)).group;
+            let mut at: *mut *mut HeapRecord = &mut st.abandoned;
+            while !(*at).is_null() && group_of(*at) != group {
+                at = &mut (**at).next_abandoned;
+            }
+            if (*at).is_null() {
+                at = &mut st.abandoned;
+                while !any
+                    && group != THREAD_GROUP
+                    && !(*at).is_null()
+                    && group_of(*at) != THREAD_GROUP
+                {
+                    at = &mut (**at).next_abandoned;
+                }
+            }
+            let record = *at;
+            if !record.is_null() {
+                *at = (*record).next_abandoned;
+                (*record).next_abandoned = ptr::null_mut();
+                let heap = Heap::of(record);
+                (*heap).group = group;
+                // Abandoned heaps change hands only under the pool lock, which we hold.
+                let taken = (*record).transition(Abandoned, Live);
+                debug_assert!(taken.is_ok(), "an abandoned heap changed hands: {taken:?}");
+                return heap;
+            }
+        }
+    }
+    ptr::null_mut()
+}
+
+/// An explicit join (not tied to the calling thread): a heap of concurrency group `group`.
+/// Null when the OS refuses memory or the registry is full.
+pub(crate) fn join_explicit(pool: &Pool, instance: u64, group: usize) -> *mut Heap {
+    adopt_or_create(pool, instance, group)
+}
+
+/// The concurrency group of thread heaps (explicit joins choose theirs).
+pub(crate) const THREAD_GROUP: usize = usize::MAX;
+
+#[cfg(test)]
+pub(crate) mod hooks {
+    use crate::pool::Pool;
+    use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+
+    /// The pool whose exiting thread pauses after storing ABANDONED.
+    pub(crate) static PAUSE_POOL: AtomicPtr<Pool> = AtomicPtr::new(core::ptr::null_mut());
+    pub(crate) static PAUSED: AtomicBool = AtomicBool::new(false);
+
+    /// Set when the teardown of the paused pool goes on to destroy it.
+    pub(crate) static RESUME: AtomicBool = AtomicBool::new(false);
+
+    pub(crate) fn after_abandoned(pool: &Pool) {
+        if !core::ptr::eq(PAUSE_POOL.load(Ordering::Acquire), pool) {
+            return;
+        }
+        PAUSED.store(true, Ordering::Release);
+        // Bounded: a failing test must not hang.
+        for _ in 0..10_000 {
+            if RESUME.load(Ordering::Acquire) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
+    /// The pool whose exiting thread pauses after storing EXITING, until `EXIT_GO`.
+    pub(crate) static PAUSE_EXITING: AtomicPtr<Pool> = AtomicPtr::new(core::ptr::null_mut());
+    pub(crate) static EXITING_PAUSED: AtomicBool = AtomicBool::new(false);
+    pub(crate) static EXIT_GO: AtomicBool = AtomicBool::new(false);
+
+    /// Serialises the tests that use the EXITING pause, and resets it.
+    pub(crate) fn exiting_pause(pool: *mut Pool) -> std::sync::MutexGuard<'static, ()> {
+        static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        EXITING_PAUSED.store(false, Ordering::Release);
+        EXIT_GO.store(false, Ordering::Release);
+        PAUSE_EXITING.store(pool, Ordering::Release);
+        guard
+    }
+
+    pub(crate) fn after_exiting(pool: &Pool) {
+        if !core::ptr::eq(PAUSE_EXITING.load(Ordering::Acquire), pool) {
+            return;
+        }
+        EXITING_PAUSED.store(true, Ordering::Release);
+        for _ in 0..10_000 {
+            if EXIT_GO.load(Ordering::Acquire) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
+    /// The teardown of `pool` is about to wait for the pool lock, or destroyed the pool.
+    pub(crate) fn teardown_goes_on(pool: *const Pool) {
+        if core::ptr::eq(PAUSE_POOL.load(Ordering::Acquire), pool) {
+            RESUME.store(true, Ordering::Release);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hooks;
+    use crate::Cohort;
+    use std::sync::atomic::Ordering;
+
+    /// Starts a thread that allocates and frees once in `c`, then exits. The caller keeps
+    /// `c` alive until the thread's allocation is done (the tests wait for its exit hook).
+    fn allocate_once_and_exit(c: &Cohort<()>) -> std::thread::JoinHandle<()> {
+        let shared = c as *const Cohort<()> as usize;
+        std::thread::spawn(move || {
+            // SAFETY: the caller's promise.
+            let c = unsafe { &*(shared as *const Cohort<()>) };
+            let p = c.malloc(64, ());
+            // SAFETY: just allocated.
+            unsafe { c.free(p, 64, ()) };
+        })
+    }
+
+    /// A thread exits (its heap becomes ABANDONED) while another drops the instance: the
+    /// drop must not unmap the pool before the exiting thread has unlocked it.
+    #[test]
+    fn drop_waits_for_an_exiting_thread_to_unlock_the_pool() {
+        let c = Box::into_raw(Box::new(Cohort::<()>::new()));
+        // SAFETY: c lives until the drop below.
+        let pool = unsafe { (*c).core.pool() }.unwrap() as *const _ as *mut _;
+        hooks::PAUSE_POOL.store(pool, Ordering::Release);
+        // SAFETY: c lives until the drop below, after the thread's allocation.
+        let t = allocate_once_and_exit(unsafe { &*c });
+        while !hooks::PAUSED.load(Ordering::Acquire) {
+            std::thread::yield_now();
+        }
+        // SAFETY: no thread uses the instance any more (the other one is exiting).
+        drop(unsafe { Box::from_raw(c) });
+        t.join().unwrap();
+        hooks::PAUSE_POOL.store(std::ptr::null_mut(), Ordering::Release);
+    }
+
+    /// With every registry id held by a join, a thread without a heap allocates through the
+    /// pool: it must not map (and unmap) a heap on every allocation.
+    #[test]
+    fn a_full_registry_maps_no_heap_per_allocation() {
+        let c = Cohort::<()>::new();
+        let joins: Vec<_> = (1..crate::pool::MAX_HEAPS)
+            .map(|i| c.join(i).expect("a join while the registry has room"))
+            .collect();
+        assert!(c.join(0).is_none(), "the registry is full");
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for _ in 0..100 {
+                    let p = c.malloc(64, ());
+                    assert!(!p.is_null());
+                    // SAFETY: just allocated.
+                    unsafe { c.free(p, 64, ()) };
+                }
+                let mapped = crate::heap::counts::HEAPS_MAPPED_HERE.with(|n| n.get());
+                assert_eq!(
+                    mapped, 0,
+                    "heaps mapped by a thread that cannot register one"
+                );
+            });
+        });
+        drop(joins);
+    }
+
+    /// `scope` (exclusive use, under the pool lock) while a thread that used the instance
+    /// is exiting: neither waits for the other forever.
+    #[test]
+    fn scope_while_a_thread_exits_does_not_deadlock() {
+        let mut c = Box::new(Cohort::<()>::new());
+        let pool = c.core.pool().unwrap() as *const _ as *mut _;
+        let _one = hooks::exiting_pause(pool);
+        let t = allocate_once_and_exit(&c);
+        while !hooks::EXITING_PAUSED.load(Ordering::Acquire) {
+            std::thread::yield_now();
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let scoper = std::thread::spawn(move || {
+            c.scope((), |_, _| ());
+            tx.send(()).unwrap();
+            c
+        });
+        let finished = rx.recv_timeout(std::time::Duration::from_secs(30));
+        hooks::EXIT_GO.store(true, Ordering::Release);
+        assert!(
+            finished.is_ok(),
+            "scope waited forever for the exiting thread"
+        );
+        t.join().unwrap();
+        hooks::PAUSE_EXITING.store(std::ptr::null_mut(), Ordering::Release);
+        drop(scoper.join().unwrap());
+    }
+
+    /// fork while a thread is exiting (its heap EXITING, waiting for the pool lock the fork
+    /// handlers hold): the child, which has no such thread, can still drop the instance.
+    #[test]
+    fn fork_while_a_thread_exits_leaves_the_child_able_to_drop_the_instance() {
+        let c = Box::new(Cohort::<()>::new());
+        let pool = c.core.pool().unwrap() as *const _ as *mut _;
+        let _one = hooks::exiting_pause(pool);
+        let t = allocate_once_and_exit(&c);
+        while !hooks::EXITING_PAUSED.load(Ordering::Acquire) {
+            std::thread::yield_now();
+        }
+        // SAFETY: the child only drops the instance and exits through _exit; the alarm
+        // turns a hang into a failure.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            // SAFETY: as above.
+            unsafe {
+                libc::alarm(10);
+                drop(c);
+                libc::_exit(0);
+            }
+        }
+        hooks::EXIT_GO.store(true, Ordering::Release);
+        let mut status = 0;
+        // SAFETY: our own child.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        t.join().unwrap();
+        hooks::PAUSE_EXITING.store(std::ptr::null_mut(), Ordering::Release);
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "the child hung dropping the instance (status {status:#x})"
+        );
+    }
+}

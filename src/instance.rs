@@ -1,0 +1,206 @@
+//! The non-generic core of an allocator instance: its id, its pool (created on first use,
+//! under the fork handlers' lock), the region bounds the free fast path reads, and the
+//! instance's drop. The alloc, free and resize paths ([`crate::alloc`], [`crate::free`],
+//! [`crate::resize`]) are methods of [`Instance`]; [`crate::Cohort`] wraps it with its
+//! lifetime-class type.
+//!
+//! Invariants: `pool` is null or a pool that lives until the instance drops; `instance` is
+//! `u64::MAX` while `pool` is null, then the id taken when the pool was created (ids are
+//! unique in the process, see [`crate::instance_id`]); once `pool` is published, `bounds`
+//! are the region's, written before the publication.
+
+use crate::fork;
+use crate::heap_handover;
+use crate::instance_id::{MAX_INSTANCES, NEXT_INSTANCE};
+use crate::os;
+use crate::per_thread;
+use crate::pool::Pool;
+use crate::sync::{AtomicPtr, AtomicU64, Ordering};
+use core::cell::UnsafeCell;
+use core::ptr;
+
+/// True when every free is fully checked (foreign pointers, double frees).
+pub(crate) const CHECKED: bool = cfg!(any(debug_assertions, feature = "checked"));
+
+/// One allocator instance, whatever its lifetime-class type.
+pub(crate) struct Instance {
+    /// The instance id (never reused), `u64::MAX` until the pool exists.
+    pub(crate) instance: AtomicU64,
+    pub(crate) pool: AtomicPtr<Pool>,
+    /// The region's bounds, for the free fast path's check of foreign pointers.
+    pub(crate) bounds: RegionBounds,
+    reservation: usize,
+    exact: bool,
+    /// Number of lifetime classes.
+    life_count: usize,
+    /// The lifetime classes' names, for misuse reports.
+    pub(crate) life_names: &'static [&'static str],
+}
+
+// SAFETY: the raw pool pointer is shared state designed for concurrent use (atomics and
+// locks); nothing in an instance is tied to a thread.
+unsafe impl Sync for Instance {}
+// SAFETY: as above.
+unsafe impl Send for Instance {}
+
+/// The bounds of an instance's region, read by the free fast path to tell foreign pointers
+/// (two instructions, with no pointer chase: plain fields of the instance).
+///
+/// Written once, by the thread that creates the instance's pool, before it publishes the
+/// pool (Release); read without synchronisation by frees. A free that respects its contract
+/// frees a pointer this instance allocated, so the pool's publication happened before it and
+/// the read sees the written bounds; only a free of a pointer the instance never allocated
+/// (already a broken contract) can race with the write, and it reads 0 (no pointer is in
+/// an empty range: reported foreign) or the bounds.
+pub(crate) struct RegionBounds {
+    base: UnsafeCell<usize>,
+    len: UnsafeCell<usize>,
+}
+
+impl RegionBounds {
+    /// No region yet: no pointer is inside.
+    const fn empty() -> RegionBounds {
+        RegionBounds {
+            base: UnsafeCell::new(0),
+            len: UnsafeCell::new(0),
+        }
+    }
+
+    /// Sets the bounds.
+    ///
+    /// # Safety
+    /// Called once per instance, by the thread creating its pool, before publishing it.
+    unsafe fn set(&self, base: usize, len: usize) {
+        // SAFETY: the only write (caller); reads that could race it are of frees whose
+        // contract is already broken (see the type).
+        unsafe {
+            *self.base.get() = base;
+            *self.len.get() = len;
+        }
+    }
+
+    /// True when `p` lies in the region.
+    #[inline(always)]
+    pub(crate) fn contains(&self, p: *mut u8) -> bool {
+        // SAFETY: see the type: written once before any pointer of the region exists.
+        let (base, len) = unsafe { (*self.base.get(), *self.len.get()) };
+        (p as usize).wrapping_sub(base) < len
+    }
+}
+
+impl Instance {
+    /// An instance whose pool, created on first use, reserves `reservation` bytes (exactly,
+    /// or halved until the OS accepts unless `exact`), for `life_count` lifetime classes.
+    pub(crate) const fn new(
+        reservation: usize,
+        exact: bool,
+        life_count: usize,
+        life_names: &'static [&'static str],
+    ) -> Instance {
+        Instance {
+            instance: AtomicU64::new(u64::MAX),
+            pool: AtomicPtr::new(ptr::null_mut()),
+            bounds: RegionBounds::empty(),
+            reservation,
+            exact,
+            life_count,
+            life_names,
+        }
+    }
+
+    /// The pool, created on first use; `None` when the OS refuses the reservation.
+    #[inline(always)]
+    pub(crate) fn pool(&self) -> Option<&Pool> {
+        let p = self.pool.load(Ordering::Acquire);
+        if p.is_null() {
+            return self.init_pool();
+        }
+        // SAFETY: a published pool lives until the instance drops.
+        Some(unsafe { &*p })
+    }
+
+    /// Creates the pool. Initialisation runs under the lock of the process's instance
+    /// list, which the fork handlers hold across `fork()`: a child never inherits an
+    /// instance half initialised by a thread it does not have (it would wait for it
+    /// forever).
+    #[cold]
+    #[inline(never)]
+    fn init_pool(&self) -> Option<&Pool> {
+        let mut list = fork::lock_list();
+        let p = self.pool.load(Ordering::Acquire);
+        if !p.is_null() {
+            // SAFETY: a published pool lives until the instance drops.
+            return Some(unsafe { &*p });
+        }
+        // The id is taken only once the pool exists: a failing creation, retried by every
+        // call, must not use ids up.
+        if !os::page_size_matches() || NEXT_INSTANCE.load(Ordering::Relaxed) >= MAX_INSTANCES {
+            return None;
+        }
+        let pool = Pool::create(self.reservation, self.exact, self.life_count, CHECKED);
+        if pool.is_null() {
+            return None;
+        }
+        // Ids are taken under the list lock: the test above still holds.
+        let id = NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed);
+        fork::push(&mut list, pool);
+        // SAFETY: the pool was just created, not yet shared; this thread holds the instance
+        // list's lock, under which every initialisation runs, so it is the only writer of the
+        // bounds, and it writes them before publishing the pool (see RegionBounds).
+        unsafe {
+            let region = &(*pool).region;
+            self.bounds.set(region.base(), region.len());
+        }
+        self.instance.store(id, Ordering::Relaxed);
+        self.pool.store(pool, Ordering::Release);
+        // SAFETY: just created; lives until the instance drops.
+        Some(unsafe { &*pool })
+    }
+
+    /// (large allocations, large bytes, retained empty blocks, lock acquisitions).
+    pub(crate) fn pool_counters(&self) -> (usize, usize, usize, u64) {
+        let Some(pool) = self.pool_if_any() else {
+            return (0, 0, 0, 0);
+        };
+        let retained = Pool::retained_blocks(&pool.state.lock());
+        let large = pool.large.lock();
+        (
+            large.count(),
+            large.bytes,
+            retained,
+            pool.lock_count.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The instance id (`u64::MAX` before the pool exists).
+    pub(crate) fn instance_id(&self) -> u64 {
+        self.instance.load(Ordering::Relaxed)
+    }
+
+    /// The pool if it exists (it is never created here).
+    pub(crate) fn pool_if_any(&self) -> Option<&Pool> {
+        // SAFETY: a published pool lives until the instance drops.
+        unsafe { self.pool.load(Ordering::Acquire).as_ref() }
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let pool = *self.pool.get_mut();
+        if pool.is_null() {
+            return;
+        }
+        fork::unregister(pool);
+        // SAFETY: `&mut self`: no thread uses this instance any more, so its heaps can be
+        // detached and its memory released.
+        unsafe {
+            heap_handover::teardown(&*pool);
+            Pool::destroy(pool);
+        }
+        // The calling thread's heap of it (now ORPHANED) goes at once; other threads
+        // release theirs when their next look-up meets it.
+        per_thread::release_orphans();
+        #[cfg(test)]
+        heap_handover::hooks::teardown_goes_on(pool);
+    }
+}

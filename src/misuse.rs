@@ -1,0 +1,175 @@
+//! Misuse: what a free (or resize) found wrong with its pointer, size or lifetime class, and
+//! how it is reported: a panic from the direct API, an abort with the message from
+//! `GlobalAlloc` (which must not unwind). The message names the pointer, the size and the
+//! lifetime class, and is formatted without allocating.
+
+use crate::class::CLASSES;
+use crate::os;
+use core::fmt;
+
+/// What a free found wrong (see [`Cohort::free`](crate::Cohort::free)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Misuse {
+    /// The pointer given to free.
+    pub ptr: usize,
+    /// The size given to free.
+    pub size: usize,
+    /// The lifetime class index given to free.
+    pub life: usize,
+    /// What is wrong.
+    pub problem: Problem,
+    /// The lifetime classes' names ([`Lifetime::NAMES`]), for the message; may be empty.
+    pub life_names: &'static [&'static str],
+}
+
+/// The kinds of [`Misuse`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Problem {
+    /// The pointer is not in this allocator's memory.
+    Foreign,
+    /// The pointer's block holds another size class or lifetime class (or is empty).
+    WrongBlock {
+        /// The size class the size maps to.
+        class: usize,
+        /// Its stride.
+        stride: usize,
+        /// The block's size class (`None` for an empty or unreadable block).
+        block_class: Option<usize>,
+        /// The block's lifetime class.
+        block_life: usize,
+    },
+    /// The pointer is inside a slot, not at its start.
+    NotASlot {
+        /// The block's stride.
+        stride: usize,
+    },
+    /// The slot is already free.
+    DoubleFree,
+    /// The size says large, but no live large allocation starts at the pointer (a double
+    /// free, a foreign pointer, or a size that is too large).
+    NotLarge,
+    /// A large allocation starts at the pointer, but of another length or lifetime class.
+    LargeMismatch {
+        /// Its mapped length.
+        mapped: usize,
+        /// Its lifetime class.
+        life: usize,
+    },
+}
+
+/// "lifetime class 1", or "lifetime class 1 (Request)" when the classes have names.
+struct LifeName<'a>(usize, &'a [&'static str]);
+
+impl fmt::Display for LifeName<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "lifetime class {}", self.0)?;
+        match self.1.get(self.0) {
+            Some(name) => write!(f, " ({name})"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl fmt::Display for Misuse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let life = |l| LifeName(l, self.life_names);
+        write!(
+            f,
+            "cohort: bad free of {:#x} (size {}, {}): ",
+            self.ptr,
+            self.size,
+            life(self.life)
+        )?;
+        match &self.problem {
+            Problem::Foreign => write!(f, "the pointer is not from this allocator"),
+            Problem::WrongBlock {
+                class,
+                stride,
+                block_class: Some(bc),
+                block_life,
+            } if bc == class => write!(
+                f,
+                "freed as {} but the block holds {} (the size matches: stride {stride} B)",
+                life(self.life),
+                life(*block_life)
+            ),
+            Problem::WrongBlock {
+                class,
+                stride,
+                block_class: Some(bc),
+                block_life,
+            } => write!(
+                f,
+                "size {} is size class {class} (stride {stride} B) but the block holds size \
+                 class {bc} (stride {} B) of {}",
+                self.size,
+                CLASSES[*bc].stride,
+                life(*block_life)
+            ),
+            Problem::WrongBlock {
+                class,
+                stride,
+                block_class: None,
+                ..
+            } => write!(
+                f,
+                "size {} is size class {class} (stride {stride} B) but the block is empty or \
+                 not a block of that size (wrong size, or already freed)",
+                self.size
+            ),
+            Problem::NotASlot { stride } => {
+                write!(
+                    f,
+                    "the pointer is not the start of a slot (stride {stride} B)"
+                )
+            }
+            Problem::DoubleFree => write!(f, "the slot is already free (double free)"),
+            Problem::NotLarge => write!(
+                f,
+                "size {} is a large allocation, but none starts at the pointer (double free, \
+                 foreign pointer, or wrong size)",
+                self.size
+            ),
+            Problem::LargeMismatch { mapped, life: l } => write!(
+                f,
+                "the large allocation there maps {mapped} B in {}, which size {} and {} do \
+                 not match",
+                life(*l),
+                self.size,
+                life(self.life)
+            ),
+        }
+    }
+}
+
+/// A fixed buffer for formatting a message without allocating.
+struct StackBuf {
+    buf: [u8; 512],
+    len: usize,
+}
+
+impl fmt::Write for StackBuf {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let n = s.len().min(self.buf.len() - self.len);
+        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.len += n;
+        Ok(())
+    }
+}
+
+/// Reports misuse: a panic from the direct API, an abort with the message from
+/// `GlobalAlloc` (which must not unwind).
+#[cold]
+#[inline(never)]
+pub(crate) fn report<const ABORT: bool>(m: Misuse) -> ! {
+    if ABORT {
+        let mut out = StackBuf {
+            buf: [0; 512],
+            len: 0,
+        };
+        let _ = fmt::write(&mut out, format_args!("{m}\n"));
+        os::write_stderr(&out.buf[..out.len]);
+        os::abort();
+    }
+    panic!("{m}");
+}

@@ -1,0 +1,366 @@
+//! The calling thread's state: the heaps it joined (one per instance it allocated from,
+//! left at its exit), and the state the fast paths read with one thread-local access: the
+//! heap it used last, the one before, and a copy of the class tables.
+//!
+//! Invariants: a slot names a live heap of its instance, or an instance that is gone
+//! (instance ids and tokens are never reused, so a stale slot matches nothing);
+//! `slots[0].tag == owner_tag(slots[0].heap.token)` or [`NO_TAG`]; every heap on the
+//! thread's list (`OWNED`) is this thread's, and the list holds at most one heap per
+//! instance.
+
+use crate::block::Header;
+use crate::class::{Lookup, LOOKUP};
+use crate::heap::Heap;
+use crate::heap_handover::{self, adopt_or_create, THREAD_GROUP};
+use crate::heap_record::{owner_tag, HeapState};
+use crate::instance_id::MAX_INSTANCES;
+use crate::pool::Pool;
+use core::cell::Cell;
+use core::ptr;
+
+/// One heap the calling thread used: its instance, the heap, and the owner word of its
+/// blocks without their key ([`owner_tag`] of its token).
+struct Slot {
+    instance: Cell<u64>,
+    heap: Cell<*mut Heap>,
+    tag: Cell<u64>,
+}
+
+impl Slot {
+    /// A slot naming no heap.
+    const fn empty() -> Slot {
+        Slot {
+            instance: Cell::new(0),
+            heap: Cell::new(ptr::null_mut()),
+            tag: Cell::new(NO_TAG),
+        }
+    }
+
+    fn set(&self, instance: u64, heap: *mut Heap, tag: u64) {
+        self.instance.set(instance);
+        self.heap.set(heap);
+        self.tag.set(tag);
+    }
+
+    fn swap(&self, other: &Slot) {
+        self.instance.swap(&other.instance);
+        self.heap.swap(&other.heap);
+        self.tag.swap(&other.tag);
+    }
+}
+
+/// The calling thread's state for the fast paths: the heap it used last (`slots[0]`, the
+/// only one the fast paths read), the one it used before in another instance (`slots[1]`:
+/// the slow paths swap the two when it matches, so that a thread alternating between two
+/// instances, a global allocator and a lifetime-class instance say, finds both without a
+/// search), and a
+/// copy of the class tables (read-only). The copy is there because the fast paths load the
+/// thread pointer anyway: a table beside it is one base register away, while a table in the
+/// binary needs its own address computation in position-independent code.
+///
+/// A slot names a live heap of its instance, or an instance that is gone: instance ids and
+/// tokens are never reused, so a stale slot matches nothing.
+#[repr(C)]
+struct Current {
+    slots: [Slot; 2],
+    lookup: Lookup,
+}
+
+/// The tag of no heap: `owner_key ^ key` of no block (it would take token `2^48 - 1`,
+/// whose heap id `0xffff` is past the registry's).
+const NO_TAG: u64 = u64::MAX;
+
+/// The calling thread's heaps (one per instance it allocated from); its drop is the thread
+/// exit hook.
+struct Owned {
+    first: Cell<*mut Heap>,
+}
+
+thread_local! {
+    // No destructor: readable at any point of the thread's life, even while other thread
+    // locals are being destroyed, and read with one TLS access on the fast path.
+    static CURRENT: Current = const {
+        Current { slots: [Slot::empty(), Slot::empty()], lookup: LOOKUP }
+    };
+    static OWNED: Owned = const { Owned { first: Cell::new(ptr::null_mut()) } };
+}
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        CURRENT.with(|c| {
+            for slot in &c.slots {
+                slot.set(0, ptr::null_mut(), NO_TAG);
+            }
+        });
+        let mut heap = self.first.replace(ptr::null_mut());
+        while !heap.is_null() {
+            // SAFETY: heaps on this thread's list are this thread's; read the link before
+            // the heap may be released.
+            let next = unsafe { (*heap).thread_next };
+            // SAFETY: the thread is exiting and uses the heap no more.
+            unsafe { heap_handover::abandon(heap) };
+            heap = next;
+        }
+    }
+}
+
+/// Runs `f` on the calling thread's heap for `instance` if it is the one it used last (the
+/// fast path: one thread-local read and a compare); `None` otherwise.
+#[inline(always)]
+pub(crate) fn with_current<R>(instance: u64, f: impl FnOnce(&Heap) -> Option<R>) -> Option<R> {
+    CURRENT.with(|c| {
+        let slot = &c.slots[0];
+        if slot.instance.get() == instance {
+            // SAFETY: a slot names a live heap of `instance` whenever its instance matches
+            // (see `Current`).
+            f(unsafe { &*slot.heap.get() })
+        } else {
+            None
+        }
+    })
+}
+
+/// The class of a request up to 1 KiB ([`Lookup::exact_class`]), from the thread's tables.
+#[inline(always)]
+pub(crate) fn exact_class(size: usize, align: usize) -> Option<usize> {
+    CURRENT.with(|c| c.lookup.exact_class(size, align))
+}
+
+/// True when `word`, a block's `owner_key` xor the key a free expects, is the calling
+/// thread's last used heap's tag: the block is that heap's and holds the freed slot's size
+/// and lifetime class (the free fast path: one thread-local compare; tokens are unique in
+/// the process, so no instance check is needed). CURRENT's tag is a live heap's, or
+/// [`NO_TAG`], which matches no block.
+#[inline(always)]
+pub(crate) fn owns(word: u64) -> bool {
+    CURRENT.with(|c| c.slots[0].tag.get() == word)
+}
+
+/// The calling thread's heap for `instance` if it is the one it used last; else null.
+#[inline]
+pub(crate) fn current(instance: u64) -> *mut Heap {
+    with_current(instance, |h| Some(ptr::from_ref(h).cast_mut())).unwrap_or(ptr::null_mut())
+}
+
+/// If the heap the calling thread used before the last one is of `instance`, swaps the two
+/// (it becomes the one the fast paths use) and returns true.
+pub(crate) fn promote_instance(instance: u64) -> bool {
+    CURRENT.with(|c| {
+        let hit = c.slots[1].instance.get() == instance;
+        if hit {
+            c.slots[0].swap(&c.slots[1]);
+        }
+        hit
+    })
+}
+
+/// If the heap the calling thread used before the last one owns blocks with owner `token`,
+/// swaps the two (as [`promote_instance`]) and returns it: the slow path of a free tries it
+/// before a search.
+pub(crate) fn promote_owner<'a>(token: u64) -> Option<&'a Heap> {
+    CURRENT.with(|c| {
+        if c.slots[1].tag.get() != owner_tag(token) {
+            return None;
+        }
+        c.slots[0].swap(&c.slots[1]);
+        // SAFETY: the slot's tag matched, so it names a live heap (see `Current`).
+        Some(unsafe { &*c.slots[0].heap.get() })
+    })
+}
+
+/// Makes `heap`, a live heap of the calling thread in `instance`, the one the fast paths
+/// use; the previous one, if of another instance, becomes the second slot.
+fn make_current(instance: u64, heap: *mut Heap) {
+    debug_assert!(instance != 0 && instance < MAX_INSTANCES, "an instance id");
+    // SAFETY: the caller passes a live heap.
+    let tag = owner_tag(unsafe { (*heap).record.token });
+    CURRENT.with(|c| {
+        let [first, second] = &c.slots;
+        if first.instance.get() != instance {
+            second.set(first.instance.get(), first.heap.get(), first.tag.get());
+        }
+        first.set(instance, heap, tag);
+    });
+}
+
+/// The calling thread's heap for `instance`, joining one if needed. Null when the thread
+/// can have none (it is exiting, the registry is full, or the OS refuses memory): the
+/// caller then goes through the pool's lock.
+#[cold]
+#[inline(never)]
+pub(crate) fn join(pool: &Pool, instance: u64) -> *mut Heap {
+    let found = OWNED.try_with(|owned| {
+        let mut heap = find_own(instance);
+        if heap.is_null() {
+            heap = adopt_or_create(pool, instance, THREAD_GROUP);
+            if !heap.is_null() {
+                // SAFETY: the heap is ours: fresh or just taken off the abandoned list.
+                unsafe { (*heap).thread_next = owned.first.get() };
+                owned.first.set(heap);
+            }
+        }
+        heap
+    });
+    let heap = found.unwrap_or(ptr::null_mut());
+    if !heap.is_null() {
+        make_current(instance, heap);
+    }
+    heap
+}
+
+/// The calling thread's heap for `instance` if it has one (it never joins one); null
+/// otherwise. Heaps of dropped instances (ORPHANED) that the walk meets are unlinked and
+/// released: a thread that outlives many instances keeps a short list (a miss walks the
+/// whole list, so every join of a new heap prunes it).
+pub(crate) fn find_own(instance_wanted: u64) -> *mut Heap {
+    OWNED
+        .try_with(|owned| {
+            let mut at: *mut *mut Heap = owned.first.as_ptr();
+            loop {
+                // SAFETY: `at` is the list's head or the link of a heap on it; heaps on the
+                // thread's list stay mapped until released here or at thread exit, and only
+                // this thread touches the links.
+                let heap = unsafe { *at };
+                if heap.is_null() {
+                    return heap;
+                }
+                // SAFETY: as above.
+                let (state, instance, next) =
+                    unsafe { ((*heap).state(), (*heap).instance, (*heap).thread_next) };
+                if state == HeapState::Orphaned {
+                    // SAFETY: as above.
+                    unsafe { *at = next };
+                    forget_heap(heap);
+                    // SAFETY: the instance is gone (ORPHANED): its teardown touches the heap
+                    // no more, and it is now on no list and in no slot.
+                    unsafe { Heap::unmap(heap) };
+                    continue;
+                }
+                if instance == instance_wanted {
+                    return heap;
+                }
+                // SAFETY: a mapped heap of the list.
+                at = unsafe { ptr::addr_of_mut!((*heap).thread_next) };
+            }
+        })
+        .unwrap_or(ptr::null_mut())
+}
+
+/// Releases the calling thread's heaps of dropped instances (after an instance drop).
+pub(crate) fn release_orphans() {
+    // Instance 0 is never used: the walk meets every heap.
+    find_own(0);
+}
+
+/// Clears the thread's slots that name `heap`.
+fn forget_heap(heap: *mut Heap) {
+    let _ = CURRENT.try_with(|c| {
+        for slot in &c.slots {
+            if slot.heap.get() == heap {
+                slot.set(0, ptr::null_mut(), NO_TAG);
+            }
+        }
+    });
+}
+
+/// If the calling thread's heap for `instance` has token `owner`, makes it the thread's
+/// current heap and returns it.
+pub(crate) fn switch_to_own<'a>(instance: u64, owner: u64) -> Option<&'a Heap> {
+    let heap = find_own(instance);
+    // SAFETY: find_own returns null or a live heap of the calling thread.
+    let hp = unsafe { heap.as_ref() }?;
+    if hp.token != owner {
+        return None;
+    }
+    make_current(instance, heap);
+    Some(hp)
+}
+
+/// The slow path of a local free by the thread's current heap (the free fast path
+/// does not load the heap).
+#[cold]
+#[inline(never)]
+pub(crate) fn free_slow_current(h: &Header) {
+    CURRENT.with(|c| {
+        // SAFETY: only called when the first slot's tag matched the block's owner, so
+        // its heap is live and owns the block.
+        unsafe { (*c.slots[0].heap.get()).free_slow(h) }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::heap::counts::{HEAPS_MAPPED_HERE, HEAPS_UNMAPPED_HERE};
+    use crate::Cohort;
+
+    /// The calling thread's heap list.
+    fn own_heaps() -> usize {
+        let mut n = 0;
+        let mut heap = super::OWNED.with(|o| o.first.get());
+        while !heap.is_null() {
+            n += 1;
+            // SAFETY: heaps on the thread's list are mapped.
+            heap = unsafe { (*heap).thread_next };
+        }
+        n
+    }
+
+    /// Heaps the calling thread mapped and has not unmapped.
+    fn heaps_kept_here() -> usize {
+        HEAPS_MAPPED_HERE.with(|n| n.get()) - HEAPS_UNMAPPED_HERE.with(|n| n.get())
+    }
+
+    /// One long-lived thread creates, uses and drops many instances: their heaps are
+    /// released as they go, not kept (and walked) until the thread exits.
+    #[test]
+    fn instances_dropped_on_a_long_lived_thread_release_its_heaps() {
+        std::thread::spawn(|| {
+            for _ in 0..2000 {
+                let c = Cohort::<()>::new();
+                let p = c.malloc(64, ());
+                // SAFETY: just allocated.
+                unsafe { c.free(p, 64, ()) };
+            }
+            assert!(own_heaps() <= 1, "the thread keeps {} heaps", own_heaps());
+            assert!(
+                heaps_kept_here() <= 1,
+                "{} heaps stay mapped",
+                heaps_kept_here()
+            );
+        })
+        .join()
+        .unwrap();
+    }
+
+    /// An instance dropped by another thread: the thread's heap of it is released on its
+    /// next join.
+    #[test]
+    fn heaps_orphaned_by_another_thread_are_released_on_the_next_join() {
+        let keep = Cohort::<()>::new();
+        let (tx, rx) = std::sync::mpsc::channel::<usize>();
+        let (back, done) = std::sync::mpsc::channel::<()>();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for c in rx {
+                    // SAFETY: the main thread drops it only after our answer.
+                    let c = unsafe { &*(c as *const Cohort<()>) };
+                    let p = c.malloc(64, ());
+                    // SAFETY: just allocated.
+                    unsafe { c.free(p, 64, ()) };
+                    back.send(()).unwrap();
+                }
+                let p = keep.malloc(64, ());
+                // SAFETY: just allocated.
+                unsafe { keep.free(p, 64, ()) };
+                assert!(own_heaps() <= 2, "the thread keeps {} heaps", own_heaps());
+            });
+            for _ in 0..200 {
+                let c = Box::new(Cohort::<()>::new());
+                tx.send(&*c as *const Cohort<()> as usize).unwrap();
+                done.recv().unwrap();
+                drop(c);
+            }
+            drop(tx);
+        });
+    }
+}

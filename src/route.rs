@@ -1,0 +1,131 @@
+//! Which heap a call runs on: the one router of the alloc and free paths.
+//!
+//! [`Cohort`](crate::Cohort)'s calls run on the calling thread's heap ([`ThreadHeap`]: found
+//! through the thread's state, joined on first use); [`Join`](crate::Join)'s on the join's
+//! heap ([`JoinedHeap`]). The paths in [`crate::alloc`] and [`crate::free`] are written
+//! once, generic over a [`Route`], and make the same checks for both: a free is local when
+//! the block's `owner_key ^ key(class, life)` is the route's heap's tag (one compare checks
+//! the owner, the size class and the lifetime class), remote otherwise.
+//!
+//! `ThreadHeap` is a zero-sized type and every method is inlined: the thread's paths
+//! compile to what they would be without the router.
+
+use crate::block::Header;
+use crate::heap::Heap;
+use crate::heap_record::owner_tag;
+use crate::per_thread;
+use crate::pool::Pool;
+use core::ptr;
+
+/// The heap the alloc and free paths use (see the module docs).
+pub(crate) trait Route: Copy {
+    /// Runs `f` on the route's heap when it is ready for the fast paths (for the thread:
+    /// when the heap it used last is of `instance`); `None` otherwise.
+    fn with_heap<T>(self, instance: u64, f: impl FnOnce(&Heap) -> Option<T>) -> Option<T>;
+
+    /// True when `word`, a block's `owner_key` xor the key a free expects, is the route's
+    /// heap's tag: the block is that heap's and holds the freed slot's size and lifetime
+    /// class.
+    fn owns(self, word: u64) -> bool;
+
+    /// The slow path of a local free into block `h`, which [`Route::owns`] said is the
+    /// route's heap's.
+    fn free_slow(self, h: &Header);
+
+    /// For the alloc slow path: when the fast path missed only because another heap of the
+    /// thread was the one it used last, makes the heap of `instance` current and returns
+    /// true (the fast path then runs again).
+    fn promote(self, instance: u64) -> bool;
+
+    /// For the alloc slow path: the route's heap, joined if needed; null when there is none
+    /// (the thread cannot have one: the caller allocates through the pool's lock).
+    fn slow_heap(self, pool: &Pool, instance: u64) -> *mut Heap;
+
+    /// For a free that the fast path did not finish: a heap of the caller (the route's, or
+    /// one of the calling thread's) whose token is `owner`, made the one the fast paths use;
+    /// null when the caller has none (the free is remote).
+    fn heap_owning(self, instance: u64, owner: u64) -> *const Heap;
+}
+
+/// The calling thread's heap of the instance.
+#[derive(Clone, Copy)]
+pub(crate) struct ThreadHeap;
+
+impl Route for ThreadHeap {
+    #[inline(always)]
+    fn with_heap<T>(self, instance: u64, f: impl FnOnce(&Heap) -> Option<T>) -> Option<T> {
+        per_thread::with_current(instance, f)
+    }
+
+    #[inline(always)]
+    fn owns(self, word: u64) -> bool {
+        per_thread::owns(word)
+    }
+
+    #[inline(always)]
+    fn free_slow(self, h: &Header) {
+        per_thread::free_slow_current(h)
+    }
+
+    #[inline(always)]
+    fn promote(self, instance: u64) -> bool {
+        per_thread::promote_instance(instance)
+    }
+
+    #[inline(always)]
+    fn slow_heap(self, pool: &Pool, instance: u64) -> *mut Heap {
+        let heap = per_thread::current(instance);
+        if heap.is_null() {
+            return per_thread::join(pool, instance);
+        }
+        heap
+    }
+
+    #[inline(always)]
+    fn heap_owning(self, instance: u64, owner: u64) -> *const Heap {
+        // The heap it used before (no search), or any of its heaps, made current.
+        per_thread::promote_owner(owner)
+            .or_else(|| (owner != 0).then(|| per_thread::switch_to_own(instance, owner))?)
+            .map_or(ptr::null(), ptr::from_ref)
+    }
+}
+
+/// An explicit join's heap ([`crate::Join`]), which the calling thread holds through it.
+#[derive(Clone, Copy)]
+pub(crate) struct JoinedHeap<'a>(pub(crate) &'a Heap);
+
+impl Route for JoinedHeap<'_> {
+    #[inline(always)]
+    fn with_heap<T>(self, _instance: u64, f: impl FnOnce(&Heap) -> Option<T>) -> Option<T> {
+        f(self.0)
+    }
+
+    #[inline(always)]
+    fn owns(self, word: u64) -> bool {
+        word == owner_tag(self.0.token)
+    }
+
+    #[inline(always)]
+    fn free_slow(self, h: &Header) {
+        self.0.free_slow(h)
+    }
+
+    #[inline(always)]
+    fn promote(self, _instance: u64) -> bool {
+        false
+    }
+
+    #[inline(always)]
+    fn slow_heap(self, _pool: &Pool, _instance: u64) -> *mut Heap {
+        ptr::from_ref(self.0).cast_mut()
+    }
+
+    #[inline(always)]
+    fn heap_owning(self, instance: u64, owner: u64) -> *const Heap {
+        if self.0.token == owner {
+            return self.0;
+        }
+        // A block of the calling thread's own heap, freed through the join.
+        ThreadHeap.heap_owning(instance, owner)
+    }
+}

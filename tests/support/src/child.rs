@@ -1,0 +1,53 @@
+//! Child processes that run this same executable again: an example measuring each
+//! allocator in a fresh process, a test whose case must abort the process (misuse through
+//! `GlobalAlloc`, which must not unwind).
+
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Command, Output};
+
+/// Runs this executable again with `args` (and `var=value` in its environment when given)
+/// and waits for it.
+fn rerun(args: &[&str], env: Option<(&str, &str)>) -> Output {
+    let exe = std::env::current_exe().expect("current_exe");
+    let mut cmd = Command::new(exe);
+    cmd.args(args);
+    if let Some((var, value)) = env {
+        cmd.env(var, value);
+    }
+    cmd.output().expect("start the child process")
+}
+
+/// Runs this executable again with `args` and returns its standard output. Panics with
+/// the child's standard error if it fails.
+pub fn run_child(args: &[&str]) -> String {
+    let out = rerun(args, None);
+    assert!(
+        out.status.success(),
+        "child {args:?} failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+/// The case this process runs as a child of [`abort_in_child`] (the value of `var`), or
+/// `None` in the parent.
+pub fn child_case(var: &str) -> Option<String> {
+    std::env::var(var).ok()
+}
+
+/// Runs the test `test` of this test binary again, alone, in a child process with `var`
+/// set to `case` (the test reads it with [`child_case`]); asserts that the child was killed
+/// by `SIGABRT` and returns its standard error.
+pub fn abort_in_child(test: &str, var: &str, case: &str) -> String {
+    let args = ["--exact", test, "--nocapture", "--test-threads=1"];
+    let out = rerun(&args, Some((var, case)));
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGABRT),
+        "{case}: {:?}, stderr:\n{stderr}",
+        out.status
+    );
+    stderr
+}

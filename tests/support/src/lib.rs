@@ -1,0 +1,31 @@
+//! What cohort's tests, benchmarks, examples and tools share: a deterministic PRNG
+//! ([`Rng`]), the process's resident memory ([`rss`]), byte sizes for people ([`ByteSize`],
+//! [`mib`]) and child processes that run this same executable again ([`run_child`],
+//! [`abort_in_child`]).
+//!
+//! Generic on purpose: it does not depend on cohort, so a test links one copy of the
+//! library's types. [`Rng`]'s `new`, `next_u64`, `below`, `range` and `chance` do not
+//! allocate: a fork child may use them.
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+mod bytes;
+mod child;
+mod rng;
+
+pub use bytes::{mib, ByteSize};
+pub use child::{abort_in_child, child_case, run_child};
+pub use rng::{mix, Rng};
+
+/// Resident set size of this process in bytes (`/proc/self/statm`, second field, in pages).
+pub fn rss() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").expect("read /proc/self/statm");
+    let pages: usize = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|f| f.parse().ok())
+        .expect("statm's second field");
+    // SAFETY: sysconf only reads a constant of the system.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    pages * usize::try_from(page).unwrap_or(4096)
+}
