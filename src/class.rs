@@ -133,11 +133,6 @@ pub const fn ratio_contract_limit(size: usize) -> u64 {
     }
 }
 
-#[doc(hidden)]
-pub use ratio_contract_limit as seed_ratio_limit;
-#[doc(hidden)]
-pub use RATIO_CONTRACT_ROWS as SEED_ROWS;
-
 /// The strides, in increasing order.
 const fn stride_at(i: usize) -> usize {
     match i {
