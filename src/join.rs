@@ -139,6 +139,19 @@ impl<L: Lifetime> Join<'_, L> {
     pub fn leave(self) {}
 }
 
+/// `Join { instance, heap, token }`: the instance, and the joined heap's id and owner token
+/// (as its blocks' headers hold it). Reads no lock.
+impl<L: Lifetime> core::fmt::Debug for Join<'_, L> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let heap = self.heap();
+        f.debug_struct("Join")
+            .field("instance", &self.cohort.core.instance_id())
+            .field("heap", &heap.id)
+            .field("token", &format_args!("{:#x}", heap.token))
+            .finish()
+    }
+}
+
 impl<L: Lifetime> Drop for Join<'_, L> {
     fn drop(&mut self) {
         // SAFETY: the heap is this join's, and it is going away.

@@ -1,13 +1,16 @@
 //! Misuse: what a free (or resize) found wrong with its pointer, size or lifetime class, and
-//! how it is reported: a panic from the direct API, an abort with the message from
+//! how it is reported: a panic whose payload is the [`Misuse`] from the direct API (or an
+//! error from [`Cohort::try_free`](crate::Cohort::try_free)), an abort with the message from
 //! `GlobalAlloc` (which must not unwind). The message names the pointer, the size and the
-//! lifetime class, and is formatted without allocating.
+//! lifetime class; the abort's is formatted without allocating.
 
 use crate::class::CLASSES;
 use crate::os;
 use core::fmt;
 
-/// What a free found wrong (see [`Cohort::free`](crate::Cohort::free)).
+/// What a free found wrong: what [`Cohort::try_free`](crate::Cohort::try_free) returns, and
+/// the payload of the panic of the other frees (see [`Cohort::free`](crate::Cohort::free)).
+/// Its `Display` is the report's message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Misuse {
     /// The pointer given to free.
@@ -18,12 +21,14 @@ pub struct Misuse {
     pub life: usize,
     /// What is wrong.
     pub problem: Problem,
-    /// The lifetime classes' names ([`Lifetime::NAMES`]), for the message; may be empty.
+    /// The lifetime classes' names ([`Lifetime::NAMES`](crate::Lifetime::NAMES)), for the
+    /// message; may be empty.
     pub life_names: &'static [&'static str],
 }
 
 /// The kinds of [`Misuse`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Problem {
     /// The pointer is not in this allocator's memory.
     Foreign,
@@ -142,6 +147,8 @@ impl fmt::Display for Misuse {
     }
 }
 
+impl std::error::Error for Misuse {}
+
 /// A fixed buffer for formatting a message without allocating.
 struct StackBuf {
     buf: [u8; 512],
@@ -159,6 +166,10 @@ impl fmt::Write for StackBuf {
 
 /// Reports misuse: a panic from the direct API, an abort with the message from
 /// `GlobalAlloc` (which must not unwind).
+///
+/// The panic's payload is the [`Misuse`] itself, so that a caller that catches it can
+/// inspect it (`payload.downcast_ref::<Misuse>()`). A panic hook prints a payload that is
+/// not a string as `Box<dyn Any>`, so the message is written to stderr first.
 #[cold]
 #[inline(never)]
 pub(crate) fn report<const ABORT: bool>(m: Misuse) -> ! {
@@ -171,5 +182,6 @@ pub(crate) fn report<const ABORT: bool>(m: Misuse) -> ! {
         os::write_stderr(&out.buf[..out.len]);
         os::abort();
     }
-    panic!("{m}");
+    eprintln!("{m}");
+    std::panic::panic_any(m)
 }

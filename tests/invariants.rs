@@ -463,6 +463,112 @@ fn invariant_12_checked_mode_catches_double_foreign_and_interior_frees() {
     unsafe { a.free(q, 64, ()) };
 }
 
+/// Invariant 12: a misuse panic's payload is the `Misuse`, for a caller that catches it.
+#[test]
+fn invariant_12_a_misuse_panic_carries_the_misuse() {
+    use cohort::{Misuse, Problem};
+    let a: Cohort<Life> = Cohort::new();
+    let p = a.malloc(24, Life::Short);
+    // SAFETY: deliberately wrong; rejected before anything changes.
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe {
+        a.free(p, 24, Life::Long)
+    }))
+    .expect_err("the misuse panics");
+    let m = caught
+        .downcast_ref::<Misuse>()
+        .expect("the payload is the Misuse");
+    assert_eq!((m.ptr, m.size, m.life), (p as usize, 24, 1));
+    assert!(matches!(
+        m.problem,
+        Problem::WrongBlock { block_life: 0, .. }
+    ));
+    let e: &dyn std::error::Error = m;
+    assert!(e.to_string().starts_with("cohort: bad free of "), "{e}");
+    // SAFETY: allocated above, not freed (the bad free changed nothing).
+    unsafe { a.free(p, 24, Life::Short) };
+    assert!(a.is_empty());
+}
+
+/// Invariant 12, through `try_free`: every misuse the allocator detects comes back as an
+/// error naming it, in every build, and changes nothing; a correct call frees.
+#[test]
+fn invariant_12_try_free_returns_misuse_and_changes_nothing() {
+    use cohort::Problem;
+    let a: Cohort<Life> = Cohort::new();
+    let problem = |r: Result<(), cohort::Misuse>| r.expect_err("misuse").problem;
+    let p = a.malloc(24, Life::Short);
+    let q = a.malloc(24, Life::Short);
+    let t = a.malloc(1, Life::Short);
+    let big = a.malloc(100_000, Life::Short);
+    let boxed = Box::into_raw(Box::new([0u8; 64])) as *mut u8;
+    let live = a.stats().small.live;
+    // SAFETY (every call): misuse the checks reject changes nothing; correct calls free
+    // each allocation once.
+    unsafe {
+        assert!(matches!(
+            problem(a.try_free(p, 200, Life::Short)),
+            Problem::WrongBlock {
+                block_class: Some(_),
+                ..
+            }
+        ));
+        let m = a.try_free(p, 24, Life::Long).unwrap_err();
+        assert!(matches!(
+            m.problem,
+            Problem::WrongBlock { block_life: 0, .. }
+        ));
+        assert_eq!((m.ptr, m.size, m.life), (p as usize, 24, 1));
+        assert!(m.to_string().contains("lifetime class 1"), "{m}");
+        assert_eq!(
+            problem(a.try_free(boxed, 64, Life::Short)),
+            Problem::Foreign
+        );
+        assert!(matches!(
+            problem(a.try_free(p.add(8), 24, Life::Short)),
+            Problem::NotASlot { stride: 32 }
+        ));
+        assert!(matches!(
+            problem(a.try_free(big, 24, Life::Short)),
+            Problem::LargeMismatch { .. }
+        ));
+        assert!(matches!(
+            problem(a.try_free(big, 200_000, Life::Short)),
+            Problem::LargeMismatch { .. }
+        ));
+        assert_eq!(
+            problem(a.try_free(p, 100_000, Life::Short)),
+            Problem::NotLarge
+        );
+        assert_eq!(a.stats().small.live, live, "nothing changed");
+        assert_eq!(a.stats().large_allocations, 1);
+        // Double frees: the slot freed last, locally and from another thread, and tiny.
+        assert_eq!(a.try_free(p, 24, Life::Short), Ok(()));
+        assert_eq!(problem(a.try_free(p, 24, Life::Short)), Problem::DoubleFree);
+        let q_at = q as usize;
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let q = q_at as *mut u8;
+                assert_eq!(a.try_free(q, 24, Life::Short), Ok(()));
+                assert_eq!(problem(a.try_free(q, 24, Life::Short)), Problem::DoubleFree);
+            });
+        });
+        let t2 = a.malloc(1, Life::Short);
+        assert_eq!(a.try_free(t, 1, Life::Short), Ok(()));
+        assert_eq!(problem(a.try_free(t, 1, Life::Short)), Problem::DoubleFree);
+        assert_eq!(a.try_free(big, 100_000, Life::Short), Ok(()));
+        assert_eq!(
+            problem(a.try_free(big, 100_000, Life::Short)),
+            Problem::NotLarge
+        );
+        assert_eq!(a.try_free(std::ptr::null_mut(), 24, Life::Short), Ok(()));
+        assert_eq!(a.try_free(t2, 1, Life::Short), Ok(()));
+        drop(Box::from_raw(boxed as *mut [u8; 64]));
+    }
+    assert!(a.is_empty());
+    // SAFETY: single-threaded now.
+    unsafe { a.verify() }.unwrap();
+}
+
 /// Invariant 13: of many blocks emptied at once, at most eight stay committed for reuse;
 /// `compact` gives those back too.
 #[test]
