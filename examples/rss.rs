@@ -6,7 +6,10 @@
 //! allocator added divided by the bytes requested (1.00 is perfect: no header, no padding).
 //! `COHORT_RSS_COUNT` changes the object count.
 
+mod common;
+
 use cohort::Cohort;
+use common::env_number;
 use std::alloc::{GlobalAlloc, Layout, System};
 use test_support::{rss, run_child};
 
@@ -36,10 +39,7 @@ fn measure(alloc: &dyn GlobalAlloc, size: usize, count: usize) -> usize {
 }
 
 fn main() {
-    let count: usize = std::env::var("COHORT_RSS_COUNT")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(4_000_000);
+    let count = env_number("COHORT_RSS_COUNT", 4_000_000);
     let args: Vec<String> = std::env::args().collect();
     if args.len() == 3 {
         // Child: one measurement.

@@ -81,8 +81,8 @@ impl Instance {
     /// checks that hold in every build: the region bounds, so that a foreign pointer is
     /// reported and never dereferenced (4: copy, subtract, compare, branch), and the slot
     /// against the block's first free slot, a double free of the slot freed last (2:
-    /// compare, branch). Measured by `cargo bench --bench iai`: a 16-byte malloc+free pair
-    /// went from 39 to 46 instructions with them (inlined, static instance).
+    /// compare, branch). Measured by `cargo bench -p cohort-benches --bench iai`: a 16-byte
+    /// malloc+free pair went from 39 to 46 instructions with them (inlined, static instance).
     ///
     /// # Safety
     /// As [`Instance::free_sized`], with `class` the class of the size.
