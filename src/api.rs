@@ -77,7 +77,8 @@ pub struct BlockReport {
 }
 
 impl BlockReport {
-    /// The seed's measure: block bytes divided by usable bytes.
+    /// Block bytes divided by usable bytes: the measure of the ratio contract
+    /// ([`crate::class::ratio_contract_limit`]).
     pub fn geometry_ratio(&self) -> f64 {
         self.block_bytes as f64 / self.usable_bytes as f64
     }
@@ -119,7 +120,7 @@ impl<L: Lifetime> Cohort<L> {
         }
     }
 
-    // ---- The malloc family (seed names) ----
+    // ---- The malloc family ----
 
     /// Allocates `size` bytes in lifetime class `life`, aligned to at least the next power
     /// of two of `size`, at most 4096 (so `malloc(max(size, align))` is an aligned

@@ -83,7 +83,7 @@ pub(crate) fn registered(pool: &Pool) -> impl Iterator<Item = *mut Heap> + '_ {
 }
 
 /// The block of every head that has none: `pop` on it always fails, so the fast path needs
-/// no separate test for "no block" (mimalloc's empty-page trick). Never written.
+/// no separate test for "no block". Never written.
 pub(crate) static EMPTY_BLOCK: Header = Header::sentinel();
 
 /// The current block of every head, `CLASS_COUNT * life_count` of them, after the heap.
@@ -202,7 +202,7 @@ impl Heap {
     /// first listed block if it has freed slots, then the block's next bump window, then
     /// the partial list, the pool), makes it current and takes a slot from it. Before
     /// saying out of memory (`None`), gives back every empty block it may
-    /// ([`release_empty`]), and those of `own()` (the calling thread's own heap of the
+    /// ([`compact`]), and those of `own()` (the calling thread's own heap of the
     /// instance, or null), and tries once more.
     #[cold]
     #[inline(never)]
@@ -218,7 +218,7 @@ impl Heap {
             // instance may hold empty blocks too (`compact` gives those back).
             let own = own();
             let mut st = pool.lock();
-            let mut freed = release_empty(Some(self), pool, &mut st);
+            let mut freed = compact(Some(self), pool, &mut st);
             if !own.is_null() && !ptr::eq(own, self) {
                 // SAFETY: the calling thread's own heap: it is its owner, and no reference
                 // to its heads is alive (the thread is inside this join's allocation).
@@ -284,7 +284,7 @@ impl Heap {
         let pool = self.pool();
         let mut st = pool.lock();
         self.alloc_tiny_locked(&mut st, class, life).or_else(|| {
-            (release_empty(Some(self), pool, &mut st) > 0)
+            (compact(Some(self), pool, &mut st) > 0)
                 .then(|| self.alloc_tiny_locked(&mut st, class, life))?
         })
     }
@@ -488,7 +488,7 @@ impl Heap {
 /// those of its heap `heap` (the calling thread's, if any), the pool's (exited threads'
 /// included) and those kept for reuse. What [`crate::Cohort::compact`] does, and the
 /// allocation paths' last resort before out of memory. Returns how many, each once.
-pub(crate) fn release_empty(heap: Option<&Heap>, pool: &Pool, st: &mut PoolState) -> usize {
+pub(crate) fn compact(heap: Option<&Heap>, pool: &Pool, st: &mut PoolState) -> usize {
     heap.map_or(0, |h| h.give_back_empty(st)) + pool.release_empty(st)
 }
 

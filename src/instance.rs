@@ -219,7 +219,7 @@ impl Drop for Instance {
         }
         // The calling thread's heap of it (now ORPHANED) goes at once; other threads
         // release theirs when their next look-up meets it.
-        per_thread::release_orphans();
+        per_thread::unmap_orphans();
         #[cfg(test)]
         heap_handover::hooks::teardown_goes_on(pool);
     }

@@ -2,8 +2,8 @@
 //!
 //! Thread heaps are joined on a thread's first allocation and left at its exit. Callers that
 //! run their own workers (a task system, a thread per core, a process sharing memory) can
-//! instead [`Cohort::join`] with a **concurrency-group hint**, as fd_alloc's `join(shalloc,
-//! cgroup_hint)` does: the join gets a heap of its own, with the same lock-free fast paths,
+//! instead [`Cohort::join`] with a **concurrency-group hint**: the join gets a heap of its
+//! own, with the same lock-free fast paths,
 //! and [`Join::leave`] (or dropping the join) hands its blocks back to the pool. A join of a
 //! group adopts first the heap a previous join of the same group left, whose blocks are
 //! warm in the caches of the cores that group runs on.

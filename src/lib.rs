@@ -50,7 +50,7 @@
 //! - structures built in one class are contiguous: a linked list or tree allocated in its own
 //!   class walks through consecutive slots, not through memory shared with short-lived
 //!   garbage;
-//! - [`Cohort::class`] gives an `allocator_api2` handle, so `Vec`, `Box` and hashbrown's
+//! - [`Cohort::handle`] gives an `allocator_api2` handle, so `Vec`, `Box` and hashbrown's
 //!   `HashMap` allocate in a class.
 //!
 //! The examples measure it (figures from one run on a shared 2-core machine; times are
