@@ -158,9 +158,8 @@ impl<L: Lifetime> Cohort<L> {
     ///
     /// Misuse the block header can reveal (a size or lifetime class that does not match the
     /// block) panics with the pointer, size and class; with debug assertions or the
-    /// `checked` feature, foreign pointers and double frees panic too. The panic's payload
-    /// is the [`Misuse`] (its message is written to stderr first); [`Cohort::try_free`]
-    /// returns it instead.
+    /// `checked` feature, foreign pointers and double frees panic too. [`Cohort::try_free`]
+    /// returns the [`Misuse`] instead.
     ///
     /// A null `ptr` does nothing (as C's `free`), whatever the size.
     ///

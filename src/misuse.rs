@@ -1,16 +1,16 @@
 //! Misuse: what a free (or resize) found wrong with its pointer, size or lifetime class, and
-//! how it is reported: a panic whose payload is the [`Misuse`] from the direct API (or an
-//! error from [`Cohort::try_free`](crate::Cohort::try_free)), an abort with the message from
-//! `GlobalAlloc` (which must not unwind). The message names the pointer, the size and the
-//! lifetime class; the abort's is formatted without allocating.
+//! how it is reported: a panic with its message from the direct API, an abort with the
+//! message from `GlobalAlloc` (which must not unwind), or the [`Misuse`] itself as the error
+//! of [`Cohort::try_free`](crate::Cohort::try_free). The message names the pointer, the size
+//! and the lifetime class; the abort's is formatted without allocating.
 
 use crate::class::CLASSES;
 use crate::os;
 use core::fmt;
 
-/// What a free found wrong: what [`Cohort::try_free`](crate::Cohort::try_free) returns, and
-/// the payload of the panic of the other frees (see [`Cohort::free`](crate::Cohort::free)).
-/// Its `Display` is the report's message.
+/// What a free found wrong: the error [`Cohort::try_free`](crate::Cohort::try_free) returns.
+/// Its `Display` is the message the other frees panic (or abort) with (see
+/// [`Cohort::free`](crate::Cohort::free)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Misuse {
     /// The pointer given to free.
@@ -167,9 +167,9 @@ impl fmt::Write for StackBuf {
 /// Reports misuse: a panic from the direct API, an abort with the message from
 /// `GlobalAlloc` (which must not unwind).
 ///
-/// The panic's payload is the [`Misuse`] itself, so that a caller that catches it can
-/// inspect it (`payload.downcast_ref::<Misuse>()`). A panic hook prints a payload that is
-/// not a string as `Box<dyn Any>`, so the message is written to stderr first.
+/// The panic's payload is the message (a `String`), as for any panic, so that panic hooks
+/// print it and `#[should_panic(expected = ...)]` matches it; a caller that wants the
+/// [`Misuse`] as a value frees with [`Cohort::try_free`](crate::Cohort::try_free).
 #[cold]
 #[inline(never)]
 pub(crate) fn report<const ABORT: bool>(m: Misuse) -> ! {
@@ -182,6 +182,5 @@ pub(crate) fn report<const ABORT: bool>(m: Misuse) -> ! {
         os::write_stderr(&out.buf[..out.len]);
         os::abort();
     }
-    eprintln!("{m}");
-    std::panic::panic_any(m)
+    panic!("{m}");
 }

@@ -23,8 +23,12 @@ fn quiet() {
     ONCE.call_once(|| {
         let prev = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            // Misuse reports: their payload is the Misuse (the message is on stderr).
-            if info.payload().downcast_ref::<cohort::Misuse>().is_none() {
+            let s = info
+                .payload()
+                .downcast_ref::<String>()
+                .cloned()
+                .unwrap_or_default();
+            if !s.starts_with("cohort: ") {
                 prev(info);
             }
         }));
@@ -37,9 +41,8 @@ fn caught(f: impl FnOnce()) -> Option<String> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(()) => None,
         Err(e) => Some(
-            e.downcast_ref::<cohort::Misuse>()
-                .map(|m| m.to_string())
-                .or_else(|| e.downcast_ref::<String>().cloned())
+            e.downcast_ref::<String>()
+                .cloned()
                 .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_default(),
         ),

@@ -91,9 +91,8 @@ pub mod objects;
 pub fn misuse_message(f: impl FnOnce()) -> String {
     let err = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
         .expect_err("the misuse was not caught");
-    err.downcast_ref::<cohort::Misuse>()
-        .map(|m| m.to_string())
-        .or_else(|| err.downcast_ref::<String>().cloned())
+    err.downcast_ref::<String>()
+        .cloned()
         .or_else(|| err.downcast_ref::<&str>().map(|s| s.to_string()))
         .unwrap_or_default()
 }
