@@ -4,13 +4,12 @@
 //! with its lifetime classes `L`; its methods are the public forms of the paths in
 //! [`crate::alloc`], [`crate::free`] and [`crate::resize`].
 
-use crate::block::Header;
 use crate::class::{class_of, malloc_align, Class, CLASSES, MAX_SMALL_ALIGN};
 use crate::instance::Instance;
 use crate::lifetime::Lifetime;
 use crate::misuse::Misuse;
 use crate::os;
-use crate::region::BLOCK;
+use crate::resize::SizeAlign;
 use crate::route::ThreadHeap;
 use core::alloc::{GlobalAlloc, Layout};
 use core::fmt;
@@ -272,19 +271,10 @@ impl<L: Lifetime> Cohort<L> {
         new: usize,
         life: L,
     ) -> *mut u8 {
-        let (old_align, new_align) = (malloc_align(old), malloc_align(new));
+        let (old, new) = (SizeAlign::malloc(old), SizeAlign::malloc(new));
+        let life = life.index();
         // SAFETY: forwarded contract.
-        unsafe {
-            self.core.realloc_sized::<ZERO, false, _>(
-                ThreadHeap,
-                ptr,
-                old,
-                old_align,
-                new,
-                new_align,
-                life.index(),
-            )
-        }
+        unsafe { self.core.realloc_sized::<ZERO, false, _>(ThreadHeap, ptr, old, new, life) }
     }
 
     // ---- Layout forms ----
@@ -343,19 +333,10 @@ impl<L: Lifetime> Cohort<L> {
         new_size: usize,
         life: L,
     ) -> *mut u8 {
-        let a = layout.align();
+        let (old, new) = SizeAlign::layout_to(layout, new_size);
+        let life = life.index();
         // SAFETY: forwarded contract.
-        unsafe {
-            self.core.realloc_sized::<false, false, _>(
-                ThreadHeap,
-                ptr,
-                layout.size(),
-                a,
-                new_size,
-                a,
-                life.index(),
-            )
-        }
+        unsafe { self.core.realloc_sized::<false, false, _>(ThreadHeap, ptr, old, new, life) }
     }
 
     /// Calls `f` for every block in use (blocks held empty for reuse are skipped). A
@@ -366,14 +347,8 @@ impl<L: Lifetime> Cohort<L> {
         let Some(pool) = self.core.pool_if_any() else {
             return;
         };
-        let r = &pool.region;
-        let carved = r.carved_units(&pool.state.lock().region);
-        for u in 0..carved {
-            if r.unit_state(u) != BLOCK {
-                continue;
-            }
-            // SAFETY: a BLOCK unit starts a block whose header is initialised.
-            let h = unsafe { &*r.unit_addr(u).cast::<Header>() };
+        let blocks = pool.blocks(&pool.state.lock());
+        for h in blocks {
             // One read of the header's identity: the block may change hands meanwhile.
             let Some(b) = h.snapshot() else {
                 continue;
@@ -452,19 +427,9 @@ unsafe impl<L: Lifetime> GlobalAlloc for Cohort<L> {
 
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let a = layout.align();
+        let (old, new) = SizeAlign::layout_to(layout, new_size);
         // SAFETY: GlobalAlloc's contract. Misuse aborts, as in dealloc.
-        unsafe {
-            self.core.realloc_sized::<false, true, _>(
-                ThreadHeap,
-                ptr,
-                layout.size(),
-                a,
-                new_size,
-                a,
-                0,
-            )
-        }
+        unsafe { self.core.realloc_sized::<false, true, _>(ThreadHeap, ptr, old, new, 0) }
     }
 }
 

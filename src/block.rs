@@ -1,6 +1,6 @@
 //! Blocks: the header and the slot lists of one block.
 //!
-//! A block is `2^shift` bytes aligned to its size (see [`crate::region`]); its first
+//! A block is [`BLOCK_SIZE`] bytes aligned to its size (see [`crate::region`]); its first
 //! [`HEADER_SIZE`](crate::class::HEADER_SIZE) bytes are the [`Header`], the only metadata
 //! cohort keeps for the slots in it. Slots start at `class.first` and are `class.stride`
 //! apart. Every link is a byte offset from the block's base (offset 0 is the header, so 0
@@ -33,9 +33,10 @@
 //! reports it). Push-and-take-all is ABA-free: a push depends only on the head it links
 //! to, and the head it read is still the head when its CAS succeeds.
 
-use crate::class::{Class, CLASSES, UNIT};
+use crate::class::{Class, BLOCK_SIZE, CLASSES};
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
 use core::cell::UnsafeCell;
+use core::marker::PhantomData;
 use core::ptr;
 
 /// Header `magic`: the layout version of a block header.
@@ -87,11 +88,11 @@ pub(crate) struct Header {
     /// exactly on the local free that needs the slow path. Written by the owner only (an
     /// atomic because snapshots read it).
     bias: AtomicU32,
-    /// Links of the list the block is on (unit indices, `NONE` for none).
-    pub next: AtomicU32,
-    pub prev: AtomicU32,
-    /// Link in a heap's stack of blocks to list again (unit index).
-    pub returned_next: AtomicU32,
+    /// `[next, prev]`: links of the [`BlockList`] the block is on (unit indices, `NONE` for
+    /// none).
+    links: [AtomicU32; 2],
+    /// Link in a [`BlockStack`] (unit index).
+    returned_next: AtomicU32,
     pub magic: u32,
     /// `FRESH`, or 0. Owner only.
     flags: OwnerCell<u8>,
@@ -219,11 +220,12 @@ pub(crate) const fn owner_word(owner: u64, key: u16) -> u64 {
 }
 
 impl Header {
-    /// Writes a fresh header for `class`/`life` at `base`, owned by `owner`.
+    /// Writes a fresh header for `class`/`life` at `base`, owned by `owner`. (A tiny
+    /// class's block needs its run table written too: see `tiny::init_runs`.)
     ///
     /// # Safety
-    /// `base` is a committed block of `CLASSES[class].block_size()` bytes that nobody else
-    /// uses or can reach until this returns.
+    /// `base` is a committed block of [`BLOCK_SIZE`] bytes that nobody else uses or can
+    /// reach until this returns.
     pub(crate) unsafe fn init(
         base: *mut u8,
         class: usize,
@@ -245,8 +247,7 @@ impl Header {
                     stride: c.stride,
                     count: AtomicU32::new(0),
                     bias: AtomicU32::new(0),
-                    next: AtomicU32::new(NONE),
-                    prev: AtomicU32::new(NONE),
+                    links: [AtomicU32::new(NONE), AtomicU32::new(NONE)],
                     returned_next: AtomicU32::new(NONE),
                     magic: MAGIC,
                     flags: OwnerCell::new(if fresh { FRESH } else { 0 }),
@@ -257,10 +258,6 @@ impl Header {
                     _loom: core::cell::UnsafeCell::new(()),
                 },
             );
-        }
-        if c.is_tiny() {
-            // SAFETY: as above; the run table follows the header.
-            unsafe { crate::tiny::init_runs(h, c) };
         }
         h
     }
@@ -312,6 +309,23 @@ impl Header {
         self.set_holder(NO_HOLDER);
     }
 
+    /// Owner (or pool-lock holder) only, under the pool lock, for a block on no list: hands
+    /// it to the pool as a listed block (it was current, or retired `FULL` and relisted by a
+    /// remote free), its allocations the pool's (a heap's tiny block; a [`HEAPLESS`] block
+    /// relisted from the pool's returned stack stays theirs), its remote frees collected
+    /// when the local list is empty. The caller lists it, or gives it away when no slot is
+    /// live.
+    pub(crate) fn hand_to_pool(&self) {
+        self.set_owner(0);
+        self.set_role(Role::Listed);
+        if self.holder() != HEAPLESS {
+            self.set_holder(NO_HOLDER);
+        }
+        if self.free.load(Ordering::Relaxed) == 0 {
+            self.collect_remote();
+        }
+    }
+
     /// Who holds the allocations of a pool-owned block, for `release_class`: the id of the
     /// heap that allocates from it (tiny blocks, which the pool owns but serves per heap),
     /// [`HEAPLESS`] (threads without a heap allocated from it), or [`NO_HOLDER`] (the pool:
@@ -336,29 +350,7 @@ impl Header {
             .store(window_end(c.first, c.limit), Ordering::Relaxed);
         self.set_used(0);
         self.remote.store(0, Ordering::Relaxed);
-        self.next.store(NONE, Ordering::Relaxed);
-        self.prev.store(NONE, Ordering::Relaxed);
         self.returned_next.store(NONE, Ordering::Relaxed);
-    }
-
-    /// Writes the header of an empty block kept by the pool (no class yet) at `base`.
-    #[cfg(not(loom))]
-    ///
-    /// # Safety
-    /// As [`Header::init`].
-    pub(crate) unsafe fn init_empty(base: *mut u8) -> *mut Header {
-        let h = base.cast::<Header>();
-        // SAFETY: the caller guarantees the block is ours; the header fits its first bytes.
-        unsafe {
-            ptr::write(
-                h,
-                Header {
-                    magic: MAGIC,
-                    ..Header::sentinel()
-                },
-            )
-        };
-        h
     }
 
     /// The class index.
@@ -668,8 +660,7 @@ impl Header {
             stride: 0,
             count: AtomicU32::new(0),
             bias: AtomicU32::new(0),
-            next: AtomicU32::new(NONE),
-            prev: AtomicU32::new(NONE),
+            links: [AtomicU32::new(NONE), AtomicU32::new(NONE)],
             returned_next: AtomicU32::new(NONE),
             magic: 0,
             flags: OwnerCell::new(0),
@@ -677,6 +668,172 @@ impl Header {
             holder: AtomicU32::new(NO_HOLDER),
             remote: AtomicU64::new(0),
         }
+    }
+}
+
+/// Where a block's links point: unit indices counted from a base (the region's), so no
+/// link holds an absolute address. Block `u` is at `base + u * BLOCK_SIZE`.
+#[derive(Clone, Copy)]
+pub(crate) struct Units<'a> {
+    base: usize,
+    _blocks: PhantomData<&'a Header>,
+}
+
+impl<'a> Units<'a> {
+    /// Units counted from `base`, [`BLOCK_SIZE`]-aligned.
+    ///
+    /// # Safety
+    /// Every unit index a list or stack built on these units holds names a block header
+    /// that stays mapped for `'a`.
+    pub(crate) unsafe fn new(base: *mut u8) -> Units<'a> {
+        debug_assert_eq!(base as usize % BLOCK_SIZE, 0);
+        Units {
+            base: base as usize,
+            _blocks: PhantomData,
+        }
+    }
+
+    /// The header of block `u`.
+    #[inline]
+    pub(crate) fn block(self, u: u32) -> &'a Header {
+        let h = (self.base + ((u as usize) << BLOCK_SIZE.trailing_zeros())) as *const Header;
+        // SAFETY: `u` came from a link, which names a mapped block (`new`'s contract).
+        unsafe { &*h }
+    }
+
+    /// The unit index of block `h`.
+    #[inline]
+    pub(crate) fn index(self, h: &Header) -> u32 {
+        ((h.base() as usize - self.base) >> BLOCK_SIZE.trailing_zeros()) as u32
+    }
+}
+
+/// Where a [`BlockList`] keeps its links: `[next, prev]` per block, in the blocks' headers
+/// ([`Units`]) or in a table beside them.
+pub(crate) trait Links<'a>: Copy {
+    /// How links name blocks.
+    fn units(self) -> Units<'a>;
+    /// `[next, prev]` of block `u`.
+    fn links(self, u: u32) -> &'a [AtomicU32; 2];
+}
+
+impl<'a> Links<'a> for Units<'a> {
+    fn units(self) -> Units<'a> {
+        self
+    }
+    fn links(self, u: u32) -> &'a [AtomicU32; 2] {
+        &self.block(u).links
+    }
+}
+
+/// An intrusive doubly linked list of blocks: its first block's unit index, and per block
+/// `[next, prev]` links ([`Links`]). Only the list's owner (a heap's thread, or the pool-lock
+/// holder) touches it and its blocks' links.
+///
+/// Invariants: a block is on at most one list of each kind of links; for every listed
+/// block `b`, `next(prev(b)) == b` (or `first == b`) and `prev(next(b)) == b` (or `next(b)
+/// == NONE`).
+#[repr(transparent)]
+pub(crate) struct BlockList {
+    first: u32,
+}
+
+const NEXT: usize = 0;
+const PREV: usize = 1;
+
+impl BlockList {
+    /// An empty list.
+    pub(crate) const fn new() -> BlockList {
+        BlockList { first: NONE }
+    }
+
+    /// True when no block is listed.
+    #[inline]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.first == NONE
+    }
+
+    /// The first block.
+    #[inline]
+    pub(crate) fn first<'a>(&self, links: impl Links<'a>) -> Option<&'a Header> {
+        (!self.is_empty()).then(|| links.units().block(self.first))
+    }
+
+    /// Puts `h` first.
+    pub(crate) fn push<'a>(&mut self, links: impl Links<'a>, h: &Header) {
+        let u = links.units().index(h);
+        let l = links.links(u);
+        l[PREV].store(NONE, Ordering::Relaxed);
+        l[NEXT].store(self.first, Ordering::Relaxed);
+        if !self.is_empty() {
+            links.links(self.first)[PREV].store(u, Ordering::Relaxed);
+        }
+        self.first = u;
+    }
+
+    /// Unlinks `h`, which is on this list.
+    pub(crate) fn remove<'a>(&mut self, links: impl Links<'a>, h: &Header) {
+        let u = links.units().index(h);
+        let l = links.links(u);
+        let (next, prev) = (
+            l[NEXT].load(Ordering::Relaxed),
+            l[PREV].load(Ordering::Relaxed),
+        );
+        if prev == NONE {
+            debug_assert_eq!(self.first, u);
+            self.first = next;
+        } else {
+            links.links(prev)[NEXT].store(next, Ordering::Relaxed);
+        }
+        if next != NONE {
+            links.links(next)[PREV].store(prev, Ordering::Relaxed);
+        }
+        l[NEXT].store(NONE, Ordering::Relaxed);
+        l[PREV].store(NONE, Ordering::Relaxed);
+    }
+
+    /// Unlinks and returns the first block.
+    pub(crate) fn pop<'a>(&mut self, links: impl Links<'a>) -> Option<&'a Header> {
+        let h = self.first(links)?;
+        self.remove(links, h);
+        Some(h)
+    }
+
+    /// The listed blocks, first to last. The walk reads a block's link before it yields
+    /// the block, so the caller may remove the block it was given (and no other) meanwhile.
+    pub(crate) fn iter<'a, L: Links<'a>>(&self, links: L) -> ListIter<'a, L> {
+        ListIter {
+            links,
+            next: self.first,
+            _blocks: PhantomData,
+        }
+    }
+
+    /// True when block `h`'s successor links back to it: `prev(next(h)) == h`.
+    pub(crate) fn links_back<'a>(links: impl Links<'a>, h: &Header) -> bool {
+        let u = links.units().index(h);
+        let next = links.links(u)[NEXT].load(Ordering::Relaxed);
+        next == NONE || links.links(next)[PREV].load(Ordering::Relaxed) == u
+    }
+}
+
+/// [`BlockList::iter`].
+pub(crate) struct ListIter<'a, L> {
+    links: L,
+    next: u32,
+    _blocks: PhantomData<&'a Header>,
+}
+
+impl<'a, L: Links<'a>> Iterator for ListIter<'a, L> {
+    type Item = &'a Header;
+
+    fn next(&mut self) -> Option<&'a Header> {
+        if self.next == NONE {
+            return None;
+        }
+        let u = self.next;
+        self.next = self.links.links(u)[NEXT].load(Ordering::Relaxed);
+        Some(self.links.units().block(u))
     }
 }
 
@@ -702,8 +859,9 @@ impl BlockStack {
         }
     }
 
-    /// Pushes block `h`, whose unit index is `unit`.
-    pub(crate) fn push(&self, unit: u32, h: &Header) {
+    /// Pushes block `h`.
+    pub(crate) fn push(&self, units: Units<'_>, h: &Header) {
+        let unit = units.index(h);
         let mut top = self.top.load(Ordering::Relaxed);
         loop {
             h.returned_next.store(top, Ordering::Relaxed);
@@ -718,13 +876,35 @@ impl BlockStack {
         }
     }
 
-    /// Takes every block; returns the first unit (`NONE` when empty). Follow
-    /// `returned_next` for the rest.
-    pub(crate) fn take_all(&self) -> u32 {
-        if self.top.load(Ordering::Relaxed) == NONE {
-            return NONE;
+    /// Takes every block: the stack is empty after the call, and the caller walks what it
+    /// took.
+    pub(crate) fn take_all<'a>(&self, units: Units<'a>) -> StackIter<'a> {
+        let top = if self.top.load(Ordering::Relaxed) == NONE {
+            NONE
+        } else {
+            self.top.swap(NONE, Ordering::Acquire)
+        };
+        StackIter { units, next: top }
+    }
+}
+
+/// The blocks [`BlockStack::take_all`] took, last pushed first. The walk reads a block's
+/// link before it yields the block, so the caller may list the block elsewhere.
+pub(crate) struct StackIter<'a> {
+    units: Units<'a>,
+    next: u32,
+}
+
+impl<'a> Iterator for StackIter<'a> {
+    type Item = &'a Header;
+
+    fn next(&mut self) -> Option<&'a Header> {
+        if self.next == NONE {
+            return None;
         }
-        self.top.swap(NONE, Ordering::Acquire)
+        let h = self.units.block(self.next);
+        self.next = h.returned_next.load(Ordering::Relaxed);
+        Some(h)
     }
 }
 
@@ -746,11 +926,14 @@ const fn window_end(bump: u32, limit: u32) -> u32 {
 }
 
 /// The header of the block holding `p`: one mask, the same for every class (every block
-/// is [`UNIT`] bytes, aligned to its size).
+/// is [`BLOCK_SIZE`] bytes, aligned to its size).
 #[inline(always)]
 pub(crate) fn header_of(p: *mut u8) -> *mut Header {
-    ((p as usize) & !(UNIT - 1)) as *mut Header
+    ((p as usize) & !(BLOCK_SIZE - 1)) as *mut Header
 }
+
+#[cfg(all(loom, test))]
+mod loom;
 
 #[cfg(all(test, not(loom)))]
 mod tests {

@@ -1,5 +1,7 @@
 //! Size classes and block geometry, computed at compile time.
 //!
+//! The bottom layer: it uses no other module of the crate.
+//!
 //! A **size class** is a slot stride. [`CLASSES`] lists them in increasing stride:
 //!
 //! - strides 1 and 2: *tiny* classes, whose slots cannot hold a 32-bit free-list link (see
@@ -10,15 +12,15 @@
 //!
 //! A request (size, align) maps to the smallest class whose stride is at least the size and
 //! a multiple of the align ([`class_of`]). Every class has its own block geometry
-//! ([`Class`]) in a block of [`UNIT`] (2 MiB) bytes, the same for every class, which keeps
-//! `block bytes / usable bytes` within the ratio contract ([`ratio_contract_limit`]) for
-//! every class. One block size for all classes means that any pointer into a block masks to
+//! ([`Class`]) in a block of [`BLOCK_SIZE`] (2 MiB) bytes, the same for every class, which
+//! keeps `block bytes / usable bytes` within the ratio contract ([`ratio_contract_limit`])
+//! for every class. One block size for all classes means that any pointer into a block masks to
 //! that block's own header, whatever size a free names: a wrong size is caught by the
 //! header's key and never makes a free read user memory as a header.
 //!
 //! Invariants, checked by `const` assertions below (a bad table does not compile):
 //!
-//! - `first + capacity * stride == limit <= block_size`
+//! - `first + capacity * stride == limit <= BLOCK_SIZE`
 //! - `first >= HEADER_SIZE (+ run table for tiny classes)`, `first % slot_align == 0`,
 //!   `stride % slot_align == 0`: every slot is aligned to `slot_align`, the largest power
 //!   of two (at most 4096) dividing the stride.
@@ -29,11 +31,9 @@
 /// Bytes of the block header that starts every block.
 pub const HEADER_SIZE: usize = 64;
 /// log2 of the block size (2 MiB), the same for every class.
-pub const UNIT_SHIFT: u32 = 21;
-/// The block size, and the unit the region hands out.
-pub const UNIT: usize = 1 << UNIT_SHIFT;
-/// The largest block order a class may choose: every class takes [`UNIT`].
-pub const MAX_BLOCK_SHIFT: u32 = UNIT_SHIFT;
+pub const BLOCK_SHIFT: u32 = 21;
+/// The block size: every block of every class is this many bytes, aligned to it.
+pub const BLOCK_SIZE: usize = 1 << BLOCK_SHIFT;
 /// The largest stride of a small class; larger requests are large allocations.
 pub const MAX_SMALL: usize = 16 * 1024;
 /// The largest alignment a small class serves; larger alignments are large allocations.
@@ -44,12 +44,14 @@ const EXACT_MAX: usize = 1024;
 pub const CLASS_COUNT: usize = 3 + EXACT_MAX / 8 + 8 * 4;
 
 /// One size class and its block geometry. All offsets are from the block's base.
+///
+/// 32 bytes (a power of two): indexing [`CLASSES`] is a shift, which the fast paths that
+/// read a slot's stride (calloc's zeroing) count on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(align(32))]
 pub struct Class {
     /// Slot size in bytes.
     pub stride: u32,
-    /// log2 of the block size.
-    pub block_shift: u32,
     /// Offset of slot 0.
     pub first: u32,
     /// Number of slots in a block.
@@ -65,10 +67,10 @@ pub struct Class {
 }
 
 impl Class {
-    /// The block size in bytes.
+    /// The block size in bytes: [`BLOCK_SIZE`], whatever the class.
     #[inline(always)]
     pub const fn block_size(&self) -> usize {
-        1 << self.block_shift
+        BLOCK_SIZE
     }
 
     /// True for the classes whose slots are too small for a 32-bit link.
@@ -161,9 +163,10 @@ const fn round_up(x: usize, to: usize) -> usize {
     x.div_ceil(to) * to
 }
 
-/// Geometry of a tiny class in a block of `block`: runs of `2^(8*stride) - 1` slots (the
-/// all-ones link is the end of a run's list), one list head of `stride` bytes per run.
-const fn tiny_geometry(stride: usize, block: usize) -> Class {
+/// Geometry of a tiny class: runs of `2^(8*stride) - 1` slots (the all-ones link is the end
+/// of a run's list), one list head of `stride` bytes per run.
+const fn tiny_geometry(stride: usize) -> Class {
+    let block = BLOCK_SIZE;
     let run_len = (1usize << (8 * stride)) - 1;
     let avail = block - HEADER_SIZE;
     // runs * stride (heads) + slots * stride <= avail, runs = ceil(slots / run_len).
@@ -179,7 +182,6 @@ const fn tiny_geometry(stride: usize, block: usize) -> Class {
     let capacity = (block - first) / stride;
     Class {
         stride: stride as u32,
-        block_shift: block.trailing_zeros(),
         first: first as u32,
         capacity: capacity as u32,
         limit: (first + capacity * stride) as u32,
@@ -189,16 +191,16 @@ const fn tiny_geometry(stride: usize, block: usize) -> Class {
     }
 }
 
-const fn geometry(stride: usize, block: usize) -> Class {
+const fn geometry(stride: usize) -> Class {
     if stride < 4 {
-        return tiny_geometry(stride, block);
+        return tiny_geometry(stride);
     }
+    let block = BLOCK_SIZE;
     let slot_align = min(1 << stride.trailing_zeros(), MAX_SMALL_ALIGN);
     let first = round_up(HEADER_SIZE, slot_align);
     let capacity = (block - first) / stride;
     Class {
         stride: stride as u32,
-        block_shift: block.trailing_zeros(),
         first: first as u32,
         capacity: capacity as u32,
         limit: (first + capacity * stride) as u32,
@@ -216,24 +218,11 @@ pub const fn meets_ratio(c: &Class) -> bool {
     block * LIMIT_DEN <= usable * ratio_contract_limit(c.stride as usize)
 }
 
-/// The smallest block (from [`UNIT`] to `2^MAX_BLOCK_SHIFT`) whose geometry meets the ratio
-/// contract.
-const fn best_geometry(stride: usize) -> Class {
-    let mut shift = UNIT_SHIFT;
-    loop {
-        let c = geometry(stride, 1 << shift);
-        if meets_ratio(&c) || shift == MAX_BLOCK_SHIFT {
-            return c;
-        }
-        shift += 1;
-    }
-}
-
 const fn build_classes() -> [Class; CLASS_COUNT] {
-    let mut out = [geometry(8, UNIT); CLASS_COUNT];
+    let mut out = [geometry(8); CLASS_COUNT];
     let mut i = 0;
     while i < CLASS_COUNT {
-        out[i] = best_geometry(stride_at(i));
+        out[i] = geometry(stride_at(i));
         i += 1;
     }
     out
@@ -313,8 +302,7 @@ const _: () = {
         assert!(c.capacity > 1, "a block holds at least two slots");
         assert!(c.first as usize >= HEADER_SIZE + (c.runs * c.stride) as usize);
         assert!(c.first as usize + c.capacity as usize * stride == c.limit as usize);
-        assert!(c.limit as usize <= c.block_size());
-        assert!(c.block_size() >= UNIT && c.block_shift <= MAX_BLOCK_SHIFT);
+        assert!(c.limit as usize <= BLOCK_SIZE);
         assert!(c.first % c.slot_align == 0 && c.stride % c.slot_align == 0);
         assert!(meets_ratio(c), "a class misses the ratio contract");
         if i > 0 {
@@ -327,7 +315,53 @@ const _: () = {
     }
     assert!(TABLE[CLASS_COUNT - 1].stride as usize == MAX_SMALL);
     assert!(CLASS_COUNT <= 255, "a class index fits the header's u8");
+    assert!(size_of::<Class>().is_power_of_two());
 };
+
+/// A head's index: a (size class, lifetime class) pair as one number, `life * CLASS_COUNT +
+/// class`, the position of its head in the arrays of `CLASS_COUNT * life_count` heads that
+/// heaps and the pool keep.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct HeadIndex(usize);
+
+impl HeadIndex {
+    /// The head of size class `class` and lifetime class `life`.
+    #[inline(always)]
+    pub(crate) const fn new(class: usize, life: usize) -> HeadIndex {
+        HeadIndex(life * CLASS_COUNT + class)
+    }
+
+    /// The index itself.
+    #[inline(always)]
+    pub(crate) const fn get(self) -> usize {
+        self.0
+    }
+
+    /// The size class.
+    pub(crate) const fn class(self) -> usize {
+        self.0 % CLASS_COUNT
+    }
+
+    /// The lifetime class.
+    pub(crate) const fn life(self) -> usize {
+        self.0 / CLASS_COUNT
+    }
+
+    /// How many heads `life_count` lifetime classes have.
+    pub(crate) const fn count(life_count: usize) -> usize {
+        CLASS_COUNT * life_count
+    }
+
+    /// Every head of `life_count` lifetime classes, in index order.
+    pub(crate) fn all(life_count: usize) -> impl Iterator<Item = HeadIndex> {
+        (0..Self::count(life_count)).map(HeadIndex)
+    }
+
+    /// The heads of lifetime class `life`, one per size class.
+    pub(crate) fn of_life(life: usize) -> impl Iterator<Item = HeadIndex> {
+        (0..CLASS_COUNT).map(move |class| HeadIndex::new(class, life))
+    }
+}
 
 /// The class index serving a request of `size` bytes aligned to `align`, or `None` when the
 /// request is large (above [`MAX_SMALL`] or aligned above [`MAX_SMALL_ALIGN`]).
@@ -434,6 +468,20 @@ mod tests {
                 assert_eq!(class_of(size, align), None, "{size}, {align}");
             }
         }
+    }
+
+    #[test]
+    fn a_head_index_names_its_pair() {
+        let heads: Vec<HeadIndex> = HeadIndex::all(3).collect();
+        assert_eq!(heads.len(), HeadIndex::count(3));
+        for (i, h) in heads.iter().enumerate() {
+            assert_eq!(h.get(), i);
+            assert_eq!(HeadIndex::new(h.class(), h.life()), *h);
+        }
+        let life_1: Vec<HeadIndex> = HeadIndex::of_life(1).collect();
+        assert_eq!(life_1.len(), CLASS_COUNT);
+        assert!(life_1.iter().all(|h| h.life() == 1));
+        assert_eq!(life_1[0].get(), CLASS_COUNT);
     }
 
     #[test]

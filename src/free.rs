@@ -14,7 +14,7 @@ use crate::misuse::{report, Misuse, Problem};
 use crate::os;
 use crate::per_thread;
 use crate::pool::{Pool, EMPTY_KEY};
-use crate::region::{BLOCK, TAIL};
+use crate::region::BLOCK;
 use crate::route::Route;
 use crate::sync::Ordering;
 use crate::tiny;
@@ -392,7 +392,7 @@ impl Instance {
         let r = &pool.region;
         let c = &CLASSES[class];
         let base = header_of(p) as usize;
-        if !r.contains(p as usize) || !matches!(r.unit_state(r.unit_of(p as usize)), BLOCK | TAIL) {
+        if !r.contains(p as usize) || r.unit_state(r.unit_of(p as usize)) != BLOCK {
             return bad(self.foreign_or_large(pool, p));
         }
         // SAFETY: base lies in the region (p does, and blocks are aligned to their size),

@@ -13,6 +13,7 @@
 
 use crate::api::Cohort;
 use crate::lifetime::Lifetime;
+use crate::resize::SizeAlign;
 use crate::route::ThreadHeap;
 use core::alloc::Layout;
 use core::ptr::NonNull;
@@ -98,15 +99,9 @@ impl<L: Lifetime> ClassHandle<'_, L> {
     ) -> Option<NonNull<[u8]>> {
         // SAFETY: forwarded contract.
         let q = unsafe {
-            self.cohort.core.realloc_sized::<ZERO, false, _>(
-                ThreadHeap,
-                p.as_ptr(),
-                old.size(),
-                old.align(),
-                new.size(),
-                new.align(),
-                self.life.index(),
-            )
+            let (from, to) = (SizeAlign::of(old), SizeAlign::of(new));
+            let life = self.life.index();
+            self.cohort.core.realloc_sized::<ZERO, false, _>(ThreadHeap, p.as_ptr(), from, to, life)
         };
         self.slice(q, new)
     }

@@ -26,12 +26,11 @@
 //! (they come back through `returned`) and waits on the pool's abandoned list for the next
 //! thread.
 
-use crate::block::{Header, LocalFree, Role, NONE};
-use crate::class::CLASS_COUNT;
+use crate::block::{BlockList, Header, LocalFree, Role};
+use crate::class::HeadIndex;
 use crate::heap_record::{HeapRecord, HeapState};
 use crate::os;
 use crate::pool::{Pool, PoolState};
-use crate::sync::Ordering;
 use crate::tiny;
 use core::ops::Deref;
 use core::ptr;
@@ -40,8 +39,8 @@ use core::ptr;
 pub(crate) struct HeapHead<'a> {
     /// The block the fast paths allocate from: [`EMPTY_BLOCK`] when there is none.
     pub(crate) current: &'a mut *const Header,
-    /// First block of the partial list (unit index, `NONE` when empty).
-    pub(crate) partial: &'a mut u32,
+    /// The partial list.
+    pub(crate) partial: &'a mut BlockList,
 }
 
 /// A heap. Its heads follow it in the same mapping: first the current block of every head
@@ -102,7 +101,7 @@ fn currents(heap: *const Heap) -> *mut *const Header {
 #[inline(always)]
 pub(crate) unsafe fn current_block(heap: *const Heap, class: usize, life: usize) -> *const Header {
     // SAFETY: in bounds by the caller's guarantee.
-    unsafe { *currents(heap).add(life * CLASS_COUNT + class) }
+    unsafe { *currents(heap).add(HeadIndex::new(class, life).get()) }
 }
 
 /// Head `i` of a heap with `heads` heads.
@@ -116,7 +115,7 @@ pub(crate) unsafe fn head_at<'a>(heap: *const Heap, heads: usize, i: usize) -> H
     // SAFETY: both arrays hold `heads` entries; exclusivity is the caller's.
     unsafe {
         let current = &mut *currents(heap).add(i);
-        let partial = &mut *currents(heap).add(heads).cast::<u32>().add(i);
+        let partial = &mut *currents(heap).add(heads).cast::<BlockList>().add(i);
         HeapHead { current, partial }
     }
 }
@@ -131,8 +130,8 @@ impl Heap {
 
     /// Maps and registers a new heap. Null when the OS refuses or the registry is full.
     pub(crate) fn create(pool: &Pool, instance: u64, group: usize) -> *mut Heap {
-        let heads_len = CLASS_COUNT * pool.life_count;
-        let head_bytes = size_of::<*const Header>() + size_of::<u32>();
+        let heads_len = HeadIndex::count(pool.life_count);
+        let head_bytes = size_of::<*const Header>() + size_of::<BlockList>();
         let Some(len) = os::page_round(size_of::<Heap>() + heads_len * head_bytes) else {
             return ptr::null_mut();
         };
@@ -157,7 +156,7 @@ impl Heap {
                 Heap {
                     record: HeapRecord::new(
                         instance << 16 | id as u64,
-                        currents(heap).add(heads_len).cast::<u32>(),
+                        currents(heap).add(heads_len).cast::<BlockList>(),
                     ),
                     instance,
                     id,
@@ -170,7 +169,7 @@ impl Heap {
             for i in 0..heads_len {
                 let head = head_at(heap, heads_len, i);
                 *head.current = &EMPTY_BLOCK;
-                *head.partial = NONE;
+                *head.partial = BlockList::new();
             }
             pool.publish(id, ptr::addr_of_mut!((*heap).record));
         }
@@ -178,7 +177,7 @@ impl Heap {
     }
 
     pub(crate) fn heads(&self) -> usize {
-        CLASS_COUNT * self.pool().life_count
+        HeadIndex::count(self.pool().life_count)
     }
 
     /// The head of (class, life).
@@ -188,7 +187,7 @@ impl Heap {
     /// reference to the head is alive.
     unsafe fn head(&self, class: usize, life: usize) -> HeapHead<'_> {
         // SAFETY: forwarded.
-        unsafe { head_at(self, self.heads(), life * CLASS_COUNT + class) }
+        unsafe { head_at(self, self.heads(), HeadIndex::new(class, life).get()) }
     }
 
     pub(crate) fn pool(&self) -> &Pool {
@@ -248,13 +247,13 @@ impl Heap {
                     continue;
                 }
                 self.drain_returned();
-                if *head.partial != NONE && pool.block(*head.partial).has_freed_slots() {
+                let next = head.partial.first(pool.units());
+                if let Some(next) = next.filter(|next| next.has_freed_slots()) {
                     // The next listed block becomes current; this one keeps its never-used
                     // slots for later, listed.
-                    let next = pool.block(*head.partial);
-                    pool.list_remove(head.partial, next);
+                    head.partial.remove(pool.units(), next);
                     h.set_role(Role::Listed);
-                    pool.list_push(head.partial, h);
+                    head.partial.push(pool.units(), h);
                     next.set_role(Role::Current);
                     *head.current = next;
                     continue;
@@ -265,7 +264,7 @@ impl Heap {
                 *head.current = &EMPTY_BLOCK;
             }
             self.drain_returned();
-            let h = match pool.list_pop(head.partial) {
+            let h = match head.partial.pop(pool.units()) {
                 Some(h) => h,
                 None => {
                     let mut st = pool.lock();
@@ -299,20 +298,20 @@ impl Heap {
         // SAFETY: a tiny head, under the pool lock (`st`); no other reference to it is alive.
         let list = unsafe { self.tiny_list(class, life) };
         loop {
-            let h = match *list {
-                NONE => {
+            let h = match list.first(pool.units()) {
+                Some(h) => h,
+                None => {
                     let h = pool.take_block(st, class, life, 0)?;
                     h.set_holder(self.id);
-                    pool.list_push(list, h);
+                    list.push(pool.units(), h);
                     h
                 }
-                u => pool.block(u),
             };
             // SAFETY: a tiny block (pool-owned), under the pool lock.
             let got = unsafe { tiny::pop(h) };
             if got.is_none() || h.used() == h.capacity() {
                 // Full: on no list until a free (`Pool::free_tiny`) lists it again.
-                pool.list_remove(list, h);
+                list.remove(pool.units(), h);
             }
             if let Some((off, zeroed)) = got {
                 return Some((h.base().wrapping_add(off as usize), zeroed));
@@ -353,11 +352,11 @@ impl Heap {
                 h.set_role(Role::Listed);
                 // When a remote free cleared FULL first, it put the block on `returned`.
                 if h.clear_full() {
-                    pool.list_push(head.partial, h);
+                    head.partial.push(pool.units(), h);
                 }
             }
             Role::Listed => {
-                pool.list_remove(head.partial, h);
+                head.partial.remove(pool.units(), h);
                 let mut st = pool.lock();
                 pool.give_empty(&mut st, h);
             }
@@ -368,14 +367,11 @@ impl Heap {
     /// Lists the blocks on `returned` on their heads' partial lists.
     pub(crate) fn drain_returned(&self) {
         let pool = self.pool();
-        let mut u = self.returned.take_all();
-        while u != NONE {
-            let h = pool.block(u);
-            u = h.returned_next.load(Ordering::Relaxed);
+        for h in self.returned.take_all(pool.units()) {
             // SAFETY: returned blocks are owned by this heap; their key names its heads.
             let head = unsafe { self.head(h.class(), h.life()) };
             h.set_role(Role::Listed);
-            pool.list_push(head.partial, h);
+            head.partial.push(pool.units(), h);
         }
     }
 
@@ -383,17 +379,14 @@ impl Heap {
     /// blocks and `false` for the partial ones.
     pub(crate) fn for_each_listed(&self, mut f: impl FnMut(&Header, bool)) {
         let pool = self.pool();
-        for i in 0..self.heads() {
+        for i in pool.heads() {
             // SAFETY: i is below the head count; the head is only read here.
-            let head = unsafe { head_at(self, self.heads(), i) };
+            let head = unsafe { head_at(self, self.heads(), i.get()) };
             if !ptr::eq(*head.current, &EMPTY_BLOCK) {
                 // SAFETY: a current block is live.
                 f(unsafe { &**head.current }, true);
             }
-            let mut u = *head.partial;
-            while u != NONE {
-                let h = pool.block(u);
-                u = h.next.load(Ordering::Relaxed);
+            for h in head.partial.iter(pool.units()) {
                 f(h, false);
             }
         }
@@ -407,14 +400,14 @@ impl Heap {
     pub(crate) fn release_life(&self, life: usize, mut f: impl FnMut(&Header, bool)) {
         self.drain_returned();
         let pool = self.pool();
-        for class in 0..CLASS_COUNT {
+        for i in HeadIndex::of_life(life) {
             // SAFETY: the owner, a valid class and life.
-            let head = unsafe { self.head(class, life) };
+            let head = unsafe { self.head(i.class(), i.life()) };
             if !ptr::eq(*head.current, &EMPTY_BLOCK) {
                 // SAFETY: a current block is live.
                 f(unsafe { &**head.current }, true);
             }
-            while let Some(h) = pool.list_pop(head.partial) {
+            while let Some(h) = head.partial.pop(pool.units()) {
                 f(h, false);
             }
         }
@@ -425,9 +418,9 @@ impl Heap {
     pub(crate) fn give_back_empty(&self, st: &mut PoolState) -> usize {
         let pool = self.pool();
         let mut given = 0;
-        for i in 0..self.heads() {
+        for i in pool.heads() {
             // SAFETY: the owner; i is below the head count.
-            let head = unsafe { head_at(self, self.heads(), i) };
+            let head = unsafe { head_at(self, self.heads(), i.get()) };
             if !ptr::eq(*head.current, &EMPTY_BLOCK) {
                 // SAFETY: a current block is live.
                 let h = unsafe { &**head.current };
@@ -438,12 +431,9 @@ impl Heap {
                     given += 1;
                 }
             }
-            let mut u = *head.partial;
-            while u != NONE {
-                let h = pool.block(u);
-                u = h.next.load(Ordering::Relaxed);
+            for h in head.partial.iter(pool.units()) {
                 if h.live() == 0 {
-                    pool.list_remove(head.partial, h);
+                    head.partial.remove(pool.units(), h);
                     pool.release_block(st, h);
                     given += 1;
                 }

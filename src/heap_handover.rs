@@ -37,16 +37,16 @@ pub(crate) unsafe fn abandon(heap: *mut Heap) {
     let pool = hp.pool();
     let mut st = pool.lock();
     hp.drain_returned();
-    for i in 0..hp.heads() {
+    for i in pool.heads() {
         // SAFETY: i is below the head count; the heap is ours until ABANDONED.
-        let head = unsafe { head_at(heap, hp.heads(), i) };
+        let head = unsafe { head_at(heap, hp.heads(), i.get()) };
         if !ptr::eq(*head.current, &EMPTY_BLOCK) {
             // SAFETY: a current block is live.
             let h = unsafe { &**head.current };
             pool.adopt_block(&mut st, h);
             *head.current = &EMPTY_BLOCK;
         }
-        while let Some(h) = pool.list_pop(head.partial) {
+        while let Some(h) = head.partial.pop(pool.units()) {
             pool.adopt_block(&mut st, h);
         }
     }

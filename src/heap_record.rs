@@ -23,7 +23,8 @@
 //! thread: neither leaves those states otherwise.
 
 use crate::block::BlockStack;
-use crate::class::{CLASSES, CLASS_COUNT};
+use crate::block::BlockList;
+use crate::class::{HeadIndex, CLASSES};
 use crate::sync::{AtomicU8, Ordering};
 
 /// The life-cycle state of a heap (see the module docs).
@@ -76,15 +77,15 @@ pub(crate) struct HeapRecord {
     pub(crate) next_abandoned: *mut HeapRecord,
     /// Blocks a remote free took out of `FULL` state.
     pub(crate) returned: BlockStack,
-    /// The heap's partial-list heads, `CLASS_COUNT * life_count` of them, indexed by
-    /// `life * CLASS_COUNT + class`; the tiny ones are the pool lock's.
-    partials: *mut u32,
+    /// The heap's partial lists, one per head ([`HeadIndex`]); the tiny ones are the pool
+    /// lock's.
+    partials: *mut BlockList,
 }
 
 impl HeapRecord {
     /// The record of a new heap with token `token` (`Live`), whose partial-list heads are
     /// at `partials`.
-    pub(crate) fn new(token: u64, partials: *mut u32) -> HeapRecord {
+    pub(crate) fn new(token: u64, partials: *mut BlockList) -> HeapRecord {
         HeapRecord {
             token,
             state: AtomicU8::new(HeapState::Live as u8),
@@ -135,10 +136,10 @@ impl HeapRecord {
     /// `class` is a tiny class and `life` below the pool's lifetime-class count; the caller
     /// holds the pool lock (any thread) and keeps no other reference to the list.
     #[allow(clippy::mut_from_ref)]
-    pub(crate) unsafe fn tiny_list(&self, class: usize, life: usize) -> &mut u32 {
+    pub(crate) unsafe fn tiny_list(&self, class: usize, life: usize) -> &mut BlockList {
         debug_assert!(CLASSES[class].is_tiny());
         // SAFETY: in bounds (caller); tiny heads are guarded by the pool lock.
-        unsafe { &mut *self.partials.add(life * CLASS_COUNT + class) }
+        unsafe { &mut *self.partials.add(HeadIndex::new(class, life).get()) }
     }
 }
 

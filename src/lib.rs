@@ -20,7 +20,7 @@
 //! | 0 | `class`, `sync`, `os`, `lifetime` | the size-class table and block geometry, checked at compile time; atomics and the lock; every system call; the lifetime-class trait |
 //! | 1 | `region`, `large`, `misuse`, `instance_id` | address space carved into blocks; the large-allocation table; what a bad free is and how it is reported; the source of instance ids |
 //! | 2 | `live_bits`, `block` | checked mode's live bit per slot; the block header, its slot lists, remote frees |
-//! | 3 | `tiny`, `loom_api` | 1- and 2-byte slots in runs; the loom models' access (under `--cfg loom` only) |
+//! | 3 | `tiny` | 1- and 2-byte slots in runs |
 //! | 4 | `heap_record` | what other threads may touch of a heap: token, state, `returned`, abandoned link, tiny heads |
 //! | 5 | `pool` | the blocks an instance's heaps share, empty blocks, the registry of heap records |
 //! | 6 | `heap` | a heap: its heads, the alloc and free slow paths |
@@ -74,7 +74,7 @@
 //! - `tests/model.rs` drives random operation sequences against a plain model (quickcheck),
 //!   with a pattern in every live allocation.
 //! - The lock-free structures (remote free list, block stacks, the spin lock) are
-//!   model-checked with loom (`tests/loom.rs`, `RUSTFLAGS="--cfg loom"`).
+//!   model-checked with loom (models inside the crate, `RUSTFLAGS="--cfg loom"`).
 //! - With debug assertions or the `checked` feature, every free is fully checked.
 #![cfg_attr(feature = "nightly", feature(allocator_api))]
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -126,11 +126,6 @@ not_under_loom! {
     mod release;
 }
 pub mod design;
-
-/// Test-only access to the lock-free structures for the loom models (`tests/loom.rs`).
-#[cfg(loom)]
-#[doc(hidden)]
-pub mod loom_api;
 
 #[cfg(not(loom))]
 pub use api::{BlockReport, Cohort, DEFAULT_RESERVATION};

@@ -5,8 +5,8 @@
 //!   slots: blocks abandoned by exited threads, reclaimed full blocks, blocks threads
 //!   without a heap allocate from, and tiny blocks no live heap holds (a heap's tiny blocks
 //!   are pool-owned but listed on the heap's tiny heads, see [`crate::heap`]);
-//! - empty blocks kept committed for reuse by any class, at most [`RETAIN_EMPTY`] per block
-//!   size; the rest are decommitted and their units given back to the region;
+//! - empty blocks kept committed for reuse by any class, at most [`RETAIN_EMPTY`]; the rest
+//!   are decommitted and their units given back to the region;
 //! - the heap registry (id → heap) and the heaps of exited threads.
 //!
 //! Everything here is guarded by one [`SpinLock`] and only slow paths take it. The lock
@@ -25,22 +25,30 @@
 //! empties it takes the lock if it is free ([`Pool::after_remote_free`], which never
 //! waits), else flags the pool and the next slow path that takes a block does the work.
 //!
-//! Invariants (under the lock): a block is on at most one list; a block on `partial[h]` has
-//! key `h`, `owner == 0` and holder [`NO_HOLDER`] or [`HEAPLESS`]; a block on `retained[s]`
-//! is empty with key [`EMPTY_KEY`]; `retained_count[s] <= RETAIN_EMPTY`.
+//! **Blocks of a lifetime class.** Every block in use (carved or reused, and not yet given
+//! back or kept empty) is on its lifetime class's list, [`PoolState::of_life`], whoever owns
+//! it: `release_class` walks that list, never another class's blocks. Blocks enter it in
+//! [`Pool::take_block`] and leave it when they are given away, both under the lock.
+//!
+//! Invariants (under the lock): a block is on at most one list linked through its header
+//! (a heap's, `partial[h]` or `retained`); a block on `partial[h]` has key `h`, `owner ==
+//! 0` and holder [`NO_HOLDER`] or [`HEAPLESS`]; a block on `retained` is empty with key
+//! [`EMPTY_KEY`]; `retained_count == |retained| <= RETAIN_EMPTY`; `of_life[l]` = the blocks
+//! with key of lifetime class `l`, each once; `Σ_l |of_life[l]| + |retained|` = the units in
+//! state `BLOCK`.
 
-use crate::block::{BlockStack, Header, Role, HEAPLESS, NONE, NO_HOLDER};
-use crate::class::{CLASSES, CLASS_COUNT, MAX_BLOCK_SHIFT, UNIT_SHIFT};
+use crate::block::{BlockList, BlockStack, Header, Links, Role, Units, HEAPLESS, NO_HOLDER};
+use crate::class::{HeadIndex, BLOCK_SIZE};
 use crate::heap_record::HeapRecord;
 use crate::large::LargeTable;
-use crate::region::{Region, RegionState};
+use crate::region::{Region, RegionState, UNIT};
 use crate::sync::RawSpin;
 use crate::sync::{spin_lock, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, Ordering, SpinLock};
 use crate::{os, tiny};
 use core::ptr;
 use parking_lot::lock_api::MutexGuard;
 
-/// Empty blocks kept committed per block size.
+/// Empty blocks kept committed.
 pub(crate) const RETAIN_EMPTY: usize = 8;
 /// Blocks of a partial list a heap taking a block looks at for one with freed slots.
 const REUSE_SCAN: usize = 8;
@@ -48,7 +56,8 @@ pub(crate) use crate::block::EMPTY_KEY;
 /// The most heaps (threads × instances joined at once) an instance registers; more threads
 /// allocate through the pool's lock.
 pub(crate) const MAX_HEAPS: usize = 1 << 14;
-const SHIFTS: usize = (MAX_BLOCK_SHIFT - UNIT_SHIFT + 1) as usize;
+// One unit of the region holds one block.
+const _: () = assert!(BLOCK_SIZE == UNIT);
 
 /// The pool of one allocator instance.
 pub(crate) struct Pool {
@@ -62,6 +71,8 @@ pub(crate) struct Pool {
     pub(crate) heap_ids: AtomicU32,
     /// Pool-owned blocks a free took out of `FULL` state.
     returned: BlockStack,
+    /// `[next, prev]` per unit: the links of [`PoolState::of_life`] (see [`LifeLinks`]).
+    life_links: *const [AtomicU32; 2],
     /// Times the lock was taken (slow paths only): a measure for tests and stats.
     pub(crate) lock_count: AtomicU64,
     /// Set (1) by a remote free that may have emptied a pool-owned block while the lock
@@ -77,10 +88,14 @@ pub(crate) struct Pool {
 /// The lock-guarded part of the pool.
 pub(crate) struct PoolState {
     pub(crate) region: RegionState,
-    /// Per head, a doubly linked list of pool-owned blocks with free slots (unit index).
-    partial: *mut u32,
-    retained: [u32; SHIFTS],
-    retained_count: [usize; SHIFTS],
+    /// Per head ([`HeadIndex`]), the pool-owned blocks with free slots.
+    partial: *mut BlockList,
+    /// Per lifetime class, every block of the class in use, whoever owns it and whatever
+    /// list it is on (linked through [`LifeLinks`]): what `release_class` walks.
+    of_life: *mut BlockList,
+    /// Empty blocks kept committed (at most [`RETAIN_EMPTY`]).
+    retained: BlockList,
+    retained_count: usize,
     /// Heaps of exited threads, linked through `HeapRecord::next_abandoned`.
     pub(crate) abandoned: *mut HeapRecord,
 }
@@ -100,10 +115,12 @@ impl Pool {
         let Some((region, region_state)) = Region::new(bytes, exact, checked) else {
             return ptr::null_mut();
         };
-        let heads = CLASS_COUNT * life_count;
+        let heads = HeadIndex::count(life_count);
         let registry_bytes = MAX_HEAPS * size_of::<AtomicPtr<HeapRecord>>();
+        let lists_bytes = (heads + life_count) * size_of::<BlockList>();
+        let links_bytes = region.unit_count() * size_of::<[AtomicU32; 2]>();
         let Some(meta_len) =
-            os::page_round(size_of::<Pool>() + registry_bytes + heads * size_of::<u32>())
+            os::page_round(size_of::<Pool>() + registry_bytes + lists_bytes + links_bytes)
         else {
             return ptr::null_mut();
         };
@@ -113,13 +130,20 @@ impl Pool {
         }
         let pool = meta.cast::<Pool>();
         // SAFETY: `meta` is fresh zeroed memory of `meta_len` bytes: the pool, then the
-        // registry (null pointers are zeros), then the partial-list heads.
+        // registry (null pointers are zeros), then the partial lists and the lifetime
+        // classes' lists, then their links (written when a block joins a list: zeros are
+        // never read).
         unsafe {
             let heaps = meta.add(size_of::<Pool>()).cast::<AtomicPtr<HeapRecord>>();
-            let partial = meta.add(size_of::<Pool>() + registry_bytes).cast::<u32>();
-            for i in 0..heads {
-                partial.add(i).write(NONE);
+            let partial = meta
+                .add(size_of::<Pool>() + registry_bytes)
+                .cast::<BlockList>();
+            for i in 0..heads + life_count {
+                partial.add(i).write(BlockList::new());
             }
+            let life_links = meta
+                .add(size_of::<Pool>() + registry_bytes + lists_bytes)
+                .cast::<[AtomicU32; 2]>();
             ptr::write(
                 pool,
                 Pool {
@@ -127,14 +151,16 @@ impl Pool {
                     state: spin_lock(PoolState {
                         region: region_state,
                         partial,
-                        retained: [NONE; SHIFTS],
-                        retained_count: [0; SHIFTS],
+                        of_life: partial.add(heads),
+                        retained: BlockList::new(),
+                        retained_count: 0,
                         abandoned: ptr::null_mut(),
                     }),
                     life_count,
                     heaps,
                     heap_ids: AtomicU32::new(0),
                     returned: BlockStack::new(),
+                    life_links,
                     lock_count: AtomicU64::new(0),
                     emptied: AtomicU8::new(0),
                     large: spin_lock(LargeTable::new()),
@@ -168,23 +194,51 @@ impl Pool {
         self.state.lock()
     }
 
-    /// Empty blocks held committed for reuse, per block size.
+    /// Empty blocks held committed for reuse.
     pub(crate) fn retained_blocks(st: &PoolState) -> usize {
-        st.retained_count.iter().sum()
+        st.retained_count
     }
 
-    /// The header of the block at unit `u`.
+    /// How the blocks' links name blocks: unit indices of the region.
     #[inline]
-    pub(crate) fn block(&self, u: u32) -> &Header {
-        // SAFETY: list links name units holding a block header, which stay mapped for the
-        // region's life.
-        unsafe { &*self.region.unit_addr(u as usize).cast::<Header>() }
+    pub(crate) fn units(&self) -> Units<'_> {
+        // SAFETY: links name carved units, which stay mapped for the region's life.
+        unsafe { Units::new(self.region.base() as *mut u8) }
     }
 
-    /// The unit index of a block.
-    #[inline]
-    pub(crate) fn unit(&self, h: &Header) -> u32 {
-        self.region.unit_of(h.base() as usize) as u32
+    /// The links of [`PoolState::of_life`].
+    fn life_links(&self) -> LifeLinks<'_> {
+        LifeLinks {
+            units: self.units(),
+            table: self.life_links,
+        }
+    }
+
+    /// Every head of the pool's lifetime classes.
+    pub(crate) fn heads(&self) -> impl Iterator<Item = HeadIndex> {
+        HeadIndex::all(self.life_count)
+    }
+
+    /// Every block carved from the region: in use, or kept empty (key [`EMPTY_KEY`]), as of
+    /// `st` (the caller may drop the lock while it walks: blocks stay mapped).
+    pub(crate) fn blocks<'a>(&'a self, st: &PoolState) -> impl Iterator<Item = &'a Header> + 'a {
+        let (r, units) = (&self.region, self.units());
+        (0..r.carved_units(&st.region))
+            .inspect(|_| walked_one())
+            .filter(move |&u| r.unit_state(u) == crate::region::BLOCK)
+            .map(move |u| units.block(u as u32))
+    }
+
+    /// Under the lock: every block of lifetime class `life` in use. The walk reads a
+    /// block's link before it yields the block, so the caller may give that block away.
+    pub(crate) fn blocks_of_life<'a>(
+        &'a self,
+        st: &PoolState,
+        life: usize,
+    ) -> impl Iterator<Item = &'a Header> + 'a {
+        st.of_life(life)
+            .iter(self.life_links())
+            .inspect(|_| walked_one())
     }
 
     /// The heap with id `id`, if registered.
@@ -223,60 +277,31 @@ impl Pool {
             .map(|id| self.heap(id))
             .filter(|h| !h.is_null())
     }
-
-    /// Pushes `h` on a doubly linked list whose head is `*head`.
-    pub(crate) fn list_push(&self, head: &mut u32, h: &Header) {
-        let u = self.unit(h);
-        h.prev.store(NONE, Ordering::Relaxed);
-        h.next.store(*head, Ordering::Relaxed);
-        if *head != NONE {
-            self.block(*head).prev.store(u, Ordering::Relaxed);
-        }
-        *head = u;
-    }
-
-    /// Unlinks `h` from the doubly linked list whose head is `*head`.
-    pub(crate) fn list_remove(&self, head: &mut u32, h: &Header) {
-        let (prev, next) = (
-            h.prev.load(Ordering::Relaxed),
-            h.next.load(Ordering::Relaxed),
-        );
-        if prev == NONE {
-            debug_assert_eq!(*head, self.unit(h));
-            *head = next;
-        } else {
-            self.block(prev).next.store(next, Ordering::Relaxed);
-        }
-        if next != NONE {
-            self.block(next).prev.store(prev, Ordering::Relaxed);
-        }
-        h.prev.store(NONE, Ordering::Relaxed);
-        h.next.store(NONE, Ordering::Relaxed);
-    }
-
-    /// Pops the first block of a list.
-    pub(crate) fn list_pop(&self, head: &mut u32) -> Option<&Header> {
-        if *head == NONE {
-            return None;
-        }
-        let h = self.block(*head);
-        self.list_remove(head, h);
-        Some(h)
-    }
 }
 
 impl PoolState {
-    /// The first block of the partial list of head `head` (`NONE` when empty).
-    pub(crate) fn partial_first(&self, head: usize) -> u32 {
-        // SAFETY: as in `partial`; only read.
-        unsafe { *self.partial.add(head) }
+    /// The pool's partial list of head `head`.
+    pub(crate) fn partial(&mut self, head: HeadIndex) -> &mut BlockList {
+        // SAFETY: `partial` holds a list per head and callers pass a head of the pool's
+        // lifetime classes (class < CLASS_COUNT, life < life_count).
+        unsafe { &mut *self.partial.add(head.get()) }
     }
 
-    /// The partial list head of (class, life).
-    pub(crate) fn partial(&mut self, head: usize) -> &mut u32 {
-        // SAFETY: `partial` holds CLASS_COUNT * life_count heads and callers pass a head
-        // index below that (class < CLASS_COUNT, life < life_count).
-        unsafe { &mut *self.partial.add(head) }
+    /// As [`PoolState::partial`], to read.
+    pub(crate) fn partial_list(&self, head: HeadIndex) -> &BlockList {
+        // SAFETY: as in `partial`.
+        unsafe { &*self.partial.add(head.get()) }
+    }
+
+    /// The blocks of lifetime class `life` in use.
+    fn of_life(&self, life: usize) -> &BlockList {
+        // SAFETY: `of_life` holds a list per lifetime class; `life < life_count`.
+        unsafe { &*self.of_life.add(life) }
+    }
+
+    fn of_life_mut(&mut self, life: usize) -> &mut BlockList {
+        // SAFETY: as in `of_life`.
+        unsafe { &mut *self.of_life.add(life) }
     }
 }
 
@@ -293,25 +318,30 @@ impl Pool {
         life: usize,
         owner: u64,
     ) -> Option<&'a Header> {
-        let head = life * CLASS_COUNT + class;
+        let head = HeadIndex::new(class, life);
         if self.emptied.load(Ordering::Relaxed) != 0 {
             self.give_back_emptied(st);
         }
-        if *st.partial(head) == NONE {
+        if st.partial(head).is_empty() {
             self.reclaim_abandoned(st);
         }
         if let Some(h) = self.take_partial(st, head) {
             h.set_owner(owner);
             return Some(h);
         }
-        let c = &CLASSES[class];
-        let s = (c.block_shift - UNIT_SHIFT) as usize;
-        let (base, fresh) = match self.take_retained(st, s) {
+        let (base, fresh) = match self.take_retained(st) {
             Some(base) => (base, false),
-            None => self.region.carve(&mut st.region, c.block_shift)?,
+            None => self.region.carve(&mut st.region)?,
         };
         // SAFETY: the block is carved or retained: committed, ours, reachable by nobody.
-        Some(unsafe { &*Header::init(base, class, life, owner, fresh) })
+        let h = unsafe { &*Header::init(base, class, life, owner, fresh) };
+        let c = h.geometry();
+        if c.is_tiny() {
+            // SAFETY: as above; the run table follows the header.
+            unsafe { tiny::init_runs(base.cast(), c) };
+        }
+        st.of_life_mut(life).push(self.life_links(), h);
+        Some(h)
     }
 
     /// Under the lock: takes a block of the pool's partial list `head` whose allocations are
@@ -319,49 +349,30 @@ impl Pool {
     /// where those threads find them). Among the first [`REUSE_SCAN`] of those, one with
     /// freed slots, whose touched pages are reused before another block's never-used ones;
     /// else the first.
-    fn take_partial(&self, st: &mut PoolState, head: usize) -> Option<&Header> {
-        let mut first = None;
-        let mut seen = 0;
-        let mut u = *st.partial(head);
-        while u != NONE && seen < REUSE_SCAN {
-            let h = self.block(u);
-            u = h.next.load(Ordering::Relaxed);
-            if h.holder() != NO_HOLDER {
-                continue;
-            }
-            if h.has_freed_slots() {
-                first = Some(h);
-                break;
-            }
-            first.get_or_insert(h);
-            seen += 1;
-        }
-        let h = first?;
-        self.list_remove(st.partial(head), h);
+    fn take_partial(&self, st: &mut PoolState, head: HeadIndex) -> Option<&Header> {
+        let mut heaps_may_take = st
+            .partial(head)
+            .iter(self.units())
+            .filter(|h| h.holder() == NO_HOLDER)
+            .take(REUSE_SCAN);
+        let first = heaps_may_take.next()?;
+        let h = if first.has_freed_slots() {
+            first
+        } else {
+            heaps_may_take
+                .find(|h| h.has_freed_slots())
+                .unwrap_or(first)
+        };
+        st.partial(head).remove(self.units(), h);
         Some(h)
     }
 
-    /// Under the lock: an empty committed block of `2^s` units, from the kept ones of that
-    /// size, else split from a larger kept one (its other pieces are kept as blocks of
-    /// `2^s` units), so emptied blocks serve every class, whatever its block size.
-    fn take_retained(&self, st: &mut PoolState, s: usize) -> Option<*mut u8> {
-        let t = (s..SHIFTS).find(|&t| st.retained[t] != NONE)?;
-        let h = self.block(st.retained[t]);
-        st.retained[t] = h.next.load(Ordering::Relaxed);
-        st.retained_count[t] -= 1;
-        let base = h.base();
-        let first = self.unit(h) as usize;
-        for piece in 1..1usize << (t - s) {
-            let u = first + (piece << s);
-            self.region.mark_block(u, 1 << s);
-            // SAFETY: the piece lies in the block just taken, which nobody else reaches.
-            let p = unsafe { &*Header::init_empty(self.region.unit_addr(u)) };
-            p.next.store(st.retained[s], Ordering::Relaxed);
-            st.retained[s] = u as u32;
-            st.retained_count[s] += 1;
-        }
-        self.region.mark_block(first, 1 << s);
-        Some(base)
+    /// Under the lock: an empty committed block from the kept ones, so emptied blocks serve
+    /// every class.
+    fn take_retained(&self, st: &mut PoolState) -> Option<*mut u8> {
+        let h = st.retained.pop(self.units())?;
+        st.retained_count -= 1;
+        Some(h.base())
     }
 
     /// Under the lock: takes a block that is empty (no live slot) and on no list. Keeps it
@@ -395,7 +406,7 @@ impl Pool {
             unsafe {
                 os::decommit(
                     (self.region.live_bits as *mut u8).add(base / 8),
-                    h.geometry().block_size() / 8,
+                    BLOCK_SIZE / 8,
                 )
             };
         }
@@ -405,18 +416,10 @@ impl Pool {
     /// many.
     pub(crate) fn release_retained(&self, st: &mut PoolState) -> usize {
         let mut n = 0;
-        for s in 0..SHIFTS {
-            while st.retained[s] != NONE {
-                let h = self.block(st.retained[s]);
-                st.retained[s] = h.next.load(Ordering::Relaxed);
-                st.retained_count[s] -= 1;
-                // SAFETY: a retained block is ours, empty and now on no list.
-                unsafe {
-                    self.region
-                        .give_back(&mut st.region, h.base(), UNIT_SHIFT + s as u32)
-                };
-                n += 1;
-            }
+        while let Some(base) = self.take_retained(st) {
+            // SAFETY: a retained block is ours, empty and now on no list.
+            unsafe { self.region.give_back(&mut st.region, base) };
+            n += 1;
         }
         n
     }
@@ -442,13 +445,10 @@ impl Pool {
     /// keeping at most `retain` empty blocks committed. Returns how many.
     fn empty_partial(&self, st: &mut PoolState, retain: usize) -> usize {
         let mut n = 0;
-        for head in 0..CLASS_COUNT * self.life_count {
-            let mut u = *st.partial(head);
-            while u != NONE {
-                let h = self.block(u);
-                u = h.next.load(Ordering::Relaxed);
+        for head in self.heads() {
+            for h in st.partial(head).iter(self.units()) {
                 if h.live() == 0 {
-                    self.list_remove(st.partial(head), h);
+                    st.partial(head).remove(self.units(), h);
                     self.give_block(st, h, retain);
                     n += 1;
                 }
@@ -495,28 +495,22 @@ impl Pool {
         mut f: impl FnMut(&mut PoolState, &Header),
     ) {
         self.reclaim_abandoned(st);
-        for class in 0..CLASS_COUNT {
-            let head = life * CLASS_COUNT + class;
-            let mut u = *st.partial(head);
-            while u != NONE {
-                let h = self.block(u);
-                u = h.next.load(Ordering::Relaxed);
+        for head in HeadIndex::of_life(life) {
+            for h in st.partial(head).iter(self.units()) {
                 if heapless || h.holder() != HEAPLESS {
-                    self.list_remove(st.partial(head), h);
+                    st.partial(head).remove(self.units(), h);
                     f(st, h);
                 }
             }
         }
     }
 
-    /// Resident bytes of every block, in use or kept empty (one `mincore` per unit).
+    /// Resident bytes of every block, in use or kept empty (one `mincore` per block).
     pub(crate) fn resident_bytes(&self) -> usize {
-        let r = &self.region;
-        let carved = r.carved_units(&self.state.lock().region);
-        (0..carved)
-            .filter(|&u| r.unit_state(u) != crate::region::UNUSED)
-            // SAFETY: units below the carved bound are mapped.
-            .map(|u| unsafe { os::resident_bytes(r.unit_addr(u), crate::class::UNIT) })
+        let blocks = self.blocks(&self.state.lock());
+        // SAFETY: carved blocks are mapped.
+        blocks
+            .map(|h| unsafe { os::resident_bytes(h.base(), BLOCK_SIZE) })
             .sum()
     }
 
@@ -541,41 +535,31 @@ impl Pool {
         self.give_block(st, h, 0);
     }
 
+    /// Under the lock: takes a block out of use (empty, on no list): kept for reuse while
+    /// fewer than `retain` are, else given back to the region.
     fn give_block(&self, st: &mut PoolState, h: &Header, retain: usize) {
-        let shift = h.geometry().block_shift;
-        let s = (shift - UNIT_SHIFT) as usize;
-        if st.retained_count[s] < retain {
+        st.of_life_mut(h.life()).remove(self.life_links(), h);
+        if st.retained_count < retain {
             // Frees read the key only to reject stale pointers: they now fail the check.
             h.set_pool_empty();
-            h.next.store(st.retained[s], Ordering::Relaxed);
-            st.retained[s] = self.unit(h);
-            st.retained_count[s] += 1;
+            st.retained.push(self.units(), h);
+            st.retained_count += 1;
         } else {
             // SAFETY: the block is ours, empty and on no list.
-            unsafe { self.region.give_back(&mut st.region, h.base(), shift) };
+            unsafe { self.region.give_back(&mut st.region, h.base()) };
         }
     }
 
     /// Under the lock: hands a heap's block to the pool (thread exit, or a heap leaving).
     pub(crate) fn adopt_block(&self, st: &mut PoolState, h: &Header) {
-        h.set_owner(0);
-        // Current, or retired FULL and relisted by a remote free: a listed block now.
-        h.set_role(Role::Listed);
-        // A heap's tiny block: its allocations are the pool's now. (A `HEAPLESS` block
-        // relisted from the pool's returned stack stays theirs.)
-        if h.holder() != HEAPLESS {
-            h.set_holder(NO_HOLDER);
-        }
-        if h.free.load(Ordering::Relaxed) == 0 {
-            h.collect_remote();
-        }
+        h.hand_to_pool();
         // Live, not used: slots on the remote list (when the local list kept it from being
         // collected) are free too.
         if h.live() == 0 {
             self.give_empty(st, h);
         } else {
-            let head = h.life() * CLASS_COUNT + h.class();
-            self.list_push(st.partial(head), h);
+            st.partial(HeadIndex::new(h.class(), h.life()))
+                .push(self.units(), h);
         }
     }
 
@@ -593,10 +577,7 @@ impl Pool {
     }
 
     fn adopt_stack(&self, st: &mut PoolState, stack: &BlockStack) {
-        let mut u = stack.take_all();
-        while u != NONE {
-            let h = self.block(u);
-            u = h.returned_next.load(Ordering::Relaxed);
+        for h in stack.take_all(self.units()) {
             self.adopt_block(st, h);
         }
     }
@@ -614,7 +595,7 @@ impl Pool {
             // SAFETY: registered heaps stay mapped for the pool's life.
             unsafe { &(*heap).returned }
         };
-        stack.push(self.unit(h), h);
+        stack.push(self.units(), h);
     }
 
     /// Under the lock, for a thread without a heap: takes a slot of (class, life) from a
@@ -638,15 +619,15 @@ impl Pool {
         class: usize,
         life: usize,
     ) -> Option<(*mut u8, bool)> {
-        let head = life * CLASS_COUNT + class;
+        let head = HeadIndex::new(class, life);
         loop {
-            let first = *st.partial(head);
-            let h = if first == NONE {
-                let h = self.take_block(st, class, life, 0)?;
-                self.list_push(st.partial(head), h);
-                h
-            } else {
-                self.block(first)
+            let h = match st.partial(head).first(self.units()) {
+                Some(h) => h,
+                None => {
+                    let h = self.take_block(st, class, life, 0)?;
+                    st.partial(head).push(self.units(), h);
+                    h
+                }
             };
             h.set_holder(HEAPLESS);
             let got = if h.geometry().is_tiny() {
@@ -658,15 +639,15 @@ impl Pool {
             if let Some((off, zeroed)) = got {
                 if h.geometry().is_tiny() && h.used() == h.capacity() {
                     // A full tiny block is on no list; `free_tiny` lists it again.
-                    self.list_remove(st.partial(head), h);
+                    st.partial(head).remove(self.units(), h);
                 }
                 return Some((h.base().wrapping_add(off as usize), zeroed));
             }
             // Full: it leaves the list; frees find it again through `free_tiny` (tiny) or
             // its remote list (collected when it is next adopted).
-            self.list_remove(st.partial(head), h);
+            st.partial(head).remove(self.units(), h);
             if !h.geometry().is_tiny() && !h.try_retire() {
-                self.list_push(st.partial(head), h);
+                st.partial(head).push(self.units(), h);
             }
         }
     }
@@ -680,11 +661,9 @@ impl Pool {
         let used = unsafe { tiny::push(h, off) };
         if used == h.capacity() {
             // It was full and off every list: back on its holder's.
-            let list = self.tiny_list(st, h);
-            self.list_push(list, h);
+            self.tiny_list(st, h).push(self.units(), h);
         } else if used == 1 {
-            let list = self.tiny_list(st, h);
-            self.list_remove(list, h);
+            self.tiny_list(st, h).remove(self.units(), h);
             self.give_empty(st, h);
         }
     }
@@ -692,7 +671,7 @@ impl Pool {
     /// Under the lock: the list a tiny block with a free slot is on: its holder heap's
     /// tiny head, else the pool's partial list. A block whose holder's thread has exited
     /// (it was full when the heap was abandoned, so on no list) becomes the pool's.
-    fn tiny_list<'a>(&self, st: &'a mut PoolState, h: &Header) -> &'a mut u32 {
+    fn tiny_list<'a>(&self, st: &'a mut PoolState, h: &Header) -> &'a mut BlockList {
         let holder = h.holder();
         if holder != NO_HOLDER && holder != HEAPLESS {
             let heap = self.heap(holder);
@@ -703,6 +682,240 @@ impl Pool {
             }
             h.set_holder(NO_HOLDER);
         }
-        st.partial(h.life() * CLASS_COUNT + h.class())
+        st.partial(HeadIndex::new(h.class(), h.life()))
+    }
+}
+
+#[cfg(test)]
+std::thread_local! {
+    /// Blocks the calling thread's walks of [`Pool::blocks`] and [`Pool::blocks_of_life`]
+    /// looked at: tests check what a walk costs by it.
+    pub(crate) static BLOCKS_WALKED: core::cell::Cell<usize> = const { core::cell::Cell::new(0) };
+}
+
+/// Counts one block walked ([`BLOCKS_WALKED`]); nothing outside tests.
+#[inline(always)]
+fn walked_one() {
+    #[cfg(test)]
+    BLOCKS_WALKED.with(|n| n.set(n.get() + 1));
+}
+
+/// The links of the lifetime classes' lists ([`PoolState::of_life`]): `[next, prev]` per
+/// unit in a table beside the blocks (a block's header has room for the links of one list
+/// only, its head's or the pool's). Touched only under the pool lock.
+#[derive(Clone, Copy)]
+struct LifeLinks<'a> {
+    units: Units<'a>,
+    table: *const [AtomicU32; 2],
+}
+
+impl<'a> Links<'a> for LifeLinks<'a> {
+    fn units(self) -> Units<'a> {
+        self.units
+    }
+
+    fn links(self, u: u32) -> &'a [AtomicU32; 2] {
+        // SAFETY: the table holds an entry per unit of the region, mapped for the pool's
+        // life; `u` names a carved unit.
+        unsafe { &*self.table.add(u as usize) }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::class::class_of;
+    use crate::region::UNUSED;
+
+    /// A pool over 16 units, for 2 lifetime classes, destroyed on drop.
+    struct TestPool(*mut Pool);
+
+    impl TestPool {
+        fn new() -> TestPool {
+            let pool = Pool::create(16 * UNIT, true, 2, false);
+            assert!(!pool.is_null());
+            TestPool(pool)
+        }
+    }
+
+    impl core::ops::Deref for TestPool {
+        type Target = Pool;
+        fn deref(&self) -> &Pool {
+            // SAFETY: created in `new`, destroyed only on drop.
+            unsafe { &*self.0 }
+        }
+    }
+
+    impl Drop for TestPool {
+        fn drop(&mut self) {
+            // SAFETY: the test is done with the pool and its blocks.
+            unsafe { Pool::destroy(self.0) };
+        }
+    }
+
+    /// A heap token no registered heap has: relisting finds no heap for it.
+    const TOKEN: u64 = 1 << 16 | 9;
+
+    fn class64() -> usize {
+        class_of(64, 8).unwrap()
+    }
+
+    /// Takes a slot of `h` as its owner would (the fast path's pop, else a refill).
+    fn take_slot(h: &Header) -> u32 {
+        h.pop()
+            .or_else(|| h.refill().then(|| h.pop()).flatten())
+            .unwrap()
+            .0
+    }
+
+    fn of_life(pool: &Pool, st: &PoolState, life: usize) -> Vec<usize> {
+        pool.blocks_of_life(st, life)
+            .map(|h| h.base() as usize)
+            .collect()
+    }
+
+    #[test]
+    fn taken_blocks_are_fresh_and_listed_under_their_lifetime_class() {
+        let pool = TestPool::new();
+        let mut st = pool.lock();
+        let a = pool.take_block(&mut st, class64(), 0, TOKEN).unwrap();
+        let b = pool.take_block(&mut st, class64(), 1, TOKEN).unwrap();
+        assert!(a.is_fresh() && b.is_fresh());
+        assert_eq!((a.owner(), a.class(), a.life()), (TOKEN, class64(), 0));
+        assert_eq!(of_life(&pool, &st, 0), [a.base() as usize]);
+        assert_eq!(of_life(&pool, &st, 1), [b.base() as usize]);
+        assert_eq!(pool.blocks(&st).count(), 2);
+    }
+
+    #[test]
+    fn emptied_blocks_are_retained_up_to_the_bound_then_given_back() {
+        let pool = TestPool::new();
+        let mut st = pool.lock();
+        let blocks: Vec<&Header> = (0..RETAIN_EMPTY + 2)
+            .map(|_| pool.take_block(&mut st, class64(), 0, TOKEN).unwrap())
+            .collect();
+        for h in &blocks {
+            pool.give_empty(&mut st, h);
+        }
+        assert_eq!(Pool::retained_blocks(&st), RETAIN_EMPTY);
+        assert!(
+            of_life(&pool, &st, 0).is_empty(),
+            "empty blocks are in no class"
+        );
+        let mut given_back = blocks[RETAIN_EMPTY..].iter();
+        let r = &pool.region;
+        assert!(given_back.all(|h| r.unit_state(r.unit_of(h.base() as usize)) == UNUSED));
+        // A retained block serves any class and lifetime class; it is no longer fresh.
+        let tiny = pool.take_block(&mut st, 0, 1, TOKEN).unwrap();
+        assert!(!tiny.is_fresh());
+        assert_eq!(Pool::retained_blocks(&st), RETAIN_EMPTY - 1);
+        assert_eq!(of_life(&pool, &st, 1), [tiny.base() as usize]);
+        assert_eq!(pool.release_retained(&mut st), RETAIN_EMPTY - 1);
+        assert_eq!(pool.blocks(&st).count(), 1);
+    }
+
+    #[test]
+    fn an_adopted_block_with_live_slots_is_listed_and_taken_again() {
+        let pool = TestPool::new();
+        let mut st = pool.lock();
+        let h = pool.take_block(&mut st, class64(), 1, TOKEN).unwrap();
+        take_slot(h);
+        // Its heap's thread exits: the pool adopts it.
+        pool.adopt_block(&mut st, h);
+        assert_eq!(
+            (h.owner(), h.role(), h.holder()),
+            (0, Role::Listed, NO_HOLDER)
+        );
+        let head = HeadIndex::new(class64(), 1);
+        assert_eq!(
+            st.partial(head).first(pool.units()).map(Header::base),
+            Some(h.base())
+        );
+        // The next heap that needs a block of the head takes it, not a new one.
+        let again = pool.take_block(&mut st, class64(), 1, TOKEN + 1).unwrap();
+        assert_eq!(again.base(), h.base());
+        assert_eq!(again.owner(), TOKEN + 1);
+        assert!(st.partial(head).is_empty());
+        assert_eq!(pool.blocks(&st).count(), 1);
+    }
+
+    #[test]
+    fn an_adopted_empty_block_is_kept_empty() {
+        let pool = TestPool::new();
+        let mut st = pool.lock();
+        let h = pool.take_block(&mut st, class64(), 0, TOKEN).unwrap();
+        pool.adopt_block(&mut st, h);
+        assert_eq!(Pool::retained_blocks(&st), 1);
+        assert!(st.partial(HeadIndex::new(class64(), 0)).is_empty());
+        assert!(of_life(&pool, &st, 0).is_empty());
+    }
+
+    #[test]
+    fn heaps_skip_heapless_blocks_and_prefer_freed_slots() {
+        let pool = TestPool::new();
+        let mut st = pool.lock();
+        let head = HeadIndex::new(class64(), 0);
+        let [heapless, untouched, freed] =
+            [(); 3].map(|_| pool.take_block(&mut st, class64(), 0, TOKEN).unwrap());
+        for h in [heapless, untouched, freed] {
+            take_slot(h);
+            take_slot(h);
+            pool.adopt_block(&mut st, h);
+        }
+        heapless.set_holder(HEAPLESS);
+        // A remote free into `freed`: it has a slot that was used before.
+        // SAFETY: the slot is live and given up here.
+        unsafe { freed.push_remote(freed.geometry().first) };
+        assert!(freed.has_freed_slots() && !untouched.has_freed_slots());
+        let listed: Vec<_> = st
+            .partial(head)
+            .iter(pool.units())
+            .map(Header::base)
+            .collect();
+        assert_eq!(listed, [freed.base(), untouched.base(), heapless.base()]);
+        // `freed` first would be taken first anyway: list it last to see the preference.
+        for h in [freed, untouched, heapless] {
+            st.partial(head).remove(pool.units(), h);
+        }
+        for h in [freed, untouched, heapless] {
+            st.partial(head).push(pool.units(), h);
+        }
+        let got = pool.take_block(&mut st, class64(), 0, TOKEN).unwrap();
+        assert_eq!(got.base(), freed.base(), "the block with freed slots");
+        let got = pool.take_block(&mut st, class64(), 0, TOKEN).unwrap();
+        assert_eq!(got.base(), untouched.base());
+        let got = pool.take_block(&mut st, class64(), 0, TOKEN).unwrap();
+        assert!(got.is_fresh(), "never the heapless block: a new one");
+        assert_eq!(
+            st.partial(head).first(pool.units()).map(Header::base),
+            Some(heapless.base())
+        );
+    }
+
+    #[test]
+    fn a_full_block_freed_into_comes_back_through_the_returned_stack() {
+        let pool = TestPool::new();
+        let head = HeadIndex::new(class64(), 0);
+        let h = {
+            let mut st = pool.lock();
+            // A pool-owned block (what threads without a heap allocate from), filled and
+            // retired under the lock.
+            let h = pool.take_block(&mut st, class64(), 0, 0).unwrap();
+            let first = take_slot(h);
+            while h.pop().is_some() || h.advance_window() {}
+            assert!(h.try_retire());
+            drop(st);
+            // A free from another thread clears FULL and relists it (lock-free).
+            // SAFETY: the slot is live and given up here.
+            assert!(unsafe { h.push_remote(first) });
+            pool.relist(h);
+            h
+        };
+        let mut st = pool.lock();
+        assert!(st.partial(head).is_empty());
+        // The next block taken for the head reclaims it, with its free slot.
+        let got = pool.take_block(&mut st, class64(), 0, TOKEN).unwrap();
+        assert_eq!(got.base(), h.base());
+        assert_eq!(got.live(), got.capacity() - 1);
     }
 }

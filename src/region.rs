@@ -1,38 +1,38 @@
 //! The region: one reservation of address space carved into blocks.
 //!
 //! The region is reserved once (readable, not writable, no memory: it reads zero) and handed
-//! out in **units** of 2 MiB. A block of `2^shift` bytes takes `2^(shift - UNIT_SHIFT)` units
-//! aligned to its size (today every block is one unit), so a block's base is found from any
-//! interior pointer by one mask. Units are named by their
-//! index from the region's base: metadata never holds an absolute address (DESIGN.md
-//! invariant 3), and a pointer is ours exactly when `base <= p < base + len`.
+//! out in **units** of [`UNIT`] (2 MiB) bytes, aligned to their size: one unit holds one
+//! block, so a block's base is found from any interior pointer by one mask. Units are named
+//! by their index from the region's base: metadata never holds an absolute address, and a
+//! pointer is ours exactly when `base <= p < base + len`.
 //!
-//! Unit states, one byte each in [`Region::units`]:
+//! Unit states, one byte each in [`Region::units`]: `UNUSED` (never carved, or given back
+//! and decommitted) or `BLOCK` (a block whose header is valid).
 //!
-//! - `UNUSED`: never carved (at or past `bump`), or given back and decommitted (its bit in
-//!   `decommitted` is set);
-//! - `BLOCK`: the first unit of a block whose header is valid;
-//! - `TAIL`: a later unit of a block of more than one unit.
-//!
-//! Invariants: `bump <= unit_count`; a unit below `bump` is `UNUSED` iff its `decommitted`
-//! bit is set; committed memory = units below `bump` (commit happens when `bump` passes).
-//! All mutation happens under the pool lock ([`RegionState`] is only reachable through it).
+//! Invariants: `bump <= unit_count`; for `u < bump`, `state(u) == UNUSED` iff
+//! `decommitted[u]`; for `u >= bump`, `state(u) == UNUSED`; committed memory = units below
+//! `bump` (commit happens when `bump` passes). All mutation happens under the pool lock
+//! ([`RegionState`] is only reachable through it).
 
-use crate::class::{UNIT, UNIT_SHIFT};
 use crate::os;
 use crate::sync::{AtomicU8, Ordering};
 use bitvec::slice::BitSlice;
 use core::ptr;
 
+/// log2 of [`UNIT`].
+pub(crate) const UNIT_SHIFT: u32 = 21;
+/// The bytes of one unit, the size and alignment of what the region hands out: one block
+/// (`class::BLOCK_SIZE`, which the block layer checks equal).
+pub(crate) const UNIT: usize = 1 << UNIT_SHIFT;
+
 pub(crate) const UNUSED: u8 = 0;
 pub(crate) const BLOCK: u8 = 1;
-pub(crate) const TAIL: u8 = 2;
 
 /// The address space of one allocator instance.
 pub(crate) struct Region {
     base: *mut u8,
     unit_count: usize,
-    /// One state byte per unit (`UNUSED`, `BLOCK`, `TAIL`), readable without the lock.
+    /// One state byte per unit (`UNUSED`, `BLOCK`), readable without the lock.
     units: *const AtomicU8,
     /// Checked mode: one bit per byte of the region (reserved, touched only where blocks
     /// are), set while the slot starting there is live (null when not checked).
@@ -58,15 +58,14 @@ unsafe impl Sync for Region {}
 unsafe impl Send for RegionState {}
 
 impl Region {
-    /// Reserves `bytes` of address space (rounded down to units; at least 4 units). With
+    /// Reserves `bytes` of address space (rounded down to units; at least one unit). With
     /// `exact` false, halves the request until the OS accepts. Returns the region and its
     /// lock-guarded state, or `None` if nothing could be reserved.
     pub(crate) fn new(bytes: usize, exact: bool, checked: bool) -> Option<(Region, RegionState)> {
-        let max_block = 1usize << crate::class::MAX_BLOCK_SHIFT;
-        let mut unit_count = (bytes / UNIT).max(max_block / UNIT);
+        let mut unit_count = (bytes / UNIT).max(1);
         loop {
             let len = unit_count * UNIT;
-            let base = os::reserve(len, max_block);
+            let base = os::reserve(len, UNIT);
             if !base.is_null() {
                 return Self::with_base(base, unit_count, checked);
             }
@@ -126,6 +125,11 @@ impl Region {
         self.base as usize
     }
 
+    /// The number of units the region holds.
+    pub(crate) fn unit_count(&self) -> usize {
+        self.unit_count
+    }
+
     /// The region's length in bytes.
     #[inline(always)]
     pub(crate) fn len(&self) -> usize {
@@ -159,21 +163,10 @@ impl Region {
         unsafe { (*self.units.add(u)).load(Ordering::Acquire) }
     }
 
-    fn set_units(&self, first: usize, count: usize, state: u8) {
-        for u in first..first + count {
-            let s = if state == BLOCK && u != first {
-                TAIL
-            } else {
-                state
-            };
-            // SAFETY: the caller passes units inside the region.
-            unsafe { (*self.units.add(u)).store(s, Ordering::Release) };
-        }
-    }
-
-    /// Marks `count` units from `first` as one block (under the pool lock).
-    pub(crate) fn mark_block(&self, first: usize, count: usize) {
-        self.set_units(first, count, BLOCK);
+    fn set_state(&self, u: usize, state: u8) {
+        debug_assert!(u < self.unit_count);
+        // SAFETY: `units` maps `unit_count` bytes and u is in range.
+        unsafe { (*self.units.add(u)).store(state, Ordering::Release) };
     }
 
     /// The number of units ever carved.
@@ -189,68 +182,49 @@ impl Region {
         BitSlice::from_slice_mut(words)
     }
 
-    /// Carves a block of `2^shift` bytes aligned to its size. Returns its base and whether its
-    /// memory is known to read zeros (`fresh`), or `None` when the region is exhausted or the
-    /// OS refuses to commit. Marks the block's units `BLOCK`/`TAIL`.
-    pub(crate) fn carve(&self, st: &mut RegionState, shift: u32) -> Option<(*mut u8, bool)> {
-        let n = 1usize << (shift - UNIT_SHIFT);
-        // Decommitted units first: they are committed and read zeros.
+    /// Carves a unit for a block: a given-back one if any (committed, reading zeros), else
+    /// the next never-carved one. Returns its base and whether its memory is known to read
+    /// zeros (`fresh`, always true today), or `None` when the region is exhausted or the OS
+    /// refuses to commit. Marks the unit `BLOCK`.
+    pub(crate) fn carve(&self, st: &mut RegionState) -> Option<(*mut u8, bool)> {
         let bump = st.bump;
         let bits = self.decommitted_bits(st);
-        let mut found = None;
-        for u in bits[..bump].iter_ones() {
-            if u % n == 0 && u + n <= bump && bits[u..u + n].all() {
-                found = Some(u);
-                break;
+        let u = match bits[..bump].first_one() {
+            Some(u) => {
+                bits.set(u, false);
+                u
             }
-        }
-        if let Some(u) = found {
-            bits[u..u + n].fill(false);
-            self.set_units(u, n, BLOCK);
-            return Some((self.unit_addr(u), true));
-        }
-        let first = bump.next_multiple_of(n);
-        if first + n > self.unit_count {
-            return None;
-        }
-        // SAFETY: [first, first + n) units lie in our reservation, past every carved unit.
-        if !unsafe { os::commit(self.unit_addr(first), n * UNIT) } {
-            return None;
-        }
-        // Units skipped for alignment become decommitted free units (they are committed).
-        if first > bump {
-            // SAFETY: the skipped units lie in our reservation.
-            if !unsafe { os::commit(self.unit_addr(bump), (first - bump) * UNIT) } {
-                return None;
+            None => {
+                if bump == self.unit_count {
+                    return None;
+                }
+                // SAFETY: unit `bump` lies in our reservation, past every carved unit.
+                if !unsafe { os::commit(self.unit_addr(bump), UNIT) } {
+                    return None;
+                }
+                st.bump = bump + 1;
+                bump
             }
-            bits[bump..first].fill(true);
-        }
-        st.bump = first + n;
-        self.set_units(first, n, BLOCK);
-        Some((self.unit_addr(first), true))
+        };
+        self.set_state(u, BLOCK);
+        Some((self.unit_addr(u), true))
     }
 
-    /// Gives a block's memory back to the OS and its units to the region.
+    /// Gives a block's memory back to the OS and its unit to the region.
     ///
     /// # Safety
-    /// `base` is a block of `2^shift` bytes carved from this region that nobody uses.
-    pub(crate) unsafe fn give_back(&self, st: &mut RegionState, base: *mut u8, shift: u32) {
-        let n = 1usize << (shift - UNIT_SHIFT);
+    /// `base` is a block carved from this region that nobody uses.
+    pub(crate) unsafe fn give_back(&self, st: &mut RegionState, base: *mut u8) {
         let u = self.unit_of(base as usize);
-        self.set_units(u, n, UNUSED);
+        self.set_state(u, UNUSED);
         // SAFETY: the caller guarantees the block is ours and dead.
-        unsafe { os::decommit(base, n * UNIT) };
+        unsafe { os::decommit(base, UNIT) };
         if !self.live_bits.is_null() {
             // SAFETY: the shadow covers the region at one bit per byte; the block's part is
-            // page aligned because blocks are 2 MiB aligned.
-            unsafe {
-                os::decommit(
-                    (self.live_bits as *mut u8).add((u * UNIT) / 8),
-                    n * UNIT / 8,
-                )
-            };
+            // page aligned because units are 2 MiB aligned.
+            unsafe { os::decommit((self.live_bits as *mut u8).add((u * UNIT) / 8), UNIT / 8) };
         }
-        self.decommitted_bits(st)[u..u + n].fill(true);
+        self.decommitted_bits(st).set(u, true);
     }
 }
 
@@ -274,19 +248,19 @@ mod tests {
     #[test]
     fn carve_aligns_blocks_and_reuses_given_back_units() {
         let (r, mut st) = Region::new(16 * UNIT, true, false).unwrap();
-        let (a, fresh) = r.carve(&mut st, UNIT_SHIFT).unwrap();
+        let (a, fresh) = r.carve(&mut st).unwrap();
         assert!(fresh);
-        assert_eq!(a as usize % UNIT, 0, "blocks are aligned to their size");
-        let (b, _) = r.carve(&mut st, UNIT_SHIFT).unwrap();
+        assert_eq!(a as usize % UNIT, 0, "units are aligned to their size");
+        let (b, _) = r.carve(&mut st).unwrap();
         assert_eq!(b as usize, a as usize + UNIT);
         assert_eq!(r.unit_state(r.unit_of(b as usize)), BLOCK);
         // SAFETY: a was carved above and is unused.
         unsafe {
             a.write(9);
-            r.give_back(&mut st, a, UNIT_SHIFT);
+            r.give_back(&mut st, a);
         }
         assert_eq!(r.unit_state(r.unit_of(a as usize)), UNUSED);
-        let (d, fresh) = r.carve(&mut st, UNIT_SHIFT).unwrap();
+        let (d, fresh) = r.carve(&mut st).unwrap();
         assert_eq!(d, a);
         assert!(fresh);
         // SAFETY: d is a committed block.
@@ -296,7 +270,7 @@ mod tests {
     #[test]
     fn the_whole_reservation_reads_zero_before_it_is_carved() {
         let (r, mut st) = Region::new(8 * UNIT, true, false).unwrap();
-        r.carve(&mut st, UNIT_SHIFT).unwrap();
+        r.carve(&mut st).unwrap();
         for u in [1, 5, 7] {
             // SAFETY: the reservation is readable everywhere (os::reserve).
             let w = unsafe { r.unit_addr(u).cast::<u64>().read_volatile() };
@@ -308,9 +282,9 @@ mod tests {
     fn carve_fails_when_the_reservation_is_exhausted() {
         let (r, mut st) = Region::new(4 * UNIT, true, false).unwrap();
         for _ in 0..4 {
-            assert!(r.carve(&mut st, UNIT_SHIFT).is_some());
+            assert!(r.carve(&mut st).is_some());
         }
-        assert!(r.carve(&mut st, UNIT_SHIFT).is_none());
+        assert!(r.carve(&mut st).is_none());
         assert!(!r.contains(r.base() + r.len()));
         assert!(r.contains(r.base() + r.len() - 1));
     }

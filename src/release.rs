@@ -2,7 +2,8 @@
 //! the leak check.
 //!
 //! Releasing a lifetime class frees all its allocations at once, like resetting an arena, in
-//! time proportional to the blocks: every block of the class that holds allocations of the
+//! time proportional to the class's blocks (the pool keeps a list of them per lifetime
+//! class, see [`crate::pool`]): every block of the class that holds allocations of the
 //! calling thread or of exited threads is emptied and given back, without looking at a
 //! single slot. Blocks of the class that hold *other live threads'* allocations are
 //! theirs: each thread releases its own (see [`Released::left_to_other_threads`]).
@@ -14,12 +15,11 @@
 
 use crate::api::Cohort;
 use crate::block::{Header, Snapshot, HEAPLESS, NO_HOLDER};
-use crate::heap::{self, Heap};
+use crate::heap;
 use crate::lifetime::Lifetime;
 use crate::os;
 use crate::per_thread;
-use crate::pool::PoolState;
-use crate::region::BLOCK;
+use crate::pool::{Pool, PoolState};
 
 /// What [`Cohort::release_class`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -52,8 +52,8 @@ impl<L: Lifetime> Cohort<L> {
     /// threads that have exited, at once. Their blocks become reusable by any class, and past
     /// the pool's retention bound their memory goes back to the OS, so RSS drops.
     ///
-    /// Cost: proportional to the allocator's blocks (a walk of their headers), not to the
-    /// allocations. Thread safety: other threads may allocate and free in *other* lifetime
+    /// Cost: proportional to the blocks of the class (a walk of their headers), not to the
+    /// allocations nor to other classes' blocks. Thread safety: other threads may allocate and free in *other* lifetime
     /// classes meanwhile; blocks of `life` that hold other live threads' allocations are
     /// left alone and counted in [`Released::left_to_other_threads`]. This holds for every
     /// size, 1- and 2-byte allocations included (they are served under a lock, but each
@@ -80,14 +80,12 @@ impl<L: Lifetime> Cohort<L> {
     /// As [`Cohort::release_class`]; with `exclusive`, nobody else uses the allocator
     /// (threads that used it may still be exiting).
     unsafe fn release(&self, life: usize, exclusive: bool) -> Released {
-        let mut out = Released::default();
-        let mut others = 0;
         let Some(pool) = self.core.pool_if_any() else {
-            return out;
+            return Released::default();
         };
-        let me = per_thread::find_own(self.core.instance_id());
-        // SAFETY: `me` is null or the calling thread's heap.
-        let (my_token, my_id) = unsafe { me.as_ref() }.map_or((0, 0), |h| (h.token, h.id));
+        // SAFETY: `find_own` gives null or the calling thread's heap.
+        let me = unsafe { per_thread::find_own(self.core.instance_id()).as_ref() };
+        let (my_token, my_id) = me.map_or((0, 0), |h| (h.token, h.id));
         // Whether a block's allocations (`b` as read once) are the caller's to release.
         let releasable = |b: &Snapshot| {
             exclusive
@@ -98,47 +96,31 @@ impl<L: Lifetime> Cohort<L> {
                     (owner, _) => owner == my_token || pool.owner_is_abandoned(owner),
                 }
         };
+        let mut r = Releasing {
+            pool,
+            out: Released::default(),
+        };
         // Nothing below allocates: the lock is held (the allocator may be the global one).
         let mut st = pool.lock();
-        let mut release = |st: &mut PoolState, h: &Header, in_place: bool| {
-            out.blocks += 1;
-            out.slots += h.live() as usize;
-            if in_place {
-                pool.reset(h);
-            } else {
-                pool.discard(st, h);
-            }
-        };
-        let release_heap = |hp: &Heap,
-                            release: &mut dyn FnMut(&mut PoolState, &Header, bool),
-                            st: &mut PoolState| {
-            hp.release_life(life, |h, current| release(st, h, current));
-        };
-        // The calling thread's heads, then the pool's lists (with what exited threads left).
+        // The calling thread's heads (with `exclusive`, every heap a thread holds: exclusive
+        // use and the lock let us act as their owner; an exiting thread waits for the lock).
         if exclusive {
             for heap in heap::registered(pool) {
-                // SAFETY: registered heaps stay mapped; exclusive use and the lock let us
-                // act as the owner of every one a thread holds (an exiting thread waits
-                // for the lock).
+                // SAFETY: registered heaps stay mapped.
                 let hp = unsafe { &*heap };
                 if hp.held_by_thread(&st) {
-                    release_heap(hp, &mut release, &mut st);
+                    hp.release_life(life, |h, current| r.block(&mut st, h, current));
                 }
             }
-        } else if !me.is_null() {
-            // SAFETY: the calling thread's own heap.
-            release_heap(unsafe { &*me }, &mut release, &mut st);
+        } else if let Some(hp) = me {
+            hp.release_life(life, |h, current| r.block(&mut st, h, current));
         }
-        // Blocks of threads without a heap stay listed (unless `exclusive`); the scan
-        // below counts them.
-        pool.take_life(&mut st, life, exclusive, |st, h| release(st, h, false));
-        // Blocks on no list: full blocks of the caller, of the pool, of exited threads.
-        let r = &pool.region;
-        for u in 0..r.carved_units(&st.region) {
-            if r.unit_state(u) != BLOCK {
-                continue;
-            }
-            let h = pool.block(u as u32);
+        // The pool's lists, with what exited threads left. Blocks of threads without a heap
+        // stay listed (unless `exclusive`); the walk below counts them.
+        pool.take_life(&mut st, life, exclusive, |st, h| r.block(st, h, false));
+        // What is left of the class: blocks on no list (full blocks of the caller, of the
+        // pool, of exited threads) and other live threads' blocks.
+        for h in pool.blocks_of_life(&st, life) {
             // One read of the header: other threads' blocks change under us (their counts;
             // their keys only under the lock we hold).
             let Some(b) = h.snapshot() else {
@@ -146,17 +128,17 @@ impl<L: Lifetime> Cohort<L> {
             };
             // Blocks with nothing in use are the current blocks just emptied in place (or
             // listed blocks): they stay where they are.
-            if b.life != life || b.used == 0 {
+            if b.used == 0 {
                 continue;
             }
             if releasable(&b) {
-                release(&mut st, h, false);
+                r.block(&mut st, h, false);
             } else {
-                others += 1;
+                r.out.left_to_other_threads += 1;
             }
         }
         drop(st);
-        out.left_to_other_threads = others;
+        let mut out = r.out;
         pool.large.lock().drain_life(life, |addr, len| {
             out.large += 1;
             // SAFETY: a live large allocation of the class, dead by the caller's contract.
@@ -239,5 +221,68 @@ impl<L: Lifetime> Cohort<L> {
     pub fn is_empty(&self) -> bool {
         let s = self.stats();
         s.small.live == 0 && s.large_allocations == 0
+    }
+}
+
+/// A release under way: what it did so far.
+struct Releasing<'a> {
+    pool: &'a Pool,
+    out: Released,
+}
+
+impl Releasing<'_> {
+    /// Under the lock: releases block `h`, whose slots are all dead: emptied in place
+    /// (`in_place`: a current block, which stays current), else given away.
+    fn block(&mut self, st: &mut PoolState, h: &Header, in_place: bool) {
+        self.out.blocks += 1;
+        self.out.slots += h.live() as usize;
+        if in_place {
+            self.pool.reset(h);
+        } else {
+            self.pool.discard(st, h);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::pool::BLOCKS_WALKED;
+    use crate::Cohort;
+    use core::alloc::Layout;
+    use std::cell::Cell;
+
+    crate::lifetime_classes! {
+        enum Life { Big, Small }
+    }
+
+    #[test]
+    fn release_class_walks_only_the_class_blocks() {
+        let a: Cohort<Life> = Cohort::new();
+        // A block for `Big` in each of 20 size classes, two blocks for `Small`.
+        let layouts: Vec<Layout> = (1..=24)
+            .map(|i| Layout::from_size_align(i * 256, 8).unwrap())
+            .collect();
+        let big: Vec<(*mut u8, Layout)> = layouts
+            .iter()
+            .map(|&l| (a.alloc(l, Life::Big), l))
+            .collect();
+        let small = [a.malloc(64, Life::Small), a.malloc(16 * 1024, Life::Small)];
+        assert!(big.iter().all(|(p, _)| !p.is_null()) && small.iter().all(|p| !p.is_null()));
+        let in_use = a.stats().small.blocks;
+        assert_eq!(in_use, 20 + small.len());
+        BLOCKS_WALKED.with(|n| n.set(0));
+        // SAFETY: nothing of `Small` is used after the call.
+        let released = unsafe { a.release_class(Life::Small) };
+        assert_eq!(released.slots, 2);
+        let visited = BLOCKS_WALKED.with(Cell::get);
+        assert!(
+            visited <= small.len(),
+            "release of a class of {} blocks walked {visited} blocks (of {in_use} in use)",
+            small.len(),
+        );
+        for (p, l) in big {
+            // SAFETY: live, of `Big`.
+            unsafe { a.dealloc(p, l, Life::Big) };
+        }
     }
 }

@@ -5,34 +5,63 @@
 //! rejected call (misuse: a panic, or an abort through `GlobalAlloc`) leaves everything as
 //! it was, and so does a null return (out of memory).
 //!
-//! The out-of-line paths take one [`Resize`] record: the old allocation and the new size.
+//! Every path takes the same parameters: the old allocation `p`, its [`SizeAlign`], the
+//! new [`SizeAlign`] and the lifetime class. (A size and an alignment make two words, which
+//! travel in registers: a larger record passed out of line would live in memory, its stores
+//! would cost the inlined case, and its lifetime class would no longer fold to a constant
+//! on the paths it reaches, as it does for a global allocator.)
 
-use crate::class::{class_of, CLASSES};
+use crate::class::{class_of, malloc_align, CLASSES};
 use crate::free::large_match;
 use crate::instance::Instance;
 use crate::misuse::{report, Problem};
 use crate::os;
 use crate::per_thread;
 use crate::route::Route;
+use core::alloc::Layout;
 use core::ptr;
 
-/// One resize: the old allocation `p` of `old` bytes aligned to `old_align`, to `new`
-/// bytes aligned to `new_align`. (The lifetime class goes beside it, in a register: a record
-/// passed out of line lives in memory, and the paths the class reaches from here, the
-/// allocation and free slow paths, fold it when it is a constant, as for a global
-/// allocator.)
+/// One side of a resize: a size and its alignment (a `Layout` without its checks: the new
+/// size asked for may be any `usize`).
 #[derive(Clone, Copy)]
-pub(crate) struct Resize {
-    pub(crate) p: *mut u8,
-    pub(crate) old: usize,
-    pub(crate) old_align: usize,
-    pub(crate) new: usize,
-    pub(crate) new_align: usize,
+pub(crate) struct SizeAlign {
+    pub(crate) size: usize,
+    pub(crate) align: usize,
+}
+
+impl SizeAlign {
+    /// A layout's size and alignment.
+    #[inline(always)]
+    pub(crate) fn of(layout: Layout) -> SizeAlign {
+        SizeAlign {
+            size: layout.size(),
+            align: layout.align(),
+        }
+    }
+
+    /// `layout`, and `new_size` with the same alignment (the `Layout` forms of realloc).
+    #[inline(always)]
+    pub(crate) fn layout_to(layout: Layout, new_size: usize) -> (SizeAlign, SizeAlign) {
+        let new = SizeAlign {
+            size: new_size,
+            align: layout.align(),
+        };
+        (SizeAlign::of(layout), new)
+    }
+
+    /// A malloc-family size, with the alignment the family gives it ([`malloc_align`]).
+    #[inline(always)]
+    pub(crate) fn malloc(size: usize) -> SizeAlign {
+        SizeAlign {
+            size,
+            align: malloc_align(size),
+        }
+    }
 }
 
 impl Instance {
-    /// Resizes `(p, old, old_align)` to `(new, new_align)` in lifetime class `life`; with
-    /// `ZERO`, the bytes from `old` to the new allocation's usable size read zero. The old
+    /// Resizes allocation `p` from `old` to `new` in lifetime class `life`; with `ZERO`,
+    /// the bytes from `old.size` to the new allocation's usable size read zero. The old
     /// allocation is checked first (as a free checks it), so a rejected call changes
     /// nothing: misuse panics, or aborts when `ABORT`. A null return (out of memory) leaves
     /// the old allocation as it was. A null `p` is a fresh allocation (C's realloc).
@@ -40,42 +69,28 @@ impl Instance {
     /// Memory that may be dirty is zeroed, never fresh mappings: a slot's tail (in place, or
     /// a new slot not fresh from the OS), the tail of a large allocation's last page.
     ///
-    /// The parameters are the [`Resize`] record's, which is built only past the inlined
-    /// case: a record passed out of line lives in memory, and its stores would cost the
-    /// inlined case six instructions.
-    ///
     /// # Safety
-    /// As [`Cohort::free`](crate::Cohort::free) for `(p, old, life)` with `old_align`,
-    /// unless `p` is null or `old` is 0.
+    /// As [`Cohort::free`](crate::Cohort::free) for `(p, old.size, life)` with `old.align`,
+    /// unless `p` is null or `old.size` is 0.
     #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
     pub(crate) unsafe fn realloc_sized<const ZERO: bool, const ABORT: bool, R: Route>(
         &self,
         route: R,
         p: *mut u8,
-        old: usize,
-        old_align: usize,
-        new: usize,
-        new_align: usize,
+        old: SizeAlign,
+        new: SizeAlign,
         life: usize,
     ) -> *mut u8 {
         // Inlined: both sizes in the same class of the exact table (a zero size wraps past
         // it), which stays in place after the old allocation's check.
-        if let Some(class) = per_thread::exact_class(old, old_align) {
-            if !p.is_null() && per_thread::exact_class(new, new_align) == Some(class) {
+        if let Some(class) = per_thread::exact_class(old.size, old.align) {
+            if !p.is_null() && per_thread::exact_class(new.size, new.align) == Some(class) {
                 // SAFETY: forwarded contract; both sizes are of `class`.
-                return unsafe { self.resize_in_class::<ZERO, ABORT>(p, old, class, life) };
+                return unsafe { self.resize_in_class::<ZERO, ABORT>(p, old.size, class, life) };
             }
         }
-        let r = Resize {
-            p,
-            old,
-            old_align,
-            new,
-            new_align,
-        };
         // SAFETY: forwarded contract.
-        unsafe { self.realloc_other::<ZERO, ABORT, R>(route, r, life) }
+        unsafe { self.realloc_other::<ZERO, ABORT, R>(route, p, old, new, life) }
     }
 
     /// A resize within size class `class`: in place (every slot of the class fits both
@@ -109,54 +124,51 @@ impl Instance {
     unsafe fn realloc_other<const ZERO: bool, const ABORT: bool, R: Route>(
         &self,
         route: R,
-        r: Resize,
+        p: *mut u8,
+        old: SizeAlign,
+        new: SizeAlign,
         life: usize,
     ) -> *mut u8 {
-        let Resize {
-            p,
-            old,
-            old_align,
-            new,
-            new_align,
-        } = r;
-        if old == 0 || p.is_null() {
-            return self.alloc_sized::<ZERO, R>(route, new, new_align, life);
+        let (old_size, old_align) = (old.size, old.align);
+        let (new_size, new_align) = (new.size, new.align);
+        if old_size == 0 || p.is_null() {
+            return self.alloc_sized::<ZERO, R>(route, new_size, new_align, life);
         }
-        let new_class = if new == 0 {
+        let new_class = if new_size == 0 {
             None
         } else {
-            class_of(new, new_align)
+            class_of(new_size, new_align)
         };
-        match class_of(old, old_align) {
+        match class_of(old_size, old_align) {
             Some(class) => {
                 if new_class == Some(class) {
                     // SAFETY: forwarded contract; both sizes are of `class`.
-                    return unsafe { self.resize_in_class::<ZERO, ABORT>(p, old, class, life) };
+                    return unsafe { self.resize_in_class::<ZERO, ABORT>(p, old_size, class, life) };
                 }
                 // SAFETY: forwarded contract; class is the old size's.
-                unsafe { self.validated_block::<ABORT>(p, old, class, life) };
+                unsafe { self.validated_block::<ABORT>(p, old_size, class, life) };
             }
             None => {
                 // SAFETY: forwarded contract.
-                let done = unsafe { self.realloc_large::<ZERO, ABORT>(r, life) };
+                let done = unsafe { self.realloc_large::<ZERO, ABORT>(p, old, new, life) };
                 if let Some(q) = done {
                     return q;
                 }
             }
         }
-        if new == 0 {
+        if new_size == 0 {
             // SAFETY: forwarded contract.
-            unsafe { self.free_sized::<ABORT, R>(route, p, old, old_align, life) };
+            unsafe { self.free_sized::<ABORT, R>(route, p, old_size, old_align, life) };
             return new_align as *mut u8;
         }
         // A new allocation; with ZERO it reads zero (a large one is a fresh mapping).
-        let q = self.alloc_sized::<ZERO, R>(route, new, new_align, life);
+        let q = self.alloc_sized::<ZERO, R>(route, new_size, new_align, life);
         if !q.is_null() {
             // SAFETY: both hold at least min(old, new) bytes and are distinct allocations;
             // the old one was checked above.
             unsafe {
-                ptr::copy_nonoverlapping(p, q, old.min(new));
-                self.free_sized::<ABORT, R>(route, p, old, old_align, life);
+                ptr::copy_nonoverlapping(p, q, old_size.min(new_size));
+                self.free_sized::<ABORT, R>(route, p, old_size, old_align, life);
             }
         }
         q
@@ -168,15 +180,17 @@ impl Instance {
     /// (to a small class, a larger alignment, or the OS refused to remap).
     ///
     /// # Safety
-    /// As [`Instance::realloc_sized`], with `r.p` not null and `r.old` a large size.
+    /// As [`Instance::realloc_sized`], with `p` not null and `old.size` a large size.
     #[cold]
     #[inline(never)]
     unsafe fn realloc_large<const ZERO: bool, const ABORT: bool>(
         &self,
-        r: Resize,
+        p: *mut u8,
+        old_side: SizeAlign,
+        new_side: SizeAlign,
         life: usize,
     ) -> Option<*mut u8> {
-        let (p, old, new) = (r.p, r.old, r.new);
+        let (old, new) = (old_side.size, new_side.size);
         let Some(pool) = self.pool_if_any() else {
             report::<ABORT>(self.misuse(p, old, life, Problem::Foreign));
         };
@@ -188,8 +202,8 @@ impl Instance {
                 report::<ABORT>(self.misuse(p, old, life, problem));
             }
         };
-        let stays_large = new != 0 && class_of(new, r.new_align).is_none();
-        if !stays_large || r.old_align > os::PAGE || r.new_align > os::PAGE {
+        let stays_large = new != 0 && class_of(new, new_side.align).is_none();
+        if !stays_large || old_side.align > os::PAGE || new_side.align > os::PAGE {
             return None;
         }
         let Some(len) = os::page_round(new).filter(|&l| l <= isize::MAX as usize) else {

@@ -7,7 +7,8 @@
 //! list|` matches the remote count; in checked mode a slot's live bit is set exactly when
 //! the slot is live. Per list: every block on a heap's or the pool's list has the list's
 //! key and owner and is not `FULL`; a heap's tiny blocks are pool-owned and held by the
-//! heap, the pool's blocks by no heap; links are symmetric.
+//! heap, the pool's blocks by no heap; links are symmetric. The lifetime classes' lists of
+//! blocks in use hold every block in use once, under its own lifetime class.
 //!
 //! The walk holds the pool lock: a thread's exit hands its heap to the pool under that
 //! lock (`Heap::abandon` takes it before it touches the heap), so no heap changes hands
@@ -16,11 +17,10 @@
 //! may be the global one): a fault is recorded as plain data and worded after the unlock.
 
 use crate::api::Cohort;
-use crate::block::{Header, Role, Snapshot, FULL, HEAPLESS, MAGIC, NONE, NO_HOLDER};
-use crate::class::{Class, CLASSES, CLASS_COUNT};
+use crate::block::{BlockList, Header, Role, Snapshot, FULL, HEAPLESS, MAGIC, NO_HOLDER};
+use crate::class::{Class, HeadIndex, CLASSES};
 use crate::lifetime::Lifetime;
 use crate::pool::{Pool, PoolState, EMPTY_KEY};
-use crate::region::{BLOCK, TAIL};
 use crate::sync::Ordering;
 use bitvec::slice::BitSlice;
 use core::fmt;
@@ -107,7 +107,6 @@ impl<L: Lifetime> Cohort<L> {
 enum Problem {
     Magic(u32),
     Key(u16),
-    Tail(usize),
     Life(usize, usize),
     Window {
         bump_end: u32,
@@ -141,6 +140,11 @@ enum Problem {
     PoolRole(Role),
     PoolHead(usize),
     PoolHolder(u32),
+    LifeList(usize),
+    LifeLists {
+        listed: usize,
+        in_use: usize,
+    },
 }
 
 /// A problem and the block it is in, as read when it was found.
@@ -167,7 +171,6 @@ impl Fault {
         let problem = match self.problem {
             Problem::Magic(m) => format!("header magic {m:#x}, expected {MAGIC:#x}"),
             Problem::Key(key) => format!("header key {key:#x} names no size class"),
-            Problem::Tail(u) => format!("unit {u} is marked TAIL but follows no block"),
             Problem::Life(life, count) => format!("lifetime class {life} of {count}"),
             Problem::Window { bump_end, stride: copy } => format!(
                 "header bump end/stride {bump_end}/{copy} past the class's limit {limit} or not its stride {stride}"
@@ -211,6 +214,10 @@ impl Fault {
             Problem::PoolRole(role) => format!("the pool lists it as {role:?}"),
             Problem::PoolHead(head) => format!("the pool lists it under head {head}"),
             Problem::PoolHolder(holder) => format!("the pool lists it, held by heap {holder}"),
+            Problem::LifeList(life) => format!("the list of lifetime class {life}'s blocks holds it"),
+            Problem::LifeLists { listed, in_use } => format!(
+                "the lifetime classes' lists hold {listed} blocks, {in_use} are in use"
+            ),
         };
         VerifyError {
             block: self.block,
@@ -233,30 +240,39 @@ fn ensure(ok: bool, h: &Header, problem: Problem) -> Result<(), Fault> {
 /// Under the pool lock: every block, then every list.
 fn walk(pool: &Pool, st: &PoolState, seen: &mut BitSlice<usize>) -> Result<Verified, Fault> {
     let mut out = Verified::default();
-    let r = &pool.region;
-    for u in 0..r.carved_units(&st.region) {
-        let h = pool.block(u as u32);
-        match r.unit_state(u) {
-            BLOCK => {
-                // The header's identity is read once (see `Header::snapshot`).
-                let key = h.key();
-                ensure(h.magic == MAGIC, h, Problem::Magic(h.magic))?;
-                match h.snapshot() {
-                    Some(b) if key != EMPTY_KEY => {
-                        out.live += check_block(pool, h, &b, seen)?;
-                        out.blocks += 1;
-                    }
-                    _ => {
-                        ensure(key == EMPTY_KEY, h, Problem::Key(key))?;
-                        out.empty_blocks += 1;
-                    }
-                }
+    let mut last = None;
+    for h in pool.blocks(st) {
+        last = Some(h);
+        // The header's identity is read once (see `Header::snapshot`).
+        let key = h.key();
+        ensure(h.magic == MAGIC, h, Problem::Magic(h.magic))?;
+        match h.snapshot() {
+            Some(b) if key != EMPTY_KEY => {
+                out.live += check_block(pool, h, &b, seen)?;
+                out.blocks += 1;
             }
-            TAIL => return Err(Fault::new(h, Problem::Tail(u))),
-            _ => {}
+            _ => {
+                ensure(key == EMPTY_KEY, h, Problem::Key(key))?;
+                out.empty_blocks += 1;
+            }
         }
     }
     check_lists(pool, st)?;
+    let mut listed = 0;
+    for life in 0..pool.life_count {
+        for h in pool.blocks_of_life(st, life) {
+            let of_life = h.snapshot().is_some_and(|b| b.life == life);
+            ensure(of_life, h, Problem::LifeList(life))?;
+            listed += 1;
+        }
+    }
+    if listed != out.blocks {
+        let in_use = out.blocks;
+        // The error names the last block walked: no one block is to blame.
+        if let Some(h) = last {
+            return Err(Fault::new(h, Problem::LifeLists { listed, in_use }));
+        }
+    }
     Ok(out)
 }
 
@@ -362,8 +378,7 @@ fn check_listed(pool: &Pool, h: &Header, owner: u64, what: &'static str) -> Resu
     let listable = h.key() != EMPTY_KEY && h.remote.load(Ordering::Relaxed) & FULL == 0;
     ensure(listable, h, Problem::ListedEmptyOrFull(what))?;
     ensure(h.owner() == owner, h, Problem::ListedOwner(what, h.owner()))?;
-    let next = h.next.load(Ordering::Relaxed);
-    let linked = next == NONE || pool.block(next).prev.load(Ordering::Relaxed) == pool.unit(h);
+    let linked = BlockList::links_back(pool.units(), h);
     ensure(linked, h, Problem::BackLink(what))
 }
 
@@ -396,18 +411,15 @@ fn check_lists(pool: &Pool, st: &PoolState) -> Result<(), Fault> {
         });
         res?;
     }
-    for head in 0..CLASS_COUNT * pool.life_count {
-        let mut u = st.partial_first(head);
-        while u != NONE {
-            let h = pool.block(u);
+    for head in pool.heads() {
+        for h in st.partial_list(head).iter(pool.units()) {
             check_listed(pool, h, 0, "the pool")?;
             ensure(h.role() == Role::Listed, h, Problem::PoolRole(h.role()))?;
-            let listed_under = h.life() * CLASS_COUNT + h.class();
-            ensure(listed_under == head, h, Problem::PoolHead(head))?;
+            let listed_under = HeadIndex::new(h.class(), h.life());
+            ensure(listed_under == head, h, Problem::PoolHead(head.get()))?;
             let holder = h.holder();
             let pools = holder == NO_HOLDER || holder == HEAPLESS;
             ensure(pools, h, Problem::PoolHolder(holder))?;
-            u = h.next.load(Ordering::Relaxed);
         }
     }
     Ok(())

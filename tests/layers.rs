@@ -7,11 +7,7 @@ use std::path::Path;
 
 /// Edges that break the table today, each to be deleted when it is gone (the test fails on
 /// an entry that no longer occurs, so the list cannot go stale).
-const KNOWN_UPWARD: &[(&str, &str)] = &[
-    // `block` calls `tiny::init_runs` to carve a tiny block; the `lower` branch turns it
-    // around (tiny above block). Delete this entry when that lands.
-    ("block", "tiny"),
-];
+const KNOWN_UPWARD: &[(&str, &str)] = &[];
 
 /// `(module, layer)` for every module of the table in `lib.rs`: the rows whose first cell
 /// is a number, the modules in backquotes in the second.

@@ -1,11 +1,12 @@
-//! Loom models of cohort's lock-free structures: the remote free list, the `FULL` flag that
-//! takes a block off its head and brings it back, the blocks' `returned` stacks, the spin
-//! lock, and the hand-over of a block when its heap's thread exits.
+//! Loom models of the block layer's lock-free structures: the remote free list, the `FULL`
+//! flag that takes a block off its head and brings it back, the blocks' `returned` stacks,
+//! and the hand-over of a block when its heap's thread exits. (The spin lock's model is in
+//! [`crate::sync`].)
 //!
-//! Run with `.ci/loom.sh` (or `RUSTFLAGS="--cfg loom" cargo test --release --test loom`).
-//! Each model drives the allocator's own code through `cohort::loom_api` and asserts the
-//! promise the allocator relies on: no slot lost or handed out twice, a block listed exactly
-//! once, and every write made before a hand-over visible after it.
+//! Run with `.ci/loom.sh` (or `RUSTFLAGS="--cfg loom" cargo test --release --lib`). Each
+//! model drives the block header's own code and asserts the promise the allocator relies
+//! on: no slot lost or handed out twice, a block listed exactly once, and every write made
+//! before a hand-over visible after it.
 //!
 //! Slot bytes are plain memory, which loom does not track, so each slot of a model also has
 //! a shadow `loom::cell::UnsafeCell`, written where the slot is written and read where it is
@@ -17,32 +18,117 @@
 //! partial-order reduction misses the opposite order for a plain load in one thread followed
 //! by a load-then-CAS in the other, so without the yield it never runs a free before the
 //! owner's collect.
-#![cfg(loom)]
 
-use cohort::class::class_of;
-use cohort::loom_api::{Block, Lock, Stack, NONE};
+use super::{BlockList, BlockStack, Header, LocalFree, Units, FULL};
+use crate::class::{class_of, BLOCK_SIZE};
+use crate::sync::{model, spin_lock, Ordering};
 use loom::cell::UnsafeCell;
 use loom::sync::Arc;
 use loom::thread;
+use std::alloc::{alloc_zeroed, dealloc, Layout};
 
 /// A heap token: `instance << 16 | id`.
 const OWNER: u64 = 1 << 16 | 1;
-/// The unit index a model gives its block on a `returned` stack.
-const UNIT: u32 = 7;
 
-/// Runs a model, with at most 5 preemptions unless `LOOM_MAX_PREEMPTIONS` says otherwise
-/// (every model here also passes with 10).
-fn model(f: impl Fn() + Sync + Send + 'static) {
-    let mut builder = loom::model::Builder::new();
-    if builder.preemption_bound.is_none() {
-        builder.preemption_bound = Some(5);
-    }
-    builder.check(f);
+/// Unit indices counted from address 0: the models' blocks are [`BLOCK_SIZE`]-aligned
+/// allocations, not units of a region.
+fn units() -> Units<'static> {
+    // SAFETY: the models link only live `Block`s, each at a BLOCK_SIZE-aligned address.
+    unsafe { Units::new(core::ptr::null_mut()) }
 }
 
-/// The 16-byte size class: room for a payload word after the 4-byte link.
-fn class16() -> usize {
-    class_of(16, 8).expect("a 16-byte class")
+/// A block of the 16-byte size class (room for a payload word after the 4-byte link) in
+/// memory of its own, with a header written by `Header::init`. It dereferences to its
+/// header.
+struct Block {
+    base: *mut u8,
+    /// The allocation the block lies in.
+    memory: *mut u8,
+}
+
+// SAFETY: the block's memory is owned by the value; the header's shared fields are atomics,
+// and the models touch its owner-only fields and slots only as the block protocol allows.
+unsafe impl Send for Block {}
+// SAFETY: as above.
+unsafe impl Sync for Block {}
+
+impl Block {
+    /// Twice a block's size, so that an aligned block fits: the allocator zeroes it
+    /// without touching it (an allocation aligned to the block size would be zeroed by
+    /// writes, a page fault per page per model run).
+    fn layout() -> Layout {
+        Layout::from_size_align(2 * BLOCK_SIZE, 64).expect("block layout")
+    }
+
+    /// A block owned by `owner`, aligned to its size, in which every slot but the last `never_used` is live
+    /// (handed out): `used == capacity - never_used`, empty local and remote free lists,
+    /// and an empty bump window (`pop` takes a never-used slot only after `refill` moved
+    /// the window on).
+    fn new(owner: u64, never_used: u32) -> Block {
+        let class = class_of(16, 8).expect("a 16-byte class");
+        // SAFETY: the layout has a non-zero size.
+        let memory = unsafe { alloc_zeroed(Self::layout()) };
+        assert!(!memory.is_null(), "out of memory");
+        let base = memory.wrapping_add(memory.align_offset(BLOCK_SIZE));
+        // SAFETY: `base` is a fresh zeroed block-sized allocation, ours alone.
+        let h = unsafe { &*Header::init(base, class, 0, owner, true) };
+        let c = h.geometry();
+        assert!(never_used <= c.capacity);
+        // Not yet shared: Relaxed; the model's thread spawns publish it.
+        let bump = c.limit - never_used * c.stride;
+        h.bump.store(bump, Ordering::Relaxed);
+        h.bump_end.store(bump, Ordering::Relaxed);
+        h.set_used(c.capacity - never_used);
+        Block { base, memory }
+    }
+
+    /// Offset of slot `i`.
+    fn slot(&self, i: u32) -> u32 {
+        let c = self.geometry();
+        c.first + i * c.stride
+    }
+
+    /// Owner only: `Header::pop`; the slot's offset.
+    fn pop_slot(&self) -> Option<u32> {
+        self.pop().map(|(off, _)| off)
+    }
+
+    /// Owner only: `Header::push_local` of the live slot `off`; true when the free takes
+    /// the slow path.
+    ///
+    /// # Safety
+    /// `off` is a live slot of this block.
+    unsafe fn free_local(&self, off: u32) -> bool {
+        // SAFETY: forwarded.
+        let done = unsafe { self.push_local(self.base.add(off as usize)) };
+        assert_ne!(done, LocalFree::AlreadyFree, "a double free");
+        done == LocalFree::Slow
+    }
+
+    /// True when the `FULL` flag is set.
+    fn is_full(&self) -> bool {
+        self.remote.load(Ordering::Relaxed) & FULL != 0
+    }
+}
+
+impl core::ops::Deref for Block {
+    type Target = Header;
+    fn deref(&self) -> &Header {
+        // SAFETY: `new` wrote a header at `base`, which lives as long as `self`.
+        unsafe { &*self.base.cast::<Header>() }
+    }
+}
+
+impl Drop for Block {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout.
+        unsafe { dealloc(self.memory, Self::layout()) };
+    }
+}
+
+/// The bases of the blocks a `take_all` of `stack` takes, in order.
+fn take_all(stack: &BlockStack) -> Vec<*mut u8> {
+    stack.take_all(units()).map(Header::base).collect()
 }
 
 /// The slots a model uses, each with a shadow cell for loom (see the module docs).
@@ -74,13 +160,7 @@ impl Slots {
         self.cell(off).with_mut(|v| unsafe { *v = value });
         // SAFETY: `off` is a 16-byte slot of the block, owned by the caller (the model's
         // protocol); bytes 8..16 are past its link and aligned.
-        unsafe {
-            block
-                .base()
-                .add(off as usize + 8)
-                .cast::<u64>()
-                .write(value)
-        };
+        unsafe { block.base.add(off as usize + 8).cast::<u64>().write(value) };
     }
 
     /// Checks the slot's second word and its shadow read `value`.
@@ -89,7 +169,7 @@ impl Slots {
         self.cell(off)
             .with(|v| assert_eq!(unsafe { *v }, value, "shadow of slot {off}"));
         // SAFETY: as in `write`.
-        let got = unsafe { block.base().add(off as usize + 8).cast::<u64>().read() };
+        let got = unsafe { block.base.add(off as usize + 8).cast::<u64>().read() };
         assert_eq!(got, value, "payload of slot {off}");
     }
 }
@@ -113,7 +193,7 @@ impl Slots {
 #[test]
 fn remote_free_list() {
     model(|| {
-        let block = Arc::new(Block::new(class16(), OWNER, 1));
+        let block = Arc::new(Block::new(OWNER, 1));
         let cap = block.capacity();
         let (a, b, fresh) = (
             block.slot(cap - 3),
@@ -164,7 +244,7 @@ fn remote_free_list() {
         for _ in 0..3 {
             // The freeing threads first: see the module docs.
             thread::yield_now();
-            match block.pop() {
+            match block.pop_slot() {
                 Some(off) => take(off),
                 None => {
                     refill();
@@ -175,7 +255,7 @@ fn remote_free_list() {
             t.join().unwrap();
         }
         loop {
-            match block.pop() {
+            match block.pop_slot() {
                 Some(off) => take(off),
                 None if !refill() => break,
                 None => {}
@@ -194,7 +274,7 @@ fn remote_free_list() {
 fn free_remotely(
     block: &Arc<Block>,
     slots: &Arc<Slots>,
-    returned: &Arc<Stack>,
+    returned: &Arc<BlockStack>,
     off: u32,
 ) -> thread::JoinHandle<bool> {
     let (block, slots, returned) = (block.clone(), slots.clone(), returned.clone());
@@ -203,8 +283,9 @@ fn free_remotely(
         // SAFETY: the slot is live and this thread gives it up.
         let was_full = unsafe { block.push_remote(off) };
         if was_full {
-            assert_eq!(block.owner(), OWNER);
-            returned.push(UNIT, &block);
+            // `Pool::relist`: the owner is a registered heap, so onto its stack.
+            assert_eq!(block.owner_acquire(), OWNER);
+            returned.push(units(), &block);
         }
         was_full
     })
@@ -240,8 +321,8 @@ enum Retire {
 #[test]
 fn retire_races_remote_free() {
     model(|| {
-        let block = Arc::new(Block::new(class16(), OWNER, 0));
-        let returned = Arc::new(Stack::new());
+        let block = Arc::new(Block::new(OWNER, 0));
+        let returned = Arc::new(BlockStack::new());
         let cap = block.capacity();
         let a = block.slot(cap - 1);
         let slots = Arc::new(Slots::new(&[a]));
@@ -250,7 +331,7 @@ fn retire_races_remote_free() {
 
         // The freeing threads first: see the module docs.
         thread::yield_now();
-        assert_eq!(block.pop(), None, "no free slot");
+        assert_eq!(block.pop_slot(), None, "no free slot");
         let outcome = if block.collect_remote() > 0 {
             Retire::Collected
         } else if !block.try_retire() {
@@ -262,7 +343,7 @@ fn retire_races_remote_free() {
         if outcome != Retire::Retired {
             // The block stayed current: the slot is handed out again, maybe before the
             // freeing thread ended.
-            assert_eq!(block.pop(), Some(a));
+            assert_eq!(block.pop_slot(), Some(a));
             slots.check(&block, a, 0xA);
         }
         let was_full = remote.join().unwrap();
@@ -273,15 +354,14 @@ fn retire_races_remote_free() {
         );
         if outcome == Retire::Retired {
             // `Heap::drain_returned`, then the block is current again and collects.
-            assert_eq!(returned.take_all(), UNIT);
-            assert_eq!(block.returned_next(), NONE);
+            assert_eq!(take_all(&returned), [block.base]);
             assert!(!block.is_full());
             assert_eq!(block.collect_remote(), 1);
-            assert_eq!(block.pop(), Some(a));
+            assert_eq!(block.pop_slot(), Some(a));
             slots.check(&block, a, 0xA);
         }
-        assert_eq!(returned.take_all(), NONE, "listed once");
-        assert_eq!(block.pop(), None);
+        assert_eq!(take_all(&returned), [], "listed once");
+        assert_eq!(block.pop_slot(), None);
         assert_eq!(block.collect_remote(), 0);
         assert_eq!(block.used(), cap);
     });
@@ -306,7 +386,7 @@ fn retire_races_remote_free() {
 fn relist_reads_current_owner() {
     const OLD: u64 = 1 << 16 | 2;
     model(|| {
-        let block = Arc::new(Block::new(class16(), OLD, 0));
+        let block = Arc::new(Block::new(OLD, 0));
         let a = block.slot(block.capacity() - 1);
         // Heap OLD allocated `a` and hands it over with the spawn.
         let remote = {
@@ -315,7 +395,7 @@ fn relist_reads_current_owner() {
                 // SAFETY: the slot is live and this thread gives it up.
                 if unsafe { block.push_remote(a) } {
                     // `Pool::relist`'s load.
-                    assert_eq!(block.owner(), OWNER, "stale owner");
+                    assert_eq!(block.owner_acquire(), OWNER, "stale owner");
                 }
             })
         };
@@ -345,9 +425,9 @@ fn relist_reads_current_owner() {
 #[test]
 fn clear_full_races_remote_free() {
     model(|| {
-        let block = Arc::new(Block::new(class16(), OWNER, 0));
+        let block = Arc::new(Block::new(OWNER, 0));
         assert!(block.try_retire());
-        let returned = Arc::new(Stack::new());
+        let returned = Arc::new(BlockStack::new());
         let cap = block.capacity();
         let (a, b) = (block.slot(cap - 2), block.slot(cap - 1));
         let slots = Arc::new(Slots::new(&[a, b]));
@@ -356,16 +436,16 @@ fn clear_full_races_remote_free() {
         // The freeing thread first: see the module docs.
         thread::yield_now();
         // SAFETY: `b` is live and the owner frees it.
-        let slow = unsafe { block.push_local(b) };
+        let slow = unsafe { block.free_local(b) };
         assert!(slow, "the free into a full block takes the slow path");
         let cleared = block.clear_full();
         // Either way `FULL` is clear now, so the owner may collect (it lists the block, or
         // the remote free does).
         assert!(!block.is_full());
-        assert_eq!(block.pop(), Some(b));
-        assert_eq!(block.pop(), None);
+        assert_eq!(block.pop_slot(), Some(b));
+        assert_eq!(block.pop_slot(), None);
         let take_a = || {
-            assert_eq!(block.pop(), Some(a));
+            assert_eq!(block.pop_slot(), Some(a));
             slots.check(&block, a, 0xA);
         };
         let took_a = block.collect_remote() == 1;
@@ -376,7 +456,8 @@ fn clear_full_races_remote_free() {
         }
         let was_full = remote.join().unwrap();
         assert!(cleared != was_full, "exactly one lists the block");
-        assert_eq!(returned.take_all(), if was_full { UNIT } else { NONE });
+        let relisted = if was_full { vec![block.base] } else { vec![] };
+        assert_eq!(take_all(&returned), relisted);
         if !took_a {
             assert_eq!(block.remote_count(), 1, "used == live + |remote|");
             assert_eq!(block.collect_remote(), 1);
@@ -401,35 +482,34 @@ fn clear_full_races_remote_free() {
 #[test]
 fn block_stack() {
     model(|| {
-        let blocks = Arc::new([
-            Block::new(class16(), OWNER, 0),
-            Block::new(class16(), OWNER, 0),
-        ]);
+        let blocks = Arc::new([Block::new(OWNER, 0), Block::new(OWNER, 0)]);
         // What a pusher wrote about its block before pushing it (stands for the slot it
         // freed and the header fields it touched).
         let marks = Arc::new([UnsafeCell::new(0u64), UnsafeCell::new(0u64)]);
-        let stack = Arc::new(Stack::new());
+        let stack = Arc::new(BlockStack::new());
         let pushers: Vec<_> = (0..2u32)
             .map(|u| {
                 let (blocks, marks, stack) = (blocks.clone(), marks.clone(), stack.clone());
                 thread::spawn(move || {
                     // SAFETY: loom checks the shadow accesses.
                     marks[u as usize].with_mut(|m| unsafe { *m = u as u64 + 1 });
-                    stack.push(u, &blocks[u as usize]);
+                    stack.push(units(), &blocks[u as usize]);
                 })
             })
             .collect();
         // The freeing threads first: see the module docs.
         thread::yield_now();
         let mut seen = Vec::new();
-        let drain = |seen: &mut Vec<u32>| {
-            let mut u = stack.take_all();
-            while u != NONE {
-                assert!(u < 2 && !seen.contains(&u), "block {u} taken twice");
+        let drain = |seen: &mut Vec<usize>| {
+            for h in stack.take_all(units()) {
+                let u = blocks
+                    .iter()
+                    .position(|b| b.base == h.base())
+                    .expect("a block");
+                assert!(!seen.contains(&u), "block {u} taken twice");
                 // SAFETY: loom checks the shadow accesses.
-                marks[u as usize].with(|m| assert_eq!(unsafe { *m }, u as u64 + 1));
+                marks[u].with(|m| assert_eq!(unsafe { *m }, u as u64 + 1));
                 seen.push(u);
-                u = blocks[u as usize].returned_next();
             }
         };
         drain(&mut seen);
@@ -442,78 +522,34 @@ fn block_stack() {
     });
 }
 
-/// The spin lock (`RawSpin` under `lock_api`): two threads increment a counter that is not
-/// atomic.
-///
-/// Checks: mutual exclusion (loom fails on two overlapping accesses) and happens-before
-/// from one holder to the next (the count ends at 2, and loom checks each access happens
-/// after the previous one).
-///
-/// Orderings relied on: `try_lock`'s Acquire CAS pairs with `unlock`'s Release store.
-///
-/// Fails with: `try_lock`'s success ordering Acquire -> Relaxed, or `unlock`'s store
-/// Release -> Relaxed.
-#[test]
-fn spin_lock() {
-    model(|| {
-        let lock = Arc::new(Lock::new(UnsafeCell::new(0u64)));
-        let bump = |lock: &Lock<UnsafeCell<u64>>| {
-            // SAFETY: loom checks the accesses.
-            lock.with(|count| count.with_mut(|c| unsafe { *c += 1 }));
-        };
-        let other = {
-            let lock = lock.clone();
-            thread::spawn(move || bump(&lock))
-        };
-        bump(&lock);
-        other.join().unwrap();
-        // SAFETY: loom checks the access.
-        lock.with(|count| count.with(|c| assert_eq!(unsafe { *c }, 2)));
-    });
-}
-
 /// The pool's lock-guarded state in `exit_races_relist`.
-#[derive(Default)]
 struct PoolModel {
-    /// Pool-owned blocks with free slots (`PoolState::partial`).
-    partial: Vec<u32>,
+    /// The pool's partial list of the block's head (`PoolState::partial`).
+    partial: BlockList,
     /// The heap is on the abandoned list.
     abandoned: bool,
 }
 
-/// `Pool::adopt_block`, under the lock: the pool owns the block and collects its remote
-/// frees.
-fn adopt(st: &mut PoolModel, unit: u32, block: &Block) {
-    block.set_owner(0);
-    if block.local_list_empty() {
-        block.collect_remote();
-    }
-    assert_ne!(block.used(), 0, "the model's block has live slots");
-    st.partial.push(unit);
-}
-
-/// `Pool::reclaim_abandoned` for the model's one heap, under the lock.
-fn reclaim(st: &mut PoolModel, returned: &Stack, block: &Block) {
-    if st.abandoned {
-        let mut u = returned.take_all();
-        while u != NONE {
-            assert_eq!(u, UNIT);
-            let next = block.returned_next();
-            adopt(st, u, block);
-            u = next;
-        }
-    }
+/// `Pool::adopt_block`, under the lock: `Header::hand_to_pool`, then the block (which has
+/// live slots here) goes on the pool's partial list.
+fn adopt(st: &mut PoolModel, block: &Header) {
+    block.hand_to_pool();
+    assert_ne!(block.live(), 0, "the model's block has live slots");
+    st.partial.push(units(), block);
 }
 
 /// Abandonment and adoption: a remote free into a `FULL` block relists it on its heap's
-/// `returned` stack while the heap's thread exits (`Heap::thread_exit`: drain `returned`,
-/// hand the listed blocks to the pool, put the heap on the abandoned list) and a third
-/// thread reclaims abandoned heaps' stacks (`Pool::reclaim_abandoned` from `take_block`).
+/// `returned` stack while the heap's thread exits and a third thread reclaims abandoned
+/// heaps' stacks.
 ///
-/// The pool and heap layers are not built under loom (they need the OS layer), so this
-/// models their protocol with the same primitives: the block's header, a `Stack` for the
-/// heap's `returned`, and the spin lock for the pool's state. The lists under the lock are
-/// plain vectors.
+/// The steps are the pool's and the heap's, in their order, on the block layer's own
+/// structures: the exit (`Heap::abandon`) takes the pool lock, lists the `returned` blocks
+/// on the heap's partial list (`Heap::drain_returned`), hands every listed block to the
+/// pool and marks the heap abandoned; the reclaimer (`Pool::reclaim_abandoned`, from
+/// `take_block`) takes the stacks of abandoned heaps under the lock and adopts what it
+/// finds. The pool's and the heap's lists are [`BlockList`]s, the pool's lock the spin lock,
+/// the adoption `Header::hand_to_pool`. (The pool itself is not built under loom: its
+/// region and registry live in memory mapped from the OS, which loom's atomics cannot.)
 ///
 /// Checks: however the three interleave, the block ends on the pool's partial list exactly
 /// once (taken by the exit's drain, the reclaim, or a later reclaim, never lost and never
@@ -531,54 +567,62 @@ fn reclaim(st: &mut PoolModel, returned: &Stack, block: &Block) {
 #[test]
 fn exit_races_relist() {
     model(|| {
-        let block = Arc::new(Block::new(class16(), OWNER, 0));
+        let block = Arc::new(Block::new(OWNER, 0));
         // The heap retired the block while its thread ran.
         assert!(block.try_retire());
-        let returned = Arc::new(Stack::new());
-        let pool = Arc::new(Lock::new(PoolModel::default()));
+        let returned = Arc::new(BlockStack::new());
+        let pool = Arc::new(spin_lock(PoolModel {
+            partial: BlockList::new(),
+            abandoned: false,
+        }));
         let cap = block.capacity();
         let a = block.slot(cap - 1);
         let slots = Arc::new(Slots::new(&[a]));
         slots.write(&block, a, 1);
 
         let remote = free_remotely(&block, &slots, &returned, a);
+        // `Pool::reclaim_abandoned`.
+        let reclaim = |st: &mut PoolModel, returned: &BlockStack| {
+            if st.abandoned {
+                for h in returned.take_all(units()) {
+                    adopt(st, h);
+                }
+            }
+        };
         let reclaimer = {
-            let (block, pool, returned) = (block.clone(), pool.clone(), returned.clone());
-            thread::spawn(move || pool.with(|st| reclaim(st, &returned, &block)))
+            let (pool, returned) = (pool.clone(), returned.clone());
+            thread::spawn(move || reclaim(&mut pool.lock(), &returned))
         };
 
         // The freeing threads first: see the module docs.
         thread::yield_now();
-        // `Heap::thread_exit`: `drain_returned` onto the heap's partial list, then under
-        // the lock hand every listed block to the pool and abandon the heap.
-        let mut listed = Vec::new();
-        let mut u = returned.take_all();
-        while u != NONE {
-            listed.push(u);
-            u = block.returned_next();
-        }
-        pool.with(|st| {
-            for &u in &listed {
-                adopt(st, u, &block);
+        // `Heap::abandon`.
+        {
+            let mut st = pool.lock();
+            let mut heap_partial = BlockList::new();
+            for h in returned.take_all(units()) {
+                h.set_role(super::Role::Listed);
+                heap_partial.push(units(), h);
+            }
+            while let Some(h) = heap_partial.pop(units()) {
+                adopt(&mut st, h);
             }
             st.abandoned = true;
-        });
+        }
 
         remote.join().unwrap();
         reclaimer.join().unwrap();
         // Any later `take_block` reclaims what is still on the abandoned heap's stack.
-        pool.with(|st| {
-            reclaim(st, &returned, &block);
-            assert_eq!(st.partial, [UNIT], "the block listed exactly once");
-        });
+        let mut st = pool.lock();
+        reclaim(&mut st, &returned);
+        let listed: Vec<_> = st.partial.iter(units()).map(Header::base).collect();
+        assert_eq!(listed, [block.base], "the block listed exactly once");
         assert_eq!(block.owner(), 0, "pool-owned");
         assert!(!block.is_full());
         assert_eq!(block.remote_count(), 0, "its remote free collected");
         assert_eq!(block.used(), cap - 1);
         // The pool allocates from it under the lock.
-        pool.with(|_| {
-            assert_eq!(block.pop(), Some(a));
-            slots.check(&block, a, 0xA);
-        });
+        assert_eq!(block.pop_slot(), Some(a));
+        slots.check(&block, a, 0xA);
     });
 }
