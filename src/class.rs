@@ -62,7 +62,8 @@ pub struct Class {
     pub slot_align: u32,
     /// Tiny classes: slots per run (a run's free list uses links of `stride` bytes).
     pub run_len: u32,
-    /// Tiny classes: number of runs (one list head of `stride` bytes each after the header).
+    /// Tiny classes: number of runs (each has the `stride`-byte link to its first free slot
+    /// in the run table after the header).
     pub runs: u32,
 }
 
@@ -164,7 +165,7 @@ const fn round_up(x: usize, to: usize) -> usize {
 }
 
 /// Geometry of a tiny class: runs of `2^(8*stride) - 1` slots (the all-ones link is the end
-/// of a run's list), one list head of `stride` bytes per run.
+/// of a run's list), and per run the `stride`-byte link to its first free slot.
 const fn tiny_geometry(stride: usize) -> Class {
     let block = BLOCK_SIZE;
     let run_len = (1usize << (8 * stride)) - 1;

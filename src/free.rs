@@ -287,7 +287,7 @@ impl Instance {
         let mapped = found.map_err(|problem| self.misuse(p, size, life, problem))?;
         // SAFETY: a live large allocation of ours, now out of the table: a mapping of
         // `mapped` bytes, which the caller gives up.
-        unsafe { os::release(p, mapped) };
+        unsafe { os::unmap(p, mapped) };
         Ok(())
     }
 

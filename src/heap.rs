@@ -427,14 +427,14 @@ impl Heap {
                 if h.live() == 0 {
                     h.set_role(Role::Listed);
                     *head.current = &EMPTY_BLOCK;
-                    pool.release_block(st, h);
+                    pool.give_back_block(st, h);
                     given += 1;
                 }
             }
             for h in head.partial.iter(pool.units()) {
                 if h.live() == 0 {
                     head.partial.remove(pool.units(), h);
-                    pool.release_block(st, h);
+                    pool.give_back_block(st, h);
                     given += 1;
                 }
             }
@@ -461,7 +461,7 @@ impl Heap {
         #[cfg(test)]
         counts::HEAPS_UNMAPPED_HERE.with(|n| n.set(n.get() + 1));
         // SAFETY: the caller's guarantee; the length is read before the unmap.
-        unsafe { os::release(heap.cast(), (*heap).mapped_len) };
+        unsafe { os::unmap(heap.cast(), (*heap).mapped_len) };
     }
 
     pub(crate) fn thread_next_reset(&self) {
@@ -479,7 +479,7 @@ impl Heap {
 /// included) and those kept for reuse. What [`crate::Cohort::compact`] does, and the
 /// allocation paths' last resort before out of memory. Returns how many, each once.
 pub(crate) fn compact(heap: Option<&Heap>, pool: &Pool, st: &mut PoolState) -> usize {
-    heap.map_or(0, |h| h.give_back_empty(st)) + pool.release_empty(st)
+    heap.map_or(0, |h| h.give_back_empty(st)) + pool.give_back_empty(st)
 }
 
 /// Test counts of heap mappings, per thread.

@@ -142,7 +142,7 @@ impl<L: Lifetime> Cohort<L> {
         pool.large.lock().drain_life(life, |addr, len| {
             out.large += 1;
             // SAFETY: a live large allocation of the class, dead by the caller's contract.
-            unsafe { os::release(addr as *mut u8, len) };
+            unsafe { os::unmap(addr as *mut u8, len) };
         });
         out
     }

