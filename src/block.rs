@@ -64,7 +64,7 @@ pub(crate) const HEAPLESS: u32 = u32::MAX;
 pub(crate) struct Header {
     /// `owner << 16 | (key ^ EMPTY_KEY)` ([`owner_word`]), one word so that the free fast
     /// path checks both with one compare ([`Header::owner_key`]). `owner` is the token of
-    /// the owning heap ([`crate::heap::Heap::token`]: unique in the process), 0 when the
+    /// the owning heap ([`crate::heap_record::HeapRecord::token`]: unique in the process), 0 when the
     /// pool owns the block; `key` is `class | life << 8`, what every slot of the block is,
     /// or [`EMPTY_KEY`] while the pool keeps the block empty. The key is stored inverted so
     /// that memory reading zero (a decommitted or never-carved unit) reads as an empty
@@ -649,7 +649,7 @@ impl Header {
 }
 
 impl Header {
-    /// The never-written block behind [`EMPTY_BLOCK`].
+    /// The never-written block behind [`crate::heap::EMPTY_BLOCK`].
     #[cfg(not(loom))]
     pub(crate) const fn sentinel() -> Header {
         Header {

@@ -35,9 +35,8 @@
 //! | 15 | `release` | releasing a lifetime class, `scope`, `compact` |
 //! | 16 | `design` | the design as documentation (no code): glossary, invariants, walks |
 //!
-//! The pool sits below the heap: it keeps heap records (`heap_record`), never heaps. One
-//! edge breaks the table today, `block` → `tiny` (`init_runs`), which the test allows by
-//! name until it is turned around.
+//! The pool sits below the heap: it keeps heap records (`heap_record`), never heaps; and
+//! `tiny` sits above `block`, whose header it uses.
 //!
 //! # Lifetime classes
 //!

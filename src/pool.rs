@@ -693,7 +693,7 @@ std::thread_local! {
     pub(crate) static BLOCKS_WALKED: core::cell::Cell<usize> = const { core::cell::Cell::new(0) };
 }
 
-/// Counts one block walked ([`BLOCKS_WALKED`]); nothing outside tests.
+/// Counts one block walked (`BLOCKS_WALKED`); nothing outside tests.
 #[inline(always)]
 fn walked_one() {
     #[cfg(test)]
