@@ -66,10 +66,10 @@ impl Memory for CohortMemory {
     type Request = ClassHandle<'static, Life>;
     type Long = ClassHandle<'static, Life>;
     fn request() -> Self::Request {
-        COHORT.class(Life::Request)
+        COHORT.handle(Life::Request)
     }
     fn long() -> Self::Long {
-        COHORT.class(Life::Long)
+        COHORT.handle(Life::Long)
     }
     unsafe fn end_request<T>(data: T) {
         // Not dropped piece by piece: released with its class.

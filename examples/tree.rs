@@ -188,7 +188,7 @@ fn build_and_walk<A: Allocator + Copy, G: Allocator + Copy>(
 fn child(role: &str, nodes: usize) {
     let (m, node_size, free_ns, rss_after) = match role {
         "cohort-zst" => {
-            let (m, root) = build_and_walk(nodes, TreeClass, COHORT.class(Life::Temp));
+            let (m, root) = build_and_walk(nodes, TreeClass, COHORT.handle(Life::Temp));
             // Not dropped node by node: released with the class below.
             std::mem::forget(root);
             let t = Instant::now();
@@ -204,7 +204,7 @@ fn child(role: &str, nodes: usize) {
         "cohort-scope" => {
             let mut cohort: Cohort<Life> = Cohort::new();
             let (m, freeing) = cohort.scope(Life::Tree, |cohort, tree| {
-                let (m, root) = build_and_walk(nodes, tree, cohort.class(Life::Temp));
+                let (m, root) = build_and_walk(nodes, tree, cohort.handle(Life::Temp));
                 // Not dropped node by node: the scope releases the class when this
                 // closure returns.
                 std::mem::forget(root);

@@ -168,7 +168,7 @@ impl Instance {
         let p = os::map(len, align.max(os::PAGE));
         if !p.is_null() && !pool.large.lock().insert(p as usize, len, life) {
             // SAFETY: mapped just above, never handed out.
-            unsafe { os::release(p, len) };
+            unsafe { os::unmap(p, len) };
             return ptr::null_mut();
         }
         p

@@ -7,10 +7,12 @@
 use crate::class::{class_of, malloc_align, Class, CLASSES, MAX_SMALL_ALIGN};
 use crate::instance::Instance;
 use crate::lifetime::Lifetime;
+use crate::misuse::Misuse;
 use crate::os;
 use crate::resize::SizeAlign;
 use crate::route::ThreadHeap;
 use core::alloc::{GlobalAlloc, Layout};
+use core::fmt;
 use core::marker::PhantomData;
 
 /// Address space reserved by [`Cohort::new`]: reserved, not committed, so it costs no
@@ -30,6 +32,18 @@ pub const DEFAULT_RESERVATION: usize = 256 << 30;
 pub struct Cohort<L: Lifetime = ()> {
     pub(crate) core: Instance,
     _life: PhantomData<fn(L) -> L>,
+}
+
+/// `Cohort { instance, lifetime_classes, reservation, exact_reservation, region, heaps,
+/// lock_acquisitions }`: the instance id (`None` before the first allocation), and once
+/// its pool exists the region's bounds, the heap ids handed out and the times the pool lock
+/// was taken. Reads atomics only: it takes no lock and creates nothing.
+impl<L: Lifetime> fmt::Debug for Cohort<L> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Cohort");
+        self.core.debug_fields(&mut d);
+        d.finish()
+    }
 }
 
 impl<L: Lifetime> Default for Cohort<L> {
@@ -62,7 +76,8 @@ pub struct BlockReport {
 }
 
 impl BlockReport {
-    /// The seed's measure: block bytes divided by usable bytes.
+    /// Block bytes divided by usable bytes: the measure of the ratio contract
+    /// ([`crate::class::ratio_contract_limit`]).
     pub fn geometry_ratio(&self) -> f64 {
         self.block_bytes as f64 / self.usable_bytes as f64
     }
@@ -104,7 +119,7 @@ impl<L: Lifetime> Cohort<L> {
         }
     }
 
-    // ---- The malloc family (seed names) ----
+    // ---- The malloc family ----
 
     /// Allocates `size` bytes in lifetime class `life`, aligned to at least the next power
     /// of two of `size`, at most 4096 (so `malloc(max(size, align))` is an aligned
@@ -142,7 +157,8 @@ impl<L: Lifetime> Cohort<L> {
     ///
     /// Misuse the block header can reveal (a size or lifetime class that does not match the
     /// block) panics with the pointer, size and class; with debug assertions or the
-    /// `checked` feature, foreign pointers and double frees panic too.
+    /// `checked` feature, foreign pointers and double frees panic too. [`Cohort::try_free`]
+    /// returns the [`Misuse`] instead.
     ///
     /// A null `ptr` does nothing (as C's `free`), whatever the size.
     ///
@@ -161,6 +177,47 @@ impl<L: Lifetime> Cohort<L> {
                 malloc_align(size),
                 life.index(),
             )
+        }
+    }
+
+    /// As [`Cohort::free`], but misuse the allocator can detect is returned, with nothing
+    /// changed, instead of reported by a panic: for a caller that must not unwind (a C
+    /// interface, a plugin host) or that wants to log and go on.
+    ///
+    /// # Errors
+    /// It checks everything before it touches anything, in every build: the pointer is in
+    /// this allocator's memory, at the start of a slot of a block that holds `size`'s size
+    /// class and lifetime class `life` ([`Problem::Foreign`](crate::Problem::Foreign),
+    /// [`Problem::WrongBlock`](crate::Problem::WrongBlock),
+    /// [`Problem::NotASlot`](crate::Problem::NotASlot)); a large size names a live large
+    /// allocation of that length and class ([`Problem::NotLarge`](crate::Problem::NotLarge),
+    /// [`Problem::LargeMismatch`](crate::Problem::LargeMismatch)); the slot is not free
+    /// ([`Problem::DoubleFree`](crate::Problem::DoubleFree): every double free in checked
+    /// mode, otherwise a slot that is first on its block's free or remote list, such as the
+    /// slot freed last). Cost: those checks (tens of instructions, and the pool lock for 1-
+    /// and 2-byte sizes), then a free.
+    ///
+    /// # Safety
+    /// As [`Cohort::free`], except that a call the checks reject is safe: it changes
+    /// nothing. Outside checked mode, a double free of a slot that is not the first of its
+    /// block's lists goes undetected and corrupts the block, as with [`Cohort::free`].
+    pub unsafe fn try_free(&self, ptr: *mut u8, size: usize, life: L) -> Result<(), Misuse> {
+        let (align, life) = (malloc_align(size), life.index());
+        if ptr.is_null() || size == 0 {
+            return Ok(());
+        }
+        match class_of(size, align) {
+            // SAFETY: forwarded contract: a large size, a non-null pointer.
+            None => unsafe { self.core.free_large_checked(ptr, size, life) },
+            Some(class) => {
+                self.core.find_misuse::<false>(ptr, size, class, life)?;
+                // SAFETY: forwarded contract; the checks above passed.
+                unsafe {
+                    self.core
+                        .free_sized::<false, _>(ThreadHeap, ptr, size, align, life)
+                };
+                Ok(())
+            }
         }
     }
 

@@ -4,7 +4,7 @@
 //! [`HEADER_SIZE`](crate::class::HEADER_SIZE) bytes are the [`Header`], the only metadata
 //! cohort keeps for the slots in it. Slots start at `class.first` and are `class.stride`
 //! apart. Every link is a byte offset from the block's base (offset 0 is the header, so 0
-//! means "none"); no absolute address is ever stored (DESIGN.md invariant 3).
+//! means "none"); no absolute address is ever stored (invariant 4 of [`crate::design`]).
 //!
 //! A slot is in exactly one of four places:
 //!

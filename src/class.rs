@@ -12,9 +12,9 @@
 //!
 //! A request (size, align) maps to the smallest class whose stride is at least the size and
 //! a multiple of the align ([`class_of`]). Every class has its own block geometry
-//! ([`Class`]) in a block of [`BLOCK_SIZE`] (2 MiB) bytes, the same for every class, which keeps
-//! `block bytes / usable bytes` within the seed's ratio table ([`seed_ratio_limit`]) for
-//! every class. One block size for all classes means that any pointer into a block masks to
+//! ([`Class`]) in a block of [`BLOCK_SIZE`] (2 MiB) bytes, the same for every class, which
+//! keeps `block bytes / usable bytes` within the ratio contract ([`ratio_contract_limit`])
+//! for every class. One block size for all classes means that any pointer into a block masks to
 //! that block's own header, whatever size a free names: a wrong size is caught by the
 //! header's key and never makes a free read user memory as a header.
 //!
@@ -24,7 +24,8 @@
 //! - `first >= HEADER_SIZE (+ run table for tiny classes)`, `first % slot_align == 0`,
 //!   `stride % slot_align == 0`: every slot is aligned to `slot_align`, the largest power
 //!   of two (at most 4096) dividing the stride.
-//! - `block_size * LIMIT_DEN <= capacity * stride * limit_num(stride)`: the ratio table.
+//! - `block_size * LIMIT_DEN <= capacity * stride * ratio_contract_limit(stride)`: the ratio
+//!   contract (invariant 1 of [`crate::design`]).
 //! - strides are strictly increasing.
 
 /// Bytes of the block header that starts every block.
@@ -61,7 +62,8 @@ pub struct Class {
     pub slot_align: u32,
     /// Tiny classes: slots per run (a run's free list uses links of `stride` bytes).
     pub run_len: u32,
-    /// Tiny classes: number of runs (one list head of `stride` bytes each after the header).
+    /// Tiny classes: number of runs (each has the `stride`-byte link to its first free slot
+    /// in the run table after the header).
     pub runs: u32,
 }
 
@@ -95,8 +97,9 @@ impl Class {
 /// Denominator of the ratio limits: a limit is `num / LIMIT_DEN`.
 pub const LIMIT_DEN: u64 = 10_000_000;
 
-/// The rows of the seed's ratio table: (first size, last size) of each row.
-pub const SEED_ROWS: [(usize, usize); 13] = [
+/// The rows of the ratio contract: (first size, last size) of each row. Every size of a row
+/// has the same limit, [`ratio_contract_limit`].
+pub const RATIO_CONTRACT_ROWS: [(usize, usize); 13] = [
     (1, 1),
     (2, 2),
     (3, 4),
@@ -112,10 +115,10 @@ pub const SEED_ROWS: [(usize, usize); 13] = [
     (4097, 8192),
 ];
 
-/// The seed's ratio table: for requests of `size` bytes, the worst `block bytes / usable
-/// bytes` allowed, times [`LIMIT_DEN`]. Above 8 KiB the seed has no row; cohort keeps the
-/// last row's figure.
-pub const fn seed_ratio_limit(size: usize) -> u64 {
+/// The ratio contract: for requests of `size` bytes, the worst `block bytes / usable bytes`
+/// a block may have, times [`LIMIT_DEN`]. The contract's rows end at 8 KiB
+/// ([`RATIO_CONTRACT_ROWS`]); above, cohort holds its classes to the last row's figure.
+pub const fn ratio_contract_limit(size: usize) -> u64 {
     match size {
         0..=1 => 10_240_000,
         2 => 10_002_300,
@@ -162,7 +165,7 @@ const fn round_up(x: usize, to: usize) -> usize {
 }
 
 /// Geometry of a tiny class: runs of `2^(8*stride) - 1` slots (the all-ones link is the end
-/// of a run's list), one list head of `stride` bytes per run.
+/// of a run's list), and per run the `stride`-byte link to its first free slot.
 const fn tiny_geometry(stride: usize) -> Class {
     let block = BLOCK_SIZE;
     let run_len = (1usize << (8 * stride)) - 1;
@@ -208,12 +211,12 @@ const fn geometry(stride: usize) -> Class {
     }
 }
 
-/// True when the geometry meets the seed's ratio for every size the class serves (the
+/// True when the geometry meets the ratio contract for every size the class serves (the
 /// worst is its largest size, the stride itself, whose row is the strictest it meets).
 pub const fn meets_ratio(c: &Class) -> bool {
     let block = c.block_size() as u64;
     let usable = c.usable() as u64;
-    block * LIMIT_DEN <= usable * seed_ratio_limit(c.stride as usize)
+    block * LIMIT_DEN <= usable * ratio_contract_limit(c.stride as usize)
 }
 
 const fn build_classes() -> [Class; CLASS_COUNT] {
@@ -302,7 +305,7 @@ const _: () = {
         assert!(c.first as usize + c.capacity as usize * stride == c.limit as usize);
         assert!(c.limit as usize <= BLOCK_SIZE);
         assert!(c.first.is_multiple_of(c.slot_align) && c.stride.is_multiple_of(c.slot_align));
-        assert!(meets_ratio(c), "a class misses the seed's ratio table");
+        assert!(meets_ratio(c), "a class misses the ratio contract");
         if i > 0 {
             assert!(TABLE[i - 1].stride < c.stride);
         }

@@ -101,7 +101,7 @@ unsafe extern "C" fn prepare() {
 /// [`prepare`] ran in this process (or, in a child, in the parent before the fork) and its
 /// locks were not released since: they are held, by the calling thread or by the parent's
 /// image of it.
-unsafe fn release_all() {
+unsafe fn unlock_all() {
     // SAFETY: `prepare` locked the list and every pool in this process (parent) or in
     // the parent's image (child, where that thread is the only one).
     unsafe {
@@ -119,8 +119,8 @@ unsafe fn release_all() {
 /// # Safety
 /// Called only by `fork()` in the parent, after [`prepare`].
 unsafe extern "C" fn parent() {
-    // SAFETY: see release_all.
-    unsafe { release_all() }
+    // SAFETY: see unlock_all.
+    unsafe { unlock_all() }
 }
 
 /// The `child` handler: revives heaps whose thread was exiting at the fork (no thread of the
@@ -135,6 +135,6 @@ unsafe extern "C" fn child() {
         unsafe { &*INSTANCES.data_ptr() },
         heap_handover::after_fork_in_child,
     );
-    // SAFETY: see release_all.
-    unsafe { release_all() }
+    // SAFETY: see unlock_all.
+    unsafe { unlock_all() }
 }

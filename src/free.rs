@@ -276,23 +276,38 @@ impl Instance {
         if p.is_null() {
             return; // A null free does nothing (see `free_sized`).
         }
+        // SAFETY: forwarded contract.
+        if let Err(m) = unsafe { self.free_large_checked(p, size, life) } {
+            report::<ABORT>(m);
+        }
+    }
+
+    /// Frees the large allocation at `p` if the large table holds it with this length and
+    /// lifetime class; else returns what is wrong, having changed nothing. No lock is held
+    /// on return (reporting may allocate).
+    ///
+    /// # Safety
+    /// As [`Instance::free_large`], with `p` not null.
+    pub(crate) unsafe fn free_large_checked(
+        &self,
+        p: *mut u8,
+        size: usize,
+        life: usize,
+    ) -> Result<(), Misuse> {
         let Some(pool) = self.pool_if_any() else {
-            report::<ABORT>(self.misuse(p, size, life, Problem::Foreign));
+            return Err(self.misuse(p, size, life, Problem::Foreign));
         };
         let mut large = pool.large.lock();
-        match large_match(&large, p, size, life) {
-            Ok(mapped) => {
-                large.remove(p as usize);
-                drop(large);
-                // SAFETY: a live large allocation of ours: a mapping of `mapped` bytes.
-                unsafe { os::release(p, mapped) };
-            }
-            Err(problem) => {
-                // (The lock is dropped first: reporting may allocate.)
-                drop(large);
-                report::<ABORT>(self.misuse(p, size, life, problem));
-            }
+        let found = large_match(&large, p, size, life);
+        if found.is_ok() {
+            large.remove(p as usize);
         }
+        drop(large);
+        let mapped = found.map_err(|problem| self.misuse(p, size, life, problem))?;
+        // SAFETY: a live large allocation of ours, now out of the table: a mapping of
+        // `mapped` bytes, which the caller gives up.
+        unsafe { os::unmap(p, mapped) };
+        Ok(())
     }
 
     /// A misuse report of a free (or resize) of `p` with `size` and lifetime class `life`.
@@ -379,10 +394,9 @@ impl Instance {
         self.misuse(p, size, life, problem)
     }
 
-    /// Checked mode: every check a free can make, before it touches anything. With
-    /// `FREEING` (a free), the slot's live bit is tested and cleared in one atomic step, so
-    /// of two frees of one slot racing each other one is reported; without (the check of a
-    /// resize's old allocation, which stays live), it is only tested.
+    /// Checked mode: every check a free can make, before it touches anything
+    /// ([`Instance::find_misuse`]); misuse is reported. With `FREEING` (a free), the slot's
+    /// live bit is cleared by the check.
     fn check_free<const ABORT: bool, const FREEING: bool>(
         &self,
         p: *mut u8,
@@ -393,47 +407,71 @@ impl Instance {
         if p.is_null() {
             return; // A null free does nothing (see `free_sized`).
         }
-        let bad = |problem| self.misuse(p, size, life, problem);
-        let pool = self.pool.load(Ordering::Acquire);
-        // SAFETY: a non-null pool lives until the Cohort drops.
-        let Some(pool) = (unsafe { pool.as_ref() }) else {
-            report::<ABORT>(bad(Problem::Foreign));
+        if let Err(m) = self.find_misuse::<FREEING>(p, size, class, life) {
+            report::<ABORT>(m);
+        }
+    }
+
+    /// Every check a free of `p` as (`size`, `class`, `life`) can make without owning the
+    /// block, before it touches anything: `p` is in this instance's region, in a block whose
+    /// key is (class, life), at the start of a slot; and the slot is live. Live means its
+    /// live bit is set in checked mode (with `FREEING` tested and cleared in one atomic
+    /// step, so that of two frees of one slot racing each other one is reported; without,
+    /// the check of a resize's old allocation or of [`crate::Cohort::try_free`], only
+    /// tested); otherwise, that it is not the first slot of its block's local or remote
+    /// free list (of its run's list for a tiny block, read under the pool lock).
+    pub(crate) fn find_misuse<const FREEING: bool>(
+        &self,
+        p: *mut u8,
+        size: usize,
+        class: usize,
+        life: usize,
+    ) -> Result<(), Misuse> {
+        let bad = |problem| Err(self.misuse(p, size, life, problem));
+        let Some(pool) = self.pool_if_any() else {
+            return bad(Problem::Foreign);
         };
         let r = &pool.region;
         let c = &CLASSES[class];
         let base = header_of(p) as usize;
         if !r.contains(p as usize) || r.unit_state(r.unit_of(p as usize)) != BLOCK {
-            report::<ABORT>(bad(self.foreign_or_large(pool, p)));
+            return bad(self.foreign_or_large(pool, p));
         }
-        // SAFETY: base lies in the region (p does, and blocks are aligned to their size);
-        // the header is read only if its unit starts a block, so it is mapped.
+        // SAFETY: base lies in the region (p does, and blocks are aligned to their size),
+        // which is readable everywhere; the fields are trusted only if its unit starts a
+        // block, whose header is initialised.
         let h = unsafe { &*(base as *const Header) };
-        if r.unit_state(r.unit_of(base)) != BLOCK || h.magic != MAGIC || h.key() != key(class, life)
-        {
-            let block_class = (r.unit_state(r.unit_of(base)) == BLOCK
-                && h.magic == MAGIC
-                && h.key() != EMPTY_KEY)
-                .then(|| h.class());
-            report::<ABORT>(bad(Problem::WrongBlock {
+        let is_block = r.unit_state(r.unit_of(base)) == BLOCK && h.magic == MAGIC;
+        if !is_block || h.key() != key(class, life) {
+            let block_class = (is_block && h.key() != EMPTY_KEY).then(|| h.class());
+            return bad(Problem::WrongBlock {
                 class,
                 stride: c.stride as usize,
                 block_class,
                 block_life: h.life(),
-            }));
+            });
         }
         let off = p as usize - base;
         if !h.is_slot(off) {
-            report::<ABORT>(bad(Problem::NotASlot {
+            return bad(Problem::NotASlot {
                 stride: c.stride as usize,
-            }));
+            });
         }
-        let was_live = |bits: LiveBits| match FREEING {
-            true => bits.set_free(p as usize),
-            false => bits.is_live(p as usize),
+        let off = off as u32;
+        let already_free = match LiveBits::of(r) {
+            Some(bits) if FREEING => !bits.set_free(p as usize),
+            Some(bits) => !bits.is_live(p as usize),
+            None if c.is_tiny() => {
+                let _locked = pool.lock();
+                // SAFETY: we hold the lock that owns tiny blocks; off is a slot of the block.
+                unsafe { tiny::is_first_free(h, off) }
+            }
+            None => h.free.load(Ordering::Relaxed) == off || h.is_first_remote(off),
         };
-        if LiveBits::of(r).is_some_and(|bits| !was_live(bits)) {
-            report::<ABORT>(bad(Problem::DoubleFree));
+        if already_free {
+            return bad(Problem::DoubleFree);
         }
+        Ok(())
     }
 }
 

@@ -19,14 +19,14 @@ use core::alloc::Layout;
 use core::ptr::NonNull;
 
 /// Lifetime class `life` of an allocator: an `Allocator` handle. Build one with
-/// [`Cohort::class`].
+/// [`Cohort::handle`].
 ///
 /// ```
 /// use allocator_api2::vec::Vec;
 /// cohort::lifetime_classes! { enum Life { Frame, Long } }
 /// static A: cohort::Cohort<Life> = cohort::Cohort::new();
 ///
-/// let mut v = Vec::new_in(A.class(Life::Frame));
+/// let mut v = Vec::new_in(A.handle(Life::Frame));
 /// v.extend_from_slice(&[1u32, 2, 3]);
 /// assert_eq!(v.iter().sum::<u32>(), 6);
 /// ```
@@ -50,8 +50,15 @@ impl<L: Lifetime> core::fmt::Debug for ClassHandle<'_, L> {
 
 impl<L: Lifetime> Cohort<L> {
     /// A handle that allocates in lifetime class `life`. Cost: none (two words, `Copy`).
-    pub fn class(&self, life: L) -> ClassHandle<'_, L> {
+    pub fn handle(&self, life: L) -> ClassHandle<'_, L> {
         ClassHandle { cohort: self, life }
+    }
+
+    /// The former name of [`Cohort::handle`], which read as a size class (what
+    /// [`crate::class`] means).
+    #[deprecated(since = "0.2.0", note = "renamed `handle`: a class is a size class")]
+    pub fn class(&self, life: L) -> ClassHandle<'_, L> {
+        self.handle(life)
     }
 }
 

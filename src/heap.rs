@@ -82,7 +82,7 @@ pub(crate) fn registered(pool: &Pool) -> impl Iterator<Item = *mut Heap> + '_ {
 }
 
 /// The block of every head that has none: `pop` on it always fails, so the fast path needs
-/// no separate test for "no block" (mimalloc's empty-page trick). Never written.
+/// no separate test for "no block". Never written.
 pub(crate) static EMPTY_BLOCK: Header = Header::sentinel();
 
 /// The current block of every head, `CLASS_COUNT * life_count` of them, after the heap.
@@ -201,7 +201,7 @@ impl Heap {
     /// first listed block if it has freed slots, then the block's next bump window, then
     /// the partial list, the pool), makes it current and takes a slot from it. Before
     /// saying out of memory (`None`), gives back every empty block it may
-    /// ([`release_empty`]), and those of `own()` (the calling thread's own heap of the
+    /// ([`compact`]), and those of `own()` (the calling thread's own heap of the
     /// instance, or null), and tries once more.
     #[cold]
     #[inline(never)]
@@ -217,7 +217,7 @@ impl Heap {
             // instance may hold empty blocks too (`compact` gives those back).
             let own = own();
             let mut st = pool.lock();
-            let mut freed = release_empty(Some(self), pool, &mut st);
+            let mut freed = compact(Some(self), pool, &mut st);
             if !own.is_null() && !ptr::eq(own, self) {
                 // SAFETY: the calling thread's own heap: it is its owner, and no reference
                 // to its heads is alive (the thread is inside this join's allocation).
@@ -283,7 +283,7 @@ impl Heap {
         let pool = self.pool();
         let mut st = pool.lock();
         self.alloc_tiny_locked(&mut st, class, life).or_else(|| {
-            (release_empty(Some(self), pool, &mut st) > 0)
+            (compact(Some(self), pool, &mut st) > 0)
                 .then(|| self.alloc_tiny_locked(&mut st, class, life))?
         })
     }
@@ -427,14 +427,14 @@ impl Heap {
                 if h.live() == 0 {
                     h.set_role(Role::Listed);
                     *head.current = &EMPTY_BLOCK;
-                    pool.release_block(st, h);
+                    pool.give_back_block(st, h);
                     given += 1;
                 }
             }
             for h in head.partial.iter(pool.units()) {
                 if h.live() == 0 {
                     head.partial.remove(pool.units(), h);
-                    pool.release_block(st, h);
+                    pool.give_back_block(st, h);
                     given += 1;
                 }
             }
@@ -461,7 +461,7 @@ impl Heap {
         #[cfg(test)]
         counts::HEAPS_UNMAPPED_HERE.with(|n| n.set(n.get() + 1));
         // SAFETY: the caller's guarantee; the length is read before the unmap.
-        unsafe { os::release(heap.cast(), (*heap).mapped_len) };
+        unsafe { os::unmap(heap.cast(), (*heap).mapped_len) };
     }
 
     pub(crate) fn thread_next_reset(&self) {
@@ -478,8 +478,8 @@ impl Heap {
 /// those of its heap `heap` (the calling thread's, if any), the pool's (exited threads'
 /// included) and those kept for reuse. What [`crate::Cohort::compact`] does, and the
 /// allocation paths' last resort before out of memory. Returns how many, each once.
-pub(crate) fn release_empty(heap: Option<&Heap>, pool: &Pool, st: &mut PoolState) -> usize {
-    heap.map_or(0, |h| h.give_back_empty(st)) + pool.release_empty(st)
+pub(crate) fn compact(heap: Option<&Heap>, pool: &Pool, st: &mut PoolState) -> usize {
+    heap.map_or(0, |h| h.give_back_empty(st)) + pool.give_back_empty(st)
 }
 
 /// Test counts of heap mappings, per thread.

@@ -17,6 +17,7 @@ use crate::per_thread;
 use crate::pool::Pool;
 use crate::sync::{AtomicPtr, AtomicU64, Ordering};
 use core::cell::UnsafeCell;
+use core::fmt;
 use core::ptr;
 
 /// True when every free is fully checked (foreign pointers, double frees).
@@ -182,6 +183,25 @@ impl Instance {
         // SAFETY: a published pool lives until the instance drops.
         unsafe { self.pool.load(Ordering::Acquire).as_ref() }
     }
+
+    /// The instance's fields of `Debug`: its id (`None` before the first allocation:
+    /// formatting creates nothing), lifetime classes, reservation and, once the pool
+    /// exists, the region's bounds, the heap ids handed out and the pool-lock count. Reads
+    /// atomics only and takes no lock, so formatting, which may allocate through this very
+    /// instance, never waits for a lock the allocation needs.
+    pub(crate) fn debug_fields(&self, d: &mut fmt::DebugStruct<'_, '_>) {
+        let pool = self.pool_if_any();
+        d.field("instance", &pool.map(|_| self.instance_id()))
+            .field("lifetime_classes", &self.life_count)
+            .field("reservation", &self.reservation)
+            .field("exact_reservation", &self.exact);
+        if let Some(pool) = pool {
+            let (base, len) = (pool.region.base(), pool.region.len());
+            d.field("region", &format_args!("{base:#x}..{:#x}", base + len))
+                .field("heaps", &pool.heap_ids.load(Ordering::Relaxed))
+                .field("lock_acquisitions", &pool.lock_count.load(Ordering::Relaxed));
+        }
+    }
 }
 
 impl Drop for Instance {
@@ -199,7 +219,7 @@ impl Drop for Instance {
         }
         // The calling thread's heap of it (now ORPHANED) goes at once; other threads
         // release theirs when their next look-up meets it.
-        per_thread::release_orphans();
+        per_thread::unmap_orphans();
         #[cfg(test)]
         heap_handover::hooks::teardown_goes_on(pool);
     }

@@ -2,8 +2,8 @@
 //!
 //! Thread heaps are joined on a thread's first allocation and left at its exit. Callers that
 //! run their own workers (a task system, a thread per core, a process sharing memory) can
-//! instead [`Cohort::join`] with a **concurrency-group hint**, as fd_alloc's `join(shalloc,
-//! cgroup_hint)` does: the join gets a heap of its own, with the same lock-free fast paths,
+//! instead [`Cohort::join`] with a **concurrency-group hint**: the join gets a heap of its
+//! own, with the same lock-free fast paths,
 //! and [`Join::leave`] (or dropping the join) hands its blocks back to the pool. A join of a
 //! group adopts first the heap a previous join of the same group left, whose blocks are
 //! warm in the caches of the cores that group runs on.
@@ -137,6 +137,19 @@ impl<L: Lifetime> Join<'_, L> {
     /// Hands the heap's blocks back to the pool (blocks with live allocations too: their
     /// frees become remote frees). Dropping the join does the same.
     pub fn leave(self) {}
+}
+
+/// `Join { instance, heap, token }`: the instance, and the joined heap's id and owner token
+/// (as its blocks' headers hold it). Reads no lock.
+impl<L: Lifetime> core::fmt::Debug for Join<'_, L> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let heap = self.heap();
+        f.debug_struct("Join")
+            .field("instance", &self.cohort.core.instance_id())
+            .field("heap", &heap.id)
+            .field("token", &format_args!("{:#x}", heap.token))
+            .finish()
+    }
 }
 
 impl<L: Lifetime> Drop for Join<'_, L> {

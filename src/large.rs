@@ -183,13 +183,13 @@ impl LargeTable {
     ///
     /// # Safety
     /// None of them is used again.
-    pub(crate) unsafe fn release_all(&mut self) {
+    pub(crate) unsafe fn unmap_all(&mut self) {
         for i in 0..self.capacity {
             let e = self.slot(i);
             if e.addr > TOMB {
                 self.remove(e.addr);
                 // SAFETY: a live large allocation, unused from now on (caller).
-                unsafe { os::release(e.addr as *mut u8, e.len) };
+                unsafe { os::unmap(e.addr as *mut u8, e.len) };
             }
         }
     }
@@ -201,7 +201,7 @@ impl Drop for LargeTable {
     fn drop(&mut self) {
         if !self.entries.is_null() {
             // SAFETY: the table's own mapping, no longer used.
-            unsafe { os::release(self.entries.cast(), self.capacity * size_of::<Entry>()) };
+            unsafe { os::unmap(self.entries.cast(), self.capacity * size_of::<Entry>()) };
         }
     }
 }
@@ -224,7 +224,7 @@ mod tests {
             assert_eq!(unsafe { p.read() }, 1);
         }
         // SAFETY: not used again.
-        unsafe { t.release_all() };
+        unsafe { t.unmap_all() };
         assert_eq!(t.count(), 0);
     }
 

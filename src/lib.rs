@@ -2,11 +2,13 @@
 //!
 //! # Design
 //!
-//! The vocabulary is DESIGN.md's: a **request** (size, align, lifetime class) maps to a
-//! **size class** (a slot stride); a **block** holds slots of one size class and one
-//! **lifetime class**; a **head** is the blocks of one (size class, lifetime class) pair; a
-//! **heap** is what one thread owns, where the fast paths run; the **region** is where blocks
-//! come from; a **large allocation** has its own mapping.
+//! The vocabulary, the numbered invariants, the path of one request through the layers and
+//! the reasons for the main decisions are in [`design`]. In short: a **request** (size,
+//! align, lifetime class) maps to a **size class** (a slot stride); a **block** holds slots
+//! of one size class and one **lifetime class**; a **head** is one (size class, lifetime
+//! class) pair and the blocks that serve it; a **heap** is what one thread owns, where the
+//! fast paths run; the **region** is where blocks come from; a **large allocation** has its
+//! own mapping.
 //!
 //! # Layers
 //!
@@ -31,37 +33,10 @@
 //! | 13 | `api` | [`Cohort`], its public methods, `GlobalAlloc`, block reports |
 //! | 14 | `handle`, `join`, `stats`, `verify` | allocator handles per lifetime class; explicit joins; statistics; the consistency check |
 //! | 15 | `release` | releasing a lifetime class, `scope`, `compact` |
+//! | 16 | `design` | the design as documentation (no code): glossary, invariants, walks |
 //!
 //! The pool sits below the heap: it keeps heap records (`heap_record`), never heaps; and
 //! `tiny` sits above `block`, whose header it uses.
-//!
-//! # Decisions that differ from DESIGN.md, and why
-//!
-//! - **Block sizes.** Every block is 2 MiB, whatever its class. With a 64-byte header no
-//!   1 MiB block of 64-byte slots can reach the seed's 1.00006 (one slot is lost to the
-//!   header: 1.000061), nor 48-byte slots (1.00011), nor 4-, 8- and 16-byte slots; at 2 MiB
-//!   every class meets its row. One size for all classes (rather than the smallest size
-//!   that meets each class's row) is what makes a free safe against a wrong size: any
-//!   pointer into a block masks to that block's own header, so the header's key catches the
-//!   wrong size, where a smaller mask would land in the middle of a larger block and read
-//!   user data as a header. The header key is stored inverted, so memory that reads zero (a
-//!   given-back or never-carved part of the region, which is reserved readable) is an empty
-//!   block that no free matches.
-//! - **Tiny slots.** 1- and 2-byte slots live in 2 MiB blocks too, cut into runs of 255 or
-//!   65 535 slots with 8- or 16-bit links (ratios 1.004 and 1.00008 against the seed's 1.024
-//!   and 1.00023), and are served under the pool's lock rather than the thread fast paths.
-//! - **Heap tokens.** A block records its owner as `instance << 16 | heap id`, unique in the
-//!   process, in one word with its key (`owner << 16 | class | life << 8`), so the free fast
-//!   path checks ownership and the caller's size and lifetime class with one compare against
-//!   one thread-local word. Instance ids are never reused; the 2^32nd instance a process
-//!   creates cannot allocate (null), which keeps a token within the word's 48 bits.
-//! - **Counting by role.** A block counts `used + bias`, where the bias comes from its role
-//!   for its owner (current, listed, retired full) and is chosen so that the one local free
-//!   that needs the slow path is the one that takes the count to zero: the free fast path's
-//!   accounting is a decrement and a branch.
-//! - **Thread-local class tables.** The fast paths read a per-thread copy of the class and
-//!   mask tables, beside the current heap: in position-independent code a table in the
-//!   binary costs an address computation per look-up; the thread pointer is loaded anyway.
 //!
 //! # Lifetime classes
 //!
@@ -74,7 +49,7 @@
 //! - structures built in one class are contiguous: a linked list or tree allocated in its own
 //!   class walks through consecutive slots, not through memory shared with short-lived
 //!   garbage;
-//! - [`Cohort::class`] gives an `allocator_api2` handle, so `Vec`, `Box` and hashbrown's
+//! - [`Cohort::handle`] gives an `allocator_api2` handle, so `Vec`, `Box` and hashbrown's
 //!   `HashMap` allocate in a class.
 //!
 //! The examples measure it (figures from one run on a shared 2-core machine; times are
@@ -93,7 +68,7 @@
 //!
 //! # Safety and correctness
 //!
-//! - Every invariant of DESIGN.md has a test (`tests/invariants.rs`); the class table's
+//! - Every invariant of [`design`] has a test (`tests/invariants.rs`); the class table's
 //!   geometry is checked by `const` assertions.
 //! - `tests/model.rs` drives random operation sequences against a plain model (quickcheck),
 //!   with a pattern in every live allocation.
@@ -149,6 +124,7 @@ not_under_loom! {
     mod verify;
     mod release;
 }
+pub mod design;
 
 #[cfg(not(loom))]
 pub use api::{BlockReport, Cohort, DEFAULT_RESERVATION};

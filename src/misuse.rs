@@ -1,13 +1,16 @@
 //! Misuse: what a free (or resize) found wrong with its pointer, size or lifetime class, and
-//! how it is reported: a panic from the direct API, an abort with the message from
-//! `GlobalAlloc` (which must not unwind). The message names the pointer, the size and the
-//! lifetime class, and is formatted without allocating.
+//! how it is reported: a panic with its message from the direct API, an abort with the
+//! message from `GlobalAlloc` (which must not unwind), or the [`Misuse`] itself as the error
+//! of [`Cohort::try_free`](crate::Cohort::try_free). The message names the pointer, the size
+//! and the lifetime class; the abort's is formatted without allocating.
 
 use crate::class::CLASSES;
 use crate::os;
 use core::fmt;
 
-/// What a free found wrong (see [`Cohort::free`](crate::Cohort::free)).
+/// What a free found wrong: the error [`Cohort::try_free`](crate::Cohort::try_free) returns.
+/// Its `Display` is the message the other frees panic (or abort) with (see
+/// [`Cohort::free`](crate::Cohort::free)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Misuse {
     /// The pointer given to free.
@@ -18,12 +21,14 @@ pub struct Misuse {
     pub life: usize,
     /// What is wrong.
     pub problem: Problem,
-    /// The lifetime classes' names ([`Lifetime::NAMES`](crate::Lifetime::NAMES)), for the message; may be empty.
+    /// The lifetime classes' names ([`Lifetime::NAMES`](crate::Lifetime::NAMES)), for the
+    /// message; may be empty.
     pub life_names: &'static [&'static str],
 }
 
 /// The kinds of [`Misuse`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Problem {
     /// The pointer is not in this allocator's memory.
     Foreign,
@@ -142,6 +147,8 @@ impl fmt::Display for Misuse {
     }
 }
 
+impl std::error::Error for Misuse {}
+
 /// A fixed buffer for formatting a message without allocating.
 struct StackBuf {
     buf: [u8; 512],
@@ -159,6 +166,10 @@ impl fmt::Write for StackBuf {
 
 /// Reports misuse: a panic from the direct API, an abort with the message from
 /// `GlobalAlloc` (which must not unwind).
+///
+/// The panic's payload is the message (a `String`), as for any panic, so that panic hooks
+/// print it and `#[should_panic(expected = ...)]` matches it; a caller that wants the
+/// [`Misuse`] as a value frees with [`Cohort::try_free`](crate::Cohort::try_free).
 #[cold]
 #[inline(never)]
 pub(crate) fn report<const ABORT: bool>(m: Misuse) -> ! {

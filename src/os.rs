@@ -4,7 +4,7 @@
 //! Vocabulary: **reserve** takes address space without memory (`PROT_READ`), **commit**
 //! makes a reserved range usable (`PROT_READ | PROT_WRITE`; pages still cost RAM only when
 //! touched), **decommit** gives a range's pages back while keeping the range
-//! (`MADV_DONTNEED`: the next touch reads zeros), **release** gives the range back
+//! (`MADV_DONTNEED`: the next touch reads zeros), **unmap** gives the range back
 //! (`munmap`). No function here allocates through Rust's global allocator.
 
 use core::ptr;
@@ -79,10 +79,10 @@ fn map_with(len: usize, align: usize, prot: libc::c_int) -> *mut u8 {
     // start + len), which is what the caller receives.
     unsafe {
         if head > 0 {
-            release(raw, head);
+            unmap(raw, head);
         }
         if tail > 0 {
-            release((start + len) as *mut u8, tail);
+            unmap((start + len) as *mut u8, tail);
         }
     }
     start as *mut u8
@@ -115,7 +115,7 @@ pub unsafe fn decommit(ptr: *mut u8, len: usize) {
 ///
 /// # Safety
 /// `[ptr, ptr + len)` is a page-aligned range mapped by this module, and nothing uses it.
-pub unsafe fn release(ptr: *mut u8, len: usize) {
+pub unsafe fn unmap(ptr: *mut u8, len: usize) {
     // SAFETY: the caller guarantees the range is ours and unused.
     unsafe {
         libc::munmap(ptr.cast(), len);
@@ -209,7 +209,7 @@ mod tests {
             assert_eq!(*p.add(3 * PAGE - 1), 0);
             decommit(p, 3 * PAGE);
             assert_eq!(*p, 0, "decommitted memory reads zeros");
-            release(p, 3 * PAGE);
+            unmap(p, 3 * PAGE);
         }
     }
 
@@ -222,7 +222,7 @@ mod tests {
             assert!(commit(p, PAGE));
             *p.add(PAGE - 1) = 1;
             assert_eq!(resident_bytes(p, PAGE), PAGE);
-            release(p, 1 << 20);
+            unmap(p, 1 << 20);
         }
         assert!(page_size_matches());
     }

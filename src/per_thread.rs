@@ -2,9 +2,9 @@
 //! left at its exit), and the state the fast paths read with one thread-local access: the
 //! heap it used last, the one before, and a copy of the class tables.
 //!
-//! Invariants: a slot names a live heap of its instance, or an instance that is gone
-//! (instance ids and tokens are never reused, so a stale slot matches nothing);
-//! `slots[0].tag == owner_tag(slots[0].heap.token)` or [`NO_TAG`]; every heap on the
+//! Invariants: an entry of `recent` names a live heap of its instance, or an instance that
+//! is gone (instance ids and tokens are never reused, so a stale entry matches nothing);
+//! `recent[0].tag == owner_tag(recent[0].heap.token)` or [`NO_TAG`]; every heap on the
 //! thread's list (`OWNED`) is this thread's, and the list holds at most one heap per
 //! instance.
 
@@ -20,16 +20,16 @@ use core::ptr;
 
 /// One heap the calling thread used: its instance, the heap, and the owner word of its
 /// blocks without their key ([`owner_tag`] of its token).
-struct Slot {
+struct RecentHeap {
     instance: Cell<u64>,
     heap: Cell<*mut Heap>,
     tag: Cell<u64>,
 }
 
-impl Slot {
-    /// A slot naming no heap.
-    const fn empty() -> Slot {
-        Slot {
+impl RecentHeap {
+    /// An entry naming no heap.
+    const fn empty() -> RecentHeap {
+        RecentHeap {
             instance: Cell::new(0),
             heap: Cell::new(ptr::null_mut()),
             tag: Cell::new(NO_TAG),
@@ -42,15 +42,15 @@ impl Slot {
         self.tag.set(tag);
     }
 
-    fn swap(&self, other: &Slot) {
+    fn swap(&self, other: &RecentHeap) {
         self.instance.swap(&other.instance);
         self.heap.swap(&other.heap);
         self.tag.swap(&other.tag);
     }
 }
 
-/// The calling thread's state for the fast paths: the heap it used last (`slots[0]`, the
-/// only one the fast paths read), the one it used before in another instance (`slots[1]`:
+/// The calling thread's state for the fast paths: the heap it used last (`recent[0]`, the
+/// only one the fast paths read), the one it used before in another instance (`recent[1]`:
 /// the slow paths swap the two when it matches, so that a thread alternating between two
 /// instances, a global allocator and a lifetime-class instance say, finds both without a
 /// search), and a
@@ -58,11 +58,11 @@ impl Slot {
 /// thread pointer anyway: a table beside it is one base register away, while a table in the
 /// binary needs its own address computation in position-independent code.
 ///
-/// A slot names a live heap of its instance, or an instance that is gone: instance ids and
-/// tokens are never reused, so a stale slot matches nothing.
+/// An entry names a live heap of its instance, or an instance that is gone: instance ids and
+/// tokens are never reused, so a stale entry matches nothing.
 #[repr(C)]
 struct Current {
-    slots: [Slot; 2],
+    recent: [RecentHeap; 2],
     lookup: Lookup,
 }
 
@@ -80,7 +80,7 @@ thread_local! {
     // No destructor: readable at any point of the thread's life, even while other thread
     // locals are being destroyed, and read with one TLS access on the fast path.
     static CURRENT: Current = const {
-        Current { slots: [Slot::empty(), Slot::empty()], lookup: LOOKUP }
+        Current { recent: [RecentHeap::empty(), RecentHeap::empty()], lookup: LOOKUP }
     };
     static OWNED: Owned = const { Owned { first: Cell::new(ptr::null_mut()) } };
 }
@@ -88,8 +88,8 @@ thread_local! {
 impl Drop for Owned {
     fn drop(&mut self) {
         CURRENT.with(|c| {
-            for slot in &c.slots {
-                slot.set(0, ptr::null_mut(), NO_TAG);
+            for recent in &c.recent {
+                recent.set(0, ptr::null_mut(), NO_TAG);
             }
         });
         let mut heap = self.first.replace(ptr::null_mut());
@@ -109,11 +109,11 @@ impl Drop for Owned {
 #[inline(always)]
 pub(crate) fn with_current<R>(instance: u64, f: impl FnOnce(&Heap) -> Option<R>) -> Option<R> {
     CURRENT.with(|c| {
-        let slot = &c.slots[0];
-        if slot.instance.get() == instance {
-            // SAFETY: a slot names a live heap of `instance` whenever its instance matches
+        let last = &c.recent[0];
+        if last.instance.get() == instance {
+            // SAFETY: an entry names a live heap of `instance` whenever its instance matches
             // (see `Current`).
-            f(unsafe { &*slot.heap.get() })
+            f(unsafe { &*last.heap.get() })
         } else {
             None
         }
@@ -128,12 +128,13 @@ pub(crate) fn exact_class(size: usize, align: usize) -> Option<usize> {
 
 /// True when `word`, a block's `owner_key` xor the key a free expects, is the calling
 /// thread's last used heap's tag: the block is that heap's and holds the freed slot's size
-/// and lifetime class (the free fast path: one thread-local compare; tokens are unique in
-/// the process, so no instance check is needed). CURRENT's tag is a live heap's, or
-/// [`NO_TAG`], which matches no block.
+/// and lifetime class. One thread-local compare: the ownership test of the free fast path
+/// (`Instance::free_class`, through [`crate::route::ThreadHeap`]); tokens are unique in the
+/// process, so no instance check is needed. CURRENT's tag is a live heap's, or [`NO_TAG`],
+/// which matches no block.
 #[inline(always)]
 pub(crate) fn owns(word: u64) -> bool {
-    CURRENT.with(|c| c.slots[0].tag.get() == word)
+    CURRENT.with(|c| c.recent[0].tag.get() == word)
 }
 
 /// The calling thread's heap for `instance` if it is the one it used last; else null.
@@ -146,9 +147,9 @@ pub(crate) fn current(instance: u64) -> *mut Heap {
 /// (it becomes the one the fast paths use) and returns true.
 pub(crate) fn promote_instance(instance: u64) -> bool {
     CURRENT.with(|c| {
-        let hit = c.slots[1].instance.get() == instance;
+        let hit = c.recent[1].instance.get() == instance;
         if hit {
-            c.slots[0].swap(&c.slots[1]);
+            c.recent[0].swap(&c.recent[1]);
         }
         hit
     })
@@ -159,23 +160,23 @@ pub(crate) fn promote_instance(instance: u64) -> bool {
 /// before a search.
 pub(crate) fn promote_owner<'a>(token: u64) -> Option<&'a Heap> {
     CURRENT.with(|c| {
-        if c.slots[1].tag.get() != owner_tag(token) {
+        if c.recent[1].tag.get() != owner_tag(token) {
             return None;
         }
-        c.slots[0].swap(&c.slots[1]);
-        // SAFETY: the slot's tag matched, so it names a live heap (see `Current`).
-        Some(unsafe { &*c.slots[0].heap.get() })
+        c.recent[0].swap(&c.recent[1]);
+        // SAFETY: the entry's tag matched, so it names a live heap (see `Current`).
+        Some(unsafe { &*c.recent[0].heap.get() })
     })
 }
 
 /// Makes `heap`, a live heap of the calling thread in `instance`, the one the fast paths
-/// use; the previous one, if of another instance, becomes the second slot.
+/// use; the previous one, if of another instance, becomes the second entry.
 fn make_current(instance: u64, heap: *mut Heap) {
     debug_assert!(instance != 0 && instance < MAX_INSTANCES, "an instance id");
     // SAFETY: the caller passes a live heap.
     let tag = owner_tag(unsafe { (*heap).record.token });
     CURRENT.with(|c| {
-        let [first, second] = &c.slots;
+        let [first, second] = &c.recent;
         if first.instance.get() != instance {
             second.set(first.instance.get(), first.heap.get(), first.tag.get());
         }
@@ -188,7 +189,7 @@ fn make_current(instance: u64, heap: *mut Heap) {
 /// caller then goes through the pool's lock.
 #[cold]
 #[inline(never)]
-pub(crate) fn join(pool: &Pool, instance: u64) -> *mut Heap {
+pub(crate) fn join_thread(pool: &Pool, instance: u64) -> *mut Heap {
     let found = OWNED.try_with(|owned| {
         let mut heap = find_own(instance);
         if heap.is_null() {
@@ -232,7 +233,7 @@ pub(crate) fn find_own(instance_wanted: u64) -> *mut Heap {
                     unsafe { *at = next };
                     forget_heap(heap);
                     // SAFETY: the instance is gone (ORPHANED): its teardown touches the heap
-                    // no more, and it is now on no list and in no slot.
+                    // no more, and it is now on no list and in no entry.
                     unsafe { Heap::unmap(heap) };
                     continue;
                 }
@@ -247,17 +248,17 @@ pub(crate) fn find_own(instance_wanted: u64) -> *mut Heap {
 }
 
 /// Releases the calling thread's heaps of dropped instances (after an instance drop).
-pub(crate) fn release_orphans() {
+pub(crate) fn unmap_orphans() {
     // Instance 0 is never used: the walk meets every heap.
     find_own(0);
 }
 
-/// Clears the thread's slots that name `heap`.
+/// Clears the thread's entries that name `heap`.
 fn forget_heap(heap: *mut Heap) {
     let _ = CURRENT.try_with(|c| {
-        for slot in &c.slots {
-            if slot.heap.get() == heap {
-                slot.set(0, ptr::null_mut(), NO_TAG);
+        for recent in &c.recent {
+            if recent.heap.get() == heap {
+                recent.set(0, ptr::null_mut(), NO_TAG);
             }
         }
     });
@@ -282,9 +283,9 @@ pub(crate) fn switch_to_own<'a>(instance: u64, owner: u64) -> Option<&'a Heap> {
 #[inline(never)]
 pub(crate) fn free_slow_current(h: &Header) {
     CURRENT.with(|c| {
-        // SAFETY: only called when the first slot's tag matched the block's owner, so
+        // SAFETY: only called when the first entry's tag matched the block's owner, so
         // its heap is live and owns the block.
-        unsafe { (*c.slots[0].heap.get()).free_slow(h) }
+        unsafe { (*c.recent[0].heap.get()).free_slow(h) }
     })
 }
 

@@ -180,10 +180,10 @@ impl Pool {
         // SAFETY: the caller guarantees exclusive access; the region unmaps every block,
         // and the large allocations go with the instance.
         unsafe {
-            (*pool).large.lock().release_all();
+            (*pool).large.lock().unmap_all();
             let len = (*pool).meta_len;
             ptr::drop_in_place(pool);
-            os::release(pool.cast(), len);
+            os::unmap(pool.cast(), len);
         }
     }
 
@@ -414,7 +414,7 @@ impl Pool {
 
     /// Under the lock: gives every empty block kept for reuse back to the OS. Returns how
     /// many.
-    pub(crate) fn release_retained(&self, st: &mut PoolState) -> usize {
+    pub(crate) fn give_back_retained(&self, st: &mut PoolState) -> usize {
         let mut n = 0;
         while let Some(base) = self.take_retained(st) {
             // SAFETY: a retained block is ours, empty and now on no list.
@@ -427,13 +427,13 @@ impl Pool {
     /// Under the lock: pool-owned blocks on a partial list that hold no live slot (blocks
     /// of exited threads that were freed into included) go back to the OS. Returns how
     /// many.
-    pub(crate) fn release_empty_partial(&self, st: &mut PoolState) -> usize {
+    pub(crate) fn give_back_empty_partial(&self, st: &mut PoolState) -> usize {
         self.emptied.store(0, Ordering::Relaxed);
         self.reclaim_abandoned(st);
         self.empty_partial(st, 0)
     }
 
-    /// Under the lock: as [`Pool::release_empty_partial`], but the blocks join the empty
+    /// Under the lock: as [`Pool::give_back_empty_partial`], but the blocks join the empty
     /// ones kept for reuse (up to [`RETAIN_EMPTY`]; the rest go back to the OS).
     fn give_back_emptied(&self, st: &mut PoolState) {
         self.emptied.store(0, Ordering::Relaxed);
@@ -459,8 +459,8 @@ impl Pool {
 
     /// Under the lock: every empty block the pool holds goes back to the OS: those on its
     /// partial lists and those kept for reuse. Returns how many.
-    pub(crate) fn release_empty(&self, st: &mut PoolState) -> usize {
-        self.release_empty_partial(st) + self.release_retained(st)
+    pub(crate) fn give_back_empty(&self, st: &mut PoolState) -> usize {
+        self.give_back_empty_partial(st) + self.give_back_retained(st)
     }
 
     /// A remote free took a slot of `h`, after any relisting: if that may have emptied a
@@ -531,7 +531,7 @@ impl Pool {
 
     /// Under the lock: gives the memory of a block that is empty and on no list back to
     /// the OS.
-    pub(crate) fn release_block(&self, st: &mut PoolState, h: &Header) {
+    pub(crate) fn give_back_block(&self, st: &mut PoolState, h: &Header) {
         self.give_block(st, h, 0);
     }
 
@@ -609,7 +609,7 @@ impl Pool {
         life: usize,
     ) -> Option<(*mut u8, bool)> {
         self.alloc_heapless(st, class, life).or_else(|| {
-            (self.release_empty(st) > 0).then(|| self.alloc_heapless(st, class, life))?
+            (self.give_back_empty(st) > 0).then(|| self.alloc_heapless(st, class, life))?
         })
     }
 
@@ -810,7 +810,7 @@ mod tests {
         assert!(!tiny.is_fresh());
         assert_eq!(Pool::retained_blocks(&st), RETAIN_EMPTY - 1);
         assert_eq!(of_life(&pool, &st, 1), [tiny.base() as usize]);
-        assert_eq!(pool.release_retained(&mut st), RETAIN_EMPTY - 1);
+        assert_eq!(pool.give_back_retained(&mut st), RETAIN_EMPTY - 1);
         assert_eq!(pool.blocks(&st).count(), 1);
     }
 

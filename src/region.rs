@@ -90,12 +90,12 @@ impl Region {
         if meta.is_null() || (checked && shadow.is_null()) {
             // SAFETY: each non-null range was mapped just above and is unused.
             unsafe {
-                os::release(base, len);
+                os::unmap(base, len);
                 if !meta.is_null() {
-                    os::release(meta, meta_len);
+                    os::unmap(meta, meta_len);
                 }
                 if !shadow.is_null() {
-                    os::release(shadow, shadow_len);
+                    os::unmap(shadow, shadow_len);
                 }
             }
             return None;
@@ -232,10 +232,10 @@ impl Drop for Region {
     fn drop(&mut self) {
         // SAFETY: the region owns these mappings and is going away with everything in it.
         unsafe {
-            os::release(self.base, self.len());
-            os::release(self.units as *mut u8, self.meta_len);
+            os::unmap(self.base, self.len());
+            os::unmap(self.units as *mut u8, self.meta_len);
             if !self.live_bits.is_null() {
-                os::release(self.live_bits as *mut u8, self.shadow_len);
+                os::unmap(self.live_bits as *mut u8, self.shadow_len);
             }
         }
     }

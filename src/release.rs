@@ -142,7 +142,7 @@ impl<L: Lifetime> Cohort<L> {
         pool.large.lock().drain_life(life, |addr, len| {
             out.large += 1;
             // SAFETY: a live large allocation of the class, dead by the caller's contract.
-            unsafe { os::release(addr as *mut u8, len) };
+            unsafe { os::unmap(addr as *mut u8, len) };
         });
         out
     }
@@ -168,7 +168,7 @@ impl<L: Lifetime> Cohort<L> {
             life.index()
         );
         let this: &Self = self;
-        let r = f(this, this.class(life));
+        let r = f(this, this.handle(life));
         // SAFETY: `&mut self` excluded every other user; the closure's handles and the
         // collections built on them are gone (they borrowed the scope); scoped threads
         // have exited; raw pointers from the malloc family are the caller's to not use.
@@ -207,7 +207,7 @@ impl<L: Lifetime> Cohort<L> {
         let resident_before = pool.resident_bytes();
         let me = per_thread::find_own(self.core.instance_id());
         // SAFETY: `me` is null or the calling thread's own heap.
-        let blocks = heap::release_empty(unsafe { me.as_ref() }, pool, &mut pool.lock());
+        let blocks = heap::compact(unsafe { me.as_ref() }, pool, &mut pool.lock());
         let resident_after = pool.resident_bytes();
         Compacted {
             blocks,

@@ -76,7 +76,7 @@ impl Route for ThreadHeap {
     fn slow_heap(self, pool: &Pool, instance: u64) -> *mut Heap {
         let heap = per_thread::current(instance);
         if heap.is_null() {
-            return per_thread::join(pool, instance);
+            return per_thread::join_thread(pool, instance);
         }
         heap
     }

@@ -3,7 +3,7 @@
 //!
 //! [`SpinLock`] is the allocator's only lock. It never allocates: a lock that parks a thread
 //! (std's or parking_lot's mutex) may allocate while parking, which re-enters the allocator
-//! that holds the lock. Locks guard slow paths only (DESIGN.md invariant 4).
+//! that holds the lock. Locks guard slow paths only (invariant 9 of [`crate::design`]).
 
 #[cfg(not(loom))]
 pub(crate) use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicU8};

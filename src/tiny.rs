@@ -2,10 +2,10 @@
 //!
 //! The slots of a tiny block are cut into **runs** of `run_len = 2^(8 * stride) - 1` slots
 //! (255 or 65 535). A free slot links to the next free slot *of its run* by its index in the
-//! run, in `stride` bytes; the all-ones link ends a list. Each run's list head (`stride`
-//! bytes) sits in the run table right after the header. So a 2 MiB block of 1-byte slots
-//! spends 8 KiB on heads (ratio 1.004, the seed's limit is 1.024) and a block of 2-byte slots
-//! 32 bytes (ratio 1.00005, the seed's 1.00023).
+//! run, in `stride` bytes; the all-ones link ends a list. The link to each run's first free
+//! slot (`stride` bytes) sits in the run table right after the header. So a 2 MiB block of
+//! 1-byte slots spends 8 KiB on the table (ratio 1.004, where the ratio contract allows
+//! 1.024) and a block of 2-byte slots 32 bytes (ratio 1.00005, against 1.00023).
 //!
 //! Invariants: slot `i` belongs to run `i / run_len`; a run's list holds only its own free
 //! slots; `free` (the run hint) `<=` the lowest run with a non-empty list; `used` counts live slots.
@@ -78,15 +78,15 @@ pub(crate) unsafe fn pop(h: &Header) -> Option<(u32, bool)> {
     let last_run = ((bump - c.first) / c.stride / c.run_len).min(c.runs - 1);
     let mut run = h.free.load(Ordering::Relaxed);
     while run <= last_run {
-        let head_at = table(h).wrapping_add((run * c.stride) as usize);
-        // SAFETY: run < runs: the head lies in the run table.
-        let head = unsafe { read_link(head_at, c.stride) };
-        if head != c.run_len {
-            let slot = c.first + (run * c.run_len + head) * c.stride;
+        let first_at = table(h).wrapping_add((run * c.stride) as usize);
+        // SAFETY: run < runs: the run's link lies in the run table.
+        let first = unsafe { read_link(first_at, c.stride) };
+        if first != c.run_len {
+            let slot = c.first + (run * c.run_len + first) * c.stride;
             let slot_at = h.base().wrapping_add(slot as usize);
-            // SAFETY: `head` indexes a free slot of this run; its bytes hold the next link,
-            // and the run's head is in the table.
-            unsafe { write_link(head_at, c.stride, read_link(slot_at, c.stride)) };
+            // SAFETY: `first` indexes a free slot of this run; its bytes hold the next link,
+            // and the run's link is in the table.
+            unsafe { write_link(first_at, c.stride, read_link(slot_at, c.stride)) };
             h.free.store(run, Ordering::Relaxed);
             h.count_add(1);
             return Some((slot, false));
@@ -111,15 +111,16 @@ pub(crate) unsafe fn push(h: &Header, off: u32) -> u32 {
     let c = h.geometry();
     let index = (off - c.first) / c.stride;
     let run = index / c.run_len;
-    let head_at = table(h).wrapping_add((run * c.stride) as usize);
-    // SAFETY: the slot is live (caller) so ours to overwrite; the head is in the table.
+    let first_at = table(h).wrapping_add((run * c.stride) as usize);
+    // SAFETY: the slot is live (caller) so ours to overwrite; the run's link is in the
+    // table.
     unsafe {
         write_link(
             h.base().add(off as usize),
             c.stride,
-            read_link(head_at, c.stride),
+            read_link(first_at, c.stride),
         );
-        write_link(head_at, c.stride, index % c.run_len);
+        write_link(first_at, c.stride, index % c.run_len);
     }
     if run < h.free.load(Ordering::Relaxed) {
         h.free.store(run, Ordering::Relaxed);
@@ -138,9 +139,9 @@ pub(crate) unsafe fn push(h: &Header, off: u32) -> u32 {
 pub(crate) unsafe fn is_first_free(h: &Header, off: u32) -> bool {
     let c = h.geometry();
     let index = (off - c.first) / c.stride;
-    let head_at = table(h).wrapping_add((index / c.run_len * c.stride) as usize);
-    // SAFETY: the head is in the run table (index is a slot of the block).
-    unsafe { read_link(head_at, c.stride) == index % c.run_len }
+    let first_at = table(h).wrapping_add((index / c.run_len * c.stride) as usize);
+    // SAFETY: the run's link is in the run table (index is a slot of the block).
+    unsafe { read_link(first_at, c.stride) == index % c.run_len }
 }
 
 /// Walks every run list of `h`, a block of tiny class `c`, calling `f(offset)` for each
@@ -151,9 +152,9 @@ pub(crate) unsafe fn is_first_free(h: &Header, off: u32) -> bool {
 /// As [`push`].
 pub(crate) unsafe fn for_each_free(h: &Header, c: &Class, mut f: impl FnMut(u32) -> bool) -> bool {
     for run in 0..c.runs {
-        let head_at = table(h).wrapping_add((run * c.stride) as usize);
-        // SAFETY: the head is in the table.
-        let mut at = unsafe { read_link(head_at, c.stride) };
+        let first_at = table(h).wrapping_add((run * c.stride) as usize);
+        // SAFETY: the run's link is in the table.
+        let mut at = unsafe { read_link(first_at, c.stride) };
         let mut steps = 0;
         while at != c.run_len {
             let index = run * c.run_len + at;

@@ -12,15 +12,15 @@ cohort::lifetime_classes! {
 #[test]
 fn handles_serve_allocator_api2_collections() {
     let a: Cohort<Life> = Cohort::new();
-    let frame = a.class(Life::Frame);
+    let frame = a.handle(Life::Frame);
     let mut v = Vec2::new_in(frame);
     for i in 0..10_000u64 {
         v.push(i);
     }
     assert_eq!(v.iter().sum::<u64>(), 10_000 * 9_999 / 2);
-    let b = Box2::new_in([7u8; 100], a.class(Life::Long));
+    let b = Box2::new_in([7u8; 100], a.handle(Life::Long));
     let mut map =
-        hashbrown::HashMap::with_hasher_in(std::hash::RandomState::new(), a.class(Life::Request));
+        hashbrown::HashMap::with_hasher_in(std::hash::RandomState::new(), a.handle(Life::Request));
     for i in 0..1000 {
         map.insert(i, i * 2);
     }
@@ -32,11 +32,26 @@ fn handles_serve_allocator_api2_collections() {
     assert!(a.is_empty());
 }
 
+/// The former name of `Cohort::handle`, `class`, still gives the same handle for a release.
+#[test]
+#[allow(deprecated)]
+fn the_former_name_of_handle_still_works() {
+    let a: Cohort<Life> = Cohort::new();
+    assert_eq!(
+        format!("{:?}", a.handle(Life::Long)),
+        format!("{:?}", a.handle(Life::Long))
+    );
+    let mut v = Vec2::new_in(a.handle(Life::Frame));
+    v.push(1u32);
+    drop(v);
+    assert!(a.is_empty());
+}
+
 #[test]
 fn grow_stays_in_place_within_a_class() {
     use allocator_api2::alloc::Allocator;
     let a: Cohort<Life> = Cohort::new();
-    let h = a.class(Life::Frame);
+    let h = a.handle(Life::Frame);
     let l = Layout::from_size_align(20, 4).unwrap();
     let p = h.allocate(l).unwrap();
     assert_eq!(p.len(), 24, "the usable size is the stride");

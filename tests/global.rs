@@ -490,3 +490,24 @@ fn mixed_churn_across_threads() {
         }
     }
 }
+
+/// Formatting the global allocator allocates through it: `Debug` reads atomics only, so it
+/// never waits for a lock the allocation needs, and it creates nothing.
+#[test]
+fn the_global_allocator_formats_itself() {
+    let s = format!("{A:?}");
+    assert!(s.starts_with("Cohort { instance: Some("), "{s}");
+    for field in ["reservation", "region: 0x", "heaps", "lock_acquisitions"] {
+        assert!(s.contains(field), "{field} in {s}");
+    }
+    let unused: cohort::Cohort = cohort::Cohort::new();
+    let s = format!("{unused:?}");
+    assert!(
+        s.starts_with("Cohort { instance: None") && !s.contains("region"),
+        "{s}"
+    );
+    assert!(
+        format!("{unused:?}").contains("instance: None"),
+        "formatting created nothing"
+    );
+}

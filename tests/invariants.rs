@@ -1,6 +1,8 @@
-//! One test (at least) per invariant of DESIGN.md, plus the contracts of the malloc family.
+//! One test (at least) per numbered invariant of the crate's design (`cohort::design`,
+//! src/design.md), in its order and under its number, then the contracts of the malloc
+//! family.
 
-use cohort::class::{class_of, seed_ratio_limit, CLASSES, LIMIT_DEN, SEED_ROWS};
+use cohort::class::{class_of, ratio_contract_limit, CLASSES, LIMIT_DEN, RATIO_CONTRACT_ROWS};
 use cohort::{BlockReport, Cohort};
 use std::alloc::Layout;
 use std::collections::HashMap;
@@ -20,10 +22,11 @@ fn blocks<L: cohort::Lifetime>(a: &Cohort<L>) -> HashMap<usize, BlockReport> {
     m
 }
 
+/// Invariant 1: every class serving a size of a row meets the row's ratio.
 #[test]
-fn invariant_1_ratio_table_holds_on_every_row() {
-    for (lo, hi) in SEED_ROWS {
-        let limit = seed_ratio_limit(lo);
+fn invariant_1_every_row_of_the_ratio_contract_holds() {
+    for (lo, hi) in RATIO_CONTRACT_ROWS {
+        let limit = ratio_contract_limit(lo);
         // Every class serving a size of the row, through either API (align 1 = exact fit,
         // malloc's power-of-two alignment).
         for size in lo..=hi {
@@ -43,8 +46,9 @@ fn invariant_1_ratio_table_holds_on_every_row() {
     }
 }
 
+/// Invariant 2: consecutive allocations of a class are one stride apart.
 #[test]
-fn invariant_1_no_metadata_between_allocations() {
+fn invariant_2_slots_are_packed_with_no_header() {
     let a: Cohort = Cohort::new();
     for (size, align) in [(24, 8), (8, 8), (40, 8), (100, 4), (1, 1), (2, 2), (4, 4)] {
         let l = Layout::from_size_align(size, align).unwrap();
@@ -68,8 +72,9 @@ fn invariant_1_no_metadata_between_allocations() {
     }
 }
 
+/// Invariant 3: one mask finds the block of every allocation, whatever its class.
 #[test]
-fn invariant_2_header_found_by_one_mask() {
+fn invariant_3_the_header_is_found_by_one_mask() {
     let a: Cohort<Life> = Cohort::new();
     let mut live = Vec::new();
     for size in [1, 2, 3, 8, 24, 48, 64, 200, 1000, 3000, 8192, 16384] {
@@ -90,8 +95,9 @@ fn invariant_2_header_found_by_one_mask() {
     }
 }
 
+/// Invariant 4: free-list links are block offsets and no header word is an address.
 #[test]
-fn invariant_3_links_and_headers_hold_offsets_not_addresses() {
+fn invariant_4_links_and_headers_hold_offsets_not_addresses() {
     let a: Cohort = Cohort::new();
     let l = Layout::from_size_align(64, 8).unwrap();
     let ptrs: Vec<_> = (0..5000).map(|_| a.alloc(l, ())).collect();
@@ -126,8 +132,143 @@ fn invariant_3_links_and_headers_hold_offsets_not_addresses() {
     }
 }
 
+/// Invariant 5: every allocation's block holds its size class and lifetime class.
 #[test]
-fn invariant_4_fast_paths_take_no_lock() {
+fn invariant_5_blocks_never_mix_heads() {
+    let a: Cohort<Life> = Cohort::new();
+    let mut live = Vec::new();
+    for i in 0..4000usize {
+        let size = 1 + (i * 7919) % 3000;
+        let life = if i % 3 == 0 { Life::Short } else { Life::Long };
+        live.push((a.malloc(size, life), size, life));
+    }
+    let bs = blocks(&a);
+    for &(p, size, life) in &live {
+        let b = bs[&a.block_of(p, size).unwrap()];
+        let class = class_of(size, size.next_power_of_two().min(4096)).unwrap();
+        assert_eq!((b.size_class, b.life), (class, life as usize));
+    }
+    for (p, size, life) in live {
+        // SAFETY: allocated above.
+        unsafe { a.free(p, size, life) };
+    }
+}
+
+/// Invariant 6: after local, remote and tiny frees, `verify` finds every slot counted once
+/// and its live count is the allocations still held.
+#[test]
+fn invariant_6_every_slot_is_counted_once() {
+    let mut a: Cohort<Life> = Cohort::new();
+    let mut mine = Vec::new();
+    for i in 0..20_000usize {
+        let size = [1, 2, 8, 24, 64, 200, 1000, 4000][i % 8];
+        let life = if i % 5 == 0 { Life::Long } else { Life::Short };
+        mine.push((a.malloc(size, life) as usize, size, life));
+    }
+    // Every third allocation is freed by another thread (remote frees), every third by
+    // this one (local frees), the rest stay live.
+    let (remote, rest): (Vec<_>, Vec<_>) =
+        mine.into_iter().enumerate().partition(|(i, _)| i % 3 == 0);
+    let (local, live): (Vec<_>, Vec<_>) = rest.into_iter().partition(|(i, _)| i % 3 == 1);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for &(_, (p, size, life)) in &remote {
+                // SAFETY: allocated above, freed once, here.
+                unsafe { a.free(p as *mut u8, size, life) };
+            }
+        });
+    });
+    for &(_, (p, size, life)) in &local {
+        // SAFETY: allocated above, freed once.
+        unsafe { a.free(p as *mut u8, size, life) };
+    }
+    let v = a.verify_exclusive().expect("the lists and counts agree");
+    assert_eq!(v.live, live.len());
+    assert_eq!(a.stats().small.live, live.len());
+    for (_, (p, size, life)) in live {
+        // SAFETY: allocated above, not freed yet.
+        unsafe { a.free(p as *mut u8, size, life) };
+    }
+    assert_eq!(a.verify_exclusive().unwrap().live, 0);
+}
+
+/// Fills four blocks of 1000-byte slots (the first three retire `FULL`), frees a slot of
+/// the first locally (it is listed again) and one of the second from another thread (it
+/// comes back through the returned stack), and checks with `verify` that every block's role
+/// matches where its heap keeps it, before and after the heap takes its returned blocks.
+fn fill_free_and_verify(a: &mut Cohort<Life>, per_block: usize) {
+    let held: Vec<usize> = (0..per_block * 4)
+        .map(|_| a.malloc(1000, Life::Short) as usize)
+        .collect();
+    let (ours, theirs): (Vec<_>, Vec<_>) = held
+        .iter()
+        .enumerate()
+        .partition(|(i, _)| (i / per_block).is_multiple_of(2));
+    // SAFETY (both frees): allocated above, each freed once.
+    unsafe { a.free(*ours[0].1 as *mut u8, 1000, Life::Short) };
+    let remote = *theirs[0].1;
+    std::thread::scope(|s| {
+        s.spawn(|| unsafe { a.free(remote as *mut u8, 1000, Life::Short) });
+    });
+    a.verify_exclusive().expect("roles match places");
+    // Allocating again lists the returned blocks and reuses the freed slots.
+    let again: Vec<usize> = (0..2)
+        .map(|_| a.malloc(1000, Life::Short) as usize)
+        .collect();
+    a.verify_exclusive()
+        .expect("roles match places after reuse");
+    let freed = [*ours[0].1, remote];
+    let rest = held.into_iter().filter(|p| !freed.contains(p));
+    for p in rest.chain(again) {
+        // SAFETY: allocated above and not freed yet.
+        unsafe { a.free(p as *mut u8, 1000, Life::Short) };
+    }
+}
+
+/// Invariant 7: the roles (`Current`, `Listed`, `Full`) match where the heap keeps each
+/// block, after blocks retire full and come back by local and remote frees.
+#[test]
+fn invariant_7_the_role_matches_the_place() {
+    let mut a: Cohort<Life> = Cohort::new();
+    let per_block = CLASSES[class_of(1000, 1024).unwrap()].capacity as usize;
+    fill_free_and_verify(&mut a, per_block);
+    assert_eq!(a.verify_exclusive().unwrap().live, 0);
+}
+
+/// Invariant 8: every block is in one place: the heaps' blocks, the blocks an exited
+/// thread left to the pool (small and tiny, with live allocations), empty blocks retained.
+#[test]
+fn invariant_8_every_block_is_in_one_place() {
+    let mut a: Cohort<Life> = Cohort::new();
+    let left = std::thread::scope(|s| {
+        s.spawn(|| {
+            (0..3000)
+                .map(|i| {
+                    let size = [1, 2, 64, 1000][i % 4];
+                    (a.malloc(size, Life::Long) as usize, size)
+                })
+                .collect::<Vec<_>>()
+        })
+        .join()
+        .unwrap()
+    });
+    // The thread has exited (joined): its blocks are the pool's now.
+    let per_block = CLASSES[class_of(1000, 1024).unwrap()].capacity as usize;
+    fill_free_and_verify(&mut a, per_block);
+    let v = a.verify_exclusive().expect("every block in one place");
+    assert_eq!(v.live, left.len());
+    for (p, size) in left {
+        // SAFETY: allocated by the exited thread, freed once.
+        unsafe { a.free(p as *mut u8, size, Life::Long) };
+    }
+    let v = a.verify_exclusive().unwrap();
+    assert_eq!(v.live, 0);
+    assert!(v.empty_blocks >= 1, "emptied blocks are retained: {v:?}");
+}
+
+/// Invariant 9: local malloc/free pairs and remote frees take no lock.
+#[test]
+fn invariant_9_the_fast_paths_take_no_lock() {
     let a: Cohort = Cohort::new();
     let l = Layout::from_size_align(16, 8).unwrap();
     // Warm up: the heap and its current block exist.
@@ -165,74 +306,9 @@ fn invariant_4_fast_paths_take_no_lock() {
     }
 }
 
-/// A thread that alternates between two instances (a global allocator and a lifetime-class
-/// instance, say) frees locally into both: the thread keeps its two last heaps at hand.
+/// Invariant 10: a block's untouched pages cost no RSS, and calloc does not write fresh memory.
 #[test]
-fn a_thread_alternating_two_instances_frees_locally_into_both() {
-    let mut a: Cohort = Cohort::new();
-    let mut b: Cohort = Cohort::new();
-    let l = Layout::from_size_align(32, 8).unwrap();
-    let (lock_a, lock_b) = (a.stats().lock_acquisitions, b.stats().lock_acquisitions);
-    let keep = (a.alloc(l, ()), b.alloc(l, ()));
-    let warm = (a.stats().lock_acquisitions, b.stats().lock_acquisitions);
-    assert!(warm.0 > lock_a && warm.1 > lock_b, "each joined a heap");
-    for i in 0..10_000u32 {
-        let p = a.alloc(l, ());
-        // SAFETY: p holds 32 bytes.
-        unsafe { p.cast::<u32>().write(i) };
-        let q = b.alloc(l, ());
-        // SAFETY: q holds 32 bytes; p is live.
-        unsafe {
-            q.cast::<u32>().write(!i);
-            assert_eq!(p.cast::<u32>().read(), i);
-            a.dealloc(p, l, ());
-        }
-        // A local free put p first on a's local list; a remote one would not have.
-        assert_eq!(a.alloc(l, ()), p, "round {i}: a's free was local");
-        // SAFETY: q and p are live; each is freed once.
-        unsafe {
-            assert_eq!(q.cast::<u32>().read(), !i);
-            b.dealloc(q, l, ());
-            a.dealloc(p, l, ());
-        }
-    }
-    assert_eq!(
-        (a.stats().lock_acquisitions, b.stats().lock_acquisitions),
-        warm,
-        "alternating took a pool lock"
-    );
-    // SAFETY: allocated above, freed once.
-    unsafe {
-        a.dealloc(keep.0, l, ());
-        b.dealloc(keep.1, l, ());
-    }
-    a.verify_exclusive().unwrap();
-    b.verify_exclusive().unwrap();
-}
-
-#[test]
-fn invariant_5_blocks_never_mix_classes() {
-    let a: Cohort<Life> = Cohort::new();
-    let mut live = Vec::new();
-    for i in 0..4000usize {
-        let size = 1 + (i * 7919) % 3000;
-        let life = if i % 3 == 0 { Life::Short } else { Life::Long };
-        live.push((a.malloc(size, life), size, life));
-    }
-    let bs = blocks(&a);
-    for &(p, size, life) in &live {
-        let b = bs[&a.block_of(p, size).unwrap()];
-        let class = class_of(size, size.next_power_of_two().min(4096)).unwrap();
-        assert_eq!((b.size_class, b.life), (class, life as usize));
-    }
-    for (p, size, life) in live {
-        // SAFETY: allocated above.
-        unsafe { a.free(p, size, life) };
-    }
-}
-
-#[test]
-fn invariant_6_reserved_before_committed_and_calloc_skips_fresh_memory() {
+fn invariant_10_memory_is_committed_when_carved_and_calloc_skips_fresh_memory() {
     let a: Cohort = Cohort::new();
     let p = a.malloc(16, ());
     let s = a.stats();
@@ -279,8 +355,9 @@ fn invariant_6_reserved_before_committed_and_calloc_skips_fresh_memory() {
     }
 }
 
+/// Invariant 11: exhaustion and impossible sizes return null; freeing makes room.
 #[test]
-fn invariant_7_out_of_memory_is_a_null_return() {
+fn invariant_11_out_of_memory_is_a_null_return() {
     let a: Cohort = Cohort::with_reservation(8 << 20);
     let mut live = Vec::new();
     loop {
@@ -313,8 +390,10 @@ fn invariant_7_out_of_memory_is_a_null_return() {
         .is_null());
 }
 
+/// Invariant 12: a free whose size or lifetime class does not match its block is reported,
+/// and changes nothing.
 #[test]
-fn invariant_8_wrong_size_or_class_is_caught_in_every_build() {
+fn invariant_12_a_wrong_size_or_class_is_caught_in_every_build() {
     let a: Cohort<Life> = Cohort::new();
     let p = a.malloc(24, Life::Short);
     // SAFETY (of both frees): deliberately wrong; the allocator must reject them before
@@ -338,12 +417,13 @@ fn invariant_8_wrong_size_or_class_is_caught_in_every_build() {
     unsafe { a.free(p, 24, Life::Short) };
 }
 
+/// Invariant 12, checked mode: double, foreign and interior frees are reported.
 #[test]
 #[cfg_attr(
     not(any(debug_assertions, feature = "checked")),
     ignore = "needs checked mode"
 )]
-fn invariant_8_checked_mode_catches_double_foreign_and_interior_frees() {
+fn invariant_12_checked_mode_catches_double_foreign_and_interior_frees() {
     let a: Cohort = Cohort::new();
     let p = a.malloc(64, ());
     let q = a.malloc(64, ());
@@ -382,6 +462,230 @@ fn invariant_8_checked_mode_catches_double_foreign_and_interior_frees() {
     // SAFETY: q is live.
     unsafe { a.free(q, 64, ()) };
 }
+
+/// Invariant 12, through `try_free`: every misuse the allocator detects comes back as an
+/// error naming it, in every build, and changes nothing; a correct call frees.
+#[test]
+fn invariant_12_try_free_returns_misuse_and_changes_nothing() {
+    use cohort::Problem;
+    let a: Cohort<Life> = Cohort::new();
+    let problem = |r: Result<(), cohort::Misuse>| r.expect_err("misuse").problem;
+    let p = a.malloc(24, Life::Short);
+    let q = a.malloc(24, Life::Short);
+    let t = a.malloc(1, Life::Short);
+    let big = a.malloc(100_000, Life::Short);
+    let boxed = Box::into_raw(Box::new([0u8; 64])) as *mut u8;
+    let live = a.stats().small.live;
+    // SAFETY (every call): misuse the checks reject changes nothing; correct calls free
+    // each allocation once.
+    unsafe {
+        assert!(matches!(
+            problem(a.try_free(p, 200, Life::Short)),
+            Problem::WrongBlock {
+                block_class: Some(_),
+                ..
+            }
+        ));
+        let m = a.try_free(p, 24, Life::Long).unwrap_err();
+        assert!(matches!(
+            m.problem,
+            Problem::WrongBlock { block_life: 0, .. }
+        ));
+        assert_eq!((m.ptr, m.size, m.life), (p as usize, 24, 1));
+        assert!(m.to_string().contains("lifetime class 1"), "{m}");
+        let e: &dyn std::error::Error = &m;
+        assert!(e.to_string().starts_with("cohort: bad free of "), "{e}");
+        assert_eq!(
+            problem(a.try_free(boxed, 64, Life::Short)),
+            Problem::Foreign
+        );
+        assert!(matches!(
+            problem(a.try_free(p.add(8), 24, Life::Short)),
+            Problem::NotASlot { stride: 32 }
+        ));
+        assert!(matches!(
+            problem(a.try_free(big, 24, Life::Short)),
+            Problem::LargeMismatch { .. }
+        ));
+        assert!(matches!(
+            problem(a.try_free(big, 200_000, Life::Short)),
+            Problem::LargeMismatch { .. }
+        ));
+        assert_eq!(
+            problem(a.try_free(p, 100_000, Life::Short)),
+            Problem::NotLarge
+        );
+        assert_eq!(a.stats().small.live, live, "nothing changed");
+        assert_eq!(a.stats().large_allocations, 1);
+        // Double frees: the slot freed last, locally and from another thread, and tiny.
+        assert_eq!(a.try_free(p, 24, Life::Short), Ok(()));
+        assert_eq!(problem(a.try_free(p, 24, Life::Short)), Problem::DoubleFree);
+        let q_at = q as usize;
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let q = q_at as *mut u8;
+                assert_eq!(a.try_free(q, 24, Life::Short), Ok(()));
+                assert_eq!(problem(a.try_free(q, 24, Life::Short)), Problem::DoubleFree);
+            });
+        });
+        let t2 = a.malloc(1, Life::Short);
+        assert_eq!(a.try_free(t, 1, Life::Short), Ok(()));
+        assert_eq!(problem(a.try_free(t, 1, Life::Short)), Problem::DoubleFree);
+        assert_eq!(a.try_free(big, 100_000, Life::Short), Ok(()));
+        assert_eq!(
+            problem(a.try_free(big, 100_000, Life::Short)),
+            Problem::NotLarge
+        );
+        assert_eq!(a.try_free(std::ptr::null_mut(), 24, Life::Short), Ok(()));
+        assert_eq!(a.try_free(t2, 1, Life::Short), Ok(()));
+        drop(Box::from_raw(boxed as *mut [u8; 64]));
+    }
+    assert!(a.is_empty());
+    // SAFETY: single-threaded now.
+    unsafe { a.verify() }.unwrap();
+}
+
+/// Invariant 13: of many blocks emptied at once, at most eight stay committed for reuse;
+/// `compact` gives those back too.
+#[test]
+fn invariant_13_at_most_eight_empty_blocks_are_retained() {
+    const RETAIN_EMPTY: usize = 8;
+    let a: Cohort = Cohort::new();
+    let per_block = CLASSES[class_of(1024, 1024).unwrap()].capacity as usize;
+    let v: Vec<_> = (0..per_block * 20).map(|_| a.malloc(1024, ())).collect();
+    assert!(a.stats().small.blocks >= 20);
+    for p in v {
+        // SAFETY: allocated above, freed once.
+        unsafe { a.free(p, 1024, ()) };
+    }
+    let s = a.stats();
+    assert_eq!(
+        s.retained_empty_blocks, RETAIN_EMPTY,
+        "the bound, reached: {s}"
+    );
+    assert!(
+        s.small.blocks <= 1,
+        "only the current block stays in use: {s}"
+    );
+    assert_eq!(a.compact().blocks, RETAIN_EMPTY + s.small.blocks);
+    assert_eq!(a.stats().retained_empty_blocks, 0);
+}
+
+/// Invariant 14: one instance's pointer freed into another is foreign to it, in every
+/// build (tokens and regions are the instance's own).
+#[test]
+fn invariant_14_a_pointer_of_another_instance_is_foreign() {
+    let a: Cohort = Cohort::new();
+    let b: Cohort = Cohort::new();
+    let p = a.malloc(64, ());
+    let q = b.malloc(64, ());
+    // SAFETY: deliberately wrong; rejected before anything changes.
+    let msg = misuse_message(|| unsafe { b.free(p, 64, ()) });
+    assert!(msg.contains("not from this allocator"), "{msg}");
+    // SAFETY: allocated above, freed once each.
+    unsafe {
+        a.free(p, 64, ());
+        b.free(q, 64, ());
+    }
+    assert!(a.is_empty() && b.is_empty());
+}
+
+/// Invariant 14: a thread that alternates between two instances (a global allocator and a
+/// lifetime-class instance, say) frees locally into both: its two last heaps' tags are at
+/// hand, and neither matches the other's blocks.
+#[test]
+fn invariant_14_a_thread_alternating_two_instances_frees_locally_into_both() {
+    let mut a: Cohort = Cohort::new();
+    let mut b: Cohort = Cohort::new();
+    let l = Layout::from_size_align(32, 8).unwrap();
+    let (lock_a, lock_b) = (a.stats().lock_acquisitions, b.stats().lock_acquisitions);
+    let keep = (a.alloc(l, ()), b.alloc(l, ()));
+    let warm = (a.stats().lock_acquisitions, b.stats().lock_acquisitions);
+    assert!(warm.0 > lock_a && warm.1 > lock_b, "each joined a heap");
+    for i in 0..10_000u32 {
+        let p = a.alloc(l, ());
+        // SAFETY: p holds 32 bytes.
+        unsafe { p.cast::<u32>().write(i) };
+        let q = b.alloc(l, ());
+        // SAFETY: q holds 32 bytes; p is live.
+        unsafe {
+            q.cast::<u32>().write(!i);
+            assert_eq!(p.cast::<u32>().read(), i);
+            a.dealloc(p, l, ());
+        }
+        // A local free put p first on a's local list; a remote one would not have.
+        assert_eq!(a.alloc(l, ()), p, "round {i}: a's free was local");
+        // SAFETY: q and p are live; each is freed once.
+        unsafe {
+            assert_eq!(q.cast::<u32>().read(), !i);
+            b.dealloc(q, l, ());
+            a.dealloc(p, l, ());
+        }
+    }
+    assert_eq!(
+        (a.stats().lock_acquisitions, b.stats().lock_acquisitions),
+        warm,
+        "alternating took a pool lock"
+    );
+    // SAFETY: allocated above, freed once.
+    unsafe {
+        a.dealloc(keep.0, l, ());
+        b.dealloc(keep.1, l, ());
+    }
+    a.verify_exclusive().unwrap();
+    b.verify_exclusive().unwrap();
+}
+
+/// Invariant 15: a release frees the caller's and exited threads' allocations of the class,
+/// leaves a live thread's, and leaves other classes alone.
+#[test]
+fn invariant_15_a_release_frees_the_callers_and_exited_threads_blocks_only() {
+    use std::sync::mpsc::channel;
+    let a: Cohort<Life> = Cohort::new();
+    let exited = std::thread::scope(|s| {
+        s.spawn(|| {
+            let held: Vec<_> = (0..100)
+                .map(|_| a.malloc(64, Life::Short) as usize)
+                .collect();
+            held.len()
+        })
+        .join()
+        .unwrap()
+    });
+    let mine: Vec<_> = (0..200).map(|_| a.malloc(64, Life::Short)).collect();
+    let long = a.malloc(64, Life::Long);
+    let (ready, wait_ready) = channel();
+    let (released, wait_released) = channel::<()>();
+    std::thread::scope(|s| {
+        let a = &a;
+        s.spawn(move || {
+            let p = a.malloc(64, Life::Short);
+            // SAFETY: p holds 64 bytes.
+            unsafe { p.write_bytes(0x5A, 64) };
+            ready.send(()).unwrap();
+            wait_released.recv().unwrap();
+            // SAFETY: p is this live thread's: the release left it.
+            assert!(unsafe { std::slice::from_raw_parts(p, 64) }
+                .iter()
+                .all(|&b| b == 0x5A));
+            // SAFETY: allocated above, freed once.
+            unsafe { a.free(p, 64, Life::Short) };
+        });
+        wait_ready.recv().unwrap();
+        // SAFETY: nothing released is used again; the other thread does not allocate or
+        // free in Short until the release is done.
+        let r = unsafe { a.release_class(Life::Short) };
+        assert_eq!(r.slots, mine.len() + exited, "{r:?}");
+        assert_eq!(r.left_to_other_threads, 1, "{r:?}");
+        released.send(()).unwrap();
+    });
+    assert_eq!(a.stats().small.live, 1, "only the Long allocation is left");
+    // SAFETY: allocated above; Long was not released.
+    unsafe { a.free(long, 64, Life::Long) };
+    assert!(a.is_empty());
+}
+
+// ---- The contracts of the malloc family ----
 
 #[test]
 fn zero_size_requests_are_dangling_and_free_is_a_no_op() {
@@ -433,7 +737,7 @@ fn remalloc_stays_in_place_within_a_class_and_copies_the_prefix() {
 
 #[test]
 fn remalloc_shrinking_does_not_overflow_the_new_slot() {
-    // The proof of concept copied the old size when shrinking, overflowing the new block.
+    // Copying the old size when shrinking would overflow the new slot.
     let a: Cohort = Cohort::new();
     let l16 = 16;
     // SAFETY (whole test): every pointer is live when used and freed once.
@@ -459,7 +763,7 @@ fn remalloc_shrinking_does_not_overflow_the_new_slot() {
 
 #[test]
 fn recalloc_shrinking_does_not_underflow_and_growing_zeroes() {
-    // The proof of concept computed new - old when shrinking: a huge memset.
+    // Zeroing `new - old` bytes when shrinking would underflow into a huge memset.
     let a: Cohort = Cohort::new();
     // SAFETY (whole test): every pointer is live when used and freed once.
     unsafe {

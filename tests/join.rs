@@ -131,3 +131,14 @@ fn joins_with_new_hints_reuse_left_heaps() {
     }
     assert!(a.is_empty());
 }
+
+#[test]
+fn a_join_formats_its_instance_and_heap() {
+    let a: Cohort<Life> = Cohort::new();
+    let j = a.join(1).unwrap();
+    let s = format!("{j:?}");
+    assert!(s.starts_with("Join { instance: "), "{s}");
+    assert!(s.contains("heap: ") && s.contains("token: 0x"), "{s}");
+    let k = a.join(2).unwrap();
+    assert_ne!(format!("{k:?}"), s, "two joins, two heaps");
+}

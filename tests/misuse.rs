@@ -116,7 +116,7 @@ fn a_rejected_small_remalloc_allocates_and_copies_nothing() {
     assert!(msg.contains("size 200"), "{msg}");
     let msg = misuse_message(|| {
         use allocator_api2::alloc::Allocator;
-        let h = a.class(Life::A);
+        let h = a.handle(Life::A);
         let old = Layout::from_size_align(200, 8).unwrap();
         let new = Layout::from_size_align(5000, 64).unwrap();
         // SAFETY: deliberately wrong old layout (a different align takes the copying path).
@@ -242,7 +242,7 @@ fn recalloc_to_a_large_size_writes_only_what_may_be_dirty() {
 
         // A handle's grow_zeroed takes the same path.
         use allocator_api2::alloc::Allocator;
-        let h = a.class(Life::B);
+        let h = a.handle(Life::B);
         let l = Layout::from_size_align(24, 8).unwrap();
         let p = h.allocate(l).unwrap().cast::<u8>();
         p.as_ptr().write_bytes(0x77, 24);

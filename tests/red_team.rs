@@ -491,8 +491,8 @@ fn handle_misuse_is_reported() {
     use allocator_api2::alloc::Allocator;
     let a: Cohort<Life> = Cohort::new();
     let w = Witnesses::new(&a, WITNESS_SIZES, &[Life::A, Life::B, Life::C]);
-    let h = a.class(Life::A);
-    let hb = a.class(Life::B);
+    let h = a.handle(Life::A);
+    let hb = a.handle(Life::B);
     for s in [1usize, 8, 24, 100, 1000, 16384, 100_000] {
         let l = Layout::from_size_align(s, 8.min(s.next_power_of_two())).unwrap();
         let p = h.allocate(l).unwrap().cast::<u8>();
@@ -1427,7 +1427,7 @@ fn large_alignment_survives_resizes() {
             // SAFETY: live with l.
             unsafe { a.dealloc(r, l, Life::A) };
             // Handle grow.
-            let h = a.class(Life::B);
+            let h = a.handle(Life::B);
             let hp = h.allocate(l).unwrap();
             // SAFETY: live with l.
             let g = unsafe {
@@ -2052,7 +2052,7 @@ fn joins_move_between_threads() {
 fn handle_resizes_that_change_the_alignment() {
     use allocator_api2::alloc::Allocator;
     let a: Cohort<Life> = Cohort::new();
-    let h = a.class(Life::C);
+    let h = a.handle(Life::C);
     let mut bad = Vec::new();
     let sizes = [1usize, 8, 24, 100, 3000, 16384, 20_000, 100_000];
     for &s in &sizes {

@@ -1,4 +1,4 @@
-//! Multi-threaded stress test, in the manner of mimalloc's `test-stress`.
+//! Multi-threaded stress test.
 //!
 //! Rounds of worker threads allocate objects of random sizes (every size class from 1 B to
 //! 16 KiB, some large ones), in three lifetime classes, through every allocation call of the

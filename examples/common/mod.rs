@@ -42,12 +42,12 @@ macro_rules! zero_size_class {
                 &self,
                 layout: std::alloc::Layout,
             ) -> Result<std::ptr::NonNull<[u8]>, allocator_api2::alloc::AllocError> {
-                $cohort.class($life).allocate(layout)
+                $cohort.handle($life).allocate(layout)
             }
 
             unsafe fn deallocate(&self, p: std::ptr::NonNull<u8>, layout: std::alloc::Layout) {
                 // SAFETY: the caller's contract, for the same allocator and class.
-                unsafe { $cohort.class($life).deallocate(p, layout) }
+                unsafe { $cohort.handle($life).deallocate(p, layout) }
             }
 
             unsafe fn grow(
@@ -57,7 +57,7 @@ macro_rules! zero_size_class {
                 new: std::alloc::Layout,
             ) -> Result<std::ptr::NonNull<[u8]>, allocator_api2::alloc::AllocError> {
                 // SAFETY: the caller's contract, for the same allocator and class.
-                unsafe { $cohort.class($life).grow(p, old, new) }
+                unsafe { $cohort.handle($life).grow(p, old, new) }
             }
 
             unsafe fn shrink(
@@ -67,7 +67,7 @@ macro_rules! zero_size_class {
                 new: std::alloc::Layout,
             ) -> Result<std::ptr::NonNull<[u8]>, allocator_api2::alloc::AllocError> {
                 // SAFETY: the caller's contract, for the same allocator and class.
-                unsafe { $cohort.class($life).shrink(p, old, new) }
+                unsafe { $cohort.handle($life).shrink(p, old, new) }
             }
         }
     };

@@ -934,7 +934,7 @@ impl Runner<'_> {
                 };
                 let (align, l) = (align.get(), life(l));
                 let layout = Layout::from_size_align(size, align).unwrap();
-                let h = c.class(l);
+                let h = c.handle(l);
                 let r = if zeroed {
                     h.allocate_zeroed(layout)
                 } else {
@@ -1055,7 +1055,7 @@ impl Runner<'_> {
                 o.check("before a handle resize");
                 let align = if keep_align { o.align() } else { align.get() };
                 let new_layout = Layout::from_size_align(new, align).unwrap();
-                let h = c.class(o.life);
+                let h = c.handle(o.life);
                 let p = NonNull::new(o.ptr).unwrap();
                 // SAFETY: a live object of this allocator and class, with a fitting layout;
                 // grow only grows, shrink only shrinks.
@@ -1106,7 +1106,7 @@ impl Runner<'_> {
             } => self.huge(c, b, which, how, pick, life(l)),
             Op::VecNew { life: l, capacity } => {
                 if b.vecs.len() < 4 {
-                    let mut v = HVec::new_in(c.class(life(l)));
+                    let mut v = HVec::new_in(c.handle(life(l)));
                     if v.try_reserve(capacity as usize).is_err() {
                         assert!(self.cfg.may_fail, "vec: try_reserve failed");
                     }
@@ -1167,7 +1167,7 @@ impl Runner<'_> {
                 if b.boxes.len() >= 16 {
                     return;
                 }
-                let (h, id) = (c.class(life(l)), self.m.new_id());
+                let (h, id) = (c.handle(life(l)), self.m.new_id());
                 let boxed = match kind % 3 {
                     0 => HBox::try_new_in(id as u8, h).map(Boxed::Byte),
                     1 => {
@@ -1382,7 +1382,7 @@ impl Runner<'_> {
             6 => match b.join(which) {
                 Some((_, j)) => null(j.malloc(size, l), "Join::malloc"),
                 None => null(
-                    c.class(l)
+                    c.handle(l)
                         .allocate(layout)
                         .map_or(std::ptr::null_mut(), |s| s.as_ptr().cast()),
                     "allocate",
@@ -1518,7 +1518,7 @@ pub fn free_obj(c: &Cohort<Life>, b: &Borrowed<'_>, o: &Obj, slack: u32, how: u8
             (Kind::Layout(_), 1, Some((_, j))) => j.dealloc(o.ptr, o.layout(fit), o.life),
             (Kind::Layout(_), 2, _) => {
                 let p = NonNull::new(o.ptr).unwrap();
-                c.class(o.life).deallocate(p, o.layout(fit))
+                c.handle(o.life).deallocate(p, o.layout(fit))
             }
             (Kind::Layout(_), 3, _) if o.life == Life::A && fit > 0 => {
                 GlobalAlloc::dealloc(c, o.ptr, o.layout(fit))

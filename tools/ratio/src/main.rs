@@ -18,7 +18,7 @@
 //!    - `block`: the block's bytes (virtual: reserved address space);
 //!    - `requested`: live bytes the workload asked for in the block;
 //!    - `resident`: bytes of the block in RAM (`mincore`);
-//!    - `geometry`: block bytes / usable bytes (capacity × stride), the seed's measure;
+//!    - `geometry`: block bytes / usable bytes (capacity × stride), the measure of the ratio contract;
 //!    - `occupancy`: resident bytes / live requested bytes, what each byte in use costs
 //!      (`-` for a block with nothing live in it).
 //! 2. **By size class**: the same sums per size class, plus `rounding` (live slot bytes /
@@ -27,8 +27,8 @@
 //!    phase and after the free phase: the blocks of a class whose allocations died together
 //!    empty and leave (a heap keeps its current block of each size class, empty or not).
 //! 4. **Totals**, with large allocations (own mappings, no block) counted apart.
-//! 5. **Ratio table**: each row of the seed's table (request sizes 1, 2, 3–4, …, 4097–8192,
-//!    and cohort's classes up to 16 KiB) with the seed's figure beside cohort's worst
+//! 5. **Ratio table**: each row of the ratio contract (request sizes 1, 2, 3–4, …, 4097–8192,
+//!    and cohort's classes up to 16 KiB) with the contract's figure beside cohort's worst
 //!    geometry ratio over the size classes serving those sizes, computed from the class
 //!    table.
 //!
@@ -47,7 +47,7 @@ use cohort::class::CLASSES;
 use cohort::Cohort;
 use json::Json;
 use mix::{Entry, How, LIFE_NAMES};
-use report::{group, total, SeedRow, Snapshot, Sum};
+use report::{group, total, ContractRow, Snapshot, Sum};
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 use table::{bytes, count, percent, ratio, Table};
@@ -55,8 +55,8 @@ use workload::{Life, Run};
 
 const HELP: &str = "\
 cohort-ratio: runs a mix of allocations on cohort and reports what its memory costs,
-block by block, per size class, per lifetime class and in total, then the seed's ratio
-table beside cohort's figures.
+block by block, per size class, per lifetime class and in total, then the ratio contract
+beside cohort's figures.
 
 USAGE:
     cohort-ratio [--mix SPEC]... [--mix-file PATH]... [--json] [--no-blocks]
@@ -149,7 +149,7 @@ struct Report {
     live: Vec<usize>,
     build: Snapshot,
     end: Snapshot,
-    seed: Vec<SeedRow>,
+    contract: Vec<ContractRow>,
     problems: Vec<String>,
 }
 
@@ -182,7 +182,7 @@ fn measure(mix: Vec<Entry>) -> Result<Report, String> {
         live,
         build,
         end,
-        seed: report::seed_table(),
+        contract: report::contract_table(),
         problems,
     })
 }
@@ -371,7 +371,7 @@ fn to_text(r: &Report, blocks: bool) -> String {
             each row\n";
     let mut t = Table::new(&[
         "request size",
-        "seed",
+        "contract",
         "cohort",
         "class",
         "stride",
@@ -380,14 +380,14 @@ fn to_text(r: &Report, blocks: bool) -> String {
         "<classes serving the row",
         "<meets",
     ]);
-    for row in &r.seed {
+    for row in &r.contract {
         let c = &CLASSES[row.worst_class];
         let stride = |i: usize| CLASSES[row.classes[i]].stride;
         let serving = match row.classes.len() {
             1 => format!("1 stride: {} B", stride(0)),
             n => format!("{n} strides: {} to {} B", stride(0), stride(n - 1)),
         };
-        if !row.in_seed {
+        if !row.in_contract {
             t.rule();
         }
         t.row(vec![
@@ -396,7 +396,7 @@ fn to_text(r: &Report, blocks: bool) -> String {
             } else {
                 format!("{}-{} B", row.lo, row.hi)
             },
-            if row.in_seed {
+            if row.in_contract {
                 format!("{}", row.limit)
             } else {
                 format!("({})", row.limit)
@@ -412,8 +412,8 @@ fn to_text(r: &Report, blocks: bool) -> String {
     }
     out += &t.render();
     out += "   class, stride, slots, block: the class giving cohort's figure. The last row is \
-            beyond the seed\n   (it maps such sizes on their own); cohort holds it to the \
-            seed's last figure.\n";
+            beyond the contract's\n   rows; cohort holds it to the contract's last \
+            figure.\n";
 
     if !r.problems.is_empty() {
         out += "\nPROBLEMS (the allocator's reports disagree with the workload)\n";
@@ -515,12 +515,12 @@ fn to_json(r: &Report, blocks: bool) -> Json {
         ])
     });
     let large = &r.end.large;
-    let seed = r.seed.iter().map(|row| {
+    let contract = r.contract.iter().map(|row| {
         Json::Obj(vec![
             ("lo", row.lo.into()),
             ("hi", row.hi.into()),
-            ("in_seed", row.in_seed.into()),
-            ("seed_ratio", row.limit.into()),
+            ("in_contract", row.in_contract.into()),
+            ("contract_ratio", row.limit.into()),
             ("cohort_worst_ratio", row.worst.into()),
             ("worst_size_class", row.worst_class.into()),
             (
@@ -560,7 +560,7 @@ fn to_json(r: &Report, blocks: bool) -> Json {
                 ("mapped_bytes", large.mapped.into()),
             ]),
         ),
-        ("ratio_table", Json::Arr(seed.collect())),
+        ("ratio_table", Json::Arr(contract.collect())),
         (
             "problems",
             Json::Arr(r.problems.iter().map(|p| p.as_str().into()).collect()),
@@ -593,7 +593,7 @@ fn main() -> ExitCode {
     } else {
         print!("{}", to_text(&r, opts.blocks));
     }
-    if r.problems.is_empty() && r.seed.iter().all(|row| row.ok) {
+    if r.problems.is_empty() && r.contract.iter().all(|row| row.ok) {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

@@ -1,9 +1,9 @@
 //! What the tool measures: a snapshot of the allocator's blocks joined with the live
-//! requested bytes in each, sums per size class and lifetime class, and the seed's ratio
+//! requested bytes in each, sums per size class and lifetime class, and the ratio contract's
 //! table computed from cohort's class table.
 
 use crate::workload::Run;
-use cohort::class::{class_of, malloc_align, seed_ratio_limit, CLASSES, LIMIT_DEN, MAX_SMALL};
+use cohort::class::{class_of, malloc_align, ratio_contract_limit, CLASSES, LIMIT_DEN, MAX_SMALL};
 use cohort::BlockReport;
 use std::alloc::Layout;
 use std::collections::{BTreeMap, HashMap};
@@ -126,7 +126,7 @@ impl Sum {
         self.requested += r.requested;
     }
 
-    /// Block bytes / usable bytes: the seed's measure.
+    /// Block bytes / usable bytes: the measure of the ratio contract.
     pub fn geometry(&self) -> Option<f64> {
         ratio(self.block_bytes, self.usable_bytes)
     }
@@ -168,16 +168,17 @@ pub fn total(blocks: &[BlockRow]) -> Sum {
     s
 }
 
-/// The largest request size of the seed's table (its last row is 4097-8192).
-const SEED_MAX: usize = 8192;
+/// The largest request size of the ratio contract's rows (its last row is 4097-8192).
+const CONTRACT_MAX: usize = 8192;
 
-/// The seed's rows, (first size, last size): the runs of sizes up to [`SEED_MAX`] that
-/// `seed_ratio_limit` gives the same figure (1, 2, 3-4, 5-8, …, 4097-8192).
-pub fn seed_rows() -> Vec<(usize, usize)> {
+/// The ratio contract's rows, (first size, last size): the runs of sizes up to
+/// [`CONTRACT_MAX`] that `ratio_contract_limit` gives the same figure (1, 2, 3-4, 5-8, …,
+/// 4097-8192).
+pub fn contract_rows() -> Vec<(usize, usize)> {
     let mut rows: Vec<(usize, usize)> = Vec::new();
-    for size in 1..=SEED_MAX {
+    for size in 1..=CONTRACT_MAX {
         match rows.last_mut() {
-            Some((lo, hi)) if seed_ratio_limit(*lo) == seed_ratio_limit(size) => *hi = size,
+            Some((lo, hi)) if ratio_contract_limit(*lo) == ratio_contract_limit(size) => *hi = size,
             _ => rows.push((size, size)),
         }
     }
@@ -186,14 +187,14 @@ pub fn seed_rows() -> Vec<(usize, usize)> {
 
 /// One row of the ratio table.
 #[derive(Clone, Debug)]
-pub struct SeedRow {
+pub struct ContractRow {
     /// Smallest request size of the row.
     pub lo: usize,
     /// Largest request size of the row.
     pub hi: usize,
-    /// True for the seed's rows; false for cohort's small classes above them.
-    pub in_seed: bool,
-    /// The limit: the seed's figure (cohort keeps the last one above 8 KiB).
+    /// True for the contract's rows; false for cohort's small classes above them.
+    pub in_contract: bool,
+    /// The limit: the contract's figure (cohort keeps the last one above 8 KiB).
     pub limit: f64,
     /// Cohort's worst geometry ratio over the classes serving sizes of the row.
     pub worst: f64,
@@ -208,13 +209,13 @@ pub struct SeedRow {
 /// The ratio table: for each row, the classes any request of a size in the row can get
 /// (`class_of(size, align)` for every alignment up to what `malloc(size)` gives), and the
 /// worst of their block bytes / usable bytes.
-pub fn seed_table() -> Vec<SeedRow> {
-    let beyond = (SEED_MAX + 1, MAX_SMALL);
-    let rows = seed_rows()
+pub fn contract_table() -> Vec<ContractRow> {
+    let beyond = (CONTRACT_MAX + 1, MAX_SMALL);
+    let rows = contract_rows()
         .into_iter()
         .map(|r| (r, true))
         .chain([(beyond, false)]);
-    rows.map(|((lo, hi), in_seed)| {
+    rows.map(|((lo, hi), in_contract)| {
         let mut classes: Vec<usize> = (lo..=hi)
             .flat_map(|s| {
                 let aligns = (0..=malloc_align(s).trailing_zeros()).map(|k| 1usize << k);
@@ -223,7 +224,7 @@ pub fn seed_table() -> Vec<SeedRow> {
             .collect();
         classes.sort_unstable();
         classes.dedup();
-        let limit = seed_ratio_limit(lo);
+        let limit = ratio_contract_limit(lo);
         let geometry = |c: usize| CLASSES[c].block_size() as f64 / CLASSES[c].usable() as f64;
         let worst_class = *classes
             .iter()
@@ -233,10 +234,10 @@ pub fn seed_table() -> Vec<SeedRow> {
             let (block, usable) = (CLASSES[c].block_size() as u128, CLASSES[c].usable() as u128);
             block * LIMIT_DEN as u128 <= usable * limit as u128
         });
-        SeedRow {
+        ContractRow {
             lo,
             hi,
-            in_seed,
+            in_contract,
             limit: limit as f64 / LIMIT_DEN as f64,
             worst: geometry(worst_class),
             worst_class,
@@ -252,14 +253,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn seed_table_rows_cover_their_sizes() {
-        let rows = seed_rows();
-        assert_eq!(rows.len(), 13, "the seed's table has 13 rows");
+    fn contract_table_rows_cover_their_sizes() {
+        let rows = contract_rows();
+        assert_eq!(rows.len(), 13, "the ratio contract has 13 rows");
         assert_eq!(
             (rows[2], rows[5], rows[12]),
             ((3, 4), (17, 64), (4097, 8192))
         );
-        let table = seed_table();
+        let table = contract_table();
         assert_eq!(table.len(), rows.len() + 1);
         for row in &table {
             for s in [row.lo, row.hi] {
