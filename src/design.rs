@@ -11,17 +11,18 @@ mod tests {
         fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/design.md")).unwrap()
     }
 
-    /// The source of module `m`: `src/m.rs`, or every file of `src/m/`.
+    /// The source of module `m`: `src/m.rs` and every file of `src/m/` (its submodules).
     fn module_source(m: &str) -> Option<String> {
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-        if let Ok(s) = fs::read_to_string(src.join(format!("{m}.rs"))) {
-            return Some(s);
-        }
-        let dir = fs::read_dir(src.join(m)).ok()?;
-        Some(
+        let file = fs::read_to_string(src.join(format!("{m}.rs"))).ok();
+        let dir: Option<String> = fs::read_dir(src.join(m)).ok().map(|dir| {
             dir.filter_map(|e| fs::read_to_string(e.ok()?.path()).ok())
-                .collect(),
-        )
+                .collect()
+        });
+        match (file, dir) {
+            (None, None) => None,
+            (f, d) => Some(f.unwrap_or_default() + &d.unwrap_or_default()),
+        }
     }
 
     /// The code spans of the document (text between backticks).

@@ -84,6 +84,29 @@ fn first_segment(path: &str) -> String {
         .collect()
 }
 
+/// Every source file of `src` with the top-level module it belongs to: `src/m.rs` and the
+/// files of its submodules, `src/m/*.rs`, are all module `m`'s.
+fn sources(src: &Path) -> Vec<(String, std::path::PathBuf)> {
+    let rs = |p: &Path| p.extension().and_then(|e| e.to_str()) == Some("rs");
+    let stem = |p: &Path| p.file_stem().unwrap().to_str().unwrap().to_string();
+    let mut all = Vec::new();
+    for entry in std::fs::read_dir(src).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            let module = path.file_name().unwrap().to_str().unwrap().to_string();
+            for sub in std::fs::read_dir(&path).unwrap() {
+                let sub = sub.unwrap().path();
+                if rs(&sub) {
+                    all.push((module.clone(), sub));
+                }
+            }
+        } else if rs(&path) {
+            all.push((stem(&path), path));
+        }
+    }
+    all
+}
+
 /// Every upward or unknown edge of the sources in `src`, as messages.
 fn violations(src: &Path) -> Vec<String> {
     let lib = std::fs::read_to_string(src.join("lib.rs")).unwrap();
@@ -92,18 +115,13 @@ fn violations(src: &Path) -> Vec<String> {
     let mut found = Vec::new();
     let mut seen_known = BTreeSet::new();
     let mut files = BTreeSet::new();
-    for entry in std::fs::read_dir(src).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().and_then(|e| e.to_str()) != Some("rs") {
-            continue;
-        }
-        let module = path.file_stem().unwrap().to_str().unwrap().to_string();
+    for (module, path) in sources(src) {
         if module == "lib" {
             continue;
         }
         files.insert(module.clone());
         let Some(&layer) = layers.get(&module) else {
-            found.push(format!("src/{module}.rs is not in the layer table"));
+            found.push(format!("{} is not in the layer table", path.display()));
             continue;
         };
         for name in uses(&std::fs::read_to_string(&path).unwrap()) {

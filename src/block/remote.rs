@@ -1,0 +1,95 @@
+//! Remote frees: the lock-free list other threads push freed slots on, and the `FULL`
+//! state that makes the free into a retired block relist it.
+
+use super::*;
+
+impl Header {
+    /// Any thread: true when the slot at `off` is the first of the remote free list (freed
+    /// last by another thread and not yet collected): freeing it again is a double free.
+    #[inline]
+    pub(crate) fn is_first_remote(&self, off: u32) -> bool {
+        self.remote.load(Ordering::Relaxed) as u32 == off
+    }
+
+    /// Any thread: pushes the slot at `off` on the remote free list. Returns true when the
+    /// block was `FULL`: the caller must then list the block again.
+    ///
+    /// # Safety
+    /// `off` is a live slot of this block, which the caller gives up.
+    pub(crate) unsafe fn push_remote(&self, off: u32) -> bool {
+        let slot = self.base().wrapping_add(off as usize).cast::<u32>();
+        let mut old = self.remote.load(Ordering::Relaxed);
+        loop {
+            // SAFETY: the slot is the caller's until the CAS below publishes it.
+            unsafe { slot.write(old as u32) };
+            let count = ((old >> 32) & COUNT_MASK) + 1;
+            let new = off as u64 | count << 32;
+            // Release: the link written above happens before the owner's Acquire swap in
+            // `collect_remote` that takes this slot. Acquire: pairs with `try_retire`'s
+            // Release when the CAS finds FULL, so `Pool::relist` reads the current owner.
+            match self
+                .remote
+                .compare_exchange_weak(old, new, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => return old & FULL != 0,
+                Err(now) => old = now,
+            }
+        }
+    }
+
+    /// Owner only, with an empty local free list: takes the whole remote free list as the
+    /// local free list. Returns how many slots it took.
+    pub(crate) fn collect_remote(&self) -> u32 {
+        debug_assert_eq!(self.free.load(Ordering::Relaxed), 0);
+        if self.remote.load(Ordering::Relaxed) & !FULL == 0 {
+            return 0;
+        }
+        // Acquire pairs with the Release of every push it takes: their links are visible.
+        // The block is listed (not FULL) whenever its owner collects, so 0 loses no flag.
+        let taken = self.remote.swap(0, Ordering::Acquire);
+        debug_assert_eq!(taken & FULL, 0);
+        let count = ((taken >> 32) & COUNT_MASK) as u32;
+        self.free.store(taken as u32, Ordering::Relaxed);
+        self.count_add(count.wrapping_neg());
+        count
+    }
+
+    /// Owner only, with no free slot: marks the block `FULL` before it leaves its head, in
+    /// [`Role::Full`]. Returns false when a remote free came first (collect it instead).
+    pub(crate) fn try_retire(&self) -> bool {
+        // Release: the owner's earlier store of `owner` happens before any remote free that
+        // reads FULL (its CAS acquires), so the free relists the block to this owner.
+        let retired = self
+            .remote
+            .compare_exchange(0, FULL, Ordering::Release, Ordering::Relaxed)
+            .is_ok();
+        if retired {
+            self.set_role(Role::Full);
+        }
+        retired
+    }
+
+    /// Owner only: clears `FULL` after a local free. Returns true when this call cleared it
+    /// (the caller lists the block again); false when it was clear, or a remote free
+    /// cleared it and lists the block.
+    pub(crate) fn clear_full(&self) -> bool {
+        let mut old = self.remote.load(Ordering::Relaxed);
+        while old & FULL != 0 {
+            match self.remote.compare_exchange_weak(
+                old,
+                old & !FULL,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(now) => old = now,
+            }
+        }
+        false
+    }
+
+    /// Slots on the remote free list now.
+    pub(crate) fn remote_count(&self) -> u32 {
+        ((self.remote.load(Ordering::Relaxed) >> 32) & COUNT_MASK) as u32
+    }
+}

@@ -1,0 +1,197 @@
+//! Unit tests of the pool: taking blocks, the retained bound, partial lists, adoption.
+
+use super::*;
+use crate::class::class_of;
+use crate::region::UNUSED;
+
+/// A pool over 16 units, for 2 lifetime classes, destroyed on drop.
+struct TestPool(*mut Pool);
+
+impl TestPool {
+    fn new() -> TestPool {
+        let pool = Pool::create(16 * UNIT, true, 2, false);
+        assert!(!pool.is_null());
+        TestPool(pool)
+    }
+}
+
+impl core::ops::Deref for TestPool {
+    type Target = Pool;
+    fn deref(&self) -> &Pool {
+        // SAFETY: created in `new`, destroyed only on drop.
+        unsafe { &*self.0 }
+    }
+}
+
+impl Drop for TestPool {
+    fn drop(&mut self) {
+        // SAFETY: the test is done with the pool and its blocks.
+        unsafe { Pool::destroy(self.0) };
+    }
+}
+
+/// A heap token no registered heap has: relisting finds no heap for it.
+const TOKEN: u64 = 1 << 16 | 9;
+
+fn class64() -> usize {
+    class_of(64, 8).unwrap()
+}
+
+/// Takes a slot of `h` as its owner would (the fast path's pop, else a refill).
+fn take_slot(h: &Header) -> u32 {
+    h.pop()
+        .or_else(|| h.refill().then(|| h.pop()).flatten())
+        .unwrap()
+        .0
+}
+
+fn of_life(pool: &Pool, st: &PoolState, life: usize) -> Vec<usize> {
+    pool.blocks_of_life(st, life)
+        .map(|h| h.base() as usize)
+        .collect()
+}
+
+#[test]
+fn taken_blocks_are_fresh_and_listed_under_their_lifetime_class() {
+    let pool = TestPool::new();
+    let mut st = pool.lock();
+    let a = pool.take_block(&mut st, class64(), 0, TOKEN).unwrap();
+    let b = pool.take_block(&mut st, class64(), 1, TOKEN).unwrap();
+    assert!(a.is_fresh() && b.is_fresh());
+    assert_eq!((a.owner(), a.class(), a.life()), (TOKEN, class64(), 0));
+    assert_eq!(of_life(&pool, &st, 0), [a.base() as usize]);
+    assert_eq!(of_life(&pool, &st, 1), [b.base() as usize]);
+    assert_eq!(pool.blocks(&st).count(), 2);
+}
+
+#[test]
+fn emptied_blocks_are_retained_up_to_the_bound_then_given_back() {
+    let pool = TestPool::new();
+    let mut st = pool.lock();
+    let blocks: Vec<&Header> = (0..RETAIN_EMPTY + 2)
+        .map(|_| pool.take_block(&mut st, class64(), 0, TOKEN).unwrap())
+        .collect();
+    for h in &blocks {
+        pool.give_empty(&mut st, h);
+    }
+    assert_eq!(Pool::retained_blocks(&st), RETAIN_EMPTY);
+    assert!(
+        of_life(&pool, &st, 0).is_empty(),
+        "empty blocks are in no class"
+    );
+    let mut given_back = blocks[RETAIN_EMPTY..].iter();
+    let r = &pool.region;
+    assert!(given_back.all(|h| r.unit_state(r.unit_of(h.base() as usize)) == UNUSED));
+    // A retained block serves any class and lifetime class; it is no longer fresh.
+    let tiny = pool.take_block(&mut st, 0, 1, TOKEN).unwrap();
+    assert!(!tiny.is_fresh());
+    assert_eq!(Pool::retained_blocks(&st), RETAIN_EMPTY - 1);
+    assert_eq!(of_life(&pool, &st, 1), [tiny.base() as usize]);
+    assert_eq!(pool.give_back_retained(&mut st), RETAIN_EMPTY - 1);
+    assert_eq!(pool.blocks(&st).count(), 1);
+}
+
+#[test]
+fn an_adopted_block_with_live_slots_is_listed_and_taken_again() {
+    let pool = TestPool::new();
+    let mut st = pool.lock();
+    let h = pool.take_block(&mut st, class64(), 1, TOKEN).unwrap();
+    take_slot(h);
+    // Its heap's thread exits: the pool adopts it.
+    pool.adopt_block(&mut st, h);
+    assert_eq!(
+        (h.owner(), h.role(), h.holder()),
+        (0, Role::Listed, NO_HOLDER)
+    );
+    let head = HeadIndex::new(class64(), 1);
+    assert_eq!(
+        st.partial(head).first(pool.units()).map(Header::base),
+        Some(h.base())
+    );
+    // The next heap that needs a block of the head takes it, not a new one.
+    let again = pool.take_block(&mut st, class64(), 1, TOKEN + 1).unwrap();
+    assert_eq!(again.base(), h.base());
+    assert_eq!(again.owner(), TOKEN + 1);
+    assert!(st.partial(head).is_empty());
+    assert_eq!(pool.blocks(&st).count(), 1);
+}
+
+#[test]
+fn an_adopted_empty_block_is_kept_empty() {
+    let pool = TestPool::new();
+    let mut st = pool.lock();
+    let h = pool.take_block(&mut st, class64(), 0, TOKEN).unwrap();
+    pool.adopt_block(&mut st, h);
+    assert_eq!(Pool::retained_blocks(&st), 1);
+    assert!(st.partial(HeadIndex::new(class64(), 0)).is_empty());
+    assert!(of_life(&pool, &st, 0).is_empty());
+}
+
+#[test]
+fn heaps_skip_heapless_blocks_and_prefer_freed_slots() {
+    let pool = TestPool::new();
+    let mut st = pool.lock();
+    let head = HeadIndex::new(class64(), 0);
+    let [heapless, untouched, freed] =
+        [(); 3].map(|_| pool.take_block(&mut st, class64(), 0, TOKEN).unwrap());
+    for h in [heapless, untouched, freed] {
+        take_slot(h);
+        take_slot(h);
+        pool.adopt_block(&mut st, h);
+    }
+    heapless.set_holder(HEAPLESS);
+    // A remote free into `freed`: it has a slot that was used before.
+    // SAFETY: the slot is live and given up here.
+    unsafe { freed.push_remote(freed.geometry().first) };
+    assert!(freed.has_freed_slots() && !untouched.has_freed_slots());
+    let listed: Vec<_> = st
+        .partial(head)
+        .iter(pool.units())
+        .map(Header::base)
+        .collect();
+    assert_eq!(listed, [freed.base(), untouched.base(), heapless.base()]);
+    // `freed` first would be taken first anyway: list it last to see the preference.
+    for h in [freed, untouched, heapless] {
+        st.partial(head).remove(pool.units(), h);
+    }
+    for h in [freed, untouched, heapless] {
+        st.partial(head).push(pool.units(), h);
+    }
+    let got = pool.take_block(&mut st, class64(), 0, TOKEN).unwrap();
+    assert_eq!(got.base(), freed.base(), "the block with freed slots");
+    let got = pool.take_block(&mut st, class64(), 0, TOKEN).unwrap();
+    assert_eq!(got.base(), untouched.base());
+    let got = pool.take_block(&mut st, class64(), 0, TOKEN).unwrap();
+    assert!(got.is_fresh(), "never the heapless block: a new one");
+    assert_eq!(
+        st.partial(head).first(pool.units()).map(Header::base),
+        Some(heapless.base())
+    );
+}
+
+#[test]
+fn a_full_block_freed_into_comes_back_through_the_returned_stack() {
+    let pool = TestPool::new();
+    let head = HeadIndex::new(class64(), 0);
+    let h = {
+        let mut st = pool.lock();
+        // A pool-owned block (what threads without a heap allocate from), filled and
+        // retired under the lock.
+        let h = pool.take_block(&mut st, class64(), 0, 0).unwrap();
+        let first = take_slot(h);
+        while h.pop().is_some() || h.advance_window() {}
+        assert!(h.try_retire());
+        drop(st);
+        // A free from another thread clears FULL and relists it (lock-free).
+        // SAFETY: the slot is live and given up here.
+        assert!(unsafe { h.push_remote(first) });
+        pool.relist(h);
+        h
+    };
+    let mut st = pool.lock();
+    assert!(st.partial(head).is_empty());
+    // The next block taken for the head reclaims it, with its free slot.
+    let got = pool.take_block(&mut st, class64(), 0, TOKEN).unwrap();
+    assert_eq!(got.base(), h.base());
+    assert_eq!(got.live(), got.capacity() - 1);
+}
