@@ -79,8 +79,8 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks)]
-// Under loom only the layers the models need are built (sync, class, block); the rest of
-// their items would be unused.
+// Under loom only the layers the models need are built (see `not_under_loom!`); the rest
+// of their items would be unused.
 #![cfg_attr(loom, allow(dead_code, unused_imports))]
 
 /// Declares modules that are not built under loom (only the layers the models need are:

@@ -5,10 +5,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-/// Edges that break the table today, each to be deleted when it is gone (the test fails on
-/// an entry that no longer occurs, so the list cannot go stale).
-const KNOWN_UPWARD: &[(&str, &str)] = &[];
-
 /// `(module, layer)` for every module of the table in `lib.rs`: the rows whose first cell
 /// is a number, the modules in backquotes in the second.
 fn table(lib: &str) -> BTreeMap<String, usize> {
@@ -113,7 +109,6 @@ fn violations(src: &Path) -> Vec<String> {
     let layers = table(&lib);
     let items = reexports(&lib);
     let mut found = Vec::new();
-    let mut seen_known = BTreeSet::new();
     let mut files = BTreeSet::new();
     for (module, path) in sources(src) {
         if module == "lib" {
@@ -132,27 +127,14 @@ fn violations(src: &Path) -> Vec<String> {
             match layers.get(&target) {
                 None => found.push(format!("{module} names crate::{target}, not in the table")),
                 Some(&t) if t < layer => {}
-                Some(&t) => {
-                    if KNOWN_UPWARD.contains(&(module.as_str(), target.as_str())) {
-                        seen_known.insert((module.clone(), target.clone()));
-                    } else {
-                        found.push(format!(
-                            "{module} (layer {layer}) uses {target} (layer {t}): not a lower layer"
-                        ));
-                    }
-                }
+                Some(&t) => found.push(format!(
+                    "{module} (layer {layer}) uses {target} (layer {t}): not a lower layer"
+                )),
             }
         }
     }
     for module in layers.keys().filter(|m| !files.contains(*m)) {
         found.push(format!("the layer table names {module}, which has no file"));
-    }
-    for &(from, to) in KNOWN_UPWARD {
-        if !seen_known.contains(&(from.to_string(), to.to_string())) {
-            found.push(format!(
-                "{from} -> {to} is gone: delete it from KNOWN_UPWARD"
-            ));
-        }
     }
     found
 }
