@@ -57,22 +57,22 @@ impl Pool {
     /// of exited threads that were freed into included) go back to the OS. Returns how
     /// many.
     pub(crate) fn give_back_empty_partial(&self, st: &mut PoolState) -> usize {
-        self.emptied.store(0, Ordering::Relaxed);
-        self.reclaim_abandoned(st);
         self.empty_partial(st, 0)
     }
 
     /// Under the lock: as [`Pool::give_back_empty_partial`], but the blocks join the empty
     /// ones kept for reuse (up to [`RETAIN_EMPTY`]; the rest go back to the OS).
     pub(super) fn give_back_emptied(&self, st: &mut PoolState) {
-        self.emptied.store(0, Ordering::Relaxed);
-        self.reclaim_abandoned(st);
         self.empty_partial(st, RETAIN_EMPTY);
     }
 
-    /// Under the lock: gives away every block on a partial list that holds no live slot,
-    /// keeping at most `retain` empty blocks committed. Returns how many.
-    pub(super) fn empty_partial(&self, st: &mut PoolState, retain: usize) -> usize {
+    /// Under the lock: clears the `emptied` flag (this pass does the work it asks for),
+    /// reclaims what exited threads' heaps left, then gives away every block on a partial
+    /// list that holds no live slot, keeping at most `retain` empty blocks committed.
+    /// Returns how many.
+    fn empty_partial(&self, st: &mut PoolState, retain: usize) -> usize {
+        self.emptied.store(0, Ordering::Relaxed);
+        self.reclaim_abandoned(st);
         let mut n = 0;
         for head in self.heads() {
             for h in st.partial(head).iter(self.units()) {
