@@ -6,7 +6,7 @@
 
 use crate::class::{class_of, malloc_align, Class, CLASSES, MAX_SMALL_ALIGN};
 use crate::instance::Instance;
-use crate::lifetime::Lifetime;
+use crate::lifetime::{self, Lifetime, HIDDEN, MAX_LIFETIME_CLASSES};
 use crate::misuse::Misuse;
 use crate::os;
 use crate::resize::SizeAlign;
@@ -110,13 +110,28 @@ impl<L: Lifetime> Cohort<L> {
 
     const fn build(reservation: usize, exact: bool) -> Self {
         assert!(
-            L::COUNT >= 1 && L::COUNT <= 256,
-            "1 to 256 lifetime classes"
+            L::COUNT >= 1 && L::COUNT <= MAX_LIFETIME_CLASSES,
+            "1 to MAX_LIFETIME_CLASSES (251) lifetime classes"
         );
         Cohort {
-            core: Instance::new(reservation, exact, L::COUNT, L::NAMES),
+            core: Instance::new(reservation, exact, L::COUNT + HIDDEN, Self::NAMES),
             _life: PhantomData,
         }
+    }
+
+    /// Every lifetime class's name by index, the hidden classes' included (see
+    /// [`crate::lifetime`]); `""` for a class of `L` without one.
+    const NAMES: &'static [&'static str] = {
+        let all: &'static [&'static str; 256] = &lifetime::all_names::<L>();
+        // At most 256 (past MAX_LIFETIME_CLASSES, `build`'s assertion speaks).
+        let n = L::COUNT + HIDDEN;
+        all.split_at(if n < 256 { n } else { 256 }).0
+    };
+
+    /// The name of lifetime class index `life` (hidden classes included): `L::NAMES`'s,
+    /// `"global"`, `"scope 1"`..., or `""` for a class of `L` without a name.
+    pub(crate) fn life_name(life: usize) -> &'static str {
+        Self::NAMES.get(life).copied().unwrap_or("")
     }
 
     // ---- The malloc family ----
@@ -395,6 +410,9 @@ fn usable_size(size: usize, align: usize) -> usize {
     }
 }
 
+// std's allocations go to the class `lifetime::global::<L>()`, which no value of `L` names:
+// releasing any of the caller's classes leaves them alone.
+//
 // SAFETY: alloc returns null or a block of at least layout.size() bytes aligned to
 // layout.align() (class_of picks a stride that is a multiple of the align, in a block whose
 // slots are aligned to it; large allocations are aligned mappings); dealloc receives what
@@ -407,7 +425,7 @@ unsafe impl<L: Lifetime> GlobalAlloc for Cohort<L> {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         self.core
-            .alloc_nonzero::<false, _>(ThreadHeap, layout.size(), layout.align(), 0)
+            .alloc_nonzero::<false, _>(ThreadHeap, layout.size(), layout.align(), lifetime::global::<L>())
     }
 
     #[inline]
@@ -415,21 +433,21 @@ unsafe impl<L: Lifetime> GlobalAlloc for Cohort<L> {
         // SAFETY: GlobalAlloc's contract: ptr came from alloc with this layout.
         unsafe {
             self.core
-                .free_sized::<true, _>(ThreadHeap, ptr, layout.size(), layout.align(), 0)
+                .free_sized::<true, _>(ThreadHeap, ptr, layout.size(), layout.align(), lifetime::global::<L>())
         }
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         self.core
-            .alloc_nonzero::<true, _>(ThreadHeap, layout.size(), layout.align(), 0)
+            .alloc_nonzero::<true, _>(ThreadHeap, layout.size(), layout.align(), lifetime::global::<L>())
     }
 
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let (old, new) = SizeAlign::layout_to(layout, new_size);
         // SAFETY: GlobalAlloc's contract. Misuse aborts, as in dealloc.
-        unsafe { self.core.realloc_sized::<false, true, _>(ThreadHeap, ptr, old, new, 0) }
+        unsafe { self.core.realloc_sized::<false, true, _>(ThreadHeap, ptr, old, new, lifetime::global::<L>()) }
     }
 }
 

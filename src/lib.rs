@@ -132,7 +132,7 @@ pub use api::{BlockReport, Cohort, DEFAULT_RESERVATION};
 pub use handle::ClassHandle;
 #[cfg(not(loom))]
 pub use join::Join;
-pub use lifetime::Lifetime;
+pub use lifetime::{Lifetime, MAX_LIFETIME_CLASSES};
 #[cfg(not(loom))]
 pub use misuse::{Misuse, Problem};
 #[cfg(not(loom))]

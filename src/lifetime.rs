@@ -1,4 +1,12 @@
-//! Lifetime classes: the caller's names for "allocations that die together".
+//! Lifetime classes: the caller's names for "allocations that die together", and the
+//! classes every allocator keeps beside them.
+//!
+//! An allocator with lifetime classes `L` has `L::COUNT + HIDDEN` of them: the caller's
+//! `0 .. L::COUNT`, then `GLOBAL = L::COUNT` (what `GlobalAlloc` allocates: std's
+//! collections when the allocator is the `#[global_allocator]`), then one class per scope
+//! nesting depth (`L::COUNT + 1 + depth`, what [`Cohort::scope`](crate::Cohort::scope)
+//! allocates). No value of `L` has a hidden class's index, so no call that takes an `L`
+//! (a release above all) reaches them.
 
 /// A set of lifetime classes, normally an enum declared with
 /// [`lifetime_classes!`](crate::lifetime_classes).
@@ -9,7 +17,8 @@
 ///
 /// # Safety
 /// `index()` returns a value below `COUNT` for every value of the type, and `COUNT` is
-/// between 1 and 256. The allocator indexes its tables with `index()` unchecked.
+/// between 1 and [`MAX_LIFETIME_CLASSES`]. The allocator indexes its tables with `index()`
+/// unchecked.
 pub unsafe trait Lifetime: Copy + Send + Sync + 'static {
     /// How many classes there are.
     const COUNT: usize;
@@ -19,6 +28,48 @@ pub unsafe trait Lifetime: Copy + Send + Sync + 'static {
     /// (the default) when the classes have none, and reports give indices only.
     /// [`lifetime_classes!`](crate::lifetime_classes) gives the variants' names.
     const NAMES: &'static [&'static str] = &[];
+}
+
+/// Scope nesting depths per thread: the hidden classes [`Cohort::scope`](crate::Cohort::scope)
+/// allocates in.
+pub(crate) const SCOPE_DEPTHS: usize = 4;
+
+/// Lifetime classes every allocator has beside its caller's: std's, then one per scope depth.
+pub(crate) const HIDDEN: usize = 1 + SCOPE_DEPTHS;
+
+/// The most lifetime classes a [`Lifetime`] type may have: a block header holds a class's
+/// index in 8 bits, and every allocator keeps 5 classes of its own beside the caller's
+/// (std's allocations, and scopes').
+pub const MAX_LIFETIME_CLASSES: usize = 256 - HIDDEN;
+
+/// The hidden classes' names, in index order from `L::COUNT`.
+const HIDDEN_NAMES: [&str; HIDDEN] = ["global", "scope 1", "scope 2", "scope 3", "scope 4"];
+
+/// The index of the class `GlobalAlloc` allocates in, for lifetime classes `L`.
+pub(crate) const fn global<L: Lifetime>() -> usize {
+    L::COUNT
+}
+
+/// The index of the class a scope at nesting depth `depth` (from 0) allocates in.
+pub(crate) const fn scope_class<L: Lifetime>(depth: usize) -> usize {
+    L::COUNT + 1 + depth
+}
+
+/// Every class's name by index for lifetime classes `L`: `L::NAMES` (`""` where it has none),
+/// then the hidden classes' names; `""` past them.
+pub(crate) const fn all_names<L: Lifetime>() -> [&'static str; 256] {
+    let mut names = [""; 256];
+    let mut i = 0;
+    while i < L::NAMES.len() && i < L::COUNT {
+        names[i] = L::NAMES[i];
+        i += 1;
+    }
+    let mut h = 0;
+    while h < HIDDEN && L::COUNT + h < 256 {
+        names[L::COUNT + h] = HIDDEN_NAMES[h];
+        h += 1;
+    }
+    names
 }
 
 // SAFETY: one class, index 0.

@@ -21,8 +21,9 @@ pub struct Misuse {
     pub life: usize,
     /// What is wrong.
     pub problem: Problem,
-    /// The lifetime classes' names ([`Lifetime::NAMES`](crate::Lifetime::NAMES)), for the
-    /// message; may be empty.
+    /// The lifetime classes' names by index, for the message: those of
+    /// [`Lifetime::NAMES`](crate::Lifetime::NAMES) (`""` where a class has none), then
+    /// `"global"` (std's allocations, through `GlobalAlloc`) and the scopes' classes.
     pub life_names: &'static [&'static str],
 }
 
@@ -69,8 +70,8 @@ impl fmt::Display for LifeName<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "lifetime class {}", self.0)?;
         match self.1.get(self.0) {
-            Some(name) => write!(f, " ({name})"),
-            None => Ok(()),
+            Some(name) if !name.is_empty() => write!(f, " ({name})"),
+            _ => Ok(()),
         }
     }
 }

@@ -20,6 +20,10 @@ pub struct HeadStats {
     pub stride: usize,
     /// Lifetime class index.
     pub life: usize,
+    /// The lifetime class's name: its variant's (`""` when the classes have no names), or
+    /// `"global"` for std's allocations (through `GlobalAlloc`), or `"scope N"` for
+    /// [`Cohort::scope`]'s at nesting depth N.
+    pub life_name: &'static str,
     /// Blocks in use.
     pub blocks: usize,
     /// Live slots.
@@ -89,6 +93,7 @@ impl<L: Lifetime> Cohort<L> {
                     size_class: b.size_class,
                     stride: b.stride,
                     life: b.life,
+                    life_name: Self::life_name(b.life),
                     ..Default::default()
                 };
                 heads.insert(i, h);
@@ -142,11 +147,24 @@ impl fmt::Display for Bytes {
     }
 }
 
+/// A lifetime class as a table shows it: its name, or its index when it has none.
+pub(crate) struct LifeLabel(pub usize, pub &'static str);
+
+impl fmt::Display for LifeLabel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.1.is_empty() {
+            f.pad(&self.0.to_string())
+        } else {
+            f.pad(self.1)
+        }
+    }
+}
+
 impl fmt::Display for Stats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "{:>5} {:>7} {:>4} {:>6} {:>10} {:>10} {:>11} {:>11} {:>6}",
+            "{:>5} {:>7} {:>10} {:>6} {:>10} {:>10} {:>11} {:>11} {:>6}",
             "class",
             "stride",
             "life",
@@ -160,10 +178,10 @@ impl fmt::Display for Stats {
         for h in &self.heads {
             writeln!(
                 f,
-                "{:>5} {:>7} {:>4} {:>6} {:>10} {:>10} {:>11} {:>11} {:>5.1}%",
+                "{:>5} {:>7} {:>10} {:>6} {:>10} {:>10} {:>11} {:>11} {:>5.1}%",
                 h.size_class,
                 h.stride,
-                h.life,
+                LifeLabel(h.life, h.life_name),
                 h.blocks,
                 h.live,
                 Bytes(h.live_bytes()),
