@@ -126,6 +126,25 @@ not_under_loom! {
 }
 pub mod design;
 
+/// The `allocator-api2` crate (0.2) whose `Allocator` trait cohort's handles implement:
+/// build collections with its [`Vec`](allocator_api2::vec::Vec) and
+/// [`Box`](allocator_api2::boxed::Box) (or hashbrown's `HashMap` with its `allocator-api2`
+/// feature, which uses the same 0.2). Use this re-export rather than a dependency of your
+/// own: `cargo add allocator-api2` may pick another major version, whose trait is a
+/// different one ("multiple different versions of crate `allocator_api2`").
+///
+/// ```
+/// use cohort::allocator_api2::{boxed::Box, vec::Vec};
+/// static A: cohort::Cohort = cohort::Cohort::new();
+///
+/// let mut v = Vec::new_in(A.handle(()));
+/// v.push(Box::new_in(7u8, A.handle(())));
+/// assert_eq!(*v[0], 7);
+/// ```
+pub use allocator_api2;
+/// `allocator_api2`'s `Vec` and `Box`, the collections that take a cohort handle.
+pub use allocator_api2::{boxed::Box, vec::Vec};
+
 #[cfg(not(loom))]
 pub use api::{BlockReport, Cohort, DEFAULT_RESERVATION};
 #[cfg(not(loom))]

@@ -286,3 +286,15 @@ fn stats_display_reads_at_a_glance() {
         "{text}"
     );
 }
+
+/// The crate re-exports the allocator-api2 its handles implement, with its `Vec` and
+/// `Box`: a user needs no dependency of their own (whose version could differ).
+#[test]
+fn the_reexported_collections_take_handles() {
+    let a: Cohort<Life> = Cohort::new();
+    let mut v: cohort::Vec<u32, _> = cohort::Vec::new_in(a.handle(Life::Frame));
+    v.extend(0..100);
+    let b: cohort::allocator_api2::boxed::Box<u64, _> =
+        cohort::Box::new_in(9, a.handle(Life::Long));
+    assert_eq!(v.iter().sum::<u32>() as u64 + *b, 4959);
+}
