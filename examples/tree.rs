@@ -203,7 +203,7 @@ fn child(role: &str, nodes: usize) {
         }
         "cohort-scope" => {
             let mut cohort: Cohort<Life> = Cohort::new();
-            let (m, freeing) = cohort.scope(Life::Tree, |cohort, tree| {
+            let (m, freeing) = cohort.scope_exclusive(Life::Tree, |cohort, tree| {
                 let (m, root) = build_and_walk(nodes, tree, cohort.handle(Life::Temp));
                 // Not dropped node by node: the scope releases the class when this
                 // closure returns.

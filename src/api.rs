@@ -400,7 +400,7 @@ impl<L: Lifetime> Cohort<L> {
 }
 
 /// The usable size of a request: its class's stride, or its page-rounded size when large.
-fn usable_size(size: usize, align: usize) -> usize {
+pub(crate) fn usable_size(size: usize, align: usize) -> usize {
     if size == 0 {
         return 0;
     }

@@ -11,7 +11,8 @@
 //! old allocation before it allocates or copies anything, so a rejected resize changes
 //! nothing.
 
-use crate::api::Cohort;
+use crate::api::{usable_size, Cohort};
+use crate::instance::Instance;
 use crate::lifetime::Lifetime;
 use crate::resize::SizeAlign;
 use crate::route::ThreadHeap;
@@ -67,22 +68,47 @@ impl<L: Lifetime> ClassHandle<'_, L> {
     pub fn life(&self) -> L {
         self.life
     }
+}
 
-    fn slice(&self, p: *mut u8, layout: Layout) -> Option<NonNull<[u8]>> {
+/// What every handle allocates through: one lifetime class (by index, hidden classes
+/// included) of one instance, on the calling thread's heap. The handles' `Allocator`
+/// methods are these.
+#[derive(Clone, Copy)]
+pub(crate) struct Lane<'a> {
+    pub(crate) core: &'a Instance,
+    pub(crate) life: usize,
+}
+
+impl Lane<'_> {
+    fn slice(p: *mut u8, layout: Layout) -> Option<NonNull<[u8]>> {
         let p = NonNull::new(p)?;
-        Some(NonNull::slice_from_raw_parts(
-            p,
-            self.cohort.usable_size(layout),
-        ))
+        let usable = usable_size(layout.size(), layout.align());
+        Some(NonNull::slice_from_raw_parts(p, usable))
     }
 
-    fn allocate_inner(&self, layout: Layout, zeroed: bool) -> Option<NonNull<[u8]>> {
+    pub(crate) fn allocate(&self, layout: Layout, zeroed: bool) -> Option<NonNull<[u8]>> {
+        let (size, align) = (layout.size(), layout.align());
         let p = if zeroed {
-            self.cohort.alloc_zeroed(layout, self.life)
+            self.core.alloc_sized::<true, _>(ThreadHeap, size, align, self.life)
         } else {
-            self.cohort.alloc(layout, self.life)
+            self.core.alloc_sized::<false, _>(ThreadHeap, size, align, self.life)
         };
-        self.slice(p, layout)
+        Self::slice(p, layout)
+    }
+
+    /// Frees `p`.
+    ///
+    /// # Safety
+    /// `p` was allocated through a lane of the same instance and class, with a size
+    /// fitting `layout`, and not freed since.
+    #[track_caller]
+    pub(crate) unsafe fn deallocate(&self, p: NonNull<u8>, layout: Layout) {
+        let (size, align) = (layout.size(), layout.align());
+        // SAFETY: forwarded contract.
+        unsafe {
+            self.core
+                .free_sized::<false, _>(ThreadHeap, p.as_ptr(), size, align, self.life)
+        }
     }
 
     /// Resizes to `new`: in place while the class stays (or a large allocation can be
@@ -90,8 +116,9 @@ impl<L: Lifetime> ClassHandle<'_, L> {
     /// returned length.
     ///
     /// # Safety
-    /// `p` was allocated by this handle with a size fitting `old`.
-    unsafe fn resize_inner<const ZERO: bool>(
+    /// As [`Lane::deallocate`] for `(p, old)`.
+    #[track_caller]
+    pub(crate) unsafe fn resize<const ZERO: bool>(
         &self,
         p: NonNull<u8>,
         old: Layout,
@@ -100,73 +127,84 @@ impl<L: Lifetime> ClassHandle<'_, L> {
         // SAFETY: forwarded contract.
         let q = unsafe {
             let (from, to) = (SizeAlign::of(old), SizeAlign::of(new));
-            let life = self.life.index();
-            self.cohort.core.realloc_sized::<ZERO, false, _>(ThreadHeap, p.as_ptr(), from, to, life)
+            self.core
+                .realloc_sized::<ZERO, false, _>(ThreadHeap, p.as_ptr(), from, to, self.life)
         };
-        self.slice(q, new)
+        Self::slice(q, new)
     }
 }
 
 /// Implements an `Allocator` trait (allocator_api2's, or core's behind `nightly`: the
-/// same methods) for `ClassHandle` on the inner functions above.
+/// same methods) for a handle type, on its [`Lane`] (`$lane`: an expression of `self`).
 macro_rules! impl_allocator {
-    ($($trait_:ident)::+, $($error:ident)::+) => {
+    ([$($gen:tt)*] $ty:ty, $self_:ident => $lane:expr) => {
+        impl_allocator!(@one [$($gen)*] $ty, $self_ => $lane,
+            allocator_api2::alloc::Allocator, allocator_api2::alloc::AllocError);
+        #[cfg(feature = "nightly")]
+        impl_allocator!(@one [$($gen)*] $ty, $self_ => $lane,
+            core::alloc::Allocator, core::alloc::AllocError);
+    };
+    (@one [$($gen:tt)*] $ty:ty, $self_:ident => $lane:expr,
+        $($trait_:ident)::+, $($error:ident)::+) => {
         // SAFETY: allocate returns blocks of at least layout.size() bytes aligned to
-        // layout.align() (Cohort::alloc's contract), valid until deallocated through any
+        // layout.align() (the alloc paths' contract), valid until deallocated through any
         // copy of the handle (they all name the same allocator and class); deallocate and
         // the resizes accept any size in the fitting range because it maps to the same
         // size class.
-        unsafe impl<L: Lifetime> $($trait_)::+ for ClassHandle<'_, L> {
-            fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, $($error)::+> {
-                self.allocate_inner(layout, false).ok_or($($error)::+)
+        unsafe impl<$($gen)*> $($trait_)::+ for $ty {
+            fn allocate(&$self_, layout: Layout) -> Result<NonNull<[u8]>, $($error)::+> {
+                $lane.allocate(layout, false).ok_or($($error)::+)
             }
 
-            fn allocate_zeroed(&self, layout: Layout) -> Result<NonNull<[u8]>, $($error)::+> {
-                self.allocate_inner(layout, true).ok_or($($error)::+)
+            fn allocate_zeroed(&$self_, layout: Layout) -> Result<NonNull<[u8]>, $($error)::+> {
+                $lane.allocate(layout, true).ok_or($($error)::+)
             }
 
-            unsafe fn deallocate(&self, p: NonNull<u8>, layout: Layout) {
-                // SAFETY: the Allocator contract: p was allocated by this handle, layout
-                // fits it.
-                unsafe { self.cohort.dealloc(p.as_ptr(), layout, self.life) }
+            #[track_caller]
+            unsafe fn deallocate(&$self_, p: NonNull<u8>, layout: Layout) {
+                // SAFETY: the Allocator contract: p was allocated by this handle (a copy of
+                // it: the same lane), layout fits it.
+                unsafe { $lane.deallocate(p, layout) }
             }
 
+            #[track_caller]
             unsafe fn grow(
-                &self,
+                &$self_,
                 p: NonNull<u8>,
                 old: Layout,
                 new: Layout,
             ) -> Result<NonNull<[u8]>, $($error)::+> {
                 // SAFETY: the Allocator contract.
-                unsafe { self.resize_inner::<false>(p, old, new) }.ok_or($($error)::+)
+                unsafe { $lane.resize::<false>(p, old, new) }.ok_or($($error)::+)
             }
 
+            #[track_caller]
             unsafe fn grow_zeroed(
-                &self,
+                &$self_,
                 p: NonNull<u8>,
                 old: Layout,
                 new: Layout,
             ) -> Result<NonNull<[u8]>, $($error)::+> {
                 // SAFETY: the Allocator contract.
-                unsafe { self.resize_inner::<true>(p, old, new) }.ok_or($($error)::+)
+                unsafe { $lane.resize::<true>(p, old, new) }.ok_or($($error)::+)
             }
 
+            #[track_caller]
             unsafe fn shrink(
-                &self,
+                &$self_,
                 p: NonNull<u8>,
                 old: Layout,
                 new: Layout,
             ) -> Result<NonNull<[u8]>, $($error)::+> {
                 // SAFETY: the Allocator contract.
-                unsafe { self.resize_inner::<false>(p, old, new) }.ok_or($($error)::+)
+                unsafe { $lane.resize::<false>(p, old, new) }.ok_or($($error)::+)
             }
         }
     };
 }
+pub(crate) use impl_allocator;
 
-impl_allocator!(
-    allocator_api2::alloc::Allocator,
-    allocator_api2::alloc::AllocError
-);
-#[cfg(feature = "nightly")]
-impl_allocator!(core::alloc::Allocator, core::alloc::AllocError);
+impl_allocator!([L: Lifetime] ClassHandle<'_, L>, self => Lane {
+    core: &self.cohort.core,
+    life: self.life.index(),
+});

@@ -11,7 +11,7 @@
 //! Whose a block's allocations are: a heap-owned block's are its heap's thread's; a
 //! pool-owned block's are its holder's (see [`crate::pool`]): a tiny block's, the heap that
 //! allocates from it; a block of exited threads, nobody's (anyone releases it); a block
-//! that threads without a heap allocated from, theirs (only [`Cohort::scope`] releases it).
+//! that threads without a heap allocated from, theirs (only [`Cohort::scope_exclusive`] releases it).
 
 use crate::api::Cohort;
 use crate::block::{Header, Snapshot, HEAPLESS, NO_HOLDER};
@@ -59,7 +59,7 @@ impl<L: Lifetime> Cohort<L> {
     /// size, 1- and 2-byte allocations included (they are served under a lock, but each
     /// thread from its own blocks). Allocations a thread made without a heap of its own
     /// (while it was exiting, or beyond the 16 383 heaps an instance registers) count as
-    /// another live thread's: only [`Cohort::scope`] releases them.
+    /// another live thread's: only [`Cohort::scope_exclusive`] releases them.
     ///
     /// Large allocations (above 16 KiB) of the class are unmapped too, whichever thread
     /// made them: they belong to no heap.
@@ -68,7 +68,8 @@ impl<L: Lifetime> Cohort<L> {
     /// No allocation of class `life` that this call releases (small ones made by the
     /// calling thread or by a thread that has exited; large ones of any thread) is used or
     /// freed after the call, and no thread allocates or frees in class `life` while it runs.
-    /// For a safe form, see [`Cohort::scope`].
+    /// For a safe form, see [`Cohort::scope`] (any allocator, a `static` included) and
+    /// [`Cohort::scope_exclusive`] (an allocator you own).
     pub unsafe fn release_class(&self, life: L) -> Released {
         // SAFETY: forwarded contract.
         unsafe { self.release(life.index(), false) }
@@ -79,7 +80,7 @@ impl<L: Lifetime> Cohort<L> {
     /// # Safety
     /// As [`Cohort::release_class`]; with `exclusive`, nobody else uses the allocator
     /// (threads that used it may still be exiting).
-    unsafe fn release(&self, life: usize, exclusive: bool) -> Released {
+    pub(crate) unsafe fn release(&self, life: usize, exclusive: bool) -> Released {
         let Some(pool) = self.core.pool_if_any() else {
             return Released::default();
         };
@@ -148,7 +149,8 @@ impl<L: Lifetime> Cohort<L> {
     }
 
     /// Runs `f` with a handle to lifetime class `life`, then frees every allocation of the
-    /// class at once: the safe form of [`Cohort::release_class`]. Allocations made through
+    /// class at once: a safe form of [`Cohort::release_class`] for an allocator you own
+    /// (`&mut`); on a shared one (a `static`), use [`Cohort::scope`]. Allocations made through
     /// the handle (`allocator_api2` collections) cannot outlive the scope: their type
     /// borrows it. `&mut self` keeps every other user of the allocator out meanwhile;
     /// scoped threads started inside `f` may use it, and their blocks of the class are
@@ -156,7 +158,7 @@ impl<L: Lifetime> Cohort<L> {
     ///
     /// Panics if the class has live allocations when the scope starts, small or large
     /// (they would be freed under their owners).
-    pub fn scope<R>(
+    pub fn scope_exclusive<R>(
         &mut self,
         life: L,
         f: impl for<'s> FnOnce(&'s Self, crate::ClassHandle<'s, L>) -> R,

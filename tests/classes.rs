@@ -190,7 +190,7 @@ fn release_while_another_thread_uses_another_class() {
 #[test]
 fn scope_releases_the_class_and_its_threads_blocks() {
     let mut a: Cohort<Life> = Cohort::new();
-    let sum = a.scope(Life::Frame, |a, frame| {
+    let sum = a.scope_exclusive(Life::Frame, |a, frame| {
         let mut v = Vec2::new_in(frame);
         v.extend(0..100_000u64);
         std::thread::scope(|s| {
@@ -218,7 +218,7 @@ fn scope_releases_the_class_and_its_threads_blocks() {
 fn scope_refuses_a_class_with_live_allocations() {
     let mut a: Cohort<Life> = Cohort::new();
     let _p = a.malloc(10, Life::Frame);
-    a.scope(Life::Frame, |_, _| ());
+    a.scope_exclusive(Life::Frame, |_, _| ());
 }
 
 #[test]

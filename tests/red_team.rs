@@ -1306,7 +1306,7 @@ fn scope_releases_only_its_class() {
         })
         .collect();
     for round in 0..3 {
-        let n = a.scope(Life::B, |c, h| {
+        let n = a.scope_exclusive(Life::B, |c, h| {
             let mut total = 0;
             // Joined explicitly: verify_exclusive follows (RED-5).
             std::thread::scope(|sc| {
@@ -1347,7 +1347,7 @@ fn scope_releases_only_its_class() {
     }
     for s in [1usize, 64, 100_000] {
         let p = a.malloc(s, Life::B);
-        let msg = caught(|| a.scope(Life::B, |_, _| ()));
+        let msg = caught(|| a.scope_exclusive(Life::B, |_, _| ()));
         assert!(
             msg.is_some(),
             "scope with a live {s}-byte allocation did not panic"
@@ -1980,7 +1980,7 @@ fn the_last_lifetime_classes() {
     }
     a.verify_exclusive().unwrap();
     assert!(
-        caught(|| a.scope(Many(LAST), |_, _| ())).is_some(),
+        caught(|| a.scope_exclusive(Many(LAST), |_, _| ())).is_some(),
         "scope with live objects of the class must panic"
     );
     for &(p, s, life) in &live {
@@ -1989,7 +1989,7 @@ fn the_last_lifetime_classes() {
         unsafe { a.free(p, s, Many(life)) };
     }
     assert!(a.is_empty());
-    let got = a.scope(Many(LAST), |c, _| {
+    let got = a.scope_exclusive(Many(LAST), |c, _| {
         let p = c.malloc(16384, Many(LAST));
         let q = c.malloc(1, Many(LAST));
         !p.is_null() && !q.is_null()
