@@ -208,3 +208,102 @@ impl_allocator!([L: Lifetime] ClassHandle<'_, L>, self => Lane {
     core: &self.cohort.core,
     life: self.life.index(),
 });
+
+/// A lifetime class of a `static` allocator, named by a type: what a [`StaticHandle`]
+/// allocates in. Declare one with [`static_class!`](crate::static_class).
+///
+/// A safe trait: the constants name an allocator and a class, and any pair is sound (a
+/// free in the wrong one is misuse the allocator reports).
+pub trait StaticClass: 'static {
+    /// The allocator's lifetime classes.
+    type Life: Lifetime;
+    /// The allocator.
+    const COHORT: &'static Cohort<Self::Life>;
+    /// The class.
+    const LIFE: Self::Life;
+}
+
+/// A zero-size `Allocator` handle to the lifetime class `C` names: a
+/// `Box<T, StaticHandle<C>>` is one pointer, as std's `Box<T>` is (a [`ClassHandle`] is two
+/// words). `Copy`, `Send`, `Sync`; every value is the same handle.
+///
+/// ```
+/// use cohort::allocator_api2::boxed::Box;
+/// use cohort::StaticHandle;
+/// cohort::lifetime_classes! { enum Life { Tree } }
+/// static A: cohort::Cohort<Life> = cohort::Cohort::new();
+/// cohort::static_class!(TreeClass = A, Life::Tree);
+///
+/// struct Node { value: u64, next: Option<Box<Node, StaticHandle<TreeClass>>> }
+/// type TreeBox<T> = Box<T, StaticHandle<TreeClass>>;
+/// let list: TreeBox<Node> = Box::new_in(Node { value: 1, next: None }, StaticHandle::new());
+/// assert_eq!(size_of::<TreeBox<Node>>(), size_of::<usize>());
+/// assert_eq!(list.value, 1);
+/// ```
+pub struct StaticHandle<C: StaticClass>(core::marker::PhantomData<fn() -> C>);
+
+impl<C: StaticClass> StaticHandle<C> {
+    /// The handle (every value is the same).
+    pub const fn new() -> Self {
+        StaticHandle(core::marker::PhantomData)
+    }
+}
+
+impl<C: StaticClass> Default for StaticHandle<C> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<C: StaticClass> Clone for StaticHandle<C> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<C: StaticClass> Copy for StaticHandle<C> {}
+
+impl<C: StaticClass> core::fmt::Debug for StaticHandle<C> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let life = C::LIFE.index();
+        let name = Cohort::<C::Life>::life_name(life);
+        write!(f, "StaticHandle(lifetime class {life} ({name}))")
+    }
+}
+
+impl_allocator!([C: StaticClass] StaticHandle<C>, self => Lane {
+    core: &C::COHORT.core,
+    life: C::LIFE.index(),
+});
+
+/// Declares a type naming a lifetime class of a `static` allocator, for a zero-size
+/// [`StaticHandle`]: `static_class!(pub TreeClass = COHORT, Life::Tree);` then
+/// `StaticHandle<TreeClass>` allocates in `Life::Tree` of `COHORT` (a
+/// `static COHORT: Cohort<Life>`). The class is written `Enum::Variant`, or `()` for a
+/// `Cohort<()>`.
+///
+/// ```
+/// static A: cohort::Cohort = cohort::Cohort::new();
+/// cohort::static_class!(Everything = A, ());
+/// let v = cohort::Vec::<u8, _>::with_capacity_in(10, cohort::StaticHandle::<Everything>::new());
+/// assert!(v.capacity() >= 10);
+/// ```
+#[macro_export]
+macro_rules! static_class {
+    ($(#[$meta:meta])* $vis:vis $name:ident = $cohort:path, ()) => {
+        $crate::static_class!(@impl [$(#[$meta])*] $vis $name = $cohort, (), ());
+    };
+    ($(#[$meta:meta])* $vis:vis $name:ident = $cohort:path, $life:ident :: $variant:ident) => {
+        $crate::static_class!(@impl [$(#[$meta])*] $vis $name = $cohort, $life, $life::$variant);
+    };
+    (@impl [$(#[$meta:meta])*] $vis:vis $name:ident = $cohort:path, $ty:ty, $value:expr) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, Default)]
+        $vis struct $name;
+
+        impl $crate::StaticClass for $name {
+            type Life = $ty;
+            const COHORT: &'static $crate::Cohort<$ty> = &$cohort;
+            const LIFE: $ty = $value;
+        }
+    };
+}

@@ -174,7 +174,7 @@ pub use allocator_api2::{boxed::Box, vec::Vec};
 #[cfg(not(loom))]
 pub use api::{BlockReport, Cohort, DEFAULT_RESERVATION};
 #[cfg(not(loom))]
-pub use handle::ClassHandle;
+pub use handle::{ClassHandle, StaticClass, StaticHandle};
 #[cfg(not(loom))]
 pub use join::Join;
 pub use lifetime::{Lifetime, MAX_LIFETIME_CLASSES};

@@ -298,3 +298,36 @@ fn the_reexported_collections_take_handles() {
         cohort::Box::new_in(9, a.handle(Life::Long));
     assert_eq!(v.iter().sum::<u32>() as u64 + *b, 4959);
 }
+
+static STATIC: Cohort<Life> = Cohort::new();
+cohort::static_class!(RequestOfStatic = STATIC, Life::Request);
+
+/// The crate's zero-size handle: a box of it is one pointer, it allocates in the class its
+/// type names (statistics say so), and any copy, on any thread, frees what another made.
+#[test]
+fn static_handles_are_zero_size() {
+    use cohort::StaticHandle;
+    type H = StaticHandle<RequestOfStatic>;
+    assert_eq!(size_of::<H>(), 0);
+    assert_eq!(size_of::<Box2<u64, H>>(), size_of::<usize>());
+    let boxes: Vec<Box2<[u8; 48], H>> = (0..100u8)
+        .map(|i| Box2::new_in([i; 48], H::new()))
+        .collect();
+    let live: usize = STATIC
+        .stats()
+        .heads
+        .iter()
+        .filter(|h| h.life_name == "Request")
+        .map(|h| h.live)
+        .sum();
+    assert_eq!(live, 100);
+    std::thread::spawn(move || {
+        for (i, b) in boxes.into_iter().enumerate() {
+            assert_eq!(*b, [i as u8; 48]);
+        }
+    })
+    .join()
+    .unwrap();
+    assert!(STATIC.is_empty());
+    assert!(format!("{:?}", H::new()).contains("Request"));
+}
