@@ -82,7 +82,18 @@ unsafe impl Lifetime for () {
 }
 
 /// Declares a fieldless enum and implements [`Lifetime`] for it: each variant is one
-/// lifetime class, in declaration order.
+/// lifetime class, in declaration order (its index), named by the variant in statistics and
+/// misuse reports.
+///
+/// The enum derives `Clone, Copy, Debug, PartialEq, Eq, Hash` and is `#[repr(u8)]`: do not
+/// derive those again (a second `#[derive(Debug)]` is a conflicting implementation);
+/// other attributes and derives (`PartialOrd`, `serde`'s...) pass through. Variants take
+/// no explicit discriminants: a class's index is its position (a `compile_error!` says so).
+/// At most [`MAX_LIFETIME_CLASSES`] variants.
+///
+/// ```compile_fail
+/// cohort::lifetime_classes! { enum Life { Frame = 1, Long } } // no discriminants
+/// ```
 ///
 /// ```
 /// cohort::lifetime_classes! {
@@ -97,6 +108,19 @@ unsafe impl Lifetime for () {
 #[macro_export]
 macro_rules! lifetime_classes {
     ($(#[$meta:meta])* $vis:vis enum $name:ident {
+        $($(#[$vmeta:meta])* $variant:ident $(= $value:expr)?),+ $(,)?
+    }) => {
+        $crate::lifetime_classes!(@check [$($($value)?)*] $(#[$meta])* $vis enum $name {
+            $($(#[$vmeta])* $variant),+
+        });
+    };
+    (@check [$($value:expr)+] $($rest:tt)*) => {
+        compile_error!(
+            "lifetime_classes!: variants take no explicit discriminant (`A = 1`): a lifetime \
+             class's index is its position in the enum"
+        );
+    };
+    (@check [] $(#[$meta:meta])* $vis:vis enum $name:ident {
         $($(#[$vmeta:meta])* $variant:ident),+ $(,)?
     }) => {
         $(#[$meta])*
