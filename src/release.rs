@@ -72,15 +72,17 @@ impl<L: Lifetime> Cohort<L> {
     /// [`Cohort::scope_exclusive`] (an allocator you own).
     pub unsafe fn release_class(&self, life: L) -> Released {
         // SAFETY: forwarded contract.
-        unsafe { self.release(life.index(), false) }
+        unsafe { self.release(life.index(), false, false) }
     }
 
-    /// `release_class`; with `exclusive`, the blocks of every heap are released too.
+    /// `release_class`; with `exclusive`, the blocks of every heap are released too; with
+    /// `own_large`, only the large allocations the calling thread made (a scope's).
     ///
     /// # Safety
-    /// As [`Cohort::release_class`]; with `exclusive`, nobody else uses the allocator
-    /// (threads that used it may still be exiting).
-    pub(crate) unsafe fn release(&self, life: usize, exclusive: bool) -> Released {
+    /// As [`Cohort::release_class`] (with `own_large`, for large allocations of the calling
+    /// thread only); with `exclusive`, nobody else uses the allocator (threads that used it
+    /// may still be exiting).
+    pub(crate) unsafe fn release(&self, life: usize, exclusive: bool, own_large: bool) -> Released {
         let Some(pool) = self.core.pool_if_any() else {
             return Released::default();
         };
@@ -140,7 +142,7 @@ impl<L: Lifetime> Cohort<L> {
         }
         drop(st);
         let mut out = r.out;
-        pool.large.lock().drain_life(life, |addr, len| {
+        pool.large.lock().drain_life(life, own_large, |addr, len| {
             out.large += 1;
             // SAFETY: a live large allocation of the class, dead by the caller's contract.
             unsafe { os::unmap(addr as *mut u8, len) };
@@ -174,7 +176,7 @@ impl<L: Lifetime> Cohort<L> {
         // SAFETY: `&mut self` excluded every other user; the closure's handles and the
         // collections built on them are gone (they borrowed the scope); scoped threads
         // have exited; raw pointers from the malloc family are the caller's to not use.
-        let released = unsafe { this.release(life.index(), true) };
+        let released = unsafe { this.release(life.index(), true, false) };
         debug_assert_eq!(released.left_to_other_threads, 0);
         r
     }

@@ -115,7 +115,8 @@ impl<L: Lifetime> Drop for Closing<'_, L> {
         // SAFETY: the scope's class (see the module docs): its handles and everything built
         // on them are gone (they borrowed the closure's `'s`); only this thread allocated
         // in it, and other threads' blocks of the same index are left alone.
-        let _: Released = unsafe { self.cohort.release(self.life, false) };
+        // Its large allocations are told apart by the thread that made them.
+        let _: Released = unsafe { self.cohort.release(self.life, false, true) };
         DEPTH.with(|d| d.set(self.depth));
     }
 }
@@ -174,9 +175,10 @@ impl<L: Lifetime> Cohort<L> {
     ///    while the allocator is: using them afterwards is the caller's `unsafe` breach.
     /// 4. **Then the release frees exactly the scope's allocations**: the calling thread's
     ///    blocks of the class (everything allocated in it since the scope began: the previous
-    ///    scope at this depth on this thread released the rest), and blocks exited threads
-    ///    left in it (dead: a thread's scopes end before it exits). It runs when the closure
-    ///    returns or unwinds.
+    ///    scope at this depth on this thread released the rest), blocks exited threads
+    ///    left in it (dead: a thread's scopes end before it exits), and the large
+    ///    allocations (above 16 KiB) of the class that the calling thread made: the large
+    ///    table records each one's thread. It runs when the closure returns or unwinds.
     ///
     ///
     /// A thread without a heap of its own (one that is exiting, or past the 16 383 heaps an

@@ -219,3 +219,33 @@ fn releasing_the_callers_classes_leaves_a_scope_alone() {
     });
     assert!(a.is_empty());
 }
+
+/// Two threads' scopes at the same depth (the same hidden class), each with a large
+/// allocation: the first to end must unmap only its own, not the other's live one (the
+/// large table drains by class, so it tells the threads apart).
+#[test]
+fn a_scope_leaves_another_threads_large_allocations_alone() {
+    let (made, ended) = (Barrier::new(2), Barrier::new(2));
+    thread::scope(|sc| {
+        sc.spawn(|| {
+            A.scope(|frame| {
+                let v = patterned_in(frame, 100_000);
+                made.wait();
+                assert!(intact(&v));
+            });
+            ended.wait();
+        });
+        sc.spawn(|| {
+            A.scope(|frame| {
+                let v = patterned_in(frame, 100_000);
+                made.wait();
+                // The other scope ends now.
+                ended.wait();
+                assert!(
+                    intact(&v),
+                    "another thread's scope freed this one's large Vec"
+                );
+            });
+        });
+    });
+}
