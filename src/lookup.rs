@@ -111,6 +111,16 @@ impl<L: Lifetime> Cohort<L> {
         self.core.allocation_at(ptr)
     }
 
+    /// True when `ptr` lies in this allocator's region: the address space of its small
+    /// allocations (large ones are mappings of their own, outside it). Two instructions:
+    /// a caller holding a pointer that may be another allocator's takes the sized free
+    /// ([`Cohort::free`], [`GlobalAlloc::dealloc`](core::alloc::GlobalAlloc::dealloc)) when
+    /// this is true, and [`Cohort::free_unsized`] otherwise.
+    #[inline(always)]
+    pub fn in_region(&self, ptr: *const u8) -> bool {
+        self.core.bounds.contains(ptr.cast_mut())
+    }
+
     /// Frees the allocation starting at `ptr` without its size or lifetime class: both are
     /// found from the address ([`Cohort::allocation_at`]), then the sized free runs. A null
     /// `ptr` does nothing.
