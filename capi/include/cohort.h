@@ -42,7 +42,7 @@ typedef struct cohort_compacted {
   size_t resident_after;
 } cohort_compacted;
 
-// The allocator's figures, from `cohort_stats`.
+// The allocator's figures, from `cohort_get_stats`.
 typedef struct cohort_stats {
   // Blocks (2 MiB each) holding small allocations.
   size_t blocks;
@@ -151,7 +151,7 @@ int cohort_verify(char *message, size_t len);
 
 // The allocator's figures, gathered by walking its blocks (time proportional to blocks).
 // Thread safety: any thread; a snapshot while others allocate.
-struct cohort_stats cohort_stats(void);
+struct cohort_stats cohort_get_stats(void);
 
 // Writes a report of the allocator's figures to file descriptor `fd` (2 for standard
 // error): the totals, then one line per (size class, lifetime class) with blocks. Returns 0,

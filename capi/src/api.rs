@@ -251,7 +251,7 @@ pub unsafe extern "C" fn cohort_verify(message: *mut c_char, len: usize) -> c_in
     }
 }
 
-/// The allocator's figures, from `cohort_stats`.
+/// The allocator's figures, from `cohort_get_stats`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct cohort_stats {
@@ -278,7 +278,7 @@ pub struct cohort_stats {
 /// The allocator's figures, gathered by walking its blocks (time proportional to blocks).
 /// Thread safety: any thread; a snapshot while others allocate.
 #[no_mangle]
-pub extern "C" fn cohort_stats() -> cohort_stats {
+pub extern "C" fn cohort_get_stats() -> cohort_stats {
     let s = COHORT.stats();
     cohort_stats {
         blocks: s.small.blocks,
