@@ -21,6 +21,13 @@ gcc -O2 -g -Wall -Wextra -Werror capi/bench/bench.c -lpthread -o "$out/bench"
 
 names=(glibc cohort jemalloc mimalloc tcmalloc)
 libs=("" "$root/target/release/libcohort.so" $libdir/libjemalloc.so.2 $libdir/libmimalloc.so.2 $libdir/libtcmalloc_minimal.so.4)
+# With a nightly compiler, cohort also built with initial-exec thread-locals (a direct
+# %fs-relative access instead of a call to __tls_get_addr per access): "cohort-ie".
+if cargo +nightly --version >/dev/null 2>&1; then
+  RUSTFLAGS="-Z tls-model=initial-exec" cargo +nightly build --release -p cohort-c --target-dir target/ie >&2
+  names+=(cohort-ie)
+  libs+=("$root/target/ie/release/libcohort.so")
+fi
 # workload, threads, operations per thread
 runs=("larson 4 1000000" "xmalloc 4 1000000" "churn 4 1000000" "churn 1 2000000" "large 2 1000")
 
@@ -60,6 +67,10 @@ per_pair() {
 }
 echo "| cohort | free_sized(p, 16) (C23, sized) | $(per_pair "${libs[1]}" sized) |"
 echo "| cohort | free(p) (size from the address) | $(per_pair "${libs[1]}") |"
+if [ "${#names[@]}" -gt 5 ]; then
+  echo "| cohort-ie | free_sized(p, 16) (C23, sized) | $(per_pair "${libs[5]}" sized) |"
+  echo "| cohort-ie | free(p) (size from the address) | $(per_pair "${libs[5]}") |"
+fi
 for i in 0 2 3 4; do
   echo "| ${names[$i]} | free(p) | $(per_pair "${libs[$i]}") |"
 done
