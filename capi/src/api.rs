@@ -42,24 +42,27 @@ fn class_to_free(what: &str, p: *mut c_void, cls: u32) -> CClass {
 /// Thread safety: any thread; lock-free on the fast path.
 #[no_mangle]
 pub extern "C" fn cohort_malloc(size: usize, cls: u32) -> *mut c_void {
-    let Some(c) = class_to_allocate(cls) else {
-        return ptr::null_mut();
-    };
-    let p = COHORT.malloc(size, c);
-    if p.is_null() {
-        set_errno(libc::ENOMEM);
-    }
-    p.cast()
+    allocate_in::<false>(size, cls)
 }
 
 /// As `cohort_malloc`, with the memory zeroed (memory fresh from the OS is not written).
 /// Thread safety: any thread.
 #[no_mangle]
 pub extern "C" fn cohort_calloc(size: usize, cls: u32) -> *mut c_void {
+    allocate_in::<true>(size, cls)
+}
+
+/// `cohort_malloc`, or with `ZERO` `cohort_calloc`: null with `errno` set on failure.
+#[inline(always)]
+fn allocate_in<const ZERO: bool>(size: usize, cls: u32) -> *mut c_void {
     let Some(c) = class_to_allocate(cls) else {
         return ptr::null_mut();
     };
-    let p = COHORT.calloc(size, c);
+    let p = if ZERO {
+        COHORT.calloc(size, c)
+    } else {
+        COHORT.malloc(size, c)
+    };
     if p.is_null() {
         set_errno(libc::ENOMEM);
     }
@@ -125,13 +128,8 @@ pub unsafe extern "C" fn cohort_remalloc(
     new_size: usize,
     cls: u32,
 ) -> *mut c_void {
-    let c = class_to_free("cohort_remalloc", p, cls);
     // SAFETY: forwarded contract.
-    let q = unsafe { COHORT.remalloc(p.cast(), old_size, new_size, c) };
-    if q.is_null() {
-        set_errno(libc::ENOMEM);
-    }
-    q.cast()
+    unsafe { resize_in::<false>(p, old_size, new_size, cls) }
 }
 
 /// As `cohort_remalloc`, and the bytes past `old_size` read zero when it grows.
@@ -146,9 +144,34 @@ pub unsafe extern "C" fn cohort_recalloc(
     new_size: usize,
     cls: u32,
 ) -> *mut c_void {
-    let c = class_to_free("cohort_recalloc", p, cls);
     // SAFETY: forwarded contract.
-    let q = unsafe { COHORT.recalloc(p.cast(), old_size, new_size, c) };
+    unsafe { resize_in::<true>(p, old_size, new_size, cls) }
+}
+
+/// `cohort_remalloc`, or with `ZERO` `cohort_recalloc`: null with `errno` set on failure.
+///
+/// # Safety
+/// As `cohort_remalloc`.
+unsafe fn resize_in<const ZERO: bool>(
+    p: *mut c_void,
+    old_size: usize,
+    new_size: usize,
+    cls: u32,
+) -> *mut c_void {
+    let what = if ZERO {
+        "cohort_recalloc"
+    } else {
+        "cohort_remalloc"
+    };
+    let c = class_to_free(what, p, cls);
+    // SAFETY: forwarded contract.
+    let q = unsafe {
+        if ZERO {
+            COHORT.recalloc(p.cast(), old_size, new_size, c)
+        } else {
+            COHORT.remalloc(p.cast(), old_size, new_size, c)
+        }
+    };
     if q.is_null() {
         set_errno(libc::ENOMEM);
     }
