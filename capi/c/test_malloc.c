@@ -253,6 +253,12 @@ static void test_cohort_api(void) {
   /* Release class 3: the 500 left go at once; a malloc'd block stays. */
   char *kept = malloc(48);
   strcpy(kept, "kept");
+  /* The drop-in malloc's blocks are in a hidden class: releasing class 0 (or any) leaves
+   * them alone, so the next malloc of the same size cannot return `kept` again. */
+  cohort_release_class(0);
+  char *other = malloc(48);
+  CHECK(other != kept && strcmp(kept, "kept") == 0);
+  free(other);
   void *large = cohort_malloc(1 << 20, 3);
   CHECK(large != NULL);
   cohort_released rel = cohort_release_class(3);
