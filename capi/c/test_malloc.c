@@ -247,6 +247,16 @@ static void test_cohort_api(void) {
   CHECK(r && r[3999] == 5 && r[8999] == 0);
   cohort_free(r, 9000, 5);
   cohort_free(z, 5000, 4);
+  /* A zero size is a unique allocation, freed with size 0 or by free(p). */
+  void *z0 = cohort_malloc(0, 2), *z1 = cohort_malloc(0, 2);
+  CHECK(z0 && z1 && z0 != z1);
+  cohort_free(z0, 0, 2);
+  free(z1);
+  z0 = cohort_remalloc(NULL, 0, 0, 2);
+  CHECK(z0 != NULL);
+  z0 = cohort_remalloc(z0, 0, 40, 2);
+  CHECK(z0 != NULL);
+  cohort_free(z0, 40, 2);
   /* free(p) frees any class. */
   void *any = cohort_malloc(300, 7);
   free(any);

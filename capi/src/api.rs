@@ -36,8 +36,8 @@ fn class_to_free(what: &str, p: *mut c_void, cls: u32) -> CClass {
 ///
 /// Returns memory aligned to the next power of two of `size` (at most 4096), or null when
 /// memory is exhausted (`errno = ENOMEM`) or `cls >= COHORT_CLASSES` (`errno = EINVAL`). A
-/// `size` of 0 returns a non-null pointer that must not be dereferenced; freeing it with size
-/// 0 does nothing. Free it with `cohort_free(p, size, cls)`, the same size (or any size up to
+/// `size` of 0 is taken as 1 here and in every function below (a unique allocation, freed
+/// with size 0 or 1). Free it with `cohort_free(p, size, cls)`, the same size (or any size up to
 /// its usable size) and class; `free(p)` also works.
 /// Thread safety: any thread; lock-free on the fast path.
 #[no_mangle]
@@ -59,9 +59,9 @@ fn allocate_in<const ZERO: bool>(size: usize, cls: u32) -> *mut c_void {
         return ptr::null_mut();
     };
     let p = if ZERO {
-        COHORT.calloc(size, c)
+        COHORT.calloc(size.max(1), c)
     } else {
-        COHORT.malloc(size, c)
+        COHORT.malloc(size.max(1), c)
     };
     if p.is_null() {
         set_errno(libc::ENOMEM);
@@ -83,7 +83,7 @@ pub unsafe extern "C" fn cohort_malloc_at_least(
     usable: *mut usize,
 ) -> *mut c_void {
     let (p, n) = match class_to_allocate(cls) {
-        Some(c) => COHORT.malloc_at_least(size, c),
+        Some(c) => COHORT.malloc_at_least(size.max(1), c),
         None => (ptr::null_mut(), 0),
     };
     if p.is_null() && cls < COHORT_CLASSES {
@@ -110,7 +110,7 @@ pub unsafe extern "C" fn cohort_malloc_at_least(
 pub unsafe extern "C" fn cohort_free(p: *mut c_void, size: usize, cls: u32) {
     let c = class_to_free("cohort_free", p, cls);
     // SAFETY: forwarded contract.
-    unsafe { COHORT.free(p.cast(), size, c) }
+    unsafe { COHORT.free(p.cast(), size.max(1), c) }
 }
 
 /// Resizes `p` (from `old_size` to `new_size` bytes, in class `cls`): in place when the
@@ -167,9 +167,9 @@ unsafe fn resize_in<const ZERO: bool>(
     // SAFETY: forwarded contract.
     let q = unsafe {
         if ZERO {
-            COHORT.recalloc(p.cast(), old_size, new_size, c)
+            COHORT.recalloc(p.cast(), old_size.max(1), new_size.max(1), c)
         } else {
-            COHORT.remalloc(p.cast(), old_size, new_size, c)
+            COHORT.remalloc(p.cast(), old_size.max(1), new_size.max(1), c)
         }
     };
     if q.is_null() {
