@@ -6,7 +6,7 @@
 //! live bits).
 
 use crate::block::{header_of, key, Header, LocalFree, MAGIC};
-use crate::class::{class_of, CLASSES, CLASS_COUNT};
+use crate::class::{class_of, BLOCK_SIZE, CLASSES, CLASS_COUNT};
 use crate::instance::{Instance, CHECKED};
 use crate::large::LargeTable;
 use crate::live_bits::LiveBits;
@@ -111,16 +111,19 @@ impl Instance {
         // need a stack frame.
         // Unread (any value) when p is outside the region.
         let mut word = 0;
-        if self.bounds.contains(p) {
+        if let Some(in_region) = self.bounds.offset(p) {
             // SAFETY: p lies in the region, which is readable everywhere, and its block is
             // the one its header mask finds (every block has the same size), so the header
             // read is the block's own.
             let h = unsafe { &*header_of(p) };
             word = h.owner_key_xor(key(class, life) as u64);
             if route.owns(word) {
+                // The region starts on a block boundary (`RegionBounds::offset`).
+                let off = (in_region % BLOCK_SIZE) as u32;
                 // SAFETY: the slot is live (the caller says so; push_local checks the one
-                // double free it can see) and its block is this thread's.
-                match unsafe { h.push_local(p) } {
+                // double free it can see), its block is this thread's, and `off` is its
+                // offset in the block.
+                match unsafe { h.push_local_at(p, off) } {
                     LocalFree::Done => return,
                     LocalFree::Slow => return route.free_slow(h),
                     // free_other finds the same and reports it.
