@@ -6,7 +6,8 @@
 //!
 //! Invariants: `pool` is null or a pool that lives until the instance drops; `instance` is
 //! `u64::MAX` while `pool` is null, then the id taken when the pool was created (ids are
-//! unique in the process, see [`crate::instance_id`]); once `pool` is published, `bounds`
+//! unique in the process, see [`crate::instance_id`]); `slot` is 0, or `slot_of(instance)`
+//! once the id is taken (so `slot < per_thread::SLOTS`); once `pool` is published, `bounds`
 //! are the region's, written before the publication.
 
 use crate::class::BLOCK_SIZE;
@@ -28,6 +29,9 @@ pub(crate) const CHECKED: bool = cfg!(any(debug_assertions, feature = "checked")
 pub(crate) struct Instance {
     /// The instance id (never reused), `u64::MAX` until the pool exists.
     pub(crate) instance: AtomicU64,
+    /// The instance's thread-local slot ([`per_thread::slot_of`] its id), 0 (the shared,
+    /// always empty slot) until the pool exists.
+    pub(crate) slot: AtomicU64,
     pub(crate) pool: AtomicPtr<Pool>,
     /// The region's bounds, for the free fast path's check of foreign pointers.
     pub(crate) bounds: RegionBounds,
@@ -112,6 +116,7 @@ impl Instance {
     ) -> Instance {
         Instance {
             instance: AtomicU64::new(u64::MAX),
+            slot: AtomicU64::new(0),
             pool: AtomicPtr::new(ptr::null_mut()),
             bounds: RegionBounds::empty(),
             reservation,
@@ -165,6 +170,8 @@ impl Instance {
             self.bounds.set(region.base(), region.len());
         }
         self.instance.store(id, Ordering::Relaxed);
+        self.slot
+            .store(per_thread::slot_of(id) as u64, Ordering::Relaxed);
         self.pool.store(pool, Ordering::Release);
         // SAFETY: just created; lives until the instance drops.
         Some(unsafe { &*pool })
