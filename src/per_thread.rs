@@ -10,7 +10,8 @@
 //! instance; `rows[0] == EMPTY_ROW`, and for `0 < s < SLOTS`, `rows[s]` is `EMPTY_ROW` or
 //! `current_row(heap, life)` of the live heap on the thread's list whose instance id is `s`
 //! (`slot_of(id) == s`), for the one lifetime class `life` that instance's
-//! [`Instance::alloc_global`](crate::instance::Instance) passes.
+//! [`Instance::alloc_global`](crate::instance::Instance) passes, and `slot_heaps[s]` is
+//! null or that heap, with it.
 
 use crate::block::Header;
 use crate::class::{Lookup, CLASS_COUNT, LOOKUP};
@@ -75,6 +76,9 @@ impl RecentHeap {
 struct Current {
     recent: [RecentHeap; 2],
     rows: [Cell<Row>; SLOTS],
+    /// The heap behind each row (null behind an empty one), for the frees of its blocks
+    /// that the fast path (which reads `recent[0]`) passes on.
+    slot_heaps: [Cell<*mut Heap>; SLOTS],
     lookup: Lookup,
 }
 
@@ -123,6 +127,7 @@ thread_local! {
         Current {
             recent: [RecentHeap::empty(), RecentHeap::empty()],
             rows: [const { Cell::new(empty_row()) }; SLOTS],
+            slot_heaps: [const { Cell::new(ptr::null_mut()) }; SLOTS],
             lookup: LOOKUP,
         }
     };
@@ -135,8 +140,8 @@ impl Drop for Owned {
             for recent in &c.recent {
                 recent.set(0, ptr::null_mut(), NO_TAG);
             }
-            for row in &c.rows {
-                row.set(empty_row());
+            for slot in 0..SLOTS {
+                empty_slot(c, slot);
             }
         });
         let mut heap = self.first.replace(ptr::null_mut());
@@ -200,8 +205,31 @@ pub(crate) unsafe fn fill_row(instance: u64, life: usize) {
             // SAFETY: the entry names a live heap of `instance` (see `Current`); life is
             // one of its lifetime classes (caller).
             c.rows[slot].set(unsafe { current_row(last.heap.get(), life) });
+            c.slot_heaps[slot].set(last.heap.get());
         }
     });
+}
+
+/// Empties the thread's entry for `slot`.
+fn empty_slot(c: &Current, slot: usize) {
+    c.rows[slot].set(empty_row());
+    c.slot_heaps[slot].set(ptr::null_mut());
+}
+
+/// The calling thread's heap of `instance` if its slot has one whose token is `owner`
+/// (without making it the last used: a free of the global allocator's blocks while the
+/// thread uses another instance's heap last leaves that one in place).
+pub(crate) fn slot_heap_owning<'a>(instance: u64, owner: u64) -> Option<&'a Heap> {
+    let slot = slot_of(instance);
+    CURRENT
+        .try_with(|c| {
+            // SAFETY: a slot's heap is null or a live heap of the calling thread (see
+            // `Current`).
+            let heap = unsafe { c.slot_heaps[slot].get().as_ref() }?;
+            (heap.token == owner).then_some(heap)
+        })
+        .ok()
+        .flatten()
 }
 
 /// The class of a request up to 1 KiB ([`Lookup::exact_class`]), from the thread's tables.
@@ -349,7 +377,7 @@ fn forget_heap(heap: *mut Heap) {
             }
         }
         if slot != 0 {
-            c.rows[slot].set(empty_row());
+            empty_slot(c, slot);
         }
     });
 }

@@ -83,8 +83,11 @@ impl Route for ThreadHeap {
 
     #[inline(always)]
     fn heap_owning(self, instance: u64, owner: u64) -> *const Heap {
-        // The heap it used before (no search), or any of its heaps, made current.
-        per_thread::promote_owner(owner)
+        // The heap of the instance's slot (left as it is: the global allocator's blocks
+        // freed while the thread uses another heap last), the heap it used before (no
+        // search), or any of its heaps, made current.
+        per_thread::slot_heap_owning(instance, owner)
+            .or_else(|| per_thread::promote_owner(owner))
             .or_else(|| (owner != 0).then(|| per_thread::switch_to_own(instance, owner))?)
             .map_or(ptr::null(), ptr::from_ref)
     }
