@@ -216,20 +216,18 @@ fn empty_slot(c: &Current, slot: usize) {
     c.slot_heaps[slot].set(ptr::null_mut());
 }
 
-/// The calling thread's heap of `instance` if its slot has one whose token is `owner`
-/// (without making it the last used: a free of the global allocator's blocks while the
-/// thread uses another instance's heap last leaves that one in place).
-pub(crate) fn slot_heap_owning<'a>(instance: u64, owner: u64) -> Option<&'a Heap> {
+/// The calling thread's heap of `instance` if the instance's slot holds it (see
+/// `Current`: then it is the thread's only heap of the instance); `None` when the slot is
+/// empty (no heap yet, or the shared slot 0), which tells nothing.
+#[inline]
+pub(crate) fn slot_heap<'a>(instance: u64) -> Option<&'a Heap> {
     let slot = slot_of(instance);
     CURRENT
-        .try_with(|c| {
-            // SAFETY: a slot's heap is null or a live heap of the calling thread (see
-            // `Current`).
-            let heap = unsafe { c.slot_heaps[slot].get().as_ref() }?;
-            (heap.token == owner).then_some(heap)
-        })
+        .try_with(|c| c.slot_heaps[slot].get())
         .ok()
-        .flatten()
+        // SAFETY: a slot's heap is null or a live heap of the calling thread (see
+        // `Current`).
+        .and_then(|heap| unsafe { heap.as_ref() })
 }
 
 /// The class of a request up to 1 KiB ([`Lookup::exact_class`]), from the thread's tables.

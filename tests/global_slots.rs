@@ -110,3 +110,60 @@ fn global_alloc_goes_on_after_an_instance_dropped_elsewhere() {
     .join()
     .unwrap();
 }
+
+/// Frees through `GlobalAlloc` of another thread's objects, by a thread whose slot holds its
+/// own heap of the instance (so the free path decides "remote" from the slot, without a
+/// search), while the owner lives: the objects go back to their owner's blocks, every slot
+/// is handed out once afterwards, and nothing stays live.
+#[test]
+fn global_frees_of_another_threads_objects_are_remote() {
+    let c: Cohort = Cohort::new();
+    let l = Layout::from_size_align(16, 8).unwrap();
+    let alloc = |n: usize| -> Vec<usize> {
+        // SAFETY: a non-zero layout; each pointer is freed once, with it, below.
+        (0..n)
+            .map(|_| unsafe { GlobalAlloc::alloc(&c, l) } as usize)
+            .collect()
+    };
+    let free = |ptrs: &[usize]| {
+        for &p in ptrs {
+            // SAFETY: allocated by `alloc` with this layout, freed once.
+            unsafe { GlobalAlloc::dealloc(&c, p as *mut u8, l) };
+        }
+    };
+    let (to_freer, from_owner) = std::sync::mpsc::channel::<Vec<usize>>();
+    let (to_owner, from_freer) = std::sync::mpsc::channel::<Vec<usize>>();
+    let (alloc, free) = (&alloc, &free);
+    thread::scope(|s| {
+        s.spawn(move || {
+            for _ in 0..3 {
+                to_freer.send(alloc(20_000)).unwrap();
+                // Churn on the same blocks while the other thread frees into them.
+                for _ in 0..200_000 {
+                    free(&alloc(1));
+                }
+                let theirs = from_freer.recv().unwrap();
+                let mine = alloc(20_000);
+                let all: HashSet<usize> = theirs.iter().chain(&mine).copied().collect();
+                assert_eq!(
+                    all.len(),
+                    theirs.len() + mine.len(),
+                    "a slot handed out twice"
+                );
+                free(&mine);
+                to_freer.send(theirs).unwrap();
+            }
+        });
+        s.spawn(move || {
+            // This thread's own heap of the instance, in its slot.
+            free(&alloc(1));
+            for _ in 0..3 {
+                free(&from_owner.recv().unwrap());
+                to_owner.send(alloc(20_000)).unwrap();
+                free(&from_owner.recv().unwrap());
+            }
+        });
+    });
+    let stats = c.stats();
+    assert_eq!(stats.small.live, 0, "{stats:?}");
+}
