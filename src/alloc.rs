@@ -76,7 +76,7 @@ impl Instance {
         life: usize,
     ) -> *mut u8 {
         let Some(class) = per_thread::exact_class(size, align) else {
-            return self.alloc_above_exact::<ZERO, ThreadHeap>(ThreadHeap, size, align, life);
+            return Instance::alloc_global_above_exact::<ZERO>(size, align, self, life);
         };
         let slot = self.slot.load(Ordering::Relaxed) as usize;
         // SAFETY: slot < SLOTS (the field's invariant, see crate::instance).
@@ -91,6 +91,19 @@ impl Instance {
             }
             None => self.alloc_global_slow::<ZERO>(class, life),
         }
+    }
+
+    /// [`Instance::alloc_global`]'s requests past the exact table. The size and align come
+    /// first, in the registers the caller has them in: the fast path reaches this with a
+    /// jump, moving no argument it shares with the fast path.
+    #[inline(never)]
+    fn alloc_global_above_exact<const ZERO: bool>(
+        size: usize,
+        align: usize,
+        this: &Instance,
+        life: usize,
+    ) -> *mut u8 {
+        this.alloc_above_exact::<ZERO, ThreadHeap>(ThreadHeap, size, align, life)
     }
 
     /// The slow path of [`Instance::alloc_global`]: the thread's path ([`Instance::alloc_class`]
