@@ -537,8 +537,19 @@ impl Header {
     /// `p` is a slot of this block that is live or the first of the local free list.
     #[inline(always)]
     pub(crate) unsafe fn push_local(&self, p: *mut u8) -> LocalFree {
+        // SAFETY: the caller's, and `off` is `p`'s offset.
+        unsafe { self.push_local_at(p, self.offset_of(p)) }
+    }
+
+    /// [`Header::push_local`] with `off`, the offset of `p` in the block, computed by the
+    /// caller (the free fast path has it from its region-bounds check).
+    ///
+    /// # Safety
+    /// As [`Header::push_local`], and `off == p - base`.
+    #[inline(always)]
+    pub(crate) unsafe fn push_local_at(&self, p: *mut u8, off: u32) -> LocalFree {
+        debug_assert_eq!(off, self.offset_of(p));
         let first = self.free.load(Ordering::Relaxed);
-        let off = self.offset_of(p);
         if off == first {
             return LocalFree::AlreadyFree;
         }

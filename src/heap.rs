@@ -94,6 +94,18 @@ fn currents(heap: *const Heap) -> *mut *const Header {
         .cast_mut()
 }
 
+/// The current blocks of lifetime class `life`, `CLASS_COUNT` of them, indexed by size
+/// class: `current_row(heap, life)[class]` is `current_block(heap, class, life)` for as long
+/// as the heap lives (the thread-local slots of [`crate::per_thread`] keep it).
+///
+/// # Safety
+/// `heap` is a live heap and `life` is below its instance's lifetime-class count.
+#[inline]
+pub(crate) unsafe fn current_row(heap: *const Heap, life: usize) -> *const *const Header {
+    // SAFETY: in bounds by the caller's guarantee.
+    unsafe { currents(heap).add(HeadIndex::new(0, life).get()) }
+}
+
 /// The current block of (class, life).
 ///
 /// # Safety
