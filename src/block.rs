@@ -34,7 +34,7 @@
 //! to, and the head it read is still the head when its CAS succeeds.
 
 use crate::class::{Class, BLOCK_SIZE, CLASSES};
-use crate::sync::{AtomicU32, AtomicU64, Ordering};
+use crate::sync::{const_unless_loom, AtomicU32, AtomicU64, Ordering};
 use core::cell::UnsafeCell;
 use core::marker::PhantomData;
 use core::ptr;
@@ -621,9 +621,9 @@ impl Header {
 }
 
 impl Header {
+    const_unless_loom! {
     /// The never-written block behind [`crate::heap::EMPTY_BLOCK`].
-    #[cfg(not(loom))]
-    pub(crate) const fn sentinel() -> Header {
+    pub(crate) fn sentinel() -> Header {
         Header {
             owner_key: AtomicU64::new(owner_word(0, EMPTY_KEY)),
             free: AtomicU32::new(0),
@@ -639,7 +639,10 @@ impl Header {
             _pad: [0; 3],
             holder: AtomicU32::new(NO_HOLDER),
             remote: AtomicU64::new(0),
+            #[cfg(loom)]
+            _loom: core::cell::UnsafeCell::new(()),
         }
+    }
     }
 }
 
@@ -668,7 +671,7 @@ pub(crate) fn header_of(p: *mut u8) -> *mut Header {
 }
 
 #[cfg(all(loom, test))]
-mod loom;
+pub(crate) mod loom;
 
 #[cfg(all(test, not(loom)))]
 mod tests;

@@ -80,6 +80,12 @@ pub(crate) struct HeapRecord {
     /// The heap's partial lists, one per head ([`HeadIndex`]); the tiny ones are the pool
     /// lock's.
     partials: *mut BlockList,
+    /// Loom's atomics, unlike std's, hold no `UnsafeCell`: without this field `&Heap` would
+    /// be `Freeze` under loom, and the compiler could assume nothing is written through a
+    /// pointer derived from it (it then loses the heads' writes, which follow the heap in
+    /// its mapping and are reached from `&Heap`).
+    #[cfg(loom)]
+    _loom: core::cell::UnsafeCell<()>,
 }
 
 impl HeapRecord {
@@ -92,6 +98,8 @@ impl HeapRecord {
             next_abandoned: core::ptr::null_mut(),
             returned: BlockStack::new(),
             partials,
+            #[cfg(loom)]
+            _loom: core::cell::UnsafeCell::new(()),
         }
     }
 
@@ -152,6 +160,8 @@ pub(crate) const fn owner_tag(token: u64) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    // Not under loom: its atomics exist only inside a model.
+    #![cfg(not(loom))]
     use super::HeapRecord;
     use super::HeapState::{self, *};
 
