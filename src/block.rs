@@ -224,12 +224,15 @@ pub(crate) const fn owner_word(owner: u64, key: u16) -> u64 {
 }
 
 impl Header {
-    /// Writes a fresh header for `class`/`life` at `base`, owned by `owner`. (A tiny
-    /// class's block needs its run table written too: see `tiny::init_runs`.)
+    /// Writes a fresh header for `class`/`life` at `base`, owned by `owner`; `fresh` says
+    /// the block's memory reads zero (just carved), else it holds a header (a block kept
+    /// empty for reuse). (A tiny class's block needs its run table written too: see
+    /// `tiny::init_runs`.)
     ///
     /// # Safety
-    /// `base` is a committed block of [`BLOCK_SIZE`] bytes that nobody else uses or can
-    /// reach until this returns.
+    /// `base` is a committed block of [`BLOCK_SIZE`] bytes that nobody else uses until this
+    /// returns (other threads may still read its header's atomics), reading zero when
+    /// `fresh`, else holding a header.
     pub(crate) unsafe fn init(
         base: *mut u8,
         class: usize,
@@ -239,30 +242,41 @@ impl Header {
     ) -> *mut Header {
         let c = &CLASSES[class];
         let h = base.cast::<Header>();
-        // SAFETY: the caller guarantees the block is ours; the header fits its first bytes.
-        unsafe {
-            ptr::write(
-                h,
-                Header {
-                    owner_key: AtomicU64::new(owner_word(owner, key(class, life))),
-                    free: AtomicU32::new(0),
-                    bump: AtomicU32::new(c.first),
-                    bump_end: AtomicU32::new(window_end(c.first, c.limit)),
-                    stride: c.stride,
-                    count: AtomicU32::new(0),
-                    bias: AtomicU32::new(0),
-                    links: [AtomicU32::new(NONE), AtomicU32::new(NONE)],
-                    returned_next: AtomicU32::new(NONE),
-                    magic: MAGIC,
-                    flags: OwnerCell::new(if fresh { FRESH } else { 0 }),
-                    _pad: [0; 3],
-                    holder: AtomicU32::new(NO_HOLDER),
-                    remote: AtomicU64::new(0),
-                    #[cfg(loom)]
-                    _loom: core::cell::UnsafeCell::new(()),
-                },
-            );
+        // Under loom a header's atomics are objects of the model checker, which memory fresh
+        // from the OS does not hold: they are built first. (Outside loom its zero bytes
+        // already are a header: integers, atomics and cells all read 0.)
+        #[cfg(loom)]
+        if fresh {
+            // SAFETY: the block is ours (caller); its memory holds no header to drop.
+            unsafe { ptr::write(h, Header::sentinel()) };
         }
+        // SAFETY: the block is ours and its first bytes hold a header, or zeros, which are
+        // one (above). Its plain fields are read by its owner only, and it has none yet.
+        unsafe {
+            ptr::addr_of_mut!((*h).stride).write(c.stride);
+            ptr::addr_of_mut!((*h).magic).write(MAGIC);
+        }
+        // The atomics are stored one by one, not written with the header as one value:
+        // another thread may still read them (a remote free looks at the block it freed
+        // into after its push, and the block may have been emptied, given back and taken
+        // again meanwhile), and an atomic's load must not race a plain write.
+        // SAFETY: as above.
+        let hr = unsafe { &*h };
+        hr.owner_key
+            .store(owner_word(owner, key(class, life)), Ordering::Relaxed);
+        hr.free.store(0, Ordering::Relaxed);
+        hr.bump.store(c.first, Ordering::Relaxed);
+        hr.bump_end
+            .store(window_end(c.first, c.limit), Ordering::Relaxed);
+        hr.count.store(0, Ordering::Relaxed);
+        hr.bias.store(0, Ordering::Relaxed);
+        for link in &hr.links {
+            link.store(NONE, Ordering::Relaxed);
+        }
+        hr.returned_next.store(NONE, Ordering::Relaxed);
+        hr.flags.set(if fresh { FRESH } else { 0 });
+        hr.holder.store(NO_HOLDER, Ordering::Relaxed);
+        hr.remote.store(0, Ordering::Relaxed);
         h
     }
 
