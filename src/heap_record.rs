@@ -22,8 +22,8 @@
 //! An `Abandoned` heap is released by the instance's teardown and an `Orphaned` one by its
 //! thread: neither leaves those states otherwise.
 
-use crate::block::BlockStack;
 use crate::block::BlockList;
+use crate::block::BlockStack;
 use crate::class::{HeadIndex, CLASSES};
 use crate::sync::{AtomicU8, Ordering};
 

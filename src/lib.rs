@@ -94,22 +94,22 @@ macro_rules! not_under_loom {
 
 // In the order of the layer table.
 pub mod class;
+mod large;
 mod lifetime;
-mod sync;
 mod os;
 mod region;
-mod large;
+mod sync;
 not_under_loom! {
     mod misuse;
     mod instance_id;
     mod live_bits;
 }
 mod block;
-mod tiny;
-mod heap_record;
-mod pool;
 mod heap;
 mod heap_handover;
+mod heap_record;
+mod pool;
+mod tiny;
 not_under_loom! {
     mod per_thread;
     mod fork;

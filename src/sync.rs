@@ -156,7 +156,7 @@ const_unless_loom! {
 }
 
 /// Runs a loom model, with at most 5 preemptions unless `LOOM_MAX_PREEMPTIONS` says
-/// otherwise (every model of the crate also passes with 10).
+/// otherwise (the block layer's models and the spin lock's also pass with 10).
 #[cfg(all(loom, test))]
 pub(crate) fn model(f: impl Fn() + Sync + Send + 'static) {
     model_bounded(5, f);

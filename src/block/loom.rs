@@ -1,7 +1,9 @@
 //! Loom models of the block layer's lock-free structures: the remote free list, the `FULL`
-//! flag that takes a block off its head and brings it back, the blocks' `returned` stacks,
-//! and the hand-over of a block when its heap's thread exits. (The spin lock's model is in
-//! [`crate::sync`].)
+//! flag that takes a block off its head and brings it back, and the blocks' `returned`
+//! stacks; and the shadow cells ([`Slots`]) the models of the layers above check slot
+//! payloads with. (The spin lock's model is in [`crate::sync`], the pool's in
+//! `crate::pool::loom`, the hand-over of a heap's blocks when its thread exits in
+//! `crate::heap_handover::loom`.)
 //!
 //! Run with `.ci/loom.sh` (or `RUSTFLAGS="--cfg loom" cargo test --release --lib`). Each
 //! model drives the block header's own code and asserts the promise the allocator relies
@@ -160,7 +162,13 @@ impl Slots {
         self.cell(off).with_mut(|v| unsafe { *v = value });
         // SAFETY: `off` is a slot of the block of at least 16 bytes, owned by the caller (the
         // model's protocol); bytes 8..16 are past its link and aligned.
-        unsafe { block.base().add(off as usize + 8).cast::<u64>().write(value) };
+        unsafe {
+            block
+                .base()
+                .add(off as usize + 8)
+                .cast::<u64>()
+                .write(value)
+        };
     }
 
     /// Checks the slot's second word and its shadow read `value`.

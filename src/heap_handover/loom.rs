@@ -15,11 +15,9 @@ use crate::block::loom::Slots;
 use crate::block::{header_of, Header};
 use crate::class::class_of;
 use crate::heap::Heap;
-use crate::pool::loom::{
-    big_class, block, check, hand_out_all, is_full, slot, TestPool, PREEMPTIONS, TOKEN,
-};
+use crate::pool::loom::{big_class, block, check, hand_out_all, is_full, slot, TestPool, TOKEN};
 use crate::pool::Pool;
-use crate::sync::model_bounded;
+use crate::sync::{model, model_bounded};
 use core::ptr;
 use loom::sync::Arc;
 use loom::thread;
@@ -47,7 +45,11 @@ fn full_block(heap: &Heap) -> usize {
     let b = unsafe { &*header_of(first) };
     hand_out_all(b);
     let next = heap.alloc_slow(class, 0, ptr::null_mut).expect("a slot").0;
-    assert_ne!(header_of(next), header_of(first), "a full block gives no slot");
+    assert_ne!(
+        header_of(next),
+        header_of(first),
+        "a full block gives no slot"
+    );
     assert!(is_full(b), "retired");
     b.base() as usize
 }
@@ -110,12 +112,14 @@ fn pool_serves(pool: &Pool, slots: &Slots, b: &Header, a: u32) {
 /// push's Release and the collect's Acquire; the pool lock between the exiting thread and
 /// the reclaiming one (the abandoned list).
 ///
-/// Fails with: `BlockStack::take_all` reading the top without swapping in `NONE` (the block
-/// is adopted twice: "a block listed twice"), or `abandon` linking the heap on the abandoned
-/// list before it drains `returned`, outside the lock... (see the report).
+/// Fails with: `Pool::reclaim_abandoned` leaving abandoned heaps' stacks alone (when the
+/// free relists the block after the exit drained the stack, the block is lost: "the block
+/// listed"), or `BlockStack::take_all` reading the top without swapping in `NONE` (the
+/// exit's drain and the reclaim both list the block, whose list links then form a cycle:
+/// loom stops the walk at its branch bound).
 #[test]
 fn exit_races_relist() {
-    model_bounded(PREEMPTIONS, || {
+    model(|| {
         let pool = TestPool::new();
         let heap = new_heap(&pool);
         let base = full_block(heap);
@@ -163,17 +167,30 @@ fn end_thread(heap: &Heap) {
 /// empty, or on its partial list only while a pass over emptied blocks is asked for; the
 /// pool's invariants hold ([`check`]).
 ///
-/// Fails with: `after_remote_free` ... (see the report).
+/// Fails with: the SeqCst fence of `Pool::adopt_block` or of `Pool::after_remote_free`
+/// removed (the adoption misses the push and the free reads the block's counts from before
+/// the adoption's collect, so neither gives the empty block back: "an emptied block on a
+/// partial list, and no pass asked for"; this model found that bug), `Header::init` writing
+/// a reused block's header as one plain value (loom: "Causality violation", the free's
+/// look at the block races the write; found by this model too), or `after_remote_free` not
+/// flagging the pool.
+///
+/// Preemption bound 2: its set-up frees a block's slots one by one, and at 3 it runs a
+/// minute for nothing more (both bugs it found show at 2, the fences' at 1).
 #[test]
 fn emptying_free_races_reclaim() {
-    model_bounded(PREEMPTIONS, || {
+    model_bounded(2, || {
         let pool = TestPool::new();
         let heap = new_heap(&pool);
         let base = full_block(heap);
         // SAFETY: a carved block of `pool`.
         let b = unsafe { block(base) };
         end_thread(heap);
-        assert_eq!(b.owner(), heap.token, "a FULL block stays its abandoned heap's");
+        assert_eq!(
+            b.owner(),
+            heap.token,
+            "a FULL block stays its abandoned heap's"
+        );
         for i in 1..b.capacity() {
             // SAFETY: slot `i` is live, and freed once.
             unsafe { pool.free_remote(b, slot(b, i)) };
@@ -215,10 +232,13 @@ fn emptying_free_races_reclaim() {
 /// thread's payload (the heap's slow path, or the pool under its lock); the pool's
 /// invariants hold ([`check`]).
 ///
-/// Fails with: ... (see the report).
+/// Fails with: `BlockStack::take_all` reading the top without swapping in `NONE` (the heap
+/// and the pool both list the block; its list links form a cycle: loom stops the walk at
+/// its branch bound). (The payload's orderings are checked by `crate::block::loom`'s
+/// models: here the owner reads it after the joins.)
 #[test]
 fn adopt_races_reclaim() {
-    model_bounded(PREEMPTIONS, || {
+    model(|| {
         let pool = TestPool::new();
         let heap = new_heap(&pool);
         let base = full_block(heap);
@@ -243,10 +263,16 @@ fn adopt_races_reclaim() {
         heap.for_each_listed(|h, _| on_heap += usize::from(h.base() as usize == base));
         let census = check(&pool);
         let on_pool = census.partial.iter().filter(|&&p| p == base).count();
-        assert_eq!(on_heap + on_pool, 1, "listed once: heap {on_heap}, pool {on_pool}");
+        assert_eq!(
+            on_heap + on_pool,
+            1,
+            "listed once: heap {on_heap}, pool {on_pool}"
+        );
         if on_heap == 1 {
             assert_eq!(b.owner(), heap.token);
-            let got = heap.alloc_slow(big_class(), 0, ptr::null_mut).expect("a slot");
+            let got = heap
+                .alloc_slow(big_class(), 0, ptr::null_mut)
+                .expect("a slot");
             assert_eq!(got.0, b.base().wrapping_add(a as usize), "the freed slot");
             slots.check(b, a, 0xA);
         } else {

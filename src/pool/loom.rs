@@ -13,7 +13,7 @@ use super::{Pool, PoolState, RETAIN_EMPTY};
 use crate::block::{header_of, key, Header, EMPTY_KEY, FULL, HEAPLESS, NO_HOLDER};
 use crate::class::{class_of, MAX_SMALL};
 use crate::region::UNIT;
-use crate::sync::{model_bounded, Ordering};
+use crate::sync::{model, Ordering};
 use loom::sync::Arc;
 use loom::thread;
 
@@ -23,10 +23,6 @@ const UNITS: usize = 6;
 /// The token of a heap the pool hands blocks to (`instance << 16 | id`; no heap of the
 /// registry has it).
 pub(crate) const TOKEN: u64 = 1 << 16 | 7;
-
-/// The preemption bound of the pool's models (loom's default search is exhaustive within
-/// it; `LOOM_MAX_PREEMPTIONS` overrides it).
-pub(crate) const PREEMPTIONS: usize = 3;
 
 /// A pool of [`UNITS`] units and one lifetime class, built inside a model; destroyed when the
 /// last reference goes.
@@ -150,12 +146,21 @@ pub(crate) fn check(pool: &Pool) -> Census {
     let mut carved: Vec<usize> = in_use.iter().chain(&retained).copied().collect();
     listed.sort_unstable();
     carved.sort_unstable();
-    assert!(listed.windows(2).all(|w| w[0] != w[1]), "a block listed twice");
-    assert!(carved.windows(2).all(|w| w[0] != w[1]), "a block in use and kept empty");
+    assert!(
+        listed.windows(2).all(|w| w[0] != w[1]),
+        "a block listed twice"
+    );
+    assert!(
+        carved.windows(2).all(|w| w[0] != w[1]),
+        "a block in use and kept empty"
+    );
     assert!(partial.iter().all(|b| in_use.contains(b)));
     let mut blocks: Vec<usize> = pool.blocks(&st).map(|h| h.base() as usize).collect();
     blocks.sort_unstable();
-    assert_eq!(blocks, carved, "the units in state BLOCK: in use or kept empty");
+    assert_eq!(
+        blocks, carved,
+        "the units in state BLOCK: in use or kept empty"
+    );
     Census {
         partial,
         retained,
@@ -167,7 +172,11 @@ fn retained_blocks(pool: &Pool, st: &PoolState) -> Vec<usize> {
     st.retained
         .iter(pool.units())
         .map(|h| {
-            assert_eq!((h.key(), h.owner()), (EMPTY_KEY, 0), "a retained block is empty");
+            assert_eq!(
+                (h.key(), h.owner()),
+                (EMPTY_KEY, 0),
+                "a retained block is empty"
+            );
             h.base() as usize
         })
         .collect()
@@ -185,12 +194,11 @@ fn retained_blocks(pool: &Pool, st: &PoolState) -> Vec<usize> {
 /// both in use and kept; the block the heap got is its own and on no pool list.
 ///
 /// Fails with: `after_remote_free` not flagging the pool (`emptied.store(1)` removed: the
-/// free finds the lock held, and `b` stays empty on its list with nobody to give it back),
-/// or `take_block` taking partial blocks before the pass over emptied ones (the heap takes
-/// ... an empty block is fine; it is the flag that matters).
+/// free finds the lock held, and `b` stays empty on its list with nobody to give it back:
+/// "an emptied block on a partial list, and no pass asked for").
 #[test]
 fn take_block_races_give_back() {
-    model_bounded(PREEMPTIONS, || {
+    model(|| {
         let pool = TestPool::new();
         let class = big_class();
         // A thread without a heap allocates one slot: `b` is the pool's, HEAPLESS.
