@@ -240,10 +240,10 @@ pub(crate) mod hooks {
 #[cfg(all(loom, test))]
 mod loom;
 
+// Not under loom: its atomics exist only inside a model.
+#[cfg(not(loom))]
 #[cfg(test)]
 mod tests {
-    // Not under loom: its atomics exist only inside a model.
-    #![cfg(not(loom))]
     use super::hooks;
     use crate::Cohort;
     use std::sync::atomic::Ordering;

@@ -158,10 +158,10 @@ pub(crate) const fn owner_tag(token: u64) -> u64 {
     crate::block::owner_word(token, 0)
 }
 
+// Not under loom: its atomics exist only inside a model.
+#[cfg(not(loom))]
 #[cfg(test)]
 mod tests {
-    // Not under loom: its atomics exist only inside a model.
-    #![cfg(not(loom))]
     use super::HeapRecord;
     use super::HeapState::{self, *};
 
