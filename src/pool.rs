@@ -23,7 +23,11 @@
 //! **Emptied blocks.** A pool-owned block (or a block of an exited thread's heap) that
 //! remote frees empty goes back to the empty blocks without a `compact`: the free that
 //! empties it takes the lock if it is free ([`Pool::after_remote_free`], which never
-//! waits), else flags the pool and the next slow path that takes a block does the work.
+//! waits), else flags the pool and the next slow path that takes a block does the work:
+//! whenever the lock is free, `live(b) == 0 ⇒ emptied == 1` for every block `b` on a
+//! partial list. A lock holder that changes a block's counts (adopting it) and a remote
+//! free into it each look at the other's writes after a SeqCst fence, so at least one of
+//! them sees the block empty.
 //!
 //! **Blocks of a lifetime class.** Every block in use (carved or reused, and not yet given
 //! back or kept empty) is on its lifetime class's list, [`PoolState::of_life`], whoever owns
@@ -568,6 +572,9 @@ impl<'a> Links<'a> for LifeLinks<'a> {
 
 #[cfg(all(loom, test))]
 pub(crate) mod loom;
+
+#[cfg(test)]
+mod test_pool;
 
 #[cfg(all(test, not(loom)))]
 mod tests;

@@ -15,7 +15,9 @@ use crate::block::loom::Slots;
 use crate::block::{header_of, Header};
 use crate::class::class_of;
 use crate::heap::Heap;
-use crate::pool::loom::{big_class, block, check, hand_out_all, is_full, slot, TestPool, TOKEN};
+use crate::pool::loom::{
+    big_class, block, check, hand_out_all, is_full, slot, test_pool, TestPool, TOKEN,
+};
 use crate::pool::Pool;
 use crate::sync::{model, model_bounded};
 use core::ptr;
@@ -52,6 +54,25 @@ fn full_block(heap: &Heap) -> usize {
     );
     assert!(is_full(b), "retired");
     b.base() as usize
+}
+
+/// A model's pool, a heap of it with a full block `b` ([`full_block`]), the offset of `b`'s
+/// first slot, and that slot's shadow, written by the heap's thread.
+fn heap_with_full_block() -> (
+    Arc<TestPool>,
+    &'static Heap,
+    &'static Header,
+    u32,
+    Arc<Slots>,
+) {
+    let pool = test_pool();
+    let heap = new_heap(&pool);
+    // SAFETY: a carved block of `pool`, which the model keeps until its end.
+    let b = unsafe { block(full_block(heap)) };
+    let a = slot(b, 0);
+    let slots = Arc::new(Slots::new(&[a]));
+    slots.write(b, a, 1);
+    (pool, heap, b, a, slots)
 }
 
 /// Ends a model: the heaps still held are left by their threads ([`abandon`], as at a
@@ -120,14 +141,8 @@ fn pool_serves(pool: &Pool, slots: &Slots, b: &Header, a: u32) {
 #[test]
 fn exit_races_relist() {
     model(|| {
-        let pool = TestPool::new();
-        let heap = new_heap(&pool);
-        let base = full_block(heap);
-        // SAFETY: a carved block of `pool`.
-        let b = unsafe { block(base) };
-        let a = slot(b, 0);
-        let slots = Arc::new(Slots::new(&[a]));
-        slots.write(b, a, 1);
+        let (pool, heap, b, a, slots) = heap_with_full_block();
+        let base = b.base() as usize;
         let freer = free_remotely(&pool, &slots, base, a);
         let reclaimer = reclaim(&pool);
         // The other threads first (see `crate::block::loom`'s docs).
@@ -180,7 +195,7 @@ fn end_thread(heap: &Heap) {
 #[test]
 fn emptying_free_races_reclaim() {
     model_bounded(2, || {
-        let pool = TestPool::new();
+        let pool = test_pool();
         let heap = new_heap(&pool);
         let base = full_block(heap);
         // SAFETY: a carved block of `pool`.
@@ -239,14 +254,8 @@ fn emptying_free_races_reclaim() {
 #[test]
 fn adopt_races_reclaim() {
     model(|| {
-        let pool = TestPool::new();
-        let heap = new_heap(&pool);
-        let base = full_block(heap);
-        // SAFETY: a carved block of `pool`.
-        let b = unsafe { block(base) };
-        let a = slot(b, 0);
-        let slots = Arc::new(Slots::new(&[a]));
-        slots.write(b, a, 1);
+        let (pool, heap, b, a, slots) = heap_with_full_block();
+        let base = b.base() as usize;
         end_thread(heap);
         let freer = free_remotely(&pool, &slots, base, a);
         let reclaimer = reclaim(&pool);

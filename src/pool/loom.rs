@@ -12,7 +12,6 @@
 use super::{Pool, PoolState, RETAIN_EMPTY};
 use crate::block::{header_of, key, Header, EMPTY_KEY, FULL, HEAPLESS, NO_HOLDER};
 use crate::class::{class_of, MAX_SMALL};
-use crate::region::UNIT;
 use crate::sync::{model, Ordering};
 use loom::sync::Arc;
 use loom::thread;
@@ -24,37 +23,11 @@ const UNITS: usize = 6;
 /// registry has it).
 pub(crate) const TOKEN: u64 = 1 << 16 | 7;
 
-/// A pool of [`UNITS`] units and one lifetime class, built inside a model; destroyed when the
-/// last reference goes.
-pub(crate) struct TestPool(*mut Pool);
+pub(crate) use super::test_pool::TestPool;
 
-// SAFETY: the pool is built for sharing between threads (`Pool` is `Send + Sync`); this
-// handle only adds its destruction, when the last thread drops it.
-unsafe impl Send for TestPool {}
-// SAFETY: as above.
-unsafe impl Sync for TestPool {}
-
-impl TestPool {
-    pub(crate) fn new() -> Arc<TestPool> {
-        let pool = Pool::create(UNITS * UNIT, true, 1, false);
-        assert!(!pool.is_null(), "the OS refused the pool");
-        Arc::new(TestPool(pool))
-    }
-}
-
-impl core::ops::Deref for TestPool {
-    type Target = Pool;
-    fn deref(&self) -> &Pool {
-        // SAFETY: built in `new`, destroyed only by the drop of the last handle.
-        unsafe { &*self.0 }
-    }
-}
-
-impl Drop for TestPool {
-    fn drop(&mut self) {
-        // SAFETY: the last handle: the model's threads are done with the pool.
-        unsafe { Pool::destroy(self.0) };
-    }
+/// A pool of [`UNITS`] units and one lifetime class, built inside a model, for its threads.
+pub(crate) fn test_pool() -> Arc<TestPool> {
+    Arc::new(TestPool::new(UNITS, 1))
 }
 
 /// The block at `base`, for a model's thread (blocks are named by address across threads).
@@ -199,7 +172,7 @@ fn retained_blocks(pool: &Pool, st: &PoolState) -> Vec<usize> {
 #[test]
 fn take_block_races_give_back() {
     model(|| {
-        let pool = TestPool::new();
+        let pool = test_pool();
         let class = big_class();
         // A thread without a heap allocates one slot: `b` is the pool's, HEAPLESS.
         let (p, _) = pool
