@@ -262,10 +262,7 @@ impl Instance {
                 return self.double_free::<ABORT>(p, size, life);
             }
             // SAFETY: a live slot (caller).
-            if unsafe { h.push_remote(off) } {
-                pool.relist(h);
-            }
-            pool.after_remote_free(h);
+            unsafe { pool.free_remote(h, off) };
         }
     }
 

@@ -100,6 +100,11 @@ impl Region {
             }
             return None;
         }
+        // SAFETY: the unit bytes start `meta`, which is fresh, aligned and ours.
+        #[cfg(loom)]
+        unsafe {
+            crate::sync::zeroed_atomics(meta.cast::<AtomicU8>(), unit_count)
+        };
         let region = Region {
             base,
             unit_count,
