@@ -205,7 +205,10 @@ fn exercise_every_path(a: &Cohort<Life>) {
     for align in [4096, 8192, 1 << 16, 1 << 21] {
         let layout = Layout::from_size_align(5000, align).unwrap();
         let p = a.alloc(layout, Life::Short);
-        assert!(!p.is_null() && (p as usize).is_multiple_of(align), "align {align}");
+        assert!(
+            !p.is_null() && (p as usize).is_multiple_of(align),
+            "align {align}"
+        );
         // SAFETY: p was allocated with `layout`.
         unsafe { a.dealloc(p, layout, Life::Short) };
     }
