@@ -48,8 +48,8 @@ impl Allocation {
     fn side(&self) -> SizeAlign {
         let align = match (self.large, self.usable > MAX_SMALL) {
             (false, _) => SMALL_ALIGN,
-            (true, true) => os::PAGE,
-            (true, false) => 2 * os::PAGE,
+            (true, true) => os::MIN_PAGE,
+            (true, false) => 2 * os::MIN_PAGE,
         };
         SizeAlign {
             size: self.usable,
