@@ -229,7 +229,7 @@ impl Instance {
             return ptr::null_mut();
         };
         // Fresh mappings read zero: calloc needs no memset.
-        let p = os::map(len, align.max(os::PAGE));
+        let p = os::map(len, align.max(os::MIN_PAGE));
         if !p.is_null() && !pool.large.lock().insert(p as usize, len, life) {
             // SAFETY: mapped just above, never handed out.
             unsafe { os::unmap(p, len) };

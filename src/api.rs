@@ -433,4 +433,4 @@ unsafe impl<L: Lifetime> GlobalAlloc for Cohort<L> {
     }
 }
 
-const _: () = assert!(MAX_SMALL_ALIGN == os::PAGE);
+const _: () = assert!(MAX_SMALL_ALIGN == os::MIN_PAGE);

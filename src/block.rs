@@ -490,11 +490,12 @@ impl Header {
     }
 }
 
-/// Bytes of never-used slots a block hands out before it looks for freed ones again: one
-/// page, so a fresh block is touched page by page.
+/// Bytes of never-used slots a block hands out before it looks for freed ones again: the
+/// smallest page, so a fresh block is touched page by page (with larger pages, a page is
+/// handed out in a few windows: the window is a touch granularity, not a mapping one).
 const WINDOW: u32 = 4096;
 #[cfg(not(loom))]
-const _: () = assert!(WINDOW as usize == crate::os::PAGE);
+const _: () = assert!(WINDOW as usize == crate::os::MIN_PAGE);
 
 /// The end of the bump window for `bump`: the end of `bump`'s page, at most `limit` (so
 /// the window holds the slot at `bump`, if `bump < limit`).

@@ -168,7 +168,7 @@ impl Heap {
         if id == 0 {
             return ptr::null_mut();
         }
-        let heap = os::map(len, os::PAGE).cast::<Heap>();
+        let heap = os::map(len, os::MIN_PAGE).cast::<Heap>();
         if heap.is_null() {
             return heap;
         }

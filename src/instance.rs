@@ -152,10 +152,15 @@ impl Instance {
         }
         // The id is taken only once the pool exists: a failing creation, retried by every
         // call, must not use ids up.
-        if !os::page_size_matches() || NEXT_INSTANCE.load(Ordering::Relaxed) >= MAX_INSTANCES {
+        if !os::page_size_supported() || NEXT_INSTANCE.load(Ordering::Relaxed) >= MAX_INSTANCES {
             return None;
         }
-        let pool = Pool::create(self.reservation, self.exact, self.life_count, CHECKED);
+        // An instance without an explicit reservation takes `COHORT_RESERVE`'s, if set.
+        let reservation = match self.exact {
+            true => self.reservation,
+            false => os::env::reservation().unwrap_or(self.reservation),
+        };
+        let pool = Pool::create(reservation, self.exact, self.life_count, CHECKED);
         if pool.is_null() {
             return None;
         }

@@ -338,7 +338,7 @@ mod tests {
         let p = unsafe { GlobalAlloc::alloc(&a, layout) };
         assert_eq!(p as usize % 8192, 0);
         let found = a.allocation_at(p).unwrap();
-        assert!(found.large && found.usable == 4096, "{found:?}");
+        assert!(found.large && found.usable == a.usable_size(layout), "{found:?}");
         // SAFETY: live; 100 bytes.
         unsafe { p.write_bytes(3, 100) };
         // SAFETY: live.

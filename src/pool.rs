@@ -138,7 +138,7 @@ impl Pool {
         else {
             return ptr::null_mut();
         };
-        let meta = os::map(meta_len, os::PAGE);
+        let meta = os::map(meta_len, os::MIN_PAGE);
         if meta.is_null() {
             return ptr::null_mut();
         }
