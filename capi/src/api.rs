@@ -344,7 +344,11 @@ pub extern "C" fn cohort_stats_print(fd: c_int) -> c_int {
         let _ = writeln!(
             out,
             "{:>8} {:>6} {:>7} {:>9} {:>9}",
-            h.stride, h.life, h.blocks, h.live, h.capacity
+            h.stride,
+            crate::NAMES.get(h.life).copied().unwrap_or("?"),
+            h.blocks,
+            h.live,
+            h.capacity
         );
     }
     if out.failed {
