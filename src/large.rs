@@ -213,7 +213,9 @@ mod tests {
     #[test]
     fn growing_keeps_the_allocations_mapped() {
         let mut t = LargeTable::new();
-        let live: Vec<*mut u8> = (0..2000).map(|_| os::map(os::MIN_PAGE, os::MIN_PAGE)).collect();
+        let live: Vec<*mut u8> = (0..2000)
+            .map(|_| os::map(os::MIN_PAGE, os::MIN_PAGE))
+            .collect();
         for &p in &live {
             assert!(t.insert(p as usize, os::MIN_PAGE, 0));
             // SAFETY: mapped above; the table grows while earlier ones are live.

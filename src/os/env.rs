@@ -46,8 +46,7 @@ pub fn reservation() -> Option<usize> {
             Some(Ok(bytes)) => (bytes, None),
             Some(Err(complaint)) => (UNSET, Some(complaint)),
         };
-        value = match RESERVE.compare_exchange(UNREAD, read, Ordering::Relaxed, Ordering::Relaxed)
-        {
+        value = match RESERVE.compare_exchange(UNREAD, read, Ordering::Relaxed, Ordering::Relaxed) {
             Ok(_) => {
                 if let Some(complaint) = complaint {
                     complaint.write();
@@ -77,7 +76,10 @@ fn read_reservation(value: &[u8]) -> Result<usize, Complaint> {
 /// it was set to something unusable (then the kernel's page is used).
 pub fn page_size(kernel: usize) -> (usize, Option<Complaint>) {
     let usable = |page: usize| {
-        page.is_power_of_two() && page >= kernel && page <= super::MAX_PAGE && page.is_multiple_of(kernel)
+        page.is_power_of_two()
+            && page >= kernel
+            && page <= super::MAX_PAGE
+            && page.is_multiple_of(kernel)
     };
     match with_var(c"COHORT_PAGE_SIZE", |value| {
         parse_size(value).filter(|&p| usable(p)).ok_or_else(|| {
@@ -122,15 +124,13 @@ pub fn parse_size(s: &[u8]) -> Option<usize> {
     }
     let shift = match &s[digits..] {
         [] => 0,
-        [unit, rest @ ..] if rest.is_empty() || rest == b"iB" => {
-            match unit.to_ascii_uppercase() {
-                b'K' => 10,
-                b'M' => 20,
-                b'G' => 30,
-                b'T' => 40,
-                _ => return None,
-            }
-        }
+        [unit, rest @ ..] if rest.is_empty() || rest == b"iB" => match unit.to_ascii_uppercase() {
+            b'K' => 10,
+            b'M' => 20,
+            b'G' => 30,
+            b'T' => 40,
+            _ => return None,
+        },
         _ => return None,
     };
     n.checked_mul(1 << shift)
@@ -156,7 +156,11 @@ impl Complaint {
             var.as_bytes(),
             b"=\"",
             shown,
-            if shown.len() < value.len() { b"...\" " } else { b"\" " },
+            if shown.len() < value.len() {
+                b"...\" "
+            } else {
+                b"\" "
+            },
             problem.as_bytes(),
             b"; ",
             fallback.as_bytes(),
@@ -199,11 +203,28 @@ mod tests {
             (b"0016M", 16 << 20),
         ];
         for (text, bytes) in ok {
-            assert_eq!(parse_size(text), Some(bytes), "{:?}", core::str::from_utf8(text));
+            assert_eq!(
+                parse_size(text),
+                Some(bytes),
+                "{:?}",
+                core::str::from_utf8(text)
+            );
         }
         let bad: [&[u8]; 14] = [
-            b"", b"G", b"64X", b"64 G", b" 64G", b"64G ", b"-1", b"+64G", b"1.5G", b"64GB",
-            b"64Gib", b"64KK", b"0x100", b"99999999999999999999",
+            b"",
+            b"G",
+            b"64X",
+            b"64 G",
+            b" 64G",
+            b"64G ",
+            b"-1",
+            b"+64G",
+            b"1.5G",
+            b"64GB",
+            b"64Gib",
+            b"64KK",
+            b"0x100",
+            b"99999999999999999999",
         ];
         for text in bad {
             assert_eq!(parse_size(text), None, "{:?}", core::str::from_utf8(text));
@@ -213,15 +234,28 @@ mod tests {
 
     #[test]
     fn a_complaint_quotes_the_value_and_says_what_is_used() {
-        let c = Complaint::new("COHORT_RESERVE", b"lots", "is not a size", "using the default");
+        let c = Complaint::new(
+            "COHORT_RESERVE",
+            b"lots",
+            "is not a size",
+            "using the default",
+        );
         assert_eq!(
             c.text(),
             b"cohort: COHORT_RESERVE=\"lots\" is not a size; using the default\n"
         );
         let long = [b'9'; 100];
-        let c = Complaint::new("COHORT_RESERVE", &long, "is not a size", "using the default");
+        let c = Complaint::new(
+            "COHORT_RESERVE",
+            &long,
+            "is not a size",
+            "using the default",
+        );
         let text = core::str::from_utf8(c.text()).unwrap();
-        assert!(text.contains(&format!("=\"{}...\" is", "9".repeat(64))), "{text}");
+        assert!(
+            text.contains(&format!("=\"{}...\" is", "9".repeat(64))),
+            "{text}"
+        );
     }
 
     #[test]
