@@ -425,7 +425,7 @@ unsafe impl<L: Lifetime> GlobalAlloc for Cohort<L> {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         self.core
-            .alloc_nonzero::<false, _>(ThreadHeap, layout.size(), layout.align(), lifetime::global::<L>())
+            .alloc_global::<false>(layout.size(), layout.align(), lifetime::global::<L>())
     }
 
     #[inline]
@@ -440,7 +440,7 @@ unsafe impl<L: Lifetime> GlobalAlloc for Cohort<L> {
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         self.core
-            .alloc_nonzero::<true, _>(ThreadHeap, layout.size(), layout.align(), lifetime::global::<L>())
+            .alloc_global::<true>(layout.size(), layout.align(), lifetime::global::<L>())
     }
 
     #[inline]
@@ -451,4 +451,4 @@ unsafe impl<L: Lifetime> GlobalAlloc for Cohort<L> {
     }
 }
 
-const _: () = assert!(MAX_SMALL_ALIGN == os::PAGE);
+const _: () = assert!(MAX_SMALL_ALIGN == os::MIN_PAGE);

@@ -31,7 +31,7 @@
 //! | 11 | `alloc`, `free` | the alloc paths (large allocations with them); the free paths and the checks a free makes |
 //! | 12 | `resize` | realloc |
 //! | 13 | `api` | [`Cohort`], its public methods, `GlobalAlloc`, block reports |
-//! | 14 | `handle`, `join`, `stats`, `verify` | allocator handles per lifetime class; explicit joins; statistics; the consistency check |
+//! | 14 | `handle`, `join`, `stats`, `verify`, `lookup` | allocator handles per lifetime class; explicit joins; statistics; the consistency check; frees and resizes without a size (found from the address) |
 //! | 15 | `release` | releasing a lifetime class, `scope_exclusive`, `compact` |
 //! | 16 | `scope` | a lifetime class released safely on a shared allocator: [`ClassScope`] |
 //! | 17 | `design` | the design as documentation (no code): glossary, invariants, walks |
@@ -110,7 +110,8 @@
 #![cfg_attr(loom, allow(dead_code, unused_imports))]
 
 /// Declares modules that are not built under loom (only the layers the models need are:
-/// `sync`, `class`, `block`, `tiny`, `lifetime`).
+/// from `class` and `sync` up to `heap_handover`, but not `misuse`, `instance_id` and
+/// `live_bits`).
 macro_rules! not_under_loom {
     ($($(#[$attr:meta])* $vis:vis mod $name:ident;)*) => {
         $($(#[$attr])* #[cfg(not(loom))] $vis mod $name;)*
@@ -119,23 +120,23 @@ macro_rules! not_under_loom {
 
 // In the order of the layer table.
 pub mod class;
+mod large;
 mod lifetime;
+mod os;
+mod region;
 mod sync;
 not_under_loom! {
-    mod os;
-    mod region;
-    mod large;
     mod misuse;
     mod instance_id;
     mod live_bits;
 }
 mod block;
+mod heap;
+mod heap_handover;
+mod heap_record;
+mod pool;
 mod tiny;
 not_under_loom! {
-    mod heap_record;
-    mod pool;
-    mod heap;
-    mod heap_handover;
     mod per_thread;
     mod fork;
     mod route;
@@ -148,6 +149,7 @@ not_under_loom! {
     mod join;
     mod stats;
     mod verify;
+    mod lookup;
     mod release;
     mod scope;
 }
@@ -178,6 +180,8 @@ pub use handle::{ClassHandle, StaticClass, StaticHandle};
 #[cfg(not(loom))]
 pub use join::Join;
 pub use lifetime::{Lifetime, MAX_LIFETIME_CLASSES};
+#[cfg(not(loom))]
+pub use lookup::Allocation;
 #[cfg(not(loom))]
 pub use misuse::{Misuse, Problem};
 #[cfg(not(loom))]

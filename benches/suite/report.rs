@@ -172,6 +172,37 @@ fn num(v: f64) -> String {
 }
 
 impl Results {
+    /// The metric `row` of `group`, added (with its unit) when new.
+    fn metric(&mut self, group: &'static str, row: String, unit: &str) -> &mut Metric {
+        let at = self
+            .metrics
+            .iter()
+            .position(|m| m.group == group && m.row == row);
+        let i = at.unwrap_or_else(|| {
+            self.metrics.push(Metric {
+                group,
+                row,
+                unit: unit.to_string(),
+                values: BTreeMap::new(),
+            });
+            self.metrics.len() - 1
+        });
+        &mut self.metrics[i]
+    }
+
+    /// The instruction-count row of `op`, added when new.
+    fn iai_row(&mut self, op: String) -> &mut IaiRow {
+        let at = self.iai.iter().position(|r| r.op == op);
+        let i = at.unwrap_or_else(|| {
+            self.iai.push(IaiRow {
+                op,
+                counts: BTreeMap::new(),
+            });
+            self.iai.len() - 1
+        });
+        &mut self.iai[i]
+    }
+
     pub fn add(&mut self, wl: &Workload, alloc: &str, metric: &str, unit: &str, value: f64) {
         let alloc = match wl.arg {
             "classes" => "cohort (classes)",
@@ -179,23 +210,7 @@ impl Results {
             _ => alloc,
         };
         let row = format!("{}{metric}", wl.label);
-        let i = match self
-            .metrics
-            .iter()
-            .position(|m| m.group == wl.group && m.row == row)
-        {
-            Some(i) => i,
-            None => {
-                self.metrics.push(Metric {
-                    group: wl.group,
-                    row,
-                    unit: unit.to_string(),
-                    values: BTreeMap::new(),
-                });
-                self.metrics.len() - 1
-            }
-        };
-        self.metrics[i]
+        self.metric(wl.group, row, unit)
             .values
             .entry(column(alloc))
             .or_default()
@@ -221,17 +236,6 @@ impl Results {
             .map(|(_, op, n)| (op.as_str(), *n))
             .collect();
         for (alloc, op, n) in counts.iter().filter(|(a, _, _)| a != "noop") {
-            let label = iai_label(op);
-            let i = match self.iai.iter().position(|r| r.op == label) {
-                Some(i) => i,
-                None => {
-                    self.iai.push(IaiRow {
-                        op: label,
-                        counts: BTreeMap::new(),
-                    });
-                    self.iai.len() - 1
-                }
-            };
             let base = noop.get(op.as_str()).copied().unwrap_or(0.0);
             let alloc = match alloc.as_str() {
                 "cohort_global" => "cohort (global)",
@@ -240,7 +244,7 @@ impl Results {
                 "cohort_direct" => "cohort (direct API)",
                 other => other,
             };
-            self.iai[i]
+            self.iai_row(iai_label(op))
                 .counts
                 .insert(column(alloc), (*n, (n - base) / ops));
         }
@@ -287,8 +291,9 @@ impl Results {
                 });
             }
             let file = format!("{}.svg", g.name);
-            let x_desc = "ratio to System (log scale; < 1 is better)";
-            md.push_str(&table.finish(&dir.join(&file), g.title, x_desc, Some(1.0))?);
+            let x_desc = "ratio to System's figure in the same run (< 1: less time or memory)";
+            let system = Some((1.0, "System = 1"));
+            md.push_str(&table.finish(&dir.join(&file), g.title, x_desc, system)?);
             let _ = writeln!(md, "\n![{}]({file})", g.title);
         }
         if !self.iai.is_empty() {
@@ -303,6 +308,46 @@ impl Results {
         std::fs::write(dir.join("results.csv"), csv)?;
         std::fs::write(dir.join("results.md"), &md)?;
         Ok(md)
+    }
+
+    /// The results a run wrote to `dir` (results.csv and iai.csv, as [`Results::write`]
+    /// writes them), to draw the plots again without running the suite. A metric of a group
+    /// this report no longer has is skipped.
+    pub fn read(dir: &Path) -> std::io::Result<Results> {
+        let mut results = Results::default();
+        let csv = std::fs::read_to_string(dir.join("results.csv"))?;
+        for line in csv.lines().skip(1) {
+            // group,metric,unit,allocator,median,spread_pct,ratio_to_system,runs (the metric
+            // may hold commas: the fields around it are counted from both ends).
+            let f: Vec<&str> = line.split(',').collect();
+            let Some(group) = GROUPS.iter().find(|g| g.name == f[0]) else {
+                continue;
+            };
+            let n = f.len();
+            let row = f[1..n - 6].join(",");
+            let runs = f[n - 1].split(';').filter_map(|v| v.parse().ok());
+            results
+                .metric(group.name, row, f[n - 6])
+                .values
+                .insert(column(f[n - 5]), runs.collect());
+        }
+        if let Ok(iai) = std::fs::read_to_string(dir.join("iai.csv")) {
+            // operation,allocator,total_instructions,net_per_operation (the operation may hold
+            // commas).
+            for line in iai.lines().skip(1) {
+                let f: Vec<&str> = line.split(',').collect();
+                let n = f.len();
+                let op = f[..n - 3].join(",");
+                let (Ok(total), Ok(net)) = (f[n - 2].parse(), f[n - 1].parse()) else {
+                    continue;
+                };
+                results
+                    .iai_row(op)
+                    .counts
+                    .insert(column(f[n - 3]), (total, net));
+            }
+        }
+        Ok(results)
     }
 
     fn iai_table(&self, dir: &Path) -> std::io::Result<String> {
@@ -336,7 +381,7 @@ impl Results {
         md.push_str(&table.finish(
             &dir.join("iai.svg"),
             title,
-            "instructions (log scale)",
+            "instructions per operation, net of an allocator that does nothing",
             None,
         )?);
         md.push_str("\n![Instructions per operation](iai.svg)\n");
@@ -351,7 +396,8 @@ struct Table {
     md: String,
     cols: Vec<usize>,
     rows: Vec<String>,
-    series: Vec<(String, Vec<Option<f64>>)>,
+    /// Per allocator column: its name, its column, its figures by row.
+    series: Vec<(String, usize, Vec<Option<f64>>)>,
 }
 
 impl Table {
@@ -368,7 +414,7 @@ impl Table {
         md.push('\n');
         let series = cols
             .iter()
-            .map(|&c| (ALLOCATORS[c].to_string(), vec![]))
+            .map(|&c| (ALLOCATORS[c].to_string(), c, vec![]))
             .collect();
         Table {
             md,
@@ -393,24 +439,30 @@ impl Table {
         for (k, &c) in self.cols.iter().enumerate() {
             let (text, value) = cell(c).unwrap_or_else(|| ("–".into(), None));
             let _ = write!(self.md, " {text} |");
-            self.series[k].1.push(value);
+            self.series[k].2.push(value);
         }
         self.md.push('\n');
     }
 
-    /// Draws the plot to `svg` and returns the markdown.
+    /// Draws the plot to `svg` and returns the markdown. With a `reference` (ratios to
+    /// System: its line at 1), System's own bars, all 1, are left out of the plot.
     fn finish(
         self,
         svg: &Path,
         title: &str,
         x_desc: &str,
-        reference: Option<f64>,
+        reference: Option<(f64, &str)>,
     ) -> std::io::Result<String> {
+        let series: Vec<_> = self
+            .series
+            .into_iter()
+            .filter(|s| reference.is_none() || s.1 != 0)
+            .collect();
         let chart = plot::Chart {
             title,
             x_desc,
             rows: &self.rows,
-            series: &self.series,
+            series: &series,
             reference,
         };
         chart.write(svg)?;
