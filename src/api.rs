@@ -6,7 +6,7 @@
 
 use crate::class::{class_of, malloc_align, Class, CLASSES, MAX_SMALL_ALIGN};
 use crate::instance::Instance;
-use crate::lifetime::{self, Lifetime, HIDDEN, MAX_LIFETIME_CLASSES};
+use crate::lifetime::{self, Lifetime, ScopeClaims, HIDDEN, MAX_LIFETIME_CLASSES};
 use crate::misuse::Misuse;
 use crate::os;
 use crate::resize::SizeAlign;
@@ -31,6 +31,8 @@ pub const DEFAULT_RESERVATION: usize = 256 << 30;
 /// Dropping a `Cohort` unmaps all its memory: every allocation from it dangles.
 pub struct Cohort<L: Lifetime = ()> {
     pub(crate) core: Instance,
+    /// The scope classes open scopes hold (see [`Cohort::scope`]).
+    pub(crate) scopes: ScopeClaims,
     _life: PhantomData<fn(L) -> L>,
 }
 
@@ -111,10 +113,11 @@ impl<L: Lifetime> Cohort<L> {
     const fn build(reservation: usize, exact: bool) -> Self {
         assert!(
             L::COUNT >= 1 && L::COUNT <= MAX_LIFETIME_CLASSES,
-            "1 to MAX_LIFETIME_CLASSES (251) lifetime classes"
+            "1 to MAX_LIFETIME_CLASSES (247) lifetime classes"
         );
         Cohort {
             core: Instance::new(reservation, exact, L::COUNT + HIDDEN, Self::NAMES),
+            scopes: ScopeClaims::new(),
             _life: PhantomData,
         }
     }

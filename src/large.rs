@@ -1,7 +1,6 @@
 //! Large allocations: each is its own page-rounded mapping with no header. The pool keeps a
-//! table of them (address → length, lifetime class, allocating thread), outside the
-//! mappings, so that releasing a lifetime class unmaps its large allocations too (a scope's
-//! release, only those of its own thread: see [`LargeTable::drain_life`]), a free of an address that
+//! table of them (address → length, lifetime class), outside the mappings, so that
+//! releasing a lifetime class unmaps its large allocations too, a free of an address that
 //! is not a live large allocation is caught in every build, and stats count them.
 //!
 //! The table is an open-addressing hash set with linear probing, in memory mapped from the
@@ -24,20 +23,6 @@ struct Entry {
     len: usize,
     /// Its lifetime class.
     life: usize,
-    /// The thread that made it (or last moved it): [`thread_key`] then.
-    thread: usize,
-}
-
-std::thread_local! {
-    /// A byte whose address names the calling thread.
-    static THREAD: u8 = const { 0 };
-}
-
-/// A number no other live thread has: the address of the calling thread's [`THREAD`] (a
-/// constant thread-local without a destructor: readable at any time, even while the thread
-/// exits, and never allocating).
-fn thread_key() -> usize {
-    THREAD.with(|t| ptr::from_ref(t) as usize)
 }
 
 /// The live large allocations of one allocator instance (guarded by the pool's large lock).
@@ -85,24 +70,11 @@ impl LargeTable {
         ((addr >> 12).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 20) & (self.capacity - 1)
     }
 
-    /// Records a mapping made (or moved) by the calling thread. Returns false when the
-    /// table cannot grow (out of memory).
+    /// Records a mapping. Returns false when the table cannot grow (out of memory).
     pub(crate) fn insert(&mut self, addr: usize, len: usize, life: usize) -> bool {
-        let thread = thread_key();
-        self.insert_entry(Entry {
-            addr,
-            len,
-            life,
-            thread,
-        })
-    }
-
-    /// Records entry `e`.
-    fn insert_entry(&mut self, e: Entry) -> bool {
         if (self.len + self.tombs + 1) * 4 >= self.capacity * 3 && !self.grow() {
             return false;
         }
-        let Entry { addr, len, .. } = e;
         let mut i = self.home(addr);
         loop {
             let e = self.slot(i);
@@ -110,7 +82,7 @@ impl LargeTable {
                 if e.addr == TOMB {
                     self.tombs -= 1;
                 }
-                self.set(i, e);
+                self.set(i, Entry { addr, len, life });
                 self.len += 1;
                 self.bytes += len;
                 return true;
@@ -160,18 +132,11 @@ impl LargeTable {
             .count()
     }
 
-    /// Removes every mapping of lifetime class `life` (with `own_thread`, only those the
-    /// calling thread made or last moved), passing (address, length) to `f`.
-    pub(crate) fn drain_life(
-        &mut self,
-        life: usize,
-        own_thread: bool,
-        mut f: impl FnMut(usize, usize),
-    ) {
-        let me = thread_key();
+    /// Removes every mapping of lifetime class `life`, passing (address, length) to `f`.
+    pub(crate) fn drain_life(&mut self, life: usize, mut f: impl FnMut(usize, usize)) {
         for i in 0..self.capacity {
             let e = self.slot(i);
-            if e.addr > TOMB && e.life == life && (!own_thread || e.thread == me) {
+            if e.addr > TOMB && e.life == life {
                 self.remove(e.addr);
                 f(e.addr, e.len);
             }
@@ -205,7 +170,7 @@ impl LargeTable {
         for i in 0..old.capacity {
             let e = old.slot(i);
             if e.addr > TOMB {
-                self.insert_entry(e);
+                self.insert(e.addr, e.len, e.life);
             }
         }
         drop(old);
@@ -280,7 +245,7 @@ mod tests {
         }
         assert_eq!(t.count(), 2500);
         let mut drained = 0;
-        t.drain_life(1, false, |addr, len| {
+        t.drain_life(1, |addr, len| {
             assert_eq!(len, (addr >> 16) * 4096);
             drained += 1;
         });
@@ -292,18 +257,5 @@ mod tests {
             .map(|i| i * 4096)
             .sum();
         assert_eq!(t.bytes, expect);
-    }
-
-    #[test]
-    fn a_drain_of_the_own_thread_leaves_other_threads_entries() {
-        let mut t = LargeTable::new();
-        assert!(t.insert(1 << 16, 4096, 0));
-        std::thread::scope(|s| {
-            s.spawn(|| assert!(t.insert(2 << 16, 4096, 0)));
-        });
-        let mut drained = Vec::new();
-        t.drain_life(0, true, |addr, _| drained.push(addr));
-        assert_eq!(drained, [1 << 16]);
-        assert_eq!(t.get(2 << 16), Some((4096, 0)));
     }
 }

@@ -56,8 +56,10 @@
 //! The safe way to release memory, on a `static` too, is a scope: [`Cohort::scope`] gives
 //! a [`ClassScope`], the only handle to a lifetime class of the scope's own, and frees the
 //! class when the closure returns. The borrow checker proves nothing built on the handle
-//! outlives the scope or leaves its thread, and no other call can allocate in that class
-//! (the soundness argument is in [`Cohort::scope`]'s and `ClassScope`'s docs):
+//! outlives the scope or leaves its thread, and no other scope or call can allocate in that
+//! class (the soundness argument is in [`Cohort::scope`]'s and `ClassScope`'s docs). An
+//! allocator has 8 such classes: at most 8 scopes are open on it at once, over all threads
+//! ([`Cohort::try_scope`] reports a ninth as an error, [`Cohort::scope`] panics).
 //!
 //! ```
 //! use cohort::allocator_api2::vec::Vec;
@@ -187,7 +189,7 @@ pub use misuse::{Misuse, Problem};
 #[cfg(not(loom))]
 pub use release::{Compacted, Released};
 #[cfg(not(loom))]
-pub use scope::ClassScope;
+pub use scope::{ClassScope, ScopesInUse};
 #[cfg(not(loom))]
 pub use stats::{HeadStats, Stats, Totals};
 #[cfg(not(loom))]

@@ -3,10 +3,12 @@
 //!
 //! An allocator with lifetime classes `L` has `L::COUNT + HIDDEN` of them: the caller's
 //! `0 .. L::COUNT`, then `GLOBAL = L::COUNT` (what `GlobalAlloc` allocates: std's
-//! collections when the allocator is the `#[global_allocator]`), then one class per scope
-//! nesting depth (`L::COUNT + 1 + depth`, what [`Cohort::scope`](crate::Cohort::scope)
-//! allocates). No value of `L` has a hidden class's index, so no call that takes an `L`
+//! collections when the allocator is the `#[global_allocator]`), then [`SCOPE_CLASSES`]
+//! classes for scopes (`L::COUNT + 1 + n`: each open [`Cohort::scope`](crate::Cohort::scope)
+//! claims one for itself alone). No value of `L` has a hidden class's index, so no call that takes an `L`
 //! (a release above all) reaches them.
+
+use core::sync::atomic::{AtomicU32, Ordering};
 
 /// A set of lifetime classes, normally an enum declared with
 /// [`lifetime_classes!`](crate::lifetime_classes).
@@ -30,29 +32,81 @@ pub unsafe trait Lifetime: Copy + Send + Sync + 'static {
     const NAMES: &'static [&'static str] = &[];
 }
 
-/// Scope nesting depths per thread: the hidden classes [`Cohort::scope`](crate::Cohort::scope)
-/// allocates in.
-pub(crate) const SCOPE_DEPTHS: usize = 4;
+/// Hidden classes for scopes: each open [`Cohort::scope`](crate::Cohort::scope) of an
+/// allocator claims one of them for itself alone (so at most this many scopes are open on
+/// one allocator at once, over all threads).
+pub(crate) const SCOPE_CLASSES: usize = 8;
 
-/// Lifetime classes every allocator has beside its caller's: std's, then one per scope depth.
-pub(crate) const HIDDEN: usize = 1 + SCOPE_DEPTHS;
+/// Lifetime classes every allocator has beside its caller's: std's, then the scopes'.
+pub(crate) const HIDDEN: usize = 1 + SCOPE_CLASSES;
 
 /// The most lifetime classes a [`Lifetime`] type may have: a block header holds a class's
-/// index in 8 bits, and every allocator keeps 5 classes of its own beside the caller's
-/// (std's allocations, and scopes').
+/// index in 8 bits, and every allocator keeps 9 classes of its own beside the caller's
+/// (std's allocations, and 8 for scopes).
 pub const MAX_LIFETIME_CLASSES: usize = 256 - HIDDEN;
 
 /// The hidden classes' names, in index order from `L::COUNT`.
-const HIDDEN_NAMES: [&str; HIDDEN] = ["global", "scope 1", "scope 2", "scope 3", "scope 4"];
+const HIDDEN_NAMES: [&str; HIDDEN] = [
+    "global", "scope 1", "scope 2", "scope 3", "scope 4", "scope 5", "scope 6", "scope 7",
+    "scope 8",
+];
 
 /// The index of the class `GlobalAlloc` allocates in, for lifetime classes `L`.
 pub(crate) const fn global<L: Lifetime>() -> usize {
     L::COUNT
 }
 
-/// The index of the class a scope at nesting depth `depth` (from 0) allocates in.
-pub(crate) const fn scope_class<L: Lifetime>(depth: usize) -> usize {
-    L::COUNT + 1 + depth
+/// The index of scope class `n` (below [`SCOPE_CLASSES`]).
+pub(crate) const fn scope_class<L: Lifetime>(n: usize) -> usize {
+    L::COUNT + 1 + n
+}
+
+/// Which of an allocator's [`SCOPE_CLASSES`] scope classes are claimed: bit `n` set while
+/// scope class `n` belongs to an open scope. A claim is exclusive: set by one compare and
+/// swap, cleared by its owner after the class's release.
+pub(crate) struct ScopeClaims(AtomicU32);
+
+const _: () = assert!(SCOPE_CLASSES <= 32);
+
+impl ScopeClaims {
+    pub(crate) const fn new() -> ScopeClaims {
+        ScopeClaims(AtomicU32::new(0))
+    }
+
+    /// Claims a free scope class: its number, or `None` when all are claimed.
+    pub(crate) fn claim(&self) -> Option<usize> {
+        let all = (1u32 << SCOPE_CLASSES) - 1;
+        let mut seen = self.0.load(Ordering::Relaxed);
+        loop {
+            let free = !seen & all;
+            if free == 0 {
+                return None;
+            }
+            let n = free.trailing_zeros();
+            // Acquire: the previous owner's release of the class happened before.
+            match self.0.compare_exchange_weak(
+                seen,
+                seen | 1 << n,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Some(n as usize),
+                Err(now) => seen = now,
+            }
+        }
+    }
+
+    /// Gives back scope class `n`, claimed by the caller, once it is released.
+    pub(crate) fn unclaim(&self, n: usize) {
+        let before = self.0.fetch_and(!(1 << n), Ordering::Release);
+        debug_assert!(before & 1 << n != 0, "scope class {n} was not claimed");
+    }
+
+    /// How many are claimed now.
+    #[cfg(test)]
+    pub(crate) fn claimed(&self) -> usize {
+        self.0.load(Ordering::Relaxed).count_ones() as usize
+    }
 }
 
 /// Every class's name by index for lifetime classes `L`: `L::NAMES` (`""` where it has none),

@@ -11,7 +11,8 @@
 //! Whose a block's allocations are: a heap-owned block's are its heap's thread's; a
 //! pool-owned block's are its holder's (see [`crate::pool`]): a tiny block's, the heap that
 //! allocates from it; a block of exited threads, nobody's (anyone releases it); a block
-//! that threads without a heap allocated from, theirs (only [`Cohort::scope_exclusive`] releases it).
+//! that threads without a heap allocated from, theirs (only [`Cohort::scope_exclusive`]
+//! releases it, or the release of a scope's class, which is all the scope's: [`Whose`]).
 
 use crate::api::Cohort;
 use crate::block::{Header, Snapshot, HEAPLESS, NO_HOLDER};
@@ -34,6 +35,25 @@ pub struct Released {
     pub left_to_other_threads: usize,
     /// Large allocations of the class unmapped (whichever thread made them).
     pub large: usize,
+}
+
+/// Whose allocations of a lifetime class a release frees.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Whose {
+    /// [`Cohort::release_class`]'s: those of the calling thread and of exited threads (in
+    /// blocks its heap owns or holds, blocks of exited threads' heaps, the pool's blocks
+    /// of no holder), and every large one.
+    Caller,
+    /// A claimed class's (a scope's, see [`crate::scope`]): only the calling thread
+    /// allocated in the class since the previous claim's release, so all of it is the
+    /// caller's wherever it lies; `Caller`'s, and also the blocks threads without a heap
+    /// allocated from ([`HEAPLESS`]: the caller, if it had no heap). Blocks another live
+    /// heap owns or holds cannot hold any of it (its thread never allocated in the class
+    /// since then): left alone all the same.
+    Claimed,
+    /// Everything, in every heap: nobody else uses the allocator
+    /// ([`Cohort::scope_exclusive`]).
+    Everyone,
 }
 
 /// What [`Cohort::compact`] gave back.
@@ -72,29 +92,27 @@ impl<L: Lifetime> Cohort<L> {
     /// [`Cohort::scope_exclusive`] (an allocator you own).
     pub unsafe fn release_class(&self, life: L) -> Released {
         // SAFETY: forwarded contract.
-        unsafe { self.release(life.index(), false, false) }
+        unsafe { self.release(life.index(), Whose::Caller) }
     }
 
-    /// `release_class`; with `exclusive`, the blocks of every heap are released too; with
-    /// `own_large`, only the large allocations the calling thread made (a scope's).
+    /// Releases lifetime class `life`: the allocations `whose` says (see [`Whose`]).
     ///
     /// # Safety
-    /// As [`Cohort::release_class`] (with `own_large`, for large allocations of the calling
-    /// thread only); with `exclusive`, nobody else uses the allocator (threads that used it
-    /// may still be exiting).
-    pub(crate) unsafe fn release(&self, life: usize, exclusive: bool, own_large: bool) -> Released {
+    /// As [`Cohort::release_class`], for the allocations `whose` names.
+    pub(crate) unsafe fn release(&self, life: usize, whose: Whose) -> Released {
         let Some(pool) = self.core.pool_if_any() else {
             return Released::default();
         };
         // SAFETY: `find_own` gives null or the calling thread's heap.
         let me = unsafe { per_thread::find_own(self.core.instance_id()).as_ref() };
         let (my_token, my_id) = me.map_or((0, 0), |h| (h.token, h.id));
+        let exclusive = whose == Whose::Everyone;
         // Whether a block's allocations (`b` as read once) are the caller's to release.
         let releasable = |b: &Snapshot| {
             exclusive
                 || match (b.owner, b.holder) {
                     (0, NO_HOLDER) => true,
-                    (0, HEAPLESS) => false,
+                    (0, HEAPLESS) => whose == Whose::Claimed,
                     (0, id) => id == my_id || pool.heap_is_abandoned(id),
                     (owner, _) => owner == my_token || pool.owner_is_abandoned(owner),
                 }
@@ -119,8 +137,9 @@ impl<L: Lifetime> Cohort<L> {
             hp.release_life(life, |h, current| r.block(&mut st, h, current));
         }
         // The pool's lists, with what exited threads left. Blocks of threads without a heap
-        // stay listed (unless `exclusive`); the walk below counts them.
-        pool.take_life(&mut st, life, exclusive, |st, h| r.block(st, h, false));
+        // stay listed (unless `Everyone` or `Claimed`); the walk below counts them.
+        let heapless = whose != Whose::Caller;
+        pool.take_life(&mut st, life, heapless, |st, h| r.block(st, h, false));
         // What is left of the class: blocks on no list (full blocks of the caller, of the
         // pool, of exited threads) and other live threads' blocks.
         for h in pool.blocks_of_life(&st, life) {
@@ -142,7 +161,9 @@ impl<L: Lifetime> Cohort<L> {
         }
         drop(st);
         let mut out = r.out;
-        pool.large.lock().drain_life(life, own_large, |addr, len| {
+        // Large allocations belong to no heap: all of the class's go (the caller's contract
+        // covers them: see `release_class`'s, and `Whose::Claimed`).
+        pool.large.lock().drain_life(life, |addr, len| {
             out.large += 1;
             // SAFETY: a live large allocation of the class, dead by the caller's contract.
             unsafe { os::unmap(addr as *mut u8, len) };
@@ -176,7 +197,7 @@ impl<L: Lifetime> Cohort<L> {
         // SAFETY: `&mut self` excluded every other user; the closure's handles and the
         // collections built on them are gone (they borrowed the scope); scoped threads
         // have exited; raw pointers from the malloc family are the caller's to not use.
-        let released = unsafe { this.release(life.index(), true, false) };
+        let released = unsafe { this.release(life.index(), Whose::Everyone) };
         debug_assert_eq!(released.left_to_other_threads, 0);
         r
     }

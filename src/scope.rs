@@ -7,18 +7,12 @@
 
 use crate::api::Cohort;
 use crate::handle::{impl_allocator, Lane};
-use crate::lifetime::{scope_class, Lifetime, SCOPE_DEPTHS};
-use crate::release::Released;
+use crate::lifetime::{scope_class, Lifetime, SCOPE_CLASSES};
+use crate::release::{Released, Whose};
 use core::alloc::Layout;
-use core::cell::Cell;
 use core::fmt;
 use core::marker::PhantomData;
 use core::ptr::NonNull;
-
-std::thread_local! {
-    /// Scopes open on the calling thread, of any instance: the next one's depth.
-    static DEPTH: Cell<usize> = const { Cell::new(0) };
-}
 
 /// The handle of a [`Cohort::scope`]: an `Allocator` for `allocator_api2` collections, and
 /// the only way to allocate in the scope's lifetime class. Zero cost to copy (two words).
@@ -103,23 +97,43 @@ impl_allocator!([L: Lifetime] ClassScope<'_, L>, self => Lane {
     life: self.life,
 });
 
-/// Ends a scope, on return or unwinding: releases its class and closes its depth.
+/// Ends a scope, on return or unwinding: releases its class, then gives the class back.
 struct Closing<'a, L: Lifetime> {
     cohort: &'a Cohort<L>,
-    life: usize,
-    depth: usize,
+    /// The scope class's number (below [`SCOPE_CLASSES`]).
+    claimed: usize,
 }
 
 impl<L: Lifetime> Drop for Closing<'_, L> {
     fn drop(&mut self) {
-        // SAFETY: the scope's class (see the module docs): its handles and everything built
-        // on them are gone (they borrowed the closure's `'s`); only this thread allocated
-        // in it, and other threads' blocks of the same index are left alone.
-        // Its large allocations are told apart by the thread that made them.
-        let _: Released = unsafe { self.cohort.release(self.life, false, true) };
-        DEPTH.with(|d| d.set(self.depth));
+        // SAFETY: the class is this scope's alone since it claimed it (see `Cohort::scope`'s
+        // soundness argument): every allocation in it was made through the scope's handle,
+        // on this thread, and the handle and everything built on it are gone (they borrowed
+        // the closure's `'s`).
+        let _: Released = unsafe {
+            self.cohort
+                .release(scope_class::<L>(self.claimed), Whose::Claimed)
+        };
+        self.cohort.scopes.unclaim(self.claimed);
     }
 }
+
+/// The error of [`Cohort::try_scope`]: every scope class of the allocator is held by an
+/// open scope (at most 8 are open at once on one allocator, over all threads).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScopesInUse;
+
+impl fmt::Display for ScopesInUse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "cohort: all {SCOPE_CLASSES} scope classes of this allocator are in use ({SCOPE_CLASSES} \
+             scopes are open at once, over all threads)"
+        )
+    }
+}
+
+impl std::error::Error for ScopesInUse {}
 
 impl<L: Lifetime> Cohort<L> {
     /// Runs `f` with a [`ClassScope`], an `Allocator` handle to a lifetime class of the
@@ -131,11 +145,12 @@ impl<L: Lifetime> Cohort<L> {
     /// `f` must work for any lifetime of it), and the handle cannot leave the calling
     /// thread (it is neither `Send` nor `Sync`); no other call can allocate in the scope's
     /// class. So nothing can use what the release frees. Other threads may use the
-    /// allocator meanwhile, scopes of their own included; scopes nest (each has its own
-    /// class).
+    /// allocator meanwhile, scopes of their own included; scopes nest.
     ///
-    /// Statistics show a scope's allocations as lifetime class `"scope N"`, N its nesting
-    /// depth from 1.
+    /// An allocator has 8 scope classes, and each open scope holds one for itself alone:
+    /// at most 8 scopes are open at once on one allocator, over all threads and nesting
+    /// levels. [`Cohort::try_scope`] reports a ninth as an error instead of panicking.
+    /// Statistics show a scope's allocations as lifetime class `"scope N"`, N from 1 to 8.
     ///
     /// ```
     /// use cohort::allocator_api2::{boxed::Box, vec::Vec};
@@ -155,79 +170,91 @@ impl<L: Lifetime> Cohort<L> {
     /// Why the release at the end frees nothing still in use, while other threads (and the
     /// same thread, through any other call) use the allocator:
     ///
-    /// 1. **Nobody else can allocate in the class.** The scope's class is a hidden one
-    ///    (beside the caller's classes, as std's `"global"` is): its index is `L::COUNT + 1 + depth`, where `depth` is the
-    ///    calling thread's count of scopes open around this one. Every other call names its
-    ///    class by a value of `L` (whose index is below `L::COUNT`), or is `GlobalAlloc` (class
-    ///    `L::COUNT`): none reaches a hidden scope class. The [`ClassScope`] is the only way in.
+    /// 1. **The class is the scope's alone.** The scope claims one of the allocator's
+    ///    hidden scope classes (beside the caller's classes, as std's `"global"` is) with an
+    ///    atomic compare-and-swap on a bitmap, and gives it back only after its release: no
+    ///    other scope, on any thread, holds it meanwhile. Every other call names its class by
+    ///    a value of `L` (whose index is below `L::COUNT`), or is `GlobalAlloc` (class
+    ///    `"global"`): none reaches a scope class. The [`ClassScope`] is the only way in.
     /// 2. **Only the scope's thread allocates or frees in it.** A `ClassScope` is neither
     ///    `Send` nor `Sync`, so neither is a collection built on it: every allocation and
-    ///    free of the class while the scope runs happens on the calling thread, in blocks of
-    ///    its own heap. Other threads' scopes at the same depth use the same index, but their
-    ///    own blocks, which a release leaves alone (it frees the calling thread's blocks and
-    ///    exited threads', see [`Cohort::release_class`]). Nested scopes on one thread have
-    ///    different depths, so different classes.
+    ///    free of the class while the scope runs happens on the calling thread.
     /// 3. **Nothing outlives the scope.** The closure is called for every lifetime `'s`
     ///    (`for<'s> FnOnce(ClassScope<'s, L>) -> R`), and `ClassScope<'s, L>` is invariant in
     ///    `'s`: no value whose type holds the handle (a `Vec<T, ClassScope<'s, L>>`, a `Box`,
     ///    a reference obtained through them) can be returned or stored outside the closure.
     ///    Raw pointers from `Allocator::allocate` are valid, by that trait's contract, only
     ///    while the allocator is: using them afterwards is the caller's `unsafe` breach.
-    /// 4. **Then the release frees exactly the scope's allocations**: the calling thread's
-    ///    blocks of the class (everything allocated in it since the scope began: the previous
-    ///    scope at this depth on this thread released the rest), blocks exited threads
-    ///    left in it (dead: a thread's scopes end before it exits), and the large
-    ///    allocations (above 16 KiB) of the class that the calling thread made: the large
-    ///    table records each one's thread. It runs when the closure returns or unwinds.
-    ///
-    ///
-    /// A thread without a heap of its own (one that is exiting, or past the 16 383 heaps an
-    /// instance registers) allocates from blocks shared under the pool's lock: its scopes'
-    /// allocations there are not released (they stay allocated, unreachable): memory, not
-    /// safety, is lost.
+    /// 4. **So every allocation of the class is the scope's, and all of it is freed**:
+    ///    the previous holder released everything before giving the class back, so when the
+    ///    closure returns or unwinds, the class holds exactly what the scope allocated,
+    ///    wherever it lies: the calling thread's blocks, blocks shared under the pool's lock
+    ///    by threads without a heap (a thread that is exiting), its large allocations. Blocks
+    ///    other live threads' heaps own cannot hold any (those threads did not allocate in
+    ///    the class since its last release), and are left alone regardless.
     ///
     /// # Panics
-    /// When 4 scopes are already open on the calling thread (of any allocators): the
-    /// allocator keeps a class for each of 4 nesting depths.
+    /// When all 8 scope classes are held by open scopes (see [`Cohort::try_scope`]); and
+    /// whatever `f` panics with, after the release.
+    #[track_caller]
     pub fn scope<R>(&self, f: impl for<'s> FnOnce(ClassScope<'s, L>) -> R) -> R {
-        let depth = DEPTH.with(Cell::get);
-        assert!(
-            depth < SCOPE_DEPTHS,
-            "cohort: more than {SCOPE_DEPTHS} scopes open on one thread"
-        );
-        DEPTH.with(|d| d.set(depth + 1));
+        match self.try_scope(f) {
+            Ok(r) => r,
+            Err(e) => panic!("{e}: Cohort::try_scope reports this as an error"),
+        }
+    }
+
+    /// [`Cohort::scope`], or [`ScopesInUse`] (and `f` is not called) when all 8 scope
+    /// classes of the allocator are held by open scopes.
+    ///
+    /// ```
+    /// static A: cohort::Cohort = cohort::Cohort::new();
+    ///
+    /// let n = A.try_scope(|frame| {
+    ///     let mut v = cohort::Vec::new_in(frame);
+    ///     v.extend_from_slice(b"abc");
+    ///     v.len()
+    /// });
+    /// assert_eq!(n, Ok(3));
+    /// ```
+    ///
+    /// # Errors
+    /// [`ScopesInUse`] when 8 scopes are open on this allocator (on any threads).
+    pub fn try_scope<R>(
+        &self,
+        f: impl for<'s> FnOnce(ClassScope<'s, L>) -> R,
+    ) -> Result<R, ScopesInUse> {
+        let claimed = self.scopes.claim().ok_or(ScopesInUse)?;
         let closing = Closing {
             cohort: self,
-            life: scope_class::<L>(depth),
-            depth,
+            claimed,
         };
         let handle = ClassScope {
             cohort: self,
-            life: closing.life,
+            life: scope_class::<L>(claimed),
             _scope: PhantomData,
         };
         let r = f(handle);
         drop(closing);
-        r
+        Ok(r)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::DEPTH;
+    use crate::lifetime::SCOPE_CLASSES;
     use crate::Cohort;
     use allocator_api2::vec::Vec;
-    use core::cell::Cell;
 
     #[test]
-    fn a_scope_releases_its_class_and_closes_its_depth() {
+    fn a_scope_releases_its_class_and_gives_it_back() {
         let a: Cohort = Cohort::new();
         let n = a.scope(|f| {
-            assert_eq!(DEPTH.with(Cell::get), 1);
+            assert_eq!(a.scopes.claimed(), 1);
             let mut v = Vec::new_in(f);
             v.extend(0..1000u32);
             let inner = a.scope(|g| {
-                assert_eq!(DEPTH.with(Cell::get), 2);
+                assert_eq!(a.scopes.claimed(), 2);
                 let mut w = Vec::new_in(g);
                 w.push(1u8);
                 w.len()
@@ -235,7 +262,29 @@ mod tests {
             v.len() + inner
         });
         assert_eq!(n, 1001);
-        assert_eq!(DEPTH.with(Cell::get), 0);
+        assert_eq!(a.scopes.claimed(), 0);
+        assert!(a.is_empty());
+    }
+
+    #[test]
+    fn every_scope_class_claimed_is_an_error_then_a_panic() {
+        let a: Cohort = Cohort::new();
+        fn nest(a: &Cohort, left: usize) -> usize {
+            if left == 0 {
+                assert_eq!(a.try_scope(|_| ()), Err(super::ScopesInUse));
+                let caught =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| a.scope(|_| ())));
+                assert!(caught.is_err());
+                return 0;
+            }
+            a.scope(|f| {
+                let mut v = Vec::new_in(f);
+                v.extend(0..100_000u32);
+                1 + nest(a, left - 1) + v.len() - 100_000
+            })
+        }
+        assert_eq!(nest(&a, SCOPE_CLASSES), SCOPE_CLASSES);
+        assert_eq!(a.scopes.claimed(), 0);
         assert!(a.is_empty());
     }
 }

@@ -21,8 +21,8 @@ pub struct HeadStats {
     /// Lifetime class index.
     pub life: usize,
     /// The lifetime class's name: its variant's (`""` when the classes have no names), or
-    /// `"global"` for std's allocations (through `GlobalAlloc`), or `"scope N"` for
-    /// [`Cohort::scope`]'s at nesting depth N.
+    /// `"global"` for std's allocations (through `GlobalAlloc`), or `"scope N"` for an
+    /// open [`Cohort::scope`]'s (N from 1 to 8: the scope class it holds).
     pub life_name: &'static str,
     /// Blocks in use.
     pub blocks: usize,
