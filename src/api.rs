@@ -131,7 +131,12 @@ impl<L: Lifetime> Cohort<L> {
         all.split_at(if n < 256 { n } else { 256 }).0
     };
 
-    /// The name of lifetime class index `life` (hidden classes included): `L::NAMES`'s,
+    /// The index reports give inside lifetime class index `inside` (see [`crate::lifetime`]).
+    pub(crate) const fn reported(inside: usize) -> usize {
+        lifetime::reported(inside, L::COUNT + HIDDEN)
+    }
+
+    /// The name of lifetime class `life`, a reported index (hidden classes included): `L::NAMES`'s,
     /// `"global"`, `"scope 1"`..., or `""` for a class of `L` without a name.
     pub(crate) fn life_name(life: usize) -> &'static str {
         Self::NAMES.get(life).copied().unwrap_or("")
@@ -149,7 +154,7 @@ impl<L: Lifetime> Cohort<L> {
     #[inline]
     pub fn malloc(&self, size: usize, life: L) -> *mut u8 {
         self.core
-            .alloc_sized::<false, _>(ThreadHeap, size, malloc_align(size), life.index())
+            .alloc_sized::<false, _>(ThreadHeap, size, malloc_align(size), lifetime::index_of(life))
     }
 
     /// Like [`Cohort::malloc`], with the memory zeroed. Memory fresh from the OS is not
@@ -157,7 +162,7 @@ impl<L: Lifetime> Cohort<L> {
     #[inline]
     pub fn calloc(&self, size: usize, life: L) -> *mut u8 {
         self.core
-            .alloc_sized::<true, _>(ThreadHeap, size, malloc_align(size), life.index())
+            .alloc_sized::<true, _>(ThreadHeap, size, malloc_align(size), lifetime::index_of(life))
     }
 
     /// Like [`Cohort::malloc`], and also returns the usable size: any size between `size`
@@ -193,7 +198,7 @@ impl<L: Lifetime> Cohort<L> {
                 ptr,
                 size,
                 malloc_align(size),
-                life.index(),
+                lifetime::index_of(life),
             )
         }
     }
@@ -220,7 +225,7 @@ impl<L: Lifetime> Cohort<L> {
     /// nothing. Outside checked mode, a double free of a slot that is not the first of its
     /// block's lists goes undetected and corrupts the block, as with [`Cohort::free`].
     pub unsafe fn try_free(&self, ptr: *mut u8, size: usize, life: L) -> Result<(), Misuse> {
-        let (align, life) = (malloc_align(size), life.index());
+        let (align, life) = (malloc_align(size), lifetime::index_of(life));
         if ptr.is_null() || size == 0 {
             return Ok(());
         }
@@ -290,7 +295,7 @@ impl<L: Lifetime> Cohort<L> {
         life: L,
     ) -> *mut u8 {
         let (old, new) = (SizeAlign::malloc(old), SizeAlign::malloc(new));
-        let life = life.index();
+        let life = lifetime::index_of(life);
         // SAFETY: forwarded contract.
         unsafe { self.core.realloc_sized::<ZERO, false, _>(ThreadHeap, ptr, old, new, life) }
     }
@@ -303,14 +308,14 @@ impl<L: Lifetime> Cohort<L> {
     #[inline]
     pub fn alloc(&self, layout: Layout, life: L) -> *mut u8 {
         self.core
-            .alloc_sized::<false, _>(ThreadHeap, layout.size(), layout.align(), life.index())
+            .alloc_sized::<false, _>(ThreadHeap, layout.size(), layout.align(), lifetime::index_of(life))
     }
 
     /// Like [`Cohort::alloc`], with the memory zeroed.
     #[inline]
     pub fn alloc_zeroed(&self, layout: Layout, life: L) -> *mut u8 {
         self.core
-            .alloc_sized::<true, _>(ThreadHeap, layout.size(), layout.align(), life.index())
+            .alloc_sized::<true, _>(ThreadHeap, layout.size(), layout.align(), lifetime::index_of(life))
     }
 
     /// The usable size of an allocation for `layout`: any size from `layout.size()` up to it
@@ -335,7 +340,7 @@ impl<L: Lifetime> Cohort<L> {
                 ptr,
                 layout.size(),
                 layout.align(),
-                life.index(),
+                lifetime::index_of(life),
             )
         }
     }
@@ -352,7 +357,7 @@ impl<L: Lifetime> Cohort<L> {
         life: L,
     ) -> *mut u8 {
         let (old, new) = SizeAlign::layout_to(layout, new_size);
-        let life = life.index();
+        let life = lifetime::index_of(life);
         // SAFETY: forwarded contract.
         unsafe { self.core.realloc_sized::<false, false, _>(ThreadHeap, ptr, old, new, life) }
     }
@@ -376,7 +381,7 @@ impl<L: Lifetime> Cohort<L> {
                 base: h.base() as usize,
                 size_class: b.class,
                 stride: c.stride as usize,
-                life: b.life,
+                life: Self::reported(b.life),
                 capacity: c.capacity as usize,
                 live: b.live as usize,
                 block_bytes: c.block_size(),
@@ -413,7 +418,7 @@ pub(crate) fn usable_size(size: usize, align: usize) -> usize {
     }
 }
 
-// std's allocations go to the class `lifetime::global::<L>()`, which no value of `L` names:
+// std's allocations go to the class `lifetime::GLOBAL`, which no value of `L` names:
 // releasing any of the caller's classes leaves them alone.
 //
 // SAFETY: alloc returns null or a block of at least layout.size() bytes aligned to
@@ -428,7 +433,7 @@ unsafe impl<L: Lifetime> GlobalAlloc for Cohort<L> {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         self.core
-            .alloc_global::<false>(layout.size(), layout.align(), lifetime::global::<L>())
+            .alloc_global::<false>(layout.size(), layout.align(), lifetime::GLOBAL)
     }
 
     #[inline]
@@ -436,21 +441,21 @@ unsafe impl<L: Lifetime> GlobalAlloc for Cohort<L> {
         // SAFETY: GlobalAlloc's contract: ptr came from alloc with this layout.
         unsafe {
             self.core
-                .free_sized::<true, _>(ThreadHeap, ptr, layout.size(), layout.align(), lifetime::global::<L>())
+                .free_sized::<true, _>(ThreadHeap, ptr, layout.size(), layout.align(), lifetime::GLOBAL)
         }
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         self.core
-            .alloc_global::<true>(layout.size(), layout.align(), lifetime::global::<L>())
+            .alloc_global::<true>(layout.size(), layout.align(), lifetime::GLOBAL)
     }
 
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let (old, new) = SizeAlign::layout_to(layout, new_size);
         // SAFETY: GlobalAlloc's contract. Misuse aborts, as in dealloc.
-        unsafe { self.core.realloc_sized::<false, true, _>(ThreadHeap, ptr, old, new, lifetime::global::<L>()) }
+        unsafe { self.core.realloc_sized::<false, true, _>(ThreadHeap, ptr, old, new, lifetime::GLOBAL) }
     }
 }
 

@@ -315,13 +315,7 @@ impl Instance {
 
     /// A misuse report of a free (or resize) of `p` with `size` and lifetime class `life`.
     pub(crate) fn misuse(&self, p: *mut u8, size: usize, life: usize, problem: Problem) -> Misuse {
-        Misuse {
-            ptr: p as usize,
-            size,
-            life,
-            problem,
-            life_names: self.life_names,
-        }
+        Misuse::new(p as usize, size, life, problem, self.life_names)
     }
 
     /// What a pointer outside the region is: a large allocation (freed with a small size), or

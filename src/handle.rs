@@ -13,7 +13,7 @@
 
 use crate::api::{usable_size, Cohort};
 use crate::instance::Instance;
-use crate::lifetime::Lifetime;
+use crate::lifetime::{self, Lifetime};
 use crate::resize::SizeAlign;
 use crate::route::ThreadHeap;
 use core::alloc::Layout;
@@ -206,7 +206,7 @@ pub(crate) use impl_allocator;
 
 impl_allocator!([L: Lifetime] ClassHandle<'_, L>, self => Lane {
     core: &self.cohort.core,
-    life: self.life.index(),
+    life: lifetime::index_of(self.life),
 });
 
 /// A lifetime class of a `static` allocator, named by a type: what a [`StaticHandle`]
@@ -272,7 +272,7 @@ impl<C: StaticClass> core::fmt::Debug for StaticHandle<C> {
 
 impl_allocator!([C: StaticClass] StaticHandle<C>, self => Lane {
     core: &C::COHORT.core,
-    life: C::LIFE.index(),
+    life: lifetime::index_of(C::LIFE),
 });
 
 /// Declares a type naming a lifetime class of a `static` allocator, for a zero-size

@@ -17,7 +17,7 @@ use crate::api::Cohort;
 use crate::class::malloc_align;
 use crate::heap::Heap;
 use crate::heap_handover;
-use crate::lifetime::Lifetime;
+use crate::lifetime::{self, Lifetime};
 use crate::route::JoinedHeap;
 use core::alloc::Layout;
 use core::cell::Cell;
@@ -71,7 +71,7 @@ impl<L: Lifetime> Join<'_, L> {
             JoinedHeap(self.heap()),
             size,
             malloc_align(size),
-            life.index(),
+            lifetime::index_of(life),
         )
     }
 
@@ -82,7 +82,7 @@ impl<L: Lifetime> Join<'_, L> {
             JoinedHeap(self.heap()),
             size,
             malloc_align(size),
-            life.index(),
+            lifetime::index_of(life),
         )
     }
 
@@ -93,7 +93,7 @@ impl<L: Lifetime> Join<'_, L> {
             JoinedHeap(self.heap()),
             layout.size(),
             layout.align(),
-            life.index(),
+            lifetime::index_of(life),
         )
     }
 
@@ -111,7 +111,7 @@ impl<L: Lifetime> Join<'_, L> {
                 ptr,
                 size,
                 malloc_align(size),
-                life.index(),
+                lifetime::index_of(life),
             )
         }
     }
@@ -129,7 +129,7 @@ impl<L: Lifetime> Join<'_, L> {
                 ptr,
                 layout.size(),
                 layout.align(),
-                life.index(),
+                lifetime::index_of(life),
             )
         }
     }

@@ -1,12 +1,24 @@
 //! Lifetime classes: the caller's names for "allocations that die together", and the
 //! classes every allocator keeps beside them.
 //!
-//! An allocator with lifetime classes `L` has `L::COUNT + HIDDEN` of them: the caller's
-//! `0 .. L::COUNT`, then `GLOBAL = L::COUNT` (what `GlobalAlloc` allocates: std's
-//! collections when the allocator is the `#[global_allocator]`), then [`SCOPE_CLASSES`]
-//! classes for scopes (`L::COUNT + 1 + n`: each open [`Cohort::scope`](crate::Cohort::scope)
-//! claims one for itself alone). No value of `L` has a hidden class's index, so no call that takes an `L`
-//! (a release above all) reaches them.
+//! An allocator with lifetime classes `L` has `N = L::COUNT + HIDDEN` of them, numbered two
+//! ways:
+//!
+//! - **inside** (block keys, heads, the pool's lists): `GLOBAL = 0` is what `GlobalAlloc`
+//!   allocates in (std's collections when the allocator is the `#[global_allocator]`);
+//!   `index_of(l) = l.index() + 1` for the caller's classes; `scope_class(n) = L::COUNT + 1
+//!   + n` for the [`SCOPE_CLASSES`] scope classes (each open
+//!   [`Cohort::scope`](crate::Cohort::scope) claims one for itself alone). Global is 0 so
+//!   that its blocks' keys are their size classes alone: the global allocator's free
+//!   compares the key with no lifetime term.
+//! - **in reports** (statistics, block reports, misuse reports, [`crate::Allocation`]): the
+//!   caller's class `l` is `l.index()`, global is `L::COUNT`, scope class `n` is `L::COUNT
+//!   + 1 + n`, so that a report's index of one of the caller's classes is its `index()`:
+//!   `reported(index_of(l)) = l.index()`, `reported(GLOBAL) = L::COUNT`, `reported(i) = i`
+//!   for scope classes ([`reported`]).
+//!
+//! No value of `L` has a hidden class's index, so no call that takes an `L` (a release
+//! above all) reaches them.
 
 use core::sync::atomic::{AtomicU32, Ordering};
 
@@ -45,20 +57,37 @@ pub(crate) const HIDDEN: usize = 1 + SCOPE_CLASSES;
 /// (std's allocations, and 8 for scopes).
 pub const MAX_LIFETIME_CLASSES: usize = 256 - HIDDEN;
 
-/// The hidden classes' names, in index order from `L::COUNT`.
+/// The hidden classes' names, in reported index order from `L::COUNT`.
 const HIDDEN_NAMES: [&str; HIDDEN] = [
     "global", "scope 1", "scope 2", "scope 3", "scope 4", "scope 5", "scope 6", "scope 7",
     "scope 8",
 ];
 
-/// The index of the class `GlobalAlloc` allocates in, for lifetime classes `L`.
-pub(crate) const fn global<L: Lifetime>() -> usize {
-    L::COUNT
+/// The inside index of the class `GlobalAlloc` allocates in (see the module docs).
+pub(crate) const GLOBAL: usize = 0;
+
+/// The inside index of the caller's class `life`.
+#[inline(always)]
+pub(crate) fn index_of<L: Lifetime>(life: L) -> usize {
+    life.index() + 1
 }
 
-/// The index of scope class `n` (below [`SCOPE_CLASSES`]).
+/// The inside index of scope class `n` (below [`SCOPE_CLASSES`]).
 pub(crate) const fn scope_class<L: Lifetime>(n: usize) -> usize {
     L::COUNT + 1 + n
+}
+
+/// The index reports give inside index `inside` of an allocator with `life_count` classes
+/// (see the module docs).
+pub(crate) const fn reported(inside: usize, life_count: usize) -> usize {
+    let callers = life_count - HIDDEN;
+    if inside == GLOBAL {
+        callers
+    } else if inside <= callers {
+        inside - 1
+    } else {
+        inside
+    }
 }
 
 /// Which of an allocator's [`SCOPE_CLASSES`] scope classes are claimed: bit `n` set while
@@ -109,8 +138,8 @@ impl ScopeClaims {
     }
 }
 
-/// Every class's name by index for lifetime classes `L`: `L::NAMES` (`""` where it has none),
-/// then the hidden classes' names; `""` past them.
+/// Every class's name by reported index (see the module docs) for lifetime classes `L`:
+/// `L::NAMES` (`""` where it has none), then the hidden classes' names; `""` past them.
 pub(crate) const fn all_names<L: Lifetime>() -> [&'static str; 256] {
     let mut names = [""; 256];
     let mut i = 0;

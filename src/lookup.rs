@@ -28,8 +28,9 @@ pub struct Allocation {
     /// Its usable size: its slot's stride, or the length of a large allocation's mapping.
     /// Any size from the one asked for up to this one frees it.
     pub usable: usize,
-    /// Its lifetime class index. Indices from `L::COUNT` up are the allocator's own hidden
-    /// classes (the one `GlobalAlloc` allocates in, for one).
+    /// Its lifetime class index: `L::index()` of one of the caller's classes; from
+    /// `L::COUNT` up, the allocator's own hidden classes (`L::COUNT` is the one
+    /// `GlobalAlloc` allocates in).
     pub life: usize,
     /// True for a large allocation (a mapping of its own).
     pub large: bool,
@@ -122,7 +123,11 @@ impl<L: Lifetime> Cohort<L> {
     /// assert_eq!(a.allocation_at(&0u8), None);
     /// ```
     pub fn allocation_at(&self, ptr: *const u8) -> Option<Allocation> {
-        self.core.allocation_at(ptr)
+        let found = self.core.allocation_at(ptr)?;
+        Some(Allocation {
+            life: Self::reported(found.life),
+            ..found
+        })
     }
 
     /// True when `ptr` lies in this allocator's region: the address space of its small

@@ -5,6 +5,7 @@
 //! and the lifetime class; the abort's is formatted without allocating.
 
 use crate::class::CLASSES;
+use crate::lifetime;
 use crate::os;
 use core::fmt;
 
@@ -61,6 +62,47 @@ pub enum Problem {
         /// Its lifetime class.
         life: usize,
     },
+}
+
+impl Misuse {
+    /// The report of a free of `ptr` with `size` in lifetime class `life`, with `life` and
+    /// the problem's classes given as inside indices (see [`crate::lifetime`]) and reported
+    /// as the caller numbers them. `life_names` has a name for every class, by reported
+    /// index.
+    pub(crate) fn new(
+        ptr: usize,
+        size: usize,
+        life: usize,
+        problem: Problem,
+        life_names: &'static [&'static str],
+    ) -> Misuse {
+        let reported = |l| lifetime::reported(l, life_names.len());
+        let problem = match problem {
+            Problem::WrongBlock {
+                class,
+                stride,
+                block_class,
+                block_life,
+            } => Problem::WrongBlock {
+                class,
+                stride,
+                block_class,
+                block_life: reported(block_life),
+            },
+            Problem::LargeMismatch { mapped, life } => Problem::LargeMismatch {
+                mapped,
+                life: reported(life),
+            },
+            other => other,
+        };
+        Misuse {
+            ptr,
+            size,
+            life: reported(life),
+            problem,
+            life_names,
+        }
+    }
 }
 
 /// "lifetime class 1", or "lifetime class 1 (Request)" when the classes have names.

@@ -17,7 +17,7 @@
 use crate::api::Cohort;
 use crate::block::{Header, Snapshot, HEAPLESS, NO_HOLDER};
 use crate::heap;
-use crate::lifetime::Lifetime;
+use crate::lifetime::{self, Lifetime};
 use crate::os;
 use crate::per_thread;
 use crate::pool::{Pool, PoolState};
@@ -92,7 +92,7 @@ impl<L: Lifetime> Cohort<L> {
     /// [`Cohort::scope_exclusive`] (an allocator you own).
     pub unsafe fn release_class(&self, life: L) -> Released {
         // SAFETY: forwarded contract.
-        unsafe { self.release(life.index(), Whose::Caller) }
+        unsafe { self.release(lifetime::index_of(life), Whose::Caller) }
     }
 
     /// Releases lifetime class `life`: the allocations `whose` says (see [`Whose`]).
@@ -186,7 +186,7 @@ impl<L: Lifetime> Cohort<L> {
         life: L,
         f: impl for<'s> FnOnce(&'s Self, crate::ClassHandle<'s, L>) -> R,
     ) -> R {
-        let live = self.live_in_class(life.index());
+        let live = self.live_in_class(lifetime::index_of(life));
         assert!(
             live == 0,
             "cohort: scope on lifetime class {} which has {live} live allocations",
@@ -197,7 +197,7 @@ impl<L: Lifetime> Cohort<L> {
         // SAFETY: `&mut self` excluded every other user; the closure's handles and the
         // collections built on them are gone (they borrowed the scope); scoped threads
         // have exited; raw pointers from the malloc family are the caller's to not use.
-        let released = unsafe { this.release(life.index(), Whose::Everyone) };
+        let released = unsafe { this.release(lifetime::index_of(life), Whose::Everyone) };
         debug_assert_eq!(released.left_to_other_threads, 0);
         r
     }
@@ -209,7 +209,7 @@ impl<L: Lifetime> Cohort<L> {
             .stats()
             .heads
             .iter()
-            .filter(|h| h.life == life)
+            .filter(|h| h.life == Self::reported(life))
             .map(|h| h.live)
             .sum();
         let large = self

@@ -87,8 +87,9 @@ impl<L: Lifetime> Copy for ClassScope<'_, L> {}
 
 impl<L: Lifetime> fmt::Debug for ClassScope<'_, L> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = Cohort::<L>::life_name(self.life);
-        write!(f, "ClassScope(lifetime class {} ({name}))", self.life)
+        let life = Cohort::<L>::reported(self.life);
+        let name = Cohort::<L>::life_name(life);
+        write!(f, "ClassScope(lifetime class {life} ({name}))")
     }
 }
 

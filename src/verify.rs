@@ -19,7 +19,7 @@
 use crate::api::Cohort;
 use crate::block::{BlockList, Header, Role, Snapshot, FULL, HEAPLESS, MAGIC, NO_HOLDER};
 use crate::class::{Class, HeadIndex, CLASSES};
-use crate::lifetime::Lifetime;
+use crate::lifetime::{self, Lifetime};
 use crate::pool::{Pool, PoolState, EMPTY_KEY};
 use crate::sync::Ordering;
 use bitvec::slice::BitSlice;
@@ -91,7 +91,7 @@ impl<L: Lifetime> Cohort<L> {
             let st = pool.state.lock();
             walk(pool, &st, BitSlice::from_slice_mut(&mut seen))
         };
-        walked.map_err(Fault::into_error)
+        walked.map_err(|f| f.into_error(pool.life_count))
     }
 
     /// [`Cohort::verify`], with `&mut self` proving nobody else uses the allocator.
@@ -164,8 +164,11 @@ impl Fault {
         }
     }
 
-    fn into_error(self) -> VerifyError {
+    /// The error for an allocator of `life_count` lifetime classes (its lifetime class as
+    /// reports number it, see [`crate::lifetime`]).
+    fn into_error(self, life_count: usize) -> VerifyError {
         let (size_class, life) = self.geometry.unzip();
+        let life = life.map(|l| if l < life_count { lifetime::reported(l, life_count) } else { l });
         let c = size_class.map(|c| &CLASSES[c]);
         let (first, limit, stride) = c.map_or((0, 0, 0), |c| (c.first, c.limit, c.stride));
         let problem = match self.problem {
