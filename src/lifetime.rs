@@ -6,16 +6,16 @@
 //!
 //! - **inside** (block keys, heads, the pool's lists): `GLOBAL = 0` is what `GlobalAlloc`
 //!   allocates in (std's collections when the allocator is the `#[global_allocator]`);
-//!   `index_of(l) = l.index() + 1` for the caller's classes; `scope_class(n) = L::COUNT + 1
-//!   + n` for the [`SCOPE_CLASSES`] scope classes (each open
-//!   [`Cohort::scope`](crate::Cohort::scope) claims one for itself alone). Global is 0 so
-//!   that its blocks' keys are their size classes alone: the global allocator's free
+//!   `index_of(l) = l.index() + 1` for the caller's classes;
+//!   `scope_class(n) = L::COUNT + 1 + n` for the [`SCOPE_CLASSES`] scope classes (each
+//!   open [`Cohort::scope`](crate::Cohort::scope) claims one for itself alone). Global is
+//!   0 so that its blocks' keys are their size classes alone: the global allocator's free
 //!   compares the key with no lifetime term.
 //! - **in reports** (statistics, block reports, misuse reports, [`crate::Allocation`]): the
-//!   caller's class `l` is `l.index()`, global is `L::COUNT`, scope class `n` is `L::COUNT
-//!   + 1 + n`, so that a report's index of one of the caller's classes is its `index()`:
-//!   `reported(index_of(l)) = l.index()`, `reported(GLOBAL) = L::COUNT`, `reported(i) = i`
-//!   for scope classes ([`reported`]).
+//!   caller's class `l` is `l.index()`, global is `L::COUNT`, scope class `n` is
+//!   `L::COUNT + 1 + n`, so that a report's index of one of the caller's classes is its
+//!   `index()`: `reported(index_of(l)) = l.index()`, `reported(GLOBAL) = L::COUNT`,
+//!   `reported(i) = i` for scope classes ([`reported`]).
 //!
 //! No value of `L` has a hidden class's index, so no call that takes an `L` (a release
 //! above all) reaches them.
