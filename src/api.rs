@@ -190,6 +190,7 @@ impl<L: Lifetime> Cohort<L> {
     /// and a size whose usable size `size` does not exceed, at least the size asked for; it
     /// was not freed since.
     #[inline]
+    #[track_caller]
     pub unsafe fn free(&self, ptr: *mut u8, size: usize, life: L) {
         // SAFETY: forwarded contract.
         unsafe {
@@ -255,6 +256,7 @@ impl<L: Lifetime> Cohort<L> {
     ///
     /// # Safety
     /// As [`Cohort::free`] for `(ptr, old_size, life)`.
+    #[track_caller]
     pub unsafe fn remalloc(
         &self,
         ptr: *mut u8,
@@ -272,6 +274,7 @@ impl<L: Lifetime> Cohort<L> {
     ///
     /// # Safety
     /// As [`Cohort::remalloc`].
+    #[track_caller]
     pub unsafe fn recalloc(
         &self,
         ptr: *mut u8,
@@ -287,6 +290,7 @@ impl<L: Lifetime> Cohort<L> {
     ///
     /// # Safety
     /// As [`Cohort::remalloc`].
+    #[track_caller]
     unsafe fn resize_malloc<const ZERO: bool>(
         &self,
         ptr: *mut u8,
@@ -332,6 +336,7 @@ impl<L: Lifetime> Cohort<L> {
     /// with lifetime class `life`, a layout of the same align, and a size from which
     /// `layout.size()` is in the usable range; it was not freed since.
     #[inline]
+    #[track_caller]
     pub unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout, life: L) {
         // SAFETY: forwarded contract.
         unsafe {
@@ -349,6 +354,7 @@ impl<L: Lifetime> Cohort<L> {
     ///
     /// # Safety
     /// As [`Cohort::dealloc`].
+    #[track_caller]
     pub unsafe fn realloc(
         &self,
         ptr: *mut u8,

@@ -33,6 +33,7 @@ impl Instance {
     /// `align`, lifetime class `life` and a size whose usable size `size` does not exceed,
     /// at least the size asked for (as [`Cohort::free`](crate::Cohort::free)).
     #[inline(always)]
+    #[track_caller]
     pub(crate) unsafe fn free_sized<const ABORT: bool, R: Route>(
         &self,
         route: R,
@@ -56,6 +57,7 @@ impl Instance {
     /// # Safety
     /// As [`Instance::free_sized`].
     #[inline(never)]
+    #[track_caller]
     unsafe fn free_above_exact<const ABORT: bool, R: Route>(
         &self,
         route: R,
@@ -97,6 +99,7 @@ impl Instance {
     /// As [`Instance::free_sized`], with `class` the class of the size and alignment
     /// `align`.
     #[inline(always)]
+    #[track_caller]
     unsafe fn free_class<const ABORT: bool, R: Route>(
         &self,
         route: R,
@@ -152,6 +155,7 @@ impl Instance {
     /// As [`Instance::free_class`], with `word` as above.
     #[cold]
     #[inline(never)]
+    #[track_caller]
     unsafe fn free_other<const ABORT: bool, R: Route>(
         &self,
         route: R,
@@ -185,6 +189,7 @@ impl Instance {
     /// # Safety
     /// As [`Instance::free_sized`]: `p` is a live allocation of this allocator.
     #[inline(always)]
+    #[track_caller]
     pub(crate) unsafe fn validated_block<const ABORT: bool>(
         &self,
         p: *mut u8,
@@ -220,6 +225,7 @@ impl Instance {
     /// block's key).
     #[cold]
     #[inline(never)]
+    #[track_caller]
     unsafe fn free_remote<const ABORT: bool, R: Route>(
         &self,
         route: R,
@@ -275,6 +281,7 @@ impl Instance {
     /// this instance starts at `p`, it is the caller's to free (nothing uses it after).
     #[cold]
     #[inline(never)]
+    #[track_caller]
     unsafe fn free_large<const ABORT: bool>(&self, p: *mut u8, size: usize, life: usize) {
         if p.is_null() {
             return; // A null free does nothing (see `free_sized`).
@@ -331,6 +338,7 @@ impl Instance {
     /// fast path: one `xor`, since the key shares the owner's word and compare.
     #[cold]
     #[inline(never)]
+    #[track_caller]
     fn bad_key<const ABORT: bool>(&self, p: *mut u8, size: usize, class: usize, life: usize) -> ! {
         report::<ABORT>(self.wrong_block(p, size, class, life))
     }
@@ -343,6 +351,7 @@ impl Instance {
     /// As [`Instance::free_sized`].
     #[cold]
     #[inline(never)]
+    #[track_caller]
     unsafe fn bad_key_of_size<const ABORT: bool>(
         &self,
         p: *mut u8,
@@ -362,6 +371,7 @@ impl Instance {
     /// returns, so that the fast path reaches it with a jump and needs no stack frame.)
     #[cold]
     #[inline(never)]
+    #[track_caller]
     fn foreign<const ABORT: bool>(&self, p: *mut u8, size: usize, life: usize) {
         let problem = match self.pool_if_any() {
             Some(pool) => self.foreign_or_large(pool, p),
@@ -373,6 +383,7 @@ impl Instance {
     /// A free of a slot that is already free (typed `()` as [`Instance::foreign`]).
     #[cold]
     #[inline(never)]
+    #[track_caller]
     fn double_free<const ABORT: bool>(&self, p: *mut u8, size: usize, life: usize) {
         report::<ABORT>(self.misuse(p, size, life, Problem::DoubleFree))
     }
@@ -394,6 +405,7 @@ impl Instance {
     /// Checked mode: every check a free can make, before it touches anything
     /// ([`Instance::find_misuse`]); misuse is reported. With `FREEING` (a free), the slot's
     /// live bit is cleared by the check.
+    #[track_caller]
     fn check_free<const ABORT: bool, const FREEING: bool>(
         &self,
         p: *mut u8,

@@ -103,6 +103,7 @@ impl<L: Lifetime> Join<'_, L> {
     /// # Safety
     /// As [`Cohort::free`].
     #[inline]
+    #[track_caller]
     pub unsafe fn free(&self, ptr: *mut u8, size: usize, life: L) {
         // SAFETY: forwarded contract.
         unsafe {
@@ -121,6 +122,7 @@ impl<L: Lifetime> Join<'_, L> {
     /// # Safety
     /// As [`Cohort::dealloc`].
     #[inline]
+    #[track_caller]
     pub unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout, life: L) {
         // SAFETY: forwarded contract.
         unsafe {

@@ -191,6 +191,6 @@ pub use release::{Compacted, Released};
 #[cfg(not(loom))]
 pub use scope::{ClassScope, ScopesInUse};
 #[cfg(not(loom))]
-pub use stats::{HeadStats, Stats, Totals};
+pub use stats::{ClassStats, HeadStats, Stats, Totals};
 #[cfg(not(loom))]
 pub use verify::{Verified, VerifyError};

@@ -156,6 +156,7 @@ impl<L: Lifetime> Cohort<L> {
     /// `ptr` is null, not this allocator's, or the start of a live allocation of it that
     /// nothing uses after the call.
     #[inline]
+    #[track_caller]
     pub unsafe fn free_unsized(&self, ptr: *mut u8) -> Result<(), Misuse> {
         if !self.core.bounds.contains(ptr) {
             // SAFETY: forwarded contract.
@@ -218,6 +219,7 @@ impl<L: Lifetime> Cohort<L> {
     ///
     /// # Safety
     /// As [`Cohort::free_unsized`]; `new_align` is a power of two.
+    #[track_caller]
     pub unsafe fn realloc_unsized(
         &self,
         ptr: *mut u8,

@@ -137,7 +137,8 @@ impl fmt::Display for Misuse {
                 block_life,
             } if bc == class => write!(
                 f,
-                "freed as {} but the block holds {} (the size matches: stride {stride} B)",
+                "wrong lifetime class: freed as {} but the block holds {} (the size \
+                 matches: stride {stride} B)",
                 life(self.life),
                 life(*block_life)
             ),
@@ -215,6 +216,7 @@ impl fmt::Write for StackBuf {
 /// [`Misuse`] as a value frees with [`Cohort::try_free`](crate::Cohort::try_free).
 #[cold]
 #[inline(never)]
+#[track_caller]
 pub(crate) fn report<const ABORT: bool>(m: Misuse) -> ! {
     if ABORT {
         let mut out = StackBuf {

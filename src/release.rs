@@ -15,6 +15,8 @@
 //! releases it, or the release of a scope's class, which is all the scope's: [`Whose`]).
 
 use crate::api::Cohort;
+use crate::stats::Bytes;
+use core::fmt;
 use crate::block::{Header, Snapshot, HEAPLESS, NO_HOLDER};
 use crate::heap;
 use crate::lifetime::{self, Lifetime};
@@ -35,6 +37,38 @@ pub struct Released {
     pub left_to_other_threads: usize,
     /// Large allocations of the class unmapped (whichever thread made them).
     pub large: usize,
+}
+
+/// "released 3 blocks (120 slots) and 2 large allocations; 1 block left to other threads".
+impl fmt::Display for Released {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "released {} blocks ({} slots) and {} large allocations",
+            self.blocks, self.slots, self.large
+        )?;
+        if self.left_to_other_threads > 0 {
+            write!(
+                f,
+                "; {} blocks left to other threads",
+                self.left_to_other_threads
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// "gave back 4 empty blocks: resident 12.0 MiB -> 4.0 MiB".
+impl fmt::Display for Compacted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "gave back {} empty blocks: resident {} -> {}",
+            self.blocks,
+            Bytes(self.resident_before),
+            Bytes(self.resident_after)
+        )
+    }
 }
 
 /// Whose allocations of a lifetime class a release frees.

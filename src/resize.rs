@@ -73,6 +73,7 @@ impl Instance {
     /// As [`Cohort::free`](crate::Cohort::free) for `(p, old.size, life)` with `old.align`,
     /// unless `p` is null or `old.size` is 0.
     #[inline(always)]
+    #[track_caller]
     pub(crate) unsafe fn realloc_sized<const ZERO: bool, const ABORT: bool, R: Route>(
         &self,
         route: R,
@@ -100,6 +101,7 @@ impl Instance {
     /// As [`Instance::realloc_sized`] for `(p, old, life)`, with `p` not null; `class` is
     /// the class of `old` (and of the new size).
     #[inline(always)]
+    #[track_caller]
     unsafe fn resize_in_class<const ZERO: bool, const ABORT: bool>(
         &self,
         p: *mut u8,
@@ -121,6 +123,7 @@ impl Instance {
     /// # Safety
     /// As [`Instance::realloc_sized`].
     #[inline(never)]
+    #[track_caller]
     unsafe fn realloc_other<const ZERO: bool, const ABORT: bool, R: Route>(
         &self,
         route: R,
@@ -183,6 +186,7 @@ impl Instance {
     /// As [`Instance::realloc_sized`], with `p` not null and `old.size` a large size.
     #[cold]
     #[inline(never)]
+    #[track_caller]
     unsafe fn realloc_large<const ZERO: bool, const ABORT: bool>(
         &self,
         p: *mut u8,

@@ -5,7 +5,10 @@
 //! allocations, and the allocator pays nothing when nobody asks.
 //!
 //! Invariants of a [`Stats`]: `small` is the sum of `heads`; for every head,
-//! `live <= capacity` and `live_bytes == live * stride`.
+//! `live <= capacity` and `live_bytes == live * stride`; for every lifetime class `c` in
+//! `classes`, `c.small_live` and `c.small_live_bytes` are the sums over the heads of its
+//! class; `Σ_c c.large_allocations = large_allocations` and `Σ_c c.large_bytes =
+//! large_bytes` (read under one lock).
 
 use crate::api::Cohort;
 use crate::lifetime::Lifetime;
@@ -60,6 +63,39 @@ pub struct Totals {
     pub resident_bytes: usize,
 }
 
+/// Figures for one lifetime class: its small allocations (over all size classes) and its
+/// large ones (above 16 KiB, each a mapping of its own).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClassStats {
+    /// Lifetime class index (`L::index()`; from `L::COUNT` up, the allocator's own:
+    /// `"global"`, then the scopes').
+    pub life: usize,
+    /// Its name, as [`HeadStats::life_name`].
+    pub life_name: &'static str,
+    /// Live small allocations.
+    pub small_live: usize,
+    /// Bytes in their slots.
+    pub small_live_bytes: usize,
+    /// Blocks holding them.
+    pub blocks: usize,
+    /// Live large allocations.
+    pub large_allocations: usize,
+    /// Their mapped bytes.
+    pub large_bytes: usize,
+}
+
+impl ClassStats {
+    /// Live allocations, small and large.
+    pub fn live(&self) -> usize {
+        self.small_live + self.large_allocations
+    }
+
+    /// Bytes of live allocations: small slots and large mappings.
+    pub fn live_bytes(&self) -> usize {
+        self.small_live_bytes + self.large_bytes
+    }
+}
+
 /// A snapshot of an allocator's memory, from [`Cohort::stats`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -67,6 +103,8 @@ pub struct Stats {
     pub heads: Vec<HeadStats>,
     /// The sum over `heads`.
     pub small: Totals,
+    /// Every lifetime class with live allocations or blocks, small and large, by index.
+    pub classes: Vec<ClassStats>,
     /// Large allocations live now, and their mapped bytes.
     pub large_allocations: usize,
     /// Mapped bytes of the large allocations.
@@ -117,14 +155,50 @@ impl<L: Lifetime> Cohort<L> {
         }
         let (large_allocations, large_bytes, retained_empty_blocks, lock_acquisitions) =
             self.core.pool_counters();
+        let classes = self.class_totals(&heads);
         Stats {
             heads,
             small,
+            classes,
             large_allocations,
             large_bytes,
             retained_empty_blocks,
             lock_acquisitions,
         }
+    }
+}
+
+impl<L: Lifetime> Cohort<L> {
+    /// Per lifetime class: the sums over `heads`, and the large allocations, counted under
+    /// the large table's lock into a fixed array (nothing allocates under it: the
+    /// allocator may be the global one).
+    fn class_totals(&self, heads: &[HeadStats]) -> Vec<ClassStats> {
+        let mut large = [(0usize, 0usize); 256];
+        if let Some(pool) = self.core.pool_if_any() {
+            for (_, len, life) in pool.large.lock().live() {
+                let at = &mut large[Self::reported(life) & 255];
+                *at = (at.0 + 1, at.1 + len);
+            }
+        }
+        let mut classes: Vec<ClassStats> = Vec::new();
+        for (life, &(count, bytes)) in large.iter().enumerate() {
+            let mut c = ClassStats {
+                life,
+                life_name: Self::life_name(life),
+                large_allocations: count,
+                large_bytes: bytes,
+                ..Default::default()
+            };
+            for h in heads.iter().filter(|h| h.life == life) {
+                c.small_live += h.live;
+                c.small_live_bytes += h.live_bytes();
+                c.blocks += h.blocks;
+            }
+            if c.blocks > 0 || c.large_allocations > 0 {
+                classes.push(c);
+            }
+        }
+        classes
     }
 }
 
@@ -188,6 +262,23 @@ impl fmt::Display for Stats {
                 Bytes(h.block_bytes),
                 Bytes(h.resident_bytes),
                 100.0 * h.live as f64 / h.capacity.max(1) as f64
+            )?;
+        }
+        writeln!(
+            f,
+            "{:>10} {:>10} {:>10} {:>10} {:>11} {:>10}",
+            "life", "small live", "small", "large live", "large", "total"
+        )?;
+        for c in &self.classes {
+            writeln!(
+                f,
+                "{:>10} {:>10} {:>10} {:>10} {:>11} {:>10}",
+                LifeLabel(c.life, c.life_name),
+                c.small_live,
+                Bytes(c.small_live_bytes),
+                c.large_allocations,
+                Bytes(c.large_bytes),
+                Bytes(c.live_bytes())
             )?;
         }
         let t = &self.small;

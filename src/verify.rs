@@ -65,6 +65,17 @@ pub struct Verified {
     pub live: usize,
 }
 
+/// "consistent: 10 blocks in use (1000 live slots), 2 empty blocks kept".
+impl fmt::Display for Verified {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "consistent: {} blocks in use ({} live slots), {} empty blocks kept",
+            self.blocks, self.live, self.empty_blocks
+        )
+    }
+}
+
 impl<L: Lifetime> Cohort<L> {
     /// Checks every block and list of this allocator; returns what it walked, or the first
     /// problem found with the block it is in.
