@@ -51,12 +51,33 @@ impl<L: Lifetime> core::fmt::Debug for ClassHandle<'_, L> {
 
 impl<L: Lifetime> Cohort<L> {
     /// A handle that allocates in lifetime class `life`. Cost: none (two words, `Copy`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use cohort::allocator_api2::vec::Vec;
+    /// cohort::lifetime_classes! { enum Life { Frame, Long } }
+    /// static A: cohort::Cohort<Life> = cohort::Cohort::new();
+    /// let mut names = Vec::new_in(A.handle(Life::Long));
+    /// names.push("cohort");
+    /// assert_eq!(names.len(), 1);
+    /// ```
     pub fn handle(&self, life: L) -> ClassHandle<'_, L> {
         ClassHandle { cohort: self, life }
     }
 
     /// The former name of [`Cohort::handle`], which read as a size class (what
     /// [`crate::class`] means).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// cohort::lifetime_classes! { enum Life { Frame } }
+    /// let a: cohort::Cohort<Life> = cohort::Cohort::new();
+    /// #[allow(deprecated)]
+    /// let h = a.class(Life::Frame);
+    /// assert_eq!(h.life(), Life::Frame);
+    /// ```
     #[deprecated(since = "0.2.0", note = "renamed `handle`: a class is a size class")]
     pub fn class(&self, life: L) -> ClassHandle<'_, L> {
         self.handle(life)
@@ -65,6 +86,14 @@ impl<L: Lifetime> Cohort<L> {
 
 impl<L: Lifetime> ClassHandle<'_, L> {
     /// The lifetime class.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// cohort::lifetime_classes! { enum Life { Frame, Long } }
+    /// let a: cohort::Cohort<Life> = cohort::Cohort::new();
+    /// assert_eq!(a.handle(Life::Long).life(), Life::Long);
+    /// ```
     pub fn life(&self) -> L {
         self.life
     }
@@ -244,6 +273,17 @@ pub struct StaticHandle<C: StaticClass>(core::marker::PhantomData<fn() -> C>);
 
 impl<C: StaticClass> StaticHandle<C> {
     /// The handle (every value is the same).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use cohort::StaticHandle;
+    /// cohort::lifetime_classes! { enum Life { Tree } }
+    /// static A: cohort::Cohort<Life> = cohort::Cohort::new();
+    /// cohort::static_class!(TreeClass = A, Life::Tree);
+    /// let v = cohort::Vec::<u32, _>::with_capacity_in(10, StaticHandle::<TreeClass>::new());
+    /// assert!(v.capacity() >= 10);
+    /// ```
     pub const fn new() -> Self {
         StaticHandle(core::marker::PhantomData)
     }

@@ -124,6 +124,23 @@ impl<L: Lifetime> Cohort<L> {
     /// freed after the call, and no thread allocates or frees in class `life` while it runs.
     /// For a safe form, see [`Cohort::scope`] (any allocator, a `static` included) and
     /// [`Cohort::scope_exclusive`] (an allocator you own).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// cohort::lifetime_classes! { enum Life { Request, Long } }
+    /// static A: cohort::Cohort<Life> = cohort::Cohort::new();
+    /// let kept = A.malloc(64, Life::Long);
+    /// for _ in 0..100 {
+    ///     let _ = A.malloc(200, Life::Request); // never freed one by one
+    /// }
+    /// // SAFETY: nothing of `Request` made by this thread is used after this, and no other
+    /// // thread uses `Request`.
+    /// let r = unsafe { A.release_class(Life::Request) };
+    /// assert_eq!(r.slots, 100);
+    /// // SAFETY: `Long` is untouched.
+    /// unsafe { A.free(kept, 64, Life::Long) };
+    /// ```
     pub unsafe fn release_class(&self, life: L) -> Released {
         // SAFETY: forwarded contract.
         unsafe { self.release(lifetime::index_of(life), Whose::Caller) }
@@ -215,6 +232,21 @@ impl<L: Lifetime> Cohort<L> {
     ///
     /// Panics if the class has live allocations when the scope starts, small or large
     /// (they would be freed under their owners).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use cohort::allocator_api2::vec::Vec;
+    /// cohort::lifetime_classes! { enum Life { Frame } }
+    /// let mut a: cohort::Cohort<Life> = cohort::Cohort::new();
+    /// let n = a.scope_exclusive(Life::Frame, |_a, frame| {
+    ///     let mut v = Vec::new_in(frame);
+    ///     v.extend(0..1000u32);
+    ///     v.len()
+    /// });
+    /// assert_eq!(n, 1000);
+    /// assert!(a.is_empty());
+    /// ```
     pub fn scope_exclusive<R>(
         &mut self,
         life: L,
@@ -259,6 +291,19 @@ impl<L: Lifetime> Cohort<L> {
     ///
     /// Thread safety: may run while other threads allocate. Cost: proportional to the blocks.
     /// Returns the blocks given back and the resident bytes before and after.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let a = cohort::Cohort::<()>::new();
+    /// let ps: Vec<_> = (0..10_000).map(|_| a.malloc(64, ())).collect();
+    /// for p in ps {
+    ///     // SAFETY: allocated above with this size and class.
+    ///     unsafe { a.free(p, 64, ()) };
+    /// }
+    /// let c = a.compact();
+    /// assert!(c.resident_after <= c.resident_before);
+    /// ```
     pub fn compact(&self) -> Compacted {
         let Some(pool) = self.core.pool_if_any() else {
             return Compacted::default();
@@ -277,6 +322,17 @@ impl<L: Lifetime> Cohort<L> {
 
     /// True when no allocation is live: no small slot, no large allocation. A leak check
     /// at teardown. Cost: proportional to the blocks.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let a = cohort::Cohort::<()>::new();
+    /// let p = a.malloc(10, ());
+    /// assert!(!a.is_empty());
+    /// // SAFETY: allocated above with this size and class.
+    /// unsafe { a.free(p, 10, ()) };
+    /// assert!(a.is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
         let s = self.stats();
         s.small.live == 0 && s.large_allocations == 0

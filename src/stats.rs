@@ -41,6 +41,17 @@ pub struct HeadStats {
 
 impl HeadStats {
     /// Bytes in live slots: `live * stride`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let a = cohort::Cohort::<()>::new();
+    /// let p = a.malloc(24, ()); // a 32-byte slot: malloc aligns to the next power of two
+    /// let s = a.stats();
+    /// assert_eq!(s.heads[0].live_bytes(), 32);
+    /// // SAFETY: allocated above with this size and class.
+    /// unsafe { a.free(p, 24, ()) };
+    /// ```
     pub fn live_bytes(&self) -> usize {
         self.live * self.stride
     }
@@ -86,11 +97,32 @@ pub struct ClassStats {
 
 impl ClassStats {
     /// Live allocations, small and large.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// cohort::lifetime_classes! { enum Life { Frame } }
+    /// let a: cohort::Cohort<Life> = cohort::Cohort::new();
+    /// let v = cohort::Vec::<u8, _>::with_capacity_in(100_000, a.handle(Life::Frame));
+    /// let b = cohort::Box::new_in(1u8, a.handle(Life::Frame));
+    /// let s = a.stats();
+    /// assert_eq!(s.classes[0].life_name, "Frame");
+    /// assert_eq!(s.classes[0].live(), 2); // one large, one small
+    /// ```
     pub fn live(&self) -> usize {
         self.small_live + self.large_allocations
     }
 
     /// Bytes of live allocations: small slots and large mappings.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// cohort::lifetime_classes! { enum Life { Frame } }
+    /// let a: cohort::Cohort<Life> = cohort::Cohort::new();
+    /// let v = cohort::Vec::<u8, _>::with_capacity_in(100_000, a.handle(Life::Frame));
+    /// assert_eq!(a.stats().classes[0].live_bytes(), 102_400); // the whole pages mapped
+    /// ```
     pub fn live_bytes(&self) -> usize {
         self.small_live_bytes + self.large_bytes
     }
@@ -121,6 +153,18 @@ impl<L: Lifetime> Cohort<L> {
     /// Thread safety: may run while other threads allocate; their figures may then be a
     /// moment old. Cost: proportional to the number of blocks (one `mincore` call each).
     /// Allocates the result through the global allocator, holding no lock of its own.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// cohort::lifetime_classes! { enum Life { Frame, Long } }
+    /// static A: cohort::Cohort<Life> = cohort::Cohort::new();
+    /// let v = cohort::Vec::<u64, _>::with_capacity_in(10, A.handle(Life::Long));
+    /// let s = A.stats();
+    /// assert_eq!(s.small.live, 1);
+    /// assert_eq!(s.classes[0].life_name, "Long");
+    /// println!("{s}"); // a table per (size class, lifetime class), then per lifetime class
+    /// ```
     pub fn stats(&self) -> Stats {
         let mut heads: Vec<HeadStats> = Vec::new();
         self.for_each_block(|b| {

@@ -88,6 +88,18 @@ impl<L: Lifetime> Cohort<L> {
     /// No other thread allocates or frees through this allocator while it runs (it reads
     /// the heaps and free lists other threads own). [`Cohort::verify_exclusive`] is the safe
     /// form.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let a = cohort::Cohort::<()>::new();
+    /// let p = a.malloc(64, ());
+    /// // SAFETY: no other thread uses `a`.
+    /// let v = unsafe { a.verify() }.expect("consistent");
+    /// assert_eq!(v.live, 1);
+    /// // SAFETY: allocated above with this size and class.
+    /// unsafe { a.free(p, 64, ()) };
+    /// ```
     pub unsafe fn verify(&self) -> Result<Verified, VerifyError> {
         let Some(pool) = self.core.pool_if_any() else {
             return Ok(Verified::default());
@@ -106,6 +118,16 @@ impl<L: Lifetime> Cohort<L> {
     }
 
     /// [`Cohort::verify`], with `&mut self` proving nobody else uses the allocator.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mut a = cohort::Cohort::<()>::new();
+    /// let p = a.malloc(64, ());
+    /// println!("{}", a.verify_exclusive().unwrap());
+    /// // SAFETY: allocated above with this size and class.
+    /// unsafe { a.free(p, 64, ()) };
+    /// ```
     pub fn verify_exclusive(&mut self) -> Result<Verified, VerifyError> {
         // SAFETY: `&mut self`: no other thread can use this allocator meanwhile.
         unsafe { self.verify() }
