@@ -595,3 +595,76 @@ fn stats_show_std_allocations_as_global() {
         .all(|h| h.life_name != "Frame" || h.live == 0 || std::env::var_os(CHILD).is_some()));
     assert!(format!("{s}").contains("global"), "{s}");
 }
+
+/// Scopes on the global allocator itself, from threads at once, with std's allocations
+/// (through `GlobalAlloc`, the `"global"` class) made inside and outside them: each scope's
+/// release frees only its own, and std's survive; a scope in a thread-local destructor at
+/// thread exit (where std may allocate too) is released.
+#[test]
+fn scopes_on_the_global_allocator() {
+    use cohort::allocator_api2::vec::Vec as ScopeVec;
+    struct AtExit;
+    impl Drop for AtExit {
+        fn drop(&mut self) {
+            let s = String::from("std, during exit");
+            let n = A.scope(|f| {
+                let mut v = ScopeVec::new_in(f);
+                v.extend_from_slice(s.as_bytes());
+                v.len()
+            });
+            assert_eq!(n, s.len());
+        }
+    }
+    thread_local! {
+        static AT_EXIT: AtExit = const { AtExit };
+    }
+    let kept: Vec<Box<[u8]>> = (0..50)
+        .map(|i| patterned(i, 10 + i as usize * 300))
+        .collect();
+    thread::scope(|sc| {
+        for t in 0..4u64 {
+            sc.spawn(move || {
+                AT_EXIT.with(|_| ());
+                for round in 0..30u64 {
+                    let mut std_made = Vec::new();
+                    A.scope(|frame| {
+                        let mut mine = ScopeVec::new_in(frame);
+                        for i in 0..20u64 {
+                            let key = t * 1000 + round * 20 + i;
+                            mine.push(patterned_in_scope(
+                                frame,
+                                key,
+                                1 + (key as usize * 37) % 20_000,
+                            ));
+                            std_made.push(patterned(key, 100 + i as usize));
+                        }
+                        for (i, b) in mine.iter().enumerate() {
+                            assert_patterned(b, t * 1000 + round * 20 + i as u64, "scope");
+                        }
+                    });
+                    for (i, b) in std_made.iter().enumerate() {
+                        assert_patterned(b, t * 1000 + round * 20 + i as u64, "std in a scope");
+                    }
+                }
+            });
+        }
+    });
+    for (i, b) in kept.iter().enumerate() {
+        assert_patterned(b, i as u64, "std outside the scopes");
+    }
+    // (No check that the scope classes are empty here: the threads' exit destructors may
+    // still be running their scopes; tests/scope.rs checks that case on its own instance.)
+}
+
+/// `len` bytes patterned for `key`, in a scope.
+fn patterned_in_scope<'s>(
+    frame: cohort::ClassScope<'s, Life>,
+    key: u64,
+    len: usize,
+) -> cohort::allocator_api2::boxed::Box<[u8], cohort::ClassScope<'s, Life>> {
+    let mut b = cohort::allocator_api2::vec::Vec::with_capacity_in(len, frame);
+    b.resize(len, 0u8);
+    // SAFETY: `len` bytes.
+    unsafe { fill(b.as_mut_ptr(), key, len) };
+    b.into_boxed_slice()
+}

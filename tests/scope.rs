@@ -430,3 +430,33 @@ fn a_scope_inside_a_join() {
     }
     assert!(A.is_empty(), "{}", A.stats());
 }
+
+/// Misuse inside a scope (a double free of the scope's own 1-byte and 64-byte slots, a
+/// wrong-size free of its large one) panics, and the scope's release on the way out still
+/// runs: no lock is left held by the panicking free, and the class is given back.
+#[test]
+fn misuse_inside_a_scope_panics_and_the_scope_is_still_released() {
+    use cohort::allocator_api2::alloc::Allocator;
+    use std::alloc::Layout;
+    own_static!();
+    for (size, wrong) in [(1, 1), (64, 64), (100_000, 300_000)] {
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            A.scope(|frame| {
+                let l = Layout::from_size_align(size, 1).unwrap();
+                let p = frame.allocate(l).unwrap().cast::<u8>();
+                let _keep = patterned_in(frame, 5000);
+                // SAFETY: a live allocation of the scope, freed once; the second free is
+                // the misuse under test, which the allocator reports before touching
+                // anything (large: a wrong size; small: the slot freed last is first on its
+                // block's free list).
+                unsafe {
+                    frame.deallocate(p, l);
+                    frame.deallocate(p, Layout::from_size_align(wrong, 1).unwrap());
+                }
+            })
+        }));
+        assert!(r.is_err(), "{size} B: no panic");
+        assert_eq!(A.scope(|f| patterned_in(f, 100).len()), 100);
+        assert!(A.is_empty(), "{}", A.stats());
+    }
+}
