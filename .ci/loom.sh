@@ -16,4 +16,4 @@ export RUSTFLAGS="--cfg loom ${RUSTFLAGS:-}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR_LOOM:-target/loom}"
 export LOOM_MAX_PREEMPTIONS="${LOOM_MAX_PREEMPTIONS:-5}"
 # A failing model prints the schedule that broke it; LOOM_LOG=1 LOOM_LOCATION=1 for more.
-cargo test --release -p cohort --lib -- --test-threads 2
+cargo test --release -p cohort-alloc --lib -- --test-threads 2

@@ -12,7 +12,7 @@ use crate::os;
 use crate::pool::Pool;
 use crate::sync::{spin_hint, spin_lock, AtomicU8, Ordering, RawSpin, SpinLock};
 use core::ptr;
-use parking_lot::lock_api::MutexGuard;
+use lock_api::MutexGuard;
 
 pub(crate) struct List(*mut Pool);
 // SAFETY: the list is only touched under its lock.

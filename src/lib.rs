@@ -31,7 +31,7 @@
 //! | 11 | `alloc`, `free` | the alloc paths (large allocations with them); the free paths and the checks a free makes |
 //! | 12 | `resize` | realloc |
 //! | 13 | `api` | [`Cohort`], its public methods, `GlobalAlloc`, block reports |
-//! | 14 | `handle`, `join`, `stats`, `verify` | allocator handles per lifetime class; explicit joins; statistics; the consistency check |
+//! | 14 | `handle`, `join`, `stats`, `verify`, `lookup` | allocator handles per lifetime class; explicit joins; statistics; the consistency check; frees and resizes without a size (found from the address) |
 //! | 15 | `release` | releasing a lifetime class, `scope`, `compact` |
 //! | 16 | `design` | the design as documentation (no code): glossary, invariants, walks |
 //!
@@ -122,6 +122,7 @@ not_under_loom! {
     mod join;
     mod stats;
     mod verify;
+    mod lookup;
     mod release;
 }
 pub mod design;
@@ -133,6 +134,8 @@ pub use handle::ClassHandle;
 #[cfg(not(loom))]
 pub use join::Join;
 pub use lifetime::Lifetime;
+#[cfg(not(loom))]
+pub use lookup::Allocation;
 #[cfg(not(loom))]
 pub use misuse::{Misuse, Problem};
 #[cfg(not(loom))]

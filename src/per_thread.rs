@@ -83,6 +83,28 @@ thread_local! {
         Current { recent: [RecentHeap::empty(), RecentHeap::empty()], lookup: LOOKUP }
     };
     static OWNED: Owned = const { Owned { first: Cell::new(ptr::null_mut()) } };
+    // No destructor either: true while the thread's first access to OWNED registers its
+    // destructor (see `with_owned`).
+    static REGISTERING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` on the calling thread's heap list; `None` when the thread can have none: it is
+/// exiting (OWNED is gone), or this call came from inside the registration of OWNED's
+/// destructor. The thread's first access to OWNED registers it with the C library
+/// (`__cxa_thread_atexit_impl`), which allocates with `calloc`: when this allocator is the
+/// process's malloc, that allocation comes back here, and taking OWNED again would register
+/// again, without end. It is served without a heap instead (the pool's lock).
+fn with_owned<R>(f: impl FnOnce(&Owned) -> R) -> Option<R> {
+    if REGISTERING.get() {
+        return None;
+    }
+    REGISTERING.set(true);
+    let got = OWNED.try_with(|owned| {
+        REGISTERING.set(false);
+        f(owned)
+    });
+    REGISTERING.set(false);
+    got.ok()
 }
 
 impl Drop for Owned {
@@ -190,7 +212,7 @@ fn make_current(instance: u64, heap: *mut Heap) {
 #[cold]
 #[inline(never)]
 pub(crate) fn join_thread(pool: &Pool, instance: u64) -> *mut Heap {
-    let found = OWNED.try_with(|owned| {
+    let found = with_owned(|owned| {
         let mut heap = find_own(instance);
         if heap.is_null() {
             heap = adopt_or_create(pool, instance, THREAD_GROUP);
@@ -214,8 +236,7 @@ pub(crate) fn join_thread(pool: &Pool, instance: u64) -> *mut Heap {
 /// released: a thread that outlives many instances keeps a short list (a miss walks the
 /// whole list, so every join of a new heap prunes it).
 pub(crate) fn find_own(instance_wanted: u64) -> *mut Heap {
-    OWNED
-        .try_with(|owned| {
+    with_owned(|owned| {
             let mut at: *mut *mut Heap = owned.first.as_ptr();
             loop {
                 // SAFETY: `at` is the list's head or the link of a heap on it; heaps on the

@@ -46,7 +46,7 @@ use crate::sync::RawSpin;
 use crate::sync::{spin_lock, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, Ordering, SpinLock};
 use crate::{os, tiny};
 use core::ptr;
-use parking_lot::lock_api::MutexGuard;
+use lock_api::MutexGuard;
 
 mod empty;
 mod heapless;

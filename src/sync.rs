@@ -11,7 +11,6 @@ pub(crate) use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicU8};
 pub(crate) use loom::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicU8};
 
 pub(crate) use core::sync::atomic::Ordering;
-use parking_lot::lock_api;
 
 /// Spin hint, or a loom yield point under the model checker.
 #[inline]
@@ -32,8 +31,9 @@ pub(crate) fn spin_hint(round: u32) {
     }
 }
 
-/// A test-and-test-and-set lock implementing parking_lot's `lock_api::RawMutex`, so the
-/// allocator gets `lock_api`'s guards without parking_lot's allocating slow path.
+/// A test-and-test-and-set lock implementing `lock_api::RawMutex`, so the allocator gets
+/// `lock_api`'s mutex and guards with a lock that never parks (a parking lock's slow path
+/// may allocate).
 pub(crate) struct RawSpin {
     locked: AtomicU8,
 }

@@ -20,7 +20,7 @@ impl fmt::Display for ByteSize {
             unit += 1;
             scale *= 1024;
         }
-        let s = if n % scale == 0 {
+        let s = if n.is_multiple_of(scale) {
             format!("{} {}", n / scale, UNITS[unit])
         } else {
             format!("{:.2} {}", n as f64 / scale as f64, UNITS[unit])

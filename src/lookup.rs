@@ -1,0 +1,295 @@
+//! Frees and resizes without a size: the allocation's size and lifetime class found from its
+//! address alone, for callers that do not know them (C's `free(p)` and `realloc(p, n)`).
+//!
+//! A pointer inside the region is a slot of the block its header mask finds (invariant 3
+//! of [`crate::design`]), and that block's key names its size class and lifetime class:
+//! `size = stride(key_class(key))`, `life = key_life(key)`. A pointer outside the region is
+//! a large allocation exactly when the large table holds it: `size = mapped length`,
+//! `life` as recorded. Anything else is not this allocator's.
+//!
+//! The size found is the usable size, which a free accepts (any size from the one asked for
+//! up to the usable size is a valid free size), so every path below is the sized one, with
+//! the checks it makes: a found key never disagrees with its block, so the key compare
+//! cannot catch a wrong size here, but the double free checks and, in checked mode, the
+//! slot-start and live-bit checks still run.
+
+use crate::api::Cohort;
+use crate::block::{header_of, key_class, key_life, EMPTY_KEY};
+use crate::class::{CLASSES, CLASS_COUNT, MAX_SMALL};
+use crate::instance::Instance;
+use crate::lifetime::Lifetime;
+use crate::misuse::{Misuse, Problem};
+use crate::os;
+use crate::resize::SizeAlign;
+use crate::route::ThreadHeap;
+
+/// An allocation as [`Cohort::allocation_at`] finds it from its address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Allocation {
+    /// Its usable size: its slot's stride, or the length of a large allocation's mapping.
+    /// Any size from the one asked for up to this one frees it.
+    pub usable: usize,
+    /// Its lifetime class index. Indices from `L::COUNT` up are the allocator's own hidden
+    /// classes (the one `GlobalAlloc` allocates in, for one).
+    pub life: usize,
+    /// True for a large allocation (a mapping of its own).
+    pub large: bool,
+}
+
+/// The alignment that makes a small size's class its own: any stride `s` maps back to its
+/// class with align 1 (`class_of(s, 1)` is the smallest stride at least `s`).
+const SMALL_ALIGN: usize = 1;
+
+impl Allocation {
+    /// The (size, align) a sized path takes for this allocation: its usable size, with an
+    /// alignment that maps it back to its own class when small, and keeps it large when
+    /// large (a mapping of at most 16 KiB is large only through its alignment, so it is
+    /// given one above a page, which also keeps a resize from remapping it in place).
+    fn side(&self) -> SizeAlign {
+        let align = match (self.large, self.usable > MAX_SMALL) {
+            (false, _) => SMALL_ALIGN,
+            (true, true) => os::PAGE,
+            (true, false) => 2 * os::PAGE,
+        };
+        SizeAlign {
+            size: self.usable,
+            align,
+        }
+    }
+}
+
+impl Instance {
+    /// The allocation `p` points into: from its block's key inside the region, from the
+    /// large table outside it. `None` when `p` is not this instance's (or lies in a block
+    /// holding no allocations). Takes the large table's lock for pointers outside the region.
+    pub(crate) fn allocation_at(&self, p: *const u8) -> Option<Allocation> {
+        let p = p.cast_mut();
+        if self.bounds.contains(p) {
+            // SAFETY: p lies in the region, readable everywhere; its header mask finds its
+            // block's header (every block has the same size and alignment).
+            let key = unsafe { (*header_of(p)).key() };
+            let class = key_class(key);
+            if key == EMPTY_KEY || class >= CLASS_COUNT {
+                return None;
+            }
+            return Some(Allocation {
+                usable: CLASSES[class].stride as usize,
+                life: key_life(key),
+                large: false,
+            });
+        }
+        let pool = self.pool_if_any()?;
+        let (usable, life) = pool.large.lock().get(p as usize)?;
+        Some(Allocation {
+            usable,
+            life,
+            large: true,
+        })
+    }
+}
+
+impl<L: Lifetime> Cohort<L> {
+    /// The live allocation starting at `ptr`, found from the address alone: its usable size,
+    /// its lifetime class index and whether it is large. `None` when `ptr` is not in this
+    /// allocator's memory (null, another allocator's, or a large allocation already freed).
+    ///
+    /// For a pointer into this allocator's blocks the answer is the block's: it means
+    /// something only when `ptr` is the start of a live allocation (a freed slot reports its
+    /// block's class too). Cost: a few instructions inside the region; outside it, a look-up
+    /// in the large table under its lock.
+    ///
+    /// ```
+    /// let a = cohort::Cohort::<()>::new();
+    /// let p = a.malloc(100, ());
+    /// let found = a.allocation_at(p).unwrap();
+    /// assert!(found.usable >= 100 && found.life == 0 && !found.large);
+    /// // SAFETY: allocated just above with this size and class.
+    /// unsafe { a.free(p, 100, ()) };
+    /// assert_eq!(a.allocation_at(&0u8), None);
+    /// ```
+    pub fn allocation_at(&self, ptr: *const u8) -> Option<Allocation> {
+        self.core.allocation_at(ptr)
+    }
+
+    /// True when `ptr` lies in this allocator's region: the address space of its small
+    /// allocations (large ones are mappings of their own, outside it). Two instructions:
+    /// a caller holding a pointer that may be another allocator's takes the sized free
+    /// ([`Cohort::free`], [`GlobalAlloc::dealloc`](core::alloc::GlobalAlloc::dealloc)) when
+    /// this is true, and [`Cohort::free_unsized`] otherwise.
+    #[inline(always)]
+    pub fn in_region(&self, ptr: *const u8) -> bool {
+        self.core.bounds.contains(ptr.cast_mut())
+    }
+
+    /// Frees the allocation starting at `ptr` without its size or lifetime class: both are
+    /// found from the address ([`Cohort::allocation_at`]), then the sized free runs. A null
+    /// `ptr` does nothing.
+    ///
+    /// # Errors
+    /// [`Problem::Foreign`] when `ptr` is not in this allocator's memory: nothing is
+    /// changed, and the caller may hand the pointer to the allocator it came from. Other
+    /// misuse the free detects (a double free of the slot freed last, or in checked mode any
+    /// double free or a pointer inside a slot) aborts the process with a message naming the
+    /// pointer, as `GlobalAlloc` does: this free is for callers that cannot unwind.
+    ///
+    /// # Safety
+    /// `ptr` is null, not this allocator's, or the start of a live allocation of it that
+    /// nothing uses after the call.
+    pub unsafe fn free_unsized(&self, ptr: *mut u8) -> Result<(), Misuse> {
+        if ptr.is_null() {
+            return Ok(());
+        }
+        let Some(found) = self.core.allocation_at(ptr) else {
+            return Err(self.core.misuse(ptr, 0, 0, Problem::Foreign));
+        };
+        let side = found.side();
+        // SAFETY: a live allocation of this allocator (caller) with its usable size, an
+        // alignment that maps to its class (or keeps it large) and its lifetime class.
+        unsafe {
+            self.core
+                .free_sized::<true, _>(ThreadHeap, ptr, side.size, side.align, found.life)
+        };
+        Ok(())
+    }
+
+    /// Resizes the allocation starting at `ptr` to `new_size` bytes aligned to `new_align`,
+    /// in its own lifetime class, without its old size: found from the address
+    /// ([`Cohort::allocation_at`]). As [`Cohort::remalloc`] otherwise: in place when the new
+    /// size falls in the same size class (or a large allocation can be remapped), else a new
+    /// allocation, a copy of `min(usable size, new_size)` bytes and a free. Null when memory
+    /// is exhausted, the old allocation untouched. A null `ptr` allocates in lifetime class
+    /// 0; a zero `new_size` frees `ptr` and returns a dangling pointer aligned to
+    /// `new_align`.
+    ///
+    /// # Errors
+    /// [`Problem::Foreign`] when a non-null `ptr` is not in this allocator's memory, with
+    /// nothing changed. Other misuse aborts, as in [`Cohort::free_unsized`].
+    ///
+    /// # Safety
+    /// As [`Cohort::free_unsized`]; `new_align` is a power of two.
+    pub unsafe fn realloc_unsized(
+        &self,
+        ptr: *mut u8,
+        new_size: usize,
+        new_align: usize,
+    ) -> Result<*mut u8, Misuse> {
+        let new = SizeAlign {
+            size: new_size,
+            align: new_align,
+        };
+        let (old, life) = if ptr.is_null() {
+            (SizeAlign { size: 0, align: 1 }, 0)
+        } else {
+            let Some(found) = self.core.allocation_at(ptr) else {
+                return Err(self.core.misuse(ptr, 0, 0, Problem::Foreign));
+            };
+            (found.side(), found.life)
+        };
+        // SAFETY: a live allocation of this allocator (caller) with its usable size, an
+        // alignment that maps to its class (or keeps it large) and its lifetime class; or
+        // null, which allocates.
+        Ok(unsafe {
+            self.core
+                .realloc_sized::<false, true, _>(ThreadHeap, ptr, old, new, life)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::class::{CLASSES, MAX_SMALL};
+    use crate::{Cohort, Problem};
+    use core::alloc::{GlobalAlloc, Layout};
+
+    crate::lifetime_classes! {
+        enum Life { A, B }
+    }
+
+    #[test]
+    fn every_class_and_large_size_is_found_and_freed_without_its_size() {
+        let a = Cohort::<Life>::new();
+        let mut sizes: Vec<usize> = CLASSES.iter().map(|c| c.stride as usize).collect();
+        sizes.extend([MAX_SMALL + 1, 100_000, 3 << 20]);
+        for &size in &sizes {
+            for life in [Life::A, Life::B] {
+                let p = a.malloc(size, life);
+                let found = a.allocation_at(p).expect("found");
+                assert_eq!(found.life, life as usize, "size {size}");
+                assert_eq!(found.large, size > MAX_SMALL, "size {size}");
+                assert!(found.usable >= size, "size {size}: {found:?}");
+                // SAFETY: allocated just above.
+                unsafe { a.free_unsized(p) }.unwrap();
+            }
+        }
+        assert!(a.is_empty());
+    }
+
+    #[test]
+    fn a_pointer_of_another_allocator_is_refused_with_nothing_changed() {
+        let a = Cohort::<()>::new();
+        let keep = a.malloc(64, ());
+        let other = Box::new([7u8; 64]);
+        let p = Box::into_raw(other).cast::<u8>();
+        assert_eq!(a.allocation_at(p), None);
+        // SAFETY: not this allocator's: refused.
+        let err = unsafe { a.free_unsized(p) }.unwrap_err();
+        assert_eq!(err.problem, Problem::Foreign);
+        // SAFETY: as above.
+        let err = unsafe { a.realloc_unsized(p, 128, 16) }.unwrap_err();
+        assert_eq!(err.problem, Problem::Foreign);
+        // SAFETY: the box's own pointer, unchanged.
+        let back = unsafe { Box::from_raw(p.cast::<[u8; 64]>()) };
+        assert_eq!(*back, [7u8; 64]);
+        // SAFETY: allocated above.
+        unsafe { a.free(keep, 64, ()) };
+        // SAFETY: null does nothing.
+        unsafe { a.free_unsized(core::ptr::null_mut()) }.unwrap();
+    }
+
+    #[test]
+    fn realloc_without_size_keeps_contents_and_class_across_small_and_large() {
+        let a = Cohort::<Life>::new();
+        let mut p = a.malloc(10, Life::B);
+        // SAFETY: 10 bytes allocated.
+        unsafe { core::ptr::write_bytes(p, 0x5a, 10) };
+        let mut len = 10;
+        for new in [24, 1000, 5000, 40_000, 3 << 20, 100, 7] {
+            // SAFETY: p is live, of this allocator.
+            let q = unsafe { a.realloc_unsized(p, new, 16) }.unwrap();
+            assert!(!q.is_null());
+            assert_eq!(q as usize % 16, 0);
+            for i in 0..len.min(new) {
+                // SAFETY: q holds at least min(len, new) bytes.
+                assert_eq!(unsafe { *q.add(i) }, 0x5a, "byte {i} after {len} -> {new}");
+            }
+            // SAFETY: q holds new bytes.
+            unsafe { core::ptr::write_bytes(q, 0x5a, new) };
+            assert_eq!(a.allocation_at(q).unwrap().life, Life::B as usize);
+            (p, len) = (q, new);
+        }
+        // SAFETY: live.
+        unsafe { a.free_unsized(p) }.unwrap();
+        assert!(a.is_empty());
+    }
+
+    #[test]
+    fn an_aligned_large_allocation_of_one_page_is_freed_and_resized_as_large() {
+        let a = Cohort::<()>::new();
+        // Large only through its alignment: its mapping is a single page.
+        let layout = Layout::from_size_align(100, 8192).unwrap();
+        // SAFETY: a non-zero layout.
+        let p = unsafe { GlobalAlloc::alloc(&a, layout) };
+        assert_eq!(p as usize % 8192, 0);
+        let found = a.allocation_at(p).unwrap();
+        assert!(found.large && found.usable == 4096, "{found:?}");
+        // SAFETY: live; 100 bytes.
+        unsafe { p.write_bytes(3, 100) };
+        // SAFETY: live.
+        let q = unsafe { a.realloc_unsized(p, 200, 16) }.unwrap();
+        // SAFETY: q holds 200 bytes, the first 100 copied.
+        assert_eq!(unsafe { *q.add(99) }, 3);
+        // SAFETY: live.
+        unsafe { a.free_unsized(q) }.unwrap();
+        assert!(a.is_empty());
+    }
+}
