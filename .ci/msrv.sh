@@ -39,7 +39,7 @@ print(f"  every resolved package declares rust-version <= {msrv} or none")
 
 echo "--- build with the $msrv toolchain"
 if command -v rustup >/dev/null && timeout 300 rustup toolchain install "$msrv" --profile minimal; then
-  cargo "+$msrv" check -p cohort-alloc --all-targets --locked
+  cargo "+$msrv" check -p cohort-alloc -p cohort-ratio -p test-support --all-targets --locked
 else
   echo "  rustup could not install $msrv here: the two checks above are the MSRV check"
 fi

@@ -19,7 +19,7 @@ use crate::instance::{Instance, CHECKED};
 use crate::live_bits::LiveBits;
 use crate::os;
 use crate::per_thread;
-use crate::route::Route;
+use crate::route::{Route, ThreadHeap};
 use crate::sync::Ordering;
 use core::ptr;
 
@@ -56,6 +56,69 @@ impl Instance {
         }
     }
 
+    /// The global allocator's alloc (`GlobalAlloc::alloc` and `alloc_zeroed`, size non-zero):
+    /// as [`Instance::alloc_nonzero`] on the calling thread's heap, reached through the
+    /// instance's thread-local slot ([`per_thread::row`]) rather than the thread's last used
+    /// heap, so with no instance compare: an instance with no heap on the thread, or with
+    /// no slot of its own, finds a row of empty blocks there, whose pop fails into
+    /// [`Instance::alloc_global_slow`]. Every call for one instance must pass the same
+    /// `life` (the slot holds that lifetime class's row).
+    ///
+    /// Budget, x86-64 (checked by `.ci/budget.sh`): 18 instructions in a `__rust_alloc` of
+    /// its own, `ret` included: size index 3, bound 2, thread pointer 1, class 1, slot 1, row
+    /// and block 2, free-list pop 5, count 1, pointer 1, where the instance compare of
+    /// `alloc_class` costs 3 and its heap load 1.
+    #[inline(always)]
+    pub(crate) fn alloc_global<const ZERO: bool>(
+        &self,
+        size: usize,
+        align: usize,
+        life: usize,
+    ) -> *mut u8 {
+        let Some(class) = per_thread::exact_class(size, align) else {
+            return Instance::alloc_global_above_exact::<ZERO>(size, align, self, life);
+        };
+        let slot = self.slot.load(Ordering::Relaxed) as usize;
+        // SAFETY: slot < SLOTS (the field's invariant, see crate::instance).
+        let row = unsafe { per_thread::row(slot) };
+        // SAFETY: class < CLASS_COUNT (the exact table's), the row's length; its entry is
+        // the current block of (class, life) of the thread's heap, live and owned by it, or
+        // the never-written EMPTY_BLOCK, whose pop fails.
+        let h = unsafe { &**row.add(class) };
+        match h.pop() {
+            Some((off, zeroed)) => {
+                self.finish_alloc::<ZERO>(h.base().wrapping_add(off as usize), zeroed, class)
+            }
+            None => self.alloc_global_slow::<ZERO>(class, life),
+        }
+    }
+
+    /// [`Instance::alloc_global`]'s requests past the exact table. The size and align come
+    /// first, in the registers the caller has them in: the fast path reaches this with a
+    /// jump, moving no argument it shares with the fast path.
+    #[inline(never)]
+    fn alloc_global_above_exact<const ZERO: bool>(
+        size: usize,
+        align: usize,
+        this: &Instance,
+        life: usize,
+    ) -> *mut u8 {
+        this.alloc_above_exact::<ZERO, ThreadHeap>(ThreadHeap, size, align, life)
+    }
+
+    /// The slow path of [`Instance::alloc_global`]: the thread's path ([`Instance::alloc_class`]
+    /// on the heap it used last, joining or switching as needed), then the slot's row filled
+    /// for the next call.
+    #[cold]
+    #[inline(never)]
+    fn alloc_global_slow<const ZERO: bool>(&self, class: usize, life: usize) -> *mut u8 {
+        let p = self.alloc_class::<ZERO, ThreadHeap>(ThreadHeap, class, life);
+        // SAFETY: life is one of the instance's lifetime classes and the same on every call
+        // (alloc_global's contract, which its callers keep).
+        unsafe { per_thread::fill_row(self.instance.load(Ordering::Relaxed), life) };
+        p
+    }
+
     /// Requests past the exact table (above 1 KiB, or aligned above it): out of line, so
     /// that the inlined path needs no stack frame.
     #[inline(never)]
@@ -73,10 +136,11 @@ impl Instance {
     }
 
     /// The fast path: the route's heap's current block of (class, life) has a free slot.
-    /// Budget, x86-64, with the class look-up before it (checked by `.ci/budget.sh`): 20
-    /// instructions in a `__rust_alloc` of its own, `ret` included: size index 3, bound 2,
-    /// thread pointer 1, class 1, instance compare 3, heap and block 2, free-list pop 5,
-    /// count 1, pointer 1. Inlined with a constant align: 18.
+    /// Cost, x86-64, with the class look-up before it, in a function of its own: 20
+    /// instructions, `ret` included: size index 3, bound 2, thread pointer 1, class 1,
+    /// instance compare 3, heap and block 2, free-list pop 5, count 1, pointer 1. The global
+    /// allocator's alloc goes through the instance's slot instead ([`Instance::alloc_global`]:
+    /// 18).
     #[inline(always)]
     fn alloc_class<const ZERO: bool, R: Route>(
         &self,
@@ -165,7 +229,7 @@ impl Instance {
             return ptr::null_mut();
         };
         // Fresh mappings read zero: calloc needs no memset.
-        let p = os::map(len, align.max(os::PAGE));
+        let p = os::map(len, align.max(os::MIN_PAGE));
         if !p.is_null() && !pool.large.lock().insert(p as usize, len, life) {
             // SAFETY: mapped just above, never handed out.
             unsafe { os::unmap(p, len) };

@@ -407,7 +407,7 @@ unsafe impl<L: Lifetime> GlobalAlloc for Cohort<L> {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         self.core
-            .alloc_nonzero::<false, _>(ThreadHeap, layout.size(), layout.align(), 0)
+            .alloc_global::<false>(layout.size(), layout.align(), 0)
     }
 
     #[inline]
@@ -422,7 +422,7 @@ unsafe impl<L: Lifetime> GlobalAlloc for Cohort<L> {
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         self.core
-            .alloc_nonzero::<true, _>(ThreadHeap, layout.size(), layout.align(), 0)
+            .alloc_global::<true>(layout.size(), layout.align(), 0)
     }
 
     #[inline]
@@ -433,4 +433,4 @@ unsafe impl<L: Lifetime> GlobalAlloc for Cohort<L> {
     }
 }
 
-const _: () = assert!(MAX_SMALL_ALIGN == os::PAGE);
+const _: () = assert!(MAX_SMALL_ALIGN == os::MIN_PAGE);

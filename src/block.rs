@@ -34,13 +34,15 @@
 //! to, and the head it read is still the head when its CAS succeeds.
 
 use crate::class::{Class, BLOCK_SIZE, CLASSES};
-use crate::sync::{AtomicU32, AtomicU64, Ordering};
+use crate::sync::{const_unless_loom, AtomicU32, AtomicU64, Ordering};
 use core::cell::UnsafeCell;
 use core::marker::PhantomData;
 use core::ptr;
 
+mod life;
 mod list;
 mod remote;
+pub(crate) use life::Snapshot;
 pub(crate) use list::{BlockList, BlockStack, Links, Units};
 
 /// Header `magic`: the layout version of a block header.
@@ -175,23 +177,6 @@ impl<T: Copy> OwnerCell<T> {
     }
 }
 
-/// A block as [`Header::snapshot`] read it.
-#[derive(Clone, Copy)]
-pub(crate) struct Snapshot {
-    /// The owning heap's token, 0 for the pool.
-    pub owner: u64,
-    pub class: usize,
-    pub life: usize,
-    /// `CLASSES[class]`.
-    pub geometry: &'static Class,
-    /// `live + |remote|`, at most the capacity.
-    pub used: u32,
-    /// At most the capacity.
-    pub live: u32,
-    /// [`Header::holder`].
-    pub holder: u32,
-}
-
 /// The class index of a header key.
 #[inline(always)]
 pub(crate) const fn key_class(key: u16) -> usize {
@@ -224,48 +209,6 @@ pub(crate) const fn owner_word(owner: u64, key: u16) -> u64 {
 }
 
 impl Header {
-    /// Writes a fresh header for `class`/`life` at `base`, owned by `owner`. (A tiny
-    /// class's block needs its run table written too: see `tiny::init_runs`.)
-    ///
-    /// # Safety
-    /// `base` is a committed block of [`BLOCK_SIZE`] bytes that nobody else uses or can
-    /// reach until this returns.
-    pub(crate) unsafe fn init(
-        base: *mut u8,
-        class: usize,
-        life: usize,
-        owner: u64,
-        fresh: bool,
-    ) -> *mut Header {
-        let c = &CLASSES[class];
-        let h = base.cast::<Header>();
-        // SAFETY: the caller guarantees the block is ours; the header fits its first bytes.
-        unsafe {
-            ptr::write(
-                h,
-                Header {
-                    owner_key: AtomicU64::new(owner_word(owner, key(class, life))),
-                    free: AtomicU32::new(0),
-                    bump: AtomicU32::new(c.first),
-                    bump_end: AtomicU32::new(window_end(c.first, c.limit)),
-                    stride: c.stride,
-                    count: AtomicU32::new(0),
-                    bias: AtomicU32::new(0),
-                    links: [AtomicU32::new(NONE), AtomicU32::new(NONE)],
-                    returned_next: AtomicU32::new(NONE),
-                    magic: MAGIC,
-                    flags: OwnerCell::new(if fresh { FRESH } else { 0 }),
-                    _pad: [0; 3],
-                    holder: AtomicU32::new(NO_HOLDER),
-                    remote: AtomicU64::new(0),
-                    #[cfg(loom)]
-                    _loom: core::cell::UnsafeCell::new(()),
-                },
-            );
-        }
-        h
-    }
-
     /// True when memory at and above `bump` reads zero.
     #[inline(always)]
     pub(crate) fn is_fresh(&self) -> bool {
@@ -333,58 +276,6 @@ impl Header {
             .store(owner_word(owner, self.key()), Ordering::Relaxed);
     }
 
-    /// Owner only: gives the block to the pool, empty: owner 0 and [`EMPTY_KEY`] (frees of
-    /// stale pointers then fail the key check), held by nobody.
-    pub(crate) fn set_pool_empty(&self) {
-        self.owner_key
-            .store(owner_word(0, EMPTY_KEY), Ordering::Relaxed);
-        self.set_holder(NO_HOLDER);
-    }
-
-    /// Owner (or pool-lock holder) only, under the pool lock, for a block on no list: hands
-    /// it to the pool as a listed block (it was current, or retired `FULL` and relisted by a
-    /// remote free), its allocations the pool's (a heap's tiny block; a [`HEAPLESS`] block
-    /// relisted from the pool's returned stack stays theirs), its remote frees collected
-    /// when the local list is empty. The caller lists it, or gives it away when no slot is
-    /// live.
-    pub(crate) fn hand_to_pool(&self) {
-        self.set_owner(0);
-        self.set_role(Role::Listed);
-        if self.holder() != HEAPLESS {
-            self.set_holder(NO_HOLDER);
-        }
-        if self.free.load(Ordering::Relaxed) == 0 {
-            self.collect_remote();
-        }
-    }
-
-    /// Who holds the allocations of a pool-owned block, for `release_class`: the id of the
-    /// heap that allocates from it (tiny blocks, which the pool owns but serves per heap),
-    /// [`HEAPLESS`] (threads without a heap allocated from it), or [`NO_HOLDER`] (the pool:
-    /// allocations of exited threads). Meaningless while a heap owns the block.
-    pub(crate) fn holder(&self) -> u32 {
-        self.holder.load(Ordering::Relaxed)
-    }
-
-    /// Under the pool lock, for a pool-owned block: see [`Header::holder`].
-    pub(crate) fn set_holder(&self, holder: u32) {
-        self.holder.store(holder, Ordering::Relaxed);
-    }
-
-    /// Owner only: empties the block in place (its slots are all dead), keeping its class,
-    /// lifetime class and owner; its memory stays committed, so it is no longer fresh.
-    pub(crate) fn reset(&self) {
-        let c = self.geometry();
-        self.flags.set(0);
-        self.free.store(0, Ordering::Relaxed);
-        self.bump.store(c.first, Ordering::Relaxed);
-        self.bump_end
-            .store(window_end(c.first, c.limit), Ordering::Relaxed);
-        self.set_used(0);
-        self.remote.store(0, Ordering::Relaxed);
-        self.returned_next.store(NONE, Ordering::Relaxed);
-    }
-
     /// The class index.
     #[inline(always)]
     pub(crate) fn class(&self) -> usize {
@@ -395,38 +286,6 @@ impl Header {
     #[inline(always)]
     pub(crate) fn life(&self) -> usize {
         key_life(self.key())
-    }
-
-    /// What a thread that does not own the block may read of it at once, consistently: the
-    /// owner-and-key word is loaded once and the class, lifetime class and geometry derive
-    /// from that value, so a block changing hands meanwhile (given back, taken by another
-    /// class) yields either its old or its new identity, never a mix. `None` for an empty
-    /// block kept by the pool, or a key naming no class. The counts are a moment's view
-    /// (`live` is clamped to the capacity).
-    pub(crate) fn snapshot(&self) -> Option<Snapshot> {
-        let word = self.owner_key();
-        let key = word_key(word);
-        let class = key_class(key);
-        if key == EMPTY_KEY || class >= CLASSES.len() {
-            return None;
-        }
-        let geometry = &CLASSES[class];
-        let used = self
-            .count
-            .load(Ordering::Relaxed)
-            .wrapping_sub(self.bias.load(Ordering::Relaxed));
-        let live = used
-            .saturating_sub(self.remote_count())
-            .min(geometry.capacity);
-        Some(Snapshot {
-            owner: word >> 16,
-            class,
-            life: key_life(key),
-            geometry,
-            used: used.min(geometry.capacity),
-            live,
-            holder: self.holder(),
-        })
     }
 
     /// The class geometry.
@@ -537,8 +396,19 @@ impl Header {
     /// `p` is a slot of this block that is live or the first of the local free list.
     #[inline(always)]
     pub(crate) unsafe fn push_local(&self, p: *mut u8) -> LocalFree {
+        // SAFETY: the caller's, and `off` is `p`'s offset.
+        unsafe { self.push_local_at(p, self.offset_of(p)) }
+    }
+
+    /// [`Header::push_local`] with `off`, the offset of `p` in the block, computed by the
+    /// caller (the free fast path has it from its region-bounds check).
+    ///
+    /// # Safety
+    /// As [`Header::push_local`], and `off == p - base`.
+    #[inline(always)]
+    pub(crate) unsafe fn push_local_at(&self, p: *mut u8, off: u32) -> LocalFree {
+        debug_assert_eq!(off, self.offset_of(p));
         let first = self.free.load(Ordering::Relaxed);
-        let off = self.offset_of(p);
         if off == first {
             return LocalFree::AlreadyFree;
         }
@@ -620,34 +490,12 @@ impl Header {
     }
 }
 
-impl Header {
-    /// The never-written block behind [`crate::heap::EMPTY_BLOCK`].
-    #[cfg(not(loom))]
-    pub(crate) const fn sentinel() -> Header {
-        Header {
-            owner_key: AtomicU64::new(owner_word(0, EMPTY_KEY)),
-            free: AtomicU32::new(0),
-            bump: AtomicU32::new(0),
-            bump_end: AtomicU32::new(0),
-            stride: 0,
-            count: AtomicU32::new(0),
-            bias: AtomicU32::new(0),
-            links: [AtomicU32::new(NONE), AtomicU32::new(NONE)],
-            returned_next: AtomicU32::new(NONE),
-            magic: 0,
-            flags: OwnerCell::new(0),
-            _pad: [0; 3],
-            holder: AtomicU32::new(NO_HOLDER),
-            remote: AtomicU64::new(0),
-        }
-    }
-}
-
-/// Bytes of never-used slots a block hands out before it looks for freed ones again: one
-/// page, so a fresh block is touched page by page.
+/// Bytes of never-used slots a block hands out before it looks for freed ones again: the
+/// smallest page, so a fresh block is touched page by page (with larger pages, a page is
+/// handed out in a few windows: the window is a touch granularity, not a mapping one).
 const WINDOW: u32 = 4096;
 #[cfg(not(loom))]
-const _: () = assert!(WINDOW as usize == crate::os::PAGE);
+const _: () = assert!(WINDOW as usize == crate::os::MIN_PAGE);
 
 /// The end of the bump window for `bump`: the end of `bump`'s page, at most `limit` (so
 /// the window holds the slot at `bump`, if `bump < limit`).
@@ -668,7 +516,7 @@ pub(crate) fn header_of(p: *mut u8) -> *mut Header {
 }
 
 #[cfg(all(loom, test))]
-mod loom;
+pub(crate) mod loom;
 
 #[cfg(all(test, not(loom)))]
 mod tests;

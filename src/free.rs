@@ -6,8 +6,10 @@
 //! live bits).
 
 use crate::block::{header_of, key, Header, LocalFree, MAGIC};
-use crate::class::{class_of, CLASSES, CLASS_COUNT};
+use crate::class::{class_of, BLOCK_SIZE, CLASSES, CLASS_COUNT};
 use crate::instance::{Instance, CHECKED};
+#[cfg(doc)]
+use crate::instance::RegionBounds;
 use crate::large::LargeTable;
 use crate::live_bits::LiveBits;
 use crate::misuse::{report, Misuse, Problem};
@@ -77,12 +79,13 @@ impl Instance {
 
     /// The free fast path: the block is the route's heap's (for the thread: its last used
     /// heap's) and holds (class, life); one compare checks both ([`Route::owns`]). Budget,
-    /// x86-64, with the class look-up before it (checked by `.ci/budget.sh`): 26
+    /// x86-64, with the class look-up before it (checked by `.ci/budget.sh`): 25
     /// instructions in a `__rust_dealloc` of its own, `ret` included: size index 3, bound 2,
     /// thread pointer 1, class 1, region bounds 4, header mask 2, owner-and-key compare 3
-    /// (the header's word loaded by its xor, `Header::owner_key_xor`), first free slot and
-    /// the slot's offset 3, double free 2, push 2, count 2 (a decrement in memory and a
-    /// branch, `Header::count_sub_one`). Two of these checks hold in every build: the region
+    /// (the header's word loaded by its xor, `Header::owner_key_xor`), the slot's offset 1
+    /// (an `and` on the region-bounds subtraction, [`RegionBounds::offset`]), first free
+    /// slot 1, double free 2, push 2, count 2 (a decrement in memory and a branch,
+    /// `Header::count_sub_one`). Two of these checks hold in every build: the region
     /// bounds, so that a foreign pointer is reported and never dereferenced (copy, subtract,
     /// compare, branch), and the slot against the block's first free slot, a double free of
     /// the slot freed last (compare, branch). Measured by
@@ -111,16 +114,19 @@ impl Instance {
         // need a stack frame.
         // Unread (any value) when p is outside the region.
         let mut word = 0;
-        if self.bounds.contains(p) {
+        if let Some(in_region) = self.bounds.offset(p) {
             // SAFETY: p lies in the region, which is readable everywhere, and its block is
             // the one its header mask finds (every block has the same size), so the header
             // read is the block's own.
             let h = unsafe { &*header_of(p) };
             word = h.owner_key_xor(key(class, life) as u64);
             if route.owns(word) {
+                // The region starts on a block boundary (`RegionBounds::offset`).
+                let off = (in_region % BLOCK_SIZE) as u32;
                 // SAFETY: the slot is live (the caller says so; push_local checks the one
-                // double free it can see) and its block is this thread's.
-                match unsafe { h.push_local(p) } {
+                // double free it can see), its block is this thread's, and `off` is its
+                // offset in the block.
+                match unsafe { h.push_local_at(p, off) } {
                     LocalFree::Done => return,
                     LocalFree::Slow => return route.free_slow(h),
                     // free_other finds the same and reports it.
@@ -256,10 +262,7 @@ impl Instance {
                 return self.double_free::<ABORT>(p, size, life);
             }
             // SAFETY: a live slot (caller).
-            if unsafe { h.push_remote(off) } {
-                pool.relist(h);
-            }
-            pool.after_remote_free(h);
+            unsafe { pool.free_remote(h, off) };
         }
     }
 

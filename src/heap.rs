@@ -37,7 +37,7 @@ use core::ptr;
 
 /// One head of a heap: references into the heap's two arrays.
 pub(crate) struct HeapHead<'a> {
-    /// The block the fast paths allocate from: [`EMPTY_BLOCK`] when there is none.
+    /// The block the fast paths allocate from: [`empty_block`] when there is none.
     pub(crate) current: &'a mut *const Header,
     /// The partial list.
     pub(crate) partial: &'a mut BlockList,
@@ -82,8 +82,22 @@ pub(crate) fn registered(pool: &Pool) -> impl Iterator<Item = *mut Heap> + '_ {
 }
 
 /// The block of every head that has none: `pop` on it always fails, so the fast path needs
-/// no separate test for "no block". Never written.
+/// no separate test for "no block". Never written. (Read it through [`empty_block`].)
+#[cfg(not(loom))]
 pub(crate) static EMPTY_BLOCK: Header = Header::sentinel();
+
+// Under loom a header's atomics belong to one execution of a model, so the sentinel is built
+// once per execution (no `static` can hold one).
+#[cfg(loom)]
+loom::lazy_static! {
+    pub(crate) static ref EMPTY_BLOCK: Header = Header::sentinel();
+}
+
+/// [`EMPTY_BLOCK`]: the address every head without a block holds.
+#[inline(always)]
+pub(crate) fn empty_block() -> &'static Header {
+    &EMPTY_BLOCK
+}
 
 /// The current block of every head, `CLASS_COUNT * life_count` of them, after the heap.
 #[inline(always)]
@@ -92,6 +106,18 @@ fn currents(heap: *const Heap) -> *mut *const Header {
         .wrapping_add(size_of::<Heap>())
         .cast::<*const Header>()
         .cast_mut()
+}
+
+/// The current blocks of lifetime class `life`, `CLASS_COUNT` of them, indexed by size
+/// class: `current_row(heap, life)[class]` is `current_block(heap, class, life)` for as long
+/// as the heap lives (the thread-local slots of [`crate::per_thread`] keep it).
+///
+/// # Safety
+/// `heap` is a live heap and `life` is below its instance's lifetime-class count.
+#[inline]
+pub(crate) unsafe fn current_row(heap: *const Heap, life: usize) -> *const *const Header {
+    // SAFETY: in bounds by the caller's guarantee.
+    unsafe { currents(heap).add(HeadIndex::new(0, life).get()) }
 }
 
 /// The current block of (class, life).
@@ -142,7 +168,7 @@ impl Heap {
         if id == 0 {
             return ptr::null_mut();
         }
-        let heap = os::map(len, os::PAGE).cast::<Heap>();
+        let heap = os::map(len, os::MIN_PAGE).cast::<Heap>();
         if heap.is_null() {
             return heap;
         }
@@ -168,7 +194,7 @@ impl Heap {
             );
             for i in 0..heads_len {
                 let head = head_at(heap, heads_len, i);
-                *head.current = &EMPTY_BLOCK;
+                *head.current = empty_block();
                 *head.partial = BlockList::new();
             }
             pool.publish(id, ptr::addr_of_mut!((*heap).record));
@@ -234,7 +260,7 @@ impl Heap {
         // SAFETY: callers are the owning thread, with class < CLASS_COUNT, life < life_count.
         let head = unsafe { self.head(class, life) };
         loop {
-            if !ptr::eq(*head.current, &EMPTY_BLOCK) {
+            if !ptr::eq(*head.current, empty_block()) {
                 // SAFETY: a current block is a live block owned by this heap.
                 let h = unsafe { &**head.current };
                 if let Some((off, zeroed)) = h.pop() {
@@ -261,7 +287,7 @@ impl Heap {
                 if h.advance_window() || !h.try_retire() {
                     continue;
                 }
-                *head.current = &EMPTY_BLOCK;
+                *head.current = empty_block();
             }
             self.drain_returned();
             let h = match head.partial.pop(pool.units()) {
@@ -382,7 +408,7 @@ impl Heap {
         for i in pool.heads() {
             // SAFETY: i is below the head count; the head is only read here.
             let head = unsafe { head_at(self, self.heads(), i.get()) };
-            if !ptr::eq(*head.current, &EMPTY_BLOCK) {
+            if !ptr::eq(*head.current, empty_block()) {
                 // SAFETY: a current block is live.
                 f(unsafe { &**head.current }, true);
             }
@@ -403,7 +429,7 @@ impl Heap {
         for i in HeadIndex::of_life(life) {
             // SAFETY: the owner, a valid class and life.
             let head = unsafe { self.head(i.class(), i.life()) };
-            if !ptr::eq(*head.current, &EMPTY_BLOCK) {
+            if !ptr::eq(*head.current, empty_block()) {
                 // SAFETY: a current block is live.
                 f(unsafe { &**head.current }, true);
             }
@@ -421,12 +447,12 @@ impl Heap {
         for i in pool.heads() {
             // SAFETY: the owner; i is below the head count.
             let head = unsafe { head_at(self, self.heads(), i.get()) };
-            if !ptr::eq(*head.current, &EMPTY_BLOCK) {
+            if !ptr::eq(*head.current, empty_block()) {
                 // SAFETY: a current block is live.
                 let h = unsafe { &**head.current };
                 if h.live() == 0 {
                     h.set_role(Role::Listed);
-                    *head.current = &EMPTY_BLOCK;
+                    *head.current = empty_block();
                     pool.give_back_block(st, h);
                     given += 1;
                 }

@@ -6,7 +6,7 @@
 //! The heap's state changes here, by the transitions of [`crate::heap_record`]. The exit
 //! path takes the pool lock but never allocates.
 
-use crate::heap::{head_at, registered, Heap, EMPTY_BLOCK};
+use crate::heap::{empty_block, head_at, registered, Heap};
 use crate::heap_record::HeapRecord;
 use crate::heap_record::HeapState::{Abandoned, Exiting, Live, Orphaned};
 use crate::pool::Pool;
@@ -40,11 +40,11 @@ pub(crate) unsafe fn abandon(heap: *mut Heap) {
     for i in pool.heads() {
         // SAFETY: i is below the head count; the heap is ours until ABANDONED.
         let head = unsafe { head_at(heap, hp.heads(), i.get()) };
-        if !ptr::eq(*head.current, &EMPTY_BLOCK) {
+        if !ptr::eq(*head.current, empty_block()) {
             // SAFETY: a current block is live.
             let h = unsafe { &**head.current };
             pool.adopt_block(&mut st, h);
-            *head.current = &EMPTY_BLOCK;
+            *head.current = empty_block();
         }
         while let Some(h) = head.partial.pop(pool.units()) {
             pool.adopt_block(&mut st, h);
@@ -237,6 +237,11 @@ pub(crate) mod hooks {
     }
 }
 
+#[cfg(all(loom, test))]
+mod loom;
+
+// Not under loom: its atomics exist only inside a model.
+#[cfg(not(loom))]
 #[cfg(test)]
 mod tests {
     use super::hooks;

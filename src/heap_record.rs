@@ -22,8 +22,8 @@
 //! An `Abandoned` heap is released by the instance's teardown and an `Orphaned` one by its
 //! thread: neither leaves those states otherwise.
 
-use crate::block::BlockStack;
 use crate::block::BlockList;
+use crate::block::BlockStack;
 use crate::class::{HeadIndex, CLASSES};
 use crate::sync::{AtomicU8, Ordering};
 
@@ -80,6 +80,12 @@ pub(crate) struct HeapRecord {
     /// The heap's partial lists, one per head ([`HeadIndex`]); the tiny ones are the pool
     /// lock's.
     partials: *mut BlockList,
+    /// Loom's atomics, unlike std's, hold no `UnsafeCell`: without this field `&Heap` would
+    /// be `Freeze` under loom, and the compiler could assume nothing is written through a
+    /// pointer derived from it (it then loses the heads' writes, which follow the heap in
+    /// its mapping and are reached from `&Heap`).
+    #[cfg(loom)]
+    _loom: core::cell::UnsafeCell<()>,
 }
 
 impl HeapRecord {
@@ -92,6 +98,8 @@ impl HeapRecord {
             next_abandoned: core::ptr::null_mut(),
             returned: BlockStack::new(),
             partials,
+            #[cfg(loom)]
+            _loom: core::cell::UnsafeCell::new(()),
         }
     }
 
@@ -150,6 +158,8 @@ pub(crate) const fn owner_tag(token: u64) -> u64 {
     crate::block::owner_word(token, 0)
 }
 
+// Not under loom: its atomics exist only inside a model.
+#[cfg(not(loom))]
 #[cfg(test)]
 mod tests {
     use super::HeapRecord;

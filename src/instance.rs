@@ -6,9 +6,11 @@
 //!
 //! Invariants: `pool` is null or a pool that lives until the instance drops; `instance` is
 //! `u64::MAX` while `pool` is null, then the id taken when the pool was created (ids are
-//! unique in the process, see [`crate::instance_id`]); once `pool` is published, `bounds`
+//! unique in the process, see [`crate::instance_id`]); `slot` is 0, or `slot_of(instance)`
+//! once the id is taken (so `slot < per_thread::SLOTS`); once `pool` is published, `bounds`
 //! are the region's, written before the publication.
 
+use crate::class::BLOCK_SIZE;
 use crate::fork;
 use crate::heap_handover;
 use crate::instance_id::{MAX_INSTANCES, NEXT_INSTANCE};
@@ -27,6 +29,9 @@ pub(crate) const CHECKED: bool = cfg!(any(debug_assertions, feature = "checked")
 pub(crate) struct Instance {
     /// The instance id (never reused), `u64::MAX` until the pool exists.
     pub(crate) instance: AtomicU64,
+    /// The instance's thread-local slot ([`per_thread::slot_of`] its id), 0 (the shared,
+    /// always empty slot) until the pool exists.
+    pub(crate) slot: AtomicU64,
     pub(crate) pool: AtomicPtr<Pool>,
     /// The region's bounds, for the free fast path's check of foreign pointers.
     pub(crate) bounds: RegionBounds,
@@ -72,6 +77,7 @@ impl RegionBounds {
     /// # Safety
     /// Called once per instance, by the thread creating its pool, before publishing it.
     unsafe fn set(&self, base: usize, len: usize) {
+        debug_assert_eq!(base % BLOCK_SIZE, 0, "the region starts on a block boundary");
         // SAFETY: the only write (caller); reads that could race it are of frees whose
         // contract is already broken (see the type).
         unsafe {
@@ -83,9 +89,19 @@ impl RegionBounds {
     /// True when `p` lies in the region.
     #[inline(always)]
     pub(crate) fn contains(&self, p: *mut u8) -> bool {
+        self.offset(p).is_some()
+    }
+
+    /// `p - base` when `p` lies in the region, `None` otherwise. The region's base is a
+    /// unit boundary (units are aligned to their size), so `offset % BLOCK_SIZE` is the
+    /// offset of `p` in its block: the free fast path takes it from this subtraction, which
+    /// the bounds check computes anyway (one `and`, where `p - block` costs a copy more).
+    #[inline(always)]
+    pub(crate) fn offset(&self, p: *mut u8) -> Option<usize> {
         // SAFETY: see the type: written once before any pointer of the region exists.
         let (base, len) = unsafe { (*self.base.get(), *self.len.get()) };
-        (p as usize).wrapping_sub(base) < len
+        let offset = (p as usize).wrapping_sub(base);
+        (offset < len).then_some(offset)
     }
 }
 
@@ -100,6 +116,7 @@ impl Instance {
     ) -> Instance {
         Instance {
             instance: AtomicU64::new(u64::MAX),
+            slot: AtomicU64::new(0),
             pool: AtomicPtr::new(ptr::null_mut()),
             bounds: RegionBounds::empty(),
             reservation,
@@ -135,10 +152,15 @@ impl Instance {
         }
         // The id is taken only once the pool exists: a failing creation, retried by every
         // call, must not use ids up.
-        if !os::page_size_matches() || NEXT_INSTANCE.load(Ordering::Relaxed) >= MAX_INSTANCES {
+        if !os::page_size_supported() || NEXT_INSTANCE.load(Ordering::Relaxed) >= MAX_INSTANCES {
             return None;
         }
-        let pool = Pool::create(self.reservation, self.exact, self.life_count, CHECKED);
+        // An instance without an explicit reservation takes `COHORT_RESERVE`'s, if set.
+        let reservation = match self.exact {
+            true => self.reservation,
+            false => os::env::reservation().unwrap_or(self.reservation),
+        };
+        let pool = Pool::create(reservation, self.exact, self.life_count, CHECKED);
         if pool.is_null() {
             return None;
         }
@@ -153,6 +175,8 @@ impl Instance {
             self.bounds.set(region.base(), region.len());
         }
         self.instance.store(id, Ordering::Relaxed);
+        self.slot
+            .store(per_thread::slot_of(id) as u64, Ordering::Relaxed);
         self.pool.store(pool, Ordering::Release);
         // SAFETY: just created; lives until the instance drops.
         Some(unsafe { &*pool })

@@ -153,7 +153,7 @@ impl LargeTable {
         let Some(bytes) = capacity.checked_mul(size_of::<Entry>()) else {
             return false;
         };
-        let entries = os::map(bytes, os::PAGE).cast::<Entry>();
+        let entries = os::map(bytes, os::MIN_PAGE).cast::<Entry>();
         if entries.is_null() {
             return false;
         }
@@ -213,9 +213,11 @@ mod tests {
     #[test]
     fn growing_keeps_the_allocations_mapped() {
         let mut t = LargeTable::new();
-        let live: Vec<*mut u8> = (0..2000).map(|_| os::map(os::PAGE, os::PAGE)).collect();
+        let live: Vec<*mut u8> = (0..2000)
+            .map(|_| os::map(os::MIN_PAGE, os::MIN_PAGE))
+            .collect();
         for &p in &live {
-            assert!(t.insert(p as usize, os::PAGE, 0));
+            assert!(t.insert(p as usize, os::MIN_PAGE, 0));
             // SAFETY: mapped above; the table grows while earlier ones are live.
             unsafe { p.write(1) };
         }

@@ -84,7 +84,8 @@
 #![cfg_attr(loom, allow(dead_code, unused_imports))]
 
 /// Declares modules that are not built under loom (only the layers the models need are:
-/// `sync`, `class`, `block`, `tiny`, `lifetime`).
+/// from `class` and `sync` up to `heap_handover`, but not `misuse`, `instance_id` and
+/// `live_bits`).
 macro_rules! not_under_loom {
     ($($(#[$attr:meta])* $vis:vis mod $name:ident;)*) => {
         $($(#[$attr])* #[cfg(not(loom))] $vis mod $name;)*
@@ -93,23 +94,23 @@ macro_rules! not_under_loom {
 
 // In the order of the layer table.
 pub mod class;
+mod large;
 mod lifetime;
+mod os;
+mod region;
 mod sync;
 not_under_loom! {
-    mod os;
-    mod region;
-    mod large;
     mod misuse;
     mod instance_id;
     mod live_bits;
 }
 mod block;
+mod heap;
+mod heap_handover;
+mod heap_record;
+mod pool;
 mod tiny;
 not_under_loom! {
-    mod heap_record;
-    mod pool;
-    mod heap;
-    mod heap_handover;
     mod per_thread;
     mod fork;
     mod route;

@@ -15,11 +15,10 @@
 
 use crate::api::Cohort;
 use crate::block::{header_of, key_class, key_life, EMPTY_KEY};
-use crate::class::{CLASSES, CLASS_COUNT, MAX_SMALL};
+use crate::class::{CLASSES, CLASS_COUNT, MAX_SMALL, MAX_SMALL_ALIGN};
 use crate::instance::Instance;
 use crate::lifetime::Lifetime;
-use crate::misuse::{Misuse, Problem};
-use crate::os;
+use crate::misuse::{report, Misuse, Problem};
 use crate::resize::SizeAlign;
 use crate::route::ThreadHeap;
 
@@ -44,12 +43,12 @@ impl Allocation {
     /// The (size, align) a sized path takes for this allocation: its usable size, with an
     /// alignment that maps it back to its own class when small, and keeps it large when
     /// large (a mapping of at most 16 KiB is large only through its alignment, so it is
-    /// given one above a page, which also keeps a resize from remapping it in place).
+    /// given one above the largest small alignment).
     fn side(&self) -> SizeAlign {
         let align = match (self.large, self.usable > MAX_SMALL) {
             (false, _) => SMALL_ALIGN,
-            (true, true) => os::PAGE,
-            (true, false) => 2 * os::PAGE,
+            (true, true) => MAX_SMALL_ALIGN,
+            (true, false) => 2 * MAX_SMALL_ALIGN,
         };
         SizeAlign {
             size: self.usable,
@@ -59,31 +58,46 @@ impl Allocation {
 }
 
 impl Instance {
-    /// The allocation `p` points into: from its block's key inside the region, from the
-    /// large table outside it. `None` when `p` is not this instance's (or lies in a block
-    /// holding no allocations). Takes the large table's lock for pointers outside the region.
-    pub(crate) fn allocation_at(&self, p: *const u8) -> Option<Allocation> {
-        let p = p.cast_mut();
-        if self.bounds.contains(p) {
-            // SAFETY: p lies in the region, readable everywhere; its header mask finds its
-            // block's header (every block has the same size and alignment).
-            let key = unsafe { (*header_of(p)).key() };
-            let class = key_class(key);
-            if key == EMPTY_KEY || class >= CLASS_COUNT {
-                return None;
-            }
-            return Some(Allocation {
-                usable: CLASSES[class].stride as usize,
-                life: key_life(key),
-                large: false,
-            });
-        }
+    /// The (size class, lifetime class) of the block holding `p`, a pointer in the region;
+    /// `None` when the block holds no allocations (an empty or never-used unit).
+    #[inline(always)]
+    fn small_at(&self, p: *mut u8) -> Option<(usize, usize)> {
+        debug_assert!(self.bounds.contains(p));
+        // SAFETY: p lies in the region, readable everywhere; its header mask finds its
+        // block's header (every block has the same size and alignment).
+        let key = unsafe { (*header_of(p)).key() };
+        let class = key_class(key);
+        (key != EMPTY_KEY && class < CLASS_COUNT).then_some((class, key_life(key)))
+    }
+
+    /// The large allocation starting at `p` (outside the region), from the large table
+    /// under its lock.
+    #[cold]
+    #[inline(never)]
+    fn large_at(&self, p: *mut u8) -> Option<Allocation> {
         let pool = self.pool_if_any()?;
         let (usable, life) = pool.large.lock().get(p as usize)?;
         Some(Allocation {
             usable,
             life,
             large: true,
+        })
+    }
+
+    /// The allocation `p` points into: from its block's key inside the region, from the
+    /// large table outside it. `None` when `p` is not this instance's (or lies in a block
+    /// holding no allocations). Takes the large table's lock for pointers outside the region.
+    #[inline]
+    pub(crate) fn allocation_at(&self, p: *const u8) -> Option<Allocation> {
+        let p = p.cast_mut();
+        if !self.bounds.contains(p) {
+            return self.large_at(p);
+        }
+        let (class, life) = self.small_at(p)?;
+        Some(Allocation {
+            usable: CLASSES[class].stride as usize,
+            life,
+            large: false,
         })
     }
 }
@@ -128,23 +142,55 @@ impl<L: Lifetime> Cohort<L> {
     /// # Errors
     /// [`Problem::Foreign`] when `ptr` is not in this allocator's memory: nothing is
     /// changed, and the caller may hand the pointer to the allocator it came from. Other
-    /// misuse the free detects (a double free of the slot freed last, or in checked mode any
-    /// double free or a pointer inside a slot) aborts the process with a message naming the
-    /// pointer, as `GlobalAlloc` does: this free is for callers that cannot unwind.
+    /// misuse the free detects (a pointer into a block that holds no allocations, a double
+    /// free of the slot freed last, or in checked mode any double free or a pointer inside
+    /// a slot) aborts the process with a message naming the pointer, as `GlobalAlloc` does:
+    /// this free is for callers that cannot unwind.
     ///
     /// # Safety
     /// `ptr` is null, not this allocator's, or the start of a live allocation of it that
     /// nothing uses after the call.
+    #[inline]
     pub unsafe fn free_unsized(&self, ptr: *mut u8) -> Result<(), Misuse> {
+        if !self.core.bounds.contains(ptr) {
+            // SAFETY: forwarded contract.
+            return unsafe { self.free_unsized_outside(ptr) };
+        }
+        let Some((class, life)) = self.core.small_at(ptr) else {
+            // Every slot of a block holding no allocations is free.
+            report::<true>(self.core.misuse(ptr, 0, 0, Problem::DoubleFree));
+        };
+        // SAFETY: a live allocation of this allocator (caller): its class's stride is its
+        // usable size, which maps back to the class with SMALL_ALIGN, in its lifetime class.
+        unsafe {
+            self.core.free_sized::<true, _>(
+                ThreadHeap,
+                ptr,
+                CLASSES[class].stride as usize,
+                SMALL_ALIGN,
+                life,
+            )
+        };
+        Ok(())
+    }
+
+    /// [`Cohort::free_unsized`] of a pointer outside the region: null, a large allocation,
+    /// or not this allocator's.
+    ///
+    /// # Safety
+    /// As [`Cohort::free_unsized`].
+    #[cold]
+    #[inline(never)]
+    unsafe fn free_unsized_outside(&self, ptr: *mut u8) -> Result<(), Misuse> {
         if ptr.is_null() {
             return Ok(());
         }
-        let Some(found) = self.core.allocation_at(ptr) else {
+        let Some(found) = self.core.large_at(ptr) else {
             return Err(self.core.misuse(ptr, 0, 0, Problem::Foreign));
         };
         let side = found.side();
-        // SAFETY: a live allocation of this allocator (caller) with its usable size, an
-        // alignment that maps to its class (or keeps it large) and its lifetime class.
+        // SAFETY: a live large allocation of this allocator (caller) with its mapped length
+        // and an alignment that keeps it large, in its lifetime class.
         unsafe {
             self.core
                 .free_sized::<true, _>(ThreadHeap, ptr, side.size, side.align, found.life)
@@ -179,8 +225,19 @@ impl<L: Lifetime> Cohort<L> {
         };
         let (old, life) = if ptr.is_null() {
             (SizeAlign { size: 0, align: 1 }, 0)
+        } else if self.core.bounds.contains(ptr) {
+            let Some((class, life)) = self.core.small_at(ptr) else {
+                // Every slot of a block holding no allocations is free.
+                report::<true>(self.core.misuse(ptr, 0, 0, Problem::DoubleFree));
+            };
+            let stride = CLASSES[class].stride as usize;
+            let old = SizeAlign {
+                size: stride,
+                align: SMALL_ALIGN,
+            };
+            (old, life)
         } else {
-            let Some(found) = self.core.allocation_at(ptr) else {
+            let Some(found) = self.core.large_at(ptr) else {
                 return Err(self.core.misuse(ptr, 0, 0, Problem::Foreign));
             };
             (found.side(), found.life)
@@ -281,7 +338,7 @@ mod tests {
         let p = unsafe { GlobalAlloc::alloc(&a, layout) };
         assert_eq!(p as usize % 8192, 0);
         let found = a.allocation_at(p).unwrap();
-        assert!(found.large && found.usable == 4096, "{found:?}");
+        assert!(found.large && found.usable == a.usable_size(layout), "{found:?}");
         // SAFETY: live; 100 bytes.
         unsafe { p.write_bytes(3, 100) };
         // SAFETY: live.

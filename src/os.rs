@@ -1,27 +1,91 @@
 //! The OS layer: every system call of the allocator lives here (a Windows backend would be
-//! one more file beside this one).
+//! one more file beside this one), and what it reads from the process's environment
+//! ([`env`]).
 //!
 //! Vocabulary: **reserve** takes address space without memory (`PROT_READ`), **commit**
 //! makes a reserved range usable (`PROT_READ | PROT_WRITE`; pages still cost RAM only when
 //! touched), **decommit** gives a range's pages back while keeping the range
 //! (`MADV_DONTNEED`: the next touch reads zeros), **unmap** gives the range back
 //! (`munmap`). No function here allocates through Rust's global allocator.
+//!
+//! The **page** is the granularity of every mapping, commit and decommit: the kernel's page
+//! size (`sysconf(_SC_PAGESIZE)`: 4 KiB on x86-64, 4, 16 or 64 KiB on arm64), or a multiple
+//! of it set by `COHORT_PAGE_SIZE` ([`env`]), read once per process. Invariants:
+//! `page_size()` is the same on every call and a multiple of the kernel's page; an instance
+//! starts only when `page_size_supported()`: a power of two with
+//! `MIN_PAGE <= page_size() <= MAX_PAGE`; every length this module maps, commits or
+//! decommits is a multiple of it, at an address aligned to it.
+
+// cohort needs Linux's `mremap` and `MAP_NORESERVE`, and a 64-bit address space for its
+// reservation (256 GiB by default).
+#[cfg(not(all(target_os = "linux", target_pointer_width = "64")))]
+compile_error!(
+    "cohort supports Linux on 64-bit targets only (it uses mremap and MAP_NORESERVE, and \
+     reserves 256 GiB of address space); this target is not one"
+);
+
+pub(crate) mod env;
 
 use core::ptr;
+use core::sync::atomic::{AtomicUsize, Ordering};
 
-/// The page size cohort assumes (checked against the OS once, in [`page_size_matches`]).
-pub const PAGE: usize = 4096;
+/// The smallest page size cohort supports (and the smallest Linux has).
+pub const MIN_PAGE: usize = 4096;
+
+/// The largest page size cohort supports: checked mode decommits its live bits in ranges
+/// of `BLOCK_SIZE / 8` bytes (256 KiB), which must be whole pages.
+pub const MAX_PAGE: usize = 256 << 10;
+
+/// The page size, once read (0 before).
+static PAGE_SIZE: AtomicUsize = AtomicUsize::new(0);
+
+/// The page size the allocator maps, commits and decommits by (see the module docs): read
+/// once, on the first call, from the kernel and `COHORT_PAGE_SIZE`.
+#[inline]
+pub fn page_size() -> usize {
+    match PAGE_SIZE.load(Ordering::Relaxed) {
+        0 => read_page_size(),
+        page => page,
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn read_page_size() -> usize {
+    let kernel = kernel_page_size();
+    let (page, complaint) = env::page_size(kernel);
+    // Threads racing here compute the same page; the first to store it says what was wrong
+    // with the variable, if anything.
+    match PAGE_SIZE.compare_exchange(0, page, Ordering::Relaxed, Ordering::Relaxed) {
+        Ok(_) => {
+            if let Some(complaint) = complaint {
+                complaint.write();
+            }
+            page
+        }
+        Err(first) => first,
+    }
+}
+
+/// The kernel's page size (`sysconf`; 1, which is not supported, if it does not say).
+fn kernel_page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(page).unwrap_or(0).max(1)
+}
+
+/// True when the page size is one cohort supports (a power of two from [`MIN_PAGE`] to
+/// [`MAX_PAGE`]); an instance refuses to start otherwise (every allocation returns null).
+pub fn page_size_supported() -> bool {
+    let page = page_size();
+    page.is_power_of_two() && (MIN_PAGE..=MAX_PAGE).contains(&page)
+}
 
 /// Rounds `len` up to whole pages, or `None` on overflow.
 #[inline]
 pub fn page_round(len: usize) -> Option<usize> {
-    len.checked_add(PAGE - 1).map(|l| l & !(PAGE - 1))
-}
-
-/// True when the OS page size is [`PAGE`].
-pub fn page_size_matches() -> bool {
-    // SAFETY: sysconf has no preconditions.
-    unsafe { libc::sysconf(libc::_SC_PAGESIZE) == PAGE as libc::c_long }
+    let page = page_size();
+    len.checked_add(page - 1).map(|l| l & !(page - 1))
 }
 
 fn mmap(len: usize, prot: libc::c_int, extra_flags: libc::c_int) -> *mut u8 {
@@ -44,8 +108,8 @@ fn mmap(len: usize, prot: libc::c_int, extra_flags: libc::c_int) -> *mut u8 {
     }
 }
 
-/// Maps `len` bytes (page multiple) of zeroed read-write memory, aligned to `align` (a power
-/// of two, at least a page). Returns null when the OS refuses. The over-reservation used to
+/// Maps `len` bytes (rounded up to whole pages) of zeroed read-write memory, aligned to
+/// `align` (a power of two) or to a page, whichever is larger. Returns null when the OS refuses. The over-reservation used to
 /// reach the alignment is trimmed, so exactly `len` bytes stay mapped.
 pub fn map(len: usize, align: usize) -> *mut u8 {
     map_with(len, align, libc::PROT_READ | libc::PROT_WRITE)
@@ -56,16 +120,24 @@ pub fn map(len: usize, align: usize) -> *mut u8 {
 /// writable. Readable so that a free given a wild pointer into the reservation reads an
 /// empty header and reports it, rather than faulting. A read-only private mapping is not
 /// charged against the commit limit, and its untouched pages are left out of core dumps.
+/// (`len` is rounded up to whole pages, as for [`map`].)
 pub fn reserve(len: usize, align: usize) -> *mut u8 {
     map_with(len, align, libc::PROT_READ)
 }
 
 fn map_with(len: usize, align: usize, prot: libc::c_int) -> *mut u8 {
-    debug_assert!(len.is_multiple_of(PAGE) && align.is_power_of_two());
-    if align <= PAGE {
+    debug_assert!(align.is_power_of_two());
+    let Some(len) = page_round(len) else {
+        return ptr::null_mut();
+    };
+    // The kernel aligns a mapping to its own page; a larger alignment (or a page larger
+    // than the kernel's, set by COHORT_PAGE_SIZE) is reached by mapping more and trimming.
+    let align = align.max(page_size());
+    let kernel_page = kernel_page_size();
+    if align <= kernel_page {
         return mmap(len, prot, 0);
     }
-    let Some(over) = len.checked_add(align - PAGE) else {
+    let Some(over) = len.checked_add(align - kernel_page) else {
         return ptr::null_mut();
     };
     let raw = mmap(over, prot, 0);
@@ -75,14 +147,16 @@ fn map_with(len: usize, align: usize, prot: libc::c_int) -> *mut u8 {
     let start = (raw as usize + align - 1) & !(align - 1);
     let head = start - raw as usize;
     let tail = over - head - len;
-    // SAFETY: both trimmed ranges lie inside the mapping just made and outside [start,
-    // start + len), which is what the caller receives.
+    // SAFETY: both trimmed ranges lie inside the mapping just made, outside [start,
+    // start + len), which is what the caller receives; both are whole kernel pages (`raw`,
+    // `start` and `over` are kernel-page aligned) and unmapped exactly (not rounded up to
+    // `page_size()`, which could reach past the mapping).
     unsafe {
         if head > 0 {
-            unmap(raw, head);
+            libc::munmap(raw.cast(), head);
         }
         if tail > 0 {
-            unmap((start + len) as *mut u8, tail);
+            libc::munmap((start + len) as *mut libc::c_void, tail);
         }
     }
     start as *mut u8
@@ -111,25 +185,36 @@ pub unsafe fn decommit(ptr: *mut u8, len: usize) {
     }
 }
 
-/// Unmaps a range.
+/// Unmaps a range, rounded up to whole pages (so the `len` given to [`map`] unmaps what it
+/// mapped).
 ///
 /// # Safety
-/// `[ptr, ptr + len)` is a page-aligned range mapped by this module, and nothing uses it.
+/// `[ptr, ptr + len)`, rounded up to whole pages, is a page-aligned range mapped by this
+/// module, and nothing uses it.
 pub unsafe fn unmap(ptr: *mut u8, len: usize) {
+    let len = page_round(len).unwrap_or(len);
     // SAFETY: the caller guarantees the range is ours and unused.
     unsafe {
         libc::munmap(ptr.cast(), len);
     }
 }
 
-/// Resizes a mapping made by [`map`] (alignment at most a page), in place when the OS can,
-/// else by moving it. Returns null, leaving the mapping as it was, when the OS refuses.
+/// Resizes a mapping made by [`map`] with an alignment of at most a page, in place when the
+/// OS can, else by moving it (the result stays page aligned). Returns null, leaving the
+/// mapping as it was, when the OS refuses.
 ///
 /// # Safety
 /// `[ptr, ptr + old)` is a mapping of ours; both lengths are page multiples.
 pub unsafe fn remap(ptr: *mut u8, old: usize, new: usize) -> *mut u8 {
-    // SAFETY: the caller guarantees the mapping is ours; MREMAP_MAYMOVE keeps its contents.
-    let p = unsafe { libc::mremap(ptr.cast(), old, new, libc::MREMAP_MAYMOVE) };
+    // The kernel moves a mapping to an address aligned to its own page only: with a larger
+    // page (COHORT_PAGE_SIZE) the mapping is resized in place or not at all (the caller then
+    // moves the allocation itself).
+    let flags = match page_size() == kernel_page_size() {
+        true => libc::MREMAP_MAYMOVE,
+        false => 0,
+    };
+    // SAFETY: the caller guarantees the mapping is ours; mremap keeps its contents.
+    let p = unsafe { libc::mremap(ptr.cast(), old, new, flags) };
     if p == libc::MAP_FAILED {
         ptr::null_mut()
     } else {
@@ -137,12 +222,14 @@ pub unsafe fn remap(ptr: *mut u8, old: usize, new: usize) -> *mut u8 {
     }
 }
 
-/// Bytes of `[ptr, ptr + len)` resident in RAM now (`mincore`), or 0 if the OS refuses.
+/// Bytes of `[ptr, ptr + len)` resident in RAM now (`mincore`, by the kernel's pages), or 0
+/// if the OS refuses.
 ///
 /// # Safety
 /// The range is page aligned and mapped.
 pub unsafe fn resident_bytes(ptr: *const u8, len: usize) -> usize {
-    let pages = len / PAGE;
+    let page = kernel_page_size();
+    let pages = len / page;
     let mut resident = 0;
     let mut vec = [0u8; 256];
     let mut done = 0;
@@ -151,15 +238,15 @@ pub unsafe fn resident_bytes(ptr: *const u8, len: usize) -> usize {
         // SAFETY: the range is ours (caller) and `vec` holds `n` entries.
         let rc = unsafe {
             libc::mincore(
-                ptr.add(done * PAGE) as *mut libc::c_void,
-                n * PAGE,
+                ptr.add(done * page) as *mut libc::c_void,
+                n * page,
                 vec.as_mut_ptr(),
             )
         };
         if rc != 0 {
             return 0;
         }
-        resident += vec[..n].iter().filter(|&&v| v & 1 != 0).count() * PAGE;
+        resident += vec[..n].iter().filter(|&&v| v & 1 != 0).count() * page;
         done += n;
     }
     resident
@@ -194,36 +281,38 @@ mod tests {
 
     #[test]
     fn map_is_aligned_zeroed_and_trimmed() {
+        let page = page_size();
         let align = 1 << 21;
-        let p = map(3 * PAGE, align);
+        let p = map(3 * page, align);
         assert!(!p.is_null());
         assert_eq!(p as usize % align, 0);
         // SAFETY: p maps 3 pages.
         unsafe {
             *p = 7;
             assert_eq!(
-                resident_bytes(p, 3 * PAGE),
-                PAGE,
+                resident_bytes(p, 3 * page),
+                kernel_page_size(),
                 "only the touched page is resident"
             );
-            assert_eq!(*p.add(3 * PAGE - 1), 0);
-            decommit(p, 3 * PAGE);
+            assert_eq!(*p.add(3 * page - 1), 0);
+            decommit(p, 3 * page);
             assert_eq!(*p, 0, "decommitted memory reads zeros");
-            unmap(p, 3 * PAGE);
+            unmap(p, 3 * page);
         }
     }
 
     #[test]
     fn reserve_then_commit() {
+        let page = page_size();
         let p = reserve(1 << 20, 1 << 20);
         assert!(!p.is_null());
         // SAFETY: p reserves 1 MiB.
         unsafe {
-            assert!(commit(p, PAGE));
-            *p.add(PAGE - 1) = 1;
-            assert_eq!(resident_bytes(p, PAGE), PAGE);
+            assert!(commit(p, page));
+            *p.add(page - 1) = 1;
+            assert_eq!(resident_bytes(p, page), kernel_page_size());
             unmap(p, 1 << 20);
         }
-        assert!(page_size_matches());
+        assert!(page_size_supported());
     }
 }

@@ -1,16 +1,21 @@
 //! The calling thread's state: the heaps it joined (one per instance it allocated from,
 //! left at its exit), and the state the fast paths read with one thread-local access: the
-//! heap it used last, the one before, and a copy of the class tables.
+//! heap it used last, the one before, one row of current blocks per instance slot, and a
+//! copy of the class tables.
 //!
 //! Invariants: an entry of `recent` names a live heap of its instance, or an instance that
 //! is gone (instance ids and tokens are never reused, so a stale entry matches nothing);
 //! `recent[0].tag == owner_tag(recent[0].heap.token)` or [`NO_TAG`]; every heap on the
 //! thread's list (`OWNED`) is this thread's, and the list holds at most one heap per
-//! instance.
+//! instance; `rows[0] == EMPTY_ROW`, and for `0 < s < SLOTS`, `rows[s]` is `EMPTY_ROW` or
+//! `current_row(heap, life)` of the live heap on the thread's list whose instance id is `s`
+//! (`slot_of(id) == s`), for the one lifetime class `life` that instance's
+//! [`Instance::alloc_global`](crate::instance::Instance) passes, and `slot_heaps[s]` is
+//! null or that heap, with it.
 
 use crate::block::Header;
-use crate::class::{Lookup, LOOKUP};
-use crate::heap::Heap;
+use crate::class::{Lookup, CLASS_COUNT, LOOKUP};
+use crate::heap::{current_row, Heap, EMPTY_BLOCK};
 use crate::heap_handover::{self, adopt_or_create, THREAD_GROUP};
 use crate::heap_record::{owner_tag, HeapState};
 use crate::instance_id::MAX_INSTANCES;
@@ -60,10 +65,49 @@ impl RecentHeap {
 ///
 /// An entry names a live heap of its instance, or an instance that is gone: instance ids and
 /// tokens are never reused, so a stale entry matches nothing.
+///
+/// `rows` is the global allocator's way to its heap without the instance compare of
+/// `recent`: an instance among the first `SLOTS - 1` has a slot of its own (its id:
+/// [`slot_of`]), and the thread's entry for that slot points at its heap's row of current
+/// blocks, so that a block is two loads from the thread pointer (row, block). An entry with
+/// no heap behind it points at [`EMPTY_ROW`], whose blocks' pops fail, so the fast path
+/// needs no test for it; slot 0, the slot of every other instance, is always empty.
 #[repr(C)]
 struct Current {
     recent: [RecentHeap; 2],
+    rows: [Cell<Row>; SLOTS],
+    /// The heap behind each row (null behind an empty one), for the frees of its blocks
+    /// that the fast path (which reads `recent[0]`) passes on.
+    slot_heaps: [Cell<*mut Heap>; SLOTS],
     lookup: Lookup,
+}
+
+/// A row of current blocks, `CLASS_COUNT` of them, indexed by size class.
+pub(crate) type Row = *const *const Header;
+
+/// The thread-local slots for instances: ids `1..SLOTS` have their own (see [`Current`]).
+pub(crate) const SLOTS: usize = 16;
+
+/// The slot of instance `id`: the id itself when below [`SLOTS`], else 0 (the shared,
+/// always empty one). Ids are never reused, so neither is a slot.
+#[inline]
+pub(crate) const fn slot_of(id: u64) -> usize {
+    if id < SLOTS as u64 {
+        id as usize
+    } else {
+        0
+    }
+}
+
+/// Current blocks for no heap: every pop on them fails.
+struct EmptyRow([*const Header; CLASS_COUNT]);
+// SAFETY: the pointers name EMPTY_BLOCK, which is never written; the row is never written.
+unsafe impl Sync for EmptyRow {}
+static EMPTY_ROW: EmptyRow = EmptyRow([&EMPTY_BLOCK; CLASS_COUNT]);
+
+/// [`EMPTY_ROW`]'s address.
+const fn empty_row() -> Row {
+    EMPTY_ROW.0.as_ptr()
 }
 
 /// The tag of no heap: `owner_key ^ key` of no block (it would take token `2^48 - 1`,
@@ -80,7 +124,12 @@ thread_local! {
     // No destructor: readable at any point of the thread's life, even while other thread
     // locals are being destroyed, and read with one TLS access on the fast path.
     static CURRENT: Current = const {
-        Current { recent: [RecentHeap::empty(), RecentHeap::empty()], lookup: LOOKUP }
+        Current {
+            recent: [RecentHeap::empty(), RecentHeap::empty()],
+            rows: [const { Cell::new(empty_row()) }; SLOTS],
+            slot_heaps: [const { Cell::new(ptr::null_mut()) }; SLOTS],
+            lookup: LOOKUP,
+        }
     };
     static OWNED: Owned = const { Owned { first: Cell::new(ptr::null_mut()) } };
     // No destructor either: true while the thread's first access to OWNED registers its
@@ -113,6 +162,9 @@ impl Drop for Owned {
             for recent in &c.recent {
                 recent.set(0, ptr::null_mut(), NO_TAG);
             }
+            for slot in 0..SLOTS {
+                empty_slot(c, slot);
+            }
         });
         let mut heap = self.first.replace(ptr::null_mut());
         while !heap.is_null() {
@@ -140,6 +192,64 @@ pub(crate) fn with_current<R>(instance: u64, f: impl FnOnce(&Heap) -> Option<R>)
             None
         }
     })
+}
+
+/// The calling thread's row of current blocks for `slot` ([`slot_of`] an instance's id):
+/// the row of its heap of that instance, or [`EMPTY_ROW`]. Two loads from the thread
+/// pointer reach a block: the global allocator's fast path
+/// ([`Instance::alloc_global`](crate::instance::Instance)).
+///
+/// # Safety
+/// `slot < SLOTS`.
+#[inline(always)]
+pub(crate) unsafe fn row(slot: usize) -> Row {
+    debug_assert!(slot < SLOTS);
+    // SAFETY: slot < SLOTS (caller).
+    CURRENT.with(|c| unsafe { c.rows.get_unchecked(slot) }.get())
+}
+
+/// Points the calling thread's entry for the slot of `instance` at its heap's current
+/// blocks of `life`, if the heap it used last is of `instance` (and the instance has a slot
+/// of its own). Called by the global allocator's slow path, after the fast path of
+/// `recent` made that heap the last used.
+///
+/// # Safety
+/// `life` is below the instance's lifetime-class count, and every call for this instance
+/// passes the same `life` (the slot holds one row).
+pub(crate) unsafe fn fill_row(instance: u64, life: usize) {
+    let slot = slot_of(instance);
+    if slot == 0 {
+        return;
+    }
+    let _ = CURRENT.try_with(|c| {
+        let last = &c.recent[0];
+        if last.instance.get() == instance {
+            // SAFETY: the entry names a live heap of `instance` (see `Current`); life is
+            // one of its lifetime classes (caller).
+            c.rows[slot].set(unsafe { current_row(last.heap.get(), life) });
+            c.slot_heaps[slot].set(last.heap.get());
+        }
+    });
+}
+
+/// Empties the thread's entry for `slot`.
+fn empty_slot(c: &Current, slot: usize) {
+    c.rows[slot].set(empty_row());
+    c.slot_heaps[slot].set(ptr::null_mut());
+}
+
+/// The calling thread's heap of `instance` if the instance's slot holds it (see
+/// `Current`: then it is the thread's only heap of the instance); `None` when the slot is
+/// empty (no heap yet, or the shared slot 0), which tells nothing.
+#[inline]
+pub(crate) fn slot_heap<'a>(instance: u64) -> Option<&'a Heap> {
+    let slot = slot_of(instance);
+    CURRENT
+        .try_with(|c| c.slot_heaps[slot].get())
+        .ok()
+        // SAFETY: a slot's heap is null or a live heap of the calling thread (see
+        // `Current`).
+        .and_then(|heap| unsafe { heap.as_ref() })
 }
 
 /// The class of a request up to 1 KiB ([`Lookup::exact_class`]), from the thread's tables.
@@ -274,13 +384,19 @@ pub(crate) fn unmap_orphans() {
     find_own(0);
 }
 
-/// Clears the thread's entries that name `heap`.
+/// Clears the thread's entries that name `heap`: the recent heaps, and the row of its
+/// instance's slot (the thread's only heap of that instance).
 fn forget_heap(heap: *mut Heap) {
+    // SAFETY: the caller passes a heap still mapped.
+    let slot = slot_of(unsafe { (*heap).instance });
     let _ = CURRENT.try_with(|c| {
         for recent in &c.recent {
             if recent.heap.get() == heap {
                 recent.set(0, ptr::null_mut(), NO_TAG);
             }
+        }
+        if slot != 0 {
+            empty_slot(c, slot);
         }
     });
 }
@@ -312,8 +428,95 @@ pub(crate) fn free_slow_current(h: &Header) {
 
 #[cfg(test)]
 mod tests {
+    use super::SLOTS;
     use crate::heap::counts::{HEAPS_MAPPED_HERE, HEAPS_UNMAPPED_HERE};
+    use crate::sync::Ordering;
     use crate::Cohort;
+    use core::alloc::{GlobalAlloc, Layout};
+
+    /// The calling thread's entry for `slot`.
+    fn row_of(slot: usize) -> super::Row {
+        super::CURRENT.with(|c| c.rows[slot].get())
+    }
+
+    /// Allocates through `GlobalAlloc` (the slot path), checks the pointer is of `c`'s
+    /// region and writable, and frees it.
+    fn global_pair(c: &Cohort<()>, size: usize) {
+        let l = Layout::from_size_align(size, 8).unwrap();
+        // SAFETY: a non-zero layout; the pointer is freed once, with it.
+        unsafe {
+            let p = GlobalAlloc::alloc(c, l);
+            assert!(!p.is_null());
+            assert!(c.core.bounds.contains(p), "{p:?} is not of the instance");
+            p.write_bytes(0xa5, size);
+            GlobalAlloc::dealloc(c, p, l);
+        }
+    }
+
+    /// Instances with slots of their own and instances without (past `SLOTS`), used in
+    /// turn through `GlobalAlloc` on one thread: every allocation comes from the instance
+    /// asked, whatever the slot holds.
+    #[test]
+    fn the_global_path_allocates_from_the_instance_asked() {
+        std::thread::spawn(|| {
+            let all: Vec<Cohort<()>> = (0..2 * SLOTS).map(|_| Cohort::new()).collect();
+            for round in 0..3 {
+                for c in &all {
+                    for size in [8, 16, 24, 100, 1024, 3000] {
+                        global_pair(c, size + round);
+                    }
+                }
+            }
+            // The ones with a slot got their row filled, the others share slot 0, empty.
+            assert_eq!(row_of(0), super::empty_row());
+            for c in &all {
+                let slot = c.core.slot.load(Ordering::Relaxed) as usize;
+                assert_eq!(slot, super::slot_of(c.core.instance_id()));
+                if slot != 0 {
+                    assert_ne!(row_of(slot), super::empty_row());
+                }
+            }
+        })
+        .join()
+        .unwrap();
+    }
+
+    /// A dropped instance's row is emptied with its heap (when the thread drops it, at once;
+    /// when another thread does, at the thread's next join), before the heap is unmapped.
+    #[test]
+    fn a_dropped_instances_row_goes_with_its_heap() {
+        std::thread::spawn(|| {
+            let c = Box::new(Cohort::<()>::new());
+            global_pair(&c, 16);
+            let slot = c.core.slot.load(Ordering::Relaxed) as usize;
+            let dropped_here = slot != 0;
+            if dropped_here {
+                assert_ne!(row_of(slot), super::empty_row());
+            }
+            drop(c);
+            assert_eq!(row_of(slot), super::empty_row());
+
+            let (tx, rx) = std::sync::mpsc::channel();
+            let d = Box::new(Cohort::<()>::new());
+            global_pair(&d, 16);
+            let slot = d.core.slot.load(Ordering::Relaxed) as usize;
+            let d_addr = &*d as *const Cohort<()> as usize;
+            // Dropped by another thread: the heap here is orphaned, still mapped.
+            std::thread::spawn(move || {
+                // SAFETY: this thread owns the box now; nobody else uses it.
+                drop(unsafe { Box::from_raw(d_addr as *mut Cohort<()>) });
+                tx.send(()).unwrap();
+            });
+            std::mem::forget(d);
+            rx.recv().unwrap();
+            // The next join walks the list and releases the orphan, with its row.
+            let e = Cohort::<()>::new();
+            global_pair(&e, 16);
+            assert_eq!(row_of(slot), super::empty_row());
+        })
+        .join()
+        .unwrap();
+    }
 
     /// The calling thread's heap list.
     fn own_heaps() -> usize {

@@ -23,7 +23,11 @@
 //! **Emptied blocks.** A pool-owned block (or a block of an exited thread's heap) that
 //! remote frees empty goes back to the empty blocks without a `compact`: the free that
 //! empties it takes the lock if it is free ([`Pool::after_remote_free`], which never
-//! waits), else flags the pool and the next slow path that takes a block does the work.
+//! waits), else flags the pool and the next slow path that takes a block does the work:
+//! whenever the lock is free, `live(b) == 0 ⇒ emptied == 1` for every block `b` on a
+//! partial list. A lock holder that changes a block's counts (adopting it) and a remote
+//! free into it each look at the other's writes after a SeqCst fence, so at least one of
+//! them sees the block empty.
 //!
 //! **Blocks of a lifetime class.** Every block in use (carved or reused, and not yet given
 //! back or kept empty) is on its lifetime class's list, [`PoolState::of_life`], whoever owns
@@ -43,7 +47,9 @@ use crate::heap_record::HeapRecord;
 use crate::large::LargeTable;
 use crate::region::{Region, RegionState, UNIT};
 use crate::sync::RawSpin;
-use crate::sync::{spin_lock, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, Ordering, SpinLock};
+use crate::sync::{
+    fence, spin_lock, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, Ordering, SpinLock,
+};
 use crate::{os, tiny};
 use core::ptr;
 use lock_api::MutexGuard;
@@ -58,7 +64,12 @@ const REUSE_SCAN: usize = 8;
 pub(crate) use crate::block::EMPTY_KEY;
 /// The most heaps (threads × instances joined at once) an instance registers; more threads
 /// allocate through the pool's lock.
+#[cfg(not(loom))]
 pub(crate) const MAX_HEAPS: usize = 1 << 14;
+/// Under loom, room for the few heaps of a model: each registry entry is an atomic the model
+/// checker builds and tracks.
+#[cfg(loom)]
+pub(crate) const MAX_HEAPS: usize = 8;
 // One unit of the region holds one block.
 const _: () = assert!(BLOCK_SIZE == UNIT);
 
@@ -127,7 +138,7 @@ impl Pool {
         else {
             return ptr::null_mut();
         };
-        let meta = os::map(meta_len, os::PAGE);
+        let meta = os::map(meta_len, os::MIN_PAGE);
         if meta.is_null() {
             return ptr::null_mut();
         }
@@ -135,7 +146,8 @@ impl Pool {
         // SAFETY: `meta` is fresh zeroed memory of `meta_len` bytes: the pool, then the
         // registry (null pointers are zeros), then the partial lists and the lifetime
         // classes' lists, then their links (written when a block joins a list: zeros are
-        // never read).
+        // never read). Under loom the registry's and the links' atomics are built in place
+        // before anything reads them.
         unsafe {
             let heaps = meta.add(size_of::<Pool>()).cast::<AtomicPtr<HeapRecord>>();
             let partial = meta
@@ -147,6 +159,11 @@ impl Pool {
             let life_links = meta
                 .add(size_of::<Pool>() + registry_bytes + lists_bytes)
                 .cast::<[AtomicU32; 2]>();
+            #[cfg(loom)]
+            {
+                crate::sync::zeroed_atomics(heaps, MAX_HEAPS);
+                crate::sync::zeroed_atomics(life_links, region.unit_count());
+            }
             ptr::write(
                 pool,
                 Pool {
@@ -447,6 +464,14 @@ impl Pool {
     /// Under the lock: hands a heap's block to the pool (thread exit, or a heap leaving).
     pub(crate) fn adopt_block(&self, st: &mut PoolState, h: &Header) {
         h.hand_to_pool();
+        // A remote free may be emptying the block meanwhile: its push and its look at the
+        // block (`after_remote_free`) against this adoption's stores (owner, role, the
+        // collect's count) and look at its remote list. With a SeqCst fence on both sides
+        // at least one sees the other's write: this check sees the push, or the free sees
+        // a pool-owned block with no live slot and flags it. (Without them each may read
+        // the other's old value, and the emptied block stays listed with nobody to give it
+        // back.)
+        fence(Ordering::SeqCst);
         // Live, not used: slots on the remote list (when the local list kept it from being
         // collected) are free too.
         if h.live() == 0 {
@@ -474,6 +499,23 @@ impl Pool {
         for h in stack.take_all(self.units()) {
             self.adopt_block(st, h);
         }
+    }
+
+    /// A free of slot `off` of block `h` (not a tiny block) by a thread that does not own
+    /// the block, lock-free: pushes the slot on the block's remote list, lists the block
+    /// again when the push took it out of `FULL` ([`Pool::relist`]), and gives it back when
+    /// the free may have emptied a block nobody else would notice
+    /// ([`Pool::after_remote_free`]).
+    ///
+    /// # Safety
+    /// `off` is a live slot of `h`, which the caller gives up.
+    #[inline]
+    pub(crate) unsafe fn free_remote(&self, h: &Header, off: u32) {
+        // SAFETY: forwarded.
+        if unsafe { h.push_remote(off) } {
+            self.relist(h);
+        }
+        self.after_remote_free(h);
     }
 
     /// Lists a block again after a free cleared its `FULL` flag: on its owner's returned
@@ -527,6 +569,12 @@ impl<'a> Links<'a> for LifeLinks<'a> {
         unsafe { &*self.table.add(u as usize) }
     }
 }
+
+#[cfg(all(loom, test))]
+pub(crate) mod loom;
+
+#[cfg(test)]
+mod test_pool;
 
 #[cfg(all(test, not(loom)))]
 mod tests;

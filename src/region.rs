@@ -80,10 +80,10 @@ impl Region {
         let len = unit_count * UNIT;
         let bitmap_bytes = unit_count.div_ceil(usize::BITS as usize) * size_of::<usize>();
         let meta_len = os::page_round(unit_count + bitmap_bytes)?;
-        let meta = os::map(meta_len, os::PAGE);
+        let meta = os::map(meta_len, os::MIN_PAGE);
         let shadow_len = if checked { os::page_round(len / 8)? } else { 0 };
         let shadow = if checked {
-            os::map(shadow_len, os::PAGE)
+            os::map(shadow_len, os::MIN_PAGE)
         } else {
             ptr::null_mut()
         };
@@ -100,6 +100,11 @@ impl Region {
             }
             return None;
         }
+        // SAFETY: the unit bytes start `meta`, which is fresh, aligned and ours.
+        #[cfg(loom)]
+        unsafe {
+            crate::sync::zeroed_atomics(meta.cast::<AtomicU8>(), unit_count)
+        };
         let region = Region {
             base,
             unit_count,

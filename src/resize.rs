@@ -203,7 +203,7 @@ impl Instance {
             }
         };
         let stays_large = new != 0 && class_of(new, new_side.align).is_none();
-        if !stays_large || old_side.align > os::PAGE || new_side.align > os::PAGE {
+        if !stays_large || old_side.align > os::MIN_PAGE || new_side.align > os::MIN_PAGE {
             return None;
         }
         let Some(len) = os::page_round(new).filter(|&l| l <= isize::MAX as usize) else {

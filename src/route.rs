@@ -83,6 +83,16 @@ impl Route for ThreadHeap {
 
     #[inline(always)]
     fn heap_owning(self, instance: u64, owner: u64) -> *const Heap {
+        // The heap in the instance's slot is the thread's only heap of the instance: the
+        // block is its, left as it is (a global allocator's block freed while the thread
+        // uses another heap last), or the free is remote, with no search.
+        if let Some(heap) = per_thread::slot_heap(instance) {
+            return if heap.token == owner {
+                heap
+            } else {
+                ptr::null()
+            };
+        }
         // The heap it used before (no search), or any of its heaps, made current.
         per_thread::promote_owner(owner)
             .or_else(|| (owner != 0).then(|| per_thread::switch_to_own(instance, owner))?)

@@ -6,11 +6,75 @@
 //! that holds the lock. Locks guard slow paths only (invariant 9 of [`crate::design`]).
 
 #[cfg(not(loom))]
-pub(crate) use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicU8};
+pub(crate) use core::sync::atomic::{fence, AtomicPtr, AtomicU32, AtomicU64, AtomicU8};
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicU8};
+pub(crate) use loom::sync::atomic::{fence, AtomicPtr, AtomicU32, AtomicU64, AtomicU8};
 
 pub(crate) use core::sync::atomic::Ordering;
+
+/// Defines a function that is `const` outside loom and a plain one under it: loom's atomics
+/// register with the model checker's execution when built, so no `const fn` can build one.
+/// One body serves both, so the two builds cannot drift apart.
+macro_rules! const_unless_loom {
+    ($(#[$attr:meta])* $vis:vis fn $name:ident $(<$($g:ident),*>)? ($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty $body:block) => {
+        $(#[$attr])*
+        #[cfg(not(loom))]
+        $vis const fn $name $(<$($g),*>)? ($($arg: $ty),*) -> $ret $body
+        $(#[$attr])*
+        #[cfg(loom)]
+        $vis fn $name $(<$($g),*>)? ($($arg: $ty),*) -> $ret $body
+    };
+}
+pub(crate) use const_unless_loom;
+
+/// An atomic that can be built holding 0 (null for a pointer): what its all-zero bytes
+/// hold outside loom.
+#[cfg(loom)]
+pub(crate) trait ZeroAtomic {
+    /// The atomic holding 0, built.
+    fn zero() -> Self;
+}
+
+#[cfg(loom)]
+macro_rules! zero_atomic {
+    ($($t:ty),*) => {
+        $(impl ZeroAtomic for $t {
+            fn zero() -> Self {
+                <$t>::new(0)
+            }
+        })*
+    };
+}
+#[cfg(loom)]
+zero_atomic!(AtomicU8, AtomicU32, AtomicU64);
+#[cfg(loom)]
+impl<T> ZeroAtomic for AtomicPtr<T> {
+    fn zero() -> Self {
+        AtomicPtr::new(core::ptr::null_mut())
+    }
+}
+#[cfg(loom)]
+impl<A: ZeroAtomic> ZeroAtomic for [A; 2] {
+    fn zero() -> Self {
+        [A::zero(), A::zero()]
+    }
+}
+
+/// Under loom: builds the `n` atomics at `table`, in memory that reads zero (fresh from the
+/// OS), each holding 0. Outside loom the zero bytes already are atomics holding 0 (std's
+/// atomics are their bytes), and the callers' tables rely on it; under loom an atomic is an
+/// object of the model checker, which zero bytes are not, so each one is built in place.
+///
+/// # Safety
+/// `table` is valid for writes of `n` values of `A`, aligned, and nothing reads them yet.
+#[cfg(loom)]
+pub(crate) unsafe fn zeroed_atomics<A: ZeroAtomic>(table: *mut A, n: usize) {
+    for i in 0..n {
+        // SAFETY: in bounds and unread (the caller's contract); the zero bytes there hold no
+        // value that needs dropping.
+        unsafe { table.add(i).write(A::zero()) };
+    }
+}
 
 /// Spin hint, or a loom yield point under the model checker.
 #[inline]
@@ -39,16 +103,11 @@ pub(crate) struct RawSpin {
 }
 
 impl RawSpin {
-    #[cfg(not(loom))]
-    pub(crate) const fn new() -> Self {
-        RawSpin {
-            locked: AtomicU8::new(0),
-        }
-    }
-    #[cfg(loom)]
-    pub(crate) fn new() -> Self {
-        RawSpin {
-            locked: AtomicU8::new(0),
+    const_unless_loom! {
+        pub(crate) fn new() -> Self {
+            RawSpin {
+                locked: AtomicU8::new(0),
+            }
         }
     }
 }
@@ -89,24 +148,31 @@ unsafe impl lock_api::RawMutex for RawSpin {
 /// The allocator's lock.
 pub(crate) type SpinLock<T> = lock_api::Mutex<RawSpin, T>;
 
-/// Builds a [`SpinLock`] (const outside loom).
-#[cfg(not(loom))]
-pub(crate) const fn spin_lock<T>(value: T) -> SpinLock<T> {
-    lock_api::Mutex::const_new(RawSpin::new(), value)
-}
-/// Builds a [`SpinLock`].
-#[cfg(loom)]
-pub(crate) fn spin_lock<T>(value: T) -> SpinLock<T> {
-    lock_api::Mutex::from_raw(RawSpin::new(), value)
+const_unless_loom! {
+    /// Builds a [`SpinLock`] (const outside loom).
+    pub(crate) fn spin_lock<T>(value: T) -> SpinLock<T> {
+        lock_api::Mutex::const_new(RawSpin::new(), value)
+    }
 }
 
 /// Runs a loom model, with at most 5 preemptions unless `LOOM_MAX_PREEMPTIONS` says
-/// otherwise (every model of the crate also passes with 10).
+/// otherwise (the block layer's models and the spin lock's also pass with 10).
 #[cfg(all(loom, test))]
 pub(crate) fn model(f: impl Fn() + Sync + Send + 'static) {
+    model_bounded(5, f);
+}
+
+/// Runs a loom model with at most `preemptions` preemptions unless `LOOM_MAX_PREEMPTIONS`
+/// says otherwise, and room for the branches of a model that builds a pool (every atomic
+/// access is a branch of loom's path; a pool's set-up makes a few thousand).
+#[cfg(all(loom, test))]
+pub(crate) fn model_bounded(preemptions: usize, f: impl Fn() + Sync + Send + 'static) {
     let mut builder = loom::model::Builder::new();
     if builder.preemption_bound.is_none() {
-        builder.preemption_bound = Some(5);
+        builder.preemption_bound = Some(preemptions);
+    }
+    if std::env::var_os("LOOM_MAX_BRANCHES").is_none() {
+        builder.max_branches = 100_000;
     }
     builder.check(f);
 }

@@ -75,8 +75,10 @@ fn a_rejected_large_remalloc_keeps_the_allocation() {
         (200_000, 90_000, Life::A),  // wrong old size, shrinking
         (50_000, 100, Life::A),      // wrong old size, moving to a small class
     ];
+    // 100 000 bytes rounded up to the page (102 400 with 4 KiB pages).
+    let maps = format!("maps {} B", large_usable(&a, 100_000));
     for msg in assert_rejected(&a, p, &cases) {
-        assert!(msg.contains("maps 102400 B"), "{msg}");
+        assert!(msg.contains(&maps), "{msg}");
     }
     let msg = misuse_message(|| {
         // SAFETY: deliberately wrong lifetime class.
@@ -187,14 +189,22 @@ fn huge_requests_return_null_in_every_build() {
     assert!(a.is_empty());
 }
 
+/// The usable size of a large allocation of `size` bytes: whole pages of the allocator's
+/// page size (the kernel's, or `COHORT_PAGE_SIZE`'s).
+fn large_usable<L: Lifetime>(a: &Cohort<L>, size: usize) -> usize {
+    a.usable_size(Layout::from_size_align(size, 1).unwrap())
+}
+
 /// Bytes of `[p, p + len)` resident in RAM (`mincore`), `p` page aligned.
 fn resident(p: *const u8, len: usize) -> usize {
-    let pages = len.div_ceil(4096);
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+    let pages = len.div_ceil(page);
     let mut v = vec![0u8; pages];
     // SAFETY: the range is mapped (a live allocation) and `v` holds one byte per page.
     let rc = unsafe { libc::mincore(p as *mut libc::c_void, len, v.as_mut_ptr()) };
     assert_eq!(rc, 0);
-    v.iter().filter(|&&b| b & 1 != 0).count() * 4096
+    v.iter().filter(|&&b| b & 1 != 0).count() * page
 }
 
 /// Item 9 of issue 9: recalloc to a large size wrote zeros over the whole fresh mapping
@@ -224,15 +234,15 @@ fn recalloc_to_a_large_size_writes_only_what_may_be_dirty() {
         // A large allocation grown by remapping: the new pages are fresh, but the tail of
         // its last page is not (dirty it first): that tail must be zeroed.
         let (p, usable) = a.malloc_at_least(100_000, Life::A);
-        assert_eq!(usable, 102_400);
+        assert_eq!(usable, large_usable(&a, 100_000));
         p.write_bytes(0xEE, usable);
         pattern(p, 4, 100_000);
         let q = a.recalloc(p, 100_000, BIG, Life::A);
         assert!(!q.is_null());
         assert!(resident(q, BIG) < 1 << 20, "{}", resident(q, BIG));
         assert!(has_pattern(q, 4, 100_000));
-        assert!((100_000..102_400).all(|i| *q.add(i) == 0), "the old tail");
-        assert!((102_400..BIG).step_by(4093).all(|i| *q.add(i) == 0));
+        assert!((100_000..usable).all(|i| *q.add(i) == 0), "the old tail");
+        assert!((usable..BIG).step_by(4093).all(|i| *q.add(i) == 0));
         // Growing within the last page (no remap): the dirty bytes are zeroed.
         let r = a.remalloc(q, BIG, BIG - 1000, Life::A);
         r.add(BIG - 1000 - 100).write_bytes(0xAB, 100);
@@ -356,7 +366,8 @@ fn a_large_allocation_freed_as_small_is_named() {
         // SAFETY: deliberately wrong size.
         let msg = misuse_message(|| unsafe { a.free(q, size, Life::B) });
         assert!(
-            msg.contains("large allocation") && msg.contains("maps 102400 B"),
+            msg.contains("large allocation")
+                && msg.contains(&format!("maps {} B", large_usable(&a, 100_000))),
             "{size}: {msg}"
         );
         assert!(msg.contains("lifetime class 1 (B)"), "{msg}");

@@ -466,9 +466,11 @@ fn join_misuse_is_reported() {
     let j = a.join(0).expect("a join");
     for s in [1usize, 2, 8, 64, 1000, 100_000] {
         let p = j.malloc(s, Life::A);
+        // Past the usable size (a large one is whole pages, 64 KiB on some kernels).
+        let wrong = a.usable_size(Layout::from_size_align(s, 1).unwrap()) + 20_000;
         // SAFETY: deliberately wrong.
-        assert_reported("join wrong size", p, s + 20_000, || unsafe {
-            j.free(p, s + 20_000, Life::A)
+        assert_reported("join wrong size", p, wrong, || unsafe {
+            j.free(p, wrong, Life::A)
         });
         assert_reported("join wrong life", p, s, || unsafe { j.free(p, s, Life::B) });
         // SAFETY: live.
@@ -498,7 +500,8 @@ fn handle_misuse_is_reported() {
         let p = h.allocate(l).unwrap().cast::<u8>();
         // SAFETY: s bytes.
         unsafe { fill(p.as_ptr(), seed_of(p.as_ptr(), s), s) };
-        let wrong = Layout::from_size_align(s + 20_000, l.align()).unwrap();
+        // Past the usable size (a large one is whole pages, 64 KiB on some kernels).
+        let wrong = Layout::from_size_align(a.usable_size(l) + 20_000, l.align()).unwrap();
         let grown = Layout::from_size_align(s * 3 + 200_000, l.align()).unwrap();
         let pp = p.as_ptr();
         // SAFETY: deliberately wrong.

@@ -214,10 +214,40 @@ fn paste_into_readme(md: &str) {
     std::fs::write(README, text).expect("write benches/README.md");
 }
 
+/// Draws the plots of the results in `dir` again (their markdown and CSV stay as the run
+/// wrote them).
+fn replot(dir: &Path) {
+    let results = Results::read(dir).expect("read results.csv");
+    let scratch = std::env::temp_dir().join(format!("cohort-replot-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).expect("create a scratch folder");
+    let setup = report::Setup {
+        runs: 0,
+        scale: 0.0,
+        elapsed: Duration::ZERO,
+    };
+    results.write(&scratch, &setup).expect("draw the plots");
+    for entry in std::fs::read_dir(&scratch).expect("read the scratch folder") {
+        let path = entry.expect("a scratch file").path();
+        if path.extension().is_some_and(|e| e == "svg") {
+            std::fs::copy(&path, dir.join(path.file_name().unwrap())).expect("copy a plot");
+            eprintln!("redrawn: {}", dir.join(path.file_name().unwrap()).display());
+        }
+    }
+    std::fs::remove_dir_all(&scratch).expect("remove the scratch folder");
+}
+
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         // `cargo test --benches` runs bench targets without `--bench`: not the 10-minute suite.
         eprintln!("the suite runs under `cargo bench -p cohort-benches --bench suite`");
+        return;
+    }
+    // `-- --replot DIR`: the plots drawn again from the CSV files of an earlier run in DIR
+    // (cheap: no workload runs), written beside them.
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(at) = args.iter().position(|a| a == "--replot") {
+        let dir = PathBuf::from(args.get(at + 1).expect("--replot DIR"));
+        replot(&dir);
         return;
     }
     let started = Instant::now();

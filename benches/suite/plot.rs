@@ -4,8 +4,9 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use std::path::Path;
 
-/// One colour per series, in the report's column order (System first, in grey).
-const COLORS: [RGBColor; 7] = [
+/// One colour per allocator column of the report (System first, in grey), the same in
+/// every plot.
+const COLORS: [RGBColor; 10] = [
     RGBColor(120, 120, 120),
     RGBColor(31, 119, 180),
     RGBColor(44, 160, 44),
@@ -13,25 +14,32 @@ const COLORS: [RGBColor; 7] = [
     RGBColor(148, 103, 189),
     RGBColor(255, 127, 14),
     RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
 ];
 
-/// A tick label: two significant digits below 10, whole numbers above.
-fn tick(v: &f64) -> String {
-    match *v {
-        v if v < 1.0 => format!("{v:.2}"),
-        v if v < 10.0 => format!("{v:.1}"),
-        v => format!("{v:.0}"),
-    }
+/// A value as printed on a bar: three significant digits, no exponent.
+fn label(v: f64) -> String {
+    let digits = match v.abs() {
+        v if v >= 100.0 => 0,
+        v if v >= 10.0 => 1,
+        v if v >= 1.0 => 2,
+        _ => 3,
+    };
+    format!("{v:.digits$}")
 }
 
-/// Horizontal grouped bars on a log scale: one group per row, one bar per series (`None`: no
-/// bar). `reference` draws a vertical line there (1 for ratios to System).
+/// Horizontal grouped bars on a linear axis from 0 (bar lengths are proportional to the
+/// values), each bar labelled with its value: one group per row, one bar per series (`None`:
+/// no bar; the `usize` is the allocator's column, which picks its colour). `reference` draws a labelled vertical line there (1 for ratios to System, whose
+/// own bars, all 1, are left out).
 pub struct Chart<'a> {
     pub title: &'a str,
     pub x_desc: &'a str,
     pub rows: &'a [String],
-    pub series: &'a [(String, Vec<Option<f64>>)],
-    pub reference: Option<f64>,
+    pub series: &'a [(String, usize, Vec<Option<f64>>)],
+    pub reference: Option<(f64, &'a str)>,
 }
 
 impl Chart<'_> {
@@ -49,19 +57,18 @@ impl Chart<'_> {
             series,
             reference,
         } = *self;
-        let values = series.iter().flat_map(|s| s.1.iter().flatten().copied());
-        let (lo, hi) = values
-            .filter(|v| *v > 0.0)
-            .chain(reference)
-            .fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
-        if lo > hi {
+        let hi = series
+            .iter()
+            .flat_map(|s| s.2.iter().flatten().copied())
+            .chain(reference.map(|r| r.0))
+            .fold(0.0f64, f64::max);
+        if hi <= 0.0 {
             return Ok(()); // nothing to draw
         }
-        // The bars get the left 65% of the (logarithmic) width, the legend the rest.
-        let (lo, hi) = (lo / 1.5, hi * 1.5);
-        let hi = ((hi.ln() - 0.35 * lo.ln()) / 0.65).exp();
-        let bar = 14.0;
-        let height = 90 + (rows.len() as f64 * (series.len() as f64 + 1.0) * bar) as u32;
+        // Room right of the longest bar for its label, and for the legend.
+        let hi = hi * 1.3;
+        let bar = 15.0;
+        let height = 100 + (rows.len() as f64 * (series.len() as f64 + 1.0) * bar) as u32;
         let root = SVGBackend::new(path, (900, height)).into_drawing_area();
         root.fill(&WHITE)?;
         let mut chart = ChartBuilder::on(&root)
@@ -69,23 +76,29 @@ impl Chart<'_> {
             .margin(10)
             .x_label_area_size(40)
             .y_label_area_size(280)
-            .build_cartesian_2d((lo..hi).log_scale(), 0.0..rows.len() as f64)?;
+            .build_cartesian_2d(0.0..hi, 0.0..rows.len() as f64)?;
         chart
             .configure_mesh()
             .disable_y_mesh()
             .y_labels(0)
             .x_labels(12)
-            .x_label_formatter(&tick)
+            .light_line_style(WHITE)
+            .x_label_formatter(&|v| match hi {
+                hi if hi >= 20.0 => format!("{v:.0}"),
+                hi if hi >= 2.0 => format!("{v:.1}"),
+                _ => format!("{v:.2}"),
+            })
             .x_desc(x_desc)
             .draw()?;
         let slot = 1.0 / (series.len() as f64 + 1.0);
-        for (s, (name, vals)) in series.iter().enumerate() {
-            let color = COLORS[s % COLORS.len()];
+        let value_style =
+            TextStyle::from(("sans-serif", 11)).pos(Pos::new(HPos::Left, VPos::Center));
+        for (s, (name, column, vals)) in series.iter().enumerate() {
+            let color = COLORS[column % COLORS.len()];
+            // Row 0 at the top.
+            let top = |r: usize| rows.len() as f64 - r as f64 - slot * (s as f64 + 0.5);
             let bars = vals.iter().enumerate().filter_map(|(r, v)| {
-                // Row 0 at the top.
-                let top = rows.len() as f64 - r as f64 - slot * (s as f64 + 0.5);
-                v.filter(|v| *v > 0.0)
-                    .map(|v| Rectangle::new([(lo, top), (v, top - slot)], color.filled()))
+                v.map(|v| Rectangle::new([(0.0, top(r)), (v, top(r) - slot)], color.filled()))
             });
             chart
                 .draw_series(bars)?
@@ -93,20 +106,31 @@ impl Chart<'_> {
                 .legend(move |(x, y)| {
                     Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled())
                 });
+            let labels = vals.iter().enumerate().filter_map(|(r, v)| {
+                v.map(|v| {
+                    let at = (v + hi * 0.005, top(r) - slot / 2.0);
+                    Text::new(label(v), at, value_style.clone())
+                })
+            });
+            chart.draw_series(labels)?;
         }
-        if let Some(x) = reference {
+        if let Some((x, name)) = reference {
             let line = PathElement::new(vec![(x, 0.0), (x, rows.len() as f64)], BLACK);
             chart.draw_series(std::iter::once(line))?;
+            let (px, py) = chart.backend_coord(&(x, rows.len() as f64));
+            let style =
+                TextStyle::from(("sans-serif", 11)).pos(Pos::new(HPos::Center, VPos::Bottom));
+            root.draw_text(name, &style, (px, py - 2))?;
         }
         for (r, row) in rows.iter().enumerate() {
-            let (_, y) = chart.backend_coord(&(lo, rows.len() as f64 - r as f64 - 0.5));
+            let (_, y) = chart.backend_coord(&(0.0, rows.len() as f64 - r as f64 - 0.5));
             let style =
                 TextStyle::from(("sans-serif", 13)).pos(Pos::new(HPos::Right, VPos::Center));
             root.draw_text(row, &style, (285, y))?;
         }
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
+            .position(SeriesLabelPosition::LowerRight)
             .background_style(WHITE.mix(0.9))
             .border_style(BLACK)
             .draw()?;

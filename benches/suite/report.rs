@@ -287,8 +287,9 @@ impl Results {
                 });
             }
             let file = format!("{}.svg", g.name);
-            let x_desc = "ratio to System (log scale; < 1 is better)";
-            md.push_str(&table.finish(&dir.join(&file), g.title, x_desc, Some(1.0))?);
+            let x_desc = "ratio to System's figure in the same run (< 1: less time or memory)";
+            let system = Some((1.0, "System = 1"));
+            md.push_str(&table.finish(&dir.join(&file), g.title, x_desc, system)?);
             let _ = writeln!(md, "\n![{}]({file})", g.title);
         }
         if !self.iai.is_empty() {
@@ -303,6 +304,68 @@ impl Results {
         std::fs::write(dir.join("results.csv"), csv)?;
         std::fs::write(dir.join("results.md"), &md)?;
         Ok(md)
+    }
+
+    /// The results a run wrote to `dir` (results.csv and iai.csv, as [`Results::write`]
+    /// writes them), to draw the plots again without running the suite. A metric of a group
+    /// this report no longer has is skipped.
+    pub fn read(dir: &Path) -> std::io::Result<Results> {
+        let mut results = Results::default();
+        let csv = std::fs::read_to_string(dir.join("results.csv"))?;
+        for line in csv.lines().skip(1) {
+            // group,metric,unit,allocator,median,spread_pct,ratio_to_system,runs (the metric
+            // may hold commas: the fields around it are counted from both ends).
+            let f: Vec<&str> = line.split(',').collect();
+            let Some(group) = GROUPS.iter().find(|g| g.name == f[0]) else {
+                continue;
+            };
+            let n = f.len();
+            let row = f[1..n - 6].join(",");
+            let runs = f[n - 1].split(';').filter_map(|v| v.parse().ok());
+            let i = match results
+                .metrics
+                .iter()
+                .position(|m| m.group == group.name && m.row == row)
+            {
+                Some(i) => i,
+                None => {
+                    results.metrics.push(Metric {
+                        group: group.name,
+                        row,
+                        unit: f[n - 6].to_string(),
+                        values: BTreeMap::new(),
+                    });
+                    results.metrics.len() - 1
+                }
+            };
+            results.metrics[i]
+                .values
+                .insert(column(f[n - 5]), runs.collect());
+        }
+        if let Ok(iai) = std::fs::read_to_string(dir.join("iai.csv")) {
+            // operation,allocator,total_instructions,net_per_operation (the operation may hold
+            // commas).
+            for line in iai.lines().skip(1) {
+                let f: Vec<&str> = line.split(',').collect();
+                let n = f.len();
+                let op = f[..n - 3].join(",");
+                let (Ok(total), Ok(net)) = (f[n - 2].parse(), f[n - 1].parse()) else {
+                    continue;
+                };
+                let i = match results.iai.iter().position(|r| r.op == op) {
+                    Some(i) => i,
+                    None => {
+                        results.iai.push(IaiRow {
+                            op,
+                            counts: BTreeMap::new(),
+                        });
+                        results.iai.len() - 1
+                    }
+                };
+                results.iai[i].counts.insert(column(f[n - 3]), (total, net));
+            }
+        }
+        Ok(results)
     }
 
     fn iai_table(&self, dir: &Path) -> std::io::Result<String> {
@@ -336,7 +399,7 @@ impl Results {
         md.push_str(&table.finish(
             &dir.join("iai.svg"),
             title,
-            "instructions (log scale)",
+            "instructions per operation, net of an allocator that does nothing",
             None,
         )?);
         md.push_str("\n![Instructions per operation](iai.svg)\n");
@@ -351,7 +414,8 @@ struct Table {
     md: String,
     cols: Vec<usize>,
     rows: Vec<String>,
-    series: Vec<(String, Vec<Option<f64>>)>,
+    /// Per allocator column: its name, its column, its figures by row.
+    series: Vec<(String, usize, Vec<Option<f64>>)>,
 }
 
 impl Table {
@@ -368,7 +432,7 @@ impl Table {
         md.push('\n');
         let series = cols
             .iter()
-            .map(|&c| (ALLOCATORS[c].to_string(), vec![]))
+            .map(|&c| (ALLOCATORS[c].to_string(), c, vec![]))
             .collect();
         Table {
             md,
@@ -393,24 +457,30 @@ impl Table {
         for (k, &c) in self.cols.iter().enumerate() {
             let (text, value) = cell(c).unwrap_or_else(|| ("–".into(), None));
             let _ = write!(self.md, " {text} |");
-            self.series[k].1.push(value);
+            self.series[k].2.push(value);
         }
         self.md.push('\n');
     }
 
-    /// Draws the plot to `svg` and returns the markdown.
+    /// Draws the plot to `svg` and returns the markdown. With a `reference` (ratios to
+    /// System: its line at 1), System's own bars, all 1, are left out of the plot.
     fn finish(
         self,
         svg: &Path,
         title: &str,
         x_desc: &str,
-        reference: Option<f64>,
+        reference: Option<(f64, &str)>,
     ) -> std::io::Result<String> {
+        let series: Vec<_> = self
+            .series
+            .into_iter()
+            .filter(|s| reference.is_none() || s.1 != 0)
+            .collect();
         let chart = plot::Chart {
             title,
             x_desc,
             rows: &self.rows,
-            series: &self.series,
+            series: &series,
             reference,
         };
         chart.write(svg)?;

@@ -247,12 +247,28 @@ static void test_cohort_api(void) {
   CHECK(r && r[3999] == 5 && r[8999] == 0);
   cohort_free(r, 9000, 5);
   cohort_free(z, 5000, 4);
+  /* A zero size is a unique allocation, freed with size 0 or by free(p). */
+  void *z0 = cohort_malloc(0, 2), *z1 = cohort_malloc(0, 2);
+  CHECK(z0 && z1 && z0 != z1);
+  cohort_free(z0, 0, 2);
+  free(z1);
+  z0 = cohort_remalloc(NULL, 0, 0, 2);
+  CHECK(z0 != NULL);
+  z0 = cohort_remalloc(z0, 0, 40, 2);
+  CHECK(z0 != NULL);
+  cohort_free(z0, 40, 2);
   /* free(p) frees any class. */
   void *any = cohort_malloc(300, 7);
   free(any);
   /* Release class 3: the 500 left go at once; a malloc'd block stays. */
   char *kept = malloc(48);
   strcpy(kept, "kept");
+  /* The drop-in malloc's blocks are in a hidden class: releasing class 0 (or any) leaves
+   * them alone, so the next malloc of the same size cannot return `kept` again. */
+  cohort_release_class(0);
+  char *other = malloc(48);
+  CHECK(other != kept && strcmp(kept, "kept") == 0);
+  free(other);
   void *large = cohort_malloc(1 << 20, 3);
   CHECK(large != NULL);
   cohort_released rel = cohort_release_class(3);

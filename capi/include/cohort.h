@@ -72,8 +72,8 @@ extern "C" {
 //
 // Returns memory aligned to the next power of two of `size` (at most 4096), or null when
 // memory is exhausted (`errno = ENOMEM`) or `cls >= COHORT_CLASSES` (`errno = EINVAL`). A
-// `size` of 0 returns a non-null pointer that must not be dereferenced; freeing it with size
-// 0 does nothing. Free it with `cohort_free(p, size, cls)`, the same size (or any size up to
+// `size` of 0 is taken as 1 here and in every function below (a unique allocation, freed
+// with size 0 or 1). Free it with `cohort_free(p, size, cls)`, the same size (or any size up to
 // its usable size) and class; `free(p)` also works.
 // Thread safety: any thread; lock-free on the fast path.
 void *cohort_malloc(size_t size, uint32_t cls);

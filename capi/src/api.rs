@@ -36,30 +36,33 @@ fn class_to_free(what: &str, p: *mut c_void, cls: u32) -> CClass {
 ///
 /// Returns memory aligned to the next power of two of `size` (at most 4096), or null when
 /// memory is exhausted (`errno = ENOMEM`) or `cls >= COHORT_CLASSES` (`errno = EINVAL`). A
-/// `size` of 0 returns a non-null pointer that must not be dereferenced; freeing it with size
-/// 0 does nothing. Free it with `cohort_free(p, size, cls)`, the same size (or any size up to
+/// `size` of 0 is taken as 1 here and in every function below (a unique allocation, freed
+/// with size 0 or 1). Free it with `cohort_free(p, size, cls)`, the same size (or any size up to
 /// its usable size) and class; `free(p)` also works.
 /// Thread safety: any thread; lock-free on the fast path.
 #[no_mangle]
 pub extern "C" fn cohort_malloc(size: usize, cls: u32) -> *mut c_void {
-    let Some(c) = class_to_allocate(cls) else {
-        return ptr::null_mut();
-    };
-    let p = COHORT.malloc(size, c);
-    if p.is_null() {
-        set_errno(libc::ENOMEM);
-    }
-    p.cast()
+    allocate_in::<false>(size, cls)
 }
 
 /// As `cohort_malloc`, with the memory zeroed (memory fresh from the OS is not written).
 /// Thread safety: any thread.
 #[no_mangle]
 pub extern "C" fn cohort_calloc(size: usize, cls: u32) -> *mut c_void {
+    allocate_in::<true>(size, cls)
+}
+
+/// `cohort_malloc`, or with `ZERO` `cohort_calloc`: null with `errno` set on failure.
+#[inline(always)]
+fn allocate_in<const ZERO: bool>(size: usize, cls: u32) -> *mut c_void {
     let Some(c) = class_to_allocate(cls) else {
         return ptr::null_mut();
     };
-    let p = COHORT.calloc(size, c);
+    let p = if ZERO {
+        COHORT.calloc(size.max(1), c)
+    } else {
+        COHORT.malloc(size.max(1), c)
+    };
     if p.is_null() {
         set_errno(libc::ENOMEM);
     }
@@ -80,7 +83,7 @@ pub unsafe extern "C" fn cohort_malloc_at_least(
     usable: *mut usize,
 ) -> *mut c_void {
     let (p, n) = match class_to_allocate(cls) {
-        Some(c) => COHORT.malloc_at_least(size, c),
+        Some(c) => COHORT.malloc_at_least(size.max(1), c),
         None => (ptr::null_mut(), 0),
     };
     if p.is_null() && cls < COHORT_CLASSES {
@@ -107,7 +110,7 @@ pub unsafe extern "C" fn cohort_malloc_at_least(
 pub unsafe extern "C" fn cohort_free(p: *mut c_void, size: usize, cls: u32) {
     let c = class_to_free("cohort_free", p, cls);
     // SAFETY: forwarded contract.
-    unsafe { COHORT.free(p.cast(), size, c) }
+    unsafe { COHORT.free(p.cast(), size.max(1), c) }
 }
 
 /// Resizes `p` (from `old_size` to `new_size` bytes, in class `cls`): in place when the
@@ -125,13 +128,8 @@ pub unsafe extern "C" fn cohort_remalloc(
     new_size: usize,
     cls: u32,
 ) -> *mut c_void {
-    let c = class_to_free("cohort_remalloc", p, cls);
     // SAFETY: forwarded contract.
-    let q = unsafe { COHORT.remalloc(p.cast(), old_size, new_size, c) };
-    if q.is_null() {
-        set_errno(libc::ENOMEM);
-    }
-    q.cast()
+    unsafe { resize_in::<false>(p, old_size, new_size, cls) }
 }
 
 /// As `cohort_remalloc`, and the bytes past `old_size` read zero when it grows.
@@ -146,9 +144,34 @@ pub unsafe extern "C" fn cohort_recalloc(
     new_size: usize,
     cls: u32,
 ) -> *mut c_void {
-    let c = class_to_free("cohort_recalloc", p, cls);
     // SAFETY: forwarded contract.
-    let q = unsafe { COHORT.recalloc(p.cast(), old_size, new_size, c) };
+    unsafe { resize_in::<true>(p, old_size, new_size, cls) }
+}
+
+/// `cohort_remalloc`, or with `ZERO` `cohort_recalloc`: null with `errno` set on failure.
+///
+/// # Safety
+/// As `cohort_remalloc`.
+unsafe fn resize_in<const ZERO: bool>(
+    p: *mut c_void,
+    old_size: usize,
+    new_size: usize,
+    cls: u32,
+) -> *mut c_void {
+    let what = if ZERO {
+        "cohort_recalloc"
+    } else {
+        "cohort_remalloc"
+    };
+    let c = class_to_free(what, p, cls);
+    // SAFETY: forwarded contract.
+    let q = unsafe {
+        if ZERO {
+            COHORT.recalloc(p.cast(), old_size.max(1), new_size.max(1), c)
+        } else {
+            COHORT.remalloc(p.cast(), old_size.max(1), new_size.max(1), c)
+        }
+    };
     if q.is_null() {
         set_errno(libc::ENOMEM);
     }
@@ -321,7 +344,11 @@ pub extern "C" fn cohort_stats_print(fd: c_int) -> c_int {
         let _ = writeln!(
             out,
             "{:>8} {:>6} {:>7} {:>9} {:>9}",
-            h.stride, h.life, h.blocks, h.live, h.capacity
+            h.stride,
+            crate::NAMES.get(h.life).copied().unwrap_or("?"),
+            h.blocks,
+            h.live,
+            h.capacity
         );
     }
     if out.failed {

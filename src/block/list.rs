@@ -178,16 +178,11 @@ pub(crate) struct BlockStack {
 }
 
 impl BlockStack {
-    #[cfg(not(loom))]
-    pub(crate) const fn new() -> Self {
-        BlockStack {
-            top: AtomicU32::new(NONE),
-        }
-    }
-    #[cfg(loom)]
-    pub(crate) fn new() -> Self {
-        BlockStack {
-            top: AtomicU32::new(NONE),
+    const_unless_loom! {
+        pub(crate) fn new() -> Self {
+            BlockStack {
+                top: AtomicU32::new(NONE),
+            }
         }
     }
 

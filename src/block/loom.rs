@@ -1,7 +1,9 @@
 //! Loom models of the block layer's lock-free structures: the remote free list, the `FULL`
-//! flag that takes a block off its head and brings it back, the blocks' `returned` stacks,
-//! and the hand-over of a block when its heap's thread exits. (The spin lock's model is in
-//! [`crate::sync`].)
+//! flag that takes a block off its head and brings it back, and the blocks' `returned`
+//! stacks; and the shadow cells ([`Slots`]) the models of the layers above check slot
+//! payloads with. (The spin lock's model is in [`crate::sync`], the pool's in
+//! `crate::pool::loom`, the hand-over of a heap's blocks when its thread exits in
+//! `crate::heap_handover::loom`.)
 //!
 //! Run with `.ci/loom.sh` (or `RUSTFLAGS="--cfg loom" cargo test --release --lib`). Each
 //! model drives the block header's own code and asserts the promise the allocator relies
@@ -19,9 +21,9 @@
 //! by a load-then-CAS in the other, so without the yield it never runs a free before the
 //! owner's collect.
 
-use super::{BlockList, BlockStack, Header, LocalFree, Units, FULL};
+use super::{BlockStack, Header, LocalFree, Units, FULL};
 use crate::class::{class_of, BLOCK_SIZE};
-use crate::sync::{model, spin_lock, Ordering};
+use crate::sync::{model, Ordering};
 use loom::cell::UnsafeCell;
 use loom::sync::Arc;
 use loom::thread;
@@ -132,13 +134,13 @@ fn take_all(stack: &BlockStack) -> Vec<*mut u8> {
 }
 
 /// The slots a model uses, each with a shadow cell for loom (see the module docs).
-struct Slots {
+pub(crate) struct Slots {
     offs: Vec<u32>,
     cells: Vec<UnsafeCell<u64>>,
 }
 
 impl Slots {
-    fn new(offs: &[u32]) -> Slots {
+    pub(crate) fn new(offs: &[u32]) -> Slots {
         Slots {
             offs: offs.to_vec(),
             cells: offs.iter().map(|_| UnsafeCell::new(0)).collect(),
@@ -155,21 +157,27 @@ impl Slots {
     }
 
     /// Writes `value` into the slot's second word (past the 4-byte link) and its shadow.
-    fn write(&self, block: &Block, off: u32, value: u64) {
+    pub(crate) fn write(&self, block: &Header, off: u32, value: u64) {
         // SAFETY: loom checks this access to the shadow against every other one.
         self.cell(off).with_mut(|v| unsafe { *v = value });
-        // SAFETY: `off` is a 16-byte slot of the block, owned by the caller (the model's
-        // protocol); bytes 8..16 are past its link and aligned.
-        unsafe { block.base.add(off as usize + 8).cast::<u64>().write(value) };
+        // SAFETY: `off` is a slot of the block of at least 16 bytes, owned by the caller (the
+        // model's protocol); bytes 8..16 are past its link and aligned.
+        unsafe {
+            block
+                .base()
+                .add(off as usize + 8)
+                .cast::<u64>()
+                .write(value)
+        };
     }
 
     /// Checks the slot's second word and its shadow read `value`.
-    fn check(&self, block: &Block, off: u32, value: u64) {
+    pub(crate) fn check(&self, block: &Header, off: u32, value: u64) {
         // SAFETY: as in `write`.
         self.cell(off)
             .with(|v| assert_eq!(unsafe { *v }, value, "shadow of slot {off}"));
         // SAFETY: as in `write`.
-        let got = unsafe { block.base.add(off as usize + 8).cast::<u64>().read() };
+        let got = unsafe { block.base().add(off as usize + 8).cast::<u64>().read() };
         assert_eq!(got, value, "payload of slot {off}");
     }
 }
@@ -519,110 +527,5 @@ fn block_stack() {
         drain(&mut seen);
         seen.sort_unstable();
         assert_eq!(seen, [0, 1], "every block taken once");
-    });
-}
-
-/// The pool's lock-guarded state in `exit_races_relist`.
-struct PoolModel {
-    /// The pool's partial list of the block's head (`PoolState::partial`).
-    partial: BlockList,
-    /// The heap is on the abandoned list.
-    abandoned: bool,
-}
-
-/// `Pool::adopt_block`, under the lock: `Header::hand_to_pool`, then the block (which has
-/// live slots here) goes on the pool's partial list.
-fn adopt(st: &mut PoolModel, block: &Header) {
-    block.hand_to_pool();
-    assert_ne!(block.live(), 0, "the model's block has live slots");
-    st.partial.push(units(), block);
-}
-
-/// Abandonment and adoption: a remote free into a `FULL` block relists it on its heap's
-/// `returned` stack while the heap's thread exits and a third thread reclaims abandoned
-/// heaps' stacks.
-///
-/// The steps are the pool's and the heap's, in their order, on the block layer's own
-/// structures: the exit (`Heap::abandon`) takes the pool lock, lists the `returned` blocks
-/// on the heap's partial list (`Heap::drain_returned`), hands every listed block to the
-/// pool and marks the heap abandoned; the reclaimer (`Pool::reclaim_abandoned`, from
-/// `take_block`) takes the stacks of abandoned heaps under the lock and adopts what it
-/// finds. The pool's and the heap's lists are [`BlockList`]s, the pool's lock the spin lock,
-/// the adoption `Header::hand_to_pool`. (The pool itself is not built under loom: its
-/// region and registry live in memory mapped from the OS, which loom's atomics cannot.)
-///
-/// Checks: however the three interleave, the block ends on the pool's partial list exactly
-/// once (taken by the exit's drain, the reclaim, or a later reclaim, never lost and never
-/// twice), pool-owned, with its remote free collected once, and the freed slot's payload
-/// visible to the pool.
-///
-/// Orderings relied on: the `returned` stack's Release push / Acquire take; the remote
-/// push's Release and the collect's Acquire; the spin lock's Acquire/Release between the
-/// exiting thread and the reclaiming one (`abandoned`, `partial`).
-///
-/// Fails with: `BlockStack::take_all` returning the top without swapping it to `NONE` (the
-/// block is adopted twice), or `BlockStack::push`'s CAS Release -> Relaxed (the reclaimer
-/// follows a stale link and misses the block). (`collect_remote`'s Acquire is not needed
-/// on this path: the stack's Release/Acquire already orders the remote free before it.)
-#[test]
-fn exit_races_relist() {
-    model(|| {
-        let block = Arc::new(Block::new(OWNER, 0));
-        // The heap retired the block while its thread ran.
-        assert!(block.try_retire());
-        let returned = Arc::new(BlockStack::new());
-        let pool = Arc::new(spin_lock(PoolModel {
-            partial: BlockList::new(),
-            abandoned: false,
-        }));
-        let cap = block.capacity();
-        let a = block.slot(cap - 1);
-        let slots = Arc::new(Slots::new(&[a]));
-        slots.write(&block, a, 1);
-
-        let remote = free_remotely(&block, &slots, &returned, a);
-        // `Pool::reclaim_abandoned`.
-        let reclaim = |st: &mut PoolModel, returned: &BlockStack| {
-            if st.abandoned {
-                for h in returned.take_all(units()) {
-                    adopt(st, h);
-                }
-            }
-        };
-        let reclaimer = {
-            let (pool, returned) = (pool.clone(), returned.clone());
-            thread::spawn(move || reclaim(&mut pool.lock(), &returned))
-        };
-
-        // The freeing threads first: see the module docs.
-        thread::yield_now();
-        // `Heap::abandon`.
-        {
-            let mut st = pool.lock();
-            let mut heap_partial = BlockList::new();
-            for h in returned.take_all(units()) {
-                h.set_role(super::Role::Listed);
-                heap_partial.push(units(), h);
-            }
-            while let Some(h) = heap_partial.pop(units()) {
-                adopt(&mut st, h);
-            }
-            st.abandoned = true;
-        }
-
-        remote.join().unwrap();
-        reclaimer.join().unwrap();
-        // Any later `take_block` reclaims what is still on the abandoned heap's stack.
-        let mut st = pool.lock();
-        reclaim(&mut st, &returned);
-        let listed: Vec<_> = st.partial.iter(units()).map(Header::base).collect();
-        assert_eq!(listed, [block.base], "the block listed exactly once");
-        assert_eq!(block.owner(), 0, "pool-owned");
-        assert!(!block.is_full());
-        assert_eq!(block.remote_count(), 0, "its remote free collected");
-        assert_eq!(block.used(), cap - 1);
-        // The pool allocates from it under the lock.
-        assert_eq!(block.pop_slot(), Some(a));
-        slots.check(&block, a, 0xA);
     });
 }

@@ -98,6 +98,10 @@ impl Pool {
     /// flagged and the next [`Pool::take_block`] does it. Never waits: remote frees stay
     /// lock-free.
     pub(crate) fn after_remote_free(&self, h: &Header) {
+        // Pairs with the fence in `adopt_block`, after the pool's stores to a block it
+        // adopts: either the adoption sees this free's push, or the reads below see the
+        // adoption (see there).
+        fence(Ordering::SeqCst);
         // One read of the header: the block may be given back and taken again meanwhile;
         // a wrong guess costs one pass under the lock.
         let Some(b) = h.snapshot() else {

@@ -4,30 +4,11 @@ use super::*;
 use crate::class::class_of;
 use crate::region::UNUSED;
 
-/// A pool over 16 units, for 2 lifetime classes, destroyed on drop.
-struct TestPool(*mut Pool);
+use super::test_pool::TestPool;
 
-impl TestPool {
-    fn new() -> TestPool {
-        let pool = Pool::create(16 * UNIT, true, 2, false);
-        assert!(!pool.is_null());
-        TestPool(pool)
-    }
-}
-
-impl core::ops::Deref for TestPool {
-    type Target = Pool;
-    fn deref(&self) -> &Pool {
-        // SAFETY: created in `new`, destroyed only on drop.
-        unsafe { &*self.0 }
-    }
-}
-
-impl Drop for TestPool {
-    fn drop(&mut self) {
-        // SAFETY: the test is done with the pool and its blocks.
-        unsafe { Pool::destroy(self.0) };
-    }
+/// A pool over 16 units, for 2 lifetime classes.
+fn test_pool() -> TestPool {
+    TestPool::new(16, 2)
 }
 
 /// A heap token no registered heap has: relisting finds no heap for it.
@@ -53,7 +34,7 @@ fn of_life(pool: &Pool, st: &PoolState, life: usize) -> Vec<usize> {
 
 #[test]
 fn taken_blocks_are_fresh_and_listed_under_their_lifetime_class() {
-    let pool = TestPool::new();
+    let pool = test_pool();
     let mut st = pool.lock();
     let a = pool.take_block(&mut st, class64(), 0, TOKEN).unwrap();
     let b = pool.take_block(&mut st, class64(), 1, TOKEN).unwrap();
@@ -66,7 +47,7 @@ fn taken_blocks_are_fresh_and_listed_under_their_lifetime_class() {
 
 #[test]
 fn emptied_blocks_are_retained_up_to_the_bound_then_given_back() {
-    let pool = TestPool::new();
+    let pool = test_pool();
     let mut st = pool.lock();
     let blocks: Vec<&Header> = (0..RETAIN_EMPTY + 2)
         .map(|_| pool.take_block(&mut st, class64(), 0, TOKEN).unwrap())
@@ -93,7 +74,7 @@ fn emptied_blocks_are_retained_up_to_the_bound_then_given_back() {
 
 #[test]
 fn an_adopted_block_with_live_slots_is_listed_and_taken_again() {
-    let pool = TestPool::new();
+    let pool = test_pool();
     let mut st = pool.lock();
     let h = pool.take_block(&mut st, class64(), 1, TOKEN).unwrap();
     take_slot(h);
@@ -118,7 +99,7 @@ fn an_adopted_block_with_live_slots_is_listed_and_taken_again() {
 
 #[test]
 fn an_adopted_empty_block_is_kept_empty() {
-    let pool = TestPool::new();
+    let pool = test_pool();
     let mut st = pool.lock();
     let h = pool.take_block(&mut st, class64(), 0, TOKEN).unwrap();
     pool.adopt_block(&mut st, h);
@@ -129,7 +110,7 @@ fn an_adopted_empty_block_is_kept_empty() {
 
 #[test]
 fn heaps_skip_heapless_blocks_and_prefer_freed_slots() {
-    let pool = TestPool::new();
+    let pool = test_pool();
     let mut st = pool.lock();
     let head = HeadIndex::new(class64(), 0);
     let [heapless, untouched, freed] =
@@ -171,7 +152,7 @@ fn heaps_skip_heapless_blocks_and_prefer_freed_slots() {
 
 #[test]
 fn a_full_block_freed_into_comes_back_through_the_returned_stack() {
-    let pool = TestPool::new();
+    let pool = test_pool();
     let head = HeadIndex::new(class64(), 0);
     let h = {
         let mut st = pool.lock();

@@ -10,8 +10,9 @@
 //! - `SIZE`: bytes, or with a binary suffix `KiB` / `MiB` (`4KiB` is 4096).
 //! - `COUNT`: a number, `_` separators allowed, or with a decimal suffix `k` / `M`
 //!   (`50k` is 50 000, `2M` is 2 000 000).
-//! - `LIFE`: a lifetime class, by name (`frame`, `request`, `long`, `life3` … `life7`) or by
-//!   index (`0` … `7`). Default `frame` (0).
+//! - `LIFE`: the lifetime class, a name of your choice (letters, digits, `_`, `-`; case
+//!   does not matter): the first name a mix uses is class 0, the next new one class 1, and
+//!   so on, up to [`LIFE_COUNT`] names. Default `default`.
 //! - options: `malloc` (allocate with `malloc(size)`, which aligns to the next power of two,
 //!   instead of `alloc(Layout)`), `align=N` (the `Layout`'s alignment, a power of two;
 //!   default the largest power of two dividing the size, at most 8), `keep=P` or `keep=P%`
@@ -23,13 +24,55 @@
 
 use std::fmt;
 
-/// Number of lifetime classes the tool knows (see `Life` in `workload`).
+/// Number of lifetime classes a mix may name (see `Life` in `workload`).
 pub const LIFE_COUNT: usize = 8;
 
-/// The names of the lifetime classes, by index.
-pub const LIFE_NAMES: [&str; LIFE_COUNT] = [
-    "frame", "request", "long", "life3", "life4", "life5", "life6", "life7",
-];
+/// The lifetime class of an entry that names none.
+pub const DEFAULT_LIFE: &str = "default";
+
+/// The lifetime classes a mix names, in the order it first names them: the name's position
+/// is the class's index.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Lives {
+    names: Vec<String>,
+}
+
+impl Lives {
+    /// The index of the class called `name`, giving it the next index if it is new.
+    pub fn index(&mut self, name: &str) -> Result<usize, String> {
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(format!(
+                "bad lifetime class name `{name}` (letters, digits, _ and -)"
+            ));
+        }
+        if let Some(i) = self.names.iter().position(|n| n.eq_ignore_ascii_case(name)) {
+            return Ok(i);
+        }
+        if self.names.len() == LIFE_COUNT {
+            return Err(format!(
+                "`{name}` would be a lifetime class too many: a mix names at most {LIFE_COUNT} \
+                 ({})",
+                self.names.join(", ")
+            ));
+        }
+        self.names.push(name.to_owned());
+        Ok(self.names.len() - 1)
+    }
+
+    /// The name of class `i` (a class the mix named).
+    pub fn name(&self, i: usize) -> &str {
+        &self.names[i]
+    }
+
+    /// The names, by index.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+}
 
 /// The mix run when the user gives none: long-lived linked lists built while short-lived
 /// allocations of other lifetime classes come and go, plus a spread of size classes.
@@ -72,8 +115,10 @@ pub struct Entry {
     pub size: usize,
     /// Number of allocations.
     pub count: usize,
-    /// Lifetime class index, below [`LIFE_COUNT`].
+    /// Lifetime class index, below [`LIFE_COUNT`] (see [`Lives`]).
     pub life: usize,
+    /// The lifetime class's name, as the mix spells it first.
+    pub life_name: String,
     /// How each allocation is made.
     pub how: How,
     /// Percent of the allocations still live at the end.
@@ -100,10 +145,17 @@ impl Entry {
 }
 
 impl fmt::Display for Entry {
-    /// The entry in the mix syntax, with every option spelled out.
+    /// The entry in the mix syntax, short: counts with `k` / `M` when exact, options only
+    /// where they differ from the defaults.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}x{}@{}", self.size, self.count, LIFE_NAMES[self.life])?;
+        let count = match self.count {
+            c if c % 1_000_000 == 0 => format!("{}M", c / 1_000_000),
+            c if c % 1000 == 0 => format!("{}k", c / 1000),
+            c => c.to_string(),
+        };
+        write!(f, "{}x{count}@{}", self.size, self.life_name)?;
         match self.how {
+            How::Layout { align } if align == natural_align(self.size) => {}
             How::Layout { align } => write!(f, ":align={align}")?,
             How::Malloc => write!(f, ":malloc")?,
         }
@@ -126,13 +178,14 @@ pub fn natural_align(size: usize) -> usize {
     (1usize << size.trailing_zeros()).min(8)
 }
 
-/// Parses a mix: entries separated by commas or newlines, `#` comments.
-pub fn parse(text: &str) -> Result<Vec<Entry>, String> {
+/// Parses a mix: entries separated by commas or newlines, `#` comments; lifetime class
+/// names are looked up in (and added to) `lives`, so several mixes can share them.
+pub fn parse(text: &str, lives: &mut Lives) -> Result<Vec<Entry>, String> {
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.split('#').next().unwrap_or("");
         for item in line.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            let e = parse_entry(item).map_err(|why| {
+            let e = parse_entry(item, lives).map_err(|why| {
                 if text.lines().nth(1).is_some() {
                     format!("line {}: `{item}`: {why}", n + 1)
                 } else {
@@ -149,13 +202,15 @@ pub fn parse(text: &str) -> Result<Vec<Entry>, String> {
 }
 
 /// Parses one entry, `SIZExCOUNT[@LIFE][:OPTION]...`.
-pub fn parse_entry(s: &str) -> Result<Entry, String> {
+pub fn parse_entry(s: &str, lives: &mut Lives) -> Result<Entry, String> {
     let mut parts = s.split(':');
     let head = parts.next().unwrap_or_default();
-    let (size_count, life) = match head.split_once('@') {
-        Some((sc, life)) => (sc, parse_life(life.trim())?),
-        None => (head, 0),
+    let (size_count, life_name) = match head.split_once('@') {
+        Some((sc, life)) => (sc, life.trim()),
+        None => (head, DEFAULT_LIFE),
     };
+    let life = lives.index(life_name)?;
+    let life_name = lives.name(life).to_owned();
     let (size, count) = size_count
         .split_once(['x', 'X'])
         .ok_or("expected SIZExCOUNT, e.g. 24x1000")?;
@@ -204,6 +259,7 @@ pub fn parse_entry(s: &str) -> Result<Entry, String> {
         size,
         count,
         life,
+        life_name,
         how,
         keep,
         list,
@@ -216,24 +272,6 @@ pub fn parse_entry(s: &str) -> Result<Entry, String> {
         ));
     }
     Ok(e)
-}
-
-fn parse_life(s: &str) -> Result<usize, String> {
-    if let Some(i) = parse_number(s) {
-        if i < LIFE_COUNT {
-            return Ok(i);
-        }
-    }
-    LIFE_NAMES
-        .iter()
-        .position(|n| n.eq_ignore_ascii_case(s))
-        .ok_or_else(|| {
-            format!(
-                "unknown lifetime class `{s}` (use {} or 0 to {})",
-                LIFE_NAMES.join(", "),
-                LIFE_COUNT - 1
-            )
-        })
 }
 
 /// A plain decimal number, `_` separators allowed.
@@ -279,54 +317,83 @@ fn parse_count(s: &str) -> Result<usize, String> {
 mod tests {
     use super::*;
 
-    fn layout(size: usize, count: usize, life: usize, align: usize) -> Entry {
+    fn layout(size: usize, count: usize, life: (usize, &str), align: usize) -> Entry {
         Entry {
             size,
             count,
-            life,
+            life: life.0,
+            life_name: life.1.into(),
             how: How::Layout { align },
             keep: 100,
             list: false,
         }
     }
 
+    fn parse1(text: &str) -> Result<Vec<Entry>, String> {
+        parse(text, &mut Lives::default())
+    }
+
     #[test]
     fn plain_entries() {
         assert_eq!(
-            parse("16x100000@0").unwrap(),
-            vec![layout(16, 100_000, 0, 8)]
+            parse1("16x100000@frame").unwrap(),
+            vec![layout(16, 100_000, (0, "frame"), 8)]
         );
         assert_eq!(
-            parse("24x50k@request, 3x1_000@long,12x2M").unwrap(),
+            parse1("24x50k@request, 3x1_000@long,12x2M, 8x1@Request").unwrap(),
             vec![
-                layout(24, 50_000, 1, 8),
-                layout(3, 1000, 2, 1),
-                layout(12, 2_000_000, 0, 4)
+                layout(24, 50_000, (0, "request"), 8),
+                layout(3, 1000, (1, "long"), 1),
+                layout(12, 2_000_000, (2, "default"), 4),
+                layout(8, 1, (0, "request"), 8),
             ]
         );
-        assert_eq!(parse("4KiBx2@LONG").unwrap(), vec![layout(4096, 2, 2, 8)]);
-        assert_eq!(parse("1MiBx1@7").unwrap(), vec![layout(1 << 20, 1, 7, 8)]);
+        assert_eq!(
+            parse1("4KiBx2@7").unwrap(),
+            vec![layout(4096, 2, (0, "7"), 8)]
+        );
+    }
+
+    #[test]
+    fn users_name_their_lifetime_classes() {
+        let mut lives = Lives::default();
+        let mix = parse("24x10@ast:list, 16x10@tokens:keep=0", &mut lives).unwrap();
+        assert_eq!((mix[0].life, mix[1].life), (0, 1));
+        // A second mix shares the names.
+        let more = parse("8x1@ir, 8x1@AST", &mut lives).unwrap();
+        assert_eq!((more[0].life, more[1].life), (2, 0));
+        assert_eq!(lives.names(), ["ast", "tokens", "ir"]);
+        let nine = (0..9)
+            .map(|i| format!("8x1@c{i}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let err = parse1(&nine).unwrap_err();
+        assert!(err.contains("at most 8"), "{err}");
+        assert!(parse1("8x1@a.b")
+            .unwrap_err()
+            .contains("bad lifetime class name"));
     }
 
     #[test]
     fn options() {
-        let e = parse_entry("24x10@1:malloc:keep=50%").unwrap();
+        let mut lives = Lives::default();
+        let e = parse_entry("24x10@x:malloc:keep=50%", &mut lives).unwrap();
         assert_eq!((e.how, e.keep, e.list), (How::Malloc, 50, false));
         assert_eq!(e.align(), 32);
-        let e = parse_entry("24x10:align=64:keep=0:list").unwrap();
+        let e = parse_entry("24x10:align=64:keep=0:list", &mut lives).unwrap();
         assert_eq!(
             (e.how, e.keep, e.list, e.life),
-            (How::Layout { align: 64 }, 0, true, 0)
+            (How::Layout { align: 64 }, 0, true, 1)
         );
     }
 
     #[test]
     fn files_with_comments_and_lines() {
         let text = "# a comment\n16x10@frame  # scratch\n\n  24x5@long:list, 8x1\n";
-        let mix = parse(text).unwrap();
+        let mix = parse1(text).unwrap();
         assert_eq!(mix.len(), 3);
         assert!(mix[1].list);
-        let err = parse("16x10\n24x@long\n").unwrap_err();
+        let err = parse1("16x10\n24x@long\n").unwrap_err();
         assert!(err.starts_with("line 2:"), "{err}");
     }
 
@@ -338,8 +405,8 @@ mod tests {
             ("0x10", "outside"),
             ("2048MiBx1", "outside"),
             ("16x0", "count 0"),
-            ("16x10@9", "unknown lifetime class"),
-            ("16x10@forever", "unknown lifetime class"),
+            ("16x10@", "bad lifetime class name"),
+            ("16x10@for ever", "bad lifetime class name"),
             ("16x10:align=3", "power of two"),
             ("16x10:keep=101", "0 to 100"),
             ("16x10:malloc:align=8", "exclude"),
@@ -348,14 +415,14 @@ mod tests {
             ("12x10:list", "list node"),
             ("12kx10", "bad size"),
         ] {
-            let err = parse(bad).unwrap_err();
+            let err = parse1(bad).unwrap_err();
             assert!(err.contains(says), "`{bad}` gave `{err}`");
         }
     }
 
     #[test]
     fn keep_spreads_evenly() {
-        let mut e = layout(8, 1000, 0, 8);
+        let mut e = layout(8, 1000, (0, "a"), 8);
         for keep in [0u8, 1, 25, 50, 99, 100] {
             e.keep = keep;
             let kept: Vec<usize> = (0..1000).filter(|&i| e.kept(i)).collect();
@@ -368,8 +435,13 @@ mod tests {
 
     #[test]
     fn display_round_trips() {
-        for e in parse(DEFAULT_MIX).unwrap() {
-            assert_eq!(parse_entry(&e.to_string()).unwrap(), e);
+        let mut lives = Lives::default();
+        for e in parse(DEFAULT_MIX, &mut lives).unwrap() {
+            assert_eq!(parse_entry(&e.to_string(), &mut lives).unwrap(), e);
         }
+        let e = parse1("24x1500@a:align=4:keep=5:list").unwrap_err();
+        assert!(e.contains("list node"), "{e}");
+        let e = &parse1("24x1500@a:align=16:keep=5").unwrap()[0];
+        assert_eq!(e.to_string(), "24x1500@a:align=16:keep=5%");
     }
 }

@@ -34,7 +34,7 @@ impl Table {
         self.rules.push(self.rows.len());
     }
 
-    /// The table as text, each line indented by two spaces.
+    /// The table as text, each line indented by three spaces.
     pub fn render(&self) -> String {
         let cols = self.head.len();
         let mut width: Vec<usize> = self.head.iter().map(|h| h.chars().count()).collect();
@@ -95,9 +95,25 @@ pub fn count(n: u64) -> String {
     out
 }
 
+/// Decimals of a geometry-kind ratio (block bytes / usable bytes: geometry, the ratio
+/// contract's figures): they differ from 1 in the fifth decimal.
+pub const GEOMETRY_PLACES: usize = 7;
+/// Decimals of a cost-kind ratio (rounding, occupancy).
+pub const COST_PLACES: usize = 3;
+
 /// A ratio with `places` decimals, or `-` when undefined (nothing to divide by).
 pub fn ratio(r: Option<f64>, places: usize) -> String {
     r.map_or_else(|| "-".into(), |r| format!("{r:.places$}"))
+}
+
+/// A geometry-kind ratio, [`GEOMETRY_PLACES`] decimals.
+pub fn geometry(r: Option<f64>) -> String {
+    ratio(r, GEOMETRY_PLACES)
+}
+
+/// A cost-kind ratio, [`COST_PLACES`] decimals.
+pub fn cost(r: Option<f64>) -> String {
+    ratio(r, COST_PLACES)
 }
 
 /// A share as a percentage, or `-`.

@@ -9,20 +9,20 @@ use std::alloc::Layout;
 use std::ptr;
 
 cohort::lifetime_classes! {
-    /// The tool's lifetime classes: three named, five numbered for user mixes.
-    pub enum Life { Frame, Request, Long, Life3, Life4, Life5, Life6, Life7 }
+    /// The tool's lifetime classes: class `i` is the `i`-th name a mix uses (`mix::Lives`).
+    pub enum Life { L0, L1, L2, L3, L4, L5, L6, L7 }
 }
 
 /// The lifetime classes by index.
 const LIVES: [Life; LIFE_COUNT] = [
-    Life::Frame,
-    Life::Request,
-    Life::Long,
-    Life::Life3,
-    Life::Life4,
-    Life::Life5,
-    Life::Life6,
-    Life::Life7,
+    Life::L0,
+    Life::L1,
+    Life::L2,
+    Life::L3,
+    Life::L4,
+    Life::L5,
+    Life::L6,
+    Life::L7,
 ];
 
 /// The live allocations of one entry, in allocation order (list order for a list).

@@ -1,0 +1,190 @@
+//! A block's header through its life: written when the pool hands the block out, handed
+//! to the pool, kept empty or emptied in place, and what a thread that does not own the
+//! block may read of it; and the never-written header of heads without a block.
+
+use super::*;
+
+/// A block as [`Header::snapshot`] read it.
+#[derive(Clone, Copy)]
+pub(crate) struct Snapshot {
+    /// The owning heap's token, 0 for the pool.
+    pub owner: u64,
+    pub class: usize,
+    pub life: usize,
+    /// `CLASSES[class]`.
+    pub geometry: &'static Class,
+    /// `live + |remote|`, at most the capacity.
+    pub used: u32,
+    /// At most the capacity.
+    pub live: u32,
+    /// [`Header::holder`].
+    pub holder: u32,
+}
+
+impl Header {
+    /// Writes a fresh header for `class`/`life` at `base`, owned by `owner`; `fresh` says
+    /// the block's memory reads zero (just carved), else it holds a header (a block kept
+    /// empty for reuse). (A tiny class's block needs its run table written too: see
+    /// `tiny::init_runs`.)
+    ///
+    /// # Safety
+    /// `base` is a committed block of [`BLOCK_SIZE`] bytes that nobody else uses until this
+    /// returns (other threads may still read its header's atomics), reading zero when
+    /// `fresh`, else holding a header.
+    pub(crate) unsafe fn init(
+        base: *mut u8,
+        class: usize,
+        life: usize,
+        owner: u64,
+        fresh: bool,
+    ) -> *mut Header {
+        let c = &CLASSES[class];
+        let h = base.cast::<Header>();
+        // Under loom a header's atomics are objects of the model checker, which memory fresh
+        // from the OS does not hold: they are built first. (Outside loom its zero bytes
+        // already are a header: integers, atomics and cells all read 0.)
+        #[cfg(loom)]
+        if fresh {
+            // SAFETY: the block is ours (caller); its memory holds no header to drop.
+            unsafe { ptr::write(h, Header::sentinel()) };
+        }
+        // SAFETY: the block is ours and its first bytes hold a header, or zeros, which are
+        // one (above). Its plain fields are read by its owner only, and it has none yet.
+        unsafe {
+            ptr::addr_of_mut!((*h).stride).write(c.stride);
+            ptr::addr_of_mut!((*h).magic).write(MAGIC);
+        }
+        // The atomics are stored one by one, not written with the header as one value:
+        // another thread may still read them (a remote free looks at the block it freed
+        // into after its push, and the block may have been emptied, given back and taken
+        // again meanwhile), and an atomic's load must not race a plain write.
+        // SAFETY: as above.
+        let hr = unsafe { &*h };
+        hr.owner_key
+            .store(owner_word(owner, key(class, life)), Ordering::Relaxed);
+        hr.free.store(0, Ordering::Relaxed);
+        hr.bump.store(c.first, Ordering::Relaxed);
+        hr.bump_end
+            .store(window_end(c.first, c.limit), Ordering::Relaxed);
+        hr.count.store(0, Ordering::Relaxed);
+        hr.bias.store(0, Ordering::Relaxed);
+        for link in &hr.links {
+            link.store(NONE, Ordering::Relaxed);
+        }
+        hr.returned_next.store(NONE, Ordering::Relaxed);
+        hr.flags.set(if fresh { FRESH } else { 0 });
+        hr.holder.store(NO_HOLDER, Ordering::Relaxed);
+        hr.remote.store(0, Ordering::Relaxed);
+        h
+    }
+
+    /// Owner only: gives the block to the pool, empty: owner 0 and [`EMPTY_KEY`] (frees of
+    /// stale pointers then fail the key check), held by nobody.
+    pub(crate) fn set_pool_empty(&self) {
+        self.owner_key
+            .store(owner_word(0, EMPTY_KEY), Ordering::Relaxed);
+        self.set_holder(NO_HOLDER);
+    }
+
+    /// Owner (or pool-lock holder) only, under the pool lock, for a block on no list: hands
+    /// it to the pool as a listed block (it was current, or retired `FULL` and relisted by a
+    /// remote free), its allocations the pool's (a heap's tiny block; a [`HEAPLESS`] block
+    /// relisted from the pool's returned stack stays theirs), its remote frees collected
+    /// when the local list is empty. The caller lists it, or gives it away when no slot is
+    /// live.
+    pub(crate) fn hand_to_pool(&self) {
+        self.set_owner(0);
+        self.set_role(Role::Listed);
+        if self.holder() != HEAPLESS {
+            self.set_holder(NO_HOLDER);
+        }
+        if self.free.load(Ordering::Relaxed) == 0 {
+            self.collect_remote();
+        }
+    }
+
+    /// Who holds the allocations of a pool-owned block, for `release_class`: the id of the
+    /// heap that allocates from it (tiny blocks, which the pool owns but serves per heap),
+    /// [`HEAPLESS`] (threads without a heap allocated from it), or [`NO_HOLDER`] (the pool:
+    /// allocations of exited threads). Meaningless while a heap owns the block.
+    pub(crate) fn holder(&self) -> u32 {
+        self.holder.load(Ordering::Relaxed)
+    }
+
+    /// Under the pool lock, for a pool-owned block: see [`Header::holder`].
+    pub(crate) fn set_holder(&self, holder: u32) {
+        self.holder.store(holder, Ordering::Relaxed);
+    }
+
+    /// Owner only: empties the block in place (its slots are all dead), keeping its class,
+    /// lifetime class and owner; its memory stays committed, so it is no longer fresh.
+    pub(crate) fn reset(&self) {
+        let c = self.geometry();
+        self.flags.set(0);
+        self.free.store(0, Ordering::Relaxed);
+        self.bump.store(c.first, Ordering::Relaxed);
+        self.bump_end
+            .store(window_end(c.first, c.limit), Ordering::Relaxed);
+        self.set_used(0);
+        self.remote.store(0, Ordering::Relaxed);
+        self.returned_next.store(NONE, Ordering::Relaxed);
+    }
+
+    /// What a thread that does not own the block may read of it at once, consistently: the
+    /// owner-and-key word is loaded once and the class, lifetime class and geometry derive
+    /// from that value, so a block changing hands meanwhile (given back, taken by another
+    /// class) yields either its old or its new identity, never a mix. `None` for an empty
+    /// block kept by the pool, or a key naming no class. The counts are a moment's view
+    /// (`live` is clamped to the capacity).
+    pub(crate) fn snapshot(&self) -> Option<Snapshot> {
+        let word = self.owner_key();
+        let key = word_key(word);
+        let class = key_class(key);
+        if key == EMPTY_KEY || class >= CLASSES.len() {
+            return None;
+        }
+        let geometry = &CLASSES[class];
+        let used = self
+            .count
+            .load(Ordering::Relaxed)
+            .wrapping_sub(self.bias.load(Ordering::Relaxed));
+        let live = used
+            .saturating_sub(self.remote_count())
+            .min(geometry.capacity);
+        Some(Snapshot {
+            owner: word >> 16,
+            class,
+            life: key_life(key),
+            geometry,
+            used: used.min(geometry.capacity),
+            live,
+            holder: self.holder(),
+        })
+    }
+}
+
+impl Header {
+    const_unless_loom! {
+    /// The never-written block behind [`crate::heap::EMPTY_BLOCK`].
+    pub(crate) fn sentinel() -> Header {
+        Header {
+            owner_key: AtomicU64::new(owner_word(0, EMPTY_KEY)),
+            free: AtomicU32::new(0),
+            bump: AtomicU32::new(0),
+            bump_end: AtomicU32::new(0),
+            stride: 0,
+            count: AtomicU32::new(0),
+            bias: AtomicU32::new(0),
+            links: [AtomicU32::new(NONE), AtomicU32::new(NONE)],
+            returned_next: AtomicU32::new(NONE),
+            magic: 0,
+            flags: OwnerCell::new(0),
+            _pad: [0; 3],
+            holder: AtomicU32::new(NO_HOLDER),
+            remote: AtomicU64::new(0),
+            #[cfg(loom)]
+            _loom: core::cell::UnsafeCell::new(()),
+        }
+    }
+    }
+}

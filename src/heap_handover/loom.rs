@@ -1,0 +1,293 @@
+//! Loom models of heaps changing hands, on the real code: a thread's exit ([`abandon`]) and
+//! a new thread's adoption of the heap it left ([`adopt_or_create`]), against a remote free
+//! into one of the heap's blocks ([`Pool::free_remote`], which relists a `FULL` block on
+//! its owner's `returned` stack) and the pool's reclaim of abandoned heaps' returned blocks
+//! ([`Pool::reclaim_abandoned`], also run by [`Pool::take_block`]).
+//!
+//! The pool, its region and the heaps are the real ones, built inside each model (see
+//! `crate::pool::loom`, whose fixtures these models share); slots carry a payload checked
+//! through loom's shadow cells (`crate::block::loom::Slots`). Run with `.ci/loom.sh`.
+//!
+//! Every model names a mutation of `src/` that makes it fail (each was tried, then undone).
+
+use super::{abandon, adopt_or_create, teardown, THREAD_GROUP};
+use crate::block::loom::Slots;
+use crate::block::{header_of, Header};
+use crate::class::class_of;
+use crate::heap::Heap;
+use crate::pool::loom::{
+    big_class, block, check, hand_out_all, is_full, slot, test_pool, TestPool, TOKEN,
+};
+use crate::pool::Pool;
+use crate::sync::{model, model_bounded};
+use core::ptr;
+use loom::sync::Arc;
+use loom::thread;
+
+/// The instance of the models' heaps.
+const INSTANCE: u64 = 1;
+
+/// A new heap of `pool`, for a thread (what a thread's first allocation joins).
+fn new_heap(pool: &Pool) -> &'static Heap {
+    let heap = Heap::create(pool, INSTANCE, THREAD_GROUP);
+    assert!(!heap.is_null(), "no heap");
+    // SAFETY: a heap stays mapped until the model's teardown, after every use.
+    unsafe { &*heap }
+}
+
+/// The heap's thread allocates from a fresh block of [`big_class`] until the block has no
+/// free slot and the heap retires it `FULL` ([`Heap::alloc_slow`]; the fixture
+/// [`hand_out_all`] stands for the allocations between the first and the last). Returns the
+/// block's base: every slot of it is live. The heap's current block is another one, with
+/// one live slot.
+fn full_block(heap: &Heap) -> usize {
+    let class = big_class();
+    let first = heap.alloc_slow(class, 0, ptr::null_mut).expect("a slot").0;
+    // SAFETY: a slot of a carved block, mapped for the pool's life.
+    let b = unsafe { &*header_of(first) };
+    hand_out_all(b);
+    let next = heap.alloc_slow(class, 0, ptr::null_mut).expect("a slot").0;
+    assert_ne!(
+        header_of(next),
+        header_of(first),
+        "a full block gives no slot"
+    );
+    assert!(is_full(b), "retired");
+    b.base() as usize
+}
+
+/// A model's pool, a heap of it with a full block `b` ([`full_block`]), the offset of `b`'s
+/// first slot, and that slot's shadow, written by the heap's thread.
+fn heap_with_full_block() -> (
+    Arc<TestPool>,
+    &'static Heap,
+    &'static Header,
+    u32,
+    Arc<Slots>,
+) {
+    let pool = test_pool();
+    let heap = new_heap(&pool);
+    // SAFETY: a carved block of `pool`, which the model keeps until its end.
+    let b = unsafe { block(full_block(heap)) };
+    let a = slot(b, 0);
+    let slots = Arc::new(Slots::new(&[a]));
+    slots.write(b, a, 1);
+    (pool, heap, b, a, slots)
+}
+
+/// Ends a model: the heaps still held are left by their threads ([`abandon`], as at a
+/// thread's exit), then the instance's teardown releases them all ([`teardown`]).
+fn end(pool: &Pool, held: &[&Heap]) {
+    for &heap in held {
+        // SAFETY: the heap is the model's main thread's, which uses it no more.
+        unsafe { abandon(ptr::from_ref(heap).cast_mut()) };
+    }
+    // SAFETY: every heap is abandoned and the model's other threads are done.
+    unsafe { teardown(pool) };
+}
+
+/// A thread that writes `0xA` into slot `off` of block `base` and frees it remotely
+/// ([`Pool::free_remote`]).
+fn free_remotely(
+    pool: &Arc<TestPool>,
+    slots: &Arc<Slots>,
+    base: usize,
+    off: u32,
+) -> thread::JoinHandle<()> {
+    let (pool, slots) = (pool.clone(), slots.clone());
+    thread::spawn(move || {
+        // SAFETY: a carved block of the pool the thread holds.
+        let b = unsafe { block(base) };
+        slots.write(b, off, 0xA);
+        // SAFETY: the slot is live and this thread gives it up.
+        unsafe { pool.free_remote(b, off) };
+    })
+}
+
+/// A thread that reclaims abandoned heaps' returned blocks ([`Pool::reclaim_abandoned`],
+/// what `take_block` runs when its head has no pool-owned block).
+fn reclaim(pool: &Arc<TestPool>) -> thread::JoinHandle<()> {
+    let pool = pool.clone();
+    thread::spawn(move || pool.reclaim_abandoned(&mut pool.lock()))
+}
+
+/// The pool's block `b` serves its slot `a` under the lock, with the freeing thread's
+/// payload: the pool-lock holder owns pool-owned blocks.
+fn pool_serves(pool: &Pool, slots: &Slots, b: &Header, a: u32) {
+    let _st = pool.lock();
+    assert_eq!(b.pop().map(|(off, _)| off), Some(a));
+    slots.check(b, a, 0xA);
+}
+
+/// A heap's thread exits while another thread frees a slot of its `FULL` block (the free
+/// relists the block on the heap's `returned` stack) and a third reclaims abandoned heaps'
+/// returned blocks.
+///
+/// Checks: however the three interleave, the block ends on the pool's partial list exactly
+/// once (taken by the exit's drain of `returned`, the reclaim, or a later reclaim; never
+/// lost, never twice), pool-owned, not `FULL`, its remote free collected, and the pool
+/// serves the freed slot with the freeing thread's payload; the pool's invariants hold
+/// ([`check`]).
+///
+/// Orderings relied on: the `returned` stack's Release push and Acquire take; the remote
+/// push's Release and the collect's Acquire; the pool lock between the exiting thread and
+/// the reclaiming one (the abandoned list).
+///
+/// Fails with: `Pool::reclaim_abandoned` leaving abandoned heaps' stacks alone (when the
+/// free relists the block after the exit drained the stack, the block is lost: "the block
+/// listed"), or `BlockStack::take_all` reading the top without swapping in `NONE` (the
+/// exit's drain and the reclaim both list the block, whose list links then form a cycle:
+/// loom stops the walk at its branch bound).
+#[test]
+fn exit_races_relist() {
+    model(|| {
+        let (pool, heap, b, a, slots) = heap_with_full_block();
+        let base = b.base() as usize;
+        let freer = free_remotely(&pool, &slots, base, a);
+        let reclaimer = reclaim(&pool);
+        // The other threads first (see `crate::block::loom`'s docs).
+        thread::yield_now();
+        end_thread(heap);
+        freer.join().unwrap();
+        reclaimer.join().unwrap();
+        // Any later `take_block` reclaims what is still on the abandoned heap's stack.
+        pool.reclaim_abandoned(&mut pool.lock());
+        let census = check(&pool);
+        assert!(census.partial.contains(&base), "the block listed");
+        assert_eq!(b.owner(), 0, "pool-owned");
+        assert!(!is_full(b));
+        assert_eq!(b.remote_count(), 0, "its remote free collected");
+        assert_eq!(b.used(), b.capacity() - 1);
+        pool_serves(&pool, &slots, b, a);
+        end(&pool, &[]);
+    });
+}
+
+/// The heap's thread exits ([`abandon`]).
+fn end_thread(heap: &Heap) {
+    // SAFETY: the model's main thread is the heap's, and uses it no more.
+    unsafe { abandon(ptr::from_ref(heap).cast_mut()) };
+}
+
+/// A remote free that empties an abandoned heap's block, racing with the block's reclaim:
+/// the heap's thread exited with the block `FULL` (so it stayed the heap's), other threads
+/// freed every slot of it but one (the first free relisted it on the heap's `returned`
+/// stack), and now one thread frees the last slot ([`Pool::free_remote`]: the block is
+/// empty and its owner abandoned, so the free gives it back if the lock is free, else flags
+/// the pool) while another's slow path takes a block of another class
+/// ([`Pool::take_block`]: it gives emptied blocks back, then reclaims abandoned heaps'
+/// returned blocks, as its head has none).
+///
+/// Checks: the block is reclaimed once and not lost: pool-owned, off the heap's stack, kept
+/// empty, or on its partial list only while a pass over emptied blocks is asked for; the
+/// pool's invariants hold ([`check`]).
+///
+/// Fails with: the SeqCst fence of `Pool::adopt_block` or of `Pool::after_remote_free`
+/// removed (the adoption misses the push and the free reads the block's counts from before
+/// the adoption's collect, so neither gives the empty block back: "an emptied block on a
+/// partial list, and no pass asked for"; this model found that bug), `Header::init` writing
+/// a reused block's header as one plain value (loom: "Causality violation", the free's
+/// look at the block races the write; found by this model too), or `after_remote_free` not
+/// flagging the pool.
+///
+/// Preemption bound 2: its set-up frees a block's slots one by one, and at 3 it runs a
+/// minute for nothing more (both bugs it found show at 2, the fences' at 1).
+#[test]
+fn emptying_free_races_reclaim() {
+    model_bounded(2, || {
+        let pool = test_pool();
+        let heap = new_heap(&pool);
+        let base = full_block(heap);
+        // SAFETY: a carved block of `pool`.
+        let b = unsafe { block(base) };
+        end_thread(heap);
+        assert_eq!(
+            b.owner(),
+            heap.token,
+            "a FULL block stays its abandoned heap's"
+        );
+        for i in 1..b.capacity() {
+            // SAFETY: slot `i` is live, and freed once.
+            unsafe { pool.free_remote(b, slot(b, i)) };
+        }
+        let a = slot(b, 0);
+        let slots = Arc::new(Slots::new(&[a]));
+        let freer = free_remotely(&pool, &slots, base, a);
+        let taker = {
+            let pool = pool.clone();
+            let class = class_of(64, 8).expect("a class");
+            thread::spawn(move || {
+                let taken = pool.take_block(&mut pool.lock(), class, 0, TOKEN);
+                taken.expect("a block").base() as usize
+            })
+        };
+        thread::yield_now();
+        freer.join().unwrap();
+        let taken = taker.join().unwrap();
+        let census = check(&pool);
+        assert_eq!(heap.returned.take_all(pool.units()).count(), 0, "reclaimed");
+        assert!(
+            census.retained.contains(&base)
+                || census.partial.contains(&base)
+                || (taken == base && b.owner() == TOKEN),
+            "the emptied block is kept, listed, or taken again"
+        );
+        end(&pool, &[]);
+    });
+}
+
+/// Two threads reclaim the same abandoned heap while a third frees a slot of its `FULL`
+/// block: a new thread adopts the heap ([`adopt_or_create`]) and lists its returned blocks
+/// (`Heap::drain_returned`, as its slow path does), another reclaims abandoned heaps'
+/// returned blocks for the pool ([`Pool::reclaim_abandoned`]), and the free relists the
+/// block on the heap's `returned` stack.
+///
+/// Checks: the block ends exactly once either on the heap's lists, owned by the heap, or on
+/// the pool's partial list, pool-owned; its owner serves the freed slot with the freeing
+/// thread's payload (the heap's slow path, or the pool under its lock); the pool's
+/// invariants hold ([`check`]).
+///
+/// Fails with: `BlockStack::take_all` reading the top without swapping in `NONE` (the heap
+/// and the pool both list the block; its list links form a cycle: loom stops the walk at
+/// its branch bound). (The payload's orderings are checked by `crate::block::loom`'s
+/// models: here the owner reads it after the joins.)
+#[test]
+fn adopt_races_reclaim() {
+    model(|| {
+        let (pool, heap, b, a, slots) = heap_with_full_block();
+        let base = b.base() as usize;
+        end_thread(heap);
+        let freer = free_remotely(&pool, &slots, base, a);
+        let reclaimer = reclaim(&pool);
+        thread::yield_now();
+        let adopted = adopt_or_create(&pool, INSTANCE, THREAD_GROUP);
+        assert!(ptr::eq(adopted, heap), "the abandoned heap is adopted");
+        heap.drain_returned();
+        freer.join().unwrap();
+        reclaimer.join().unwrap();
+        // The free may have relisted the block after the drain: the heap's next slow path
+        // lists it.
+        heap.drain_returned();
+        let mut on_heap = 0;
+        heap.for_each_listed(|h, _| on_heap += usize::from(h.base() as usize == base));
+        let census = check(&pool);
+        let on_pool = census.partial.iter().filter(|&&p| p == base).count();
+        assert_eq!(
+            on_heap + on_pool,
+            1,
+            "listed once: heap {on_heap}, pool {on_pool}"
+        );
+        if on_heap == 1 {
+            assert_eq!(b.owner(), heap.token);
+            let got = heap
+                .alloc_slow(big_class(), 0, ptr::null_mut)
+                .expect("a slot");
+            assert_eq!(got.0, b.base().wrapping_add(a as usize), "the freed slot");
+            slots.check(b, a, 0xA);
+        } else {
+            assert_eq!(b.owner(), 0);
+            pool_serves(&pool, &slots, b, a);
+        }
+        end(&pool, &[heap]);
+    });
+}
