@@ -6,34 +6,15 @@ mod common;
 
 use cohort::Cohort;
 use common::{fill, mismatch, seed_of};
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::panic::AssertUnwindSafe;
 
 cohort::lifetime_classes! {
     enum Life { A, B }
 }
 
-/// Silences the panic hook for the expected misuse panics.
-fn quiet() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let prev = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let s = info
-                .payload()
-                .downcast_ref::<String>()
-                .cloned()
-                .unwrap_or_default();
-            if !s.starts_with("cohort: ") {
-                prev(info);
-            }
-        }));
-    });
-}
-
-/// The panic message of `f`, or `None` when it returned.
+/// The panic message of `f` (a misuse report), or `None` when it returned.
 fn caught(f: impl FnOnce()) -> Option<String> {
-    quiet();
-    catch_unwind(AssertUnwindSafe(f))
+    std::panic::catch_unwind(AssertUnwindSafe(f))
         .err()
         .map(|e| e.downcast_ref::<String>().cloned().unwrap_or_default())
 }
