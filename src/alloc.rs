@@ -10,12 +10,14 @@
 //!   the current block of (class, life) with no lock and no atomic read-modify-write.
 //! - tiny classes (1- and 2-byte slots): the calling thread's heap's tiny blocks, under the
 //!   pool's lock; threads without a heap: the pool's blocks, under its lock.
-//! - otherwise a large allocation: its own page-rounded mapping, no header. The size given
-//!   back at free says it is large.
+//! - otherwise a large allocation: its own page-rounded mapping, no header, taken from the
+//!   cache of freed large mappings when one fits (see `large`'s cache), else mapped. The
+//!   size given back at free says it is large.
 
 use crate::class::{class_of, geometry_unchecked, CLASSES};
 use crate::heap;
 use crate::instance::{Instance, CHECKED};
+use crate::large::unmap_evicted;
 use crate::live_bits::LiveBits;
 use crate::os;
 use crate::per_thread;
@@ -131,7 +133,7 @@ impl Instance {
     ) -> *mut u8 {
         match class_of(size, align) {
             Some(class) => self.alloc_class::<ZERO, R>(route, class, life),
-            None => self.alloc_large(size, align, life),
+            None => self.alloc_large::<ZERO>(size, align, life),
         }
     }
 
@@ -216,11 +218,17 @@ impl Instance {
         }
     }
 
-    /// A large allocation: its own mapping, recorded in the pool's large table with its
-    /// lifetime class. Null when the OS refuses.
+    /// A large allocation: its own mapping (a cached one of a similar length, else a fresh
+    /// one), recorded in the pool's large table with its lifetime class. With `ZERO` it
+    /// reads zero. Null when the OS refuses.
     #[cold]
     #[inline(never)]
-    pub(crate) fn alloc_large(&self, size: usize, align: usize, life: usize) -> *mut u8 {
+    pub(crate) fn alloc_large<const ZERO: bool>(
+        &self,
+        size: usize,
+        align: usize,
+        life: usize,
+    ) -> *mut u8 {
         // Zero (GlobalAlloc misuse) maps nothing; a rounded size must fit in isize.
         if size == 0 || size.saturating_add(align) > isize::MAX as usize {
             return ptr::null_mut();
@@ -228,9 +236,38 @@ impl Instance {
         let (Some(len), Some(pool)) = (os::page_round(size), self.pool()) else {
             return ptr::null_mut();
         };
+        let align = align.max(os::MIN_PAGE);
+        let mut large = pool.large.lock();
+        let (cached, decayed) = large.take_cached(len, align);
+        let reused = cached.filter(|&(addr, mapped)| large.insert(addr, len, mapped, life));
+        drop(large);
+        // SAFETY: mappings the cache gave up (decayed): no allocation uses them.
+        unsafe { unmap_evicted(&decayed) };
+        if let Some((addr, _)) = reused {
+            let p = addr as *mut u8;
+            if ZERO {
+                // A cached mapping keeps its last user's bytes.
+                // SAFETY: p maps at least `len` bytes, now this allocation's.
+                unsafe { ptr::write_bytes(p, 0, len) };
+            }
+            return p;
+        }
+        if let Some((addr, mapped)) = cached {
+            // Taken but not recorded (the table could not grow): out of memory.
+            // SAFETY: taken from the cache, handed to no one.
+            unsafe { os::unmap(addr as *mut u8, mapped) };
+            return ptr::null_mut();
+        }
         // Fresh mappings read zero: calloc needs no memset.
-        let p = os::map(len, align.max(os::MIN_PAGE));
-        if !p.is_null() && !pool.large.lock().insert(p as usize, len, life) {
+        let p = os::map(len, align);
+        if p.is_null() {
+            return p;
+        }
+        let mut large = pool.large.lock();
+        large.system_calls += 1;
+        if !large.insert(p as usize, len, len, life) {
+            large.system_calls += 1;
+            drop(large);
             // SAFETY: mapped just above, never handed out.
             unsafe { os::unmap(p, len) };
             return ptr::null_mut();

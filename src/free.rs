@@ -10,7 +10,7 @@ use crate::class::{class_of, BLOCK_SIZE, CLASSES, CLASS_COUNT};
 use crate::instance::{Instance, CHECKED};
 #[cfg(doc)]
 use crate::instance::RegionBounds;
-use crate::large::LargeTable;
+use crate::large::{unmap_evicted, LargeTable};
 use crate::live_bits::LiveBits;
 use crate::misuse::{report, Misuse, Problem};
 use crate::os;
@@ -302,14 +302,15 @@ impl Instance {
         };
         let mut large = pool.large.lock();
         let found = large_match(&large, p, size, life);
-        if found.is_ok() {
+        let evicted = found.map(|mapped| {
             large.remove(p as usize);
-        }
+            // Cached, not unmapped: the caller gives the mapping up.
+            large.cache_freed(p as usize, mapped)
+        });
         drop(large);
-        let mapped = found.map_err(|problem| self.misuse(p, size, life, problem))?;
-        // SAFETY: a live large allocation of ours, now out of the table: a mapping of
-        // `mapped` bytes, which the caller gives up.
-        unsafe { os::unmap(p, mapped) };
+        let evicted = evicted.map_err(|problem| self.misuse(p, size, life, problem))?;
+        // SAFETY: what the cache gave up (or would not keep): mappings of no allocation.
+        unsafe { unmap_evicted(&evicted) };
         Ok(())
     }
 
@@ -478,8 +479,9 @@ impl Instance {
     }
 }
 
-/// The mapped length of the live large allocation at `p` when `size` rounds to it and `life`
-/// is its lifetime class; else what is wrong.
+/// The mapped length of the live large allocation at `p` when `size` rounds to its length
+/// and `life` is its lifetime class; else what is wrong (a cached address was freed
+/// already: a double free).
 pub(crate) fn large_match(
     large: &LargeTable,
     p: *mut u8,
@@ -487,8 +489,11 @@ pub(crate) fn large_match(
     life: usize,
 ) -> Result<usize, Problem> {
     match large.get(p as usize) {
-        Some((mapped, l)) if Some(mapped) == os::page_round(size) && l == life => Ok(mapped),
-        Some((mapped, l)) => Err(Problem::LargeMismatch { mapped, life: l }),
+        Some((len, l)) if Some(len) == os::page_round(size) && l == life => {
+            Ok(large.mapped(p as usize).unwrap_or(len))
+        }
+        Some((len, l)) => Err(Problem::LargeMismatch { mapped: len, life: l }),
+        None if large.is_cached(p as usize) => Err(Problem::DoubleFree),
         None => Err(Problem::NotLarge),
     }
 }

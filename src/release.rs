@@ -16,10 +16,12 @@
 use crate::api::Cohort;
 use crate::block::{Header, Snapshot, HEAPLESS, NO_HOLDER};
 use crate::heap;
+use crate::large::unmap_evicted;
 use crate::lifetime::Lifetime;
 use crate::os;
 use crate::per_thread;
 use crate::pool::{Pool, PoolState};
+use core::time::Duration;
 
 /// What [`Cohort::release_class`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -45,6 +47,8 @@ pub struct Compacted {
     pub resident_before: usize,
     /// Resident bytes after.
     pub resident_after: usize,
+    /// Cached (freed) large mappings given back to the OS.
+    pub large_mappings: usize,
 }
 
 impl<L: Lifetime> Cohort<L> {
@@ -208,12 +212,41 @@ impl<L: Lifetime> Cohort<L> {
         let me = per_thread::find_own(self.core.instance_id());
         // SAFETY: `me` is null or the calling thread's own heap.
         let blocks = heap::compact(unsafe { me.as_ref() }, pool, &mut pool.lock());
+        let cached = pool.large.lock().drain_cache();
+        // SAFETY: cached large mappings belong to no allocation.
+        unsafe { unmap_evicted(&cached) };
         let resident_after = pool.resident_bytes();
         Compacted {
             blocks,
             resident_before,
             resident_after,
+            large_mappings: cached.len(),
         }
+    }
+
+    /// Bounds the cache of freed large mappings: at most `bytes` mapped bytes (0: nothing is
+    /// cached, every large free unmaps at once), and a cached mapping unused for longer than
+    /// `delay` is unmapped at the next large allocation or free. The default is 64 MiB and
+    /// one second. Mappings beyond the new bound are unmapped now.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// cohort::lifetime_classes! { enum Life { Request } }
+    /// let a = cohort::Cohort::<Life>::new();
+    /// a.set_large_cache(0, Duration::ZERO);
+    /// let p = a.malloc(1 << 20, Life::Request);
+    /// assert!(!p.is_null());
+    /// // SAFETY: allocated above with this size and class, not used after.
+    /// unsafe { a.free(p, 1 << 20, Life::Request) };
+    /// assert_eq!(a.stats().large_cached, 0);
+    /// ```
+    pub fn set_large_cache(&self, bytes: usize, delay: Duration) {
+        let Some(pool) = self.core.pool() else {
+            return;
+        };
+        let out = pool.large.lock().configure_cache(bytes, delay);
+        // SAFETY: cached large mappings belong to no allocation.
+        unsafe { unmap_evicted(&out) };
     }
 
     /// True when no allocation is live: no small slot, no large allocation. A leak check
