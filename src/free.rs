@@ -325,11 +325,14 @@ impl Instance {
         }
     }
 
-    /// What a pointer outside the region is: a large allocation (freed with a small size), or
-    /// not this allocator's at all. For the cold report paths (it takes the large lock).
+    /// What a pointer outside the region is: a large allocation (freed with a small size), a
+    /// cached large mapping (freed already), or not this allocator's at all. For the cold
+    /// report paths (it takes the large lock).
     fn foreign_or_large(&self, pool: &Pool, p: *mut u8) -> Problem {
-        match pool.large.lock().get(p as usize) {
+        let large = pool.large.lock();
+        match large.get(p as usize) {
             Some((mapped, life)) => Problem::LargeMismatch { mapped, life },
+            None if large.is_cached(p as usize) => Problem::DoubleFree,
             None => Problem::Foreign,
         }
     }

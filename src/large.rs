@@ -212,12 +212,13 @@ impl LargeTable {
     }
 
     /// Removes every allocation of lifetime class `life`, passing (address, mapped length)
-    /// to `f`.
+    /// to `f`, which unmaps it (counted as a system call).
     pub(crate) fn drain_life(&mut self, life: usize, mut f: impl FnMut(usize, usize)) {
         for i in 0..self.capacity {
             let e = self.slot(i);
             if e.addr > TOMB && e.life == life {
                 self.remove(e.addr);
+                self.system_calls += 1;
                 f(e.addr, e.mapped);
             }
         }
