@@ -168,7 +168,8 @@ impl Cache {
 
     /// Takes the cached mapping that best fits a request of `len` bytes (page-rounded)
     /// aligned to `align`: the shortest with `len <= c.len <= len + len / 8`. Returns it as
-    /// (address, mapped length), and the mappings that decayed meanwhile.
+    /// (address, mapped length), and the mappings that decayed meanwhile. `align` is a
+    /// power of two.
     pub(crate) fn take(&mut self, len: usize, align: usize) -> (Option<(usize, usize)>, Evicted) {
         let mut out = Evicted::new();
         if self.count == 0 {
@@ -180,7 +181,7 @@ impl Cache {
         let best = (0..SLOTS)
             .filter(|&i| {
                 let c = self.slots[i];
-                c.addr != 0 && c.len >= len && c.len <= most && c.addr % align == 0
+                c.addr != 0 && c.len >= len && c.len <= most && c.addr & (align - 1) == 0
             })
             .min_by_key(|&i| self.slots[i].len);
         let got = best.map(|i| {
