@@ -46,6 +46,15 @@ unsafe fn touch(p: *mut u8, len: usize, byte: u8) {
     }
 }
 
+/// Allocates `size` bytes in `life` and frees them: the address of a mapping now cached.
+fn allocated_and_freed(a: &Cohort<Life>, size: usize, life: Life) -> *mut u8 {
+    let p = a.malloc(size, life);
+    assert!(!p.is_null());
+    // SAFETY: a live allocation of (size, life), freed once; only its address is kept.
+    unsafe { a.free(p, size, life) };
+    p
+}
+
 fn problem(r: Result<(), cohort::Misuse>) -> Problem {
     r.expect_err("misuse reported").problem
 }
@@ -104,9 +113,7 @@ fn a_loop_of_1_mib_makes_no_system_call_after_the_first_round() {
 fn a_similar_size_reuses_a_mapping_at_most_an_eighth_longer() {
     let _serial = serial();
     let a = Cohort::<Life>::new();
-    let p = a.malloc(64 << 10, Life::A);
-    // SAFETY: live, freed once.
-    unsafe { a.free(p, 64 << 10, Life::A) };
+    let p = allocated_and_freed(&a, 64 << 10, Life::A);
     // 60 KiB + 1/8 = 67.5 KiB >= 64 KiB: reused.
     let q = a.malloc(60 << 10, Life::B);
     assert_eq!(q, p, "a 64 KiB mapping serves 60 KiB");
@@ -247,20 +254,14 @@ fn the_byte_bound_holds_after_a_burst_of_one_gib() {
 fn a_zero_bound_caches_nothing_and_a_short_delay_decays() {
     let _serial = serial();
     let a = Cohort::<Life>::new();
-    let p = a.malloc(1 << 20, Life::A);
-    // SAFETY: live, freed once.
-    unsafe { a.free(p, 1 << 20, Life::A) };
+    allocated_and_freed(&a, 1 << 20, Life::A);
     assert_eq!(a.stats().large_cached, 1);
     a.set_large_cache(0, Duration::from_secs(1));
     assert_eq!(a.stats().large_cached, 0, "a zero bound unmaps the cache");
-    let p = a.malloc(1 << 20, Life::A);
-    // SAFETY: live, freed once.
-    unsafe { a.free(p, 1 << 20, Life::A) };
+    allocated_and_freed(&a, 1 << 20, Life::A);
     assert_eq!(a.stats().large_cached, 0);
     a.set_large_cache(64 << 20, Duration::from_millis(10));
-    let p = a.malloc(1 << 20, Life::A);
-    // SAFETY: live, freed once.
-    unsafe { a.free(p, 1 << 20, Life::A) };
+    allocated_and_freed(&a, 1 << 20, Life::A);
     assert_eq!(a.stats().large_cached, 1);
     std::thread::sleep(Duration::from_millis(50));
     // The next large operation (of another size) unmaps what decayed.
@@ -274,9 +275,7 @@ fn a_zero_bound_caches_nothing_and_a_short_delay_decays() {
 fn release_class_unmaps_live_large_allocations_and_leaves_the_cache() {
     let _serial = serial();
     let a = Cohort::<Life>::new();
-    let cached = a.malloc(1 << 20, Life::B);
-    // SAFETY: live, freed once.
-    unsafe { a.free(cached, 1 << 20, Life::B) };
+    allocated_and_freed(&a, 1 << 20, Life::B);
     let live: Vec<*mut u8> = (0..4).map(|_| a.malloc(300 << 10, Life::A)).collect();
     let calls = a.stats().large_system_calls;
     // SAFETY: nothing of class A is used after this.
