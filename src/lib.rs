@@ -18,7 +18,7 @@
 //! | layer | modules | what |
 //! |---|---|---|
 //! | 0 | `class`, `sync`, `os`, `lifetime` | the size-class table and block geometry, checked at compile time; atomics and the lock; every system call; the lifetime-class trait |
-//! | 1 | `region`, `large`, `misuse`, `instance_id` | address space carved into blocks; the large-allocation table; what a bad free is and how it is reported; the source of instance ids |
+//! | 1 | `region`, `large`, `misuse`, `instance_id` | address space carved into blocks; the large-allocation table and the cache of freed large mappings; what a bad free is and how it is reported; the source of instance ids |
 //! | 2 | `live_bits`, `block` | checked mode's live bit per slot; the block header, its slot lists, remote frees |
 //! | 3 | `tiny` | 1- and 2-byte slots in runs |
 //! | 4 | `heap_record` | what other threads may touch of a heap: token, state, `returned`, abandoned link, tiny heads |
