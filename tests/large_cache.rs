@@ -113,30 +113,33 @@ fn a_loop_of_1_mib_makes_no_system_call_after_the_first_round() {
 fn a_similar_size_reuses_a_mapping_at_most_an_eighth_longer() {
     let _serial = serial();
     let a = Cohort::<Life>::new();
-    let p = allocated_and_freed(&a, 64 << 10, Life::A);
-    // 60 KiB + 1/8 = 67.5 KiB >= 64 KiB: reused.
-    let q = a.malloc(60 << 10, Life::B);
-    assert_eq!(q, p, "a 64 KiB mapping serves 60 KiB");
+    // The page size (a one-page mapping: large only by its alignment).
+    let page = a.usable_size(std::alloc::Layout::from_size_align(1, 8192).unwrap());
+    let (long, short, shorter) = (16 * page, 15 * page, 14 * page);
+    let p = allocated_and_freed(&a, long, Life::A);
+    // 15 pages + 1/8 = 16.875 pages >= 16: reused.
+    let q = a.malloc(short, Life::B);
+    assert_eq!(q, p, "a 16-page mapping serves 15 pages");
     // The usable size is what the request rounds to: a free must give that size.
     // SAFETY: live; a wrong size changes nothing.
     unsafe {
         assert!(matches!(
-            problem(a.try_free(q, 64 << 10, Life::B)),
+            problem(a.try_free(q, long, Life::B)),
             Problem::LargeMismatch { .. }
         ));
-        a.free(q, 60 << 10, Life::B);
+        a.free(q, short, Life::B);
     }
-    // 56 KiB + 1/8 = 63 KiB < 64 KiB: a fresh mapping.
-    let r = a.malloc(56 << 10, Life::A);
+    // 14 pages + 1/8 = 15.75 pages < 16: a fresh mapping.
+    let r = a.malloc(shorter, Life::A);
     assert_ne!(
         r, p,
-        "a 64 KiB mapping is more than 1/8 too long for 56 KiB"
+        "a 16-page mapping is more than 1/8 too long for 14 pages"
     );
     let s = a.stats();
-    assert_eq!((s.large_cached, s.large_cached_bytes), (1, 64 << 10));
-    assert_eq!(s.large_bytes, 56 << 10);
+    assert_eq!((s.large_cached, s.large_cached_bytes), (1, long));
+    assert_eq!(s.large_bytes, shorter);
     // SAFETY: live, freed once.
-    unsafe { a.free(r, 56 << 10, Life::A) };
+    unsafe { a.free(r, shorter, Life::A) };
 }
 
 #[test]
