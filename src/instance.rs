@@ -156,9 +156,10 @@ impl Instance {
             return None;
         }
         // An instance without an explicit reservation takes `COHORT_RESERVE`'s, if set.
-        let reservation = match self.exact {
-            true => self.reservation,
-            false => os::env::reservation().unwrap_or(self.reservation),
+        let reservation = if self.exact {
+            self.reservation
+        } else {
+            os::env::reservation().unwrap_or(self.reservation)
         };
         let pool = Pool::create(reservation, self.exact, self.life_count, CHECKED);
         if pool.is_null() {

@@ -4,20 +4,12 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use std::path::Path;
 
-/// One colour per allocator column of the report (System first, in grey), the same in
-/// every plot.
-const COLORS: [RGBColor; 10] = [
-    RGBColor(120, 120, 120),
-    RGBColor(31, 119, 180),
-    RGBColor(44, 160, 44),
-    RGBColor(214, 39, 40),
-    RGBColor(148, 103, 189),
-    RGBColor(255, 127, 14),
-    RGBColor(140, 86, 75),
-    RGBColor(227, 119, 194),
-    RGBColor(188, 189, 34),
-    RGBColor(23, 190, 207),
-];
+/// The colour of allocator column `column` of the report (System first, in grey), the same
+/// in every plot.
+fn color(column: usize) -> RGBColor {
+    let (r, g, b) = test_support::PALETTE[column % test_support::PALETTE.len()];
+    RGBColor(r, g, b)
+}
 
 /// A value as printed on a bar: three significant digits, no exponent.
 fn label(v: f64) -> String {
@@ -94,7 +86,7 @@ impl Chart<'_> {
         let value_style =
             TextStyle::from(("sans-serif", 11)).pos(Pos::new(HPos::Left, VPos::Center));
         for (s, (name, column, vals)) in series.iter().enumerate() {
-            let color = COLORS[column % COLORS.len()];
+            let color = color(*column);
             // Row 0 at the top.
             let top = |r: usize| rows.len() as f64 - r as f64 - slot * (s as f64 + 0.5);
             let bars = vals.iter().enumerate().filter_map(|(r, v)| {

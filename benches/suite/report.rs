@@ -172,6 +172,37 @@ fn num(v: f64) -> String {
 }
 
 impl Results {
+    /// The metric `row` of `group`, added (with its unit) when new.
+    fn metric(&mut self, group: &'static str, row: String, unit: &str) -> &mut Metric {
+        let at = self
+            .metrics
+            .iter()
+            .position(|m| m.group == group && m.row == row);
+        let i = at.unwrap_or_else(|| {
+            self.metrics.push(Metric {
+                group,
+                row,
+                unit: unit.to_string(),
+                values: BTreeMap::new(),
+            });
+            self.metrics.len() - 1
+        });
+        &mut self.metrics[i]
+    }
+
+    /// The instruction-count row of `op`, added when new.
+    fn iai_row(&mut self, op: String) -> &mut IaiRow {
+        let at = self.iai.iter().position(|r| r.op == op);
+        let i = at.unwrap_or_else(|| {
+            self.iai.push(IaiRow {
+                op,
+                counts: BTreeMap::new(),
+            });
+            self.iai.len() - 1
+        });
+        &mut self.iai[i]
+    }
+
     pub fn add(&mut self, wl: &Workload, alloc: &str, metric: &str, unit: &str, value: f64) {
         let alloc = match wl.arg {
             "classes" => "cohort (classes)",
@@ -179,23 +210,7 @@ impl Results {
             _ => alloc,
         };
         let row = format!("{}{metric}", wl.label);
-        let i = match self
-            .metrics
-            .iter()
-            .position(|m| m.group == wl.group && m.row == row)
-        {
-            Some(i) => i,
-            None => {
-                self.metrics.push(Metric {
-                    group: wl.group,
-                    row,
-                    unit: unit.to_string(),
-                    values: BTreeMap::new(),
-                });
-                self.metrics.len() - 1
-            }
-        };
-        self.metrics[i]
+        self.metric(wl.group, row, unit)
             .values
             .entry(column(alloc))
             .or_default()
@@ -221,17 +236,6 @@ impl Results {
             .map(|(_, op, n)| (op.as_str(), *n))
             .collect();
         for (alloc, op, n) in counts.iter().filter(|(a, _, _)| a != "noop") {
-            let label = iai_label(op);
-            let i = match self.iai.iter().position(|r| r.op == label) {
-                Some(i) => i,
-                None => {
-                    self.iai.push(IaiRow {
-                        op: label,
-                        counts: BTreeMap::new(),
-                    });
-                    self.iai.len() - 1
-                }
-            };
             let base = noop.get(op.as_str()).copied().unwrap_or(0.0);
             let alloc = match alloc.as_str() {
                 "cohort_global" => "cohort (global)",
@@ -240,7 +244,7 @@ impl Results {
                 "cohort_direct" => "cohort (direct API)",
                 other => other,
             };
-            self.iai[i]
+            self.iai_row(iai_label(op))
                 .counts
                 .insert(column(alloc), (*n, (n - base) / ops));
         }
@@ -322,23 +326,8 @@ impl Results {
             let n = f.len();
             let row = f[1..n - 6].join(",");
             let runs = f[n - 1].split(';').filter_map(|v| v.parse().ok());
-            let i = match results
-                .metrics
-                .iter()
-                .position(|m| m.group == group.name && m.row == row)
-            {
-                Some(i) => i,
-                None => {
-                    results.metrics.push(Metric {
-                        group: group.name,
-                        row,
-                        unit: f[n - 6].to_string(),
-                        values: BTreeMap::new(),
-                    });
-                    results.metrics.len() - 1
-                }
-            };
-            results.metrics[i]
+            results
+                .metric(group.name, row, f[n - 6])
                 .values
                 .insert(column(f[n - 5]), runs.collect());
         }
@@ -352,17 +341,10 @@ impl Results {
                 let (Ok(total), Ok(net)) = (f[n - 2].parse(), f[n - 1].parse()) else {
                     continue;
                 };
-                let i = match results.iai.iter().position(|r| r.op == op) {
-                    Some(i) => i,
-                    None => {
-                        results.iai.push(IaiRow {
-                            op,
-                            counts: BTreeMap::new(),
-                        });
-                        results.iai.len() - 1
-                    }
-                };
-                results.iai[i].counts.insert(column(f[n - 3]), (total, net));
+                results
+                    .iai_row(op)
+                    .counts
+                    .insert(column(f[n - 3]), (total, net));
             }
         }
         Ok(results)

@@ -1,7 +1,7 @@
 //! What cohort's tests, benchmarks, examples and tools share: a deterministic PRNG
 //! ([`Rng`]), the process's resident memory ([`rss`]), byte sizes for people ([`ByteSize`],
 //! [`mib`]) and child processes that run this same executable again ([`run_child`],
-//! [`abort_in_child`]).
+//! [`abort_in_child`]), and the colours of the plots ([`PALETTE`]).
 //!
 //! Generic on purpose: it does not depend on cohort, so a test links one copy of the
 //! library's types. [`Rng`]'s `new`, `next_u64`, `below`, `range` and `chance` do not
@@ -16,6 +16,21 @@ mod rng;
 pub use bytes::{mib, ByteSize};
 pub use child::{abort_in_child, child_case, run_child};
 pub use rng::{mix, Rng};
+
+/// The plots' colours, as RGB: a grey (the benchmarks' System), then nine distinct colours
+/// (one per allocator in the benchmarks' plots, one per lifetime class in the ratio tool's).
+pub const PALETTE: [(u8, u8, u8); 10] = [
+    (120, 120, 120),
+    (31, 119, 180),
+    (44, 160, 44),
+    (214, 39, 40),
+    (148, 103, 189),
+    (255, 127, 14),
+    (140, 86, 75),
+    (227, 119, 194),
+    (188, 189, 34),
+    (23, 190, 207),
+];
 
 /// Resident set size of this process in bytes (`/proc/self/statm`, second field, in pages).
 pub fn rss() -> usize {

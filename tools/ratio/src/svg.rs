@@ -11,17 +11,12 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use std::path::Path;
 
-/// One colour per lifetime class, by index.
-const COLORS: [RGBColor; 8] = [
-    RGBColor(31, 119, 180),
-    RGBColor(214, 39, 40),
-    RGBColor(44, 160, 44),
-    RGBColor(148, 103, 189),
-    RGBColor(255, 127, 14),
-    RGBColor(140, 86, 75),
-    RGBColor(227, 119, 194),
-    RGBColor(23, 190, 207),
-];
+/// The colour of lifetime class `life` (the palette past its grey).
+fn color(life: usize) -> RGBColor {
+    let colors = &test_support::PALETTE[1..];
+    let (r, g, b) = colors[life % colors.len()];
+    RGBColor(r, g, b)
+}
 
 const MIB: f64 = (1 << 20) as f64;
 
@@ -72,7 +67,7 @@ fn draw(r: &Report, path: &Path) -> Result<(), Box<dyn std::error::Error>> {
     }
     for (i, row) in blocks.iter().enumerate() {
         let b = &row.block;
-        let color = COLORS[b.life % COLORS.len()];
+        let color = color(b.life);
         let (x0, x1) = (i as f64 + 0.12, i as f64 + 0.88);
         let requested = (row.requested as f64 / MIB).min(b.resident_bytes as f64 / MIB);
         let resident = b.resident_bytes as f64 / MIB;
@@ -100,10 +95,7 @@ fn draw(r: &Report, path: &Path) -> Result<(), Box<dyn std::error::Error>> {
     let mut x = 80;
     for l in lives {
         let name = r.lives.name(l);
-        head.draw(&Rectangle::new(
-            [(x, 40), (x + 12, 52)],
-            COLORS[l % COLORS.len()].filled(),
-        ))?;
+        head.draw(&Rectangle::new([(x, 40), (x + 12, 52)], color(l).filled()))?;
         head.draw_text(name, &legend, (x + 17, 39))?;
         x += 40 + 8 * name.len() as i32;
     }
