@@ -17,7 +17,6 @@
 use crate::class::{class_of, geometry_unchecked, CLASSES};
 use crate::heap;
 use crate::instance::{Instance, CHECKED};
-use crate::large::unmap_evicted;
 use crate::live_bits::LiveBits;
 use crate::os;
 use crate::per_thread;
@@ -236,42 +235,6 @@ impl Instance {
         let (Some(len), Some(pool)) = (os::page_round(size), self.pool()) else {
             return ptr::null_mut();
         };
-        let align = align.max(os::MIN_PAGE);
-        let mut large = pool.large.lock();
-        let (cached, decayed) = large.take_cached(len, align);
-        let reused = cached.filter(|&(addr, mapped)| large.insert(addr, len, mapped, life));
-        drop(large);
-        // SAFETY: mappings the cache gave up (decayed): no allocation uses them.
-        unsafe { unmap_evicted(&decayed) };
-        if let Some((addr, _)) = reused {
-            let p = addr as *mut u8;
-            if ZERO {
-                // A cached mapping keeps its last user's bytes.
-                // SAFETY: p maps at least `len` bytes, now this allocation's.
-                unsafe { ptr::write_bytes(p, 0, len) };
-            }
-            return p;
-        }
-        if let Some((addr, mapped)) = cached {
-            // Taken but not recorded (the table could not grow): out of memory.
-            // SAFETY: taken from the cache, handed to no one.
-            unsafe { os::unmap(addr as *mut u8, mapped) };
-            return ptr::null_mut();
-        }
-        // Fresh mappings read zero: calloc needs no memset.
-        let p = os::map(len, align);
-        if p.is_null() {
-            return p;
-        }
-        let mut large = pool.large.lock();
-        large.system_calls += 1;
-        if !large.insert(p as usize, len, len, life) {
-            large.system_calls += 1;
-            drop(large);
-            // SAFETY: mapped just above, never handed out.
-            unsafe { os::unmap(p, len) };
-            return ptr::null_mut();
-        }
-        p
+        crate::large::allocate::<ZERO>(&pool.large, len, align.max(os::MIN_PAGE), life)
     }
 }

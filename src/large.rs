@@ -17,6 +17,7 @@
 mod cache;
 
 use crate::os;
+use crate::sync::SpinLock;
 pub(crate) use cache::Evicted;
 use core::ptr;
 use core::time::Duration;
@@ -283,6 +284,65 @@ impl LargeTable {
         // SAFETY: cached mappings belong to no allocation: nothing uses them.
         unsafe { unmap_evicted(&cached) };
     }
+}
+
+/// A large allocation of `len` bytes (page-rounded, `len > 0`) aligned to `align` (a power
+/// of two, at least a page) in lifetime class `life`, recorded in `table`: a cached mapping
+/// of a similar length, else a fresh one; when the OS refuses a fresh one, the cache is
+/// given back and the mapping tried once more. With `ZERO` it reads zero. Null when out of
+/// memory. The lock is never held across a system call.
+pub(crate) fn allocate<const ZERO: bool>(
+    table: &SpinLock<LargeTable>,
+    len: usize,
+    align: usize,
+    life: usize,
+) -> *mut u8 {
+    let mut large = table.lock();
+    let (cached, decayed) = large.take_cached(len, align);
+    let reused = cached.filter(|&(addr, mapped)| large.insert(addr, len, mapped, life));
+    drop(large);
+    // SAFETY: mappings the cache gave up (decayed): no allocation uses them.
+    unsafe { unmap_evicted(&decayed) };
+    if let Some((addr, _)) = reused {
+        let p = addr as *mut u8;
+        if ZERO {
+            // A cached mapping keeps its last user's bytes.
+            // SAFETY: p maps at least `len` bytes, now this allocation's.
+            unsafe { ptr::write_bytes(p, 0, len) };
+        }
+        return p;
+    }
+    if let Some((addr, mapped)) = cached {
+        // Taken but not recorded (the table could not grow): out of memory.
+        // SAFETY: taken from the cache, handed to no one.
+        unsafe { os::unmap(addr as *mut u8, mapped) };
+        return ptr::null_mut();
+    }
+    // Fresh mappings read zero: calloc needs no memset.
+    let mut p = os::map(len, align);
+    if p.is_null() {
+        // Out of address space or memory: what the cache holds may make room.
+        let drained = table.lock().drain_cache();
+        if drained.len() == 0 {
+            return p;
+        }
+        // SAFETY: cached mappings belong to no allocation.
+        unsafe { unmap_evicted(&drained) };
+        p = os::map(len, align);
+        if p.is_null() {
+            return p;
+        }
+    }
+    let mut large = table.lock();
+    large.system_calls += 1;
+    if !large.insert(p as usize, len, len, life) {
+        large.system_calls += 1;
+        drop(large);
+        // SAFETY: mapped just above, never handed out.
+        unsafe { os::unmap(p, len) };
+        return ptr::null_mut();
+    }
+    p
 }
 
 /// Unmaps the mappings a cache operation gave up.
