@@ -235,6 +235,9 @@ impl Instance {
         let (Some(len), Some(pool)) = (os::page_round(size), self.pool()) else {
             return ptr::null_mut();
         };
-        crate::large::allocate::<ZERO>(&pool.large, len, align.max(os::MIN_PAGE), life)
+        let p = crate::large::allocate::<ZERO>(&pool.large, len, align.max(os::MIN_PAGE), life);
+        // A slow path: empty blocks unused for the delay go back (see `pool`'s `empty`).
+        pool.decay_if_due();
+        p
     }
 }

@@ -311,6 +311,8 @@ impl Instance {
         let evicted = evicted.map_err(|problem| self.misuse(p, size, life, problem))?;
         // SAFETY: what the cache gave up (or would not keep): mappings of no allocation.
         unsafe { unmap_evicted(&evicted) };
+        // A slow path: empty blocks unused for the delay go back (see `pool`'s `empty`).
+        pool.decay_if_due();
         Ok(())
     }
 

@@ -16,11 +16,11 @@
 
 mod cache;
 
+use crate::decay::Retention;
 use crate::os;
 use crate::sync::SpinLock;
 pub(crate) use cache::Evicted;
 use core::ptr;
-use core::time::Duration;
 
 const EMPTY: usize = 0;
 const TOMB: usize = 1;
@@ -177,7 +177,7 @@ impl LargeTable {
         len: usize,
         align: usize,
     ) -> (Option<(usize, usize)>, Evicted) {
-        let (got, out) = self.cache.take(len, align);
+        let (got, out) = self.cache.take(len, align, crate::decay::now());
         self.system_calls += out.len() as u64;
         (got, out)
     }
@@ -185,7 +185,7 @@ impl LargeTable {
     /// Caches the freed mapping `addr` of `mapped` bytes (already out of the table);
     /// returns the mappings to unmap (counted as system calls).
     pub(crate) fn cache_freed(&mut self, addr: usize, mapped: usize) -> Evicted {
-        let out = self.cache.put(addr, mapped);
+        let out = self.cache.put(addr, mapped, crate::decay::now());
         self.system_calls += out.len() as u64;
         out
     }
@@ -197,11 +197,28 @@ impl LargeTable {
         out
     }
 
-    /// Sets the cache's byte bound and delay; returns the mappings to unmap.
-    pub(crate) fn configure_cache(&mut self, cap: usize, delay: Duration) -> Evicted {
-        let out = self.cache.configure(cap, delay);
+    /// Sets the cache's bounds and delay; returns the mappings to unmap.
+    pub(crate) fn configure_cache(&mut self, r: &Retention) -> Evicted {
+        let out = self.cache.configure(r);
         self.system_calls += out.len() as u64;
         out
+    }
+
+    /// Returns the cached mappings unused for longer than the delay at `now`, to unmap.
+    pub(crate) fn decay_cache(&mut self, now: u64) -> Evicted {
+        let out = self.cache.tick(now);
+        self.system_calls += out.len() as u64;
+        out
+    }
+
+    /// The cache's bounds: (bytes, mappings).
+    pub(crate) fn cache_bounds(&self) -> (usize, usize) {
+        self.cache.bounds()
+    }
+
+    /// The cache's current (adaptive) delay and its configured one, in milliseconds.
+    pub(crate) fn cache_delays(&self) -> (u64, u64) {
+        self.cache.delays()
     }
 
     /// Live large allocations of lifetime class `life`.

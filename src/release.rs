@@ -14,6 +14,7 @@
 //! that threads without a heap allocated from, theirs (only [`Cohort::scope`] releases it).
 
 use crate::api::Cohort;
+use crate::decay::Retention;
 use crate::block::{Header, Snapshot, HEAPLESS, NO_HOLDER};
 use crate::heap;
 use crate::large::unmap_evicted;
@@ -224,29 +225,52 @@ impl<L: Lifetime> Cohort<L> {
         }
     }
 
-    /// Bounds the cache of freed large mappings: at most `bytes` mapped bytes (0: nothing is
-    /// cached, every large free unmaps at once), and a cached mapping unused for longer than
-    /// `delay` is unmapped at the next large allocation or free. The default is 64 MiB and
-    /// one second. Mappings beyond the new bound are unmapped now.
+    /// Sets what this instance keeps of the memory its program no longer uses: the cache
+    /// of freed large mappings (bytes and mappings), the empty small blocks kept committed
+    /// (bytes), and the longest time kept memory stays unused before it is given back (the
+    /// delay adapts to the program from an eighth of it up to it; zero gives back at once).
+    /// What no longer fits is given back now. The defaults are [`Retention::DEFAULT`] with
+    /// what the environment changes ([`Retention::from_environment`]).
     ///
     /// ```
     /// use std::time::Duration;
     /// cohort::lifetime_classes! { enum Life { Request } }
     /// let a = cohort::Cohort::<Life>::new();
-    /// a.set_large_cache(0, Duration::ZERO);
+    /// a.set_retention(cohort::Retention {
+    ///     large_cache_bytes: 0,
+    ///     ..cohort::Retention::DEFAULT
+    /// });
     /// let p = a.malloc(1 << 20, Life::Request);
     /// assert!(!p.is_null());
     /// // SAFETY: allocated above with this size and class, not used after.
     /// unsafe { a.free(p, 1 << 20, Life::Request) };
     /// assert_eq!(a.stats().large_cached, 0);
+    /// assert_eq!(a.retention().large_cache_bytes, 0);
     /// ```
-    pub fn set_large_cache(&self, bytes: usize, delay: Duration) {
-        let Some(pool) = self.core.pool() else {
-            return;
-        };
-        let out = pool.large.lock().configure_cache(bytes, delay);
-        // SAFETY: cached large mappings belong to no allocation.
-        unsafe { unmap_evicted(&out) };
+    pub fn set_retention(&self, retention: Retention) {
+        if let Some(pool) = self.core.pool() {
+            pool.set_retention(&retention);
+        }
+    }
+
+    /// What this instance keeps of unused memory now (see [`Cohort::set_retention`]);
+    /// [`Retention::from_environment`] before its first allocation.
+    pub fn retention(&self) -> Retention {
+        match self.core.pool_if_any() {
+            Some(pool) => pool.retention(),
+            None => Retention::from_environment().effective(),
+        }
+    }
+
+    /// The delays after which unused memory is given back now, as they adapted to the
+    /// program: (cached large mappings, empty small blocks). Each lies between an eighth of
+    /// [`Retention::delay`] and all of it.
+    pub fn decay_delays(&self) -> (Duration, Duration) {
+        let (large, empty) = self
+            .core
+            .pool_if_any()
+            .map_or((0, 0), |pool| pool.current_delays());
+        (Duration::from_millis(large), Duration::from_millis(empty))
     }
 
     /// True when no allocation is live: no small slot, no large allocation. A leak check

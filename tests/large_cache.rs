@@ -9,7 +9,7 @@
 //! (`getrusage(RUSAGE_THREAD)`), which a fresh mapping per round pays on every page it
 //! touches and a reused one does not: the second holds before the cache existed too.
 
-use cohort::{Cohort, Problem};
+use cohort::{Cohort, Problem, Retention};
 use std::sync::Mutex;
 use std::time::Duration;
 use test_support::rss;
@@ -55,6 +55,15 @@ fn allocated_and_freed(a: &Cohort<Life>, size: usize, life: Life) -> *mut u8 {
     p
 }
 
+/// The default retention with a large cache of `bytes` and a delay of `delay`.
+fn cache(bytes: usize, delay: Duration) -> Retention {
+    Retention {
+        large_cache_bytes: bytes,
+        delay,
+        ..Retention::DEFAULT
+    }
+}
+
 fn problem(r: Result<(), cohort::Misuse>) -> Problem {
     r.expect_err("misuse reported").problem
 }
@@ -63,7 +72,7 @@ fn steady_loop_is_free_of_system_calls(size: usize) {
     let _serial = serial();
     let a = Cohort::<Life>::new();
     // A delay no slow machine reaches between two rounds.
-    a.set_large_cache(64 << 20, Duration::from_secs(600));
+    a.set_retention(cache(64 << 20, Duration::from_secs(600)));
     let first = a.malloc(size, Life::A);
     assert!(!first.is_null());
     // SAFETY: a live allocation of `size` bytes, freed once.
@@ -259,11 +268,11 @@ fn a_zero_bound_caches_nothing_and_a_short_delay_decays() {
     let a = Cohort::<Life>::new();
     allocated_and_freed(&a, 1 << 20, Life::A);
     assert_eq!(a.stats().large_cached, 1);
-    a.set_large_cache(0, Duration::from_secs(1));
+    a.set_retention(cache(0, Duration::from_secs(1)));
     assert_eq!(a.stats().large_cached, 0, "a zero bound unmaps the cache");
     allocated_and_freed(&a, 1 << 20, Life::A);
     assert_eq!(a.stats().large_cached, 0);
-    a.set_large_cache(64 << 20, Duration::from_millis(10));
+    a.set_retention(cache(64 << 20, Duration::from_millis(10)));
     allocated_and_freed(&a, 1 << 20, Life::A);
     assert_eq!(a.stats().large_cached, 1);
     std::thread::sleep(Duration::from_millis(50));

@@ -4,7 +4,7 @@
 //! live allocations share a page; and when the OS refuses a fresh mapping, the cache is given
 //! back and the request served.
 
-use cohort::Cohort;
+use cohort::{Cohort, Retention};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use test_support::Rng;
@@ -85,7 +85,12 @@ fn reuse_races_with_frees_compact_rebounds_and_release() {
             while done.load(Ordering::Acquire) < WORKERS as usize {
                 match i % 4 {
                     0 => drop(a.compact()),
-                    1 => a.set_large_cache((i % 3) << 22, Duration::from_millis((i % 5) as u64)),
+                    1 => a.set_retention(Retention {
+                        large_cache_bytes: (i % 3) << 22,
+                        large_cache_mappings: i % 40,
+                        empty_block_bytes: (i % 3) << 21,
+                        delay: Duration::from_millis((i % 5) as u64),
+                    }),
                     2 => {
                         let p = a.malloc(300 << 10, Life::Released);
                         assert!(!p.is_null());

@@ -10,27 +10,24 @@
 //! them (cheaper than dropping the pages at insert and faulting them in again).
 //!
 //! Invariants, with `cached` the occupied slots:
-//! - `count = |cached| <= SLOTS` and `bytes = Σ_{c ∈ cached} c.len <= cap`;
+//! - `count = |cached| <= limit <= SLOTS` and `bytes = Σ_{c ∈ cached} c.len <= cap`;
 //! - every `c.len` is a whole number of pages and `c.len <= cap`;
 //! - a cached address is in no live entry of the large table, and in at most one slot;
 //! - a mapping is handed out for a page-rounded request `len` only when
 //!   `len <= c.len <= len + len / 8` (at most 1/8 of the mapping unused, so the resident
 //!   size stays within 1/8 of what is asked) and `c.addr % align = 0`;
-//! - decay: after any cache operation at time `now`, `now - c.freed_at <= delay` for every
-//!   cached `c` (older mappings are handed back for unmapping); `compact()`, instance drop
-//!   and a zero cap empty it.
+//! - decay: after any cache operation at time `now`, `now - c.freed_at <= d` for every
+//!   cached `c`, with `d` the adaptive delay ([`Decay`]: a request that finds no fit soon
+//!   after mappings decayed lengthens it); older mappings are handed back for unmapping.
+//!   `compact()`, instance drop and a zero cap empty the cache.
 //!
 //! The cache never makes a system call itself: operations return the mappings to unmap
 //! ([`Evicted`]), which the caller unmaps after dropping the large lock.
 
-use std::time::{Duration, Instant};
+use crate::decay::{Decay, Retention};
 
-/// Most mappings cached at once.
-pub(crate) const SLOTS: usize = 32;
-/// The default byte bound.
-pub(crate) const DEFAULT_CAP: usize = 64 << 20;
-/// The default delay after which an unused cached mapping is unmapped.
-pub(crate) const DEFAULT_DELAY: Duration = Duration::from_secs(1);
+/// Most mappings cached at once, whatever the settings.
+pub(crate) const SLOTS: usize = Retention::MAX_LARGE_CACHE_MAPPINGS;
 
 #[derive(Clone, Copy)]
 struct Cached {
@@ -38,7 +35,7 @@ struct Cached {
     addr: usize,
     /// Its length in bytes.
     len: usize,
-    /// When it was freed, in milliseconds since the cache's origin.
+    /// When it was freed (milliseconds of the monotonic clock).
     freed_at: u64,
 }
 
@@ -85,10 +82,10 @@ pub(crate) struct Cache {
     bytes: usize,
     /// The byte bound (0: nothing is cached).
     cap: usize,
-    /// Unused mappings older than this are unmapped.
-    delay: Duration,
-    /// The clock's zero, set at the first use.
-    origin: Option<Instant>,
+    /// The most mappings cached (`limit <= SLOTS`).
+    limit: usize,
+    /// Unused mappings older than its delay are unmapped.
+    decay: Decay,
 }
 
 impl Cache {
@@ -97,10 +94,20 @@ impl Cache {
             slots: [FREE; SLOTS],
             count: 0,
             bytes: 0,
-            cap: DEFAULT_CAP,
-            delay: DEFAULT_DELAY,
-            origin: None,
+            cap: Retention::DEFAULT.large_cache_bytes,
+            limit: Retention::DEFAULT.large_cache_mappings,
+            decay: Decay::new(Retention::DEFAULT.delay.as_millis() as u64),
         }
+    }
+
+    /// The bounds: (bytes, mappings).
+    pub(crate) fn bounds(&self) -> (usize, usize) {
+        (self.cap, self.limit)
+    }
+
+    /// The current delay and the configured one, in milliseconds.
+    pub(crate) fn delays(&self) -> (u64, u64) {
+        (self.decay.delay(), self.decay.max())
     }
 
     /// Mappings cached now.
@@ -118,20 +125,25 @@ impl Cache {
         addr != 0 && self.slots.iter().any(|c| c.addr == addr)
     }
 
-    /// Sets the byte bound and the delay; returns what no longer fits.
-    pub(crate) fn configure(&mut self, cap: usize, delay: Duration) -> Evicted {
-        self.cap = cap;
-        self.delay = delay;
+    /// Sets the bounds and the delay (the adaptive delay starts again); returns what no
+    /// longer fits.
+    pub(crate) fn configure(&mut self, r: &Retention) -> Evicted {
+        self.cap = r.large_cache_bytes;
+        self.limit = r.large_cache_mappings.min(SLOTS);
+        self.decay = Decay::new(r.delay_ms());
         let mut out = Evicted::new();
-        self.shrink_to(cap, 0, &mut out);
+        self.shrink_to(self.cap, 0, &mut out);
+        while self.count > self.limit {
+            self.evict_oldest(&mut out);
+        }
         out
     }
 
-    /// The current time in milliseconds since the origin.
-    fn now(&mut self) -> u64 {
-        let now = Instant::now();
-        let origin = *self.origin.get_or_insert(now);
-        now.saturating_duration_since(origin).as_millis() as u64
+    /// Gives back, at `now`, what was unused for longer than the delay.
+    pub(crate) fn tick(&mut self, now: u64) -> Evicted {
+        let mut out = Evicted::new();
+        self.decay(now, &mut out);
+        out
     }
 
     fn evict(&mut self, i: usize, out: &mut Evicted) {
@@ -143,40 +155,49 @@ impl Cache {
         self.bytes -= c.len;
     }
 
-    /// Evicts every mapping freed more than `delay` ago.
+    /// Evicts every mapping freed more than the delay before `now`.
     fn decay(&mut self, now: u64, out: &mut Evicted) {
-        let delay = self.delay.as_millis() as u64;
+        let delay = self.decay.delay();
+        let before = out.len();
         for i in 0..SLOTS {
             let c = self.slots[i];
             if c.addr != 0 && now.saturating_sub(c.freed_at) > delay {
                 self.evict(i, out);
             }
         }
+        if out.len() > before {
+            self.decay.gave_back(now);
+        }
     }
 
-    /// Evicts the oldest mappings until `bytes + room <= cap` and a slot is free (when
-    /// `room > 0`).
+    fn evict_oldest(&mut self, out: &mut Evicted) {
+        let oldest = (0..SLOTS)
+            .filter(|&i| self.slots[i].addr != 0)
+            .min_by_key(|&i| self.slots[i].freed_at)
+            .expect("count > 0");
+        self.evict(oldest, out);
+    }
+
+    /// Evicts the oldest mappings until `bytes + room <= cap` and, when `room > 0`, fewer
+    /// than `limit` are cached.
     fn shrink_to(&mut self, cap: usize, room: usize, out: &mut Evicted) {
-        while self.count > 0 && (self.bytes + room > cap || (room > 0 && self.count == SLOTS)) {
-            let oldest = (0..SLOTS)
-                .filter(|&i| self.slots[i].addr != 0)
-                .min_by_key(|&i| self.slots[i].freed_at)
-                .expect("count > 0");
-            self.evict(oldest, out);
+        while self.count > 0 && (self.bytes + room > cap || (room > 0 && self.count >= self.limit))
+        {
+            self.evict_oldest(out);
         }
     }
 
     /// Takes the cached mapping that best fits a request of `len` bytes (page-rounded)
     /// aligned to `align`: the shortest with `len <= c.len <= len + len / 8`. Returns it as
-    /// (address, mapped length), and the mappings that decayed meanwhile. `align` is a
-    /// power of two.
-    pub(crate) fn take(&mut self, len: usize, align: usize) -> (Option<(usize, usize)>, Evicted) {
+    /// (address, mapped length), and the mappings that decayed by `now` (after the take). `align` is a
+    /// power of two. Finding none is a miss the adaptive delay learns from.
+    pub(crate) fn take(
+        &mut self,
+        len: usize,
+        align: usize,
+        now: u64,
+    ) -> (Option<(usize, usize)>, Evicted) {
         let mut out = Evicted::new();
-        if self.count == 0 {
-            return (None, out);
-        }
-        let now = self.now();
-        self.decay(now, &mut out);
         let most = len.saturating_add(len / 8);
         let best = (0..SLOTS)
             .filter(|&i| {
@@ -191,17 +212,23 @@ impl Cache {
             self.bytes -= c.len;
             (c.addr, c.len)
         });
+        // Decay after the take: a mapping unused for the delay still serves the request
+        // that comes for it (then nothing was given back too early).
+        self.decay(now, &mut out);
+        if got.is_none() {
+            self.decay.missed(now);
+        }
         (got, out)
     }
 
     /// Keeps the freed mapping `addr` of `len` bytes (a whole number of pages, in no live
-    /// entry), evicting the oldest mappings to make room and the decayed ones. A mapping
-    /// longer than the bound is not kept: it is returned among the evicted.
-    pub(crate) fn put(&mut self, addr: usize, len: usize) -> Evicted {
+    /// entry) at `now`, evicting the oldest mappings to make room and the decayed ones. A
+    /// mapping longer than the bound (or any, when `limit` is 0) is not kept: it is returned
+    /// among the evicted.
+    pub(crate) fn put(&mut self, addr: usize, len: usize, now: u64) -> Evicted {
         let mut out = Evicted::new();
-        let now = self.now();
         self.decay(now, &mut out);
-        if len > self.cap {
+        if len > self.cap || self.limit == 0 {
             out.push(addr, len);
             return out;
         }
@@ -233,61 +260,95 @@ impl Cache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use core::time::Duration;
 
     const PAGE: usize = 4096;
+
+    fn bounded(bytes: usize, mappings: usize, delay_ms: u64) -> Cache {
+        let mut c = Cache::new();
+        let r = Retention {
+            large_cache_bytes: bytes,
+            large_cache_mappings: mappings,
+            delay: Duration::from_millis(delay_ms),
+            ..Retention::DEFAULT
+        };
+        assert_eq!(c.configure(&r).len(), 0);
+        c
+    }
 
     #[test]
     fn takes_the_best_fit_within_an_eighth() {
         let mut c = Cache::new();
-        assert_eq!(c.put(0x10_0000, 16 * PAGE).len(), 0);
-        assert_eq!(c.put(0x20_0000, 18 * PAGE).len(), 0);
-        assert_eq!(c.put(0x30_0000, 17 * PAGE).len(), 0);
+        assert_eq!(c.put(0x10_0000, 16 * PAGE, 0).len(), 0);
+        assert_eq!(c.put(0x20_0000, 18 * PAGE, 0).len(), 0);
+        assert_eq!(c.put(0x30_0000, 17 * PAGE, 0).len(), 0);
         // 16 pages: 16..=18 fit; 16 is the shortest.
-        assert_eq!(c.take(16 * PAGE, PAGE).0, Some((0x10_0000, 16 * PAGE)));
+        assert_eq!(c.take(16 * PAGE, PAGE, 0).0, Some((0x10_0000, 16 * PAGE)));
         // 15 pages: at most 16 pages (15 + 15/8 = 16.875): none of 17, 18.
-        assert_eq!(c.take(15 * PAGE, PAGE).0, None);
+        assert_eq!(c.take(15 * PAGE, PAGE, 0).0, None);
         // 17 pages: 17 (the shortest of 17, 18).
-        assert_eq!(c.take(17 * PAGE, PAGE).0, Some((0x30_0000, 17 * PAGE)));
+        assert_eq!(c.take(17 * PAGE, PAGE, 0).0, Some((0x30_0000, 17 * PAGE)));
         // Alignment: 0x20_0000 is 2 MiB-aligned, not 4 MiB.
-        assert_eq!(c.take(18 * PAGE, 4 << 20).0, None);
-        assert_eq!(c.take(18 * PAGE, 2 << 20).0, Some((0x20_0000, 18 * PAGE)));
+        assert_eq!(c.take(18 * PAGE, 4 << 20, 0).0, None);
+        assert_eq!(
+            c.take(18 * PAGE, 2 << 20, 0).0,
+            Some((0x20_0000, 18 * PAGE))
+        );
         assert_eq!((c.count(), c.bytes()), (0, 0));
     }
 
     #[test]
     fn the_byte_bound_and_the_slots_evict_the_oldest() {
-        let mut c = Cache::new();
-        let evicted = c.configure(10 * PAGE, DEFAULT_DELAY);
-        assert_eq!(evicted.len(), 0);
-        assert_eq!(c.put(0x1000_0000, 4 * PAGE).len(), 0);
-        assert_eq!(c.put(0x2000_0000, 4 * PAGE).len(), 0);
-        let out = c.put(0x3000_0000, 4 * PAGE);
+        let mut c = bounded(10 * PAGE, 32, 1000);
+        assert_eq!(c.put(0x1000_0000, 4 * PAGE, 0).len(), 0);
+        assert_eq!(c.put(0x2000_0000, 4 * PAGE, 1).len(), 0);
+        let out = c.put(0x3000_0000, 4 * PAGE, 2);
         assert_eq!(out.iter().collect::<Vec<_>>(), [(0x1000_0000, 4 * PAGE)]);
         assert!(c.bytes() <= 10 * PAGE && c.contains(0x3000_0000));
         // Longer than the bound: not kept.
-        let out = c.put(0x4000_0000, 11 * PAGE);
+        let out = c.put(0x4000_0000, 11 * PAGE, 3);
         assert_eq!(out.iter().collect::<Vec<_>>(), [(0x4000_0000, 11 * PAGE)]);
-        // Slots: SLOTS + 1 one-page mappings keep SLOTS.
-        let mut c = Cache::new();
-        let mut evicted = 0;
-        for i in 1..=SLOTS + 1 {
-            evicted += c.put(i << 24, PAGE).len();
+        // Slots: limit + 1 one-page mappings keep `limit`, whatever the limit.
+        for limit in [1, 5, SLOTS] {
+            let mut c = bounded(1 << 30, limit, 1000);
+            let mut evicted = 0;
+            for i in 1..=limit + 1 {
+                evicted += c.put(i << 24, PAGE, i as u64).len();
+            }
+            assert_eq!((c.count(), evicted), (limit, 1));
+            assert!(!c.contains(1 << 24), "the oldest went");
+            // A lower limit evicts the oldest at once.
+            let out = c.configure(&Retention {
+                large_cache_mappings: limit / 2,
+                ..Retention::DEFAULT
+            });
+            assert_eq!((c.count(), out.len()), (limit / 2, limit - limit / 2));
+            assert_eq!(c.drain().len(), limit / 2);
+            assert_eq!((c.count(), c.bytes()), (0, 0));
         }
-        assert_eq!((c.count(), evicted), (SLOTS, 1));
-        assert!(!c.contains(1 << 24), "the oldest went");
-        assert_eq!(c.drain().len(), SLOTS);
-        assert_eq!((c.count(), c.bytes()), (0, 0));
+        // No mappings at all: nothing is kept.
+        let mut c = bounded(1 << 30, 0, 1000);
+        assert_eq!(c.put(1 << 24, PAGE, 0).len(), 1);
+        assert_eq!(c.count(), 0);
     }
 
     #[test]
-    fn unused_mappings_decay() {
-        let mut c = Cache::new();
-        c.configure(DEFAULT_CAP, Duration::from_millis(20));
-        assert_eq!(c.put(0x1000_0000, PAGE).len(), 0);
-        std::thread::sleep(Duration::from_millis(60));
-        let (got, out) = c.take(PAGE, PAGE);
-        assert!(got.is_none());
+    fn unused_mappings_decay_after_the_adaptive_delay() {
+        // A delay of 800 ms starts at 100.
+        let mut c = bounded(1 << 30, 32, 800);
+        assert_eq!(c.delays(), (100, 800));
+        assert_eq!(c.put(0x1000_0000, PAGE, 1000).len(), 0);
+        assert_eq!(c.tick(1100).len(), 0, "not older than the delay");
+        let out = c.tick(1101);
         assert_eq!(out.iter().collect::<Vec<_>>(), [(0x1000_0000, PAGE)]);
         assert_eq!(c.count(), 0);
+        // A request 50 ms later finds nothing: the give-back was premature.
+        let (got, out) = c.take(PAGE, PAGE, 1150);
+        assert!(got.is_none() && out.len() == 0);
+        assert_eq!(c.delays(), (200, 800), "the delay doubled");
+        // Now a mapping survives 150 ms unused, and is reused.
+        assert_eq!(c.put(0x2000_0000, PAGE, 2000).len(), 0);
+        assert_eq!(c.tick(2150).len(), 0);
+        assert_eq!(c.take(PAGE, PAGE, 2150).0, Some((0x2000_0000, PAGE)));
     }
 }
