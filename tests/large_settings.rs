@@ -5,7 +5,6 @@
 //! error with the default used, and the settings obeyed.
 
 use cohort::{Cohort, Retention};
-use std::process::Command;
 use std::time::Duration;
 
 cohort::lifetime_classes! { enum Life { A } }
@@ -20,28 +19,11 @@ const VARS: [&str; 4] = [
 ];
 
 /// Runs `test` of this binary again in a child with `vars` set (the others removed) and
-/// returns its (stdout, stderr); panics, showing both, when it fails.
+/// returns its (stdout, stderr).
 fn child(test: &str, vars: &[(&str, &str)]) -> (String, String) {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args(["--exact", test, "--nocapture", "--test-threads=1"])
-        .env(CHILD, test);
-    for var in VARS {
-        cmd.env_remove(var);
-    }
-    for (var, value) in vars {
-        cmd.env(var, value);
-    }
-    let out = cmd.output().unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    );
-    assert!(
-        out.status.success(),
-        "{test} with {vars:?}: {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        out.status
-    );
-    (stdout, stderr)
+    let mut with_case = vars.to_vec();
+    with_case.push((CHILD, test));
+    test_support::test_in_child(test, &VARS, &with_case)
 }
 
 fn in_child() -> bool {
