@@ -367,3 +367,18 @@ fn an_unsized_free_of_a_cached_address_aborts_as_a_double_free() {
         assert!(!stderr.contains("misuse returned"), "{case}: {stderr}");
     }
 }
+
+/// A free of a cached address with size 0 (the size of a zero-size request, whose pointer
+/// frees nothing) is a double free too.
+#[test]
+fn a_size_zero_free_of_a_cached_address_is_a_double_free() {
+    let _serial = serial();
+    let a = Cohort::<Life>::new();
+    let p = allocated_and_freed(&a, 100_000, Life::A);
+    // SAFETY: misuse, reported, changing nothing.
+    assert_eq!(
+        problem(unsafe { a.try_free(p, 0, Life::A) }),
+        Problem::DoubleFree
+    );
+    assert_eq!(a.stats().large_cached, 1);
+}
