@@ -55,6 +55,14 @@ fn allocated_and_freed(a: &Cohort<Life>, size: usize, life: Life) -> *mut u8 {
     p
 }
 
+/// An instance with the default bounds and a delay no slow machine reaches within a test
+/// (the tests of this file are about the bounds and reuse, not the time).
+fn patient() -> Cohort<Life> {
+    let a = Cohort::<Life>::new();
+    a.set_retention(cache(64 << 20, Duration::from_secs(600)));
+    a
+}
+
 /// The default retention with a large cache of `bytes` and a delay of `delay`.
 fn cache(bytes: usize, delay: Duration) -> Retention {
     Retention {
@@ -70,9 +78,7 @@ fn problem(r: Result<(), cohort::Misuse>) -> Problem {
 
 fn steady_loop_is_free_of_system_calls(size: usize) {
     let _serial = serial();
-    let a = Cohort::<Life>::new();
-    // A delay no slow machine reaches between two rounds.
-    a.set_retention(cache(64 << 20, Duration::from_secs(600)));
+    let a = patient();
     let first = a.malloc(size, Life::A);
     assert!(!first.is_null());
     // SAFETY: a live allocation of `size` bytes, freed once.
@@ -121,7 +127,7 @@ fn a_loop_of_1_mib_makes_no_system_call_after_the_first_round() {
 #[test]
 fn a_similar_size_reuses_a_mapping_at_most_an_eighth_longer() {
     let _serial = serial();
-    let a = Cohort::<Life>::new();
+    let a = patient();
     // The page size (a one-page mapping: large only by its alignment).
     let page = a.usable_size(std::alloc::Layout::from_size_align(1, 8192).unwrap());
     let (long, short, shorter) = (16 * page, 15 * page, 14 * page);
@@ -154,7 +160,7 @@ fn a_similar_size_reuses_a_mapping_at_most_an_eighth_longer() {
 #[test]
 fn zeroed_requests_from_the_cache_read_zero() {
     let _serial = serial();
-    let a = Cohort::<Life>::new();
+    let a = patient();
     let size = 64 << 10;
     let dirty = |a: &Cohort<Life>| {
         let p = a.malloc(size, Life::A);
@@ -204,7 +210,7 @@ fn zeroed_requests_from_the_cache_read_zero() {
 #[test]
 fn a_free_of_a_cached_address_is_a_double_free() {
     let _serial = serial();
-    let a = Cohort::<Life>::new();
+    let a = patient();
     let p = a.malloc(100_000, Life::A);
     // SAFETY: live, freed once; the second free is misuse, reported, changing nothing.
     unsafe {
@@ -228,7 +234,7 @@ fn a_free_of_a_cached_address_is_a_double_free() {
 #[test]
 fn the_byte_bound_holds_after_a_burst_of_one_gib() {
     let _serial = serial();
-    let a = Cohort::<Life>::new();
+    let a = patient();
     let size = 2 << 20;
     let count = 512; // 1 GiB
     let before = rss();
@@ -265,7 +271,7 @@ fn the_byte_bound_holds_after_a_burst_of_one_gib() {
 #[test]
 fn a_zero_bound_caches_nothing_and_a_short_delay_decays() {
     let _serial = serial();
-    let a = Cohort::<Life>::new();
+    let a = patient();
     allocated_and_freed(&a, 1 << 20, Life::A);
     assert_eq!(a.stats().large_cached, 1);
     a.set_retention(cache(0, Duration::from_secs(1)));
@@ -286,7 +292,7 @@ fn a_zero_bound_caches_nothing_and_a_short_delay_decays() {
 #[test]
 fn release_class_unmaps_live_large_allocations_and_leaves_the_cache() {
     let _serial = serial();
-    let a = Cohort::<Life>::new();
+    let a = patient();
     allocated_and_freed(&a, 1 << 20, Life::B);
     let live: Vec<*mut u8> = (0..4).map(|_| a.malloc(300 << 10, Life::A)).collect();
     let calls = a.stats().large_system_calls;
@@ -314,7 +320,7 @@ fn dropping_the_instance_unmaps_the_cache() {
     let _serial = serial();
     let before = rss();
     {
-        let a = Cohort::<Life>::new();
+        let a = patient();
         let size = 8 << 20;
         let ptrs: Vec<*mut u8> = (0..4).map(|_| a.malloc(size, Life::A)).collect();
         for &p in &ptrs {
@@ -342,7 +348,7 @@ fn unsized_double_free_child() {
     let Some(case) = test_support::child_case(CHILD_ENV) else {
         return;
     };
-    let a = Cohort::<Life>::new();
+    let a = patient();
     let p = a.malloc(100_000, Life::A);
     // SAFETY: live, freed once; the second free (or realloc) is the misuse under test.
     unsafe {
@@ -373,7 +379,7 @@ fn an_unsized_free_of_a_cached_address_aborts_as_a_double_free() {
 #[test]
 fn a_size_zero_free_of_a_cached_address_is_a_double_free() {
     let _serial = serial();
-    let a = Cohort::<Life>::new();
+    let a = patient();
     let p = allocated_and_freed(&a, 100_000, Life::A);
     // SAFETY: misuse, reported, changing nothing.
     assert_eq!(

@@ -156,7 +156,7 @@ fn the_api_sets_what_one_instance_keeps() {
         large_cache_bytes: 3 << 20,
         large_cache_mappings: 2,
         empty_block_bytes: 6 << 20,
-        delay: Duration::from_secs(5),
+        delay: Duration::from_secs(60),
     };
     a.set_retention(r);
     assert_eq!(a.retention(), r);
