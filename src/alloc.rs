@@ -235,9 +235,11 @@ impl Instance {
         let (Some(len), Some(pool)) = (os::page_round(size), self.pool()) else {
             return ptr::null_mut();
         };
-        let p = crate::large::allocate::<ZERO>(&pool.large, len, align.max(os::MIN_PAGE), life);
+        // One clock read serves the cache and the empty blocks.
+        let now = crate::decay::now();
+        let p = crate::large::allocate::<ZERO>(&pool.large, len, align.max(os::MIN_PAGE), life, now);
         // A slow path: empty blocks unused for the delay go back (see `pool`'s `empty`).
-        pool.decay_if_due();
+        pool.decay_if_due(now);
         p
     }
 }

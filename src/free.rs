@@ -349,19 +349,21 @@ impl Instance {
         let Some(pool) = self.pool_if_any() else {
             return Err(self.misuse(p, size, life, Problem::Foreign));
         };
+        // One clock read (before the lock) serves the cache and the empty blocks.
+        let now = crate::decay::now();
         let mut large = pool.large.lock();
         let found = large_match(&large, p, size, life);
         let evicted = found.map(|mapped| {
             large.remove(p as usize);
             // Cached, not unmapped: the caller gives the mapping up.
-            large.cache_freed(p as usize, mapped)
+            large.cache_freed(p as usize, mapped, now)
         });
         drop(large);
         let evicted = evicted.map_err(|problem| self.misuse(p, size, life, problem))?;
         // SAFETY: what the cache gave up (or would not keep): mappings of no allocation.
         unsafe { unmap_evicted(&evicted) };
         // A slow path: empty blocks unused for the delay go back (see `pool`'s `empty`).
-        pool.decay_if_due();
+        pool.decay_if_due(now);
         Ok(())
     }
 

@@ -176,16 +176,17 @@ impl LargeTable {
         &mut self,
         len: usize,
         align: usize,
+        now: u64,
     ) -> (Option<(usize, usize)>, Evicted) {
-        let (got, out) = self.cache.take(len, align, crate::decay::now());
+        let (got, out) = self.cache.take(len, align, now);
         self.system_calls += out.len() as u64;
         (got, out)
     }
 
     /// Caches the freed mapping `addr` of `mapped` bytes (already out of the table);
     /// returns the mappings to unmap (counted as system calls).
-    pub(crate) fn cache_freed(&mut self, addr: usize, mapped: usize) -> Evicted {
-        let out = self.cache.put(addr, mapped, crate::decay::now());
+    pub(crate) fn cache_freed(&mut self, addr: usize, mapped: usize, now: u64) -> Evicted {
+        let out = self.cache.put(addr, mapped, now);
         self.system_calls += out.len() as u64;
         out
     }
@@ -307,15 +308,17 @@ impl LargeTable {
 /// of two, at least a page) in lifetime class `life`, recorded in `table`: a cached mapping
 /// of a similar length, else a fresh one; when the OS refuses a fresh one, the cache is
 /// given back and the mapping tried once more. With `ZERO` it reads zero. Null when out of
-/// memory. The lock is never held across a system call.
+/// memory. `now` is the time ([`crate::decay::now`]). The lock is never held across a
+/// system call.
 pub(crate) fn allocate<const ZERO: bool>(
     table: &SpinLock<LargeTable>,
     len: usize,
     align: usize,
     life: usize,
+    now: u64,
 ) -> *mut u8 {
     let mut large = table.lock();
-    let (cached, decayed) = large.take_cached(len, align);
+    let (cached, decayed) = large.take_cached(len, align, now);
     let reused = cached.filter(|&(addr, mapped)| large.insert(addr, len, mapped, life));
     drop(large);
     // SAFETY: mappings the cache gave up (decayed): no allocation uses them.

@@ -86,6 +86,8 @@ pub(crate) struct Cache {
     limit: usize,
     /// Unused mappings older than its delay are unmapped.
     decay: Decay,
+    /// No cached mapping is older than the delay before this time (a scan is skipped).
+    next_decay: u64,
 }
 
 impl Cache {
@@ -97,6 +99,7 @@ impl Cache {
             cap: Retention::DEFAULT.large_cache_bytes,
             limit: Retention::DEFAULT.large_cache_mappings,
             decay: Decay::new(Retention::DEFAULT.delay.as_millis() as u64),
+            next_decay: 0,
         }
     }
 
@@ -131,6 +134,7 @@ impl Cache {
         self.cap = r.large_cache_bytes;
         self.limit = r.large_cache_mappings.min(SLOTS);
         self.decay = Decay::new(r.delay_ms());
+        self.next_decay = 0;
         let mut out = Evicted::new();
         self.shrink_to(self.cap, 0, &mut out);
         while self.count > self.limit {
@@ -157,17 +161,28 @@ impl Cache {
 
     /// Evicts every mapping freed more than the delay before `now`.
     fn decay(&mut self, now: u64, out: &mut Evicted) {
+        if self.count == 0 || now <= self.next_decay {
+            return;
+        }
         let delay = self.decay.delay();
         let before = out.len();
+        let mut oldest = u64::MAX;
         for i in 0..SLOTS {
             let c = self.slots[i];
-            if c.addr != 0 && now.saturating_sub(c.freed_at) > delay {
+            if c.addr == 0 {
+                continue;
+            }
+            if now.saturating_sub(c.freed_at) > delay {
                 self.evict(i, out);
+            } else {
+                oldest = oldest.min(c.freed_at);
             }
         }
         if out.len() > before {
             self.decay.gave_back(now);
         }
+        // The delay only grows between scans (a miss), so this stays a lower bound.
+        self.next_decay = oldest.saturating_add(self.decay.delay());
     }
 
     fn evict_oldest(&mut self, out: &mut Evicted) {
@@ -239,6 +254,12 @@ impl Cache {
             addr,
             len,
             freed_at: now,
+        };
+        let due = now.saturating_add(self.decay.delay());
+        self.next_decay = if self.count == 0 {
+            due
+        } else {
+            self.next_decay.min(due)
         };
         self.count += 1;
         self.bytes += len;

@@ -81,11 +81,11 @@ impl Pool {
         unsafe { unmap_evicted(&out) };
     }
 
-    /// From a slow path that does not hold the lock (a large allocation or free): when
+    /// From a slow path that does not hold the lock (a large allocation or free), at `now`:
+    /// when
     /// kept blocks may be due to go back, gives them back if the lock is free (never
     /// waits). Returns how many.
-    pub(crate) fn decay_if_due(&self) -> usize {
-        let now = crate::decay::now();
+    pub(crate) fn decay_if_due(&self, now: u64) -> usize {
         if now < self.decay_at.load(Ordering::Relaxed) {
             return 0;
         }
