@@ -187,7 +187,7 @@ pub use lifetime::{Lifetime, MAX_LIFETIME_CLASSES};
 #[cfg(not(loom))]
 pub use lookup::Allocation;
 #[cfg(not(loom))]
-pub use misuse::{Misuse, Problem};
+pub use misuse::{set_misuse_hook, Misuse, Problem};
 #[cfg(not(loom))]
 pub use release::{Compacted, Released};
 #[cfg(not(loom))]

@@ -7,7 +7,9 @@
 use crate::class::CLASSES;
 use crate::lifetime;
 use crate::os;
+use crate::sync::{AtomicPtr, Ordering};
 use core::fmt;
+use core::ptr;
 
 /// What a free found wrong: the error [`Cohort::try_free`](crate::Cohort::try_free) returns.
 /// Its `Display` is the message the other frees panic (or abort) with (see
@@ -244,16 +246,74 @@ impl fmt::Write for StackBuf {
     }
 }
 
-/// Reports misuse: a panic from the direct API, an abort with the message from
-/// `GlobalAlloc` (which must not unwind).
+/// The misuse hook: null, or a `fn(&Misuse)` cast to a pointer ([`set_misuse_hook`]).
+static HOOK: AtomicPtr<()> = AtomicPtr::new(ptr::null_mut());
+
+/// Sets the function every misuse report calls first, with the [`Misuse`] as a value,
+/// before the report's panic (direct API) or abort (`GlobalAlloc`, which must not unwind);
+/// `None` removes it. Returns the hook it replaces.
+///
+/// A hook can log the misuse to the program's own log, or unwind with the value itself
+/// (`std::panic::panic_any(m.clone())`) so that `catch_unwind` callers downcast the
+/// payload to a [`Misuse`] (the default panic's payload is its message, a `String`). When
+/// the report is an abort, a hook that unwinds is caught and the abort goes on. Frees that
+/// return the misuse ([`Cohort::try_free`](crate::Cohort::try_free)) do not call the hook.
+///
+/// # Examples
+///
+/// ```
+/// use std::panic::{catch_unwind, panic_any, AssertUnwindSafe};
+/// fn raise(m: &cohort::Misuse) {
+///     panic_any(m.clone());
+/// }
+/// let previous = cohort::set_misuse_hook(Some(raise));
+/// let a = cohort::Cohort::<()>::new();
+/// let p = a.malloc(24, ());
+/// // SAFETY (of the call, not of the size): p is live; the wrong size is reported, and
+/// // nothing is freed.
+/// let caught = catch_unwind(AssertUnwindSafe(|| unsafe { a.free(p, 4000, ()) }));
+/// let m = caught.unwrap_err().downcast::<cohort::Misuse>().unwrap();
+/// assert_eq!((m.ptr, m.size), (p as usize, 4000));
+/// cohort::set_misuse_hook(previous);
+/// // SAFETY: p is still live, freed with its own size.
+/// unsafe { a.free(p, 24, ()) };
+/// ```
+pub fn set_misuse_hook(hook: Option<fn(&Misuse)>) -> Option<fn(&Misuse)> {
+    let new = hook.map_or(ptr::null_mut(), |f| f as *mut ());
+    let old = HOOK.swap(new, Ordering::AcqRel);
+    // SAFETY: HOOK only ever holds null or a `fn(&Misuse)` stored just above.
+    (!old.is_null()).then(|| unsafe { core::mem::transmute::<*mut (), fn(&Misuse)>(old) })
+}
+
+/// Calls the hook, if one is set; a hook that unwinds unwinds from here unless `ABORT`.
+fn call_hook<const ABORT: bool>(m: &Misuse) {
+    let f = HOOK.load(Ordering::Acquire);
+    if f.is_null() {
+        return;
+    }
+    // SAFETY: HOOK only ever holds null or a `fn(&Misuse)` (set_misuse_hook).
+    let hook = unsafe { core::mem::transmute::<*mut (), fn(&Misuse)>(f) };
+    if ABORT {
+        // The abort must happen whatever the hook does: an unwind out of a `GlobalAlloc`
+        // call would be undefined behaviour.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook(m)));
+    } else {
+        hook(m);
+    }
+}
+
+/// Reports misuse: the hook first ([`set_misuse_hook`]), then a panic from the direct API,
+/// an abort with the message from `GlobalAlloc` (which must not unwind).
 ///
 /// The panic's payload is the message (a `String`), as for any panic, so that panic hooks
 /// print it and `#[should_panic(expected = ...)]` matches it; a caller that wants the
-/// [`Misuse`] as a value frees with [`Cohort::try_free`](crate::Cohort::try_free).
+/// [`Misuse`] as a value frees with [`Cohort::try_free`](crate::Cohort::try_free), or sets
+/// a hook that unwinds with it.
 #[cold]
 #[inline(never)]
 #[track_caller]
 pub(crate) fn report<const ABORT: bool>(m: Misuse) -> ! {
+    call_hook::<ABORT>(&m);
     if ABORT {
         let mut out = StackBuf {
             buf: [0; 512],
