@@ -63,6 +63,9 @@ pub(crate) unsafe fn abandon(heap: *mut Heap) {
     #[cfg(test)]
     hooks::after_abandoned(pool);
     drop(st);
+    // SAFETY: the heap was this process's reference to a shared pool (`adopt_or_create`
+    // took it); nothing here uses the pool or the heap after.
+    unsafe { Pool::release(pool) };
 }
 
 /// In a child process after `fork()`, with the pool lock held: every heap that was exiting
@@ -111,19 +114,23 @@ pub(crate) unsafe fn teardown(pool: &Pool) {
 /// same group if there is one (its blocks were last used there); else, for a thread, any
 /// abandoned heap, and for an explicit join, one a thread left; else a new one; else (no
 /// new heap can be had) any abandoned heap.
+/// A shared pool's view counts the heap as one of this process's references to it
+/// ([`Pool::hold`]; [`abandon`] releases it).
 pub(crate) fn adopt_or_create(pool: &Pool, instance: u64, group: usize) -> *mut Heap {
-    let heap = adopt(pool, instance, group, false);
-    if !heap.is_null() {
-        return heap;
+    let mut heap = adopt(pool, instance, group, false);
+    if heap.is_null() {
+        heap = Heap::create(pool, instance, group);
     }
-    let heap = Heap::create(pool, instance, group);
-    if !heap.is_null() {
-        return heap;
+    if heap.is_null() {
+        // No new heap (the registry is full, or the OS refused): any abandoned heap,
+        // whatever its group, rather than none while heaps sit idle (joins that each bring
+        // a new hint would otherwise fill the registry and be refused for good).
+        heap = adopt(pool, instance, group, true);
     }
-    // No new heap (the registry is full, or the OS refused): any abandoned heap, whatever
-    // its group, rather than none while heaps sit idle (joins that each bring a new hint
-    // would otherwise fill the registry and be refused for good).
-    adopt(pool, instance, group, true)
+    if !heap.is_null() {
+        pool.hold();
+    }
+    heap
 }
 
 /// Takes an abandoned heap for a thread or join of `group`, as [`adopt_or_create`] says;

@@ -95,6 +95,23 @@ pub(crate) struct Pool {
     /// The state area when this view mapped it (a private instance), and its length.
     area: *mut u8,
     area_len: usize,
+    /// A shared pool's references from this process: one for its instance, one per heap of
+    /// it that a thread or join of this process holds (a heap on a thread's list must stay
+    /// mapped until the thread lets it go). The last one released unmaps the view and the
+    /// region ([`Pool::release`]).
+    refs: AtomicU64,
+    /// How a shared pool's region is unmapped from this process once `refs` reaches 0.
+    pub(crate) leave: Option<Leave>,
+}
+
+/// How this process lets go of a shared region's mapping: `unmap(base, len, sync)`.
+#[derive(Clone, Copy)]
+pub(crate) struct Leave {
+    /// Unmaps the region (and, for a file, syncs it first when `sync`).
+    pub(crate) unmap: unsafe fn(*mut u8, usize, bool),
+    pub(crate) base: *mut u8,
+    pub(crate) len: usize,
+    pub(crate) sync: bool,
 }
 
 /// What every process of an instance shares, under its lock or atomic: position
@@ -230,6 +247,43 @@ impl Pool {
                 os::unmap(area, area_len);
             }
         }
+    }
+
+    /// A thread or join of this process took a heap of this pool (a shared pool counts it:
+    /// see `refs`).
+    pub(crate) fn hold(&self) {
+        if self.is_shared() {
+            self.refs.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Lets go of one of this process's references to a shared pool (see `refs`): the
+    /// last one unmaps this process's view and mapping of the region. Nothing for a
+    /// private pool (its instance destroys it).
+    ///
+    /// # Safety
+    /// The caller holds the reference it releases, and uses neither the pool nor the
+    /// heap it held after this call.
+    pub(crate) unsafe fn release(pool: *const Pool) {
+        // SAFETY: the caller's reference keeps the view mapped until here.
+        let p = unsafe { &*pool };
+        if !p.is_shared() || p.refs.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
+        }
+        let leave = p.leave;
+        // SAFETY: the last reference: nothing of this process uses the view or the region.
+        unsafe {
+            Pool::destroy(pool.cast_mut());
+            if let Some(l) = leave {
+                (l.unmap)(l.base, l.len, l.sync);
+            }
+        }
+    }
+
+    /// In a child process after `fork()`: the child holds no heap of a shared pool (its
+    /// thread forgot the parent's), so the instance's is its only reference.
+    pub(crate) fn after_fork_in_child(&self) {
+        self.refs.store(1, Ordering::Relaxed);
     }
 
     /// True when the pool is in a region shared between processes.

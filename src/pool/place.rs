@@ -152,6 +152,8 @@ pub(crate) unsafe fn build(
                 fork_next: ptr::null_mut(),
                 area: ptr::null_mut(),
                 area_len: 0,
+                refs: AtomicU64::new(1),
+                leave: None,
             },
         );
     }
