@@ -143,6 +143,8 @@ pub use misuse::{Misuse, Problem};
 #[cfg(not(loom))]
 pub use release::{Compacted, Released};
 #[cfg(not(loom))]
+pub use shared::Recoveries;
+#[cfg(not(loom))]
 pub use stats::{HeadStats, Stats, Totals};
 #[cfg(not(loom))]
 pub use verify::{Verified, VerifyError};

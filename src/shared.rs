@@ -36,6 +36,7 @@ use crate::instance::{state_len, Instance, Placement, CHECKED};
 use crate::lifetime::Lifetime;
 use crate::os;
 use crate::region::UNIT;
+use crate::sync::Ordering;
 use crate::Cohort;
 
 /// Where a shared-anonymous region's state area starts: past a page left for a header.
@@ -80,6 +81,43 @@ impl<L: Lifetime> Cohort<L> {
                 None
             }
         }
+    }
+}
+
+impl<L: Lifetime> Cohort<L> {
+    /// In a shared instance: takes over the heaps of processes that died while joined
+    /// (kill -9): a heap whose holder's pid is gone, or is another process's now (told by
+    /// its start time), is abandoned on its holder's behalf, as the holder's exit would
+    /// have done: its partial and current blocks go to the pool, the heap to the next
+    /// thread or process that joins. What the dead process held live stays allocated: any
+    /// process may free it, or release its lifetime class. Returns how many heaps it took
+    /// over; 0 in a private instance. Every join (a thread's first allocation in the
+    /// instance, [`Cohort::join`]) does this too.
+    pub fn reap_dead_processes(&self) -> usize {
+        self.core
+            .pool_if_any()
+            .map_or(0, crate::heap_handover::reap_dead)
+    }
+}
+
+/// What a shared instance's processes recovered from the deaths of others, since the
+/// region was made ([`Cohort::recoveries`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Recoveries {
+    /// Times a process found the pool's lock held by a dead process and repaired the pool.
+    pub lock_repairs: u64,
+    /// Heaps of dead processes taken over ([`Cohort::reap_dead_processes`]).
+    pub heaps_reaped: u64,
+}
+
+impl<L: Lifetime> Cohort<L> {
+    /// What this instance's processes recovered from the deaths of others (all zero in a
+    /// private instance).
+    pub fn recoveries(&self) -> Recoveries {
+        self.core.pool_if_any().map_or_else(Recoveries::default, |pool| Recoveries {
+            lock_repairs: pool.lock_repairs.load(Ordering::Relaxed),
+            heaps_reaped: pool.heaps_reaped.load(Ordering::Relaxed),
+        })
     }
 }
 

@@ -5,6 +5,7 @@
 //! start time of a process (to tell a live process from a dead one whose pid was reused).
 
 use core::ptr;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 /// Maps `len` bytes (a multiple of `align`, a power of two at least the kernel's page) of
 /// zeroed memory shared with the children this process forks (`MAP_SHARED |
@@ -100,9 +101,36 @@ pub(crate) fn pid() -> i32 {
     unsafe { libc::getpid() }
 }
 
-/// This process's start time ([`process_start_time`]).
-pub(crate) fn start_time_of_self() -> Option<u64> {
-    process_start_time(pid())
+/// Bits of a process word ([`process_word`]) holding the start time.
+const START_BITS: u32 = 40;
+
+/// This process's word, cached (`pid << 40 | start time`, see [`process_word_of`]): the
+/// cache is checked against `getpid` on every call, so a forked child computes its own.
+pub(crate) fn process_word() -> u64 {
+    static CACHE: AtomicU64 = AtomicU64::new(0);
+    let me = pid();
+    let cached = CACHE.load(Ordering::Relaxed);
+    if cached != 0 && cached >> START_BITS == me as u64 {
+        return cached;
+    }
+    let word = process_word_of(me).unwrap_or((me as u64) << START_BITS);
+    CACHE.store(word, Ordering::Relaxed);
+    word
+}
+
+/// The word naming process `pid` for the machine's uptime: `pid << 40 | start time` (the
+/// start time's low 40 bits: 348 years of clock ticks at 100 Hz). `None` when there is no
+/// such process.
+pub(crate) fn process_word_of(pid: i32) -> Option<u64> {
+    let start = process_start_time(pid)?;
+    Some((pid as u64) << START_BITS | (start & ((1 << START_BITS) - 1)))
+}
+
+/// True when the process a [`process_word`] names is alive: its pid is in use by a
+/// process with the same start time (a pid reused by another process is not).
+pub(crate) fn is_alive(word: u64) -> bool {
+    let pid = (word >> START_BITS) as i32;
+    process_word_of(pid) == Some(word)
 }
 
 /// The start time of process `pid` in clock ticks since boot (field 22 of
@@ -171,8 +199,10 @@ mod tests {
 
     #[test]
     fn a_live_process_has_a_start_time_and_a_missing_one_none() {
-        let me = start_time_of_self().expect("this process is alive");
+        let me = process_start_time(pid()).expect("this process is alive");
         assert_eq!(process_start_time(pid()), Some(me), "stable");
+        assert!(is_alive(process_word()));
+        assert_eq!(process_word(), process_word_of(pid()).unwrap());
         assert_eq!(process_start_time(i32::MAX), None);
         assert_eq!(process_start_time(-1), None);
     }

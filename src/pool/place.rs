@@ -21,7 +21,7 @@ use crate::class::HeadIndex;
 use crate::large::LargeTable;
 use crate::os;
 use crate::region::{placed_meta_len, Region, RegionState, UNIT};
-use crate::sync::{spin_lock, AtomicU32, AtomicU64, AtomicU8};
+use crate::sync::{pool_lock, spin_lock, AtomicU32, AtomicU64, AtomicU8};
 use core::ptr;
 
 /// The most heaps a shared region holds at once (its heaps live in its state area).
@@ -161,7 +161,8 @@ pub(crate) unsafe fn build(
 }
 
 /// Formats the state area of `pool`'s view (fresh memory reading zero): the shared state,
-/// empty lists, the region state `region`.
+/// empty lists, the region state `region`, and for a shared pool (`tag != 0`) a robust
+/// process-shared lock. False when the C library refuses that lock.
 ///
 /// # Safety
 /// The area is fresh, laid out as the view was built, and no other thread or process uses
@@ -173,7 +174,7 @@ pub(crate) unsafe fn format(
     tag: u64,
     region: RegionState,
     layout: &Layout,
-) {
+) -> bool {
     let heads = HeadIndex::count(life_count);
     let area = pool.shared.cast_mut().cast::<u8>();
     // SAFETY: the area is ours (caller); the lists and links lie in it (layout).
@@ -191,7 +192,7 @@ pub(crate) unsafe fn format(
         ptr::write(
             shared,
             PoolShared {
-                state: spin_lock(PoolState {
+                state: pool_lock(PoolState {
                     region,
                     partial: 0,
                     of_life: 0,
@@ -207,13 +208,21 @@ pub(crate) unsafe fn format(
                 lock_count: AtomicU64::new(0),
                 emptied: AtomicU8::new(0),
                 large: spin_lock(LargeTable::new()),
+                lock_repairs: AtomicU64::new(0),
+                heaps_reaped: AtomicU64::new(0),
             },
         );
         // The tables' offsets from the state, now that it is in place.
         let st = (*shared).state.data_ptr();
         (*st).partial = lists as usize - st as usize;
         (*st).of_life = lists.add(heads) as usize - st as usize;
+        // A shared pool's lock must survive a holder's death (see `RawPoolLock`).
+        #[cfg(not(loom))]
+        if tag != 0 && !(*shared).state.raw().make_robust() {
+            return false;
+        }
     }
+    true
 }
 
 /// A view of the shared pool whose region's units start at `units` (`unit_count` of them)
@@ -266,7 +275,7 @@ pub(crate) unsafe fn place(
     }
     let tag = super::SHARED_TAG | u64::from(os::shared_mem::random_u32() >> 1);
     // SAFETY: a new area, ours alone (caller).
-    unsafe {
+    let formatted = unsafe {
         format(
             &*pool,
             life_count,
@@ -276,5 +285,10 @@ pub(crate) unsafe fn place(
             layout,
         )
     };
+    if !formatted {
+        // SAFETY: ours, unused.
+        unsafe { Pool::destroy(pool) };
+        return ptr::null_mut();
+    }
     pool
 }
