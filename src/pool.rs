@@ -120,6 +120,8 @@ pub(crate) struct Leave {
 /// address in every process.
 #[repr(C)]
 pub(crate) struct PoolShared {
+    /// [`place::STATE_LAYOUT`] of the build that formatted it.
+    pub(crate) layout: u32,
     pub(crate) state: PoolLock<PoolState>,
     /// Number of lifetime classes.
     pub(crate) life_count: usize,

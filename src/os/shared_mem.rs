@@ -11,7 +11,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 /// zeroed memory shared with the children this process forks (`MAP_SHARED |
 /// MAP_ANONYMOUS`), aligned to `align`. Null when the OS refuses.
 pub(crate) fn map_shared_anonymous(len: usize, align: usize) -> *mut u8 {
-    debug_assert!(align.is_power_of_two() && len % align == 0);
+    debug_assert!(align.is_power_of_two() && len.is_multiple_of(align));
     // Reserve an aligned range of address space, then place the shared mapping over it.
     let hole = super::reserve(len, align);
     if hole.is_null() {
@@ -42,6 +42,7 @@ pub(crate) fn map_shared_anonymous(len: usize, align: usize) -> *mut u8 {
 ///
 /// # Safety
 /// `[old, old + len)` is a shared mapping of this process (`MAP_SHARED`), page aligned.
+#[cfg(test)]
 pub(crate) unsafe fn map_again(old: *mut u8, len: usize, align: usize) -> *mut u8 {
     let hole = super::reserve(len, align);
     if hole.is_null() {

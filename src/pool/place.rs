@@ -24,6 +24,12 @@ use crate::region::{placed_meta_len, Region, RegionState, UNIT};
 use crate::sync::{pool_lock, spin_lock, AtomicU32, AtomicU64, AtomicU8};
 use core::ptr;
 
+/// The layout version of a shared region's state area, kept in the area
+/// (`PoolShared::layout`): an area of another version was formatted by an incompatible
+/// build and is never attached. (A region header that describes the region should name it
+/// too, so that an opener refuses before it maps anything.)
+pub(crate) const STATE_LAYOUT: u32 = 1;
+
 /// The most heaps a shared region holds at once (its heaps live in its state area).
 #[cfg(not(loom))]
 pub(crate) const SHARED_MAX_HEAPS: u32 = 512;
@@ -200,6 +206,7 @@ pub(crate) unsafe fn format(
                     retained_count: 0,
                     abandoned: 0,
                 }),
+                layout: STATE_LAYOUT,
                 life_count,
                 max_heaps,
                 heap_ids: AtomicU32::new(0),
@@ -261,7 +268,8 @@ pub(crate) unsafe fn place(
     if !is_new {
         // SAFETY: an attached area holds a formatted shared state (caller).
         let shared = unsafe { &*area.cast::<PoolShared>() };
-        if shared.life_count != life_count
+        if shared.layout != STATE_LAYOUT
+            || shared.life_count != life_count
             || shared.max_heaps != layout.max_heaps
             || shared.tag & super::SHARED_TAG == 0
         {
