@@ -52,6 +52,14 @@ pub(crate) struct HeapHead<'a> {
 /// `returned`, abandoned link, tiny heads): the pool's registry and abandoned list hold
 /// pointers to records, which [`Heap::of`] turns back into heaps. A heap reads its record's
 /// fields as its own (`Deref`).
+///
+/// In a shared pool the heap lives in the region's state area (its slot `id`, see
+/// `crate::pool::place`), where other processes read its record. The fields after the
+/// record and the current blocks are its holder's: `pool` and `thread_next` are addresses
+/// in the holder process, the current blocks addresses in the holder's mapping of the
+/// region; only the holder uses them, another process reads the current blocks through
+/// [`Heap::current_in`], and whoever takes the heap over rewrites them
+/// ([`Heap::take_over`]). Every other link of a heap is an offset.
 #[repr(C)]
 pub(crate) struct Heap {
     pub(crate) record: HeapRecord,
@@ -533,6 +541,14 @@ impl Heap {
         counts::HEAPS_UNMAPPED_HERE.with(|n| n.set(n.get() + 1));
         // SAFETY: as above.
         unsafe { os::unmap(heap.cast(), len) };
+    }
+
+    /// True when this process holds the heap (always in a private pool). A fork child
+    /// inherits references to its parent's heaps of a shared pool (an explicit join made
+    /// before the fork): they are not its own.
+    pub(crate) fn held_here(&self) -> bool {
+        !self.pool().is_shared()
+            || self.holder.load(Ordering::Acquire) == os::shared_mem::process_word()
     }
 
     /// In a shared pool: this process holds the heap from now on (see

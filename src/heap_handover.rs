@@ -25,6 +25,10 @@ pub(crate) unsafe fn abandon(heap: *mut Heap) {
     // SAFETY: heaps stay mapped until released below or by the instance's teardown,
     // which waits for EXITING heaps.
     let hp = unsafe { &*heap };
+    if !hp.held_here() {
+        // A fork child's copy of a join of its parent's: the heap is the parent's.
+        return;
+    }
     // EXITING pins the pool: teardown waits for the heap to be ABANDONED. Nothing is
     // done with the heap until the pool lock is held, so that the lock holders (`scope`,
     // the fork handlers) see an EXITING heap untouched.
@@ -40,7 +44,7 @@ pub(crate) unsafe fn abandon(heap: *mut Heap) {
     let mut st = pool.lock();
     hp.drain_returned();
     // SAFETY: the heap is ours, EXITING, and we hold the pool lock.
-    unsafe { hand_over(heap, pool, &mut st) };
+    unsafe { hand_over(heap, pool, &mut st, false) };
     hp.thread_next_reset();
     // SAFETY: as above.
     unsafe { park(heap, pool, &mut st) };
@@ -56,14 +60,15 @@ pub(crate) unsafe fn abandon(heap: *mut Heap) {
 }
 
 /// Under the pool lock: hands the blocks on `heap`'s heads (current and partial) to the
-/// pool. The current blocks are read through the caller's view ([`Heap::current_in`]: the
+/// pool; for a `dead` holder's heap, recounts each first ([`crate::block::Header::recount_local`]: the
+/// holder may have died in the middle of an allocation or a free). The current blocks are read through the caller's view ([`Heap::current_in`]: the
 /// heap may be a dead process's); a partial list is walked at most once per unit (a dead
 /// holder may have left one half linked).
 ///
 /// # Safety
 /// The caller holds `heap` (EXITING: its own, or a dead process's it claimed) and the pool
 /// lock `st`.
-unsafe fn hand_over(heap: *mut Heap, pool: &Pool, st: &mut PoolState) {
+unsafe fn hand_over(heap: *mut Heap, pool: &Pool, st: &mut PoolState, dead: bool) {
     // SAFETY: the caller holds the heap.
     let hp = unsafe { &*heap };
     let heads = HeadIndex::count(pool.life_count);
@@ -72,12 +77,18 @@ unsafe fn hand_over(heap: *mut Heap, pool: &Pool, st: &mut PoolState) {
         let head = unsafe { head_at(heap, heads, i.get()) };
         if let Some(h) = hp.current_in(pool, *head.current) {
             if h.owner() == hp.token {
+                if dead {
+                    h.recount_local();
+                }
                 pool.adopt_block(st, h);
             }
         }
         *head.current = empty_block();
         let mut left = pool.region.unit_count();
         while let Some(h) = head.partial.pop(pool.units()) {
+            if dead {
+                h.recount_local();
+            }
             pool.adopt_block(st, h);
             left -= 1;
             if left == 0 {
@@ -144,10 +155,11 @@ pub(crate) fn reap_dead(pool: &Pool) -> usize {
         let heap = Heap::of(record);
         let mut st = pool.lock();
         for h in r.returned.take_all(pool.units()) {
+            h.recount_local();
             pool.adopt_block(&mut st, h);
         }
         // SAFETY: claimed and EXITING; we hold the lock.
-        unsafe { hand_over(heap, pool, &mut st) };
+        unsafe { hand_over(heap, pool, &mut st, true) };
         retire_strays(pool, &st, r.token);
         // SAFETY: as above.
         unsafe { park(heap, pool, &mut st) };
@@ -165,7 +177,12 @@ pub(crate) fn reap_dead(pool: &Pool) -> usize {
 /// `FULL` pushes it on the heap's `returned`).
 fn retire_strays(pool: &Pool, st: &PoolState, token: u64) {
     for h in pool.blocks(st) {
-        if h.owner() == token && !h.is_full() && h.try_retire() {
+        if h.owner() != token {
+            continue;
+        }
+        // The dead holder may have died in the middle of an allocation or a free into it.
+        h.recount_local();
+        if !h.is_full() && h.try_retire() {
             h.set_role(crate::block::Role::Full);
         }
     }

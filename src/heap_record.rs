@@ -3,7 +3,9 @@
 //! list hold these records, so the pool depends on this module and never on the heap; the
 //! heap ([`crate::heap`]) keeps its record as its first field.
 //!
-//! Who touches what: `token` is written once, before the heap is registered; `state` by
+//! Who touches what: `token` is written once, before the heap is registered; `holder` and
+//! `holder_base` (shared pools) by each taker before the heap is `Live` for it, and by the
+//! survivor whose CAS on `holder` claims a dead process's heap; `state` by
 //! the transitions of [`HeapState::may_become`] only; `returned` by any thread (lock-free
 //! pushes, the owner or the pool lock holder takes all); `next_abandoned` and the tiny heads
 //! under the pool lock only.

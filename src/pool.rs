@@ -9,7 +9,17 @@
 //!   are decommitted and their units given back to the region;
 //! - the heap registry (id → heap) and the heaps of exited threads.
 //!
-//! Everything here is guarded by one [`SpinLock`] and only slow paths take it. The lock
+//! **Where it lives.** [`Pool`] is this process's view; what every process of a shared
+//! instance sees is [`PoolShared`] and the tables after it, in the instance's state area
+//! ([`place`]): position independent, since a shared region maps at another address in
+//! every process. No absolute address is stored there: blocks are named by unit index,
+//! heap records by [`Link`] (an offset from the state area in a shared pool, an address in
+//! a private one, whose `link_base` is 0), and [`PoolState`] finds its tables at fixed
+//! offsets from itself. A private pool has the same parts in a mapping of its own.
+//!
+//! Everything here is guarded by one lock ([`crate::sync::RawPoolLock`]: a spin lock, or
+//! in a shared pool a robust process-shared mutex whose dead holder's half-done work the
+//! next locker repairs, [`Pool::repair`]) and only slow paths take it. The lock
 //! holder owns every pool-owned block (`owner == 0`): it alone touches their local free
 //! lists. The holder never allocates through the global allocator.
 //!

@@ -13,6 +13,13 @@
 //! `decommitted[u]`; for `u >= bump`, `state(u) == UNUSED`; committed memory = units below
 //! `bump` (commit happens when `bump` passes). All mutation happens under the pool lock
 //! ([`RegionState`] is only reachable through it).
+//!
+//! **Shared regions.** A region shared between processes ([`Region::placed`] with
+//! `shared`) is mapped readable and writable in every process, so nothing is committed;
+//! its unit states and bitmap live in the region's state area, and [`Region`] is this
+//! process's view of them (its base is where this process maps the units). Memory given
+//! back is freed for every process (`MADV_REMOVE`); a unit carved again is not assumed to
+//! read zero (`fresh` is false) unless it was never carved.
 
 use crate::os;
 use crate::sync::{AtomicU8, Ordering};

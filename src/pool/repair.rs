@@ -4,8 +4,8 @@
 //! from what the blocks' headers say, which every step of the slow paths leaves
 //! consistent on its own (a header is written by its owner; the lists only link headers).
 //!
-//! Rebuilt: the counts and run hints of the pool's tiny blocks (served under the lock: see
-//! [`tiny::recount`]), the region's unit states and decommitted bitmap (a unit carved but not yet
+//! Rebuilt: the counts of the pool's blocks (their local lists are the lock holder's: see
+//! [`Header::recount_local`] and [`tiny::recount`]), the region's unit states and decommitted bitmap (a unit carved but not yet
 //! initialised goes back), the lifetime-class lists, the kept empty blocks, the pool's
 //! partial lists, every heap's tiny heads, the abandoned list (from the heaps' states),
 //! and the `emptied` flag. Not touched: what heaps own (their own lists are their
@@ -89,8 +89,12 @@ impl Pool {
                 } else if h.used() < h.capacity() {
                     self.tiny_list(st, h).push(units, h);
                 }
-            } else if !h.is_full() {
-                self.adopt_block(st, h);
+            } else {
+                // Pool-owned blocks' local lists are the lock holder's.
+                h.recount_local();
+                if !h.is_full() {
+                    self.adopt_block(st, h);
+                }
             }
         }
         for h in self.returned.take_all(units) {
