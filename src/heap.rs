@@ -543,12 +543,13 @@ impl Heap {
         unsafe { os::unmap(heap.cast(), len) };
     }
 
-    /// True when this process holds the heap (always in a private pool). A fork child
-    /// inherits references to its parent's heaps of a shared pool (an explicit join made
-    /// before the fork): they are not its own.
+    /// True when this process holds the heap (always in a private pool, whose heaps have
+    /// no holder word). A fork child inherits references to its parent's heaps of a shared
+    /// pool (an explicit join made before the fork): they are not its own. Reads the
+    /// record only (the pool of an orphaned heap is gone).
     pub(crate) fn held_here(&self) -> bool {
-        !self.pool().is_shared()
-            || self.holder.load(Ordering::Acquire) == os::shared_mem::process_word()
+        let holder = self.holder.load(Ordering::Acquire);
+        holder == 0 || holder == os::shared_mem::process_word()
     }
 
     /// In a shared pool: this process holds the heap from now on (see

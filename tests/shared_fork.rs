@@ -228,3 +228,37 @@ fn a_child_does_not_use_the_parents_heap() {
         c.free(q, 64, ());
     }
 }
+
+/// A child inherits the parent's explicit joins (their heaps are the parent's): dropping
+/// its copy of one must leave the parent's heap alone.
+#[test]
+fn a_child_dropping_its_copy_of_a_parents_join_leaves_the_heap_to_the_parent() {
+    let c = Cohort::<()>::shared_anonymous(8 << 20).expect("a shared region");
+    let j = c.join(1).expect("a join");
+    let p = j.malloc(64, ());
+    assert!(!p.is_null());
+    let child = in_child(|| {
+        // SAFETY: the child's copy of the join, dropped once here (the parent's stays).
+        drop(unsafe { std::ptr::read(&j) });
+        let q = c.malloc(64, ());
+        assert!(!q.is_null());
+        // SAFETY: allocated above.
+        unsafe { c.free(q, 64, ()) };
+    });
+    wait_ok(child);
+    let q = j.malloc(64, ());
+    assert_eq!(
+        q as usize,
+        p as usize + 64,
+        "the join's heap still has its current block"
+    );
+    // SAFETY: allocated above through the join.
+    unsafe {
+        j.free(p, 64, ());
+        j.free(q, 64, ());
+    }
+    drop(j);
+    // SAFETY: nobody else uses the region.
+    unsafe { c.verify() }.expect("verifies");
+    assert!(c.is_empty());
+}
