@@ -23,16 +23,18 @@ use crate::tiny;
 
 impl Instance {
     /// The free paths' entry: the class look-up, inlined for sizes up to 1 KiB. A null `p`
-    /// does nothing (as C's free), nor does a zero size; both tests are out of line, so they
-    /// cost the fast path nothing: a zero size wraps past the exact table into
-    /// `free_above_exact`, and a null pointer fails the region-bounds check into
-    /// `free_other`.
+    /// does nothing (as C's free), nor does a zero size with the pointer of a zero-size
+    /// request (any other pointer with size 0 is checked: [`Instance::check_zero_size`]);
+    /// both tests are out of line, so they cost the fast path nothing: a zero size wraps
+    /// past the exact table into `free_above_exact`, and a null pointer fails the
+    /// region-bounds check into `free_other`.
     ///
     /// # Safety
     /// `p` is null, or a live allocation of this instance made with an alignment of
     /// `align`, lifetime class `life` and a size whose usable size `size` does not exceed,
     /// at least the size asked for (as [`Cohort::free`](crate::Cohort::free)).
     #[inline(always)]
+    #[track_caller]
     pub(crate) unsafe fn free_sized<const ABORT: bool, R: Route>(
         &self,
         route: R,
@@ -56,6 +58,7 @@ impl Instance {
     /// # Safety
     /// As [`Instance::free_sized`].
     #[inline(never)]
+    #[track_caller]
     unsafe fn free_above_exact<const ABORT: bool, R: Route>(
         &self,
         route: R,
@@ -65,7 +68,7 @@ impl Instance {
         life: usize,
     ) {
         if size == 0 {
-            return;
+            return self.free_zero_size::<ABORT>(p, life);
         }
         match class_of(size, align) {
             // SAFETY: forwarded contract; class is the size's.
@@ -75,6 +78,48 @@ impl Instance {
             // SAFETY: forwarded contract: a large size.
             None => unsafe { self.free_large::<ABORT>(p, size, life) },
         }
+    }
+
+    /// A free with size 0, which frees nothing: misuse unless `p` is null or the pointer of
+    /// a zero-size request ([`Instance::check_zero_size`]), reported.
+    #[cold]
+    #[inline(never)]
+    fn free_zero_size<const ABORT: bool>(&self, p: *mut u8, life: usize) {
+        if let Err(m) = self.check_zero_size(p, life) {
+            report::<ABORT>(m);
+        }
+    }
+
+    /// The check of a free (or a resize's old allocation) of `p` with size 0, which is
+    /// right for null and for the pointer of a zero-size request, and frees nothing. That
+    /// pointer is the request's alignment ([`Instance::alloc_sized`]), a power of two,
+    /// which never starts a slot: the region starts on a block boundary, so a power of two
+    /// inside it is a block's base, where the block's header lies. Any other pointer that
+    /// lies in the region or starts a large allocation is an allocation (live or freed)
+    /// given size 0: misuse, returned with the block's or the large allocation's class.
+    /// Other pointers are not this allocator's concern with size 0 (left alone, as a zero
+    /// size always was). A large allocation that happens to start at a power of two, given
+    /// size 0, is taken for a zero-size request's pointer: unreported, it stays live. Changes nothing; takes the large table's lock
+    /// for a pointer outside the region.
+    pub(crate) fn check_zero_size(&self, p: *mut u8, life: usize) -> Result<(), Misuse> {
+        if p.is_null() || (p as usize).is_power_of_two() {
+            return Ok(());
+        }
+        let problem = if self.bounds.contains(p) {
+            // SAFETY: p lies in the region, which is readable everywhere; its header mask
+            // finds its block's header (every block has the same size).
+            let h = unsafe { &*header_of(p) };
+            Problem::ZeroSize {
+                block_class: class_held(h),
+                block_life: h.life(),
+            }
+        } else {
+            match self.pool_if_any().and_then(|pool| pool.large.lock().get(p as usize)) {
+                Some((mapped, life)) => Problem::LargeMismatch { mapped, life },
+                None => return Ok(()),
+            }
+        };
+        Err(self.misuse(p, 0, life, problem))
     }
 
     /// The free fast path: the block is the route's heap's (for the thread: its last used
@@ -97,6 +142,7 @@ impl Instance {
     /// As [`Instance::free_sized`], with `class` the class of the size and alignment
     /// `align`.
     #[inline(always)]
+    #[track_caller]
     unsafe fn free_class<const ABORT: bool, R: Route>(
         &self,
         route: R,
@@ -152,6 +198,7 @@ impl Instance {
     /// As [`Instance::free_class`], with `word` as above.
     #[cold]
     #[inline(never)]
+    #[track_caller]
     unsafe fn free_other<const ABORT: bool, R: Route>(
         &self,
         route: R,
@@ -185,6 +232,7 @@ impl Instance {
     /// # Safety
     /// As [`Instance::free_sized`]: `p` is a live allocation of this allocator.
     #[inline(always)]
+    #[track_caller]
     pub(crate) unsafe fn validated_block<const ABORT: bool>(
         &self,
         p: *mut u8,
@@ -220,6 +268,7 @@ impl Instance {
     /// block's key).
     #[cold]
     #[inline(never)]
+    #[track_caller]
     unsafe fn free_remote<const ABORT: bool, R: Route>(
         &self,
         route: R,
@@ -275,6 +324,7 @@ impl Instance {
     /// this instance starts at `p`, it is the caller's to free (nothing uses it after).
     #[cold]
     #[inline(never)]
+    #[track_caller]
     unsafe fn free_large<const ABORT: bool>(&self, p: *mut u8, size: usize, life: usize) {
         if p.is_null() {
             return; // A null free does nothing (see `free_sized`).
@@ -315,13 +365,7 @@ impl Instance {
 
     /// A misuse report of a free (or resize) of `p` with `size` and lifetime class `life`.
     pub(crate) fn misuse(&self, p: *mut u8, size: usize, life: usize, problem: Problem) -> Misuse {
-        Misuse {
-            ptr: p as usize,
-            size,
-            life,
-            problem,
-            life_names: self.life_names,
-        }
+        Misuse::new(p as usize, size, life, problem, self.life_names)
     }
 
     /// What a pointer outside the region is: a large allocation (freed with a small size), or
@@ -337,6 +381,7 @@ impl Instance {
     /// fast path: one `xor`, since the key shares the owner's word and compare.
     #[cold]
     #[inline(never)]
+    #[track_caller]
     fn bad_key<const ABORT: bool>(&self, p: *mut u8, size: usize, class: usize, life: usize) -> ! {
         report::<ABORT>(self.wrong_block(p, size, class, life))
     }
@@ -349,6 +394,7 @@ impl Instance {
     /// As [`Instance::free_sized`].
     #[cold]
     #[inline(never)]
+    #[track_caller]
     unsafe fn bad_key_of_size<const ABORT: bool>(
         &self,
         p: *mut u8,
@@ -368,6 +414,7 @@ impl Instance {
     /// returns, so that the fast path reaches it with a jump and needs no stack frame.)
     #[cold]
     #[inline(never)]
+    #[track_caller]
     fn foreign<const ABORT: bool>(&self, p: *mut u8, size: usize, life: usize) {
         let problem = match self.pool_if_any() {
             Some(pool) => self.foreign_or_large(pool, p),
@@ -379,6 +426,7 @@ impl Instance {
     /// A free of a slot that is already free (typed `()` as [`Instance::foreign`]).
     #[cold]
     #[inline(never)]
+    #[track_caller]
     fn double_free<const ABORT: bool>(&self, p: *mut u8, size: usize, life: usize) {
         report::<ABORT>(self.misuse(p, size, life, Problem::DoubleFree))
     }
@@ -387,11 +435,10 @@ impl Instance {
         let c = &CLASSES[class];
         // SAFETY: only called after the header was found readable.
         let h = unsafe { &*header_of(p) };
-        let block_class = (h.key() != EMPTY_KEY && h.class() < CLASS_COUNT).then(|| h.class());
         let problem = Problem::WrongBlock {
             class,
             stride: c.stride as usize,
-            block_class,
+            block_class: class_held(h),
             block_life: h.life(),
         };
         self.misuse(p, size, life, problem)
@@ -400,6 +447,7 @@ impl Instance {
     /// Checked mode: every check a free can make, before it touches anything
     /// ([`Instance::find_misuse`]); misuse is reported. With `FREEING` (a free), the slot's
     /// live bit is cleared by the check.
+    #[track_caller]
     fn check_free<const ABORT: bool, const FREEING: bool>(
         &self,
         p: *mut u8,
@@ -476,6 +524,12 @@ impl Instance {
         }
         Ok(())
     }
+}
+
+/// The size class block `h` holds, as a misuse report names it: `None` when it holds no
+/// allocations (or its key names no class).
+fn class_held(h: &Header) -> Option<usize> {
+    (h.key() != EMPTY_KEY && h.class() < CLASS_COUNT).then(|| h.class())
 }
 
 /// The mapped length of the live large allocation at `p` when `size` rounds to it and `life`
