@@ -4,8 +4,10 @@
 //! verifies the whole region at the end. Each child runs under an `alarm`, so a lock a dead
 //! or absent holder keeps turns into a failure, not a hang.
 
+mod common;
+
 use cohort::Cohort;
-use std::panic::AssertUnwindSafe;
+use common::processes::{self, wait_ok};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 cohort::lifetime_classes! {
@@ -54,40 +56,24 @@ unsafe fn holds(p: *const u8, size: usize, tag: u64) -> bool {
     (0..size).all(|i| unsafe { p.add(i).read() } == pattern(tag, i))
 }
 
-/// Runs `f` in a child process, which exits 0 when `f` returns and 1 when it panics.
 fn in_child(f: impl FnOnce()) -> libc::pid_t {
-    // SAFETY: the child runs `f` and leaves through `_exit`.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed");
-    if pid == 0 {
-        // SAFETY: alarm has no preconditions.
-        unsafe { libc::alarm(CHILD_TIMEOUT) };
-        let ok = std::panic::catch_unwind(AssertUnwindSafe(f)).is_ok();
-        // SAFETY: leaves the child without running the parent's destructors.
-        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
-    }
-    pid
+    processes::in_child(CHILD_TIMEOUT, f)
 }
 
-fn wait_ok(pid: libc::pid_t) {
-    let mut status = 0;
-    // SAFETY: waits for our own child.
-    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-    assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "child {pid} failed: status {status:#x}"
-    );
+/// `q` is the slot after `p` (the heap that served `p` still has its block), and both are
+/// freed by `free`.
+fn check_next_and_free(p: *mut u8, q: *mut u8, what: &str, free: impl Fn(*mut u8)) {
+    assert_eq!(q as usize, p as usize + 64, "{what}");
+    free(p);
+    free(q);
 }
 
 #[test]
 fn fork_children_allocate_free_each_other_and_verify() {
     let c = Cohort::<Life>::shared_anonymous(1 << 30).expect("a shared region");
-    let mailbox = c.malloc(size_of::<Mailbox>(), Life::Long).cast::<Mailbox>();
+    let mailbox = c.calloc(size_of::<Mailbox>(), Life::Long).cast::<Mailbox>();
     assert!(!mailbox.is_null());
-    // SAFETY: fresh, large enough; zeroed below.
-    unsafe { std::ptr::write_bytes(mailbox.cast::<u8>(), 0, size_of::<Mailbox>()) };
-    // SAFETY: initialised above; the atomics are shared with the children through the
-    // region.
+    // SAFETY: zeroed (valid atomics), shared with the children through the region.
     let mb = unsafe { &*mailbox };
     // The parent's objects, some of which each child frees.
     let parents: Vec<(*mut u8, usize)> = (0..CHILDREN * PER_CHILD)
@@ -216,17 +202,15 @@ fn a_child_does_not_use_the_parents_heap() {
         );
     });
     wait_ok(child);
-    let q = c.malloc(64, ());
-    assert_eq!(
-        q as usize,
-        p as usize + 64,
-        "the parent's block is untouched"
+    check_next_and_free(
+        p,
+        c.malloc(64, ()),
+        "the parent's block is untouched",
+        |x| {
+            // SAFETY: allocated by this test, freed once.
+            unsafe { c.free(x, 64, ()) }
+        },
     );
-    // SAFETY: allocated above.
-    unsafe {
-        c.free(p, 64, ());
-        c.free(q, 64, ());
-    }
 }
 
 /// A child inherits the parent's explicit joins (their heaps are the parent's): dropping
@@ -246,17 +230,11 @@ fn a_child_dropping_its_copy_of_a_parents_join_leaves_the_heap_to_the_parent() {
         unsafe { c.free(q, 64, ()) };
     });
     wait_ok(child);
-    let q = j.malloc(64, ());
-    assert_eq!(
-        q as usize,
-        p as usize + 64,
-        "the join's heap still has its current block"
-    );
-    // SAFETY: allocated above through the join.
-    unsafe {
-        j.free(p, 64, ());
-        j.free(q, 64, ());
-    }
+    let what = "the join's heap still has its current block";
+    check_next_and_free(p, j.malloc(64, ()), what, |x| {
+        // SAFETY: allocated through the join, freed once.
+        unsafe { j.free(x, 64, ()) }
+    });
     drop(j);
     // SAFETY: nobody else uses the region.
     unsafe { c.verify() }.expect("verifies");

@@ -8,8 +8,10 @@
 //! intact, the region verifies, and what is still live is bounded by what the dead
 //! children could hold.
 
+mod common;
+
 use cohort::Cohort;
-use std::panic::AssertUnwindSafe;
+use common::processes::{self, wait_status};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 cohort::lifetime_classes! {
@@ -106,16 +108,8 @@ fn churn(c: &Cohort<Life>, mb: &Mailbox, seed: u64, count_progress: bool) {
             }
             4 | 5 if !held.is_empty() => {
                 let (p, size, tag) = held.swap_remove(r.below(held.len()));
-                let life = if tag & 1 == 1 {
-                    Life::Long
-                } else {
-                    Life::Short
-                };
                 // SAFETY: ours, live, freed once.
-                unsafe {
-                    assert!(intact(p, size, tag), "an object of ours was overwritten");
-                    c.free(p, size, life);
-                }
+                unsafe { check_and_free(c, p, size, tag) };
             }
             6 if !held.is_empty() => {
                 // Deposit an object (Short class, any size) for another process.
@@ -144,48 +138,39 @@ fn churn(c: &Cohort<Life>, mb: &Mailbox, seed: u64, count_progress: bool) {
         }
     }
     for (p, size, tag) in held {
-        let life = if tag & 1 == 1 {
-            Life::Long
-        } else {
-            Life::Short
-        };
         // SAFETY: ours, live, freed once.
-        unsafe {
-            assert!(intact(p, size, tag), "an object of ours was overwritten");
-            c.free(p, size, life);
-        }
+        unsafe { check_and_free(c, p, size, tag) };
+    }
+}
+
+/// Checks the pattern of a child's object (`tag`'s low bit says its lifetime class) and
+/// frees it.
+///
+/// # Safety
+/// `p` is a live allocation of `size` bytes of the caller's, freed by no one else.
+unsafe fn check_and_free(c: &Cohort<Life>, p: *mut u8, size: usize, tag: u64) {
+    let life = if tag & 1 == 1 {
+        Life::Long
+    } else {
+        Life::Short
+    };
+    // SAFETY: the caller's guarantee.
+    unsafe {
+        assert!(intact(p, size, tag), "an object of ours was overwritten");
+        c.free(p, size, life);
     }
 }
 
 fn fork_child(f: impl FnOnce()) -> libc::pid_t {
-    // SAFETY: the child runs `f` and leaves through `_exit`.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed");
-    if pid == 0 {
-        // SAFETY: alarm has no preconditions.
-        unsafe { libc::alarm(TIMEOUT) };
-        let ok = std::panic::catch_unwind(AssertUnwindSafe(f)).is_ok();
-        // SAFETY: leaves the child without the parent's destructors.
-        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
-    }
-    pid
-}
-
-fn wait(pid: libc::pid_t) -> i32 {
-    let mut status = 0;
-    // SAFETY: our own child.
-    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-    status
+    processes::in_child(TIMEOUT, f)
 }
 
 #[test]
 fn kill_9_at_many_points_leaves_the_region_usable_and_consistent() {
     let c = Cohort::<Life>::shared_anonymous(4 << 30).expect("a shared region");
-    let mb = c.malloc(size_of::<Mailbox>(), Life::Long).cast::<Mailbox>();
+    let mb = c.calloc(size_of::<Mailbox>(), Life::Long).cast::<Mailbox>();
     assert!(!mb.is_null());
-    // SAFETY: fresh; all-zero atomics are valid.
-    unsafe { std::ptr::write_bytes(mb.cast::<u8>(), 0, size_of::<Mailbox>()) };
-    // SAFETY: initialised; shared with the children through the region.
+    // SAFETY: zeroed (valid atomics), shared with the children through the region.
     let mbr = unsafe { &*mb };
     let survivor = {
         let c = &c;
@@ -207,7 +192,7 @@ fn kill_9_at_many_points_leaves_the_region_usable_and_consistent() {
         }
         // SAFETY: our own child.
         unsafe { libc::kill(victim, libc::SIGKILL) };
-        let status = wait(victim);
+        let status = wait_status(victim);
         assert!(
             libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL,
             "the victim of round {round} failed before it was killed: {status:#x}"
@@ -243,7 +228,7 @@ fn kill_9_at_many_points_leaves_the_region_usable_and_consistent() {
         }
     }
     mbr.stop.store(1, Ordering::Relaxed);
-    let status = wait(survivor);
+    let status = wait_status(survivor);
     assert!(
         libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
         "the survivor failed: {status:#x}"

@@ -12,14 +12,9 @@ use core::sync::atomic::{AtomicU64, Ordering};
 /// MAP_ANONYMOUS`), aligned to `align`. Null when the OS refuses.
 pub(crate) fn map_shared_anonymous(len: usize, align: usize) -> *mut u8 {
     debug_assert!(align.is_power_of_two() && len.is_multiple_of(align));
-    // Reserve an aligned range of address space, then place the shared mapping over it.
-    let hole = super::reserve(len, align);
-    if hole.is_null() {
-        return hole;
-    }
-    // SAFETY: MAP_FIXED over a reservation this function just made and owns: nothing else
-    // lives in it.
-    let p = unsafe {
+    // SAFETY: MAP_FIXED over the reservation `over_reservation` just made and owns:
+    // nothing else lives in it.
+    over_reservation(len, align, |hole| unsafe {
         libc::mmap(
             hole.cast(),
             len,
@@ -28,7 +23,22 @@ pub(crate) fn map_shared_anonymous(len: usize, align: usize) -> *mut u8 {
             -1,
             0,
         )
-    };
+    })
+}
+
+/// Reserves an aligned range of `len` bytes and lets `place` put a mapping over it
+/// (returning what `mmap` or `mremap` did); unreserves it when `place` fails. Null when
+/// either fails.
+fn over_reservation(
+    len: usize,
+    align: usize,
+    place: impl FnOnce(*mut u8) -> *mut libc::c_void,
+) -> *mut u8 {
+    let hole = super::reserve(len, align);
+    if hole.is_null() {
+        return hole;
+    }
+    let p = place(hole);
     if p == libc::MAP_FAILED {
         // SAFETY: the reservation above, unused.
         unsafe { super::unmap(hole, len) };
@@ -44,13 +54,9 @@ pub(crate) fn map_shared_anonymous(len: usize, align: usize) -> *mut u8 {
 /// `[old, old + len)` is a shared mapping of this process (`MAP_SHARED`), page aligned.
 #[cfg(test)]
 pub(crate) unsafe fn map_again(old: *mut u8, len: usize, align: usize) -> *mut u8 {
-    let hole = super::reserve(len, align);
-    if hole.is_null() {
-        return hole;
-    }
     // SAFETY: `mremap` with an old size of 0 duplicates a shared mapping (the caller's);
     // MREMAP_FIXED places the copy over the reservation just made, which nothing uses.
-    let p = unsafe {
+    over_reservation(len, align, |hole| unsafe {
         libc::mremap(
             old.cast(),
             0,
@@ -58,13 +64,7 @@ pub(crate) unsafe fn map_again(old: *mut u8, len: usize, align: usize) -> *mut u
             libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
             hole.cast::<libc::c_void>(),
         )
-    };
-    if p == libc::MAP_FAILED {
-        // SAFETY: the reservation above, unused.
-        unsafe { super::unmap(hole, len) };
-        return ptr::null_mut();
-    }
-    p.cast()
+    })
 }
 
 /// Frees the memory of a page-aligned range of a shared mapping: every process then reads
