@@ -5,8 +5,10 @@
 //!   slots: blocks abandoned by exited threads, reclaimed full blocks, blocks threads
 //!   without a heap allocate from, and tiny blocks no live heap holds (a heap's tiny blocks
 //!   are pool-owned but listed on the heap's tiny heads, see [`crate::heap`]);
-//! - empty blocks kept committed for reuse by any class, at most [`RETAIN_EMPTY`]; the rest
-//!   are decommitted and their units given back to the region;
+//! - empty blocks kept committed for reuse by any class, at most `retain_blocks` (the
+//!   instance's [`Retention`], by default [`RETAIN_EMPTY`]), each given back once unused for
+//!   the adaptive delay (see `decay` and `empty`); the rest are decommitted and their units
+//!   given back to the region at once;
 //! - the heap registry (id → heap) and the heaps of exited threads.
 //!
 //! **Where it lives.** [`Pool`] is this process's view; what every process of a shared
@@ -47,12 +49,13 @@
 //! Invariants (under the lock): a block is on at most one list linked through its header
 //! (a heap's, `partial[h]` or `retained`); a block on `partial[h]` has key `h`, `owner ==
 //! 0` and holder [`NO_HOLDER`] or [`HEAPLESS`]; a block on `retained` is empty with key
-//! [`EMPTY_KEY`]; `retained_count == |retained| <= RETAIN_EMPTY`; `of_life[l]` = the blocks
+//! [`EMPTY_KEY`]; `retained_count == |retained| <= retain_blocks`; `of_life[l]` = the blocks
 //! with key of lifetime class `l`, each once; `Σ_l |of_life[l]| + |retained|` = the units in
 //! state `BLOCK`.
 
 use crate::block::{BlockList, BlockStack, Header, Links, Role, Units, HEAPLESS, NO_HOLDER};
 use crate::class::{HeadIndex, BLOCK_SIZE, CLASSES};
+use crate::decay::{Decay, Idle, Retention};
 use crate::heap_record::HeapRecord;
 use crate::large::LargeTable;
 use crate::region::{Region, RegionState, UNIT};
@@ -67,8 +70,8 @@ mod heapless;
 pub(crate) mod place;
 mod repair;
 
-/// Empty blocks kept committed.
-pub(crate) const RETAIN_EMPTY: usize = 8;
+/// Empty blocks kept committed by default ([`Retention::DEFAULT`]).
+pub(crate) const RETAIN_EMPTY: usize = Retention::DEFAULT.empty_block_bytes / BLOCK_SIZE;
 /// Blocks of a partial list a heap taking a block looks at for one with freed slots.
 const REUSE_SCAN: usize = 8;
 pub(crate) use crate::block::EMPTY_KEY;
@@ -157,6 +160,9 @@ pub(crate) struct PoolShared {
     pub(crate) lock_repairs: AtomicU64,
     /// Heaps of dead processes taken over (`crate::heap_handover::reap_dead`).
     pub(crate) heaps_reaped: AtomicU64,
+    /// No retained block can be due to go back before this time (a hint read without the
+    /// lock, so that large paths look at empty blocks only when something may be due).
+    decay_at: AtomicU64,
 }
 
 /// Bit 31 of a token prefix: set for a shared region's heaps, never for an instance id
@@ -179,9 +185,14 @@ pub(crate) struct PoolState {
     /// list it is on (linked through [`LifeLinks`]): what `release_class` walks (the
     /// table's offset from this state).
     of_life: usize,
-    /// Empty blocks kept committed (at most [`RETAIN_EMPTY`]).
+    /// Empty blocks kept committed (at most `retain_blocks`).
     retained: BlockList,
     retained_count: usize,
+    /// The most empty blocks kept.
+    retain_blocks: usize,
+    /// When kept blocks go back: the adaptive delay, and the fewest kept in this window.
+    decay: Decay,
+    idle: Idle,
     /// Heaps of exited threads, linked through `HeapRecord::next_abandoned`.
     pub(crate) abandoned: Link,
 }
@@ -231,7 +242,7 @@ impl Pool {
         unsafe {
             (*pool).area = area;
             (*pool).area_len = layout.len;
-            place::format(
+            let formatted = place::format(
                 &*pool,
                 life_count,
                 layout.max_heaps,
@@ -239,6 +250,11 @@ impl Pool {
                 region_state,
                 &layout,
             );
+            debug_assert!(
+                formatted,
+                "a private pool's lock needs nothing of the C library"
+            );
+            (*pool).set_retention(&Retention::from_environment());
         }
         pool
     }
@@ -522,9 +538,18 @@ impl Pool {
             h.set_owner(owner);
             return Some(h);
         }
-        let (base, fresh) = match self.take_retained(st) {
+        // Take before the decay: a block unused for the delay still serves the request that
+        // comes for it.
+        let retained = self.take_retained(st);
+        let now = crate::decay::now();
+        self.decay_empty(st, now);
+        self.decay_large_cache(now);
+        let (base, fresh) = match retained {
             Some(base) => (base, false),
-            None => self.region.carve(&mut st.region)?,
+            None => {
+                st.decay.missed(now);
+                self.region.carve(&mut st.region)?
+            }
         };
         // SAFETY: the block is carved or retained: committed, ours, reachable by nobody.
         let h = unsafe { &*Header::init(base, class, life, owner, fresh) };
@@ -565,6 +590,7 @@ impl Pool {
     fn take_retained(&self, st: &mut PoolState) -> Option<*mut u8> {
         let h = st.retained.pop(self.units())?;
         st.retained_count -= 1;
+        st.idle.taken(st.retained_count);
         Some(h.base())
     }
 
@@ -616,14 +642,15 @@ impl Pool {
     /// Under the lock: gives the memory of a block that is empty and on no list back to
     /// the OS.
     pub(crate) fn give_back_block(&self, st: &mut PoolState, h: &Header) {
-        self.give_block(st, h, 0);
+        self.give_block(st, h, false);
     }
 
-    /// Under the lock: takes a block out of use (empty, on no list): kept for reuse while
-    /// fewer than `retain` are, else given back to the region.
-    fn give_block(&self, st: &mut PoolState, h: &Header, retain: usize) {
+    /// Under the lock: takes a block out of use (empty, on no list): with `keep`, kept for
+    /// reuse while fewer than the bound are (and the delay is not zero), else given back to
+    /// the region.
+    fn give_block(&self, st: &mut PoolState, h: &Header, keep: bool) {
         st.of_life_mut(h.life()).remove(self.life_links(), h);
-        if st.retained_count < retain {
+        if keep && st.retained_count < st.retain_blocks && st.decay.max() > 0 {
             // Frees read the key only to reject stale pointers: they now fail the check.
             h.set_pool_empty();
             st.retained.push(self.units(), h);

@@ -15,9 +15,10 @@
 //! heap slots and the shadow are page multiples; a freshly formatted area's lists are
 //! empty, its registry all zero (no heap), its region state [`RegionState::new`].
 
-use super::{BlockList, Pool, PoolShared, PoolState, MAX_HEAPS};
+use super::{BlockList, Pool, PoolShared, PoolState, MAX_HEAPS, RETAIN_EMPTY};
 use crate::block::BlockStack;
 use crate::class::HeadIndex;
+use crate::decay::{Decay, Idle, Retention};
 use crate::large::LargeTable;
 use crate::os;
 use crate::region::{placed_meta_len, Region, RegionState, UNIT};
@@ -204,6 +205,9 @@ pub(crate) unsafe fn format(
                     of_life: 0,
                     retained: BlockList::new(),
                     retained_count: 0,
+                    retain_blocks: RETAIN_EMPTY,
+                    decay: Decay::new(Retention::DEFAULT.delay_ms()),
+                    idle: Idle::new(),
                     abandoned: 0,
                 }),
                 layout: STATE_LAYOUT,
@@ -217,6 +221,7 @@ pub(crate) unsafe fn format(
                 large: spin_lock(LargeTable::new()),
                 lock_repairs: AtomicU64::new(0),
                 heaps_reaped: AtomicU64::new(0),
+                decay_at: AtomicU64::new(0),
             },
         );
         // The tables' offsets from the state, now that it is in place.
@@ -298,5 +303,8 @@ pub(crate) unsafe fn place(
         unsafe { Pool::destroy(pool) };
         return ptr::null_mut();
     }
+    // The creator's settings of empty-block retention are the region's.
+    // SAFETY: just formatted, ours alone.
+    unsafe { (*pool).set_retention(&Retention::from_environment()) };
     pool
 }

@@ -85,7 +85,7 @@ impl Pool {
                 unsafe { tiny::recount(h) };
                 if h.used() == 0 {
                     st.of_life_mut(h.life()).remove(self.life_links(), h);
-                    self.give_block(st, h, RETAIN_EMPTY);
+                    self.give_block(st, h, true);
                 } else if h.used() < h.capacity() {
                     self.tiny_list(st, h).push(units, h);
                 }
@@ -118,7 +118,7 @@ impl Pool {
     /// Under the lock, in the repair: an empty block (key [`EMPTY_KEY`]) on no list joins
     /// the kept ones, or goes back to the region when enough are kept.
     fn give_block_kept(&self, st: &mut PoolState, h: &Header) {
-        if st.retained_count < RETAIN_EMPTY {
+        if st.retained_count < st.retain_blocks {
             st.retained.push(self.units(), h);
             st.retained_count += 1;
         } else {
