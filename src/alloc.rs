@@ -235,6 +235,11 @@ impl Instance {
         let (Some(len), Some(pool)) = (os::page_round(size), self.pool()) else {
             return ptr::null_mut();
         };
+        // A shared region refuses large allocations (a mapping of this process's own would
+        // be invisible to the others).
+        if pool.is_shared() {
+            return ptr::null_mut();
+        }
         // One clock read serves the cache and the empty blocks.
         let now = crate::decay::now();
         let p = crate::large::allocate::<ZERO>(&pool.large, len, align.max(os::MIN_PAGE), life, now);

@@ -96,6 +96,22 @@ impl BlockReport {
 }
 
 impl<L: Lifetime> Cohort<L> {
+    /// The instance with core `core` (an instance placed in a shared region, built for
+    /// [`Cohort::INSIDE_COUNT`] lifetime classes named [`Cohort::NAMES`]).
+    pub(crate) const fn from_core(core: Instance) -> Self {
+        Cohort {
+            core,
+            scopes: ScopeClaims::new(),
+            _life: PhantomData,
+        }
+    }
+
+    /// The lifetime classes an instance of `Cohort<L>` is built for: `L`'s and the hidden
+    /// ones (see [`crate::lifetime`]).
+    pub(crate) const INSIDE_COUNT: usize = L::COUNT + HIDDEN;
+}
+
+impl<L: Lifetime> Cohort<L> {
     /// An allocator that will reserve [`DEFAULT_RESERVATION`] bytes of address space on its
     /// first allocation. `const`, so it can be a `static` (a `#[global_allocator]`).
     ///
@@ -149,7 +165,7 @@ impl<L: Lifetime> Cohort<L> {
             "1 to MAX_LIFETIME_CLASSES (247) lifetime classes"
         );
         Cohort {
-            core: Instance::new(reservation, exact, L::COUNT + HIDDEN, Self::NAMES),
+            core: Instance::new(reservation, exact, Self::INSIDE_COUNT, Self::NAMES),
             scopes: ScopeClaims::new(),
             _life: PhantomData,
         }
@@ -157,7 +173,7 @@ impl<L: Lifetime> Cohort<L> {
 
     /// Every lifetime class's name by index, the hidden classes' included (see
     /// [`crate::lifetime`]); `""` for a class of `L` without one.
-    const NAMES: &'static [&'static str] = {
+    pub(crate) const NAMES: &'static [&'static str] = {
         let all: &'static [&'static str; 256] = &lifetime::all_names::<L>();
         // At most 256 (past MAX_LIFETIME_CLASSES, `build`'s assertion speaks).
         let n = L::COUNT + HIDDEN;

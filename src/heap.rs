@@ -31,6 +31,7 @@ use crate::class::HeadIndex;
 use crate::heap_record::{HeapRecord, HeapState};
 use crate::os;
 use crate::pool::{Pool, PoolState};
+use crate::sync::Ordering;
 use crate::tiny;
 use core::ops::Deref;
 use core::ptr;
@@ -51,6 +52,14 @@ pub(crate) struct HeapHead<'a> {
 /// `returned`, abandoned link, tiny heads): the pool's registry and abandoned list hold
 /// pointers to records, which [`Heap::of`] turns back into heaps. A heap reads its record's
 /// fields as its own (`Deref`).
+///
+/// In a shared pool the heap lives in the region's state area (its slot `id`, see
+/// `crate::pool::place`), where other processes read its record. The fields after the
+/// record and the current blocks are its holder's: `pool` and `thread_next` are addresses
+/// in the holder process, the current blocks addresses in the holder's mapping of the
+/// region; only the holder uses them, another process reads the current blocks through
+/// [`Heap::current_in`], and whoever takes the heap over rewrites them
+/// ([`Heap::take_over`]). Every other link of a heap is an offset.
 #[repr(C)]
 pub(crate) struct Heap {
     pub(crate) record: HeapRecord,
@@ -154,11 +163,17 @@ impl Heap {
         record.cast()
     }
 
-    /// Maps and registers a new heap. Null when the OS refuses or the registry is full.
+    /// The bytes of a heap and its heads, for `life_count` lifetime classes.
+    pub(crate) fn bytes(life_count: usize) -> usize {
+        let head_bytes = size_of::<*const Header>() + size_of::<BlockList>();
+        size_of::<Heap>() + HeadIndex::count(life_count) * head_bytes
+    }
+
+    /// Maps (or, in a shared pool, places in its heap slot) and registers a new heap. Null
+    /// when the OS refuses or the registry is full.
     pub(crate) fn create(pool: &Pool, instance: u64, group: usize) -> *mut Heap {
         let heads_len = HeadIndex::count(pool.life_count);
-        let head_bytes = size_of::<*const Header>() + size_of::<BlockList>();
-        let Some(len) = os::page_round(size_of::<Heap>() + heads_len * head_bytes) else {
+        let Some(len) = os::page_round(Self::bytes(pool.life_count)) else {
             return ptr::null_mut();
         };
         // The id first: with the registry full, a thread without a heap allocates through
@@ -168,7 +183,12 @@ impl Heap {
         if id == 0 {
             return ptr::null_mut();
         }
-        let heap = os::map(len, os::MIN_PAGE).cast::<Heap>();
+        let slot = pool.heap_slot(id, Self::bytes(pool.life_count));
+        let (heap, mapped_len) = if slot.is_null() {
+            (os::map(len, os::MIN_PAGE).cast::<Heap>(), len)
+        } else {
+            (slot.cast::<Heap>(), 0)
+        };
         if heap.is_null() {
             return heap;
         }
@@ -181,15 +201,15 @@ impl Heap {
                 heap,
                 Heap {
                     record: HeapRecord::new(
-                        instance << 16 | id as u64,
-                        currents(heap).add(heads_len).cast::<BlockList>(),
+                        pool.token_prefix(instance) << 16 | id as u64,
+                        size_of::<Heap>() + heads_len * size_of::<*const Header>(),
                     ),
                     instance,
                     id,
                     group,
                     pool,
                     thread_next: ptr::null_mut(),
-                    mapped_len: len,
+                    mapped_len,
                 },
             );
             for i in 0..heads_len {
@@ -197,6 +217,7 @@ impl Heap {
                 *head.current = empty_block();
                 *head.partial = BlockList::new();
             }
+            (*heap).set_holder(pool);
             pool.publish(id, ptr::addr_of_mut!((*heap).record));
         }
         heap
@@ -402,20 +423,46 @@ impl Heap {
     }
 
     /// Every block this heap owns that is on one of its heads, with `true` for the current
-    /// blocks and `false` for the partial ones.
-    pub(crate) fn for_each_listed(&self, mut f: impl FnMut(&Header, bool)) {
-        let pool = self.pool();
+    /// blocks and `false` for the partial ones, as `pool` (the caller's view of the heap's
+    /// pool: the heap may be another process's) sees them.
+    pub(crate) fn for_each_listed(&self, pool: &Pool, mut f: impl FnMut(&Header, bool)) {
+        let heads = HeadIndex::count(pool.life_count);
         for i in pool.heads() {
             // SAFETY: i is below the head count; the head is only read here.
-            let head = unsafe { head_at(self, self.heads(), i.get()) };
-            if !ptr::eq(*head.current, empty_block()) {
-                // SAFETY: a current block is live.
-                f(unsafe { &**head.current }, true);
+            let head = unsafe { head_at(self, heads, i.get()) };
+            if let Some(h) = self.current_in(pool, *head.current) {
+                f(h, true);
             }
             for h in head.partial.iter(pool.units()) {
                 f(h, false);
             }
         }
+    }
+
+    /// The block a current-block entry of this heap names, seen through `pool` (the
+    /// caller's view): the entry is an address in the holder's mapping, read relative to
+    /// the holder's base (`HeapRecord::holder_base`; in a private pool, or for the holder,
+    /// the caller's own base). `None` for the empty block, or an entry that names no unit
+    /// of the region (the empty block of another process).
+    pub(crate) fn current_in<'p>(
+        &self,
+        pool: &'p Pool,
+        current: *const Header,
+    ) -> Option<&'p Header> {
+        if ptr::eq(current, empty_block()) {
+            return None;
+        }
+        let from = if pool.is_shared() {
+            self.holder_base.load(Ordering::Relaxed) as usize
+        } else {
+            pool.region.base()
+        };
+        let off = (current as usize).wrapping_sub(from);
+        if off >= pool.region.len() || off % crate::region::UNIT != 0 {
+            return None;
+        }
+        // SAFETY: a unit of the region, mapped for the view's life.
+        Some(unsafe { &*((pool.region.base() + off) as *const Header) })
     }
 
     /// Owner only, releasing lifetime class `life`: passes every block of the class on this
@@ -479,15 +526,64 @@ impl Heap {
         matches!(self.state(), HeapState::Live | HeapState::Exiting)
     }
 
-    /// Unmaps a heap nobody references any more.
+    /// Unmaps a heap nobody references any more (a heap in a shared pool's heap area has
+    /// no mapping of its own: nothing to do).
     ///
     /// # Safety
     /// `heap` is a heap no thread, join, list or registry of a live pool reaches.
     pub(crate) unsafe fn unmap(heap: *mut Heap) {
+        // SAFETY: the caller's guarantee; the length is read before the unmap.
+        let len = unsafe { (*heap).mapped_len };
+        if len == 0 {
+            return;
+        }
         #[cfg(test)]
         counts::HEAPS_UNMAPPED_HERE.with(|n| n.set(n.get() + 1));
-        // SAFETY: the caller's guarantee; the length is read before the unmap.
-        unsafe { os::unmap(heap.cast(), (*heap).mapped_len) };
+        // SAFETY: as above.
+        unsafe { os::unmap(heap.cast(), len) };
+    }
+
+    /// True when this process holds the heap (always in a private pool, whose heaps have
+    /// no holder word). A fork child inherits references to its parent's heaps of a shared
+    /// pool (an explicit join made before the fork): they are not its own. Reads the
+    /// record only (the pool of an orphaned heap is gone).
+    pub(crate) fn held_here(&self) -> bool {
+        let holder = self.holder.load(Ordering::Acquire);
+        holder == 0 || holder == os::shared_mem::process_word()
+    }
+
+    /// In a shared pool: this process holds the heap from now on (see
+    /// `HeapRecord::holder`), its current blocks read relative to its base.
+    fn set_holder(&self, pool: &Pool) {
+        if pool.is_shared() {
+            self.holder_base
+                .store(pool.region.base() as u64, Ordering::Relaxed);
+            self.holder
+                .store(os::shared_mem::process_word(), Ordering::Release);
+        }
+    }
+
+    /// A thread or join of `instance` (this process's id of the pool's instance) takes the
+    /// heap, off the abandoned list, under the pool lock: the holder's fields (`pool`,
+    /// `instance`, `group`, `thread_next`, the current blocks, which hold addresses in the
+    /// holder's mapping) are rewritten for the taker, who may be another process. Every
+    /// current block of an abandoned heap is empty ([`crate::heap_handover`]).
+    ///
+    /// # Safety
+    /// `heap` is an abandoned heap of `pool` the caller takes under the pool lock.
+    pub(crate) unsafe fn take_over(heap: *mut Heap, pool: &Pool, instance: u64, group: usize) {
+        // SAFETY: the caller holds the heap exclusively.
+        unsafe {
+            (*heap).pool = pool;
+            (*heap).instance = instance;
+            (*heap).group = group;
+            (*heap).thread_next = ptr::null_mut();
+            (*heap).set_holder(pool);
+            let heads = HeadIndex::count(pool.life_count);
+            for i in 0..heads {
+                *head_at(heap, heads, i).current = empty_block();
+            }
+        }
     }
 
     pub(crate) fn thread_next_reset(&self) {

@@ -3,7 +3,9 @@
 //! list hold these records, so the pool depends on this module and never on the heap; the
 //! heap ([`crate::heap`]) keeps its record as its first field.
 //!
-//! Who touches what: `token` is written once, before the heap is registered; `state` by
+//! Who touches what: `token` is written once, before the heap is registered; `holder` and
+//! `holder_base` (shared pools) by each taker before the heap is `Live` for it, and by the
+//! survivor whose CAS on `holder` claims a dead process's heap; `state` by
 //! the transitions of [`HeapState::may_become`] only; `returned` by any thread (lock-free
 //! pushes, the owner or the pool lock holder takes all); `next_abandoned` and the tiny heads
 //! under the pool lock only.
@@ -25,7 +27,7 @@
 use crate::block::BlockList;
 use crate::block::BlockStack;
 use crate::class::{HeadIndex, CLASSES};
-use crate::sync::{AtomicU8, Ordering};
+use crate::sync::{AtomicU64, AtomicU8, Ordering};
 
 /// The life-cycle state of a heap (see the module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,13 +75,21 @@ pub(crate) struct HeapRecord {
     /// `instance << 16 | id`: unique in the process; `Header::owner` of the heap's blocks.
     pub(crate) token: u64,
     state: AtomicU8,
-    /// Next heap on the pool's abandoned list (under the pool lock).
-    pub(crate) next_abandoned: *mut HeapRecord,
+    /// Next heap on the pool's abandoned list (under the pool lock): its link
+    /// (`crate::pool::Link`, 0 for none).
+    pub(crate) next_abandoned: u64,
     /// Blocks a remote free took out of `FULL` state.
     pub(crate) returned: BlockStack,
-    /// The heap's partial lists, one per head ([`HeadIndex`]); the tiny ones are the pool
-    /// lock's.
-    partials: *mut BlockList,
+    /// In a shared pool: the process holding the heap (its `process_word`: pid and start
+    /// time), written by each taker before the heap is `Live` for it; 0 in a private pool.
+    /// A survivor that finds it dead claims the heap by a CAS on it.
+    pub(crate) holder: AtomicU64,
+    /// The holder's address of the region's first unit: the current blocks, addresses in
+    /// the holder's mapping, are read by another process relative to it.
+    pub(crate) holder_base: AtomicU64,
+    /// The heap's partial lists, one per head ([`HeadIndex`]; the tiny ones are the pool
+    /// lock's): their offset from this record, in the same mapping (position independent).
+    partials: usize,
     /// Loom's atomics, unlike std's, hold no `UnsafeCell`: without this field `&Heap` would
     /// be `Freeze` under loom, and the compiler could assume nothing is written through a
     /// pointer derived from it (it then loses the heads' writes, which follow the heap in
@@ -90,12 +100,14 @@ pub(crate) struct HeapRecord {
 
 impl HeapRecord {
     /// The record of a new heap with token `token` (`Live`), whose partial-list heads are
-    /// at `partials`.
-    pub(crate) fn new(token: u64, partials: *mut BlockList) -> HeapRecord {
+    /// `partials` bytes after the record.
+    pub(crate) fn new(token: u64, partials: usize) -> HeapRecord {
         HeapRecord {
             token,
             state: AtomicU8::new(HeapState::Live as u8),
-            next_abandoned: core::ptr::null_mut(),
+            next_abandoned: 0,
+            holder: AtomicU64::new(0),
+            holder_base: AtomicU64::new(0),
             returned: BlockStack::new(),
             partials,
             #[cfg(loom)]
@@ -147,7 +159,16 @@ impl HeapRecord {
     pub(crate) unsafe fn tiny_list(&self, class: usize, life: usize) -> &mut BlockList {
         debug_assert!(CLASSES[class].is_tiny());
         // SAFETY: in bounds (caller); tiny heads are guarded by the pool lock.
-        unsafe { &mut *self.partials.add(HeadIndex::new(class, life).get()) }
+        unsafe { &mut *self.partial_lists().add(HeadIndex::new(class, life).get()) }
+    }
+
+    /// The heap's partial lists (see `partials`).
+    pub(crate) fn partial_lists(&self) -> *mut BlockList {
+        core::ptr::from_ref(self)
+            .cast::<u8>()
+            .cast_mut()
+            .wrapping_add(self.partials)
+            .cast()
     }
 }
 
@@ -166,7 +187,7 @@ mod tests {
     use super::HeapState::{self, *};
 
     fn record_in(state: HeapState) -> HeapRecord {
-        let r = HeapRecord::new(1 << 16 | 1, core::ptr::null_mut());
+        let r = HeapRecord::new(1 << 16 | 1, 0);
         match state {
             Live => {}
             Exiting => r.transition(Live, Exiting).unwrap(),

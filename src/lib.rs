@@ -31,7 +31,7 @@
 //! | 11 | `alloc`, `free` | the alloc paths (large allocations with them); the free paths and the checks a free makes |
 //! | 12 | `resize` | realloc |
 //! | 13 | `api` | [`Cohort`], its public methods, `GlobalAlloc`, block reports |
-//! | 14 | `handle`, `join`, `stats`, `verify`, `lookup` | allocator handles per lifetime class; explicit joins; statistics; the consistency check; frees and resizes without a size (found from the address) |
+//! | 14 | `handle`, `join`, `stats`, `verify`, `lookup`, `shared` | allocator handles per lifetime class; explicit joins; statistics; the consistency check; frees and resizes without a size (found from the address); instances in memory shared between processes |
 //! | 15 | `release` | releasing a lifetime class, `scope_exclusive`, `compact` |
 //! | 16 | `scope` | a lifetime class released safely on a shared allocator: [`ClassScope`] |
 //! | 17 | `design` | the design as documentation (no code): glossary, invariants, walks |
@@ -153,6 +153,7 @@ not_under_loom! {
     mod stats;
     mod verify;
     mod lookup;
+    mod shared;
     mod release;
     mod scope;
 }
@@ -192,6 +193,8 @@ pub use misuse::{set_misuse_hook, Misuse, Problem};
 pub use release::{Compacted, Released};
 #[cfg(not(loom))]
 pub use scope::{ClassScope, ScopesInUse};
+#[cfg(not(loom))]
+pub use shared::Recoveries;
 #[cfg(not(loom))]
 pub use stats::{ClassStats, HeadStats, Stats, Totals};
 #[cfg(not(loom))]

@@ -25,6 +25,7 @@ compile_error!(
 );
 
 pub(crate) mod env;
+pub(crate) mod shared_mem;
 
 use core::ptr;
 use core::sync::atomic::{AtomicUsize, Ordering};

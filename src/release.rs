@@ -195,7 +195,9 @@ impl<L: Lifetime> Cohort<L> {
             for heap in heap::registered(pool) {
                 // SAFETY: registered heaps stay mapped.
                 let hp = unsafe { &*heap };
-                if hp.held_by_thread(&st) {
+                // (In a shared instance only this process's heaps: `exclusive` says
+                // nothing of other processes.)
+                if hp.held_by_thread(&st) && hp.held_here() {
                     hp.release_life(life, |h, current| r.block(&mut st, h, current));
                 }
             }

@@ -103,6 +103,34 @@ impl Header {
         }
     }
 
+    /// Owner only, for an owner that died at any step of an allocation or a free (a
+    /// shared region's holder killed; its heir is the new owner): makes `used` agree with
+    /// the local free list, `used == slots handed out - |local list|` (a slot popped but
+    /// not counted is then in use: lost, never handed out twice). A broken local list (a
+    /// link off the block's slots or past `bump`, or a cycle) is emptied: its slots are
+    /// lost too. Not for tiny blocks (`crate::tiny::recount`).
+    pub(crate) fn recount_local(&self) {
+        let c = self.geometry();
+        let bump = self.bump.load(Ordering::Relaxed);
+        if c.is_tiny() || bump < c.first || bump > c.limit {
+            return;
+        }
+        let handed_out = (bump - c.first) / c.stride;
+        let (mut n, mut off) = (0, self.free.load(Ordering::Relaxed));
+        while off != 0 {
+            if !c.is_slot(off as usize) || off >= bump || n >= handed_out {
+                self.free.store(0, Ordering::Relaxed);
+                n = 0;
+                break;
+            }
+            n += 1;
+            // SAFETY: `off` is a slot of this block below `bump` (checked above), whose first
+            // four bytes hold its link.
+            off = unsafe { self.base().add(off as usize).cast::<u32>().read() };
+        }
+        self.set_used(handed_out - n);
+    }
+
     /// Who holds the allocations of a pool-owned block, for `release_class`: the id of the
     /// heap that allocates from it (tiny blocks, which the pool owns but serves per heap),
     /// [`HEAPLESS`] (threads without a heap allocated from it), or [`NO_HOLDER`] (the pool:

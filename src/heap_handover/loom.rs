@@ -10,11 +10,12 @@
 //!
 //! Every model names a mutation of `src/` that makes it fail (each was tried, then undone).
 
-use super::{abandon, adopt_or_create, teardown, THREAD_GROUP};
+use super::{abandon, adopt_or_create, reap_dead, teardown, THREAD_GROUP};
 use crate::block::loom::Slots;
 use crate::block::{header_of, Header};
 use crate::class::class_of;
 use crate::heap::Heap;
+use crate::heap_record::HeapState;
 use crate::pool::loom::{
     big_class, block, check, hand_out_all, is_full, slot, test_pool, TestPool, TOKEN,
 };
@@ -269,7 +270,9 @@ fn adopt_races_reclaim() {
         // lists it.
         heap.drain_returned();
         let mut on_heap = 0;
-        heap.for_each_listed(|h, _| on_heap += usize::from(h.base() as usize == base));
+        heap.for_each_listed(&pool, |h, _| {
+            on_heap += usize::from(h.base() as usize == base)
+        });
         let census = check(&pool);
         let on_pool = census.partial.iter().filter(|&&p| p == base).count();
         assert_eq!(
@@ -289,5 +292,99 @@ fn adopt_races_reclaim() {
             pool_serves(&pool, &slots, b, a);
         }
         end(&pool, &[heap]);
+    });
+}
+
+/// The holder word of a process that does not exist (pid 2^22 - 1 with start time 1): a
+/// dead holder to [`reap_dead`].
+const DEAD: u64 = ((1 << 22) - 1) << 40 | 1;
+
+/// A shared pool (its heaps in its state area, reaped when their holder dies) of the
+/// models' size, and a heap of it whose holder is [`DEAD`], with a `FULL` block `b`
+/// ([`full_block`]) and a current block with one live slot; the offset of `b`'s first slot
+/// and its shadow.
+fn dead_heap_with_full_block() -> (
+    Arc<TestPool>,
+    &'static Heap,
+    &'static Header,
+    u32,
+    Arc<Slots>,
+) {
+    let pool = Arc::new(TestPool::shared(6, 1, Heap::bytes(1)));
+    let heap = new_heap(&pool);
+    // SAFETY: a carved block of `pool`, which the model keeps until its end.
+    let b = unsafe { block(full_block(heap)) };
+    let a = slot(b, 0);
+    let slots = Arc::new(Slots::new(&[a]));
+    slots.write(b, a, 1);
+    heap.holder
+        .store(DEAD, loom::sync::atomic::Ordering::Relaxed);
+    (pool, heap, b, a, slots)
+}
+
+/// Two survivors take over the heap of a process that died while it was leaving it
+/// (`Exiting`, so no state transition tells the survivors apart) at once ([`reap_dead`]: a
+/// CAS on the heap's holder word claims it).
+///
+/// Checks: exactly one of them takes it over; the heap ends abandoned and on the pool's
+/// abandoned list once; its current block went to the pool; the pool's invariants hold.
+///
+/// Orderings relied on: the claim's AcqRel CAS on `holder`; the pool lock between the
+/// claimant's hand-over and the other survivor's look at the heap's state.
+///
+/// Fails with: the claim made by a plain store instead of a CAS (both survivors take the
+/// heap over: "taken over once").
+#[test]
+fn two_survivors_take_over_a_dead_processes_heap_once() {
+    model(|| {
+        let (pool, heap, _b, _a, _slots) = dead_heap_with_full_block();
+        heap.transition(HeapState::Live, HeapState::Exiting)
+            .unwrap();
+        let other = {
+            let pool = pool.clone();
+            thread::spawn(move || reap_dead(&pool))
+        };
+        let mine = reap_dead(&pool);
+        let theirs = other.join().unwrap();
+        assert_eq!(mine + theirs, 1, "taken over once");
+        assert!(heap.is_abandoned());
+        {
+            let st = pool.lock();
+            assert_eq!(st.abandoned, pool.link_of(&heap.record), "parked once");
+            assert_eq!(heap.next_abandoned, 0);
+        }
+        check(&pool);
+        // SAFETY: the model's threads are done.
+        unsafe { teardown(&pool) };
+    });
+}
+
+/// A survivor takes over a dead process's heap while another process frees a slot of the
+/// heap's `FULL` block (the free relists the block on the heap's `returned` stack), then
+/// the pool reclaims abandoned heaps' returned blocks.
+///
+/// Checks: the block ends on the pool's partial list exactly once (taken by the
+/// take-over's drain of `returned`, or by the reclaim; left alone by the retirement of
+/// stray blocks, since a free is under way into it), and the pool serves the freed slot
+/// with the freeing thread's payload; the pool's invariants hold.
+///
+/// Orderings relied on: as `exit_races_relist`, and the remote push's
+/// Release against `try_retire`'s CAS in the retirement of strays.
+///
+/// Fails with: `retire_strays` retiring blocks whoever owns them (the dead heap's current
+/// block, just handed to the pool's partial list, is retired there: "a listed block is
+/// not FULL").
+#[test]
+fn a_dead_processes_heap_taken_over_while_its_full_block_is_freed_into() {
+    model(|| {
+        let (pool, _heap, b, a, slots) = dead_heap_with_full_block();
+        let free = free_remotely(&pool, &slots, b.base() as usize, a);
+        reap_dead(&pool);
+        free.join().unwrap();
+        pool.reclaim_abandoned(&mut pool.lock());
+        pool_serves(&pool, &slots, b, a);
+        check(&pool);
+        // SAFETY: the model's threads are done.
+        unsafe { teardown(&pool) };
     });
 }

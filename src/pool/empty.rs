@@ -43,7 +43,7 @@ impl Pool {
             // SAFETY: the shadow covers the region at one bit per byte; blocks are 2 MiB
             // aligned, so their part of it is page aligned.
             unsafe {
-                os::decommit(
+                self.region.clear(
                     (self.region.live_bits as *mut u8).add(base / 8),
                     BLOCK_SIZE / 8,
                 )
@@ -216,8 +216,7 @@ impl Pool {
             return;
         }
         self.emptied.store(1, Ordering::Relaxed);
-        if let Some(mut st) = self.state.try_lock() {
-            self.lock_count.fetch_add(1, Ordering::Relaxed);
+        if let Some(mut st) = self.try_lock() {
             self.give_back_emptied(&mut st);
         }
     }

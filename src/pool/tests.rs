@@ -176,3 +176,49 @@ fn a_full_block_freed_into_comes_back_through_the_returned_stack() {
     assert_eq!(got.base(), h.base());
     assert_eq!(got.live(), got.capacity() - 1);
 }
+
+/// A lock holder that died left the pool's lists half updated (here: a partial list and a
+/// lifetime-class list lost their blocks, the kept empty blocks their count, and a carved
+/// unit was never initialised): the repair rebuilds them all from the blocks' headers, and
+/// gives the uninitialised unit back.
+#[test]
+fn repair_rebuilds_the_lock_guarded_lists_from_the_blocks() {
+    let pool = TestPool::shared(8, 1, 4096);
+    let mut st = pool.lock();
+    let head = HeadIndex::new(class64(), 0);
+    // A pool-owned block with a live slot, on its partial list; a heap's block; an empty
+    // kept block.
+    let owned = pool.take_block(&mut st, class64(), 0, TOKEN).unwrap();
+    let kept = pool.take_block(&mut st, class64(), 0, 0).unwrap();
+    let listed = pool.take_block(&mut st, class64(), 0, 0).unwrap();
+    take_slot(listed);
+    st.partial(head).push(pool.units(), listed);
+    pool.give_empty(&mut st, kept);
+    // A unit carved, never initialised.
+    let (raw, _) = pool.region.carve(&mut st.region).unwrap();
+    // The dead holder's half-done work.
+    *st.partial(head) = BlockList::new();
+    *st.of_life_mut(0) = BlockList::new();
+    st.retained_count = 0;
+    assert_eq!(pool.repair(&mut st), 2, "two blocks in use");
+    let partial: Vec<_> = st
+        .partial(head)
+        .iter(pool.units())
+        .map(|h| h.base())
+        .collect();
+    assert_eq!(partial, [listed.base()], "the pool's block is listed again");
+    let mut in_use = of_life(&pool, &st, 0);
+    in_use.sort_unstable();
+    let mut expect = vec![listed.base() as usize, owned.base() as usize];
+    expect.sort_unstable();
+    assert_eq!(
+        in_use, expect,
+        "both blocks in use are on their class's list"
+    );
+    assert_eq!(Pool::retained_blocks(&st), 1, "the empty block is kept");
+    assert_eq!(
+        pool.region.unit_state(pool.region.unit_of(raw as usize)),
+        UNUSED
+    );
+    assert_eq!(pool.lock_repairs.load(Ordering::Relaxed), 1);
+}

@@ -86,6 +86,7 @@ pub fn malloc_align(size: usize) -> usize {
 }
 
 pub mod objects;
+pub mod processes;
 
 /// The panic message of `f`, which must panic: the report of a misuse.
 pub fn misuse_message(f: impl FnOnce()) -> String {

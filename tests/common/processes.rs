@@ -1,0 +1,39 @@
+//! Child processes for the tests of shared regions: a forked child that runs a closure
+//! under an alarm and leaves through `_exit`, and the wait for it.
+
+use std::panic::AssertUnwindSafe;
+
+/// Runs `f` in a forked child, which exits 0 when `f` returns and 1 when it panics (and
+/// dies of SIGALRM after `timeout` seconds: a wedged lock fails the test, never hangs it).
+/// Returns the child's pid.
+pub fn in_child(timeout: u32, f: impl FnOnce()) -> libc::pid_t {
+    // SAFETY: the child runs `f` and leaves through `_exit`, without the parent's
+    // destructors.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        // SAFETY: alarm has no preconditions.
+        unsafe { libc::alarm(timeout) };
+        let ok = std::panic::catch_unwind(AssertUnwindSafe(f)).is_ok();
+        // SAFETY: as above.
+        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+    }
+    pid
+}
+
+/// Waits for child `pid`; returns its wait status.
+pub fn wait_status(pid: libc::pid_t) -> i32 {
+    let mut status = 0;
+    // SAFETY: waits for our own child.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    status
+}
+
+/// Waits for child `pid` and checks that it exited 0.
+pub fn wait_ok(pid: libc::pid_t) {
+    let status = wait_status(pid);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "child {pid} failed: status {status:#x}"
+    );
+}
