@@ -17,7 +17,7 @@
 //!
 //! | layer | modules | what |
 //! |---|---|---|
-//! | 0 | `class`, `sync`, `os`, `lifetime` | the size-class table and block geometry, checked at compile time; atomics and the lock; every system call; the lifetime-class trait |
+//! | 0 | `class`, `sync`, `os`, `lifetime`, `offset` | the size-class table and block geometry, checked at compile time; atomics and the lock; every system call; the lifetime-class trait; typed offsets into a region |
 //! | 1 | `region`, `large`, `misuse`, `instance_id` | address space carved into blocks; the large-allocation table; what a bad free is and how it is reported; the source of instance ids |
 //! | 2 | `live_bits`, `block` | checked mode's live bit per slot; the block header, its slot lists, remote frees |
 //! | 3 | `tiny` | 1- and 2-byte slots in runs |
@@ -31,7 +31,7 @@
 //! | 11 | `alloc`, `free` | the alloc paths (large allocations with them); the free paths and the checks a free makes |
 //! | 12 | `resize` | realloc |
 //! | 13 | `api` | [`Cohort`], its public methods, `GlobalAlloc`, block reports |
-//! | 14 | `handle`, `join`, `stats`, `verify`, `lookup` | allocator handles per lifetime class; explicit joins; statistics; the consistency check; frees and resizes without a size (found from the address) |
+//! | 14 | `handle`, `join`, `stats`, `verify`, `lookup`, `persist` | allocator handles per lifetime class; explicit joins; statistics; the consistency check; frees and resizes without a size (found from the address); named shared-memory and file regions: header, create / open / leave / destroy, root slots |
 //! | 15 | `release` | releasing a lifetime class, `scope`, `compact` |
 //! | 16 | `design` | the design as documentation (no code): glossary, invariants, walks |
 //!
@@ -96,6 +96,7 @@ macro_rules! not_under_loom {
 pub mod class;
 mod large;
 mod lifetime;
+mod offset;
 mod os;
 mod region;
 mod sync;
@@ -125,6 +126,7 @@ not_under_loom! {
     mod verify;
     mod lookup;
     mod release;
+    mod persist;
 }
 pub mod design;
 
@@ -139,6 +141,9 @@ pub use lifetime::Lifetime;
 pub use lookup::Allocation;
 #[cfg(not(loom))]
 pub use misuse::{Misuse, Problem};
+pub use offset::Off;
+#[cfg(not(loom))]
+pub use persist::{CreateOptions, OpenOptions, Place, RegionError, ROOT_SLOTS};
 #[cfg(not(loom))]
 pub use release::{Compacted, Released};
 #[cfg(not(loom))]

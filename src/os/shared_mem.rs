@@ -124,8 +124,8 @@ impl Fd {
     /// Sets the length (`ftruncate`): the new bytes read zero and take no memory or disk
     /// until written.
     pub fn set_len(&self, len: u64) -> io::Result<()> {
-        let len = libc::off_t::try_from(len)
-            .map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+        let len =
+            libc::off_t::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
         // SAFETY: the descriptor is open.
         check(unsafe { libc::ftruncate(self.0, len) }).map(drop)
     }
@@ -169,7 +169,12 @@ pub fn map_shared_anonymous(len: usize, align: usize) -> *mut u8 {
 /// `len` bytes read-write with `flags` (and `fd`, or -1), at an address aligned to `align`:
 /// an inaccessible reservation of `len + align` bytes holds the place, the mapping replaces
 /// its aligned part, and the rest of the reservation is given back.
-fn map_aligned(len: usize, align: usize, flags: libc::c_int, fd: libc::c_int) -> io::Result<*mut u8> {
+fn map_aligned(
+    len: usize,
+    align: usize,
+    flags: libc::c_int,
+    fd: libc::c_int,
+) -> io::Result<*mut u8> {
     debug_assert!(align.is_power_of_two() && align >= super::MIN_PAGE);
     let over = len
         .checked_add(align)
@@ -300,13 +305,7 @@ pub fn process_start_time(pid: i32) -> Option<u64> {
     let mut filled = 0;
     while filled < buf.len() {
         // SAFETY: reads into the unfilled part of `buf`.
-        let n = unsafe {
-            libc::read(
-                fd.0,
-                buf[filled..].as_mut_ptr().cast(),
-                buf.len() - filled,
-            )
-        };
+        let n = unsafe { libc::read(fd.0, buf[filled..].as_mut_ptr().cast(), buf.len() - filled) };
         if n <= 0 {
             break;
         }
@@ -373,7 +372,11 @@ mod tests {
         // SAFETY: both map `len` bytes of the same object.
         unsafe {
             a.add(len - 1).write_volatile(7);
-            assert_eq!(b.add(len - 1).read_volatile(), 7, "one memory, two addresses");
+            assert_eq!(
+                b.add(len - 1).read_volatile(),
+                7,
+                "one memory, two addresses"
+            );
             unmap_shared(a, len);
             unmap_shared(b, len);
         }
@@ -399,7 +402,11 @@ mod tests {
             }
             let mut status = 0;
             assert_eq!(libc::waitpid(child, &mut status, 0), child);
-            assert_eq!(p.add(len - 1).read_volatile(), 42, "the child's write is seen");
+            assert_eq!(
+                p.add(len - 1).read_volatile(),
+                42,
+                "the child's write is seen"
+            );
             leave(p, len, false).unwrap();
         }
     }
