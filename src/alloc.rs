@@ -228,6 +228,11 @@ impl Instance {
         let (Some(len), Some(pool)) = (os::page_round(size), self.pool()) else {
             return ptr::null_mut();
         };
+        // A shared region refuses large allocations (a mapping of this process's own would
+        // be invisible to the others).
+        if pool.is_shared() {
+            return ptr::null_mut();
+        }
         // Fresh mappings read zero: calloc needs no memset.
         let p = os::map(len, align.max(os::MIN_PAGE));
         if !p.is_null() && !pool.large.lock().insert(p as usize, len, life) {

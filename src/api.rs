@@ -84,6 +84,16 @@ impl BlockReport {
 }
 
 impl<L: Lifetime> Cohort<L> {
+    /// The instance with core `core` (an instance placed in a shared region).
+    pub(crate) const fn from_core(core: Instance) -> Self {
+        Cohort {
+            core,
+            _life: PhantomData,
+        }
+    }
+}
+
+impl<L: Lifetime> Cohort<L> {
     /// An allocator that will reserve [`DEFAULT_RESERVATION`] bytes of address space on its
     /// first allocation. `const`, so it can be a `static` (a `#[global_allocator]`).
     pub const fn new() -> Self {

@@ -5,10 +5,17 @@
 //!
 //! Invariant: the list holds exactly the pools of the instances alive in the process (an
 //! instance pushes its pool when it creates it, under the list's lock, and unregisters it
-//! when it drops), linked through `Pool::fork_next`.
+//! when it drops), linked through `Pool::fork_next` (a field of the process's view).
+//!
+//! A shared pool's locks are not taken: they live in the region, where the parent's
+//! threads (and other processes) go on using them, and the child never inherits a hold of
+//! them (the holder is still the parent's thread, which releases it). The child instead
+//! forgets the heaps its thread held of every shared pool: they stay the parent's, and the
+//! child joins afresh on its first allocation.
 
 use crate::heap_handover;
 use crate::os;
+use crate::per_thread;
 use crate::pool::Pool;
 use crate::sync::{spin_hint, spin_lock, AtomicU8, Ordering, RawSpin, SpinLock};
 use core::ptr;
@@ -70,7 +77,14 @@ pub(crate) fn unregister(pool: *mut Pool) {
     }
 }
 
-fn for_each(list: &List, f: impl Fn(&Pool)) {
+/// True when a pool of the list is a shared region's with token tag `tag`.
+pub(crate) fn has_tag(list: &List, tag: u64) -> bool {
+    let mut found = false;
+    for_each(list, |pool| found |= pool.is_shared() && pool.tag == tag);
+    found
+}
+
+fn for_each(list: &List, mut f: impl FnMut(&Pool)) {
     let mut p = list.0;
     while !p.is_null() {
         // SAFETY: pools on the list are live.
@@ -89,8 +103,10 @@ fn for_each(list: &List, f: impl Fn(&Pool)) {
 unsafe extern "C" fn prepare() {
     let list = INSTANCES.lock();
     for_each(&list, |pool| {
-        core::mem::forget(pool.state.lock());
-        core::mem::forget(pool.large.lock());
+        if !pool.is_shared() {
+            core::mem::forget(pool.state.lock());
+            core::mem::forget(pool.large.lock());
+        }
     });
     core::mem::forget(list);
 }
@@ -107,8 +123,10 @@ unsafe fn unlock_all() {
     unsafe {
         let list = &*INSTANCES.data_ptr();
         for_each(list, |pool| {
-            pool.large.force_unlock();
-            pool.state.force_unlock();
+            if !pool.is_shared() {
+                pool.large.force_unlock();
+                pool.state.force_unlock();
+            }
         });
         INSTANCES.force_unlock();
     }
@@ -123,18 +141,23 @@ unsafe extern "C" fn parent() {
     unsafe { unlock_all() }
 }
 
-/// The `child` handler: revives heaps whose thread was exiting at the fork (no thread of the
-/// child will finish their exit), then releases the locks [`prepare`] kept.
+/// The `child` handler: revives heaps of private pools whose thread was exiting at the fork
+/// (no thread of the child will finish their exit), makes the calling thread forget its
+/// heaps of shared pools (the parent's), then releases the locks [`prepare`] kept.
 ///
 /// # Safety
 /// Called only by `fork()` in the child, after [`prepare`] in the parent, while the
 /// calling thread is the child's only one.
 unsafe extern "C" fn child() {
     // SAFETY: `prepare` locked the list; this thread is the child's only one.
-    for_each(
-        unsafe { &*INSTANCES.data_ptr() },
-        heap_handover::after_fork_in_child,
-    );
+    for_each(unsafe { &*INSTANCES.data_ptr() }, |pool| {
+        if pool.is_shared() {
+            per_thread::forget_pool(pool);
+            pool.after_fork_in_child();
+        } else {
+            heap_handover::after_fork_in_child(pool);
+        }
+    });
     // SAFETY: see unlock_all.
     unsafe { unlock_all() }
 }

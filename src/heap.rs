@@ -154,11 +154,17 @@ impl Heap {
         record.cast()
     }
 
-    /// Maps and registers a new heap. Null when the OS refuses or the registry is full.
+    /// The bytes of a heap and its heads, for `life_count` lifetime classes.
+    pub(crate) fn bytes(life_count: usize) -> usize {
+        let head_bytes = size_of::<*const Header>() + size_of::<BlockList>();
+        size_of::<Heap>() + HeadIndex::count(life_count) * head_bytes
+    }
+
+    /// Maps (or, in a shared pool, places in its heap slot) and registers a new heap. Null
+    /// when the OS refuses or the registry is full.
     pub(crate) fn create(pool: &Pool, instance: u64, group: usize) -> *mut Heap {
         let heads_len = HeadIndex::count(pool.life_count);
-        let head_bytes = size_of::<*const Header>() + size_of::<BlockList>();
-        let Some(len) = os::page_round(size_of::<Heap>() + heads_len * head_bytes) else {
+        let Some(len) = os::page_round(Self::bytes(pool.life_count)) else {
             return ptr::null_mut();
         };
         // The id first: with the registry full, a thread without a heap allocates through
@@ -168,7 +174,12 @@ impl Heap {
         if id == 0 {
             return ptr::null_mut();
         }
-        let heap = os::map(len, os::MIN_PAGE).cast::<Heap>();
+        let slot = pool.heap_slot(id, Self::bytes(pool.life_count));
+        let (heap, mapped_len) = if slot.is_null() {
+            (os::map(len, os::MIN_PAGE).cast::<Heap>(), len)
+        } else {
+            (slot.cast::<Heap>(), 0)
+        };
         if heap.is_null() {
             return heap;
         }
@@ -181,15 +192,15 @@ impl Heap {
                 heap,
                 Heap {
                     record: HeapRecord::new(
-                        instance << 16 | id as u64,
-                        currents(heap).add(heads_len).cast::<BlockList>(),
+                        pool.token_prefix(instance) << 16 | id as u64,
+                        size_of::<Heap>() + heads_len * size_of::<*const Header>(),
                     ),
                     instance,
                     id,
                     group,
                     pool,
                     thread_next: ptr::null_mut(),
-                    mapped_len: len,
+                    mapped_len,
                 },
             );
             for i in 0..heads_len {
@@ -479,15 +490,43 @@ impl Heap {
         matches!(self.state(), HeapState::Live | HeapState::Exiting)
     }
 
-    /// Unmaps a heap nobody references any more.
+    /// Unmaps a heap nobody references any more (a heap in a shared pool's heap area has
+    /// no mapping of its own: nothing to do).
     ///
     /// # Safety
     /// `heap` is a heap no thread, join, list or registry of a live pool reaches.
     pub(crate) unsafe fn unmap(heap: *mut Heap) {
+        // SAFETY: the caller's guarantee; the length is read before the unmap.
+        let len = unsafe { (*heap).mapped_len };
+        if len == 0 {
+            return;
+        }
         #[cfg(test)]
         counts::HEAPS_UNMAPPED_HERE.with(|n| n.set(n.get() + 1));
-        // SAFETY: the caller's guarantee; the length is read before the unmap.
-        unsafe { os::unmap(heap.cast(), (*heap).mapped_len) };
+        // SAFETY: as above.
+        unsafe { os::unmap(heap.cast(), len) };
+    }
+
+    /// A thread or join of `instance` (this process's id of the pool's instance) takes the
+    /// heap, off the abandoned list, under the pool lock: the holder's fields (`pool`,
+    /// `instance`, `group`, `thread_next`, the current blocks, which hold addresses in the
+    /// holder's mapping) are rewritten for the taker, who may be another process. Every
+    /// current block of an abandoned heap is empty ([`crate::heap_handover`]).
+    ///
+    /// # Safety
+    /// `heap` is an abandoned heap of `pool` the caller takes under the pool lock.
+    pub(crate) unsafe fn take_over(heap: *mut Heap, pool: &Pool, instance: u64, group: usize) {
+        // SAFETY: the caller holds the heap exclusively.
+        unsafe {
+            (*heap).pool = pool;
+            (*heap).instance = instance;
+            (*heap).group = group;
+            (*heap).thread_next = ptr::null_mut();
+            let heads = HeadIndex::count(pool.life_count);
+            for i in 0..heads {
+                *head_at(heap, heads, i).current = empty_block();
+            }
+        }
     }
 
     pub(crate) fn thread_next_reset(&self) {

@@ -7,7 +7,6 @@
 //! path takes the pool lock but never allocates.
 
 use crate::heap::{empty_block, head_at, registered, Heap};
-use crate::heap_record::HeapRecord;
 use crate::heap_record::HeapState::{Abandoned, Exiting, Live, Orphaned};
 use crate::pool::Pool;
 use crate::sync::spin_hint;
@@ -54,7 +53,7 @@ pub(crate) unsafe fn abandon(heap: *mut Heap) {
     // SAFETY: the pool lock is held; the abandoned list owns the heap from now on.
     unsafe { (*heap).record.next_abandoned = st.abandoned };
     // SAFETY: as above.
-    st.abandoned = unsafe { ptr::addr_of_mut!((*heap).record) };
+    st.abandoned = pool.link_of(unsafe { ptr::addr_of!((*heap).record) });
     // Only this thread moves an EXITING heap (teardown waits for it).
     let left = hp.transition(Exiting, Abandoned);
     debug_assert!(left.is_ok(), "an exiting heap changed hands: {left:?}");
@@ -64,6 +63,9 @@ pub(crate) unsafe fn abandon(heap: *mut Heap) {
     #[cfg(test)]
     hooks::after_abandoned(pool);
     drop(st);
+    // SAFETY: the heap was this process's reference to a shared pool (`adopt_or_create`
+    // took it); nothing here uses the pool or the heap after.
+    unsafe { Pool::release(pool) };
 }
 
 /// In a child process after `fork()`, with the pool lock held: every heap that was exiting
@@ -112,58 +114,63 @@ pub(crate) unsafe fn teardown(pool: &Pool) {
 /// same group if there is one (its blocks were last used there); else, for a thread, any
 /// abandoned heap, and for an explicit join, one a thread left; else a new one; else (no
 /// new heap can be had) any abandoned heap.
+/// A shared pool's view counts the heap as one of this process's references to it
+/// ([`Pool::hold`]; [`abandon`] releases it).
 pub(crate) fn adopt_or_create(pool: &Pool, instance: u64, group: usize) -> *mut Heap {
-    let heap = adopt(pool, group, false);
-    if !heap.is_null() {
-        return heap;
+    let mut heap = adopt(pool, instance, group, false);
+    if heap.is_null() {
+        heap = Heap::create(pool, instance, group);
     }
-    let heap = Heap::create(pool, instance, group);
-    if !heap.is_null() {
-        return heap;
+    if heap.is_null() {
+        // No new heap (the registry is full, or the OS refused): any abandoned heap,
+        // whatever its group, rather than none while heaps sit idle (joins that each bring
+        // a new hint would otherwise fill the registry and be refused for good).
+        heap = adopt(pool, instance, group, true);
     }
-    // No new heap (the registry is full, or the OS refused): any abandoned heap, whatever
-    // its group, rather than none while heaps sit idle (joins that each bring a new hint
-    // would otherwise fill the registry and be refused for good).
-    adopt(pool, group, true)
+    if !heap.is_null() {
+        pool.hold();
+    }
+    heap
 }
 
 /// Takes an abandoned heap for a thread or join of `group`, as [`adopt_or_create`] says;
 /// with `any`, the first abandoned heap of whatever group. Null when there is none.
-fn adopt(pool: &Pool, group: usize, any: bool) -> *mut Heap {
-    {
-        let mut st = pool.lock();
-        // SAFETY: abandoned heaps are owned by the pool lock, which we hold; the walk and
-        // the unlink touch only their `next_abandoned` links.
-        unsafe {
-            let group_of = |r: *mut HeapRecord| (*Heap::of(r)).group;
-            let mut at: *mut *mut HeapRecord = &mut st.abandoned;
-            while !(*at).is_null() && group_of(*at) != group {
-                at = &mut (**at).next_abandoned;
-            }
-            if (*at).is_null() {
-                at = &mut st.abandoned;
-                while !any
-                    && group != THREAD_GROUP
-                    && !(*at).is_null()
-                    && group_of(*at) != THREAD_GROUP
-                {
-                    at = &mut (**at).next_abandoned;
-                }
-            }
-            let record = *at;
-            if !record.is_null() {
-                *at = (*record).next_abandoned;
-                (*record).next_abandoned = ptr::null_mut();
-                let heap = Heap::of(record);
-                (*heap).group = group;
-                // Abandoned heaps change hands only under the pool lock, which we hold.
-                let taken = (*record).transition(Abandoned, Live);
-                debug_assert!(taken.is_ok(), "an abandoned heap changed hands: {taken:?}");
-                return heap;
+fn adopt(pool: &Pool, instance: u64, group: usize, any: bool) -> *mut Heap {
+    let mut st = pool.lock();
+    // SAFETY: abandoned heaps are owned by the pool lock, which we hold; the walk and the
+    // unlink touch only their `next_abandoned` links.
+    unsafe {
+        let group_of = |link| (*Heap::of(pool.record_at(link))).group;
+        let next_of = |link| (*pool.record_at(link)).next_abandoned;
+        // The link before the chosen heap's (0: the list's head) and the chosen heap's.
+        let (mut before, mut at) = (0, st.abandoned);
+        while at != 0 && group_of(at) != group {
+            (before, at) = (at, next_of(at));
+        }
+        if at == 0 {
+            (before, at) = (0, st.abandoned);
+            while !any && group != THREAD_GROUP && at != 0 && group_of(at) != THREAD_GROUP {
+                (before, at) = (at, next_of(at));
             }
         }
+        if at == 0 {
+            return ptr::null_mut();
+        }
+        let record = pool.record_at(at);
+        let next = (*record).next_abandoned;
+        if before == 0 {
+            st.abandoned = next;
+        } else {
+            (*pool.record_at(before)).next_abandoned = next;
+        }
+        (*record).next_abandoned = 0;
+        let heap = Heap::of(record);
+        Heap::take_over(heap, pool, instance, group);
+        // Abandoned heaps change hands only under the pool lock, which we hold.
+        let taken = (*record).transition(Abandoned, Live);
+        debug_assert!(taken.is_ok(), "an abandoned heap changed hands: {taken:?}");
+        heap
     }
-    ptr::null_mut()
 }
 
 /// An explicit join (not tied to the calling thread): a heap of concurrency group `group`.

@@ -73,13 +73,14 @@ pub(crate) struct HeapRecord {
     /// `instance << 16 | id`: unique in the process; `Header::owner` of the heap's blocks.
     pub(crate) token: u64,
     state: AtomicU8,
-    /// Next heap on the pool's abandoned list (under the pool lock).
-    pub(crate) next_abandoned: *mut HeapRecord,
+    /// Next heap on the pool's abandoned list (under the pool lock): its link
+    /// (`crate::pool::Link`, 0 for none).
+    pub(crate) next_abandoned: u64,
     /// Blocks a remote free took out of `FULL` state.
     pub(crate) returned: BlockStack,
-    /// The heap's partial lists, one per head ([`HeadIndex`]); the tiny ones are the pool
-    /// lock's.
-    partials: *mut BlockList,
+    /// The heap's partial lists, one per head ([`HeadIndex`]; the tiny ones are the pool
+    /// lock's): their offset from this record, in the same mapping (position independent).
+    partials: usize,
     /// Loom's atomics, unlike std's, hold no `UnsafeCell`: without this field `&Heap` would
     /// be `Freeze` under loom, and the compiler could assume nothing is written through a
     /// pointer derived from it (it then loses the heads' writes, which follow the heap in
@@ -90,12 +91,12 @@ pub(crate) struct HeapRecord {
 
 impl HeapRecord {
     /// The record of a new heap with token `token` (`Live`), whose partial-list heads are
-    /// at `partials`.
-    pub(crate) fn new(token: u64, partials: *mut BlockList) -> HeapRecord {
+    /// `partials` bytes after the record.
+    pub(crate) fn new(token: u64, partials: usize) -> HeapRecord {
         HeapRecord {
             token,
             state: AtomicU8::new(HeapState::Live as u8),
-            next_abandoned: core::ptr::null_mut(),
+            next_abandoned: 0,
             returned: BlockStack::new(),
             partials,
             #[cfg(loom)]
@@ -147,7 +148,16 @@ impl HeapRecord {
     pub(crate) unsafe fn tiny_list(&self, class: usize, life: usize) -> &mut BlockList {
         debug_assert!(CLASSES[class].is_tiny());
         // SAFETY: in bounds (caller); tiny heads are guarded by the pool lock.
-        unsafe { &mut *self.partials.add(HeadIndex::new(class, life).get()) }
+        unsafe { &mut *self.partial_lists().add(HeadIndex::new(class, life).get()) }
+    }
+
+    /// The heap's partial lists (see `partials`).
+    pub(crate) fn partial_lists(&self) -> *mut BlockList {
+        core::ptr::from_ref(self)
+            .cast::<u8>()
+            .cast_mut()
+            .wrapping_add(self.partials)
+            .cast()
     }
 }
 
@@ -166,7 +176,7 @@ mod tests {
     use super::HeapState::{self, *};
 
     fn record_in(state: HeapState) -> HeapRecord {
-        let r = HeapRecord::new(1 << 16 | 1, core::ptr::null_mut());
+        let r = HeapRecord::new(1 << 16 | 1, 0);
         match state {
             Live => {}
             Exiting => r.transition(Live, Exiting).unwrap(),

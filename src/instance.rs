@@ -9,6 +9,14 @@
 //! unique in the process, see [`crate::instance_id`]); `slot` is 0, or `slot_of(instance)`
 //! once the id is taken (so `slot < per_thread::SLOTS`); once `pool` is published, `bounds`
 //! are the region's, written before the publication.
+//!
+//! **Placed instances.** An instance may also live in memory it is given
+//! ([`Instance::placed`]): a region shared between processes, whose state area holds
+//! everything the processes share (see `crate::pool::place`). Its pool exists from the
+//! start; its drop is this process's leave (the region and what other processes hold of it
+//! stay), not a teardown: the calling thread's heap of it is abandoned into the region at
+//! once, other threads' heaps of it when they exit, and the last of them unmaps this
+//! process's mapping ([`Pool::release`]).
 
 use crate::class::BLOCK_SIZE;
 use crate::fork;
@@ -16,7 +24,10 @@ use crate::heap_handover;
 use crate::instance_id::{MAX_INSTANCES, NEXT_INSTANCE};
 use crate::os;
 use crate::per_thread;
-use crate::pool::Pool;
+use crate::heap::Heap;
+use crate::pool::place::{self, Layout, SharedParts};
+use crate::pool::{Leave, Pool};
+use crate::region::UNIT;
 use crate::sync::{AtomicPtr, AtomicU64, Ordering};
 use core::cell::UnsafeCell;
 use core::fmt;
@@ -165,20 +176,8 @@ impl Instance {
         if pool.is_null() {
             return None;
         }
-        // Ids are taken under the list lock: the test above still holds.
-        let id = NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed);
-        fork::push(&mut list, pool);
-        // SAFETY: the pool was just created, not yet shared; this thread holds the instance
-        // list's lock, under which every initialisation runs, so it is the only writer of the
-        // bounds, and it writes them before publishing the pool (see RegionBounds).
-        unsafe {
-            let region = &(*pool).region;
-            self.bounds.set(region.base(), region.len());
-        }
-        self.instance.store(id, Ordering::Relaxed);
-        self.slot
-            .store(per_thread::slot_of(id) as u64, Ordering::Relaxed);
-        self.pool.store(pool, Ordering::Release);
+        // SAFETY: just created, not yet shared; we hold the list's lock.
+        unsafe { self.publish(&mut list, pool) };
         // SAFETY: just created; lives until the instance drops.
         Some(unsafe { &*pool })
     }
@@ -229,6 +228,141 @@ impl Instance {
     }
 }
 
+/// The layout version of a shared region's state area: a region whose header names another
+/// was formatted by an incompatible build and must not be opened.
+pub(crate) const STATE_LAYOUT: u32 = 1;
+
+/// Where a shared instance lives: the region's mapping in this process and the offsets of
+/// its parts (see `crate::pool::place`): `[base + state_offset, + state_len)` is the state
+/// area, `[base + blocks_offset, + unit_count * UNIT)` the blocks.
+pub(crate) struct Placement {
+    /// The mapping's first byte, aligned to a unit (2 MiB).
+    pub(crate) base: *mut u8,
+    /// The mapping's length.
+    pub(crate) len: usize,
+    pub(crate) state_offset: usize,
+    /// [`state_len`] of the geometry.
+    pub(crate) state_len: usize,
+    /// A multiple of the unit past the state area.
+    pub(crate) blocks_offset: usize,
+    pub(crate) unit_count: usize,
+    /// True for a region being created (its state area reads zero): it is formatted;
+    /// else it is attached as it is.
+    pub(crate) is_new: bool,
+    /// Passed to `unmap` when this process lets the region go.
+    pub(crate) sync_on_leave: bool,
+    /// Unmaps the region from this process: `unmap(base, len, sync_on_leave)`.
+    pub(crate) unmap: unsafe fn(*mut u8, usize, bool),
+}
+
+/// The bytes of a shared region's state area for `unit_count` units of blocks and
+/// `life_count` lifetime classes, in checked mode or not: a multiple of the page. `None`
+/// when it would not fit in the address space.
+pub(crate) fn state_len(unit_count: usize, life_count: usize, checked: bool) -> Option<usize> {
+    Layout::new(unit_count, life_count, Some(shared_parts(life_count, checked))).map(|l| l.len)
+}
+
+fn shared_parts(life_count: usize, checked: bool) -> SharedParts {
+    SharedParts {
+        heap_stride: Heap::bytes(life_count),
+        checked,
+    }
+}
+
+impl Instance {
+    /// An instance in the shared region `p` describes (see [`Placement`]), for `life_count`
+    /// lifetime classes: a new region is formatted, an existing one attached. `None` when
+    /// the placement is inconsistent (misaligned, parts overlapping or past the mapping,
+    /// `state_len` not [`state_len`]'s), when an attached region's state disagrees with
+    /// the geometry, when this process already has an instance of that region (or of one
+    /// with the same token tag: one in 2^31 per pair of regions), or when the OS refuses
+    /// memory for the view. The region is left untouched unless it is new. On `None` the
+    /// caller still owns the mapping.
+    ///
+    /// # Safety
+    /// `[p.base, p.base + p.len)` is mapped shared and readable and writable for as long as
+    /// the instance (and any heap of it this process's threads hold) lives, then unmapped
+    /// only by `p.unmap`; when `p.is_new` it reads zero and no other process uses it yet;
+    /// otherwise its state area was formatted by this function with the same geometry.
+    pub(crate) unsafe fn placed(
+        p: Placement,
+        life_count: usize,
+        life_names: &'static [&'static str],
+    ) -> Option<Instance> {
+        let layout = Layout::new(p.unit_count, life_count, Some(shared_parts(life_count, CHECKED)))?;
+        let blocks_len = p.unit_count.checked_mul(UNIT)?;
+        let fits = p.base as usize % UNIT == 0
+            && p.unit_count > 0
+            && p.blocks_offset % UNIT == 0
+            && p.state_len == layout.len
+            && p.state_offset % os::MIN_PAGE == 0
+            && p.state_offset.checked_add(layout.len)? <= p.blocks_offset
+            && p.blocks_offset.checked_add(blocks_len)? <= p.len;
+        if !fits {
+            return None;
+        }
+        let instance = Instance::new(p.len, true, life_count, life_names);
+        let mut list = fork::lock_list();
+        if !os::page_size_supported() || NEXT_INSTANCE.load(Ordering::Relaxed) >= MAX_INSTANCES {
+            return None;
+        }
+        // SAFETY: the caller's guarantees; the parts lie in the mapping (checked above).
+        let pool = unsafe {
+            place::place(
+                p.base.add(p.blocks_offset),
+                p.unit_count,
+                p.base.add(p.state_offset),
+                &layout,
+                life_count,
+                shared_parts(life_count, CHECKED),
+                p.is_new,
+            )
+        };
+        if pool.is_null() {
+            return None;
+        }
+        // SAFETY: the view was just built and is ours.
+        let view = unsafe { &mut *pool };
+        if fork::has_tag(&list, view.tag) {
+            // SAFETY: ours, unused; the region's state is untouched by an attach.
+            unsafe { Pool::destroy(pool) };
+            return None;
+        }
+        view.leave = Some(Leave {
+            unmap: p.unmap,
+            base: p.base,
+            len: p.len,
+            sync: p.sync_on_leave,
+        });
+        // SAFETY: as in `init_pool`: the pool is not shared with any thread yet.
+        unsafe { instance.publish(&mut list, pool) };
+        Some(instance)
+    }
+
+    /// Gives the instance its id and `pool`, published after the bounds (see
+    /// [`RegionBounds`]).
+    ///
+    /// # Safety
+    /// `pool` is fresh and this instance has none yet; the caller holds the instance
+    /// list's lock `list`.
+    unsafe fn publish(&self, list: &mut fork::List, pool: *mut Pool) {
+        // Ids are taken under the list lock: the caller's test of MAX_INSTANCES still holds.
+        let id = NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed);
+        fork::push(list, pool);
+        // SAFETY: the pool was just created, not yet shared; this thread holds the instance
+        // list's lock, under which every initialisation runs, so it is the only writer of the
+        // bounds, and it writes them before publishing the pool (see RegionBounds).
+        unsafe {
+            let region = &(*pool).region;
+            self.bounds.set(region.base(), region.len());
+        }
+        self.instance.store(id, Ordering::Relaxed);
+        self.slot
+            .store(per_thread::slot_of(id) as u64, Ordering::Relaxed);
+        self.pool.store(pool, Ordering::Release);
+    }
+}
+
 impl Drop for Instance {
     fn drop(&mut self) {
         let pool = *self.pool.get_mut();
@@ -236,6 +370,22 @@ impl Drop for Instance {
             return;
         }
         fork::unregister(pool);
+        // SAFETY: a published pool lives until the instance drops.
+        if unsafe { (*pool).is_shared() } {
+            // A leave: the calling thread's heap goes back to the region now; other threads'
+            // go when they exit, each releasing its reference to the view.
+            let own = per_thread::leave_own(self.instance_id());
+            // SAFETY: `&mut self`: no thread uses this instance any more; the calling
+            // thread's heap of it is off its list and used no more; the instance's
+            // reference is released last.
+            unsafe {
+                if !own.is_null() {
+                    heap_handover::abandon(own);
+                }
+                Pool::release(pool);
+            }
+            return;
+        }
         // SAFETY: `&mut self`: no thread uses this instance any more, so its heaps can be
         // detached and its memory released.
         unsafe {

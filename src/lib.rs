@@ -31,7 +31,7 @@
 //! | 11 | `alloc`, `free` | the alloc paths (large allocations with them); the free paths and the checks a free makes |
 //! | 12 | `resize` | realloc |
 //! | 13 | `api` | [`Cohort`], its public methods, `GlobalAlloc`, block reports |
-//! | 14 | `handle`, `join`, `stats`, `verify`, `lookup`, `persist` | allocator handles per lifetime class; explicit joins; statistics; the consistency check; frees and resizes without a size (found from the address); named shared-memory and file regions: header, create / open / leave / destroy, root slots |
+//! | 14 | `handle`, `join`, `stats`, `verify`, `lookup`, `shared`, `persist` | allocator handles per lifetime class; explicit joins; statistics; the consistency check; frees and resizes without a size (found from the address); instances in memory shared between processes; named shared-memory and file regions: header, create / open / leave / destroy, root slots |
 //! | 15 | `release` | releasing a lifetime class, `scope`, `compact` |
 //! | 16 | `design` | the design as documentation (no code): glossary, invariants, walks |
 //!
@@ -125,6 +125,7 @@ not_under_loom! {
     mod stats;
     mod verify;
     mod lookup;
+    mod shared;
     mod release;
     mod persist;
 }

@@ -378,6 +378,44 @@ pub(crate) fn find_own(instance_wanted: u64) -> *mut Heap {
         .unwrap_or(ptr::null_mut())
 }
 
+/// Takes the calling thread's heap of `instance` off its list and out of its entries, and
+/// returns it (null when it has none): the thread leaves it (a shared instance's drop).
+pub(crate) fn leave_own(instance: u64) -> *mut Heap {
+    unlink_own(|heap| heap.instance == instance)
+}
+
+/// In a child process after `fork()`: the calling thread forgets its heaps of the shared
+/// pool `pool` (they are the parent's, which goes on using them), and joins afresh on its
+/// next allocation.
+pub(crate) fn forget_pool(pool: &Pool) {
+    while !unlink_own(|heap| ptr::eq(heap.pool(), pool)).is_null() {}
+}
+
+/// Takes the first heap of the calling thread's list that `is` accepts off the list and
+/// out of the thread's entries, and returns it (null when none).
+fn unlink_own(is: impl Fn(&Heap) -> bool) -> *mut Heap {
+    with_owned(|owned| {
+        let mut at: *mut *mut Heap = owned.first.as_ptr();
+        loop {
+            // SAFETY: `at` is the list's head or the link of a heap on it; heaps on the
+            // thread's list stay mapped while on it, and only this thread touches the links.
+            let heap = unsafe { *at };
+            // SAFETY: as above.
+            if heap.is_null() || is(unsafe { &*heap }) {
+                if !heap.is_null() {
+                    // SAFETY: as above.
+                    unsafe { *at = (*heap).thread_next };
+                    forget_heap(heap);
+                }
+                return heap;
+            }
+            // SAFETY: a mapped heap of the list.
+            at = unsafe { ptr::addr_of_mut!((*heap).thread_next) };
+        }
+    })
+    .unwrap_or(ptr::null_mut())
+}
+
 /// Releases the calling thread's heaps of dropped instances (after an instance drop).
 pub(crate) fn unmap_orphans() {
     // Instance 0 is never used: the walk meets every heap.

@@ -47,15 +47,14 @@ use crate::heap_record::HeapRecord;
 use crate::large::LargeTable;
 use crate::region::{Region, RegionState, UNIT};
 use crate::sync::RawSpin;
-use crate::sync::{
-    fence, spin_lock, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, Ordering, SpinLock,
-};
+use crate::sync::{fence, AtomicU32, AtomicU64, AtomicU8, Ordering, SpinLock};
 use crate::{os, tiny};
 use core::ptr;
 use lock_api::MutexGuard;
 
 mod empty;
 mod heapless;
+pub(crate) mod place;
 
 /// Empty blocks kept committed.
 pub(crate) const RETAIN_EMPTY: usize = 8;
@@ -73,138 +72,264 @@ pub(crate) const MAX_HEAPS: usize = 8;
 // One unit of the region holds one block.
 const _: () = assert!(BLOCK_SIZE == UNIT);
 
-/// The pool of one allocator instance.
+/// The pool of one allocator instance, as this process sees it: a per-process view (the
+/// region's bounds here, the addresses of the tables) of the state every process of the
+/// instance shares, [`PoolShared`], which it derefs to. A private instance's state is in a
+/// mapping of its own; a shared one's is in the region's state area ([`place`]).
 pub(crate) struct Pool {
     pub(crate) region: Region,
+    shared: *const PoolShared,
+    /// Heap id → [`Link`] of its record (0: none; id 0 is never used).
+    heaps: *const AtomicU64,
+    /// `[next, prev]` per unit: the links of [`PoolState::of_life`] (see [`LifeLinks`]).
+    life_links: *const [AtomicU32; 2],
+    /// What a [`Link`] counts from: 0 in a private instance (a link is an address), the
+    /// state area's base in a shared one (a link is an offset in it).
+    link_base: usize,
+    /// A shared instance's heaps: `max_heaps` slots of `heap_stride` bytes, slot `id` for
+    /// heap `id` (null in a private instance, whose heaps have mappings of their own).
+    heap_area: *mut u8,
+    heap_stride: usize,
+    /// Next pool of the process-wide list the fork handlers walk (under that list's lock).
+    pub(crate) fork_next: *mut Pool,
+    /// The state area when this view mapped it (a private instance), and its length.
+    area: *mut u8,
+    area_len: usize,
+    /// A shared pool's references from this process: one for its instance, one per heap of
+    /// it that a thread or join of this process holds (a heap on a thread's list must stay
+    /// mapped until the thread lets it go). The last one released unmaps the view and the
+    /// region ([`Pool::release`]).
+    refs: AtomicU64,
+    /// How a shared pool's region is unmapped from this process once `refs` reaches 0.
+    pub(crate) leave: Option<Leave>,
+}
+
+/// How this process lets go of a shared region's mapping: `unmap(base, len, sync)`.
+#[derive(Clone, Copy)]
+pub(crate) struct Leave {
+    /// Unmaps the region (and, for a file, syncs it first when `sync`).
+    pub(crate) unmap: unsafe fn(*mut u8, usize, bool),
+    pub(crate) base: *mut u8,
+    pub(crate) len: usize,
+    pub(crate) sync: bool,
+}
+
+/// What every process of an instance shares, under its lock or atomic: position
+/// independent (no absolute address), so that it may live in a region mapped at another
+/// address in every process.
+#[repr(C)]
+pub(crate) struct PoolShared {
     pub(crate) state: SpinLock<PoolState>,
     /// Number of lifetime classes.
     pub(crate) life_count: usize,
-    /// Heap id → heap (id 0 is never used).
-    heaps: *const AtomicPtr<HeapRecord>,
+    /// The most heaps the registry holds (ids are below it).
+    pub(crate) max_heaps: u32,
     /// Ids handed out so far.
     pub(crate) heap_ids: AtomicU32,
+    /// The upper half of the tokens of a shared region's heaps (`SHARED_TAG | 31 random
+    /// bits`, the same for every process); 0 in a private instance, whose tokens take the
+    /// process's instance id instead (see [`Pool::token_prefix`]).
+    pub(crate) tag: u64,
     /// Pool-owned blocks a free took out of `FULL` state.
     returned: BlockStack,
-    /// `[next, prev]` per unit: the links of [`PoolState::of_life`] (see [`LifeLinks`]).
-    life_links: *const [AtomicU32; 2],
     /// Times the lock was taken (slow paths only): a measure for tests and stats.
     pub(crate) lock_count: AtomicU64,
     /// Set (1) by a remote free that may have emptied a pool-owned block while the lock
     /// was taken: the next [`Pool::take_block`] gives emptied blocks back.
     emptied: AtomicU8,
     /// The live large allocations (a separate lock: their paths never take the pool's).
+    /// Always empty in a shared instance (which refuses large allocations).
     pub(crate) large: SpinLock<LargeTable>,
-    /// Next pool of the process-wide list the fork handlers walk (under that list's lock).
-    pub(crate) fork_next: *mut Pool,
-    meta_len: usize,
 }
 
-/// The lock-guarded part of the pool.
+/// Bit 31 of a token prefix: set for a shared region's heaps, never for an instance id
+/// (ids are below `MAX_INSTANCES`, `1 << 31`), so no token of a shared region equals one of
+/// a private instance of the same process.
+pub(crate) const SHARED_TAG: u64 = 1 << 31;
+
+/// A heap record's name in shared state: its address minus the pool's `link_base` (so an
+/// offset in a shared instance's state area), 0 for none.
+pub(crate) type Link = u64;
+
+/// The lock-guarded part of the pool, position independent (see [`PoolShared`]): its
+/// tables are found at fixed offsets from itself, in the same mapping.
 pub(crate) struct PoolState {
     pub(crate) region: RegionState,
-    /// Per head ([`HeadIndex`]), the pool-owned blocks with free slots.
-    partial: *mut BlockList,
+    /// Per head ([`HeadIndex`]), the pool-owned blocks with free slots: the table's offset
+    /// from this state.
+    partial: usize,
     /// Per lifetime class, every block of the class in use, whoever owns it and whatever
-    /// list it is on (linked through [`LifeLinks`]): what `release_class` walks.
-    of_life: *mut BlockList,
+    /// list it is on (linked through [`LifeLinks`]): what `release_class` walks (the
+    /// table's offset from this state).
+    of_life: usize,
     /// Empty blocks kept committed (at most [`RETAIN_EMPTY`]).
     retained: BlockList,
     retained_count: usize,
     /// Heaps of exited threads, linked through `HeapRecord::next_abandoned`.
-    pub(crate) abandoned: *mut HeapRecord,
+    pub(crate) abandoned: Link,
 }
 
-// SAFETY: the raw pointers address mappings the pool owns; the registry is atomics and the
-// rest is reached only through the lock.
+// SAFETY: the raw pointers address mappings the pool owns or is placed on; the registry is
+// atomics and the rest is reached only through the lock.
 unsafe impl Send for Pool {}
 // SAFETY: as above.
 unsafe impl Sync for Pool {}
 // SAFETY: as above.
-unsafe impl Send for PoolState {}
+unsafe impl Send for PoolShared {}
+// SAFETY: as above.
+unsafe impl Sync for PoolShared {}
+
+impl core::ops::Deref for Pool {
+    type Target = PoolShared;
+
+    #[inline(always)]
+    fn deref(&self) -> &PoolShared {
+        // SAFETY: the shared state is mapped for the view's life.
+        unsafe { &*self.shared }
+    }
+}
 
 impl Pool {
-    /// Makes a pool for `life_count` lifetime classes over a fresh region, in memory mapped
-    /// from the OS. Returns null when the OS refuses.
+    /// Makes a private pool for `life_count` lifetime classes over a fresh region, in
+    /// memory mapped from the OS. Returns null when the OS refuses.
     pub(crate) fn create(bytes: usize, exact: bool, life_count: usize, checked: bool) -> *mut Pool {
         let Some((region, region_state)) = Region::new(bytes, exact, checked) else {
             return ptr::null_mut();
         };
-        let heads = HeadIndex::count(life_count);
-        let registry_bytes = MAX_HEAPS * size_of::<AtomicPtr<HeapRecord>>();
-        let lists_bytes = (heads + life_count) * size_of::<BlockList>();
-        let links_bytes = region.unit_count() * size_of::<[AtomicU32; 2]>();
-        let Some(meta_len) =
-            os::page_round(size_of::<Pool>() + registry_bytes + lists_bytes + links_bytes)
-        else {
+        let Some(layout) = place::Layout::new(region.unit_count(), life_count, None) else {
             return ptr::null_mut();
         };
-        let meta = os::map(meta_len, os::MIN_PAGE);
-        if meta.is_null() {
+        let area = os::map(layout.len, os::MIN_PAGE);
+        if area.is_null() {
             return ptr::null_mut();
         }
-        let pool = meta.cast::<Pool>();
-        // SAFETY: `meta` is fresh zeroed memory of `meta_len` bytes: the pool, then the
-        // registry (null pointers are zeros), then the partial lists and the lifetime
-        // classes' lists, then their links (written when a block joins a list: zeros are
-        // never read). Under loom the registry's and the links' atomics are built in place
-        // before anything reads them.
+        // SAFETY: `area` is fresh zeroed memory laid out by `layout`, ours alone.
+        let pool = unsafe { place::build(region, area, &layout, false) };
+        if pool.is_null() {
+            // SAFETY: mapped above, unused.
+            unsafe { os::unmap(area, layout.len) };
+            return pool;
+        }
+        // SAFETY: just built; nothing else uses it.
         unsafe {
-            let heaps = meta.add(size_of::<Pool>()).cast::<AtomicPtr<HeapRecord>>();
-            let partial = meta
-                .add(size_of::<Pool>() + registry_bytes)
-                .cast::<BlockList>();
-            for i in 0..heads + life_count {
-                partial.add(i).write(BlockList::new());
-            }
-            let life_links = meta
-                .add(size_of::<Pool>() + registry_bytes + lists_bytes)
-                .cast::<[AtomicU32; 2]>();
-            #[cfg(loom)]
-            {
-                crate::sync::zeroed_atomics(heaps, MAX_HEAPS);
-                crate::sync::zeroed_atomics(life_links, region.unit_count());
-            }
-            ptr::write(
-                pool,
-                Pool {
-                    region,
-                    state: spin_lock(PoolState {
-                        region: region_state,
-                        partial,
-                        of_life: partial.add(heads),
-                        retained: BlockList::new(),
-                        retained_count: 0,
-                        abandoned: ptr::null_mut(),
-                    }),
-                    life_count,
-                    heaps,
-                    heap_ids: AtomicU32::new(0),
-                    returned: BlockStack::new(),
-                    life_links,
-                    lock_count: AtomicU64::new(0),
-                    emptied: AtomicU8::new(0),
-                    large: spin_lock(LargeTable::new()),
-                    fork_next: ptr::null_mut(),
-                    meta_len,
-                },
+            (*pool).area = area;
+            (*pool).area_len = layout.len;
+            place::format(
+                &*pool,
+                life_count,
+                layout.max_heaps,
+                0,
+                region_state,
+                &layout,
             );
         }
         pool
     }
 
-    /// Drops the pool and releases its memory.
+    /// Drops the pool and releases its memory: for a private pool everything; for a shared
+    /// one this process's view only (the region's state stays for the other processes).
     ///
     /// # Safety
-    /// `pool` came from [`Pool::create`] and nothing uses it or any of its blocks.
+    /// `pool` came from [`Pool::create`] or [`place`] and nothing in this process uses it
+    /// (nor, for a private pool, any of its blocks).
     pub(crate) unsafe fn destroy(pool: *mut Pool) {
         // SAFETY: the caller guarantees exclusive access; the region unmaps every block,
         // and the large allocations go with the instance.
         unsafe {
-            (*pool).large.lock().unmap_all();
-            let len = (*pool).meta_len;
+            let (area, area_len) = ((*pool).area, (*pool).area_len);
+            if !area.is_null() {
+                (&*pool).large.lock().unmap_all();
+                ptr::drop_in_place((*pool).shared.cast_mut());
+            }
             ptr::drop_in_place(pool);
-            os::unmap(pool.cast(), len);
+            os::unmap(pool.cast(), size_of::<Pool>());
+            if !area.is_null() {
+                os::unmap(area, area_len);
+            }
         }
+    }
+
+    /// A thread or join of this process took a heap of this pool (a shared pool counts it:
+    /// see `refs`).
+    pub(crate) fn hold(&self) {
+        if self.is_shared() {
+            self.refs.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Lets go of one of this process's references to a shared pool (see `refs`): the
+    /// last one unmaps this process's view and mapping of the region. Nothing for a
+    /// private pool (its instance destroys it).
+    ///
+    /// # Safety
+    /// The caller holds the reference it releases, and uses neither the pool nor the
+    /// heap it held after this call.
+    pub(crate) unsafe fn release(pool: *const Pool) {
+        // SAFETY: the caller's reference keeps the view mapped until here.
+        let p = unsafe { &*pool };
+        if !p.is_shared() || p.refs.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
+        }
+        let leave = p.leave;
+        // SAFETY: the last reference: nothing of this process uses the view or the region.
+        unsafe {
+            Pool::destroy(pool.cast_mut());
+            if let Some(l) = leave {
+                (l.unmap)(l.base, l.len, l.sync);
+            }
+        }
+    }
+
+    /// In a child process after `fork()`: the child holds no heap of a shared pool (its
+    /// thread forgot the parent's), so the instance's is its only reference.
+    pub(crate) fn after_fork_in_child(&self) {
+        self.refs.store(1, Ordering::Relaxed);
+    }
+
+    /// True when the pool is in a region shared between processes.
+    #[inline]
+    pub(crate) fn is_shared(&self) -> bool {
+        self.tag != 0
+    }
+
+    /// The upper half of the token of this pool's heap for a process whose id of the
+    /// instance is `instance`: the region's tag in a shared pool (the same in every
+    /// process), else `instance`.
+    pub(crate) fn token_prefix(&self, instance: u64) -> u64 {
+        if self.is_shared() {
+            self.tag
+        } else {
+            instance
+        }
+    }
+
+    /// The record a link names (null for 0).
+    #[inline]
+    pub(crate) fn record_at(&self, link: Link) -> *mut HeapRecord {
+        if link == 0 {
+            ptr::null_mut()
+        } else {
+            (self.link_base + link as usize) as *mut HeapRecord
+        }
+    }
+
+    /// The link of `record` (0 for null).
+    pub(crate) fn link_of(&self, record: *const HeapRecord) -> Link {
+        if record.is_null() {
+            0
+        } else {
+            (record as usize - self.link_base) as Link
+        }
+    }
+
+    /// The memory for heap `id` of `len` bytes in a shared pool's heap area (zeroed when
+    /// fresh); null in a private pool, whose heaps map their own.
+    pub(crate) fn heap_slot(&self, id: u32, len: usize) -> *mut u8 {
+        if self.heap_area.is_null() {
+            return ptr::null_mut();
+        }
+        assert!(len <= self.heap_stride, "a heap larger than its slot");
+        self.heap_area.wrapping_add(id as usize * self.heap_stride)
     }
 
     /// Takes the pool lock.
@@ -263,21 +388,22 @@ impl Pool {
 
     /// The heap with id `id`, if registered.
     pub(crate) fn heap(&self, id: u32) -> *mut HeapRecord {
-        if id == 0 || id as usize >= MAX_HEAPS {
+        if id == 0 || id >= self.max_heaps {
             return ptr::null_mut();
         }
-        // SAFETY: id < MAX_HEAPS: inside the registry.
-        unsafe { (*self.heaps.add(id as usize)).load(Ordering::Acquire) }
+        // SAFETY: id < max_heaps: inside the registry.
+        self.record_at(unsafe { (*self.heaps.add(id as usize)).load(Ordering::Acquire) })
     }
 
     /// Reserves a new heap id; 0 when the registry is full (then cheaply, with no write).
     pub(crate) fn reserve_id(&self) -> u32 {
-        if self.heap_ids.load(Ordering::Relaxed) as usize >= MAX_HEAPS - 1 {
+        let max = self.max_heaps;
+        if self.heap_ids.load(Ordering::Relaxed) >= max - 1 {
             return 0;
         }
         let id = self.heap_ids.fetch_add(1, Ordering::Relaxed) + 1;
-        if id as usize >= MAX_HEAPS {
-            self.heap_ids.store(MAX_HEAPS as u32, Ordering::Relaxed);
+        if id >= max {
+            self.heap_ids.store(max, Ordering::Relaxed);
             return 0;
         }
         id
@@ -285,43 +411,53 @@ impl Pool {
 
     /// Registers `heap` under `id`, from [`Pool::reserve_id`].
     pub(crate) fn publish(&self, id: u32, heap: *mut HeapRecord) {
-        debug_assert!(id != 0 && (id as usize) < MAX_HEAPS);
-        // SAFETY: reserved ids are below MAX_HEAPS.
-        unsafe { (*self.heaps.add(id as usize)).store(heap, Ordering::Release) };
+        debug_assert!(id != 0 && id < self.max_heaps);
+        // SAFETY: reserved ids are below max_heaps.
+        unsafe { (*self.heaps.add(id as usize)).store(self.link_of(heap), Ordering::Release) };
     }
 
     /// Every registered heap, for teardown and stats.
     pub(crate) fn registered_heaps(&self) -> impl Iterator<Item = *mut HeapRecord> + '_ {
-        let n = (self.heap_ids.load(Ordering::Acquire) as usize).min(MAX_HEAPS - 1);
-        (1..=n as u32)
-            .map(|id| self.heap(id))
-            .filter(|h| !h.is_null())
+        let n = self
+            .heap_ids
+            .load(Ordering::Acquire)
+            .min(self.max_heaps - 1);
+        (1..=n).map(|id| self.heap(id)).filter(|h| !h.is_null())
     }
 }
 
 impl PoolState {
     /// The pool's partial list of head `head`.
     pub(crate) fn partial(&mut self, head: HeadIndex) -> &mut BlockList {
-        // SAFETY: `partial` holds a list per head and callers pass a head of the pool's
+        // SAFETY: the table holds a list per head and callers pass a head of the pool's
         // lifetime classes (class < CLASS_COUNT, life < life_count).
-        unsafe { &mut *self.partial.add(head.get()) }
+        unsafe { &mut *self.table(self.partial).add(head.get()) }
     }
 
     /// As [`PoolState::partial`], to read.
     pub(crate) fn partial_list(&self, head: HeadIndex) -> &BlockList {
         // SAFETY: as in `partial`.
-        unsafe { &*self.partial.add(head.get()) }
+        unsafe { &*self.table(self.partial).add(head.get()) }
     }
 
     /// The blocks of lifetime class `life` in use.
     fn of_life(&self, life: usize) -> &BlockList {
-        // SAFETY: `of_life` holds a list per lifetime class; `life < life_count`.
-        unsafe { &*self.of_life.add(life) }
+        // SAFETY: the table holds a list per lifetime class; `life < life_count`.
+        unsafe { &*self.table(self.of_life).add(life) }
     }
 
     fn of_life_mut(&mut self, life: usize) -> &mut BlockList {
         // SAFETY: as in `of_life`.
-        unsafe { &mut *self.of_life.add(life) }
+        unsafe { &mut *self.table(self.of_life).add(life) }
+    }
+
+    /// The list table at offset `at` from this state (in the same mapping).
+    fn table(&self, at: usize) -> *mut BlockList {
+        ptr::from_ref(self)
+            .cast::<u8>()
+            .cast_mut()
+            .wrapping_add(at)
+            .cast()
     }
 }
 
@@ -486,12 +622,12 @@ impl Pool {
     /// freed into since become pool-owned partial blocks.
     pub(crate) fn reclaim_abandoned(&self, st: &mut PoolState) {
         self.adopt_stack(st, &self.returned);
-        let mut heap = st.abandoned;
-        while !heap.is_null() {
+        let mut link = st.abandoned;
+        while link != 0 {
             // SAFETY: heaps on the abandoned list stay mapped and are owned by the lock.
-            let hp = unsafe { &*heap };
+            let hp = unsafe { &*self.record_at(link) };
             self.adopt_stack(st, &hp.returned);
-            heap = hp.next_abandoned;
+            link = hp.next_abandoned;
         }
     }
 

@@ -28,7 +28,9 @@ pub(crate) const UNIT: usize = 1 << UNIT_SHIFT;
 pub(crate) const UNUSED: u8 = 0;
 pub(crate) const BLOCK: u8 = 1;
 
-/// The address space of one allocator instance.
+/// The address space of one allocator instance, as this process sees it (a per-process
+/// view: a shared region maps at another address in every process, and its state lives in
+/// the region's state area, which [`Region::placed`] is given).
 pub(crate) struct Region {
     base: *mut u8,
     unit_count: usize,
@@ -37,16 +39,33 @@ pub(crate) struct Region {
     /// Checked mode: one bit per byte of the region (reserved, touched only where blocks
     /// are), set while the slot starting there is live (null when not checked).
     pub(crate) live_bits: *const crate::sync::AtomicU64,
+    /// Words of the decommitted-unit bitmap (one bit per unit below `bump`), touched only
+    /// under the pool lock ([`RegionState`] proves it is held).
+    decommitted: *mut usize,
+    /// The lengths of the mappings this view owns (0 when placed: the placement's owner
+    /// maps and unmaps).
     meta_len: usize,
     shadow_len: usize,
+    /// True when the region is shared between processes: its memory is given back with
+    /// [`os::shared_mem::remove_shared`] and a given-back unit is not assumed to read zero.
+    pub(crate) shared: bool,
 }
 
-/// The mutable part of the region, owned by the pool lock.
+/// The mutable part of the region, owned by the pool lock. Position independent: it may
+/// live in a region shared between processes.
 pub(crate) struct RegionState {
     /// Units below `bump` have been carved at least once (and are committed).
     bump: usize,
-    /// Words of the decommitted-unit bitmap (one bit per unit below `bump`).
-    decommitted: *mut usize,
+}
+
+/// The bytes of a placed region's state ([`Region::placed`]): the unit bytes, then the
+/// decommitted bitmap (word aligned).
+pub(crate) fn placed_meta_len(unit_count: usize) -> usize {
+    unit_count.next_multiple_of(size_of::<usize>()) + bitmap_bytes(unit_count)
+}
+
+fn bitmap_bytes(unit_count: usize) -> usize {
+    unit_count.div_ceil(usize::BITS as usize) * size_of::<usize>()
 }
 
 // SAFETY: the raw pointers point into mappings owned by the region for its whole life; the
@@ -54,8 +73,6 @@ pub(crate) struct RegionState {
 unsafe impl Send for Region {}
 // SAFETY: as above.
 unsafe impl Sync for Region {}
-// SAFETY: as above.
-unsafe impl Send for RegionState {}
 
 impl Region {
     /// Reserves `bytes` of address space (rounded down to units; at least one unit). With
@@ -78,8 +95,7 @@ impl Region {
 
     fn with_base(base: *mut u8, unit_count: usize, checked: bool) -> Option<(Region, RegionState)> {
         let len = unit_count * UNIT;
-        let bitmap_bytes = unit_count.div_ceil(usize::BITS as usize) * size_of::<usize>();
-        let meta_len = os::page_round(unit_count + bitmap_bytes)?;
+        let meta_len = os::page_round(placed_meta_len(unit_count))?;
         let meta = os::map(meta_len, os::MIN_PAGE);
         let shadow_len = if checked { os::page_round(len / 8)? } else { 0 };
         let shadow = if checked {
@@ -100,28 +116,46 @@ impl Region {
             }
             return None;
         }
-        // SAFETY: the unit bytes start `meta`, which is fresh, aligned and ours.
+        // SAFETY: `meta` and `shadow` are fresh, zeroed and ours, of the lengths computed.
+        let mut region = unsafe { Self::placed(base, unit_count, meta, shadow, false) };
+        region.meta_len = meta_len;
+        region.shadow_len = shadow_len;
+        Some((region, RegionState::new()))
+    }
+
+    /// A view of a region whose units start at `base` (aligned to [`UNIT`]) and whose
+    /// state is at `meta` ([`placed_meta_len`] bytes) and, in checked mode, `shadow` (one
+    /// bit per byte of the units; null otherwise). The view owns none of these mappings.
+    ///
+    /// # Safety
+    /// The ranges are mapped for the view's life; a new region's `meta` and `shadow` read
+    /// zero (its [`RegionState`] is [`RegionState::new`]); an existing one's are the state
+    /// of that region, laid out by this function.
+    pub(crate) unsafe fn placed(
+        base: *mut u8,
+        unit_count: usize,
+        meta: *mut u8,
+        shadow: *mut u8,
+        shared: bool,
+    ) -> Region {
+        debug_assert_eq!(base as usize % UNIT, 0);
+        // SAFETY: the unit bytes start `meta`, which is aligned and ours.
         #[cfg(loom)]
         unsafe {
             crate::sync::zeroed_atomics(meta.cast::<AtomicU8>(), unit_count)
         };
-        let region = Region {
+        Region {
             base,
             unit_count,
             units: meta as *const AtomicU8,
             live_bits: shadow as *const crate::sync::AtomicU64,
-            meta_len,
-            shadow_len,
-        };
-        // SAFETY: the bitmap lies in `meta` after the unit bytes, word aligned.
-        let decommitted = unsafe { meta.add(meta_len - bitmap_bytes) }.cast::<usize>();
-        Some((
-            region,
-            RegionState {
-                bump: 0,
-                decommitted,
-            },
-        ))
+            // SAFETY: the bitmap follows the unit bytes in `meta` (placed_meta_len).
+            decommitted: unsafe { meta.add(unit_count.next_multiple_of(size_of::<usize>())) }
+                .cast::<usize>(),
+            meta_len: 0,
+            shadow_len: 0,
+            shared,
+        }
     }
 
     /// The region's first byte.
@@ -179,40 +213,42 @@ impl Region {
         st.bump
     }
 
-    fn decommitted_bits<'a>(&self, st: &'a mut RegionState) -> &'a mut BitSlice<usize> {
+    fn decommitted_bits<'a>(&'a self, _st: &'a mut RegionState) -> &'a mut BitSlice<usize> {
         let words = self.unit_count.div_ceil(usize::BITS as usize);
         // SAFETY: `decommitted` maps `words` words owned by the region; the &mut state
         // proves the pool lock is held, so nobody else touches them.
-        let words = unsafe { core::slice::from_raw_parts_mut(st.decommitted, words) };
+        let words = unsafe { core::slice::from_raw_parts_mut(self.decommitted, words) };
         BitSlice::from_slice_mut(words)
     }
 
-    /// Carves a unit for a block: a given-back one if any (committed, reading zeros), else
-    /// the next never-carved one. Returns its base and whether its memory is known to read
-    /// zeros (`fresh`, always true today), or `None` when the region is exhausted or the OS
+    /// Carves a unit for a block: a given-back one if any (committed, reading zeros in a
+    /// private region), else the next never-carved one. Returns its base and whether its
+    /// memory is known to read zeros (`fresh`: always in a private region; in a shared one
+    /// only for a never-carved unit), or `None` when the region is exhausted or the OS
     /// refuses to commit. Marks the unit `BLOCK`.
     pub(crate) fn carve(&self, st: &mut RegionState) -> Option<(*mut u8, bool)> {
         let bump = st.bump;
         let bits = self.decommitted_bits(st);
-        let u = match bits[..bump].first_one() {
+        let (u, fresh) = match bits[..bump].first_one() {
             Some(u) => {
                 bits.set(u, false);
-                u
+                (u, !self.shared)
             }
             None => {
                 if bump == self.unit_count {
                     return None;
                 }
-                // SAFETY: unit `bump` lies in our reservation, past every carved unit.
-                if !unsafe { os::commit(self.unit_addr(bump), UNIT) } {
+                // SAFETY: unit `bump` lies in our reservation, past every carved unit. (A
+                // shared region is mapped writable in every process: nothing to commit.)
+                if !self.shared && !unsafe { os::commit(self.unit_addr(bump), UNIT) } {
                     return None;
                 }
                 st.bump = bump + 1;
-                bump
+                (bump, true)
             }
         };
         self.set_state(u, BLOCK);
-        Some((self.unit_addr(u), true))
+        Some((self.unit_addr(u), fresh))
     }
 
     /// Gives a block's memory back to the OS and its unit to the region.
@@ -223,18 +259,61 @@ impl Region {
         let u = self.unit_of(base as usize);
         self.set_state(u, UNUSED);
         // SAFETY: the caller guarantees the block is ours and dead.
-        unsafe { os::decommit(base, UNIT) };
+        unsafe { self.forget(base, UNIT) };
         if !self.live_bits.is_null() {
             // SAFETY: the shadow covers the region at one bit per byte; the block's part is
             // page aligned because units are 2 MiB aligned.
-            unsafe { os::decommit((self.live_bits as *mut u8).add((u * UNIT) / 8), UNIT / 8) };
+            unsafe { self.clear((self.live_bits as *mut u8).add((u * UNIT) / 8), UNIT / 8) };
         }
         self.decommitted_bits(st).set(u, true);
+    }
+
+    /// Gives the memory of a dead range back to the OS (its contents are not needed; a
+    /// shared region's may not read zero afterwards).
+    ///
+    /// # Safety
+    /// `[p, p + len)` is a page-aligned range of the region's mappings nobody needs.
+    unsafe fn forget(&self, p: *mut u8, len: usize) {
+        // SAFETY: the caller's guarantee.
+        unsafe {
+            if self.shared {
+                os::shared_mem::remove_shared(p, len);
+            } else {
+                os::decommit(p, len);
+            }
+        }
+    }
+
+    /// Makes a page-aligned range of the region's mappings read zero, giving its memory
+    /// back where the OS can.
+    ///
+    /// # Safety
+    /// As [`Region::forget`].
+    pub(crate) unsafe fn clear(&self, p: *mut u8, len: usize) {
+        // SAFETY: the caller's guarantee.
+        unsafe {
+            if !self.shared {
+                os::decommit(p, len);
+            } else if !os::shared_mem::remove_shared(p, len) {
+                ptr::write_bytes(p, 0, len);
+            }
+        }
+    }
+}
+
+impl RegionState {
+    /// The state of a new region: nothing carved.
+    pub(crate) const fn new() -> RegionState {
+        RegionState { bump: 0 }
     }
 }
 
 impl Drop for Region {
     fn drop(&mut self) {
+        if self.meta_len == 0 {
+            // Placed: the placement's owner unmaps.
+            return;
+        }
         // SAFETY: the region owns these mappings and is going away with everything in it.
         unsafe {
             os::unmap(self.base, self.len());

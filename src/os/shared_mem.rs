@@ -2,6 +2,10 @@
 //! and shared anonymous memory (inherited by `fork` children), mapped `MAP_SHARED` at an address aligned to a block, wherever the kernel finds
 //! room (so the same region sits at different addresses in different processes); and the
 //! start time of a process, which tells a live process from a later one that reuses its pid.
+//! Beside them: a second mapping of shared memory at another address (`mremap`), giving a
+//! shared range's memory back for every process (`MADV_REMOVE`: `MADV_DONTNEED` only drops
+//! this process's view of a shared page, and does not zero it for the others), and random
+//! bits from the kernel.
 //!
 //! Names are turned into C strings in a buffer on the stack ([`CName`]): nothing here
 //! allocates, like the rest of [`crate::os`].
@@ -229,6 +233,64 @@ fn map_aligned(
     }
 }
 
+/// Maps the shared memory of `[old, old + len)` a second time, at a fresh address aligned
+/// to `align` (the first mapping stays). Null when the OS refuses.
+///
+/// # Safety
+/// `[old, old + len)` is a shared mapping of this process (`MAP_SHARED`), page aligned.
+pub unsafe fn map_again(old: *mut u8, len: usize, align: usize) -> *mut u8 {
+    let hole = super::reserve(len, align);
+    if hole.is_null() {
+        return hole;
+    }
+    // SAFETY: `mremap` with an old size of 0 duplicates a shared mapping (the caller's);
+    // MREMAP_FIXED places the copy over the reservation just made, which nothing uses.
+    let p = unsafe {
+        libc::mremap(
+            old.cast(),
+            0,
+            len,
+            libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
+            hole.cast::<libc::c_void>(),
+        )
+    };
+    if p == libc::MAP_FAILED {
+        // SAFETY: the reservation above, unused.
+        unsafe { super::unmap(hole, len) };
+        return ptr::null_mut();
+    }
+    p.cast()
+}
+
+/// Frees the memory of a page-aligned range of a shared mapping: every process then reads
+/// zeros there. Returns false when the kernel cannot (the caller must not assume zeros).
+///
+/// # Safety
+/// `[ptr, ptr + len)` is a page-aligned range of a shared mapping of ours whose contents no
+/// process needs.
+pub unsafe fn remove_shared(ptr: *mut u8, len: usize) -> bool {
+    // SAFETY: the caller's guarantee.
+    unsafe { libc::madvise(ptr.cast(), len, libc::MADV_REMOVE) == 0 }
+}
+
+/// 32 random bits from the kernel (`getrandom`), or, should it fail, bits of the time and
+/// the pid.
+pub fn random_u32() -> u32 {
+    let mut v = 0u32;
+    // SAFETY: writes at most 4 bytes into `v`.
+    let got = unsafe { libc::getrandom(ptr::addr_of_mut!(v).cast(), 4, 0) };
+    if got == 4 {
+        return v;
+    }
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: writes `ts`.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_nsec as u32) ^ (ts.tv_sec as u32).rotate_left(16) ^ pid() as u32
+}
+
 /// Writes the mapping's changed pages to the file and waits until they are written
 /// (`msync(MS_SYNC)`).
 ///
@@ -267,6 +329,11 @@ pub unsafe fn unmap_shared(ptr: *const u8, len: usize) {
 pub fn pid() -> i32 {
     // SAFETY: getpid has no precondition.
     unsafe { libc::getpid() }
+}
+
+/// This process's start time ([`process_start_time`]).
+pub fn start_time_of_self() -> Option<u64> {
+    process_start_time(pid())
 }
 
 /// When process `pid` started, in clock ticks since boot (field 22 of `/proc/PID/stat`), or
@@ -422,5 +489,25 @@ mod tests {
         let line = b"42 (a) b) c) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 777 19";
         assert_eq!(start_time_of_stat(line), Some(777));
         assert_eq!(start_time_of_stat(b"42 (x"), None);
+    }
+
+    #[test]
+    fn a_second_mapping_sees_the_same_memory() {
+        let len = 4 << 20;
+        let a = map_shared_anonymous(len, 2 << 20);
+        assert!(!a.is_null());
+        assert_eq!(a as usize % (2 << 20), 0);
+        // SAFETY: a is a shared mapping of len bytes.
+        let b = unsafe { map_again(a, len, 2 << 20) };
+        assert!(!b.is_null() && b != a);
+        // SAFETY: both map the same len bytes.
+        unsafe {
+            a.add(12345).write(7);
+            assert_eq!(b.add(12345).read(), 7);
+            assert!(remove_shared(a, 1 << 20));
+            assert_eq!(b.add(12345).read(), 0, "removed for every mapping");
+            super::super::unmap(a, len);
+            super::super::unmap(b, len);
+        }
     }
 }

@@ -33,7 +33,7 @@ impl Pool {
             // SAFETY: the shadow covers the region at one bit per byte; blocks are 2 MiB
             // aligned, so their part of it is page aligned.
             unsafe {
-                os::decommit(
+                self.region.clear(
                     (self.region.live_bits as *mut u8).add(base / 8),
                     BLOCK_SIZE / 8,
                 )

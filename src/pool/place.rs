@@ -1,0 +1,280 @@
+//! Where a pool's state lives: the layout of its state area, and the building of a pool's
+//! per-process view over it.
+//!
+//! A private instance's state area is a mapping of its own holding the [`PoolShared`], the
+//! heap registry, the partial and lifetime-class lists and the lifetime-class links; its
+//! region's unit states, its checked-mode shadow and its heaps have mappings of their own.
+//! A shared instance's state area is inside the region (its offset and length are the
+//! region header's business) and holds everything: the same parts, then the region's unit
+//! states and decommitted bitmap, the heaps (one slot of `heap_stride` bytes per id) and,
+//! in checked mode, the shadow. Every part starts at a fixed offset of the area computed
+//! from the geometry alone (`Layout::new`), so every process finds it, at whatever
+//! address it maps the region.
+//!
+//! Invariants: the parts do not overlap and lie in `[0, len)`; `len` and the offsets of the
+//! heap slots and the shadow are page multiples; a freshly formatted area's lists are
+//! empty, its registry all zero (no heap), its region state [`RegionState::new`].
+
+use super::{BlockList, Pool, PoolShared, PoolState, MAX_HEAPS};
+use crate::block::BlockStack;
+use crate::class::HeadIndex;
+use crate::large::LargeTable;
+use crate::os;
+use crate::region::{placed_meta_len, Region, RegionState, UNIT};
+use crate::sync::{spin_lock, AtomicU32, AtomicU64, AtomicU8};
+use core::ptr;
+
+/// The most heaps a shared region holds at once (its heaps live in its state area).
+#[cfg(not(loom))]
+pub(crate) const SHARED_MAX_HEAPS: u32 = 512;
+/// Under loom, as [`MAX_HEAPS`].
+#[cfg(loom)]
+pub(crate) const SHARED_MAX_HEAPS: u32 = MAX_HEAPS as u32;
+
+/// What a shared region's state area holds beyond a private pool's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SharedParts {
+    /// The bytes of one heap slot (a heap and its heads).
+    pub(crate) heap_stride: usize,
+    /// Whether the region keeps checked mode's shadow.
+    pub(crate) checked: bool,
+}
+
+/// The offsets of a state area's parts (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Layout {
+    registry: usize,
+    lists: usize,
+    life_links: usize,
+    /// The region's unit states and bitmap (shared only, else 0).
+    region_meta: usize,
+    /// The heap slots (shared only, else 0).
+    heaps: usize,
+    heap_stride: usize,
+    /// The shadow (shared and checked only, else 0).
+    shadow: usize,
+    pub(crate) max_heaps: u32,
+    /// The area's length in bytes.
+    pub(crate) len: usize,
+}
+
+impl Layout {
+    /// The layout for a region of `unit_count` units and `life_count` lifetime classes;
+    /// `None` when it does not fit in the address space.
+    pub(crate) fn new(
+        unit_count: usize,
+        life_count: usize,
+        shared: Option<SharedParts>,
+    ) -> Option<Layout> {
+        let max_heaps = if shared.is_some() {
+            SHARED_MAX_HEAPS
+        } else {
+            MAX_HEAPS as u32
+        };
+        let heads = HeadIndex::count(life_count);
+        let registry = size_of::<PoolShared>().next_multiple_of(64);
+        let lists = registry.checked_add((max_heaps as usize).checked_mul(8)?)?;
+        let lists_bytes = heads.checked_add(life_count)? * size_of::<BlockList>();
+        let life_links = lists.checked_add(lists_bytes)?.next_multiple_of(8);
+        let end = life_links.checked_add(unit_count.checked_mul(8)?)?;
+        let Some(parts) = shared else {
+            return Some(Layout {
+                registry,
+                lists,
+                life_links,
+                region_meta: 0,
+                heaps: 0,
+                heap_stride: 0,
+                shadow: 0,
+                max_heaps,
+                len: os::page_round(end)?,
+            });
+        };
+        let region_meta = end.next_multiple_of(64);
+        let end = region_meta.checked_add(placed_meta_len(unit_count))?;
+        let heaps = os::page_round(end)?;
+        let heap_stride = parts.heap_stride.next_multiple_of(64);
+        let end = heaps.checked_add(heap_stride.checked_mul(max_heaps as usize)?)?;
+        let shadow = os::page_round(end)?;
+        let end = if parts.checked {
+            shadow.checked_add(unit_count.checked_mul(UNIT / 8)?)?
+        } else {
+            shadow
+        };
+        Some(Layout {
+            registry,
+            lists,
+            life_links,
+            region_meta,
+            heaps,
+            heap_stride,
+            shadow: if parts.checked { shadow } else { 0 },
+            max_heaps,
+            len: os::page_round(end)?,
+        })
+    }
+}
+
+/// Maps a view of the pool whose state area is at `area` (laid out by `layout`) over
+/// `region`; a shared pool's links count from the area. Null when the OS refuses the view's
+/// memory.
+///
+/// # Safety
+/// `area` is mapped for the view's life, laid out by `layout`; with `shared`, `region` is
+/// placed on the area's region part.
+pub(crate) unsafe fn build(
+    region: Region,
+    area: *mut u8,
+    layout: &Layout,
+    shared: bool,
+) -> *mut Pool {
+    let view = os::map(size_of::<Pool>(), os::MIN_PAGE).cast::<Pool>();
+    if view.is_null() {
+        return view;
+    }
+    let heap_area = if shared {
+        area.wrapping_add(layout.heaps)
+    } else {
+        ptr::null_mut()
+    };
+    // SAFETY: the view's fresh mapping; the parts lie in the area (caller).
+    unsafe {
+        ptr::write(
+            view,
+            Pool {
+                region,
+                shared: area.cast::<PoolShared>(),
+                heaps: area.add(layout.registry).cast::<AtomicU64>(),
+                life_links: area.add(layout.life_links).cast::<[AtomicU32; 2]>(),
+                link_base: if shared { area as usize } else { 0 },
+                heap_area,
+                heap_stride: layout.heap_stride,
+                fork_next: ptr::null_mut(),
+                area: ptr::null_mut(),
+                area_len: 0,
+                refs: AtomicU64::new(1),
+                leave: None,
+            },
+        );
+    }
+    view
+}
+
+/// Formats the state area of `pool`'s view (fresh memory reading zero): the shared state,
+/// empty lists, the region state `region`.
+///
+/// # Safety
+/// The area is fresh, laid out as the view was built, and no other thread or process uses
+/// it yet.
+pub(crate) unsafe fn format(
+    pool: &Pool,
+    life_count: usize,
+    max_heaps: u32,
+    tag: u64,
+    region: RegionState,
+    layout: &Layout,
+) {
+    let heads = HeadIndex::count(life_count);
+    let area = pool.shared.cast_mut().cast::<u8>();
+    // SAFETY: the area is ours (caller); the lists and links lie in it (layout).
+    unsafe {
+        let lists = area.add(layout.lists).cast::<BlockList>();
+        for i in 0..heads + life_count {
+            lists.add(i).write(BlockList::new());
+        }
+        #[cfg(loom)]
+        {
+            crate::sync::zeroed_atomics(pool.heaps.cast_mut(), max_heaps as usize);
+            crate::sync::zeroed_atomics(pool.life_links.cast_mut(), pool.region.unit_count());
+        }
+        let shared = area.cast::<PoolShared>();
+        ptr::write(
+            shared,
+            PoolShared {
+                state: spin_lock(PoolState {
+                    region,
+                    partial: 0,
+                    of_life: 0,
+                    retained: BlockList::new(),
+                    retained_count: 0,
+                    abandoned: 0,
+                }),
+                life_count,
+                max_heaps,
+                heap_ids: AtomicU32::new(0),
+                tag,
+                returned: BlockStack::new(),
+                lock_count: AtomicU64::new(0),
+                emptied: AtomicU8::new(0),
+                large: spin_lock(LargeTable::new()),
+            },
+        );
+        // The tables' offsets from the state, now that it is in place.
+        let st = (*shared).state.data_ptr();
+        (*st).partial = lists as usize - st as usize;
+        (*st).of_life = lists.add(heads) as usize - st as usize;
+    }
+}
+
+/// A view of the shared pool whose region's units start at `units` (`unit_count` of them)
+/// and whose state area (`layout.len` bytes) is at `area`: formatted when `is_new` (the
+/// area then reads zero), else attached as it is. Null when the OS refuses the view's
+/// memory, or when an attached area's geometry differs from `life_count` and `layout`.
+///
+/// # Safety
+/// Both ranges are mapped shared for the view's life and belong to one region, laid out
+/// by `layout` (built for `unit_count`, `life_count` and `parts`); when `is_new` nothing
+/// else uses them yet, else they were formatted by this function.
+pub(crate) unsafe fn place(
+    units: *mut u8,
+    unit_count: usize,
+    area: *mut u8,
+    layout: &Layout,
+    life_count: usize,
+    parts: SharedParts,
+    is_new: bool,
+) -> *mut Pool {
+    let shadow = if parts.checked {
+        area.wrapping_add(layout.shadow)
+    } else {
+        ptr::null_mut()
+    };
+    // SAFETY: the region part of the area (caller).
+    let region = unsafe {
+        Region::placed(
+            units,
+            unit_count,
+            area.add(layout.region_meta),
+            shadow,
+            true,
+        )
+    };
+    if !is_new {
+        // SAFETY: an attached area holds a formatted shared state (caller).
+        let shared = unsafe { &*area.cast::<PoolShared>() };
+        if shared.life_count != life_count
+            || shared.max_heaps != layout.max_heaps
+            || shared.tag & super::SHARED_TAG == 0
+        {
+            return ptr::null_mut();
+        }
+    }
+    // SAFETY: as the caller guarantees.
+    let pool = unsafe { build(region, area, layout, true) };
+    if pool.is_null() || !is_new {
+        return pool;
+    }
+    let tag = super::SHARED_TAG | u64::from(os::shared_mem::random_u32() >> 1);
+    // SAFETY: a new area, ours alone (caller).
+    unsafe {
+        format(
+            &*pool,
+            life_count,
+            layout.max_heaps,
+            tag,
+            RegionState::new(),
+            layout,
+        )
+    };
+    pool
+}
