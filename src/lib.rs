@@ -31,8 +31,8 @@
 //! | 11 | `alloc`, `free` | the alloc paths (large allocations with them); the free paths and the checks a free makes |
 //! | 12 | `resize` | realloc |
 //! | 13 | `api` | [`Cohort`], its public methods, `GlobalAlloc`, block reports |
-//! | 14 | `handle`, `join`, `stats`, `verify`, `lookup`, `shared`, `persist` | allocator handles per lifetime class; explicit joins; statistics; the consistency check; frees and resizes without a size (found from the address); instances in memory shared between processes; named shared-memory and file regions: header, create / open / leave / destroy, root slots |
-//! | 15 | `release` | releasing a lifetime class, `scope`, `compact` |
+//! | 14 | `handle`, `join`, `stats`, `verify`, `lookup`, `shared` | allocator handles per lifetime class; explicit joins; statistics; the consistency check; frees and resizes without a size (found from the address); instances in memory shared between processes |
+//! | 15 | `release`, `persist` | releasing a lifetime class, `scope`, `compact`; named shared-memory and file regions: their header, create / open / leave / destroy, root slots and offsets |
 //! | 16 | `design` | the design as documentation (no code): glossary, invariants, walks |
 //!
 //! The pool sits below the heap: it keeps heap records (`heap_record`), never heaps; and
@@ -144,7 +144,7 @@ pub use lookup::Allocation;
 pub use misuse::{Misuse, Problem};
 pub use offset::Off;
 #[cfg(not(loom))]
-pub use persist::{CreateOptions, OpenOptions, Place, RegionError, ROOT_SLOTS};
+pub use persist::{CreateOptions, OpenOptions, Place, RegionError, SharedCohort, ROOT_SLOTS};
 #[cfg(not(loom))]
 pub use release::{Compacted, Released};
 #[cfg(not(loom))]

@@ -33,9 +33,11 @@
 mod error;
 mod header;
 mod mapping;
+mod named;
 
 pub use error::RegionError;
 pub use header::ROOT_SLOTS;
+pub use named::SharedCohort;
 
 use crate::os::shared_mem::Kind;
 use mapping::Name;

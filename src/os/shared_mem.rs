@@ -238,6 +238,7 @@ fn map_aligned(
 ///
 /// # Safety
 /// `[old, old + len)` is a shared mapping of this process (`MAP_SHARED`), page aligned.
+#[cfg(test)]
 pub unsafe fn map_again(old: *mut u8, len: usize, align: usize) -> *mut u8 {
     let hole = super::reserve(len, align);
     if hole.is_null() {
@@ -329,11 +330,6 @@ pub unsafe fn unmap_shared(ptr: *const u8, len: usize) {
 pub fn pid() -> i32 {
     // SAFETY: getpid has no precondition.
     unsafe { libc::getpid() }
-}
-
-/// This process's start time ([`process_start_time`]).
-pub fn start_time_of_self() -> Option<u64> {
-    process_start_time(pid())
 }
 
 /// When process `pid` started, in clock ticks since boot (field 22 of `/proc/PID/stat`), or

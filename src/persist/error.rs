@@ -106,8 +106,9 @@ pub enum RegionError {
         /// Whether that process is still running.
         creator_alive: bool,
     },
-    /// The instance could not be built on the region (out of memory for this process's
-    /// bookkeeping, or the process's instance ids are used up).
+    /// The instance could not be built on the region: this process has it open already
+    /// (a process opens a region once), its page size is not one cohort supports, the OS
+    /// refused memory for this process's view, or the process's instance ids are used up.
     Attach,
     /// The OS refused a call.
     Os {
@@ -207,8 +208,9 @@ impl fmt::Display for RegionError {
             }
             RegionError::Attach => write!(
                 f,
-                "the allocator instance could not be built on the region (out of memory, or \
-                 no instance id left)"
+                "the allocator instance could not be built on the region (this process has \
+                 it open already, an unsupported page size, out of memory, or no instance id \
+                 left)"
             ),
             RegionError::Os { op, error } => write!(f, "{op} failed: {error}"),
         }

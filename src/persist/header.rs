@@ -76,8 +76,9 @@ pub(crate) const WORDS: usize = W_ROOTS + ROOT_SLOTS;
 const _: () = assert!(WORDS * 8 <= HEADER_BYTES);
 
 /// The bytes of the instance state for a region of `unit_count` blocks and `life_count`
-/// lifetime classes, in a checked build or not: the instance layer's measure.
-pub(crate) type StateLen = fn(unit_count: usize, life_count: usize, checked: bool) -> usize;
+/// lifetime classes, in a checked build or not (`None` when it would not fit in the
+/// address space): the instance layer's measure.
+pub(crate) type StateLen = fn(unit_count: usize, life_count: usize, checked: bool) -> Option<usize>;
 
 /// The header as it lies in the region.
 #[repr(C)]
@@ -121,16 +122,19 @@ impl Layout {
         let guess = capacity / BLOCK_SIZE;
         for unit_count in (1..=guess).rev() {
             let state_len = (expect.state_len)(unit_count, expect.life_count, expect.checked);
-            let Some(blocks_offset) = HEADER_BYTES
-                .checked_add(state_len)
-                .and_then(|e| e.checked_next_multiple_of(BLOCK_SIZE))
-            else {
+            let Some((state_len, blocks_offset)) = state_len.and_then(|len| {
+                let end = HEADER_BYTES.checked_add(len)?;
+                Some((len, end.checked_next_multiple_of(BLOCK_SIZE)?))
+            }) else {
                 return Err(RegionError::Capacity {
                     requested: capacity,
                     minimum: None,
                 });
             };
-            if blocks_offset + unit_count * BLOCK_SIZE <= capacity {
+            if blocks_offset
+                .checked_add(unit_count * BLOCK_SIZE)
+                .is_some_and(|end| end <= capacity)
+            {
                 let used = blocks_offset + unit_count * BLOCK_SIZE;
                 return Ok(Layout {
                     capacity: used,
@@ -141,11 +145,12 @@ impl Layout {
                 });
             }
         }
-        let state_len = (expect.state_len)(1, expect.life_count, expect.checked);
-        let minimum = (HEADER_BYTES + state_len).next_multiple_of(BLOCK_SIZE) + BLOCK_SIZE;
+        let minimum = (expect.state_len)(1, expect.life_count, expect.checked)
+            .and_then(|len| len.checked_add(HEADER_BYTES)?.checked_next_multiple_of(BLOCK_SIZE))
+            .and_then(|offset| offset.checked_add(BLOCK_SIZE));
         Err(RegionError::Capacity {
             requested: capacity,
-            minimum: Some(minimum),
+            minimum,
         })
     }
 }
@@ -277,10 +282,18 @@ pub(crate) fn validate(w: &[u64; WORDS], file_len: u64, expect: &Expected) -> Re
             found: w[W_UNIT_COUNT],
         });
     }
-    let state_len = (expect.state_len)(unit_count, expect.life_count, expect.checked);
+    let blocks = (expect.state_len)(unit_count, expect.life_count, expect.checked).and_then(|len| {
+        let offset = len.checked_add(HEADER_BYTES)?.checked_next_multiple_of(BLOCK_SIZE)?;
+        Some((len, offset))
+    });
+    let Some((state_len, blocks_offset)) = blocks else {
+        return Err(RegionError::Geometry {
+            field: "block count",
+            expected: 1,
+            found: w[W_UNIT_COUNT],
+        });
+    };
     same("state length", W_STATE_LEN, state_len as u64)?;
-    // Both below isize::MAX: the state length was computed for at most `max_units` units.
-    let blocks_offset = (HEADER_BYTES + state_len).next_multiple_of(BLOCK_SIZE);
     same("blocks offset", W_BLOCKS_OFFSET, blocks_offset as u64)?;
     let capacity = (unit_count as u128) * (BLOCK_SIZE as u128) + blocks_offset as u128;
     if u128::from(w[W_CAPACITY]) != capacity || capacity > isize::MAX as u128 {

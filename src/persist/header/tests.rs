@@ -3,9 +3,13 @@ use quickcheck::{QuickCheck, TestResult};
 
 /// A state measure shaped like the instance's: a fixed part, per-unit links, per-class
 /// lists and, checked, one bit per byte of the blocks.
-pub(crate) fn state_len(units: usize, life: usize, checked: bool) -> usize {
-    let bytes = (64 << 10) + units * 8 + life * 4096 + if checked { units * BLOCK_SIZE / 8 } else { 0 };
-    bytes.next_multiple_of(4096)
+pub(crate) fn state_len(units: usize, life: usize, checked: bool) -> Option<usize> {
+    let shadow = if checked { units.checked_mul(BLOCK_SIZE / 8)? } else { 0 };
+    let bytes = (64usize << 10)
+        .checked_add(units.checked_mul(8)?)?
+        .checked_add(life * 4096)?
+        .checked_add(shadow)?;
+    bytes.checked_next_multiple_of(4096)
 }
 
 pub(crate) fn expected(life_count: usize) -> Expected {
@@ -51,7 +55,7 @@ fn the_layout_equations_hold_for_every_capacity_and_mode() {
                 assert!(!checked || blocks < 3, "{blocks} blocks, checked {checked}");
                 continue;
             };
-            assert_eq!(l.state_len, state_len(l.unit_count, 2, checked));
+            assert_eq!(Some(l.state_len), state_len(l.unit_count, 2, checked));
             assert_eq!(
                 l.blocks_offset,
                 (HEADER_BYTES + l.state_len).next_multiple_of(BLOCK_SIZE)
