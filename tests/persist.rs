@@ -115,6 +115,13 @@ fn every_bad_input_is_a_clear_error_and_leaves_the_region_as_it_was() {
     let region = SharedCohort::<Life>::create(place, CreateOptions::new(16 * MIB)).unwrap();
     let e = SharedCohort::<Life>::create(place, CreateOptions::new(16 * MIB)).unwrap_err();
     assert!(matches!(e, RegionError::AlreadyExists { .. }), "{e}");
+    // A process opens a region once: a second opening is refused, the first goes on.
+    let e = open_file::<Life>(&path).unwrap_err();
+    assert!(matches!(e, RegionError::Attach), "{e}");
+    let p = region.malloc(40, Life::Short);
+    assert!(!p.is_null());
+    // SAFETY: allocated just above.
+    unsafe { region.free(p, 40, Life::Short) };
     drop(region);
     let pristine = fs::read(&path).unwrap();
     // Another number of lifetime classes.

@@ -25,13 +25,26 @@ fn valid_region() -> &'static Vec<u8> {
     BYTES.get_or_init(|| {
         let path = scratch("template");
         let _ = std::fs::remove_file(&path);
-        let region = SharedCohort::<Life>::create(Place::File(&path), CreateOptions::new(4 << 20))
+        let region = SharedCohort::<Life>::create(Place::File(&path), CreateOptions::new(8 << 20))
             .expect("a region for the template");
         region.leave().expect("written");
         let bytes = std::fs::read(&path).expect("the template");
         std::fs::remove_file(&path).expect("removed");
         bytes
     })
+}
+
+/// Writes `bytes` as the file `path`, leaving holes where whole pages are zero (most of a
+/// region is): the same contents, written fast.
+fn write_sparse(path: &std::path::Path, bytes: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::File::create(path).expect("the input's file");
+    file.set_len(bytes.len() as u64).expect("sized");
+    for (i, page) in bytes.chunks(4096).enumerate() {
+        if page.iter().any(|&b| b != 0) {
+            file.write_all_at(page, (i * 4096) as u64).expect("written");
+        }
+    }
 }
 
 /// A file in a RAM-backed folder when there is one (`/dev/shm`), unique to this process.
@@ -65,7 +78,7 @@ fuzz_target!(|data: &[u8]| {
         file
     };
     let path = scratch("input");
-    std::fs::write(&path, &file).expect("the input's file");
+    write_sparse(&path, &file);
     let opened = SharedCohort::<Life>::open(
         Place::File(&path),
         OpenOptions::new().timeout(Duration::ZERO),
