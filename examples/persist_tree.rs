@@ -101,7 +101,11 @@ fn build(file: &Path, n: u64) {
         assert!(insert(&region, seed % 1_000_000_000), "out of memory");
     }
     let nodes = region.stats().small.live;
-    println!("build: {nodes} nodes in {} ({} bytes mapped)", file.display(), region.capacity());
+    println!(
+        "build: {nodes} nodes in {} ({} bytes mapped)",
+        file.display(),
+        region.capacity()
+    );
     region.leave().expect("written to disk");
 }
 
@@ -126,7 +130,11 @@ fn free(file: &Path) {
         // tree is unreachable from the root now.
         unsafe { region.free_in(*off, Life::Tree) };
     }
-    println!("free: {} nodes freed, region empty: {}", nodes.len(), region.is_empty());
+    println!(
+        "free: {} nodes freed, region empty: {}",
+        nodes.len(),
+        region.is_empty()
+    );
     region.destroy().expect("deleted");
 }
 
@@ -141,8 +149,15 @@ fn main() {
             let file = std::env::temp_dir().join(format!("cohort-tree-{}", std::process::id()));
             let file = file.to_str().expect("a UTF-8 temporary path");
             let me = std::env::current_exe().expect("this program");
-            for step in [&["build", file, "200000"][..], &["walk", file], &["free", file]] {
-                let ok = std::process::Command::new(&me).args(step).status().expect("run");
+            for step in [
+                &["build", file, "200000"][..],
+                &["walk", file],
+                &["free", file],
+            ] {
+                let ok = std::process::Command::new(&me)
+                    .args(step)
+                    .status()
+                    .expect("run");
                 assert!(ok.success(), "{step:?} failed");
             }
         }

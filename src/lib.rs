@@ -66,6 +66,17 @@
 //!   released at its end, beside a slowly growing long-lived cache: RSS stays at 2.1 to
 //!   2.4 MiB throughout.
 //!
+//! # Regions shared between processes and kept in files
+//!
+//! [`SharedCohort`] is an allocator whose memory is a named region: POSIX shared memory
+//! that unrelated processes open by name, or a file that keeps its contents after every
+//! process has exited. It dereferences to [`Cohort`], so everything above works on it;
+//! allocations refer to each other by [`Off`] (an offset from the region's base, the same
+//! in every process, wherever the region is mapped), and the region's header holds
+//! [`ROOT_SLOTS`] root slots by which a process that opens it finds its data.
+//! `cargo run --release --example persist_tree` builds a tree in a file in one process and
+//! walks and frees it in later ones.
+//!
 //! # Safety and correctness
 //!
 //! - Every invariant of [`design`] has a test (`tests/invariants.rs`); the class table's

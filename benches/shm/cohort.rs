@@ -114,12 +114,18 @@ fn in_children(n: usize, f: impl Fn(usize) -> f64) -> Vec<f64> {
         let mut status = 0;
         // SAFETY: waits for a child of ours.
         unsafe { libc::wait(&mut status) };
-        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "a child failed");
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "a child failed"
+        );
     }
     for _ in 0..n {
         let mut v = 0f64;
         // SAFETY: reads 8 bytes into `v`.
-        assert_eq!(unsafe { libc::read(fds[0], (&mut v as *mut f64).cast(), 8) }, 8);
+        assert_eq!(
+            unsafe { libc::read(fds[0], (&mut v as *mut f64).cast(), 8) },
+            8
+        );
         out.push(v);
     }
     out
@@ -141,7 +147,10 @@ struct Ring {
 const RING: usize = 1024;
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     let mode = args.first().map(String::as_str).unwrap_or("");
     let n: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(0);
     let name = name_of(mode);
