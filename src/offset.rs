@@ -22,6 +22,35 @@ use core::num::NonZeroU64;
 /// [`SharedCohort::offset_of`](crate::SharedCohort::offset_of) or
 /// [`SharedCohort::new_in`](crate::SharedCohort::new_in), turned back into a pointer by
 /// [`SharedCohort::ptr`](crate::SharedCohort::ptr).
+///
+/// A linked list in a region, pushed by one process and walked by any:
+///
+/// ```
+/// use cohort::{CreateOptions, Off, Place, SharedCohort};
+///
+/// struct Node {
+///     next: Option<Off<Node>>,
+///     value: u32,
+/// }
+///
+/// # let name = format!("/cohort-doc-off-{}", std::process::id());
+/// let region = SharedCohort::<()>::create(Place::SharedMemory(&name), CreateOptions::new(64 << 20))?;
+/// for value in 0..3 {
+///     let next = region.root::<Node>(0);
+///     let node = region.new_in(Node { next, value }, ()).expect("memory");
+///     region.set_root(0, Some(node));
+/// }
+/// let (mut at, mut seen) = (region.root::<Node>(0), Vec::new());
+/// while let Some(off) = at {
+///     // SAFETY: every link names a live node of this region.
+///     let node = unsafe { region.get(off) };
+///     seen.push(node.value);
+///     at = node.next;
+/// }
+/// assert_eq!(seen, [2, 1, 0]);
+/// # region.destroy()?;
+/// # Ok::<(), cohort::RegionError>(())
+/// ```
 #[repr(transparent)]
 pub struct Off<T> {
     bytes: NonZeroU64,

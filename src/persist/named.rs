@@ -38,17 +38,18 @@ use core::sync::atomic::Ordering;
 /// let region = SharedCohort::<()>::create(place, CreateOptions::new(64 << 20))?;
 /// let off = region.new_in(42u64, ()).expect("memory");
 /// region.set_root(0, Some(off));
+/// region.leave()?;
 ///
-/// // Another process (here: another opening, at another address) finds it by the root.
-/// let other = SharedCohort::<()>::open(place, OpenOptions::new())?;
-/// let found = other.root::<u64>(0).unwrap();
+/// // Later (in this process or any other), the value is found through the root.
+/// let region = SharedCohort::<()>::open(place, OpenOptions::new())?;
+/// let found = region.root::<u64>(0).unwrap();
 /// assert_eq!(found, off);
 /// // SAFETY: the root names a live u64 of the region.
-/// assert_eq!(unsafe { *other.get(found) }, 42);
-/// // SAFETY: it is freed once, with its type and class.
-/// unsafe { other.free_in(found, ()) };
-/// other.set_root::<u64>(0, None);
-/// drop(other);
+/// assert_eq!(unsafe { *region.get(found) }, 42);
+/// // SAFETY: freed once, with its type and class.
+/// unsafe { region.free_in(found, ()) };
+/// region.set_root::<u64>(0, None);
+/// assert!(region.is_empty());
 /// region.destroy()?;
 /// # Ok::<(), cohort::RegionError>(())
 /// ```
