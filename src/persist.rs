@@ -8,9 +8,10 @@
 //! the base (`header` module):
 //!
 //! ```text
-//! [0, HEADER_BYTES)                      the header: magic, versions, geometry, state word, creator, root slots
-//! [HEADER_BYTES, + state_len)            the instance's state (pool, registry, heap records), by offsets
-//! [blocks_offset, capacity)              the blocks, blocks_offset = round_up(HEADER_BYTES + state_len, BLOCK_SIZE)
+//! [0, HEADER_BYTES)               the header: magic, versions, geometry, state word, creator, root slots
+//! [state_offset, + state_len)     the instance's state (pool, registry, heaps), by offsets;
+//!                                 state_offset = max(HEADER_BYTES, page size)
+//! [blocks_offset, capacity)       the blocks, blocks_offset = round_up(state_offset + state_len, BLOCK_SIZE)
 //! ```
 //!
 //! Each process maps the whole region at a base aligned to `BLOCK_SIZE` that its kernel

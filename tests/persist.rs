@@ -461,13 +461,19 @@ fn child() {
         ),
         "create-or-open" => create_or_open(parts[0]),
         "open-expect-error" => {
-            // Re-run with another page size: the variable is read once per process.
-            if std::env::var_os("COHORT_PAGE_SIZE").is_none() {
+            // Re-run with a page size other than the creator's (the variable is read once
+            // per process; CI runs the tests with 64K too).
+            if std::env::var_os("COHORT_PERSIST_REEXEC").is_none() {
+                let other = match std::env::var("COHORT_PAGE_SIZE").as_deref() {
+                    Ok("64K") => "128K",
+                    _ => "64K",
+                };
                 let out = Command::new(std::env::current_exe().unwrap())
                     .args(["--ignored", "--exact", "child", "--nocapture"])
                     .env("COHORT_PERSIST_ROLE", role)
                     .env("COHORT_PERSIST_ARG", arg)
-                    .env("COHORT_PAGE_SIZE", "64K")
+                    .env("COHORT_PERSIST_REEXEC", "1")
+                    .env("COHORT_PAGE_SIZE", other)
                     .output()
                     .unwrap();
                 assert!(out.status.success());

@@ -18,8 +18,9 @@
 //! | `CHECKSUM` | a hash of every word above except `STATE` |
 //! | `ROOTS..` | [`ROOT_SLOTS`] root slots: offsets (0 = empty) a process finds its data by |
 //!
-//! Layout equations (checked by [`validate`]): `STATE_OFFSET = HEADER_BYTES`;
-//! `BLOCKS_OFFSET = round_up(STATE_OFFSET + STATE_LEN, BLOCK_SIZE)`;
+//! Layout equations (checked by [`validate`]): `STATE_OFFSET = max(HEADER_BYTES, PAGE_SIZE)`
+//! (the state starts on a page); `BLOCKS_OFFSET = round_up(STATE_OFFSET + STATE_LEN,
+//! BLOCK_SIZE)`;
 //! `CAPACITY = BLOCKS_OFFSET + UNIT_COUNT * BLOCK_SIZE`, `UNIT_COUNT >= 1`;
 //! `STATE_LEN = state_len(UNIT_COUNT, LIFE_COUNT, checked)` of the opener's code;
 //! every root is 0 or below `CAPACITY`; the file holds at least `CAPACITY` bytes.
@@ -31,7 +32,8 @@ use super::error::RegionError;
 use crate::class::{BLOCK_SIZE, CLASSES, CLASS_COUNT};
 use core::sync::atomic::{AtomicU64, Ordering};
 
-/// The bytes the header's page takes: the instance's state starts here.
+/// The bytes the header takes: the instance's state starts at the first page boundary
+/// from here ([`Expected::state_offset`]).
 pub(crate) const HEADER_BYTES: usize = 4096;
 /// "cohortR" and a 1, read as a little-endian word.
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"cohortR\x01");
@@ -107,6 +109,14 @@ pub(crate) struct Layout {
     pub(crate) unit_count: usize,
 }
 
+impl Expected {
+    /// Where the instance's state starts: past the header, on a page boundary (so that its
+    /// page-aligned parts are page aligned in memory too).
+    pub(crate) fn state_offset(&self) -> usize {
+        HEADER_BYTES.max(self.page_size)
+    }
+}
+
 impl Layout {
     /// The layout of a new region of `capacity` bytes (rounded up to whole blocks), or the
     /// error saying why there is none (too small to hold the state and one block, or too
@@ -123,7 +133,7 @@ impl Layout {
         for unit_count in (1..=guess).rev() {
             let state_len = (expect.state_len)(unit_count, expect.life_count, expect.checked);
             let Some((state_len, blocks_offset)) = state_len.and_then(|len| {
-                let end = HEADER_BYTES.checked_add(len)?;
+                let end = expect.state_offset().checked_add(len)?;
                 Some((len, end.checked_next_multiple_of(BLOCK_SIZE)?))
             }) else {
                 return Err(RegionError::Capacity {
@@ -138,7 +148,7 @@ impl Layout {
                 let used = blocks_offset + unit_count * BLOCK_SIZE;
                 return Ok(Layout {
                     capacity: used,
-                    state_offset: HEADER_BYTES,
+                    state_offset: expect.state_offset(),
                     state_len,
                     blocks_offset,
                     unit_count,
@@ -146,7 +156,7 @@ impl Layout {
             }
         }
         let minimum = (expect.state_len)(1, expect.life_count, expect.checked)
-            .and_then(|len| len.checked_add(HEADER_BYTES)?.checked_next_multiple_of(BLOCK_SIZE))
+            .and_then(|len| len.checked_add(expect.state_offset())?.checked_next_multiple_of(BLOCK_SIZE))
             .and_then(|offset| offset.checked_add(BLOCK_SIZE));
         Err(RegionError::Capacity {
             requested: capacity,
@@ -271,7 +281,7 @@ pub(crate) fn validate(w: &[u64; WORDS], file_len: u64, expect: &Expected) -> Re
         W_FLAGS,
         if expect.checked { FLAG_CHECKED } else { 0 },
     )?;
-    same("state offset", W_STATE_OFFSET, HEADER_BYTES as u64)?;
+    same("state offset", W_STATE_OFFSET, expect.state_offset() as u64)?;
     // Sizes this process cannot address are garbage (or another machine's).
     let unit_count = usize::try_from(w[W_UNIT_COUNT]).unwrap_or(usize::MAX);
     let max_units = (isize::MAX as usize) / BLOCK_SIZE;
@@ -283,7 +293,9 @@ pub(crate) fn validate(w: &[u64; WORDS], file_len: u64, expect: &Expected) -> Re
         });
     }
     let blocks = (expect.state_len)(unit_count, expect.life_count, expect.checked).and_then(|len| {
-        let offset = len.checked_add(HEADER_BYTES)?.checked_next_multiple_of(BLOCK_SIZE)?;
+        let offset = len
+            .checked_add(expect.state_offset())?
+            .checked_next_multiple_of(BLOCK_SIZE)?;
         Some((len, offset))
     });
     let Some((state_len, blocks_offset)) = blocks else {
@@ -321,7 +333,7 @@ pub(crate) fn validate(w: &[u64; WORDS], file_len: u64, expect: &Expected) -> Re
     }
     Ok(Layout {
         capacity,
-        state_offset: HEADER_BYTES,
+        state_offset: expect.state_offset(),
         state_len,
         blocks_offset,
         unit_count,

@@ -58,7 +58,7 @@ fn the_layout_equations_hold_for_every_capacity_and_mode() {
             assert_eq!(Some(l.state_len), state_len(l.unit_count, 2, checked));
             assert_eq!(
                 l.blocks_offset,
-                (HEADER_BYTES + l.state_len).next_multiple_of(BLOCK_SIZE)
+                (e.state_offset() + l.state_len).next_multiple_of(BLOCK_SIZE)
             );
             assert_eq!(l.capacity, l.blocks_offset + l.unit_count * BLOCK_SIZE);
             assert!(l.capacity <= blocks * BLOCK_SIZE && l.unit_count >= 1);
@@ -146,6 +146,19 @@ fn every_field_that_differs_is_named() {
     );
     let e = after(|w| w[W_ROOTS + 5] = len, false, len);
     assert!(matches!(e, RegionError::Root { slot: 5, .. }), "{e}");
+}
+
+#[test]
+fn the_state_starts_on_a_page() {
+    let e = Expected {
+        page_size: 64 << 10,
+        ..expected(1)
+    };
+    let l = Layout::new(16 << 20, &e).unwrap();
+    assert_eq!(l.state_offset, 64 << 10);
+    let w = format_words(&l, &e, 1, 1);
+    assert_eq!(validate(&w, 16 << 20, &e).unwrap(), l);
+    assert_eq!(expected(1).state_offset(), HEADER_BYTES);
 }
 
 #[test]
