@@ -70,6 +70,7 @@ impl Place<'_> {
 pub struct CreateOptions {
     capacity: usize,
     replace: bool,
+    preallocate: bool,
 }
 
 impl CreateOptions {
@@ -80,13 +81,25 @@ impl CreateOptions {
         CreateOptions {
             capacity,
             replace: false,
+            preallocate: false,
         }
     }
 
     /// Whether to delete a region (or any file) of the same name first. Off by default:
-    /// creating over an existing name is then [`RegionError::AlreadyExists`].
+    /// creating over an existing name is then [`RegionError::AlreadyExists`]. Processes
+    /// that have the old region open keep it (until they leave); the name is the new one's.
     pub fn replace(mut self, replace: bool) -> CreateOptions {
         self.replace = replace;
+        self
+    }
+
+    /// Whether to allocate the region's whole storage (RAM for shared memory, disk for a
+    /// file) when it is created. Off by default: the region is sparse and takes storage
+    /// as its pages are first written, and if the storage is full then, the writing
+    /// process gets `SIGBUS`. On, a lack of space is [`RegionError::Os`] at creation
+    /// instead, and the capacity is taken at once.
+    pub fn preallocate(mut self, preallocate: bool) -> CreateOptions {
+        self.preallocate = preallocate;
         self
     }
 }

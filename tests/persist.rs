@@ -317,21 +317,30 @@ fn a_list_built_in_a_file_is_found_walked_and_freed_by_a_later_process() {
     assert!(!path.exists(), "destroyed");
 }
 
-/// Pushes `n` nodes onto the lock-free stack of root slot 1 (a child process).
+/// Pushes `n` nodes onto the lock-free stack of root slot 1 (a child process), half of
+/// them through a join of its concurrency group.
 fn push_nodes(name: &str, id: u64, n: u64) {
-    let region = SharedCohort::<Life>::open(Place::SharedMemory(name), OpenOptions::new()).unwrap();
+    let options = OpenOptions::new().cgroup_hint(id as usize);
+    let region = SharedCohort::<Life>::open(Place::SharedMemory(name), options).unwrap();
+    let join = region.join_group().expect("a heap");
     for i in 0..n {
         let value = id << 32 | i;
-        let node = region
-            .new_in(
-                Node {
-                    next: None,
-                    value,
-                    check: check_of(value),
-                },
-                Life::Short,
-            )
-            .expect("memory");
+        let node = Node {
+            next: None,
+            value,
+            check: check_of(value),
+        };
+        let node = if i % 2 == 0 {
+            region.new_in(node, Life::Short).expect("memory")
+        } else {
+            let p = join
+                .alloc(std::alloc::Layout::new::<Node>(), Life::Short)
+                .cast::<Node>();
+            assert!(!p.is_null());
+            // SAFETY: a fresh allocation of a Node.
+            unsafe { p.write(node) };
+            region.offset_of(p).expect("in the region")
+        };
         let mut head = region.root::<Node>(1);
         loop {
             // SAFETY: the node is ours until published.

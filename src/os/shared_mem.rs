@@ -135,6 +135,30 @@ impl Fd {
     }
 }
 
+impl Fd {
+    /// Allocates the storage of the first `len` bytes now (`posix_fallocate`), so that
+    /// writing them later cannot fail for lack of space (which a mapping reports as
+    /// `SIGBUS`). Fails with the OS's error (`ENOSPC` when there is no room).
+    pub fn allocate(&self, len: u64) -> io::Result<()> {
+        let len =
+            libc::off_t::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+        // SAFETY: the descriptor is open; posix_fallocate returns the error number.
+        match unsafe { libc::posix_fallocate(self.0, 0, len) } {
+            0 => Ok(()),
+            e => Err(io::Error::from_raw_os_error(e)),
+        }
+    }
+
+    /// Bytes of storage allocated to what the descriptor names (`st_blocks * 512`).
+    pub fn allocated(&self) -> io::Result<u64> {
+        // SAFETY: a zeroed stat is a valid buffer for fstat to fill.
+        let mut st: libc::stat = unsafe { core::mem::zeroed() };
+        // SAFETY: the descriptor is open and `st` is a writable stat.
+        check(unsafe { libc::fstat(self.0, &mut st) })?;
+        Ok(st.st_blocks as u64 * 512)
+    }
+}
+
 /// Maps the first `len` bytes of `fd` read-only at an address of the kernel's choice, to
 /// read a header without the power to change it.
 pub fn map_read_only(fd: &Fd, len: usize) -> io::Result<*const u8> {

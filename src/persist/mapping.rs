@@ -16,6 +16,7 @@
 //! accepted.
 
 use super::error::RegionError;
+use super::CreateOptions;
 use super::header::{self, Expected, Header, Layout, HEADER_BYTES, INITIALISING, NEVER_WRITTEN, READY};
 use crate::class::BLOCK_SIZE;
 use crate::os::shared_mem::{self, CName, Fd, Kind};
@@ -97,10 +98,14 @@ impl Mapping {
     /// [`Header::publish_ready`] (or deletes the name if that fails).
     pub(crate) fn create(
         name: &Name,
-        capacity: usize,
-        replace: bool,
+        options: &CreateOptions,
         expect: &Expected,
     ) -> Result<Mapping, RegionError> {
+        let CreateOptions {
+            capacity,
+            replace,
+            preallocate,
+        } = *options;
         let layout = Layout::new(capacity, expect)?;
         if replace {
             match name.unlink() {
@@ -112,6 +117,12 @@ impl Mapping {
         let mapped = fd
             .set_len(layout.capacity as u64)
             .map_err(|e| RegionError::os("set the region's length", e))
+            .and_then(|()| match preallocate {
+                true => fd
+                    .allocate(layout.capacity as u64)
+                    .map_err(|e| RegionError::os("allocate the region's storage", e)),
+                false => Ok(()),
+            })
             .and_then(|()| {
                 shared_mem::map_shared(&fd, layout.capacity, BLOCK_SIZE)
                     .map_err(|e| RegionError::os("map the region", e))
@@ -291,10 +302,10 @@ mod tests {
             Mapping::open(&n, &e, Duration::ZERO),
             Err(RegionError::NotFound { .. })
         ));
-        let made = Mapping::create(&n, 8 << 20, false, &e).unwrap();
+        let made = Mapping::create(&n, &CreateOptions::new(8 << 20), &e).unwrap();
         assert_eq!(made.base as usize % BLOCK_SIZE, 0);
         assert!(matches!(
-            Mapping::create(&n, 8 << 20, false, &e),
+            Mapping::create(&n, &CreateOptions::new(8 << 20), &e),
             Err(RegionError::AlreadyExists { .. })
         ));
         made.header().root(3).store(4096, core::sync::atomic::Ordering::Relaxed);
@@ -315,7 +326,7 @@ mod tests {
         assert_eq!(opened.header().snapshot(), before);
         // Replacing makes a new, unformatted region.
         drop((made, opened));
-        let again = Mapping::create(&n, 8 << 20, true, &e).unwrap();
+        let again = Mapping::create(&n, &CreateOptions::new(8 << 20).replace(true), &e).unwrap();
         assert_eq!(again.header().state(), INITIALISING);
         assert_eq!(again.header().root(3).load(core::sync::atomic::Ordering::Relaxed), 0);
         n.unlink().unwrap();
@@ -323,10 +334,26 @@ mod tests {
     }
 
     #[test]
+    fn a_preallocated_region_holds_its_storage_from_the_start() {
+        let n = shm("prealloc");
+        let e = expected(1);
+        let sparse = Mapping::create(&n, &CreateOptions::new(8 << 20), &e).unwrap();
+        let fd = shared_mem::open_existing(n.kind, &n.c).unwrap();
+        assert!(fd.allocated().unwrap() < 1 << 20, "sparse: the header's pages only");
+        drop((sparse, fd));
+        let options = CreateOptions::new(8 << 20).replace(true).preallocate(true);
+        let full = Mapping::create(&n, &options, &e).unwrap();
+        let fd = shared_mem::open_existing(n.kind, &n.c).unwrap();
+        assert!(fd.allocated().unwrap() >= full.layout.capacity as u64);
+        drop(full);
+        n.unlink().unwrap();
+    }
+
+    #[test]
     fn an_opener_waits_for_the_creator_and_times_out_when_it_never_finishes() {
         let n = shm("wait");
         let e = expected(1);
-        let made = Mapping::create(&n, 8 << 20, false, &e).unwrap();
+        let made = Mapping::create(&n, &CreateOptions::new(8 << 20), &e).unwrap();
         let t0 = Instant::now();
         match Mapping::open(&n, &e, Duration::from_millis(50)) {
             Err(RegionError::NotReady {
@@ -373,7 +400,7 @@ mod tests {
         let child = unsafe { libc::fork() };
         assert!(child >= 0);
         if child == 0 {
-            let code = match Mapping::create(&n, 8 << 20, false, &e) {
+            let code = match Mapping::create(&n, &CreateOptions::new(8 << 20), &e) {
                 Ok(m) => {
                     core::mem::forget(m);
                     0

@@ -129,7 +129,7 @@ impl<L: Lifetime> SharedCohort<L> {
         }
         let name = place.name()?;
         let expect = expected::<L>();
-        let mapping = Mapping::create(&name, options.capacity, options.replace, &expect)?;
+        let mapping = Mapping::create(&name, &options, &expect)?;
         match Self::attach(mapping, name, true, 0) {
             Ok(region) => {
                 region.header().publish_ready();
