@@ -356,6 +356,18 @@ pub fn pid() -> i32 {
     unsafe { libc::getpid() }
 }
 
+/// True when a process `pid` exists (`kill(pid, 0)`: delivered, or refused for want of
+/// permission), whatever it is: a pid alone may have been reused, see
+/// [`process_start_time`].
+pub fn pid_exists(pid: i32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: signal 0 checks the target without sending anything.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
 /// When process `pid` started, in clock ticks since boot (field 22 of `/proc/PID/stat`), or
 /// `None` when there is no such process (or `/proc` cannot be read). A pid is reused once
 /// its process is gone, by a process that started later: `(pid, start time)` names one
@@ -505,6 +517,8 @@ mod tests {
         // Pids above the kernel's limit (at most 2^22) never exist.
         assert_eq!(process_start_time(i32::MAX), None);
         assert_eq!(process_start_time(0), None);
+        assert!(pid_exists(pid()) && pid_exists(1));
+        assert!(!pid_exists(i32::MAX) && !pid_exists(0) && !pid_exists(-1));
         assert_eq!(process_start_time(-1), None);
         let line = b"42 (a) b) c) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 777 19";
         assert_eq!(start_time_of_stat(line), Some(777));

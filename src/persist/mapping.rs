@@ -236,12 +236,16 @@ impl Drop for Mapping {
 }
 
 /// True when the process `(pid, start time)` still runs (a pid reused by a later process
-/// does not count).
+/// does not count). Start time 0 is a creator that could not read its own (no `/proc`):
+/// then any process with its pid counts.
 fn alive((pid, start): (u64, u64)) -> bool {
     let Ok(pid) = i32::try_from(pid) else {
         return false;
     };
-    shared_mem::process_start_time(pid) == Some(start)
+    match start {
+        0 => shared_mem::pid_exists(pid),
+        start => shared_mem::process_start_time(pid) == Some(start),
+    }
 }
 
 /// A read-only mapping of a region's header page.
@@ -425,6 +429,17 @@ mod tests {
         }
         assert!(t0.elapsed() < Duration::from_secs(10), "not the whole timeout");
         n.unlink().unwrap();
+    }
+
+    #[test]
+    fn a_creator_is_alive_by_pid_and_start_time_or_by_pid_alone_when_it_had_no_start_time() {
+        let me = shared_mem::pid();
+        let start = shared_mem::process_start_time(me).unwrap();
+        assert!(alive((me as u64, start)));
+        assert!(!alive((me as u64, start + 1)), "a reused pid");
+        assert!(alive((me as u64, 0)));
+        assert!(!alive((i32::MAX as u64, 0)));
+        assert!(!alive((u64::MAX, 0)));
     }
 
     #[test]
