@@ -170,7 +170,9 @@ impl<L: Lifetime> Cohort<L> {
     /// `checked` feature, foreign pointers and double frees panic too. [`Cohort::try_free`]
     /// returns the [`Misuse`] instead.
     ///
-    /// A null `ptr` does nothing (as C's `free`), whatever the size.
+    /// A null `ptr` does nothing (as C's `free`), whatever the size; so does size 0 with the
+    /// pointer of a zero-size request. Size 0 with a pointer into this allocator's memory
+    /// (an allocation given the wrong size) is misuse, reported in every build.
     ///
     /// # Safety
     /// `ptr` is null, or came from this allocator's malloc family with lifetime class `life`
@@ -204,8 +206,11 @@ impl<L: Lifetime> Cohort<L> {
     /// [`Problem::LargeMismatch`](crate::Problem::LargeMismatch)); the slot is not free
     /// ([`Problem::DoubleFree`](crate::Problem::DoubleFree): every double free in checked
     /// mode, otherwise a slot that is first on its block's free or remote list, such as the
-    /// slot freed last). Cost: those checks (tens of instructions, and the pool lock for 1-
-    /// and 2-byte sizes), then a free.
+    /// slot freed last). Size 0 frees nothing and is right only for null and the pointer of
+    /// a zero-size request: with a pointer into this allocator's blocks or a large
+    /// allocation, it is [`Problem::ZeroSize`](crate::Problem::ZeroSize) or
+    /// [`Problem::LargeMismatch`](crate::Problem::LargeMismatch). Cost: those checks (tens of
+    /// instructions, and the pool lock for 1- and 2-byte sizes), then a free.
     ///
     /// # Safety
     /// As [`Cohort::free`], except that a call the checks reject is safe: it changes
@@ -213,7 +218,10 @@ impl<L: Lifetime> Cohort<L> {
     /// block's lists goes undetected and corrupts the block, as with [`Cohort::free`].
     pub unsafe fn try_free(&self, ptr: *mut u8, size: usize, life: L) -> Result<(), Misuse> {
         let (align, life) = (malloc_align(size), life.index());
-        if ptr.is_null() || size == 0 {
+        if size == 0 {
+            return self.core.check_zero_size(ptr, life);
+        }
+        if ptr.is_null() {
             return Ok(());
         }
         match class_of(size, align) {
@@ -235,10 +243,11 @@ impl<L: Lifetime> Cohort<L> {
     /// `new_size` maps to the same size class (or both are large and the OS can remap);
     /// otherwise copies `min(old_size, new_size)` bytes to a new allocation. Returns null,
     /// leaving the old allocation as it was, when memory is exhausted (or `new_size` cannot
-    /// be allocated at all). A null `ptr` (or `old_size` 0) allocates `new_size` bytes.
+    /// be allocated at all). A null `ptr` (or `old_size` 0, with the pointer of a zero-size
+    /// request) allocates `new_size` bytes.
     ///
     /// The old allocation is checked as [`Cohort::free`] checks it before anything else
-    /// happens: misuse panics and changes nothing.
+    /// happens (`old_size` 0 too): misuse panics and changes nothing.
     ///
     /// # Safety
     /// As [`Cohort::free`] for `(ptr, old_size, life)`.

@@ -23,10 +23,11 @@ use crate::tiny;
 
 impl Instance {
     /// The free paths' entry: the class look-up, inlined for sizes up to 1 KiB. A null `p`
-    /// does nothing (as C's free), nor does a zero size; both tests are out of line, so they
-    /// cost the fast path nothing: a zero size wraps past the exact table into
-    /// `free_above_exact`, and a null pointer fails the region-bounds check into
-    /// `free_other`.
+    /// does nothing (as C's free), nor does a zero size with the pointer of a zero-size
+    /// request (any other pointer with size 0 is checked: [`Instance::check_zero_size`]);
+    /// both tests are out of line, so they cost the fast path nothing: a zero size wraps
+    /// past the exact table into `free_above_exact`, and a null pointer fails the
+    /// region-bounds check into `free_other`.
     ///
     /// # Safety
     /// `p` is null, or a live allocation of this instance made with an alignment of
@@ -65,7 +66,7 @@ impl Instance {
         life: usize,
     ) {
         if size == 0 {
-            return;
+            return self.free_zero_size::<ABORT>(p, life);
         }
         match class_of(size, align) {
             // SAFETY: forwarded contract; class is the size's.
@@ -75,6 +76,48 @@ impl Instance {
             // SAFETY: forwarded contract: a large size.
             None => unsafe { self.free_large::<ABORT>(p, size, life) },
         }
+    }
+
+    /// A free with size 0, which frees nothing: misuse unless `p` is null or the pointer of
+    /// a zero-size request ([`Instance::check_zero_size`]), reported.
+    #[cold]
+    #[inline(never)]
+    fn free_zero_size<const ABORT: bool>(&self, p: *mut u8, life: usize) {
+        if let Err(m) = self.check_zero_size(p, life) {
+            report::<ABORT>(m);
+        }
+    }
+
+    /// The check of a free (or a resize's old allocation) of `p` with size 0, which is
+    /// right for null and for the pointer of a zero-size request, and frees nothing. That
+    /// pointer is the request's alignment ([`Instance::alloc_sized`]), a power of two,
+    /// which never starts a slot: the region starts on a block boundary, so a power of two
+    /// inside it is a block's base, where the block's header lies. Any other pointer that
+    /// lies in the region or starts a large allocation is an allocation (live or freed)
+    /// given size 0: misuse, returned with the block's or the large allocation's class.
+    /// Other pointers are not this allocator's concern with size 0 (left alone, as a zero
+    /// size always was). A large allocation that happens to start at a power of two, given
+    /// size 0, is taken for a zero-size request's pointer: unreported, it stays live. Changes nothing; takes the large table's lock
+    /// for a pointer outside the region.
+    pub(crate) fn check_zero_size(&self, p: *mut u8, life: usize) -> Result<(), Misuse> {
+        if p.is_null() || (p as usize).is_power_of_two() {
+            return Ok(());
+        }
+        let problem = if self.bounds.contains(p) {
+            // SAFETY: p lies in the region, which is readable everywhere; its header mask
+            // finds its block's header (every block has the same size).
+            let h = unsafe { &*header_of(p) };
+            Problem::ZeroSize {
+                block_class: class_held(h),
+                block_life: h.life(),
+            }
+        } else {
+            match self.pool_if_any().and_then(|pool| pool.large.lock().get(p as usize)) {
+                Some((mapped, life)) => Problem::LargeMismatch { mapped, life },
+                None => return Ok(()),
+            }
+        };
+        Err(self.misuse(p, 0, life, problem))
     }
 
     /// The free fast path: the block is the route's heap's (for the thread: its last used
@@ -387,11 +430,10 @@ impl Instance {
         let c = &CLASSES[class];
         // SAFETY: only called after the header was found readable.
         let h = unsafe { &*header_of(p) };
-        let block_class = (h.key() != EMPTY_KEY && h.class() < CLASS_COUNT).then(|| h.class());
         let problem = Problem::WrongBlock {
             class,
             stride: c.stride as usize,
-            block_class,
+            block_class: class_held(h),
             block_life: h.life(),
         };
         self.misuse(p, size, life, problem)
@@ -476,6 +518,12 @@ impl Instance {
         }
         Ok(())
     }
+}
+
+/// The size class block `h` holds, as a misuse report names it: `None` when it holds no
+/// allocations (or its key names no class).
+fn class_held(h: &Header) -> Option<usize> {
+    (h.key() != EMPTY_KEY && h.class() < CLASS_COUNT).then(|| h.class())
 }
 
 /// The mapped length of the live large allocation at `p` when `size` rounds to it and `life`

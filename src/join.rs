@@ -136,6 +136,11 @@ impl<L: Lifetime> Join<'_, L> {
 
     /// Hands the heap's blocks back to the pool (blocks with live allocations too: their
     /// frees become remote frees). Dropping the join does the same.
+    ///
+    /// From then on, what was allocated through the join counts as an exited thread's:
+    /// any thread's [`Cohort::release_class`] of its lifetime class frees it (the thread
+    /// that used the join may still be using it: release only classes whose allocations
+    /// are dead).
     pub fn leave(self) {}
 }
 

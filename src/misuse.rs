@@ -53,6 +53,16 @@ pub enum Problem {
     /// The size says large, but no live large allocation starts at the pointer (a double
     /// free, a foreign pointer, or a size that is too large).
     NotLarge,
+    /// Size 0, which frees only the pointer of a zero-size request (and null), given with a
+    /// pointer into this allocator's blocks: an allocation freed (or resized) with size 0.
+    /// (A large allocation given size 0 is [`Problem::LargeMismatch`].)
+    ZeroSize {
+        /// The size class of the block the pointer is in (`None` when the block holds no
+        /// allocations).
+        block_class: Option<usize>,
+        /// That block's lifetime class.
+        block_life: usize,
+    },
     /// A large allocation starts at the pointer, but of another length or lifetime class.
     LargeMismatch {
         /// Its mapped length.
@@ -129,6 +139,23 @@ impl fmt::Display for Misuse {
                 )
             }
             Problem::DoubleFree => write!(f, "the slot is already free (double free)"),
+            Problem::ZeroSize {
+                block_class: Some(bc),
+                block_life,
+            } => write!(
+                f,
+                "size 0 frees only a zero-size request's pointer, but this one is in a block \
+                 of size class {bc} (stride {} B) of {}",
+                CLASSES[*bc].stride,
+                life(*block_life)
+            ),
+            Problem::ZeroSize {
+                block_class: None, ..
+            } => write!(
+                f,
+                "size 0 frees only a zero-size request's pointer, but this one is in a block \
+                 that holds no allocations (already freed?)"
+            ),
             Problem::NotLarge => write!(
                 f,
                 "size {} is a large allocation, but none starts at the pointer (double free, \

@@ -6,12 +6,16 @@
 //! class, see [`crate::pool`]): every block of the class that holds allocations of the
 //! calling thread or of exited threads is emptied and given back, without looking at a
 //! single slot. Blocks of the class that hold *other live threads'* allocations are
-//! theirs: each thread releases its own (see [`Released::left_to_other_threads`]).
+//! theirs: each thread releases its own (see [`Released::left_to_other_threads`]). A
+//! [`Join`](crate::Join) is a thread of its own here: live until it is left, then exited.
 //!
-//! Whose a block's allocations are: a heap-owned block's are its heap's thread's; a
-//! pool-owned block's are its holder's (see [`crate::pool`]): a tiny block's, the heap that
-//! allocates from it; a block of exited threads, nobody's (anyone releases it); a block
-//! that threads without a heap allocated from, theirs (only [`Cohort::scope`] releases it).
+//! Whose a block's allocations are: a heap-owned block's are its heap's thread's (or
+//! join's); a pool-owned block's are its holder's (see [`crate::pool`]): a tiny block's, the
+//! heap that allocates from it; a block of exited threads or left joins, nobody's (anyone
+//! releases it); a block that threads without a heap allocated from, theirs (only
+//! [`Cohort::scope`] releases it). So a block's allocations are released by whoever holds
+//! the block, not by whoever made them: a block that an exited thread (or left join) gave
+//! back with live allocations may be taken up by another heap, whose releases free them.
 
 use crate::api::Cohort;
 use crate::block::{Header, Snapshot, HEAPLESS, NO_HOLDER};
@@ -29,8 +33,8 @@ pub struct Released {
     /// Live slots they held, now freed.
     pub slots: usize,
     /// Blocks of the class that hold other live threads' allocations (not released):
-    /// blocks of their heaps, their tiny blocks, blocks threads without a heap allocated
-    /// from.
+    /// blocks of their heaps and of joins not left, their tiny blocks, blocks threads
+    /// without a heap allocated from.
     pub left_to_other_threads: usize,
     /// Large allocations of the class unmapped (whichever thread made them).
     pub large: usize,
@@ -49,7 +53,11 @@ pub struct Compacted {
 
 impl<L: Lifetime> Cohort<L> {
     /// Frees every allocation of lifetime class `life` made by the calling thread or by
-    /// threads that have exited, at once. Their blocks become reusable by any class, and past
+    /// threads that have exited, at once. A [`Join`](crate::Join) counts as a thread of its
+    /// own: what was allocated through a join that has been left (or dropped) is an exited
+    /// thread's, released by any thread's call, even while the thread that used the join
+    /// lives on; a join not left is another live thread (its blocks are left alone, also
+    /// by the thread holding it). Their blocks become reusable by any class, and past
     /// the pool's retention bound their memory goes back to the OS, so RSS drops.
     ///
     /// Cost: proportional to the blocks of the class (a walk of their headers), not to the
@@ -66,8 +74,9 @@ impl<L: Lifetime> Cohort<L> {
     ///
     /// # Safety
     /// No allocation of class `life` that this call releases (small ones made by the
-    /// calling thread or by a thread that has exited; large ones of any thread) is used or
-    /// freed after the call, and no thread allocates or frees in class `life` while it runs.
+    /// calling thread, by a thread that has exited or through a join that has been left;
+    /// large ones of any thread) is used or freed after the call, and no thread allocates or
+    /// frees in class `life` while it runs.
     /// For a safe form, see [`Cohort::scope`].
     pub unsafe fn release_class(&self, life: L) -> Released {
         // SAFETY: forwarded contract.

@@ -71,7 +71,8 @@ impl Instance {
     ///
     /// # Safety
     /// As [`Cohort::free`](crate::Cohort::free) for `(p, old.size, life)` with `old.align`,
-    /// unless `p` is null or `old.size` is 0.
+    /// unless `p` is null or `old.size` is 0 (then `p` is null or the pointer of a zero-size
+    /// request; anything else of this allocator's is reported).
     #[inline(always)]
     pub(crate) unsafe fn realloc_sized<const ZERO: bool, const ABORT: bool, R: Route>(
         &self,
@@ -132,6 +133,10 @@ impl Instance {
         let (old_size, old_align) = (old.size, old.align);
         let (new_size, new_align) = (new.size, new.align);
         if old_size == 0 || p.is_null() {
+            // Only a zero-size request's pointer (or null) has nothing to free.
+            if let Err(m) = self.check_zero_size(p, life) {
+                report::<ABORT>(m);
+            }
             return self.alloc_sized::<ZERO, R>(route, new_size, new_align, life);
         }
         let new_class = if new_size == 0 {
