@@ -150,6 +150,7 @@ impl Fd {
     }
 
     /// Bytes of storage allocated to what the descriptor names (`st_blocks * 512`).
+    #[cfg(test)]
     pub fn allocated(&self) -> io::Result<u64> {
         // SAFETY: a zeroed stat is a valid buffer for fstat to fill.
         let mut st: libc::stat = unsafe { core::mem::zeroed() };
