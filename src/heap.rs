@@ -31,6 +31,7 @@ use crate::class::HeadIndex;
 use crate::heap_record::{HeapRecord, HeapState};
 use crate::os;
 use crate::pool::{Pool, PoolState};
+use crate::sync::Ordering;
 use crate::tiny;
 use core::ops::Deref;
 use core::ptr;
@@ -208,6 +209,7 @@ impl Heap {
                 *head.current = empty_block();
                 *head.partial = BlockList::new();
             }
+            (*heap).set_holder(pool);
             pool.publish(id, ptr::addr_of_mut!((*heap).record));
         }
         heap
@@ -413,20 +415,46 @@ impl Heap {
     }
 
     /// Every block this heap owns that is on one of its heads, with `true` for the current
-    /// blocks and `false` for the partial ones.
-    pub(crate) fn for_each_listed(&self, mut f: impl FnMut(&Header, bool)) {
-        let pool = self.pool();
+    /// blocks and `false` for the partial ones, as `pool` (the caller's view of the heap's
+    /// pool: the heap may be another process's) sees them.
+    pub(crate) fn for_each_listed(&self, pool: &Pool, mut f: impl FnMut(&Header, bool)) {
+        let heads = HeadIndex::count(pool.life_count);
         for i in pool.heads() {
             // SAFETY: i is below the head count; the head is only read here.
-            let head = unsafe { head_at(self, self.heads(), i.get()) };
-            if !ptr::eq(*head.current, empty_block()) {
-                // SAFETY: a current block is live.
-                f(unsafe { &**head.current }, true);
+            let head = unsafe { head_at(self, heads, i.get()) };
+            if let Some(h) = self.current_in(pool, *head.current) {
+                f(h, true);
             }
             for h in head.partial.iter(pool.units()) {
                 f(h, false);
             }
         }
+    }
+
+    /// The block a current-block entry of this heap names, seen through `pool` (the
+    /// caller's view): the entry is an address in the holder's mapping, read relative to
+    /// the holder's base (`HeapRecord::holder_base`; in a private pool, or for the holder,
+    /// the caller's own base). `None` for the empty block, or an entry that names no unit
+    /// of the region (the empty block of another process).
+    pub(crate) fn current_in<'p>(
+        &self,
+        pool: &'p Pool,
+        current: *const Header,
+    ) -> Option<&'p Header> {
+        if ptr::eq(current, empty_block()) {
+            return None;
+        }
+        let from = if pool.is_shared() {
+            self.holder_base.load(Ordering::Relaxed) as usize
+        } else {
+            pool.region.base()
+        };
+        let off = (current as usize).wrapping_sub(from);
+        if off >= pool.region.len() || off % crate::region::UNIT != 0 {
+            return None;
+        }
+        // SAFETY: a unit of the region, mapped for the view's life.
+        Some(unsafe { &*((pool.region.base() + off) as *const Header) })
     }
 
     /// Owner only, releasing lifetime class `life`: passes every block of the class on this
@@ -507,6 +535,17 @@ impl Heap {
         unsafe { os::unmap(heap.cast(), len) };
     }
 
+    /// In a shared pool: this process holds the heap from now on (see
+    /// `HeapRecord::holder`), its current blocks read relative to its base.
+    fn set_holder(&self, pool: &Pool) {
+        if pool.is_shared() {
+            self.holder_base
+                .store(pool.region.base() as u64, Ordering::Relaxed);
+            self.holder
+                .store(os::shared_mem::process_word(), Ordering::Release);
+        }
+    }
+
     /// A thread or join of `instance` (this process's id of the pool's instance) takes the
     /// heap, off the abandoned list, under the pool lock: the holder's fields (`pool`,
     /// `instance`, `group`, `thread_next`, the current blocks, which hold addresses in the
@@ -522,6 +561,7 @@ impl Heap {
             (*heap).instance = instance;
             (*heap).group = group;
             (*heap).thread_next = ptr::null_mut();
+            (*heap).set_holder(pool);
             let heads = HeadIndex::count(pool.life_count);
             for i in 0..heads {
                 *head_at(heap, heads, i).current = empty_block();

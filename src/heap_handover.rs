@@ -6,10 +6,13 @@
 //! The heap's state changes here, by the transitions of [`crate::heap_record`]. The exit
 //! path takes the pool lock but never allocates.
 
+use crate::block::BlockList;
+use crate::class::HeadIndex;
 use crate::heap::{empty_block, head_at, registered, Heap};
 use crate::heap_record::HeapState::{Abandoned, Exiting, Live, Orphaned};
-use crate::pool::Pool;
-use crate::sync::spin_hint;
+use crate::os;
+use crate::pool::{Pool, PoolState};
+use crate::sync::{spin_hint, Ordering};
 use core::ptr;
 
 /// Thread exit, or the leave of an explicit join: hands the heap's listed blocks to
@@ -36,27 +39,11 @@ pub(crate) unsafe fn abandon(heap: *mut Heap) {
     let pool = hp.pool();
     let mut st = pool.lock();
     hp.drain_returned();
-    for i in pool.heads() {
-        // SAFETY: i is below the head count; the heap is ours until ABANDONED.
-        let head = unsafe { head_at(heap, hp.heads(), i.get()) };
-        if !ptr::eq(*head.current, empty_block()) {
-            // SAFETY: a current block is live.
-            let h = unsafe { &**head.current };
-            pool.adopt_block(&mut st, h);
-            *head.current = empty_block();
-        }
-        while let Some(h) = head.partial.pop(pool.units()) {
-            pool.adopt_block(&mut st, h);
-        }
-    }
+    // SAFETY: the heap is ours, EXITING, and we hold the pool lock.
+    unsafe { hand_over(heap, pool, &mut st) };
     hp.thread_next_reset();
-    // SAFETY: the pool lock is held; the abandoned list owns the heap from now on.
-    unsafe { (*heap).record.next_abandoned = st.abandoned };
     // SAFETY: as above.
-    st.abandoned = pool.link_of(unsafe { ptr::addr_of!((*heap).record) });
-    // Only this thread moves an EXITING heap (teardown waits for it).
-    let left = hp.transition(Exiting, Abandoned);
-    debug_assert!(left.is_ok(), "an exiting heap changed hands: {left:?}");
+    unsafe { park(heap, pool, &mut st) };
     // From here on an instance teardown may release the heap (it is ABANDONED), but the
     // guard's unlock below still writes to the pool: teardown takes the pool lock once
     // before the pool is destroyed, so it waits for this unlock.
@@ -66,6 +53,122 @@ pub(crate) unsafe fn abandon(heap: *mut Heap) {
     // SAFETY: the heap was this process's reference to a shared pool (`adopt_or_create`
     // took it); nothing here uses the pool or the heap after.
     unsafe { Pool::release(pool) };
+}
+
+/// Under the pool lock: hands the blocks on `heap`'s heads (current and partial) to the
+/// pool. The current blocks are read through the caller's view ([`Heap::current_in`]: the
+/// heap may be a dead process's); a partial list is walked at most once per unit (a dead
+/// holder may have left one half linked).
+///
+/// # Safety
+/// The caller holds `heap` (EXITING: its own, or a dead process's it claimed) and the pool
+/// lock `st`.
+unsafe fn hand_over(heap: *mut Heap, pool: &Pool, st: &mut PoolState) {
+    // SAFETY: the caller holds the heap.
+    let hp = unsafe { &*heap };
+    let heads = HeadIndex::count(pool.life_count);
+    for i in pool.heads() {
+        // SAFETY: i is below the head count; the heap is the caller's.
+        let head = unsafe { head_at(heap, heads, i.get()) };
+        if let Some(h) = hp.current_in(pool, *head.current) {
+            if h.owner() == hp.token {
+                pool.adopt_block(st, h);
+            }
+        }
+        *head.current = empty_block();
+        let mut left = pool.region.unit_count();
+        while let Some(h) = head.partial.pop(pool.units()) {
+            pool.adopt_block(st, h);
+            left -= 1;
+            if left == 0 {
+                *head.partial = BlockList::new();
+                break;
+            }
+        }
+    }
+}
+
+/// Under the pool lock: puts `heap` on the pool's abandoned list, ABANDONED.
+///
+/// # Safety
+/// As [`hand_over`], whose work is done.
+unsafe fn park(heap: *mut Heap, pool: &Pool, st: &mut PoolState) {
+    // SAFETY: the pool lock is held; the abandoned list owns the heap from now on.
+    unsafe { (*heap).record.next_abandoned = st.abandoned };
+    // SAFETY: as above.
+    st.abandoned = pool.link_of(unsafe { ptr::addr_of!((*heap).record) });
+    // Only the heap's holder moves an EXITING heap (teardown waits for it).
+    // SAFETY: as above.
+    let left = unsafe { (*heap).transition(Exiting, Abandoned) };
+    debug_assert!(left.is_ok(), "an exiting heap changed hands: {left:?}");
+}
+
+/// In a shared pool: finds the heaps held by processes that died (their pid is gone, or
+/// names a process with another start time) and abandons them on their holders' behalf,
+/// as their exit would have: their listed blocks go to the pool, the heap to the
+/// abandoned list for the next taker. A heap one of its blocks was being moved into or out
+/// of when its holder died keeps that block: it is retired `FULL` (it comes back through
+/// the heap's `returned` when freed into) when nothing is being freed into it; otherwise
+/// it stays as it is, held by the heap. Returns how many heaps it took over. Nothing in a
+/// private pool.
+///
+/// Several survivors may run this at once: a heap is taken over by the one whose CAS on
+/// its holder word wins.
+pub(crate) fn reap_dead(pool: &Pool) -> usize {
+    if !pool.is_shared() {
+        return 0;
+    }
+    let me = os::shared_mem::process_word();
+    let mut reaped = 0;
+    for record in pool.registered_heaps() {
+        // SAFETY: registered records stay mapped while the pool does.
+        let r = unsafe { &*record };
+        let state = r.state();
+        if !matches!(state, Live | Exiting) {
+            continue;
+        }
+        let holder = r.holder.load(Ordering::Acquire);
+        if holder == me || holder == 0 || os::shared_mem::is_alive(holder) {
+            continue;
+        }
+        if r.holder
+            .compare_exchange(holder, me, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            continue;
+        }
+        // The heap is ours: only a claim moves a dead holder's heap.
+        if state == Live && r.transition(Live, Exiting).is_err() {
+            continue;
+        }
+        let heap = Heap::of(record);
+        let mut st = pool.lock();
+        for h in r.returned.take_all(pool.units()) {
+            pool.adopt_block(&mut st, h);
+        }
+        // SAFETY: claimed and EXITING; we hold the lock.
+        unsafe { hand_over(heap, pool, &mut st) };
+        retire_strays(pool, &st, r.token);
+        // SAFETY: as above.
+        unsafe { park(heap, pool, &mut st) };
+        pool.heaps_reaped.fetch_add(1, Ordering::Relaxed);
+        reaped += 1;
+    }
+    reaped
+}
+
+/// Under the pool lock, reaping a dead holder's heap of token `token` whose listed blocks
+/// were handed over: blocks it still owns that are not `FULL` were on none of its lists
+/// when it died (moved between them). Each is retired `FULL` when no free is under way
+/// into it (its remote list is empty), so it comes back through the heap's `returned` like
+/// any full block; a block with remote frees stays as it is (a free that took it out of
+/// `FULL` pushes it on the heap's `returned`).
+fn retire_strays(pool: &Pool, st: &PoolState, token: u64) {
+    for h in pool.blocks(st) {
+        if h.owner() == token && !h.is_full() && h.try_retire() {
+            h.set_role(crate::block::Role::Full);
+        }
+    }
 }
 
 /// In a child process after `fork()`, with the pool lock held: every heap that was exiting
@@ -117,6 +220,8 @@ pub(crate) unsafe fn teardown(pool: &Pool) {
 /// A shared pool's view counts the heap as one of this process's references to it
 /// ([`Pool::hold`]; [`abandon`] releases it).
 pub(crate) fn adopt_or_create(pool: &Pool, instance: u64, group: usize) -> *mut Heap {
+    // A shared pool's dead processes' heaps are taken over first: they may be adopted.
+    reap_dead(pool);
     let mut heap = adopt(pool, instance, group, false);
     if heap.is_null() {
         heap = Heap::create(pool, instance, group);

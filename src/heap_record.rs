@@ -25,7 +25,7 @@
 use crate::block::BlockList;
 use crate::block::BlockStack;
 use crate::class::{HeadIndex, CLASSES};
-use crate::sync::{AtomicU8, Ordering};
+use crate::sync::{AtomicU64, AtomicU8, Ordering};
 
 /// The life-cycle state of a heap (see the module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,6 +78,13 @@ pub(crate) struct HeapRecord {
     pub(crate) next_abandoned: u64,
     /// Blocks a remote free took out of `FULL` state.
     pub(crate) returned: BlockStack,
+    /// In a shared pool: the process holding the heap (its `process_word`: pid and start
+    /// time), written by each taker before the heap is `Live` for it; 0 in a private pool.
+    /// A survivor that finds it dead claims the heap by a CAS on it.
+    pub(crate) holder: AtomicU64,
+    /// The holder's address of the region's first unit: the current blocks, addresses in
+    /// the holder's mapping, are read by another process relative to it.
+    pub(crate) holder_base: AtomicU64,
     /// The heap's partial lists, one per head ([`HeadIndex`]; the tiny ones are the pool
     /// lock's): their offset from this record, in the same mapping (position independent).
     partials: usize,
@@ -97,6 +104,8 @@ impl HeapRecord {
             token,
             state: AtomicU8::new(HeapState::Live as u8),
             next_abandoned: 0,
+            holder: AtomicU64::new(0),
+            holder_base: AtomicU64::new(0),
             returned: BlockStack::new(),
             partials,
             #[cfg(loom)]

@@ -228,10 +228,6 @@ impl Instance {
     }
 }
 
-/// The layout version of a shared region's state area: a region whose header names another
-/// was formatted by an incompatible build and must not be opened.
-pub(crate) const STATE_LAYOUT: u32 = 1;
-
 /// Where a shared instance lives: the region's mapping in this process and the offsets of
 /// its parts (see `crate::pool::place`): `[base + state_offset, + state_len)` is the state
 /// area, `[base + blocks_offset, + unit_count * UNIT)` the blocks.
@@ -291,11 +287,11 @@ impl Instance {
     ) -> Option<Instance> {
         let layout = Layout::new(p.unit_count, life_count, Some(shared_parts(life_count, CHECKED)))?;
         let blocks_len = p.unit_count.checked_mul(UNIT)?;
-        let fits = p.base as usize % UNIT == 0
+        let fits = (p.base as usize).is_multiple_of(UNIT)
             && p.unit_count > 0
-            && p.blocks_offset % UNIT == 0
+            && p.blocks_offset.is_multiple_of(UNIT)
             && p.state_len == layout.len
-            && p.state_offset % os::MIN_PAGE == 0
+            && p.state_offset.is_multiple_of(os::MIN_PAGE)
             && p.state_offset.checked_add(layout.len)? <= p.blocks_offset
             && p.blocks_offset.checked_add(blocks_len)? <= p.len;
         if !fits {

@@ -159,6 +159,8 @@ pub use persist::{CreateOptions, OpenOptions, Place, RegionError, SharedCohort, 
 #[cfg(not(loom))]
 pub use release::{Compacted, Released};
 #[cfg(not(loom))]
+pub use shared::Recoveries;
+#[cfg(not(loom))]
 pub use stats::{HeadStats, Stats, Totals};
 #[cfg(not(loom))]
 pub use verify::{Verified, VerifyError};

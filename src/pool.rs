@@ -42,12 +42,12 @@
 //! state `BLOCK`.
 
 use crate::block::{BlockList, BlockStack, Header, Links, Role, Units, HEAPLESS, NO_HOLDER};
-use crate::class::{HeadIndex, BLOCK_SIZE};
+use crate::class::{HeadIndex, BLOCK_SIZE, CLASSES};
 use crate::heap_record::HeapRecord;
 use crate::large::LargeTable;
 use crate::region::{Region, RegionState, UNIT};
-use crate::sync::RawSpin;
 use crate::sync::{fence, AtomicU32, AtomicU64, AtomicU8, Ordering, SpinLock};
+use crate::sync::{PoolLock, RawPoolLock};
 use crate::{os, tiny};
 use core::ptr;
 use lock_api::MutexGuard;
@@ -55,6 +55,7 @@ use lock_api::MutexGuard;
 mod empty;
 mod heapless;
 pub(crate) mod place;
+mod repair;
 
 /// Empty blocks kept committed.
 pub(crate) const RETAIN_EMPTY: usize = 8;
@@ -119,7 +120,9 @@ pub(crate) struct Leave {
 /// address in every process.
 #[repr(C)]
 pub(crate) struct PoolShared {
-    pub(crate) state: SpinLock<PoolState>,
+    /// [`place::STATE_LAYOUT`] of the build that formatted it.
+    pub(crate) layout: u32,
+    pub(crate) state: PoolLock<PoolState>,
     /// Number of lifetime classes.
     pub(crate) life_count: usize,
     /// The most heaps the registry holds (ids are below it).
@@ -140,6 +143,10 @@ pub(crate) struct PoolShared {
     /// The live large allocations (a separate lock: their paths never take the pool's).
     /// Always empty in a shared instance (which refuses large allocations).
     pub(crate) large: SpinLock<LargeTable>,
+    /// Times a locker found the lock's holder dead and repaired the pool ([`Pool::repair`]).
+    pub(crate) lock_repairs: AtomicU64,
+    /// Heaps of dead processes taken over (`crate::heap_handover::reap_dead`).
+    pub(crate) heaps_reaped: AtomicU64,
 }
 
 /// Bit 31 of a token prefix: set for a shared region's heaps, never for an instance id
@@ -334,9 +341,29 @@ impl Pool {
 
     /// Takes the pool lock.
     #[inline]
-    pub(crate) fn lock(&self) -> MutexGuard<'_, RawSpin, PoolState> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, RawPoolLock, PoolState> {
         self.lock_count.fetch_add(1, Ordering::Relaxed);
-        self.state.lock()
+        let mut st = self.state.lock();
+        self.after_lock(&mut st);
+        st
+    }
+
+    /// Takes the pool lock if it is free.
+    pub(crate) fn try_lock(&self) -> Option<MutexGuard<'_, RawPoolLock, PoolState>> {
+        let mut st = self.state.try_lock()?;
+        self.lock_count.fetch_add(1, Ordering::Relaxed);
+        self.after_lock(&mut st);
+        Some(st)
+    }
+
+    /// Just locked: when the previous holder died holding the lock (a shared pool's robust
+    /// lock says so), repairs what it may have left half done ([`Pool::repair`]).
+    #[inline]
+    fn after_lock(&self, st: &mut PoolState) {
+        // SAFETY: we hold the lock just taken.
+        if unsafe { self.state.raw() }.take_owner_died() {
+            self.repair(st);
+        }
     }
 
     /// Empty blocks held committed for reuse.

@@ -251,6 +251,13 @@ impl Region {
         Some((self.unit_addr(u), fresh))
     }
 
+    /// Under the lock, repairing after a holder died: unit `u`, carved once and not a block
+    /// now, is marked given back (its bit set), whatever step of a carve or give-back the
+    /// holder died in.
+    pub(crate) fn mark_given_back(&self, st: &mut RegionState, u: usize) {
+        self.decommitted_bits(st).set(u, true);
+    }
+
     /// Gives a block's memory back to the OS and its unit to the region.
     ///
     /// # Safety

@@ -36,6 +36,7 @@ use crate::instance::{state_len, Instance, Placement, CHECKED};
 use crate::lifetime::Lifetime;
 use crate::os;
 use crate::region::UNIT;
+use crate::sync::Ordering;
 use crate::Cohort;
 
 /// Where a shared-anonymous region's state area starts: past a page left for a header.
@@ -51,34 +52,96 @@ impl<L: Lifetime> Cohort<L> {
     /// (null). Dropping the instance is this process's leave: the region lives while any
     /// process maps it.
     pub fn shared_anonymous(bytes: usize) -> Option<Self> {
-        let unit_count = (bytes / UNIT).max(1);
-        let state_len = state_len(unit_count, L::COUNT, CHECKED)?;
-        let blocks_offset = (STATE_OFFSET.checked_add(state_len)?).checked_next_multiple_of(UNIT)?;
-        let len = blocks_offset.checked_add(unit_count.checked_mul(UNIT)?)?;
-        let base = os::shared_mem::map_shared_anonymous(len, UNIT);
+        let geometry = Geometry::new(bytes, L::COUNT)?;
+        let base = os::shared_mem::map_shared_anonymous(geometry.len, UNIT);
         if base.is_null() {
             return None;
         }
-        let placement = Placement {
-            base,
-            len,
-            state_offset: STATE_OFFSET,
-            state_len,
-            blocks_offset,
-            unit_count,
-            is_new: true,
-            sync_on_leave: false,
-            unmap: unmap_anonymous,
-        };
         // SAFETY: the mapping is fresh (reads zero), shared, ours alone, and only
         // `unmap_anonymous` unmaps it.
-        match unsafe { Instance::placed(placement, L::COUNT, L::NAMES) } {
+        match unsafe { Instance::placed(geometry.placement(base, true), L::COUNT, L::NAMES) } {
             Some(core) => Some(Cohort::from_core(core)),
             None => {
                 // SAFETY: refused: the mapping is still ours and unused.
-                unsafe { os::unmap(base, len) };
+                unsafe { os::unmap(base, geometry.len) };
                 None
             }
+        }
+    }
+
+    /// In a shared instance: takes over the heaps of processes that died while joined
+    /// (kill -9): a heap whose holder's pid is gone, or is another process's now (told by
+    /// its start time), is abandoned on its holder's behalf, as the holder's exit would
+    /// have done: its partial and current blocks go to the pool, the heap to the next
+    /// thread or process that joins. What the dead process held live stays allocated: any
+    /// process may free it, or release its lifetime class. Returns how many heaps it took
+    /// over; 0 in a private instance. Every join (a thread's first allocation in the
+    /// instance, [`Cohort::join`]) does this too.
+    pub fn reap_dead_processes(&self) -> usize {
+        self.core
+            .pool_if_any()
+            .map_or(0, crate::heap_handover::reap_dead)
+    }
+
+    /// What this instance's processes recovered from the deaths of others (all zero in a
+    /// private instance).
+    pub fn recoveries(&self) -> Recoveries {
+        self.core.pool_if_any().map_or_else(Recoveries::default, |pool| Recoveries {
+            lock_repairs: pool.lock_repairs.load(Ordering::Relaxed),
+            heaps_reaped: pool.heaps_reaped.load(Ordering::Relaxed),
+        })
+    }
+}
+
+/// What a shared instance's processes recovered from the deaths of others, since the
+/// region was made ([`Cohort::recoveries`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Recoveries {
+    /// Times a process found the pool's lock held by a dead process and repaired the pool.
+    pub lock_repairs: u64,
+    /// Heaps of dead processes taken over ([`Cohort::reap_dead_processes`]).
+    pub heaps_reaped: u64,
+}
+
+/// The parts of a shared-anonymous region of a given size: a page for a header, the state
+/// area, the blocks.
+struct Geometry {
+    unit_count: usize,
+    state_len: usize,
+    blocks_offset: usize,
+    len: usize,
+}
+
+impl Geometry {
+    /// For `bytes` of blocks (rounded down to units, at least one) and `life_count`
+    /// lifetime classes; `None` past the address space.
+    fn new(bytes: usize, life_count: usize) -> Option<Geometry> {
+        let unit_count = (bytes / UNIT).max(1);
+        let state_len = state_len(unit_count, life_count, CHECKED)?;
+        let blocks_offset = STATE_OFFSET
+            .checked_add(state_len)?
+            .checked_next_multiple_of(UNIT)?;
+        let len = blocks_offset.checked_add(unit_count.checked_mul(UNIT)?)?;
+        Some(Geometry {
+            unit_count,
+            state_len,
+            blocks_offset,
+            len,
+        })
+    }
+
+    /// The placement of a region of this geometry mapped at `base`.
+    fn placement(&self, base: *mut u8, is_new: bool) -> Placement {
+        Placement {
+            base,
+            len: self.len,
+            state_offset: STATE_OFFSET,
+            state_len: self.state_len,
+            blocks_offset: self.blocks_offset,
+            unit_count: self.unit_count,
+            is_new,
+            sync_on_leave: false,
+            unmap: unmap_anonymous,
         }
     }
 }
@@ -90,4 +153,70 @@ impl<L: Lifetime> Cohort<L> {
 unsafe fn unmap_anonymous(base: *mut u8, len: usize, _sync: bool) {
     // SAFETY: the caller's guarantee.
     unsafe { os::unmap(base, len) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One node of a list built in the region: the offset of the next node from the
+    /// region's base (0 ends it) and a value.
+    #[repr(C)]
+    struct Node {
+        next: usize,
+        value: u64,
+    }
+
+    /// The same region at two addresses of one process: a list built through the first
+    /// mapping is walked and freed through the second, after the first left (a process
+    /// attaches a region once at a time: the second attach is refused while the first is
+    /// there, see `Instance::placed`). The thread's heap, abandoned by the first mapping's
+    /// leave, is taken over by the second: the frees are local to it.
+    #[test]
+    fn a_region_left_at_one_address_is_attached_and_used_at_another() {
+        const NODES: u64 = 2000;
+        let geometry = Geometry::new(16 << 20, 1).unwrap();
+        let a = Cohort::<()>::shared_anonymous(16 << 20).unwrap();
+        let leave = a.core.pool_if_any().unwrap().leave.unwrap();
+        let base_a = leave.base as usize;
+        assert_eq!(leave.len, geometry.len);
+        let mut head = 0;
+        for value in 0..NODES {
+            let n = a.malloc(size_of::<Node>(), ()).cast::<Node>();
+            assert!(!n.is_null());
+            // SAFETY: fresh, ours.
+            unsafe { n.write(Node { next: head, value }) };
+            head = n as usize - base_a;
+        }
+        // SAFETY: a shared mapping of this process.
+        let b = unsafe { os::shared_mem::map_again(leave.base, leave.len, UNIT) };
+        assert!(!b.is_null() && b != leave.base);
+        // SAFETY: the same region, formatted by `a`, mapped for as long as the instance.
+        let twice = unsafe { Instance::placed(geometry.placement(b, false), 1, &[]) };
+        assert!(twice.is_none(), "a process attaches a region once at a time");
+        drop(a);
+        // SAFETY: as above; `a` has left, and its mapping is gone.
+        let core = unsafe { Instance::placed(geometry.placement(b, false), 1, &[]) };
+        let c = Cohort::<()>::from_core(core.expect("attached at the second address"));
+        let mut at = head;
+        let mut expect = NODES;
+        while at != 0 {
+            let n = (b as usize + at) as *mut Node;
+            // SAFETY: a node of the list, at its offset in the region.
+            let node = unsafe { n.read() };
+            expect -= 1;
+            assert_eq!(node.value, expect, "the list reads the same at the second address");
+            at = node.next;
+            // SAFETY: allocated through `a`, freed once through `c`.
+            unsafe { c.free(n.cast(), size_of::<Node>(), ()) };
+        }
+        assert_eq!(expect, 0);
+        assert!(c.is_empty());
+        // SAFETY: nobody else uses the region.
+        unsafe { c.verify() }.expect("verifies at the second address");
+        let p = c.malloc(100, ());
+        assert!(!p.is_null());
+        // SAFETY: allocated above.
+        unsafe { c.free(p, 100, ()) };
+    }
 }

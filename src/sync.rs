@@ -148,6 +148,161 @@ unsafe impl lock_api::RawMutex for RawSpin {
 /// The allocator's lock.
 pub(crate) type SpinLock<T> = lock_api::Mutex<RawSpin, T>;
 
+/// The pool's lock: the spin lock in a private instance; in a shared one a robust,
+/// process-shared pthread mutex (it lives in the region), so that a holder that dies (kill
+/// -9) does not wedge the region: the next locker is told (`EOWNERDEAD`), makes the mutex
+/// consistent and raises `owner_died`, and the caller repairs what the dead holder left
+/// half done before it uses the guarded state ([`RawPoolLock::take_owner_died`]).
+///
+/// Outside a shared instance this costs the slow paths one test of `robust`. (A
+/// process-shared mutex never allocates; a waiter sleeps in the kernel.)
+#[cfg(not(loom))]
+#[repr(C)]
+pub(crate) struct RawPoolLock {
+    spin: RawSpin,
+    /// 1 when the mutex is used (set once, before the lock is shared).
+    robust: AtomicU8,
+    /// 1 while a locker found the previous holder dead and nobody repaired since.
+    owner_died: AtomicU8,
+    mutex: core::cell::UnsafeCell<libc::pthread_mutex_t>,
+}
+
+// SAFETY: the mutex is a process-shared pthread mutex, made for concurrent use; the rest is
+// atomics.
+#[cfg(not(loom))]
+unsafe impl Sync for RawPoolLock {}
+// SAFETY: as above.
+#[cfg(not(loom))]
+unsafe impl Send for RawPoolLock {}
+
+#[cfg(not(loom))]
+impl RawPoolLock {
+    /// Makes the lock robust and process-shared: initialises the mutex in place. Returns
+    /// false when the C library refuses (the lock then stays a spin lock).
+    ///
+    /// # Safety
+    /// Nobody uses the lock yet, and it stays at this address (it is in shared memory).
+    pub(crate) unsafe fn make_robust(&self) -> bool {
+        // SAFETY: the attribute object is ours; the mutex is initialised in place before
+        // anyone uses it (caller).
+        unsafe {
+            let mut attr: libc::pthread_mutexattr_t = core::mem::zeroed();
+            if libc::pthread_mutexattr_init(&mut attr) != 0 {
+                return false;
+            }
+            let ok = libc::pthread_mutexattr_setpshared(&mut attr, libc::PTHREAD_PROCESS_SHARED)
+                == 0
+                && libc::pthread_mutexattr_setrobust(&mut attr, libc::PTHREAD_MUTEX_ROBUST) == 0
+                && libc::pthread_mutex_init(self.mutex.get(), &attr) == 0;
+            libc::pthread_mutexattr_destroy(&mut attr);
+            if ok {
+                self.robust.store(1, Ordering::Release);
+            }
+            ok
+        }
+    }
+
+    /// After a lock: true (once) when the previous holder died holding it; the caller
+    /// must bring what the lock guards back to a consistent state before using it.
+    pub(crate) fn take_owner_died(&self) -> bool {
+        self.owner_died.load(Ordering::Relaxed) != 0
+            && self.owner_died.swap(0, Ordering::AcqRel) != 0
+    }
+
+    fn is_robust(&self) -> bool {
+        self.robust.load(Ordering::Relaxed) != 0
+    }
+
+    /// Handles a pthread result of a lock attempt: true when the lock is now held.
+    fn acquired(&self, r: libc::c_int) -> bool {
+        match r {
+            0 => true,
+            libc::EOWNERDEAD => {
+                // SAFETY: we hold the mutex (EOWNERDEAD hands it over).
+                unsafe { libc::pthread_mutex_consistent(self.mutex.get()) };
+                self.owner_died.store(1, Ordering::Relaxed);
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+// SAFETY: the spin lock's argument when not robust; when robust, pthread_mutex_lock returns
+// 0 or EOWNERDEAD only to the one thread that now holds the mutex, and its unlock orders the
+// holder's writes before the next holder's reads (pthread mutexes synchronise memory).
+#[cfg(not(loom))]
+unsafe impl lock_api::RawMutex for RawPoolLock {
+    #[allow(clippy::declare_interior_mutable_const)]
+    const INIT: Self = RawPoolLock {
+        spin: RawSpin::new(),
+        robust: AtomicU8::new(0),
+        owner_died: AtomicU8::new(0),
+        mutex: core::cell::UnsafeCell::new(libc::PTHREAD_MUTEX_INITIALIZER),
+    };
+    type GuardMarker = lock_api::GuardSend;
+
+    fn lock(&self) {
+        if !self.is_robust() {
+            return self.spin.lock();
+        }
+        loop {
+            // SAFETY: an initialised process-shared mutex.
+            let r = unsafe { libc::pthread_mutex_lock(self.mutex.get()) };
+            if self.acquired(r) {
+                return;
+            }
+            // ENOTRECOVERABLE cannot happen (every EOWNERDEAD is made consistent); any
+            // other error: try again.
+            spin_hint(64);
+        }
+    }
+
+    fn try_lock(&self) -> bool {
+        if !self.is_robust() {
+            return self.spin.try_lock();
+        }
+        // SAFETY: an initialised process-shared mutex.
+        self.acquired(unsafe { libc::pthread_mutex_trylock(self.mutex.get()) })
+    }
+
+    unsafe fn unlock(&self) {
+        if !self.is_robust() {
+            // SAFETY: forwarded.
+            return unsafe { self.spin.unlock() };
+        }
+        // SAFETY: the caller holds the mutex.
+        unsafe { libc::pthread_mutex_unlock(self.mutex.get()) };
+    }
+}
+
+/// Under loom the pool's lock is the spin lock (the models run in one process).
+#[cfg(loom)]
+pub(crate) type RawPoolLock = RawSpin;
+
+#[cfg(loom)]
+impl RawSpin {
+    /// Never: a model's holders do not die.
+    pub(crate) fn take_owner_died(&self) -> bool {
+        false
+    }
+}
+
+/// The pool's lock (see [`RawPoolLock`]).
+pub(crate) type PoolLock<T> = lock_api::Mutex<RawPoolLock, T>;
+
+/// Builds a [`PoolLock`] (robust only once [`RawPoolLock::make_robust`] ran).
+#[cfg(not(loom))]
+pub(crate) const fn pool_lock<T>(value: T) -> PoolLock<T> {
+    lock_api::Mutex::const_new(<RawPoolLock as lock_api::RawMutex>::INIT, value)
+}
+
+/// Builds a [`PoolLock`] (under loom, the spin lock).
+#[cfg(loom)]
+pub(crate) fn pool_lock<T>(value: T) -> PoolLock<T> {
+    lock_api::Mutex::const_new(RawSpin::new(), value)
+}
+
 const_unless_loom! {
     /// Builds a [`SpinLock`] (const outside loom).
     pub(crate) fn spin_lock<T>(value: T) -> SpinLock<T> {

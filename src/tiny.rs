@@ -144,6 +144,42 @@ pub(crate) unsafe fn is_first_free(h: &Header, off: u32) -> bool {
     unsafe { read_link(first_at, c.stride) == index % c.run_len }
 }
 
+/// Repairs a tiny block after the holder of the lock that owns it died, possibly in the
+/// middle of a [`pop`] or [`push`]: `used` is recounted from the run lists (the slots
+/// handed out minus the free-listed ones), and the run hint goes back to run 0. When a run
+/// list is broken (a cycle, or a link out of its run), every run list is emptied: their
+/// free slots are lost (counted as used), never handed out twice.
+///
+/// # Safety
+/// As [`push`].
+pub(crate) unsafe fn recount(h: &Header) {
+    let c = h.geometry();
+    let handed_out = (h.bump.load(Ordering::Relaxed) - c.first) / c.stride;
+    let mut free = 0;
+    // SAFETY: the caller's guarantee.
+    let whole = unsafe {
+        for_each_free(h, c, |_| {
+            free += 1;
+            free <= handed_out
+        })
+    };
+    if !whole || free > handed_out {
+        for run in 0..c.runs {
+            // SAFETY: the run's link is in the table.
+            unsafe {
+                write_link(
+                    table(h).wrapping_add((run * c.stride) as usize),
+                    c.stride,
+                    c.run_len,
+                )
+            };
+        }
+        free = 0;
+    }
+    h.free.store(0, Ordering::Relaxed);
+    h.set_used(handed_out - free);
+}
+
 /// Walks every run list of `h`, a block of tiny class `c`, calling `f(offset)` for each
 /// free-listed slot; stops and returns false if a list is longer than its run (a cycle) or
 /// links outside its run.

@@ -72,6 +72,9 @@ pub(crate) struct BlockList {
 
 const NEXT: usize = 0;
 const PREV: usize = 1;
+/// A `prev` link no push writes (unit indices are below it): see
+/// [`BlockList::mark_unlisted`].
+const UNLISTED: u32 = NONE - 1;
 
 impl BlockList {
     /// An empty list.
@@ -139,6 +142,21 @@ impl BlockList {
             next: self.first,
             _blocks: PhantomData,
         }
+    }
+
+    /// Marks block `h` as on no list of these links: its `prev` link holds [`UNLISTED`],
+    /// which no push leaves (the repair of a pool whose lock holder died tells by it which
+    /// blocks it listed again).
+    pub(crate) fn mark_unlisted<'a>(links: impl Links<'a>, h: &Header) {
+        let l = links.links(links.units().index(h));
+        l[NEXT].store(NONE, Ordering::Relaxed);
+        l[PREV].store(UNLISTED, Ordering::Relaxed);
+    }
+
+    /// True when block `h` was marked by [`BlockList::mark_unlisted`] and listed by no
+    /// push since.
+    pub(crate) fn is_unlisted<'a>(links: impl Links<'a>, h: &Header) -> bool {
+        links.links(links.units().index(h))[PREV].load(Ordering::Relaxed) == UNLISTED
     }
 
     /// True when block `h`'s successor links back to it: `prev(next(h)) == h`.

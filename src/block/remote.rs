@@ -88,6 +88,12 @@ impl Header {
         false
     }
 
+    /// Any thread: true when the block is `FULL` now (retired, on no list, until a free
+    /// relists it).
+    pub(crate) fn is_full(&self) -> bool {
+        self.remote.load(Ordering::Acquire) & FULL != 0
+    }
+
     /// Slots on the remote free list now.
     pub(crate) fn remote_count(&self) -> u32 {
         ((self.remote.load(Ordering::Relaxed) >> 32) & COUNT_MASK) as u32

@@ -16,6 +16,7 @@
 
 use core::ffi::CStr;
 use core::ptr;
+use core::sync::atomic::{AtomicU64, Ordering};
 use std::io;
 
 /// The longest name (in bytes, without the terminating NUL) a [`CName`] holds: Linux's
@@ -357,6 +358,38 @@ pub fn pid() -> i32 {
     unsafe { libc::getpid() }
 }
 
+/// Bits of a process word ([`process_word`]) holding the start time.
+const START_BITS: u32 = 40;
+
+/// This process's word, cached (`pid << 40 | start time`, see [`process_word_of`]): the
+/// cache is checked against `getpid` on every call, so a forked child computes its own.
+pub fn process_word() -> u64 {
+    static CACHE: AtomicU64 = AtomicU64::new(0);
+    let me = pid();
+    let cached = CACHE.load(Ordering::Relaxed);
+    if cached != 0 && cached >> START_BITS == me as u64 {
+        return cached;
+    }
+    let word = process_word_of(me).unwrap_or((me as u64) << START_BITS);
+    CACHE.store(word, Ordering::Relaxed);
+    word
+}
+
+/// The word naming process `pid` for the machine's uptime: `pid << 40 | start time` (the
+/// start time's low 40 bits: 348 years of clock ticks at 100 Hz). `None` when there is no
+/// such process.
+pub fn process_word_of(pid: i32) -> Option<u64> {
+    let start = process_start_time(pid)?;
+    Some((pid as u64) << START_BITS | (start & ((1 << START_BITS) - 1)))
+}
+
+/// True when the process a [`process_word`] names is alive: its pid is in use by a
+/// process with the same start time (a pid reused by another process is not).
+pub fn is_alive(word: u64) -> bool {
+    let pid = (word >> START_BITS) as i32;
+    process_word_of(pid) == Some(word)
+}
+
 /// True when a process `pid` exists (`kill(pid, 0)`: delivered, or refused for want of
 /// permission), whatever it is: a pid alone may have been reused, see
 /// [`process_start_time`].
@@ -519,6 +552,12 @@ mod tests {
         assert_eq!(process_start_time(i32::MAX), None);
         assert_eq!(process_start_time(0), None);
         assert!(pid_exists(pid()) && pid_exists(1));
+        assert!(is_alive(process_word()));
+        assert_eq!(process_word(), process_word_of(pid()).unwrap());
+        assert!(
+            !is_alive(process_word() + 1),
+            "another start time: a reused pid"
+        );
         assert!(!pid_exists(i32::MAX) && !pid_exists(0) && !pid_exists(-1));
         assert_eq!(process_start_time(-1), None);
         let line = b"42 (a) b) c) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 777 19";

@@ -12,6 +12,7 @@ use crate::lifetime::Lifetime;
 use crate::offset::Off;
 use crate::os;
 use crate::os::shared_mem::{self, Kind};
+use crate::pool::place;
 use core::alloc::Layout as MemLayout;
 use core::fmt;
 use core::ops::Deref;
@@ -110,7 +111,7 @@ fn expected<L: Lifetime>() -> Expected {
         life_count: L::COUNT,
         checked: CHECKED,
         page_size: os::page_size(),
-        state_layout: u64::from(instance::STATE_LAYOUT),
+        state_layout: u64::from(place::STATE_LAYOUT),
         state_len: instance::state_len,
     }
 }

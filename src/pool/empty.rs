@@ -111,8 +111,7 @@ impl Pool {
             return;
         }
         self.emptied.store(1, Ordering::Relaxed);
-        if let Some(mut st) = self.state.try_lock() {
-            self.lock_count.fetch_add(1, Ordering::Relaxed);
+        if let Some(mut st) = self.try_lock() {
             self.give_back_emptied(&mut st);
         }
     }

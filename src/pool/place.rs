@@ -21,8 +21,14 @@ use crate::class::HeadIndex;
 use crate::large::LargeTable;
 use crate::os;
 use crate::region::{placed_meta_len, Region, RegionState, UNIT};
-use crate::sync::{spin_lock, AtomicU32, AtomicU64, AtomicU8};
+use crate::sync::{pool_lock, spin_lock, AtomicU32, AtomicU64, AtomicU8};
 use core::ptr;
+
+/// The layout version of a shared region's state area, kept in the area
+/// (`PoolShared::layout`): an area of another version was formatted by an incompatible
+/// build and is never attached. (A region header that describes the region should name it
+/// too, so that an opener refuses before it maps anything.)
+pub(crate) const STATE_LAYOUT: u32 = 1;
 
 /// The most heaps a shared region holds at once (its heaps live in its state area).
 #[cfg(not(loom))]
@@ -161,7 +167,8 @@ pub(crate) unsafe fn build(
 }
 
 /// Formats the state area of `pool`'s view (fresh memory reading zero): the shared state,
-/// empty lists, the region state `region`.
+/// empty lists, the region state `region`, and for a shared pool (`tag != 0`) a robust
+/// process-shared lock. False when the C library refuses that lock.
 ///
 /// # Safety
 /// The area is fresh, laid out as the view was built, and no other thread or process uses
@@ -173,7 +180,7 @@ pub(crate) unsafe fn format(
     tag: u64,
     region: RegionState,
     layout: &Layout,
-) {
+) -> bool {
     let heads = HeadIndex::count(life_count);
     let area = pool.shared.cast_mut().cast::<u8>();
     // SAFETY: the area is ours (caller); the lists and links lie in it (layout).
@@ -191,7 +198,7 @@ pub(crate) unsafe fn format(
         ptr::write(
             shared,
             PoolShared {
-                state: spin_lock(PoolState {
+                state: pool_lock(PoolState {
                     region,
                     partial: 0,
                     of_life: 0,
@@ -199,6 +206,7 @@ pub(crate) unsafe fn format(
                     retained_count: 0,
                     abandoned: 0,
                 }),
+                layout: STATE_LAYOUT,
                 life_count,
                 max_heaps,
                 heap_ids: AtomicU32::new(0),
@@ -207,13 +215,21 @@ pub(crate) unsafe fn format(
                 lock_count: AtomicU64::new(0),
                 emptied: AtomicU8::new(0),
                 large: spin_lock(LargeTable::new()),
+                lock_repairs: AtomicU64::new(0),
+                heaps_reaped: AtomicU64::new(0),
             },
         );
         // The tables' offsets from the state, now that it is in place.
         let st = (*shared).state.data_ptr();
         (*st).partial = lists as usize - st as usize;
         (*st).of_life = lists.add(heads) as usize - st as usize;
+        // A shared pool's lock must survive a holder's death (see `RawPoolLock`).
+        #[cfg(not(loom))]
+        if tag != 0 && !(*shared).state.raw().make_robust() {
+            return false;
+        }
     }
+    true
 }
 
 /// A view of the shared pool whose region's units start at `units` (`unit_count` of them)
@@ -252,7 +268,8 @@ pub(crate) unsafe fn place(
     if !is_new {
         // SAFETY: an attached area holds a formatted shared state (caller).
         let shared = unsafe { &*area.cast::<PoolShared>() };
-        if shared.life_count != life_count
+        if shared.layout != STATE_LAYOUT
+            || shared.life_count != life_count
             || shared.max_heaps != layout.max_heaps
             || shared.tag & super::SHARED_TAG == 0
         {
@@ -266,7 +283,7 @@ pub(crate) unsafe fn place(
     }
     let tag = super::SHARED_TAG | u64::from(os::shared_mem::random_u32() >> 1);
     // SAFETY: a new area, ours alone (caller).
-    unsafe {
+    let formatted = unsafe {
         format(
             &*pool,
             life_count,
@@ -276,5 +293,10 @@ pub(crate) unsafe fn place(
             layout,
         )
     };
+    if !formatted {
+        // SAFETY: ours, unused.
+        unsafe { Pool::destroy(pool) };
+        return ptr::null_mut();
+    }
     pool
 }
