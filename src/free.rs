@@ -34,6 +34,7 @@ impl Instance {
     /// `align`, lifetime class `life` and a size whose usable size `size` does not exceed,
     /// at least the size asked for (as [`Cohort::free`](crate::Cohort::free)).
     #[inline(always)]
+    #[track_caller]
     pub(crate) unsafe fn free_sized<const ABORT: bool, R: Route>(
         &self,
         route: R,
@@ -57,6 +58,7 @@ impl Instance {
     /// # Safety
     /// As [`Instance::free_sized`].
     #[inline(never)]
+    #[track_caller]
     unsafe fn free_above_exact<const ABORT: bool, R: Route>(
         &self,
         route: R,
@@ -140,6 +142,7 @@ impl Instance {
     /// As [`Instance::free_sized`], with `class` the class of the size and alignment
     /// `align`.
     #[inline(always)]
+    #[track_caller]
     unsafe fn free_class<const ABORT: bool, R: Route>(
         &self,
         route: R,
@@ -195,6 +198,7 @@ impl Instance {
     /// As [`Instance::free_class`], with `word` as above.
     #[cold]
     #[inline(never)]
+    #[track_caller]
     unsafe fn free_other<const ABORT: bool, R: Route>(
         &self,
         route: R,
@@ -228,6 +232,7 @@ impl Instance {
     /// # Safety
     /// As [`Instance::free_sized`]: `p` is a live allocation of this allocator.
     #[inline(always)]
+    #[track_caller]
     pub(crate) unsafe fn validated_block<const ABORT: bool>(
         &self,
         p: *mut u8,
@@ -263,6 +268,7 @@ impl Instance {
     /// block's key).
     #[cold]
     #[inline(never)]
+    #[track_caller]
     unsafe fn free_remote<const ABORT: bool, R: Route>(
         &self,
         route: R,
@@ -318,6 +324,7 @@ impl Instance {
     /// this instance starts at `p`, it is the caller's to free (nothing uses it after).
     #[cold]
     #[inline(never)]
+    #[track_caller]
     unsafe fn free_large<const ABORT: bool>(&self, p: *mut u8, size: usize, life: usize) {
         if p.is_null() {
             return; // A null free does nothing (see `free_sized`).
@@ -358,13 +365,7 @@ impl Instance {
 
     /// A misuse report of a free (or resize) of `p` with `size` and lifetime class `life`.
     pub(crate) fn misuse(&self, p: *mut u8, size: usize, life: usize, problem: Problem) -> Misuse {
-        Misuse {
-            ptr: p as usize,
-            size,
-            life,
-            problem,
-            life_names: self.life_names,
-        }
+        Misuse::new(p as usize, size, life, problem, self.life_names)
     }
 
     /// What a pointer outside the region is: a large allocation (freed with a small size), or
@@ -380,6 +381,7 @@ impl Instance {
     /// fast path: one `xor`, since the key shares the owner's word and compare.
     #[cold]
     #[inline(never)]
+    #[track_caller]
     fn bad_key<const ABORT: bool>(&self, p: *mut u8, size: usize, class: usize, life: usize) -> ! {
         report::<ABORT>(self.wrong_block(p, size, class, life))
     }
@@ -392,6 +394,7 @@ impl Instance {
     /// As [`Instance::free_sized`].
     #[cold]
     #[inline(never)]
+    #[track_caller]
     unsafe fn bad_key_of_size<const ABORT: bool>(
         &self,
         p: *mut u8,
@@ -411,6 +414,7 @@ impl Instance {
     /// returns, so that the fast path reaches it with a jump and needs no stack frame.)
     #[cold]
     #[inline(never)]
+    #[track_caller]
     fn foreign<const ABORT: bool>(&self, p: *mut u8, size: usize, life: usize) {
         let problem = match self.pool_if_any() {
             Some(pool) => self.foreign_or_large(pool, p),
@@ -422,6 +426,7 @@ impl Instance {
     /// A free of a slot that is already free (typed `()` as [`Instance::foreign`]).
     #[cold]
     #[inline(never)]
+    #[track_caller]
     fn double_free<const ABORT: bool>(&self, p: *mut u8, size: usize, life: usize) {
         report::<ABORT>(self.misuse(p, size, life, Problem::DoubleFree))
     }
@@ -442,6 +447,7 @@ impl Instance {
     /// Checked mode: every check a free can make, before it touches anything
     /// ([`Instance::find_misuse`]); misuse is reported. With `FREEING` (a free), the slot's
     /// live bit is cleared by the check.
+    #[track_caller]
     fn check_free<const ABORT: bool, const FREEING: bool>(
         &self,
         p: *mut u8,

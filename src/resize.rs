@@ -74,6 +74,7 @@ impl Instance {
     /// unless `p` is null or `old.size` is 0 (then `p` is null or the pointer of a zero-size
     /// request; anything else of this allocator's is reported).
     #[inline(always)]
+    #[track_caller]
     pub(crate) unsafe fn realloc_sized<const ZERO: bool, const ABORT: bool, R: Route>(
         &self,
         route: R,
@@ -101,6 +102,7 @@ impl Instance {
     /// As [`Instance::realloc_sized`] for `(p, old, life)`, with `p` not null; `class` is
     /// the class of `old` (and of the new size).
     #[inline(always)]
+    #[track_caller]
     unsafe fn resize_in_class<const ZERO: bool, const ABORT: bool>(
         &self,
         p: *mut u8,
@@ -122,6 +124,7 @@ impl Instance {
     /// # Safety
     /// As [`Instance::realloc_sized`].
     #[inline(never)]
+    #[track_caller]
     unsafe fn realloc_other<const ZERO: bool, const ABORT: bool, R: Route>(
         &self,
         route: R,
@@ -188,6 +191,7 @@ impl Instance {
     /// As [`Instance::realloc_sized`], with `p` not null and `old.size` a large size.
     #[cold]
     #[inline(never)]
+    #[track_caller]
     unsafe fn realloc_large<const ZERO: bool, const ABORT: bool>(
         &self,
         p: *mut u8,

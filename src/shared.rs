@@ -52,14 +52,14 @@ impl<L: Lifetime> Cohort<L> {
     /// (null). Dropping the instance is this process's leave: the region lives while any
     /// process maps it.
     pub fn shared_anonymous(bytes: usize) -> Option<Self> {
-        let geometry = Geometry::new(bytes, L::COUNT)?;
+        let geometry = Geometry::new(bytes, Self::INSIDE_COUNT)?;
         let base = os::shared_mem::map_shared_anonymous(geometry.len, UNIT);
         if base.is_null() {
             return None;
         }
         // SAFETY: the mapping is fresh (reads zero), shared, ours alone, and only
         // `unmap_anonymous` unmaps it.
-        match unsafe { Instance::placed(geometry.placement(base, true), L::COUNT, L::NAMES) } {
+        match unsafe { Instance::placed(geometry.placement(base, true), Self::INSIDE_COUNT, Self::NAMES) } {
             Some(core) => Some(Cohort::from_core(core)),
             None => {
                 // SAFETY: refused: the mapping is still ours and unused.

@@ -91,7 +91,11 @@ pub(crate) struct Header {
 /// What an opener's code expects of a region: everything it would misread otherwise.
 #[derive(Clone, Copy)]
 pub(crate) struct Expected {
+    /// The lifetime classes of the opener's type (the header's count).
     pub(crate) life_count: usize,
+    /// The lifetime classes its instance is built for (the state's measure: the type's and
+    /// the hidden ones).
+    pub(crate) inside_count: usize,
     pub(crate) checked: bool,
     pub(crate) page_size: usize,
     /// The instance state's layout version.
@@ -131,7 +135,7 @@ impl Layout {
         // the state and the blocks fit.
         let guess = capacity / BLOCK_SIZE;
         for unit_count in (1..=guess).rev() {
-            let state_len = (expect.state_len)(unit_count, expect.life_count, expect.checked);
+            let state_len = (expect.state_len)(unit_count, expect.inside_count, expect.checked);
             let Some((state_len, blocks_offset)) = state_len.and_then(|len| {
                 let end = expect.state_offset().checked_add(len)?;
                 Some((len, end.checked_next_multiple_of(BLOCK_SIZE)?))
@@ -155,7 +159,7 @@ impl Layout {
                 });
             }
         }
-        let minimum = (expect.state_len)(1, expect.life_count, expect.checked)
+        let minimum = (expect.state_len)(1, expect.inside_count, expect.checked)
             .and_then(|len| len.checked_add(expect.state_offset())?.checked_next_multiple_of(BLOCK_SIZE))
             .and_then(|offset| offset.checked_add(BLOCK_SIZE));
         Err(RegionError::Capacity {
@@ -292,7 +296,7 @@ pub(crate) fn validate(w: &[u64; WORDS], file_len: u64, expect: &Expected) -> Re
             found: w[W_UNIT_COUNT],
         });
     }
-    let blocks = (expect.state_len)(unit_count, expect.life_count, expect.checked).and_then(|len| {
+    let blocks = (expect.state_len)(unit_count, expect.inside_count, expect.checked).and_then(|len| {
         let offset = len
             .checked_add(expect.state_offset())?
             .checked_next_multiple_of(BLOCK_SIZE)?;

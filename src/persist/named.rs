@@ -109,6 +109,7 @@ fn layout_of<T>() -> MemLayout {
 fn expected<L: Lifetime>() -> Expected {
     Expected {
         life_count: L::COUNT,
+        inside_count: Cohort::<L>::INSIDE_COUNT,
         checked: CHECKED,
         page_size: os::page_size(),
         state_layout: u64::from(place::STATE_LAYOUT),
@@ -188,7 +189,7 @@ impl<L: Lifetime> SharedCohort<L> {
         // uses it before it is published ready; an opened one was published ready by a
         // creator that formatted it with the geometry its header names, which the header's
         // validation found equal to this build's.
-        match unsafe { Instance::placed(placement, L::COUNT, L::NAMES) } {
+        match unsafe { Instance::placed(placement, Cohort::<L>::INSIDE_COUNT, Cohort::<L>::NAMES) } {
             Some(core) => Ok(SharedCohort {
                 cohort: Cohort::from_core(core),
                 base,

@@ -15,6 +15,7 @@ pub(crate) fn state_len(units: usize, life: usize, checked: bool) -> Option<usiz
 pub(crate) fn expected(life_count: usize) -> Expected {
     Expected {
         life_count,
+        inside_count: life_count + 9,
         checked: false,
         page_size: 4096,
         state_layout: 7,
@@ -55,7 +56,7 @@ fn the_layout_equations_hold_for_every_capacity_and_mode() {
                 assert!(!checked || blocks < 3, "{blocks} blocks, checked {checked}");
                 continue;
             };
-            assert_eq!(Some(l.state_len), state_len(l.unit_count, 2, checked));
+            assert_eq!(Some(l.state_len), state_len(l.unit_count, 11, checked));
             assert_eq!(
                 l.blocks_offset,
                 (e.state_offset() + l.state_len).next_multiple_of(BLOCK_SIZE)
