@@ -142,7 +142,8 @@ fn every_bad_input_is_a_clear_error_and_leaves_the_region_as_it_was() {
         "a refused open writes nothing"
     );
     // Bad magic, another layout version, a damaged header.
-    let cases: [(u64, &[u8], fn(&RegionError) -> bool); 4] = [
+    type Case<'a> = (u64, &'a [u8], fn(&RegionError) -> bool);
+    let cases: [Case; 4] = [
         (0, b"NOTCOHRT", |e| {
             matches!(e, RegionError::BadMagic { .. })
         }),
