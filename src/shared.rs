@@ -175,7 +175,8 @@ mod tests {
     #[test]
     fn a_region_left_at_one_address_is_attached_and_used_at_another() {
         const NODES: u64 = 2000;
-        let geometry = Geometry::new(16 << 20, 1).unwrap();
+        let (count, names) = (Cohort::<()>::INSIDE_COUNT, Cohort::<()>::NAMES);
+        let geometry = Geometry::new(16 << 20, count).unwrap();
         let a = Cohort::<()>::shared_anonymous(16 << 20).unwrap();
         let leave = a.core.pool_if_any().unwrap().leave.unwrap();
         let base_a = leave.base as usize;
@@ -192,11 +193,11 @@ mod tests {
         let b = unsafe { os::shared_mem::map_again(leave.base, leave.len, UNIT) };
         assert!(!b.is_null() && b != leave.base);
         // SAFETY: the same region, formatted by `a`, mapped for as long as the instance.
-        let twice = unsafe { Instance::placed(geometry.placement(b, false), 1, &[]) };
+        let twice = unsafe { Instance::placed(geometry.placement(b, false), count, names) };
         assert!(twice.is_none(), "a process attaches a region once at a time");
         drop(a);
         // SAFETY: as above; `a` has left, and its mapping is gone.
-        let core = unsafe { Instance::placed(geometry.placement(b, false), 1, &[]) };
+        let core = unsafe { Instance::placed(geometry.placement(b, false), count, names) };
         let c = Cohort::<()>::from_core(core.expect("attached at the second address"));
         let mut at = head;
         let mut expect = NODES;
