@@ -75,8 +75,12 @@ pub struct CreateOptions {
 
 impl CreateOptions {
     /// A region of `capacity` bytes (rounded up to whole 2 MiB blocks): the header and the
-    /// instance's state take the first block(s), the rest holds blocks of slots. The object
-    /// or file is sized to it at once but takes memory or disk only where written.
+    /// instance's state take the first blocks, the rest holds blocks of slots, one per
+    /// (size class, lifetime class, process or join) in use at least. The state is several
+    /// MiB (its heaps for every process and join, and in a checked build one bit per byte
+    /// of the blocks): too small a capacity is [`RegionError::Capacity`], which names the
+    /// least that holds one block. The object or file is sized to it at once but takes
+    /// memory or disk only where written.
     pub fn new(capacity: usize) -> CreateOptions {
         CreateOptions {
             capacity,
