@@ -8,6 +8,8 @@
 #   api      the whole API, single-threaded, against a model of what is live
 #   oom      the same on a with_reservation(4..16 MiB) instance: out-of-memory paths
 #   threads  2 or 3 threads handing objects to each other (lockstep, plus bursts)
+#   region_header  opening a file region whose header is garbage (raw, or a valid header
+#            with bytes patched over it): an error naming what differs, never a crash
 #
 # A long run (one target at a time; libFuzzer runs one process unless -jobs/-workers ask
 # for more, so leave those out on a shared machine):
@@ -53,7 +55,7 @@ export CARGO_TERM_COLOR=never
 secs="${1:-60}"
 modes="${COHORT_FUZZ_MODES:-checked}"
 sanitizer="${COHORT_FUZZ_SANITIZER:-address}"
-targets=(api oom threads)
+targets=(api oom threads region_header)
 
 if ! command -v rustup >/dev/null 2>&1 || ! rustup run nightly rustc --version >/dev/null 2>&1; then
   echo "fuzz: no nightly toolchain (rustup run nightly rustc failed): fuzzing skipped"

@@ -17,7 +17,7 @@
 //!
 //! | layer | modules | what |
 //! |---|---|---|
-//! | 0 | `class`, `sync`, `os`, `lifetime` | the size-class table and block geometry, checked at compile time; atomics and the lock; every system call; the lifetime-class trait |
+//! | 0 | `class`, `sync`, `os`, `lifetime`, `offset` | the size-class table and block geometry, checked at compile time; atomics and the lock; every system call; the lifetime-class trait; typed offsets into a region |
 //! | 1 | `region`, `decay`, `misuse`, `instance_id` | address space carved into blocks; what is kept of unused memory and when it is given back (bounds, the adaptive delay); what a bad free is and how it is reported; the source of instance ids |
 //! | 2 | `live_bits`, `block`, `large` | checked mode's live bit per slot; the block header, its slot lists, remote frees; the large-allocation table and the cache of freed large mappings |
 //! | 3 | `tiny` | 1- and 2-byte slots in runs |
@@ -32,7 +32,7 @@
 //! | 12 | `resize` | realloc |
 //! | 13 | `api` | [`Cohort`], its public methods, `GlobalAlloc`, block reports |
 //! | 14 | `handle`, `join`, `stats`, `verify`, `lookup`, `shared` | allocator handles per lifetime class; explicit joins; statistics; the consistency check; frees and resizes without a size (found from the address); instances in memory shared between processes |
-//! | 15 | `release` | releasing a lifetime class, `scope_exclusive`, `compact` |
+//! | 15 | `release`, `persist` | releasing a lifetime class, `scope_exclusive`, `compact`; named shared-memory and file regions: their header, create / open / leave / destroy, root slots and offsets |
 //! | 16 | `scope` | a lifetime class released safely on a shared allocator: [`ClassScope`] |
 //! | 17 | `design` | the design as documentation (no code): glossary, invariants, walks |
 //!
@@ -94,6 +94,17 @@
 //!   released at its end, beside a slowly growing long-lived cache: RSS stays at 2.1 to
 //!   2.4 MiB throughout.
 //!
+//! # Regions shared between processes and kept in files
+//!
+//! [`SharedCohort`] is an allocator whose memory is a named region: POSIX shared memory
+//! that unrelated processes open by name, or a file that keeps its contents after every
+//! process has exited. It dereferences to [`Cohort`], so everything above works on it;
+//! allocations refer to each other by [`Off`] (an offset from the region's base, the same
+//! in every process, wherever the region is mapped), and the region's header holds
+//! [`ROOT_SLOTS`] root slots by which a process that opens it finds its data.
+//! `cargo run --release --example persist_tree` builds a tree in a file in one process and
+//! walks and frees it in later ones.
+//!
 //! # Safety and correctness
 //!
 //! - Every invariant of [`design`] has a test (`tests/invariants.rs`); the class table's
@@ -125,6 +136,7 @@ pub mod class;
 mod decay;
 mod large;
 mod lifetime;
+mod offset;
 mod os;
 mod region;
 mod sync;
@@ -155,6 +167,7 @@ not_under_loom! {
     mod lookup;
     mod shared;
     mod release;
+    mod persist;
     mod scope;
 }
 pub mod design;
@@ -189,6 +202,9 @@ pub use lifetime::{Lifetime, MAX_LIFETIME_CLASSES};
 pub use lookup::Allocation;
 #[cfg(not(loom))]
 pub use misuse::{set_misuse_hook, Misuse, Problem};
+pub use offset::Off;
+#[cfg(not(loom))]
+pub use persist::{CreateOptions, OpenOptions, Place, RegionError, SharedCohort, ROOT_SLOTS};
 #[cfg(not(loom))]
 pub use release::{Compacted, Released};
 #[cfg(not(loom))]

@@ -1,6 +1,7 @@
 //! The OS layer: every system call of the allocator lives here (a Windows backend would be
-//! one more file beside this one), and what it reads from the process's environment
-//! ([`env`]).
+//! one more file beside this one), what it reads from the process's environment
+//! ([`env`]), and the memory other processes see: named shared memory, files, shared
+//! anonymous memory, and process start times ([`shared_mem`]).
 //!
 //! Vocabulary: **reserve** takes address space without memory (`PROT_READ`), **commit**
 //! makes a reserved range usable (`PROT_READ | PROT_WRITE`; pages still cost RAM only when

@@ -1,50 +1,262 @@
-//! System calls of regions shared between processes: the shared-anonymous mapping that fork
-//! children inherit, giving a shared range's memory back (`MADV_REMOVE`: unlike
-//! `MADV_DONTNEED`, which only drops this process's view of a shared page, it frees the page
-//! for every process), a second mapping of the same memory at another address, and the
-//! start time of a process (to tell a live process from a dead one whose pid was reused).
+//! Memory that other processes see: named POSIX shared memory (`shm_open`), files on disk
+//! and shared anonymous memory (inherited by `fork` children), mapped `MAP_SHARED` at an address aligned to a block, wherever the kernel finds
+//! room (so the same region sits at different addresses in different processes); and the
+//! start time of a process, which tells a live process from a later one that reuses its pid.
+//! Beside them: a second mapping of shared memory at another address (`mremap`), giving a
+//! shared range's memory back for every process (`MADV_REMOVE`: `MADV_DONTNEED` only drops
+//! this process's view of a shared page, and does not zero it for the others), and random
+//! bits from the kernel.
+//!
+//! Names are turned into C strings in a buffer on the stack ([`CName`]): nothing here
+//! allocates, like the rest of [`crate::os`].
+//!
+//! Invariants: a [`Fd`] owns its descriptor and closes it once, when dropped; a mapping made
+//! by [`map_shared`] is exactly `len` bytes at an address `a` with `a % align == 0`, and
+//! nothing else of the over-reservation it was carved from stays mapped.
 
+use core::ffi::CStr;
 use core::ptr;
 use core::sync::atomic::{AtomicU64, Ordering};
+use std::io;
 
-/// Maps `len` bytes (a multiple of `align`, a power of two at least the kernel's page) of
-/// zeroed memory shared with the children this process forks (`MAP_SHARED |
-/// MAP_ANONYMOUS`), aligned to `align`. Null when the OS refuses.
-pub(crate) fn map_shared_anonymous(len: usize, align: usize) -> *mut u8 {
-    debug_assert!(align.is_power_of_two() && len.is_multiple_of(align));
-    // SAFETY: MAP_FIXED over the reservation `over_reservation` just made and owns:
-    // nothing else lives in it.
-    over_reservation(len, align, |hole| unsafe {
+/// The longest name (in bytes, without the terminating NUL) a [`CName`] holds: Linux's
+/// `PATH_MAX` less one.
+pub const NAME_MAX_BYTES: usize = 4095;
+
+/// Which namespace a name lives in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// POSIX named shared memory: `shm_open` names (on Linux, files of `/dev/shm`), which
+    /// live until unlinked or the machine restarts.
+    SharedMemory,
+    /// A file on disk, which lives until deleted.
+    File,
+}
+
+/// A NUL-terminated copy of a name, on the stack.
+pub struct CName {
+    bytes: [u8; NAME_MAX_BYTES + 1],
+}
+
+impl CName {
+    /// The name `bytes` as a C string, or `None` when it is empty, holds a NUL byte or is
+    /// longer than [`NAME_MAX_BYTES`].
+    pub fn new(bytes: &[u8]) -> Option<CName> {
+        if bytes.is_empty() || bytes.len() > NAME_MAX_BYTES || bytes.contains(&0) {
+            return None;
+        }
+        let mut name = CName {
+            bytes: [0; NAME_MAX_BYTES + 1],
+        };
+        name.bytes[..bytes.len()].copy_from_slice(bytes);
+        Some(name)
+    }
+
+    /// The C string.
+    pub fn as_c_str(&self) -> &CStr {
+        // The buffer ends with at least one NUL (the name is shorter than the buffer).
+        CStr::from_bytes_until_nul(&self.bytes).expect("a CName holds a NUL")
+    }
+}
+
+/// An open file descriptor, closed when dropped.
+#[derive(Debug)]
+pub struct Fd(libc::c_int);
+
+impl Drop for Fd {
+    fn drop(&mut self) {
+        // SAFETY: the descriptor is ours and closed only here.
+        unsafe { libc::close(self.0) };
+    }
+}
+
+/// The result of a system call returning -1 on failure, as an [`io::Result`].
+fn check(rc: libc::c_int) -> io::Result<libc::c_int> {
+    if rc == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+fn open_flags(kind: Kind, name: &CName, flags: libc::c_int) -> io::Result<Fd> {
+    let flags = flags | libc::O_RDWR | libc::O_CLOEXEC;
+    let mode: libc::mode_t = 0o600;
+    // SAFETY: the name is a NUL-terminated string that outlives the call.
+    let fd = unsafe {
+        match kind {
+            Kind::SharedMemory => libc::shm_open(name.as_c_str().as_ptr(), flags, mode),
+            Kind::File => libc::open(name.as_c_str().as_ptr(), flags, libc::c_uint::from(mode)),
+        }
+    };
+    check(fd).map(Fd)
+}
+
+/// Creates `name`, failing with `AlreadyExists` when it exists: of processes racing to
+/// create the same name, exactly one succeeds. Read-write, for this user only.
+pub fn create_exclusive(kind: Kind, name: &CName) -> io::Result<Fd> {
+    open_flags(kind, name, libc::O_CREAT | libc::O_EXCL)
+}
+
+/// Opens the existing `name` read-write (`NotFound` when there is none).
+pub fn open_existing(kind: Kind, name: &CName) -> io::Result<Fd> {
+    open_flags(kind, name, 0)
+}
+
+/// Deletes `name` (`shm_unlink` or `unlink`): mappings of it stay valid until unmapped, and
+/// the memory goes when the last one does.
+pub fn unlink(kind: Kind, name: &CName) -> io::Result<()> {
+    // SAFETY: the name is a NUL-terminated string that outlives the call.
+    let rc = unsafe {
+        match kind {
+            Kind::SharedMemory => libc::shm_unlink(name.as_c_str().as_ptr()),
+            Kind::File => libc::unlink(name.as_c_str().as_ptr()),
+        }
+    };
+    check(rc).map(drop)
+}
+
+impl Fd {
+    /// The length of what the descriptor names, in bytes (`fstat`).
+    pub fn len(&self) -> io::Result<u64> {
+        // SAFETY: a zeroed stat is a valid buffer for fstat to fill.
+        let mut st: libc::stat = unsafe { core::mem::zeroed() };
+        // SAFETY: the descriptor is open and `st` is a writable stat.
+        check(unsafe { libc::fstat(self.0, &mut st) })?;
+        Ok(st.st_size as u64)
+    }
+
+    /// Sets the length (`ftruncate`): the new bytes read zero and take no memory or disk
+    /// until written.
+    pub fn set_len(&self, len: u64) -> io::Result<()> {
+        let len =
+            libc::off_t::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+        // SAFETY: the descriptor is open.
+        check(unsafe { libc::ftruncate(self.0, len) }).map(drop)
+    }
+}
+
+impl Fd {
+    /// Allocates the storage of the first `len` bytes now (`posix_fallocate`), so that
+    /// writing them later cannot fail for lack of space (which a mapping reports as
+    /// `SIGBUS`). Fails with the OS's error (`ENOSPC` when there is no room).
+    pub fn allocate(&self, len: u64) -> io::Result<()> {
+        let len =
+            libc::off_t::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+        // SAFETY: the descriptor is open; posix_fallocate returns the error number.
+        match unsafe { libc::posix_fallocate(self.0, 0, len) } {
+            0 => Ok(()),
+            e => Err(io::Error::from_raw_os_error(e)),
+        }
+    }
+
+    /// Bytes of storage allocated to what the descriptor names (`st_blocks * 512`).
+    #[cfg(test)]
+    pub fn allocated(&self) -> io::Result<u64> {
+        // SAFETY: a zeroed stat is a valid buffer for fstat to fill.
+        let mut st: libc::stat = unsafe { core::mem::zeroed() };
+        // SAFETY: the descriptor is open and `st` is a writable stat.
+        check(unsafe { libc::fstat(self.0, &mut st) })?;
+        Ok(st.st_blocks as u64 * 512)
+    }
+}
+
+/// Maps the first `len` bytes of `fd` read-only at an address of the kernel's choice, to
+/// read a header without the power to change it.
+pub fn map_read_only(fd: &Fd, len: usize) -> io::Result<*const u8> {
+    // SAFETY: a new mapping at an address of the kernel's choice touches no existing memory.
+    let p = unsafe {
         libc::mmap(
-            hole.cast(),
+            ptr::null_mut(),
             len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_FIXED | libc::MAP_NORESERVE,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            fd.0,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(p.cast_const().cast())
+}
+
+/// Maps the first `len` bytes of `fd` read-write and shared (every process mapping them
+/// sees every write), at an address aligned to `align` (a power of two, a multiple of the
+/// kernel's page) that the kernel picks. The descriptor may be closed afterwards: the
+/// mapping stays.
+pub fn map_shared(fd: &Fd, len: usize, align: usize) -> io::Result<*mut u8> {
+    map_aligned(len, align, libc::MAP_SHARED, fd.0)
+}
+
+/// Maps `len` bytes of zeroed shared anonymous memory (`MAP_SHARED | MAP_ANONYMOUS`) at an
+/// address aligned to `align` (as for [`map_shared`]): a `fork` child shares it with its
+/// parent rather than getting a copy. Null when the OS refuses.
+pub fn map_shared_anonymous(len: usize, align: usize) -> *mut u8 {
+    map_aligned(len, align, libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1).unwrap_or(ptr::null_mut())
+}
+
+/// `len` bytes read-write with `flags` (and `fd`, or -1), at an address aligned to `align`:
+/// an inaccessible reservation of `len + align` bytes holds the place, the mapping replaces
+/// its aligned part, and the rest of the reservation is given back.
+fn map_aligned(
+    len: usize,
+    align: usize,
+    flags: libc::c_int,
+    fd: libc::c_int,
+) -> io::Result<*mut u8> {
+    debug_assert!(align.is_power_of_two() && align >= super::MIN_PAGE);
+    let over = len
+        .checked_add(align)
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOMEM))?;
+    // SAFETY: a new mapping at an address of the kernel's choice touches no existing memory.
+    let raw = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            over,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
             -1,
             0,
         )
-    })
-}
-
-/// Reserves an aligned range of `len` bytes and lets `place` put a mapping over it
-/// (returning what `mmap` or `mremap` did); unreserves it when `place` fails. Null when
-/// either fails.
-fn over_reservation(
-    len: usize,
-    align: usize,
-    place: impl FnOnce(*mut u8) -> *mut libc::c_void,
-) -> *mut u8 {
-    let hole = super::reserve(len, align);
-    if hole.is_null() {
-        return hole;
+    };
+    if raw == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
     }
-    let p = place(hole);
-    if p == libc::MAP_FAILED {
-        // SAFETY: the reservation above, unused.
-        unsafe { super::unmap(hole, len) };
-        return ptr::null_mut();
+    let start = (raw as usize + align - 1) & !(align - 1);
+    // SAFETY: [start, start + len) lies inside the reservation just made, which nothing else
+    // uses: MAP_FIXED replaces part of it.
+    let p = unsafe {
+        libc::mmap(
+            start as *mut libc::c_void,
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            flags | libc::MAP_FIXED,
+            fd,
+            0,
+        )
+    };
+    let error = (p == libc::MAP_FAILED).then(io::Error::last_os_error);
+    let head = start - raw as usize;
+    let tail = over - head - len;
+    // SAFETY: the trimmed ranges are the reservation's own, outside [start, start + len);
+    // on failure the whole reservation goes.
+    unsafe {
+        if error.is_some() {
+            libc::munmap(raw, over);
+        } else {
+            if head > 0 {
+                libc::munmap(raw, head);
+            }
+            if tail > 0 {
+                libc::munmap((start + len) as *mut libc::c_void, tail);
+            }
+        }
     }
-    p.cast()
+    match error {
+        Some(e) => Err(e),
+        None => Ok(start as *mut u8),
+    }
 }
 
 /// Maps the shared memory of `[old, old + len)` a second time, at a fresh address aligned
@@ -53,10 +265,14 @@ fn over_reservation(
 /// # Safety
 /// `[old, old + len)` is a shared mapping of this process (`MAP_SHARED`), page aligned.
 #[cfg(test)]
-pub(crate) unsafe fn map_again(old: *mut u8, len: usize, align: usize) -> *mut u8 {
+pub unsafe fn map_again(old: *mut u8, len: usize, align: usize) -> *mut u8 {
+    let hole = super::reserve(len, align);
+    if hole.is_null() {
+        return hole;
+    }
     // SAFETY: `mremap` with an old size of 0 duplicates a shared mapping (the caller's);
     // MREMAP_FIXED places the copy over the reservation just made, which nothing uses.
-    over_reservation(len, align, |hole| unsafe {
+    let p = unsafe {
         libc::mremap(
             old.cast(),
             0,
@@ -64,7 +280,13 @@ pub(crate) unsafe fn map_again(old: *mut u8, len: usize, align: usize) -> *mut u
             libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
             hole.cast::<libc::c_void>(),
         )
-    })
+    };
+    if p == libc::MAP_FAILED {
+        // SAFETY: the reservation above, unused.
+        unsafe { super::unmap(hole, len) };
+        return ptr::null_mut();
+    }
+    p.cast()
 }
 
 /// Frees the memory of a page-aligned range of a shared mapping: every process then reads
@@ -73,14 +295,14 @@ pub(crate) unsafe fn map_again(old: *mut u8, len: usize, align: usize) -> *mut u
 /// # Safety
 /// `[ptr, ptr + len)` is a page-aligned range of a shared mapping of ours whose contents no
 /// process needs.
-pub(crate) unsafe fn remove_shared(ptr: *mut u8, len: usize) -> bool {
+pub unsafe fn remove_shared(ptr: *mut u8, len: usize) -> bool {
     // SAFETY: the caller's guarantee.
     unsafe { libc::madvise(ptr.cast(), len, libc::MADV_REMOVE) == 0 }
 }
 
 /// 32 random bits from the kernel (`getrandom`), or, should it fail, bits of the time and
 /// the pid.
-pub(crate) fn random_u32() -> u32 {
+pub fn random_u32() -> u32 {
     let mut v = 0u32;
     // SAFETY: writes at most 4 bytes into `v`.
     let got = unsafe { libc::getrandom(ptr::addr_of_mut!(v).cast(), 4, 0) };
@@ -96,9 +318,43 @@ pub(crate) fn random_u32() -> u32 {
     (ts.tv_nsec as u32) ^ (ts.tv_sec as u32).rotate_left(16) ^ pid() as u32
 }
 
+/// Writes the mapping's changed pages to the file and waits until they are written
+/// (`msync(MS_SYNC)`).
+///
+/// # Safety
+/// `[ptr, ptr + len)` is a mapping made by [`map_shared`].
+pub unsafe fn sync(ptr: *mut u8, len: usize) -> io::Result<()> {
+    // SAFETY: the caller guarantees the range is a shared mapping of ours.
+    check(unsafe { libc::msync(ptr.cast(), len, libc::MS_SYNC) }).map(drop)
+}
+
+/// Leaves a mapping made by [`map_shared`] or [`map_shared_anonymous`]: writes its changed
+/// pages to the file first when `sync` (a file's region; the error of that write, if any,
+/// is returned, and the mapping is gone either way), then unmaps it.
+///
+/// # Safety
+/// `[ptr, ptr + len)` is such a mapping, and nothing uses it any more.
+pub unsafe fn leave(ptr: *mut u8, len: usize, sync: bool) -> io::Result<()> {
+    // SAFETY: the caller guarantees the range is a shared mapping of ours, now unused.
+    unsafe {
+        let synced = if sync { self::sync(ptr, len) } else { Ok(()) };
+        unmap_shared(ptr, len);
+        synced
+    }
+}
+
+/// Unmaps a mapping made by [`map_shared`], [`map_shared_anonymous`] or [`map_read_only`].
+///
+/// # Safety
+/// `[ptr, ptr + len)` is such a mapping, and nothing uses it any more.
+pub unsafe fn unmap_shared(ptr: *const u8, len: usize) {
+    // SAFETY: the caller guarantees the mapping is ours and unused.
+    unsafe { libc::munmap(ptr.cast_mut().cast(), len) };
+}
+
 /// This process's id.
-pub(crate) fn pid() -> i32 {
-    // SAFETY: getpid has no preconditions.
+pub fn pid() -> i32 {
+    // SAFETY: getpid has no precondition.
     unsafe { libc::getpid() }
 }
 
@@ -107,7 +363,7 @@ const START_BITS: u32 = 40;
 
 /// This process's word, cached (`pid << 40 | start time`, see [`process_word_of`]): the
 /// cache is checked against `getpid` on every call, so a forked child computes its own.
-pub(crate) fn process_word() -> u64 {
+pub fn process_word() -> u64 {
     static CACHE: AtomicU64 = AtomicU64::new(0);
     let me = pid();
     let cached = CACHE.load(Ordering::Relaxed);
@@ -122,90 +378,191 @@ pub(crate) fn process_word() -> u64 {
 /// The word naming process `pid` for the machine's uptime: `pid << 40 | start time` (the
 /// start time's low 40 bits: 348 years of clock ticks at 100 Hz). `None` when there is no
 /// such process.
-pub(crate) fn process_word_of(pid: i32) -> Option<u64> {
+pub fn process_word_of(pid: i32) -> Option<u64> {
     let start = process_start_time(pid)?;
     Some((pid as u64) << START_BITS | (start & ((1 << START_BITS) - 1)))
 }
 
 /// True when the process a [`process_word`] names is alive: its pid is in use by a
 /// process with the same start time (a pid reused by another process is not).
-pub(crate) fn is_alive(word: u64) -> bool {
+pub fn is_alive(word: u64) -> bool {
     let pid = (word >> START_BITS) as i32;
     process_word_of(pid) == Some(word)
 }
 
-/// The start time of process `pid` in clock ticks since boot (field 22 of
-/// `/proc/PID/stat`), `None` when there is no such process (or it cannot be read). With the
-/// pid it names one process for the machine's uptime: a reused pid has another start
-/// time. Reads the file with system calls only (no allocation).
-pub(crate) fn process_start_time(pid: i32) -> Option<u64> {
-    let mut path = [0u8; 32];
-    let mut n = 0;
-    for &b in b"/proc/" {
-        path[n] = b;
-        n += 1;
+/// True when a process `pid` exists (`kill(pid, 0)`: delivered, or refused for want of
+/// permission), whatever it is: a pid alone may have been reused, see
+/// [`process_start_time`].
+pub fn pid_exists(pid: i32) -> bool {
+    if pid <= 0 {
+        return false;
     }
-    let mut digits = [0u8; 12];
-    let mut d = 0;
-    let mut v = u32::try_from(pid).ok()?;
+    // SAFETY: signal 0 checks the target without sending anything.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// When process `pid` started, in clock ticks since boot (field 22 of `/proc/PID/stat`), or
+/// `None` when there is no such process (or `/proc` cannot be read). A pid is reused once
+/// its process is gone, by a process that started later: `(pid, start time)` names one
+/// process for the life of the machine.
+pub fn process_start_time(pid: i32) -> Option<u64> {
+    if pid <= 0 {
+        return None;
+    }
+    // "/proc/" + at most 10 digits + "/stat" + NUL.
+    let mut path = [0u8; 32];
+    let mut at = 0;
+    let mut put = |bytes: &[u8]| {
+        path[at..at + bytes.len()].copy_from_slice(bytes);
+        at += bytes.len();
+    };
+    put(b"/proc/");
+    let mut digits = [0u8; 10];
+    let mut first = digits.len();
+    let mut n = pid as u32;
     loop {
-        digits[d] = b'0' + (v % 10) as u8;
-        d += 1;
-        v /= 10;
-        if v == 0 {
+        first -= 1;
+        digits[first] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
             break;
         }
     }
-    while d > 0 {
-        d -= 1;
-        path[n] = digits[d];
-        n += 1;
-    }
-    for &b in b"/stat\0" {
-        path[n] = b;
-        n += 1;
-    }
+    put(&digits[first..]);
+    put(b"/stat");
+    // SAFETY: `path` is NUL-terminated (the buffer is longer than what was written).
+    let fd = unsafe { libc::open(path.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    let fd = Fd(check(fd).ok()?);
     let mut buf = [0u8; 1024];
-    // SAFETY: `path` is NUL-terminated; `buf` is ours; the descriptor is closed below.
-    let len = unsafe {
-        let fd = libc::open(path.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC);
-        if fd < 0 {
-            return None;
+    let mut filled = 0;
+    while filled < buf.len() {
+        // SAFETY: reads into the unfilled part of `buf`.
+        let n = unsafe { libc::read(fd.0, buf[filled..].as_mut_ptr().cast(), buf.len() - filled) };
+        if n <= 0 {
+            break;
         }
-        let len = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
-        libc::close(fd);
-        len
-    };
-    let text = buf.get(..usize::try_from(len).ok()?)?;
-    // The command (field 2) is in parentheses and may hold spaces or ')': fields 3 on start
-    // after the last ')'.
-    let close = text.iter().rposition(|&b| b == b')')?;
-    let field = text[close + 1..]
+        filled += n as usize;
+    }
+    start_time_of_stat(&buf[..filled])
+}
+
+/// Field 22 (`starttime`) of a `/proc/PID/stat` line. The second field, the command name in
+/// parentheses, may hold spaces and parentheses itself: fields are counted after its last
+/// `)`.
+fn start_time_of_stat(stat: &[u8]) -> Option<u64> {
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    // After ")": field 3 (state) is the first; starttime is field 22, the 20th after it.
+    let field = stat[close + 1..]
         .split(|&b| b == b' ')
         .filter(|f| !f.is_empty())
-        .nth(22 - 3)?;
-    let mut t: u64 = 0;
+        .nth(19)?;
+    let mut n: u64 = 0;
     for &b in field {
         if !b.is_ascii_digit() {
             return None;
         }
-        t = t.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+        n = n.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
     }
-    Some(t)
+    Some(n)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn temp_name(tag: &str) -> Vec<u8> {
+        format!("/cohort-os-test-{tag}-{}", pid()).into_bytes()
+    }
+
     #[test]
-    fn a_live_process_has_a_start_time_and_a_missing_one_none() {
-        let me = process_start_time(pid()).expect("this process is alive");
-        assert_eq!(process_start_time(pid()), Some(me), "stable");
+    fn names_are_checked() {
+        assert!(CName::new(b"").is_none());
+        assert!(CName::new(b"a\0b").is_none());
+        assert!(CName::new(&[b'a'; NAME_MAX_BYTES + 1]).is_none());
+        let n = CName::new(&[b'a'; NAME_MAX_BYTES]).unwrap();
+        assert_eq!(n.as_c_str().to_bytes().len(), NAME_MAX_BYTES);
+    }
+
+    #[test]
+    fn exclusive_create_then_open_map_twice_and_unlink() {
+        let name = CName::new(&temp_name("map")).unwrap();
+        let _ = unlink(Kind::SharedMemory, &name);
+        let fd = create_exclusive(Kind::SharedMemory, &name).unwrap();
+        let again = create_exclusive(Kind::SharedMemory, &name).unwrap_err();
+        assert_eq!(again.kind(), io::ErrorKind::AlreadyExists);
+        let len = 4 << 20;
+        fd.set_len(len as u64).unwrap();
+        assert_eq!(fd.len().unwrap(), len as u64);
+        let align = 2 << 20;
+        let a = map_shared(&fd, len, align).unwrap();
+        let other = open_existing(Kind::SharedMemory, &name).unwrap();
+        let b = map_shared(&other, len, align).unwrap();
+        drop((fd, other));
+        assert_ne!(a, b, "two mappings of one object, at two addresses");
+        assert_eq!(a as usize % align, 0);
+        assert_eq!(b as usize % align, 0);
+        // SAFETY: both map `len` bytes of the same object.
+        unsafe {
+            a.add(len - 1).write_volatile(7);
+            assert_eq!(
+                b.add(len - 1).read_volatile(),
+                7,
+                "one memory, two addresses"
+            );
+            unmap_shared(a, len);
+            unmap_shared(b, len);
+        }
+        unlink(Kind::SharedMemory, &name).unwrap();
+        let gone = open_existing(Kind::SharedMemory, &name).unwrap_err();
+        assert_eq!(gone.kind(), io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn shared_anonymous_memory_is_aligned_zeroed_and_shared_with_a_fork_child() {
+        let (len, align) = (4 << 20, 2 << 20);
+        let p = map_shared_anonymous(len, align);
+        assert!(!p.is_null());
+        assert_eq!(p as usize % align, 0);
+        // SAFETY: p maps len bytes; the child only writes one byte and exits.
+        unsafe {
+            assert_eq!(p.add(len - 1).read_volatile(), 0);
+            let child = libc::fork();
+            assert!(child >= 0);
+            if child == 0 {
+                p.add(len - 1).write_volatile(42);
+                libc::_exit(0);
+            }
+            let mut status = 0;
+            assert_eq!(libc::waitpid(child, &mut status, 0), child);
+            assert_eq!(
+                p.add(len - 1).read_volatile(),
+                42,
+                "the child's write is seen"
+            );
+            leave(p, len, false).unwrap();
+        }
+    }
+
+    #[test]
+    fn this_process_has_a_start_time_and_a_pid_that_is_not_running_has_none() {
+        let mine = process_start_time(pid()).unwrap();
+        assert_eq!(process_start_time(pid()), Some(mine));
+        // Pids above the kernel's limit (at most 2^22) never exist.
+        assert_eq!(process_start_time(i32::MAX), None);
+        assert_eq!(process_start_time(0), None);
+        assert!(pid_exists(pid()) && pid_exists(1));
         assert!(is_alive(process_word()));
         assert_eq!(process_word(), process_word_of(pid()).unwrap());
-        assert_eq!(process_start_time(i32::MAX), None);
+        assert!(
+            !is_alive(process_word() + 1),
+            "another start time: a reused pid"
+        );
+        assert!(!pid_exists(i32::MAX) && !pid_exists(0) && !pid_exists(-1));
         assert_eq!(process_start_time(-1), None);
+        let line = b"42 (a) b) c) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 777 19";
+        assert_eq!(start_time_of_stat(line), Some(777));
+        assert_eq!(start_time_of_stat(b"42 (x"), None);
     }
 
     #[test]

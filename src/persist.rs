@@ -1,0 +1,148 @@
+//! Regions that outlive and span processes: named shared memory and files, with their
+//! lifecycle (create, open, leave, destroy), their header, and references that stay true
+//! at any address.
+//!
+//! A **named region** is one allocator instance laid out in memory that other processes
+//! can map: a POSIX shared-memory object ([`Place::SharedMemory`], gone when destroyed or
+//! when the machine restarts) or a file ([`Place::File`], which persists). Its layout, from
+//! the base (`header` module):
+//!
+//! ```text
+//! [0, HEADER_BYTES)               the header: magic, versions, geometry, state word, creator, root slots
+//! [state_offset, + state_len)     the instance's state (pool, registry, heaps), by offsets;
+//!                                 state_offset = max(HEADER_BYTES, page size)
+//! [blocks_offset, capacity)       the blocks, blocks_offset = round_up(state_offset + state_len, BLOCK_SIZE)
+//! ```
+//!
+//! Each process maps the whole region at a base aligned to `BLOCK_SIZE` that its kernel
+//! picks, so the base differs between processes (and between two openings in one
+//! process); nothing in the region holds an address: `ptr = base + off` in every mapping.
+//!
+//! **Lifecycle.** [`SharedCohort::create`] takes the name exclusively (exactly one of
+//! racing creators succeeds), sizes and formats the region, and marks it ready;
+//! [`SharedCohort::open`] waits (bounded) until it is ready, checks every word of the header
+//! against what this code would write and refuses anything else, leaving the region as it
+//! was; [`SharedCohort::leave`] (or dropping it) gives this process's heaps back to the
+//! region and unmaps it: the region and everything allocated in it stay;
+//! [`SharedCohort::destroy`] leaves and deletes the name (the memory goes when the last
+//! process unmaps it).
+//!
+//! **References.** An object in a region refers to another by [`Off<T>`], its offset from
+//! the base; [`SharedCohort::ptr`] and [`SharedCohort::offset_of`] convert. The header holds
+//! [`ROOT_SLOTS`] root slots: offsets a process that opens the region finds its data by.
+
+mod error;
+mod header;
+mod mapping;
+mod named;
+
+pub use error::RegionError;
+pub use header::ROOT_SLOTS;
+pub use named::SharedCohort;
+
+use crate::os::shared_mem::Kind;
+use mapping::Name;
+use std::path::Path;
+use std::time::Duration;
+
+/// Where a named region lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place<'a> {
+    /// POSIX named shared memory: `/name` (one `/`, first), visible to every process of the
+    /// machine (of this user, by its permissions) until destroyed or the machine restarts.
+    SharedMemory(&'a str),
+    /// A file, which holds the region across restarts.
+    File(&'a Path),
+}
+
+impl Place<'_> {
+    fn name(&self) -> Result<Name, RegionError> {
+        use std::os::unix::ffi::OsStrExt;
+        match self {
+            Place::SharedMemory(name) => Name::new(Kind::SharedMemory, name.as_bytes()),
+            Place::File(path) => Name::new(Kind::File, path.as_os_str().as_bytes()),
+        }
+    }
+}
+
+/// How [`SharedCohort::create`] makes a region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CreateOptions {
+    capacity: usize,
+    replace: bool,
+    preallocate: bool,
+}
+
+impl CreateOptions {
+    /// A region of `capacity` bytes (rounded up to whole 2 MiB blocks): the header and the
+    /// instance's state take the first blocks, the rest holds blocks of slots, one per
+    /// (size class, lifetime class, process or join) in use at least. The state is several
+    /// MiB (its heaps for every process and join, and in a checked build one bit per byte
+    /// of the blocks): too small a capacity is [`RegionError::Capacity`], which names the
+    /// least that holds one block. The object or file is sized to it at once but takes
+    /// memory or disk only where written.
+    pub fn new(capacity: usize) -> CreateOptions {
+        CreateOptions {
+            capacity,
+            replace: false,
+            preallocate: false,
+        }
+    }
+
+    /// Whether to delete a region (or any file) of the same name first. Off by default:
+    /// creating over an existing name is then [`RegionError::AlreadyExists`]. Processes
+    /// that have the old region open keep it (until they leave); the name is the new one's.
+    pub fn replace(mut self, replace: bool) -> CreateOptions {
+        self.replace = replace;
+        self
+    }
+
+    /// Whether to allocate the region's whole storage (RAM for shared memory, disk for a
+    /// file) when it is created. Off by default: the region is sparse and takes storage
+    /// as its pages are first written, and if the storage is full then, the writing
+    /// process gets `SIGBUS`. On, a lack of space is [`RegionError::Os`] at creation
+    /// instead, and the capacity is taken at once.
+    pub fn preallocate(mut self, preallocate: bool) -> CreateOptions {
+        self.preallocate = preallocate;
+        self
+    }
+}
+
+/// How [`SharedCohort::open`] joins a region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenOptions {
+    timeout: Duration,
+    cgroup_hint: usize,
+}
+
+impl Default for OpenOptions {
+    fn default() -> OpenOptions {
+        OpenOptions::new()
+    }
+}
+
+impl OpenOptions {
+    /// Waits at most 5 s for the region's creator, concurrency group 0.
+    pub fn new() -> OpenOptions {
+        OpenOptions {
+            timeout: Duration::from_secs(5),
+            cgroup_hint: 0,
+        }
+    }
+
+    /// How long to wait for a region that another process is still formatting before
+    /// [`RegionError::NotReady`]. A region that is ready is opened at once whatever this
+    /// is; a region whose creator died is reported at once.
+    pub fn timeout(mut self, timeout: Duration) -> OpenOptions {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The concurrency group of this process's joins ([`SharedCohort::join_group`]):
+    /// processes that run on the same cores should pass the same hint, so that a join
+    /// adopts the heap a previous one of its group left in the region.
+    pub fn cgroup_hint(mut self, hint: usize) -> OpenOptions {
+        self.cgroup_hint = hint;
+        self
+    }
+}

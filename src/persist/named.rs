@@ -1,0 +1,397 @@
+//! [`SharedCohort`]: an allocator instance on a named region, its lifecycle, its root slots
+//! and the conversions between pointers and offsets.
+
+use super::error::RegionError;
+use super::header::{Expected, Header, Layout, ROOT_SLOTS};
+use super::mapping::{Mapping, Name};
+use super::{CreateOptions, OpenOptions, Place};
+use crate::api::Cohort;
+use crate::instance::{self, Instance, Placement, CHECKED};
+use crate::join::Join;
+use crate::lifetime::Lifetime;
+use crate::offset::Off;
+use crate::os;
+use crate::os::shared_mem::{self, Kind};
+use crate::pool::place;
+use core::alloc::Layout as MemLayout;
+use core::fmt;
+use core::ops::Deref;
+use core::ptr::NonNull;
+use core::sync::atomic::Ordering;
+
+/// An allocator with lifetime classes `L` whose memory is a named region: POSIX shared
+/// memory that other processes open by name, or a file that outlives every process.
+///
+/// It dereferences to [`Cohort<L>`]: the malloc family, the `Layout` forms, handles,
+/// `release_class`, `scope`, `compact`, `stats`, `verify` and joins work as on a private
+/// instance, on memory every process of the region sees (a free by another process is a
+/// remote free, as by another thread). Objects refer to each other by [`Off<T>`], not by
+/// pointer, since each process maps the region at its own address.
+///
+/// Dropping it (or [`SharedCohort::leave`]) leaves the region: this process's heaps go back
+/// to it and it is unmapped; what was allocated stays for the other processes, or for the
+/// next one that opens it.
+///
+/// ```
+/// use cohort::{CreateOptions, OpenOptions, Place, SharedCohort};
+/// # let name = format!("/cohort-doc-{}", std::process::id());
+/// let place = Place::SharedMemory(&name);
+/// let region = SharedCohort::<()>::create(place, CreateOptions::new(64 << 20))?;
+/// let off = region.new_in(42u64, ()).expect("memory");
+/// region.set_root(0, Some(off));
+/// region.leave()?;
+///
+/// // Later (in this process or any other), the value is found through the root.
+/// let region = SharedCohort::<()>::open(place, OpenOptions::new())?;
+/// let found = region.root::<u64>(0).unwrap();
+/// assert_eq!(found, off);
+/// // SAFETY: the root names a live u64 of the region.
+/// assert_eq!(unsafe { *region.get(found) }, 42);
+/// // SAFETY: freed once, with its type and class.
+/// unsafe { region.free_in(found, ()) };
+/// region.set_root::<u64>(0, None);
+/// assert!(region.is_empty());
+/// region.destroy()?;
+/// # Ok::<(), cohort::RegionError>(())
+/// ```
+pub struct SharedCohort<L: Lifetime = ()> {
+    cohort: Cohort<L>,
+    base: *mut u8,
+    layout: Layout,
+    name: Name,
+    cgroup_hint: usize,
+}
+
+// SAFETY: `base` addresses the region, mapped for as long as `cohort` lives; the header's
+// words are atomics and everything else is the instance's, itself Send and Sync.
+unsafe impl<L: Lifetime> Send for SharedCohort<L> {}
+// SAFETY: as above.
+unsafe impl<L: Lifetime> Sync for SharedCohort<L> {}
+
+impl<L: Lifetime> Deref for SharedCohort<L> {
+    type Target = Cohort<L>;
+
+    fn deref(&self) -> &Cohort<L> {
+        &self.cohort
+    }
+}
+
+/// `SharedCohort { name, capacity, base, cohort }`.
+impl<L: Lifetime> fmt::Debug for SharedCohort<L> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedCohort")
+            .field("name", &self.name.shown)
+            .field("capacity", &self.layout.capacity)
+            .field("base", &self.base)
+            .field("cohort", &self.cohort)
+            .finish()
+    }
+}
+
+/// Unmaps a named region from this process, writing a file's pages first (a
+/// `Placement::unmap`: an instance calls it when this process lets the region go, and has
+/// nobody to report a failed write to).
+///
+/// # Safety
+/// `[base, base + len)` is the region's mapping, which nothing of this process uses.
+unsafe fn unmap_named(base: *mut u8, len: usize, sync: bool) {
+    // SAFETY: the caller's guarantee.
+    let _ = unsafe { shared_mem::leave(base, len, sync) };
+}
+
+/// The layout `new_in` allocates a `T` with (a zero-sized `T` takes one byte).
+fn layout_of<T>() -> MemLayout {
+    MemLayout::from_size_align(size_of::<T>().max(1), align_of::<T>())
+        .expect("a type's size and alignment make a layout")
+}
+
+/// What this build expects of a region for `L`.
+fn expected<L: Lifetime>() -> Expected {
+    Expected {
+        life_count: L::COUNT,
+        inside_count: Cohort::<L>::INSIDE_COUNT,
+        checked: CHECKED,
+        page_size: os::page_size(),
+        state_layout: u64::from(place::STATE_LAYOUT),
+        state_len: instance::state_len,
+    }
+}
+
+impl<L: Lifetime> SharedCohort<L> {
+    /// Creates the region `place` and formats an empty allocator in it.
+    ///
+    /// # Errors
+    /// [`RegionError::InvalidName`]; [`RegionError::AlreadyExists`] when something has the
+    /// name (unless [`CreateOptions::replace`]); [`RegionError::Capacity`] when the capacity
+    /// cannot hold the header, the state and one block; [`RegionError::Attach`] or
+    /// [`RegionError::Os`] when memory is refused (the name is then deleted again).
+    pub fn create(place: Place<'_>, options: CreateOptions) -> Result<SharedCohort<L>, RegionError> {
+        if !os::page_size_supported() {
+            return Err(RegionError::Attach);
+        }
+        let name = place.name()?;
+        let expect = expected::<L>();
+        let mapping = Mapping::create(&name, &options, &expect)?;
+        match Self::attach(mapping, name, true, 0) {
+            Ok(region) => {
+                region.header().publish_ready();
+                Ok(region)
+            }
+            Err((e, name)) => {
+                // Openers waiting for it fail at once (its creator is known alive, but the
+                // name is gone) or find nothing.
+                let _ = name.unlink();
+                Err(e)
+            }
+        }
+    }
+
+    /// Opens the region `place`, waiting for its creator to finish formatting it, and joins
+    /// it.
+    ///
+    /// # Errors
+    /// [`RegionError::NotFound`] when nothing has the name; [`RegionError::NotReady`]
+    /// when its creator died while formatting or did not finish in time; a region that is
+    /// not one this code reads, named by what differs: [`RegionError::BadMagic`],
+    /// [`RegionError::Version`], [`RegionError::Corrupt`], [`RegionError::LifetimeClasses`]
+    /// (another `L`), [`RegionError::Geometry`], [`RegionError::Truncated`],
+    /// [`RegionError::Root`]. Such a region is left exactly as it was.
+    pub fn open(place: Place<'_>, options: OpenOptions) -> Result<SharedCohort<L>, RegionError> {
+        if !os::page_size_supported() {
+            return Err(RegionError::Attach);
+        }
+        let name = place.name()?;
+        let mapping = Mapping::open(&name, &expected::<L>(), options.timeout)?;
+        Self::attach(mapping, name, false, options.cgroup_hint).map_err(|(e, _)| e)
+    }
+
+    /// Builds the instance on a mapped region (formatting its state when `is_new`).
+    fn attach(
+        mapping: Mapping,
+        name: Name,
+        is_new: bool,
+        cgroup_hint: usize,
+    ) -> Result<SharedCohort<L>, (RegionError, Name)> {
+        let (base, layout) = mapping.into_raw();
+        let placement = Placement {
+            base,
+            len: layout.capacity,
+            state_offset: layout.state_offset,
+            state_len: layout.state_len,
+            blocks_offset: layout.blocks_offset,
+            unit_count: layout.unit_count,
+            is_new,
+            sync_on_leave: name.kind == Kind::File,
+            unmap: unmap_named,
+        };
+        // SAFETY: the mapping is shared, read-write and ours; only `unmap_named` unmaps it
+        // once the instance has it. A new region reads zero (just sized) and nobody else
+        // uses it before it is published ready; an opened one was published ready by a
+        // creator that formatted it with the geometry its header names, which the header's
+        // validation found equal to this build's.
+        match unsafe { Instance::placed(placement, Cohort::<L>::INSIDE_COUNT, Cohort::<L>::NAMES) } {
+            Some(core) => Ok(SharedCohort {
+                cohort: Cohort::from_core(core),
+                base,
+                layout,
+                name,
+                cgroup_hint,
+            }),
+            None => {
+                // SAFETY: the instance was not built: the mapping is still ours alone.
+                unsafe { shared_mem::unmap_shared(base, layout.capacity) };
+                Err((RegionError::Attach, name))
+            }
+        }
+    }
+
+    /// Leaves the region: this process's heaps go back to it, a file's changes are written
+    /// to disk, and the region is unmapped. Everything allocated in it stays. Dropping a
+    /// `SharedCohort` does the same, without reporting a failed write.
+    ///
+    /// # Errors
+    /// [`RegionError::Os`] when writing a file's pages to disk failed.
+    pub fn leave(self) -> Result<(), RegionError> {
+        self.leave_naming().0
+    }
+
+    /// [`SharedCohort::leave`], giving back the region's name.
+    fn leave_naming(self) -> (Result<(), RegionError>, Name) {
+        let synced = match self.name.kind {
+            // SAFETY: the region is mapped while `self` lives.
+            Kind::File => unsafe { shared_mem::sync(self.base, self.layout.capacity) }
+                .map_err(|e| RegionError::os("write the region to its file", e)),
+            Kind::SharedMemory => Ok(()),
+        };
+        let SharedCohort { cohort, name, .. } = self;
+        drop(cohort);
+        (synced, name)
+    }
+
+    /// Leaves the region and deletes its name: other processes that have it open keep it
+    /// until they leave; nobody can open it any more.
+    ///
+    /// # Errors
+    /// As [`SharedCohort::leave`]; [`RegionError::NotFound`] when someone else deleted the
+    /// name meanwhile.
+    pub fn destroy(self) -> Result<(), RegionError> {
+        let (left, name) = self.leave_naming();
+        let unlinked = name.unlink();
+        left.and(unlinked)
+    }
+
+    /// Deletes the region `place` without opening it (for a region nobody can open: its
+    /// creator died while formatting it, or it is of another version).
+    ///
+    /// # Errors
+    /// [`RegionError::InvalidName`], [`RegionError::NotFound`], [`RegionError::Os`].
+    pub fn remove(place: Place<'_>) -> Result<(), RegionError> {
+        place.name()?.unlink()
+    }
+
+    /// Joins with a heap of this process's concurrency group ([`OpenOptions::cgroup_hint`]).
+    pub fn join_group(&self) -> Option<Join<'_, L>> {
+        self.cohort.join(self.cgroup_hint)
+    }
+
+    /// The region's size in bytes (header, state and blocks).
+    pub fn capacity(&self) -> usize {
+        self.layout.capacity
+    }
+
+    fn header(&self) -> &Header {
+        // SAFETY: the region is mapped while `self` lives, with its header at the base.
+        unsafe { Header::at(self.base) }
+    }
+
+    // ---- Offsets ----
+
+    /// The offset of `p` in the region, or `None` when `p` does not point into the region's
+    /// blocks (where every allocation lies).
+    pub fn offset_of<T>(&self, p: *const T) -> Option<Off<T>> {
+        let off = (p as usize).wrapping_sub(self.base as usize);
+        if off < self.layout.blocks_offset || off >= self.layout.capacity {
+            return None;
+        }
+        Off::new(off as u64)
+    }
+
+    /// The address of `off` in this process's mapping.
+    ///
+    /// # Panics
+    /// When a `T` at `off` would not lie within the region's blocks or would be misaligned:
+    /// an offset from another region, or a damaged one.
+    pub fn ptr<T>(&self, off: Off<T>) -> *mut T {
+        let at = off.get();
+        let (lo, hi) = (self.layout.blocks_offset as u64, self.layout.capacity as u64);
+        assert!(
+            at >= lo
+                && at.checked_add(size_of::<T>() as u64).is_some_and(|end| end <= hi)
+                && at.is_multiple_of(align_of::<T>() as u64),
+            "offset {at:#x} is not that of a {}-byte, {}-aligned value in this region's blocks \
+             [{lo:#x}, {hi:#x})",
+            size_of::<T>(),
+            align_of::<T>(),
+        );
+        self.base.wrapping_add(at as usize).cast()
+    }
+
+    /// The `T` at `off`.
+    ///
+    /// # Safety
+    /// `off` names a live, initialised `T` of this region that nobody changes while the
+    /// reference lives (another process included).
+    pub unsafe fn get<T>(&self, off: Off<T>) -> &T {
+        // SAFETY: the caller's guarantee; `ptr` checked the bounds and alignment.
+        unsafe { &*self.ptr(off) }
+    }
+
+    /// The `T` at `off`, mutably.
+    ///
+    /// # Safety
+    /// `off` names a live, initialised `T` of this region that nobody else reads or writes
+    /// while the reference lives (another process included).
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn get_mut<T>(&self, off: Off<T>) -> &mut T {
+        // SAFETY: the caller's guarantee; `ptr` checked the bounds and alignment.
+        unsafe { &mut *self.ptr(off) }
+    }
+
+    /// Allocates a `T` in lifetime class `life`, moves `value` there and returns its offset;
+    /// `None` when memory is exhausted (`value` is dropped). `T` should hold no pointer or
+    /// reference (other processes see different addresses): offsets instead.
+    pub fn new_in<T>(&self, value: T, life: L) -> Option<Off<T>> {
+        let p = NonNull::new(self.cohort.alloc(layout_of::<T>(), life))?.cast::<T>();
+        // SAFETY: a fresh allocation of T's size and alignment.
+        unsafe { p.as_ptr().write(value) };
+        self.offset_of(p.as_ptr())
+    }
+
+    /// Frees the `T` at `off`, allocated by [`SharedCohort::new_in`] in class `life`, without
+    /// running its destructor.
+    ///
+    /// # Safety
+    /// `off` came from `new_in` on this region (in any process) with class `life`, and is
+    /// not freed yet; nothing uses the value any more.
+    pub unsafe fn free_in<T>(&self, off: Off<T>, life: L) {
+        // SAFETY: the caller's guarantee: the allocation of new_in, same layout and class.
+        unsafe { self.cohort.dealloc(self.ptr(off).cast(), layout_of::<T>(), life) };
+    }
+
+    // ---- Root slots ----
+
+    /// Root slot `slot`: the offset stored there, or `None`. The type is the caller's word:
+    /// the slot holds a plain offset.
+    ///
+    /// # Panics
+    /// When `slot >= ROOT_SLOTS`.
+    pub fn root<T>(&self, slot: usize) -> Option<Off<T>> {
+        Off::new(self.root_word(slot).load(Ordering::Acquire))
+    }
+
+    /// Stores `off` in root slot `slot` (Release: a process that reads it sees the data
+    /// written before); returns what it held.
+    ///
+    /// # Panics
+    /// When `slot >= ROOT_SLOTS`, or `off` is not an offset of this region's blocks.
+    pub fn set_root<T>(&self, slot: usize, off: Option<Off<T>>) -> Option<Off<T>> {
+        let new = self.checked_root(off);
+        Off::new(self.root_word(slot).swap(new, Ordering::AcqRel))
+    }
+
+    /// Stores `new` in root slot `slot` if it holds `current`; returns what it held, as
+    /// `Ok` when the store happened. For processes racing to publish a structure.
+    ///
+    /// # Panics
+    /// As [`SharedCohort::set_root`].
+    pub fn compare_exchange_root<T>(
+        &self,
+        slot: usize,
+        current: Option<Off<T>>,
+        new: Option<Off<T>>,
+    ) -> Result<Option<Off<T>>, Option<Off<T>>> {
+        let (current, new) = (current.map_or(0, Off::get), self.checked_root(new));
+        self.root_word(slot)
+            .compare_exchange(current, new, Ordering::AcqRel, Ordering::Acquire)
+            .map(Off::new)
+            .map_err(Off::new)
+    }
+
+    fn checked_root<T>(&self, off: Option<Off<T>>) -> u64 {
+        match off {
+            Some(off) => {
+                self.ptr(off);
+                off.get()
+            }
+            None => 0,
+        }
+    }
+
+    fn root_word(&self, slot: usize) -> &core::sync::atomic::AtomicU64 {
+        assert!(
+            slot < ROOT_SLOTS,
+            "root slot {slot} does not exist: a region has {ROOT_SLOTS}"
+        );
+        self.header().root(slot)
+    }
+}
