@@ -89,7 +89,7 @@ impl<L: Lifetime> Join<'_, L> {
     /// As [`Cohort::alloc`], from this join's heap.
     #[inline]
     pub fn alloc(&self, layout: Layout, life: L) -> *mut u8 {
-        self.cohort.core.alloc_sized::<false, _>(
+        self.cohort.core.alloc_layout::<false, _>(
             JoinedHeap(self.heap()),
             layout.size(),
             layout.align(),
@@ -124,7 +124,7 @@ impl<L: Lifetime> Join<'_, L> {
     pub unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout, life: L) {
         // SAFETY: forwarded contract.
         unsafe {
-            self.cohort.core.free_sized::<false, _>(
+            self.cohort.core.free_layout::<false, _>(
                 JoinedHeap(self.heap()),
                 ptr,
                 layout.size(),
