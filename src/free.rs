@@ -223,23 +223,31 @@ impl Instance {
         word: u64,
         life: usize,
     ) {
-        if size == 0 {
-            // SAFETY: forwarded contract.
-            return unsafe { self.free_above_exact::<ABORT, R>(route, p, size, align, life) };
-        }
+        // A zero size (class 0 from `free_layout`) is tested where it can arrive, off the
+        // remote free's way: outside the region, against a block of another key, or in a
+        // tiny block (class 0 is tiny: `free_remote`).
         if !self.bounds.contains(p) {
             if p.is_null() {
                 return; // A null free does nothing (see `free_sized`).
+            }
+            if size == 0 {
+                // SAFETY: forwarded contract.
+                return unsafe { self.free_above_exact::<ABORT, R>(route, p, size, align, life) };
             }
             return self.foreign::<ABORT>(p, size, life);
         }
         // SAFETY: as in free_class: p lies in the region, readable everywhere.
         let h = unsafe { &*header_of(p) };
         if !CHECKED && word as u16 != EMPTY_KEY {
+            if size == 0 {
+                // SAFETY: forwarded contract.
+                return unsafe { self.free_above_exact::<ABORT, R>(route, p, size, align, life) };
+            }
             // SAFETY: forwarded contract.
             return unsafe { self.bad_key_of_size::<ABORT>(p, size, align, life) };
         }
-        // SAFETY: a live slot of block h (caller).
+        // SAFETY: a live slot of block h (caller), or a zero size, which free_remote tests
+        // before it frees anything.
         unsafe { self.free_remote::<ABORT, R>(route, h, p, size, life) };
     }
 
@@ -283,7 +291,8 @@ impl Instance {
     ///
     /// # Safety
     /// `p` is a live slot of block `h` (its size and lifetime class checked against the
-    /// block's key).
+    /// block's key), or `size` is 0 and `h` is tiny (the key of class 0 a zero size gets:
+    /// nothing is freed).
     #[cold]
     #[inline(never)]
     unsafe fn free_remote<const ABORT: bool, R: Route>(
@@ -311,6 +320,11 @@ impl Instance {
         // SAFETY: the block exists, so the pool does.
         let pool = unsafe { &*self.pool.load(Ordering::Acquire) };
         if h.geometry().is_tiny() {
+            if size == 0 {
+                // Class 0 (tiny) is a zero size's in `free_layout`: the zero-size path.
+                // SAFETY: the caller's contract, for a free of size 0.
+                return unsafe { self.free_above_exact::<ABORT, R>(route, p, 0, 1, life) };
+            }
             if !h.is_slot(off as usize) {
                 let stride = h.geometry().stride as usize;
                 report::<ABORT>(self.misuse(p, size, life, Problem::NotASlot { stride }));

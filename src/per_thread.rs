@@ -524,6 +524,25 @@ mod tests {
         .unwrap();
     }
 
+    /// A zero-size free through the layout path (class 0, a tiny class) of a live 1-byte
+    /// allocation (class 0 too) frees nothing, whatever else it does (a report, from the
+    /// zero-size path): the allocation is still live, so its real free is no double free.
+    #[test]
+    fn a_zero_size_layout_free_of_a_tiny_allocation_frees_nothing() {
+        let c = Cohort::<()>::new();
+        let one = Layout::from_size_align(1, 1).unwrap();
+        let zero = Layout::from_size_align(0, 1).unwrap();
+        let p = c.alloc(one, ());
+        assert!(!p.is_null());
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            // SAFETY: a zero size for a live allocation: misuse, which must free nothing.
+            unsafe { c.dealloc(p, zero, ()) }
+        }));
+        // SAFETY: p is live (the zero-size free freed nothing); freed once, with its layout.
+        unsafe { c.dealloc(p, one, ()) };
+        assert!(c.is_empty());
+    }
+
     /// A dropped instance's row is emptied with its heap (when the thread drops it, at once;
     /// when another thread does, at the thread's next join), before the heap is unmapped.
     #[test]
