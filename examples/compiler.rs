@@ -26,7 +26,7 @@ mod common;
 use allocator_api2::alloc::{Allocator, Global};
 use allocator_api2::boxed::Box;
 use allocator_api2::vec::Vec as AVec;
-use cohort::Cohort;
+use cohort::{Cohort, StaticHandle};
 use common::{child_role, env_number};
 use std::alloc::System;
 use std::fmt::Write;
@@ -43,18 +43,24 @@ cohort::lifetime_classes! {
 
 static COHORT: Cohort<Phase> = Cohort::new();
 
-zero_size_class! {
+cohort::static_class! {
     /// Lifetime class `Parse` of [`COHORT`].
-    ParseClass = COHORT, Phase::Parse
+    ParseLife = COHORT, Phase::Parse
 }
-zero_size_class! {
+/// A zero-size handle to lifetime class `Parse` of [`COHORT`].
+type ParseClass = StaticHandle<ParseLife>;
+cohort::static_class! {
     /// Lifetime class `Lower` of [`COHORT`].
-    LowerClass = COHORT, Phase::Lower
+    LowerLife = COHORT, Phase::Lower
 }
-zero_size_class! {
+/// A zero-size handle to lifetime class `Lower` of [`COHORT`].
+type LowerClass = StaticHandle<LowerLife>;
+cohort::static_class! {
     /// Lifetime class `Opt` of [`COHORT`].
-    OptClass = COHORT, Phase::Opt
+    OptLife = COHORT, Phase::Opt
 }
+/// A zero-size handle to lifetime class `Opt` of [`COHORT`].
+type OptClass = StaticHandle<OptLife>;
 
 /// Where each phase allocates, and how a phase's data ends.
 trait Allocators {

@@ -27,7 +27,7 @@ mod common;
 use allocator_api2::alloc::{Allocator, Global};
 use allocator_api2::boxed::Box;
 use allocator_api2::vec::Vec as AVec;
-use cohort::Cohort;
+use cohort::{Cohort, StaticHandle};
 use common::{child_role, env_number, median};
 use std::alloc::System;
 use std::time::Instant;
@@ -44,10 +44,12 @@ cohort::lifetime_classes! {
 /// The allocator of the zero-size-handle run (the `scope` run makes its own).
 static COHORT: Cohort<Life> = Cohort::new();
 
-zero_size_class! {
-    /// Lifetime class `Tree` of [`COHORT`]: a box of it is one pointer.
-    TreeClass = COHORT, Life::Tree
+cohort::static_class! {
+    /// Lifetime class `Tree` of [`COHORT`].
+    TreeLife = COHORT, Life::Tree
 }
+/// A zero-size handle to lifetime class `Tree` of [`COHORT`]: a box of it is one pointer.
+type TreeClass = StaticHandle<TreeLife>;
 
 /// Full walks timed; the median is shown.
 const WALKS: usize = 7;
@@ -188,7 +190,7 @@ fn build_and_walk<A: Allocator + Copy, G: Allocator + Copy>(
 fn child(role: &str, nodes: usize) {
     let (m, node_size, free_ns, rss_after) = match role {
         "cohort-zst" => {
-            let (m, root) = build_and_walk(nodes, TreeClass, COHORT.handle(Life::Temp));
+            let (m, root) = build_and_walk(nodes, TreeClass::new(), COHORT.handle(Life::Temp));
             // Not dropped node by node: released with the class below.
             std::mem::forget(root);
             let t = Instant::now();
@@ -203,7 +205,7 @@ fn child(role: &str, nodes: usize) {
         }
         "cohort-scope" => {
             let mut cohort: Cohort<Life> = Cohort::new();
-            let (m, freeing) = cohort.scope(Life::Tree, |cohort, tree| {
+            let (m, freeing) = cohort.scope_exclusive(Life::Tree, |cohort, tree| {
                 let (m, root) = build_and_walk(nodes, tree, cohort.handle(Life::Temp));
                 // Not dropped node by node: the scope releases the class when this
                 // closure returns.

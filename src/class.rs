@@ -71,23 +71,56 @@ pub struct Class {
 
 impl Class {
     /// The block size in bytes: [`BLOCK_SIZE`], whatever the class.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use cohort::class::{class_of, BLOCK_SIZE, CLASSES};
+    /// let c = &CLASSES[class_of(100, 8).unwrap()];
+    /// assert_eq!(c.block_size(), BLOCK_SIZE);
+    /// ```
     #[inline(always)]
     pub const fn block_size(&self) -> usize {
         BLOCK_SIZE
     }
 
     /// True for the classes whose slots are too small for a 32-bit link.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use cohort::class::{class_of, CLASSES};
+    /// assert!(CLASSES[class_of(1, 1).unwrap()].is_tiny());
+    /// assert!(!CLASSES[class_of(8, 8).unwrap()].is_tiny());
+    /// ```
     #[inline(always)]
     pub const fn is_tiny(&self) -> bool {
         self.stride < 4
     }
 
     /// Usable bytes of one block: `capacity * stride`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use cohort::class::{class_of, CLASSES};
+    /// let c = &CLASSES[class_of(48, 16).unwrap()];
+    /// assert_eq!(c.usable(), c.capacity as usize * 48);
+    /// ```
     pub const fn usable(&self) -> usize {
         self.capacity as usize * self.stride as usize
     }
 
     /// True when `off` (from the block's base) is the start of a slot.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use cohort::class::{class_of, CLASSES};
+    /// let c = &CLASSES[class_of(48, 16).unwrap()];
+    /// let first = c.first as usize;
+    /// assert!(c.is_slot(first) && c.is_slot(first + 48) && !c.is_slot(first + 8));
+    /// ```
     #[inline]
     pub const fn is_slot(&self, off: usize) -> bool {
         off >= self.first as usize
@@ -120,6 +153,15 @@ pub const RATIO_CONTRACT_ROWS: [(usize, usize); 13] = [
 /// The ratio contract: for requests of `size` bytes, the worst `block bytes / usable bytes`
 /// a block may have, times [`LIMIT_DEN`]. The contract's rows end at 8 KiB
 /// ([`RATIO_CONTRACT_ROWS`]); above, cohort holds its classes to the last row's figure.
+///
+/// # Examples
+///
+/// ```
+/// use cohort::class::{ratio_contract_limit, LIMIT_DEN};
+/// // A 64-byte request may lose at most this fraction of a block.
+/// let limit = ratio_contract_limit(64) as f64 / LIMIT_DEN as f64;
+/// assert!(limit > 1.0 && limit < 1.01);
+/// ```
 pub const fn ratio_contract_limit(size: usize) -> u64 {
     match size {
         0..=1 => 10_240_000,
@@ -215,6 +257,13 @@ const fn geometry(stride: usize) -> Class {
 
 /// True when the geometry meets the ratio contract for every size the class serves (the
 /// worst is its largest size, the stride itself, whose row is the strictest it meets).
+///
+/// # Examples
+///
+/// ```
+/// use cohort::class::{meets_ratio, CLASSES};
+/// assert!(CLASSES.iter().all(meets_ratio));
+/// ```
 pub const fn meets_ratio(c: &Class) -> bool {
     let block = c.block_size() as u64;
     let usable = c.usable() as u64;
@@ -394,6 +443,14 @@ impl HeadIndex {
 ///
 /// `align` must be a power of two; any size is accepted (a zero size or one that overflows
 /// when rounded up to `align` is large: the large path refuses it).
+///
+/// # Examples
+///
+/// ```
+/// use cohort::class::{class_of, CLASSES};
+/// assert_eq!(CLASSES[class_of(24, 8).unwrap()].stride, 24);
+/// assert_eq!(class_of(100_000, 8), None); // large
+/// ```
 #[inline]
 pub fn class_of(size: usize, align: usize) -> Option<usize> {
     match LOOKUP.exact_class(size, align) {
@@ -424,6 +481,13 @@ fn class_of_above_table(rounded_m1: usize, align: usize) -> Option<usize> {
 }
 
 /// The alignment `malloc(size)` guarantees: the next power of two of `size`, at most 4096.
+///
+/// # Examples
+///
+/// ```
+/// use cohort::class::malloc_align;
+/// assert_eq!((malloc_align(24), malloc_align(100), malloc_align(100_000)), (32, 128, 4096));
+/// ```
 #[inline(always)]
 pub fn malloc_align(size: usize) -> usize {
     // Capped before rounding: `next_power_of_two` overflows above 2^63.

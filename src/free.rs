@@ -27,15 +27,17 @@ impl Instance {
     /// The free paths' entry: the class look-up, inlined for requests that round below
     /// 2 KiB ([`Lookup::exact_class`]: the size rounded up to the align, as the malloc
     /// family's requests need). A null `p` does nothing (as C's free), nor does a zero size
-    /// (the zero-size path of `free_above_exact`); both tests are out of line, so they cost
-    /// the fast path nothing: a zero size wraps past the table into `free_above_exact`,
-    /// and a null pointer fails the region-bounds check into `free_other`.
+    /// with the pointer of a zero-size request (any other pointer with size 0 is checked:
+    /// [`Instance::check_zero_size`]); both tests are out of line, so they cost the fast
+    /// path nothing: a zero size wraps past the table into `free_above_exact`, and a null
+    /// pointer fails the region-bounds check into `free_other`.
     ///
     /// # Safety
     /// `p` is null, or a live allocation of this instance made with an alignment of
     /// `align`, lifetime class `life` and a size whose usable size `size` does not exceed,
     /// at least the size asked for (as [`Cohort::free`](crate::Cohort::free)).
     #[inline(always)]
+    #[track_caller]
     pub(crate) unsafe fn free_sized<const ABORT: bool, R: Route>(
         &self,
         route: R,
@@ -53,11 +55,12 @@ impl Instance {
     /// align: the look-up that needs no rounding ([`Lookup::class_of_multiple`], one
     /// instruction less; other requests take the look-up out of line). A zero size gets
     /// class 0, whose blocks no heap owns, so it fails the owner compare into
-    /// `free_other`, which tests the size first.
+    /// `free_other`, which sends it to the zero-size path (`free_zero_size`).
     ///
     /// # Safety
     /// As [`Instance::free_sized`].
     #[inline(always)]
+    #[track_caller]
     pub(crate) unsafe fn free_layout<const ABORT: bool, R: Route>(
         &self,
         route: R,
@@ -78,6 +81,7 @@ impl Instance {
     /// # Safety
     /// As [`Instance::free_sized`], with `class` the table's answer for `(size, align)`.
     #[inline(always)]
+    #[track_caller]
     unsafe fn free_looked_up<const ABORT: bool, R: Route>(
         &self,
         route: R,
@@ -102,6 +106,7 @@ impl Instance {
     /// # Safety
     /// As [`Instance::free_sized`].
     #[inline(never)]
+    #[track_caller]
     unsafe fn free_above_exact<const ABORT: bool, R: Route>(
         &self,
         route: R,
@@ -111,7 +116,7 @@ impl Instance {
         life: usize,
     ) {
         if size == 0 {
-            return;
+            return self.free_zero_size::<ABORT>(p, life);
         }
         match class_of(size, align) {
             // SAFETY: forwarded contract; class is the size's.
@@ -121,6 +126,49 @@ impl Instance {
             // SAFETY: forwarded contract: a large size.
             None => unsafe { self.free_large::<ABORT>(p, size, life) },
         }
+    }
+
+    /// A free with size 0, which frees nothing: misuse unless `p` is null or the pointer of
+    /// a zero-size request ([`Instance::check_zero_size`]), reported.
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    fn free_zero_size<const ABORT: bool>(&self, p: *mut u8, life: usize) {
+        if let Err(m) = self.check_zero_size(p, life) {
+            report::<ABORT>(m);
+        }
+    }
+
+    /// The check of a free (or a resize's old allocation) of `p` with size 0, which is
+    /// right for null and for the pointer of a zero-size request, and frees nothing. That
+    /// pointer is the request's alignment ([`Instance::alloc_sized`]), a power of two,
+    /// which never starts a slot: the region starts on a block boundary, so a power of two
+    /// inside it is a block's base, where the block's header lies. Any other pointer that
+    /// lies in the region or starts a large allocation is an allocation (live or freed)
+    /// given size 0: misuse, returned with the block's or the large allocation's class.
+    /// Other pointers are not this allocator's concern with size 0 (left alone, as a zero
+    /// size always was). A large allocation that happens to start at a power of two, given
+    /// size 0, is taken for a zero-size request's pointer: unreported, it stays live. Changes nothing; takes the large table's lock
+    /// for a pointer outside the region.
+    pub(crate) fn check_zero_size(&self, p: *mut u8, life: usize) -> Result<(), Misuse> {
+        if p.is_null() || (p as usize).is_power_of_two() {
+            return Ok(());
+        }
+        let problem = if self.bounds.contains(p) {
+            // SAFETY: p lies in the region, which is readable everywhere; its header mask
+            // finds its block's header (every block has the same size).
+            let h = unsafe { &*header_of(p) };
+            Problem::ZeroSize {
+                block_class: class_held(h),
+                block_life: h.life(),
+            }
+        } else {
+            match self.pool_if_any().and_then(|pool| pool.large.lock().get(p as usize)) {
+                Some((mapped, life)) => Problem::LargeMismatch { mapped, life },
+                None => return Ok(()),
+            }
+        };
+        Err(self.misuse(p, 0, life, problem))
     }
 
     /// The free fast path: the block is the route's heap's (for the thread: its last used
@@ -147,6 +195,7 @@ impl Instance {
     /// As [`Instance::free_sized`], with `class` the class of the size and alignment
     /// `align`.
     #[inline(always)]
+    #[track_caller]
     unsafe fn free_class<const ABORT: bool, R: Route>(
         &self,
         route: R,
@@ -158,8 +207,7 @@ impl Instance {
     ) {
         if CHECKED {
             if size == 0 {
-                // SAFETY: forwarded contract.
-                return unsafe { self.free_above_exact::<ABORT, R>(route, p, size, align, life) };
+                return self.free_zero_size::<ABORT>(p, life);
             }
             self.check_free::<ABORT, true>(p, size, class, life);
         }
@@ -214,6 +262,7 @@ impl Instance {
     /// As [`Instance::free_class`], with `word` as above.
     #[cold]
     #[inline(never)]
+    #[track_caller]
     unsafe fn free_other<const ABORT: bool, R: Route>(
         &self,
         route: R,
@@ -231,8 +280,7 @@ impl Instance {
                 return; // A null free does nothing (see `free_sized`).
             }
             if size == 0 {
-                // SAFETY: forwarded contract.
-                return unsafe { self.free_above_exact::<ABORT, R>(route, p, size, align, life) };
+                return self.free_zero_size::<ABORT>(p, life);
             }
             return self.foreign::<ABORT>(p, size, life);
         }
@@ -240,8 +288,7 @@ impl Instance {
         let h = unsafe { &*header_of(p) };
         if !CHECKED && word as u16 != EMPTY_KEY {
             if size == 0 {
-                // SAFETY: forwarded contract.
-                return unsafe { self.free_above_exact::<ABORT, R>(route, p, size, align, life) };
+                return self.free_zero_size::<ABORT>(p, life);
             }
             // SAFETY: forwarded contract.
             return unsafe { self.bad_key_of_size::<ABORT>(p, size, align, life) };
@@ -259,6 +306,7 @@ impl Instance {
     /// # Safety
     /// As [`Instance::free_sized`]: `p` is a live allocation of this allocator.
     #[inline(always)]
+    #[track_caller]
     pub(crate) unsafe fn validated_block<const ABORT: bool>(
         &self,
         p: *mut u8,
@@ -295,6 +343,7 @@ impl Instance {
     /// nothing is freed).
     #[cold]
     #[inline(never)]
+    #[track_caller]
     unsafe fn free_remote<const ABORT: bool, R: Route>(
         &self,
         route: R,
@@ -322,8 +371,7 @@ impl Instance {
         if h.geometry().is_tiny() {
             if size == 0 {
                 // Class 0 (tiny) is a zero size's in `free_layout`: the zero-size path.
-                // SAFETY: the caller's contract, for a free of size 0.
-                return unsafe { self.free_above_exact::<ABORT, R>(route, p, 0, 1, life) };
+                return self.free_zero_size::<ABORT>(p, life);
             }
             if !h.is_slot(off as usize) {
                 let stride = h.geometry().stride as usize;
@@ -355,6 +403,7 @@ impl Instance {
     /// this instance starts at `p`, it is the caller's to free (nothing uses it after).
     #[cold]
     #[inline(never)]
+    #[track_caller]
     unsafe fn free_large<const ABORT: bool>(&self, p: *mut u8, size: usize, life: usize) {
         if p.is_null() {
             return; // A null free does nothing (see `free_sized`).
@@ -395,13 +444,7 @@ impl Instance {
 
     /// A misuse report of a free (or resize) of `p` with `size` and lifetime class `life`.
     pub(crate) fn misuse(&self, p: *mut u8, size: usize, life: usize, problem: Problem) -> Misuse {
-        Misuse {
-            ptr: p as usize,
-            size,
-            life,
-            problem,
-            life_names: self.life_names,
-        }
+        Misuse::new(p as usize, size, life, problem, self.life_names)
     }
 
     /// What a pointer outside the region is: a large allocation (freed with a small size), or
@@ -417,6 +460,7 @@ impl Instance {
     /// fast path: one `xor`, since the key shares the owner's word and compare.
     #[cold]
     #[inline(never)]
+    #[track_caller]
     fn bad_key<const ABORT: bool>(&self, p: *mut u8, size: usize, class: usize, life: usize) -> ! {
         report::<ABORT>(self.wrong_block(p, size, class, life))
     }
@@ -429,6 +473,7 @@ impl Instance {
     /// As [`Instance::free_sized`].
     #[cold]
     #[inline(never)]
+    #[track_caller]
     unsafe fn bad_key_of_size<const ABORT: bool>(
         &self,
         p: *mut u8,
@@ -448,6 +493,7 @@ impl Instance {
     /// returns, so that the fast path reaches it with a jump and needs no stack frame.)
     #[cold]
     #[inline(never)]
+    #[track_caller]
     fn foreign<const ABORT: bool>(&self, p: *mut u8, size: usize, life: usize) {
         let problem = match self.pool_if_any() {
             Some(pool) => self.foreign_or_large(pool, p),
@@ -459,6 +505,7 @@ impl Instance {
     /// A free of a slot that is already free (typed `()` as [`Instance::foreign`]).
     #[cold]
     #[inline(never)]
+    #[track_caller]
     fn double_free<const ABORT: bool>(&self, p: *mut u8, size: usize, life: usize) {
         report::<ABORT>(self.misuse(p, size, life, Problem::DoubleFree))
     }
@@ -467,11 +514,10 @@ impl Instance {
         let c = &CLASSES[class];
         // SAFETY: only called after the header was found readable.
         let h = unsafe { &*header_of(p) };
-        let block_class = (h.key() != EMPTY_KEY && h.class() < CLASS_COUNT).then(|| h.class());
         let problem = Problem::WrongBlock {
             class,
             stride: c.stride as usize,
-            block_class,
+            block_class: class_held(h),
             block_life: h.life(),
         };
         self.misuse(p, size, life, problem)
@@ -480,6 +526,7 @@ impl Instance {
     /// Checked mode: every check a free can make, before it touches anything
     /// ([`Instance::find_misuse`]); misuse is reported. With `FREEING` (a free), the slot's
     /// live bit is cleared by the check.
+    #[track_caller]
     fn check_free<const ABORT: bool, const FREEING: bool>(
         &self,
         p: *mut u8,
@@ -556,6 +603,12 @@ impl Instance {
         }
         Ok(())
     }
+}
+
+/// The size class block `h` holds, as a misuse report names it: `None` when it holds no
+/// allocations (or its key names no class).
+fn class_held(h: &Header) -> Option<usize> {
+    (h.key() != EMPTY_KEY && h.class() < CLASS_COUNT).then(|| h.class())
 }
 
 /// The mapped length of the live large allocation at `p` when `size` rounds to it and `life`

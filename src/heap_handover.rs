@@ -320,7 +320,7 @@ mod tests {
         }
         let (tx, rx) = std::sync::mpsc::channel();
         let scoper = std::thread::spawn(move || {
-            c.scope((), |_, _| ());
+            c.scope_exclusive((), |_, _| ());
             tx.send(()).unwrap();
             c
         });

@@ -17,7 +17,7 @@ use crate::api::Cohort;
 use crate::class::malloc_align;
 use crate::heap::Heap;
 use crate::heap_handover;
-use crate::lifetime::Lifetime;
+use crate::lifetime::{self, Lifetime};
 use crate::route::JoinedHeap;
 use core::alloc::Layout;
 use core::cell::Cell;
@@ -43,6 +43,23 @@ impl<L: Lifetime> Cohort<L> {
     ///
     /// Cost: a lock and, unless a heap of a previous join or exited thread is adopted, a
     /// mapping of a few KiB.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// cohort::lifetime_classes! { enum Life { Frame, Long } }
+    /// static A: cohort::Cohort<Life> = cohort::Cohort::new();
+    /// let worker = A.join(3).expect("a heap");
+    /// std::thread::scope(|s| {
+    ///     // A join is Send: a worker may carry it to the thread it runs on.
+    ///     s.spawn(move || {
+    ///         let p = worker.malloc(64, Life::Frame);
+    ///         // SAFETY: allocated above with this size and class.
+    ///         unsafe { worker.free(p, 64, Life::Frame) };
+    ///         worker.leave();
+    ///     });
+    /// });
+    /// ```
     pub fn join(&self, cgroup_hint: usize) -> Option<Join<'_, L>> {
         let pool = self.core.pool()?;
         let heap = heap_handover::join_explicit(
@@ -65,35 +82,73 @@ impl<L: Lifetime> Join<'_, L> {
     }
 
     /// As [`Cohort::malloc`], from this join's heap.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// cohort::lifetime_classes! { enum Life { Frame, Long } }
+    /// static A: cohort::Cohort<Life> = cohort::Cohort::new();
+    /// let worker = A.join(3).expect("a heap");
+    /// let p = worker.malloc(100, Life::Long);
+    /// assert!(!p.is_null());
+    /// // SAFETY: allocated above with this size and class; any thread or join may free it.
+    /// unsafe { A.free(p, 100, Life::Long) };
+    /// ```
     #[inline]
     pub fn malloc(&self, size: usize, life: L) -> *mut u8 {
         self.cohort.core.alloc_sized::<false, _>(
             JoinedHeap(self.heap()),
             size,
             malloc_align(size),
-            life.index(),
+            lifetime::index_of(life),
         )
     }
 
     /// As [`Cohort::calloc`], from this join's heap.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// cohort::lifetime_classes! { enum Life { Frame, Long } }
+    /// static A: cohort::Cohort<Life> = cohort::Cohort::new();
+    /// let worker = A.join(3).expect("a heap");
+    /// let p = worker.calloc(32, Life::Frame);
+    /// // SAFETY: 32 zeroed bytes; then freed as made.
+    /// unsafe {
+    ///     assert_eq!(*p.add(31), 0);
+    ///     worker.free(p, 32, Life::Frame);
+    /// }
+    /// ```
     #[inline]
     pub fn calloc(&self, size: usize, life: L) -> *mut u8 {
         self.cohort.core.alloc_sized::<true, _>(
             JoinedHeap(self.heap()),
             size,
             malloc_align(size),
-            life.index(),
+            lifetime::index_of(life),
         )
     }
 
     /// As [`Cohort::alloc`], from this join's heap.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// cohort::lifetime_classes! { enum Life { Frame, Long } }
+    /// static A: cohort::Cohort<Life> = cohort::Cohort::new();
+    /// let worker = A.join(3).expect("a heap");
+    /// let l = std::alloc::Layout::new::<[u32; 6]>();
+    /// let p = worker.alloc(l, Life::Frame);
+    /// // SAFETY: allocated above with this layout and class.
+    /// unsafe { worker.dealloc(p, l, Life::Frame) };
+    /// ```
     #[inline]
     pub fn alloc(&self, layout: Layout, life: L) -> *mut u8 {
         self.cohort.core.alloc_layout::<false, _>(
             JoinedHeap(self.heap()),
             layout.size(),
             layout.align(),
-            life.index(),
+            lifetime::index_of(life),
         )
     }
 
@@ -102,7 +157,19 @@ impl<L: Lifetime> Join<'_, L> {
     ///
     /// # Safety
     /// As [`Cohort::free`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// cohort::lifetime_classes! { enum Life { Frame, Long } }
+    /// static A: cohort::Cohort<Life> = cohort::Cohort::new();
+    /// let worker = A.join(3).expect("a heap");
+    /// let p = A.malloc(48, Life::Long); // from the thread's own heap
+    /// // SAFETY: allocated above with this size and class.
+    /// unsafe { worker.free(p, 48, Life::Long) };
+    /// ```
     #[inline]
+    #[track_caller]
     pub unsafe fn free(&self, ptr: *mut u8, size: usize, life: L) {
         // SAFETY: forwarded contract.
         unsafe {
@@ -111,7 +178,7 @@ impl<L: Lifetime> Join<'_, L> {
                 ptr,
                 size,
                 malloc_align(size),
-                life.index(),
+                lifetime::index_of(life),
             )
         }
     }
@@ -120,7 +187,20 @@ impl<L: Lifetime> Join<'_, L> {
     ///
     /// # Safety
     /// As [`Cohort::dealloc`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// cohort::lifetime_classes! { enum Life { Frame, Long } }
+    /// static A: cohort::Cohort<Life> = cohort::Cohort::new();
+    /// let worker = A.join(3).expect("a heap");
+    /// let l = std::alloc::Layout::from_size_align(20, 4).unwrap();
+    /// let p = worker.alloc(l, Life::Long);
+    /// // SAFETY: allocated above with this layout and class.
+    /// unsafe { worker.dealloc(p, l, Life::Long) };
+    /// ```
     #[inline]
+    #[track_caller]
     pub unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout, life: L) {
         // SAFETY: forwarded contract.
         unsafe {
@@ -129,13 +209,30 @@ impl<L: Lifetime> Join<'_, L> {
                 ptr,
                 layout.size(),
                 layout.align(),
-                life.index(),
+                lifetime::index_of(life),
             )
         }
     }
 
     /// Hands the heap's blocks back to the pool (blocks with live allocations too: their
     /// frees become remote frees). Dropping the join does the same.
+    ///
+    /// From then on, what was allocated through the join counts as an exited thread's:
+    /// any thread's [`Cohort::release_class`] of its lifetime class frees it (the thread
+    /// that used the join may still be using it: release only classes whose allocations
+    /// are dead).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// cohort::lifetime_classes! { enum Life { Frame, Long } }
+    /// static A: cohort::Cohort<Life> = cohort::Cohort::new();
+    /// let worker = A.join(3).expect("a heap");
+    /// let p = worker.malloc(64, Life::Long);
+    /// worker.leave(); // its blocks go back to the pool; p stays live
+    /// // SAFETY: live, allocated with this size and class.
+    /// unsafe { A.free(p, 64, Life::Long) };
+    /// ```
     pub fn leave(self) {}
 }
 

@@ -126,10 +126,15 @@ impl LargeTable {
 
     /// Live large allocations of lifetime class `life`.
     pub(crate) fn count_life(&self, life: usize) -> usize {
+        self.live().filter(|&(_, _, l)| l == life).count()
+    }
+
+    /// Every live large allocation: (address, length, lifetime class).
+    pub(crate) fn live(&self) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
         (0..self.capacity)
             .map(|i| self.slot(i))
-            .filter(|e| e.addr > TOMB && e.life == life)
-            .count()
+            .filter(|e| e.addr > TOMB)
+            .map(|e| (e.addr, e.len, e.life))
     }
 
     /// Removes every mapping of lifetime class `life`, passing (address, length) to `f`.

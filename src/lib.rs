@@ -32,8 +32,9 @@
 //! | 12 | `resize` | realloc |
 //! | 13 | `api` | [`Cohort`], its public methods, `GlobalAlloc`, block reports |
 //! | 14 | `handle`, `join`, `stats`, `verify`, `lookup` | allocator handles per lifetime class; explicit joins; statistics; the consistency check; frees and resizes without a size (found from the address) |
-//! | 15 | `release` | releasing a lifetime class, `scope`, `compact` |
-//! | 16 | `design` | the design as documentation (no code): glossary, invariants, walks |
+//! | 15 | `release` | releasing a lifetime class, `scope_exclusive`, `compact` |
+//! | 16 | `scope` | a lifetime class released safely on a shared allocator: [`ClassScope`] |
+//! | 17 | `design` | the design as documentation (no code): glossary, invariants, walks |
 //!
 //! The pool sits below the heap: it keeps heap records (`heap_record`), never heaps; and
 //! `tiny` sits above `block`, whose header it uses.
@@ -43,14 +44,41 @@
 //! A lifetime class is a name for "allocations that die together" ([`lifetime_classes!`](crate::lifetime_classes)).
 //! Blocks never mix classes, so:
 //!
-//! - a class's memory empties together: [`Cohort::release_class`] (or the safe
-//!   [`Cohort::scope`]) frees a whole class in time proportional to its blocks, and
+//! - a class's memory empties together: [`Cohort::scope`] (safe, on any allocator) or
+//!   [`Cohort::release_class`] (unsafe) frees a whole class in time proportional to its blocks, and
 //!   [`Cohort::compact`] gives the emptied memory back to the OS;
 //! - structures built in one class are contiguous: a linked list or tree allocated in its own
 //!   class walks through consecutive slots, not through memory shared with short-lived
 //!   garbage;
 //! - [`Cohort::handle`] gives an `allocator_api2` handle, so `Vec`, `Box` and hashbrown's
 //!   `HashMap` allocate in a class.
+//!
+//! The safe way to release memory, on a `static` too, is a scope: [`Cohort::scope`] gives
+//! a [`ClassScope`], the only handle to a lifetime class of the scope's own, and frees the
+//! class when the closure returns. The borrow checker proves nothing built on the handle
+//! outlives the scope or leaves its thread, and no other scope or call can allocate in that
+//! class (the soundness argument is in [`Cohort::scope`]'s and `ClassScope`'s docs). An
+//! allocator has 8 such classes: at most 8 scopes are open on it at once, over all threads
+//! ([`Cohort::try_scope`] reports a ninth as an error, [`Cohort::scope`] panics).
+//!
+//! ```
+//! use cohort::allocator_api2::vec::Vec;
+//! cohort::lifetime_classes! { enum Life { Cache } }
+//! static A: cohort::Cohort<Life> = cohort::Cohort::new();
+//!
+//! for frame_no in 0..3u32 {
+//!     let drawn = A.scope(|frame| {
+//!         let mut sprites = Vec::new_in(frame);
+//!         sprites.extend((0..1000).map(|i| i * frame_no));
+//!         sprites.len()
+//!     }); // every allocation of the frame is freed here, at once
+//!     assert_eq!(drawn, 1000);
+//! }
+//! ```
+//!
+//! With `Cohort` as the `#[global_allocator]`, std's own allocations (through
+//! `GlobalAlloc`) live in a lifetime class of their own, `"global"` in statistics, which no
+//! value of your enum names: releasing one of your classes never frees a `String` std made.
 //!
 //! The examples measure it (figures from one run on a shared 2-core machine; times are
 //! noisy, RSS is not):
@@ -125,16 +153,35 @@ not_under_loom! {
     mod verify;
     mod lookup;
     mod release;
+    mod scope;
 }
 pub mod design;
+
+/// The `allocator-api2` crate (0.2) whose `Allocator` trait cohort's handles implement:
+/// build collections with its [`Vec`] and [`Box`] (or hashbrown's `HashMap` with its `allocator-api2`
+/// feature, which uses the same 0.2). Use this re-export rather than a dependency of your
+/// own: `cargo add allocator-api2` may pick another major version, whose trait is a
+/// different one ("multiple different versions of crate `allocator_api2`").
+///
+/// ```
+/// use cohort::allocator_api2::{boxed::Box, vec::Vec};
+/// static A: cohort::Cohort = cohort::Cohort::new();
+///
+/// let mut v = Vec::new_in(A.handle(()));
+/// v.push(Box::new_in(7u8, A.handle(())));
+/// assert_eq!(*v[0], 7);
+/// ```
+pub use allocator_api2;
+/// `allocator_api2`'s `Vec` and `Box`, the collections that take a cohort handle.
+pub use allocator_api2::{boxed::Box, vec::Vec};
 
 #[cfg(not(loom))]
 pub use api::{BlockReport, Cohort, DEFAULT_RESERVATION};
 #[cfg(not(loom))]
-pub use handle::ClassHandle;
+pub use handle::{ClassHandle, StaticClass, StaticHandle};
 #[cfg(not(loom))]
 pub use join::Join;
-pub use lifetime::Lifetime;
+pub use lifetime::{Lifetime, MAX_LIFETIME_CLASSES};
 #[cfg(not(loom))]
 pub use lookup::Allocation;
 #[cfg(not(loom))]
@@ -142,6 +189,8 @@ pub use misuse::{Misuse, Problem};
 #[cfg(not(loom))]
 pub use release::{Compacted, Released};
 #[cfg(not(loom))]
-pub use stats::{HeadStats, Stats, Totals};
+pub use scope::{ClassScope, ScopesInUse};
+#[cfg(not(loom))]
+pub use stats::{ClassStats, HeadStats, Stats, Totals};
 #[cfg(not(loom))]
 pub use verify::{Verified, VerifyError};

@@ -1,4 +1,26 @@
-//! Lifetime classes: the caller's names for "allocations that die together".
+//! Lifetime classes: the caller's names for "allocations that die together", and the
+//! classes every allocator keeps beside them.
+//!
+//! An allocator with lifetime classes `L` has `N = L::COUNT + HIDDEN` of them, numbered two
+//! ways:
+//!
+//! - **inside** (block keys, heads, the pool's lists): `GLOBAL = 0` is what `GlobalAlloc`
+//!   allocates in (std's collections when the allocator is the `#[global_allocator]`);
+//!   `index_of(l) = l.index() + 1` for the caller's classes;
+//!   `scope_class(n) = L::COUNT + 1 + n` for the [`SCOPE_CLASSES`] scope classes (each
+//!   open [`Cohort::scope`](crate::Cohort::scope) claims one for itself alone). Global is
+//!   0 so that its blocks' keys are their size classes alone: the global allocator's free
+//!   compares the key with no lifetime term.
+//! - **in reports** (statistics, block reports, misuse reports, [`crate::Allocation`]): the
+//!   caller's class `l` is `l.index()`, global is `L::COUNT`, scope class `n` is
+//!   `L::COUNT + 1 + n`, so that a report's index of one of the caller's classes is its
+//!   `index()`: `reported(index_of(l)) = l.index()`, `reported(GLOBAL) = L::COUNT`,
+//!   `reported(i) = i` for scope classes ([`reported`]).
+//!
+//! No value of `L` has a hidden class's index, so no call that takes an `L` (a release
+//! above all) reaches them.
+
+use core::sync::atomic::{AtomicU32, Ordering};
 
 /// A set of lifetime classes, normally an enum declared with
 /// [`lifetime_classes!`](crate::lifetime_classes).
@@ -9,7 +31,8 @@
 ///
 /// # Safety
 /// `index()` returns a value below `COUNT` for every value of the type, and `COUNT` is
-/// between 1 and 256. The allocator indexes its tables with `index()` unchecked.
+/// between 1 and [`MAX_LIFETIME_CLASSES`]. The allocator indexes its tables with `index()`
+/// unchecked.
 pub unsafe trait Lifetime: Copy + Send + Sync + 'static {
     /// How many classes there are.
     const COUNT: usize;
@@ -19,6 +42,117 @@ pub unsafe trait Lifetime: Copy + Send + Sync + 'static {
     /// (the default) when the classes have none, and reports give indices only.
     /// [`lifetime_classes!`](crate::lifetime_classes) gives the variants' names.
     const NAMES: &'static [&'static str] = &[];
+}
+
+/// Hidden classes for scopes: each open [`Cohort::scope`](crate::Cohort::scope) of an
+/// allocator claims one of them for itself alone (so at most this many scopes are open on
+/// one allocator at once, over all threads).
+pub(crate) const SCOPE_CLASSES: usize = 8;
+
+/// Lifetime classes every allocator has beside its caller's: std's, then the scopes'.
+pub(crate) const HIDDEN: usize = 1 + SCOPE_CLASSES;
+
+/// The most lifetime classes a [`Lifetime`] type may have: a block header holds a class's
+/// index in 8 bits, and every allocator keeps 9 classes of its own beside the caller's
+/// (std's allocations, and 8 for scopes).
+pub const MAX_LIFETIME_CLASSES: usize = 256 - HIDDEN;
+
+/// The hidden classes' names, in reported index order from `L::COUNT`.
+const HIDDEN_NAMES: [&str; HIDDEN] = [
+    "global", "scope 1", "scope 2", "scope 3", "scope 4", "scope 5", "scope 6", "scope 7",
+    "scope 8",
+];
+
+/// The inside index of the class `GlobalAlloc` allocates in (see the module docs).
+pub(crate) const GLOBAL: usize = 0;
+
+/// The inside index of the caller's class `life`.
+#[inline(always)]
+pub(crate) fn index_of<L: Lifetime>(life: L) -> usize {
+    life.index() + 1
+}
+
+/// The inside index of scope class `n` (below [`SCOPE_CLASSES`]).
+pub(crate) const fn scope_class<L: Lifetime>(n: usize) -> usize {
+    L::COUNT + 1 + n
+}
+
+/// The index reports give inside index `inside` of an allocator with `life_count` classes
+/// (see the module docs).
+pub(crate) const fn reported(inside: usize, life_count: usize) -> usize {
+    let callers = life_count - HIDDEN;
+    if inside == GLOBAL {
+        callers
+    } else if inside <= callers {
+        inside - 1
+    } else {
+        inside
+    }
+}
+
+/// Which of an allocator's [`SCOPE_CLASSES`] scope classes are claimed: bit `n` set while
+/// scope class `n` belongs to an open scope. A claim is exclusive: set by one compare and
+/// swap, cleared by its owner after the class's release.
+pub(crate) struct ScopeClaims(AtomicU32);
+
+const _: () = assert!(SCOPE_CLASSES <= 32);
+
+impl ScopeClaims {
+    pub(crate) const fn new() -> ScopeClaims {
+        ScopeClaims(AtomicU32::new(0))
+    }
+
+    /// Claims a free scope class: its number, or `None` when all are claimed.
+    pub(crate) fn claim(&self) -> Option<usize> {
+        let all = (1u32 << SCOPE_CLASSES) - 1;
+        let mut seen = self.0.load(Ordering::Relaxed);
+        loop {
+            let free = !seen & all;
+            if free == 0 {
+                return None;
+            }
+            let n = free.trailing_zeros();
+            // Acquire: the previous owner's release of the class happened before.
+            match self.0.compare_exchange_weak(
+                seen,
+                seen | 1 << n,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Some(n as usize),
+                Err(now) => seen = now,
+            }
+        }
+    }
+
+    /// Gives back scope class `n`, claimed by the caller, once it is released.
+    pub(crate) fn unclaim(&self, n: usize) {
+        let before = self.0.fetch_and(!(1 << n), Ordering::Release);
+        debug_assert!(before & 1 << n != 0, "scope class {n} was not claimed");
+    }
+
+    /// How many are claimed now.
+    #[cfg(test)]
+    pub(crate) fn claimed(&self) -> usize {
+        self.0.load(Ordering::Relaxed).count_ones() as usize
+    }
+}
+
+/// Every class's name by reported index (see the module docs) for lifetime classes `L`:
+/// `L::NAMES` (`""` where it has none), then the hidden classes' names; `""` past them.
+pub(crate) const fn all_names<L: Lifetime>() -> [&'static str; 256] {
+    let mut names = [""; 256];
+    let mut i = 0;
+    while i < L::NAMES.len() && i < L::COUNT {
+        names[i] = L::NAMES[i];
+        i += 1;
+    }
+    let mut h = 0;
+    while h < HIDDEN && L::COUNT + h < 256 {
+        names[L::COUNT + h] = HIDDEN_NAMES[h];
+        h += 1;
+    }
+    names
 }
 
 // SAFETY: one class, index 0.
@@ -31,7 +165,18 @@ unsafe impl Lifetime for () {
 }
 
 /// Declares a fieldless enum and implements [`Lifetime`] for it: each variant is one
-/// lifetime class, in declaration order.
+/// lifetime class, in declaration order (its index), named by the variant in statistics and
+/// misuse reports.
+///
+/// The enum derives `Clone, Copy, Debug, PartialEq, Eq, Hash` and is `#[repr(u8)]`: do not
+/// derive those again (a second `#[derive(Debug)]` is a conflicting implementation);
+/// other attributes and derives (`PartialOrd`, `serde`'s...) pass through. Variants take
+/// no explicit discriminants: a class's index is its position (a `compile_error!` says so).
+/// At most [`MAX_LIFETIME_CLASSES`] variants.
+///
+/// ```compile_fail
+/// cohort::lifetime_classes! { enum Life { Frame = 1, Long } } // no discriminants
+/// ```
 ///
 /// ```
 /// cohort::lifetime_classes! {
@@ -46,6 +191,19 @@ unsafe impl Lifetime for () {
 #[macro_export]
 macro_rules! lifetime_classes {
     ($(#[$meta:meta])* $vis:vis enum $name:ident {
+        $($(#[$vmeta:meta])* $variant:ident $(= $value:expr)?),+ $(,)?
+    }) => {
+        $crate::lifetime_classes!(@check [$($($value)?)*] $(#[$meta])* $vis enum $name {
+            $($(#[$vmeta])* $variant),+
+        });
+    };
+    (@check [$($value:expr)+] $($rest:tt)*) => {
+        compile_error!(
+            "lifetime_classes!: variants take no explicit discriminant (`A = 1`): a lifetime \
+             class's index is its position in the enum"
+        );
+    };
+    (@check [] $(#[$meta:meta])* $vis:vis enum $name:ident {
         $($(#[$vmeta:meta])* $variant:ident),+ $(,)?
     }) => {
         $(#[$meta])*

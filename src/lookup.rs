@@ -28,8 +28,9 @@ pub struct Allocation {
     /// Its usable size: its slot's stride, or the length of a large allocation's mapping.
     /// Any size from the one asked for up to this one frees it.
     pub usable: usize,
-    /// Its lifetime class index. Indices from `L::COUNT` up are the allocator's own hidden
-    /// classes (the one `GlobalAlloc` allocates in, for one).
+    /// Its lifetime class index: `L::index()` of one of the caller's classes; from
+    /// `L::COUNT` up, the allocator's own hidden classes (`L::COUNT` is the one
+    /// `GlobalAlloc` allocates in).
     pub life: usize,
     /// True for a large allocation (a mapping of its own).
     pub large: bool,
@@ -122,7 +123,11 @@ impl<L: Lifetime> Cohort<L> {
     /// assert_eq!(a.allocation_at(&0u8), None);
     /// ```
     pub fn allocation_at(&self, ptr: *const u8) -> Option<Allocation> {
-        self.core.allocation_at(ptr)
+        let found = self.core.allocation_at(ptr)?;
+        Some(Allocation {
+            life: Self::reported(found.life),
+            ..found
+        })
     }
 
     /// True when `ptr` lies in this allocator's region: the address space of its small
@@ -130,6 +135,17 @@ impl<L: Lifetime> Cohort<L> {
     /// a caller holding a pointer that may be another allocator's takes the sized free
     /// ([`Cohort::free`], [`GlobalAlloc::dealloc`](core::alloc::GlobalAlloc::dealloc)) when
     /// this is true, and [`Cohort::free_unsized`] otherwise.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let a = cohort::Cohort::<()>::new();
+    /// let p = a.malloc(64, ());
+    /// assert!(a.in_region(p));
+    /// assert!(!a.in_region(&0u8)); // not cohort's
+    /// // SAFETY: allocated above with this size and class.
+    /// unsafe { a.free(p, 64, ()) };
+    /// ```
     #[inline(always)]
     pub fn in_region(&self, ptr: *const u8) -> bool {
         self.core.bounds.contains(ptr.cast_mut())
@@ -150,7 +166,22 @@ impl<L: Lifetime> Cohort<L> {
     /// # Safety
     /// `ptr` is null, not this allocator's, or the start of a live allocation of it that
     /// nothing uses after the call.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let a = cohort::Cohort::<()>::new();
+    /// let (small, large) = (a.malloc(100, ()), a.malloc(100_000, ()));
+    /// // SAFETY: both live; their sizes and classes are found from the addresses.
+    /// unsafe {
+    ///     a.free_unsized(small).unwrap();
+    ///     a.free_unsized(large).unwrap();
+    ///     assert!(a.free_unsized(&mut 0u8).is_err()); // foreign: nothing done
+    /// }
+    /// assert!(a.is_empty());
+    /// ```
     #[inline]
+    #[track_caller]
     pub unsafe fn free_unsized(&self, ptr: *mut u8) -> Result<(), Misuse> {
         if !self.core.bounds.contains(ptr) {
             // SAFETY: forwarded contract.
@@ -213,6 +244,21 @@ impl<L: Lifetime> Cohort<L> {
     ///
     /// # Safety
     /// As [`Cohort::free_unsized`]; `new_align` is a power of two.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let a = cohort::Cohort::<()>::new();
+    /// let p = a.malloc(10, ());
+    /// // SAFETY: p is live; q is live after.
+    /// unsafe {
+    ///     p.write_bytes(1, 10);
+    ///     let q = a.realloc_unsized(p, 5000, 8).unwrap();
+    ///     assert_eq!(*q.add(9), 1);
+    ///     a.free_unsized(q).unwrap();
+    /// }
+    /// ```
+    #[track_caller]
     pub unsafe fn realloc_unsized(
         &self,
         ptr: *mut u8,

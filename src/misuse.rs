@@ -5,6 +5,7 @@
 //! and the lifetime class; the abort's is formatted without allocating.
 
 use crate::class::CLASSES;
+use crate::lifetime;
 use crate::os;
 use core::fmt;
 
@@ -21,8 +22,9 @@ pub struct Misuse {
     pub life: usize,
     /// What is wrong.
     pub problem: Problem,
-    /// The lifetime classes' names ([`Lifetime::NAMES`](crate::Lifetime::NAMES)), for the
-    /// message; may be empty.
+    /// The lifetime classes' names by index, for the message: those of
+    /// [`Lifetime::NAMES`](crate::Lifetime::NAMES) (`""` where a class has none), then
+    /// `"global"` (std's allocations, through `GlobalAlloc`) and the scopes' classes.
     pub life_names: &'static [&'static str],
 }
 
@@ -53,6 +55,16 @@ pub enum Problem {
     /// The size says large, but no live large allocation starts at the pointer (a double
     /// free, a foreign pointer, or a size that is too large).
     NotLarge,
+    /// Size 0, which frees only the pointer of a zero-size request (and null), given with a
+    /// pointer into this allocator's blocks: an allocation freed (or resized) with size 0.
+    /// (A large allocation given size 0 is [`Problem::LargeMismatch`].)
+    ZeroSize {
+        /// The size class of the block the pointer is in (`None` when the block holds no
+        /// allocations).
+        block_class: Option<usize>,
+        /// That block's lifetime class.
+        block_life: usize,
+    },
     /// A large allocation starts at the pointer, but of another length or lifetime class.
     LargeMismatch {
         /// Its mapped length.
@@ -62,6 +74,56 @@ pub enum Problem {
     },
 }
 
+impl Misuse {
+    /// The report of a free of `ptr` with `size` in lifetime class `life`, with `life` and
+    /// the problem's classes given as inside indices (see [`crate::lifetime`]) and reported
+    /// as the caller numbers them. `life_names` has a name for every class, by reported
+    /// index.
+    pub(crate) fn new(
+        ptr: usize,
+        size: usize,
+        life: usize,
+        problem: Problem,
+        life_names: &'static [&'static str],
+    ) -> Misuse {
+        let reported = |l| lifetime::reported(l, life_names.len());
+        let problem = match problem {
+            Problem::WrongBlock {
+                class,
+                stride,
+                block_class,
+                block_life,
+            } => Problem::WrongBlock {
+                class,
+                stride,
+                block_class,
+                block_life: reported(block_life),
+            },
+            Problem::ZeroSize {
+                block_class,
+                block_life,
+            } => Problem::ZeroSize {
+                block_class,
+                block_life: reported(block_life),
+            },
+            Problem::LargeMismatch { mapped, life } => Problem::LargeMismatch {
+                mapped,
+                life: reported(life),
+            },
+            Problem::Foreign | Problem::NotASlot { .. } | Problem::DoubleFree | Problem::NotLarge => {
+                problem
+            }
+        };
+        Misuse {
+            ptr,
+            size,
+            life: reported(life),
+            problem,
+            life_names,
+        }
+    }
+}
+
 /// "lifetime class 1", or "lifetime class 1 (Request)" when the classes have names.
 struct LifeName<'a>(usize, &'a [&'static str]);
 
@@ -69,8 +131,8 @@ impl fmt::Display for LifeName<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "lifetime class {}", self.0)?;
         match self.1.get(self.0) {
-            Some(name) => write!(f, " ({name})"),
-            None => Ok(()),
+            Some(name) if !name.is_empty() => write!(f, " ({name})"),
+            _ => Ok(()),
         }
     }
 }
@@ -94,7 +156,8 @@ impl fmt::Display for Misuse {
                 block_life,
             } if bc == class => write!(
                 f,
-                "freed as {} but the block holds {} (the size matches: stride {stride} B)",
+                "wrong lifetime class: freed as {} but the block holds {} (the size \
+                 matches: stride {stride} B)",
                 life(self.life),
                 life(*block_life)
             ),
@@ -129,6 +192,23 @@ impl fmt::Display for Misuse {
                 )
             }
             Problem::DoubleFree => write!(f, "the slot is already free (double free)"),
+            Problem::ZeroSize {
+                block_class: Some(bc),
+                block_life,
+            } => write!(
+                f,
+                "size 0 frees only a zero-size request's pointer, but this one is in a block \
+                 of size class {bc} (stride {} B) of {}",
+                CLASSES[*bc].stride,
+                life(*block_life)
+            ),
+            Problem::ZeroSize {
+                block_class: None, ..
+            } => write!(
+                f,
+                "size 0 frees only a zero-size request's pointer, but this one is in a block \
+                 that holds no allocations (already freed?)"
+            ),
             Problem::NotLarge => write!(
                 f,
                 "size {} is a large allocation, but none starts at the pointer (double free, \
@@ -172,6 +252,7 @@ impl fmt::Write for StackBuf {
 /// [`Misuse`] as a value frees with [`Cohort::try_free`](crate::Cohort::try_free).
 #[cold]
 #[inline(never)]
+#[track_caller]
 pub(crate) fn report<const ABORT: bool>(m: Misuse) -> ! {
     if ABORT {
         let mut out = StackBuf {

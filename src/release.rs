@@ -6,17 +6,24 @@
 //! class, see [`crate::pool`]): every block of the class that holds allocations of the
 //! calling thread or of exited threads is emptied and given back, without looking at a
 //! single slot. Blocks of the class that hold *other live threads'* allocations are
-//! theirs: each thread releases its own (see [`Released::left_to_other_threads`]).
+//! theirs: each thread releases its own (see [`Released::left_to_other_threads`]). A
+//! [`Join`](crate::Join) is a thread of its own here: live until it is left, then exited.
 //!
-//! Whose a block's allocations are: a heap-owned block's are its heap's thread's; a
-//! pool-owned block's are its holder's (see [`crate::pool`]): a tiny block's, the heap that
-//! allocates from it; a block of exited threads, nobody's (anyone releases it); a block
-//! that threads without a heap allocated from, theirs (only [`Cohort::scope`] releases it).
+//! Whose a block's allocations are: a heap-owned block's are its heap's thread's (or
+//! join's); a pool-owned block's are its holder's (see [`crate::pool`]): a tiny block's, the
+//! heap that allocates from it; a block of exited threads or left joins, nobody's (anyone
+//! releases it); a block that threads without a heap allocated from, theirs (only
+//! [`Cohort::scope_exclusive`] releases it, or the release of a scope's class, which is all
+//! the scope's: [`Whose`]). So a block's allocations are released by whoever holds the
+//! block, not by whoever made them: a block that an exited thread (or left join) gave back
+//! with live allocations may be taken up by another heap, whose releases free them.
 
 use crate::api::Cohort;
+use crate::stats::Bytes;
+use core::fmt;
 use crate::block::{Header, Snapshot, HEAPLESS, NO_HOLDER};
 use crate::heap;
-use crate::lifetime::Lifetime;
+use crate::lifetime::{self, Lifetime};
 use crate::os;
 use crate::per_thread;
 use crate::pool::{Pool, PoolState};
@@ -29,11 +36,62 @@ pub struct Released {
     /// Live slots they held, now freed.
     pub slots: usize,
     /// Blocks of the class that hold other live threads' allocations (not released):
-    /// blocks of their heaps, their tiny blocks, blocks threads without a heap allocated
-    /// from.
+    /// blocks of their heaps and of joins not left, their tiny blocks, blocks threads
+    /// without a heap allocated from.
     pub left_to_other_threads: usize,
     /// Large allocations of the class unmapped (whichever thread made them).
     pub large: usize,
+}
+
+/// "released 3 blocks (120 slots) and 2 large allocations; 1 block left to other threads".
+impl fmt::Display for Released {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "released {} blocks ({} slots) and {} large allocations",
+            self.blocks, self.slots, self.large
+        )?;
+        if self.left_to_other_threads > 0 {
+            write!(
+                f,
+                "; {} blocks left to other threads",
+                self.left_to_other_threads
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// "gave back 4 empty blocks: resident 12.0 MiB -> 4.0 MiB".
+impl fmt::Display for Compacted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "gave back {} empty blocks: resident {} -> {}",
+            self.blocks,
+            Bytes(self.resident_before),
+            Bytes(self.resident_after)
+        )
+    }
+}
+
+/// Whose allocations of a lifetime class a release frees.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Whose {
+    /// [`Cohort::release_class`]'s: those of the calling thread and of exited threads (in
+    /// blocks its heap owns or holds, blocks of exited threads' heaps, the pool's blocks
+    /// of no holder), and every large one.
+    Caller,
+    /// A claimed class's (a scope's, see [`crate::scope`]): only the calling thread
+    /// allocated in the class since the previous claim's release, so all of it is the
+    /// caller's wherever it lies; `Caller`'s, and also the blocks threads without a heap
+    /// allocated from ([`HEAPLESS`]: the caller, if it had no heap). Blocks another live
+    /// heap owns or holds cannot hold any of it (its thread never allocated in the class
+    /// since then): left alone all the same.
+    Claimed,
+    /// Everything, in every heap: nobody else uses the allocator
+    /// ([`Cohort::scope_exclusive`]).
+    Everyone,
 }
 
 /// What [`Cohort::compact`] gave back.
@@ -49,7 +107,11 @@ pub struct Compacted {
 
 impl<L: Lifetime> Cohort<L> {
     /// Frees every allocation of lifetime class `life` made by the calling thread or by
-    /// threads that have exited, at once. Their blocks become reusable by any class, and past
+    /// threads that have exited, at once. A [`Join`](crate::Join) counts as a thread of its
+    /// own: what was allocated through a join that has been left (or dropped) is an exited
+    /// thread's, released by any thread's call, even while the thread that used the join
+    /// lives on; a join not left is another live thread (its blocks are left alone, also
+    /// by the thread holding it). Their blocks become reusable by any class, and past
     /// the pool's retention bound their memory goes back to the OS, so RSS drops.
     ///
     /// Cost: proportional to the blocks of the class (a walk of their headers), not to the
@@ -59,39 +121,58 @@ impl<L: Lifetime> Cohort<L> {
     /// size, 1- and 2-byte allocations included (they are served under a lock, but each
     /// thread from its own blocks). Allocations a thread made without a heap of its own
     /// (while it was exiting, or beyond the 16 383 heaps an instance registers) count as
-    /// another live thread's: only [`Cohort::scope`] releases them.
+    /// another live thread's: only [`Cohort::scope_exclusive`] releases them.
     ///
     /// Large allocations (above 16 KiB) of the class are unmapped too, whichever thread
     /// made them: they belong to no heap.
     ///
     /// # Safety
     /// No allocation of class `life` that this call releases (small ones made by the
-    /// calling thread or by a thread that has exited; large ones of any thread) is used or
-    /// freed after the call, and no thread allocates or frees in class `life` while it runs.
-    /// For a safe form, see [`Cohort::scope`].
+    /// calling thread, by a thread that has exited or through a join that has been left;
+    /// large ones of any thread) is used or freed after the call, and no thread allocates or
+    /// frees in class `life` while it runs.
+    /// For a safe form, see [`Cohort::scope`] (any allocator, a `static` included) and
+    /// [`Cohort::scope_exclusive`] (an allocator you own).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// cohort::lifetime_classes! { enum Life { Request, Long } }
+    /// static A: cohort::Cohort<Life> = cohort::Cohort::new();
+    /// let kept = A.malloc(64, Life::Long);
+    /// for _ in 0..100 {
+    ///     let _ = A.malloc(200, Life::Request); // never freed one by one
+    /// }
+    /// // SAFETY: nothing of `Request` made by this thread is used after this, and no other
+    /// // thread uses `Request`.
+    /// let r = unsafe { A.release_class(Life::Request) };
+    /// assert_eq!(r.slots, 100);
+    /// // SAFETY: `Long` is untouched.
+    /// unsafe { A.free(kept, 64, Life::Long) };
+    /// ```
     pub unsafe fn release_class(&self, life: L) -> Released {
         // SAFETY: forwarded contract.
-        unsafe { self.release(life.index(), false) }
+        unsafe { self.release(lifetime::index_of(life), Whose::Caller) }
     }
 
-    /// `release_class`; with `exclusive`, the blocks of every heap are released too.
+    /// Releases lifetime class `life`: the allocations `whose` says (see [`Whose`]).
     ///
     /// # Safety
-    /// As [`Cohort::release_class`]; with `exclusive`, nobody else uses the allocator
-    /// (threads that used it may still be exiting).
-    unsafe fn release(&self, life: usize, exclusive: bool) -> Released {
+    /// As [`Cohort::release_class`], for the allocations `whose` names.
+    pub(crate) unsafe fn release(&self, life: usize, whose: Whose) -> Released {
         let Some(pool) = self.core.pool_if_any() else {
             return Released::default();
         };
         // SAFETY: `find_own` gives null or the calling thread's heap.
         let me = unsafe { per_thread::find_own(self.core.instance_id()).as_ref() };
         let (my_token, my_id) = me.map_or((0, 0), |h| (h.token, h.id));
+        let exclusive = whose == Whose::Everyone;
         // Whether a block's allocations (`b` as read once) are the caller's to release.
         let releasable = |b: &Snapshot| {
             exclusive
                 || match (b.owner, b.holder) {
                     (0, NO_HOLDER) => true,
-                    (0, HEAPLESS) => false,
+                    (0, HEAPLESS) => whose == Whose::Claimed,
                     (0, id) => id == my_id || pool.heap_is_abandoned(id),
                     (owner, _) => owner == my_token || pool.owner_is_abandoned(owner),
                 }
@@ -116,8 +197,9 @@ impl<L: Lifetime> Cohort<L> {
             hp.release_life(life, |h, current| r.block(&mut st, h, current));
         }
         // The pool's lists, with what exited threads left. Blocks of threads without a heap
-        // stay listed (unless `exclusive`); the walk below counts them.
-        pool.take_life(&mut st, life, exclusive, |st, h| r.block(st, h, false));
+        // stay listed (unless `Everyone` or `Claimed`); the walk below counts them.
+        let heapless = whose != Whose::Caller;
+        pool.take_life(&mut st, life, heapless, |st, h| r.block(st, h, false));
         // What is left of the class: blocks on no list (full blocks of the caller, of the
         // pool, of exited threads) and other live threads' blocks.
         for h in pool.blocks_of_life(&st, life) {
@@ -139,6 +221,8 @@ impl<L: Lifetime> Cohort<L> {
         }
         drop(st);
         let mut out = r.out;
+        // Large allocations belong to no heap: all of the class's go (the caller's contract
+        // covers them: see `release_class`'s, and `Whose::Claimed`).
         pool.large.lock().drain_life(life, |addr, len| {
             out.large += 1;
             // SAFETY: a live large allocation of the class, dead by the caller's contract.
@@ -148,7 +232,8 @@ impl<L: Lifetime> Cohort<L> {
     }
 
     /// Runs `f` with a handle to lifetime class `life`, then frees every allocation of the
-    /// class at once: the safe form of [`Cohort::release_class`]. Allocations made through
+    /// class at once: a safe form of [`Cohort::release_class`] for an allocator you own
+    /// (`&mut`); on a shared one (a `static`), use [`Cohort::scope`]. Allocations made through
     /// the handle (`allocator_api2` collections) cannot outlive the scope: their type
     /// borrows it. `&mut self` keeps every other user of the allocator out meanwhile;
     /// scoped threads started inside `f` may use it, and their blocks of the class are
@@ -156,12 +241,27 @@ impl<L: Lifetime> Cohort<L> {
     ///
     /// Panics if the class has live allocations when the scope starts, small or large
     /// (they would be freed under their owners).
-    pub fn scope<R>(
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use cohort::allocator_api2::vec::Vec;
+    /// cohort::lifetime_classes! { enum Life { Frame } }
+    /// let mut a: cohort::Cohort<Life> = cohort::Cohort::new();
+    /// let n = a.scope_exclusive(Life::Frame, |_a, frame| {
+    ///     let mut v = Vec::new_in(frame);
+    ///     v.extend(0..1000u32);
+    ///     v.len()
+    /// });
+    /// assert_eq!(n, 1000);
+    /// assert!(a.is_empty());
+    /// ```
+    pub fn scope_exclusive<R>(
         &mut self,
         life: L,
         f: impl for<'s> FnOnce(&'s Self, crate::ClassHandle<'s, L>) -> R,
     ) -> R {
-        let live = self.live_in_class(life.index());
+        let live = self.live_in_class(lifetime::index_of(life));
         assert!(
             live == 0,
             "cohort: scope on lifetime class {} which has {live} live allocations",
@@ -172,7 +272,7 @@ impl<L: Lifetime> Cohort<L> {
         // SAFETY: `&mut self` excluded every other user; the closure's handles and the
         // collections built on them are gone (they borrowed the scope); scoped threads
         // have exited; raw pointers from the malloc family are the caller's to not use.
-        let released = unsafe { this.release(life.index(), true) };
+        let released = unsafe { this.release(lifetime::index_of(life), Whose::Everyone) };
         debug_assert_eq!(released.left_to_other_threads, 0);
         r
     }
@@ -184,7 +284,7 @@ impl<L: Lifetime> Cohort<L> {
             .stats()
             .heads
             .iter()
-            .filter(|h| h.life == life)
+            .filter(|h| h.life == Self::reported(life))
             .map(|h| h.live)
             .sum();
         let large = self
@@ -200,6 +300,19 @@ impl<L: Lifetime> Cohort<L> {
     ///
     /// Thread safety: may run while other threads allocate. Cost: proportional to the blocks.
     /// Returns the blocks given back and the resident bytes before and after.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let a = cohort::Cohort::<()>::new();
+    /// let ps: Vec<_> = (0..10_000).map(|_| a.malloc(64, ())).collect();
+    /// for p in ps {
+    ///     // SAFETY: allocated above with this size and class.
+    ///     unsafe { a.free(p, 64, ()) };
+    /// }
+    /// let c = a.compact();
+    /// assert!(c.resident_after <= c.resident_before);
+    /// ```
     pub fn compact(&self) -> Compacted {
         let Some(pool) = self.core.pool_if_any() else {
             return Compacted::default();
@@ -218,6 +331,17 @@ impl<L: Lifetime> Cohort<L> {
 
     /// True when no allocation is live: no small slot, no large allocation. A leak check
     /// at teardown. Cost: proportional to the blocks.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let a = cohort::Cohort::<()>::new();
+    /// let p = a.malloc(10, ());
+    /// assert!(!a.is_empty());
+    /// // SAFETY: allocated above with this size and class.
+    /// unsafe { a.free(p, 10, ()) };
+    /// assert!(a.is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
         let s = self.stats();
         s.small.live == 0 && s.large_allocations == 0

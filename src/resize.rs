@@ -71,8 +71,10 @@ impl Instance {
     ///
     /// # Safety
     /// As [`Cohort::free`](crate::Cohort::free) for `(p, old.size, life)` with `old.align`,
-    /// unless `p` is null or `old.size` is 0.
+    /// unless `p` is null or `old.size` is 0 (then `p` is null or the pointer of a zero-size
+    /// request; anything else of this allocator's is reported).
     #[inline(always)]
+    #[track_caller]
     pub(crate) unsafe fn realloc_sized<const ZERO: bool, const ABORT: bool, R: Route>(
         &self,
         route: R,
@@ -100,6 +102,7 @@ impl Instance {
     /// As [`Instance::realloc_sized`] for `(p, old, life)`, with `p` not null; `class` is
     /// the class of `old` (and of the new size).
     #[inline(always)]
+    #[track_caller]
     unsafe fn resize_in_class<const ZERO: bool, const ABORT: bool>(
         &self,
         p: *mut u8,
@@ -121,6 +124,7 @@ impl Instance {
     /// # Safety
     /// As [`Instance::realloc_sized`].
     #[inline(never)]
+    #[track_caller]
     unsafe fn realloc_other<const ZERO: bool, const ABORT: bool, R: Route>(
         &self,
         route: R,
@@ -132,6 +136,10 @@ impl Instance {
         let (old_size, old_align) = (old.size, old.align);
         let (new_size, new_align) = (new.size, new.align);
         if old_size == 0 || p.is_null() {
+            // Only a zero-size request's pointer (or null) has nothing to free.
+            if let Err(m) = self.check_zero_size(p, life) {
+                report::<ABORT>(m);
+            }
             return self.alloc_sized::<ZERO, R>(route, new_size, new_align, life);
         }
         let new_class = if new_size == 0 {
@@ -183,6 +191,7 @@ impl Instance {
     /// As [`Instance::realloc_sized`], with `p` not null and `old.size` a large size.
     #[cold]
     #[inline(never)]
+    #[track_caller]
     unsafe fn realloc_large<const ZERO: bool, const ABORT: bool>(
         &self,
         p: *mut u8,

@@ -5,7 +5,10 @@
 //! allocations, and the allocator pays nothing when nobody asks.
 //!
 //! Invariants of a [`Stats`]: `small` is the sum of `heads`; for every head,
-//! `live <= capacity` and `live_bytes == live * stride`.
+//! `live <= capacity` and `live_bytes == live * stride`; for every lifetime class `c` in
+//! `classes`, `c.small_live` and `c.small_live_bytes` are the sums over the heads of its
+//! class; `Σ_c c.large_allocations = large_allocations` and `Σ_c c.large_bytes =
+//! large_bytes` (read under one lock).
 
 use crate::api::Cohort;
 use crate::lifetime::Lifetime;
@@ -20,6 +23,10 @@ pub struct HeadStats {
     pub stride: usize,
     /// Lifetime class index.
     pub life: usize,
+    /// The lifetime class's name: its variant's (`""` when the classes have no names), or
+    /// `"global"` for std's allocations (through `GlobalAlloc`), or `"scope N"` for an
+    /// open [`Cohort::scope`]'s (N from 1 to 8: the scope class it holds).
+    pub life_name: &'static str,
     /// Blocks in use.
     pub blocks: usize,
     /// Live slots.
@@ -34,6 +41,17 @@ pub struct HeadStats {
 
 impl HeadStats {
     /// Bytes in live slots: `live * stride`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let a = cohort::Cohort::<()>::new();
+    /// let p = a.malloc(24, ()); // a 32-byte slot: malloc aligns to the next power of two
+    /// let s = a.stats();
+    /// assert_eq!(s.heads[0].live_bytes(), 32);
+    /// // SAFETY: allocated above with this size and class.
+    /// unsafe { a.free(p, 24, ()) };
+    /// ```
     pub fn live_bytes(&self) -> usize {
         self.live * self.stride
     }
@@ -56,6 +74,60 @@ pub struct Totals {
     pub resident_bytes: usize,
 }
 
+/// Figures for one lifetime class: its small allocations (over all size classes) and its
+/// large ones (above 16 KiB, each a mapping of its own).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClassStats {
+    /// Lifetime class index (`L::index()`; from `L::COUNT` up, the allocator's own:
+    /// `"global"`, then the scopes').
+    pub life: usize,
+    /// Its name, as [`HeadStats::life_name`].
+    pub life_name: &'static str,
+    /// Live small allocations.
+    pub small_live: usize,
+    /// Bytes in their slots.
+    pub small_live_bytes: usize,
+    /// Blocks holding them.
+    pub blocks: usize,
+    /// Live large allocations.
+    pub large_allocations: usize,
+    /// Their mapped bytes.
+    pub large_bytes: usize,
+}
+
+impl ClassStats {
+    /// Live allocations, small and large.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// cohort::lifetime_classes! { enum Life { Frame } }
+    /// let a: cohort::Cohort<Life> = cohort::Cohort::new();
+    /// let v = cohort::Vec::<u8, _>::with_capacity_in(100_000, a.handle(Life::Frame));
+    /// let b = cohort::Box::new_in(1u8, a.handle(Life::Frame));
+    /// let s = a.stats();
+    /// assert_eq!(s.classes[0].life_name, "Frame");
+    /// assert_eq!(s.classes[0].live(), 2); // one large, one small
+    /// ```
+    pub fn live(&self) -> usize {
+        self.small_live + self.large_allocations
+    }
+
+    /// Bytes of live allocations: small slots and large mappings.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// cohort::lifetime_classes! { enum Life { Frame } }
+    /// let a: cohort::Cohort<Life> = cohort::Cohort::new();
+    /// let v = cohort::Vec::<u8, _>::with_capacity_in(100_000, a.handle(Life::Frame));
+    /// assert_eq!(a.stats().classes[0].live_bytes(), 102_400); // the whole pages mapped
+    /// ```
+    pub fn live_bytes(&self) -> usize {
+        self.small_live_bytes + self.large_bytes
+    }
+}
+
 /// A snapshot of an allocator's memory, from [`Cohort::stats`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -63,6 +135,8 @@ pub struct Stats {
     pub heads: Vec<HeadStats>,
     /// The sum over `heads`.
     pub small: Totals,
+    /// Every lifetime class with live allocations or blocks, small and large, by index.
+    pub classes: Vec<ClassStats>,
     /// Large allocations live now, and their mapped bytes.
     pub large_allocations: usize,
     /// Mapped bytes of the large allocations.
@@ -79,6 +153,18 @@ impl<L: Lifetime> Cohort<L> {
     /// Thread safety: may run while other threads allocate; their figures may then be a
     /// moment old. Cost: proportional to the number of blocks (one `mincore` call each).
     /// Allocates the result through the global allocator, holding no lock of its own.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// cohort::lifetime_classes! { enum Life { Frame, Long } }
+    /// static A: cohort::Cohort<Life> = cohort::Cohort::new();
+    /// let v = cohort::Vec::<u64, _>::with_capacity_in(10, A.handle(Life::Long));
+    /// let s = A.stats();
+    /// assert_eq!(s.small.live, 1);
+    /// assert_eq!(s.classes[0].life_name, "Long");
+    /// println!("{s}"); // a table per (size class, lifetime class), then per lifetime class
+    /// ```
     pub fn stats(&self) -> Stats {
         let mut heads: Vec<HeadStats> = Vec::new();
         self.for_each_block(|b| {
@@ -89,6 +175,7 @@ impl<L: Lifetime> Cohort<L> {
                     size_class: b.size_class,
                     stride: b.stride,
                     life: b.life,
+                    life_name: Self::life_name(b.life),
                     ..Default::default()
                 };
                 heads.insert(i, h);
@@ -112,14 +199,50 @@ impl<L: Lifetime> Cohort<L> {
         }
         let (large_allocations, large_bytes, retained_empty_blocks, lock_acquisitions) =
             self.core.pool_counters();
+        let classes = self.class_totals(&heads);
         Stats {
             heads,
             small,
+            classes,
             large_allocations,
             large_bytes,
             retained_empty_blocks,
             lock_acquisitions,
         }
+    }
+}
+
+impl<L: Lifetime> Cohort<L> {
+    /// Per lifetime class: the sums over `heads`, and the large allocations, counted under
+    /// the large table's lock into a fixed array (nothing allocates under it: the
+    /// allocator may be the global one).
+    fn class_totals(&self, heads: &[HeadStats]) -> Vec<ClassStats> {
+        let mut large = [(0usize, 0usize); 256];
+        if let Some(pool) = self.core.pool_if_any() {
+            for (_, len, life) in pool.large.lock().live() {
+                let at = &mut large[Self::reported(life) & 255];
+                *at = (at.0 + 1, at.1 + len);
+            }
+        }
+        let mut classes: Vec<ClassStats> = Vec::new();
+        for (life, &(count, bytes)) in large.iter().enumerate() {
+            let mut c = ClassStats {
+                life,
+                life_name: Self::life_name(life),
+                large_allocations: count,
+                large_bytes: bytes,
+                ..Default::default()
+            };
+            for h in heads.iter().filter(|h| h.life == life) {
+                c.small_live += h.live;
+                c.small_live_bytes += h.live_bytes();
+                c.blocks += h.blocks;
+            }
+            if c.blocks > 0 || c.large_allocations > 0 {
+                classes.push(c);
+            }
+        }
+        classes
     }
 }
 
@@ -142,11 +265,24 @@ impl fmt::Display for Bytes {
     }
 }
 
+/// A lifetime class as a table shows it: its name, or its index when it has none.
+pub(crate) struct LifeLabel(pub usize, pub &'static str);
+
+impl fmt::Display for LifeLabel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.1.is_empty() {
+            f.pad(&self.0.to_string())
+        } else {
+            f.pad(self.1)
+        }
+    }
+}
+
 impl fmt::Display for Stats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "{:>5} {:>7} {:>4} {:>6} {:>10} {:>10} {:>11} {:>11} {:>6}",
+            "{:>5} {:>7} {:>10} {:>6} {:>10} {:>10} {:>11} {:>11} {:>6}",
             "class",
             "stride",
             "life",
@@ -160,16 +296,33 @@ impl fmt::Display for Stats {
         for h in &self.heads {
             writeln!(
                 f,
-                "{:>5} {:>7} {:>4} {:>6} {:>10} {:>10} {:>11} {:>11} {:>5.1}%",
+                "{:>5} {:>7} {:>10} {:>6} {:>10} {:>10} {:>11} {:>11} {:>5.1}%",
                 h.size_class,
                 h.stride,
-                h.life,
+                LifeLabel(h.life, h.life_name),
                 h.blocks,
                 h.live,
                 Bytes(h.live_bytes()),
                 Bytes(h.block_bytes),
                 Bytes(h.resident_bytes),
                 100.0 * h.live as f64 / h.capacity.max(1) as f64
+            )?;
+        }
+        writeln!(
+            f,
+            "{:>10} {:>10} {:>10} {:>10} {:>11} {:>10}",
+            "life", "small live", "small", "large live", "large", "total"
+        )?;
+        for c in &self.classes {
+            writeln!(
+                f,
+                "{:>10} {:>10} {:>10} {:>10} {:>11} {:>10}",
+                LifeLabel(c.life, c.life_name),
+                c.small_live,
+                Bytes(c.small_live_bytes),
+                c.large_allocations,
+                Bytes(c.large_bytes),
+                Bytes(c.live_bytes())
             )?;
         }
         let t = &self.small;

@@ -19,7 +19,7 @@
 use crate::api::Cohort;
 use crate::block::{BlockList, Header, Role, Snapshot, FULL, HEAPLESS, MAGIC, NO_HOLDER};
 use crate::class::{Class, HeadIndex, CLASSES};
-use crate::lifetime::Lifetime;
+use crate::lifetime::{self, Lifetime};
 use crate::pool::{Pool, PoolState, EMPTY_KEY};
 use crate::sync::Ordering;
 use bitvec::slice::BitSlice;
@@ -65,6 +65,17 @@ pub struct Verified {
     pub live: usize,
 }
 
+/// "consistent: 10 blocks in use (1000 live slots), 2 empty blocks kept".
+impl fmt::Display for Verified {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "consistent: {} blocks in use ({} live slots), {} empty blocks kept",
+            self.blocks, self.live, self.empty_blocks
+        )
+    }
+}
+
 impl<L: Lifetime> Cohort<L> {
     /// Checks every block and list of this allocator; returns what it walked, or the first
     /// problem found with the block it is in.
@@ -77,6 +88,18 @@ impl<L: Lifetime> Cohort<L> {
     /// No other thread allocates or frees through this allocator while it runs (it reads
     /// the heaps and free lists other threads own). [`Cohort::verify_exclusive`] is the safe
     /// form.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let a = cohort::Cohort::<()>::new();
+    /// let p = a.malloc(64, ());
+    /// // SAFETY: no other thread uses `a`.
+    /// let v = unsafe { a.verify() }.expect("consistent");
+    /// assert_eq!(v.live, 1);
+    /// // SAFETY: allocated above with this size and class.
+    /// unsafe { a.free(p, 64, ()) };
+    /// ```
     pub unsafe fn verify(&self) -> Result<Verified, VerifyError> {
         let Some(pool) = self.core.pool_if_any() else {
             return Ok(Verified::default());
@@ -91,10 +114,20 @@ impl<L: Lifetime> Cohort<L> {
             let st = pool.state.lock();
             walk(pool, &st, BitSlice::from_slice_mut(&mut seen))
         };
-        walked.map_err(Fault::into_error)
+        walked.map_err(|f| f.into_error(pool.life_count))
     }
 
     /// [`Cohort::verify`], with `&mut self` proving nobody else uses the allocator.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mut a = cohort::Cohort::<()>::new();
+    /// let p = a.malloc(64, ());
+    /// println!("{}", a.verify_exclusive().unwrap());
+    /// // SAFETY: allocated above with this size and class.
+    /// unsafe { a.free(p, 64, ()) };
+    /// ```
     pub fn verify_exclusive(&mut self) -> Result<Verified, VerifyError> {
         // SAFETY: `&mut self`: no other thread can use this allocator meanwhile.
         unsafe { self.verify() }
@@ -164,8 +197,11 @@ impl Fault {
         }
     }
 
-    fn into_error(self) -> VerifyError {
+    /// The error for an allocator of `life_count` lifetime classes (its lifetime class as
+    /// reports number it, see [`crate::lifetime`]).
+    fn into_error(self, life_count: usize) -> VerifyError {
         let (size_class, life) = self.geometry.unzip();
+        let life = life.map(|l| if l < life_count { lifetime::reported(l, life_count) } else { l });
         let c = size_class.map(|c| &CLASSES[c]);
         let (first, limit, stride) = c.map_or((0, 0, 0), |c| (c.first, c.limit, c.stride));
         let problem = match self.problem {

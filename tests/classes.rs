@@ -190,7 +190,7 @@ fn release_while_another_thread_uses_another_class() {
 #[test]
 fn scope_releases_the_class_and_its_threads_blocks() {
     let mut a: Cohort<Life> = Cohort::new();
-    let sum = a.scope(Life::Frame, |a, frame| {
+    let sum = a.scope_exclusive(Life::Frame, |a, frame| {
         let mut v = Vec2::new_in(frame);
         v.extend(0..100_000u64);
         std::thread::scope(|s| {
@@ -218,7 +218,7 @@ fn scope_releases_the_class_and_its_threads_blocks() {
 fn scope_refuses_a_class_with_live_allocations() {
     let mut a: Cohort<Life> = Cohort::new();
     let _p = a.malloc(10, Life::Frame);
-    a.scope(Life::Frame, |_, _| ());
+    a.scope_exclusive(Life::Frame, |_, _| ());
 }
 
 #[test]
@@ -284,5 +284,122 @@ fn stats_display_reads_at_a_glance() {
     assert!(
         text.contains("stride") && text.contains("1000") && text.contains("large: 1"),
         "{text}"
+    );
+}
+
+/// The crate re-exports the allocator-api2 its handles implement, with its `Vec` and
+/// `Box`: a user needs no dependency of their own (whose version could differ).
+#[test]
+fn the_reexported_collections_take_handles() {
+    let a: Cohort<Life> = Cohort::new();
+    let mut v: cohort::Vec<u32, _> = cohort::Vec::new_in(a.handle(Life::Frame));
+    v.extend(0..100);
+    let b: cohort::allocator_api2::boxed::Box<u64, _> =
+        cohort::Box::new_in(9, a.handle(Life::Long));
+    assert_eq!(v.iter().sum::<u32>() as u64 + *b, 4959);
+}
+
+static STATIC: Cohort<Life> = Cohort::new();
+cohort::static_class!(RequestOfStatic = STATIC, Life::Request);
+
+/// The crate's zero-size handle: a box of it is one pointer, it allocates in the class its
+/// type names (statistics say so), and any copy, on any thread, frees what another made.
+#[test]
+fn static_handles_are_zero_size() {
+    use cohort::StaticHandle;
+    type H = StaticHandle<RequestOfStatic>;
+    assert_eq!(size_of::<H>(), 0);
+    assert_eq!(size_of::<Box2<u64, H>>(), size_of::<usize>());
+    let boxes: Vec<Box2<[u8; 48], H>> = (0..100u8)
+        .map(|i| Box2::new_in([i; 48], H::new()))
+        .collect();
+    let stats = STATIC.stats();
+    let request = stats.classes.iter().find(|c| c.life_name == "Request");
+    let live = request.map_or(0, |c| c.small_live);
+    assert_eq!(live, 100);
+    std::thread::spawn(move || {
+        for (i, b) in boxes.into_iter().enumerate() {
+            assert_eq!(*b, [i as u8; 48]);
+        }
+    })
+    .join()
+    .unwrap();
+    assert!(STATIC.is_empty());
+    assert!(format!("{:?}", H::new()).contains("Request"));
+}
+
+/// Stats per lifetime class count large allocations in their class (a 100 000-element
+/// `Vec` in `Frame` is not "Frame: 0 live"), with names, std's `"global"` class apart;
+/// the totals match; the table prints them.
+#[test]
+fn stats_per_class_count_large_allocations_with_names() {
+    use std::alloc::GlobalAlloc;
+    let a: Cohort<Life> = Cohort::new();
+    let mut big = Vec2::with_capacity_in(100_000, a.handle(Life::Frame));
+    big.extend(0..100_000u64);
+    let small = Box2::new_in(5u32, a.handle(Life::Frame));
+    let req = Vec2::<u8, _>::with_capacity_in(20_000, a.handle(Life::Request));
+    let l = Layout::from_size_align(50_000, 8).unwrap();
+    // SAFETY: a non-zero size.
+    let g = unsafe { GlobalAlloc::alloc(&a, l) };
+    let s = a.stats();
+    let by_name = |n: &str| *s.classes.iter().find(|c| c.life_name == n).unwrap();
+    let frame = by_name("Frame");
+    assert_eq!((frame.life, frame.small_live), (0, 1), "{s}");
+    assert_eq!(frame.large_allocations, 1, "{s}");
+    assert!(frame.large_bytes >= 800_000, "{s}");
+    assert_eq!(frame.live(), 2);
+    assert!(frame.live_bytes() >= 800_004);
+    let request = by_name("Request");
+    assert_eq!(
+        (request.life, request.large_allocations, request.small_live),
+        (1, 1, 0)
+    );
+    let global = by_name("global");
+    assert_eq!((global.life, global.large_allocations), (3, 1), "{s}");
+    assert!(s.classes.iter().all(|c| c.life_name != "Long"), "{s}");
+    let large: usize = s.classes.iter().map(|c| c.large_allocations).sum();
+    let large_bytes: usize = s.classes.iter().map(|c| c.large_bytes).sum();
+    assert_eq!((large, large_bytes), (s.large_allocations, s.large_bytes));
+    let small_live: usize = s.classes.iter().map(|c| c.small_live).sum();
+    assert_eq!(small_live, s.small.live);
+    let text = s.to_string();
+    assert!(
+        text.lines()
+            .any(|l| l.trim_start().starts_with("Frame") && l.contains("784.0 KiB")),
+        "{text}"
+    );
+    drop((big, small, req));
+    // SAFETY: allocated above with `l`.
+    unsafe { GlobalAlloc::dealloc(&a, g, l) };
+    assert!(a.is_empty());
+}
+
+/// `Released`, `Compacted` and `Verified` print as sentences.
+#[test]
+fn results_display_as_sentences() {
+    let mut a: Cohort<Life> = Cohort::new();
+    let p = a.malloc(100, Life::Request);
+    let q = a.malloc(100_000, Life::Request);
+    assert!(!p.is_null() && !q.is_null());
+    let v = a.verify_exclusive().unwrap();
+    assert_eq!(
+        v.to_string(),
+        format!(
+            "consistent: {} blocks in use ({} live slots), {} empty blocks kept",
+            v.blocks, v.live, v.empty_blocks
+        )
+    );
+    // SAFETY: nothing of `Request` is used after this.
+    let r = unsafe { a.release_class(Life::Request) };
+    assert_eq!(
+        r.to_string(),
+        "released 1 blocks (1 slots) and 1 large allocations"
+    );
+    let c = a.compact();
+    assert!(
+        c.to_string()
+            .starts_with(&format!("gave back {} empty blocks: resident ", c.blocks)),
+        "{c}"
     );
 }

@@ -13,8 +13,13 @@ use std::sync::mpsc;
 use std::sync::{Arc, Barrier, Mutex};
 use std::thread;
 
+cohort::lifetime_classes! {
+    /// The program's own lifetime classes, beside std's allocations.
+    enum Life { Frame, Long }
+}
+
 #[global_allocator]
-static A: cohort::Cohort = cohort::Cohort::new();
+static A: cohort::Cohort<Life> = cohort::Cohort::new();
 
 /// Bytes of a patterned buffer of `len` bytes whose pattern is keyed by `key`.
 fn patterned(key: u64, len: usize) -> Box<[u8]> {
@@ -500,7 +505,7 @@ fn the_global_allocator_formats_itself() {
     for field in ["reservation", "region: 0x", "heaps", "lock_acquisitions"] {
         assert!(s.contains(field), "{field} in {s}");
     }
-    let unused: cohort::Cohort = cohort::Cohort::new();
+    let unused: cohort::Cohort<Life> = cohort::Cohort::new();
     let s = format!("{unused:?}");
     assert!(
         s.starts_with("Cohort { instance: None") && !s.contains("region"),
@@ -510,4 +515,156 @@ fn the_global_allocator_formats_itself() {
         format!("{unused:?}").contains("instance: None"),
         "formatting created nothing"
     );
+}
+
+/// The environment variable that tells a test it is the child of
+/// [`releasing_a_class_leaves_std_allocations_alone`].
+const CHILD: &str = "COHORT_GLOBAL_RELEASE_CHILD";
+
+/// std's allocations (through `GlobalAlloc`) live in a lifetime class of their own, which
+/// no variant of `Life` names: releasing `Life::Frame`, the first variant, must leave the
+/// thread's `String`s, `Vec`s and `Box`es alone. Run in a child process, since a failure
+/// frees the test harness's own memory under it.
+#[test]
+fn releasing_a_class_leaves_std_allocations_alone() {
+    let exe = std::env::current_exe().unwrap();
+    let out = std::process::Command::new(exe)
+        .args([
+            "--exact",
+            "release_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD, "1")
+        .output()
+        .unwrap();
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && said.contains("std allocations intact"),
+        "the child failed ({}): {said}",
+        out.status
+    );
+}
+
+/// The child of [`releasing_a_class_leaves_std_allocations_alone`] (does nothing unless
+/// run as that child).
+#[test]
+fn release_child() {
+    if std::env::var_os(CHILD).is_none() {
+        return;
+    }
+    let strings: Vec<String> = (0..200).map(|i| format!("string number {i}")).collect();
+    let boxes: Vec<Box<[u8]>> = (0..50)
+        .map(|i| patterned(i, 16 + i as usize * 40))
+        .collect();
+    let big = patterned(99, 100_000);
+    let frame = A.malloc(48, Life::Frame);
+    assert!(!frame.is_null());
+    // SAFETY: the only allocation of `Frame` is `frame`, never used again.
+    let released = unsafe { A.release_class(Life::Frame) };
+    assert_eq!((released.slots, released.large), (1, 0), "{released:?}");
+    // New allocations must not reuse the strings' slots.
+    let again: Vec<String> = (0..200).map(|i| format!("another string {i:>5}")).collect();
+    for (i, s) in strings.iter().enumerate() {
+        assert_eq!(s, &format!("string number {i}"));
+    }
+    for (i, b) in boxes.iter().enumerate() {
+        assert_patterned(b, i as u64, "a box");
+    }
+    assert_patterned(&big, 99, "a large box");
+    drop((strings, boxes, big, again));
+    println!("std allocations intact");
+}
+
+/// Statistics show std's allocations under the class "global", apart from the program's.
+#[test]
+fn stats_show_std_allocations_as_global() {
+    let keep: Vec<Box<[u8; 40]>> = (0..100).map(|_| Box::new([7; 40])).collect();
+    let s = A.stats();
+    let global: usize = s
+        .heads
+        .iter()
+        .filter(|h| h.life_name == "global")
+        .map(|h| h.live)
+        .sum();
+    assert!(global >= keep.len(), "{s}");
+    assert!(s
+        .heads
+        .iter()
+        .all(|h| h.life_name != "Frame" || h.live == 0 || std::env::var_os(CHILD).is_some()));
+    assert!(format!("{s}").contains("global"), "{s}");
+}
+
+/// Scopes on the global allocator itself, from threads at once, with std's allocations
+/// (through `GlobalAlloc`, the `"global"` class) made inside and outside them: each scope's
+/// release frees only its own, and std's survive; a scope in a thread-local destructor at
+/// thread exit (where std may allocate too) is released.
+#[test]
+fn scopes_on_the_global_allocator() {
+    use cohort::allocator_api2::vec::Vec as ScopeVec;
+    struct AtExit;
+    impl Drop for AtExit {
+        fn drop(&mut self) {
+            let s = String::from("std, during exit");
+            let n = A.scope(|f| {
+                let mut v = ScopeVec::new_in(f);
+                v.extend_from_slice(s.as_bytes());
+                v.len()
+            });
+            assert_eq!(n, s.len());
+        }
+    }
+    thread_local! {
+        static AT_EXIT: AtExit = const { AtExit };
+    }
+    let kept: Vec<Box<[u8]>> = (0..50)
+        .map(|i| patterned(i, 10 + i as usize * 300))
+        .collect();
+    thread::scope(|sc| {
+        for t in 0..4u64 {
+            sc.spawn(move || {
+                AT_EXIT.with(|_| ());
+                for round in 0..30u64 {
+                    let mut std_made = Vec::new();
+                    A.scope(|frame| {
+                        let mut mine = ScopeVec::new_in(frame);
+                        for i in 0..20u64 {
+                            let key = t * 1000 + round * 20 + i;
+                            mine.push(patterned_in_scope(
+                                frame,
+                                key,
+                                1 + (key as usize * 37) % 20_000,
+                            ));
+                            std_made.push(patterned(key, 100 + i as usize));
+                        }
+                        for (i, b) in mine.iter().enumerate() {
+                            assert_patterned(b, t * 1000 + round * 20 + i as u64, "scope");
+                        }
+                    });
+                    for (i, b) in std_made.iter().enumerate() {
+                        assert_patterned(b, t * 1000 + round * 20 + i as u64, "std in a scope");
+                    }
+                }
+            });
+        }
+    });
+    for (i, b) in kept.iter().enumerate() {
+        assert_patterned(b, i as u64, "std outside the scopes");
+    }
+    // (No check that the scope classes are empty here: the threads' exit destructors may
+    // still be running their scopes; tests/scope.rs checks that case on its own instance.)
+}
+
+/// `len` bytes patterned for `key`, in a scope.
+fn patterned_in_scope<'s>(
+    frame: cohort::ClassScope<'s, Life>,
+    key: u64,
+    len: usize,
+) -> cohort::allocator_api2::boxed::Box<[u8], cohort::ClassScope<'s, Life>> {
+    let mut b = cohort::allocator_api2::vec::Vec::with_capacity_in(len, frame);
+    b.resize(len, 0u8);
+    // SAFETY: `len` bytes.
+    unsafe { fill(b.as_mut_ptr(), key, len) };
+    b.into_boxed_slice()
 }

@@ -36,7 +36,10 @@ fn reexports(lib: &str) -> BTreeMap<String, String> {
         let Some(rest) = line.trim().strip_prefix("pub use ") else {
             continue;
         };
-        let (module, names) = rest.trim_end_matches(';').split_once("::").unwrap();
+        // A whole crate re-exported (`pub use allocator_api2;`) names no module of ours.
+        let Some((module, names)) = rest.trim_end_matches(';').split_once("::") else {
+            continue;
+        };
         for name in names.trim_matches(|c| c == '{' || c == '}').split(',') {
             items.insert(name.trim().to_string(), module.to_string());
         }

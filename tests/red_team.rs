@@ -1309,7 +1309,7 @@ fn scope_releases_only_its_class() {
         })
         .collect();
     for round in 0..3 {
-        let n = a.scope(Life::B, |c, h| {
+        let n = a.scope_exclusive(Life::B, |c, h| {
             let mut total = 0;
             // Joined explicitly: verify_exclusive follows (RED-5).
             std::thread::scope(|sc| {
@@ -1350,7 +1350,7 @@ fn scope_releases_only_its_class() {
     }
     for s in [1usize, 64, 100_000] {
         let p = a.malloc(s, Life::B);
-        let msg = caught(|| a.scope(Life::B, |_, _| ()));
+        let msg = caught(|| a.scope_exclusive(Life::B, |_, _| ()));
         assert!(
             msg.is_some(),
             "scope with a live {s}-byte allocation did not panic"
@@ -1419,16 +1419,23 @@ fn large_alignment_survives_resizes() {
                 None
             );
             let l2 = Layout::from_size_align(to, align).unwrap();
-            // GlobalAlloc (class 0 = A) back to `from`.
             // SAFETY: live with l2.
-            let r = unsafe { GlobalAlloc::realloc(&a, q, l2, from) };
-            if !(r as usize).is_multiple_of(align) {
-                bad.push(format!(
-                    "GlobalAlloc realloc {to} -> {from} align {align}: {r:?}"
-                ));
-            }
+            let r = unsafe { a.realloc(q, l2, from, Life::A) };
             // SAFETY: live with l.
             unsafe { a.dealloc(r, l, Life::A) };
+            // GlobalAlloc (its own lifetime class, std's) from `to` back to `from`.
+            // SAFETY: a non-zero size; then live with l2; then live with l.
+            unsafe {
+                let g = GlobalAlloc::alloc(&a, l2);
+                assert!(!g.is_null());
+                let r = GlobalAlloc::realloc(&a, g, l2, from);
+                if !(r as usize).is_multiple_of(align) {
+                    bad.push(format!(
+                        "GlobalAlloc realloc {to} -> {from} align {align}: {r:?}"
+                    ));
+                }
+                GlobalAlloc::dealloc(&a, r, l);
+            }
             // Handle grow.
             let h = a.handle(Life::B);
             let hp = h.allocate(l).unwrap();
@@ -1941,40 +1948,42 @@ fn fork_during_snapshots_compact_and_release() {
     );
 }
 
-/// 256 lifetime classes (the most an instance takes), each lifetime index as a u8.
+/// `MAX_LIFETIME_CLASSES` lifetime classes (the most an instance takes, 251: the header's
+/// 8-bit index holds 5 hidden classes beside them), each lifetime index as a u8.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Many(u8);
 
 // SAFETY: index() < COUNT for every value.
 unsafe impl Lifetime for Many {
-    const COUNT: usize = 256;
+    const COUNT: usize = cohort::MAX_LIFETIME_CLASSES;
     fn index(self) -> usize {
         self.0 as usize
     }
 }
 
-/// The 256th lifetime class with the last size classes (the key's largest values): misuse
+/// The last lifetime class with the last size classes (the key's largest values): misuse
 /// between neighbouring lifetime classes is reported, release and scope of the last class
 /// work, and nothing reads as an empty block.
 #[test]
 fn the_last_lifetime_classes() {
+    const LAST: u8 = (cohort::MAX_LIFETIME_CLASSES - 1) as u8;
     let mut a: Cohort<Many> = Cohort::new();
     let reps = class_representatives();
     let mut live = Vec::new();
-    for life in [0u8, 1, 127, 254, 255] {
+    for life in [0u8, 1, 127, LAST - 1, LAST] {
         for &(s, _) in reps.iter().rev().take(6).chain(reps.iter().take(3)) {
             let p = a.malloc(s, Many(life));
             assert!(!p.is_null());
             // SAFETY: s bytes.
             unsafe { fill(p, seed_of(p, s), s) };
-            let other = Many(life.wrapping_add(1));
+            let other = Many(if life == LAST { 0 } else { life + 1 });
             assert_reported("neighbour life", p, s, || unsafe { a.free(p, s, other) });
             live.push((p, s, life));
         }
     }
     a.verify_exclusive().unwrap();
     assert!(
-        caught(|| a.scope(Many(255), |_, _| ())).is_some(),
+        caught(|| a.scope_exclusive(Many(LAST), |_, _| ())).is_some(),
         "scope with live objects of the class must panic"
     );
     for &(p, s, life) in &live {
@@ -1983,9 +1992,9 @@ fn the_last_lifetime_classes() {
         unsafe { a.free(p, s, Many(life)) };
     }
     assert!(a.is_empty());
-    let got = a.scope(Many(255), |c, _| {
-        let p = c.malloc(16384, Many(255));
-        let q = c.malloc(1, Many(255));
+    let got = a.scope_exclusive(Many(LAST), |c, _| {
+        let p = c.malloc(16384, Many(LAST));
+        let q = c.malloc(1, Many(LAST));
         !p.is_null() && !q.is_null()
     });
     assert!(got);

@@ -110,7 +110,7 @@ fn scope_refuses_a_class_with_a_live_large_allocation() {
     let mut c = Cohort::<Life>::new();
     let p = c.malloc(100_000, Life::A);
     assert!(!p.is_null());
-    c.scope(Life::A, |_, _| ());
+    c.scope_exclusive(Life::A, |_, _| ());
     // Not reached: the large allocation would be unmapped under its owner.
     // SAFETY: allocated above.
     unsafe { p.read_volatile() };

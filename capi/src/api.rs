@@ -345,7 +345,11 @@ pub extern "C" fn cohort_stats_print(fd: c_int) -> c_int {
             out,
             "{:>8} {:>6} {:>7} {:>9} {:>9}",
             h.stride,
-            crate::NAMES.get(h.life).copied().unwrap_or("?"),
+            if h.life_name.is_empty() {
+                "?"
+            } else {
+                h.life_name
+            },
             h.blocks,
             h.live,
             h.capacity

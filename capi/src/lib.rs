@@ -45,22 +45,23 @@ impl CClass {
     }
 }
 
-/// The classes' names in misuse reports and statistics, by index: index 0 is the drop-in
-/// malloc's own class (what `GlobalAlloc` allocates in), which no C class number reaches, so
-/// `cohort_release_class` never frees what `malloc` gave; C class `n` is index `n + 1`.
-pub(crate) const NAMES: [&str; COHORT_CLASSES as usize + 1] = [
-    "malloc", "c0", "c1", "c2", "c3", "c4", "c5", "c6", "c7", "c8", "c9", "c10", "c11", "c12",
-    "c13", "c14", "c15",
+/// The classes' names in misuse reports and statistics, by index: C class `n` is index `n`.
+/// The drop-in malloc allocates through `GlobalAlloc`, in the allocator's hidden `"global"`
+/// class (index `COHORT_CLASSES` in reports), which no C class number names, so
+/// `cohort_release_class` never frees what `malloc` gave.
+pub(crate) const NAMES: [&str; COHORT_CLASSES as usize] = [
+    "c0", "c1", "c2", "c3", "c4", "c5", "c6", "c7", "c8", "c9", "c10", "c11", "c12", "c13", "c14",
+    "c15",
 ];
 
-// SAFETY: CClass::new admits only values below COHORT_CLASSES, so index() = value + 1 is
-// below COUNT = COHORT_CLASSES + 1 (17, within 1 to 256).
+// SAFETY: CClass::new admits only values below COHORT_CLASSES = COUNT (16, within 1 to
+// MAX_LIFETIME_CLASSES), so index() < COUNT.
 unsafe impl Lifetime for CClass {
-    const COUNT: usize = COHORT_CLASSES as usize + 1;
+    const COUNT: usize = COHORT_CLASSES as usize;
     const NAMES: &'static [&'static str] = &NAMES;
     #[inline(always)]
     fn index(self) -> usize {
-        self.0 as usize + 1
+        self.0 as usize
     }
 }
 
