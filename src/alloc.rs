@@ -23,6 +23,7 @@ use crate::os;
 use crate::per_thread;
 use crate::route::{Route, ThreadHeap};
 use crate::sync::Ordering;
+use core::alloc::Layout;
 use core::ptr;
 
 impl Instance {
@@ -46,17 +47,17 @@ impl Instance {
         self.alloc_looked_up::<ZERO, R>(route, class, size, align, life)
     }
 
-    /// As [`Instance::alloc_sized`] for a Rust layout, whose size is a multiple of its
-    /// align: the look-up that needs no rounding ([`Lookup::class_of_multiple`], one
+    /// As [`Instance::alloc_sized`] for a layout (every Rust type's size is a multiple of
+    /// its align): the look-up that needs no rounding ([`Lookup::class_of_multiple`], one
     /// instruction less; other requests take the look-up out of line).
     #[inline(always)]
     pub(crate) fn alloc_layout<const ZERO: bool, R: Route>(
         &self,
         route: R,
-        size: usize,
-        align: usize,
+        layout: Layout,
         life: usize,
     ) -> *mut u8 {
+        let (size, align) = (layout.size(), layout.align());
         if size == 0 {
             return align as *mut u8;
         }

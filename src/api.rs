@@ -462,7 +462,7 @@ impl<L: Lifetime> Cohort<L> {
     #[inline]
     pub fn alloc(&self, layout: Layout, life: L) -> *mut u8 {
         self.core
-            .alloc_layout::<false, _>(ThreadHeap, layout.size(), layout.align(), lifetime::index_of(life))
+            .alloc_layout::<false, _>(ThreadHeap, layout, lifetime::index_of(life))
     }
 
     /// Like [`Cohort::alloc`], with the memory zeroed.
@@ -483,7 +483,7 @@ impl<L: Lifetime> Cohort<L> {
     #[inline]
     pub fn alloc_zeroed(&self, layout: Layout, life: L) -> *mut u8 {
         self.core
-            .alloc_layout::<true, _>(ThreadHeap, layout.size(), layout.align(), lifetime::index_of(life))
+            .alloc_layout::<true, _>(ThreadHeap, layout, lifetime::index_of(life))
     }
 
     /// The usable size of an allocation for `layout`: any size from `layout.size()` up to it
@@ -533,8 +533,7 @@ impl<L: Lifetime> Cohort<L> {
             self.core.free_layout::<false, _>(
                 ThreadHeap,
                 ptr,
-                layout.size(),
-                layout.align(),
+                layout,
                 lifetime::index_of(life),
             )
         }
@@ -711,7 +710,7 @@ unsafe impl<L: Lifetime> GlobalAlloc for Cohort<L> {
         // SAFETY: GlobalAlloc's contract: ptr came from alloc with this layout.
         unsafe {
             self.core
-                .free_layout::<true, _>(ThreadHeap, ptr, layout.size(), layout.align(), lifetime::GLOBAL)
+                .free_layout::<true, _>(ThreadHeap, ptr, layout, lifetime::GLOBAL)
         }
     }
 

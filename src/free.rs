@@ -6,6 +6,7 @@
 //! live bits).
 
 use crate::block::{header_of, key, Header, LocalFree, MAGIC};
+use core::alloc::Layout;
 #[cfg(doc)]
 use crate::class::Lookup;
 use crate::class::{class_of, BLOCK_SIZE, CLASSES, CLASS_COUNT};
@@ -51,8 +52,8 @@ impl Instance {
         unsafe { self.free_looked_up::<ABORT, R>(route, class, p, size, align, life) }
     }
 
-    /// As [`Instance::free_sized`], for a Rust layout, whose size is a multiple of its
-    /// align: the look-up that needs no rounding ([`Lookup::class_of_multiple`], one
+    /// As [`Instance::free_sized`], for a layout (every Rust type's size is a multiple of
+    /// its align): the look-up that needs no rounding ([`Lookup::class_of_multiple`], one
     /// instruction less; other requests take the look-up out of line). A zero size gets
     /// class 0, whose blocks no heap owns, so it fails the owner compare into
     /// `free_other`, which sends it to the zero-size path (`free_zero_size`).
@@ -65,10 +66,10 @@ impl Instance {
         &self,
         route: R,
         p: *mut u8,
-        size: usize,
-        align: usize,
+        layout: Layout,
         life: usize,
     ) {
+        let (size, align) = (layout.size(), layout.align());
         let class = per_thread::class_of_multiple(size, align);
         // SAFETY: forwarded contract.
         unsafe { self.free_looked_up::<ABORT, R>(route, class, p, size, align, life) }

@@ -146,8 +146,7 @@ impl<L: Lifetime> Join<'_, L> {
     pub fn alloc(&self, layout: Layout, life: L) -> *mut u8 {
         self.cohort.core.alloc_layout::<false, _>(
             JoinedHeap(self.heap()),
-            layout.size(),
-            layout.align(),
+            layout,
             lifetime::index_of(life),
         )
     }
@@ -207,8 +206,7 @@ impl<L: Lifetime> Join<'_, L> {
             self.cohort.core.free_layout::<false, _>(
                 JoinedHeap(self.heap()),
                 ptr,
-                layout.size(),
-                layout.align(),
+                layout,
                 lifetime::index_of(life),
             )
         }
