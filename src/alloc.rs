@@ -10,8 +10,9 @@
 //!   the current block of (class, life) with no lock and no atomic read-modify-write.
 //! - tiny classes (1- and 2-byte slots): the calling thread's heap's tiny blocks, under the
 //!   pool's lock; threads without a heap: the pool's blocks, under its lock.
-//! - otherwise a large allocation: its own page-rounded mapping, no header. The size given
-//!   back at free says it is large.
+//! - otherwise a large allocation: its own page-rounded mapping, no header, taken from the
+//!   cache of freed large mappings when one fits (see `large`'s cache), else mapped. The
+//!   size given back at free says it is large.
 
 use crate::class::{class_of, geometry_unchecked, CLASSES};
 use crate::heap;
@@ -131,7 +132,7 @@ impl Instance {
     ) -> *mut u8 {
         match class_of(size, align) {
             Some(class) => self.alloc_class::<ZERO, R>(route, class, life),
-            None => self.alloc_large(size, align, life),
+            None => self.alloc_large::<ZERO>(size, align, life),
         }
     }
 
@@ -216,11 +217,17 @@ impl Instance {
         }
     }
 
-    /// A large allocation: its own mapping, recorded in the pool's large table with its
-    /// lifetime class. Null when the OS refuses.
+    /// A large allocation: its own mapping (a cached one of a similar length, else a fresh
+    /// one), recorded in the pool's large table with its lifetime class. With `ZERO` it
+    /// reads zero. Null when the OS refuses.
     #[cold]
     #[inline(never)]
-    pub(crate) fn alloc_large(&self, size: usize, align: usize, life: usize) -> *mut u8 {
+    pub(crate) fn alloc_large<const ZERO: bool>(
+        &self,
+        size: usize,
+        align: usize,
+        life: usize,
+    ) -> *mut u8 {
         // Zero (GlobalAlloc misuse) maps nothing; a rounded size must fit in isize.
         if size == 0 || size.saturating_add(align) > isize::MAX as usize {
             return ptr::null_mut();
@@ -228,13 +235,11 @@ impl Instance {
         let (Some(len), Some(pool)) = (os::page_round(size), self.pool()) else {
             return ptr::null_mut();
         };
-        // Fresh mappings read zero: calloc needs no memset.
-        let p = os::map(len, align.max(os::MIN_PAGE));
-        if !p.is_null() && !pool.large.lock().insert(p as usize, len, life) {
-            // SAFETY: mapped just above, never handed out.
-            unsafe { os::unmap(p, len) };
-            return ptr::null_mut();
-        }
+        // One clock read serves the cache and the empty blocks.
+        let now = crate::decay::now();
+        let p = crate::large::allocate::<ZERO>(&pool.large, len, align.max(os::MIN_PAGE), life, now);
+        // A slow path: empty blocks unused for the delay go back (see `pool`'s `empty`).
+        pool.decay_if_due(now);
         p
     }
 }

@@ -10,7 +10,7 @@ use crate::class::{class_of, BLOCK_SIZE, CLASSES, CLASS_COUNT};
 use crate::instance::{Instance, CHECKED};
 #[cfg(doc)]
 use crate::instance::RegionBounds;
-use crate::large::LargeTable;
+use crate::large::{unmap_evicted, LargeTable};
 use crate::live_bits::LiveBits;
 use crate::misuse::{report, Misuse, Problem};
 use crate::os;
@@ -114,8 +114,14 @@ impl Instance {
                 block_life: h.life(),
             }
         } else {
-            match self.pool_if_any().and_then(|pool| pool.large.lock().get(p as usize)) {
+            let Some(pool) = self.pool_if_any() else {
+                return Ok(());
+            };
+            let large = pool.large.lock();
+            match large.get(p as usize) {
                 Some((mapped, life)) => Problem::LargeMismatch { mapped, life },
+                // A cached mapping: a large allocation freed already.
+                None if large.is_cached(p as usize) => Problem::DoubleFree,
                 None => return Ok(()),
             }
         };
@@ -350,16 +356,21 @@ impl Instance {
         let Some(pool) = self.pool_if_any() else {
             return Err(self.misuse(p, size, life, Problem::Foreign));
         };
+        // One clock read (before the lock) serves the cache and the empty blocks.
+        let now = crate::decay::now();
         let mut large = pool.large.lock();
         let found = large_match(&large, p, size, life);
-        if found.is_ok() {
+        let evicted = found.map(|mapped| {
             large.remove(p as usize);
-        }
+            // Cached, not unmapped: the caller gives the mapping up.
+            large.cache_freed(p as usize, mapped, now)
+        });
         drop(large);
-        let mapped = found.map_err(|problem| self.misuse(p, size, life, problem))?;
-        // SAFETY: a live large allocation of ours, now out of the table: a mapping of
-        // `mapped` bytes, which the caller gives up.
-        unsafe { os::unmap(p, mapped) };
+        let evicted = evicted.map_err(|problem| self.misuse(p, size, life, problem))?;
+        // SAFETY: what the cache gave up (or would not keep): mappings of no allocation.
+        unsafe { unmap_evicted(&evicted) };
+        // A slow path: empty blocks unused for the delay go back (see `pool`'s `empty`).
+        pool.decay_if_due(now);
         Ok(())
     }
 
@@ -368,11 +379,14 @@ impl Instance {
         Misuse::new(p as usize, size, life, problem, self.life_names)
     }
 
-    /// What a pointer outside the region is: a large allocation (freed with a small size), or
-    /// not this allocator's at all. For the cold report paths (it takes the large lock).
+    /// What a pointer outside the region is: a large allocation (freed with a small size), a
+    /// cached large mapping (freed already), or not this allocator's at all. For the cold
+    /// report paths (it takes the large lock).
     fn foreign_or_large(&self, pool: &Pool, p: *mut u8) -> Problem {
-        match pool.large.lock().get(p as usize) {
+        let large = pool.large.lock();
+        match large.get(p as usize) {
             Some((mapped, life)) => Problem::LargeMismatch { mapped, life },
+            None if large.is_cached(p as usize) => Problem::DoubleFree,
             None => Problem::Foreign,
         }
     }
@@ -532,8 +546,9 @@ fn class_held(h: &Header) -> Option<usize> {
     (h.key() != EMPTY_KEY && h.class() < CLASS_COUNT).then(|| h.class())
 }
 
-/// The mapped length of the live large allocation at `p` when `size` rounds to it and `life`
-/// is its lifetime class; else what is wrong.
+/// The mapped length of the live large allocation at `p` when `size` rounds to its length
+/// and `life` is its lifetime class; else what is wrong (a cached address was freed
+/// already: a double free).
 pub(crate) fn large_match(
     large: &LargeTable,
     p: *mut u8,
@@ -541,8 +556,11 @@ pub(crate) fn large_match(
     life: usize,
 ) -> Result<usize, Problem> {
     match large.get(p as usize) {
-        Some((mapped, l)) if Some(mapped) == os::page_round(size) && l == life => Ok(mapped),
-        Some((mapped, l)) => Err(Problem::LargeMismatch { mapped, life: l }),
+        Some((len, l)) if Some(len) == os::page_round(size) && l == life => {
+            Ok(large.mapped(p as usize).unwrap_or(len))
+        }
+        Some((len, l)) => Err(Problem::LargeMismatch { mapped: len, life: l }),
+        None if large.is_cached(p as usize) => Err(Problem::DoubleFree),
         None => Err(Problem::NotLarge),
     }
 }

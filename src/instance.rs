@@ -198,6 +198,16 @@ impl Instance {
         )
     }
 
+    /// (cached large mappings, their bytes, system calls the large paths made).
+    pub(crate) fn large_cache_counters(&self) -> (usize, usize, u64) {
+        let Some(pool) = self.pool_if_any() else {
+            return (0, 0, 0);
+        };
+        let large = pool.large.lock();
+        let (count, bytes) = large.cached();
+        (count, bytes, large.system_calls)
+    }
+
     /// The instance id (`u64::MAX` before the pool exists).
     pub(crate) fn instance_id(&self) -> u64 {
         self.instance.load(Ordering::Relaxed)

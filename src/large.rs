@@ -5,10 +5,21 @@
 //!
 //! The table is an open-addressing hash set with linear probing, in memory mapped from the
 //! OS (never the global allocator). Invariants: `len + tombstones < capacity * 3 / 4`
-//! after every insert; an address is in at most one live entry; `bytes` is the sum of the
-//! live entries' lengths.
+//! after every insert; an address is in at most one live entry; for every live entry
+//! `len <= mapped <= len + len / 8` (`len` is what the allocation's size rounds to, `mapped`
+//! the mapping, longer when it came from the cache); `bytes = Σ mapped` over the live
+//! entries.
+//!
+//! Freed mappings go to the [`cache`] (beside the table, under the same lock), not back to
+//! the OS at once: a cached address is in no live entry, so a live entry and a cached
+//! mapping never overlap, and `bytes + cache.bytes()` is every large byte mapped.
 
+mod cache;
+
+use crate::decay::Retention;
 use crate::os;
+use crate::sync::SpinLock;
+pub(crate) use cache::Evicted;
 use core::ptr;
 
 const EMPTY: usize = 0;
@@ -19,8 +30,10 @@ const MIN_CAPACITY: usize = 512;
 struct Entry {
     /// The mapping's address, or `EMPTY` / `TOMB`.
     addr: usize,
-    /// Its mapped length in bytes.
+    /// The page-rounded length its size must round to.
     len: usize,
+    /// Its mapped length in bytes (`len <= mapped <= len + len / 8`).
+    mapped: usize,
     /// Its lifetime class.
     life: usize,
 }
@@ -33,6 +46,10 @@ pub(crate) struct LargeTable {
     tombs: usize,
     /// Mapped bytes of the live entries.
     pub(crate) bytes: usize,
+    /// Freed mappings kept for reuse.
+    cache: cache::Cache,
+    /// System calls the large paths made (map, unmap, remap), counted where they are decided.
+    pub(crate) system_calls: u64,
 }
 
 // SAFETY: the table owns its mapping; it is only reached through its lock.
@@ -46,6 +63,8 @@ impl LargeTable {
             len: 0,
             tombs: 0,
             bytes: 0,
+            cache: cache::Cache::new(),
+            system_calls: 0,
         }
     }
 
@@ -70,8 +89,10 @@ impl LargeTable {
         ((addr >> 12).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 20) & (self.capacity - 1)
     }
 
-    /// Records a mapping. Returns false when the table cannot grow (out of memory).
-    pub(crate) fn insert(&mut self, addr: usize, len: usize, life: usize) -> bool {
+    /// Records a live allocation of `len` bytes (page-rounded) in a mapping of `mapped`
+    /// bytes. Returns false when the table cannot grow (out of memory).
+    pub(crate) fn insert(&mut self, addr: usize, len: usize, mapped: usize, life: usize) -> bool {
+        debug_assert!(len <= mapped && mapped <= len + len / 8);
         if (self.len + self.tombs + 1) * 4 >= self.capacity * 3 && !self.grow() {
             return false;
         }
@@ -82,9 +103,17 @@ impl LargeTable {
                 if e.addr == TOMB {
                     self.tombs -= 1;
                 }
-                self.set(i, Entry { addr, len, life });
+                self.set(
+                    i,
+                    Entry {
+                        addr,
+                        len,
+                        mapped,
+                        life,
+                    },
+                );
                 self.len += 1;
-                self.bytes += len;
+                self.bytes += mapped;
                 return true;
             }
             i = (i + 1) & (self.capacity - 1);
@@ -106,22 +135,91 @@ impl LargeTable {
         }
     }
 
-    /// The (length, lifetime class) of the live large allocation starting at `addr`.
+    /// The (length, lifetime class) of the live large allocation starting at `addr`: the
+    /// length its size rounds to (its usable size).
     pub(crate) fn get(&self, addr: usize) -> Option<(usize, usize)> {
         self.find(addr)
             .map(|i| (self.slot(i).len, self.slot(i).life))
     }
 
-    /// Removes the mapping at `addr`; returns (length, lifetime class), or `None` when no
-    /// live large allocation starts there.
+    /// The mapped length of the live large allocation starting at `addr`.
+    pub(crate) fn mapped(&self, addr: usize) -> Option<usize> {
+        self.find(addr).map(|i| self.slot(i).mapped)
+    }
+
+    /// Removes the allocation at `addr`; returns (mapped length, lifetime class), or `None`
+    /// when no live large allocation starts there.
     pub(crate) fn remove(&mut self, addr: usize) -> Option<(usize, usize)> {
         let i = self.find(addr)?;
         let e = self.slot(i);
         self.set(i, Entry { addr: TOMB, ..e });
         self.len -= 1;
         self.tombs += 1;
-        self.bytes -= e.len;
-        Some((e.len, e.life))
+        self.bytes -= e.mapped;
+        Some((e.mapped, e.life))
+    }
+
+    /// True when `addr` starts a cached (freed) mapping: a free of it is a double free.
+    pub(crate) fn is_cached(&self, addr: usize) -> bool {
+        self.cache.contains(addr)
+    }
+
+    /// Cached mappings and their bytes.
+    pub(crate) fn cached(&self) -> (usize, usize) {
+        (self.cache.count(), self.cache.bytes())
+    }
+
+    /// Takes a cached mapping for a request of `len` bytes (page-rounded) aligned to
+    /// `align` (see [`cache`]): (address, mapped length), and the mappings that decayed,
+    /// to unmap (counted as system calls).
+    pub(crate) fn take_cached(
+        &mut self,
+        len: usize,
+        align: usize,
+        now: u64,
+    ) -> (Option<(usize, usize)>, Evicted) {
+        let (got, out) = self.cache.take(len, align, now);
+        self.system_calls += out.len() as u64;
+        (got, out)
+    }
+
+    /// Caches the freed mapping `addr` of `mapped` bytes (already out of the table);
+    /// returns the mappings to unmap (counted as system calls).
+    pub(crate) fn cache_freed(&mut self, addr: usize, mapped: usize, now: u64) -> Evicted {
+        let out = self.cache.put(addr, mapped, now);
+        self.system_calls += out.len() as u64;
+        out
+    }
+
+    /// Empties the cache; returns its mappings to unmap (counted as system calls).
+    pub(crate) fn drain_cache(&mut self) -> Evicted {
+        let out = self.cache.drain();
+        self.system_calls += out.len() as u64;
+        out
+    }
+
+    /// Sets the cache's bounds and delay; returns the mappings to unmap.
+    pub(crate) fn configure_cache(&mut self, r: &Retention) -> Evicted {
+        let out = self.cache.configure(r);
+        self.system_calls += out.len() as u64;
+        out
+    }
+
+    /// Returns the cached mappings unused for longer than the delay at `now`, to unmap.
+    pub(crate) fn decay_cache(&mut self, now: u64) -> Evicted {
+        let out = self.cache.tick(now);
+        self.system_calls += out.len() as u64;
+        out
+    }
+
+    /// The cache's bounds: (bytes, mappings).
+    pub(crate) fn cache_bounds(&self) -> (usize, usize) {
+        self.cache.bounds()
+    }
+
+    /// The cache's current (adaptive) delay and its configured one, in milliseconds.
+    pub(crate) fn cache_delays(&self) -> (u64, u64) {
+        self.cache.delays()
     }
 
     /// Live large allocations of lifetime class `life`.
@@ -137,13 +235,15 @@ impl LargeTable {
             .map(|e| (e.addr, e.len, e.life))
     }
 
-    /// Removes every mapping of lifetime class `life`, passing (address, length) to `f`.
+    /// Removes every allocation of lifetime class `life`, passing (address, mapped length)
+    /// to `f`, which unmaps it (counted as a system call).
     pub(crate) fn drain_life(&mut self, life: usize, mut f: impl FnMut(usize, usize)) {
         for i in 0..self.capacity {
             let e = self.slot(i);
             if e.addr > TOMB && e.life == life {
                 self.remove(e.addr);
-                f(e.addr, e.len);
+                self.system_calls += 1;
+                f(e.addr, e.mapped);
             }
         }
     }
@@ -162,7 +262,7 @@ impl LargeTable {
         if entries.is_null() {
             return false;
         }
-        let old = core::mem::replace(
+        let mut old = core::mem::replace(
             self,
             LargeTable {
                 entries,
@@ -170,33 +270,114 @@ impl LargeTable {
                 len: 0,
                 tombs: 0,
                 bytes: 0,
+                cache: cache::Cache::new(),
+                system_calls: 0,
             },
         );
         for i in 0..old.capacity {
             let e = old.slot(i);
             if e.addr > TOMB {
-                self.insert(e.addr, e.len, e.life);
+                self.insert(e.addr, e.len, e.mapped, e.life);
             }
         }
+        // The cache and the count move over as they are (a Drop type: swapped, not moved).
+        core::mem::swap(&mut self.cache, &mut old.cache);
+        self.system_calls = old.system_calls;
         drop(old);
         true
     }
 }
 
 impl LargeTable {
-    /// Unmaps every live large allocation (the instance is going away).
+    /// Unmaps every live large allocation and every cached mapping (the instance is going
+    /// away).
     ///
     /// # Safety
-    /// None of them is used again.
+    /// None of the live ones is used again.
     pub(crate) unsafe fn unmap_all(&mut self) {
         for i in 0..self.capacity {
             let e = self.slot(i);
             if e.addr > TOMB {
                 self.remove(e.addr);
                 // SAFETY: a live large allocation, unused from now on (caller).
-                unsafe { os::unmap(e.addr as *mut u8, e.len) };
+                unsafe { os::unmap(e.addr as *mut u8, e.mapped) };
             }
         }
+        let cached = self.drain_cache();
+        // SAFETY: cached mappings belong to no allocation: nothing uses them.
+        unsafe { unmap_evicted(&cached) };
+    }
+}
+
+/// A large allocation of `len` bytes (page-rounded, `len > 0`) aligned to `align` (a power
+/// of two, at least a page) in lifetime class `life`, recorded in `table`: a cached mapping
+/// of a similar length, else a fresh one; when the OS refuses a fresh one, the cache is
+/// given back and the mapping tried once more. With `ZERO` it reads zero. Null when out of
+/// memory. `now` is the time ([`crate::decay::now`]). The lock is never held across a
+/// system call.
+pub(crate) fn allocate<const ZERO: bool>(
+    table: &SpinLock<LargeTable>,
+    len: usize,
+    align: usize,
+    life: usize,
+    now: u64,
+) -> *mut u8 {
+    let mut large = table.lock();
+    let (cached, decayed) = large.take_cached(len, align, now);
+    let reused = cached.filter(|&(addr, mapped)| large.insert(addr, len, mapped, life));
+    drop(large);
+    // SAFETY: mappings the cache gave up (decayed): no allocation uses them.
+    unsafe { unmap_evicted(&decayed) };
+    if let Some((addr, _)) = reused {
+        let p = addr as *mut u8;
+        if ZERO {
+            // A cached mapping keeps its last user's bytes.
+            // SAFETY: p maps at least `len` bytes, now this allocation's.
+            unsafe { ptr::write_bytes(p, 0, len) };
+        }
+        return p;
+    }
+    if let Some((addr, mapped)) = cached {
+        // Taken but not recorded (the table could not grow): out of memory.
+        // SAFETY: taken from the cache, handed to no one.
+        unsafe { os::unmap(addr as *mut u8, mapped) };
+        return ptr::null_mut();
+    }
+    // Fresh mappings read zero: calloc needs no memset.
+    let mut p = os::map(len, align);
+    if p.is_null() {
+        // Out of address space or memory: what the cache holds may make room.
+        let drained = table.lock().drain_cache();
+        if drained.len() == 0 {
+            return p;
+        }
+        // SAFETY: cached mappings belong to no allocation.
+        unsafe { unmap_evicted(&drained) };
+        p = os::map(len, align);
+        if p.is_null() {
+            return p;
+        }
+    }
+    let mut large = table.lock();
+    large.system_calls += 1;
+    if !large.insert(p as usize, len, len, life) {
+        large.system_calls += 1;
+        drop(large);
+        // SAFETY: mapped just above, never handed out.
+        unsafe { os::unmap(p, len) };
+        return ptr::null_mut();
+    }
+    p
+}
+
+/// Unmaps the mappings a cache operation gave up.
+///
+/// # Safety
+/// They came from the cache (or a free that was not cached): no allocation uses them.
+pub(crate) unsafe fn unmap_evicted(out: &Evicted) {
+    for (addr, len) in out.iter() {
+        // SAFETY: a mapping of `len` bytes that belongs to no allocation (caller).
+        unsafe { os::unmap(addr as *mut u8, len) };
     }
 }
 
@@ -222,7 +403,7 @@ mod tests {
             .map(|_| os::map(os::MIN_PAGE, os::MIN_PAGE))
             .collect();
         for &p in &live {
-            assert!(t.insert(p as usize, os::MIN_PAGE, 0));
+            assert!(t.insert(p as usize, os::MIN_PAGE, os::MIN_PAGE, 0));
             // SAFETY: mapped above; the table grows while earlier ones are live.
             unsafe { p.write(1) };
         }
@@ -239,7 +420,7 @@ mod tests {
     fn insert_remove_grow_and_drain() {
         let mut t = LargeTable::new();
         for i in 1..=5000usize {
-            assert!(t.insert(i << 16, i * 4096, i % 3));
+            assert!(t.insert(i << 16, i * 4096, i * 4096, i % 3));
         }
         assert_eq!(t.count(), 5000);
         for i in (1..=5000usize).step_by(2) {

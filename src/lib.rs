@@ -18,8 +18,8 @@
 //! | layer | modules | what |
 //! |---|---|---|
 //! | 0 | `class`, `sync`, `os`, `lifetime` | the size-class table and block geometry, checked at compile time; atomics and the lock; every system call; the lifetime-class trait |
-//! | 1 | `region`, `large`, `misuse`, `instance_id` | address space carved into blocks; the large-allocation table; what a bad free is and how it is reported; the source of instance ids |
-//! | 2 | `live_bits`, `block` | checked mode's live bit per slot; the block header, its slot lists, remote frees |
+//! | 1 | `region`, `decay`, `misuse`, `instance_id` | address space carved into blocks; what is kept of unused memory and when it is given back (bounds, the adaptive delay); what a bad free is and how it is reported; the source of instance ids |
+//! | 2 | `live_bits`, `block`, `large` | checked mode's live bit per slot; the block header, its slot lists, remote frees; the large-allocation table and the cache of freed large mappings |
 //! | 3 | `tiny` | 1- and 2-byte slots in runs |
 //! | 4 | `heap_record` | what other threads may touch of a heap: token, state, `returned`, abandoned link, tiny heads |
 //! | 5 | `pool` | the blocks an instance's heaps share, empty blocks, the registry of heap records |
@@ -122,6 +122,7 @@ macro_rules! not_under_loom {
 
 // In the order of the layer table.
 pub mod class;
+mod decay;
 mod large;
 mod lifetime;
 mod os;
@@ -177,6 +178,7 @@ pub use allocator_api2::{boxed::Box, vec::Vec};
 
 #[cfg(not(loom))]
 pub use api::{BlockReport, Cohort, DEFAULT_RESERVATION};
+pub use decay::Retention;
 #[cfg(not(loom))]
 pub use handle::{ClassHandle, StaticClass, StaticHandle};
 #[cfg(not(loom))]

@@ -85,6 +85,14 @@ impl Instance {
         })
     }
 
+    /// True when `p` starts a cached large mapping: a large allocation freed already.
+    #[cold]
+    #[inline(never)]
+    fn is_cached_large(&self, p: *mut u8) -> bool {
+        self.pool_if_any()
+            .is_some_and(|pool| pool.large.lock().is_cached(p as usize))
+    }
+
     /// The allocation `p` points into: from its block's key inside the region, from the
     /// large table outside it. `None` when `p` is not this instance's (or lies in a block
     /// holding no allocations). Takes the large table's lock for pointers outside the region.
@@ -217,6 +225,10 @@ impl<L: Lifetime> Cohort<L> {
             return Ok(());
         }
         let Some(found) = self.core.large_at(ptr) else {
+            if self.core.is_cached_large(ptr) {
+                // Freed already; its mapping is cohort's, never another allocator's.
+                report::<true>(self.core.misuse(ptr, 0, 0, Problem::DoubleFree));
+            }
             return Err(self.core.misuse(ptr, 0, 0, Problem::Foreign));
         };
         let side = found.side();
@@ -284,6 +296,10 @@ impl<L: Lifetime> Cohort<L> {
             (old, life)
         } else {
             let Some(found) = self.core.large_at(ptr) else {
+                if self.core.is_cached_large(ptr) {
+                    // Freed already; its mapping is cohort's, never another allocator's.
+                    report::<true>(self.core.misuse(ptr, 0, 0, Problem::DoubleFree));
+                }
                 return Err(self.core.misuse(ptr, 0, 0, Problem::Foreign));
             };
             (found.side(), found.life)

@@ -5,8 +5,10 @@
 //!   slots: blocks abandoned by exited threads, reclaimed full blocks, blocks threads
 //!   without a heap allocate from, and tiny blocks no live heap holds (a heap's tiny blocks
 //!   are pool-owned but listed on the heap's tiny heads, see [`crate::heap`]);
-//! - empty blocks kept committed for reuse by any class, at most [`RETAIN_EMPTY`]; the rest
-//!   are decommitted and their units given back to the region;
+//! - empty blocks kept committed for reuse by any class, at most `retain_blocks` (the
+//!   instance's [`Retention`], by default [`RETAIN_EMPTY`]), each given back once unused for
+//!   the adaptive delay (see `decay` and `empty`); the rest are decommitted and their units
+//!   given back to the region at once;
 //! - the heap registry (id → heap) and the heaps of exited threads.
 //!
 //! Everything here is guarded by one [`SpinLock`] and only slow paths take it. The lock
@@ -37,12 +39,13 @@
 //! Invariants (under the lock): a block is on at most one list linked through its header
 //! (a heap's, `partial[h]` or `retained`); a block on `partial[h]` has key `h`, `owner ==
 //! 0` and holder [`NO_HOLDER`] or [`HEAPLESS`]; a block on `retained` is empty with key
-//! [`EMPTY_KEY`]; `retained_count == |retained| <= RETAIN_EMPTY`; `of_life[l]` = the blocks
+//! [`EMPTY_KEY`]; `retained_count == |retained| <= retain_blocks`; `of_life[l]` = the blocks
 //! with key of lifetime class `l`, each once; `Σ_l |of_life[l]| + |retained|` = the units in
 //! state `BLOCK`.
 
 use crate::block::{BlockList, BlockStack, Header, Links, Role, Units, HEAPLESS, NO_HOLDER};
 use crate::class::{HeadIndex, BLOCK_SIZE};
+use crate::decay::{Decay, Idle, Retention};
 use crate::heap_record::HeapRecord;
 use crate::large::LargeTable;
 use crate::region::{Region, RegionState, UNIT};
@@ -57,8 +60,8 @@ use lock_api::MutexGuard;
 mod empty;
 mod heapless;
 
-/// Empty blocks kept committed.
-pub(crate) const RETAIN_EMPTY: usize = 8;
+/// Empty blocks kept committed by default ([`Retention::DEFAULT`]).
+pub(crate) const RETAIN_EMPTY: usize = Retention::DEFAULT.empty_block_bytes / BLOCK_SIZE;
 /// Blocks of a partial list a heap taking a block looks at for one with freed slots.
 const REUSE_SCAN: usize = 8;
 pub(crate) use crate::block::EMPTY_KEY;
@@ -94,6 +97,9 @@ pub(crate) struct Pool {
     emptied: AtomicU8,
     /// The live large allocations (a separate lock: their paths never take the pool's).
     pub(crate) large: SpinLock<LargeTable>,
+    /// No retained block can be due to go back before this time (a hint read without the
+    /// lock, so that large paths look at empty blocks only when something may be due).
+    decay_at: AtomicU64,
     /// Next pool of the process-wide list the fork handlers walk (under that list's lock).
     pub(crate) fork_next: *mut Pool,
     meta_len: usize,
@@ -107,9 +113,14 @@ pub(crate) struct PoolState {
     /// Per lifetime class, every block of the class in use, whoever owns it and whatever
     /// list it is on (linked through [`LifeLinks`]): what `release_class` walks.
     of_life: *mut BlockList,
-    /// Empty blocks kept committed (at most [`RETAIN_EMPTY`]).
+    /// Empty blocks kept committed (at most `retain_blocks`).
     retained: BlockList,
     retained_count: usize,
+    /// The most empty blocks kept.
+    retain_blocks: usize,
+    /// When kept blocks go back: the adaptive delay, and the fewest kept in this window.
+    decay: Decay,
+    idle: Idle,
     /// Heaps of exited threads, linked through `HeapRecord::next_abandoned`.
     pub(crate) abandoned: *mut HeapRecord,
 }
@@ -174,6 +185,9 @@ impl Pool {
                         of_life: partial.add(heads),
                         retained: BlockList::new(),
                         retained_count: 0,
+                        retain_blocks: RETAIN_EMPTY,
+                        decay: Decay::new(Retention::DEFAULT.delay_ms()),
+                        idle: Idle::new(),
                         abandoned: ptr::null_mut(),
                     }),
                     life_count,
@@ -184,10 +198,12 @@ impl Pool {
                     lock_count: AtomicU64::new(0),
                     emptied: AtomicU8::new(0),
                     large: spin_lock(LargeTable::new()),
+                    decay_at: AtomicU64::new(0),
                     fork_next: ptr::null_mut(),
                     meta_len,
                 },
             );
+            (*pool).set_retention(&Retention::from_environment());
         }
         pool
     }
@@ -349,9 +365,18 @@ impl Pool {
             h.set_owner(owner);
             return Some(h);
         }
-        let (base, fresh) = match self.take_retained(st) {
+        // Take before the decay: a block unused for the delay still serves the request that
+        // comes for it.
+        let retained = self.take_retained(st);
+        let now = crate::decay::now();
+        self.decay_empty(st, now);
+        self.decay_large_cache(now);
+        let (base, fresh) = match retained {
             Some(base) => (base, false),
-            None => self.region.carve(&mut st.region)?,
+            None => {
+                st.decay.missed(now);
+                self.region.carve(&mut st.region)?
+            }
         };
         // SAFETY: the block is carved or retained: committed, ours, reachable by nobody.
         let h = unsafe { &*Header::init(base, class, life, owner, fresh) };
@@ -392,6 +417,7 @@ impl Pool {
     fn take_retained(&self, st: &mut PoolState) -> Option<*mut u8> {
         let h = st.retained.pop(self.units())?;
         st.retained_count -= 1;
+        st.idle.taken(st.retained_count);
         Some(h.base())
     }
 
@@ -443,14 +469,15 @@ impl Pool {
     /// Under the lock: gives the memory of a block that is empty and on no list back to
     /// the OS.
     pub(crate) fn give_back_block(&self, st: &mut PoolState, h: &Header) {
-        self.give_block(st, h, 0);
+        self.give_block(st, h, false);
     }
 
-    /// Under the lock: takes a block out of use (empty, on no list): kept for reuse while
-    /// fewer than `retain` are, else given back to the region.
-    fn give_block(&self, st: &mut PoolState, h: &Header, retain: usize) {
+    /// Under the lock: takes a block out of use (empty, on no list): with `keep`, kept for
+    /// reuse while fewer than the bound are (and the delay is not zero), else given back to
+    /// the region.
+    fn give_block(&self, st: &mut PoolState, h: &Header, keep: bool) {
         st.of_life_mut(h.life()).remove(self.life_links(), h);
-        if st.retained_count < retain {
+        if keep && st.retained_count < st.retain_blocks && st.decay.max() > 0 {
             // Frees read the key only to reject stale pointers: they now fail the check.
             h.set_pool_empty();
             st.retained.push(self.units(), h);

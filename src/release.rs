@@ -19,14 +19,17 @@
 //! with live allocations may be taken up by another heap, whose releases free them.
 
 use crate::api::Cohort;
+use crate::block::{Header, Snapshot, HEAPLESS, NO_HOLDER};
+use crate::decay::Retention;
+use crate::heap;
+use crate::large::unmap_evicted;
+use crate::lifetime::{self, Lifetime};
 use crate::stats::Bytes;
 use core::fmt;
-use crate::block::{Header, Snapshot, HEAPLESS, NO_HOLDER};
-use crate::heap;
-use crate::lifetime::{self, Lifetime};
 use crate::os;
 use crate::per_thread;
 use crate::pool::{Pool, PoolState};
+use core::time::Duration;
 
 /// What [`Cohort::release_class`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -62,13 +65,14 @@ impl fmt::Display for Released {
     }
 }
 
-/// "gave back 4 empty blocks: resident 12.0 MiB -> 4.0 MiB".
+/// "gave back 4 empty blocks and 0 cached large mappings: resident 12.0 MiB -> 4.0 MiB".
 impl fmt::Display for Compacted {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "gave back {} empty blocks: resident {} -> {}",
+            "gave back {} empty blocks and {} cached large mappings: resident {} -> {}",
             self.blocks,
+            self.large_mappings,
             Bytes(self.resident_before),
             Bytes(self.resident_after)
         )
@@ -103,6 +107,8 @@ pub struct Compacted {
     pub resident_before: usize,
     /// Resident bytes after.
     pub resident_after: usize,
+    /// Cached (freed) large mappings given back to the OS.
+    pub large_mappings: usize,
 }
 
 impl<L: Lifetime> Cohort<L> {
@@ -321,12 +327,64 @@ impl<L: Lifetime> Cohort<L> {
         let me = per_thread::find_own(self.core.instance_id());
         // SAFETY: `me` is null or the calling thread's own heap.
         let blocks = heap::compact(unsafe { me.as_ref() }, pool, &mut pool.lock());
+        let cached = pool.large.lock().drain_cache();
+        // SAFETY: cached large mappings belong to no allocation.
+        unsafe { unmap_evicted(&cached) };
         let resident_after = pool.resident_bytes();
         Compacted {
             blocks,
             resident_before,
             resident_after,
+            large_mappings: cached.len(),
         }
+    }
+
+    /// Sets what this instance keeps of the memory its program no longer uses: the cache
+    /// of freed large mappings (bytes and mappings), the empty small blocks kept committed
+    /// (bytes), and the longest time kept memory stays unused before it is given back (the
+    /// delay adapts to the program from an eighth of it up to it; zero gives back at once).
+    /// What no longer fits is given back now. The defaults are [`Retention::DEFAULT`] with
+    /// what the environment changes ([`Retention::from_environment`]).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// cohort::lifetime_classes! { enum Life { Request } }
+    /// let a = cohort::Cohort::<Life>::new();
+    /// a.set_retention(cohort::Retention {
+    ///     large_cache_bytes: 0,
+    ///     ..cohort::Retention::DEFAULT
+    /// });
+    /// let p = a.malloc(1 << 20, Life::Request);
+    /// assert!(!p.is_null());
+    /// // SAFETY: allocated above with this size and class, not used after.
+    /// unsafe { a.free(p, 1 << 20, Life::Request) };
+    /// assert_eq!(a.stats().large_cached, 0);
+    /// assert_eq!(a.retention().large_cache_bytes, 0);
+    /// ```
+    pub fn set_retention(&self, retention: Retention) {
+        if let Some(pool) = self.core.pool() {
+            pool.set_retention(&retention);
+        }
+    }
+
+    /// What this instance keeps of unused memory now (see [`Cohort::set_retention`]);
+    /// [`Retention::from_environment`] before its first allocation.
+    pub fn retention(&self) -> Retention {
+        match self.core.pool_if_any() {
+            Some(pool) => pool.retention(),
+            None => Retention::from_environment().effective(),
+        }
+    }
+
+    /// The delays after which unused memory is given back now, as they adapted to the
+    /// program: (cached large mappings, empty small blocks). Each lies between an eighth of
+    /// [`Retention::delay`] and all of it.
+    pub fn decay_delays(&self) -> (Duration, Duration) {
+        let (large, empty) = self
+            .core
+            .pool_if_any()
+            .map_or((0, 0), |pool| pool.current_delays());
+        (Duration::from_millis(large), Duration::from_millis(empty))
     }
 
     /// True when no allocation is live: no small slot, no large allocation. A leak check

@@ -218,16 +218,30 @@ impl Instance {
         let Some(len) = os::page_round(new).filter(|&l| l <= isize::MAX as usize) else {
             return Some(ptr::null_mut());
         };
-        let q = if len == mapped {
+        // The length the old size rounds to (large_match checked it).
+        let was = os::page_round(old).unwrap_or(mapped);
+        let q = if len == was {
+            p
+        } else if len <= mapped && mapped - len <= len / 8 {
+            // The mapping (longer when it came from the cache) holds the new length within
+            // the 1/8 bound: in place. Re-inserting never needs to grow: an entry was just
+            // removed.
+            large.remove(p as usize);
+            large.insert(p as usize, len, mapped, life);
             p
         } else {
             large.remove(p as usize);
+            large.system_calls += 1;
             // SAFETY: a live large allocation of ours (checked above), a mapping of `mapped`
             // bytes.
             let q = unsafe { os::remap(p, mapped, len) };
-            let (at, at_len) = if q.is_null() { (p, mapped) } else { (q, len) };
+            let (at, at_len, at_mapped) = if q.is_null() {
+                (p, was, mapped)
+            } else {
+                (q, len, len)
+            };
             // Re-inserting never needs to grow: an entry was just removed.
-            large.insert(at as usize, at_len, life);
+            large.insert(at as usize, at_len, at_mapped, life);
             if q.is_null() {
                 return None;
             }
@@ -235,7 +249,8 @@ impl Instance {
         };
         drop(large);
         if ZERO {
-            // Pages past the old mapping are fresh; the old last page's tail may be dirty.
+            // Pages past the old mapping are fresh; the old mapping's bytes past `old` may be
+            // dirty (its last page's tail, or a cached mapping's last user's bytes).
             // SAFETY: q maps `len` bytes.
             unsafe { zero_range(q, old, mapped.min(len)) };
         }

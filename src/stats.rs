@@ -141,6 +141,12 @@ pub struct Stats {
     pub large_allocations: usize,
     /// Mapped bytes of the large allocations.
     pub large_bytes: usize,
+    /// Freed large mappings cached for reuse (free memory: no allocation owns them).
+    pub large_cached: usize,
+    /// Mapped bytes of the cached large mappings.
+    pub large_cached_bytes: usize,
+    /// System calls (map, unmap, remap) the large paths made since the allocator started.
+    pub large_system_calls: u64,
     /// Empty blocks kept committed for reuse.
     pub retained_empty_blocks: usize,
     /// Times the pool lock was taken since the allocator started (slow paths only).
@@ -200,12 +206,17 @@ impl<L: Lifetime> Cohort<L> {
         let (large_allocations, large_bytes, retained_empty_blocks, lock_acquisitions) =
             self.core.pool_counters();
         let classes = self.class_totals(&heads);
+        let (large_cached, large_cached_bytes, large_system_calls) =
+            self.core.large_cache_counters();
         Stats {
             heads,
             small,
             classes,
             large_allocations,
             large_bytes,
+            large_cached,
+            large_cached_bytes,
+            large_system_calls,
             retained_empty_blocks,
             lock_acquisitions,
         }
@@ -329,7 +340,8 @@ impl fmt::Display for Stats {
         writeln!(
             f,
             "small: {} blocks, {} live slots, {} live, {} resident ({} reserved); large: {} \
-             allocations, {}; {} empty blocks kept; pool lock taken {} times",
+             allocations, {} ({} freed mappings cached, {}); {} empty blocks kept; pool lock \
+             taken {} times",
             t.blocks,
             t.live,
             Bytes(t.live_bytes),
@@ -337,6 +349,8 @@ impl fmt::Display for Stats {
             Bytes(t.block_bytes),
             self.large_allocations,
             Bytes(self.large_bytes),
+            self.large_cached,
+            Bytes(self.large_cached_bytes),
             self.retained_empty_blocks,
             self.lock_acquisitions
         )

@@ -398,8 +398,10 @@ fn results_display_as_sentences() {
     );
     let c = a.compact();
     assert!(
-        c.to_string()
-            .starts_with(&format!("gave back {} empty blocks: resident ", c.blocks)),
+        c.to_string().starts_with(&format!(
+            "gave back {} empty blocks and {} cached large mappings: resident ",
+            c.blocks, c.large_mappings
+        )),
         "{c}"
     );
 }

@@ -7,7 +7,6 @@
 
 use cohort::{Cohort, Lifetime};
 use std::alloc::Layout;
-use std::process::Command;
 
 cohort::lifetime_classes! { enum Life { Short, Long } }
 
@@ -17,26 +16,9 @@ const CHILD: &str = "COHORT_ENVIRONMENT_CHILD";
 /// Runs `test` of this binary again in a child with `vars` set (and the case name) and
 /// returns its (stdout, stderr); panics, showing both, when it fails.
 fn child(test: &str, vars: &[(&str, &str)]) -> (String, String) {
-    let exe = std::env::current_exe().unwrap();
-    let mut cmd = Command::new(exe);
-    cmd.args(["--exact", test, "--nocapture", "--test-threads=1"])
-        .env_remove("COHORT_RESERVE")
-        .env_remove("COHORT_PAGE_SIZE")
-        .env(CHILD, test);
-    for (var, value) in vars {
-        cmd.env(var, value);
-    }
-    let out = cmd.output().unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    );
-    assert!(
-        out.status.success(),
-        "{test} with {vars:?}: {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        out.status
-    );
-    (stdout, stderr)
+    let mut with_case = vars.to_vec();
+    with_case.push((CHILD, test));
+    test_support::test_in_child(test, &["COHORT_RESERVE", "COHORT_PAGE_SIZE"], &with_case)
 }
 
 /// True in the child process (which then runs the case's body).

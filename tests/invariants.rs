@@ -532,9 +532,10 @@ fn invariant_12_try_free_returns_misuse_and_changes_nothing() {
         assert_eq!(a.try_free(t, 1, Life::Short), Ok(()));
         assert_eq!(problem(a.try_free(t, 1, Life::Short)), Problem::DoubleFree);
         assert_eq!(a.try_free(big, 100_000, Life::Short), Ok(()));
+        // Its mapping is cached now: a second free is a double free.
         assert_eq!(
             problem(a.try_free(big, 100_000, Life::Short)),
-            Problem::NotLarge
+            Problem::DoubleFree
         );
         assert_eq!(a.try_free(std::ptr::null_mut(), 24, Life::Short), Ok(()));
         assert_eq!(a.try_free(t2, 1, Life::Short), Ok(()));
@@ -683,6 +684,45 @@ fn invariant_15_a_release_frees_the_callers_and_exited_threads_blocks_only() {
     // SAFETY: allocated above; Long was not released.
     unsafe { a.free(long, 64, Life::Long) };
     assert!(a.is_empty());
+}
+
+/// Invariant 16: scopes open at once hold distinct scope classes (two threads' scopes are
+/// never one class), and a ninth open scope is refused; each release frees all of its own
+/// class (large allocations included) and nothing of the others'.
+#[test]
+fn invariant_16_a_scope_class_is_one_scopes() {
+    use std::sync::Barrier;
+    static A: Cohort<Life> = Cohort::new();
+    let (open, checked) = (Barrier::new(8), Barrier::new(8));
+    let names = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for t in 0..8u8 {
+            let (open, checked, names) = (&open, &checked, &names);
+            s.spawn(move || {
+                A.scope(|frame| {
+                    let mut v = cohort::Vec::with_capacity_in(50_000, frame);
+                    v.resize(50_000, t);
+                    let b = cohort::Box::new_in(t, frame);
+                    let life = A.allocation_at(&*b).unwrap().life;
+                    names.lock().unwrap().push(life);
+                    open.wait();
+                    if t == 0 {
+                        assert_eq!(A.try_scope(|_| ()), Err(cohort::ScopesInUse));
+                    }
+                    checked.wait();
+                    assert!(
+                        v.iter().all(|&x| x == t) && *b == t,
+                        "scope {t} freed under it"
+                    );
+                });
+            });
+        }
+    });
+    let mut names = names.into_inner().unwrap();
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), 8, "two open scopes shared a class: {names:?}");
+    assert!(A.is_empty(), "{}", A.stats());
 }
 
 // ---- The contracts of the malloc family ----

@@ -50,6 +50,10 @@ const WORKLOADS: &[Workload] = &[
     w("ratio:1000", "memory-ratio", "1000 B: "),
     w("grow:1", "realloc-growth", "1 B steps: "),
     w("grow:4096", "realloc-growth", "4 KiB steps: "),
+    w("large:32768", "large-pairs", "32 KiB: "),
+    w("large:262144", "large-pairs", "256 KiB: "),
+    w("large:1048576", "large-pairs", "1 MiB: "),
+    w("large:8388608", "large-pairs", "8 MiB: "),
     w("handoff", "cross-thread", "task hand-off: "),
     w(
         "spread:1000",

@@ -73,6 +73,14 @@ const GROUPS: &[Group] = &[
                step is one exact realloc. Thread CPU time per step (the copy included).",
     },
     Group {
+        name: "large-pairs",
+        title: "Large malloc + free pairs",
+        what: "malloc of one large size, one byte written per 4 KiB page, free; repeated \
+               until 2 GiB were written. Thread CPU time (system calls included) and minor \
+               page faults per pair: an allocator that keeps freed memory for reuse pays \
+               neither a system call nor a fault per pair.",
+    },
+    Group {
         name: "cross-thread",
         title: "Cross-thread frees",
         what: "Objects freed by another thread than the one that allocated them. Task \

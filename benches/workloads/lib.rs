@@ -66,6 +66,7 @@ pub fn main(hooks: Hooks) {
         "pc" => producer_consumer(count(10e6)),
         "threads" => threads(count(1e6) / BATCH),
         "grow" => realloc_growth(arg, count(64.0 * 1048576.0)),
+        "large" => large_pairs(arg, count(2.0 * 1073741824.0) / arg),
         "handoff" => remote::handoff(count(1e6)),
         "spread" => remote::spread(arg, count(5e5)),
         "shortlived" => remote::shortlived(count(4e6) / remote::BATCH_OBJECTS),
@@ -357,6 +358,38 @@ fn realloc_growth(step: usize, total: usize) {
     let cpu = thread_cpu_ns() - t0;
     black_box(&v);
     report("grow", "ns/step", cpu as f64 / (total / step) as f64);
+}
+
+/// Minor page faults of the calling thread so far.
+fn minor_faults() -> i64 {
+    // SAFETY: an all-zero rusage is a valid value to be overwritten.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `usage` is a valid, writable rusage.
+    unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) };
+    usage.ru_minflt
+}
+
+/// `pairs` rounds of: allocate `size` bytes, write one byte per 4 KiB page, free (2 GiB
+/// written in all). Thread CPU time and minor page faults per pair.
+fn large_pairs(size: usize, pairs: usize) {
+    let layout = layout_for(size);
+    let (t0, faults) = (thread_cpu_ns(), minor_faults());
+    for i in 0..pairs {
+        let p = alloc_touch(layout, i as u8);
+        for at in (4096..size).step_by(4096) {
+            // SAFETY: at < size: inside the allocation.
+            unsafe { p.add(at).write(i as u8) };
+        }
+        // SAFETY: allocated above with this layout, freed once.
+        unsafe { dealloc(black_box(p), layout) };
+    }
+    let cpu = thread_cpu_ns() - t0;
+    report("pair", "ns/pair", cpu as f64 / pairs as f64);
+    report(
+        "faults",
+        "faults/pair",
+        (minor_faults() - faults) as f64 / pairs as f64,
+    );
 }
 
 /// The global allocator seen as a one-class [`LifetimeApi`].

@@ -10,6 +10,16 @@
 //!   decommit (a multiple of the kernel's page, a power of two, at most `MAX_PAGE`), so a
 //!   machine with 4 KiB pages runs the code paths of a kernel with 16 or 64 KiB pages.
 //!   Read at the first use of the page size.
+//! - What an instance keeps of the memory its program no longer uses (the defaults of
+//!   `Retention`, read at the first instance initialisation; `Cohort::set_retention`
+//!   overrides them for one instance):
+//!   - `COHORT_LARGE_CACHE`: the most bytes of freed large mappings kept for reuse (a size
+//!     up to 1T; `0`: none);
+//!   - `COHORT_LARGE_CACHE_MAPPINGS`: the most freed large mappings kept (0 to 64);
+//!   - `COHORT_EMPTY_BLOCKS`: the most bytes of empty small blocks kept committed (a size
+//!     up to 1T, counted in whole 2 MiB blocks);
+//!   - `COHORT_DECAY`: the longest time kept memory stays unused before it is given back:
+//!     digits then `ms` or `s` (`250ms`, `2s`, `0s`), at most one hour.
 //!
 //! A size is written `DIGITS[UNIT]`: decimal digits, then nothing (bytes) or one of `K`,
 //! `M`, `G`, `T` (either case, powers of 1024), optionally followed by `iB` (`64G`,
@@ -30,33 +40,149 @@ pub const MIN_RESERVE: usize = 4 << 20;
 /// (and of arm64 with 48-bit addresses).
 pub const MAX_RESERVE: usize = 128 << 40;
 
-/// `COHORT_RESERVE` once read: [`UNREAD`], [`UNSET`] (absent or rejected), or the bytes.
-static RESERVE: AtomicUsize = AtomicUsize::new(UNREAD);
-const UNREAD: usize = 0;
-const UNSET: usize = 1;
+/// A variable once read: [`UNREAD`], [`UNSET`] (absent or rejected), or its value (every
+/// value a variable accepts is below both).
+struct Once(AtomicUsize);
+const UNREAD: usize = usize::MAX;
+const UNSET: usize = usize::MAX - 1;
+
+impl Once {
+    const fn new() -> Once {
+        Once(AtomicUsize::new(UNREAD))
+    }
+
+    /// The value of `name` as `parse` reads it, or `None` when it is absent or rejected.
+    /// Read on the first call (reporting a rejected value then); later calls return the
+    /// same answer.
+    fn get(&self, name: &CStr, parse: fn(&[u8]) -> Result<usize, Complaint>) -> Option<usize> {
+        let mut value = self.0.load(Ordering::Relaxed);
+        if value == UNREAD {
+            let (read, complaint) = match with_var(name, parse) {
+                None => (UNSET, None),
+                Some(Ok(v)) => (v, None),
+                Some(Err(complaint)) => (UNSET, Some(complaint)),
+            };
+            value =
+                match self
+                    .0
+                    .compare_exchange(UNREAD, read, Ordering::Relaxed, Ordering::Relaxed)
+                {
+                    Ok(_) => {
+                        if let Some(complaint) = complaint {
+                            complaint.write();
+                        }
+                        read
+                    }
+                    Err(first) => first,
+                };
+        }
+        (value != UNSET).then_some(value)
+    }
+}
+
+static RESERVE: Once = Once::new();
 
 /// The reservation `COHORT_RESERVE` asks for, or `None` when it is absent or rejected (then
-/// the caller uses its default). Read on the first call (reporting a rejected value then);
-/// later calls return the same answer.
+/// the caller uses its default).
 pub fn reservation() -> Option<usize> {
-    let mut value = RESERVE.load(Ordering::Relaxed);
-    if value == UNREAD {
-        let (read, complaint) = match with_var(c"COHORT_RESERVE", read_reservation) {
-            None => (UNSET, None),
-            Some(Ok(bytes)) => (bytes, None),
-            Some(Err(complaint)) => (UNSET, Some(complaint)),
-        };
-        value = match RESERVE.compare_exchange(UNREAD, read, Ordering::Relaxed, Ordering::Relaxed) {
-            Ok(_) => {
-                if let Some(complaint) = complaint {
-                    complaint.write();
-                }
-                read
-            }
-            Err(first) => first,
-        };
+    RESERVE.get(c"COHORT_RESERVE", read_reservation)
+}
+
+/// The largest byte bound `COHORT_LARGE_CACHE` and `COHORT_EMPTY_BLOCKS` accept.
+pub const MAX_KEPT: usize = 1 << 40;
+/// The most mappings `COHORT_LARGE_CACHE_MAPPINGS` accepts.
+pub const MAX_MAPPINGS: usize = 64;
+/// The longest `COHORT_DECAY` accepted, in milliseconds (one hour).
+pub const MAX_DECAY_MS: usize = 3_600_000;
+
+static LARGE_CACHE: Once = Once::new();
+static LARGE_CACHE_MAPPINGS: Once = Once::new();
+static EMPTY_BLOCKS: Once = Once::new();
+static DECAY: Once = Once::new();
+
+/// What the retention variables set (`None`: absent or rejected, the default is used).
+pub struct Retention {
+    pub large_cache_bytes: Option<usize>,
+    pub large_cache_mappings: Option<usize>,
+    pub empty_block_bytes: Option<usize>,
+    pub delay_ms: Option<usize>,
+}
+
+/// The retention variables (see the module docs), each read once per process.
+pub fn retention() -> Retention {
+    Retention {
+        large_cache_bytes: LARGE_CACHE.get(c"COHORT_LARGE_CACHE", |v| {
+            read_kept("COHORT_LARGE_CACHE", v)
+        }),
+        large_cache_mappings: LARGE_CACHE_MAPPINGS
+            .get(c"COHORT_LARGE_CACHE_MAPPINGS", read_mappings),
+        empty_block_bytes: EMPTY_BLOCKS.get(c"COHORT_EMPTY_BLOCKS", |v| {
+            read_kept("COHORT_EMPTY_BLOCKS", v)
+        }),
+        delay_ms: DECAY.get(c"COHORT_DECAY", read_decay),
     }
-    (value != UNSET).then_some(value)
+}
+
+fn read_kept(var: &str, value: &[u8]) -> Result<usize, Complaint> {
+    parse_size(value)
+        .filter(|&bytes| bytes <= MAX_KEPT)
+        .ok_or_else(|| {
+            Complaint::new(
+                var,
+                value,
+                "is not a size up to 1T (digits, then K, M, G or T for KiB, MiB, GiB, TiB: \
+                 like 64M)",
+                "using the default",
+            )
+        })
+}
+
+fn read_mappings(value: &[u8]) -> Result<usize, Complaint> {
+    let digits_only = !value.is_empty() && value.iter().all(u8::is_ascii_digit);
+    digits_only
+        .then(|| parse_size(value))
+        .flatten()
+        .filter(|&n| n <= MAX_MAPPINGS)
+        .ok_or_else(|| {
+            Complaint::new(
+                "COHORT_LARGE_CACHE_MAPPINGS",
+                value,
+                "is not a count from 0 to 64",
+                "using the default",
+            )
+        })
+}
+
+fn read_decay(value: &[u8]) -> Result<usize, Complaint> {
+    parse_millis(value)
+        .filter(|&ms| ms <= MAX_DECAY_MS)
+        .ok_or_else(|| {
+            Complaint::new(
+                "COHORT_DECAY",
+                value,
+                "is not a time up to one hour (digits, then ms or s: like 250ms or 2s)",
+                "using the default",
+            )
+        })
+}
+
+/// Parses a time written `DIGITS(ms|s)` into milliseconds; `None` when `s` is not one or it
+/// overflows.
+pub fn parse_millis(s: &[u8]) -> Option<usize> {
+    let digits = s.iter().take_while(|b| b.is_ascii_digit()).count();
+    let scale = match &s[digits..] {
+        b"ms" => 1,
+        b"s" => 1000,
+        _ => return None,
+    };
+    if digits == 0 {
+        return None;
+    }
+    let mut n: usize = 0;
+    for &b in &s[..digits] {
+        n = n.checked_mul(10)?.checked_add(usize::from(b - b'0'))?;
+    }
+    n.checked_mul(scale)
 }
 
 fn read_reservation(value: &[u8]) -> Result<usize, Complaint> {
@@ -256,6 +382,39 @@ mod tests {
             text.contains(&format!("=\"{}...\" is", "9".repeat(64))),
             "{text}"
         );
+    }
+
+    #[test]
+    fn retention_values_parse_strictly() {
+        assert_eq!(read_kept("V", b"64M").ok(), Some(64 << 20));
+        assert_eq!(read_kept("V", b"0").ok(), Some(0));
+        assert_eq!(read_kept("V", b"1T").ok(), Some(1 << 40));
+        assert!(read_kept("V", b"1025G").is_err());
+        assert!(read_kept("V", b"-1").is_err());
+        assert_eq!(read_mappings(b"0").ok(), Some(0));
+        assert_eq!(read_mappings(b"64").ok(), Some(64));
+        for bad in [&b"65"[..], b"1K", b"", b"3 ", b"x"] {
+            assert!(
+                read_mappings(bad).is_err(),
+                "{:?}",
+                core::str::from_utf8(bad)
+            );
+        }
+        assert_eq!(read_decay(b"250ms").ok(), Some(250));
+        assert_eq!(read_decay(b"2s").ok(), Some(2000));
+        assert_eq!(read_decay(b"0s").ok(), Some(0));
+        assert_eq!(read_decay(b"3600s").ok(), Some(3_600_000));
+        let bad: [&[u8]; 10] = [
+            b"", b"1", b"ms", b"s", b"1.5s", b"2 s", b"2S", b"2sec", b"3601s", b"-1s",
+        ];
+        for text in bad {
+            assert!(
+                read_decay(text).is_err(),
+                "{:?}",
+                core::str::from_utf8(text)
+            );
+        }
+        assert_eq!(parse_millis(b"99999999999999999999ms"), None, "overflows");
     }
 
     #[test]

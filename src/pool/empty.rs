@@ -1,14 +1,24 @@
-//! Empty blocks: kept for reuse (at most [`RETAIN_EMPTY`]) or given back to the OS, and the
-//! blocks remote frees empty (see the pool's module docs, "Emptied blocks").
+//! Empty blocks: kept for reuse (at most the instance's bound, [`RETAIN_EMPTY`] by default)
+//! or given back to the OS, and the blocks remote frees empty (see the pool's module docs,
+//! "Emptied blocks").
+//!
+//! **Decay.** A kept block unused for the adaptive delay `d` goes back to the OS (see
+//! `decay`): blocks carry no timestamp; per window of `d / 2` the pool counts the fewest
+//! it kept at any moment (`Idle`), and at the window's end gives back that many. The look
+//! happens on slow paths only: every [`Pool::take_block`], and the large paths
+//! ([`Pool::decay_if_due`], which reads one atomic until something may be due). A block
+//! taken from the region because none was kept, soon after blocks went back, teaches the
+//! delay to grow.
 
 use super::*;
+use crate::large::unmap_evicted;
 
 impl Pool {
     /// Under the lock: takes a block that is empty (no live slot) and on no list. Keeps it
     /// committed or gives it back to the region.
     pub(crate) fn give_empty(&self, st: &mut PoolState, h: &Header) {
         debug_assert_eq!(h.live(), 0);
-        self.give_block(st, h, RETAIN_EMPTY);
+        self.give_block(st, h, true);
     }
 
     /// Under the lock: takes a block on no list whose slots are all dead (released with
@@ -16,7 +26,7 @@ impl Pool {
     pub(crate) fn discard(&self, st: &mut PoolState, h: &Header) {
         // Checked mode: the block's live bits go with it.
         self.clear_live_bits(h);
-        self.give_block(st, h, RETAIN_EMPTY);
+        self.give_block(st, h, true);
     }
 
     /// Under the lock: empties a block whose slots are all dead in place, for the same
@@ -41,6 +51,101 @@ impl Pool {
         }
     }
 
+    /// Under the lock: gives back, at `now`, the kept blocks unused for a whole window (see
+    /// the module docs), and sets the hint of when the next may be due. Returns how many.
+    pub(crate) fn decay_empty(&self, st: &mut PoolState, now: u64) -> usize {
+        let delay = st.decay.delay();
+        let due = st.idle.due(now, st.retained_count, delay);
+        for _ in 0..due {
+            let base = self.take_retained(st).expect("due <= retained_count");
+            // SAFETY: a retained block is ours, empty and now on no list.
+            unsafe { self.region.give_back(&mut st.region, base) };
+        }
+        if due > 0 {
+            st.decay.gave_back(now);
+        }
+        self.decay_at
+            .store(now.saturating_add(delay / 2), Ordering::Relaxed);
+        due
+    }
+
+    /// Gives back the cached large mappings unused for their delay at `now`, if the large
+    /// lock is free (never waits: the large paths do this themselves).
+    pub(crate) fn decay_large_cache(&self, now: u64) {
+        let Some(mut large) = self.large.try_lock() else {
+            return;
+        };
+        let out = large.decay_cache(now);
+        drop(large);
+        // SAFETY: mappings the cache gave up belong to no allocation.
+        unsafe { unmap_evicted(&out) };
+    }
+
+    /// From a slow path that does not hold the lock (a large allocation or free), at `now`:
+    /// when
+    /// kept blocks may be due to go back, gives them back if the lock is free (never
+    /// waits). Returns how many.
+    pub(crate) fn decay_if_due(&self, now: u64) -> usize {
+        if now < self.decay_at.load(Ordering::Relaxed) {
+            return 0;
+        }
+        match self.state.try_lock() {
+            Some(mut st) => {
+                self.lock_count.fetch_add(1, Ordering::Relaxed);
+                self.decay_empty(&mut st, now)
+            }
+            None => 0,
+        }
+    }
+
+    /// Under the lock: sets what is kept of empty blocks (`r.empty_block_bytes`, in whole
+    /// blocks) and the delay (which starts adapting again); gives back the blocks beyond the
+    /// new bound at once.
+    fn set_empty_retention(&self, st: &mut PoolState, r: &Retention) {
+        st.retain_blocks = r.empty_block_bytes / BLOCK_SIZE;
+        st.decay = Decay::new(r.delay_ms());
+        st.idle = Idle::new();
+        let keep = if r.delay_ms() == 0 {
+            0
+        } else {
+            st.retain_blocks
+        };
+        while st.retained_count > keep {
+            let base = self.take_retained(st).expect("retained_count > 0");
+            // SAFETY: a retained block is ours, empty and now on no list.
+            unsafe { self.region.give_back(&mut st.region, base) };
+        }
+    }
+
+    /// Sets what the pool keeps of unused memory (empty blocks and the large cache) and
+    /// gives back what no longer fits at once. Takes the pool lock, then the large lock.
+    pub(crate) fn set_retention(&self, r: &Retention) {
+        self.set_empty_retention(&mut self.state.lock(), r);
+        let out = self.large.lock().configure_cache(r);
+        // SAFETY: mappings the cache gave up belong to no allocation.
+        unsafe { unmap_evicted(&out) };
+    }
+
+    /// What the pool keeps of unused memory now.
+    pub(crate) fn retention(&self) -> Retention {
+        let st = self.state.lock();
+        let large = self.large.lock();
+        let (large_cache_bytes, large_cache_mappings) = large.cache_bounds();
+        Retention {
+            large_cache_bytes,
+            large_cache_mappings,
+            empty_block_bytes: st.retain_blocks * BLOCK_SIZE,
+            delay: core::time::Duration::from_millis(st.decay.max()),
+        }
+    }
+
+    /// The current (adaptive) delays of the large cache and of empty blocks, in
+    /// milliseconds.
+    pub(crate) fn current_delays(&self) -> (u64, u64) {
+        let empty = self.state.lock().decay.delay();
+        (self.large.lock().cache_delays().0, empty)
+    }
+
     /// Under the lock: gives every empty block kept for reuse back to the OS. Returns how
     /// many.
     pub(crate) fn give_back_retained(&self, st: &mut PoolState) -> usize {
@@ -57,20 +162,20 @@ impl Pool {
     /// of exited threads that were freed into included) go back to the OS. Returns how
     /// many.
     pub(crate) fn give_back_empty_partial(&self, st: &mut PoolState) -> usize {
-        self.empty_partial(st, 0)
+        self.empty_partial(st, false)
     }
 
     /// Under the lock: as [`Pool::give_back_empty_partial`], but the blocks join the empty
-    /// ones kept for reuse (up to [`RETAIN_EMPTY`]; the rest go back to the OS).
+    /// ones kept for reuse (up to the bound; the rest go back to the OS).
     pub(super) fn give_back_emptied(&self, st: &mut PoolState) {
-        self.empty_partial(st, RETAIN_EMPTY);
+        self.empty_partial(st, true);
     }
 
     /// Under the lock: clears the `emptied` flag (this pass does the work it asks for),
     /// reclaims what exited threads' heaps left, then gives away every block on a partial
-    /// list that holds no live slot, keeping at most `retain` empty blocks committed.
-    /// Returns how many.
-    fn empty_partial(&self, st: &mut PoolState, retain: usize) -> usize {
+    /// list that holds no live slot, keeping empty blocks committed (up to the bound) with
+    /// `keep`. Returns how many.
+    fn empty_partial(&self, st: &mut PoolState, keep: bool) -> usize {
         self.emptied.store(0, Ordering::Relaxed);
         self.reclaim_abandoned(st);
         let mut n = 0;
@@ -78,7 +183,7 @@ impl Pool {
             for h in st.partial(head).iter(self.units()) {
                 if h.live() == 0 {
                     st.partial(head).remove(self.units(), h);
-                    self.give_block(st, h, retain);
+                    self.give_block(st, h, keep);
                     n += 1;
                 }
             }

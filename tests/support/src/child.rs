@@ -51,3 +51,28 @@ pub fn abort_in_child(test: &str, var: &str, case: &str) -> String {
     );
     stderr
 }
+
+/// Runs the test `test` of this test binary again, alone, in a child process with the
+/// variables `remove` taken out of its environment and `vars` set; returns its (stdout,
+/// stderr). Panics, showing both, when the child fails.
+pub fn test_in_child(test: &str, remove: &[&str], vars: &[(&str, &str)]) -> (String, String) {
+    let mut cmd = Command::new(std::env::current_exe().expect("current_exe"));
+    cmd.args(["--exact", test, "--nocapture", "--test-threads=1"]);
+    for var in remove {
+        cmd.env_remove(var);
+    }
+    for (var, value) in vars {
+        cmd.env(var, value);
+    }
+    let out = cmd.output().expect("start the child process");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(
+        out.status.success(),
+        "{test} with {vars:?}: {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    (stdout, stderr)
+}

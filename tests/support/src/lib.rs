@@ -14,7 +14,7 @@ mod child;
 mod rng;
 
 pub use bytes::{mib, ByteSize};
-pub use child::{abort_in_child, child_case, run_child};
+pub use child::{abort_in_child, child_case, run_child, test_in_child};
 pub use rng::{mix, Rng};
 
 /// The plots' colours, as RGB: a grey (the benchmarks' System), then nine distinct colours

@@ -1,0 +1,390 @@
+//! The cache of freed large mappings: a steady loop of one large size makes no system call
+//! and no page fault after its first round; the byte bound holds under a burst; zeroed
+//! requests served from the cache read zero; a free of a cached address is a double free;
+//! `compact` and instance drop unmap the cache, `release_class` unmaps its class's live
+//! large allocations.
+//!
+//! System calls are counted two ways: `Stats::large_system_calls` (what the large paths
+//! decided to map, unmap or remap) and the calling thread's minor page faults
+//! (`getrusage(RUSAGE_THREAD)`), which a fresh mapping per round pays on every page it
+//! touches and a reused one does not: the second holds before the cache existed too.
+
+use cohort::{Cohort, Problem, Retention};
+use std::sync::Mutex;
+use std::time::Duration;
+use test_support::rss;
+
+cohort::lifetime_classes! {
+    enum Life { A, B }
+}
+
+/// Serializes the tests of this file: they read the process's resident size.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Minor page faults of the calling thread so far.
+fn minor_faults() -> i64 {
+    // SAFETY: an all-zero rusage is a valid value to be overwritten.
+    let mut usage: libc::rusage = unsafe { core::mem::zeroed() };
+    // SAFETY: `usage` is a valid, writable rusage.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) };
+    assert_eq!(rc, 0);
+    usage.ru_minflt
+}
+
+/// Writes one byte per 4 KiB page of `len` bytes at `p`.
+///
+/// # Safety
+/// `p` is valid for writes of `len` bytes.
+unsafe fn touch(p: *mut u8, len: usize, byte: u8) {
+    for i in (0..len).step_by(4096) {
+        // SAFETY: i < len (caller).
+        unsafe { p.add(i).write(byte) };
+    }
+}
+
+/// Allocates `size` bytes in `life` and frees them: the address of a mapping now cached.
+fn allocated_and_freed(a: &Cohort<Life>, size: usize, life: Life) -> *mut u8 {
+    let p = a.malloc(size, life);
+    assert!(!p.is_null());
+    // SAFETY: a live allocation of (size, life), freed once; only its address is kept.
+    unsafe { a.free(p, size, life) };
+    p
+}
+
+/// An instance with the default bounds and a delay no slow machine reaches within a test
+/// (the tests of this file are about the bounds and reuse, not the time).
+fn patient() -> Cohort<Life> {
+    let a = Cohort::<Life>::new();
+    a.set_retention(cache(64 << 20, Duration::from_secs(600)));
+    a
+}
+
+/// The default retention with a large cache of `bytes` and a delay of `delay`.
+fn cache(bytes: usize, delay: Duration) -> Retention {
+    Retention {
+        large_cache_bytes: bytes,
+        delay,
+        ..Retention::DEFAULT
+    }
+}
+
+fn problem(r: Result<(), cohort::Misuse>) -> Problem {
+    r.expect_err("misuse reported").problem
+}
+
+fn steady_loop_is_free_of_system_calls(size: usize) {
+    let _serial = serial();
+    let a = patient();
+    let first = a.malloc(size, Life::A);
+    assert!(!first.is_null());
+    // SAFETY: a live allocation of `size` bytes, freed once.
+    unsafe {
+        touch(first, size, 1);
+        a.free(first, size, Life::A);
+    }
+    let calls = a.stats().large_system_calls;
+    let faults = minor_faults();
+    for round in 0..1000 {
+        let p = a.malloc(size, Life::A);
+        assert!(!p.is_null());
+        // SAFETY: as above.
+        unsafe {
+            touch(p, size, round as u8);
+            a.free(p, size, Life::A);
+        }
+    }
+    let stats = a.stats();
+    assert_eq!(
+        stats.large_system_calls - calls,
+        0,
+        "{size}: system calls in 1000 rounds after the first"
+    );
+    let faulted = minor_faults() - faults;
+    // A fresh mapping per round faults size / 4096 pages a round (16 000 for 64 KiB).
+    assert!(
+        faulted < 100,
+        "{size}: {faulted} page faults in 1000 rounds after the first"
+    );
+    assert_eq!(stats.large_allocations, 0, "cached mappings are not live");
+    assert_eq!((stats.large_cached, stats.large_bytes), (1, 0));
+    assert!(a.is_empty());
+}
+
+#[test]
+fn a_loop_of_64_kib_makes_no_system_call_after_the_first_round() {
+    steady_loop_is_free_of_system_calls(64 << 10);
+}
+
+#[test]
+fn a_loop_of_1_mib_makes_no_system_call_after_the_first_round() {
+    steady_loop_is_free_of_system_calls(1 << 20);
+}
+
+#[test]
+fn a_similar_size_reuses_a_mapping_at_most_an_eighth_longer() {
+    let _serial = serial();
+    let a = patient();
+    // The page size (a one-page mapping: large only by its alignment).
+    let page = a.usable_size(std::alloc::Layout::from_size_align(1, 8192).unwrap());
+    let (long, short, shorter) = (16 * page, 15 * page, 14 * page);
+    let p = allocated_and_freed(&a, long, Life::A);
+    // 15 pages + 1/8 = 16.875 pages >= 16: reused.
+    let q = a.malloc(short, Life::B);
+    assert_eq!(q, p, "a 16-page mapping serves 15 pages");
+    // The usable size is what the request rounds to: a free must give that size.
+    // SAFETY: live; a wrong size changes nothing.
+    unsafe {
+        assert!(matches!(
+            problem(a.try_free(q, long, Life::B)),
+            Problem::LargeMismatch { .. }
+        ));
+        a.free(q, short, Life::B);
+    }
+    // 14 pages + 1/8 = 15.75 pages < 16: a fresh mapping.
+    let r = a.malloc(shorter, Life::A);
+    assert_ne!(
+        r, p,
+        "a 16-page mapping is more than 1/8 too long for 14 pages"
+    );
+    let s = a.stats();
+    assert_eq!((s.large_cached, s.large_cached_bytes), (1, long));
+    assert_eq!(s.large_bytes, shorter);
+    // SAFETY: live, freed once.
+    unsafe { a.free(r, shorter, Life::A) };
+}
+
+#[test]
+fn zeroed_requests_from_the_cache_read_zero() {
+    let _serial = serial();
+    let a = patient();
+    let size = 64 << 10;
+    let dirty = |a: &Cohort<Life>| {
+        let p = a.malloc(size, Life::A);
+        // SAFETY: a live allocation of `size` bytes, freed once.
+        unsafe {
+            p.write_bytes(0xAB, size);
+            a.free(p, size, Life::A);
+        }
+        p
+    };
+    let all_zero = |p: *mut u8, len: usize| {
+        // SAFETY: p holds at least len bytes (the callers').
+        (0..len).all(|i| unsafe { p.add(i).read() } == 0)
+    };
+    // calloc of the same size.
+    let p = dirty(&a);
+    let q = a.calloc(size, Life::A);
+    assert_eq!(q, p, "served from the cache");
+    assert!(all_zero(q, size));
+    // SAFETY: live, freed once.
+    unsafe { a.free(q, size, Life::A) };
+    // alloc_zeroed of a shorter size within 1/8, then recalloc into the mapping's spare
+    // pages (in place: they held the last user's bytes).
+    let p = dirty(&a);
+    let short = 60 << 10;
+    let q = a.alloc_zeroed(
+        std::alloc::Layout::from_size_align(short, 8).unwrap(),
+        Life::A,
+    );
+    assert_eq!(q, p, "served from the cache");
+    assert!(all_zero(q, short));
+    // SAFETY: live with (short, A); the result is freed once.
+    unsafe {
+        q.write_bytes(7, short);
+        let r = a.recalloc(q, short, size, Life::A);
+        assert_eq!(r, q, "grown in place into the mapping");
+        assert!((0..short).all(|i| r.add(i).read() == 7));
+        assert!(
+            (short..size).all(|i| r.add(i).read() == 0),
+            "the grown part reads zero"
+        );
+        a.free(r, size, Life::A);
+    }
+    assert!(a.is_empty());
+}
+
+#[test]
+fn a_free_of_a_cached_address_is_a_double_free() {
+    let _serial = serial();
+    let a = patient();
+    let p = a.malloc(100_000, Life::A);
+    // SAFETY: live, freed once; the second free is misuse, reported, changing nothing.
+    unsafe {
+        assert_eq!(a.try_free(p, 100_000, Life::A), Ok(()));
+        assert_eq!(a.stats().large_cached, 1);
+        assert_eq!(
+            problem(a.try_free(p, 100_000, Life::A)),
+            Problem::DoubleFree
+        );
+        assert_eq!(problem(a.try_free(p, 24, Life::A)), Problem::DoubleFree);
+    }
+    let s = a.stats();
+    assert_eq!((s.large_cached, s.large_allocations), (1, 0));
+    // Reallocating it again works: the double free left the cache as it was.
+    let q = a.malloc(100_000, Life::A);
+    assert_eq!(q, p);
+    // SAFETY: live, freed once.
+    unsafe { a.free(q, 100_000, Life::A) };
+}
+
+#[test]
+fn the_byte_bound_holds_after_a_burst_of_one_gib() {
+    let _serial = serial();
+    let a = patient();
+    let size = 2 << 20;
+    let count = 512; // 1 GiB
+    let before = rss();
+    let ptrs: Vec<*mut u8> = (0..count)
+        .map(|i| {
+            let p = a.malloc(size, Life::A);
+            assert!(!p.is_null());
+            // SAFETY: a live allocation of `size` bytes.
+            unsafe { touch(p, size, i as u8) };
+            p
+        })
+        .collect();
+    assert!(rss() >= before + count * size / 2, "the burst is resident");
+    for &p in &ptrs {
+        // SAFETY: live, freed once.
+        unsafe { a.free(p, size, Life::A) };
+    }
+    let s = a.stats();
+    assert!(s.large_cached_bytes <= 64 << 20, "{}", s.large_cached_bytes);
+    let after = rss();
+    assert!(
+        after <= before + (64 << 20) + (8 << 20),
+        "resident {} MiB after the burst, {} MiB before",
+        after >> 20,
+        before >> 20
+    );
+    // compact gives the cache back too.
+    let compacted = a.compact();
+    assert_eq!(compacted.large_mappings, s.large_cached);
+    assert_eq!(a.stats().large_cached, 0);
+    assert!(rss() <= before + (8 << 20));
+}
+
+#[test]
+fn a_zero_bound_caches_nothing_and_a_short_delay_decays() {
+    let _serial = serial();
+    let a = patient();
+    allocated_and_freed(&a, 1 << 20, Life::A);
+    assert_eq!(a.stats().large_cached, 1);
+    a.set_retention(cache(0, Duration::from_secs(1)));
+    assert_eq!(a.stats().large_cached, 0, "a zero bound unmaps the cache");
+    allocated_and_freed(&a, 1 << 20, Life::A);
+    assert_eq!(a.stats().large_cached, 0);
+    a.set_retention(cache(64 << 20, Duration::from_millis(10)));
+    allocated_and_freed(&a, 1 << 20, Life::A);
+    assert_eq!(a.stats().large_cached, 1);
+    std::thread::sleep(Duration::from_millis(50));
+    // The next large operation (of another size) unmaps what decayed.
+    let q = a.malloc(4 << 20, Life::A);
+    assert_eq!(a.stats().large_cached, 0, "unused past the delay: unmapped");
+    // SAFETY: live, freed once.
+    unsafe { a.free(q, 4 << 20, Life::A) };
+}
+
+#[test]
+fn release_class_unmaps_live_large_allocations_and_leaves_the_cache() {
+    let _serial = serial();
+    let a = patient();
+    allocated_and_freed(&a, 1 << 20, Life::B);
+    let live: Vec<*mut u8> = (0..4).map(|_| a.malloc(300 << 10, Life::A)).collect();
+    let calls = a.stats().large_system_calls;
+    // SAFETY: nothing of class A is used after this.
+    let released = unsafe { a.release_class(Life::A) };
+    assert_eq!(released.large, live.len());
+    let s = a.stats();
+    assert_eq!(s.large_allocations, 0);
+    assert_eq!(
+        s.large_system_calls - calls,
+        live.len() as u64,
+        "one unmap each, none for the cache"
+    );
+    assert_eq!(s.large_cached, 1, "cached mappings belong to no class");
+    // A released address is no live allocation and no cached one.
+    // SAFETY: misuse, reported, changing nothing.
+    assert_eq!(
+        problem(unsafe { a.try_free(live[0], 300 << 10, Life::A) }),
+        Problem::NotLarge
+    );
+}
+
+#[test]
+fn dropping_the_instance_unmaps_the_cache() {
+    let _serial = serial();
+    let before = rss();
+    {
+        let a = patient();
+        let size = 8 << 20;
+        let ptrs: Vec<*mut u8> = (0..4).map(|_| a.malloc(size, Life::A)).collect();
+        for &p in &ptrs {
+            // SAFETY: live, touched, freed once.
+            unsafe {
+                touch(p, size, 3);
+                a.free(p, size, Life::A);
+            }
+        }
+        assert_eq!(a.stats().large_cached_bytes, 4 * size);
+        assert!(rss() >= before + 3 * size, "the cache is resident");
+    }
+    assert!(
+        rss() <= before + (4 << 20),
+        "dropped: the cache is unmapped"
+    );
+}
+
+const CHILD_ENV: &str = "COHORT_LARGE_CACHE_CHILD";
+
+/// The child side of [`an_unsized_free_of_a_cached_address_aborts_as_a_double_free`]:
+/// runs only when the parent re-executes this test binary.
+#[test]
+fn unsized_double_free_child() {
+    let Some(case) = test_support::child_case(CHILD_ENV) else {
+        return;
+    };
+    let a = patient();
+    let p = a.malloc(100_000, Life::A);
+    // SAFETY: live, freed once; the second free (or realloc) is the misuse under test.
+    unsafe {
+        a.free(p, 100_000, Life::A);
+        eprintln!("child: misusing {:#x}", p as usize);
+        match case.as_str() {
+            "free" => drop(a.free_unsized(p)),
+            _ => drop(a.realloc_unsized(p, 200_000, 8)),
+        }
+    }
+    eprintln!("child: the misuse returned");
+}
+
+/// A free without a size (the C ABI's `free`) of a cached address must abort as a double
+/// free: were it called foreign, the C `free` would hand cohort's mapping to another
+/// allocator.
+#[test]
+fn an_unsized_free_of_a_cached_address_aborts_as_a_double_free() {
+    for case in ["free", "realloc"] {
+        let stderr = test_support::abort_in_child("unsized_double_free_child", CHILD_ENV, case);
+        assert!(stderr.contains("double free"), "{case}: {stderr}");
+        assert!(!stderr.contains("misuse returned"), "{case}: {stderr}");
+    }
+}
+
+/// A free of a cached address with size 0 (the size of a zero-size request, whose pointer
+/// frees nothing) is a double free too.
+#[test]
+fn a_size_zero_free_of_a_cached_address_is_a_double_free() {
+    let _serial = serial();
+    let a = patient();
+    let p = allocated_and_freed(&a, 100_000, Life::A);
+    // SAFETY: misuse, reported, changing nothing.
+    assert_eq!(
+        problem(unsafe { a.try_free(p, 0, Life::A) }),
+        Problem::DoubleFree
+    );
+    assert_eq!(a.stats().large_cached, 1);
+}
