@@ -437,7 +437,9 @@ fn of_racing_creators_exactly_one_formats_and_the_others_open() {
 /// Creates the region, or opens it when another process did (a child process).
 fn create_or_open(name: &str) {
     let place = Place::SharedMemory(name);
-    match SharedCohort::<Life>::create(place, CreateOptions::new(16 * MIB)) {
+    // 64 MiB: with 64 KiB pages the state area leaves a 16 MiB region too few blocks for
+    // the two lifetime classes used here.
+    match SharedCohort::<Life>::create(place, CreateOptions::new(64 * MIB)) {
         Ok(region) => {
             let off = region.new_in(7u64, Life::Long).unwrap();
             region.set_root(2, Some(off));
