@@ -68,7 +68,13 @@ pub(crate) struct RegionState {
 /// The bytes of a placed region's state ([`Region::placed`]): the unit bytes, then the
 /// decommitted bitmap (word aligned).
 pub(crate) fn placed_meta_len(unit_count: usize) -> usize {
-    unit_count.next_multiple_of(size_of::<usize>()) + bitmap_bytes(unit_count)
+    unit_states_len(unit_count) + bitmap_bytes(unit_count)
+}
+
+/// The bytes of the unit states, rounded up so the bitmap after them is word aligned: sized
+/// by the type, not by a byte per unit (loom's atomics are larger).
+fn unit_states_len(unit_count: usize) -> usize {
+    (unit_count * size_of::<AtomicU8>()).next_multiple_of(size_of::<usize>())
 }
 
 fn bitmap_bytes(unit_count: usize) -> usize {
@@ -157,8 +163,7 @@ impl Region {
             units: meta as *const AtomicU8,
             live_bits: shadow as *const crate::sync::AtomicU64,
             // SAFETY: the bitmap follows the unit bytes in `meta` (placed_meta_len).
-            decommitted: unsafe { meta.add(unit_count.next_multiple_of(size_of::<usize>())) }
-                .cast::<usize>(),
+            decommitted: unsafe { meta.add(unit_states_len(unit_count)) }.cast::<usize>(),
             meta_len: 0,
             shadow_len: 0,
             shared,

@@ -80,10 +80,14 @@ impl Layout {
         };
         let heads = HeadIndex::count(life_count);
         let registry = size_of::<PoolShared>().next_multiple_of(64);
-        let lists = registry.checked_add((max_heaps as usize).checked_mul(8)?)?;
+        // Sized by the types, not by their bytes in a build: loom's atomics are larger.
+        let lists =
+            registry.checked_add((max_heaps as usize).checked_mul(size_of::<AtomicU64>())?)?;
         let lists_bytes = heads.checked_add(life_count)? * size_of::<BlockList>();
-        let life_links = lists.checked_add(lists_bytes)?.next_multiple_of(8);
-        let end = life_links.checked_add(unit_count.checked_mul(8)?)?;
+        let life_links = lists
+            .checked_add(lists_bytes)?
+            .next_multiple_of(align_of::<[AtomicU32; 2]>());
+        let end = life_links.checked_add(unit_count.checked_mul(size_of::<[AtomicU32; 2]>())?)?;
         let Some(parts) = shared else {
             return Some(Layout {
                 registry,
