@@ -14,6 +14,8 @@
 //!   cache of freed large mappings when one fits (see `large`'s cache), else mapped. The
 //!   size given back at free says it is large.
 
+#[cfg(doc)]
+use crate::class::Lookup;
 use crate::class::{class_of, geometry_unchecked, CLASSES};
 use crate::heap;
 use crate::instance::{Instance, CHECKED};
@@ -22,12 +24,15 @@ use crate::os;
 use crate::per_thread;
 use crate::route::{Route, ThreadHeap};
 use crate::sync::Ordering;
+use core::alloc::Layout;
 use core::ptr;
 
 impl Instance {
     /// Allocates `size` bytes aligned to `align` in lifetime class `life` on `route`'s
     /// heap; with `ZERO`, zeroed. Null when memory is exhausted; a zero size returns a
-    /// dangling pointer aligned to `align`.
+    /// dangling pointer aligned to `align`. The class look-up rounds the size up to the
+    /// align ([`Lookup::exact_class`]): the malloc family's requests, whose align is the
+    /// size's next power of two.
     #[inline(always)]
     pub(crate) fn alloc_sized<const ZERO: bool, R: Route>(
         &self,
@@ -39,36 +44,59 @@ impl Instance {
         if size == 0 {
             return align as *mut u8;
         }
-        self.alloc_nonzero::<ZERO, R>(route, size, align, life)
+        let class = per_thread::exact_class(size, align);
+        self.alloc_looked_up::<ZERO, R>(route, class, size, align, life)
     }
 
-    /// `alloc_sized` for a non-zero size (GlobalAlloc's contract spares the test).
+    /// As [`Instance::alloc_sized`] for a layout (every Rust type's size is a multiple of
+    /// its align): the look-up that needs no rounding ([`Lookup::class_of_multiple`], one
+    /// instruction less; other requests take the look-up out of line).
     #[inline(always)]
-    pub(crate) fn alloc_nonzero<const ZERO: bool, R: Route>(
+    pub(crate) fn alloc_layout<const ZERO: bool, R: Route>(
         &self,
         route: R,
+        layout: Layout,
+        life: usize,
+    ) -> *mut u8 {
+        let (size, align) = (layout.size(), layout.align());
+        if size == 0 {
+            return align as *mut u8;
+        }
+        let class = per_thread::class_of_multiple(size, align);
+        self.alloc_looked_up::<ZERO, R>(route, class, size, align, life)
+    }
+
+    /// The allocation of a non-zero `size` whose table look-up gave `class` (`None`: past
+    /// the table, the look-up out of line).
+    #[inline(always)]
+    fn alloc_looked_up<const ZERO: bool, R: Route>(
+        &self,
+        route: R,
+        class: Option<usize>,
         size: usize,
         align: usize,
         life: usize,
     ) -> *mut u8 {
-        match per_thread::exact_class(size, align) {
+        match class {
             Some(class) => self.alloc_class::<ZERO, R>(route, class, life),
             None => self.alloc_above_exact::<ZERO, R>(route, size, align, life),
         }
     }
 
-    /// The global allocator's alloc (`GlobalAlloc::alloc` and `alloc_zeroed`, size non-zero):
-    /// as [`Instance::alloc_nonzero`] on the calling thread's heap, reached through the
+    /// The global allocator's alloc (`GlobalAlloc::alloc` and `alloc_zeroed`; a zero size,
+    /// outside their contract, is null):
+    /// as [`Instance::alloc_layout`] on the calling thread's heap, reached through the
     /// instance's thread-local slot ([`per_thread::row`]) rather than the thread's last used
     /// heap, so with no instance compare: an instance with no heap on the thread, or with
     /// no slot of its own, finds a row of empty blocks there, whose pop fails into
     /// [`Instance::alloc_global_slow`]. Every call for one instance must pass the same
     /// `life` (the slot holds that lifetime class's row).
     ///
-    /// Budget, x86-64 (checked by `.ci/budget.sh`): 18 instructions in a `__rust_alloc` of
-    /// its own, `ret` included: size index 3, bound 2, thread pointer 1, class 1, slot 1, row
-    /// and block 2, free-list pop 5, count 1, pointer 1, where the instance compare of
-    /// `alloc_class` costs 3 and its heap load 1.
+    /// Budget, x86-64 (checked by `.ci/budget.sh`): 17 instructions in a `__rust_alloc` of
+    /// its own, `ret` included: size test 4 (`lea`, `or`, `test`, branch:
+    /// [`Lookup::class_of_multiple`]), thread pointer 1, class 1, slot 1, row and block 2,
+    /// free-list pop 5, count 1, pointer 1, where the instance compare of `alloc_class`
+    /// costs 3 and its heap load 1.
     #[inline(always)]
     pub(crate) fn alloc_global<const ZERO: bool>(
         &self,
@@ -76,7 +104,7 @@ impl Instance {
         align: usize,
         life: usize,
     ) -> *mut u8 {
-        let Some(class) = per_thread::exact_class(size, align) else {
+        let Some(class) = per_thread::class_of_multiple(size, align) else {
             return Instance::alloc_global_above_exact::<ZERO>(size, align, self, life);
         };
         let slot = self.slot.load(Ordering::Relaxed) as usize;
@@ -90,7 +118,7 @@ impl Instance {
             Some((off, zeroed)) => {
                 self.finish_alloc::<ZERO>(h.base().wrapping_add(off as usize), zeroed, class)
             }
-            None => self.alloc_global_slow::<ZERO>(class, life),
+            None => Instance::alloc_global_slow::<ZERO>(size, self, class, life),
         }
     }
 
@@ -109,19 +137,30 @@ impl Instance {
 
     /// The slow path of [`Instance::alloc_global`]: the thread's path ([`Instance::alloc_class`]
     /// on the heap it used last, joining or switching as needed), then the slot's row filled
-    /// for the next call.
+    /// for the next call. A zero size (outside `GlobalAlloc`'s contract) is null: the fast
+    /// path gives it class 0, a tiny class, whose heads have no current block, so its pop
+    /// always fails into this function. The size comes first, in the register the caller
+    /// has it in.
     #[cold]
     #[inline(never)]
-    fn alloc_global_slow<const ZERO: bool>(&self, class: usize, life: usize) -> *mut u8 {
-        let p = self.alloc_class::<ZERO, ThreadHeap>(ThreadHeap, class, life);
+    fn alloc_global_slow<const ZERO: bool>(
+        size: usize,
+        this: &Instance,
+        class: usize,
+        life: usize,
+    ) -> *mut u8 {
+        if size == 0 {
+            return ptr::null_mut();
+        }
+        let p = this.alloc_class::<ZERO, ThreadHeap>(ThreadHeap, class, life);
         // SAFETY: life is one of the instance's lifetime classes and the same on every call
         // (alloc_global's contract, which its callers keep).
-        unsafe { per_thread::fill_row(self.instance.load(Ordering::Relaxed), life) };
+        unsafe { per_thread::fill_row(this.instance.load(Ordering::Relaxed), life) };
         p
     }
 
-    /// Requests past the exact table (above 1 KiB, or aligned above it): out of line, so
-    /// that the inlined path needs no stack frame.
+    /// Requests the fast look-up passes on (from 2 KiB, or a size that is not a multiple of
+    /// its align): out of line, so that the inlined path needs no stack frame.
     #[inline(never)]
     fn alloc_above_exact<const ZERO: bool, R: Route>(
         &self,
@@ -137,11 +176,11 @@ impl Instance {
     }
 
     /// The fast path: the route's heap's current block of (class, life) has a free slot.
-    /// Cost, x86-64, with the class look-up before it, in a function of its own: 20
-    /// instructions, `ret` included: size index 3, bound 2, thread pointer 1, class 1,
-    /// instance compare 3, heap and block 2, free-list pop 5, count 1, pointer 1. The global
+    /// Cost, x86-64, with the class look-up before it, in a function of its own: 19
+    /// instructions, `ret` included: size test 4, thread pointer 1, class 1, instance
+    /// compare 3, heap and block 2, free-list pop 5, count 1, pointer 1. The global
     /// allocator's alloc goes through the instance's slot instead ([`Instance::alloc_global`]:
-    /// 18).
+    /// 17).
     #[inline(always)]
     fn alloc_class<const ZERO: bool, R: Route>(
         &self,

@@ -462,7 +462,7 @@ impl<L: Lifetime> Cohort<L> {
     #[inline]
     pub fn alloc(&self, layout: Layout, life: L) -> *mut u8 {
         self.core
-            .alloc_sized::<false, _>(ThreadHeap, layout.size(), layout.align(), lifetime::index_of(life))
+            .alloc_layout::<false, _>(ThreadHeap, layout, lifetime::index_of(life))
     }
 
     /// Like [`Cohort::alloc`], with the memory zeroed.
@@ -483,7 +483,7 @@ impl<L: Lifetime> Cohort<L> {
     #[inline]
     pub fn alloc_zeroed(&self, layout: Layout, life: L) -> *mut u8 {
         self.core
-            .alloc_sized::<true, _>(ThreadHeap, layout.size(), layout.align(), lifetime::index_of(life))
+            .alloc_layout::<true, _>(ThreadHeap, layout, lifetime::index_of(life))
     }
 
     /// The usable size of an allocation for `layout`: any size from `layout.size()` up to it
@@ -530,11 +530,10 @@ impl<L: Lifetime> Cohort<L> {
     pub unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout, life: L) {
         // SAFETY: forwarded contract.
         unsafe {
-            self.core.free_sized::<false, _>(
+            self.core.free_layout::<false, _>(
                 ThreadHeap,
                 ptr,
-                layout.size(),
-                layout.align(),
+                layout,
                 lifetime::index_of(life),
             )
         }
@@ -697,9 +696,9 @@ pub(crate) fn usable_size(size: usize, align: usize) -> usize {
 // alloc returned with the same layout. Misuse aborts rather than unwinds.
 unsafe impl<L: Lifetime> GlobalAlloc for Cohort<L> {
     // GlobalAlloc's callers never pass a zero size (its contract), so these skip that
-    // test; a zero size anyway gets a null return in every build (it wraps past the exact
-    // table to the large path, which refuses it). Nor a null pointer to dealloc, which is
-    // not tested either.
+    // test; a zero size anyway gets a null return in every build (its class, 0, is tiny,
+    // so the fast path's pop fails into the slow path, which tests the size). Nor a null
+    // pointer to dealloc, which is not tested either.
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         self.core
@@ -711,7 +710,7 @@ unsafe impl<L: Lifetime> GlobalAlloc for Cohort<L> {
         // SAFETY: GlobalAlloc's contract: ptr came from alloc with this layout.
         unsafe {
             self.core
-                .free_sized::<true, _>(ThreadHeap, ptr, layout.size(), layout.align(), lifetime::GLOBAL)
+                .free_layout::<true, _>(ThreadHeap, ptr, layout, lifetime::GLOBAL)
         }
     }
 

@@ -396,25 +396,27 @@ impl Header {
     /// `p` is a slot of this block that is live or the first of the local free list.
     #[inline(always)]
     pub(crate) unsafe fn push_local(&self, p: *mut u8) -> LocalFree {
-        // SAFETY: the caller's, and `off` is `p`'s offset.
-        unsafe { self.push_local_at(p, self.offset_of(p)) }
+        // SAFETY: the caller's, and `offset_of(p)` is `p`'s offset.
+        unsafe { self.push_local_at(self.offset_of(p)) }
     }
 
-    /// [`Header::push_local`] with `off`, the offset of `p` in the block, computed by the
-    /// caller (the free fast path has it from its region-bounds check).
+    /// [`Header::push_local`] of the slot at offset `off`, computed by the caller (the free
+    /// fast path has it from its region-bounds check). The link is written through the
+    /// block's base, so that the caller's pointer may be dead: the free fast path masks it
+    /// into the header's address in place (one instruction, where keeping it costs a copy
+    /// more).
     ///
     /// # Safety
-    /// As [`Header::push_local`], and `off == p - base`.
+    /// As [`Header::push_local`], for the slot at `base + off`.
     #[inline(always)]
-    pub(crate) unsafe fn push_local_at(&self, p: *mut u8, off: u32) -> LocalFree {
-        debug_assert_eq!(off, self.offset_of(p));
+    pub(crate) unsafe fn push_local_at(&self, off: u32) -> LocalFree {
         let first = self.free.load(Ordering::Relaxed);
         if off == first {
             return LocalFree::AlreadyFree;
         }
         // SAFETY: the slot is live (not the first free one), so ours to write (caller), and
         // at least 4 bytes long.
-        unsafe { p.cast::<u32>().write(first) };
+        unsafe { self.base().add(off as usize).cast::<u32>().write(first) };
         self.free.store(off, Ordering::Relaxed);
         if self.count_sub_one() {
             LocalFree::Slow

@@ -38,8 +38,10 @@ pub const BLOCK_SIZE: usize = 1 << BLOCK_SHIFT;
 pub const MAX_SMALL: usize = 16 * 1024;
 /// The largest alignment a small class serves; larger alignments are large allocations.
 pub const MAX_SMALL_ALIGN: usize = 4096;
-/// The largest size served by the exact-fit lookup table.
+/// The largest stride of the exact-fit grid (every multiple of 8 up to it is a stride).
 const EXACT_MAX: usize = 1024;
+/// The fast paths' table serves sizes below this bound (a power of two).
+const TABLE_LEN: usize = 2048;
 /// Number of size classes.
 pub const CLASS_COUNT: usize = 3 + EXACT_MAX / 8 + 8 * 4;
 
@@ -282,50 +284,73 @@ const fn build_classes() -> [Class; CLASS_COUNT] {
 pub static CLASSES: [Class; CLASS_COUNT] = build_classes();
 const TABLE: [Class; CLASS_COUNT] = build_classes();
 
-/// `out[size - 1]` is the class of `size`, for sizes 1 to 1 KiB.
-const fn build_exact() -> [u8; EXACT_MAX] {
-    let mut out = [0u8; EXACT_MAX];
+/// `out[size]` is the class of the smallest stride at least `size`, for sizes 1 to
+/// `TABLE_LEN - 1`; `out[0]` is class 0 (which a zero size never reaches: see
+/// [`Lookup::class_of_multiple`]).
+const fn build_by_size() -> [u8; TABLE_LEN] {
+    let mut out = [0u8; TABLE_LEN];
     let mut size = 1;
     let mut class = 0;
-    while size <= EXACT_MAX {
-        while TABLE[class].stride < size as u32 {
+    while size < TABLE_LEN {
+        while (TABLE[class].stride as usize) < size {
             class += 1;
         }
-        out[size - 1] = class as u8;
+        out[size] = class as u8;
         size += 1;
     }
     out
 }
 
 /// The fast paths' class table. The fast paths read a thread-local copy
-/// ([`crate::heap`]), addressed from the thread pointer they load anyway: a table in
+/// ([`crate::per_thread`]), addressed from the thread pointer they load anyway: a table in
 /// the binary costs one more instruction per look-up in position-independent code.
+///
+/// One table serves both look-ups because, below `TABLE_LEN`, the smallest stride at least
+/// `s` is a multiple of every power of two dividing `s` (below 1 KiB every multiple of 8 is
+/// a stride, above it every stride is a multiple of 128, and the multiples of 256 and 512
+/// below 2 KiB are strides): the class of (size, align) is the class of `size` rounded up
+/// to a multiple of `align`.
 #[repr(C)]
 pub(crate) struct Lookup {
-    /// `exact[rounded - 1]` is the class of a request whose size rounded up to its align
-    /// is `rounded`, up to 1 KiB.
-    exact: [u8; EXACT_MAX],
+    /// `by_size[s]` is the class of the smallest stride at least `s`, for `0 < s <
+    /// TABLE_LEN`.
+    by_size: [u8; TABLE_LEN],
 }
 
 /// The table's values.
 pub(crate) const LOOKUP: Lookup = Lookup {
-    exact: build_exact(),
+    by_size: build_by_size(),
 };
 
 impl Lookup {
-    /// [`class_of`] for requests that round to at most 1 KiB (`None` above): one table
-    /// load, about six instructions in all. The fast paths call it and leave the rest out
-    /// of line.
+    /// [`class_of`] for requests that round to less than 2 KiB (`None` above): one table
+    /// load after `(size - 1) | (align - 1)`, the size rounded up to a multiple of `align`,
+    /// less one. `None` also for a zero size, which wraps.
     #[inline(always)]
     pub(crate) fn exact_class(&self, size: usize, align: usize) -> Option<usize> {
-        // `rounded - 1`, where `rounded` is size rounded up to a multiple of align (one
-        // `or` for a power-of-two align). Up to 1 KiB a class whose stride is `rounded`
-        // exists (or the next stride for sizes 3, 5, 6, 7), and the exact table picks it.
-        // (Wrapping: a zero size, which GlobalAlloc's callers never pass, comes out large.)
         let rounded_m1 = size.wrapping_sub(1) | (align - 1);
-        if rounded_m1 < EXACT_MAX {
-            // SAFETY: rounded_m1 < EXACT_MAX, the table's length.
-            Some(unsafe { *self.exact.get_unchecked(rounded_m1) } as usize)
+        if rounded_m1 < TABLE_LEN - 1 {
+            // SAFETY: rounded_m1 + 1 < TABLE_LEN, the table's length.
+            Some(unsafe { *self.by_size.get_unchecked(rounded_m1 + 1) } as usize)
+        } else {
+            None
+        }
+    }
+
+    /// The fast paths' look-up: [`class_of`] for a size below 2 KiB that is a multiple of
+    /// its align, as the size of every Rust type is (`None` for any other request, which
+    /// [`class_of`] serves). A multiple of its align needs no rounding, so the test and the
+    /// index are the size itself: one `lea`, one `or` and one `test` decide (size below
+    /// `TABLE_LEN` and no bit of `align - 1` set in it), where rounding costs one more and a
+    /// separate bound two. A zero size passes (every align divides it) and gets class 0:
+    /// callers handle it before or after (the alloc paths never see it; the free path's
+    /// compare fails for it, since class 0 blocks are the pool's, into the cold path, which
+    /// tests the size).
+    #[inline(always)]
+    pub(crate) fn class_of_multiple(&self, size: usize, align: usize) -> Option<usize> {
+        if size & ((align - 1) | !(TABLE_LEN - 1)) == 0 {
+            // SAFETY: size < TABLE_LEN, the table's length.
+            Some(unsafe { *self.by_size.get_unchecked(size) } as usize)
         } else {
             None
         }
@@ -430,14 +455,14 @@ impl HeadIndex {
 pub fn class_of(size: usize, align: usize) -> Option<usize> {
     match LOOKUP.exact_class(size, align) {
         Some(class) => Some(class),
-        None => class_of_above_exact(size.wrapping_sub(1) | (align - 1), align),
+        None => class_of_above_table(size.wrapping_sub(1) | (align - 1), align),
     }
 }
 
 /// `rounded_m1` is the size rounded up to a multiple of `align`, minus one (it never
 /// overflows: a size near `usize::MAX` stays near it, and is large).
 #[inline]
-fn class_of_above_exact(rounded_m1: usize, align: usize) -> Option<usize> {
+fn class_of_above_table(rounded_m1: usize, align: usize) -> Option<usize> {
     if rounded_m1 >= MAX_SMALL || align > MAX_SMALL_ALIGN {
         return None;
     }
@@ -486,6 +511,34 @@ mod tests {
                 assert_eq!(got, want, "size {size} align {align}");
                 if let Some(c) = got {
                     assert!(CLASSES[c].slot_align as usize >= align);
+                }
+            }
+        }
+    }
+
+    /// Both table look-ups agree with the smallest fitting class wherever they answer, and
+    /// answer exactly where they say: `exact_class` for every request that rounds below
+    /// 2 KiB, `class_of_multiple` for every size below 2 KiB that is a multiple of its align
+    /// (and a zero size, as class 0).
+    #[test]
+    fn the_table_look_ups_answer_as_class_of() {
+        for align_shift in 0..=13 {
+            let align = 1usize << align_shift;
+            for size in 0..=2 * TABLE_LEN {
+                let want = class_of(size, align);
+                let exact = LOOKUP.exact_class(size, align);
+                let rounds_below = size > 0 && size.div_ceil(align) * align < TABLE_LEN;
+                assert_eq!(exact.is_some(), rounds_below, "size {size} align {align}");
+                if exact.is_some() {
+                    assert_eq!(exact, want, "size {size} align {align}");
+                }
+                let multiple = LOOKUP.class_of_multiple(size, align);
+                let is_multiple = size.is_multiple_of(align) && size < TABLE_LEN;
+                assert_eq!(multiple.is_some(), is_multiple, "size {size} align {align}");
+                match multiple {
+                    Some(class) if size == 0 => assert_eq!(class, 0),
+                    Some(_) => assert_eq!(multiple, want, "size {size} align {align}"),
+                    None => {}
                 }
             }
         }

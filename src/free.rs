@@ -6,6 +6,9 @@
 //! live bits).
 
 use crate::block::{header_of, key, Header, LocalFree, MAGIC};
+use core::alloc::Layout;
+#[cfg(doc)]
+use crate::class::Lookup;
 use crate::class::{class_of, BLOCK_SIZE, CLASSES, CLASS_COUNT};
 use crate::instance::{Instance, CHECKED};
 #[cfg(doc)]
@@ -22,12 +25,13 @@ use crate::sync::Ordering;
 use crate::tiny;
 
 impl Instance {
-    /// The free paths' entry: the class look-up, inlined for sizes up to 1 KiB. A null `p`
-    /// does nothing (as C's free), nor does a zero size with the pointer of a zero-size
-    /// request (any other pointer with size 0 is checked: [`Instance::check_zero_size`]);
-    /// both tests are out of line, so they cost the fast path nothing: a zero size wraps
-    /// past the exact table into `free_above_exact`, and a null pointer fails the
-    /// region-bounds check into `free_other`.
+    /// The free paths' entry: the class look-up, inlined for requests that round below
+    /// 2 KiB ([`Lookup::exact_class`]: the size rounded up to the align, as the malloc
+    /// family's requests need). A null `p` does nothing (as C's free), nor does a zero size
+    /// with the pointer of a zero-size request (any other pointer with size 0 is checked:
+    /// [`Instance::check_zero_size`]); both tests are out of line, so they cost the fast
+    /// path nothing: a zero size wraps past the table into `free_above_exact`, and a null
+    /// pointer fails the region-bounds check into `free_other`.
     ///
     /// # Safety
     /// `p` is null, or a live allocation of this instance made with an alignment of
@@ -43,8 +47,53 @@ impl Instance {
         align: usize,
         life: usize,
     ) {
-        match per_thread::exact_class(size, align) {
-            // SAFETY: forwarded contract; class is the size's.
+        let class = per_thread::exact_class(size, align);
+        // SAFETY: forwarded contract.
+        unsafe { self.free_looked_up::<ABORT, R>(route, class, p, size, align, life) }
+    }
+
+    /// As [`Instance::free_sized`], for a layout (every Rust type's size is a multiple of
+    /// its align): the look-up that needs no rounding ([`Lookup::class_of_multiple`], one
+    /// instruction less; other requests take the look-up out of line). A zero size gets
+    /// class 0, whose blocks no heap owns, so it fails the owner compare into
+    /// `free_other`, which sends it to the zero-size path (`free_zero_size`).
+    ///
+    /// # Safety
+    /// As [`Instance::free_sized`].
+    #[inline(always)]
+    #[track_caller]
+    pub(crate) unsafe fn free_layout<const ABORT: bool, R: Route>(
+        &self,
+        route: R,
+        p: *mut u8,
+        layout: Layout,
+        life: usize,
+    ) {
+        let (size, align) = (layout.size(), layout.align());
+        let class = per_thread::class_of_multiple(size, align);
+        // SAFETY: forwarded contract.
+        unsafe { self.free_looked_up::<ABORT, R>(route, class, p, size, align, life) }
+    }
+
+    /// The free of `p` whose table look-up gave `class` (`None`: past the table, the
+    /// look-up out of line; class 0 for a zero size, which `free_class`'s cold paths test
+    /// before anything trusts the class).
+    ///
+    /// # Safety
+    /// As [`Instance::free_sized`], with `class` the table's answer for `(size, align)`.
+    #[inline(always)]
+    #[track_caller]
+    unsafe fn free_looked_up<const ABORT: bool, R: Route>(
+        &self,
+        route: R,
+        class: Option<usize>,
+        p: *mut u8,
+        size: usize,
+        align: usize,
+        life: usize,
+    ) {
+        match class {
+            // SAFETY: forwarded contract; class is the size's, or 0 for a zero size.
             Some(class) => unsafe {
                 self.free_class::<ABORT, R>(route, p, size, align, class, life)
             },
@@ -84,6 +133,7 @@ impl Instance {
     /// a zero-size request ([`Instance::check_zero_size`]), reported.
     #[cold]
     #[inline(never)]
+    #[track_caller]
     fn free_zero_size<const ABORT: bool>(&self, p: *mut u8, life: usize) {
         if let Err(m) = self.check_zero_size(p, life) {
             report::<ABORT>(m);
@@ -130,16 +180,20 @@ impl Instance {
 
     /// The free fast path: the block is the route's heap's (for the thread: its last used
     /// heap's) and holds (class, life); one compare checks both ([`Route::owns`]). Budget,
-    /// x86-64, with the class look-up before it (checked by `.ci/budget.sh`): 25
-    /// instructions in a `__rust_dealloc` of its own, `ret` included: size index 3, bound 2,
-    /// thread pointer 1, class 1, region bounds 4, header mask 2, owner-and-key compare 3
-    /// (the header's word loaded by its xor, `Header::owner_key_xor`), the slot's offset 1
-    /// (an `and` on the region-bounds subtraction, [`RegionBounds::offset`]), first free
-    /// slot 1, double free 2, push 2, count 2 (a decrement in memory and a branch,
+    /// x86-64, with the class look-up before it (checked by `.ci/budget.sh`): 23
+    /// instructions in a `__rust_dealloc` of its own, `ret` included: size test 4 (`lea`,
+    /// `or`, `test`, branch: [`Lookup::class_of_multiple`] of [`Instance::free_layout`];
+    /// the rounding look-up of [`Instance::free_sized`] costs one more), thread pointer 1,
+    /// class 1,
+    /// region bounds 4, the slot's offset 1 (an `and` on the region-bounds subtraction,
+    /// [`RegionBounds::offset`]), header mask 1 (in place: the pointer is rebuilt from the
+    /// header and the offset for the cold paths only), owner-and-key compare 3 (the
+    /// header's word loaded by its xor, `Header::owner_key_xor`), first free slot 1, double
+    /// free 2, push 2, count 2 (a decrement in memory and a branch,
     /// `Header::count_sub_one`). Two of these checks hold in every build: the region
-    /// bounds, so that a foreign pointer is reported and never dereferenced (copy, subtract,
-    /// compare, branch), and the slot against the block's first free slot, a double free of
-    /// the slot freed last (compare, branch). Measured by
+    /// bounds, so that a foreign pointer is reported and never dereferenced (copy,
+    /// subtract, compare, branch), and the slot against the block's first free slot, a
+    /// double free of the slot freed last (compare, branch). Measured by
     /// `cargo bench -p cohort-benches --bench iai` (inlined, static instance): a 16-byte
     /// malloc+free pair went from 39 to 46 instructions with those two checks, and to 44
     /// with the count's decrement in memory and the word's load folded into its xor.
@@ -159,34 +213,45 @@ impl Instance {
         life: usize,
     ) {
         if CHECKED {
+            if size == 0 {
+                return self.free_zero_size::<ABORT>(p, life);
+            }
             self.check_free::<ABORT, true>(p, size, class, life);
         }
+        // A zero size has class 0 here ([`Lookup::class_of_multiple`]), whose blocks are the
+        // pool's: no heap owns them, so the compare below fails for it and `free_other`
+        // takes it to the zero-size path.
         // Every exit to the cold paths is a jump to `free_other` (which tells misuse from a
         // remote free) or `free_slow_current`: calls to functions that never return would
         // need a stack frame.
-        // Unread (any value) when p is outside the region.
-        let mut word = 0;
-        if let Some(in_region) = self.bounds.offset(p) {
-            // SAFETY: p lies in the region, which is readable everywhere, and its block is
-            // the one its header mask finds (every block has the same size), so the header
-            // read is the block's own.
-            let h = unsafe { &*header_of(p) };
-            word = h.owner_key_xor(key(class, life) as u64);
-            if route.owns(word) {
-                // The region starts on a block boundary (`RegionBounds::offset`).
-                let off = (in_region % BLOCK_SIZE) as u32;
-                // SAFETY: the slot is live (the caller says so; push_local checks the one
-                // double free it can see), its block is this thread's, and `off` is its
-                // offset in the block.
-                match unsafe { h.push_local_at(p, off) } {
-                    LocalFree::Done => return,
-                    LocalFree::Slow => return route.free_slow(h),
-                    // free_other finds the same and reports it.
-                    LocalFree::AlreadyFree => {}
-                }
+        let Some(in_region) = self.bounds.offset(p) else {
+            // SAFETY: forwarded contract; `word` is unread when p is outside the region.
+            return unsafe { self.free_other::<ABORT, R>(route, p, size, align, 0, life) };
+        };
+        // The region starts on a block boundary (`RegionBounds::offset`).
+        let off = in_region % BLOCK_SIZE;
+        // SAFETY: p lies in the region, which is readable everywhere, and its block is the
+        // one its header mask finds (every block has the same size), so the header read is
+        // the block's own.
+        let h = unsafe { &*header_of(p) };
+        let word = h.owner_key_xor(key(class, life) as u64);
+        if route.owns(word) {
+            // SAFETY: the slot is live (the caller says so; push_local checks the one double
+            // free it can see), its block is this thread's, and `off` is its offset in the
+            // block.
+            match unsafe { h.push_local_at(off as u32) } {
+                LocalFree::Done => return,
+                LocalFree::Slow => return route.free_slow(h),
+                // free_other finds the same and reports it.
+                LocalFree::AlreadyFree => {}
             }
         }
-        // SAFETY: forwarded contract; `word` is the block's, as read above.
+        // `p` again, rebuilt from the block's base and the slot's offset: past the header
+        // mask the fast path no longer needs `p`, and masks its register into the header's
+        // address in place (one instruction, where keeping `p` costs a copy more).
+        let p = h.base().wrapping_add(off);
+        // SAFETY: forwarded contract (this is the caller's `p`); `word` is the block's, as
+        // read above.
         unsafe { self.free_other::<ABORT, R>(route, p, size, align, word, life) }
     }
 
@@ -214,19 +279,29 @@ impl Instance {
         word: u64,
         life: usize,
     ) {
+        // A zero size (class 0 from `free_layout`) is tested where it can arrive, off the
+        // remote free's way: outside the region, against a block of another key, or in a
+        // tiny block (class 0 is tiny: `free_remote`).
         if !self.bounds.contains(p) {
             if p.is_null() {
                 return; // A null free does nothing (see `free_sized`).
+            }
+            if size == 0 {
+                return self.free_zero_size::<ABORT>(p, life);
             }
             return self.foreign::<ABORT>(p, size, life);
         }
         // SAFETY: as in free_class: p lies in the region, readable everywhere.
         let h = unsafe { &*header_of(p) };
         if !CHECKED && word as u16 != EMPTY_KEY {
+            if size == 0 {
+                return self.free_zero_size::<ABORT>(p, life);
+            }
             // SAFETY: forwarded contract.
             return unsafe { self.bad_key_of_size::<ABORT>(p, size, align, life) };
         }
-        // SAFETY: a live slot of block h (caller).
+        // SAFETY: a live slot of block h (caller), or a zero size, which free_remote tests
+        // before it frees anything.
         unsafe { self.free_remote::<ABORT, R>(route, h, p, size, life) };
     }
 
@@ -271,7 +346,8 @@ impl Instance {
     ///
     /// # Safety
     /// `p` is a live slot of block `h` (its size and lifetime class checked against the
-    /// block's key).
+    /// block's key), or `size` is 0 and `h` is tiny (the key of class 0 a zero size gets:
+    /// nothing is freed).
     #[cold]
     #[inline(never)]
     #[track_caller]
@@ -300,6 +376,10 @@ impl Instance {
         // SAFETY: the block exists, so the pool does.
         let pool = unsafe { &*self.pool.load(Ordering::Acquire) };
         if h.geometry().is_tiny() {
+            if size == 0 {
+                // Class 0 (tiny) is a zero size's in `free_layout`: the zero-size path.
+                return self.free_zero_size::<ABORT>(p, life);
+            }
             if !h.is_slot(off as usize) {
                 let stride = h.geometry().stride as usize;
                 report::<ABORT>(self.misuse(p, size, life, Problem::NotASlot { stride }));

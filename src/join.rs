@@ -144,10 +144,9 @@ impl<L: Lifetime> Join<'_, L> {
     /// ```
     #[inline]
     pub fn alloc(&self, layout: Layout, life: L) -> *mut u8 {
-        self.cohort.core.alloc_sized::<false, _>(
+        self.cohort.core.alloc_layout::<false, _>(
             JoinedHeap(self.heap()),
-            layout.size(),
-            layout.align(),
+            layout,
             lifetime::index_of(life),
         )
     }
@@ -204,11 +203,10 @@ impl<L: Lifetime> Join<'_, L> {
     pub unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout, life: L) {
         // SAFETY: forwarded contract.
         unsafe {
-            self.cohort.core.free_sized::<false, _>(
+            self.cohort.core.free_layout::<false, _>(
                 JoinedHeap(self.heap()),
                 ptr,
-                layout.size(),
-                layout.align(),
+                layout,
                 lifetime::index_of(life),
             )
         }

@@ -252,10 +252,19 @@ pub(crate) fn slot_heap<'a>(instance: u64) -> Option<&'a Heap> {
         .and_then(|heap| unsafe { heap.as_ref() })
 }
 
-/// The class of a request up to 1 KiB ([`Lookup::exact_class`]), from the thread's tables.
+/// The class of a request that rounds below 2 KiB ([`Lookup::exact_class`]), from the
+/// thread's tables.
 #[inline(always)]
 pub(crate) fn exact_class(size: usize, align: usize) -> Option<usize> {
     CURRENT.with(|c| c.lookup.exact_class(size, align))
+}
+
+/// The class of a size below 2 KiB that is a multiple of its align
+/// ([`Lookup::class_of_multiple`]: class 0 for a zero size), from the thread's tables: the
+/// fast paths' look-up.
+#[inline(always)]
+pub(crate) fn class_of_multiple(size: usize, align: usize) -> Option<usize> {
+    CURRENT.with(|c| c.lookup.class_of_multiple(size, align))
 }
 
 /// True when `word`, a block's `owner_key` xor the key a free expects, is the calling
@@ -479,6 +488,59 @@ mod tests {
         })
         .join()
         .unwrap();
+    }
+
+    /// Layouts the fast look-up passes on (a size that is not a multiple of its align, sizes
+    /// from 2 KiB) and the ones it serves, through `GlobalAlloc` and `Cohort::free`: every
+    /// pointer is aligned, of its class's block, and frees with its layout; a zero size
+    /// (outside `GlobalAlloc`'s contract) allocates nothing, and the next allocation works.
+    #[test]
+    fn every_layout_takes_its_own_class_on_the_global_path() {
+        std::thread::spawn(|| {
+            let c = Cohort::<()>::new();
+            for (size, align) in [(1usize, 8usize), (3, 4), (24, 16), (40, 32), (100, 64), (2047, 1)] {
+                for (size, align) in [(size, align), (size.next_multiple_of(align), align)] {
+                    let l = Layout::from_size_align(size, align).unwrap();
+                    // SAFETY: a non-zero layout; freed once, with it.
+                    unsafe {
+                        let p = GlobalAlloc::alloc(&c, l);
+                        assert!(!p.is_null());
+                        assert_eq!(p as usize % align, 0, "{size}, {align}: {p:?}");
+                        let a = c.allocation_at(p).expect("a small allocation");
+                        let want = crate::class::class_of(size, align).unwrap();
+                        assert_eq!(a.usable, crate::class::CLASSES[want].stride as usize);
+                        p.write_bytes(0x5a, size);
+                        GlobalAlloc::dealloc(&c, p, l);
+                    }
+                }
+            }
+            let zero = Layout::from_size_align(0, 8).unwrap();
+            // SAFETY: outside the contract (size 0): must give null and change nothing.
+            assert!(unsafe { GlobalAlloc::alloc(&c, zero) }.is_null());
+            global_pair(&c, 16);
+            assert!(c.is_empty());
+        })
+        .join()
+        .unwrap();
+    }
+
+    /// A zero-size free through the layout path (class 0, a tiny class) of a live 1-byte
+    /// allocation (class 0 too) frees nothing, whatever else it does (a report, from the
+    /// zero-size path): the allocation is still live, so its real free is no double free.
+    #[test]
+    fn a_zero_size_layout_free_of_a_tiny_allocation_frees_nothing() {
+        let c = Cohort::<()>::new();
+        let one = Layout::from_size_align(1, 1).unwrap();
+        let zero = Layout::from_size_align(0, 1).unwrap();
+        let p = c.alloc(one, ());
+        assert!(!p.is_null());
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            // SAFETY: a zero size for a live allocation: misuse, which must free nothing.
+            unsafe { c.dealloc(p, zero, ()) }
+        }));
+        // SAFETY: p is live (the zero-size free freed nothing); freed once, with its layout.
+        unsafe { c.dealloc(p, one, ()) };
+        assert!(c.is_empty());
     }
 
     /// A dropped instance's row is emptied with its heap (when the thread drops it, at once;
