@@ -642,7 +642,8 @@ pub enum Op {
         zeroed: bool,
         at_least: bool,
     },
-    /// `alloc` or `alloc_zeroed`, or `GlobalAlloc`'s (lifetime class A) when `global`.
+    /// `alloc` or `alloc_zeroed`; with `global`, a round trip through `GlobalAlloc` (its
+    /// hidden global class: alloc or alloc_zeroed, checked, dealloc), never a kept object.
     Alloc {
         size: Size,
         align: Align,
@@ -674,7 +675,9 @@ pub enum Op {
         step: u8,
         slack: u32,
     },
-    /// `remalloc` / `recalloc` (malloc kind) or `realloc` / `GlobalAlloc::realloc`.
+    /// `remalloc` / `recalloc` (malloc kind) or `realloc`. (`global` is unused since
+    /// `GlobalAlloc` allocates in the hidden global class, where no kept object lies; kept so
+    /// that the corpus decodes as before.)
     Resize {
         pick: u16,
         slack: u32,
@@ -903,19 +906,33 @@ impl Runner<'_> {
                 let Some(size) = self.afford(size) else {
                     return;
                 };
-                let (align, mut l) = (align.get(), life(l));
+                let (align, l) = (align.get(), life(l));
                 let layout = Layout::from_size_align(size, align).unwrap();
-                let ptr = if global && size > 0 {
-                    l = Life::A;
-                    // SAFETY: a non-zero size.
+                if global && size > 0 {
+                    // GlobalAlloc allocates in the allocator's hidden global class, which no
+                    // call naming a `Life` reaches (a release of A must not free it): a
+                    // round trip here, never a kept object.
+                    // SAFETY: a non-zero size; the allocation is freed once, with its layout.
                     unsafe {
-                        if zeroed {
+                        let p = if zeroed {
                             GlobalAlloc::alloc_zeroed(c, layout)
                         } else {
                             GlobalAlloc::alloc(c, layout)
+                        };
+                        if p.is_null() {
+                            return;
                         }
+                        assert_eq!(p as usize % align, 0, "GlobalAlloc::alloc alignment");
+                        if zeroed {
+                            let bytes = std::slice::from_raw_parts(p, size);
+                            assert!(bytes.iter().all(|&b| b == 0), "GlobalAlloc::alloc_zeroed");
+                        }
+                        p.write_bytes(0xa5, size);
+                        GlobalAlloc::dealloc(c, p, layout);
                     }
-                } else if zeroed {
+                    return;
+                }
+                let ptr = if zeroed {
                     c.alloc_zeroed(layout, l)
                 } else {
                     c.alloc(layout, l)
@@ -1008,7 +1025,7 @@ impl Runner<'_> {
                 slack,
                 size,
                 zeroed,
-                global,
+                global: _,
             } => {
                 let Some(i) = self.m.pick(pick) else { return };
                 let Some(new) = self.afford(size) else { return };
@@ -1020,9 +1037,6 @@ impl Runner<'_> {
                     match o.kind {
                         Kind::Malloc if zeroed => c.recalloc(o.ptr, fit, new, o.life),
                         Kind::Malloc => c.remalloc(o.ptr, fit, new, o.life),
-                        Kind::Layout(_) if global && o.life == Life::A && fit > 0 && new > 0 => {
-                            GlobalAlloc::realloc(c, o.ptr, o.layout(fit), new)
-                        }
                         Kind::Layout(_) => c.realloc(o.ptr, o.layout(fit), new, o.life),
                     }
                 };
@@ -1510,7 +1524,7 @@ pub fn free_obj(c: &Cohort<Life>, b: &Borrowed<'_>, o: &Obj, slack: u32, how: u8
     o.check("before a free");
     let fit = o.fit_size(slack);
     // SAFETY: a live object of this allocator, given back with a fitting size, its class
-    // and (Layout kind) its align; GlobalAlloc only for class A and non-zero sizes.
+    // and (Layout kind) its align.
     unsafe {
         match (o.kind, how % 4, b.join(how / 4)) {
             (Kind::Malloc, 1, Some((_, j))) => j.free(o.ptr, fit, o.life),
@@ -1519,9 +1533,6 @@ pub fn free_obj(c: &Cohort<Life>, b: &Borrowed<'_>, o: &Obj, slack: u32, how: u8
             (Kind::Layout(_), 2, _) => {
                 let p = NonNull::new(o.ptr).unwrap();
                 c.handle(o.life).deallocate(p, o.layout(fit))
-            }
-            (Kind::Layout(_), 3, _) if o.life == Life::A && fit > 0 => {
-                GlobalAlloc::dealloc(c, o.ptr, o.layout(fit))
             }
             (Kind::Layout(_), _, _) => c.dealloc(o.ptr, o.layout(fit), o.life),
         }
@@ -1575,7 +1586,7 @@ fn run_ops(ops: &[Op], cfg: &Config, reservation: Option<usize>) {
         if m.objs.iter().any(|o| o.life == l && o.size > 0) || m.unknown[l as usize] > 0 {
             continue; // scope asks for a class with nothing live
         }
-        cohort.scope(l, |c, _h| {
+        cohort.scope_exclusive(l, |c, _h| {
             let mut b = Borrowed::default();
             let mut r = Runner::new(&mut m, cfg, 0, vec![0]);
             for op in inner {
