@@ -280,19 +280,20 @@ static HOOK: AtomicPtr<()> = AtomicPtr::new(ptr::null_mut());
 /// ```
 pub fn set_misuse_hook(hook: Option<fn(&Misuse)>) -> Option<fn(&Misuse)> {
     let new = hook.map_or(ptr::null_mut(), |f| f as *mut ());
-    let old = HOOK.swap(new, Ordering::AcqRel);
-    // SAFETY: HOOK only ever holds null or a `fn(&Misuse)` stored just above.
-    (!old.is_null()).then(|| unsafe { core::mem::transmute::<*mut (), fn(&Misuse)>(old) })
+    hook_of(HOOK.swap(new, Ordering::AcqRel))
+}
+
+/// The hook a value of [`HOOK`] names: `None` for null.
+fn hook_of(word: *mut ()) -> Option<fn(&Misuse)> {
+    // SAFETY: HOOK only ever holds null or a `fn(&Misuse)` (set_misuse_hook).
+    (!word.is_null()).then(|| unsafe { core::mem::transmute::<*mut (), fn(&Misuse)>(word) })
 }
 
 /// Calls the hook, if one is set; a hook that unwinds unwinds from here unless `ABORT`.
 fn call_hook<const ABORT: bool>(m: &Misuse) {
-    let f = HOOK.load(Ordering::Acquire);
-    if f.is_null() {
+    let Some(hook) = hook_of(HOOK.load(Ordering::Acquire)) else {
         return;
-    }
-    // SAFETY: HOOK only ever holds null or a `fn(&Misuse)` (set_misuse_hook).
-    let hook = unsafe { core::mem::transmute::<*mut (), fn(&Misuse)>(f) };
+    };
     if ABORT {
         // The abort must happen whatever the hook does: an unwind out of a `GlobalAlloc`
         // call would be undefined behaviour.
