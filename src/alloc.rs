@@ -248,7 +248,13 @@ impl Instance {
         let got = match unsafe { heap.as_ref() } {
             None => pool.alloc_locked(&mut pool.lock(), class, life),
             Some(heap) if CLASSES[class].is_tiny() => heap.alloc_tiny(class, life),
-            Some(heap) => heap.alloc_slow(class, life, || per_thread::find_own(instance)),
+            Some(heap) => {
+                // A slow path: the thread's pending remote frees go to their blocks.
+                // SAFETY: the batch's blocks are this pool's, live while it holds their
+                // slots.
+                unsafe { heap.remote.flush(pool, false) };
+                heap.alloc_slow(class, life, || per_thread::find_own(instance))
+            }
         };
         match got {
             Some((p, zeroed)) => self.finish_alloc::<ZERO>(p, zeroed, class),

@@ -630,6 +630,9 @@ impl<L: Lifetime> Cohort<L> {
         let Some(pool) = self.core.pool_if_any() else {
             return;
         };
+        // The reports (and the statistics and `is_empty` built on them) count pending
+        // remote frees as freed.
+        self.core.flush_batches();
         let blocks = pool.blocks(&pool.state.lock());
         for h in blocks {
             // One read of the header's identity: the block may change hands meanwhile.

@@ -13,6 +13,7 @@
 //! forgets the heaps its thread held of every shared pool: they stay the parent's, and the
 //! child joins afresh on its first allocation.
 
+use crate::heap::registered;
 use crate::heap_handover;
 use crate::os;
 use crate::per_thread;
@@ -106,6 +107,11 @@ unsafe extern "C" fn prepare() {
         if !pool.is_shared() {
             core::mem::forget(pool.state.lock());
             core::mem::forget(pool.large.lock());
+            // No batch of remote frees is half changed in the copy.
+            for heap in registered(pool) {
+                // SAFETY: a private pool's registered heaps stay mapped for its life.
+                unsafe { (*heap).remote.hold_for_fork() };
+            }
         }
     });
     core::mem::forget(list);
@@ -124,6 +130,10 @@ unsafe fn unlock_all() {
         let list = &*INSTANCES.data_ptr();
         for_each(list, |pool| {
             if !pool.is_shared() {
+                // As in `prepare`: the registered heaps are mapped.
+                for heap in registered(pool) {
+                    (*heap).remote.unhold_after_fork();
+                }
                 pool.large.force_unlock();
                 pool.state.force_unlock();
             }

@@ -13,6 +13,7 @@ use crate::class::{class_of, BLOCK_SIZE, CLASSES, CLASS_COUNT};
 use crate::instance::{Instance, CHECKED};
 #[cfg(doc)]
 use crate::instance::RegionBounds;
+use crate::heap::registered;
 use crate::large::{unmap_evicted, LargeTable};
 use crate::live_bits::LiveBits;
 use crate::misuse::{report, Misuse, Problem};
@@ -20,6 +21,7 @@ use crate::os;
 use crate::per_thread;
 use crate::pool::{Pool, EMPTY_KEY};
 use crate::region::BLOCK;
+use crate::remote::BatchFree;
 use crate::route::Route;
 use crate::sync::Ordering;
 use crate::tiny;
@@ -393,11 +395,44 @@ impl Instance {
             // SAFETY: the caller guarantees a live slot; tiny blocks are the pool's.
             unsafe { pool.free_tiny(&mut st, h, off) };
         } else {
+            // A private pool's free goes to the caller's heap's batch ([`crate::remote`]).
+            // SAFETY: the route gives null or a live heap the caller holds.
+            let batch = (!pool.is_shared())
+                .then(|| unsafe { route.batch_heap(pool, self.instance_id()).as_ref() })
+                .flatten();
+            if let Some(heap) = batch {
+                // SAFETY: a live slot of h (caller), a block of this private pool that the
+                // heap does not own; the caller holds the heap.
+                if unsafe { heap.remote.free(pool, h, off) } == BatchFree::AlreadyFree {
+                    self.double_free::<ABORT>(p, size, life);
+                }
+                return;
+            }
             if h.is_first_remote(off) {
                 return self.double_free::<ABORT>(p, size, life);
             }
             // SAFETY: a live slot (caller).
             unsafe { pool.free_remote(h, off) };
+        }
+    }
+
+    /// Pushes every heap's pending remote frees ([`crate::remote`]) to their blocks, so that
+    /// what follows sees every free that returned: a release (which must not empty a block
+    /// a batch still holds slots of), `compact`, `verify`, the statistics. Waits while a
+    /// batch is being changed (a few instructions of its thread). Call it without the pool
+    /// lock (a flush only tries it, and then leaves the give-back of emptied blocks to the
+    /// lock's next holder).
+    pub(crate) fn flush_batches(&self) {
+        let Some(pool) = self.pool_if_any() else {
+            return;
+        };
+        if pool.is_shared() {
+            return; // Shared pools do not batch.
+        }
+        for heap in registered(pool) {
+            // SAFETY: a private pool's registered heaps stay mapped for its life, and the
+            // blocks of their batches' chains live while the chains hold their slots.
+            unsafe { (*heap).remote.flush(pool, true) };
         }
     }
 

@@ -26,6 +26,7 @@
 //! (they come back through `returned`) and waits on the pool's abandoned list for the next
 //! thread.
 
+use crate::remote::RemoteBatch;
 use crate::block::{BlockList, Header, LocalFree, Role};
 use crate::class::HeadIndex;
 use crate::heap_record::{HeapRecord, HeapState};
@@ -74,6 +75,8 @@ pub(crate) struct Heap {
     /// Next heap of the same thread (other instances).
     pub(crate) thread_next: *mut Heap,
     mapped_len: usize,
+    /// The heap's frees into blocks of other heaps, pending ([`crate::remote`]).
+    pub(crate) remote: RemoteBatch,
 }
 
 impl Deref for Heap {
@@ -210,6 +213,7 @@ impl Heap {
                     pool,
                     thread_next: ptr::null_mut(),
                     mapped_len,
+                    remote: RemoteBatch::new(),
                 },
             );
             for i in 0..heads_len {

@@ -23,18 +23,19 @@
 //! | 3 | `tiny` | 1- and 2-byte slots in runs |
 //! | 4 | `heap_record` | what other threads may touch of a heap: token, state, `returned`, abandoned link, tiny heads |
 //! | 5 | `pool` | the blocks an instance's heaps share, empty blocks, the registry of heap records |
-//! | 6 | `heap` | a heap: its heads, the alloc and free slow paths |
-//! | 7 | `heap_handover` | heaps changing hands: created, adopted, abandoned at exit, orphaned at teardown |
-//! | 8 | `per_thread` | the calling thread's heaps and the fast paths' thread-local state |
-//! | 9 | `fork`, `route` | the fork handlers and the instance list; which heap a call runs on (the thread's or a join's) |
-//! | 10 | `instance` | the non-generic core of an instance: id, pool created on first use, region bounds, drop |
-//! | 11 | `alloc`, `free` | the alloc paths (large allocations with them); the free paths and the checks a free makes |
-//! | 12 | `resize` | realloc |
-//! | 13 | `api` | [`Cohort`], its public methods, `GlobalAlloc`, block reports |
-//! | 14 | `handle`, `join`, `stats`, `verify`, `lookup`, `shared` | allocator handles per lifetime class; explicit joins; statistics; the consistency check; frees and resizes without a size (found from the address); instances in memory shared between processes |
-//! | 15 | `release`, `persist` | releasing a lifetime class, `scope_exclusive`, `compact`; named shared-memory and file regions: their header, create / open / leave / destroy, root slots and offsets |
-//! | 16 | `scope` | a lifetime class released safely on a shared allocator: [`ClassScope`] |
-//! | 17 | `design` | the design as documentation (no code): glossary, invariants, walks |
+//! | 6 | `remote` | a heap's batch of remote frees, pushed per block as one chain |
+//! | 7 | `heap` | a heap: its heads, the alloc and free slow paths |
+//! | 8 | `heap_handover` | heaps changing hands: created, adopted, abandoned at exit, orphaned at teardown |
+//! | 9 | `per_thread` | the calling thread's heaps and the fast paths' thread-local state |
+//! | 10 | `fork`, `route` | the fork handlers and the instance list; which heap a call runs on (the thread's or a join's) |
+//! | 11 | `instance` | the non-generic core of an instance: id, pool created on first use, region bounds, drop |
+//! | 12 | `alloc`, `free` | the alloc paths (large allocations with them); the free paths and the checks a free makes |
+//! | 13 | `resize` | realloc |
+//! | 14 | `api` | [`Cohort`], its public methods, `GlobalAlloc`, block reports |
+//! | 15 | `handle`, `join`, `stats`, `verify`, `lookup`, `shared` | allocator handles per lifetime class; explicit joins; statistics; the consistency check; frees and resizes without a size (found from the address); instances in memory shared between processes |
+//! | 16 | `release`, `persist` | releasing a lifetime class, `scope_exclusive`, `compact`; named shared-memory and file regions: their header, create / open / leave / destroy, root slots and offsets |
+//! | 17 | `scope` | a lifetime class released safely on a shared allocator: [`ClassScope`] |
+//! | 18 | `design` | the design as documentation (no code): glossary, invariants, walks |
 //!
 //! The pool sits below the heap: it keeps heap records (`heap_record`), never heaps; and
 //! `tiny` sits above `block`, whose header it uses.
@@ -150,6 +151,7 @@ mod heap;
 mod heap_handover;
 mod heap_record;
 mod pool;
+mod remote;
 mod tiny;
 not_under_loom! {
     mod per_thread;

@@ -169,6 +169,9 @@ impl<L: Lifetime> Cohort<L> {
         let Some(pool) = self.core.pool_if_any() else {
             return Released::default();
         };
+        // A batched free of a slot of the class must reach its block before the block is
+        // emptied: else its late push would list a slot that may be live again.
+        self.core.flush_batches();
         // SAFETY: `find_own` gives null or the calling thread's heap.
         let me = unsafe { per_thread::find_own(self.core.instance_id()).as_ref() };
         let (my_token, my_id) = me.map_or((0, 0), |h| (h.token, h.id));
@@ -325,6 +328,8 @@ impl<L: Lifetime> Cohort<L> {
         let Some(pool) = self.core.pool_if_any() else {
             return Compacted::default();
         };
+        // Blocks that pending remote frees would empty are given back too.
+        self.core.flush_batches();
         let resident_before = pool.resident_bytes();
         let me = per_thread::find_own(self.core.instance_id());
         // SAFETY: `me` is null or the calling thread's own heap.

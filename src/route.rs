@@ -45,6 +45,10 @@ pub(crate) trait Route: Copy {
     /// one of the calling thread's) whose token is `owner`, made the one the fast paths use;
     /// null when the caller has none (the free is remote).
     fn heap_owning(self, instance: u64, owner: u64) -> *const Heap;
+
+    /// For a remote free: the caller's heap of `instance`, whose batch takes the free
+    /// ([`crate::remote`]), joined if the thread has none; null when it can have none.
+    fn batch_heap(self, pool: &Pool, instance: u64) -> *const Heap;
 }
 
 /// The calling thread's heap of the instance.
@@ -98,6 +102,14 @@ impl Route for ThreadHeap {
             .or_else(|| (owner != 0).then(|| per_thread::switch_to_own(instance, owner))?)
             .map_or(ptr::null(), ptr::from_ref)
     }
+
+    #[inline(always)]
+    fn batch_heap(self, pool: &Pool, instance: u64) -> *const Heap {
+        match per_thread::slot_heap(instance) {
+            Some(heap) => heap,
+            None => per_thread::join_thread(pool, instance),
+        }
+    }
 }
 
 /// An explicit join's heap ([`crate::Join`]), which the calling thread holds through it.
@@ -137,5 +149,10 @@ impl Route for JoinedHeap<'_> {
         }
         // A block of the calling thread's own heap, freed through the join.
         ThreadHeap.heap_owning(instance, owner)
+    }
+
+    #[inline(always)]
+    fn batch_heap(self, _pool: &Pool, _instance: u64) -> *const Heap {
+        self.0
     }
 }

@@ -104,6 +104,8 @@ impl<L: Lifetime> Cohort<L> {
         let Some(pool) = self.core.pool_if_any() else {
             return Ok(Verified::default());
         };
+        // Pending remote frees are counted where they go: their blocks' remote lists.
+        self.core.flush_batches();
         let max_slots = CLASSES
             .iter()
             .map(|c| c.capacity as usize)

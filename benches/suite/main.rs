@@ -8,7 +8,7 @@
 //! - `COHORT_BENCH_RUNS` (5): process runs per workload and allocator; figures are medians.
 //! - `COHORT_BENCH_SCALE` (1): scales object counts; 0.05 makes a quick smoke run.
 //! - `COHORT_BENCH_ONLY`: comma-separated workload prefixes to run (`churn,list`).
-//! - `COHORT_BENCH_ALLOCATORS`: comma-separated subset of `system,mimalloc,jemalloc,cohort`.
+//! - `COHORT_BENCH_ALLOCATORS`: comma-separated subset of `system,mimalloc,jemalloc,snmalloc,cohort`.
 //! - `COHORT_BENCH_IAI` (1): 0 skips the instruction counts.
 //! - `COHORT_BENCH_TIMEOUT` (90): seconds before a workload process is killed.
 //! - `COHORT_BENCH_OUT` (`bench-results`): the output folder.
@@ -40,6 +40,8 @@ const WORKLOADS: &[Workload] = &[
     w("churn", "churn", ""),
     w("threads", "threads", ""),
     w("pc", "producer-consumer", ""),
+    w("ring", "handover", "lock-free ring: "),
+    w("channel", "handover", "sync_channel: "),
     w("list:16", "linked-list", "16 B nodes: "),
     w("list:24", "linked-list", "24 B nodes: "),
     w("ratio:8", "memory-ratio", "8 B: "),
@@ -50,6 +52,8 @@ const WORKLOADS: &[Workload] = &[
     w("ratio:1000", "memory-ratio", "1000 B: "),
     w("grow:1", "realloc-growth", "1 B steps: "),
     w("grow:4096", "realloc-growth", "4 KiB steps: "),
+    w("vec:1", "vec-growth", "1 B pushes: "),
+    w("vec:4096", "vec-growth", "4 KiB extends: "),
     w("large:32768", "large-pairs", "32 KiB: "),
     w("large:262144", "large-pairs", "256 KiB: "),
     w("large:1048576", "large-pairs", "1 MiB: "),
@@ -259,7 +263,7 @@ fn main() {
     let scale: f64 = env_or("COHORT_BENCH_SCALE", 1.0);
     let timeout = Duration::from_secs(env_or("COHORT_BENCH_TIMEOUT", 90));
     let allocators = env_list("COHORT_BENCH_ALLOCATORS")
-        .unwrap_or_else(|| ALLOCATORS[..4].iter().map(|s| s.to_string()).collect());
+        .unwrap_or_else(|| ALLOCATORS[..5].iter().map(|s| s.to_string()).collect());
     let only = env_list("COHORT_BENCH_ONLY");
     // The repository's top level, above this package.
     let top = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();

@@ -12,10 +12,11 @@ use std::time::Duration;
 /// API in the lifetime table; "cohort (global)" (through `std::alloc`), "cohort (called)"
 /// (behind calls never inlined), "cohort (two instances)" and "cohort (direct API)" are
 /// cohort again in the instruction counts.
-pub const ALLOCATORS: [&str; 10] = [
+pub const ALLOCATORS: [&str; 11] = [
     "system",
     "mimalloc",
     "jemalloc",
+    "snmalloc",
     "cohort",
     "cohort (classes)",
     "cohort (release_class)",
@@ -54,6 +55,15 @@ const GROUPS: &[Group] = &[
                thread CPU time spent inside malloc (producer) and free (consumer).",
     },
     Group {
+        name: "handover",
+        title: "Cross-thread free, one object at a time",
+        what: "A producer thread allocates 64-byte objects one at a time and hands each to a \
+               consumer thread that frees it, through a lock-free ring of 1024 slots or \
+               `std::sync::mpsc::sync_channel(1024)`; 10 million objects. Per object: wall \
+               time, and the thread CPU time of both threads (hand-over and waiting \
+               included), then of each.",
+    },
+    Group {
         name: "linked-list",
         title: "Linked list",
         what: "10 million nodes, each its own allocation, with a 40-byte string every 8th node; \
@@ -71,6 +81,13 @@ const GROUPS: &[Group] = &[
         title: "Realloc growth",
         what: "A Vec<u8> grown to 64 MiB with `reserve_exact` + `extend_from_slice`, so every \
                step is one exact realloc. Thread CPU time per step (the copy included).",
+    },
+    Group {
+        name: "vec-growth",
+        title: "Vec growth",
+        what: "A Vec<u8> grown from empty to 64 MiB by one-byte `push`es or 4 KiB \
+               `extend_from_slice`s (`Vec`'s own doubling decides the reallocs), then dropped; \
+               4 rounds. Thread CPU time per round (copies and page faults included).",
     },
     Group {
         name: "large-pairs",

@@ -69,6 +69,9 @@ pub fn main(hooks: Hooks) {
         "large" => large_pairs(arg, count(2.0 * 1073741824.0) / arg),
         "handoff" => remote::handoff(count(1e6)),
         "spread" => remote::spread(arg, count(5e5)),
+        "ring" => remote::ring(count(10e6)),
+        "channel" => remote::channel(count(10e6)),
+        "vec" => vec_growth(arg, count(64.0 * 1048576.0)),
         "shortlived" => remote::shortlived(count(4e6) / remote::BATCH_OBJECTS),
         "lifetime" => lifetime(&Global(hooks.compact), count(4e6), false),
         "classes" | "release" => match hooks.classes {
@@ -358,6 +361,35 @@ fn realloc_growth(step: usize, total: usize) {
     let cpu = thread_cpu_ns() - t0;
     black_box(&v);
     report("grow", "ns/step", cpu as f64 / (total / step) as f64);
+}
+
+/// Rounds of [`vec_growth`].
+const VEC_ROUNDS: usize = 4;
+
+/// [`VEC_ROUNDS`] times: a `Vec<u8>` grown from empty to `total` bytes by `step`-byte
+/// `extend_from_slice` (by `push` when `step` is 1), as programs grow buffers: `Vec`'s own
+/// doubling decides the reallocs; then dropped. Thread CPU time per round, the copies and
+/// page faults included.
+fn vec_growth(step: usize, total: usize) {
+    let chunk = vec![7u8; step];
+    let t0 = thread_cpu_ns();
+    for round in 0..VEC_ROUNDS {
+        let mut v: Vec<u8> = Vec::new();
+        if step == 1 {
+            for i in 0..total {
+                v.push(i as u8);
+            }
+        } else {
+            while v.len() < total {
+                v.extend_from_slice(&chunk);
+            }
+        }
+        assert_eq!(v[total / 2], if step == 1 { (total / 2) as u8 } else { 7 });
+        black_box(&v);
+        black_box(round);
+    }
+    let cpu = thread_cpu_ns() - t0;
+    report("grow", "ms/round", cpu as f64 / 1e6 / VEC_ROUNDS as f64);
 }
 
 /// Minor page faults of the calling thread so far.

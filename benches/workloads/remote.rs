@@ -1,5 +1,5 @@
 //! Workloads where objects are freed by another thread than the one that allocated them, or
-//! outlive it: the memory they keep resident. Each reports the process's peak RSS
+//! outlive it. The first three report the memory they keep resident: the process's peak RSS
 //! (`getrusage`'s `ru_maxrss`, the whole process: binary, runtime and allocator included)
 //! and the minor page faults taken during the workload.
 //!
@@ -10,11 +10,16 @@
 //!   channel to a consumer thread that drops them: few objects live, many size classes.
 //! - `shortlived`: threads that each build a batch of objects and exit; the main thread
 //!   keeps the batches of the last few threads alive, so objects outlive their thread.
+//! - `ring`, `channel`: a producer thread allocates 64-byte objects one at a time and hands
+//!   each to a consumer thread that frees it, through a lock-free ring or
+//!   `std::sync::mpsc::sync_channel`: the time a cross-thread free costs (not RSS).
 
-use super::{report, Rng};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use super::{alloc_touch, layout_for, report, thread_cpu_ns, Rng};
+use std::alloc::dealloc;
+use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::thread;
+use std::time::{Duration, Instant};
 
 /// Usage of the whole process so far.
 fn usage() -> libc::rusage {
@@ -174,3 +179,135 @@ pub fn shortlived(threads: usize) {
         }
     });
 }
+
+/// Slots of the `ring` workload's ring, and of the `channel` workload's channel.
+const HANDOVER_SLOTS: usize = 1024;
+
+/// A bounded single-producer single-consumer ring of pointers, lock-free: `head` counts the
+/// slots taken, `tail` the slots filled; slot `i % N` holds the `i`-th pointer.
+struct Ring {
+    slots: Box<[AtomicPtr<u8>]>,
+    head: AtomicUsize,
+    tail: AtomicUsize,
+}
+
+impl Ring {
+    fn new(n: usize) -> Ring {
+        Ring {
+            slots: (0..n).map(|_| AtomicPtr::new(std::ptr::null_mut())).collect(),
+            head: AtomicUsize::new(0),
+            tail: AtomicUsize::new(0),
+        }
+    }
+
+    /// Producer only: false when the ring is full.
+    fn push(&self, p: *mut u8) -> bool {
+        let tail = self.tail.load(Ordering::Relaxed);
+        if tail - self.head.load(Ordering::Acquire) == self.slots.len() {
+            return false;
+        }
+        self.slots[tail % self.slots.len()].store(p, Ordering::Relaxed);
+        self.tail.store(tail + 1, Ordering::Release);
+        true
+    }
+
+    /// Consumer only: the oldest pointer, or `None` when the ring is empty.
+    fn pop(&self) -> Option<*mut u8> {
+        let head = self.head.load(Ordering::Relaxed);
+        if head == self.tail.load(Ordering::Acquire) {
+            return None;
+        }
+        let p = self.slots[head % self.slots.len()].load(Ordering::Relaxed);
+        self.head.store(head + 1, Ordering::Release);
+        Some(p)
+    }
+}
+
+/// Reports a hand-over run of `n` objects: wall time and each side's thread CPU time
+/// (hand-over and waiting included) per object, and their sum.
+fn report_handover(n: usize, wall: Duration, producer_cpu: u64, consumer_cpu: u64) {
+    let n = n as f64;
+    report("wall", "ns/object", wall.as_nanos() as f64 / n);
+    report(
+        "CPU, both threads",
+        "ns/object",
+        (producer_cpu + consumer_cpu) as f64 / n,
+    );
+    report("producer CPU", "ns/object", producer_cpu as f64 / n);
+    report("consumer CPU", "ns/object", consumer_cpu as f64 / n);
+}
+
+/// One producer thread allocates `n` 64-byte objects one at a time, writes them and pushes
+/// each on a lock-free ring of [`HANDOVER_SLOTS`]; a consumer thread pops, checks and frees
+/// them (every free a cross-thread free). A full or empty ring makes its side yield.
+pub fn ring(n: usize) {
+    let layout = layout_for(64);
+    let ring = Ring::new(HANDOVER_SLOTS);
+    let start = Instant::now();
+    let (producer_cpu, consumer_cpu) = thread::scope(|s| {
+        let ring = &ring;
+        let consumer = s.spawn(move || {
+            let t0 = thread_cpu_ns();
+            for i in 0..n {
+                let p = loop {
+                    match ring.pop() {
+                        Some(p) => break p,
+                        None => thread::yield_now(),
+                    }
+                };
+                // SAFETY: the producer allocated `p` with `layout`, wrote its first byte and
+                // gave it up by pushing it.
+                unsafe {
+                    assert_eq!(p.read(), i as u8, "an object changed in flight");
+                    dealloc(p, layout);
+                }
+            }
+            thread_cpu_ns() - t0
+        });
+        let t0 = thread_cpu_ns();
+        for i in 0..n {
+            let p = alloc_touch(layout, i as u8);
+            while !ring.push(p) {
+                thread::yield_now();
+            }
+        }
+        let producer = thread_cpu_ns() - t0;
+        (producer, consumer.join().unwrap())
+    });
+    report_handover(n, start.elapsed(), producer_cpu, consumer_cpu);
+}
+
+/// As [`ring`], through `std::sync::mpsc::sync_channel` of [`HANDOVER_SLOTS`] (whose own
+/// bookkeeping allocates nothing per message).
+pub fn channel(n: usize) {
+    let layout = layout_for(64);
+    let (tx, rx) = sync_channel::<Object>(HANDOVER_SLOTS);
+    let start = Instant::now();
+    let consumer = thread::spawn(move || {
+        let t0 = thread_cpu_ns();
+        for (i, Object(p)) in rx.into_iter().enumerate() {
+            // SAFETY: the producer allocated `p` with `layout`, wrote its first byte and gave
+            // it up by sending it.
+            unsafe {
+                assert_eq!(p.read(), i as u8, "an object changed in flight");
+                dealloc(p, layout);
+            }
+        }
+        thread_cpu_ns() - t0
+    });
+    let t0 = thread_cpu_ns();
+    for i in 0..n {
+        tx.send(Object(alloc_touch(layout, i as u8)))
+            .expect("consumer alive");
+    }
+    drop(tx);
+    let producer_cpu = thread_cpu_ns() - t0;
+    let consumer_cpu = consumer.join().unwrap();
+    report_handover(n, start.elapsed(), producer_cpu, consumer_cpu);
+}
+
+/// A pointer sent to another thread, which frees it.
+struct Object(*mut u8);
+
+// SAFETY: the object is owned by whoever holds the value; the sender gives it up.
+unsafe impl Send for Object {}

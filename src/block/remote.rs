@@ -16,17 +16,34 @@ impl Header {
     ///
     /// # Safety
     /// `off` is a live slot of this block, which the caller gives up.
+    #[inline]
     pub(crate) unsafe fn push_remote(&self, off: u32) -> bool {
-        let slot = self.base().wrapping_add(off as usize).cast::<u32>();
+        // SAFETY: forwarded: a chain of one slot.
+        unsafe { self.push_remote_chain(off, off, 1) }
+    }
+
+    /// Any thread: pushes a chain of `n` slots on the remote free list with one
+    /// compare-and-swap: `first` is its first slot, each slot's link names the next, and
+    /// `last`, the `n`-th, gets the list's old first slot as its link. Returns true when the
+    /// block was `FULL`: the caller must then list the block again.
+    ///
+    /// # Safety
+    /// The chain's slots are `n >= 1` distinct slots of this block that the caller gives
+    /// up, linked from `first` to `last` through their first 4 bytes (`last`'s link is
+    /// written here).
+    pub(crate) unsafe fn push_remote_chain(&self, first: u32, last: u32, n: u32) -> bool {
+        debug_assert!(n >= 1);
+        let tail = self.base().wrapping_add(last as usize).cast::<u32>();
         let mut old = self.remote.load(Ordering::Relaxed);
         loop {
             // SAFETY: the slot is the caller's until the CAS below publishes it.
-            unsafe { slot.write(old as u32) };
-            let count = ((old >> 32) & COUNT_MASK) + 1;
-            let new = off as u64 | count << 32;
-            // Release: the link written above happens before the owner's Acquire swap in
-            // `collect_remote` that takes this slot. Acquire: pairs with `try_retire`'s
-            // Release when the CAS finds FULL, so `Pool::relist` reads the current owner.
+            unsafe { tail.write(old as u32) };
+            let count = ((old >> 32) & COUNT_MASK) + n as u64;
+            let new = first as u64 | count << 32;
+            // Release: the links written before (the chain's, and the one above) happen
+            // before the owner's Acquire swap in `collect_remote` that takes these slots.
+            // Acquire: pairs with `try_retire`'s Release when the CAS finds FULL, so
+            // `Pool::relist` reads the current owner.
             match self
                 .remote
                 .compare_exchange_weak(old, new, Ordering::AcqRel, Ordering::Relaxed)
@@ -35,6 +52,17 @@ impl Header {
                 Err(now) => old = now,
             }
         }
+    }
+
+    /// Links the slot at `off` to `next` (an offset in this block, 0 for none): a free
+    /// slot's first 4 bytes, as every slot list of the block links them.
+    ///
+    /// # Safety
+    /// `off` is a slot of this block that the caller holds (freed by it, on no list).
+    #[inline]
+    pub(crate) unsafe fn link_slot(&self, off: u32, next: u32) {
+        // SAFETY: the caller holds the slot, which lies inside the block.
+        unsafe { self.base().wrapping_add(off as usize).cast::<u32>().write(next) };
     }
 
     /// Owner only, with an empty local free list: takes the whole remote free list as the
