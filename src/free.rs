@@ -401,9 +401,17 @@ impl Instance {
                 .then(|| unsafe { route.batch_heap(pool, self.instance_id()).as_ref() })
                 .flatten();
             if let Some(heap) = batch {
-                // SAFETY: a live slot of h (caller), a block of this private pool that the
-                // heap does not own; the caller holds the heap.
-                if unsafe { heap.remote.free(pool, h, off) } == BatchFree::AlreadyFree {
+                let done = if h.owner() == heap.token {
+                    // The heap the thread just joined is the block's owner (it adopted the
+                    // heap of an exited thread): a local free, whose emptying is seen.
+                    // SAFETY: a live slot of a block of this thread's heap.
+                    unsafe { heap.free_local(h, p) }
+                } else {
+                    // SAFETY: a live slot of h (caller), a block of this private pool that
+                    // the heap does not own; the caller holds the heap.
+                    unsafe { heap.remote.free(pool, h, off) == BatchFree::Done }
+                };
+                if !done {
                     self.double_free::<ABORT>(p, size, life);
                 }
                 return;

@@ -183,6 +183,19 @@ impl LargeTable {
         (got, out)
     }
 
+    /// As [`LargeTable::take_cached`], for a growing allocation: a cached mapping of `len`
+    /// to `most` bytes.
+    pub(crate) fn take_cached_within(
+        &mut self,
+        len: usize,
+        most: usize,
+        now: u64,
+    ) -> (Option<(usize, usize)>, Evicted) {
+        let (got, out) = self.cache.take_within(len, most, os::MIN_PAGE, now);
+        self.system_calls += out.len() as u64;
+        (got, out)
+    }
+
     /// Caches the freed mapping `addr` of `mapped` bytes (already out of the table);
     /// returns the mappings to unmap (counted as system calls).
     pub(crate) fn cache_freed(&mut self, addr: usize, mapped: usize, now: u64) -> Evicted {

@@ -31,8 +31,11 @@
 use crate::block::Header;
 use crate::pool::Pool;
 use crate::sync::{spin_hint, AtomicU32, Ordering};
-use core::cell::UnsafeCell;
 use core::ptr;
+#[cfg(not(loom))]
+use core::cell::UnsafeCell;
+#[cfg(loom)]
+use loom::cell::UnsafeCell;
 
 /// Blocks one batch keeps pending frees for.
 pub(crate) const ENTRIES: usize = 8;
@@ -61,19 +64,24 @@ const UNUSED: Pending = Pending {
     limit: 0,
 };
 
+/// A batch's entries.
+struct Entries {
+    pending: [Pending; ENTRIES],
+    /// The entry a new block takes when none is unused (round robin).
+    victim: u32,
+}
+
 /// A heap's batch of remote frees (see the module docs).
 pub(crate) struct RemoteBatch {
     /// 0 when free; 1 while a thread touches `entries` (the heap's holder, or a flusher);
     /// [`FORK_HELD`] from a fork's prepare handler to its end.
     busy: AtomicU32,
     /// Touched only by the thread that holds `busy`.
-    entries: UnsafeCell<[Pending; ENTRIES]>,
-    /// The entry a new block takes when none is unused (round robin). As `entries`.
-    victim: UnsafeCell<u32>,
+    entries: UnsafeCell<Entries>,
 }
 
-// SAFETY: `entries` and `victim` are touched only by the thread holding `busy`, whose
-// Acquire and Release order those accesses; the chains' slots are the batch's.
+// SAFETY: `entries` is touched only by the thread holding `busy`, whose Acquire and
+// Release order those accesses; the chains' slots are the batch's.
 unsafe impl Sync for RemoteBatch {}
 // SAFETY: as above.
 unsafe impl Send for RemoteBatch {}
@@ -94,8 +102,10 @@ impl RemoteBatch {
     pub(crate) const fn new() -> RemoteBatch {
         RemoteBatch {
             busy: AtomicU32::new(0),
-            entries: UnsafeCell::new([UNUSED; ENTRIES]),
-            victim: UnsafeCell::new(0),
+            entries: UnsafeCell::new(Entries {
+                pending: [UNUSED; ENTRIES],
+                victim: 0,
+            }),
         }
     }
 
@@ -103,9 +113,24 @@ impl RemoteBatch {
     pub(crate) fn new() -> RemoteBatch {
         RemoteBatch {
             busy: AtomicU32::new(0),
-            entries: UnsafeCell::new([UNUSED; ENTRIES]),
-            victim: UnsafeCell::new(0),
+            entries: UnsafeCell::new(Entries {
+                pending: [UNUSED; ENTRIES],
+                victim: 0,
+            }),
         }
+    }
+
+    /// Runs `f` on the entries.
+    ///
+    /// # Safety
+    /// The caller holds `busy`.
+    unsafe fn with_entries<T>(&self, f: impl FnOnce(&mut Entries) -> T) -> T {
+        #[cfg(not(loom))]
+        // SAFETY: the caller holds `busy`, so the entries are its alone.
+        return f(unsafe { &mut *self.entries.get() });
+        #[cfg(loom)]
+        // SAFETY: as above.
+        self.entries.with_mut(|e| f(unsafe { &mut *e }))
     }
 
     fn try_hold(&self) -> bool {
@@ -156,53 +181,8 @@ impl RemoteBatch {
     /// # Safety
     /// As [`RemoteBatch::free`], with `busy` held by the caller.
     unsafe fn free_held(&self, pool: &Pool, h: &Header, off: u32) -> BatchFree {
-        // SAFETY: the caller holds `busy`, so the entries are its alone.
-        let entries = unsafe { &mut *self.entries.get() };
-        let block = ptr::from_ref(h);
-        if let Some(e) = entries.iter_mut().find(|e| e.block == block) {
-            if e.first == off || h.is_first_remote(off) {
-                return BatchFree::AlreadyFree;
-            }
-            // SAFETY: the slot is the caller's (given up), in block h.
-            unsafe { h.link_slot(off, e.first) };
-            e.first = off;
-            e.count += 1;
-            if e.count >= e.limit {
-                // SAFETY: the chain's slots are the batch's, of block h.
-                unsafe { flush_entry(pool, e) };
-            }
-            return BatchFree::Done;
-        }
-        if h.is_first_remote(off) {
-            return BatchFree::AlreadyFree;
-        }
-        let limit = (BATCH_BYTES / h.stride).clamp(1, MAX_CHAIN);
-        if limit == 1 {
-            // SAFETY: forwarded.
-            unsafe { push_chain(pool, h, off, off, 1) };
-            return BatchFree::Done;
-        }
-        let at = match entries.iter().position(|e| e.block.is_null()) {
-            Some(at) => at,
-            None => {
-                // SAFETY: as `entries`.
-                let victim = unsafe { &mut *self.victim.get() };
-                let at = *victim as usize % ENTRIES;
-                *victim = victim.wrapping_add(1);
-                // SAFETY: the chain's slots are the batch's.
-                unsafe { flush_entry(pool, &mut entries[at]) };
-                at
-            }
-        };
-        // A chain of one slot: its link is written when it is pushed.
-        entries[at] = Pending {
-            block,
-            first: off,
-            last: off,
-            count: 1,
-            limit,
-        };
-        BatchFree::Done
+        // SAFETY: the caller holds `busy`.
+        unsafe { self.with_entries(|entries| free_in(entries, pool, h, off)) }
     }
 
     /// Pushes every chain to its block. `wait`: waits while another thread flushes (a thread
@@ -219,11 +199,14 @@ impl RemoteBatch {
             return;
         }
         // SAFETY: we hold `busy`.
-        let entries = unsafe { &mut *self.entries.get() };
-        for e in entries.iter_mut().filter(|e| !e.block.is_null()) {
-            // SAFETY: the chain's slots are the batch's; forwarded.
-            unsafe { flush_entry(pool, e) };
-        }
+        unsafe {
+            self.with_entries(|entries| {
+                for e in entries.pending.iter_mut().filter(|e| !e.block.is_null()) {
+                    // SAFETY: the chain's slots are the batch's; forwarded.
+                    flush_entry(pool, e);
+                }
+            })
+        };
         self.unhold();
     }
 
@@ -243,6 +226,56 @@ impl RemoteBatch {
             .busy
             .compare_exchange(FORK_HELD, 0, Ordering::Release, Ordering::Relaxed);
     }
+}
+
+/// [`RemoteBatch::free`] on the entries.
+///
+/// # Safety
+/// As [`RemoteBatch::free`], with the entries the caller's alone.
+unsafe fn free_in(entries: &mut Entries, pool: &Pool, h: &Header, off: u32) -> BatchFree {
+    let block = ptr::from_ref(h);
+    if let Some(e) = entries.pending.iter_mut().find(|e| e.block == block) {
+        if e.first == off || h.is_first_remote(off) {
+            return BatchFree::AlreadyFree;
+        }
+        // SAFETY: the slot is the caller's (given up), in block h.
+        unsafe { h.link_slot(off, e.first) };
+        e.first = off;
+        e.count += 1;
+        if e.count >= e.limit {
+            // SAFETY: the chain's slots are the batch's, of block h.
+            unsafe { flush_entry(pool, e) };
+        }
+        return BatchFree::Done;
+    }
+    if h.is_first_remote(off) {
+        return BatchFree::AlreadyFree;
+    }
+    let limit = (BATCH_BYTES / h.stride).clamp(1, MAX_CHAIN);
+    if limit == 1 {
+        // SAFETY: forwarded.
+        unsafe { push_chain(pool, h, off, off, 1) };
+        return BatchFree::Done;
+    }
+    let at = match entries.pending.iter().position(|e| e.block.is_null()) {
+        Some(at) => at,
+        None => {
+            let at = entries.victim as usize % ENTRIES;
+            entries.victim = entries.victim.wrapping_add(1);
+            // SAFETY: the chain's slots are the batch's.
+            unsafe { flush_entry(pool, &mut entries.pending[at]) };
+            at
+        }
+    };
+    // A chain of one slot: its link is written when it is pushed.
+    entries.pending[at] = Pending {
+        block,
+        first: off,
+        last: off,
+        count: 1,
+        limit,
+    };
+    BatchFree::Done
 }
 
 /// Pushes entry `e`'s chain to its block and leaves the entry unused.
@@ -271,3 +304,6 @@ unsafe fn push_chain(pool: &Pool, h: &Header, first: u32, last: u32, n: u32) {
     }
     pool.after_remote_free(h);
 }
+
+#[cfg(all(loom, test))]
+mod loom;

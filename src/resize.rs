@@ -14,12 +14,17 @@
 use crate::class::{class_of, malloc_align, CLASSES};
 use crate::free::large_match;
 use crate::instance::Instance;
+use crate::large::unmap_evicted;
 use crate::misuse::{report, Problem};
 use crate::os;
 use crate::per_thread;
 use crate::route::Route;
 use core::alloc::Layout;
 use core::ptr;
+
+/// A growing large allocation takes a cached mapping up to this many times its new length
+/// (see `Instance::realloc_large`).
+const GROWTH_TAKE: usize = 16;
 
 /// One side of a resize: a size and its alignment (a `Layout` without its checks: the new
 /// size asked for may be any `usize`).
@@ -220,15 +225,46 @@ impl Instance {
         };
         // The length the old size rounds to (large_match checked it).
         let was = os::page_round(old).unwrap_or(mapped);
+        let grows = len > was;
         let q = if len == was {
             p
-        } else if len <= mapped && mapped - len <= len / 8 {
-            // The mapping (longer when it came from the cache) holds the new length within
-            // the 1/8 bound: in place. Re-inserting never needs to grow: an entry was just
-            // removed.
+        } else if len <= mapped && (grows || mapped - len <= len / 8) {
+            // The mapping (longer when it came from the cache) holds the new length: in
+            // place. (A shrink keeps the 1/8 bound: past it, the tail goes back.)
+            // Re-inserting never needs to grow: an entry was just removed.
             large.remove(p as usize);
             large.insert(p as usize, len, mapped, life);
             p
+        } else if let Some((at, at_mapped)) = grows
+            .then(|| {
+                let most = len.saturating_mul(GROWTH_TAKE);
+                let (got, decayed) = large.take_cached_within(len, most, crate::decay::now());
+                // SAFETY: mappings the cache gave up: no allocation uses them.
+                unsafe { unmap_evicted(&decayed) };
+                got
+            })
+            .flatten()
+        {
+            // A growing allocation takes a longer cached mapping, whose pages are resident
+            // already, and grows in place in it from now on: one copy instead of a remap
+            // now and page faults for every page the growth touches. The old mapping goes
+            // to the cache once its bytes are copied (until then it is in neither).
+            large.remove(p as usize);
+            large.insert(at, len, at_mapped, life);
+            drop(large);
+            let q = at as *mut u8;
+            // SAFETY: `p` holds `old` bytes (checked above) and `q` maps `at_mapped >= len
+            // > old` bytes, taken from the cache for this allocation alone.
+            unsafe { ptr::copy_nonoverlapping(p, q, old) };
+            let evicted = pool.large.lock().cache_freed(p as usize, mapped, crate::decay::now());
+            // SAFETY: what the cache would not keep: mappings of no allocation.
+            unsafe { unmap_evicted(&evicted) };
+            if ZERO {
+                // A cached mapping keeps its last user's bytes.
+                // SAFETY: q maps `len` bytes.
+                unsafe { zero_range(q, old, len) };
+            }
+            return Some(q);
         } else {
             large.remove(p as usize);
             large.system_calls += 1;

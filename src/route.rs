@@ -105,10 +105,14 @@ impl Route for ThreadHeap {
 
     #[inline(always)]
     fn batch_heap(self, pool: &Pool, instance: u64) -> *const Heap {
-        match per_thread::slot_heap(instance) {
-            Some(heap) => heap,
-            None => per_thread::join_thread(pool, instance),
+        if let Some(heap) = per_thread::slot_heap(instance) {
+            return heap;
         }
+        let heap = per_thread::find_own(instance);
+        if heap.is_null() {
+            return per_thread::join_thread(pool, instance);
+        }
+        heap
     }
 }
 

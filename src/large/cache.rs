@@ -212,8 +212,19 @@ impl Cache {
         align: usize,
         now: u64,
     ) -> (Option<(usize, usize)>, Evicted) {
+        self.take_within(len, len.saturating_add(len / 8), align, now)
+    }
+
+    /// As [`Cache::take`], for a mapping of `len <= c.len <= most` bytes (a growing
+    /// allocation takes a longer one: it fills it).
+    pub(crate) fn take_within(
+        &mut self,
+        len: usize,
+        most: usize,
+        align: usize,
+        now: u64,
+    ) -> (Option<(usize, usize)>, Evicted) {
         let mut out = Evicted::new();
-        let most = len.saturating_add(len / 8);
         let best = (0..SLOTS)
             .filter(|&i| {
                 let c = self.slots[i];

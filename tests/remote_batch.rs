@@ -1,0 +1,166 @@
+//! Remote frees are batched per block in the freeing thread's heap and pushed as one chain
+//! later: everything that must see every free that returned sees the batched ones (a
+//! release, the statistics, `is_empty`, `verify`, `compact`, the freeing thread's exit),
+//! and the checks a remote free makes hold for a batched slot (a double free).
+
+mod common;
+
+use cohort::Cohort;
+use common::misuse_message;
+use std::collections::HashSet;
+use std::sync::mpsc;
+use std::thread;
+
+cohort::lifetime_classes! {
+    enum Life { Request, Long }
+}
+
+/// 1 KiB objects: chains of up to 8 slots, so a few frees stay pending.
+const SIZE: usize = 1024;
+
+/// Runs `free` on a thread that frees `ptrs` (allocated by the caller with `SIZE` bytes
+/// in class `life`), then waits until the caller, which runs `check` meanwhile, is done:
+/// the thread's batch still holds the last frees while `check` runs.
+fn while_frees_are_pending<R>(
+    a: &Cohort<Life>,
+    ptrs: &[usize],
+    life: Life,
+    check: impl FnOnce() -> R,
+) -> R {
+    thread::scope(|s| {
+        let (freed_tx, freed_rx) = mpsc::channel();
+        let (done_tx, done_rx) = mpsc::channel::<()>();
+        s.spawn(move || {
+            for &p in ptrs {
+                // SAFETY: allocated by the caller with this size and class, freed once.
+                unsafe { a.free(p as *mut u8, SIZE, life) };
+            }
+            freed_tx.send(()).unwrap();
+            // Alive (its batch not flushed by an exit) until the check is done.
+            let _ = done_rx.recv();
+        });
+        freed_rx.recv().unwrap();
+        let r = check();
+        done_tx.send(()).unwrap();
+        r
+    })
+}
+
+fn alloc_n(a: &Cohort<Life>, n: usize, life: Life) -> Vec<usize> {
+    (0..n)
+        .map(|i| {
+            let p = a.malloc(SIZE, life);
+            assert!(!p.is_null());
+            // SAFETY: a fresh allocation of SIZE bytes.
+            unsafe { p.write_bytes(i as u8, SIZE) };
+            p as usize
+        })
+        .collect()
+}
+
+#[test]
+fn the_statistics_and_is_empty_see_batched_frees() {
+    let a = Cohort::<Life>::new();
+    let ptrs = alloc_n(&a, 3, Life::Request);
+    let (empty, live) = while_frees_are_pending(&a, &ptrs, Life::Request, || {
+        (a.is_empty(), a.stats().small.live)
+    });
+    assert_eq!(live, 0, "slots freed by another thread still counted live");
+    assert!(empty, "every allocation was freed");
+}
+
+#[test]
+fn verify_sees_batched_frees() {
+    let a = Cohort::<Life>::new();
+    let ptrs = alloc_n(&a, 3, Life::Request);
+    let v = while_frees_are_pending(&a, &ptrs, Life::Request, || {
+        // SAFETY: no other thread allocates or frees meanwhile (the freeing thread waits).
+        unsafe { a.verify() }
+    });
+    assert_eq!(v.expect("consistent").live, 0);
+}
+
+/// A release must not empty a block whose freed slots wait in another thread's batch:
+/// pushed after the release, they would go on the list of a block whose slots are live
+/// again, and be handed out twice.
+#[test]
+fn a_release_sees_batched_frees_of_its_class() {
+    let a = Cohort::<Life>::new();
+    let ptrs = alloc_n(&a, 16, Life::Request);
+    let mut again = while_frees_are_pending(&a, &ptrs[..3], Life::Request, || {
+        // SAFETY: nothing of Request is used after this (the 13 others are dropped with
+        // the release; the 3 were freed); no other thread allocates Request.
+        let r = unsafe { a.release_class(Life::Request) };
+        assert_eq!(r.left_to_other_threads, 0);
+        alloc_n(&a, 16, Life::Request)
+    });
+    // The freeing thread has exited (its batch, if still pending, was pushed).
+    again.extend(alloc_n(&a, 64, Life::Request));
+    let distinct: HashSet<_> = again.iter().collect();
+    assert_eq!(distinct.len(), again.len(), "a slot handed out twice");
+}
+
+/// `compact` gives back a block that batched frees emptied: the block's thread exited
+/// (the pool owns it), and another thread freed its slots and is still running.
+#[test]
+fn compact_gives_back_blocks_that_batched_frees_emptied() {
+    let a = Cohort::<Life>::new();
+    let keep = a.malloc(SIZE, Life::Long);
+    let ptrs = thread::scope(|s| s.spawn(|| alloc_n(&a, 3, Life::Request)).join().unwrap());
+    let c = while_frees_are_pending(&a, &ptrs, Life::Request, || a.compact());
+    assert!(c.blocks >= 1, "the emptied block was given back: {c:?}");
+    // SAFETY: allocated above.
+    unsafe { a.free(keep, SIZE, Life::Long) };
+}
+
+/// The freeing thread's exit pushes its pending frees: the owner then reuses every slot
+/// of its block, and needs no other block.
+#[test]
+fn a_thread_exit_pushes_its_batched_frees() {
+    let a = Cohort::<Life>::new();
+    let per_block = cohort::class::CLASSES
+        [cohort::class::class_of(SIZE, 16).unwrap()]
+    .capacity as usize;
+    let first = alloc_n(&a, per_block, Life::Request);
+    let block = a.block_of(first[0] as *const u8, SIZE).unwrap();
+    assert!(first.iter().all(|&p| a.block_of(p as *const u8, SIZE) == Some(block)));
+    thread::scope(|s| {
+        s.spawn(|| {
+            for &p in &first {
+                // SAFETY: allocated above, freed once.
+                unsafe { a.free(p as *mut u8, SIZE, Life::Request) };
+            }
+        });
+    });
+    let again = alloc_n(&a, per_block, Life::Request);
+    let elsewhere = again
+        .iter()
+        .filter(|&&p| a.block_of(p as *const u8, SIZE) != Some(block))
+        .count();
+    assert_eq!(elsewhere, 0, "slots freed before the thread's exit never came back");
+}
+
+/// A second free of a slot that waits in the freeing thread's batch is a double free,
+/// reported as one (in every build: the batch's last slot of the block is checked).
+#[test]
+fn a_batched_slot_freed_again_is_a_double_free() {
+    let a = Cohort::<Life>::new();
+    let ptrs = alloc_n(&a, 2, Life::Request);
+    let msg = thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: allocated above, freed once here.
+            unsafe { a.free(ptrs[0] as *mut u8, SIZE, Life::Request) };
+            misuse_message(|| {
+                // SAFETY: none: the double free under test (reported before anything
+                // changes).
+                unsafe { a.free(ptrs[0] as *mut u8, SIZE, Life::Request) };
+            })
+        })
+        .join()
+        .unwrap()
+    });
+    assert!(msg.contains("double free"), "{msg}");
+    // SAFETY: allocated above, freed once.
+    unsafe { a.free(ptrs[1] as *mut u8, SIZE, Life::Request) };
+    assert!(a.is_empty());
+}
