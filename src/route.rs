@@ -97,6 +97,17 @@ impl Route for ThreadHeap {
                 ptr::null()
             };
         }
+        // The heap it used last, if of this instance, is its only heap of the instance
+        // (a thread that frees into an instance it does not allocate from: no search).
+        let current = per_thread::current(instance);
+        // SAFETY: null or a live heap of the calling thread.
+        if let Some(heap) = unsafe { current.as_ref() } {
+            return if heap.token == owner {
+                heap
+            } else {
+                ptr::null()
+            };
+        }
         // The heap it used before (no search), or any of its heaps, made current.
         per_thread::promote_owner(owner)
             .or_else(|| (owner != 0).then(|| per_thread::switch_to_own(instance, owner))?)
@@ -108,7 +119,11 @@ impl Route for ThreadHeap {
         if let Some(heap) = per_thread::slot_heap(instance) {
             return heap;
         }
-        let heap = per_thread::find_own(instance);
+        // The heap used last (a global allocator's, which has no slot), else a search.
+        let mut heap = per_thread::current(instance);
+        if heap.is_null() {
+            heap = per_thread::find_own(instance);
+        }
         if heap.is_null() {
             return per_thread::join_thread(pool, instance);
         }

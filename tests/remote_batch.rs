@@ -18,9 +18,10 @@ cohort::lifetime_classes! {
 /// 1 KiB objects: chains of up to 8 slots, so a few frees stay pending.
 const SIZE: usize = 1024;
 
-/// Runs `free` on a thread that frees `ptrs` (allocated by the caller with `SIZE` bytes
-/// in class `life`), then waits until the caller, which runs `check` meanwhile, is done:
-/// the thread's batch still holds the last frees while `check` runs.
+/// Runs a thread that frees `ptrs` (allocated by the caller with `SIZE` bytes in class
+/// `life`), then waits until the caller, which runs `check` meanwhile, is done (the
+/// thread's batch still holds the last frees while `check` runs), then pushes its batch
+/// (an alloc slow path) and ends.
 fn while_frees_are_pending<R>(
     a: &Cohort<Life>,
     ptrs: &[usize],
@@ -38,6 +39,11 @@ fn while_frees_are_pending<R>(
             freed_tx.send(()).unwrap();
             // Alive (its batch not flushed by an exit) until the check is done.
             let _ = done_rx.recv();
+            // Then an allocation of a size new to the thread (the alloc slow path) pushes
+            // what its batch holds, before the caller goes on.
+            let p = a.malloc(40, Life::Long);
+            // SAFETY: allocated just above.
+            unsafe { a.free(p, 40, Life::Long) };
         });
         freed_rx.recv().unwrap();
         let r = check();
@@ -94,7 +100,7 @@ fn a_release_sees_batched_frees_of_its_class() {
         assert_eq!(r.left_to_other_threads, 0);
         alloc_n(&a, 16, Life::Request)
     });
-    // The freeing thread has exited (its batch, if still pending, was pushed).
+    // The freeing thread pushed its batch (if still pending) and ended.
     again.extend(alloc_n(&a, 64, Life::Request));
     let distinct: HashSet<_> = again.iter().collect();
     assert_eq!(distinct.len(), again.len(), "a slot handed out twice");
