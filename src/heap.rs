@@ -26,12 +26,12 @@
 //! (they come back through `returned`) and waits on the pool's abandoned list for the next
 //! thread.
 
-use crate::remote::RemoteBatch;
 use crate::block::{BlockList, Header, LocalFree, Role};
 use crate::class::HeadIndex;
 use crate::heap_record::{HeapRecord, HeapState};
 use crate::os;
 use crate::pool::{Pool, PoolState};
+use crate::remote::RemoteBatch;
 use crate::sync::Ordering;
 use crate::tiny;
 use core::ops::Deref;

@@ -31,9 +31,9 @@
 use crate::block::Header;
 use crate::pool::Pool;
 use crate::sync::{spin_hint, AtomicU32, Ordering};
-use core::ptr;
 #[cfg(not(loom))]
 use core::cell::UnsafeCell;
+use core::ptr;
 #[cfg(loom)]
 use loom::cell::UnsafeCell;
 

@@ -124,12 +124,13 @@ fn compact_gives_back_blocks_that_batched_frees_emptied() {
 #[test]
 fn a_thread_exit_pushes_its_batched_frees() {
     let a = Cohort::<Life>::new();
-    let per_block = cohort::class::CLASSES
-        [cohort::class::class_of(SIZE, 16).unwrap()]
-    .capacity as usize;
+    let per_block =
+        cohort::class::CLASSES[cohort::class::class_of(SIZE, 16).unwrap()].capacity as usize;
     let first = alloc_n(&a, per_block, Life::Request);
     let block = a.block_of(first[0] as *const u8, SIZE).unwrap();
-    assert!(first.iter().all(|&p| a.block_of(p as *const u8, SIZE) == Some(block)));
+    assert!(first
+        .iter()
+        .all(|&p| a.block_of(p as *const u8, SIZE) == Some(block)));
     thread::scope(|s| {
         s.spawn(|| {
             for &p in &first {
@@ -143,7 +144,10 @@ fn a_thread_exit_pushes_its_batched_frees() {
         .iter()
         .filter(|&&p| a.block_of(p as *const u8, SIZE) != Some(block))
         .count();
-    assert_eq!(elsewhere, 0, "slots freed before the thread's exit never came back");
+    assert_eq!(
+        elsewhere, 0,
+        "slots freed before the thread's exit never came back"
+    );
 }
 
 /// A second free of a slot that waits in the freeing thread's batch is a double free,

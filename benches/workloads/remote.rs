@@ -194,7 +194,9 @@ struct Ring {
 impl Ring {
     fn new(n: usize) -> Ring {
         Ring {
-            slots: (0..n).map(|_| AtomicPtr::new(std::ptr::null_mut())).collect(),
+            slots: (0..n)
+                .map(|_| AtomicPtr::new(std::ptr::null_mut()))
+                .collect(),
             head: AtomicUsize::new(0),
             tail: AtomicUsize::new(0),
         }

@@ -62,7 +62,12 @@ impl Header {
     #[inline]
     pub(crate) unsafe fn link_slot(&self, off: u32, next: u32) {
         // SAFETY: the caller holds the slot, which lies inside the block.
-        unsafe { self.base().wrapping_add(off as usize).cast::<u32>().write(next) };
+        unsafe {
+            self.base()
+                .wrapping_add(off as usize)
+                .cast::<u32>()
+                .write(next)
+        };
     }
 
     /// Owner only, with an empty local free list: takes the whole remote free list as the
