@@ -257,12 +257,9 @@ pub fn ring(n: usize) {
                         None => thread::yield_now(),
                     }
                 };
-                // SAFETY: the producer allocated `p` with `layout`, wrote its first byte and
-                // gave it up by pushing it.
-                unsafe {
-                    assert_eq!(p.read(), i as u8, "an object changed in flight");
-                    dealloc(p, layout);
-                }
+                // SAFETY: the producer allocated `p` with `layout`, wrote `i` into its first
+                // byte and gave it up by pushing it.
+                unsafe { check_and_free(p, i, layout) };
             }
             thread_cpu_ns() - t0
         });
@@ -288,12 +285,9 @@ pub fn channel(n: usize) {
     let consumer = thread::spawn(move || {
         let t0 = thread_cpu_ns();
         for (i, Object(p)) in rx.into_iter().enumerate() {
-            // SAFETY: the producer allocated `p` with `layout`, wrote its first byte and gave
-            // it up by sending it.
-            unsafe {
-                assert_eq!(p.read(), i as u8, "an object changed in flight");
-                dealloc(p, layout);
-            }
+            // SAFETY: the producer allocated `p` with `layout`, wrote `i` into its first byte
+            // and gave it up by sending it.
+            unsafe { check_and_free(p, i, layout) };
         }
         thread_cpu_ns() - t0
     });
@@ -306,6 +300,19 @@ pub fn channel(n: usize) {
     let producer_cpu = thread_cpu_ns() - t0;
     let consumer_cpu = consumer.join().unwrap();
     report_handover(n, start.elapsed(), producer_cpu, consumer_cpu);
+}
+
+/// The consumer's side of a hand-over: checks object `i`'s first byte and frees it.
+///
+/// # Safety
+/// `p` is a live allocation with `layout` whose first byte was written with `i as u8`,
+/// given up by its producer.
+unsafe fn check_and_free(p: *mut u8, i: usize, layout: std::alloc::Layout) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        assert_eq!(p.read(), i as u8, "an object changed in flight");
+        dealloc(p, layout);
+    }
 }
 
 /// A pointer sent to another thread, which frees it.
