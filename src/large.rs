@@ -183,6 +183,12 @@ impl LargeTable {
         (got, out)
     }
 
+    /// The cached mapping that starts at `addr`, taken if it is at least `least` bytes
+    /// long: its length.
+    pub(crate) fn take_cached_at(&mut self, addr: usize, least: usize) -> Option<usize> {
+        self.cache.take_at(addr, least)
+    }
+
     /// As [`LargeTable::take_cached`], for a growing allocation: a cached mapping of `len`
     /// to `most` bytes.
     pub(crate) fn take_cached_within(

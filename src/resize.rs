@@ -14,7 +14,7 @@
 use crate::class::{class_of, malloc_align, CLASSES};
 use crate::free::large_match;
 use crate::instance::Instance;
-use crate::large::unmap_evicted;
+use crate::large::{unmap_evicted, Evicted, LargeTable};
 use crate::misuse::{report, Problem};
 use crate::os;
 use crate::per_thread;
@@ -226,6 +226,12 @@ impl Instance {
         // The length the old size rounds to (large_match checked it).
         let was = os::page_round(old).unwrap_or(mapped);
         let grows = len > was;
+        let now = crate::decay::now();
+        // What the cache gives up meanwhile, unmapped once the lock is dropped (nothing
+        // under the lock allocates).
+        let mut evicted: [Option<Evicted>; 2] = [None, None];
+        // The mapping this allocation moved out of, cached once its bytes are copied.
+        let mut moved_from = None;
         let q = if len == was {
             p
         } else if len <= mapped && (grows || mapped - len <= len / 8) {
@@ -235,46 +241,41 @@ impl Instance {
             large.remove(p as usize);
             large.insert(p as usize, len, mapped, life);
             p
-        } else if let Some((at, at_mapped)) = grows
-            .then(|| {
-                let most = len.saturating_mul(GROWTH_TAKE);
-                let (got, decayed) = large.take_cached_within(len, most, crate::decay::now());
-                // SAFETY: mappings the cache gave up: no allocation uses them.
-                unsafe { unmap_evicted(&decayed) };
-                got
-            })
-            .flatten()
+        } else if let Some((q, q_mapped)) =
+            grows.then(|| grow_cached(&mut large, p, mapped, len, now, &mut evicted)).flatten()
         {
-            // A growing allocation takes a longer cached mapping, whose pages are resident
-            // already, and grows in place in it from now on: one copy instead of a remap
-            // now and page faults for every page the growth touches. The old mapping goes
-            // to the cache once its bytes are copied (until then it is in neither).
+            // Re-inserting never needs to grow: an entry was just removed.
             large.remove(p as usize);
-            large.insert(at, len, at_mapped, life);
-            drop(large);
-            let q = at as *mut u8;
-            // SAFETY: `p` holds `old` bytes (checked above) and `q` maps `at_mapped >= len
-            // > old` bytes, taken from the cache for this allocation alone.
-            unsafe { ptr::copy_nonoverlapping(p, q, old) };
-            let evicted = pool.large.lock().cache_freed(p as usize, mapped, crate::decay::now());
-            // SAFETY: what the cache would not keep: mappings of no allocation.
-            unsafe { unmap_evicted(&evicted) };
-            if ZERO {
-                // A cached mapping keeps its last user's bytes.
-                // SAFETY: q maps `len` bytes.
-                unsafe { zero_range(q, old, len) };
+            large.insert(q as usize, len, q_mapped, life);
+            if q != p {
+                moved_from = Some(mapped);
             }
-            return Some(q);
+            q
         } else {
             large.remove(p as usize);
             large.system_calls += 1;
+            // A small step (an eighth or less: a buffer grown by exact reserves) maps an
+            // eighth more, so that the steps after it grow in place with no system call
+            // (the room is address space until written, within the 1/8 bound).
+            let room = if grows && len - was <= was / 8 {
+                longest_mapping(len)
+            } else {
+                len
+            };
             // SAFETY: a live large allocation of ours (checked above), a mapping of `mapped`
             // bytes.
-            let q = unsafe { os::remap(p, mapped, len) };
+            let mut q = unsafe { os::remap(p, mapped, room) };
+            let mut got = room;
+            if q.is_null() && room > len {
+                large.system_calls += 1;
+                got = len;
+                // SAFETY: as above (the failed remap changed nothing).
+                q = unsafe { os::remap(p, mapped, len) };
+            }
             let (at, at_len, at_mapped) = if q.is_null() {
                 (p, was, mapped)
             } else {
-                (q, len, len)
+                (q, len, got)
             };
             // Re-inserting never needs to grow: an entry was just removed.
             large.insert(at as usize, at_len, at_mapped, life);
@@ -284,14 +285,71 @@ impl Instance {
             q
         };
         drop(large);
+        for e in evicted.iter().flatten() {
+            // SAFETY: what the cache gave up: mappings of no allocation.
+            unsafe { unmap_evicted(e) };
+        }
+        if let Some(old_mapped) = moved_from {
+            // SAFETY: `p` holds `old` bytes (checked above), `q` at least `len > old`, taken
+            // from the cache for this allocation alone; distinct mappings.
+            unsafe { ptr::copy_nonoverlapping(p, q, old) };
+            // The old mapping is in neither the table nor the cache until now.
+            let out = pool.large.lock().cache_freed(p as usize, old_mapped, now);
+            // SAFETY: as above.
+            unsafe { unmap_evicted(&out) };
+        }
         if ZERO {
-            // Pages past the old mapping are fresh; the old mapping's bytes past `old` may be
-            // dirty (its last page's tail, or a cached mapping's last user's bytes).
+            // Pages past the old mapping are fresh; the old mapping's bytes past `old`, and
+            // a cached mapping's, may be dirty (a last page's tail, a last user's bytes).
+            let dirty = if q == p && moved_from.is_none() {
+                mapped.min(len)
+            } else {
+                len
+            };
             // SAFETY: q maps `len` bytes.
-            unsafe { zero_range(q, old, mapped.min(len)) };
+            unsafe { zero_range(q, old, dirty) };
         }
         Some(q)
     }
+}
+
+/// The longest mapping a large allocation of `len` bytes (page-rounded) keeps: an eighth
+/// more, in whole pages.
+fn longest_mapping(len: usize) -> usize {
+    let page = os::page_size();
+    len + (len / 8 & !(page - 1))
+}
+
+/// Growth of the large allocation `p` (a mapping of `mapped` bytes) to `len > mapped`
+/// bytes from the cache, under the large lock: into the cached mapping that starts where
+/// `p`'s ends (in place), else into a cached mapping of `len` to [`GROWTH_TAKE`] times
+/// `len` bytes, whose pages are resident already (the caller copies and caches `p`'s
+/// mapping). Either keeps at most [`longest_mapping`]; the rest stays cached. Returns the
+/// new address and mapping length, or `None` (nothing changed); the cache's give-ups go
+/// to `evicted`.
+fn grow_cached(
+    large: &mut LargeTable,
+    p: *mut u8,
+    mapped: usize,
+    len: usize,
+    now: u64,
+    evicted: &mut [Option<Evicted>; 2],
+) -> Option<(*mut u8, usize)> {
+    let keep = longest_mapping(len);
+    let after = p as usize + mapped;
+    let (at, total) = match large.take_cached_at(after, len - mapped) {
+        Some(more) => (p as usize, mapped + more),
+        None => {
+            let most = len.saturating_mul(GROWTH_TAKE);
+            let (got, decayed) = large.take_cached_within(len, most, now);
+            evicted[0] = Some(decayed);
+            got?
+        }
+    };
+    if total > keep {
+        evicted[1] = Some(large.cache_freed(at + keep, total - keep, now));
+    }
+    Some((at as *mut u8, total.min(keep)))
 }
 
 /// Zeroes bytes `[from, to)` of `p` (nothing when `to <= from`).

@@ -247,6 +247,21 @@ impl Cache {
         (got, out)
     }
 
+    /// Takes the cached mapping that starts at `addr`, if it is at least `least` bytes
+    /// long: its length (a growing allocation whose mapping ends at `addr` grows into it,
+    /// in place).
+    pub(crate) fn take_at(&mut self, addr: usize, least: usize) -> Option<usize> {
+        let i = self
+            .slots
+            .iter()
+            .position(|c| c.addr == addr && addr != 0 && c.len >= least)?;
+        let c = self.slots[i];
+        self.slots[i] = FREE;
+        self.count -= 1;
+        self.bytes -= c.len;
+        Some(c.len)
+    }
+
     /// Keeps the freed mapping `addr` of `len` bytes (a whole number of pages, in no live
     /// entry) at `now`, evicting the oldest mappings to make room and the decayed ones. A
     /// mapping longer than the bound (or any, when `limit` is 0) is not kept: it is returned
