@@ -31,11 +31,11 @@
 use crate::block::Header;
 use crate::pool::Pool;
 use crate::sync::{spin_hint, AtomicU32, Ordering};
+#[cfg(loom)]
+use ::loom::cell::UnsafeCell;
 #[cfg(not(loom))]
 use core::cell::UnsafeCell;
 use core::ptr;
-#[cfg(loom)]
-use loom::cell::UnsafeCell;
 
 /// Blocks one batch keeps pending frees for.
 pub(crate) const ENTRIES: usize = 8;
