@@ -317,7 +317,7 @@ impl Instance {
 /// more, in whole pages.
 fn longest_mapping(len: usize) -> usize {
     let page = os::page_size();
-    len + (len / 8 & !(page - 1))
+    len + ((len / 8) & !(page - 1))
 }
 
 /// Growth of the large allocation `p` (a mapping of `mapped` bytes) to `len > mapped`
