@@ -232,6 +232,8 @@ impl Instance {
         let mut evicted: [Option<Evicted>; 2] = [None, None];
         // The mapping this allocation moved out of, cached once its bytes are copied.
         let mut moved_from = None;
+        // True when the new bytes lie in cached pages (dirty: a last user's).
+        let mut from_cache = false;
         let q = if len == was {
             p
         } else if len <= mapped && (grows || mapped - len <= len / 8) {
@@ -250,6 +252,7 @@ impl Instance {
             if q != p {
                 moved_from = Some(mapped);
             }
+            from_cache = true;
             q
         } else {
             large.remove(p as usize);
@@ -301,11 +304,7 @@ impl Instance {
         if ZERO {
             // Pages past the old mapping are fresh; the old mapping's bytes past `old`, and
             // a cached mapping's, may be dirty (a last page's tail, a last user's bytes).
-            let dirty = if q == p && moved_from.is_none() {
-                mapped.min(len)
-            } else {
-                len
-            };
+            let dirty = if from_cache { len } else { mapped.min(len) };
             // SAFETY: q maps `len` bytes.
             unsafe { zero_range(q, old, dirty) };
         }

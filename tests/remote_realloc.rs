@@ -92,9 +92,14 @@ fn a_growing_buffer_takes_a_longer_cached_mapping() {
     for new in [8 * MIB, 16 * MIB, big] {
         fill(p, 0, len);
         // SAFETY: `p` holds `len` bytes.
-        let r = unsafe { a.remalloc(p, len, new, ()) };
+        let r = unsafe { a.recalloc(p, len, new, ()) };
         assert_eq!(r, p, "in place up to the mapping's length");
         check(p, len);
+        // The new bytes lie in the cached mapping's pages, dirty (0xEE): zeroed.
+        for i in (len..new).step_by(4093) {
+            // SAFETY: `p` holds `new` bytes.
+            assert_eq!(unsafe { p.add(i).read() }, 0, "recalloc's new byte {i}");
+        }
         len = new;
     }
     assert_eq!(system_calls(&a), before, "no system call while it grew");
