@@ -774,7 +774,7 @@ impl<'a> Links<'a> for LifeLinks<'a> {
 pub(crate) mod loom;
 
 #[cfg(test)]
-mod test_pool;
+pub(crate) mod test_pool;
 
 #[cfg(all(test, not(loom)))]
 mod tests;
