@@ -7,7 +7,7 @@
 //! path takes the pool lock but never allocates.
 
 use crate::block::BlockList;
-use crate::class::HeadIndex;
+use crate::class::{HeadIndex, CLASSES};
 use crate::heap::{empty_block, head_at, registered, Heap};
 use crate::heap_record::HeapState::{Abandoned, Exiting, Live, Orphaned};
 use crate::os;
@@ -89,13 +89,20 @@ unsafe fn hand_over(heap: *mut Heap, pool: &Pool, st: &mut PoolState, dead: bool
         // block just adopted, say); unlinking through it would write into the list that
         // block is on now. The walk reads each block's `next` before the adoption relinks
         // it, takes only blocks the heap still owns (a half-done move may link one twice)
-        // and stops after as many steps as the region has units.
+        // and stops after as many steps as the region has units. A tiny head's blocks are
+        // pool-owned with the heap as their holder, and their counts are the lock's.
+        let tiny = CLASSES[i.class()].is_tiny();
         let list = core::mem::replace(head.partial, BlockList::new());
         for h in list.iter(pool.units()).take(pool.region.unit_count()) {
-            if h.owner() != hp.token {
+            let ours = if tiny {
+                h.owner() == 0 && h.holder() == hp.id
+            } else {
+                h.owner() == hp.token
+            };
+            if !ours {
                 continue;
             }
-            if dead {
+            if dead && !tiny {
                 h.recount_local();
             }
             pool.adopt_block(st, h);
@@ -134,6 +141,9 @@ pub(crate) fn reap_dead(pool: &Pool) -> usize {
         return 0;
     }
     let me = os::shared_mem::process_word();
+    // The last holder found alive: heaps of one process (its threads') are looked up once
+    // in a row.
+    let mut alive = me;
     let mut reaped = 0;
     for record in pool.registered_heaps() {
         // SAFETY: registered records stay mapped while the pool does.
@@ -143,7 +153,11 @@ pub(crate) fn reap_dead(pool: &Pool) -> usize {
             continue;
         }
         let holder = r.holder.load(Ordering::Acquire);
-        if holder == me || holder == 0 || os::shared_mem::is_alive(holder) {
+        if holder == alive || holder == 0 {
+            continue;
+        }
+        if os::shared_mem::is_alive(holder) {
+            alive = holder;
             continue;
         }
         if r.holder

@@ -369,6 +369,12 @@ impl Pool {
     #[inline]
     pub(crate) fn lock(&self) -> MutexGuard<'_, RawPoolLock, PoolState> {
         self.lock_count.fetch_add(1, Ordering::Relaxed);
+        self.lock_uncounted()
+    }
+
+    /// Takes the pool lock, repairing as [`Pool::lock`] does, without counting it in
+    /// `lock_count` (stats, verify and settings: not the paths that count measures).
+    pub(crate) fn lock_uncounted(&self) -> MutexGuard<'_, RawPoolLock, PoolState> {
         let mut st = self.state.lock();
         self.after_lock(&mut st);
         st
@@ -617,7 +623,7 @@ impl Pool {
 
     /// Resident bytes of every block, in use or kept empty (one `mincore` per block).
     pub(crate) fn resident_bytes(&self) -> usize {
-        let blocks = self.blocks(&self.state.lock());
+        let blocks = self.blocks(&self.lock_uncounted());
         // SAFETY: carved blocks are mapped.
         blocks
             .map(|h| unsafe { os::resident_bytes(h.base(), BLOCK_SIZE) })

@@ -169,6 +169,29 @@ impl<L: Lifetime> Cohort<L> {
         let Some(pool) = self.core.pool_if_any() else {
             return Released::default();
         };
+        // SAFETY: forwarded contract.
+        let out = unsafe { self.release_from(pool, life, whose) };
+        // Blocks left to other heaps may be dead processes' (a shared instance): take those
+        // heaps over (their blocks become the pool's) and release again. A look only when
+        // something was left, so a release that left nothing makes no system call.
+        if out.left_to_other_threads == 0 || crate::heap_handover::reap_dead(pool) == 0 {
+            return out;
+        }
+        // SAFETY: as above.
+        let again = unsafe { self.release_from(pool, life, whose) };
+        Released {
+            blocks: out.blocks + again.blocks,
+            slots: out.slots + again.slots,
+            left_to_other_threads: again.left_to_other_threads,
+            large: out.large + again.large,
+        }
+    }
+
+    /// One pass of [`Cohort::release`] over `pool`.
+    ///
+    /// # Safety
+    /// As [`Cohort::release`].
+    unsafe fn release_from(&self, pool: &crate::pool::Pool, life: usize, whose: Whose) -> Released {
         // SAFETY: `find_own` gives null or the calling thread's heap.
         let me = unsafe { per_thread::find_own(self.core.instance_id()).as_ref() };
         let (my_token, my_id) = me.map_or((0, 0), |h| (h.token, h.id));
@@ -325,6 +348,8 @@ impl<L: Lifetime> Cohort<L> {
         let Some(pool) = self.core.pool_if_any() else {
             return Compacted::default();
         };
+        // Dead processes' heaps first (a shared instance): their empty blocks go too.
+        crate::heap_handover::reap_dead(pool);
         let resident_before = pool.resident_bytes();
         let me = per_thread::find_own(self.core.instance_id());
         // SAFETY: `me` is null or the calling thread's own heap.

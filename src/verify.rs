@@ -111,7 +111,7 @@ impl<L: Lifetime> Cohort<L> {
             .unwrap_or(0);
         let mut seen = vec![0usize; max_slots.div_ceil(usize::BITS as usize)];
         let walked = {
-            let st = pool.state.lock();
+            let st = pool.lock_uncounted();
             walk(pool, &st, BitSlice::from_slice_mut(&mut seen))
         };
         walked.map_err(|f| f.into_error(pool.life_count))

@@ -185,3 +185,27 @@ fn a_dead_holders_half_unlinked_partial_list_is_taken_over_once_per_block() {
     expect.sort_unstable();
     assert_eq!(listed, expect, "each block on the pool's partial list once");
 }
+
+/// An exited thread's tiny blocks (pool-owned, on its heap's tiny heads) go to the pool
+/// with its other blocks: in a pool of one block, a new heap's tiny allocation is served
+/// from the block the exited thread's heap held, never null.
+#[test]
+fn an_exited_heaps_tiny_blocks_serve_other_heaps() {
+    use super::{abandon, THREAD_GROUP};
+    use crate::heap::Heap;
+    use crate::pool::test_pool::TestPool;
+
+    let pool = TestPool::new(1, 1);
+    let left = Heap::create(&pool, 1, THREAD_GROUP);
+    // SAFETY: registered in the pool, which the test keeps; the test is its holder.
+    let p = unsafe { &*left }.alloc_tiny(0, 0).expect("a tiny slot").0;
+    // SAFETY: the heap is the test's, used no more.
+    unsafe { abandon(left) };
+    let other = Heap::create(&pool, 1, THREAD_GROUP);
+    // SAFETY: as above.
+    let q = unsafe { &*other }.alloc_tiny(0, 0).map(|(q, _)| q);
+    assert!(
+        q.is_some_and(|q| q != p),
+        "a tiny slot from the exited heap's block"
+    );
+}

@@ -244,5 +244,9 @@ fn repair_gives_away_an_emptied_tiny_block_and_keeps_the_rest_of_its_class() {
         [other.base() as usize],
         "the class's block in use stays on its list; the empty tiny block leaves it"
     );
-    assert_eq!(Pool::retained_blocks(&st), 1, "the empty tiny block is kept");
+    assert_eq!(
+        Pool::retained_blocks(&st),
+        1,
+        "the empty tiny block is kept"
+    );
 }
