@@ -323,13 +323,14 @@ impl Heap {
     /// record only (the pool of an orphaned heap is gone).
     pub(crate) fn held_here(&self) -> bool {
         let holder = self.holder.load(Ordering::Acquire);
-        holder == 0 || holder == os::shared_mem::process_word()
+        holder == 0 || os::shared_mem::same_process(holder, os::shared_mem::process_word())
     }
 
     /// In a shared pool: this process holds the heap from now on (see
     /// `HeapRecord::holder`), its current blocks read relative to its base.
     fn set_holder(&self, pool: &Pool) {
         if pool.is_shared() {
+            pool.note_namespace();
             self.holder_base
                 .store(pool.region.base() as u64, Ordering::Relaxed);
             self.holder

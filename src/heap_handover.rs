@@ -140,6 +140,8 @@ pub(crate) fn reap_dead(pool: &Pool) -> usize {
     if !pool.is_shared() {
         return 0;
     }
+    // The claim below writes this process's word into the region.
+    pool.note_namespace();
     let me = os::shared_mem::process_word();
     // The last holder found alive: heaps of one process (its threads') are looked up once
     // in a row.
@@ -153,10 +155,11 @@ pub(crate) fn reap_dead(pool: &Pool) -> usize {
             continue;
         }
         let holder = r.holder.load(Ordering::Acquire);
-        if holder == alive || holder == 0 {
+        if holder == 0 || os::shared_mem::same_process(holder, alive) {
             continue;
         }
-        if os::shared_mem::is_alive(holder) {
+        // A word of another pid namespace names another process than its pid here.
+        if !pool.pids_compare() || os::shared_mem::is_alive(holder) {
             alive = holder;
             continue;
         }

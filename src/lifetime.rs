@@ -111,22 +111,23 @@ impl ScopeClaims {
     }
 
     /// Claims a scope class for `claimer` (not 0): a free one, else one whose claimer
-    /// `alive` says has died. Its number, or `None` when every class is held by a live
-    /// claimer.
+    /// `alive` says has died (`alive` says so of no claim of `claimer`'s own). Its number,
+    /// or `None` when every class is held by a live claimer.
     pub(crate) fn claim(&self, claimer: u64, alive: impl Fn(u64) -> bool) -> Option<usize> {
         debug_assert_ne!(claimer, 0);
         // Acquire: the previous owner's release of the class happened before.
         let take = |n: usize, from: u64| {
             self.0[n]
-                .compare_exchange(from, claimer, Ordering::Acquire, Ordering::Relaxed)
+                .compare_exchange(from, claimer, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
         };
         if let Some(n) = (0..SCOPE_CLASSES).find(|&n| take(n, 0)) {
             return Some(n);
         }
         (0..SCOPE_CLASSES).find(|&n| {
-            let held = self.0[n].load(Ordering::Relaxed);
-            held != 0 && held != claimer && !alive(held) && take(n, held)
+            // Acquire: what the claimer stored before its claim (see `alive`'s caller).
+            let held = self.0[n].load(Ordering::Acquire);
+            held != 0 && !alive(held) && take(n, held)
         })
     }
 

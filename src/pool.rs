@@ -173,6 +173,12 @@ pub(crate) struct PoolShared {
     /// A shared instance's scope claims, every process's (a private instance keeps its
     /// own in its `Cohort`).
     pub(crate) scope_claims: ScopeClaims,
+    /// The pid namespace of the process that formatted a shared pool
+    /// (`os::shared_mem::pid_namespace`).
+    pid_ns: u64,
+    /// Set (1, for good) once a process of another pid namespace wrote its process word
+    /// into the region: see [`Pool::pids_compare`].
+    mixed_ns: AtomicU8,
 }
 
 /// Bit 31 of a token prefix: set for a shared region's heaps, never for an instance id

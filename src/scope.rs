@@ -258,8 +258,14 @@ impl<L: Lifetime> Cohort<L> {
         if ptr::eq(claims, &self.scopes) {
             return claims.claim(ScopeClaims::PRIVATE, |_| true);
         }
+        let pool = self.core.pool_if_any().expect("a shared instance's pool");
+        pool.note_namespace();
         let me = os::shared_mem::process_word();
-        claims.claim(me, os::shared_mem::is_alive)
+        claims.claim(me, |held| {
+            !pool.pids_compare()
+                || os::shared_mem::same_process(held, me)
+                || os::shared_mem::is_alive(held)
+        })
     }
 }
 

@@ -245,6 +245,12 @@ pub(crate) unsafe fn format(
                 heaps_reaped: AtomicU64::new(0),
                 decay_at: AtomicU64::new(0),
                 scope_claims: ScopeClaims::new(),
+                pid_ns: if tag != 0 {
+                    os::shared_mem::pid_namespace()
+                } else {
+                    0
+                },
+                mixed_ns: AtomicU8::new(0),
             },
         );
         // The tables' offsets from the state, now that it is in place.

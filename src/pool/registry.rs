@@ -78,4 +78,23 @@ impl Pool {
         // SAFETY: registered heaps stay mapped for the pool's life.
         !heap.is_null() && unsafe { (*heap).is_abandoned() }
     }
+
+    /// In a shared pool, before this process writes its process word into the region (a
+    /// heap's holder, a scope claim): notes its pid namespace. A process of another
+    /// namespace than the creator's marks the region mixed, for good (the mark is stored
+    /// before the word, so whoever reads the word sees it: [`Pool::pids_compare`]).
+    pub(crate) fn note_namespace(&self) {
+        if self.is_shared() && self.pid_ns != os::shared_mem::pid_namespace() {
+            self.mixed_ns.store(1, Ordering::SeqCst);
+        }
+    }
+
+    /// True when the process words in the region compare (every process that wrote one is
+    /// of one pid namespace: a pid names a process of its own namespace only), so that a
+    /// process may be taken for dead by its word. Read after the word in question. In a
+    /// mixed region nobody is taken for dead: a dead process's heaps and scope classes stay
+    /// its own (memory kept, never a slot handed out twice).
+    pub(crate) fn pids_compare(&self) -> bool {
+        self.mixed_ns.load(Ordering::SeqCst) == 0
+    }
 }
