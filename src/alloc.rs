@@ -22,6 +22,7 @@ use crate::instance::{Instance, CHECKED};
 use crate::live_bits::LiveBits;
 use crate::os;
 use crate::per_thread;
+use crate::promotion;
 use crate::route::{Route, ThreadHeap};
 use crate::sync::Ordering;
 use core::alloc::Layout;
@@ -247,8 +248,12 @@ impl Instance {
         // holds.
         let got = match unsafe { heap.as_ref() } {
             None => pool.alloc_locked(&mut pool.lock(), class, life),
-            Some(heap) if CLASSES[class].is_tiny() => heap.alloc_tiny(class, life),
-            Some(heap) => heap.alloc_slow(class, life, || per_thread::find_own(instance)),
+            Some(heap) if CLASSES[class].is_tiny() => heap
+                .alloc_tiny(class, life)
+                .or_else(|| promotion::alloc(heap, class, life)),
+            Some(heap) => heap
+                .alloc_slow(class, life, || per_thread::find_own(instance))
+                .or_else(|| promotion::alloc(heap, class, life)),
         };
         match got {
             Some((p, zeroed)) => self.finish_alloc::<ZERO>(p, zeroed, class),

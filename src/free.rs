@@ -19,6 +19,7 @@ use crate::misuse::{report, Misuse, Problem};
 use crate::os;
 use crate::per_thread;
 use crate::pool::{Pool, EMPTY_KEY};
+use crate::promotion;
 use crate::region::BLOCK;
 use crate::route::Route;
 use crate::sync::Ordering;
@@ -293,6 +294,10 @@ impl Instance {
         }
         // SAFETY: as in free_class: p lies in the region, readable everywhere.
         let h = unsafe { &*header_of(p) };
+        if h.is_promoting() && size != 0 {
+            // SAFETY: forwarded contract.
+            return unsafe { self.free_in_promoting::<ABORT, R>(route, h, p, size, align, life) };
+        }
         if !CHECKED && word as u16 != EMPTY_KEY {
             if size == 0 {
                 return self.free_zero_size::<ABORT>(p, life);
@@ -302,6 +307,37 @@ impl Instance {
         }
         // SAFETY: a live slot of block h (caller), or a zero size, which free_remote tests
         // before it frees anything.
+        unsafe { self.free_remote::<ABORT, R>(route, h, p, size, life) };
+    }
+
+    /// A free into a block that may hold promoted slots (see [`crate::promotion`]), which
+    /// every free of it reaches: checked against the slot's promotion bit (cleared here
+    /// for a promoted slot), then freed as any slot of the block.
+    ///
+    /// # Safety
+    /// As [`Instance::free_sized`], with `h` the block of `p` and `size` not 0.
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    unsafe fn free_in_promoting<const ABORT: bool, R: Route>(
+        &self,
+        route: R,
+        h: &Header,
+        p: *mut u8,
+        size: usize,
+        align: usize,
+        life: usize,
+    ) {
+        let Some(class) = class_of(size, align) else {
+            // SAFETY: forwarded contract: a large size.
+            return unsafe { self.free_large::<ABORT>(p, size, life) };
+        };
+        // SAFETY: the block exists, so the pool does.
+        let pool = unsafe { &*self.pool.load(Ordering::Acquire) };
+        if let Err(problem) = promotion::check(&pool.region, h, p, class, life, true) {
+            report::<ABORT>(self.misuse(p, size, life, problem));
+        }
+        // SAFETY: a live slot of block h, checked above.
         unsafe { self.free_remote::<ABORT, R>(route, h, p, size, life) };
     }
 
@@ -330,7 +366,10 @@ impl Instance {
             }
             // SAFETY: the caller's pointer is in a block of this allocator, whose header is
             // mapped.
-            if unsafe { (*h).key() } != key(class, life) {
+            let hr = unsafe { &*h };
+            if hr.is_promoting() {
+                self.check_promoting::<ABORT>(hr, p, size, class, life);
+            } else if hr.key() != key(class, life) {
                 self.bad_key::<ABORT>(p, size, class, life);
             }
         }
@@ -538,6 +577,26 @@ impl Instance {
         self.misuse(p, size, life, problem)
     }
 
+    /// The release-build check of a resize's old allocation in a block that may hold
+    /// promoted slots ([`promotion::check`], which changes nothing here).
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    fn check_promoting<const ABORT: bool>(
+        &self,
+        h: &Header,
+        p: *mut u8,
+        size: usize,
+        class: usize,
+        life: usize,
+    ) {
+        // SAFETY: the block exists, so the pool does.
+        let pool = unsafe { &*self.pool.load(Ordering::Acquire) };
+        if let Err(problem) = promotion::check(&pool.region, h, p, class, life, false) {
+            report::<ABORT>(self.misuse(p, size, life, problem));
+        }
+    }
+
     /// Checked mode: every check a free can make, before it touches anything
     /// ([`Instance::find_misuse`]); misuse is reported. With `FREEING` (a free), the slot's
     /// live bit is cleared by the check.
@@ -587,7 +646,13 @@ impl Instance {
         // block, whose header is initialised.
         let h = unsafe { &*(base as *const Header) };
         let is_block = r.unit_state(r.unit_of(base)) == BLOCK && h.magic == MAGIC;
-        if !is_block || h.key() != key(class, life) {
+        if is_block && h.key() != EMPTY_KEY && h.is_promoting() {
+            // Every check of the slot's size against the block's promotion record; the bit
+            // itself is cleared by the free that follows (`free_in_promoting`).
+            if let Err(problem) = promotion::check(r, h, p, class, life, false) {
+                return bad(problem);
+            }
+        } else if !is_block || h.key() != key(class, life) {
             let block_class = (is_block && h.key() != EMPTY_KEY).then(|| h.class());
             return bad(Problem::WrongBlock {
                 class,
@@ -606,7 +671,7 @@ impl Instance {
         let already_free = match LiveBits::of(r) {
             Some(bits) if FREEING => !bits.set_free(p as usize),
             Some(bits) => !bits.is_live(p as usize),
-            None if c.is_tiny() => {
+            None if h.geometry().is_tiny() => {
                 let _locked = pool.lock();
                 // SAFETY: we hold the lock that owns tiny blocks; off is a slot of the block.
                 unsafe { tiny::is_first_free(h, off) }

@@ -276,7 +276,7 @@ impl Heap {
     }
 
     /// [`Heap::alloc_slow`] without the last resort.
-    fn alloc_from_heads(&self, class: usize, life: usize) -> Option<(*mut u8, bool)> {
+    pub(crate) fn alloc_from_heads(&self, class: usize, life: usize) -> Option<(*mut u8, bool)> {
         let pool = self.pool();
         // SAFETY: callers are the owning thread, with class < CLASS_COUNT, life < life_count.
         let head = unsafe { self.head(class, life) };

@@ -67,6 +67,26 @@ pub enum Problem {
         /// That block's lifetime class.
         block_life: usize,
     },
+    /// The slot holds a request of a smaller size class promoted into this block (its own
+    /// class had no free slot when it was made): it is freed with that request's size.
+    Promoted {
+        /// The size class's stride the size maps to (the block's).
+        stride: usize,
+        /// The size class the slot's request was made with.
+        source: usize,
+        /// Its stride.
+        source_stride: usize,
+    },
+    /// The size maps to the size class whose requests this block holds promoted, but this
+    /// slot is not one of them (a wrong size, or already freed).
+    NotPromoted {
+        /// The size class the size maps to.
+        class: usize,
+        /// Its stride.
+        stride: usize,
+        /// The block's size class.
+        block_class: usize,
+    },
     /// A large allocation starts at the pointer, but of another length or lifetime class.
     LargeMismatch {
         /// Its mapped length.
@@ -112,9 +132,12 @@ impl Misuse {
                 mapped,
                 life: reported(life),
             },
-            Problem::Foreign | Problem::NotASlot { .. } | Problem::DoubleFree | Problem::NotLarge => {
-                problem
-            }
+            Problem::Foreign
+            | Problem::NotASlot { .. }
+            | Problem::DoubleFree
+            | Problem::NotLarge
+            | Problem::Promoted { .. }
+            | Problem::NotPromoted { .. } => problem,
         };
         Misuse {
             ptr,
@@ -194,6 +217,29 @@ impl fmt::Display for Misuse {
                 )
             }
             Problem::DoubleFree => write!(f, "the slot is already free (double free)"),
+            Problem::Promoted {
+                stride,
+                source,
+                source_stride,
+            } => write!(
+                f,
+                "size {} is the block's size class (stride {stride} B), but the slot holds a \
+                 request of size class {source} (stride {source_stride} B) promoted into it: \
+                 free it with that request's size",
+                self.size
+            ),
+            Problem::NotPromoted {
+                class,
+                stride,
+                block_class,
+            } => write!(
+                f,
+                "size {} is size class {class} (stride {stride} B), whose requests the block \
+                 of size class {block_class} (stride {} B) holds promoted, but this slot is \
+                 not one of them (wrong size, or already freed)",
+                self.size,
+                CLASSES[*block_class].stride
+            ),
             Problem::ZeroSize {
                 block_class: Some(bc),
                 block_life,

@@ -37,6 +37,10 @@ pub struct HeadStats {
     pub block_bytes: usize,
     /// Bytes of those blocks resident in RAM.
     pub resident_bytes: usize,
+    /// Live slots (counted in `live`) holding requests of a smaller size class, promoted
+    /// into these blocks because their own class had no free slot and the region no block
+    /// to carve.
+    pub promoted: usize,
 }
 
 impl HeadStats {
@@ -193,6 +197,7 @@ impl<L: Lifetime> Cohort<L> {
             h.capacity += b.capacity;
             h.block_bytes += b.block_bytes;
             h.resident_bytes += b.resident_bytes;
+            h.promoted += b.promoted;
         });
         let mut small = Totals::default();
         for h in &heads {
