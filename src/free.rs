@@ -495,7 +495,7 @@ impl Instance {
 
     /// A misuse report of a free (or resize) of `p` with `size` and lifetime class `life`.
     pub(crate) fn misuse(&self, p: *mut u8, size: usize, life: usize, problem: Problem) -> Misuse {
-        Misuse::new(p as usize, size, life, problem, self.life_names)
+        Misuse::new(p as usize, size, life, problem, self.life_names, self.label())
     }
 
     /// What a pointer outside the region is: a large allocation (freed with a small size), a

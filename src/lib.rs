@@ -17,7 +17,7 @@
 //!
 //! | layer | modules | what |
 //! |---|---|---|
-//! | 0 | `class`, `sync`, `os`, `lifetime`, `offset` | the size-class table and block geometry, checked at compile time; atomics and the lock; every system call; the lifetime-class trait; typed offsets into a region |
+//! | 0 | `class`, `sync`, `os`, `lifetime`, `offset`, `label` | the size-class table and block geometry, checked at compile time; atomics and the lock; every system call; the lifetime-class trait; typed offsets into a region; an allocator's label in its reports |
 //! | 1 | `region`, `decay`, `misuse`, `instance_id` | address space carved into blocks; what is kept of unused memory and when it is given back (bounds, the adaptive delay); what a bad free is and how it is reported; the source of instance ids |
 //! | 2 | `live_bits`, `block`, `large` | checked mode's live bit per slot; the block header, its slot lists, remote frees; the large-allocation table and the cache of freed large mappings |
 //! | 3 | `tiny` | 1- and 2-byte slots in runs |
@@ -134,6 +134,7 @@ macro_rules! not_under_loom {
 // In the order of the layer table.
 pub mod class;
 mod decay;
+mod label;
 mod large;
 mod lifetime;
 mod offset;
@@ -199,6 +200,7 @@ pub use decay::Retention;
 pub use handle::{ClassHandle, StaticClass, StaticHandle};
 #[cfg(not(loom))]
 pub use join::Join;
+pub use label::{Label, LABEL_BYTES};
 pub use lifetime::{Lifetime, MAX_LIFETIME_CLASSES};
 #[cfg(not(loom))]
 pub use lookup::Allocation;

@@ -7,6 +7,7 @@
 use crate::class::CLASSES;
 use crate::lifetime;
 use crate::os;
+use crate::label::{Label, LabelTag};
 use crate::sync::{AtomicPtr, Ordering};
 use core::fmt;
 use core::ptr;
@@ -28,6 +29,9 @@ pub struct Misuse {
     /// [`Lifetime::NAMES`](crate::Lifetime::NAMES) (`""` where a class has none), then
     /// `"global"` (std's allocations, through `GlobalAlloc`) and the scopes' classes.
     pub life_names: &'static [&'static str],
+    /// The allocator's label ([`Cohort::set_label`](crate::Cohort::set_label)), empty when
+    /// it has none.
+    pub label: Label,
 }
 
 /// The kinds of [`Misuse`].
@@ -107,6 +111,7 @@ impl Misuse {
         life: usize,
         problem: Problem,
         life_names: &'static [&'static str],
+        label: Label,
     ) -> Misuse {
         let reported = |l| lifetime::reported(l, life_names.len());
         let problem = match problem {
@@ -145,6 +150,7 @@ impl Misuse {
             life: reported(life),
             problem,
             life_names,
+            label,
         }
     }
 }
@@ -167,7 +173,8 @@ impl fmt::Display for Misuse {
         let life = |l| LifeName(l, self.life_names);
         write!(
             f,
-            "cohort: bad free of {:#x} (size {}, {}): ",
+            "cohort{}: bad free of {:#x} (size {}, {}): ",
+            LabelTag(self.label),
             self.ptr,
             self.size,
             life(self.life)

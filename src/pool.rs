@@ -53,6 +53,7 @@
 //! with key of lifetime class `l`, each once; `Σ_l |of_life[l]| + |retained|` = the units in
 //! state `BLOCK`.
 
+use crate::label::LabelCell;
 use crate::block::{BlockList, BlockStack, Header, Links, Role, Units, HEAPLESS, NO_HOLDER};
 use crate::class::{HeadIndex, BLOCK_SIZE, CLASSES};
 use crate::decay::{Decay, Idle, Retention};
@@ -163,6 +164,9 @@ pub(crate) struct PoolShared {
     /// No retained block can be due to go back before this time (a hint read without the
     /// lock, so that large paths look at empty blocks only when something may be due).
     decay_at: AtomicU64,
+    /// A shared region's label in reports (empty when its state was formatted; unused in
+    /// a private instance, whose label is the instance's).
+    pub(crate) label: LabelCell,
 }
 
 /// Bit 31 of a token prefix: set for a shared region's heaps, never for an instance id

@@ -226,6 +226,7 @@ pub(crate) unsafe fn format(
                 lock_repairs: AtomicU64::new(0),
                 heaps_reaped: AtomicU64::new(0),
                 decay_at: AtomicU64::new(0),
+                label: crate::label::LabelCell::new(crate::label::Label::new("")),
             },
         );
         // The tables' offsets from the state, now that it is in place.
