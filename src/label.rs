@@ -37,7 +37,11 @@ impl Label {
     /// ```
     pub const fn new(text: &str) -> Label {
         let b = text.as_bytes();
-        let mut len = if b.len() < LABEL_BYTES { b.len() } else { LABEL_BYTES };
+        let mut len = if b.len() < LABEL_BYTES {
+            b.len()
+        } else {
+            LABEL_BYTES
+        };
         // Back to a character boundary: a continuation byte is 0b10xx_xxxx.
         while len < b.len() && len > 0 && b[len] & 0xc0 == 0x80 {
             len -= 1;
@@ -161,4 +165,3 @@ impl fmt::Display for LabelTag {
         }
     }
 }
-

@@ -53,11 +53,11 @@
 //! with key of lifetime class `l`, each once; `Σ_l |of_life[l]| + |retained|` = the units in
 //! state `BLOCK`.
 
-use crate::label::LabelCell;
 use crate::block::{BlockList, BlockStack, Header, Links, Role, Units, HEAPLESS, NO_HOLDER};
 use crate::class::{HeadIndex, BLOCK_SIZE, CLASSES};
 use crate::decay::{Decay, Idle, Retention};
 use crate::heap_record::HeapRecord;
+use crate::label::LabelCell;
 use crate::large::LargeTable;
 use crate::region::{Region, RegionState, UNIT};
 use crate::sync::{fence, AtomicU32, AtomicU64, AtomicU8, Ordering, SpinLock};

@@ -140,7 +140,7 @@ pub(crate) fn targets(class: usize) -> impl Iterator<Item = usize> {
     let align = align_of(&CLASSES[class]);
     (class + 1..CLASSES.len()).filter(move |&t| {
         let c = &CLASSES[t];
-        c.stride >= MIN_TARGET_STRIDE && c.stride % align == 0 && c.first % align == 0
+        c.stride >= MIN_TARGET_STRIDE && c.stride.is_multiple_of(align) && c.first.is_multiple_of(align)
     })
 }
 

@@ -61,10 +61,17 @@ fn an_exhausted_class_is_served_from_the_next_larger_class_with_a_free_slot() {
     );
     assert_eq!(promoted, 0);
     assert!(free_before > 60_000, "the 32-byte block has free slots");
-    assert!(a.try_malloc(16, Life::A).is_null(), "try_malloc does not promote");
+    assert!(
+        a.try_malloc(16, Life::A).is_null(),
+        "try_malloc does not promote"
+    );
     let p = a.malloc(16, Life::A);
     assert!(!p.is_null(), "malloc(16) promotes instead of failing");
-    assert_eq!(p as usize % 16, 0, "the promoted slot keeps the request's alignment");
+    assert_eq!(
+        p as usize % 16,
+        0,
+        "the promoted slot keeps the request's alignment"
+    );
     let (live, _, promoted) = head(&a, 32, 0);
     println!(
         "after malloc(16): 32 B blocks {live} live of {capacity}: {} free slots, {promoted} promoted",
@@ -83,7 +90,10 @@ fn an_exhausted_class_is_served_from_the_next_larger_class_with_a_free_slot() {
 #[test]
 fn a_request_whose_lifetime_class_has_no_larger_slot_is_still_null() {
     let (a, big, small) = full_region(500);
-    assert!(a.malloc(16, Life::B).is_null(), "no block of B to promote into");
+    assert!(
+        a.malloc(16, Life::B).is_null(),
+        "no block of B to promote into"
+    );
     free_all(&a, &big, &small);
 }
 
@@ -141,7 +151,16 @@ fn a_wrong_size_is_caught_on_promoted_and_unpromoted_slots() {
     assert!(!p.is_null());
     // The promoted slot freed with the block's size.
     let m = misuse(&a, p, 32, Life::A).expect("a promoted slot freed as 32 bytes");
-    assert!(matches!(m.problem, Problem::Promoted { source_stride: 16, .. }), "{m}");
+    assert!(
+        matches!(
+            m.problem,
+            Problem::Promoted {
+                source_stride: 16,
+                ..
+            }
+        ),
+        "{m}"
+    );
     assert!(m.to_string().contains("promoted"), "{m}");
     // An unpromoted 32-byte slot of the same block freed as 16 bytes.
     let m = misuse(&a, big[3], 16, Life::A).expect("a 32-byte slot freed as 16 bytes");
@@ -163,7 +182,10 @@ fn a_wrong_size_is_caught_on_promoted_and_unpromoted_slots() {
     // The right frees still work, once.
     assert!(misuse(&a, p, 16, Life::A).is_none());
     let m = misuse(&a, p, 16, Life::A).expect("a double free of a promoted slot");
-    assert!(matches!(m.problem, Problem::NotPromoted { .. } | Problem::DoubleFree), "{m}");
+    assert!(
+        matches!(m.problem, Problem::NotPromoted { .. } | Problem::DoubleFree),
+        "{m}"
+    );
     // SAFETY: nobody else uses `a`.
     unsafe { a.verify() }.expect("misuse changed nothing");
     free_all(&a, &big, &small);
