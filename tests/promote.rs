@@ -5,9 +5,8 @@
 
 use cohort::{Cohort, Lifetime, Misuse, Problem};
 
-cohort::lifetime_classes! {
-    enum Life { A, B }
-}
+mod promote_support;
+use promote_support::{free_all, full_region, Life};
 
 /// The figures of the head of `stride` in lifetime class `life`: (live, capacity,
 /// promoted).
@@ -17,37 +16,6 @@ fn head<L: Lifetime>(a: &Cohort<L>, stride: usize, life: usize) -> (usize, usize
         .iter()
         .find(|h| h.stride == stride && h.life == life)
         .map_or((0, 0, 0), |h| (h.live, h.capacity, h.promoted))
-}
-
-/// A 2-unit region: one block of 32-byte slots of `A` holding `kept` allocations, the
-/// other full of 16-byte slots of `A` (filled until malloc(16) found neither a slot nor a
-/// block). Returns the allocator, the 32-byte and the 16-byte allocations.
-fn full_region(kept: usize) -> (Cohort<Life>, Vec<*mut u8>, Vec<*mut u8>) {
-    let a: Cohort<Life> = Cohort::with_reservation(4 << 20);
-    let big: Vec<_> = (0..kept).map(|_| a.malloc(32, Life::A)).collect();
-    assert!(big.iter().all(|p| !p.is_null()));
-    let mut small = Vec::new();
-    // try_malloc never promotes: it fills the 16-byte class and stops at its end.
-    loop {
-        let p = a.try_malloc(16, Life::A);
-        if p.is_null() {
-            break;
-        }
-        small.push(p);
-    }
-    (a, big, small)
-}
-
-/// Frees everything `full_region` made.
-fn free_all(a: &Cohort<Life>, big: &[*mut u8], small: &[*mut u8]) {
-    for &p in big {
-        // SAFETY: allocated by full_region with this size and class, freed once.
-        unsafe { a.free(p, 32, Life::A) };
-    }
-    for &p in small {
-        // SAFETY: as above.
-        unsafe { a.free(p, 16, Life::A) };
-    }
 }
 
 #[test]

@@ -3,39 +3,18 @@
 //! ones; a release of the class holding promoted slots; resizes and unsized frees of
 //! promoted slots; promotion through `GlobalAlloc`'s layouts.
 
-use cohort::{Cohort, Problem};
+use cohort::Problem;
 use std::alloc::Layout;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 
-cohort::lifetime_classes! {
-    enum Life { A, B }
-}
+mod promote_support;
+use promote_support::{free_all, full_region, promoted, Life};
 
 /// A pointer sent to another thread.
 struct Sent(*mut u8, u64);
 // SAFETY: a live allocation handed over whole: only the receiver uses it.
 unsafe impl Send for Sent {}
-
-/// A 2-unit region: a block of 32-byte slots of `A` with `kept` allocations, the other
-/// full of 16-byte slots of `A`.
-fn full_region(kept: usize) -> (Cohort<Life>, Vec<*mut u8>, Vec<*mut u8>) {
-    let a: Cohort<Life> = Cohort::with_reservation(4 << 20);
-    let big: Vec<_> = (0..kept).map(|_| a.malloc(32, Life::A)).collect();
-    let mut small = Vec::new();
-    loop {
-        let p = a.try_malloc(16, Life::A);
-        if p.is_null() {
-            break;
-        }
-        small.push(p);
-    }
-    (a, big, small)
-}
-
-fn promoted(a: &Cohort<Life>) -> usize {
-    a.stats().heads.iter().map(|h| h.promoted).sum()
-}
 
 #[test]
 fn promoted_slots_freed_by_other_threads_while_the_owner_promotes_more() {
@@ -112,11 +91,7 @@ fn promoted_slots_freed_by_other_threads_while_the_owner_promotes_more() {
     assert_eq!(promoted(a), 0, "every promoted slot was freed");
     // SAFETY: every thread has ended.
     unsafe { a.verify() }.expect("consistent");
-    for &p in big.iter().chain(&small) {
-        let size = if big.contains(&p) { 32 } else { 16 };
-        // SAFETY: made by full_region.
-        unsafe { a.free(p, size, Life::A) };
-    }
+    free_all(a, &big, &small);
     // SAFETY: as above.
     unsafe { a.verify() }.expect("consistent");
 }
@@ -205,11 +180,7 @@ fn promoted_slots_resize_and_free_without_a_size() {
         a.try_alloc(l, Life::A).is_null(),
         "try_alloc never promotes"
     );
-    for &p in big.iter().chain(&small) {
-        let size = if big.contains(&p) { 32 } else { 16 };
-        // SAFETY: made by full_region.
-        unsafe { a.free(p, size, Life::A) };
-    }
+    free_all(&a, &big, &small);
     // SAFETY: nobody else uses `a`.
     unsafe { a.verify() }.expect("consistent");
 }
@@ -239,9 +210,5 @@ fn a_block_holds_one_source_class_at_a_time() {
     assert!(unsafe { a.try_free(p8, 16, Life::A) }.is_err());
     // SAFETY: allocated above.
     unsafe { a.free(p8, 8, Life::A) };
-    for &p in big.iter().chain(&small) {
-        let size = if big.contains(&p) { 32 } else { 16 };
-        // SAFETY: made by full_region.
-        unsafe { a.free(p, size, Life::A) };
-    }
+    free_all(&a, &big, &small);
 }
