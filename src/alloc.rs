@@ -16,7 +16,8 @@
 
 #[cfg(doc)]
 use crate::class::Lookup;
-use crate::class::{class_of, geometry_unchecked, CLASSES};
+use crate::class::{class_of, geometry_unchecked, HeadIndex, CLASSES};
+use crate::counters::Counter;
 use crate::heap;
 use crate::instance::{Instance, CHECKED};
 use crate::live_bits::LiveBits;
@@ -241,6 +242,8 @@ impl Instance {
         let Some(pool) = self.pool() else {
             return ptr::null_mut();
         };
+        pool.counters
+            .add(HeadIndex::new(class, life).get(), Counter::AllocSlow, 1);
         // Again: the first use of the instance gave it its id just now.
         let instance = self.instance.load(Ordering::Relaxed);
         let heap = route.slow_heap(pool, instance);

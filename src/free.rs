@@ -9,7 +9,8 @@ use crate::block::{header_of, key, Header, LocalFree, MAGIC};
 use core::alloc::Layout;
 #[cfg(doc)]
 use crate::class::Lookup;
-use crate::class::{class_of, BLOCK_SIZE, CLASSES, CLASS_COUNT};
+use crate::class::{class_of, HeadIndex, BLOCK_SIZE, CLASSES, CLASS_COUNT};
+use crate::counters::Counter;
 use crate::instance::{Instance, CHECKED};
 #[cfg(doc)]
 use crate::instance::RegionBounds;
@@ -405,6 +406,11 @@ impl Instance {
         // current. Then the free is local, so the block's emptying is seen.
         // SAFETY: the route gives null or a live heap the caller holds.
         let mine = unsafe { route.heap_owning(self.instance_id(), owner).as_ref() };
+        // SAFETY: the block exists, so the pool does.
+        let pool = unsafe { &*self.pool.load(Ordering::Acquire) };
+        let head = HeadIndex::new(h.class(), h.life()).get();
+        let counter = if mine.is_some() { Counter::FreeSlow } else { Counter::RemoteFree };
+        pool.counters.add(head, counter, 1);
         if let Some(heap) = mine {
             // SAFETY: a live slot of a block of this thread's heap.
             if !unsafe { heap.free_local(h, p) } {
@@ -412,8 +418,6 @@ impl Instance {
             }
             return;
         }
-        // SAFETY: the block exists, so the pool does.
-        let pool = unsafe { &*self.pool.load(Ordering::Acquire) };
         if h.geometry().is_tiny() {
             if size == 0 {
                 // Class 0 (tiny) is a zero size's in `free_layout`: the zero-size path.

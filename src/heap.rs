@@ -392,6 +392,9 @@ impl Heap {
     #[inline(never)]
     pub(crate) fn free_slow(&self, h: &Header) {
         let pool = self.pool();
+        let counted = HeadIndex::new(h.class(), h.life()).get();
+        pool.counters
+            .add(counted, crate::counters::Counter::FreeSlow, 1);
         // SAFETY: the block is this heap's, so its key names a head of this heap.
         let head = unsafe { self.head(h.class(), h.life()) };
         match h.role() {

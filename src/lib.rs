@@ -18,7 +18,7 @@
 //! | layer | modules | what |
 //! |---|---|---|
 //! | 0 | `class`, `sync`, `os`, `lifetime`, `offset`, `label` | the size-class table and block geometry, checked at compile time; atomics and the lock; every system call; the lifetime-class trait; typed offsets into a region; an allocator's label in its reports |
-//! | 1 | `region`, `decay`, `misuse`, `instance_id` | address space carved into blocks; what is kept of unused memory and when it is given back (bounds, the adaptive delay); what a bad free is and how it is reported; the source of instance ids |
+//! | 1 | `region`, `decay`, `misuse`, `instance_id`, `counters` | address space carved into blocks; what is kept of unused memory and when it is given back (bounds, the adaptive delay); what a bad free is and how it is reported; the source of instance ids; per-head counters of slow-path events |
 //! | 2 | `live_bits`, `block`, `large` | checked mode's live bit per slot; the block header, its slot lists, remote frees; the large-allocation table and the cache of freed large mappings |
 //! | 3 | `tiny` | 1- and 2-byte slots in runs |
 //! | 4 | `heap_record` | what other threads may touch of a heap: token, state, `returned`, abandoned link, tiny heads |
@@ -133,6 +133,7 @@ macro_rules! not_under_loom {
 
 // In the order of the layer table.
 pub mod class;
+mod counters;
 mod decay;
 mod label;
 mod large;
@@ -216,6 +217,6 @@ pub use scope::{ClassScope, ScopesInUse};
 #[cfg(not(loom))]
 pub use shared::Recoveries;
 #[cfg(not(loom))]
-pub use stats::{ClassStats, HeadStats, Stats, Totals};
+pub use stats::{ClassStats, HeadEvents, HeadStats, Stats, Totals};
 #[cfg(not(loom))]
 pub use verify::{Verified, VerifyError};

@@ -55,6 +55,7 @@
 
 use crate::block::{BlockList, BlockStack, Header, Links, Role, Units, HEAPLESS, NO_HOLDER};
 use crate::class::{HeadIndex, BLOCK_SIZE, CLASSES};
+use crate::counters::{Counter, HeadCounters};
 use crate::decay::{Decay, Idle, Retention};
 use crate::heap_record::HeapRecord;
 use crate::label::LabelCell;
@@ -117,6 +118,8 @@ pub(crate) struct Pool {
     refs: AtomicU64,
     /// How a shared pool's region is unmapped from this process once `refs` reaches 0.
     pub(crate) leave: Option<Leave>,
+    /// This view's per-head counters of slow-path events (see [`crate::counters`]).
+    pub(crate) counters: HeadCounters,
 }
 
 /// How this process lets go of a shared region's mapping: `unmap(base, len, sync)`.
@@ -540,6 +543,7 @@ impl Pool {
         }
         if let Some(h) = self.take_partial(st, head) {
             h.set_owner(owner);
+            self.counters.add(head.get(), Counter::BlockTaken, 1);
             return Some(h);
         }
         // Take before the decay: a block unused for the delay still serves the request that
@@ -563,6 +567,7 @@ impl Pool {
             unsafe { tiny::init_runs(base.cast(), c) };
         }
         st.of_life_mut(life).push(self.life_links(), h);
+        self.counters.add(head.get(), Counter::BlockTaken, 1);
         Some(h)
     }
 

@@ -36,6 +36,7 @@
 
 use crate::block::{header_of, Header, PROMOTING};
 use crate::class::{Class, HeadIndex, CLASSES, MAX_SMALL_ALIGN};
+use crate::counters::Counter;
 use crate::heap::{self, Heap};
 use crate::misuse::Problem;
 use crate::pool::Pool;
@@ -212,6 +213,8 @@ pub(crate) fn alloc(heap: &Heap, class: usize, life: usize) -> Option<(*mut u8, 
             continue;
         }
         mark(pool, h, p, class);
+        pool.counters
+            .add(HeadIndex::new(class, life).get(), Counter::Promoted, 1);
         return Some((p, zeroed));
     }
     None

@@ -11,6 +11,8 @@
 //! large_bytes` (read under one lock).
 
 use crate::api::Cohort;
+use crate::class::{HeadIndex, CLASSES};
+use crate::counters::Counter;
 use crate::label::{Label, LabelCell};
 use crate::lifetime::Lifetime;
 use core::fmt;
@@ -60,6 +62,35 @@ impl HeadStats {
     pub fn live_bytes(&self) -> usize {
         self.live * self.stride
     }
+}
+
+/// The slow-path events of one (size class, lifetime class) pair since the allocator
+/// started, counted off the fast paths (per allocation and per free nothing is counted:
+/// see [`Stats::events`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HeadEvents {
+    /// Size class index.
+    pub size_class: usize,
+    /// Slot size in bytes.
+    pub stride: usize,
+    /// Lifetime class index (as [`HeadStats::life`]).
+    pub life: usize,
+    /// The lifetime class's name, as [`HeadStats::life_name`].
+    pub life_name: &'static str,
+    /// Allocations that took the slow path (the current block had no slot ready: a new
+    /// bump window, freed slots collected, another block, a block from the pool).
+    pub alloc_slow: u64,
+    /// Local frees that took the slow path (a block relisted or emptied), and frees that
+    /// were local after all on a heap the thread did not use last.
+    pub free_slow: u64,
+    /// Frees by a thread that does not own the block.
+    pub remote_frees: u64,
+    /// Blocks a heap took from the pool (kept, retained or new).
+    pub blocks_taken: u64,
+    /// Blocks given back to the pool, emptied by frees or by a release.
+    pub blocks_given_back: u64,
+    /// Requests of this head served by promotion (from a larger size class).
+    pub promoted: u64,
 }
 
 /// Figures summed over many heads.
@@ -158,6 +189,12 @@ pub struct Stats {
     pub lock_acquisitions: u64,
     /// The allocator's label ([`Cohort::set_label`]), empty when it has none.
     pub label: Label,
+    /// Every (size class, lifetime class) pair with a slow-path event since the allocator
+    /// started, by lifetime class then size class: this process's events (a region shared
+    /// between processes counts each process's own). Each allocation and each free is not
+    /// counted (that would cost the fast paths an instruction each); `live` in `heads` is
+    /// their difference.
+    pub events: Vec<HeadEvents>,
 }
 
 impl<L: Lifetime> Cohort<L> {
@@ -228,11 +265,43 @@ impl<L: Lifetime> Cohort<L> {
             retained_empty_blocks,
             lock_acquisitions,
             label: self.label(),
+            events: self.events(),
         }
     }
 }
 
 impl<L: Lifetime> Cohort<L> {
+    /// The per-head event counters (see [`Stats::events`]).
+    fn events(&self) -> Vec<HeadEvents> {
+        let Some(pool) = self.core.pool_if_any() else {
+            return Vec::new();
+        };
+        let mut events = Vec::new();
+        for inside in 0..Self::INSIDE_COUNT {
+            for (class, c) in CLASSES.iter().enumerate() {
+                let n = pool.counters.get(HeadIndex::new(class, inside).get());
+                if n.iter().all(|&n| n == 0) {
+                    continue;
+                }
+                let life = Self::reported(inside);
+                events.push(HeadEvents {
+                    size_class: class,
+                    stride: c.stride as usize,
+                    life,
+                    life_name: Self::life_name(life),
+                    alloc_slow: n[Counter::AllocSlow as usize],
+                    free_slow: n[Counter::FreeSlow as usize],
+                    remote_frees: n[Counter::RemoteFree as usize],
+                    blocks_taken: n[Counter::BlockTaken as usize],
+                    blocks_given_back: n[Counter::BlockGivenBack as usize],
+                    promoted: n[Counter::Promoted as usize],
+                });
+            }
+        }
+        events.sort_by_key(|e| (e.life, e.size_class));
+        events
+    }
+
     /// This allocator, labelled `label` (cut to [`LABEL_BYTES`](crate::LABEL_BYTES) bytes): its misuse
     /// reports, verify errors and statistics name it, so that a program with several
     /// allocators knows which one complained.
@@ -387,6 +456,36 @@ impl fmt::Display for Stats {
                 Bytes(c.large_bytes),
                 Bytes(c.live_bytes())
             )?;
+        }
+        if !self.events.is_empty() {
+            writeln!(
+                f,
+                "{:>5} {:>7} {:>10} {:>10} {:>10} {:>10} {:>7} {:>7} {:>9}",
+                "class",
+                "stride",
+                "life",
+                "alloc slow",
+                "free slow",
+                "remote",
+                "taken",
+                "given",
+                "promoted"
+            )?;
+            for e in &self.events {
+                writeln!(
+                    f,
+                    "{:>5} {:>7} {:>10} {:>10} {:>10} {:>10} {:>7} {:>7} {:>9}",
+                    e.size_class,
+                    e.stride,
+                    LifeLabel(e.life, e.life_name),
+                    e.alloc_slow,
+                    e.free_slow,
+                    e.remote_frees,
+                    e.blocks_taken,
+                    e.blocks_given_back,
+                    e.promoted
+                )?;
+            }
         }
         let t = &self.small;
         writeln!(

@@ -61,6 +61,8 @@ pub(crate) struct Layout {
     /// The shadow (shared and checked only, else 0).
     shadow: usize,
     pub(crate) max_heaps: u32,
+    /// The number of heads (for the view's per-head counters).
+    heads: usize,
     /// The area's length in bytes.
     pub(crate) len: usize,
 }
@@ -98,6 +100,7 @@ impl Layout {
                 heap_stride: 0,
                 shadow: 0,
                 max_heaps,
+                heads,
                 len: os::page_round(end)?,
             });
         };
@@ -121,6 +124,7 @@ impl Layout {
             heap_stride,
             shadow: if parts.checked { shadow } else { 0 },
             max_heaps,
+            heads,
             len: os::page_round(end)?,
         })
     }
@@ -165,6 +169,7 @@ pub(crate) unsafe fn build(
                 area_len: 0,
                 refs: AtomicU64::new(1),
                 leave: None,
+                counters: crate::counters::HeadCounters::new(layout.heads),
             },
         );
     }
