@@ -189,6 +189,12 @@ pub struct Stats {
     pub lock_acquisitions: u64,
     /// The allocator's label ([`Cohort::set_label`]), empty when it has none.
     pub label: Label,
+    /// The region's capacity in bytes: the blocks it can ever hold times 2 MiB (0 before
+    /// the first allocation). Past it, small allocations promote or fail (null).
+    pub region_bytes: usize,
+    /// Blocks carved from the region so far (in use, kept empty, or given back to the OS
+    /// and carvable again): `region_bytes / 2 MiB - carved_blocks` are never used yet.
+    pub carved_blocks: usize,
     /// Every (size class, lifetime class) pair with a slow-path event since the allocator
     /// started, by lifetime class then size class: this process's events (a region shared
     /// between processes counts each process's own). Each allocation and each free is not
@@ -251,6 +257,10 @@ impl<L: Lifetime> Cohort<L> {
         let (large_allocations, large_bytes, retained_empty_blocks, lock_acquisitions) =
             self.core.pool_counters();
         let classes = self.class_totals(&heads);
+        let (region_bytes, carved_blocks) = self.core.pool_if_any().map_or((0, 0), |pool| {
+            let st = pool.state.lock();
+            (pool.region.len(), pool.region.carved_units(&st.region))
+        });
         let (large_cached, large_cached_bytes, large_system_calls) =
             self.core.large_cache_counters();
         Stats {
@@ -266,6 +276,8 @@ impl<L: Lifetime> Cohort<L> {
             lock_acquisitions,
             label: self.label(),
             events: self.events(),
+            region_bytes,
+            carved_blocks,
         }
     }
 }
@@ -458,41 +470,14 @@ impl fmt::Display for Stats {
             )?;
         }
         if !self.events.is_empty() {
-            writeln!(
-                f,
-                "{:>5} {:>7} {:>10} {:>10} {:>10} {:>10} {:>7} {:>7} {:>9}",
-                "class",
-                "stride",
-                "life",
-                "alloc slow",
-                "free slow",
-                "remote",
-                "taken",
-                "given",
-                "promoted"
-            )?;
-            for e in &self.events {
-                writeln!(
-                    f,
-                    "{:>5} {:>7} {:>10} {:>10} {:>10} {:>10} {:>7} {:>7} {:>9}",
-                    e.size_class,
-                    e.stride,
-                    LifeLabel(e.life, e.life_name),
-                    e.alloc_slow,
-                    e.free_slow,
-                    e.remote_frees,
-                    e.blocks_taken,
-                    e.blocks_given_back,
-                    e.promoted
-                )?;
-            }
+            events_table(f, &self.events)?;
         }
         let t = &self.small;
         writeln!(
             f,
             "small: {} blocks, {} live slots, {} live, {} resident ({} reserved); large: {} \
              allocations, {} ({} freed mappings cached, {}); {} empty blocks kept; pool lock \
-             taken {} times",
+             taken {} times; region {} ({} of {} blocks carved)",
             t.blocks,
             t.live,
             Bytes(t.live_bytes),
@@ -503,7 +488,47 @@ impl fmt::Display for Stats {
             self.large_cached,
             Bytes(self.large_cached_bytes),
             self.retained_empty_blocks,
-            self.lock_acquisitions
+            self.lock_acquisitions,
+            Bytes(self.region_bytes),
+            self.carved_blocks,
+            self.region_bytes / crate::class::BLOCK_SIZE
         )
     }
+}
+
+/// The table of [`Stats::events`]: a header line, then a line per head.
+fn events_table(f: &mut fmt::Formatter<'_>, events: &[HeadEvents]) -> fmt::Result {
+    let header = [
+        "class",
+        "stride",
+        "life",
+        "alloc slow",
+        "free slow",
+        "remote",
+        "taken",
+        "given",
+        "promoted",
+    ]
+    .map(String::from);
+    let rows = events.iter().map(|e| {
+        [
+            e.size_class.to_string(),
+            e.stride.to_string(),
+            LifeLabel(e.life, e.life_name).to_string(),
+            e.alloc_slow.to_string(),
+            e.free_slow.to_string(),
+            e.remote_frees.to_string(),
+            e.blocks_taken.to_string(),
+            e.blocks_given_back.to_string(),
+            e.promoted.to_string(),
+        ]
+    });
+    for c in core::iter::once(header).chain(rows) {
+        writeln!(
+            f,
+            "{:>5} {:>7} {:>10} {:>10} {:>10} {:>10} {:>7} {:>7} {:>9}",
+            c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8]
+        )?;
+    }
+    Ok(())
 }

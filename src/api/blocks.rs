@@ -88,7 +88,11 @@ impl<L: Lifetime> Cohort<L> {
                 usable_bytes: c.usable(),
                 // SAFETY: the block is mapped.
                 resident_bytes: unsafe { os::resident_bytes(h.base(), c.block_size()) },
-                promoted: crate::promotion::promoted_in(&pool.region, h).0,
+                // Read a moment after `live`: kept within it (other threads may promote
+                // or free meanwhile).
+                promoted: crate::promotion::promoted_in(&pool.region, h)
+                    .0
+                    .min(b.live as usize),
             };
             f(&report);
         }
