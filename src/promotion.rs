@@ -327,14 +327,18 @@ pub(crate) fn promoted_in(region: &Region, h: &Header) -> (usize, Option<usize>)
 
 /// For `verify` (allocates nothing): calls `f` with the index of every slot of block `h`
 /// (which has [`PROMOTING`]) whose bit is set, in order, and returns the record's count and
-/// source.
+/// source. A bit past the block's slots in its last word is reported too (as a slot index
+/// at or past the capacity).
 pub(crate) fn for_each_promoted(
     region: &Region,
     h: &Header,
     mut f: impl FnMut(usize),
 ) -> (usize, Option<usize>) {
     let r = Record::of(region, h);
-    for (w, word) in r.bits.iter().enumerate() {
+    // Only the block's own words: `restart` clears those, and bits past them may be left
+    // from an earlier block of the unit with more slots (never read).
+    let words = (h.capacity() as usize).div_ceil(64);
+    for (w, word) in r.bits[..words].iter().enumerate() {
         let mut bits = word.load(Ordering::Acquire);
         while bits != 0 {
             f(w * 64 + bits.trailing_zeros() as usize);

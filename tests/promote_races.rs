@@ -3,7 +3,7 @@
 //! ones; a release of the class holding promoted slots; resizes and unsized frees of
 //! promoted slots; promotion through `GlobalAlloc`'s layouts.
 
-use cohort::Problem;
+use cohort::{Cohort, Problem};
 use std::alloc::Layout;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -210,5 +210,54 @@ fn a_block_holds_one_source_class_at_a_time() {
     assert!(unsafe { a.try_free(p8, 16, Life::A) }.is_err());
     // SAFETY: allocated above.
     unsafe { a.free(p8, 8, Life::A) };
+    free_all(&a, &big, &small);
+}
+
+#[test]
+fn a_unit_reused_by_a_class_of_fewer_slots_leaves_no_stale_promotion_bits() {
+    // An 8-byte block (262 136 slots) whose slots past index 65 534 hold promoted 4-byte
+    // requests; then the unit serves 32-byte slots (65 534 of them), promoted into again.
+    let a: Cohort<Life> = Cohort::with_reservation(4 << 20);
+    let eights: Vec<_> = (0..70_000).map(|_| a.malloc(8, Life::A)).collect();
+    let mut fours = Vec::new();
+    loop {
+        let p = a.try_malloc(4, Life::A);
+        if p.is_null() {
+            break;
+        }
+        fours.push(p);
+    }
+    let lifted: Vec<_> = (0..1000).map(|_| a.malloc(4, Life::A)).collect();
+    assert!(lifted.iter().all(|p| !p.is_null()));
+    assert_eq!(a.block_of(lifted[999], 4), a.block_of(eights[0], 8));
+    // SAFETY: every allocation of A is this thread's, none used after.
+    unsafe { a.release_class(Life::A) };
+    a.compact();
+    // The freed units serve 32-byte slots (the lower one first) and 16-byte ones.
+    let big: Vec<_> = (0..10).map(|_| a.malloc(32, Life::A)).collect();
+    assert_eq!(
+        a.block_of(big[0], 32),
+        a.block_of(eights[0], 8),
+        "the 8-byte block's unit"
+    );
+    let mut small = Vec::new();
+    loop {
+        let p = a.try_malloc(16, Life::A);
+        if p.is_null() {
+            break;
+        }
+        small.push(p);
+    }
+    let p = a.malloc(16, Life::A);
+    assert_eq!(
+        a.block_of(p, 32),
+        a.block_of(big[0], 32),
+        "promoted into the 32-byte block"
+    );
+    assert_eq!(promoted(&a), 1);
+    // SAFETY: nobody else uses `a`.
+    unsafe { a.verify() }.expect("no stale bit of the unit's earlier block");
+    // SAFETY: allocated above.
+    unsafe { a.free(p, 16, Life::A) };
     free_all(&a, &big, &small);
 }
