@@ -16,12 +16,14 @@
 
 #[cfg(doc)]
 use crate::class::Lookup;
-use crate::class::{class_of, geometry_unchecked, CLASSES};
+use crate::class::{class_of, geometry_unchecked, HeadIndex, CLASSES};
+use crate::counters::Counter;
 use crate::heap;
 use crate::instance::{Instance, CHECKED};
 use crate::live_bits::LiveBits;
 use crate::os;
 use crate::per_thread;
+use crate::promotion;
 use crate::route::{Route, ThreadHeap};
 use crate::sync::Ordering;
 use core::alloc::Layout;
@@ -240,6 +242,8 @@ impl Instance {
         let Some(pool) = self.pool() else {
             return ptr::null_mut();
         };
+        pool.counters
+            .add(HeadIndex::new(class, life).get(), Counter::AllocSlow, 1);
         // Again: the first use of the instance gave it its id just now.
         let instance = self.instance.load(Ordering::Relaxed);
         let heap = route.slow_heap(pool, instance);
@@ -248,8 +252,12 @@ impl Instance {
         let heap = unsafe { heap.as_ref() };
         let from = |heap: Option<&crate::heap::Heap>| match heap {
             None => pool.alloc_locked(&mut pool.lock(), class, life),
-            Some(heap) if CLASSES[class].is_tiny() => heap.alloc_tiny(class, life),
-            Some(heap) => heap.alloc_slow(class, life, || per_thread::find_own(instance)),
+            Some(heap) if CLASSES[class].is_tiny() => heap
+                .alloc_tiny(class, life)
+                .or_else(|| promotion::alloc(heap, class, life)),
+            Some(heap) => heap
+                .alloc_slow(class, life, || per_thread::find_own(instance))
+                .or_else(|| promotion::alloc(heap, class, life)),
         };
         // Out of memory: in a shared instance, dead processes' heaps may hold free slots
         // and empty blocks; taken over, they are the pool's. Then once more.

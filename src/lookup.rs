@@ -66,9 +66,23 @@ impl Instance {
         debug_assert!(self.bounds.contains(p));
         // SAFETY: p lies in the region, readable everywhere; its header mask finds its
         // block's header (every block has the same size and alignment).
-        let key = unsafe { (*header_of(p)).key() };
+        let h = unsafe { &*header_of(p) };
+        let key = h.key();
         let class = key_class(key);
+        if h.is_promoting() && key != EMPTY_KEY {
+            return self.promoted_at(h, p);
+        }
         (key != EMPTY_KEY && class < CLASS_COUNT).then_some((class, key_life(key)))
+    }
+
+    /// [`Instance::small_at`] in a block that may hold promoted slots: the class the slot's
+    /// request was made with (see [`crate::promotion`]).
+    #[cold]
+    #[inline(never)]
+    fn promoted_at(&self, h: &crate::block::Header, p: *mut u8) -> Option<(usize, usize)> {
+        let pool = self.pool_if_any()?;
+        let class = crate::promotion::class_of_slot(&pool.region, h, p);
+        (class < CLASS_COUNT).then_some((class, h.life()))
     }
 
     /// The large allocation starting at `p` (outside the region), from the large table

@@ -55,8 +55,10 @@
 
 use crate::block::{BlockList, BlockStack, Header, Links, Role, Units, HEAPLESS, NO_HOLDER};
 use crate::class::{HeadIndex, BLOCK_SIZE, CLASSES};
+use crate::counters::{Counter, HeadCounters};
 use crate::decay::{Decay, Idle, Retention};
 use crate::heap_record::HeapRecord;
+use crate::label::LabelCell;
 use crate::large::LargeTable;
 use crate::lifetime::ScopeClaims;
 use crate::region::{Region, RegionState, UNIT};
@@ -123,6 +125,8 @@ pub(crate) struct Pool {
     refs: AtomicU64,
     /// How a shared pool's region is unmapped from this process once `refs` reaches 0.
     pub(crate) leave: Option<Leave>,
+    /// This view's per-head counters of slow-path events (see [`crate::counters`]).
+    pub(crate) counters: HeadCounters,
 }
 
 /// How this process lets go of a shared region's mapping: `unmap(base, len, sync)`.
@@ -179,6 +183,9 @@ pub(crate) struct PoolShared {
     /// Set (1, for good) once a process of another pid namespace wrote its process word
     /// into the region: see [`Pool::pids_compare`].
     mixed_ns: AtomicU8,
+    /// A shared region's label in reports (empty when its state was formatted; unused in
+    /// a private instance, whose label is the instance's).
+    pub(crate) label: LabelCell,
 }
 
 /// Bit 31 of a token prefix: set for a shared region's heaps, never for an instance id

@@ -46,6 +46,9 @@ pub(crate) struct Region {
     /// Checked mode: one bit per byte of the region (reserved, touched only where blocks
     /// are), set while the slot starting there is live (null when not checked).
     pub(crate) live_bits: *const crate::sync::AtomicU64,
+    /// [`PROMOTION_WORDS`] words per unit: which slots of its block were promoted from a
+    /// smaller size class (see `crate::promote`).
+    pub(crate) promotion: *const crate::sync::AtomicU64,
     /// Words of the decommitted-unit bitmap (one bit per unit below `bump`), touched only
     /// under the pool lock ([`RegionState`] proves it is held).
     decommitted: *mut usize,
@@ -66,9 +69,20 @@ pub(crate) struct RegionState {
 }
 
 /// The bytes of a placed region's state ([`Region::placed`]): the unit bytes, then the
-/// decommitted bitmap (word aligned).
+/// decommitted bitmap (word aligned), then the promotion records.
 pub(crate) fn placed_meta_len(unit_count: usize) -> usize {
-    unit_states_len(unit_count) + bitmap_bytes(unit_count)
+    unit_states_len(unit_count) + bitmap_bytes(unit_count) + promotion_bytes(unit_count)
+}
+
+/// Words of one unit's promotion record (read and written by `crate::promote` only): an
+/// information word, then a bitmap of one bit per 8 bytes of the unit, enough for a bit per
+/// slot of every class a request can be promoted into (strides of 8 bytes and more).
+/// Touched only where promotions happen: a region that never promotes keeps these pages
+/// untouched (never resident).
+pub(crate) const PROMOTION_WORDS: usize = 1 + UNIT / 8 / 64;
+
+fn promotion_bytes(unit_count: usize) -> usize {
+    unit_count * PROMOTION_WORDS * size_of::<crate::sync::AtomicU64>()
 }
 
 /// The bytes of the unit states, rounded up so the bitmap after them is word aligned: sized
@@ -164,6 +178,10 @@ impl Region {
             live_bits: shadow as *const crate::sync::AtomicU64,
             // SAFETY: the bitmap follows the unit bytes in `meta` (placed_meta_len).
             decommitted: unsafe { meta.add(unit_states_len(unit_count)) }.cast::<usize>(),
+            // SAFETY: the promotion records follow the bitmap in `meta` (placed_meta_len),
+            // word aligned (the bitmap is whole words).
+            promotion: unsafe { meta.add(unit_states_len(unit_count) + bitmap_bytes(unit_count)) }
+                .cast(),
             meta_len: 0,
             shadow_len: 0,
             shared,

@@ -10,6 +10,7 @@ use crate::instance::{Instance, CHECKED};
 use crate::live_bits::LiveBits;
 use crate::misuse::{report, Misuse, Problem};
 use crate::pool::{Pool, EMPTY_KEY};
+use crate::promotion;
 use crate::region::BLOCK;
 use crate::sync::Ordering;
 use crate::tiny;
@@ -89,7 +90,10 @@ impl Instance {
             }
             // SAFETY: the caller's pointer is in a block of this allocator, whose header is
             // mapped.
-            if unsafe { (*h).key() } != key(class, life) {
+            let hr = unsafe { &*h };
+            if hr.is_promoting() {
+                self.check_promoting::<ABORT>(hr, p, size, class, life);
+            } else if hr.key() != key(class, life) {
                 self.bad_key::<ABORT>(p, size, class, life);
             }
         }
@@ -99,7 +103,7 @@ impl Instance {
 
     /// A misuse report of a free (or resize) of `p` with `size` and lifetime class `life`.
     pub(crate) fn misuse(&self, p: *mut u8, size: usize, life: usize, problem: Problem) -> Misuse {
-        Misuse::new(p as usize, size, life, problem, self.life_names)
+        Misuse::new(p as usize, size, life, problem, self.life_names, self.label())
     }
 
     /// What a pointer outside the region is: a large allocation (freed with a small size), a
@@ -181,6 +185,26 @@ impl Instance {
         self.misuse(p, size, life, problem)
     }
 
+    /// The release-build check of a resize's old allocation in a block that may hold
+    /// promoted slots ([`promotion::check`], which changes nothing here).
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    fn check_promoting<const ABORT: bool>(
+        &self,
+        h: &Header,
+        p: *mut u8,
+        size: usize,
+        class: usize,
+        life: usize,
+    ) {
+        // SAFETY: the block exists, so the pool does.
+        let pool = unsafe { &*self.pool.load(Ordering::Acquire) };
+        if let Err(problem) = promotion::check(&pool.region, h, p, class, life, false) {
+            report::<ABORT>(self.misuse(p, size, life, problem));
+        }
+    }
+
     /// Checked mode: every check a free can make, before it touches anything
     /// ([`Instance::find_misuse`]); misuse is reported. With `FREEING` (a free), the slot's
     /// live bit is cleared by the check.
@@ -230,7 +254,13 @@ impl Instance {
         // block, whose header is initialised.
         let h = unsafe { &*(base as *const Header) };
         let is_block = r.unit_state(r.unit_of(base)) == BLOCK && h.magic == MAGIC;
-        if !is_block || h.key() != key(class, life) {
+        if is_block && h.key() != EMPTY_KEY && h.is_promoting() {
+            // Every check of the slot's size against the block's promotion record; the bit
+            // itself is cleared by the free that follows (`free_in_promoting`).
+            if let Err(problem) = promotion::check(r, h, p, class, life, false) {
+                return bad(problem);
+            }
+        } else if !is_block || h.key() != key(class, life) {
             let block_class = (is_block && h.key() != EMPTY_KEY).then(|| h.class());
             return bad(Problem::WrongBlock {
                 class,
@@ -249,7 +279,7 @@ impl Instance {
         let already_free = match LiveBits::of(r) {
             Some(bits) if FREEING => !bits.set_free(p as usize),
             Some(bits) => !bits.is_live(p as usize),
-            None if c.is_tiny() => {
+            None if h.geometry().is_tiny() => {
                 let _locked = pool.lock();
                 // SAFETY: we hold the lock that owns tiny blocks; off is a slot of the block.
                 unsafe { tiny::is_first_free(h, off) }

@@ -38,7 +38,7 @@ impl Heap {
         })
     }
     /// [`Heap::alloc_slow`] without the last resort.
-    fn alloc_from_heads(&self, class: usize, life: usize) -> Option<(*mut u8, bool)> {
+    pub(crate) fn alloc_from_heads(&self, class: usize, life: usize) -> Option<(*mut u8, bool)> {
         let pool = self.pool();
         // SAFETY: callers are the owning thread, with class < CLASS_COUNT, life < life_count.
         let head = unsafe { self.head(class, life) };
@@ -150,6 +150,9 @@ impl Heap {
     #[inline(never)]
     pub(crate) fn free_slow(&self, h: &Header) {
         let pool = self.pool();
+        let counted = HeadIndex::new(h.class(), h.life()).get();
+        pool.counters
+            .add(counted, crate::counters::Counter::FreeSlow, 1);
         // SAFETY: the block is this heap's, so its key names a head of this heap.
         let head = unsafe { self.head(h.class(), h.life()) };
         match h.role() {

@@ -27,6 +27,7 @@ impl Pool {
         }
         if let Some(h) = self.take_partial(st, head) {
             h.set_owner(owner);
+            self.counters.add(head.get(), Counter::BlockTaken, 1);
             return Some(h);
         }
         // Take before the decay: a block unused for the delay still serves the request that
@@ -50,6 +51,7 @@ impl Pool {
             unsafe { tiny::init_runs(base.cast(), c) };
         }
         st.of_life_mut(life).push(self.life_links(), h);
+        self.counters.add(head.get(), Counter::BlockTaken, 1);
         Some(h)
     }
 

@@ -18,6 +18,7 @@ impl Pool {
     /// committed or gives it back to the region.
     pub(crate) fn give_empty(&self, st: &mut PoolState, h: &Header) {
         debug_assert_eq!(h.live(), 0);
+        self.count_given_back(h);
         self.give_block(st, h, true);
     }
 
@@ -26,7 +27,17 @@ impl Pool {
     pub(crate) fn discard(&self, st: &mut PoolState, h: &Header) {
         // Checked mode: the block's live bits go with it.
         self.clear_live_bits(h);
+        self.count_given_back(h);
         self.give_block(st, h, true);
+    }
+
+    /// Counts block `h` (still holding its key) as given back to the pool.
+    fn count_given_back(&self, h: &Header) {
+        if let Some(b) = h.snapshot() {
+            let head = crate::class::HeadIndex::new(b.class, b.life);
+            self.counters
+                .add(head.get(), crate::counters::Counter::BlockGivenBack, 1);
+        }
     }
 
     /// Under the lock: empties a block whose slots are all dead in place, for the same

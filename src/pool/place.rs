@@ -30,7 +30,7 @@ use core::ptr;
 /// (`PoolShared::layout`): an area of another version was formatted by an incompatible
 /// build and is never attached. (A region header that describes the region should name it
 /// too, so that an opener refuses before it maps anything.)
-pub(crate) const STATE_LAYOUT: u32 = 2;
+pub(crate) const STATE_LAYOUT: u32 = 3;
 
 /// The most heaps any shared region holds at once (its heaps live in its state area).
 #[cfg(not(loom))]
@@ -79,6 +79,8 @@ pub(crate) struct Layout {
     /// The shadow (shared and checked only, else 0).
     shadow: usize,
     pub(crate) max_heaps: u32,
+    /// The number of heads (for the view's per-head counters).
+    heads: usize,
     /// The area's length in bytes.
     pub(crate) len: usize,
 }
@@ -116,6 +118,7 @@ impl Layout {
                 heap_stride: 0,
                 shadow: 0,
                 max_heaps,
+                heads,
                 len: os::page_round(end)?,
             });
         };
@@ -139,6 +142,7 @@ impl Layout {
             heap_stride,
             shadow: if parts.checked { shadow } else { 0 },
             max_heaps,
+            heads,
             len: os::page_round(end)?,
         })
     }
@@ -183,6 +187,7 @@ pub(crate) unsafe fn build(
                 area_len: 0,
                 refs: AtomicU64::new(1),
                 leave: None,
+                counters: crate::counters::HeadCounters::new(layout.heads),
             },
         );
     }
@@ -251,6 +256,7 @@ pub(crate) unsafe fn format(
                     0
                 },
                 mixed_ns: AtomicU8::new(0),
+                label: crate::label::LabelCell::new(crate::label::Label::new("")),
             },
         );
         // The tables' offsets from the state, now that it is in place.
