@@ -358,48 +358,124 @@ pub fn pid() -> i32 {
     unsafe { libc::getpid() }
 }
 
-/// Bits of a process word ([`process_word`]) holding the start time.
-const START_BITS: u32 = 40;
+/// Bits of a process word ([`process_word`]) holding the start time (its low bits).
+const START_BITS: u32 = 32;
+/// Bits of a process word holding a hash of the pid namespace (0 = not known).
+const NS_BITS: u32 = 10;
+/// Where the pid starts in a process word (above the namespace hash). Pids are below
+/// 2^22 (the kernel's `PID_MAX_LIMIT`): they fit in the 22 bits left.
+const PID_SHIFT: u32 = START_BITS + NS_BITS;
 
-/// This process's word, cached (`pid << 40 | start time`, see [`process_word_of`]): the
-/// cache is checked against `getpid` on every call, so a forked child computes its own.
+/// This process's word, cached (see [`word_of`]): the cache is checked against
+/// `getpid` on every call, so a forked child (or the first process of a new pid namespace)
+/// computes its own. A word is cached even when its start time or namespace could not be
+/// read (no `/proc`, or the process at its open-file limit): then it holds 0 there, which
+/// [`is_alive`] reads as "not known", never as "dead", and the process keeps one word for
+/// its whole life (the words it stored as a holder stay its own).
 pub fn process_word() -> u64 {
     static CACHE: AtomicU64 = AtomicU64::new(0);
     let me = pid();
     let cached = CACHE.load(Ordering::Relaxed);
-    if cached != 0 && cached >> START_BITS == me as u64 {
+    if cached != 0 && cached >> PID_SHIFT == me as u64 {
         return cached;
     }
-    let word = process_word_of(me).unwrap_or((me as u64) << START_BITS);
+    let word = word_of(
+        me,
+        pid_namespace_hash(),
+        process_start_time(me).unwrap_or(0),
+    );
     CACHE.store(word, Ordering::Relaxed);
     word
 }
 
-/// The word naming process `pid` for the machine's uptime: `pid << 40 | start time` (the
-/// start time's low 40 bits: 348 years of clock ticks at 100 Hz). `None` when there is no
-/// such process.
-pub fn process_word_of(pid: i32) -> Option<u64> {
-    let start = process_start_time(pid)?;
-    Some((pid as u64) << START_BITS | (start & ((1 << START_BITS) - 1)))
+/// `pid << 42 | namespace hash << 32 | start time's low 32 bits` (497 days of clock ticks
+/// at 100 Hz: a reused pid whose process started a multiple of that later is the only
+/// collision).
+fn word_of(pid: i32, ns: u64, start: u64) -> u64 {
+    (pid as u64) << PID_SHIFT | (ns & ((1 << NS_BITS) - 1)) << START_BITS | (start & 0xffff_ffff)
 }
 
-/// True when the process a [`process_word`] names is alive: its pid is in use by a
-/// process with the same start time (a pid reused by another process is not).
+/// The word naming process `pid` of this process's pid namespace for the machine's uptime
+/// (see [`process_word`]). `None` when its start time cannot be read (no such process, or
+/// `/proc` unreadable).
+#[cfg(test)]
+pub fn process_word_of(pid: i32) -> Option<u64> {
+    let start = process_start_time(pid)?;
+    Some(word_of(pid, pid_namespace_hash(), start))
+}
+
+/// A hash of this process's pid namespace (the inode of `/proc/self/ns/pid`) in
+/// `1..2^NS_BITS`, or 0 when it cannot be read. Needs no file descriptor (`stat`).
+fn pid_namespace_hash() -> u64 {
+    // SAFETY: a zeroed stat is a valid buffer for stat to fill.
+    let mut st: libc::stat = unsafe { core::mem::zeroed() };
+    // SAFETY: a NUL-terminated path and a writable stat.
+    if unsafe { libc::stat(c"/proc/self/ns/pid".as_ptr(), &mut st) } != 0 {
+        return 0;
+    }
+    let h = (st.st_ino ^ st.st_dev).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - NS_BITS);
+    h.max(1)
+}
+
+/// True unless the process a [`process_word`] names is known to be dead: `kill(pid, 0)`
+/// says no such process, or `/proc/PID/stat` says it is a zombie (dead, not yet waited
+/// for) or was gone when read, or names a process that started at another time (its pid
+/// was reused). Anything that cannot be decided counts as alive, so a failure to read
+/// (`/proc` missing, this process at its open-file limit) never makes a live process's
+/// heap look abandoned: a word without a start time (its holder could not read its own),
+/// or made in another pid namespace (whose pids mean other processes here), is alive
+/// while its pid is.
 pub fn is_alive(word: u64) -> bool {
-    let pid = (word >> START_BITS) as i32;
-    process_word_of(pid) == Some(word)
+    let pid = (word >> PID_SHIFT) as i32;
+    let ns = (word >> START_BITS) & ((1 << NS_BITS) - 1);
+    let start = word & 0xffff_ffff;
+    let mine = pid_namespace_hash();
+    if ns != mine || ns == 0 {
+        // Its pid names another process here, or nothing: nothing can be decided.
+        return true;
+    }
+    running(pid, start)
+}
+
+/// True unless process `pid` (of this pid namespace) that started at `start` (low 32 bits;
+/// 0 = not known) is known to be dead: see [`is_alive`].
+pub fn running(pid: i32, start: u64) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    if !pid_exists(pid) {
+        return false;
+    }
+    match process_stat(pid) {
+        Stat::Gone => false,
+        Stat::Unknown => true,
+        Stat::Read { state, start: s } => {
+            !matches!(state, b'Z' | b'X' | b'x') && (start == 0 || s & 0xffff_ffff == start)
+        }
+    }
 }
 
 /// True when a process `pid` exists (`kill(pid, 0)`: delivered, or refused for want of
-/// permission), whatever it is: a pid alone may have been reused, see
-/// [`process_start_time`].
+/// permission, or failed for any reason but "no such process"), whatever it is: a pid
+/// alone may have been reused, see [`process_start_time`].
 pub fn pid_exists(pid: i32) -> bool {
     if pid <= 0 {
         return false;
     }
     // SAFETY: signal 0 checks the target without sending anything.
     let rc = unsafe { libc::kill(pid, 0) };
-    rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    rc == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
+
+/// What `/proc/PID/stat` says of a process.
+#[derive(Debug, PartialEq, Eq)]
+enum Stat {
+    /// No such process (the file is not there, or went while read).
+    Gone,
+    /// It could not be read or parsed (no `/proc`, no descriptor left, ...).
+    Unknown,
+    /// Its state letter (field 3) and start time (field 22).
+    Read { state: u8, start: u64 },
 }
 
 /// When process `pid` started, in clock ticks since boot (field 22 of `/proc/PID/stat`), or
@@ -407,8 +483,16 @@ pub fn pid_exists(pid: i32) -> bool {
 /// its process is gone, by a process that started later: `(pid, start time)` names one
 /// process for the life of the machine.
 pub fn process_start_time(pid: i32) -> Option<u64> {
+    match process_stat(pid) {
+        Stat::Read { start, .. } => Some(start),
+        Stat::Gone | Stat::Unknown => None,
+    }
+}
+
+/// Reads `/proc/PID/stat` without allocating.
+fn process_stat(pid: i32) -> Stat {
     if pid <= 0 {
-        return None;
+        return Stat::Gone;
     }
     // "/proc/" + at most 10 digits + "/stat" + NUL.
     let mut path = [0u8; 32];
@@ -431,20 +515,45 @@ pub fn process_start_time(pid: i32) -> Option<u64> {
     }
     put(&digits[first..]);
     put(b"/stat");
+    let gone = |e: io::Error| match e.raw_os_error() {
+        Some(libc::ENOENT | libc::ESRCH) => Stat::Gone,
+        _ => Stat::Unknown,
+    };
     // SAFETY: `path` is NUL-terminated (the buffer is longer than what was written).
     let fd = unsafe { libc::open(path.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC) };
-    let fd = Fd(check(fd).ok()?);
+    let fd = match check(fd) {
+        Ok(fd) => Fd(fd),
+        Err(e) => return gone(e),
+    };
     let mut buf = [0u8; 1024];
     let mut filled = 0;
     while filled < buf.len() {
         // SAFETY: reads into the unfilled part of `buf`.
         let n = unsafe { libc::read(fd.0, buf[filled..].as_mut_ptr().cast(), buf.len() - filled) };
-        if n <= 0 {
+        if n < 0 {
+            return gone(io::Error::last_os_error());
+        }
+        if n == 0 {
             break;
         }
         filled += n as usize;
     }
-    start_time_of_stat(&buf[..filled])
+    match (
+        state_of_stat(&buf[..filled]),
+        start_time_of_stat(&buf[..filled]),
+    ) {
+        (Some(state), Some(start)) => Stat::Read { state, start },
+        _ => Stat::Unknown,
+    }
+}
+
+/// Field 3 (`state`, one letter) of a `/proc/PID/stat` line.
+fn state_of_stat(stat: &[u8]) -> Option<u8> {
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    stat[close + 1..]
+        .split(|&b| b == b' ')
+        .find(|f| !f.is_empty())
+        .and_then(|f| f.first().copied())
 }
 
 /// Field 22 (`starttime`) of a `/proc/PID/stat` line. The second field, the command name in
@@ -558,11 +667,42 @@ mod tests {
             !is_alive(process_word() + 1),
             "another start time: a reused pid"
         );
+        let unknown_start = process_word() & !0xffff_ffff;
+        assert!(
+            is_alive(unknown_start),
+            "no start time: alive while the pid is"
+        );
+        let other_ns = process_word() ^ (1 << START_BITS);
+        assert!(is_alive(other_ns), "another namespace: not decidable");
+        assert!(!running(i32::MAX, 0));
         assert!(!pid_exists(i32::MAX) && !pid_exists(0) && !pid_exists(-1));
         assert_eq!(process_start_time(-1), None);
         let line = b"42 (a) b) c) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 777 19";
         assert_eq!(start_time_of_stat(line), Some(777));
         assert_eq!(start_time_of_stat(b"42 (x"), None);
+        assert_eq!(state_of_stat(line), Some(b'S'));
+        assert_eq!(state_of_stat(b"42 (x) "), None);
+    }
+
+    #[test]
+    fn a_dead_child_not_yet_waited_for_is_not_running() {
+        // SAFETY: the child only exits.
+        let child = unsafe { libc::fork() };
+        assert!(child >= 0);
+        if child == 0 {
+            // SAFETY: ends the child without running the parent's handlers.
+            unsafe { libc::_exit(0) };
+        }
+        // Until the zombie shows, the child may still be running.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while running(child, 0) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(pid_exists(child), "a zombie keeps its pid until waited for");
+        assert!(!running(child, 0), "a zombie is dead");
+        let mut status = 0;
+        // SAFETY: waits for our own child.
+        assert_eq!(unsafe { libc::waitpid(child, &mut status, 0) }, child);
     }
 
     #[test]

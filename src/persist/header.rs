@@ -13,7 +13,7 @@
 //! | `LIFE_COUNT`, `CLASS_COUNT`, `CLASS_HASH` | the lifetime classes; the size-class table (count and a hash of its geometry) |
 //! | `BLOCK_SIZE`, `PAGE_SIZE`, `CAPACITY` | the geometry: bytes per block, per page, in the whole region |
 //! | `STATE_OFFSET`, `STATE_LEN`, `BLOCKS_OFFSET`, `UNIT_COUNT` | where the instance's state and the blocks are |
-//! | `CREATOR_PID`, `CREATOR_START` | the process that formatted it: pid and start time |
+//! | `CREATOR_PID`, `CREATOR_WORD` | the process that formatted it: pid, and its process word (pid, pid namespace, start time) |
 //! | `STATE_LAYOUT` | the layout version of the instance's state (the instance layer's) |
 //! | `CHECKSUM` | a hash of every word above except `STATE` |
 //! | `ROOTS..` | [`ROOT_SLOTS`] root slots: offsets (0 = empty) a process finds its data by |
@@ -40,7 +40,7 @@ pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"cohortR\x01");
 /// The layout of the header and of where things lie in a region: bumped whenever it
 /// changes, so that code never attaches to a region it would misread. (The instance state's
 /// own layout has a version of its own, `STATE_LAYOUT`.)
-pub(crate) const LAYOUT_VERSION: u64 = 1;
+pub(crate) const LAYOUT_VERSION: u64 = 2;
 /// The number of root slots in the header.
 pub const ROOT_SLOTS: usize = 16;
 
@@ -69,7 +69,7 @@ const W_STATE_LEN: usize = 11;
 const W_BLOCKS_OFFSET: usize = 12;
 const W_UNIT_COUNT: usize = 13;
 const W_CREATOR_PID: usize = 14;
-const W_CREATOR_START: usize = 15;
+const W_CREATOR_WORD: usize = 15;
 const W_STATE_LAYOUT: usize = 16;
 pub(crate) const W_CHECKSUM: usize = 17;
 const W_ROOTS: usize = 18;
@@ -206,7 +206,7 @@ pub(crate) fn checksum(words: &[u64; WORDS]) -> u64 {
 }
 
 /// The words a creator writes for `layout`, with `STATE` [`INITIALISING`] and no roots.
-pub(crate) fn format_words(layout: &Layout, expect: &Expected, pid: i32, start: u64) -> [u64; WORDS] {
+pub(crate) fn format_words(layout: &Layout, expect: &Expected, pid: i32, word: u64) -> [u64; WORDS] {
     let mut w = [0u64; WORDS];
     w[W_MAGIC] = MAGIC;
     w[W_VERSION] = LAYOUT_VERSION;
@@ -223,7 +223,7 @@ pub(crate) fn format_words(layout: &Layout, expect: &Expected, pid: i32, start: 
     w[W_BLOCKS_OFFSET] = layout.blocks_offset as u64;
     w[W_UNIT_COUNT] = layout.unit_count as u64;
     w[W_CREATOR_PID] = pid as u64;
-    w[W_CREATOR_START] = start;
+    w[W_CREATOR_WORD] = word;
     w[W_STATE_LAYOUT] = expect.state_layout;
     w[W_CHECKSUM] = checksum(&w);
     w
@@ -366,11 +366,11 @@ impl Header {
         self.words[W_STATE].load(Ordering::Acquire)
     }
 
-    /// The creator's pid and start time.
+    /// The creator's pid and process word.
     pub(crate) fn creator(&self) -> (u64, u64) {
         (
             self.words[W_CREATOR_PID].load(Ordering::Relaxed),
-            self.words[W_CREATOR_START].load(Ordering::Relaxed),
+            self.words[W_CREATOR_WORD].load(Ordering::Relaxed),
         )
     }
 
