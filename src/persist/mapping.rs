@@ -15,6 +15,7 @@
 //! as is a creator that died. Nothing an opener does writes to the region before it is
 //! accepted.
 
+use super::attach::Attachment;
 use super::error::RegionError;
 use super::CreateOptions;
 use super::header::{self, Expected, Header, Layout, HEADER_BYTES, INITIALISING, NEVER_WRITTEN, READY};
@@ -84,6 +85,8 @@ impl Name {
 pub(crate) struct Mapping {
     pub(crate) base: *mut u8,
     pub(crate) layout: Layout,
+    /// This process's slot in the region's attach table (freed after the unmap).
+    attachment: Option<Attachment>,
 }
 
 impl Mapping {
@@ -137,7 +140,11 @@ impl Mapping {
                 return Err(e);
             }
         };
-        let m = Mapping { base, layout };
+        let mut m = Mapping {
+            base,
+            layout,
+            attachment: None,
+        };
         let pid = shared_mem::pid();
         m.header().write(&header::format_words(
             &layout,
@@ -145,6 +152,15 @@ impl Mapping {
             pid,
             shared_mem::process_word(),
         ));
+        // SAFETY: the whole region is mapped while `m` lives.
+        match unsafe { Attachment::admit(m.base, &m.layout, &fd, name.kind == Kind::File) } {
+            Ok(a) => m.attachment = Some(a),
+            Err(e) => {
+                drop(m);
+                let _ = name.unlink();
+                return Err(e);
+            }
+        }
         Ok(m)
     }
 
@@ -185,7 +201,7 @@ impl Mapping {
                     } else {
                         let layout = header::validate(&words, len, expect)?;
                         match state {
-                            READY => return Mapping::map_ready(&fd, layout),
+                            READY => return Mapping::map_ready(&fd, layout, name.kind == Kind::File),
                             INITIALISING => {}
                             other => {
                                 return Err(RegionError::Geometry {
@@ -218,17 +234,25 @@ impl Mapping {
         }
     }
 
-    /// Maps a ready region whole.
-    fn map_ready(fd: &Fd, layout: Layout) -> Result<Mapping, RegionError> {
+    /// Maps a ready region whole and admits this process to it ([`Attachment::admit`]).
+    fn map_ready(fd: &Fd, layout: Layout, file: bool) -> Result<Mapping, RegionError> {
         let base = shared_mem::map_shared(fd, layout.capacity, BLOCK_SIZE)
             .map_err(|e| RegionError::os("map the region", e))?;
-        Ok(Mapping { base, layout })
+        let mut m = Mapping {
+            base,
+            layout,
+            attachment: None,
+        };
+        // SAFETY: the whole region is mapped while `m` lives.
+        m.attachment = Some(unsafe { Attachment::admit(base, &layout, fd, file) }?);
+        Ok(m)
     }
 
-    /// Gives up the mapping without unmapping it: whoever takes `(base, capacity)` unmaps.
-    pub(crate) fn into_raw(self) -> (*mut u8, Layout) {
-        let me = core::mem::ManuallyDrop::new(self);
-        (me.base, me.layout)
+    /// Gives up the mapping without unmapping it: whoever takes `(base, capacity)` unmaps,
+    /// then drops the attachment.
+    pub(crate) fn into_raw(self) -> (*mut u8, Layout, Option<Attachment>) {
+        let mut me = core::mem::ManuallyDrop::new(self);
+        (me.base, me.layout, me.attachment.take())
     }
 }
 
