@@ -19,6 +19,16 @@ fn temp_file(tag: &str) -> PathBuf {
     p
 }
 
+/// A region file created and cleanly left.
+fn left_region(tag: &str) -> PathBuf {
+    let f = temp_file(tag);
+    SharedCohort::<()>::create(Place::File(&f), CreateOptions::new(32 << 20))
+        .unwrap()
+        .leave()
+        .unwrap();
+    f
+}
+
 fn open(path: &Path) -> Result<SharedCohort, RegionError> {
     SharedCohort::open(
         Place::File(path),
@@ -76,11 +86,7 @@ fn a_copy_made_while_the_region_is_open_is_refused_and_one_made_after_it_was_lef
 
 #[test]
 fn a_file_left_open_under_another_boot_is_refused() {
-    let f = temp_file("boot");
-    SharedCohort::<()>::create(Place::File(&f), CreateOptions::new(32 << 20))
-        .unwrap()
-        .leave()
-        .unwrap();
+    let f = left_region("boot");
     // What a machine crash leaves: a slot still held, the boot another one.
     let held = word(&f, TABLE + 32);
     assert_eq!(held, 0, "a cleanly left region holds no slot");
@@ -92,11 +98,7 @@ fn a_file_left_open_under_another_boot_is_refused() {
 
 #[test]
 fn a_file_whose_seals_hold_two_generations_is_refused() {
-    let f = temp_file("seal");
-    SharedCohort::<()>::create(Place::File(&f), CreateOptions::new(32 << 20))
-        .unwrap()
-        .leave()
-        .unwrap();
+    let f = left_region("seal");
     let gen = word(&f, TABLE);
     assert!(gen >= 1, "an attach bumps the generation");
     patch(&f, TABLE, gen + 1);
