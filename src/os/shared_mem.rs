@@ -128,6 +128,15 @@ impl Fd {
         Ok(st.st_size as u64)
     }
 
+    /// The device and inode of what the descriptor names (`fstat`): a copy has others.
+    pub fn identity(&self) -> io::Result<(u64, u64)> {
+        // SAFETY: a zeroed stat is a valid buffer for fstat to fill.
+        let mut st: libc::stat = unsafe { core::mem::zeroed() };
+        // SAFETY: the descriptor is open and `st` is a writable stat.
+        check(unsafe { libc::fstat(self.0, &mut st) })?;
+        Ok((st.st_dev as u64, st.st_ino as u64))
+    }
+
     /// Sets the length (`ftruncate`): the new bytes read zero and take no memory or disk
     /// until written.
     pub fn set_len(&self, len: u64) -> io::Result<()> {
@@ -352,6 +361,31 @@ pub unsafe fn leave(ptr: *mut u8, len: usize, sync: bool) -> io::Result<()> {
 pub unsafe fn unmap_shared(ptr: *const u8, len: usize) {
     // SAFETY: the caller guarantees the mapping is ours and unused.
     unsafe { libc::munmap(ptr.cast_mut().cast(), len) };
+}
+
+/// A hash of this boot's id (`/proc/sys/kernel/random/boot_id`, new at every start of the
+/// machine), never 0.
+pub fn boot_id_hash() -> io::Result<u64> {
+    let path = c"/proc/sys/kernel/random/boot_id";
+    // SAFETY: a NUL-terminated path.
+    let fd = Fd(check(unsafe {
+        libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC)
+    })?);
+    let mut buf = [0u8; 64];
+    // SAFETY: reads into `buf`.
+    let n = unsafe { libc::read(fd.0, buf.as_mut_ptr().cast(), buf.len()) };
+    if n <= 0 {
+        return Err(if n == 0 {
+            io::Error::from_raw_os_error(libc::EIO)
+        } else {
+            io::Error::last_os_error()
+        });
+    }
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in &buf[..n as usize] {
+        h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+    }
+    Ok(h.max(1))
 }
 
 #[cfg(test)]
