@@ -1,0 +1,185 @@
+//! Red-team guards of session 7 on shared regions: misuse across processes (wrong size,
+//! wrong class, interior pointers, double frees, pointers of another region) is reported as
+//! in a private instance, and a region that runs out of memory answers null, never a crash.
+
+mod red_team_common;
+
+use cohort::{Cohort, Misuse};
+use core::alloc::Layout;
+use red_team_common::*;
+
+cohort::lifetime_classes! {
+    enum Life { Short, Long }
+}
+
+/// Whether `r` is a reported misuse naming `p`.
+fn names(r: &Result<(), Misuse>, p: *mut u8) -> bool {
+    matches!(r, Err(m) if m.to_string().contains(&format!("{p:p}")))
+}
+
+/// A process frees another's allocations with a wrong size, a wrong lifetime class, an
+/// interior pointer (checked builds) and twice: each is reported and changes nothing; the
+/// right free works.
+#[test]
+fn misuse_of_another_processs_allocation_is_reported() {
+    isolated(60, |report| {
+        let a = Cohort::<Life>::shared_anonymous(32 << 20).expect("a shared region");
+        let p = a.malloc(64, Life::Short);
+        let q = a.malloc(64, Life::Short);
+        assert!(!p.is_null() && !q.is_null());
+        let child = in_child(20, || {
+            let mut wrong = Vec::new();
+            // SAFETY: each call is a misuse that must be reported and change nothing, or
+            // the right free of a live allocation.
+            unsafe {
+                let cases: [(&str, *mut u8, usize, Life); 3] = [
+                    ("size 128", p, 128, Life::Short),
+                    ("class Long", p, 64, Life::Long),
+                    ("size 4096", p, 4096, Life::Short),
+                ];
+                for (what, at, size, life) in cases {
+                    let r = a.try_free(at, size, life);
+                    if !names(&r, at) {
+                        wrong.push(format!("{what}: {r:?}"));
+                    }
+                }
+                if cfg!(debug_assertions) {
+                    let r = a.try_free(p.add(8), 64, Life::Short);
+                    if r.is_ok() {
+                        wrong.push("interior pointer: Ok".into());
+                    }
+                }
+                if let Err(e) = a.try_free(p, 64, Life::Short) {
+                    wrong.push(format!("the right free: {e}"));
+                }
+                if cfg!(debug_assertions) {
+                    let r = a.try_free(p, 64, Life::Short);
+                    if !names(&r, p) {
+                        wrong.push(format!("a double free: {r:?}"));
+                    }
+                }
+            }
+            assert!(wrong.is_empty(), "{wrong:?}");
+        });
+        if wait(child) != Ok(0) {
+            report.fail("a misuse across processes was not reported (the child's panic above)");
+        }
+        // SAFETY: q is live; p was freed once by the child.
+        unsafe { a.free(q, 64, Life::Short) };
+        // SAFETY: the only process using the region now.
+        if let Err(e) = unsafe { a.verify() } {
+            report.fail(&format!("verify after the misuses: {e}"));
+        }
+        if !a.is_empty() {
+            report.fail(&format!("not empty after every free: {}", a.stats()));
+        }
+    });
+}
+
+/// A pointer of one region freed into another region of the same process (or into a
+/// private instance) is foreign: reported.
+#[test]
+fn a_pointer_of_another_region_is_foreign() {
+    let a = Cohort::<Life>::shared_anonymous(8 << 20).expect("region a");
+    let b = Cohort::<Life>::shared_anonymous(8 << 20).expect("region b");
+    let private = Cohort::<Life>::new();
+    let p = a.malloc(64, Life::Short);
+    assert!(!p.is_null());
+    // SAFETY: misuses that must be reported and change nothing.
+    unsafe {
+        let r = b.try_free(p, 64, Life::Short);
+        assert!(names(&r, p), "region b freeing region a's pointer: {r:?}");
+        let r = private.try_free(p, 64, Life::Short);
+        assert!(names(&r, p), "a private instance freeing region a's pointer: {r:?}");
+        a.free(p, 64, Life::Short);
+    }
+    assert!(a.is_empty() && b.is_empty());
+}
+
+/// Fills a small region with one size until it answers null (never a crash), frees it all,
+/// and does it again: the memory comes back.
+fn fill_and_empty(a: &Cohort<Life>, size: usize, life: Life) -> usize {
+    let mut live = Vec::new();
+    loop {
+        let p = a.malloc(size, life);
+        if p.is_null() {
+            break;
+        }
+        // SAFETY: fresh, `size` bytes.
+        unsafe { p.write_bytes(0x5a, size) };
+        live.push(p);
+        assert!(live.len() < 1 << 24, "a 4 MiB region never ran out of {size}-byte slots");
+    }
+    let n = live.len();
+    for p in live {
+        // SAFETY: allocated above, freed once.
+        unsafe { a.free(p, size, life) };
+    }
+    n
+}
+
+/// A region that runs out of memory answers null for every size, alignment and form, and
+/// works again when freed; requests no allocation can have (huge sizes, alignments up to
+/// 1 GiB, growth past the largest size class) are null too and keep the old allocation.
+#[test]
+fn a_full_region_answers_null_and_recovers() {
+    let a = Cohort::<Life>::shared_anonymous(4 << 20).expect("a shared region");
+    for size in [8usize, 64, 1000, 4096, 16 << 10] {
+        let first = fill_and_empty(&a, size, Life::Short);
+        assert!(first > 0, "no {size}-byte allocation at all");
+        let second = fill_and_empty(&a, size, Life::Long);
+        assert!(second >= first / 2, "size {size}: {first} then {second}");
+        assert!(a.is_empty(), "size {size}: {}", a.stats());
+    }
+    // Full of 16 KiB allocations: no block is left for the tiny classes either.
+    let mut big = Vec::new();
+    loop {
+        let p = a.malloc(16 << 10, Life::Long);
+        if p.is_null() {
+            break;
+        }
+        big.push(p);
+    }
+    for size in [1usize, 2, 8] {
+        let p = a.malloc(size, Life::Short);
+        assert!(p.is_null(), "a {size}-byte allocation in a region full of 16 KiB ones");
+    }
+    for p in big {
+        // SAFETY: allocated above, freed once.
+        unsafe { a.free(p, 16 << 10, Life::Long) };
+    }
+    for size in [1usize, 2] {
+        let p = a.malloc(size, Life::Short);
+        assert!(!p.is_null(), "a {size}-byte allocation once the region is free again");
+        // SAFETY: allocated above.
+        unsafe { a.free(p, size, Life::Short) };
+    }
+    let p = a.malloc(100, Life::Short);
+    assert!(!p.is_null());
+    // SAFETY: live, 100 bytes.
+    unsafe { p.write_bytes(7, 100) };
+    for size in [usize::MAX, usize::MAX / 2, isize::MAX as usize, 1 << 40, 100_000] {
+        assert!(a.malloc(size, Life::Short).is_null(), "malloc({size})");
+        assert!(a.calloc(size, Life::Short).is_null(), "calloc({size})");
+        // SAFETY: p is live with 100 bytes.
+        let r = unsafe { a.remalloc(p, 100, size, Life::Short) };
+        assert!(r.is_null(), "remalloc(100 -> {size})");
+    }
+    for shift in 13..=30 {
+        let l = Layout::from_size_align(64, 1 << shift).unwrap();
+        let q = a.alloc(l, Life::Short);
+        if !q.is_null() {
+            assert_eq!(q as usize % (1 << shift), 0, "align {}", 1usize << shift);
+            // SAFETY: allocated above.
+            unsafe { a.dealloc(q, l, Life::Short) };
+        }
+    }
+    // SAFETY: p is still live: every failed resize kept it.
+    unsafe {
+        assert!((0..100).all(|i| *p.add(i) == 7), "a failed resize changed the old bytes");
+        a.free(p, 100, Life::Short);
+    }
+    // SAFETY: nobody else uses the region.
+    unsafe { a.verify() }.expect("verifies");
+    assert!(a.is_empty());
+}

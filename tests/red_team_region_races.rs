@@ -1,0 +1,216 @@
+//! Red-team attacks of session 7 on named regions, by processes that open one region by
+//! name (each at its own address): frees of one process's allocations racing its leave,
+//! and every call that walks the region (stats, compact, release, reap) from a process
+//! that never allocated, while another allocates.
+
+mod red_team_common;
+
+use cohort::{CreateOptions, OpenOptions, Place, SharedCohort};
+use red_team_common::*;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+cohort::lifetime_classes! {
+    enum Life { Short, Long }
+}
+
+/// A shared-memory name unique to this process and `tag`, removed first.
+fn name(tag: &str) -> String {
+    let n = format!("/cohort-red7-{tag}-{}", std::process::id());
+    let _ = SharedCohort::<Life>::remove(Place::SharedMemory(&n));
+    n
+}
+
+fn open(n: &str) -> SharedCohort<Life> {
+    SharedCohort::<Life>::open(Place::SharedMemory(n), OpenOptions::new()).expect("open")
+}
+
+/// `n` words of memory shared with the children forked after (outside any region).
+fn shared_words(n: usize) -> &'static [AtomicU64] {
+    // SAFETY: a fresh shared anonymous mapping, no preconditions.
+    let p = unsafe {
+        libc::mmap(
+            core::ptr::null_mut(),
+            n * 8,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(p, libc::MAP_FAILED);
+    // SAFETY: n zeroed words, mapped for the rest of the process.
+    unsafe { std::slice::from_raw_parts(p.cast(), n) }
+}
+
+const SIZES: [usize; 5] = [8, 24, 64, 200, 1000];
+
+/// A process allocates objects of several sizes in a thread that then exits, or in its
+/// main thread, and leaves the region at once, while another process frees every one of
+/// them as soon as it is published: nothing is lost (a fresh process finds the region
+/// empty and verified) and nothing is reported.
+#[test]
+fn frees_racing_the_allocating_processs_exit_and_leave_lose_nothing() {
+    const N: usize = 20_000;
+    let n = name("leave");
+    SharedCohort::<Life>::create(Place::SharedMemory(&n), CreateOptions::new(128 << 20))
+        .expect("create")
+        .leave()
+        .expect("leave");
+    let words = shared_words(N + 1);
+    let (published, offsets) = words.split_first().unwrap();
+    isolated(120, |report| {
+        for round in 0..6 {
+            published.store(0, Ordering::Release);
+            let allocator = in_child(60, || {
+                let r = open(&n);
+                let work = |r: &SharedCohort<Life>| {
+                    for (i, slot) in offsets.iter().enumerate() {
+                        let p = r.malloc(SIZES[i % SIZES.len()], Life::Short);
+                        assert!(!p.is_null());
+                        slot.store(r.offset_of(p).expect("in the region").get(), Ordering::Relaxed);
+                        published.store(i as u64 + 1, Ordering::Release);
+                    }
+                };
+                if round % 2 == 0 {
+                    std::thread::scope(|s| {
+                        s.spawn(|| work(&r));
+                    });
+                } else {
+                    work(&r);
+                }
+                r.leave().expect("leave");
+            });
+            let freer = in_child(60, || {
+                let r = open(&n);
+                let mut done = 0;
+                while done < N {
+                    let upto = published.load(Ordering::Acquire) as usize;
+                    for (i, slot) in offsets.iter().enumerate().take(upto).skip(done) {
+                        let off = cohort::Off::<u8>::new(slot.load(Ordering::Relaxed)).unwrap();
+                        // SAFETY: published once allocated; freed once, with its size.
+                        unsafe { r.free(r.ptr(off), SIZES[i % SIZES.len()], Life::Short) };
+                    }
+                    done = upto;
+                }
+                r.leave().expect("leave");
+            });
+            let (ea, ef) = (wait(allocator), wait(freer));
+            if (ea, ef) != (Ok(0), Ok(0)) {
+                report.fail(&format!("round {round}: allocator {ea:?}, freer {ef:?}"));
+            }
+            let checker = in_child(30, || {
+                let r = open(&n);
+                r.reap_dead_processes();
+                // SAFETY: the only process using the region now.
+                let v = unsafe { r.verify() };
+                assert!(v.is_ok(), "{v:?}");
+                assert!(r.is_empty(), "{}", r.stats());
+            });
+            if wait(checker) != Ok(0) {
+                report.fail(&format!(
+                    "round {round}: after every object was freed, a fresh process finds the \
+                     region unverified or not empty (its panic above)"
+                ));
+            }
+        }
+    });
+    let _ = SharedCohort::<Life>::remove(Place::SharedMemory(&n));
+}
+
+/// Fills `size` bytes at `p` with a byte of `tag`.
+fn fill(p: *mut u8, size: usize, tag: u8) {
+    // SAFETY: the caller's live allocation of `size` bytes.
+    unsafe { p.write_bytes(tag, size) };
+}
+
+fn intact(p: *const u8, size: usize, tag: u8) -> bool {
+    // SAFETY: the caller's live allocation of `size` bytes.
+    unsafe { std::slice::from_raw_parts(p, size) }.iter().all(|&b| b == tag)
+}
+
+/// While one process keeps objects of class `Short` live and churns class `Long`, another
+/// that never allocated before walks the region with every public call (stats, is_empty,
+/// for_each_block, compact, reap, recoveries), then allocates and releases `Short` of its
+/// own: the first process's objects stay intact and nothing crashes.
+#[test]
+fn walks_and_releases_from_another_process_leave_a_live_processs_objects_alone() {
+    let n = name("walks");
+    SharedCohort::<Life>::create(Place::SharedMemory(&n), CreateOptions::new(128 << 20))
+        .expect("create")
+        .leave()
+        .expect("leave");
+    let flags = shared_words(2);
+    let (ready, stop) = (&flags[0], &flags[1]);
+    isolated(120, |report| {
+        let owner = in_child(60, || {
+            let r = open(&n);
+            let kept: Vec<(*mut u8, usize)> = (0..3000)
+                .map(|i| {
+                    let size = SIZES[i % SIZES.len()];
+                    let p = r.malloc(size, Life::Short);
+                    assert!(!p.is_null());
+                    fill(p, size, (i % 251) as u8);
+                    (p, size)
+                })
+                .collect();
+            ready.store(1, Ordering::Release);
+            let mut churn = Vec::new();
+            let mut i = 0usize;
+            while stop.load(Ordering::Acquire) == 0 {
+                let size = SIZES[i % SIZES.len()] * (1 + i % 3);
+                let p = r.malloc(size, Life::Long);
+                assert!(!p.is_null());
+                fill(p, size, 0xa7);
+                churn.push((p, size));
+                if churn.len() > 500 {
+                    for (p, size) in churn.drain(..250) {
+                        assert!(intact(p, size, 0xa7), "a churned object was overwritten");
+                        // SAFETY: allocated above, freed once.
+                        unsafe { r.free(p, size, Life::Long) };
+                    }
+                }
+                i += 1;
+            }
+            for (i, &(p, size)) in kept.iter().enumerate() {
+                assert!(
+                    intact(p, size, (i % 251) as u8),
+                    "kept object {i} ({size} B) was overwritten or freed by another process's walk or release"
+                );
+            }
+            r.leave().expect("leave");
+        });
+        until(ready, 0, report, "the owner");
+        let walker = in_child(60, || {
+            let r = open(&n);
+            let t0 = Instant::now();
+            let mut rounds = 0;
+            while t0.elapsed() < Duration::from_millis(1500) {
+                let _ = r.stats();
+                let _ = r.is_empty();
+                let mut blocks = 0;
+                r.for_each_block(|_| blocks += 1);
+                let _ = r.compact();
+                let _ = r.reap_dead_processes();
+                let _ = r.recoveries();
+                if rounds % 4 == 3 {
+                    let mine: Vec<*mut u8> = (0..200).map(|_| r.malloc(64, Life::Short)).collect();
+                    assert!(mine.iter().all(|p| !p.is_null()));
+                    // SAFETY: only this process's own Short allocations are dead; the
+                    // owner allocates no Short meanwhile (its live ones stay).
+                    let released = unsafe { r.release_class(Life::Short) };
+                    assert!(released.slots >= 200, "{released:?}");
+                }
+                rounds += 1;
+            }
+            r.leave().expect("leave");
+        });
+        let ew = wait(walker);
+        stop.store(1, Ordering::Release);
+        let eo = wait(owner);
+        if (eo, ew) != (Ok(0), Ok(0)) {
+            report.fail(&format!("owner {eo:?}, walker {ew:?} (their panics above)"));
+        }
+    });
+    let _ = SharedCohort::<Life>::remove(Place::SharedMemory(&n));
+}
