@@ -90,7 +90,10 @@ fn a_pointer_of_another_region_is_foreign() {
         let r = b.try_free(p, 64, Life::Short);
         assert!(names(&r, p), "region b freeing region a's pointer: {r:?}");
         let r = private.try_free(p, 64, Life::Short);
-        assert!(names(&r, p), "a private instance freeing region a's pointer: {r:?}");
+        assert!(
+            names(&r, p),
+            "a private instance freeing region a's pointer: {r:?}"
+        );
         a.free(p, 64, Life::Short);
     }
     assert!(a.is_empty() && b.is_empty());
@@ -108,7 +111,10 @@ fn fill_and_empty(a: &Cohort<Life>, size: usize, life: Life) -> usize {
         // SAFETY: fresh, `size` bytes.
         unsafe { p.write_bytes(0x5a, size) };
         live.push(p);
-        assert!(live.len() < 1 << 24, "a 4 MiB region never ran out of {size}-byte slots");
+        assert!(
+            live.len() < 1 << 24,
+            "a 4 MiB region never ran out of {size}-byte slots"
+        );
     }
     let n = live.len();
     for p in live {
@@ -142,7 +148,10 @@ fn a_full_region_answers_null_and_recovers() {
     }
     for size in [1usize, 2, 8] {
         let p = a.malloc(size, Life::Short);
-        assert!(p.is_null(), "a {size}-byte allocation in a region full of 16 KiB ones");
+        assert!(
+            p.is_null(),
+            "a {size}-byte allocation in a region full of 16 KiB ones"
+        );
     }
     for p in big {
         // SAFETY: allocated above, freed once.
@@ -150,7 +159,10 @@ fn a_full_region_answers_null_and_recovers() {
     }
     for size in [1usize, 2] {
         let p = a.malloc(size, Life::Short);
-        assert!(!p.is_null(), "a {size}-byte allocation once the region is free again");
+        assert!(
+            !p.is_null(),
+            "a {size}-byte allocation once the region is free again"
+        );
         // SAFETY: allocated above.
         unsafe { a.free(p, size, Life::Short) };
     }
@@ -158,7 +170,13 @@ fn a_full_region_answers_null_and_recovers() {
     assert!(!p.is_null());
     // SAFETY: live, 100 bytes.
     unsafe { p.write_bytes(7, 100) };
-    for size in [usize::MAX, usize::MAX / 2, isize::MAX as usize, 1 << 40, 100_000] {
+    for size in [
+        usize::MAX,
+        usize::MAX / 2,
+        isize::MAX as usize,
+        1 << 40,
+        100_000,
+    ] {
         assert!(a.malloc(size, Life::Short).is_null(), "malloc({size})");
         assert!(a.calloc(size, Life::Short).is_null(), "calloc({size})");
         // SAFETY: p is live with 100 bytes.
@@ -176,7 +194,10 @@ fn a_full_region_answers_null_and_recovers() {
     }
     // SAFETY: p is still live: every failed resize kept it.
     unsafe {
-        assert!((0..100).all(|i| *p.add(i) == 7), "a failed resize changed the old bytes");
+        assert!(
+            (0..100).all(|i| *p.add(i) == 7),
+            "a failed resize changed the old bytes"
+        );
         a.free(p, 100, Life::Short);
     }
     // SAFETY: nobody else uses the region.

@@ -68,7 +68,10 @@ fn frees_racing_the_allocating_processs_exit_and_leave_lose_nothing() {
                     for (i, slot) in offsets.iter().enumerate() {
                         let p = r.malloc(SIZES[i % SIZES.len()], Life::Short);
                         assert!(!p.is_null());
-                        slot.store(r.offset_of(p).expect("in the region").get(), Ordering::Relaxed);
+                        slot.store(
+                            r.offset_of(p).expect("in the region").get(),
+                            Ordering::Relaxed,
+                        );
                         published.store(i as u64 + 1, Ordering::Release);
                     }
                 };
@@ -126,7 +129,9 @@ fn fill(p: *mut u8, size: usize, tag: u8) {
 
 fn intact(p: *const u8, size: usize, tag: u8) -> bool {
     // SAFETY: the caller's live allocation of `size` bytes.
-    unsafe { std::slice::from_raw_parts(p, size) }.iter().all(|&b| b == tag)
+    unsafe { std::slice::from_raw_parts(p, size) }
+        .iter()
+        .all(|&b| b == tag)
 }
 
 /// While one process keeps objects of class `Short` live and churns class `Long`, another

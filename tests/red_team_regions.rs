@@ -1,5 +1,8 @@
 //! Red-team attacks of session 7 on regions shared between processes: dead-process
-//! detection under a hostile environment, fork with joins, scopes across processes.
+//! detection in an ordinary but unfriendly environment (a process out of file descriptors,
+//! a process in another pid namespace), a fork child's copy of its parent's join, and safe
+//! scopes of two processes. A test that found a defect is `#[ignore]`d with its number
+//! (RED-n), its owner and the exact failure, until the fix un-ignores it.
 
 mod red_team_common;
 
@@ -43,8 +46,16 @@ fn joined_sleeper(a: &Cohort<Life>, ready: &AtomicU64) -> libc::pid_t {
     })
 }
 
+/// RED-13 (every build; owner shared): liveness is read from `/proc/PID/stat`, and a read
+/// that fails counts as death. A process at its open-file limit (EMFILE: a server under
+/// load) that joins the region, or calls `reap_dead_processes`, takes over the heaps of
+/// every other live process, its own parent's included; they go on using them, and the
+/// next joins adopt them: the same free list used by two processes hands slots out twice
+/// (`a_live_processs_heap_taken_over_hands_slots_out_twice`). Exact failure: `a process at
+/// its open-file limit took over 2 heaps of live processes`.
 #[test]
-fn probe_emfile_reaper() {
+#[ignore = "RED-13: a process out of file descriptors takes every live process's heap for a dead one's and takes it over (liveness read from /proc fails open). Owner shared"]
+fn a_process_out_of_file_descriptors_takes_over_no_live_processs_heap() {
     isolated(60, |report| {
         let a = Cohort::<Life>::shared_anonymous(64 << 20).expect("a shared region");
         let ready = counter(&a);
@@ -59,13 +70,23 @@ fn probe_emfile_reaper() {
         kill9(sleeper);
         let n = reaped.load(Ordering::Acquire);
         if n != 1 {
-            report.fail(&format!("reaper at EMFILE took over {} live heaps ({ended:?})", n as i64 - 1));
+            report.fail(&format!(
+                "a process at its open-file limit took over {} heaps of live processes \
+                 (it ended {ended:?})",
+                n as i64 - 1
+            ));
         }
     });
 }
 
+/// RED-13 (every build; owner shared): a process whose first join in the region happens at
+/// its open-file limit caches a process word without its start time, which names no
+/// process: every other process takes its heap for a dead one's at once, while it runs.
+/// Exact failure: `a live process that joined at its open-file limit had 1 heaps taken
+/// over`.
 #[test]
-fn probe_emfile_joiner() {
+#[ignore = "RED-13: a process that joins the region while out of file descriptors is taken for dead by every other process (its cached process word has no start time). Owner shared"]
+fn a_process_that_joined_out_of_file_descriptors_is_not_taken_for_dead() {
     isolated(60, |report| {
         let a = Cohort::<Life>::shared_anonymous(64 << 20).expect("a shared region");
         let ready = counter(&a);
@@ -83,7 +104,9 @@ fn probe_emfile_joiner() {
         let n = a.reap_dead_processes();
         kill9(b);
         if n != 0 {
-            report.fail(&format!("a live process that joined at EMFILE had {n} heaps taken over"));
+            report.fail(&format!(
+                "a live process that joined at its open-file limit had {n} heaps taken over"
+            ));
         }
     });
 }
@@ -106,47 +129,80 @@ fn shared_words(n: usize) -> &'static [AtomicU64] {
     unsafe { std::slice::from_raw_parts(p.cast(), n) }
 }
 
+/// The addresses of `got` that are not null and appear twice.
+fn handed_out_twice(got: &[AtomicU64]) -> (usize, usize) {
+    let mut all: Vec<u64> = got
+        .iter()
+        .map(|w| w.load(Ordering::Relaxed))
+        .filter(|&p| p != 0)
+        .collect();
+    let n = all.len();
+    all.sort_unstable();
+    all.dedup();
+    (n - all.len(), n)
+}
+
+/// RED-13's consequence (every build; owner shared): a process at its open-file limit
+/// takes a live process's heap over; its joins adopt it while the live process goes on
+/// allocating from it: two processes pop one free list, and slots are handed out twice.
+/// A race (some rounds find nothing); up to 5 rounds. Exact failure: `round 1: 86 of
+/// 400000 live allocations handed out twice (live process Ok(0), taker Ok(0))`.
 #[test]
-fn probe_emfile_double_handout() {
-    const N: usize = 20_000;
-    isolated(60, |report| {
-        let a = Cohort::<Life>::shared_anonymous(256 << 20).expect("a shared region");
-        let ready = counter(&a);
-        let go = counter(&a);
-        let got = shared_words(2 * N);
-        let s = in_child(60, || {
-            assert!(!a.malloc(64, Life::Short).is_null());
-            ready.fetch_add(1, Ordering::Release);
-            while go.load(Ordering::Acquire) == 0 {
-                std::hint::spin_loop();
+#[ignore = "RED-13: a live process's heap taken over by a process out of file descriptors is used by both: slots handed out twice. Owner shared"]
+fn a_live_processs_heap_taken_over_hands_slots_out_twice() {
+    const N: usize = 200_000;
+    isolated(120, |report| {
+        let a = Cohort::<Life>::shared_anonymous(1 << 30).expect("a shared region");
+        // Flags outside the region: the driver holds no heap of it, so the live process's
+        // heap is the only one the taker can adopt.
+        let got = shared_words(2 * N + 2);
+        let (flags, got) = got.split_at(2);
+        let (ready, go) = (&flags[0], &flags[1]);
+        for round in 0..5 {
+            for w in got.iter().chain(flags) {
+                w.store(0, Ordering::Relaxed);
             }
-            for slot in &got[..N] {
-                slot.store(a.malloc(64, Life::Short) as u64, Ordering::Relaxed);
+            let live = in_child(60, || {
+                assert!(!a.malloc(64, Life::Short).is_null());
+                ready.fetch_add(1, Ordering::Release);
+                while go.load(Ordering::Acquire) == 0 {
+                    std::hint::spin_loop();
+                }
+                for slot in &got[..N] {
+                    slot.store(a.malloc(64, Life::Short) as u64, Ordering::Relaxed);
+                }
+            });
+            until(ready, 0, report, "the live process");
+            let taker = in_child(60, || {
+                limit_files(0);
+                let j = a.join(0).expect("a join");
+                go.store(1, Ordering::Release);
+                for slot in &got[N..] {
+                    slot.store(j.malloc(64, Life::Short) as u64, Ordering::Relaxed);
+                }
+                std::mem::forget(j);
+            });
+            let (el, et) = (wait(live), wait(taker));
+            let (twice, n) = handed_out_twice(got);
+            if twice != 0 || (el, et) != (Ok(0), Ok(0)) {
+                report.fail(&format!(
+                    "round {round}: {twice} of {n} live allocations handed out twice (live \
+                     process {el:?}, taker {et:?})"
+                ));
             }
-        });
-        until(ready, 0, report, "the first process");
-        let b = in_child(60, || {
-            limit_files(0);
-            let joins: Vec<_> = (0..3).map(|_| a.join(0).expect("a join")).collect();
-            go.store(1, Ordering::Release);
-            for (i, slot) in got[N..].iter().enumerate() {
-                slot.store(joins[i % 3].malloc(64, Life::Short) as u64, Ordering::Relaxed);
-            }
-            std::mem::forget(joins);
-        });
-        let (es, eb) = (wait(s), wait(b));
-        let mut all: Vec<u64> = got.iter().map(|w| w.load(Ordering::Relaxed)).filter(|&p| p != 0).collect();
-        let n = all.len();
-        all.sort_unstable();
-        all.dedup();
-        if all.len() != n || es != Ok(0) || eb != Ok(0) {
-            report.fail(&format!("{} of {n} live allocations handed out twice; {es:?} {eb:?}", n - all.len()));
         }
     });
 }
 
+/// RED-13 (every build; owner shared): a region shared by processes of two pid namespaces
+/// (containers sharing `/dev/shm`, or a file region on a shared volume): a pid and start
+/// time read in one namespace name nothing (or another process) in the other, so a process
+/// in the second namespace takes the first namespace's live heaps over. Needs user
+/// namespaces (skipped, with a message, where `unshare` is refused). Exact failure: `a
+/// process in another pid namespace took over 2 heaps of live processes`.
 #[test]
-fn probe_pidns() {
+#[ignore = "RED-13: a process in another pid namespace (its own /proc) takes every live process's heap for a dead one's. Owner shared"]
+fn a_process_in_another_pid_namespace_takes_over_no_live_processs_heap() {
     isolated(60, |report| {
         let a = Cohort::<Life>::shared_anonymous(64 << 20).expect("a shared region");
         let ready = counter(&a);
@@ -154,17 +210,27 @@ fn probe_pidns() {
         let sleeper = joined_sleeper(&a, ready);
         until(ready, 0, report, "the sleeper");
         let c = in_child(20, || {
-            // SAFETY: plain system calls.
-            unsafe {
-                if libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWPID | libc::CLONE_NEWNS) != 0 {
-                    panic!("unshare: {}", std::io::Error::last_os_error());
-                }
+            // SAFETY: a plain system call.
+            let flags = libc::CLONE_NEWUSER | libc::CLONE_NEWPID | libc::CLONE_NEWNS;
+            if unsafe { libc::unshare(flags) } != 0 {
+                eprintln!("skipped: unshare: {}", std::io::Error::last_os_error());
+                reaped.store(1, Ordering::Release);
+                return;
             }
             let g = in_child(10, || {
+                // The namespace's own /proc, as a container has.
+                let none = core::ptr::null();
+                let private = libc::MS_REC | libc::MS_PRIVATE;
+                let proc_flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
                 // SAFETY: plain system calls with NUL-terminated strings.
                 unsafe {
-                    assert_eq!(libc::mount(core::ptr::null(), c"/".as_ptr(), core::ptr::null(), libc::MS_REC | libc::MS_PRIVATE, core::ptr::null()), 0, "private");
-                    assert_eq!(libc::mount(c"proc".as_ptr(), c"/proc".as_ptr(), c"proc".as_ptr(), libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC, core::ptr::null()), 0, "mount proc: {}", std::io::Error::last_os_error());
+                    assert_eq!(
+                        libc::mount(none, c"/".as_ptr(), none, private, none.cast()),
+                        0
+                    );
+                    let proc = c"proc".as_ptr();
+                    let r = libc::mount(proc, c"/proc".as_ptr(), proc, proc_flags, none.cast());
+                    assert_eq!(r, 0, "mount proc: {}", std::io::Error::last_os_error());
                 }
                 reaped.store(a.reap_dead_processes() as u64 + 1, Ordering::Release);
             });
@@ -174,45 +240,88 @@ fn probe_pidns() {
         kill9(sleeper);
         let n = reaped.load(Ordering::Acquire);
         if n != 1 {
-            report.fail(&format!("a process in another pid namespace took over {} live heaps ({ended:?})", n as i64 - 1));
+            report.fail(&format!(
+                "a process in another pid namespace took over {} heaps of live processes \
+                 ({ended:?})",
+                n as i64 - 1
+            ));
         }
     });
 }
 
+/// RED-14 (every build; owner shared): a fork child inherits its parent's `Join` of a
+/// shared instance, whose heap is in the region and still the parent's. The child's thread
+/// heaps are forgotten at the fork and dropping the copy leaves the heap alone, but
+/// allocating through the copy uses the parent's heap: parent and child pop the same free
+/// list, and slots are handed out twice (a safe call, after a fork the crate supports).
+/// Wanted: the child's use is reported, or the child gets a heap of its own. A race (up to
+/// 5 rounds). Exact failure: `round 2: 25720 of 400000 live allocations handed out twice
+/// (child Ok(0))`.
 #[test]
-fn probe_join_in_child() {
+#[ignore = "RED-14: a fork child allocating through its copy of the parent's Join of a shared region shares the parent's heap: slots handed out twice. Owner shared"]
+fn a_fork_childs_copy_of_a_join_does_not_share_the_parents_heap() {
     const N: usize = 200_000;
-    isolated(60, |report| {
-        let a = Cohort::<Life>::shared_anonymous(256 << 20).expect("a shared region");
-        let go = counter(&a);
+    isolated(120, |report| {
+        let a = Cohort::<Life>::shared_anonymous(1 << 30).expect("a shared region");
         let got = shared_words(2 * N);
-        let j = a.join(1).expect("a join");
-        assert!(!j.malloc(64, Life::Short).is_null());
-        let child = in_child(60, || {
+        let reported = counter(&a);
+        for round in 0..5 {
+            for w in got {
+                w.store(0, Ordering::Relaxed);
+            }
+            let go = counter(&a);
+            let j = a.join(1).expect("a join");
+            assert!(!j.malloc(64, Life::Short).is_null());
+            let child = in_child(60, || {
+                go.fetch_add(1, Ordering::Release);
+                while go.load(Ordering::Acquire) < 2 {
+                    std::hint::spin_loop();
+                }
+                let used = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    for slot in &got[..N] {
+                        slot.store(j.malloc(64, Life::Short) as u64, Ordering::Relaxed);
+                    }
+                }));
+                if let Err(e) = used {
+                    let msg = e.downcast_ref::<String>().cloned().unwrap_or_default();
+                    assert!(msg.starts_with("cohort"), "not a report: {msg}");
+                    reported.store(1, Ordering::Release);
+                }
+            });
+            while go.load(Ordering::Acquire) < 1 {
+                std::hint::spin_loop();
+            }
             go.fetch_add(1, Ordering::Release);
-            while go.load(Ordering::Acquire) < 2 {}
-            for slot in &got[..N] {
+            for slot in &got[N..] {
                 slot.store(j.malloc(64, Life::Short) as u64, Ordering::Relaxed);
             }
-        });
-        while go.load(Ordering::Acquire) < 1 {}
-        go.fetch_add(1, Ordering::Release);
-        for slot in &got[N..] {
-            slot.store(j.malloc(64, Life::Short) as u64, Ordering::Relaxed);
-        }
-        let ended = wait(child);
-        let mut all: Vec<u64> = got.iter().map(|w| w.load(Ordering::Relaxed)).filter(|&p| p != 0).collect();
-        let n = all.len();
-        all.sort_unstable();
-        all.dedup();
-        if all.len() != n || ended != Ok(0) {
-            report.fail(&format!("{} of {n} live allocations handed out twice; child {ended:?}", n - all.len()));
+            let ended = wait(child);
+            // Left by the parent only (the child's copy was never dropped: it `_exit`ed).
+            drop(j);
+            let (twice, n) = handed_out_twice(got);
+            if twice != 0 || ended != Ok(0) {
+                report.fail(&format!(
+                    "round {round}: {twice} of {n} live allocations handed out twice (child \
+                     {ended:?})"
+                ));
+            }
+            if reported.load(Ordering::Acquire) != 0 {
+                return;
+            }
         }
     });
 }
 
+/// RED-15 (every build; owner shared): `scope` is safe, and its claim of a scope class is
+/// a bitmap in this process's `Cohort`: two processes of a region claim the same class. A
+/// scope's release frees the class's blocks that threads without a heap allocated from
+/// (`HEAPLESS`: when the region's 512 heap slots are taken), wherever they came from: one
+/// process's scope end frees another process's live scope objects, and its next scope
+/// overwrites them. Safe code, no misuse. Exact failure: the owner's `999 of 1000 elements
+/// of a live scope's vector were overwritten`, then a misuse abort on its own free.
 #[test]
-fn probe_scope_across_processes() {
+#[ignore = "RED-15: scope classes are claimed per process: a scope ending in one process frees another process's live scope objects (heapless blocks, registry full). Owner shared"]
+fn a_scope_never_frees_another_processs_scope_objects() {
     isolated(60, |report| {
         let a = Cohort::<Life>::shared_anonymous(64 << 20).expect("a shared region");
         let ready = counter(&a);
@@ -237,8 +346,15 @@ fn probe_scope_across_processes() {
                 while done.load(Ordering::Acquire) == 0 {
                     std::thread::sleep(Duration::from_millis(1));
                 }
-                let bad = v.iter().enumerate().filter(|&(i, &x)| x != i as u64).count();
-                assert_eq!(bad, 0, "{bad} of 1000 elements of a live scope's vector were overwritten");
+                let bad = v
+                    .iter()
+                    .enumerate()
+                    .filter(|&(i, &x)| x != i as u64)
+                    .count();
+                assert_eq!(
+                    bad, 0,
+                    "{bad} of 1000 elements of a live scope's vector were overwritten"
+                );
             });
         });
         until(ready, 0, report, "the owner");
@@ -260,7 +376,11 @@ fn probe_scope_across_processes() {
         let e1 = wait(owner);
         kill9(holder);
         if (e1, e2) != (Ok(0), Ok(0)) {
-            report.fail(&format!("{} joins; owner {e1:?}, other {e2:?}", joined.load(Ordering::Relaxed) - 1));
+            report.fail(&format!(
+                "with the heap registry full ({} joins), the scope owner ended {e1:?} (its \
+                 panic above), the other scope's process {e2:?}",
+                joined.load(Ordering::Relaxed) - 1
+            ));
         }
     });
 }

@@ -116,4 +116,3 @@ pub fn until(count: &AtomicU64, at_least: u64, report: &Report, what: &str) {
     }
     report.fail(&format!("{what}: the child made no progress in 5 s"));
 }
-
