@@ -10,6 +10,9 @@
 #   threads  2 or 3 threads handing objects to each other (lockstep, plus bursts)
 #   region_header  opening a file region whose header is garbage (raw, or a valid header
 #            with bytes patched over it): an error naming what differs, never a crash
+#   region_state   opening a file region whose header is valid but whose instance state
+#            (pool, registry, lists, heaps) has bytes patched over it: refused or usable,
+#            never a crash, a hang or a slot handed out twice
 #
 # A long run (one target at a time; libFuzzer runs one process unless -jobs/-workers ask
 # for more, so leave those out on a shared machine):
@@ -55,7 +58,7 @@ export CARGO_TERM_COLOR=never
 secs="${1:-60}"
 modes="${COHORT_FUZZ_MODES:-checked}"
 sanitizer="${COHORT_FUZZ_SANITIZER:-address}"
-targets=(api oom threads region_header)
+targets=(api oom threads region_header region_state)
 
 if ! command -v rustup >/dev/null 2>&1 || ! rustup run nightly rustc --version >/dev/null 2>&1; then
   echo "fuzz: no nightly toolchain (rustup run nightly rustc failed): fuzzing skipped"

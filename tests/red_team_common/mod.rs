@@ -116,3 +116,31 @@ pub fn until(count: &AtomicU64, at_least: u64, report: &Report, what: &str) {
     }
     report.fail(&format!("{what}: the child made no progress in 5 s"));
 }
+
+/// The message of a panic's payload.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default()
+}
+
+/// [`in_child`], and a panic of `f` writes its message to `report` (the child's captured
+/// output is lost with it).
+pub fn in_child_reporting(secs: u32, report: &Report, f: impl FnOnce()) -> libc::pid_t {
+    in_child(secs, || {
+        if let Err(e) = std::panic::catch_unwind(AssertUnwindSafe(f)) {
+            report.fail(&panic_message(&*e));
+        }
+    })
+}
+
+/// Waits for `pid`, a child of [`in_child_reporting`], and fails `report` with `what` and
+/// how it ended (with its panic's message) unless it exited 0.
+pub fn wait_ok(pid: libc::pid_t, report: &Report, what: &str) {
+    let ended = wait(pid);
+    if ended != Ok(0) {
+        report.fail(&format!("{what}: {ended:?}: {}", report.message()));
+    }
+}
