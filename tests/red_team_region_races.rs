@@ -219,3 +219,66 @@ fn walks_and_releases_from_another_process_leave_a_live_processs_objects_alone()
     });
     let _ = SharedCohort::<Life>::remove(Place::SharedMemory(&n));
 }
+
+/// A process whose threads churn a shared region (tiny sizes, served under the region's
+/// lock, and small ones) forks again and again: every child, forked while a thread holds
+/// the lock or is in the middle of an allocation, allocates, checks and frees in the region
+/// and exits in time (never waits for a lock its parent's threads hold for ever), and the
+/// region verifies at the end.
+#[test]
+fn forks_while_other_threads_hold_the_region_lock_or_allocate() {
+    use cohort::Cohort;
+    isolated(120, |report| {
+        let a = Cohort::<Life>::shared_anonymous(256 << 20).expect("a shared region");
+        let stop = shared_words(1);
+        std::thread::scope(|s| {
+            for t in 0..2usize {
+                let a = &a;
+                s.spawn(move || {
+                    let mut i = 0usize;
+                    while stop[0].load(Ordering::Relaxed) == 0 {
+                        let size = [1, 2, 24, 300][(i + t) % 4];
+                        let p = a.malloc(size, Life::Short);
+                        assert!(!p.is_null());
+                        fill(p, size, 0x3c);
+                        // SAFETY: allocated above, freed once.
+                        unsafe { a.free(p, size, Life::Short) };
+                        i += 1;
+                    }
+                });
+            }
+            for round in 0..40 {
+                let child = in_child_reporting(10, report, || {
+                    let mut live = Vec::new();
+                    for (i, size) in [1usize, 2, 8, 64, 1000]
+                        .into_iter()
+                        .cycle()
+                        .take(200)
+                        .enumerate()
+                    {
+                        let p = a.malloc(size, Life::Long);
+                        assert!(!p.is_null(), "malloc({size}) in a fork child");
+                        fill(p, size, i as u8);
+                        live.push((p, size, i as u8));
+                    }
+                    for (p, size, tag) in live {
+                        assert!(
+                            intact(p, size, tag),
+                            "a fork child's object was overwritten"
+                        );
+                        // SAFETY: allocated above, freed once.
+                        unsafe { a.free(p, size, Life::Long) };
+                    }
+                });
+                wait_ok(child, report, &format!("fork {round}"));
+            }
+            stop[0].store(1, Ordering::Relaxed);
+        });
+        // The children exited without leaving: their heaps are taken over first.
+        a.reap_dead_processes();
+        // SAFETY: the threads are joined; nobody else uses the region.
+        if let Err(e) = unsafe { a.verify() } {
+            report.fail(&format!("verify after the forks: {e}"));
+        }
+    });
+}
