@@ -379,3 +379,40 @@ fn garbage_root_slots_are_refused_or_caught() {
     });
     let _ = std::fs::remove_file(&f);
 }
+
+/// A 1 TiB file region (sparse) is created, works and is destroyed; a 16 GiB one under an
+/// 8 GiB address-space limit is a clear OS error, and the name is not left behind.
+#[test]
+fn a_huge_file_region_works_or_is_a_clear_error_under_an_address_space_limit() {
+    let f = path("huge");
+    isolated(120, |report| {
+        for (capacity, limit) in [(1usize << 40, None), (1 << 34, Some(8u64 << 30))] {
+            let child = in_child_reporting(60, report, || {
+                if let Some(l) = limit {
+                    let lim = libc::rlimit {
+                        rlim_cur: l,
+                        rlim_max: l,
+                    };
+                    // SAFETY: a plain system call on a local struct.
+                    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &lim) }, 0);
+                }
+                match SharedCohort::<Life>::create(Place::File(&f), CreateOptions::new(capacity)) {
+                    Ok(r) => {
+                        assert!(limit.is_none(), "{capacity:#x} mapped under {limit:?}");
+                        assert!(r.capacity() >= capacity);
+                        let p = r.malloc(64, Life::Short);
+                        assert!(!p.is_null());
+                        // SAFETY: allocated above.
+                        unsafe { r.free(p, 64, Life::Short) };
+                        r.destroy().expect("destroy");
+                    }
+                    Err(RegionError::Os { .. }) if limit.is_some() => {}
+                    Err(e) => panic!("{capacity:#x} under {limit:?}: {e}"),
+                }
+                assert!(!f.exists(), "{capacity:#x}: the file is left behind");
+            });
+            wait_ok(child, report, &format!("a {capacity:#x}-byte file region"));
+        }
+    });
+    let _ = std::fs::remove_file(&f);
+}

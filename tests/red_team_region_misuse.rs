@@ -204,3 +204,20 @@ fn a_full_region_answers_null_and_recovers() {
     unsafe { a.verify() }.expect("verifies");
     assert!(a.is_empty());
 }
+
+/// Shared-anonymous regions of every size from 0 to `usize::MAX`: a region (rounded to at
+/// least one block) that works, or `None`; never a crash, a hang or an abort.
+#[test]
+fn shared_anonymous_regions_of_any_size_are_some_and_work_or_none() {
+    for bytes in [0usize, 1, 1 << 40, 1 << 46, usize::MAX / 2, usize::MAX] {
+        let a = Cohort::<Life>::shared_anonymous(bytes);
+        assert!(a.is_some() || bytes > 1 << 30, "{bytes:#x}: none");
+        assert!(a.is_none() || bytes < 1 << 56, "{bytes:#x}: a region");
+        if let Some(a) = a {
+            let p = a.malloc(64, Life::Short);
+            assert!(!p.is_null(), "{bytes:#x}: no 64 bytes");
+            // SAFETY: allocated above.
+            unsafe { a.free(p, 64, Life::Short) };
+        }
+    }
+}
