@@ -416,3 +416,65 @@ fn a_huge_file_region_works_or_is_a_clear_error_under_an_address_space_limit() {
     });
     let _ = std::fs::remove_file(&f);
 }
+
+/// RED-16, second form (every build; owners persist, shared): the copy of a region file
+/// taken while a process holds the region's lock (the process stopped, as a machine crash
+/// or a snapshot stops it) holds the lock word of a thread that no longer exists and was
+/// never marked dead (the kernel marks a robust lock's holder dead only when it exits):
+/// the first allocation of whoever opens the copy waits for ever. Up to 20 attempts (the
+/// lock is held at the copy about half the time). Exact failure: `attempt 0: the opener of
+/// a copy taken while the lock was held: Err(14) (SIGALRM: it hung)`.
+#[test]
+#[ignore = "RED-16: a region file copied while a process held its lock (stopped) opens, and the first allocation in the copy waits for ever. Owners persist, shared"]
+fn a_region_file_copied_while_its_lock_was_held_opens_and_allocates() {
+    let (f, copy) = (path("locked"), path("locked-copy"));
+    isolated(200, |report| {
+        SharedCohort::<Life>::create(Place::File(&f), CreateOptions::new(64 << 20))
+            .expect("create")
+            .leave()
+            .expect("leave");
+        let progress = shared_page(1);
+        let churner = in_child(120, || {
+            let r = open_file(&f).expect("open");
+            loop {
+                let p = r.malloc(1, Life::Short);
+                assert!(!p.is_null());
+                progress[0].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                // SAFETY: allocated above.
+                unsafe { r.free(p, 1, Life::Short) };
+            }
+        });
+        for attempt in 0..20 {
+            until(
+                &progress[0],
+                progress[0].load(std::sync::atomic::Ordering::Relaxed) + 1000,
+                report,
+                "the churner",
+            );
+            // SAFETY: signals to our own child.
+            unsafe { libc::kill(churner, libc::SIGSTOP) };
+            std::fs::copy(&f, &copy).expect("copy");
+            // SAFETY: as above.
+            unsafe { libc::kill(churner, libc::SIGCONT) };
+            let opener = in_child(5, || {
+                let r = open_file(&copy).expect("open the copy");
+                let p = r.malloc(1, Life::Short);
+                assert!(!p.is_null());
+                // SAFETY: allocated above.
+                unsafe { r.free(p, 1, Life::Short) };
+                r.leave().expect("leave");
+            });
+            let ended = wait(opener);
+            if ended != Ok(0) {
+                kill9(churner);
+                report.fail(&format!(
+                    "attempt {attempt}: the opener of a copy taken while the lock was held: \
+                     {ended:?} (14 is SIGALRM: it hung)"
+                ));
+            }
+        }
+        kill9(churner);
+    });
+    let _ = std::fs::remove_file(&f);
+    let _ = std::fs::remove_file(&copy);
+}
