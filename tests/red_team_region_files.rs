@@ -478,3 +478,48 @@ fn a_region_file_copied_while_its_lock_was_held_opens_and_allocates() {
     let _ = std::fs::remove_file(&f);
     let _ = std::fs::remove_file(&copy);
 }
+
+cohort::lifetime_classes! {
+    enum Many {
+        C0, C1, C2, C3, C4, C5, C6, C7, C8, C9, C10, C11, C12, C13, C14, C15, C16, C17, C18,
+        C19, C20, C21, C22, C23, C24, C25, C26, C27, C28, C29, C30, C31, C32, C33, C34, C35,
+        C36, C37, C38, C39
+    }
+}
+
+/// The least capacity a `Capacity` error names is enough (a region of it is created and
+/// serves an allocation), and one block less is refused naming the same least; for 2 and
+/// 40 lifetime classes.
+#[test]
+fn the_least_capacity_named_by_the_error_works() {
+    fn check<L: cohort::Lifetime + Copy>(tag: &str, first: L) {
+        let f = path(tag);
+        let least = match SharedCohort::<L>::create(Place::File(&f), CreateOptions::new(1)) {
+            Err(RegionError::Capacity {
+                minimum: Some(m), ..
+            }) => m,
+            other => panic!("{tag}: capacity 1: {:?}", other.err()),
+        };
+        assert!(!f.exists(), "{tag}: a refused creation left its file");
+        match SharedCohort::<L>::create(Place::File(&f), CreateOptions::new(least - (2 << 20))) {
+            Err(RegionError::Capacity {
+                minimum: Some(m), ..
+            }) => assert_eq!(m, least, "{tag}"),
+            other => panic!("{tag}: one block below the least: {:?}", other.err()),
+        }
+        let r = SharedCohort::<L>::create(Place::File(&f), CreateOptions::new(least))
+            .unwrap_or_else(|e| panic!("{tag}: the least capacity {least}: {e}"));
+        let p = r.malloc(64, first);
+        assert!(!p.is_null(), "{tag}: the least region serves nothing");
+        // SAFETY: allocated above.
+        unsafe { r.free(p, 64, first) };
+        r.destroy().expect("destroy");
+    }
+    isolated(60, |report| {
+        let child = in_child_reporting(50, report, || {
+            check("least-2", Life::Short);
+            check("least-40", Many::C39);
+        });
+        wait_ok(child, report, "the least capacities");
+    });
+}
