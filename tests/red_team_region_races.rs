@@ -282,3 +282,68 @@ fn forks_while_other_threads_hold_the_region_lock_or_allocate() {
         }
     });
 }
+
+/// More live threads than a shared region has heap slots (512): the threads beyond them
+/// allocate without a heap (under the lock), and every allocation is served, kept intact
+/// and freed; the region verifies and ends empty, and a new thread after them gets a heap.
+#[test]
+fn more_live_threads_than_heap_slots_all_allocate() {
+    use cohort::Cohort;
+    use std::sync::Barrier;
+    const THREADS: usize = 600;
+    isolated(120, |report| {
+        // Each heap takes a block per size class it uses: 3 GiB for 512 heaps.
+        let mut a = Cohort::<Life>::shared_anonymous(4 << 30).expect("a shared region");
+        let all_in = Barrier::new(THREADS);
+        let failed = shared_words(1);
+        std::thread::scope(|s| {
+            for t in 0..THREADS {
+                let (a, all_in, failed) = (&a, &all_in, &failed[0]);
+                std::thread::Builder::new()
+                    .stack_size(64 << 10)
+                    .spawn_scoped(s, move || {
+                        let mine: Vec<(*mut u8, usize)> = [8usize, 64, 700]
+                            .iter()
+                            .map(|&size| {
+                                let p = a.malloc(size, Life::Short);
+                                if p.is_null() {
+                                    failed.fetch_add(1, Ordering::Relaxed);
+                                } else {
+                                    fill(p, size, t as u8);
+                                }
+                                (p, size)
+                            })
+                            .collect();
+                        // Every thread holds its heap (or none) at once.
+                        all_in.wait();
+                        for (p, size) in mine.into_iter().filter(|(p, _)| !p.is_null()) {
+                            if !intact(p, size, t as u8) {
+                                failed.fetch_add(1 << 32, Ordering::Relaxed);
+                            }
+                            // SAFETY: allocated above, freed once.
+                            unsafe { a.free(p, size, Life::Short) };
+                        }
+                    })
+                    .expect("a thread");
+            }
+        });
+        let f = failed[0].load(Ordering::Relaxed);
+        if f != 0 {
+            report.fail(&format!(
+                "{THREADS} live threads: {} allocations null, {} objects overwritten",
+                f & 0xffff_ffff,
+                f >> 32
+            ));
+        }
+        if let Err(e) = a.verify_exclusive() {
+            report.fail(&format!("verify: {e}"));
+        }
+        if !a.is_empty() {
+            report.fail(&format!("not empty: {}", a.stats()));
+        }
+        let j = a.join(0);
+        if j.is_none() {
+            report.fail("no heap for a join after every thread left");
+        }
+    });
+}
