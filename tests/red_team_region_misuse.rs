@@ -221,3 +221,44 @@ fn shared_anonymous_regions_of_any_size_are_some_and_work_or_none() {
         }
     }
 }
+
+/// Offsets name a place, not a region: a pointer of another region has no offset in this
+/// one (`offset_of` is `None`), and an offset past this region's blocks, misaligned for its
+/// type or in the header and state is refused by `ptr` with a message, never turned into
+/// an address outside the blocks.
+#[test]
+fn offsets_of_another_region_or_out_of_bounds_are_refused() {
+    use cohort::{CreateOptions, Off, Place, SharedCohort};
+    let names: Vec<String> = (0..2)
+        .map(|i| format!("/cohort-red7-off-{i}-{}", std::process::id()))
+        .collect();
+    let regions: Vec<SharedCohort<Life>> = names
+        .iter()
+        .map(|n| {
+            let _ = SharedCohort::<Life>::remove(Place::SharedMemory(n));
+            SharedCohort::create(Place::SharedMemory(n), CreateOptions::new(64 << 20))
+                .expect("create")
+        })
+        .collect();
+    let (a, b) = (&regions[0], &regions[1]);
+    let p = a.malloc(64, Life::Short);
+    let off = a.offset_of(p).expect("in a");
+    assert_eq!(
+        b.offset_of(p),
+        None,
+        "a pointer of region a has an offset in region b"
+    );
+    assert_eq!(a.offset_of(a.ptr(off)), Some(off));
+    let cap = a.capacity() as u64;
+    for bad in [8u64, 4096, cap - 4, cap, u64::MAX - 7, off.get() + 1] {
+        let at = Off::<u64>::new(bad).unwrap();
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| a.ptr(at)));
+        assert!(caught.is_err(), "ptr({bad:#x}) gave an address");
+    }
+    // SAFETY: allocated above.
+    unsafe { a.free(p, 64, Life::Short) };
+    for (r, n) in regions.into_iter().zip(&names) {
+        assert!(r.is_empty());
+        r.destroy().unwrap_or_else(|e| panic!("{n}: {e}"));
+    }
+}
