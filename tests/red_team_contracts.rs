@@ -3,6 +3,7 @@
 //! (RED-n), the symptom and the build, until the fix un-ignores it.
 
 mod common;
+mod red_team_common;
 
 use cohort::Cohort;
 use common::{fill, mismatch, seed_of};
@@ -206,4 +207,84 @@ fn release_class_frees_a_left_joins_allocations_and_leaves_a_live_joins_alone() 
     unsafe { live.free(y, 128, Life::A) };
     drop(live);
     assert!(a.is_empty());
+}
+
+static HOOKED: Cohort<Life> = Cohort::new();
+
+/// A misuse hook that allocates and frees in the instance that reports (a logger writing
+/// through the global allocator does): every report must be made with no lock of the
+/// instance held, or the hook waits for ever.
+fn allocating_hook(_: &cohort::Misuse) {
+    for size in [1usize, 2, 24, 3000, 40_000] {
+        let p = HOOKED.malloc(size, Life::B);
+        assert!(!p.is_null());
+        // SAFETY: allocated above.
+        unsafe { HOOKED.free(p, size, Life::B) };
+    }
+}
+
+/// Every kind of misuse (tiny, small and large; wrong size, wrong class, double free,
+/// foreign, interior, resizes), reported through a hook that allocates in the reporting
+/// instance: each report arrives (the hook runs, then the panic), none deadlocks. In a
+/// child process under an alarm (the hook is the process's).
+#[test]
+fn a_misuse_hook_that_allocates_in_the_reporting_instance_never_deadlocks() {
+    use red_team_common::*;
+    isolated(60, |report| {
+        let child = in_child_reporting(30, report, || {
+            cohort::set_misuse_hook(Some(allocating_hook));
+            let a = &HOOKED;
+            let mut missed = Vec::new();
+            for size in [1usize, 2, 64, 4000, 100_000] {
+                let p = a.malloc(size, Life::A);
+                assert!(!p.is_null());
+                let mut cases: Vec<(&str, Box<dyn FnOnce()>)> = vec![
+                    // SAFETY (all): misuses that are reported before anything changes.
+                    (
+                        "wrong size",
+                        Box::new(move || unsafe { a.free(p, size * 3 + 1, Life::A) }),
+                    ),
+                    (
+                        "wrong class",
+                        Box::new(move || unsafe { a.free(p, size, Life::B) }),
+                    ),
+                    (
+                        "resize with a wrong class",
+                        Box::new(move || unsafe {
+                            a.remalloc(p, size, size * 2, Life::B);
+                        }),
+                    ),
+                    (
+                        "foreign",
+                        Box::new(move || unsafe { a.free(8 as *mut u8, size, Life::A) }),
+                    ),
+                ];
+                if size > 2 && size < 16 << 10 && cfg!(debug_assertions) {
+                    cases.push((
+                        "interior",
+                        Box::new(move || unsafe { a.free(p.add(1), size, Life::A) }),
+                    ));
+                }
+                for (what, f) in cases {
+                    if caught(f).is_none() {
+                        missed.push(format!("{what} ({size} B): not reported"));
+                    }
+                }
+                // SAFETY: live; then a double free, reported.
+                unsafe { a.free(p, size, Life::A) };
+                if size < 16 << 10 {
+                    // SAFETY: the slot was freed: a double free, reported before anything changes.
+                    if caught(|| unsafe { a.free(p, size, Life::A) }).is_none() {
+                        missed.push(format!("double free ({size} B): not reported"));
+                    }
+                }
+            }
+            assert!(missed.is_empty(), "{missed:?}");
+        });
+        wait_ok(
+            child,
+            report,
+            "the misuses with an allocating hook (14 is SIGALRM: a deadlock)",
+        );
+    });
 }
