@@ -211,6 +211,9 @@ fn release_class_frees_a_left_joins_allocations_and_leaves_a_live_joins_alone() 
 
 static HOOKED: Cohort<Life> = Cohort::new();
 
+/// A named misuse to try.
+type Case<'a> = (&'a str, Box<dyn FnOnce()>);
+
 /// A misuse hook that allocates and frees in the instance that reports (a logger writing
 /// through the global allocator does): every report must be made with no lock of the
 /// instance held, or the hook waits for ever.
@@ -238,7 +241,7 @@ fn a_misuse_hook_that_allocates_in_the_reporting_instance_never_deadlocks() {
             for size in [1usize, 2, 64, 4000, 100_000] {
                 let p = a.malloc(size, Life::A);
                 assert!(!p.is_null());
-                let mut cases: Vec<(&str, Box<dyn FnOnce()>)> = vec![
+                let mut cases: Vec<Case> = vec![
                     // SAFETY (all): misuses that are reported before anything changes.
                     (
                         "wrong size",
