@@ -33,7 +33,7 @@ fn tag_of(off: u64) -> u8 {
 /// Allocates `n` objects of `size` bytes in a process of its own that opens `p`, fills
 /// each with its offset's tag, and returns their offsets.
 fn allocate_in_child(p: &Path, n: usize, size: usize, report: &Report) -> Vec<u64> {
-    let out = shared_page(n);
+    let out = shared_words(n);
     let child = in_child(60, || {
         let r = open_file(p).expect("open");
         for slot in out.iter() {
@@ -52,24 +52,6 @@ fn allocate_in_child(p: &Path, n: usize, size: usize, report: &Report) -> Vec<u6
     out.iter()
         .map(|w| w.load(std::sync::atomic::Ordering::Relaxed))
         .collect()
-}
-
-/// `n` words shared with children forked after.
-fn shared_page(n: usize) -> &'static [std::sync::atomic::AtomicU64] {
-    // SAFETY: a fresh shared anonymous mapping, no preconditions.
-    let p = unsafe {
-        libc::mmap(
-            core::ptr::null_mut(),
-            n.max(1) * 8,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    assert_ne!(p, libc::MAP_FAILED);
-    // SAFETY: n zeroed words, mapped for the rest of the process.
-    unsafe { std::slice::from_raw_parts(p.cast(), n) }
 }
 
 /// The header word `i` of a region file's bytes.
@@ -295,7 +277,7 @@ fn a_region_file_replaced_under_its_name_keeps_both_regions_apart() {
             r.set_root(0, Some(v));
             r.leave().expect("leave");
         }
-        let flags = shared_page(2);
+        let flags = shared_words(2);
         let keeper = in_child_reporting(30, report, || {
             let r = open_file(&f).expect("open");
             flags[0].store(1, std::sync::atomic::Ordering::Release);
@@ -433,7 +415,7 @@ fn a_region_file_copied_while_its_lock_was_held_opens_and_allocates() {
             .expect("create")
             .leave()
             .expect("leave");
-        let progress = shared_page(1);
+        let progress = shared_words(1);
         let churner = in_child(120, || {
             let r = open_file(&f).expect("open");
             loop {

@@ -7,7 +7,7 @@ mod red_team_common;
 
 use cohort::{CreateOptions, OpenOptions, Place, SharedCohort};
 use red_team_common::*;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 cohort::lifetime_classes! {
@@ -23,24 +23,6 @@ fn name(tag: &str) -> String {
 
 fn open(n: &str) -> SharedCohort<Life> {
     SharedCohort::<Life>::open(Place::SharedMemory(n), OpenOptions::new()).expect("open")
-}
-
-/// `n` words of memory shared with the children forked after (outside any region).
-fn shared_words(n: usize) -> &'static [AtomicU64] {
-    // SAFETY: a fresh shared anonymous mapping, no preconditions.
-    let p = unsafe {
-        libc::mmap(
-            core::ptr::null_mut(),
-            n * 8,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    assert_ne!(p, libc::MAP_FAILED);
-    // SAFETY: n zeroed words, mapped for the rest of the process.
-    unsafe { std::slice::from_raw_parts(p.cast(), n) }
 }
 
 const SIZES: [usize; 5] = [8, 24, 64, 200, 1000];

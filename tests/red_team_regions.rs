@@ -46,6 +46,30 @@ fn joined_sleeper(a: &Cohort<Life>, ready: &AtomicU64) -> libc::pid_t {
     })
 }
 
+/// Runs `reaper` in a child process while another child, which joined the region, sleeps
+/// (alive); `reaper` reaps (it may first change its own environment) and returns how many
+/// heaps it took over. Returns that count (`None` when it did not say) and how the
+/// reaper's child ended.
+fn taken_over_beside_a_live_process(
+    report: &Report,
+    reaper: impl FnOnce(&Cohort<Life>) -> Option<usize>,
+) -> (Option<u64>, Ended) {
+    let a = Cohort::<Life>::shared_anonymous(64 << 20).expect("a shared region");
+    let ready = counter(&a);
+    let reaped = counter(&a);
+    let sleeper = joined_sleeper(&a, ready);
+    until(ready, 0, report, "the sleeper");
+    let b = in_child(20, || {
+        if let Some(n) = reaper(&a) {
+            reaped.store(n as u64 + 1, Ordering::Release);
+        }
+    });
+    let ended = wait(b);
+    kill9(sleeper);
+    let n = reaped.load(Ordering::Acquire);
+    ((n != 0).then(|| n - 1), ended)
+}
+
 /// RED-13 (every build; owner shared): liveness is read from `/proc/PID/stat`, and a read
 /// that fails counts as death. A process at its open-file limit (EMFILE: a server under
 /// load) that joins the region, or calls `reap_dead_processes`, takes over the heaps of
@@ -57,23 +81,14 @@ fn joined_sleeper(a: &Cohort<Life>, ready: &AtomicU64) -> libc::pid_t {
 #[ignore = "RED-13: a process out of file descriptors takes every live process's heap for a dead one's and takes it over (liveness read from /proc fails open). Owner shared"]
 fn a_process_out_of_file_descriptors_takes_over_no_live_processs_heap() {
     isolated(60, |report| {
-        let a = Cohort::<Life>::shared_anonymous(64 << 20).expect("a shared region");
-        let ready = counter(&a);
-        let reaped = counter(&a);
-        let sleeper = joined_sleeper(&a, ready);
-        until(ready, 0, report, "the sleeper");
-        let b = in_child(10, || {
+        let (n, ended) = taken_over_beside_a_live_process(report, |a| {
             limit_files(0);
-            reaped.store(a.reap_dead_processes() as u64 + 1, Ordering::Release);
+            Some(a.reap_dead_processes())
         });
-        let ended = wait(b);
-        kill9(sleeper);
-        let n = reaped.load(Ordering::Acquire);
-        if n != 1 {
+        if n != Some(0) {
             report.fail(&format!(
-                "a process at its open-file limit took over {} heaps of live processes \
-                 (it ended {ended:?})",
-                n as i64 - 1
+                "a process at its open-file limit took over {n:?} heaps of live processes \
+                 (it ended {ended:?})"
             ));
         }
     });
@@ -109,24 +124,6 @@ fn a_process_that_joined_out_of_file_descriptors_is_not_taken_for_dead() {
             ));
         }
     });
-}
-
-/// `n` words of memory shared with the children forked after (outside any region).
-fn shared_words(n: usize) -> &'static [AtomicU64] {
-    // SAFETY: a fresh shared anonymous mapping, no preconditions.
-    let p = unsafe {
-        libc::mmap(
-            core::ptr::null_mut(),
-            n * 8,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    assert_ne!(p, libc::MAP_FAILED);
-    // SAFETY: n zeroed words, mapped for the rest of the process.
-    unsafe { std::slice::from_raw_parts(p.cast(), n) }
 }
 
 /// The addresses of `got` that are not null and appear twice.
@@ -204,46 +201,38 @@ fn a_live_processs_heap_taken_over_hands_slots_out_twice() {
 #[ignore = "RED-13: a process in another pid namespace (its own /proc) takes every live process's heap for a dead one's. Owner shared"]
 fn a_process_in_another_pid_namespace_takes_over_no_live_processs_heap() {
     isolated(60, |report| {
-        let a = Cohort::<Life>::shared_anonymous(64 << 20).expect("a shared region");
-        let ready = counter(&a);
-        let reaped = counter(&a);
-        let sleeper = joined_sleeper(&a, ready);
-        until(ready, 0, report, "the sleeper");
-        let c = in_child(20, || {
+        let (n, ended) = taken_over_beside_a_live_process(report, |a| {
             // SAFETY: a plain system call.
             let flags = libc::CLONE_NEWUSER | libc::CLONE_NEWPID | libc::CLONE_NEWNS;
             if unsafe { libc::unshare(flags) } != 0 {
                 eprintln!("skipped: unshare: {}", std::io::Error::last_os_error());
-                reaped.store(1, Ordering::Release);
-                return;
+                return Some(0);
             }
+            // The first process of the namespace reaps, with the namespace's own /proc,
+            // as a container has.
+            let reaped = shared_words(1);
             let g = in_child(10, || {
-                // The namespace's own /proc, as a container has.
                 let none = core::ptr::null();
                 let private = libc::MS_REC | libc::MS_PRIVATE;
                 let proc_flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
                 // SAFETY: plain system calls with NUL-terminated strings.
                 unsafe {
-                    assert_eq!(
-                        libc::mount(none, c"/".as_ptr(), none, private, none.cast()),
-                        0
-                    );
+                    let root = libc::mount(none, c"/".as_ptr(), none, private, none.cast());
+                    assert_eq!(root, 0);
                     let proc = c"proc".as_ptr();
                     let r = libc::mount(proc, c"/proc".as_ptr(), proc, proc_flags, none.cast());
                     assert_eq!(r, 0, "mount proc: {}", std::io::Error::last_os_error());
                 }
-                reaped.store(a.reap_dead_processes() as u64 + 1, Ordering::Release);
+                reaped[0].store(a.reap_dead_processes() as u64 + 1, Ordering::Release);
             });
             assert_eq!(wait(g), Ok(0));
+            let n = reaped[0].load(Ordering::Acquire);
+            (n != 0).then(|| n as usize - 1)
         });
-        let ended = wait(c);
-        kill9(sleeper);
-        let n = reaped.load(Ordering::Acquire);
-        if n != 1 {
+        if n != Some(0) {
             report.fail(&format!(
-                "a process in another pid namespace took over {} heaps of live processes \
-                 ({ended:?})",
-                n as i64 - 1
+                "a process in another pid namespace took over {n:?} heaps of live processes \
+                 ({ended:?})"
             ));
         }
     });

@@ -144,3 +144,21 @@ pub fn wait_ok(pid: libc::pid_t, report: &Report, what: &str) {
         report.fail(&format!("{what}: {ended:?}: {}", report.message()));
     }
 }
+
+/// `n` words of memory shared with the children forked after (outside any region).
+pub fn shared_words(n: usize) -> &'static [AtomicU64] {
+    // SAFETY: a fresh shared anonymous mapping, no preconditions.
+    let p = unsafe {
+        libc::mmap(
+            core::ptr::null_mut(),
+            n.max(1) * 8,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(p, libc::MAP_FAILED);
+    // SAFETY: n zeroed words, mapped for the rest of the process.
+    unsafe { std::slice::from_raw_parts(p.cast(), n) }
+}
