@@ -76,7 +76,7 @@ fn taken_over_beside_a_live_process(
 /// every other live process, its own parent's included; they go on using them, and the
 /// next joins adopt them: the same free list used by two processes hands slots out twice
 /// (`a_live_processs_heap_taken_over_hands_slots_out_twice`). Exact failure: `a process at
-/// its open-file limit took over 2 heaps of live processes`.
+/// its open-file limit took over Some(2) heaps of live processes`.
 #[test]
 #[ignore = "RED-13: a process out of file descriptors takes every live process's heap for a dead one's and takes it over (liveness read from /proc fails open). Owner shared"]
 fn a_process_out_of_file_descriptors_takes_over_no_live_processs_heap() {
@@ -196,7 +196,7 @@ fn a_live_processs_heap_taken_over_hands_slots_out_twice() {
 /// time read in one namespace name nothing (or another process) in the other, so a process
 /// in the second namespace takes the first namespace's live heaps over. Needs user
 /// namespaces (skipped, with a message, where `unshare` is refused). Exact failure: `a
-/// process in another pid namespace took over 2 heaps of live processes`.
+/// process in another pid namespace took over Some(2) heaps of live processes`.
 #[test]
 #[ignore = "RED-13: a process in another pid namespace (its own /proc) takes every live process's heap for a dead one's. Owner shared"]
 fn a_process_in_another_pid_namespace_takes_over_no_live_processs_heap() {
