@@ -262,3 +262,60 @@ fn offsets_of_another_region_or_out_of_bounds_are_refused() {
         r.destroy().unwrap_or_else(|e| panic!("{n}: {e}"));
     }
 }
+
+/// A process resizes another's allocations (in place within a size class, to other
+/// classes, to 1 and 2 bytes and back, zeroed growth): the contents move with them, and the
+/// first process frees the results.
+#[test]
+fn resizes_of_another_processs_allocations_keep_their_bytes() {
+    const SIZES: [usize; 6] = [1, 2, 20, 64, 3000, 16 << 10];
+    isolated(60, |report| {
+        let a = Cohort::<Life>::shared_anonymous(64 << 20).expect("a shared region");
+        let objs: Vec<*mut u8> = SIZES
+            .iter()
+            .map(|&s| {
+                let p = a.malloc(s, Life::Short);
+                assert!(!p.is_null());
+                // SAFETY: fresh, s bytes.
+                unsafe { p.write_bytes(s as u8, s) };
+                p
+            })
+            .collect();
+        let out = red_team_common::shared_words(SIZES.len());
+        let child = in_child_reporting(30, report, || {
+            for (i, (&p, &s)) in objs.iter().zip(&SIZES).enumerate() {
+                let new = SIZES[(i + 2) % SIZES.len()];
+                // SAFETY: the parent's live allocation of s bytes, class Short.
+                let q = unsafe { a.recalloc(p, s, new, Life::Short) };
+                assert!(!q.is_null(), "recalloc {s} -> {new}");
+                // SAFETY: q holds `new` bytes.
+                let bytes = unsafe { std::slice::from_raw_parts(q, new) };
+                let kept = s.min(new);
+                assert!(
+                    bytes[..kept].iter().all(|&b| b == s as u8),
+                    "{s} -> {new}: bytes lost"
+                );
+                assert!(
+                    bytes[kept..].iter().all(|&b| b == 0),
+                    "{s} -> {new}: growth not zero"
+                );
+                out[i].store(q as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+        wait_ok(child, report, "the resizing process");
+        for (i, w) in out.iter().enumerate() {
+            let new = SIZES[(i + 2) % SIZES.len()];
+            let q = w.load(std::sync::atomic::Ordering::Relaxed) as *mut u8;
+            // SAFETY: the child's result, live, `new` bytes of class Short.
+            unsafe { a.free(q, new, Life::Short) };
+        }
+        a.reap_dead_processes();
+        // SAFETY: the only process using the region now.
+        if let Err(e) = unsafe { a.verify() } {
+            report.fail(&format!("verify: {e}"));
+        }
+        if !a.is_empty() {
+            report.fail(&format!("not empty: {}", a.stats()));
+        }
+    });
+}
