@@ -118,7 +118,8 @@ fn intact(p: *const u8, size: usize, tag: u8) -> bool {
 
 /// While one process keeps objects of class `Short` live and churns class `Long`, another
 /// that never allocated before walks the region with every public call (stats, is_empty,
-/// for_each_block, compact, reap, recoveries), then allocates and releases `Short` of its
+/// for_each_block, compact, reap, recoveries, set_retention from keeping nothing to keeping
+/// everything), then allocates and releases `Short` of its
 /// own: the first process's objects stay intact and nothing crashes.
 #[test]
 fn walks_and_releases_from_another_process_leave_a_live_processs_objects_alone() {
@@ -179,6 +180,12 @@ fn walks_and_releases_from_another_process_leave_a_live_processs_objects_alone()
                 r.for_each_block(|_| blocks += 1);
                 let _ = r.compact();
                 let _ = r.reap_dead_processes();
+                // Retention of the region (it lives in the region: every process's).
+                r.set_retention(cohort::Retention {
+                    empty_block_bytes: if rounds % 2 == 0 { 0 } else { 64 << 20 },
+                    delay: Duration::from_millis(rounds as u64 % 3),
+                    ..cohort::Retention::DEFAULT
+                });
                 let _ = r.recoveries();
                 if rounds % 4 == 3 {
                     let mine: Vec<*mut u8> = (0..200).map(|_| r.malloc(64, Life::Short)).collect();
