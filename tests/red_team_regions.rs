@@ -532,3 +532,43 @@ fn a_dead_process_not_yet_waited_for_is_reaped() {
         }
     });
 }
+
+/// RED-20, second form (low; owner shared): a process that joined the region and then
+/// `exec`s another program keeps its pid and its start time: the program that held the
+/// heap is gone (its memory with it), but the heap counts as a live process's until the
+/// new program exits. (The kernel releases robust futexes at exec as at exit: a lease held
+/// as one would tell.) Exact failure: `a process that exec'd another program: 0 heaps
+/// reaped`.
+#[test]
+#[ignore = "RED-20: a process that exec'd another program keeps its pid and start time: its old heap is never taken over while the new program runs. Owner shared"]
+fn a_process_that_execd_another_program_is_reaped() {
+    isolated(60, |report| {
+        let a = Cohort::<Life>::shared_anonymous(64 << 20).expect("a shared region");
+        let flags = shared_words(2);
+        let execd = in_child(30, || {
+            for _ in 0..10 {
+                assert!(!a.malloc(64, Life::Short).is_null());
+            }
+            flags[0].store(1, Ordering::Release);
+            let sleep = c"/bin/sleep";
+            let args = [sleep.as_ptr(), c"20".as_ptr(), core::ptr::null()];
+            // SAFETY: NUL-terminated strings and a null-terminated argument vector.
+            unsafe { libc::execv(sleep.as_ptr(), args.as_ptr()) };
+            panic!("execv: {}", std::io::Error::last_os_error());
+        });
+        until(&flags[0], 0, report, "the child");
+        std::thread::sleep(Duration::from_millis(300));
+        let reaper = in_child_reporting(10, report, || {
+            flags[1].store(a.reap_dead_processes() as u64 + 1, Ordering::Release);
+        });
+        wait_ok(reaper, report, "the reaper");
+        kill9(execd);
+        let n = flags[1].load(Ordering::Acquire);
+        if n != 2 {
+            report.fail(&format!(
+                "a process that exec'd another program: {} heaps reaped",
+                n as i64 - 1
+            ));
+        }
+    });
+}
