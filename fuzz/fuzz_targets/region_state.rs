@@ -36,11 +36,16 @@ fn valid_region() -> &'static (Vec<u8>, usize, Vec<usize>) {
         let _ = std::fs::remove_file(&path);
         // The smallest region that holds the state and a few blocks: each input copies it.
         let least = match SharedCohort::<Life>::create(Place::File(&path), CreateOptions::new(1)) {
-            Err(RegionError::Capacity { minimum: Some(m), .. }) => m,
+            Err(RegionError::Capacity {
+                minimum: Some(m), ..
+            }) => m,
             other => panic!("the least capacity: {other:?}"),
         };
-        let region = SharedCohort::<Life>::create(Place::File(&path), CreateOptions::new(least + (40 << 20)))
-            .expect("a region for the template");
+        let region = SharedCohort::<Life>::create(
+            Place::File(&path),
+            CreateOptions::new(least + (40 << 20)),
+        )
+        .expect("a region for the template");
         let mut first_block = usize::MAX;
         for i in 0..600 {
             let size = SIZES[i % SIZES.len()];
@@ -78,7 +83,10 @@ fn write_pages(path: &std::path::Path, bytes: &[u8], pages: impl Iterator<Item =
 /// The pages of `bytes` that are not all zero.
 fn nonzero_pages(bytes: &[u8]) -> Vec<usize> {
     let pages = bytes.chunks(4096).enumerate();
-    pages.filter(|(_, p)| p.iter().any(|&b| b != 0)).map(|(i, _)| i).collect()
+    pages
+        .filter(|(_, p)| p.iter().any(|&b| b != 0))
+        .map(|(i, _)| i)
+        .collect()
 }
 
 /// A file in a RAM-backed folder when there is one (`/dev/shm`), unique to this process.
@@ -104,7 +112,8 @@ fuzz_target!(|data: &[u8]| {
     let mut file = template.clone();
     let mut patched = Vec::new();
     for patch in rest.chunks_exact(4) {
-        let at = STATE_OFFSET + u32::from_le_bytes([patch[0], patch[1], patch[2], 0]) as usize % span;
+        let at =
+            STATE_OFFSET + u32::from_le_bytes([patch[0], patch[1], patch[2], 0]) as usize % span;
         file[at] = patch[3];
         patched.push(at / 4096);
     }
