@@ -49,7 +49,8 @@
 #                      `snapshots` (stats and for_each_block beside other threads'
 #                      allocations and compact, item 5), `join-oom` (the same as
 #                      oom-empty for allocations through an explicit join: found by the
-#                      oom target after item 10's fix). Empty by default.
+#                      oom target after item 10's fix), `state-verify` (region_state
+#                      without verify, RED-18's crash). Empty by default.
 #
 # Needs a nightly toolchain (cargo fuzz uses -Z flags): without one this prints so and
 # exits 0. Installs cargo-fuzz from crates.io when it is missing.
