@@ -319,3 +319,76 @@ fn resizes_of_another_processs_allocations_keep_their_bytes() {
         }
     });
 }
+
+/// `stats` and `is_empty` from a process that never allocated count another process's live
+/// objects exactly (small and tiny, after local and remote frees), and `is_empty` is true
+/// exactly when everything is freed.
+#[test]
+fn stats_from_another_process_count_live_objects_exactly() {
+    isolated(60, |report| {
+        let a = Cohort::<Life>::shared_anonymous(64 << 20).expect("a shared region");
+        let flags = red_team_common::shared_words(3);
+        let owner = in_child_reporting(30, report, || {
+            let mut live = Vec::new();
+            for i in 0..3000usize {
+                let size = [1usize, 2, 24, 64, 500][i % 5];
+                let p = a.malloc(size, if i % 2 == 0 { Life::Short } else { Life::Long });
+                assert!(!p.is_null());
+                live.push((p, size, i % 2 == 0));
+            }
+            // Free every third, locally.
+            let mut kept = Vec::new();
+            for (i, o) in live.into_iter().enumerate() {
+                if i % 3 == 0 {
+                    let life = if o.2 { Life::Short } else { Life::Long };
+                    // SAFETY: allocated above, freed once.
+                    unsafe { a.free(o.0, o.1, life) };
+                } else {
+                    kept.push(o);
+                }
+            }
+            flags[0].store(kept.len() as u64, std::sync::atomic::Ordering::Release);
+            while flags[1].load(std::sync::atomic::Ordering::Acquire) == 0 {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            for (p, size, short) in kept {
+                let life = if short { Life::Short } else { Life::Long };
+                // SAFETY: allocated above, freed once.
+                unsafe { a.free(p, size, life) };
+            }
+            flags[2].store(1, std::sync::atomic::Ordering::Release);
+            loop {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        });
+        red_team_common::until(&flags[0], 0, report, "the owner");
+        let kept = flags[0].load(std::sync::atomic::Ordering::Acquire) as usize;
+        let counter = in_child_reporting(10, report, || {
+            let s = a.stats();
+            // The driver's three flag words are not in the region: only the owner's.
+            assert_eq!(
+                s.small.live, kept,
+                "live objects seen from another process: {s}"
+            );
+            assert!(!a.is_empty());
+        });
+        wait_ok(
+            counter,
+            report,
+            "a counting process while the owner's objects live",
+        );
+        flags[1].store(1, std::sync::atomic::Ordering::Release);
+        red_team_common::until(&flags[2], 0, report, "the owner's frees");
+        let counter = in_child_reporting(10, report, || {
+            let s = a.stats();
+            assert_eq!(s.small.live, 0, "after every free: {s}");
+            assert!(a.is_empty(), "after every free: {s}");
+        });
+        wait_ok(
+            counter,
+            report,
+            "a counting process after the owner freed all",
+        );
+        red_team_common::kill9(owner);
+    });
+}
