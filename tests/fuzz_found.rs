@@ -240,7 +240,7 @@ fn a_region_file_with_a_damaged_state_byte_never_crashes_the_opener() {
         });
         wait_ok(maker, report, "the region's maker");
         let pristine = std::fs::read(&path).expect("read");
-        let mut died = Vec::new();
+        let mut died: Vec<String> = Vec::new();
         for (at, byte, walk) in [(0x1a5a, 0x19u8, "verify"), (0x283d, 0x6e, "compact")] {
             let mut damaged = pristine.clone();
             damaged[4096 + at] = byte;
