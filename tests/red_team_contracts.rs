@@ -3,7 +3,6 @@
 //! (RED-n), the symptom and the build, until the fix un-ignores it.
 
 mod common;
-mod red_team_common;
 
 use cohort::Cohort;
 use common::{fill, mismatch, seed_of};
@@ -229,65 +228,92 @@ fn allocating_hook(_: &cohort::Misuse) {
 /// Every kind of misuse (tiny, small and large; wrong size, wrong class, double free,
 /// foreign, interior, resizes), reported through a hook that allocates in the reporting
 /// instance: each report arrives (the hook runs, then the panic), none deadlocks. In a
-/// child process under an alarm (the hook is the process's).
+/// process of its own (this test binary run again for this test alone: a fork of the
+/// multithreaded test process could inherit std's panic-output locks held by another
+/// test's thread), killed after 60 s.
 #[test]
 fn a_misuse_hook_that_allocates_in_the_reporting_instance_never_deadlocks() {
-    use red_team_common::*;
-    isolated(60, |report| {
-        let child = in_child_reporting(30, report, || {
-            cohort::set_misuse_hook(Some(allocating_hook));
-            let a = &HOOKED;
-            let mut missed = Vec::new();
-            for size in [1usize, 2, 64, 4000, 100_000] {
-                let p = a.malloc(size, Life::A);
-                assert!(!p.is_null());
-                let mut cases: Vec<Case> = vec![
-                    // SAFETY (all): misuses that are reported before anything changes.
-                    (
-                        "wrong size",
-                        Box::new(move || unsafe { a.free(p, size * 3 + 1, Life::A) }),
-                    ),
-                    (
-                        "wrong class",
-                        Box::new(move || unsafe { a.free(p, size, Life::B) }),
-                    ),
-                    (
-                        "resize with a wrong class",
-                        Box::new(move || unsafe {
-                            a.remalloc(p, size, size * 2, Life::B);
-                        }),
-                    ),
-                    (
-                        "foreign",
-                        Box::new(move || unsafe { a.free(8 as *mut u8, size, Life::A) }),
-                    ),
-                ];
-                if size > 2 && size < 16 << 10 && cfg!(debug_assertions) {
-                    cases.push((
-                        "interior",
-                        Box::new(move || unsafe { a.free(p.add(1), size, Life::A) }),
-                    ));
-                }
-                for (what, f) in cases {
-                    if caught(f).is_none() {
-                        missed.push(format!("{what} ({size} B): not reported"));
-                    }
-                }
-                // SAFETY: live; then a double free, reported.
-                unsafe { a.free(p, size, Life::A) };
-                if size < 16 << 10 {
-                    // SAFETY: the slot was freed: a double free, reported before anything changes.
-                    if caught(|| unsafe { a.free(p, size, Life::A) }).is_none() {
-                        missed.push(format!("double free ({size} B): not reported"));
-                    }
-                }
+    const CHILD: &str = "COHORT_RED_HOOK_CHILD";
+    if std::env::var_os(CHILD).is_some() {
+        return misuses_through_an_allocating_hook();
+    }
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_misuse_hook_that_allocates_in_the_reporting_instance_never_deadlocks",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD, "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if t0.elapsed() > std::time::Duration::from_secs(60) {
+            child.kill().unwrap();
+            panic!("the misuses with an allocating hook did not end in 60 s (a deadlock)");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the misuses with an allocating hook: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The body of the test above, in its own process.
+fn misuses_through_an_allocating_hook() {
+    cohort::set_misuse_hook(Some(allocating_hook));
+    let a = &HOOKED;
+    let mut missed = Vec::new();
+    for size in [1usize, 2, 64, 4000, 100_000] {
+        let p = a.malloc(size, Life::A);
+        assert!(!p.is_null());
+        let mut cases: Vec<Case> = vec![
+            // SAFETY (all): misuses that are reported before anything changes.
+            (
+                "wrong size",
+                Box::new(move || unsafe { a.free(p, size * 3 + 1, Life::A) }),
+            ),
+            (
+                "wrong class",
+                Box::new(move || unsafe { a.free(p, size, Life::B) }),
+            ),
+            (
+                "resize with a wrong class",
+                Box::new(move || unsafe {
+                    a.remalloc(p, size, size * 2, Life::B);
+                }),
+            ),
+            (
+                "foreign",
+                Box::new(move || unsafe { a.free(8 as *mut u8, size, Life::A) }),
+            ),
+        ];
+        if size > 2 && size < 16 << 10 && cfg!(debug_assertions) {
+            cases.push((
+                "interior",
+                Box::new(move || unsafe { a.free(p.add(1), size, Life::A) }),
+            ));
+        }
+        for (what, f) in cases {
+            if caught(f).is_none() {
+                missed.push(format!("{what} ({size} B): not reported"));
             }
-            assert!(missed.is_empty(), "{missed:?}");
-        });
-        wait_ok(
-            child,
-            report,
-            "the misuses with an allocating hook (14 is SIGALRM: a deadlock)",
-        );
-    });
+        }
+        // SAFETY: live; then a double free, reported.
+        unsafe { a.free(p, size, Life::A) };
+        if size < 16 << 10 {
+            // SAFETY: the slot was freed: a double free, reported before anything changes.
+            if caught(|| unsafe { a.free(p, size, Life::A) }).is_none() {
+                missed.push(format!("double free ({size} B): not reported"));
+            }
+        }
+    }
+    assert!(missed.is_empty(), "{missed:?}");
 }
