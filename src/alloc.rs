@@ -245,11 +245,16 @@ impl Instance {
         let heap = route.slow_heap(pool, instance);
         // SAFETY: the route gives null or a live heap of this instance that the caller
         // holds.
-        let got = match unsafe { heap.as_ref() } {
+        let heap = unsafe { heap.as_ref() };
+        let from = |heap: Option<&crate::heap::Heap>| match heap {
             None => pool.alloc_locked(&mut pool.lock(), class, life),
             Some(heap) if CLASSES[class].is_tiny() => heap.alloc_tiny(class, life),
             Some(heap) => heap.alloc_slow(class, life, || per_thread::find_own(instance)),
         };
+        // Out of memory: in a shared instance, dead processes' heaps may hold free slots
+        // and empty blocks; taken over, they are the pool's. Then once more.
+        let got = from(heap)
+            .or_else(|| (crate::heap_handover::reap_dead(pool) > 0).then(|| from(heap))?);
         match got {
             Some((p, zeroed)) => self.finish_alloc::<ZERO>(p, zeroed, class),
             None => ptr::null_mut(),

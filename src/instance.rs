@@ -187,7 +187,7 @@ impl Instance {
         let Some(pool) = self.pool_if_any() else {
             return (0, 0, 0, 0);
         };
-        let retained = Pool::retained_blocks(&pool.state.lock());
+        let retained = Pool::retained_blocks(&pool.lock_uncounted());
         let large = pool.large.lock();
         (
             large.count(),

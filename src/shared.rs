@@ -76,7 +76,9 @@ impl<L: Lifetime> Cohort<L> {
     /// thread or process that joins. What the dead process held live stays allocated: any
     /// process may free it, or release its lifetime class. Returns how many heaps it took
     /// over; 0 in a private instance. Every join (a thread's first allocation in the
-    /// instance, [`Cohort::join`]) does this too.
+    /// instance, [`Cohort::join`]) does this too, and so do [`Cohort::compact`], a
+    /// [`Cohort::release_class`] that found blocks of other heaps, and an allocation about
+    /// to fail for want of memory.
     pub fn reap_dead_processes(&self) -> usize {
         self.core
             .pool_if_any()

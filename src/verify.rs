@@ -111,7 +111,7 @@ impl<L: Lifetime> Cohort<L> {
             .unwrap_or(0);
         let mut seen = vec![0usize; max_slots.div_ceil(usize::BITS as usize)];
         let walked = {
-            let st = pool.state.lock();
+            let st = pool.lock_uncounted();
             walk(pool, &st, BitSlice::from_slice_mut(&mut seen))
         };
         walked.map_err(|f| f.into_error(pool.life_count))
@@ -128,7 +128,17 @@ impl<L: Lifetime> Cohort<L> {
     /// // SAFETY: allocated above with this size and class.
     /// unsafe { a.free(p, 64, ()) };
     /// ```
+    ///
+    /// # Panics
+    /// On an instance shared between processes: `&mut self` excludes no other process
+    /// (call [`Cohort::verify`] when none uses the region).
     pub fn verify_exclusive(&mut self) -> Result<Verified, VerifyError> {
+        assert!(
+            !self.core.pool_if_any().is_some_and(|p| p.is_shared()),
+            "cohort: verify_exclusive on an instance shared between processes: `&mut self` \
+             excludes this process's threads only; call the unsafe `verify` when no other \
+             process uses the region"
+        );
         // SAFETY: `&mut self`: no other thread can use this allocator meanwhile.
         unsafe { self.verify() }
     }

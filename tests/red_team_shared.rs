@@ -35,7 +35,6 @@ fn churn_tiny(a: &Cohort<Life>, started: &AtomicU64) -> libc::pid_t {
 /// Exact failure: `attempt 0: after kill -9 of the churning child, a 1-byte malloc in
 /// another process did not return within 5 s (Err(14): 14 is SIGALRM)`.
 #[test]
-#[ignore = "RED-10: every build. kill -9 of a process holding a shared region's pool lock: it hung every other process (fixed by the robust lock); now Pool::repair unlinks through links the dead holder left half-updated (a debug assertion in BlockList::remove, 2 of 3 debug runs; stale list heads possible in release). Owner shared"]
 fn a_process_killed_holding_the_pool_lock_does_not_stop_the_others() {
     isolated(60, |report| {
         let a = Cohort::<Life>::shared_anonymous(64 << 20).expect("a shared region");
@@ -94,7 +93,6 @@ fn a_process_killed_holding_the_pool_lock_does_not_stop_the_others() {
 /// dead-process detection and adoption. Exact failure: `the dead child's 1000
 /// allocations: Released { blocks: 0, slots: 0, left_to_other_threads: 1, large: 0 }`.
 #[test]
-#[ignore = "RED-11: every build. a process killed with SIGKILL leaves its heap live in the region for ever: release_class of another process counts its blocks as a live thread's (owner shared: dead-process detection)"]
 fn a_killed_processs_allocations_are_released_as_an_exited_threads() {
     isolated(60, |report| {
         let a = Cohort::<Life>::shared_anonymous(64 << 20).expect("a shared region");
@@ -149,7 +147,6 @@ fn file(tag: &str) -> std::path::PathBuf {
 /// error. Exact failure: `attempt 0: a process that opens the file after kill -9 of its
 /// user, then allocates 1 byte: Err(14) (14 is SIGALRM: it hung)`.
 #[test]
-#[ignore = "RED-12: every build. a file region whose user was killed holding the pool lock: every later open hung (fixed by the robust lock); now the opener's first allocation fails (status 1: the repair of RED-10). Owners shared, persist"]
 fn a_file_region_whose_user_was_killed_holding_the_lock_opens() {
     let path = file("killed");
     let _ = SharedCohort::<Life>::remove(Place::File(&path));

@@ -67,7 +67,7 @@ impl<L: Lifetime> Cohort<L> {
         let Some(pool) = self.core.pool_if_any() else {
             return;
         };
-        let blocks = pool.blocks(&pool.state.lock());
+        let blocks = pool.blocks(&pool.lock_uncounted());
         for h in blocks {
             // One read of the header's identity: the block may change hands meanwhile.
             let Some(b) = h.snapshot() else {

@@ -74,6 +74,14 @@ pub enum RegionError {
         /// The region's.
         found: u64,
     },
+    /// The region was made for lifetime classes of other names than the type opening it
+    /// (as many of them): the header keeps a hash of the names, in index order.
+    LifetimeNames {
+        /// The hash of the opener's `Lifetime::NAMES`.
+        expected: u64,
+        /// The region's.
+        found: u64,
+    },
     /// The region's geometry differs from what this code would make: `field` names the
     /// word (block size, page size, size-class table, checked-build flag, offsets, capacity,
     /// block count).
@@ -174,6 +182,11 @@ impl fmt::Display for RegionError {
             RegionError::LifetimeClasses { expected, found } => write!(
                 f,
                 "the region has {found} lifetime classes; the opener's type has {expected}"
+            ),
+            RegionError::LifetimeNames { expected, found } => write!(
+                f,
+                "the region's lifetime classes have other names (hash {found:#018x}) than the \
+                 opener's type's (hash {expected:#018x}), in index order"
             ),
             RegionError::Geometry {
                 field,

@@ -11,6 +11,7 @@
 //! | `STATE` | [`NEVER_WRITTEN`], [`INITIALISING`] or [`READY`] (the only word that changes after formatting, with the roots) |
 //! | `FLAGS` | [`FLAG_CHECKED`]: formatted by a checked build (live bits in the region) |
 //! | `LIFE_COUNT`, `CLASS_COUNT`, `CLASS_HASH` | the lifetime classes; the size-class table (count and a hash of its geometry) |
+//! | `LIFE_NAMES` | a hash of the lifetime classes' names ([`names_hash`]): a type with as many classes of other names is refused |
 //! | `BLOCK_SIZE`, `PAGE_SIZE`, `CAPACITY` | the geometry: bytes per block, per page, in the whole region |
 //! | `STATE_OFFSET`, `STATE_LEN`, `BLOCKS_OFFSET`, `UNIT_COUNT` | where the instance's state and the blocks are |
 //! | `CREATOR_PID`, `CREATOR_START` | the process that formatted it: pid and start time |
@@ -40,7 +41,7 @@ pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"cohortR\x01");
 /// The layout of the header and of where things lie in a region: bumped whenever it
 /// changes, so that code never attaches to a region it would misread. (The instance state's
 /// own layout has a version of its own, `STATE_LAYOUT`.)
-pub(crate) const LAYOUT_VERSION: u64 = 1;
+pub(crate) const LAYOUT_VERSION: u64 = 2;
 /// The number of root slots in the header.
 pub const ROOT_SLOTS: usize = 16;
 
@@ -71,8 +72,9 @@ const W_UNIT_COUNT: usize = 13;
 const W_CREATOR_PID: usize = 14;
 const W_CREATOR_START: usize = 15;
 const W_STATE_LAYOUT: usize = 16;
-pub(crate) const W_CHECKSUM: usize = 17;
-const W_ROOTS: usize = 18;
+const W_LIFE_NAMES: usize = 17;
+pub(crate) const W_CHECKSUM: usize = 18;
+const W_ROOTS: usize = 19;
 /// The header's words.
 pub(crate) const WORDS: usize = W_ROOTS + ROOT_SLOTS;
 const _: () = assert!(WORDS * 8 <= HEADER_BYTES);
@@ -93,6 +95,8 @@ pub(crate) struct Header {
 pub(crate) struct Expected {
     /// The lifetime classes of the opener's type (the header's count).
     pub(crate) life_count: usize,
+    /// A hash of their names, in index order ([`names_hash`]).
+    pub(crate) life_names: u64,
     /// The lifetime classes its instance is built for (the state's measure: the type's and
     /// the hidden ones).
     pub(crate) inside_count: usize,
@@ -181,6 +185,20 @@ pub(crate) fn class_hash() -> u64 {
     h.0
 }
 
+/// The hash of lifetime-class names the header keeps (`LIFE_NAMES`): 64-bit FNV-1a over
+/// each name's bytes, each followed by its length (so that `["ab", "c"]` and `["a", "bc"]`
+/// differ).
+pub(crate) fn names_hash(names: &[&str]) -> u64 {
+    let mut h = Fnv::new();
+    for name in names {
+        for b in name.bytes() {
+            h.byte(b);
+        }
+        h.word(name.len() as u64);
+    }
+    h.0
+}
+
 /// 64-bit FNV-1a over words, byte by byte.
 struct Fnv(u64);
 
@@ -189,9 +207,13 @@ impl Fnv {
         Fnv(0xcbf2_9ce4_8422_2325)
     }
 
+    fn byte(&mut self, b: u8) {
+        self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+    }
+
     fn word(&mut self, w: u64) {
         for b in w.to_le_bytes() {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+            self.byte(b);
         }
     }
 }
@@ -225,6 +247,7 @@ pub(crate) fn format_words(layout: &Layout, expect: &Expected, pid: i32, start: 
     w[W_CREATOR_PID] = pid as u64;
     w[W_CREATOR_START] = start;
     w[W_STATE_LAYOUT] = expect.state_layout;
+    w[W_LIFE_NAMES] = expect.life_names;
     w[W_CHECKSUM] = checksum(&w);
     w
 }
@@ -263,6 +286,12 @@ pub(crate) fn validate(w: &[u64; WORDS], file_len: u64, expect: &Expected) -> Re
         return Err(RegionError::LifetimeClasses {
             expected: expect.life_count,
             found: w[W_LIFE_COUNT],
+        });
+    }
+    if w[W_LIFE_NAMES] != expect.life_names {
+        return Err(RegionError::LifetimeNames {
+            expected: expect.life_names,
+            found: w[W_LIFE_NAMES],
         });
     }
     let same = |field: &'static str, word: usize, expected: u64| {

@@ -2,7 +2,7 @@
 //! and the conversions between pointers and offsets.
 
 use super::error::RegionError;
-use super::header::{Expected, Header, Layout, ROOT_SLOTS};
+use super::header::{self, Expected, Header, Layout, ROOT_SLOTS};
 use super::mapping::{Mapping, Name};
 use super::{CreateOptions, OpenOptions, Place};
 use crate::api::Cohort;
@@ -109,6 +109,7 @@ fn layout_of<T>() -> MemLayout {
 fn expected<L: Lifetime>() -> Expected {
     Expected {
         life_count: L::COUNT,
+        life_names: header::names_hash(L::NAMES),
         inside_count: Cohort::<L>::INSIDE_COUNT,
         checked: CHECKED,
         page_size: os::page_size(),
@@ -153,7 +154,7 @@ impl<L: Lifetime> SharedCohort<L> {
     /// [`RegionError::NotFound`] when nothing has the name; [`RegionError::NotReady`]
     /// when its creator died while formatting or did not finish in time; a region that is
     /// not one this code reads, named by what differs: [`RegionError::BadMagic`],
-    /// [`RegionError::Version`], [`RegionError::Corrupt`], [`RegionError::LifetimeClasses`]
+    /// [`RegionError::Version`], [`RegionError::Corrupt`], [`RegionError::LifetimeClasses`], [`RegionError::LifetimeNames`]
     /// (another `L`), [`RegionError::Geometry`], [`RegionError::Truncated`],
     /// [`RegionError::Root`]. Such a region is left exactly as it was.
     pub fn open(place: Place<'_>, options: OpenOptions) -> Result<SharedCohort<L>, RegionError> {

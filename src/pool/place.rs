@@ -20,6 +20,7 @@ use crate::block::BlockStack;
 use crate::class::HeadIndex;
 use crate::decay::{Decay, Idle, Retention};
 use crate::large::LargeTable;
+use crate::lifetime::ScopeClaims;
 use crate::os;
 use crate::region::{placed_meta_len, Region, RegionState, UNIT};
 use crate::sync::{pool_lock, spin_lock, AtomicU32, AtomicU64, AtomicU8};
@@ -29,14 +30,31 @@ use core::ptr;
 /// (`PoolShared::layout`): an area of another version was formatted by an incompatible
 /// build and is never attached. (A region header that describes the region should name it
 /// too, so that an opener refuses before it maps anything.)
-pub(crate) const STATE_LAYOUT: u32 = 1;
+pub(crate) const STATE_LAYOUT: u32 = 2;
 
-/// The most heaps a shared region holds at once (its heaps live in its state area).
+/// The most heaps any shared region holds at once (its heaps live in its state area).
 #[cfg(not(loom))]
 pub(crate) const SHARED_MAX_HEAPS: u32 = 512;
 /// Under loom, as [`MAX_HEAPS`].
 #[cfg(loom)]
 pub(crate) const SHARED_MAX_HEAPS: u32 = MAX_HEAPS as u32;
+/// The fewest heaps a shared region holds at once (unless [`SHARED_MAX_HEAPS`] is fewer).
+const SHARED_MIN_HEAPS: usize = 16;
+/// Heaps per block of a shared region (between the two bounds).
+const HEAPS_PER_UNIT: usize = 2;
+
+/// The heaps a shared region of `unit_count` blocks holds at once:
+/// `clamp(HEAPS_PER_UNIT * unit_count, SHARED_MIN_HEAPS, SHARED_MAX_HEAPS)`. Each heap's slot
+/// holds a head for every (size class, lifetime class), so the slots dominate a small
+/// region's state area; a heap is of use only with blocks to allocate from, and threads
+/// beyond the registry's room allocate through the pool's lock. Computed from the geometry
+/// alone: every process finds the same layout.
+pub(crate) fn shared_max_heaps(unit_count: usize) -> u32 {
+    let heaps = unit_count
+        .saturating_mul(HEAPS_PER_UNIT)
+        .max(SHARED_MIN_HEAPS);
+    heaps.min(SHARED_MAX_HEAPS as usize) as u32
+}
 
 /// What a shared region's state area holds beyond a private pool's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,7 +92,7 @@ impl Layout {
         shared: Option<SharedParts>,
     ) -> Option<Layout> {
         let max_heaps = if shared.is_some() {
-            SHARED_MAX_HEAPS
+            shared_max_heaps(unit_count)
         } else {
             MAX_HEAPS as u32
         };
@@ -226,6 +244,13 @@ pub(crate) unsafe fn format(
                 lock_repairs: AtomicU64::new(0),
                 heaps_reaped: AtomicU64::new(0),
                 decay_at: AtomicU64::new(0),
+                scope_claims: ScopeClaims::new(),
+                pid_ns: if tag != 0 {
+                    os::shared_mem::pid_namespace()
+                } else {
+                    0
+                },
+                mixed_ns: AtomicU8::new(0),
             },
         );
         // The tables' offsets from the state, now that it is in place.

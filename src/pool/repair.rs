@@ -84,7 +84,8 @@ impl Pool {
                 // SAFETY: a pool-owned tiny block, under the lock.
                 unsafe { tiny::recount(h) };
                 if h.used() == 0 {
-                    st.of_life_mut(h.life()).remove(self.life_links(), h);
+                    // Off its class's list (pushed above, by this repair) and kept or given
+                    // back: one removal, through links this repair wrote.
                     self.give_block(st, h, true);
                 } else if h.used() < h.capacity() {
                     self.tiny_list(st, h).push(units, h);

@@ -15,6 +15,7 @@ pub(crate) fn state_len(units: usize, life: usize, checked: bool) -> Option<usiz
 pub(crate) fn expected(life_count: usize) -> Expected {
     Expected {
         life_count,
+        life_names: names_hash(&["a"; 3][..life_count.min(3)]),
         inside_count: life_count + 9,
         checked: false,
         page_size: 4096,
@@ -104,8 +105,8 @@ fn every_field_that_differs_is_named() {
     let len = 64 << 20;
     let e = after(|w| w[W_MAGIC] = u64::from_le_bytes(*b"garbage!"), false, len);
     assert!(matches!(e, RegionError::BadMagic { found } if &found == b"garbage!"), "{e}");
-    let e = after(|w| w[W_VERSION] = 2, false, len);
-    assert!(matches!(e, RegionError::Version { what: "region", expected: 1, found: 2 }), "{e}");
+    let e = after(|w| w[W_VERSION] = 1, false, len);
+    assert!(matches!(e, RegionError::Version { what: "region", expected: 2, found: 1 }), "{e}");
     let e = after(|w| w[W_STATE_LAYOUT] = 8, false, len);
     assert!(
         matches!(e, RegionError::Version { what: "instance state", expected: 7, found: 8 }),
@@ -115,6 +116,8 @@ fn every_field_that_differs_is_named() {
     assert!(matches!(e, RegionError::Corrupt { .. }), "{e}");
     let e = after(|w| w[W_LIFE_COUNT] = 4, false, len);
     assert!(matches!(e, RegionError::LifetimeClasses { expected: 3, found: 4 }), "{e}");
+    let e = after(|w| w[W_LIFE_NAMES] ^= 1, false, len);
+    assert!(matches!(e, RegionError::LifetimeNames { .. }), "{e}");
     let fields = [
         (W_BLOCK_SIZE, "block size"),
         (W_PAGE_SIZE, "page size"),
