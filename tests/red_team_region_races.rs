@@ -389,9 +389,9 @@ fn reopening_a_region_with_a_long_lived_worker_leaks_nothing() {
             if !finished.recv().unwrap() {
                 nulls += 1;
             }
-            let r = std::sync::Arc::try_unwrap(r)
-                .ok()
-                .expect("the worker's reference is gone");
+            let Ok(r) = std::sync::Arc::try_unwrap(r) else {
+                panic!("the worker's reference is not gone");
+            };
             r.leave().expect("leave");
         }
         let more = mappings() as i64 - before as i64;
