@@ -80,14 +80,9 @@ fn template_pages() -> &'static [usize] {
     })
 }
 
-/// A file in a RAM-backed folder when there is one (`/dev/shm`), unique to this process.
+/// A scratch file of this target, unique to this process.
 fn scratch(tag: &str) -> PathBuf {
-    let dir = if std::path::Path::new("/dev/shm").is_dir() {
-        PathBuf::from("/dev/shm")
-    } else {
-        std::env::temp_dir()
-    };
-    dir.join(format!("cohort-fuzz-header-{tag}-{}", std::process::id()))
+    cohort_fuzz::scratch_file(&format!("header-{tag}"))
 }
 
 fuzz_target!(|data: &[u8]| {

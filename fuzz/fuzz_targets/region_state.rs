@@ -90,14 +90,9 @@ fn nonzero_pages(bytes: &[u8]) -> Vec<usize> {
         .collect()
 }
 
-/// A file in a RAM-backed folder when there is one (`/dev/shm`), unique to this process.
+/// A scratch file of this target, unique to this process.
 fn scratch(tag: &str) -> PathBuf {
-    let dir = if std::path::Path::new("/dev/shm").is_dir() {
-        PathBuf::from("/dev/shm")
-    } else {
-        std::env::temp_dir()
-    };
-    dir.join(format!("cohort-fuzz-state-{tag}-{}", std::process::id()))
+    cohort_fuzz::scratch_file(&format!("state-{tag}"))
 }
 
 fuzz_target!(|data: &[u8]| {
