@@ -24,7 +24,9 @@ impl Instance {
     /// as the fast path read it (unread when `p` is outside the region): its key bits are
     /// [`EMPTY_KEY`] exactly when the block held that key then. The fast path passes it,
     /// and the align rather than the class, so that the class's register is free once
-    /// xor'ed into the word (no copy).
+    /// xor'ed into the word (no copy). The pointer, size, align and word come first, in the
+    /// registers the fast path has them in, the instance after them (see
+    /// `free_above_exact`).
     ///
     /// # Safety
     /// As [`Instance::free_class`], with `word` as above.
@@ -32,25 +34,25 @@ impl Instance {
     #[inline(never)]
     #[track_caller]
     pub(super) unsafe fn free_other<const ABORT: bool, R: Route>(
-        &self,
-        route: R,
         p: *mut u8,
         size: usize,
         align: usize,
         word: u64,
+        this: &Instance,
+        route: R,
         life: usize,
     ) {
         // A zero size (class 0 from `free_layout`) is tested where it can arrive, off the
         // remote free's way: outside the region, against a block of another key, or in a
         // tiny block (class 0 is tiny: `free_remote`).
-        if !self.bounds.contains(p) {
+        if !this.bounds.contains(p) {
             if p.is_null() {
                 return; // A null free does nothing (see `free_sized`).
             }
             if size == 0 {
-                return self.free_zero_size::<ABORT>(p, life);
+                return this.free_zero_size::<ABORT>(p, life);
             }
-            return self.foreign::<ABORT>(p, size, life);
+            return this.foreign::<ABORT>(p, size, life);
         }
         // SAFETY: as in free_class: p lies in the region, readable everywhere.
         let h = unsafe { &*header_of(p) };
@@ -60,14 +62,14 @@ impl Instance {
         }
         if !CHECKED && word as u16 != EMPTY_KEY {
             if size == 0 {
-                return self.free_zero_size::<ABORT>(p, life);
+                return this.free_zero_size::<ABORT>(p, life);
             }
             // SAFETY: forwarded contract.
-            return unsafe { self.bad_key_of_size::<ABORT>(p, size, align, life) };
+            return unsafe { this.bad_key_of_size::<ABORT>(p, size, align, life) };
         }
         // SAFETY: a live slot of block h (caller), or a zero size, which free_remote tests
         // before it frees anything.
-        unsafe { self.free_remote::<ABORT, R>(route, h, p, size, life) };
+        unsafe { this.free_remote::<ABORT, R>(route, h, p, size, life) };
     }
 
     /// A free into a block that may hold promoted slots (see [`crate::promotion`]), which
