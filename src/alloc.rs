@@ -274,10 +274,11 @@ impl Instance {
         let (Some(len), Some(pool)) = (os::page_round(size), self.pool()) else {
             return ptr::null_mut();
         };
-        // A shared region refuses large allocations (a mapping of this process's own would
-        // be invisible to the others).
-        if pool.is_shared() {
-            return ptr::null_mut();
+        // A region that serves large allocations (shared, file, fixed capacity) carves them
+        // from its own units: a mapping of this process's own would be invisible to the
+        // others, or uncounted.
+        if pool.region.serves_large() {
+            return pool.alloc_run::<ZERO>(len, align.max(os::MIN_PAGE), life);
         }
         // One clock read serves the cache and the empty blocks.
         let now = crate::decay::now();

@@ -155,7 +155,9 @@ impl Instance {
         if p.is_null() || (p as usize).is_power_of_two() {
             return Ok(());
         }
-        let problem = if self.bounds.contains(p) {
+        let problem = if self.in_run(p) {
+            self.pool_if_any().map_or(Problem::NotLarge, |pool| pool.run_problem(p))
+        } else if self.bounds.contains(p) {
             // SAFETY: p lies in the region, which is readable everywhere; its header mask
             // finds its block's header (every block has the same size).
             let h = unsafe { &*header_of(p) };
@@ -291,6 +293,10 @@ impl Instance {
             }
             return self.foreign::<ABORT>(p, size, life);
         }
+        if self.in_run(p) {
+            // A large allocation's bytes, not a header: never trusted.
+            return self.foreign::<ABORT>(p, size, life);
+        }
         // SAFETY: as in free_class: p lies in the region, readable everywhere.
         let h = unsafe { &*header_of(p) };
         if !CHECKED && word as u16 != EMPTY_KEY {
@@ -325,7 +331,7 @@ impl Instance {
         if CHECKED {
             self.check_free::<ABORT, false>(p, size, class, life);
         } else {
-            if !self.bounds.contains(p) {
+            if !self.bounds.contains(p) || self.in_run(p) {
                 self.foreign::<ABORT>(p, size, life);
             }
             // SAFETY: the caller's pointer is in a block of this allocator, whose header is
@@ -436,6 +442,12 @@ impl Instance {
         let Some(pool) = self.pool_if_any() else {
             return Err(self.misuse(p, size, life, Problem::Foreign));
         };
+        if pool.region.contains(p as usize) {
+            // A run of the region's units (`Pool::free_run`), or misuse.
+            // SAFETY: forwarded contract.
+            return unsafe { pool.free_run(p, size, life) }
+                .map_err(|problem| self.misuse(p, size, life, problem));
+        }
         // One clock read (before the lock) serves the cache and the empty blocks.
         let now = crate::decay::now();
         let mut large = pool.large.lock();
@@ -459,16 +471,30 @@ impl Instance {
         Misuse::new(p as usize, size, life, problem, self.life_names)
     }
 
-    /// What a pointer outside the region is: a large allocation (freed with a small size), a
-    /// cached large mapping (freed already), or not this allocator's at all. For the cold
-    /// report paths (it takes the large lock).
+    /// What a pointer outside the region's blocks is: a large allocation (freed with a small
+    /// size), a cached large mapping (freed already), a run's unit in the region, or not
+    /// this allocator's at all. For the cold report paths (it takes the large lock).
     fn foreign_or_large(&self, pool: &Pool, p: *mut u8) -> Problem {
+        if self.in_run(p) {
+            return pool.run_problem(p);
+        }
         let large = pool.large.lock();
         match large.get(p as usize) {
             Some((mapped, life)) => Problem::LargeMismatch { mapped, life },
             None if large.is_cached(p as usize) => Problem::DoubleFree,
             None => Problem::Foreign,
         }
+    }
+
+    /// True when `p` lies in a run of the region's units (a large allocation inside the
+    /// region, see `crate::region::runs`): its unit's bytes are the allocation's, so the
+    /// header mask finds no header there. Read from the unit's state, never from `p`.
+    #[inline]
+    pub(crate) fn in_run(&self, p: *mut u8) -> bool {
+        self.bounds.contains(p)
+            && self
+                .pool_if_any()
+                .is_some_and(|pool| pool.region.is_run_unit(pool.region.unit_of(p as usize)))
     }
 
     /// The release-build check failed: the block's key is not (class, life). Cost on the

@@ -188,13 +188,8 @@ impl Instance {
             return (0, 0, 0, 0);
         };
         let retained = Pool::retained_blocks(&pool.state.lock());
-        let large = pool.large.lock();
-        (
-            large.count(),
-            large.bytes,
-            retained,
-            pool.lock_count.load(Ordering::Relaxed),
-        )
+        let (count, bytes) = pool.large_totals();
+        (count, bytes, retained, pool.lock_count.load(Ordering::Relaxed))
     }
 
     /// (cached large mappings, their bytes, system calls the large paths made).

@@ -69,6 +69,7 @@ mod empty;
 mod heapless;
 pub(crate) mod place;
 mod repair;
+mod runs;
 
 /// Empty blocks kept committed by default ([`Retention::DEFAULT`]).
 pub(crate) const RETAIN_EMPTY: usize = Retention::DEFAULT.empty_block_bytes / BLOCK_SIZE;
@@ -154,7 +155,8 @@ pub(crate) struct PoolShared {
     /// was taken: the next [`Pool::take_block`] gives emptied blocks back.
     emptied: AtomicU8,
     /// The live large allocations (a separate lock: their paths never take the pool's).
-    /// Always empty in a shared instance (which refuses large allocations).
+    /// Always empty in a region that serves large allocations from its own units
+    /// (`Backing::serves_large`: shared, file and fixed regions).
     pub(crate) large: SpinLock<LargeTable>,
     /// Times a locker found the lock's holder dead and repaired the pool ([`Pool::repair`]).
     pub(crate) lock_repairs: AtomicU64,

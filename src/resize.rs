@@ -203,6 +203,9 @@ impl Instance {
         let Some(pool) = self.pool_if_any() else {
             report::<ABORT>(self.misuse(p, old, life, Problem::Foreign));
         };
+        if pool.region.contains(p as usize) {
+            return self.realloc_run::<ZERO, ABORT>(pool, p, old_side, new_side, life);
+        }
         let mut large = pool.large.lock();
         let mapped = match large_match(&large, p, old, life) {
             Ok(mapped) => mapped,
@@ -255,6 +258,41 @@ impl Instance {
             unsafe { zero_range(q, old, mapped.min(len)) };
         }
         Some(q)
+    }
+
+    /// [`Instance::realloc_large`] of a run of the region's units (`crate::region::runs`):
+    /// checked against the run's word, then resized in place when the new size is large,
+    /// needs the same units and no larger alignment; `None` when it must move.
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    fn realloc_run<const ZERO: bool, const ABORT: bool>(
+        &self,
+        pool: &crate::pool::Pool,
+        p: *mut u8,
+        old_side: SizeAlign,
+        new_side: SizeAlign,
+        life: usize,
+    ) -> Option<*mut u8> {
+        let (old, new) = (old_side.size, new_side.size);
+        let run = match pool.run_at(p) {
+            Some(run) if Some(run.len) == os::page_round(old) && run.life == life => run,
+            _ => report::<ABORT>(self.misuse(p, old, life, pool.run_problem(p))),
+        };
+        let stays_large = new != 0 && class_of(new, new_side.align).is_none();
+        let aligned = (p as usize).is_multiple_of(new_side.align.max(os::MIN_PAGE));
+        let len = os::page_round(new)?;
+        if !stays_large || !aligned || !pool.resize_run(p, len) {
+            return None;
+        }
+        debug_assert!(run.len <= run.units * crate::region::UNIT);
+        if ZERO {
+            // The run's bytes past the old size may be dirty (its last page's tail, or a
+            // kept region's older bytes).
+            // SAFETY: the run holds `len` bytes, this allocation's.
+            unsafe { zero_range(p, old, len) };
+        }
+        Some(p)
     }
 }
 

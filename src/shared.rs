@@ -28,9 +28,9 @@
 //! taker, in any process), other threads' heaps when they exit, and the last of them
 //! unmaps this process's mapping. The region lives while any process maps it.
 //!
-//! **Large allocations** (above the largest size class) are refused in a shared instance:
-//! they return null, as out of memory does. (A large allocation is a mapping of its own,
-//! which other processes would not see.)
+//! **Large allocations** (above the largest size class) are runs of the region's own
+//! units (`crate::region::runs`), which every process sees and may free by size; a region
+//! with no room for one returns null, as out of memory does.
 
 use crate::instance::{state_len, Instance, Placement, CHECKED};
 use crate::lifetime::Lifetime;
@@ -48,8 +48,9 @@ impl<L: Lifetime> Cohort<L> {
     /// allocate and free in the same instance, and an allocation made by one is seen and
     /// may be freed by any other. `None` when the OS refuses the memory.
     ///
-    /// Large allocations (above the largest size class) are refused in a shared instance
-    /// (null). Dropping the instance is this process's leave: the region lives while any
+    /// Large allocations (above the largest size class) take whole 2 MiB units of the
+    /// region, contiguous (null when it has no such room). Dropping the instance is this
+    /// process's leave: the region lives while any
     /// process maps it.
     pub fn shared_anonymous(bytes: usize) -> Option<Self> {
         let geometry = Geometry::new(bytes, Self::INSIDE_COUNT)?;

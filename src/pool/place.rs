@@ -21,7 +21,7 @@ use crate::class::HeadIndex;
 use crate::decay::{Decay, Idle, Retention};
 use crate::large::LargeTable;
 use crate::os;
-use crate::region::{placed_meta_len, Region, RegionState, UNIT};
+use crate::region::{placed_meta_len, Backing, Region, RegionState, UNIT};
 use crate::sync::{pool_lock, spin_lock, AtomicU32, AtomicU64, AtomicU8};
 use core::ptr;
 
@@ -29,7 +29,7 @@ use core::ptr;
 /// (`PoolShared::layout`): an area of another version was formatted by an incompatible
 /// build and is never attached. (A region header that describes the region should name it
 /// too, so that an opener refuses before it maps anything.)
-pub(crate) const STATE_LAYOUT: u32 = 1;
+pub(crate) const STATE_LAYOUT: u32 = 2;
 
 /// The most heaps a shared region holds at once (its heaps live in its state area).
 #[cfg(not(loom))]
@@ -271,7 +271,7 @@ pub(crate) unsafe fn place(
             unit_count,
             area.add(layout.region_meta),
             shadow,
-            true,
+            Backing::SHARED,
         )
     };
     if !is_new {
