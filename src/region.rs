@@ -30,6 +30,7 @@
 //! (fixed capacity, prefaulted, or memory the caller provided) keeps it: a given-back unit
 //! keeps its pages, so no later carve takes a page fault.
 
+pub(crate) mod options;
 pub(crate) mod runs;
 
 use crate::os;
@@ -61,6 +62,9 @@ pub(crate) struct Backing {
     /// Large allocations are served as runs of units ([`runs`]); else they are mappings of
     /// their own, outside the region.
     pub(crate) serves_large: bool,
+    /// Never-carved units read zero (false for memory the caller formatted, which may hold
+    /// anything).
+    pub(crate) fresh: bool,
 }
 
 /// What giving a unit back does to its memory.
@@ -81,6 +85,7 @@ impl Backing {
         commit: true,
         give_back: GiveBack::Decommit,
         serves_large: false,
+        fresh: true,
     };
     /// A region shared between processes: mapped writable, memory removed when given back,
     /// large allocations inside (a mapping of one process would be invisible to the others).
@@ -88,6 +93,7 @@ impl Backing {
         commit: false,
         give_back: GiveBack::RemoveShared,
         serves_large: true,
+        fresh: true,
     };
 }
 
@@ -111,8 +117,9 @@ pub(crate) struct Region {
     /// maps and unmaps).
     meta_len: usize,
     shadow_len: usize,
-    /// How its memory is had and given back.
-    backing: Backing,
+    /// How its memory is had and given back: set before anyone uses the region
+    /// ([`Region::set_backing`]), read only after.
+    backing: core::cell::UnsafeCell<Backing>,
 }
 
 /// The mutable part of the region, owned by the pool lock. Position independent: it may
@@ -236,31 +243,37 @@ impl Region {
             run_words: unsafe { meta.add(words) }.cast::<AtomicU64>(),
             meta_len: 0,
             shadow_len: 0,
-            backing,
+            backing: core::cell::UnsafeCell::new(backing),
         }
     }
 
     /// How the region's memory is had and given back.
+    #[inline]
     pub(crate) fn backing(&self) -> Backing {
-        self.backing
+        // SAFETY: written only before the region is used (`set_backing`'s contract).
+        unsafe { *self.backing.get() }
     }
 
-    /// Changes how the region's memory is given back and whether it serves large
+    /// Changes how the region's memory is had and given back, and whether it serves large
     /// allocations (a region committed up front keeps given-back memory; see [`Backing`]).
-    /// Before the region is used.
-    pub(crate) fn set_backing(&mut self, backing: Backing) {
-        self.backing = backing;
+    ///
+    /// # Safety
+    /// No other thread uses the region yet (this process's view of it: other processes
+    /// have views of their own).
+    pub(crate) unsafe fn set_backing(&self, backing: Backing) {
+        // SAFETY: nobody reads it meanwhile (caller).
+        unsafe { *self.backing.get() = backing };
     }
 
     /// True when large allocations are runs of this region's units ([`runs`]).
     #[inline]
     pub(crate) fn serves_large(&self) -> bool {
-        self.backing.serves_large
+        self.backing().serves_large
     }
 
     /// True when a given-back unit reads zero when carved again.
     fn zero_after_give_back(&self) -> bool {
-        self.backing.give_back == GiveBack::Decommit
+        self.backing().give_back == GiveBack::Decommit
     }
 
     /// The region's first byte.
@@ -345,11 +358,11 @@ impl Region {
                 }
                 // SAFETY: unit `bump` lies in our reservation, past every carved unit. (A
                 // region mapped writable from the start has nothing to commit.)
-                if self.backing.commit && !unsafe { os::commit(self.unit_addr(bump), UNIT) } {
+                if self.backing().commit && !unsafe { os::commit(self.unit_addr(bump), UNIT) } {
                     return None;
                 }
                 st.bump = bump + 1;
-                (bump, true)
+                (bump, self.backing().fresh)
             }
         };
         self.set_state(u, BLOCK);
@@ -390,7 +403,7 @@ impl Region {
     unsafe fn forget(&self, p: *mut u8, len: usize) {
         // SAFETY: the caller's guarantee.
         unsafe {
-            match self.backing.give_back {
+            match self.backing().give_back {
                 GiveBack::RemoveShared => {
                     os::shared_mem::remove_shared(p, len);
                 }
@@ -408,7 +421,7 @@ impl Region {
     pub(crate) unsafe fn clear(&self, p: *mut u8, len: usize) {
         // SAFETY: the caller's guarantee.
         unsafe {
-            match self.backing.give_back {
+            match self.backing().give_back {
                 GiveBack::Decommit => os::decommit(p, len),
                 GiveBack::RemoveShared if os::shared_mem::remove_shared(p, len) => {}
                 GiveBack::RemoveShared | GiveBack::Keep => ptr::write_bytes(p, 0, len),

@@ -106,17 +106,17 @@ pub struct Recoveries {
 
 /// The parts of a shared-anonymous region of a given size: a page for a header, the state
 /// area, the blocks.
-struct Geometry {
-    unit_count: usize,
-    state_len: usize,
-    blocks_offset: usize,
-    len: usize,
+pub(crate) struct Geometry {
+    pub(crate) unit_count: usize,
+    pub(crate) state_len: usize,
+    pub(crate) blocks_offset: usize,
+    pub(crate) len: usize,
 }
 
 impl Geometry {
     /// For `bytes` of blocks (rounded down to units, at least one) and `life_count`
     /// lifetime classes; `None` past the address space.
-    fn new(bytes: usize, life_count: usize) -> Option<Geometry> {
+    pub(crate) fn new(bytes: usize, life_count: usize) -> Option<Geometry> {
         let unit_count = (bytes / UNIT).max(1);
         let state_len = state_len(unit_count, life_count, CHECKED)?;
         let blocks_offset = STATE_OFFSET
@@ -132,7 +132,7 @@ impl Geometry {
     }
 
     /// The placement of a region of this geometry mapped at `base`.
-    fn placement(&self, base: *mut u8, is_new: bool) -> Placement {
+    pub(crate) fn placement(&self, base: *mut u8, is_new: bool) -> Placement {
         Placement {
             base,
             len: self.len,
@@ -151,7 +151,7 @@ impl Geometry {
 ///
 /// # Safety
 /// `[base, base + len)` is the region's mapping, which nothing of this process uses.
-unsafe fn unmap_anonymous(base: *mut u8, len: usize, _sync: bool) {
+pub(crate) unsafe fn unmap_anonymous(base: *mut u8, len: usize, _sync: bool) {
     // SAFETY: the caller's guarantee.
     unsafe { os::unmap(base, len) }
 }

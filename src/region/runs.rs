@@ -132,7 +132,7 @@ impl Region {
         let end = start + n;
         if end > bump {
             // SAFETY: [bump, end) lies in our reservation, past every carved unit.
-            if self.backing.commit
+            if self.backing().commit
                 && !unsafe { os::commit(self.unit_addr(bump), (end - bump) * UNIT) }
             {
                 return None;
@@ -147,7 +147,9 @@ impl Region {
         for v in start..end.min(bump) {
             bits.set(v, false);
         }
-        let fresh = start >= bump || self.zero_after_give_back();
+        // Given-back units read zero when decommitted; never-carved ones when the backing is.
+        let fresh =
+            (start >= bump || self.zero_after_give_back()) && (end <= bump || self.backing().fresh);
         self.run_word(start)
             .store(Run::word(len, life), Ordering::Relaxed);
         for v in start + 1..end {
@@ -309,11 +311,14 @@ mod tests {
     use super::*;
 
     fn serving(units: usize) -> (Region, RegionState) {
-        let (mut r, st) = Region::new(units * UNIT, true, false).unwrap();
-        r.set_backing(Backing {
-            serves_large: true,
-            ..Backing::PRIVATE
-        });
+        let (r, st) = Region::new(units * UNIT, true, false).unwrap();
+        // SAFETY: nobody else uses the region yet.
+        unsafe {
+            r.set_backing(Backing {
+                serves_large: true,
+                ..Backing::PRIVATE
+            })
+        };
         (r, st)
     }
 
