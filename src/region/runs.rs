@@ -131,10 +131,9 @@ impl Region {
         };
         let end = start + n;
         if end > bump {
+            let commit = self.backing().commit;
             // SAFETY: [bump, end) lies in our reservation, past every carved unit.
-            if self.backing().commit
-                && !unsafe { os::commit(self.unit_addr(bump), (end - bump) * UNIT) }
-            {
+            if commit && !unsafe { os::commit(self.unit_addr(bump), (end - bump) * UNIT) } {
                 return None;
             }
             st.bump = end;
