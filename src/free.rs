@@ -291,6 +291,9 @@ impl Instance {
             if size == 0 {
                 return self.free_zero_size::<ABORT>(p, life);
             }
+            if self.free_fallback::<ABORT>(p, size, align, life) {
+                return;
+            }
             return self.foreign::<ABORT>(p, size, life);
         }
         if self.in_run(p) {
@@ -497,6 +500,48 @@ impl Instance {
                 .is_some_and(|pool| pool.region.is_run_unit(pool.region.unit_of(p as usize)))
     }
 
+    /// The page-rounded length of the private mapping a full region that falls back
+    /// serves a small request of `class` from (`alloc::Instance::alloc_fallback`); `None`
+    /// when the region does not fall back.
+    fn fallback_len(pool: &Pool, class: usize) -> Option<usize> {
+        pool.region
+            .falls_back()
+            .then(|| os::page_round(CLASSES[class].stride as usize))
+            .flatten()
+    }
+
+    /// True when `p`, outside the region, is a live fallback mapping of a small request of
+    /// `class` in lifetime class `life` (checked mode's check of a free).
+    fn is_fallback(&self, pool: &Pool, p: *mut u8, class: usize, life: usize) -> bool {
+        Self::fallback_len(pool, class)
+            .is_some_and(|len| pool.large.lock().get(p as usize) == Some((len, life)))
+    }
+
+    /// A free of a small size of `p`, outside the region: when the region falls back and
+    /// `p` is one of its mappings, frees it (misuse of it is reported) and returns true;
+    /// false when `p` is no such mapping.
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    fn free_fallback<const ABORT: bool>(&self, p: *mut u8, size: usize, align: usize, life: usize) -> bool {
+        let Some(pool) = self.pool_if_any() else {
+            return false;
+        };
+        let (Some(class), true) = (class_of(size, align), pool.region.falls_back()) else {
+            return false;
+        };
+        if pool.large.lock().get(p as usize).is_none() {
+            return false;
+        }
+        let stride = CLASSES[class].stride as usize;
+        // SAFETY: a live mapping of the large table (checked again under its lock), the
+        // caller's to free; its length is what the class's stride rounds to.
+        if let Err(m) = unsafe { self.free_large_checked(p, stride, life) } {
+            report::<ABORT>(Misuse { size, ..m });
+        }
+        true
+    }
+
     /// The release-build check failed: the block's key is not (class, life). Cost on the
     /// fast path: one `xor`, since the key shares the owner's word and compare.
     #[cold]
@@ -605,6 +650,9 @@ impl Instance {
         let r = &pool.region;
         let c = &CLASSES[class];
         let base = header_of(p) as usize;
+        if !r.contains(p as usize) && self.is_fallback(pool, p, class, life) {
+            return Ok(());
+        }
         if !r.contains(p as usize) || r.unit_state(r.unit_of(p as usize)) != BLOCK {
             return bad(self.foreign_or_large(pool, p));
         }

@@ -36,6 +36,7 @@ const PRIVATE_MAPPING: Backing = Backing {
     give_back: GiveBack::Decommit,
     serves_large: true,
     fresh: true,
+    fallback: false,
 };
 
 /// Memory the caller formatted: kept as it is (never given back), not assumed to read
@@ -45,6 +46,7 @@ const CALLER_MEMORY: Backing = Backing {
     give_back: GiveBack::Keep,
     serves_large: true,
     fresh: false,
+    fallback: false,
 };
 
 /// Leaves memory the caller owns mapped (a `Placement::unmap`).

@@ -65,6 +65,9 @@ pub(crate) struct Backing {
     /// Never-carved units read zero (false for memory the caller formatted, which may hold
     /// anything).
     pub(crate) fresh: bool,
+    /// A full region serves requests from private mappings of their own, in the large
+    /// table (a private region only: no other process would see them).
+    pub(crate) fallback: bool,
 }
 
 /// What giving a unit back does to its memory.
@@ -86,6 +89,7 @@ impl Backing {
         give_back: GiveBack::Decommit,
         serves_large: false,
         fresh: true,
+        fallback: false,
     };
     /// A region shared between processes: mapped writable, memory removed when given back,
     /// large allocations inside (a mapping of one process would be invisible to the others).
@@ -94,6 +98,7 @@ impl Backing {
         give_back: GiveBack::RemoveShared,
         serves_large: true,
         fresh: true,
+        fallback: false,
     };
 }
 
@@ -269,6 +274,12 @@ impl Region {
     #[inline]
     pub(crate) fn serves_large(&self) -> bool {
         self.backing().serves_large
+    }
+
+    /// True when a full region serves requests from private mappings ([`Backing::fallback`]).
+    #[inline]
+    pub(crate) fn falls_back(&self) -> bool {
+        self.backing().fallback
     }
 
     /// True when a given-back unit reads zero when carved again.

@@ -148,6 +148,19 @@ impl Instance {
             class_of(new_size, new_align)
         };
         match class_of(old_size, old_align) {
+            Some(class) if !self.bounds.contains(p) && self.is_fallback_mapping(p) => {
+                // A small request a full region served from a mapping of its own
+                // (`RegionOptions::fallback`): resized as the large mapping it is, checked
+                // against the stride its mapping was made for.
+                let stride = SizeAlign {
+                    size: CLASSES[class].stride as usize,
+                    align: old_align,
+                };
+                // SAFETY: forwarded contract; the stride's length is the mapping's.
+                if let Some(q) = unsafe { self.realloc_large::<ZERO, ABORT>(p, stride, new, life) } {
+                    return q;
+                }
+            }
             Some(class) => {
                 if new_class == Some(class) {
                     // SAFETY: forwarded contract; both sizes are of `class`.
@@ -258,6 +271,14 @@ impl Instance {
             unsafe { zero_range(q, old, mapped.min(len)) };
         }
         Some(q)
+    }
+
+    /// True when `p` is outside the region of an instance whose full region falls back to
+    /// mappings of their own (`RegionOptions::fallback`): a small allocation there is one.
+    #[cold]
+    fn is_fallback_mapping(&self, p: *mut u8) -> bool {
+        debug_assert!(!self.bounds.contains(p));
+        self.pool_if_any().is_some_and(|pool| pool.region.falls_back())
     }
 
     /// [`Instance::realloc_large`] of a run of the region's units (`crate::region::runs`):

@@ -158,3 +158,64 @@ fn max_expand_grows_by_the_step_or_to_the_need_and_never_overflows() {
         }
     }
 }
+
+#[test]
+fn a_full_region_that_falls_back_serves_private_mappings_which_every_free_finds() {
+    // 4 units: two runs of 3 MiB fill it.
+    let options = RegionOptions::new(8 * MIB).fallback(true);
+    let a = Cohort::<Life>::with_options(&options).expect("a fixed region with a fallback");
+    let runs: Vec<*mut u8> = (0..2).map(|_| a.malloc(3 * MIB, Life::Long)).collect();
+    assert!(runs.iter().all(|&p| !p.is_null() && a.in_region(p)));
+    let big = a.malloc(3 * MIB, Life::Long);
+    assert!(
+        !big.is_null() && !a.in_region(big),
+        "large: a mapping of its own once full"
+    );
+    let small: Vec<*mut u8> = (0..4).map(|_| a.malloc(100, Life::Short)).collect();
+    for &p in &small {
+        assert!(
+            !p.is_null() && !a.in_region(p),
+            "small: a mapping of its own once full"
+        );
+        // SAFETY: 100 bytes of ours.
+        unsafe { p.write_bytes(7, 100) };
+    }
+    assert_eq!(
+        a.stats().large_allocations,
+        7,
+        "every fallback mapping is counted"
+    );
+    // SAFETY: each allocation is freed once, by each kind of free; the rejected calls
+    // change nothing.
+    unsafe {
+        let wrong = a.try_free(small[0], 100, Life::Long).unwrap_err();
+        assert!(
+            matches!(wrong.problem, cohort::Problem::LargeMismatch { .. }),
+            "{wrong}"
+        );
+        let wrong = a.try_free(small[0], 5000, Life::Short).unwrap_err();
+        assert!(
+            matches!(wrong.problem, cohort::Problem::LargeMismatch { .. }),
+            "{wrong}"
+        );
+        a.free(small[0], 100, Life::Short);
+        a.try_free(small[1], 100, Life::Short)
+            .expect("try_free finds it");
+        a.free_unsized(small[2]).expect("the unsized free finds it");
+        let q = a.remalloc(small[3], 100, 300, Life::Short);
+        assert!(!q.is_null());
+        assert_eq!(*q.add(99), 7, "the bytes moved with it");
+        a.free(q, 300, Life::Short);
+        a.free(big, 3 * MIB, Life::Long);
+        for p in runs {
+            a.free(p, 3 * MIB, Life::Long);
+        }
+    }
+    assert!(a.is_empty());
+    let p = a.malloc(100, Life::Short);
+    assert!(a.in_region(p), "room again: from the region");
+    // SAFETY: allocated above.
+    unsafe { a.free(p, 100, Life::Short) };
+    // SAFETY: no other thread uses `a`.
+    unsafe { a.verify() }.expect("the region verifies");
+}

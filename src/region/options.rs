@@ -144,6 +144,7 @@ impl RegionOptions {
             },
             serves_large: true,
             fresh: base.fresh,
+            fallback: self.fallback,
         }
     }
 
