@@ -69,6 +69,7 @@ mod empty;
 mod heapless;
 pub(crate) mod place;
 mod repair;
+#[cfg(not(loom))]
 mod runs;
 
 /// Empty blocks kept committed by default ([`Retention::DEFAULT`]).

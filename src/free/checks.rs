@@ -126,9 +126,11 @@ impl Instance {
     #[inline]
     pub(crate) fn in_run(&self, p: *mut u8) -> bool {
         self.bounds.contains(p)
-            && self
-                .pool_if_any()
-                .is_some_and(|pool| pool.region.is_run_unit(pool.region.unit_of(p as usize)))
+            && self.pool_if_any().is_some_and(|pool| {
+                // Only a region that serves large allocations has runs (a remote free in
+                // any other reads no unit state).
+                pool.region.serves_large() && pool.region.is_run_unit(pool.region.unit_of(p as usize))
+            })
     }
 
     /// The page-rounded length of the private mapping a full region that falls back
