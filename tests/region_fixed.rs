@@ -193,7 +193,7 @@ fn a_full_region_that_falls_back_serves_private_mappings_which_every_free_finds(
             matches!(wrong.problem, cohort::Problem::LargeMismatch { .. }),
             "{wrong}"
         );
-        let wrong = a.try_free(small[0], 5000, Life::Short).unwrap_err();
+        let wrong = a.try_free(small[0], 200_000, Life::Short).unwrap_err();
         assert!(
             matches!(wrong.problem, cohort::Problem::LargeMismatch { .. }),
             "{wrong}"
