@@ -265,8 +265,25 @@ impl Instance {
             .or_else(|| (crate::heap_handover::reap_dead(pool) > 0).then(|| from(heap))?);
         match got {
             Some((p, zeroed)) => self.finish_alloc::<ZERO>(p, zeroed, class),
-            None => ptr::null_mut(),
+            None => self.alloc_fallback::<ZERO>(pool, class, life),
         }
+    }
+
+    /// A small request a full region cannot serve: null, or, in a region that falls back
+    /// ([`crate::RegionOptions::fallback`]), a private mapping of the class's stride
+    /// (page-rounded) in the large table, which the frees of the class's sizes find
+    /// (`free::Instance::free_fallback`).
+    #[cold]
+    #[inline(never)]
+    fn alloc_fallback<const ZERO: bool>(&self, pool: &crate::pool::Pool, class: usize, life: usize) -> *mut u8 {
+        let Some(len) = os::page_round(CLASSES[class].stride as usize) else {
+            return ptr::null_mut();
+        };
+        if !pool.region.falls_back() {
+            return ptr::null_mut();
+        }
+        // Fresh mappings read zero, and a slot's alignment is at most a page.
+        crate::large::allocate::<ZERO>(&pool.large, len, os::MIN_PAGE, life, crate::decay::now())
     }
 
     /// A large allocation: its own mapping (a cached one of a similar length, else a fresh
@@ -287,10 +304,15 @@ impl Instance {
         let (Some(len), Some(pool)) = (os::page_round(size), self.pool()) else {
             return ptr::null_mut();
         };
-        // A shared region refuses large allocations (a mapping of this process's own would
-        // be invisible to the others).
-        if pool.is_shared() {
-            return ptr::null_mut();
+        // A region that serves large allocations (shared, file, fixed capacity) carves them
+        // from its own units: a mapping of this process's own would be invisible to the
+        // others, or uncounted.
+        if pool.region.serves_large() {
+            let p = pool.alloc_run::<ZERO>(len, align.max(os::MIN_PAGE), life);
+            if !p.is_null() || !pool.region.falls_back() {
+                return p;
+            }
+            // A full region that falls back: a mapping of its own, below.
         }
         // One clock read serves the cache and the empty blocks.
         let now = crate::decay::now();

@@ -210,13 +210,8 @@ impl Instance {
             return (0, 0, 0, 0);
         };
         let retained = Pool::retained_blocks(&pool.lock_uncounted());
-        let large = pool.large.lock();
-        (
-            large.count(),
-            large.bytes,
-            retained,
-            pool.lock_count.load(Ordering::Relaxed),
-        )
+        let (count, bytes) = pool.large_totals();
+        (count, bytes, retained, pool.lock_count.load(Ordering::Relaxed))
     }
 
     /// (cached large mappings, their bytes, system calls the large paths made).

@@ -75,6 +75,8 @@ mod lists;
 pub(crate) mod place;
 mod registry;
 mod repair;
+#[cfg(not(loom))]
+mod runs;
 
 #[cfg(test)]
 pub(crate) use lists::BLOCKS_WALKED;
@@ -165,7 +167,8 @@ pub(crate) struct PoolShared {
     /// was taken: the next [`Pool::take_block`] gives emptied blocks back.
     emptied: AtomicU8,
     /// The live large allocations (a separate lock: their paths never take the pool's).
-    /// Always empty in a shared instance (which refuses large allocations).
+    /// Always empty in a region that serves large allocations from its own units
+    /// (`Backing::serves_large`: shared, file and fixed regions).
     pub(crate) large: SpinLock<LargeTable>,
     /// Times a locker found the lock's holder dead and repaired the pool ([`Pool::repair`]).
     pub(crate) lock_repairs: AtomicU64,

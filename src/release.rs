@@ -267,8 +267,11 @@ impl<L: Lifetime> Cohort<L> {
                 r.out.left_to_other_threads += 1;
             }
         }
+        // Runs of the region's units (large allocations inside it) likewise.
+        let runs = pool.release_runs(&mut st, life);
         drop(st);
         let mut out = r.out;
+        out.large += runs;
         // Large allocations belong to no heap: all of the class's go (the caller's contract
         // covers them: see `release_class`'s, and `Whose::Claimed`).
         pool.large.lock().drain_life(life, |addr, len| {
@@ -339,7 +342,7 @@ impl<L: Lifetime> Cohort<L> {
         let large = self
             .core
             .pool_if_any()
-            .map_or(0, |pool| pool.large.lock().count_life(life));
+            .map_or(0, |pool| pool.count_large_of_life(life));
         small + large
     }
 

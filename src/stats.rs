@@ -360,10 +360,10 @@ impl<L: Lifetime> Cohort<L> {
     fn class_totals(&self, heads: &[HeadStats]) -> Vec<ClassStats> {
         let mut large = [(0usize, 0usize); 256];
         if let Some(pool) = self.core.pool_if_any() {
-            for (_, len, life) in pool.large.lock().live() {
+            pool.each_large(|_, len, life| {
                 let at = &mut large[Self::reported(life) & 255];
                 *at = (at.0 + 1, at.1 + len);
-            }
+            });
         }
         let mut classes: Vec<ClassStats> = Vec::new();
         for (life, &(count, bytes)) in large.iter().enumerate() {

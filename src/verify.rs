@@ -113,11 +113,21 @@ impl<L: Lifetime> Cohort<L> {
             .max()
             .unwrap_or(0);
         let mut seen = vec![0usize; max_slots.div_ceil(usize::BITS as usize)];
-        let walked = {
+        let (walked, runs) = {
             let st = pool.lock_uncounted();
-            walk(pool, &st, BitSlice::from_slice_mut(&mut seen))
+            let walked = walk(pool, &st, BitSlice::from_slice_mut(&mut seen));
+            (walked, pool.region.check_runs(&st.region))
         };
-        walked.map_err(|f| f.into_error(pool.life_count, self.label()))
+        let verified = walked.map_err(|f| f.into_error(pool.life_count, self.label()))?;
+        // The runs of the region's units (large allocations inside it).
+        runs.map_err(|fault| VerifyError {
+            block: pool.region.unit_addr(fault.unit()) as usize,
+            size_class: None,
+            life: None,
+            problem: fault.to_string(),
+            label: self.label(),
+        })?;
+        Ok(verified)
     }
 
     /// [`Cohort::verify`], with `&mut self` proving nobody else uses the allocator.

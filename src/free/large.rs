@@ -1,6 +1,7 @@
 //! Large frees: the large table checked (every build: a hash look-up beside a system call),
 //! then the mapping cached or unmapped.
 
+use crate::class::{class_of, CLASSES};
 use crate::instance::Instance;
 use crate::large::{unmap_evicted, LargeTable};
 use crate::misuse::{report, Misuse, Problem};
@@ -42,6 +43,12 @@ impl Instance {
         let Some(pool) = self.pool_if_any() else {
             return Err(self.misuse(p, size, life, Problem::Foreign));
         };
+        if pool.region.contains(p as usize) {
+            // A run of the region's units (`Pool::free_run`), or misuse.
+            // SAFETY: forwarded contract.
+            return unsafe { pool.free_run(p, size, life) }
+                .map_err(|problem| self.misuse(p, size, life, problem));
+        }
         // One clock read (before the lock) serves the cache and the empty blocks.
         let now = crate::decay::now();
         let mut large = pool.large.lock();
@@ -58,6 +65,31 @@ impl Instance {
         // A slow path: empty blocks unused for the delay go back (see `pool`'s `empty`).
         pool.decay_if_due(now);
         Ok(())
+    }
+
+    /// A free of a small size of `p`, outside the region: when the region falls back and
+    /// `p` is one of its mappings, frees it (misuse of it is reported) and returns true;
+    /// false when `p` is no such mapping.
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    pub(super) fn free_fallback<const ABORT: bool>(&self, p: *mut u8, size: usize, align: usize, life: usize) -> bool {
+        let Some(pool) = self.pool_if_any() else {
+            return false;
+        };
+        let (Some(class), true) = (class_of(size, align), pool.region.falls_back()) else {
+            return false;
+        };
+        if pool.large.lock().get(p as usize).is_none() {
+            return false;
+        }
+        let stride = CLASSES[class].stride as usize;
+        // SAFETY: a live mapping of the large table (checked again under its lock), the
+        // caller's to free; its length is what the class's stride rounds to.
+        if let Err(m) = unsafe { self.free_large_checked(p, stride, life) } {
+            report::<ABORT>(Misuse { size, ..m });
+        }
+        true
     }
 }
 

@@ -52,13 +52,20 @@ impl Instance {
             if size == 0 {
                 return this.free_zero_size::<ABORT>(p, life);
             }
+            if this.free_fallback::<ABORT>(p, size, align, life) {
+                return;
+            }
+            return this.foreign::<ABORT>(p, size, life);
+        }
+        if this.in_run(p) {
+            // A large allocation's bytes, not a header: never trusted.
             return this.foreign::<ABORT>(p, size, life);
         }
         // SAFETY: as in free_class: p lies in the region, readable everywhere.
         let h = unsafe { &*header_of(p) };
         if h.is_promoting() && size != 0 {
             // SAFETY: forwarded contract.
-            return unsafe { self.free_in_promoting::<ABORT, R>(route, h, p, size, align, life) };
+            return unsafe { this.free_in_promoting::<ABORT, R>(route, h, p, size, align, life) };
         }
         if !CHECKED && word as u16 != EMPTY_KEY {
             if size == 0 {

@@ -22,7 +22,7 @@ use crate::decay::{Decay, Idle, Retention};
 use crate::large::LargeTable;
 use crate::lifetime::ScopeClaims;
 use crate::os;
-use crate::region::{placed_meta_len, Region, RegionState, UNIT};
+use crate::region::{placed_meta_len, Backing, Region, RegionState, UNIT};
 use crate::sync::{pool_lock, spin_lock, AtomicU32, AtomicU64, AtomicU8};
 use core::ptr;
 
@@ -30,7 +30,7 @@ use core::ptr;
 /// (`PoolShared::layout`): an area of another version was formatted by an incompatible
 /// build and is never attached. (A region header that describes the region should name it
 /// too, so that an opener refuses before it maps anything.)
-pub(crate) const STATE_LAYOUT: u32 = 3;
+pub(crate) const STATE_LAYOUT: u32 = 4;
 
 /// The most heaps any shared region holds at once (its heaps live in its state area).
 #[cfg(not(loom))]
@@ -302,7 +302,7 @@ pub(crate) unsafe fn place(
             unit_count,
             area.add(layout.region_meta),
             shadow,
-            true,
+            Backing::SHARED,
         )
     };
     if !is_new {
