@@ -89,6 +89,19 @@ impl HeadCounters {
         }
     }
 
+    /// Maps the table now and faults its pages in, for a region made so that no allocation
+    /// takes a page fault (a prefaulted region): otherwise the table is mapped and touched
+    /// on first use, a page at a time. The OS's error number when it refuses.
+    pub(crate) fn prefault(&self) -> Result<(), i32> {
+        let t = self.table();
+        if t.is_null() {
+            return Err(libc::ENOMEM);
+        }
+        // SAFETY: the table is `bytes()` long, mapped for self's life, and reads zero or
+        // counts: the prefault writes each page's bytes back unchanged.
+        unsafe { os::placement::prefault(t.cast(), self.bytes()) }
+    }
+
     /// Adds `n` to counter `which` of head `head` (`life * CLASS_COUNT + class`).
     pub(crate) fn add(&self, head: usize, which: Counter, n: u64) {
         let t = self.table();

@@ -241,6 +241,16 @@ impl<L: Lifetime> Cohort<L> {
         let pool = core.pool_if_any().expect("a placed instance has its pool");
         // SAFETY: the instance was just made: no other thread of this process uses it.
         unsafe { pool.region.set_backing(options.backing(backing)) };
+        // The view's own tables, outside the mapping, faulted in too.
+        if options.prefaults() {
+            // A refusal drops `core`: the instance leaves and unmaps its region.
+            pool.counters
+                .prefault()
+                .map_err(|errno| PlacementError::Os {
+                    what: "prefault",
+                    errno,
+                })?;
+        }
         Ok(Cohort::from_core(core))
     }
 }

@@ -126,7 +126,8 @@ fn fill_and_empty(a: &Cohort<Life>, size: usize, life: Life) -> usize {
 
 /// A region that runs out of memory answers null for every size, alignment and form, and
 /// works again when freed; requests no allocation can have (huge sizes, alignments up to
-/// 1 GiB, growth past the largest size class) are null too and keep the old allocation.
+/// 1 GiB) are null too and keep the old allocation; growth past the largest size class is
+/// served by the region's units or null, and keeps the old bytes.
 #[test]
 fn a_full_region_answers_null_and_recovers() {
     let a = Cohort::<Life>::shared_anonymous(4 << 20).expect("a shared region");
@@ -170,19 +171,29 @@ fn a_full_region_answers_null_and_recovers() {
     assert!(!p.is_null());
     // SAFETY: live, 100 bytes.
     unsafe { p.write_bytes(7, 100) };
-    for size in [
-        usize::MAX,
-        usize::MAX / 2,
-        isize::MAX as usize,
-        1 << 40,
-        100_000,
-    ] {
+    for size in [usize::MAX, usize::MAX / 2, isize::MAX as usize, 1 << 40] {
         assert!(a.malloc(size, Life::Short).is_null(), "malloc({size})");
         assert!(a.calloc(size, Life::Short).is_null(), "calloc({size})");
         // SAFETY: p is live with 100 bytes.
         let r = unsafe { a.remalloc(p, 100, size, Life::Short) };
         assert!(r.is_null(), "remalloc(100 -> {size})");
     }
+    // Growth past the largest size class: a run of the region's units since regions serve
+    // large allocations (null only when no unit is free); the old allocation is kept either
+    // way.
+    // SAFETY: p is live with 100 bytes.
+    let r = unsafe { a.remalloc(p, 100, 100_000, Life::Short) };
+    let p = if r.is_null() {
+        p
+    } else {
+        // SAFETY: r is live with 100 000 bytes, its first 100 the old ones.
+        unsafe {
+            assert!((0..100).all(|i| *r.add(i) == 7), "the grown copy");
+            r.add(100).write_bytes(9, 100_000 - 100);
+            a.remalloc(r, 100_000, 100, Life::Short)
+        }
+    };
+    assert!(!p.is_null(), "shrinking back to 100 bytes");
     for shift in 13..=30 {
         let l = Layout::from_size_align(64, 1 << shift).unwrap();
         let q = a.alloc(l, Life::Short);

@@ -82,6 +82,11 @@ impl RegionOptions {
         self
     }
 
+    /// True when the region is prefaulted at creation.
+    pub(crate) const fn prefaults(&self) -> bool {
+        self.prefault
+    }
+
     /// When the region is full, serve the request from a private mapping of its own
     /// instead of returning null (a private region only: another process would not see
     /// it). Frees, sized or not, find it.
