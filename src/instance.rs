@@ -18,6 +18,7 @@
 //! once, other threads' heaps of it when they exit, and the last of them unmaps this
 //! process's mapping ([`Pool::release`]).
 
+use crate::label::{Label, LabelCell};
 use crate::class::BLOCK_SIZE;
 use crate::fork;
 use crate::heap_handover;
@@ -52,6 +53,9 @@ pub(crate) struct Instance {
     life_count: usize,
     /// The lifetime classes' names, for misuse reports.
     pub(crate) life_names: &'static [&'static str],
+    /// The instance's label in its reports (a shared region's is in the region:
+    /// [`Instance::label`]).
+    pub(crate) label: LabelCell,
 }
 
 // SAFETY: the raw pool pointer is shared state designed for concurrent use (atomics and
@@ -134,6 +138,24 @@ impl Instance {
             exact,
             life_count,
             life_names,
+            label: LabelCell::new(Label::new("")),
+        }
+    }
+
+    /// The label its reports show: a shared region's own (every process of it sees the
+    /// same), else the instance's.
+    pub(crate) fn label(&self) -> Label {
+        match self.pool_if_any() {
+            Some(pool) if pool.is_shared() => pool.label.get(),
+            _ => self.label.get(),
+        }
+    }
+
+    /// Sets the label its reports show (a shared region's, for every process of it).
+    pub(crate) fn set_label(&self, label: Label) {
+        self.label.set(label);
+        if let Some(pool) = self.pool_if_any().filter(|pool| pool.is_shared()) {
+            pool.label.set(label);
         }
     }
 
@@ -187,14 +209,9 @@ impl Instance {
         let Some(pool) = self.pool_if_any() else {
             return (0, 0, 0, 0);
         };
-        let retained = Pool::retained_blocks(&pool.state.lock());
-        let large = pool.large.lock();
-        (
-            large.count(),
-            large.bytes,
-            retained,
-            pool.lock_count.load(Ordering::Relaxed),
-        )
+        let retained = Pool::retained_blocks(&pool.lock_uncounted());
+        let (count, bytes) = pool.large_totals();
+        (count, bytes, retained, pool.lock_count.load(Ordering::Relaxed))
     }
 
     /// (cached large mappings, their bytes, system calls the large paths made).

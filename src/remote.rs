@@ -15,8 +15,10 @@
 //! pending slot is given back or handed to another key. A chain goes to its block
 //! ([`Header::push_remote_chain`]) when it reaches `limit(b)`, when its entry is needed for
 //! another block, when the heap's thread takes the alloc slow path or exits, and when any
-//! thread calls [`flush_all`](crate::free) through a call that must see every free: a
-//! release, `compact`, `verify`, the statistics, `is_empty` (see `free::flush_batches`).
+//! thread makes a call that must see every free: a release, `compact`, `verify`, the
+//! statistics, `is_empty` (`free::Instance::flush_batches`). So a chain is never pushed to
+//! a block that was given back and reused: its slots keep the block in use until then, and
+//! a release (which empties blocks whatever their count) flushes every batch first.
 //!
 //! **Who touches a batch.** Its heap's holder adds to it; any thread may flush it. Both
 //! hold the batch's `busy` word (0 free, 1 held) while they touch the entries. The holder
@@ -25,8 +27,9 @@
 //! for anything (it pushes lock-free and only tries the pool lock), so nobody holding the
 //! pool lock waits for ever.
 //!
-//! Only private instances batch: a shared region's other processes could not flush a
-//! batch in this process's memory.
+//! Only private instances batch. In a shared region every remote free is pushed at once:
+//! a batch lives in one process, whose death (`kill -9`) would lose its slots for ever
+//! (counted used, never pushed), and the other processes could not flush it.
 
 use crate::block::Header;
 use crate::pool::Pool;

@@ -131,13 +131,17 @@ fn a_thread_exit_pushes_its_batched_frees() {
     assert!(first
         .iter()
         .all(|&p| a.block_of(p as *const u8, SIZE) == Some(block)));
+    // Joined by hand: a scope's end waits for the closure only, not for the thread's exit
+    // (its thread-local destructors, which push the batch, may run later).
     thread::scope(|s| {
         s.spawn(|| {
             for &p in &first {
                 // SAFETY: allocated above, freed once.
                 unsafe { a.free(p as *mut u8, SIZE, Life::Request) };
             }
-        });
+        })
+        .join()
+        .unwrap();
     });
     let again = alloc_n(&a, per_block, Life::Request);
     let elsewhere = again
@@ -173,4 +177,45 @@ fn a_batched_slot_freed_again_is_a_double_free() {
     // SAFETY: allocated above, freed once.
     unsafe { a.free(ptrs[1] as *mut u8, SIZE, Life::Request) };
     assert!(a.is_empty());
+}
+
+/// A shared region's remote frees are never batched: a process killed with `kill -9` right
+/// after it freed another process's slots leaves nothing pending (a batch in its memory
+/// would be lost with it, and its slots for ever). The owner gets every slot of its block
+/// back and needs no other block.
+#[test]
+fn a_shared_regions_remote_frees_survive_the_freeing_process_killed() {
+    let a = Cohort::<Life>::shared_anonymous(64 << 20).expect("a shared region");
+    let per_block =
+        cohort::class::CLASSES[cohort::class::class_of(SIZE, 16).unwrap()].capacity as usize;
+    let first = alloc_n(&a, per_block, Life::Request);
+    let block = a.block_of(first[0] as *const u8, SIZE).unwrap();
+    assert!(first
+        .iter()
+        .all(|&p| a.block_of(p as *const u8, SIZE) == Some(block)));
+    let child = common::processes::in_child(60, || {
+        for &p in &first {
+            // SAFETY: allocated by the parent, freed once (here, in the child).
+            unsafe { a.free(p as *mut u8, SIZE, Life::Request) };
+        }
+        // SAFETY: kill -9 of this process: no exit path runs.
+        unsafe { libc::raise(libc::SIGKILL) };
+    });
+    let status = common::processes::wait_status(child);
+    assert!(
+        libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL,
+        "the child was killed: status {status:#x}"
+    );
+    let again = alloc_n(&a, per_block, Life::Request);
+    let elsewhere = again
+        .iter()
+        .filter(|&&p| a.block_of(p as *const u8, SIZE) != Some(block))
+        .count();
+    assert_eq!(elsewhere, 0, "slots the killed process freed were lost");
+    for &p in &again {
+        // SAFETY: allocated above, freed once.
+        unsafe { a.free(p as *mut u8, SIZE, Life::Request) };
+    }
+    // SAFETY: no other process or thread uses the region any more.
+    unsafe { a.verify() }.expect("the region verifies");
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 /// API in the lifetime table; "cohort (global)" (through `std::alloc`), "cohort (called)"
 /// (behind calls never inlined), "cohort (two instances)" and "cohort (direct API)" are
 /// cohort again in the instruction counts.
-pub const ALLOCATORS: [&str; 11] = [
+pub const ALLOCATORS: [&str; 12] = [
     "system",
     "mimalloc",
     "jemalloc",
@@ -24,6 +24,7 @@ pub const ALLOCATORS: [&str; 11] = [
     "cohort (called)",
     "cohort (two instances)",
     "cohort (direct API)",
+    "cohort (shared region)",
 ];
 
 /// One table of the report.
@@ -267,6 +268,7 @@ impl Results {
                 "cohort_called" => "cohort (called)",
                 "cohort_two" => "cohort (two instances)",
                 "cohort_direct" => "cohort (direct API)",
+                "cohort_shared" => "cohort (shared region)",
                 other => other,
             };
             self.iai_row(iai_label(op))

@@ -1,0 +1,223 @@
+//! The frees the fast path passes on ([`Instance::free_other`]): a pointer outside the
+//! region, a block of another (class, life), a slot already free (misuse, reported through
+//! [`super::checks`]), or a block of another heap: a remote free ([`Instance::free_remote`]),
+//! local after all when the block is another heap of the caller's, else, in a private
+//! instance, onto the caller's heap's batch ([`crate::remote`]), in a shared one a
+//! lock-free push on the block's remote list, or the pool's lock for tiny blocks.
+
+use crate::block::{header_of, Header};
+use crate::class::{class_of, HeadIndex};
+use crate::counters::Counter;
+use crate::heap::registered;
+use crate::promotion;
+use crate::instance::{Instance, CHECKED};
+use crate::misuse::{report, Problem};
+use crate::pool::EMPTY_KEY;
+use crate::remote::BatchFree;
+use crate::route::Route;
+use crate::sync::Ordering;
+use crate::tiny;
+
+impl Instance {
+    /// A free the fast path could not finish: the pointer is not in the region, or its block
+    /// holds another (class, life), or the slot is already free, which is misuse; or the
+    /// block belongs to another heap: a remote free.
+    ///
+    /// `word` is the block's owner-and-key word xor the key of the size's class and `life`,
+    /// as the fast path read it (unread when `p` is outside the region): its key bits are
+    /// [`EMPTY_KEY`] exactly when the block held that key then. The fast path passes it,
+    /// and the align rather than the class, so that the class's register is free once
+    /// xor'ed into the word (no copy). The pointer, size, align and word come first, in the
+    /// registers the fast path has them in, the instance after them (see
+    /// `free_above_exact`).
+    ///
+    /// # Safety
+    /// As [`Instance::free_class`], with `word` as above.
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    pub(super) unsafe fn free_other<const ABORT: bool, R: Route>(
+        p: *mut u8,
+        size: usize,
+        align: usize,
+        word: u64,
+        this: &Instance,
+        route: R,
+        life: usize,
+    ) {
+        // A zero size (class 0 from `free_layout`) is tested where it can arrive, off the
+        // remote free's way: outside the region, against a block of another key, or in a
+        // tiny block (class 0 is tiny: `free_remote`).
+        if !this.bounds.contains(p) {
+            if p.is_null() {
+                return; // A null free does nothing (see `free_sized`).
+            }
+            if size == 0 {
+                return this.free_zero_size::<ABORT>(p, life);
+            }
+            if this.free_fallback::<ABORT>(p, size, align, life) {
+                return;
+            }
+            return this.foreign::<ABORT>(p, size, life);
+        }
+        if this.in_run(p) {
+            // A large allocation's bytes, not a header: never trusted.
+            return this.foreign::<ABORT>(p, size, life);
+        }
+        // SAFETY: as in free_class: p lies in the region, readable everywhere.
+        let h = unsafe { &*header_of(p) };
+        if h.is_promoting() && size != 0 {
+            // SAFETY: forwarded contract.
+            return unsafe { this.free_in_promoting::<ABORT, R>(route, h, p, size, align, life) };
+        }
+        if !CHECKED && word as u16 != EMPTY_KEY {
+            if size == 0 {
+                return this.free_zero_size::<ABORT>(p, life);
+            }
+            // SAFETY: forwarded contract.
+            return unsafe { this.bad_key_of_size::<ABORT>(p, size, align, life) };
+        }
+        // SAFETY: a live slot of block h (caller), or a zero size, which free_remote tests
+        // before it frees anything.
+        unsafe { this.free_remote::<ABORT, R>(route, h, p, size, life) };
+    }
+
+    /// A free into a block that may hold promoted slots (see [`crate::promotion`]), which
+    /// every free of it reaches: checked against the slot's promotion bit (cleared here
+    /// for a promoted slot), then freed as any slot of the block.
+    ///
+    /// # Safety
+    /// As [`Instance::free_sized`], with `h` the block of `p` and `size` not 0.
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    unsafe fn free_in_promoting<const ABORT: bool, R: Route>(
+        &self,
+        route: R,
+        h: &Header,
+        p: *mut u8,
+        size: usize,
+        align: usize,
+        life: usize,
+    ) {
+        let Some(class) = class_of(size, align) else {
+            // SAFETY: forwarded contract: a large size.
+            return unsafe { self.free_large::<ABORT>(p, size, life) };
+        };
+        // SAFETY: the block exists, so the pool does.
+        let pool = unsafe { &*self.pool.load(Ordering::Acquire) };
+        if let Err(problem) = promotion::check(&pool.region, h, p, class, life, true) {
+            report::<ABORT>(self.misuse(p, size, life, problem));
+        }
+        // SAFETY: a live slot of block h, checked above.
+        unsafe { self.free_remote::<ABORT, R>(route, h, p, size, life) };
+    }
+
+    /// A free of slot `p` of a block the route's heap does not own: local after all when
+    /// the block is another heap of the caller's ([`Route::heap_owning`]); else onto the
+    /// caller's batch (a private instance) or a lock-free push on the block's remote list,
+    /// or the pool's lock for tiny blocks. A slot that is the first of the
+    /// list it would join is already free: reported as a double free (`size` and `life`
+    /// are the caller's, for the report).
+    ///
+    /// # Safety
+    /// `p` is a live slot of block `h` (its size and lifetime class checked against the
+    /// block's key), or `size` is 0 and `h` is tiny (the key of class 0 a zero size gets:
+    /// nothing is freed).
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    unsafe fn free_remote<const ABORT: bool, R: Route>(
+        &self,
+        route: R,
+        h: &Header,
+        p: *mut u8,
+        size: usize,
+        life: usize,
+    ) {
+        let off = h.offset_of(p);
+        let owner = h.owner();
+        // The block may be the caller's after all, in a heap it did not use last (a thread
+        // allocates from several instances; a join's thread has its own heap too), made
+        // current. Then the free is local, so the block's emptying is seen.
+        // SAFETY: the route gives null or a live heap the caller holds.
+        let mine = unsafe { route.heap_owning(self.instance_id(), owner).as_ref() };
+        // SAFETY: the block exists, so the pool does.
+        let pool = unsafe { &*self.pool.load(Ordering::Acquire) };
+        let head = HeadIndex::new(h.class(), h.life()).get();
+        let counter = if mine.is_some() { Counter::FreeSlow } else { Counter::RemoteFree };
+        pool.counters.add(head, counter, 1);
+        if let Some(heap) = mine {
+            // SAFETY: a live slot of a block of this thread's heap.
+            if !unsafe { heap.free_local(h, p) } {
+                self.double_free::<ABORT>(p, size, life);
+            }
+            return;
+        }
+        if h.geometry().is_tiny() {
+            if size == 0 {
+                // Class 0 (tiny) is a zero size's in `free_layout`: the zero-size path.
+                return self.free_zero_size::<ABORT>(p, life);
+            }
+            if !h.is_slot(off as usize) {
+                let stride = h.geometry().stride as usize;
+                report::<ABORT>(self.misuse(p, size, life, Problem::NotASlot { stride }));
+            }
+            let mut st = pool.lock();
+            // SAFETY: we hold the lock that owns tiny blocks; off is a slot of the block.
+            if unsafe { tiny::is_first_free(h, off) } {
+                drop(st);
+                return self.double_free::<ABORT>(p, size, life);
+            }
+            // SAFETY: the caller guarantees a live slot; tiny blocks are the pool's.
+            unsafe { pool.free_tiny(&mut st, h, off) };
+        } else {
+            // A private pool's free goes to the caller's heap's batch ([`crate::remote`]).
+            // SAFETY: the route gives null or a live heap the caller holds.
+            let batch = (!pool.is_shared())
+                .then(|| unsafe { route.batch_heap(pool, self.instance_id()).as_ref() })
+                .flatten();
+            if let Some(heap) = batch {
+                let done = if h.owner() == heap.token {
+                    // The heap the thread just joined is the block's owner (it adopted the
+                    // heap of an exited thread): a local free, whose emptying is seen.
+                    // SAFETY: a live slot of a block of this thread's heap.
+                    unsafe { heap.free_local(h, p) }
+                } else {
+                    // SAFETY: a live slot of h (caller), a block of this private pool that
+                    // the heap does not own; the caller holds the heap.
+                    unsafe { heap.remote.free(pool, h, off) == BatchFree::Done }
+                };
+                if !done {
+                    self.double_free::<ABORT>(p, size, life);
+                }
+                return;
+            }
+            if h.is_first_remote(off) {
+                return self.double_free::<ABORT>(p, size, life);
+            }
+            // SAFETY: a live slot (caller).
+            unsafe { pool.free_remote(h, off) };
+        }
+    }
+
+    /// Pushes every heap's pending remote frees ([`crate::remote`]) to their blocks, so that
+    /// what follows sees every free that returned: a release (which must not empty a block
+    /// a batch still holds slots of), `compact`, `verify`, the statistics. Waits while a
+    /// batch is being changed (a few instructions of its thread). Call it without the pool
+    /// lock (a flush only tries it, and then leaves the give-back of emptied blocks to the
+    /// lock's next holder).
+    pub(crate) fn flush_batches(&self) {
+        let Some(pool) = self.pool_if_any() else {
+            return;
+        };
+        if pool.is_shared() {
+            return; // Shared pools do not batch.
+        }
+        for heap in registered(pool) {
+            // SAFETY: a private pool's registered heaps stay mapped for its life, and the
+            // blocks of their batches' chains live while the chains hold their slots.
+            unsafe { (*heap).remote.flush(pool, true) };
+        }
+    }
+}
