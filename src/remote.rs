@@ -32,6 +32,8 @@
 //! (counted used, never pushed), and the other processes could not flush it.
 
 use crate::block::Header;
+use crate::class::HeadIndex;
+use crate::counters::Counter;
 use crate::pool::Pool;
 use crate::sync::{spin_hint, AtomicU32, Ordering};
 #[cfg(loom)]
@@ -301,6 +303,8 @@ unsafe fn flush_entry(pool: &Pool, e: &mut Pending) {
 /// # Safety
 /// As [`Header::push_remote_chain`]; `h` is a live block of `pool`.
 unsafe fn push_chain(pool: &Pool, h: &Header, first: u32, last: u32, n: u32) {
+    let head = HeadIndex::new(h.class(), h.life()).get();
+    pool.counters.add(head, Counter::RemoteFree, u64::from(n));
     // SAFETY: forwarded.
     if unsafe { h.push_remote_chain(first, last, n) } {
         pool.relist(h);

@@ -144,10 +144,12 @@ impl Instance {
         let mine = unsafe { route.heap_owning(self.instance_id(), owner).as_ref() };
         // SAFETY: the block exists, so the pool does.
         let pool = unsafe { &*self.pool.load(Ordering::Acquire) };
-        let head = HeadIndex::new(h.class(), h.life()).get();
-        let counter = if mine.is_some() { Counter::FreeSlow } else { Counter::RemoteFree };
-        pool.counters.add(head, counter, 1);
+        let count = |counter| {
+            let head = HeadIndex::new(h.class(), h.life()).get();
+            pool.counters.add(head, counter, 1);
+        };
         if let Some(heap) = mine {
+            count(Counter::FreeSlow);
             // SAFETY: a live slot of a block of this thread's heap.
             if !unsafe { heap.free_local(h, p) } {
                 self.double_free::<ABORT>(p, size, life);
@@ -155,6 +157,7 @@ impl Instance {
             return;
         }
         if h.geometry().is_tiny() {
+            count(Counter::RemoteFree);
             if size == 0 {
                 // Class 0 (tiny) is a zero size's in `free_layout`: the zero-size path.
                 return self.free_zero_size::<ABORT>(p, life);
@@ -181,9 +184,11 @@ impl Instance {
                 let done = if h.owner() == heap.token {
                     // The heap the thread just joined is the block's owner (it adopted the
                     // heap of an exited thread): a local free, whose emptying is seen.
+                    count(Counter::FreeSlow);
                     // SAFETY: a live slot of a block of this thread's heap.
                     unsafe { heap.free_local(h, p) }
                 } else {
+                    // Counted when its chain is pushed (no shared counter per free).
                     // SAFETY: a live slot of h (caller), a block of this private pool that
                     // the heap does not own; the caller holds the heap.
                     unsafe { heap.remote.free(pool, h, off) == BatchFree::Done }
@@ -193,6 +198,7 @@ impl Instance {
                 }
                 return;
             }
+            count(Counter::RemoteFree);
             if h.is_first_remote(off) {
                 return self.double_free::<ABORT>(p, size, life);
             }
