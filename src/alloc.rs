@@ -259,7 +259,7 @@ impl Instance {
                 // A slow path: the thread's pending remote frees go to their blocks.
                 // SAFETY: the batch's blocks are this pool's, live while it holds their
                 // slots.
-                unsafe { heap.remote.flush(pool, false) };
+                unsafe { heap.remote.flush_own(pool, false) };
                 heap.alloc_slow(class, life, || per_thread::find_own(instance))
                     .or_else(|| promotion::alloc(heap, class, life))
             }

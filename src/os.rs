@@ -283,6 +283,34 @@ pub fn now_ms() -> u64 {
     (t.tv_sec as u64).wrapping_mul(1000) + (t.tv_nsec as u64) / 1_000_000
 }
 
+/// `membarrier`'s commands (linux/membarrier.h).
+const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_long = 1 << 3;
+const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_long = 1 << 4;
+
+/// Registers the process for [`membarrier`] (`MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED`):
+/// true when it may use it from now on (Linux 4.14 and later, unless a seccomp filter
+/// refuses the call). Harmless when registered already.
+pub fn membarrier_register() -> bool {
+    // SAFETY: membarrier takes integers and touches no memory of the caller's.
+    unsafe {
+        libc::syscall(
+            libc::SYS_membarrier,
+            MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED,
+            0,
+            0,
+        ) == 0
+    }
+}
+
+/// `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`: when it returns true, every other thread
+/// of the process that was running has executed a full memory barrier (a thread not
+/// running executes one when it is scheduled), and so has the caller. False when refused
+/// (the process is not registered: [`membarrier_register`]).
+pub fn membarrier() -> bool {
+    // SAFETY: as above.
+    unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0 }
+}
+
 /// Registers the fork handlers (`pthread_atfork`).
 pub fn at_fork(
     prepare: unsafe extern "C" fn(),

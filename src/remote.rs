@@ -20,12 +20,27 @@
 //! a block that was given back and reused: its slots keep the block in use until then, and
 //! a release (which empties blocks whatever their count) flushes every batch first.
 //!
-//! **Who touches a batch.** Its heap's holder adds to it; any thread may flush it. Both
-//! hold the batch's `busy` word (0 free, 1 held) while they touch the entries. The holder
-//! only tries: when a flusher holds it, the free goes straight to the block's remote list
-//! (the remote free stays lock-free); a flusher waits, and a holder of `busy` never waits
-//! for anything (it pushes lock-free and only tries the pool lock), so nobody holding the
-//! pool lock waits for ever.
+//! **Who touches a batch.** Its heap's holder adds to it and flushes it (its alloc slow
+//! path, its exit); any other thread may take it over to flush it (a flusher: the calls
+//! above, and the fork handlers, which only keep it). The two sides exclude each other
+//! with two words and no read-modify-write on the holder's side, as in Dekker's algorithm:
+//!
+//! - holder: `busy = 1`, fence, read `wants`: 0, it touches the entries, then
+//!   `busy = 0` (Release); 1, it leaves them alone (`busy = 0`) and its free goes straight
+//!   to the block's remote list (the remote free stays lock-free);
+//! - flusher (one at a time: the `flushing` lock): `wants = 1`, fence, waits while
+//!   `busy == 1`, touches the entries, then `wants = 0` (Release).
+//!
+//! The fences make the store-then-load pairs sequentially consistent: at least one side
+//! sees the other's store, so they never touch the entries at once. They are asymmetric
+//! ([`fence`]): the holder's, on every free, is a compiler fence only, and the flusher's
+//! a `membarrier` system call that makes every running thread of the process execute a full
+//! barrier (both are full fences where the kernel has no `membarrier`). A flusher waits
+//! only for a holder between its two stores to `busy` (a few instructions, never waiting
+//! itself: it pushes lock-free and only tries the pool lock), so nobody holding the pool
+//! lock waits for ever. A batch's `pending` word, set when an entry is taken, lets a
+//! flusher skip batches with nothing pending: a free that returned before the flush
+//! began set it first.
 //!
 //! Only private instances batch. In a shared region every remote free is pushed at once:
 //! a batch lives in one process, whose death (`kill -9`) would lose its slots for ever
@@ -48,7 +63,7 @@ pub(crate) const ENTRIES: usize = 8;
 pub(crate) const MAX_CHAIN: u32 = 64;
 /// The bytes of slots one chain holds at most (at least one slot).
 pub(crate) const BATCH_BYTES: u32 = 8192;
-/// `busy` while the fork handlers hold the batch.
+/// `flushing` while the fork handlers keep the batch.
 const FORK_HELD: u32 = 2;
 
 /// One block's pending frees (see the module docs); `block` null: an unused entry.
@@ -78,15 +93,24 @@ struct Entries {
 
 /// A heap's batch of remote frees (see the module docs).
 pub(crate) struct RemoteBatch {
-    /// 0 when free; 1 while a thread touches `entries` (the heap's holder, or a flusher);
-    /// [`FORK_HELD`] from a fork's prepare handler to its end.
+    /// 1 while the holder may be touching `entries`, else 0. Written by the holder only.
     busy: AtomicU32,
-    /// Touched only by the thread that holds `busy`.
+    /// 1 while a flusher has taken the batch over (the holder keeps out), else 0. Written
+    /// by the holder of `flushing` only.
+    wants: AtomicU32,
+    /// The flushers' lock: 0 free, 1 held by a flusher, [`FORK_HELD`].
+    flushing: AtomicU32,
+    /// 1 when an entry may be in use (set by the holder when it takes one, cleared by a
+    /// full flush): a flusher skips the batch when it reads 0.
+    pending: AtomicU32,
+    /// Touched only by the holder while `busy == 1` and `wants == 0`, or by the flusher
+    /// that took the batch over and saw `busy == 0`.
     entries: UnsafeCell<Entries>,
 }
 
-// SAFETY: `entries` is touched only by the thread holding `busy`, whose Acquire and
-// Release order those accesses; the chains' slots are the batch's.
+// SAFETY: `entries` is touched by one thread at a time (the exclusion of the module docs,
+// whose Release stores and Acquire loads order those accesses); the chains' slots are the
+// batch's.
 unsafe impl Sync for RemoteBatch {}
 // SAFETY: as above.
 unsafe impl Send for RemoteBatch {}
@@ -102,72 +126,111 @@ pub(crate) enum BatchFree {
     AlreadyFree,
 }
 
-impl RemoteBatch {
-    #[cfg(not(loom))]
-    pub(crate) const fn new() -> RemoteBatch {
-        RemoteBatch {
-            busy: AtomicU32::new(0),
-            entries: UnsafeCell::new(Entries {
-                pending: [UNUSED; ENTRIES],
-                victim: 0,
-            }),
-        }
+crate::sync::const_unless_loom! {
+    fn new_entries() -> UnsafeCell<Entries> {
+        UnsafeCell::new(Entries {
+            pending: [UNUSED; ENTRIES],
+            victim: 0,
+        })
     }
+}
 
-    #[cfg(loom)]
-    pub(crate) fn new() -> RemoteBatch {
-        RemoteBatch {
-            busy: AtomicU32::new(0),
-            entries: UnsafeCell::new(Entries {
-                pending: [UNUSED; ENTRIES],
-                victim: 0,
-            }),
+impl RemoteBatch {
+    crate::sync::const_unless_loom! {
+        pub(crate) fn new() -> RemoteBatch {
+            RemoteBatch {
+                busy: AtomicU32::new(0),
+                wants: AtomicU32::new(0),
+                flushing: AtomicU32::new(0),
+                pending: AtomicU32::new(0),
+                entries: new_entries(),
+            }
         }
     }
 
     /// Runs `f` on the entries.
     ///
     /// # Safety
-    /// The caller holds `busy`.
+    /// The caller may touch the entries: it is the holder between a true
+    /// [`RemoteBatch::enter`] and its [`RemoteBatch::leave`], or the flusher between
+    /// [`RemoteBatch::wait_out`] and [`RemoteBatch::give_back`].
     unsafe fn with_entries<T>(&self, f: impl FnOnce(&mut Entries) -> T) -> T {
         #[cfg(not(loom))]
-        // SAFETY: the caller holds `busy`, so the entries are its alone.
+        // SAFETY: the caller may touch the entries: they are its alone.
         return f(unsafe { &mut *self.entries.get() });
         #[cfg(loom)]
         // SAFETY: as above.
         self.entries.with_mut(|e| f(unsafe { &mut *e }))
     }
 
-    fn try_hold(&self) -> bool {
-        self.busy
-            .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
-            .is_ok()
+    /// The holder: true when it may touch the entries (then it calls
+    /// [`RemoteBatch::leave`]); false when a flusher has taken the batch over. Never waits.
+    #[inline(always)]
+    fn enter(&self) -> bool {
+        self.busy.store(1, Ordering::Relaxed);
+        fence::light();
+        // Acquire: the entries as the last flusher left them (its `give_back`).
+        if self.wants.load(Ordering::Acquire) == 0 {
+            return true;
+        }
+        self.busy.store(0, Ordering::Relaxed);
+        false
     }
 
-    /// Takes `busy`, waiting while another thread holds it.
-    fn hold(&self) {
+    /// The holder: done with the entries.
+    #[inline(always)]
+    fn leave(&self) {
+        // Release: a flusher that reads 0 sees the entries as this holder left them.
+        self.busy.store(0, Ordering::Release);
+    }
+
+    /// A flusher: takes the batch over (waiting for another flusher), so that a holder
+    /// entering from now on keeps out. Then [`fence::heavy`], [`RemoteBatch::wait_out`]
+    /// and [`RemoteBatch::give_back`].
+    fn take_over(&self, value: u32) {
         let mut round = 0;
-        while !self.try_hold() {
+        while self
+            .flushing
+            .compare_exchange(0, value, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            spin_hint(round);
+            round += 1;
+        }
+        self.wants.store(1, Ordering::Relaxed);
+    }
+
+    /// A flusher, after [`RemoteBatch::take_over`] and a [`fence::heavy`]: waits until the
+    /// holder is out of the entries (it stays out until [`RemoteBatch::give_back`]).
+    fn wait_out(&self) {
+        let mut round = 0;
+        // Acquire: the entries as the holder left them (its `leave`).
+        while self.busy.load(Ordering::Acquire) != 0 {
             spin_hint(round);
             round += 1;
         }
     }
 
-    fn unhold(&self) {
-        self.busy.store(0, Ordering::Release);
+    /// A flusher: gives the batch back to its holder.
+    fn give_back(&self) {
+        // Release: the holder's next `enter` sees the entries as the flusher left them.
+        self.wants.store(0, Ordering::Release);
+        self.flushing.store(0, Ordering::Release);
     }
 
     /// The heap's holder: frees slot `off` of block `h` (a block of `pool` the heap does not
     /// own, not tiny): onto the block's chain, which goes to the block when full. A slot
     /// that is its block's chain's first or its remote list's first is already free:
-    /// reported, nothing changed. Lock-free.
+    /// reported, nothing changed. Lock-free, and no read-modify-write unless a chain is
+    /// pushed.
     ///
     /// # Safety
     /// The caller holds the batch's heap; `off` is a live slot of `h`, which the caller
     /// gives up; `h` is a block of `pool`, a private pool.
+    #[inline]
     pub(crate) unsafe fn free(&self, pool: &Pool, h: &Header, off: u32) -> BatchFree {
-        if !self.try_hold() {
-            // A flusher holds the batch: straight to the block.
+        if !self.enter() {
+            // A flusher has the batch: straight to the block.
             if h.is_first_remote(off) {
                 return BatchFree::AlreadyFree;
             }
@@ -175,35 +238,92 @@ impl RemoteBatch {
             unsafe { push_chain(pool, h, off, off, 1) };
             return BatchFree::Done;
         }
-        // SAFETY: we hold `busy`; forwarded.
-        let done = unsafe { self.free_held(pool, h, off) };
-        self.unhold();
+        // SAFETY: entered; forwarded.
+        let done =
+            unsafe { self.with_entries(|entries| free_in(entries, &self.pending, pool, h, off)) };
+        self.leave();
         done
     }
 
-    /// [`RemoteBatch::free`] with `busy` held.
+    /// The heap's holder: pushes every chain to its block. `wait`: when a flusher has the
+    /// batch, waits until it is done (a thread exit: nothing may stay pending); otherwise
+    /// returns at once then (the flusher pushes them). Lock-free without `wait`.
     ///
     /// # Safety
-    /// As [`RemoteBatch::free`], with `busy` held by the caller.
-    unsafe fn free_held(&self, pool: &Pool, h: &Header, off: u32) -> BatchFree {
-        // SAFETY: the caller holds `busy`.
-        unsafe { self.with_entries(|entries| free_in(entries, pool, h, off)) }
+    /// The caller holds the batch's heap; every block of the batch's chains is a live block
+    /// of `pool` (the pool of the batch's heap, private).
+    pub(crate) unsafe fn flush_own(&self, pool: &Pool, wait: bool) {
+        loop {
+            if self.enter() {
+                // SAFETY: entered; forwarded.
+                unsafe { self.flush_entries(pool) };
+                self.leave();
+                return;
+            }
+            if !wait {
+                return;
+            }
+            let mut round = 0;
+            while self.wants.load(Ordering::Acquire) != 0 {
+                spin_hint(round);
+                round += 1;
+            }
+        }
     }
 
-    /// Pushes every chain to its block. `wait`: waits while another thread flushes (a thread
-    /// exit, a flush of every batch); otherwise returns at once then (the other thread
-    /// flushes). Lock-free without `wait`.
+    /// The heap's holder: true when slot `off` of block `h` is the first of the block's
+    /// pending chain (the holder's last free of the block, still pending): already free.
+    /// Waits while a flusher has the batch (then the slot is on the block's remote list).
+    pub(crate) fn is_first_pending(&self, h: &Header, off: u32) -> bool {
+        let block = ptr::from_ref(h);
+        loop {
+            if self.enter() {
+                // SAFETY: entered.
+                let first = unsafe {
+                    self.with_entries(|entries| {
+                        entries
+                            .pending
+                            .iter()
+                            .any(|e| e.block == block && e.first == off)
+                    })
+                };
+                self.leave();
+                return first;
+            }
+            let mut round = 0;
+            while self.wants.load(Ordering::Acquire) != 0 {
+                spin_hint(round);
+                round += 1;
+            }
+        }
+    }
+
+    /// Any thread but the holder: pushes every chain to its block, waiting for another
+    /// flusher and for the holder to be out of the entries (a few instructions). Nothing
+    /// to do when the batch's `pending` reads 0.
     ///
     /// # Safety
     /// Every block of the batch's chains is a live block of `pool` (the pool of the batch's
     /// heap, private).
-    pub(crate) unsafe fn flush(&self, pool: &Pool, wait: bool) {
-        if wait {
-            self.hold();
-        } else if !self.try_hold() {
+    pub(crate) unsafe fn flush(&self, pool: &Pool) {
+        if self.pending.load(Ordering::Relaxed) == 0 {
             return;
         }
-        // SAFETY: we hold `busy`.
+        self.take_over(1);
+        fence::heavy();
+        self.wait_out();
+        // SAFETY: taken over and waited out; forwarded.
+        unsafe { self.flush_entries(pool) };
+        self.give_back();
+    }
+
+    /// Pushes every entry's chain.
+    ///
+    /// # Safety
+    /// The caller may touch the entries ([`RemoteBatch::with_entries`]); as
+    /// [`RemoteBatch::flush`].
+    unsafe fn flush_entries(&self, pool: &Pool) {
+        // SAFETY: forwarded.
         unsafe {
             self.with_entries(|entries| {
                 for e in entries.pending.iter_mut().filter(|e| !e.block.is_null()) {
@@ -212,24 +332,25 @@ impl RemoteBatch {
                 }
             })
         };
-        self.unhold();
+        self.pending.store(0, Ordering::Relaxed);
     }
 
-    /// The fork's prepare handler: takes `busy` (as [`FORK_HELD`]), so that no thread is
-    /// in the middle of a change to the batch while the process is copied (a free meanwhile
-    /// goes straight to its block). Both processes give it back
-    /// ([`RemoteBatch::unhold_after_fork`]).
+    /// The fork's prepare handler: takes the batch over (as [`FORK_HELD`]) and waits the
+    /// holder out, so that no thread is in the middle of a change to the batch while the
+    /// process is copied (a free meanwhile goes straight to its block). Both processes
+    /// give it back ([`RemoteBatch::unhold_after_fork`]).
     pub(crate) fn hold_for_fork(&self) {
-        self.hold();
-        self.busy.store(FORK_HELD, Ordering::Relaxed);
+        self.take_over(FORK_HELD);
+        fence::heavy();
+        self.wait_out();
     }
 
-    /// After a fork, in the parent and the child: gives back `busy` if the prepare handler
-    /// took it (a heap registered meanwhile was not taken, and is left alone).
+    /// After a fork, in the parent and the child: gives the batch back if the prepare
+    /// handler took it (a heap registered meanwhile was not taken, and is left alone).
     pub(crate) fn unhold_after_fork(&self) {
-        let _ = self
-            .busy
-            .compare_exchange(FORK_HELD, 0, Ordering::Release, Ordering::Relaxed);
+        if self.flushing.load(Ordering::Relaxed) == FORK_HELD {
+            self.give_back();
+        }
     }
 }
 
@@ -237,7 +358,13 @@ impl RemoteBatch {
 ///
 /// # Safety
 /// As [`RemoteBatch::free`], with the entries the caller's alone.
-unsafe fn free_in(entries: &mut Entries, pool: &Pool, h: &Header, off: u32) -> BatchFree {
+unsafe fn free_in(
+    entries: &mut Entries,
+    pending: &AtomicU32,
+    pool: &Pool,
+    h: &Header,
+    off: u32,
+) -> BatchFree {
     let block = ptr::from_ref(h);
     if let Some(e) = entries.pending.iter_mut().find(|e| e.block == block) {
         if e.first == off || h.is_first_remote(off) {
@@ -272,6 +399,8 @@ unsafe fn free_in(entries: &mut Entries, pool: &Pool, h: &Header, off: u32) -> B
             at
         }
     };
+    // Before any flusher can see the slot freed (see `RemoteBatch::flush`).
+    pending.store(1, Ordering::Relaxed);
     // A chain of one slot: its link is written when it is pushed.
     entries.pending[at] = Pending {
         block,
@@ -312,5 +441,6 @@ unsafe fn push_chain(pool: &Pool, h: &Header, first: u32, last: u32, n: u32) {
     pool.after_remote_free(h);
 }
 
+mod fence;
 #[cfg(all(loom, test))]
 mod loom;

@@ -64,6 +64,30 @@ fn alloc_n(a: &Cohort<Life>, n: usize, life: Life) -> Vec<usize> {
         .collect()
 }
 
+/// A whole block of `SIZE`-byte slots of class `life`, allocated by the calling thread:
+/// the slots and the block's base.
+fn fill_one_block(a: &Cohort<Life>, life: Life) -> (Vec<usize>, usize) {
+    let per_block =
+        cohort::class::CLASSES[cohort::class::class_of(SIZE, 16).unwrap()].capacity as usize;
+    let ptrs = alloc_n(a, per_block, life);
+    let block = a.block_of(ptrs[0] as *const u8, SIZE).unwrap();
+    assert!(ptrs
+        .iter()
+        .all(|&p| a.block_of(p as *const u8, SIZE) == Some(block)));
+    (ptrs, block)
+}
+
+/// Allocates a block's worth of slots again: how many fall outside `block` (0 when every
+/// slot freed before came back).
+fn refill_outside(a: &Cohort<Life>, n: usize, block: usize) -> (Vec<usize>, usize) {
+    let again = alloc_n(a, n, Life::Request);
+    let elsewhere = again
+        .iter()
+        .filter(|&&p| a.block_of(p as *const u8, SIZE) != Some(block))
+        .count();
+    (again, elsewhere)
+}
+
 #[test]
 fn the_statistics_and_is_empty_see_batched_frees() {
     let a = Cohort::<Life>::new();
@@ -124,13 +148,7 @@ fn compact_gives_back_blocks_that_batched_frees_emptied() {
 #[test]
 fn a_thread_exit_pushes_its_batched_frees() {
     let a = Cohort::<Life>::new();
-    let per_block =
-        cohort::class::CLASSES[cohort::class::class_of(SIZE, 16).unwrap()].capacity as usize;
-    let first = alloc_n(&a, per_block, Life::Request);
-    let block = a.block_of(first[0] as *const u8, SIZE).unwrap();
-    assert!(first
-        .iter()
-        .all(|&p| a.block_of(p as *const u8, SIZE) == Some(block)));
+    let (first, block) = fill_one_block(&a, Life::Request);
     // Joined by hand: a scope's end waits for the closure only, not for the thread's exit
     // (its thread-local destructors, which push the batch, may run later).
     thread::scope(|s| {
@@ -143,11 +161,7 @@ fn a_thread_exit_pushes_its_batched_frees() {
         .join()
         .unwrap();
     });
-    let again = alloc_n(&a, per_block, Life::Request);
-    let elsewhere = again
-        .iter()
-        .filter(|&&p| a.block_of(p as *const u8, SIZE) != Some(block))
-        .count();
+    let (_, elsewhere) = refill_outside(&a, first.len(), block);
     assert_eq!(
         elsewhere, 0,
         "slots freed before the thread's exit never came back"
@@ -186,13 +200,7 @@ fn a_batched_slot_freed_again_is_a_double_free() {
 #[test]
 fn a_shared_regions_remote_frees_survive_the_freeing_process_killed() {
     let a = Cohort::<Life>::shared_anonymous(64 << 20).expect("a shared region");
-    let per_block =
-        cohort::class::CLASSES[cohort::class::class_of(SIZE, 16).unwrap()].capacity as usize;
-    let first = alloc_n(&a, per_block, Life::Request);
-    let block = a.block_of(first[0] as *const u8, SIZE).unwrap();
-    assert!(first
-        .iter()
-        .all(|&p| a.block_of(p as *const u8, SIZE) == Some(block)));
+    let (first, block) = fill_one_block(&a, Life::Request);
     let child = common::processes::in_child(60, || {
         for &p in &first {
             // SAFETY: allocated by the parent, freed once (here, in the child).
@@ -206,11 +214,7 @@ fn a_shared_regions_remote_frees_survive_the_freeing_process_killed() {
         libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL,
         "the child was killed: status {status:#x}"
     );
-    let again = alloc_n(&a, per_block, Life::Request);
-    let elsewhere = again
-        .iter()
-        .filter(|&&p| a.block_of(p as *const u8, SIZE) != Some(block))
-        .count();
+    let (again, elsewhere) = refill_outside(&a, first.len(), block);
     assert_eq!(elsewhere, 0, "slots the killed process freed were lost");
     for &p in &again {
         // SAFETY: allocated above, freed once.
@@ -218,4 +222,29 @@ fn a_shared_regions_remote_frees_survive_the_freeing_process_killed() {
     }
     // SAFETY: no other process or thread uses the region any more.
     unsafe { a.verify() }.expect("the region verifies");
+}
+
+/// `try_free` of a slot that waits in the calling thread's batch reports a double free and
+/// changes nothing (release builds too: the batch's chain is asked, as the block's lists
+/// are).
+#[test]
+fn try_free_of_a_batched_slot_is_a_double_free() {
+    let a = Cohort::<Life>::new();
+    let ptrs = alloc_n(&a, 2, Life::Request);
+    thread::scope(|s| {
+        s.spawn(|| {
+            let p = ptrs[0] as *mut u8;
+            // SAFETY: allocated above, freed once; the second call is rejected.
+            unsafe {
+                assert_eq!(a.try_free(p, SIZE, Life::Request), Ok(()));
+                let e = a.try_free(p, SIZE, Life::Request).unwrap_err();
+                assert_eq!(e.problem, cohort::Problem::DoubleFree);
+            }
+        })
+        .join()
+        .unwrap();
+    });
+    // SAFETY: allocated above, freed once.
+    unsafe { a.free(ptrs[1] as *mut u8, SIZE, Life::Request) };
+    assert!(a.is_empty());
 }

@@ -267,7 +267,8 @@ impl Instance {
     /// step, so that of two frees of one slot racing each other one is reported; without,
     /// the check of a resize's old allocation or of [`crate::Cohort::try_free`], only
     /// tested); otherwise, that it is not the first slot of its block's local or remote
-    /// free list (of its run's list for a tiny block, read under the pool lock).
+    /// free list, or of its chain in the calling thread's batch of remote frees (of its
+    /// run's list for a tiny block, read under the pool lock).
     pub(crate) fn find_misuse<const FREEING: bool>(
         &self,
         p: *mut u8,
@@ -323,7 +324,11 @@ impl Instance {
                 // SAFETY: we hold the lock that owns tiny blocks; off is a slot of the block.
                 unsafe { tiny::is_first_free(h, off) }
             }
-            None => h.free.load(Ordering::Relaxed) == off || h.is_first_remote(off),
+            None => {
+                h.free.load(Ordering::Relaxed) == off
+                    || self.is_first_pending(h, off)
+                    || h.is_first_remote(off)
+            }
         };
         if already_free {
             return bad(Problem::DoubleFree);

@@ -12,6 +12,7 @@ use crate::heap::registered;
 use crate::promotion;
 use crate::instance::{Instance, CHECKED};
 use crate::misuse::{report, Problem};
+use crate::per_thread;
 use crate::pool::EMPTY_KEY;
 use crate::remote::BatchFree;
 use crate::route::Route;
@@ -207,6 +208,16 @@ impl Instance {
         }
     }
 
+    /// True when slot `off` of block `h` waits in the calling thread's batch as the
+    /// first of its block's chain (the thread's last free of the block): already free, as
+    /// the first of a block's free list is. The release-build check of
+    /// [`Instance::find_misuse`] (a try-free, a resize's old allocation) asks.
+    pub(crate) fn is_first_pending(&self, h: &Header, off: u32) -> bool {
+        // SAFETY: null or the calling thread's own heap, live while it holds it.
+        let me = unsafe { per_thread::find_own(self.instance_id()).as_ref() };
+        me.is_some_and(|heap| h.owner() != heap.token && heap.remote.is_first_pending(h, off))
+    }
+
     /// Pushes every heap's pending remote frees ([`crate::remote`]) to their blocks, so that
     /// what follows sees every free that returned: a release (which must not empty a block
     /// a batch still holds slots of), `compact`, `verify`, the statistics. Waits while a
@@ -223,7 +234,7 @@ impl Instance {
         for heap in registered(pool) {
             // SAFETY: a private pool's registered heaps stay mapped for its life, and the
             // blocks of their batches' chains live while the chains hold their slots.
-            unsafe { (*heap).remote.flush(pool, true) };
+            unsafe { (*heap).remote.flush(pool) };
         }
     }
 }

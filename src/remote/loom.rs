@@ -25,16 +25,18 @@ enum Owner {
 /// The batch's flush against the owner's collect and the block's retirement.
 ///
 /// Checks: each freed slot comes back to the owner exactly once, with the payload its
-/// freeing thread wrote before the free (through the batch's `busy` hand-over to the
-/// flusher, the push's Release and the collect's Acquire); a block the owner retired is
-/// not left `FULL` with the chain on its remote list (the push that cleared `FULL` reported
+/// freeing thread wrote before the free (through the batch's exclusion between holder and
+/// flusher, the push's Release and the collect's Acquire); the holder and the flusher never
+/// touch the entries at once (loom's cell checks it); a block the owner retired is not
+/// left `FULL` with the chain on its remote list (the push that cleared `FULL` reported
 /// it, so it was listed again); the batch ends with nothing pending, whichever thread
 /// flushed.
 ///
-/// Fails with: `RemoteBatch::unhold`'s store Release -> Relaxed, or `try_hold`'s CAS
-/// Acquire -> Relaxed (loom sees the entries touched by two threads unordered);
-/// `push_remote_chain` not reporting `FULL` (the retired block keeps the chain: "lost");
-/// `flush` skipping the last entry (a slot never comes back).
+/// Fails with: the holder's fence removed (`fence::light`: the holder and the flusher both
+/// read the other's word before it was stored and touch the entries at once), or
+/// `RemoteBatch::leave`'s store Release -> Relaxed (the entries touched by two threads
+/// unordered); `push_remote_chain` not reporting `FULL` (the retired block keeps the
+/// chain: "lost"); `flush_entries` skipping the last entry (a slot never comes back).
 #[test]
 fn batch_flush_races_collect_and_retire() {
     model_bounded(3, || {
@@ -68,7 +70,7 @@ fn batch_flush_races_collect_and_retire() {
         let flusher = {
             let (pool, batch) = (pool.clone(), batch.clone());
             // SAFETY: the batch's blocks are the pool's, alive for the whole model.
-            thread::spawn(move || unsafe { batch.flush(&pool, true) })
+            thread::spawn(move || unsafe { batch.flush(&pool) })
         };
         // The freeing threads first (see `crate::block::loom`'s docs).
         thread::yield_now();
@@ -86,7 +88,7 @@ fn batch_flush_races_collect_and_retire() {
         flusher.join().unwrap();
         // The holder's thread exits: its batch is flushed (`heap_handover::abandon`).
         // SAFETY: as above.
-        unsafe { batch.flush(&pool, true) };
+        unsafe { batch.flush_own(&pool, true) };
         if owner == Owner::Retired {
             assert!(!is_full(b), "a retired block with freed slots, lost");
         }

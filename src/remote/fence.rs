@@ -1,0 +1,102 @@
+//! The batch's asymmetric fences (see [`super`]'s "who touches a batch"): the holder's
+//! [`light`] runs on every batched free, the flusher's [`heavy`] on a flush by another
+//! thread, so the holder's is the cheap one.
+//!
+//! With `membarrier` (registered for the process once, the first time either is needed):
+//! `light` is a compiler fence (the holder's store to `busy` and its load of `wants` stay
+//! in program order), and `heavy` is `membarrier(PRIVATE_EXPEDITED)`, after which every
+//! thread of the process that was running has executed a full memory barrier (the others
+//! execute one when scheduled): a holder whose load of `wants` missed the flusher's store
+//! had made its store to `busy` visible by then. Without it (a kernel before 4.14, a
+//! seccomp filter): both are full fences, the textbook form. Under loom, both are
+//! sequentially consistent fences, which loom models.
+
+#[cfg(not(loom))]
+use crate::os;
+use crate::sync::{fence, Ordering};
+#[cfg(not(loom))]
+use core::sync::atomic::{compiler_fence, AtomicU8};
+
+/// Not decided yet.
+#[cfg(not(loom))]
+const UNKNOWN: u8 = 0;
+/// `membarrier` registered: the fences are asymmetric.
+#[cfg(not(loom))]
+const ASYMMETRIC: u8 = 1;
+/// No `membarrier`: both fences are full fences.
+#[cfg(not(loom))]
+const SYMMETRIC: u8 = 2;
+
+/// The process's choice: [`UNKNOWN`] until the first fence, then one of the two for the
+/// process's life (a fork child keeps its parent's registration and its choice).
+#[cfg(not(loom))]
+static MODE: AtomicU8 = AtomicU8::new(UNKNOWN);
+
+/// The process's choice, made now if it was not (every thread that makes it makes the same
+/// one: the registration's result is the process's).
+#[cfg(not(loom))]
+#[inline(always)]
+fn mode() -> u8 {
+    let m = MODE.load(Ordering::Relaxed);
+    if m != UNKNOWN {
+        return m;
+    }
+    decide()
+}
+
+#[cfg(not(loom))]
+#[cold]
+#[inline(never)]
+fn decide() -> u8 {
+    let m = if os::membarrier_register() {
+        ASYMMETRIC
+    } else {
+        SYMMETRIC
+    };
+    MODE.store(m, Ordering::Relaxed);
+    m
+}
+
+/// The holder's fence, between its store to `busy` and its load of `wants`.
+#[inline(always)]
+pub(super) fn light() {
+    #[cfg(not(loom))]
+    if mode() == ASYMMETRIC {
+        compiler_fence(Ordering::SeqCst);
+        return;
+    }
+    fence(Ordering::SeqCst);
+}
+
+/// The flusher's fence, between its store to `wants` and its loads of `busy`.
+pub(super) fn heavy() {
+    #[cfg(not(loom))]
+    if mode() == ASYMMETRIC {
+        // Registered for this process (a fork child inherits it; registering again is
+        // harmless): it does not fail. Were it refused anyway, no fence could stand in for
+        // it (holders rely on it), so the process stops with a message.
+        if !os::membarrier() && !(os::membarrier_register() && os::membarrier()) {
+            os::write_stderr(b"cohort: membarrier refused after it was registered\n");
+            os::abort();
+        }
+        return;
+    }
+    fence(Ordering::SeqCst);
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    /// The choice is made once and kept; with it, both fences run (on this machine's
+    /// kernel: the asymmetric pair).
+    #[test]
+    fn the_choice_is_made_once_and_both_fences_run() {
+        light();
+        let m = MODE.load(Ordering::Relaxed);
+        assert!(m == ASYMMETRIC || m == SYMMETRIC);
+        heavy();
+        light();
+        assert_eq!(MODE.load(Ordering::Relaxed), m);
+    }
+}
