@@ -75,7 +75,8 @@ pub(super) fn heavy() {
         // Registered for this process (a fork child inherits it; registering again is
         // harmless): it does not fail. Were it refused anyway, no fence could stand in for
         // it (holders rely on it), so the process stops with a message.
-        if !os::membarrier() && !(os::membarrier_register() && os::membarrier()) {
+        let done = os::membarrier() || (os::membarrier_register() && os::membarrier());
+        if !done {
             os::write_stderr(b"cohort: membarrier refused after it was registered\n");
             os::abort();
         }
