@@ -15,8 +15,9 @@
 //! everything the processes share (see `crate::pool::place`). Its pool exists from the
 //! start; its drop is this process's leave (the region and what other processes hold of it
 //! stay), not a teardown: the calling thread's heap of it is abandoned into the region at
-//! once, other threads' heaps of it when they exit, and the last of them unmaps this
-//! process's mapping ([`Pool::release`]).
+//! once, other threads' heaps of it become ORPHANED and go back at their threads' next
+//! look-up or exit, and the last of them unmaps this process's mapping
+//! ([`Pool::release`]).
 
 use crate::label::{Label, LabelCell};
 use crate::class::BLOCK_SIZE;
@@ -396,7 +397,8 @@ impl Drop for Instance {
         // SAFETY: a published pool lives until the instance drops.
         if unsafe { (*pool).is_shared() } {
             // A leave: the calling thread's heap goes back to the region now; other threads'
-            // go when they exit, each releasing its reference to the view.
+            // become ORPHANED, and each goes back at its thread's next look-up or exit,
+            // releasing its reference to the view (the last one unmaps the region).
             let own = per_thread::leave_own(self.instance_id());
             // SAFETY: `&mut self`: no thread uses this instance any more; the calling
             // thread's heap of it is off its list and used no more; the instance's
@@ -405,6 +407,7 @@ impl Drop for Instance {
                 if !own.is_null() {
                     heap_handover::abandon(own);
                 }
+                heap_handover::orphan_this_process_heaps(&*pool);
                 Pool::release(pool);
             }
             return;

@@ -29,8 +29,9 @@
 //!
 //! **Leaving.** Dropping a shared instance is this process's leave: the calling thread's
 //! heap goes back to the region (abandoned: its blocks to the pool, its record to the next
-//! taker, in any process), other threads' heaps when they exit, and the last of them
-//! unmaps this process's mapping. The region lives while any process maps it.
+//! taker, in any process); other threads' heaps are orphaned, and each goes back when its
+//! thread next looks up a heap (a first allocation in any instance) or exits; the last of
+//! them unmaps this process's mapping. The region lives while any process maps it.
 //!
 //! **Large allocations** (above the largest size class) are runs of the region's own
 //! units (`crate::region::runs`), which every process sees and may free by size; a region
