@@ -293,6 +293,16 @@ fn shared_parts(life_count: usize, checked: bool) -> SharedParts {
     }
 }
 
+/// Why [`Instance::placed_or_why`] built no instance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// This process has an instance of the region already (a process attaches a region
+    /// once; or a region with the same token tag: one in 2^31 per pair of regions).
+    AttachedHere,
+    /// The placement is inconsistent, the state disagrees, or the OS refused memory.
+    Other,
+}
+
 impl Instance {
     /// An instance in the shared region `p` describes (see [`Placement`]), for `life_count`
     /// lifetime classes: a new region is formatted, an existing one attached. `None` when
@@ -313,22 +323,38 @@ impl Instance {
         life_count: usize,
         life_names: &'static [&'static str],
     ) -> Option<Instance> {
-        let layout = Layout::new(p.unit_count, life_count, Some(shared_parts(life_count, CHECKED)))?;
-        let blocks_len = p.unit_count.checked_mul(UNIT)?;
+        // SAFETY: the caller's guarantees.
+        unsafe { Instance::placed_or_why(p, life_count, life_names) }.ok()
+    }
+
+    /// [`Instance::placed`], telling a refusal for a region this process has attached
+    /// already ([`Refused::AttachedHere`]) from the others.
+    ///
+    /// # Safety
+    /// As [`Instance::placed`].
+    pub(crate) unsafe fn placed_or_why(
+        p: Placement,
+        life_count: usize,
+        life_names: &'static [&'static str],
+    ) -> Result<Instance, Refused> {
+        let refused = Refused::Other;
+        let layout = Layout::new(p.unit_count, life_count, Some(shared_parts(life_count, CHECKED)))
+            .ok_or(refused)?;
+        let blocks_len = p.unit_count.checked_mul(UNIT).ok_or(refused)?;
         let fits = (p.base as usize).is_multiple_of(UNIT)
             && p.unit_count > 0
             && p.blocks_offset.is_multiple_of(UNIT)
             && p.state_len == layout.len
             && p.state_offset.is_multiple_of(os::MIN_PAGE)
-            && p.state_offset.checked_add(layout.len)? <= p.blocks_offset
-            && p.blocks_offset.checked_add(blocks_len)? <= p.len;
+            && p.state_offset.checked_add(layout.len).ok_or(refused)? <= p.blocks_offset
+            && p.blocks_offset.checked_add(blocks_len).ok_or(refused)? <= p.len;
         if !fits {
-            return None;
+            return Err(refused);
         }
         let instance = Instance::new(p.len, true, life_count, life_names);
         let mut list = fork::lock_list();
         if !os::page_size_supported() || NEXT_INSTANCE.load(Ordering::Relaxed) >= MAX_INSTANCES {
-            return None;
+            return Err(refused);
         }
         // SAFETY: the caller's guarantees; the parts lie in the mapping (checked above).
         let pool = unsafe {
@@ -343,14 +369,14 @@ impl Instance {
             )
         };
         if pool.is_null() {
-            return None;
+            return Err(refused);
         }
         // SAFETY: the view was just built and is ours.
         let view = unsafe { &mut *pool };
         if fork::has_tag(&list, view.tag) {
             // SAFETY: ours, unused; the region's state is untouched by an attach.
             unsafe { Pool::destroy(pool) };
-            return None;
+            return Err(Refused::AttachedHere);
         }
         view.leave = Some(Leave {
             unmap: p.unmap,
@@ -360,7 +386,7 @@ impl Instance {
         });
         // SAFETY: as in `init_pool`: the pool is not shared with any thread yet.
         unsafe { instance.publish(&mut list, pool) };
-        Some(instance)
+        Ok(instance)
     }
 
     /// Gives the instance its id and `pool`, published after the bounds (see

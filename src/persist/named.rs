@@ -7,7 +7,7 @@ use super::header::{self, Expected, Header, Layout, ROOT_SLOTS};
 use super::mapping::{Mapping, Name};
 use super::{CreateOptions, OpenOptions, Place};
 use crate::api::Cohort;
-use crate::instance::{self, Instance, Placement, CHECKED};
+use crate::instance::{self, Instance, Placement, Refused, CHECKED};
 use crate::join::Join;
 use crate::lifetime::Lifetime;
 use crate::offset::Off;
@@ -171,7 +171,9 @@ impl<L: Lifetime> SharedCohort<L> {
     /// (another `L`), [`RegionError::Geometry`], [`RegionError::Truncated`],
     /// [`RegionError::Root`]; [`RegionError::Unclean`] for a copy made while the region was
     /// open, or a file left open by a machine crash (see the type's docs). Such a region is
-    /// left exactly as it was.
+    /// left exactly as it was. [`RegionError::AlreadyOpen`] when this process has the
+    /// region open already: a process opens a region once at a time (share the
+    /// `SharedCohort` it has: it is `Sync`).
     pub fn open(place: Place<'_>, options: OpenOptions) -> Result<SharedCohort<L>, RegionError> {
         if !os::page_size_supported() {
             return Err(RegionError::Attach);
@@ -205,8 +207,8 @@ impl<L: Lifetime> SharedCohort<L> {
         // uses it before it is published ready; an opened one was published ready by a
         // creator that formatted it with the geometry its header names, which the header's
         // validation found equal to this build's.
-        match unsafe { Instance::placed(placement, Cohort::<L>::INSIDE_COUNT, Cohort::<L>::NAMES) } {
-            Some(core) => Ok(SharedCohort {
+        match unsafe { Instance::placed_or_why(placement, Cohort::<L>::INSIDE_COUNT, Cohort::<L>::NAMES) } {
+            Ok(core) => Ok(SharedCohort {
                 cohort: Cohort::from_core(core),
                 attachment,
                 base,
@@ -214,10 +216,16 @@ impl<L: Lifetime> SharedCohort<L> {
                 name,
                 cgroup_hint,
             }),
-            None => {
+            Err(why) => {
                 // SAFETY: the instance was not built: the mapping is still ours alone.
                 unsafe { shared_mem::unmap_shared(base, layout.capacity) };
-                Err((RegionError::Attach, name))
+                let e = match why {
+                    Refused::AttachedHere => RegionError::AlreadyOpen {
+                        name: name.shown.clone(),
+                    },
+                    Refused::Other => RegionError::Attach,
+                };
+                Err((e, name))
             }
         }
     }
