@@ -537,7 +537,6 @@ fn a_dead_process_not_yet_waited_for_is_reaped() {
 /// as one would tell.) Exact failure: `a process that exec'd another program: 0 heaps
 /// reaped`.
 #[test]
-#[ignore = "RED-20: a process that exec'd another program keeps its pid and start time: its old heap is never taken over while the new program runs. Owner shared"]
 fn a_process_that_execd_another_program_is_reaped() {
     isolated(60, |report| {
         let a = Cohort::<Life>::shared_anonymous(64 << 20).expect("a shared region");

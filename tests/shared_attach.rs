@@ -50,7 +50,11 @@ fn a_second_opening_in_one_process_is_refused_and_the_first_goes_on() {
 }
 
 /// Threads racing to open one region: exactly one opening at a time succeeds, the others
-/// are refused as already open (never two instances of one region in the process).
+/// are refused as already open (never two instances of one region in the process). Found
+/// with it: an opener that read the seals while another attach had bumped the generation
+/// but not yet stored it refused the region as a copy (`Unclean`: "its pages are of
+/// different moments"), in about one round in 50; processes racing to open are the same
+/// case.
 #[test]
 fn threads_racing_to_open_a_region_get_one_opening() {
     const THREADS: usize = 4;
@@ -59,27 +63,33 @@ fn threads_racing_to_open_a_region_get_one_opening() {
         .expect("create")
         .leave()
         .expect("leave");
-    for _ in 0..10 {
+    for _ in 0..200 {
         let start = Barrier::new(THREADS);
         let held = Barrier::new(THREADS);
-        let opened: Vec<bool> = std::thread::scope(|s| {
+        let got: Vec<Result<(), String>> = std::thread::scope(|s| {
             let all: Vec<_> = (0..THREADS)
                 .map(|_| {
                     s.spawn(|| {
                         start.wait();
                         let got = open(&n);
-                        if let Err(e) = &got {
-                            assert!(matches!(e, RegionError::AlreadyOpen { .. }), "{e}");
-                        }
                         // Held until every thread tried.
                         held.wait();
-                        got.is_ok()
+                        match got {
+                            Ok(_) => Ok(()),
+                            Err(RegionError::AlreadyOpen { .. }) => Err("already open".into()),
+                            Err(e) => Err(e.to_string()),
+                        }
                     })
                 })
                 .collect();
             all.into_iter().map(|t| t.join().unwrap()).collect()
         });
-        assert_eq!(opened.iter().filter(|&&o| o).count(), 1, "{opened:?}");
+        let opened = got.iter().filter(|g| g.is_ok()).count();
+        let refused = got
+            .iter()
+            .filter(|g| g.as_ref().is_err_and(|e| e == "already open"))
+            .count();
+        assert!(opened == 1 && refused == THREADS - 1, "{got:?}");
     }
     SharedCohort::<Life>::remove(Place::SharedMemory(&n)).expect("remove");
 }

@@ -36,6 +36,7 @@ use super::error::RegionError;
 use super::header::{Layout, HEADER_BYTES};
 use crate::os::shared_mem::{self, Fd};
 use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::time::{Duration, Instant};
 
 /// Where the attach table starts in the header page.
 const ATTACH_OFFSET: usize = 2048;
@@ -100,6 +101,27 @@ fn seals(layout: &Layout) -> [usize; 2] {
     [layout.state_offset + layout.state_len, layout.capacity - page]
 }
 
+/// How long an opener waits for the seals to agree with `GEN` (see [`seals_settle`]).
+const SETTLE: Duration = Duration::from_secs(1);
+
+/// True when both seals hold `GEN`, now or within [`SETTLE`]. An attach in progress (by
+/// another process or thread) bumps `GEN` before it stores the seals, so a region in use
+/// shows them apart for a moment, and an opener that read them then would refuse a sound
+/// region; a copy made during an attach shows them apart for good.
+fn seals_settle(t: &Table, seals: [&AtomicU64; 2]) -> bool {
+    let start = Instant::now();
+    loop {
+        let gen = t.gen.load(SeqCst);
+        if seals.iter().all(|s| s.load(SeqCst) == gen) {
+            return true;
+        }
+        if start.elapsed() > SETTLE {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 impl Attachment {
     /// Admits this process to the region mapped at `base` (of `layout`, from `fd`):
     /// refuses a region whose seals differ or that is attached under another boot or file;
@@ -121,8 +143,7 @@ impl Attachment {
         let offsets = seals(layout);
         // SAFETY: the caller's mapping holds both seal pages.
         let [mid, tail] = offsets.map(|o| unsafe { seal(base, o) });
-        let gen = t.gen.load(SeqCst);
-        if mid.load(SeqCst) != gen || tail.load(SeqCst) != gen {
+        if !seals_settle(t, [mid, tail]) {
             return Err(RegionError::Unclean {
                 reason: "its pages are of different moments (a copy made while a process had \
                          it open)",
