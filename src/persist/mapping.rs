@@ -153,7 +153,7 @@ impl Mapping {
             shared_mem::process_word(),
         ));
         // SAFETY: the whole region is mapped while `m` lives.
-        match unsafe { Attachment::admit(m.base, &m.layout, &fd, name.kind == Kind::File) } {
+        match unsafe { Attachment::admit(m.base, &m.layout, &fd, name.kind == Kind::File, true) } {
             Ok(a) => m.attachment = Some(a),
             Err(e) => {
                 drop(m);
@@ -244,7 +244,7 @@ impl Mapping {
             attachment: None,
         };
         // SAFETY: the whole region is mapped while `m` lives.
-        m.attachment = Some(unsafe { Attachment::admit(base, &layout, fd, file) }?);
+        m.attachment = Some(unsafe { Attachment::admit(base, &layout, fd, file, false) }?);
         Ok(m)
     }
 
