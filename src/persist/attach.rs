@@ -59,8 +59,9 @@ const ATTACH_OFFSET: usize = 2048;
 const TABLE_WORDS: usize = 7;
 /// Process slots in the table: the most processes that have a region open at once.
 pub(crate) const ATTACH_SLOTS: usize = (HEADER_BYTES - ATTACH_OFFSET) / 8 - TABLE_WORDS;
-/// How long an opener waits for another process's attach or leave (which hold `LOCK` for
-/// the time of a hash of the state: milliseconds) before it answers [`RegionError::Busy`].
+/// How long a leave (or a creator) waits for another process's attach or leave (which
+/// hold `LOCK` for the time of a hash of the state: milliseconds) before it goes on
+/// without the lock (or answers [`RegionError::Busy`]); an opener waits its timeout.
 const LOCK_PATIENCE: Duration = Duration::from_secs(10);
 
 /// The attach table as it lies in the header page.
@@ -217,8 +218,9 @@ impl Attachment {
     /// Admits this process to the region mapped at `base` (of `layout`, from `fd`):
     /// refuses a region whose seals differ or that is attached under another boot or file;
     /// clears the slots of dead processes; claims a slot; bumps the generation into the
-    /// seals (written to disk first for a file). `is_new`: the creator, before anyone can
-    /// open it.
+    /// seals (written to disk first for a file). `opening`: how long to wait for another
+    /// process's attach or leave (the opener's timeout), `None` for the creator, before
+    /// anyone can open it (the state is not formatted yet: no seal is checked).
     ///
     /// # Safety
     /// `base` maps the whole region of `layout`, read-write and shared, while the result
@@ -228,7 +230,7 @@ impl Attachment {
         layout: &Layout,
         fd: &Fd,
         file: bool,
-        is_new: bool,
+        opening: Option<Duration>,
     ) -> Result<Attachment, RegionError> {
         // Mapped before anything is claimed: nothing is left to undo if it fails.
         let view_len = layout.state_offset + layout.state_len;
@@ -247,7 +249,7 @@ impl Attachment {
             file,
         };
         // SAFETY: the caller's guarantee.
-        attachment.slot = unsafe { attachment.claim(base, layout, fd, is_new) }?;
+        attachment.slot = unsafe { attachment.claim(base, layout, fd, opening) }?;
         Ok(attachment)
     }
 
@@ -260,11 +262,11 @@ impl Attachment {
         base: *mut u8,
         layout: &Layout,
         fd: &Fd,
-        is_new: bool,
+        opening: Option<Duration>,
     ) -> Result<usize, RegionError> {
         // SAFETY: the caller's mapping.
         let t = unsafe { table(base) };
-        let _lock = SealLock::take(t, self.word, LOCK_PATIENCE)?;
+        let _lock = SealLock::take(t, self.word, opening.unwrap_or(LOCK_PATIENCE))?;
         let offsets = seals(layout);
         // SAFETY: the caller's mapping holds both seal pages.
         let [mid, tail] = offsets.map(|o| unsafe { seal(base, o) });
@@ -275,7 +277,7 @@ impl Attachment {
                          it open)",
             });
         }
-        if !is_new && t.seal_gen.load(SeqCst) == gen {
+        if opening.is_some() && t.seal_gen.load(SeqCst) == gen {
             // SAFETY: the caller's mapping holds the state.
             let found = unsafe { state_sum(base, fd, layout.state_offset, layout.state_len) };
             let expected = t.seal_sum.load(SeqCst);

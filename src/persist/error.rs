@@ -122,9 +122,9 @@ pub enum RegionError {
         /// The state's hash now.
         found: u64,
     },
-    /// Opening or leaving: another process (`holder_pid`, alive) kept the region's attach
-    /// lock, which an attach or a leave holds for milliseconds, longer than the opener
-    /// waits (`waited`): it is stopped, or stuck.
+    /// Opening: another process (`holder_pid`, alive) kept the region's attach lock, which
+    /// an attach or a leave holds for milliseconds, for longer than the opener's timeout
+    /// (`waited`): it is stopped, or stuck.
     Busy {
         /// The process holding the lock.
         holder_pid: u64,
