@@ -161,7 +161,8 @@ fn flip_byte(path: &Path, at: u64, with: u8) -> u8 {
 }
 
 /// RED-18: one byte of a left region's state changed on disk (a byte the pool's lists
-/// follow, a byte of a page that was zero, the first and the last) is refused at open,
+/// follow, a byte of a page that was zero, the first and the last, a byte of a block's
+/// header) is refused at open,
 /// with the file left as it was; put back, the region opens with every object.
 #[test]
 fn a_state_byte_changed_while_nobody_had_the_region_open_is_refused() {
@@ -176,12 +177,15 @@ fn a_state_byte_changed_while_nobody_had_the_region_open_is_refused() {
                 .all(|&b| b == 0)
         })
         .expect("a page of the state that is all zero");
+    // A block's header (its lists' links): the first page of the unit of a live object.
+    let header = live[0].0.get() & !((2 << 20) - 1);
     for at in [
         start,
         start + 0x1a5a,
         start + 0x283d,
         zero_page + 100,
         start + len - 1,
+        header + 40,
     ] {
         flip_byte(&f, at, 0x40);
         let damaged = fs::read(&f).unwrap();

@@ -30,7 +30,8 @@
 //!
 //! **The state seal.** The last process to leave writes `SEAL_SUM`, a hash of the state
 //! area (the pool, its lists, the registry, the unit states and the heaps: every word an
-//! opener follows before it reaches a block), then `SEAL_GEN = GEN`. Every attach bumps
+//! opener follows before it reaches a block) and of the first page of every unit (a
+//! block's header and run table, where the lists' links are), then `SEAL_GEN = GEN`. Every attach bumps
 //! `GEN` before it changes anything, so `SEAL_GEN = GEN` says nobody has had the region
 //! open since the seal was written, and the first process to open it checks that the state
 //! still hashes to `SEAL_SUM`: a state whose bytes changed while nobody had it open (a
@@ -40,15 +41,16 @@
 //! leaves anything half done that the other could misread, since the sum is stored before
 //! `SEAL_GEN` and `GEN` is bumped before the region changes). Not checked: a region whose
 //! last process died with it open (its seal is older than its `GEN`: the dead process's
-//! heaps are reaped as usual), and the blocks' own bytes (object data and the links of free
-//! slots, which only their owner's code writes).
+//! heaps are reaped as usual), and the rest of the blocks' bytes (object data and the links
+//! of free slots).
 //!
 //! Invariants: a slot is nonzero exactly while its process has the region open (or until
 //! the process is found dead); `GEN` only grows; after an attach completes the seals equal
-//! `GEN`; `SEAL_GEN = GEN` implies no slot is held and `SEAL_SUM = state_sum(state)`.
+//! `GEN`; `SEAL_GEN = GEN` implies no slot is held and `SEAL_SUM = seal_sum(region)`.
 
 use super::error::RegionError;
 use super::header::{Layout, HEADER_BYTES};
+use crate::class::BLOCK_SIZE;
 use crate::os::shared_mem::{self, Fd};
 use core::sync::atomic::{AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::time::{Duration, Instant};
@@ -75,7 +77,7 @@ struct Table {
     lock: AtomicU64,
     /// `GEN` when the state seal was written (see the module docs).
     seal_gen: AtomicU64,
-    /// [`state_sum`] of the state when the seal was written.
+    /// [`seal_sum`] of the region when the seal was written.
     seal_sum: AtomicU64,
     slots: [AtomicU64; ATTACH_SLOTS],
 }
@@ -84,13 +86,12 @@ const _: () = assert!(size_of::<Table>() == (TABLE_WORDS + ATTACH_SLOTS) * 8);
 
 /// This process's slot in a region's attach table: freed when dropped.
 pub(crate) struct Attachment {
-    /// A mapping of its own of the header page and the state (the region's may be gone
-    /// when it drops): `view_len = state_offset + state_len` bytes.
+    /// A mapping of its own of the whole region (the region's may be gone when it drops),
+    /// for the attach table and the seal.
     page: *mut u8,
-    view_len: usize,
+    layout: Layout,
     /// The region's file (or shared memory object), for its holes.
     fd: Fd,
-    state_offset: usize,
     slot: usize,
     word: u64,
     file: bool,
@@ -136,47 +137,68 @@ impl Drop for SealLock<'_> {
     }
 }
 
-/// The granule [`state_sum`] hashes by: pages of zeros (a file's holes among them) are
+/// The granule [`seal_sum`] hashes by: pages of zeros (a file's holes among them) are
 /// left out, so that a sparse state costs only what it holds.
 const SUM_PAGE: usize = 4096;
 
-/// A hash of the state's bytes, `[from, from + len)` of the file `fd` mapped at `base`
-/// (`from` and `len` multiples of [`SUM_PAGE`]): what the state seal compares. Every page
-/// that is not all zero counts, with its index; the file's holes are skipped unread. It
-/// detects damage (any changed byte changes it but with odds of 2^-64); it does not
-/// authenticate.
+/// What the state seal compares: a hash of every page of the state and of the first page
+/// of every unit (a block's header and run table: the lists' links live there too), of
+/// the region of `layout` in the file `fd` mapped at `base`. See [`sum_pages`].
 ///
 /// # Safety
-/// `[base + from, base + from + len)` is mapped readable for the call.
-unsafe fn state_sum(base: *const u8, fd: &Fd, from: usize, len: usize) -> u64 {
-    const K: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mix = |h: u64, w: u64| (h ^ w).wrapping_mul(K).rotate_left(29);
-    debug_assert!(from.is_multiple_of(SUM_PAGE) && len.is_multiple_of(SUM_PAGE));
-    let mut sum = len as u64;
-    // Pages from here on are not hashed yet (extents of a file system's smaller blocks may
+/// The region of `layout` is mapped readable at `base` for the call.
+unsafe fn seal_sum(base: *const u8, fd: &Fd, layout: &Layout) -> u64 {
+    let state = (layout.state_offset, layout.state_offset + layout.state_len);
+    let units = (layout.blocks_offset, layout.blocks_offset + layout.unit_count * BLOCK_SIZE);
+    // SAFETY: both ranges lie in the caller's mapping.
+    let (a, b) = unsafe {
+        (
+            sum_pages(base, fd, state, SUM_PAGE),
+            sum_pages(base, fd, units, BLOCK_SIZE),
+        )
+    };
+    mix(a, b)
+}
+
+/// One step of the hashes below.
+fn mix(h: u64, w: u64) -> u64 {
+    (h ^ w).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29)
+}
+
+/// A hash of the pages at `from`, `from + step`, `from + 2 step`... below `to` (`from` and
+/// `step` multiples of [`SUM_PAGE`]) of the file `fd` mapped at `base`: every one that is
+/// not all zero counts, with its index; the file's holes are skipped unread. It detects
+/// damage (a changed byte changes it but with odds of 2^-64); it does not authenticate.
+///
+/// # Safety
+/// `[base + from, base + to)` is mapped readable for the call.
+unsafe fn sum_pages(base: *const u8, fd: &Fd, (from, to): (usize, usize), step: usize) -> u64 {
+    debug_assert!(from.is_multiple_of(SUM_PAGE) && step.is_multiple_of(SUM_PAGE));
+    let mut sum = mix(from as u64, to as u64);
+    // Pages below `next` are hashed already (extents of a file system's smaller blocks may
     // share a page).
-    let mut next = from / SUM_PAGE;
-    for (start, end) in fd.data_extents(from as u64, (from + len) as u64) {
-        let first = (start as usize / SUM_PAGE).max(next);
-        let last = (end as usize).div_ceil(SUM_PAGE).min((from + len) / SUM_PAGE);
-        next = next.max(last);
-        for page in first..last {
+    let mut next = from;
+    for (start, end) in fd.data_extents(from as u64, to as u64) {
+        // The first page of the series at or after the extent's start, and after `next`.
+        let start = (start as usize / SUM_PAGE * SUM_PAGE).max(next);
+        let mut page = from + (start - from).div_ceil(step) * step;
+        while page < (end as usize).min(to) && page + SUM_PAGE <= to {
             // Four independent lanes: a word's multiply does not wait for the last's.
-            let mut lanes = [K, K.rotate_left(16), K.rotate_left(32), K.rotate_left(48)];
+            let mut lanes = [1u64, 2, 3, 4];
             let mut any = 0;
             for i in 0..SUM_PAGE / 8 {
-                // SAFETY: the page lies in the caller's range (extents are within it and
-                // `from`, `len` are page multiples); read as an atomic because another
-                // process may (in a damaged region) be writing it.
-                let w = unsafe { &*base.add(page * SUM_PAGE + i * 8).cast::<AtomicU64>() }
-                    .load(Relaxed);
+                // SAFETY: the page lies in the caller's range; read as an atomic because
+                // another process may (in a damaged region) be writing it.
+                let w = unsafe { &*base.add(page + i * 8).cast::<AtomicU64>() }.load(Relaxed);
                 any |= w;
                 lanes[i % 4] = mix(lanes[i % 4], w);
             }
             if any != 0 {
                 sum = lanes.iter().fold(mix(sum, page as u64), |h, &l| mix(h, l));
             }
+            page += step;
         }
+        next = next.max(page);
     }
     sum
 }
@@ -233,17 +255,15 @@ impl Attachment {
         opening: Option<Duration>,
     ) -> Result<Attachment, RegionError> {
         // Mapped before anything is claimed: nothing is left to undo if it fails.
-        let view_len = layout.state_offset + layout.state_len;
-        let page = shared_mem::map_shared(fd, view_len, HEADER_BYTES.max(crate::os::page_size()))
+        let page = shared_mem::map_shared(fd, layout.capacity, HEADER_BYTES.max(crate::os::page_size()))
             .map_err(|e| RegionError::os("map the region's header", e))?;
         // No slot yet (`ATTACH_SLOTS`): dropped on an error, it only unmaps its view.
         let mut attachment = Attachment {
             page,
-            view_len,
+            layout: *layout,
             fd: fd
                 .try_clone()
                 .map_err(|e| RegionError::os("keep the region's descriptor", e))?,
-            state_offset: layout.state_offset,
             slot: ATTACH_SLOTS,
             word: shared_mem::process_word(),
             file,
@@ -279,7 +299,7 @@ impl Attachment {
         }
         if opening.is_some() && t.seal_gen.load(SeqCst) == gen {
             // SAFETY: the caller's mapping holds the state.
-            let found = unsafe { state_sum(base, fd, layout.state_offset, layout.state_len) };
+            let found = unsafe { seal_sum(base, fd, layout) };
             let expected = t.seal_sum.load(SeqCst);
             if found != expected {
                 return Err(RegionError::StateDamaged { expected, found });
@@ -353,9 +373,8 @@ impl Drop for Attachment {
             let lock = SealLock::take(t, self.word, LOCK_PATIENCE).ok();
             let _ = t.slots[self.slot].compare_exchange(self.word, 0, SeqCst, SeqCst);
             if lock.is_some() && t.slots.iter().all(|w| w.load(SeqCst) == 0) {
-                let state = self.view_len - self.state_offset;
-                // SAFETY: the attachment's view holds the state.
-                let sum = unsafe { state_sum(self.page, &self.fd, self.state_offset, state) };
+                // SAFETY: the attachment's view maps the region.
+                let sum = unsafe { seal_sum(self.page, &self.fd, &self.layout) };
                 t.seal_sum.store(sum, SeqCst);
                 t.seal_gen.store(t.gen.load(SeqCst), SeqCst);
             }
@@ -365,7 +384,7 @@ impl Drop for Attachment {
             if self.file {
                 let _ = shared_mem::sync(self.page, HEADER_BYTES);
             }
-            shared_mem::unmap_shared(self.page, self.view_len);
+            shared_mem::unmap_shared(self.page, self.layout.capacity);
         }
     }
 }
@@ -403,38 +422,48 @@ mod tests {
     }
 
     #[test]
-    fn the_state_sum_sees_every_byte_and_not_how_the_file_stores_its_zeros() {
+    fn the_sum_sees_every_byte_of_its_pages_and_not_how_the_file_stores_its_zeros() {
         let name = CName::new(format!("/cohort-sum-{}", shared_mem::pid()).as_bytes()).unwrap();
         let _ = shared_mem::unlink(Kind::SharedMemory, &name);
         let fd = shared_mem::create_exclusive(Kind::SharedMemory, &name).unwrap();
         shared_mem::unlink(Kind::SharedMemory, &name).unwrap();
-        let len = 4 * SUM_PAGE;
+        let len = 6 * SUM_PAGE;
         fd.set_len(len as u64).unwrap();
         let p = shared_mem::map_shared(&fd, len, SUM_PAGE).unwrap();
         // SAFETY: `p` maps `len` bytes of the object for the whole test.
-        let sum = || unsafe { state_sum(p, &fd, SUM_PAGE, 2 * SUM_PAGE) };
-        let zeros = sum();
-        // SAFETY: as above; page 3 is outside the range hashed.
-        unsafe { p.add(3 * SUM_PAGE + 5).write(1) };
-        assert_eq!(sum(), zeros, "bytes outside the range do not count");
+        let every = || unsafe { sum_pages(p, &fd, (SUM_PAGE, 3 * SUM_PAGE), SUM_PAGE) };
+        // SAFETY: as above: pages 1, 3 and 5.
+        let odd = || unsafe { sum_pages(p, &fd, (SUM_PAGE, 6 * SUM_PAGE), 2 * SUM_PAGE) };
+        let (zeros, odd_zeros) = (every(), odd());
+        // SAFETY: as above; page 3 is outside the first range, page 4 off the second's.
+        unsafe {
+            p.add(3 * SUM_PAGE + 5).write(1);
+            p.add(4 * SUM_PAGE + 5).write(1);
+        }
+        assert_eq!(every(), zeros, "bytes outside the range do not count");
+        let odd_base = odd();
+        assert_ne!(odd_base, odd_zeros, "page 3 counts in the series 1, 3, 5");
+        // SAFETY: as above.
+        unsafe { p.add(4 * SUM_PAGE + 6).write(1) };
+        assert_eq!(odd(), odd_base, "page 4 is not in the series");
         // SAFETY: as above.
         unsafe { p.add(2 * SUM_PAGE + 7).write(9) };
-        let base = sum();
+        let base = every();
         assert_ne!(base, zeros);
         for at in (SUM_PAGE..3 * SUM_PAGE).step_by(61) {
             // SAFETY: as above.
             unsafe {
                 let old = p.add(at).read();
                 p.add(at).write(old ^ 0x10);
-                assert_ne!(sum(), base, "byte {at:#x} changed");
+                assert_ne!(every(), base, "byte {at:#x} changed");
                 p.add(at).write(old);
             }
         }
-        assert_eq!(sum(), base);
+        assert_eq!(every(), base);
         // Page 1 written with zeros is data now, not a hole: the sum is the same.
         // SAFETY: as above.
         unsafe { p.add(SUM_PAGE).write_bytes(0, SUM_PAGE) };
-        assert_eq!(sum(), base, "a page of zeros counts as a hole does");
+        assert_eq!(every(), base, "a page of zeros counts as a hole does");
         // SAFETY: mapped above, unmapped once.
         unsafe { shared_mem::unmap_shared(p, len) };
     }
