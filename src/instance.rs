@@ -28,7 +28,7 @@ use crate::os;
 use crate::per_thread;
 use crate::heap::Heap;
 use crate::pool::place::{self, Layout, SharedParts};
-use crate::pool::{Leave, Pool};
+use crate::pool::{AfterLeave, Leave, Pool};
 use crate::region::UNIT;
 use crate::sync::{AtomicPtr, AtomicU64, Ordering};
 use core::cell::UnsafeCell;
@@ -277,6 +277,10 @@ pub(crate) struct Placement {
     pub(crate) sync_on_leave: bool,
     /// Unmaps the region from this process: `unmap(base, len, sync_on_leave)`.
     pub(crate) unmap: unsafe fn(*mut u8, usize, bool),
+    /// Run after `unmap`, when the last of this process's references to the region goes
+    /// (see [`AfterLeave`]); not run when the instance is refused (the caller still owns
+    /// what it names).
+    pub(crate) after_leave: Option<AfterLeave>,
 }
 
 /// The bytes of a shared region's state area for `unit_count` units of blocks and
@@ -383,6 +387,7 @@ impl Instance {
             base: p.base,
             len: p.len,
             sync: p.sync_on_leave,
+            after: p.after_leave,
         });
         // SAFETY: as in `init_pool`: the pool is not shared with any thread yet.
         unsafe { instance.publish(&mut list, pool) };

@@ -150,6 +150,7 @@ impl Geometry {
             is_new,
             sync_on_leave: false,
             unmap: unmap_anonymous,
+            after_leave: None,
         }
     }
 }

@@ -13,7 +13,7 @@ use crate::lifetime::Lifetime;
 use crate::offset::Off;
 use crate::os;
 use crate::os::shared_mem::{self, Kind};
-use crate::pool::place;
+use crate::pool::{place, AfterLeave};
 use core::alloc::Layout as MemLayout;
 use core::fmt;
 use core::ops::Deref;
@@ -65,10 +65,8 @@ use core::sync::atomic::Ordering;
 /// # Ok::<(), cohort::RegionError>(())
 /// ```
 pub struct SharedCohort<L: Lifetime = ()> {
+    /// Its view of the region holds the attachment (see `drop_attachment`).
     cohort: Cohort<L>,
-    /// Dropped after `cohort` (fields drop in order): the slot is freed once the region is
-    /// written and unmapped.
-    attachment: Option<Attachment>,
     base: *mut u8,
     layout: Layout,
     name: Name,
@@ -110,6 +108,19 @@ impl<L: Lifetime> fmt::Debug for SharedCohort<L> {
 unsafe fn unmap_named(base: *mut u8, len: usize, sync: bool) {
     // SAFETY: the caller's guarantee.
     let _ = unsafe { shared_mem::leave(base, len, sync) };
+}
+
+/// Drops a boxed attachment (an [`AfterLeave`]): run when the last of this process's
+/// references to the region's view goes, after the region is written and unmapped, so that
+/// the slot is freed and the state sealed only when no thread of the process can write to
+/// it any more (a thread whose heap the leave orphaned gives it back later, at its next
+/// look-up or exit).
+///
+/// # Safety
+/// `data` is a `Box<Attachment>` turned into a raw pointer, dropped once, here.
+unsafe fn drop_attachment(data: *mut ()) {
+    // SAFETY: the caller's guarantee.
+    drop(unsafe { Box::from_raw(data.cast::<Attachment>()) });
 }
 
 /// The layout `new_in` allocates a `T` with (a zero-sized `T` takes one byte).
@@ -191,6 +202,7 @@ impl<L: Lifetime> SharedCohort<L> {
         cgroup_hint: usize,
     ) -> Result<SharedCohort<L>, (RegionError, Name)> {
         let (base, layout, attachment) = mapping.into_raw();
+        let attachment = attachment.map(|a| Box::into_raw(Box::new(a)));
         let placement = Placement {
             base,
             len: layout.capacity,
@@ -201,6 +213,10 @@ impl<L: Lifetime> SharedCohort<L> {
             is_new,
             sync_on_leave: name.kind == Kind::File,
             unmap: unmap_named,
+            after_leave: attachment.map(|a| AfterLeave {
+                run: drop_attachment,
+                data: a.cast(),
+            }),
         };
         // SAFETY: the mapping is shared, read-write and ours; only `unmap_named` unmaps it
         // once the instance has it. A new region reads zero (just sized) and nobody else
@@ -210,15 +226,20 @@ impl<L: Lifetime> SharedCohort<L> {
         match unsafe { Instance::placed_or_why(placement, Cohort::<L>::INSIDE_COUNT, Cohort::<L>::NAMES) } {
             Ok(core) => Ok(SharedCohort {
                 cohort: Cohort::from_core(core),
-                attachment,
                 base,
                 layout,
                 name,
                 cgroup_hint,
             }),
             Err(why) => {
-                // SAFETY: the instance was not built: the mapping is still ours alone.
-                unsafe { shared_mem::unmap_shared(base, layout.capacity) };
+                // SAFETY: the instance was not built: the mapping is still ours alone, and
+                // so is the attachment (its slot freed after the unmap).
+                unsafe {
+                    shared_mem::unmap_shared(base, layout.capacity);
+                    if let Some(a) = attachment {
+                        drop_attachment(a.cast());
+                    }
+                }
                 let e = match why {
                     Refused::AttachedHere => RegionError::AlreadyOpen {
                         name: name.shown.clone(),
@@ -234,6 +255,13 @@ impl<L: Lifetime> SharedCohort<L> {
     /// to disk, and the region is unmapped. Everything allocated in it stays. Dropping a
     /// `SharedCohort` does the same, without reporting a failed write.
     ///
+    /// The calling thread's heap goes back at once. A heap another thread of the process
+    /// holds (it allocated in the region and lives on) goes back when that thread next
+    /// looks up a heap (a first allocation in any instance) or exits; until the last one
+    /// has, the process keeps the region mapped and its place in the region's attach table
+    /// (then the file is written once more, and, if it was the last process, the state is
+    /// sealed).
+    ///
     /// # Errors
     /// [`RegionError::Os`] when writing a file's pages to disk failed.
     pub fn leave(self) -> Result<(), RegionError> {
@@ -248,14 +276,9 @@ impl<L: Lifetime> SharedCohort<L> {
                 .map_err(|e| RegionError::os("write the region to its file", e)),
             Kind::SharedMemory => Ok(()),
         };
-        let SharedCohort {
-            cohort,
-            attachment,
-            name,
-            ..
-        } = self;
+        let SharedCohort { cohort, name, .. } = self;
+        // The last of this process's references to the view drops the attachment.
         drop(cohort);
-        drop(attachment);
         (synced, name)
     }
 

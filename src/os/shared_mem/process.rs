@@ -58,6 +58,11 @@ pub fn word_of(pid: i32, image: u8, start: u64) -> u64 {
     (pid as u64) << PID_SHIFT | u64::from(image) << IMAGE_SHIFT | (start & START_MASK)
 }
 
+/// The pid a process word names.
+pub fn pid_of_word(word: u64) -> u64 {
+    word >> PID_SHIFT
+}
+
 /// True when process words `a` and `b` name one process (and program image): equal, or of
 /// one pid where either has no start time (see [`process_word`]).
 pub fn same_process(a: u64, b: u64) -> bool {
