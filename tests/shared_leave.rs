@@ -6,21 +6,13 @@
 mod common;
 
 use cohort::Cohort;
-use common::processes::{in_child, wait_ok, wait_status};
+use common::processes::{in_child, kill_once_set, mappings, wait_ok};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
 cohort::lifetime_classes! {
     enum Life { Short, Long }
-}
-
-/// The number of mappings of this process.
-fn mappings() -> usize {
-    std::fs::read_to_string("/proc/self/maps")
-        .expect("maps")
-        .lines()
-        .count()
 }
 
 /// A long-lived worker allocates in each of 50 shared instances that the main thread then
@@ -101,12 +93,7 @@ fn a_dead_processs_orphaned_heap_is_taken_over() {
             std::thread::sleep(Duration::from_millis(10));
         }
     });
-    while flag.load(Ordering::Acquire) == 0 {
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    // SAFETY: our own child.
-    unsafe { libc::kill(child, libc::SIGKILL) };
-    assert!(libc::WIFSIGNALED(wait_status(child)));
+    kill_once_set(child, flag);
     assert_eq!(a.reap_dead_processes(), 1, "the child's orphaned heap");
     // SAFETY: nobody else uses the region.
     unsafe { a.verify() }.expect("verifies");
