@@ -77,11 +77,16 @@ fn a_growing_buffer_takes_a_longer_cached_mapping() {
     let mut p = a.malloc(len, ());
     fill(p, 0, len);
     // Growing past its mapping, to 4 MiB (32 MiB is within 16 times that): it moves into
-    // the cached mapping, with one copy and no system call.
+    // the cached mapping, with one copy and no system call; or, when the OS placed the
+    // 3 MiB mapping right below the cached one, it grows in place into it.
     let before = system_calls(&a);
+    let old = p;
     // SAFETY: `p` holds `len` bytes of this instance's class.
     p = unsafe { a.recalloc(p, len, 4 * MIB, ()) };
-    assert_eq!(p, q, "the cached mapping was taken");
+    assert!(
+        p == q || (p == old && old as usize + len == q as usize),
+        "the cached mapping was taken: {p:?}, cached {q:?}, old {old:?}"
+    );
     check(p, len);
     for i in (len..4 * MIB).step_by(4093) {
         // SAFETY: `p` holds 4 MiB.

@@ -210,8 +210,8 @@ impl Instance {
 
     /// True when slot `off` of block `h` waits in the calling thread's batch as the
     /// first of its block's chain (the thread's last free of the block): already free, as
-    /// the first of a block's free list is. The release-build check of
-    /// [`Instance::find_misuse`] (a try-free, a resize's old allocation) asks.
+    /// the first of a block's free list is. [`Instance::find_misuse`] asks where it has no
+    /// live bits (`try_free` in a build without checked mode).
     pub(crate) fn is_first_pending(&self, h: &Header, off: u32) -> bool {
         // SAFETY: null or the calling thread's own heap, live while it holds it.
         let me = unsafe { per_thread::find_own(self.instance_id()).as_ref() };
