@@ -210,7 +210,9 @@ pub use lookup::Allocation;
 pub use misuse::{set_misuse_hook, Misuse, Problem};
 pub use offset::Off;
 #[cfg(not(loom))]
-pub use persist::{CreateOptions, OpenOptions, Place, RegionError, SharedCohort, ROOT_SLOTS};
+pub use persist::{
+    CreateOptions, OpenOptions, Place, RegionError, Salvage, SharedCohort, ROOT_SLOTS,
+};
 #[cfg(not(loom))]
 pub use placement::{max_expand, Footprint};
 pub use region::options::{HugePages, PlacementError, RegionOptions};

@@ -42,10 +42,12 @@ mod error;
 mod header;
 mod mapping;
 mod named;
+mod salvage;
 
 pub use error::RegionError;
 pub use header::ROOT_SLOTS;
 pub use named::SharedCohort;
+pub use salvage::Salvage;
 
 use crate::os::shared_mem::Kind;
 use mapping::Name;

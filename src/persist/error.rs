@@ -106,7 +106,8 @@ pub enum RegionError {
     /// hand out live objects' memory again: a copy of a region file made while a process
     /// had it open, or a file a machine crash left while it was open. Nothing in it is
     /// changed. (Opening the original, in the same boot, is not refused: its processes'
-    /// deaths are handled as usual.)
+    /// deaths are handled as usual.) Its data can still be read, without its allocator,
+    /// through [`crate::SharedCohort::salvage`].
     Unclean {
         /// What was found.
         reason: &'static str,
@@ -115,7 +116,8 @@ pub enum RegionError {
     /// not what its last process left: a byte changed while nobody had it open (damage on
     /// disk, a stray write into the file). Following it could hand out memory twice or
     /// reach a wild address, so it is refused; nothing in it is changed. Remove it and
-    /// create it again, or restore it from a copy made while nobody had it open.
+    /// create it again, or restore it from a copy made while nobody had it open; its data
+    /// can still be read through [`crate::SharedCohort::salvage`].
     StateDamaged {
         /// The state's hash when its last process left.
         expected: u64,

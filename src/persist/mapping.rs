@@ -62,7 +62,7 @@ impl Name {
         })
     }
 
-    fn os(&self, op: &'static str, e: io::Error) -> RegionError {
+    pub(crate) fn os(&self, op: &'static str, e: io::Error) -> RegionError {
         match e.kind() {
             io::ErrorKind::NotFound => RegionError::NotFound {
                 name: self.shown.clone(),

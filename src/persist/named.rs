@@ -34,8 +34,9 @@ use core::sync::atomic::Ordering;
 /// made while a process had it open (`cp`, a backup, a snapshot) and a file that was open
 /// when the machine stopped: their pages may be of different moments, and allocating from
 /// them would hand out live objects' memory again. After a machine crash nothing is
-/// guaranteed of a file region that was open; there is no recovery (remove it and create
-/// it again). A process killed while the others go on is not a crash: the survivors take
+/// guaranteed of a file region that was open: its allocator is not recovered, but its
+/// data can be read ([`SharedCohort::salvage`]: root slots and bytes, read-only) and
+/// copied into a new region. A process killed while the others go on is not a crash: the survivors take
 /// its heaps over, and the region opens as usual.
 ///
 /// Dropping it (or [`SharedCohort::leave`]) leaves the region: this process's heaps go back
@@ -130,7 +131,7 @@ fn layout_of<T>() -> MemLayout {
 }
 
 /// What this build expects of a region for `L`.
-fn expected<L: Lifetime>() -> Expected {
+pub(super) fn expected<L: Lifetime>() -> Expected {
     Expected {
         life_count: L::COUNT,
         life_names: header::names_hash(L::NAMES),
