@@ -369,7 +369,10 @@ impl Drop for Attachment {
     fn drop(&mut self) {
         // SAFETY: the attachment's own mapping of the header page and the state.
         let t = unsafe { table(self.page) };
-        if self.slot < ATTACH_SLOTS {
+        // A fork child's copy of its parent's attachment: the slot is the parent's, which
+        // has the region open still (the child never claimed one of its own).
+        let ours = shared_mem::same_process(shared_mem::process_word(), self.word);
+        if self.slot < ATTACH_SLOTS && ours {
             // Without the lock (a live holder that does not let go) the slot is freed all
             // the same and no seal is written: the next opener finds none to check.
             let lock = SealLock::take(t, self.word, LOCK_PATIENCE).ok();
