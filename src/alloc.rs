@@ -257,6 +257,12 @@ impl Instance {
                 .or_else(|| promotion::alloc(heap, class, life)),
             Some(heap) => heap
                 .alloc_slow(class, life, || per_thread::find_own(instance))
+                .inspect(|&(p, _)| {
+                    // The block the slot came from collected its remote frees: the last
+                    // promoted one among them clears its flag.
+                    // SAFETY: p is a slot of a live block of this heap.
+                    promotion::settle(heap, unsafe { &*crate::block::header_of(p) });
+                })
                 .or_else(|| promotion::alloc(heap, class, life)),
         };
         // Out of memory: in a shared instance, dead processes' heaps may hold free slots
