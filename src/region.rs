@@ -91,6 +91,13 @@ impl Backing {
         fresh: true,
         fallback: false,
     };
+    /// A reservation of exact capacity (`Cohort::with_reservation`): as [`Backing::PRIVATE`],
+    /// with large allocations inside, so that nothing the instance hands out is outside
+    /// its capacity.
+    pub(crate) const RESERVATION: Backing = Backing {
+        serves_large: true,
+        ..Backing::PRIVATE
+    };
     /// A region shared between processes: mapped writable, memory removed when given back,
     /// large allocations inside (a mapping of one process would be invisible to the others).
     pub(crate) const SHARED: Backing = Backing {
@@ -184,15 +191,22 @@ unsafe impl Sync for Region {}
 
 impl Region {
     /// Reserves `bytes` of address space (rounded down to units; at least one unit). With
-    /// `exact` false, halves the request until the OS accepts. Returns the region and its
-    /// lock-guarded state, or `None` if nothing could be reserved.
+    /// `exact` false, halves the request until the OS accepts, and large allocations are
+    /// outside it ([`Backing::PRIVATE`]); with `exact` the capacity is all the instance
+    /// has, large allocations included ([`Backing::RESERVATION`]). Returns the region and
+    /// its lock-guarded state, or `None` if nothing could be reserved.
     pub(crate) fn new(bytes: usize, exact: bool, checked: bool) -> Option<(Region, RegionState)> {
         let mut unit_count = (bytes / UNIT).max(1);
         loop {
             let len = unit_count * UNIT;
             let base = os::reserve(len, UNIT);
             if !base.is_null() {
-                return Self::with_base(base, unit_count, checked);
+                let backing = if exact {
+                    Backing::RESERVATION
+                } else {
+                    Backing::PRIVATE
+                };
+                return Self::with_base(base, unit_count, checked, backing);
             }
             if exact || unit_count <= 64 {
                 return None;
@@ -201,7 +215,12 @@ impl Region {
         }
     }
 
-    fn with_base(base: *mut u8, unit_count: usize, checked: bool) -> Option<(Region, RegionState)> {
+    fn with_base(
+        base: *mut u8,
+        unit_count: usize,
+        checked: bool,
+        backing: Backing,
+    ) -> Option<(Region, RegionState)> {
         let len = unit_count * UNIT;
         let meta_len = os::page_round(placed_meta_len(unit_count))?;
         let meta = os::map(meta_len, os::MIN_PAGE);
@@ -225,7 +244,7 @@ impl Region {
             return None;
         }
         // SAFETY: `meta` and `shadow` are fresh, zeroed and ours, of the lengths computed.
-        let mut region = unsafe { Self::placed(base, unit_count, meta, shadow, Backing::PRIVATE) };
+        let mut region = unsafe { Self::placed(base, unit_count, meta, shadow, backing) };
         region.meta_len = meta_len;
         region.shadow_len = shadow_len;
         Some((region, RegionState::new()))

@@ -77,6 +77,56 @@ fn a_fixed_region_counts_large_allocations_against_its_capacity() {
 }
 
 #[test]
+fn a_reservation_counts_large_allocations_against_its_capacity() {
+    // 8 units of address space: four runs of 2 units, and nothing after them.
+    let a = Cohort::<Life>::with_reservation(16 * MIB);
+    let mut live = Vec::with_capacity(64);
+    assert_eq!(
+        fill(&a, 3 * MIB, Life::Long, &mut live),
+        4,
+        "16 MiB hold four 3 MiB allocations"
+    );
+    assert!(a.malloc(64, Life::Short).is_null(), "and no block");
+    assert!(
+        a.malloc(20 << 10, Life::Short).is_null(),
+        "nor a smaller large one"
+    );
+    let s = a.stats();
+    assert_eq!(
+        (s.large_allocations, s.large_bytes, s.run_units),
+        (4, 12 * MIB, 8)
+    );
+    assert_eq!((s.region_bytes, s.carved_blocks), (16 * MIB, 8));
+    assert!(
+        s.to_string().contains("8 units in large allocations"),
+        "{s}"
+    );
+    // Growing one past its units needs units the region does not have: null, and the
+    // allocation stays as it was.
+    let (p, size, life) = live[0];
+    // SAFETY: allocated by `fill` with this size and class.
+    let q = unsafe { a.remalloc(p, size, 5 * MIB, life) };
+    assert!(q.is_null(), "no room to grow past the capacity");
+    // SAFETY: as above; still live.
+    assert_eq!(unsafe { *p.add(size - 1) }, 0);
+    // A freed run's units serve blocks and small allocations again.
+    // SAFETY: allocated by `fill`, freed once.
+    unsafe {
+        let (p, size, life) = live.pop().unwrap();
+        a.free(p, size, life);
+    }
+    let mut small = Vec::with_capacity(1 << 18);
+    assert!(fill(&a, 1000, Life::Short, &mut small) > 0);
+    assert_eq!(a.stats().run_units, 6);
+    free_all(&a, &mut small);
+    free_all(&a, &mut live);
+    assert!(a.is_empty());
+    assert_eq!(a.stats().run_units, 0);
+    // SAFETY: no other thread uses `a`.
+    unsafe { a.verify() }.expect("the reservation verifies");
+}
+
+#[test]
 fn a_prefaulted_region_is_filled_and_filled_again_without_a_page_fault() {
     let options = RegionOptions::new(64 * MIB).prefault(true);
     let a = Cohort::<Life>::with_options(&options).expect("a prefaulted region");
