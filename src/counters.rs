@@ -99,7 +99,7 @@ impl HeadCounters {
         }
         // SAFETY: the table is `bytes()` long, mapped for self's life, and reads zero or
         // counts: the prefault writes each page's bytes back unchanged.
-        unsafe { os::placement::prefault(t.cast(), self.bytes()) }
+        unsafe { os::placement::prefault(t.cast(), self.bytes(), false) }
     }
 
     /// Adds `n` to counter `which` of head `head` (`life * CLASS_COUNT + class`).

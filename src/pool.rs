@@ -293,11 +293,12 @@ impl Pool {
     /// (nor, for a private pool, any of its blocks).
     pub(crate) unsafe fn destroy(pool: *mut Pool) {
         // SAFETY: the caller guarantees exclusive access; the region unmaps every block,
-        // and the large allocations go with the instance.
+        // and the large allocations go with the instance (in a placed region: this
+        // process's fallback mappings, which no other process can free).
         unsafe {
             let (area, area_len) = ((*pool).area, (*pool).area_len);
+            (&*pool).large.lock().unmap_all();
             if !area.is_null() {
-                (&*pool).large.lock().unmap_all();
                 ptr::drop_in_place((*pool).shared.cast_mut());
             }
             ptr::drop_in_place(pool);

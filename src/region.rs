@@ -66,7 +66,7 @@ pub(crate) struct Backing {
     /// anything).
     pub(crate) fresh: bool,
     /// A full region serves requests from private mappings of their own, in the large
-    /// table (a private region only: no other process would see them).
+    /// table (a region of one process only: no other process could free them).
     pub(crate) fallback: bool,
 }
 
@@ -145,6 +145,10 @@ pub(crate) struct RegionState {
     /// Live runs (large allocations in the region) and the bytes their sizes round to.
     runs: usize,
     run_bytes: usize,
+    /// The options the region was made with ([`options::RegionOptions`], as its words;
+    /// zero: none recorded), which every process that attaches the region applies to its
+    /// own view: kept memory, the lock, the prefault, transparent huge pages.
+    pub(crate) options: [u64; 2],
 }
 
 /// The bytes of a placed region's state ([`Region::placed`]): the unit bytes, then the
@@ -490,6 +494,7 @@ impl RegionState {
             bump: 0,
             runs: 0,
             run_bytes: 0,
+            options: [0; 2],
         }
     }
 }

@@ -269,3 +269,35 @@ fn a_full_region_that_falls_back_serves_private_mappings_which_every_free_finds(
     // SAFETY: no other thread uses `a`.
     unsafe { a.verify() }.expect("the region verifies");
 }
+
+/// True while `p`'s page is mapped in this process (`mincore` says `ENOMEM` otherwise).
+fn is_mapped(p: usize) -> bool {
+    let mut vec = 0u8;
+    // SAFETY: one page's status byte, into `vec`.
+    unsafe { libc::mincore((p & !4095) as *mut libc::c_void, 1, &mut vec) == 0 }
+}
+
+#[test]
+fn a_falling_back_region_s_fallback_mappings_go_with_it() {
+    // A thread of its own: the region goes when its last heap holder (this thread) exits.
+    let (inside, outside) = std::thread::spawn(|| {
+        let a = Cohort::<Life>::with_options(&RegionOptions::new(4 * MIB).fallback(true))
+            .expect("a fixed region with a fallback");
+        let run = a.malloc(3 * MIB, Life::Long);
+        let big = a.malloc(3 * MIB, Life::Long);
+        assert!(a.in_region(run) && !big.is_null() && !a.in_region(big));
+        // SAFETY: 3 MiB of ours each.
+        unsafe {
+            run.write_bytes(1, 3 * MIB);
+            big.write_bytes(2, 3 * MIB);
+        }
+        (run as usize, big as usize)
+    })
+    .join()
+    .unwrap();
+    assert!(!is_mapped(inside), "the region was unmapped");
+    assert!(
+        !is_mapped(outside),
+        "and so was its fallback mapping (not leaked)"
+    );
+}

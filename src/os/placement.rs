@@ -16,14 +16,15 @@ fn errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
-/// Faults every page of `[p, p + len)` in, writable (`MADV_POPULATE_WRITE`; on kernels
-/// without it, a write of each page's first byte, rewriting what it holds), so that no
-/// later access takes a page fault.
+/// Faults every page of `[p, p + len)` in, writable (`MADV_POPULATE_WRITE`), so that no
+/// later access takes a page fault. On kernels without it: a write of each page's first
+/// byte, rewriting what it holds; or, with `in_use` (others may be writing the range), a
+/// read of it, which maps the page without changing a byte.
 ///
 /// # Safety
-/// The range is mapped readable and writable, page aligned, and nobody else writes it
-/// meanwhile.
-pub(crate) unsafe fn prefault(p: *mut u8, len: usize) -> Result<(), i32> {
+/// The range is mapped readable and writable and page aligned; unless `in_use`, nobody
+/// else writes it meanwhile.
+pub(crate) unsafe fn prefault(p: *mut u8, len: usize, in_use: bool) -> Result<(), i32> {
     // SAFETY: the caller's range.
     if unsafe { libc::madvise(p.cast(), len, MADV_POPULATE_WRITE) } == 0 {
         return Ok(());
@@ -35,10 +36,14 @@ pub(crate) unsafe fn prefault(p: *mut u8, len: usize) -> Result<(), i32> {
     }
     let page = super::kernel_page_size();
     for at in (0..len).step_by(page) {
-        // SAFETY: in the caller's range; the same byte written back, nobody writes meanwhile.
+        // SAFETY: in the caller's range; read, or (nobody writes meanwhile) the same byte
+        // written back.
         unsafe {
             let q = p.add(at);
-            q.write_volatile(q.read_volatile());
+            let byte = q.read_volatile();
+            if !in_use {
+                q.write_volatile(byte);
+            }
         }
     }
     Ok(())

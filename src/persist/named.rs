@@ -14,6 +14,8 @@ use crate::offset::Off;
 use crate::os;
 use crate::os::shared_mem::{self, Kind};
 use crate::pool::place;
+use crate::region::options::RegionOptions;
+use crate::region::Backing;
 use core::alloc::Layout as MemLayout;
 use core::fmt;
 use core::ops::Deref;
@@ -144,9 +146,12 @@ impl<L: Lifetime> SharedCohort<L> {
             return Err(RegionError::Attach);
         }
         let name = place.name()?;
+        if let Some(region) = &options.region {
+            region.check_shared(name.kind == Kind::File)?;
+        }
         let expect = expected::<L>();
         let mapping = Mapping::create(&name, &options, &expect)?;
-        match Self::attach(mapping, name, true, 0) {
+        match Self::attach(mapping, name, 0, Some(options.region.as_ref())) {
             Ok(region) => {
                 region.header().publish_ready();
                 Ok(region)
@@ -178,17 +183,29 @@ impl<L: Lifetime> SharedCohort<L> {
         }
         let name = place.name()?;
         let mapping = Mapping::open(&name, &expected::<L>(), options.timeout)?;
-        Self::attach(mapping, name, false, options.cgroup_hint).map_err(|(e, _)| e)
+        Self::attach(mapping, name, options.cgroup_hint, None).map_err(|(e, _)| e)
     }
 
-    /// Builds the instance on a mapped region (formatting its state when `is_new`).
+    /// Builds the instance on a mapped region: a new one (`made`: with the options it is
+    /// made with, if any), whose state it formats, or one made before, whose recorded
+    /// options it applies to this process's mapping.
     fn attach(
         mapping: Mapping,
         name: Name,
-        is_new: bool,
         cgroup_hint: usize,
+        made: Option<Option<&RegionOptions>>,
     ) -> Result<SharedCohort<L>, (RegionError, Name)> {
         let (base, layout, attachment) = mapping.into_raw();
+        let is_new = made.is_some();
+        if let Some(Some(options)) = made {
+            // SAFETY: the new region's whole mapping, which nobody uses before it is
+            // published ready.
+            if let Err(e) = unsafe { options.apply(base, layout.capacity) } {
+                // SAFETY: the instance was not built: the mapping is still ours alone.
+                unsafe { shared_mem::unmap_shared(base, layout.capacity) };
+                return Err((e.into(), name));
+            }
+        }
         let placement = Placement {
             base,
             len: layout.capacity,
@@ -206,14 +223,30 @@ impl<L: Lifetime> SharedCohort<L> {
         // creator that formatted it with the geometry its header names, which the header's
         // validation found equal to this build's.
         match unsafe { Instance::placed(placement, Cohort::<L>::INSIDE_COUNT, Cohort::<L>::NAMES) } {
-            Some(core) => Ok(SharedCohort {
+            Some(core) => {
+                let pool = core.pool_if_any().expect("a placed instance has its pool");
+                // SAFETY: the instance was just made: no other thread of this process uses it.
+                let options = unsafe {
+                    RegionOptions::adopt(&pool.region, &mut pool.lock().region, Backing::SHARED, made.flatten())
+                };
+                // A refusal drops `core`: this process leaves the region again.
+                let applied = match is_new {
+                    true => Ok(()),
+                    // SAFETY: this process's whole mapping of the region.
+                    false => unsafe { options.apply_attached(base, layout.capacity) },
+                };
+                if let Err(e) = applied.and_then(|()| options.prefault_view(|| pool.counters.prefault())) {
+                    return Err((e.into(), name));
+                }
+                Ok(SharedCohort {
                 cohort: Cohort::from_core(core),
                 attachment,
                 base,
                 layout,
                 name,
                 cgroup_hint,
-            }),
+            })
+            }
             None => {
                 // SAFETY: the instance was not built: the mapping is still ours alone.
                 unsafe { shared_mem::unmap_shared(base, layout.capacity) };
