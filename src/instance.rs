@@ -274,6 +274,8 @@ pub(crate) struct Placement {
     pub(crate) is_new: bool,
     /// Passed to `unmap` when this process lets the region go.
     pub(crate) sync_on_leave: bool,
+    /// The mapping is private to this process (a private fixed region): see `Pool::private`.
+    pub(crate) private: bool,
     /// Unmaps the region from this process: `unmap(base, len, sync_on_leave)`.
     pub(crate) unmap: unsafe fn(*mut u8, usize, bool),
 }
@@ -339,6 +341,7 @@ impl Instance {
                 life_count,
                 shared_parts(life_count, CHECKED),
                 p.is_new,
+                p.private,
             )
         };
         if pool.is_null() {

@@ -235,6 +235,8 @@ impl<L: Lifetime> Cohort<L> {
         }
         let placement = crate::instance::Placement {
             unmap,
+            // A private fixed region: shared with no other process (see `Pool::private`).
+            private: backing == PRIVATE_MAPPING,
             ..g.placement(base, is_new)
         };
         // SAFETY: as the caller guarantees.

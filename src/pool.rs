@@ -127,6 +127,11 @@ pub(crate) struct Pool {
     refs: AtomicU64,
     /// How a shared pool's region is unmapped from this process once `refs` reaches 0.
     pub(crate) leave: Option<Leave>,
+    /// The region is mapped privately (a private fixed region, `Cohort::with_options`):
+    /// laid out as a shared one, shared with no other process. Its lock is a spin lock,
+    /// which the fork handlers take as a private pool's; a fork child keeps its thread's
+    /// heaps of it, and nobody else's death is reaped ([`Pool::is_process_shared`]).
+    pub(crate) private: bool,
     /// This view's per-head counters of slow-path events (see [`crate::counters`]).
     pub(crate) counters: HeadCounters,
 }
@@ -275,6 +280,7 @@ impl Pool {
                 0,
                 region_state,
                 &layout,
+                false,
             );
             debug_assert!(
                 formatted,
@@ -346,10 +352,19 @@ impl Pool {
         self.refs.store(1, Ordering::Relaxed);
     }
 
-    /// True when the pool is in a region shared between processes.
+    /// True when the pool is in a region laid out to be shared between processes (its
+    /// state in the region, its tokens the region's tag).
     #[inline]
     pub(crate) fn is_shared(&self) -> bool {
         self.tag != 0
+    }
+
+    /// True when other processes may use the pool's region: a shared region not mapped
+    /// privately ([`Pool::private`]). Such a pool's locks live with the other processes:
+    /// the fork handlers leave them alone.
+    #[inline]
+    pub(crate) fn is_process_shared(&self) -> bool {
+        self.is_shared() && !self.private
     }
 
     /// The upper half of the token of this pool's heap for a process whose id of the

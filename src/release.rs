@@ -200,7 +200,7 @@ impl<L: Lifetime> Cohort<L> {
         // `&mut self` excludes this process only: in a shared instance `Everyone` is this
         // process's heaps (and what nobody holds), never another process's heaps or the
         // blocks threads without a heap allocate from (any process's).
-        let everyone = exclusive && !pool.is_shared();
+        let everyone = exclusive && !pool.is_process_shared();
         // Whether a heap id names a heap this process holds.
         let held_here = |id: u32| {
             let record = pool.heap(id);

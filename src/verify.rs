@@ -147,7 +147,7 @@ impl<L: Lifetime> Cohort<L> {
     /// (call [`Cohort::verify`] when none uses the region).
     pub fn verify_exclusive(&mut self) -> Result<Verified, VerifyError> {
         assert!(
-            !self.core.pool_if_any().is_some_and(|p| p.is_shared()),
+            !self.core.pool_if_any().is_some_and(|p| p.is_process_shared()),
             "cohort: verify_exclusive on an instance shared between processes: `&mut self` \
              excludes this process's threads only; call the unsafe `verify` when no other \
              process uses the region"

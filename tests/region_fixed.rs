@@ -301,3 +301,32 @@ fn a_falling_back_region_s_fallback_mappings_go_with_it() {
         "and so was its fallback mapping (not leaked)"
     );
 }
+
+#[test]
+fn a_large_request_takes_the_units_of_the_callers_empty_blocks() {
+    // Two units: this thread's (empty) 64-byte block keeps one, which a 3 MiB request
+    // needs: given back first, as for a small request out of memory.
+    for a in [
+        Cohort::<Life>::with_reservation(4 * MIB),
+        Cohort::<Life>::with_options(&RegionOptions::new(4 * MIB)).expect("a fixed region"),
+    ] {
+        let p = a.malloc(64, Life::Short);
+        // SAFETY: allocated above.
+        unsafe { a.free(p, 64, Life::Short) };
+        let j = a.join(0).expect("a heap");
+        let q = j.malloc(64, Life::Long);
+        // SAFETY: allocated above.
+        unsafe { j.free(q, 64, Life::Long) };
+        // This thread's block and the join's hold both units: the join's request gives
+        // back both (its own heap's, and its thread's).
+        let big = j.malloc(3 * MIB, Life::Long);
+        assert!(!big.is_null(), "the empty blocks' units serve the run");
+        // SAFETY: allocated above.
+        unsafe { j.free(big, 3 * MIB, Life::Long) };
+        drop(j);
+        let big = a.malloc(3 * MIB, Life::Long);
+        assert!(!big.is_null());
+        // SAFETY: allocated above.
+        unsafe { a.free(big, 3 * MIB, Life::Long) };
+    }
+}

@@ -215,6 +215,7 @@ impl<L: Lifetime> SharedCohort<L> {
             unit_count: layout.unit_count,
             is_new,
             sync_on_leave: name.kind == Kind::File,
+            private: false,
             unmap: unmap_named,
         };
         // SAFETY: the mapping is shared, read-write and ours; only `unmap_named` unmaps it

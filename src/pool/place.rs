@@ -187,6 +187,7 @@ pub(crate) unsafe fn build(
                 area_len: 0,
                 refs: AtomicU64::new(1),
                 leave: None,
+                private: false,
                 counters: crate::counters::HeadCounters::new(layout.heads),
             },
         );
@@ -208,6 +209,7 @@ pub(crate) unsafe fn format(
     tag: u64,
     region: RegionState,
     layout: &Layout,
+    robust: bool,
 ) -> bool {
     let heads = HeadIndex::count(life_count);
     let area = pool.shared.cast_mut().cast::<u8>();
@@ -265,7 +267,7 @@ pub(crate) unsafe fn format(
         (*st).of_life = lists.add(heads) as usize - st as usize;
         // A shared pool's lock must survive a holder's death (see `RawPoolLock`).
         #[cfg(not(loom))]
-        if tag != 0 && !(*shared).state.raw().make_robust() {
+        if robust && !(*shared).state.raw().make_robust() {
             return false;
         }
     }
@@ -289,6 +291,7 @@ pub(crate) unsafe fn place(
     life_count: usize,
     parts: SharedParts,
     is_new: bool,
+    private: bool,
 ) -> *mut Pool {
     let shadow = if parts.checked {
         area.wrapping_add(layout.shadow)
@@ -318,7 +321,12 @@ pub(crate) unsafe fn place(
     }
     // SAFETY: as the caller guarantees.
     let pool = unsafe { build(region, area, layout, true) };
-    if pool.is_null() || !is_new {
+    if pool.is_null() {
+        return pool;
+    }
+    // SAFETY: just built, ours.
+    unsafe { (*pool).private = private };
+    if !is_new {
         return pool;
     }
     let tag = super::SHARED_TAG | u64::from(os::shared_mem::random_u32() >> 1);
@@ -331,6 +339,7 @@ pub(crate) unsafe fn place(
             tag,
             RegionState::new(),
             layout,
+            !private,
         )
     };
     if !formatted {

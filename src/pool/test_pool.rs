@@ -47,6 +47,7 @@ impl TestPool {
                 life_count,
                 parts,
                 true,
+                false,
             )
         };
         assert!(!pool.is_null(), "the pool was refused");
