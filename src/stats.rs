@@ -200,8 +200,9 @@ pub struct Stats {
     /// and kept, what the region's capacity is used by.
     pub run_units: usize,
     /// Every (size class, lifetime class) pair with a slow-path event since the allocator
-    /// started, by lifetime class then size class: this process's events (a region shared
-    /// between processes counts each process's own). Each allocation and each free is not
+    /// started, by lifetime class then size class. In a region shared between processes
+    /// (or a fixed region) the counts are region-wide: every process's events since the
+    /// region was made, kept across leave and open. Each allocation and each free is not
     /// counted (that would cost the fast paths an instruction each); `live` in `heads` is
     /// their difference.
     pub events: Vec<HeadEvents>,

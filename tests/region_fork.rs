@@ -97,3 +97,79 @@ fn a_fork_while_another_thread_holds_the_region_s_lock_leaves_the_child_a_lock_i
         }
     });
 }
+
+/// The events of the head of `stride` in lifetime class `life`.
+fn events(a: &Cohort<Life>, stride: usize, life: usize) -> cohort::HeadEvents {
+    a.stats()
+        .events
+        .into_iter()
+        .find(|e| e.stride == stride && e.life == life)
+        .unwrap_or_default()
+}
+
+#[test]
+fn the_counters_of_a_shared_region_count_every_process_s_events() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const EACH: usize = 20_000;
+    let a = Cohort::<Life>::shared_anonymous(64 * MIB).expect("a shared region");
+    let v: Vec<usize> = (0..2 * EACH)
+        .map(|_| a.malloc(1024, Life::Short) as usize)
+        .collect();
+    assert!(v.iter().all(|&p| p != 0));
+    let taken = events(&a, 1024, 0).blocks_taken;
+    assert!(taken >= 2, "{taken} blocks");
+    // A start line in the region, which both children see.
+    let go = a.malloc(64, Life::Long).cast::<AtomicU32>();
+    // SAFETY: 64 bytes of the region, ours; an atomic from here on.
+    unsafe { go.write(AtomicU32::new(0)) };
+    // SAFETY: as above, for the region's life.
+    let go = unsafe { &*go };
+    // Two processes free half each at once: every free is remote (the parent's heap owns
+    // the blocks), counted on the same head by both.
+    let children: Vec<_> = v
+        .chunks(EACH)
+        .map(|half| {
+            in_child(60, || {
+                while go.load(Ordering::Acquire) == 0 {
+                    std::hint::spin_loop();
+                }
+                for &p in half {
+                    // SAFETY: allocated by the parent before the fork, freed once (each
+                    // child frees its half).
+                    unsafe { a.free(p as *mut u8, 1024, Life::Short) };
+                }
+            })
+        })
+        .collect();
+    go.store(1, Ordering::Release);
+    for child in children {
+        wait_ok(child);
+    }
+    let e = events(&a, 1024, 0);
+    println!("after two processes' frees: {e:?}");
+    assert_eq!(
+        e.remote_frees,
+        2 * EACH as u64,
+        "region-wide: both children's remote frees, none lost"
+    );
+    assert_eq!(
+        e.blocks_taken, taken,
+        "the children took no block of the head"
+    );
+    // The parent collects them: its next allocations reuse the slots.
+    let again: Vec<_> = (0..2 * EACH).map(|_| a.malloc(1024, Life::Short)).collect();
+    assert!(again.iter().all(|p| !p.is_null()));
+    assert_eq!(
+        events(&a, 1024, 0).blocks_taken,
+        taken,
+        "the freed slots served them"
+    );
+    // SAFETY: allocated above, freed once.
+    unsafe {
+        for p in again {
+            a.free(p, 1024, Life::Short);
+        }
+        a.free((go as *const AtomicU32).cast_mut().cast(), 64, Life::Long);
+    }
+    assert!(a.is_empty());
+}

@@ -18,6 +18,7 @@
 use super::{BlockList, Pool, PoolShared, PoolState, MAX_HEAPS, RETAIN_EMPTY};
 use crate::block::BlockStack;
 use crate::class::HeadIndex;
+use crate::counters::HeadCounters;
 use crate::decay::{Decay, Idle, Retention};
 use crate::large::LargeTable;
 use crate::lifetime::ScopeClaims;
@@ -73,6 +74,8 @@ pub(crate) struct Layout {
     life_links: usize,
     /// The region's unit states and bitmap (shared only, else 0).
     region_meta: usize,
+    /// The per-head counters, region-wide (shared only, else 0: the view maps its own).
+    counters: usize,
     /// The heap slots (shared only, else 0).
     heaps: usize,
     heap_stride: usize,
@@ -114,6 +117,7 @@ impl Layout {
                 lists,
                 life_links,
                 region_meta: 0,
+                counters: 0,
                 heaps: 0,
                 heap_stride: 0,
                 shadow: 0,
@@ -124,6 +128,8 @@ impl Layout {
         };
         let region_meta = end.next_multiple_of(64);
         let end = region_meta.checked_add(placed_meta_len(unit_count))?;
+        let counters = end.next_multiple_of(64);
+        let end = counters.checked_add(HeadCounters::bytes_of(heads))?;
         let heaps = os::page_round(end)?;
         let heap_stride = parts.heap_stride.next_multiple_of(64);
         let end = heaps.checked_add(heap_stride.checked_mul(max_heaps as usize)?)?;
@@ -138,6 +144,7 @@ impl Layout {
             lists,
             life_links,
             region_meta,
+            counters,
             heaps,
             heap_stride,
             shadow: if parts.checked { shadow } else { 0 },
@@ -188,7 +195,11 @@ pub(crate) unsafe fn build(
                 refs: AtomicU64::new(1),
                 leave: None,
                 private: false,
-                counters: crate::counters::HeadCounters::new(layout.heads),
+                counters: if shared {
+                    HeadCounters::placed(area.add(layout.counters), layout.heads)
+                } else {
+                    HeadCounters::new(layout.heads)
+                },
             },
         );
     }
