@@ -56,9 +56,16 @@ fn a_fork_child_of_a_private_fixed_region_allocates_as_its_parent_would() {
         a.free(run as *mut u8, MIB, Life::Long);
     }
     assert!(a.is_empty());
-    // Exclusive verify works on a region no other process shares.
+    // The `&mut self` calls work on a region no other process shares (RED-25).
     let mut a = a;
     a.verify_exclusive().expect("consistent");
+    let n = a.scope_exclusive(Life::Short, |_a, short| {
+        let mut v = cohort::Vec::new_in(short);
+        v.extend_from_slice(&[1u8, 2, 3]);
+        v.len()
+    });
+    assert_eq!(n, 3);
+    assert!(a.is_empty());
 }
 
 #[test]
