@@ -134,6 +134,22 @@ fn a_region_bound_to_node_0_reports_that_policy_and_a_missing_node_is_refused() 
             errno: libc::EINVAL
         }
     );
+    // Beside a node it has, too (mbind alone would bind to node 0 and drop node 63).
+    let both = 1 | 1 << missing;
+    let o = RegionOptions::new(16 * MIB).numa_nodes(both);
+    for e in [
+        Cohort::<Life>::with_options(&o).expect_err("node 63 beside node 0"),
+        Cohort::<Life>::shared_anonymous_with(&o).expect_err("node 63 beside node 0"),
+    ] {
+        assert_eq!(
+            e,
+            PlacementError::Numa {
+                nodes: both,
+                errno: libc::EINVAL
+            },
+            "{e}"
+        );
+    }
 }
 
 #[test]

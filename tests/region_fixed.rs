@@ -330,3 +330,44 @@ fn a_large_request_takes_the_units_of_the_callers_empty_blocks() {
         unsafe { a.free(big, 3 * MIB, Life::Long) };
     }
 }
+
+#[test]
+fn a_recalloc_of_a_fallback_slot_reads_zero_past_its_old_size() {
+    // RED-22: a full region's small request served by a mapping the large cache kept
+    // (whose bytes are a previous user's), grown with recalloc.
+    let a = Cohort::<Life>::with_options(&RegionOptions::new(4 * MIB).fallback(true))
+        .expect("a fixed region that falls back");
+    let run = a.malloc(4 * MIB, Life::Long);
+    assert!(a.in_region(run), "the run fills the region");
+    let dirty: Vec<*mut u8> = (0..8).map(|_| a.malloc(4096, Life::Short)).collect();
+    for &q in &dirty {
+        assert!(!q.is_null() && !a.in_region(q));
+        // SAFETY: 4096 bytes of ours, then freed once (the cache keeps the mapping).
+        unsafe {
+            q.write_bytes(0xab, 4096);
+            a.free(q, 4096, Life::Short);
+        }
+    }
+    let p = a.malloc(100, Life::Short);
+    assert!(dirty.contains(&p), "a cached mapping served it");
+    // SAFETY: 100 bytes of ours; then grown with its size and class.
+    let r = unsafe {
+        p.write_bytes(1, 100);
+        a.recalloc(p, 100, 3 * MIB, Life::Short)
+    };
+    assert!(!r.is_null());
+    // SAFETY: 3 MiB of ours.
+    let got = unsafe { std::slice::from_raw_parts(r, 3 * MIB) };
+    assert!(got[..100].iter().all(|&b| b == 1), "the old bytes moved");
+    assert_eq!(
+        got[100..].iter().position(|&b| b != 0),
+        None,
+        "past the old size: zero"
+    );
+    // SAFETY: live, freed once each.
+    unsafe {
+        a.free(r, 3 * MIB, Life::Short);
+        a.free(run, 4 * MIB, Life::Long);
+    }
+    assert!(a.is_empty());
+}

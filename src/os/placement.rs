@@ -73,12 +73,16 @@ pub(crate) unsafe fn lock(p: *mut u8, len: usize, on_fault: bool) -> Result<(), 
 
 /// Binds `[p, p + len)` to the NUMA nodes of `nodes` (bit `n` for node `n`, nodes below
 /// 64): its pages are allocated there only (`mbind(MPOL_BIND)`, pages already there moved).
-/// `EINVAL` for a node the machine does not have, `ENOSYS` without NUMA support.
+/// `EINVAL` for a node the machine does not have (or this process may not use: `mbind`
+/// alone would drop such a node when another is there), `ENOSYS` without NUMA support.
 ///
 /// # Safety
 /// The range is a mapping of ours, page aligned.
 pub(crate) unsafe fn bind(p: *mut u8, len: usize, nodes: u64) -> Result<(), i32> {
     const MPOL_MF_MOVE: libc::c_ulong = 1 << 1;
+    if nodes & !allowed_nodes()? != 0 {
+        return Err(libc::EINVAL);
+    }
     let mask: [libc::c_ulong; 1] = [nodes as libc::c_ulong];
     // SAFETY: the caller's range; `mask` holds MAX_NODES bits. (maxnode counts one more
     // than the bits the kernel reads.)
@@ -95,6 +99,32 @@ pub(crate) unsafe fn bind(p: *mut u8, len: usize, nodes: u64) -> Result<(), i32>
     };
     if rc == 0 {
         Ok(())
+    } else {
+        Err(errno())
+    }
+}
+
+/// The NUMA nodes below 64 this process may allocate on (`get_mempolicy` with
+/// `MPOL_F_MEMS_ALLOWED`), bit `n` for node `n`.
+fn allowed_nodes() -> Result<u64, i32> {
+    const MPOL_F_MEMS_ALLOWED: libc::c_ulong = 1 << 2;
+    // Room for 1024 nodes: the kernel refuses a mask shorter than its node count.
+    let mut mask = [0 as libc::c_ulong; 16];
+    let mut mode: libc::c_int = 0;
+    // SAFETY: the out-parameters are ours; `mask` holds 1024 bits (maxnode counts one
+    // more).
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_get_mempolicy,
+            &mut mode as *mut libc::c_int,
+            mask.as_mut_ptr(),
+            16 * 64 + 1,
+            core::ptr::null_mut::<libc::c_void>(),
+            MPOL_F_MEMS_ALLOWED,
+        )
+    };
+    if rc == 0 {
+        Ok(mask[0] as u64)
     } else {
         Err(errno())
     }
