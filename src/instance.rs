@@ -303,6 +303,7 @@ fn shared_parts(life_count: usize, checked: bool) -> SharedParts {
     SharedParts {
         heap_stride: Heap::bytes(life_count),
         checked,
+        private: false,
     }
 }
 
@@ -351,9 +352,11 @@ impl Instance {
                 p.base.add(p.state_offset),
                 &layout,
                 life_count,
-                shared_parts(life_count, CHECKED),
+                SharedParts {
+                    private: p.private,
+                    ..shared_parts(life_count, CHECKED)
+                },
                 p.is_new,
-                p.private,
             )
         };
         if pool.is_null() {

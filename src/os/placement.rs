@@ -124,7 +124,7 @@ fn allowed_nodes() -> Result<u64, i32> {
         )
     };
     if rc == 0 {
-        Ok(mask[0] as u64)
+        Ok(mask[0])
     } else {
         Err(errno())
     }

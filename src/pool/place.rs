@@ -64,6 +64,8 @@ pub(crate) struct SharedParts {
     pub(crate) heap_stride: usize,
     /// Whether the region keeps checked mode's shadow.
     pub(crate) checked: bool,
+    /// The region is mapped privately (see `Pool::private`).
+    pub(crate) private: bool,
 }
 
 /// The offsets of a state area's parts (see the module docs).
@@ -302,7 +304,6 @@ pub(crate) unsafe fn place(
     life_count: usize,
     parts: SharedParts,
     is_new: bool,
-    private: bool,
 ) -> *mut Pool {
     let shadow = if parts.checked {
         area.wrapping_add(layout.shadow)
@@ -336,7 +337,7 @@ pub(crate) unsafe fn place(
         return pool;
     }
     // SAFETY: just built, ours.
-    unsafe { (*pool).private = private };
+    unsafe { (*pool).private = parts.private };
     if !is_new {
         return pool;
     }
@@ -350,7 +351,7 @@ pub(crate) unsafe fn place(
             tag,
             RegionState::new(),
             layout,
-            !private,
+            !parts.private,
         )
     };
     if !formatted {

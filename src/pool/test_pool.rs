@@ -31,6 +31,7 @@ impl TestPool {
         let parts = SharedParts {
             heap_stride,
             checked: false,
+            private: false,
         };
         let layout = Layout::new(units, life_count, Some(parts)).expect("a layout");
         let blocks = layout.len.next_multiple_of(UNIT);
@@ -47,7 +48,6 @@ impl TestPool {
                 life_count,
                 parts,
                 true,
-                false,
             )
         };
         assert!(!pool.is_null(), "the pool was refused");
