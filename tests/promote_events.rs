@@ -1,19 +1,10 @@
 //! Per-head counters of slow-path events: counted where the events happen, off the fast
 //! paths, and shown by `stats`.
 
-use cohort::{Cohort, HeadEvents};
+use cohort::Cohort;
 
 mod promote_support;
-use promote_support::{free_all, full_region, Life};
-
-/// The events of the head of `stride` in lifetime class `life`.
-fn events(a: &Cohort<Life>, stride: usize, life: usize) -> HeadEvents {
-    a.stats()
-        .events
-        .into_iter()
-        .find(|e| e.stride == stride && e.life == life)
-        .unwrap_or_default()
-}
+use promote_support::{events, free_all, full_region, Life};
 
 #[test]
 fn slow_path_events_are_counted_per_head() {

@@ -5,9 +5,11 @@
 //! (A test binary of its own: its forks would make another test's pages copy-on-write.)
 
 mod common;
+mod promote_support;
 
 use cohort::{Cohort, RegionOptions};
 use common::processes::{in_child, wait_ok};
+use promote_support::events;
 
 cohort::lifetime_classes! {
     enum Life { Short, Long }
@@ -103,15 +105,6 @@ fn a_fork_while_another_thread_holds_the_region_s_lock_leaves_the_child_a_lock_i
             }));
         }
     });
-}
-
-/// The events of the head of `stride` in lifetime class `life`.
-fn events(a: &Cohort<Life>, stride: usize, life: usize) -> cohort::HeadEvents {
-    a.stats()
-        .events
-        .into_iter()
-        .find(|e| e.stride == stride && e.life == life)
-        .unwrap_or_default()
 }
 
 #[test]
