@@ -14,7 +14,13 @@
 //! child joins afresh on its first allocation. A region laid out as a shared one but
 //! mapped privately (a private fixed region: `Pool::private`) is a private pool here: the
 //! child has a copy of it, its locks are taken and released as a private pool's, and the
-//! child's thread goes on with its heaps of it.
+//! child's thread goes on with its heaps of it. An explicit join the child inherits
+//! ([`crate::Join`]) compares its birth generation with the process's [`generation`] on
+//! every call and takes a heap of its own in the child ([`crate::join`]).
+//!
+//! Invariant: [`generation`] is the number of forks between the process and its first
+//! ancestor that loaded this library: equal in two processes only if neither descends from
+//! the other by a fork, and never equal in a parent and a child of it.
 
 use crate::heap_handover;
 use crate::os;
@@ -29,6 +35,15 @@ pub(crate) struct List(*mut Pool);
 unsafe impl Send for List {}
 
 static INSTANCES: SpinLock<List> = spin_lock(List(ptr::null_mut()));
+/// See [`generation`]: incremented in every child, by the `child` handler.
+static GENERATION: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// The process's fork generation (see the module docs): a value recorded before a fork
+/// differs from this in the child.
+#[inline(always)]
+pub(crate) fn generation() -> u64 {
+    GENERATION.load(core::sync::atomic::Ordering::Relaxed)
+}
 static REGISTERED: AtomicU8 = AtomicU8::new(0);
 
 /// Handlers not registered / being registered / registered.
@@ -152,6 +167,8 @@ unsafe extern "C" fn parent() {
 /// Called only by `fork()` in the child, after [`prepare`] in the parent, while the
 /// calling thread is the child's only one.
 unsafe extern "C" fn child() {
+    // The child's only thread: nobody reads it concurrently.
+    GENERATION.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
     // SAFETY: `prepare` locked the list; this thread is the child's only one.
     for_each(unsafe { &*INSTANCES.data_ptr() }, |pool| {
         if pool.is_process_shared() {

@@ -58,6 +58,7 @@ impl TestPool {
                 base,
                 len,
                 sync: false,
+                after: None,
             })
         };
         TestPool(pool)
