@@ -316,7 +316,10 @@ impl Pool {
         // process's fallback mappings, which no other process can free).
         unsafe {
             let (area, area_len) = ((*pool).area, (*pool).area_len);
-            (&*pool).large.lock().unmap_all();
+            // (A region that never falls back has nothing there: its table is left alone.)
+            if !area.is_null() || (*pool).region.falls_back() {
+                (&*pool).large.lock().unmap_all();
+            }
             if !area.is_null() {
                 ptr::drop_in_place((*pool).shared.cast_mut());
             }
