@@ -11,7 +11,10 @@
 //! threads (and other processes) go on using them, and the child never inherits a hold of
 //! them (the holder is still the parent's thread, which releases it). The child instead
 //! forgets the heaps its thread held of every shared pool: they stay the parent's, and the
-//! child joins afresh on its first allocation. An explicit join the child inherits
+//! child joins afresh on its first allocation. A region laid out as a shared one but
+//! mapped privately (a private fixed region: `Pool::private`) is a private pool here: the
+//! child has a copy of it, its locks are taken and released as a private pool's, and the
+//! child's thread goes on with its heaps of it. An explicit join the child inherits
 //! ([`crate::Join`]) compares its birth generation with the process's [`generation`] on
 //! every call and takes a heap of its own in the child ([`crate::join`]).
 //!
@@ -118,7 +121,7 @@ fn for_each(list: &List, mut f: impl FnMut(&Pool)) {
 unsafe extern "C" fn prepare() {
     let list = INSTANCES.lock();
     for_each(&list, |pool| {
-        if !pool.is_shared() {
+        if !pool.is_process_shared() {
             core::mem::forget(pool.state.lock());
             core::mem::forget(pool.large.lock());
         }
@@ -138,7 +141,7 @@ unsafe fn unlock_all() {
     unsafe {
         let list = &*INSTANCES.data_ptr();
         for_each(list, |pool| {
-            if !pool.is_shared() {
+            if !pool.is_process_shared() {
                 pool.large.force_unlock();
                 pool.state.force_unlock();
             }
@@ -168,7 +171,7 @@ unsafe extern "C" fn child() {
     GENERATION.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
     // SAFETY: `prepare` locked the list; this thread is the child's only one.
     for_each(unsafe { &*INSTANCES.data_ptr() }, |pool| {
-        if pool.is_shared() {
+        if pool.is_process_shared() {
             per_thread::forget_pool(pool);
             pool.after_fork_in_child();
         } else {

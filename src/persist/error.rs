@@ -156,6 +156,10 @@ pub enum RegionError {
     /// `ATTACH_SLOTS`, 249, processes have it open at once), its page size is not one cohort supports, the OS
     /// refused memory for this process's view, or the process's instance ids are used up.
     Attach,
+    /// Creating or opening: the region's options ([`crate::RegionOptions`]) cannot be had:
+    /// one this kind of region cannot have, or one the OS refused (for an opener, the lock
+    /// or the huge-page advice its creator asked for, applied to its own mapping).
+    Placement(crate::PlacementError),
     /// The OS refused a call.
     Os {
         /// What was being done.
@@ -163,6 +167,12 @@ pub enum RegionError {
         /// The OS's error.
         error: io::Error,
     },
+}
+
+impl From<crate::PlacementError> for RegionError {
+    fn from(e: crate::PlacementError) -> RegionError {
+        RegionError::Placement(e)
+    }
 }
 
 impl RegionError {
@@ -282,6 +292,7 @@ impl fmt::Display for RegionError {
                  left)"
             ),
             RegionError::Os { op, error } => write!(f, "{op} failed: {error}"),
+            RegionError::Placement(e) => write!(f, "the region's options: {e}"),
         }
     }
 }
@@ -290,6 +301,7 @@ impl std::error::Error for RegionError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             RegionError::Os { error, .. } => Some(error),
+            RegionError::Placement(e) => Some(e),
             _ => None,
         }
     }
