@@ -613,3 +613,20 @@ fn caller_memory_is_used_by_two_processes_at_different_addresses() {
         }
     });
 }
+
+/// `verify_exclusive` refuses instances shared between processes; a private region made
+/// with `with_options` is no such instance (its mapping is private: no other process can
+/// use it), so `&mut self` is proof enough and the safe form must work, as on `new()`.
+#[test]
+#[ignore = "RED-25: verify_exclusive panics on a private with_options region ('an instance shared between processes')"]
+fn verify_exclusive_works_on_a_private_fixed_region() {
+    let mut a = Cohort::<Life>::with_options(&RegionOptions::new(8 * MIB)).expect("a fixed region");
+    let p = a.malloc(64, Life::Short);
+    let got = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| a.verify_exclusive()));
+    // SAFETY: live, freed once.
+    unsafe { a.free(p, 64, Life::Short) };
+    match got {
+        Ok(r) => assert!(r.is_ok(), "{r:?}"),
+        Err(e) => panic!("verify_exclusive panicked: {}", panic_message(&*e)),
+    }
+}
