@@ -630,3 +630,82 @@ fn verify_exclusive_works_on_a_private_fixed_region() {
         Err(e) => panic!("verify_exclusive panicked: {}", panic_message(&*e)),
     }
 }
+
+/// A region committed up front keeps its memory: a unit or slot given back holds its last
+/// user's bytes, so every zeroing form (`calloc`, `recalloc` growing in place or moving,
+/// `alloc_zeroed`) must clear them itself: small, medium and large sizes, reused blocks and
+/// runs, for each way of committing.
+#[test]
+fn zeroing_forms_read_zero_in_regions_that_keep_their_memory() {
+    let variants = [
+        RegionOptions::new(48 * MIB).commit(true),
+        RegionOptions::new(48 * MIB).prefault(true),
+        RegionOptions::new(48 * MIB).huge_pages(cohort::HugePages::Transparent),
+    ];
+    let sizes = [
+        8usize,
+        100,
+        3000,
+        16 << 10,
+        100 << 10,
+        900 << 10,
+        3 * MIB,
+        5 * MIB,
+    ];
+    for options in variants {
+        let a = Cohort::<Life>::with_options(&options).expect("made");
+        for round in 0..3 {
+            // Dirty everything: every size written whole, then freed (the blocks and
+            // runs are given back to a region that keeps their bytes).
+            let dirty: Vec<(*mut u8, usize)> = sizes
+                .iter()
+                .map(|&n| {
+                    let p = a.malloc(n, Life::Short);
+                    assert!(!p.is_null(), "{options:?}: malloc {n}");
+                    // SAFETY: n bytes of ours.
+                    unsafe { p.write_bytes(0xd1, n) };
+                    (p, n)
+                })
+                .collect();
+            for (p, n) in dirty {
+                // SAFETY: live, freed once.
+                unsafe { a.free(p, n, Life::Short) };
+            }
+            let _ = a.compact();
+            for &n in &sizes {
+                let life = if round % 2 == 0 {
+                    Life::Short
+                } else {
+                    Life::Long
+                };
+                let p = a.calloc(n, life);
+                assert!(!p.is_null(), "{options:?}: calloc {n}");
+                // SAFETY: n bytes of ours.
+                let bad = unsafe { bytes(p, n) }.iter().position(|&b| b != 0);
+                assert_eq!(
+                    bad, None,
+                    "{options:?} round {round}: calloc({n}) byte {bad:?}"
+                );
+                // SAFETY: as above.
+                unsafe { p.write_bytes(0xd2, n) };
+                // Grow by a little: in place for a run whose units hold it.
+                // SAFETY: live, n bytes.
+                let q = unsafe { a.recalloc(p, n, n + n / 16 + 1, life) };
+                let m = n + n / 16 + 1;
+                assert!(!q.is_null(), "{options:?}: recalloc {n} -> {m}");
+                // SAFETY: m bytes of ours.
+                let got = unsafe { bytes(q, m) };
+                let bad = got[n..].iter().position(|&b| b != 0).map(|i| n + i);
+                assert_eq!(
+                    bad, None,
+                    "{options:?}: recalloc({n} -> {m}) tail byte {bad:?}"
+                );
+                // SAFETY: live, m bytes, freed once.
+                unsafe { a.free(q, m, life) };
+            }
+        }
+        assert!(a.is_empty(), "{options:?}: {:?}", a.stats());
+        // SAFETY: nobody else uses `a`.
+        unsafe { a.verify() }.expect("consistent");
+    }
+}
