@@ -748,3 +748,73 @@ fn a_fork_child_of_a_private_fixed_region_allocates_as_its_parent_would() {
         a.free(run, UNIT - 16 * 4096, Life::Long);
     }
 }
+
+/// The process that formatted caller memory is killed (-9) while it allocates and frees
+/// (small and large), over and over; a survivor that never formatted attaches, reaps it,
+/// verifies, releases its classes and gets the whole capacity back as one run.
+#[test]
+fn caller_memory_outlives_its_formatter_killed_mid_allocation() {
+    isolated(180, |report| {
+        let cap = 32 * MIB;
+        let f = Cohort::<Life>::footprint(cap).unwrap();
+        let fd = memfd(f.bytes);
+        let mem = map_shared(fd, f.bytes);
+        let words = shared_words(1);
+        for round in 0..10u64 {
+            words[0].store(0, Relaxed);
+            let formatter = in_child(60, || {
+                // SAFETY: the memory is unused (round 0: garbage-free zeroes; later rounds:
+                // a region whose users are all dead, formatted over).
+                let a =
+                    unsafe { Cohort::<Life>::format_in(mem, f.bytes, &RegionOptions::new(cap)) }
+                        .expect("formatted");
+                let mut held = Vec::new();
+                let mut i = 0usize;
+                loop {
+                    i += 1;
+                    let n = [24, 500, 5000, 70_000, 3 * MIB][i % 5];
+                    let life = if i % 3 == 0 { Life::Long } else { Life::Short };
+                    let p = a.malloc(n, life);
+                    if !p.is_null() {
+                        held.push((p, n, life));
+                    }
+                    if held.len() > 50 || p.is_null() {
+                        for (p, n, life) in held.drain(..) {
+                            // SAFETY: live, freed once.
+                            unsafe { a.free(p, n, life) };
+                        }
+                    }
+                    words[0].fetch_add(1, Relaxed);
+                }
+            });
+            until(&words[0], 50 + round * 97 % 700, report, "the formatter");
+            kill9(formatter);
+            // SAFETY: the region the dead formatter made, mapped for the instance's life.
+            let b = match unsafe { Cohort::<Life>::attach_in(mem, f.bytes, cap) } {
+                Ok(b) => b,
+                Err(e) => report.fail(&format!("round {round}: attach after kill -9: {e}")),
+            };
+            b.reap_dead_processes();
+            // SAFETY: the formatter is dead; nobody else uses the region.
+            if let Err(e) = unsafe { b.verify() } {
+                report.fail(&format!("round {round}: verify: {e}"));
+            }
+            // SAFETY: the dead formatter's allocations are nobody's.
+            unsafe {
+                let _ = b.release_class(Life::Short);
+                let _ = b.release_class(Life::Long);
+            }
+            let _ = b.compact();
+            let all = b.malloc(cap - UNIT, Life::Long);
+            if all.is_null() {
+                report.fail(&format!(
+                    "round {round}: the capacity less a unit is not one free run: {:?}",
+                    b.stats()
+                ));
+            }
+            // SAFETY: allocated above, freed once.
+            unsafe { b.free(all, cap - UNIT, Life::Long) };
+            drop(b);
+        }
+    });
+}
