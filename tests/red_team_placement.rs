@@ -818,3 +818,40 @@ fn caller_memory_outlives_its_formatter_killed_mid_allocation() {
         }
     });
 }
+
+/// Every alignment from a page to 1 GiB, small and large sizes, in an empty fixed region
+/// with and without a fallback: the result is aligned, inside the region or (with a
+/// fallback) a mapping of its own; null only without a fallback and for an alignment the
+/// region's 32 MiB cannot hold (above 8 MiB); freed by its layout; the region ends empty.
+#[test]
+fn every_alignment_is_served_aligned_or_null_in_a_fixed_region() {
+    for fallback in [false, true] {
+        let a = Cohort::<Life>::with_options(&RegionOptions::new(32 * MIB).fallback(fallback))
+            .expect("a fixed region");
+        let keep = a.malloc(100, Life::Long);
+        for shift in 12..=30 {
+            for size in [1usize, 4096, 70_000, 3 * MIB] {
+                let l = core::alloc::Layout::from_size_align(size, 1 << shift).unwrap();
+                let p = a.alloc(l, Life::Short);
+                if p.is_null() {
+                    assert!(!fallback && shift > 23, "{l:?}: null");
+                    continue;
+                }
+                assert!(
+                    (p as usize).is_multiple_of(1 << shift),
+                    "fallback {fallback}: {l:?} at {p:p}"
+                );
+                assert!(fallback || a.in_region(p), "{l:?} outside the region");
+                // SAFETY: `size` bytes of ours.
+                unsafe { p.write_bytes(0x3c, size) };
+                // SAFETY: live, freed once with its layout.
+                unsafe { a.dealloc(p, l, Life::Short) };
+            }
+        }
+        // SAFETY: live, freed once.
+        unsafe { a.free(keep, 100, Life::Long) };
+        assert!(a.is_empty(), "{:?}", a.stats());
+        // SAFETY: nobody else uses `a`.
+        unsafe { a.verify() }.expect("consistent");
+    }
+}
