@@ -235,3 +235,72 @@ fn promoted_slots_are_checked_and_freed_by_another_process() {
         }
     });
 }
+
+/// RED-19's form for allocations that belong to no heap: runs of a shared region's units
+/// (large sizes) and, with medium blocks, medium sizes. `scope_exclusive` (safe, `&mut`)
+/// excludes this process only; at its end it releases every run of the class, another
+/// process's live ones included, which this process then reuses: the other process's
+/// objects are overwritten.
+#[test]
+#[ignore = "RED-27: scope_exclusive on a shared region releases another process's live large (and medium) allocations of the class"]
+fn scope_exclusive_never_frees_another_processs_large_or_medium_objects() {
+    isolated(60, |report| {
+        const SIZES: [usize; 2] = [100_000, 3 * MIB];
+        let mut a = Cohort::<Life>::shared_anonymous(64 * MIB).expect("a shared region");
+        let flags = shared_words(2);
+        let (in_scope, allocated) = (&flags[0], &flags[1]);
+        let other = {
+            let a = &a;
+            in_child_reporting(30, report, || {
+                while in_scope.load(Relaxed) == 0 {
+                    std::hint::spin_loop();
+                }
+                let objs: Vec<(*mut u8, usize)> = (0..6)
+                    .map(|i| {
+                        let n = SIZES[i % 2];
+                        let p = a.malloc(n, Life::Short);
+                        assert!(!p.is_null());
+                        // SAFETY: fresh, n bytes.
+                        unsafe { p.write_bytes(i as u8 + 1, n) };
+                        (p, n)
+                    })
+                    .collect();
+                allocated.store(1, Relaxed);
+                while in_scope.load(Relaxed) != 2 {
+                    std::hint::spin_loop();
+                }
+                for (i, &(p, n)) in objs.iter().enumerate() {
+                    // SAFETY: live, n bytes.
+                    let bytes = unsafe { std::slice::from_raw_parts(p, n) };
+                    let bad = bytes.iter().position(|&b| b != i as u8 + 1);
+                    assert_eq!(
+                        bad, None,
+                        "object {i} ({n} B) of this process was overwritten after another \
+                         process's scope_exclusive"
+                    );
+                }
+                for (p, n) in objs {
+                    // SAFETY: allocated above, freed once.
+                    unsafe { a.free(p, n, Life::Short) };
+                }
+            })
+        };
+        a.scope_exclusive(Life::Short, |_, _h| {
+            in_scope.store(1, Relaxed);
+            while allocated.load(Relaxed) == 0 {
+                std::hint::spin_loop();
+            }
+        });
+        let mine: Vec<(*mut u8, usize)> = (0..6)
+            .map(|i| (a.malloc(SIZES[i % 2], Life::Short), SIZES[i % 2]))
+            .collect();
+        for &(p, n) in &mine {
+            if !p.is_null() {
+                // SAFETY: fresh, n bytes.
+                unsafe { p.write_bytes(0xee, n) };
+            }
+        }
+        in_scope.store(2, Relaxed);
+        wait_ok(other, report, "the other process");
+    });
+}
