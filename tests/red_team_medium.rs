@@ -199,3 +199,71 @@ fn medium_callocs_read_zero_in_caller_memory_full_of_garbage() {
     }
     assert!(a.is_empty());
 }
+
+cohort::lifetime_classes! {
+    enum Eight { C0, C1, C2, C3, C4, C5, C6, C7 }
+}
+
+/// Memory freed is memory again: in a fixed region, each of seven lifetime classes
+/// allocates and frees medium and small objects; with nothing live, the whole capacity is
+/// allocatable again, as small objects of another class (the small slow path compacts
+/// before it gives up) and as one large run (the run's path must too: the calling
+/// thread's heap keeps an empty current block per class it used, which holds units).
+#[test]
+#[ignore = "RED-28: with nothing live, a fixed region refuses a large run that fits: the calling thread's empty current blocks are not given back before the run's path says null"]
+fn a_fixed_region_with_nothing_live_serves_its_whole_capacity_again() {
+    const CAP: usize = 16 * MIB;
+    let classes = [
+        Eight::C0,
+        Eight::C1,
+        Eight::C2,
+        Eight::C3,
+        Eight::C4,
+        Eight::C5,
+        Eight::C6,
+    ];
+    let a = Cohort::<Eight>::with_options(&RegionOptions::new(CAP)).expect("fixed");
+    let use_and_free = || {
+        for &c in &classes {
+            let m = a.malloc(100_000, c);
+            let s = a.malloc(64, c);
+            assert!(!m.is_null() && !s.is_null(), "{c:?}");
+            // SAFETY: live, freed once each.
+            unsafe {
+                a.free(m, 100_000, c);
+                a.free(s, 64, c);
+            }
+        }
+        assert!(a.is_empty());
+    };
+    use_and_free();
+    let mut live = Vec::new();
+    loop {
+        let p = a.try_malloc(1000, Eight::C7);
+        if p.is_null() {
+            break;
+        }
+        live.push(p);
+    }
+    let n = live.len();
+    for p in live {
+        // SAFETY: live, freed once.
+        unsafe { a.free(p, 1000, Eight::C7) };
+    }
+    assert!(
+        n * 1000 > CAP - 2 * UNIT,
+        "only {n} objects of 1000 B fit in {} MiB with nothing else live",
+        CAP >> 20
+    );
+    use_and_free();
+    let all = a.malloc(CAP - UNIT, Eight::C7);
+    assert!(
+        !all.is_null(),
+        "with nothing live, {} of {} MiB is not one run: {} blocks held empty",
+        (CAP - UNIT) >> 20,
+        CAP >> 20,
+        a.stats().small.blocks
+    );
+    // SAFETY: live, freed once.
+    unsafe { a.free(all, CAP - UNIT, Eight::C7) };
+}
