@@ -227,7 +227,12 @@ fn a_fixed_region_with_nothing_live_serves_its_whole_capacity_again() {
         for &c in &classes {
             let m = a.malloc(100_000, c);
             let s = a.malloc(64, c);
-            assert!(!m.is_null() && !s.is_null(), "{c:?}");
+            assert!(
+                !m.is_null() && !s.is_null(),
+                "with nothing else live, {c:?}: malloc(100 000) {m:p}, malloc(64) {s:p}; \
+                 {} blocks held",
+                a.stats().small.blocks
+            );
             // SAFETY: live, freed once each.
             unsafe {
                 a.free(m, 100_000, c);
