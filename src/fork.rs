@@ -11,7 +11,13 @@
 //! threads (and other processes) go on using them, and the child never inherits a hold of
 //! them (the holder is still the parent's thread, which releases it). The child instead
 //! forgets the heaps its thread held of every shared pool: they stay the parent's, and the
-//! child joins afresh on its first allocation.
+//! child joins afresh on its first allocation. An explicit join the child inherits
+//! ([`crate::Join`]) compares its birth generation with the process's [`generation`] on
+//! every call and takes a heap of its own in the child ([`crate::join`]).
+//!
+//! Invariant: [`generation`] is the number of forks between the process and its first
+//! ancestor that loaded this library: equal in two processes only if neither descends from
+//! the other by a fork, and never equal in a parent and a child of it.
 
 use crate::heap_handover;
 use crate::os;
@@ -26,6 +32,15 @@ pub(crate) struct List(*mut Pool);
 unsafe impl Send for List {}
 
 static INSTANCES: SpinLock<List> = spin_lock(List(ptr::null_mut()));
+/// See [`generation`]: incremented in every child, by the `child` handler.
+static GENERATION: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// The process's fork generation (see the module docs): a value recorded before a fork
+/// differs from this in the child.
+#[inline(always)]
+pub(crate) fn generation() -> u64 {
+    GENERATION.load(core::sync::atomic::Ordering::Relaxed)
+}
 static REGISTERED: AtomicU8 = AtomicU8::new(0);
 
 /// Handlers not registered / being registered / registered.
@@ -149,6 +164,8 @@ unsafe extern "C" fn parent() {
 /// Called only by `fork()` in the child, after [`prepare`] in the parent, while the
 /// calling thread is the child's only one.
 unsafe extern "C" fn child() {
+    // The child's only thread: nobody reads it concurrently.
+    GENERATION.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
     // SAFETY: `prepare` locked the list; this thread is the child's only one.
     for_each(unsafe { &*INSTANCES.data_ptr() }, |pool| {
         if pool.is_shared() {

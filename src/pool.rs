@@ -131,7 +131,8 @@ pub(crate) struct Pool {
     pub(crate) counters: HeadCounters,
 }
 
-/// How this process lets go of a shared region's mapping: `unmap(base, len, sync)`.
+/// How this process lets go of a shared region's mapping: `unmap(base, len, sync)`, then
+/// `after`.
 #[derive(Clone, Copy)]
 pub(crate) struct Leave {
     /// Unmaps the region (and, for a file, syncs it first when `sync`).
@@ -139,6 +140,18 @@ pub(crate) struct Leave {
     pub(crate) base: *mut u8,
     pub(crate) len: usize,
     pub(crate) sync: bool,
+    /// Run once the region is unmapped, when this process is done with it for good.
+    pub(crate) after: Option<AfterLeave>,
+}
+
+/// What a shared region's maker runs when the last of this process's references to the
+/// view is released ([`Pool::release`]): `run(data)`, once (a named region's attachment:
+/// its slot freed and the state sealed only when nothing of the process can write to the
+/// region any more).
+#[derive(Clone, Copy)]
+pub(crate) struct AfterLeave {
+    pub(crate) run: unsafe fn(*mut ()),
+    pub(crate) data: *mut (),
 }
 
 /// What every process of an instance shares, under its lock or atomic: position
@@ -335,6 +348,9 @@ impl Pool {
             Pool::destroy(pool.cast_mut());
             if let Some(l) = leave {
                 (l.unmap)(l.base, l.len, l.sync);
+                if let Some(after) = l.after {
+                    (after.run)(after.data);
+                }
             }
         }
     }

@@ -285,3 +285,86 @@ fn copies_of_a_left_region_open_however_they_store_their_zeros() {
     r.destroy().unwrap();
     open(&f).expect("the sparse original").destroy().unwrap();
 }
+
+/// Processes opening, using and leaving one region at once, over and over: the seal is
+/// written only by a last leaver and checked only by a first opener, so no open ever finds
+/// a damaged state in a healthy region (a false refusal would lock users out of their
+/// data), and the region ends empty and consistent.
+#[test]
+fn racing_opens_and_leaves_never_find_a_healthy_state_damaged() {
+    let (f, live) = used_region("race");
+    let children: Vec<_> = (0..6)
+        .map(|c| {
+            let path = f.clone();
+            in_child(120, move || {
+                for round in 0..25 {
+                    let r = SharedCohort::<()>::open(
+                        Place::File(&path),
+                        OpenOptions::new().timeout(Duration::from_secs(30)),
+                    )
+                    .unwrap_or_else(|e| panic!("process {c}, round {round}: {e}"));
+                    // One size class: each live heap takes a block of each class it uses, and
+                    // six heaps of many classes would not fit in 32 MiB.
+                    let ps: Vec<_> = (0..20).map(|_| (r.malloc(48, ()), 48)).collect();
+                    for (p, size) in ps {
+                        assert!(!p.is_null());
+                        // SAFETY: allocated above, freed once.
+                        unsafe { r.free(p, size, ()) };
+                    }
+                    r.leave().unwrap();
+                }
+            })
+        })
+        .collect();
+    for child in children {
+        wait_ok(child);
+    }
+    assert_eq!(
+        word(&f, SEAL_GEN),
+        word(&f, TABLE),
+        "the last to leave sealed"
+    );
+    let r = open(&f).expect("the region after the races");
+    // SAFETY: nobody else has the region open.
+    assert!(unsafe { r.verify() }.is_ok());
+    for &(off, size) in &live {
+        // SAFETY: a live object of the region, freed once with its size.
+        unsafe { r.free(r.ptr(off), size, ()) };
+    }
+    assert!(r.is_empty());
+    r.destroy().unwrap();
+}
+
+/// A thread that used the region and outlives the leave (its heap given back at the
+/// leave, the thread exiting later) writes nothing into the region after the seal: the
+/// next process opens it.
+#[test]
+fn a_thread_exiting_after_its_process_left_does_not_break_the_seal() {
+    let (f, _) = used_region("worker");
+    let path = f.clone();
+    wait_ok(in_child(60, move || {
+        let r = std::sync::Arc::new(open(&path).unwrap());
+        let (used, exit) = (std::sync::mpsc::channel(), std::sync::mpsc::channel::<()>());
+        let (used_tx, exit_rx) = (used.0, exit.1);
+        let shared = std::sync::Arc::clone(&r);
+        let worker = std::thread::spawn(move || {
+            let p = shared.malloc(64, ());
+            assert!(!p.is_null());
+            // SAFETY: allocated above, freed once.
+            unsafe { shared.free(p, 64, ()) };
+            drop(shared);
+            used_tx.send(()).unwrap();
+            exit_rx.recv().unwrap(); // alive, with its heap, until told
+        });
+        used.1.recv().unwrap();
+        let r = std::sync::Arc::try_unwrap(r).expect("the worker let go of the region");
+        r.leave().unwrap();
+        exit.0.send(()).unwrap();
+        worker.join().unwrap();
+    }));
+    assert_eq!(word(&f, SEAL_GEN), word(&f, TABLE), "sealed");
+    let r = open(&f).expect("opened after the worker exited");
+    // SAFETY: nobody else has the region open.
+    assert!(unsafe { r.verify() }.is_ok());
+    r.destroy().unwrap();
+}

@@ -360,7 +360,6 @@ fn mappings() -> usize {
 /// a private instance's teardown orphans them. Exact failure: `100 reopenings with a
 /// long-lived worker: 77 of its 100 one-object allocations null, 104 more mappings`.
 #[test]
-#[ignore = "RED-21: leaving a region keeps other threads' heaps (blocks, slot, mapping) until they exit: a reopen loop with a long-lived worker runs the region out of memory. Owner shared"]
 fn reopening_a_region_with_a_long_lived_worker_leaks_nothing() {
     const ROUNDS: usize = 100;
     let n = name("reopen");

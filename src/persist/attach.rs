@@ -16,7 +16,9 @@
 //! slots of processes known to be dead (killed: their heaps are reaped as usual) once the
 //! boot and the file are found to be the attached ones; leaving
 //! writes the region to its file (`msync`) and only then frees the slot and writes the
-//! header page. A region with an attached slot whose `BOOT` is not this boot's (a crash)
+//! header page, once nothing of the process can write to the region any more (the
+//! attachment goes with the last of the process's references to its view: a thread
+//! whose heap the leave orphaned gives it back first). A region with an attached slot whose `BOOT` is not this boot's (a crash)
 //! or whose `DEV`/`INO` is not this file's (a copy) is refused, even when the slot's
 //! process is dead: a file whose last process was killed and that nobody opened again in
 //! the same boot is refused after a restart.
@@ -405,7 +407,8 @@ mod tests {
         let mut words = [0u64; TABLE_WORDS + ATTACH_SLOTS];
         let t = table_in(&mut words);
         let me = shared_mem::process_word();
-        let dead = shared_mem::word_of(i32::MAX, 1);
+        // Pid 0 is no process's.
+        let dead = shared_mem::word_of(0, 0, 1);
         t.lock.store(dead, SeqCst);
         let held = SealLock::take(t, me, Duration::ZERO).expect("a dead holder's lock");
         assert_eq!(t.lock.load(SeqCst), me);

@@ -143,8 +143,14 @@ pub enum RegionError {
         /// Whether that process is still running.
         creator_alive: bool,
     },
-    /// The instance could not be built on the region: this process has it open already
-    /// (a process opens a region once), the region's attach table is full (at most
+    /// Opening: this process has the region open already.
+    /// A process opens a region once at a time: share the [`crate::SharedCohort`] it has
+    /// (it is `Sync`: an `Arc` or a reference), or leave it before opening again.
+    AlreadyOpen {
+        /// The name given.
+        name: String,
+    },
+    /// The instance could not be built on the region: the region's attach table is full (at most
     /// `ATTACH_SLOTS`, 249, processes have it open at once), its page size is not one cohort supports, the OS
     /// refused memory for this process's view, or the process's instance ids are used up.
     Attach,
@@ -262,11 +268,16 @@ impl fmt::Display for RegionError {
                     ),
                 }
             }
+            RegionError::AlreadyOpen { name } => write!(
+                f,
+                "this process has the region named {name:?} open already (a process opens \
+                 a region once at a time: share the SharedCohort it has, or leave it first)"
+            ),
             RegionError::Attach => write!(
                 f,
-                "the allocator instance could not be built on the region (this process has \
-                 it open already, 249 processes have it open, an unsupported page size, out \
-                 of memory, or no instance id left)"
+                "the allocator instance could not be built on the region (249 processes \
+                 have it open, an unsupported page size, out of memory, or no instance id \
+                 left)"
             ),
             RegionError::Os { op, error } => write!(f, "{op} failed: {error}"),
         }

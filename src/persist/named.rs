@@ -7,13 +7,13 @@ use super::header::{self, Expected, Header, Layout, ROOT_SLOTS};
 use super::mapping::{Mapping, Name};
 use super::{CreateOptions, OpenOptions, Place};
 use crate::api::Cohort;
-use crate::instance::{self, Instance, Placement, CHECKED};
+use crate::instance::{self, Instance, Placement, Refused, CHECKED};
 use crate::join::Join;
 use crate::lifetime::Lifetime;
 use crate::offset::Off;
 use crate::os;
 use crate::os::shared_mem::{self, Kind};
-use crate::pool::place;
+use crate::pool::{place, AfterLeave};
 use core::alloc::Layout as MemLayout;
 use core::fmt;
 use core::ops::Deref;
@@ -65,10 +65,8 @@ use core::sync::atomic::Ordering;
 /// # Ok::<(), cohort::RegionError>(())
 /// ```
 pub struct SharedCohort<L: Lifetime = ()> {
+    /// Its view of the region holds the attachment (see `drop_attachment`).
     cohort: Cohort<L>,
-    /// Dropped after `cohort` (fields drop in order): the slot is freed once the region is
-    /// written and unmapped.
-    attachment: Option<Attachment>,
     base: *mut u8,
     layout: Layout,
     name: Name,
@@ -110,6 +108,19 @@ impl<L: Lifetime> fmt::Debug for SharedCohort<L> {
 unsafe fn unmap_named(base: *mut u8, len: usize, sync: bool) {
     // SAFETY: the caller's guarantee.
     let _ = unsafe { shared_mem::leave(base, len, sync) };
+}
+
+/// Drops a boxed attachment (an [`AfterLeave`]): run when the last of this process's
+/// references to the region's view goes, after the region is written and unmapped, so that
+/// the slot is freed and the state sealed only when no thread of the process can write to
+/// it any more (a thread whose heap the leave orphaned gives it back later, at its next
+/// look-up or exit).
+///
+/// # Safety
+/// `data` is a `Box<Attachment>` turned into a raw pointer, dropped once, here.
+unsafe fn drop_attachment(data: *mut ()) {
+    // SAFETY: the caller's guarantee.
+    drop(unsafe { Box::from_raw(data.cast::<Attachment>()) });
 }
 
 /// The layout `new_in` allocates a `T` with (a zero-sized `T` takes one byte).
@@ -171,7 +182,9 @@ impl<L: Lifetime> SharedCohort<L> {
     /// (another `L`), [`RegionError::Geometry`], [`RegionError::Truncated`],
     /// [`RegionError::Root`]; [`RegionError::Unclean`] for a copy made while the region was
     /// open, or a file left open by a machine crash (see the type's docs). Such a region is
-    /// left exactly as it was.
+    /// left exactly as it was. [`RegionError::AlreadyOpen`] when this process has the
+    /// region open already: a process opens a region once at a time (share the
+    /// `SharedCohort` it has: it is `Sync`).
     pub fn open(place: Place<'_>, options: OpenOptions) -> Result<SharedCohort<L>, RegionError> {
         if !os::page_size_supported() {
             return Err(RegionError::Attach);
@@ -189,6 +202,7 @@ impl<L: Lifetime> SharedCohort<L> {
         cgroup_hint: usize,
     ) -> Result<SharedCohort<L>, (RegionError, Name)> {
         let (base, layout, attachment) = mapping.into_raw();
+        let attachment = attachment.map(|a| Box::into_raw(Box::new(a)));
         let placement = Placement {
             base,
             len: layout.capacity,
@@ -199,25 +213,40 @@ impl<L: Lifetime> SharedCohort<L> {
             is_new,
             sync_on_leave: name.kind == Kind::File,
             unmap: unmap_named,
+            after_leave: attachment.map(|a| AfterLeave {
+                run: drop_attachment,
+                data: a.cast(),
+            }),
         };
         // SAFETY: the mapping is shared, read-write and ours; only `unmap_named` unmaps it
         // once the instance has it. A new region reads zero (just sized) and nobody else
         // uses it before it is published ready; an opened one was published ready by a
         // creator that formatted it with the geometry its header names, which the header's
         // validation found equal to this build's.
-        match unsafe { Instance::placed(placement, Cohort::<L>::INSIDE_COUNT, Cohort::<L>::NAMES) } {
-            Some(core) => Ok(SharedCohort {
+        match unsafe { Instance::placed_or_why(placement, Cohort::<L>::INSIDE_COUNT, Cohort::<L>::NAMES) } {
+            Ok(core) => Ok(SharedCohort {
                 cohort: Cohort::from_core(core),
-                attachment,
                 base,
                 layout,
                 name,
                 cgroup_hint,
             }),
-            None => {
-                // SAFETY: the instance was not built: the mapping is still ours alone.
-                unsafe { shared_mem::unmap_shared(base, layout.capacity) };
-                Err((RegionError::Attach, name))
+            Err(why) => {
+                // SAFETY: the instance was not built: the mapping is still ours alone, and
+                // so is the attachment (its slot freed after the unmap).
+                unsafe {
+                    shared_mem::unmap_shared(base, layout.capacity);
+                    if let Some(a) = attachment {
+                        drop_attachment(a.cast());
+                    }
+                }
+                let e = match why {
+                    Refused::AttachedHere => RegionError::AlreadyOpen {
+                        name: name.shown.clone(),
+                    },
+                    Refused::Other => RegionError::Attach,
+                };
+                Err((e, name))
             }
         }
     }
@@ -225,6 +254,13 @@ impl<L: Lifetime> SharedCohort<L> {
     /// Leaves the region: this process's heaps go back to it, a file's changes are written
     /// to disk, and the region is unmapped. Everything allocated in it stays. Dropping a
     /// `SharedCohort` does the same, without reporting a failed write.
+    ///
+    /// The calling thread's heap goes back at once. A heap another thread of the process
+    /// holds (it allocated in the region and lives on) goes back when that thread next
+    /// looks up a heap (a first allocation in any instance) or exits; until the last one
+    /// has, the process keeps the region mapped and its place in the region's attach table
+    /// (then the file is written once more, and, if it was the last process, the state is
+    /// sealed).
     ///
     /// # Errors
     /// [`RegionError::Os`] when writing a file's pages to disk failed.
@@ -240,14 +276,9 @@ impl<L: Lifetime> SharedCohort<L> {
                 .map_err(|e| RegionError::os("write the region to its file", e)),
             Kind::SharedMemory => Ok(()),
         };
-        let SharedCohort {
-            cohort,
-            attachment,
-            name,
-            ..
-        } = self;
+        let SharedCohort { cohort, name, .. } = self;
+        // The last of this process's references to the view drops the attachment.
         drop(cohort);
-        drop(attachment);
         (synced, name)
     }
 

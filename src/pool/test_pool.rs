@@ -57,6 +57,7 @@ impl TestPool {
                 base,
                 len,
                 sync: false,
+                after: None,
             })
         };
         TestPool(pool)

@@ -37,3 +37,23 @@ pub fn wait_ok(pid: libc::pid_t) {
         "child {pid} failed: status {status:#x}"
     );
 }
+
+/// Waits until `flag` is nonzero (the child set it), then kills child `pid` with SIGKILL
+/// and waits for it, checking it died of that (not of a failure of its own).
+pub fn kill_once_set(pid: libc::pid_t, flag: &std::sync::atomic::AtomicU64) {
+    while flag.load(std::sync::atomic::Ordering::Acquire) == 0 {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    // SAFETY: our own child.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let status = wait_status(pid);
+    assert!(libc::WIFSIGNALED(status), "the child failed: {status:#x}");
+}
+
+/// The number of mappings of this process (lines of `/proc/self/maps`).
+pub fn mappings() -> usize {
+    std::fs::read_to_string("/proc/self/maps")
+        .expect("maps")
+        .lines()
+        .count()
+}
