@@ -773,7 +773,11 @@ fn caller_memory_outlives_its_formatter_killed_mid_allocation() {
                 loop {
                     i += 1;
                     let n = [24, 500, 5000, 70_000, 3 * MIB][i % 5];
-                    let life = if i % 3 == 0 { Life::Long } else { Life::Short };
+                    let life = if i.is_multiple_of(3) {
+                        Life::Long
+                    } else {
+                        Life::Short
+                    };
                     let p = a.malloc(n, life);
                     if !p.is_null() {
                         held.push((p, n, life));
