@@ -238,7 +238,6 @@ fn use_and_free(a: &Cohort<Eight>, sizes: &[usize]) {
 /// up) and as one large run (the run's path must too: the calling thread's heap keeps an
 /// empty current block per class it used, which holds a unit).
 #[test]
-#[ignore = "RED-28: with nothing live, a fixed region refuses a large run that fits: the calling thread's empty current blocks are not given back before the run's path says null"]
 fn a_fixed_region_with_nothing_live_serves_its_whole_capacity_again() {
     const CAP: usize = 16 * MIB;
     let a = Cohort::<Eight>::with_options(&RegionOptions::new(CAP)).expect("fixed");

@@ -47,7 +47,6 @@ unsafe fn bytes<'a>(p: *const u8, len: usize) -> &'a [u8] {
 /// (the large cache), whose bytes past the request are that user's; grown to a large size,
 /// those bytes between the old size and the class's stride must be zeroed too.
 #[test]
-#[ignore = "RED-22: recalloc of a fallback slot zeroes from the class's stride, not the old size: bytes 100..104 keep a previous user's bytes"]
 fn recalloc_of_a_fallback_slot_reads_zero_past_its_old_size() {
     let (a, run) = full_fallback(2);
     let mut dirty = Vec::new();
@@ -499,7 +498,6 @@ fn refused_options_leave_no_mapping_behind() {
 /// `numa_nodes` promises that a node the machine does not have fails at creation; a mask
 /// naming node 0 (present) and node 63 (absent) must fail too, not bind to node 0 alone.
 #[test]
-#[ignore = "RED-24: a NUMA mask naming an absent node beside a present one is accepted (mbind drops the absent node)"]
 fn a_numa_mask_naming_an_absent_node_beside_a_present_one_is_refused() {
     let node = |n: u32| std::path::Path::new(&format!("/sys/devices/system/node/node{n}")).exists();
     if !node(0) || node(63) {
@@ -618,7 +616,6 @@ fn caller_memory_is_used_by_two_processes_at_different_addresses() {
 /// with `with_options` is no such instance (its mapping is private: no other process can
 /// use it), so `&mut self` is proof enough and the safe form must work, as on `new()`.
 #[test]
-#[ignore = "RED-25: verify_exclusive panics on a private with_options region ('an instance shared between processes')"]
 fn verify_exclusive_works_on_a_private_fixed_region() {
     let mut a = Cohort::<Life>::with_options(&RegionOptions::new(8 * MIB)).expect("a fixed region");
     let p = a.malloc(64, Life::Short);
@@ -715,7 +712,6 @@ fn zeroing_forms_read_zero_in_regions_that_keep_their_memory() {
 /// fixed region, the parent's heap (with free slots) is taken for another live process's,
 /// so the child finds no slot and no block: every allocation is null.
 #[test]
-#[ignore = "RED-26: a fork child of a private with_options region gets null where its parent would allocate (the parent's heap counts as a live process's)"]
 fn a_fork_child_of_a_private_fixed_region_allocates_as_its_parent_would() {
     let a = Cohort::<Life>::with_options(&RegionOptions::new(2 * UNIT)).expect("a fixed region");
     let p = a.malloc(64, Life::Short);

@@ -290,7 +290,6 @@ fn every_call_at_once_on_a_shared_region_from_threads_and_a_forked_process() {
 /// units or mappings of their own, small ones fall back to mappings too; every free,
 /// resize and release form meets all of them. The region ends empty and consistent.
 #[test]
-#[ignore = "RED-22: a recalloc of a small fallback slot leaves the bytes between its size and its class's stride unzeroed (the storm's own check finds it within 3 s)"]
 fn every_call_at_once_on_a_full_fixed_region_that_falls_back() {
     let options = cohort::RegionOptions::new(24 << 20).fallback(true);
     let a = Cohort::<Life>::with_options(&options).expect("a fixed region");
