@@ -173,8 +173,46 @@ impl Instance {
     ) -> *mut u8 {
         match class_of(size, align) {
             Some(class) => self.alloc_class::<ZERO, R>(route, class, life),
-            None => self.alloc_large::<ZERO>(size, align, life),
+            None => match self.alloc_large::<ZERO>(size, align, life) {
+                p if p.is_null() => self.alloc_run_after_compacting::<ZERO, R>(route, size, align, life),
+                p => p,
+            },
         }
+    }
+
+    /// A large request a region could not serve from its units: the caller's heaps (the
+    /// route's, and the calling thread's own) may keep empty blocks on units it needs.
+    /// Given back (as out of memory does for a small request: see `Heap::alloc_slow`),
+    /// once more; null when they held none.
+    #[cold]
+    #[inline(never)]
+    fn alloc_run_after_compacting<const ZERO: bool, R: Route>(
+        &self,
+        route: R,
+        size: usize,
+        align: usize,
+        life: usize,
+    ) -> *mut u8 {
+        let Some(pool) = self.pool().filter(|pool| pool.region.serves_large()) else {
+            return ptr::null_mut();
+        };
+        let instance = self.instance.load(Ordering::Relaxed);
+        let mut st = pool.lock();
+        let mut freed = route
+            .with_heap(instance, |heap| Some(heap.give_back_empty(&mut st)))
+            .unwrap_or(0);
+        let own = per_thread::find_own(instance);
+        if !own.is_null() {
+            // SAFETY: the calling thread's own heap: it is its owner, and no reference to
+            // its heads is alive (the thread is inside this allocation, outside the heap's
+            // paths).
+            freed += unsafe { (*own).give_back_empty(&mut st) };
+        }
+        drop(st);
+        if freed == 0 {
+            return ptr::null_mut();
+        }
+        self.alloc_large::<ZERO>(size, align, life)
     }
 
     /// The fast path: the route's heap's current block of (class, life) has a free slot.
@@ -261,6 +299,12 @@ impl Instance {
                 // slots.
                 unsafe { heap.remote.flush_own(pool, false) };
                 heap.alloc_slow(class, life, || per_thread::find_own(instance))
+                    .inspect(|&(p, _)| {
+                        // The block the slot came from collected its remote frees: the last
+                        // promoted one among them clears its flag.
+                        // SAFETY: p is a slot of a live block of this heap.
+                        promotion::settle(heap, unsafe { &*crate::block::header_of(p) });
+                    })
                     .or_else(|| promotion::alloc(heap, class, life))
             }
         };

@@ -148,7 +148,9 @@ unsafe fn park(heap: *mut Heap, pool: &Pool, st: &mut PoolState) {
 /// Several survivors may run this at once: a heap is taken over by the one whose CAS on
 /// its holder word wins.
 pub(crate) fn reap_dead(pool: &Pool) -> usize {
-    if !pool.is_shared() {
+    // A privately mapped region is this process's alone (a fork child has a copy, whose
+    // heaps recorded the parent as holder: not to be reaped when the parent exits).
+    if !pool.is_process_shared() {
         return 0;
     }
     // The claim below writes this process's word into the region.

@@ -242,7 +242,7 @@ impl Instance {
     #[track_caller]
     pub(crate) fn assert_one_process(&self, what: &str, instead: &str) {
         assert!(
-            !self.pool_if_any().is_some_and(|p| p.is_shared()),
+            !self.pool_if_any().is_some_and(|p| p.is_process_shared()),
             "cohort: {what} on an instance shared between processes: `&mut self` excludes \
              this process's threads only; {instead}"
         );
@@ -287,6 +287,8 @@ pub(crate) struct Placement {
     pub(crate) is_new: bool,
     /// Passed to `unmap` when this process lets the region go.
     pub(crate) sync_on_leave: bool,
+    /// The mapping is private to this process (a private fixed region): see `Pool::private`.
+    pub(crate) private: bool,
     /// Unmaps the region from this process: `unmap(base, len, sync_on_leave)`.
     pub(crate) unmap: unsafe fn(*mut u8, usize, bool),
     /// Run after `unmap`, when the last of this process's references to the region goes
@@ -306,6 +308,7 @@ fn shared_parts(life_count: usize, checked: bool) -> SharedParts {
     SharedParts {
         heap_stride: Heap::bytes(life_count),
         checked,
+        private: false,
     }
 }
 
@@ -380,7 +383,10 @@ impl Instance {
                 p.base.add(p.state_offset),
                 &layout,
                 life_count,
-                shared_parts(life_count, CHECKED),
+                SharedParts {
+                    private: p.private,
+                    ..shared_parts(life_count, CHECKED)
+                },
                 p.is_new,
             )
         };

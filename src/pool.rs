@@ -127,6 +127,11 @@ pub(crate) struct Pool {
     refs: AtomicU64,
     /// How a shared pool's region is unmapped from this process once `refs` reaches 0.
     pub(crate) leave: Option<Leave>,
+    /// The region is mapped privately (a private fixed region, `Cohort::with_options`):
+    /// laid out as a shared one, shared with no other process. Its lock is a spin lock,
+    /// which the fork handlers take as a private pool's; a fork child keeps its thread's
+    /// heaps of it, and nobody else's death is reaped ([`Pool::is_process_shared`]).
+    pub(crate) private: bool,
     /// This view's per-head counters of slow-path events (see [`crate::counters`]).
     pub(crate) counters: HeadCounters,
 }
@@ -288,6 +293,7 @@ impl Pool {
                 0,
                 region_state,
                 &layout,
+                false,
             );
             debug_assert!(
                 formatted,
@@ -306,11 +312,15 @@ impl Pool {
     /// (nor, for a private pool, any of its blocks).
     pub(crate) unsafe fn destroy(pool: *mut Pool) {
         // SAFETY: the caller guarantees exclusive access; the region unmaps every block,
-        // and the large allocations go with the instance.
+        // and the large allocations go with the instance (in a placed region: this
+        // process's fallback mappings, which no other process can free).
         unsafe {
             let (area, area_len) = ((*pool).area, (*pool).area_len);
-            if !area.is_null() {
+            // (A region that never falls back has nothing there: its table is left alone.)
+            if !area.is_null() || (*pool).region.falls_back() {
                 (&*pool).large.lock().unmap_all();
+            }
+            if !area.is_null() {
                 ptr::drop_in_place((*pool).shared.cast_mut());
             }
             ptr::drop_in_place(pool);
@@ -361,10 +371,19 @@ impl Pool {
         self.refs.store(1, Ordering::Relaxed);
     }
 
-    /// True when the pool is in a region shared between processes.
+    /// True when the pool is in a region laid out to be shared between processes (its
+    /// state in the region, its tokens the region's tag).
     #[inline]
     pub(crate) fn is_shared(&self) -> bool {
         self.tag != 0
+    }
+
+    /// True when other processes may use the pool's region: a shared region not mapped
+    /// privately ([`Pool::private`]). Such a pool's locks live with the other processes:
+    /// the fork handlers leave them alone.
+    #[inline]
+    pub(crate) fn is_process_shared(&self) -> bool {
+        self.is_shared() && !self.private
     }
 
     /// The upper half of the token of this pool's heap for a process whose id of the

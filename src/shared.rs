@@ -149,6 +149,7 @@ impl Geometry {
             unit_count: self.unit_count,
             is_new,
             sync_on_leave: false,
+            private: false,
             unmap: unmap_anonymous,
             after_leave: None,
         }

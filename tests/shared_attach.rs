@@ -93,3 +93,64 @@ fn threads_racing_to_open_a_region_get_one_opening() {
     }
     SharedCohort::<Life>::remove(Place::SharedMemory(&n)).expect("remove");
 }
+
+/// A fork child that drops its copy of its parent's `SharedCohort` (its own leave) leaves
+/// the parent's place in the attach table alone: before the fix it freed the parent's
+/// slot and, finding no slot held, sealed the state; the parent's next allocations changed
+/// the state after that seal, and another process's open refused the healthy, open region
+/// as `StateDamaged`. (The other process is forked before the region exists: a fork child
+/// of the parent has the parent's opening, and is refused as `AlreadyOpen`.)
+#[test]
+fn a_fork_childs_leave_keeps_its_parents_attachment() {
+    let n = name("forkleave");
+    let mut go = [0; 2];
+    // SAFETY: a pipe into a two-int array.
+    assert_eq!(unsafe { libc::pipe(go.as_mut_ptr()) }, 0);
+    // SAFETY: the child waits for a byte on the pipe, opens the region and exits.
+    let opener = unsafe { libc::fork() };
+    if opener == 0 {
+        let mut byte = 0u8;
+        // SAFETY: reads one byte into `byte`.
+        unsafe { libc::read(go[0], (&raw mut byte).cast(), 1) };
+        let code = match open(&n) {
+            Ok(r) => {
+                drop(r);
+                0
+            }
+            Err(RegionError::StateDamaged { .. }) => 2,
+            Err(_) => 3,
+        };
+        // SAFETY: _exit has no precondition.
+        unsafe { libc::_exit(code) };
+    }
+    let r = SharedCohort::<Life>::create(Place::SharedMemory(&n), CreateOptions::new(16 << 20))
+        .expect("create");
+    // SAFETY: the child drops its copy of `r` (its leave) and exits at once.
+    let child = unsafe { libc::fork() };
+    if child == 0 {
+        // SAFETY: the child's own copy of the parent's value, dropped once, here; the
+        // parent's stays its own.
+        drop(unsafe { core::ptr::read(&r) });
+        // SAFETY: _exit has no precondition.
+        unsafe { libc::_exit(0) };
+    }
+    let mut status = 0;
+    // SAFETY: our own child.
+    assert_eq!(unsafe { libc::waitpid(child, &mut status, 0) }, child);
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+    let live: Vec<_> = (0..100).map(|_| r.malloc(200, Life::Short)).collect();
+    // SAFETY: writes one byte from a local.
+    assert_eq!(unsafe { libc::write(go[1], [1u8].as_ptr().cast(), 1) }, 1);
+    // SAFETY: our own child.
+    assert_eq!(unsafe { libc::waitpid(opener, &mut status, 0) }, opener);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "another process could not open the region the parent has open (exit {})",
+        libc::WEXITSTATUS(status)
+    );
+    for p in live {
+        // SAFETY: allocated above, freed once.
+        unsafe { r.free(p, 200, Life::Short) };
+    }
+    r.destroy().unwrap();
+}

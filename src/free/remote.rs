@@ -151,6 +151,9 @@ impl Instance {
         };
         if let Some(heap) = mine {
             count(Counter::FreeSlow);
+            // The owner's free of a block that held promoted slots: cleared when none is
+            // left (before the free, which may give the block away).
+            promotion::settle(heap, h);
             // SAFETY: a live slot of a block of this thread's heap.
             if !unsafe { heap.free_local(h, p) } {
                 self.double_free::<ABORT>(p, size, life);
@@ -186,6 +189,7 @@ impl Instance {
                     // The heap the thread just joined is the block's owner (it adopted the
                     // heap of an exited thread): a local free, whose emptying is seen.
                     count(Counter::FreeSlow);
+                    promotion::settle(heap, h);
                     // SAFETY: a live slot of a block of this thread's heap.
                     unsafe { heap.free_local(h, p) }
                 } else {

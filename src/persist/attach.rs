@@ -99,10 +99,12 @@ pub(crate) struct Attachment {
     file: bool,
 }
 
-/// `LOCK` held by this process: released when dropped.
+/// `LOCK` held by this process: released when dropped, to the word it held before (0, or
+/// a dead holder's: a region refused at open is left byte for byte as it was).
 struct SealLock<'a> {
     table: &'a Table,
     me: u64,
+    before: u64,
 }
 
 impl<'a> SealLock<'a> {
@@ -115,7 +117,11 @@ impl<'a> SealLock<'a> {
             let holder = table.lock.load(SeqCst);
             let free = holder == 0 || !shared_mem::is_alive(holder);
             if free && table.lock.compare_exchange(holder, me, SeqCst, SeqCst).is_ok() {
-                return Ok(SealLock { table, me });
+                return Ok(SealLock {
+                    table,
+                    me,
+                    before: holder,
+                });
             }
             let waited = started.elapsed();
             if !free && waited >= patience {
@@ -135,7 +141,7 @@ impl Drop for SealLock<'_> {
         let _ = self
             .table
             .lock
-            .compare_exchange(self.me, 0, SeqCst, SeqCst);
+            .compare_exchange(self.me, self.before, SeqCst, SeqCst);
     }
 }
 
@@ -369,7 +375,10 @@ impl Drop for Attachment {
     fn drop(&mut self) {
         // SAFETY: the attachment's own mapping of the header page and the state.
         let t = unsafe { table(self.page) };
-        if self.slot < ATTACH_SLOTS {
+        // A fork child's copy of its parent's attachment: the slot is the parent's, which
+        // has the region open still (the child never claimed one of its own).
+        let ours = shared_mem::same_process(shared_mem::process_word(), self.word);
+        if self.slot < ATTACH_SLOTS && ours {
             // Without the lock (a live holder that does not let go) the slot is freed all
             // the same and no seal is written: the next opener finds none to check.
             let lock = SealLock::take(t, self.word, LOCK_PATIENCE).ok();
@@ -421,7 +430,7 @@ mod tests {
             other => panic!("a live holder's lock: {:?}", other.map(|_| ())),
         }
         drop(held);
-        assert_eq!(t.lock.load(SeqCst), 0, "released");
+        assert_eq!(t.lock.load(SeqCst), dead, "released to the word it held before");
     }
 
     #[test]

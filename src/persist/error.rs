@@ -106,7 +106,8 @@ pub enum RegionError {
     /// hand out live objects' memory again: a copy of a region file made while a process
     /// had it open, or a file a machine crash left while it was open. Nothing in it is
     /// changed. (Opening the original, in the same boot, is not refused: its processes'
-    /// deaths are handled as usual.)
+    /// deaths are handled as usual.) Its data can still be read, without its allocator,
+    /// through [`crate::SharedCohort::salvage`].
     Unclean {
         /// What was found.
         reason: &'static str,
@@ -115,7 +116,8 @@ pub enum RegionError {
     /// not what its last process left: a byte changed while nobody had it open (damage on
     /// disk, a stray write into the file). Following it could hand out memory twice or
     /// reach a wild address, so it is refused; nothing in it is changed. Remove it and
-    /// create it again, or restore it from a copy made while nobody had it open.
+    /// create it again, or restore it from a copy made while nobody had it open; its data
+    /// can still be read through [`crate::SharedCohort::salvage`].
     StateDamaged {
         /// The state's hash when its last process left.
         expected: u64,
@@ -154,6 +156,10 @@ pub enum RegionError {
     /// `ATTACH_SLOTS`, 249, processes have it open at once), its page size is not one cohort supports, the OS
     /// refused memory for this process's view, or the process's instance ids are used up.
     Attach,
+    /// Creating or opening: the region's options ([`crate::RegionOptions`]) cannot be had:
+    /// one this kind of region cannot have, or one the OS refused (for an opener, the lock
+    /// or the huge-page advice its creator asked for, applied to its own mapping).
+    Placement(crate::PlacementError),
     /// The OS refused a call.
     Os {
         /// What was being done.
@@ -161,6 +167,12 @@ pub enum RegionError {
         /// The OS's error.
         error: io::Error,
     },
+}
+
+impl From<crate::PlacementError> for RegionError {
+    fn from(e: crate::PlacementError) -> RegionError {
+        RegionError::Placement(e)
+    }
 }
 
 impl RegionError {
@@ -280,6 +292,7 @@ impl fmt::Display for RegionError {
                  left)"
             ),
             RegionError::Os { op, error } => write!(f, "{op} failed: {error}"),
+            RegionError::Placement(e) => write!(f, "the region's options: {e}"),
         }
     }
 }
@@ -288,6 +301,7 @@ impl std::error::Error for RegionError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             RegionError::Os { error, .. } => Some(error),
+            RegionError::Placement(e) => Some(e),
             _ => None,
         }
     }

@@ -14,6 +14,8 @@ use crate::offset::Off;
 use crate::os;
 use crate::os::shared_mem::{self, Kind};
 use crate::pool::{place, AfterLeave};
+use crate::region::options::RegionOptions;
+use crate::region::Backing;
 use core::alloc::Layout as MemLayout;
 use core::fmt;
 use core::ops::Deref;
@@ -34,8 +36,9 @@ use core::sync::atomic::Ordering;
 /// made while a process had it open (`cp`, a backup, a snapshot) and a file that was open
 /// when the machine stopped: their pages may be of different moments, and allocating from
 /// them would hand out live objects' memory again. After a machine crash nothing is
-/// guaranteed of a file region that was open; there is no recovery (remove it and create
-/// it again). A process killed while the others go on is not a crash: the survivors take
+/// guaranteed of a file region that was open: its allocator is not recovered, but its
+/// data can be read ([`SharedCohort::salvage`]: root slots and bytes, read-only) and
+/// copied into a new region. A process killed while the others go on is not a crash: the survivors take
 /// its heaps over, and the region opens as usual.
 ///
 /// Dropping it (or [`SharedCohort::leave`]) leaves the region: this process's heaps go back
@@ -130,7 +133,7 @@ fn layout_of<T>() -> MemLayout {
 }
 
 /// What this build expects of a region for `L`.
-fn expected<L: Lifetime>() -> Expected {
+pub(super) fn expected<L: Lifetime>() -> Expected {
     Expected {
         life_count: L::COUNT,
         life_names: header::names_hash(L::NAMES),
@@ -155,9 +158,12 @@ impl<L: Lifetime> SharedCohort<L> {
             return Err(RegionError::Attach);
         }
         let name = place.name()?;
+        if let Some(region) = &options.region {
+            region.check_shared(name.kind == Kind::File)?;
+        }
         let expect = expected::<L>();
         let mapping = Mapping::create(&name, &options, &expect)?;
-        match Self::attach(mapping, name, true, 0) {
+        match Self::attach(mapping, name, 0, Some(options.region.as_ref())) {
             Ok(region) => {
                 region.header().publish_ready();
                 Ok(region)
@@ -191,18 +197,40 @@ impl<L: Lifetime> SharedCohort<L> {
         }
         let name = place.name()?;
         let mapping = Mapping::open(&name, &expected::<L>(), options.timeout)?;
-        Self::attach(mapping, name, false, options.cgroup_hint).map_err(|(e, _)| e)
+        Self::attach(mapping, name, options.cgroup_hint, None).map_err(|(e, _)| e)
     }
 
-    /// Builds the instance on a mapped region (formatting its state when `is_new`).
+    /// Builds the instance on a mapped region: a new one (`made`: with the options it is
+    /// made with, if any), whose state it formats, or one made before, whose recorded
+    /// options it applies to this process's mapping.
     fn attach(
         mapping: Mapping,
         name: Name,
-        is_new: bool,
         cgroup_hint: usize,
+        made: Option<Option<&RegionOptions>>,
     ) -> Result<SharedCohort<L>, (RegionError, Name)> {
         let (base, layout, attachment) = mapping.into_raw();
         let attachment = attachment.map(|a| Box::into_raw(Box::new(a)));
+        // The instance was not built: the mapping is still ours alone, and so is the
+        // attachment (its slot freed after the unmap).
+        let unbuilt = || {
+            // SAFETY: as said above; called once, on a refusal.
+            unsafe {
+                shared_mem::unmap_shared(base, layout.capacity);
+                if let Some(a) = attachment {
+                    drop_attachment(a.cast());
+                }
+            }
+        };
+        let is_new = made.is_some();
+        if let Some(Some(options)) = made {
+            // SAFETY: the new region's whole mapping, which nobody uses before it is
+            // published ready.
+            if let Err(e) = unsafe { options.apply(base, layout.capacity) } {
+                unbuilt();
+                return Err((e.into(), name));
+            }
+        }
         let placement = Placement {
             base,
             len: layout.capacity,
@@ -212,6 +240,7 @@ impl<L: Lifetime> SharedCohort<L> {
             unit_count: layout.unit_count,
             is_new,
             sync_on_leave: name.kind == Kind::File,
+            private: false,
             unmap: unmap_named,
             after_leave: attachment.map(|a| AfterLeave {
                 run: drop_attachment,
@@ -224,22 +253,31 @@ impl<L: Lifetime> SharedCohort<L> {
         // creator that formatted it with the geometry its header names, which the header's
         // validation found equal to this build's.
         match unsafe { Instance::placed_or_why(placement, Cohort::<L>::INSIDE_COUNT, Cohort::<L>::NAMES) } {
-            Ok(core) => Ok(SharedCohort {
-                cohort: Cohort::from_core(core),
-                base,
-                layout,
-                name,
-                cgroup_hint,
-            }),
-            Err(why) => {
-                // SAFETY: the instance was not built: the mapping is still ours alone, and
-                // so is the attachment (its slot freed after the unmap).
-                unsafe {
-                    shared_mem::unmap_shared(base, layout.capacity);
-                    if let Some(a) = attachment {
-                        drop_attachment(a.cast());
-                    }
+            Ok(core) => {
+                let pool = core.pool_if_any().expect("a placed instance has its pool");
+                // SAFETY: the instance was just made: no other thread of this process uses it.
+                let options = unsafe {
+                    RegionOptions::adopt(&pool.region, &mut pool.lock().region, Backing::SHARED, made.flatten())
+                };
+                // A refusal drops `core`: this process leaves the region again.
+                let applied = match is_new {
+                    true => Ok(()),
+                    // SAFETY: this process's whole mapping of the region.
+                    false => unsafe { options.apply_attached(base, layout.capacity) },
+                };
+                if let Err(e) = applied.and_then(|()| options.prefault_view(|| pool.counters.prefault())) {
+                    return Err((e.into(), name));
                 }
+                Ok(SharedCohort {
+                    cohort: Cohort::from_core(core),
+                    base,
+                    layout,
+                    name,
+                    cgroup_hint,
+                })
+            }
+            Err(why) => {
+                unbuilt();
                 let e = match why {
                     Refused::AttachedHere => RegionError::AlreadyOpen {
                         name: name.shown.clone(),

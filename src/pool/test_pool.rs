@@ -31,6 +31,7 @@ impl TestPool {
         let parts = SharedParts {
             heap_stride,
             checked: false,
+            private: false,
         };
         let layout = Layout::new(units, life_count, Some(parts)).expect("a layout");
         let blocks = layout.len.next_multiple_of(UNIT);
