@@ -4,7 +4,8 @@
 //! A remote free writes the block's `remote` word, which shares the header's cache line
 //! with the fields its owner writes on every allocation: a compare-and-swap per free moves
 //! that line between the two threads' caches each time. A batch keeps up to [`ENTRIES`]
-//! blocks' pending frees: per block `b`, a chain of slots linked through their first 4
+//! blocks' pending frees, block `b`'s in entry `entry_of(b) = (b / BLOCK_SIZE) % ENTRIES`
+//! (no search): per block `b`, a chain of slots linked through their first 4
 //! bytes (as every slot list of a block) from `first` to `last`, `count` long,
 //!
 //! `chain(b) = first -> ... -> last`, `|chain(b)| = count <= limit(b)`,
@@ -47,7 +48,7 @@
 //! (counted used, never pushed), and the other processes could not flush it.
 
 use crate::block::Header;
-use crate::class::HeadIndex;
+use crate::class::{HeadIndex, BLOCK_SHIFT};
 use crate::counters::Counter;
 use crate::pool::Pool;
 use crate::sync::{spin_hint, AtomicU32, Ordering};
@@ -87,8 +88,6 @@ const UNUSED: Pending = Pending {
 /// A batch's entries.
 struct Entries {
     pending: [Pending; ENTRIES],
-    /// The entry a new block takes when none is unused (round robin).
-    victim: u32,
 }
 
 /// A heap's batch of remote frees (see the module docs).
@@ -130,7 +129,6 @@ crate::sync::const_unless_loom! {
     fn new_entries() -> UnsafeCell<Entries> {
         UnsafeCell::new(Entries {
             pending: [UNUSED; ENTRIES],
-            victim: 0,
         })
     }
 }
@@ -227,7 +225,7 @@ impl RemoteBatch {
     /// # Safety
     /// The caller holds the batch's heap; `off` is a live slot of `h`, which the caller
     /// gives up; `h` is a block of `pool`, a private pool.
-    #[inline]
+    #[inline(always)]
     pub(crate) unsafe fn free(&self, pool: &Pool, h: &Header, off: u32) -> BatchFree {
         if !self.enter() {
             // A flusher has the batch: straight to the block.
@@ -281,10 +279,8 @@ impl RemoteBatch {
                 // SAFETY: entered.
                 let first = unsafe {
                     self.with_entries(|entries| {
-                        entries
-                            .pending
-                            .iter()
-                            .any(|e| e.block == block && e.first == off)
+                        let e = &entries.pending[entry_of(block)];
+                        e.block == block && e.first == off
                     })
                 };
                 self.leave();
@@ -354,10 +350,12 @@ impl RemoteBatch {
     }
 }
 
-/// [`RemoteBatch::free`] on the entries.
+/// [`RemoteBatch::free`] on the entries: the slot joins its block's chain in the block's
+/// entry; the rest (a chain that reaches its limit, a new chain) out of line.
 ///
 /// # Safety
 /// As [`RemoteBatch::free`], with the entries the caller's alone.
+#[inline(always)]
 unsafe fn free_in(
     entries: &mut Entries,
     pending: &AtomicU32,
@@ -366,19 +364,57 @@ unsafe fn free_in(
     off: u32,
 ) -> BatchFree {
     let block = ptr::from_ref(h);
-    if let Some(e) = entries.pending.iter_mut().find(|e| e.block == block) {
-        if e.first == off || h.is_first_remote(off) {
-            return BatchFree::AlreadyFree;
-        }
-        // SAFETY: the slot is the caller's (given up), in block h.
-        unsafe { h.link_slot(off, e.first) };
-        e.first = off;
-        e.count += 1;
-        if e.count >= e.limit {
+    let e = &mut entries.pending[entry_of(block)];
+    if e.block == block && e.count + 1 < e.limit {
+        // SAFETY: forwarded.
+        return unsafe { append(e, h, off) };
+    }
+    // SAFETY: forwarded.
+    unsafe { free_in_entry(e, pending, pool, h, off) }
+}
+
+/// Adds slot `off` to the chain of entry `e`, block `h`'s, unless it is the chain's first
+/// or the block's remote list's first (already free).
+///
+/// # Safety
+/// As [`free_in`], with `e` holding block `h`'s chain.
+#[inline(always)]
+unsafe fn append(e: &mut Pending, h: &Header, off: u32) -> BatchFree {
+    if e.first == off || h.is_first_remote(off) {
+        return BatchFree::AlreadyFree;
+    }
+    // SAFETY: the slot is the caller's (given up), in block h.
+    unsafe { h.link_slot(off, e.first) };
+    e.first = off;
+    e.count += 1;
+    BatchFree::Done
+}
+
+/// [`free_in`]'s other cases, for entry `e`, block `h`'s: the slot completes the block's
+/// chain (which goes to the block), or starts a chain (the entry's chain of another block
+/// goes to its block first).
+///
+/// # Safety
+/// As [`free_in`], with `e` the entry of block `h`.
+#[cold]
+#[inline(never)]
+unsafe fn free_in_entry(
+    e: &mut Pending,
+    pending: &AtomicU32,
+    pool: &Pool,
+    h: &Header,
+    off: u32,
+) -> BatchFree {
+    let block = ptr::from_ref(h);
+    if e.block == block {
+        // SAFETY: forwarded.
+        let done = unsafe { append(e, h, off) };
+        if done == BatchFree::Done {
+            // The chain reached its limit.
             // SAFETY: the chain's slots are the batch's, of block h.
             unsafe { flush_entry(pool, e) };
         }
-        return BatchFree::Done;
+        return done;
     }
     if h.is_first_remote(off) {
         return BatchFree::AlreadyFree;
@@ -389,20 +425,15 @@ unsafe fn free_in(
         unsafe { push_chain(pool, h, off, off, 1) };
         return BatchFree::Done;
     }
-    let at = match entries.pending.iter().position(|e| e.block.is_null()) {
-        Some(at) => at,
-        None => {
-            let at = entries.victim as usize % ENTRIES;
-            entries.victim = entries.victim.wrapping_add(1);
-            // SAFETY: the chain's slots are the batch's.
-            unsafe { flush_entry(pool, &mut entries.pending[at]) };
-            at
-        }
-    };
+    if !e.block.is_null() {
+        // Another block's chain holds the entry: it goes to its block.
+        // SAFETY: the chain's slots are the batch's.
+        unsafe { flush_entry(pool, e) };
+    }
     // Before any flusher can see the slot freed (see `RemoteBatch::flush`).
     pending.store(1, Ordering::Relaxed);
     // A chain of one slot: its link is written when it is pushed.
-    entries.pending[at] = Pending {
+    *e = Pending {
         block,
         first: off,
         last: off,
@@ -410,6 +441,14 @@ unsafe fn free_in(
         limit,
     };
     BatchFree::Done
+}
+
+/// The entry a block's chain takes: `entry_of(b) = (b / BLOCK_SIZE) % ENTRIES` (blocks are
+/// aligned to their size), so a free finds its block's chain with no search; a block whose
+/// entry holds another block's chain pushes that chain first.
+#[inline(always)]
+fn entry_of(block: *const Header) -> usize {
+    (block as usize >> BLOCK_SHIFT) % ENTRIES
 }
 
 /// Pushes entry `e`'s chain to its block and leaves the entry unused.

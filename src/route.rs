@@ -49,6 +49,13 @@ pub(crate) trait Route: Copy {
     /// For a remote free: the caller's heap of `instance`, whose batch takes the free
     /// ([`crate::remote`]), joined if the thread has none; null when it can have none.
     fn batch_heap(self, pool: &Pool, instance: u64) -> *const Heap;
+
+    /// For the quick way of a remote free ([`crate::remote`]): the caller's heap of
+    /// `instance` when it is found without a search and does not own blocks of token
+    /// `owner` (nor does any other heap the route would free locally into: the free is
+    /// remote, and the heap's batch may take it); null otherwise (the free takes the
+    /// general way, [`Route::heap_owning`] and [`Route::batch_heap`]).
+    fn remote_heap(self, instance: u64, owner: u64) -> *const Heap;
 }
 
 /// The calling thread's heap of the instance.
@@ -129,6 +136,21 @@ impl Route for ThreadHeap {
         }
         heap
     }
+
+    #[inline(always)]
+    fn remote_heap(self, instance: u64, owner: u64) -> *const Heap {
+        // The first two cases of `heap_owning`: the heap in the instance's slot, else the
+        // one used last if of this instance, is the thread's only heap of the instance.
+        let heap = match per_thread::slot_heap(instance) {
+            Some(heap) => ptr::from_ref(heap),
+            None => per_thread::current(instance).cast_const(),
+        };
+        // SAFETY: null or a live heap of the calling thread.
+        match unsafe { heap.as_ref() } {
+            Some(h) if h.token != owner => heap,
+            _ => ptr::null(),
+        }
+    }
 }
 
 /// An explicit join's heap ([`crate::Join`]), which the calling thread holds through it.
@@ -173,5 +195,11 @@ impl Route for JoinedHeap<'_> {
     #[inline(always)]
     fn batch_heap(self, _pool: &Pool, _instance: u64) -> *const Heap {
         self.0
+    }
+
+    #[inline(always)]
+    fn remote_heap(self, _instance: u64, _owner: u64) -> *const Heap {
+        // The block may be the calling thread's own heap's (`heap_owning`): the general way.
+        ptr::null()
     }
 }

@@ -248,3 +248,36 @@ fn try_free_of_a_batched_slot_is_a_double_free() {
     unsafe { a.free(ptrs[1] as *mut u8, SIZE, Life::Request) };
     assert!(a.is_empty());
 }
+
+/// Frees spread over more blocks than a batch has entries, in turns (every block's chain
+/// meets another block's in its entry, and is pushed early): every slot comes back, and
+/// the blocks verify.
+#[test]
+fn frees_into_more_blocks_than_a_batch_has_entries_all_arrive() {
+    let a = Cohort::<Life>::new();
+    let blocks: Vec<(Vec<usize>, usize)> =
+        (0..11).map(|_| fill_one_block(&a, Life::Request)).collect();
+    let bases: HashSet<usize> = blocks.iter().map(|(_, b)| *b).collect();
+    assert_eq!(
+        bases.len(),
+        blocks.len(),
+        "each fill took a block of its own"
+    );
+    let per_block = blocks[0].0.len();
+    thread::scope(|s| {
+        s.spawn(|| {
+            for i in 0..per_block {
+                for (ptrs, _) in &blocks {
+                    // SAFETY: allocated above with this size and class, freed once.
+                    unsafe { a.free(ptrs[i] as *mut u8, SIZE, Life::Request) };
+                }
+            }
+        })
+        .join()
+        .unwrap();
+    });
+    assert_eq!(a.stats().small.live, 0, "every slot freed");
+    assert!(a.is_empty());
+    // SAFETY: no other thread uses `a`.
+    unsafe { a.verify() }.expect("the blocks verify");
+}

@@ -5,7 +5,7 @@
 //! instance, onto the caller's heap's batch ([`crate::remote`]), in a shared one a
 //! lock-free push on the block's remote list, or the pool's lock for tiny blocks.
 
-use crate::block::{header_of, Header};
+use crate::block::{header_of, Header, PROMOTING};
 use crate::class::{class_of, HeadIndex};
 use crate::counters::Counter;
 use crate::heap::registered;
@@ -22,10 +22,13 @@ use crate::tiny;
 impl Instance {
     /// A free the fast path could not finish: the pointer is not in the region, or its block
     /// holds another (class, life), or the slot is already free, which is misuse; or the
-    /// block belongs to another heap: a remote free.
+    /// block belongs to another heap: a remote free. The common remote free is tested first
+    /// and takes the quick way ([`Instance::free_batched`]); everything else goes on to
+    /// [`Instance::free_unbatched`], out of line, so that the quick way saves and restores
+    /// few registers.
     ///
     /// `word` is the block's owner-and-key word xor the key of the size's class and `life`,
-    /// as the fast path read it (unread when `p` is outside the region): its key bits are
+    /// as the fast path read it (0 when `p` is outside the region): its key bits are
     /// [`EMPTY_KEY`] exactly when the block held that key then. The fast path passes it,
     /// and the align rather than the class, so that the class's register is free once
     /// xor'ed into the word (no copy). The pointer, size, align and word come first, in the
@@ -38,6 +41,46 @@ impl Instance {
     #[inline(never)]
     #[track_caller]
     pub(super) unsafe fn free_other<const ABORT: bool, R: Route>(
+        p: *mut u8,
+        size: usize,
+        align: usize,
+        word: u64,
+        this: &Instance,
+        route: R,
+        life: usize,
+    ) {
+        // The quick way: `word` says the block holds the size's key (its key bits are
+        // EMPTY_KEY), is not promoting, and a heap owns it (never a tiny block: those are
+        // the pool's, owner 0), not the route's heap (its compare failed); `p` is in the
+        // region (else `word` is 0) and not in a large allocation's run (whose bytes the
+        // fast path read as a header: never trusted).
+        if word & (PROMOTING | u64::from(EMPTY_KEY)) == u64::from(EMPTY_KEY)
+            && word >> 16 != 0
+            && this.bounds.contains(p)
+            && !this.in_run(p)
+        {
+            // SAFETY: p is in the region, so its header is readable; forwarded contract,
+            // and `word` is the block's, as read by the fast path.
+            let done = unsafe { this.free_batched(route, &*header_of(p), p, word >> 16) };
+            match done {
+                Some(BatchFree::Done) => return,
+                Some(BatchFree::AlreadyFree) => return this.double_free::<ABORT>(p, size, life),
+                None => {}
+            }
+        }
+        // SAFETY: forwarded contract.
+        unsafe { Instance::free_unbatched::<ABORT, R>(p, size, align, word, this, route, life) }
+    }
+
+    /// [`Instance::free_other`]'s frees that do not take the quick way, all but the
+    /// common remote free: see there.
+    ///
+    /// # Safety
+    /// As [`Instance::free_other`].
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    unsafe fn free_unbatched<const ABORT: bool, R: Route>(
         p: *mut u8,
         size: usize,
         align: usize,
@@ -81,6 +124,35 @@ impl Instance {
         // SAFETY: a live slot of block h (caller), or a zero size, which free_remote tests
         // before it frees anything.
         unsafe { this.free_remote::<ABORT, R>(route, h, p, size, life) };
+    }
+
+    /// The quick way of a remote free of slot `p` of block `h`, owned by heap token
+    /// `owner`: onto the batch of the caller's heap when the route finds that heap without a
+    /// search ([`Route::remote_heap`]) and the pool is private. `None` when it did nothing
+    /// (the general way, [`Instance::free_remote`], takes the free).
+    ///
+    /// # Safety
+    /// As [`Instance::free_sized`]; `h` is the block of `p`, holds the key of the free's
+    /// size and lifetime class, is not promoting and is owned by heap token `owner != 0`,
+    /// as the fast path read.
+    #[inline(always)]
+    unsafe fn free_batched<R: Route>(
+        &self,
+        route: R,
+        h: &Header,
+        p: *mut u8,
+        owner: u64,
+    ) -> Option<BatchFree> {
+        // SAFETY: the route gives null or a live heap the caller holds.
+        let heap = unsafe { route.remote_heap(self.instance_id(), owner).as_ref() }?;
+        let pool = heap.pool();
+        if pool.is_shared() {
+            return None; // Shared pools do not batch (see `crate::remote`).
+        }
+        // SAFETY: a live slot of h (caller), a block of this private pool (the caller's
+        // heap's: the block is in the instance's region) that the heap does not own; the
+        // caller holds the heap.
+        Some(unsafe { heap.remote.free(pool, h, h.offset_of(p)) })
     }
 
     /// A free into a block that may hold promoted slots (see [`crate::promotion`]), which

@@ -57,9 +57,22 @@ fn decide() -> u8 {
     m
 }
 
-/// The holder's fence, between its store to `busy` and its load of `wants`.
+/// The holder's fence, between its store to `busy` and its load of `wants`: one load and a
+/// branch before the compiler fence once the choice is asymmetric; the rest out of line.
 #[inline(always)]
 pub(super) fn light() {
+    #[cfg(not(loom))]
+    if MODE.load(Ordering::Relaxed) == ASYMMETRIC {
+        compiler_fence(Ordering::SeqCst);
+        return;
+    }
+    light_undecided_or_symmetric();
+}
+
+/// [`light`] before the choice is made, or without `membarrier`.
+#[cold]
+#[inline(never)]
+fn light_undecided_or_symmetric() {
     #[cfg(not(loom))]
     if mode() == ASYMMETRIC {
         compiler_fence(Ordering::SeqCst);
