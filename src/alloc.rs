@@ -10,13 +10,16 @@
 //!   the current block of (class, life) with no lock and no atomic read-modify-write.
 //! - tiny classes (1- and 2-byte slots): the calling thread's heap's tiny blocks, under the
 //!   pool's lock; threads without a heap: the pool's blocks, under its lock.
+//! - a medium request (above 16 KiB up to 1 MiB, aligned to at most a page): a run of
+//!   granules in a medium block of its lifetime class, under the pool's lock (see
+//!   `medium`); the size given back at free finds the run.
 //! - otherwise a large allocation: its own page-rounded mapping, no header, taken from the
 //!   cache of freed large mappings when one fits (see `large`'s cache), else mapped. The
 //!   size given back at free says it is large.
 
 #[cfg(doc)]
 use crate::class::Lookup;
-use crate::class::{class_of, geometry_unchecked, CLASSES};
+use crate::class::{class_of, geometry_unchecked, medium_granules, CLASSES};
 use crate::heap;
 use crate::instance::{Instance, CHECKED};
 use crate::live_bits::LiveBits;
@@ -274,6 +277,14 @@ impl Instance {
         let (Some(len), Some(pool)) = (os::page_round(size), self.pool()) else {
             return ptr::null_mut();
         };
+        // A medium request: a run of granules in a medium block (see `medium`); when the
+        // region has no block left, a mapping of its own as a large one.
+        if let Some(granules) = medium_granules(size, align) {
+            let p = pool.medium_alloc::<ZERO>(granules, align, life);
+            if !p.is_null() {
+                return p;
+            }
+        }
         // A shared region refuses large allocations (a mapping of this process's own would
         // be invisible to the others).
         if pool.is_shared() {

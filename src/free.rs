@@ -401,9 +401,11 @@ impl Instance {
         }
     }
 
-    /// Frees a large allocation, after checking the large table (every build: a hash
-    /// look-up beside a system call): the pointer must start a live large allocation of
-    /// this lifetime class whose mapped length `size` rounds to.
+    /// Frees a medium or large allocation (a size above the small classes): in the region,
+    /// a medium one, after checking its run (every build: the run table); outside it, a
+    /// large one, after checking the large table (every build: a hash look-up beside a
+    /// system call): the pointer must start a live large allocation of this lifetime
+    /// class whose mapped length `size` rounds to.
     ///
     /// # Safety
     /// As [`Instance::free_sized`], with `size` a large size: if a large allocation of
@@ -421,8 +423,10 @@ impl Instance {
         }
     }
 
-    /// Frees the large allocation at `p` if the large table holds it with this length and
-    /// lifetime class; else returns what is wrong, having changed nothing. No lock is held
+    /// Frees the medium allocation at `p` (in the region) if a live run of `size`'s
+    /// granules in lifetime class `life` starts there, or the large allocation at `p`
+    /// (outside it) if the large table holds it with this length and lifetime class; else
+    /// returns what is wrong, having changed nothing. No lock is held
     /// on return (reporting may allocate).
     ///
     /// # Safety
@@ -436,6 +440,13 @@ impl Instance {
         let Some(pool) = self.pool_if_any() else {
             return Err(self.misuse(p, size, life, Problem::Foreign));
         };
+        if self.bounds.contains(p) {
+            // A medium allocation (a large one is never in the region): its run checked
+            // and freed under the pool lock.
+            return pool
+                .medium_free(p, size, life)
+                .map_err(|problem| self.misuse(p, size, life, problem));
+        }
         // One clock read (before the lock) serves the cache and the empty blocks.
         let now = crate::decay::now();
         let mut large = pool.large.lock();
@@ -588,7 +599,7 @@ impl Instance {
         let h = unsafe { &*(base as *const Header) };
         let is_block = r.unit_state(r.unit_of(base)) == BLOCK && h.magic == MAGIC;
         if !is_block || h.key() != key(class, life) {
-            let block_class = (is_block && h.key() != EMPTY_KEY).then(|| h.class());
+            let block_class = is_block.then(|| class_held(h)).flatten();
             return bad(Problem::WrongBlock {
                 class,
                 stride: c.stride as usize,

@@ -18,6 +18,7 @@
 //! once, other threads' heaps of it when they exit, and the last of them unmaps this
 //! process's mapping ([`Pool::release`]).
 
+use crate::medium_block::MediumCounts;
 use crate::class::BLOCK_SIZE;
 use crate::fork;
 use crate::heap_handover;
@@ -180,6 +181,12 @@ impl Instance {
         unsafe { self.publish(&mut list, pool) };
         // SAFETY: just created; lives until the instance drops.
         Some(unsafe { &*pool })
+    }
+
+    /// The medium blocks' counts (all zero before the pool exists).
+    pub(crate) fn medium_counts(&self) -> MediumCounts {
+        self.pool_if_any()
+            .map_or(MediumCounts::new(), |pool| pool.state.lock().medium_counts)
     }
 
     /// (large allocations, large bytes, retained empty blocks, lock acquisitions).

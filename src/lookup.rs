@@ -18,6 +18,7 @@ use crate::block::{header_of, key_class, key_life, EMPTY_KEY};
 use crate::class::{CLASSES, CLASS_COUNT, MAX_SMALL, MAX_SMALL_ALIGN};
 use crate::instance::Instance;
 use crate::lifetime::Lifetime;
+use crate::medium::is_medium;
 use crate::misuse::{report, Misuse, Problem};
 use crate::resize::SizeAlign;
 use crate::route::ThreadHeap;
@@ -25,7 +26,8 @@ use crate::route::ThreadHeap;
 /// An allocation as [`Cohort::allocation_at`] finds it from its address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Allocation {
-    /// Its usable size: its slot's stride, or the length of a large allocation's mapping.
+    /// Its usable size: its slot's stride, a medium allocation's granules, or the length of
+    /// a large allocation's mapping.
     /// Any size from the one asked for up to this one frees it.
     pub usable: usize,
     /// Its lifetime class index: `L::index()` of one of the caller's classes; from
@@ -71,6 +73,32 @@ impl Instance {
         (key != EMPTY_KEY && class < CLASS_COUNT).then_some((class, key_life(key)))
     }
 
+    /// For `p` in the region: `None` when its block is not a medium block; else the live
+    /// medium allocation starting at `p`, or what a free of `p` without its size would be
+    /// (an interior pointer, a double free), from the block's run table under the pool
+    /// lock.
+    #[cold]
+    #[inline(never)]
+    fn medium_at(&self, p: *mut u8) -> Option<Result<Allocation, Problem>> {
+        let pool = self.pool_if_any()?;
+        // SAFETY: p lies in the region (caller), readable everywhere.
+        if !is_medium(unsafe { &*header_of(p) }) {
+            return None;
+        }
+        Some(match pool.medium_at(p) {
+            Some((usable, life)) => Ok(Allocation {
+                usable,
+                life,
+                large: false,
+            }),
+            // No run starts at p: the check names why (with a size no run has).
+            None => Err(pool
+                .medium_check(p, usize::MAX, 0)
+                .err()
+                .unwrap_or(Problem::NotARun)),
+        })
+    }
+
     /// The large allocation starting at `p` (outside the region), from the large table
     /// under its lock.
     #[cold]
@@ -102,7 +130,9 @@ impl Instance {
         if !self.bounds.contains(p) {
             return self.large_at(p);
         }
-        let (class, life) = self.small_at(p)?;
+        let Some((class, life)) = self.small_at(p) else {
+            return self.medium_at(p)?.ok();
+        };
         Some(Allocation {
             usable: CLASSES[class].stride as usize,
             life,
@@ -195,20 +225,21 @@ impl<L: Lifetime> Cohort<L> {
             // SAFETY: forwarded contract.
             return unsafe { self.free_unsized_outside(ptr) };
         }
-        let Some((class, life)) = self.core.small_at(ptr) else {
-            // Every slot of a block holding no allocations is free.
-            report::<true>(self.core.misuse(ptr, 0, 0, Problem::DoubleFree));
+        let (usable, life) = match self.core.small_at(ptr) {
+            Some((class, life)) => (CLASSES[class].stride as usize, life),
+            None => match self.core.medium_at(ptr) {
+                Some(Ok(found)) => (found.usable, found.life),
+                Some(Err(problem)) => report::<true>(self.core.misuse(ptr, 0, 0, problem)),
+                // Every slot of a block holding no allocations is free.
+                None => report::<true>(self.core.misuse(ptr, 0, 0, Problem::DoubleFree)),
+            },
         };
-        // SAFETY: a live allocation of this allocator (caller): its class's stride is its
-        // usable size, which maps back to the class with SMALL_ALIGN, in its lifetime class.
+        // SAFETY: a live allocation of this allocator (caller): its usable size (a small
+        // class's stride, which maps back to the class with SMALL_ALIGN; or a medium run's
+        // bytes), in its lifetime class.
         unsafe {
-            self.core.free_sized::<true, _>(
-                ThreadHeap,
-                ptr,
-                CLASSES[class].stride as usize,
-                SMALL_ALIGN,
-                life,
-            )
+            self.core
+                .free_sized::<true, _>(ThreadHeap, ptr, usable, SMALL_ALIGN, life)
         };
         Ok(())
     }
@@ -284,13 +315,17 @@ impl<L: Lifetime> Cohort<L> {
         let (old, life) = if ptr.is_null() {
             (SizeAlign { size: 0, align: 1 }, 0)
         } else if self.core.bounds.contains(ptr) {
-            let Some((class, life)) = self.core.small_at(ptr) else {
-                // Every slot of a block holding no allocations is free.
-                report::<true>(self.core.misuse(ptr, 0, 0, Problem::DoubleFree));
+            let (usable, life) = match self.core.small_at(ptr) {
+                Some((class, life)) => (CLASSES[class].stride as usize, life),
+                None => match self.core.medium_at(ptr) {
+                    Some(Ok(found)) => (found.usable, found.life),
+                    Some(Err(problem)) => report::<true>(self.core.misuse(ptr, 0, 0, problem)),
+                    // Every slot of a block holding no allocations is free.
+                    None => report::<true>(self.core.misuse(ptr, 0, 0, Problem::DoubleFree)),
+                },
             };
-            let stride = CLASSES[class].stride as usize;
             let old = SizeAlign {
-                size: stride,
+                size: usable,
                 align: SMALL_ALIGN,
             };
             (old, life)

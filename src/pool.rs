@@ -58,6 +58,7 @@ use crate::class::{HeadIndex, BLOCK_SIZE, CLASSES};
 use crate::decay::{Decay, Idle, Retention};
 use crate::heap_record::HeapRecord;
 use crate::large::LargeTable;
+use crate::medium_block::MediumCounts;
 use crate::region::{Region, RegionState, UNIT};
 use crate::sync::{fence, AtomicU32, AtomicU64, AtomicU8, Ordering, SpinLock};
 use crate::sync::{PoolLock, RawPoolLock};
@@ -185,6 +186,11 @@ pub(crate) struct PoolState {
     /// list it is on (linked through [`LifeLinks`]): what `release_class` walks (the
     /// table's offset from this state).
     of_life: usize,
+    /// Per lifetime class, its medium blocks (linked through their headers, see
+    /// `crate::medium`): the table's offset from this state.
+    medium: usize,
+    /// The medium blocks' counts, summed.
+    pub(crate) medium_counts: MediumCounts,
     /// Empty blocks kept committed (at most `retain_blocks`).
     retained: BlockList,
     retained_count: usize,
@@ -499,6 +505,18 @@ impl PoolState {
         unsafe { &*self.table(self.of_life).add(life) }
     }
 
+    /// The medium blocks of lifetime class `life` (see `crate::medium`).
+    pub(crate) fn medium(&mut self, life: usize) -> &mut BlockList {
+        // SAFETY: the table holds a list per lifetime class; `life < life_count`.
+        unsafe { &mut *self.table(self.medium).add(life) }
+    }
+
+    /// As [`PoolState::medium`], to read.
+    pub(crate) fn medium_list(&self, life: usize) -> &BlockList {
+        // SAFETY: as in `medium`.
+        unsafe { &*self.table(self.medium).add(life) }
+    }
+
     fn of_life_mut(&mut self, life: usize) -> &mut BlockList {
         // SAFETY: as in `of_life`.
         unsafe { &mut *self.table(self.of_life).add(life) }
@@ -538,6 +556,20 @@ impl Pool {
             h.set_owner(owner);
             return Some(h);
         }
+        self.take_unused_block(st, class, life, owner)
+    }
+
+    /// Under the lock: a block out of use (a kept empty one, else a new one from the
+    /// region) with a fresh header of (class, life), owned by `owner`, on its lifetime
+    /// class's list; for [`Pool::take_block`] and for classes without slots (medium
+    /// blocks, whose header says whether the block reads zero: `Header::is_fresh`).
+    pub(crate) fn take_unused_block<'a>(
+        &'a self,
+        st: &mut PoolState,
+        class: usize,
+        life: usize,
+        owner: u64,
+    ) -> Option<&'a Header> {
         // Take before the decay: a block unused for the delay still serves the request that
         // comes for it.
         let retained = self.take_retained(st);
@@ -553,8 +585,8 @@ impl Pool {
         };
         // SAFETY: the block is carved or retained: committed, ours, reachable by nobody.
         let h = unsafe { &*Header::init(base, class, life, owner, fresh) };
-        let c = h.geometry();
-        if c.is_tiny() {
+        if CLASSES.get(class).is_some_and(|c| c.is_tiny()) {
+            let c = h.geometry();
             // SAFETY: as above; the run table follows the header.
             unsafe { tiny::init_runs(base.cast(), c) };
         }

@@ -44,6 +44,9 @@ pub struct Released {
     pub left_to_other_threads: usize,
     /// Large allocations of the class unmapped (whichever thread made them).
     pub large: usize,
+    /// Medium allocations of the class freed (whichever thread made them), and their
+    /// blocks given back with them.
+    pub medium: usize,
 }
 
 /// "released 3 blocks (120 slots) and 2 large allocations; 1 block left to other threads".
@@ -51,8 +54,8 @@ impl fmt::Display for Released {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "released {} blocks ({} slots) and {} large allocations",
-            self.blocks, self.slots, self.large
+            "released {} blocks ({} slots), {} medium and {} large allocations",
+            self.blocks, self.slots, self.medium, self.large
         )?;
         if self.left_to_other_threads > 0 {
             write!(
@@ -129,8 +132,8 @@ impl<L: Lifetime> Cohort<L> {
     /// (while it was exiting, or beyond the 16 383 heaps an instance registers) count as
     /// another live thread's: only [`Cohort::scope_exclusive`] releases them.
     ///
-    /// Large allocations (above 16 KiB) of the class are unmapped too, whichever thread
-    /// made them: they belong to no heap.
+    /// Medium and large allocations (above 16 KiB) of the class are freed too, whichever
+    /// thread made them: they belong to no heap.
     ///
     /// # Safety
     /// No allocation of class `life` that this call releases (small ones made by the
@@ -208,6 +211,10 @@ impl<L: Lifetime> Cohort<L> {
         // stay listed (unless `Everyone` or `Claimed`); the walk below counts them.
         let heapless = whose != Whose::Caller;
         pool.take_life(&mut st, life, heapless, |st, h| r.block(st, h, false));
+        // Medium allocations belong to no heap (like large ones): all of the class's go.
+        let (medium, medium_blocks) = pool.release_medium(&mut st, life);
+        r.out.medium += medium;
+        r.out.blocks += medium_blocks;
         // What is left of the class: blocks on no list (full blocks of the caller, of the
         // pool, of exited threads) and other live threads' blocks.
         for h in pool.blocks_of_life(&st, life) {
@@ -328,7 +335,11 @@ impl<L: Lifetime> Cohort<L> {
         let resident_before = pool.resident_bytes();
         let me = per_thread::find_own(self.core.instance_id());
         // SAFETY: `me` is null or the calling thread's own heap.
-        let blocks = heap::compact(unsafe { me.as_ref() }, pool, &mut pool.lock());
+        let mut st = pool.lock();
+        let blocks = heap::compact(unsafe { me.as_ref() }, pool, &mut st);
+        // Empty medium blocks, and the free pages of the others.
+        let blocks = blocks + pool.compact_medium(&mut st);
+        drop(st);
         let cached = pool.large.lock().drain_cache();
         // SAFETY: cached large mappings belong to no allocation.
         unsafe { unmap_evicted(&cached) };
@@ -404,7 +415,7 @@ impl<L: Lifetime> Cohort<L> {
     /// ```
     pub fn is_empty(&self) -> bool {
         let s = self.stats();
-        s.small.live == 0 && s.large_allocations == 0
+        s.small.live == 0 && s.large_allocations == 0 && s.medium_allocations == 0
     }
 }
 

@@ -11,6 +11,7 @@
 //! large_bytes` (read under one lock).
 
 use crate::api::Cohort;
+use crate::class::GRANULE;
 use crate::lifetime::Lifetime;
 use core::fmt;
 
@@ -147,6 +148,15 @@ pub struct Stats {
     pub large_cached_bytes: usize,
     /// System calls (map, unmap, remap) the large paths made since the allocator started.
     pub large_system_calls: u64,
+    /// Medium allocations (above 16 KiB up to 1 MiB: runs of granules in medium blocks)
+    /// live now.
+    pub medium_allocations: usize,
+    /// Usable bytes of the live medium allocations.
+    pub medium_bytes: usize,
+    /// Medium blocks in use.
+    pub medium_blocks: usize,
+    /// Free bytes of the medium blocks that may be resident (not yet given back).
+    pub medium_dirty_bytes: usize,
     /// Empty blocks kept committed for reuse.
     pub retained_empty_blocks: usize,
     /// Times the pool lock was taken since the allocator started (slow paths only).
@@ -208,10 +218,15 @@ impl<L: Lifetime> Cohort<L> {
         let classes = self.class_totals(&heads);
         let (large_cached, large_cached_bytes, large_system_calls) =
             self.core.large_cache_counters();
+        let medium = self.core.medium_counts();
         Stats {
             heads,
             small,
             classes,
+            medium_allocations: medium.runs,
+            medium_bytes: medium.live * GRANULE,
+            medium_blocks: medium.blocks,
+            medium_dirty_bytes: medium.dirty * GRANULE,
             large_allocations,
             large_bytes,
             large_cached,
@@ -340,8 +355,8 @@ impl fmt::Display for Stats {
         writeln!(
             f,
             "small: {} blocks, {} live slots, {} live, {} resident ({} reserved); large: {} \
-             allocations, {} ({} freed mappings cached, {}); {} empty blocks kept; pool lock \
-             taken {} times",
+             allocations, {} ({} freed mappings cached, {}); medium: {} allocations, {} in {} \
+             blocks ({} free resident); {} empty blocks kept; pool lock taken {} times",
             t.blocks,
             t.live,
             Bytes(t.live_bytes),
@@ -351,6 +366,10 @@ impl fmt::Display for Stats {
             Bytes(self.large_bytes),
             self.large_cached,
             Bytes(self.large_cached_bytes),
+            self.medium_allocations,
+            Bytes(self.medium_bytes),
+            self.medium_blocks,
+            Bytes(self.medium_dirty_bytes),
             self.retained_empty_blocks,
             self.lock_acquisitions
         )
