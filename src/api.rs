@@ -4,7 +4,7 @@
 //! with its lifetime classes `L`; its methods are the public forms of the paths in
 //! [`crate::alloc`], [`crate::free`] and [`crate::resize`].
 
-use crate::class::{class_of, malloc_align, Class, CLASSES, MAX_SMALL_ALIGN};
+use crate::class::{class_of, malloc_align, medium_granules, Class, CLASSES, GRANULE, MAX_SMALL_ALIGN};
 use crate::instance::Instance;
 use crate::lifetime::{self, Lifetime, ScopeClaims, HIDDEN, MAX_LIFETIME_CLASSES};
 use crate::misuse::Misuse;
@@ -511,7 +511,8 @@ impl<L: Lifetime> Cohort<L> {
     /// use std::alloc::Layout;
     /// let a = cohort::Cohort::<()>::new();
     /// assert_eq!(a.usable_size(Layout::from_size_align(24, 8).unwrap()), 24);
-    /// assert_eq!(a.usable_size(Layout::from_size_align(100_000, 8).unwrap()), 102_400); // pages
+    /// assert_eq!(a.usable_size(Layout::from_size_align(100_000, 8).unwrap()), 100_352); // 2 KiB granules
+    /// assert_eq!(a.usable_size(Layout::from_size_align(3_000_000, 8).unwrap()), 3_002_368); // pages
     /// ```
     pub fn usable_size(&self, layout: Layout) -> usize {
         usable_size(layout.size(), layout.align())
@@ -655,7 +656,8 @@ impl<L: Lifetime> Cohort<L> {
 
     /// The base address of the block holding an allocation of `size` bytes made by
     /// [`Cohort::malloc`] (for `Layout` allocations use [`Cohort::block_of_layout`]).
-    /// `None` for large allocations, which have no block.
+    /// `None` for medium and large allocations (a medium one has a block, but a run of
+    /// granules in it, not a slot: `allocation_at` finds it).
     ///
     /// # Examples
     ///
@@ -692,14 +694,16 @@ impl<L: Lifetime> Cohort<L> {
     }
 }
 
-/// The usable size of a request: its class's stride, or its page-rounded size when large.
+/// The usable size of a request: its class's stride, its granules when medium, or its
+/// page-rounded size when large.
 pub(crate) fn usable_size(size: usize, align: usize) -> usize {
     if size == 0 {
         return 0;
     }
-    match class_of(size, align) {
-        Some(c) => CLASSES[c].stride as usize,
-        None => os::page_round(size).unwrap_or(size),
+    match (class_of(size, align), medium_granules(size, align)) {
+        (Some(c), _) => CLASSES[c].stride as usize,
+        (None, Some(granules)) => granules * GRANULE,
+        (None, None) => os::page_round(size).unwrap_or(size),
     }
 }
 

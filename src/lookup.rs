@@ -351,7 +351,7 @@ impl<L: Lifetime> Cohort<L> {
 
 #[cfg(test)]
 mod tests {
-    use crate::class::{CLASSES, MAX_SMALL};
+    use crate::class::{CLASSES, GRANULE, MAX_MEDIUM, MAX_SMALL};
     use crate::{Cohort, Problem};
     use core::alloc::{GlobalAlloc, Layout};
 
@@ -360,17 +360,20 @@ mod tests {
     }
 
     #[test]
-    fn every_class_and_large_size_is_found_and_freed_without_its_size() {
+    fn every_class_medium_and_large_size_is_found_and_freed_without_its_size() {
         let a = Cohort::<Life>::new();
         let mut sizes: Vec<usize> = CLASSES.iter().map(|c| c.stride as usize).collect();
-        sizes.extend([MAX_SMALL + 1, 100_000, 3 << 20]);
+        sizes.extend([MAX_SMALL + 1, 100_000, MAX_MEDIUM, MAX_MEDIUM + 1, 3 << 20]);
         for &size in &sizes {
             for life in [Life::A, Life::B] {
                 let p = a.malloc(size, life);
                 let found = a.allocation_at(p).expect("found");
                 assert_eq!(found.life, life as usize, "size {size}");
-                assert_eq!(found.large, size > MAX_SMALL, "size {size}");
+                assert_eq!(found.large, size > MAX_MEDIUM, "size {size}");
                 assert!(found.usable >= size, "size {size}: {found:?}");
+                if size > MAX_SMALL && size <= MAX_MEDIUM {
+                    assert_eq!(found.usable, size.next_multiple_of(GRANULE), "size {size}");
+                }
                 // SAFETY: allocated just above.
                 unsafe { a.free_unsized(p) }.unwrap();
             }

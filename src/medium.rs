@@ -294,6 +294,19 @@ impl Pool {
         (allocations, blocks)
     }
 
+    /// Under the lock: the live medium allocations of lifetime class `life` and their
+    /// usable bytes.
+    pub(crate) fn medium_of_life(&self, st: &PoolState, life: usize) -> (usize, usize) {
+        let (mut runs, mut granules) = (0, 0);
+        for h in st.medium_list(life).iter(self.units()) {
+            // SAFETY: a medium block; we hold the lock.
+            let r = unsafe { Runs::of(h) };
+            runs += r.runs();
+            granules += MAX_RUN - r.free();
+        }
+        (runs, granules * GRANULE)
+    }
+
     /// Under the lock: gives back every medium block with no live run and every whole
     /// free page of the others (`compact`). Returns the blocks given away.
     pub(crate) fn compact_medium(&self, st: &mut PoolState) -> usize {

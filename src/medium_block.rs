@@ -516,7 +516,7 @@ mod tests {
         assert_eq!(given, vec![(2, 4)], "pages 1 and 2; page 3 holds b");
         assert_eq!((cleaned, r.dirty()), (4, 1));
         let mut zeroing = Vec::new();
-        r.for_each_dirty(2, 6, |s, k| zeroing.push((s, k)));
+        r.for_each_dirty(2, 5, |s, k| zeroing.push((s, k)));
         assert_eq!(zeroing, vec![(6, 1)]);
         assert_eq!(r.check(), Ok((1, 1)));
         assert_eq!(r.purge(4096, |_, _| panic!("nothing to give back")), 0);
