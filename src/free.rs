@@ -9,7 +9,7 @@ use crate::block::{header_of, key, Header, LocalFree, MAGIC};
 use core::alloc::Layout;
 #[cfg(doc)]
 use crate::class::Lookup;
-use crate::class::{class_of, BLOCK_SIZE, CLASSES, CLASS_COUNT};
+use crate::class::{class_of, BLOCK_SIZE, CLASSES, CLASS_COUNT, MAX_MEDIUM};
 use crate::instance::{Instance, CHECKED};
 #[cfg(doc)]
 use crate::instance::RegionBounds;
@@ -442,10 +442,20 @@ impl Instance {
         };
         if self.bounds.contains(p) {
             // A medium allocation (a large one is never in the region): its run checked
-            // and freed under the pool lock.
-            return pool
-                .medium_free(p, size, life)
-                .map_err(|problem| self.misuse(p, size, life, problem));
+            // and freed under the pool lock. A large size names none: the medium
+            // allocation there is named if there is one.
+            let problem = if size <= MAX_MEDIUM {
+                match pool.medium_free(p, size, life) {
+                    Ok(()) => return Ok(()),
+                    Err(problem) => problem,
+                }
+            } else {
+                match pool.medium_at(p) {
+                    Some((usable, block_life)) => Problem::WrongRun { usable, block_life },
+                    None => Problem::NotLarge,
+                }
+            };
+            return Err(self.misuse(p, size, life, problem));
         }
         // One clock read (before the lock) serves the cache and the empty blocks.
         let now = crate::decay::now();

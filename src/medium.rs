@@ -20,7 +20,9 @@
 //! could not give back), every whole page of free dirty granules is given back to the OS
 //! (`Pool::purge_medium`); they read zero afterwards. A block whose last run is freed goes
 //! to the pool's empty blocks (kept and decayed as any: `crate::pool`), unless it is the
-//! only medium block of its class, which stays for the next request.
+//! only medium block of its class, which stays for the next request; every
+//! [`DECAY_EVERY`]-th medium free looks at the clock and gives back the empty blocks kept
+//! unused for the delay, as the other slow paths do.
 //!
 //! Invariants (under the lock): a block is on `medium[l]` ⇔ its key is
 //! `key(MEDIUM_CLASS, l)`; `medium_counts` sums its blocks' counts (`MediumCounts`); a
@@ -42,6 +44,9 @@ use crate::medium_block::MediumCounts;
 const DIRTY_SLACK: usize = BLOCK_SIZE / GRANULE;
 /// The bound's share of the live granules: `live / DIRTY_SHARE`.
 const DIRTY_SHARE: usize = 64;
+/// Medium frees between two looks at the clock for the decay of empty blocks (a clock
+/// read costs more than a medium free's other work).
+pub(crate) const DECAY_EVERY: u64 = 32;
 /// Dirty ranges of a zeroed allocation remembered for zeroing outside the lock; with more,
 /// the whole run is zeroed.
 const ZERO_RANGES: usize = 8;
@@ -226,6 +231,11 @@ impl Pool {
             list.push(units, h);
         }
         self.purge_medium_if_due(&mut st);
+        // A slow path: empty blocks unused for the delay go back (see `pool`'s `empty`).
+        st.medium_counts.frees += 1;
+        if st.medium_counts.frees.is_multiple_of(DECAY_EVERY) {
+            self.decay_if_due_locked(&mut st, crate::decay::now());
+        }
         Ok(())
     }
 

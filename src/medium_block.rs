@@ -66,6 +66,9 @@ pub(crate) struct MediumCounts {
     pub(crate) floor: usize,
     /// Ranges given back by purges (system calls).
     pub(crate) purged: u64,
+    /// Medium frees, which look at the clock for the empty blocks' decay every
+    /// `medium::DECAY_EVERY`.
+    pub(crate) frees: u64,
 }
 
 impl MediumCounts {
@@ -78,6 +81,7 @@ impl MediumCounts {
             blocks: 0,
             floor: 0,
             purged: 0,
+            frees: 0,
         }
     }
 }

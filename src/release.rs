@@ -292,8 +292,8 @@ impl<L: Lifetime> Cohort<L> {
         r
     }
 
-    /// Live allocations of lifetime class `life`: small slots and large allocations, what
-    /// a release of the class frees.
+    /// Live allocations of lifetime class `life`: small slots, medium and large
+    /// allocations, what a release of the class frees.
     fn live_in_class(&self, life: usize) -> usize {
         let small: usize = self
             .stats()
@@ -302,11 +302,12 @@ impl<L: Lifetime> Cohort<L> {
             .filter(|h| h.life == Self::reported(life))
             .map(|h| h.live)
             .sum();
-        let large = self
-            .core
-            .pool_if_any()
-            .map_or(0, |pool| pool.large.lock().count_life(life));
-        small + large
+        let Some(pool) = self.core.pool_if_any() else {
+            return small;
+        };
+        let large = pool.large.lock().count_life(life);
+        let medium = pool.medium_of_life(&pool.state.lock(), life).0;
+        small + medium + large
     }
 
     /// Gives memory back to the OS: every empty block of the calling thread's heap and of the

@@ -473,7 +473,7 @@ fn invariant_12_try_free_returns_misuse_and_changes_nothing() {
     let p = a.malloc(24, Life::Short);
     let q = a.malloc(24, Life::Short);
     let t = a.malloc(1, Life::Short);
-    let big = a.malloc(100_000, Life::Short);
+    let big = a.malloc(1_100_000, Life::Short);
     let boxed = Box::into_raw(Box::new([0u8; 64])) as *mut u8;
     let live = a.stats().small.live;
     // SAFETY (every call): misuse the checks reject changes nothing; correct calls free
@@ -508,11 +508,11 @@ fn invariant_12_try_free_returns_misuse_and_changes_nothing() {
             Problem::LargeMismatch { .. }
         ));
         assert!(matches!(
-            problem(a.try_free(big, 200_000, Life::Short)),
+            problem(a.try_free(big, 1_200_000, Life::Short)),
             Problem::LargeMismatch { .. }
         ));
         assert_eq!(
-            problem(a.try_free(p, 100_000, Life::Short)),
+            problem(a.try_free(p, 1_100_000, Life::Short)),
             Problem::NotLarge
         );
         assert_eq!(a.stats().small.live, live, "nothing changed");
@@ -531,10 +531,10 @@ fn invariant_12_try_free_returns_misuse_and_changes_nothing() {
         let t2 = a.malloc(1, Life::Short);
         assert_eq!(a.try_free(t, 1, Life::Short), Ok(()));
         assert_eq!(problem(a.try_free(t, 1, Life::Short)), Problem::DoubleFree);
-        assert_eq!(a.try_free(big, 100_000, Life::Short), Ok(()));
+        assert_eq!(a.try_free(big, 1_100_000, Life::Short), Ok(()));
         // Its mapping is cached now: a second free is a double free.
         assert_eq!(
-            problem(a.try_free(big, 100_000, Life::Short)),
+            problem(a.try_free(big, 1_100_000, Life::Short)),
             Problem::DoubleFree
         );
         assert_eq!(a.try_free(std::ptr::null_mut(), 24, Life::Short), Ok(()));
