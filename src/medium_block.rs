@@ -381,9 +381,8 @@ impl Runs {
         while g < GRANULES {
             let n = self.lens[g] as usize;
             if n > 0 {
-                let fits = g >= end_of_last
-                    && g + n <= GRANULES
-                    && count_range(&self.used, g, n) == n;
+                let fits =
+                    g >= end_of_last && g + n <= GRANULES && count_range(&self.used, g, n) == n;
                 if fits {
                     runs += 1;
                     end_of_last = g + n;

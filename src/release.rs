@@ -335,8 +335,8 @@ impl<L: Lifetime> Cohort<L> {
         };
         let resident_before = pool.resident_bytes();
         let me = per_thread::find_own(self.core.instance_id());
-        // SAFETY: `me` is null or the calling thread's own heap.
         let mut st = pool.lock();
+        // SAFETY: `me` is null or the calling thread's own heap.
         let blocks = heap::compact(unsafe { me.as_ref() }, pool, &mut st);
         // Empty medium blocks, and the free pages of the others.
         let blocks = blocks + pool.compact_medium(&mut st);

@@ -138,7 +138,7 @@ fn exercise_every_path(a: &Cohort<Life>) {
     unsafe { a.free(p, usable, Life::Long) };
     // Medium ones are 2 KiB granules, whatever the page.
     let (p, usable) = a.malloc_at_least(20_000, Life::Long);
-    assert!(!p.is_null() && p as usize % 4096 == 0);
+    assert!(!p.is_null() && (p as usize).is_multiple_of(4096));
     assert_eq!(usable, 20_480);
     // SAFETY: p is a live allocation of 20 000 bytes (or up to its usable size).
     unsafe {

@@ -123,16 +123,40 @@ impl Model {
         match *op {
             Op::Malloc(Size(size), long) => {
                 let ptr = a.malloc(size, life(long));
-                self.add(Live { ptr, size, align: 0, life: life(long) }, false);
+                self.add(
+                    Live {
+                        ptr,
+                        size,
+                        align: 0,
+                        life: life(long),
+                    },
+                    false,
+                );
             }
             Op::Calloc(Size(size), long) => {
                 let ptr = a.calloc(size, life(long));
-                self.add(Live { ptr, size, align: 0, life: life(long) }, true);
+                self.add(
+                    Live {
+                        ptr,
+                        size,
+                        align: 0,
+                        life: life(long),
+                    },
+                    true,
+                );
             }
             Op::Alloc(Size(size), long) => {
                 let align = 8 << (size % 9); // 8 B .. 2 KiB
                 let ptr = a.alloc(Layout::from_size_align(size, align).unwrap(), life(long));
-                self.add(Live { ptr, size, align, life: life(long) }, false);
+                self.add(
+                    Live {
+                        ptr,
+                        size,
+                        align,
+                        life: life(long),
+                    },
+                    false,
+                );
             }
             Op::Free(i) => {
                 if let Some(l) = self.take(i) {
@@ -167,7 +191,15 @@ impl Model {
                     let tail = unsafe { nonzero(q.add(l.size), size - l.size) };
                     assert_eq!(tail, None, "{l:?} -> {size}: grown part not zeroed");
                 }
-                self.add(Live { ptr: q, size, align: 0, life: l.life }, false);
+                self.add(
+                    Live {
+                        ptr: q,
+                        size,
+                        align: 0,
+                        life: l.life,
+                    },
+                    false,
+                );
             }
         }
     }
@@ -183,7 +215,11 @@ unsafe fn free(a: &Cohort<Life>, l: Live) {
         if l.align == 0 {
             a.free(l.ptr, l.size, l.life);
         } else {
-            a.dealloc(l.ptr, Layout::from_size_align(l.size, l.align).unwrap(), l.life);
+            a.dealloc(
+                l.ptr,
+                Layout::from_size_align(l.size, l.align).unwrap(),
+                l.life,
+            );
         }
     }
 }
@@ -200,7 +236,11 @@ fn model_holds(ops: Vec<Op>) -> bool {
     m.a.verify_exclusive().expect("consistent");
     let s = m.a.stats();
     assert_eq!(s.medium_allocations, m.live.len(), "{s}");
-    let usable: usize = m.live.iter().map(|l| l.size.next_multiple_of(GRANULE)).sum();
+    let usable: usize = m
+        .live
+        .iter()
+        .map(|l| l.size.next_multiple_of(GRANULE))
+        .sum();
     assert_eq!(s.medium_bytes, usable);
     while let Some(l) = m.take(0) {
         // SAFETY: live.
@@ -224,10 +264,16 @@ fn a_model_of_medium_allocs_frees_and_resizes_holds() {
 #[test]
 fn medium_sizes_round_by_at_most_an_eighth() {
     let a = Cohort::<()>::new();
-    for size in (MAX_SMALL + 1..=MAX_MEDIUM).step_by(997).chain([MAX_MEDIUM]) {
+    for size in (MAX_SMALL + 1..=MAX_MEDIUM)
+        .step_by(997)
+        .chain([MAX_MEDIUM])
+    {
         let (p, usable) = a.malloc_at_least(size, ());
         assert_eq!(p as usize % 4096, 0);
-        assert!(usable >= size && usable * 8 <= size * 9, "{size} -> {usable}");
+        assert!(
+            usable >= size && usable * 8 <= size * 9,
+            "{size} -> {usable}"
+        );
         assert!(a.in_region(p), "{size}: served from a block");
         // SAFETY: live; any size up to the usable one frees it.
         unsafe { a.free(p, usable, ()) };
@@ -241,8 +287,9 @@ fn medium_sizes_round_by_at_most_an_eighth() {
 fn threads_free_each_others_medium_allocations() {
     const THREADS: usize = 4;
     static A: Cohort<Life> = Cohort::new();
-    let (senders, receivers): (Vec<_>, Vec<_>) =
-        (0..THREADS).map(|_| std::sync::mpsc::channel::<(usize, usize)>()).unzip();
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..THREADS)
+        .map(|_| std::sync::mpsc::channel::<(usize, usize)>())
+        .unzip();
     let mut receivers = receivers.into_iter();
     std::thread::scope(|s| {
         for t in 0..THREADS {
@@ -310,20 +357,47 @@ fn medium_misuse_is_reported_and_changes_nothing() {
     unsafe {
         let wrong_size = a.try_free(p, 50_000, Life::Frame).unwrap_err();
         assert_eq!((wrong_size.ptr, wrong_size.size), (p as usize, 50_000));
-        assert!(matches!(wrong_size.problem, Problem::WrongRun { usable: 100_352, .. }));
-        assert!(wrong_size.to_string().contains("100352 usable bytes"), "{wrong_size}");
+        assert!(matches!(
+            wrong_size.problem,
+            Problem::WrongRun {
+                usable: 100_352,
+                ..
+            }
+        ));
+        assert!(
+            wrong_size.to_string().contains("100352 usable bytes"),
+            "{wrong_size}"
+        );
         let wrong_class = a.try_free(p, 100_000, Life::Long).unwrap_err();
-        assert!(wrong_class.to_string().contains("wrong lifetime class"), "{wrong_class}");
+        assert!(
+            wrong_class.to_string().contains("wrong lifetime class"),
+            "{wrong_class}"
+        );
         let interior = a.try_free(p.add(4096), 20_000, Life::Frame).unwrap_err();
         assert_eq!(interior.problem, Problem::NotARun);
         let unaligned = a.try_free(p.add(8), 20_000, Life::Frame).unwrap_err();
         assert_eq!(unaligned.problem, Problem::NotARun);
         let small_as_medium = a.try_free(small, 20_000, Life::Frame).unwrap_err();
-        assert!(matches!(small_as_medium.problem, Problem::NotMedium { block_class: Some(_), .. }));
+        assert!(matches!(
+            small_as_medium.problem,
+            Problem::NotMedium {
+                block_class: Some(_),
+                ..
+            }
+        ));
         let medium_as_small = a.try_free(q, 4000, Life::Frame).unwrap_err();
-        assert!(matches!(medium_as_small.problem, Problem::WrongBlock { block_class: None, .. }));
+        assert!(matches!(
+            medium_as_small.problem,
+            Problem::WrongBlock {
+                block_class: None,
+                ..
+            }
+        ));
         let large_size = a.try_free(q, 3 << 20, Life::Frame).unwrap_err();
-        assert!(matches!(large_size.problem, Problem::WrongRun { .. }), "{large_size}");
+        assert!(
+            matches!(large_size.problem, Problem::WrongRun { .. }),
+            "{large_size}"
+        );
         // Nothing changed: both free as made.
         a.try_free(p, 100_000, Life::Frame).unwrap();
         let double = a.try_free(p, 100_000, Life::Frame).unwrap_err();
@@ -335,7 +409,10 @@ fn medium_misuse_is_reported_and_changes_nothing() {
     // The panicking free reports the same.
     let r = a.malloc(30_000, Life::Long);
     let msg = common::misuse_message(|| unsafe { a.free(r, 60_000, Life::Long) });
-    assert!(msg.contains(&format!("{:#x}", r as usize)) && msg.contains("60000"), "{msg}");
+    assert!(
+        msg.contains(&format!("{:#x}", r as usize)) && msg.contains("60000"),
+        "{msg}"
+    );
     // SAFETY: still live.
     unsafe { a.free(r, 30_000, Life::Long) };
     assert!(a.is_empty());
@@ -450,4 +527,52 @@ fn free_resident_memory_stays_bounded_under_churn() {
         unsafe { a.free(p, n, ()) };
     }
     assert!(a.is_empty());
+}
+
+/// Invariant 17 of the design: a medium free is accepted exactly when the pointer starts a
+/// live run and the size rounds to its granules, in its lifetime class; anything else is
+/// reported and changes nothing.
+#[test]
+fn invariant_17_a_medium_free_is_checked_against_its_run_table() {
+    let a = Cohort::<Life>::new();
+    for n in [9, 10, 100, 512] {
+        let size = n * GRANULE;
+        let p = a.malloc(size, Life::Frame);
+        // SAFETY (of each call): a rejected call changes nothing; p stays live until the
+        // accepted one.
+        unsafe {
+            for k in 1..n {
+                let inside = a
+                    .try_free(p.add(k * GRANULE), size, Life::Frame)
+                    .unwrap_err();
+                assert_eq!(inside.problem, Problem::NotARun, "granule {k} of {n}");
+            }
+            for wrong in [size - GRANULE, size + 1] {
+                if wrong > MAX_SMALL {
+                    let e = a.try_free(p, wrong, Life::Frame).unwrap_err();
+                    assert!(
+                        matches!(e.problem, Problem::WrongRun { .. }),
+                        "{n}, {wrong}: {e}"
+                    );
+                }
+            }
+            let e = a.try_free(p, size, Life::Long).unwrap_err();
+            assert!(matches!(e.problem, Problem::WrongRun { .. }), "{e}");
+            // The smallest size of the run frees it.
+            a.try_free(p, size - GRANULE + 1, Life::Frame).unwrap();
+        }
+    }
+    assert!(a.is_empty());
+    a.verify_exclusive_ok();
+}
+
+trait VerifyOk {
+    fn verify_exclusive_ok(&self);
+}
+
+impl VerifyOk for Cohort<Life> {
+    fn verify_exclusive_ok(&self) {
+        // SAFETY: the tests calling it use their own instance on one thread.
+        unsafe { self.verify() }.expect("consistent");
+    }
 }

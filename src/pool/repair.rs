@@ -21,8 +21,8 @@
 use super::*;
 use crate::block::MAGIC;
 use crate::class::MEDIUM_CLASS;
-use crate::medium_block::{Runs, MAX_RUN};
 use crate::heap_record::HeapState;
+use crate::medium_block::{Runs, MAX_RUN};
 
 impl Pool {
     /// Under the lock just taken from a holder that died: rebuilds what the lock guards
