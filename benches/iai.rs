@@ -9,7 +9,8 @@
 //! LTO (a shim function with the fast path inlined in it); `cohort_two` adds a malloc+free
 //! pair in a second instance to every allocation, as a thread alternating between a global
 //! allocator and a lifetime-class instance runs; `cohort_direct` calls cohort's direct API
-//! (`Cohort::alloc`, `Cohort::dealloc`) instead of `GlobalAlloc`. Each benchmark runs in its own
+//! (`Cohort::alloc`, `Cohort::dealloc`) instead of `GlobalAlloc`; `cohort_shared` runs
+//! `GlobalAlloc` on an instance in a region shared with fork children. Each benchmark runs in its own
 //! valgrind process: the setup warms the
 //! allocator up with the same operation (thread heap, first-touch pages), then the measured
 //! function repeats the operation [`N`] times. The `noop` allocator runs the same code with an
@@ -258,6 +259,19 @@ unsafe impl GlobalAlloc for Alternating {
     }
 }
 
+/// An instance in a region shared with fork children (`Cohort::shared_anonymous`): the fast
+/// paths of a shared region, beside a private instance's ([`COHORT`]). Built on first use,
+/// in the setup's warm-up; the measured loop gets a reference to it once, as a program
+/// holding a shared instance does.
+static SHARED: std::sync::OnceLock<::cohort::Cohort> = std::sync::OnceLock::new();
+
+/// The [`SHARED`] instance.
+fn shared() -> &'static ::cohort::Cohort {
+    SHARED.get_or_init(|| {
+        ::cohort::Cohort::shared_anonymous(64 << 20).expect("a shared region of 64 MiB")
+    })
+}
+
 /// A benchmark function (and its warm-up setup) running every [`Op`] on one allocator.
 macro_rules! allocator {
     ($name:ident, $warm:ident, $alloc:expr) => {
@@ -287,11 +301,12 @@ allocator!(cohort_global, warm_cohort_global, RustGlobal);
 allocator!(cohort_called, warm_cohort_called, Called);
 allocator!(cohort_two, warm_cohort_two, Alternating);
 allocator!(cohort_direct, warm_cohort_direct, Direct);
+allocator!(cohort_shared, warm_cohort_shared, *shared());
 
 library_benchmark_group!(
     name = fast_paths;
     benchmarks = noop, system, mimalloc, jemalloc, cohort, cohort_global, cohort_called,
-        cohort_two, cohort_direct
+        cohort_two, cohort_direct, cohort_shared
 );
 
 main!(library_benchmark_groups = fast_paths);

@@ -1,19 +1,25 @@
-//! The allocator type: [`Cohort`], its malloc family, `GlobalAlloc`, and block reports.
+//! The allocator type: [`Cohort`] and its malloc family (sized forms); its `Layout` forms
+//! and `GlobalAlloc` are in `layout`, its block reports in `blocks`.
 //!
 //! A `Cohort<L>` is an [`Instance`] (the non-generic core: pool, id, region bounds) typed
 //! with its lifetime classes `L`; its methods are the public forms of the paths in
 //! [`crate::alloc`], [`crate::free`] and [`crate::resize`].
 
-use crate::class::{class_of, malloc_align, medium_granules, Class, CLASSES, GRANULE, MAX_SMALL_ALIGN};
+use crate::class::{class_of, malloc_align, MAX_SMALL_ALIGN};
 use crate::instance::Instance;
 use crate::lifetime::{self, Lifetime, ScopeClaims, HIDDEN, MAX_LIFETIME_CLASSES};
 use crate::misuse::Misuse;
 use crate::os;
 use crate::resize::SizeAlign;
 use crate::route::ThreadHeap;
-use core::alloc::{GlobalAlloc, Layout};
 use core::fmt;
 use core::marker::PhantomData;
+
+mod blocks;
+mod layout;
+
+pub use blocks::BlockReport;
+pub(crate) use layout::usable_size;
 
 /// Address space reserved by [`Cohort::new`]: reserved, not committed, so it costs no
 /// memory; halved until the OS accepts.
@@ -51,47 +57,6 @@ impl<L: Lifetime> fmt::Debug for Cohort<L> {
 impl<L: Lifetime> Default for Cohort<L> {
     fn default() -> Self {
         Self::new()
-    }
-}
-
-/// One block, as [`Cohort::for_each_block`] reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BlockReport {
-    /// The block's base address.
-    pub base: usize,
-    /// Size class index.
-    pub size_class: usize,
-    /// Slot size in bytes.
-    pub stride: usize,
-    /// Lifetime class index.
-    pub life: usize,
-    /// Slots in the block.
-    pub capacity: usize,
-    /// Live slots.
-    pub live: usize,
-    /// The block's size in bytes (virtual).
-    pub block_bytes: usize,
-    /// Usable bytes: `capacity * stride`.
-    pub usable_bytes: usize,
-    /// Bytes of the block resident in RAM.
-    pub resident_bytes: usize,
-}
-
-impl BlockReport {
-    /// Block bytes divided by usable bytes: the measure of the ratio contract
-    /// ([`crate::class::ratio_contract_limit`]).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let a = cohort::Cohort::<()>::new();
-    /// let p = a.malloc(48, ());
-    /// a.for_each_block(|b| assert!(b.geometry_ratio() >= 1.0 && b.geometry_ratio() < 1.1));
-    /// // SAFETY: allocated above with this size and class.
-    /// unsafe { a.free(p, 48, ()) };
-    /// ```
-    pub fn geometry_ratio(&self) -> f64 {
-        self.block_bytes as f64 / self.usable_bytes as f64
     }
 }
 
@@ -458,294 +423,6 @@ impl<L: Lifetime> Cohort<L> {
         unsafe { self.core.realloc_sized::<ZERO, false, _>(ThreadHeap, ptr, old, new, life) }
     }
 
-    // ---- Layout forms ----
-
-    /// Allocates for `layout` in lifetime class `life`, honouring `layout.align()` with the
-    /// exact-fit class (a 24-byte, 8-aligned request takes a 24-byte slot). Null when memory
-    /// is exhausted; a zero-size layout returns `layout.dangling()`.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::alloc::Layout;
-    /// let a = cohort::Cohort::<()>::new();
-    /// let l = Layout::from_size_align(24, 8).unwrap();
-    /// let p = a.alloc(l, ());
-    /// assert_eq!(a.usable_size(l), 24); // an exact-fit slot
-    /// // SAFETY: allocated above with this layout and class.
-    /// unsafe { a.dealloc(p, l, ()) };
-    /// ```
-    #[inline]
-    pub fn alloc(&self, layout: Layout, life: L) -> *mut u8 {
-        self.core
-            .alloc_layout::<false, _>(ThreadHeap, layout, lifetime::index_of(life))
-    }
-
-    /// Like [`Cohort::alloc`], with the memory zeroed.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::alloc::Layout;
-    /// let a = cohort::Cohort::<()>::new();
-    /// let l = Layout::new::<[u64; 8]>();
-    /// let p = a.alloc_zeroed(l, ()).cast::<[u64; 8]>();
-    /// // SAFETY: zeroed memory for the layout; then freed as made.
-    /// unsafe {
-    ///     assert_eq!(*p, [0; 8]);
-    ///     a.dealloc(p.cast(), l, ());
-    /// }
-    /// ```
-    #[inline]
-    pub fn alloc_zeroed(&self, layout: Layout, life: L) -> *mut u8 {
-        self.core
-            .alloc_layout::<true, _>(ThreadHeap, layout, lifetime::index_of(life))
-    }
-
-    /// The usable size of an allocation for `layout`: any size from `layout.size()` up to it
-    /// may be given back at free (with the same align).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::alloc::Layout;
-    /// let a = cohort::Cohort::<()>::new();
-    /// assert_eq!(a.usable_size(Layout::from_size_align(24, 8).unwrap()), 24);
-    /// assert_eq!(a.usable_size(Layout::from_size_align(100_000, 8).unwrap()), 100_352); // 2 KiB granules
-    /// assert_eq!(a.usable_size(Layout::from_size_align(3_000_000, 8).unwrap()), 3_002_368); // pages
-    /// ```
-    pub fn usable_size(&self, layout: Layout) -> usize {
-        usable_size(layout.size(), layout.align())
-    }
-
-    /// Frees an allocation of [`Cohort::alloc`]; as [`Cohort::free`] for misuse and for a
-    /// null `ptr` (nothing happens).
-    ///
-    /// # Panics
-    /// As [`Cohort::free`].
-    ///
-    /// # Safety
-    /// `ptr` is null, or a live allocation (not freed since) of [`Cohort::alloc`],
-    /// [`Cohort::alloc_zeroed`] or [`Cohort::realloc`] of this allocator, made in lifetime
-    /// class `life` with a layout of the same alignment as `layout`; `layout.size()` is at
-    /// least the size that was asked for and at most its usable size
-    /// ([`Cohort::usable_size`]).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::alloc::Layout;
-    /// cohort::lifetime_classes! { enum Life { Frame, Long } }
-    /// let a: cohort::Cohort<Life> = cohort::Cohort::new();
-    /// let l = Layout::from_size_align(40, 8).unwrap();
-    /// let p = a.alloc(l, Life::Long);
-    /// // SAFETY: allocated above with this layout and class.
-    /// unsafe { a.dealloc(p, l, Life::Long) };
-    /// ```
-    #[inline]
-    #[track_caller]
-    pub unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout, life: L) {
-        // SAFETY: forwarded contract.
-        unsafe {
-            self.core.free_layout::<false, _>(
-                ThreadHeap,
-                ptr,
-                layout,
-                lifetime::index_of(life),
-            )
-        }
-    }
-
-    /// Resizes an allocation of [`Cohort::alloc`] to `new_size` bytes with the same align,
-    /// in the same lifetime class, keeping its first `min(layout.size(), new_size)` bytes.
-    ///
-    /// - **In place** (returns `ptr`) when `new_size` maps to the allocation's size class
-    ///   (any size up to [`Cohort::usable_size`] of the old layout does), or when both sizes
-    ///   are large and the OS can resize the mapping where it is.
-    /// - **Moved** otherwise: a new allocation, the bytes copied, the old one freed; the
-    ///   returned pointer differs and `ptr` is dangling.
-    /// - **Null** when memory is exhausted (or `new_size` rounded to the alignment
-    ///   overflows): the old allocation is left as it was, still the caller's to free with
-    ///   its old layout.
-    /// - A null `ptr` allocates `new_size` bytes (as [`Cohort::alloc`]). A zero `new_size`
-    ///   frees the allocation and returns a dangling pointer aligned to `layout.align()`, as
-    ///   [`Cohort::alloc`] of a zero size does (freeing it, with size 0, does nothing).
-    ///
-    /// The old allocation is checked first, as [`Cohort::dealloc`] checks it: a rejected
-    /// call panics and changes nothing.
-    ///
-    /// # Panics
-    /// As [`Cohort::dealloc`], for `(ptr, layout, life)`.
-    ///
-    /// # Safety
-    /// As [`Cohort::dealloc`] for `(ptr, layout, life)`; the result, when not null, is an
-    /// allocation of layout `(new_size, layout.align())` in class `life`.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::alloc::Layout;
-    /// let a = cohort::Cohort::<()>::new();
-    /// let l = Layout::from_size_align(20, 4).unwrap();
-    /// let p = a.alloc(l, ());
-    /// // SAFETY: p is live with layout l; q with size 24 and the same align.
-    /// unsafe {
-    ///     p.write_bytes(3, 20);
-    ///     let q = a.realloc(p, l, 24, ());
-    ///     assert_eq!(q, p); // 20 and 24 bytes share a size class: in place
-    ///     assert_eq!(*q.add(19), 3);
-    ///     a.dealloc(q, Layout::from_size_align(24, 4).unwrap(), ());
-    /// }
-    /// ```
-    #[track_caller]
-    pub unsafe fn realloc(
-        &self,
-        ptr: *mut u8,
-        layout: Layout,
-        new_size: usize,
-        life: L,
-    ) -> *mut u8 {
-        let (old, new) = SizeAlign::layout_to(layout, new_size);
-        let life = lifetime::index_of(life);
-        // SAFETY: forwarded contract.
-        unsafe { self.core.realloc_sized::<false, false, _>(ThreadHeap, ptr, old, new, life) }
-    }
-
-    /// Calls `f` for every block in use (blocks held empty for reuse are skipped). A
-    /// snapshot: counts of blocks other threads are using may be a moment old, and a block
-    /// changing hands meanwhile is reported with its old or its new class, whole.
-    /// Cost: one `mincore` call per block.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let a = cohort::Cohort::<()>::new();
-    /// let p = a.malloc(64, ());
-    /// let mut live = 0;
-    /// a.for_each_block(|b| live += b.live);
-    /// assert_eq!(live, 1);
-    /// // SAFETY: allocated above with this size and class.
-    /// unsafe { a.free(p, 64, ()) };
-    /// ```
-    pub fn for_each_block(&self, mut f: impl FnMut(&BlockReport)) {
-        let Some(pool) = self.core.pool_if_any() else {
-            return;
-        };
-        let blocks = pool.blocks(&pool.state.lock());
-        for h in blocks {
-            // One read of the header's identity: the block may change hands meanwhile.
-            let Some(b) = h.snapshot() else {
-                continue;
-            };
-            let c: &Class = b.geometry;
-            let report = BlockReport {
-                base: h.base() as usize,
-                size_class: b.class,
-                stride: c.stride as usize,
-                life: Self::reported(b.life),
-                capacity: c.capacity as usize,
-                live: b.live as usize,
-                block_bytes: c.block_size(),
-                usable_bytes: c.usable(),
-                // SAFETY: the block is mapped.
-                resident_bytes: unsafe { os::resident_bytes(h.base(), c.block_size()) },
-            };
-            f(&report);
-        }
-    }
-
-    /// The base address of the block holding an allocation of `size` bytes made by
-    /// [`Cohort::malloc`] (for `Layout` allocations use [`Cohort::block_of_layout`]).
-    /// `None` for medium and large allocations (a medium one has a block, but a run of
-    /// granules in it, not a slot: `allocation_at` finds it).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let a = cohort::Cohort::<()>::new();
-    /// let (p, q) = (a.malloc(64, ()), a.malloc(64, ()));
-    /// // Two allocations of one size class and lifetime class, one thread: one block.
-    /// assert_eq!(a.block_of(p, 64), a.block_of(q, 64));
-    /// assert_eq!(a.block_of(p, 64).unwrap() % (2 << 20), 0);
-    /// // SAFETY: both allocated above with this size and class.
-    /// unsafe { a.free(p, 64, ()); a.free(q, 64, ()) };
-    /// ```
-    pub fn block_of(&self, ptr: *const u8, size: usize) -> Option<usize> {
-        self.block_of_layout(ptr, size, malloc_align(size))
-    }
-
-    /// The base address of the block holding an allocation for (size, align).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let a = cohort::Cohort::<()>::new();
-    /// let l = std::alloc::Layout::from_size_align(24, 8).unwrap();
-    /// let p = a.alloc(l, ());
-    /// let base = a.block_of_layout(p, 24, 8).unwrap();
-    /// assert!(base <= p as usize && (p as usize) < base + (2 << 20));
-    /// assert_eq!(a.block_of_layout(p, 100_000, 8), None); // large: no block
-    /// // SAFETY: allocated above with this layout and class.
-    /// unsafe { a.dealloc(p, l, ()) };
-    /// ```
-    pub fn block_of_layout(&self, ptr: *const u8, size: usize, align: usize) -> Option<usize> {
-        let c = &CLASSES[class_of(size.max(1), align)?];
-        Some(ptr as usize & !(c.block_size() - 1))
-    }
-}
-
-/// The usable size of a request: its class's stride, its granules when medium, or its
-/// page-rounded size when large.
-pub(crate) fn usable_size(size: usize, align: usize) -> usize {
-    if size == 0 {
-        return 0;
-    }
-    match (class_of(size, align), medium_granules(size, align)) {
-        (Some(c), _) => CLASSES[c].stride as usize,
-        (None, Some(granules)) => granules * GRANULE,
-        (None, None) => os::page_round(size).unwrap_or(size),
-    }
-}
-
-// std's allocations go to the class `lifetime::GLOBAL`, which no value of `L` names:
-// releasing any of the caller's classes leaves them alone.
-//
-// SAFETY: alloc returns null or a block of at least layout.size() bytes aligned to
-// layout.align() (class_of picks a stride that is a multiple of the align, in a block whose
-// slots are aligned to it; large allocations are aligned mappings); dealloc receives what
-// alloc returned with the same layout. Misuse aborts rather than unwinds.
-unsafe impl<L: Lifetime> GlobalAlloc for Cohort<L> {
-    // GlobalAlloc's callers never pass a zero size (its contract), so these skip that
-    // test; a zero size anyway gets a null return in every build (its class, 0, is tiny,
-    // so the fast path's pop fails into the slow path, which tests the size). Nor a null
-    // pointer to dealloc, which is not tested either.
-    #[inline]
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        self.core
-            .alloc_global::<false>(layout.size(), layout.align(), lifetime::GLOBAL)
-    }
-
-    #[inline]
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: GlobalAlloc's contract: ptr came from alloc with this layout.
-        unsafe {
-            self.core
-                .free_layout::<true, _>(ThreadHeap, ptr, layout, lifetime::GLOBAL)
-        }
-    }
-
-    #[inline]
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        self.core
-            .alloc_global::<true>(layout.size(), layout.align(), lifetime::GLOBAL)
-    }
-
-    #[inline]
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let (old, new) = SizeAlign::layout_to(layout, new_size);
-        // SAFETY: GlobalAlloc's contract. Misuse aborts, as in dealloc.
-        unsafe { self.core.realloc_sized::<false, true, _>(ThreadHeap, ptr, old, new, lifetime::GLOBAL) }
-    }
 }
 
 const _: () = assert!(MAX_SMALL_ALIGN == os::MIN_PAGE);

@@ -12,7 +12,7 @@ use std::time::Duration;
 /// API in the lifetime table; "cohort (global)" (through `std::alloc`), "cohort (called)"
 /// (behind calls never inlined), "cohort (two instances)" and "cohort (direct API)" are
 /// cohort again in the instruction counts.
-pub const ALLOCATORS: [&str; 10] = [
+pub const ALLOCATORS: [&str; 11] = [
     "system",
     "mimalloc",
     "jemalloc",
@@ -23,6 +23,7 @@ pub const ALLOCATORS: [&str; 10] = [
     "cohort (called)",
     "cohort (two instances)",
     "cohort (direct API)",
+    "cohort (shared region)",
 ];
 
 /// One table of the report.
@@ -259,6 +260,7 @@ impl Results {
                 "cohort_called" => "cohort (called)",
                 "cohort_two" => "cohort (two instances)",
                 "cohort_direct" => "cohort (direct API)",
+                "cohort_shared" => "cohort (shared region)",
                 other => other,
             };
             self.iai_row(iai_label(op))

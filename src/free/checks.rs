@@ -1,0 +1,270 @@
+//! The checks a free makes before it touches anything, and the reports of what they find:
+//! in every build the region bounds, the block's key and the one double free the block's
+//! first free slot shows (the fast path's compares; [`Instance::validated_block`] for a
+//! resize's old allocation); in checked mode everything, with the live bits
+//! ([`Instance::find_misuse`]); a zero size ([`Instance::check_zero_size`]).
+
+use crate::block::{header_of, key, Header, MAGIC};
+use crate::class::{class_of, CLASSES, CLASS_COUNT};
+use crate::instance::{Instance, CHECKED};
+use crate::live_bits::LiveBits;
+use crate::misuse::{report, Misuse, Problem};
+use crate::pool::{Pool, EMPTY_KEY};
+use crate::region::BLOCK;
+use crate::sync::Ordering;
+use crate::tiny;
+
+impl Instance {
+    /// A free with size 0, which frees nothing: misuse unless `p` is null or the pointer of
+    /// a zero-size request ([`Instance::check_zero_size`]), reported.
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    pub(super) fn free_zero_size<const ABORT: bool>(&self, p: *mut u8, life: usize) {
+        if let Err(m) = self.check_zero_size(p, life) {
+            report::<ABORT>(m);
+        }
+    }
+
+    /// The check of a free (or a resize's old allocation) of `p` with size 0, which is
+    /// right for null and for the pointer of a zero-size request, and frees nothing. That
+    /// pointer is the request's alignment ([`Instance::alloc_sized`]), a power of two,
+    /// which never starts a slot: the region starts on a block boundary, so a power of two
+    /// inside it is a block's base, where the block's header lies. Any other pointer that
+    /// lies in the region or starts a large allocation is an allocation (live or freed)
+    /// given size 0: misuse, returned with the block's or the large allocation's class.
+    /// Other pointers are not this allocator's concern with size 0 (left alone, as a zero
+    /// size always was). A large allocation that happens to start at a power of two, given
+    /// size 0, is taken for a zero-size request's pointer: unreported, it stays live. Changes nothing; takes the large table's lock
+    /// for a pointer outside the region.
+    pub(crate) fn check_zero_size(&self, p: *mut u8, life: usize) -> Result<(), Misuse> {
+        if p.is_null() || (p as usize).is_power_of_two() {
+            return Ok(());
+        }
+        let problem = if self.bounds.contains(p) {
+            // SAFETY: p lies in the region, which is readable everywhere; its header mask
+            // finds its block's header (every block has the same size).
+            let h = unsafe { &*header_of(p) };
+            Problem::ZeroSize {
+                block_class: class_held(h),
+                block_life: h.life(),
+            }
+        } else {
+            let Some(pool) = self.pool_if_any() else {
+                return Ok(());
+            };
+            let large = pool.large.lock();
+            match large.get(p as usize) {
+                Some((mapped, life)) => Problem::LargeMismatch { mapped, life },
+                // A cached mapping: a large allocation freed already.
+                None if large.is_cached(p as usize) => Problem::DoubleFree,
+                None => return Ok(()),
+            }
+        };
+        Err(self.misuse(p, 0, life, problem))
+    }
+
+    /// The block of live slot `p` of (class, life), after the checks a free makes (the key
+    /// compare in every build, everything in checked mode), which leave the slot live: the
+    /// check of a resize's old allocation. Misuse is reported (it panics, or aborts when
+    /// `ABORT`).
+    ///
+    /// # Safety
+    /// As [`Instance::free_sized`]: `p` is a live allocation of this allocator.
+    #[inline(always)]
+    #[track_caller]
+    pub(crate) unsafe fn validated_block<const ABORT: bool>(
+        &self,
+        p: *mut u8,
+        size: usize,
+        class: usize,
+        life: usize,
+    ) -> &Header {
+        let h = header_of(p);
+        if CHECKED {
+            self.check_free::<ABORT, false>(p, size, class, life);
+        } else {
+            if !self.bounds.contains(p) {
+                self.foreign::<ABORT>(p, size, life);
+            }
+            // SAFETY: the caller's pointer is in a block of this allocator, whose header is
+            // mapped.
+            if unsafe { (*h).key() } != key(class, life) {
+                self.bad_key::<ABORT>(p, size, class, life);
+            }
+        }
+        // SAFETY: checked or promised by the caller: h is the live block holding slot p.
+        unsafe { &*h }
+    }
+
+    /// A misuse report of a free (or resize) of `p` with `size` and lifetime class `life`.
+    pub(crate) fn misuse(&self, p: *mut u8, size: usize, life: usize, problem: Problem) -> Misuse {
+        Misuse::new(p as usize, size, life, problem, self.life_names)
+    }
+
+    /// What a pointer outside the region is: a large allocation (freed with a small size), a
+    /// cached large mapping (freed already), or not this allocator's at all. For the cold
+    /// report paths (it takes the large lock).
+    fn foreign_or_large(&self, pool: &Pool, p: *mut u8) -> Problem {
+        let large = pool.large.lock();
+        match large.get(p as usize) {
+            Some((mapped, life)) => Problem::LargeMismatch { mapped, life },
+            None if large.is_cached(p as usize) => Problem::DoubleFree,
+            None => Problem::Foreign,
+        }
+    }
+
+    /// The release-build check failed: the block's key is not (class, life). Cost on the
+    /// fast path: one `xor`, since the key shares the owner's word and compare.
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    fn bad_key<const ABORT: bool>(&self, p: *mut u8, size: usize, class: usize, life: usize) -> ! {
+        report::<ABORT>(self.wrong_block(p, size, class, life))
+    }
+
+    /// [`Instance::bad_key`] for a free of `size` bytes aligned to `align`: the class found
+    /// again (out of line, so that `free_other` needs no stack frame). (Typed `()`, so that
+    /// `free_other` reaches it with a jump.)
+    ///
+    /// # Safety
+    /// As [`Instance::free_sized`].
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    pub(super) unsafe fn bad_key_of_size<const ABORT: bool>(
+        &self,
+        p: *mut u8,
+        size: usize,
+        align: usize,
+        life: usize,
+    ) {
+        match class_of(size, align) {
+            Some(class) => self.bad_key::<ABORT>(p, size, class, life),
+            // SAFETY: forwarded contract: a large size (not reached: free_class's caller
+            // found a class).
+            None => unsafe { self.free_large::<ABORT>(p, size, life) },
+        }
+    }
+
+    /// A free of a pointer outside this instance's region. (Typed `()`, though it never
+    /// returns, so that the fast path reaches it with a jump and needs no stack frame.)
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    pub(super) fn foreign<const ABORT: bool>(&self, p: *mut u8, size: usize, life: usize) {
+        let problem = match self.pool_if_any() {
+            Some(pool) => self.foreign_or_large(pool, p),
+            None => Problem::Foreign,
+        };
+        report::<ABORT>(self.misuse(p, size, life, problem))
+    }
+
+    /// A free of a slot that is already free (typed `()` as [`Instance::foreign`]).
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    pub(super) fn double_free<const ABORT: bool>(&self, p: *mut u8, size: usize, life: usize) {
+        report::<ABORT>(self.misuse(p, size, life, Problem::DoubleFree))
+    }
+
+    fn wrong_block(&self, p: *mut u8, size: usize, class: usize, life: usize) -> Misuse {
+        let c = &CLASSES[class];
+        // SAFETY: only called after the header was found readable.
+        let h = unsafe { &*header_of(p) };
+        let problem = Problem::WrongBlock {
+            class,
+            stride: c.stride as usize,
+            block_class: class_held(h),
+            block_life: h.life(),
+        };
+        self.misuse(p, size, life, problem)
+    }
+
+    /// Checked mode: every check a free can make, before it touches anything
+    /// ([`Instance::find_misuse`]); misuse is reported. With `FREEING` (a free), the slot's
+    /// live bit is cleared by the check.
+    #[track_caller]
+    pub(super) fn check_free<const ABORT: bool, const FREEING: bool>(
+        &self,
+        p: *mut u8,
+        size: usize,
+        class: usize,
+        life: usize,
+    ) {
+        if p.is_null() {
+            return; // A null free does nothing (see `free_sized`).
+        }
+        if let Err(m) = self.find_misuse::<FREEING>(p, size, class, life) {
+            report::<ABORT>(m);
+        }
+    }
+
+    /// Every check a free of `p` as (`size`, `class`, `life`) can make without owning the
+    /// block, before it touches anything: `p` is in this instance's region, in a block whose
+    /// key is (class, life), at the start of a slot; and the slot is live. Live means its
+    /// live bit is set in checked mode (with `FREEING` tested and cleared in one atomic
+    /// step, so that of two frees of one slot racing each other one is reported; without,
+    /// the check of a resize's old allocation or of [`crate::Cohort::try_free`], only
+    /// tested); otherwise, that it is not the first slot of its block's local or remote
+    /// free list (of its run's list for a tiny block, read under the pool lock).
+    pub(crate) fn find_misuse<const FREEING: bool>(
+        &self,
+        p: *mut u8,
+        size: usize,
+        class: usize,
+        life: usize,
+    ) -> Result<(), Misuse> {
+        let bad = |problem| Err(self.misuse(p, size, life, problem));
+        let Some(pool) = self.pool_if_any() else {
+            return bad(Problem::Foreign);
+        };
+        let r = &pool.region;
+        let c = &CLASSES[class];
+        let base = header_of(p) as usize;
+        if !r.contains(p as usize) || r.unit_state(r.unit_of(p as usize)) != BLOCK {
+            return bad(self.foreign_or_large(pool, p));
+        }
+        // SAFETY: base lies in the region (p does, and blocks are aligned to their size),
+        // which is readable everywhere; the fields are trusted only if its unit starts a
+        // block, whose header is initialised.
+        let h = unsafe { &*(base as *const Header) };
+        let is_block = r.unit_state(r.unit_of(base)) == BLOCK && h.magic == MAGIC;
+        if !is_block || h.key() != key(class, life) {
+            let block_class = is_block.then(|| class_held(h)).flatten();
+            return bad(Problem::WrongBlock {
+                class,
+                stride: c.stride as usize,
+                block_class,
+                block_life: h.life(),
+            });
+        }
+        let off = p as usize - base;
+        if !h.is_slot(off) {
+            return bad(Problem::NotASlot {
+                stride: c.stride as usize,
+            });
+        }
+        let off = off as u32;
+        let already_free = match LiveBits::of(r) {
+            Some(bits) if FREEING => !bits.set_free(p as usize),
+            Some(bits) => !bits.is_live(p as usize),
+            None if c.is_tiny() => {
+                let _locked = pool.lock();
+                // SAFETY: we hold the lock that owns tiny blocks; off is a slot of the block.
+                unsafe { tiny::is_first_free(h, off) }
+            }
+            None => h.free.load(Ordering::Relaxed) == off || h.is_first_remote(off),
+        };
+        if already_free {
+            return bad(Problem::DoubleFree);
+        }
+        Ok(())
+    }
+}
+
+/// The size class block `h` holds, as a misuse report names it: `None` when it holds no
+/// allocations (or its key names no class).
+fn class_held(h: &Header) -> Option<usize> {
+    (h.key() != EMPTY_KEY && h.class() < CLASS_COUNT).then(|| h.class())
+}

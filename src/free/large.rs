@@ -1,0 +1,103 @@
+//! Large frees: the large table checked (every build: a hash look-up beside a system call),
+//! then the mapping cached or unmapped.
+
+use crate::class::MAX_MEDIUM;
+use crate::instance::Instance;
+use crate::large::{unmap_evicted, LargeTable};
+use crate::misuse::{report, Misuse, Problem};
+use crate::os;
+
+impl Instance {
+    /// Frees a medium or large allocation (a size above the small classes): in the region,
+    /// a medium one, after checking its run (every build: the run table); outside it, a
+    /// large one, after checking the large table (every build: a hash look-up beside a
+    /// system call): the pointer must start a live large allocation of this lifetime
+    /// class whose mapped length `size` rounds to.
+    ///
+    /// # Safety
+    /// As [`Instance::free_sized`], with `size` a large size: if a large allocation of
+    /// this instance starts at `p`, it is the caller's to free (nothing uses it after).
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    pub(super) unsafe fn free_large<const ABORT: bool>(&self, p: *mut u8, size: usize, life: usize) {
+        if p.is_null() {
+            return; // A null free does nothing (see `free_sized`).
+        }
+        // SAFETY: forwarded contract.
+        if let Err(m) = unsafe { self.free_large_checked(p, size, life) } {
+            report::<ABORT>(m);
+        }
+    }
+
+    /// Frees the medium allocation at `p` (in the region) if a live run of `size`'s
+    /// granules in lifetime class `life` starts there, or the large allocation at `p`
+    /// (outside it) if the large table holds it with this length and lifetime class; else
+    /// returns what is wrong, having changed nothing. No lock is held
+    /// on return (reporting may allocate).
+    ///
+    /// # Safety
+    /// As [`Instance::free_large`], with `p` not null.
+    pub(crate) unsafe fn free_large_checked(
+        &self,
+        p: *mut u8,
+        size: usize,
+        life: usize,
+    ) -> Result<(), Misuse> {
+        let Some(pool) = self.pool_if_any() else {
+            return Err(self.misuse(p, size, life, Problem::Foreign));
+        };
+        if self.bounds.contains(p) {
+            // A medium allocation (a large one is never in the region): its run checked
+            // and freed under the pool lock. A large size names none: the medium
+            // allocation there is named if there is one.
+            let problem = if size <= MAX_MEDIUM {
+                match pool.medium_free(p, size, life) {
+                    Ok(()) => return Ok(()),
+                    Err(problem) => problem,
+                }
+            } else {
+                match pool.medium_at(p) {
+                    Some((usable, block_life)) => Problem::WrongRun { usable, block_life },
+                    None => Problem::NotLarge,
+                }
+            };
+            return Err(self.misuse(p, size, life, problem));
+        }
+        // One clock read (before the lock) serves the cache and the empty blocks.
+        let now = crate::decay::now();
+        let mut large = pool.large.lock();
+        let found = large_match(&large, p, size, life);
+        let evicted = found.map(|mapped| {
+            large.remove(p as usize);
+            // Cached, not unmapped: the caller gives the mapping up.
+            large.cache_freed(p as usize, mapped, now)
+        });
+        drop(large);
+        let evicted = evicted.map_err(|problem| self.misuse(p, size, life, problem))?;
+        // SAFETY: what the cache gave up (or would not keep): mappings of no allocation.
+        unsafe { unmap_evicted(&evicted) };
+        // A slow path: empty blocks unused for the delay go back (see `pool`'s `empty`).
+        pool.decay_if_due(now);
+        Ok(())
+    }
+}
+
+/// The mapped length of the live large allocation at `p` when `size` rounds to its length
+/// and `life` is its lifetime class; else what is wrong (a cached address was freed
+/// already: a double free).
+pub(crate) fn large_match(
+    large: &LargeTable,
+    p: *mut u8,
+    size: usize,
+    life: usize,
+) -> Result<usize, Problem> {
+    match large.get(p as usize) {
+        Some((len, l)) if Some(len) == os::page_round(size) && l == life => {
+            Ok(large.mapped(p as usize).unwrap_or(len))
+        }
+        Some((len, l)) => Err(Problem::LargeMismatch { mapped: len, life: l }),
+        None if large.is_cached(p as usize) => Err(Problem::DoubleFree),
+        None => Err(Problem::NotLarge),
+    }
+}

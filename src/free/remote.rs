@@ -1,0 +1,128 @@
+//! The frees the fast path passes on ([`Instance::free_other`]): a pointer outside the
+//! region, a block of another (class, life), a slot already free (misuse, reported through
+//! [`super::checks`]), or a block of another heap: a remote free ([`Instance::free_remote`]),
+//! local after all when the block is another heap of the caller's, else a lock-free push on
+//! the block's remote list, or the pool's lock for tiny blocks.
+
+use crate::block::{header_of, Header};
+use crate::instance::{Instance, CHECKED};
+use crate::misuse::{report, Problem};
+use crate::pool::EMPTY_KEY;
+use crate::route::Route;
+use crate::sync::Ordering;
+use crate::tiny;
+
+impl Instance {
+    /// A free the fast path could not finish: the pointer is not in the region, or its block
+    /// holds another (class, life), or the slot is already free, which is misuse; or the
+    /// block belongs to another heap: a remote free.
+    ///
+    /// `word` is the block's owner-and-key word xor the key of the size's class and `life`,
+    /// as the fast path read it (unread when `p` is outside the region): its key bits are
+    /// [`EMPTY_KEY`] exactly when the block held that key then. The fast path passes it,
+    /// and the align rather than the class, so that the class's register is free once
+    /// xor'ed into the word (no copy).
+    ///
+    /// # Safety
+    /// As [`Instance::free_class`], with `word` as above.
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    pub(super) unsafe fn free_other<const ABORT: bool, R: Route>(
+        &self,
+        route: R,
+        p: *mut u8,
+        size: usize,
+        align: usize,
+        word: u64,
+        life: usize,
+    ) {
+        // A zero size (class 0 from `free_layout`) is tested where it can arrive, off the
+        // remote free's way: outside the region, against a block of another key, or in a
+        // tiny block (class 0 is tiny: `free_remote`).
+        if !self.bounds.contains(p) {
+            if p.is_null() {
+                return; // A null free does nothing (see `free_sized`).
+            }
+            if size == 0 {
+                return self.free_zero_size::<ABORT>(p, life);
+            }
+            return self.foreign::<ABORT>(p, size, life);
+        }
+        // SAFETY: as in free_class: p lies in the region, readable everywhere.
+        let h = unsafe { &*header_of(p) };
+        if !CHECKED && word as u16 != EMPTY_KEY {
+            if size == 0 {
+                return self.free_zero_size::<ABORT>(p, life);
+            }
+            // SAFETY: forwarded contract.
+            return unsafe { self.bad_key_of_size::<ABORT>(p, size, align, life) };
+        }
+        // SAFETY: a live slot of block h (caller), or a zero size, which free_remote tests
+        // before it frees anything.
+        unsafe { self.free_remote::<ABORT, R>(route, h, p, size, life) };
+    }
+
+    /// A free of slot `p` of a block the route's heap does not own: local after all when
+    /// the block is another heap of the caller's ([`Route::heap_owning`]); else a lock-free
+    /// push on its remote list, or the pool's lock for tiny blocks. A slot that is the first of the
+    /// list it would join is already free: reported as a double free (`size` and `life`
+    /// are the caller's, for the report).
+    ///
+    /// # Safety
+    /// `p` is a live slot of block `h` (its size and lifetime class checked against the
+    /// block's key), or `size` is 0 and `h` is tiny (the key of class 0 a zero size gets:
+    /// nothing is freed).
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    unsafe fn free_remote<const ABORT: bool, R: Route>(
+        &self,
+        route: R,
+        h: &Header,
+        p: *mut u8,
+        size: usize,
+        life: usize,
+    ) {
+        let off = h.offset_of(p);
+        let owner = h.owner();
+        // The block may be the caller's after all, in a heap it did not use last (a thread
+        // allocates from several instances; a join's thread has its own heap too), made
+        // current. Then the free is local, so the block's emptying is seen.
+        // SAFETY: the route gives null or a live heap the caller holds.
+        let mine = unsafe { route.heap_owning(self.instance_id(), owner).as_ref() };
+        if let Some(heap) = mine {
+            // SAFETY: a live slot of a block of this thread's heap.
+            if !unsafe { heap.free_local(h, p) } {
+                self.double_free::<ABORT>(p, size, life);
+            }
+            return;
+        }
+        // SAFETY: the block exists, so the pool does.
+        let pool = unsafe { &*self.pool.load(Ordering::Acquire) };
+        if h.geometry().is_tiny() {
+            if size == 0 {
+                // Class 0 (tiny) is a zero size's in `free_layout`: the zero-size path.
+                return self.free_zero_size::<ABORT>(p, life);
+            }
+            if !h.is_slot(off as usize) {
+                let stride = h.geometry().stride as usize;
+                report::<ABORT>(self.misuse(p, size, life, Problem::NotASlot { stride }));
+            }
+            let mut st = pool.lock();
+            // SAFETY: we hold the lock that owns tiny blocks; off is a slot of the block.
+            if unsafe { tiny::is_first_free(h, off) } {
+                drop(st);
+                return self.double_free::<ABORT>(p, size, life);
+            }
+            // SAFETY: the caller guarantees a live slot; tiny blocks are the pool's.
+            unsafe { pool.free_tiny(&mut st, h, off) };
+        } else {
+            if h.is_first_remote(off) {
+                return self.double_free::<ABORT>(p, size, life);
+            }
+            // SAFETY: a live slot (caller).
+            unsafe { pool.free_remote(h, off) };
+        }
+    }
+}
