@@ -194,13 +194,16 @@ impl Instance {
         let Some(pool) = self.pool_if_any() else {
             return (0, 0, 0, 0);
         };
-        let retained = Pool::retained_blocks(&pool.state.lock());
+        let (retained, medium_locks) = {
+            let st = pool.state.lock();
+            (Pool::retained_blocks(&st), st.medium_counts.locks)
+        };
         let large = pool.large.lock();
         (
             large.count(),
             large.bytes,
             retained,
-            pool.lock_count.load(Ordering::Relaxed),
+            pool.lock_count.load(Ordering::Relaxed) + medium_locks,
         )
     }
 
@@ -240,7 +243,7 @@ impl Instance {
             let (base, len) = (pool.region.base(), pool.region.len());
             d.field("region", &format_args!("{base:#x}..{:#x}", base + len))
                 .field("heaps", &pool.heap_ids.load(Ordering::Relaxed))
-                .field("lock_acquisitions", &pool.lock_count.load(Ordering::Relaxed));
+                .field("lock_acquisitions", &self.pool_counters().3);
         }
     }
 }

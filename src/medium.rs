@@ -16,9 +16,11 @@
 //! while it is still resident.
 //!
 //! **What stays resident.** Freed granules are dirty (they may be resident). When the
-//! medium blocks' dirty granules exceed `live / 64` plus one block (and what the last purge
-//! could not give back), every whole page of free dirty granules is given back to the OS
-//! (`Pool::purge_medium`); they read zero afterwards. A block whose last run is freed goes
+//! medium blocks' dirty granules exceed the bound, `live / 64` plus one block (and what the
+//! last purge could not give back), every whole page of free dirty granules is given back
+//! to the OS (`Pool::purge_medium`), but for half the bound's worth in the blocks first on
+//! their lists (freed into last, so the likeliest to be reused next); they read zero
+//! afterwards. A block whose last run is freed goes
 //! to the pool's empty blocks (kept and decayed as any: `crate::pool`), unless it is the
 //! only medium block of its class, which stays for the next request; every
 //! [`DECAY_EVERY`]-th medium free looks at the clock and gives back the empty blocks kept
@@ -78,7 +80,7 @@ impl Pool {
     pub(crate) fn medium_alloc<const ZERO: bool>(&self, n: usize, align: usize, life: usize) -> *mut u8 {
         debug_assert!(n > 0 && n <= MAX_RUN && align <= META_BYTES);
         let align = (align / GRANULE).max(1);
-        let mut st = self.lock();
+        let mut st = self.lock_medium();
         let units = self.units();
         let mut found = None;
         for h in st.medium(life).iter(units) {
@@ -180,14 +182,14 @@ impl Pool {
     /// Checks that `p` (in the region) starts a live medium run of `size` bytes in
     /// lifetime class `life`, changing nothing: the check of a resize's old allocation.
     pub(crate) fn medium_check(&self, p: *mut u8, size: usize, life: usize) -> Result<usize, Problem> {
-        let _st = self.lock();
+        let _st = self.lock_medium();
         self.medium_run(p, size, life).map(|r| r.usable())
     }
 
     /// The live medium run starting at `p` (in the region): (usable bytes, lifetime
     /// class); `None` when no live run starts at `p` (or its block is not medium).
     pub(crate) fn medium_at(&self, p: *mut u8) -> Option<(usize, usize)> {
-        let _st = self.lock();
+        let _st = self.lock_medium();
         // SAFETY: p lies in the region (caller), readable everywhere.
         let h = unsafe { &*header_of(p) };
         if !is_medium(h) {
@@ -209,7 +211,7 @@ impl Pool {
     /// granules in a medium block of `life`); else returns what is wrong, having changed
     /// nothing.
     pub(crate) fn medium_free(&self, p: *mut u8, size: usize, life: usize) -> Result<(), Problem> {
-        let mut st = self.lock();
+        let mut st = self.lock_medium();
         let run = self.medium_run(p, size, life)?;
         let h = run.block;
         // SAFETY: a medium block; we hold the lock.
@@ -251,7 +253,7 @@ impl Pool {
         new: usize,
         life: usize,
     ) -> Result<bool, Problem> {
-        let mut st = self.lock();
+        let mut st = self.lock_medium();
         let run = self.medium_run(p, old, life)?;
         let m = new.div_ceil(GRANULE);
         if new > MAX_MEDIUM || m == 0 {
@@ -332,31 +334,39 @@ impl Pool {
                 }
             }
         }
-        self.purge_medium(st);
+        self.purge_medium(st, 0);
         blocks
     }
 
     /// Under the lock: purges when the dirty granules exceed the bound (see the module
-    /// docs).
+    /// docs), keeping half the bound in the blocks freed into last.
     fn purge_medium_if_due(&self, st: &mut PoolState) {
         let c = &st.medium_counts;
-        if c.dirty > c.live / DIRTY_SHARE + DIRTY_SLACK + c.floor {
-            self.purge_medium(st);
+        let bound = c.live / DIRTY_SHARE + DIRTY_SLACK;
+        if c.dirty > bound + c.floor {
+            self.purge_medium(st, bound / 2);
         }
     }
 
-    /// Under the lock: every whole page of free dirty granules of every medium block goes
-    /// back to the OS (and reads zero after).
-    pub(crate) fn purge_medium(&self, st: &mut PoolState) {
+    /// Under the lock: every whole page of free dirty granules of the medium blocks goes
+    /// back to the OS (and reads zero after), but for the blocks first on their lists
+    /// (freed into last: their dirty granules are the likeliest to be reused next) while
+    /// their dirty granules add up to at most `keep`.
+    pub(crate) fn purge_medium(&self, st: &mut PoolState, keep: usize) {
         let units = self.units();
         let page = os::page_size();
         let mut cleaned = 0;
         let mut calls = 0;
+        let mut kept = 0;
         for life in 0..self.life_count {
             for h in st.medium(life).iter(units) {
                 // SAFETY: a medium block; we hold the lock.
                 let runs = unsafe { Runs::of(h) };
                 if runs.dirty() == 0 {
+                    continue;
+                }
+                if kept + runs.dirty() <= keep {
+                    kept += runs.dirty();
                     continue;
                 }
                 let base = h.base();
@@ -369,7 +379,8 @@ impl Pool {
         }
         let c = &mut st.medium_counts;
         c.dirty -= cleaned;
-        c.floor = c.dirty;
+        // What could not be given back (parts of pages with live runs).
+        c.floor = c.dirty - kept;
         c.purged += calls;
     }
 }

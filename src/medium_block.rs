@@ -66,6 +66,8 @@ pub(crate) struct MediumCounts {
     pub(crate) floor: usize,
     /// Ranges given back by purges (system calls).
     pub(crate) purged: u64,
+    /// Pool lock acquisitions of the medium paths (`Pool::lock_medium`), counted under it.
+    pub(crate) locks: u64,
     /// Medium frees, which look at the clock for the empty blocks' decay every
     /// `medium::DECAY_EVERY`.
     pub(crate) frees: u64,
@@ -81,6 +83,7 @@ impl MediumCounts {
             blocks: 0,
             floor: 0,
             purged: 0,
+            locks: 0,
             frees: 0,
         }
     }

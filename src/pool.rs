@@ -380,6 +380,17 @@ impl Pool {
         st
     }
 
+    /// Takes the pool lock, counting the acquisition under it (`MediumCounts::locks`, which
+    /// stats add to `lock_count`) rather than with an atomic read-modify-write of its own:
+    /// for the medium paths, which take it on every call.
+    #[inline]
+    pub(crate) fn lock_medium(&self) -> MutexGuard<'_, RawPoolLock, PoolState> {
+        let mut st = self.state.lock();
+        self.after_lock(&mut st);
+        st.medium_counts.locks += 1;
+        st
+    }
+
     /// Takes the pool lock if it is free.
     pub(crate) fn try_lock(&self) -> Option<MutexGuard<'_, RawPoolLock, PoolState>> {
         let mut st = self.state.try_lock()?;

@@ -979,3 +979,45 @@ fn kept_blocks_of_one_size_serve_classes_of_another() {
     // SAFETY: single-threaded.
     unsafe { a.verify() }.unwrap();
 }
+
+/// Invariant 17: a medium free is accepted exactly when the pointer starts a
+/// live run and the size rounds to its granules, in its lifetime class; anything else is
+/// reported and changes nothing.
+#[test]
+fn invariant_17_a_medium_free_is_checked_against_its_run_table() {
+    let mut a = Cohort::<Life>::new();
+    for n in [9, 10, 100, 512] {
+        let size = n * cohort::class::GRANULE;
+        let p = a.malloc(size, Life::Short);
+        // SAFETY (of each call): a rejected call changes nothing; p stays live until the
+        // accepted one.
+        unsafe {
+            for k in 1..n {
+                let inside = a
+                    .try_free(p.add(k * cohort::class::GRANULE), size, Life::Short)
+                    .unwrap_err();
+                assert_eq!(
+                    inside.problem,
+                    cohort::Problem::NotARun,
+                    "granule {k} of {n}"
+                );
+            }
+            for wrong in [size - cohort::class::GRANULE, size + 1] {
+                if wrong > cohort::class::MAX_SMALL {
+                    let e = a.try_free(p, wrong, Life::Short).unwrap_err();
+                    assert!(
+                        matches!(e.problem, cohort::Problem::WrongRun { .. }),
+                        "{n}, {wrong}: {e}"
+                    );
+                }
+            }
+            let e = a.try_free(p, size, Life::Long).unwrap_err();
+            assert!(matches!(e.problem, cohort::Problem::WrongRun { .. }), "{e}");
+            // The smallest size of the run frees it.
+            a.try_free(p, size - cohort::class::GRANULE + 1, Life::Short)
+                .unwrap();
+        }
+    }
+    assert!(a.is_empty());
+    a.verify_exclusive().expect("consistent");
+}

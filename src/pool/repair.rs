@@ -43,6 +43,7 @@ impl Pool {
         }
         st.medium_counts = MediumCounts {
             purged: st.medium_counts.purged,
+            locks: st.medium_counts.locks,
             ..MediumCounts::new()
         };
         st.retained = BlockList::new();
