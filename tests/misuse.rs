@@ -70,10 +70,10 @@ fn a_rejected_large_remalloc_keeps_the_allocation() {
     // SAFETY: p holds 1 100 000 bytes.
     unsafe { pattern(p, 1, 1_100_000) };
     let cases: [(usize, usize, Life); 4] = [
-        (1_050_000, 1_300_000, Life::A), // wrong old size, growing by remap
+        (700_000, 1_300_000, Life::A),   // wrong old size, growing by remap
         (1_100_000, 1_300_000, Life::B), // wrong lifetime class
-        (1_200_000, 1_090_000, Life::A), // wrong old size, shrinking
-        (1_050_000, 100, Life::A),       // wrong old size, moving to a small class
+        (2_000_000, 1_090_000, Life::A), // wrong old size, shrinking
+        (700_000, 100, Life::A),         // wrong old size, moving to a small class
     ];
     // 1 100 000 bytes rounded up to the page (1 101 824 with 4 KiB pages).
     let maps = format!("maps {} B", large_usable(&a, 1_100_000));
