@@ -99,6 +99,24 @@ impl Instance {
         })
     }
 
+    /// (usable size, lifetime class) of the allocation starting at `p`, a pointer in the
+    /// region, for a free or resize without its size: a small class's stride (which maps
+    /// back to the class with `SMALL_ALIGN`) or a medium run's bytes. Misuse (a pointer
+    /// into a block holding no allocations, or inside a medium one) aborts, as
+    /// [`Cohort::free_unsized`] says.
+    #[track_caller]
+    fn in_region_or_report(&self, p: *mut u8) -> (usize, usize) {
+        match self.small_at(p) {
+            Some((class, life)) => (CLASSES[class].stride as usize, life),
+            None => match self.medium_at(p) {
+                Some(Ok(found)) => (found.usable, found.life),
+                Some(Err(problem)) => report::<true>(self.misuse(p, 0, 0, problem)),
+                // Every slot of a block holding no allocations is free.
+                None => report::<true>(self.misuse(p, 0, 0, Problem::DoubleFree)),
+            },
+        }
+    }
+
     /// The large allocation starting at `p` (outside the region), from the large table
     /// under its lock.
     #[cold]
@@ -225,15 +243,7 @@ impl<L: Lifetime> Cohort<L> {
             // SAFETY: forwarded contract.
             return unsafe { self.free_unsized_outside(ptr) };
         }
-        let (usable, life) = match self.core.small_at(ptr) {
-            Some((class, life)) => (CLASSES[class].stride as usize, life),
-            None => match self.core.medium_at(ptr) {
-                Some(Ok(found)) => (found.usable, found.life),
-                Some(Err(problem)) => report::<true>(self.core.misuse(ptr, 0, 0, problem)),
-                // Every slot of a block holding no allocations is free.
-                None => report::<true>(self.core.misuse(ptr, 0, 0, Problem::DoubleFree)),
-            },
-        };
+        let (usable, life) = self.core.in_region_or_report(ptr);
         // SAFETY: a live allocation of this allocator (caller): its usable size (a small
         // class's stride, which maps back to the class with SMALL_ALIGN; or a medium run's
         // bytes), in its lifetime class.
@@ -315,15 +325,7 @@ impl<L: Lifetime> Cohort<L> {
         let (old, life) = if ptr.is_null() {
             (SizeAlign { size: 0, align: 1 }, 0)
         } else if self.core.bounds.contains(ptr) {
-            let (usable, life) = match self.core.small_at(ptr) {
-                Some((class, life)) => (CLASSES[class].stride as usize, life),
-                None => match self.core.medium_at(ptr) {
-                    Some(Ok(found)) => (found.usable, found.life),
-                    Some(Err(problem)) => report::<true>(self.core.misuse(ptr, 0, 0, problem)),
-                    // Every slot of a block holding no allocations is free.
-                    None => report::<true>(self.core.misuse(ptr, 0, 0, Problem::DoubleFree)),
-                },
-            };
+            let (usable, life) = self.core.in_region_or_report(ptr);
             let old = SizeAlign {
                 size: usable,
                 align: SMALL_ALIGN,
