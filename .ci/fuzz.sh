@@ -10,6 +10,11 @@
 #   threads  2 or 3 threads handing objects to each other (lockstep, plus bursts)
 #   region_header  opening a file region whose header is garbage (raw, or a valid header
 #            with bytes patched over it): an error naming what differs, never a crash
+#   region_state   opening a file region whose header is valid but whose instance state
+#            (pool, registry, lists, heaps) has bytes patched over it: refused or usable,
+#            never a crash, a hang or a slot handed out twice. NOT in the list below until
+#            RED-18 is fixed (it finds that crash within minutes); run it by hand:
+#            cargo +nightly fuzz run --debug-assertions region_state -- -max_total_time=600
 #
 # A long run (one target at a time; libFuzzer runs one process unless -jobs/-workers ask
 # for more, so leave those out on a shared machine):
@@ -44,7 +49,8 @@
 #                      `snapshots` (stats and for_each_block beside other threads'
 #                      allocations and compact, item 5), `join-oom` (the same as
 #                      oom-empty for allocations through an explicit join: found by the
-#                      oom target after item 10's fix). Empty by default.
+#                      oom target after item 10's fix), `state-verify` (region_state
+#                      without verify, RED-18's crash). Empty by default.
 #
 # Needs a nightly toolchain (cargo fuzz uses -Z flags): without one this prints so and
 # exits 0. Installs cargo-fuzz from crates.io when it is missing.

@@ -19,12 +19,14 @@
 
 #[cfg(doc)]
 use crate::class::Lookup;
-use crate::class::{class_of, geometry_unchecked, medium_granules, CLASSES};
+use crate::class::{class_of, geometry_unchecked, medium_granules, HeadIndex, CLASSES};
+use crate::counters::Counter;
 use crate::heap;
 use crate::instance::{Instance, CHECKED};
 use crate::live_bits::LiveBits;
 use crate::os;
 use crate::per_thread;
+use crate::promotion;
 use crate::route::{Route, ThreadHeap};
 use crate::sync::Ordering;
 use core::alloc::Layout;
@@ -243,20 +245,48 @@ impl Instance {
         let Some(pool) = self.pool() else {
             return ptr::null_mut();
         };
+        pool.counters
+            .add(HeadIndex::new(class, life).get(), Counter::AllocSlow, 1);
         // Again: the first use of the instance gave it its id just now.
         let instance = self.instance.load(Ordering::Relaxed);
         let heap = route.slow_heap(pool, instance);
         // SAFETY: the route gives null or a live heap of this instance that the caller
         // holds.
-        let got = match unsafe { heap.as_ref() } {
+        let heap = unsafe { heap.as_ref() };
+        let from = |heap: Option<&crate::heap::Heap>| match heap {
             None => pool.alloc_locked(&mut pool.lock(), class, life),
-            Some(heap) if CLASSES[class].is_tiny() => heap.alloc_tiny(class, life),
-            Some(heap) => heap.alloc_slow(class, life, || per_thread::find_own(instance)),
+            Some(heap) if CLASSES[class].is_tiny() => heap
+                .alloc_tiny(class, life)
+                .or_else(|| promotion::alloc(heap, class, life)),
+            Some(heap) => heap
+                .alloc_slow(class, life, || per_thread::find_own(instance))
+                .or_else(|| promotion::alloc(heap, class, life)),
         };
+        // Out of memory: in a shared instance, dead processes' heaps may hold free slots
+        // and empty blocks; taken over, they are the pool's. Then once more.
+        let got = from(heap)
+            .or_else(|| (crate::heap_handover::reap_dead(pool) > 0).then(|| from(heap))?);
         match got {
             Some((p, zeroed)) => self.finish_alloc::<ZERO>(p, zeroed, class),
-            None => ptr::null_mut(),
+            None => self.alloc_fallback::<ZERO>(pool, class, life),
         }
+    }
+
+    /// A small request a full region cannot serve: null, or, in a region that falls back
+    /// ([`crate::RegionOptions::fallback`]), a private mapping of the class's stride
+    /// (page-rounded) in the large table, which the frees of the class's sizes find
+    /// (`free::Instance::free_fallback`).
+    #[cold]
+    #[inline(never)]
+    fn alloc_fallback<const ZERO: bool>(&self, pool: &crate::pool::Pool, class: usize, life: usize) -> *mut u8 {
+        let Some(len) = os::page_round(CLASSES[class].stride as usize) else {
+            return ptr::null_mut();
+        };
+        if !pool.region.falls_back() {
+            return ptr::null_mut();
+        }
+        // Fresh mappings read zero, and a slot's alignment is at most a page.
+        crate::large::allocate::<ZERO>(&pool.large, len, os::MIN_PAGE, life, crate::decay::now())
     }
 
     /// A large allocation: its own mapping (a cached one of a similar length, else a fresh
@@ -277,18 +307,31 @@ impl Instance {
         let (Some(len), Some(pool)) = (os::page_round(size), self.pool()) else {
             return ptr::null_mut();
         };
-        // A medium request: a run of granules in a medium block (see `medium`); when the
-        // region has no block left, a mapping of its own as a large one.
-        if let Some(granules) = medium_granules(size, align) {
+        // A medium request: a run of granules in a medium block (see `medium`), in every
+        // region; when the region has no block left, what a full region does for a large
+        // one (below: a mapping of its own, or null in a region that serves large
+        // allocations and does not fall back).
+        let medium = medium_granules(size, align);
+        if let Some(granules) = medium {
             let p = pool.medium_alloc::<ZERO>(granules, align, life);
             if !p.is_null() {
                 return p;
             }
         }
-        // A shared region refuses large allocations (a mapping of this process's own would
-        // be invisible to the others).
-        if pool.is_shared() {
-            return ptr::null_mut();
+        // A region that serves large allocations (shared, file, fixed capacity) carves them
+        // from its own units: a mapping of this process's own would be invisible to the
+        // others, or uncounted. A medium request found no unit for a medium block: none
+        // for a run either.
+        if pool.region.serves_large() {
+            let p = if medium.is_none() {
+                pool.alloc_run::<ZERO>(len, align.max(os::MIN_PAGE), life)
+            } else {
+                ptr::null_mut()
+            };
+            if !p.is_null() || !pool.region.falls_back() {
+                return p;
+            }
+            // A full region that falls back: a mapping of its own, below.
         }
         // One clock read serves the cache and the empty blocks.
         let now = crate::decay::now();

@@ -56,6 +56,11 @@ pub(crate) const FRESH: u8 = 1;
 pub(crate) const EMPTY_KEY: u16 = 0xffff;
 /// [`Role::Current`]'s bias: `count` stays at or above it, so never reaches 0.
 const CURRENT_BIAS: u32 = 1 << 31;
+/// An owner-and-key word bit (bit 15 of the owner token, above every heap id: see
+/// `crate::promote`) set while the block may hold slots promoted from a smaller size
+/// class. No heap's tag has it, so every free of such a block misses the free fast path's
+/// compare and is checked on a slow path; [`Header::owner`] leaves it out.
+pub(crate) const PROMOTING: u64 = 1 << 31;
 /// A list link meaning "no block".
 pub(crate) const NONE: u32 = u32::MAX;
 /// [`Header::holder`] of a pool-owned block whose allocations are the pool's: those of
@@ -259,21 +264,38 @@ impl Header {
     /// The owning heap's token, 0 when the pool owns the block.
     #[inline]
     pub(crate) fn owner(&self) -> u64 {
-        self.owner_key() >> 16
+        (self.owner_key() & !PROMOTING) >> 16
     }
 
     /// As [`Header::owner`], with Acquire: pairs with the Release of `try_retire`, so a
     /// remote free that found `FULL` reads the owner that retired the block.
     pub(crate) fn owner_acquire(&self) -> u64 {
-        self.owner_key.load(Ordering::Acquire) >> 16
+        (self.owner_key.load(Ordering::Acquire) & !PROMOTING) >> 16
     }
 
     /// Owner (or pool-lock holder) only: hands the block to the heap with token `owner`
-    /// (0: the pool), keeping its key.
+    /// (0: the pool), keeping its key and its [`PROMOTING`] flag.
     pub(crate) fn set_owner(&self, owner: u64) {
-        debug_assert!(owner < 1 << 48);
+        debug_assert!(owner < 1 << 48 && owner_word(owner, 0) & PROMOTING == 0);
+        let promoting = self.owner_key() & PROMOTING;
         self.owner_key
-            .store(owner_word(owner, self.key()), Ordering::Relaxed);
+            .store(owner_word(owner, self.key()) | promoting, Ordering::Relaxed);
+    }
+
+    /// True while the block may hold promoted slots ([`PROMOTING`]): the promotion map of
+    /// its unit is valid (see `crate::promote`).
+    #[inline]
+    pub(crate) fn is_promoting(&self) -> bool {
+        self.owner_key() & PROMOTING != 0
+    }
+
+    /// Owner (or pool-lock holder) only: sets or clears [`PROMOTING`], keeping the owner and
+    /// the key. Release: a thread that reads the flag sees the promotion map written
+    /// before it.
+    pub(crate) fn set_promoting(&self, on: bool) {
+        let word = self.owner_key() & !PROMOTING;
+        let word = if on { word | PROMOTING } else { word };
+        self.owner_key.store(word, Ordering::Release);
     }
 
     /// The class index.

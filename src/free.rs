@@ -96,34 +96,38 @@ impl Instance {
                 self.free_class::<ABORT, R>(route, p, size, align, class, life)
             },
             // SAFETY: forwarded contract.
-            None => unsafe { self.free_above_exact::<ABORT, R>(route, p, size, align, life) },
+            None => unsafe {
+                Instance::free_above_exact::<ABORT, R>(p, size, align, self, route, life)
+            },
         }
     }
 
-    /// As `alloc_above_exact`, for frees.
+    /// As `alloc_above_exact`, for frees. The pointer, size and align come first, in the
+    /// registers a `__rust_dealloc(ptr, size, align)` has them in: the fast path reaches
+    /// this with a jump and moves none of them (the instance after them, whichever it is).
     ///
     /// # Safety
     /// As [`Instance::free_sized`].
     #[inline(never)]
     #[track_caller]
     unsafe fn free_above_exact<const ABORT: bool, R: Route>(
-        &self,
-        route: R,
         p: *mut u8,
         size: usize,
         align: usize,
+        this: &Instance,
+        route: R,
         life: usize,
     ) {
         if size == 0 {
-            return self.free_zero_size::<ABORT>(p, life);
+            return this.free_zero_size::<ABORT>(p, life);
         }
         match class_of(size, align) {
             // SAFETY: forwarded contract; class is the size's.
             Some(class) => unsafe {
-                self.free_class::<ABORT, R>(route, p, size, align, class, life)
+                this.free_class::<ABORT, R>(route, p, size, align, class, life)
             },
             // SAFETY: forwarded contract: a large size.
-            None => unsafe { self.free_large::<ABORT>(p, size, life) },
+            None => unsafe { this.free_large::<ABORT>(p, size, life) },
         }
     }
 
@@ -175,7 +179,7 @@ impl Instance {
         // need a stack frame.
         let Some(in_region) = self.bounds.offset(p) else {
             // SAFETY: forwarded contract; `word` is unread when p is outside the region.
-            return unsafe { self.free_other::<ABORT, R>(route, p, size, align, 0, life) };
+            return unsafe { Instance::free_other::<ABORT, R>(p, size, align, 0, self, route, life) };
         };
         // The region starts on a block boundary (`RegionBounds::offset`).
         let off = in_region % BLOCK_SIZE;
@@ -201,6 +205,6 @@ impl Instance {
         let p = h.base().wrapping_add(off);
         // SAFETY: forwarded contract (this is the caller's `p`); `word` is the block's, as
         // read above.
-        unsafe { self.free_other::<ABORT, R>(route, p, size, align, word, life) }
+        unsafe { Instance::free_other::<ABORT, R>(p, size, align, word, self, route, life) }
     }
 }

@@ -36,6 +36,9 @@ use crate::tiny;
 use core::ops::Deref;
 use core::ptr;
 
+mod slow;
+pub(crate) use slow::compact;
+
 /// One head of a heap: references into the heap's two arrays.
 pub(crate) struct HeapHead<'a> {
     /// The block the fast paths allocate from: [`empty_block`] when there is none.
@@ -232,7 +235,7 @@ impl Heap {
     /// # Safety
     /// The calling thread owns the heap; class < CLASS_COUNT, life < life_count; no other
     /// reference to the head is alive.
-    unsafe fn head(&self, class: usize, life: usize) -> HeapHead<'_> {
+    pub(super) unsafe fn head(&self, class: usize, life: usize) -> HeapHead<'_> {
         // SAFETY: forwarded.
         unsafe { head_at(self, self.heads(), HeadIndex::new(class, life).get()) }
     }
@@ -241,185 +244,6 @@ impl Heap {
         // SAFETY: a heap never outlives its pool while it is in use (orphaned heaps are
         // only released, never used).
         unsafe { &*self.pool }
-    }
-
-    /// The slow path of malloc: the current block of (class, life) has no slot on its
-    /// local free list or in its bump window. Finds one (the block's remote frees, then the
-    /// first listed block if it has freed slots, then the block's next bump window, then
-    /// the partial list, the pool), makes it current and takes a slot from it. Before
-    /// saying out of memory (`None`), gives back every empty block it may
-    /// ([`compact`]), and those of `own()` (the calling thread's own heap of the
-    /// instance, or null), and tries once more.
-    #[cold]
-    #[inline(never)]
-    pub(crate) fn alloc_slow(
-        &self,
-        class: usize,
-        life: usize,
-        own: impl FnOnce() -> *mut Heap,
-    ) -> Option<(*mut u8, bool)> {
-        self.alloc_from_heads(class, life).or_else(|| {
-            let pool = self.pool();
-            // When this is an explicit join's heap, the calling thread's own heap of the
-            // instance may hold empty blocks too (`compact` gives those back).
-            let own = own();
-            let mut st = pool.lock();
-            let mut freed = compact(Some(self), pool, &mut st);
-            if !own.is_null() && !ptr::eq(own, self) {
-                // SAFETY: the calling thread's own heap: it is its owner, and no reference
-                // to its heads is alive (the thread is inside this join's allocation).
-                freed += unsafe { (*own).give_back_empty(&mut st) };
-            }
-            drop(st);
-            (freed > 0).then(|| self.alloc_from_heads(class, life))?
-        })
-    }
-
-    /// [`Heap::alloc_slow`] without the last resort.
-    fn alloc_from_heads(&self, class: usize, life: usize) -> Option<(*mut u8, bool)> {
-        let pool = self.pool();
-        // SAFETY: callers are the owning thread, with class < CLASS_COUNT, life < life_count.
-        let head = unsafe { self.head(class, life) };
-        loop {
-            if !ptr::eq(*head.current, empty_block()) {
-                // SAFETY: a current block is a live block owned by this heap.
-                let h = unsafe { &**head.current };
-                if let Some((off, zeroed)) = h.pop() {
-                    return Some((h.base().wrapping_add(off as usize), zeroed));
-                }
-                // Slots other threads freed first, then those of the next listed block,
-                // then never-used ones: reusing what comes back keeps the touched pages
-                // near what is live.
-                if h.collect_remote() > 0 {
-                    continue;
-                }
-                self.drain_returned();
-                let next = head.partial.first(pool.units());
-                if let Some(next) = next.filter(|next| next.has_freed_slots()) {
-                    // The next listed block becomes current; this one keeps its never-used
-                    // slots for later, listed.
-                    head.partial.remove(pool.units(), next);
-                    h.set_role(Role::Listed);
-                    head.partial.push(pool.units(), h);
-                    next.set_role(Role::Current);
-                    *head.current = next;
-                    continue;
-                }
-                if h.advance_window() || !h.try_retire() {
-                    continue;
-                }
-                *head.current = empty_block();
-            }
-            self.drain_returned();
-            let h = match head.partial.pop(pool.units()) {
-                Some(h) => h,
-                None => {
-                    let mut st = pool.lock();
-                    pool.take_block(&mut st, class, life, self.token)?
-                }
-            };
-            h.set_role(Role::Current);
-            *head.current = h;
-        }
-    }
-
-    /// A tiny allocation (1- or 2-byte class) by the owner: a slot from the heap's tiny
-    /// blocks of (class, life), under the pool lock (see the module docs). Before saying out
-    /// of memory, gives back every empty block it may and tries once more.
-    pub(crate) fn alloc_tiny(&self, class: usize, life: usize) -> Option<(*mut u8, bool)> {
-        let pool = self.pool();
-        let mut st = pool.lock();
-        self.alloc_tiny_locked(&mut st, class, life).or_else(|| {
-            (compact(Some(self), pool, &mut st) > 0)
-                .then(|| self.alloc_tiny_locked(&mut st, class, life))?
-        })
-    }
-
-    fn alloc_tiny_locked(
-        &self,
-        st: &mut PoolState,
-        class: usize,
-        life: usize,
-    ) -> Option<(*mut u8, bool)> {
-        let pool = self.pool();
-        // SAFETY: a tiny head, under the pool lock (`st`); no other reference to it is alive.
-        let list = unsafe { self.tiny_list(class, life) };
-        loop {
-            let h = match list.first(pool.units()) {
-                Some(h) => h,
-                None => {
-                    let h = pool.take_block(st, class, life, 0)?;
-                    h.set_holder(self.id);
-                    list.push(pool.units(), h);
-                    h
-                }
-            };
-            // SAFETY: a tiny block (pool-owned), under the pool lock.
-            let got = unsafe { tiny::pop(h) };
-            if got.is_none() || h.used() == h.capacity() {
-                // Full: on no list until a free (`Pool::free_tiny`) lists it again.
-                list.remove(pool.units(), h);
-            }
-            if let Some((off, zeroed)) = got {
-                return Some((h.base().wrapping_add(off as usize), zeroed));
-            }
-        }
-    }
-
-    /// A free by the owner: pushes slot `p` on the block's local list, and takes the slow
-    /// path when the block's count says so. Returns false, having done nothing, when the
-    /// slot is the first of the list already (a double free, for the caller to report).
-    ///
-    /// # Safety
-    /// `p` is a slot of block `h`, which this heap owns, live or the first of its free list.
-    #[must_use]
-    pub(crate) unsafe fn free_local(&self, h: &Header, p: *mut u8) -> bool {
-        // SAFETY: forwarded.
-        match unsafe { h.push_local(p) } {
-            LocalFree::Done => true,
-            LocalFree::Slow => {
-                self.free_slow(h);
-                true
-            }
-            LocalFree::AlreadyFree => false,
-        }
-    }
-
-    /// The slow path of a local free: `push_local` took the block's count to 0, so the
-    /// block was retired `FULL` and this free brings it back, or it is listed and now
-    /// empty (see [`Role`]).
-    #[cold]
-    #[inline(never)]
-    pub(crate) fn free_slow(&self, h: &Header) {
-        let pool = self.pool();
-        // SAFETY: the block is this heap's, so its key names a head of this heap.
-        let head = unsafe { self.head(h.class(), h.life()) };
-        match h.role() {
-            Role::Full => {
-                h.set_role(Role::Listed);
-                // When a remote free cleared FULL first, it put the block on `returned`.
-                if h.clear_full() {
-                    head.partial.push(pool.units(), h);
-                }
-            }
-            Role::Listed => {
-                head.partial.remove(pool.units(), h);
-                let mut st = pool.lock();
-                pool.give_empty(&mut st, h);
-            }
-            Role::Current => unreachable!("a current block's count never reaches 0"),
-        }
-    }
-
-    /// Lists the blocks on `returned` on their heads' partial lists.
-    pub(crate) fn drain_returned(&self) {
-        let pool = self.pool();
-        for h in self.returned.take_all(pool.units()) {
-            // SAFETY: returned blocks are owned by this heap; their key names its heads.
-            let head = unsafe { self.head(h.class(), h.life()) };
-            h.set_role(Role::Listed);
-            head.partial.push(pool.units(), h);
-        }
     }
 
     /// Every block this heap owns that is on one of its heads, with `true` for the current
@@ -465,56 +289,6 @@ impl Heap {
         Some(unsafe { &*((pool.region.base() + off) as *const Header) })
     }
 
-    /// Owner only, releasing lifetime class `life`: passes every block of the class on this
-    /// heap's heads (after listing its returned blocks) to `f`, with `true` for the current
-    /// blocks, which stay current (the caller empties them in place, so the next
-    /// allocations of the class reuse them with no system call: a request loop releases
-    /// its class after every request) and `false` for the others, which leave the heap.
-    pub(crate) fn release_life(&self, life: usize, mut f: impl FnMut(&Header, bool)) {
-        self.drain_returned();
-        let pool = self.pool();
-        for i in HeadIndex::of_life(life) {
-            // SAFETY: the owner, a valid class and life.
-            let head = unsafe { self.head(i.class(), i.life()) };
-            if !ptr::eq(*head.current, empty_block()) {
-                // SAFETY: a current block is live.
-                f(unsafe { &**head.current }, true);
-            }
-            while let Some(h) = head.partial.pop(pool.units()) {
-                f(h, false);
-            }
-        }
-    }
-
-    /// Owner only, under the pool lock: gives every block of this heap's heads that holds
-    /// no live slot back to the OS. Returns how many.
-    pub(crate) fn give_back_empty(&self, st: &mut PoolState) -> usize {
-        let pool = self.pool();
-        let mut given = 0;
-        for i in pool.heads() {
-            // SAFETY: the owner; i is below the head count.
-            let head = unsafe { head_at(self, self.heads(), i.get()) };
-            if !ptr::eq(*head.current, empty_block()) {
-                // SAFETY: a current block is live.
-                let h = unsafe { &**head.current };
-                if h.live() == 0 {
-                    h.set_role(Role::Listed);
-                    *head.current = empty_block();
-                    pool.give_back_block(st, h);
-                    given += 1;
-                }
-            }
-            for h in head.partial.iter(pool.units()) {
-                if h.live() == 0 {
-                    head.partial.remove(pool.units(), h);
-                    pool.give_back_block(st, h);
-                    given += 1;
-                }
-            }
-        }
-        given
-    }
-
     /// Under the pool lock, with exclusive use of the instance: true when a thread (or
     /// join) still holds the heap, so the caller may act as its owner until it unlocks.
     /// Such a heap is LIVE (its owner does not use the instance meanwhile) or EXITING (its
@@ -549,13 +323,14 @@ impl Heap {
     /// record only (the pool of an orphaned heap is gone).
     pub(crate) fn held_here(&self) -> bool {
         let holder = self.holder.load(Ordering::Acquire);
-        holder == 0 || holder == os::shared_mem::process_word()
+        holder == 0 || os::shared_mem::same_process(holder, os::shared_mem::process_word())
     }
 
     /// In a shared pool: this process holds the heap from now on (see
     /// `HeapRecord::holder`), its current blocks read relative to its base.
     fn set_holder(&self, pool: &Pool) {
         if pool.is_shared() {
+            pool.note_namespace();
             self.holder_base
                 .store(pool.region.base() as u64, Ordering::Relaxed);
             self.holder
@@ -594,14 +369,6 @@ impl Heap {
                 .write(ptr::null_mut())
         };
     }
-}
-
-/// Under the pool lock: gives back to the OS every empty block the calling thread may:
-/// those of its heap `heap` (the calling thread's, if any), the pool's (exited threads'
-/// included) and those kept for reuse. What [`crate::Cohort::compact`] does, and the
-/// allocation paths' last resort before out of memory. Returns how many, each once.
-pub(crate) fn compact(heap: Option<&Heap>, pool: &Pool, st: &mut PoolState) -> usize {
-    heap.map_or(0, |h| h.give_back_empty(st)) + pool.give_back_empty(st)
 }
 
 /// Test counts of heap mappings, per thread.

@@ -7,7 +7,7 @@
 //! path takes the pool lock but never allocates.
 
 use crate::block::BlockList;
-use crate::class::HeadIndex;
+use crate::class::{HeadIndex, CLASSES};
 use crate::heap::{empty_block, head_at, registered, Heap};
 use crate::heap_record::HeapState::{Abandoned, Exiting, Live, Orphaned};
 use crate::os;
@@ -62,8 +62,8 @@ pub(crate) unsafe fn abandon(heap: *mut Heap) {
 /// Under the pool lock: hands the blocks on `heap`'s heads (current and partial) to the
 /// pool; for a `dead` holder's heap, recounts each first ([`crate::block::Header::recount_local`]: the
 /// holder may have died in the middle of an allocation or a free). The current blocks are read through the caller's view ([`Heap::current_in`]: the
-/// heap may be a dead process's); a partial list is walked at most once per unit (a dead
-/// holder may have left one half linked).
+/// heap may be a dead process's); a partial list is walked forward, never unlinked, and at
+/// most once per unit (a dead holder may have left it half linked).
 ///
 /// # Safety
 /// The caller holds `heap` (EXITING: its own, or a dead process's it claimed) and the pool
@@ -84,17 +84,28 @@ unsafe fn hand_over(heap: *mut Heap, pool: &Pool, st: &mut PoolState, dead: bool
             }
         }
         *head.current = empty_block();
-        let mut left = pool.region.unit_count();
-        while let Some(h) = head.partial.pop(pool.units()) {
-            if dead {
+        // Walked forward, never unlinked: a dead holder may have died in the middle of a
+        // removal, leaving a `prev` link to a block it had moved elsewhere (the current
+        // block just adopted, say); unlinking through it would write into the list that
+        // block is on now. The walk reads each block's `next` before the adoption relinks
+        // it, takes only blocks the heap still owns (a half-done move may link one twice)
+        // and stops after as many steps as the region has units. A tiny head's blocks are
+        // pool-owned with the heap as their holder, and their counts are the lock's.
+        let tiny = CLASSES[i.class()].is_tiny();
+        let list = core::mem::replace(head.partial, BlockList::new());
+        for h in list.iter(pool.units()).take(pool.region.unit_count()) {
+            let ours = if tiny {
+                h.owner() == 0 && h.holder() == hp.id
+            } else {
+                h.owner() == hp.token
+            };
+            if !ours {
+                continue;
+            }
+            if dead && !tiny {
                 h.recount_local();
             }
             pool.adopt_block(st, h);
-            left -= 1;
-            if left == 0 {
-                *head.partial = BlockList::new();
-                break;
-            }
         }
     }
 }
@@ -129,7 +140,12 @@ pub(crate) fn reap_dead(pool: &Pool) -> usize {
     if !pool.is_shared() {
         return 0;
     }
+    // The claim below writes this process's word into the region.
+    pool.note_namespace();
     let me = os::shared_mem::process_word();
+    // The last holder found alive: heaps of one process (its threads') are looked up once
+    // in a row.
+    let mut alive = me;
     let mut reaped = 0;
     for record in pool.registered_heaps() {
         // SAFETY: registered records stay mapped while the pool does.
@@ -139,7 +155,12 @@ pub(crate) fn reap_dead(pool: &Pool) -> usize {
             continue;
         }
         let holder = r.holder.load(Ordering::Acquire);
-        if holder == me || holder == 0 || os::shared_mem::is_alive(holder) {
+        if holder == 0 || os::shared_mem::same_process(holder, alive) {
+            continue;
+        }
+        // A word of another pid namespace names another process than its pid here.
+        if !pool.pids_compare() || os::shared_mem::is_alive(holder) {
+            alive = holder;
             continue;
         }
         if r.holder
@@ -372,129 +393,4 @@ mod loom;
 // Not under loom: its atomics exist only inside a model.
 #[cfg(not(loom))]
 #[cfg(test)]
-mod tests {
-    use super::hooks;
-    use crate::Cohort;
-    use std::sync::atomic::Ordering;
-
-    /// Starts a thread that allocates and frees once in `c`, then exits. The caller keeps
-    /// `c` alive until the thread's allocation is done (the tests wait for its exit hook).
-    fn allocate_once_and_exit(c: &Cohort<()>) -> std::thread::JoinHandle<()> {
-        let shared = c as *const Cohort<()> as usize;
-        std::thread::spawn(move || {
-            // SAFETY: the caller's promise.
-            let c = unsafe { &*(shared as *const Cohort<()>) };
-            let p = c.malloc(64, ());
-            // SAFETY: just allocated.
-            unsafe { c.free(p, 64, ()) };
-        })
-    }
-
-    /// A thread exits (its heap becomes ABANDONED) while another drops the instance: the
-    /// drop must not unmap the pool before the exiting thread has unlocked it.
-    #[test]
-    fn drop_waits_for_an_exiting_thread_to_unlock_the_pool() {
-        let c = Box::into_raw(Box::new(Cohort::<()>::new()));
-        // SAFETY: c lives until the drop below.
-        let pool = unsafe { (*c).core.pool() }.unwrap() as *const _ as *mut _;
-        hooks::PAUSE_POOL.store(pool, Ordering::Release);
-        // SAFETY: c lives until the drop below, after the thread's allocation.
-        let t = allocate_once_and_exit(unsafe { &*c });
-        while !hooks::PAUSED.load(Ordering::Acquire) {
-            std::thread::yield_now();
-        }
-        // SAFETY: no thread uses the instance any more (the other one is exiting).
-        drop(unsafe { Box::from_raw(c) });
-        t.join().unwrap();
-        hooks::PAUSE_POOL.store(std::ptr::null_mut(), Ordering::Release);
-    }
-
-    /// With every registry id held by a join, a thread without a heap allocates through the
-    /// pool: it must not map (and unmap) a heap on every allocation.
-    #[test]
-    fn a_full_registry_maps_no_heap_per_allocation() {
-        let c = Cohort::<()>::new();
-        let joins: Vec<_> = (1..crate::pool::MAX_HEAPS)
-            .map(|i| c.join(i).expect("a join while the registry has room"))
-            .collect();
-        assert!(c.join(0).is_none(), "the registry is full");
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                for _ in 0..100 {
-                    let p = c.malloc(64, ());
-                    assert!(!p.is_null());
-                    // SAFETY: just allocated.
-                    unsafe { c.free(p, 64, ()) };
-                }
-                let mapped = crate::heap::counts::HEAPS_MAPPED_HERE.with(|n| n.get());
-                assert_eq!(
-                    mapped, 0,
-                    "heaps mapped by a thread that cannot register one"
-                );
-            });
-        });
-        drop(joins);
-    }
-
-    /// `scope` (exclusive use, under the pool lock) while a thread that used the instance
-    /// is exiting: neither waits for the other forever.
-    #[test]
-    fn scope_while_a_thread_exits_does_not_deadlock() {
-        let mut c = Box::new(Cohort::<()>::new());
-        let pool = c.core.pool().unwrap() as *const _ as *mut _;
-        let _one = hooks::exiting_pause(pool);
-        let t = allocate_once_and_exit(&c);
-        while !hooks::EXITING_PAUSED.load(Ordering::Acquire) {
-            std::thread::yield_now();
-        }
-        let (tx, rx) = std::sync::mpsc::channel();
-        let scoper = std::thread::spawn(move || {
-            c.scope_exclusive((), |_, _| ());
-            tx.send(()).unwrap();
-            c
-        });
-        let finished = rx.recv_timeout(std::time::Duration::from_secs(30));
-        hooks::EXIT_GO.store(true, Ordering::Release);
-        assert!(
-            finished.is_ok(),
-            "scope waited forever for the exiting thread"
-        );
-        t.join().unwrap();
-        hooks::PAUSE_EXITING.store(std::ptr::null_mut(), Ordering::Release);
-        drop(scoper.join().unwrap());
-    }
-
-    /// fork while a thread is exiting (its heap EXITING, waiting for the pool lock the fork
-    /// handlers hold): the child, which has no such thread, can still drop the instance.
-    #[test]
-    fn fork_while_a_thread_exits_leaves_the_child_able_to_drop_the_instance() {
-        let c = Box::new(Cohort::<()>::new());
-        let pool = c.core.pool().unwrap() as *const _ as *mut _;
-        let _one = hooks::exiting_pause(pool);
-        let t = allocate_once_and_exit(&c);
-        while !hooks::EXITING_PAUSED.load(Ordering::Acquire) {
-            std::thread::yield_now();
-        }
-        // SAFETY: the child only drops the instance and exits through _exit; the alarm
-        // turns a hang into a failure.
-        let pid = unsafe { libc::fork() };
-        if pid == 0 {
-            // SAFETY: as above.
-            unsafe {
-                libc::alarm(10);
-                drop(c);
-                libc::_exit(0);
-            }
-        }
-        hooks::EXIT_GO.store(true, Ordering::Release);
-        let mut status = 0;
-        // SAFETY: our own child.
-        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-        t.join().unwrap();
-        hooks::PAUSE_EXITING.store(std::ptr::null_mut(), Ordering::Release);
-        assert!(
-            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-            "the child hung dropping the instance (status {status:#x})"
-        );
-    }
-}
+mod tests;

@@ -18,6 +18,7 @@
 //! once, other threads' heaps of it when they exit, and the last of them unmaps this
 //! process's mapping ([`Pool::release`]).
 
+use crate::label::{Label, LabelCell};
 use crate::medium_block::MediumCounts;
 use crate::class::BLOCK_SIZE;
 use crate::fork;
@@ -53,6 +54,9 @@ pub(crate) struct Instance {
     life_count: usize,
     /// The lifetime classes' names, for misuse reports.
     pub(crate) life_names: &'static [&'static str],
+    /// The instance's label in its reports (a shared region's is in the region:
+    /// [`Instance::label`]).
+    pub(crate) label: LabelCell,
 }
 
 // SAFETY: the raw pool pointer is shared state designed for concurrent use (atomics and
@@ -135,6 +139,24 @@ impl Instance {
             exact,
             life_count,
             life_names,
+            label: LabelCell::new(Label::new("")),
+        }
+    }
+
+    /// The label its reports show: a shared region's own (every process of it sees the
+    /// same), else the instance's.
+    pub(crate) fn label(&self) -> Label {
+        match self.pool_if_any() {
+            Some(pool) if pool.is_shared() => pool.label.get(),
+            _ => self.label.get(),
+        }
+    }
+
+    /// Sets the label its reports show (a shared region's, for every process of it).
+    pub(crate) fn set_label(&self, label: Label) {
+        self.label.set(label);
+        if let Some(pool) = self.pool_if_any().filter(|pool| pool.is_shared()) {
+            pool.label.set(label);
         }
     }
 
@@ -186,7 +208,7 @@ impl Instance {
     /// The medium blocks' counts (all zero before the pool exists).
     pub(crate) fn medium_counts(&self) -> MediumCounts {
         self.pool_if_any()
-            .map_or(MediumCounts::new(), |pool| pool.state.lock().medium_counts)
+            .map_or(MediumCounts::new(), |pool| pool.lock_uncounted().medium_counts)
     }
 
     /// (large allocations, large bytes, retained empty blocks, lock acquisitions).
@@ -195,13 +217,13 @@ impl Instance {
             return (0, 0, 0, 0);
         };
         let (retained, medium_locks) = {
-            let st = pool.state.lock();
+            let st = pool.lock_uncounted();
             (Pool::retained_blocks(&st), st.medium_counts.locks)
         };
-        let large = pool.large.lock();
+        let (count, bytes) = pool.large_totals();
         (
-            large.count(),
-            large.bytes,
+            count,
+            bytes,
             retained,
             pool.lock_count.load(Ordering::Relaxed) + medium_locks,
         )

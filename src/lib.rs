@@ -17,22 +17,22 @@
 //!
 //! | layer | modules | what |
 //! |---|---|---|
-//! | 0 | `class`, `sync`, `os`, `lifetime`, `offset` | the size-class table and block geometry, checked at compile time; atomics and the lock; every system call; the lifetime-class trait; typed offsets into a region |
-//! | 1 | `region`, `decay`, `misuse`, `instance_id` | address space carved into blocks; what is kept of unused memory and when it is given back (bounds, the adaptive delay); what a bad free is and how it is reported; the source of instance ids |
+//! | 0 | `class`, `sync`, `os`, `lifetime`, `offset`, `label` | the size-class table and block geometry, checked at compile time; atomics and the lock; every system call; the lifetime-class trait; typed offsets into a region; an allocator's label in its reports |
+//! | 1 | `region`, `decay`, `misuse`, `instance_id`, `counters` | address space carved into blocks; what is kept of unused memory and when it is given back (bounds, the adaptive delay); what a bad free is and how it is reported; the source of instance ids; per-head counters of slow-path events |
 //! | 2 | `live_bits`, `block`, `large` | checked mode's live bit per slot; the block header, its slot lists, remote frees; the large-allocation table and the cache of freed large mappings |
 //! | 3 | `tiny`, `medium_block` | 1- and 2-byte slots in runs; a medium block's granules and runs (bitmaps and run table) |
 //! | 4 | `heap_record` | what other threads may touch of a heap: token, state, `returned`, abandoned link, tiny heads |
 //! | 5 | `pool` | the blocks an instance's heaps share, empty blocks, the registry of heap records |
 //! | 6 | `heap`, `medium` | a heap: its heads, the alloc and free slow paths; medium allocations (above 16 KiB up to 1 MiB): runs of granules in medium blocks, under the pool lock |
-//! | 7 | `heap_handover` | heaps changing hands: created, adopted, abandoned at exit, orphaned at teardown |
+//! | 7 | `heap_handover`, `promotion` | heaps changing hands: created, adopted, abandoned at exit, orphaned at teardown; a request served from a larger size class when its own has no slot left, and the checks of its free |
 //! | 8 | `per_thread` | the calling thread's heaps and the fast paths' thread-local state |
 //! | 9 | `fork`, `route` | the fork handlers and the instance list; which heap a call runs on (the thread's or a join's) |
 //! | 10 | `instance` | the non-generic core of an instance: id, pool created on first use, region bounds, drop |
 //! | 11 | `alloc`, `free` | the alloc paths (large allocations with them); the free paths and the checks a free makes |
 //! | 12 | `resize` | realloc |
 //! | 13 | `api` | [`Cohort`], its public methods, `GlobalAlloc`, block reports |
-//! | 14 | `handle`, `join`, `stats`, `verify`, `lookup`, `shared` | allocator handles per lifetime class; explicit joins; statistics; the consistency check; frees and resizes without a size (found from the address); instances in memory shared between processes |
-//! | 15 | `release`, `persist` | releasing a lifetime class, `scope_exclusive`, `compact`; named shared-memory and file regions: their header, create / open / leave / destroy, root slots and offsets |
+//! | 14 | `handle`, `join`, `stats`, `verify`, `lookup`, `shared`, `promote_api` | allocator handles per lifetime class; explicit joins; statistics; the consistency check; frees and resizes without a size (found from the address); instances in memory shared between processes; allocations that never promote |
+//! | 15 | `release`, `persist`, `placement` | releasing a lifetime class, `scope_exclusive`, `compact`; named shared-memory and file regions: their header, create / open / leave / destroy, root slots and offsets; regions made with [`RegionOptions`] (fixed capacity, prefaulted, locked, bound to NUMA nodes, in huge pages), the footprint, memory the caller provides |
 //! | 16 | `scope` | a lifetime class released safely on a shared allocator: [`ClassScope`] |
 //! | 17 | `design` | the design as documentation (no code): glossary, invariants, walks |
 //!
@@ -133,7 +133,9 @@ macro_rules! not_under_loom {
 
 // In the order of the layer table.
 pub mod class;
+mod counters;
 mod decay;
+mod label;
 mod large;
 mod lifetime;
 mod offset;
@@ -154,6 +156,7 @@ mod pool;
 mod tiny;
 not_under_loom! {
     mod medium;
+    mod promotion;
     mod per_thread;
     mod fork;
     mod route;
@@ -168,6 +171,8 @@ not_under_loom! {
     mod verify;
     mod lookup;
     mod shared;
+    mod promote_api;
+    mod placement;
     mod release;
     mod persist;
     mod scope;
@@ -199,6 +204,7 @@ pub use decay::Retention;
 pub use handle::{ClassHandle, StaticClass, StaticHandle};
 #[cfg(not(loom))]
 pub use join::Join;
+pub use label::{Label, LABEL_BYTES};
 pub use lifetime::{Lifetime, MAX_LIFETIME_CLASSES};
 #[cfg(not(loom))]
 pub use lookup::Allocation;
@@ -208,12 +214,15 @@ pub use offset::Off;
 #[cfg(not(loom))]
 pub use persist::{CreateOptions, OpenOptions, Place, RegionError, SharedCohort, ROOT_SLOTS};
 #[cfg(not(loom))]
+pub use placement::{max_expand, Footprint};
+pub use region::options::{HugePages, PlacementError, RegionOptions};
+#[cfg(not(loom))]
 pub use release::{Compacted, Released};
 #[cfg(not(loom))]
 pub use scope::{ClassScope, ScopesInUse};
 #[cfg(not(loom))]
 pub use shared::Recoveries;
 #[cfg(not(loom))]
-pub use stats::{ClassStats, HeadStats, Stats, Totals};
+pub use stats::{ClassStats, HeadEvents, HeadStats, Stats, Totals};
 #[cfg(not(loom))]
 pub use verify::{Verified, VerifyError};

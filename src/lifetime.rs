@@ -20,7 +20,7 @@
 //! No value of `L` has a hidden class's index, so no call that takes an `L` (a release
 //! above all) reaches them.
 
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU64, Ordering};
 
 /// A set of lifetime classes, normally an enum declared with
 /// [`lifetime_classes!`](crate::lifetime_classes).
@@ -90,51 +90,60 @@ pub(crate) const fn reported(inside: usize, life_count: usize) -> usize {
     }
 }
 
-/// Which of an allocator's [`SCOPE_CLASSES`] scope classes are claimed: bit `n` set while
-/// scope class `n` belongs to an open scope. A claim is exclusive: set by one compare and
-/// swap, cleared by its owner after the class's release.
-pub(crate) struct ScopeClaims(AtomicU32);
-
-const _: () = assert!(SCOPE_CLASSES <= 32);
+/// Which of an allocator's [`SCOPE_CLASSES`] scope classes are claimed, and by whom: entry
+/// `n` holds scope class `n`'s claimer while an open scope holds it, 0 while it is free. A
+/// claim is exclusive: taken by one compare and swap, cleared by its owner after the
+/// class's release.
+///
+/// Claimers: in a region shared between processes the claims live in the region and the
+/// claimer is the claiming process's word (pid and start time), so that two processes
+/// never hold one class; a class whose claimer died may be claimed again (its allocations
+/// were the dead scope's, which could not outlive it: the new scope's release frees them
+/// with its own). In a private instance every claimer is [`ScopeClaims::PRIVATE`].
+pub(crate) struct ScopeClaims([AtomicU64; SCOPE_CLASSES]);
 
 impl ScopeClaims {
+    /// The claimer of every claim of a private instance.
+    pub(crate) const PRIVATE: u64 = 1;
+
     pub(crate) const fn new() -> ScopeClaims {
-        ScopeClaims(AtomicU32::new(0))
+        ScopeClaims([const { AtomicU64::new(0) }; SCOPE_CLASSES])
     }
 
-    /// Claims a free scope class: its number, or `None` when all are claimed.
-    pub(crate) fn claim(&self) -> Option<usize> {
-        let all = (1u32 << SCOPE_CLASSES) - 1;
-        let mut seen = self.0.load(Ordering::Relaxed);
-        loop {
-            let free = !seen & all;
-            if free == 0 {
-                return None;
-            }
-            let n = free.trailing_zeros();
-            // Acquire: the previous owner's release of the class happened before.
-            match self.0.compare_exchange_weak(
-                seen,
-                seen | 1 << n,
-                Ordering::Acquire,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return Some(n as usize),
-                Err(now) => seen = now,
-            }
+    /// Claims a scope class for `claimer` (not 0): a free one, else one whose claimer
+    /// `alive` says has died (`alive` says so of no claim of `claimer`'s own). Its number,
+    /// or `None` when every class is held by a live claimer.
+    pub(crate) fn claim(&self, claimer: u64, alive: impl Fn(u64) -> bool) -> Option<usize> {
+        debug_assert_ne!(claimer, 0);
+        // Acquire: the previous owner's release of the class happened before.
+        let take = |n: usize, from: u64| {
+            self.0[n]
+                .compare_exchange(from, claimer, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        };
+        if let Some(n) = (0..SCOPE_CLASSES).find(|&n| take(n, 0)) {
+            return Some(n);
         }
+        (0..SCOPE_CLASSES).find(|&n| {
+            // Acquire: what the claimer stored before its claim (see `alive`'s caller).
+            let held = self.0[n].load(Ordering::Acquire);
+            held != 0 && !alive(held) && take(n, held)
+        })
     }
 
     /// Gives back scope class `n`, claimed by the caller, once it is released.
     pub(crate) fn unclaim(&self, n: usize) {
-        let before = self.0.fetch_and(!(1 << n), Ordering::Release);
-        debug_assert!(before & 1 << n != 0, "scope class {n} was not claimed");
+        let before = self.0[n].swap(0, Ordering::Release);
+        debug_assert!(before != 0, "scope class {n} was not claimed");
     }
 
     /// How many are claimed now.
     #[cfg(test)]
     pub(crate) fn claimed(&self) -> usize {
-        self.0.load(Ordering::Relaxed).count_ones() as usize
+        self.0
+            .iter()
+            .filter(|c| c.load(Ordering::Relaxed) != 0)
+            .count()
     }
 }
 

@@ -68,8 +68,12 @@ impl Instance {
         debug_assert!(self.bounds.contains(p));
         // SAFETY: p lies in the region, readable everywhere; its header mask finds its
         // block's header (every block has the same size and alignment).
-        let key = unsafe { (*header_of(p)).key() };
+        let h = unsafe { &*header_of(p) };
+        let key = h.key();
         let class = key_class(key);
+        if h.is_promoting() && key != EMPTY_KEY {
+            return self.promoted_at(h, p);
+        }
         (key != EMPTY_KEY && class < CLASS_COUNT).then_some((class, key_life(key)))
     }
 
@@ -81,8 +85,7 @@ impl Instance {
     #[inline(never)]
     fn medium_at(&self, p: *mut u8) -> Option<Result<Allocation, Problem>> {
         let pool = self.pool_if_any()?;
-        // SAFETY: p lies in the region (caller), readable everywhere.
-        if !is_medium(unsafe { &*header_of(p) }) {
+        if !pool.block_at(p).is_some_and(is_medium) {
             return None;
         }
         Some(match pool.medium_at(p) {
@@ -117,6 +120,16 @@ impl Instance {
         }
     }
 
+    /// [`Instance::small_at`] in a block that may hold promoted slots: the class the slot's
+    /// request was made with (see [`crate::promotion`]).
+    #[cold]
+    #[inline(never)]
+    fn promoted_at(&self, h: &crate::block::Header, p: *mut u8) -> Option<(usize, usize)> {
+        let pool = self.pool_if_any()?;
+        let class = crate::promotion::class_of_slot(&pool.region, h, p);
+        (class < CLASS_COUNT).then_some((class, h.life()))
+    }
+
     /// The large allocation starting at `p` (outside the region), from the large table
     /// under its lock.
     #[cold]
@@ -139,14 +152,32 @@ impl Instance {
             .is_some_and(|pool| pool.large.lock().is_cached(p as usize))
     }
 
-    /// The allocation `p` points into: from its block's key inside the region, from the
-    /// large table outside it. `None` when `p` is not this instance's (or lies in a block
-    /// holding no allocations). Takes the large table's lock for pointers outside the region.
+    /// The run of the region's units starting at `p` (a large allocation inside the
+    /// region), from its unit's word.
+    #[cold]
+    #[inline(never)]
+    fn run_allocation(&self, p: *mut u8) -> Option<Allocation> {
+        let run = self.pool_if_any()?.run_at(p)?;
+        Some(Allocation {
+            usable: run.len,
+            life: run.life,
+            large: true,
+        })
+    }
+
+    /// The allocation `p` points into: from its block's key inside the region (or its
+    /// run's word, for a large allocation there), from the large table outside it. `None`
+    /// when `p` is not this instance's (or lies in a block holding no allocations, or
+    /// inside a run but not at its start). Takes the large table's lock for pointers outside
+    /// the region.
     #[inline]
     pub(crate) fn allocation_at(&self, p: *const u8) -> Option<Allocation> {
         let p = p.cast_mut();
         if !self.bounds.contains(p) {
             return self.large_at(p);
+        }
+        if self.in_run(p) {
+            return self.run_allocation(p);
         }
         let Some((class, life)) = self.small_at(p) else {
             return self.medium_at(p)?.ok();
@@ -243,6 +274,10 @@ impl<L: Lifetime> Cohort<L> {
             // SAFETY: forwarded contract.
             return unsafe { self.free_unsized_outside(ptr) };
         }
+        if self.core.in_run(ptr) {
+            // SAFETY: forwarded contract.
+            return unsafe { self.free_unsized_run(ptr) };
+        }
         let (usable, life) = self.core.in_region_or_report(ptr);
         // SAFETY: a live allocation of this allocator (caller): its usable size (a small
         // class's stride, which maps back to the class with SMALL_ALIGN; or a medium run's
@@ -250,6 +285,29 @@ impl<L: Lifetime> Cohort<L> {
         unsafe {
             self.core
                 .free_sized::<true, _>(ThreadHeap, ptr, usable, SMALL_ALIGN, life)
+        };
+        Ok(())
+    }
+
+    /// [`Cohort::free_unsized`] of a pointer in a run of the region's units: the start of a
+    /// large allocation there, freed as one; else misuse (inside a run, or a run freed
+    /// already), reported.
+    ///
+    /// # Safety
+    /// As [`Cohort::free_unsized`].
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    unsafe fn free_unsized_run(&self, ptr: *mut u8) -> Result<(), Misuse> {
+        let Some(found) = self.core.run_allocation(ptr) else {
+            report::<true>(self.core.misuse(ptr, 0, 0, Problem::NotLarge));
+        };
+        let side = found.side();
+        // SAFETY: a live large allocation of this allocator (caller) with its length and an
+        // alignment that keeps it large, in its lifetime class.
+        unsafe {
+            self.core
+                .free_sized::<true, _>(ThreadHeap, ptr, side.size, side.align, found.life)
         };
         Ok(())
     }
@@ -324,6 +382,11 @@ impl<L: Lifetime> Cohort<L> {
         };
         let (old, life) = if ptr.is_null() {
             (SizeAlign { size: 0, align: 1 }, 0)
+        } else if self.core.in_run(ptr) {
+            let Some(found) = self.core.run_allocation(ptr) else {
+                report::<true>(self.core.misuse(ptr, 0, 0, Problem::NotLarge));
+            };
+            (found.side(), found.life)
         } else if self.core.bounds.contains(ptr) {
             let (usable, life) = self.core.in_region_or_report(ptr);
             let old = SizeAlign {

@@ -37,6 +37,7 @@ use crate::medium_block::{At, Runs, MAX_RUN, META_BYTES};
 use crate::misuse::Problem;
 use crate::os;
 use crate::pool::{Pool, PoolState};
+use crate::region::BLOCK;
 use core::ptr;
 
 #[cfg(doc)]
@@ -75,6 +76,20 @@ pub(crate) fn is_medium(h: &Header) -> bool {
 }
 
 impl Pool {
+    /// The header of the block holding `p` (a pointer in the region) when its unit holds
+    /// a block (not a run of units, whose bytes are an allocation's, nor a unit given
+    /// back, whose bytes mean nothing): read from the unit's state first.
+    pub(crate) fn block_at(&self, p: *mut u8) -> Option<&Header> {
+        debug_assert!(self.region.contains(p as usize));
+        let r = &self.region;
+        (r.unit_state(r.unit_of(p as usize)) == BLOCK).then(|| {
+            // SAFETY: p lies in the region, readable everywhere; its header mask finds its
+            // block (every block has the same size and alignment), whose unit says it
+            // holds an initialised header.
+            unsafe { &*header_of(p) }
+        })
+    }
+
     /// A run of `n` granules (`0 < n <= MAX_RUN`) aligned to `align` (at most a page) in
     /// lifetime class `life`; with `ZERO` it reads zero. Null when the region is exhausted.
     pub(crate) fn medium_alloc<const ZERO: bool>(&self, n: usize, align: usize, life: usize) -> *mut u8 {
@@ -96,9 +111,8 @@ impl Pool {
                 let Some(h) = self.take_unused_block(&mut st, MEDIUM_CLASS, life, 0) else {
                     return ptr::null_mut();
                 };
-                // SAFETY: a block just made medium, ours under the lock.
+                // SAFETY: a block just made medium (its runs written), ours under the lock.
                 let runs = unsafe { Runs::of(h) };
-                runs.init(h.is_fresh());
                 let c = &mut st.medium_counts;
                 c.blocks += 1;
                 c.dirty += runs.dirty();
@@ -143,10 +157,12 @@ impl Pool {
     /// Under the lock: the live medium run that starts at `p` (a pointer in the region)
     /// and that a free of `size` bytes in lifetime class `life` names, or what is wrong.
     fn medium_run<'a>(&'a self, p: *mut u8, size: usize, life: usize) -> Result<Run<'a>, Problem> {
-        debug_assert!(self.region.contains(p as usize));
-        // SAFETY: p lies in the region, readable everywhere; its header mask finds its
-        // block (every block has the same size and alignment).
-        let h = unsafe { &*header_of(p) };
+        let Some(h) = self.block_at(p) else {
+            return Err(Problem::NotMedium {
+                block_class: None,
+                block_life: 0,
+            });
+        };
         let k = h.key();
         if k == EMPTY_KEY || key_class(k) != MEDIUM_CLASS {
             let block_class = (k != EMPTY_KEY).then_some(key_class(k));
@@ -190,11 +206,7 @@ impl Pool {
     /// class); `None` when no live run starts at `p` (or its block is not medium).
     pub(crate) fn medium_at(&self, p: *mut u8) -> Option<(usize, usize)> {
         let _st = self.lock_medium();
-        // SAFETY: p lies in the region (caller), readable everywhere.
-        let h = unsafe { &*header_of(p) };
-        if !is_medium(h) {
-            return None;
-        }
+        let h = self.block_at(p).filter(|h| is_medium(h))?;
         let off = p as usize - h.base() as usize;
         if off < META_BYTES || !off.is_multiple_of(GRANULE) {
             return None;

@@ -169,9 +169,23 @@ impl Runs {
     /// runs), taking no other reference to them meanwhile.
     #[allow(clippy::mut_from_ref)]
     pub(crate) unsafe fn of(h: &Header) -> &mut Runs {
+        // SAFETY: forwarded contract.
+        unsafe { Runs::of_base(h.base()) }
+    }
+
+    /// The runs of the block at `base`, which the caller is making a medium block: written
+    /// before its header names it medium, so that a repair after the lock holder's death
+    /// never reads a run table that was not written.
+    ///
+    /// # Safety
+    /// `base` is a block's base, committed, taken out of use by the caller under its
+    /// pool's lock (or a medium block's, as [`Runs::of`]), with no other reference to
+    /// its runs meanwhile.
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn of_base<'a>(base: *mut u8) -> &'a mut Runs {
         // SAFETY: the block's first META_BYTES are committed and hold the runs after the
         // header (caller); the lock makes this the only reference.
-        unsafe { &mut *h.base().add(HEADER_SIZE).cast::<Runs>() }
+        unsafe { &mut *base.add(HEADER_SIZE).cast::<Runs>() }
     }
 
     /// Writes empty runs: every granule free but the metadata's; `fresh` says the block
@@ -373,31 +387,36 @@ impl Runs {
         cleaned
     }
 
-    /// Rebuilds the counts from the bitmaps and the run table, for a repair after a lock
-    /// holder died mid-operation: a run whose granules are not all marked used, or that
-    /// overlaps another, is dropped (its memory is lost, never handed out twice); used
-    /// granules of no run stay used (lost too).
+    /// Rebuilds the bitmaps' used granules and the counts from the run table, for a repair
+    /// after a lock holder died mid-operation: a run whose granules are not all marked
+    /// used, or that overlaps another, is dropped (its holder died taking, freeing or
+    /// shrinking it: it was nobody's to keep); used granules of no run become free (taken
+    /// or freed halfway). Clean bits stay only on free granules: a granule handed out
+    /// was unmarked before it was (`take`, `grow`), so none is ever clean wrongly.
     pub(crate) fn recount(&mut self) {
-        set_range(&mut self.used, 0, META_GRANULES, true);
+        let mut used = [0; WORDS];
+        set_range(&mut used, 0, META_GRANULES, true);
+        self.lens[..META_GRANULES].fill(0);
         let (mut runs, mut g) = (0, META_GRANULES);
-        let mut end_of_last = META_GRANULES;
         while g < GRANULES {
             let n = self.lens[g] as usize;
             if n > 0 {
-                let fits =
-                    g >= end_of_last && g + n <= GRANULES && count_range(&self.used, g, n) == n;
-                if fits {
+                if g + n <= GRANULES && count_range(&self.used, g, n) == n {
                     runs += 1;
-                    end_of_last = g + n;
-                } else {
-                    self.lens[g] = 0;
+                    set_range(&mut used, g, n, true);
+                    for inside in &mut self.lens[g + 1..g + n] {
+                        *inside = 0;
+                    }
+                    g += n;
+                    continue;
                 }
+                self.lens[g] = 0;
             }
             g += 1;
         }
+        self.used = used;
         self.runs = runs;
         self.free = (GRANULES - count_range(&self.used, 0, GRANULES)) as u32;
-        // A clean bit on a used granule is dropped; free granules stay as marked.
         for w in 0..WORDS {
             self.clean[w] &= !self.used[w];
         }
@@ -539,5 +558,33 @@ mod tests {
         r.recount();
         assert_eq!(r.check(), Ok((1, 3)));
         assert_eq!(r.at(a + 5), At::Free);
+    }
+
+    #[test]
+    fn a_recount_frees_used_granules_of_no_run() {
+        let mut r = fresh();
+        let a = r.find(3, 1).unwrap();
+        r.take(a, 3);
+        let b = r.find(5, 1).unwrap();
+        // A holder died taking a run (granules marked, length not yet written), and
+        // another freeing one (length cleared, granules still marked).
+        set_range(&mut r.used, b, 5, true);
+        r.lens[a] = 0;
+        // Garbage length inside a kept run, and in the metadata.
+        let c = r.find(2, 1).unwrap();
+        r.take(c, 2);
+        r.lens[c + 1] = 1;
+        r.lens[1] = 9;
+        r.recount();
+        assert_eq!(r.check(), Ok((1, 2)));
+        assert_eq!(r.at(b), At::Free);
+        assert_eq!(r.at(a), At::Free);
+        assert_eq!(r.at(c), At::Start(2));
+        assert_eq!(r.free(), MAX_RUN - 2);
+        assert_eq!(
+            r.find(c - META_GRANULES, 1),
+            Some(META_GRANULES),
+            "the freed granules serve"
+        );
     }
 }

@@ -7,6 +7,7 @@
 use crate::class::CLASSES;
 use crate::lifetime;
 use crate::os;
+use crate::label::{Label, LabelTag};
 use crate::sync::{AtomicPtr, Ordering};
 use core::fmt;
 use core::ptr;
@@ -28,6 +29,9 @@ pub struct Misuse {
     /// [`Lifetime::NAMES`](crate::Lifetime::NAMES) (`""` where a class has none), then
     /// `"global"` (std's allocations, through `GlobalAlloc`) and the scopes' classes.
     pub life_names: &'static [&'static str],
+    /// The allocator's label ([`Cohort::set_label`](crate::Cohort::set_label)), empty when
+    /// it has none.
+    pub label: Label,
 }
 
 /// The kinds of [`Misuse`].
@@ -85,6 +89,26 @@ pub enum Problem {
         /// Its lifetime class.
         block_life: usize,
     },
+    /// The slot holds a request of a smaller size class promoted into this block (its own
+    /// class had no free slot when it was made): it is freed with that request's size.
+    Promoted {
+        /// The size class's stride the size maps to (the block's).
+        stride: usize,
+        /// The size class the slot's request was made with.
+        source: usize,
+        /// Its stride.
+        source_stride: usize,
+    },
+    /// The size maps to the size class whose requests this block holds promoted, but this
+    /// slot is not one of them (a wrong size, or already freed).
+    NotPromoted {
+        /// The size class the size maps to.
+        class: usize,
+        /// Its stride.
+        stride: usize,
+        /// The block's size class.
+        block_class: usize,
+    },
     /// A large allocation starts at the pointer, but of another length or lifetime class.
     LargeMismatch {
         /// Its mapped length.
@@ -105,6 +129,7 @@ impl Misuse {
         life: usize,
         problem: Problem,
         life_names: &'static [&'static str],
+        label: Label,
     ) -> Misuse {
         let reported = |l| lifetime::reported(l, life_names.len());
         let problem = match problem {
@@ -145,7 +170,9 @@ impl Misuse {
             | Problem::NotASlot { .. }
             | Problem::DoubleFree
             | Problem::NotLarge
-            | Problem::NotARun => problem,
+            | Problem::NotARun
+            | Problem::Promoted { .. }
+            | Problem::NotPromoted { .. } => problem,
         };
         Misuse {
             ptr,
@@ -153,6 +180,7 @@ impl Misuse {
             life: reported(life),
             problem,
             life_names,
+            label,
         }
     }
 }
@@ -175,7 +203,8 @@ impl fmt::Display for Misuse {
         let life = |l| LifeName(l, self.life_names);
         write!(
             f,
-            "cohort: bad free of {:#x} (size {}, {}): ",
+            "cohort{}: bad free of {:#x} (size {}, {}): ",
+            LabelTag(self.label),
             self.ptr,
             self.size,
             life(self.life)
@@ -225,6 +254,29 @@ impl fmt::Display for Misuse {
                 )
             }
             Problem::DoubleFree => write!(f, "the slot is already free (double free)"),
+            Problem::Promoted {
+                stride,
+                source,
+                source_stride,
+            } => write!(
+                f,
+                "size {} is the block's size class (stride {stride} B), but the slot holds a \
+                 request of size class {source} (stride {source_stride} B) promoted into it: \
+                 free it with that request's size",
+                self.size
+            ),
+            Problem::NotPromoted {
+                class,
+                stride,
+                block_class,
+            } => write!(
+                f,
+                "size {} is size class {class} (stride {stride} B), whose requests the block \
+                 of size class {block_class} (stride {} B) holds promoted, but this slot is \
+                 not one of them (wrong size, or already freed)",
+                self.size,
+                CLASSES[*block_class].stride
+            ),
             Problem::ZeroSize {
                 block_class: Some(bc),
                 block_life,

@@ -26,6 +26,7 @@ compile_error!(
 );
 
 pub(crate) mod env;
+pub(crate) mod placement;
 pub(crate) mod shared_mem;
 
 use core::ptr;
@@ -90,7 +91,7 @@ pub fn page_round(len: usize) -> Option<usize> {
     len.checked_add(page - 1).map(|l| l & !(page - 1))
 }
 
-fn mmap(len: usize, prot: libc::c_int, extra_flags: libc::c_int) -> *mut u8 {
+fn mmap(len: usize, prot: libc::c_int, flags: libc::c_int) -> *mut u8 {
     // SAFETY: an anonymous private mapping at an address of the kernel's choice touches no
     // existing memory.
     let p = unsafe {
@@ -98,7 +99,7 @@ fn mmap(len: usize, prot: libc::c_int, extra_flags: libc::c_int) -> *mut u8 {
             ptr::null_mut(),
             len,
             prot,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | extra_flags,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | flags,
             -1,
             0,
         )
@@ -114,7 +115,19 @@ fn mmap(len: usize, prot: libc::c_int, extra_flags: libc::c_int) -> *mut u8 {
 /// `align` (a power of two) or to a page, whichever is larger. Returns null when the OS refuses. The over-reservation used to
 /// reach the alignment is trimmed, so exactly `len` bytes stay mapped.
 pub fn map(len: usize, align: usize) -> *mut u8 {
-    map_with(len, align, libc::PROT_READ | libc::PROT_WRITE)
+    map_with(
+        len,
+        align,
+        libc::PROT_READ | libc::PROT_WRITE,
+        libc::MAP_NORESERVE,
+    )
+}
+
+/// As [`map`], but charged against the system's commit limit at once (no
+/// `MAP_NORESERVE`): under strict overcommit a mapping the OS cannot back is refused now,
+/// rather than its user killed when it first touches a page.
+pub fn map_accounted(len: usize, align: usize) -> *mut u8 {
+    map_with(len, align, libc::PROT_READ | libc::PROT_WRITE, 0)
 }
 
 /// Reserves `len` bytes of address space aligned to `align`, without memory: readable
@@ -124,10 +137,10 @@ pub fn map(len: usize, align: usize) -> *mut u8 {
 /// charged against the commit limit, and its untouched pages are left out of core dumps.
 /// (`len` is rounded up to whole pages, as for [`map`].)
 pub fn reserve(len: usize, align: usize) -> *mut u8 {
-    map_with(len, align, libc::PROT_READ)
+    map_with(len, align, libc::PROT_READ, libc::MAP_NORESERVE)
 }
 
-fn map_with(len: usize, align: usize, prot: libc::c_int) -> *mut u8 {
+fn map_with(len: usize, align: usize, prot: libc::c_int, flags: libc::c_int) -> *mut u8 {
     debug_assert!(align.is_power_of_two());
     let Some(len) = page_round(len) else {
         return ptr::null_mut();
@@ -137,12 +150,12 @@ fn map_with(len: usize, align: usize, prot: libc::c_int) -> *mut u8 {
     let align = align.max(page_size());
     let kernel_page = kernel_page_size();
     if align <= kernel_page {
-        return mmap(len, prot, 0);
+        return mmap(len, prot, flags);
     }
     let Some(over) = len.checked_add(align - kernel_page) else {
         return ptr::null_mut();
     };
-    let raw = mmap(over, prot, 0);
+    let raw = mmap(over, prot, flags);
     if raw.is_null() {
         return raw;
     }

@@ -11,8 +11,14 @@
 //! [0, HEADER_BYTES)               the header: magic, versions, geometry, state word, creator, root slots
 //! [state_offset, + state_len)     the instance's state (pool, registry, heaps), by offsets;
 //!                                 state_offset = max(HEADER_BYTES, page size)
-//! [blocks_offset, capacity)       the blocks, blocks_offset = round_up(state_offset + state_len, BLOCK_SIZE)
+//! [.., + seal)                    the middle seal page (seal = state_offset bytes)
+//! [blocks_offset, capacity - seal) the blocks, blocks_offset = round_up(state_offset + state_len + seal, BLOCK_SIZE)
+//! [capacity - seal, capacity)     the tail seal page
 //! ```
+//!
+//! The header page also holds the attach table (`attach` module): who has the region open,
+//! under which boot and file; with the seals it lets an open refuse a copy made while the
+//! region was in use, or a file a machine crash left open ([`RegionError::Unclean`]).
 //!
 //! Each process maps the whole region at a base aligned to `BLOCK_SIZE` that its kernel
 //! picks, so the base differs between processes (and between two openings in one
@@ -31,6 +37,7 @@
 //! the base; [`SharedCohort::ptr`] and [`SharedCohort::offset_of`] convert. The header holds
 //! [`ROOT_SLOTS`] root slots: offsets a process that opens the region finds its data by.
 
+mod attach;
 mod error;
 mod header;
 mod mapping;

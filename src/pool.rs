@@ -55,9 +55,12 @@
 
 use crate::block::{BlockList, BlockStack, Header, Links, Role, Units, HEAPLESS, NO_HOLDER};
 use crate::class::{HeadIndex, BLOCK_SIZE, CLASSES};
+use crate::counters::{Counter, HeadCounters};
 use crate::decay::{Decay, Idle, Retention};
 use crate::heap_record::HeapRecord;
+use crate::label::LabelCell;
 use crate::large::LargeTable;
+use crate::lifetime::ScopeClaims;
 use crate::medium_block::MediumCounts;
 use crate::region::{Region, RegionState, UNIT};
 use crate::sync::{fence, AtomicU32, AtomicU64, AtomicU8, Ordering, SpinLock};
@@ -66,10 +69,18 @@ use crate::{os, tiny};
 use core::ptr;
 use lock_api::MutexGuard;
 
+mod blocks;
 mod empty;
 mod heapless;
+mod lists;
 pub(crate) mod place;
+mod registry;
 mod repair;
+#[cfg(not(loom))]
+mod runs;
+
+#[cfg(test)]
+pub(crate) use lists::BLOCKS_WALKED;
 
 /// Empty blocks kept committed by default ([`Retention::DEFAULT`]).
 pub(crate) const RETAIN_EMPTY: usize = Retention::DEFAULT.empty_block_bytes / BLOCK_SIZE;
@@ -117,6 +128,8 @@ pub(crate) struct Pool {
     refs: AtomicU64,
     /// How a shared pool's region is unmapped from this process once `refs` reaches 0.
     pub(crate) leave: Option<Leave>,
+    /// This view's per-head counters of slow-path events (see [`crate::counters`]).
+    pub(crate) counters: HeadCounters,
 }
 
 /// How this process lets go of a shared region's mapping: `unmap(base, len, sync)`.
@@ -155,7 +168,8 @@ pub(crate) struct PoolShared {
     /// was taken: the next [`Pool::take_block`] gives emptied blocks back.
     emptied: AtomicU8,
     /// The live large allocations (a separate lock: their paths never take the pool's).
-    /// Always empty in a shared instance (which refuses large allocations).
+    /// Always empty in a region that serves large allocations from its own units
+    /// (`Backing::serves_large`: shared, file and fixed regions).
     pub(crate) large: SpinLock<LargeTable>,
     /// Times a locker found the lock's holder dead and repaired the pool ([`Pool::repair`]).
     pub(crate) lock_repairs: AtomicU64,
@@ -164,6 +178,18 @@ pub(crate) struct PoolShared {
     /// No retained block can be due to go back before this time (a hint read without the
     /// lock, so that large paths look at empty blocks only when something may be due).
     decay_at: AtomicU64,
+    /// A shared instance's scope claims, every process's (a private instance keeps its
+    /// own in its `Cohort`).
+    pub(crate) scope_claims: ScopeClaims,
+    /// The pid namespace of the process that formatted a shared pool
+    /// (`os::shared_mem::pid_namespace`).
+    pid_ns: u64,
+    /// Set (1, for good) once a process of another pid namespace wrote its process word
+    /// into the region: see [`Pool::pids_compare`].
+    mixed_ns: AtomicU8,
+    /// A shared region's label in reports (empty when its state was formatted; unused in
+    /// a private instance, whose label is the instance's).
+    pub(crate) label: LabelCell,
 }
 
 /// Bit 31 of a token prefix: set for a shared region's heaps, never for an instance id
@@ -342,39 +368,16 @@ impl Pool {
         }
     }
 
-    /// The record a link names (null for 0).
-    #[inline]
-    pub(crate) fn record_at(&self, link: Link) -> *mut HeapRecord {
-        if link == 0 {
-            ptr::null_mut()
-        } else {
-            (self.link_base + link as usize) as *mut HeapRecord
-        }
-    }
-
-    /// The link of `record` (0 for null).
-    pub(crate) fn link_of(&self, record: *const HeapRecord) -> Link {
-        if record.is_null() {
-            0
-        } else {
-            (record as usize - self.link_base) as Link
-        }
-    }
-
-    /// The memory for heap `id` of `len` bytes in a shared pool's heap area (zeroed when
-    /// fresh); null in a private pool, whose heaps map their own.
-    pub(crate) fn heap_slot(&self, id: u32, len: usize) -> *mut u8 {
-        if self.heap_area.is_null() {
-            return ptr::null_mut();
-        }
-        assert!(len <= self.heap_stride, "a heap larger than its slot");
-        self.heap_area.wrapping_add(id as usize * self.heap_stride)
-    }
-
     /// Takes the pool lock.
     #[inline]
     pub(crate) fn lock(&self) -> MutexGuard<'_, RawPoolLock, PoolState> {
         self.lock_count.fetch_add(1, Ordering::Relaxed);
+        self.lock_uncounted()
+    }
+
+    /// Takes the pool lock, repairing as [`Pool::lock`] does, without counting it in
+    /// `lock_count` (stats, verify and settings: not the paths that count measures).
+    pub(crate) fn lock_uncounted(&self) -> MutexGuard<'_, RawPoolLock, PoolState> {
         let mut st = self.state.lock();
         self.after_lock(&mut st);
         st
@@ -385,8 +388,7 @@ impl Pool {
     /// for the medium paths, which take it on every call.
     #[inline]
     pub(crate) fn lock_medium(&self) -> MutexGuard<'_, RawPoolLock, PoolState> {
-        let mut st = self.state.lock();
-        self.after_lock(&mut st);
+        let mut st = self.lock_uncounted();
         st.medium_counts.locks += 1;
         st
     }
@@ -421,395 +423,9 @@ impl Pool {
         unsafe { Units::new(self.region.base() as *mut u8) }
     }
 
-    /// The links of [`PoolState::of_life`].
-    fn life_links(&self) -> LifeLinks<'_> {
-        LifeLinks {
-            units: self.units(),
-            table: self.life_links,
-        }
-    }
-
     /// Every head of the pool's lifetime classes.
     pub(crate) fn heads(&self) -> impl Iterator<Item = HeadIndex> {
         HeadIndex::all(self.life_count)
-    }
-
-    /// Every block carved from the region: in use, or kept empty (key [`EMPTY_KEY`]), as of
-    /// `st` (the caller may drop the lock while it walks: blocks stay mapped).
-    pub(crate) fn blocks<'a>(&'a self, st: &PoolState) -> impl Iterator<Item = &'a Header> + 'a {
-        let (r, units) = (&self.region, self.units());
-        (0..r.carved_units(&st.region))
-            .inspect(|_| walked_one())
-            .filter(move |&u| r.unit_state(u) == crate::region::BLOCK)
-            .map(move |u| units.block(u as u32))
-    }
-
-    /// Under the lock: every block of lifetime class `life` in use. The walk reads a
-    /// block's link before it yields the block, so the caller may give that block away.
-    pub(crate) fn blocks_of_life<'a>(
-        &'a self,
-        st: &PoolState,
-        life: usize,
-    ) -> impl Iterator<Item = &'a Header> + 'a {
-        st.of_life(life)
-            .iter(self.life_links())
-            .inspect(|_| walked_one())
-    }
-
-    /// The heap with id `id`, if registered.
-    pub(crate) fn heap(&self, id: u32) -> *mut HeapRecord {
-        if id == 0 || id >= self.max_heaps {
-            return ptr::null_mut();
-        }
-        // SAFETY: id < max_heaps: inside the registry.
-        self.record_at(unsafe { (*self.heaps.add(id as usize)).load(Ordering::Acquire) })
-    }
-
-    /// Reserves a new heap id; 0 when the registry is full (then cheaply, with no write).
-    pub(crate) fn reserve_id(&self) -> u32 {
-        let max = self.max_heaps;
-        if self.heap_ids.load(Ordering::Relaxed) >= max - 1 {
-            return 0;
-        }
-        let id = self.heap_ids.fetch_add(1, Ordering::Relaxed) + 1;
-        if id >= max {
-            self.heap_ids.store(max, Ordering::Relaxed);
-            return 0;
-        }
-        id
-    }
-
-    /// Registers `heap` under `id`, from [`Pool::reserve_id`].
-    pub(crate) fn publish(&self, id: u32, heap: *mut HeapRecord) {
-        debug_assert!(id != 0 && id < self.max_heaps);
-        // SAFETY: reserved ids are below max_heaps.
-        unsafe { (*self.heaps.add(id as usize)).store(self.link_of(heap), Ordering::Release) };
-    }
-
-    /// Every registered heap, for teardown and stats.
-    pub(crate) fn registered_heaps(&self) -> impl Iterator<Item = *mut HeapRecord> + '_ {
-        let n = self
-            .heap_ids
-            .load(Ordering::Acquire)
-            .min(self.max_heaps - 1);
-        (1..=n).map(|id| self.heap(id)).filter(|h| !h.is_null())
-    }
-}
-
-impl PoolState {
-    /// The pool's partial list of head `head`.
-    pub(crate) fn partial(&mut self, head: HeadIndex) -> &mut BlockList {
-        // SAFETY: the table holds a list per head and callers pass a head of the pool's
-        // lifetime classes (class < CLASS_COUNT, life < life_count).
-        unsafe { &mut *self.table(self.partial).add(head.get()) }
-    }
-
-    /// As [`PoolState::partial`], to read.
-    pub(crate) fn partial_list(&self, head: HeadIndex) -> &BlockList {
-        // SAFETY: as in `partial`.
-        unsafe { &*self.table(self.partial).add(head.get()) }
-    }
-
-    /// The blocks of lifetime class `life` in use.
-    fn of_life(&self, life: usize) -> &BlockList {
-        // SAFETY: the table holds a list per lifetime class; `life < life_count`.
-        unsafe { &*self.table(self.of_life).add(life) }
-    }
-
-    /// The medium blocks of lifetime class `life` (see `crate::medium`).
-    pub(crate) fn medium(&mut self, life: usize) -> &mut BlockList {
-        // SAFETY: the table holds a list per lifetime class; `life < life_count`.
-        unsafe { &mut *self.table(self.medium).add(life) }
-    }
-
-    /// As [`PoolState::medium`], to read.
-    pub(crate) fn medium_list(&self, life: usize) -> &BlockList {
-        // SAFETY: as in `medium`.
-        unsafe { &*self.table(self.medium).add(life) }
-    }
-
-    fn of_life_mut(&mut self, life: usize) -> &mut BlockList {
-        // SAFETY: as in `of_life`.
-        unsafe { &mut *self.table(self.of_life).add(life) }
-    }
-
-    /// The list table at offset `at` from this state (in the same mapping).
-    fn table(&self, at: usize) -> *mut BlockList {
-        ptr::from_ref(self)
-            .cast::<u8>()
-            .cast_mut()
-            .wrapping_add(at)
-            .cast()
-    }
-}
-
-impl Pool {
-    /// Under the lock: a block of (class, life) with a free slot, now owned by `owner`
-    /// (0: the pool, for a tiny block whose holder the caller sets). Tries pool-owned blocks
-    /// (not [`HEAPLESS`] ones; one with freed slots first), then full blocks of exited
-    /// threads that were freed into,
-    /// then an empty block, then a new one from the region. `None` when memory is exhausted.
-    pub(crate) fn take_block<'a>(
-        &'a self,
-        st: &mut PoolState,
-        class: usize,
-        life: usize,
-        owner: u64,
-    ) -> Option<&'a Header> {
-        let head = HeadIndex::new(class, life);
-        if self.emptied.load(Ordering::Relaxed) != 0 {
-            self.give_back_emptied(st);
-        }
-        if st.partial(head).is_empty() {
-            self.reclaim_abandoned(st);
-        }
-        if let Some(h) = self.take_partial(st, head) {
-            h.set_owner(owner);
-            return Some(h);
-        }
-        self.take_unused_block(st, class, life, owner)
-    }
-
-    /// Under the lock: a block out of use (a kept empty one, else a new one from the
-    /// region) with a fresh header of (class, life), owned by `owner`, on its lifetime
-    /// class's list; for [`Pool::take_block`] and for classes without slots (medium
-    /// blocks, whose header says whether the block reads zero: `Header::is_fresh`).
-    pub(crate) fn take_unused_block<'a>(
-        &'a self,
-        st: &mut PoolState,
-        class: usize,
-        life: usize,
-        owner: u64,
-    ) -> Option<&'a Header> {
-        // Take before the decay: a block unused for the delay still serves the request that
-        // comes for it.
-        let retained = self.take_retained(st);
-        let now = crate::decay::now();
-        self.decay_empty(st, now);
-        self.decay_large_cache(now);
-        let (base, fresh) = match retained {
-            Some(base) => (base, false),
-            None => {
-                st.decay.missed(now);
-                self.region.carve(&mut st.region)?
-            }
-        };
-        // SAFETY: the block is carved or retained: committed, ours, reachable by nobody.
-        let h = unsafe { &*Header::init(base, class, life, owner, fresh) };
-        if CLASSES.get(class).is_some_and(|c| c.is_tiny()) {
-            let c = h.geometry();
-            // SAFETY: as above; the run table follows the header.
-            unsafe { tiny::init_runs(base.cast(), c) };
-        }
-        st.of_life_mut(life).push(self.life_links(), h);
-        Some(h)
-    }
-
-    /// Under the lock: takes a block of the pool's partial list `head` whose allocations are
-    /// the pool's ([`NO_HOLDER`]): one a heap may take (blocks of threads without a heap stay
-    /// where those threads find them). Among the first [`REUSE_SCAN`] of those, one with
-    /// freed slots, whose touched pages are reused before another block's never-used ones;
-    /// else the first.
-    fn take_partial(&self, st: &mut PoolState, head: HeadIndex) -> Option<&Header> {
-        let mut heaps_may_take = st
-            .partial(head)
-            .iter(self.units())
-            .filter(|h| h.holder() == NO_HOLDER)
-            .take(REUSE_SCAN);
-        let first = heaps_may_take.next()?;
-        let h = if first.has_freed_slots() {
-            first
-        } else {
-            heaps_may_take
-                .find(|h| h.has_freed_slots())
-                .unwrap_or(first)
-        };
-        st.partial(head).remove(self.units(), h);
-        Some(h)
-    }
-
-    /// Under the lock: an empty committed block from the kept ones, so emptied blocks serve
-    /// every class.
-    fn take_retained(&self, st: &mut PoolState) -> Option<*mut u8> {
-        let h = st.retained.pop(self.units())?;
-        st.retained_count -= 1;
-        st.idle.taken(st.retained_count);
-        Some(h.base())
-    }
-
-    /// Under the lock: takes every pool-owned block of lifetime class `life` off the partial
-    /// lists (after reclaiming returned blocks) and passes each to `f`; [`HEAPLESS`] blocks
-    /// only with `heapless` (they stay listed otherwise).
-    pub(crate) fn take_life(
-        &self,
-        st: &mut PoolState,
-        life: usize,
-        heapless: bool,
-        mut f: impl FnMut(&mut PoolState, &Header),
-    ) {
-        self.reclaim_abandoned(st);
-        for head in HeadIndex::of_life(life) {
-            for h in st.partial(head).iter(self.units()) {
-                if heapless || h.holder() != HEAPLESS {
-                    st.partial(head).remove(self.units(), h);
-                    f(st, h);
-                }
-            }
-        }
-    }
-
-    /// Resident bytes of every block, in use or kept empty (one `mincore` per block).
-    pub(crate) fn resident_bytes(&self) -> usize {
-        let blocks = self.blocks(&self.state.lock());
-        // SAFETY: carved blocks are mapped.
-        blocks
-            .map(|h| unsafe { os::resident_bytes(h.base(), BLOCK_SIZE) })
-            .sum()
-    }
-
-    /// True when blocks with owner `token` belong to a heap whose thread has exited.
-    pub(crate) fn owner_is_abandoned(&self, token: u64) -> bool {
-        let heap = self.heap((token & 0xffff) as u32);
-        // SAFETY: registered heaps stay mapped for the pool's life.
-        !heap.is_null() && unsafe { (*heap).token == token && (*heap).is_abandoned() }
-    }
-
-    /// True when the heap with id `id` is registered and its thread has exited (the pool
-    /// holds it).
-    pub(crate) fn heap_is_abandoned(&self, id: u32) -> bool {
-        let heap = self.heap(id);
-        // SAFETY: registered heaps stay mapped for the pool's life.
-        !heap.is_null() && unsafe { (*heap).is_abandoned() }
-    }
-
-    /// Under the lock: gives the memory of a block that is empty and on no list back to
-    /// the OS.
-    pub(crate) fn give_back_block(&self, st: &mut PoolState, h: &Header) {
-        self.give_block(st, h, false);
-    }
-
-    /// Under the lock: takes a block out of use (empty, on no list): with `keep`, kept for
-    /// reuse while fewer than the bound are (and the delay is not zero), else given back to
-    /// the region.
-    fn give_block(&self, st: &mut PoolState, h: &Header, keep: bool) {
-        st.of_life_mut(h.life()).remove(self.life_links(), h);
-        if keep && st.retained_count < st.retain_blocks && st.decay.max() > 0 {
-            // Frees read the key only to reject stale pointers: they now fail the check.
-            h.set_pool_empty();
-            st.retained.push(self.units(), h);
-            st.retained_count += 1;
-        } else {
-            // SAFETY: the block is ours, empty and on no list.
-            unsafe { self.region.give_back(&mut st.region, h.base()) };
-        }
-    }
-
-    /// Under the lock: hands a heap's block to the pool (thread exit, or a heap leaving).
-    pub(crate) fn adopt_block(&self, st: &mut PoolState, h: &Header) {
-        h.hand_to_pool();
-        // A remote free may be emptying the block meanwhile: its push and its look at the
-        // block (`after_remote_free`) against this adoption's stores (owner, role, the
-        // collect's count) and look at its remote list. With a SeqCst fence on both sides
-        // at least one sees the other's write: this check sees the push, or the free sees
-        // a pool-owned block with no live slot and flags it. (Without them each may read
-        // the other's old value, and the emptied block stays listed with nobody to give it
-        // back.)
-        fence(Ordering::SeqCst);
-        // Live, not used: slots on the remote list (when the local list kept it from being
-        // collected) are free too.
-        if h.live() == 0 {
-            self.give_empty(st, h);
-        } else {
-            st.partial(HeadIndex::new(h.class(), h.life()))
-                .push(self.units(), h);
-        }
-    }
-
-    /// Under the lock: the full blocks of the pool and of exited threads' heaps that were
-    /// freed into since become pool-owned partial blocks.
-    pub(crate) fn reclaim_abandoned(&self, st: &mut PoolState) {
-        self.adopt_stack(st, &self.returned);
-        let mut link = st.abandoned;
-        while link != 0 {
-            // SAFETY: heaps on the abandoned list stay mapped and are owned by the lock.
-            let hp = unsafe { &*self.record_at(link) };
-            self.adopt_stack(st, &hp.returned);
-            link = hp.next_abandoned;
-        }
-    }
-
-    fn adopt_stack(&self, st: &mut PoolState, stack: &BlockStack) {
-        for h in stack.take_all(self.units()) {
-            self.adopt_block(st, h);
-        }
-    }
-
-    /// A free of slot `off` of block `h` (not a tiny block) by a thread that does not own
-    /// the block, lock-free: pushes the slot on the block's remote list, lists the block
-    /// again when the push took it out of `FULL` ([`Pool::relist`]), and gives it back when
-    /// the free may have emptied a block nobody else would notice
-    /// ([`Pool::after_remote_free`]).
-    ///
-    /// # Safety
-    /// `off` is a live slot of `h`, which the caller gives up.
-    #[inline]
-    pub(crate) unsafe fn free_remote(&self, h: &Header, off: u32) {
-        // SAFETY: forwarded.
-        if unsafe { h.push_remote(off) } {
-            self.relist(h);
-        }
-        self.after_remote_free(h);
-    }
-
-    /// Lists a block again after a free cleared its `FULL` flag: on its owner's returned
-    /// stack, or the pool's for a pool-owned block (lock-free).
-    pub(crate) fn relist(&self, h: &Header) {
-        // The caller's push found FULL with an Acquire CAS, pairing with the owner's Release
-        // in `try_retire`, which came after its store of `owner`: the load sees the current
-        // owner. A FULL block is on no list, so its owner cannot change before this push.
-        let heap = self.heap((h.owner_acquire() & 0xffff) as u32);
-        let stack = if heap.is_null() {
-            &self.returned
-        } else {
-            // SAFETY: registered heaps stay mapped for the pool's life.
-            unsafe { &(*heap).returned }
-        };
-        stack.push(self.units(), h);
-    }
-}
-
-#[cfg(test)]
-std::thread_local! {
-    /// Blocks the calling thread's walks of [`Pool::blocks`] and [`Pool::blocks_of_life`]
-    /// looked at: tests check what a walk costs by it.
-    pub(crate) static BLOCKS_WALKED: core::cell::Cell<usize> = const { core::cell::Cell::new(0) };
-}
-
-/// Counts one block walked (`BLOCKS_WALKED`); nothing outside tests.
-#[inline(always)]
-fn walked_one() {
-    #[cfg(test)]
-    BLOCKS_WALKED.with(|n| n.set(n.get() + 1));
-}
-
-/// The links of the lifetime classes' lists ([`PoolState::of_life`]): `[next, prev]` per
-/// unit in a table beside the blocks (a block's header has room for the links of one list
-/// only, its head's or the pool's). Touched only under the pool lock.
-#[derive(Clone, Copy)]
-struct LifeLinks<'a> {
-    units: Units<'a>,
-    table: *const [AtomicU32; 2],
-}
-
-impl<'a> Links<'a> for LifeLinks<'a> {
-    fn units(self) -> Units<'a> {
-        self.units
-    }
-
-    fn links(self, u: u32) -> &'a [AtomicU32; 2] {
-        // SAFETY: the table holds an entry per unit of the region, mapped for the pool's
-        // life; `u` names a carved unit.
-        unsafe { &*self.table.add(u as usize) }
     }
 }
 
@@ -817,7 +433,7 @@ impl<'a> Links<'a> for LifeLinks<'a> {
 pub(crate) mod loom;
 
 #[cfg(test)]
-mod test_pool;
+pub(crate) mod test_pool;
 
 #[cfg(all(test, not(loom)))]
 mod tests;

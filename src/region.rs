@@ -6,13 +6,16 @@
 //! by their index from the region's base: metadata never holds an absolute address, and a
 //! pointer is ours exactly when `base <= p < base + len`.
 //!
-//! Unit states, one byte each in [`Region::units`]: `UNUSED` (never carved, or given back
-//! and decommitted) or `BLOCK` (a block whose header is valid).
+//! Unit states, one byte each in [`Region::units`]: `UNUSED` (never carved, or given
+//! back), `BLOCK` (a block whose header is valid), `RUN` (the first unit of a large
+//! allocation served from the region, [`runs`]) or `RUN_REST` (one of its other units).
 //!
 //! Invariants: `bump <= unit_count`; for `u < bump`, `state(u) == UNUSED` iff
-//! `decommitted[u]`; for `u >= bump`, `state(u) == UNUSED`; committed memory = units below
-//! `bump` (commit happens when `bump` passes). All mutation happens under the pool lock
-//! ([`RegionState`] is only reachable through it).
+//! `decommitted[u]` (the bit says "given back": its memory went back to the OS as the
+//! region's [`Backing`] says, which for a kept region is not at all); for `u >= bump`,
+//! `state(u) == UNUSED`; committed memory = units below `bump` (commit happens when `bump`
+//! passes), or the whole region when it was committed up front. All mutation happens under
+//! the pool lock ([`RegionState`] is only reachable through it).
 //!
 //! **Shared regions.** A region shared between processes ([`Region::placed`] with
 //! `shared`) is mapped readable and writable in every process, so nothing is committed;
@@ -20,9 +23,18 @@
 //! process's view of them (its base is where this process maps the units). Memory given
 //! back is freed for every process (`MADV_REMOVE`); a unit carved again is not assumed to
 //! read zero (`fresh` is false) unless it was never carved.
+//!
+//! **Backing.** How the region's memory is had and given back ([`Backing`]): a private
+//! reservation commits a unit when it is first carved and decommits it when given back; a
+//! shared region removes given-back memory for every process; a region committed up front
+//! (fixed capacity, prefaulted, or memory the caller provided) keeps it: a given-back unit
+//! keeps its pages, so no later carve takes a page fault.
+
+pub(crate) mod options;
+pub(crate) mod runs;
 
 use crate::os;
-use crate::sync::{AtomicU8, Ordering};
+use crate::sync::{AtomicU64, AtomicU8, Ordering};
 use bitvec::slice::BitSlice;
 use core::ptr;
 
@@ -34,6 +46,61 @@ pub(crate) const UNIT: usize = 1 << UNIT_SHIFT;
 
 pub(crate) const UNUSED: u8 = 0;
 pub(crate) const BLOCK: u8 = 1;
+/// The first unit of a run: a large allocation in the region ([`runs`]).
+pub(crate) const RUN: u8 = 2;
+/// A unit of a run after its first.
+pub(crate) const RUN_REST: u8 = 3;
+
+/// How a region's memory is had and given back (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Backing {
+    /// A unit is committed when first carved (a reservation); else the region is writable
+    /// from the start.
+    pub(crate) commit: bool,
+    /// What giving a unit back does to its memory.
+    pub(crate) give_back: GiveBack,
+    /// Large allocations are served as runs of units ([`runs`]); else they are mappings of
+    /// their own, outside the region.
+    pub(crate) serves_large: bool,
+    /// Never-carved units read zero (false for memory the caller formatted, which may hold
+    /// anything).
+    pub(crate) fresh: bool,
+    /// A full region serves requests from private mappings of their own, in the large
+    /// table (a private region only: no other process would see them).
+    pub(crate) fallback: bool,
+}
+
+/// What giving a unit back does to its memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum GiveBack {
+    /// `MADV_DONTNEED` on private memory: freed, reads zero again.
+    Decommit,
+    /// `MADV_REMOVE` on shared memory: freed for every process (not assumed to read zero).
+    RemoveShared,
+    /// Nothing: the pages stay (a region committed up front); not assumed to read zero.
+    Keep,
+}
+
+impl Backing {
+    /// A private reservation: committed as carved, decommitted when given back, large
+    /// allocations outside.
+    pub(crate) const PRIVATE: Backing = Backing {
+        commit: true,
+        give_back: GiveBack::Decommit,
+        serves_large: false,
+        fresh: true,
+        fallback: false,
+    };
+    /// A region shared between processes: mapped writable, memory removed when given back,
+    /// large allocations inside (a mapping of one process would be invisible to the others).
+    pub(crate) const SHARED: Backing = Backing {
+        commit: false,
+        give_back: GiveBack::RemoveShared,
+        serves_large: true,
+        fresh: true,
+        fallback: false,
+    };
+}
 
 /// The address space of one allocator instance, as this process sees it (a per-process
 /// view: a shared region maps at another address in every process, and its state lives in
@@ -46,16 +113,21 @@ pub(crate) struct Region {
     /// Checked mode: one bit per byte of the region (reserved, touched only where blocks
     /// are), set while the slot starting there is live (null when not checked).
     pub(crate) live_bits: *const crate::sync::AtomicU64,
+    /// [`PROMOTION_WORDS`] words per unit: which slots of its block were promoted from a
+    /// smaller size class (see `crate::promote`).
+    pub(crate) promotion: *const crate::sync::AtomicU64,
     /// Words of the decommitted-unit bitmap (one bit per unit below `bump`), touched only
     /// under the pool lock ([`RegionState`] proves it is held).
     decommitted: *mut usize,
+    /// One word per unit: a run's length and lifetime class in its first unit ([`runs`]).
+    run_words: *const AtomicU64,
     /// The lengths of the mappings this view owns (0 when placed: the placement's owner
     /// maps and unmaps).
     meta_len: usize,
     shadow_len: usize,
-    /// True when the region is shared between processes: its memory is given back with
-    /// [`os::shared_mem::remove_shared`] and a given-back unit is not assumed to read zero.
-    pub(crate) shared: bool,
+    /// How its memory is had and given back: set before anyone uses the region
+    /// ([`Region::set_backing`]), read only after.
+    backing: core::cell::UnsafeCell<Backing>,
 }
 
 /// The mutable part of the region, owned by the pool lock. Position independent: it may
@@ -63,12 +135,35 @@ pub(crate) struct Region {
 pub(crate) struct RegionState {
     /// Units below `bump` have been carved at least once (and are committed).
     bump: usize,
+    /// Live runs (large allocations in the region) and the bytes their sizes round to.
+    runs: usize,
+    run_bytes: usize,
 }
 
 /// The bytes of a placed region's state ([`Region::placed`]): the unit bytes, then the
-/// decommitted bitmap (word aligned).
+/// decommitted bitmap (word aligned), then the promotion records, then the run words.
 pub(crate) fn placed_meta_len(unit_count: usize) -> usize {
-    unit_states_len(unit_count) + bitmap_bytes(unit_count)
+    run_words_at(unit_count) + run_words_len(unit_count)
+}
+
+/// Where the run words start in a placed region's state: after the promotion records.
+fn run_words_at(unit_count: usize) -> usize {
+    unit_states_len(unit_count) + bitmap_bytes(unit_count) + promotion_bytes(unit_count)
+}
+
+/// Words of one unit's promotion record (read and written by `crate::promote` only): an
+/// information word, then a bitmap of one bit per 8 bytes of the unit, enough for a bit per
+/// slot of every class a request can be promoted into (strides of 8 bytes and more).
+/// Touched only where promotions happen: a region that never promotes keeps these pages
+/// untouched (never resident).
+pub(crate) const PROMOTION_WORDS: usize = 1 + UNIT / 8 / 64;
+
+fn promotion_bytes(unit_count: usize) -> usize {
+    unit_count * PROMOTION_WORDS * size_of::<crate::sync::AtomicU64>()
+}
+
+fn run_words_len(unit_count: usize) -> usize {
+    unit_count * size_of::<AtomicU64>()
 }
 
 /// The bytes of the unit states, rounded up so the bitmap after them is word aligned: sized
@@ -130,7 +225,7 @@ impl Region {
             return None;
         }
         // SAFETY: `meta` and `shadow` are fresh, zeroed and ours, of the lengths computed.
-        let mut region = unsafe { Self::placed(base, unit_count, meta, shadow, false) };
+        let mut region = unsafe { Self::placed(base, unit_count, meta, shadow, Backing::PRIVATE) };
         region.meta_len = meta_len;
         region.shadow_len = shadow_len;
         Some((region, RegionState::new()))
@@ -138,7 +233,8 @@ impl Region {
 
     /// A view of a region whose units start at `base` (aligned to [`UNIT`]) and whose
     /// state is at `meta` ([`placed_meta_len`] bytes) and, in checked mode, `shadow` (one
-    /// bit per byte of the units; null otherwise). The view owns none of these mappings.
+    /// bit per byte of the units; null otherwise), backed as `backing` says. The view owns
+    /// none of these mappings.
     ///
     /// # Safety
     /// The ranges are mapped for the view's life; a new region's `meta` and `shadow` read
@@ -149,13 +245,16 @@ impl Region {
         unit_count: usize,
         meta: *mut u8,
         shadow: *mut u8,
-        shared: bool,
+        backing: Backing,
     ) -> Region {
         debug_assert_eq!(base as usize % UNIT, 0);
-        // SAFETY: the unit bytes start `meta`, which is aligned and ours.
+        let words = run_words_at(unit_count);
+        // SAFETY: the unit bytes start `meta`, the run words follow the promotion records; aligned
+        // and ours.
         #[cfg(loom)]
         unsafe {
-            crate::sync::zeroed_atomics(meta.cast::<AtomicU8>(), unit_count)
+            crate::sync::zeroed_atomics(meta.cast::<AtomicU8>(), unit_count);
+            crate::sync::zeroed_atomics(meta.add(words).cast::<AtomicU64>(), unit_count);
         };
         Region {
             base,
@@ -164,10 +263,51 @@ impl Region {
             live_bits: shadow as *const crate::sync::AtomicU64,
             // SAFETY: the bitmap follows the unit bytes in `meta` (placed_meta_len).
             decommitted: unsafe { meta.add(unit_states_len(unit_count)) }.cast::<usize>(),
+            // SAFETY: the promotion records follow the bitmap in `meta` (placed_meta_len),
+            // word aligned (the bitmap is whole words).
+            promotion: unsafe { meta.add(unit_states_len(unit_count) + bitmap_bytes(unit_count)) }
+                .cast(),
+            // SAFETY: the run words follow the bitmap in `meta` (placed_meta_len).
+            run_words: unsafe { meta.add(words) }.cast::<AtomicU64>(),
             meta_len: 0,
             shadow_len: 0,
-            shared,
+            backing: core::cell::UnsafeCell::new(backing),
         }
+    }
+
+    /// How the region's memory is had and given back.
+    #[inline]
+    pub(crate) fn backing(&self) -> Backing {
+        // SAFETY: written only before the region is used (`set_backing`'s contract).
+        unsafe { *self.backing.get() }
+    }
+
+    /// Changes how the region's memory is had and given back, and whether it serves large
+    /// allocations (a region committed up front keeps given-back memory; see [`Backing`]).
+    ///
+    /// # Safety
+    /// No other thread uses the region yet (this process's view of it: other processes
+    /// have views of their own).
+    pub(crate) unsafe fn set_backing(&self, backing: Backing) {
+        // SAFETY: nobody reads it meanwhile (caller).
+        unsafe { *self.backing.get() = backing };
+    }
+
+    /// True when large allocations are runs of this region's units ([`runs`]).
+    #[inline]
+    pub(crate) fn serves_large(&self) -> bool {
+        self.backing().serves_large
+    }
+
+    /// True when a full region serves requests from private mappings ([`Backing::fallback`]).
+    #[inline]
+    pub(crate) fn falls_back(&self) -> bool {
+        self.backing().fallback
+    }
+
+    /// True when a given-back unit reads zero when carved again.
+    fn zero_after_give_back(&self) -> bool {
+        self.backing().give_back == GiveBack::Decommit
     }
 
     /// The region's first byte.
@@ -234,29 +374,29 @@ impl Region {
     }
 
     /// Carves a unit for a block: a given-back one if any (committed, reading zeros in a
-    /// private region), else the next never-carved one. Returns its base and whether its
-    /// memory is known to read zeros (`fresh`: always in a private region; in a shared one
-    /// only for a never-carved unit), or `None` when the region is exhausted or the OS
-    /// refuses to commit. Marks the unit `BLOCK`.
+    /// decommitting region), else the next never-carved one. Returns its base and whether
+    /// its memory is known to read zeros (`fresh`: always in a decommitting region; in
+    /// another only for a never-carved unit), or `None` when the region is exhausted or the
+    /// OS refuses to commit. Marks the unit `BLOCK`.
     pub(crate) fn carve(&self, st: &mut RegionState) -> Option<(*mut u8, bool)> {
         let bump = st.bump;
         let bits = self.decommitted_bits(st);
         let (u, fresh) = match bits[..bump].first_one() {
             Some(u) => {
                 bits.set(u, false);
-                (u, !self.shared)
+                (u, self.zero_after_give_back())
             }
             None => {
                 if bump == self.unit_count {
                     return None;
                 }
                 // SAFETY: unit `bump` lies in our reservation, past every carved unit. (A
-                // shared region is mapped writable in every process: nothing to commit.)
-                if !self.shared && !unsafe { os::commit(self.unit_addr(bump), UNIT) } {
+                // region mapped writable from the start has nothing to commit.)
+                if self.backing().commit && !unsafe { os::commit(self.unit_addr(bump), UNIT) } {
                     return None;
                 }
                 st.bump = bump + 1;
-                (bump, true)
+                (bump, self.backing().fresh)
             }
         };
         self.set_state(u, BLOCK);
@@ -265,9 +405,11 @@ impl Region {
 
     /// Under the lock, repairing after a holder died: unit `u`, carved once and not a block
     /// now, is marked given back (its bit set), whatever step of a carve or give-back the
-    /// holder died in.
+    /// holder died in; unless it belongs to a run, which [`Region::repair_runs`] checks.
     pub(crate) fn mark_given_back(&self, st: &mut RegionState, u: usize) {
-        self.decommitted_bits(st).set(u, true);
+        if !matches!(self.unit_state(u), RUN | RUN_REST) {
+            self.decommitted_bits(st).set(u, true);
+        }
     }
 
     /// Gives a block's memory back to the OS and its unit to the region.
@@ -295,10 +437,12 @@ impl Region {
     unsafe fn forget(&self, p: *mut u8, len: usize) {
         // SAFETY: the caller's guarantee.
         unsafe {
-            if self.shared {
-                os::shared_mem::remove_shared(p, len);
-            } else {
-                os::decommit(p, len);
+            match self.backing().give_back {
+                GiveBack::RemoveShared => {
+                    os::shared_mem::remove_shared(p, len);
+                }
+                GiveBack::Decommit => os::decommit(p, len),
+                GiveBack::Keep => {}
             }
         }
     }
@@ -311,10 +455,10 @@ impl Region {
     pub(crate) unsafe fn clear(&self, p: *mut u8, len: usize) {
         // SAFETY: the caller's guarantee.
         unsafe {
-            if !self.shared {
-                os::decommit(p, len);
-            } else if !os::shared_mem::remove_shared(p, len) {
-                ptr::write_bytes(p, 0, len);
+            match self.backing().give_back {
+                GiveBack::Decommit => os::decommit(p, len),
+                GiveBack::RemoveShared if os::shared_mem::remove_shared(p, len) => {}
+                GiveBack::RemoveShared | GiveBack::Keep => ptr::write_bytes(p, 0, len),
             }
         }
     }
@@ -323,7 +467,11 @@ impl Region {
 impl RegionState {
     /// The state of a new region: nothing carved.
     pub(crate) const fn new() -> RegionState {
-        RegionState { bump: 0 }
+        RegionState {
+            bump: 0,
+            runs: 0,
+            run_bytes: 0,
+        }
     }
 }
 

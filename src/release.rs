@@ -97,7 +97,8 @@ pub(crate) enum Whose {
     /// since then): left alone all the same.
     Claimed,
     /// Everything, in every heap: nobody else uses the allocator
-    /// ([`Cohort::scope_exclusive`]).
+    /// ([`Cohort::scope_exclusive`]). In a shared instance, everything of this process's
+    /// heaps (and what nobody holds): `&mut self` excludes no other process.
     Everyone,
 }
 
@@ -172,18 +173,58 @@ impl<L: Lifetime> Cohort<L> {
         let Some(pool) = self.core.pool_if_any() else {
             return Released::default();
         };
+        // SAFETY: forwarded contract.
+        let out = unsafe { self.release_from(pool, life, whose) };
+        // Blocks left to other heaps may be dead processes' (a shared instance): take those
+        // heaps over (their blocks become the pool's) and release again. A look only when
+        // something was left, so a release that left nothing makes no system call.
+        if out.left_to_other_threads == 0 || crate::heap_handover::reap_dead(pool) == 0 {
+            return out;
+        }
+        // SAFETY: as above.
+        let again = unsafe { self.release_from(pool, life, whose) };
+        Released {
+            blocks: out.blocks + again.blocks,
+            slots: out.slots + again.slots,
+            left_to_other_threads: again.left_to_other_threads,
+            large: out.large + again.large,
+            medium: out.medium + again.medium,
+        }
+    }
+
+    /// One pass of [`Cohort::release`] over `pool`.
+    ///
+    /// # Safety
+    /// As [`Cohort::release`].
+    unsafe fn release_from(&self, pool: &crate::pool::Pool, life: usize, whose: Whose) -> Released {
         // SAFETY: `find_own` gives null or the calling thread's heap.
         let me = unsafe { per_thread::find_own(self.core.instance_id()).as_ref() };
         let (my_token, my_id) = me.map_or((0, 0), |h| (h.token, h.id));
         let exclusive = whose == Whose::Everyone;
+        // `&mut self` excludes this process only: in a shared instance `Everyone` is this
+        // process's heaps (and what nobody holds), never another process's heaps or the
+        // blocks threads without a heap allocate from (any process's).
+        let everyone = exclusive && !pool.is_shared();
+        // Whether a heap id names a heap this process holds.
+        let held_here = |id: u32| {
+            let record = pool.heap(id);
+            // SAFETY: registered records stay mapped while the pool does.
+            !record.is_null() && unsafe { (*heap::Heap::of(record)).held_here() }
+        };
         // Whether a block's allocations (`b` as read once) are the caller's to release.
         let releasable = |b: &Snapshot| {
-            exclusive
+            everyone
                 || match (b.owner, b.holder) {
                     (0, NO_HOLDER) => true,
                     (0, HEAPLESS) => whose == Whose::Claimed,
-                    (0, id) => id == my_id || pool.heap_is_abandoned(id),
-                    (owner, _) => owner == my_token || pool.owner_is_abandoned(owner),
+                    (0, id) => {
+                        id == my_id || (exclusive && held_here(id)) || pool.heap_is_abandoned(id)
+                    }
+                    (owner, _) => {
+                        owner == my_token
+                            || (exclusive && held_here((owner & 0xffff) as u32))
+                            || pool.owner_is_abandoned(owner)
+                    }
                 }
         };
         let mut r = Releasing {
@@ -209,7 +250,7 @@ impl<L: Lifetime> Cohort<L> {
         }
         // The pool's lists, with what exited threads left. Blocks of threads without a heap
         // stay listed (unless `Everyone` or `Claimed`); the walk below counts them.
-        let heapless = whose != Whose::Caller;
+        let heapless = whose == Whose::Claimed || everyone;
         pool.take_life(&mut st, life, heapless, |st, h| r.block(st, h, false));
         // Medium allocations belong to no heap (like large ones): all of the class's go.
         let (medium, medium_blocks) = pool.release_medium(&mut st, life);
@@ -234,8 +275,11 @@ impl<L: Lifetime> Cohort<L> {
                 r.out.left_to_other_threads += 1;
             }
         }
+        // Runs of the region's units (large allocations inside it) likewise.
+        let runs = pool.release_runs(&mut st, life);
         drop(st);
         let mut out = r.out;
+        out.large += runs;
         // Large allocations belong to no heap: all of the class's go (the caller's contract
         // covers them: see `release_class`'s, and `Whose::Claimed`).
         pool.large.lock().drain_life(life, |addr, len| {
@@ -288,7 +332,8 @@ impl<L: Lifetime> Cohort<L> {
         // collections built on them are gone (they borrowed the scope); scoped threads
         // have exited; raw pointers from the malloc family are the caller's to not use.
         let released = unsafe { this.release(lifetime::index_of(life), Whose::Everyone) };
-        debug_assert_eq!(released.left_to_other_threads, 0);
+        // (Another process's blocks of the class stay its own in a shared instance.)
+        debug_assert!(released.left_to_other_threads == 0 || self.core.pool_if_any().is_some_and(|p| p.is_shared()));
         r
     }
 
@@ -305,9 +350,8 @@ impl<L: Lifetime> Cohort<L> {
         let Some(pool) = self.core.pool_if_any() else {
             return small;
         };
-        let large = pool.large.lock().count_life(life);
-        let medium = pool.medium_of_life(&pool.state.lock(), life).0;
-        small + medium + large
+        let medium = pool.medium_of_life(&pool.lock_uncounted(), life).0;
+        small + medium + pool.count_large_of_life(life)
     }
 
     /// Gives memory back to the OS: every empty block of the calling thread's heap and of the
@@ -333,6 +377,8 @@ impl<L: Lifetime> Cohort<L> {
         let Some(pool) = self.core.pool_if_any() else {
             return Compacted::default();
         };
+        // Dead processes' heaps first (a shared instance): their empty blocks go too.
+        crate::heap_handover::reap_dead(pool);
         let resident_before = pool.resident_bytes();
         let me = per_thread::find_own(self.core.instance_id());
         let mut st = pool.lock();

@@ -148,6 +148,19 @@ impl Instance {
             class_of(new_size, new_align)
         };
         match class_of(old_size, old_align) {
+            Some(class) if !self.bounds.contains(p) && self.is_fallback_mapping(p) => {
+                // A small request a full region served from a mapping of its own
+                // (`RegionOptions::fallback`): resized as the large mapping it is, checked
+                // against the stride its mapping was made for.
+                let stride = SizeAlign {
+                    size: CLASSES[class].stride as usize,
+                    align: old_align,
+                };
+                // SAFETY: forwarded contract; the stride's length is the mapping's.
+                if let Some(q) = unsafe { self.realloc_large::<ZERO, ABORT>(p, stride, new, life) } {
+                    return q;
+                }
+            }
             Some(class) => {
                 if new_class == Some(class) {
                     // SAFETY: forwarded contract; both sizes are of `class`.
@@ -246,6 +259,9 @@ impl Instance {
         let Some(pool) = self.pool_if_any() else {
             report::<ABORT>(self.misuse(p, old, life, Problem::Foreign));
         };
+        if pool.region.contains(p as usize) {
+            return self.realloc_run::<ZERO, ABORT>(pool, p, old_side, new_side, life);
+        }
         let mut large = pool.large.lock();
         let mapped = match large_match(&large, p, old, life) {
             Ok(mapped) => mapped,
@@ -298,6 +314,49 @@ impl Instance {
             unsafe { zero_range(q, old, mapped.min(len)) };
         }
         Some(q)
+    }
+
+    /// True when `p` is outside the region of an instance whose full region falls back to
+    /// mappings of their own (`RegionOptions::fallback`): a small allocation there is one.
+    #[cold]
+    fn is_fallback_mapping(&self, p: *mut u8) -> bool {
+        debug_assert!(!self.bounds.contains(p));
+        self.pool_if_any().is_some_and(|pool| pool.region.falls_back())
+    }
+
+    /// [`Instance::realloc_large`] of a run of the region's units (`crate::region::runs`):
+    /// checked against the run's word, then resized in place when the new size is large,
+    /// needs the same units and no larger alignment; `None` when it must move.
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    fn realloc_run<const ZERO: bool, const ABORT: bool>(
+        &self,
+        pool: &crate::pool::Pool,
+        p: *mut u8,
+        old_side: SizeAlign,
+        new_side: SizeAlign,
+        life: usize,
+    ) -> Option<*mut u8> {
+        let (old, new) = (old_side.size, new_side.size);
+        let run = match pool.run_at(p) {
+            Some(run) if Some(run.len) == os::page_round(old) && run.life == life => run,
+            _ => report::<ABORT>(self.misuse(p, old, life, pool.run_problem(p))),
+        };
+        let stays_large = new != 0 && class_of(new, new_side.align).is_none();
+        let aligned = (p as usize).is_multiple_of(new_side.align.max(os::MIN_PAGE));
+        let len = os::page_round(new)?;
+        if !stays_large || !aligned || !pool.resize_run(p, len) {
+            return None;
+        }
+        debug_assert!(run.len <= run.units * crate::region::UNIT);
+        if ZERO {
+            // The run's bytes past the old size may be dirty (its last page's tail, or a
+            // kept region's older bytes).
+            // SAFETY: the run holds `len` bytes, this allocation's.
+            unsafe { zero_range(p, old, len) };
+        }
+        Some(p)
     }
 }
 

@@ -7,12 +7,13 @@
 
 use crate::api::Cohort;
 use crate::handle::{impl_allocator, Lane};
-use crate::lifetime::{scope_class, Lifetime, SCOPE_CLASSES};
+use crate::lifetime::{scope_class, Lifetime, ScopeClaims, SCOPE_CLASSES};
+use crate::os;
 use crate::release::{Released, Whose};
 use core::alloc::Layout;
 use core::fmt;
 use core::marker::PhantomData;
-use core::ptr::NonNull;
+use core::ptr::{self, NonNull};
 
 /// The handle of a [`Cohort::scope`]: an `Allocator` for `allocator_api2` collections, and
 /// the only way to allocate in the scope's lifetime class. Zero cost to copy (two words).
@@ -115,7 +116,7 @@ impl<L: Lifetime> Drop for Closing<'_, L> {
             self.cohort
                 .release(scope_class::<L>(self.claimed), Whose::Claimed)
         };
-        self.cohort.scopes.unclaim(self.claimed);
+        self.cohort.scope_claims().unclaim(self.claimed);
     }
 }
 
@@ -225,7 +226,7 @@ impl<L: Lifetime> Cohort<L> {
         &self,
         f: impl for<'s> FnOnce(ClassScope<'s, L>) -> R,
     ) -> Result<R, ScopesInUse> {
-        let claimed = self.scopes.claim().ok_or(ScopesInUse)?;
+        let claimed = self.claim_scope().ok_or(ScopesInUse)?;
         let closing = Closing {
             cohort: self,
             claimed,
@@ -238,6 +239,33 @@ impl<L: Lifetime> Cohort<L> {
         let r = f(handle);
         drop(closing);
         Ok(r)
+    }
+}
+
+impl<L: Lifetime> Cohort<L> {
+    /// Where this allocator's scope claims live: in a shared instance, its region's (every
+    /// process's scopes claim there, see [`ScopeClaims`]); else the instance's own.
+    fn scope_claims(&self) -> &ScopeClaims {
+        match self.core.pool_if_any() {
+            Some(pool) if pool.is_shared() => &pool.scope_claims,
+            _ => &self.scopes,
+        }
+    }
+
+    /// Claims a scope class for this process (a shared instance) or the instance.
+    fn claim_scope(&self) -> Option<usize> {
+        let claims = self.scope_claims();
+        if ptr::eq(claims, &self.scopes) {
+            return claims.claim(ScopeClaims::PRIVATE, |_| true);
+        }
+        let pool = self.core.pool_if_any().expect("a shared instance's pool");
+        pool.note_namespace();
+        let me = os::shared_mem::process_word();
+        claims.claim(me, |held| {
+            !pool.pids_compare()
+                || os::shared_mem::same_process(held, me)
+                || os::shared_mem::is_alive(held)
+        })
     }
 }
 

@@ -28,9 +28,9 @@
 //! taker, in any process), other threads' heaps when they exit, and the last of them
 //! unmaps this process's mapping. The region lives while any process maps it.
 //!
-//! **Large allocations** (above the largest size class) are refused in a shared instance:
-//! they return null, as out of memory does. (A large allocation is a mapping of its own,
-//! which other processes would not see.)
+//! **Large allocations** (above the largest size class) are runs of the region's own
+//! units (`crate::region::runs`), which every process sees and may free by size; a region
+//! with no room for one returns null, as out of memory does.
 
 use crate::instance::{state_len, Instance, Placement, CHECKED};
 use crate::lifetime::Lifetime;
@@ -48,8 +48,9 @@ impl<L: Lifetime> Cohort<L> {
     /// allocate and free in the same instance, and an allocation made by one is seen and
     /// may be freed by any other. `None` when the OS refuses the memory.
     ///
-    /// Large allocations (above the largest size class) are refused in a shared instance
-    /// (null). Dropping the instance is this process's leave: the region lives while any
+    /// Large allocations (above the largest size class) take whole 2 MiB units of the
+    /// region, contiguous (null when it has no such room). Dropping the instance is this
+    /// process's leave: the region lives while any
     /// process maps it.
     pub fn shared_anonymous(bytes: usize) -> Option<Self> {
         let geometry = Geometry::new(bytes, Self::INSIDE_COUNT)?;
@@ -76,7 +77,9 @@ impl<L: Lifetime> Cohort<L> {
     /// thread or process that joins. What the dead process held live stays allocated: any
     /// process may free it, or release its lifetime class. Returns how many heaps it took
     /// over; 0 in a private instance. Every join (a thread's first allocation in the
-    /// instance, [`Cohort::join`]) does this too.
+    /// instance, [`Cohort::join`]) does this too, and so do [`Cohort::compact`], a
+    /// [`Cohort::release_class`] that found blocks of other heaps, and an allocation about
+    /// to fail for want of memory.
     pub fn reap_dead_processes(&self) -> usize {
         self.core
             .pool_if_any()
@@ -105,17 +108,17 @@ pub struct Recoveries {
 
 /// The parts of a shared-anonymous region of a given size: a page for a header, the state
 /// area, the blocks.
-struct Geometry {
-    unit_count: usize,
-    state_len: usize,
-    blocks_offset: usize,
-    len: usize,
+pub(crate) struct Geometry {
+    pub(crate) unit_count: usize,
+    pub(crate) state_len: usize,
+    pub(crate) blocks_offset: usize,
+    pub(crate) len: usize,
 }
 
 impl Geometry {
     /// For `bytes` of blocks (rounded down to units, at least one) and `life_count`
     /// lifetime classes; `None` past the address space.
-    fn new(bytes: usize, life_count: usize) -> Option<Geometry> {
+    pub(crate) fn new(bytes: usize, life_count: usize) -> Option<Geometry> {
         let unit_count = (bytes / UNIT).max(1);
         let state_len = state_len(unit_count, life_count, CHECKED)?;
         let blocks_offset = STATE_OFFSET
@@ -131,7 +134,7 @@ impl Geometry {
     }
 
     /// The placement of a region of this geometry mapped at `base`.
-    fn placement(&self, base: *mut u8, is_new: bool) -> Placement {
+    pub(crate) fn placement(&self, base: *mut u8, is_new: bool) -> Placement {
         Placement {
             base,
             len: self.len,
@@ -150,7 +153,7 @@ impl Geometry {
 ///
 /// # Safety
 /// `[base, base + len)` is the region's mapping, which nothing of this process uses.
-unsafe fn unmap_anonymous(base: *mut u8, len: usize, _sync: bool) {
+pub(crate) unsafe fn unmap_anonymous(base: *mut u8, len: usize, _sync: bool) {
     // SAFETY: the caller's guarantee.
     unsafe { os::unmap(base, len) }
 }

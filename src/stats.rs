@@ -12,7 +12,9 @@
 //! and `Σ_c c.medium_bytes = medium_bytes` when nothing allocates meanwhile.
 
 use crate::api::Cohort;
-use crate::class::GRANULE;
+use crate::class::{HeadIndex, CLASSES, GRANULE};
+use crate::counters::Counter;
+use crate::label::{Label, LabelCell};
 use crate::lifetime::Lifetime;
 use core::fmt;
 
@@ -39,6 +41,10 @@ pub struct HeadStats {
     pub block_bytes: usize,
     /// Bytes of those blocks resident in RAM.
     pub resident_bytes: usize,
+    /// Live slots (counted in `live`) holding requests of a smaller size class, promoted
+    /// into these blocks because their own class had no free slot and the region no block
+    /// to carve.
+    pub promoted: usize,
 }
 
 impl HeadStats {
@@ -57,6 +63,35 @@ impl HeadStats {
     pub fn live_bytes(&self) -> usize {
         self.live * self.stride
     }
+}
+
+/// The slow-path events of one (size class, lifetime class) pair since the allocator
+/// started, counted off the fast paths (per allocation and per free nothing is counted:
+/// see [`Stats::events`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HeadEvents {
+    /// Size class index.
+    pub size_class: usize,
+    /// Slot size in bytes.
+    pub stride: usize,
+    /// Lifetime class index (as [`HeadStats::life`]).
+    pub life: usize,
+    /// The lifetime class's name, as [`HeadStats::life_name`].
+    pub life_name: &'static str,
+    /// Allocations that took the slow path (the current block had no slot ready: a new
+    /// bump window, freed slots collected, another block, a block from the pool).
+    pub alloc_slow: u64,
+    /// Local frees that took the slow path (a block relisted or emptied), and frees that
+    /// were local after all on a heap the thread did not use last.
+    pub free_slow: u64,
+    /// Frees by a thread that does not own the block.
+    pub remote_frees: u64,
+    /// Blocks a heap took from the pool (kept, retained or new).
+    pub blocks_taken: u64,
+    /// Blocks given back to the pool, emptied by frees or by a release.
+    pub blocks_given_back: u64,
+    /// Requests of this head served by promotion (from a larger size class).
+    pub promoted: u64,
 }
 
 /// Figures summed over many heads.
@@ -166,6 +201,20 @@ pub struct Stats {
     pub retained_empty_blocks: usize,
     /// Times the pool lock was taken since the allocator started (slow paths only).
     pub lock_acquisitions: u64,
+    /// The allocator's label ([`Cohort::set_label`]), empty when it has none.
+    pub label: Label,
+    /// The region's capacity in bytes: the blocks it can ever hold times 2 MiB (0 before
+    /// the first allocation). Past it, small allocations promote or fail (null).
+    pub region_bytes: usize,
+    /// Blocks carved from the region so far (in use, kept empty, or given back to the OS
+    /// and carvable again): `region_bytes / 2 MiB - carved_blocks` are never used yet.
+    pub carved_blocks: usize,
+    /// Every (size class, lifetime class) pair with a slow-path event since the allocator
+    /// started, by lifetime class then size class: this process's events (a region shared
+    /// between processes counts each process's own). Each allocation and each free is not
+    /// counted (that would cost the fast paths an instruction each); `live` in `heads` is
+    /// their difference.
+    pub events: Vec<HeadEvents>,
 }
 
 impl<L: Lifetime> Cohort<L> {
@@ -208,6 +257,7 @@ impl<L: Lifetime> Cohort<L> {
             h.capacity += b.capacity;
             h.block_bytes += b.block_bytes;
             h.resident_bytes += b.resident_bytes;
+            h.promoted += b.promoted;
         });
         let mut small = Totals::default();
         for h in &heads {
@@ -221,6 +271,10 @@ impl<L: Lifetime> Cohort<L> {
         let (large_allocations, large_bytes, retained_empty_blocks, lock_acquisitions) =
             self.core.pool_counters();
         let classes = self.class_totals(&heads);
+        let (region_bytes, carved_blocks) = self.core.pool_if_any().map_or((0, 0), |pool| {
+            let st = pool.state.lock();
+            (pool.region.len(), pool.region.carved_units(&st.region))
+        });
         let (large_cached, large_cached_bytes, large_system_calls) =
             self.core.large_cache_counters();
         let medium = self.core.medium_counts();
@@ -239,11 +293,86 @@ impl<L: Lifetime> Cohort<L> {
             large_system_calls,
             retained_empty_blocks,
             lock_acquisitions,
+            label: self.label(),
+            events: self.events(),
+            region_bytes,
+            carved_blocks,
         }
     }
 }
 
 impl<L: Lifetime> Cohort<L> {
+    /// The per-head event counters (see [`Stats::events`]).
+    fn events(&self) -> Vec<HeadEvents> {
+        let Some(pool) = self.core.pool_if_any() else {
+            return Vec::new();
+        };
+        let mut events = Vec::new();
+        for inside in 0..Self::INSIDE_COUNT {
+            for (class, c) in CLASSES.iter().enumerate() {
+                let n = pool.counters.get(HeadIndex::new(class, inside).get());
+                if n.iter().all(|&n| n == 0) {
+                    continue;
+                }
+                let life = Self::reported(inside);
+                events.push(HeadEvents {
+                    size_class: class,
+                    stride: c.stride as usize,
+                    life,
+                    life_name: Self::life_name(life),
+                    alloc_slow: n[Counter::AllocSlow as usize],
+                    free_slow: n[Counter::FreeSlow as usize],
+                    remote_frees: n[Counter::RemoteFree as usize],
+                    blocks_taken: n[Counter::BlockTaken as usize],
+                    blocks_given_back: n[Counter::BlockGivenBack as usize],
+                    promoted: n[Counter::Promoted as usize],
+                });
+            }
+        }
+        events.sort_by_key(|e| (e.life, e.size_class));
+        events
+    }
+
+    /// This allocator, labelled `label` (cut to [`LABEL_BYTES`](crate::LABEL_BYTES) bytes): its misuse
+    /// reports, verify errors and statistics name it, so that a program with several
+    /// allocators knows which one complained.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// static FRAMES: cohort::Cohort = cohort::Cohort::new().labelled("frames");
+    /// assert_eq!(FRAMES.label().as_str(), "frames");
+    /// let p = FRAMES.malloc(24, ());
+    /// // SAFETY: p is live; the wrong size is reported and nothing is freed.
+    /// let m = unsafe { FRAMES.try_free(p, 4000, ()) }.unwrap_err();
+    /// assert!(m.to_string().starts_with("cohort [frames]: bad free"));
+    /// // SAFETY: allocated above with this size and class.
+    /// unsafe { FRAMES.free(p, 24, ()) };
+    /// ```
+    pub const fn labelled(mut self, label: &str) -> Self {
+        self.core.label = LabelCell::new(Label::new(label));
+        self
+    }
+
+    /// Sets the label of this allocator's reports (see [`Cohort::labelled`]); a shared
+    /// region's label is the region's, seen by every process that has it open.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let a = cohort::Cohort::<()>::new();
+    /// a.set_label("parser");
+    /// assert!(a.stats().to_string().starts_with("allocator parser"));
+    /// ```
+    pub fn set_label(&self, label: &str) {
+        self.core.set_label(Label::new(label));
+    }
+
+    /// The label of this allocator's reports (empty unless set).
+    pub fn label(&self) -> Label {
+        self.core.label()
+    }
+
     /// Per lifetime class: the sums over `heads`, and the large allocations, counted under
     /// the large table's lock into a fixed array (nothing allocates under it: the
     /// allocator may be the global one).
@@ -251,11 +380,11 @@ impl<L: Lifetime> Cohort<L> {
         let mut large = [(0usize, 0usize); 256];
         let mut medium = [(0usize, 0usize); 256];
         if let Some(pool) = self.core.pool_if_any() {
-            for (_, len, life) in pool.large.lock().live() {
+            pool.each_large(|_, len, life| {
                 let at = &mut large[Self::reported(life) & 255];
                 *at = (at.0 + 1, at.1 + len);
-            }
-            let st = pool.state.lock();
+            });
+            let st = pool.lock_uncounted();
             for life in 0..pool.life_count {
                 medium[Self::reported(life) & 255] = pool.medium_of_life(&st, life);
             }
@@ -319,6 +448,9 @@ impl fmt::Display for LifeLabel {
 
 impl fmt::Display for Stats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.label.is_empty() {
+            writeln!(f, "allocator {}", self.label)?;
+        }
         writeln!(
             f,
             "{:>5} {:>7} {:>10} {:>6} {:>10} {:>10} {:>11} {:>11} {:>6}",
@@ -366,12 +498,16 @@ impl fmt::Display for Stats {
                 Bytes(c.live_bytes())
             )?;
         }
+        if !self.events.is_empty() {
+            events_table(f, &self.events)?;
+        }
         let t = &self.small;
         writeln!(
             f,
             "small: {} blocks, {} live slots, {} live, {} resident ({} reserved); large: {} \
              allocations, {} ({} freed mappings cached, {}); medium: {} allocations, {} in {} \
-             blocks ({} free resident); {} empty blocks kept; pool lock taken {} times",
+             blocks ({} free resident); {} empty blocks kept; pool lock taken {} times; region {} \
+             ({} of {} blocks carved)",
             t.blocks,
             t.live,
             Bytes(t.live_bytes),
@@ -386,7 +522,47 @@ impl fmt::Display for Stats {
             self.medium_blocks,
             Bytes(self.medium_dirty_bytes),
             self.retained_empty_blocks,
-            self.lock_acquisitions
+            self.lock_acquisitions,
+            Bytes(self.region_bytes),
+            self.carved_blocks,
+            self.region_bytes / crate::class::BLOCK_SIZE
         )
     }
+}
+
+/// The table of [`Stats::events`]: a header line, then a line per head.
+fn events_table(f: &mut fmt::Formatter<'_>, events: &[HeadEvents]) -> fmt::Result {
+    let header = [
+        "class",
+        "stride",
+        "life",
+        "alloc slow",
+        "free slow",
+        "remote",
+        "taken",
+        "given",
+        "promoted",
+    ]
+    .map(String::from);
+    let rows = events.iter().map(|e| {
+        [
+            e.size_class.to_string(),
+            e.stride.to_string(),
+            LifeLabel(e.life, e.life_name).to_string(),
+            e.alloc_slow.to_string(),
+            e.free_slow.to_string(),
+            e.remote_frees.to_string(),
+            e.blocks_taken.to_string(),
+            e.blocks_given_back.to_string(),
+            e.promoted.to_string(),
+        ]
+    });
+    for c in core::iter::once(header).chain(rows) {
+        writeln!(
+            f,
+            "{:>5} {:>7} {:>10} {:>10} {:>10} {:>10} {:>7} {:>7} {:>9}",
+            c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8]
+        )?;
+    }
+    Ok(())
 }

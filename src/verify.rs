@@ -19,6 +19,7 @@
 use crate::api::Cohort;
 use crate::block::{BlockList, Header, Role, Snapshot, FULL, HEAPLESS, MAGIC, NO_HOLDER};
 use crate::class::{Class, HeadIndex, CLASSES};
+use crate::label::{Label, LabelTag};
 use crate::lifetime::{self, Lifetime};
 use crate::medium::is_medium;
 use crate::medium_block::{MediumCounts, Runs};
@@ -38,11 +39,13 @@ pub struct VerifyError {
     pub life: Option<usize>,
     /// What is wrong.
     pub problem: String,
+    /// The allocator's label ([`Cohort::set_label`]), empty when it has none.
+    pub label: Label,
 }
 
 impl fmt::Display for VerifyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "cohort: verify: block {:#x}", self.block)?;
+        write!(f, "cohort{}: verify: block {:#x}", LabelTag(self.label), self.block)?;
         if let (Some(c), Some(l)) = (self.size_class, self.life) {
             write!(
                 f,
@@ -112,11 +115,21 @@ impl<L: Lifetime> Cohort<L> {
             .max()
             .unwrap_or(0);
         let mut seen = vec![0usize; max_slots.div_ceil(usize::BITS as usize)];
-        let walked = {
-            let st = pool.state.lock();
-            walk(pool, &st, BitSlice::from_slice_mut(&mut seen))
+        let (walked, runs) = {
+            let st = pool.lock_uncounted();
+            let walked = walk(pool, &st, BitSlice::from_slice_mut(&mut seen));
+            (walked, pool.region.check_runs(&st.region))
         };
-        walked.map_err(|f| f.into_error(pool.life_count))
+        let verified = walked.map_err(|f| f.into_error(pool.life_count, self.label()))?;
+        // The runs of the region's units (large allocations inside it).
+        runs.map_err(|fault| VerifyError {
+            block: pool.region.unit_addr(fault.unit()) as usize,
+            size_class: None,
+            life: None,
+            problem: fault.to_string(),
+            label: self.label(),
+        })?;
+        Ok(verified)
     }
 
     /// [`Cohort::verify`], with `&mut self` proving nobody else uses the allocator.
@@ -130,7 +143,17 @@ impl<L: Lifetime> Cohort<L> {
     /// // SAFETY: allocated above with this size and class.
     /// unsafe { a.free(p, 64, ()) };
     /// ```
+    ///
+    /// # Panics
+    /// On an instance shared between processes: `&mut self` excludes no other process
+    /// (call [`Cohort::verify`] when none uses the region).
     pub fn verify_exclusive(&mut self) -> Result<Verified, VerifyError> {
+        assert!(
+            !self.core.pool_if_any().is_some_and(|p| p.is_shared()),
+            "cohort: verify_exclusive on an instance shared between processes: `&mut self` \
+             excludes this process's threads only; call the unsafe `verify` when no other \
+             process uses the region"
+        );
         // SAFETY: `&mut self`: no other thread can use this allocator meanwhile.
         unsafe { self.verify() }
     }
@@ -183,6 +206,15 @@ enum Problem {
     Medium(&'static str),
     MediumList(usize),
     MediumCounts,
+    PromotedSlot {
+        slot: usize,
+        free_listed: bool,
+    },
+    PromotedCount {
+        bits: usize,
+        count: usize,
+    },
+    PromotedSource(Option<usize>),
 }
 
 /// A problem and the block it is in, as read when it was found.
@@ -204,7 +236,7 @@ impl Fault {
 
     /// The error for an allocator of `life_count` lifetime classes (its lifetime class as
     /// reports number it, see [`crate::lifetime`]).
-    fn into_error(self, life_count: usize) -> VerifyError {
+    fn into_error(self, life_count: usize, label: Label) -> VerifyError {
         let (size_class, life) = self.geometry.unzip();
         let life = life.map(|l| if l < life_count { lifetime::reported(l, life_count) } else { l });
         let c = size_class.map(|c| &CLASSES[c]);
@@ -266,12 +298,23 @@ impl Fault {
             Problem::MediumCounts => {
                 "the medium blocks' counts differ from the pool's sums".into()
             }
+            Problem::PromotedSlot { slot, free_listed } => format!(
+                "slot {slot} is marked promoted but is {}",
+                if free_listed { "free" } else { "never used" }
+            ),
+            Problem::PromotedCount { bits, count } => format!(
+                "{bits} slots are marked promoted, the promotion record counts {count}"
+            ),
+            Problem::PromotedSource(source) => format!(
+                "the promotion record's source class {source:?} is not a smaller class"
+            ),
         };
         VerifyError {
             block: self.block,
             size_class,
             life,
             problem,
+            label,
         }
     }
 }
@@ -387,6 +430,9 @@ fn check_block(
         handed_out,
     };
     ensure(used + free == handed_out, h, counts)?;
+    if h.is_promoting() {
+        check_promoted(pool, h, b, handed_out, seen)?;
+    }
     if let Some(bits) = crate::live_bits::LiveBits::of(&pool.region) {
         // A process that died in the middle of a free cleared the slot's live bit and
         // never listed it: in a region whose dead processes were taken over, a slot in use
@@ -401,6 +447,33 @@ fn check_block(
         }
     }
     Ok(b.live as usize)
+}
+
+/// A block that may hold promoted slots (see [`crate::promotion`]): every slot marked
+/// promoted is handed out and not free-listed (`seen`), the record counts them, and its
+/// source is a smaller class (when any is marked).
+fn check_promoted(
+    pool: &Pool,
+    h: &Header,
+    b: &Snapshot,
+    handed_out: usize,
+    seen: &BitSlice<usize>,
+) -> Result<(), Fault> {
+    let mut bits = 0;
+    let mut bad = None;
+    let (count, source) = crate::promotion::for_each_promoted(&pool.region, h, |slot| {
+        bits += 1;
+        if bad.is_none() && (slot >= handed_out || seen[slot]) {
+            let free_listed = slot < handed_out;
+            bad = Some(Problem::PromotedSlot { slot, free_listed });
+        }
+    });
+    if let Some(problem) = bad {
+        return Err(Fault::new(h, problem));
+    }
+    ensure(bits == count, h, Problem::PromotedCount { bits, count })?;
+    let smaller = source.is_some_and(|s| s < b.class);
+    ensure(count == 0 || smaller, h, Problem::PromotedSource(source))
 }
 
 /// Marks the free-listed slots of `h` (class geometry `c`, never-used slots from `bump`)

@@ -1,6 +1,8 @@
 //! Defects the fuzz targets (`fuzz/`, run by `.ci/fuzz.sh`) found, each reduced to plain API
 //! calls: regression tests, each naming its defect and the issue-9 item it belongs to.
 
+mod red_team_common;
+
 use cohort::Cohort;
 use std::sync::mpsc;
 
@@ -181,4 +183,104 @@ fn a_join_allocation_reclaims_the_threads_empty_blocks_before_failing() {
         !p.is_null(),
         "Join::malloc(64) null with nothing live: compact() would have made room"
     );
+}
+
+/// The lifetime classes of the `region_state` fuzz target (the state's layout depends on
+/// their count).
+mod two {
+    cohort::lifetime_classes! {
+        pub enum Two { A, B }
+    }
+}
+
+/// RED-18 (every build; owner persist; fuzz target `region_state`): a region file whose
+/// header is valid opens whatever its state area holds: one damaged byte among the pool's
+/// lists (a flipped bit on disk, a stray write by another program into the file) sends the
+/// calls that walk them to a wild address. Fuzz inputs, each on the fuzz target's template
+/// (reproduced here call for call): state byte 0x1a5a set to 0x19, then `verify` (SIGSEGV
+/// in `verify::check_lists` through `BlockList::next`); state byte 0x283d set to 0x6e,
+/// then `compact` (SIGSEGV in `Pool::empty_partial`, through `BlockList::next`). Wanted:
+/// `open` checks what the walks follow (list links, offsets, counts and heap ids within
+/// their tables) and answers an error, or the walks do. Exact failure (main 370ae8c: the
+/// second input no longer crashes there, its byte now lands elsewhere in the changed
+/// layout): `state byte 0x1a5a = 0x19, then verify: the opener died of signal 11`.
+#[test]
+#[ignore = "RED-18: a region file with one damaged byte in its state area opens, and verify or compact follows the damaged list into a wild address (SIGSEGV). Owner persist"]
+fn a_region_file_with_a_damaged_state_byte_never_crashes_the_opener() {
+    use cohort::{CreateOptions, OpenOptions, Place, RegionError, SharedCohort};
+    use red_team_common::*;
+    use two::Two;
+    const SIZES: [usize; 6] = [1, 8, 64, 200, 1000, 8000];
+    let path = std::env::temp_dir().join(format!("cohort-fuzz-found-state-{}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let place = Place::File(&path);
+    isolated(60, |report| {
+        let maker = in_child_reporting(30, report, || {
+            let least = match SharedCohort::<Two>::create(place, CreateOptions::new(1)) {
+                Err(RegionError::Capacity {
+                    minimum: Some(m), ..
+                }) => m,
+                other => panic!("the least capacity: {other:?}"),
+            };
+            let r = SharedCohort::<Two>::create(place, CreateOptions::new(least + (40 << 20)))
+                .expect("create");
+            for i in 0..600 {
+                let size = SIZES[i % SIZES.len()];
+                let life = if i % 3 == 0 { Two::B } else { Two::A };
+                let p = r.malloc(size, life);
+                assert!(!p.is_null());
+                if i % 4 == 0 {
+                    // SAFETY: allocated above, freed once.
+                    unsafe { r.free(p, size, life) };
+                }
+            }
+            let root = r.new_in(7u64, Two::B).expect("a root");
+            r.set_root(0, Some(root));
+            r.leave().expect("leave");
+        });
+        wait_ok(maker, report, "the region's maker");
+        let pristine = std::fs::read(&path).expect("read");
+        let mut died: Vec<String> = Vec::new();
+        for (at, byte, walk) in [(0x1a5a, 0x19u8, "verify"), (0x283d, 0x6e, "compact")] {
+            let mut damaged = pristine.clone();
+            damaged[4096 + at] = byte;
+            std::fs::write(&path, &damaged).expect("write");
+            let opener = in_child_reporting(30, report, || {
+                let Ok(r) = SharedCohort::<Two>::open(place, OpenOptions::new()) else {
+                    return; // refused: fine
+                };
+                for (i, &size) in SIZES.iter().cycle().take(60).enumerate() {
+                    let life = if i % 2 == 0 { Two::A } else { Two::B };
+                    let p = r.malloc(size, life);
+                    if !p.is_null() {
+                        // SAFETY: allocated above, freed once.
+                        unsafe { r.free(p, size, life) };
+                    }
+                }
+                let _ = r.stats();
+                if walk == "verify" {
+                    // SAFETY: this process is the region's only user.
+                    let _ = unsafe { r.verify() };
+                } else {
+                    // SAFETY: nothing of class A made by this process is used after.
+                    let _ = unsafe { r.release_class(Two::A) };
+                    let _ = r.compact();
+                }
+                r.leave().expect("leave");
+            });
+            let what = format!("state byte {at:#x} = {byte:#x}, then {walk}");
+            match wait(opener) {
+                Ok(0) => {}
+                Err(sig) => died.push(format!("{what}: the opener died of signal {sig}")),
+                other => died.push(format!(
+                    "{what}: the opener {other:?}: {}",
+                    report.message()
+                )),
+            }
+        }
+        if !died.is_empty() {
+            report.fail(&died.join("; "));
+        }
+    });
+    let _ = std::fs::remove_file(&path);
 }

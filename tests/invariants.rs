@@ -980,11 +980,59 @@ fn kept_blocks_of_one_size_serve_classes_of_another() {
     unsafe { a.verify() }.unwrap();
 }
 
-/// Invariant 17: a medium free is accepted exactly when the pointer starts a
+#[test]
+fn invariant_17_a_promoted_slot_is_freed_as_its_request() {
+    let a: Cohort<Life> = Cohort::with_reservation(4 << 20);
+    let big = a.malloc(32, Life::Short);
+    let mut small = Vec::new();
+    loop {
+        let p = a.try_malloc(16, Life::Short);
+        if p.is_null() {
+            break;
+        }
+        small.push(p);
+    }
+    // The 16-byte class is full and no block is left: promoted into the 32-byte block.
+    let p = a.malloc(16, Life::Short);
+    assert_eq!(a.block_of(p, 32), a.block_of(big, 32));
+    let promoted = |a: &Cohort<Life>| a.stats().heads.iter().map(|h| h.promoted).sum::<usize>();
+    assert_eq!(promoted(&a), 1);
+    // SAFETY: each wrong free is reported and changes nothing.
+    unsafe {
+        assert!(
+            a.try_free(p, 32, Life::Short).is_err(),
+            "the block's own size"
+        );
+        assert!(
+            a.try_free(p, 16, Life::Long).is_err(),
+            "another lifetime class"
+        );
+        assert!(
+            a.try_free(big, 16, Life::Short).is_err(),
+            "an unpromoted slot as 16 B"
+        );
+    }
+    // SAFETY: single-threaded.
+    unsafe { a.verify() }.unwrap();
+    // SAFETY: the right free, once; then everything else.
+    unsafe {
+        a.try_free(p, 16, Life::Short).unwrap();
+        assert!(a.try_free(p, 16, Life::Short).is_err(), "freed already");
+        a.free(big, 32, Life::Short);
+        for q in small {
+            a.free(q, 16, Life::Short);
+        }
+    }
+    assert_eq!(promoted(&a), 0);
+    // SAFETY: single-threaded.
+    unsafe { a.verify() }.unwrap();
+}
+
+/// Invariant 18: a medium free is accepted exactly when the pointer starts a
 /// live run and the size rounds to its granules, in its lifetime class; anything else is
 /// reported and changes nothing.
 #[test]
-fn invariant_17_a_medium_free_is_checked_against_its_run_table() {
+fn invariant_18_a_medium_free_is_checked_against_its_run_table() {
     let mut a = Cohort::<Life>::new();
     for n in [9, 10, 100, 512] {
         let size = n * cohort::class::GRANULE;

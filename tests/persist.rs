@@ -20,6 +20,11 @@ cohort::lifetime_classes! {
     enum Three { A, B, C }
 }
 
+cohort::lifetime_classes! {
+    /// As many classes as `Life`, named otherwise.
+    enum Renamed { Brief, Lasting }
+}
+
 const MIB: usize = 1 << 20;
 
 /// A node of the persisted list: a link by offset and a payload that checks itself.
@@ -137,6 +142,14 @@ fn every_bad_input_is_a_clear_error_and_leaves_the_region_as_it_was() {
         "{e}"
     );
     assert!(e.to_string().contains("lifetime classes"), "{e}");
+    assert!(
+        fs::read(&path).unwrap() == pristine,
+        "a refused open writes nothing"
+    );
+    // As many lifetime classes, of other names.
+    let e = open_file::<Renamed>(&path).unwrap_err();
+    assert!(matches!(e, RegionError::LifetimeNames { .. }), "{e}");
+    assert!(e.to_string().contains("other names"), "{e}");
     assert!(
         fs::read(&path).unwrap() == pristine,
         "a refused open writes nothing"

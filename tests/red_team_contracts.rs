@@ -207,3 +207,118 @@ fn release_class_frees_a_left_joins_allocations_and_leaves_a_live_joins_alone() 
     drop(live);
     assert!(a.is_empty());
 }
+
+static HOOKED: Cohort<Life> = Cohort::new();
+
+/// A named misuse to try.
+type Case<'a> = (&'a str, Box<dyn FnOnce()>);
+
+/// A misuse hook that allocates and frees in the instance that reports (a logger writing
+/// through the global allocator does): every report must be made with no lock of the
+/// instance held, or the hook waits for ever.
+fn allocating_hook(_: &cohort::Misuse) {
+    for size in [1usize, 2, 24, 3000, 40_000] {
+        let p = HOOKED.malloc(size, Life::B);
+        assert!(!p.is_null());
+        // SAFETY: allocated above.
+        unsafe { HOOKED.free(p, size, Life::B) };
+    }
+}
+
+/// Every kind of misuse (tiny, small and large; wrong size, wrong class, double free,
+/// foreign, interior, resizes), reported through a hook that allocates in the reporting
+/// instance: each report arrives (the hook runs, then the panic), none deadlocks. In a
+/// process of its own (this test binary run again for this test alone: a fork of the
+/// multithreaded test process could inherit std's panic-output locks held by another
+/// test's thread), killed after 60 s.
+#[test]
+fn a_misuse_hook_that_allocates_in_the_reporting_instance_never_deadlocks() {
+    const CHILD: &str = "COHORT_RED_HOOK_CHILD";
+    if std::env::var_os(CHILD).is_some() {
+        return misuses_through_an_allocating_hook();
+    }
+    let log = std::env::temp_dir().join(format!("cohort-red-hook-{}", std::process::id()));
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_misuse_hook_that_allocates_in_the_reporting_instance_never_deadlocks",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD, "1")
+        .env("RUST_BACKTRACE", "0")
+        // Its reports go to a file: a pipe nobody reads while it runs would fill and stop it.
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if t0.elapsed() > std::time::Duration::from_secs(60) {
+            child.kill().unwrap();
+            let _ = std::fs::remove_file(&log);
+            panic!("the misuses with an allocating hook did not end in 60 s (a deadlock)");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let status = child.wait().unwrap();
+    let said = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = std::fs::remove_file(&log);
+    let tail = &said[said.len().saturating_sub(2000)..];
+    assert!(
+        status.success(),
+        "the misuses with an allocating hook: {status}\n{tail}"
+    );
+}
+
+/// The body of the test above, in its own process.
+fn misuses_through_an_allocating_hook() {
+    cohort::set_misuse_hook(Some(allocating_hook));
+    let a = &HOOKED;
+    let mut missed = Vec::new();
+    for size in [1usize, 2, 64, 4000, 100_000] {
+        let p = a.malloc(size, Life::A);
+        assert!(!p.is_null());
+        let mut cases: Vec<Case> = vec![
+            // SAFETY (all): misuses that are reported before anything changes.
+            (
+                "wrong size",
+                Box::new(move || unsafe { a.free(p, size * 3 + 1, Life::A) }),
+            ),
+            (
+                "wrong class",
+                Box::new(move || unsafe { a.free(p, size, Life::B) }),
+            ),
+            (
+                "resize with a wrong class",
+                Box::new(move || unsafe {
+                    a.remalloc(p, size, size * 2, Life::B);
+                }),
+            ),
+            (
+                "foreign",
+                Box::new(move || unsafe { a.free(8 as *mut u8, size, Life::A) }),
+            ),
+        ];
+        if size > 2 && size < 16 << 10 && cfg!(debug_assertions) {
+            cases.push((
+                "interior",
+                Box::new(move || unsafe { a.free(p.add(1), size, Life::A) }),
+            ));
+        }
+        for (what, f) in cases {
+            if caught(f).is_none() {
+                missed.push(format!("{what} ({size} B): not reported"));
+            }
+        }
+        // SAFETY: live; then a double free, reported.
+        unsafe { a.free(p, size, Life::A) };
+        if size < 16 << 10 {
+            // SAFETY: the slot was freed: a double free, reported before anything changes.
+            if caught(|| unsafe { a.free(p, size, Life::A) }).is_none() {
+                missed.push(format!("double free ({size} B): not reported"));
+            }
+        }
+    }
+    assert!(missed.is_empty(), "{missed:?}");
+}

@@ -5,111 +5,15 @@
 //! fix un-ignores it.
 
 use cohort::{Cohort, CreateOptions, OpenOptions, Place, SharedCohort};
+mod red_team_common;
+
+use red_team_common::*;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 cohort::lifetime_classes! {
     enum Life { Short, Long }
-}
-
-/// How a child process ended: `Ok(exit code)` or `Err(signal)`.
-type Ended = Result<i32, i32>;
-
-/// Runs `f` in a child process under an alarm of `secs` seconds: it exits 0 when `f`
-/// returns, 1 when it panics, and dies of SIGALRM when it hangs.
-fn in_child(secs: u32, f: impl FnOnce()) -> libc::pid_t {
-    // SAFETY: the child runs `f` and leaves through `_exit`.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed");
-    if pid == 0 {
-        // SAFETY: alarm has no preconditions.
-        unsafe { libc::alarm(secs) };
-        let ok = std::panic::catch_unwind(AssertUnwindSafe(f)).is_ok();
-        // SAFETY: leaves the child without running the parent's destructors.
-        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
-    }
-    pid
-}
-
-fn wait(pid: libc::pid_t) -> Ended {
-    let mut status = 0;
-    // SAFETY: waits for our own child.
-    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-    if libc::WIFEXITED(status) {
-        Ok(libc::WEXITSTATUS(status))
-    } else {
-        Err(libc::WTERMSIG(status))
-    }
-}
-
-/// The page a driver process writes its failure message to (shared with the test's
-/// process, which prints it).
-struct Report(*mut u8);
-
-const REPORT_BYTES: usize = 4096;
-
-impl Report {
-    fn new() -> Report {
-        // SAFETY: a fresh shared anonymous mapping, no preconditions.
-        let p = unsafe {
-            libc::mmap(
-                core::ptr::null_mut(),
-                REPORT_BYTES,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(p, libc::MAP_FAILED);
-        Report(p.cast())
-    }
-
-    /// Writes `msg` and leaves the driver at once (no destructor runs: leaving a region
-    /// whose lock a dead process holds would wait for ever).
-    fn fail(&self, msg: &str) -> ! {
-        let n = msg.len().min(REPORT_BYTES - 1);
-        // SAFETY: the page holds REPORT_BYTES bytes.
-        unsafe { core::ptr::copy_nonoverlapping(msg.as_ptr(), self.0, n) };
-        // SAFETY: leaves the driver without running anything else.
-        unsafe { libc::_exit(1) };
-    }
-
-    fn message(&self) -> String {
-        // SAFETY: the page holds REPORT_BYTES bytes, zero-terminated by its last one.
-        let bytes = unsafe { std::slice::from_raw_parts(self.0, REPORT_BYTES) };
-        let end = bytes.iter().position(|&b| b == 0).unwrap_or(REPORT_BYTES);
-        String::from_utf8_lossy(&bytes[..end]).into_owned()
-    }
-}
-
-/// Runs the scenario `f` in a driver process of its own under an alarm of `secs` seconds
-/// (its region's lock may be left held by a killed process: the test's own threads must
-/// not touch it, nor exit with a heap in it), and panics with what it reported, or with
-/// the signal it died of.
-fn isolated(secs: u32, f: impl FnOnce(&Report)) {
-    let report = Report::new();
-    let driver = in_child(secs, || {
-        f(&report);
-        // SAFETY: leaves the driver without its destructors (see `Report::fail`).
-        unsafe { libc::_exit(0) };
-    });
-    match wait(driver) {
-        Ok(0) => {}
-        Ok(_) => panic!("{}", report.message()),
-        Err(sig) => panic!(
-            "the driver died of signal {sig} (14 is SIGALRM: it hung for {secs} s); it \
-             reported: {:?}",
-            report.message()
-        ),
-    }
-}
-
-fn kill9(pid: libc::pid_t) {
-    // SAFETY: our own child.
-    unsafe { libc::kill(pid, libc::SIGKILL) };
-    assert_eq!(wait(pid), Err(libc::SIGKILL));
 }
 
 /// A child that allocates and frees 1-byte objects for ever: tiny classes are served under
@@ -124,18 +28,6 @@ fn churn_tiny(a: &Cohort<Life>, started: &AtomicU64) -> libc::pid_t {
     })
 }
 
-/// Waits until `count` passes `at_least` (the child runs); reports a child that does not
-/// get there within 5 s.
-fn until(count: &AtomicU64, at_least: u64, report: &Report, what: &str) {
-    for _ in 0..5_000 {
-        if count.load(Ordering::Relaxed) > at_least {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    report.fail(&format!("{what}: the child made no progress in 5 s"));
-}
-
 /// RED-10 (every build; owner shared): a process killed (SIGKILL, the OOM killer) while it
 /// holds the pool's lock of a region it shares stops every other process of the region
 /// for ever: the lock is a spin lock in the region, held by nobody alive, never recovered.
@@ -143,7 +35,6 @@ fn until(count: &AtomicU64, at_least: u64, report: &Report, what: &str) {
 /// Exact failure: `attempt 0: after kill -9 of the churning child, a 1-byte malloc in
 /// another process did not return within 5 s (Err(14): 14 is SIGALRM)`.
 #[test]
-#[ignore = "RED-10: every build. kill -9 of a process holding a shared region's pool lock: it hung every other process (fixed by the robust lock); now Pool::repair unlinks through links the dead holder left half-updated (a debug assertion in BlockList::remove, 2 of 3 debug runs; stale list heads possible in release). Owner shared"]
 fn a_process_killed_holding_the_pool_lock_does_not_stop_the_others() {
     isolated(60, |report| {
         let a = Cohort::<Life>::shared_anonymous(64 << 20).expect("a shared region");
@@ -202,7 +93,6 @@ fn a_process_killed_holding_the_pool_lock_does_not_stop_the_others() {
 /// dead-process detection and adoption. Exact failure: `the dead child's 1000
 /// allocations: Released { blocks: 0, slots: 0, left_to_other_threads: 1, large: 0 }`.
 #[test]
-#[ignore = "RED-11: every build. a process killed with SIGKILL leaves its heap live in the region for ever: release_class of another process counts its blocks as a live thread's (owner shared: dead-process detection)"]
 fn a_killed_processs_allocations_are_released_as_an_exited_threads() {
     isolated(60, |report| {
         let a = Cohort::<Life>::shared_anonymous(64 << 20).expect("a shared region");
@@ -257,7 +147,6 @@ fn file(tag: &str) -> std::path::PathBuf {
 /// error. Exact failure: `attempt 0: a process that opens the file after kill -9 of its
 /// user, then allocates 1 byte: Err(14) (14 is SIGALRM: it hung)`.
 #[test]
-#[ignore = "RED-12: every build. a file region whose user was killed holding the pool lock: every later open hung (fixed by the robust lock); now the opener's first allocation fails (status 1: the repair of RED-10). Owners shared, persist"]
 fn a_file_region_whose_user_was_killed_holding_the_lock_opens() {
     let path = file("killed");
     let _ = SharedCohort::<Life>::remove(Place::File(&path));

@@ -58,8 +58,18 @@ fn made(p: *mut u8, size: usize) -> Obj {
     }
 }
 
-fn worker(a: &Cohort<Life>, bag: &Mutex<Vec<Obj>>, me: usize, seed: u64, until: Instant) {
+/// One worker's run until `until`; its requests are at most `cap` bytes (a shared region
+/// refuses large allocations).
+fn worker(
+    a: &Cohort<Life>,
+    bag: &Mutex<Vec<Obj>>,
+    me: usize,
+    seed: u64,
+    until: Instant,
+    cap: usize,
+) {
     let mut rng = Rng::new(seed);
+    let random_size = |rng: &mut Rng, max| random_size(rng, max).min(cap);
     let own_life = OWN[me];
     let mut own: Vec<Obj> = Vec::new();
     let mut shared: Vec<Obj> = Vec::new();
@@ -189,27 +199,43 @@ fn worker(a: &Cohort<Life>, bag: &Mutex<Vec<Obj>>, me: usize, seed: u64, until: 
     bag.lock().unwrap().append(&mut shared);
 }
 
-#[test]
-fn every_call_at_once_from_threads_that_come_and_go() {
-    let secs: u64 = std::env::var("COHORT_STORM_SECS")
+fn storm_secs() -> u64 {
+    std::env::var("COHORT_STORM_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(3);
-    let mut a: Cohort<Life> = Cohort::new();
-    let bag = Mutex::new(Vec::new());
-    let end = Instant::now() + Duration::from_secs(secs);
+        .unwrap_or(3)
+}
+
+/// Rounds of 200 ms until `end`, each with threads of its own running workers `mes`.
+fn storm(a: &Cohort<Life>, bag: &Mutex<Vec<Obj>>, mes: &[usize], end: Instant, cap: usize) {
     let stop = AtomicBool::new(false);
     let mut round = 0u64;
     while Instant::now() < end && !stop.load(Ordering::Relaxed) {
         round += 1;
         let until = (Instant::now() + Duration::from_millis(200)).min(end);
         std::thread::scope(|s| {
-            for me in 0..3 {
-                let (a, bag) = (&a, &bag);
-                s.spawn(move || worker(a, bag, me, round * 7 + me as u64, until));
+            for &me in mes {
+                s.spawn(move || worker(a, bag, me, round * 7 + me as u64, until, cap));
             }
         });
     }
+}
+
+/// Frees what is left in the bag (checked).
+fn free_bag(a: &Cohort<Life>, bag: Mutex<Vec<Obj>>) {
+    for o in bag.into_inner().unwrap() {
+        o.check("at the end");
+        // SAFETY: live, of Shared.
+        unsafe { a.free(o.p as *mut u8, o.size, Life::Shared) };
+    }
+}
+
+#[test]
+fn every_call_at_once_from_threads_that_come_and_go() {
+    let mut a: Cohort<Life> = Cohort::new();
+    let bag = Mutex::new(Vec::new());
+    let end = Instant::now() + Duration::from_secs(storm_secs());
+    storm(&a, &bag, &[0, 1, 2], end, usize::MAX);
     for o in bag.into_inner().unwrap() {
         o.check("at the end");
         // SAFETY: live, of Shared.
@@ -217,5 +243,44 @@ fn every_call_at_once_from_threads_that_come_and_go() {
     }
     std::thread::sleep(Duration::from_millis(50)); // the last threads' exit hooks
     a.verify_exclusive().unwrap();
+    assert!(a.is_empty(), "{:?}", a.stats());
+}
+
+/// The storm on a shared region: threads of this process run workers 0 and 1 while a forked
+/// process runs worker 2 (each process hands its `Shared` objects between its own threads;
+/// the region's blocks, lists and heaps are shared by all). Sizes up to 16 KiB (a shared
+/// region refuses large allocations). The region ends empty and consistent.
+#[test]
+fn every_call_at_once_on_a_shared_region_from_threads_and_a_forked_process() {
+    const CAP: usize = 16 << 10;
+    let a = Cohort::<Life>::shared_anonymous(1 << 30).expect("a shared region");
+    let end = Instant::now() + Duration::from_secs(storm_secs());
+    // SAFETY: the child runs the storm and leaves through `_exit`.
+    let child = unsafe { libc::fork() };
+    assert!(child >= 0);
+    if child == 0 {
+        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let bag = Mutex::new(Vec::new());
+            storm(&a, &bag, &[2], end, CAP);
+            free_bag(&a, bag);
+        }))
+        .is_ok();
+        // SAFETY: leaves the child without the parent's destructors.
+        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+    }
+    let bag = Mutex::new(Vec::new());
+    storm(&a, &bag, &[0, 1], end, CAP);
+    free_bag(&a, bag);
+    let mut status = 0;
+    // SAFETY: our own child.
+    assert_eq!(unsafe { libc::waitpid(child, &mut status, 0) }, child);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "the forked worker failed: status {status:#x}"
+    );
+    a.reap_dead_processes();
+    // SAFETY: the forked worker has exited; nothing else uses the region (`verify_exclusive`
+    // refuses a region other processes may use).
+    unsafe { a.verify() }.unwrap();
     assert!(a.is_empty(), "{:?}", a.stats());
 }

@@ -177,16 +177,6 @@ fn fork_children_allocate_free_each_other_and_verify() {
 }
 
 #[test]
-fn a_large_allocation_is_refused_in_a_shared_region() {
-    let c = Cohort::<()>::shared_anonymous(8 << 20).expect("a shared region");
-    assert!(c.malloc(4 << 20, ()).is_null(), "large: refused");
-    let p = c.malloc(64, ());
-    assert!(!p.is_null(), "small: served");
-    // SAFETY: allocated above.
-    unsafe { c.free(p, 64, ()) };
-}
-
-#[test]
 fn a_child_does_not_use_the_parents_heap() {
     let c = Cohort::<()>::shared_anonymous(8 << 20).expect("a shared region");
     // The parent's heap has a current block of the 64-byte class.

@@ -26,7 +26,15 @@ fn valid_region() -> &'static Vec<u8> {
     BYTES.get_or_init(|| {
         let path = scratch("template");
         let _ = std::fs::remove_file(&path);
-        let region = SharedCohort::<Life>::create(Place::File(&path), CreateOptions::new(8 << 20))
+        // The smallest region (the state's size depends on the build: a checked build's
+        // holds the live bits): each input copies it.
+        let least = match SharedCohort::<Life>::create(Place::File(&path), CreateOptions::new(1)) {
+            Err(RegionError::Capacity {
+                minimum: Some(m), ..
+            }) => m,
+            other => panic!("the least capacity: {other:?}"),
+        };
+        let region = SharedCohort::<Life>::create(Place::File(&path), CreateOptions::new(least))
             .expect("a region for the template");
         region.leave().expect("written");
         let bytes = std::fs::read(&path).expect("the template");
@@ -36,33 +44,53 @@ fn valid_region() -> &'static Vec<u8> {
 }
 
 /// Writes `bytes` as the file `path`, leaving holes where whole pages are zero (most of a
-/// region is): the same contents, written fast.
-fn write_sparse(path: &std::path::Path, bytes: &[u8]) {
+/// region is): the same contents, written fast. `known` lists the pages that may be
+/// non-zero when the caller knows them (the template's, and the header's page).
+fn write_sparse(path: &std::path::Path, bytes: &[u8], known: Option<&[usize]>) {
     use std::os::unix::fs::FileExt;
     let file = std::fs::File::create(path).expect("the input's file");
     file.set_len(bytes.len() as u64).expect("sized");
-    for (i, page) in bytes.chunks(4096).enumerate() {
+    let mut write = |i: usize| {
+        let page = &bytes[i * 4096..((i + 1) * 4096).min(bytes.len())];
         if page.iter().any(|&b| b != 0) {
             file.write_all_at(page, (i * 4096) as u64).expect("written");
         }
+    };
+    match known {
+        Some(pages) => pages.iter().copied().for_each(&mut write),
+        None => (0..bytes.len().div_ceil(4096)).for_each(write),
     }
 }
 
-/// A file in a RAM-backed folder when there is one (`/dev/shm`), unique to this process.
+/// The pages of the template that are not all zero (the header's among them).
+fn template_pages() -> &'static [usize] {
+    static PAGES: OnceLock<Vec<usize>> = OnceLock::new();
+    PAGES.get_or_init(|| {
+        let bytes = valid_region();
+        let mut pages: Vec<usize> = bytes
+            .chunks(4096)
+            .enumerate()
+            .filter(|(_, p)| p.iter().any(|&b| b != 0))
+            .map(|(i, _)| i)
+            .collect();
+        if pages.first() != Some(&0) {
+            pages.insert(0, 0);
+        }
+        pages
+    })
+}
+
+/// A scratch file of this target, unique to this process.
 fn scratch(tag: &str) -> PathBuf {
-    let dir = if std::path::Path::new("/dev/shm").is_dir() {
-        PathBuf::from("/dev/shm")
-    } else {
-        std::env::temp_dir()
-    };
-    dir.join(format!("cohort-fuzz-header-{tag}-{}", std::process::id()))
+    cohort_fuzz::scratch_file(&format!("header-{tag}"))
 }
 
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };
-    let file = if mode & 1 == 0 {
+    let raw = mode & 1 == 0;
+    let file = if raw {
         let (len, head) = match rest.split_first_chunk::<4>() {
             Some((len, head)) => (u32::from_le_bytes(*len) as usize % (64 << 10), head),
             None => (rest.len(), rest),
@@ -79,7 +107,7 @@ fuzz_target!(|data: &[u8]| {
         file
     };
     let path = scratch("input");
-    write_sparse(&path, &file);
+    write_sparse(&path, &file, (!raw).then(template_pages));
     let opened = SharedCohort::<Life>::open(
         Place::File(&path),
         OpenOptions::new().timeout(Duration::ZERO),

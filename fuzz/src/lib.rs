@@ -78,6 +78,19 @@ impl Align {
     }
 }
 
+// ---- Files of the region targets ----
+
+/// A file `cohort-fuzz-NAME-PID` in a RAM-backed folder when there is one (`/dev/shm`),
+/// else in the temporary directory.
+pub fn scratch_file(name: &str) -> std::path::PathBuf {
+    let dir = if std::path::Path::new("/dev/shm").is_dir() {
+        std::path::PathBuf::from("/dev/shm")
+    } else {
+        std::env::temp_dir()
+    };
+    dir.join(format!("cohort-fuzz-{name}-{}", std::process::id()))
+}
+
 // ---- Switches for a run ----
 
 /// Whether checks or operations tagged `tag` are switched off for this run: the

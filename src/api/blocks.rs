@@ -26,6 +26,9 @@ pub struct BlockReport {
     pub usable_bytes: usize,
     /// Bytes of the block resident in RAM.
     pub resident_bytes: usize,
+    /// Live slots holding requests of a smaller size class promoted into the block (its
+    /// class had no free slot and the region no block to carve), counted in `live`.
+    pub promoted: usize,
 }
 
 impl BlockReport {
@@ -67,7 +70,7 @@ impl<L: Lifetime> Cohort<L> {
         let Some(pool) = self.core.pool_if_any() else {
             return;
         };
-        let blocks = pool.blocks(&pool.state.lock());
+        let blocks = pool.blocks(&pool.lock_uncounted());
         for h in blocks {
             // One read of the header's identity: the block may change hands meanwhile.
             let Some(b) = h.snapshot() else {
@@ -85,6 +88,11 @@ impl<L: Lifetime> Cohort<L> {
                 usable_bytes: c.usable(),
                 // SAFETY: the block is mapped.
                 resident_bytes: unsafe { os::resident_bytes(h.base(), c.block_size()) },
+                // Read a moment after `live`: kept within it (other threads may promote
+                // or free meanwhile).
+                promoted: crate::promotion::promoted_in(&pool.region, h)
+                    .0
+                    .min(b.live as usize),
             };
             f(&report);
         }

@@ -152,6 +152,8 @@ impl Header {
     /// lifetime class and owner; its memory stays committed, so it is no longer fresh.
     pub(crate) fn reset(&self) {
         let c = self.geometry();
+        // No slot is live, so none is promoted.
+        self.set_promoting(false);
         self.flags.set(0);
         self.free.store(0, Ordering::Relaxed);
         self.bump.store(c.first, Ordering::Relaxed);
@@ -184,7 +186,7 @@ impl Header {
             .saturating_sub(self.remote_count())
             .min(geometry.capacity);
         Some(Snapshot {
-            owner: word >> 16,
+            owner: (word & !PROMOTING) >> 16,
             class,
             life: key_life(key),
             geometry,

@@ -9,7 +9,9 @@ use crate::class::{class_of, CLASSES, CLASS_COUNT};
 use crate::instance::{Instance, CHECKED};
 use crate::live_bits::LiveBits;
 use crate::misuse::{report, Misuse, Problem};
+use crate::os;
 use crate::pool::{Pool, EMPTY_KEY};
+use crate::promotion;
 use crate::region::BLOCK;
 use crate::sync::Ordering;
 use crate::tiny;
@@ -41,7 +43,9 @@ impl Instance {
         if p.is_null() || (p as usize).is_power_of_two() {
             return Ok(());
         }
-        let problem = if self.bounds.contains(p) {
+        let problem = if self.in_run(p) {
+            self.pool_if_any().map_or(Problem::NotLarge, |pool| pool.run_problem(p))
+        } else if self.bounds.contains(p) {
             // SAFETY: p lies in the region, which is readable everywhere; its header mask
             // finds its block's header (every block has the same size).
             let h = unsafe { &*header_of(p) };
@@ -84,12 +88,15 @@ impl Instance {
         if CHECKED {
             self.check_free::<ABORT, false>(p, size, class, life);
         } else {
-            if !self.bounds.contains(p) {
+            if !self.bounds.contains(p) || self.in_run(p) {
                 self.foreign::<ABORT>(p, size, life);
             }
             // SAFETY: the caller's pointer is in a block of this allocator, whose header is
             // mapped.
-            if unsafe { (*h).key() } != key(class, life) {
+            let hr = unsafe { &*h };
+            if hr.is_promoting() {
+                self.check_promoting::<ABORT>(hr, p, size, class, life);
+            } else if hr.key() != key(class, life) {
                 self.bad_key::<ABORT>(p, size, class, life);
             }
         }
@@ -99,19 +106,52 @@ impl Instance {
 
     /// A misuse report of a free (or resize) of `p` with `size` and lifetime class `life`.
     pub(crate) fn misuse(&self, p: *mut u8, size: usize, life: usize, problem: Problem) -> Misuse {
-        Misuse::new(p as usize, size, life, problem, self.life_names)
+        Misuse::new(p as usize, size, life, problem, self.life_names, self.label())
     }
 
     /// What a pointer outside the region is: a large allocation (freed with a small size), a
     /// cached large mapping (freed already), or not this allocator's at all. For the cold
     /// report paths (it takes the large lock).
     fn foreign_or_large(&self, pool: &Pool, p: *mut u8) -> Problem {
+        if self.in_run(p) {
+            return pool.run_problem(p);
+        }
         let large = pool.large.lock();
         match large.get(p as usize) {
             Some((mapped, life)) => Problem::LargeMismatch { mapped, life },
             None if large.is_cached(p as usize) => Problem::DoubleFree,
             None => Problem::Foreign,
         }
+    }
+
+    /// True when `p` lies in a run of the region's units (a large allocation inside the
+    /// region, see `crate::region::runs`): its unit's bytes are the allocation's, so the
+    /// header mask finds no header there. Read from the unit's state, never from `p`.
+    #[inline]
+    pub(crate) fn in_run(&self, p: *mut u8) -> bool {
+        self.bounds.contains(p)
+            && self.pool_if_any().is_some_and(|pool| {
+                // Only a region that serves large allocations has runs (a remote free in
+                // any other reads no unit state).
+                pool.region.serves_large() && pool.region.is_run_unit(pool.region.unit_of(p as usize))
+            })
+    }
+
+    /// The page-rounded length of the private mapping a full region that falls back
+    /// serves a small request of `class` from (`alloc::Instance::alloc_fallback`); `None`
+    /// when the region does not fall back.
+    fn fallback_len(pool: &Pool, class: usize) -> Option<usize> {
+        pool.region
+            .falls_back()
+            .then(|| os::page_round(CLASSES[class].stride as usize))
+            .flatten()
+    }
+
+    /// True when `p`, outside the region, is a live fallback mapping of a small request of
+    /// `class` in lifetime class `life` (checked mode's check of a free).
+    fn is_fallback(&self, pool: &Pool, p: *mut u8, class: usize, life: usize) -> bool {
+        Self::fallback_len(pool, class)
+            .is_some_and(|len| pool.large.lock().get(p as usize) == Some((len, life)))
     }
 
     /// The release-build check failed: the block's key is not (class, life). Cost on the
@@ -181,6 +221,26 @@ impl Instance {
         self.misuse(p, size, life, problem)
     }
 
+    /// The release-build check of a resize's old allocation in a block that may hold
+    /// promoted slots ([`promotion::check`], which changes nothing here).
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    fn check_promoting<const ABORT: bool>(
+        &self,
+        h: &Header,
+        p: *mut u8,
+        size: usize,
+        class: usize,
+        life: usize,
+    ) {
+        // SAFETY: the block exists, so the pool does.
+        let pool = unsafe { &*self.pool.load(Ordering::Acquire) };
+        if let Err(problem) = promotion::check(&pool.region, h, p, class, life, false) {
+            report::<ABORT>(self.misuse(p, size, life, problem));
+        }
+    }
+
     /// Checked mode: every check a free can make, before it touches anything
     /// ([`Instance::find_misuse`]); misuse is reported. With `FREEING` (a free), the slot's
     /// live bit is cleared by the check.
@@ -222,6 +282,9 @@ impl Instance {
         let r = &pool.region;
         let c = &CLASSES[class];
         let base = header_of(p) as usize;
+        if !r.contains(p as usize) && self.is_fallback(pool, p, class, life) {
+            return Ok(());
+        }
         if !r.contains(p as usize) || r.unit_state(r.unit_of(p as usize)) != BLOCK {
             return bad(self.foreign_or_large(pool, p));
         }
@@ -230,7 +293,13 @@ impl Instance {
         // block, whose header is initialised.
         let h = unsafe { &*(base as *const Header) };
         let is_block = r.unit_state(r.unit_of(base)) == BLOCK && h.magic == MAGIC;
-        if !is_block || h.key() != key(class, life) {
+        if is_block && h.key() != EMPTY_KEY && h.is_promoting() {
+            // Every check of the slot's size against the block's promotion record; the bit
+            // itself is cleared by the free that follows (`free_in_promoting`).
+            if let Err(problem) = promotion::check(r, h, p, class, life, false) {
+                return bad(problem);
+            }
+        } else if !is_block || h.key() != key(class, life) {
             let block_class = is_block.then(|| class_held(h)).flatten();
             return bad(Problem::WrongBlock {
                 class,
@@ -249,7 +318,7 @@ impl Instance {
         let already_free = match LiveBits::of(r) {
             Some(bits) if FREEING => !bits.set_free(p as usize),
             Some(bits) => !bits.is_live(p as usize),
-            None if c.is_tiny() => {
+            None if h.geometry().is_tiny() => {
                 let _locked = pool.lock();
                 // SAFETY: we hold the lock that owns tiny blocks; off is a slot of the block.
                 unsafe { tiny::is_first_free(h, off) }

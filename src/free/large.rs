@@ -1,7 +1,7 @@
 //! Large frees: the large table checked (every build: a hash look-up beside a system call),
 //! then the mapping cached or unmapped.
 
-use crate::class::MAX_MEDIUM;
+use crate::class::{class_of, CLASSES, MAX_MEDIUM};
 use crate::instance::Instance;
 use crate::large::{unmap_evicted, LargeTable};
 use crate::misuse::{report, Misuse, Problem};
@@ -9,10 +9,11 @@ use crate::os;
 
 impl Instance {
     /// Frees a medium or large allocation (a size above the small classes): in the region,
-    /// a medium one, after checking its run (every build: the run table); outside it, a
-    /// large one, after checking the large table (every build: a hash look-up beside a
-    /// system call): the pointer must start a live large allocation of this lifetime
-    /// class whose mapped length `size` rounds to.
+    /// a medium one, after checking its run (every build: the run table), or a run of the
+    /// region's units, after checking its word; outside it, a large one, after checking the
+    /// large table (every build: a hash look-up beside a system call): the pointer must
+    /// start a live large allocation of this lifetime class whose mapped length `size`
+    /// rounds to.
     ///
     /// # Safety
     /// As [`Instance::free_sized`], with `size` a large size: if a large allocation of
@@ -31,10 +32,11 @@ impl Instance {
     }
 
     /// Frees the medium allocation at `p` (in the region) if a live run of `size`'s
-    /// granules in lifetime class `life` starts there, or the large allocation at `p`
-    /// (outside it) if the large table holds it with this length and lifetime class; else
-    /// returns what is wrong, having changed nothing. No lock is held
-    /// on return (reporting may allocate).
+    /// granules in lifetime class `life` starts there, the large allocation at `p` if a
+    /// run of the region's units of this length and lifetime class starts there, or the
+    /// large allocation at `p` (outside the region) if the large table holds it with this
+    /// length and lifetime class; else returns what is wrong, having changed nothing. No
+    /// lock is held on return (reporting may allocate).
     ///
     /// # Safety
     /// As [`Instance::free_large`], with `p` not null.
@@ -47,22 +49,24 @@ impl Instance {
         let Some(pool) = self.pool_if_any() else {
             return Err(self.misuse(p, size, life, Problem::Foreign));
         };
-        if self.bounds.contains(p) {
-            // A medium allocation (a large one is never in the region): its run checked
-            // and freed under the pool lock. A large size names none: the medium
-            // allocation there is named if there is one.
-            let problem = if size <= MAX_MEDIUM {
-                match pool.medium_free(p, size, life) {
-                    Ok(()) => return Ok(()),
-                    Err(problem) => problem,
-                }
+        if pool.region.contains(p as usize) {
+            // In the region: a run of its units (a large allocation, `Pool::free_run`), told
+            // by its unit's state; else a medium allocation (a run of granules in a medium
+            // block, `Pool::medium_free`), checked against its block's run table; or misuse.
+            let freed = if self.in_run(p) {
+                // SAFETY: forwarded contract.
+                unsafe { pool.free_run(p, size, life) }
             } else {
-                match pool.medium_at(p) {
-                    Some((usable, block_life)) => Problem::WrongRun { usable, block_life },
-                    None => Problem::NotLarge,
+                match pool.medium_free(p, size, life) {
+                    // No block there: for a large size, no large allocation (a run freed
+                    // already, or never one).
+                    Err(Problem::NotMedium {
+                        block_class: None, ..
+                    }) if size > MAX_MEDIUM => Err(Problem::NotLarge),
+                    freed => freed,
                 }
             };
-            return Err(self.misuse(p, size, life, problem));
+            return freed.map_err(|problem| self.misuse(p, size, life, problem));
         }
         // One clock read (before the lock) serves the cache and the empty blocks.
         let now = crate::decay::now();
@@ -80,6 +84,31 @@ impl Instance {
         // A slow path: empty blocks unused for the delay go back (see `pool`'s `empty`).
         pool.decay_if_due(now);
         Ok(())
+    }
+
+    /// A free of a small size of `p`, outside the region: when the region falls back and
+    /// `p` is one of its mappings, frees it (misuse of it is reported) and returns true;
+    /// false when `p` is no such mapping.
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    pub(super) fn free_fallback<const ABORT: bool>(&self, p: *mut u8, size: usize, align: usize, life: usize) -> bool {
+        let Some(pool) = self.pool_if_any() else {
+            return false;
+        };
+        let (Some(class), true) = (class_of(size, align), pool.region.falls_back()) else {
+            return false;
+        };
+        if pool.large.lock().get(p as usize).is_none() {
+            return false;
+        }
+        let stride = CLASSES[class].stride as usize;
+        // SAFETY: a live mapping of the large table (checked again under its lock), the
+        // caller's to free; its length is what the class's stride rounds to.
+        if let Err(m) = unsafe { self.free_large_checked(p, stride, life) } {
+            report::<ABORT>(Misuse { size, ..m });
+        }
+        true
     }
 }
 

@@ -5,6 +5,9 @@
 //! the block's remote list, or the pool's lock for tiny blocks.
 
 use crate::block::{header_of, Header};
+use crate::class::{class_of, HeadIndex};
+use crate::counters::Counter;
+use crate::promotion;
 use crate::instance::{Instance, CHECKED};
 use crate::misuse::{report, Problem};
 use crate::pool::EMPTY_KEY;
@@ -21,7 +24,9 @@ impl Instance {
     /// as the fast path read it (unread when `p` is outside the region): its key bits are
     /// [`EMPTY_KEY`] exactly when the block held that key then. The fast path passes it,
     /// and the align rather than the class, so that the class's register is free once
-    /// xor'ed into the word (no copy).
+    /// xor'ed into the word (no copy). The pointer, size, align and word come first, in the
+    /// registers the fast path has them in, the instance after them (see
+    /// `free_above_exact`).
     ///
     /// # Safety
     /// As [`Instance::free_class`], with `word` as above.
@@ -29,37 +34,79 @@ impl Instance {
     #[inline(never)]
     #[track_caller]
     pub(super) unsafe fn free_other<const ABORT: bool, R: Route>(
-        &self,
-        route: R,
         p: *mut u8,
         size: usize,
         align: usize,
         word: u64,
+        this: &Instance,
+        route: R,
         life: usize,
     ) {
         // A zero size (class 0 from `free_layout`) is tested where it can arrive, off the
         // remote free's way: outside the region, against a block of another key, or in a
         // tiny block (class 0 is tiny: `free_remote`).
-        if !self.bounds.contains(p) {
+        if !this.bounds.contains(p) {
             if p.is_null() {
                 return; // A null free does nothing (see `free_sized`).
             }
             if size == 0 {
-                return self.free_zero_size::<ABORT>(p, life);
+                return this.free_zero_size::<ABORT>(p, life);
             }
-            return self.foreign::<ABORT>(p, size, life);
+            if this.free_fallback::<ABORT>(p, size, align, life) {
+                return;
+            }
+            return this.foreign::<ABORT>(p, size, life);
+        }
+        if this.in_run(p) {
+            // A large allocation's bytes, not a header: never trusted.
+            return this.foreign::<ABORT>(p, size, life);
         }
         // SAFETY: as in free_class: p lies in the region, readable everywhere.
         let h = unsafe { &*header_of(p) };
+        if h.is_promoting() && size != 0 {
+            // SAFETY: forwarded contract.
+            return unsafe { this.free_in_promoting::<ABORT, R>(route, h, p, size, align, life) };
+        }
         if !CHECKED && word as u16 != EMPTY_KEY {
             if size == 0 {
-                return self.free_zero_size::<ABORT>(p, life);
+                return this.free_zero_size::<ABORT>(p, life);
             }
             // SAFETY: forwarded contract.
-            return unsafe { self.bad_key_of_size::<ABORT>(p, size, align, life) };
+            return unsafe { this.bad_key_of_size::<ABORT>(p, size, align, life) };
         }
         // SAFETY: a live slot of block h (caller), or a zero size, which free_remote tests
         // before it frees anything.
+        unsafe { this.free_remote::<ABORT, R>(route, h, p, size, life) };
+    }
+
+    /// A free into a block that may hold promoted slots (see [`crate::promotion`]), which
+    /// every free of it reaches: checked against the slot's promotion bit (cleared here
+    /// for a promoted slot), then freed as any slot of the block.
+    ///
+    /// # Safety
+    /// As [`Instance::free_sized`], with `h` the block of `p` and `size` not 0.
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    unsafe fn free_in_promoting<const ABORT: bool, R: Route>(
+        &self,
+        route: R,
+        h: &Header,
+        p: *mut u8,
+        size: usize,
+        align: usize,
+        life: usize,
+    ) {
+        let Some(class) = class_of(size, align) else {
+            // SAFETY: forwarded contract: a large size.
+            return unsafe { self.free_large::<ABORT>(p, size, life) };
+        };
+        // SAFETY: the block exists, so the pool does.
+        let pool = unsafe { &*self.pool.load(Ordering::Acquire) };
+        if let Err(problem) = promotion::check(&pool.region, h, p, class, life, true) {
+            report::<ABORT>(self.misuse(p, size, life, problem));
+        }
+        // SAFETY: a live slot of block h, checked above.
         unsafe { self.free_remote::<ABORT, R>(route, h, p, size, life) };
     }
 
@@ -91,6 +138,11 @@ impl Instance {
         // current. Then the free is local, so the block's emptying is seen.
         // SAFETY: the route gives null or a live heap the caller holds.
         let mine = unsafe { route.heap_owning(self.instance_id(), owner).as_ref() };
+        // SAFETY: the block exists, so the pool does.
+        let pool = unsafe { &*self.pool.load(Ordering::Acquire) };
+        let head = HeadIndex::new(h.class(), h.life()).get();
+        let counter = if mine.is_some() { Counter::FreeSlow } else { Counter::RemoteFree };
+        pool.counters.add(head, counter, 1);
         if let Some(heap) = mine {
             // SAFETY: a live slot of a block of this thread's heap.
             if !unsafe { heap.free_local(h, p) } {
@@ -98,8 +150,6 @@ impl Instance {
             }
             return;
         }
-        // SAFETY: the block exists, so the pool does.
-        let pool = unsafe { &*self.pool.load(Ordering::Acquire) };
         if h.geometry().is_tiny() {
             if size == 0 {
                 // Class 0 (tiny) is a zero size's in `free_layout`: the zero-size path.

@@ -16,8 +16,10 @@
 
 use core::ffi::CStr;
 use core::ptr;
-use core::sync::atomic::{AtomicU64, Ordering};
 use std::io;
+
+mod process;
+pub use process::*;
 
 /// The longest name (in bytes, without the terminating NUL) a [`CName`] holds: Linux's
 /// `PATH_MAX` less one.
@@ -124,6 +126,15 @@ impl Fd {
         // SAFETY: the descriptor is open and `st` is a writable stat.
         check(unsafe { libc::fstat(self.0, &mut st) })?;
         Ok(st.st_size as u64)
+    }
+
+    /// The device and inode of what the descriptor names (`fstat`): a copy has others.
+    pub fn identity(&self) -> io::Result<(u64, u64)> {
+        // SAFETY: a zeroed stat is a valid buffer for fstat to fill.
+        let mut st: libc::stat = unsafe { core::mem::zeroed() };
+        // SAFETY: the descriptor is open and `st` is a writable stat.
+        check(unsafe { libc::fstat(self.0, &mut st) })?;
+        Ok((st.st_dev as u64, st.st_ino as u64))
     }
 
     /// Sets the length (`ftruncate`): the new bytes read zero and take no memory or disk
@@ -352,119 +363,29 @@ pub unsafe fn unmap_shared(ptr: *const u8, len: usize) {
     unsafe { libc::munmap(ptr.cast_mut().cast(), len) };
 }
 
-/// This process's id.
-pub fn pid() -> i32 {
-    // SAFETY: getpid has no precondition.
-    unsafe { libc::getpid() }
-}
-
-/// Bits of a process word ([`process_word`]) holding the start time.
-const START_BITS: u32 = 40;
-
-/// This process's word, cached (`pid << 40 | start time`, see [`process_word_of`]): the
-/// cache is checked against `getpid` on every call, so a forked child computes its own.
-pub fn process_word() -> u64 {
-    static CACHE: AtomicU64 = AtomicU64::new(0);
-    let me = pid();
-    let cached = CACHE.load(Ordering::Relaxed);
-    if cached != 0 && cached >> START_BITS == me as u64 {
-        return cached;
+/// A hash of this boot's id (`/proc/sys/kernel/random/boot_id`, new at every start of the
+/// machine), never 0.
+pub fn boot_id_hash() -> io::Result<u64> {
+    let path = c"/proc/sys/kernel/random/boot_id";
+    // SAFETY: a NUL-terminated path.
+    let fd = Fd(check(unsafe {
+        libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC)
+    })?);
+    let mut buf = [0u8; 64];
+    // SAFETY: reads into `buf`.
+    let n = unsafe { libc::read(fd.0, buf.as_mut_ptr().cast(), buf.len()) };
+    if n <= 0 {
+        return Err(if n == 0 {
+            io::Error::from_raw_os_error(libc::EIO)
+        } else {
+            io::Error::last_os_error()
+        });
     }
-    let word = process_word_of(me).unwrap_or((me as u64) << START_BITS);
-    CACHE.store(word, Ordering::Relaxed);
-    word
-}
-
-/// The word naming process `pid` for the machine's uptime: `pid << 40 | start time` (the
-/// start time's low 40 bits: 348 years of clock ticks at 100 Hz). `None` when there is no
-/// such process.
-pub fn process_word_of(pid: i32) -> Option<u64> {
-    let start = process_start_time(pid)?;
-    Some((pid as u64) << START_BITS | (start & ((1 << START_BITS) - 1)))
-}
-
-/// True when the process a [`process_word`] names is alive: its pid is in use by a
-/// process with the same start time (a pid reused by another process is not).
-pub fn is_alive(word: u64) -> bool {
-    let pid = (word >> START_BITS) as i32;
-    process_word_of(pid) == Some(word)
-}
-
-/// True when a process `pid` exists (`kill(pid, 0)`: delivered, or refused for want of
-/// permission), whatever it is: a pid alone may have been reused, see
-/// [`process_start_time`].
-pub fn pid_exists(pid: i32) -> bool {
-    if pid <= 0 {
-        return false;
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in &buf[..n as usize] {
+        h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
     }
-    // SAFETY: signal 0 checks the target without sending anything.
-    let rc = unsafe { libc::kill(pid, 0) };
-    rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-}
-
-/// When process `pid` started, in clock ticks since boot (field 22 of `/proc/PID/stat`), or
-/// `None` when there is no such process (or `/proc` cannot be read). A pid is reused once
-/// its process is gone, by a process that started later: `(pid, start time)` names one
-/// process for the life of the machine.
-pub fn process_start_time(pid: i32) -> Option<u64> {
-    if pid <= 0 {
-        return None;
-    }
-    // "/proc/" + at most 10 digits + "/stat" + NUL.
-    let mut path = [0u8; 32];
-    let mut at = 0;
-    let mut put = |bytes: &[u8]| {
-        path[at..at + bytes.len()].copy_from_slice(bytes);
-        at += bytes.len();
-    };
-    put(b"/proc/");
-    let mut digits = [0u8; 10];
-    let mut first = digits.len();
-    let mut n = pid as u32;
-    loop {
-        first -= 1;
-        digits[first] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    put(&digits[first..]);
-    put(b"/stat");
-    // SAFETY: `path` is NUL-terminated (the buffer is longer than what was written).
-    let fd = unsafe { libc::open(path.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC) };
-    let fd = Fd(check(fd).ok()?);
-    let mut buf = [0u8; 1024];
-    let mut filled = 0;
-    while filled < buf.len() {
-        // SAFETY: reads into the unfilled part of `buf`.
-        let n = unsafe { libc::read(fd.0, buf[filled..].as_mut_ptr().cast(), buf.len() - filled) };
-        if n <= 0 {
-            break;
-        }
-        filled += n as usize;
-    }
-    start_time_of_stat(&buf[..filled])
-}
-
-/// Field 22 (`starttime`) of a `/proc/PID/stat` line. The second field, the command name in
-/// parentheses, may hold spaces and parentheses itself: fields are counted after its last
-/// `)`.
-fn start_time_of_stat(stat: &[u8]) -> Option<u64> {
-    let close = stat.iter().rposition(|&b| b == b')')?;
-    // After ")": field 3 (state) is the first; starttime is field 22, the 20th after it.
-    let field = stat[close + 1..]
-        .split(|&b| b == b' ')
-        .filter(|f| !f.is_empty())
-        .nth(19)?;
-    let mut n: u64 = 0;
-    for &b in field {
-        if !b.is_ascii_digit() {
-            return None;
-        }
-        n = n.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
-    }
-    Some(n)
+    Ok(h.max(1))
 }
 
 #[cfg(test)]
@@ -542,27 +463,6 @@ mod tests {
             );
             leave(p, len, false).unwrap();
         }
-    }
-
-    #[test]
-    fn this_process_has_a_start_time_and_a_pid_that_is_not_running_has_none() {
-        let mine = process_start_time(pid()).unwrap();
-        assert_eq!(process_start_time(pid()), Some(mine));
-        // Pids above the kernel's limit (at most 2^22) never exist.
-        assert_eq!(process_start_time(i32::MAX), None);
-        assert_eq!(process_start_time(0), None);
-        assert!(pid_exists(pid()) && pid_exists(1));
-        assert!(is_alive(process_word()));
-        assert_eq!(process_word(), process_word_of(pid()).unwrap());
-        assert!(
-            !is_alive(process_word() + 1),
-            "another start time: a reused pid"
-        );
-        assert!(!pid_exists(i32::MAX) && !pid_exists(0) && !pid_exists(-1));
-        assert_eq!(process_start_time(-1), None);
-        let line = b"42 (a) b) c) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 777 19";
-        assert_eq!(start_time_of_stat(line), Some(777));
-        assert_eq!(start_time_of_stat(b"42 (x"), None);
     }
 
     #[test]

@@ -74,6 +74,14 @@ pub enum RegionError {
         /// The region's.
         found: u64,
     },
+    /// The region was made for lifetime classes of other names than the type opening it
+    /// (as many of them): the header keeps a hash of the names, in index order.
+    LifetimeNames {
+        /// The hash of the opener's `Lifetime::NAMES`.
+        expected: u64,
+        /// The region's.
+        found: u64,
+    },
     /// The region's geometry differs from what this code would make: `field` names the
     /// word (block size, page size, size-class table, checked-build flag, offsets, capacity,
     /// block count).
@@ -94,6 +102,15 @@ pub enum RegionError {
         /// The region's capacity.
         capacity: u64,
     },
+    /// Opening: the region's bytes may not be of one moment, and allocating from it could
+    /// hand out live objects' memory again: a copy of a region file made while a process
+    /// had it open, or a file a machine crash left while it was open. Nothing in it is
+    /// changed. (Opening the original, in the same boot, is not refused: its processes'
+    /// deaths are handled as usual.)
+    Unclean {
+        /// What was found.
+        reason: &'static str,
+    },
     /// Opening: the region did not become ready. Its formatting process died before it
     /// finished (then destroy the region and create it again), or did not finish within the
     /// time allowed, or (creator pid 0) nothing ever wrote its header.
@@ -107,7 +124,8 @@ pub enum RegionError {
         creator_alive: bool,
     },
     /// The instance could not be built on the region: this process has it open already
-    /// (a process opens a region once), its page size is not one cohort supports, the OS
+    /// (a process opens a region once), the region's attach table is full (at most
+    /// `ATTACH_SLOTS`, 252, processes have it open at once), its page size is not one cohort supports, the OS
     /// refused memory for this process's view, or the process's instance ids are used up.
     Attach,
     /// The OS refused a call.
@@ -175,6 +193,11 @@ impl fmt::Display for RegionError {
                 f,
                 "the region has {found} lifetime classes; the opener's type has {expected}"
             ),
+            RegionError::LifetimeNames { expected, found } => write!(
+                f,
+                "the region's lifetime classes have other names (hash {found:#018x}) than the \
+                 opener's type's (hash {expected:#018x}), in index order"
+            ),
             RegionError::Geometry {
                 field,
                 expected,
@@ -191,6 +214,9 @@ impl fmt::Display for RegionError {
                 f,
                 "root slot {slot} holds offset {offset:#x}, outside the region's {capacity} bytes"
             ),
+            RegionError::Unclean { reason } => {
+                write!(f, "the region was not left cleanly and is refused: {reason}")
+            }
             RegionError::NotReady {
                 waited,
                 creator_pid,
@@ -209,8 +235,8 @@ impl fmt::Display for RegionError {
             RegionError::Attach => write!(
                 f,
                 "the allocator instance could not be built on the region (this process has \
-                 it open already, an unsupported page size, out of memory, or no instance id \
-                 left)"
+                 it open already, 252 processes have it open, an unsupported page size, out \
+                 of memory, or no instance id left)"
             ),
             RegionError::Os { op, error } => write!(f, "{op} failed: {error}"),
         }

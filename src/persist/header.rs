@@ -11,17 +11,20 @@
 //! | `STATE` | [`NEVER_WRITTEN`], [`INITIALISING`] or [`READY`] (the only word that changes after formatting, with the roots) |
 //! | `FLAGS` | [`FLAG_CHECKED`]: formatted by a checked build (live bits in the region) |
 //! | `LIFE_COUNT`, `CLASS_COUNT`, `CLASS_HASH` | the lifetime classes; the size-class table (count and a hash of its geometry) |
+//! | `LIFE_NAMES` | a hash of the lifetime classes' names ([`names_hash`]): a type with as many classes of other names is refused |
 //! | `BLOCK_SIZE`, `PAGE_SIZE`, `CAPACITY` | the geometry: bytes per block, per page, in the whole region |
 //! | `STATE_OFFSET`, `STATE_LEN`, `BLOCKS_OFFSET`, `UNIT_COUNT` | where the instance's state and the blocks are |
-//! | `CREATOR_PID`, `CREATOR_START` | the process that formatted it: pid and start time |
+//! | `CREATOR_PID`, `CREATOR_WORD` | the process that formatted it: pid, and its process word (pid, pid namespace, start time) |
 //! | `STATE_LAYOUT` | the layout version of the instance's state (the instance layer's) |
 //! | `CHECKSUM` | a hash of every word above except `STATE` |
 //! | `ROOTS..` | [`ROOT_SLOTS`] root slots: offsets (0 = empty) a process finds its data by |
 //!
 //! Layout equations (checked by [`validate`]): `STATE_OFFSET = max(HEADER_BYTES, PAGE_SIZE)`
-//! (the state starts on a page); `BLOCKS_OFFSET = round_up(STATE_OFFSET + STATE_LEN,
-//! BLOCK_SIZE)`;
-//! `CAPACITY = BLOCKS_OFFSET + UNIT_COUNT * BLOCK_SIZE`, `UNIT_COUNT >= 1`;
+//! (the state starts on a page); `SEAL = STATE_OFFSET` (a seal page's bytes);
+//! `BLOCKS_OFFSET = round_up(STATE_OFFSET + STATE_LEN + SEAL, BLOCK_SIZE)`;
+//! `CAPACITY = BLOCKS_OFFSET + UNIT_COUNT * BLOCK_SIZE + SEAL`, `UNIT_COUNT >= 1`;
+//! the seal pages are at `STATE_OFFSET + STATE_LEN` and `CAPACITY - SEAL` (see
+//! `attach`: each holds the attach generation in its first word);
 //! `STATE_LEN = state_len(UNIT_COUNT, LIFE_COUNT, checked)` of the opener's code;
 //! every root is 0 or below `CAPACITY`; the file holds at least `CAPACITY` bytes.
 //!
@@ -40,7 +43,7 @@ pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"cohortR\x01");
 /// The layout of the header and of where things lie in a region: bumped whenever it
 /// changes, so that code never attaches to a region it would misread. (The instance state's
 /// own layout has a version of its own, `STATE_LAYOUT`.)
-pub(crate) const LAYOUT_VERSION: u64 = 1;
+pub(crate) const LAYOUT_VERSION: u64 = 3;
 /// The number of root slots in the header.
 pub const ROOT_SLOTS: usize = 16;
 
@@ -69,10 +72,11 @@ const W_STATE_LEN: usize = 11;
 const W_BLOCKS_OFFSET: usize = 12;
 const W_UNIT_COUNT: usize = 13;
 const W_CREATOR_PID: usize = 14;
-const W_CREATOR_START: usize = 15;
+const W_CREATOR_WORD: usize = 15;
 const W_STATE_LAYOUT: usize = 16;
-pub(crate) const W_CHECKSUM: usize = 17;
-const W_ROOTS: usize = 18;
+const W_LIFE_NAMES: usize = 17;
+pub(crate) const W_CHECKSUM: usize = 18;
+const W_ROOTS: usize = 19;
 /// The header's words.
 pub(crate) const WORDS: usize = W_ROOTS + ROOT_SLOTS;
 const _: () = assert!(WORDS * 8 <= HEADER_BYTES);
@@ -93,6 +97,8 @@ pub(crate) struct Header {
 pub(crate) struct Expected {
     /// The lifetime classes of the opener's type (the header's count).
     pub(crate) life_count: usize,
+    /// A hash of their names, in index order ([`names_hash`]).
+    pub(crate) life_names: u64,
     /// The lifetime classes its instance is built for (the state's measure: the type's and
     /// the hidden ones).
     pub(crate) inside_count: usize,
@@ -119,10 +125,26 @@ impl Expected {
     pub(crate) fn state_offset(&self) -> usize {
         HEADER_BYTES.max(self.page_size)
     }
+
+    /// The bytes of each seal page (the one between the state and the blocks, and the one
+    /// after the blocks): a page, as the header's.
+    pub(crate) fn seal_bytes(&self) -> usize {
+        self.state_offset()
+    }
+
+    /// Where the blocks start for a state of `state_len` bytes: past the state and the
+    /// middle seal, on a block boundary.
+    fn blocks_offset(&self, state_len: usize) -> Option<usize> {
+        self.state_offset()
+            .checked_add(state_len)?
+            .checked_add(self.seal_bytes())?
+            .checked_next_multiple_of(BLOCK_SIZE)
+    }
 }
 
 impl Layout {
-    /// The layout of a new region of `capacity` bytes (rounded up to whole blocks), or the
+    /// The layout of a new region of `capacity` bytes (rounded up to whole blocks, plus the
+    /// tail seal's page), or the
     /// error saying why there is none (too small to hold the state and one block, or too
     /// large to address).
     pub(crate) fn new(capacity: usize, expect: &Expected) -> Result<Layout, RegionError> {
@@ -137,19 +159,19 @@ impl Layout {
         for unit_count in (1..=guess).rev() {
             let state_len = (expect.state_len)(unit_count, expect.inside_count, expect.checked);
             let Some((state_len, blocks_offset)) = state_len.and_then(|len| {
-                let end = expect.state_offset().checked_add(len)?;
-                Some((len, end.checked_next_multiple_of(BLOCK_SIZE)?))
+                Some((len, expect.blocks_offset(len)?))
             }) else {
                 return Err(RegionError::Capacity {
                     requested: capacity,
                     minimum: None,
                 });
             };
-            if blocks_offset
+            // The tail seal comes on top of the capacity asked for (rounded).
+            let end = blocks_offset
                 .checked_add(unit_count * BLOCK_SIZE)
-                .is_some_and(|end| end <= capacity)
-            {
-                let used = blocks_offset + unit_count * BLOCK_SIZE;
+                .filter(|&end| end <= capacity)
+                .and_then(|end| end.checked_add(expect.seal_bytes()));
+            if let Some(used) = end {
                 return Ok(Layout {
                     capacity: used,
                     state_offset: expect.state_offset(),
@@ -160,7 +182,7 @@ impl Layout {
             }
         }
         let minimum = (expect.state_len)(1, expect.inside_count, expect.checked)
-            .and_then(|len| len.checked_add(expect.state_offset())?.checked_next_multiple_of(BLOCK_SIZE))
+            .and_then(|len| expect.blocks_offset(len))
             .and_then(|offset| offset.checked_add(BLOCK_SIZE));
         Err(RegionError::Capacity {
             requested: capacity,
@@ -181,6 +203,20 @@ pub(crate) fn class_hash() -> u64 {
     h.0
 }
 
+/// The hash of lifetime-class names the header keeps (`LIFE_NAMES`): 64-bit FNV-1a over
+/// each name's bytes, each followed by its length (so that `["ab", "c"]` and `["a", "bc"]`
+/// differ).
+pub(crate) fn names_hash(names: &[&str]) -> u64 {
+    let mut h = Fnv::new();
+    for name in names {
+        for b in name.bytes() {
+            h.byte(b);
+        }
+        h.word(name.len() as u64);
+    }
+    h.0
+}
+
 /// 64-bit FNV-1a over words, byte by byte.
 struct Fnv(u64);
 
@@ -189,9 +225,13 @@ impl Fnv {
         Fnv(0xcbf2_9ce4_8422_2325)
     }
 
+    fn byte(&mut self, b: u8) {
+        self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+    }
+
     fn word(&mut self, w: u64) {
         for b in w.to_le_bytes() {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+            self.byte(b);
         }
     }
 }
@@ -206,7 +246,7 @@ pub(crate) fn checksum(words: &[u64; WORDS]) -> u64 {
 }
 
 /// The words a creator writes for `layout`, with `STATE` [`INITIALISING`] and no roots.
-pub(crate) fn format_words(layout: &Layout, expect: &Expected, pid: i32, start: u64) -> [u64; WORDS] {
+pub(crate) fn format_words(layout: &Layout, expect: &Expected, pid: i32, word: u64) -> [u64; WORDS] {
     let mut w = [0u64; WORDS];
     w[W_MAGIC] = MAGIC;
     w[W_VERSION] = LAYOUT_VERSION;
@@ -223,8 +263,9 @@ pub(crate) fn format_words(layout: &Layout, expect: &Expected, pid: i32, start: 
     w[W_BLOCKS_OFFSET] = layout.blocks_offset as u64;
     w[W_UNIT_COUNT] = layout.unit_count as u64;
     w[W_CREATOR_PID] = pid as u64;
-    w[W_CREATOR_START] = start;
+    w[W_CREATOR_WORD] = word;
     w[W_STATE_LAYOUT] = expect.state_layout;
+    w[W_LIFE_NAMES] = expect.life_names;
     w[W_CHECKSUM] = checksum(&w);
     w
 }
@@ -265,6 +306,12 @@ pub(crate) fn validate(w: &[u64; WORDS], file_len: u64, expect: &Expected) -> Re
             found: w[W_LIFE_COUNT],
         });
     }
+    if w[W_LIFE_NAMES] != expect.life_names {
+        return Err(RegionError::LifetimeNames {
+            expected: expect.life_names,
+            found: w[W_LIFE_NAMES],
+        });
+    }
     let same = |field: &'static str, word: usize, expected: u64| {
         if w[word] == expected {
             Ok(())
@@ -296,12 +343,8 @@ pub(crate) fn validate(w: &[u64; WORDS], file_len: u64, expect: &Expected) -> Re
             found: w[W_UNIT_COUNT],
         });
     }
-    let blocks = (expect.state_len)(unit_count, expect.inside_count, expect.checked).and_then(|len| {
-        let offset = len
-            .checked_add(expect.state_offset())?
-            .checked_next_multiple_of(BLOCK_SIZE)?;
-        Some((len, offset))
-    });
+    let blocks = (expect.state_len)(unit_count, expect.inside_count, expect.checked)
+        .and_then(|len| Some((len, expect.blocks_offset(len)?)));
     let Some((state_len, blocks_offset)) = blocks else {
         return Err(RegionError::Geometry {
             field: "block count",
@@ -311,7 +354,9 @@ pub(crate) fn validate(w: &[u64; WORDS], file_len: u64, expect: &Expected) -> Re
     };
     same("state length", W_STATE_LEN, state_len as u64)?;
     same("blocks offset", W_BLOCKS_OFFSET, blocks_offset as u64)?;
-    let capacity = (unit_count as u128) * (BLOCK_SIZE as u128) + blocks_offset as u128;
+    let capacity = (unit_count as u128) * (BLOCK_SIZE as u128)
+        + blocks_offset as u128
+        + expect.seal_bytes() as u128;
     if u128::from(w[W_CAPACITY]) != capacity || capacity > isize::MAX as u128 {
         return Err(RegionError::Geometry {
             field: "capacity",
@@ -366,11 +411,11 @@ impl Header {
         self.words[W_STATE].load(Ordering::Acquire)
     }
 
-    /// The creator's pid and start time.
+    /// The creator's pid and process word.
     pub(crate) fn creator(&self) -> (u64, u64) {
         (
             self.words[W_CREATOR_PID].load(Ordering::Relaxed),
-            self.words[W_CREATOR_START].load(Ordering::Relaxed),
+            self.words[W_CREATOR_WORD].load(Ordering::Relaxed),
         )
     }
 

@@ -15,6 +15,7 @@
 //! as is a creator that died. Nothing an opener does writes to the region before it is
 //! accepted.
 
+use super::attach::Attachment;
 use super::error::RegionError;
 use super::CreateOptions;
 use super::header::{self, Expected, Header, Layout, HEADER_BYTES, INITIALISING, NEVER_WRITTEN, READY};
@@ -33,7 +34,8 @@ pub(crate) struct Name {
 
 impl Name {
     /// Checks `bytes` as a name of `kind`: a shared-memory name is `/` and 1 to 254 bytes
-    /// with no other `/` (what POSIX promises to work everywhere); a path is anything
+    /// with no other `/` (what POSIX promises to work everywhere), but not `/.` or `/..`
+    /// (the shared-memory directory and its parent); a path is anything
     /// without NUL, 1 to 4095 bytes.
     pub(crate) fn new(kind: Kind, bytes: &[u8]) -> Result<Name, RegionError> {
         let shown = String::from_utf8_lossy(bytes).into_owned();
@@ -43,8 +45,9 @@ impl Name {
         };
         if kind == Kind::SharedMemory {
             match bytes {
-                [b'/', rest @ ..] if !rest.is_empty() && !rest.contains(&b'/') => {}
-                _ => return Err(invalid("a shared-memory name is `/` followed by 1 to 254 bytes, none of them `/`")),
+                [b'/', rest @ ..]
+                    if !rest.is_empty() && !rest.contains(&b'/') && rest != b"." && rest != b".." => {}
+                _ => return Err(invalid("a shared-memory name is `/` followed by 1 to 254 bytes, none of them `/`, other than `.` and `..`")),
             }
             if bytes.len() > 255 {
                 return Err(invalid("a shared-memory name is at most 255 bytes"));
@@ -82,6 +85,8 @@ impl Name {
 pub(crate) struct Mapping {
     pub(crate) base: *mut u8,
     pub(crate) layout: Layout,
+    /// This process's slot in the region's attach table (freed after the unmap).
+    attachment: Option<Attachment>,
 }
 
 impl Mapping {
@@ -135,11 +140,27 @@ impl Mapping {
                 return Err(e);
             }
         };
-        let m = Mapping { base, layout };
+        let mut m = Mapping {
+            base,
+            layout,
+            attachment: None,
+        };
         let pid = shared_mem::pid();
-        let start = shared_mem::process_start_time(pid).unwrap_or(0);
-        m.header()
-            .write(&header::format_words(&layout, expect, pid, start));
+        m.header().write(&header::format_words(
+            &layout,
+            expect,
+            pid,
+            shared_mem::process_word(),
+        ));
+        // SAFETY: the whole region is mapped while `m` lives.
+        match unsafe { Attachment::admit(m.base, &m.layout, &fd, name.kind == Kind::File) } {
+            Ok(a) => m.attachment = Some(a),
+            Err(e) => {
+                drop(m);
+                let _ = name.unlink();
+                return Err(e);
+            }
+        }
         Ok(m)
     }
 
@@ -180,7 +201,7 @@ impl Mapping {
                     } else {
                         let layout = header::validate(&words, len, expect)?;
                         match state {
-                            READY => return Mapping::map_ready(&fd, layout),
+                            READY => return Mapping::map_ready(&fd, layout, name.kind == Kind::File),
                             INITIALISING => {}
                             other => {
                                 return Err(RegionError::Geometry {
@@ -213,17 +234,25 @@ impl Mapping {
         }
     }
 
-    /// Maps a ready region whole.
-    fn map_ready(fd: &Fd, layout: Layout) -> Result<Mapping, RegionError> {
+    /// Maps a ready region whole and admits this process to it ([`Attachment::admit`]).
+    fn map_ready(fd: &Fd, layout: Layout, file: bool) -> Result<Mapping, RegionError> {
         let base = shared_mem::map_shared(fd, layout.capacity, BLOCK_SIZE)
             .map_err(|e| RegionError::os("map the region", e))?;
-        Ok(Mapping { base, layout })
+        let mut m = Mapping {
+            base,
+            layout,
+            attachment: None,
+        };
+        // SAFETY: the whole region is mapped while `m` lives.
+        m.attachment = Some(unsafe { Attachment::admit(base, &layout, fd, file) }?);
+        Ok(m)
     }
 
-    /// Gives up the mapping without unmapping it: whoever takes `(base, capacity)` unmaps.
-    pub(crate) fn into_raw(self) -> (*mut u8, Layout) {
-        let me = core::mem::ManuallyDrop::new(self);
-        (me.base, me.layout)
+    /// Gives up the mapping without unmapping it: whoever takes `(base, capacity)` unmaps,
+    /// then drops the attachment.
+    pub(crate) fn into_raw(self) -> (*mut u8, Layout, Option<Attachment>) {
+        let mut me = core::mem::ManuallyDrop::new(self);
+        (me.base, me.layout, me.attachment.take())
     }
 }
 
@@ -235,16 +264,17 @@ impl Drop for Mapping {
     }
 }
 
-/// True when the process `(pid, start time)` still runs (a pid reused by a later process
-/// does not count). Start time 0 is a creator that could not read its own (no `/proc`):
-/// then any process with its pid counts.
-fn alive((pid, start): (u64, u64)) -> bool {
+/// True unless the creator `(pid, process word)` is known to be dead (see
+/// `shared_mem::is_alive`: a zombie is dead; what cannot be decided, such as a creator in
+/// another pid namespace or this process out of file descriptors, is alive). A word of 0
+/// (a header written without one) leaves the pid alone to decide.
+fn alive((pid, word): (u64, u64)) -> bool {
     let Ok(pid) = i32::try_from(pid) else {
         return false;
     };
-    match start {
+    match word {
         0 => shared_mem::pid_exists(pid),
-        start => shared_mem::process_start_time(pid) == Some(start),
+        word => shared_mem::is_alive(word),
     }
 }
 
@@ -289,7 +319,7 @@ mod tests {
 
     #[test]
     fn names_are_checked_before_anything_is_made() {
-        for bad in ["", "noslash", "/", "/a/b", "/a\0b"] {
+        for bad in ["", "noslash", "/", "/a/b", "/a\0b", "/.", "/.."] {
             let e = Name::new(Kind::SharedMemory, bad.as_bytes()).err().unwrap();
             assert!(matches!(e, RegionError::InvalidName { .. }), "{bad:?}: {e}");
         }
@@ -432,11 +462,11 @@ mod tests {
     }
 
     #[test]
-    fn a_creator_is_alive_by_pid_and_start_time_or_by_pid_alone_when_it_had_no_start_time() {
+    fn a_creator_is_alive_by_its_process_word_or_by_pid_alone_when_it_had_none() {
         let me = shared_mem::pid();
-        let start = shared_mem::process_start_time(me).unwrap();
-        assert!(alive((me as u64, start)));
-        assert!(!alive((me as u64, start + 1)), "a reused pid");
+        let word = shared_mem::process_word();
+        assert!(alive((me as u64, word)));
+        assert!(!alive((me as u64, word + 1)), "a reused pid");
         assert!(alive((me as u64, 0)));
         assert!(!alive((i32::MAX as u64, 0)));
         assert!(!alive((u64::MAX, 0)));

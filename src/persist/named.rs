@@ -1,8 +1,9 @@
 //! [`SharedCohort`]: an allocator instance on a named region, its lifecycle, its root slots
 //! and the conversions between pointers and offsets.
 
+use super::attach::Attachment;
 use super::error::RegionError;
-use super::header::{Expected, Header, Layout, ROOT_SLOTS};
+use super::header::{self, Expected, Header, Layout, ROOT_SLOTS};
 use super::mapping::{Mapping, Name};
 use super::{CreateOptions, OpenOptions, Place};
 use crate::api::Cohort;
@@ -27,6 +28,15 @@ use core::sync::atomic::Ordering;
 /// instance, on memory every process of the region sees (a free by another process is a
 /// remote free, as by another thread). Objects refer to each other by [`Off<T>`], not by
 /// pointer, since each process maps the region at its own address.
+///
+/// **Copies and crashes.** A file region is consistent only when every process that opened
+/// it has left it. Opening refuses, with [`RegionError::Unclean`], a copy of a region file
+/// made while a process had it open (`cp`, a backup, a snapshot) and a file that was open
+/// when the machine stopped: their pages may be of different moments, and allocating from
+/// them would hand out live objects' memory again. After a machine crash nothing is
+/// guaranteed of a file region that was open; there is no recovery (remove it and create
+/// it again). A process killed while the others go on is not a crash: the survivors take
+/// its heaps over, and the region opens as usual.
 ///
 /// Dropping it (or [`SharedCohort::leave`]) leaves the region: this process's heaps go back
 /// to it and it is unmapped; what was allocated stays for the other processes, or for the
@@ -56,6 +66,9 @@ use core::sync::atomic::Ordering;
 /// ```
 pub struct SharedCohort<L: Lifetime = ()> {
     cohort: Cohort<L>,
+    /// Dropped after `cohort` (fields drop in order): the slot is freed once the region is
+    /// written and unmapped.
+    attachment: Option<Attachment>,
     base: *mut u8,
     layout: Layout,
     name: Name,
@@ -109,6 +122,7 @@ fn layout_of<T>() -> MemLayout {
 fn expected<L: Lifetime>() -> Expected {
     Expected {
         life_count: L::COUNT,
+        life_names: header::names_hash(L::NAMES),
         inside_count: Cohort::<L>::INSIDE_COUNT,
         checked: CHECKED,
         page_size: os::page_size(),
@@ -153,9 +167,11 @@ impl<L: Lifetime> SharedCohort<L> {
     /// [`RegionError::NotFound`] when nothing has the name; [`RegionError::NotReady`]
     /// when its creator died while formatting or did not finish in time; a region that is
     /// not one this code reads, named by what differs: [`RegionError::BadMagic`],
-    /// [`RegionError::Version`], [`RegionError::Corrupt`], [`RegionError::LifetimeClasses`]
+    /// [`RegionError::Version`], [`RegionError::Corrupt`], [`RegionError::LifetimeClasses`], [`RegionError::LifetimeNames`]
     /// (another `L`), [`RegionError::Geometry`], [`RegionError::Truncated`],
-    /// [`RegionError::Root`]. Such a region is left exactly as it was.
+    /// [`RegionError::Root`]; [`RegionError::Unclean`] for a copy made while the region was
+    /// open, or a file left open by a machine crash (see the type's docs). Such a region is
+    /// left exactly as it was.
     pub fn open(place: Place<'_>, options: OpenOptions) -> Result<SharedCohort<L>, RegionError> {
         if !os::page_size_supported() {
             return Err(RegionError::Attach);
@@ -172,7 +188,7 @@ impl<L: Lifetime> SharedCohort<L> {
         is_new: bool,
         cgroup_hint: usize,
     ) -> Result<SharedCohort<L>, (RegionError, Name)> {
-        let (base, layout) = mapping.into_raw();
+        let (base, layout, attachment) = mapping.into_raw();
         let placement = Placement {
             base,
             len: layout.capacity,
@@ -192,6 +208,7 @@ impl<L: Lifetime> SharedCohort<L> {
         match unsafe { Instance::placed(placement, Cohort::<L>::INSIDE_COUNT, Cohort::<L>::NAMES) } {
             Some(core) => Ok(SharedCohort {
                 cohort: Cohort::from_core(core),
+                attachment,
                 base,
                 layout,
                 name,
@@ -223,8 +240,14 @@ impl<L: Lifetime> SharedCohort<L> {
                 .map_err(|e| RegionError::os("write the region to its file", e)),
             Kind::SharedMemory => Ok(()),
         };
-        let SharedCohort { cohort, name, .. } = self;
+        let SharedCohort {
+            cohort,
+            attachment,
+            name,
+            ..
+        } = self;
         drop(cohort);
+        drop(attachment);
         (synced, name)
     }
 

@@ -18,6 +18,7 @@ impl Pool {
     /// committed or gives it back to the region.
     pub(crate) fn give_empty(&self, st: &mut PoolState, h: &Header) {
         debug_assert_eq!(h.live(), 0);
+        self.count_given_back(h);
         self.give_block(st, h, true);
     }
 
@@ -26,7 +27,17 @@ impl Pool {
     pub(crate) fn discard(&self, st: &mut PoolState, h: &Header) {
         // Checked mode: the block's live bits go with it.
         self.clear_live_bits(h);
+        self.count_given_back(h);
         self.give_block(st, h, true);
+    }
+
+    /// Counts block `h` (still holding its key) as given back to the pool.
+    fn count_given_back(&self, h: &Header) {
+        if let Some(b) = h.snapshot() {
+            let head = crate::class::HeadIndex::new(b.class, b.life);
+            self.counters
+                .add(head.get(), crate::counters::Counter::BlockGivenBack, 1);
+        }
     }
 
     /// Under the lock: empties a block whose slots are all dead in place, for the same
@@ -89,11 +100,8 @@ impl Pool {
         if now < self.decay_at.load(Ordering::Relaxed) {
             return 0;
         }
-        match self.state.try_lock() {
-            Some(mut st) => {
-                self.lock_count.fetch_add(1, Ordering::Relaxed);
-                self.decay_empty(&mut st, now)
-            }
+        match self.try_lock() {
+            Some(mut st) => self.decay_empty(&mut st, now),
             None => 0,
         }
     }
@@ -128,7 +136,7 @@ impl Pool {
     /// Sets what the pool keeps of unused memory (empty blocks and the large cache) and
     /// gives back what no longer fits at once. Takes the pool lock, then the large lock.
     pub(crate) fn set_retention(&self, r: &Retention) {
-        self.set_empty_retention(&mut self.state.lock(), r);
+        self.set_empty_retention(&mut self.lock_uncounted(), r);
         let out = self.large.lock().configure_cache(r);
         // SAFETY: mappings the cache gave up belong to no allocation.
         unsafe { unmap_evicted(&out) };
@@ -136,7 +144,7 @@ impl Pool {
 
     /// What the pool keeps of unused memory now.
     pub(crate) fn retention(&self) -> Retention {
-        let st = self.state.lock();
+        let st = self.lock_uncounted();
         let large = self.large.lock();
         let (large_cache_bytes, large_cache_mappings) = large.cache_bounds();
         Retention {
@@ -150,7 +158,7 @@ impl Pool {
     /// The current (adaptive) delays of the large cache and of empty blocks, in
     /// milliseconds.
     pub(crate) fn current_delays(&self) -> (u64, u64) {
-        let empty = self.state.lock().decay.delay();
+        let empty = self.lock_uncounted().decay.delay();
         (self.large.lock().cache_delays().0, empty)
     }
 

@@ -20,9 +20,10 @@ use crate::block::BlockStack;
 use crate::class::HeadIndex;
 use crate::decay::{Decay, Idle, Retention};
 use crate::large::LargeTable;
+use crate::lifetime::ScopeClaims;
 use crate::medium_block::MediumCounts;
 use crate::os;
-use crate::region::{placed_meta_len, Region, RegionState, UNIT};
+use crate::region::{placed_meta_len, Backing, Region, RegionState, UNIT};
 use crate::sync::{pool_lock, spin_lock, AtomicU32, AtomicU64, AtomicU8};
 use core::ptr;
 
@@ -30,14 +31,31 @@ use core::ptr;
 /// (`PoolShared::layout`): an area of another version was formatted by an incompatible
 /// build and is never attached. (A region header that describes the region should name it
 /// too, so that an opener refuses before it maps anything.)
-pub(crate) const STATE_LAYOUT: u32 = 2;
+pub(crate) const STATE_LAYOUT: u32 = 5;
 
-/// The most heaps a shared region holds at once (its heaps live in its state area).
+/// The most heaps any shared region holds at once (its heaps live in its state area).
 #[cfg(not(loom))]
 pub(crate) const SHARED_MAX_HEAPS: u32 = 512;
 /// Under loom, as [`MAX_HEAPS`].
 #[cfg(loom)]
 pub(crate) const SHARED_MAX_HEAPS: u32 = MAX_HEAPS as u32;
+/// The fewest heaps a shared region holds at once (unless [`SHARED_MAX_HEAPS`] is fewer).
+const SHARED_MIN_HEAPS: usize = 16;
+/// Heaps per block of a shared region (between the two bounds).
+const HEAPS_PER_UNIT: usize = 2;
+
+/// The heaps a shared region of `unit_count` blocks holds at once:
+/// `clamp(HEAPS_PER_UNIT * unit_count, SHARED_MIN_HEAPS, SHARED_MAX_HEAPS)`. Each heap's slot
+/// holds a head for every (size class, lifetime class), so the slots dominate a small
+/// region's state area; a heap is of use only with blocks to allocate from, and threads
+/// beyond the registry's room allocate through the pool's lock. Computed from the geometry
+/// alone: every process finds the same layout.
+pub(crate) fn shared_max_heaps(unit_count: usize) -> u32 {
+    let heaps = unit_count
+        .saturating_mul(HEAPS_PER_UNIT)
+        .max(SHARED_MIN_HEAPS);
+    heaps.min(SHARED_MAX_HEAPS as usize) as u32
+}
 
 /// What a shared region's state area holds beyond a private pool's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,6 +80,8 @@ pub(crate) struct Layout {
     /// The shadow (shared and checked only, else 0).
     shadow: usize,
     pub(crate) max_heaps: u32,
+    /// The number of heads (for the view's per-head counters).
+    heads: usize,
     /// The area's length in bytes.
     pub(crate) len: usize,
 }
@@ -75,7 +95,7 @@ impl Layout {
         shared: Option<SharedParts>,
     ) -> Option<Layout> {
         let max_heaps = if shared.is_some() {
-            SHARED_MAX_HEAPS
+            shared_max_heaps(unit_count)
         } else {
             MAX_HEAPS as u32
         };
@@ -99,6 +119,7 @@ impl Layout {
                 heap_stride: 0,
                 shadow: 0,
                 max_heaps,
+                heads,
                 len: os::page_round(end)?,
             });
         };
@@ -122,6 +143,7 @@ impl Layout {
             heap_stride,
             shadow: if parts.checked { shadow } else { 0 },
             max_heaps,
+            heads,
             len: os::page_round(end)?,
         })
     }
@@ -166,6 +188,7 @@ pub(crate) unsafe fn build(
                 area_len: 0,
                 refs: AtomicU64::new(1),
                 leave: None,
+                counters: crate::counters::HeadCounters::new(layout.heads),
             },
         );
     }
@@ -229,6 +252,14 @@ pub(crate) unsafe fn format(
                 lock_repairs: AtomicU64::new(0),
                 heaps_reaped: AtomicU64::new(0),
                 decay_at: AtomicU64::new(0),
+                scope_claims: ScopeClaims::new(),
+                pid_ns: if tag != 0 {
+                    os::shared_mem::pid_namespace()
+                } else {
+                    0
+                },
+                mixed_ns: AtomicU8::new(0),
+                label: crate::label::LabelCell::new(crate::label::Label::new("")),
             },
         );
         // The tables' offsets from the state, now that it is in place.
@@ -275,7 +306,7 @@ pub(crate) unsafe fn place(
             unit_count,
             area.add(layout.region_meta),
             shadow,
-            true,
+            Backing::SHARED,
         )
     };
     if !is_new {

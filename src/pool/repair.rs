@@ -6,7 +6,7 @@
 //!
 //! Rebuilt: the counts of the pool's blocks (their local lists are the lock holder's: see
 //! [`Header::recount_local`] and [`tiny::recount`]), the region's unit states and decommitted bitmap (a unit carved but not yet
-//! initialised goes back), the lifetime-class lists, the kept empty blocks, the pool's
+//! initialised goes back, as does a run not wholly carved), the lifetime-class lists, the kept empty blocks, the pool's
 //! partial lists, the medium blocks' lists and counts (each block's from its run table,
 //! `Runs::recount`), every heap's tiny heads, the abandoned list (from the heaps' states),
 //! and the `emptied` flag. Not touched: what heaps own (their own lists are their
@@ -74,6 +74,8 @@ impl Pool {
                 self.region.mark_given_back(&mut st.region, u);
             }
         }
+        // Runs (large allocations in the region) half carved or half given back go back.
+        self.region.repair_runs(&mut st.region);
         let mut in_use = 0;
         for u in 0..carved {
             if self.region.unit_state(u) != crate::region::BLOCK {
@@ -103,7 +105,8 @@ impl Pool {
                 // SAFETY: a pool-owned tiny block, under the lock.
                 unsafe { tiny::recount(h) };
                 if h.used() == 0 {
-                    st.of_life_mut(h.life()).remove(self.life_links(), h);
+                    // Off its class's list (pushed above, by this repair) and kept or given
+                    // back: one removal, through links this repair wrote.
                     self.give_block(st, h, true);
                 } else if h.used() < h.capacity() {
                     self.tiny_list(st, h).push(units, h);

@@ -222,3 +222,31 @@ fn repair_rebuilds_the_lock_guarded_lists_from_the_blocks() {
     );
     assert_eq!(pool.lock_repairs.load(Ordering::Relaxed), 1);
 }
+
+/// RED-10: a lock holder killed after a free emptied a pool-owned tiny block (and before
+/// it gave the block away) leaves that block in use with no slot used. The repair gives
+/// it away; before the fix it unlinked it from its lifetime class's list twice, which
+/// tripped `BlockList::remove`'s assertion (debug) or emptied the list (release: the
+/// class's other blocks were lost to `release_class`).
+#[test]
+fn repair_gives_away_an_emptied_tiny_block_and_keeps_the_rest_of_its_class() {
+    let pool = TestPool::shared(8, 1, 4096);
+    let mut st = pool.lock();
+    let head = HeadIndex::new(class64(), 0);
+    let other = pool.take_block(&mut st, class64(), 0, 0).unwrap();
+    take_slot(other);
+    st.partial(head).push(pool.units(), other);
+    let tiny = pool.take_block(&mut st, 0, 0, 0).unwrap();
+    assert!(tiny.geometry().is_tiny() && tiny.used() == 0);
+    assert_eq!(pool.repair(&mut st), 2, "two blocks in use");
+    assert_eq!(
+        of_life(&pool, &st, 0),
+        [other.base() as usize],
+        "the class's block in use stays on its list; the empty tiny block leaves it"
+    );
+    assert_eq!(
+        Pool::retained_blocks(&st),
+        1,
+        "the empty tiny block is kept"
+    );
+}

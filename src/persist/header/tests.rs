@@ -15,6 +15,7 @@ pub(crate) fn state_len(units: usize, life: usize, checked: bool) -> Option<usiz
 pub(crate) fn expected(life_count: usize) -> Expected {
     Expected {
         life_count,
+        life_names: names_hash(&["a"; 3][..life_count.min(3)]),
         inside_count: life_count + 9,
         checked: false,
         page_size: 4096,
@@ -32,11 +33,11 @@ fn formatted(capacity: usize) -> ([u64; WORDS], Layout) {
 #[test]
 fn a_formatted_header_validates_to_its_layout() {
     let (w, layout) = formatted(64 << 20);
-    assert_eq!(layout.capacity, 64 << 20);
+    assert_eq!(layout.capacity, (64 << 20) + 4096, "the blocks asked for, and the tail seal");
     assert_eq!(layout.state_offset, HEADER_BYTES);
     assert_eq!(layout.blocks_offset, BLOCK_SIZE, "the state fits in the first block");
     assert_eq!(layout.unit_count, 31);
-    assert_eq!(validate(&w, 64 << 20, &expected(3)).unwrap(), layout);
+    assert_eq!(validate(&w, layout.capacity as u64, &expected(3)).unwrap(), layout);
     assert_eq!(
         validate(&w, 1 << 40, &expected(3)).unwrap(),
         layout,
@@ -59,10 +60,13 @@ fn the_layout_equations_hold_for_every_capacity_and_mode() {
             assert_eq!(Some(l.state_len), state_len(l.unit_count, 11, checked));
             assert_eq!(
                 l.blocks_offset,
-                (e.state_offset() + l.state_len).next_multiple_of(BLOCK_SIZE)
+                (e.state_offset() + l.state_len + e.seal_bytes()).next_multiple_of(BLOCK_SIZE)
             );
-            assert_eq!(l.capacity, l.blocks_offset + l.unit_count * BLOCK_SIZE);
-            assert!(l.capacity <= blocks * BLOCK_SIZE && l.unit_count >= 1);
+            assert_eq!(
+                l.capacity,
+                l.blocks_offset + l.unit_count * BLOCK_SIZE + e.seal_bytes()
+            );
+            assert!(l.capacity <= blocks * BLOCK_SIZE + e.seal_bytes() && l.unit_count >= 1);
             let w = format_words(&l, &e, 1, 1);
             assert_eq!(validate(&w, l.capacity as u64, &e).unwrap(), l);
         }
@@ -101,11 +105,15 @@ fn after(edit: impl FnOnce(&mut [u64; WORDS]), keep_sum: bool, file_len: u64) ->
 
 #[test]
 fn every_field_that_differs_is_named() {
-    let len = 64 << 20;
+    let len = (64 << 20) + 4096;
     let e = after(|w| w[W_MAGIC] = u64::from_le_bytes(*b"garbage!"), false, len);
     assert!(matches!(e, RegionError::BadMagic { found } if &found == b"garbage!"), "{e}");
-    let e = after(|w| w[W_VERSION] = 2, false, len);
-    assert!(matches!(e, RegionError::Version { what: "region", expected: 1, found: 2 }), "{e}");
+    let e = after(|w| w[W_VERSION] = LAYOUT_VERSION + 1, false, len);
+    assert!(
+        matches!(e, RegionError::Version { what: "region", expected: LAYOUT_VERSION, found }
+            if found == LAYOUT_VERSION + 1),
+        "{e}"
+    );
     let e = after(|w| w[W_STATE_LAYOUT] = 8, false, len);
     assert!(
         matches!(e, RegionError::Version { what: "instance state", expected: 7, found: 8 }),
@@ -115,6 +123,8 @@ fn every_field_that_differs_is_named() {
     assert!(matches!(e, RegionError::Corrupt { .. }), "{e}");
     let e = after(|w| w[W_LIFE_COUNT] = 4, false, len);
     assert!(matches!(e, RegionError::LifetimeClasses { expected: 3, found: 4 }), "{e}");
+    let e = after(|w| w[W_LIFE_NAMES] ^= 1, false, len);
+    assert!(matches!(e, RegionError::LifetimeNames { .. }), "{e}");
     let fields = [
         (W_BLOCK_SIZE, "block size"),
         (W_PAGE_SIZE, "page size"),
@@ -158,7 +168,7 @@ fn the_state_starts_on_a_page() {
     let l = Layout::new(16 << 20, &e).unwrap();
     assert_eq!(l.state_offset, 64 << 10);
     let w = format_words(&l, &e, 1, 1);
-    assert_eq!(validate(&w, 16 << 20, &e).unwrap(), l);
+    assert_eq!(validate(&w, l.capacity as u64, &e).unwrap(), l);
     assert_eq!(expected(1).state_offset(), HEADER_BYTES);
 }
 
@@ -168,7 +178,7 @@ fn the_state_and_the_roots_are_outside_the_checksum() {
     w[W_STATE] = READY;
     w[W_ROOTS] = 4096;
     w[W_ROOTS + ROOT_SLOTS - 1] = (64 << 20) - 8;
-    assert_eq!(validate(&w, 64 << 20, &expected(3)).unwrap(), layout);
+    assert_eq!(validate(&w, layout.capacity as u64, &expected(3)).unwrap(), layout);
 }
 
 #[test]

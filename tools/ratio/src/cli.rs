@@ -18,6 +18,10 @@ pub struct Options {
     pub wide: bool,
     /// Where to write the per-block SVG chart.
     pub svg: Option<PathBuf>,
+    /// A region of fixed capacity, in bytes (`Cohort::with_reservation`).
+    pub capacity: Option<usize>,
+    /// The allocator's label.
+    pub label: Option<String>,
 }
 
 const ABOUT: &str = "Runs a mix of allocations on cohort and reports what its memory costs: \
@@ -99,6 +103,18 @@ pub fn command() -> Command {
                 .help("Also draw each live block's occupancy, coloured by lifetime class, as SVG"),
         )
         .arg(
+            Arg::new("capacity")
+                .long("capacity")
+                .value_name("SIZE")
+                .help("Run in a region of fixed capacity (bytes, KiB or MiB; whole 2 MiB blocks): past it, requests promote or fail"),
+        )
+        .arg(
+            Arg::new("label")
+                .long("label")
+                .value_name("TEXT")
+                .help("The allocator's label, shown in its reports"),
+        )
+        .arg(
             Arg::new("print-mix")
                 .long("print-mix")
                 .action(ArgAction::SetTrue)
@@ -138,6 +154,11 @@ pub fn options(m: &ArgMatches) -> Result<Parsed, String> {
         blocks: !m.get_flag("no-blocks"),
         wide: m.get_flag("wide"),
         svg: m.get_one::<PathBuf>("svg").cloned(),
+        capacity: m
+            .get_one::<String>("capacity")
+            .map(|s| mix::parse_size(s).map_err(|e| format!("--capacity: {e}")))
+            .transpose()?,
+        label: m.get_one::<String>("label").cloned(),
     })))
 }
 
@@ -176,6 +197,12 @@ mod tests {
         assert!(matches!(parse("--mix"), Err(m) if m.contains("value")));
         assert!(matches!(parse("--frob"), Err(m) if m.contains("--frob")));
         assert!(matches!(parse("--mix 16x"), Err(m) if m.contains("--mix")));
+        let o = run("--capacity 8MiB --label arena");
+        assert_eq!(
+            (o.capacity, o.label.as_deref()),
+            (Some(8 << 20), Some("arena"))
+        );
+        assert!(matches!(parse("--capacity lots"), Err(m) if m.contains("--capacity")));
         let version = command().render_version();
         assert!(version.contains(env!("CARGO_PKG_VERSION")), "{version}");
     }

@@ -144,6 +144,7 @@ pub fn to_json(r: &Report, blocks: bool) -> Json {
             Json::Arr(r.lives.names().iter().map(|n| n.as_str().into()).collect()),
         ),
         ("counts", counts),
+        ("region", r.region.json()),
         ("mix", Json::Arr(mix.collect())),
         ("blocks", Json::Arr(block_rows.collect())),
         ("by_size_class", Json::Arr(by_class.collect())),

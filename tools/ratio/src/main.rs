@@ -32,6 +32,7 @@ mod cli;
 mod export;
 mod json;
 mod mix;
+mod region;
 mod report;
 mod svg;
 mod table;
@@ -55,14 +56,28 @@ pub struct Report {
     end: Snapshot,
     contract: Vec<ContractRow>,
     problems: Vec<String>,
+    /// The region's options and capacity use after the allocations.
+    region: region::RegionUse,
 }
 
 /// Runs the mix on a fresh instance and measures it.
-fn measure(mix: Vec<Entry>, lives: Lives) -> Result<Report, String> {
-    let cohort = Cohort::<Life>::new();
+fn measure(
+    mix: Vec<Entry>,
+    lives: Lives,
+    capacity: Option<usize>,
+    label: Option<&str>,
+) -> Result<Report, String> {
+    let cohort = match capacity {
+        Some(bytes) => Cohort::<Life>::with_reservation(bytes),
+        None => Cohort::<Life>::new(),
+    };
+    if let Some(label) = label {
+        cohort.set_label(label);
+    }
     let mut run = Run::new(&cohort, &mix)?;
     run.verify()?;
     let build = report::snapshot(&run);
+    let region = region::RegionUse::of(&cohort, capacity);
     run.free_unkept()?;
     let end = report::snapshot(&run);
     let live = run.live.iter().map(|l| l.ptrs.len()).collect();
@@ -89,6 +104,7 @@ fn measure(mix: Vec<Entry>, lives: Lives) -> Result<Report, String> {
         end,
         contract: report::contract_table(),
         problems,
+        region,
     })
 }
 
@@ -112,7 +128,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let r = match measure(opts.mix, opts.lives) {
+    let r = match measure(opts.mix, opts.lives, opts.capacity, opts.label.as_deref()) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("cohort-ratio: {e}");
@@ -149,7 +165,7 @@ mod tests {
             &mut lives,
         )
         .unwrap();
-        measure(mix, lives).unwrap()
+        measure(mix, lives, None, None).unwrap()
     }
 
     #[test]
@@ -192,7 +208,7 @@ mod tests {
     fn the_text_fits_80_columns_and_defines_its_terms() {
         let mut lives = Lives::default();
         let mix = mix::parse(mix::DEFAULT_MIX, &mut lives).unwrap();
-        let r = measure(mix, lives).unwrap();
+        let r = measure(mix, lives, None, None).unwrap();
         let out = text::render(&r, true, false);
         for line in out.lines() {
             assert!(line.chars().count() <= 80, "{} columns: {line}", line.len());

@@ -292,7 +292,7 @@ fn with_suffix(s: &str, suffixes: &[(&str, usize)]) -> Option<usize> {
     parse_number(s)
 }
 
-fn parse_size(s: &str) -> Result<usize, String> {
+pub fn parse_size(s: &str) -> Result<usize, String> {
     let size = with_suffix(s, &[("KiB", 1 << 10), ("MiB", 1 << 20)])
         .ok_or_else(|| format!("bad size `{s}` (bytes, or with KiB / MiB)"))?;
     if size == 0 || size > MAX_SIZE {

@@ -42,6 +42,7 @@ Terms
 /// The report as text.
 pub fn render(r: &Report, blocks: bool, wide: bool) -> String {
     let mut out = header(r);
+    out += &r.region.text();
     out += &mix_table(r, wide);
     if blocks {
         out += &blocks_table(r, wide);

@@ -1,0 +1,211 @@
+//! Unit tests of heaps changing hands: exits racing teardown, scope and fork; dead
+//! processes' heaps taken over.
+
+use super::hooks;
+use crate::Cohort;
+use std::sync::atomic::Ordering;
+
+/// Starts a thread that allocates and frees once in `c`, then exits. The caller keeps
+/// `c` alive until the thread's allocation is done (the tests wait for its exit hook).
+fn allocate_once_and_exit(c: &Cohort<()>) -> std::thread::JoinHandle<()> {
+    let shared = c as *const Cohort<()> as usize;
+    std::thread::spawn(move || {
+        // SAFETY: the caller's promise.
+        let c = unsafe { &*(shared as *const Cohort<()>) };
+        let p = c.malloc(64, ());
+        // SAFETY: just allocated.
+        unsafe { c.free(p, 64, ()) };
+    })
+}
+
+/// A thread exits (its heap becomes ABANDONED) while another drops the instance: the
+/// drop must not unmap the pool before the exiting thread has unlocked it.
+#[test]
+fn drop_waits_for_an_exiting_thread_to_unlock_the_pool() {
+    let c = Box::into_raw(Box::new(Cohort::<()>::new()));
+    // SAFETY: c lives until the drop below.
+    let pool = unsafe { (*c).core.pool() }.unwrap() as *const _ as *mut _;
+    hooks::PAUSE_POOL.store(pool, Ordering::Release);
+    // SAFETY: c lives until the drop below, after the thread's allocation.
+    let t = allocate_once_and_exit(unsafe { &*c });
+    while !hooks::PAUSED.load(Ordering::Acquire) {
+        std::thread::yield_now();
+    }
+    // SAFETY: no thread uses the instance any more (the other one is exiting).
+    drop(unsafe { Box::from_raw(c) });
+    t.join().unwrap();
+    hooks::PAUSE_POOL.store(std::ptr::null_mut(), Ordering::Release);
+}
+
+/// With every registry id held by a join, a thread without a heap allocates through the
+/// pool: it must not map (and unmap) a heap on every allocation.
+#[test]
+fn a_full_registry_maps_no_heap_per_allocation() {
+    let c = Cohort::<()>::new();
+    let joins: Vec<_> = (1..crate::pool::MAX_HEAPS)
+        .map(|i| c.join(i).expect("a join while the registry has room"))
+        .collect();
+    assert!(c.join(0).is_none(), "the registry is full");
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for _ in 0..100 {
+                let p = c.malloc(64, ());
+                assert!(!p.is_null());
+                // SAFETY: just allocated.
+                unsafe { c.free(p, 64, ()) };
+            }
+            let mapped = crate::heap::counts::HEAPS_MAPPED_HERE.with(|n| n.get());
+            assert_eq!(
+                mapped, 0,
+                "heaps mapped by a thread that cannot register one"
+            );
+        });
+    });
+    drop(joins);
+}
+
+/// `scope` (exclusive use, under the pool lock) while a thread that used the instance
+/// is exiting: neither waits for the other forever.
+#[test]
+fn scope_while_a_thread_exits_does_not_deadlock() {
+    let mut c = Box::new(Cohort::<()>::new());
+    let pool = c.core.pool().unwrap() as *const _ as *mut _;
+    let _one = hooks::exiting_pause(pool);
+    let t = allocate_once_and_exit(&c);
+    while !hooks::EXITING_PAUSED.load(Ordering::Acquire) {
+        std::thread::yield_now();
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let scoper = std::thread::spawn(move || {
+        c.scope_exclusive((), |_, _| ());
+        tx.send(()).unwrap();
+        c
+    });
+    let finished = rx.recv_timeout(std::time::Duration::from_secs(30));
+    hooks::EXIT_GO.store(true, Ordering::Release);
+    assert!(
+        finished.is_ok(),
+        "scope waited forever for the exiting thread"
+    );
+    t.join().unwrap();
+    hooks::PAUSE_EXITING.store(std::ptr::null_mut(), Ordering::Release);
+    drop(scoper.join().unwrap());
+}
+
+/// fork while a thread is exiting (its heap EXITING, waiting for the pool lock the fork
+/// handlers hold): the child, which has no such thread, can still drop the instance.
+#[test]
+fn fork_while_a_thread_exits_leaves_the_child_able_to_drop_the_instance() {
+    let c = Box::new(Cohort::<()>::new());
+    let pool = c.core.pool().unwrap() as *const _ as *mut _;
+    let _one = hooks::exiting_pause(pool);
+    let t = allocate_once_and_exit(&c);
+    while !hooks::EXITING_PAUSED.load(Ordering::Acquire) {
+        std::thread::yield_now();
+    }
+    // SAFETY: the child only drops the instance and exits through _exit; the alarm
+    // turns a hang into a failure.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: as above.
+        unsafe {
+            libc::alarm(10);
+            drop(c);
+            libc::_exit(0);
+        }
+    }
+    hooks::EXIT_GO.store(true, Ordering::Release);
+    let mut status = 0;
+    // SAFETY: our own child.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    t.join().unwrap();
+    hooks::PAUSE_EXITING.store(std::ptr::null_mut(), Ordering::Release);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "the child hung dropping the instance (status {status:#x})"
+    );
+}
+
+/// A process word no process has: a pid above the kernel's largest (2^22).
+const DEAD: u64 = ((1 << 23) - 1) << 40 | 1;
+
+/// RED-10 (the take-over's side): a holder killed in the middle of taking the first block
+/// off a partial list (to make it current) leaves the list's first link moved on and the
+/// next block's `prev` link still naming the block it took. The dead-process reaper
+/// adopted the current block first, then unlinked the partial list's blocks through that
+/// stale link: the list's first link never moved, and the same block was adopted again and
+/// again (a cycle in the pool's partial list: handed out twice). Each block of the heap
+/// must be adopted once.
+#[test]
+fn a_dead_holders_half_unlinked_partial_list_is_taken_over_once_per_block() {
+    use super::{reap_dead, THREAD_GROUP};
+    use crate::block::{BlockList, Header, Role};
+    use crate::class::{class_of, HeadIndex};
+    use crate::heap::{head_at, Heap};
+    use crate::pool::test_pool::TestPool;
+
+    let pool = TestPool::shared(8, 1, Heap::bytes(1));
+    let heap = Heap::create(&pool, 1, THREAD_GROUP);
+    assert!(!heap.is_null());
+    // SAFETY: registered in the pool, which the test keeps.
+    let hp = unsafe { &*heap };
+    let class = class_of(64, 8).unwrap();
+    let take = || {
+        let h = pool
+            .take_block(&mut pool.lock(), class, 0, hp.token)
+            .unwrap();
+        h.pop()
+            .or_else(|| h.refill().then(|| h.pop()).flatten())
+            .unwrap();
+        h
+    };
+    let (a, c): (&Header, &Header) = (take(), take());
+    let at = HeadIndex::new(class, 0).get();
+    // SAFETY: the test is the heap's holder; i is below the head count.
+    let head = unsafe { head_at(heap, HeadIndex::count(1), at) };
+    head.partial.push(pool.units(), c);
+    head.partial.push(pool.units(), a);
+    // The holder moved the list's first link to `c`, made `a` current and died before it
+    // cleared `c`'s `prev` link (a BlockList is its first block's unit index).
+    // SAFETY: BlockList is `repr(transparent)` over that index.
+    unsafe { *(head.partial as *mut BlockList).cast::<u32>() = pool.units().index(c) };
+    a.set_role(Role::Current);
+    *head.current = a;
+    hp.holder.store(DEAD, Ordering::Release);
+    assert_eq!(reap_dead(&pool), 1, "the dead holder's heap is taken over");
+    let st = pool.lock();
+    let mut listed: Vec<usize> = st
+        .partial_list(HeadIndex::new(class, 0))
+        .iter(pool.units())
+        .take(10)
+        .map(|h| h.base() as usize)
+        .collect();
+    listed.sort_unstable();
+    let mut expect = vec![a.base() as usize, c.base() as usize];
+    expect.sort_unstable();
+    assert_eq!(listed, expect, "each block on the pool's partial list once");
+}
+
+/// An exited thread's tiny blocks (pool-owned, on its heap's tiny heads) go to the pool
+/// with its other blocks: in a pool of one block, a new heap's tiny allocation is served
+/// from the block the exited thread's heap held, never null.
+#[test]
+fn an_exited_heaps_tiny_blocks_serve_other_heaps() {
+    use super::{abandon, THREAD_GROUP};
+    use crate::heap::Heap;
+    use crate::pool::test_pool::TestPool;
+
+    let pool = TestPool::new(1, 1);
+    let left = Heap::create(&pool, 1, THREAD_GROUP);
+    // SAFETY: registered in the pool, which the test keeps; the test is its holder.
+    let p = unsafe { &*left }.alloc_tiny(0, 0).expect("a tiny slot").0;
+    // SAFETY: the heap is the test's, used no more.
+    unsafe { abandon(left) };
+    let other = Heap::create(&pool, 1, THREAD_GROUP);
+    // SAFETY: as above.
+    let q = unsafe { &*other }.alloc_tiny(0, 0).map(|(q, _)| q);
+    assert!(
+        q.is_some_and(|q| q != p),
+        "a tiny slot from the exited heap's block"
+    );
+}

@@ -1,0 +1,298 @@
+//! Region options: a region's capacity and where its memory comes from and how it
+//! behaves, one builder for every backend (a private region, `Cohort::with_options`; a
+//! shared-anonymous one, `Cohort::shared_anonymous_with`; memory the caller provides,
+//! `Cohort::format_in`).
+//!
+//! Every option is applied to the region's units, in this order, when the region is made,
+//! and a refusal is a [`PlacementError`] naming the option and the OS's error: transparent
+//! huge pages (`MADV_HUGEPAGE`), the NUMA binding (`mbind`), the commit and the prefault
+//! (`MADV_POPULATE_WRITE`), then the lock (`mlock`; as pages are first touched unless
+//! prefaulted). A region committed up front (commit, prefault, lock or explicit huge pages)
+//! never gives memory back to the OS: a unit given back keeps its pages, so no later
+//! allocation takes a page fault, and its use of memory is fixed at creation.
+
+use super::{Backing, GiveBack};
+use crate::os::placement;
+use core::fmt;
+
+/// Huge pages for a region's units.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum HugePages {
+    /// The system's default (transparent huge pages where `enabled` is `always`).
+    #[default]
+    Default,
+    /// Transparent huge pages asked for (`MADV_HUGEPAGE`): 2 MiB blocks, aligned to their
+    /// size, fit them exactly.
+    Transparent,
+    /// Explicit 2 MiB huge pages (`MAP_HUGETLB`), from the pool the administrator reserves
+    /// (`/proc/sys/vm/nr_hugepages`); private regions only. Committed at creation.
+    Explicit,
+}
+
+/// How a region is made: its capacity, and where its memory comes from and how it
+/// behaves (see the module docs of `region::options`). Built by chaining:
+///
+/// ```
+/// use cohort::{Cohort, RegionOptions};
+/// let options = RegionOptions::new(16 << 20).prefault(true);
+/// let a = Cohort::<()>::with_options(&options).expect("16 MiB, committed and faulted in");
+/// let p = a.malloc(5 << 20, ()); // large allocations come from the region too
+/// assert!(!p.is_null() && a.in_region(p));
+/// // SAFETY: allocated above with this size and class.
+/// unsafe { a.free(p, 5 << 20, ()) };
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RegionOptions {
+    capacity: usize,
+    commit: bool,
+    prefault: bool,
+    fallback: bool,
+    lock: bool,
+    nodes: u64,
+    huge: HugePages,
+}
+
+impl RegionOptions {
+    /// A region of `capacity` bytes of blocks (rounded down to whole 2 MiB units, at least
+    /// one): every allocation, large ones included, comes from it, and past it allocation
+    /// returns null. Committed as used, given back when freed, by default.
+    pub const fn new(capacity: usize) -> RegionOptions {
+        RegionOptions {
+            capacity,
+            commit: false,
+            prefault: false,
+            fallback: false,
+            lock: false,
+            nodes: 0,
+            huge: HugePages::Default,
+        }
+    }
+
+    /// Commit the whole capacity at creation (so that overcommit cannot fail it later),
+    /// and never give memory back to the OS.
+    pub const fn commit(mut self, commit: bool) -> RegionOptions {
+        self.commit = commit;
+        self
+    }
+
+    /// Commit and fault in the whole capacity at creation: after it, no allocation takes a
+    /// page fault. Implies [`RegionOptions::commit`].
+    pub const fn prefault(mut self, prefault: bool) -> RegionOptions {
+        self.prefault = prefault;
+        self
+    }
+
+    /// True when the region is prefaulted at creation.
+    pub(crate) const fn prefaults(&self) -> bool {
+        self.prefault
+    }
+
+    /// When the region is full, serve the request from a private mapping of its own
+    /// instead of returning null (a private region only: another process would not see
+    /// it). Frees, sized or not, find it.
+    pub const fn fallback(mut self, fallback: bool) -> RegionOptions {
+        self.fallback = fallback;
+        self
+    }
+
+    /// Lock the region's memory in RAM (`mlock`): its pages as they are first touched, or
+    /// all of them at creation with [`RegionOptions::prefault`]. Implies
+    /// [`RegionOptions::commit`]. Fails at creation when `RLIMIT_MEMLOCK` is smaller than
+    /// the capacity.
+    pub const fn lock(mut self, lock: bool) -> RegionOptions {
+        self.lock = lock;
+        self
+    }
+
+    /// Bind the region's memory to the NUMA nodes of `nodes` (bit `n` for node `n`, nodes
+    /// below 64; 0: no binding). A node the machine does not have fails at creation.
+    pub const fn numa_nodes(mut self, nodes: u64) -> RegionOptions {
+        self.nodes = nodes;
+        self
+    }
+
+    /// Huge pages for the region's units.
+    pub const fn huge_pages(mut self, huge: HugePages) -> RegionOptions {
+        self.huge = huge;
+        self
+    }
+
+    /// The capacity asked for, in bytes.
+    pub const fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Whether a full region falls back to private mappings.
+    pub const fn falls_back(&self) -> bool {
+        self.fallback
+    }
+
+    /// True when the region is committed at creation and keeps its memory.
+    pub const fn committed(&self) -> bool {
+        self.commit || self.prefault || self.lock || matches!(self.huge, HugePages::Explicit)
+    }
+
+    /// The huge pages asked for.
+    pub const fn huge(&self) -> HugePages {
+        self.huge
+    }
+
+    /// The backing of a region made with these options, from the backend's own (a region
+    /// mapped writable: nothing to commit).
+    pub(crate) fn backing(&self, base: Backing) -> Backing {
+        Backing {
+            commit: false,
+            give_back: if self.committed() {
+                GiveBack::Keep
+            } else {
+                base.give_back
+            },
+            serves_large: true,
+            fresh: base.fresh,
+            fallback: self.fallback,
+        }
+    }
+
+    /// Applies the options to the region's whole mapping `[p, p + len)` (mapped readable
+    /// and writable, page aligned): huge pages, the NUMA binding, the prefault and the lock,
+    /// in that order.
+    ///
+    /// # Safety
+    /// The range is a mapping of ours that nobody else uses yet.
+    pub(crate) unsafe fn apply(&self, p: *mut u8, len: usize) -> Result<(), PlacementError> {
+        // SAFETY: the caller's range.
+        unsafe {
+            if self.huge == HugePages::Transparent {
+                placement::advise_huge(p, len)
+                    .map_err(|errno| PlacementError::HugePages { errno })?;
+            }
+            if self.nodes != 0 {
+                placement::bind(p, len, self.nodes).map_err(|errno| PlacementError::Numa {
+                    nodes: self.nodes,
+                    errno,
+                })?;
+            }
+            if self.prefault {
+                placement::prefault(p, len).map_err(|errno| PlacementError::Os {
+                    what: "prefault",
+                    errno,
+                })?;
+            }
+            if self.lock {
+                placement::lock(p, len, !self.prefault).map_err(|errno| PlacementError::Lock {
+                    bytes: len,
+                    limit: placement::memlock_limit(),
+                    errno,
+                })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why a region could not be made with its [`RegionOptions`], or why memory could not be
+/// formatted as a region.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PlacementError {
+    /// The capacity does not fit in the address space (or holds no block).
+    Capacity {
+        /// The capacity asked for.
+        asked: usize,
+    },
+    /// The OS refused memory (`what`: the call) with `errno`.
+    Os {
+        /// The operation refused: "map", "commit", "prefault".
+        what: &'static str,
+        /// The OS's error number.
+        errno: i32,
+    },
+    /// `mlock` refused `bytes` (`RLIMIT_MEMLOCK` is `limit` bytes).
+    Lock {
+        /// The bytes to lock.
+        bytes: usize,
+        /// The soft `RLIMIT_MEMLOCK` (`u64::MAX`: unlimited).
+        limit: u64,
+        /// The OS's error number (`ENOMEM` or `EPERM`: the limit).
+        errno: i32,
+    },
+    /// `mbind` refused the node set (`EINVAL`: a node the machine does not have; `ENOSYS`:
+    /// no NUMA support).
+    Numa {
+        /// The nodes asked for, bit `n` for node `n`.
+        nodes: u64,
+        /// The OS's error number.
+        errno: i32,
+    },
+    /// Huge pages refused: `MADV_HUGEPAGE` (`EINVAL`: no transparent huge pages) or
+    /// `MAP_HUGETLB` (`ENOMEM`: too few huge pages reserved).
+    HugePages {
+        /// The OS's error number.
+        errno: i32,
+    },
+    /// Memory given to format is smaller than the footprint of its capacity.
+    TooSmall {
+        /// The bytes a region of that capacity needs (`Cohort::footprint`).
+        needed: usize,
+        /// The bytes given.
+        given: usize,
+    },
+    /// Memory given to format is not aligned as a region needs.
+    Misaligned {
+        /// The alignment a region needs (2 MiB).
+        align: usize,
+        /// The address given.
+        addr: usize,
+    },
+    /// An option this backend cannot have (named).
+    Unsupported {
+        /// The option.
+        option: &'static str,
+    },
+    /// The memory given holds no region of this geometry (attaching), or the process has
+    /// one of it already, or is out of instance ids.
+    Refused,
+}
+
+impl fmt::Display for PlacementError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let os = |errno: i32| std::io::Error::from_raw_os_error(errno);
+        match *self {
+            PlacementError::Capacity { asked } => {
+                write!(f, "cohort: a region of {asked} bytes does not fit")
+            }
+            PlacementError::Os { what, errno } => {
+                write!(f, "cohort: the OS refused to {what} the region: {}", os(errno))
+            }
+            PlacementError::Lock { bytes, limit, errno } => write!(
+                f,
+                "cohort: mlock of {bytes} bytes refused (RLIMIT_MEMLOCK {limit} bytes): {}",
+                os(errno)
+            ),
+            PlacementError::Numa { nodes, errno } => write!(
+                f,
+                "cohort: mbind to NUMA nodes {nodes:#x} refused: {}",
+                os(errno)
+            ),
+            PlacementError::HugePages { errno } => {
+                write!(f, "cohort: huge pages refused: {}", os(errno))
+            }
+            PlacementError::TooSmall { needed, given } => write!(
+                f,
+                "cohort: {given} bytes given, a region of this capacity needs {needed}"
+            ),
+            PlacementError::Misaligned { align, addr } => write!(
+                f,
+                "cohort: memory at {addr:#x} is not aligned to {align} bytes, as a region needs"
+            ),
+            PlacementError::Unsupported { option } => {
+                write!(f, "cohort: option {option} is not available for this region")
+            }
+            PlacementError::Refused => write!(
+                f,
+                "cohort: the memory holds no region of this geometry, or this process has it already"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for PlacementError {}

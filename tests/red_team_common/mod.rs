@@ -1,0 +1,164 @@
+//! Helpers of the red-team tests on regions shared between processes: children under an
+//! alarm, a driver process that reports its failure through a shared page, kill -9.
+#![allow(dead_code)]
+
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// How a child process ended: `Ok(exit code)` or `Err(signal)`.
+pub type Ended = Result<i32, i32>;
+
+/// Runs `f` in a child process under an alarm of `secs` seconds: it exits 0 when `f`
+/// returns, 1 when it panics, and dies of SIGALRM when it hangs.
+pub fn in_child(secs: u32, f: impl FnOnce()) -> libc::pid_t {
+    // SAFETY: the child runs `f` and leaves through `_exit`.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        // SAFETY: alarm has no preconditions.
+        unsafe { libc::alarm(secs) };
+        let ok = std::panic::catch_unwind(AssertUnwindSafe(f)).is_ok();
+        // SAFETY: leaves the child without running the parent's destructors.
+        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+    }
+    pid
+}
+
+pub fn wait(pid: libc::pid_t) -> Ended {
+    let mut status = 0;
+    // SAFETY: waits for our own child.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    if libc::WIFEXITED(status) {
+        Ok(libc::WEXITSTATUS(status))
+    } else {
+        Err(libc::WTERMSIG(status))
+    }
+}
+
+/// The page a driver process writes its failure message to (shared with the test's
+/// process, which prints it).
+pub struct Report(pub *mut u8);
+
+pub const REPORT_BYTES: usize = 4096;
+
+impl Report {
+    pub fn new() -> Report {
+        // SAFETY: a fresh shared anonymous mapping, no preconditions.
+        let p = unsafe {
+            libc::mmap(
+                core::ptr::null_mut(),
+                REPORT_BYTES,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(p, libc::MAP_FAILED);
+        Report(p.cast())
+    }
+
+    /// Writes `msg` and leaves the driver at once (no destructor runs: leaving a region
+    /// whose lock a dead process holds would wait for ever).
+    pub fn fail(&self, msg: &str) -> ! {
+        let n = msg.len().min(REPORT_BYTES - 1);
+        // SAFETY: the page holds REPORT_BYTES bytes.
+        unsafe { core::ptr::copy_nonoverlapping(msg.as_ptr(), self.0, n) };
+        // SAFETY: leaves the driver without running anything else.
+        unsafe { libc::_exit(1) };
+    }
+
+    pub fn message(&self) -> String {
+        // SAFETY: the page holds REPORT_BYTES bytes, zero-terminated by its last one.
+        let bytes = unsafe { std::slice::from_raw_parts(self.0, REPORT_BYTES) };
+        let end = bytes.iter().position(|&b| b == 0).unwrap_or(REPORT_BYTES);
+        String::from_utf8_lossy(&bytes[..end]).into_owned()
+    }
+}
+
+/// Runs the scenario `f` in a driver process of its own under an alarm of `secs` seconds
+/// (its region's lock may be left held by a killed process: the test's own threads must
+/// not touch it, nor exit with a heap in it), and panics with what it reported, or with
+/// the signal it died of.
+pub fn isolated(secs: u32, f: impl FnOnce(&Report)) {
+    let report = Report::new();
+    let driver = in_child(secs, || {
+        f(&report);
+        // SAFETY: leaves the driver without its destructors (see `Report::fail`).
+        unsafe { libc::_exit(0) };
+    });
+    match wait(driver) {
+        Ok(0) => {}
+        Ok(_) => panic!("{}", report.message()),
+        Err(sig) => panic!(
+            "the driver died of signal {sig} (14 is SIGALRM: it hung for {secs} s); it \
+             reported: {:?}",
+            report.message()
+        ),
+    }
+}
+
+pub fn kill9(pid: libc::pid_t) {
+    // SAFETY: our own child.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    assert_eq!(wait(pid), Err(libc::SIGKILL));
+}
+
+/// Waits until `count` passes `at_least` (the child runs); reports a child that does not
+/// get there within 5 s.
+pub fn until(count: &AtomicU64, at_least: u64, report: &Report, what: &str) {
+    for _ in 0..5_000 {
+        if count.load(Ordering::Relaxed) > at_least {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    report.fail(&format!("{what}: the child made no progress in 5 s"));
+}
+
+/// The message of a panic's payload.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default()
+}
+
+/// [`in_child`], and a panic of `f` writes its message to `report` (the child's captured
+/// output is lost with it).
+pub fn in_child_reporting(secs: u32, report: &Report, f: impl FnOnce()) -> libc::pid_t {
+    in_child(secs, || {
+        if let Err(e) = std::panic::catch_unwind(AssertUnwindSafe(f)) {
+            report.fail(&panic_message(&*e));
+        }
+    })
+}
+
+/// Waits for `pid`, a child of [`in_child_reporting`], and fails `report` with `what` and
+/// how it ended (with its panic's message) unless it exited 0.
+pub fn wait_ok(pid: libc::pid_t, report: &Report, what: &str) {
+    let ended = wait(pid);
+    if ended != Ok(0) {
+        report.fail(&format!("{what}: {ended:?}: {}", report.message()));
+    }
+}
+
+/// `n` words of memory shared with the children forked after (outside any region).
+pub fn shared_words(n: usize) -> &'static [AtomicU64] {
+    // SAFETY: a fresh shared anonymous mapping, no preconditions.
+    let p = unsafe {
+        libc::mmap(
+            core::ptr::null_mut(),
+            n.max(1) * 8,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(p, libc::MAP_FAILED);
+    // SAFETY: n zeroed words, mapped for the rest of the process.
+    unsafe { std::slice::from_raw_parts(p.cast(), n) }
+}

@@ -1,0 +1,190 @@
+//! Memory the caller provides, formatted as a region ([`Cohort::format_in`], sized by
+//! [`Cohort::footprint`]): a shared `memfd` mapping holding garbage is formatted,
+//! allocated from (small and large, `calloc` reading zero in dirty memory), left, and
+//! attached again at another address ([`Cohort::attach_in`]), where what it holds is
+//! found by offset and freed. Memory too small, misaligned, or an option the caller's
+//! memory cannot have is a clear error.
+
+use cohort::{Cohort, PlacementError, RegionOptions};
+
+cohort::lifetime_classes! {
+    enum Life { Short, Long }
+}
+
+const MIB: usize = 1 << 20;
+const ALIGN: usize = 2 * MIB;
+
+/// A shared mapping of `fd`'s first `len` bytes at an address aligned to 2 MiB.
+fn map_aligned(fd: i32, len: usize) -> *mut u8 {
+    // SAFETY: a fresh reservation, then the file mapped over an aligned part of it.
+    unsafe {
+        let raw = libc::mmap(
+            std::ptr::null_mut(),
+            len + ALIGN,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        );
+        assert_ne!(raw, libc::MAP_FAILED);
+        let at = (raw as usize).next_multiple_of(ALIGN);
+        let p = libc::mmap(
+            at as *mut libc::c_void,
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_FIXED,
+            fd,
+            0,
+        );
+        assert_eq!(p as usize, at);
+        p.cast()
+    }
+}
+
+fn memfd(len: usize) -> i32 {
+    // SAFETY: a new anonymous file of ours, sized.
+    unsafe {
+        let fd = libc::memfd_create(c"cohort-region-caller".as_ptr(), 0);
+        assert!(fd >= 0);
+        assert_eq!(libc::ftruncate(fd, len as libc::off_t), 0);
+        fd
+    }
+}
+
+#[test]
+fn the_footprint_is_what_format_needs() {
+    let f = Cohort::<Life>::footprint(16 * MIB).expect("fits");
+    assert_eq!(f.align, 2 * MIB);
+    assert!(
+        f.bytes >= 16 * MIB + 4096 && f.bytes.is_multiple_of(2 * MIB),
+        "{f:?}"
+    );
+    let bigger = Cohort::<Life>::footprint(32 * MIB).unwrap();
+    assert!(
+        bigger.bytes >= f.bytes + 16 * MIB,
+        "16 MiB more of blocks: {bigger:?}"
+    );
+    assert_eq!(
+        Cohort::<Life>::footprint(usize::MAX),
+        None,
+        "past the address space"
+    );
+}
+
+#[test]
+fn bad_memory_is_a_clear_error() {
+    let f = Cohort::<Life>::footprint(8 * MIB).unwrap();
+    let fd = memfd(f.bytes + ALIGN);
+    let mem = map_aligned(fd, f.bytes + ALIGN);
+    let options = RegionOptions::new(8 * MIB);
+    // SAFETY: the mapping is ours and unused; every call below is refused before it
+    // writes anything.
+    unsafe {
+        let e = Cohort::<Life>::format_in(mem.add(4096), f.bytes, &options).unwrap_err();
+        assert_eq!(
+            e,
+            PlacementError::Misaligned {
+                align: 2 * MIB,
+                addr: mem as usize + 4096
+            }
+        );
+        let e = Cohort::<Life>::format_in(mem, f.bytes - 1, &options).unwrap_err();
+        assert_eq!(
+            e,
+            PlacementError::TooSmall {
+                needed: f.bytes,
+                given: f.bytes - 1
+            }
+        );
+        assert!(e.to_string().contains("needs"), "{e}");
+        let e = Cohort::<Life>::format_in(mem, f.bytes, &options.fallback(true)).unwrap_err();
+        assert_eq!(e, PlacementError::Unsupported { option: "fallback" });
+        let e = Cohort::<Life>::attach_in(mem, f.bytes, 8 * MIB).unwrap_err();
+        assert_eq!(e, PlacementError::Refused, "no region was formatted there");
+        libc::munmap(mem.cast(), f.bytes + ALIGN);
+        libc::close(fd);
+    }
+}
+
+#[repr(C)]
+struct Node {
+    next: usize,
+    value: u64,
+}
+
+#[test]
+fn caller_memory_is_formatted_used_left_and_attached_at_another_address() {
+    let f = Cohort::<Life>::footprint(32 * MIB).unwrap();
+    let fd = memfd(f.bytes);
+    let a = map_aligned(fd, f.bytes);
+    // Garbage where the region goes: the state is zeroed by the format, the blocks not.
+    // SAFETY: the mapping is ours.
+    unsafe { a.write_bytes(0xee, f.bytes) };
+    // SAFETY: ours, unused, mapped for as long as the instance lives.
+    let c = unsafe { Cohort::<Life>::format_in(a, f.bytes, &RegionOptions::new(32 * MIB)) }
+        .expect("formatted");
+    let mut head = 0;
+    for value in 0..1000u64 {
+        let n = c.calloc(size_of::<Node>(), Life::Long).cast::<Node>();
+        assert!(!n.is_null() && c.in_region(n.cast()));
+        // SAFETY: fresh, ours.
+        unsafe {
+            assert_eq!(
+                (*n).next | (*n).value as usize,
+                0,
+                "calloc reads zero in dirty memory"
+            );
+            n.write(Node { next: head, value });
+        }
+        head = n as usize - a as usize;
+    }
+    let big = c.calloc(5 * MIB, Life::Long);
+    assert!(
+        !big.is_null() && c.in_region(big),
+        "large: from the caller's memory"
+    );
+    // SAFETY: 5 MiB of ours.
+    let zero = unsafe { std::slice::from_raw_parts(big, 5 * MIB) }
+        .iter()
+        .all(|&b| b == 0);
+    assert!(zero, "calloc of a run in dirty memory reads zero");
+    // SAFETY: as above.
+    unsafe { big.write_bytes(0x5a, 5 * MIB) };
+    let big_at = big as usize - a as usize;
+    drop(c);
+    // The same memory at another address.
+    let b = map_aligned(fd, f.bytes);
+    assert_ne!(a, b);
+    // SAFETY: the region formatted above, mapped for as long as the instance lives.
+    let c = unsafe { Cohort::<Life>::attach_in(b, f.bytes, 32 * MIB) }.expect("attached");
+    let mut at = head;
+    let mut expect = 1000;
+    while at != 0 {
+        let n = (b as usize + at) as *mut Node;
+        // SAFETY: a node of the list, at its offset.
+        let node = unsafe { n.read() };
+        expect -= 1;
+        assert_eq!(node.value, expect);
+        at = node.next;
+        // SAFETY: allocated before the leave, freed once.
+        unsafe { c.free(n.cast(), size_of::<Node>(), Life::Long) };
+    }
+    assert_eq!(expect, 0);
+    let big = (b as usize + big_at) as *mut u8;
+    // SAFETY: the large allocation made before the leave, 5 MiB.
+    assert!(unsafe { std::slice::from_raw_parts(big, 5 * MIB) }
+        .iter()
+        .all(|&x| x == 0x5a));
+    // SAFETY: allocated before the leave, freed once.
+    unsafe { c.free(big, 5 * MIB, Life::Long) };
+    assert!(c.is_empty());
+    // SAFETY: nobody else uses the region.
+    unsafe { c.verify() }.expect("verifies at the second address");
+    drop(c);
+    // SAFETY: both mappings are ours, unused now.
+    unsafe {
+        libc::munmap(a.cast(), f.bytes);
+        libc::munmap(b.cast(), f.bytes);
+        libc::close(fd);
+    }
+}

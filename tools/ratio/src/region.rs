@@ -1,0 +1,166 @@
+//! The region the mix ran in: its options and how much of its capacity the mix used, with
+//! the slow-path events and promotions cohort counted (`Stats::events`).
+
+use crate::json::Json;
+use cohort::{Cohort, Lifetime, Stats};
+
+/// The region's options and capacity use, read after the mix's allocations.
+#[derive(Clone, Debug, Default)]
+pub struct RegionUse {
+    /// The allocator's label (`--label`), empty when none.
+    pub label: String,
+    /// The options the region was made with, as `name=value` (name alone for a switch).
+    pub options: Vec<String>,
+    /// Its capacity in bytes.
+    pub capacity: usize,
+    /// Blocks of 2 MiB it can hold.
+    pub blocks: usize,
+    /// Blocks carved so far.
+    pub carved: usize,
+    /// Blocks holding allocations.
+    pub in_use: usize,
+    /// Empty blocks kept for reuse.
+    pub kept_empty: usize,
+    /// Live slots holding promoted requests.
+    pub promoted_live: usize,
+    /// Requests served by promotion so far.
+    pub promoted: u64,
+    /// Slow-path entries of allocations and of frees, remote frees, blocks taken from the
+    /// pool and given back, summed over the heads.
+    pub alloc_slow: u64,
+    pub free_slow: u64,
+    pub remote_frees: u64,
+    pub blocks_taken: u64,
+    pub blocks_given_back: u64,
+}
+
+impl RegionUse {
+    /// What `cohort`'s stats say, with the options it was made with (`capacity`: a fixed
+    /// region of that many bytes, else the default reservation).
+    pub fn of<L: Lifetime>(cohort: &Cohort<L>, capacity: Option<usize>) -> RegionUse {
+        let s: Stats = cohort.stats();
+        let mut options = Vec::new();
+        match capacity {
+            Some(c) => options.push(format!("capacity={c}")),
+            None => options.push("reservation=default".into()),
+        }
+        if !s.label.is_empty() {
+            options.push(format!("label={}", s.label));
+        }
+        let sum = |f: fn(&cohort::HeadEvents) -> u64| s.events.iter().map(f).sum::<u64>();
+        RegionUse {
+            label: s.label.as_str().into(),
+            options,
+            capacity: s.region_bytes,
+            blocks: s.region_bytes / (2 << 20),
+            carved: s.carved_blocks,
+            in_use: s.small.blocks,
+            kept_empty: s.retained_empty_blocks,
+            promoted_live: s.heads.iter().map(|h| h.promoted).sum(),
+            promoted: sum(|e| e.promoted),
+            alloc_slow: sum(|e| e.alloc_slow),
+            free_slow: sum(|e| e.free_slow),
+            remote_frees: sum(|e| e.remote_frees),
+            blocks_taken: sum(|e| e.blocks_taken),
+            blocks_given_back: sum(|e| e.blocks_given_back),
+        }
+    }
+
+    /// The share of the region's blocks in use or kept, in percent.
+    pub fn use_percent(&self) -> f64 {
+        100.0 * (self.in_use + self.kept_empty) as f64 / self.blocks.max(1) as f64
+    }
+
+    /// The text section (lines within 80 columns).
+    pub fn text(&self) -> String {
+        format!(
+            "\nREGION (after the allocations)\n   options: {}\n   capacity {} MiB = {} \
+             blocks; {} carved so far\n   {} in use + {} kept empty = {:.1}% used\n   \
+             promotion: {} live slots hold promoted requests ({} so far)\n   slow paths: {} \
+             alloc, {} free, {} remote frees\n   blocks: {} taken from the pool, {} given \
+             back\n",
+            self.options.join(" "),
+            self.capacity >> 20,
+            self.blocks,
+            self.carved,
+            self.in_use,
+            self.kept_empty,
+            self.use_percent(),
+            self.promoted_live,
+            self.promoted,
+            self.alloc_slow,
+            self.free_slow,
+            self.remote_frees,
+            self.blocks_taken,
+            self.blocks_given_back,
+        )
+    }
+
+    /// The JSON object.
+    pub fn json(&self) -> Json {
+        Json::Obj(vec![
+            ("label", self.label.as_str().into()),
+            (
+                "options",
+                Json::Arr(self.options.iter().map(|o| o.as_str().into()).collect()),
+            ),
+            ("capacity_bytes", self.capacity.into()),
+            ("blocks", self.blocks.into()),
+            ("carved_blocks", self.carved.into()),
+            ("blocks_in_use", self.in_use.into()),
+            ("empty_blocks_kept", self.kept_empty.into()),
+            ("use_percent", self.use_percent().into()),
+            ("promoted_live", self.promoted_live.into()),
+            ("promoted", self.promoted.into()),
+            ("alloc_slow", self.alloc_slow.into()),
+            ("free_slow", self.free_slow.into()),
+            ("remote_frees", self.remote_frees.into()),
+            ("blocks_taken", self.blocks_taken.into()),
+            ("blocks_given_back", self.blocks_given_back.into()),
+        ])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_fixed_region_shows_its_capacity_use_and_promotions() {
+        let a = Cohort::<()>::with_reservation(4 << 20);
+        a.set_label("arena");
+        let big = a.malloc(32, ());
+        let mut small = Vec::new();
+        loop {
+            let p = a.try_malloc(16, ());
+            if p.is_null() {
+                break;
+            }
+            small.push(p);
+        }
+        let promoted: Vec<_> = (0..10).map(|_| a.malloc(16, ())).collect();
+        let r = RegionUse::of(&a, Some(4 << 20));
+        assert_eq!((r.blocks, r.carved, r.in_use), (2, 2, 2));
+        assert_eq!((r.promoted_live, r.promoted), (10, 10));
+        assert!((r.use_percent() - 100.0).abs() < 1e-9);
+        assert!(r.blocks_taken >= 2 && r.alloc_slow >= 1);
+        let text = r.text();
+        assert!(
+            text.contains("options: capacity=4194304 label=arena"),
+            "{text}"
+        );
+        assert!(
+            text.contains("10 live slots hold promoted requests"),
+            "{text}"
+        );
+        let json = r.json().render();
+        assert!(json.contains("\"promoted_live\": 10"), "{json}");
+        // SAFETY: each allocated above with these sizes, freed once.
+        unsafe {
+            for p in promoted.into_iter().chain(small) {
+                a.free(p, 16, ());
+            }
+            a.free(big, 32, ());
+        }
+    }
+}
