@@ -3,6 +3,13 @@
 //! (`crate::medium_block`), with no header per allocation and no system call in steady
 //! state.
 //!
+//! Medium blocks are blocks of the region like any other (units addressed by offsets, their
+//! run tables inside them), so every kind of region serves medium requests the same way:
+//! private, shared between processes (a free from any process, a repair after a holder's
+//! death: `Runs::recount`), file, fixed capacity, caller memory. A region's runs of units
+//! (`crate::region::runs`) serve only the requests above the medium range (or aligned
+//! above a page).
+//!
 //! Everything here runs under the pool lock, from any thread: a medium allocation belongs
 //! to no heap (like a large one), so a free by another thread than the allocating one is
 //! the same free, and releasing a lifetime class frees all its medium allocations.
@@ -20,7 +27,8 @@
 //! last purge could not give back), every whole page of free dirty granules is given back
 //! to the OS (`Pool::purge_medium`), but for half the bound's worth in the blocks first on
 //! their lists (freed into last, so the likeliest to be reused next); they read zero
-//! afterwards. A block whose last run is freed goes
+//! afterwards. A region committed up front (fixed capacity, caller memory: its units are
+//! kept, never given back) purges nothing. A block whose last run is freed goes
 //! to the pool's empty blocks (kept and decayed as any: `crate::pool`), unless it is the
 //! only medium block of its class, which stays for the next request; every
 //! [`DECAY_EVERY`]-th medium free looks at the clock and gives back the empty blocks kept
@@ -37,7 +45,7 @@ use crate::medium_block::{At, Runs, MAX_RUN, META_BYTES};
 use crate::misuse::Problem;
 use crate::os;
 use crate::pool::{Pool, PoolState};
-use crate::region::BLOCK;
+use crate::region::{GiveBack, BLOCK};
 use core::ptr;
 
 #[cfg(doc)]
@@ -365,6 +373,10 @@ impl Pool {
     /// (freed into last: their dirty granules are the likeliest to be reused next) while
     /// their dirty granules add up to at most `keep`.
     pub(crate) fn purge_medium(&self, st: &mut PoolState, keep: usize) {
+        if self.region.backing().give_back == GiveBack::Keep {
+            // A region committed up front keeps its pages: a purge would only write zeros.
+            return;
+        }
         let units = self.units();
         let page = os::page_size();
         let mut cleaned = 0;

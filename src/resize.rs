@@ -169,7 +169,7 @@ impl Instance {
                 // SAFETY: forwarded contract; class is the old size's.
                 unsafe { self.validated_block::<ABORT>(p, old_size, class, life) };
             }
-            None if self.bounds.contains(p) => {
+            None if self.bounds.contains(p) && !self.in_run(p) => {
                 if let Some(q) = self.realloc_medium::<ZERO, ABORT>(p, old, new, life) {
                     return q;
                 }
@@ -200,13 +200,6 @@ impl Instance {
         q
     }
 
-    /// [`Instance::realloc_sized`] of a large allocation: checks it against the large table
-    /// (misuse is reported before anything changes), then resizes it in place when the new
-    /// size is large and rounds to the same pages, or remaps it. `None` when it must move
-    /// (to a small class, a larger alignment, or the OS refused to remap).
-    ///
-    /// # Safety
-    /// As [`Instance::realloc_sized`], with `p` not null and `old.size` a large size.
     /// The resize of a medium allocation (`p` in the region, with a size above the small
     /// classes), after its check (misuse is reported): `Some(p)` when done in place (the
     /// new size is medium, `p` is aligned to its align, and its run shrinks, or grows into
@@ -245,6 +238,13 @@ impl Instance {
         }
     }
 
+    /// [`Instance::realloc_sized`] of a large allocation: checks it against the large table
+    /// (misuse is reported before anything changes), then resizes it in place when the new
+    /// size is large and rounds to the same pages, or remaps it. `None` when it must move
+    /// (to a small class, a larger alignment, or the OS refused to remap).
+    ///
+    /// # Safety
+    /// As [`Instance::realloc_sized`], with `p` not null and `old.size` a large size.
     #[cold]
     #[inline(never)]
     #[track_caller]

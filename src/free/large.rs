@@ -58,11 +58,9 @@ impl Instance {
                 unsafe { pool.free_run(p, size, life) }
             } else {
                 match pool.medium_free(p, size, life) {
-                    // No block there: for a large size, no large allocation (a run freed
-                    // already, or never one).
-                    Err(Problem::NotMedium {
-                        block_class: None, ..
-                    }) if size > MAX_MEDIUM => Err(Problem::NotLarge),
+                    // Not a medium block: for a large size, no large allocation (a small
+                    // block, a run freed already, or never one).
+                    Err(Problem::NotMedium { .. }) if size > MAX_MEDIUM => Err(Problem::NotLarge),
                     freed => freed,
                 }
             };
