@@ -12,9 +12,8 @@
 #            with bytes patched over it): an error naming what differs, never a crash
 #   region_state   opening a file region whose header is valid but whose instance state
 #            (pool, registry, lists, heaps) has bytes patched over it: refused or usable,
-#            never a crash, a hang or a slot handed out twice. NOT in the list below until
-#            RED-18 is fixed (it finds that crash within minutes); run it by hand:
-#            cargo +nightly fuzz run --debug-assertions region_state -- -max_total_time=600
+#            never a crash, a hang or a slot handed out twice (RED-18: the state seal
+#            refuses a state changed while nobody had the region open)
 #
 # A long run (one target at a time; libFuzzer runs one process unless -jobs/-workers ask
 # for more, so leave those out on a shared machine):
@@ -50,7 +49,7 @@
 #                      allocations and compact, item 5), `join-oom` (the same as
 #                      oom-empty for allocations through an explicit join: found by the
 #                      oom target after item 10's fix), `state-verify` (region_state
-#                      without verify, RED-18's crash). Empty by default.
+#                      without verify, RED-18's crash, fixed). Empty by default.
 #
 # Needs a nightly toolchain (cargo fuzz uses -Z flags): without one this prints so and
 # exits 0. Installs cargo-fuzz from crates.io when it is missing.
@@ -61,7 +60,7 @@ export CARGO_TERM_COLOR=never
 secs="${1:-60}"
 modes="${COHORT_FUZZ_MODES:-checked}"
 sanitizer="${COHORT_FUZZ_SANITIZER:-address}"
-targets=(api oom threads region_header)
+targets=(api oom threads region_header region_state)
 
 if ! command -v rustup >/dev/null 2>&1 || ! rustup run nightly rustc --version >/dev/null 2>&1; then
   echo "fuzz: no nightly toolchain (rustup run nightly rustc failed): fuzzing skipped"

@@ -250,6 +250,18 @@ impl Instance {
         unsafe { self.pool.load(Ordering::Acquire).as_ref() }
     }
 
+    /// Panics when the instance is shared between processes: `what`, an `_exclusive` form
+    /// whose `&mut self` excludes this process's other users only, cannot keep out the
+    /// others' (`instead` says what to call).
+    #[track_caller]
+    pub(crate) fn assert_one_process(&self, what: &str, instead: &str) {
+        assert!(
+            !self.pool_if_any().is_some_and(|p| p.is_shared()),
+            "cohort: {what} on an instance shared between processes: `&mut self` excludes \
+             this process's threads only; {instead}"
+        );
+    }
+
     /// The instance's fields of `Debug`: its id (`None` before the first allocation:
     /// formatting creates nothing), lifetime classes, reservation and, once the pool
     /// exists, the region's bounds, the heap ids handed out and the pool-lock count. Reads

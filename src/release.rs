@@ -201,9 +201,10 @@ impl<L: Lifetime> Cohort<L> {
         let me = unsafe { per_thread::find_own(self.core.instance_id()).as_ref() };
         let (my_token, my_id) = me.map_or((0, 0), |h| (h.token, h.id));
         let exclusive = whose == Whose::Everyone;
-        // `&mut self` excludes this process only: in a shared instance `Everyone` is this
-        // process's heaps (and what nobody holds), never another process's heaps or the
-        // blocks threads without a heap allocate from (any process's).
+        // `Everyone` comes from `scope_exclusive`, which refuses an instance shared between
+        // processes (`&mut self` excludes this process only). Should it reach one, it is
+        // narrowed to this process's heaps (and what nobody holds), never another
+        // process's heaps or the blocks threads without a heap allocate from.
         let everyone = exclusive && !pool.is_shared();
         // Whether a heap id names a heap this process holds.
         let held_here = |id: u32| {
@@ -299,7 +300,10 @@ impl<L: Lifetime> Cohort<L> {
     /// released too, whichever heap holds them.
     ///
     /// Panics if the class has live allocations when the scope starts, small or large
-    /// (they would be freed under their owners).
+    /// (they would be freed under their owners); and on an instance shared between
+    /// processes, whose `&mut self` keeps out this process's other users only (another
+    /// process's objects of the class would be freed: blocks pass between processes' heaps):
+    /// there use [`Cohort::scope`], whose class is its own.
     ///
     /// # Examples
     ///
@@ -320,6 +324,10 @@ impl<L: Lifetime> Cohort<L> {
         life: L,
         f: impl for<'s> FnOnce(&'s Self, crate::ClassHandle<'s, L>) -> R,
     ) -> R {
+        self.core.assert_one_process(
+            "scope_exclusive",
+            "use `scope`, which allocates in a class of its own",
+        );
         let live = self.live_in_class(lifetime::index_of(life));
         assert!(
             live == 0,
@@ -332,8 +340,7 @@ impl<L: Lifetime> Cohort<L> {
         // collections built on them are gone (they borrowed the scope); scoped threads
         // have exited; raw pointers from the malloc family are the caller's to not use.
         let released = unsafe { this.release(lifetime::index_of(life), Whose::Everyone) };
-        // (Another process's blocks of the class stay its own in a shared instance.)
-        debug_assert!(released.left_to_other_threads == 0 || self.core.pool_if_any().is_some_and(|p| p.is_shared()));
+        debug_assert_eq!(released.left_to_other_threads, 0);
         r
     }
 

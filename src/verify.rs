@@ -148,11 +148,9 @@ impl<L: Lifetime> Cohort<L> {
     /// On an instance shared between processes: `&mut self` excludes no other process
     /// (call [`Cohort::verify`] when none uses the region).
     pub fn verify_exclusive(&mut self) -> Result<Verified, VerifyError> {
-        assert!(
-            !self.core.pool_if_any().is_some_and(|p| p.is_shared()),
-            "cohort: verify_exclusive on an instance shared between processes: `&mut self` \
-             excludes this process's threads only; call the unsafe `verify` when no other \
-             process uses the region"
+        self.core.assert_one_process(
+            "verify_exclusive",
+            "call the unsafe `verify` when no other process uses the region",
         );
         // SAFETY: `&mut self`: no other thread can use this allocator meanwhile.
         unsafe { self.verify() }

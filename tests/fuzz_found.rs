@@ -204,8 +204,9 @@ mod two {
 /// their tables) and answers an error, or the walks do. Exact failure (main 370ae8c: the
 /// second input no longer crashes there, its byte now lands elsewhere in the changed
 /// layout): `state byte 0x1a5a = 0x19, then verify: the opener died of signal 11`.
+/// Fixed by the state seal: the last process to leave writes a hash of the state, and
+/// the first to open checks it (`RegionError::StateDamaged`).
 #[test]
-#[ignore = "RED-18: a region file with one damaged byte in its state area opens, and verify or compact follows the damaged list into a wild address (SIGSEGV). Owner persist"]
 fn a_region_file_with_a_damaged_state_byte_never_crashes_the_opener() {
     use cohort::{CreateOptions, OpenOptions, Place, RegionError, SharedCohort};
     use red_team_common::*;

@@ -416,12 +416,23 @@ fn scope_exclusive_never_frees_another_processs_objects() {
                 }
             })
         };
-        a.scope_exclusive(Life::Short, |_, _h| {
-            in_scope.store(1, Ordering::Release);
+        // Refused (a panic naming it: `&mut` cannot keep the other process out), or run
+        // without freeing the other process's objects.
+        in_scope.store(1, Ordering::Release);
+        let scoped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            a.scope_exclusive(Life::Short, |_, _h| {
+                while allocated.load(Ordering::Acquire) == 0 {
+                    std::hint::spin_loop();
+                }
+            })
+        }));
+        if let Err(e) = scoped {
+            let msg = panic_message(&*e);
+            assert!(msg.contains("scope_exclusive"), "another panic: {msg}");
             while allocated.load(Ordering::Acquire) == 0 {
                 std::hint::spin_loop();
             }
-        });
+        }
         let mine: Vec<*mut u8> = (0..200).map(|_| a.malloc(64, Life::Short)).collect();
         for &p in &mine {
             // SAFETY: fresh, 64 bytes.

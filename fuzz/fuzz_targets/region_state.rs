@@ -1,8 +1,11 @@
 //! Opening a region whose header is valid but whose instance state (the pool, registry,
 //! lists, unit states and heaps between the header and the first block) is damaged: a
-//! flipped bit on disk, a file copied while a process was writing it. The opener must
-//! refuse it or work with it (allocate, free, walk, release, compact, leave), never crash,
-//! hang, or hand out one slot twice.
+//! flipped bit on disk, a stray write into the file. The template was left by its last
+//! process, so its state is sealed: an input that changes any byte of it must be refused
+//! with `RegionError::StateDamaged` (RED-18: before the seal, verify and compact followed
+//! damaged lists to wild addresses); one that changes nothing must open and work
+//! (allocate, free, walk, release, compact, leave), never crash, hang, or hand out one
+//! slot twice.
 //!
 //! A valid region's file (made once per process, with allocations of several sizes and
 //! classes live and some freed, so its lists and heaps are not empty) is patched with the
@@ -24,6 +27,8 @@ cohort::lifetime_classes! {
 
 /// Where the state starts in a region file (the header's page).
 const STATE_OFFSET: usize = 4096;
+/// The header word that holds the state's length.
+const W_STATE_LEN: usize = 11;
 
 /// The sizes the template and each input allocate.
 const SIZES: [usize; 6] = [1, 8, 64, 200, 1000, 8000];
@@ -119,6 +124,20 @@ fuzz_target!(|data: &[u8]| {
         Place::File(&path),
         OpenOptions::new().timeout(Duration::ZERO),
     );
+    // The template was left by its last process: its state is sealed, and a state that
+    // differs from it in any byte is refused. (Bytes past the state, in the middle seal
+    // page and up to the first block, are not the state.)
+    let state_len = u64::from_le_bytes(template[W_STATE_LEN * 8..][..8].try_into().unwrap());
+    let state = STATE_OFFSET..STATE_OFFSET + state_len as usize;
+    if file[state.clone()] != template[state] {
+        match opened {
+            Err(RegionError::StateDamaged { .. }) => {}
+            Err(e) => panic!("a damaged state refused for another reason: {e}"),
+            Ok(_) => panic!("a damaged state opened"),
+        }
+        std::fs::remove_file(&path).expect("removed");
+        return;
+    }
     if let Ok(region) = opened {
         let mut live = Vec::new();
         for (i, &size) in SIZES.iter().cycle().take(60).enumerate() {

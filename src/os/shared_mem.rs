@@ -161,6 +161,42 @@ impl Fd {
         }
     }
 
+    /// Another descriptor of what this one names (`F_DUPFD_CLOEXEC`).
+    pub fn try_clone(&self) -> io::Result<Fd> {
+        // SAFETY: the descriptor is open; the new one is ours to close.
+        check(unsafe { libc::fcntl(self.0, libc::F_DUPFD_CLOEXEC, 0) }).map(Fd)
+    }
+
+    /// The parts of `[from, to)` that may hold bytes other than zero, in order: everything
+    /// but the file's holes (`SEEK_DATA`, `SEEK_HOLE`), or the whole range where the file
+    /// system cannot tell.
+    pub fn data_extents(&self, from: u64, to: u64) -> Vec<(u64, u64)> {
+        let seek = |at: u64, whence| -> Option<u64> {
+            let at = libc::off_t::try_from(at).ok()?;
+            // SAFETY: the descriptor is open; lseek only moves its offset.
+            let r = unsafe { libc::lseek(self.0, at, whence) };
+            u64::try_from(r).ok()
+        };
+        let mut extents = Vec::new();
+        let mut at = from;
+        while at < to {
+            let Some(data) = seek(at, libc::SEEK_DATA) else {
+                if io::Error::last_os_error().raw_os_error() != Some(libc::ENXIO) {
+                    extents.push((at, to)); // cannot tell: all of it
+                }
+                break; // ENXIO: no data after `at`
+            };
+            if data >= to {
+                break;
+            }
+            let hole = seek(data, libc::SEEK_HOLE).map_or(to, |h| h.min(to));
+            let hole = if hole > data { hole } else { to };
+            extents.push((data, hole));
+            at = hole;
+        }
+        extents
+    }
+
     /// Bytes of storage allocated to what the descriptor names (`st_blocks * 512`).
     #[cfg(test)]
     pub fn allocated(&self) -> io::Result<u64> {

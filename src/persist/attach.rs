@@ -28,19 +28,43 @@
 //! attach holds two generations, and is refused: `SEAL_HEAD = SEAL_MID = SEAL_TAIL` in
 //! every region that opens.
 //!
+//! **The state seal.** The last process to leave writes `SEAL_SUM`, a hash of the state
+//! area (the pool, its lists, the registry, the unit states and the heaps: every word an
+//! opener follows before it reaches a block) and of the first page of every unit (a
+//! block's header and run table, where the lists' links are), then `SEAL_GEN = GEN`. Every attach bumps
+//! `GEN` before it changes anything, so `SEAL_GEN = GEN` says nobody has had the region
+//! open since the seal was written, and the first process to open it checks that the state
+//! still hashes to `SEAL_SUM`: a state whose bytes changed while nobody had it open (a
+//! flipped bit on disk, a stray write into the file) is refused
+//! ([`RegionError::StateDamaged`]) instead of followed to a wild address. Attaching and
+//! leaving take `LOCK` (a process word; a dead holder's lock is taken over: neither side
+//! leaves anything half done that the other could misread, since the sum is stored before
+//! `SEAL_GEN` and `GEN` is bumped before the region changes). Not checked: a region whose
+//! last process died with it open (its seal is older than its `GEN`: the dead process's
+//! heaps are reaped as usual), and the rest of the blocks' bytes (object data and the links
+//! of free slots).
+//!
 //! Invariants: a slot is nonzero exactly while its process has the region open (or until
 //! the process is found dead); `GEN` only grows; after an attach completes the seals equal
-//! `GEN`.
+//! `GEN`; `SEAL_GEN = GEN` implies no slot is held and `SEAL_SUM = seal_sum(region)`.
 
 use super::error::RegionError;
 use super::header::{Layout, HEADER_BYTES};
+use crate::class::BLOCK_SIZE;
 use crate::os::shared_mem::{self, Fd};
-use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use core::sync::atomic::{AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
+use std::time::{Duration, Instant};
 
 /// Where the attach table starts in the header page.
 const ATTACH_OFFSET: usize = 2048;
+/// The table's words before its slots.
+const TABLE_WORDS: usize = 7;
 /// Process slots in the table: the most processes that have a region open at once.
-pub(crate) const ATTACH_SLOTS: usize = (HEADER_BYTES - ATTACH_OFFSET) / 8 - 4;
+pub(crate) const ATTACH_SLOTS: usize = (HEADER_BYTES - ATTACH_OFFSET) / 8 - TABLE_WORDS;
+/// How long a leave (or a creator) waits for another process's attach or leave (which
+/// hold `LOCK` for the time of a hash of the state: milliseconds) before it goes on
+/// without the lock (or answers [`RegionError::Busy`]); an opener waits its timeout.
+const LOCK_PATIENCE: Duration = Duration::from_secs(10);
 
 /// The attach table as it lies in the header page.
 #[repr(C)]
@@ -49,23 +73,135 @@ struct Table {
     boot: AtomicU64,
     dev: AtomicU64,
     ino: AtomicU64,
+    /// The process word of the process attaching or leaving, 0 when none.
+    lock: AtomicU64,
+    /// `GEN` when the state seal was written (see the module docs).
+    seal_gen: AtomicU64,
+    /// [`seal_sum`] of the region when the seal was written.
+    seal_sum: AtomicU64,
     slots: [AtomicU64; ATTACH_SLOTS],
 }
 const _: () = assert!(ATTACH_OFFSET + size_of::<Table>() <= HEADER_BYTES);
+const _: () = assert!(size_of::<Table>() == (TABLE_WORDS + ATTACH_SLOTS) * 8);
 
 /// This process's slot in a region's attach table: freed when dropped.
 pub(crate) struct Attachment {
-    /// A mapping of the header page of its own (the region's may be gone when it drops).
+    /// A mapping of its own of the whole region (the region's may be gone when it drops),
+    /// for the attach table and the seal.
     page: *mut u8,
+    layout: Layout,
+    /// The region's file (or shared memory object), for its holes.
+    fd: Fd,
     slot: usize,
     word: u64,
     file: bool,
 }
 
-// SAFETY: the page is a shared mapping owned by the attachment; its words are atomics.
-unsafe impl Send for Attachment {}
-// SAFETY: as above.
-unsafe impl Sync for Attachment {}
+/// `LOCK` held by this process: released when dropped.
+struct SealLock<'a> {
+    table: &'a Table,
+    me: u64,
+}
+
+impl<'a> SealLock<'a> {
+    /// Takes `table`'s lock for `me`, taking it over from a dead holder; waits at most
+    /// `patience` for a live one.
+    fn take(table: &'a Table, me: u64, patience: Duration) -> Result<SealLock<'a>, RegionError> {
+        let started = Instant::now();
+        let mut pause = Duration::from_micros(50);
+        loop {
+            let holder = table.lock.load(SeqCst);
+            let free = holder == 0 || !shared_mem::is_alive(holder);
+            if free && table.lock.compare_exchange(holder, me, SeqCst, SeqCst).is_ok() {
+                return Ok(SealLock { table, me });
+            }
+            let waited = started.elapsed();
+            if !free && waited >= patience {
+                return Err(RegionError::Busy {
+                    holder_pid: shared_mem::pid_of_word(holder),
+                    waited,
+                });
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for SealLock<'_> {
+    fn drop(&mut self) {
+        let _ = self
+            .table
+            .lock
+            .compare_exchange(self.me, 0, SeqCst, SeqCst);
+    }
+}
+
+/// The granule [`seal_sum`] hashes by: pages of zeros (a file's holes among them) are
+/// left out, so that a sparse state costs only what it holds.
+const SUM_PAGE: usize = 4096;
+
+/// What the state seal compares: a hash of every page of the state and of the first page
+/// of every unit (a block's header and run table: the lists' links live there too), of
+/// the region of `layout` in the file `fd` mapped at `base`. See [`sum_pages`].
+///
+/// # Safety
+/// The region of `layout` is mapped readable at `base` for the call.
+unsafe fn seal_sum(base: *const u8, fd: &Fd, layout: &Layout) -> u64 {
+    let state = (layout.state_offset, layout.state_offset + layout.state_len);
+    let units = (layout.blocks_offset, layout.blocks_offset + layout.unit_count * BLOCK_SIZE);
+    // SAFETY: both ranges lie in the caller's mapping.
+    let (a, b) = unsafe {
+        (
+            sum_pages(base, fd, state, SUM_PAGE),
+            sum_pages(base, fd, units, BLOCK_SIZE),
+        )
+    };
+    mix(a, b)
+}
+
+/// One step of the hashes below.
+fn mix(h: u64, w: u64) -> u64 {
+    (h ^ w).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29)
+}
+
+/// A hash of the pages at `from`, `from + step`, `from + 2 step`... below `to` (`from` and
+/// `step` multiples of [`SUM_PAGE`]) of the file `fd` mapped at `base`: every one that is
+/// not all zero counts, with its index; the file's holes are skipped unread. It detects
+/// damage (a changed byte changes it but with odds of 2^-64); it does not authenticate.
+///
+/// # Safety
+/// `[base + from, base + to)` is mapped readable for the call.
+unsafe fn sum_pages(base: *const u8, fd: &Fd, (from, to): (usize, usize), step: usize) -> u64 {
+    debug_assert!(from.is_multiple_of(SUM_PAGE) && step.is_multiple_of(SUM_PAGE));
+    let mut sum = mix(from as u64, to as u64);
+    // Pages below `next` are hashed already (extents of a file system's smaller blocks may
+    // share a page).
+    let mut next = from;
+    for (start, end) in fd.data_extents(from as u64, to as u64) {
+        // The first page of the series at or after the extent's start, and after `next`.
+        let start = (start as usize / SUM_PAGE * SUM_PAGE).max(next);
+        let mut page = from + (start - from).div_ceil(step) * step;
+        while page < (end as usize).min(to) && page + SUM_PAGE <= to {
+            // Four independent lanes: a word's multiply does not wait for the last's.
+            let mut lanes = [1u64, 2, 3, 4];
+            let mut any = 0;
+            for i in 0..SUM_PAGE / 8 {
+                // SAFETY: the page lies in the caller's range; read as an atomic because
+                // another process may (in a damaged region) be writing it.
+                let w = unsafe { &*base.add(page + i * 8).cast::<AtomicU64>() }.load(Relaxed);
+                any |= w;
+                lanes[i % 4] = mix(lanes[i % 4], w);
+            }
+            if any != 0 {
+                sum = lanes.iter().fold(mix(sum, page as u64), |h, &l| mix(h, l));
+            }
+            page += step;
+        }
+        next = next.max(page);
+    }
+    sum
+}
 
 /// The words that tell a region's file and boot: `(boot, dev, ino)`.
 fn identity(fd: &Fd) -> Result<(u64, u64, u64), RegionError> {
@@ -104,8 +240,9 @@ impl Attachment {
     /// Admits this process to the region mapped at `base` (of `layout`, from `fd`):
     /// refuses a region whose seals differ or that is attached under another boot or file;
     /// clears the slots of dead processes; claims a slot; bumps the generation into the
-    /// seals (written to disk first for a file). `is_new`: the creator, before anyone can
-    /// open it.
+    /// seals (written to disk first for a file). `opening`: how long to wait for another
+    /// process's attach or leave (the opener's timeout), `None` for the creator, before
+    /// anyone can open it (the state is not formatted yet: no seal is checked).
     ///
     /// # Safety
     /// `base` maps the whole region of `layout`, read-write and shared, while the result
@@ -115,9 +252,41 @@ impl Attachment {
         layout: &Layout,
         fd: &Fd,
         file: bool,
+        opening: Option<Duration>,
     ) -> Result<Attachment, RegionError> {
+        // Mapped before anything is claimed: nothing is left to undo if it fails.
+        let page = shared_mem::map_shared(fd, layout.capacity, HEADER_BYTES.max(crate::os::page_size()))
+            .map_err(|e| RegionError::os("map the region's header", e))?;
+        // No slot yet (`ATTACH_SLOTS`): dropped on an error, it only unmaps its view.
+        let mut attachment = Attachment {
+            page,
+            layout: *layout,
+            fd: fd
+                .try_clone()
+                .map_err(|e| RegionError::os("keep the region's descriptor", e))?,
+            slot: ATTACH_SLOTS,
+            word: shared_mem::process_word(),
+            file,
+        };
+        // SAFETY: the caller's guarantee.
+        attachment.slot = unsafe { attachment.claim(base, layout, fd, opening) }?;
+        Ok(attachment)
+    }
+
+    /// [`Attachment::admit`]'s checks and claim, under `LOCK`: the slot claimed.
+    ///
+    /// # Safety
+    /// As [`Attachment::admit`].
+    unsafe fn claim(
+        &self,
+        base: *mut u8,
+        layout: &Layout,
+        fd: &Fd,
+        opening: Option<Duration>,
+    ) -> Result<usize, RegionError> {
         // SAFETY: the caller's mapping.
         let t = unsafe { table(base) };
+        let _lock = SealLock::take(t, self.word, opening.unwrap_or(LOCK_PATIENCE))?;
         let offsets = seals(layout);
         // SAFETY: the caller's mapping holds both seal pages.
         let [mid, tail] = offsets.map(|o| unsafe { seal(base, o) });
@@ -128,8 +297,16 @@ impl Attachment {
                          it open)",
             });
         }
+        if opening.is_some() && t.seal_gen.load(SeqCst) == gen {
+            // SAFETY: the caller's mapping holds the state.
+            let found = unsafe { seal_sum(base, fd, layout) };
+            let expected = t.seal_sum.load(SeqCst);
+            if found != expected {
+                return Err(RegionError::StateDamaged { expected, found });
+            }
+        }
         let (boot, dev, ino) = identity(fd)?;
-        let me = shared_mem::process_word();
+        let me = self.word;
         // Decided before dead holders' slots are cleared: after a crash, or in a copy, the
         // holders are dead too (their pages, not their slots, are what is missing).
         let attached = t.slots.iter().any(|w| w.load(SeqCst) != 0);
@@ -172,42 +349,122 @@ impl Attachment {
                 break;
             }
         }
-        let page = shared_mem::map_shared(fd, HEADER_BYTES, HEADER_BYTES.max(crate::os::page_size()))
-            .map_err(|e| RegionError::os("map the region's header", e));
-        let attachment = match page {
-            Ok(page) => Attachment {
-                page,
-                slot,
-                word: me,
-                file,
-            },
-            Err(e) => {
-                t.slots[slot].store(0, SeqCst);
-                return Err(e);
-            }
-        };
-        if file {
+        if self.file {
             for at in [0, offsets[0], offsets[1]] {
                 // SAFETY: a page of the caller's mapping (every offset is a page multiple).
-                unsafe { shared_mem::sync(base.add(at), layout.state_offset) }
-                    .map_err(|e| RegionError::os("write the region's attach table to disk", e))?;
+                let synced = unsafe { shared_mem::sync(base.add(at), layout.state_offset) };
+                if let Err(e) = synced {
+                    t.slots[slot].store(0, SeqCst);
+                    return Err(RegionError::os("write the region's attach table to disk", e));
+                }
             }
         }
-        Ok(attachment)
+        Ok(slot)
     }
 }
 
 impl Drop for Attachment {
     fn drop(&mut self) {
-        // SAFETY: the attachment's own mapping of the header page.
+        // SAFETY: the attachment's own mapping of the header page and the state.
         let t = unsafe { table(self.page) };
-        let _ = t.slots[self.slot].compare_exchange(self.word, 0, SeqCst, SeqCst);
+        if self.slot < ATTACH_SLOTS {
+            // Without the lock (a live holder that does not let go) the slot is freed all
+            // the same and no seal is written: the next opener finds none to check.
+            let lock = SealLock::take(t, self.word, LOCK_PATIENCE).ok();
+            let _ = t.slots[self.slot].compare_exchange(self.word, 0, SeqCst, SeqCst);
+            if lock.is_some() && t.slots.iter().all(|w| w.load(SeqCst) == 0) {
+                // SAFETY: the attachment's view maps the region.
+                let sum = unsafe { seal_sum(self.page, &self.fd, &self.layout) };
+                t.seal_sum.store(sum, SeqCst);
+                t.seal_gen.store(t.gen.load(SeqCst), SeqCst);
+            }
+        }
         // SAFETY: the attachment's own mapping, unmapped once, here.
         unsafe {
             if self.file {
                 let _ = shared_mem::sync(self.page, HEADER_BYTES);
             }
-            shared_mem::unmap_shared(self.page, HEADER_BYTES);
+            shared_mem::unmap_shared(self.page, self.layout.capacity);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::os::shared_mem::{CName, Kind};
+
+    /// A table in memory of this process, zeroed.
+    fn table_in(words: &mut [u64; TABLE_WORDS + ATTACH_SLOTS]) -> &Table {
+        // SAFETY: the array is as large as a table, aligned to 8, and only used as one.
+        unsafe { &*words.as_mut_ptr().cast::<Table>() }
+    }
+
+    #[test]
+    fn the_lock_is_taken_over_from_a_dead_holder_and_waited_for_from_a_live_one() {
+        let mut words = [0u64; TABLE_WORDS + ATTACH_SLOTS];
+        let t = table_in(&mut words);
+        let me = shared_mem::process_word();
+        let dead = shared_mem::word_of(i32::MAX, 1);
+        t.lock.store(dead, SeqCst);
+        let held = SealLock::take(t, me, Duration::ZERO).expect("a dead holder's lock");
+        assert_eq!(t.lock.load(SeqCst), me);
+        let patience = Duration::from_millis(30);
+        match SealLock::take(t, me, patience) {
+            Err(RegionError::Busy { holder_pid, waited }) => {
+                assert_eq!(holder_pid, shared_mem::pid() as u64);
+                assert!(waited >= patience);
+            }
+            other => panic!("a live holder's lock: {:?}", other.map(|_| ())),
+        }
+        drop(held);
+        assert_eq!(t.lock.load(SeqCst), 0, "released");
+    }
+
+    #[test]
+    fn the_sum_sees_every_byte_of_its_pages_and_not_how_the_file_stores_its_zeros() {
+        let name = CName::new(format!("/cohort-sum-{}", shared_mem::pid()).as_bytes()).unwrap();
+        let _ = shared_mem::unlink(Kind::SharedMemory, &name);
+        let fd = shared_mem::create_exclusive(Kind::SharedMemory, &name).unwrap();
+        shared_mem::unlink(Kind::SharedMemory, &name).unwrap();
+        let len = 6 * SUM_PAGE;
+        fd.set_len(len as u64).unwrap();
+        let p = shared_mem::map_shared(&fd, len, SUM_PAGE).unwrap();
+        // SAFETY: `p` maps `len` bytes of the object for the whole test.
+        let every = || unsafe { sum_pages(p, &fd, (SUM_PAGE, 3 * SUM_PAGE), SUM_PAGE) };
+        // SAFETY: as above: pages 1, 3 and 5.
+        let odd = || unsafe { sum_pages(p, &fd, (SUM_PAGE, 6 * SUM_PAGE), 2 * SUM_PAGE) };
+        let (zeros, odd_zeros) = (every(), odd());
+        // SAFETY: as above; page 3 is outside the first range, page 4 off the second's.
+        unsafe {
+            p.add(3 * SUM_PAGE + 5).write(1);
+            p.add(4 * SUM_PAGE + 5).write(1);
+        }
+        assert_eq!(every(), zeros, "bytes outside the range do not count");
+        let odd_base = odd();
+        assert_ne!(odd_base, odd_zeros, "page 3 counts in the series 1, 3, 5");
+        // SAFETY: as above.
+        unsafe { p.add(4 * SUM_PAGE + 6).write(1) };
+        assert_eq!(odd(), odd_base, "page 4 is not in the series");
+        // SAFETY: as above.
+        unsafe { p.add(2 * SUM_PAGE + 7).write(9) };
+        let base = every();
+        assert_ne!(base, zeros);
+        for at in (SUM_PAGE..3 * SUM_PAGE).step_by(61) {
+            // SAFETY: as above.
+            unsafe {
+                let old = p.add(at).read();
+                p.add(at).write(old ^ 0x10);
+                assert_ne!(every(), base, "byte {at:#x} changed");
+                p.add(at).write(old);
+            }
+        }
+        assert_eq!(every(), base);
+        // Page 1 written with zeros is data now, not a hole: the sum is the same.
+        // SAFETY: as above.
+        unsafe { p.add(SUM_PAGE).write_bytes(0, SUM_PAGE) };
+        assert_eq!(every(), base, "a page of zeros counts as a hole does");
+        // SAFETY: mapped above, unmapped once.
+        unsafe { shared_mem::unmap_shared(p, len) };
     }
 }

@@ -111,6 +111,26 @@ pub enum RegionError {
         /// What was found.
         reason: &'static str,
     },
+    /// Opening: the region's state (its pool, lists, registry, unit states and heaps) is
+    /// not what its last process left: a byte changed while nobody had it open (damage on
+    /// disk, a stray write into the file). Following it could hand out memory twice or
+    /// reach a wild address, so it is refused; nothing in it is changed. Remove it and
+    /// create it again, or restore it from a copy made while nobody had it open.
+    StateDamaged {
+        /// The state's hash when its last process left.
+        expected: u64,
+        /// The state's hash now.
+        found: u64,
+    },
+    /// Opening: another process (`holder_pid`, alive) kept the region's attach lock, which
+    /// an attach or a leave holds for milliseconds, for longer than the opener's timeout
+    /// (`waited`): it is stopped, or stuck.
+    Busy {
+        /// The process holding the lock.
+        holder_pid: u64,
+        /// How long the opener waited.
+        waited: Duration,
+    },
     /// Opening: the region did not become ready. Its formatting process died before it
     /// finished (then destroy the region and create it again), or did not finish within the
     /// time allowed, or (creator pid 0) nothing ever wrote its header.
@@ -125,7 +145,7 @@ pub enum RegionError {
     },
     /// The instance could not be built on the region: this process has it open already
     /// (a process opens a region once), the region's attach table is full (at most
-    /// `ATTACH_SLOTS`, 252, processes have it open at once), its page size is not one cohort supports, the OS
+    /// `ATTACH_SLOTS`, 249, processes have it open at once), its page size is not one cohort supports, the OS
     /// refused memory for this process's view, or the process's instance ids are used up.
     Attach,
     /// The OS refused a call.
@@ -217,6 +237,16 @@ impl fmt::Display for RegionError {
             RegionError::Unclean { reason } => {
                 write!(f, "the region was not left cleanly and is refused: {reason}")
             }
+            RegionError::StateDamaged { expected, found } => write!(
+                f,
+                "the region's state was damaged while nobody had it open: it hashes to \
+                 {found:#018x}, its last process left it hashing to {expected:#018x}"
+            ),
+            RegionError::Busy { holder_pid, waited } => write!(
+                f,
+                "process {holder_pid} held the region's attach lock for longer than \
+                 {waited:?} (stopped or stuck)"
+            ),
             RegionError::NotReady {
                 waited,
                 creator_pid,
@@ -235,7 +265,7 @@ impl fmt::Display for RegionError {
             RegionError::Attach => write!(
                 f,
                 "the allocator instance could not be built on the region (this process has \
-                 it open already, 252 processes have it open, an unsupported page size, out \
+                 it open already, 249 processes have it open, an unsupported page size, out \
                  of memory, or no instance id left)"
             ),
             RegionError::Os { op, error } => write!(f, "{op} failed: {error}"),

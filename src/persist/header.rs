@@ -43,7 +43,7 @@ pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"cohortR\x01");
 /// The layout of the header and of where things lie in a region: bumped whenever it
 /// changes, so that code never attaches to a region it would misread. (The instance state's
 /// own layout has a version of its own, `STATE_LAYOUT`.)
-pub(crate) const LAYOUT_VERSION: u64 = 3;
+pub(crate) const LAYOUT_VERSION: u64 = 4;
 /// The number of root slots in the header.
 pub const ROOT_SLOTS: usize = 16;
 

@@ -153,7 +153,10 @@ impl Mapping {
             shared_mem::process_word(),
         ));
         // SAFETY: the whole region is mapped while `m` lives.
-        match unsafe { Attachment::admit(m.base, &m.layout, &fd, name.kind == Kind::File) } {
+        let admitted = unsafe {
+            Attachment::admit(m.base, &m.layout, &fd, name.kind == Kind::File, None)
+        };
+        match admitted {
             Ok(a) => m.attachment = Some(a),
             Err(e) => {
                 drop(m);
@@ -201,7 +204,10 @@ impl Mapping {
                     } else {
                         let layout = header::validate(&words, len, expect)?;
                         match state {
-                            READY => return Mapping::map_ready(&fd, layout, name.kind == Kind::File),
+                            READY => {
+                                let patience = timeout.saturating_sub(waited);
+                                return Mapping::map_ready(&fd, layout, name.kind == Kind::File, patience);
+                            }
                             INITIALISING => {}
                             other => {
                                 return Err(RegionError::Geometry {
@@ -235,7 +241,8 @@ impl Mapping {
     }
 
     /// Maps a ready region whole and admits this process to it ([`Attachment::admit`]).
-    fn map_ready(fd: &Fd, layout: Layout, file: bool) -> Result<Mapping, RegionError> {
+    /// waiting at most `patience` for another process's attach or leave.
+    fn map_ready(fd: &Fd, layout: Layout, file: bool, patience: Duration) -> Result<Mapping, RegionError> {
         let base = shared_mem::map_shared(fd, layout.capacity, BLOCK_SIZE)
             .map_err(|e| RegionError::os("map the region", e))?;
         let mut m = Mapping {
@@ -244,7 +251,7 @@ impl Mapping {
             attachment: None,
         };
         // SAFETY: the whole region is mapped while `m` lives.
-        m.attachment = Some(unsafe { Attachment::admit(base, &layout, fd, file) }?);
+        m.attachment = Some(unsafe { Attachment::admit(base, &layout, fd, file, Some(patience)) }?);
         Ok(m)
     }
 

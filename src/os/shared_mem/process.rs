@@ -41,6 +41,11 @@ pub fn word_of(pid: i32, start: u64) -> u64 {
     (pid as u64) << START_BITS | (start & START_MASK)
 }
 
+/// The pid a process word names.
+pub fn pid_of_word(word: u64) -> u64 {
+    word >> START_BITS
+}
+
 /// The start-time bits of a process word.
 const START_MASK: u64 = (1 << START_BITS) - 1;
 
