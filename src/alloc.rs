@@ -289,6 +289,22 @@ impl Instance {
         crate::large::allocate::<ZERO>(&pool.large, len, os::MIN_PAGE, life, crate::decay::now())
     }
 
+    /// Before a medium request finds the region full: gives back every empty block the
+    /// calling thread may, as the small slow path does (`heap::compact`: its own heap's,
+    /// the pool's, the kept ones), the empty medium block each lifetime class keeps, and
+    /// (in a shared instance) dead processes' heaps' blocks. Returns how many blocks.
+    #[cold]
+    #[inline(never)]
+    fn make_room(&self, pool: &crate::pool::Pool) -> usize {
+        let own = per_thread::find_own(self.instance.load(Ordering::Relaxed));
+        let mut st = pool.lock();
+        // SAFETY: `find_own` gives null or the calling thread's own heap, whose heads no
+        // reference is alive to (the thread is inside this medium allocation).
+        let freed = pool.compact_medium(&mut st) + heap::compact(unsafe { own.as_ref() }, pool, &mut st);
+        drop(st);
+        freed + crate::heap_handover::reap_dead(pool)
+    }
+
     /// A large allocation: its own mapping (a cached one of a similar length, else a fresh
     /// one), recorded in the pool's large table with its lifetime class. With `ZERO` it
     /// reads zero. Null when the OS refuses.
@@ -313,7 +329,10 @@ impl Instance {
         // allocations and does not fall back).
         let medium = medium_granules(size, align);
         if let Some(granules) = medium {
-            let p = pool.medium_alloc::<ZERO>(granules, align, life);
+            let mut p = pool.medium_alloc::<ZERO>(granules, align, life);
+            if p.is_null() && self.make_room(pool) > 0 {
+                p = pool.medium_alloc::<ZERO>(granules, align, life);
+            }
             if !p.is_null() {
                 return p;
             }

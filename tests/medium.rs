@@ -121,8 +121,13 @@ impl Model {
     fn run(&mut self, op: &Op) {
         let a = &self.a;
         match *op {
-            Op::Malloc(Size(size), long) => {
-                let ptr = a.malloc(size, life(long));
+            Op::Malloc(Size(size), long) | Op::Calloc(Size(size), long) => {
+                let zeroed = matches!(op, Op::Calloc(..));
+                let ptr = if zeroed {
+                    a.calloc(size, life(long))
+                } else {
+                    a.malloc(size, life(long))
+                };
                 self.add(
                     Live {
                         ptr,
@@ -130,19 +135,7 @@ impl Model {
                         align: 0,
                         life: life(long),
                     },
-                    false,
-                );
-            }
-            Op::Calloc(Size(size), long) => {
-                let ptr = a.calloc(size, life(long));
-                self.add(
-                    Live {
-                        ptr,
-                        size,
-                        align: 0,
-                        life: life(long),
-                    },
-                    true,
+                    zeroed,
                 );
             }
             Op::Alloc(Size(size), long) => {

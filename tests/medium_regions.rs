@@ -9,7 +9,8 @@ mod common;
 
 use cohort::class::{GRANULE, MAX_MEDIUM, MAX_SMALL};
 use cohort::{Cohort, CreateOptions, Off, OpenOptions, Place, RegionOptions, SharedCohort};
-use common::processes::{in_child, wait_ok, wait_status};
+use common::memory::{garbage_mapping, map_aligned};
+use common::processes::{in_child, kill_after, wait_ok, wait_status};
 use common::{fill, mismatch, mix, nonzero, Rng};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -112,10 +113,8 @@ fn every_kind_of_region_serves_medium_sizes_from_medium_blocks() {
 #[test]
 fn medium_allocations_in_caller_memory_are_found_by_offset_in_another_process() {
     let f = Cohort::<Life>::footprint(32 * MIB).unwrap();
-    let fd = memfd(f.bytes);
-    let a = map_aligned(fd, f.bytes);
-    // SAFETY: the mapping is ours.
-    unsafe { a.write_bytes(0xee, f.bytes) };
+    // Garbage where the region goes: the state is zeroed by the format, the blocks not.
+    let (fd, a) = garbage_mapping(f.bytes);
     // SAFETY: ours, unused, mapped for as long as the instance lives.
     let c = unsafe { Cohort::<Life>::format_in(a, f.bytes, &RegionOptions::new(32 * MIB)) }
         .expect("formatted");
@@ -397,16 +396,7 @@ fn kill_9_of_medium_holders_leaves_a_consistent_region() {
             })
         };
         let steps = 1 + rng.below(if round % 3 == 0 { 20 } else { 400 }) as u64;
-        while mbr.progress.load(Ordering::Relaxed) < steps {
-            std::hint::spin_loop();
-        }
-        // SAFETY: our own child.
-        unsafe { libc::kill(victim, libc::SIGKILL) };
-        let status = wait_status(victim);
-        assert!(
-            libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL,
-            "the victim of round {round} failed before it was killed: {status:#x}"
-        );
+        kill_after(victim, &mbr.progress, steps, &format!("round {round}"));
         c.reap_dead_processes();
         for _ in 0..4 {
             let size = medium_size(&mut rng);
@@ -549,40 +539,33 @@ fn verify_and_double_free_checks_see_another_processs_medium_frees() {
     unsafe { c.verify() }.expect("verifies");
 }
 
-/// A shared mapping of `fd`'s first `len` bytes at an address aligned to 2 MiB.
-fn map_aligned(fd: i32, len: usize) -> *mut u8 {
-    const ALIGN: usize = 2 * MIB;
-    // SAFETY: a fresh reservation, then the file mapped over an aligned part of it.
-    unsafe {
-        let raw = libc::mmap(
-            std::ptr::null_mut(),
-            len + ALIGN,
-            libc::PROT_NONE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-            -1,
-            0,
-        );
-        assert_ne!(raw, libc::MAP_FAILED);
-        let at = (raw as usize).next_multiple_of(ALIGN);
-        let p = libc::mmap(
-            at as *mut libc::c_void,
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED | libc::MAP_FIXED,
-            fd,
-            0,
-        );
-        assert_eq!(p as usize, at);
-        p.cast()
-    }
+cohort::lifetime_classes! {
+    enum Seven { C0, C1, C2, C3, C4, C5, C6 }
 }
 
-fn memfd(len: usize) -> i32 {
-    // SAFETY: a new anonymous file of ours, sized.
-    unsafe {
-        let fd = libc::memfd_create(c"cohort-medium-regions".as_ptr(), 0);
-        assert!(fd >= 0);
-        assert_eq!(libc::ftruncate(fd, len as libc::off_t), 0);
-        fd
+/// With nothing live, a medium request fits a small fixed region whatever the lifetime
+/// classes used before left behind: each class's kept empty medium block and the calling
+/// thread's empty current blocks are given back before the request says null (RED-29).
+#[test]
+fn medium_requests_of_many_classes_fit_a_fixed_region_with_nothing_live() {
+    use Seven::*;
+    let a = Cohort::<Seven>::with_options(&RegionOptions::new(16 * MIB)).expect("fixed");
+    for round in 0..3 {
+        for sizes in [&[100_000, 64][..], &[MIB, 20_000, 8]] {
+            for c in [C0, C1, C2, C3, C4, C5, C6] {
+                for &n in sizes {
+                    let p = a.malloc(n, c);
+                    assert!(
+                        !p.is_null(),
+                        "round {round}, nothing live: {c:?} malloc({n})"
+                    );
+                    // SAFETY: live, freed once.
+                    unsafe { a.free(p, n, c) };
+                }
+            }
+            assert!(a.is_empty());
+        }
     }
+    // SAFETY: no other thread uses `a`.
+    unsafe { a.verify() }.expect("consistent");
 }

@@ -37,3 +37,23 @@ pub fn wait_ok(pid: libc::pid_t) {
         "child {pid} failed: status {status:#x}"
     );
 }
+
+/// Kills child `victim` with SIGKILL once `progress` (which it advances) reaches `steps`,
+/// waits for it, and checks that it died of the kill (not before, of a failure).
+pub fn kill_after(
+    victim: libc::pid_t,
+    progress: &std::sync::atomic::AtomicU64,
+    steps: u64,
+    what: &str,
+) {
+    while progress.load(std::sync::atomic::Ordering::Relaxed) < steps {
+        std::hint::spin_loop();
+    }
+    // SAFETY: our own child.
+    unsafe { libc::kill(victim, libc::SIGKILL) };
+    let status = wait_status(victim);
+    assert!(
+        libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL,
+        "{what}: the victim failed before it was killed: {status:#x}"
+    );
+}
