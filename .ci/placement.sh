@@ -24,5 +24,5 @@ else
 fi
 grep -E 'HugePages_(Total|Free)' /proc/meminfo || true
 for profile in "" "--release"; do
-  cargo test $profile --test placement_memory --test region_fixed -- --nocapture --test-threads 1
+  cargo test $profile --test placement_memory --test region_fixed --test region_named -- --nocapture --test-threads 1
 done

@@ -176,8 +176,28 @@ impl Instance {
     ) -> *mut u8 {
         match class_of(size, align) {
             Some(class) => self.alloc_class::<ZERO, R>(route, class, life),
-            None => self.alloc_large::<ZERO>(size, align, life),
+            None => self.alloc_large::<ZERO, R>(route, size, align, life),
         }
+    }
+
+    /// Before a medium or large request finds the region full: gives back every empty
+    /// block the caller may, as the small slow path does: the route's heap's, the calling
+    /// thread's own heap's, the pool's, the kept ones (`heap::compact`), the empty medium
+    /// block each lifetime class keeps, and (in a shared instance) dead processes' heaps'
+    /// blocks. Returns how many blocks.
+    fn make_room<R: Route>(&self, route: R, pool: &crate::pool::Pool) -> usize {
+        let instance = self.instance.load(Ordering::Relaxed);
+        let mut st = pool.lock();
+        let mut freed = route
+            .with_heap(instance, |heap| Some(heap.give_back_empty(&mut st)))
+            .unwrap_or(0);
+        // SAFETY: `find_own` gives null or the calling thread's own heap: it is its owner,
+        // and no reference to its heads is alive (the thread is inside this allocation,
+        // outside the heap's paths; the route's heap's reference above has ended).
+        let own = unsafe { per_thread::find_own(instance).as_ref() };
+        freed += heap::compact(own, pool, &mut st) + pool.compact_medium(&mut st);
+        drop(st);
+        freed + crate::heap_handover::reap_dead(pool)
     }
 
     /// The fast path: the route's heap's current block of (class, life) has a free slot.
@@ -260,6 +280,12 @@ impl Instance {
                 .or_else(|| promotion::alloc(heap, class, life)),
             Some(heap) => heap
                 .alloc_slow(class, life, || per_thread::find_own(instance))
+                .inspect(|&(p, _)| {
+                    // The block the slot came from collected its remote frees: the last
+                    // promoted one among them clears its flag.
+                    // SAFETY: p is a slot of a live block of this heap.
+                    promotion::settle(heap, unsafe { &*crate::block::header_of(p) });
+                })
                 .or_else(|| promotion::alloc(heap, class, life)),
         };
         // Out of memory: in a shared instance, dead processes' heaps may hold free slots
@@ -289,29 +315,21 @@ impl Instance {
         crate::large::allocate::<ZERO>(&pool.large, len, os::MIN_PAGE, life, crate::decay::now())
     }
 
-    /// Before a medium request finds the region full: gives back every empty block the
-    /// calling thread may, as the small slow path does (`heap::compact`: its own heap's,
-    /// the pool's, the kept ones), the empty medium block each lifetime class keeps, and
-    /// (in a shared instance) dead processes' heaps' blocks. Returns how many blocks.
+    /// A medium or large allocation. A medium request (see `medium`) is a run of granules
+    /// in a medium block, in every region. A large one, in a region that serves large
+    /// allocations (shared, file, fixed capacity), is a run of the region's units: a mapping
+    /// of this process's own would be invisible to the others, or uncounted; elsewhere, its
+    /// own mapping (a cached one of a similar length, else a fresh one), recorded in the
+    /// pool's large table with its lifetime class. A request the region cannot serve first
+    /// gives back the empty blocks the caller may ([`Instance::make_room`], as out of memory
+    /// does for a small request: see `Heap::alloc_slow`) and tries once more; then what a
+    /// full region does: a mapping of its own where the region maps (private, or falls
+    /// back), null otherwise. With `ZERO` it reads zero. Null when the OS refuses.
     #[cold]
     #[inline(never)]
-    fn make_room(&self, pool: &crate::pool::Pool) -> usize {
-        let own = per_thread::find_own(self.instance.load(Ordering::Relaxed));
-        let mut st = pool.lock();
-        // SAFETY: `find_own` gives null or the calling thread's own heap, whose heads no
-        // reference is alive to (the thread is inside this medium allocation).
-        let freed = pool.compact_medium(&mut st) + heap::compact(unsafe { own.as_ref() }, pool, &mut st);
-        drop(st);
-        freed + crate::heap_handover::reap_dead(pool)
-    }
-
-    /// A large allocation: its own mapping (a cached one of a similar length, else a fresh
-    /// one), recorded in the pool's large table with its lifetime class. With `ZERO` it
-    /// reads zero. Null when the OS refuses.
-    #[cold]
-    #[inline(never)]
-    pub(crate) fn alloc_large<const ZERO: bool>(
+    pub(crate) fn alloc_large<const ZERO: bool, R: Route>(
         &self,
+        route: R,
         size: usize,
         align: usize,
         life: usize,
@@ -323,36 +341,22 @@ impl Instance {
         let (Some(len), Some(pool)) = (os::page_round(size), self.pool()) else {
             return ptr::null_mut();
         };
-        // A medium request: a run of granules in a medium block (see `medium`), in every
-        // region; when the region has no block left, what a full region does for a large
-        // one (below: a mapping of its own, or null in a region that serves large
-        // allocations and does not fall back).
         let medium = medium_granules(size, align);
-        if let Some(granules) = medium {
-            let mut p = pool.medium_alloc::<ZERO>(granules, align, life);
-            if p.is_null() && self.make_room(pool) > 0 {
-                p = pool.medium_alloc::<ZERO>(granules, align, life);
-            }
-            if !p.is_null() {
-                return p;
-            }
+        let serves_large = pool.region.serves_large();
+        let from_region = || match medium {
+            Some(granules) => pool.medium_alloc::<ZERO>(granules, align, life),
+            None if serves_large => pool.alloc_run::<ZERO>(len, align.max(os::MIN_PAGE), life),
+            None => ptr::null_mut(),
+        };
+        let mut p = from_region();
+        if p.is_null() && serves_large && self.make_room(route, pool) > 0 {
+            p = from_region();
         }
-        // A region that serves large allocations (shared, file, fixed capacity) carves them
-        // from its own units: a mapping of this process's own would be invisible to the
-        // others, or uncounted. A medium request found no unit for a medium block: none
-        // for a run either.
-        if pool.region.serves_large() {
-            let p = if medium.is_none() {
-                pool.alloc_run::<ZERO>(len, align.max(os::MIN_PAGE), life)
-            } else {
-                ptr::null_mut()
-            };
-            if !p.is_null() || !pool.region.falls_back() {
-                return p;
-            }
-            // A full region that falls back: a mapping of its own, below.
+        if !p.is_null() || (serves_large && !pool.region.falls_back()) {
+            return p;
         }
-        // One clock read serves the cache and the empty blocks.
+        // A private region, or a full region that falls back: a mapping of its own. One
+        // clock read serves the cache and the empty blocks.
         let now = crate::decay::now();
         let p = crate::large::allocate::<ZERO>(&pool.large, len, align.max(os::MIN_PAGE), life, now);
         // A slow path: empty blocks unused for the delay go back (see `pool`'s `empty`).

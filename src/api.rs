@@ -95,9 +95,12 @@ impl<L: Lifetime> Cohort<L> {
         Self::build(DEFAULT_RESERVATION, false)
     }
 
-    /// An allocator whose small allocations come from exactly `bytes` of address space
-    /// (rounded down to whole 2 MiB blocks, at least 4 MiB): past that, allocation returns null.
-    /// Large allocations are separate mappings and not counted.
+    /// An allocator whose allocations, large ones included, come from exactly `bytes` of
+    /// address space (rounded down to whole 2 MiB units, at least 4 MiB): past that,
+    /// allocation returns null. A large allocation (above the largest size class) takes
+    /// whole contiguous units of it, as a block does one; memory is committed as units are
+    /// first used and given back to the OS when they are freed (for memory committed or
+    /// prefaulted up front, see [`Cohort::with_options`]).
     ///
     /// # Sizing
     ///

@@ -16,11 +16,19 @@
 //! all the headers hold). A counter of its own would cost the fast paths an instruction
 //! each (a memory increment per pop and per push: the budget's 48 would be 50).
 //!
-//! The table is this process's (for a region shared between processes, the events of this
-//! process's view), mapped on the first event and readable at any time; with no memory for
-//! it, events go uncounted. Invariant: every counter only grows (relaxed atomic adds).
+//! **Where the table is.** A private instance's is its own, mapped on the first event and
+//! readable at any time (with no memory for it, events go uncounted). A region laid out to
+//! be shared between processes (shared-anonymous, named, a file, caller memory, a fixed
+//! region) keeps it in the region's state area: its counts are **region-wide**, every
+//! process's events, kept across leave and open. Each event is one atomic add on the
+//! region's memory: one instruction, which a process killed at any point has made or not
+//! (no torn counter), and which no other process's add can lose. A fork child of an
+//! instance counts on in its copy (a private one) or in the region it shares with its
+//! parent.
+//!
+//! Invariant: every counter only grows (relaxed atomic adds), and equals the events of
+//! its kind counted on its head since the table was made.
 
-use crate::class::CLASS_COUNT;
 use crate::os;
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
@@ -41,9 +49,12 @@ pub(crate) const COUNTERS: usize = 6;
 
 /// The counters of every head of one pool.
 pub(crate) struct HeadCounters {
-    /// `heads * COUNTERS` words, mapped on first use (null before).
+    /// `heads * COUNTERS` words: mapped on first use (null before), or in a region's state
+    /// area (`placed`).
     table: AtomicPtr<AtomicU64>,
     heads: usize,
+    /// The table is in a region (not this value's to unmap; other processes use it).
+    placed: bool,
 }
 
 // SAFETY: the table is atomics only, mapped for the value's life.
@@ -52,16 +63,35 @@ unsafe impl Send for HeadCounters {}
 unsafe impl Sync for HeadCounters {}
 
 impl HeadCounters {
-    /// The counters of `life_count` lifetime classes' heads, all 0.
-    pub(crate) const fn new(life_count: usize) -> HeadCounters {
+    /// The counters of `heads` heads (`life_count * CLASS_COUNT`), all 0, in a table of
+    /// their own mapped on the first event.
+    pub(crate) const fn new(heads: usize) -> HeadCounters {
         HeadCounters {
             table: AtomicPtr::new(ptr::null_mut()),
-            heads: life_count * CLASS_COUNT,
+            heads,
+            placed: false,
         }
     }
 
+    /// The counters of `heads` heads in a region's state area: [`HeadCounters::bytes_of`]
+    /// bytes at `table`, 8-byte aligned, zero when the region was formatted, mapped while
+    /// the value lives.
+    pub(crate) fn placed(table: *mut u8, heads: usize) -> HeadCounters {
+        debug_assert!((table as usize).is_multiple_of(align_of::<AtomicU64>()));
+        HeadCounters {
+            table: AtomicPtr::new(table.cast()),
+            heads,
+            placed: true,
+        }
+    }
+
+    /// The bytes of the counters of `heads` heads.
+    pub(crate) const fn bytes_of(heads: usize) -> usize {
+        heads * COUNTERS * size_of::<AtomicU64>()
+    }
+
     fn bytes(&self) -> usize {
-        self.heads * COUNTERS * size_of::<AtomicU64>()
+        Self::bytes_of(self.heads)
     }
 
     /// The table, mapped now if it is not yet (null when the OS refuses).
@@ -97,9 +127,9 @@ impl HeadCounters {
         if t.is_null() {
             return Err(libc::ENOMEM);
         }
-        // SAFETY: the table is `bytes()` long, mapped for self's life, and reads zero or
-        // counts: the prefault writes each page's bytes back unchanged.
-        unsafe { os::placement::prefault(t.cast(), self.bytes()) }
+        // SAFETY: the table is `bytes()` long, mapped for self's life; in a region other
+        // processes may be adding to it (`in_use`: the prefault changes no byte).
+        unsafe { os::placement::prefault(t.cast(), self.bytes(), self.placed) }
     }
 
     /// Adds `n` to counter `which` of head `head` (`life * CLASS_COUNT + class`).
@@ -127,7 +157,7 @@ impl HeadCounters {
 impl Drop for HeadCounters {
     fn drop(&mut self) {
         let t = *self.table.get_mut();
-        if !t.is_null() {
+        if !t.is_null() && !self.placed {
             // SAFETY: mapped by `table`, and nothing uses it any more.
             unsafe { os::unmap(t.cast(), self.bytes()) };
         }

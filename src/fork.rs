@@ -11,13 +11,22 @@
 //! threads (and other processes) go on using them, and the child never inherits a hold of
 //! them (the holder is still the parent's thread, which releases it). The child instead
 //! forgets the heaps its thread held of every shared pool: they stay the parent's, and the
-//! child joins afresh on its first allocation.
+//! child joins afresh on its first allocation. A region laid out as a shared one but
+//! mapped privately (a private fixed region: `Pool::private`) is a private pool here: the
+//! child has a copy of it, its locks are taken and released as a private pool's, and the
+//! child's thread goes on with its heaps of it. An explicit join the child inherits
+//! ([`crate::Join`]) compares its birth generation with the process's [`generation`] on
+//! every call and takes a heap of its own in the child ([`crate::join`]).
+//!
+//! Invariant: [`generation`] is the number of forks between the process and its first
+//! ancestor that loaded this library: equal in two processes only if neither descends from
+//! the other by a fork, and never equal in a parent and a child of it.
 
 use crate::heap_handover;
 use crate::os;
 use crate::per_thread;
 use crate::pool::Pool;
-use crate::sync::{spin_hint, spin_lock, AtomicU8, Ordering, RawSpin, SpinLock};
+use crate::sync::{spin_hint, spin_lock, RawSpin, SpinLock};
 use core::ptr;
 use lock_api::MutexGuard;
 
@@ -26,31 +35,58 @@ pub(crate) struct List(*mut Pool);
 unsafe impl Send for List {}
 
 static INSTANCES: SpinLock<List> = spin_lock(List(ptr::null_mut()));
-static REGISTERED: AtomicU8 = AtomicU8::new(0);
+/// See [`generation`]: incremented in every child, by the `child` handler.
+static GENERATION: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// The process's fork generation (see the module docs): a value recorded before a fork
+/// differs from this in the child.
+#[inline(always)]
+pub(crate) fn generation() -> u64 {
+    GENERATION.load(core::sync::atomic::Ordering::Relaxed)
+}
+/// Whether the fork handlers are registered: `pid << 2 | state`, where `state` is
+/// [`NONE`], [`REGISTERING`] (by process `pid`) or [`DONE`]. A fork child inherits the
+/// word: when its parent's registration had completed `pthread_atfork` before the fork,
+/// the handlers run in the child and [`child`] stores [`DONE`]; otherwise the child sees
+/// its parent's `REGISTERING`, which nobody in the child will finish, and registers itself.
+static REGISTERED: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
 /// Handlers not registered / being registered / registered.
-const NONE: u8 = 0;
-const REGISTERING: u8 = 1;
-const DONE: u8 = 2;
+const NONE: u64 = 0;
+const REGISTERING: u64 = 1;
+const DONE: u64 = 2;
 
 /// Registers the fork handlers (once per process; other callers wait until they are),
 /// then takes the instance list's lock. The handlers are registered outside the lock:
 /// `pthread_atfork` waits for a fork in progress, whose `prepare` waits for the lock.
 pub(crate) fn lock_list() -> MutexGuard<'static, RawSpin, List> {
+    use core::sync::atomic::Ordering::{AcqRel, Acquire, Release};
     let mut round = 0;
+    let mut seen = REGISTERED.load(Acquire);
     loop {
-        match REGISTERED.compare_exchange(NONE, REGISTERING, Ordering::AcqRel, Ordering::Acquire) {
-            Ok(_) => {
-                os::at_fork(prepare, parent, child);
-                REGISTERED.store(DONE, Ordering::Release);
-                break;
+        let me = (os::shared_mem::pid() as u64) << 2;
+        let takes = match seen & 3 {
+            DONE => break,
+            // A fork child of a process that was registering: its registration ended
+            // with the parent (see `REGISTERED`).
+            REGISTERING if seen & !3 != me => true,
+            NONE => true,
+            _ => false, // REGISTERING by this process
+        };
+        if takes {
+            match REGISTERED.compare_exchange(seen, me | REGISTERING, AcqRel, Acquire) {
+                Ok(_) => {
+                    os::at_fork(prepare, parent, child);
+                    REGISTERED.store(DONE, Release);
+                    break;
+                }
+                Err(now) => seen = now,
             }
-            Err(DONE) => break,
-            Err(_) => {
-                spin_hint(round);
-                round += 1;
-            }
+            continue;
         }
+        spin_hint(round);
+        round += 1;
+        seen = REGISTERED.load(Acquire);
     }
     INSTANCES.lock()
 }
@@ -103,7 +139,7 @@ fn for_each(list: &List, mut f: impl FnMut(&Pool)) {
 unsafe extern "C" fn prepare() {
     let list = INSTANCES.lock();
     for_each(&list, |pool| {
-        if !pool.is_shared() {
+        if !pool.is_process_shared() {
             core::mem::forget(pool.state.lock());
             core::mem::forget(pool.large.lock());
         }
@@ -123,7 +159,7 @@ unsafe fn unlock_all() {
     unsafe {
         let list = &*INSTANCES.data_ptr();
         for_each(list, |pool| {
-            if !pool.is_shared() {
+            if !pool.is_process_shared() {
                 pool.large.force_unlock();
                 pool.state.force_unlock();
             }
@@ -149,9 +185,14 @@ unsafe extern "C" fn parent() {
 /// Called only by `fork()` in the child, after [`prepare`] in the parent, while the
 /// calling thread is the child's only one.
 unsafe extern "C" fn child() {
+    // The child's only thread: nobody reads it concurrently.
+    GENERATION.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+    // The handlers run: they are registered in the child (whatever its parent's word says:
+    // it may have been forked between `pthread_atfork` and the store of `DONE`).
+    REGISTERED.store(DONE, core::sync::atomic::Ordering::Release);
     // SAFETY: `prepare` locked the list; this thread is the child's only one.
     for_each(unsafe { &*INSTANCES.data_ptr() }, |pool| {
-        if pool.is_shared() {
+        if pool.is_process_shared() {
             per_thread::forget_pool(pool);
             pool.after_fork_in_child();
         } else {

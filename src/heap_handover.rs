@@ -33,10 +33,17 @@ pub(crate) unsafe fn abandon(heap: *mut Heap) {
     // done with the heap until the pool lock is held, so that the lock holders (`scope`,
     // the fork handlers) see an EXITING heap untouched.
     if hp.transition(Live, Exiting).is_err() {
-        // ORPHANED: the instance is gone and left this heap to its thread.
-        // SAFETY: nobody else references an orphaned heap.
-        unsafe { Heap::unmap(heap) };
-        return;
+        // ORPHANED: the instance is gone and left this heap to its thread. A shared
+        // pool's (its holder word is set) is left into the region as a live one: this
+        // process's view of the pool stays mapped while the heap holds its reference.
+        let shared = hp.holder.load(Ordering::Relaxed) != 0;
+        if !shared {
+            // SAFETY: nobody else references an orphaned heap.
+            unsafe { Heap::unmap(heap) };
+            return;
+        }
+        let left = hp.transition(Orphaned, Exiting);
+        debug_assert!(left.is_ok(), "an orphaned heap changed hands: {left:?}");
     }
     #[cfg(test)]
     hooks::after_exiting(hp.pool());
@@ -137,7 +144,9 @@ unsafe fn park(heap: *mut Heap, pool: &Pool, st: &mut PoolState) {
 /// Several survivors may run this at once: a heap is taken over by the one whose CAS on
 /// its holder word wins.
 pub(crate) fn reap_dead(pool: &Pool) -> usize {
-    if !pool.is_shared() {
+    // A privately mapped region is this process's alone (a fork child has a copy, whose
+    // heaps recorded the parent as holder: not to be reaped when the parent exits).
+    if !pool.is_process_shared() {
         return 0;
     }
     // The claim below writes this process's word into the region.
@@ -151,7 +160,7 @@ pub(crate) fn reap_dead(pool: &Pool) -> usize {
         // SAFETY: registered records stay mapped while the pool does.
         let r = unsafe { &*record };
         let state = r.state();
-        if !matches!(state, Live | Exiting) {
+        if !matches!(state, Live | Exiting | Orphaned) {
             continue;
         }
         let holder = r.holder.load(Ordering::Acquire);
@@ -170,7 +179,7 @@ pub(crate) fn reap_dead(pool: &Pool) -> usize {
             continue;
         }
         // The heap is ours: only a claim moves a dead holder's heap.
-        if state == Live && r.transition(Live, Exiting).is_err() {
+        if state != Exiting && r.transition(state, Exiting).is_err() {
             continue;
         }
         let heap = Heap::of(record);
@@ -216,6 +225,34 @@ pub(crate) fn after_fork_in_child(pool: &Pool) {
         // SAFETY: registered heaps stay mapped while the pool lives.
         unsafe { (*heap).after_fork_in_child() };
     }
+}
+
+/// A shared instance's leave (its drop in this process), after the calling thread's heap
+/// was abandoned: every other heap this process's threads hold of the view `pool` becomes
+/// ORPHANED: its thread leaves it into the region (blocks to the pool, the heap to the
+/// next taker, its reference to the view released: the last one unmaps the region here)
+/// at its next look-up of a heap (any instance's) or at its exit. Nothing here touches a
+/// thread's list: those threads may be walking them. Returns how many were orphaned.
+///
+/// # Safety
+/// No thread uses the instance of view `pool` any more (its drop), and the caller holds a
+/// reference to the view.
+pub(crate) unsafe fn orphan_this_process_heaps(pool: &Pool) -> usize {
+    // Under the lock: heaps change hands (their `pool` field is written) under it.
+    let _st = pool.lock_uncounted();
+    let mut orphaned = 0;
+    for heap in registered(pool) {
+        // SAFETY: registered heaps stay mapped while the pool does.
+        let hp = unsafe { &*heap };
+        // A heap another process holds is not read further (its `pool` is an address
+        // there); ours may be of another view of the region (opened again meanwhile).
+        let ours =
+            hp.holder.load(Ordering::Acquire) != 0 && hp.held_here() && ptr::eq(hp.pool(), pool);
+        if ours && hp.transition(Live, Orphaned).is_ok() {
+            orphaned += 1;
+        }
+    }
+    orphaned
 }
 
 /// Instance teardown: makes every heap unreachable from the instance. Heaps of running

@@ -20,9 +20,12 @@
 //! - `Live → Orphaned`: the instance is dropped while a thread still holds the heap; that
 //!   thread releases it at its next look-up or at exit.
 //! - `Exiting → Live`: in a child process after `fork()` (see [`HeapRecord::after_fork_in_child`]).
+//! - `Orphaned → Exiting`: in a shared pool only, the orphaned heap's thread (at its next
+//!   look-up or exit), or a survivor that claimed it from its dead holder, starts to leave
+//!   it into the region, as from `Live`.
 //!
-//! An `Abandoned` heap is released by the instance's teardown and an `Orphaned` one by its
-//! thread: neither leaves those states otherwise.
+//! An `Abandoned` heap is released by the instance's teardown and a private pool's
+//! `Orphaned` one by its thread: neither leaves those states otherwise.
 
 use crate::block::BlockList;
 use crate::block::BlockStack;
@@ -39,7 +42,8 @@ pub(crate) enum HeapState {
     Exiting = 1,
     /// On the pool's abandoned list, for the next thread or join.
     Abandoned = 2,
-    /// Its instance is gone; its thread releases it.
+    /// Its instance is gone (in a shared pool: this process's instance, its leave); its
+    /// thread releases it (in a shared pool: leaves it into the region).
     Orphaned = 3,
 }
 
@@ -60,6 +64,7 @@ impl HeapState {
                 | (Exiting, Abandoned)
                 | (Abandoned, Live)
                 | (Live, Orphaned)
+                | (Orphaned, Exiting)
                 | (Exiting, Live)
         )
     }
@@ -202,7 +207,7 @@ mod tests {
     }
 
     #[test]
-    fn the_legal_transitions_are_the_documented_five() {
+    fn the_legal_transitions_are_the_documented_six() {
         let legal: Vec<_> = HeapState::ALL
             .iter()
             .flat_map(|&a| HeapState::ALL.iter().map(move |&b| (a, b)))
@@ -216,6 +221,7 @@ mod tests {
                 (Exiting, Live),
                 (Exiting, Abandoned),
                 (Abandoned, Live),
+                (Orphaned, Exiting),
             ]
         );
     }
@@ -228,6 +234,7 @@ mod tests {
             (Exiting, Live),
             (Exiting, Abandoned),
             (Abandoned, Live),
+            (Orphaned, Exiting),
         ] {
             let r = record_in(from);
             assert_eq!(r.transition(from, to), Ok(()));

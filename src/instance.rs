@@ -15,8 +15,9 @@
 //! everything the processes share (see `crate::pool::place`). Its pool exists from the
 //! start; its drop is this process's leave (the region and what other processes hold of it
 //! stay), not a teardown: the calling thread's heap of it is abandoned into the region at
-//! once, other threads' heaps of it when they exit, and the last of them unmaps this
-//! process's mapping ([`Pool::release`]).
+//! once, other threads' heaps of it become ORPHANED and go back at their threads' next
+//! look-up or exit, and the last of them unmaps this process's mapping
+//! ([`Pool::release`]).
 
 use crate::label::{Label, LabelCell};
 use crate::medium_block::MediumCounts;
@@ -28,7 +29,7 @@ use crate::os;
 use crate::per_thread;
 use crate::heap::Heap;
 use crate::pool::place::{self, Layout, SharedParts};
-use crate::pool::{Leave, Pool};
+use crate::pool::{AfterLeave, Leave, Pool};
 use crate::region::UNIT;
 use crate::sync::{AtomicPtr, AtomicU64, Ordering};
 use core::cell::UnsafeCell;
@@ -256,7 +257,7 @@ impl Instance {
     #[track_caller]
     pub(crate) fn assert_one_process(&self, what: &str, instead: &str) {
         assert!(
-            !self.pool_if_any().is_some_and(|p| p.is_shared()),
+            !self.pool_if_any().is_some_and(|p| p.is_process_shared()),
             "cohort: {what} on an instance shared between processes: `&mut self` excludes \
              this process's threads only; {instead}"
         );
@@ -301,8 +302,14 @@ pub(crate) struct Placement {
     pub(crate) is_new: bool,
     /// Passed to `unmap` when this process lets the region go.
     pub(crate) sync_on_leave: bool,
+    /// The mapping is private to this process (a private fixed region): see `Pool::private`.
+    pub(crate) private: bool,
     /// Unmaps the region from this process: `unmap(base, len, sync_on_leave)`.
     pub(crate) unmap: unsafe fn(*mut u8, usize, bool),
+    /// Run after `unmap`, when the last of this process's references to the region goes
+    /// (see [`AfterLeave`]); not run when the instance is refused (the caller still owns
+    /// what it names).
+    pub(crate) after_leave: Option<AfterLeave>,
 }
 
 /// The bytes of a shared region's state area for `unit_count` units of blocks and
@@ -316,7 +323,18 @@ fn shared_parts(life_count: usize, checked: bool) -> SharedParts {
     SharedParts {
         heap_stride: Heap::bytes(life_count),
         checked,
+        private: false,
     }
+}
+
+/// Why [`Instance::placed_or_why`] built no instance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// This process has an instance of the region already (a process attaches a region
+    /// once; or a region with the same token tag: one in 2^31 per pair of regions).
+    AttachedHere,
+    /// The placement is inconsistent, the state disagrees, or the OS refused memory.
+    Other,
 }
 
 impl Instance {
@@ -339,22 +357,38 @@ impl Instance {
         life_count: usize,
         life_names: &'static [&'static str],
     ) -> Option<Instance> {
-        let layout = Layout::new(p.unit_count, life_count, Some(shared_parts(life_count, CHECKED)))?;
-        let blocks_len = p.unit_count.checked_mul(UNIT)?;
+        // SAFETY: the caller's guarantees.
+        unsafe { Instance::placed_or_why(p, life_count, life_names) }.ok()
+    }
+
+    /// [`Instance::placed`], telling a refusal for a region this process has attached
+    /// already ([`Refused::AttachedHere`]) from the others.
+    ///
+    /// # Safety
+    /// As [`Instance::placed`].
+    pub(crate) unsafe fn placed_or_why(
+        p: Placement,
+        life_count: usize,
+        life_names: &'static [&'static str],
+    ) -> Result<Instance, Refused> {
+        let refused = Refused::Other;
+        let layout = Layout::new(p.unit_count, life_count, Some(shared_parts(life_count, CHECKED)))
+            .ok_or(refused)?;
+        let blocks_len = p.unit_count.checked_mul(UNIT).ok_or(refused)?;
         let fits = (p.base as usize).is_multiple_of(UNIT)
             && p.unit_count > 0
             && p.blocks_offset.is_multiple_of(UNIT)
             && p.state_len == layout.len
             && p.state_offset.is_multiple_of(os::MIN_PAGE)
-            && p.state_offset.checked_add(layout.len)? <= p.blocks_offset
-            && p.blocks_offset.checked_add(blocks_len)? <= p.len;
+            && p.state_offset.checked_add(layout.len).ok_or(refused)? <= p.blocks_offset
+            && p.blocks_offset.checked_add(blocks_len).ok_or(refused)? <= p.len;
         if !fits {
-            return None;
+            return Err(refused);
         }
         let instance = Instance::new(p.len, true, life_count, life_names);
         let mut list = fork::lock_list();
         if !os::page_size_supported() || NEXT_INSTANCE.load(Ordering::Relaxed) >= MAX_INSTANCES {
-            return None;
+            return Err(refused);
         }
         // SAFETY: the caller's guarantees; the parts lie in the mapping (checked above).
         let pool = unsafe {
@@ -364,29 +398,33 @@ impl Instance {
                 p.base.add(p.state_offset),
                 &layout,
                 life_count,
-                shared_parts(life_count, CHECKED),
+                SharedParts {
+                    private: p.private,
+                    ..shared_parts(life_count, CHECKED)
+                },
                 p.is_new,
             )
         };
         if pool.is_null() {
-            return None;
+            return Err(refused);
         }
         // SAFETY: the view was just built and is ours.
         let view = unsafe { &mut *pool };
         if fork::has_tag(&list, view.tag) {
             // SAFETY: ours, unused; the region's state is untouched by an attach.
             unsafe { Pool::destroy(pool) };
-            return None;
+            return Err(Refused::AttachedHere);
         }
         view.leave = Some(Leave {
             unmap: p.unmap,
             base: p.base,
             len: p.len,
             sync: p.sync_on_leave,
+            after: p.after_leave,
         });
         // SAFETY: as in `init_pool`: the pool is not shared with any thread yet.
         unsafe { instance.publish(&mut list, pool) };
-        Some(instance)
+        Ok(instance)
     }
 
     /// Gives the instance its id and `pool`, published after the bounds (see
@@ -423,7 +461,8 @@ impl Drop for Instance {
         // SAFETY: a published pool lives until the instance drops.
         if unsafe { (*pool).is_shared() } {
             // A leave: the calling thread's heap goes back to the region now; other threads'
-            // go when they exit, each releasing its reference to the view.
+            // become ORPHANED, and each goes back at its thread's next look-up or exit,
+            // releasing its reference to the view (the last one unmaps the region).
             let own = per_thread::leave_own(self.instance_id());
             // SAFETY: `&mut self`: no thread uses this instance any more; the calling
             // thread's heap of it is off its list and used no more; the instance's
@@ -432,6 +471,7 @@ impl Drop for Instance {
                 if !own.is_null() {
                     heap_handover::abandon(own);
                 }
+                heap_handover::orphan_this_process_heaps(&*pool);
                 Pool::release(pool);
             }
             return;

@@ -12,9 +12,23 @@
 //! heap. Frees of its allocations by other threads (or through the `Cohort` itself) are
 //! ordinary remote frees. A join's calls take the same paths as the `Cohort`'s, with the
 //! same checks, on the join's heap instead of the thread's ([`crate::route`]).
+//!
+//! **fork.** A join of a shared instance copied into a fork child names a heap of the
+//! parent's, which the parent goes on using. A join records the process's fork generation
+//! ([`crate::fork::generation`]) when it takes its heap and compares it on every call: in
+//! the child the first call takes a heap of its own (in the same concurrency group) and
+//! from then on the child's copy uses that one; the parent's heap is never touched in the
+//! child (nor left by the child's drop). If the child can have no heap (the registry is
+//! full, the OS refuses), its allocations through the join return null and its frees go
+//! through the [`Cohort`]. A join of a private instance keeps its heap in the child (the
+//! child's copy of the instance is its own).
+//!
+//! Invariant: `born == fork::generation()` ⇒ `heap` is held by this process (a join's
+//! heap of a shared instance: its holder word is this process's), or `heap` is null.
 
 use crate::api::Cohort;
 use crate::class::malloc_align;
+use crate::fork;
 use crate::heap::Heap;
 use crate::heap_handover;
 use crate::lifetime::{self, Lifetime};
@@ -22,12 +36,17 @@ use crate::route::JoinedHeap;
 use core::alloc::Layout;
 use core::cell::Cell;
 use core::marker::PhantomData;
-use core::ptr::NonNull;
+use core::ptr;
 
 /// A heap joined explicitly: see the module docs. Build one with [`Cohort::join`].
 pub struct Join<'a, L: Lifetime = ()> {
     cohort: &'a Cohort<L>,
-    heap: NonNull<Heap>,
+    /// The joined heap; null in a fork child that could get none (see the module docs).
+    heap: Cell<*mut Heap>,
+    /// The fork generation `heap` was taken in (see the module docs).
+    born: Cell<u64>,
+    /// The concurrency group the join was made for.
+    group: usize,
     /// Not `Sync`: the heap's fast paths are for one thread at a time.
     _one_thread: PhantomData<Cell<()>>,
 }
@@ -62,23 +81,50 @@ impl<L: Lifetime> Cohort<L> {
     /// ```
     pub fn join(&self, cgroup_hint: usize) -> Option<Join<'_, L>> {
         let pool = self.core.pool()?;
-        let heap = heap_handover::join_explicit(
-            pool,
-            self.core.instance_id(),
-            cgroup_hint & (usize::MAX >> 1),
-        );
+        let group = cgroup_hint & (usize::MAX >> 1);
+        let born = fork::generation();
+        let heap = heap_handover::join_explicit(pool, self.core.instance_id(), group);
+        if heap.is_null() {
+            return None;
+        }
         Some(Join {
             cohort: self,
-            heap: NonNull::new(heap)?,
+            heap: Cell::new(heap),
+            born: Cell::new(born),
+            group,
             _one_thread: PhantomData,
         })
     }
 }
 
 impl<L: Lifetime> Join<'_, L> {
-    fn heap(&self) -> &Heap {
-        // SAFETY: the heap is this join's until `leave`, which consumes it.
-        unsafe { self.heap.as_ref() }
+    /// The join's heap in this process; `None` in a fork child that could get none.
+    #[inline(always)]
+    fn heap(&self) -> Option<&Heap> {
+        if self.born.get() != fork::generation() {
+            self.after_fork();
+        }
+        // SAFETY: the heap is this join's until `leave`, which consumes it (the invariant
+        // in the module docs: this process holds it).
+        unsafe { self.heap.get().as_ref() }
+    }
+
+    /// The first call in a fork child: a join of a shared instance takes a heap of its own
+    /// (the one it names is the parent's); a private instance's heap is the child's copy.
+    #[cold]
+    #[inline(never)]
+    fn after_fork(&self) {
+        self.born.set(fork::generation());
+        // SAFETY: a heap of this join's, possibly the parent's: only its holder word (in
+        // the region) is read, which every process may read.
+        let held = unsafe { self.heap.get().as_ref() }.is_none_or(Heap::held_here);
+        if held {
+            return;
+        }
+        let fresh = self.cohort.core.pool().map_or(ptr::null_mut(), |pool| {
+            heap_handover::join_explicit(pool, self.cohort.core.instance_id(), self.group)
+        });
+        self.heap.set(fresh);
     }
 
     /// As [`Cohort::malloc`], from this join's heap.
@@ -96,8 +142,11 @@ impl<L: Lifetime> Join<'_, L> {
     /// ```
     #[inline]
     pub fn malloc(&self, size: usize, life: L) -> *mut u8 {
+        let Some(heap) = self.heap() else {
+            return ptr::null_mut();
+        };
         self.cohort.core.alloc_sized::<false, _>(
-            JoinedHeap(self.heap()),
+            JoinedHeap(heap),
             size,
             malloc_align(size),
             lifetime::index_of(life),
@@ -121,8 +170,11 @@ impl<L: Lifetime> Join<'_, L> {
     /// ```
     #[inline]
     pub fn calloc(&self, size: usize, life: L) -> *mut u8 {
+        let Some(heap) = self.heap() else {
+            return ptr::null_mut();
+        };
         self.cohort.core.alloc_sized::<true, _>(
-            JoinedHeap(self.heap()),
+            JoinedHeap(heap),
             size,
             malloc_align(size),
             lifetime::index_of(life),
@@ -144,8 +196,11 @@ impl<L: Lifetime> Join<'_, L> {
     /// ```
     #[inline]
     pub fn alloc(&self, layout: Layout, life: L) -> *mut u8 {
+        let Some(heap) = self.heap() else {
+            return ptr::null_mut();
+        };
         self.cohort.core.alloc_layout::<false, _>(
-            JoinedHeap(self.heap()),
+            JoinedHeap(heap),
             layout,
             lifetime::index_of(life),
         )
@@ -170,10 +225,14 @@ impl<L: Lifetime> Join<'_, L> {
     #[inline]
     #[track_caller]
     pub unsafe fn free(&self, ptr: *mut u8, size: usize, life: L) {
+        let Some(heap) = self.heap() else {
+            // SAFETY: forwarded contract.
+            return unsafe { self.cohort.free(ptr, size, life) };
+        };
         // SAFETY: forwarded contract.
         unsafe {
             self.cohort.core.free_sized::<false, _>(
-                JoinedHeap(self.heap()),
+                JoinedHeap(heap),
                 ptr,
                 size,
                 malloc_align(size),
@@ -201,10 +260,14 @@ impl<L: Lifetime> Join<'_, L> {
     #[inline]
     #[track_caller]
     pub unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout, life: L) {
+        let Some(heap) = self.heap() else {
+            // SAFETY: forwarded contract.
+            return unsafe { self.cohort.dealloc(ptr, layout, life) };
+        };
         // SAFETY: forwarded contract.
         unsafe {
             self.cohort.core.free_layout::<false, _>(
-                JoinedHeap(self.heap()),
+                JoinedHeap(heap),
                 ptr,
                 layout,
                 lifetime::index_of(life),
@@ -238,19 +301,27 @@ impl<L: Lifetime> Join<'_, L> {
 /// (as its blocks' headers hold it). Reads no lock.
 impl<L: Lifetime> core::fmt::Debug for Join<'_, L> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        let heap = self.heap();
-        f.debug_struct("Join")
-            .field("instance", &self.cohort.core.instance_id())
-            .field("heap", &heap.id)
-            .field("token", &format_args!("{:#x}", heap.token))
-            .finish()
+        let mut d = f.debug_struct("Join");
+        d.field("instance", &self.cohort.core.instance_id());
+        match self.heap() {
+            Some(heap) => d
+                .field("heap", &heap.id)
+                .field("token", &format_args!("{:#x}", heap.token)),
+            None => d.field("heap", &"none (a fork child that could get none)"),
+        };
+        d.finish()
     }
 }
 
 impl<L: Lifetime> Drop for Join<'_, L> {
     fn drop(&mut self) {
-        // SAFETY: the heap is this join's, and it is going away.
-        unsafe { heap_handover::abandon(self.heap.as_ptr()) };
+        let heap = self.heap.get();
+        if !heap.is_null() {
+            // SAFETY: the heap is this join's, and it is going away. A fork child's copy
+            // that made no call names its parent's heap, which `abandon` leaves alone (it
+            // leaves only heaps this process holds).
+            unsafe { heap_handover::abandon(heap) };
+        }
     }
 }
 
@@ -262,16 +333,16 @@ mod tests {
     fn a_join_adopts_the_heap_its_group_left() {
         let a: Cohort = Cohort::new();
         let j = a.join(7).unwrap();
-        let seven = j.heap().token;
+        let seven = j.heap().unwrap().token;
         j.leave();
         let eight = a.join(8).unwrap();
         assert_ne!(
-            eight.heap().token,
+            eight.heap().unwrap().token,
             seven,
             "another group's heap is not taken"
         );
         let again = a.join(7).unwrap();
-        assert_eq!(again.heap().token, seven, "the group's own heap is adopted");
+        assert_eq!(again.heap().unwrap().token, seven, "the group's own heap is adopted");
     }
 
     /// A join's free takes the `Cohort`'s path (one router), so it makes the same checks:

@@ -31,8 +31,8 @@
 //! | 11 | `alloc`, `free` | the alloc paths (large allocations with them); the free paths and the checks a free makes |
 //! | 12 | `resize` | realloc |
 //! | 13 | `api` | [`Cohort`], its public methods, `GlobalAlloc`, block reports |
-//! | 14 | `handle`, `join`, `stats`, `verify`, `lookup`, `shared`, `promote_api` | allocator handles per lifetime class; explicit joins; statistics; the consistency check; frees and resizes without a size (found from the address); instances in memory shared between processes; allocations that never promote |
-//! | 15 | `release`, `persist`, `placement` | releasing a lifetime class, `scope_exclusive`, `compact`; named shared-memory and file regions: their header, create / open / leave / destroy, root slots and offsets; regions made with [`RegionOptions`] (fixed capacity, prefaulted, locked, bound to NUMA nodes, in huge pages), the footprint, memory the caller provides |
+//! | 14 | `handle`, `join`, `stats`, `verify`, `lookup`, `shared` | allocator handles per lifetime class; explicit joins; statistics; the consistency check; frees and resizes without a size (found from the address); instances in memory shared between processes |
+//! | 15 | `promote_api`, `release`, `persist`, `placement` | allocations that never promote (on an allocator, a join, a handle); releasing a lifetime class, `scope_exclusive`, `compact`; named shared-memory and file regions: their header, create / open / leave / destroy, root slots and offsets; regions made with [`RegionOptions`] (fixed capacity, prefaulted, locked, bound to NUMA nodes, in huge pages), the footprint, memory the caller provides |
 //! | 16 | `scope` | a lifetime class released safely on a shared allocator: [`ClassScope`] |
 //! | 17 | `design` | the design as documentation (no code): glossary, invariants, walks |
 //!
@@ -212,9 +212,13 @@ pub use lookup::Allocation;
 pub use misuse::{set_misuse_hook, Misuse, Problem};
 pub use offset::Off;
 #[cfg(not(loom))]
-pub use persist::{CreateOptions, OpenOptions, Place, RegionError, SharedCohort, ROOT_SLOTS};
+pub use persist::{
+    CreateOptions, OpenOptions, Place, RegionError, Salvage, SharedCohort, ROOT_SLOTS,
+};
 #[cfg(not(loom))]
 pub use placement::{max_expand, Footprint};
+#[cfg(not(loom))]
+pub use promote_api::TryHandle;
 pub use region::options::{HugePages, PlacementError, RegionOptions};
 #[cfg(not(loom))]
 pub use release::{Compacted, Released};

@@ -42,12 +42,15 @@ mod error;
 mod header;
 mod mapping;
 mod named;
+mod salvage;
 
 pub use error::RegionError;
 pub use header::ROOT_SLOTS;
 pub use named::SharedCohort;
+pub use salvage::Salvage;
 
 use crate::os::shared_mem::Kind;
+use crate::region::options::RegionOptions;
 use mapping::Name;
 use std::path::Path;
 use std::time::Duration;
@@ -78,6 +81,7 @@ pub struct CreateOptions {
     capacity: usize,
     replace: bool,
     preallocate: bool,
+    region: Option<RegionOptions>,
 }
 
 impl CreateOptions {
@@ -93,6 +97,42 @@ impl CreateOptions {
             capacity,
             replace: false,
             preallocate: false,
+            region: None,
+        }
+    }
+
+    /// A region made as `options` say: its blocks hold `options.capacity()` bytes (whole
+    /// 2 MiB blocks, at least one; the header and the state come on top), committed,
+    /// prefaulted, locked in RAM, bound to NUMA nodes or in transparent huge pages as asked.
+    /// Every process that opens the region later applies what is per mapping (the lock,
+    /// the huge-page advice, the prefault of its own page tables) and keeps memory as its
+    /// creator asked (a committed region never gives memory back). A committed region's
+    /// storage is allocated at creation, as [`CreateOptions::preallocate`] does.
+    ///
+    /// Not available ([`RegionError::Placement`] with
+    /// [`PlacementError::Unsupported`](crate::PlacementError::Unsupported), before anything
+    /// is created): a fallback (a private mapping would be invisible to the other
+    /// processes), explicit huge pages, and for a file transparent huge pages or a NUMA
+    /// binding (a file's page cache takes neither).
+    ///
+    /// ```
+    /// use cohort::{CreateOptions, Place, RegionOptions, SharedCohort};
+    /// # let name = format!("/cohort-doc-opt-{}", std::process::id());
+    /// let options = RegionOptions::new(8 << 20).prefault(true);
+    /// let region = SharedCohort::<()>::create(Place::SharedMemory(&name), CreateOptions::from_region(options))?;
+    /// let p = region.malloc(100, ()); // no page fault: the region was faulted in
+    /// assert!(!p.is_null());
+    /// // SAFETY: allocated above with this size and class.
+    /// unsafe { region.free(p, 100, ()) };
+    /// region.destroy()?;
+    /// # Ok::<(), cohort::RegionError>(())
+    /// ```
+    pub fn from_region(options: RegionOptions) -> CreateOptions {
+        CreateOptions {
+            capacity: options.capacity(),
+            replace: false,
+            preallocate: options.committed(),
+            region: Some(options),
         }
     }
 

@@ -99,14 +99,7 @@ impl<L: Lifetime> Cohort<L> {
     /// are [`PlacementError::Unsupported`] (a private mapping would be invisible to the
     /// other processes).
     pub fn shared_anonymous_with(options: &RegionOptions) -> Result<Self, PlacementError> {
-        if options.falls_back() {
-            return Err(PlacementError::Unsupported { option: "fallback" });
-        }
-        if options.huge() == HugePages::Explicit {
-            return Err(PlacementError::Unsupported {
-                option: "explicit huge pages",
-            });
-        }
+        options.check_shared(false)?;
         let g = Self::geometry(options)?;
         let base = os::shared_mem::map_shared_anonymous(g.len, UNIT);
         if base.is_null() {
@@ -124,10 +117,18 @@ impl<L: Lifetime> Cohort<L> {
     /// region in it, which [`Cohort::attach_in`] finds again). The region's memory is never
     /// given back to the OS; its bytes need not read zero (the state part is zeroed here).
     ///
+    /// **Fallback.** With [`RegionOptions::fallback`], a full region serves requests from
+    /// private mappings of this process (which every free of this allocator finds): the
+    /// caller declares the region this process's alone. No other process can free such a
+    /// mapping, so [`Cohort::attach_in`] refuses the region ([`PlacementError::Unsupported`]),
+    /// and the fallback mappings go with this allocator (free them before dropping it; a
+    /// child forked after sees copies of them, its own). Without it, a full region returns
+    /// null.
+    ///
     /// # Errors
     /// [`PlacementError::Misaligned`] unless `mem` is aligned to [`Footprint::align`];
-    /// [`PlacementError::TooSmall`] when `len` is below [`Cohort::footprint`]'s bytes; a
-    /// fallback is [`PlacementError::Unsupported`]; else the option the OS refused.
+    /// [`PlacementError::TooSmall`] when `len` is below [`Cohort::footprint`]'s bytes; else
+    /// the option the OS refused.
     ///
     /// # Safety
     /// `[mem, mem + len)` is mapped readable and writable, and holds nothing anyone uses:
@@ -138,9 +139,6 @@ impl<L: Lifetime> Cohort<L> {
         len: usize,
         options: &RegionOptions,
     ) -> Result<Self, PlacementError> {
-        if options.falls_back() {
-            return Err(PlacementError::Unsupported { option: "fallback" });
-        }
         let g = Self::caller_geometry(mem, len, options)?;
         // The header page and the state area must read zero to be formatted.
         // SAFETY: the caller's memory, nobody else's.
@@ -153,10 +151,15 @@ impl<L: Lifetime> Cohort<L> {
     /// `capacity` bytes: the same memory, in this process or another that maps it shared
     /// (at any address). What the region holds stays; this process joins it.
     ///
+    /// The options the region was formatted with are applied to this process's mapping as
+    /// far as they are per mapping (the lock, the huge-page advice, the prefault of its
+    /// page tables), and its memory is kept as they say.
+    ///
     /// # Errors
     /// As [`Cohort::format_in`]'s for the memory; [`PlacementError::Refused`] when the
     /// memory holds no region of this capacity and lifetime classes, or this process is
-    /// attached to it already.
+    /// attached to it already; [`PlacementError::Unsupported`] for a region formatted to
+    /// fall back (its fallback mappings are its formatter's); the option the OS refused.
     ///
     /// # Safety
     /// `[mem, mem + len)` holds a region formatted by [`Cohort::format_in`] with this
@@ -232,6 +235,8 @@ impl<L: Lifetime> Cohort<L> {
         }
         let placement = crate::instance::Placement {
             unmap,
+            // A private fixed region: shared with no other process (see `Pool::private`).
+            private: backing == PRIVATE_MAPPING,
             ..g.placement(base, is_new)
         };
         // SAFETY: as the caller guarantees.
@@ -239,18 +244,24 @@ impl<L: Lifetime> Cohort<L> {
             return fail(PlacementError::Refused);
         };
         let pool = core.pool_if_any().expect("a placed instance has its pool");
+        let made = is_new.then_some(options);
         // SAFETY: the instance was just made: no other thread of this process uses it.
-        unsafe { pool.region.set_backing(options.backing(backing)) };
-        // The view's own tables, outside the mapping, faulted in too.
-        if options.prefaults() {
-            // A refusal drops `core`: the instance leaves and unmaps its region.
-            pool.counters
-                .prefault()
-                .map_err(|errno| PlacementError::Os {
-                    what: "prefault",
-                    errno,
-                })?;
+        let options = unsafe { RegionOptions::adopt(&pool.region, &mut pool.lock().region, backing, made) };
+        if !is_new {
+            // Attached: this process's mapping as its maker asked (a refusal drops `core`:
+            // the instance leaves, and nothing is unmapped). A region that falls back is
+            // its formatter's alone: its fallback mappings are private to that process.
+            if options.falls_back() {
+                return Err(PlacementError::Unsupported {
+                    option: "attaching a region that falls back (its fallback mappings are private to the process that formatted it)",
+                });
+            }
+            // SAFETY: the region's whole mapping in this process.
+            unsafe { options.apply_attached(base, g.len) }?;
         }
+        // The view's own tables, outside the mapping, faulted in too.
+        // A refusal drops `core`: the instance leaves and unmaps its region.
+        options.prefault_view(|| pool.counters.prefault())?;
         Ok(Cohort::from_core(core))
     }
 }

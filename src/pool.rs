@@ -128,11 +128,17 @@ pub(crate) struct Pool {
     refs: AtomicU64,
     /// How a shared pool's region is unmapped from this process once `refs` reaches 0.
     pub(crate) leave: Option<Leave>,
+    /// The region is mapped privately (a private fixed region, `Cohort::with_options`):
+    /// laid out as a shared one, shared with no other process. Its lock is a spin lock,
+    /// which the fork handlers take as a private pool's; a fork child keeps its thread's
+    /// heaps of it, and nobody else's death is reaped ([`Pool::is_process_shared`]).
+    pub(crate) private: bool,
     /// This view's per-head counters of slow-path events (see [`crate::counters`]).
     pub(crate) counters: HeadCounters,
 }
 
-/// How this process lets go of a shared region's mapping: `unmap(base, len, sync)`.
+/// How this process lets go of a shared region's mapping: `unmap(base, len, sync)`, then
+/// `after`.
 #[derive(Clone, Copy)]
 pub(crate) struct Leave {
     /// Unmaps the region (and, for a file, syncs it first when `sync`).
@@ -140,6 +146,18 @@ pub(crate) struct Leave {
     pub(crate) base: *mut u8,
     pub(crate) len: usize,
     pub(crate) sync: bool,
+    /// Run once the region is unmapped, when this process is done with it for good.
+    pub(crate) after: Option<AfterLeave>,
+}
+
+/// What a shared region's maker runs when the last of this process's references to the
+/// view is released ([`Pool::release`]): `run(data)`, once (a named region's attachment:
+/// its slot freed and the state sealed only when nothing of the process can write to the
+/// region any more).
+#[derive(Clone, Copy)]
+pub(crate) struct AfterLeave {
+    pub(crate) run: unsafe fn(*mut ()),
+    pub(crate) data: *mut (),
 }
 
 /// What every process of an instance shares, under its lock or atomic: position
@@ -281,6 +299,7 @@ impl Pool {
                 0,
                 region_state,
                 &layout,
+                false,
             );
             debug_assert!(
                 formatted,
@@ -299,11 +318,15 @@ impl Pool {
     /// (nor, for a private pool, any of its blocks).
     pub(crate) unsafe fn destroy(pool: *mut Pool) {
         // SAFETY: the caller guarantees exclusive access; the region unmaps every block,
-        // and the large allocations go with the instance.
+        // and the large allocations go with the instance (in a placed region: this
+        // process's fallback mappings, which no other process can free).
         unsafe {
             let (area, area_len) = ((*pool).area, (*pool).area_len);
-            if !area.is_null() {
+            // (A region that never falls back has nothing there: its table is left alone.)
+            if !area.is_null() || (*pool).region.falls_back() {
                 (&*pool).large.lock().unmap_all();
+            }
+            if !area.is_null() {
                 ptr::drop_in_place((*pool).shared.cast_mut());
             }
             ptr::drop_in_place(pool);
@@ -341,6 +364,9 @@ impl Pool {
             Pool::destroy(pool.cast_mut());
             if let Some(l) = leave {
                 (l.unmap)(l.base, l.len, l.sync);
+                if let Some(after) = l.after {
+                    (after.run)(after.data);
+                }
             }
         }
     }
@@ -351,10 +377,19 @@ impl Pool {
         self.refs.store(1, Ordering::Relaxed);
     }
 
-    /// True when the pool is in a region shared between processes.
+    /// True when the pool is in a region laid out to be shared between processes (its
+    /// state in the region, its tokens the region's tag).
     #[inline]
     pub(crate) fn is_shared(&self) -> bool {
         self.tag != 0
+    }
+
+    /// True when other processes may use the pool's region: a shared region not mapped
+    /// privately ([`Pool::private`]). Such a pool's locks live with the other processes:
+    /// the fork handlers leave them alone.
+    #[inline]
+    pub(crate) fn is_process_shared(&self) -> bool {
+        self.is_shared() && !self.private
     }
 
     /// The upper half of the token of this pool's heap for a process whose id of the

@@ -1,4 +1,5 @@
-//! Allocations that never promote: [`Cohort::try_malloc`] and its kin, for real-time paths
+//! Allocations that never promote: [`Cohort::try_malloc`] and its kin, [`TryHandle`]
+//! (any of cohort's allocator handles, never promoting), for real-time paths
 //! that would rather fail than take a slot of a larger size class (see
 //! [`crate::promotion`]: in a full region, [`Cohort::malloc`] serves a request whose size
 //! class has no free slot from the next larger class of its lifetime class that has one).
@@ -7,9 +8,12 @@
 //! large allocation), or null; it never leaves a promoted slot behind.
 
 use crate::api::Cohort;
+use crate::handle::ClassHandle;
+use crate::join::Join;
 use crate::lifetime::Lifetime;
 use crate::promotion::without_promotion;
 use core::alloc::Layout;
+use core::ptr::NonNull;
 
 impl<L: Lifetime> Cohort<L> {
     /// Like [`Cohort::malloc`], but never promotes: when the request's size class has no
@@ -87,3 +91,124 @@ impl<L: Lifetime> Cohort<L> {
         without_promotion(|| self.alloc_zeroed(layout, life))
     }
 }
+
+impl<L: Lifetime> Join<'_, L> {
+    /// As [`Join::malloc`], but never promotes (see [`Cohort::try_malloc`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let a = cohort::Cohort::<()>::with_reservation(4 << 20);
+    /// let worker = a.join(0).expect("a heap");
+    /// let p = worker.try_malloc(24, ());
+    /// assert!(!p.is_null());
+    /// // SAFETY: allocated above with this size and class.
+    /// unsafe { worker.free(p, 24, ()) };
+    /// ```
+    #[inline]
+    pub fn try_malloc(&self, size: usize, life: L) -> *mut u8 {
+        without_promotion(|| self.malloc(size, life))
+    }
+
+    /// As [`Join::calloc`], but never promotes (see [`Cohort::try_malloc`]).
+    #[inline]
+    pub fn try_calloc(&self, size: usize, life: L) -> *mut u8 {
+        without_promotion(|| self.calloc(size, life))
+    }
+
+    /// As [`Join::alloc`], but never promotes (see [`Cohort::try_malloc`]).
+    #[inline]
+    pub fn try_alloc(&self, layout: Layout, life: L) -> *mut u8 {
+        without_promotion(|| self.alloc(layout, life))
+    }
+}
+
+impl<L: Lifetime> Cohort<L> {
+    /// A handle that allocates in lifetime class `life` and never promotes: as
+    /// [`Cohort::handle`] wrapped in [`TryHandle`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use cohort::allocator_api2::vec::Vec;
+    /// let a = cohort::Cohort::<()>::with_reservation(4 << 20);
+    /// let mut v = Vec::new_in(a.try_handle(()));
+    /// v.push(7u64);
+    /// assert_eq!(v[0], 7);
+    /// ```
+    pub fn try_handle(&self, life: L) -> TryHandle<ClassHandle<'_, L>> {
+        TryHandle(self.handle(life))
+    }
+}
+
+/// An allocator handle whose allocations and resizes never promote (see
+/// [`Cohort::try_malloc`]): in a full region, a request whose size class has no free slot
+/// is an `AllocError`, never a slot of a larger class. Wraps any of cohort's handles
+/// ([`ClassHandle`], [`StaticHandle`](crate::StaticHandle),
+/// [`ClassScope`](crate::ClassScope)); frees are the wrapped handle's. The same size as
+/// the handle it wraps.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TryHandle<H>(pub H);
+
+/// Implements an `Allocator` trait (allocator_api2's, or core's behind `nightly`) for
+/// [`TryHandle`] over a handle that has it: every call that may allocate runs without
+/// promotion.
+macro_rules! impl_try_allocator {
+    ($($trait_:ident)::+, $($error:ident)::+) => {
+        // SAFETY: every method forwards to the wrapped handle's, which meets the trait's
+        // contract; turning promotion off only makes an allocation fail where it would
+        // have taken a larger slot.
+        unsafe impl<H: $($trait_)::+> $($trait_)::+ for TryHandle<H> {
+            fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, $($error)::+> {
+                without_promotion(|| self.0.allocate(layout))
+            }
+
+            fn allocate_zeroed(&self, layout: Layout) -> Result<NonNull<[u8]>, $($error)::+> {
+                without_promotion(|| self.0.allocate_zeroed(layout))
+            }
+
+            #[track_caller]
+            unsafe fn deallocate(&self, p: NonNull<u8>, layout: Layout) {
+                // SAFETY: the trait's contract, forwarded.
+                unsafe { self.0.deallocate(p, layout) }
+            }
+
+            #[track_caller]
+            unsafe fn grow(
+                &self,
+                p: NonNull<u8>,
+                old: Layout,
+                new: Layout,
+            ) -> Result<NonNull<[u8]>, $($error)::+> {
+                // SAFETY: the trait's contract, forwarded.
+                without_promotion(|| unsafe { self.0.grow(p, old, new) })
+            }
+
+            #[track_caller]
+            unsafe fn grow_zeroed(
+                &self,
+                p: NonNull<u8>,
+                old: Layout,
+                new: Layout,
+            ) -> Result<NonNull<[u8]>, $($error)::+> {
+                // SAFETY: the trait's contract, forwarded.
+                without_promotion(|| unsafe { self.0.grow_zeroed(p, old, new) })
+            }
+
+            #[track_caller]
+            unsafe fn shrink(
+                &self,
+                p: NonNull<u8>,
+                old: Layout,
+                new: Layout,
+            ) -> Result<NonNull<[u8]>, $($error)::+> {
+                // SAFETY: the trait's contract, forwarded.
+                without_promotion(|| unsafe { self.0.shrink(p, old, new) })
+            }
+        }
+    };
+}
+
+impl_try_allocator!(allocator_api2::alloc::Allocator, allocator_api2::alloc::AllocError);
+#[cfg(feature = "nightly")]
+impl_try_allocator!(core::alloc::Allocator, core::alloc::AllocError);

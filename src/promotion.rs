@@ -27,6 +27,9 @@
 //! it (sets bits, counts up, changes the source); any thread's free clears a bit and
 //! counts down.
 //!
+//! The flag is cleared by the owner once the count is 0 again ([`settle`]: at its next free
+//! of the block, or at its alloc slow path, which collects the block's remote frees).
+//!
 //! A block holds promoted requests of one source class at a time: a request of another
 //! class goes to another block (or class) while the block's count is not 0.
 //!
@@ -241,6 +244,18 @@ fn mark(pool: &Pool, h: &Header, p: *mut u8, source: usize) {
     r.mark(slot_index(h, p));
     if !h.is_promoting() {
         h.set_promoting(true);
+    }
+}
+
+/// Owner only (`heap` owns block `h`): clears [`PROMOTING`] once the block holds no
+/// promoted slot (its record's count is 0), so that its frees take the fast path again.
+/// Only the owner promotes into its block, so the count cannot rise meanwhile; a free
+/// that read the flag before it was cleared is checked against the record as before
+/// (every bit clear: an ordinary free). Run by the owner's free of a promoting block and
+/// by its alloc slow path (which collects the block's remote frees).
+pub(crate) fn settle(heap: &Heap, h: &Header) {
+    if h.is_promoting() && h.owner() == heap.token && Record::of(&heap.pool().region, h).count() == 0 {
+        h.set_promoting(false);
     }
 }
 

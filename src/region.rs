@@ -66,7 +66,7 @@ pub(crate) struct Backing {
     /// anything).
     pub(crate) fresh: bool,
     /// A full region serves requests from private mappings of their own, in the large
-    /// table (a private region only: no other process would see them).
+    /// table (a region of one process only: no other process could free them).
     pub(crate) fallback: bool,
 }
 
@@ -90,6 +90,13 @@ impl Backing {
         serves_large: false,
         fresh: true,
         fallback: false,
+    };
+    /// A reservation of exact capacity (`Cohort::with_reservation`): as [`Backing::PRIVATE`],
+    /// with large allocations inside, so that nothing the instance hands out is outside
+    /// its capacity.
+    pub(crate) const RESERVATION: Backing = Backing {
+        serves_large: true,
+        ..Backing::PRIVATE
     };
     /// A region shared between processes: mapped writable, memory removed when given back,
     /// large allocations inside (a mapping of one process would be invisible to the others).
@@ -138,6 +145,10 @@ pub(crate) struct RegionState {
     /// Live runs (large allocations in the region) and the bytes their sizes round to.
     runs: usize,
     run_bytes: usize,
+    /// The options the region was made with ([`options::RegionOptions`], as its words;
+    /// zero: none recorded), which every process that attaches the region applies to its
+    /// own view: kept memory, the lock, the prefault, transparent huge pages.
+    pub(crate) options: [u64; 2],
 }
 
 /// The bytes of a placed region's state ([`Region::placed`]): the unit bytes, then the
@@ -184,15 +195,22 @@ unsafe impl Sync for Region {}
 
 impl Region {
     /// Reserves `bytes` of address space (rounded down to units; at least one unit). With
-    /// `exact` false, halves the request until the OS accepts. Returns the region and its
-    /// lock-guarded state, or `None` if nothing could be reserved.
+    /// `exact` false, halves the request until the OS accepts, and large allocations are
+    /// outside it ([`Backing::PRIVATE`]); with `exact` the capacity is all the instance
+    /// has, large allocations included ([`Backing::RESERVATION`]). Returns the region and
+    /// its lock-guarded state, or `None` if nothing could be reserved.
     pub(crate) fn new(bytes: usize, exact: bool, checked: bool) -> Option<(Region, RegionState)> {
         let mut unit_count = (bytes / UNIT).max(1);
         loop {
             let len = unit_count * UNIT;
             let base = os::reserve(len, UNIT);
             if !base.is_null() {
-                return Self::with_base(base, unit_count, checked);
+                let backing = if exact {
+                    Backing::RESERVATION
+                } else {
+                    Backing::PRIVATE
+                };
+                return Self::with_base(base, unit_count, checked, backing);
             }
             if exact || unit_count <= 64 {
                 return None;
@@ -201,7 +219,12 @@ impl Region {
         }
     }
 
-    fn with_base(base: *mut u8, unit_count: usize, checked: bool) -> Option<(Region, RegionState)> {
+    fn with_base(
+        base: *mut u8,
+        unit_count: usize,
+        checked: bool,
+        backing: Backing,
+    ) -> Option<(Region, RegionState)> {
         let len = unit_count * UNIT;
         let meta_len = os::page_round(placed_meta_len(unit_count))?;
         let meta = os::map(meta_len, os::MIN_PAGE);
@@ -225,7 +248,7 @@ impl Region {
             return None;
         }
         // SAFETY: `meta` and `shadow` are fresh, zeroed and ours, of the lengths computed.
-        let mut region = unsafe { Self::placed(base, unit_count, meta, shadow, Backing::PRIVATE) };
+        let mut region = unsafe { Self::placed(base, unit_count, meta, shadow, backing) };
         region.meta_len = meta_len;
         region.shadow_len = shadow_len;
         Some((region, RegionState::new()))
@@ -471,6 +494,7 @@ impl RegionState {
             bump: 0,
             runs: 0,
             run_bytes: 0,
+            options: [0; 2],
         }
     }
 }

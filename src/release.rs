@@ -205,7 +205,7 @@ impl<L: Lifetime> Cohort<L> {
         // processes (`&mut self` excludes this process only). Should it reach one, it is
         // narrowed to this process's heaps (and what nobody holds), never another
         // process's heaps or the blocks threads without a heap allocate from.
-        let everyone = exclusive && !pool.is_shared();
+        let everyone = exclusive && !pool.is_process_shared();
         // Whether a heap id names a heap this process holds.
         let held_here = |id: u32| {
             let record = pool.heap(id);

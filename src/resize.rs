@@ -156,6 +156,13 @@ impl Instance {
                     size: CLASSES[class].stride as usize,
                     align: old_align,
                 };
+                if ZERO && old_size < stride.size && self.is_fallback_of(p, stride.size, life) {
+                    // The bytes between the request and the stride may be a previous
+                    // user's (a cached mapping): they read zero too. (Only once the
+                    // mapping is known to be this request's: misuse changes nothing.)
+                    // SAFETY: the mapping holds the stride's bytes, this allocation's.
+                    unsafe { ptr::write_bytes(p.add(old_size), 0, stride.size - old_size) };
+                }
                 // SAFETY: forwarded contract; the stride's length is the mapping's.
                 if let Some(q) = unsafe { self.realloc_large::<ZERO, ABORT>(p, stride, new, life) } {
                     return q;
@@ -322,6 +329,16 @@ impl Instance {
     fn is_fallback_mapping(&self, p: *mut u8) -> bool {
         debug_assert!(!self.bounds.contains(p));
         self.pool_if_any().is_some_and(|pool| pool.region.falls_back())
+    }
+
+    /// True when `p` is a live fallback mapping made for a slot of `stride` bytes of
+    /// lifetime class `life` (its length is what the stride rounds to).
+    fn is_fallback_of(&self, p: *mut u8, stride: usize, life: usize) -> bool {
+        let Some(pool) = self.pool_if_any() else {
+            return false;
+        };
+        let found = pool.large.lock().get(p as usize);
+        found.is_some() && found == crate::os::page_round(stride).map(|len| (len, life))
     }
 
     /// [`Instance::realloc_large`] of a run of the region's units (`crate::region::runs`):

@@ -6,6 +6,7 @@
 //! where rustdoc shows it.
 
 use crate::api::Cohort;
+use crate::fork;
 use crate::handle::{impl_allocator, Lane};
 use crate::lifetime::{scope_class, Lifetime, ScopeClaims, SCOPE_CLASSES};
 use crate::os;
@@ -104,10 +105,21 @@ struct Closing<'a, L: Lifetime> {
     cohort: &'a Cohort<L>,
     /// The scope class's number (below [`SCOPE_CLASSES`]).
     claimed: usize,
+    /// The fork generation the class was claimed in ([`fork::generation`]).
+    born: u64,
 }
 
 impl<L: Lifetime> Drop for Closing<'_, L> {
     fn drop(&mut self) {
+        // A fork child that ends a scope its parent opened on a shared instance: the claim
+        // (in the region) is the parent's, whose scope is still open and whose objects may
+        // lie in the class's pool-held blocks. The child neither releases nor gives the
+        // class back; what it allocated in it is released by the class's next release
+        // after the child leaves (its heap's blocks then go to the pool).
+        if self.born != fork::generation() && !ptr::eq(self.cohort.scope_claims(), &self.cohort.scopes)
+        {
+            return;
+        }
         // SAFETY: the class is this scope's alone since it claimed it (see `Cohort::scope`'s
         // soundness argument): every allocation in it was made through the scope's handle,
         // on this thread, and the handle and everything built on it are gone (they borrowed
@@ -230,6 +242,7 @@ impl<L: Lifetime> Cohort<L> {
         let closing = Closing {
             cohort: self,
             claimed,
+            born: fork::generation(),
         };
         let handle = ClassScope {
             cohort: self,

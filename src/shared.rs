@@ -21,12 +21,17 @@
 //!
 //! **fork.** The child's thread forgets the heaps it held of every shared instance (they
 //! are the parent's, which goes on using them: both would pop the same free lists) and
-//! joins afresh on its first allocation, with a heap of its own.
+//! joins afresh on its first allocation, with a heap of its own. A [`crate::Join`] the
+//! child inherits does the same on its first call (it compares the fork generation it was
+//! made in, `crate::fork::generation`); a scope the parent opened and the child ends
+//! (returning from its closure) is left to the parent: the child neither releases its
+//! class nor gives the claim back.
 //!
 //! **Leaving.** Dropping a shared instance is this process's leave: the calling thread's
 //! heap goes back to the region (abandoned: its blocks to the pool, its record to the next
-//! taker, in any process), other threads' heaps when they exit, and the last of them
-//! unmaps this process's mapping. The region lives while any process maps it.
+//! taker, in any process); other threads' heaps are orphaned, and each goes back when its
+//! thread next looks up a heap (a first allocation in any instance) or exits; the last of
+//! them unmaps this process's mapping. The region lives while any process maps it.
 //!
 //! **Large allocations** (above the largest size class) are runs of the region's own
 //! units (`crate::region::runs`), which every process sees and may free by size; a region
@@ -144,7 +149,9 @@ impl Geometry {
             unit_count: self.unit_count,
             is_new,
             sync_on_leave: false,
+            private: false,
             unmap: unmap_anonymous,
+            after_leave: None,
         }
     }
 }

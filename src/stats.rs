@@ -209,9 +209,14 @@ pub struct Stats {
     /// Blocks carved from the region so far (in use, kept empty, or given back to the OS
     /// and carvable again): `region_bytes / 2 MiB - carved_blocks` are never used yet.
     pub carved_blocks: usize,
+    /// Units (2 MiB) of the region held by large allocations, in a region that serves them
+    /// from its units (a fixed capacity, a shared or file region): with the blocks in use
+    /// and kept, what the region's capacity is used by.
+    pub run_units: usize,
     /// Every (size class, lifetime class) pair with a slow-path event since the allocator
-    /// started, by lifetime class then size class: this process's events (a region shared
-    /// between processes counts each process's own). Each allocation and each free is not
+    /// started, by lifetime class then size class. In a region shared between processes
+    /// (or a fixed region) the counts are region-wide: every process's events since the
+    /// region was made, kept across leave and open. Each allocation and each free is not
     /// counted (that would cost the fast paths an instruction each); `live` in `heads` is
     /// their difference.
     pub events: Vec<HeadEvents>,
@@ -271,9 +276,10 @@ impl<L: Lifetime> Cohort<L> {
         let (large_allocations, large_bytes, retained_empty_blocks, lock_acquisitions) =
             self.core.pool_counters();
         let classes = self.class_totals(&heads);
-        let (region_bytes, carved_blocks) = self.core.pool_if_any().map_or((0, 0), |pool| {
+        let (region_bytes, carved_blocks, run_units) = self.core.pool_if_any().map_or((0, 0, 0), |pool| {
             let st = pool.state.lock();
-            (pool.region.len(), pool.region.carved_units(&st.region))
+            let runs = pool.region.runs(&st.region).map(|(_, run)| run.units).sum();
+            (pool.region.len(), pool.region.carved_units(&st.region), runs)
         });
         let (large_cached, large_cached_bytes, large_system_calls) =
             self.core.large_cache_counters();
@@ -297,6 +303,7 @@ impl<L: Lifetime> Cohort<L> {
             events: self.events(),
             region_bytes,
             carved_blocks,
+            run_units,
         }
     }
 }
@@ -507,7 +514,7 @@ impl fmt::Display for Stats {
             "small: {} blocks, {} live slots, {} live, {} resident ({} reserved); large: {} \
              allocations, {} ({} freed mappings cached, {}); medium: {} allocations, {} in {} \
              blocks ({} free resident); {} empty blocks kept; pool lock taken {} times; region {} \
-             ({} of {} blocks carved)",
+             ({} of {} blocks carved, {} units in large allocations)",
             t.blocks,
             t.live,
             Bytes(t.live_bytes),
@@ -525,7 +532,8 @@ impl fmt::Display for Stats {
             self.lock_acquisitions,
             Bytes(self.region_bytes),
             self.carved_blocks,
-            self.region_bytes / crate::class::BLOCK_SIZE
+            self.region_bytes / crate::class::BLOCK_SIZE,
+            self.run_units
         )
     }
 }

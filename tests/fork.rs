@@ -340,3 +340,58 @@ fn fork_while_another_thread_initialises_an_instance() {
     maker.join().expect("the instance maker panicked");
     assert_eq!(hung, 0, "a child hung (killed by the alarm)");
 }
+
+/// A fork while another thread of the process registers cohort's fork handlers (its first
+/// instance's first use): the child, which inherits a registration nobody in it will
+/// finish, still makes and uses instances. Before the fix the child spun for ever in its
+/// first allocation (seen once, in session 8's 64 KiB-page run under load: the opener
+/// child of `shared_attach`'s fork test spinning in `fork::lock_list` on `REGISTERING`).
+/// The window is a few instructions wide unless the registering thread is preempted in
+/// it, so this sweep of fork points (each round a fresh process, so the handlers are not
+/// registered yet) rarely lands in it on an idle machine: it guards the fix, it did not
+/// reproduce the hang here.
+#[test]
+fn a_fork_during_the_handlers_registration_leaves_the_child_able_to_allocate() {
+    for round in 0..300 {
+        let pid = common::processes::in_child(30, move || {
+            static STARTED: AtomicBool = AtomicBool::new(false);
+            let registering = thread::spawn(|| {
+                let a: Cohort = Cohort::new();
+                STARTED.store(true, Ordering::SeqCst);
+                let p = a.malloc(64, ());
+                // SAFETY: allocated above.
+                unsafe { a.free(p, 64, ()) };
+            });
+            // The fork lands at a point swept across the registration by the rounds.
+            while !STARTED.load(Ordering::SeqCst) {
+                std::hint::spin_loop();
+            }
+            for _ in 0..(round % 60) * 20 {
+                std::hint::spin_loop();
+            }
+            // SAFETY: the grandchild only allocates through a fresh instance and exits.
+            let grandchild = unsafe { libc::fork() };
+            if grandchild == 0 {
+                // SAFETY: alarm has no precondition: a hang ends the grandchild.
+                unsafe { libc::alarm(10) };
+                let b: Cohort = Cohort::new();
+                let p = b.malloc(100, ());
+                let code = if p.is_null() { 1 } else { 0 };
+                // SAFETY: _exit has no precondition.
+                unsafe { libc::_exit(code) };
+            }
+            registering.join().unwrap();
+            let mut status = 0;
+            // SAFETY: our own child.
+            assert_eq!(
+                unsafe { libc::waitpid(grandchild, &mut status, 0) },
+                grandchild
+            );
+            assert!(
+                libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+                "round {round}: the child forked during the registration: status {status:#x}"
+            );
+        });
+        common::processes::wait_ok(pid);
+    }
+}

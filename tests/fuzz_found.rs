@@ -285,3 +285,125 @@ fn a_region_file_with_a_damaged_state_byte_never_crashes_the_opener() {
     });
     let _ = std::fs::remove_file(&path);
 }
+
+/// RED-18's other door: the state seal is checked by the first process to open, so bytes
+/// damaged while another process is attached (a stray write into the file or the mapping
+/// by a buggy program: the premise of RED-18) reach a second opener unchecked. That opener
+/// allocates, frees, verifies and compacts: it may get errors, never die of a signal.
+/// Damage: 300 (offset, byte) pairs over the state area, from a fixed seed, each on a
+/// fresh copy of the state with a holder attached.
+#[test]
+#[ignore = "RED-30: with another process attached, a damaged state byte still crashes the second opener's verify/compact (the seal is checked by the first opener only)"]
+fn a_damaged_state_byte_never_crashes_a_second_opener() {
+    use cohort::{CreateOptions, OpenOptions, Place, SharedCohort};
+    use red_team_common::*;
+    use std::os::unix::fs::FileExt;
+    use std::sync::atomic::Ordering::Relaxed;
+    use two::Two;
+    const SIZES: [usize; 6] = [1, 8, 64, 200, 1000, 8000];
+    let path =
+        std::env::temp_dir().join(format!("cohort-fuzz-found-second-{}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let place = Place::File(&path);
+    let words = shared_words(4);
+    isolated(300, |report| {
+        // The holder: makes the region, allocates, and stays attached until told.
+        let holder = in_child_reporting(280, report, || {
+            let r =
+                SharedCohort::<Two>::create(place, CreateOptions::new(64 << 20)).expect("create");
+            let mut first = usize::MAX;
+            for i in 0..600 {
+                let size = SIZES[i % SIZES.len()];
+                let life = if i % 3 == 0 { Two::B } else { Two::A };
+                let p = r.malloc(size, life);
+                assert!(!p.is_null());
+                first = first.min(r.offset_of(p).unwrap().get() as usize);
+                if i % 4 == 0 {
+                    // SAFETY: allocated above, freed once.
+                    unsafe { r.free(p, size, life) };
+                }
+            }
+            words[1].store(first as u64, Relaxed);
+            while words[2].load(Relaxed) == 0 {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            r.leave().expect("leave");
+        });
+        while words[1].load(Relaxed) == 0 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let first = words[1].load(Relaxed) as usize;
+        // The state area: after the header page, before the first block.
+        let state = 4096..(first & !((2 << 20) - 1));
+        // The holder stays attached while the file is damaged.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .expect("the file");
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut died = Vec::new();
+        let mut opened = 0;
+        for attempt in 0..300 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let at = state.start + (seed as usize >> 8) % state.len();
+            let byte = seed as u8;
+            // One byte damaged, put back after the attempt (the holder, idle, and a
+            // refused opener change nothing; an opener that got in may have).
+            let mut was = [0u8];
+            file.read_exact_at(&mut was, at as u64).expect("read");
+            file.write_all_at(&[byte], at as u64).expect("damage");
+            words[0].store(0, Relaxed);
+            let opener = in_child(20, || {
+                let Ok(r) = SharedCohort::<Two>::open(place, OpenOptions::new()) else {
+                    return; // refused: fine
+                };
+                words[0].store(1, Relaxed);
+                for (i, &size) in SIZES.iter().cycle().take(30).enumerate() {
+                    let life = if i % 2 == 0 { Two::A } else { Two::B };
+                    let p = r.malloc(size, life);
+                    if !p.is_null() {
+                        // SAFETY: allocated above, freed once.
+                        unsafe { r.free(p, size, life) };
+                    }
+                }
+                let _ = r.stats();
+                // SAFETY: the holder does nothing meanwhile.
+                let _ = unsafe { r.verify() };
+                let _ = r.compact();
+                // Not left: a damaged region's leave may wait on what the damage says.
+                // SAFETY: leaves without the destructors.
+                unsafe { libc::_exit(0) };
+            });
+            let ended = wait(opener);
+            file.write_all_at(&was, at as u64).expect("restore");
+            opened += words[0].load(Relaxed) as usize;
+            match ended {
+                Ok(0) => {}
+                Ok(code) => died.push(format!("attempt {attempt}: exit {code}")),
+                Err(sig) => died.push(format!(
+                    "attempt {attempt}: state byte {:#x} = {byte:#x}: signal {sig} (opened: {})",
+                    at - state.start,
+                    words[0].load(Relaxed)
+                )),
+            }
+        }
+        if std::env::var("SHOW").is_ok() {
+            report.fail(&format!(
+                "opened {opened} of 300, state {state:?}, died {died:?}"
+            ));
+        }
+        if !died.is_empty() {
+            report.fail(&format!(
+                "{} of 300 second openers died ({opened} opened): {}",
+                died.len(),
+                died[..died.len().min(6)].join("; ")
+            ));
+        }
+        words[2].store(1, Relaxed);
+        wait_ok(holder, report, "the holder");
+    });
+    let _ = std::fs::remove_file(&path);
+}

@@ -120,9 +120,11 @@ fn every_bad_input_is_a_clear_error_and_leaves_the_region_as_it_was() {
     let region = SharedCohort::<Life>::create(place, CreateOptions::new(16 * MIB)).unwrap();
     let e = SharedCohort::<Life>::create(place, CreateOptions::new(16 * MIB)).unwrap_err();
     assert!(matches!(e, RegionError::AlreadyExists { .. }), "{e}");
-    // A process opens a region once: a second opening is refused, the first goes on.
+    // A process opens a region once: a second opening is refused, named so, and the first
+    // goes on.
     let e = open_file::<Life>(&path).unwrap_err();
-    assert!(matches!(e, RegionError::Attach), "{e}");
+    assert!(matches!(e, RegionError::AlreadyOpen { .. }), "{e}");
+    assert!(e.to_string().contains("open already"), "{e}");
     let p = region.malloc(40, Life::Short);
     assert!(!p.is_null());
     // SAFETY: allocated just above.

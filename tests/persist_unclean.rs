@@ -339,7 +339,6 @@ fn racing_opens_and_leaves_never_find_a_healthy_state_damaged() {
 /// leave, the thread exiting later) writes nothing into the region after the seal: the
 /// next process opens it.
 #[test]
-#[ignore = "RED-21: leaving gives back only the calling thread's heap; the worker's exit gives its heap back into the region after the seal, and the next opener finds the state damaged. Owner shared"]
 fn a_thread_exiting_after_its_process_left_does_not_break_the_seal() {
     let (f, _) = used_region("worker");
     let path = f.clone();

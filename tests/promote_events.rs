@@ -1,19 +1,10 @@
 //! Per-head counters of slow-path events: counted where the events happen, off the fast
 //! paths, and shown by `stats`.
 
-use cohort::{Cohort, HeadEvents};
+use cohort::Cohort;
 
 mod promote_support;
-use promote_support::{free_all, full_region, Life};
-
-/// The events of the head of `stride` in lifetime class `life`.
-fn events(a: &Cohort<Life>, stride: usize, life: usize) -> HeadEvents {
-    a.stats()
-        .events
-        .into_iter()
-        .find(|e| e.stride == stride && e.life == life)
-        .unwrap_or_default()
-}
+use promote_support::{events, free_all, full_region, Life};
 
 #[test]
 fn slow_path_events_are_counted_per_head() {
@@ -88,4 +79,70 @@ fn promotions_are_counted_on_the_requests_head() {
         unsafe { a.free(q, 16, Life::A) };
     }
     free_all(&a, &big, &small);
+}
+
+/// Frees of the 32-byte head's blocks that took the slow path, over `pairs` allocations
+/// and frees of 32 bytes by this thread (its current block: the one that held promoted
+/// slots).
+fn slow_frees_of_pairs(a: &Cohort<Life>, pairs: usize) -> u64 {
+    let before = events(a, 32, 0).free_slow;
+    let v: Vec<_> = (0..pairs).map(|_| a.malloc(32, Life::A)).collect();
+    assert!(v.iter().all(|p| !p.is_null()));
+    for p in v {
+        // SAFETY: allocated above, freed once.
+        unsafe { a.free(p, 32, Life::A) };
+    }
+    events(a, 32, 0).free_slow - before
+}
+
+#[test]
+fn a_block_whose_last_promoted_slot_its_owner_freed_takes_the_fast_path_again() {
+    let (a, big, small) = full_region(10);
+    let p = a.malloc(16, Life::A);
+    assert!(!p.is_null());
+    assert_eq!(promote_support::promoted(&a), 1);
+    // While the block holds a promoted slot, each of its frees is checked (slow).
+    assert_eq!(slow_frees_of_pairs(&a, 100), 100);
+    // SAFETY: allocated above, freed once with its own size.
+    unsafe { a.free(p, 16, Life::A) };
+    assert_eq!(promote_support::promoted(&a), 0);
+    assert_eq!(
+        slow_frees_of_pairs(&a, 1000),
+        0,
+        "the owner's free of the last promoted slot clears the block's flag"
+    );
+    free_all(&a, &big, &small);
+    // SAFETY: nothing else uses it.
+    unsafe { a.verify() }.expect("consistent");
+}
+
+#[test]
+fn a_block_whose_last_promoted_slot_another_thread_freed_takes_the_fast_path_again() {
+    let (a, big, small) = full_region(10);
+    let p = a.malloc(16, Life::A) as usize;
+    assert_ne!(p, 0);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: allocated above, freed once with its own size.
+            unsafe { a.free(p as *mut u8, 16, Life::A) };
+        });
+    });
+    assert_eq!(promote_support::promoted(&a), 0);
+    // The owner's alloc slow path collects the remote free and clears the flag: a few
+    // pages of slots take it through the slow path, and frees after it are fast. (The
+    // frees before it, of slots allocated while the flag was set, are the slow ones.)
+    let v: Vec<_> = (0..2000).map(|_| a.malloc(32, Life::A)).collect();
+    assert!(v.iter().all(|q| !q.is_null()));
+    assert_eq!(
+        slow_frees_of_pairs(&a, 1000),
+        0,
+        "the flag is cleared once collected"
+    );
+    for q in v {
+        // SAFETY: allocated above, freed once.
+        unsafe { a.free(q, 32, Life::A) };
+    }
+    free_all(&a, &big, &small);
+    // SAFETY: nothing else uses it.
+    unsafe { a.verify() }.expect("consistent");
 }

@@ -44,7 +44,7 @@ fn frees_racing_the_allocating_processs_exit_and_leave_lose_nothing() {
     isolated(120, |report| {
         for round in 0..6 {
             published.store(0, Ordering::Release);
-            let allocator = in_child(60, || {
+            let allocator = in_child_reporting(60, report, || {
                 let r = open(&n);
                 let work = |r: &SharedCohort<Life>| {
                     for (i, slot) in offsets.iter().enumerate() {
@@ -66,7 +66,7 @@ fn frees_racing_the_allocating_processs_exit_and_leave_lose_nothing() {
                 }
                 r.leave().expect("leave");
             });
-            let freer = in_child(60, || {
+            let freer = in_child_reporting(60, report, || {
                 let r = open(&n);
                 let mut done = 0;
                 while done < N {
@@ -82,7 +82,10 @@ fn frees_racing_the_allocating_processs_exit_and_leave_lose_nothing() {
             });
             let (ea, ef) = (wait(allocator), wait(freer));
             if (ea, ef) != (Ok(0), Ok(0)) {
-                report.fail(&format!("round {round}: allocator {ea:?}, freer {ef:?}"));
+                report.fail(&format!(
+                    "round {round}: allocator {ea:?}, freer {ef:?}: {}",
+                    report.message()
+                ));
             }
             let checker = in_child(30, || {
                 let r = open(&n);
@@ -357,7 +360,6 @@ fn mappings() -> usize {
 /// a private instance's teardown orphans them. Exact failure: `100 reopenings with a
 /// long-lived worker: 77 of its 100 one-object allocations null, 104 more mappings`.
 #[test]
-#[ignore = "RED-21: leaving a region keeps other threads' heaps (blocks, slot, mapping) until they exit: a reopen loop with a long-lived worker runs the region out of memory. Owner shared"]
 fn reopening_a_region_with_a_long_lived_worker_leaks_nothing() {
     const ROUNDS: usize = 100;
     let n = name("reopen");

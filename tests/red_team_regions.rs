@@ -243,7 +243,6 @@ fn a_process_in_another_pid_namespace_takes_over_no_live_processs_heap() {
 /// 5 rounds). Exact failure: `round 2: 25720 of 400000 live allocations handed out twice
 /// (child Ok(0))`.
 #[test]
-#[ignore = "RED-14: a fork child allocating through its copy of the parent's Join of a shared region shares the parent's heap: slots handed out twice. Owner shared"]
 fn a_fork_childs_copy_of_a_join_does_not_share_the_parents_heap() {
     const N: usize = 200_000;
     isolated(120, |report| {
@@ -549,7 +548,6 @@ fn a_dead_process_not_yet_waited_for_is_reaped() {
 /// as one would tell.) Exact failure: `a process that exec'd another program: 0 heaps
 /// reaped`.
 #[test]
-#[ignore = "RED-20: a process that exec'd another program keeps its pid and start time: its old heap is never taken over while the new program runs. Owner shared"]
 fn a_process_that_execd_another_program_is_reaped() {
     isolated(60, |report| {
         let a = Cohort::<Life>::shared_anonymous(64 << 20).expect("a shared region");

@@ -2,8 +2,10 @@
 //! [`Cohort::footprint`]): a shared `memfd` mapping holding garbage is formatted,
 //! allocated from (small and large, `calloc` reading zero in dirty memory), left, and
 //! attached again at another address ([`Cohort::attach_in`]), where what it holds is
-//! found by offset and freed. Memory too small, misaligned, or an option the caller's
-//! memory cannot have is a clear error.
+//! found by offset and freed. Memory too small or misaligned is a clear error. Memory
+//! formatted to fall back is this process's alone: served from private mappings when
+//! full, and refused to any later attach (a shared-anonymous region is refused the
+//! fallback, as named ones are: `tests/region_named.rs`).
 
 mod common;
 
@@ -63,8 +65,6 @@ fn bad_memory_is_a_clear_error() {
             }
         );
         assert!(e.to_string().contains("needs"), "{e}");
-        let e = Cohort::<Life>::format_in(mem, f.bytes, &options.fallback(true)).unwrap_err();
-        assert_eq!(e, PlacementError::Unsupported { option: "fallback" });
         let e = Cohort::<Life>::attach_in(mem, f.bytes, 8 * MIB).unwrap_err();
         assert_eq!(e, PlacementError::Refused, "no region was formatted there");
         libc::munmap(mem.cast(), f.bytes + ALIGN);
@@ -148,6 +148,57 @@ fn caller_memory_is_formatted_used_left_and_attached_at_another_address() {
     unsafe {
         libc::munmap(a.cast(), f.bytes);
         libc::munmap(b.cast(), f.bytes);
+        libc::close(fd);
+    }
+}
+
+#[test]
+fn caller_memory_formatted_to_fall_back_serves_private_mappings_and_is_never_attached() {
+    let f = Cohort::<Life>::footprint(4 * MIB).unwrap();
+    let fd = memfd(f.bytes);
+    let a = map_aligned(fd, f.bytes);
+    let options = RegionOptions::new(4 * MIB).fallback(true);
+    // SAFETY: ours, unused, mapped for as long as the instance lives.
+    let c = unsafe { Cohort::<Life>::format_in(a, f.bytes, &options) }
+        .expect("a region of this process's alone may fall back");
+    let run = c.malloc(3 * MIB, Life::Long);
+    assert!(!run.is_null() && c.in_region(run), "the region's two units");
+    let big = c.malloc(3 * MIB, Life::Long);
+    assert!(
+        !big.is_null() && !c.in_region(big),
+        "full: a private mapping"
+    );
+    let small = c.malloc(100, Life::Short);
+    assert!(
+        !small.is_null() && !c.in_region(small),
+        "small requests too"
+    );
+    // SAFETY: ours; each freed once with its size and class.
+    unsafe {
+        big.write_bytes(1, 3 * MIB);
+        small.write_bytes(2, 100);
+        c.free(big, 3 * MIB, Life::Long);
+        c.try_free(small, 100, Life::Short)
+            .expect("found by the free");
+    }
+    assert_eq!(c.stats().large_allocations, 1, "the run is left");
+    drop(c);
+    // SAFETY: the region formatted above, mapped while the instance would live.
+    let e = unsafe { Cohort::<Life>::attach_in(a, f.bytes, 4 * MIB) }.unwrap_err();
+    println!("{e}");
+    assert!(
+        matches!(e, PlacementError::Unsupported { option } if option.contains("falls back")),
+        "{e}"
+    );
+    let e = Cohort::<Life>::shared_anonymous_with(&options).unwrap_err();
+    println!("{e}");
+    assert!(
+        matches!(e, PlacementError::Unsupported { option } if option.starts_with("fallback")),
+        "{e}"
+    );
+    // SAFETY: the mapping is ours, unused now.
+    unsafe {
+        libc::munmap(a.cast(), f.bytes);
         libc::close(fd);
     }
 }

@@ -77,6 +77,56 @@ fn a_fixed_region_counts_large_allocations_against_its_capacity() {
 }
 
 #[test]
+fn a_reservation_counts_large_allocations_against_its_capacity() {
+    // 8 units of address space: four runs of 2 units, and nothing after them.
+    let a = Cohort::<Life>::with_reservation(16 * MIB);
+    let mut live = Vec::with_capacity(64);
+    assert_eq!(
+        fill(&a, 3 * MIB, Life::Long, &mut live),
+        4,
+        "16 MiB hold four 3 MiB allocations"
+    );
+    assert!(a.malloc(64, Life::Short).is_null(), "and no block");
+    assert!(
+        a.malloc(20 << 10, Life::Short).is_null(),
+        "nor a smaller large one"
+    );
+    let s = a.stats();
+    assert_eq!(
+        (s.large_allocations, s.large_bytes, s.run_units),
+        (4, 12 * MIB, 8)
+    );
+    assert_eq!((s.region_bytes, s.carved_blocks), (16 * MIB, 8));
+    assert!(
+        s.to_string().contains("8 units in large allocations"),
+        "{s}"
+    );
+    // Growing one past its units needs units the region does not have: null, and the
+    // allocation stays as it was.
+    let (p, size, life) = live[0];
+    // SAFETY: allocated by `fill` with this size and class.
+    let q = unsafe { a.remalloc(p, size, 5 * MIB, life) };
+    assert!(q.is_null(), "no room to grow past the capacity");
+    // SAFETY: as above; still live.
+    assert_eq!(unsafe { *p.add(size - 1) }, 0);
+    // A freed run's units serve blocks and small allocations again.
+    // SAFETY: allocated by `fill`, freed once.
+    unsafe {
+        let (p, size, life) = live.pop().unwrap();
+        a.free(p, size, life);
+    }
+    let mut small = Vec::with_capacity(1 << 18);
+    assert!(fill(&a, 1000, Life::Short, &mut small) > 0);
+    assert_eq!(a.stats().run_units, 6);
+    free_all(&a, &mut small);
+    free_all(&a, &mut live);
+    assert!(a.is_empty());
+    assert_eq!(a.stats().run_units, 0);
+    // SAFETY: no other thread uses `a`.
+    unsafe { a.verify() }.expect("the reservation verifies");
+}
+
+#[test]
 fn a_prefaulted_region_is_filled_and_filled_again_without_a_page_fault() {
     let options = RegionOptions::new(64 * MIB).prefault(true);
     let a = Cohort::<Life>::with_options(&options).expect("a prefaulted region");
@@ -218,4 +268,106 @@ fn a_full_region_that_falls_back_serves_private_mappings_which_every_free_finds(
     unsafe { a.free(p, 100, Life::Short) };
     // SAFETY: no other thread uses `a`.
     unsafe { a.verify() }.expect("the region verifies");
+}
+
+/// True while `p`'s page is mapped in this process (`mincore` says `ENOMEM` otherwise).
+fn is_mapped(p: usize) -> bool {
+    let mut vec = 0u8;
+    // SAFETY: one page's status byte, into `vec`.
+    unsafe { libc::mincore((p & !4095) as *mut libc::c_void, 1, &mut vec) == 0 }
+}
+
+#[test]
+fn a_falling_back_region_s_fallback_mappings_go_with_it() {
+    // A thread of its own: the region goes when its last heap holder (this thread) exits.
+    let (inside, outside) = std::thread::spawn(|| {
+        let a = Cohort::<Life>::with_options(&RegionOptions::new(4 * MIB).fallback(true))
+            .expect("a fixed region with a fallback");
+        let run = a.malloc(3 * MIB, Life::Long);
+        let big = a.malloc(3 * MIB, Life::Long);
+        assert!(a.in_region(run) && !big.is_null() && !a.in_region(big));
+        // SAFETY: 3 MiB of ours each.
+        unsafe {
+            run.write_bytes(1, 3 * MIB);
+            big.write_bytes(2, 3 * MIB);
+        }
+        (run as usize, big as usize)
+    })
+    .join()
+    .unwrap();
+    assert!(!is_mapped(inside), "the region was unmapped");
+    assert!(
+        !is_mapped(outside),
+        "and so was its fallback mapping (not leaked)"
+    );
+}
+
+#[test]
+fn a_large_request_takes_the_units_of_the_callers_empty_blocks() {
+    // Two units: this thread's (empty) 64-byte block keeps one, which a 3 MiB request
+    // needs: given back first, as for a small request out of memory.
+    for a in [
+        Cohort::<Life>::with_reservation(4 * MIB),
+        Cohort::<Life>::with_options(&RegionOptions::new(4 * MIB)).expect("a fixed region"),
+    ] {
+        let p = a.malloc(64, Life::Short);
+        // SAFETY: allocated above.
+        unsafe { a.free(p, 64, Life::Short) };
+        let j = a.join(0).expect("a heap");
+        let q = j.malloc(64, Life::Long);
+        // SAFETY: allocated above.
+        unsafe { j.free(q, 64, Life::Long) };
+        // This thread's block and the join's hold both units: the join's request gives
+        // back both (its own heap's, and its thread's).
+        let big = j.malloc(3 * MIB, Life::Long);
+        assert!(!big.is_null(), "the empty blocks' units serve the run");
+        // SAFETY: allocated above.
+        unsafe { j.free(big, 3 * MIB, Life::Long) };
+        drop(j);
+        let big = a.malloc(3 * MIB, Life::Long);
+        assert!(!big.is_null());
+        // SAFETY: allocated above.
+        unsafe { a.free(big, 3 * MIB, Life::Long) };
+    }
+}
+
+#[test]
+fn a_recalloc_of_a_fallback_slot_reads_zero_past_its_old_size() {
+    // RED-22: a full region's small request served by a mapping the large cache kept
+    // (whose bytes are a previous user's), grown with recalloc.
+    let a = Cohort::<Life>::with_options(&RegionOptions::new(4 * MIB).fallback(true))
+        .expect("a fixed region that falls back");
+    let run = a.malloc(4 * MIB, Life::Long);
+    assert!(a.in_region(run), "the run fills the region");
+    let dirty: Vec<*mut u8> = (0..8).map(|_| a.malloc(4096, Life::Short)).collect();
+    for &q in &dirty {
+        assert!(!q.is_null() && !a.in_region(q));
+        // SAFETY: 4096 bytes of ours, then freed once (the cache keeps the mapping).
+        unsafe {
+            q.write_bytes(0xab, 4096);
+            a.free(q, 4096, Life::Short);
+        }
+    }
+    let p = a.malloc(100, Life::Short);
+    assert!(dirty.contains(&p), "a cached mapping served it");
+    // SAFETY: 100 bytes of ours; then grown with its size and class.
+    let r = unsafe {
+        p.write_bytes(1, 100);
+        a.recalloc(p, 100, 3 * MIB, Life::Short)
+    };
+    assert!(!r.is_null());
+    // SAFETY: 3 MiB of ours.
+    let got = unsafe { std::slice::from_raw_parts(r, 3 * MIB) };
+    assert!(got[..100].iter().all(|&b| b == 1), "the old bytes moved");
+    assert_eq!(
+        got[100..].iter().position(|&b| b != 0),
+        None,
+        "past the old size: zero"
+    );
+    // SAFETY: live, freed once each.
+    unsafe {
+        a.free(r, 3 * MIB, Life::Short);
+        a.free(run, 4 * MIB, Life::Long);
+    }
+    assert!(a.is_empty());
 }

@@ -5,7 +5,7 @@
 mod common;
 
 use cohort::Cohort;
-use common::processes::{in_child, wait_status};
+use common::processes::{in_child, kill_once_set};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -41,13 +41,7 @@ fn region_after_a_killed_child_held_three_blocks() -> Cohort<Life> {
             }
         })
     };
-    while flag.load(Ordering::Acquire) == 0 {
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    // SAFETY: our own child.
-    unsafe { libc::kill(child, libc::SIGKILL) };
-    let status = wait_status(child);
-    assert!(libc::WIFSIGNALED(status), "the child failed: {status:#x}");
+    kill_once_set(child, flag);
     a
 }
 

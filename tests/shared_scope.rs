@@ -104,3 +104,40 @@ fn a_scope_class_whose_claimer_died_is_claimed_again() {
     unsafe { a.free(flag as *const AtomicU64 as *mut u8, 8, Life::Short) };
     assert!(a.is_empty(), "{:?}", a.stats().small);
 }
+
+/// A fork child that ends a scope its parent opened (the child returns from the closure, as
+/// a daemon's fork does) leaves the class to the parent: the claim is the parent's, whose
+/// scope is still open. Before the fix the child's scope end gave the class back: the
+/// parent then opened 8 nested scopes (its own class among them), and their release freed
+/// the parent's live scope object.
+#[test]
+fn a_fork_child_ending_its_parents_scope_leaves_the_class_to_the_parent() {
+    let a = Cohort::<Life>::shared_anonymous(64 << 20).expect("a shared region");
+    let (opened, kept) = a.scope(|s| {
+        let p = s.allocate(Layout::new::<[u64; 8]>()).expect("a slot");
+        let p = p.cast::<u64>().as_ptr();
+        // SAFETY: live, 64 bytes.
+        unsafe { p.write(0x5C09E) };
+        // SAFETY: the child only returns from this closure (ending the scope) and exits.
+        let child = unsafe { libc::fork() };
+        if child == 0 {
+            return (usize::MAX, 0);
+        }
+        assert!(child > 0, "fork");
+        wait_ok(child);
+        let opened = nested_scopes(&a);
+        // SAFETY: as above: live until this scope ends.
+        (opened, unsafe { p.read() })
+    });
+    if opened == usize::MAX {
+        // The child, after the scope's end: nothing else of the test runs here.
+        // SAFETY: _exit has no precondition.
+        unsafe { libc::_exit(0) };
+    }
+    assert_eq!(
+        opened, 7,
+        "scope classes beside the parent's own, after the child left"
+    );
+    assert_eq!(kept, 0x5C09E, "the parent's scope object is intact");
+    assert_eq!(nested_scopes(&a), 8, "every class is free again");
+}

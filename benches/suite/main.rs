@@ -10,6 +10,9 @@
 //! - `COHORT_BENCH_ONLY`: comma-separated workload prefixes to run (`churn,list`).
 //! - `COHORT_BENCH_ALLOCATORS`: comma-separated subset of `system,mimalloc,jemalloc,cohort`.
 //! - `COHORT_BENCH_IAI` (1): 0 skips the instruction counts.
+//! - `COHORT_BENCH_SHM` (1): 0 skips the shared-memory comparison (`benches/shm/run.sh`:
+//!   cohort on a named region beside Boost.Interprocess; its table goes under the others).
+//!   It runs too when `COHORT_BENCH_ONLY` names `shm`, and only then if that is set.
 //! - `COHORT_BENCH_TIMEOUT` (90): seconds before a workload process is killed.
 //! - `COHORT_BENCH_OUT` (`bench-results`): the output folder.
 //! - `COHORT_BENCH_COMMIT`: the cohort version named in the report (default: `git describe`).
@@ -202,6 +205,34 @@ fn run_iai() -> Result<Vec<(String, String, f64)>, String> {
     Ok(counts)
 }
 
+/// Runs `benches/shm/run.sh` (cohort on a named shared-memory region beside
+/// Boost.Interprocess, with the suite's runs and scale) writing `shm.md` into `out_dir`;
+/// returns that table.
+fn run_shm(top: &Path, out_dir: &Path, runs: usize) -> Result<String, String> {
+    let status = Command::new("bash")
+        .arg(top.join("benches/shm/run.sh"))
+        .env("COHORT_BENCH_OUT", out_dir)
+        .env("COHORT_BENCH_RUNS", runs.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .status()
+        .map_err(|e| format!("bash benches/shm/run.sh: {e}"))?;
+    if !status.success() {
+        return Err(format!("bash benches/shm/run.sh: {status}"));
+    }
+    std::fs::read_to_string(out_dir.join("shm.md")).map_err(|e| format!("shm.md: {e}"))
+}
+
+/// The markdown section of the shared-memory comparison ([`run_shm`]'s table, or why there
+/// is none).
+fn shm_section(table: Result<String, String>) -> String {
+    let body = table.unwrap_or_else(|e| format!("Not measured: {e}.\n"));
+    format!(
+        "\n## Shared memory: cohort beside Boost.Interprocess\n\nA named region \
+         (`SharedCohort`) against `managed_shared_memory` (`benches/shm`, see below).\n\n{body}"
+    )
+}
+
 const README: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
 const START: &str = "<!-- results: start (written by the suite) -->";
 const END: &str = "<!-- results: end -->";
@@ -270,7 +301,6 @@ fn main() {
     ));
     std::env::set_var("COHORT_BENCH_SCALE", scale.to_string());
 
-    let exes = build(&allocators);
     let workloads: Vec<&Workload> = WORKLOADS
         .iter()
         .filter(|w| {
@@ -278,6 +308,12 @@ fn main() {
                 .is_none_or(|o| o.iter().any(|p| w.arg.starts_with(p.as_str())))
         })
         .collect();
+    // Nothing to build when only the shared-memory comparison runs.
+    let exes = if workloads.is_empty() {
+        HashMap::new()
+    } else {
+        build(&allocators)
+    };
     let mut results = Results::default();
     for run in 0..runs {
         for wl in &workloads {
@@ -318,7 +354,12 @@ fn main() {
         elapsed: started.elapsed(),
     };
     std::fs::create_dir_all(&out_dir).expect("create the results folder");
-    let md = results.write(&out_dir, &setup).expect("write the results");
+    let mut md = results.write(&out_dir, &setup).expect("write the results");
+    let shm_asked = only.as_ref().is_some_and(|o| o.iter().any(|p| p == "shm"));
+    if shm_asked || (only.is_none() && env_or("COHORT_BENCH_SHM", 1) != 0) {
+        let out_dir = out_dir.canonicalize().expect("the results folder");
+        md.push_str(&shm_section(run_shm(top, &out_dir, runs)));
+    }
     println!("{md}");
     if std::env::var_os("COHORT_BENCH_OUT").is_none() {
         paste_into_readme(&md);

@@ -775,6 +775,9 @@ pub struct Runner<'m> {
     pub alive: Vec<usize>,
     /// Small allocations the collections hold (set at the start of each operation).
     pub collections_small: usize,
+    /// Large allocations held by the borrowed collections (they take units of a
+    /// reservation too).
+    pub collections_large: usize,
 }
 
 /// What a release does to an allocation of its class, by its contract.
@@ -809,6 +812,7 @@ impl<'m> Runner<'m> {
             me,
             alive,
             collections_small: 0,
+            collections_large: 0,
         }
     }
 }
@@ -869,16 +873,19 @@ impl Runner<'_> {
         self.m.admit(o, zeroed, what);
     }
 
-    /// With nothing small live, a small request must not fail (empty blocks must be
-    /// reclaimed before null is returned).
+    /// With nothing live, a small request must not fail (empty blocks must be reclaimed
+    /// before null is returned). Large allocations count: they take whole units of a
+    /// reservation, which may leave no room for a block.
     fn null_is_justified(&self, size: usize, align: usize, what: &str) {
         let small = size > 0 && class_of(size, align).is_some();
+        let (small_live, large_live) = self.m.counts(None);
         let nothing_live =
-            self.m.counts(None).0 + self.collections_small == 0 && self.m.unknown == [0; 3];
+            small_live + large_live + self.collections_small + self.collections_large == 0
+                && self.m.unknown == [0; 3];
         // (`join-oom`: a join's allocation does not reclaim the thread heap's empty blocks.)
         let known = skip("oom-empty") || (what.starts_with("join") && skip("join-oom"));
         if small && nothing_live && !known {
-            panic!("{what}: null for a small request ({size} B, align {align}) with nothing small live");
+            panic!("{what}: null for a small request ({size} B, align {align}) with nothing live");
         }
     }
 
@@ -887,7 +894,7 @@ impl Runner<'_> {
         if tracing() {
             eprintln!("op {op:?}");
         }
-        self.collections_small = b.counts(None).0;
+        (self.collections_small, self.collections_large) = b.counts(None);
         match *op {
             Op::Malloc {
                 size,

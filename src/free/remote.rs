@@ -144,6 +144,9 @@ impl Instance {
         let counter = if mine.is_some() { Counter::FreeSlow } else { Counter::RemoteFree };
         pool.counters.add(head, counter, 1);
         if let Some(heap) = mine {
+            // The owner's free of a block that held promoted slots: cleared when none is
+            // left (before the free, which may give the block away).
+            promotion::settle(heap, h);
             // SAFETY: a live slot of a block of this thread's heap.
             if !unsafe { heap.free_local(h, p) } {
                 self.double_free::<ABORT>(p, size, life);

@@ -295,9 +295,9 @@ fn adopt_races_reclaim() {
     });
 }
 
-/// The holder word of a process that does not exist (pid 2^22 - 1 with start time 1): a
-/// dead holder to [`reap_dead`].
-const DEAD: u64 = ((1 << 22) - 1) << 40 | 1;
+/// The holder word of a process that does not exist (pid 0, no process's, with start
+/// time 1): a dead holder to `reap_dead`.
+const DEAD: u64 = 1;
 
 /// A shared pool (its heaps in its state area, reaped when their holder dies) of the
 /// models' size, and a heap of it whose holder is [`DEAD`], with a `FULL` block `b`

@@ -126,8 +126,9 @@ fn fork_while_a_thread_exits_leaves_the_child_able_to_drop_the_instance() {
     );
 }
 
-/// A process word no process has: a pid above the kernel's largest (2^22).
-const DEAD: u64 = ((1 << 23) - 1) << 40 | 1;
+/// The holder word of a process that does not exist (pid 0, no process's, with start
+/// time 1): a dead holder to `reap_dead`.
+const DEAD: u64 = 1;
 
 /// RED-10 (the take-over's side): a holder killed in the middle of taking the first block
 /// off a partial list (to make it current) leaves the list's first link moved on and the

@@ -16,14 +16,15 @@ fn errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
-/// Faults every page of `[p, p + len)` in, writable (`MADV_POPULATE_WRITE`; on kernels
-/// without it, a write of each page's first byte, rewriting what it holds), so that no
-/// later access takes a page fault.
+/// Faults every page of `[p, p + len)` in, writable (`MADV_POPULATE_WRITE`), so that no
+/// later access takes a page fault. On kernels without it: a write of each page's first
+/// byte, rewriting what it holds; or, with `in_use` (others may be writing the range), a
+/// read of it, which maps the page without changing a byte.
 ///
 /// # Safety
-/// The range is mapped readable and writable, page aligned, and nobody else writes it
-/// meanwhile.
-pub(crate) unsafe fn prefault(p: *mut u8, len: usize) -> Result<(), i32> {
+/// The range is mapped readable and writable and page aligned; unless `in_use`, nobody
+/// else writes it meanwhile.
+pub(crate) unsafe fn prefault(p: *mut u8, len: usize, in_use: bool) -> Result<(), i32> {
     // SAFETY: the caller's range.
     if unsafe { libc::madvise(p.cast(), len, MADV_POPULATE_WRITE) } == 0 {
         return Ok(());
@@ -35,10 +36,14 @@ pub(crate) unsafe fn prefault(p: *mut u8, len: usize) -> Result<(), i32> {
     }
     let page = super::kernel_page_size();
     for at in (0..len).step_by(page) {
-        // SAFETY: in the caller's range; the same byte written back, nobody writes meanwhile.
+        // SAFETY: in the caller's range; read, or (nobody writes meanwhile) the same byte
+        // written back.
         unsafe {
             let q = p.add(at);
-            q.write_volatile(q.read_volatile());
+            let byte = q.read_volatile();
+            if !in_use {
+                q.write_volatile(byte);
+            }
         }
     }
     Ok(())
@@ -68,12 +73,16 @@ pub(crate) unsafe fn lock(p: *mut u8, len: usize, on_fault: bool) -> Result<(), 
 
 /// Binds `[p, p + len)` to the NUMA nodes of `nodes` (bit `n` for node `n`, nodes below
 /// 64): its pages are allocated there only (`mbind(MPOL_BIND)`, pages already there moved).
-/// `EINVAL` for a node the machine does not have, `ENOSYS` without NUMA support.
+/// `EINVAL` for a node the machine does not have (or this process may not use: `mbind`
+/// alone would drop such a node when another is there), `ENOSYS` without NUMA support.
 ///
 /// # Safety
 /// The range is a mapping of ours, page aligned.
 pub(crate) unsafe fn bind(p: *mut u8, len: usize, nodes: u64) -> Result<(), i32> {
     const MPOL_MF_MOVE: libc::c_ulong = 1 << 1;
+    if nodes & !allowed_nodes()? != 0 {
+        return Err(libc::EINVAL);
+    }
     let mask: [libc::c_ulong; 1] = [nodes as libc::c_ulong];
     // SAFETY: the caller's range; `mask` holds MAX_NODES bits. (maxnode counts one more
     // than the bits the kernel reads.)
@@ -90,6 +99,32 @@ pub(crate) unsafe fn bind(p: *mut u8, len: usize, nodes: u64) -> Result<(), i32>
     };
     if rc == 0 {
         Ok(())
+    } else {
+        Err(errno())
+    }
+}
+
+/// The NUMA nodes below 64 this process may allocate on (`get_mempolicy` with
+/// `MPOL_F_MEMS_ALLOWED`), bit `n` for node `n`.
+fn allowed_nodes() -> Result<u64, i32> {
+    const MPOL_F_MEMS_ALLOWED: libc::c_ulong = 1 << 2;
+    // Room for 1024 nodes: the kernel refuses a mask shorter than its node count.
+    let mut mask = [0 as libc::c_ulong; 16];
+    let mut mode: libc::c_int = 0;
+    // SAFETY: the out-parameters are ours; `mask` holds 1024 bits (maxnode counts one
+    // more).
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_get_mempolicy,
+            &mut mode as *mut libc::c_int,
+            mask.as_mut_ptr(),
+            16 * 64 + 1,
+            core::ptr::null_mut::<libc::c_void>(),
+            MPOL_F_MEMS_ALLOWED,
+        )
+    };
+    if rc == 0 {
+        Ok(mask[0])
     } else {
         Err(errno())
     }

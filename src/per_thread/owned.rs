@@ -116,8 +116,9 @@ pub(crate) fn find_own(instance_wanted: u64) -> *mut Heap {
                     unsafe { *at = next };
                     forget_heap(heap);
                     // SAFETY: the instance is gone (ORPHANED): its teardown touches the heap
-                    // no more, and it is now on no list and in no entry.
-                    unsafe { Heap::unmap(heap) };
+                    // no more, and it is now on no list and in no entry. A private pool's
+                    // is unmapped, a shared pool's left into its region.
+                    unsafe { heap_handover::abandon(heap) };
                     continue;
                 }
                 if instance == instance_wanted {

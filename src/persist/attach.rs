@@ -16,7 +16,9 @@
 //! slots of processes known to be dead (killed: their heaps are reaped as usual) once the
 //! boot and the file are found to be the attached ones; leaving
 //! writes the region to its file (`msync`) and only then frees the slot and writes the
-//! header page. A region with an attached slot whose `BOOT` is not this boot's (a crash)
+//! header page, once nothing of the process can write to the region any more (the
+//! attachment goes with the last of the process's references to its view: a thread
+//! whose heap the leave orphaned gives it back first). A region with an attached slot whose `BOOT` is not this boot's (a crash)
 //! or whose `DEV`/`INO` is not this file's (a copy) is refused, even when the slot's
 //! process is dead: a file whose last process was killed and that nobody opened again in
 //! the same boot is refused after a restart.
@@ -97,10 +99,12 @@ pub(crate) struct Attachment {
     file: bool,
 }
 
-/// `LOCK` held by this process: released when dropped.
+/// `LOCK` held by this process: released when dropped, to the word it held before (0, or
+/// a dead holder's: a region refused at open is left byte for byte as it was).
 struct SealLock<'a> {
     table: &'a Table,
     me: u64,
+    before: u64,
 }
 
 impl<'a> SealLock<'a> {
@@ -113,7 +117,11 @@ impl<'a> SealLock<'a> {
             let holder = table.lock.load(SeqCst);
             let free = holder == 0 || !shared_mem::is_alive(holder);
             if free && table.lock.compare_exchange(holder, me, SeqCst, SeqCst).is_ok() {
-                return Ok(SealLock { table, me });
+                return Ok(SealLock {
+                    table,
+                    me,
+                    before: holder,
+                });
             }
             let waited = started.elapsed();
             if !free && waited >= patience {
@@ -133,7 +141,7 @@ impl Drop for SealLock<'_> {
         let _ = self
             .table
             .lock
-            .compare_exchange(self.me, 0, SeqCst, SeqCst);
+            .compare_exchange(self.me, self.before, SeqCst, SeqCst);
     }
 }
 
@@ -367,7 +375,10 @@ impl Drop for Attachment {
     fn drop(&mut self) {
         // SAFETY: the attachment's own mapping of the header page and the state.
         let t = unsafe { table(self.page) };
-        if self.slot < ATTACH_SLOTS {
+        // A fork child's copy of its parent's attachment: the slot is the parent's, which
+        // has the region open still (the child never claimed one of its own).
+        let ours = shared_mem::same_process(shared_mem::process_word(), self.word);
+        if self.slot < ATTACH_SLOTS && ours {
             // Without the lock (a live holder that does not let go) the slot is freed all
             // the same and no seal is written: the next opener finds none to check.
             let lock = SealLock::take(t, self.word, LOCK_PATIENCE).ok();
@@ -405,7 +416,8 @@ mod tests {
         let mut words = [0u64; TABLE_WORDS + ATTACH_SLOTS];
         let t = table_in(&mut words);
         let me = shared_mem::process_word();
-        let dead = shared_mem::word_of(i32::MAX, 1);
+        // Pid 0 is no process's.
+        let dead = shared_mem::word_of(0, 0, 1);
         t.lock.store(dead, SeqCst);
         let held = SealLock::take(t, me, Duration::ZERO).expect("a dead holder's lock");
         assert_eq!(t.lock.load(SeqCst), me);
@@ -418,7 +430,7 @@ mod tests {
             other => panic!("a live holder's lock: {:?}", other.map(|_| ())),
         }
         drop(held);
-        assert_eq!(t.lock.load(SeqCst), 0, "released");
+        assert_eq!(t.lock.load(SeqCst), dead, "released to the word it held before");
     }
 
     #[test]

@@ -106,7 +106,8 @@ pub enum RegionError {
     /// hand out live objects' memory again: a copy of a region file made while a process
     /// had it open, or a file a machine crash left while it was open. Nothing in it is
     /// changed. (Opening the original, in the same boot, is not refused: its processes'
-    /// deaths are handled as usual.)
+    /// deaths are handled as usual.) Its data can still be read, without its allocator,
+    /// through [`crate::SharedCohort::salvage`].
     Unclean {
         /// What was found.
         reason: &'static str,
@@ -115,7 +116,8 @@ pub enum RegionError {
     /// not what its last process left: a byte changed while nobody had it open (damage on
     /// disk, a stray write into the file). Following it could hand out memory twice or
     /// reach a wild address, so it is refused; nothing in it is changed. Remove it and
-    /// create it again, or restore it from a copy made while nobody had it open.
+    /// create it again, or restore it from a copy made while nobody had it open; its data
+    /// can still be read through [`crate::SharedCohort::salvage`].
     StateDamaged {
         /// The state's hash when its last process left.
         expected: u64,
@@ -143,11 +145,21 @@ pub enum RegionError {
         /// Whether that process is still running.
         creator_alive: bool,
     },
-    /// The instance could not be built on the region: this process has it open already
-    /// (a process opens a region once), the region's attach table is full (at most
+    /// Opening: this process has the region open already.
+    /// A process opens a region once at a time: share the [`crate::SharedCohort`] it has
+    /// (it is `Sync`: an `Arc` or a reference), or leave it before opening again.
+    AlreadyOpen {
+        /// The name given.
+        name: String,
+    },
+    /// The instance could not be built on the region: the region's attach table is full (at most
     /// `ATTACH_SLOTS`, 249, processes have it open at once), its page size is not one cohort supports, the OS
     /// refused memory for this process's view, or the process's instance ids are used up.
     Attach,
+    /// Creating or opening: the region's options ([`crate::RegionOptions`]) cannot be had:
+    /// one this kind of region cannot have, or one the OS refused (for an opener, the lock
+    /// or the huge-page advice its creator asked for, applied to its own mapping).
+    Placement(crate::PlacementError),
     /// The OS refused a call.
     Os {
         /// What was being done.
@@ -155,6 +167,12 @@ pub enum RegionError {
         /// The OS's error.
         error: io::Error,
     },
+}
+
+impl From<crate::PlacementError> for RegionError {
+    fn from(e: crate::PlacementError) -> RegionError {
+        RegionError::Placement(e)
+    }
 }
 
 impl RegionError {
@@ -262,13 +280,19 @@ impl fmt::Display for RegionError {
                     ),
                 }
             }
+            RegionError::AlreadyOpen { name } => write!(
+                f,
+                "this process has the region named {name:?} open already (a process opens \
+                 a region once at a time: share the SharedCohort it has, or leave it first)"
+            ),
             RegionError::Attach => write!(
                 f,
-                "the allocator instance could not be built on the region (this process has \
-                 it open already, 249 processes have it open, an unsupported page size, out \
-                 of memory, or no instance id left)"
+                "the allocator instance could not be built on the region (249 processes \
+                 have it open, an unsupported page size, out of memory, or no instance id \
+                 left)"
             ),
             RegionError::Os { op, error } => write!(f, "{op} failed: {error}"),
+            RegionError::Placement(e) => write!(f, "the region's options: {e}"),
         }
     }
 }
@@ -277,6 +301,7 @@ impl std::error::Error for RegionError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             RegionError::Os { error, .. } => Some(error),
+            RegionError::Placement(e) => Some(e),
             _ => None,
         }
     }

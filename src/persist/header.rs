@@ -43,7 +43,7 @@ pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"cohortR\x01");
 /// The layout of the header and of where things lie in a region: bumped whenever it
 /// changes, so that code never attaches to a region it would misread. (The instance state's
 /// own layout has a version of its own, `STATE_LAYOUT`.)
-pub(crate) const LAYOUT_VERSION: u64 = 4;
+pub(crate) const LAYOUT_VERSION: u64 = 5;
 /// The number of root slots in the header.
 pub const ROOT_SLOTS: usize = 16;
 
@@ -143,6 +143,23 @@ impl Expected {
 }
 
 impl Layout {
+    /// The layout of a new region whose blocks hold `blocks` bytes (rounded down to whole
+    /// blocks, at least one), as a region's options count its capacity: the header, the
+    /// state and the seals come on top.
+    pub(crate) fn of_blocks(blocks: usize, expect: &Expected) -> Result<Layout, RegionError> {
+        let units = (blocks / BLOCK_SIZE).max(1);
+        let capacity = (expect.state_len)(units, expect.inside_count, expect.checked)
+            .and_then(|len| expect.blocks_offset(len))
+            .and_then(|offset| offset.checked_add(units.checked_mul(BLOCK_SIZE)?))
+            .ok_or(RegionError::Capacity {
+                requested: blocks,
+                minimum: None,
+            })?;
+        let layout = Layout::new(capacity, expect)?;
+        debug_assert_eq!(layout.unit_count, units);
+        Ok(layout)
+    }
+
     /// The layout of a new region of `capacity` bytes (rounded up to whole blocks, plus the
     /// tail seal's page), or the
     /// error saying why there is none (too small to hold the state and one block, or too

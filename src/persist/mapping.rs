@@ -62,7 +62,7 @@ impl Name {
         })
     }
 
-    fn os(&self, op: &'static str, e: io::Error) -> RegionError {
+    pub(crate) fn os(&self, op: &'static str, e: io::Error) -> RegionError {
         match e.kind() {
             io::ErrorKind::NotFound => RegionError::NotFound {
                 name: self.shown.clone(),
@@ -110,8 +110,12 @@ impl Mapping {
             capacity,
             replace,
             preallocate,
+            region,
         } = *options;
-        let layout = Layout::new(capacity, expect)?;
+        let layout = match region {
+            Some(_) => Layout::of_blocks(capacity, expect)?,
+            None => Layout::new(capacity, expect)?,
+        };
         if replace {
             match name.unlink() {
                 Ok(()) | Err(RegionError::NotFound { .. }) => {}

@@ -7,13 +7,15 @@ use super::header::{self, Expected, Header, Layout, ROOT_SLOTS};
 use super::mapping::{Mapping, Name};
 use super::{CreateOptions, OpenOptions, Place};
 use crate::api::Cohort;
-use crate::instance::{self, Instance, Placement, CHECKED};
+use crate::instance::{self, Instance, Placement, Refused, CHECKED};
 use crate::join::Join;
 use crate::lifetime::Lifetime;
 use crate::offset::Off;
 use crate::os;
 use crate::os::shared_mem::{self, Kind};
-use crate::pool::place;
+use crate::pool::{place, AfterLeave};
+use crate::region::options::RegionOptions;
+use crate::region::Backing;
 use core::alloc::Layout as MemLayout;
 use core::fmt;
 use core::ops::Deref;
@@ -34,8 +36,9 @@ use core::sync::atomic::Ordering;
 /// made while a process had it open (`cp`, a backup, a snapshot) and a file that was open
 /// when the machine stopped: their pages may be of different moments, and allocating from
 /// them would hand out live objects' memory again. After a machine crash nothing is
-/// guaranteed of a file region that was open; there is no recovery (remove it and create
-/// it again). A process killed while the others go on is not a crash: the survivors take
+/// guaranteed of a file region that was open: its allocator is not recovered, but its
+/// data can be read ([`SharedCohort::salvage`]: root slots and bytes, read-only) and
+/// copied into a new region. A process killed while the others go on is not a crash: the survivors take
 /// its heaps over, and the region opens as usual.
 ///
 /// Dropping it (or [`SharedCohort::leave`]) leaves the region: this process's heaps go back
@@ -65,10 +68,8 @@ use core::sync::atomic::Ordering;
 /// # Ok::<(), cohort::RegionError>(())
 /// ```
 pub struct SharedCohort<L: Lifetime = ()> {
+    /// Its view of the region holds the attachment (see `drop_attachment`).
     cohort: Cohort<L>,
-    /// Dropped after `cohort` (fields drop in order): the slot is freed once the region is
-    /// written and unmapped.
-    attachment: Option<Attachment>,
     base: *mut u8,
     layout: Layout,
     name: Name,
@@ -112,6 +113,19 @@ unsafe fn unmap_named(base: *mut u8, len: usize, sync: bool) {
     let _ = unsafe { shared_mem::leave(base, len, sync) };
 }
 
+/// Drops a boxed attachment (an [`AfterLeave`]): run when the last of this process's
+/// references to the region's view goes, after the region is written and unmapped, so that
+/// the slot is freed and the state sealed only when no thread of the process can write to
+/// it any more (a thread whose heap the leave orphaned gives it back later, at its next
+/// look-up or exit).
+///
+/// # Safety
+/// `data` is a `Box<Attachment>` turned into a raw pointer, dropped once, here.
+unsafe fn drop_attachment(data: *mut ()) {
+    // SAFETY: the caller's guarantee.
+    drop(unsafe { Box::from_raw(data.cast::<Attachment>()) });
+}
+
 /// The layout `new_in` allocates a `T` with (a zero-sized `T` takes one byte).
 fn layout_of<T>() -> MemLayout {
     MemLayout::from_size_align(size_of::<T>().max(1), align_of::<T>())
@@ -119,7 +133,7 @@ fn layout_of<T>() -> MemLayout {
 }
 
 /// What this build expects of a region for `L`.
-fn expected<L: Lifetime>() -> Expected {
+pub(super) fn expected<L: Lifetime>() -> Expected {
     Expected {
         life_count: L::COUNT,
         life_names: header::names_hash(L::NAMES),
@@ -144,9 +158,12 @@ impl<L: Lifetime> SharedCohort<L> {
             return Err(RegionError::Attach);
         }
         let name = place.name()?;
+        if let Some(region) = &options.region {
+            region.check_shared(name.kind == Kind::File)?;
+        }
         let expect = expected::<L>();
         let mapping = Mapping::create(&name, &options, &expect)?;
-        match Self::attach(mapping, name, true, 0) {
+        match Self::attach(mapping, name, 0, Some(options.region.as_ref())) {
             Ok(region) => {
                 region.header().publish_ready();
                 Ok(region)
@@ -171,24 +188,49 @@ impl<L: Lifetime> SharedCohort<L> {
     /// (another `L`), [`RegionError::Geometry`], [`RegionError::Truncated`],
     /// [`RegionError::Root`]; [`RegionError::Unclean`] for a copy made while the region was
     /// open, or a file left open by a machine crash (see the type's docs). Such a region is
-    /// left exactly as it was.
+    /// left exactly as it was. [`RegionError::AlreadyOpen`] when this process has the
+    /// region open already: a process opens a region once at a time (share the
+    /// `SharedCohort` it has: it is `Sync`).
     pub fn open(place: Place<'_>, options: OpenOptions) -> Result<SharedCohort<L>, RegionError> {
         if !os::page_size_supported() {
             return Err(RegionError::Attach);
         }
         let name = place.name()?;
         let mapping = Mapping::open(&name, &expected::<L>(), options.timeout)?;
-        Self::attach(mapping, name, false, options.cgroup_hint).map_err(|(e, _)| e)
+        Self::attach(mapping, name, options.cgroup_hint, None).map_err(|(e, _)| e)
     }
 
-    /// Builds the instance on a mapped region (formatting its state when `is_new`).
+    /// Builds the instance on a mapped region: a new one (`made`: with the options it is
+    /// made with, if any), whose state it formats, or one made before, whose recorded
+    /// options it applies to this process's mapping.
     fn attach(
         mapping: Mapping,
         name: Name,
-        is_new: bool,
         cgroup_hint: usize,
+        made: Option<Option<&RegionOptions>>,
     ) -> Result<SharedCohort<L>, (RegionError, Name)> {
         let (base, layout, attachment) = mapping.into_raw();
+        let attachment = attachment.map(|a| Box::into_raw(Box::new(a)));
+        // The instance was not built: the mapping is still ours alone, and so is the
+        // attachment (its slot freed after the unmap).
+        let unbuilt = || {
+            // SAFETY: as said above; called once, on a refusal.
+            unsafe {
+                shared_mem::unmap_shared(base, layout.capacity);
+                if let Some(a) = attachment {
+                    drop_attachment(a.cast());
+                }
+            }
+        };
+        let is_new = made.is_some();
+        if let Some(Some(options)) = made {
+            // SAFETY: the new region's whole mapping, which nobody uses before it is
+            // published ready.
+            if let Err(e) = unsafe { options.apply(base, layout.capacity) } {
+                unbuilt();
+                return Err((e.into(), name));
+            }
+        }
         let placement = Placement {
             base,
             len: layout.capacity,
@@ -198,26 +240,51 @@ impl<L: Lifetime> SharedCohort<L> {
             unit_count: layout.unit_count,
             is_new,
             sync_on_leave: name.kind == Kind::File,
+            private: false,
             unmap: unmap_named,
+            after_leave: attachment.map(|a| AfterLeave {
+                run: drop_attachment,
+                data: a.cast(),
+            }),
         };
         // SAFETY: the mapping is shared, read-write and ours; only `unmap_named` unmaps it
         // once the instance has it. A new region reads zero (just sized) and nobody else
         // uses it before it is published ready; an opened one was published ready by a
         // creator that formatted it with the geometry its header names, which the header's
         // validation found equal to this build's.
-        match unsafe { Instance::placed(placement, Cohort::<L>::INSIDE_COUNT, Cohort::<L>::NAMES) } {
-            Some(core) => Ok(SharedCohort {
-                cohort: Cohort::from_core(core),
-                attachment,
-                base,
-                layout,
-                name,
-                cgroup_hint,
-            }),
-            None => {
-                // SAFETY: the instance was not built: the mapping is still ours alone.
-                unsafe { shared_mem::unmap_shared(base, layout.capacity) };
-                Err((RegionError::Attach, name))
+        match unsafe { Instance::placed_or_why(placement, Cohort::<L>::INSIDE_COUNT, Cohort::<L>::NAMES) } {
+            Ok(core) => {
+                let pool = core.pool_if_any().expect("a placed instance has its pool");
+                // SAFETY: the instance was just made: no other thread of this process uses it.
+                let options = unsafe {
+                    RegionOptions::adopt(&pool.region, &mut pool.lock().region, Backing::SHARED, made.flatten())
+                };
+                // A refusal drops `core`: this process leaves the region again.
+                let applied = match is_new {
+                    true => Ok(()),
+                    // SAFETY: this process's whole mapping of the region.
+                    false => unsafe { options.apply_attached(base, layout.capacity) },
+                };
+                if let Err(e) = applied.and_then(|()| options.prefault_view(|| pool.counters.prefault())) {
+                    return Err((e.into(), name));
+                }
+                Ok(SharedCohort {
+                    cohort: Cohort::from_core(core),
+                    base,
+                    layout,
+                    name,
+                    cgroup_hint,
+                })
+            }
+            Err(why) => {
+                unbuilt();
+                let e = match why {
+                    Refused::AttachedHere => RegionError::AlreadyOpen {
+                        name: name.shown.clone(),
+                    },
+                    Refused::Other => RegionError::Attach,
+                };
+                Err((e, name))
             }
         }
     }
@@ -225,6 +292,13 @@ impl<L: Lifetime> SharedCohort<L> {
     /// Leaves the region: this process's heaps go back to it, a file's changes are written
     /// to disk, and the region is unmapped. Everything allocated in it stays. Dropping a
     /// `SharedCohort` does the same, without reporting a failed write.
+    ///
+    /// The calling thread's heap goes back at once. A heap another thread of the process
+    /// holds (it allocated in the region and lives on) goes back when that thread next
+    /// looks up a heap (a first allocation in any instance) or exits; until the last one
+    /// has, the process keeps the region mapped and its place in the region's attach table
+    /// (then the file is written once more, and, if it was the last process, the state is
+    /// sealed).
     ///
     /// # Errors
     /// [`RegionError::Os`] when writing a file's pages to disk failed.
@@ -240,14 +314,9 @@ impl<L: Lifetime> SharedCohort<L> {
                 .map_err(|e| RegionError::os("write the region to its file", e)),
             Kind::SharedMemory => Ok(()),
         };
-        let SharedCohort {
-            cohort,
-            attachment,
-            name,
-            ..
-        } = self;
+        let SharedCohort { cohort, name, .. } = self;
+        // The last of this process's references to the view drops the attachment.
         drop(cohort);
-        drop(attachment);
         (synced, name)
     }
 

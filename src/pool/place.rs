@@ -18,6 +18,7 @@
 use super::{BlockList, Pool, PoolShared, PoolState, MAX_HEAPS, RETAIN_EMPTY};
 use crate::block::BlockStack;
 use crate::class::HeadIndex;
+use crate::counters::HeadCounters;
 use crate::decay::{Decay, Idle, Retention};
 use crate::large::LargeTable;
 use crate::lifetime::ScopeClaims;
@@ -31,7 +32,7 @@ use core::ptr;
 /// (`PoolShared::layout`): an area of another version was formatted by an incompatible
 /// build and is never attached. (A region header that describes the region should name it
 /// too, so that an opener refuses before it maps anything.)
-pub(crate) const STATE_LAYOUT: u32 = 5;
+pub(crate) const STATE_LAYOUT: u32 = 6;
 
 /// The most heaps any shared region holds at once (its heaps live in its state area).
 #[cfg(not(loom))]
@@ -64,6 +65,8 @@ pub(crate) struct SharedParts {
     pub(crate) heap_stride: usize,
     /// Whether the region keeps checked mode's shadow.
     pub(crate) checked: bool,
+    /// The region is mapped privately (see `Pool::private`).
+    pub(crate) private: bool,
 }
 
 /// The offsets of a state area's parts (see the module docs).
@@ -74,6 +77,8 @@ pub(crate) struct Layout {
     life_links: usize,
     /// The region's unit states and bitmap (shared only, else 0).
     region_meta: usize,
+    /// The per-head counters, region-wide (shared only, else 0: the view maps its own).
+    counters: usize,
     /// The heap slots (shared only, else 0).
     heaps: usize,
     heap_stride: usize,
@@ -115,6 +120,7 @@ impl Layout {
                 lists,
                 life_links,
                 region_meta: 0,
+                counters: 0,
                 heaps: 0,
                 heap_stride: 0,
                 shadow: 0,
@@ -125,6 +131,8 @@ impl Layout {
         };
         let region_meta = end.next_multiple_of(64);
         let end = region_meta.checked_add(placed_meta_len(unit_count))?;
+        let counters = end.next_multiple_of(64);
+        let end = counters.checked_add(HeadCounters::bytes_of(heads))?;
         let heaps = os::page_round(end)?;
         let heap_stride = parts.heap_stride.next_multiple_of(64);
         let end = heaps.checked_add(heap_stride.checked_mul(max_heaps as usize)?)?;
@@ -139,6 +147,7 @@ impl Layout {
             lists,
             life_links,
             region_meta,
+            counters,
             heaps,
             heap_stride,
             shadow: if parts.checked { shadow } else { 0 },
@@ -188,7 +197,12 @@ pub(crate) unsafe fn build(
                 area_len: 0,
                 refs: AtomicU64::new(1),
                 leave: None,
-                counters: crate::counters::HeadCounters::new(layout.heads),
+                private: false,
+                counters: if shared {
+                    HeadCounters::placed(area.add(layout.counters), layout.heads)
+                } else {
+                    HeadCounters::new(layout.heads)
+                },
             },
         );
     }
@@ -209,6 +223,7 @@ pub(crate) unsafe fn format(
     tag: u64,
     region: RegionState,
     layout: &Layout,
+    robust: bool,
 ) -> bool {
     let heads = HeadIndex::count(life_count);
     let area = pool.shared.cast_mut().cast::<u8>();
@@ -269,7 +284,7 @@ pub(crate) unsafe fn format(
         (*st).medium = lists.add(heads + life_count) as usize - st as usize;
         // A shared pool's lock must survive a holder's death (see `RawPoolLock`).
         #[cfg(not(loom))]
-        if tag != 0 && !(*shared).state.raw().make_robust() {
+        if robust && !(*shared).state.raw().make_robust() {
             return false;
         }
     }
@@ -322,7 +337,12 @@ pub(crate) unsafe fn place(
     }
     // SAFETY: as the caller guarantees.
     let pool = unsafe { build(region, area, layout, true) };
-    if pool.is_null() || !is_new {
+    if pool.is_null() {
+        return pool;
+    }
+    // SAFETY: just built, ours.
+    unsafe { (*pool).private = parts.private };
+    if !is_new {
         return pool;
     }
     let tag = super::SHARED_TAG | u64::from(os::shared_mem::random_u32() >> 1);
@@ -335,6 +355,7 @@ pub(crate) unsafe fn place(
             tag,
             RegionState::new(),
             layout,
+            !parts.private,
         )
     };
     if !formatted {

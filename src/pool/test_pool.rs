@@ -31,6 +31,7 @@ impl TestPool {
         let parts = SharedParts {
             heap_stride,
             checked: false,
+            private: false,
         };
         let layout = Layout::new(units, life_count, Some(parts)).expect("a layout");
         let blocks = layout.len.next_multiple_of(UNIT);
@@ -57,6 +58,7 @@ impl TestPool {
                 base,
                 len,
                 sync: false,
+                after: None,
             })
         };
         TestPool(pool)

@@ -1,7 +1,18 @@
 //! Region options: a region's capacity and where its memory comes from and how it
 //! behaves, one builder for every backend (a private region, `Cohort::with_options`; a
 //! shared-anonymous one, `Cohort::shared_anonymous_with`; memory the caller provides,
-//! `Cohort::format_in`).
+//! `Cohort::format_in`; a named shared-memory or file region, `CreateOptions::from_region`).
+//!
+//! The options are recorded in the region's state ([`RegionOptions::words`]): a process
+//! that attaches the region later (opens a named one, `Cohort::attach_in`) keeps memory
+//! as its maker asked and applies to its own mapping what is per mapping (the huge-page
+//! advice, the lock, the prefault of its page tables). Invariant: every process's view of
+//! a region has the backing its recorded options give.
+//!
+//! What a region shared between processes cannot have is refused before anything is made
+//! ([`PlacementError::Unsupported`]): a fallback (a private mapping of one process,
+//! which the others could not free), explicit huge pages (not a hugetlbfs object), and for
+//! a file transparent huge pages and a NUMA binding (a file's page cache takes neither).
 //!
 //! Every option is applied to the region's units, in this order, when the region is made,
 //! and a refusal is a [`PlacementError`] naming the option and the OS's error: transparent
@@ -82,14 +93,12 @@ impl RegionOptions {
         self
     }
 
-    /// True when the region is prefaulted at creation.
-    pub(crate) const fn prefaults(&self) -> bool {
-        self.prefault
-    }
-
     /// When the region is full, serve the request from a private mapping of its own
-    /// instead of returning null (a private region only: another process would not see
-    /// it). Frees, sized or not, find it.
+    /// instead of returning null. Frees, sized or not, find it. For a region one process
+    /// uses alone: a private one, or memory the caller formats for this process only
+    /// (`Cohort::format_in`; `Cohort::attach_in` then refuses the region). A region shared
+    /// between processes refuses it ([`PlacementError::Unsupported`]): another process
+    /// could not free such a mapping.
     pub const fn fallback(mut self, fallback: bool) -> RegionOptions {
         self.fallback = fallback;
         self
@@ -153,6 +162,103 @@ impl RegionOptions {
         }
     }
 
+    /// The options as the two words a region's state keeps ([`super::RegionState`]'s
+    /// `options`): switches and huge pages in the first (bit 0 set: recorded), the NUMA
+    /// nodes in the second. The capacity is the region's own, not kept.
+    pub(crate) fn words(&self) -> [u64; 2] {
+        let huge = match self.huge {
+            HugePages::Default => 0,
+            HugePages::Transparent => 1,
+            HugePages::Explicit => 2,
+        };
+        let switches = [self.commit, self.prefault, self.fallback, self.lock];
+        let bits = switches
+            .iter()
+            .enumerate()
+            .fold(1 | huge << 5, |w, (i, &on)| w | u64::from(on) << (i + 1));
+        [bits, self.nodes]
+    }
+
+    /// The options [`RegionOptions::words`] kept, for a region of `capacity` (the
+    /// defaults when none were recorded).
+    pub(crate) fn from_words(capacity: usize, [bits, nodes]: [u64; 2]) -> RegionOptions {
+        let on = |i: u32| bits & 1 << i != 0;
+        RegionOptions {
+            capacity,
+            commit: on(1),
+            prefault: on(2),
+            fallback: on(3),
+            lock: on(4),
+            nodes,
+            huge: match bits >> 5 & 3 {
+                1 => HugePages::Transparent,
+                2 => HugePages::Explicit,
+                _ => HugePages::Default,
+            },
+        }
+    }
+
+    /// Sets `region`'s backing as the options say, over the backend's own `base`: with
+    /// `made` (a new region) those options, recorded in its state `st`; else (a region
+    /// attached) the options its maker recorded, which it returns (the defaults when none
+    /// were: a region made without options).
+    ///
+    /// # Safety
+    /// As [`super::Region::set_backing`]: no other thread of this process uses the region yet.
+    pub(crate) unsafe fn adopt(
+        region: &super::Region,
+        st: &mut super::RegionState,
+        base: Backing,
+        made: Option<&RegionOptions>,
+    ) -> RegionOptions {
+        let options = match made {
+            Some(o) => {
+                st.options = o.words();
+                *o
+            }
+            None => RegionOptions::from_words(region.len(), st.options),
+        };
+        // SAFETY: the caller's.
+        unsafe { region.set_backing(options.backing(base)) };
+        options
+    }
+
+    /// When the options prefault: faults in what the view keeps outside the region (its
+    /// counter table: `fault_in`, which gives the OS's error number), reported as the
+    /// prefault's error.
+    pub(crate) fn prefault_view(
+        &self,
+        fault_in: impl FnOnce() -> Result<(), i32>,
+    ) -> Result<(), PlacementError> {
+        match self.prefault {
+            true => fault_in().map_err(|errno| PlacementError::Os {
+                what: "prefault",
+                errno,
+            }),
+            false => Ok(()),
+        }
+    }
+
+    /// Refuses what a region shared between processes cannot have (`file`: one in a
+    /// file): a fallback (a private mapping of one process, which the others could not
+    /// free), explicit huge pages (a named or anonymous shared object is not on
+    /// hugetlbfs); for a file, transparent huge pages and a NUMA binding too (the page
+    /// cache of a regular file takes neither: the kernel would ignore them).
+    pub(crate) fn check_shared(&self, file: bool) -> Result<(), PlacementError> {
+        let refused = if self.fallback {
+            Some("fallback (a private mapping would be invisible to the other processes)")
+        } else if self.huge == HugePages::Explicit {
+            Some("explicit huge pages (the region is not on hugetlbfs)")
+        } else if file && self.huge == HugePages::Transparent {
+            Some("transparent huge pages for a file (the page cache of a file takes none)")
+        } else if file && self.nodes != 0 {
+            Some("a NUMA binding for a file (its page cache follows no mapping's policy)")
+        } else {
+            None
+        };
+        refused.map_or(Ok(()), |option| Err(PlacementError::Unsupported { option }))
+    }
+
     /// Applies the options to the region's whole mapping `[p, p + len)` (mapped readable
     /// and writable, page aligned): huge pages, the NUMA binding, the prefault and the lock,
     /// in that order.
@@ -160,20 +266,48 @@ impl RegionOptions {
     /// # Safety
     /// The range is a mapping of ours that nobody else uses yet.
     pub(crate) unsafe fn apply(&self, p: *mut u8, len: usize) -> Result<(), PlacementError> {
+        // SAFETY: forwarded.
+        unsafe { self.apply_to_view(p, len, true) }
+    }
+
+    /// What a process attaching an existing region made with these options applies to its
+    /// own mapping `[p, p + len)` of it: transparent huge pages and the lock are per
+    /// mapping, and the prefault faults this process's page tables in (the memory is there
+    /// already); the NUMA binding was made once, for every process.
+    ///
+    /// # Safety
+    /// The range is this process's mapping of the region, mapped readable and writable
+    /// (others may be using the region: nothing here changes a byte of it).
+    pub(crate) unsafe fn apply_attached(
+        &self,
+        p: *mut u8,
+        len: usize,
+    ) -> Result<(), PlacementError> {
+        // SAFETY: forwarded.
+        unsafe { self.apply_to_view(p, len, false) }
+    }
+
+    /// [`RegionOptions::apply`], the binding only when `bind`.
+    unsafe fn apply_to_view(
+        &self,
+        p: *mut u8,
+        len: usize,
+        bind: bool,
+    ) -> Result<(), PlacementError> {
         // SAFETY: the caller's range.
         unsafe {
             if self.huge == HugePages::Transparent {
                 placement::advise_huge(p, len)
                     .map_err(|errno| PlacementError::HugePages { errno })?;
             }
-            if self.nodes != 0 {
+            if bind && self.nodes != 0 {
                 placement::bind(p, len, self.nodes).map_err(|errno| PlacementError::Numa {
                     nodes: self.nodes,
                     errno,
                 })?;
             }
             if self.prefault {
-                placement::prefault(p, len).map_err(|errno| PlacementError::Os {
+                placement::prefault(p, len, !bind).map_err(|errno| PlacementError::Os {
                     what: "prefault",
                     errno,
                 })?;

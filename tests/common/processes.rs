@@ -49,6 +49,21 @@ pub fn kill_after(
     while progress.load(std::sync::atomic::Ordering::Relaxed) < steps {
         std::hint::spin_loop();
     }
+    kill_and_reap(victim, what);
+}
+
+/// Waits until `flag` is nonzero (the child set it), then kills child `pid` with SIGKILL
+/// and waits for it, checking it died of that (not of a failure of its own).
+pub fn kill_once_set(pid: libc::pid_t, flag: &std::sync::atomic::AtomicU64) {
+    while flag.load(std::sync::atomic::Ordering::Acquire) == 0 {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    kill_and_reap(pid, "the child");
+}
+
+/// Kills child `victim` with SIGKILL, waits for it, and checks that it died of the kill
+/// (not before, of a failure of its own).
+fn kill_and_reap(victim: libc::pid_t, what: &str) {
     // SAFETY: our own child.
     unsafe { libc::kill(victim, libc::SIGKILL) };
     let status = wait_status(victim);
@@ -56,4 +71,12 @@ pub fn kill_after(
         libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL,
         "{what}: the victim failed before it was killed: {status:#x}"
     );
+}
+
+/// The number of mappings of this process (lines of `/proc/self/maps`).
+pub fn mappings() -> usize {
+    std::fs::read_to_string("/proc/self/maps")
+        .expect("maps")
+        .lines()
+        .count()
 }

@@ -44,3 +44,17 @@ pub fn free_all(a: &Cohort<Life>, big: &[*mut u8], small: &[*mut u8]) {
 pub fn promoted(a: &Cohort<Life>) -> usize {
     a.stats().heads.iter().map(|h| h.promoted).sum()
 }
+
+/// The slow-path events of the head of `stride` in lifetime class `life` (all 0 before
+/// any).
+pub fn events<L: cohort::Lifetime>(
+    a: &Cohort<L>,
+    stride: usize,
+    life: usize,
+) -> cohort::HeadEvents {
+    a.stats()
+        .events
+        .into_iter()
+        .find(|e| e.stride == stride && e.life == life)
+        .unwrap_or_default()
+}

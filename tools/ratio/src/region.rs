@@ -21,6 +21,8 @@ pub struct RegionUse {
     pub in_use: usize,
     /// Empty blocks kept for reuse.
     pub kept_empty: usize,
+    /// Units (2 MiB) held by large allocations.
+    pub in_large: usize,
     /// Live slots holding promoted requests.
     pub promoted_live: usize,
     /// Requests served by promotion so far.
@@ -56,6 +58,7 @@ impl RegionUse {
             carved: s.carved_blocks,
             in_use: s.small.blocks,
             kept_empty: s.retained_empty_blocks,
+            in_large: s.run_units,
             promoted_live: s.heads.iter().map(|h| h.promoted).sum(),
             promoted: sum(|e| e.promoted),
             alloc_slow: sum(|e| e.alloc_slow),
@@ -66,16 +69,18 @@ impl RegionUse {
         }
     }
 
-    /// The share of the region's blocks in use or kept, in percent.
+    /// The share of the region's units in use (blocks, kept or holding slots, and large
+    /// allocations), in percent.
     pub fn use_percent(&self) -> f64 {
-        100.0 * (self.in_use + self.kept_empty) as f64 / self.blocks.max(1) as f64
+        100.0 * (self.in_use + self.kept_empty + self.in_large) as f64 / self.blocks.max(1) as f64
     }
 
     /// The text section (lines within 80 columns).
     pub fn text(&self) -> String {
         format!(
             "\nREGION (after the allocations)\n   options: {}\n   capacity {} MiB = {} \
-             blocks; {} carved so far\n   {} in use + {} kept empty = {:.1}% used\n   \
+             blocks; {} carved so far\n   {} in use + {} kept empty + {} in large \
+             allocations = {:.1}% used\n   \
              promotion: {} live slots hold promoted requests ({} so far)\n   slow paths: {} \
              alloc, {} free, {} remote frees\n   blocks: {} taken from the pool, {} given \
              back\n",
@@ -85,6 +90,7 @@ impl RegionUse {
             self.carved,
             self.in_use,
             self.kept_empty,
+            self.in_large,
             self.use_percent(),
             self.promoted_live,
             self.promoted,
@@ -109,6 +115,7 @@ impl RegionUse {
             ("carved_blocks", self.carved.into()),
             ("blocks_in_use", self.in_use.into()),
             ("empty_blocks_kept", self.kept_empty.into()),
+            ("units_in_large", self.in_large.into()),
             ("use_percent", self.use_percent().into()),
             ("promoted_live", self.promoted_live.into()),
             ("promoted", self.promoted.into()),
@@ -124,6 +131,28 @@ impl RegionUse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reservation_filled_by_large_allocations_shows_them_in_its_capacity_use() {
+        let a = Cohort::<()>::with_reservation(8 << 20);
+        let large: Vec<_> = (0..2).map(|_| a.malloc(3 << 20, ())).collect();
+        assert!(large.iter().all(|p| !p.is_null()));
+        assert!(a.malloc(3 << 20, ()).is_null(), "the capacity is used up");
+        let r = RegionUse::of(&a, Some(8 << 20));
+        assert_eq!((r.blocks, r.in_use, r.in_large), (4, 0, 4));
+        assert!((r.use_percent() - 100.0).abs() < 1e-9);
+        let text = r.text();
+        assert!(
+            text.contains("0 in use + 0 kept empty + 4 in large allocations = 100.0% used"),
+            "{text}"
+        );
+        assert!(r.json().render().contains("\"units_in_large\": 4"));
+        for p in large {
+            // SAFETY: allocated above with this size and class, freed once.
+            unsafe { a.free(p, 3 << 20, ()) };
+        }
+        assert_eq!(RegionUse::of(&a, Some(8 << 20)).in_large, 0);
+    }
 
     #[test]
     fn a_full_fixed_region_shows_its_capacity_use_and_promotions() {
