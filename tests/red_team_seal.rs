@@ -57,7 +57,9 @@ fn a_fork_child_working_in_a_region_its_parent_left_leaves_it_openable() {
                 std::thread::sleep(Duration::from_millis(1));
             }
             // The parent has left: the child works in the region it still maps.
-            let live: Vec<_> = (0..200).map(|i| (r.malloc(24 + i, Life::Short), 24 + i)).collect();
+            let live: Vec<_> = (0..200)
+                .map(|i| (r.malloc(24 + i, Life::Short), 24 + i))
+                .collect();
             for (q, size) in live {
                 assert!(!q.is_null(), "the child's malloc({size})");
                 // SAFETY: allocated above, freed once, with its size and class.
