@@ -61,6 +61,7 @@ use crate::heap_record::HeapRecord;
 use crate::label::LabelCell;
 use crate::large::LargeTable;
 use crate::lifetime::ScopeClaims;
+use crate::medium_block::MediumCounts;
 use crate::region::{Region, RegionState, UNIT};
 use crate::sync::{fence, AtomicU32, AtomicU64, AtomicU8, Ordering, SpinLock};
 use crate::sync::{PoolLock, RawPoolLock};
@@ -229,6 +230,11 @@ pub(crate) struct PoolState {
     /// list it is on (linked through [`LifeLinks`]): what `release_class` walks (the
     /// table's offset from this state).
     of_life: usize,
+    /// Per lifetime class, its medium blocks (linked through their headers, see
+    /// `crate::medium`): the table's offset from this state.
+    medium: usize,
+    /// The medium blocks' counts, summed.
+    pub(crate) medium_counts: MediumCounts,
     /// Empty blocks kept committed (at most `retain_blocks`).
     retained: BlockList,
     retained_count: usize,
@@ -409,6 +415,16 @@ impl Pool {
     pub(crate) fn lock_uncounted(&self) -> MutexGuard<'_, RawPoolLock, PoolState> {
         let mut st = self.state.lock();
         self.after_lock(&mut st);
+        st
+    }
+
+    /// Takes the pool lock, counting the acquisition under it (`MediumCounts::locks`, which
+    /// stats add to `lock_count`) rather than with an atomic read-modify-write of its own:
+    /// for the medium paths, which take it on every call.
+    #[inline]
+    pub(crate) fn lock_medium(&self) -> MutexGuard<'_, RawPoolLock, PoolState> {
+        let mut st = self.lock_uncounted();
+        st.medium_counts.locks += 1;
         st
     }
 

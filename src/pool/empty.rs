@@ -106,6 +106,14 @@ impl Pool {
         }
     }
 
+    /// As [`Pool::decay_if_due`], from a slow path that holds the lock (a medium free).
+    pub(crate) fn decay_if_due_locked(&self, st: &mut PoolState, now: u64) -> usize {
+        if now < self.decay_at.load(Ordering::Relaxed) {
+            return 0;
+        }
+        self.decay_empty(st, now)
+    }
+
     /// Under the lock: sets what is kept of empty blocks (`r.empty_block_bytes`, in whole
     /// blocks) and the delay (which starts adapting again); gives back the blocks beyond the
     /// new bound at once.
