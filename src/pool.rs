@@ -196,6 +196,9 @@ pub(crate) struct PoolShared {
     /// No retained block can be due to go back before this time (a hint read without the
     /// lock, so that large paths look at empty blocks only when something may be due).
     decay_at: AtomicU64,
+    /// The configured delay (ms) after which a heap's idle current blocks give their pages
+    /// back (`crate::heap`'s idle module), readable without the lock.
+    idle_delay: AtomicU64,
     /// A shared instance's scope claims, every process's (a private instance keeps its
     /// own in its `Cohort`).
     pub(crate) scope_claims: ScopeClaims,
