@@ -43,7 +43,6 @@ fn open_file(p: &Path) -> Result<SharedCohort<Life>, RegionError> {
 /// parent left cannot be opened: the region's state was damaged while nobody had it open:
 /// it hashes to 0xcca3e066592bd90c, its last process left it hashing to 0x0203a9911a83b48f`.
 #[test]
-#[ignore = "RED-32: a fork child's use of a region its parent left changes the sealed state: the next open is StateDamaged (owner: lead)"]
 fn a_fork_child_working_in_a_region_its_parent_left_leaves_it_openable() {
     let p = path("forkleft");
     isolated(60, |report| {
