@@ -171,7 +171,6 @@ fn word_at(f: &std::fs::File, at: u64) -> u64 {
 /// cleanly and is refused: its pages are of different moments (a copy made while a process
 /// had it open)`.
 #[test]
-#[ignore = "RED-35: kill -9 between an open's GEN bump and its seal stores leaves the region Unclean for ever (owner: lead)"]
 fn an_opener_killed_at_any_moment_leaves_the_region_openable() {
     let p = path("killopen");
     SharedCohort::<Life>::create(Place::File(&p), CreateOptions::new(32 << 20))

@@ -294,12 +294,18 @@ impl Attachment {
     ) -> Result<usize, RegionError> {
         // SAFETY: the caller's mapping.
         let t = unsafe { table(base) };
-        let _lock = SealLock::take(t, self.word, opening.unwrap_or(LOCK_PATIENCE))?;
+        let mut lock = SealLock::take(t, self.word, opening.unwrap_or(LOCK_PATIENCE))?;
         let offsets = seals(layout);
         // SAFETY: the caller's mapping holds both seal pages.
         let [mid, tail] = offsets.map(|o| unsafe { seal(base, o) });
         let gen = t.gen.load(SeqCst);
-        if mid.load(SeqCst) != gen || tail.load(SeqCst) != gen {
+        // A lock taken over from a dead holder: that process may have died between its
+        // bump of `GEN` and its stores of the seals (an opener killed mid-attach), which
+        // leaves them apart in a region nobody copied. It had claimed its slot before the
+        // bump, so the checks of the boot and the file below still tell a copy or a crash;
+        // this attach stores the seals anew.
+        let dead_attacher = lock.before != 0;
+        if !dead_attacher && (mid.load(SeqCst) != gen || tail.load(SeqCst) != gen) {
             return Err(RegionError::Unclean {
                 reason: "its pages are of different moments (a copy made while a process had \
                          it open)",
@@ -351,6 +357,8 @@ impl Attachment {
             t.slots[slot].store(0, SeqCst);
             return Err(RegionError::os("write the region's attach table to disk", e));
         }
+        // The region changed: no dead holder's word needs keeping in the lock.
+        lock.before = 0;
         Ok(slot)
     }
 
