@@ -105,7 +105,6 @@ fn a_fork_child_working_in_a_region_its_parent_left_leaves_it_openable() {
 /// region file readable but not writable by this user: open the region failed: Permission
 /// denied (os error 13)`.
 #[test]
-#[ignore = "RED-33: salvage opens the file read-write: a read-only copy (snapshot, backup) cannot be salvaged (owner: lead)"]
 fn salvage_reads_a_region_file_it_may_only_read() {
     let p = path("readonly");
     let r = SharedCohort::<Life>::create(Place::File(&p), CreateOptions::new(32 << 20))
@@ -257,7 +256,6 @@ fn root_at(slot: usize) -> u64 {
 /// bad one is `None`). Exact failure: `salvage refused a region for its root slot 7: root
 /// slot 7 holds offset 0x400000000000, outside the region's 33558528 bytes`.
 #[test]
-#[ignore = "RED-36: one damaged root word makes salvage refuse the whole region (RegionError::Root) (owner: lead)"]
 fn salvage_reads_the_other_roots_of_a_region_with_one_damaged_root() {
     use std::os::unix::fs::FileExt;
     let p = path("badroot");
