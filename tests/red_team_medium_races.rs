@@ -88,7 +88,7 @@ fn wrong_frees(a: &Cohort<Life>, what: &str) {
                 a.try_free(p, s, Life::Long).is_err(),
                 "{what}: {s} freed as Long"
             );
-            for inside in [1, 8, 2048, 4096, s / 2 & !2047] {
+            for inside in [1, 8, 2048, 4096, (s / 2) & !2047] {
                 if inside > 0 && inside < s {
                     assert!(
                         a.try_free(p.add(inside), s - inside, Life::Short).is_err(),
@@ -139,7 +139,7 @@ fn churn_beside_release(a: &Cohort<Life>, what: &str) {
             .map(|t| {
                 let stop = &stop;
                 s.spawn(move || {
-                    let mut seed = 0x1234_5678_9abc_def1 ^ (t + 1) * 0x9e37_79b9;
+                    let mut seed = 0x1234_5678_9abc_def1 ^ ((t + 1) * 0x9e37_79b9);
                     let byte = 0x40 + t as u8;
                     let mut live: Vec<(usize, usize)> = Vec::new();
                     for i in 0..400 {
@@ -264,14 +264,14 @@ fn a_process_killed_in_the_middle_of_medium_work_leaves_the_region_consistent() 
                 let mut seed = 0x5151_u64 + round;
                 let mut live: Vec<(usize, usize, Life)> = Vec::new();
                 loop {
-                    let life = if next(&mut seed) % 2 == 0 {
+                    let life = if next(&mut seed).is_multiple_of(2) {
                         Life::Short
                     } else {
                         Life::Long
                     };
                     if live.len() < 4 {
                         let n = medium_size(&mut seed, 256 << 10);
-                        let p = if n % 3 == 0 {
+                        let p = if n.is_multiple_of(3) {
                             a.calloc(n, life)
                         } else {
                             a.malloc(n, life)
@@ -282,7 +282,7 @@ fn a_process_killed_in_the_middle_of_medium_work_leaves_the_region_consistent() 
                         live.push((p as usize, n, life));
                     } else {
                         let (p, n, life) = live.swap_remove(next(&mut seed) as usize % 4);
-                        if n % 2 == 0 {
+                        if n.is_multiple_of(2) {
                             let to = medium_size(&mut seed, 256 << 10);
                             // SAFETY: live, n bytes of `life`.
                             let q = unsafe { a.remalloc(p as *mut u8, n, to, life) };
