@@ -250,15 +250,16 @@ fn medium_churn_beside_release_class_compact_and_stats_keeps_every_byte() {
 
 /// A child process allocates, resizes and frees medium allocations of both classes in a
 /// region shared with its parent (keeping at most four of at most 256 KiB) and is killed
-/// -9 at a random moment, ten times; after each kill the parent reaps it, the region
-/// verifies, and the parent's own medium allocations work and keep their bytes.
+/// -9 at a random moment, thirty times; after each kill the parent reaps it, the region
+/// verifies, and the parent's own medium allocations work and keep their bytes; at the
+/// end, with both classes released, the region is empty.
 #[test]
 fn a_process_killed_in_the_middle_of_medium_work_leaves_the_region_consistent() {
     isolated(120, |report| {
         let a = Cohort::<Life>::shared_anonymous(256 * MIB).expect("shared");
         let progress = shared_words(1);
         let mut seed = 0xfeed_f00d_u64;
-        for round in 0..10 {
+        for round in 0..30 {
             progress[0].store(0, Relaxed);
             let child = in_child_reporting(60, report, || {
                 let mut seed = 0x5151_u64 + round;
@@ -329,6 +330,21 @@ fn a_process_killed_in_the_middle_of_medium_work_leaves_the_region_consistent() 
                 // SAFETY: live, freed once.
                 unsafe { a.free(p, n, Life::Short) };
             }
+        }
+        // What the killed children left is dead: both classes released, nothing is live.
+        // SAFETY: no process uses anything of either class any more.
+        unsafe {
+            a.release_class(Life::Short);
+            a.release_class(Life::Long);
+        }
+        // SAFETY: no other process or thread uses the region now.
+        let verified = unsafe { a.verify() };
+        if verified.is_err() || !a.is_empty() {
+            report.fail(&format!(
+                "after 30 kills ({:?}) and the release of both classes: {verified:?}, {:?}",
+                a.recoveries(),
+                a.stats()
+            ));
         }
     });
 }
