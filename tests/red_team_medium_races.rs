@@ -348,3 +348,119 @@ fn a_process_killed_in_the_middle_of_medium_work_leaves_the_region_consistent() 
         }
     });
 }
+
+/// Every unit of `a` written with 0xff through large and medium allocations, all freed;
+/// then medium `calloc`s (every one read whole) until the region is full or 300 are live,
+/// and `recalloc`s that grow a run in place over granules a previous user wrote: every
+/// byte past the old size reads zero.
+fn medium_zeroes_after_garbage(a: &Cohort<Life>, what: &str) {
+    let mut dirty = Vec::new();
+    for n in [4 * MIB, 3 * MIB, MIB, 600_000, 100_000, 20_000] {
+        // At most 48 MiB written (an unbounded instance never says null).
+        while dirty.iter().map(|&(_, n)| n).sum::<usize>() < 48 * MIB {
+            let p = a.malloc(n, Life::Long);
+            if p.is_null() {
+                break;
+            }
+            // SAFETY: n bytes of ours.
+            unsafe { p.write_bytes(0xff, n) };
+            dirty.push((p, n));
+        }
+    }
+    for (p, n) in dirty.drain(..) {
+        // SAFETY: live, freed once.
+        unsafe { a.free(p, n, Life::Long) };
+    }
+    let mut seed = 0xabcd_u64;
+    let mut live = Vec::new();
+    while live.len() < 300 {
+        let n = medium_size(&mut seed, MIB);
+        let p = a.calloc(n, Life::Short);
+        if p.is_null() {
+            break;
+        }
+        // SAFETY: n bytes of ours.
+        let bytes = unsafe { std::slice::from_raw_parts(p, n) };
+        let bad = bytes.iter().position(|&b| b != 0);
+        assert_eq!(bad, None, "{what}: calloc({n}) #{} at {p:p}", live.len());
+        live.push((p, n));
+    }
+    assert!(live.len() > 8, "{what}: only {} medium callocs", live.len());
+    for (p, n) in live.drain(..) {
+        // SAFETY: live, freed once.
+        unsafe { a.free(p, n, Life::Short) };
+    }
+    // A run freed dirty, taken again smaller, grown in place by recalloc.
+    for (old, new) in [
+        (20_000, 60_000),
+        (17_000, 18_000),
+        (300_000, 1 << 20),
+        (40_961, 40_962),
+    ] {
+        let p = a.malloc(new, Life::Short);
+        assert!(!p.is_null());
+        // SAFETY: new bytes of ours.
+        unsafe { p.write_bytes(0xcd, new) };
+        // SAFETY: live, freed once.
+        unsafe { a.free(p, new, Life::Short) };
+        let q = a.malloc(old, Life::Short);
+        assert!(!q.is_null());
+        // SAFETY: old bytes of ours.
+        unsafe { q.write_bytes(0x11, old) };
+        // SAFETY: live, old bytes of Short.
+        let r = unsafe { a.recalloc(q, old, new, Life::Short) };
+        assert!(!r.is_null());
+        // SAFETY: new bytes of ours.
+        let bytes = unsafe { std::slice::from_raw_parts(r, new) };
+        assert!(
+            bytes[..old].iter().all(|&b| b == 0x11),
+            "{what}: recalloc {old} -> {new} kept"
+        );
+        let bad = bytes[old..].iter().position(|&b| b != 0);
+        assert_eq!(
+            bad.map(|i| i + old),
+            None,
+            "{what}: recalloc {old} -> {new} (in place: {})",
+            r == q
+        );
+        // SAFETY: live, freed once.
+        unsafe { a.free(r, new, Life::Short) };
+    }
+    assert!(a.is_empty(), "{what}: empty at the end");
+}
+
+#[test]
+fn medium_zeroing_forms_read_zero_in_every_region_after_garbage() {
+    medium_zeroes_after_garbage(&Cohort::<Life>::new(), "private");
+    for (options, what) in [
+        (RegionOptions::new(32 * MIB), "fixed"),
+        (RegionOptions::new(32 * MIB).commit(true), "committed"),
+        (RegionOptions::new(32 * MIB).prefault(true), "prefaulted"),
+    ] {
+        let a = Cohort::<Life>::with_options(&options).expect(what);
+        medium_zeroes_after_garbage(&a, what);
+    }
+    let shared = Cohort::<Life>::shared_anonymous(32 * MIB).expect("shared");
+    medium_zeroes_after_garbage(&shared, "shared-anonymous");
+    let f = Cohort::<Life>::footprint(32 * MIB).expect("footprint");
+    // SAFETY: a fresh private mapping, no preconditions.
+    let raw = unsafe {
+        libc::mmap(
+            core::ptr::null_mut(),
+            f.bytes + f.align,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(raw, libc::MAP_FAILED);
+    let mem = (raw as usize).next_multiple_of(f.align) as *mut u8;
+    // SAFETY: the aligned part of the mapping: garbage before it is formatted.
+    unsafe { mem.write_bytes(0xa5, f.bytes) };
+    // SAFETY: f.bytes of memory nobody uses, aligned, this region's for the process.
+    let caller = unsafe { Cohort::<Life>::format_in(mem, f.bytes, &RegionOptions::new(32 * MIB)) }
+        .expect("format_in");
+    medium_zeroes_after_garbage(&caller, "caller memory");
+    core::mem::forget(caller);
+}
