@@ -89,6 +89,73 @@ fn recalloc_of_a_fallback_slot_reads_zero_past_its_old_size() {
     assert!(a.is_empty());
 }
 
+/// `recalloc` of a request a full region served from a fallback mapping, for medium and
+/// small sizes, to sizes that keep its pages (in place), take more, or go large: after the
+/// large cache handed it a mapping a previous user wrote whole, every byte past the old
+/// size reads zero.
+#[test]
+fn recalloc_of_any_fallback_allocation_reads_zero_past_its_old_size() {
+    let (a, run) = full_fallback(2);
+    let pairs: [(usize, usize); 8] = [
+        (20_000, 20_400),
+        (20_000, 24_000),
+        (20_000, 3 * MIB),
+        (17_000, 18_000),
+        (100_000, 100_500),
+        (100, 3000),
+        (100, 4000),
+        (3000, 20_000),
+    ];
+    let mut failures = Vec::new();
+    for (old, new) in pairs {
+        let page_len = old.next_multiple_of(4096);
+        // Mappings of the old size's pages, written whole and freed: the cache keeps them.
+        let dirty: Vec<_> = (0..8)
+            .map(|_| {
+                let q = a.malloc(page_len, Life::Short);
+                assert!(!q.is_null() && !a.in_region(q), "a fallback mapping");
+                // SAFETY: page_len bytes of ours.
+                unsafe { q.write_bytes(0xab, page_len) };
+                q
+            })
+            .collect();
+        for &q in &dirty {
+            // SAFETY: allocated above, freed once.
+            unsafe { a.free(q, page_len, Life::Short) };
+        }
+        let p = a.malloc(old, Life::Short);
+        assert!(!p.is_null() && !a.in_region(p));
+        // SAFETY: old bytes of ours.
+        unsafe { p.write_bytes(1, old) };
+        let reused = dirty.contains(&p);
+        // SAFETY: live, old bytes of Short.
+        let r = unsafe { a.recalloc(p, old, new, Life::Short) };
+        assert!(!r.is_null());
+        // SAFETY: `new` bytes of ours.
+        let got = unsafe { bytes(r, new) };
+        assert!(
+            got[..old.min(new)].iter().all(|&b| b == 1),
+            "the old bytes moved"
+        );
+        if let Some(i) = got[old..].iter().position(|&b| b != 0) {
+            failures.push(format!(
+                "{old} -> {new} (reused: {reused}, in place: {}): byte {} is {:#x}",
+                r == p,
+                old + i,
+                got[old + i]
+            ));
+        }
+        // SAFETY: live, freed once.
+        unsafe { a.free(r, new, Life::Short) };
+    }
+    // SAFETY: live, freed once.
+    unsafe { a.free(run, 2 * UNIT, Life::Long) };
+    assert!(
+        failures.is_empty(),
+        "recalloc of fallback allocations: {failures:?}"
+    );
+}
+
 /// Inside the region a free with the size of another size class is misuse, reported in every
 /// build; a small request served by a fallback mapping must be checked as strictly, not
 /// accepted because the other class's stride rounds to the same page.
