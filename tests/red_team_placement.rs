@@ -823,6 +823,58 @@ fn verify_exclusive_works_on_a_private_fixed_region() {
     }
 }
 
+/// RED-39 (every build; owner: fallback, placement): RED-25 for caller memory. A region
+/// `format_in` makes with a fallback is declared this process's alone (its documentation:
+/// "the caller declares the region this process's alone"; `attach_in` refuses it), yet
+/// `verify_exclusive` and `scope_exclusive` refuse it as an instance shared between
+/// processes: `&mut self` is proof enough there, as on a private fixed region. Exact
+/// failure: `verify_exclusive panicked: cohort: verify_exclusive on an instance shared
+/// between processes: `&mut self` excludes this process's threads only; call the unsafe
+/// `verify` when no other process uses the region` (and `scope_exclusive` panics likewise).
+#[test]
+#[ignore = "RED-39: verify_exclusive/scope_exclusive refuse a format_in region that falls back, which is declared one process's alone (owner: fallback)"]
+fn exclusive_forms_work_on_caller_memory_declared_one_processs_alone() {
+    let f = Cohort::<Life>::footprint(8 * MIB).expect("footprint");
+    // SAFETY: a fresh private mapping, no preconditions.
+    let raw = unsafe {
+        libc::mmap(
+            core::ptr::null_mut(),
+            f.bytes + f.align,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(raw, libc::MAP_FAILED);
+    let mem = (raw as usize).next_multiple_of(f.align) as *mut u8;
+    // SAFETY: f.bytes of memory nobody uses, aligned, this region's for the process.
+    let mut a = unsafe {
+        Cohort::<Life>::format_in(mem, f.bytes, &RegionOptions::new(8 * MIB).fallback(true))
+    }
+    .expect("format_in with a fallback");
+    let p = a.malloc(64, Life::Short);
+    let verified = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| a.verify_exclusive()));
+    // SAFETY: live, freed once.
+    unsafe { a.free(p, 64, Life::Short) };
+    let scoped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        a.scope_exclusive(Life::Long, |_, h| {
+            use allocator_api2::alloc::Allocator;
+            let l = Layout::from_size_align(100, 8).unwrap();
+            h.allocate(l).is_ok()
+        })
+    }));
+    core::mem::forget(a);
+    match verified {
+        Ok(r) => assert!(r.is_ok(), "{r:?}"),
+        Err(e) => panic!("verify_exclusive panicked: {}", panic_message(&*e)),
+    }
+    match scoped {
+        Ok(allocated) => assert!(allocated),
+        Err(e) => panic!("scope_exclusive panicked: {}", panic_message(&*e)),
+    }
+}
+
 /// A region committed up front keeps its memory: a unit or slot given back holds its last
 /// user's bytes, so every zeroing form (`calloc`, `recalloc` growing in place or moving,
 /// `alloc_zeroed`) must clear them itself: small, medium and large sizes, reused blocks and
