@@ -18,24 +18,6 @@ const CAP: usize = 64 << 20;
 const FORKS: usize = 100;
 const CHILD_SECS: u32 = 5;
 
-/// `len` bytes of private anonymous memory aligned to 2 MiB (never unmapped: the test's).
-fn private_memory(len: usize) -> *mut u8 {
-    let align = 2 << 20;
-    // SAFETY: a fresh private mapping, no preconditions.
-    let p = unsafe {
-        libc::mmap(
-            core::ptr::null_mut(),
-            len + align,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    assert_ne!(p, libc::MAP_FAILED);
-    ((p as usize).next_multiple_of(align)) as *mut u8
-}
-
 /// Forks `FORKS` children while another thread takes `a`'s pool lock over and over
 /// (`compact` walks the pool under it); each child allocates (its thread's first
 /// allocation in the instance registers a heap under the lock) and frees. Returns how the
@@ -116,7 +98,7 @@ fn a_fork_child_of_a_private_fixed_region_never_inherits_its_lock_held() {
 #[ignore = "RED-34: a fork child of a process with a format_in region in private memory inherits the pool lock held by a parent thread and hangs (owner: fallback/placement, with remote/fork.rs)"]
 fn a_fork_child_of_a_region_in_private_caller_memory_never_inherits_its_lock_held() {
     let f = Cohort::<Life>::footprint(CAP).expect("footprint");
-    let mem = private_memory(f.bytes);
+    let mem = aligned_anonymous(f.bytes, f.align, false);
     // SAFETY: fresh memory of `f.bytes`, aligned, this region's for the rest of the process.
     let a = unsafe { Cohort::<Life>::format_in(mem, f.bytes, &RegionOptions::new(CAP)) }
         .expect("format_in");

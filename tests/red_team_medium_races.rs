@@ -443,19 +443,7 @@ fn medium_zeroing_forms_read_zero_in_every_region_after_garbage() {
     let shared = Cohort::<Life>::shared_anonymous(32 * MIB).expect("shared");
     medium_zeroes_after_garbage(&shared, "shared-anonymous");
     let f = Cohort::<Life>::footprint(32 * MIB).expect("footprint");
-    // SAFETY: a fresh private mapping, no preconditions.
-    let raw = unsafe {
-        libc::mmap(
-            core::ptr::null_mut(),
-            f.bytes + f.align,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    assert_ne!(raw, libc::MAP_FAILED);
-    let mem = (raw as usize).next_multiple_of(f.align) as *mut u8;
+    let mem = aligned_anonymous(f.bytes, f.align, true);
     // SAFETY: the aligned part of the mapping: garbage before it is formatted.
     unsafe { mem.write_bytes(0xa5, f.bytes) };
     // SAFETY: f.bytes of memory nobody uses, aligned, this region's for the process.

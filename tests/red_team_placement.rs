@@ -835,19 +835,7 @@ fn verify_exclusive_works_on_a_private_fixed_region() {
 #[ignore = "RED-39: verify_exclusive/scope_exclusive refuse a format_in region that falls back, which is declared one process's alone (owner: fallback)"]
 fn exclusive_forms_work_on_caller_memory_declared_one_processs_alone() {
     let f = Cohort::<Life>::footprint(8 * MIB).expect("footprint");
-    // SAFETY: a fresh private mapping, no preconditions.
-    let raw = unsafe {
-        libc::mmap(
-            core::ptr::null_mut(),
-            f.bytes + f.align,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    assert_ne!(raw, libc::MAP_FAILED);
-    let mem = (raw as usize).next_multiple_of(f.align) as *mut u8;
+    let mem = aligned_anonymous(f.bytes, f.align, false);
     // SAFETY: f.bytes of memory nobody uses, aligned, this region's for the process.
     let mut a = unsafe {
         Cohort::<Life>::format_in(mem, f.bytes, &RegionOptions::new(8 * MIB).fallback(true))
