@@ -365,7 +365,6 @@ fn a_program_exec_d_by_a_process_that_has_the_region_open_uses_it_too() {
 /// `salvage of a region whose creator (this process) is alive: the region was not ready
 /// after 0ns: process 25833 died while formatting it (destroy it and create it again)`.
 #[test]
-#[ignore = "RED-38: salvage says a live creator died while formatting (NotReady creator_alive: false) and advises destroying the region (owner: lead)"]
 fn salvage_of_a_region_being_formatted_names_its_live_creator_alive() {
     use std::os::unix::fs::FileExt;
     let p = path("initialising");

@@ -99,10 +99,11 @@ impl Salvage {
         // must not hide the others.
         let layout: Layout = super::header::validate_layout(&header.snapshot(), len, expect)?;
         if header.state() != READY {
+            let creator = header.creator();
             return Err(RegionError::NotReady {
                 waited: core::time::Duration::ZERO,
-                creator_pid: header.creator().0,
-                creator_alive: false,
+                creator_pid: creator.0,
+                creator_alive: creator.0 != 0 && super::mapping::alive(creator),
             });
         }
         // `validate` checked the layout against the file's length.
