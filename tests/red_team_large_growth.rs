@@ -27,7 +27,10 @@ fn pat(t: u8, i: usize) -> u8 {
 
 fn fill(p: *mut u8, from: usize, to: usize, t: u8) {
     // The bytes `bad` samples (multiples of 509), and the last.
-    for i in (from.next_multiple_of(509)..to).step_by(509).chain(to.checked_sub(1)) {
+    for i in (from.next_multiple_of(509)..to)
+        .step_by(509)
+        .chain(to.checked_sub(1))
+    {
         if i >= from {
             // SAFETY: the callers pass live buffers of at least `to` bytes.
             unsafe { p.add(i).write(pat(t, i)) };
@@ -59,7 +62,11 @@ fn large_buffers_grown_beside_cached_mappings_keep_their_bytes_and_their_class()
         let r = next(&mut seed) % 16;
         if bufs.len() < 12 && r < 4 {
             let n = 20 * KIB + next(&mut seed) as usize % (3 * MIB);
-            let life = if r % 2 == 0 { Life::Short } else { Life::Long };
+            let life = if r.is_multiple_of(2) {
+                Life::Short
+            } else {
+                Life::Long
+            };
             let p = a.malloc(n, life);
             assert!(!p.is_null());
             tag = tag.wrapping_add(1).max(1);
