@@ -452,3 +452,46 @@ fn medium_zeroing_forms_read_zero_in_every_region_after_garbage() {
     medium_zeroes_after_garbage(&caller, "caller memory");
     core::mem::forget(caller);
 }
+
+/// `free_unsized` (sizes found from the address) of a pointer inside a medium allocation,
+/// of a freed one, and twice: each is an error or the process aborts with its message,
+/// never a free; `allocation_at` finds nothing inside a run. Each case runs in a child
+/// (an abort is one of the two right answers).
+#[test]
+fn unsized_frees_inside_or_after_a_medium_allocation_never_free() {
+    let a = Cohort::<Life>::new();
+    for (case, size) in [(0, 100_000), (1, 100_000), (2, 40_000), (3, MIB)] {
+        let report = Report::new();
+        let child = in_child_reporting(10, &report, || {
+            let p = a.malloc(size, Life::Short);
+            assert!(!p.is_null());
+            // SAFETY: size bytes of ours.
+            unsafe { p.write_bytes(0x6d, size) };
+            // SAFETY (of the calls): misuse, reported (Err) or aborting; never a free.
+            let r = unsafe {
+                match case {
+                    0 => a.free_unsized(p.add(2048)),
+                    1 => a.free_unsized(p.add(4096)),
+                    2 => {
+                        a.free_unsized(p).expect("the right unsized free");
+                        a.free_unsized(p)
+                    }
+                    _ => a.free_unsized(p.add(size / 2 & !2047)),
+                }
+            };
+            assert!(r.is_err(), "case {case}: the misuse freed something");
+            if case != 2 {
+                assert_eq!(a.allocation_at(p.wrapping_add(2048)), None, "inside a run");
+                let q = a.malloc(size, Life::Short);
+                assert_ne!(q, p.wrapping_add(2048), "handed out inside a live run");
+                assert_eq!(holds(p, size, 0x6d), None, "case {case}: changed");
+            }
+        });
+        let ended = wait(child);
+        assert!(
+            ended == Ok(0) || ended == Err(libc::SIGABRT),
+            "case {case}: {ended:?}: {}",
+            report.message()
+        );
+    }
+}
