@@ -476,7 +476,7 @@ fn unsized_frees_inside_or_after_a_medium_allocation_never_free() {
                         a.free_unsized(p).expect("the right unsized free");
                         a.free_unsized(p)
                     }
-                    _ => a.free_unsized(p.add(size / 2 & !2047)),
+                    _ => a.free_unsized(p.add((size / 2) & !2047)),
                 }
             };
             assert!(r.is_err(), "case {case}: the misuse freed something");
