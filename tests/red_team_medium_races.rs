@@ -495,3 +495,69 @@ fn unsized_frees_inside_or_after_a_medium_allocation_never_free() {
         );
     }
 }
+
+/// Medium allocations in a file region: a child process allocates them (every medium size
+/// class of granules, both lifetime classes), fills them and leaves; the parent opens the
+/// region, finds every byte, resizes some in place and across, frees all, leaves; the
+/// region opens again (its seal holds), verifies and is empty.
+#[test]
+fn medium_allocations_in_a_file_region_cross_processes_and_leaves() {
+    use cohort::{CreateOptions, OpenOptions, Place, SharedCohort};
+    let path = std::env::temp_dir().join(format!("cohort-red9-medium-{}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let place = Place::File(&path);
+    let open = || SharedCohort::<Life>::open(place, OpenOptions::new()).expect("open");
+    SharedCohort::<Life>::create(place, CreateOptions::new(160 * MIB))
+        .expect("create")
+        .leave()
+        .expect("leave");
+    const N: usize = 40;
+    let offs = shared_words(N);
+    let report = Report::new();
+    let child = in_child_reporting(30, &report, || {
+        let r = open();
+        for (i, w) in offs.iter().enumerate() {
+            let n = (16 << 10) + 1 + i * 26_000;
+            let life = if i % 3 == 0 { Life::Long } else { Life::Short };
+            let p = r.malloc(n, life);
+            assert!(!p.is_null(), "the child's malloc({n})");
+            // SAFETY: n bytes of ours.
+            unsafe { p.write_bytes(i as u8 + 1, n) };
+            w.store(r.offset_of(p).expect("in the region").get(), Relaxed);
+        }
+        r.leave().expect("the child's leave");
+    });
+    let ended = wait(child);
+    assert_eq!(ended, Ok(0), "{}", report.message());
+    let r = open();
+    for (i, w) in offs.iter().enumerate() {
+        let n = (16 << 10) + 1 + i * 26_000;
+        let life = if i % 3 == 0 { Life::Long } else { Life::Short };
+        let off = cohort::Off::<u8>::new(w.load(Relaxed)).expect("an offset");
+        let p = r.ptr(off);
+        assert_eq!(holds(p, n, i as u8 + 1), None, "object {i} of {n} B");
+        let to = match i % 4 {
+            0 => n + 2048,
+            1 => n / 2 + (16 << 10),
+            2 => 100,
+            _ => n,
+        };
+        // SAFETY: live, n bytes of `life`, made by the child.
+        let q = unsafe { r.remalloc(p, n, to, life) };
+        assert!(!q.is_null());
+        assert_eq!(
+            holds(q, n.min(to), i as u8 + 1),
+            None,
+            "object {i} resized {n} -> {to}"
+        );
+        // SAFETY: live, freed once.
+        unsafe { r.free(q, to, life) };
+    }
+    r.leave().expect("leave");
+    let r = open();
+    // SAFETY: nobody else has the region open.
+    let v = unsafe { r.verify() };
+    let empty = r.is_empty();
+    r.destroy().expect("destroy");
+    assert!(v.is_ok() && empty, "{v:?}, empty: {empty}");
+}
