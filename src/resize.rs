@@ -11,7 +11,7 @@
 //! would cost the inlined case, and its lifetime class would no longer fold to a constant
 //! on the paths it reaches, as it does for a global allocator.)
 
-use crate::class::{class_of, malloc_align, CLASSES};
+use crate::class::{class_of, malloc_align, medium_granules, CLASSES, GRANULE};
 use crate::free::large_match;
 use crate::instance::Instance;
 use crate::misuse::{report, Problem};
@@ -176,6 +176,11 @@ impl Instance {
                 // SAFETY: forwarded contract; class is the old size's.
                 unsafe { self.validated_block::<ABORT>(p, old_size, class, life) };
             }
+            None if self.bounds.contains(p) && !self.in_run(p) => {
+                if let Some(q) = self.realloc_medium::<ZERO, ABORT>(p, old, new, life) {
+                    return q;
+                }
+            }
             None => {
                 // SAFETY: forwarded contract.
                 let done = unsafe { self.realloc_large::<ZERO, ABORT>(p, old, new, life) };
@@ -200,6 +205,44 @@ impl Instance {
             }
         }
         q
+    }
+
+    /// The resize of a medium allocation (`p` in the region, with a size above the small
+    /// classes), after its check (misuse is reported): `Some(p)` when done in place (the
+    /// new size is medium, `p` is aligned to its align, and its run shrinks, or grows into
+    /// the free granules after it; with `ZERO` the bytes past the old size read zero);
+    /// `None` when the caller must move it.
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    fn realloc_medium<const ZERO: bool, const ABORT: bool>(
+        &self,
+        p: *mut u8,
+        old: SizeAlign,
+        new: SizeAlign,
+        life: usize,
+    ) -> Option<*mut u8> {
+        let Some(pool) = self.pool_if_any() else {
+            report::<ABORT>(self.misuse(p, old.size, life, Problem::Foreign));
+        };
+        let in_place = medium_granules(new.size, new.align).is_some()
+            && (p as usize).is_multiple_of(new.align);
+        let done = if in_place {
+            pool.medium_resize_in_place(p, old.size, new.size, life)
+        } else {
+            pool.medium_check(p, old.size, life).map(|_| false)
+        };
+        match done {
+            Ok(true) => {
+                if ZERO {
+                    // SAFETY: the run holds the new size's granules now.
+                    unsafe { zero_range(p, old.size, new.size.next_multiple_of(GRANULE)) };
+                }
+                Some(p)
+            }
+            Ok(false) => None,
+            Err(problem) => report::<ABORT>(self.misuse(p, old.size, life, problem)),
+        }
     }
 
     /// [`Instance::realloc_sized`] of a large allocation: checks it against the large table

@@ -43,7 +43,6 @@ fn open_file(p: &Path) -> Result<SharedCohort<Life>, RegionError> {
 /// parent left cannot be opened: the region's state was damaged while nobody had it open:
 /// it hashes to 0xcca3e066592bd90c, its last process left it hashing to 0x0203a9911a83b48f`.
 #[test]
-#[ignore = "RED-32: a fork child's use of a region its parent left changes the sealed state: the next open is StateDamaged (owner: lead)"]
 fn a_fork_child_working_in_a_region_its_parent_left_leaves_it_openable() {
     let p = path("forkleft");
     isolated(60, |report| {
@@ -106,7 +105,6 @@ fn a_fork_child_working_in_a_region_its_parent_left_leaves_it_openable() {
 /// region file readable but not writable by this user: open the region failed: Permission
 /// denied (os error 13)`.
 #[test]
-#[ignore = "RED-33: salvage opens the file read-write: a read-only copy (snapshot, backup) cannot be salvaged (owner: lead)"]
 fn salvage_reads_a_region_file_it_may_only_read() {
     let p = path("readonly");
     let r = SharedCohort::<Life>::create(Place::File(&p), CreateOptions::new(32 << 20))
@@ -172,7 +170,6 @@ fn word_at(f: &std::fs::File, at: u64) -> u64 {
 /// cleanly and is refused: its pages are of different moments (a copy made while a process
 /// had it open)`.
 #[test]
-#[ignore = "RED-35: kill -9 between an open's GEN bump and its seal stores leaves the region Unclean for ever (owner: lead)"]
 fn an_opener_killed_at_any_moment_leaves_the_region_openable() {
     let p = path("killopen");
     SharedCohort::<Life>::create(Place::File(&p), CreateOptions::new(32 << 20))
@@ -259,7 +256,6 @@ fn root_at(slot: usize) -> u64 {
 /// bad one is `None`). Exact failure: `salvage refused a region for its root slot 7: root
 /// slot 7 holds offset 0x400000000000, outside the region's 33558528 bytes`.
 #[test]
-#[ignore = "RED-36: one damaged root word makes salvage refuse the whole region (RegionError::Root) (owner: lead)"]
 fn salvage_reads_the_other_roots_of_a_region_with_one_damaged_root() {
     use std::os::unix::fs::FileExt;
     let p = path("badroot");
@@ -369,7 +365,6 @@ fn a_program_exec_d_by_a_process_that_has_the_region_open_uses_it_too() {
 /// `salvage of a region whose creator (this process) is alive: the region was not ready
 /// after 0ns: process 25833 died while formatting it (destroy it and create it again)`.
 #[test]
-#[ignore = "RED-38: salvage says a live creator died while formatting (NotReady creator_alive: false) and advises destroying the region (owner: lead)"]
 fn salvage_of_a_region_being_formatted_names_its_live_creator_alive() {
     use std::os::unix::fs::FileExt;
     let p = path("initialising");

@@ -100,7 +100,8 @@ impl<L: Lifetime> Cohort<L> {
 
     /// The base address of the block holding an allocation of `size` bytes made by
     /// [`Cohort::malloc`] (for `Layout` allocations use [`Cohort::block_of_layout`]).
-    /// `None` for large allocations, which have no block.
+    /// `None` for medium and large allocations (a medium one has a block, but a run of
+    /// granules in it, not a slot: `allocation_at` finds it).
     ///
     /// # Examples
     ///

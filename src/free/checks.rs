@@ -300,7 +300,7 @@ impl Instance {
                 return bad(problem);
             }
         } else if !is_block || h.key() != key(class, life) {
-            let block_class = (is_block && h.key() != EMPTY_KEY).then(|| h.class());
+            let block_class = is_block.then(|| class_held(h)).flatten();
             return bad(Problem::WrongBlock {
                 class,
                 stride: c.stride as usize,

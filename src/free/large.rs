@@ -1,16 +1,19 @@
 //! Large frees: the large table checked (every build: a hash look-up beside a system call),
 //! then the mapping cached or unmapped.
 
-use crate::class::{class_of, CLASSES};
+use crate::class::{class_of, CLASSES, MAX_MEDIUM};
 use crate::instance::Instance;
 use crate::large::{unmap_evicted, LargeTable};
 use crate::misuse::{report, Misuse, Problem};
 use crate::os;
 
 impl Instance {
-    /// Frees a large allocation, after checking the large table (every build: a hash
-    /// look-up beside a system call): the pointer must start a live large allocation of
-    /// this lifetime class whose mapped length `size` rounds to.
+    /// Frees a medium or large allocation (a size above the small classes): in the region,
+    /// a medium one, after checking its run (every build: the run table), or a run of the
+    /// region's units, after checking its word; outside it, a large one, after checking the
+    /// large table (every build: a hash look-up beside a system call): the pointer must
+    /// start a live large allocation of this lifetime class whose mapped length `size`
+    /// rounds to.
     ///
     /// # Safety
     /// As [`Instance::free_sized`], with `size` a large size: if a large allocation of
@@ -28,9 +31,12 @@ impl Instance {
         }
     }
 
-    /// Frees the large allocation at `p` if the large table holds it with this length and
-    /// lifetime class; else returns what is wrong, having changed nothing. No lock is held
-    /// on return (reporting may allocate).
+    /// Frees the medium allocation at `p` (in the region) if a live run of `size`'s
+    /// granules in lifetime class `life` starts there, the large allocation at `p` if a
+    /// run of the region's units of this length and lifetime class starts there, or the
+    /// large allocation at `p` (outside the region) if the large table holds it with this
+    /// length and lifetime class; else returns what is wrong, having changed nothing. No
+    /// lock is held on return (reporting may allocate).
     ///
     /// # Safety
     /// As [`Instance::free_large`], with `p` not null.
@@ -44,10 +50,21 @@ impl Instance {
             return Err(self.misuse(p, size, life, Problem::Foreign));
         };
         if pool.region.contains(p as usize) {
-            // A run of the region's units (`Pool::free_run`), or misuse.
-            // SAFETY: forwarded contract.
-            return unsafe { pool.free_run(p, size, life) }
-                .map_err(|problem| self.misuse(p, size, life, problem));
+            // In the region: a run of its units (a large allocation, `Pool::free_run`), told
+            // by its unit's state; else a medium allocation (a run of granules in a medium
+            // block, `Pool::medium_free`), checked against its block's run table; or misuse.
+            let freed = if self.in_run(p) {
+                // SAFETY: forwarded contract.
+                unsafe { pool.free_run(p, size, life) }
+            } else {
+                match pool.medium_free(p, size, life) {
+                    // Not a medium block: for a large size, no large allocation (a small
+                    // block, a run freed already, or never one).
+                    Err(Problem::NotMedium { .. }) if size > MAX_MEDIUM => Err(Problem::NotLarge),
+                    freed => freed,
+                }
+            };
+            return freed.map_err(|problem| self.misuse(p, size, life, problem));
         }
         // One clock read (before the lock) serves the cache and the empty blocks.
         let now = crate::decay::now();
@@ -64,6 +81,7 @@ impl Instance {
         unsafe { unmap_evicted(&evicted) };
         // A slow path: empty blocks unused for the delay go back (see `pool`'s `empty`).
         pool.decay_if_due(now);
+        self.give_back_idle_own(now);
         Ok(())
     }
 
