@@ -1,5 +1,5 @@
 //! Red-team attacks of session 9 on the growth of large allocations (mappings of their
-//! own): buffers grown by small steps and by doubling beside freed (cached) mappings of
+//! own, above the medium sizes): buffers grown by small steps and by doubling beside freed (cached) mappings of
 //! both lifetime classes, shrunk, zero-grown, freed with wrong sizes, and released by
 //! class while the other class's mappings must stay whole. A test that found a defect is
 //! `#[ignore]`d with its number (RED-n), its owner and the exact failure.
@@ -10,7 +10,6 @@ cohort::lifetime_classes! {
     enum Life { Short, Long }
 }
 
-const KIB: usize = 1 << 10;
 const MIB: usize = 1 << 20;
 
 fn next(seed: &mut u64) -> u64 {
@@ -58,10 +57,10 @@ fn large_buffers_grown_beside_cached_mappings_keep_their_bytes_and_their_class()
     // (pointer, size, life, tag)
     let mut bufs: Vec<(usize, usize, Life, u8)> = Vec::new();
     let mut tag = 1u8;
-    for step in 0..3000 {
+    for step in 0..2000 {
         let r = next(&mut seed) % 16;
         if bufs.len() < 12 && r < 4 {
-            let n = 20 * KIB + next(&mut seed) as usize % (3 * MIB);
+            let n = MIB + 1 + next(&mut seed) as usize % (3 * MIB);
             let life = if r.is_multiple_of(2) {
                 Life::Short
             } else {
@@ -112,7 +111,7 @@ fn large_buffers_grown_beside_cached_mappings_keep_their_bytes_and_their_class()
                 bufs[k] = (q as usize, to, life, t);
             }
             9..=10 => {
-                let to = (n / 2).max(20 * KIB);
+                let to = (n / 2).max(MIB + 1);
                 // SAFETY: live, n bytes of `life`.
                 let q = unsafe { a.remalloc(p, n, to, life) };
                 assert!(!q.is_null());
