@@ -289,7 +289,6 @@ fn forks_amid_tight_remote_frees_never_leave_a_batch_busy_in_the_child() {
     let a = &owned;
     let stop = AtomicBool::new(false);
     let frees = AtomicUsize::new(0);
-    let report = Report::new();
     let failed = std::thread::scope(|s| {
         let (tx0, rx0) = mpsc::sync_channel::<Vec<usize>>(2);
         let (tx1, rx1) = mpsc::sync_channel::<Vec<usize>>(2);
@@ -312,24 +311,22 @@ fn forks_amid_tight_remote_frees_never_leave_a_batch_busy_in_the_child() {
                 }
             });
         }
-        let mut failed = None;
-        for round in 0..3000 {
-            while frees.load(Relaxed) < round * 50 {
-                std::thread::yield_now();
-            }
-            let child = in_child_reporting(5, &report, || {
+        let failed = first_failed_fork(
+            3000,
+            5,
+            |round| {
+                while frees.load(Relaxed) < round * 50 {
+                    std::thread::yield_now();
+                }
+            },
+            || {
                 let _ = a.stats();
                 let p = a.malloc(100, Life::Long);
                 assert!(!p.is_null());
                 // SAFETY: allocated above, freed once.
                 unsafe { a.free(p, 100, Life::Long) };
-            });
-            let ended = wait(child);
-            if ended != Ok(0) {
-                failed = Some((round, ended, report.message()));
-                break;
-            }
-        }
+            },
+        );
         stop.store(true, Relaxed);
         failed
     });

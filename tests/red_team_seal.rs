@@ -463,9 +463,36 @@ fn a_region_left_by_a_process_that_ran_a_subprocess_is_sealed() {
     }
 }
 
-/// The byte an object at offset `off` is filled with.
-fn tag_of(off: u64) -> u8 {
-    (off.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as u8 | 1
+/// Allocates one object of `size` bytes in class Short of `r` per word of `offs`, fills it
+/// with its [`tag_of`] and stores its offset there.
+fn allocate_tagged(r: &SharedCohort<Life>, offs: &[std::sync::atomic::AtomicU64], size: usize) {
+    for w in offs {
+        let q = r.malloc(size, Life::Short);
+        assert!(!q.is_null());
+        let off = r.offset_of(q).unwrap().get();
+        // SAFETY: `size` bytes of ours.
+        unsafe { q.write_bytes(tag_of(off), size) };
+        w.store(off, Relaxed);
+    }
+}
+
+/// Opens the region file `p` (`None`: refused) and counts the objects of
+/// [`allocate_tagged`] at `offs` that the opener's new allocations of as many objects
+/// overwrote.
+fn overwritten_after_open(
+    p: &Path,
+    offs: &[std::sync::atomic::AtomicU64],
+    size: usize,
+) -> Option<usize> {
+    let r = open_file(p).ok()?;
+    let offs = offs.iter().map(|w| w.load(Relaxed));
+    Some(overwritten_by_new_allocations(
+        &r,
+        Life::Short,
+        offs.len(),
+        size,
+        offs,
+    ))
 }
 
 /// RED-42 (every build; owner: lead, persist/attach): a backup of a region file taken while
@@ -506,14 +533,7 @@ fn a_backup_taken_while_open_and_restored_in_place_is_refused() {
             while words[1].load(Relaxed) == 0 {
                 std::thread::sleep(Duration::from_millis(1));
             }
-            for w in offs.iter() {
-                let q = r.malloc(SIZE, Life::Short);
-                assert!(!q.is_null());
-                let off = r.offset_of(q).unwrap().get();
-                // SAFETY: SIZE bytes of ours.
-                unsafe { q.write_bytes(tag_of(off), SIZE) };
-                w.store(off, Relaxed);
-            }
+            allocate_tagged(&r, offs, SIZE);
             r.leave().expect("leave");
         });
         while words[0].load(Relaxed) == 0 {
@@ -537,26 +557,9 @@ fn a_backup_taken_while_open_and_restored_in_place_is_refused() {
             file.write_all_at(&backup, 0).expect("restore");
         }
         let opener = in_child_reporting(60, report, || {
-            let Ok(r) = open_file(&p) else {
+            let Some(overwritten) = overwritten_after_open(&p, offs, SIZE) else {
                 return; // refused: fine
             };
-            for _ in 0..N {
-                let q = r.malloc(SIZE, Life::Short);
-                if q.is_null() {
-                    break;
-                }
-                // SAFETY: fresh, SIZE bytes.
-                unsafe { q.write_bytes(0, SIZE) };
-            }
-            let overwritten = offs
-                .iter()
-                .filter(|w| {
-                    let off = w.load(Relaxed);
-                    let q = r.ptr(Off::<[u8; SIZE]>::new(off).unwrap());
-                    // SAFETY: an object allocated after the backup's header was read.
-                    unsafe { &*q }.iter().any(|&b| b != tag_of(off))
-                })
-                .count();
             assert_eq!(
                 overwritten, 0,
                 "a backup taken while the region was open, restored over its file, opened: \
@@ -617,14 +620,7 @@ fn a_backup_read_while_a_process_was_leaving_is_refused() {
         // pages are read after.
         let worker = in_child_reporting(60, report, || {
             let r = open_file(&p).expect("open");
-            for w in offs.iter() {
-                let q = r.malloc(SIZE, Life::Short);
-                assert!(!q.is_null());
-                let off = r.offset_of(q).unwrap().get();
-                // SAFETY: SIZE bytes of ours.
-                unsafe { q.write_bytes(tag_of(off), SIZE) };
-                w.store(off, Relaxed);
-            }
+            allocate_tagged(&r, offs, SIZE);
             r.leave().expect("leave");
         });
         wait_ok(worker, report, "the worker");
@@ -633,26 +629,9 @@ fn a_backup_read_while_a_process_was_leaving_is_refused() {
         backup[..blocks].copy_from_slice(&first[..blocks]);
         std::fs::write(&copy, &backup).expect("write the backup");
         let opener = in_child_reporting(60, report, || {
-            let Ok(r) = open_file(&copy) else {
+            let Some(overwritten) = overwritten_after_open(&copy, offs, SIZE) else {
                 return; // refused: fine
             };
-            for _ in 0..N {
-                let q = r.malloc(SIZE, Life::Short);
-                if q.is_null() {
-                    break;
-                }
-                // SAFETY: fresh, SIZE bytes.
-                unsafe { q.write_bytes(0, SIZE) };
-            }
-            let overwritten = offs
-                .iter()
-                .filter(|w| {
-                    let off = w.load(Relaxed);
-                    let q = r.ptr(Off::<[u8; SIZE]>::new(off).unwrap());
-                    // SAFETY: an object allocated after the backup's header was read.
-                    unsafe { &*q }.iter().any(|&b| b != tag_of(off))
-                })
-                .count();
             assert_eq!(
                 overwritten, 0,
                 "a backup whose header was read while a process was leaving opened: the \
