@@ -346,8 +346,9 @@ pub(crate) fn allocate<const ZERO: bool>(
             // A cached mapping keeps its last user's bytes (a grown one's new part reads
             // zero).
             let kept = if resized { mapped.min(len) } else { len };
-            // SAFETY: p maps at least `len` bytes, now this allocation's.
-            unsafe { ptr::write_bytes(p, 0, kept) };
+            // SAFETY: p maps at least `len >= kept` bytes (a page multiple), now this
+            // allocation's.
+            unsafe { zero_reused(p, kept) };
         }
         return p;
     }
@@ -382,6 +383,26 @@ pub(crate) fn allocate<const ZERO: bool>(
         return ptr::null_mut();
     }
     p
+}
+
+/// From this length up a reused mapping is zeroed by giving its pages back (they read zero
+/// when next touched) rather than by writing zeros: a large zeroed request may be sparse,
+/// and writing it all would make it all resident.
+const ZERO_BY_DROPPING: usize = 1 << 20;
+
+/// Makes the first `len` bytes of a reused private mapping at `p` read zero.
+///
+/// # Safety
+/// `[p, p + len)` is a page-aligned range of a private mapping of ours whose contents
+/// nobody needs; `len` is a page multiple.
+unsafe fn zero_reused(p: *mut u8, len: usize) {
+    if len >= ZERO_BY_DROPPING {
+        // SAFETY: the caller's guarantee; a private anonymous mapping reads zero after.
+        unsafe { os::decommit(p, len) };
+    } else {
+        // SAFETY: the caller's guarantee.
+        unsafe { ptr::write_bytes(p, 0, len) };
+    }
 }
 
 /// Resizes a cached mapping of `mapped` bytes at `addr` to `len` (both page multiples):

@@ -196,14 +196,9 @@ fn at_its_bound_the_cache_resizes_a_mapping_of_another_length_and_reuses_its_pag
     }
     // 14 MiB: the cached 10 MiB grows; only the 4 new MiB fault in.
     let faults = minor_faults();
-    let r = a.calloc(14 << 20, Life::A);
+    let r = a.malloc(14 << 20, Life::A);
     assert!(!r.is_null());
-    // SAFETY: 14 MiB of ours, read then written.
-    let all_zero = unsafe { std::slice::from_raw_parts(r, 14 << 20) }
-        .iter()
-        .all(|&b| b == 0);
-    assert!(all_zero, "a grown mapping reused for calloc reads zero");
-    // SAFETY: as above.
+    // SAFETY: 14 MiB of ours.
     unsafe { touch(r, 14 << 20, 3) };
     let grown = minor_faults() - faults;
     assert!(
@@ -213,6 +208,20 @@ fn at_its_bound_the_cache_resizes_a_mapping_of_another_length_and_reuses_its_pag
     assert_eq!(a.stats().large_cached, 0);
     // SAFETY: live, freed once.
     unsafe { a.free(r, 14 << 20, Life::A) };
+    // Reused for a zeroed request of another length (trimmed, then grown): it reads zero.
+    for len in [9 << 20, 15 << 20] {
+        let z = a.calloc(len, Life::A);
+        assert!(!z.is_null());
+        // SAFETY: `len` bytes of ours, read then written.
+        let zero = unsafe { std::slice::from_raw_parts(z, len) }
+            .iter()
+            .all(|&b| b == 0);
+        assert!(zero, "a reused mapping of {len} B for calloc reads zero");
+        // SAFETY: as above.
+        unsafe { touch(z, len, 4) };
+        // SAFETY: live, freed once.
+        unsafe { a.free(z, len, Life::A) };
+    }
 }
 
 #[test]

@@ -9,7 +9,16 @@ use cohort::{CreateOptions, Off, OpenOptions, Place, RegionError, SharedCohort};
 use red_team_common::*;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
+
+/// The tests of this file run one at a time: a fork child of one test's thread has every
+/// region the process has open (its fork handlers claim a slot in each), so a child of
+/// another test would hold this test's region open past its leave.
+fn serial() -> MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 cohort::lifetime_classes! {
     enum Life { Short, Long }
@@ -44,6 +53,7 @@ fn open_file(p: &Path) -> Result<SharedCohort<Life>, RegionError> {
 /// it hashes to 0xcca3e066592bd90c, its last process left it hashing to 0x0203a9911a83b48f`.
 #[test]
 fn a_fork_child_working_in_a_region_its_parent_left_leaves_it_openable() {
+    let _serial = serial();
     let p = path("forkleft");
     isolated(60, |report| {
         let r = SharedCohort::<Life>::create(Place::File(&p), CreateOptions::new(32 << 20))
@@ -106,6 +116,7 @@ fn a_fork_child_working_in_a_region_its_parent_left_leaves_it_openable() {
 /// denied (os error 13)`.
 #[test]
 fn salvage_reads_a_region_file_it_may_only_read() {
+    let _serial = serial();
     let p = path("readonly");
     let r = SharedCohort::<Life>::create(Place::File(&p), CreateOptions::new(32 << 20))
         .expect("create");
@@ -171,6 +182,7 @@ fn word_at(f: &std::fs::File, at: u64) -> u64 {
 /// had it open)`.
 #[test]
 fn an_opener_killed_at_any_moment_leaves_the_region_openable() {
+    let _serial = serial();
     let p = path("killopen");
     SharedCohort::<Life>::create(Place::File(&p), CreateOptions::new(32 << 20))
         .expect("create")
@@ -257,6 +269,7 @@ fn root_at(slot: usize) -> u64 {
 /// slot 7 holds offset 0x400000000000, outside the region's 33558528 bytes`.
 #[test]
 fn salvage_reads_the_other_roots_of_a_region_with_one_damaged_root() {
+    let _serial = serial();
     use std::os::unix::fs::FileExt;
     let p = path("badroot");
     let r = SharedCohort::<Life>::create(Place::File(&p), CreateOptions::new(32 << 20))
@@ -298,6 +311,7 @@ const EXEC_OPENER: &str = "COHORT_RED_EXEC_OPENER";
 /// holds what each kept.
 #[test]
 fn a_program_exec_d_by_a_process_that_has_the_region_open_uses_it_too() {
+    let _serial = serial();
     if let Some(p) = std::env::var_os(EXEC_OPENER) {
         let r = open_file(Path::new(&p)).expect("the exec'd program's open");
         let kept = r.new_in([0x5au8; 48], Life::Long).expect("room");
@@ -366,6 +380,7 @@ fn a_program_exec_d_by_a_process_that_has_the_region_open_uses_it_too() {
 /// after 0ns: process 25833 died while formatting it (destroy it and create it again)`.
 #[test]
 fn salvage_of_a_region_being_formatted_names_its_live_creator_alive() {
+    let _serial = serial();
     use std::os::unix::fs::FileExt;
     let p = path("initialising");
     SharedCohort::<Life>::create(Place::File(&p), CreateOptions::new(32 << 20))
@@ -405,6 +420,7 @@ fn salvage_of_a_region_being_formatted_names_its_live_creator_alive() {
 /// a damaged block header: opened (the state seal was not written)`.
 #[test]
 fn a_region_left_by_a_process_that_ran_a_subprocess_is_sealed() {
+    let _serial = serial();
     use std::os::unix::fs::FileExt;
     for exec in [true, false] {
         let p = path(if exec { "forkexec" } else { "forkexit" });
@@ -512,6 +528,7 @@ fn overwritten_after_open(
 /// backup's header was read`.
 #[test]
 fn a_backup_taken_while_open_and_restored_in_place_is_refused() {
+    let _serial = serial();
     const N: usize = 20_000;
     const SIZE: usize = 1000;
     let p = path("restored");
@@ -586,6 +603,7 @@ fn a_backup_taken_while_open_and_restored_in_place_is_refused() {
 /// allocated after the header was read`.
 #[test]
 fn a_backup_read_while_a_process_was_leaving_is_refused() {
+    let _serial = serial();
     const N: usize = 20_000;
     const SIZE: usize = 1000;
     const LOCK_AT: usize = 2048 + 4 * 8;

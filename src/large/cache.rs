@@ -7,7 +7,9 @@
 //! table, so a free of its address finds no live allocation (a double free when the address
 //! is cached), stats count it as free, and `release_class` never sees it. Its pages may be
 //! dirty (they keep the last user's bytes): a zeroed request served from the cache zeroes
-//! them (cheaper than dropping the pages at insert and faulting them in again).
+//! them (cheaper than dropping the pages at insert and faulting them in again), by writing
+//! zeros below 1 MiB and by dropping the pages from there (a large zeroed request may be
+//! sparse: written zeros would make it all resident).
 //!
 //! Invariants, with `cached` the occupied slots:
 //! - `count = |cached| <= limit <= SLOTS` and `bytes = Σ_{c ∈ cached} c.len <= cap`;
