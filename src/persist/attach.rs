@@ -7,7 +7,10 @@
 //! a machine crash leaves on disk, holds the pages of different moments: its state does
 //! not describe its blocks, and allocating from it would hand out live objects' memory
 //! again. Such a file is refused at open ([`RegionError::Unclean`]); nothing is guaranteed
-//! of a file region after a machine crash unless every process had left it.
+//! of a file region after a machine crash unless every process had left it. Not told
+//! apart yet: a copy made while one process had the region open, restored over the
+//! region's own file (same device and inode) after that process was killed: its attach
+//! table and seals are those of the region a killed process left.
 //!
 //! **The attach table** (`ATTACH_OFFSET` bytes into the header page, outside the header's
 //! checksum): `GEN`, the attach generation; `BOOT`, `DEV`, `INO`, the boot and the file
