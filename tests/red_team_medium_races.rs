@@ -563,9 +563,9 @@ fn medium_allocations_in_a_file_region_cross_processes_and_leaves() {
 }
 
 /// Medium runs freed by one thread (kept in its heap's cache, if it has one) while the
-/// main thread releases their lifetime class, then fills the blocks with the other class;
-/// the first thread then allocates those lengths again: no run is handed out twice, no
-/// byte of the other class changes; and two threads freeing the same run at once: exactly
+/// main thread releases their lifetime class, compacts, and allocates runs of the same
+/// lengths and class; the first thread then allocates those lengths again: no run is
+/// handed out twice, no byte changes; and two threads freeing the same run at once: exactly
 /// one free happens, the other is misuse. The instance ends empty and consistent.
 #[test]
 fn medium_runs_freed_by_other_threads_around_a_release_stay_apart() {
@@ -610,10 +610,12 @@ fn medium_runs_freed_by_other_threads_around_a_release_stay_apart() {
         // SAFETY: every Short allocation is dead (freed by the other thread), and no thread
         // allocates or frees in Short while this runs.
         unsafe { a.release_class(Life::Short) };
-        let longs: Vec<(usize, usize)> = (0..64)
+        // Free pages go back (a purge must leave runs another heap keeps alone).
+        let _ = a.compact();
+        let mains: Vec<(usize, usize)> = (0..64)
             .map(|i| {
                 let n = sizes[i % sizes.len()];
-                let q = a.malloc(n, Life::Long);
+                let q = a.malloc(n, Life::Short);
                 assert!(!q.is_null());
                 // SAFETY: n bytes of ours.
                 unsafe { q.write_bytes(0xa5, n) };
@@ -622,18 +624,26 @@ fn medium_runs_freed_by_other_threads_around_a_release_stay_apart() {
             .collect();
         go_tx.send(()).expect("go");
         let again = done.recv().expect("done");
-        let mut all: Vec<(usize, usize)> = longs.iter().chain(&again).copied().collect();
+        let mut all: Vec<(usize, usize)> = mains.iter().chain(&again).copied().collect();
         all.sort();
         for w in all.windows(2) {
             assert!(w[0].0 + w[0].1 <= w[1].0, "overlapping medium runs: {w:x?}");
         }
-        for &(q, n) in &longs {
-            assert_eq!(holds(q as *const u8, n, 0xa5), None, "a Long run changed");
+        for &(q, n) in &mains {
+            assert_eq!(
+                holds(q as *const u8, n, 0xa5),
+                None,
+                "a run of the main thread changed"
+            );
             // SAFETY: live, freed once.
-            unsafe { a.free(q as *mut u8, n, Life::Long) };
+            unsafe { a.free(q as *mut u8, n, Life::Short) };
         }
         for &(q, n) in &again {
-            assert_eq!(holds(q as *const u8, n, 0x5a), None, "a Short run changed");
+            assert_eq!(
+                holds(q as *const u8, n, 0x5a),
+                None,
+                "a run of the other thread changed"
+            );
         }
         // Two threads free each run at once: one free, one misuse report.
         for (q, n) in again {
