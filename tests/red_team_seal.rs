@@ -404,7 +404,6 @@ fn salvage_of_a_region_being_formatted_names_its_live_creator_alive() {
 /// fd19090: `a region left by a process that ran a subprocess (fork + exec /bin/true) with
 /// a damaged block header: opened (the state seal was not written)`.
 #[test]
-#[ignore = "RED-41: a fork+exec (or _exit) child's attach slot, never freed, keeps its parent's leave from sealing: damage at rest is opened (owner: lead)"]
 fn a_region_left_by_a_process_that_ran_a_subprocess_is_sealed() {
     use std::os::unix::fs::FileExt;
     for exec in [true, false] {
@@ -512,7 +511,6 @@ fn overwritten_after_open(
 /// the opener's allocations overwrote 20000 of the 20000 objects allocated after the
 /// backup's header was read`.
 #[test]
-#[ignore = "RED-42: a backup taken while the region was open, restored over the same file (same inode), opens and hands live objects out again (owner: lead)"]
 fn a_backup_taken_while_open_and_restored_in_place_is_refused() {
     const N: usize = 20_000;
     const SIZE: usize = 1000;
@@ -587,7 +585,6 @@ fn a_backup_taken_while_open_and_restored_in_place_is_refused() {
 /// leaving opened: the opener's allocations overwrote 20000 of the 20000 objects
 /// allocated after the header was read`.
 #[test]
-#[ignore = "RED-43: since RED-35's fix a dead lock holder excuses seals apart: a backup read during a leave opens torn (owner: lead)"]
 fn a_backup_read_while_a_process_was_leaving_is_refused() {
     const N: usize = 20_000;
     const SIZE: usize = 1000;
