@@ -512,15 +512,40 @@ fn overwritten_after_open(
 /// backup's header was read`.
 #[test]
 fn a_backup_taken_while_open_and_restored_in_place_is_refused() {
+    backup_restored_in_place("restored", false);
+}
+
+/// RED-44 (every build; owner: lead, persist/attach): RED-42 when the process that had the
+/// region open while the backup was read is killed instead of leaving. No leave bumps
+/// `GEN`, so the restored backup's seals agree; its slot names a dead process, so it is
+/// taken for a region whose process was killed, and opened. But the documentation says a
+/// killed process's live allocations stay allocated ("any process may free it"): the
+/// backup's state, read before the process allocated them, hands them out again. Wanted:
+/// a restored region whose state does not describe its blocks refused (or repaired) at
+/// open, e.g. a unit free in the state whose first page holds a block header written
+/// after the state's generation. Exact failure: `a backup taken while the region was open
+/// (its process killed), restored over its file, opened: the opener's allocations
+/// overwrote 20000 of the 20000 objects allocated after the backup's header was read`.
+#[test]
+#[ignore = "RED-44: a backup read while open, its process killed since, restored in place, opens and hands the killed process's live objects out again (owner: lead)"]
+fn a_backup_taken_while_open_restored_after_its_process_was_killed_is_refused() {
+    backup_restored_in_place("restored-killed", true);
+}
+
+/// A backup of a region file read as `cp` reads it, the header and state while a process
+/// has the region open, the blocks after that process allocated `N` more objects and
+/// left (or was `killed`); restored over the region's own file (the same inode), it is
+/// refused at open, or keeps those objects allocated.
+fn backup_restored_in_place(tag: &str, killed: bool) {
     const N: usize = 20_000;
     const SIZE: usize = 1000;
-    let p = path("restored");
+    let p = path(tag);
     isolated(120, |report| {
         SharedCohort::<Life>::create(Place::File(&p), CreateOptions::new(128 << 20))
             .expect("create")
             .leave()
             .expect("leave");
-        let words = shared_words(2);
+        let words = shared_words(3);
         let offs = shared_words(N);
         let holder = in_child_reporting(60, report, || {
             let r = open_file(&p).expect("open");
@@ -532,6 +557,12 @@ fn a_backup_taken_while_open_and_restored_in_place_is_refused() {
                 std::thread::sleep(Duration::from_millis(1));
             }
             allocate_tagged(&r, offs, SIZE);
+            if killed {
+                words[2].store(1, Relaxed);
+                loop {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
             r.leave().expect("leave");
         });
         while words[0].load(Relaxed) == 0 {
@@ -540,8 +571,13 @@ fn a_backup_taken_while_open_and_restored_in_place_is_refused() {
         // The backup reads the header and the state while the holder has the region open...
         let first = std::fs::read(&p).expect("read");
         words[1].store(1, Relaxed);
-        wait_ok(holder, report, "the holder");
-        // ...and the blocks after it allocated more and left.
+        if killed {
+            until(&words[2], 0, report, "the holder");
+            kill9(holder);
+        } else {
+            wait_ok(holder, report, "the holder");
+        }
+        // ...and the blocks after it allocated more and left (or was killed).
         let mut backup = std::fs::read(&p).expect("read");
         let blocks = u64::from_le_bytes(backup[12 * 8..13 * 8].try_into().unwrap()) as usize;
         backup[..blocks].copy_from_slice(&first[..blocks]);
@@ -558,10 +594,11 @@ fn a_backup_taken_while_open_and_restored_in_place_is_refused() {
             let Some(overwritten) = overwritten_after_open(&p, offs, SIZE) else {
                 return; // refused: fine
             };
+            let how = if killed { " (its process killed)" } else { "" };
             assert_eq!(
                 overwritten, 0,
-                "a backup taken while the region was open, restored over its file, opened: \
-                 the opener's allocations overwrote {overwritten} of the {N} objects \
+                "a backup taken while the region was open{how}, restored over its file, \
+                 opened: the opener's allocations overwrote {overwritten} of the {N} objects \
                  allocated after the backup's header was read"
             );
         });
