@@ -146,3 +146,72 @@ fn large_buffers_grown_beside_cached_mappings_keep_their_bytes_and_their_class()
     }
     assert!(a.is_empty(), "{:?}", a.stats());
 }
+
+/// The large cache at its bound hands out its nearest mapping to be trimmed or grown for a
+/// request of another length. With a small bound, hundreds of large requests of random
+/// lengths and alignments (8 bytes to 2 MiB), some zeroed, against mappings freed dirty:
+/// each comes back aligned, zeroed when asked, apart from every live one, and keeps its
+/// bytes; the instance ends empty.
+#[test]
+fn large_requests_served_by_resized_cached_mappings_are_aligned_zeroed_and_apart() {
+    use core::alloc::Layout;
+    let a = Cohort::<Life>::new();
+    a.set_retention(cohort::Retention {
+        large_cache_bytes: 24 * MIB,
+        large_cache_mappings: 6,
+        ..cohort::Retention::DEFAULT
+    });
+    let mut seed = 0xcace_u64;
+    let mut live: Vec<(usize, Layout, u8)> = Vec::new();
+    for step in 0..400 {
+        if live.len() >= 6 || (!live.is_empty() && next(&mut seed).is_multiple_of(3)) {
+            let (p, l, t) = live.swap_remove(next(&mut seed) as usize % live.len());
+            assert_eq!(
+                bad(p as *const u8, l.size(), t),
+                None,
+                "step {step}: {l:?} changed"
+            );
+            // SAFETY: live, freed once with its layout.
+            unsafe { a.dealloc(p as *mut u8, l, Life::Short) };
+            continue;
+        }
+        let n = MIB + 1 + next(&mut seed) as usize % (7 * MIB);
+        let align = [8, 4096, 64 << 10, 2 << 20][next(&mut seed) as usize % 4];
+        let l = Layout::from_size_align(n, align).unwrap();
+        let zero = next(&mut seed).is_multiple_of(2);
+        let p = if zero {
+            a.alloc_zeroed(l, Life::Short)
+        } else {
+            a.alloc(l, Life::Short)
+        };
+        assert!(!p.is_null(), "step {step}: {l:?}");
+        assert!(
+            (p as usize).is_multiple_of(align),
+            "step {step}: {l:?} at {p:p}"
+        );
+        if zero {
+            // SAFETY: n bytes of ours.
+            let bytes = unsafe { std::slice::from_raw_parts(p, n) };
+            let at = bytes.iter().position(|&b| b != 0);
+            assert_eq!(at, None, "step {step}: alloc_zeroed({l:?})");
+        }
+        for &(q, m, _) in &live {
+            assert!(
+                p as usize + n <= q || q + m.size() <= p as usize,
+                "step {step}: {l:?} at {p:p} overlaps a live one"
+            );
+        }
+        let t = (step as u8) | 1;
+        // Every byte written: the next user of its pages finds them dirty.
+        // SAFETY: n bytes of ours.
+        unsafe { p.write_bytes(0xff, n) };
+        fill(p, 0, n, t);
+        live.push((p as usize, l, t));
+    }
+    for (p, l, t) in live {
+        assert_eq!(bad(p as *const u8, l.size(), t), None);
+        // SAFETY: live, freed once with its layout.
+        unsafe { a.dealloc(p as *mut u8, l, Life::Short) };
+    }
+    assert!(a.is_empty(), "{:?}", a.stats());
+}

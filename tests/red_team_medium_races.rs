@@ -561,3 +561,116 @@ fn medium_allocations_in_a_file_region_cross_processes_and_leaves() {
     r.destroy().expect("destroy");
     assert!(v.is_ok() && empty, "{v:?}, empty: {empty}");
 }
+
+/// Medium runs freed by one thread (kept in its heap's cache, if it has one) while the
+/// main thread releases their lifetime class, compacts, and allocates runs of the same
+/// lengths and class; the first thread then allocates those lengths again: no run is
+/// handed out twice, no byte changes; and two threads freeing the same run at once: exactly
+/// one free happens, the other is misuse. The instance ends empty and consistent.
+#[test]
+fn medium_runs_freed_by_other_threads_around_a_release_stay_apart() {
+    let owned = Cohort::<Life>::new();
+    let a = &owned;
+    let sizes = [20_000, 32 * 1024, 40_000, 64 * 1024];
+    let runs: Vec<(usize, usize)> = (0..32)
+        .map(|i| {
+            let n = sizes[i % sizes.len()];
+            (a.malloc(n, Life::Short) as usize, n)
+        })
+        .collect();
+    let (go_tx, go) = std::sync::mpsc::channel::<()>();
+    let (freed_tx, freed) = std::sync::mpsc::channel::<()>();
+    let (done_tx, done) = std::sync::mpsc::channel::<Vec<(usize, usize)>>();
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            // A heap of this thread's own first.
+            let mine = a.malloc(100, Life::Long);
+            for &(p, n) in &runs {
+                // SAFETY: the main thread's runs, handed over, freed once.
+                unsafe { a.free(p as *mut u8, n, Life::Short) };
+            }
+            freed_tx.send(()).expect("freed");
+            go.recv().expect("go");
+            // The same lengths again (a cache, if any, serves them).
+            let again: Vec<(usize, usize)> = runs
+                .iter()
+                .map(|&(_, n)| {
+                    let q = a.malloc(n, Life::Short);
+                    assert!(!q.is_null());
+                    // SAFETY: n bytes of ours.
+                    unsafe { q.write_bytes(0x5a, n) };
+                    (q as usize, n)
+                })
+                .collect();
+            // SAFETY: allocated above, freed once.
+            unsafe { a.free(mine, 100, Life::Long) };
+            done_tx.send(again).expect("done");
+        });
+        freed.recv().expect("freed");
+        // SAFETY: every Short allocation is dead (freed by the other thread), and no thread
+        // allocates or frees in Short while this runs.
+        unsafe { a.release_class(Life::Short) };
+        // Free pages go back (a purge must leave runs another heap keeps alone).
+        let _ = a.compact();
+        let mains: Vec<(usize, usize)> = (0..64)
+            .map(|i| {
+                let n = sizes[i % sizes.len()];
+                let q = a.malloc(n, Life::Short);
+                assert!(!q.is_null());
+                // SAFETY: n bytes of ours.
+                unsafe { q.write_bytes(0xa5, n) };
+                (q as usize, n)
+            })
+            .collect();
+        go_tx.send(()).expect("go");
+        let again = done.recv().expect("done");
+        let mut all: Vec<(usize, usize)> = mains.iter().chain(&again).copied().collect();
+        all.sort();
+        for w in all.windows(2) {
+            assert!(w[0].0 + w[0].1 <= w[1].0, "overlapping medium runs: {w:x?}");
+        }
+        for &(q, n) in &mains {
+            assert_eq!(
+                holds(q as *const u8, n, 0xa5),
+                None,
+                "a run of the main thread changed"
+            );
+            // SAFETY: live, freed once.
+            unsafe { a.free(q as *mut u8, n, Life::Short) };
+        }
+        for &(q, n) in &again {
+            assert_eq!(
+                holds(q as *const u8, n, 0x5a),
+                None,
+                "a run of the other thread changed"
+            );
+        }
+        // Two threads free each run at once: one free, one misuse report.
+        for (q, n) in again {
+            let outcomes: Vec<bool> = std::thread::scope(|s2| {
+                let racers: Vec<_> = (0..2)
+                    .map(|_| {
+                        s2.spawn(move || {
+                            // SAFETY (of the call): at most one of the two frees is right;
+                            // the other is misuse, reported without a change.
+                            unsafe { a.try_free(q as *mut u8, n, Life::Short) }.is_ok()
+                        })
+                    })
+                    .collect();
+                racers
+                    .into_iter()
+                    .map(|r| r.join().expect("a racer"))
+                    .collect()
+            });
+            let freed = outcomes.iter().filter(|&&ok| ok).count();
+            assert_eq!(
+                freed, 1,
+                "a {n}-byte run freed by two threads at once: {outcomes:?}"
+            );
+        }
+    });
+    // SAFETY: no other thread uses the instance.
+    let v = unsafe { a.verify() };
+    assert!(v.is_ok(), "{v:?}");
+    assert!(a.is_empty(), "{:?}", a.stats());
+}

@@ -421,60 +421,73 @@ fn salvage_of_a_region_being_formatted_names_its_live_creator_alive() {
 #[test]
 fn a_region_left_by_a_process_that_ran_a_subprocess_is_sealed() {
     let _serial = serial();
-    use std::os::unix::fs::FileExt;
     for exec in [true, false] {
         let p = path(if exec { "forkexec" } else { "forkexit" });
-        let r = SharedCohort::<Life>::create(Place::File(&p), CreateOptions::new(32 << 20))
-            .expect("create");
-        let q = r.malloc(200, Life::Short);
-        assert!(!q.is_null());
-        let header = r.offset_of(q).expect("in the region").get() & !((2 << 20) - 1);
-        // SAFETY: the child execs a program at once (or ends): it touches nothing.
-        let child = unsafe { libc::fork() };
-        assert!(child >= 0);
-        if child == 0 {
-            if exec {
-                let argv = [c"/bin/true".as_ptr(), core::ptr::null()];
-                // SAFETY: a NUL-terminated path and argument list.
-                unsafe { libc::execv(c"/bin/true".as_ptr(), argv.as_ptr()) };
-            }
-            // SAFETY: _exit has no preconditions.
-            unsafe { libc::_exit(0) };
-        }
-        assert_eq!(wait(child), Ok(0));
-        r.leave().expect("leave");
-        // One byte of the live block's header (its list links) damaged at rest.
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&p)
-            .expect("the file");
-        let mut b = [0u8];
-        file.read_exact_at(&mut b, header + 40).expect("read");
-        file.write_all_at(&[b[0] ^ 0x40], header + 40)
-            .expect("damage");
-        drop(file);
-        // Opened in a child: a damaged state may send the opener anywhere.
-        let report = Report::new();
-        let opener = in_child(20, || match open_file(&p) {
-            Err(RegionError::StateDamaged { .. }) => {}
-            Err(e) => report.fail(&format!("refused otherwise: {e}")),
-            Ok(_) => report.fail("opened"),
+        // In a driver process of its own: a fork by another test of this binary while the
+        // region is open would give that test's child a slot in it too (a live process:
+        // the region rightly stays unsealed while it runs).
+        isolated(60, |report| {
+            subprocess_then_leave_then_damage(&p, exec, report)
         });
-        let ended = wait(opener);
         let _ = std::fs::remove_file(&p);
+    }
+}
+
+/// [`a_region_left_by_a_process_that_ran_a_subprocess_is_sealed`] for one way of running a
+/// subprocess (`exec`, or `_exit`), in the calling (driver) process.
+fn subprocess_then_leave_then_damage(p: &Path, exec: bool, report: &Report) {
+    use std::os::unix::fs::FileExt;
+    let r =
+        SharedCohort::<Life>::create(Place::File(p), CreateOptions::new(32 << 20)).expect("create");
+    let q = r.malloc(200, Life::Short);
+    assert!(!q.is_null());
+    let header = r.offset_of(q).expect("in the region").get() & !((2 << 20) - 1);
+    // SAFETY: the child execs a program at once (or ends): it touches nothing.
+    let child = unsafe { libc::fork() };
+    assert!(child >= 0);
+    if child == 0 {
+        if exec {
+            let argv = [c"/bin/true".as_ptr(), core::ptr::null()];
+            // SAFETY: a NUL-terminated path and argument list.
+            unsafe { libc::execv(c"/bin/true".as_ptr(), argv.as_ptr()) };
+        }
+        // SAFETY: _exit has no preconditions.
+        unsafe { libc::_exit(0) };
+    }
+    if wait(child) != Ok(0) {
+        report.fail("the subprocess failed");
+    }
+    r.leave().expect("leave");
+    // One byte of the live block's header (its list links) damaged at rest.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(p)
+        .expect("the file");
+    let mut b = [0u8];
+    file.read_exact_at(&mut b, header + 40).expect("read");
+    file.write_all_at(&[b[0] ^ 0x40], header + 40)
+        .expect("damage");
+    drop(file);
+    // Opened in a child: a damaged state may send the opener anywhere.
+    let opened = Report::new();
+    let opener = in_child(20, || match open_file(p) {
+        Err(RegionError::StateDamaged { .. }) => {}
+        Err(e) => opened.fail(&format!("refused otherwise: {e}")),
+        Ok(_) => opened.fail("opened"),
+    });
+    let ended = wait(opener);
+    if ended != Ok(0) {
         let how = if exec {
             "fork + exec /bin/true"
         } else {
             "fork + _exit"
         };
-        assert_eq!(
-            ended,
-            Ok(0),
+        report.fail(&format!(
             "a region left by a process that ran a subprocess ({how}) with a damaged block \
-             header: {} (the state seal was not written)",
-            report.message()
-        );
+             header: {} ({ended:?}: the state seal was not written)",
+            opened.message()
+        ));
     }
 }
 
@@ -529,15 +542,41 @@ fn overwritten_after_open(
 #[test]
 fn a_backup_taken_while_open_and_restored_in_place_is_refused() {
     let _serial = serial();
+    backup_restored_in_place("restored", false);
+}
+
+/// RED-44 (every build; owner: lead, persist/attach): RED-42 when the process that had the
+/// region open while the backup was read is killed instead of leaving. No leave bumps
+/// `GEN`, so the restored backup's seals agree; its slot names a dead process, so it is
+/// taken for a region whose process was killed, and opened. But the documentation says a
+/// killed process's live allocations stay allocated ("any process may free it"): the
+/// backup's state, read before the process allocated them, hands them out again. Wanted:
+/// a restored region whose state does not describe its blocks refused (or repaired) at
+/// open, e.g. a unit free in the state whose first page holds a block header written
+/// after the state's generation. Exact failure: `a backup taken while the region was open
+/// (its process killed), restored over its file, opened: the opener's allocations
+/// overwrote 20000 of the 20000 objects allocated after the backup's header was read`.
+#[test]
+#[ignore = "RED-44: a backup read while open, its process killed since, restored in place, opens and hands the killed process's live objects out again (owner: lead)"]
+fn a_backup_taken_while_open_restored_after_its_process_was_killed_is_refused() {
+    let _serial = serial();
+    backup_restored_in_place("restored-killed", true);
+}
+
+/// A backup of a region file read as `cp` reads it, the header and state while a process
+/// has the region open, the blocks after that process allocated `N` more objects and
+/// left (or was `killed`); restored over the region's own file (the same inode), it is
+/// refused at open, or keeps those objects allocated.
+fn backup_restored_in_place(tag: &str, killed: bool) {
     const N: usize = 20_000;
     const SIZE: usize = 1000;
-    let p = path("restored");
+    let p = path(tag);
     isolated(120, |report| {
         SharedCohort::<Life>::create(Place::File(&p), CreateOptions::new(128 << 20))
             .expect("create")
             .leave()
             .expect("leave");
-        let words = shared_words(2);
+        let words = shared_words(3);
         let offs = shared_words(N);
         let holder = in_child_reporting(60, report, || {
             let r = open_file(&p).expect("open");
@@ -549,6 +588,12 @@ fn a_backup_taken_while_open_and_restored_in_place_is_refused() {
                 std::thread::sleep(Duration::from_millis(1));
             }
             allocate_tagged(&r, offs, SIZE);
+            if killed {
+                words[2].store(1, Relaxed);
+                loop {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
             r.leave().expect("leave");
         });
         while words[0].load(Relaxed) == 0 {
@@ -557,8 +602,13 @@ fn a_backup_taken_while_open_and_restored_in_place_is_refused() {
         // The backup reads the header and the state while the holder has the region open...
         let first = std::fs::read(&p).expect("read");
         words[1].store(1, Relaxed);
-        wait_ok(holder, report, "the holder");
-        // ...and the blocks after it allocated more and left.
+        if killed {
+            until(&words[2], 0, report, "the holder");
+            kill9(holder);
+        } else {
+            wait_ok(holder, report, "the holder");
+        }
+        // ...and the blocks after it allocated more and left (or was killed).
         let mut backup = std::fs::read(&p).expect("read");
         let blocks = u64::from_le_bytes(backup[12 * 8..13 * 8].try_into().unwrap()) as usize;
         backup[..blocks].copy_from_slice(&first[..blocks]);
@@ -575,10 +625,11 @@ fn a_backup_taken_while_open_and_restored_in_place_is_refused() {
             let Some(overwritten) = overwritten_after_open(&p, offs, SIZE) else {
                 return; // refused: fine
             };
+            let how = if killed { " (its process killed)" } else { "" };
             assert_eq!(
                 overwritten, 0,
-                "a backup taken while the region was open, restored over its file, opened: \
-                 the opener's allocations overwrote {overwritten} of the {N} objects \
+                "a backup taken while the region was open{how}, restored over its file, \
+                 opened: the opener's allocations overwrote {overwritten} of the {N} objects \
                  allocated after the backup's header was read"
             );
         });
