@@ -18,30 +18,11 @@ const CAP: usize = 64 << 20;
 const FORKS: usize = 100;
 const CHILD_SECS: u32 = 5;
 
-/// `len` bytes of private anonymous memory aligned to 2 MiB (never unmapped: the test's).
-fn private_memory(len: usize) -> *mut u8 {
-    let align = 2 << 20;
-    // SAFETY: a fresh private mapping, no preconditions.
-    let p = unsafe {
-        libc::mmap(
-            core::ptr::null_mut(),
-            len + align,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    assert_ne!(p, libc::MAP_FAILED);
-    ((p as usize).next_multiple_of(align)) as *mut u8
-}
-
 /// Forks `FORKS` children while another thread takes `a`'s pool lock over and over
 /// (`compact` walks the pool under it); each child allocates (its thread's first
 /// allocation in the instance registers a heap under the lock) and frees. Returns how the
 /// first child that failed ended, if one did.
 fn fork_while_the_lock_is_taken(a: &Cohort<Life>) -> Option<(usize, Ended, String)> {
-    let report = Report::new();
     // Blocks for `compact` to walk, of several classes and both lifetime classes.
     let kept: Vec<_> = (0..400)
         .map(|i| {
@@ -59,22 +40,19 @@ fn fork_while_the_lock_is_taken(a: &Cohort<Life>) -> Option<(usize, Ended, Strin
                 let _ = a.compact();
             }
         });
-        let mut failed = None;
-        for round in 0..FORKS {
-            let child = in_child_reporting(CHILD_SECS, &report, || {
+        let failed = first_failed_fork(
+            FORKS,
+            CHILD_SECS,
+            |_| {},
+            || {
                 for size in [24, 100, 3000, 40_000] {
                     let p = a.malloc(size, Life::Short);
                     assert!(!p.is_null(), "malloc({size}) in the child");
                     // SAFETY: allocated above, freed once with its size and class.
                     unsafe { a.free(p, size, Life::Short) };
                 }
-            });
-            let ended = wait(child);
-            if ended != Ok(0) {
-                failed = Some((round, ended, report.message()));
-                break;
-            }
-        }
+            },
+        );
         stop.store(true, Relaxed);
         failed
     });
@@ -116,7 +94,7 @@ fn a_fork_child_of_a_private_fixed_region_never_inherits_its_lock_held() {
 #[ignore = "RED-34: a fork child of a process with a format_in region in private memory inherits the pool lock held by a parent thread and hangs (owner: fallback/placement, with remote/fork.rs)"]
 fn a_fork_child_of_a_region_in_private_caller_memory_never_inherits_its_lock_held() {
     let f = Cohort::<Life>::footprint(CAP).expect("footprint");
-    let mem = private_memory(f.bytes);
+    let mem = aligned_anonymous(f.bytes, f.align, false);
     // SAFETY: fresh memory of `f.bytes`, aligned, this region's for the rest of the process.
     let a = unsafe { Cohort::<Life>::format_in(mem, f.bytes, &RegionOptions::new(CAP)) }
         .expect("format_in");
@@ -126,4 +104,86 @@ fn a_fork_child_of_a_region_in_private_caller_memory_never_inherits_its_lock_hel
         failed, None,
         "(round, how the child ended: Err(14) is SIGALRM, a hang)"
     );
+}
+
+/// Set in the processes [`fork_handlers_register_once_while_threads_fork`] runs itself in.
+const REGISTER_RUN: &str = "COHORT_RED_REGISTER_RUN";
+/// Fresh processes that race the registration.
+const REGISTER_RUNS: usize = 30;
+
+/// The fork handlers are registered by the first instance a process creates. In a fresh
+/// process (this test binary run again, so nothing is registered yet), two threads create
+/// their first instances while a third forks at once, three times; each child creates an
+/// instance of its own, allocates, and forks a grandchild that does the same (the
+/// handlers must be registered in the child, by its parent's registration or its own).
+/// Every process must finish within its alarm: a registration that the child waits for
+/// and nobody finishes hangs it.
+#[test]
+fn fork_handlers_register_once_while_threads_fork() {
+    if std::env::var_os(REGISTER_RUN).is_some() {
+        race_the_registration();
+        return;
+    }
+    let exe = std::env::current_exe().expect("the test binary");
+    for run in 0..REGISTER_RUNS {
+        let mut child = std::process::Command::new(&exe)
+            .args([
+                "--exact",
+                "fork_handlers_register_once_while_threads_fork",
+                "--test-threads=1",
+                "--nocapture",
+            ])
+            .env(REGISTER_RUN, "1")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("run the test binary");
+        let mut waited = 0;
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                break status;
+            }
+            waited += 1;
+            if waited > 30_000 {
+                let _ = child.kill();
+                panic!("run {run}: the racing process hung for 30 s");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        };
+        assert!(
+            status.success(),
+            "run {run}: the racing process failed: {status}"
+        );
+    }
+}
+
+/// An instance made, used and dropped: the registration's first caller in a process.
+fn use_an_instance() {
+    let a = Cohort::<Life>::new();
+    let p = a.malloc(64, Life::Short);
+    assert!(!p.is_null());
+    // SAFETY: allocated above, freed once.
+    unsafe { a.free(p, 64, Life::Short) };
+}
+
+fn race_the_registration() {
+    let start = std::sync::Barrier::new(3);
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                start.wait();
+                use_an_instance();
+            });
+        }
+        s.spawn(|| {
+            start.wait();
+            for _ in 0..3 {
+                let child = in_child(CHILD_SECS, || {
+                    use_an_instance();
+                    let grandchild = in_child(CHILD_SECS, use_an_instance);
+                    assert_eq!(wait(grandchild), Ok(0), "the grandchild");
+                });
+                assert_eq!(wait(child), Ok(0), "a child forked during the registration");
+            }
+        });
+    });
 }
