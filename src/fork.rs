@@ -188,8 +188,10 @@ unsafe extern "C" fn parent() {
 }
 
 /// The `child` handler: revives heaps of private pools whose thread was exiting at the fork
-/// (no thread of the child will finish their exit), makes the calling thread forget its
-/// heaps of shared pools (the parent's), then releases the locks [`prepare`] kept.
+/// (no thread of the child will finish their exit) and clears their batches' `busy` (no
+/// thread of the child is in one: `RemoteBatch::forget_holder_in_fork_child`), makes the
+/// calling thread forget its heaps of shared pools (the parent's), then releases the locks
+/// [`prepare`] kept.
 ///
 /// # Safety
 /// Called only by `fork()` in the child, after [`prepare`] in the parent, while the
@@ -208,6 +210,10 @@ unsafe extern "C" fn child() {
             unsafe { pool.after_fork_in_child() };
         } else {
             heap_handover::after_fork_in_child(pool);
+            for heap in registered(pool) {
+                // SAFETY: as in `prepare`: the registered heaps are mapped.
+                unsafe { (*heap).remote.forget_holder_in_fork_child() };
+            }
         }
     });
     // SAFETY: see unlock_all.

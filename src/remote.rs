@@ -341,6 +341,15 @@ impl RemoteBatch {
         self.wait_out();
     }
 
+    /// In a fork child, on its only thread, before [`RemoteBatch::unhold_after_fork`]:
+    /// clears `busy`. A holder of the parent may have been between its two stores to `busy`
+    /// when the process was copied (kept out of the entries by [`RemoteBatch::hold_for_fork`]:
+    /// it had seen `wants` or was about to), and no thread of the child will store its 0: a
+    /// flush would wait for it for ever. The child's own thread is in no batch's call.
+    pub(crate) fn forget_holder_in_fork_child(&self) {
+        self.busy.store(0, Ordering::Relaxed);
+    }
+
     /// After a fork, in the parent and the child: gives the batch back if the prepare
     /// handler took it (a heap registered meanwhile was not taken, and is left alone).
     pub(crate) fn unhold_after_fork(&self) {

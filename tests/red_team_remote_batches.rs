@@ -283,7 +283,6 @@ fn threads_exiting_with_pending_frees_race_flushers() {
 /// Exact failure on remote 13cb98e: `Some((832, Err(14), ""))` (fork 832 died of SIGALRM;
 /// fork 1812 in another run).
 #[test]
-#[ignore = "RED-40 (remote's branch): a fork child inherits busy = 1 of another thread's remote-free batch and hangs in its first flush (owner: remote)"]
 fn forks_amid_tight_remote_frees_never_leave_a_batch_busy_in_the_child() {
     let owned = Cohort::<Life>::new();
     let a = &owned;
