@@ -69,6 +69,7 @@ const GROUPS: &[Group] = &[
                `std::sync::mpsc::sync_channel(1024)`; 10 million objects. Per object: wall \
                time, and the thread CPU time of both threads (hand-over and waiting \
                included), then of each.",
+        timeline: false,
     },
     Group {
         name: "linked-list",
@@ -98,6 +99,7 @@ const GROUPS: &[Group] = &[
         what: "A Vec<u8> grown from empty to 64 MiB by one-byte `push`es or 4 KiB \
                `extend_from_slice`s (`Vec`'s own doubling decides the reallocs), then dropped; \
                4 rounds. Thread CPU time per round (copies and page faults included).",
+        timeline: false,
     },
     Group {
         name: "large-pairs",
