@@ -118,8 +118,12 @@ fn a_private_instance_locks_little_in_a_process_that_locks_its_memory() {
 fn zeroing_forms_read_zero_in_a_process_that_locks_its_memory() {
     in_locked_child(|report| {
         let mut failures = Vec::new();
-        let a = Cohort::<Life>::with_options(&RegionOptions::new(32 * MIB)).expect("fixed");
-        for n in [24usize, 1000, 16_000, 40_000, 300_000, 3 * MIB] {
+        let fixed = Cohort::<Life>::with_options(&RegionOptions::new(32 * MIB)).expect("fixed");
+        let shared = Cohort::<Life>::shared_anonymous(32 * MIB).expect("shared");
+        for (a, what, n) in [24usize, 1000, 16_000, 40_000, 300_000, 3 * MIB]
+            .into_iter()
+            .flat_map(|n| [(&fixed, "fixed", n), (&shared, "shared", n)])
+        {
             let ps: Vec<_> = (0..16).map(|_| a.malloc(n, Life::Long)).collect();
             for &p in &ps {
                 if p.is_null() {
@@ -141,7 +145,7 @@ fn zeroing_forms_read_zero_in_a_process_that_locks_its_memory() {
                 // SAFETY: allocated above, freed once.
                 unsafe { a.free(q, n, Life::Long) };
                 if let Some(at) = bad {
-                    failures.push(format!("fixed: calloc({n}) #{i} after compact: byte {at}"));
+                    failures.push(format!("{what}: calloc({n}) #{i} after compact: byte {at}"));
                     break;
                 }
             }
