@@ -326,8 +326,13 @@ impl Instance {
         if !pool.region.falls_back() {
             return ptr::null_mut();
         }
-        // Fresh mappings read zero, and a slot's alignment is at most a page.
-        crate::large::allocate::<ZERO>(&pool.large, len, os::MIN_PAGE, life, crate::decay::now())
+        // Fresh mappings read zero, and a slot's alignment is at most a page. The entry keeps
+        // the class: the slot's frees must name it.
+        let request = crate::large::Request {
+            class: Some(class),
+            life,
+        };
+        crate::large::allocate::<ZERO>(&pool.large, len, os::MIN_PAGE, request, crate::decay::now())
     }
 
     /// A large allocation: its own mapping (a cached one of a similar length, else a fresh
@@ -360,7 +365,8 @@ impl Instance {
         }
         // One clock read serves the cache and the empty blocks.
         let now = crate::decay::now();
-        let p = crate::large::allocate::<ZERO>(&pool.large, len, align.max(os::MIN_PAGE), life, now);
+        let request = crate::large::Request::large(life);
+        let p = crate::large::allocate::<ZERO>(&pool.large, len, align.max(os::MIN_PAGE), request, now);
         // A slow path: empty blocks unused for the delay go back (see `pool`'s `empty`).
         pool.decay_if_due(now);
         p

@@ -32,7 +32,10 @@ pub struct Allocation {
     /// `L::COUNT` up, the allocator's own hidden classes (`L::COUNT` is the one
     /// `GlobalAlloc` allocates in).
     pub life: usize,
-    /// True for a large allocation (a mapping of its own).
+    /// True for a large allocation (a mapping of its own, or a run of a region's units);
+    /// false for a small one, also when a full region served it from a mapping of its own
+    /// ([`RegionOptions::fallback`](crate::RegionOptions::fallback)): its frees name its
+    /// size class.
     pub large: bool,
 }
 
@@ -86,16 +89,20 @@ impl Instance {
     }
 
     /// The large allocation starting at `p` (outside the region), from the large table
-    /// under its lock.
+    /// under its lock; a small request a full region served from a mapping of its own is
+    /// small (its class's stride), as its frees are.
     #[cold]
     #[inline(never)]
     fn large_at(&self, p: *mut u8) -> Option<Allocation> {
         let pool = self.pool_if_any()?;
-        let (usable, life) = pool.large.lock().get(p as usize)?;
+        let found = pool.large.lock().get(p as usize)?;
         Some(Allocation {
-            usable,
-            life,
-            large: true,
+            usable: found
+                .request
+                .class
+                .map_or(found.len, |class| CLASSES[class].stride as usize),
+            life: found.request.life,
+            large: found.request.class.is_none(),
         })
     }
 

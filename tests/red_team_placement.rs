@@ -93,7 +93,6 @@ fn recalloc_of_a_fallback_slot_reads_zero_past_its_old_size() {
 /// build; a small request served by a fallback mapping must be checked as strictly, not
 /// accepted because the other class's stride rounds to the same page.
 #[test]
-#[ignore = "RED-23: a fallback slot freed with the size of another size class (same page count) is freed silently, not reported"]
 fn a_fallback_slot_freed_with_another_classs_size_is_misuse() {
     let (a, run) = full_fallback(2);
     let p = a.malloc(100, Life::Short);

@@ -1,9 +1,11 @@
 //! Large frees: the large table checked (every build: a hash look-up beside a system call),
-//! then the mapping cached or unmapped.
+//! then the mapping cached or unmapped. The small requests a full region served from
+//! mappings of their own (`RegionOptions::fallback`) are freed here too, checked against the
+//! size class their entry keeps.
 
 use crate::class::{class_of, CLASSES};
 use crate::instance::Instance;
-use crate::large::{unmap_evicted, LargeTable};
+use crate::large::{unmap_evicted, LargeTable, Mapping, Request};
 use crate::misuse::{report, Misuse, Problem};
 use crate::os;
 
@@ -29,8 +31,8 @@ impl Instance {
     }
 
     /// Frees the large allocation at `p` if the large table holds it with this length and
-    /// lifetime class; else returns what is wrong, having changed nothing. No lock is held
-    /// on return (reporting may allocate).
+    /// lifetime class (a large request's); else returns what is wrong, having changed
+    /// nothing. No lock is held on return (reporting may allocate).
     ///
     /// # Safety
     /// As [`Instance::free_large`], with `p` not null.
@@ -49,17 +51,37 @@ impl Instance {
             return unsafe { pool.free_run(p, size, life) }
                 .map_err(|problem| self.misuse(p, size, life, problem));
         }
+        // SAFETY: forwarded contract.
+        unsafe { self.free_mapping_checked(p, size, Request::large(life)) }
+            .map_err(|problem| self.misuse(p, size, life, problem))
+    }
+
+    /// Frees the mapping at `p` (outside the region) if the large table holds it made for
+    /// `request` with a length `size` rounds to; else returns what is wrong, having changed
+    /// nothing. No lock is held on return.
+    ///
+    /// # Safety
+    /// If the large table holds a mapping at `p`, it is the caller's to free.
+    unsafe fn free_mapping_checked(
+        &self,
+        p: *mut u8,
+        size: usize,
+        request: Request,
+    ) -> Result<(), Problem> {
+        let Some(pool) = self.pool_if_any() else {
+            return Err(Problem::Foreign);
+        };
         // One clock read (before the lock) serves the cache and the empty blocks.
         let now = crate::decay::now();
         let mut large = pool.large.lock();
-        let found = large_match(&large, p, size, life);
-        let evicted = found.map(|mapped| {
+        let found = large_match(&large, p, size, request);
+        let evicted = found.map(|m| {
             large.remove(p as usize);
             // Cached, not unmapped: the caller gives the mapping up.
-            large.cache_freed(p as usize, mapped, now)
+            large.cache_freed(p as usize, m.mapped, now)
         });
         drop(large);
-        let evicted = evicted.map_err(|problem| self.misuse(p, size, life, problem))?;
+        let evicted = evicted?;
         // SAFETY: what the cache gave up (or would not keep): mappings of no allocation.
         unsafe { unmap_evicted(&evicted) };
         // A slow path: empty blocks unused for the delay go back (see `pool`'s `empty`).
@@ -84,30 +106,46 @@ impl Instance {
             return false;
         }
         let stride = CLASSES[class].stride as usize;
+        let request = Request {
+            class: Some(class),
+            life,
+        };
         // SAFETY: a live mapping of the large table (checked again under its lock), the
-        // caller's to free; its length is what the class's stride rounds to.
-        if let Err(m) = unsafe { self.free_large_checked(p, stride, life) } {
-            report::<ABORT>(Misuse { size, ..m });
+        // caller's to free if it was made for this request.
+        if let Err(problem) = unsafe { self.free_mapping_checked(p, stride, request) } {
+            report::<ABORT>(self.misuse(p, size, life, problem));
         }
         true
     }
 }
 
-/// The mapped length of the live large allocation at `p` when `size` rounds to its length
-/// and `life` is its lifetime class; else what is wrong (a cached address was freed
-/// already: a double free).
+/// The live large allocation at `p` when it was made for `request` and `size` rounds to its
+/// length; else what is wrong (a cached address was freed already: a double free).
 pub(crate) fn large_match(
     large: &LargeTable,
     p: *mut u8,
     size: usize,
-    life: usize,
-) -> Result<usize, Problem> {
+    request: Request,
+) -> Result<Mapping, Problem> {
     match large.get(p as usize) {
-        Some((len, l)) if Some(len) == os::page_round(size) && l == life => {
-            Ok(large.mapped(p as usize).unwrap_or(len))
-        }
-        Some((len, l)) => Err(Problem::LargeMismatch { mapped: len, life: l }),
+        Some(m) if m.request == request && Some(m.len) == os::page_round(size) => Ok(m),
+        Some(m) => Err(mismatch(m)),
         None if large.is_cached(p as usize) => Err(Problem::DoubleFree),
         None => Err(Problem::NotLarge),
+    }
+}
+
+/// What is wrong with a call that names another request than the one `m` was made for.
+pub(crate) fn mismatch(m: Mapping) -> Problem {
+    match m.request.class {
+        Some(class) => Problem::FallbackMismatch {
+            class,
+            stride: CLASSES[class].stride as usize,
+            life: m.request.life,
+        },
+        None => Problem::LargeMismatch {
+            mapped: m.len,
+            life: m.request.life,
+        },
     }
 }
