@@ -491,7 +491,7 @@ mod tests {
             len: i * 4096,
             mapped: i * 4096,
             request: Request {
-                class: (i % 5 == 0).then_some(i % 7),
+                class: i.is_multiple_of(5).then_some(i % 7),
                 life: i % 3,
             },
         };
