@@ -168,6 +168,7 @@ fn a_fallback_slot_freed_or_resized_as_another_class_is_reported_and_left_live()
         found.usable >= 100 && found.usable < 4096,
         "its class's stride: {found:?}"
     );
+    assert_eq!(a.block_of(p, 100), None, "a mapping of its own: no block");
     let slot = found.usable;
     // Other size classes (16, 200, 3000, 4096: the same page count as the slot's mapping
     // with 4 KiB pages), a large size of the mapping's length with 64 KiB pages, and the
