@@ -172,6 +172,24 @@ impl<L: Lifetime> Cohort<L> {
         unsafe { Self::place(&g, mem, &options, CALLER_MEMORY, false, leave_in_place) }
     }
 
+    /// The options this allocator's region was made with, as its state records them (for
+    /// a region another process made or formatted, its maker's), with the region's
+    /// capacity in whole units; `None` for a region made without options ([`Cohort::new`],
+    /// [`Cohort::with_reservation`], [`Cohort::shared_anonymous`]...).
+    ///
+    /// ```
+    /// use cohort::{Cohort, RegionOptions};
+    /// let options = RegionOptions::new(8 << 20).fallback(true);
+    /// let a = Cohort::<()>::with_options(&options).expect("a fixed region");
+    /// assert_eq!(a.region_options(), Some(options));
+    /// assert_eq!(Cohort::<()>::with_reservation(8 << 20).region_options(), None);
+    /// ```
+    pub fn region_options(&self) -> Option<RegionOptions> {
+        let pool = self.core.pool_if_any()?;
+        let words = pool.lock_uncounted().region.options;
+        RegionOptions::recorded(pool.region.len(), words)
+    }
+
     fn geometry(options: &RegionOptions) -> Result<Geometry, PlacementError> {
         Geometry::new(options.capacity(), Self::INSIDE_COUNT).ok_or(PlacementError::Capacity {
             asked: options.capacity(),
