@@ -10,13 +10,16 @@
 //!   the current block of (class, life) with no lock and no atomic read-modify-write.
 //! - tiny classes (1- and 2-byte slots): the calling thread's heap's tiny blocks, under the
 //!   pool's lock; threads without a heap: the pool's blocks, under its lock.
+//! - a medium request (above 16 KiB up to 1 MiB, aligned to at most a page): a run of
+//!   granules in a medium block of its lifetime class, under the pool's lock (see
+//!   `medium`); the size given back at free finds the run.
 //! - otherwise a large allocation: its own page-rounded mapping, no header, taken from the
 //!   cache of freed large mappings when one fits (see `large`'s cache), else mapped. The
 //!   size given back at free says it is large.
 
 #[cfg(doc)]
 use crate::class::Lookup;
-use crate::class::{class_of, geometry_unchecked, HeadIndex, CLASSES};
+use crate::class::{class_of, geometry_unchecked, medium_granules, HeadIndex, CLASSES};
 use crate::counters::Counter;
 use crate::heap;
 use crate::instance::{Instance, CHECKED};
@@ -173,46 +176,28 @@ impl Instance {
     ) -> *mut u8 {
         match class_of(size, align) {
             Some(class) => self.alloc_class::<ZERO, R>(route, class, life),
-            None => match self.alloc_large::<ZERO>(size, align, life) {
-                p if p.is_null() => self.alloc_run_after_compacting::<ZERO, R>(route, size, align, life),
-                p => p,
-            },
+            None => self.alloc_large::<ZERO, R>(route, size, align, life),
         }
     }
 
-    /// A large request a region could not serve from its units: the caller's heaps (the
-    /// route's, and the calling thread's own) may keep empty blocks on units it needs.
-    /// Given back (as out of memory does for a small request: see `Heap::alloc_slow`),
-    /// once more; null when they held none.
-    #[cold]
-    #[inline(never)]
-    fn alloc_run_after_compacting<const ZERO: bool, R: Route>(
-        &self,
-        route: R,
-        size: usize,
-        align: usize,
-        life: usize,
-    ) -> *mut u8 {
-        let Some(pool) = self.pool().filter(|pool| pool.region.serves_large()) else {
-            return ptr::null_mut();
-        };
+    /// Before a medium or large request finds the region full: gives back every empty
+    /// block the caller may, as the small slow path does: the route's heap's, the calling
+    /// thread's own heap's, the pool's, the kept ones (`heap::compact`), the empty medium
+    /// block each lifetime class keeps, and (in a shared instance) dead processes' heaps'
+    /// blocks. Returns how many blocks.
+    fn make_room<R: Route>(&self, route: R, pool: &crate::pool::Pool) -> usize {
         let instance = self.instance.load(Ordering::Relaxed);
         let mut st = pool.lock();
         let mut freed = route
             .with_heap(instance, |heap| Some(heap.give_back_empty(&mut st)))
             .unwrap_or(0);
-        let own = per_thread::find_own(instance);
-        if !own.is_null() {
-            // SAFETY: the calling thread's own heap: it is its owner, and no reference to
-            // its heads is alive (the thread is inside this allocation, outside the heap's
-            // paths).
-            freed += unsafe { (*own).give_back_empty(&mut st) };
-        }
+        // SAFETY: `find_own` gives null or the calling thread's own heap: it is its owner,
+        // and no reference to its heads is alive (the thread is inside this allocation,
+        // outside the heap's paths; the route's heap's reference above has ended).
+        let own = unsafe { per_thread::find_own(instance).as_ref() };
+        freed += heap::compact(own, pool, &mut st) + pool.compact_medium(&mut st);
         drop(st);
-        if freed == 0 {
-            return ptr::null_mut();
-        }
-        self.alloc_large::<ZERO>(size, align, life)
+        freed + crate::heap_handover::reap_dead(pool)
     }
 
     /// The fast path: the route's heap's current block of (class, life) has a free slot.
@@ -328,20 +313,25 @@ impl Instance {
         }
         // Fresh mappings read zero, and a slot's alignment is at most a page. The entry keeps
         // the class: the slot's frees must name it.
-        let request = crate::large::Request {
-            class: Some(class),
-            life,
-        };
+        let request = crate::large::Request::small(class, life);
         crate::large::allocate::<ZERO>(&pool.large, len, os::MIN_PAGE, request, crate::decay::now())
     }
 
-    /// A large allocation: its own mapping (a cached one of a similar length, else a fresh
-    /// one), recorded in the pool's large table with its lifetime class. With `ZERO` it
-    /// reads zero. Null when the OS refuses.
+    /// A medium or large allocation. A medium request (see `medium`) is a run of granules
+    /// in a medium block, in every region. A large one, in a region that serves large
+    /// allocations (shared, file, fixed capacity), is a run of the region's units: a mapping
+    /// of this process's own would be invisible to the others, or uncounted; elsewhere, its
+    /// own mapping (a cached one of a similar length, else a fresh one), recorded in the
+    /// pool's large table with its lifetime class. A request the region cannot serve first
+    /// gives back the empty blocks the caller may ([`Instance::make_room`], as out of memory
+    /// does for a small request: see `Heap::alloc_slow`) and tries once more; then what a
+    /// full region does: a mapping of its own where the region maps (private, or falls
+    /// back), null otherwise. With `ZERO` it reads zero. Null when the OS refuses.
     #[cold]
     #[inline(never)]
-    pub(crate) fn alloc_large<const ZERO: bool>(
+    pub(crate) fn alloc_large<const ZERO: bool, R: Route>(
         &self,
+        route: R,
         size: usize,
         align: usize,
         life: usize,
@@ -353,22 +343,43 @@ impl Instance {
         let (Some(len), Some(pool)) = (os::page_round(size), self.pool()) else {
             return ptr::null_mut();
         };
-        // A region that serves large allocations (shared, file, fixed capacity) carves them
-        // from its own units: a mapping of this process's own would be invisible to the
-        // others, or uncounted.
-        if pool.region.serves_large() {
-            let p = pool.alloc_run::<ZERO>(len, align.max(os::MIN_PAGE), life);
-            if !p.is_null() || !pool.region.falls_back() {
-                return p;
-            }
-            // A full region that falls back: a mapping of its own, below.
+        let medium = medium_granules(size, align);
+        let serves_large = pool.region.serves_large();
+        let from_region = || match medium {
+            Some(granules) => pool.medium_alloc::<ZERO>(granules, align, life),
+            None if serves_large => pool.alloc_run::<ZERO>(len, align.max(os::MIN_PAGE), life),
+            None => ptr::null_mut(),
+        };
+        let mut p = from_region();
+        if p.is_null() && serves_large && self.make_room(route, pool) > 0 {
+            p = from_region();
         }
-        // One clock read serves the cache and the empty blocks.
+        if !p.is_null() || (serves_large && !pool.region.falls_back()) {
+            return p;
+        }
+        // A private region, or a full region that falls back: a mapping of its own. One
+        // clock read serves the cache and the empty blocks.
         let now = crate::decay::now();
-        let request = crate::large::Request::large(life);
+        // A medium request keeps its granule count: its frees name it, as in the region.
+        let request = crate::large::Request::sized(size, align, life);
         let p = crate::large::allocate::<ZERO>(&pool.large, len, align.max(os::MIN_PAGE), request, now);
         // A slow path: empty blocks unused for the delay go back (see `pool`'s `empty`).
         pool.decay_if_due(now);
+        self.give_back_idle_own(now);
         p
+    }
+
+    /// From a large path at `now`: the calling thread's own heap of the instance, if it
+    /// has one, gives back the pages of its idle current blocks when its look is due
+    /// (`crate::heap`'s idle module): a thread whose small allocations all hit its current
+    /// blocks still returns a burst's pages.
+    pub(crate) fn give_back_idle_own(&self, now: u64) {
+        let own = per_thread::find_own(self.instance.load(Ordering::Relaxed));
+        if !own.is_null() {
+            // SAFETY: the calling thread's own heap: it is its owner, and no reference to
+            // its heads is alive (the thread is inside a large allocation or free, outside
+            // the heap's paths).
+            unsafe { (*own).give_back_idle_current(now) };
+        }
     }
 }

@@ -38,6 +38,18 @@ pub const BLOCK_SIZE: usize = 1 << BLOCK_SHIFT;
 pub const MAX_SMALL: usize = 16 * 1024;
 /// The largest alignment a small class serves; larger alignments are large allocations.
 pub const MAX_SMALL_ALIGN: usize = 4096;
+/// The largest medium request: sizes above [`MAX_SMALL`] up to this one (aligned to at most
+/// [`MAX_SMALL_ALIGN`]) are runs of granules in medium blocks (see [`medium_granules`]);
+/// larger ones are large allocations.
+pub const MAX_MEDIUM: usize = 1 << 20;
+/// The unit a medium request is rounded up to: at most 1/8 of any medium size
+/// (`GRANULE * 8 <= MAX_SMALL`), so a medium allocation's usable size is at most 1/8 above
+/// its size.
+pub const GRANULE: usize = 2048;
+/// The key class of a medium block: no size class has it (`MEDIUM_CLASS >= CLASS_COUNT`),
+/// nor the empty key's (`0xff`).
+pub(crate) const MEDIUM_CLASS: usize = 0xfe;
+const _: () = assert!(GRANULE * 8 <= MAX_SMALL && MAX_SMALL_ALIGN.is_multiple_of(GRANULE));
 /// The largest stride of the exact-fit grid (every multiple of 8 up to it is a stride).
 const EXACT_MAX: usize = 1024;
 /// The fast paths' table serves sizes below this bound (a power of two).
@@ -390,6 +402,7 @@ const _: () = {
     }
     assert!(TABLE[CLASS_COUNT - 1].stride as usize == MAX_SMALL);
     assert!(CLASS_COUNT <= 255, "a class index fits the header's u8");
+    assert!(MEDIUM_CLASS >= CLASS_COUNT && MEDIUM_CLASS < 0xff);
     assert!(size_of::<Class>().is_power_of_two());
 };
 
@@ -478,6 +491,25 @@ fn class_of_above_table(rounded_m1: usize, align: usize) -> Option<usize> {
         class += 1;
     }
     Some(class)
+}
+
+/// The granules of a medium request: `Some(ceil(size / GRANULE))` when `size` is above
+/// [`MAX_SMALL`] and at most [`MAX_MEDIUM`] and `align` at most [`MAX_SMALL_ALIGN`] (a
+/// power of two); `None` for any other request (small or large).
+///
+/// # Examples
+///
+/// ```
+/// use cohort::class::{medium_granules, GRANULE, MAX_MEDIUM, MAX_SMALL};
+/// assert_eq!(medium_granules(MAX_SMALL + 1, 4096), Some(MAX_SMALL / GRANULE + 1));
+/// assert_eq!(medium_granules(MAX_MEDIUM, 8), Some(MAX_MEDIUM / GRANULE));
+/// assert_eq!((medium_granules(MAX_SMALL, 8), medium_granules(MAX_MEDIUM + 1, 8)), (None, None));
+/// assert_eq!(medium_granules(100_000, 8192), None); // aligned above a page: large
+/// ```
+#[inline]
+pub fn medium_granules(size: usize, align: usize) -> Option<usize> {
+    (size > MAX_SMALL && size <= MAX_MEDIUM && align <= MAX_SMALL_ALIGN)
+        .then(|| size.div_ceil(GRANULE))
 }
 
 /// The alignment `malloc(size)` guarantees: the next power of two of `size`, at most 4096.

@@ -20,6 +20,7 @@
 //! ([`Pool::release`]).
 
 use crate::label::{Label, LabelCell};
+use crate::medium_block::MediumCounts;
 use crate::class::BLOCK_SIZE;
 use crate::fork;
 use crate::heap_handover;
@@ -205,14 +206,28 @@ impl Instance {
         Some(unsafe { &*pool })
     }
 
+    /// The medium blocks' counts (all zero before the pool exists).
+    pub(crate) fn medium_counts(&self) -> MediumCounts {
+        self.pool_if_any()
+            .map_or(MediumCounts::new(), |pool| pool.lock_uncounted().medium_counts)
+    }
+
     /// (large allocations, large bytes, retained empty blocks, lock acquisitions).
     pub(crate) fn pool_counters(&self) -> (usize, usize, usize, u64) {
         let Some(pool) = self.pool_if_any() else {
             return (0, 0, 0, 0);
         };
-        let retained = Pool::retained_blocks(&pool.lock_uncounted());
+        let (retained, medium_locks) = {
+            let st = pool.lock_uncounted();
+            (Pool::retained_blocks(&st), st.medium_counts.locks)
+        };
         let (count, bytes) = pool.large_totals();
-        (count, bytes, retained, pool.lock_count.load(Ordering::Relaxed))
+        (
+            count,
+            bytes,
+            retained,
+            pool.lock_count.load(Ordering::Relaxed) + medium_locks,
+        )
     }
 
     /// (cached large mappings, their bytes, system calls the large paths made).
@@ -263,7 +278,7 @@ impl Instance {
             let (base, len) = (pool.region.base(), pool.region.len());
             d.field("region", &format_args!("{base:#x}..{:#x}", base + len))
                 .field("heaps", &pool.heap_ids.load(Ordering::Relaxed))
-                .field("lock_acquisitions", &pool.lock_count.load(Ordering::Relaxed));
+                .field("lock_acquisitions", &self.pool_counters().3);
         }
     }
 }

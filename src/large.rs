@@ -3,9 +3,10 @@
 //! releasing a lifetime class unmaps its large allocations too, a free of an address that
 //! is not a live large allocation is caught in every build, and stats count them. The
 //! small requests a full region serves from mappings of their own
-//! ([`crate::RegionOptions::fallback`]) are entries too, which keep the request's size
-//! class: a free must name what the entry was made for ([`Request`]), as a free in the
-//! region must name its block's key.
+//! ([`crate::RegionOptions::fallback`]) and the medium requests the region has no room
+//! for are entries too, which keep the request's size class or granule count: a free must
+//! name what the entry was made for ([`Request`]), as a free in the region must name its
+//! block's key or its run's granules.
 //!
 //! The table is an open-addressing hash set with linear probing, in memory mapped from the
 //! OS (never the global allocator). Invariants: `len + tombstones < capacity * 3 / 4`
@@ -13,7 +14,8 @@
 //! `len <= mapped <= len + len / 8` (`len` is what the allocation's size rounds to, `mapped`
 //! the mapping, longer when it came from the cache); `bytes = Σ mapped` over the live
 //! entries; an entry made for a small request of size class `c` has
-//! `len = page_round(stride(c))`.
+//! `len = page_round(stride(c))`, one for a medium request of `g` granules
+//! `len = page_round(size)` with `ceil(size / GRANULE) = g`.
 //!
 //! Freed mappings go to the [`cache`] (beside the table, under the same lock), not back to
 //! the OS at once: a cached address is in no live entry, so a live entry and a cached
@@ -21,6 +23,7 @@
 
 mod cache;
 
+use crate::class::medium_granules;
 use crate::decay::Retention;
 use crate::os;
 use crate::sync::SpinLock;
@@ -31,22 +34,42 @@ const EMPTY: usize = 0;
 const TOMB: usize = 1;
 const MIN_CAPACITY: usize = 512;
 
-/// What a live entry was made for, which a free of it must name: a large request
-/// (`class: None`, freed with a size that rounds to the entry's length) or a small request
-/// of size class `class` that a full region served from a mapping of its own (freed with a
-/// size of that class), in lifetime class `life`.
+/// What a live entry's request was, which a free of it must name (besides its lifetime
+/// class).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Kind {
+    /// A large request: freed with a size that rounds to the entry's length.
+    Large,
+    /// A medium request of this many granules (`class::medium_granules`) the region had no
+    /// room for: freed with a size of as many granules, as in the region.
+    Medium(usize),
+    /// A small request of this size class that a full region served from a mapping of its
+    /// own (`RegionOptions::fallback`): freed with a size of that class, as in the region.
+    Small(usize),
+}
+
+/// What a live entry was made for: its request's [`Kind`] and lifetime class.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) struct Request {
-    /// The small request's size class; `None` for a large request.
-    pub(crate) class: Option<usize>,
+    pub(crate) kind: Kind,
     /// Its lifetime class.
     pub(crate) life: usize,
 }
 
 impl Request {
-    /// A large request of lifetime class `life`.
-    pub(crate) const fn large(life: usize) -> Request {
-        Request { class: None, life }
+    /// A small request of size class `class` in lifetime class `life`.
+    pub(crate) const fn small(class: usize, life: usize) -> Request {
+        Request {
+            kind: Kind::Small(class),
+            life,
+        }
+    }
+
+    /// A request of `size` bytes aligned to `align` above the small classes in lifetime
+    /// class `life`: medium or large.
+    pub(crate) fn sized(size: usize, align: usize, life: usize) -> Request {
+        let kind = medium_granules(size, align).map_or(Kind::Large, Kind::Medium);
+        Request { kind, life }
     }
 }
 
@@ -70,8 +93,9 @@ struct Entry {
     len: usize,
     mapped: usize,
     life: usize,
-    /// The small request's size class plus one; 0 for a large request.
-    class_plus_one: usize,
+    /// The request's kind ([`Kind`]): 0 large; `granules << 2 | 1` medium; `class << 2 | 2`
+    /// small.
+    kind: usize,
 }
 
 impl Entry {
@@ -81,7 +105,11 @@ impl Entry {
             len: m.len,
             mapped: m.mapped,
             life: m.request.life,
-            class_plus_one: m.request.class.map_or(0, |c| c + 1),
+            kind: match m.request.kind {
+                Kind::Large => 0,
+                Kind::Medium(granules) => granules << 2 | 1,
+                Kind::Small(class) => class << 2 | 2,
+            },
         }
     }
 
@@ -90,7 +118,11 @@ impl Entry {
             len: self.len,
             mapped: self.mapped,
             request: Request {
-                class: self.class_plus_one.checked_sub(1),
+                kind: match self.kind & 3 {
+                    1 => Kind::Medium(self.kind >> 2),
+                    2 => Kind::Small(self.kind >> 2),
+                    _ => Kind::Large,
+                },
                 life: self.life,
             },
         }
@@ -468,7 +500,10 @@ mod tests {
             let page = Mapping {
                 len: os::MIN_PAGE,
                 mapped: os::MIN_PAGE,
-                request: Request::large(0),
+                request: Request {
+                    kind: Kind::Large,
+                    life: 0,
+                },
             };
             assert!(t.insert(p as usize, page));
             // SAFETY: mapped above; the table grows while earlier ones are live.
@@ -486,12 +521,16 @@ mod tests {
     #[test]
     fn insert_remove_grow_and_drain() {
         let mut t = LargeTable::new();
-        // Every fifth entry a small request's (its class kept and given back).
+        // Small, medium and large requests (their kind kept and given back).
         let made = |i: usize| Mapping {
             len: i * 4096,
             mapped: i * 4096,
             request: Request {
-                class: i.is_multiple_of(5).then_some(i % 7),
+                kind: match i % 5 {
+                    0 => Kind::Small(i % 7),
+                    1 => Kind::Medium(i % 11),
+                    _ => Kind::Large,
+                },
                 life: i % 3,
             },
         };

@@ -15,9 +15,11 @@
 
 use crate::api::Cohort;
 use crate::block::{header_of, key_class, key_life, EMPTY_KEY};
-use crate::class::{CLASSES, CLASS_COUNT, MAX_SMALL, MAX_SMALL_ALIGN};
+use crate::class::{CLASSES, CLASS_COUNT, GRANULE, MAX_SMALL, MAX_SMALL_ALIGN};
+use crate::large::Kind;
 use crate::instance::Instance;
 use crate::lifetime::Lifetime;
+use crate::medium::is_medium;
 use crate::misuse::{report, Misuse, Problem};
 use crate::resize::SizeAlign;
 use crate::route::ThreadHeap;
@@ -25,7 +27,8 @@ use crate::route::ThreadHeap;
 /// An allocation as [`Cohort::allocation_at`] finds it from its address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Allocation {
-    /// Its usable size: its slot's stride, or the length of a large allocation's mapping.
+    /// Its usable size: its slot's stride, a medium allocation's granules, or the length of
+    /// a large allocation's mapping.
     /// Any size from the one asked for up to this one frees it.
     pub usable: usize,
     /// Its lifetime class index: `L::index()` of one of the caller's classes; from
@@ -33,9 +36,9 @@ pub struct Allocation {
     /// `GlobalAlloc` allocates in).
     pub life: usize,
     /// True for a large allocation (a mapping of its own, or a run of a region's units);
-    /// false for a small one, also when a full region served it from a mapping of its own
-    /// ([`RegionOptions::fallback`](crate::RegionOptions::fallback)): its frees name its
-    /// size class.
+    /// false for a small or medium one, also when the region served it from a mapping of
+    /// its own ([`RegionOptions::fallback`](crate::RegionOptions::fallback), or no room for
+    /// a medium request): its frees name its size class or granule count.
     pub large: bool,
 }
 
@@ -78,6 +81,49 @@ impl Instance {
         (key != EMPTY_KEY && class < CLASS_COUNT).then_some((class, key_life(key)))
     }
 
+    /// For `p` in the region: `None` when its block is not a medium block; else the live
+    /// medium allocation starting at `p`, or what a free of `p` without its size would be
+    /// (an interior pointer, a double free), from the block's run table under the pool
+    /// lock.
+    #[cold]
+    #[inline(never)]
+    fn medium_at(&self, p: *mut u8) -> Option<Result<Allocation, Problem>> {
+        let pool = self.pool_if_any()?;
+        if !pool.block_at(p).is_some_and(is_medium) {
+            return None;
+        }
+        Some(match pool.medium_at(p) {
+            Some((usable, life)) => Ok(Allocation {
+                usable,
+                life,
+                large: false,
+            }),
+            // No run starts at p: the check names why (with a size no run has).
+            None => Err(pool
+                .medium_check(p, usize::MAX, 0)
+                .err()
+                .unwrap_or(Problem::NotARun)),
+        })
+    }
+
+    /// (usable size, lifetime class) of the allocation starting at `p`, a pointer in the
+    /// region, for a free or resize without its size: a small class's stride (which maps
+    /// back to the class with `SMALL_ALIGN`) or a medium run's bytes. Misuse (a pointer
+    /// into a block holding no allocations, or inside a medium one) aborts, as
+    /// [`Cohort::free_unsized`] says.
+    #[track_caller]
+    fn in_region_or_report(&self, p: *mut u8) -> (usize, usize) {
+        match self.small_at(p) {
+            Some((class, life)) => (CLASSES[class].stride as usize, life),
+            None => match self.medium_at(p) {
+                Some(Ok(found)) => (found.usable, found.life),
+                Some(Err(problem)) => report::<true>(self.misuse(p, 0, 0, problem)),
+                // Every slot of a block holding no allocations is free.
+                None => report::<true>(self.misuse(p, 0, 0, Problem::DoubleFree)),
+            },
+        }
+    }
+
     /// [`Instance::small_at`] in a block that may hold promoted slots: the class the slot's
     /// request was made with (see [`crate::promotion`]).
     #[cold]
@@ -89,20 +135,22 @@ impl Instance {
     }
 
     /// The large allocation starting at `p` (outside the region), from the large table
-    /// under its lock; a small request a full region served from a mapping of its own is
-    /// small (its class's stride), as its frees are.
+    /// under its lock; a small or medium request the region served from a mapping of its
+    /// own is small (its class's stride) or medium (its granules), as its frees are.
     #[cold]
     #[inline(never)]
     fn large_at(&self, p: *mut u8) -> Option<Allocation> {
         let pool = self.pool_if_any()?;
         let found = pool.large.lock().get(p as usize)?;
+        let usable = match found.request.kind {
+            Kind::Large => found.len,
+            Kind::Medium(granules) => granules * GRANULE,
+            Kind::Small(class) => CLASSES[class].stride as usize,
+        };
         Some(Allocation {
-            usable: found
-                .request
-                .class
-                .map_or(found.len, |class| CLASSES[class].stride as usize),
+            usable,
             life: found.request.life,
-            large: found.request.class.is_none(),
+            large: found.request.kind == Kind::Large,
         })
     }
 
@@ -141,7 +189,9 @@ impl Instance {
         if self.in_run(p) {
             return self.run_allocation(p);
         }
-        let (class, life) = self.small_at(p)?;
+        let Some((class, life)) = self.small_at(p) else {
+            return self.medium_at(p)?.ok();
+        };
         Some(Allocation {
             usable: CLASSES[class].stride as usize,
             life,
@@ -238,20 +288,13 @@ impl<L: Lifetime> Cohort<L> {
             // SAFETY: forwarded contract.
             return unsafe { self.free_unsized_run(ptr) };
         }
-        let Some((class, life)) = self.core.small_at(ptr) else {
-            // Every slot of a block holding no allocations is free.
-            report::<true>(self.core.misuse(ptr, 0, 0, Problem::DoubleFree));
-        };
-        // SAFETY: a live allocation of this allocator (caller): its class's stride is its
-        // usable size, which maps back to the class with SMALL_ALIGN, in its lifetime class.
+        let (usable, life) = self.core.in_region_or_report(ptr);
+        // SAFETY: a live allocation of this allocator (caller): its usable size (a small
+        // class's stride, which maps back to the class with SMALL_ALIGN; or a medium run's
+        // bytes), in its lifetime class.
         unsafe {
-            self.core.free_sized::<true, _>(
-                ThreadHeap,
-                ptr,
-                CLASSES[class].stride as usize,
-                SMALL_ALIGN,
-                life,
-            )
+            self.core
+                .free_sized::<true, _>(ThreadHeap, ptr, usable, SMALL_ALIGN, life)
         };
         Ok(())
     }
@@ -355,13 +398,9 @@ impl<L: Lifetime> Cohort<L> {
             };
             (found.side(), found.life)
         } else if self.core.bounds.contains(ptr) {
-            let Some((class, life)) = self.core.small_at(ptr) else {
-                // Every slot of a block holding no allocations is free.
-                report::<true>(self.core.misuse(ptr, 0, 0, Problem::DoubleFree));
-            };
-            let stride = CLASSES[class].stride as usize;
+            let (usable, life) = self.core.in_region_or_report(ptr);
             let old = SizeAlign {
-                size: stride,
+                size: usable,
                 align: SMALL_ALIGN,
             };
             (old, life)
@@ -387,7 +426,7 @@ impl<L: Lifetime> Cohort<L> {
 
 #[cfg(test)]
 mod tests {
-    use crate::class::{CLASSES, MAX_SMALL};
+    use crate::class::{CLASSES, GRANULE, MAX_MEDIUM, MAX_SMALL};
     use crate::{Cohort, Problem};
     use core::alloc::{GlobalAlloc, Layout};
 
@@ -396,17 +435,20 @@ mod tests {
     }
 
     #[test]
-    fn every_class_and_large_size_is_found_and_freed_without_its_size() {
+    fn every_class_medium_and_large_size_is_found_and_freed_without_its_size() {
         let a = Cohort::<Life>::new();
         let mut sizes: Vec<usize> = CLASSES.iter().map(|c| c.stride as usize).collect();
-        sizes.extend([MAX_SMALL + 1, 100_000, 3 << 20]);
+        sizes.extend([MAX_SMALL + 1, 100_000, MAX_MEDIUM, MAX_MEDIUM + 1, 3 << 20]);
         for &size in &sizes {
             for life in [Life::A, Life::B] {
                 let p = a.malloc(size, life);
                 let found = a.allocation_at(p).expect("found");
                 assert_eq!(found.life, life as usize, "size {size}");
-                assert_eq!(found.large, size > MAX_SMALL, "size {size}");
+                assert_eq!(found.large, size > MAX_MEDIUM, "size {size}");
                 assert!(found.usable >= size, "size {size}: {found:?}");
+                if size > MAX_SMALL && size <= MAX_MEDIUM {
+                    assert_eq!(found.usable, size.next_multiple_of(GRANULE), "size {size}");
+                }
                 // SAFETY: allocated just above.
                 unsafe { a.free_unsized(p) }.unwrap();
             }

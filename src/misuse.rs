@@ -71,6 +71,24 @@ pub enum Problem {
         /// That block's lifetime class.
         block_life: usize,
     },
+    /// The size says medium (above the small classes, up to 1 MiB), but the pointer is in
+    /// a block that holds no medium allocations.
+    NotMedium {
+        /// The block's size class (`None` when it holds no allocations).
+        block_class: Option<usize>,
+        /// The block's lifetime class.
+        block_life: usize,
+    },
+    /// The pointer is in a block of medium allocations but starts none: inside one (an
+    /// interior pointer) or in the block's header.
+    NotARun,
+    /// A medium allocation starts at the pointer, but of another size or lifetime class.
+    WrongRun {
+        /// Its usable bytes: sizes that round up to them free it.
+        usable: usize,
+        /// Its lifetime class.
+        block_life: usize,
+    },
     /// The slot holds a request of a smaller size class promoted into this block (its own
     /// class had no free slot when it was made): it is freed with that request's size.
     Promoted {
@@ -158,10 +176,22 @@ impl Misuse {
                 stride,
                 life: reported(life),
             },
+            Problem::NotMedium {
+                block_class,
+                block_life,
+            } => Problem::NotMedium {
+                block_class,
+                block_life: reported(block_life),
+            },
+            Problem::WrongRun { usable, block_life } => Problem::WrongRun {
+                usable,
+                block_life: reported(block_life),
+            },
             Problem::Foreign
             | Problem::NotASlot { .. }
             | Problem::DoubleFree
             | Problem::NotLarge
+            | Problem::NotARun
             | Problem::Promoted { .. }
             | Problem::NotPromoted { .. } => problem,
         };
@@ -289,6 +319,39 @@ impl fmt::Display for Misuse {
                 f,
                 "size {} is a large allocation, but none starts at the pointer (double free, \
                  foreign pointer, or wrong size)",
+                self.size
+            ),
+            Problem::NotMedium {
+                block_class: Some(bc),
+                block_life,
+            } if *bc < CLASSES.len() => write!(
+                f,
+                "size {} is a medium size but the pointer is in a block of size class {bc} \
+                 (stride {} B) of {}",
+                self.size,
+                CLASSES[*bc].stride,
+                life(*block_life)
+            ),
+            Problem::NotMedium { .. } => write!(
+                f,
+                "size {} is a medium size but the pointer is in a block that holds no medium \
+                 allocations (wrong size, or already freed)",
+                self.size
+            ),
+            Problem::NotARun => write!(
+                f,
+                "the pointer is inside a medium allocation, not at its start"
+            ),
+            Problem::WrongRun { usable, block_life } if *block_life != self.life => write!(
+                f,
+                "wrong lifetime class: freed as {} but the medium allocation there is of {}",
+                life(self.life),
+                life(*block_life)
+            ),
+            Problem::WrongRun { usable, .. } => write!(
+                f,
+                "the medium allocation there has {usable} usable bytes, which size {} does \
+                 not round to (wrong size)",
                 self.size
             ),
             Problem::LargeMismatch { mapped, life: l } => write!(

@@ -61,6 +61,7 @@ use crate::heap_record::HeapRecord;
 use crate::label::LabelCell;
 use crate::large::LargeTable;
 use crate::lifetime::ScopeClaims;
+use crate::medium_block::MediumCounts;
 use crate::region::{Region, RegionState, UNIT};
 use crate::sync::{fence, AtomicU32, AtomicU64, AtomicU8, Ordering, SpinLock};
 use crate::sync::{PoolLock, RawPoolLock};
@@ -153,9 +154,14 @@ pub(crate) struct Leave {
 /// view is released ([`Pool::release`]): `run(data)`, once (a named region's attachment:
 /// its slot freed and the state sealed only when nothing of the process can write to the
 /// region any more).
+///
+/// In a fork child, `in_fork_child(data)` runs first, from the fork handlers (the child's
+/// thread its only one): the child has the view open as its parent had it (a named
+/// region's attachment: the child claims a slot of its own).
 #[derive(Clone, Copy)]
 pub(crate) struct AfterLeave {
     pub(crate) run: unsafe fn(*mut ()),
+    pub(crate) in_fork_child: unsafe fn(*mut ()),
     pub(crate) data: *mut (),
 }
 
@@ -195,6 +201,9 @@ pub(crate) struct PoolShared {
     /// No retained block can be due to go back before this time (a hint read without the
     /// lock, so that large paths look at empty blocks only when something may be due).
     decay_at: AtomicU64,
+    /// The configured delay (ms) after which a heap's idle current blocks give their pages
+    /// back (`crate::heap`'s idle module), readable without the lock.
+    idle_delay: AtomicU64,
     /// A shared instance's scope claims, every process's (a private instance keeps its
     /// own in its `Cohort`).
     pub(crate) scope_claims: ScopeClaims,
@@ -229,6 +238,11 @@ pub(crate) struct PoolState {
     /// list it is on (linked through [`LifeLinks`]): what `release_class` walks (the
     /// table's offset from this state).
     of_life: usize,
+    /// Per lifetime class, its medium blocks (linked through their headers, see
+    /// `crate::medium`): the table's offset from this state.
+    medium: usize,
+    /// The medium blocks' counts, summed.
+    pub(crate) medium_counts: MediumCounts,
     /// Empty blocks kept committed (at most `retain_blocks`).
     retained: BlockList,
     retained_count: usize,
@@ -366,9 +380,19 @@ impl Pool {
     }
 
     /// In a child process after `fork()`: the child holds no heap of a shared pool (its
-    /// thread forgot the parent's), so the instance's is its only reference.
-    pub(crate) fn after_fork_in_child(&self) {
+    /// thread forgot the parent's), so the instance's is its only reference; the view's
+    /// maker's `in_fork_child` runs (see [`AfterLeave`]).
+    ///
+    /// # Safety
+    /// Called by the fork handlers in the child, whose thread is its only one.
+    pub(crate) unsafe fn after_fork_in_child(&self) {
         self.refs.store(1, Ordering::Relaxed);
+        if let Some(after) = self.leave.and_then(|leave| leave.after) {
+            // SAFETY: `data` is what the view's maker gave with the function, alive while
+            // the view is (it is dropped by `run`, after the view's last reference); the
+            // child's thread is its only one (the caller's contract).
+            unsafe { (after.in_fork_child)(after.data) };
+        }
     }
 
     /// True when the pool is in a region laid out to be shared between processes (its
@@ -409,6 +433,16 @@ impl Pool {
     pub(crate) fn lock_uncounted(&self) -> MutexGuard<'_, RawPoolLock, PoolState> {
         let mut st = self.state.lock();
         self.after_lock(&mut st);
+        st
+    }
+
+    /// Takes the pool lock, counting the acquisition under it (`MediumCounts::locks`, which
+    /// stats add to `lock_count`) rather than with an atomic read-modify-write of its own:
+    /// for the medium paths, which take it on every call.
+    #[inline]
+    pub(crate) fn lock_medium(&self) -> MutexGuard<'_, RawPoolLock, PoolState> {
+        let mut st = self.lock_uncounted();
+        st.medium_counts.locks += 1;
         st
     }
 

@@ -44,6 +44,9 @@ pub struct Released {
     pub left_to_other_threads: usize,
     /// Large allocations of the class unmapped (whichever thread made them).
     pub large: usize,
+    /// Medium allocations of the class freed (whichever thread made them), and their
+    /// blocks given back with them.
+    pub medium: usize,
 }
 
 /// "released 3 blocks (120 slots) and 2 large allocations; 1 block left to other threads".
@@ -51,8 +54,8 @@ impl fmt::Display for Released {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "released {} blocks ({} slots) and {} large allocations",
-            self.blocks, self.slots, self.large
+            "released {} blocks ({} slots), {} medium and {} large allocations",
+            self.blocks, self.slots, self.medium, self.large
         )?;
         if self.left_to_other_threads > 0 {
             write!(
@@ -130,8 +133,8 @@ impl<L: Lifetime> Cohort<L> {
     /// (while it was exiting, or beyond the 16 383 heaps an instance registers) count as
     /// another live thread's: only [`Cohort::scope_exclusive`] releases them.
     ///
-    /// Large allocations (above 16 KiB) of the class are unmapped too, whichever thread
-    /// made them: they belong to no heap.
+    /// Medium and large allocations (above 16 KiB) of the class are freed too, whichever
+    /// thread made them: they belong to no heap.
     ///
     /// # Safety
     /// No allocation of class `life` that this call releases (small ones made by the
@@ -185,6 +188,7 @@ impl<L: Lifetime> Cohort<L> {
             slots: out.slots + again.slots,
             left_to_other_threads: again.left_to_other_threads,
             large: out.large + again.large,
+            medium: out.medium + again.medium,
         }
     }
 
@@ -249,6 +253,10 @@ impl<L: Lifetime> Cohort<L> {
         // stay listed (unless `Everyone` or `Claimed`); the walk below counts them.
         let heapless = whose == Whose::Claimed || everyone;
         pool.take_life(&mut st, life, heapless, |st, h| r.block(st, h, false));
+        // Medium allocations belong to no heap (like large ones): all of the class's go.
+        let (medium, medium_blocks) = pool.release_medium(&mut st, life);
+        r.out.medium += medium;
+        r.out.blocks += medium_blocks;
         // What is left of the class: blocks on no list (full blocks of the caller, of the
         // pool, of exited threads) and other live threads' blocks.
         for h in pool.blocks_of_life(&st, life) {
@@ -336,8 +344,8 @@ impl<L: Lifetime> Cohort<L> {
         r
     }
 
-    /// Live allocations of lifetime class `life`: small slots and large allocations, what
-    /// a release of the class frees.
+    /// Live allocations of lifetime class `life`: small slots, medium and large
+    /// allocations, what a release of the class frees.
     fn live_in_class(&self, life: usize) -> usize {
         let small: usize = self
             .stats()
@@ -346,11 +354,11 @@ impl<L: Lifetime> Cohort<L> {
             .filter(|h| h.life == Self::reported(life))
             .map(|h| h.live)
             .sum();
-        let large = self
-            .core
-            .pool_if_any()
-            .map_or(0, |pool| pool.count_large_of_life(life));
-        small + large
+        let Some(pool) = self.core.pool_if_any() else {
+            return small;
+        };
+        let medium = pool.medium_of_life(&pool.lock_uncounted(), life).0;
+        small + medium + pool.count_large_of_life(life)
     }
 
     /// Gives memory back to the OS: every empty block of the calling thread's heap and of the
@@ -380,8 +388,12 @@ impl<L: Lifetime> Cohort<L> {
         crate::heap_handover::reap_dead(pool);
         let resident_before = pool.resident_bytes();
         let me = per_thread::find_own(self.core.instance_id());
+        let mut st = pool.lock();
         // SAFETY: `me` is null or the calling thread's own heap.
-        let blocks = heap::compact(unsafe { me.as_ref() }, pool, &mut pool.lock());
+        let blocks = heap::compact(unsafe { me.as_ref() }, pool, &mut st);
+        // Empty medium blocks, and the free pages of the others.
+        let blocks = blocks + pool.compact_medium(&mut st);
+        drop(st);
         let cached = pool.large.lock().drain_cache();
         // SAFETY: cached large mappings belong to no allocation.
         unsafe { unmap_evicted(&cached) };
@@ -457,7 +469,7 @@ impl<L: Lifetime> Cohort<L> {
     /// ```
     pub fn is_empty(&self) -> bool {
         let s = self.stats();
-        s.small.live == 0 && s.large_allocations == 0
+        s.small.live == 0 && s.large_allocations == 0 && s.medium_allocations == 0
     }
 }
 

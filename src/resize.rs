@@ -11,8 +11,8 @@
 //! would cost the inlined case, and its lifetime class would no longer fold to a constant
 //! on the paths it reaches, as it does for a global allocator.)
 
-use crate::class::{class_of, malloc_align, CLASSES};
-use crate::free::large_match;
+use crate::class::{class_of, malloc_align, medium_granules, CLASSES, GRANULE};
+use crate::free::{large_match, Named};
 use crate::instance::Instance;
 use crate::large::{Mapping, Request};
 use crate::misuse::{report, Problem};
@@ -168,12 +168,9 @@ impl Instance {
                     // SAFETY: the mapping holds the stride's bytes, this allocation's.
                     unsafe { ptr::write_bytes(p.add(old_size), 0, stride.size - old_size) };
                 }
-                let request = Request {
-                    class: Some(class),
-                    life,
-                };
+                let named = Named::Class(class);
                 // SAFETY: forwarded contract; the stride's length is the mapping's.
-                let done = unsafe { self.realloc_large::<ZERO, ABORT>(p, stride, new, request) };
+                let done = unsafe { self.realloc_large::<ZERO, ABORT>(p, stride, new, named, life) };
                 if let Some(q) = done {
                     return q;
                 }
@@ -182,10 +179,15 @@ impl Instance {
                 // SAFETY: forwarded contract; class is the old size's.
                 unsafe { self.check_kept_slot::<ABORT>(p, old_size, class, life) };
             }
+            None if self.bounds.contains(p) && !self.in_run(p) => {
+                if let Some(q) = self.realloc_medium::<ZERO, ABORT>(p, old, new, life) {
+                    return q;
+                }
+            }
             None => {
-                let request = Request::large(life);
+                let named = Named::Size(old_size);
                 // SAFETY: forwarded contract.
-                let done = unsafe { self.realloc_large::<ZERO, ABORT>(p, old, new, request) };
+                let done = unsafe { self.realloc_large::<ZERO, ABORT>(p, old, new, named, life) };
                 if let Some(q) = done {
                     return q;
                 }
@@ -209,12 +211,52 @@ impl Instance {
         q
     }
 
-    /// [`Instance::realloc_sized`] of a large allocation, or of a small request a full region
-    /// served from a mapping of its own (`request` says which, `old_side` is then the
-    /// class's stride): checks it against the large table (misuse is reported before
-    /// anything changes), then resizes it in place when the new size is large and rounds to
-    /// the same pages, or remaps it; the entry is then a large request's. `None` when it
-    /// must move (to a small class, a larger alignment, or the OS refused to remap).
+    /// The resize of a medium allocation (`p` in the region, with a size above the small
+    /// classes), after its check (misuse is reported): `Some(p)` when done in place (the
+    /// new size is medium, `p` is aligned to its align, and its run shrinks, or grows into
+    /// the free granules after it; with `ZERO` the bytes past the old size read zero);
+    /// `None` when the caller must move it.
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    fn realloc_medium<const ZERO: bool, const ABORT: bool>(
+        &self,
+        p: *mut u8,
+        old: SizeAlign,
+        new: SizeAlign,
+        life: usize,
+    ) -> Option<*mut u8> {
+        let Some(pool) = self.pool_if_any() else {
+            report::<ABORT>(self.misuse(p, old.size, life, Problem::Foreign));
+        };
+        let in_place = medium_granules(new.size, new.align).is_some()
+            && (p as usize).is_multiple_of(new.align);
+        let done = if in_place {
+            pool.medium_resize_in_place(p, old.size, new.size, life)
+        } else {
+            pool.medium_check(p, old.size, life).map(|_| false)
+        };
+        match done {
+            Ok(true) => {
+                if ZERO {
+                    // SAFETY: the run holds the new size's granules now.
+                    unsafe { zero_range(p, old.size, new.size.next_multiple_of(GRANULE)) };
+                }
+                Some(p)
+            }
+            Ok(false) => None,
+            Err(problem) => report::<ABORT>(self.misuse(p, old.size, life, problem)),
+        }
+    }
+
+    /// [`Instance::realloc_sized`] of a large allocation (a run of the region's units, or a
+    /// mapping of its own), or of a medium or small request the region served from a mapping
+    /// of its own (`named` names what its free would: the old size, or a small size's class,
+    /// `old_side` then the class's stride): checks it (misuse is reported before anything
+    /// changes), then resizes it in place when the new size is above the small classes and
+    /// rounds to the same pages, or remaps it; the entry is then the new size's request.
+    /// `None` when it must move (to a small class, a larger alignment, or the OS refused to
+    /// remap).
     ///
     /// # Safety
     /// As [`Instance::realloc_sized`], with `p` not null and `old.size` a large size (or
@@ -227,9 +269,10 @@ impl Instance {
         p: *mut u8,
         old_side: SizeAlign,
         new_side: SizeAlign,
-        request: Request,
+        named: Named,
+        life: usize,
     ) -> Option<*mut u8> {
-        let (old, new, life) = (old_side.size, new_side.size, request.life);
+        let (old, new) = (old_side.size, new_side.size);
         let Some(pool) = self.pool_if_any() else {
             report::<ABORT>(self.misuse(p, old, life, Problem::Foreign));
         };
@@ -237,7 +280,7 @@ impl Instance {
             return self.realloc_run::<ZERO, ABORT>(pool, p, old_side, new_side, life);
         }
         let mut large = pool.large.lock();
-        let found = match large_match(&large, p, old, request) {
+        let found = match large_match(&large, p, named, life) {
             Ok(found) => found,
             Err(problem) => {
                 drop(large);
@@ -274,7 +317,7 @@ impl Instance {
         let resized = Mapping {
             len,
             mapped: now_mapped,
-            request: Request::large(life),
+            request: Request::sized(new, new_side.align, life),
         };
         large.insert(q as usize, resized);
         drop(large);

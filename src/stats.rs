@@ -8,10 +8,11 @@
 //! `live <= capacity` and `live_bytes == live * stride`; for every lifetime class `c` in
 //! `classes`, `c.small_live` and `c.small_live_bytes` are the sums over the heads of its
 //! class; `Σ_c c.large_allocations = large_allocations` and `Σ_c c.large_bytes =
-//! large_bytes` (read under one lock).
+//! large_bytes` (read under one lock); `Σ_c c.medium_allocations = medium_allocations`
+//! and `Σ_c c.medium_bytes = medium_bytes` when nothing allocates meanwhile.
 
 use crate::api::Cohort;
-use crate::class::{HeadIndex, CLASSES};
+use crate::class::{HeadIndex, CLASSES, GRANULE};
 use crate::counters::Counter;
 use crate::label::{Label, LabelCell};
 use crate::lifetime::Lifetime;
@@ -129,10 +130,14 @@ pub struct ClassStats {
     pub large_allocations: usize,
     /// Their mapped bytes.
     pub large_bytes: usize,
+    /// Live medium allocations (above 16 KiB up to 1 MiB).
+    pub medium_allocations: usize,
+    /// Their usable bytes.
+    pub medium_bytes: usize,
 }
 
 impl ClassStats {
-    /// Live allocations, small and large.
+    /// Live allocations, small, medium and large.
     ///
     /// # Examples
     ///
@@ -143,13 +148,13 @@ impl ClassStats {
     /// let b = cohort::Box::new_in(1u8, a.handle(Life::Frame));
     /// let s = a.stats();
     /// assert_eq!(s.classes[0].life_name, "Frame");
-    /// assert_eq!(s.classes[0].live(), 2); // one large, one small
+    /// assert_eq!(s.classes[0].live(), 2); // one medium, one small
     /// ```
     pub fn live(&self) -> usize {
-        self.small_live + self.large_allocations
+        self.small_live + self.medium_allocations + self.large_allocations
     }
 
-    /// Bytes of live allocations: small slots and large mappings.
+    /// Bytes of live allocations: small slots, medium runs and large mappings.
     ///
     /// # Examples
     ///
@@ -157,10 +162,10 @@ impl ClassStats {
     /// cohort::lifetime_classes! { enum Life { Frame } }
     /// let a: cohort::Cohort<Life> = cohort::Cohort::new();
     /// let v = cohort::Vec::<u8, _>::with_capacity_in(100_000, a.handle(Life::Frame));
-    /// assert_eq!(a.stats().classes[0].live_bytes(), 102_400); // the whole pages mapped
+    /// assert_eq!(a.stats().classes[0].live_bytes(), 100_352); // 49 granules of 2 KiB
     /// ```
     pub fn live_bytes(&self) -> usize {
-        self.small_live_bytes + self.large_bytes
+        self.small_live_bytes + self.medium_bytes + self.large_bytes
     }
 }
 
@@ -183,6 +188,15 @@ pub struct Stats {
     pub large_cached_bytes: usize,
     /// System calls (map, unmap, remap) the large paths made since the allocator started.
     pub large_system_calls: u64,
+    /// Medium allocations (above 16 KiB up to 1 MiB: runs of granules in medium blocks)
+    /// live now.
+    pub medium_allocations: usize,
+    /// Usable bytes of the live medium allocations.
+    pub medium_bytes: usize,
+    /// Medium blocks in use.
+    pub medium_blocks: usize,
+    /// Free bytes of the medium blocks that may be resident (not yet given back).
+    pub medium_dirty_bytes: usize,
     /// Empty blocks kept committed for reuse.
     pub retained_empty_blocks: usize,
     /// Times the pool lock was taken since the allocator started (slow paths only).
@@ -269,10 +283,15 @@ impl<L: Lifetime> Cohort<L> {
         });
         let (large_cached, large_cached_bytes, large_system_calls) =
             self.core.large_cache_counters();
+        let medium = self.core.medium_counts();
         Stats {
             heads,
             small,
             classes,
+            medium_allocations: medium.runs,
+            medium_bytes: medium.live * GRANULE,
+            medium_blocks: medium.blocks,
+            medium_dirty_bytes: medium.dirty * GRANULE,
             large_allocations,
             large_bytes,
             large_cached,
@@ -366,19 +385,27 @@ impl<L: Lifetime> Cohort<L> {
     /// allocator may be the global one).
     fn class_totals(&self, heads: &[HeadStats]) -> Vec<ClassStats> {
         let mut large = [(0usize, 0usize); 256];
+        let mut medium = [(0usize, 0usize); 256];
         if let Some(pool) = self.core.pool_if_any() {
             pool.each_large(|_, len, life| {
                 let at = &mut large[Self::reported(life) & 255];
                 *at = (at.0 + 1, at.1 + len);
             });
+            let st = pool.lock_uncounted();
+            for life in 0..pool.life_count {
+                medium[Self::reported(life) & 255] = pool.medium_of_life(&st, life);
+            }
         }
         let mut classes: Vec<ClassStats> = Vec::new();
         for (life, &(count, bytes)) in large.iter().enumerate() {
+            let (medium_allocations, medium_bytes) = medium[life];
             let mut c = ClassStats {
                 life,
                 life_name: Self::life_name(life),
                 large_allocations: count,
                 large_bytes: bytes,
+                medium_allocations,
+                medium_bytes,
                 ..Default::default()
             };
             for h in heads.iter().filter(|h| h.life == life) {
@@ -386,7 +413,7 @@ impl<L: Lifetime> Cohort<L> {
                 c.small_live_bytes += h.live_bytes();
                 c.blocks += h.blocks;
             }
-            if c.blocks > 0 || c.large_allocations > 0 {
+            if c.blocks > 0 || c.large_allocations > 0 || c.medium_allocations > 0 {
                 classes.push(c);
             }
         }
@@ -461,16 +488,18 @@ impl fmt::Display for Stats {
         }
         writeln!(
             f,
-            "{:>10} {:>10} {:>10} {:>10} {:>11} {:>10}",
-            "life", "small live", "small", "large live", "large", "total"
+            "{:>10} {:>10} {:>10} {:>11} {:>10} {:>10} {:>11} {:>10}",
+            "life", "small live", "small", "medium live", "medium", "large live", "large", "total"
         )?;
         for c in &self.classes {
             writeln!(
                 f,
-                "{:>10} {:>10} {:>10} {:>10} {:>11} {:>10}",
+                "{:>10} {:>10} {:>10} {:>11} {:>10} {:>10} {:>11} {:>10}",
                 LifeLabel(c.life, c.life_name),
                 c.small_live,
                 Bytes(c.small_live_bytes),
+                c.medium_allocations,
+                Bytes(c.medium_bytes),
                 c.large_allocations,
                 Bytes(c.large_bytes),
                 Bytes(c.live_bytes())
@@ -483,9 +512,9 @@ impl fmt::Display for Stats {
         writeln!(
             f,
             "small: {} blocks, {} live slots, {} live, {} resident ({} reserved); large: {} \
-             allocations, {} ({} freed mappings cached, {}); {} empty blocks kept; pool lock \
-             taken {} times; region {} ({} of {} blocks carved, {} units in large \
-             allocations)",
+             allocations, {} ({} freed mappings cached, {}); medium: {} allocations, {} in {} \
+             blocks ({} free resident); {} empty blocks kept; pool lock taken {} times; region {} \
+             ({} of {} blocks carved, {} units in large allocations)",
             t.blocks,
             t.live,
             Bytes(t.live_bytes),
@@ -495,6 +524,10 @@ impl fmt::Display for Stats {
             Bytes(self.large_bytes),
             self.large_cached,
             Bytes(self.large_cached_bytes),
+            self.medium_allocations,
+            Bytes(self.medium_bytes),
+            self.medium_blocks,
+            Bytes(self.medium_dirty_bytes),
             self.retained_empty_blocks,
             self.lock_acquisitions,
             Bytes(self.region_bytes),

@@ -21,6 +21,8 @@ use crate::block::{BlockList, Header, Role, Snapshot, FULL, HEAPLESS, MAGIC, NO_
 use crate::class::{Class, HeadIndex, CLASSES};
 use crate::label::{Label, LabelTag};
 use crate::lifetime::{self, Lifetime};
+use crate::medium::is_medium;
+use crate::medium_block::{MediumCounts, Runs};
 use crate::pool::{Pool, PoolState, EMPTY_KEY};
 use crate::sync::Ordering;
 use bitvec::slice::BitSlice;
@@ -199,6 +201,9 @@ enum Problem {
         listed: usize,
         in_use: usize,
     },
+    Medium(&'static str),
+    MediumList(usize),
+    MediumCounts,
     PromotedSlot {
         slot: usize,
         free_listed: bool,
@@ -284,6 +289,13 @@ impl Fault {
             Problem::LifeLists { listed, in_use } => format!(
                 "the lifetime classes' lists hold {listed} blocks, {in_use} are in use"
             ),
+            Problem::Medium(what) => format!("medium block: {what}"),
+            Problem::MediumList(life) => {
+                format!("the medium list of lifetime class {life} holds it")
+            }
+            Problem::MediumCounts => {
+                "the medium blocks' counts differ from the pool's sums".into()
+            }
             Problem::PromotedSlot { slot, free_listed } => format!(
                 "slot {slot} is marked promoted but is {}",
                 if free_listed { "free" } else { "never used" }
@@ -318,11 +330,17 @@ fn ensure(ok: bool, h: &Header, problem: Problem) -> Result<(), Fault> {
 fn walk(pool: &Pool, st: &PoolState, seen: &mut BitSlice<usize>) -> Result<Verified, Fault> {
     let mut out = Verified::default();
     let mut last = None;
+    let mut medium = MediumCounts::new();
     for h in pool.blocks(st) {
         last = Some(h);
         // The header's identity is read once (see `Header::snapshot`).
         let key = h.key();
         ensure(h.magic == MAGIC, h, Problem::Magic(h.magic))?;
+        if is_medium(h) {
+            out.live += check_medium(h, &mut medium)?;
+            out.blocks += 1;
+            continue;
+        }
         match h.snapshot() {
             Some(b) if key != EMPTY_KEY => {
                 out.live += check_block(pool, h, &b, seen)?;
@@ -338,9 +356,22 @@ fn walk(pool: &Pool, st: &PoolState, seen: &mut BitSlice<usize>) -> Result<Verif
     let mut listed = 0;
     for life in 0..pool.life_count {
         for h in pool.blocks_of_life(st, life) {
-            let of_life = h.snapshot().is_some_and(|b| b.life == life);
+            let of_life = h.snapshot().is_some_and(|b| b.life == life)
+                || (is_medium(h) && h.life() == life);
             ensure(of_life, h, Problem::LifeList(life))?;
             listed += 1;
+        }
+        for h in st.medium_list(life).iter(pool.units()) {
+            let ok = is_medium(h) && h.life() == life && BlockList::links_back(pool.units(), h);
+            ensure(ok, h, Problem::MediumList(life))?;
+            medium.blocks += 1;
+        }
+    }
+    let sums = st.medium_counts;
+    let counted = (medium.live, medium.dirty, medium.runs, medium.blocks);
+    if counted != (sums.live, sums.dirty, sums.runs, 2 * sums.blocks) {
+        if let Some(h) = last {
+            return Err(Fault::new(h, Problem::MediumCounts));
         }
     }
     if listed != out.blocks {
@@ -351,6 +382,19 @@ fn walk(pool: &Pool, st: &PoolState, seen: &mut BitSlice<usize>) -> Result<Verif
         }
     }
     Ok(out)
+}
+
+/// A medium block: its run table's invariants (`crate::medium_block`); adds its counts to
+/// `sums` (its blocks once, here; once more from its list). Returns its live runs.
+fn check_medium(h: &Header, sums: &mut MediumCounts) -> Result<usize, Fault> {
+    // SAFETY: a medium block (its key); the walk holds the pool lock.
+    let runs = unsafe { Runs::of(h) };
+    let (live_runs, live) = runs.check().map_err(|e| Fault::new(h, Problem::Medium(e)))?;
+    sums.live += live;
+    sums.dirty += runs.dirty();
+    sums.runs += live_runs;
+    sums.blocks += 1;
+    Ok(live_runs)
 }
 
 /// One block in use, `b` as read once (its geometry is never read again): geometry, lists,

@@ -276,13 +276,18 @@ fn stats_display_reads_at_a_glance() {
     let a: Cohort<Life> = Cohort::new();
     let _v: Vec<_> = (0..1000).map(|_| a.malloc(24, Life::Request)).collect();
     let _w = a.malloc(100_000, Life::Long);
+    let _x = a.malloc(3 << 20, Life::Long);
     let s = a.stats();
     assert_eq!(s.small.live, 1000);
     assert_eq!(s.small.live_bytes, 1000 * 32);
+    assert_eq!((s.medium_allocations, s.medium_bytes), (1, 100_352));
     assert_eq!(s.large_allocations, 1);
     let text = s.to_string();
     assert!(
-        text.contains("stride") && text.contains("1000") && text.contains("large: 1"),
+        text.contains("stride")
+            && text.contains("1000")
+            && text.contains("large: 1")
+            && text.contains("medium: 1 allocations, 98.0 KiB in 1 blocks"),
         "{text}"
     );
 }
@@ -335,8 +340,8 @@ fn static_handles_are_zero_size() {
 fn stats_per_class_count_large_allocations_with_names() {
     use std::alloc::GlobalAlloc;
     let a: Cohort<Life> = Cohort::new();
-    let mut big = Vec2::with_capacity_in(100_000, a.handle(Life::Frame));
-    big.extend(0..100_000u64);
+    let mut big = Vec2::with_capacity_in(200_000, a.handle(Life::Frame));
+    big.extend(0..200_000u64);
     let small = Box2::new_in(5u32, a.handle(Life::Frame));
     let req = Vec2::<u8, _>::with_capacity_in(20_000, a.handle(Life::Request));
     let l = Layout::from_size_align(50_000, 8).unwrap();
@@ -347,26 +352,32 @@ fn stats_per_class_count_large_allocations_with_names() {
     let frame = by_name("Frame");
     assert_eq!((frame.life, frame.small_live), (0, 1), "{s}");
     assert_eq!(frame.large_allocations, 1, "{s}");
-    assert!(frame.large_bytes >= 800_000, "{s}");
+    assert!(frame.large_bytes >= 1_600_000, "{s}");
     assert_eq!(frame.live(), 2);
-    assert!(frame.live_bytes() >= 800_004);
+    assert!(frame.live_bytes() >= 1_600_004);
     let request = by_name("Request");
     assert_eq!(
-        (request.life, request.large_allocations, request.small_live),
-        (1, 1, 0)
+        (
+            request.life,
+            request.medium_allocations,
+            request.medium_bytes,
+            request.small_live
+        ),
+        (1, 1, 20_480, 0)
     );
     let global = by_name("global");
-    assert_eq!((global.life, global.large_allocations), (3, 1), "{s}");
+    assert_eq!((global.life, global.medium_allocations), (3, 1), "{s}");
+    assert_eq!(global.live_bytes(), 51_200, "{s}");
     assert!(s.classes.iter().all(|c| c.life_name != "Long"), "{s}");
     let large: usize = s.classes.iter().map(|c| c.large_allocations).sum();
     let large_bytes: usize = s.classes.iter().map(|c| c.large_bytes).sum();
     assert_eq!((large, large_bytes), (s.large_allocations, s.large_bytes));
     let small_live: usize = s.classes.iter().map(|c| c.small_live).sum();
     assert_eq!(small_live, s.small.live);
-    // The large column shows the mapping's length, page-rounded (784.0 KiB with 4 KiB
-    // pages, 832.0 KiB with 64 KiB ones).
+    // The large column shows the mapping's length, page-rounded (1.5 MiB with 4 KiB or
+    // 64 KiB pages).
     let text = s.to_string();
-    let shown = format!("{:.1} KiB", frame.large_bytes as f64 / 1024.0);
+    let shown = format!("{:.1} MiB", frame.large_bytes as f64 / (1024.0 * 1024.0));
     assert!(
         text.lines()
             .any(|l| l.trim_start().starts_with("Frame") && l.contains(&shown)),
@@ -384,7 +395,8 @@ fn results_display_as_sentences() {
     let mut a: Cohort<Life> = Cohort::new();
     let p = a.malloc(100, Life::Request);
     let q = a.malloc(100_000, Life::Request);
-    assert!(!p.is_null() && !q.is_null());
+    let r = a.malloc(3 << 20, Life::Request);
+    assert!(!p.is_null() && !q.is_null() && !r.is_null());
     let v = a.verify_exclusive().unwrap();
     assert_eq!(
         v.to_string(),
@@ -397,7 +409,7 @@ fn results_display_as_sentences() {
     let r = unsafe { a.release_class(Life::Request) };
     assert_eq!(
         r.to_string(),
-        "released 1 blocks (1 slots) and 1 large allocations"
+        "released 2 blocks (1 slots), 1 medium and 1 large allocations"
     );
     let c = a.compact();
     assert!(

@@ -126,16 +126,25 @@ fn exercise_every_path(a: &Cohort<Life>) {
         .map(|v| v.trim_end_matches('K').parse::<usize>().unwrap() << 10)
         .unwrap_or(4096);
     // Large allocations are whole pages of the configured size.
-    let (p, usable) = a.malloc_at_least(20_000, Life::Long);
+    let (p, usable) = a.malloc_at_least(2_000_000, Life::Long);
     assert!(!p.is_null());
     assert_eq!(
         usable % page,
         0,
         "usable {usable} is whole {page}-byte pages"
     );
-    assert!(usable >= 20_000 && usable < 20_000 + page);
-    // SAFETY: p is a live allocation of 20 000 bytes (or up to its usable size).
+    assert!(usable >= 2_000_000 && usable < 2_000_000 + page);
+    // SAFETY: p is a live allocation of 2 000 000 bytes (or up to its usable size).
     unsafe { a.free(p, usable, Life::Long) };
+    // Medium ones are 2 KiB granules, whatever the page.
+    let (p, usable) = a.malloc_at_least(20_000, Life::Long);
+    assert!(!p.is_null() && (p as usize).is_multiple_of(4096));
+    assert_eq!(usable, 20_480);
+    // SAFETY: p is a live allocation of 20 000 bytes (or up to its usable size).
+    unsafe {
+        p.write_bytes(7, usable);
+        a.free(p, usable, Life::Long)
+    };
 
     let mut live: Vec<(*mut u8, usize, u8)> = Vec::new();
     let sizes = [

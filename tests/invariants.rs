@@ -473,7 +473,7 @@ fn invariant_12_try_free_returns_misuse_and_changes_nothing() {
     let p = a.malloc(24, Life::Short);
     let q = a.malloc(24, Life::Short);
     let t = a.malloc(1, Life::Short);
-    let big = a.malloc(100_000, Life::Short);
+    let big = a.malloc(1_100_000, Life::Short);
     let boxed = Box::into_raw(Box::new([0u8; 64])) as *mut u8;
     let live = a.stats().small.live;
     // SAFETY (every call): misuse the checks reject changes nothing; correct calls free
@@ -508,11 +508,11 @@ fn invariant_12_try_free_returns_misuse_and_changes_nothing() {
             Problem::LargeMismatch { .. }
         ));
         assert!(matches!(
-            problem(a.try_free(big, 200_000, Life::Short)),
+            problem(a.try_free(big, 1_200_000, Life::Short)),
             Problem::LargeMismatch { .. }
         ));
         assert_eq!(
-            problem(a.try_free(p, 100_000, Life::Short)),
+            problem(a.try_free(p, 1_100_000, Life::Short)),
             Problem::NotLarge
         );
         assert_eq!(a.stats().small.live, live, "nothing changed");
@@ -531,10 +531,10 @@ fn invariant_12_try_free_returns_misuse_and_changes_nothing() {
         let t2 = a.malloc(1, Life::Short);
         assert_eq!(a.try_free(t, 1, Life::Short), Ok(()));
         assert_eq!(problem(a.try_free(t, 1, Life::Short)), Problem::DoubleFree);
-        assert_eq!(a.try_free(big, 100_000, Life::Short), Ok(()));
+        assert_eq!(a.try_free(big, 1_100_000, Life::Short), Ok(()));
         // Its mapping is cached now: a second free is a double free.
         assert_eq!(
-            problem(a.try_free(big, 100_000, Life::Short)),
+            problem(a.try_free(big, 1_100_000, Life::Short)),
             Problem::DoubleFree
         );
         assert_eq!(a.try_free(std::ptr::null_mut(), 24, Life::Short), Ok(()));
@@ -1026,4 +1026,46 @@ fn invariant_17_a_promoted_slot_is_freed_as_its_request() {
     assert_eq!(promoted(&a), 0);
     // SAFETY: single-threaded.
     unsafe { a.verify() }.unwrap();
+}
+
+/// Invariant 18: a medium free is accepted exactly when the pointer starts a
+/// live run and the size rounds to its granules, in its lifetime class; anything else is
+/// reported and changes nothing.
+#[test]
+fn invariant_18_a_medium_free_is_checked_against_its_run_table() {
+    let mut a = Cohort::<Life>::new();
+    for n in [9, 10, 100, 512] {
+        let size = n * cohort::class::GRANULE;
+        let p = a.malloc(size, Life::Short);
+        // SAFETY (of each call): a rejected call changes nothing; p stays live until the
+        // accepted one.
+        unsafe {
+            for k in 1..n {
+                let inside = a
+                    .try_free(p.add(k * cohort::class::GRANULE), size, Life::Short)
+                    .unwrap_err();
+                assert_eq!(
+                    inside.problem,
+                    cohort::Problem::NotARun,
+                    "granule {k} of {n}"
+                );
+            }
+            for wrong in [size - cohort::class::GRANULE, size + 1] {
+                if wrong > cohort::class::MAX_SMALL {
+                    let e = a.try_free(p, wrong, Life::Short).unwrap_err();
+                    assert!(
+                        matches!(e.problem, cohort::Problem::WrongRun { .. }),
+                        "{n}, {wrong}: {e}"
+                    );
+                }
+            }
+            let e = a.try_free(p, size, Life::Long).unwrap_err();
+            assert!(matches!(e.problem, cohort::Problem::WrongRun { .. }), "{e}");
+            // The smallest size of the run frees it.
+            a.try_free(p, size - cohort::class::GRANULE + 1, Life::Short)
+                .unwrap();
+        }
+    }
+    assert!(a.is_empty());
+    a.verify_exclusive().expect("consistent");
 }

@@ -9,6 +9,7 @@
 //! (`getrusage(RUSAGE_THREAD)`), which a fresh mapping per round pays on every page it
 //! touches and a reused one does not: the second holds before the cache existed too.
 
+use cohort::class::MAX_MEDIUM;
 use cohort::{Cohort, Problem, Retention};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -115,13 +116,13 @@ fn steady_loop_is_free_of_system_calls(size: usize) {
 }
 
 #[test]
-fn a_loop_of_64_kib_makes_no_system_call_after_the_first_round() {
-    steady_loop_is_free_of_system_calls(64 << 10);
+fn a_loop_of_just_above_the_medium_sizes_makes_no_system_call_after_the_first_round() {
+    steady_loop_is_free_of_system_calls(MAX_MEDIUM + (64 << 10));
 }
 
 #[test]
-fn a_loop_of_1_mib_makes_no_system_call_after_the_first_round() {
-    steady_loop_is_free_of_system_calls(1 << 20);
+fn a_loop_of_2_mib_makes_no_system_call_after_the_first_round() {
+    steady_loop_is_free_of_system_calls(2 << 20);
 }
 
 #[test]
@@ -130,9 +131,11 @@ fn a_similar_size_reuses_a_mapping_at_most_an_eighth_longer() {
     let a = patient();
     // The page size (a one-page mapping: large only by its alignment).
     let page = a.usable_size(std::alloc::Layout::from_size_align(1, 8192).unwrap());
-    let (long, short, shorter) = (16 * page, 15 * page, 14 * page);
+    // Above the medium sizes (up to 1 MiB, served from blocks).
+    let n = (MAX_MEDIUM / page).max(1) * 16;
+    let (long, short, shorter) = (n * page, (n - n / 16) * page, (n - n / 8) * page);
     let p = allocated_and_freed(&a, long, Life::A);
-    // 15 pages + 1/8 = 16.875 pages >= 16: reused.
+    // 15/16 + 1/8 of it >= 1: reused.
     let q = a.malloc(short, Life::B);
     assert_eq!(q, p, "a 16-page mapping serves 15 pages");
     // The usable size is what the request rounds to: a free must give that size.
@@ -144,7 +147,7 @@ fn a_similar_size_reuses_a_mapping_at_most_an_eighth_longer() {
         ));
         a.free(q, short, Life::B);
     }
-    // 14 pages + 1/8 = 15.75 pages < 16: a fresh mapping.
+    // 14/16 + 1/8 of it < 1: a fresh mapping.
     let r = a.malloc(shorter, Life::A);
     assert_ne!(
         r, p,
@@ -161,7 +164,7 @@ fn a_similar_size_reuses_a_mapping_at_most_an_eighth_longer() {
 fn zeroed_requests_from_the_cache_read_zero() {
     let _serial = serial();
     let a = patient();
-    let size = 64 << 10;
+    let size = MAX_MEDIUM + (64 << 10);
     let dirty = |a: &Cohort<Life>| {
         let p = a.malloc(size, Life::A);
         // SAFETY: a live allocation of `size` bytes, freed once.
@@ -185,7 +188,7 @@ fn zeroed_requests_from_the_cache_read_zero() {
     // alloc_zeroed of a shorter size within 1/8, then recalloc into the mapping's spare
     // pages (in place: they held the last user's bytes).
     let p = dirty(&a);
-    let short = 60 << 10;
+    let short = size - (4 << 10);
     let q = a.alloc_zeroed(
         std::alloc::Layout::from_size_align(short, 8).unwrap(),
         Life::A,
@@ -211,13 +214,13 @@ fn zeroed_requests_from_the_cache_read_zero() {
 fn a_free_of_a_cached_address_is_a_double_free() {
     let _serial = serial();
     let a = patient();
-    let p = a.malloc(100_000, Life::A);
+    let p = a.malloc(1_100_000, Life::A);
     // SAFETY: live, freed once; the second free is misuse, reported, changing nothing.
     unsafe {
-        assert_eq!(a.try_free(p, 100_000, Life::A), Ok(()));
+        assert_eq!(a.try_free(p, 1_100_000, Life::A), Ok(()));
         assert_eq!(a.stats().large_cached, 1);
         assert_eq!(
-            problem(a.try_free(p, 100_000, Life::A)),
+            problem(a.try_free(p, 1_100_000, Life::A)),
             Problem::DoubleFree
         );
         assert_eq!(problem(a.try_free(p, 24, Life::A)), Problem::DoubleFree);
@@ -225,10 +228,10 @@ fn a_free_of_a_cached_address_is_a_double_free() {
     let s = a.stats();
     assert_eq!((s.large_cached, s.large_allocations), (1, 0));
     // Reallocating it again works: the double free left the cache as it was.
-    let q = a.malloc(100_000, Life::A);
+    let q = a.malloc(1_100_000, Life::A);
     assert_eq!(q, p);
     // SAFETY: live, freed once.
-    unsafe { a.free(q, 100_000, Life::A) };
+    unsafe { a.free(q, 1_100_000, Life::A) };
 }
 
 #[test]
@@ -272,14 +275,14 @@ fn the_byte_bound_holds_after_a_burst_of_one_gib() {
 fn a_zero_bound_caches_nothing_and_a_short_delay_decays() {
     let _serial = serial();
     let a = patient();
-    allocated_and_freed(&a, 1 << 20, Life::A);
+    allocated_and_freed(&a, 2 << 20, Life::A);
     assert_eq!(a.stats().large_cached, 1);
     a.set_retention(cache(0, Duration::from_secs(1)));
     assert_eq!(a.stats().large_cached, 0, "a zero bound unmaps the cache");
-    allocated_and_freed(&a, 1 << 20, Life::A);
+    allocated_and_freed(&a, 2 << 20, Life::A);
     assert_eq!(a.stats().large_cached, 0);
     a.set_retention(cache(64 << 20, Duration::from_millis(10)));
-    allocated_and_freed(&a, 1 << 20, Life::A);
+    allocated_and_freed(&a, 2 << 20, Life::A);
     assert_eq!(a.stats().large_cached, 1);
     std::thread::sleep(Duration::from_millis(50));
     // The next large operation (of another size) unmaps what decayed.
@@ -293,8 +296,8 @@ fn a_zero_bound_caches_nothing_and_a_short_delay_decays() {
 fn release_class_unmaps_live_large_allocations_and_leaves_the_cache() {
     let _serial = serial();
     let a = patient();
-    allocated_and_freed(&a, 1 << 20, Life::B);
-    let live: Vec<*mut u8> = (0..4).map(|_| a.malloc(300 << 10, Life::A)).collect();
+    allocated_and_freed(&a, 2 << 20, Life::B);
+    let live: Vec<*mut u8> = (0..4).map(|_| a.malloc(1300 << 10, Life::A)).collect();
     let calls = a.stats().large_system_calls;
     // SAFETY: nothing of class A is used after this.
     let released = unsafe { a.release_class(Life::A) };
@@ -310,7 +313,7 @@ fn release_class_unmaps_live_large_allocations_and_leaves_the_cache() {
     // A released address is no live allocation and no cached one.
     // SAFETY: misuse, reported, changing nothing.
     assert_eq!(
-        problem(unsafe { a.try_free(live[0], 300 << 10, Life::A) }),
+        problem(unsafe { a.try_free(live[0], 1300 << 10, Life::A) }),
         Problem::NotLarge
     );
 }
@@ -349,14 +352,14 @@ fn unsized_double_free_child() {
         return;
     };
     let a = patient();
-    let p = a.malloc(100_000, Life::A);
+    let p = a.malloc(1_100_000, Life::A);
     // SAFETY: live, freed once; the second free (or realloc) is the misuse under test.
     unsafe {
-        a.free(p, 100_000, Life::A);
+        a.free(p, 1_100_000, Life::A);
         eprintln!("child: misusing {:#x}", p as usize);
         match case.as_str() {
             "free" => drop(a.free_unsized(p)),
-            _ => drop(a.realloc_unsized(p, 200_000, 8)),
+            _ => drop(a.realloc_unsized(p, 2_200_000, 8)),
         }
     }
     eprintln!("child: the misuse returned");
@@ -380,7 +383,7 @@ fn an_unsized_free_of_a_cached_address_aborts_as_a_double_free() {
 fn a_size_zero_free_of_a_cached_address_is_a_double_free() {
     let _serial = serial();
     let a = patient();
-    let p = allocated_and_freed(&a, 100_000, Life::A);
+    let p = allocated_and_freed(&a, 1_100_000, Life::A);
     // SAFETY: misuse, reported, changing nothing.
     assert_eq!(
         problem(unsafe { a.try_free(p, 0, Life::A) }),

@@ -49,10 +49,10 @@ fn printed(stdout: &str) -> Retention {
 /// cache's bound is seen at work: `cached=` how many mappings it kept).
 fn print_retention() {
     let a = Cohort::<Life>::new();
-    let p = a.malloc(1 << 20, Life::A);
+    let p = a.malloc(2 << 20, Life::A);
     assert!(!p.is_null());
     // SAFETY: live, freed once.
-    unsafe { a.free(p, 1 << 20, Life::A) };
+    unsafe { a.free(p, 2 << 20, Life::A) };
     let r = a.retention();
     println!(
         "retention={},{},{},{} cached={}",
@@ -153,7 +153,7 @@ fn the_api_sets_what_one_instance_keeps() {
     let a = Cohort::<Life>::new();
     let b = Cohort::<Life>::new();
     let r = Retention {
-        large_cache_bytes: 3 << 20,
+        large_cache_bytes: 6 << 20,
         large_cache_mappings: 2,
         empty_block_bytes: 6 << 20,
         delay: Duration::from_secs(60),
@@ -163,18 +163,18 @@ fn the_api_sets_what_one_instance_keeps() {
     assert_eq!(b.retention(), Retention::from_environment(), "b unchanged");
     // The adaptive delays start at an eighth of the delay.
     assert_eq!(a.decay_delays(), (r.delay / 8, r.delay / 8));
-    // At most 2 mappings, at most 3 MiB: four 1 MiB frees keep two.
-    let ptrs: Vec<*mut u8> = (0..4).map(|_| a.malloc(1 << 20, Life::A)).collect();
+    // At most 2 mappings, at most 6 MiB: four 2 MiB frees keep two.
+    let ptrs: Vec<*mut u8> = (0..4).map(|_| a.malloc(2 << 20, Life::A)).collect();
     for &p in &ptrs {
         // SAFETY: live, freed once.
-        unsafe { a.free(p, 1 << 20, Life::A) };
+        unsafe { a.free(p, 2 << 20, Life::A) };
     }
     let s = a.stats();
-    assert_eq!((s.large_cached, s.large_cached_bytes), (2, 2 << 20));
-    // A 4 MiB mapping is over the byte bound: not kept.
-    let p = a.malloc(4 << 20, Life::A);
+    assert_eq!((s.large_cached, s.large_cached_bytes), (2, 4 << 20));
+    // An 8 MiB mapping is over the byte bound: not kept.
+    let p = a.malloc(8 << 20, Life::A);
     // SAFETY: live, freed once.
-    unsafe { a.free(p, 4 << 20, Life::A) };
+    unsafe { a.free(p, 8 << 20, Life::A) };
     assert_eq!(a.stats().large_cached, 2);
     // Lowering the bounds gives back at once.
     a.set_retention(Retention {

@@ -65,30 +65,30 @@ fn assert_rejected(a: &Cohort<Life>, p: *mut u8, cases: &[(usize, usize, Life)])
 #[test]
 fn a_rejected_large_remalloc_keeps_the_allocation() {
     let a: Cohort<Life> = Cohort::new();
-    let p = a.malloc(100_000, Life::A);
+    let p = a.malloc(1_100_000, Life::A);
     assert!(!p.is_null());
-    // SAFETY: p holds 100 000 bytes.
-    unsafe { pattern(p, 1, 100_000) };
+    // SAFETY: p holds 1 100 000 bytes.
+    unsafe { pattern(p, 1, 1_100_000) };
     let cases: [(usize, usize, Life); 4] = [
-        (50_000, 300_000, Life::A),  // wrong old size, growing by remap
-        (100_000, 300_000, Life::B), // wrong lifetime class
-        (200_000, 90_000, Life::A),  // wrong old size, shrinking
-        (50_000, 100, Life::A),      // wrong old size, moving to a small class
+        (700_000, 1_300_000, Life::A),   // wrong old size, growing by remap
+        (1_100_000, 1_300_000, Life::B), // wrong lifetime class
+        (2_000_000, 1_090_000, Life::A), // wrong old size, shrinking
+        (700_000, 100, Life::A),         // wrong old size, moving to a small class
     ];
-    // 100 000 bytes rounded up to the page (102 400 with 4 KiB pages).
-    let maps = format!("maps {} B", large_usable(&a, 100_000));
+    // 1 100 000 bytes rounded up to the page (1 101 824 with 4 KiB pages).
+    let maps = format!("maps {} B", large_usable(&a, 1_100_000));
     for msg in assert_rejected(&a, p, &cases) {
         assert!(msg.contains(&maps), "{msg}");
     }
     let msg = misuse_message(|| {
         // SAFETY: deliberately wrong lifetime class.
-        unsafe { a.recalloc(p, 100_000, 300_000, Life::C) };
+        unsafe { a.recalloc(p, 1_100_000, 1_300_000, Life::C) };
     });
     assert!(msg.contains("lifetime class 2"), "{msg}");
     // SAFETY: p is intact and still ours: the rejected calls changed nothing.
     unsafe {
-        assert!(has_pattern(p, 1, 100_000));
-        a.free(p, 100_000, Life::A);
+        assert!(has_pattern(p, 1, 1_100_000));
+        a.free(p, 1_100_000, Life::A);
     }
     assert!(a.is_empty());
 }
@@ -361,19 +361,19 @@ fn a_wrong_lifetime_class_is_named_as_such() {
 #[test]
 fn a_large_allocation_freed_as_small_is_named() {
     let a: Cohort<Life> = Cohort::new();
-    let q = a.malloc(100_000, Life::B);
+    let q = a.malloc(1_100_000, Life::B);
     for size in [1, 100, 5000] {
         // SAFETY: deliberately wrong size.
         let msg = misuse_message(|| unsafe { a.free(q, size, Life::B) });
         assert!(
             msg.contains("large allocation")
-                && msg.contains(&format!("maps {} B", large_usable(&a, 100_000))),
+                && msg.contains(&format!("maps {} B", large_usable(&a, 1_100_000))),
             "{size}: {msg}"
         );
         assert!(msg.contains("lifetime class 1 (B)"), "{msg}");
     }
     // SAFETY: intact.
-    unsafe { a.free(q, 100_000, Life::B) };
+    unsafe { a.free(q, 1_100_000, Life::B) };
     assert!(a.is_empty());
 }
 

@@ -280,7 +280,6 @@ fn a_fixed_region_with_nothing_live_serves_its_whole_capacity_again() {
 /// request must be served (empty medium blocks kept for other classes, and the caller's
 /// empty blocks, are memory to take back before saying null).
 #[test]
-#[ignore = "RED-29 (medium's branch: with nothing live, a 16 MiB fixed region says null to C4's malloc(100 000): C0..C3 keep their empty medium blocks); on main it fails by RED-28 (these sizes are runs there)"]
 fn medium_requests_of_many_classes_fit_a_fixed_region_with_nothing_live() {
     let a = Cohort::<Eight>::with_options(&RegionOptions::new(16 * MIB)).expect("fixed");
     for _ in 0..3 {

@@ -7,7 +7,10 @@
 //! full, and refused to any later attach (a shared-anonymous region is refused the
 //! fallback, as named ones are: `tests/region_named.rs`).
 
+mod common;
+
 use cohort::{Cohort, PlacementError, RegionOptions};
+use common::memory::{garbage_mapping, map_aligned, memfd};
 
 cohort::lifetime_classes! {
     enum Life { Short, Long }
@@ -15,43 +18,6 @@ cohort::lifetime_classes! {
 
 const MIB: usize = 1 << 20;
 const ALIGN: usize = 2 * MIB;
-
-/// A shared mapping of `fd`'s first `len` bytes at an address aligned to 2 MiB.
-fn map_aligned(fd: i32, len: usize) -> *mut u8 {
-    // SAFETY: a fresh reservation, then the file mapped over an aligned part of it.
-    unsafe {
-        let raw = libc::mmap(
-            std::ptr::null_mut(),
-            len + ALIGN,
-            libc::PROT_NONE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-            -1,
-            0,
-        );
-        assert_ne!(raw, libc::MAP_FAILED);
-        let at = (raw as usize).next_multiple_of(ALIGN);
-        let p = libc::mmap(
-            at as *mut libc::c_void,
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED | libc::MAP_FIXED,
-            fd,
-            0,
-        );
-        assert_eq!(p as usize, at);
-        p.cast()
-    }
-}
-
-fn memfd(len: usize) -> i32 {
-    // SAFETY: a new anonymous file of ours, sized.
-    unsafe {
-        let fd = libc::memfd_create(c"cohort-region-caller".as_ptr(), 0);
-        assert!(fd >= 0);
-        assert_eq!(libc::ftruncate(fd, len as libc::off_t), 0);
-        fd
-    }
-}
 
 #[test]
 fn the_footprint_is_what_format_needs() {
@@ -115,11 +81,8 @@ struct Node {
 #[test]
 fn caller_memory_is_formatted_used_left_and_attached_at_another_address() {
     let f = Cohort::<Life>::footprint(32 * MIB).unwrap();
-    let fd = memfd(f.bytes);
-    let a = map_aligned(fd, f.bytes);
     // Garbage where the region goes: the state is zeroed by the format, the blocks not.
-    // SAFETY: the mapping is ours.
-    unsafe { a.write_bytes(0xee, f.bytes) };
+    let (fd, a) = garbage_mapping(f.bytes);
     // SAFETY: ours, unused, mapped for as long as the instance lives.
     let c = unsafe { Cohort::<Life>::format_in(a, f.bytes, &RegionOptions::new(32 * MIB)) }
         .expect("formatted");

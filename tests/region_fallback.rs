@@ -12,6 +12,9 @@ cohort::lifetime_classes! {
 }
 
 const MIB: usize = 1 << 20;
+/// Large sizes (above the medium ones, 1 MiB), for a grown fallback slot.
+const GROWN: usize = 3 * MIB + 1000;
+const SHRUNK: usize = 3 * MIB / 2;
 
 /// A 4 MiB fixed region that falls back, filled by one run (returned): every small request
 /// after this is a mapping of its own.
@@ -119,13 +122,13 @@ fn a_fallback_slot_grown_to_large_and_shrunk_keeps_the_large_table_exact() {
     let p = fallback_slot(&a, 100, 3);
     // SAFETY: p is live with 100 bytes; each result is live with the size it was given.
     unsafe {
-        let q = a.remalloc(p, 100, 200_000, Life::Short);
+        let q = a.remalloc(p, 100, GROWN, Life::Short);
         assert!(!q.is_null() && all(q, 100, 3));
         let grown = a.allocation_at(q).expect("live");
-        assert!(grown.large && grown.usable >= 200_000, "{grown:?}");
-        q.write_bytes(4, 200_000);
-        let r = a.remalloc(q, 200_000, 120_000, Life::Short);
-        assert!(!r.is_null() && all(r, 120_000, 4));
+        assert!(grown.large && grown.usable >= GROWN, "{grown:?}");
+        q.write_bytes(4, GROWN);
+        let r = a.remalloc(q, GROWN, SHRUNK, Life::Short);
+        assert!(!r.is_null() && all(r, SHRUNK, 4));
         let shrunk = a.allocation_at(r).expect("live");
         assert!(shrunk.usable < grown.usable, "{shrunk:?}");
         assert_eq!(
@@ -134,7 +137,7 @@ fn a_fallback_slot_grown_to_large_and_shrunk_keeps_the_large_table_exact() {
             "remapped: the mapping is the new length"
         );
         let cached = a.stats().large_cached_bytes;
-        a.free(r, 120_000, Life::Short);
+        a.free(r, SHRUNK, Life::Short);
         assert_eq!(
             a.stats().large_cached_bytes,
             cached + shrunk.usable,
@@ -171,14 +174,15 @@ fn a_fallback_slot_freed_or_resized_as_another_class_is_reported_and_left_live()
     assert_eq!(a.block_of(p, 100), None, "a mapping of its own: no block");
     let slot = found.usable;
     // Other size classes (16, 200, 3000, 4096: the same page count as the slot's mapping
-    // with 4 KiB pages), a large size of the mapping's length with 64 KiB pages, and the
-    // right size in the wrong lifetime class.
+    // with 4 KiB pages), a medium size (of the mapping's length with 64 KiB pages), a large
+    // one, and the right size in the wrong lifetime class.
     let wrong = [
         (16, Life::Short),
         (200, Life::Short),
         (3000, Life::Short),
         (4096, Life::Short),
         (20_000, Life::Short),
+        (GROWN, Life::Short),
         (100, Life::Long),
     ];
     for (size, life) in wrong {
@@ -226,7 +230,7 @@ fn a_fallback_slot_freed_or_resized_as_another_class_is_reported_and_left_live()
 #[test]
 fn a_large_allocation_freed_with_a_small_size_in_a_falling_back_region_is_reported() {
     let (a, run) = full_fallback();
-    let big = a.malloc(100_000, Life::Short);
+    let big = a.malloc(GROWN, Life::Short);
     assert!(!big.is_null() && !a.in_region(big));
     for size in [100, 3000, 4096] {
         // SAFETY: misuse, reported before anything changes.
@@ -240,7 +244,52 @@ fn a_large_allocation_freed_with_a_small_size_in_a_falling_back_region_is_report
     }
     // SAFETY: its size and class.
     unsafe {
-        a.free(big, 100_000, Life::Short);
+        a.free(big, GROWN, Life::Short);
+        a.free(run, 4 * MIB, Life::Long);
+    }
+    assert!(a.is_empty(), "{:?}", a.stats());
+}
+
+/// RED-37, RED-23 for medium sizes: a medium request the full region served from a
+/// mapping of its own keeps its granule count; a free of another granule count (or another
+/// lifetime class) is misuse as in the region, the right ones free it (sized, unsized), and
+/// a resize keeps what its free must name.
+#[test]
+fn a_medium_request_served_from_a_mapping_is_freed_by_its_granules_only() {
+    let (a, run) = full_fallback();
+    let p = a.malloc(20_000, Life::Short);
+    assert!(!p.is_null() && !a.in_region(p));
+    let found = a.allocation_at(p).expect("live");
+    assert_eq!((found.usable, found.large), (20_480, false), "{found:?}");
+    for (size, life) in [
+        (17_000, Life::Short),
+        (22_000, Life::Short),
+        (20_000, Life::Long),
+    ] {
+        // SAFETY: misuse, reported before anything changes.
+        let m = unsafe { a.try_free(p, size, life) }.expect_err("misuse");
+        assert!(
+            matches!(m.problem, Problem::WrongRun { usable: 20_480, .. }),
+            "{m}"
+        );
+    }
+    // SAFETY: the right sizes and class; each result live with the size it was given.
+    unsafe {
+        a.try_free(p, 18_500, Life::Short)
+            .expect("the same granules");
+        let q = a.malloc(20_000, Life::Short);
+        let r = a.remalloc(q, 20_000, 40_000, Life::Short);
+        assert!(!r.is_null() && !a.in_region(r));
+        let grown = a.allocation_at(r).expect("live");
+        assert_eq!((grown.usable, grown.large), (40_960, false), "{grown:?}");
+        let m = a
+            .try_free(r, 20_000, Life::Short)
+            .expect_err("the old size no more");
+        assert!(
+            matches!(m.problem, Problem::WrongRun { usable: 40_960, .. }),
+            "{m}"
+        );
+        a.free_unsized(r).expect("found from the address");
         a.free(run, 4 * MIB, Life::Long);
     }
     assert!(a.is_empty(), "{:?}", a.stats());

@@ -16,13 +16,15 @@ cohort::lifetime_classes! {
 }
 
 const MIB: usize = 1 << 20;
+/// A large size (above the medium ones): a run of one unit.
+const RUN: usize = MIB + MIB / 2;
 
 #[test]
 fn a_fork_child_of_a_private_fixed_region_allocates_as_its_parent_would() {
     // Two units: a block of 64-byte slots (this thread's heap's), and a run: full.
     let a = Cohort::<Life>::with_options(&RegionOptions::new(4 * MIB)).expect("a fixed region");
     let first = a.malloc(64, Life::Short);
-    let run = a.malloc(MIB, Life::Long);
+    let run = a.malloc(RUN, Life::Long);
     assert!(a.in_region(first) && a.in_region(run));
     assert!(a.malloc(2 * MIB, Life::Long).is_null(), "no unit left");
     let live_before = a.stats().heads.iter().map(|h| h.live).sum::<usize>();
@@ -40,7 +42,7 @@ fn a_fork_child_of_a_private_fixed_region_allocates_as_its_parent_would() {
                 a.free(p, 64, Life::Short);
             }
             a.free(first as *mut u8, 64, Life::Short);
-            a.free(run as *mut u8, MIB, Life::Long);
+            a.free(run as *mut u8, RUN, Life::Long);
         }
         assert!(a.is_empty());
         let again = a.malloc(3 * MIB, Life::Long);
@@ -55,7 +57,7 @@ fn a_fork_child_of_a_private_fixed_region_allocates_as_its_parent_would() {
     // SAFETY: allocated above, freed once.
     unsafe {
         a.free(first as *mut u8, 64, Life::Short);
-        a.free(run as *mut u8, MIB, Life::Long);
+        a.free(run as *mut u8, RUN, Life::Long);
     }
     assert!(a.is_empty());
     // The `&mut self` calls work on a region no other process shares (RED-25).

@@ -74,9 +74,9 @@ fn a_scope_frees_its_allocations_and_nothing_else() {
         let scope_1 = stats.classes.iter().find(|c| c.life_name == "scope 1");
         let in_scope = scope_1.map_or(0, |c| c.small_live);
         assert!(vs.iter().all(|v| intact(v)));
-        // Small ones are counted per head; the large one (100 000 B) by the large table.
+        // Small ones are counted per head; the medium one (100 000 B) by its blocks.
         assert_eq!(in_scope, sizes.len() - 1, "{stats}");
-        assert_eq!(scope_1.unwrap().large_allocations, 1, "{stats}");
+        assert_eq!(scope_1.unwrap().medium_allocations, 1, "{stats}");
         // Forgotten: the release frees them anyway.
         core::mem::forget(vs);
         sizes.len()

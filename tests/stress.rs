@@ -489,7 +489,7 @@ fn snapshots_compact_and_releases_while_threads_allocate() {
                     // SAFETY: only this thread uses class C, and drops its objects unused.
                     let r = unsafe { shared.a.release_class(Life::C) };
                     assert_eq!(r.left_to_other_threads, 0, "{r:?}");
-                    assert_eq!(r.slots + r.large, nonzero, "{r:?}");
+                    assert_eq!(r.slots + r.medium + r.large, nonzero, "{r:?}");
                     n += 1;
                 }
                 n

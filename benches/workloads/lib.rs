@@ -6,6 +6,7 @@
 //! the runner (`benches/suite/main.rs`). One workload per process keeps RSS figures clean. Timings are
 //! thread CPU time; `COHORT_BENCH_SCALE` (default 1) scales the object counts.
 
+mod bursts;
 mod remote;
 
 use std::alloc::{alloc, dealloc, handle_alloc_error, Layout};
@@ -67,6 +68,9 @@ pub fn main(hooks: Hooks) {
         "threads" => threads(count(1e6) / BATCH),
         "grow" => realloc_growth(arg, count(64.0 * 1048576.0)),
         "large" => large_pairs(arg, count(2.0 * 1073741824.0) / arg),
+        "medium" => medium_churn(arg, count(4000.0)),
+        "mlarge" => bursts::large_threads(arg.max(1), count(1000.0) / arg.max(1)),
+        "burst" => bursts::burst(count(1073741824.0)),
         "handoff" => remote::handoff(count(1e6)),
         "spread" => remote::spread(arg, count(5e5)),
         "shortlived" => remote::shortlived(count(4e6) / remote::BATCH_OBJECTS),
@@ -390,6 +394,57 @@ fn large_pairs(size: usize, pairs: usize) {
         "faults/pair",
         (minor_faults() - faults) as f64 / pairs as f64,
     );
+}
+
+/// The medium sizes' range: uniformly random sizes from just above 16 KiB to 1 MiB.
+const MEDIUM_SIZES: (usize, usize) = ((16 << 10) + 1, 1 << 20);
+
+/// `live` allocations of uniformly random sizes from 16 KiB to 1 MiB, every byte written,
+/// then `steps` churn steps (one freed at random, one of a new random size allocated and
+/// every byte written). RSS growth divided by the bytes requested of the live ones, at the
+/// end (after the churn) and at the start (before it); thread CPU time per step (the writes
+/// included) and minor page faults per step.
+fn medium_churn(live: usize, steps: usize) {
+    let mut rng = Rng::new(11);
+    let mut objs = vec![(ptr::null_mut::<u8>(), 0usize); live];
+    let base = rss();
+    let take = |rng: &mut Rng, i: usize| {
+        let size = rng.range(MEDIUM_SIZES.0, MEDIUM_SIZES.1);
+        let p = alloc_touch(layout_for(size), i as u8);
+        // SAFETY: a fresh allocation of `size` bytes.
+        unsafe { ptr::write_bytes(p, i as u8, size) };
+        (p, size)
+    };
+    for (i, o) in objs.iter_mut().enumerate() {
+        *o = take(&mut rng, i);
+    }
+    let requested = |objs: &[(*mut u8, usize)]| objs.iter().map(|o| o.1).sum::<usize>() as f64;
+    report(
+        "start",
+        "RSS/requested",
+        (rss() - base) as f64 / requested(&objs),
+    );
+    let (t0, faults) = (thread_cpu_ns(), minor_faults());
+    for step in 0..steps {
+        let i = rng.below(live);
+        let (p, size) = objs[i];
+        // SAFETY: live, allocated with this layout.
+        unsafe { dealloc(black_box(p), layout_for(size)) };
+        objs[i] = take(&mut rng, step);
+    }
+    let cpu = thread_cpu_ns() - t0;
+    let faults = minor_faults() - faults;
+    report(
+        "end",
+        "RSS/requested",
+        (rss() - base) as f64 / requested(&objs),
+    );
+    report("step", "ns/step", cpu as f64 / steps as f64);
+    report("faults", "faults/step", faults as f64 / steps as f64);
+    for (p, size) in objs {
+        // SAFETY: live, allocated with this layout.
+        unsafe { dealloc(p, layout_for(size)) };
+    }
 }
 
 /// The global allocator seen as a one-class [`LifetimeApi`].

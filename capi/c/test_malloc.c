@@ -269,7 +269,7 @@ static void test_cohort_api(void) {
   char *other = malloc(48);
   CHECK(other != kept && strcmp(kept, "kept") == 0);
   free(other);
-  void *large = cohort_malloc(1 << 20, 3);
+  void *large = cohort_malloc(2 << 20, 3); /* above the medium sizes (up to 1 MiB) */
   CHECK(large != NULL);
   cohort_released rel = cohort_release_class(3);
   CHECK(rel.slots >= 500 && rel.large == 1);

@@ -100,8 +100,9 @@ impl<L: Lifetime> Cohort<L> {
 
     /// The base address of the block holding an allocation of `size` bytes made by
     /// [`Cohort::malloc`] (for `Layout` allocations use [`Cohort::block_of_layout`]).
-    /// `None` for large allocations, which have no block, and for a small request a full
-    /// region served from a mapping of its own ([`crate::RegionOptions::fallback`]).
+    /// `None` for medium and large allocations (a medium one has a block, but a run of
+    /// granules in it, not a slot: `allocation_at` finds it), and for a small request a
+    /// full region served from a mapping of its own ([`crate::RegionOptions::fallback`]).
     ///
     /// # Examples
     ///

@@ -3,7 +3,7 @@
 //! lifetime class `lifetime::GLOBAL`.
 
 use super::Cohort;
-use crate::class::{class_of, CLASSES};
+use crate::class::{class_of, medium_granules, CLASSES, GRANULE};
 use crate::lifetime::{self, Lifetime};
 use crate::os;
 use crate::resize::SizeAlign;
@@ -63,7 +63,8 @@ impl<L: Lifetime> Cohort<L> {
     /// use std::alloc::Layout;
     /// let a = cohort::Cohort::<()>::new();
     /// assert_eq!(a.usable_size(Layout::from_size_align(24, 8).unwrap()), 24);
-    /// assert_eq!(a.usable_size(Layout::from_size_align(100_000, 8).unwrap()), 102_400); // pages
+    /// assert_eq!(a.usable_size(Layout::from_size_align(100_000, 8).unwrap()), 100_352); // 2 KiB granules
+    /// assert_eq!(a.usable_size(Layout::from_size_align(3_000_000, 8).unwrap()), 3_002_368); // pages
     /// ```
     pub fn usable_size(&self, layout: Layout) -> usize {
         usable_size(layout.size(), layout.align())
@@ -163,14 +164,16 @@ impl<L: Lifetime> Cohort<L> {
     }
 }
 
-/// The usable size of a request: its class's stride, or its page-rounded size when large.
+/// The usable size of a request: its class's stride, its granules when medium, or its
+/// page-rounded size when large.
 pub(crate) fn usable_size(size: usize, align: usize) -> usize {
     if size == 0 {
         return 0;
     }
-    match class_of(size, align) {
-        Some(c) => CLASSES[c].stride as usize,
-        None => os::page_round(size).unwrap_or(size),
+    match (class_of(size, align), medium_granules(size, align)) {
+        (Some(c), _) => CLASSES[c].stride as usize,
+        (None, Some(granules)) => granules * GRANULE,
+        (None, None) => os::page_round(size).unwrap_or(size),
     }
 }
 

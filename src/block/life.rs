@@ -38,7 +38,11 @@ impl Header {
         owner: u64,
         fresh: bool,
     ) -> *mut Header {
-        let c = &CLASSES[class];
+        // A class without slots (a medium block, `crate::medium_block`) gets no bump
+        // window: its header's slot fields stay 0, so a pop never succeeds.
+        let (stride, first, limit) = CLASSES
+            .get(class)
+            .map_or((0, 0, 0), |c| (c.stride, c.first, c.limit));
         let h = base.cast::<Header>();
         // Under loom a header's atomics are objects of the model checker, which memory fresh
         // from the OS does not hold: they are built first. (Outside loom its zero bytes
@@ -51,7 +55,7 @@ impl Header {
         // SAFETY: the block is ours and its first bytes hold a header, or zeros, which are
         // one (above). Its plain fields are read by its owner only, and it has none yet.
         unsafe {
-            ptr::addr_of_mut!((*h).stride).write(c.stride);
+            ptr::addr_of_mut!((*h).stride).write(stride);
             ptr::addr_of_mut!((*h).magic).write(MAGIC);
         }
         // The atomics are stored one by one, not written with the header as one value:
@@ -63,9 +67,9 @@ impl Header {
         hr.owner_key
             .store(owner_word(owner, key(class, life)), Ordering::Relaxed);
         hr.free.store(0, Ordering::Relaxed);
-        hr.bump.store(c.first, Ordering::Relaxed);
+        hr.bump.store(first, Ordering::Relaxed);
         hr.bump_end
-            .store(window_end(c.first, c.limit), Ordering::Relaxed);
+            .store(window_end(first, limit), Ordering::Relaxed);
         hr.count.store(0, Ordering::Relaxed);
         hr.bias.store(0, Ordering::Relaxed);
         for link in &hr.links {

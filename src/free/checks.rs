@@ -154,10 +154,7 @@ impl Instance {
     /// made for a small request of `class` in lifetime class `life`
     /// (`alloc::Instance::alloc_fallback`).
     pub(crate) fn is_fallback(&self, pool: &Pool, p: *mut u8, class: usize, life: usize) -> bool {
-        let request = Request {
-            class: Some(class),
-            life,
-        };
+        let request = Request::small(class, life);
         pool.region.falls_back()
             && pool
                 .large
@@ -312,7 +309,7 @@ impl Instance {
                 return bad(problem);
             }
         } else if !is_block || h.key() != key(class, life) {
-            let block_class = (is_block && h.key() != EMPTY_KEY).then(|| h.class());
+            let block_class = is_block.then(|| class_held(h)).flatten();
             return bad(Problem::WrongBlock {
                 class,
                 stride: c.stride as usize,

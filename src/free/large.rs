@@ -1,18 +1,22 @@
 //! Large frees: the large table checked (every build: a hash look-up beside a system call),
 //! then the mapping cached or unmapped. The small requests a full region served from
-//! mappings of their own (`RegionOptions::fallback`) are freed here too, checked against the
-//! size class their entry keeps.
+//! mappings of their own (`RegionOptions::fallback`) and the medium requests the region had
+//! no room for are freed here too, checked against the size class or granule count their
+//! entry keeps.
 
-use crate::class::{class_of, CLASSES};
+use crate::class::{class_of, medium_granules, CLASSES, GRANULE, MAX_MEDIUM};
 use crate::instance::Instance;
-use crate::large::{unmap_evicted, LargeTable, Mapping, Request};
+use crate::large::{unmap_evicted, Kind, LargeTable, Mapping};
 use crate::misuse::{report, Misuse, Problem};
 use crate::os;
 
 impl Instance {
-    /// Frees a large allocation, after checking the large table (every build: a hash
-    /// look-up beside a system call): the pointer must start a live large allocation of
-    /// this lifetime class whose mapped length `size` rounds to.
+    /// Frees a medium or large allocation (a size above the small classes): in the region,
+    /// a medium one, after checking its run (every build: the run table), or a run of the
+    /// region's units, after checking its word; outside it, a large one, after checking the
+    /// large table (every build: a hash look-up beside a system call): the pointer must
+    /// start a live large allocation of this lifetime class whose mapped length `size`
+    /// rounds to.
     ///
     /// # Safety
     /// As [`Instance::free_sized`], with `size` a large size: if a large allocation of
@@ -30,9 +34,12 @@ impl Instance {
         }
     }
 
-    /// Frees the large allocation at `p` if the large table holds it with this length and
-    /// lifetime class (a large request's); else returns what is wrong, having changed
-    /// nothing. No lock is held on return (reporting may allocate).
+    /// Frees the medium allocation at `p` (in the region) if a live run of `size`'s
+    /// granules in lifetime class `life` starts there, the large allocation at `p` if a
+    /// run of the region's units of this length and lifetime class starts there, or the
+    /// allocation at `p` (outside the region) if the large table holds it made for a request
+    /// of `size` (medium or large) in lifetime class `life`; else returns what is wrong,
+    /// having changed nothing. No lock is held on return (reporting may allocate).
     ///
     /// # Safety
     /// As [`Instance::free_large`], with `p` not null.
@@ -46,27 +53,38 @@ impl Instance {
             return Err(self.misuse(p, size, life, Problem::Foreign));
         };
         if pool.region.contains(p as usize) {
-            // A run of the region's units (`Pool::free_run`), or misuse.
-            // SAFETY: forwarded contract.
-            return unsafe { pool.free_run(p, size, life) }
-                .map_err(|problem| self.misuse(p, size, life, problem));
+            // In the region: a run of its units (a large allocation, `Pool::free_run`), told
+            // by its unit's state; else a medium allocation (a run of granules in a medium
+            // block, `Pool::medium_free`), checked against its block's run table; or misuse.
+            let freed = if self.in_run(p) {
+                // SAFETY: forwarded contract.
+                unsafe { pool.free_run(p, size, life) }
+            } else {
+                match pool.medium_free(p, size, life) {
+                    // Not a medium block: for a large size, no large allocation (a small
+                    // block, a run freed already, or never one).
+                    Err(Problem::NotMedium { .. }) if size > MAX_MEDIUM => Err(Problem::NotLarge),
+                    freed => freed,
+                }
+            };
+            return freed.map_err(|problem| self.misuse(p, size, life, problem));
         }
         // SAFETY: forwarded contract.
-        unsafe { self.free_mapping_checked(p, size, Request::large(life)) }
+        unsafe { self.free_mapping_checked(p, Named::Size(size), life) }
             .map_err(|problem| self.misuse(p, size, life, problem))
     }
 
     /// Frees the mapping at `p` (outside the region) if the large table holds it made for
-    /// `request` with a length `size` rounds to; else returns what is wrong, having changed
-    /// nothing. No lock is held on return.
+    /// what `named` names in lifetime class `life` ([`large_match`]); else returns what is
+    /// wrong, having changed nothing. No lock is held on return.
     ///
     /// # Safety
     /// If the large table holds a mapping at `p`, it is the caller's to free.
     unsafe fn free_mapping_checked(
         &self,
         p: *mut u8,
-        size: usize,
-        request: Request,
+        named: Named,
+        life: usize,
     ) -> Result<(), Problem> {
         let Some(pool) = self.pool_if_any() else {
             return Err(Problem::Foreign);
@@ -74,7 +92,7 @@ impl Instance {
         // One clock read (before the lock) serves the cache and the empty blocks.
         let now = crate::decay::now();
         let mut large = pool.large.lock();
-        let found = large_match(&large, p, size, request);
+        let found = large_match(&large, p, named, life);
         let evicted = found.map(|m| {
             large.remove(p as usize);
             // Cached, not unmapped: the caller gives the mapping up.
@@ -86,6 +104,7 @@ impl Instance {
         unsafe { unmap_evicted(&evicted) };
         // A slow path: empty blocks unused for the delay go back (see `pool`'s `empty`).
         pool.decay_if_due(now);
+        self.give_back_idle_own(now);
         Ok(())
     }
 
@@ -105,30 +124,53 @@ impl Instance {
         if pool.large.lock().get(p as usize).is_none() {
             return false;
         }
-        let stride = CLASSES[class].stride as usize;
-        let request = Request {
-            class: Some(class),
-            life,
-        };
         // SAFETY: a live mapping of the large table (checked again under its lock), the
-        // caller's to free if it was made for this request.
-        if let Err(problem) = unsafe { self.free_mapping_checked(p, stride, request) } {
+        // caller's to free if it was made for a request of this class.
+        if let Err(problem) = unsafe { self.free_mapping_checked(p, Named::Class(class), life) } {
             report::<ABORT>(self.misuse(p, size, life, problem));
         }
         true
     }
 }
 
-/// The live large allocation at `p` when it was made for `request` and `size` rounds to its
-/// length; else what is wrong (a cached address was freed already: a double free).
+/// What a free (or a resize's old side) names of a mapping of the large table besides its
+/// lifetime class: the size class of a small size, or a size above the small classes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Named {
+    /// A small size of this size class.
+    Class(usize),
+    /// A medium or large size.
+    Size(usize),
+}
+
+impl Named {
+    /// True when a free naming this (in lifetime class `life`) is right for `m`: a small
+    /// request's mapping with the request's size class; a medium one's with a size of its
+    /// granule count; a large one's with a size that rounds to its length.
+    fn fits(self, m: &Mapping, life: usize) -> bool {
+        m.request.life == life
+            && match (m.request.kind, self) {
+                (Kind::Small(class), Named::Class(c)) => class == c,
+                (Kind::Medium(granules), Named::Size(size)) => {
+                    medium_granules(size, 1) == Some(granules)
+                }
+                (Kind::Large, Named::Size(size)) => os::page_round(size) == Some(m.len),
+                _ => false,
+            }
+    }
+}
+
+/// The live large allocation at `p` when a free naming `named` in lifetime class `life` is
+/// right for it ([`Named::fits`]); else what is wrong (a cached address was freed already:
+/// a double free).
 pub(crate) fn large_match(
     large: &LargeTable,
     p: *mut u8,
-    size: usize,
-    request: Request,
+    named: Named,
+    life: usize,
 ) -> Result<Mapping, Problem> {
     match large.get(p as usize) {
-        Some(m) if m.request == request && Some(m.len) == os::page_round(size) => Ok(m),
+        Some(m) if named.fits(&m, life) => Ok(m),
         Some(m) => Err(mismatch(m)),
         None if large.is_cached(p as usize) => Err(Problem::DoubleFree),
         None => Err(Problem::NotLarge),
@@ -137,15 +179,20 @@ pub(crate) fn large_match(
 
 /// What is wrong with a call that names another request than the one `m` was made for.
 pub(crate) fn mismatch(m: Mapping) -> Problem {
-    match m.request.class {
-        Some(class) => Problem::FallbackMismatch {
+    let life = m.request.life;
+    match m.request.kind {
+        Kind::Small(class) => Problem::FallbackMismatch {
             class,
             stride: CLASSES[class].stride as usize,
-            life: m.request.life,
+            life,
         },
-        None => Problem::LargeMismatch {
+        Kind::Medium(granules) => Problem::WrongRun {
+            usable: granules * GRANULE,
+            block_life: life,
+        },
+        Kind::Large => Problem::LargeMismatch {
             mapped: m.len,
-            life: m.request.life,
+            life,
         },
     }
 }

@@ -294,12 +294,18 @@ impl Attachment {
     ) -> Result<usize, RegionError> {
         // SAFETY: the caller's mapping.
         let t = unsafe { table(base) };
-        let _lock = SealLock::take(t, self.word, opening.unwrap_or(LOCK_PATIENCE))?;
+        let mut lock = SealLock::take(t, self.word, opening.unwrap_or(LOCK_PATIENCE))?;
         let offsets = seals(layout);
         // SAFETY: the caller's mapping holds both seal pages.
         let [mid, tail] = offsets.map(|o| unsafe { seal(base, o) });
         let gen = t.gen.load(SeqCst);
-        if mid.load(SeqCst) != gen || tail.load(SeqCst) != gen {
+        // A lock taken over from a dead holder: that process may have died between its
+        // bump of `GEN` and its stores of the seals (an opener killed mid-attach), which
+        // leaves them apart in a region nobody copied. It had claimed its slot before the
+        // bump, so the checks of the boot and the file below still tell a copy or a crash;
+        // this attach stores the seals anew.
+        let dead_attacher = lock.before != 0;
+        if !dead_attacher && (mid.load(SeqCst) != gen || tail.load(SeqCst) != gen) {
             return Err(RegionError::Unclean {
                 reason: "its pages are of different moments (a copy made while a process had \
                          it open)",
@@ -346,6 +352,27 @@ impl Attachment {
         t.boot.store(boot, SeqCst);
         t.dev.store(dev, SeqCst);
         t.ino.store(ino, SeqCst);
+        // SAFETY: the caller's mapping.
+        if let Err(e) = unsafe { self.new_generation(base, layout) } {
+            t.slots[slot].store(0, SeqCst);
+            return Err(RegionError::os("write the region's attach table to disk", e));
+        }
+        // The region changed: no dead holder's word needs keeping in the lock.
+        lock.before = 0;
+        Ok(slot)
+    }
+
+    /// Bumps `GEN` and stores it in both seals (see the module docs), then, for a file,
+    /// writes the three pages to disk.
+    ///
+    /// # Safety
+    /// `base` maps the whole region of `layout`, read-write and shared.
+    unsafe fn new_generation(&self, base: *mut u8, layout: &Layout) -> std::io::Result<()> {
+        // SAFETY: the caller's mapping.
+        let t = unsafe { table(base) };
+        let offsets = seals(layout);
+        // SAFETY: the caller's mapping holds both seal pages.
+        let [mid, tail] = offsets.map(|o| unsafe { seal(base, o) });
         t.gen.fetch_add(1, SeqCst);
         // The last writer of a seal stores the generation it then reads unchanged (see the
         // module docs), so racing attaches leave the seals equal to `GEN`.
@@ -360,14 +387,41 @@ impl Attachment {
         if self.file {
             for at in [0, offsets[0], offsets[1]] {
                 // SAFETY: a page of the caller's mapping (every offset is a page multiple).
-                let synced = unsafe { shared_mem::sync(base.add(at), layout.state_offset) };
-                if let Err(e) = synced {
-                    t.slots[slot].store(0, SeqCst);
-                    return Err(RegionError::os("write the region's attach table to disk", e));
-                }
+                unsafe { shared_mem::sync(base.add(at), layout.state_offset) }?;
             }
         }
-        Ok(slot)
+        Ok(())
+    }
+
+    /// In a fork child, on its copy of its parent's attachment (the fork handlers, while
+    /// the child's thread is its only one): the child has the region open as its parent
+    /// had it, so it claims a slot of its own under `LOCK` and bumps the generation, as an
+    /// opener does (without an opener's checks: the child's mapping is the live region).
+    /// Its parent's leave then finds the child's slot held and writes no seal, and the
+    /// child's own leave (its copy of the view released) frees the child's slot and seals
+    /// the region if it is the last. A child that finds no free slot (every one held)
+    /// works without one, as before this existed: its parent's seal may then not cover
+    /// what the child writes.
+    pub(crate) fn claim_in_fork_child(&mut self) {
+        if self.slot >= ATTACH_SLOTS {
+            return; // the parent held no slot: nothing to take over
+        }
+        let me = shared_mem::process_word();
+        // SAFETY: the attachment's own mapping of the region.
+        let t = unsafe { table(self.page) };
+        // Without the lock (a live holder that does not let go) the slot is claimed all the
+        // same: the generation bump alone keeps any seal from being checked.
+        let _lock = SealLock::take(t, me, LOCK_PATIENCE).ok();
+        self.word = me;
+        self.slot = t
+            .slots
+            .iter()
+            .position(|w| w.compare_exchange(0, me, SeqCst, SeqCst).is_ok())
+            .unwrap_or(ATTACH_SLOTS);
+        // A file whose pages cannot be written to disk keeps the slot: the parent's
+        // mapping is the same page cache, and the child's leave writes the region again.
+        // SAFETY: the attachment's own mapping of the whole region, read-write and shared.
+        let _ = unsafe { self.new_generation(self.page, &self.layout) };
     }
 }
 

@@ -4,6 +4,8 @@
 //! and relisted by the frees that take a block out of `FULL` (lock-free).
 
 use super::*;
+use crate::class::MEDIUM_CLASS;
+use crate::medium_block::Runs;
 
 impl Pool {
     /// Under the lock: a block of (class, life) with a free slot, now owned by `owner`
@@ -30,6 +32,22 @@ impl Pool {
             self.counters.add(head.get(), Counter::BlockTaken, 1);
             return Some(h);
         }
+        let h = self.take_unused_block(st, class, life, owner)?;
+        self.counters.add(head.get(), Counter::BlockTaken, 1);
+        Some(h)
+    }
+
+    /// Under the lock: a block out of use (a kept empty one, else a new one from the
+    /// region) with a fresh header of (class, life), owned by `owner`, on its lifetime
+    /// class's list; for [`Pool::take_block`] and for medium blocks ([`MEDIUM_CLASS`], no
+    /// slots: their run table is written here, empty).
+    pub(crate) fn take_unused_block<'a>(
+        &'a self,
+        st: &mut PoolState,
+        class: usize,
+        life: usize,
+        owner: u64,
+    ) -> Option<&'a Header> {
         // Take before the decay: a block unused for the delay still serves the request that
         // comes for it.
         let retained = self.take_retained(st);
@@ -43,15 +61,20 @@ impl Pool {
                 self.region.carve(&mut st.region)?
             }
         };
+        if class == MEDIUM_CLASS {
+            // Its run table first, then the header that names it medium: a repair after
+            // this holder's death reads only tables written (`medium_block::Runs::recount`).
+            // SAFETY: the block is carved or retained: committed, ours, reachable by nobody.
+            unsafe { Runs::of_base(base) }.init(fresh);
+        }
         // SAFETY: the block is carved or retained: committed, ours, reachable by nobody.
         let h = unsafe { &*Header::init(base, class, life, owner, fresh) };
-        let c = h.geometry();
-        if c.is_tiny() {
+        if CLASSES.get(class).is_some_and(|c| c.is_tiny()) {
+            let c = h.geometry();
             // SAFETY: as above; the run table follows the header.
             unsafe { tiny::init_runs(base.cast(), c) };
         }
         st.of_life_mut(life).push(self.life_links(), h);
-        self.counters.add(head.get(), Counter::BlockTaken, 1);
         Some(h)
     }
 

@@ -80,6 +80,11 @@ impl Pool {
         due
     }
 
+    /// The configured delay in milliseconds (see the `idle_delay` field).
+    pub(crate) fn idle_delay_ms(&self) -> u64 {
+        self.idle_delay.load(Ordering::Relaxed)
+    }
+
     /// Gives back the cached large mappings unused for their delay at `now`, if the large
     /// lock is free (never waits: the large paths do this themselves).
     pub(crate) fn decay_large_cache(&self, now: u64) {
@@ -106,12 +111,21 @@ impl Pool {
         }
     }
 
+    /// As [`Pool::decay_if_due`], from a slow path that holds the lock (a medium free).
+    pub(crate) fn decay_if_due_locked(&self, st: &mut PoolState, now: u64) -> usize {
+        if now < self.decay_at.load(Ordering::Relaxed) {
+            return 0;
+        }
+        self.decay_empty(st, now)
+    }
+
     /// Under the lock: sets what is kept of empty blocks (`r.empty_block_bytes`, in whole
     /// blocks) and the delay (which starts adapting again); gives back the blocks beyond the
     /// new bound at once.
     fn set_empty_retention(&self, st: &mut PoolState, r: &Retention) {
         st.retain_blocks = r.empty_block_bytes / BLOCK_SIZE;
         st.decay = Decay::new(r.delay_ms());
+        self.idle_delay.store(r.delay_ms(), Ordering::Relaxed);
         st.idle = Idle::new();
         let keep = if r.delay_ms() == 0 {
             0

@@ -1,5 +1,6 @@
 //! The lock-guarded lists' tables and the walks over blocks: the partial lists per head and
-//! the lifetime classes' lists ([`PoolState::of_life`], linked through [`LifeLinks`]), every
+//! the lifetime classes' lists ([`PoolState::of_life`], linked through [`LifeLinks`]), the
+//! medium blocks' lists per lifetime class ([`PoolState::medium`]), every
 //! carved block, and the count of blocks a test's walks looked at.
 
 use super::*;
@@ -65,6 +66,18 @@ impl PoolState {
     pub(super) fn of_life_mut(&mut self, life: usize) -> &mut BlockList {
         // SAFETY: as in `of_life`.
         unsafe { &mut *self.table(self.of_life).add(life) }
+    }
+
+    /// The medium blocks of lifetime class `life` (see `crate::medium`).
+    pub(crate) fn medium(&mut self, life: usize) -> &mut BlockList {
+        // SAFETY: the table holds a list per lifetime class; `life < life_count`.
+        unsafe { &mut *self.table(self.medium).add(life) }
+    }
+
+    /// As [`PoolState::medium`], to read.
+    pub(crate) fn medium_list(&self, life: usize) -> &BlockList {
+        // SAFETY: as in `medium`.
+        unsafe { &*self.table(self.medium).add(life) }
     }
 
     /// The list table at offset `at` from this state (in the same mapping).

@@ -22,6 +22,7 @@ use crate::counters::HeadCounters;
 use crate::decay::{Decay, Idle, Retention};
 use crate::large::LargeTable;
 use crate::lifetime::ScopeClaims;
+use crate::medium_block::MediumCounts;
 use crate::os;
 use crate::region::{placed_meta_len, Backing, Region, RegionState, UNIT};
 use crate::sync::{pool_lock, spin_lock, AtomicU32, AtomicU64, AtomicU8};
@@ -31,7 +32,7 @@ use core::ptr;
 /// (`PoolShared::layout`): an area of another version was formatted by an incompatible
 /// build and is never attached. (A region header that describes the region should name it
 /// too, so that an opener refuses before it maps anything.)
-pub(crate) const STATE_LAYOUT: u32 = 5;
+pub(crate) const STATE_LAYOUT: u32 = 6;
 
 /// The most heaps any shared region holds at once (its heaps live in its state area).
 #[cfg(not(loom))]
@@ -108,7 +109,7 @@ impl Layout {
         // Sized by the types, not by their bytes in a build: loom's atomics are larger.
         let lists =
             registry.checked_add((max_heaps as usize).checked_mul(size_of::<AtomicU64>())?)?;
-        let lists_bytes = heads.checked_add(life_count)? * size_of::<BlockList>();
+        let lists_bytes = heads.checked_add(2 * life_count)? * size_of::<BlockList>();
         let life_links = lists
             .checked_add(lists_bytes)?
             .next_multiple_of(align_of::<[AtomicU32; 2]>());
@@ -229,7 +230,7 @@ pub(crate) unsafe fn format(
     // SAFETY: the area is ours (caller); the lists and links lie in it (layout).
     unsafe {
         let lists = area.add(layout.lists).cast::<BlockList>();
-        for i in 0..heads + life_count {
+        for i in 0..heads + 2 * life_count {
             lists.add(i).write(BlockList::new());
         }
         #[cfg(loom)]
@@ -245,6 +246,8 @@ pub(crate) unsafe fn format(
                     region,
                     partial: 0,
                     of_life: 0,
+                    medium: 0,
+                    medium_counts: MediumCounts::new(),
                     retained: BlockList::new(),
                     retained_count: 0,
                     retain_blocks: RETAIN_EMPTY,
@@ -264,6 +267,7 @@ pub(crate) unsafe fn format(
                 lock_repairs: AtomicU64::new(0),
                 heaps_reaped: AtomicU64::new(0),
                 decay_at: AtomicU64::new(0),
+                idle_delay: AtomicU64::new(Retention::DEFAULT.delay_ms()),
                 scope_claims: ScopeClaims::new(),
                 pid_ns: if tag != 0 {
                     os::shared_mem::pid_namespace()
@@ -278,6 +282,7 @@ pub(crate) unsafe fn format(
         let st = (*shared).state.data_ptr();
         (*st).partial = lists as usize - st as usize;
         (*st).of_life = lists.add(heads) as usize - st as usize;
+        (*st).medium = lists.add(heads + life_count) as usize - st as usize;
         // A shared pool's lock must survive a holder's death (see `RawPoolLock`).
         #[cfg(not(loom))]
         if robust && !(*shared).state.raw().make_robust() {

@@ -7,7 +7,8 @@
 //! Rebuilt: the counts of the pool's blocks (their local lists are the lock holder's: see
 //! [`Header::recount_local`] and [`tiny::recount`]), the region's unit states and decommitted bitmap (a unit carved but not yet
 //! initialised goes back, as does a run not wholly carved), the lifetime-class lists, the kept empty blocks, the pool's
-//! partial lists, every heap's tiny heads, the abandoned list (from the heaps' states),
+//! partial lists, the medium blocks' lists and counts (each block's from its run table,
+//! `Runs::recount`), every heap's tiny heads, the abandoned list (from the heaps' states),
 //! and the `emptied` flag. Not touched: what heaps own (their own lists are their
 //! holders'; a dead holder's heaps are taken over by the dead-process reaper,
 //! `crate::heap_handover`).
@@ -19,7 +20,9 @@
 
 use super::*;
 use crate::block::MAGIC;
+use crate::class::MEDIUM_CLASS;
 use crate::heap_record::HeapState;
+use crate::medium_block::{Runs, MAX_RUN};
 
 impl Pool {
     /// Under the lock just taken from a holder that died: rebuilds what the lock guards
@@ -36,7 +39,13 @@ impl Pool {
         }
         for life in 0..self.life_count {
             *st.of_life_mut(life) = BlockList::new();
+            *st.medium(life) = BlockList::new();
         }
+        st.medium_counts = MediumCounts {
+            purged: st.medium_counts.purged,
+            locks: st.medium_counts.locks,
+            ..MediumCounts::new()
+        };
         st.retained = BlockList::new();
         st.retained_count = 0;
         for record in self.registered_heaps() {
@@ -82,7 +91,17 @@ impl Pool {
             if h.owner() != 0 {
                 continue;
             }
-            if h.geometry().is_tiny() {
+            if h.class() == MEDIUM_CLASS {
+                // SAFETY: a medium block (its key), under the lock.
+                let runs = unsafe { Runs::of(h) };
+                runs.recount();
+                let c = &mut st.medium_counts;
+                c.live += MAX_RUN - runs.free();
+                c.dirty += runs.dirty();
+                c.runs += runs.runs();
+                c.blocks += 1;
+                st.medium(h.life()).push(units, h);
+            } else if h.geometry().is_tiny() {
                 // SAFETY: a pool-owned tiny block, under the lock.
                 unsafe { tiny::recount(h) };
                 if h.used() == 0 {

@@ -86,6 +86,7 @@ pub fn malloc_align(size: usize) -> usize {
 }
 
 pub mod kernel_view;
+pub mod memory;
 pub mod objects;
 pub mod processes;
 

@@ -38,16 +38,39 @@ pub fn wait_ok(pid: libc::pid_t) {
     );
 }
 
+/// Kills child `victim` with SIGKILL once `progress` (which it advances) reaches `steps`,
+/// waits for it, and checks that it died of the kill (not before, of a failure).
+pub fn kill_after(
+    victim: libc::pid_t,
+    progress: &std::sync::atomic::AtomicU64,
+    steps: u64,
+    what: &str,
+) {
+    while progress.load(std::sync::atomic::Ordering::Relaxed) < steps {
+        std::hint::spin_loop();
+    }
+    kill_and_reap(victim, what);
+}
+
 /// Waits until `flag` is nonzero (the child set it), then kills child `pid` with SIGKILL
 /// and waits for it, checking it died of that (not of a failure of its own).
 pub fn kill_once_set(pid: libc::pid_t, flag: &std::sync::atomic::AtomicU64) {
     while flag.load(std::sync::atomic::Ordering::Acquire) == 0 {
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
+    kill_and_reap(pid, "the child");
+}
+
+/// Kills child `victim` with SIGKILL, waits for it, and checks that it died of the kill
+/// (not before, of a failure of its own).
+fn kill_and_reap(victim: libc::pid_t, what: &str) {
     // SAFETY: our own child.
-    unsafe { libc::kill(pid, libc::SIGKILL) };
-    let status = wait_status(pid);
-    assert!(libc::WIFSIGNALED(status), "the child failed: {status:#x}");
+    unsafe { libc::kill(victim, libc::SIGKILL) };
+    let status = wait_status(victim);
+    assert!(
+        libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL,
+        "{what}: the victim failed before it was killed: {status:#x}"
+    );
 }
 
 /// The number of mappings of this process (lines of `/proc/self/maps`).

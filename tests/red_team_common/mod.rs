@@ -162,3 +162,26 @@ pub fn shared_words(n: usize) -> &'static [AtomicU64] {
     // SAFETY: n zeroed words, mapped for the rest of the process.
     unsafe { std::slice::from_raw_parts(p.cast(), n) }
 }
+
+/// `len` bytes of anonymous memory aligned to `align` (a power of two), shared with the
+/// children forked after (`shared`) or private; never unmapped (the test's for its life).
+pub fn aligned_anonymous(len: usize, align: usize, shared: bool) -> *mut u8 {
+    let kind = if shared {
+        libc::MAP_SHARED
+    } else {
+        libc::MAP_PRIVATE
+    };
+    // SAFETY: a fresh anonymous mapping, no preconditions.
+    let p = unsafe {
+        libc::mmap(
+            core::ptr::null_mut(),
+            len + align,
+            libc::PROT_READ | libc::PROT_WRITE,
+            kind | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(p, libc::MAP_FAILED);
+    (p as usize).next_multiple_of(align) as *mut u8
+}

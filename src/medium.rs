@@ -1,0 +1,410 @@
+//! Medium allocations: requests above the largest small class up to [`MAX_MEDIUM`]
+//! (`class::medium_granules`), served as runs of granules in medium blocks
+//! (`crate::medium_block`), with no header per allocation and no system call in steady
+//! state.
+//!
+//! Medium blocks are blocks of the region like any other (units addressed by offsets, their
+//! run tables inside them), so every kind of region serves medium requests the same way:
+//! private, shared between processes (a free from any process, a repair after a holder's
+//! death: `Runs::recount`), file, fixed capacity, caller memory. A region's runs of units
+//! (`crate::region::runs`) serve only the requests above the medium range (or aligned
+//! above a page).
+//!
+//! Everything here runs under the pool lock, from any thread: a medium allocation belongs
+//! to no heap (like a large one), so a free by another thread than the allocating one is
+//! the same free, and releasing a lifetime class frees all its medium allocations.
+//!
+//! **Where a request goes.** Each lifetime class has a list of its medium blocks
+//! (`PoolState::medium`). An allocation of `n` granules takes the first fitting run
+//! (lowest address) of the first block on the list that has one (a block whose longest
+//! free run is shorter is skipped by one compare), else a block from the pool
+//! (`Pool::take_unused_block`: a kept empty one, else a new one), put first on the list. A
+//! free moves its block to the front of its list: the memory freed last is reused first,
+//! while it is still resident.
+//!
+//! **What stays resident.** Freed granules are dirty (they may be resident). When the
+//! medium blocks' dirty granules exceed the bound, `live / 64` plus one block (and what the
+//! last purge could not give back), every whole page of free dirty granules is given back
+//! to the OS (`Pool::purge_medium`), but for half the bound's worth in the blocks first on
+//! their lists (freed into last, so the likeliest to be reused next); they read zero
+//! afterwards. A region committed up front (fixed capacity, caller memory: its units are
+//! kept, never given back) purges nothing. A block whose last run is freed goes
+//! to the pool's empty blocks (kept and decayed as any: `crate::pool`), unless it is the
+//! only medium block of its class, which stays for the next request; every
+//! [`DECAY_EVERY`]-th medium free looks at the clock and gives back the empty blocks kept
+//! unused for the delay, as the other slow paths do.
+//!
+//! Invariants (under the lock): a block is on `medium[l]` ⇔ its key is
+//! `key(MEDIUM_CLASS, l)`; `medium_counts` sums its blocks' counts (`MediumCounts`); a
+//! pointer `p` of a live medium allocation of `n` granules is
+//! `base(b) + s * GRANULE` with `lens(b)[s] = n`.
+
+use crate::block::{header_of, key_class, key_life, Header, EMPTY_KEY};
+use crate::class::{BLOCK_SIZE, GRANULE, MAX_MEDIUM, MEDIUM_CLASS};
+use crate::medium_block::{At, Runs, MAX_RUN, META_BYTES};
+use crate::misuse::Problem;
+use crate::os;
+use crate::pool::{Pool, PoolState};
+use crate::region::{GiveBack, BLOCK};
+use core::ptr;
+
+#[cfg(doc)]
+use crate::medium_block::MediumCounts;
+
+/// Dirty granules kept beyond the bound's share of the live ones: one block's.
+const DIRTY_SLACK: usize = BLOCK_SIZE / GRANULE;
+/// The bound's share of the live granules: `live / DIRTY_SHARE`.
+const DIRTY_SHARE: usize = 64;
+/// Medium frees between two looks at the clock for the decay of empty blocks (a clock
+/// read costs more than a medium free's other work).
+pub(crate) const DECAY_EVERY: u64 = 32;
+/// Dirty ranges of a zeroed allocation remembered for zeroing outside the lock; with more,
+/// the whole run is zeroed.
+const ZERO_RANGES: usize = 8;
+
+/// A live medium run found from a pointer: its block, first granule and length.
+#[derive(Clone, Copy)]
+pub(crate) struct Run<'a> {
+    pub(crate) block: &'a Header,
+    pub(crate) granule: usize,
+    pub(crate) granules: usize,
+}
+
+impl Run<'_> {
+    /// Its usable bytes.
+    pub(crate) fn usable(&self) -> usize {
+        self.granules * GRANULE
+    }
+}
+
+/// True when `h`'s key (read once) is a medium block's.
+pub(crate) fn is_medium(h: &Header) -> bool {
+    let k = h.key();
+    k != EMPTY_KEY && key_class(k) == MEDIUM_CLASS
+}
+
+impl Pool {
+    /// The header of the block holding `p` (a pointer in the region) when its unit holds
+    /// a block (not a run of units, whose bytes are an allocation's, nor a unit given
+    /// back, whose bytes mean nothing): read from the unit's state first.
+    pub(crate) fn block_at(&self, p: *mut u8) -> Option<&Header> {
+        debug_assert!(self.region.contains(p as usize));
+        let r = &self.region;
+        (r.unit_state(r.unit_of(p as usize)) == BLOCK).then(|| {
+            // SAFETY: p lies in the region, readable everywhere; its header mask finds its
+            // block (every block has the same size and alignment), whose unit says it
+            // holds an initialised header.
+            unsafe { &*header_of(p) }
+        })
+    }
+
+    /// A run of `n` granules (`0 < n <= MAX_RUN`) aligned to `align` (at most a page) in
+    /// lifetime class `life`; with `ZERO` it reads zero. Null when the region is exhausted.
+    pub(crate) fn medium_alloc<const ZERO: bool>(&self, n: usize, align: usize, life: usize) -> *mut u8 {
+        debug_assert!(n > 0 && n <= MAX_RUN && align <= META_BYTES);
+        let align = (align / GRANULE).max(1);
+        let mut st = self.lock_medium();
+        let units = self.units();
+        let mut found = None;
+        for h in st.medium(life).iter(units) {
+            // SAFETY: a block on a medium list is a medium block; we hold the lock.
+            if let Some(g) = unsafe { Runs::of(h) }.find(n, align) {
+                found = Some((h, g));
+                break;
+            }
+        }
+        let (h, g) = match found {
+            Some(got) => got,
+            None => {
+                let Some(h) = self.take_unused_block(&mut st, MEDIUM_CLASS, life, 0) else {
+                    return ptr::null_mut();
+                };
+                // SAFETY: a block just made medium (its runs written), ours under the lock.
+                let runs = unsafe { Runs::of(h) };
+                let c = &mut st.medium_counts;
+                c.blocks += 1;
+                c.dirty += runs.dirty();
+                st.medium(life).push(units, h);
+                let g = runs.find(n, align).expect("a run of at most MAX_RUN fits an empty block");
+                (h, g)
+            }
+        };
+        // SAFETY: as above.
+        let runs = unsafe { Runs::of(h) };
+        let mut zero = [(0, 0); ZERO_RANGES];
+        let mut zero_count = 0;
+        if ZERO {
+            runs.for_each_dirty(g, n, |s, k| {
+                if zero_count < ZERO_RANGES {
+                    zero[zero_count] = (s, k);
+                }
+                zero_count += 1;
+            });
+        }
+        let dirty = runs.take(g, n);
+        let c = &mut st.medium_counts;
+        c.live += n;
+        c.runs += 1;
+        c.dirty -= dirty;
+        drop(st);
+        let base = h.base();
+        if ZERO {
+            let ranges: &[(usize, usize)] = if zero_count <= ZERO_RANGES {
+                &zero[..zero_count]
+            } else {
+                &[(g, n)]
+            };
+            for &(s, k) in ranges {
+                // SAFETY: granules of the run just taken, ours.
+                unsafe { ptr::write_bytes(base.add(s * GRANULE), 0, k * GRANULE) };
+            }
+        }
+        base.wrapping_add(g * GRANULE)
+    }
+
+    /// Under the lock: the live medium run that starts at `p` (a pointer in the region)
+    /// and that a free of `size` bytes in lifetime class `life` names, or what is wrong.
+    fn medium_run<'a>(&'a self, p: *mut u8, size: usize, life: usize) -> Result<Run<'a>, Problem> {
+        let Some(h) = self.block_at(p) else {
+            return Err(Problem::NotMedium {
+                block_class: None,
+                block_life: 0,
+            });
+        };
+        let k = h.key();
+        if k == EMPTY_KEY || key_class(k) != MEDIUM_CLASS {
+            let block_class = (k != EMPTY_KEY).then_some(key_class(k));
+            return Err(Problem::NotMedium {
+                block_class,
+                block_life: key_life(k),
+            });
+        }
+        let off = p as usize - h.base() as usize;
+        if off < META_BYTES || !off.is_multiple_of(GRANULE) {
+            return Err(Problem::NotARun);
+        }
+        let g = off / GRANULE;
+        // SAFETY: a medium block (its key); we hold the lock.
+        let n = match unsafe { Runs::of(h) }.at(g) {
+            At::Start(n) => n,
+            At::Inside => return Err(Problem::NotARun),
+            At::Free => return Err(Problem::DoubleFree),
+        };
+        if size.div_ceil(GRANULE) != n || size > MAX_MEDIUM || key_life(k) != life {
+            return Err(Problem::WrongRun {
+                usable: n * GRANULE,
+                block_life: key_life(k),
+            });
+        }
+        Ok(Run {
+            block: h,
+            granule: g,
+            granules: n,
+        })
+    }
+
+    /// Checks that `p` (in the region) starts a live medium run of `size` bytes in
+    /// lifetime class `life`, changing nothing: the check of a resize's old allocation.
+    pub(crate) fn medium_check(&self, p: *mut u8, size: usize, life: usize) -> Result<usize, Problem> {
+        let _st = self.lock_medium();
+        self.medium_run(p, size, life).map(|r| r.usable())
+    }
+
+    /// The live medium run starting at `p` (in the region): (usable bytes, lifetime
+    /// class); `None` when no live run starts at `p` (or its block is not medium).
+    pub(crate) fn medium_at(&self, p: *mut u8) -> Option<(usize, usize)> {
+        let _st = self.lock_medium();
+        let h = self.block_at(p).filter(|h| is_medium(h))?;
+        let off = p as usize - h.base() as usize;
+        if off < META_BYTES || !off.is_multiple_of(GRANULE) {
+            return None;
+        }
+        // SAFETY: a medium block; we hold the lock.
+        match unsafe { Runs::of(h) }.at(off / GRANULE) {
+            At::Start(n) => Some((n * GRANULE, h.life())),
+            _ => None,
+        }
+    }
+
+    /// Frees the medium allocation at `p` (in the region) of `size` bytes in lifetime
+    /// class `life`, after checking it (every build: `p` starts a live run of `size`'s
+    /// granules in a medium block of `life`); else returns what is wrong, having changed
+    /// nothing.
+    pub(crate) fn medium_free(&self, p: *mut u8, size: usize, life: usize) -> Result<(), Problem> {
+        let mut st = self.lock_medium();
+        let run = self.medium_run(p, size, life)?;
+        let h = run.block;
+        // SAFETY: a medium block; we hold the lock.
+        let runs = unsafe { Runs::of(h) };
+        runs.free_run(run.granule);
+        let c = &mut st.medium_counts;
+        c.live -= run.granules;
+        c.runs -= 1;
+        c.dirty += run.granules;
+        let units = self.units();
+        let list = st.medium(life);
+        let first = list.first(units).is_some_and(|f| ptr::eq(f, h));
+        let only = first && list.iter(units).nth(1).is_none();
+        if runs.is_empty() && !only {
+            list.remove(units, h);
+            self.drop_medium_block(&mut st, h);
+        } else if !first {
+            list.remove(units, h);
+            list.push(units, h);
+        }
+        self.purge_medium_if_due(&mut st);
+        // A slow path: empty blocks unused for the delay go back (see `pool`'s `empty`).
+        st.medium_counts.frees += 1;
+        if st.medium_counts.frees.is_multiple_of(DECAY_EVERY) {
+            self.decay_if_due_locked(&mut st, crate::decay::now());
+        }
+        Ok(())
+    }
+
+    /// Resizes the live medium allocation at `p` (in the region) of `old` bytes to `new`
+    /// bytes (both medium sizes) where it lies: shrinking frees its tail granules, growing
+    /// takes the granules after it when they are free. Returns whether it did (false: the
+    /// granules after it are taken; nothing changed), or what is wrong with the old
+    /// allocation (nothing changed). Grown granules hold what they held (not zeroed).
+    pub(crate) fn medium_resize_in_place(
+        &self,
+        p: *mut u8,
+        old: usize,
+        new: usize,
+        life: usize,
+    ) -> Result<bool, Problem> {
+        let mut st = self.lock_medium();
+        let run = self.medium_run(p, old, life)?;
+        let m = new.div_ceil(GRANULE);
+        if new > MAX_MEDIUM || m == 0 {
+            return Ok(false);
+        }
+        // SAFETY: a medium block; we hold the lock.
+        let runs = unsafe { Runs::of(run.block) };
+        let n = run.granules;
+        let c = &mut st.medium_counts;
+        if m < n {
+            runs.shrink(run.granule, n, m);
+            c.live -= n - m;
+            c.dirty += n - m;
+        } else if m > n {
+            let Some(dirty) = runs.grow(run.granule, n, m) else {
+                return Ok(false);
+            };
+            c.live += m - n;
+            c.dirty -= dirty;
+        }
+        self.purge_medium_if_due(&mut st);
+        Ok(true)
+    }
+
+    /// Under the lock: a medium block with no live run leaves the medium blocks (the
+    /// caller took it off its list) for the pool's empty blocks.
+    fn drop_medium_block(&self, st: &mut PoolState, h: &Header) {
+        // SAFETY: a medium block; we hold the lock.
+        let runs = unsafe { Runs::of(h) };
+        let c = &mut st.medium_counts;
+        c.blocks -= 1;
+        c.dirty -= runs.dirty();
+        c.live -= MAX_RUN - runs.free();
+        c.runs -= runs.runs();
+        self.discard(st, h);
+    }
+
+    /// Under the lock: releases every medium allocation of lifetime class `life`, giving
+    /// its blocks to the pool's empty blocks. Returns (allocations, blocks).
+    pub(crate) fn release_medium(&self, st: &mut PoolState, life: usize) -> (usize, usize) {
+        let units = self.units();
+        let (mut allocations, mut blocks) = (0, 0);
+        for h in st.medium(life).iter(units) {
+            st.medium(life).remove(units, h);
+            // SAFETY: a medium block; we hold the lock.
+            allocations += unsafe { Runs::of(h) }.runs();
+            blocks += 1;
+            self.drop_medium_block(st, h);
+        }
+        (allocations, blocks)
+    }
+
+    /// Under the lock: the live medium allocations of lifetime class `life` and their
+    /// usable bytes.
+    pub(crate) fn medium_of_life(&self, st: &PoolState, life: usize) -> (usize, usize) {
+        let (mut runs, mut granules) = (0, 0);
+        for h in st.medium_list(life).iter(self.units()) {
+            // SAFETY: a medium block; we hold the lock.
+            let r = unsafe { Runs::of(h) };
+            runs += r.runs();
+            granules += MAX_RUN - r.free();
+        }
+        (runs, granules * GRANULE)
+    }
+
+    /// Under the lock: gives back every medium block with no live run and every whole
+    /// free page of the others (`compact`). Returns the blocks given away.
+    pub(crate) fn compact_medium(&self, st: &mut PoolState) -> usize {
+        let units = self.units();
+        let mut blocks = 0;
+        for life in 0..self.life_count {
+            for h in st.medium(life).iter(units) {
+                // SAFETY: a medium block; we hold the lock.
+                if unsafe { Runs::of(h) }.is_empty() {
+                    st.medium(life).remove(units, h);
+                    self.drop_medium_block(st, h);
+                    blocks += 1;
+                }
+            }
+        }
+        self.purge_medium(st, 0);
+        blocks
+    }
+
+    /// Under the lock: purges when the dirty granules exceed the bound (see the module
+    /// docs), keeping half the bound in the blocks freed into last.
+    fn purge_medium_if_due(&self, st: &mut PoolState) {
+        let c = &st.medium_counts;
+        let bound = c.live / DIRTY_SHARE + DIRTY_SLACK;
+        if c.dirty > bound + c.floor {
+            self.purge_medium(st, bound / 2);
+        }
+    }
+
+    /// Under the lock: every whole page of free dirty granules of the medium blocks goes
+    /// back to the OS (and reads zero after), but for the blocks first on their lists
+    /// (freed into last: their dirty granules are the likeliest to be reused next) while
+    /// their dirty granules add up to at most `keep`.
+    pub(crate) fn purge_medium(&self, st: &mut PoolState, keep: usize) {
+        if self.region.backing().give_back == GiveBack::Keep {
+            // A region committed up front keeps its pages: a purge would only write zeros.
+            return;
+        }
+        let units = self.units();
+        let page = os::page_size();
+        let mut cleaned = 0;
+        let mut calls = 0;
+        let mut kept = 0;
+        for life in 0..self.life_count {
+            for h in st.medium(life).iter(units) {
+                // SAFETY: a medium block; we hold the lock.
+                let runs = unsafe { Runs::of(h) };
+                if runs.dirty() == 0 {
+                    continue;
+                }
+                if kept + runs.dirty() <= keep {
+                    kept += runs.dirty();
+                    continue;
+                }
+                let base = h.base();
+                cleaned += runs.purge(page, |s, k| {
+                    calls += 1;
+                    // SAFETY: whole pages of free granules of a block of ours: nobody's.
+                    unsafe { self.region.clear(base.add(s * GRANULE), k * GRANULE) };
+                });
+            }
+        }
+        let c = &mut st.medium_counts;
+        c.dirty -= cleaned;
+        // What could not be given back (parts of pages with live runs).
+        c.floor = c.dirty - kept;
+        c.purged += calls;
+    }
+}

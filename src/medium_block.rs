@@ -1,0 +1,590 @@
+//! Medium blocks: a block of [`BLOCK_SIZE`] bytes whose allocations are **runs** of
+//! [`GRANULE`]-byte granules, with no header per allocation.
+//!
+//! A medium block is laid out as every block: the block [`Header`] (key
+//! `MEDIUM_CLASS | life << 8`, owned by the pool), then, in the rest of its first
+//! [`META_BYTES`], its [`Runs`]: which granules are used, which read zero, and the run
+//! table (a run's length at its first granule). Granules `0..META_GRANULES` hold that
+//! metadata and count as used for ever. Everything here is read and written under the
+//! pool lock only.
+//!
+//! Invariants (under the lock), for granule indices `g` of one block:
+//!
+//! - `used(g) ⇔ g < META_GRANULES ∨ g lies in a live run`; live runs are disjoint;
+//! - a live run `[s, s + n)` has `lens[s] = n`, and `lens[g] = 0` for every granule `g`
+//!   that starts no live run;
+//! - `free = |{g : ¬used(g)}|`, `runs = |live runs|`, `live = Σ n` over the live runs,
+//!   so `free + live + META_GRANULES = GRANULES`;
+//! - `clean(g) ⇒ ¬used(g)` and granule `g` reads zero; `dirty = |{g : ¬used(g) ∧ ¬clean(g)}|`
+//!   (free granules that may be resident);
+//! - `longest ≥` the longest run of free granules (a bound, exact after a failed search).
+
+use crate::block::Header;
+use crate::class::{BLOCK_SIZE, GRANULE, HEADER_SIZE};
+
+/// Granules in a block.
+pub(crate) const GRANULES: usize = BLOCK_SIZE / GRANULE;
+const WORDS: usize = GRANULES / 64;
+/// Bytes at a medium block's start that hold its header and its [`Runs`]: a run starts on
+/// a page of its own.
+pub(crate) const META_BYTES: usize = 4096;
+/// Granules the metadata takes.
+pub(crate) const META_GRANULES: usize = META_BYTES / GRANULE;
+/// Granules a run may have at most (every medium request fits a block).
+pub(crate) const MAX_RUN: usize = GRANULES - META_GRANULES;
+
+/// A medium block's granules and runs (see the module docs), after its header.
+#[repr(C)]
+pub(crate) struct Runs {
+    used: [u64; WORDS],
+    clean: [u64; WORDS],
+    /// Free granules.
+    free: u32,
+    /// Live runs.
+    runs: u32,
+    /// Free granules not known to read zero.
+    dirty: u32,
+    /// At least the longest run of free granules.
+    longest: u32,
+    /// `lens[s]`: the length of the live run starting at granule `s`, else 0.
+    lens: [u16; GRANULES],
+}
+
+const _: () = assert!(HEADER_SIZE + size_of::<Runs>() <= META_BYTES);
+const _: () = assert!(GRANULES.is_multiple_of(64) && MAX_RUN < u16::MAX as usize);
+
+/// The medium blocks of a pool, summed (under the pool lock): `live = Σ live granules`,
+/// `dirty = Σ dirty` over its medium blocks, `runs = Σ runs`, `blocks` = how many.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct MediumCounts {
+    pub(crate) live: usize,
+    pub(crate) dirty: usize,
+    pub(crate) runs: usize,
+    pub(crate) blocks: usize,
+    /// Dirty granules the last purge could not give back (parts of pages holding live
+    /// runs): the next purge waits for that many more than its bound.
+    pub(crate) floor: usize,
+    /// Ranges given back by purges (system calls).
+    pub(crate) purged: u64,
+    /// Pool lock acquisitions of the medium paths (`Pool::lock_medium`), counted under it.
+    pub(crate) locks: u64,
+    /// Medium frees, which look at the clock for the empty blocks' decay every
+    /// `medium::DECAY_EVERY`.
+    pub(crate) frees: u64,
+}
+
+impl MediumCounts {
+    /// No medium block.
+    pub(crate) const fn new() -> MediumCounts {
+        MediumCounts {
+            live: 0,
+            dirty: 0,
+            runs: 0,
+            blocks: 0,
+            floor: 0,
+            purged: 0,
+            locks: 0,
+            frees: 0,
+        }
+    }
+}
+
+/// What a granule is to the run table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum At {
+    /// The start of a live run of this many granules.
+    Start(usize),
+    /// Inside a live run (or the metadata), not at its start.
+    Inside,
+    /// A free granule.
+    Free,
+}
+
+/// Sets (`to`) or clears the bits `[s, s + n)`.
+fn set_range(bits: &mut [u64; WORDS], s: usize, n: usize, to: bool) {
+    let (mut g, end) = (s, s + n);
+    while g < end {
+        let (w, b) = (g / 64, g % 64);
+        let k = (64 - b).min(end - g);
+        let mask = if k == 64 { !0 } else { ((1u64 << k) - 1) << b };
+        if to {
+            bits[w] |= mask;
+        } else {
+            bits[w] &= !mask;
+        }
+        g += k;
+    }
+}
+
+/// Set bits in `[s, s + n)`.
+fn count_range(bits: &[u64; WORDS], s: usize, n: usize) -> usize {
+    let (mut g, end, mut count) = (s, s + n, 0);
+    while g < end {
+        let (w, b) = (g / 64, g % 64);
+        let k = (64 - b).min(end - g);
+        let mask = if k == 64 { !0 } else { ((1u64 << k) - 1) << b };
+        count += (bits[w] & mask).count_ones() as usize;
+        g += k;
+    }
+    count
+}
+
+/// The first `g` in `[from, end)` whose bit is `set`, else `end`.
+fn next_with(bits: &[u64; WORDS], from: usize, end: usize, set: bool) -> usize {
+    let mut g = from;
+    while g < end {
+        let (w, b) = (g / 64, g % 64);
+        let word = if set { bits[w] } else { !bits[w] } >> b;
+        if word != 0 {
+            return (g + word.trailing_zeros() as usize).min(end);
+        }
+        g = (w + 1) * 64;
+    }
+    end
+}
+
+/// The smallest `s <= g` with every bit in `[s, g]` clear (`g`'s own bit is clear).
+fn clear_run_start(bits: &[u64; WORDS], g: usize) -> usize {
+    let mut s = g;
+    loop {
+        let (w, b) = (s / 64, s % 64);
+        // Bits [0, b] of word w, looked at from b downwards.
+        let below = bits[w] & (u64::MAX >> (63 - b));
+        if below != 0 {
+            return w * 64 + (64 - below.leading_zeros() as usize);
+        }
+        if w == 0 {
+            return 0;
+        }
+        s = w * 64 - 1;
+    }
+}
+
+impl Runs {
+    /// The runs of the medium block `h`.
+    ///
+    /// # Safety
+    /// `h` is the header of a block whose key is a medium one (or that the caller is
+    /// making one), and the caller holds its pool's lock (which alone reads and writes
+    /// runs), taking no other reference to them meanwhile.
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn of(h: &Header) -> &mut Runs {
+        // SAFETY: forwarded contract.
+        unsafe { Runs::of_base(h.base()) }
+    }
+
+    /// The runs of the block at `base`, which the caller is making a medium block: written
+    /// before its header names it medium, so that a repair after the lock holder's death
+    /// never reads a run table that was not written.
+    ///
+    /// # Safety
+    /// `base` is a block's base, committed, taken out of use by the caller under its
+    /// pool's lock (or a medium block's, as [`Runs::of`]), with no other reference to
+    /// its runs meanwhile.
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn of_base<'a>(base: *mut u8) -> &'a mut Runs {
+        // SAFETY: the block's first META_BYTES are committed and hold the runs after the
+        // header (caller); the lock makes this the only reference.
+        unsafe { &mut *base.add(HEADER_SIZE).cast::<Runs>() }
+    }
+
+    /// Writes empty runs: every granule free but the metadata's; `fresh` says the block
+    /// reads zero (else every free granule is dirty).
+    pub(crate) fn init(&mut self, fresh: bool) {
+        self.used = [0; WORDS];
+        set_range(&mut self.used, 0, META_GRANULES, true);
+        self.clean = [0; WORDS];
+        if fresh {
+            set_range(&mut self.clean, META_GRANULES, MAX_RUN, true);
+        }
+        self.lens = [0; GRANULES];
+        self.free = MAX_RUN as u32;
+        self.runs = 0;
+        self.dirty = if fresh { 0 } else { MAX_RUN as u32 };
+        self.longest = MAX_RUN as u32;
+    }
+
+    /// Free granules.
+    pub(crate) fn free(&self) -> usize {
+        self.free as usize
+    }
+
+    /// Live runs.
+    pub(crate) fn runs(&self) -> usize {
+        self.runs as usize
+    }
+
+    /// Free granules not known to read zero.
+    pub(crate) fn dirty(&self) -> usize {
+        self.dirty as usize
+    }
+
+    /// True when no run is live.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.runs == 0
+    }
+
+    /// What granule `g` is.
+    pub(crate) fn at(&self, g: usize) -> At {
+        match self.lens[g] {
+            0 if self.used[g / 64] >> (g % 64) & 1 == 0 => At::Free,
+            0 => At::Inside,
+            n => At::Start(n as usize),
+        }
+    }
+
+    /// The first run of `n` free granules starting at a multiple of `align` granules
+    /// (a power of two), lowest first; `None` when there is none (then `longest` is made
+    /// exact, so the next request this long skips the block at once).
+    pub(crate) fn find(&mut self, n: usize, align: usize) -> Option<usize> {
+        if n > self.longest as usize {
+            return None;
+        }
+        let mut g = META_GRANULES;
+        loop {
+            g = next_with(&self.used, g, GRANULES, false).next_multiple_of(align);
+            if g + n > GRANULES {
+                self.longest = self.longest_free() as u32;
+                return None;
+            }
+            let used = next_with(&self.used, g, g + n, true);
+            if used == g + n {
+                return Some(g);
+            }
+            g = used + 1;
+        }
+    }
+
+    /// The longest run of free granules.
+    fn longest_free(&self) -> usize {
+        let (mut g, mut longest) = (META_GRANULES, 0);
+        while g < GRANULES {
+            let s = next_with(&self.used, g, GRANULES, false);
+            let e = next_with(&self.used, s, GRANULES, true);
+            longest = longest.max(e - s);
+            g = e;
+        }
+        longest
+    }
+
+    /// Calls `f(s, k)` for each range of granules `[s, s + k)` of the run `[g, g + n)`
+    /// (free) that may not read zero.
+    pub(crate) fn for_each_dirty(&self, g: usize, n: usize, mut f: impl FnMut(usize, usize)) {
+        let mut s = g;
+        while s < g + n {
+            let d = next_with(&self.clean, s, g + n, false);
+            if d == g + n {
+                break;
+            }
+            let e = next_with(&self.clean, d, g + n, true);
+            f(d, e - d);
+            s = e;
+        }
+    }
+
+    /// Makes the free granules `[g, g + n)` a live run. Returns how many of them were
+    /// dirty.
+    pub(crate) fn take(&mut self, g: usize, n: usize) -> usize {
+        debug_assert!(n > 0 && g >= META_GRANULES && g + n <= GRANULES);
+        debug_assert_eq!(count_range(&self.used, g, n), 0);
+        let dirty = n - count_range(&self.clean, g, n);
+        set_range(&mut self.used, g, n, true);
+        set_range(&mut self.clean, g, n, false);
+        self.lens[g] = n as u16;
+        self.free -= n as u32;
+        self.dirty -= dirty as u32;
+        self.runs += 1;
+        dirty
+    }
+
+    /// Frees the live run starting at `g` (`At::Start`); returns its length. Its
+    /// granules become dirty.
+    pub(crate) fn free_run(&mut self, g: usize) -> usize {
+        let n = self.lens[g] as usize;
+        debug_assert!(n > 0);
+        self.lens[g] = 0;
+        set_range(&mut self.used, g, n, false);
+        self.free += n as u32;
+        self.dirty += n as u32;
+        self.runs -= 1;
+        // The free run around it: the longest may have grown.
+        let s = clear_run_start(&self.used, g);
+        let e = next_with(&self.used, g + n, GRANULES, true);
+        self.longest = self.longest.max((e - s) as u32);
+        n
+    }
+
+    /// Grows the live run at `g` from `n` to `m > n` granules when the `m - n` granules
+    /// after it are free; returns how many of them were dirty, or `None` (nothing changed).
+    pub(crate) fn grow(&mut self, g: usize, n: usize, m: usize) -> Option<usize> {
+        debug_assert_eq!(self.lens[g] as usize, n);
+        if g + m > GRANULES || next_with(&self.used, g + n, g + m, true) != g + m {
+            return None;
+        }
+        let dirty = (m - n) - count_range(&self.clean, g + n, m - n);
+        set_range(&mut self.used, g + n, m - n, true);
+        set_range(&mut self.clean, g + n, m - n, false);
+        self.lens[g] = m as u16;
+        self.free -= (m - n) as u32;
+        self.dirty -= dirty as u32;
+        Some(dirty)
+    }
+
+    /// Shrinks the live run at `g` from `n` to `0 < m < n` granules; its last `n - m`
+    /// granules become free (dirty).
+    pub(crate) fn shrink(&mut self, g: usize, n: usize, m: usize) {
+        debug_assert!(0 < m && m < n && self.lens[g] as usize == n);
+        set_range(&mut self.used, g + m, n - m, false);
+        self.lens[g] = m as u16;
+        self.free += (n - m) as u32;
+        self.dirty += (n - m) as u32;
+        let e = next_with(&self.used, g + n, GRANULES, true);
+        self.longest = self.longest.max((e - g - m) as u32);
+    }
+
+    /// Marks clean every whole page (of `page` bytes) of free dirty granules, calling
+    /// `give_back(s, k)` first for each range of granules `[s, s + k)` of such pages (whose
+    /// memory the caller gives back to the OS, so that they read zero). Returns how many
+    /// dirty granules became clean.
+    pub(crate) fn purge(&mut self, page: usize, mut give_back: impl FnMut(usize, usize)) -> usize {
+        let per_page = (page / GRANULE).max(1);
+        let first = META_GRANULES.next_multiple_of(per_page);
+        let (mut cleaned, mut range): (usize, Option<(usize, usize)>) = (0, None);
+        let mut g = first;
+        while g + per_page <= GRANULES {
+            let whole_free = count_range(&self.used, g, per_page) == 0;
+            let dirty = if whole_free {
+                per_page - count_range(&self.clean, g, per_page)
+            } else {
+                0
+            };
+            if dirty > 0 {
+                cleaned += dirty;
+                range = match range {
+                    Some((s, k)) if s + k == g => Some((s, k + per_page)),
+                    other => {
+                        if let Some((s, k)) = other {
+                            give_back(s, k);
+                        }
+                        Some((g, per_page))
+                    }
+                };
+            }
+            g += per_page;
+        }
+        if let Some((s, k)) = range {
+            give_back(s, k);
+        }
+        // Mark after the calls: a page is clean once given back.
+        let mut g = first;
+        while g + per_page <= GRANULES {
+            if count_range(&self.used, g, per_page) == 0 {
+                set_range(&mut self.clean, g, per_page, true);
+            }
+            g += per_page;
+        }
+        self.dirty -= cleaned as u32;
+        cleaned
+    }
+
+    /// Rebuilds the bitmaps' used granules and the counts from the run table, for a repair
+    /// after a lock holder died mid-operation: a run whose granules are not all marked
+    /// used, or that overlaps another, is dropped (its holder died taking, freeing or
+    /// shrinking it: it was nobody's to keep); used granules of no run become free (taken
+    /// or freed halfway). Clean bits stay only on free granules: a granule handed out
+    /// was unmarked before it was (`take`, `grow`), so none is ever clean wrongly.
+    pub(crate) fn recount(&mut self) {
+        let mut used = [0; WORDS];
+        set_range(&mut used, 0, META_GRANULES, true);
+        self.lens[..META_GRANULES].fill(0);
+        let (mut runs, mut g) = (0, META_GRANULES);
+        while g < GRANULES {
+            let n = self.lens[g] as usize;
+            if n > 0 {
+                if g + n <= GRANULES && count_range(&self.used, g, n) == n {
+                    runs += 1;
+                    set_range(&mut used, g, n, true);
+                    for inside in &mut self.lens[g + 1..g + n] {
+                        *inside = 0;
+                    }
+                    g += n;
+                    continue;
+                }
+                self.lens[g] = 0;
+            }
+            g += 1;
+        }
+        self.used = used;
+        self.runs = runs;
+        self.free = (GRANULES - count_range(&self.used, 0, GRANULES)) as u32;
+        for w in 0..WORDS {
+            self.clean[w] &= !self.used[w];
+        }
+        self.dirty = self.free - count_range(&self.clean, 0, GRANULES) as u32;
+        self.longest = self.longest_free() as u32;
+    }
+
+    /// Checks the invariants of the module docs; returns (live runs, live granules), or
+    /// what is wrong.
+    pub(crate) fn check(&self) -> Result<(usize, usize), &'static str> {
+        if count_range(&self.used, 0, META_GRANULES) != META_GRANULES {
+            return Err("the metadata's granules are not used");
+        }
+        let (mut runs, mut live, mut g) = (0, 0, META_GRANULES);
+        while g < GRANULES {
+            match self.lens[g] as usize {
+                0 => {
+                    if self.used[g / 64] >> (g % 64) & 1 != 0 {
+                        return Err("a used granule outside every run");
+                    }
+                    g += 1;
+                }
+                n => {
+                    if g + n > GRANULES || count_range(&self.used, g, n) != n {
+                        return Err("a run's granules are not all used");
+                    }
+                    if (g + 1..g + n).any(|i| self.lens[i] != 0) {
+                        return Err("runs overlap");
+                    }
+                    runs += 1;
+                    live += n;
+                    g += n;
+                }
+            }
+        }
+        let free = GRANULES - META_GRANULES - live;
+        let clean_used = (0..WORDS).any(|w| self.clean[w] & self.used[w] != 0);
+        let dirty = free - count_range(&self.clean, 0, GRANULES);
+        if clean_used {
+            return Err("a used granule is marked clean");
+        }
+        if (runs, free, dirty) != (self.runs(), self.free(), self.dirty()) {
+            return Err("the counts disagree with the bitmaps");
+        }
+        if (self.longest as usize) < self.longest_free() {
+            return Err("the longest free run is longer than its bound");
+        }
+        Ok((runs, live))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fresh() -> Box<Runs> {
+        // SAFETY: Runs is plain integers, for which zero bytes are a value.
+        let mut r: Box<Runs> = Box::new(unsafe { core::mem::zeroed() });
+        r.init(true);
+        r
+    }
+
+    #[test]
+    fn runs_are_found_first_fit_aligned_and_freed_with_their_neighbours() {
+        let mut r = fresh();
+        let a = r.find(3, 1).unwrap();
+        assert_eq!(a, META_GRANULES);
+        assert_eq!(r.take(a, 3), 0);
+        let b = r.find(4, 2).unwrap();
+        assert_eq!(b, META_GRANULES + 4, "aligned to two granules");
+        r.take(b, 4);
+        assert_eq!(r.at(a), At::Start(3));
+        assert_eq!(r.at(a + 1), At::Inside);
+        assert_eq!(r.at(a + 3), At::Free);
+        assert_eq!(r.find(1, 1), Some(a + 3));
+        assert_eq!(r.free_run(a), 3);
+        assert_eq!(r.at(a), At::Free);
+        assert_eq!(r.find(4, 1), Some(a), "the freed run and the gap after it");
+        assert_eq!(r.check(), Ok((1, 4)));
+        assert_eq!(r.dirty(), 3);
+    }
+
+    #[test]
+    fn a_full_block_refuses_and_learns_its_longest_run() {
+        let mut r = fresh();
+        let g = r.find(MAX_RUN, 1).unwrap();
+        r.take(g, MAX_RUN);
+        assert_eq!(r.find(1, 1), None);
+        assert_eq!(r.longest, 0);
+        r.free_run(g);
+        assert_eq!(r.find(MAX_RUN, 1), Some(g));
+        assert_eq!(r.check(), Ok((0, 0)));
+    }
+
+    #[test]
+    fn runs_grow_into_free_granules_and_shrink() {
+        let mut r = fresh();
+        let a = r.find(4, 1).unwrap();
+        r.take(a, 4);
+        let b = r.find(4, 1).unwrap();
+        r.take(b, 4);
+        assert_eq!(r.grow(a, 4, 5), None, "b follows a");
+        assert_eq!(r.grow(b, 4, 10), Some(0));
+        assert_eq!(r.at(b), At::Start(10));
+        r.shrink(b, 10, 2);
+        assert_eq!(r.at(b + 2), At::Free);
+        assert_eq!(r.check(), Ok((2, 6)));
+        assert_eq!(r.dirty(), 8);
+    }
+
+    #[test]
+    fn purge_cleans_whole_free_pages_only() {
+        let mut r = fresh();
+        let a = r.find(5, 1).unwrap(); // granules 2..7: pages 1, 2 and half of 3
+        r.take(a, 5);
+        let b = r.find(1, 1).unwrap(); // granule 7, the rest of page 3
+        r.take(b, 1);
+        r.free_run(a);
+        assert_eq!(r.dirty(), 5);
+        let mut given = Vec::new();
+        let cleaned = r.purge(4096, |s, k| given.push((s, k)));
+        assert_eq!(given, vec![(2, 4)], "pages 1 and 2; page 3 holds b");
+        assert_eq!((cleaned, r.dirty()), (4, 1));
+        let mut zeroing = Vec::new();
+        r.for_each_dirty(2, 5, |s, k| zeroing.push((s, k)));
+        assert_eq!(zeroing, vec![(6, 1)]);
+        assert_eq!(r.check(), Ok((1, 1)));
+        assert_eq!(r.purge(4096, |_, _| panic!("nothing to give back")), 0);
+    }
+
+    #[test]
+    fn a_recount_drops_half_written_runs() {
+        let mut r = fresh();
+        let a = r.find(3, 1).unwrap();
+        r.take(a, 3);
+        // A holder died after writing a run's length but before marking its granules.
+        r.lens[a + 5] = 4;
+        r.runs = 7;
+        r.recount();
+        assert_eq!(r.check(), Ok((1, 3)));
+        assert_eq!(r.at(a + 5), At::Free);
+    }
+
+    #[test]
+    fn a_recount_frees_used_granules_of_no_run() {
+        let mut r = fresh();
+        let a = r.find(3, 1).unwrap();
+        r.take(a, 3);
+        let b = r.find(5, 1).unwrap();
+        // A holder died taking a run (granules marked, length not yet written), and
+        // another freeing one (length cleared, granules still marked).
+        set_range(&mut r.used, b, 5, true);
+        r.lens[a] = 0;
+        // Garbage length inside a kept run, and in the metadata.
+        let c = r.find(2, 1).unwrap();
+        r.take(c, 2);
+        r.lens[c + 1] = 1;
+        r.lens[1] = 9;
+        r.recount();
+        assert_eq!(r.check(), Ok((1, 2)));
+        assert_eq!(r.at(b), At::Free);
+        assert_eq!(r.at(a), At::Free);
+        assert_eq!(r.at(c), At::Start(2));
+        assert_eq!(r.free(), MAX_RUN - 2);
+        assert_eq!(
+            r.find(c - META_GRANULES, 1),
+            Some(META_GRANULES),
+            "the freed granules serve"
+        );
+    }
+}
