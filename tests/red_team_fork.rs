@@ -23,7 +23,6 @@ const CHILD_SECS: u32 = 5;
 /// allocation in the instance registers a heap under the lock) and frees. Returns how the
 /// first child that failed ended, if one did.
 fn fork_while_the_lock_is_taken(a: &Cohort<Life>) -> Option<(usize, Ended, String)> {
-    let report = Report::new();
     // Blocks for `compact` to walk, of several classes and both lifetime classes.
     let kept: Vec<_> = (0..400)
         .map(|i| {
@@ -41,22 +40,19 @@ fn fork_while_the_lock_is_taken(a: &Cohort<Life>) -> Option<(usize, Ended, Strin
                 let _ = a.compact();
             }
         });
-        let mut failed = None;
-        for round in 0..FORKS {
-            let child = in_child_reporting(CHILD_SECS, &report, || {
+        let failed = first_failed_fork(
+            FORKS,
+            CHILD_SECS,
+            |_| {},
+            || {
                 for size in [24, 100, 3000, 40_000] {
                     let p = a.malloc(size, Life::Short);
                     assert!(!p.is_null(), "malloc({size}) in the child");
                     // SAFETY: allocated above, freed once with its size and class.
                     unsafe { a.free(p, size, Life::Short) };
                 }
-            });
-            let ended = wait(child);
-            if ended != Ok(0) {
-                failed = Some((round, ended, report.message()));
-                break;
-            }
-        }
+            },
+        );
         stop.store(true, Relaxed);
         failed
     });

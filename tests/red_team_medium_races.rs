@@ -452,3 +452,225 @@ fn medium_zeroing_forms_read_zero_in_every_region_after_garbage() {
     medium_zeroes_after_garbage(&caller, "caller memory");
     core::mem::forget(caller);
 }
+
+/// `free_unsized` (sizes found from the address) of a pointer inside a medium allocation,
+/// of a freed one, and twice: each is an error or the process aborts with its message,
+/// never a free; `allocation_at` finds nothing inside a run. Each case runs in a child
+/// (an abort is one of the two right answers).
+#[test]
+fn unsized_frees_inside_or_after_a_medium_allocation_never_free() {
+    let a = Cohort::<Life>::new();
+    for (case, size) in [(0, 100_000), (1, 100_000), (2, 40_000), (3, MIB)] {
+        let report = Report::new();
+        let child = in_child_reporting(10, &report, || {
+            let p = a.malloc(size, Life::Short);
+            assert!(!p.is_null());
+            // SAFETY: size bytes of ours.
+            unsafe { p.write_bytes(0x6d, size) };
+            // SAFETY (of the calls): misuse, reported (Err) or aborting; never a free.
+            let r = unsafe {
+                match case {
+                    0 => a.free_unsized(p.add(2048)),
+                    1 => a.free_unsized(p.add(4096)),
+                    2 => {
+                        a.free_unsized(p).expect("the right unsized free");
+                        a.free_unsized(p)
+                    }
+                    _ => a.free_unsized(p.add((size / 2) & !2047)),
+                }
+            };
+            assert!(r.is_err(), "case {case}: the misuse freed something");
+            if case != 2 {
+                assert_eq!(a.allocation_at(p.wrapping_add(2048)), None, "inside a run");
+                let q = a.malloc(size, Life::Short);
+                assert_ne!(q, p.wrapping_add(2048), "handed out inside a live run");
+                assert_eq!(holds(p, size, 0x6d), None, "case {case}: changed");
+            }
+        });
+        let ended = wait(child);
+        assert!(
+            ended == Ok(0) || ended == Err(libc::SIGABRT),
+            "case {case}: {ended:?}: {}",
+            report.message()
+        );
+    }
+}
+
+/// Medium allocations in a file region: a child process allocates them (every medium size
+/// class of granules, both lifetime classes), fills them and leaves; the parent opens the
+/// region, finds every byte, resizes some in place and across, frees all, leaves; the
+/// region opens again (its seal holds), verifies and is empty.
+#[test]
+fn medium_allocations_in_a_file_region_cross_processes_and_leaves() {
+    use cohort::{CreateOptions, OpenOptions, Place, SharedCohort};
+    let path = std::env::temp_dir().join(format!("cohort-red9-medium-{}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let place = Place::File(&path);
+    let open = || SharedCohort::<Life>::open(place, OpenOptions::new()).expect("open");
+    SharedCohort::<Life>::create(place, CreateOptions::new(160 * MIB))
+        .expect("create")
+        .leave()
+        .expect("leave");
+    const N: usize = 40;
+    let offs = shared_words(N);
+    let report = Report::new();
+    let child = in_child_reporting(30, &report, || {
+        let r = open();
+        for (i, w) in offs.iter().enumerate() {
+            let n = (16 << 10) + 1 + i * 26_000;
+            let life = if i % 3 == 0 { Life::Long } else { Life::Short };
+            let p = r.malloc(n, life);
+            assert!(!p.is_null(), "the child's malloc({n})");
+            // SAFETY: n bytes of ours.
+            unsafe { p.write_bytes(i as u8 + 1, n) };
+            w.store(r.offset_of(p).expect("in the region").get(), Relaxed);
+        }
+        r.leave().expect("the child's leave");
+    });
+    let ended = wait(child);
+    assert_eq!(ended, Ok(0), "{}", report.message());
+    let r = open();
+    for (i, w) in offs.iter().enumerate() {
+        let n = (16 << 10) + 1 + i * 26_000;
+        let life = if i % 3 == 0 { Life::Long } else { Life::Short };
+        let off = cohort::Off::<u8>::new(w.load(Relaxed)).expect("an offset");
+        let p = r.ptr(off);
+        assert_eq!(holds(p, n, i as u8 + 1), None, "object {i} of {n} B");
+        let to = match i % 4 {
+            0 => n + 2048,
+            1 => n / 2 + (16 << 10),
+            2 => 100,
+            _ => n,
+        };
+        // SAFETY: live, n bytes of `life`, made by the child.
+        let q = unsafe { r.remalloc(p, n, to, life) };
+        assert!(!q.is_null());
+        assert_eq!(
+            holds(q, n.min(to), i as u8 + 1),
+            None,
+            "object {i} resized {n} -> {to}"
+        );
+        // SAFETY: live, freed once.
+        unsafe { r.free(q, to, life) };
+    }
+    r.leave().expect("leave");
+    let r = open();
+    // SAFETY: nobody else has the region open.
+    let v = unsafe { r.verify() };
+    let empty = r.is_empty();
+    r.destroy().expect("destroy");
+    assert!(v.is_ok() && empty, "{v:?}, empty: {empty}");
+}
+
+/// Medium runs freed by one thread (kept in its heap's cache, if it has one) while the
+/// main thread releases their lifetime class, compacts, and allocates runs of the same
+/// lengths and class; the first thread then allocates those lengths again: no run is
+/// handed out twice, no byte changes; and two threads freeing the same run at once: exactly
+/// one free happens, the other is misuse. The instance ends empty and consistent.
+#[test]
+fn medium_runs_freed_by_other_threads_around_a_release_stay_apart() {
+    let owned = Cohort::<Life>::new();
+    let a = &owned;
+    let sizes = [20_000, 32 * 1024, 40_000, 64 * 1024];
+    let runs: Vec<(usize, usize)> = (0..32)
+        .map(|i| {
+            let n = sizes[i % sizes.len()];
+            (a.malloc(n, Life::Short) as usize, n)
+        })
+        .collect();
+    let (go_tx, go) = std::sync::mpsc::channel::<()>();
+    let (freed_tx, freed) = std::sync::mpsc::channel::<()>();
+    let (done_tx, done) = std::sync::mpsc::channel::<Vec<(usize, usize)>>();
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            // A heap of this thread's own first.
+            let mine = a.malloc(100, Life::Long);
+            for &(p, n) in &runs {
+                // SAFETY: the main thread's runs, handed over, freed once.
+                unsafe { a.free(p as *mut u8, n, Life::Short) };
+            }
+            freed_tx.send(()).expect("freed");
+            go.recv().expect("go");
+            // The same lengths again (a cache, if any, serves them).
+            let again: Vec<(usize, usize)> = runs
+                .iter()
+                .map(|&(_, n)| {
+                    let q = a.malloc(n, Life::Short);
+                    assert!(!q.is_null());
+                    // SAFETY: n bytes of ours.
+                    unsafe { q.write_bytes(0x5a, n) };
+                    (q as usize, n)
+                })
+                .collect();
+            // SAFETY: allocated above, freed once.
+            unsafe { a.free(mine, 100, Life::Long) };
+            done_tx.send(again).expect("done");
+        });
+        freed.recv().expect("freed");
+        // SAFETY: every Short allocation is dead (freed by the other thread), and no thread
+        // allocates or frees in Short while this runs.
+        unsafe { a.release_class(Life::Short) };
+        // Free pages go back (a purge must leave runs another heap keeps alone).
+        let _ = a.compact();
+        let mains: Vec<(usize, usize)> = (0..64)
+            .map(|i| {
+                let n = sizes[i % sizes.len()];
+                let q = a.malloc(n, Life::Short);
+                assert!(!q.is_null());
+                // SAFETY: n bytes of ours.
+                unsafe { q.write_bytes(0xa5, n) };
+                (q as usize, n)
+            })
+            .collect();
+        go_tx.send(()).expect("go");
+        let again = done.recv().expect("done");
+        let mut all: Vec<(usize, usize)> = mains.iter().chain(&again).copied().collect();
+        all.sort();
+        for w in all.windows(2) {
+            assert!(w[0].0 + w[0].1 <= w[1].0, "overlapping medium runs: {w:x?}");
+        }
+        for &(q, n) in &mains {
+            assert_eq!(
+                holds(q as *const u8, n, 0xa5),
+                None,
+                "a run of the main thread changed"
+            );
+            // SAFETY: live, freed once.
+            unsafe { a.free(q as *mut u8, n, Life::Short) };
+        }
+        for &(q, n) in &again {
+            assert_eq!(
+                holds(q as *const u8, n, 0x5a),
+                None,
+                "a run of the other thread changed"
+            );
+        }
+        // Two threads free each run at once: one free, one misuse report.
+        for (q, n) in again {
+            let outcomes: Vec<bool> = std::thread::scope(|s2| {
+                let racers: Vec<_> = (0..2)
+                    .map(|_| {
+                        s2.spawn(move || {
+                            // SAFETY (of the call): at most one of the two frees is right;
+                            // the other is misuse, reported without a change.
+                            unsafe { a.try_free(q as *mut u8, n, Life::Short) }.is_ok()
+                        })
+                    })
+                    .collect();
+                racers
+                    .into_iter()
+                    .map(|r| r.join().expect("a racer"))
+                    .collect()
+            });
+            let freed = outcomes.iter().filter(|&&ok| ok).count();
+            assert_eq!(
+                freed, 1,
+                "a {n}-byte run freed by two threads at once: {outcomes:?}"
+            );
+        }
+    });
+    // SAFETY: no other thread uses the instance.
+    let v = unsafe { a.verify() };
+    assert!(v.is_ok(), "{v:?}");
+    assert!(a.is_empty(), "{:?}", a.stats());
+}

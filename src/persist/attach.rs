@@ -7,7 +7,10 @@
 //! a machine crash leaves on disk, holds the pages of different moments: its state does
 //! not describe its blocks, and allocating from it would hand out live objects' memory
 //! again. Such a file is refused at open ([`RegionError::Unclean`]); nothing is guaranteed
-//! of a file region after a machine crash unless every process had left it.
+//! of a file region after a machine crash unless every process had left it. Not told
+//! apart yet: a copy made while one process had the region open, restored over the
+//! region's own file (same device and inode) after that process was killed: its attach
+//! table and seals are those of the region a killed process left.
 //!
 //! **The attach table** (`ATTACH_OFFSET` bytes into the header page, outside the header's
 //! checksum): `GEN`, the attach generation; `BOOT`, `DEV`, `INO`, the boot and the file
@@ -46,9 +49,16 @@
 //! heaps are reaped as usual), and the rest of the blocks' bytes (object data and the links
 //! of free slots).
 //!
+//! **Leaves bump too.** A leave bumps `GEN` into the seals before it frees its slot, so a
+//! copy read across a leave (its header before, its last pages after) holds two
+//! generations as a copy read across an attach does. The last leaver first frees the slots
+//! of processes found dead (a fork child that ran another program keeps its parent's
+//! attach as a slot of its own: see [`Attachment::claim_in_fork_child`]).
+//!
 //! Invariants: a slot is nonzero exactly while its process has the region open (or until
-//! the process is found dead); `GEN` only grows; after an attach completes the seals equal
-//! `GEN`; `SEAL_GEN = GEN` implies no slot is held and `SEAL_SUM = seal_sum(region)`.
+//! the process is found dead); `GEN` only grows; after an attach or a leave completes the
+//! seals equal `GEN`; `SEAL_GEN = GEN` implies no slot is held and `SEAL_SUM =
+//! seal_sum(region)`.
 
 use super::error::RegionError;
 use super::header::{Layout, HEADER_BYTES};
@@ -299,12 +309,15 @@ impl Attachment {
         // SAFETY: the caller's mapping holds both seal pages.
         let [mid, tail] = offsets.map(|o| unsafe { seal(base, o) });
         let gen = t.gen.load(SeqCst);
-        // A lock taken over from a dead holder: that process may have died between its
-        // bump of `GEN` and its stores of the seals (an opener killed mid-attach), which
-        // leaves them apart in a region nobody copied. It had claimed its slot before the
-        // bump, so the checks of the boot and the file below still tell a copy or a crash;
-        // this attach stores the seals anew.
-        let dead_attacher = lock.before != 0;
+        // A lock taken over from a dead holder that still has its slot: that process may
+        // have died between its bump of `GEN` and its stores of the seals (an opener
+        // killed mid-attach, after its claim; a leaver killed mid-leave, before it freed
+        // its slot), which leaves them apart in a region nobody copied. Its slot makes the
+        // region attached, so the checks of the boot and the file below still tell a copy
+        // or a crash; this attach stores the seals anew. (A holder without a slot, a
+        // leaver past its bump, leaves the seals equal: apart, they are a copy's.)
+        let dead_attacher =
+            lock.before != 0 && t.slots.iter().any(|w| w.load(SeqCst) == lock.before);
         if !dead_attacher && (mid.load(SeqCst) != gen || tail.load(SeqCst) != gen) {
             return Err(RegionError::Unclean {
                 reason: "its pages are of different moments (a copy made while a process had \
@@ -436,7 +449,24 @@ impl Drop for Attachment {
             // Without the lock (a live holder that does not let go) the slot is freed all
             // the same and no seal is written: the next opener finds none to check.
             let lock = SealLock::take(t, self.word, LOCK_PATIENCE).ok();
+            // A leave is a moment of the region too: `GEN` is bumped into both seals, so
+            // a copy whose header was read before the leave and whose later pages after
+            // it holds two generations and is refused. Done while the slot is held: a
+            // leaver killed between the bump and the seal stores is a dead holder with a
+            // slot, whose half-done stores the next opener excuses (see `claim`).
+            // SAFETY: the attachment's own mapping of the whole region, read-write, shared.
+            let _ = unsafe { self.new_generation(self.page, &self.layout) };
             let _ = t.slots[self.slot].compare_exchange(self.word, 0, SeqCst, SeqCst);
+            if lock.is_some() {
+                // Processes that died with a slot (a fork child that ran another program
+                // or ended without leaving) do not keep the last leaver from sealing.
+                for w in t.slots.iter() {
+                    let holder = w.load(SeqCst);
+                    if holder != 0 && !shared_mem::is_alive(holder) {
+                        let _ = w.compare_exchange(holder, 0, SeqCst, SeqCst);
+                    }
+                }
+            }
             if lock.is_some() && t.slots.iter().all(|w| w.load(SeqCst) == 0) {
                 // SAFETY: the attachment's view maps the region.
                 let sum = unsafe { seal_sum(self.page, &self.fd, &self.layout) };
