@@ -294,3 +294,29 @@ fn a_medium_request_served_from_a_mapping_is_freed_by_its_granules_only() {
     }
     assert!(a.is_empty(), "{:?}", a.stats());
 }
+
+/// The forms without a size find a fallback slot's class from its entry: `realloc_unsized`
+/// keeps it in place within its class, moves it to another, and `free_unsized` frees what
+/// it made.
+#[test]
+fn the_unsized_forms_resize_and_free_a_fallback_slot_as_its_class() {
+    let (a, run) = full_fallback();
+    let p = fallback_slot(&a, 100, 6);
+    let slot = a.allocation_at(p).expect("live").usable;
+    // SAFETY: p is live; each result is live after its call.
+    unsafe {
+        let q = a.realloc_unsized(p, slot, 8).expect("ours");
+        assert_eq!(q, p, "within its class: in place");
+        let r = a.realloc_unsized(q, 3000, 8).expect("ours");
+        assert!(
+            !r.is_null() && all(r, 100, 6),
+            "moved to another class, bytes kept"
+        );
+        let moved = a.allocation_at(r).expect("live");
+        assert!(moved.usable >= 3000 && !moved.large, "{moved:?}");
+        assert_eq!(a.allocation_at(p), None, "the old slot was freed");
+        a.free_unsized(r).expect("ours");
+        a.free(run, 4 * MIB, Life::Long);
+    }
+    assert!(a.is_empty(), "{:?}", a.stats());
+}
