@@ -311,8 +311,10 @@ impl Instance {
         if !pool.region.falls_back() {
             return ptr::null_mut();
         }
-        // Fresh mappings read zero, and a slot's alignment is at most a page.
-        crate::large::allocate::<ZERO>(&pool.large, len, os::MIN_PAGE, life, crate::decay::now())
+        // Fresh mappings read zero, and a slot's alignment is at most a page. The entry keeps
+        // the class: the slot's frees must name it.
+        let request = crate::large::Request::small(class, life);
+        crate::large::allocate::<ZERO>(&pool.large, len, os::MIN_PAGE, request, crate::decay::now())
     }
 
     /// A medium or large allocation. A medium request (see `medium`) is a run of granules
@@ -358,7 +360,9 @@ impl Instance {
         // A private region, or a full region that falls back: a mapping of its own. One
         // clock read serves the cache and the empty blocks.
         let now = crate::decay::now();
-        let p = crate::large::allocate::<ZERO>(&pool.large, len, align.max(os::MIN_PAGE), life, now);
+        // A medium request keeps its granule count: its frees name it, as in the region.
+        let request = crate::large::Request::sized(size, align, life);
+        let p = crate::large::allocate::<ZERO>(&pool.large, len, align.max(os::MIN_PAGE), request, now);
         // A slow path: empty blocks unused for the delay go back (see `pool`'s `empty`).
         pool.decay_if_due(now);
         self.give_back_idle_own(now);

@@ -9,7 +9,7 @@ mod checks;
 mod large;
 mod remote;
 
-pub(crate) use large::large_match;
+pub(crate) use large::{large_match, mismatch, Named};
 
 use crate::block::{header_of, key, LocalFree};
 #[cfg(doc)]

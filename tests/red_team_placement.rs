@@ -161,7 +161,6 @@ fn recalloc_of_any_fallback_allocation_reads_zero_past_its_old_size() {
 /// build; a small request served by a fallback mapping must be checked as strictly, not
 /// accepted because the other class's stride rounds to the same page.
 #[test]
-#[ignore = "RED-23: a fallback slot freed with the size of another size class (same page count) is freed silently, not reported"]
 fn a_fallback_slot_freed_with_another_classs_size_is_misuse() {
     let (a, run) = full_fallback(2);
     let p = a.malloc(100, Life::Short);
@@ -201,7 +200,6 @@ fn a_fallback_slot_freed_with_another_classs_size_is_misuse() {
 /// other page counts). Exact failure on medium 43654b7 (main merged): `a 20000-byte
 /// fallback allocation freed as [17000, 18000, 16385] bytes was accepted`.
 #[test]
-#[ignore = "RED-37 (RED-23 for medium sizes, with medium's branch): a medium fallback allocation freed with another medium size of the same page count is accepted (owner: fallback)"]
 fn a_medium_fallback_allocation_freed_with_another_medium_size_is_misuse() {
     let (a, run) = full_fallback(2);
     let p = a.malloc(20_000, Life::Short);
@@ -242,7 +240,6 @@ fn a_medium_fallback_allocation_freed_with_another_medium_size_is_misuse() {
 /// panic) and left live and whole; then its own layout frees it. On main e5d3c7d every
 /// call of another class is accepted (RED-23); with fallback's fc2598a all are reported.
 #[test]
-#[ignore = "RED-23 (Layout and handle forms): passes with fallback fc2598a; un-ignore when it lands (owner: fallback)"]
 fn layout_and_handle_forms_of_a_fallback_slot_with_another_class_are_misuse() {
     use allocator_api2::alloc::Allocator;
     use core::ptr::NonNull;
@@ -832,7 +829,6 @@ fn verify_exclusive_works_on_a_private_fixed_region() {
 /// between processes: `&mut self` excludes this process's threads only; call the unsafe
 /// `verify` when no other process uses the region` (and `scope_exclusive` panics likewise).
 #[test]
-#[ignore = "RED-39: verify_exclusive/scope_exclusive refuse a format_in region that falls back, which is declared one process's alone (owner: fallback)"]
 fn exclusive_forms_work_on_caller_memory_declared_one_processs_alone() {
     let f = Cohort::<Life>::footprint(8 * MIB).expect("footprint");
     let mem = aligned_anonymous(f.bytes, f.align, false);

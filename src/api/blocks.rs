@@ -101,7 +101,8 @@ impl<L: Lifetime> Cohort<L> {
     /// The base address of the block holding an allocation of `size` bytes made by
     /// [`Cohort::malloc`] (for `Layout` allocations use [`Cohort::block_of_layout`]).
     /// `None` for medium and large allocations (a medium one has a block, but a run of
-    /// granules in it, not a slot: `allocation_at` finds it).
+    /// granules in it, not a slot: `allocation_at` finds it), and for a small request a
+    /// full region served from a mapping of its own ([`crate::RegionOptions::fallback`]).
     ///
     /// # Examples
     ///
@@ -133,6 +134,9 @@ impl<L: Lifetime> Cohort<L> {
     /// unsafe { a.dealloc(p, l, ()) };
     /// ```
     pub fn block_of_layout(&self, ptr: *const u8, size: usize, align: usize) -> Option<usize> {
+        if !self.in_region(ptr) {
+            return None; // A mapping of its own: no block.
+        }
         let c = &CLASSES[class_of(size.max(1), align)?];
         Some(ptr as usize & !(c.block_size() - 1))
     }
