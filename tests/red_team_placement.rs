@@ -1092,10 +1092,9 @@ fn every_alignment_is_served_aligned_or_null_in_a_fixed_region() {
 /// small fallback slots (every class up to 4 KiB) and large allocations of random lengths
 /// take each other's freed mappings. Each comes back zeroed when asked and apart from the
 /// live ones, keeps its bytes, and is misuse when freed with another class's size or a
-/// large size of other pages; the region ends empty. Fails on main 6a3098d by RED-23 (`step
-/// 1: a 24 B allocation freed as 8 B was accepted`); passes with fallback bf3a0c3.
+/// large size of other pages; the region ends empty. (Failed on main 6a3098d by RED-23:
+/// `step 1: a 24 B allocation freed as 8 B was accepted`; passes since fallback bf3a0c3.)
 #[test]
-#[ignore = "RED-23 (fallback slots beside a cache at its bound): passes with fallback bf3a0c3; un-ignore when it lands (owner: fallback)"]
 fn fallback_slots_and_large_allocations_share_a_cache_at_its_bound() {
     let (a, run) = full_fallback(2);
     a.set_retention(cohort::Retention {
