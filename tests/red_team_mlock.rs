@@ -110,9 +110,12 @@ fn a_private_instance_locks_little_in_a_process_that_locks_its_memory() {
 /// reservation is its capacity): small, medium and large allocations written whole,
 /// freed, the memory given back (`compact`), then allocated zeroed; and a full region's
 /// fallback mappings reused from the large cache. Wanted: a give-back that failed leaves
-/// the memory dirty (or zeroes it). Exact failure: `with all memory locked: ["fixed:
+/// the memory dirty (or zeroes it). Medium runs freed beside a live one (the purge marks
+/// their granules clean) fail too. Exact failure: `with all memory locked: ["fixed:
 /// calloc(24) #0 after compact: byte 4", "fixed: calloc(3145728) #0 after compact: byte 0",
-/// "fallback: calloc(3145728) (its mapping reused: true): byte 0"]`.
+/// "fixed: medium calloc(40000) #0 beside a live run: byte 0", "fixed: medium
+/// calloc(200000) #0 beside a live run: byte 0", "fallback: calloc(3145728) (its mapping
+/// reused: true): byte 0"]`.
 #[test]
 #[ignore = "RED-46: in a process that locks its memory MADV_DONTNEED fails, and calloc hands out a previous user's bytes (owner: lead, os::decommit and its callers)"]
 fn zeroing_forms_read_zero_in_a_process_that_locks_its_memory() {
@@ -149,6 +152,33 @@ fn zeroing_forms_read_zero_in_a_process_that_locks_its_memory() {
                     break;
                 }
             }
+        }
+        // Medium runs freed beside a live one (their block stays): a purge gives their
+        // pages back and marks them clean.
+        for n in [40_000usize, 200_000] {
+            let ps: Vec<_> = (0..8).map(|_| fixed.malloc(n, Life::Short)).collect();
+            for &p in &ps[1..] {
+                // SAFETY: n bytes of ours, freed once.
+                unsafe {
+                    p.write_bytes(0xcc, n);
+                    fixed.free(p, n, Life::Short);
+                }
+            }
+            let _ = fixed.compact();
+            for i in 0..7 {
+                let q = fixed.calloc(n, Life::Short);
+                let bad = nonzero(q, n);
+                // SAFETY: allocated above, freed once.
+                unsafe { fixed.free(q, n, Life::Short) };
+                if let Some(at) = bad {
+                    failures.push(format!(
+                        "fixed: medium calloc({n}) #{i} beside a live run: byte {at}"
+                    ));
+                    break;
+                }
+            }
+            // SAFETY: the live one, freed once.
+            unsafe { fixed.free(ps[0], n, Life::Short) };
         }
         // A full region that falls back: mappings of its own, cached when freed.
         let b = Cohort::<Life>::with_options(&RegionOptions::new(4 * MIB).fallback(true))
