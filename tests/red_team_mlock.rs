@@ -117,7 +117,6 @@ fn a_private_instance_locks_little_in_a_process_that_locks_its_memory() {
 /// calloc(200000) #0 beside a live run: byte 0", "fallback: calloc(3145728) (its mapping
 /// reused: true): byte 0"]`.
 #[test]
-#[ignore = "RED-46: in a process that locks its memory MADV_DONTNEED fails, and calloc hands out a previous user's bytes (owner: lead, os::decommit and its callers)"]
 fn zeroing_forms_read_zero_in_a_process_that_locks_its_memory() {
     in_locked_child(|report| {
         let mut failures = Vec::new();
