@@ -22,12 +22,15 @@
 //! free moves its block to the front of its list: the memory freed last is reused first,
 //! while it is still resident.
 //!
-//! **What stays resident.** Freed granules are dirty (they may be resident). When the
-//! medium blocks' dirty granules exceed the bound, `live / 64` plus one block (and what the
-//! last purge could not give back), every whole page of free dirty granules is given back
-//! to the OS (`Pool::purge_medium`), but for half the bound's worth in the blocks first on
-//! their lists (freed into last, so the likeliest to be reused next); they read zero
-//! afterwards. A region committed up front (fixed capacity, caller memory: its units are
+//! **What stays resident.** Freed granules are dirty (they may be resident). Dirty granules
+//! unused for a while go back on the pool's delay (`Pool::decay_medium`, looked at every
+//! [`DECAY_EVERY`]-th medium free): per window of half the delay, those that stayed dirty
+//! the whole window. At all times, when the medium blocks' dirty granules exceed the
+//! bound, `live / 8` plus one block (and what the last purge could not give back), every
+//! whole page of free dirty granules is given back to the OS (`Pool::purge_medium`), but
+//! for half the bound's worth in the blocks first on their lists (freed into last, so the
+//! likeliest to be reused next); they read zero afterwards. Runs in heaps' caches
+//! (`crate::medium_cache`) are runs to both: never purged. A region committed up front (fixed capacity, caller memory: its units are
 //! kept, never given back) purges nothing. A block whose last run is freed goes
 //! to the pool's empty blocks (kept and decayed as any: `crate::pool`), unless it is the
 //! only medium block of its class, which stays for the next request; every
@@ -55,7 +58,7 @@ use crate::medium_block::MediumCounts;
 /// Dirty granules kept beyond the bound's share of the live ones: one block's.
 const DIRTY_SLACK: usize = BLOCK_SIZE / GRANULE;
 /// The bound's share of the live granules: `live / DIRTY_SHARE`.
-const DIRTY_SHARE: usize = 64;
+const DIRTY_SHARE: usize = 8;
 /// Medium frees between two looks at the clock for the decay of empty blocks (a clock
 /// read costs more than a medium free's other work).
 pub(crate) const DECAY_EVERY: u64 = 32;
@@ -147,7 +150,7 @@ impl Pool {
         let c = &mut st.medium_counts;
         c.live += n;
         c.runs += 1;
-        c.dirty -= dirty;
+        c.less_dirty(dirty);
         drop(st);
         let base = h.base();
         if ZERO {
@@ -274,7 +277,9 @@ impl Pool {
         // A slow path: empty blocks unused for the delay go back (see `pool`'s `empty`).
         st.medium_counts.frees += 1;
         if st.medium_counts.frees.is_multiple_of(DECAY_EVERY) {
-            self.decay_if_due_locked(st, crate::decay::now());
+            let now = crate::decay::now();
+            self.decay_if_due_locked(st, now);
+            self.decay_medium(st, now);
         }
     }
 
@@ -321,7 +326,7 @@ impl Pool {
                 return Err(Problem::DoubleFree);
             }
             c.live += m - n;
-            c.dirty -= dirty;
+            c.less_dirty(dirty);
         }
         self.purge_medium_if_due(&mut st);
         Ok(true)
@@ -334,7 +339,7 @@ impl Pool {
         let runs = unsafe { Runs::of(h) };
         let c = &mut st.medium_counts;
         c.blocks -= 1;
-        c.dirty -= runs.dirty();
+        c.less_dirty(runs.dirty());
         c.live -= MAX_RUN - runs.free();
         c.runs -= runs.runs();
         self.discard(st, h);
@@ -506,6 +511,27 @@ impl Pool {
         blocks
     }
 
+    /// Under the lock, at `now`: at the end of a decay window (half the pool's delay, as
+    /// for empty blocks: `crate::decay::Idle`), the dirty granules that stayed dirty the
+    /// whole window (the fewest there were at any moment of it) go back to the OS: every
+    /// whole free page but for the dirty granules freed into most recently (the blocks
+    /// first on their lists). So freed memory stays resident from half the delay to the
+    /// delay, unless reused. Returns how many granules it gave back.
+    pub(crate) fn decay_medium(&self, st: &mut PoolState, now: u64) -> usize {
+        let delay = st.decay_delay();
+        let dirty = st.medium_counts.dirty;
+        let due = st.medium_counts.idle.due(now, dirty, delay);
+        if due == 0 {
+            return 0;
+        }
+        let before = st.medium_counts.dirty;
+        self.purge_medium(st, dirty - due);
+        // The window starts again from what is left.
+        let c = &mut st.medium_counts;
+        c.idle.taken(c.dirty);
+        before - c.dirty
+    }
+
     /// Under the lock: purges when the dirty granules exceed the bound (see the module
     /// docs), keeping half the bound in the blocks freed into last.
     fn purge_medium_if_due(&self, st: &mut PoolState) {
@@ -550,7 +576,7 @@ impl Pool {
             }
         }
         let c = &mut st.medium_counts;
-        c.dirty -= cleaned;
+        c.less_dirty(cleaned);
         // What could not be given back (parts of pages with live runs).
         c.floor = c.dirty - kept;
         c.purged += calls;
