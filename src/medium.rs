@@ -52,7 +52,6 @@ use crate::pool::{Pool, PoolState};
 use crate::region::{GiveBack, BLOCK};
 use core::ptr;
 
-#[cfg(doc)]
 use crate::medium_block::MediumCounts;
 
 /// Dirty granules kept beyond the bound's share of the live ones: one block's.
@@ -475,6 +474,27 @@ impl Pool {
             freed += 1;
         }
         freed
+    }
+
+    /// The live medium allocations of block `h` (taking the lock): its live runs and
+    /// their granules, runs heaps' caches hold not counted; `None` when `h` is not a
+    /// medium block (now).
+    pub(crate) fn medium_block_counts(&self, h: &Header) -> Option<MediumCounts> {
+        // A report's: no medium path's lock acquisition to count.
+        let _st = self.lock_uncounted();
+        if !is_medium(h) {
+            return None;
+        }
+        // SAFETY: a medium block (its key, read under the lock); we hold the lock.
+        let runs = unsafe { Runs::of(h) };
+        let (held, held_granules) = Starts::of(h).held();
+        Some(MediumCounts {
+            live: MAX_RUN - runs.free() - held_granules,
+            runs: runs.runs() - held,
+            dirty: runs.dirty(),
+            blocks: 1,
+            ..MediumCounts::new()
+        })
     }
 
     /// Under the lock: the live medium allocations of lifetime class `life` and their

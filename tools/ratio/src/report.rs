@@ -3,7 +3,10 @@
 //! table computed from cohort's class table.
 
 use crate::workload::Run;
-use cohort::class::{class_of, malloc_align, ratio_contract_limit, CLASSES, LIMIT_DEN, MAX_SMALL};
+use cohort::class::{
+    class_of, malloc_align, ratio_contract_limit, BLOCK_SIZE, CLASSES, GRANULE, LIMIT_DEN,
+    MAX_MEDIUM, MAX_SMALL, MAX_SMALL_ALIGN, MEDIUM_CLASS,
+};
 use cohort::BlockReport;
 use std::alloc::Layout;
 use std::collections::{BTreeMap, HashMap};
@@ -46,7 +49,13 @@ pub fn snapshot(run: &Run) -> Snapshot {
     let mut large = Large::default();
     for (e, live) in run.mix.iter().zip(&run.live) {
         for &(_, p) in &live.ptrs {
-            match run.cohort.block_of_layout(p, e.size, e.align()) {
+            // A medium allocation is a run of granules in a medium block (`runs` counts them).
+            let medium = e.size > MAX_SMALL && e.size <= MAX_MEDIUM && e.align() <= MAX_SMALL_ALIGN;
+            let block = run
+                .cohort
+                .block_of_layout(p, e.size, e.align())
+                .or_else(|| medium.then_some(p as usize & !(BLOCK_SIZE - 1)));
+            match block {
                 Some(base) => {
                     let at = ours.entry(base).or_default();
                     at.0 += e.size as u64;
@@ -65,11 +74,16 @@ pub fn snapshot(run: &Run) -> Snapshot {
     let mut problems = Vec::new();
     run.cohort.for_each_block(|b| {
         let (requested, count) = ours.remove(&b.base).unwrap_or_default();
-        if count != b.live {
+        let live = if b.size_class == MEDIUM_CLASS {
+            b.runs
+        } else {
+            b.live
+        };
+        if count != live {
             problems.push(format!(
-                "block {:#x} (stride {} B, lifetime class {}) reports {} live slots, the workload \
-                 has {count} allocations in it",
-                b.base, b.stride, b.life, b.live
+                "block {:#x} (stride {} B, lifetime class {}) reports {live} live allocations, \
+                 the workload has {count} in it",
+                b.base, b.stride, b.life
             ));
         }
         blocks.push(BlockRow {
@@ -150,6 +164,13 @@ impl Sum {
 /// `a / b`, or `None` when `b` is 0.
 pub fn ratio(a: u64, b: u64) -> Option<f64> {
     (b != 0).then(|| a as f64 / b as f64)
+}
+
+/// The slot size of size class `class`: a medium block's ([`MEDIUM_CLASS`]) is its granule.
+pub fn stride_of(class: usize) -> u64 {
+    CLASSES
+        .get(class)
+        .map_or(GRANULE as u64, |c| c.stride as u64)
 }
 
 /// Sums of blocks grouped by a key.
