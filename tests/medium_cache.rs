@@ -3,7 +3,8 @@
 //! pair loop takes no lock; a cached run is free memory (a second free of it is a double
 //! free, it is no allocation to the stats, a release of its class leaves it, calloc zeroes
 //! it); the cache goes back to the blocks when its thread compacts or exits, or when its
-//! process is killed (another process's reap frees it).
+//! process is killed (another process's reap frees it). And medium blocks in the block
+//! reports (`for_each_block`).
 
 mod common;
 
@@ -191,4 +192,50 @@ fn a_killed_processs_cache_is_freed_by_the_reap() {
     assert_eq!(c.stats().medium_blocks, 0, "{}", c.stats());
     // SAFETY: allocated above.
     unsafe { c.free((flag as *const AtomicU64).cast_mut().cast(), 8, Life::Long) };
+}
+
+/// Medium blocks in the block reports: `for_each_block` reports each with its granules
+/// (stride, capacity, live) and its live allocations (`runs`: a cached run is none), the
+/// stats keep it out of the small heads and count it with the medium allocations.
+#[test]
+fn for_each_block_reports_medium_blocks() {
+    use cohort::class::{GRANULE, MEDIUM_CLASS};
+    let a = Cohort::<Life>::new();
+    let small = a.malloc(64, Life::Long);
+    let p = a.malloc(100_000, Life::Frame);
+    let q = a.malloc(40 * KIB, Life::Frame);
+    let mut medium = Vec::new();
+    a.for_each_block(|b| {
+        if b.size_class == MEDIUM_CLASS {
+            medium.push(*b);
+        }
+    });
+    assert_eq!(medium.len(), 1, "{medium:?}");
+    let b = medium[0];
+    assert_eq!((b.stride, b.life, b.runs), (GRANULE, 0, 2), "{b:?}");
+    assert_eq!(b.live, 100_000usize.div_ceil(GRANULE) + 20, "{b:?}");
+    assert!(
+        b.live <= b.capacity && b.capacity * GRANULE == b.usable_bytes,
+        "{b:?}"
+    );
+    assert_eq!(b.base, p as usize & !((2 << 20) - 1));
+    let s = a.stats();
+    assert!(s.heads.iter().all(|h| h.size_class != MEDIUM_CLASS), "{s}");
+    assert_eq!(
+        (s.small.blocks, s.medium_blocks, s.medium_allocations),
+        (1, 1, 2)
+    );
+    // SAFETY: live, freed once.
+    unsafe { a.free(q, 40 * KIB, Life::Frame) };
+    a.for_each_block(|b| {
+        if b.size_class == MEDIUM_CLASS {
+            assert_eq!((b.runs, b.live), (1, 49), "the cached run is free: {b:?}");
+        }
+    });
+    // SAFETY: live, freed once.
+    unsafe {
+        a.free(p, 100_000, Life::Frame);
+        a.free(small, 64, Life::Long);
+    }
+    assert!(a.is_empty());
 }

@@ -4,8 +4,8 @@
 
 use crate::workload::Run;
 use cohort::class::{
-    class_of, malloc_align, ratio_contract_limit, BLOCK_SIZE, CLASSES, GRANULE, LIMIT_DEN,
-    MAX_MEDIUM, MAX_SMALL, MAX_SMALL_ALIGN, MEDIUM_CLASS,
+    class_of, malloc_align, medium_granules, ratio_contract_limit, BLOCK_SIZE, CLASSES, LIMIT_DEN,
+    MAX_SMALL, MEDIUM_CLASS,
 };
 use cohort::BlockReport;
 use std::alloc::Layout;
@@ -47,15 +47,15 @@ pub fn snapshot(run: &Run) -> Snapshot {
     // Block base -> (requested bytes, allocations), from the workload's live allocations.
     let mut ours: HashMap<usize, (u64, usize)> = HashMap::new();
     let mut large = Large::default();
+    // Medium block base -> allocations: a medium allocation is a run of granules in a
+    // medium block (counted with the large ones, which have no slot either).
+    let mut medium: HashMap<usize, usize> = HashMap::new();
     for (e, live) in run.mix.iter().zip(&run.live) {
         for &(_, p) in &live.ptrs {
-            // A medium allocation is a run of granules in a medium block (`runs` counts them).
-            let medium = e.size > MAX_SMALL && e.size <= MAX_MEDIUM && e.align() <= MAX_SMALL_ALIGN;
-            let block = run
-                .cohort
-                .block_of_layout(p, e.size, e.align())
-                .or_else(|| medium.then_some(p as usize & !(BLOCK_SIZE - 1)));
-            match block {
+            if medium_granules(e.size, e.align()).is_some() && run.cohort.in_region(p) {
+                *medium.entry(p as usize & !(BLOCK_SIZE - 1)).or_default() += 1;
+            }
+            match run.cohort.block_of_layout(p, e.size, e.align()) {
                 Some(base) => {
                     let at = ours.entry(base).or_default();
                     at.0 += e.size as u64;
@@ -73,17 +73,23 @@ pub fn snapshot(run: &Run) -> Snapshot {
     let mut blocks = Vec::new();
     let mut problems = Vec::new();
     run.cohort.for_each_block(|b| {
+        if b.size_class == MEDIUM_CLASS {
+            let count = medium.remove(&b.base).unwrap_or_default();
+            if count != b.runs {
+                problems.push(format!(
+                    "medium block {:#x} (lifetime class {}) reports {} live allocations, the \
+                     workload has {count} in it",
+                    b.base, b.life, b.runs
+                ));
+            }
+            return;
+        }
         let (requested, count) = ours.remove(&b.base).unwrap_or_default();
-        let live = if b.size_class == MEDIUM_CLASS {
-            b.runs
-        } else {
-            b.live
-        };
-        if count != live {
+        if count != b.live {
             problems.push(format!(
-                "block {:#x} (stride {} B, lifetime class {}) reports {live} live allocations, \
-                 the workload has {count} in it",
-                b.base, b.stride, b.life
+                "block {:#x} (stride {} B, lifetime class {}) reports {} live slots, the workload \
+                 has {count} allocations in it",
+                b.base, b.stride, b.life, b.live
             ));
         }
         blocks.push(BlockRow {
@@ -91,7 +97,11 @@ pub fn snapshot(run: &Run) -> Snapshot {
             requested,
         });
     });
-    for (base, (_, count)) in ours {
+    for (base, count) in ours
+        .into_iter()
+        .map(|(base, (_, n))| (base, n))
+        .chain(medium)
+    {
         problems.push(format!(
             "{count} live allocations lie in {base:#x}, which for_each_block does not report"
         ));
@@ -164,13 +174,6 @@ impl Sum {
 /// `a / b`, or `None` when `b` is 0.
 pub fn ratio(a: u64, b: u64) -> Option<f64> {
     (b != 0).then(|| a as f64 / b as f64)
-}
-
-/// The slot size of size class `class`: a medium block's ([`MEDIUM_CLASS`]) is its granule.
-pub fn stride_of(class: usize) -> u64 {
-    CLASSES
-        .get(class)
-        .map_or(GRANULE as u64, |c| c.stride as u64)
 }
 
 /// Sums of blocks grouped by a key.

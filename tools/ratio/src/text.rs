@@ -207,7 +207,7 @@ fn size_class_table(r: &Report, wide: bool) -> String {
         false => vec![stride],
     };
     for (class, s) in group(end, |b| b.size_class) {
-        let mut cells = first(class.to_string(), bytes(report::stride_of(class)));
+        let mut cells = first(class.to_string(), bytes(CLASSES[class].stride as u64));
         cells.extend(sum_cells(&s, wide));
         t.row(cells);
     }
