@@ -381,6 +381,21 @@ impl Instance {
         let p = crate::large::allocate::<ZERO>(&pool.large, len, align.max(os::MIN_PAGE), life, now);
         // A slow path: empty blocks unused for the delay go back (see `pool`'s `empty`).
         pool.decay_if_due(now);
+        self.give_back_idle_own(now);
         p
+    }
+
+    /// From a large path at `now`: the calling thread's own heap of the instance, if it
+    /// has one, gives back the pages of its idle current blocks when its look is due
+    /// (`crate::heap`'s idle module): a thread whose small allocations all hit its current
+    /// blocks still returns a burst's pages.
+    pub(crate) fn give_back_idle_own(&self, now: u64) {
+        let own = per_thread::find_own(self.instance.load(Ordering::Relaxed));
+        if !own.is_null() {
+            // SAFETY: the calling thread's own heap: it is its owner, and no reference to
+            // its heads is alive (the thread is inside a large allocation or free, outside
+            // the heap's paths).
+            unsafe { (*own).give_back_idle_current(now) };
+        }
     }
 }

@@ -52,6 +52,9 @@ pub(crate) const FULL: u64 = 1 << 63;
 const COUNT_MASK: u64 = (1 << 31) - 1;
 /// `flags` bit: memory at and above `bump` reads zero.
 pub(crate) const FRESH: u8 = 1;
+/// `flags` bit: the block was current and empty at its heap's last look for idle blocks
+/// (see [`Header::seen_idle`]).
+const IDLE: u8 = 2;
 /// Header key of an empty block waiting in the pool: no class has index 255.
 pub(crate) const EMPTY_KEY: u16 = 0xffff;
 /// [`Role::Current`]'s bias: `count` stays at or above it, so never reaches 0.
@@ -218,6 +221,16 @@ impl Header {
     #[inline(always)]
     pub(crate) fn is_fresh(&self) -> bool {
         self.flags.get() & FRESH != 0
+    }
+
+    /// Owner only, at a look of its heap for idle current blocks: records whether the
+    /// block is `empty` now, and returns true when it is and was at the previous look too
+    /// (empty at two looks in a row).
+    pub(crate) fn seen_idle(&self, empty: bool) -> bool {
+        let flags = self.flags.get();
+        self.flags
+            .set(if empty { flags | IDLE } else { flags & !IDLE });
+        empty && flags & IDLE != 0
     }
 
     /// `owner << 16 | (key ^ EMPTY_KEY)`: the word the free fast path compares (see the

@@ -63,9 +63,11 @@ impl Retention {
     /// The longest delay accepted (one hour).
     pub const MAX_DELAY: Duration = Duration::from_secs(3600);
 
-    /// 64 MiB and 32 mappings of large cache, 16 MiB (8 blocks) of empty blocks, 1 s.
+    /// 256 MiB and 32 mappings of large cache, 16 MiB (8 blocks) of empty blocks, 1 s.
+    /// (The delay gives what is kept back within a second of disuse: the byte bound is for
+    /// bursts, and large enough for a few threads cycling buffers of tens of MiB.)
     pub const DEFAULT: Retention = Retention {
-        large_cache_bytes: 64 << 20,
+        large_cache_bytes: 256 << 20,
         large_cache_mappings: 32,
         empty_block_bytes: 16 << 20,
         delay: Duration::from_secs(1),

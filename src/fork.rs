@@ -194,7 +194,8 @@ unsafe extern "C" fn child() {
     for_each(unsafe { &*INSTANCES.data_ptr() }, |pool| {
         if pool.is_process_shared() {
             per_thread::forget_pool(pool);
-            pool.after_fork_in_child();
+            // SAFETY: the fork child's handler, on its only thread.
+            unsafe { pool.after_fork_in_child() };
         } else {
             heap_handover::after_fork_in_child(pool);
         }

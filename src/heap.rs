@@ -37,6 +37,7 @@ use crate::tiny;
 use core::ops::Deref;
 use core::ptr;
 
+mod idle;
 mod slow;
 pub(crate) use slow::compact;
 

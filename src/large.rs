@@ -178,7 +178,7 @@ impl LargeTable {
         align: usize,
         now: u64,
     ) -> (Option<(usize, usize)>, Evicted) {
-        let (got, out) = self.cache.take(len, align, now);
+        let (got, out) = self.cache.take(len, align, os::page_size(), now);
         self.system_calls += out.len() as u64;
         (got, out)
     }
@@ -324,16 +324,30 @@ pub(crate) fn allocate<const ZERO: bool>(
 ) -> *mut u8 {
     let mut large = table.lock();
     let (cached, decayed) = large.take_cached(len, align, now);
+    // A mapping the cache handed out to resize: resized outside the lock (a system call).
+    let (cached, resized) = match cached {
+        Some((addr, mapped)) if !cache::fits(mapped, len) => {
+            drop(large);
+            // SAFETY: taken from the cache: a mapping of ours no allocation uses.
+            let resized = unsafe { resize_cached(addr, mapped, len) };
+            large = table.lock();
+            large.system_calls += 1;
+            (resized, true)
+        }
+        other => (other, false),
+    };
     let reused = cached.filter(|&(addr, mapped)| large.insert(addr, len, mapped, life));
     drop(large);
     // SAFETY: mappings the cache gave up (decayed): no allocation uses them.
     unsafe { unmap_evicted(&decayed) };
-    if let Some((addr, _)) = reused {
+    if let Some((addr, mapped)) = reused {
         let p = addr as *mut u8;
         if ZERO {
-            // A cached mapping keeps its last user's bytes.
+            // A cached mapping keeps its last user's bytes (a grown one's new part reads
+            // zero).
+            let kept = if resized { mapped.min(len) } else { len };
             // SAFETY: p maps at least `len` bytes, now this allocation's.
-            unsafe { ptr::write_bytes(p, 0, len) };
+            unsafe { ptr::write_bytes(p, 0, kept) };
         }
         return p;
     }
@@ -368,6 +382,31 @@ pub(crate) fn allocate<const ZERO: bool>(
         return ptr::null_mut();
     }
     p
+}
+
+/// Resizes a cached mapping of `mapped` bytes at `addr` to `len` (both page multiples):
+/// a longer one loses its tail, a shorter one grows (in place when the address space after
+/// it is free, else moved with its pages). Returns the mapping as (address, mapped length)
+/// for the request, or `None` when the OS refused to grow it (then it is unmapped: the
+/// caller maps afresh).
+///
+/// # Safety
+/// `[addr, addr + mapped)` is a mapping of ours that no allocation uses.
+unsafe fn resize_cached(addr: usize, mapped: usize, len: usize) -> Option<(usize, usize)> {
+    let p = addr as *mut u8;
+    if mapped > len {
+        // SAFETY: the tail of a mapping of ours (caller), page aligned.
+        unsafe { os::unmap(p.add(len), mapped - len) };
+        return Some((addr, len));
+    }
+    // SAFETY: the caller's mapping; both lengths are page multiples.
+    let q = unsafe { os::remap(p, mapped, len) };
+    if q.is_null() {
+        // SAFETY: as above: left as it was by the refused remap.
+        unsafe { os::unmap(p, mapped) };
+        return None;
+    }
+    Some((q as usize, len))
 }
 
 /// Unmaps the mappings a cache operation gave up.

@@ -154,9 +154,14 @@ pub(crate) struct Leave {
 /// view is released ([`Pool::release`]): `run(data)`, once (a named region's attachment:
 /// its slot freed and the state sealed only when nothing of the process can write to the
 /// region any more).
+///
+/// In a fork child, `in_fork_child(data)` runs first, from the fork handlers (the child's
+/// thread its only one): the child has the view open as its parent had it (a named
+/// region's attachment: the child claims a slot of its own).
 #[derive(Clone, Copy)]
 pub(crate) struct AfterLeave {
     pub(crate) run: unsafe fn(*mut ()),
+    pub(crate) in_fork_child: unsafe fn(*mut ()),
     pub(crate) data: *mut (),
 }
 
@@ -196,6 +201,9 @@ pub(crate) struct PoolShared {
     /// No retained block can be due to go back before this time (a hint read without the
     /// lock, so that large paths look at empty blocks only when something may be due).
     decay_at: AtomicU64,
+    /// The configured delay (ms) after which a heap's idle current blocks give their pages
+    /// back (`crate::heap`'s idle module), readable without the lock.
+    idle_delay: AtomicU64,
     /// A shared instance's scope claims, every process's (a private instance keeps its
     /// own in its `Cohort`).
     pub(crate) scope_claims: ScopeClaims,
@@ -372,9 +380,19 @@ impl Pool {
     }
 
     /// In a child process after `fork()`: the child holds no heap of a shared pool (its
-    /// thread forgot the parent's), so the instance's is its only reference.
-    pub(crate) fn after_fork_in_child(&self) {
+    /// thread forgot the parent's), so the instance's is its only reference; the view's
+    /// maker's `in_fork_child` runs (see [`AfterLeave`]).
+    ///
+    /// # Safety
+    /// Called by the fork handlers in the child, whose thread is its only one.
+    pub(crate) unsafe fn after_fork_in_child(&self) {
         self.refs.store(1, Ordering::Relaxed);
+        if let Some(after) = self.leave.and_then(|leave| leave.after) {
+            // SAFETY: `data` is what the view's maker gave with the function, alive while
+            // the view is (it is dropped by `run`, after the view's last reference); the
+            // child's thread is its only one (the caller's contract).
+            unsafe { (after.in_fork_child)(after.data) };
+        }
     }
 
     /// True when the pool is in a region laid out to be shared between processes (its

@@ -452,12 +452,18 @@ impl Region {
         self.decommitted_bits(st).set(u, true);
     }
 
+    /// True when the region gives unused memory back to the OS at all (a region committed
+    /// up front keeps it: a fixed capacity, caller-provided memory).
+    pub(crate) fn gives_memory_back(&self) -> bool {
+        !matches!(self.backing().give_back, GiveBack::Keep)
+    }
+
     /// Gives the memory of a dead range back to the OS (its contents are not needed; a
     /// shared region's may not read zero afterwards).
     ///
     /// # Safety
     /// `[p, p + len)` is a page-aligned range of the region's mappings nobody needs.
-    unsafe fn forget(&self, p: *mut u8, len: usize) {
+    pub(crate) unsafe fn forget(&self, p: *mut u8, len: usize) {
         // SAFETY: the caller's guarantee.
         unsafe {
             match self.backing().give_back {

@@ -161,6 +161,61 @@ fn a_similar_size_reuses_a_mapping_at_most_an_eighth_longer() {
 }
 
 #[test]
+fn at_its_bound_the_cache_resizes_a_mapping_of_another_length_and_reuses_its_pages() {
+    let _serial = serial();
+    let a = Cohort::<Life>::new();
+    // Room for 16 MiB: a second mapping of 10 MiB does not fit beside a cached 12 MiB one.
+    a.set_retention(cache(16 << 20, Duration::from_secs(600)));
+    let p = a.malloc(12 << 20, Life::A);
+    assert!(!p.is_null());
+    // SAFETY: 12 MiB of ours.
+    unsafe { touch(p, 12 << 20, 1) };
+    // SAFETY: live, freed once.
+    unsafe { a.free(p, 12 << 20, Life::A) };
+    // 10 MiB: 12 is more than an eighth too long, so it is trimmed to 10, pages and all.
+    let faults = minor_faults();
+    let q = a.malloc(10 << 20, Life::B);
+    assert_eq!(q, p, "the cached mapping, trimmed");
+    // SAFETY: 10 MiB of ours.
+    unsafe { touch(q, 10 << 20, 2) };
+    let trimmed = minor_faults() - faults;
+    assert!(
+        trimmed < 64,
+        "{trimmed} faults touching a trimmed mapping's 2560 pages"
+    );
+    let s = a.stats();
+    assert_eq!((s.large_cached, s.large_bytes), (0, 10 << 20));
+    // The usable size is the request's: a free with the old length is misuse.
+    // SAFETY: live; a wrong size changes nothing.
+    unsafe {
+        assert!(matches!(
+            problem(a.try_free(q, 12 << 20, Life::B)),
+            Problem::LargeMismatch { .. }
+        ));
+        a.free(q, 10 << 20, Life::B);
+    }
+    // 14 MiB: the cached 10 MiB grows; only the 4 new MiB fault in.
+    let faults = minor_faults();
+    let r = a.calloc(14 << 20, Life::A);
+    assert!(!r.is_null());
+    // SAFETY: 14 MiB of ours, read then written.
+    let all_zero = unsafe { std::slice::from_raw_parts(r, 14 << 20) }
+        .iter()
+        .all(|&b| b == 0);
+    assert!(all_zero, "a grown mapping reused for calloc reads zero");
+    // SAFETY: as above.
+    unsafe { touch(r, 14 << 20, 3) };
+    let grown = minor_faults() - faults;
+    assert!(
+        grown < 2048,
+        "{grown} faults touching a grown mapping (1024 pages are new, 3584 in all)"
+    );
+    assert_eq!(a.stats().large_cached, 0);
+    // SAFETY: live, freed once.
+    unsafe { a.free(r, 14 << 20, Life::A) };
+}
+
+#[test]
 fn zeroed_requests_from_the_cache_read_zero() {
     let _serial = serial();
     let a = patient();

@@ -134,8 +134,8 @@ fn limit_address_space(bytes: libc::rlim_t) {
 }
 
 /// The child side of [`a_refused_mapping_gives_the_cache_back_and_tries_again`]: with 48 MiB
-/// cached and room for only 24 MiB more address space, a 40 MiB request (which no cached
-/// mapping fits) must succeed.
+/// cached and room for only 8 MiB more address space, a 40 MiB request (which no cached
+/// mapping fits as it is, and growing one of them needs more room than that) must succeed.
 #[test]
 fn refused_mapping_child() {
     if test_support::child_case(OOM_CHILD).is_none() {
@@ -151,7 +151,7 @@ fn refused_mapping_child() {
         unsafe { a.free(p, 16 << 20, Life::Kept) };
     }
     assert_eq!(a.stats().large_cached_bytes, 48 << 20);
-    limit_address_space((mapped_bytes() + (24 << 20)) as libc::rlim_t);
+    limit_address_space((mapped_bytes() + (8 << 20)) as libc::rlim_t);
     let p = a.malloc(40 << 20, Life::Kept);
     limit_address_space(libc::RLIM_INFINITY);
     assert!(!p.is_null(), "40 MiB refused although 48 MiB were cached");

@@ -5,7 +5,7 @@
 
 mod red_team_common;
 
-use cohort::{CreateOptions, Off, OpenOptions, Place, RegionError, SharedCohort};
+use cohort::{CreateOptions, OpenOptions, Place, RegionError, SharedCohort};
 use red_team_common::*;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -23,11 +23,6 @@ fn path(tag: &str) -> PathBuf {
 
 fn open_file(p: &Path) -> Result<SharedCohort<Life>, RegionError> {
     SharedCohort::<Life>::open(Place::File(p), OpenOptions::new().timeout(Duration::ZERO))
-}
-
-/// The byte an object at offset `off` is filled with.
-fn tag_of(off: u64) -> u8 {
-    (off.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as u8 | 1
 }
 
 /// Allocates `n` objects of `size` bytes in a process of its own that opens `p`, fills
@@ -95,23 +90,8 @@ fn a_region_file_copied_while_in_use_is_refused_or_consistent() {
             let Ok(r) = open_file(&torn) else {
                 return; // refused: fine
             };
-            for _ in 0..N {
-                let q = r.malloc(SIZE, Life::Short);
-                if q.is_null() {
-                    break;
-                }
-                // SAFETY: fresh, SIZE bytes.
-                unsafe { q.write_bytes(0, SIZE) };
-            }
-            let overwritten = live
-                .iter()
-                .filter(|&&off| {
-                    let q = r.ptr(Off::<[u8; SIZE]>::new(off).unwrap());
-                    // SAFETY: an object allocated before the copy finished, never freed.
-                    let bytes = unsafe { &*q };
-                    bytes.iter().any(|&b| b != tag_of(off))
-                })
-                .count();
+            let overwritten =
+                overwritten_by_new_allocations(&r, Life::Short, N, SIZE, live.iter().copied());
             assert_eq!(
                 overwritten, 0,
                 "a region file copied while in use opened, and the opener's allocations \

@@ -58,6 +58,8 @@ const WORKLOADS: &[Workload] = &[
     w("large:1048576", "large-pairs", "1 MiB: "),
     w("large:8388608", "large-pairs", "8 MiB: "),
     w("medium:400", "medium-churn", "400 live: "),
+    w("mlarge:4", "large-pairs", "5-25 MiB, 4 threads: "),
+    w("burst", "burst", ""),
     w("handoff", "cross-thread", "task hand-off: "),
     w(
         "spread:1000",

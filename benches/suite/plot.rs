@@ -130,3 +130,63 @@ impl Chart<'_> {
         Ok(())
     }
 }
+
+/// One line of a [`Timeline`]: the allocator's name, its column, its (ms, value) points.
+pub type Line = (String, usize, Vec<(f64, f64)>);
+
+/// Lines of values against time, one per series (the `usize` is the allocator's column,
+/// which picks its colour): x in milliseconds, y from 0.
+pub struct Timeline<'a> {
+    pub title: &'a str,
+    pub y_desc: String,
+    pub series: Vec<Line>,
+}
+
+impl Timeline<'_> {
+    /// Writes the chart as SVG to `path`.
+    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        self.draw(path)
+            .map_err(|e| std::io::Error::other(e.to_string()))
+    }
+
+    fn draw(&self, path: &Path) -> Result<(), Box<dyn std::error::Error>> {
+        let points = || self.series.iter().flat_map(|s| s.2.iter().copied());
+        let x_hi = points().map(|p| p.0).fold(0.0f64, f64::max);
+        let y_hi = points().map(|p| p.1).fold(0.0f64, f64::max);
+        if x_hi <= 0.0 || y_hi <= 0.0 {
+            return Ok(()); // nothing to draw
+        }
+        let root = SVGBackend::new(path, (900, 500)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(self.title, ("sans-serif", 20))
+            .margin(10)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0.0..x_hi, 0.0..y_hi * 1.05)?;
+        chart
+            .configure_mesh()
+            .x_desc("milliseconds after the frees")
+            .y_desc(self.y_desc.as_str())
+            .draw()?;
+        for (name, column, points) in &self.series {
+            let color = color(*column);
+            chart
+                .draw_series(LineSeries::new(
+                    points.iter().copied(),
+                    color.stroke_width(2),
+                ))?
+                .label(name.as_str())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 14, y)], color));
+            chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.9))
+            .border_style(BLACK)
+            .draw()?;
+        root.present()?;
+        Ok(())
+    }
+}

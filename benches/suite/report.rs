@@ -31,6 +31,9 @@ struct Group {
     name: &'static str,
     title: &'static str,
     what: &'static str,
+    /// Rows named "... at N ms" are also drawn as lines against time (their unit the y
+    /// axis), besides the bars of every row.
+    timeline: bool,
 }
 
 const GROUPS: &[Group] = &[
@@ -39,6 +42,7 @@ const GROUPS: &[Group] = &[
         title: "Churn",
         what: "Batches of 1000 objects of one size, freed in random order, one thread. \
                Thread CPU time per malloc+free pair.",
+        timeline: false,
     },
     Group {
         name: "threads",
@@ -46,6 +50,7 @@ const GROUPS: &[Group] = &[
         what: "The churn above (all sizes) on one thread, then on two threads at once, each \
                independent. Thread CPU time per pair, averaged over the threads; the last row \
                is the slowdown from sharing the allocator (1 = perfect scaling).",
+        timeline: false,
     },
     Group {
         name: "producer-consumer",
@@ -53,6 +58,7 @@ const GROUPS: &[Group] = &[
         what: "One thread allocates 64-byte objects in batches of 1000 and hands them over a \
                channel to another thread that frees them. Per object: wall time, and the \
                thread CPU time spent inside malloc (producer) and free (consumer).",
+        timeline: false,
     },
     Group {
         name: "linked-list",
@@ -60,18 +66,21 @@ const GROUPS: &[Group] = &[
         what: "10 million nodes, each its own allocation, with a 40-byte string every 8th node; \
                build, walk 10 times, free. Thread CPU time per node; RSS growth per node at the \
                peak (strings included; the ideal is 21 B for 16-byte nodes, 29 B for 24).",
+        timeline: false,
     },
     Group {
         name: "memory-ratio",
         title: "Memory ratio",
         what: "4 million live objects of one size, every byte written: RSS growth divided by \
                the bytes requested (1 = no overhead).",
+        timeline: false,
     },
     Group {
         name: "realloc-growth",
         title: "Realloc growth",
         what: "A Vec<u8> grown to 64 MiB with `reserve_exact` + `extend_from_slice`, so every \
                step is one exact realloc. Thread CPU time per step (the copy included).",
+        timeline: false,
     },
     Group {
         name: "large-pairs",
@@ -80,6 +89,19 @@ const GROUPS: &[Group] = &[
                until 2 GiB were written. Thread CPU time (system calls included) and minor \
                page faults per pair: an allocator that keeps freed memory for reuse pays \
                neither a system call nor a fault per pair.",
+        timeline: false,
+    },
+    Group {
+        name: "burst",
+        title: "RSS after a burst",
+        what: "1 GiB of mixed sizes allocated by one thread (80 % of the objects 16 B to \
+               1 KiB, 17 % 1 to 64 KiB, 3 % 64 KiB to 4 MiB; every page written), freed in \
+               random order; then 5 s of idle time with a little work every 50 ms (200 \
+               small pairs, one 64 KiB and one 1 MiB pair: the calls that reach slow paths, \
+               where an allocator without a background thread gives memory back). RSS above \
+               the process's RSS before the burst; the last row is the first sample within \
+               8 MiB of it (5000: not by the end).",
+        timeline: true,
     },
     Group {
         name: "medium-churn",
@@ -89,6 +111,7 @@ const GROUPS: &[Group] = &[
                size allocated and written). RSS growth divided by the live bytes requested, \
                before and after the churn (1 = no overhead); thread CPU time and minor page \
                faults per step (the writes included).",
+        timeline: false,
     },
     Group {
         name: "cross-thread",
@@ -102,6 +125,7 @@ const GROUPS: &[Group] = &[
                each allocates 20 000 objects of 16-512 B and exits; the main thread keeps the \
                last 8 threads' objects and frees the older ones. Peak RSS of the whole process \
                (`ru_maxrss`) and the minor page faults taken during the workload.",
+        timeline: false,
     },
     Group {
         name: "lifetime",
@@ -114,6 +138,7 @@ const GROUPS: &[Group] = &[
                class (same layouts); \"cohort (release_class)\" too, but frees all the \
                short-lived objects at once with `release_class(Request)`. The other columns \
                use plain malloc/free.",
+        timeline: false,
     },
 ];
 
@@ -314,6 +339,11 @@ impl Results {
             let system = Some((1.0, "System = 1"));
             md.push_str(&table.finish(&dir.join(&file), g.title, x_desc, system)?);
             let _ = writeln!(md, "\n![{}]({file})", g.title);
+            if g.timeline {
+                let file = format!("{}-timeline.svg", g.name);
+                timeline(&metrics, g.title).write(&dir.join(&file))?;
+                let _ = writeln!(md, "\n![{} against time]({file})", g.title);
+            }
         }
         if !self.iai.is_empty() {
             md.push_str(&self.iai_table(dir)?);
@@ -486,6 +516,38 @@ impl Table {
         };
         chart.write(svg)?;
         Ok(self.md)
+    }
+}
+
+/// The rows of `metrics` named "... at N ms" as one line per allocator: (N, median).
+fn timeline<'a>(metrics: &[&Metric], title: &'a str) -> plot::Timeline<'a> {
+    let mut series: BTreeMap<usize, Vec<(f64, f64)>> = BTreeMap::new();
+    let mut unit = String::new();
+    for m in metrics {
+        let Some(ms) = m
+            .row
+            .rsplit_once(" at ")
+            .and_then(|(_, t)| t.strip_suffix(" ms"))
+            .and_then(|t| t.parse::<f64>().ok())
+        else {
+            continue;
+        };
+        unit.clone_from(&m.unit);
+        for (&c, v) in &m.values {
+            series.entry(c).or_default().push((ms, stats(v).median));
+        }
+    }
+    let series = series
+        .into_iter()
+        .map(|(c, mut points)| {
+            points.sort_by(|a, b| a.0.total_cmp(&b.0));
+            (ALLOCATORS[c].to_string(), c, points)
+        })
+        .collect();
+    plot::Timeline {
+        title,
+        y_desc: unit,
+        series,
     }
 }
 

@@ -6,6 +6,7 @@
 //! the runner (`benches/suite/main.rs`). One workload per process keeps RSS figures clean. Timings are
 //! thread CPU time; `COHORT_BENCH_SCALE` (default 1) scales the object counts.
 
+mod bursts;
 mod remote;
 
 use std::alloc::{alloc, dealloc, handle_alloc_error, Layout};
@@ -68,6 +69,8 @@ pub fn main(hooks: Hooks) {
         "grow" => realloc_growth(arg, count(64.0 * 1048576.0)),
         "large" => large_pairs(arg, count(2.0 * 1073741824.0) / arg),
         "medium" => medium_churn(arg, count(4000.0)),
+        "mlarge" => bursts::large_threads(arg.max(1), count(1000.0) / arg.max(1)),
+        "burst" => bursts::burst(count(1073741824.0)),
         "handoff" => remote::handoff(count(1e6)),
         "spread" => remote::spread(arg, count(5e5)),
         "shortlived" => remote::shortlived(count(4e6) / remote::BATCH_OBJECTS),

@@ -99,6 +99,7 @@ impl Instance {
         unsafe { unmap_evicted(&evicted) };
         // A slow path: empty blocks unused for the delay go back (see `pool`'s `empty`).
         pool.decay_if_due(now);
+        self.give_back_idle_own(now);
         Ok(())
     }
 

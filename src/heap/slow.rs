@@ -21,6 +21,7 @@ impl Heap {
         life: usize,
         own: impl FnOnce() -> *mut Heap,
     ) -> Option<(*mut u8, bool)> {
+        self.look_for_idle();
         self.alloc_from_heads(class, life).or_else(|| {
             let pool = self.pool();
             // When this is an explicit join's heap, the calling thread's own heap of the
@@ -170,6 +171,7 @@ impl Heap {
             }
             Role::Current => unreachable!("a current block's count never reaches 0"),
         }
+        self.look_for_idle();
     }
     /// Lists the blocks on `returned` on their heads' partial lists.
     pub(crate) fn drain_returned(&self) {

@@ -13,9 +13,12 @@
 //! - `count = |cached| <= limit <= SLOTS` and `bytes = Σ_{c ∈ cached} c.len <= cap`;
 //! - every `c.len` is a whole number of pages and `c.len <= cap`;
 //! - a cached address is in no live entry of the large table, and in at most one slot;
-//! - a mapping is handed out for a page-rounded request `len` only when
-//!   `len <= c.len <= len + len / 8` (at most 1/8 of the mapping unused, so the resident
-//!   size stays within 1/8 of what is asked) and `c.addr % align = 0`;
+//! - a mapping is handed out for a page-rounded request `len` only when `c.addr % align =
+//!   0`, and used as it is only when `len <= c.len <= len + len / 8` ([`fits`]: at most 1/8
+//!   of the mapping unused, so the resident size stays within 1/8 of what is asked); with
+//!   the cache at its bound, a longer one is trimmed to `len` and a shorter one grown to
+//!   it, reusing its pages (a program allocating large buffers of ever-different lengths
+//!   faults in only the difference);
 //! - decay: after any cache operation at time `now`, `now - c.freed_at <= d` for every
 //!   cached `c`, with `d` the adaptive delay ([`Decay`]: a request that finds no fit soon
 //!   after mappings decayed lengthens it); older mappings are handed back for unmapping.
@@ -25,6 +28,14 @@
 //! ([`Evicted`]), which the caller unmaps after dropping the large lock.
 
 use crate::decay::{Decay, Retention};
+
+/// True when a cached mapping of `mapped` bytes serves a request of `len` bytes as it is:
+/// `len <= mapped <= len + len / 8` (at most an eighth of it unused, so the resident size
+/// stays within an eighth of what is asked). Any other mapping [`Cache::take`] hands out
+/// is resized to `len` by the caller.
+pub(crate) fn fits(mapped: usize, len: usize) -> bool {
+    len <= mapped && mapped <= len.saturating_add(len / 8)
+}
 
 /// Most mappings cached at once, whatever the settings.
 pub(crate) const SLOTS: usize = Retention::MAX_LARGE_CACHE_MAPPINGS;
@@ -203,23 +214,44 @@ impl Cache {
     }
 
     /// Takes the cached mapping that best fits a request of `len` bytes (page-rounded)
-    /// aligned to `align`: the shortest with `len <= c.len <= len + len / 8`. Returns it as
-    /// (address, mapped length), and the mappings that decayed by `now` (after the take). `align` is a
-    /// power of two. Finding none is a miss the adaptive delay learns from.
+    /// aligned to `align`: the shortest with `len <= c.len <= len + len / 8`. When none
+    /// fits and the request's own mapping would not fit in the cache beside what it holds
+    /// (its bytes or its mappings at their bound: a fresh mapping would only push a cached
+    /// one out at its free) though it would alone, the nearest instead, for the caller to resize ([`fits`] says
+    /// when it must): the shortest longer one (trimmed to `len`: its first `len` bytes'
+    /// pages are reused), else the longest shorter one (grown to `len`: its pages are
+    /// reused, only the rest is new) when `align` is at most `page` (a grown mapping may
+    /// move to any page). Returns it as (address, mapped length), and the mappings that
+    /// decayed by `now` (after the take). `align` is a power of two. Finding none is a
+    /// miss the adaptive delay learns from.
     pub(crate) fn take(
         &mut self,
         len: usize,
         align: usize,
+        page: usize,
         now: u64,
     ) -> (Option<(usize, usize)>, Evicted) {
         let mut out = Evicted::new();
-        let most = len.saturating_add(len / 8);
+        let aligned = |c: &Cached| c.addr != 0 && c.addr & (align - 1) == 0;
+        let cached = |i: &usize| aligned(&self.slots[*i]);
         let best = (0..SLOTS)
-            .filter(|&i| {
-                let c = self.slots[i];
-                c.addr != 0 && c.len >= len && c.len <= most && c.addr & (align - 1) == 0
-            })
+            .filter(|i| cached(i) && fits(self.slots[*i].len, len))
             .min_by_key(|&i| self.slots[i].len);
+        // A request longer than the bound would not be cached at its free: resizing a
+        // cached mapping for it would only lose that mapping.
+        let full = len <= self.cap
+            && (self.bytes.saturating_add(len) > self.cap || self.count >= self.limit);
+        let near = || {
+            let longer = (0..SLOTS)
+                .filter(|i| cached(i) && self.slots[*i].len > len)
+                .min_by_key(|&i| self.slots[i].len);
+            longer.or_else(|| {
+                (0..SLOTS)
+                    .filter(|i| cached(i) && align <= page && self.slots[*i].len < len)
+                    .max_by_key(|&i| self.slots[i].len)
+            })
+        };
+        let best = best.or_else(|| if full { near() } else { None });
         let got = best.map(|i| {
             let c = self.slots[i];
             self.slots[i] = FREE;
@@ -304,18 +336,51 @@ mod tests {
         assert_eq!(c.put(0x20_0000, 18 * PAGE, 0).len(), 0);
         assert_eq!(c.put(0x30_0000, 17 * PAGE, 0).len(), 0);
         // 16 pages: 16..=18 fit; 16 is the shortest.
-        assert_eq!(c.take(16 * PAGE, PAGE, 0).0, Some((0x10_0000, 16 * PAGE)));
-        // 15 pages: at most 16 pages (15 + 15/8 = 16.875): none of 17, 18.
-        assert_eq!(c.take(15 * PAGE, PAGE, 0).0, None);
-        // 17 pages: 17 (the shortest of 17, 18).
-        assert_eq!(c.take(17 * PAGE, PAGE, 0).0, Some((0x30_0000, 17 * PAGE)));
-        // Alignment: 0x20_0000 is 2 MiB-aligned, not 4 MiB.
-        assert_eq!(c.take(18 * PAGE, 4 << 20, 0).0, None);
         assert_eq!(
-            c.take(18 * PAGE, 2 << 20, 0).0,
+            c.take(16 * PAGE, PAGE, PAGE, 0).0,
+            Some((0x10_0000, 16 * PAGE))
+        );
+        // 15 pages: at most 16 pages (15 + 15/8 = 16.875): none of 17, 18.
+        assert_eq!(c.take(15 * PAGE, PAGE, PAGE, 0).0, None);
+        // 17 pages: 17 (the shortest of 17, 18).
+        assert_eq!(
+            c.take(17 * PAGE, PAGE, PAGE, 0).0,
+            Some((0x30_0000, 17 * PAGE))
+        );
+        // Alignment: 0x20_0000 is 2 MiB-aligned, not 4 MiB.
+        assert_eq!(c.take(18 * PAGE, 4 << 20, PAGE, 0).0, None);
+        assert_eq!(
+            c.take(18 * PAGE, 2 << 20, PAGE, 0).0,
             Some((0x20_0000, 18 * PAGE))
         );
         assert_eq!((c.count(), c.bytes()), (0, 0));
+    }
+
+    #[test]
+    fn at_its_bound_the_cache_hands_out_the_nearest_mapping_to_resize() {
+        // Room for 40 pages: a 30-page request does not fit beside the 30 cached.
+        let mut c = bounded(40 * PAGE, 32, 1000);
+        assert_eq!(c.put(0x10_0000, 10 * PAGE, 0).len(), 0);
+        assert_eq!(c.put(0x20_0000, 20 * PAGE, 0).len(), 0);
+        // 15 pages: none within an eighth; the shortest longer one, to trim.
+        assert_eq!(
+            c.take(15 * PAGE, PAGE, PAGE, 0).0,
+            Some((0x20_0000, 20 * PAGE))
+        );
+        assert!(!fits(20 * PAGE, 15 * PAGE));
+        assert_eq!(c.put(0x20_0000, 20 * PAGE, 0).len(), 0);
+        // 30 pages: none longer; the longest shorter one, to grow, unless a larger
+        // alignment than the page is asked (a grown mapping may move).
+        assert_eq!(c.take(30 * PAGE, 2 * PAGE, PAGE, 0).0, None);
+        assert_eq!(
+            c.take(30 * PAGE, PAGE, PAGE, 0).0,
+            Some((0x20_0000, 20 * PAGE))
+        );
+        // Below its bound the cache keeps its mappings for the lengths they fit: a miss.
+        let mut roomy = bounded(1000 * PAGE, 32, 1000);
+        assert_eq!(roomy.put(0x10_0000, 10 * PAGE, 0).len(), 0);
+        assert_eq!(roomy.take(15 * PAGE, PAGE, PAGE, 0).0, None);
+        assert_eq!(roomy.take(5 * PAGE, PAGE, PAGE, 0).0, None);
     }
 
     #[test]
@@ -364,12 +429,12 @@ mod tests {
         assert_eq!(out.iter().collect::<Vec<_>>(), [(0x1000_0000, PAGE)]);
         assert_eq!(c.count(), 0);
         // A request 50 ms later finds nothing: the give-back was premature.
-        let (got, out) = c.take(PAGE, PAGE, 1150);
+        let (got, out) = c.take(PAGE, PAGE, PAGE, 1150);
         assert!(got.is_none() && out.len() == 0);
         assert_eq!(c.delays(), (200, 800), "the delay doubled");
         // Now a mapping survives 150 ms unused, and is reused.
         assert_eq!(c.put(0x2000_0000, PAGE, 2000).len(), 0);
         assert_eq!(c.tick(2150).len(), 0);
-        assert_eq!(c.take(PAGE, PAGE, 2150).0, Some((0x2000_0000, PAGE)));
+        assert_eq!(c.take(PAGE, PAGE, PAGE, 2150).0, Some((0x2000_0000, PAGE)));
     }
 }

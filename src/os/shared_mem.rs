@@ -82,7 +82,7 @@ fn check(rc: libc::c_int) -> io::Result<libc::c_int> {
 }
 
 fn open_flags(kind: Kind, name: &CName, flags: libc::c_int) -> io::Result<Fd> {
-    let flags = flags | libc::O_RDWR | libc::O_CLOEXEC;
+    let flags = flags | libc::O_CLOEXEC;
     let mode: libc::mode_t = 0o600;
     // SAFETY: the name is a NUL-terminated string that outlives the call.
     let fd = unsafe {
@@ -97,12 +97,18 @@ fn open_flags(kind: Kind, name: &CName, flags: libc::c_int) -> io::Result<Fd> {
 /// Creates `name`, failing with `AlreadyExists` when it exists: of processes racing to
 /// create the same name, exactly one succeeds. Read-write, for this user only.
 pub fn create_exclusive(kind: Kind, name: &CName) -> io::Result<Fd> {
-    open_flags(kind, name, libc::O_CREAT | libc::O_EXCL)
+    open_flags(kind, name, libc::O_RDWR | libc::O_CREAT | libc::O_EXCL)
 }
 
 /// Opens the existing `name` read-write (`NotFound` when there is none).
 pub fn open_existing(kind: Kind, name: &CName) -> io::Result<Fd> {
-    open_flags(kind, name, 0)
+    open_flags(kind, name, libc::O_RDWR)
+}
+
+/// Opens the existing `name` for reading only (`NotFound` when there is none): enough for
+/// [`map_read_only`], and possible where the caller may not write it.
+pub fn open_read_only(kind: Kind, name: &CName) -> io::Result<Fd> {
+    open_flags(kind, name, libc::O_RDONLY)
 }
 
 /// Deletes `name` (`shm_unlink` or `unlink`): mappings of it stay valid until unmapped, and

@@ -46,9 +46,16 @@
 //! heaps are reaped as usual), and the rest of the blocks' bytes (object data and the links
 //! of free slots).
 //!
+//! **Leaves bump too.** A leave bumps `GEN` into the seals before it frees its slot, so a
+//! copy read across a leave (its header before, its last pages after) holds two
+//! generations as a copy read across an attach does. The last leaver first frees the slots
+//! of processes found dead (a fork child that ran another program keeps its parent's
+//! attach as a slot of its own: see [`Attachment::claim_in_fork_child`]).
+//!
 //! Invariants: a slot is nonzero exactly while its process has the region open (or until
-//! the process is found dead); `GEN` only grows; after an attach completes the seals equal
-//! `GEN`; `SEAL_GEN = GEN` implies no slot is held and `SEAL_SUM = seal_sum(region)`.
+//! the process is found dead); `GEN` only grows; after an attach or a leave completes the
+//! seals equal `GEN`; `SEAL_GEN = GEN` implies no slot is held and `SEAL_SUM =
+//! seal_sum(region)`.
 
 use super::error::RegionError;
 use super::header::{Layout, HEADER_BYTES};
@@ -294,12 +301,21 @@ impl Attachment {
     ) -> Result<usize, RegionError> {
         // SAFETY: the caller's mapping.
         let t = unsafe { table(base) };
-        let _lock = SealLock::take(t, self.word, opening.unwrap_or(LOCK_PATIENCE))?;
+        let mut lock = SealLock::take(t, self.word, opening.unwrap_or(LOCK_PATIENCE))?;
         let offsets = seals(layout);
         // SAFETY: the caller's mapping holds both seal pages.
         let [mid, tail] = offsets.map(|o| unsafe { seal(base, o) });
         let gen = t.gen.load(SeqCst);
-        if mid.load(SeqCst) != gen || tail.load(SeqCst) != gen {
+        // A lock taken over from a dead holder that still has its slot: that process may
+        // have died between its bump of `GEN` and its stores of the seals (an opener
+        // killed mid-attach, after its claim; a leaver killed mid-leave, before it freed
+        // its slot), which leaves them apart in a region nobody copied. Its slot makes the
+        // region attached, so the checks of the boot and the file below still tell a copy
+        // or a crash; this attach stores the seals anew. (A holder without a slot, a
+        // leaver past its bump, leaves the seals equal: apart, they are a copy's.)
+        let dead_attacher =
+            lock.before != 0 && t.slots.iter().any(|w| w.load(SeqCst) == lock.before);
+        if !dead_attacher && (mid.load(SeqCst) != gen || tail.load(SeqCst) != gen) {
             return Err(RegionError::Unclean {
                 reason: "its pages are of different moments (a copy made while a process had \
                          it open)",
@@ -346,6 +362,27 @@ impl Attachment {
         t.boot.store(boot, SeqCst);
         t.dev.store(dev, SeqCst);
         t.ino.store(ino, SeqCst);
+        // SAFETY: the caller's mapping.
+        if let Err(e) = unsafe { self.new_generation(base, layout) } {
+            t.slots[slot].store(0, SeqCst);
+            return Err(RegionError::os("write the region's attach table to disk", e));
+        }
+        // The region changed: no dead holder's word needs keeping in the lock.
+        lock.before = 0;
+        Ok(slot)
+    }
+
+    /// Bumps `GEN` and stores it in both seals (see the module docs), then, for a file,
+    /// writes the three pages to disk.
+    ///
+    /// # Safety
+    /// `base` maps the whole region of `layout`, read-write and shared.
+    unsafe fn new_generation(&self, base: *mut u8, layout: &Layout) -> std::io::Result<()> {
+        // SAFETY: the caller's mapping.
+        let t = unsafe { table(base) };
+        let offsets = seals(layout);
+        // SAFETY: the caller's mapping holds both seal pages.
+        let [mid, tail] = offsets.map(|o| unsafe { seal(base, o) });
         t.gen.fetch_add(1, SeqCst);
         // The last writer of a seal stores the generation it then reads unchanged (see the
         // module docs), so racing attaches leave the seals equal to `GEN`.
@@ -360,14 +397,41 @@ impl Attachment {
         if self.file {
             for at in [0, offsets[0], offsets[1]] {
                 // SAFETY: a page of the caller's mapping (every offset is a page multiple).
-                let synced = unsafe { shared_mem::sync(base.add(at), layout.state_offset) };
-                if let Err(e) = synced {
-                    t.slots[slot].store(0, SeqCst);
-                    return Err(RegionError::os("write the region's attach table to disk", e));
-                }
+                unsafe { shared_mem::sync(base.add(at), layout.state_offset) }?;
             }
         }
-        Ok(slot)
+        Ok(())
+    }
+
+    /// In a fork child, on its copy of its parent's attachment (the fork handlers, while
+    /// the child's thread is its only one): the child has the region open as its parent
+    /// had it, so it claims a slot of its own under `LOCK` and bumps the generation, as an
+    /// opener does (without an opener's checks: the child's mapping is the live region).
+    /// Its parent's leave then finds the child's slot held and writes no seal, and the
+    /// child's own leave (its copy of the view released) frees the child's slot and seals
+    /// the region if it is the last. A child that finds no free slot (every one held)
+    /// works without one, as before this existed: its parent's seal may then not cover
+    /// what the child writes.
+    pub(crate) fn claim_in_fork_child(&mut self) {
+        if self.slot >= ATTACH_SLOTS {
+            return; // the parent held no slot: nothing to take over
+        }
+        let me = shared_mem::process_word();
+        // SAFETY: the attachment's own mapping of the region.
+        let t = unsafe { table(self.page) };
+        // Without the lock (a live holder that does not let go) the slot is claimed all the
+        // same: the generation bump alone keeps any seal from being checked.
+        let _lock = SealLock::take(t, me, LOCK_PATIENCE).ok();
+        self.word = me;
+        self.slot = t
+            .slots
+            .iter()
+            .position(|w| w.compare_exchange(0, me, SeqCst, SeqCst).is_ok())
+            .unwrap_or(ATTACH_SLOTS);
+        // A file whose pages cannot be written to disk keeps the slot: the parent's
+        // mapping is the same page cache, and the child's leave writes the region again.
+        // SAFETY: the attachment's own mapping of the whole region, read-write and shared.
+        let _ = unsafe { self.new_generation(self.page, &self.layout) };
     }
 }
 
@@ -382,7 +446,24 @@ impl Drop for Attachment {
             // Without the lock (a live holder that does not let go) the slot is freed all
             // the same and no seal is written: the next opener finds none to check.
             let lock = SealLock::take(t, self.word, LOCK_PATIENCE).ok();
+            // A leave is a moment of the region too: `GEN` is bumped into both seals, so
+            // a copy whose header was read before the leave and whose later pages after
+            // it holds two generations and is refused. Done while the slot is held: a
+            // leaver killed between the bump and the seal stores is a dead holder with a
+            // slot, whose half-done stores the next opener excuses (see `claim`).
+            // SAFETY: the attachment's own mapping of the whole region, read-write, shared.
+            let _ = unsafe { self.new_generation(self.page, &self.layout) };
             let _ = t.slots[self.slot].compare_exchange(self.word, 0, SeqCst, SeqCst);
+            if lock.is_some() {
+                // Processes that died with a slot (a fork child that ran another program
+                // or ended without leaving) do not keep the last leaver from sealing.
+                for w in t.slots.iter() {
+                    let holder = w.load(SeqCst);
+                    if holder != 0 && !shared_mem::is_alive(holder) {
+                        let _ = w.compare_exchange(holder, 0, SeqCst, SeqCst);
+                    }
+                }
+            }
             if lock.is_some() && t.slots.iter().all(|w| w.load(SeqCst) == 0) {
                 // SAFETY: the attachment's view maps the region.
                 let sum = unsafe { seal_sum(self.page, &self.fd, &self.layout) };

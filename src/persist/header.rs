@@ -291,6 +291,26 @@ pub(crate) fn format_words(layout: &Layout, expect: &Expected, pid: i32, word: u
 /// bytes; returns the region's layout, or the first thing that differs. Never writes, never
 /// panics, whatever the words hold. `STATE` is not looked at (the caller waits for it).
 pub(crate) fn validate(w: &[u64; WORDS], file_len: u64, expect: &Expected) -> Result<Layout, RegionError> {
+    let layout = validate_layout(w, file_len, expect)?;
+    for (slot, &root) in w[W_ROOTS..].iter().enumerate() {
+        if root >= layout.capacity as u64 {
+            return Err(RegionError::Root {
+                slot,
+                offset: root,
+                capacity: layout.capacity as u64,
+            });
+        }
+    }
+    Ok(layout)
+}
+
+/// [`validate`] without the root slots: what a reader that checks each root on its own
+/// needs (`SharedCohort::salvage`: one damaged root must not hide the others).
+pub(crate) fn validate_layout(
+    w: &[u64; WORDS],
+    file_len: u64,
+    expect: &Expected,
+) -> Result<Layout, RegionError> {
     if w[W_MAGIC] != MAGIC {
         return Err(RegionError::BadMagic {
             found: w[W_MAGIC].to_le_bytes(),
@@ -387,15 +407,6 @@ pub(crate) fn validate(w: &[u64; WORDS], file_len: u64, expect: &Expected) -> Re
             expected: capacity as u64,
             found: file_len,
         });
-    }
-    for (slot, &root) in w[W_ROOTS..].iter().enumerate() {
-        if root >= capacity as u64 {
-            return Err(RegionError::Root {
-                slot,
-                offset: root,
-                capacity: capacity as u64,
-            });
-        }
     }
     Ok(Layout {
         capacity,

@@ -279,7 +279,7 @@ impl Drop for Mapping {
 /// `shared_mem::is_alive`: a zombie is dead; what cannot be decided, such as a creator in
 /// another pid namespace or this process out of file descriptors, is alive). A word of 0
 /// (a header written without one) leaves the pid alone to decide.
-fn alive((pid, word): (u64, u64)) -> bool {
+pub(super) fn alive((pid, word): (u64, u64)) -> bool {
     let Ok(pid) = i32::try_from(pid) else {
         return false;
     };

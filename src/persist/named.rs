@@ -126,6 +126,17 @@ unsafe fn drop_attachment(data: *mut ()) {
     drop(unsafe { Box::from_raw(data.cast::<Attachment>()) });
 }
 
+/// A fork child's copy of the boxed attachment (an [`AfterLeave`]) claims a slot of the
+/// child's own (see [`Attachment::claim_in_fork_child`]).
+///
+/// # Safety
+/// `data` is a `Box<Attachment>` turned into a raw pointer, not dropped yet; the calling
+/// thread is the fork child's only one, so nothing else reads the attachment meanwhile.
+unsafe fn attachment_in_fork_child(data: *mut ()) {
+    // SAFETY: the caller's guarantee: a live attachment nobody else touches now.
+    unsafe { (*data.cast::<Attachment>()).claim_in_fork_child() };
+}
+
 /// The layout `new_in` allocates a `T` with (a zero-sized `T` takes one byte).
 fn layout_of<T>() -> MemLayout {
     MemLayout::from_size_align(size_of::<T>().max(1), align_of::<T>())
@@ -244,6 +255,7 @@ impl<L: Lifetime> SharedCohort<L> {
             unmap: unmap_named,
             after_leave: attachment.map(|a| AfterLeave {
                 run: drop_attachment,
+                in_fork_child: attachment_in_fork_child,
                 data: a.cast(),
             }),
         };

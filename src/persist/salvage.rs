@@ -70,7 +70,9 @@ impl<L: Lifetime> SharedCohort<L> {
 
 impl Salvage {
     fn map(name: &Name, expect: &super::header::Expected) -> Result<Salvage, RegionError> {
-        let fd = shared_mem::open_existing(name.kind, &name.c)
+        // Read only: the copies it exists for are often not writable (a snapshot, a
+        // backup of another user, a read-only mount).
+        let fd = shared_mem::open_read_only(name.kind, &name.c)
             .map_err(|e| name.os("open the region", e))?;
         let len = fd.len().map_err(|e| RegionError::os("read the region's length", e))?;
         if len < super::header::HEADER_BYTES as u64 {
@@ -93,12 +95,15 @@ impl Salvage {
         };
         // SAFETY: at least HEADER_BYTES are mapped, page aligned, read only through it.
         let header = unsafe { Header::at(base) };
-        let layout: Layout = super::header::validate(&header.snapshot(), len, expect)?;
+        // Each root is checked on its own when read (`Salvage::root`): one damaged root
+        // must not hide the others.
+        let layout: Layout = super::header::validate_layout(&header.snapshot(), len, expect)?;
         if header.state() != READY {
+            let creator = header.creator();
             return Err(RegionError::NotReady {
                 waited: core::time::Duration::ZERO,
-                creator_pid: header.creator().0,
-                creator_alive: false,
+                creator_pid: creator.0,
+                creator_alive: creator.0 != 0 && super::mapping::alive(creator),
             });
         }
         // `validate` checked the layout against the file's length.

@@ -80,6 +80,11 @@ impl Pool {
         due
     }
 
+    /// The configured delay in milliseconds (see the `idle_delay` field).
+    pub(crate) fn idle_delay_ms(&self) -> u64 {
+        self.idle_delay.load(Ordering::Relaxed)
+    }
+
     /// Gives back the cached large mappings unused for their delay at `now`, if the large
     /// lock is free (never waits: the large paths do this themselves).
     pub(crate) fn decay_large_cache(&self, now: u64) {
@@ -120,6 +125,7 @@ impl Pool {
     fn set_empty_retention(&self, st: &mut PoolState, r: &Retention) {
         st.retain_blocks = r.empty_block_bytes / BLOCK_SIZE;
         st.decay = Decay::new(r.delay_ms());
+        self.idle_delay.store(r.delay_ms(), Ordering::Relaxed);
         st.idle = Idle::new();
         let keep = if r.delay_ms() == 0 {
             0

@@ -162,3 +162,80 @@ pub fn shared_words(n: usize) -> &'static [AtomicU64] {
     // SAFETY: n zeroed words, mapped for the rest of the process.
     unsafe { std::slice::from_raw_parts(p.cast(), n) }
 }
+
+/// `len` bytes of anonymous memory aligned to `align` (a power of two), shared with the
+/// children forked after (`shared`) or private; never unmapped (the test's for its life).
+pub fn aligned_anonymous(len: usize, align: usize, shared: bool) -> *mut u8 {
+    let kind = if shared {
+        libc::MAP_SHARED
+    } else {
+        libc::MAP_PRIVATE
+    };
+    // SAFETY: a fresh anonymous mapping, no preconditions.
+    let p = unsafe {
+        libc::mmap(
+            core::ptr::null_mut(),
+            len + align,
+            libc::PROT_READ | libc::PROT_WRITE,
+            kind | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(p, libc::MAP_FAILED);
+    (p as usize).next_multiple_of(align) as *mut u8
+}
+
+/// Forks up to `rounds` children one after the other, each running `child` under an alarm
+/// of `secs` seconds (`before(round)` runs in the parent first); returns the first that did
+/// not exit 0: (round, how it ended, its panic's message).
+pub fn first_failed_fork(
+    rounds: usize,
+    secs: u32,
+    mut before: impl FnMut(usize),
+    child: impl Fn(),
+) -> Option<(usize, Ended, String)> {
+    let report = Report::new();
+    for round in 0..rounds {
+        before(round);
+        let pid = in_child_reporting(secs, &report, &child);
+        let ended = wait(pid);
+        if ended != Ok(0) {
+            return Some((round, ended, report.message()));
+        }
+    }
+    None
+}
+
+/// The byte an object at offset `off` is filled with.
+pub fn tag_of(off: u64) -> u8 {
+    (off.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as u8 | 1
+}
+
+/// Allocates up to `n` objects of `size` bytes in class `life` of `r`, writing zeros, then
+/// counts the objects at `offs` (each `size` bytes filled with its [`tag_of`]) whose bytes
+/// changed: objects a torn state handed out again.
+pub fn overwritten_by_new_allocations<L: cohort::Lifetime>(
+    r: &cohort::SharedCohort<L>,
+    life: L,
+    n: usize,
+    size: usize,
+    offs: impl IntoIterator<Item = u64>,
+) -> usize {
+    for _ in 0..n {
+        let q = r.malloc(size, life);
+        if q.is_null() {
+            break;
+        }
+        // SAFETY: fresh, `size` bytes.
+        unsafe { q.write_bytes(0, size) };
+    }
+    offs.into_iter()
+        .filter(|&off| {
+            let q = r.ptr(cohort::Off::<u8>::new(off).expect("an offset"));
+            // SAFETY: an object of `size` bytes the caller allocated and never freed.
+            let bytes = unsafe { std::slice::from_raw_parts(q, size) };
+            bytes.iter().any(|&b| b != tag_of(off))
+        })
+        .count()
+}

@@ -1,0 +1,110 @@
+//! Idle current blocks: the pages of a current block that stays empty go back to the OS.
+//!
+//! A block that empties while listed goes to the pool (`free_slow`), where the kept empty
+//! blocks decay (see [`crate::decay`]). A **current** block never reaches the pool when it
+//! empties: its head keeps it for the next allocation, and with it every page its bump
+//! pointer ever touched. After a burst, a heap would thus keep up to one block's touched
+//! pages per head (size class × lifetime class) for good. Instead, the owner looks at its
+//! current blocks on its slow paths, at most once per half delay (per thread, [`NEXT_LOOK`]):
+//!
+//! - a block empty at the look is marked (`Header::seen_idle`); one that is not, unmarked;
+//! - a block empty at two looks in a row (so empty for at least half the delay, as far as
+//!   the looks can tell) has its slots' pages past the header's page given back and is
+//!   reset in place: it stays current, its next allocations take never-used slots again
+//!   and touch pages one by one. With a delay of 0, an empty block goes at the first look.
+//!
+//! Invariant kept: a block reset here had `used == 0` (no live slot, none on its remote
+//! list) and is owned by the looking thread, so no slot of it is reachable by anyone; the
+//! given-back range is `[page_up(base + first), page_up(base + bump))`, inside the block
+//! and past the header. A block the program still cycles through (empty at both looks yet
+//! in use between them) pays one page fault per look: at most one per half delay.
+//! Regions that keep their memory (committed up front) are never looked at.
+
+use super::*;
+use core::cell::Cell;
+
+/// Slow-path entries between two reads of the clock by [`Heap::look_for_idle`].
+const ENTRIES_PER_CLOCK_READ: u32 = 32;
+
+std::thread_local! {
+    /// When the calling thread looks at its current blocks next (ms of [`crate::decay::now`]).
+    static NEXT_LOOK: Cell<u64> = const { Cell::new(0) };
+    /// Slow-path entries left before [`Heap::look_for_idle`] reads the clock again.
+    static ENTRIES_LEFT: Cell<u32> = const { Cell::new(0) };
+}
+
+impl Heap {
+    /// Owner only, on a slow path with no reference to the heap's heads alive: every
+    /// [`ENTRIES_PER_CLOCK_READ`]th call reads the clock and runs
+    /// [`Heap::give_back_idle_current`]. Returns the bytes given back.
+    pub(crate) fn look_for_idle(&self) -> usize {
+        let due = ENTRIES_LEFT
+            .try_with(|left| match left.get() {
+                0 => {
+                    left.set(ENTRIES_PER_CLOCK_READ);
+                    true
+                }
+                n => {
+                    left.set(n - 1);
+                    false
+                }
+            })
+            .unwrap_or(false);
+        if !due {
+            return 0;
+        }
+        self.give_back_idle_current(crate::decay::now())
+    }
+
+    /// Owner only, at `now`, with no reference to the heap's heads alive: when the calling
+    /// thread's look is due, looks at every current block (see the module docs) and gives
+    /// back the pages of those empty at two looks in a row. Returns the bytes given back.
+    pub(crate) fn give_back_idle_current(&self, now: u64) -> usize {
+        let pool = self.pool();
+        if !pool.region.gives_memory_back() {
+            return 0;
+        }
+        let delay = pool.idle_delay_ms();
+        let due = NEXT_LOOK
+            .try_with(|next| {
+                let due = now >= next.get();
+                if due {
+                    next.set(now.saturating_add(delay / 2));
+                }
+                due
+            })
+            .unwrap_or(false);
+        if !due {
+            return 0;
+        }
+        let page = os::page_size();
+        let heads = self.heads();
+        let mut given = 0;
+        for i in pool.heads() {
+            // SAFETY: the caller owns the heap and holds no other reference to its heads; i
+            // is below the head count.
+            let head = unsafe { head_at(self, heads, i.get()) };
+            let Some(h) = self.current_in(pool, *head.current) else {
+                continue;
+            };
+            let empty = h.used() == 0;
+            if !(h.seen_idle(empty) || empty && delay == 0) {
+                continue;
+            }
+            let base = h.base() as usize;
+            let start = (base + h.geometry().first as usize).next_multiple_of(page);
+            let end = (base + h.bump.load(Ordering::Relaxed) as usize).next_multiple_of(page);
+            if end <= start {
+                continue; // nothing touched past the header's page
+            }
+            // SAFETY: the range lies in the block past its header (bump <= limit <= the
+            // block's size, a multiple of the page), and no slot in it is live or listed
+            // anywhere but in this block's free list, which the reset below forgets: the
+            // block is this heap's (the caller owns it) and `used == 0`.
+            unsafe { pool.region.forget(start as *mut u8, end - start) };
+            h.reset();
+            given += end - start;
+        }
+        given
+    }
+}
