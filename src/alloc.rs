@@ -343,17 +343,29 @@ impl Instance {
             return ptr::null_mut();
         };
         let medium = medium_granules(size, align);
-        if let Some(granules) = medium.filter(|&n| n <= CACHED_MAX) {
+        if let Some(granules) = medium {
             // A run the heap's cache kept: no lock.
             let instance = self.instance.load(Ordering::Relaxed);
             let cached = route.with_heap(instance, |heap| {
-                Some(pool.medium_cache_alloc(&heap.medium, granules, align, life))
+                let p = if granules <= CACHED_MAX {
+                    pool.medium_cache_alloc(&heap.medium, granules, align, life)
+                } else {
+                    ptr::null_mut()
+                };
+                Some((p, heap.medium.tick()))
             });
             // A thread with no heap yet joins one, whose cache its frees fill.
-            let p = cached.unwrap_or_else(|| {
+            let (p, tick) = cached.unwrap_or_else(|| {
                 route.slow_heap(pool, instance);
-                ptr::null_mut()
+                (ptr::null_mut(), false)
             });
+            if tick {
+                // What is kept unused goes back on the delay: the pool's empty blocks and
+                // medium pages, and the calling thread's idle current blocks' pages.
+                let now = crate::decay::now();
+                pool.decay_medium_if_due(now);
+                self.give_back_idle_own(now);
+            }
             if !p.is_null() {
                 if ZERO {
                     // SAFETY: the run just taken, ours: `granules` granules.

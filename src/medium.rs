@@ -552,6 +552,16 @@ impl Pool {
         before - c.dirty
     }
 
+    /// From a medium path that holds no lock (a heap's every `DECAY_EVERY`-th medium
+    /// allocation), at `now`: when kept memory may be due to go back and the lock is free
+    /// (never waits), the empty blocks and the medium pages unused for the delay go back.
+    pub(crate) fn decay_medium_if_due(&self, now: u64) {
+        if let Some(mut st) = self.try_lock_if_decay_due(now) {
+            self.decay_empty(&mut st, now);
+            self.decay_medium(&mut st, now);
+        }
+    }
+
     /// Under the lock: purges when the dirty granules exceed the bound (see the module
     /// docs), keeping half the bound in the blocks freed into last.
     fn purge_medium_if_due(&self, st: &mut PoolState) {

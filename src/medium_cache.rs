@@ -179,14 +179,20 @@ pub(crate) struct Cached {
 #[repr(C)]
 pub(crate) struct MediumCache {
     count: Cell<u32>,
+    /// The heap's medium allocations, counted for [`MediumCache::tick`].
+    allocations: Cell<u32>,
     entries: [Cell<Cached>; CACHE_SLOTS],
 }
+
+/// A heap's medium allocations between two looks at the clock (`MediumCache::tick`).
+pub(crate) const TICK_EVERY: u32 = 32;
 
 impl MediumCache {
     /// An empty cache.
     pub(crate) const fn new() -> MediumCache {
         MediumCache {
             count: Cell::new(0),
+            allocations: Cell::new(0),
             entries: [const {
                 Cell::new(Cached {
                     off: 0,
@@ -262,6 +268,16 @@ impl MediumCache {
         }
         self.count.set(count as u32 + 1);
         true
+    }
+
+    /// Counts a medium allocation of the heap; true every [`TICK_EVERY`]-th, when the
+    /// caller looks at the clock for what kept memory is due to go back (a thread whose
+    /// medium pairs all hit its cache takes no other slow path that would).
+    #[inline]
+    pub(crate) fn tick(&self) -> bool {
+        let n = self.allocations.get().wrapping_add(1);
+        self.allocations.set(n);
+        n.is_multiple_of(TICK_EVERY)
     }
 
     /// Empties the cache, returning what it kept (for the caller to free, under the pool
