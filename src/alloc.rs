@@ -361,9 +361,11 @@ impl Instance {
             });
             if tick {
                 // What is kept unused goes back on the delay: the pool's empty blocks and
-                // medium pages, and the calling thread's idle current blocks' pages.
+                // medium pages, the cached large mappings, and the calling thread's idle
+                // current blocks' pages.
                 let now = crate::decay::now();
                 pool.decay_medium_if_due(now);
+                pool.decay_large_cache(now);
                 self.give_back_idle_own(now);
             }
             if !p.is_null() {

@@ -279,3 +279,27 @@ fn cached_pairs_alone_give_back_free_medium_pages_on_the_delay() {
     );
     assert!(a.is_empty());
 }
+
+/// Medium pairs alone also give back the cached large mappings unused for the delay (an
+/// idle program whose only large-ish work is medium takes no large path).
+#[test]
+fn medium_pairs_alone_give_back_cached_large_mappings_on_the_delay() {
+    let a = Cohort::<()>::new();
+    a.set_retention(cohort::Retention {
+        delay: std::time::Duration::from_millis(40),
+        ..cohort::Retention::DEFAULT
+    });
+    let big = a.malloc(4 << 20, ());
+    // SAFETY: live, freed once.
+    unsafe { a.free(big, 4 << 20, ()) };
+    assert_eq!(a.stats().large_cached, 1, "the freed mapping is cached");
+    for _ in 0..4 {
+        for _ in 0..64 {
+            let p = a.malloc(32 * KIB, ());
+            // SAFETY: live, freed once.
+            unsafe { a.free(p, 32 * KIB, ()) };
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(a.stats().large_cached, 0, "{}", a.stats());
+}
