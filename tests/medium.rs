@@ -528,23 +528,7 @@ fn free_resident_memory_stays_bounded_under_churn() {
 #[test]
 fn free_medium_memory_decays_on_the_delay() {
     let a = Cohort::<()>::new();
-    a.set_retention(cohort::Retention {
-        delay: std::time::Duration::from_millis(40),
-        ..cohort::Retention::DEFAULT
-    });
-    let ps: Vec<*mut u8> = (0..10).map(|_| a.malloc(100_000, ())).collect();
-    for &p in &ps {
-        // SAFETY: p holds 100 000 bytes; freed once.
-        unsafe {
-            p.write_bytes(3, 100_000);
-            a.free(p, 100_000, ());
-        }
-    }
-    let dirty = a.stats().medium_dirty_bytes;
-    assert!(
-        dirty >= 900_000,
-        "under the bound, nothing given back yet: {dirty}"
-    );
+    let dirty = common::free_medium_memory_on_a_short_delay(&a);
     // Medium frees look at the clock every 32nd: a pair of 100 000 bytes (above what the
     // heaps' caches keep) frees under the lock every time.
     let pairs = |n: usize| {

@@ -246,20 +246,7 @@ fn for_each_block_reports_medium_blocks() {
 #[test]
 fn cached_pairs_alone_give_back_free_medium_pages_on_the_delay() {
     let a = Cohort::<()>::new();
-    a.set_retention(cohort::Retention {
-        delay: std::time::Duration::from_millis(40),
-        ..cohort::Retention::DEFAULT
-    });
-    let ps: Vec<*mut u8> = (0..10).map(|_| a.malloc(100_000, ())).collect();
-    for &p in &ps {
-        // SAFETY: p holds 100 000 bytes; freed once (under the lock: above 64 KiB).
-        unsafe {
-            p.write_bytes(3, 100_000);
-            a.free(p, 100_000, ());
-        }
-    }
-    let dirty = a.stats().medium_dirty_bytes;
-    assert!(dirty >= 900_000, "{dirty}");
+    let dirty = common::free_medium_memory_on_a_short_delay(&a);
     let pairs = || {
         for _ in 0..64 {
             let p = a.malloc(32 * KIB, ());
