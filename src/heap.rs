@@ -29,6 +29,7 @@
 use crate::block::{BlockList, Header, LocalFree, Role};
 use crate::class::HeadIndex;
 use crate::heap_record::{HeapRecord, HeapState};
+use crate::medium_cache::MediumCache;
 use crate::os;
 use crate::pool::{Pool, PoolState};
 use crate::sync::Ordering;
@@ -78,6 +79,8 @@ pub(crate) struct Heap {
     /// Next heap of the same thread (other instances).
     pub(crate) thread_next: *mut Heap,
     mapped_len: usize,
+    /// Freed medium runs kept for the heap's next medium requests (`crate::medium_cache`).
+    pub(crate) medium: MediumCache,
 }
 
 impl Deref for Heap {
@@ -214,6 +217,7 @@ impl Heap {
                     pool,
                     thread_next: ptr::null_mut(),
                     mapped_len,
+                    medium: MediumCache::new(),
                 },
             );
             for i in 0..heads_len {

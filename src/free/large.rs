@@ -9,8 +9,26 @@ use crate::instance::Instance;
 use crate::large::{unmap_evicted, Kind, LargeTable, Mapping};
 use crate::misuse::{report, Misuse, Problem};
 use crate::os;
+use crate::route::Route;
+use crate::sync::Ordering;
 
 impl Instance {
+    /// A free of a short medium allocation (`granules <= CACHED_MAX`) into the route's
+    /// heap's medium cache (`crate::medium_cache`), taking no lock: true when `p` starts a
+    /// live run of `granules` granules in a medium block of lifetime class `life` and the
+    /// cache had room; false changes nothing (the locked free follows and reports misuse).
+    #[inline(never)]
+    pub(super) fn free_into_cache<R: Route>(&self, route: R, p: *mut u8, granules: usize, life: usize) -> bool {
+        let Some(pool) = self.pool_if_any().filter(|pool| pool.region.contains(p as usize)) else {
+            return false;
+        };
+        route
+            .with_heap(self.instance.load(Ordering::Relaxed), |heap| {
+                pool.medium_cache_free(&heap.medium, p, granules, life).then_some(())
+            })
+            .is_some()
+    }
+
     /// Frees a medium or large allocation (a size above the small classes): in the region,
     /// a medium one, after checking its run (every build: the run table), or a run of the
     /// region's units, after checking its word; outside it, a large one, after checking the
