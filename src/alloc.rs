@@ -19,7 +19,8 @@
 
 #[cfg(doc)]
 use crate::class::Lookup;
-use crate::class::{class_of, geometry_unchecked, medium_granules, HeadIndex, CLASSES};
+use crate::class::{class_of, geometry_unchecked, medium_granules, HeadIndex, CLASSES, GRANULE};
+use crate::medium_cache::CACHED_MAX;
 use crate::counters::Counter;
 use crate::heap;
 use crate::instance::{Instance, CHECKED};
@@ -316,8 +317,10 @@ impl Instance {
         if !pool.region.falls_back() {
             return ptr::null_mut();
         }
-        // Fresh mappings read zero, and a slot's alignment is at most a page.
-        crate::large::allocate::<ZERO>(&pool.large, len, os::MIN_PAGE, life, crate::decay::now())
+        // Fresh mappings read zero, and a slot's alignment is at most a page. The entry keeps
+        // the class: the slot's frees must name it.
+        let request = crate::large::Request::small(class, life);
+        crate::large::allocate::<ZERO>(&pool.large, len, os::MIN_PAGE, request, crate::decay::now())
     }
 
     /// A medium or large allocation. A medium request (see `medium`) is a run of granules
@@ -347,6 +350,39 @@ impl Instance {
             return ptr::null_mut();
         };
         let medium = medium_granules(size, align);
+        if let Some(granules) = medium {
+            // A run the heap's cache kept: no lock.
+            let instance = self.instance.load(Ordering::Relaxed);
+            let cached = route.with_heap(instance, |heap| {
+                let p = if granules <= CACHED_MAX {
+                    pool.medium_cache_alloc(&heap.medium, granules, align, life)
+                } else {
+                    ptr::null_mut()
+                };
+                Some((p, heap.medium.tick()))
+            });
+            // A thread with no heap yet joins one, whose cache its frees fill.
+            let (p, tick) = cached.unwrap_or_else(|| {
+                route.slow_heap(pool, instance);
+                (ptr::null_mut(), false)
+            });
+            if tick {
+                // What is kept unused goes back on the delay: the pool's empty blocks and
+                // medium pages, the cached large mappings, and the calling thread's idle
+                // current blocks' pages.
+                let now = crate::decay::now();
+                pool.decay_medium_if_due(now);
+                pool.decay_large_cache(now);
+                self.give_back_idle_own(now);
+            }
+            if !p.is_null() {
+                if ZERO {
+                    // SAFETY: the run just taken, ours: `granules` granules.
+                    unsafe { ptr::write_bytes(p, 0, granules * GRANULE) };
+                }
+                return p;
+            }
+        }
         let serves_large = pool.region.serves_large();
         let from_region = || match medium {
             Some(granules) => pool.medium_alloc::<ZERO>(granules, align, life),
@@ -363,7 +399,9 @@ impl Instance {
         // A private region, or a full region that falls back: a mapping of its own. One
         // clock read serves the cache and the empty blocks.
         let now = crate::decay::now();
-        let p = crate::large::allocate::<ZERO>(&pool.large, len, align.max(os::MIN_PAGE), life, now);
+        // A medium request keeps its granule count: its frees name it, as in the region.
+        let request = crate::large::Request::sized(size, align, life);
+        let p = crate::large::allocate::<ZERO>(&pool.large, len, align.max(os::MIN_PAGE), request, now);
         // A slow path: empty blocks unused for the delay go back (see `pool`'s `empty`).
         pool.decay_if_due(now);
         self.give_back_idle_own(now);

@@ -47,8 +47,8 @@ pub const MAX_MEDIUM: usize = 1 << 20;
 /// its size.
 pub const GRANULE: usize = 2048;
 /// The key class of a medium block: no size class has it (`MEDIUM_CLASS >= CLASS_COUNT`),
-/// nor the empty key's (`0xff`).
-pub(crate) const MEDIUM_CLASS: usize = 0xfe;
+/// nor the empty key's (`0xff`). [`crate::BlockReport::size_class`] of a medium block.
+pub const MEDIUM_CLASS: usize = 0xfe;
 const _: () = assert!(GRANULE * 8 <= MAX_SMALL && MAX_SMALL_ALIGN.is_multiple_of(GRANULE));
 /// The largest stride of the exact-fit grid (every multiple of 8 up to it is a stride).
 const EXACT_MAX: usize = 1024;

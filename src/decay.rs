@@ -166,7 +166,7 @@ impl Decay {
 
 /// Counts kept items without timestamps (see the module docs): `low` is the fewest kept at
 /// any moment since the window began at `since`.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Idle {
     since: u64,
     low: usize,

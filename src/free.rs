@@ -9,13 +9,14 @@ mod checks;
 mod large;
 mod remote;
 
-pub(crate) use large::large_match;
+pub(crate) use large::{large_match, mismatch, Named};
 
 use crate::block::{header_of, key, LocalFree};
 #[cfg(doc)]
 use crate::class::Lookup;
-use crate::class::{class_of, BLOCK_SIZE};
+use crate::class::{class_of, medium_granules, BLOCK_SIZE};
 use crate::instance::{Instance, CHECKED};
+use crate::medium_cache::CACHED_MAX;
 #[cfg(doc)]
 use crate::instance::RegionBounds;
 use crate::per_thread;
@@ -126,8 +127,14 @@ impl Instance {
             Some(class) => unsafe {
                 this.free_class::<ABORT, R>(route, p, size, align, class, life)
             },
-            // SAFETY: forwarded contract: a large size.
-            None => unsafe { this.free_large::<ABORT>(p, size, life) },
+            None => {
+                let short = medium_granules(size, align).filter(|&n| n <= CACHED_MAX);
+                if short.is_some_and(|n| this.free_into_cache(route, p, n, life)) {
+                    return;
+                }
+                // SAFETY: forwarded contract: a large size.
+                unsafe { this.free_large::<ABORT>(p, size, life) }
+            }
         }
     }
 

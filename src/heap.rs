@@ -29,6 +29,7 @@
 use crate::block::{BlockList, Header, LocalFree, Role};
 use crate::class::HeadIndex;
 use crate::heap_record::{HeapRecord, HeapState};
+use crate::medium_cache::MediumCache;
 use crate::os;
 use crate::pool::{Pool, PoolState};
 use crate::remote::RemoteBatch;
@@ -81,6 +82,8 @@ pub(crate) struct Heap {
     mapped_len: usize,
     /// The heap's frees into blocks of other heaps, pending ([`crate::remote`]).
     pub(crate) remote: RemoteBatch,
+    /// Freed medium runs kept for the heap's next medium requests (`crate::medium_cache`).
+    pub(crate) medium: MediumCache,
 }
 
 impl Deref for Heap {
@@ -218,6 +221,7 @@ impl Heap {
                     thread_next: ptr::null_mut(),
                     mapped_len,
                     remote: RemoteBatch::new(),
+                    medium: MediumCache::new(),
                 },
             );
             for i in 0..heads_len {

@@ -70,8 +70,8 @@ pub(crate) unsafe fn abandon(heap: *mut Heap) {
     unsafe { Pool::release(pool) };
 }
 
-/// Under the pool lock: hands the blocks on `heap`'s heads (current and partial) to the
-/// pool; for a `dead` holder's heap, recounts each first ([`crate::block::Header::recount_local`]: the
+/// Under the pool lock: frees the medium runs `heap`'s cache keeps, and hands the blocks
+/// on its heads (current and partial) to the pool; for a `dead` holder's heap, recounts each first ([`crate::block::Header::recount_local`]: the
 /// holder may have died in the middle of an allocation or a free). The current blocks are read through the caller's view ([`Heap::current_in`]: the
 /// heap may be a dead process's); a partial list is walked forward, never unlinked, and at
 /// most once per unit (a dead holder may have left it half linked).
@@ -82,6 +82,10 @@ pub(crate) unsafe fn abandon(heap: *mut Heap) {
 unsafe fn hand_over(heap: *mut Heap, pool: &Pool, st: &mut PoolState, dead: bool) {
     // SAFETY: the caller holds the heap.
     let hp = unsafe { &*heap };
+    // The medium runs its cache kept are freed (a dead holder's too: its entries are
+    // offsets, each checked against its block).
+    #[cfg(not(loom))]
+    pool.flush_medium_cache(st, &hp.medium);
     let heads = HeadIndex::count(pool.life_count);
     for i in pool.heads() {
         // SAFETY: i is below the head count; the heap is the caller's.

@@ -206,10 +206,19 @@ impl Instance {
         Some(unsafe { &*pool })
     }
 
-    /// The medium blocks' counts (all zero before the pool exists).
+    /// The medium blocks' counts (all zero before the pool exists), with the runs heaps'
+    /// caches hold counted free: `runs` and `live` are the allocations'.
     pub(crate) fn medium_counts(&self) -> MediumCounts {
         self.pool_if_any()
-            .map_or(MediumCounts::new(), |pool| pool.lock_uncounted().medium_counts)
+            .map_or(MediumCounts::new(), |pool| {
+                let st = pool.lock_uncounted();
+                // Runs heaps' caches hold are free memory, no allocations.
+                let (runs, granules) = pool.medium_held(&st, None);
+                let mut c = st.medium_counts;
+                c.runs -= runs;
+                c.live -= granules;
+                c
+            })
     }
 
     /// (large allocations, large bytes, retained empty blocks, lock acquisitions).

@@ -1,14 +1,21 @@
 //! Large allocations: each is its own page-rounded mapping with no header. The pool keeps a
 //! table of them (address → length, lifetime class), outside the mappings, so that
 //! releasing a lifetime class unmaps its large allocations too, a free of an address that
-//! is not a live large allocation is caught in every build, and stats count them.
+//! is not a live large allocation is caught in every build, and stats count them. The
+//! small requests a full region serves from mappings of their own
+//! ([`crate::RegionOptions::fallback`]) and the medium requests the region has no room
+//! for are entries too, which keep the request's size class or granule count: a free must
+//! name what the entry was made for ([`Request`]), as a free in the region must name its
+//! block's key or its run's granules.
 //!
 //! The table is an open-addressing hash set with linear probing, in memory mapped from the
 //! OS (never the global allocator). Invariants: `len + tombstones < capacity * 3 / 4`
 //! after every insert; an address is in at most one live entry; for every live entry
 //! `len <= mapped <= len + len / 8` (`len` is what the allocation's size rounds to, `mapped`
 //! the mapping, longer when it came from the cache); `bytes = Σ mapped` over the live
-//! entries.
+//! entries; an entry made for a small request of size class `c` has
+//! `len = page_round(stride(c))`, one for a medium request of `g` granules
+//! `len = page_round(size)` with `ceil(size / GRANULE) = g`.
 //!
 //! Freed mappings go to the [`cache`] (beside the table, under the same lock), not back to
 //! the OS at once: a cached address is in no live entry, so a live entry and a cached
@@ -16,6 +23,7 @@
 
 mod cache;
 
+use crate::class::medium_granules;
 use crate::decay::Retention;
 use crate::os;
 use crate::sync::SpinLock;
@@ -26,16 +34,99 @@ const EMPTY: usize = 0;
 const TOMB: usize = 1;
 const MIN_CAPACITY: usize = 512;
 
+/// What a live entry's request was, which a free of it must name (besides its lifetime
+/// class).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Kind {
+    /// A large request: freed with a size that rounds to the entry's length.
+    Large,
+    /// A medium request of this many granules (`class::medium_granules`) the region had no
+    /// room for: freed with a size of as many granules, as in the region.
+    Medium(usize),
+    /// A small request of this size class that a full region served from a mapping of its
+    /// own (`RegionOptions::fallback`): freed with a size of that class, as in the region.
+    Small(usize),
+}
+
+/// What a live entry was made for: its request's [`Kind`] and lifetime class.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct Request {
+    pub(crate) kind: Kind,
+    /// Its lifetime class.
+    pub(crate) life: usize,
+}
+
+impl Request {
+    /// A small request of size class `class` in lifetime class `life`.
+    pub(crate) const fn small(class: usize, life: usize) -> Request {
+        Request {
+            kind: Kind::Small(class),
+            life,
+        }
+    }
+
+    /// A request of `size` bytes aligned to `align` above the small classes in lifetime
+    /// class `life`: medium or large.
+    pub(crate) fn sized(size: usize, align: usize, life: usize) -> Request {
+        let kind = medium_granules(size, align).map_or(Kind::Large, Kind::Medium);
+        Request { kind, life }
+    }
+}
+
+/// A live large allocation as the table records it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct Mapping {
+    /// The page-rounded length its size must round to (its usable size, when large).
+    pub(crate) len: usize,
+    /// Its mapped length in bytes (`len <= mapped <= len + len / 8`).
+    pub(crate) mapped: usize,
+    /// What it was made for.
+    pub(crate) request: Request,
+}
+
+/// A slot of the table, in words only (the table's memory starts zeroed: every bit pattern
+/// must be a valid entry).
 #[derive(Clone, Copy)]
 struct Entry {
     /// The mapping's address, or `EMPTY` / `TOMB`.
     addr: usize,
-    /// The page-rounded length its size must round to.
     len: usize,
-    /// Its mapped length in bytes (`len <= mapped <= len + len / 8`).
     mapped: usize,
-    /// Its lifetime class.
     life: usize,
+    /// The request's kind ([`Kind`]): 0 large; `granules << 2 | 1` medium; `class << 2 | 2`
+    /// small.
+    kind: usize,
+}
+
+impl Entry {
+    fn new(addr: usize, m: Mapping) -> Entry {
+        Entry {
+            addr,
+            len: m.len,
+            mapped: m.mapped,
+            life: m.request.life,
+            kind: match m.request.kind {
+                Kind::Large => 0,
+                Kind::Medium(granules) => granules << 2 | 1,
+                Kind::Small(class) => class << 2 | 2,
+            },
+        }
+    }
+
+    fn mapping(&self) -> Mapping {
+        Mapping {
+            len: self.len,
+            mapped: self.mapped,
+            request: Request {
+                kind: match self.kind & 3 {
+                    1 => Kind::Medium(self.kind >> 2),
+                    2 => Kind::Small(self.kind >> 2),
+                    _ => Kind::Large,
+                },
+                life: self.life,
+            },
+        }
+    }
 }
 
 /// The live large allocations of one allocator instance (guarded by the pool's large lock).
@@ -89,10 +180,13 @@ impl LargeTable {
         ((addr >> 12).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 20) & (self.capacity - 1)
     }
 
-    /// Records a live allocation of `len` bytes (page-rounded) in a mapping of `mapped`
-    /// bytes. Returns false when the table cannot grow (out of memory).
-    pub(crate) fn insert(&mut self, addr: usize, len: usize, mapped: usize, life: usize) -> bool {
-        debug_assert!(len <= mapped && mapped <= len + len / 8);
+    /// Records a live allocation at `addr`. Returns false when the table cannot grow (out
+    /// of memory).
+    pub(crate) fn insert(&mut self, addr: usize, mapping: Mapping) -> bool {
+        debug_assert!(mapping.len <= mapping.mapped);
+        debug_assert!(mapping.mapped <= mapping.len + mapping.len / 8);
+        // An address is in at most one live entry, and a cached one in none.
+        debug_assert!(self.find(addr).is_none() && !self.cache.contains(addr));
         if (self.len + self.tombs + 1) * 4 >= self.capacity * 3 && !self.grow() {
             return false;
         }
@@ -103,17 +197,9 @@ impl LargeTable {
                 if e.addr == TOMB {
                     self.tombs -= 1;
                 }
-                self.set(
-                    i,
-                    Entry {
-                        addr,
-                        len,
-                        mapped,
-                        life,
-                    },
-                );
+                self.set(i, Entry::new(addr, mapping));
                 self.len += 1;
-                self.bytes += mapped;
+                self.bytes += mapping.mapped;
                 return true;
             }
             i = (i + 1) & (self.capacity - 1);
@@ -135,28 +221,21 @@ impl LargeTable {
         }
     }
 
-    /// The (length, lifetime class) of the live large allocation starting at `addr`: the
-    /// length its size rounds to (its usable size).
-    pub(crate) fn get(&self, addr: usize) -> Option<(usize, usize)> {
-        self.find(addr)
-            .map(|i| (self.slot(i).len, self.slot(i).life))
+    /// The live large allocation starting at `addr`.
+    pub(crate) fn get(&self, addr: usize) -> Option<Mapping> {
+        self.find(addr).map(|i| self.slot(i).mapping())
     }
 
-    /// The mapped length of the live large allocation starting at `addr`.
-    pub(crate) fn mapped(&self, addr: usize) -> Option<usize> {
-        self.find(addr).map(|i| self.slot(i).mapped)
-    }
-
-    /// Removes the allocation at `addr`; returns (mapped length, lifetime class), or `None`
-    /// when no live large allocation starts there.
-    pub(crate) fn remove(&mut self, addr: usize) -> Option<(usize, usize)> {
+    /// Removes the allocation at `addr` and returns it, or `None` when no live large
+    /// allocation starts there.
+    pub(crate) fn remove(&mut self, addr: usize) -> Option<Mapping> {
         let i = self.find(addr)?;
         let e = self.slot(i);
         self.set(i, Entry { addr: TOMB, ..e });
         self.len -= 1;
         self.tombs += 1;
         self.bytes -= e.mapped;
-        Some((e.mapped, e.life))
+        Some(e.mapping())
     }
 
     /// True when `addr` starts a cached (freed) mapping: a free of it is a double free.
@@ -205,6 +284,7 @@ impl LargeTable {
     /// Caches the freed mapping `addr` of `mapped` bytes (already out of the table);
     /// returns the mappings to unmap (counted as system calls).
     pub(crate) fn cache_freed(&mut self, addr: usize, mapped: usize, now: u64) -> Evicted {
+        debug_assert!(self.find(addr).is_none() && !self.cache.contains(addr));
         let out = self.cache.put(addr, mapped, now);
         self.system_calls += out.len() as u64;
         out
@@ -296,7 +376,7 @@ impl LargeTable {
         for i in 0..old.capacity {
             let e = old.slot(i);
             if e.addr > TOMB {
-                self.insert(e.addr, e.len, e.mapped, e.life);
+                self.insert(e.addr, e.mapping());
             }
         }
         // The cache and the count move over as they are (a Drop type: swapped, not moved).
@@ -329,7 +409,7 @@ impl LargeTable {
 }
 
 /// A large allocation of `len` bytes (page-rounded, `len > 0`) aligned to `align` (a power
-/// of two, at least a page) in lifetime class `life`, recorded in `table`: a cached mapping
+/// of two, at least a page) made for `request`, recorded in `table`: a cached mapping
 /// of a similar length, else a fresh one; when the OS refuses a fresh one, the cache is
 /// given back and the mapping tried once more. With `ZERO` it reads zero. Null when out of
 /// memory. `now` is the time ([`crate::decay::now`]). The lock is never held across a
@@ -338,7 +418,7 @@ pub(crate) fn allocate<const ZERO: bool>(
     table: &SpinLock<LargeTable>,
     len: usize,
     align: usize,
-    life: usize,
+    request: Request,
     now: u64,
 ) -> *mut u8 {
     let mut large = table.lock();
@@ -355,7 +435,16 @@ pub(crate) fn allocate<const ZERO: bool>(
         }
         other => (other, false),
     };
-    let reused = cached.filter(|&(addr, mapped)| large.insert(addr, len, mapped, life));
+    let reused = cached.filter(|&(addr, mapped)| {
+        large.insert(
+            addr,
+            Mapping {
+                len,
+                mapped,
+                request,
+            },
+        )
+    });
     drop(large);
     // SAFETY: mappings the cache gave up (decayed): no allocation uses them.
     unsafe { unmap_evicted(&decayed) };
@@ -394,7 +483,12 @@ pub(crate) fn allocate<const ZERO: bool>(
     }
     let mut large = table.lock();
     large.system_calls += 1;
-    if !large.insert(p as usize, len, len, life) {
+    let fresh = Mapping {
+        len,
+        mapped: len,
+        request,
+    };
+    if !large.insert(p as usize, fresh) {
         large.system_calls += 1;
         drop(large);
         // SAFETY: mapped just above, never handed out.
@@ -482,7 +576,15 @@ mod tests {
             .map(|_| os::map(os::MIN_PAGE, os::MIN_PAGE))
             .collect();
         for &p in &live {
-            assert!(t.insert(p as usize, os::MIN_PAGE, os::MIN_PAGE, 0));
+            let page = Mapping {
+                len: os::MIN_PAGE,
+                mapped: os::MIN_PAGE,
+                request: Request {
+                    kind: Kind::Large,
+                    life: 0,
+                },
+            };
+            assert!(t.insert(p as usize, page));
             // SAFETY: mapped above; the table grows while earlier ones are live.
             unsafe { p.write(1) };
         }
@@ -498,13 +600,26 @@ mod tests {
     #[test]
     fn insert_remove_grow_and_drain() {
         let mut t = LargeTable::new();
+        // Small, medium and large requests (their kind kept and given back).
+        let made = |i: usize| Mapping {
+            len: i * 4096,
+            mapped: i * 4096,
+            request: Request {
+                kind: match i % 5 {
+                    0 => Kind::Small(i % 7),
+                    1 => Kind::Medium(i % 11),
+                    _ => Kind::Large,
+                },
+                life: i % 3,
+            },
+        };
         for i in 1..=5000usize {
-            assert!(t.insert(i << 16, i * 4096, i * 4096, i % 3));
+            assert!(t.insert(i << 16, made(i)));
         }
         assert_eq!(t.count(), 5000);
         for i in (1..=5000usize).step_by(2) {
-            assert_eq!(t.get(i << 16), Some((i * 4096, i % 3)));
-            assert_eq!(t.remove(i << 16), Some((i * 4096, i % 3)));
+            assert_eq!(t.get(i << 16), Some(made(i)));
+            assert_eq!(t.remove(i << 16), Some(made(i)));
             assert_eq!(t.get(i << 16), None);
             assert_eq!(t.remove(i << 16), None, "a second removal finds nothing");
         }

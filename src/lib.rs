@@ -21,10 +21,10 @@
 //! | 1 | `region`, `decay`, `misuse`, `instance_id`, `counters` | address space carved into blocks; what is kept of unused memory and when it is given back (bounds, the adaptive delay); what a bad free is and how it is reported; the source of instance ids; per-head counters of slow-path events |
 //! | 2 | `live_bits`, `block`, `large` | checked mode's live bit per slot; the block header, its slot lists, remote frees; the large-allocation table and the cache of freed large mappings |
 //! | 3 | `tiny`, `medium_block` | 1- and 2-byte slots in runs; a medium block's granules and runs (bitmaps and run table) |
-//! | 4 | `heap_record` | what other threads may touch of a heap: token, state, `returned`, abandoned link, tiny heads |
+//! | 4 | `heap_record`, `medium_cache` | what other threads may touch of a heap: token, state, `returned`, abandoned link, tiny heads; a heap's cache of freed medium runs and the medium blocks' start bytes it holds them by |
 //! | 5 | `pool` | the blocks an instance's heaps share, empty blocks, the registry of heap records |
 //! | 6 | `remote` | a heap's batch of remote frees, pushed per block as one chain |
-//! | 7 | `heap`, `medium` | a heap: its heads, the alloc and free slow paths; medium allocations (above 16 KiB up to 1 MiB): runs of granules in medium blocks, under the pool lock |
+//! | 7 | `heap`, `medium` | a heap: its heads, the alloc and free slow paths; medium allocations (above 16 KiB up to 1 MiB): runs of granules in medium blocks, under the pool lock or from a heap's medium cache without it |
 //! | 8 | `heap_handover`, `promotion` | heaps changing hands: created, adopted, abandoned at exit, orphaned at teardown; a request served from a larger size class when its own has no slot left, and the checks of its free |
 //! | 9 | `per_thread` | the calling thread's heaps and the fast paths' thread-local state |
 //! | 10 | `fork`, `route` | the fork handlers and the instance list; which heap a call runs on (the thread's or a join's) |
@@ -153,6 +153,7 @@ mod heap;
 mod heap_handover;
 mod heap_record;
 mod medium_block;
+mod medium_cache;
 mod pool;
 mod remote;
 mod tiny;

@@ -15,7 +15,8 @@
 
 use crate::api::Cohort;
 use crate::block::{header_of, key_class, key_life, EMPTY_KEY};
-use crate::class::{CLASSES, CLASS_COUNT, MAX_SMALL, MAX_SMALL_ALIGN};
+use crate::class::{CLASSES, CLASS_COUNT, GRANULE, MAX_SMALL, MAX_SMALL_ALIGN};
+use crate::large::Kind;
 use crate::instance::Instance;
 use crate::lifetime::Lifetime;
 use crate::medium::is_medium;
@@ -34,7 +35,10 @@ pub struct Allocation {
     /// `L::COUNT` up, the allocator's own hidden classes (`L::COUNT` is the one
     /// `GlobalAlloc` allocates in).
     pub life: usize,
-    /// True for a large allocation (a mapping of its own).
+    /// True for a large allocation (a mapping of its own, or a run of a region's units);
+    /// false for a small or medium one, also when the region served it from a mapping of
+    /// its own ([`RegionOptions::fallback`](crate::RegionOptions::fallback), or no room for
+    /// a medium request): its frees name its size class or granule count.
     pub large: bool,
 }
 
@@ -131,16 +135,22 @@ impl Instance {
     }
 
     /// The large allocation starting at `p` (outside the region), from the large table
-    /// under its lock.
+    /// under its lock; a small or medium request the region served from a mapping of its
+    /// own is small (its class's stride) or medium (its granules), as its frees are.
     #[cold]
     #[inline(never)]
     fn large_at(&self, p: *mut u8) -> Option<Allocation> {
         let pool = self.pool_if_any()?;
-        let (usable, life) = pool.large.lock().get(p as usize)?;
+        let found = pool.large.lock().get(p as usize)?;
+        let usable = match found.request.kind {
+            Kind::Large => found.len,
+            Kind::Medium(granules) => granules * GRANULE,
+            Kind::Small(class) => CLASSES[class].stride as usize,
+        };
         Some(Allocation {
             usable,
-            life,
-            large: true,
+            life: found.request.life,
+            large: found.request.kind == Kind::Large,
         })
     }
 

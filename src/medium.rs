@@ -22,12 +22,15 @@
 //! free moves its block to the front of its list: the memory freed last is reused first,
 //! while it is still resident.
 //!
-//! **What stays resident.** Freed granules are dirty (they may be resident). When the
-//! medium blocks' dirty granules exceed the bound, `live / 64` plus one block (and what the
-//! last purge could not give back), every whole page of free dirty granules is given back
-//! to the OS (`Pool::purge_medium`), but for half the bound's worth in the blocks first on
-//! their lists (freed into last, so the likeliest to be reused next); they read zero
-//! afterwards. A region committed up front (fixed capacity, caller memory: its units are
+//! **What stays resident.** Freed granules are dirty (they may be resident). Dirty granules
+//! unused for a while go back on the pool's delay (`Pool::decay_medium`, looked at every
+//! [`DECAY_EVERY`]-th medium free): per window of half the delay, those that stayed dirty
+//! the whole window. At all times, when the medium blocks' dirty granules exceed the
+//! bound, `live / 8` plus one block (and what the last purge could not give back), every
+//! whole page of free dirty granules is given back to the OS (`Pool::purge_medium`), but
+//! for half the bound's worth in the blocks first on their lists (freed into last, so the
+//! likeliest to be reused next); they read zero afterwards. Runs in heaps' caches
+//! (`crate::medium_cache`) are runs to both: never purged. A region committed up front (fixed capacity, caller memory: its units are
 //! kept, never given back) purges nothing. A block whose last run is freed goes
 //! to the pool's empty blocks (kept and decayed as any: `crate::pool`), unless it is the
 //! only medium block of its class, which stays for the next request; every
@@ -41,20 +44,20 @@
 
 use crate::block::{header_of, key_class, key_life, Header, EMPTY_KEY};
 use crate::class::{BLOCK_SIZE, GRANULE, MAX_MEDIUM, MEDIUM_CLASS};
-use crate::medium_block::{At, Runs, MAX_RUN, META_BYTES};
+use crate::medium_block::{At, Runs, GRANULES, MAX_RUN, META_BYTES, META_GRANULES};
+use crate::medium_cache::{MediumCache, Starts};
 use crate::misuse::Problem;
 use crate::os;
 use crate::pool::{Pool, PoolState};
 use crate::region::{GiveBack, BLOCK};
 use core::ptr;
 
-#[cfg(doc)]
 use crate::medium_block::MediumCounts;
 
 /// Dirty granules kept beyond the bound's share of the live ones: one block's.
 const DIRTY_SLACK: usize = BLOCK_SIZE / GRANULE;
 /// The bound's share of the live granules: `live / DIRTY_SHARE`.
-const DIRTY_SHARE: usize = 64;
+const DIRTY_SHARE: usize = 8;
 /// Medium frees between two looks at the clock for the decay of empty blocks (a clock
 /// read costs more than a medium free's other work).
 pub(crate) const DECAY_EVERY: u64 = 32;
@@ -142,10 +145,11 @@ impl Pool {
             });
         }
         let dirty = runs.take(g, n);
+        Starts::of(h).set_live(g, n);
         let c = &mut st.medium_counts;
         c.live += n;
         c.runs += 1;
-        c.dirty -= dirty;
+        c.less_dirty(dirty);
         drop(st);
         let base = h.base();
         if ZERO {
@@ -186,6 +190,8 @@ impl Pool {
         let g = off / GRANULE;
         // SAFETY: a medium block (its key); we hold the lock.
         let n = match unsafe { Runs::of(h) }.at(g) {
+            // A run a heap's cache holds is free memory.
+            At::Start(_) if Starts::of(h).is_held(g) => return Err(Problem::DoubleFree),
             At::Start(n) => n,
             At::Inside => return Err(Problem::NotARun),
             At::Free => return Err(Problem::DoubleFree),
@@ -221,7 +227,7 @@ impl Pool {
         }
         // SAFETY: a medium block; we hold the lock.
         match unsafe { Runs::of(h) }.at(off / GRANULE) {
-            At::Start(n) => Some((n * GRANULE, h.life())),
+            At::Start(n) if !Starts::of(h).is_held(off / GRANULE) => Some((n * GRANULE, h.life())),
             _ => None,
         }
     }
@@ -233,7 +239,21 @@ impl Pool {
     pub(crate) fn medium_free(&self, p: *mut u8, size: usize, life: usize) -> Result<(), Problem> {
         let mut st = self.lock_medium();
         let run = self.medium_run(p, size, life)?;
+        // A free into a cache at the same moment (the same run freed twice) wins or loses
+        // here.
+        if !Starts::of(run.block).change(run.granule, run.granules, 0) {
+            return Err(Problem::DoubleFree);
+        }
+        self.free_medium_run(&mut st, run);
+        Ok(())
+    }
+
+    /// Under the lock: frees the live run `run` (its start byte cleared already), moving
+    /// its block to the front of its list, or to the pool's empty blocks when it empties
+    /// and is not its class's only one; purges and decays when due.
+    fn free_medium_run(&self, st: &mut PoolState, run: Run<'_>) {
         let h = run.block;
+        let life = h.life();
         // SAFETY: a medium block; we hold the lock.
         let runs = unsafe { Runs::of(h) };
         runs.free_run(run.granule);
@@ -247,18 +267,19 @@ impl Pool {
         let only = first && list.iter(units).nth(1).is_none();
         if runs.is_empty() && !only {
             list.remove(units, h);
-            self.drop_medium_block(&mut st, h);
+            self.drop_medium_block(st, h);
         } else if !first {
             list.remove(units, h);
             list.push(units, h);
         }
-        self.purge_medium_if_due(&mut st);
+        self.purge_medium_if_due(st);
         // A slow path: empty blocks unused for the delay go back (see `pool`'s `empty`).
         st.medium_counts.frees += 1;
         if st.medium_counts.frees.is_multiple_of(DECAY_EVERY) {
-            self.decay_if_due_locked(&mut st, crate::decay::now());
+            let now = crate::decay::now();
+            self.decay_if_due_locked(st, now);
+            self.decay_medium(st, now);
         }
-        Ok(())
     }
 
     /// Resizes the live medium allocation at `p` (in the region) of `old` bytes to `new`
@@ -283,7 +304,11 @@ impl Pool {
         let runs = unsafe { Runs::of(run.block) };
         let n = run.granules;
         let c = &mut st.medium_counts;
+        let starts = Starts::of(run.block);
         if m < n {
+            if !starts.change(run.granule, n, m) {
+                return Err(Problem::DoubleFree);
+            }
             runs.shrink(run.granule, n, m);
             c.live -= n - m;
             c.dirty += n - m;
@@ -291,8 +316,16 @@ impl Pool {
             let Some(dirty) = runs.grow(run.granule, n, m) else {
                 return Ok(false);
             };
+            if !starts.change(run.granule, n, m) {
+                // Freed into a cache meanwhile (a free of it at the same moment).
+                // Its granules are free again, dirty now (grown, they lost their clean
+                // bits).
+                runs.shrink(run.granule, m, n);
+                c.dirty += (m - n) - dirty;
+                return Err(Problem::DoubleFree);
+            }
             c.live += m - n;
-            c.dirty -= dirty;
+            c.less_dirty(dirty);
         }
         self.purge_medium_if_due(&mut st);
         Ok(true)
@@ -305,7 +338,7 @@ impl Pool {
         let runs = unsafe { Runs::of(h) };
         let c = &mut st.medium_counts;
         c.blocks -= 1;
-        c.dirty -= runs.dirty();
+        c.less_dirty(runs.dirty());
         c.live -= MAX_RUN - runs.free();
         c.runs -= runs.runs();
         self.discard(st, h);
@@ -317,6 +350,12 @@ impl Pool {
         let units = self.units();
         let (mut allocations, mut blocks) = (0, 0);
         for h in st.medium(life).iter(units) {
+            let held = Starts::of(h).held().0;
+            if held > 0 {
+                // Runs heaps' caches hold are no allocations: they and their block stay.
+                allocations += self.free_unheld_runs(st, h);
+                continue;
+            }
             st.medium(life).remove(units, h);
             // SAFETY: a medium block; we hold the lock.
             allocations += unsafe { Runs::of(h) }.runs();
@@ -326,6 +365,138 @@ impl Pool {
         (allocations, blocks)
     }
 
+    /// Under the lock: frees every live run of medium block `h` that no cache holds,
+    /// leaving the block where it is. Returns how many.
+    fn free_unheld_runs(&self, st: &mut PoolState, h: &Header) -> usize {
+        // SAFETY: a medium block; we hold the lock.
+        let runs = unsafe { Runs::of(h) };
+        let starts = Starts::of(h);
+        let (mut freed, mut g) = (0, 0);
+        while g < GRANULES {
+            let At::Start(n) = runs.at(g) else {
+                g += 1;
+                continue;
+            };
+            if starts.change(g, n, 0) {
+                runs.free_run(g);
+                let c = &mut st.medium_counts;
+                c.live -= n;
+                c.runs -= 1;
+                c.dirty += n;
+                freed += 1;
+            }
+            g += n;
+        }
+        freed
+    }
+
+    /// Under the lock: the runs heaps' caches hold in the medium blocks of lifetime class
+    /// `life` (every class: `None`): (how many, their granules).
+    pub(crate) fn medium_held(&self, st: &PoolState, life: Option<usize>) -> (usize, usize) {
+        let lives = life.map_or(0..self.life_count, |l| l..l + 1);
+        let (mut runs, mut granules) = (0, 0);
+        for l in lives {
+            for h in st.medium_list(l).iter(self.units()) {
+                let (r, g) = Starts::of(h).held();
+                runs += r;
+                granules += g;
+            }
+        }
+        (runs, granules)
+    }
+
+    /// A free into `cache` (a heap's, its owner calling): keeps the medium allocation at
+    /// `p` (in the region) of `granules` granules in lifetime class `life` when it is one
+    /// (its block medium, of `life`, a live run of that length starting at `p`) and the
+    /// cache has room. Takes no lock. False: nothing changed (the locked free follows, and
+    /// reports what is wrong).
+    pub(crate) fn medium_cache_free(&self, cache: &MediumCache, p: *mut u8, granules: usize, life: usize) -> bool {
+        let Some(h) = self.block_at(p) else {
+            return false;
+        };
+        let k = h.key();
+        if k == EMPTY_KEY || key_class(k) != MEDIUM_CLASS || key_life(k) != life {
+            return false;
+        }
+        let off = p as usize - h.base() as usize;
+        if off < META_BYTES || !off.is_multiple_of(GRANULE) {
+            return false;
+        }
+        let at = (p as usize - self.region.base()) as u64;
+        cache.put(at, granules, life, || Starts::of(h).hold(off / GRANULE, granules))
+    }
+
+    /// A request of `granules` granules aligned to `align` (at most a page) in lifetime
+    /// class `life` served from `cache` (a heap's, its owner calling), taking no lock; null
+    /// when it keeps no such run. The run holds what it held when freed.
+    pub(crate) fn medium_cache_alloc(&self, cache: &MediumCache, granules: usize, align: usize, life: usize) -> *mut u8 {
+        let base = self.region.base();
+        let take = |at: u64| {
+            let p = base.wrapping_add(at as usize) as *mut u8;
+            // The entry was the cache's: its block is medium while the run is held.
+            let h = self.block_at(p).filter(|h| is_medium(h));
+            h.is_some_and(|h| Starts::of(h).unhold((p as usize - h.base() as usize) / GRANULE, granules))
+        };
+        cache
+            .take(granules, life, align, |at| self.region.contains(base.wrapping_add(at as usize)) && take(at))
+            .map_or(ptr::null_mut(), |at| base.wrapping_add(at as usize) as *mut u8)
+    }
+
+    /// Under the lock: frees every run `cache` keeps (a heap leaving it: its thread's
+    /// exit, its holder's death) and empties it. Entries that name no held run of their
+    /// length (a holder killed mid-change) are skipped. Returns how many it freed.
+    pub(crate) fn flush_medium_cache(&self, st: &mut PoolState, cache: &MediumCache) -> usize {
+        let base = self.region.base();
+        let mut freed = 0;
+        for e in cache.drain() {
+            let p = base.wrapping_add(e.off as usize) as *mut u8;
+            if !self.region.contains(p as usize) {
+                continue;
+            }
+            let Some(h) = self.block_at(p).filter(|h| is_medium(h)) else {
+                continue;
+            };
+            let g = (p as usize - h.base() as usize) / GRANULE;
+            let n = e.granules as usize;
+            // SAFETY: a medium block (its key); we hold the lock.
+            let is_run = g >= META_GRANULES && unsafe { Runs::of(h) }.at(g) == At::Start(n);
+            if !is_run || !Starts::of(h).unhold(g, n) || !Starts::of(h).change(g, n, 0) {
+                continue;
+            }
+            self.free_medium_run(
+                st,
+                Run {
+                    block: h,
+                    granule: g,
+                    granules: n,
+                },
+            );
+            freed += 1;
+        }
+        freed
+    }
+
+    /// The live medium allocations of block `h` (taking the lock): its live runs and
+    /// their granules, runs heaps' caches hold not counted; `None` when `h` is not a
+    /// medium block (now).
+    pub(crate) fn medium_block_counts(&self, h: &Header) -> Option<MediumCounts> {
+        // A report's: no medium path's lock acquisition to count.
+        let _st = self.lock_uncounted();
+        if !is_medium(h) {
+            return None;
+        }
+        // SAFETY: a medium block (its key, read under the lock); we hold the lock.
+        let runs = unsafe { Runs::of(h) };
+        let (held, held_granules) = Starts::of(h).held();
+        Some(MediumCounts {
+            live: MAX_RUN - runs.free() - held_granules,
+            runs: runs.runs() - held,
+            dirty: runs.dirty(),
+            blocks: 1,
+            ..MediumCounts::new()
+        })
+    }
+
     /// Under the lock: the live medium allocations of lifetime class `life` and their
     /// usable bytes.
     pub(crate) fn medium_of_life(&self, st: &PoolState, life: usize) -> (usize, usize) {
@@ -333,8 +504,10 @@ impl Pool {
         for h in st.medium_list(life).iter(self.units()) {
             // SAFETY: a medium block; we hold the lock.
             let r = unsafe { Runs::of(h) };
-            runs += r.runs();
-            granules += MAX_RUN - r.free();
+            // Runs heaps' caches hold are free memory, no allocations.
+            let (held, held_granules) = Starts::of(h).held();
+            runs += r.runs() - held;
+            granules += MAX_RUN - r.free() - held_granules;
         }
         (runs, granules * GRANULE)
     }
@@ -356,6 +529,37 @@ impl Pool {
         }
         self.purge_medium(st, 0);
         blocks
+    }
+
+    /// Under the lock, at `now`: at the end of a decay window (half the pool's delay, as
+    /// for empty blocks: `crate::decay::Idle`), the dirty granules that stayed dirty the
+    /// whole window (the fewest there were at any moment of it) go back to the OS: every
+    /// whole free page but for the dirty granules freed into most recently (the blocks
+    /// first on their lists). So freed memory stays resident from half the delay to the
+    /// delay, unless reused. Returns how many granules it gave back.
+    pub(crate) fn decay_medium(&self, st: &mut PoolState, now: u64) -> usize {
+        let delay = st.decay_delay();
+        let dirty = st.medium_counts.dirty;
+        let due = st.medium_counts.idle.due(now, dirty, delay);
+        if due == 0 {
+            return 0;
+        }
+        let before = st.medium_counts.dirty;
+        self.purge_medium(st, dirty - due);
+        // The window starts again from what is left.
+        let c = &mut st.medium_counts;
+        c.idle.taken(c.dirty);
+        before - c.dirty
+    }
+
+    /// From a medium path that holds no lock (a heap's every `DECAY_EVERY`-th medium
+    /// allocation), at `now`: when kept memory may be due to go back and the lock is free
+    /// (never waits), the empty blocks and the medium pages unused for the delay go back.
+    pub(crate) fn decay_medium_if_due(&self, now: u64) {
+        if let Some(mut st) = self.try_lock_if_decay_due(now) {
+            self.decay_empty(&mut st, now);
+            self.decay_medium(&mut st, now);
+        }
     }
 
     /// Under the lock: purges when the dirty granules exceed the bound (see the module
@@ -402,7 +606,7 @@ impl Pool {
             }
         }
         let c = &mut st.medium_counts;
-        c.dirty -= cleaned;
+        c.less_dirty(cleaned);
         // What could not be given back (parts of pages with live runs).
         c.floor = c.dirty - kept;
         c.purged += calls;

@@ -21,6 +21,7 @@
 
 use crate::block::Header;
 use crate::class::{BLOCK_SIZE, GRANULE, HEADER_SIZE};
+use crate::decay::Idle;
 
 /// Granules in a block.
 pub(crate) const GRANULES: usize = BLOCK_SIZE / GRANULE;
@@ -71,6 +72,9 @@ pub(crate) struct MediumCounts {
     /// Medium frees, which look at the clock for the empty blocks' decay every
     /// `medium::DECAY_EVERY`.
     pub(crate) frees: u64,
+    /// The fewest dirty granules since the current decay window began: those were dirty
+    /// the whole window (`crate::decay::Idle`).
+    pub(crate) idle: Idle,
 }
 
 impl MediumCounts {
@@ -85,7 +89,14 @@ impl MediumCounts {
             purged: 0,
             locks: 0,
             frees: 0,
+            idle: Idle::new(),
         }
+    }
+
+    /// `n` dirty granules fewer (taken by a run, given back, or gone with their block).
+    pub(crate) fn less_dirty(&mut self, n: usize) {
+        self.dirty -= n;
+        self.idle.taken(self.dirty);
     }
 }
 

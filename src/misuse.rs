@@ -116,6 +116,18 @@ pub enum Problem {
         /// Its lifetime class.
         life: usize,
     },
+    /// A small request that a full region served from a mapping of its own
+    /// ([`RegionOptions::fallback`](crate::RegionOptions::fallback)) starts at the pointer,
+    /// but of another size class or lifetime class (as [`Problem::WrongBlock`] in the
+    /// region).
+    FallbackMismatch {
+        /// The request's size class.
+        class: usize,
+        /// Its stride.
+        stride: usize,
+        /// Its lifetime class.
+        life: usize,
+    },
 }
 
 impl Misuse {
@@ -153,6 +165,15 @@ impl Misuse {
             },
             Problem::LargeMismatch { mapped, life } => Problem::LargeMismatch {
                 mapped,
+                life: reported(life),
+            },
+            Problem::FallbackMismatch {
+                class,
+                stride,
+                life,
+            } => Problem::FallbackMismatch {
+                class,
+                stride,
                 life: reported(life),
             },
             Problem::NotMedium {
@@ -337,6 +358,19 @@ impl fmt::Display for Misuse {
                 f,
                 "the large allocation there maps {mapped} B in {}, which size {} and {} do \
                  not match",
+                life(*l),
+                self.size,
+                life(self.life)
+            ),
+            Problem::FallbackMismatch {
+                class,
+                stride,
+                life: l,
+            } => write!(
+                f,
+                "a request of size class {class} (stride {stride} B) in {}, which the full \
+                 region served from a mapping of its own, starts there: size {} and {} do not \
+                 match",
                 life(*l),
                 self.size,
                 life(self.life)

@@ -188,15 +188,19 @@ pub unsafe fn commit(ptr: *mut u8, len: usize) -> bool {
 }
 
 /// Gives the pages of a committed range back to the OS; the range stays usable and reads
-/// zeros when next touched.
+/// zeros when next touched. Where the OS keeps the pages (locked memory: a process that
+/// called `mlockall`, whose `MADV_DONTNEED` fails), the range is written with zeros
+/// instead: it reads zero either way, which every caller relies on.
 ///
 /// # Safety
-/// `[ptr, ptr + len)` is a page-aligned range of ours whose contents nobody needs.
+/// `[ptr, ptr + len)` is a page-aligned range of ours, writable, whose contents nobody
+/// needs.
 pub unsafe fn decommit(ptr: *mut u8, len: usize) {
-    // SAFETY: the caller guarantees the range is ours and dead. MADV_DONTNEED on a private
-    // anonymous mapping cannot fail for a valid range.
-    unsafe {
-        libc::madvise(ptr.cast(), len, libc::MADV_DONTNEED);
+    // SAFETY: the caller guarantees the range is ours and dead.
+    let rc = unsafe { libc::madvise(ptr.cast(), len, libc::MADV_DONTNEED) };
+    if rc != 0 {
+        // SAFETY: as above, and writable (the caller's guarantee).
+        unsafe { ptr::write_bytes(ptr, 0, len) };
     }
 }
 

@@ -117,6 +117,14 @@ impl<L: Lifetime> Cohort<L> {
     /// region in it, which [`Cohort::attach_in`] finds again). The region's memory is never
     /// given back to the OS; its bytes need not read zero (the state part is zeroed here).
     ///
+    /// **Private memory.** Memory the kernel maps privately (a private anonymous or
+    /// hugetlbfs mapping, a copy-on-write file mapping: `/proc/self/maps` says so) is seen by
+    /// no other process: the region is a private one (as [`Cohort::with_options`]'s), whose
+    /// lock the fork handlers take, so a fork child gets a copy it can use, and whose
+    /// exclusive forms (`verify_exclusive`, `scope_exclusive`) `&mut self` makes sound.
+    /// Shared memory (or memory whose mapping cannot be read) makes a region other
+    /// processes may use.
+    ///
     /// **Fallback.** With [`RegionOptions::fallback`], a full region serves requests from
     /// private mappings of this process (which every free of this allocator finds): the
     /// caller declares the region this process's alone. No other process can free such a
@@ -170,6 +178,24 @@ impl<L: Lifetime> Cohort<L> {
         let g = Self::caller_geometry(mem, len, &options)?;
         // SAFETY: as the caller guarantees.
         unsafe { Self::place(&g, mem, &options, CALLER_MEMORY, false, leave_in_place) }
+    }
+
+    /// The options this allocator's region was made with, as its state records them (for
+    /// a region another process made or formatted, its maker's), with the region's
+    /// capacity in whole units; `None` for a region made without options ([`Cohort::new`],
+    /// [`Cohort::with_reservation`], [`Cohort::shared_anonymous`]...).
+    ///
+    /// ```
+    /// use cohort::{Cohort, RegionOptions};
+    /// let options = RegionOptions::new(8 << 20).fallback(true);
+    /// let a = Cohort::<()>::with_options(&options).expect("a fixed region");
+    /// assert_eq!(a.region_options(), Some(options));
+    /// assert_eq!(Cohort::<()>::with_reservation(8 << 20).region_options(), None);
+    /// ```
+    pub fn region_options(&self) -> Option<RegionOptions> {
+        let pool = self.core.pool_if_any()?;
+        let words = pool.lock_uncounted().region.options;
+        RegionOptions::recorded(pool.region.len(), words)
     }
 
     fn geometry(options: &RegionOptions) -> Result<Geometry, PlacementError> {
@@ -235,8 +261,10 @@ impl<L: Lifetime> Cohort<L> {
         }
         let placement = crate::instance::Placement {
             unmap,
-            // A private fixed region: shared with no other process (see `Pool::private`).
-            private: backing == PRIVATE_MAPPING,
+            // A private fixed region, or caller memory the kernel maps privately: shared
+            // with no other process (see `Pool::private`; a fork child gets a copy).
+            private: backing == PRIVATE_MAPPING
+                || backing == CALLER_MEMORY && os::placement::is_private_mapping(base as usize, g.len),
             ..g.placement(base, is_new)
         };
         // SAFETY: as the caller guarantees.

@@ -150,6 +150,38 @@ impl<L: Lifetime> Cohort<L> {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct TryHandle<H>(pub H);
 
+/// The `Allocator` methods named (`allocate`, `allocate_zeroed`: a layout in) forwarded
+/// to the wrapped handle's without promotion, with the trait's error type `$error`.
+macro_rules! allocations_without_promotion {
+    ($error:ty; $($name:ident),+) => {
+        $(
+            fn $name(&self, layout: Layout) -> Result<NonNull<[u8]>, $error> {
+                without_promotion(|| self.0.$name(layout))
+            }
+        )+
+    };
+}
+
+/// The `Allocator` resizes named (`grow`, `grow_zeroed`, `shrink`: a block and its old and
+/// new layouts in) forwarded to the wrapped handle's without promotion, with the trait's
+/// error type `$error`.
+macro_rules! resizes_without_promotion {
+    ($error:ty; $($name:ident),+) => {
+        $(
+            #[track_caller]
+            unsafe fn $name(
+                &self,
+                p: NonNull<u8>,
+                old: Layout,
+                new: Layout,
+            ) -> Result<NonNull<[u8]>, $error> {
+                // SAFETY: the trait's contract, forwarded.
+                without_promotion(|| unsafe { self.0.$name(p, old, new) })
+            }
+        )+
+    };
+}
+
 /// Implements an `Allocator` trait (allocator_api2's, or core's behind `nightly`) for
 /// [`TryHandle`] over a handle that has it: every call that may allocate runs without
 /// promotion.
@@ -159,13 +191,7 @@ macro_rules! impl_try_allocator {
         // contract; turning promotion off only makes an allocation fail where it would
         // have taken a larger slot.
         unsafe impl<H: $($trait_)::+> $($trait_)::+ for TryHandle<H> {
-            fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, $($error)::+> {
-                without_promotion(|| self.0.allocate(layout))
-            }
-
-            fn allocate_zeroed(&self, layout: Layout) -> Result<NonNull<[u8]>, $($error)::+> {
-                without_promotion(|| self.0.allocate_zeroed(layout))
-            }
+            allocations_without_promotion!($($error)::+; allocate, allocate_zeroed);
 
             #[track_caller]
             unsafe fn deallocate(&self, p: NonNull<u8>, layout: Layout) {
@@ -173,38 +199,7 @@ macro_rules! impl_try_allocator {
                 unsafe { self.0.deallocate(p, layout) }
             }
 
-            #[track_caller]
-            unsafe fn grow(
-                &self,
-                p: NonNull<u8>,
-                old: Layout,
-                new: Layout,
-            ) -> Result<NonNull<[u8]>, $($error)::+> {
-                // SAFETY: the trait's contract, forwarded.
-                without_promotion(|| unsafe { self.0.grow(p, old, new) })
-            }
-
-            #[track_caller]
-            unsafe fn grow_zeroed(
-                &self,
-                p: NonNull<u8>,
-                old: Layout,
-                new: Layout,
-            ) -> Result<NonNull<[u8]>, $($error)::+> {
-                // SAFETY: the trait's contract, forwarded.
-                without_promotion(|| unsafe { self.0.grow_zeroed(p, old, new) })
-            }
-
-            #[track_caller]
-            unsafe fn shrink(
-                &self,
-                p: NonNull<u8>,
-                old: Layout,
-                new: Layout,
-            ) -> Result<NonNull<[u8]>, $($error)::+> {
-                // SAFETY: the trait's contract, forwarded.
-                without_promotion(|| unsafe { self.0.shrink(p, old, new) })
-            }
+            resizes_without_promotion!($($error)::+; grow, grow_zeroed, shrink);
         }
     };
 }

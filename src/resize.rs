@@ -12,9 +12,9 @@
 //! on the paths it reaches, as it does for a global allocator.)
 
 use crate::class::{class_of, malloc_align, medium_granules, CLASSES, GRANULE};
-use crate::free::large_match;
+use crate::free::{large_match, Named};
 use crate::instance::Instance;
-use crate::large::{unmap_evicted, Evicted, LargeTable};
+use crate::large::{unmap_evicted, Evicted, LargeTable, Mapping, Request};
 use crate::misuse::{report, Problem};
 use crate::os;
 use crate::per_thread;
@@ -116,7 +116,7 @@ impl Instance {
         life: usize,
     ) -> *mut u8 {
         // SAFETY: forwarded contract.
-        unsafe { self.validated_block::<ABORT>(p, old, class, life) };
+        unsafe { self.check_kept_slot::<ABORT>(p, old, class, life) };
         if ZERO {
             // SAFETY: the slot holds `stride` bytes.
             unsafe { zero_range(p, old, CLASSES[class].stride as usize) };
@@ -153,6 +153,10 @@ impl Instance {
             class_of(new_size, new_align)
         };
         match class_of(old_size, old_align) {
+            Some(class) if new_class == Some(class) => {
+                // SAFETY: forwarded contract; both sizes are of `class`.
+                return unsafe { self.resize_in_class::<ZERO, ABORT>(p, old_size, class, life) };
+            }
             Some(class) if !self.bounds.contains(p) && self.is_fallback_mapping(p) => {
                 // A small request a full region served from a mapping of its own
                 // (`RegionOptions::fallback`): resized as the large mapping it is, checked
@@ -161,25 +165,23 @@ impl Instance {
                     size: CLASSES[class].stride as usize,
                     align: old_align,
                 };
-                if ZERO && old_size < stride.size && self.is_fallback_of(p, stride.size, life) {
+                if ZERO && old_size < stride.size && self.is_fallback_of(p, class, life) {
                     // The bytes between the request and the stride may be a previous
                     // user's (a cached mapping): they read zero too. (Only once the
                     // mapping is known to be this request's: misuse changes nothing.)
                     // SAFETY: the mapping holds the stride's bytes, this allocation's.
                     unsafe { ptr::write_bytes(p.add(old_size), 0, stride.size - old_size) };
                 }
+                let named = Named::Class(class);
                 // SAFETY: forwarded contract; the stride's length is the mapping's.
-                if let Some(q) = unsafe { self.realloc_large::<ZERO, ABORT>(p, stride, new, life) } {
+                let done = unsafe { self.realloc_large::<ZERO, ABORT>(p, stride, new, named, life) };
+                if let Some(q) = done {
                     return q;
                 }
             }
             Some(class) => {
-                if new_class == Some(class) {
-                    // SAFETY: forwarded contract; both sizes are of `class`.
-                    return unsafe { self.resize_in_class::<ZERO, ABORT>(p, old_size, class, life) };
-                }
                 // SAFETY: forwarded contract; class is the old size's.
-                unsafe { self.validated_block::<ABORT>(p, old_size, class, life) };
+                unsafe { self.check_kept_slot::<ABORT>(p, old_size, class, life) };
             }
             None if self.bounds.contains(p) && !self.in_run(p) => {
                 if let Some(q) = self.realloc_medium::<ZERO, ABORT>(p, old, new, life) {
@@ -187,8 +189,9 @@ impl Instance {
                 }
             }
             None => {
+                let named = Named::Size(old_size);
                 // SAFETY: forwarded contract.
-                let done = unsafe { self.realloc_large::<ZERO, ABORT>(p, old, new, life) };
+                let done = unsafe { self.realloc_large::<ZERO, ABORT>(p, old, new, named, life) };
                 if let Some(q) = done {
                     return q;
                 }
@@ -250,13 +253,18 @@ impl Instance {
         }
     }
 
-    /// [`Instance::realloc_sized`] of a large allocation: checks it against the large table
-    /// (misuse is reported before anything changes), then resizes it in place when the new
-    /// size is large and rounds to the same pages, or remaps it. `None` when it must move
-    /// (to a small class, a larger alignment, or the OS refused to remap).
+    /// [`Instance::realloc_sized`] of a large allocation (a run of the region's units, or a
+    /// mapping of its own), or of a medium or small request the region served from a mapping
+    /// of its own (`named` names what its free would: the old size, or a small size's class,
+    /// `old_side` then the class's stride): checks it (misuse is reported before anything
+    /// changes), then resizes it in place when the new size is above the small classes and
+    /// rounds to the same pages, or remaps it; the entry is then the new size's request.
+    /// `None` when it must move (to a small class, a larger alignment, or the OS refused to
+    /// remap).
     ///
     /// # Safety
-    /// As [`Instance::realloc_sized`], with `p` not null and `old.size` a large size.
+    /// As [`Instance::realloc_sized`], with `p` not null and `old.size` a large size (or
+    /// the stride of a small request served from a mapping).
     #[cold]
     #[inline(never)]
     #[track_caller]
@@ -265,6 +273,7 @@ impl Instance {
         p: *mut u8,
         old_side: SizeAlign,
         new_side: SizeAlign,
+        named: Named,
         life: usize,
     ) -> Option<*mut u8> {
         let (old, new) = (old_side.size, new_side.size);
@@ -275,8 +284,8 @@ impl Instance {
             return self.realloc_run::<ZERO, ABORT>(pool, p, old_side, new_side, life);
         }
         let mut large = pool.large.lock();
-        let mapped = match large_match(&large, p, old, life) {
-            Ok(mapped) => mapped,
+        let found = match large_match(&large, p, named, life) {
+            Ok(found) => found,
             Err(problem) => {
                 drop(large);
                 report::<ABORT>(self.misuse(p, old, life, problem));
@@ -289,8 +298,9 @@ impl Instance {
         let Some(len) = os::page_round(new).filter(|&l| l <= isize::MAX as usize) else {
             return Some(ptr::null_mut());
         };
+        let mapped = found.mapped;
         // The length the old size rounds to (large_match checked it).
-        let was = os::page_round(old).unwrap_or(mapped);
+        let was = found.len;
         let grows = len > was;
         let now = crate::decay::now();
         // What the cache gives up meanwhile, unmapped once the lock is dropped (nothing
@@ -300,28 +310,22 @@ impl Instance {
         let mut moved_from = None;
         // True when the new bytes lie in cached pages (dirty: a last user's).
         let mut from_cache = false;
-        let q = if len == was {
-            p
-        } else if len <= mapped && (grows || mapped - len <= len / 8) {
-            // The mapping (longer when it came from the cache) holds the new length: in
-            // place. (A shrink keeps the 1/8 bound: past it, the tail goes back.)
-            // Re-inserting never needs to grow: an entry was just removed.
-            large.remove(p as usize);
-            large.insert(p as usize, len, mapped, life);
-            p
+        // Re-inserting never needs to grow: an entry was just removed.
+        large.remove(p as usize);
+        let (q, now_mapped) = if len <= mapped && (grows || mapped - len <= len / 8) {
+            // The mapping (longer when it came from the cache, or grown with room) holds
+            // the new length: in place. (A shrink keeps the 1/8 bound: past it, the tail
+            // goes back.)
+            (p, mapped)
         } else if let Some((q, q_mapped)) =
             grows.then(|| grow_cached(&mut large, p, mapped, len, now, &mut evicted)).flatten()
         {
-            // Re-inserting never needs to grow: an entry was just removed.
-            large.remove(p as usize);
-            large.insert(q as usize, len, q_mapped, life);
             if q != p {
                 moved_from = Some(mapped);
             }
             from_cache = true;
-            q
+            (q, q_mapped)
         } else {
-            large.remove(p as usize);
             large.system_calls += 1;
             // A small step (an eighth or less: a buffer grown by exact reserves) maps an
             // eighth more, so that the steps after it grow in place with no system call
@@ -341,18 +345,20 @@ impl Instance {
                 // SAFETY: as above (the failed remap changed nothing).
                 q = unsafe { os::remap(p, mapped, len) };
             }
-            let (at, at_len, at_mapped) = if q.is_null() {
-                (p, was, mapped)
-            } else {
-                (q, len, got)
-            };
-            // Re-inserting never needs to grow: an entry was just removed.
-            large.insert(at as usize, at_len, at_mapped, life);
             if q.is_null() {
+                // Left as it was.
+                large.insert(p as usize, found);
                 return None;
             }
-            q
+            // Remapped (moved or not): the mapping is `got` bytes now.
+            (q, got)
         };
+        let resized = Mapping {
+            len,
+            mapped: now_mapped,
+            request: Request::sized(new, new_side.align, life),
+        };
+        large.insert(q as usize, resized);
         drop(large);
         for e in evicted.iter().flatten() {
             // SAFETY: what the cache gave up: mappings of no allocation.
@@ -385,14 +391,11 @@ impl Instance {
         self.pool_if_any().is_some_and(|pool| pool.region.falls_back())
     }
 
-    /// True when `p` is a live fallback mapping made for a slot of `stride` bytes of
-    /// lifetime class `life` (its length is what the stride rounds to).
-    fn is_fallback_of(&self, p: *mut u8, stride: usize, life: usize) -> bool {
-        let Some(pool) = self.pool_if_any() else {
-            return false;
-        };
-        let found = pool.large.lock().get(p as usize);
-        found.is_some() && found == crate::os::page_round(stride).map(|len| (len, life))
+    /// True when `p` is a live fallback mapping made for a slot of `class` in lifetime
+    /// class `life`.
+    fn is_fallback_of(&self, p: *mut u8, class: usize, life: usize) -> bool {
+        self.pool_if_any()
+            .is_some_and(|pool| self.is_fallback(pool, p, class, life))
     }
 
     /// [`Instance::realloc_large`] of a run of the region's units (`crate::region::runs`):

@@ -12,7 +12,7 @@
 //! and `Σ_c c.medium_bytes = medium_bytes` when nothing allocates meanwhile.
 
 use crate::api::Cohort;
-use crate::class::{HeadIndex, CLASSES, GRANULE};
+use crate::class::{HeadIndex, CLASSES, GRANULE, MEDIUM_CLASS};
 use crate::counters::Counter;
 use crate::label::{Label, LabelCell};
 use crate::lifetime::Lifetime;
@@ -243,6 +243,10 @@ impl<L: Lifetime> Cohort<L> {
     pub fn stats(&self) -> Stats {
         let mut heads: Vec<HeadStats> = Vec::new();
         self.for_each_block(|b| {
+            if b.size_class == MEDIUM_CLASS {
+                // Counted below, with the medium allocations.
+                return;
+            }
             let at =
                 heads.binary_search_by_key(&(b.size_class, b.life), |h| (h.size_class, h.life));
             let i = at.unwrap_or_else(|i| {

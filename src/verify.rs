@@ -23,6 +23,7 @@ use crate::label::{Label, LabelTag};
 use crate::lifetime::{self, Lifetime};
 use crate::medium::is_medium;
 use crate::medium_block::{MediumCounts, Runs};
+use crate::medium_cache::Starts;
 use crate::pool::{Pool, PoolState, EMPTY_KEY};
 use crate::sync::Ordering;
 use bitvec::slice::BitSlice;
@@ -392,11 +393,14 @@ fn check_medium(h: &Header, sums: &mut MediumCounts) -> Result<usize, Fault> {
     // SAFETY: a medium block (its key); the walk holds the pool lock.
     let runs = unsafe { Runs::of(h) };
     let (live_runs, live) = runs.check().map_err(|e| Fault::new(h, Problem::Medium(e)))?;
+    let starts = Starts::of(h);
+    starts.check(runs).map_err(|e| Fault::new(h, Problem::Medium(e)))?;
     sums.live += live;
     sums.dirty += runs.dirty();
     sums.runs += live_runs;
     sums.blocks += 1;
-    Ok(live_runs)
+    // Runs heaps' caches hold are free memory, no allocations.
+    Ok(live_runs - starts.held().0)
 }
 
 /// One block in use, `b` as read once (its geometry is never read again): geometry, lists,

@@ -91,7 +91,6 @@ fn a_fork_child_of_a_private_fixed_region_never_inherits_its_lock_held() {
 /// `Some((13, Err(14), ""))`: child 13 (1, 9 and 34 in other runs) died of SIGALRM after
 /// 5 s in its first `malloc`.
 #[test]
-#[ignore = "RED-34: a fork child of a process with a format_in region in private memory inherits the pool lock held by a parent thread and hangs (owner: fallback/placement, with remote/fork.rs)"]
 fn a_fork_child_of_a_region_in_private_caller_memory_never_inherits_its_lock_held() {
     let f = Cohort::<Life>::footprint(CAP).expect("footprint");
     let mem = aligned_anonymous(f.bytes, f.align, false);

@@ -161,7 +161,6 @@ fn recalloc_of_any_fallback_allocation_reads_zero_past_its_old_size() {
 /// build; a small request served by a fallback mapping must be checked as strictly, not
 /// accepted because the other class's stride rounds to the same page.
 #[test]
-#[ignore = "RED-23: a fallback slot freed with the size of another size class (same page count) is freed silently, not reported"]
 fn a_fallback_slot_freed_with_another_classs_size_is_misuse() {
     let (a, run) = full_fallback(2);
     let p = a.malloc(100, Life::Short);
@@ -201,7 +200,6 @@ fn a_fallback_slot_freed_with_another_classs_size_is_misuse() {
 /// other page counts). Exact failure on medium 43654b7 (main merged): `a 20000-byte
 /// fallback allocation freed as [17000, 18000, 16385] bytes was accepted`.
 #[test]
-#[ignore = "RED-37 (RED-23 for medium sizes, with medium's branch): a medium fallback allocation freed with another medium size of the same page count is accepted (owner: fallback)"]
 fn a_medium_fallback_allocation_freed_with_another_medium_size_is_misuse() {
     let (a, run) = full_fallback(2);
     let p = a.malloc(20_000, Life::Short);
@@ -242,7 +240,6 @@ fn a_medium_fallback_allocation_freed_with_another_medium_size_is_misuse() {
 /// panic) and left live and whole; then its own layout frees it. On main e5d3c7d every
 /// call of another class is accepted (RED-23); with fallback's fc2598a all are reported.
 #[test]
-#[ignore = "RED-23 (Layout and handle forms): passes with fallback fc2598a; un-ignore when it lands (owner: fallback)"]
 fn layout_and_handle_forms_of_a_fallback_slot_with_another_class_are_misuse() {
     use allocator_api2::alloc::Allocator;
     use core::ptr::NonNull;
@@ -832,7 +829,6 @@ fn verify_exclusive_works_on_a_private_fixed_region() {
 /// between processes: `&mut self` excludes this process's threads only; call the unsafe
 /// `verify` when no other process uses the region` (and `scope_exclusive` panics likewise).
 #[test]
-#[ignore = "RED-39: verify_exclusive/scope_exclusive refuse a format_in region that falls back, which is declared one process's alone (owner: fallback)"]
 fn exclusive_forms_work_on_caller_memory_declared_one_processs_alone() {
     let f = Cohort::<Life>::footprint(8 * MIB).expect("footprint");
     let mem = aligned_anonymous(f.bytes, f.align, false);
@@ -1089,4 +1085,97 @@ fn every_alignment_is_served_aligned_or_null_in_a_fixed_region() {
         // SAFETY: nobody else uses `a`.
         unsafe { a.verify() }.expect("consistent");
     }
+}
+
+/// A full region that falls back, with a large cache small enough to be at its bound, so
+/// that the cache trims or grows its nearest mapping for a request of another length:
+/// small fallback slots (every class up to 4 KiB) and large allocations of random lengths
+/// take each other's freed mappings. Each comes back zeroed when asked and apart from the
+/// live ones, keeps its bytes, and is misuse when freed with another class's size or a
+/// large size of other pages; the region ends empty. (Failed on main 6a3098d by RED-23:
+/// `step 1: a 24 B allocation freed as 8 B was accepted`; passes since fallback bf3a0c3.)
+#[test]
+fn fallback_slots_and_large_allocations_share_a_cache_at_its_bound() {
+    let (a, run) = full_fallback(2);
+    a.set_retention(cohort::Retention {
+        large_cache_bytes: 256 << 10,
+        large_cache_mappings: 4,
+        ..cohort::Retention::DEFAULT
+    });
+    let small = [8usize, 24, 100, 512, 1000, 3000, 4096];
+    let mut seed = 0x5eed_fa11_u64;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut live: Vec<(usize, usize, u8)> = Vec::new();
+    for step in 0..600usize {
+        let r = next();
+        if live.len() >= 8 || (!live.is_empty() && r.is_multiple_of(3)) {
+            let (p, n, t) = live.swap_remove(r as usize % live.len());
+            // SAFETY: p holds n bytes of ours.
+            assert!(
+                unsafe { bytes(p as *const u8, n) }.iter().all(|&b| b == t),
+                "step {step}: {n} B changed"
+            );
+            let wrong = if n <= 4096 {
+                small.iter().copied().find(|&w| {
+                    a.usable_size(Layout::from_size_align(w, 8).unwrap())
+                        != a.usable_size(Layout::from_size_align(n, 8).unwrap())
+                })
+            } else {
+                Some(n.next_multiple_of(4096) + 8192)
+            };
+            if let Some(w) = wrong {
+                // SAFETY: misuse of a live allocation: reported, nothing freed.
+                let m = unsafe { a.try_free(p as *mut u8, w, Life::Short) };
+                assert!(
+                    m.is_err(),
+                    "step {step}: a {n} B allocation freed as {w} B was accepted"
+                );
+            }
+            // SAFETY: live, freed once with its size.
+            unsafe { a.free(p as *mut u8, n, Life::Short) };
+            continue;
+        }
+        let n = if r % 4 == 0 {
+            (1 << 20) + 1 + (next() as usize % (300 << 10))
+        } else {
+            small[next() as usize % small.len()]
+        };
+        let zero = next().is_multiple_of(2);
+        let p = if zero {
+            a.calloc(n, Life::Short)
+        } else {
+            a.malloc(n, Life::Short)
+        };
+        assert!(
+            !p.is_null() && !a.in_region(p),
+            "step {step}: {n} B from a mapping of its own"
+        );
+        if zero {
+            // SAFETY: n bytes of ours.
+            let at = unsafe { bytes(p, n) }.iter().position(|&b| b != 0);
+            assert_eq!(at, None, "step {step}: calloc({n})");
+        }
+        for &(q, m, _) in &live {
+            assert!(
+                p as usize + n <= q || q + m <= p as usize,
+                "step {step}: {n} B at {p:p} overlaps"
+            );
+        }
+        let t = step as u8 | 1;
+        // SAFETY: n bytes of ours.
+        unsafe { p.write_bytes(t, n) };
+        live.push((p as usize, n, t));
+    }
+    for (p, n, _) in live {
+        // SAFETY: live, freed once.
+        unsafe { a.free(p as *mut u8, n, Life::Short) };
+    }
+    // SAFETY: the run, freed once.
+    unsafe { a.free(run, 2 * UNIT, Life::Long) };
+    assert!(a.is_empty(), "{:?}", a.stats());
 }

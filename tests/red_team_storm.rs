@@ -290,7 +290,6 @@ fn every_call_at_once_on_a_shared_region_from_threads_and_a_forked_process() {
 /// units or mappings of their own, small ones fall back to mappings too; every free,
 /// resize and release form meets all of them. The region ends empty and consistent.
 #[test]
-#[ignore = "RED-31: in a release build the storm's free of a small fallback slot (size 194) is reported as a bad free: 'the large allocation there maps 4096 B in lifetime class 0, which size 194 and lifetime class 0 do not match' (a false misuse report; the final CI of session 8). Owner options"]
 fn every_call_at_once_on_a_full_fixed_region_that_falls_back() {
     let options = cohort::RegionOptions::new(24 << 20).fallback(true);
     let a = Cohort::<Life>::with_options(&options).expect("a fixed region");

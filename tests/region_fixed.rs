@@ -240,12 +240,12 @@ fn a_full_region_that_falls_back_serves_private_mappings_which_every_free_finds(
     unsafe {
         let wrong = a.try_free(small[0], 100, Life::Long).unwrap_err();
         assert!(
-            matches!(wrong.problem, cohort::Problem::LargeMismatch { .. }),
+            matches!(wrong.problem, cohort::Problem::FallbackMismatch { .. }),
             "{wrong}"
         );
         let wrong = a.try_free(small[0], 200_000, Life::Short).unwrap_err();
         assert!(
-            matches!(wrong.problem, cohort::Problem::LargeMismatch { .. }),
+            matches!(wrong.problem, cohort::Problem::FallbackMismatch { .. }),
             "{wrong}"
         );
         a.free(small[0], 100, Life::Short);

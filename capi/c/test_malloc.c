@@ -277,9 +277,13 @@ static void test_cohort_api(void) {
   free(kept);
   cohort_compacted c = cohort_compact();
   CHECK(c.resident_after <= c.resident_before);
+  void *mid = cohort_malloc(100000, 2); /* a medium size: a run in a medium block */
+  CHECK(mid != NULL);
   cohort_stats s = cohort_get_stats();
   CHECK(s.blocks > 0);
+  CHECK(s.medium_allocations >= 1 && s.medium_bytes >= 100000 && s.medium_blocks >= 1);
   CHECK(cohort_stats_print(2) == 0);
+  cohort_free(mid, 100000, 2);
   char msg[256];
   CHECK(cohort_verify(msg, sizeof msg) == 0);
 }

@@ -54,7 +54,7 @@ typedef struct cohort_stats {
   size_t capacity_bytes;
   // Resident bytes of those blocks.
   size_t resident_bytes;
-  // Live large allocations (above 16 KiB, each its own mapping).
+  // Live large allocations (above 1 MiB, each its own mapping).
   size_t large_allocations;
   // Their mapped bytes.
   size_t large_bytes;
@@ -62,6 +62,13 @@ typedef struct cohort_stats {
   size_t retained_empty_blocks;
   // Times the shared pool's lock was taken (slow paths only).
   uint64_t lock_acquisitions;
+  // Live medium allocations (above 16 KiB up to 1 MiB: runs of 2 KiB granules in
+  // medium blocks).
+  size_t medium_allocations;
+  // Their usable bytes.
+  size_t medium_bytes;
+  // Medium blocks (2 MiB each) in use.
+  size_t medium_blocks;
 } cohort_stats;
 
 #ifdef __cplusplus

@@ -288,7 +288,7 @@ pub struct cohort_stats {
     pub capacity_bytes: usize,
     /// Resident bytes of those blocks.
     pub resident_bytes: usize,
-    /// Live large allocations (above 16 KiB, each its own mapping).
+    /// Live large allocations (above 1 MiB, each its own mapping).
     pub large_allocations: usize,
     /// Their mapped bytes.
     pub large_bytes: usize,
@@ -296,6 +296,13 @@ pub struct cohort_stats {
     pub retained_empty_blocks: usize,
     /// Times the shared pool's lock was taken (slow paths only).
     pub lock_acquisitions: u64,
+    /// Live medium allocations (above 16 KiB up to 1 MiB: runs of 2 KiB granules in
+    /// medium blocks).
+    pub medium_allocations: usize,
+    /// Their usable bytes.
+    pub medium_bytes: usize,
+    /// Medium blocks (2 MiB each) in use.
+    pub medium_blocks: usize,
 }
 
 /// The allocator's figures, gathered by walking its blocks (time proportional to blocks).
@@ -313,6 +320,9 @@ pub extern "C" fn cohort_get_stats() -> cohort_stats {
         large_bytes: s.large_bytes,
         retained_empty_blocks: s.retained_empty_blocks,
         lock_acquisitions: s.lock_acquisitions,
+        medium_allocations: s.medium_allocations,
+        medium_bytes: s.medium_bytes,
+        medium_blocks: s.medium_blocks,
     }
 }
 
@@ -329,6 +339,11 @@ pub extern "C" fn cohort_stats_print(fd: c_int) -> c_int {
         out,
         "cohort: {} blocks, {} live allocations ({} bytes of {} in slots), {} bytes resident",
         t.blocks, t.live, t.live_bytes, t.capacity_bytes, t.resident_bytes
+    );
+    let _ = writeln!(
+        out,
+        "cohort: {} medium allocations ({} bytes) in {} blocks",
+        s.medium_allocations, s.medium_bytes, s.medium_blocks
     );
     let _ = writeln!(
         out,

@@ -1,18 +1,22 @@
 //! Block reports: [`Cohort::for_each_block`] and the block of an allocation.
 
 use super::Cohort;
-use crate::class::{class_of, malloc_align, Class, CLASSES};
+use crate::class::{class_of, malloc_align, Class, BLOCK_SIZE, CLASSES, GRANULE, MEDIUM_CLASS};
+use crate::medium_block::MAX_RUN;
 use crate::lifetime::Lifetime;
 use crate::os;
 
-/// One block, as [`Cohort::for_each_block`] reports it.
+/// One block, as [`Cohort::for_each_block`] reports it. A medium block (`size_class` is
+/// [`MEDIUM_CLASS`]) is reported by its granules: its slots are its
+/// [`GRANULE`]-byte granules (`stride`), `capacity` those that runs may use, `live` those of
+/// its live medium allocations, which `runs` counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BlockReport {
     /// The block's base address.
     pub base: usize,
-    /// Size class index.
+    /// Size class index ([`MEDIUM_CLASS`] for a medium block).
     pub size_class: usize,
-    /// Slot size in bytes.
+    /// Slot size in bytes ([`GRANULE`] for a medium block).
     pub stride: usize,
     /// Lifetime class index.
     pub life: usize,
@@ -20,6 +24,8 @@ pub struct BlockReport {
     pub capacity: usize,
     /// Live slots.
     pub live: usize,
+    /// Live medium allocations (runs of granules) in a medium block; 0 in a small one.
+    pub runs: usize,
     /// The block's size in bytes (virtual).
     pub block_bytes: usize,
     /// Usable bytes: `capacity * stride`.
@@ -77,6 +83,22 @@ impl<L: Lifetime> Cohort<L> {
         for h in blocks {
             // One read of the header's identity: the block may change hands meanwhile.
             let Some(b) = h.snapshot() else {
+                if let Some(m) = pool.medium_block_counts(h) {
+                    f(&BlockReport {
+                        base: h.base() as usize,
+                        size_class: MEDIUM_CLASS,
+                        stride: GRANULE,
+                        life: Self::reported(h.life()),
+                        capacity: MAX_RUN,
+                        live: m.live,
+                        runs: m.runs,
+                        block_bytes: BLOCK_SIZE,
+                        usable_bytes: MAX_RUN * GRANULE,
+                        // SAFETY: the block is mapped.
+                        resident_bytes: unsafe { os::resident_bytes(h.base(), BLOCK_SIZE) },
+                        promoted: 0,
+                    });
+                }
                 continue;
             };
             let c: &Class = b.geometry;
@@ -87,6 +109,7 @@ impl<L: Lifetime> Cohort<L> {
                 life: Self::reported(b.life),
                 capacity: c.capacity as usize,
                 live: b.live as usize,
+                runs: 0,
                 block_bytes: c.block_size(),
                 usable_bytes: c.usable(),
                 // SAFETY: the block is mapped.
@@ -104,7 +127,8 @@ impl<L: Lifetime> Cohort<L> {
     /// The base address of the block holding an allocation of `size` bytes made by
     /// [`Cohort::malloc`] (for `Layout` allocations use [`Cohort::block_of_layout`]).
     /// `None` for medium and large allocations (a medium one has a block, but a run of
-    /// granules in it, not a slot: `allocation_at` finds it).
+    /// granules in it, not a slot: `allocation_at` finds it), and for a small request a
+    /// full region served from a mapping of its own ([`crate::RegionOptions::fallback`]).
     ///
     /// # Examples
     ///
@@ -136,6 +160,9 @@ impl<L: Lifetime> Cohort<L> {
     /// unsafe { a.dealloc(p, l, ()) };
     /// ```
     pub fn block_of_layout(&self, ptr: *const u8, size: usize, align: usize) -> Option<usize> {
+        if !self.in_region(ptr) {
+            return None; // A mapping of its own: no block.
+        }
         let c = &CLASSES[class_of(size.max(1), align)?];
         Some(ptr as usize & !(c.block_size() - 1))
     }

@@ -1,6 +1,6 @@
 //! The checks a free makes before it touches anything, and the reports of what they find:
 //! in every build the region bounds, the block's key and the one double free the block's
-//! first free slot shows (the fast path's compares; [`Instance::validated_block`] for a
+//! first free slot shows (the fast path's compares; [`Instance::check_kept_slot`] for a
 //! resize's old allocation); in checked mode everything, with the live bits
 //! ([`Instance::find_misuse`]); a zero size ([`Instance::check_zero_size`]).
 
@@ -8,8 +8,8 @@ use crate::block::{header_of, key, Header, MAGIC};
 use crate::class::{class_of, CLASSES, CLASS_COUNT};
 use crate::instance::{Instance, CHECKED};
 use crate::live_bits::LiveBits;
+use crate::large::Request;
 use crate::misuse::{report, Misuse, Problem};
-use crate::os;
 use crate::pool::{Pool, EMPTY_KEY};
 use crate::promotion;
 use crate::region::BLOCK;
@@ -59,7 +59,7 @@ impl Instance {
             };
             let large = pool.large.lock();
             match large.get(p as usize) {
-                Some((mapped, life)) => Problem::LargeMismatch { mapped, life },
+                Some(m) => super::mismatch(m),
                 // A cached mapping: a large allocation freed already.
                 None if large.is_cached(p as usize) => Problem::DoubleFree,
                 None => return Ok(()),
@@ -68,40 +68,53 @@ impl Instance {
         Err(self.misuse(p, 0, life, problem))
     }
 
-    /// The block of live slot `p` of (class, life), after the checks a free makes (the key
-    /// compare in every build, everything in checked mode), which leave the slot live: the
-    /// check of a resize's old allocation. Misuse is reported (it panics, or aborts when
-    /// `ABORT`).
+    /// The checks a free of live slot `p` of (class, life) makes (the key compare in every
+    /// build, everything in checked mode), which leave the slot live: the check of a
+    /// resize's old allocation that stays in its size class. A slot outside the region is
+    /// right only as a mapping a full region that falls back made for (class, life). Misuse
+    /// is reported (it panics, or aborts when `ABORT`).
     ///
     /// # Safety
     /// As [`Instance::free_sized`]: `p` is a live allocation of this allocator.
     #[inline(always)]
     #[track_caller]
-    pub(crate) unsafe fn validated_block<const ABORT: bool>(
+    pub(crate) unsafe fn check_kept_slot<const ABORT: bool>(
         &self,
         p: *mut u8,
         size: usize,
         class: usize,
         life: usize,
-    ) -> &Header {
-        let h = header_of(p);
+    ) {
         if CHECKED {
-            self.check_free::<ABORT, false>(p, size, class, life);
-        } else {
-            if !self.bounds.contains(p) || self.in_run(p) {
-                self.foreign::<ABORT>(p, size, life);
-            }
-            // SAFETY: the caller's pointer is in a block of this allocator, whose header is
-            // mapped.
-            let hr = unsafe { &*h };
-            if hr.is_promoting() {
-                self.check_promoting::<ABORT>(hr, p, size, class, life);
-            } else if hr.key() != key(class, life) {
-                self.bad_key::<ABORT>(p, size, class, life);
-            }
+            return self.check_free::<ABORT, false>(p, size, class, life);
         }
-        // SAFETY: checked or promised by the caller: h is the live block holding slot p.
-        unsafe { &*h }
+        if !self.bounds.contains(p) {
+            return self.check_kept_outside::<ABORT>(p, size, class, life);
+        }
+        if self.in_run(p) {
+            self.foreign::<ABORT>(p, size, life);
+        }
+        // SAFETY: p is in the region (not in a run): in a block of this allocator, whose
+        // header is mapped.
+        let h = unsafe { &*header_of(p) };
+        if h.is_promoting() {
+            self.check_promoting::<ABORT>(h, p, size, class, life);
+        } else if h.key() != key(class, life) {
+            self.bad_key::<ABORT>(p, size, class, life);
+        }
+    }
+
+    /// [`Instance::check_kept_slot`] of a pointer outside the region (release builds): a
+    /// mapping made for (class, life) by a full region that falls back, else misuse,
+    /// reported.
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    fn check_kept_outside<const ABORT: bool>(&self, p: *mut u8, size: usize, class: usize, life: usize) {
+        let pool = self.pool_if_any();
+        if !pool.is_some_and(|pool| self.is_fallback(pool, p, class, life)) {
+            self.foreign::<ABORT>(p, size, life);
+        }
     }
 
     /// A misuse report of a free (or resize) of `p` with `size` and lifetime class `life`.
@@ -118,7 +131,7 @@ impl Instance {
         }
         let large = pool.large.lock();
         match large.get(p as usize) {
-            Some((mapped, life)) => Problem::LargeMismatch { mapped, life },
+            Some(m) => super::mismatch(m),
             None if large.is_cached(p as usize) => Problem::DoubleFree,
             None => Problem::Foreign,
         }
@@ -137,21 +150,17 @@ impl Instance {
             })
     }
 
-    /// The page-rounded length of the private mapping a full region that falls back
-    /// serves a small request of `class` from (`alloc::Instance::alloc_fallback`); `None`
-    /// when the region does not fall back.
-    fn fallback_len(pool: &Pool, class: usize) -> Option<usize> {
-        pool.region
-            .falls_back()
-            .then(|| os::page_round(CLASSES[class].stride as usize))
-            .flatten()
-    }
-
-    /// True when `p`, outside the region, is a live fallback mapping of a small request of
-    /// `class` in lifetime class `life` (checked mode's check of a free).
-    fn is_fallback(&self, pool: &Pool, p: *mut u8, class: usize, life: usize) -> bool {
-        Self::fallback_len(pool, class)
-            .is_some_and(|len| pool.large.lock().get(p as usize) == Some((len, life)))
+    /// True when `p`, outside the region, is a live mapping a full region that falls back
+    /// made for a small request of `class` in lifetime class `life`
+    /// (`alloc::Instance::alloc_fallback`).
+    pub(crate) fn is_fallback(&self, pool: &Pool, p: *mut u8, class: usize, life: usize) -> bool {
+        let request = Request::small(class, life);
+        pool.region.falls_back()
+            && pool
+                .large
+                .lock()
+                .get(p as usize)
+                .is_some_and(|m| m.request == request)
     }
 
     /// The release-build check failed: the block's key is not (class, life). Cost on the

@@ -204,9 +204,13 @@ impl Heap {
         }
     }
     /// Owner only, under the pool lock: gives every block of this heap's heads that holds
-    /// no live slot back to the OS. Returns how many.
+    /// no live slot back to the OS, after freeing the medium runs its cache keeps (their
+    /// blocks may empty: the caller's `Pool::compact_medium` gives those back). Returns how
+    /// many blocks.
     pub(crate) fn give_back_empty(&self, st: &mut PoolState) -> usize {
         let pool = self.pool();
+        #[cfg(not(loom))]
+        pool.flush_medium_cache(st, &self.medium);
         let mut given = 0;
         for i in pool.heads() {
             // SAFETY: the owner; i is below the head count.

@@ -180,3 +180,107 @@ pub(crate) fn memlock_limit() -> u64 {
     }
     r.rlim_cur
 }
+
+/// True when every page of `[p, p + len)` is mapped privately in this process (a `p` in the
+/// permissions of each mapping `/proc/self/maps` lists over it: copy-on-write, so no other
+/// process ever sees a write to it, and a fork child gets a copy); false when some of it is
+/// shared, unmapped, or the file cannot be read (then it may be shared). Reads the file
+/// through a buffer on the stack: allocates nothing.
+pub(crate) fn is_private_mapping(p: usize, len: usize) -> bool {
+    let end = p.saturating_add(len);
+    // SAFETY: a NUL-terminated path.
+    let fd = unsafe {
+        libc::open(
+            c"/proc/self/maps".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return false;
+    }
+    // The lines are in address order: `covered` is where the private part met so far ends.
+    let mut covered = p;
+    let mut not_private = false;
+    let mut buf = [0u8; 8192];
+    let mut kept = 0;
+    while covered < end && !not_private {
+        // SAFETY: reads into the unfilled part of `buf`.
+        let n = unsafe { libc::read(fd, buf[kept..].as_mut_ptr().cast(), buf.len() - kept) };
+        if n <= 0 {
+            break;
+        }
+        let filled = kept + n as usize;
+        let mut start = 0;
+        while let Some(nl) = buf[start..filled].iter().position(|&b| b == b'\n') {
+            if let Some((lo, hi, private)) = maps_line(&buf[start..start + nl]) {
+                if lo < end && hi > covered {
+                    not_private |= !private || lo > covered;
+                    covered = hi;
+                }
+            }
+            start += nl + 1;
+        }
+        if start == 0 && filled == buf.len() {
+            break; // A line longer than the buffer: unknown.
+        }
+        buf.copy_within(start..filled, 0);
+        kept = filled - start;
+    }
+    // SAFETY: our descriptor, closed once.
+    unsafe { libc::close(fd) };
+    !not_private && covered >= end
+}
+
+/// The (start, end, private) of a `/proc/self/maps` line (`start-end perms ...`, hex
+/// addresses; the permissions' fourth letter is `p` for a private mapping, `s` shared).
+fn maps_line(line: &[u8]) -> Option<(usize, usize, bool)> {
+    let hex = |s: &[u8]| {
+        s.iter().try_fold(0usize, |v, &c| {
+            let d = (c as char).to_digit(16)?;
+            v.checked_mul(16)?.checked_add(d as usize)
+        })
+    };
+    let mut fields = line.split(|&b| b == b' ');
+    let range = fields.next()?;
+    let perms = fields.next()?;
+    let dash = range.iter().position(|&b| b == b'-')?;
+    let (lo, hi) = (hex(&range[..dash])?, hex(&range[dash + 1..])?);
+    Some((lo, hi, *perms.get(3)? == b'p'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_and_shared_mappings_are_told_apart() {
+        let len = 4 * crate::os::kernel_page_size();
+        for (flags, private) in [(libc::MAP_PRIVATE, true), (libc::MAP_SHARED, false)] {
+            // SAFETY: a fresh anonymous mapping, unmapped below.
+            let p = unsafe {
+                libc::mmap(
+                    ptr::null_mut(),
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    flags | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            };
+            assert_ne!(p, libc::MAP_FAILED);
+            assert_eq!(is_private_mapping(p as usize, len), private, "{flags:#x}");
+            assert_eq!(is_private_mapping(p as usize + 4096, 4096), private);
+            // SAFETY: ours, unused.
+            unsafe { libc::munmap(p, len) };
+            assert!(
+                !is_private_mapping(p as usize, len),
+                "unmapped: not known private"
+            );
+        }
+        assert_eq!(
+            maps_line(b"7f00-7f10 rw-s 0 00:01 1 /dev/zero"),
+            Some((0x7f00, 0x7f10, false))
+        );
+        assert_eq!(maps_line(b"garbage"), None);
+    }
+}

@@ -6,6 +6,7 @@
 use super::*;
 use crate::class::MEDIUM_CLASS;
 use crate::medium_block::Runs;
+use crate::medium_cache::Starts;
 
 impl Pool {
     /// Under the lock: a block of (class, life) with a free slot, now owned by `owner`
@@ -66,6 +67,8 @@ impl Pool {
             // this holder's death reads only tables written (`medium_block::Runs::recount`).
             // SAFETY: the block is carved or retained: committed, ours, reachable by nobody.
             unsafe { Runs::of_base(base) }.init(fresh);
+            // SAFETY: as above.
+            unsafe { Starts::of_base(base) }.init();
         }
         // SAFETY: the block is carved or retained: committed, ours, reachable by nobody.
         let h = unsafe { &*Header::init(base, class, life, owner, fresh) };

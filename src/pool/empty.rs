@@ -111,6 +111,19 @@ impl Pool {
         }
     }
 
+    /// The lock, when kept memory may be due to go back at `now` (the same test as
+    /// [`Pool::decay_if_due`]) and the lock is free (never waits): for a caller that gives
+    /// back more than the empty blocks under it (the medium pages).
+    pub(crate) fn try_lock_if_decay_due(
+        &self,
+        now: u64,
+    ) -> Option<MutexGuard<'_, RawPoolLock, PoolState>> {
+        if now < self.decay_at.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.try_lock()
+    }
+
     /// As [`Pool::decay_if_due`], from a slow path that holds the lock (a medium free).
     pub(crate) fn decay_if_due_locked(&self, st: &mut PoolState, now: u64) -> usize {
         if now < self.decay_at.load(Ordering::Relaxed) {

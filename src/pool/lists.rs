@@ -44,6 +44,12 @@ impl Pool {
 }
 
 impl PoolState {
+    /// The current decay delay in milliseconds (`crate::decay::Decay`): what kept memory
+    /// waits unused before it goes back.
+    pub(crate) fn decay_delay(&self) -> u64 {
+        self.decay.delay()
+    }
+
     /// The pool's partial list of head `head`.
     pub(crate) fn partial(&mut self, head: HeadIndex) -> &mut BlockList {
         // SAFETY: the table holds a list per head and callers pass a head of the pool's

@@ -95,6 +95,7 @@ impl Pool {
                 // SAFETY: a medium block (its key), under the lock.
                 let runs = unsafe { Runs::of(h) };
                 runs.recount();
+                crate::medium_cache::Starts::of(h).recount(runs);
                 let c = &mut st.medium_counts;
                 c.live += MAX_RUN - runs.free();
                 c.dirty += runs.dirty();

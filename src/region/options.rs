@@ -146,6 +146,21 @@ impl RegionOptions {
         self.huge
     }
 
+    /// True when the whole capacity is faulted in at creation.
+    pub const fn prefaulted(&self) -> bool {
+        self.prefault
+    }
+
+    /// True when the region's memory is locked in RAM.
+    pub const fn locked(&self) -> bool {
+        self.lock
+    }
+
+    /// The NUMA nodes the region's memory is bound to (bit `n` for node `n`; 0: none).
+    pub const fn nodes(&self) -> u64 {
+        self.nodes
+    }
+
     /// The backing of a region made with these options, from the backend's own (a region
     /// mapped writable: nothing to commit).
     pub(crate) fn backing(&self, base: Backing) -> Backing {
@@ -196,6 +211,13 @@ impl RegionOptions {
                 _ => HugePages::Default,
             },
         }
+    }
+
+    /// The options a region's state keeps (`words`, see [`RegionOptions::words`]) for a
+    /// region of `capacity`; `None` when none were recorded (a region made without
+    /// options).
+    pub(crate) fn recorded(capacity: usize, words: [u64; 2]) -> Option<RegionOptions> {
+        (words[0] & 1 != 0).then(|| RegionOptions::from_words(capacity, words))
     }
 
     /// Sets `region`'s backing as the options say, over the backend's own `base`: with

@@ -2,6 +2,7 @@
 //! checked before it is freed or resized; a transfer array hands objects between threads.
 
 use super::{fill, malloc_align, mismatch, nonzero, random_size, seed_of, Rng};
+use cohort::class::{BLOCK_SIZE, MAX_MEDIUM, MAX_SMALL, MAX_SMALL_ALIGN, MEDIUM_CLASS};
 use cohort::{Cohort, Lifetime};
 use std::alloc::Layout;
 use std::collections::HashMap;
@@ -224,6 +225,10 @@ pub fn check_accounting<L: Lifetime>(a: &Cohort<L>, live: &[Obj<L>]) {
         } else {
             a.block_of_layout(o.ptr, o.size, o.align)
         };
+        // A medium allocation lies in a medium block (a run of its granules, counted by
+        // `runs`).
+        let medium = o.size > MAX_SMALL && o.size <= MAX_MEDIUM && o.align <= MAX_SMALL_ALIGN;
+        let base = base.or_else(|| medium.then_some(o.ptr as usize & !(BLOCK_SIZE - 1)));
         if let Some(base) = base {
             *want.entry(base).or_default() += 1;
         }
@@ -231,7 +236,12 @@ pub fn check_accounting<L: Lifetime>(a: &Cohort<L>, live: &[Obj<L>]) {
     let mut wrong = Vec::new();
     a.for_each_block(|b| {
         let w = want.remove(&b.base).unwrap_or(0);
-        if b.live != w {
+        let live = if b.size_class == MEDIUM_CLASS {
+            b.runs
+        } else {
+            b.live
+        };
+        if live != w {
             wrong.push((b.base, b.stride, b.life, b.live, w));
         }
     });

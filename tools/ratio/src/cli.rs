@@ -1,7 +1,9 @@
 //! The command line (clap's builder API).
 
 use crate::mix::{self, Entry, Lives};
+use crate::region::Made;
 use clap::{Arg, ArgAction, ArgMatches, Command};
+use cohort::{HugePages, RegionOptions};
 use std::path::PathBuf;
 
 /// What the command line asks for.
@@ -18,8 +20,9 @@ pub struct Options {
     pub wide: bool,
     /// Where to write the per-block SVG chart.
     pub svg: Option<PathBuf>,
-    /// A region of fixed capacity, in bytes (`Cohort::with_reservation`).
-    pub capacity: Option<usize>,
+    /// How the allocator's region is made: the default reservation, a reservation of
+    /// `--capacity` bytes, or a fixed region of that capacity with the placement options.
+    pub made: Made,
     /// The allocator's label.
     pub label: Option<String>,
 }
@@ -106,8 +109,9 @@ pub fn command() -> Command {
             Arg::new("capacity")
                 .long("capacity")
                 .value_name("SIZE")
-                .help("Run in a region of fixed capacity (bytes, KiB or MiB; whole 2 MiB blocks): past it, requests promote or fail"),
+                .help("Run in a region of fixed capacity (bytes, KiB or MiB; whole 2 MiB blocks): past it, requests promote or fail. A reservation; with a placement option below, a fixed region made with the options"),
         )
+        .args(placement_args())
         .arg(
             Arg::new("label")
                 .long("label")
@@ -120,6 +124,88 @@ pub fn command() -> Command {
                 .action(ArgAction::SetTrue)
                 .help("Print the built-in mix in the file syntax and exit"),
         )
+}
+
+/// The placement options: each makes the region a fixed one (`Cohort::with_options`) of
+/// `--capacity` bytes.
+fn placement_args() -> [Arg; 6] {
+    let switch = |name: &'static str, help: &'static str| {
+        Arg::new(name)
+            .long(name)
+            .action(ArgAction::SetTrue)
+            .requires("capacity")
+            .help(help)
+    };
+    [
+        switch("commit", "A fixed region, committed at creation (needs --capacity)"),
+        switch(
+            "prefault",
+            "A fixed region, faulted in at creation (needs --capacity)",
+        ),
+        switch(
+            "lock",
+            "A fixed region, locked in RAM (mlock; needs --capacity)",
+        ),
+        switch(
+            "fallback",
+            "A fixed region whose requests past its capacity get mappings of their own (needs --capacity)",
+        ),
+        Arg::new("numa")
+            .long("numa")
+            .value_name("NODES")
+            .requires("capacity")
+            .help("A fixed region bound to these NUMA nodes, e.g. 0 or 0,1 (needs --capacity)"),
+        Arg::new("huge-pages")
+            .long("huge-pages")
+            .value_name("KIND")
+            .value_parser(["transparent", "explicit"])
+            .requires("capacity")
+            .help("A fixed region in transparent or explicit huge pages (needs --capacity)"),
+    ]
+}
+
+/// The NUMA node mask of a comma-separated list of node numbers below 64.
+fn parse_nodes(list: &str) -> Result<u64, String> {
+    list.split(',')
+        .try_fold(0u64, |mask, node| match node.trim().parse::<u32>() {
+            Ok(n) if n < 64 => Ok(mask | 1 << n),
+            _ => Err(format!("--numa: `{node}` is not a node number below 64")),
+        })
+}
+
+/// How the region is made, from `--capacity` and the placement options.
+fn made(m: &ArgMatches) -> Result<Made, String> {
+    let capacity = m
+        .get_one::<String>("capacity")
+        .map(|s| mix::parse_size(s).map_err(|e| format!("--capacity: {e}")))
+        .transpose()?;
+    let Some(capacity) = capacity else {
+        return Ok(Made::Default);
+    };
+    let nodes = m
+        .get_one::<String>("numa")
+        .map(|s| parse_nodes(s))
+        .transpose()?;
+    let huge = m
+        .get_one::<String>("huge-pages")
+        .map(|kind| match kind.as_str() {
+            "explicit" => HugePages::Explicit,
+            _ => HugePages::Transparent,
+        });
+    let switches = ["commit", "prefault", "lock", "fallback"].map(|name| m.get_flag(name));
+    if nodes.is_none() && huge.is_none() && !switches.contains(&true) {
+        return Ok(Made::Reservation(capacity));
+    }
+    let [commit, prefault, lock, fallback] = switches;
+    Ok(Made::Options(
+        RegionOptions::new(capacity)
+            .commit(commit)
+            .prefault(prefault)
+            .lock(lock)
+            .fallback(fallback)
+            .numa_nodes(nodes.unwrap_or(0))
+            .huge_pages(huge.unwrap_or_default()),
+    ))
 }
 
 /// What to do: run with these options, or print this text and exit successfully.
@@ -154,10 +240,7 @@ pub fn options(m: &ArgMatches) -> Result<Parsed, String> {
         blocks: !m.get_flag("no-blocks"),
         wide: m.get_flag("wide"),
         svg: m.get_one::<PathBuf>("svg").cloned(),
-        capacity: m
-            .get_one::<String>("capacity")
-            .map(|s| mix::parse_size(s).map_err(|e| format!("--capacity: {e}")))
-            .transpose()?,
+        made: made(m)?,
         label: m.get_one::<String>("label").cloned(),
     })))
 }
@@ -197,12 +280,29 @@ mod tests {
         assert!(matches!(parse("--mix"), Err(m) if m.contains("value")));
         assert!(matches!(parse("--frob"), Err(m) if m.contains("--frob")));
         assert!(matches!(parse("--mix 16x"), Err(m) if m.contains("--mix")));
+        assert_eq!(run("").made, Made::Default);
         let o = run("--capacity 8MiB --label arena");
         assert_eq!(
-            (o.capacity, o.label.as_deref()),
-            (Some(8 << 20), Some("arena"))
+            (o.made, o.label.as_deref()),
+            (Made::Reservation(8 << 20), Some("arena"))
         );
         assert!(matches!(parse("--capacity lots"), Err(m) if m.contains("--capacity")));
+        let o =
+            run("--capacity 8MiB --prefault --lock --fallback --numa 0,3 --huge-pages transparent");
+        let want = RegionOptions::new(8 << 20)
+            .prefault(true)
+            .lock(true)
+            .fallback(true)
+            .numa_nodes(0b1001)
+            .huge_pages(HugePages::Transparent);
+        assert_eq!(o.made, Made::Options(want));
+        assert_eq!(
+            run("--capacity 4MiB --commit").made,
+            Made::Options(RegionOptions::new(4 << 20).commit(true))
+        );
+        assert!(matches!(parse("--prefault"), Err(m) if m.contains("--capacity")));
+        assert!(matches!(parse("--capacity 4MiB --numa 64"), Err(m) if m.contains("--numa")));
+        assert!(matches!(parse("--capacity 4MiB --huge-pages big"), Err(m) if m.contains("big")));
         let version = command().render_version();
         assert!(version.contains(env!("CARGO_PKG_VERSION")), "{version}");
     }

@@ -39,7 +39,6 @@ mod table;
 mod text;
 mod workload;
 
-use cohort::Cohort;
 use mix::{Entry, Lives};
 use report::{ContractRow, Snapshot};
 use std::process::ExitCode;
@@ -64,20 +63,17 @@ pub struct Report {
 fn measure(
     mix: Vec<Entry>,
     lives: Lives,
-    capacity: Option<usize>,
+    made: &region::Made,
     label: Option<&str>,
 ) -> Result<Report, String> {
-    let cohort = match capacity {
-        Some(bytes) => Cohort::<Life>::with_reservation(bytes),
-        None => Cohort::<Life>::new(),
-    };
+    let cohort = made.make::<Life>()?;
     if let Some(label) = label {
         cohort.set_label(label);
     }
     let mut run = Run::new(&cohort, &mix)?;
     run.verify()?;
     let build = report::snapshot(&run);
-    let region = region::RegionUse::of(&cohort, capacity);
+    let region = region::RegionUse::of(&cohort, made);
     run.free_unkept()?;
     let end = report::snapshot(&run);
     let live = run.live.iter().map(|l| l.ptrs.len()).collect();
@@ -128,7 +124,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let r = match measure(opts.mix, opts.lives, opts.capacity, opts.label.as_deref()) {
+    let r = match measure(opts.mix, opts.lives, &opts.made, opts.label.as_deref()) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("cohort-ratio: {e}");
@@ -165,7 +161,7 @@ mod tests {
             &mut lives,
         )
         .unwrap();
-        measure(mix, lives, None, None).unwrap()
+        measure(mix, lives, &region::Made::Default, None).unwrap()
     }
 
     #[test]
@@ -208,7 +204,7 @@ mod tests {
     fn the_text_fits_80_columns_and_defines_its_terms() {
         let mut lives = Lives::default();
         let mix = mix::parse(mix::DEFAULT_MIX, &mut lives).unwrap();
-        let r = measure(mix, lives, None, None).unwrap();
+        let r = measure(mix, lives, &region::Made::Default, None).unwrap();
         let out = text::render(&r, true, false);
         for line in out.lines() {
             assert!(line.chars().count() <= 80, "{} columns: {line}", line.len());

@@ -1,8 +1,59 @@
-//! The region the mix ran in: its options and how much of its capacity the mix used, with
-//! the slow-path events and promotions cohort counted (`Stats::events`).
+//! The region the mix ran in: how it was made (its capacity, its placement options as
+//! the region records them, its label), how much of its capacity the mix used, with the
+//! slow-path events and promotions cohort counted (`Stats::events`).
 
 use crate::json::Json;
-use cohort::{Cohort, Lifetime, Stats};
+use cohort::{Cohort, HugePages, Lifetime, RegionOptions, Stats};
+
+/// How the allocator's region is made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Made {
+    /// The default reservation (`Cohort::new`).
+    Default,
+    /// A reservation of this many bytes (`Cohort::with_reservation`).
+    Reservation(usize),
+    /// A fixed region made with these options (`Cohort::with_options`).
+    Options(RegionOptions),
+}
+
+impl Made {
+    /// A fresh allocator in such a region; the option the OS refused, as text.
+    pub fn make<L: Lifetime>(&self) -> Result<Cohort<L>, String> {
+        match self {
+            Made::Default => Ok(Cohort::new()),
+            Made::Reservation(bytes) => Ok(Cohort::with_reservation(*bytes)),
+            Made::Options(o) => Cohort::with_options(o).map_err(|e| format!("the region: {e}")),
+        }
+    }
+}
+
+/// The placement options of `o` as `name` (a switch) or `name=value`, in the order the
+/// command line takes them: what a region made with them records.
+fn placement_names(o: &RegionOptions) -> Vec<String> {
+    let mut names = Vec::new();
+    if o.committed() && !o.prefaulted() && !o.locked() && o.huge() != HugePages::Explicit {
+        names.push("commit".to_string());
+    }
+    let switches = [
+        (o.prefaulted(), "prefault"),
+        (o.locked(), "lock"),
+        (o.falls_back(), "fallback"),
+    ];
+    names.extend(switches.iter().filter(|s| s.0).map(|s| s.1.to_string()));
+    if o.nodes() != 0 {
+        let nodes: Vec<String> = (0..64)
+            .filter(|n| o.nodes() & 1 << n != 0)
+            .map(|n| n.to_string())
+            .collect();
+        names.push(format!("numa={}", nodes.join(",")));
+    }
+    match o.huge() {
+        HugePages::Default => {}
+        HugePages::Transparent => names.push("huge-pages=transparent".into()),
+        HugePages::Explicit => names.push("huge-pages=explicit".into()),
+    }
+    names
+}
 
 /// The region's options and capacity use, read after the mix's allocations.
 #[derive(Clone, Debug, Default)]
@@ -37,14 +88,18 @@ pub struct RegionUse {
 }
 
 impl RegionUse {
-    /// What `cohort`'s stats say, with the options it was made with (`capacity`: a fixed
-    /// region of that many bytes, else the default reservation).
-    pub fn of<L: Lifetime>(cohort: &Cohort<L>, capacity: Option<usize>) -> RegionUse {
+    /// What `cohort`'s stats say, with how its region was made (`made`) and the placement
+    /// options the region records.
+    pub fn of<L: Lifetime>(cohort: &Cohort<L>, made: &Made) -> RegionUse {
         let s: Stats = cohort.stats();
         let mut options = Vec::new();
-        match capacity {
-            Some(c) => options.push(format!("capacity={c}")),
-            None => options.push("reservation=default".into()),
+        match (made, cohort.region_options()) {
+            (_, Some(o)) => {
+                options.push(format!("fixed capacity={}", o.capacity()));
+                options.extend(placement_names(&o));
+            }
+            (Made::Reservation(c), None) => options.push(format!("capacity={c}")),
+            (_, None) => options.push("reservation=default".into()),
         }
         if !s.label.is_empty() {
             options.push(format!("label={}", s.label));
@@ -84,7 +139,7 @@ impl RegionUse {
              promotion: {} live slots hold promoted requests ({} so far)\n   slow paths: {} \
              alloc, {} free, {} remote frees\n   blocks: {} taken from the pool, {} given \
              back\n",
-            self.options.join(" "),
+            wrap(&self.options, "   options: ".len(), 80),
             self.capacity >> 20,
             self.blocks,
             self.carved,
@@ -128,6 +183,27 @@ impl RegionUse {
     }
 }
 
+/// `words` joined by spaces in lines of at most `width` columns, the first starting after
+/// `indent` columns and the others indented by as many (a word longer than a line gets one
+/// of its own).
+fn wrap(words: &[String], indent: usize, width: usize) -> String {
+    let mut out = String::new();
+    let mut column = indent;
+    for (i, w) in words.iter().enumerate() {
+        if i > 0 && column + 1 + w.chars().count() > width {
+            out.push('\n');
+            out.extend(std::iter::repeat_n(' ', indent));
+            column = indent;
+        } else if i > 0 {
+            out.push(' ');
+            column += 1;
+        }
+        out.push_str(w);
+        column += w.chars().count();
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,7 +214,7 @@ mod tests {
         let large: Vec<_> = (0..2).map(|_| a.malloc(3 << 20, ())).collect();
         assert!(large.iter().all(|p| !p.is_null()));
         assert!(a.malloc(3 << 20, ()).is_null(), "the capacity is used up");
-        let r = RegionUse::of(&a, Some(8 << 20));
+        let r = RegionUse::of(&a, &Made::Reservation(8 << 20));
         assert_eq!((r.blocks, r.in_use, r.in_large), (4, 0, 4));
         assert!((r.use_percent() - 100.0).abs() < 1e-9);
         let text = r.text();
@@ -151,7 +227,7 @@ mod tests {
             // SAFETY: allocated above with this size and class, freed once.
             unsafe { a.free(p, 3 << 20, ()) };
         }
-        assert_eq!(RegionUse::of(&a, Some(8 << 20)).in_large, 0);
+        assert_eq!(RegionUse::of(&a, &Made::Reservation(8 << 20)).in_large, 0);
     }
 
     #[test]
@@ -168,7 +244,7 @@ mod tests {
             small.push(p);
         }
         let promoted: Vec<_> = (0..10).map(|_| a.malloc(16, ())).collect();
-        let r = RegionUse::of(&a, Some(4 << 20));
+        let r = RegionUse::of(&a, &Made::Reservation(4 << 20));
         assert_eq!((r.blocks, r.carved, r.in_use), (2, 2, 2));
         assert_eq!((r.promoted_live, r.promoted), (10, 10));
         assert!((r.use_percent() - 100.0).abs() < 1e-9);
@@ -191,5 +267,80 @@ mod tests {
             }
             a.free(big, 32, ());
         }
+    }
+
+    #[test]
+    fn a_fixed_region_shows_the_placement_options_it_records_beside_capacity_and_label() {
+        let options = RegionOptions::new(4 << 20).commit(true).fallback(true);
+        let made = Made::Options(options);
+        let a = made.make::<()>().expect("a fixed region");
+        a.set_label("placed");
+        let run = a.malloc(4 << 20, ());
+        assert!(a.in_region(run), "the run fills the region");
+        let small = a.malloc(100, ());
+        assert!(
+            !small.is_null() && !a.in_region(small),
+            "a fallback mapping"
+        );
+        let r = RegionUse::of(&a, &made);
+        assert_eq!(
+            r.options,
+            [
+                "fixed capacity=4194304",
+                "commit",
+                "fallback",
+                "label=placed"
+            ]
+        );
+        let text = r.text();
+        assert!(
+            text.contains("options: fixed capacity=4194304 commit fallback label=placed"),
+            "{text}"
+        );
+        assert!(
+            text.contains("0 in use + 0 kept empty + 2 in large allocations"),
+            "{text}"
+        );
+        let json = r.json().render();
+        assert!(json.contains("\"commit\", \"fallback\""), "{json}");
+        // SAFETY: allocated above with these sizes, freed once.
+        unsafe {
+            a.free(small, 100, ());
+            a.free(run, 4 << 20, ());
+        }
+        // Every option, as the region records it (those this machine may refuse are
+        // named from the options alone).
+        let every = RegionOptions::new(8 << 20)
+            .prefault(true)
+            .lock(true)
+            .fallback(true)
+            .numa_nodes(0b101)
+            .huge_pages(HugePages::Transparent);
+        assert_eq!(
+            placement_names(&every),
+            [
+                "prefault",
+                "lock",
+                "fallback",
+                "numa=0,2",
+                "huge-pages=transparent"
+            ]
+        );
+        let long: Vec<String> = ["fixed capacity=8388608".to_string()]
+            .into_iter()
+            .chain(placement_names(&every))
+            .chain(["label=a-label-of-thirty-two-bytes-long".to_string()])
+            .collect();
+        let wrapped = wrap(&long, 12, 80);
+        assert!(wrapped.lines().count() > 1, "{wrapped}");
+        for (i, line) in wrapped.lines().enumerate() {
+            let columns = line.chars().count() + if i == 0 { 12 } else { 0 };
+            assert!(columns <= 80, "{columns} columns: {line}");
+        }
+        let words = |s: &str| s.split_whitespace().count();
+        assert_eq!(
+            words(&wrapped),
+            long.iter().map(|w| words(w)).sum::<usize>()
+        );
     }
 }

@@ -3,7 +3,10 @@
 //! table computed from cohort's class table.
 
 use crate::workload::Run;
-use cohort::class::{class_of, malloc_align, ratio_contract_limit, CLASSES, LIMIT_DEN, MAX_SMALL};
+use cohort::class::{
+    class_of, malloc_align, medium_granules, ratio_contract_limit, BLOCK_SIZE, CLASSES, LIMIT_DEN,
+    MAX_SMALL, MEDIUM_CLASS,
+};
 use cohort::BlockReport;
 use std::alloc::Layout;
 use std::collections::{BTreeMap, HashMap};
@@ -44,8 +47,14 @@ pub fn snapshot(run: &Run) -> Snapshot {
     // Block base -> (requested bytes, allocations), from the workload's live allocations.
     let mut ours: HashMap<usize, (u64, usize)> = HashMap::new();
     let mut large = Large::default();
+    // Medium block base -> allocations: a medium allocation is a run of granules in a
+    // medium block (counted with the large ones, which have no slot either).
+    let mut medium: HashMap<usize, usize> = HashMap::new();
     for (e, live) in run.mix.iter().zip(&run.live) {
         for &(_, p) in &live.ptrs {
+            if medium_granules(e.size, e.align()).is_some() && run.cohort.in_region(p) {
+                *medium.entry(p as usize & !(BLOCK_SIZE - 1)).or_default() += 1;
+            }
             match run.cohort.block_of_layout(p, e.size, e.align()) {
                 Some(base) => {
                     let at = ours.entry(base).or_default();
@@ -64,6 +73,17 @@ pub fn snapshot(run: &Run) -> Snapshot {
     let mut blocks = Vec::new();
     let mut problems = Vec::new();
     run.cohort.for_each_block(|b| {
+        if b.size_class == MEDIUM_CLASS {
+            let count = medium.remove(&b.base).unwrap_or_default();
+            if count != b.runs {
+                problems.push(format!(
+                    "medium block {:#x} (lifetime class {}) reports {} live allocations, the \
+                     workload has {count} in it",
+                    b.base, b.life, b.runs
+                ));
+            }
+            return;
+        }
         let (requested, count) = ours.remove(&b.base).unwrap_or_default();
         if count != b.live {
             problems.push(format!(
@@ -77,7 +97,11 @@ pub fn snapshot(run: &Run) -> Snapshot {
             requested,
         });
     });
-    for (base, (_, count)) in ours {
+    for (base, count) in ours
+        .into_iter()
+        .map(|(base, (_, n))| (base, n))
+        .chain(medium)
+    {
         problems.push(format!(
             "{count} live allocations lie in {base:#x}, which for_each_block does not report"
         ));

@@ -1,0 +1,352 @@
+//! The per-heap medium cache: freed medium runs a heap keeps for its next requests of the
+//! same length, so that a steady alloc/free pair of a medium size takes no lock.
+//!
+//! A cached run stays a run of its block (its granules used, its length in the run table):
+//! the block and the pool see it as allocated, so no other request takes it, no purge
+//! gives its pages back and its block never empties. What marks it cached is its byte in the
+//! block's [`Starts`], the one part of a medium block's metadata read and written without
+//! the pool lock:
+//!
+//! - `starts[g] = n` when a live run of `n <= STARTS_MAX` granules starts at granule `g`;
+//! - `starts[g] = n | HELD` when that run is in a heap's cache (free memory, not an
+//!   allocation);
+//! - `starts[g] = 0` otherwise (no run starts at `g`, or a longer one, never cached).
+//!
+//! Each change of a run's byte is one compare-and-swap, so one party wins each race: a free
+//! into a cache holds the run (`n → n | HELD`), and the locked paths that free or resize a
+//! run swap its `n` away too, so a run freed twice at once is freed once and reported once;
+//! only the cache's own heap takes a held run back (`n | HELD → n`: its allocation, or its
+//! flush under the pool lock when its thread leaves it or its holder died). Nothing else
+//! ever frees a held run: a release of its lifetime class leaves it (it is no allocation),
+//! so a cache never points at a run that was freed and reused.
+//!
+//! Invariants: a cache entry `(off, n, life)` of a heap names a run whose byte is
+//! `n | HELD`, `0 < n <= CACHED_MAX`, in a medium block of lifetime class `life`; a byte with
+//! `HELD` belongs to at most one cache entry (one, but for a holder killed between its hold
+//! and its count: that run stays held, never reused, and is reported by no check); under the
+//! lock, `starts[g] & !HELD = n` for every live run `[g, g + n)` with `n <= STARTS_MAX`, and 0
+//! at every other granule.
+
+use crate::block::Header;
+use crate::class::HEADER_SIZE;
+use crate::medium_block::{At, Runs, GRANULES, META_BYTES};
+use crate::sync::{AtomicU8, Ordering};
+use core::cell::Cell;
+
+/// The mark of a run held by a heap's cache, in its byte of [`Starts`].
+pub(crate) const HELD: u8 = 0x80;
+/// The longest run [`Starts`] records (longer ones have byte 0).
+pub(crate) const STARTS_MAX: usize = (HELD - 1) as usize;
+/// The longest run a cache keeps, in granules (64 KiB).
+pub(crate) const CACHED_MAX: usize = 32;
+/// Runs one heap's cache keeps at most.
+pub(crate) const CACHE_SLOTS: usize = 8;
+
+/// A medium block's byte per granule (see the module docs), after its [`Runs`].
+#[repr(C)]
+pub(crate) struct Starts([AtomicU8; GRANULES]);
+
+// (Under loom an atomic is larger than its value; no model makes medium blocks.)
+#[cfg(not(loom))]
+const _: () = assert!(HEADER_SIZE + size_of::<Runs>() + size_of::<Starts>() <= META_BYTES);
+const _: () = assert!(CACHED_MAX <= STARTS_MAX);
+
+/// The byte of a live run of `n` granules.
+fn byte_of(n: usize) -> u8 {
+    if n <= STARTS_MAX {
+        n as u8
+    } else {
+        0
+    }
+}
+
+impl Starts {
+    /// The starts of the medium block at `base` (a block's base whose first
+    /// [`META_BYTES`] are committed: a medium block's, or one being made medium).
+    ///
+    /// # Safety
+    /// As above; the bytes are atomics, so any number of references may read and write
+    /// them at once.
+    pub(crate) unsafe fn of_base<'a>(base: *mut u8) -> &'a Starts {
+        // SAFETY: inside the block's metadata (the assertion above), committed (caller);
+        // atomics, shared.
+        unsafe { &*base.add(HEADER_SIZE + size_of::<Runs>()).cast::<Starts>() }
+    }
+
+    /// The starts of medium block `h`.
+    pub(crate) fn of(h: &Header) -> &Starts {
+        // SAFETY: a block's header is at its base, whose metadata is committed while the
+        // block is in use.
+        unsafe { Starts::of_base(h.base()) }
+    }
+
+    /// Every byte 0: a block made medium, no run live.
+    pub(crate) fn init(&self) {
+        for b in &self.0 {
+            b.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Under the lock: records the live run of `n` granules just taken at `g`.
+    pub(crate) fn set_live(&self, g: usize, n: usize) {
+        self.0[g].store(byte_of(n), Ordering::Release);
+    }
+
+    /// Under the lock: the live run of `n` granules at `g` becomes `m` granules long (0:
+    /// freed). False when its byte is not the live run's (a cache holds it: it is free),
+    /// having changed nothing.
+    pub(crate) fn change(&self, g: usize, n: usize, m: usize) -> bool {
+        self.0[g]
+            .compare_exchange(byte_of(n), byte_of(m), Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// True when a cache holds the run at `g`.
+    pub(crate) fn is_held(&self, g: usize) -> bool {
+        self.0[g].load(Ordering::Acquire) & HELD != 0
+    }
+
+    /// A free into a cache: marks the live run of `n <= CACHED_MAX` granules at `g` held.
+    /// False when no live run of `n` granules starts at `g` (or a cache holds it already),
+    /// having changed nothing.
+    pub(crate) fn hold(&self, g: usize, n: usize) -> bool {
+        debug_assert!(n > 0 && n <= CACHED_MAX);
+        self.0[g]
+            .compare_exchange(n as u8, n as u8 | HELD, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// The cache's heap takes the held run of `n` granules at `g` back: a live run again.
+    /// False when the byte is not that (a damaged entry), having changed nothing.
+    pub(crate) fn unhold(&self, g: usize, n: usize) -> bool {
+        n <= CACHED_MAX
+            && self.0[g]
+                .compare_exchange(n as u8 | HELD, n as u8, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+    }
+
+    /// The held runs: (how many, their granules).
+    pub(crate) fn held(&self) -> (usize, usize) {
+        self.0.iter().fold((0, 0), |(runs, granules), b| {
+            match b.load(Ordering::Relaxed) {
+                b if b & HELD != 0 => (runs + 1, granules + usize::from(b & !HELD)),
+                _ => (runs, granules),
+            }
+        })
+    }
+
+    /// Under the lock, after a repair rebuilt `runs`: every byte made what the run table
+    /// says, a held run's mark kept (its cache names it).
+    pub(crate) fn recount(&self, runs: &Runs) {
+        for (g, b) in self.0.iter().enumerate() {
+            let want = match runs.at(g) {
+                At::Start(n) => byte_of(n),
+                _ => 0,
+            };
+            let held = b.load(Ordering::Relaxed) & HELD != 0 && want != 0;
+            b.store(if held { want | HELD } else { want }, Ordering::Relaxed);
+        }
+    }
+
+    /// Under the lock: checks the bytes against `runs` (the module docs' invariant).
+    pub(crate) fn check(&self, runs: &Runs) -> Result<(), &'static str> {
+        for (g, b) in self.0.iter().enumerate() {
+            let want = match runs.at(g) {
+                At::Start(n) => byte_of(n),
+                _ => 0,
+            };
+            let b = b.load(Ordering::Relaxed);
+            if b & !HELD != want || (b & HELD != 0 && want == 0) {
+                return Err("a run's start byte disagrees with the run table");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One run a cache keeps: its offset in the region, its length, its lifetime class.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub(crate) struct Cached {
+    pub(crate) off: u64,
+    pub(crate) granules: u32,
+    pub(crate) life: u32,
+}
+
+/// A heap's medium cache (see the module docs): its heap's alone, but for a dead holder's
+/// reaper and the heap's leave, which flush it under the pool lock. Offsets, never
+/// addresses: a heap in a region's state area may be flushed by another process.
+#[repr(C)]
+pub(crate) struct MediumCache {
+    count: Cell<u32>,
+    /// The heap's medium allocations, counted for [`MediumCache::tick`].
+    allocations: Cell<u32>,
+    entries: [Cell<Cached>; CACHE_SLOTS],
+}
+
+/// A heap's medium allocations between two looks at the clock (`MediumCache::tick`).
+pub(crate) const TICK_EVERY: u32 = 32;
+
+impl MediumCache {
+    /// An empty cache.
+    pub(crate) const fn new() -> MediumCache {
+        MediumCache {
+            count: Cell::new(0),
+            allocations: Cell::new(0),
+            entries: [const {
+                Cell::new(Cached {
+                    off: 0,
+                    granules: 0,
+                    life: 0,
+                })
+            }; CACHE_SLOTS],
+        }
+    }
+
+    /// Takes a kept run of `granules` granules in lifetime class `life` whose offset is a
+    /// multiple of `align` (a power of two: the region starts on a block boundary, so the
+    /// run's address is aligned so too), the one kept last first, handing it to `take`
+    /// (which makes it live again; false: not taken, dropped from the cache). Returns its
+    /// offset.
+    #[inline]
+    pub(crate) fn take(
+        &self,
+        granules: usize,
+        life: usize,
+        align: usize,
+        take: impl Fn(u64) -> bool,
+    ) -> Option<u64> {
+        let count = (self.count.get() as usize).min(CACHE_SLOTS);
+        let fits = |e: Cached| {
+            e.granules as usize == granules
+                && e.life as usize == life
+                && e.off & (align as u64 - 1) == 0
+        };
+        for i in (0..count).rev() {
+            let e = self.entries[i].get();
+            if fits(e) {
+                let got = take(e.off);
+                // The last entry fills the gap, then the count drops: a holder killed in
+                // between leaves an entry twice (its second take fails) or one taken (it
+                // fails too), never a held run in no entry.
+                self.entries[i].set(self.entries[count - 1].get());
+                self.count.set(count as u32 - 1);
+                if got {
+                    return Some(e.off);
+                }
+                return None;
+            }
+        }
+        None
+    }
+
+    /// Keeps the run at `off` of `granules` granules in lifetime class `life` if there is
+    /// room, once `hold` marked it held (false: not a live run of that length; nothing
+    /// kept). Returns whether it was kept.
+    #[inline]
+    pub(crate) fn put(
+        &self,
+        off: u64,
+        granules: usize,
+        life: usize,
+        hold: impl FnOnce() -> bool,
+    ) -> bool {
+        let count = self.count.get() as usize;
+        if count >= CACHE_SLOTS || granules > CACHED_MAX {
+            return false;
+        }
+        // The entry first, then the hold, then the count: a holder killed before the count
+        // leaves one run held in no entry (never reused), never an entry of a run it did
+        // not hold.
+        self.entries[count].set(Cached {
+            off,
+            granules: granules as u32,
+            life: life as u32,
+        });
+        if !hold() {
+            return false;
+        }
+        self.count.set(count as u32 + 1);
+        true
+    }
+
+    /// Counts a medium allocation of the heap; true every [`TICK_EVERY`]-th, when the
+    /// caller looks at the clock for what kept memory is due to go back (a thread whose
+    /// medium pairs all hit its cache takes no other slow path that would).
+    #[inline]
+    pub(crate) fn tick(&self) -> bool {
+        let n = self.allocations.get().wrapping_add(1);
+        self.allocations.set(n);
+        n.is_multiple_of(TICK_EVERY)
+    }
+
+    /// Empties the cache, returning what it kept (for the caller to free, under the pool
+    /// lock).
+    pub(crate) fn drain(&self) -> impl Iterator<Item = Cached> + '_ {
+        let count = (self.count.replace(0) as usize).min(CACHE_SLOTS);
+        self.entries[..count].iter().map(Cell::get)
+    }
+
+    /// Runs kept now.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.count.get() as usize
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cache_takes_back_what_it_kept_last_first_and_only_its_length_and_class() {
+        let c = MediumCache::new();
+        assert!(c.put(4096, 16, 0, || true));
+        assert!(c.put(8192, 16, 0, || true));
+        assert!(!c.put(12288, 16, 0, || false), "a run it could not hold");
+        assert!(c.put(16384, 3, 1, || true));
+        assert_eq!(c.len(), 3);
+        assert_eq!(c.take(16, 1, 1, |_| true), None, "another class");
+        assert_eq!(
+            c.take(16, 0, 8192, |_| true),
+            Some(8192),
+            "aligned as asked"
+        );
+        assert_eq!(c.take(16, 0, 8192, |_| true), None, "4096 is not");
+        assert_eq!(c.take(3, 1, 1, |_| true), Some(16384));
+        assert_eq!(
+            c.take(16, 0, 1, |_| false),
+            None,
+            "a damaged entry is dropped"
+        );
+        assert_eq!(c.take(16, 0, 1, |_| true), None, "taken by nothing");
+        assert_eq!(c.len(), 0);
+        for i in 0..CACHE_SLOTS as u64 {
+            assert!(c.put(i * 4096, 1, 0, || true));
+        }
+        assert!(!c.put(0, 1, 0, || panic!("no room: nothing held")));
+        assert!(!c.put(0, CACHED_MAX + 1, 0, || panic!("too long")));
+        assert_eq!(c.drain().count(), CACHE_SLOTS);
+        assert_eq!(c.len(), 0);
+    }
+
+    #[test]
+    fn a_run_is_held_once_and_its_locked_free_fails_while_held() {
+        let bytes: Box<[AtomicU8; GRANULES]> = Box::new([const { AtomicU8::new(0) }; GRANULES]);
+        // SAFETY: a byte array of the table's size and alignment.
+        let s = unsafe { &*(&*bytes as *const [AtomicU8; GRANULES]).cast::<Starts>() };
+        s.set_live(5, 16);
+        assert!(s.hold(5, 16));
+        assert!(!s.hold(5, 16), "held twice");
+        assert!(!s.change(5, 16, 0), "a locked free of a held run");
+        assert_eq!(s.held(), (1, 16));
+        assert!(s.unhold(5, 16));
+        assert!(!s.unhold(5, 16));
+        assert!(!s.hold(5, 15), "another length");
+        assert!(s.change(5, 16, 0));
+        assert!(!s.hold(5, 16), "a free run");
+        s.set_live(9, 200);
+        assert!(s.change(9, 200, 100), "runs longer than the table's are 0");
+        assert_eq!(s.held(), (0, 0));
+    }
+}
