@@ -11,6 +11,7 @@ cohort::lifetime_classes! { enum Life { A } }
 const SIZE: usize = 512;
 /// 500 KiB of one class: one block's worth of touched pages, all in the current block.
 const COUNT: usize = 1000;
+/// The kernel's page, `mincore`'s unit.
 const PAGE: usize = 4096;
 
 fn short_delay() -> Retention {
@@ -49,6 +50,14 @@ fn fill(a: &Cohort<Life>) -> (Vec<*mut u8>, usize, usize) {
     (ptrs, lo, hi)
 }
 
+/// The first address past the header's page of the block at `lo`'s objects: the
+/// allocator's page (`COHORT_PAGE_SIZE`: one page of a request aligned past every small
+/// and medium size is the page size itself).
+fn past_header_page(a: &Cohort<Life>, lo: usize) -> usize {
+    let page = a.usable_size(std::alloc::Layout::from_size_align(1, 8192).unwrap());
+    lo.next_multiple_of(page.max(PAGE))
+}
+
 /// One large allocation and its free: a slow path of the calling thread.
 fn slow_path(a: &Cohort<Life>) {
     let p = a.malloc(4 << 20, Life::A);
@@ -75,7 +84,7 @@ fn an_empty_current_block_gives_its_pages_back_and_serves_again() {
     a.set_retention(short_delay());
     let (ptrs, lo, hi) = fill(&a);
     // The objects share one block with the header, whose page stays.
-    let first_page = lo.next_multiple_of(PAGE);
+    let first_page = past_header_page(&a, lo);
     assert!(resident_pages(first_page, hi) > 100);
     for &p in ptrs.iter().rev() {
         // SAFETY: allocated above with this size and class, freed once.
@@ -119,7 +128,7 @@ fn a_block_with_one_live_slot_keeps_its_pages_and_bytes() {
     let a = Cohort::<Life>::new();
     a.set_retention(short_delay());
     let (ptrs, lo, hi) = fill(&a);
-    let first_page = lo.next_multiple_of(PAGE);
+    let first_page = past_header_page(&a, lo);
     // One object in the middle stays live; every other one is freed.
     let kept = COUNT / 2;
     for (i, &p) in ptrs.iter().enumerate().filter(|&(i, _)| i != kept) {
@@ -148,7 +157,7 @@ fn a_region_committed_up_front_keeps_its_idle_blocks() {
     let a = Cohort::<Life>::with_options(&options).expect("a committed region");
     a.set_retention(short_delay());
     let (ptrs, lo, hi) = fill(&a);
-    let first_page = lo.next_multiple_of(PAGE);
+    let first_page = past_header_page(&a, lo);
     for &p in &ptrs {
         // SAFETY: allocated with this size and class, freed once.
         unsafe { a.free(p, SIZE, Life::A) };
@@ -165,7 +174,7 @@ fn with_a_zero_delay_an_empty_current_block_goes_at_the_first_look() {
         ..Retention::DEFAULT
     });
     let (ptrs, lo, hi) = fill(&a);
-    let first_page = lo.next_multiple_of(PAGE);
+    let first_page = past_header_page(&a, lo);
     for &p in &ptrs {
         // SAFETY: allocated with this size and class, freed once.
         unsafe { a.free(p, SIZE, Life::A) };

@@ -201,10 +201,16 @@ fn at_its_bound_the_cache_resizes_a_mapping_of_another_length_and_reuses_its_pag
     // SAFETY: 14 MiB of ours.
     unsafe { touch(r, 14 << 20, 3) };
     let grown = minor_faults() - faults;
-    assert!(
-        grown < 2048,
-        "{grown} faults touching a grown mapping (1024 pages are new, 3584 in all)"
-    );
+    // With a page above the kernel's (COHORT_PAGE_SIZE), a mapping grows in place or not
+    // at all (the kernel would move it to an address aligned to its own page only): when
+    // the space after it is taken, the request gets a fresh mapping.
+    let page = a.usable_size(std::alloc::Layout::from_size_align(1, 8192).unwrap());
+    if page == 4096 || r == q {
+        assert!(
+            grown < 2048,
+            "{grown} faults touching a grown mapping (1024 pages are new, 3584 in all)"
+        );
+    }
     assert_eq!(a.stats().large_cached, 0);
     // SAFETY: live, freed once.
     unsafe { a.free(r, 14 << 20, Life::A) };

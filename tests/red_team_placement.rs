@@ -1126,7 +1126,10 @@ fn fallback_slots_and_large_allocations_share_a_cache_at_its_bound() {
                         != a.usable_size(Layout::from_size_align(n, 8).unwrap())
                 })
             } else {
-                Some(n.next_multiple_of(4096) + 8192)
+                // A page of the allocator's past the length (`COHORT_PAGE_SIZE`: sizes
+                // within one page share a mapping's length).
+                let page = a.usable_size(Layout::from_size_align(1, 8192).unwrap());
+                Some(n.next_multiple_of(page) + page)
             };
             if let Some(w) = wrong {
                 // SAFETY: misuse of a live allocation: reported, nothing freed.

@@ -4,6 +4,15 @@
 //! the OS, so it is filled again without one; `max_expand` grows without overflow.
 
 use cohort::{max_expand, Cohort, RegionOptions};
+use std::sync::{Mutex, MutexGuard};
+
+/// The tests of this file run one at a time: they count the process's page faults and look
+/// at which addresses are mapped, which another test's mappings would change meanwhile (an
+/// address unmapped here and mapped again by a parallel test looked like a leak).
+fn serial() -> MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 cohort::lifetime_classes! {
     enum Life { Short, Long }
@@ -50,6 +59,7 @@ fn free_all(a: &Cohort<Life>, out: &mut Vec<(*mut u8, usize, Life)>) {
 
 #[test]
 fn a_fixed_region_counts_large_allocations_against_its_capacity() {
+    let _serial = serial();
     // 8 units: three runs of 2 units, then the two units left serve blocks.
     let a = Cohort::<Life>::with_options(&RegionOptions::new(16 * MIB)).expect("a fixed region");
     let mut live = Vec::with_capacity(1 << 16);
@@ -78,6 +88,7 @@ fn a_fixed_region_counts_large_allocations_against_its_capacity() {
 
 #[test]
 fn a_reservation_counts_large_allocations_against_its_capacity() {
+    let _serial = serial();
     // 8 units of address space: four runs of 2 units, and nothing after them.
     let a = Cohort::<Life>::with_reservation(16 * MIB);
     let mut live = Vec::with_capacity(64);
@@ -128,6 +139,7 @@ fn a_reservation_counts_large_allocations_against_its_capacity() {
 
 #[test]
 fn a_prefaulted_region_is_filled_and_filled_again_without_a_page_fault() {
+    let _serial = serial();
     let options = RegionOptions::new(64 * MIB).prefault(true);
     let a = Cohort::<Life>::with_options(&options).expect("a prefaulted region");
     // This thread's heap and the test's own record, touched before counting.
@@ -174,6 +186,7 @@ fn a_prefaulted_region_is_filled_and_filled_again_without_a_page_fault() {
 
 #[test]
 fn max_expand_grows_by_the_step_or_to_the_need_and_never_overflows() {
+    let _serial = serial();
     assert_eq!(max_expand(0, 0, 0), 0);
     assert_eq!(max_expand(10, 10, 11), 20);
     assert_eq!(max_expand(10, 10, 25), 25);
@@ -211,6 +224,7 @@ fn max_expand_grows_by_the_step_or_to_the_need_and_never_overflows() {
 
 #[test]
 fn a_full_region_that_falls_back_serves_private_mappings_which_every_free_finds() {
+    let _serial = serial();
     // 4 units: two runs of 3 MiB fill it.
     let options = RegionOptions::new(8 * MIB).fallback(true);
     let a = Cohort::<Life>::with_options(&options).expect("a fixed region with a fallback");
@@ -279,6 +293,7 @@ fn is_mapped(p: usize) -> bool {
 
 #[test]
 fn a_falling_back_region_s_fallback_mappings_go_with_it() {
+    let _serial = serial();
     // A thread of its own: the region goes when its last heap holder (this thread) exits.
     let (inside, outside) = std::thread::spawn(|| {
         let a = Cohort::<Life>::with_options(&RegionOptions::new(4 * MIB).fallback(true))
@@ -304,6 +319,7 @@ fn a_falling_back_region_s_fallback_mappings_go_with_it() {
 
 #[test]
 fn a_large_request_takes_the_units_of_the_callers_empty_blocks() {
+    let _serial = serial();
     // Two units: this thread's (empty) 64-byte block keeps one, which a 3 MiB request
     // needs: given back first, as for a small request out of memory.
     for a in [
@@ -333,6 +349,7 @@ fn a_large_request_takes_the_units_of_the_callers_empty_blocks() {
 
 #[test]
 fn a_recalloc_of_a_fallback_slot_reads_zero_past_its_old_size() {
+    let _serial = serial();
     // RED-22: a full region's small request served by a mapping the large cache kept
     // (whose bytes are a previous user's), grown with recalloc.
     let a = Cohort::<Life>::with_options(&RegionOptions::new(4 * MIB).fallback(true))
