@@ -424,16 +424,16 @@ pub(crate) fn allocate<const ZERO: bool>(
     let mut large = table.lock();
     let (cached, decayed) = large.take_cached(len, align, now);
     // A mapping the cache handed out to resize: resized outside the lock (a system call).
-    let (cached, resized) = match cached {
+    let cached = match cached {
         Some((addr, mapped)) if !cache::fits(mapped, len) => {
             drop(large);
             // SAFETY: taken from the cache: a mapping of ours no allocation uses.
             let resized = unsafe { resize_cached(addr, mapped, len) };
             large = table.lock();
             large.system_calls += 1;
-            (resized, true)
+            resized
         }
-        other => (other, false),
+        other => other,
     };
     let reused = cached.filter(|&(addr, mapped)| {
         large.insert(
@@ -448,15 +448,12 @@ pub(crate) fn allocate<const ZERO: bool>(
     drop(large);
     // SAFETY: mappings the cache gave up (decayed): no allocation uses them.
     unsafe { unmap_evicted(&decayed) };
-    if let Some((addr, mapped)) = reused {
+    if let Some((addr, _)) = reused {
         let p = addr as *mut u8;
         if ZERO {
-            // A cached mapping keeps its last user's bytes (a grown one's new part reads
-            // zero).
-            let kept = if resized { mapped.min(len) } else { len };
-            // SAFETY: p maps at least `len >= kept` bytes (a page multiple), now this
-            // allocation's.
-            unsafe { zero_reused(p, kept) };
+            // A cached mapping keeps its last user's bytes.
+            // SAFETY: p maps at least `len` bytes (a page multiple), now this allocation's.
+            unsafe { zero_reused(p, len) };
         }
         return p;
     }

@@ -23,14 +23,9 @@ use test_support::{mib, rss};
 
 const PAGE: usize = 4096;
 
-/// Usage of the whole process so far.
+/// Minor page faults of the whole process so far.
 fn process_faults() -> i64 {
-    // SAFETY: an all-zero rusage is a valid value to be overwritten.
-    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: `u` is a valid, writable rusage; RUSAGE_SELF is a constant Linux supports.
-    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
-    assert_eq!(rc, 0, "getrusage");
-    u.ru_minflt
+    super::remote::usage().ru_minflt
 }
 
 /// Allocates `size` bytes (align 16) and writes one byte in each 4 KiB page of its first

@@ -22,7 +22,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 /// Usage of the whole process so far.
-fn usage() -> libc::rusage {
+pub(super) fn usage() -> libc::rusage {
     // SAFETY: an all-zero rusage is a valid value to be overwritten.
     let mut u: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: `u` is a valid, writable rusage; RUSAGE_SELF is a constant Linux supports.

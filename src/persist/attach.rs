@@ -96,6 +96,19 @@ struct Table {
 const _: () = assert!(ATTACH_OFFSET + size_of::<Table>() <= HEADER_BYTES);
 const _: () = assert!(size_of::<Table>() == (TABLE_WORDS + ATTACH_SLOTS) * 8);
 
+impl Table {
+    /// Frees the slots of processes known to be dead (killed, or exec'd into another
+    /// program: see `shared_mem::is_alive`).
+    fn free_dead_slots(&self) {
+        for w in self.slots.iter() {
+            let holder = w.load(SeqCst);
+            if holder != 0 && !shared_mem::is_alive(holder) {
+                let _ = w.compare_exchange(holder, 0, SeqCst, SeqCst);
+            }
+        }
+    }
+}
+
 /// This process's slot in a region's attach table: freed when dropped.
 pub(crate) struct Attachment {
     /// A mapping of its own of the whole region (the region's may be gone when it drops),
@@ -349,12 +362,7 @@ impl Attachment {
                          names another file)",
             });
         }
-        for w in t.slots.iter() {
-            let holder = w.load(SeqCst);
-            if holder != 0 && !shared_mem::is_alive(holder) {
-                let _ = w.compare_exchange(holder, 0, SeqCst, SeqCst);
-            }
-        }
+        t.free_dead_slots();
         let Some(slot) = t
             .slots
             .iter()
@@ -460,18 +468,13 @@ impl Drop for Attachment {
             if lock.is_some() {
                 // Processes that died with a slot (a fork child that ran another program
                 // or ended without leaving) do not keep the last leaver from sealing.
-                for w in t.slots.iter() {
-                    let holder = w.load(SeqCst);
-                    if holder != 0 && !shared_mem::is_alive(holder) {
-                        let _ = w.compare_exchange(holder, 0, SeqCst, SeqCst);
-                    }
+                t.free_dead_slots();
+                if t.slots.iter().all(|w| w.load(SeqCst) == 0) {
+                    // SAFETY: the attachment's view maps the region.
+                    let sum = unsafe { seal_sum(self.page, &self.fd, &self.layout) };
+                    t.seal_sum.store(sum, SeqCst);
+                    t.seal_gen.store(t.gen.load(SeqCst), SeqCst);
                 }
-            }
-            if lock.is_some() && t.slots.iter().all(|w| w.load(SeqCst) == 0) {
-                // SAFETY: the attachment's view maps the region.
-                let sum = unsafe { seal_sum(self.page, &self.fd, &self.layout) };
-                t.seal_sum.store(sum, SeqCst);
-                t.seal_gen.store(t.gen.load(SeqCst), SeqCst);
             }
         }
         // SAFETY: the attachment's own mapping, unmapped once, here.
