@@ -1,0 +1,124 @@
+//! Red-team attacks of session 10 on the attach slots fork children claim in named regions
+//! (since RED-32's fix, a fork child of a process that has a region open claims a slot of
+//! its own): subprocesses that never leave (exec, `_exit`, kill -9) in a process that keeps
+//! the region open, forks from many threads while other processes open and leave. A test
+//! that found a defect is `#[ignore]`d with its number (RED-n), its owner and the exact
+//! failure (controls: with 0 or 240 subprocesses the same test passes). The tests of this file run one at a time, each in a driver process of its own
+//! (a fork child of one test's thread would hold another test's region open).
+
+mod red_team_common;
+
+use cohort::{CreateOptions, OpenOptions, Place, RegionError, SharedCohort};
+use red_team_common::*;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+cohort::lifetime_classes! {
+    enum Life { Short, Long }
+}
+
+fn serial() -> MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A path in the temporary directory unique to this process and `tag`, removed first.
+fn path(tag: &str) -> PathBuf {
+    let p = std::env::temp_dir().join(format!("cohort-red10-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_file(&p);
+    p
+}
+
+fn open_file(p: &Path) -> Result<SharedCohort<Life>, RegionError> {
+    SharedCohort::<Life>::open(
+        Place::File(p),
+        OpenOptions::new().timeout(Duration::from_secs(10)),
+    )
+}
+
+/// Runs a subprocess the way a server does: fork, then exec `/bin/true` (`exec`) or
+/// `_exit` at once; waits for it.
+fn subprocess(exec: bool) {
+    // SAFETY: the child execs a program at once (or ends): it touches nothing.
+    let child = unsafe { libc::fork() };
+    assert!(child >= 0, "fork");
+    if child == 0 {
+        if exec {
+            let argv = [c"/bin/true".as_ptr(), core::ptr::null()];
+            // SAFETY: a NUL-terminated path and argument list.
+            unsafe { libc::execv(c"/bin/true".as_ptr(), argv.as_ptr()) };
+        }
+        // SAFETY: _exit has no preconditions.
+        unsafe { libc::_exit(0) };
+    }
+    assert_eq!(wait(child), Ok(0), "the subprocess");
+}
+
+/// RED-48 (every build; owner: seal, persist/attach): a long-running process that has a
+/// region open and runs subprocesses (fork + exec, or fork + `_exit`: a server's
+/// helpers) gives each child a slot in the fork handler; the children die without
+/// leaving, and only an opener or the last leaver frees dead processes' slots, so the
+/// process that keeps the region open fills the table (248 slots) with dead ones. From then
+/// on a fork child that works in the region gets no slot (`claim_in_fork_child` takes a
+/// free one or none, and frees no dead one), and RED-32 is back: the parent leaves, its
+/// leave frees the dead slots, finds none held and seals the state; the child goes on
+/// working in the region; the next open refuses the healthy region as `StateDamaged`.
+#[test]
+#[ignore = "RED-48: a fork child claims no slot once its parent's subprocesses (fork + exec / _exit) filled the attach table with dead ones: the parent's leave seals while the child works, and the healthy region is refused as StateDamaged"]
+fn a_worker_forked_after_many_subprocesses_keeps_the_region_openable() {
+    let _serial = serial();
+    let p = path("manyexec");
+    isolated(120, |report| {
+        let r = SharedCohort::<Life>::create(Place::File(&p), CreateOptions::new(32 << 20))
+            .expect("create");
+        let keep = r.malloc(100, Life::Long);
+        assert!(!keep.is_null());
+        // SAFETY: 100 bytes of ours.
+        unsafe { keep.write_bytes(7, 100) };
+        // A server's day: 300 subprocesses, half exec'd, half ended with _exit.
+        for i in 0..300 {
+            subprocess(i % 2 == 0);
+        }
+        let go = shared_words(1);
+        let worker = in_child_reporting(60, report, || {
+            while go[0].load(Relaxed) == 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            // The parent has left: the worker goes on in the region it maps.
+            let live: Vec<_> = (0..200)
+                .map(|i| (r.malloc(24 + i, Life::Short), 24 + i))
+                .collect();
+            for (q, size) in live {
+                assert!(!q.is_null(), "the worker's malloc({size})");
+                // SAFETY: allocated above, freed once, with its size and class.
+                unsafe { r.free(q, size, Life::Short) };
+            }
+            // The worker's copy of the view goes, as a program's would at its end.
+            // SAFETY: the child's copy of the parent's value, dropped once, here.
+            drop(unsafe { core::ptr::read(&r) });
+        });
+        r.leave().expect("leave");
+        go[0].store(1, Relaxed);
+        wait_ok(worker, report, "the worker");
+        match open_file(&p) {
+            Ok(r) => {
+                // SAFETY: no other process has the region open.
+                if let Err(e) = unsafe { r.verify() } {
+                    report.fail(&format!("verify: {e:?}"));
+                }
+                r.destroy().expect("destroy");
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&p);
+                report.fail(&format!(
+                    "after 300 subprocesses (fork + exec /bin/true, fork + _exit) of a process \
+                     that kept the region open, a worker it forked then worked in the region \
+                     after its parent left; the region cannot be opened: {e}"
+                ))
+            }
+        }
+    });
+    let _ = std::fs::remove_file(&p);
+}
