@@ -55,7 +55,11 @@ fn churn(a: &Cohort<Life>, what: &str, rounds: usize) {
             // SAFETY: live, of size n in Short.
             let q = unsafe { a.remalloc(p as *mut u8, n, m, Life::Short) };
             assert!(!q.is_null());
-            assert_eq!(first_not(q as usize, n.min(m), b), None, "{what}: remalloc {n} -> {m}");
+            assert_eq!(
+                first_not(q as usize, n.min(m), b),
+                None,
+                "{what}: remalloc {n} -> {m}"
+            );
             // SAFETY: m bytes of ours.
             unsafe { q.write_bytes(b, m) };
             live.push((q as usize, m, b));
@@ -150,7 +154,9 @@ fn fork_beside_full_caches(a: &Cohort<Life>, what: &str) {
             ready_tx.send(()).unwrap();
             // Main forks now; then T forks, while the main thread waits.
             go.recv().unwrap();
-            let child = in_child_reporting(20, &report, || child_checks(a, &format!("{what}: fork of T")));
+            let child = in_child_reporting(20, &report, || {
+                child_checks(a, &format!("{what}: fork of T"))
+            });
             let ended = wait(child);
             t_forked_tx
                 .send(if ended == Ok(0) {
@@ -164,7 +170,9 @@ fn fork_beside_full_caches(a: &Cohort<Life>, what: &str) {
         to_t.send(mine).unwrap();
         fill_cache_and_free_remotely(a, main_in.recv().unwrap());
         ready.recv().unwrap();
-        let child = in_child_reporting(20, &report, || child_checks(a, &format!("{what}: fork of main")));
+        let child = in_child_reporting(20, &report, || {
+            child_checks(a, &format!("{what}: fork of main"))
+        });
         let ended = wait(child);
         assert_eq!(ended, Ok(0), "{what}: main's child: {}", report.message());
         go_tx.send(()).unwrap();
@@ -175,7 +183,11 @@ fn fork_beside_full_caches(a: &Cohort<Life>, what: &str) {
         }
     });
     // T exited with its cache full: its runs went back.
-    assert!(a.is_empty(), "{what}: parent after T's exit: {:?}", a.stats().medium_allocations);
+    assert!(
+        a.is_empty(),
+        "{what}: parent after T's exit: {:?}",
+        a.stats().medium_allocations
+    );
     // SAFETY: no other thread uses the instance.
     if let Err(e) = unsafe { a.verify() } {
         panic!("{what}: parent: {e}");
@@ -206,14 +218,20 @@ fn a_run_in_a_heaps_cache_is_never_freed_or_resized_again() {
         for m in [n, n + 1, n - 1, n + 2048, n - 2048, 16_000, 2 << 20] {
             // SAFETY: a freed pointer: misuse, which try_free reports without freeing.
             let r = unsafe { a.try_free(p, m, Life::Short) };
-            assert!(r.is_err(), "a run of {n} bytes in the cache freed again as {m} bytes");
+            assert!(
+                r.is_err(),
+                "a run of {n} bytes in the cache freed again as {m} bytes"
+            );
         }
         for m in [n + 4096, n - 2048, 100] {
             // SAFETY: a freed pointer; misuse must panic and change nothing.
             let moved = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe {
                 a.remalloc(p, n, m, Life::Short)
             }));
-            assert!(moved.is_err(), "a run of {n} bytes in the cache resized to {m}");
+            assert!(
+                moved.is_err(),
+                "a run of {n} bytes in the cache resized to {m}"
+            );
         }
         let q = a.malloc(n, Life::Short);
         let r = a.malloc(n, Life::Short);

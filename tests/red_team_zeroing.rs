@@ -177,7 +177,9 @@ fn walk(a: &Cohort<Life>, what: &str, seed0: u64, steps: usize) -> Result<(), St
             let i = next(&mut seed) as usize % live.len();
             let (p, n, l, t) = live.swap_remove(i);
             if let Some(k) = first_not(p as *const u8, 0, usable(a, n), t) {
-                result = Err(format!("{what}: step {step}: a {n}-byte allocation changed at {k}"));
+                result = Err(format!(
+                    "{what}: step {step}: a {n}-byte allocation changed at {k}"
+                ));
                 break;
             }
             // SAFETY: live, freed once with its size and class.
@@ -233,6 +235,10 @@ fn zeroing_forms_read_zero_over_the_usable_size_after_dirty_reuse_everywhere() {
         large_cache_mappings: 3,
         ..Retention::DEFAULT
     });
-    run(&fallback, "fixed 8 MiB with fallback, bounded cache", 0x5eed_0007);
+    run(
+        &fallback,
+        "fixed 8 MiB with fallback, bounded cache",
+        0x5eed_0007,
+    );
     assert!(failures.is_empty(), "{failures:#?}");
 }
