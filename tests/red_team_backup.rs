@@ -66,8 +66,8 @@ fn a_backup_read_across_fast_path_allocations_restored_after_a_kill_is_refused()
             .expect("create")
             .leave()
             .expect("leave");
-        // [ready, first read done, late allocations done, block offset, slow paths taken]
-        let words = shared_words(5);
+        // [ready, first read done, late allocations done, block offset]
+        let words = shared_words(4);
         let offs = shared_words(LATE);
         let holder = in_child_reporting(60, report, || {
             let r = open_file(&p).expect("open");
@@ -80,15 +80,6 @@ fn a_backup_read_across_fast_path_allocations_restored_after_a_kill_is_refused()
                 assert!(!q.is_null());
             }
             words[3].store(block, Relaxed);
-            let slow = |r: &SharedCohort<Life>| -> u64 {
-                r.stats()
-                    .events
-                    .iter()
-                    .filter(|e| e.life == 0 && e.stride == SIZE)
-                    .map(|e| e.alloc_slow)
-                    .sum()
-            };
-            let before = slow(&r);
             words[0].store(1, Relaxed);
             while words[1].load(Relaxed) == 0 {
                 std::thread::sleep(Duration::from_millis(1));
@@ -101,7 +92,6 @@ fn a_backup_read_across_fast_path_allocations_restored_after_a_kill_is_refused()
                 unsafe { q.write_bytes(tag_of(off), SIZE) };
                 w.store(off, Relaxed);
             }
-            words[4].store(slow(&r) - before, Relaxed);
             words[2].store(1, Relaxed);
             loop {
                 std::thread::sleep(Duration::from_millis(10));
@@ -114,12 +104,12 @@ fn a_backup_read_across_fast_path_allocations_restored_after_a_kill_is_refused()
         until(&words[2], 0, report, "the holder");
         kill9(holder);
         let block = words[3].load(Relaxed);
-        if words[4].load(Relaxed) != 0 {
-            report.fail("premise: the late allocations took a slow path");
-        }
+        // No slow path (which would mark): every late object lies in the page after the
+        // header's, where the bump window was (nothing else may be read between: any call
+        // that takes the pool lock marks).
         for w in offs {
             let off = w.load(Relaxed);
-            if off < block + PAGE || off >= block + BLOCK {
+            if off < block + PAGE || off >= block + 2 * PAGE {
                 report.fail(&format!("premise: a late object at {off:#x} is not past the header page of block {block:#x}"));
             }
         }
@@ -135,8 +125,12 @@ fn a_backup_read_across_fast_path_allocations_restored_after_a_kill_is_refused()
         file.write_all_at(&backup, 0).expect("restore");
         drop(file);
         let opener = in_child_reporting(60, report, || {
-            let Ok(r) = open_file(&p) else {
-                return; // refused: fine
+            let r = match open_file(&p) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("the restored copy is refused: {e}");
+                    return; // refused: fine
+                }
             };
             r.reap_dead_processes();
             for _ in 0..2000 {
