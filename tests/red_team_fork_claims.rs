@@ -272,3 +272,69 @@ fn workers_killed_mid_work_in_a_region_their_parent_keeps_open_leave_it_openable
     });
     let _ = std::fs::remove_file(&p);
 }
+
+/// RED-51 (every build; owner: seal, persist/attach + pool's `claim_if_forked`): since a
+/// fork child claims its slot lazily, at its first write through the allocator (the pool
+/// lock, a write mark, a remote free's push, a root's store), a child that only writes
+/// into its objects (plain stores, no allocator call: the commonest use of a region) holds
+/// no slot. Its parent's leave then finds no slot held and seals the state, whose hash
+/// covers the first page of every unit, slots included; the child's next store into an
+/// object in a block's first page changes the hashed bytes, and the healthy region is
+/// refused as `StateDamaged` (RED-32 through a data write). On main, whose children claim
+/// in the fork handler, the same test passes.
+#[test]
+#[ignore = "RED-51: a fork child that only stores into its objects never claims a slot (claims are lazy, at allocator writes): its parent's leave seals, the child's store into a block's first page changes the sum, and the region is refused as StateDamaged"]
+fn a_fork_child_storing_into_an_object_after_its_parent_left_leaves_the_region_openable() {
+    let _serial = serial();
+    let p = path("forkstore");
+    isolated(60, |report| {
+        let r = SharedCohort::<Life>::create(Place::File(&p), CreateOptions::new(32 << 20))
+            .expect("create");
+        let x = r.malloc(64, Life::Long);
+        assert!(!x.is_null());
+        let off = r.offset_of(x).expect("in the region");
+        r.set_root(0, Some(off));
+        let in_block = off.get() & ((2 << 20) - 1);
+        if in_block >= 4096 {
+            report.fail(&format!(
+                "premise: the object is {in_block:#x} into its block, not in its first page"
+            ));
+        }
+        // SAFETY: 64 bytes of ours.
+        unsafe { x.write_bytes(0xaa, 64) };
+        let go = shared_words(1);
+        let child = in_child_reporting(30, report, || {
+            while go[0].load(Relaxed) == 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            // The parent has left: the child updates its object, as programs do.
+            // SAFETY: the live object the parent made and handed to the child (its copy).
+            unsafe { x.write_bytes(0xbb, 64) };
+            // SAFETY: the child's copy of the parent's value, dropped once, here.
+            drop(unsafe { core::ptr::read(&r) });
+        });
+        r.leave().expect("leave");
+        go[0].store(1, Relaxed);
+        wait_ok(child, report, "the child");
+        match open_file(&p) {
+            Ok(r) => {
+                let root: cohort::Off<u8> = r.root(0).expect("the root");
+                // SAFETY: the object stored above; nobody else has the region.
+                let bytes = unsafe { std::slice::from_raw_parts(r.ptr(root), 64) };
+                if bytes.iter().any(|&b| b != 0xbb) {
+                    report.fail("the child's store is lost");
+                }
+                r.destroy().expect("destroy");
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&p);
+                report.fail(&format!(
+                    "a region whose fork child stored into an object (64 bytes at {:#x}) after its \
+                     parent left cannot be opened: {e}",
+                    off.get()
+                ))
+            }
+        }
+    });
+    let _ = std::fs::remove_file(&p);
+}
