@@ -68,6 +68,7 @@ use crate::sync::{PoolLock, RawPoolLock};
 use crate::{os, tiny};
 use core::ptr;
 use lock_api::MutexGuard;
+pub(crate) use write_seal::{WriteSeal, Writing};
 
 mod blocks;
 mod empty;
@@ -78,6 +79,7 @@ mod registry;
 mod repair;
 #[cfg(not(loom))]
 mod runs;
+pub(crate) mod write_seal;
 
 #[cfg(test)]
 pub(crate) use lists::BLOCKS_WALKED;
@@ -135,6 +137,32 @@ pub(crate) struct Pool {
     pub(crate) private: bool,
     /// This view's per-head counters of slow-path events (see [`crate::counters`]).
     pub(crate) counters: HeadCounters,
+    /// A named region's write seal: where every write to the state area is marked
+    /// ([`write_seal`]); `None` in every other pool.
+    pub(crate) write_seal: Option<WriteSeal>,
+}
+
+/// The pool lock held: the pool's state, and a named region's write in progress (its end
+/// mark is written when the guard drops, before the lock is released: fields drop in
+/// order of declaration, and the end mark is in [`Writing`]'s drop, run first).
+pub(crate) struct PoolGuard<'a> {
+    _writing: Writing<'a>,
+    st: MutexGuard<'a, RawPoolLock, PoolState>,
+}
+
+impl core::ops::Deref for PoolGuard<'_> {
+    type Target = PoolState;
+    #[inline]
+    fn deref(&self) -> &PoolState {
+        &self.st
+    }
+}
+
+impl core::ops::DerefMut for PoolGuard<'_> {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut PoolState {
+        &mut self.st
+    }
 }
 
 /// How this process lets go of a shared region's mapping: `unmap(base, len, sync)`, then
@@ -423,35 +451,52 @@ impl Pool {
 
     /// Takes the pool lock.
     #[inline]
-    pub(crate) fn lock(&self) -> MutexGuard<'_, RawPoolLock, PoolState> {
+    pub(crate) fn lock(&self) -> PoolGuard<'_> {
         self.lock_count.fetch_add(1, Ordering::Relaxed);
         self.lock_uncounted()
     }
 
     /// Takes the pool lock, repairing as [`Pool::lock`] does, without counting it in
     /// `lock_count` (stats, verify and settings: not the paths that count measures).
-    pub(crate) fn lock_uncounted(&self) -> MutexGuard<'_, RawPoolLock, PoolState> {
-        let mut st = self.state.lock();
-        self.after_lock(&mut st);
-        st
+    pub(crate) fn lock_uncounted(&self) -> PoolGuard<'_> {
+        self.guarded(self.state.lock())
     }
 
     /// Takes the pool lock, counting the acquisition under it (`MediumCounts::locks`, which
     /// stats add to `lock_count`) rather than with an atomic read-modify-write of its own:
     /// for the medium paths, which take it on every call.
     #[inline]
-    pub(crate) fn lock_medium(&self) -> MutexGuard<'_, RawPoolLock, PoolState> {
+    pub(crate) fn lock_medium(&self) -> PoolGuard<'_> {
         let mut st = self.lock_uncounted();
         st.medium_counts.locks += 1;
         st
     }
 
     /// Takes the pool lock if it is free.
-    pub(crate) fn try_lock(&self) -> Option<MutexGuard<'_, RawPoolLock, PoolState>> {
-        let mut st = self.state.try_lock()?;
+    pub(crate) fn try_lock(&self) -> Option<PoolGuard<'_>> {
+        let st = self.state.try_lock()?;
         self.lock_count.fetch_add(1, Ordering::Relaxed);
+        Some(self.guarded(st))
+    }
+
+    /// The lock just taken as a guard: a write of a named region's state begins (and ends
+    /// when the guard drops, before the lock is released), after which a dead holder's
+    /// half-done work is repaired.
+    fn guarded<'a>(&'a self, st: MutexGuard<'a, RawPoolLock, PoolState>) -> PoolGuard<'a> {
+        let mut st = PoolGuard {
+            _writing: self.writing(),
+            st,
+        };
         self.after_lock(&mut st);
-        Some(st)
+        st
+    }
+
+    /// A write of the state area without the pool lock (a heap's lists, a `returned`
+    /// stack, a medium cache, a remote batch's push): marked in a named region's write seal
+    /// now and when the result drops (see [`write_seal`]).
+    #[inline]
+    pub(crate) fn writing(&self) -> Writing<'_> {
+        Writing::begin(self.write_seal.as_ref())
     }
 
     /// Just locked: when the previous holder died holding the lock (a shared pool's robust

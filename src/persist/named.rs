@@ -13,7 +13,7 @@ use crate::lifetime::Lifetime;
 use crate::offset::Off;
 use crate::os;
 use crate::os::shared_mem::{self, Kind};
-use crate::pool::{place, AfterLeave};
+use crate::pool::{place, AfterLeave, WriteSeal, Writing};
 use crate::region::options::RegionOptions;
 use crate::region::Backing;
 use core::alloc::Layout as MemLayout;
@@ -258,6 +258,8 @@ impl<L: Lifetime> SharedCohort<L> {
                 in_fork_child: attachment_in_fork_child,
                 data: a.cast(),
             }),
+            // SAFETY: the region's mapping, which the instance keeps until it unmaps it.
+            write_seal: Some(unsafe { super::attach::write_seal(base, &layout) }),
         };
         // SAFETY: the mapping is shared, read-write and ours; only `unmap_named` unmaps it
         // once the instance has it. A new region reads zero (just sized) and nobody else
@@ -460,6 +462,8 @@ impl<L: Lifetime> SharedCohort<L> {
     /// When `slot >= ROOT_SLOTS`, or `off` is not an offset of this region's blocks.
     pub fn set_root<T>(&self, slot: usize, off: Option<Off<T>>) -> Option<Off<T>> {
         let new = self.checked_root(off);
+        let seal = self.write_seal();
+        let _writing = Writing::begin(Some(&seal));
         Off::new(self.root_word(slot).swap(new, Ordering::AcqRel))
     }
 
@@ -475,6 +479,8 @@ impl<L: Lifetime> SharedCohort<L> {
         new: Option<Off<T>>,
     ) -> Result<Option<Off<T>>, Option<Off<T>>> {
         let (current, new) = (current.map_or(0, Off::get), self.checked_root(new));
+        let seal = self.write_seal();
+        let _writing = Writing::begin(Some(&seal));
         self.root_word(slot)
             .compare_exchange(current, new, Ordering::AcqRel, Ordering::Acquire)
             .map(Off::new)
@@ -489,6 +495,14 @@ impl<L: Lifetime> SharedCohort<L> {
             }
             None => 0,
         }
+    }
+
+    /// The region's write seal: a root's store is marked as every write of the state is
+    /// (`crate::pool::write_seal`), so a copy read across it (its blocks read after the
+    /// data the new root names was written, and the old one's freed) is refused.
+    fn write_seal(&self) -> WriteSeal {
+        // SAFETY: the region's whole mapping, ours while `self` lives.
+        unsafe { super::attach::write_seal(self.base, &self.layout) }
     }
 
     fn root_word(&self, slot: usize) -> &core::sync::atomic::AtomicU64 {
