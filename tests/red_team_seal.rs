@@ -718,17 +718,7 @@ fn a_backup_read_across_a_root_store_restored_in_place_is_refused() {
         words[1].store(1, Relaxed);
         until(&words[2], 0, report, "the holder");
         kill9(holder);
-        let mut backup = std::fs::read(&p).expect("read");
-        let blocks = u64::from_le_bytes(backup[12 * 8..13 * 8].try_into().unwrap()) as usize;
-        backup[..blocks].copy_from_slice(&first[..blocks]);
-        {
-            use std::os::unix::fs::FileExt;
-            let file = std::fs::OpenOptions::new()
-                .write(true)
-                .open(&p)
-                .expect("the file");
-            file.write_all_at(&backup, 0).expect("restore");
-        }
+        restore_in_place(&p, &first);
         let opener = in_child_reporting(60, report, || {
             let Ok(r) = open_file(&p) else {
                 return; // refused: fine
@@ -745,6 +735,22 @@ fn a_backup_read_across_a_root_store_restored_in_place_is_refused() {
         wait_ok(opener, report, "the restored file's opener");
     });
     let _ = std::fs::remove_file(&p);
+}
+
+/// Completes a backup of the region file `p` whose header and state were read as `first`
+/// (everything before the blocks) with the file's blocks as they are now, as `cp` reads a
+/// file, and restores it over the region's own file, as `cp backup region` writes it (the
+/// same inode).
+fn restore_in_place(p: &Path, first: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    let mut backup = std::fs::read(p).expect("read");
+    let blocks = u64::from_le_bytes(backup[12 * 8..13 * 8].try_into().unwrap()) as usize;
+    backup[..blocks].copy_from_slice(&first[..blocks]);
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(p)
+        .expect("the file");
+    file.write_all_at(&backup, 0).expect("restore");
 }
 
 /// A backup of a region file read as `cp` reads it, the header and state while a process
@@ -793,18 +799,7 @@ fn backup_restored_in_place(tag: &str, killed: bool) {
             wait_ok(holder, report, "the holder");
         }
         // ...and the blocks after it allocated more and left (or was killed).
-        let mut backup = std::fs::read(&p).expect("read");
-        let blocks = u64::from_le_bytes(backup[12 * 8..13 * 8].try_into().unwrap()) as usize;
-        backup[..blocks].copy_from_slice(&first[..blocks]);
-        // Restored over the region's own file, as `cp backup region` writes it.
-        {
-            use std::os::unix::fs::FileExt;
-            let file = std::fs::OpenOptions::new()
-                .write(true)
-                .open(&p)
-                .expect("the file");
-            file.write_all_at(&backup, 0).expect("restore");
-        }
+        restore_in_place(&p, &first);
         let opener = in_child_reporting(60, report, || {
             let Some(overwritten) = overwritten_after_open(&p, offs, SIZE) else {
                 return; // refused: fine
