@@ -40,6 +40,7 @@ use core::ptr;
 
 mod idle;
 mod slow;
+use idle::IdleLook;
 pub(crate) use slow::compact;
 
 /// One head of a heap: references into the heap's two arrays.
@@ -84,6 +85,8 @@ pub(crate) struct Heap {
     pub(crate) remote: RemoteBatch,
     /// Freed medium runs kept for the heap's next medium requests (`crate::medium_cache`).
     pub(crate) medium: MediumCache,
+    /// When the owner looks for idle current blocks next (see the `idle` module).
+    idle: IdleLook,
 }
 
 impl Deref for Heap {
@@ -222,6 +225,7 @@ impl Heap {
                     mapped_len,
                     remote: RemoteBatch::new(),
                     medium: MediumCache::new(),
+                    idle: IdleLook::new(),
                 },
             );
             for i in 0..heads_len {

@@ -5,7 +5,8 @@
 //! empties: its head keeps it for the next allocation, and with it every page its bump
 //! pointer ever touched. After a burst, a heap would thus keep up to one block's touched
 //! pages per head (size class × lifetime class) for good. Instead, the owner looks at its
-//! current blocks on its slow paths, at most once per half delay (per thread, [`NEXT_LOOK`]):
+//! current blocks on its slow paths, at most once per half delay (per heap, [`IdleLook`]: a
+//! thread with heaps in several instances looks at each on its own time):
 //!
 //! - a block empty at the look is marked (`Header::seen_idle`); one that is not, unmarked;
 //! - a block empty at two looks in a row (so empty for at least half the delay, as far as
@@ -26,11 +27,48 @@ use core::cell::Cell;
 /// Slow-path entries between two reads of the clock by [`Heap::look_for_idle`].
 const ENTRIES_PER_CLOCK_READ: u32 = 32;
 
-std::thread_local! {
-    /// When the calling thread looks at its current blocks next (ms of [`crate::decay::now`]).
-    static NEXT_LOOK: Cell<u64> = const { Cell::new(0) };
+/// When a heap's owner looks at its current blocks next. Owner only. Kept per heap: kept per
+/// thread, the heap a thread entered first after each due time or count took every look,
+/// and the thread's other heaps kept their idle blocks' pages for good.
+pub(crate) struct IdleLook {
+    /// The time of the next look (ms of [`crate::decay::now`]).
+    next: Cell<u64>,
     /// Slow-path entries left before [`Heap::look_for_idle`] reads the clock again.
-    static ENTRIES_LEFT: Cell<u32> = const { Cell::new(0) };
+    entries_left: Cell<u32>,
+}
+
+impl IdleLook {
+    /// Due at the first slow-path entry and at the first look.
+    pub(crate) const fn new() -> IdleLook {
+        IdleLook {
+            next: Cell::new(0),
+            entries_left: Cell::new(0),
+        }
+    }
+
+    /// Counts a slow-path entry: true on every [`ENTRIES_PER_CLOCK_READ`]th, the first
+    /// included.
+    fn entry_reads_clock(&self) -> bool {
+        match self.entries_left.get() {
+            0 => {
+                self.entries_left.set(ENTRIES_PER_CLOCK_READ);
+                true
+            }
+            n => {
+                self.entries_left.set(n - 1);
+                false
+            }
+        }
+    }
+
+    /// True when a look is due at `now`; then the next is due half of `delay` later.
+    fn due(&self, now: u64, delay: u64) -> bool {
+        let due = now >= self.next.get();
+        if due {
+            self.next.set(now.saturating_add(delay / 2));
+        }
+        due
+    }
 }
 
 impl Heap {
@@ -43,26 +81,14 @@ impl Heap {
         if cfg!(loom) {
             return 0;
         }
-        let due = ENTRIES_LEFT
-            .try_with(|left| match left.get() {
-                0 => {
-                    left.set(ENTRIES_PER_CLOCK_READ);
-                    true
-                }
-                n => {
-                    left.set(n - 1);
-                    false
-                }
-            })
-            .unwrap_or(false);
-        if !due {
+        if !self.idle.entry_reads_clock() {
             return 0;
         }
         self.give_back_idle_current(crate::decay::now())
     }
 
-    /// Owner only, at `now`, with no reference to the heap's heads alive: when the calling
-    /// thread's look is due, looks at every current block (see the module docs) and gives
+    /// Owner only, at `now`, with no reference to the heap's heads alive: when the heap's
+    /// look is due, looks at every current block (see the module docs) and gives
     /// back the pages of those empty at two looks in a row. Returns the bytes given back.
     pub(crate) fn give_back_idle_current(&self, now: u64) -> usize {
         if cfg!(loom) {
@@ -73,16 +99,7 @@ impl Heap {
             return 0;
         }
         let delay = pool.idle_delay_ms();
-        let due = NEXT_LOOK
-            .try_with(|next| {
-                let due = now >= next.get();
-                if due {
-                    next.set(now.saturating_add(delay / 2));
-                }
-                due
-            })
-            .unwrap_or(false);
-        if !due {
+        if !self.idle.due(now, delay) {
             return 0;
         }
         let page = os::page_size();
@@ -114,5 +131,96 @@ impl Heap {
             given += end - start;
         }
         given
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Heap, ENTRIES_PER_CLOCK_READ};
+    use crate::per_thread::find_own;
+    use crate::{Cohort, Retention};
+    use core::alloc::Layout;
+    use core::time::Duration;
+
+    /// An instance with retention delay `delay` whose thread heap (the calling thread's) has
+    /// an empty current block with pages touched past its header's: 1000 allocations of
+    /// 512 bytes written, then freed (one slow path, the first allocation's, when the
+    /// block has no page touched yet).
+    fn with_idle_block(delay: Duration) -> Cohort<()> {
+        let c = Cohort::<()>::new();
+        c.set_retention(Retention {
+            delay,
+            ..Retention::DEFAULT
+        });
+        let l = Layout::from_size_align(512, 8).unwrap();
+        let ptrs: Vec<*mut u8> = (0..1000)
+            .map(|_| {
+                let p = c.alloc(l, ());
+                assert!(!p.is_null());
+                // SAFETY: 512 bytes of ours.
+                unsafe { p.write_bytes(0x5a, 512) };
+                p
+            })
+            .collect();
+        for p in ptrs {
+            // SAFETY: allocated above with `l`, freed once.
+            unsafe { c.dealloc(p, l, ()) };
+        }
+        c
+    }
+
+    /// The calling thread's heap of `c` (it allocated there).
+    fn own_heap(c: &Cohort<()>) -> &Heap {
+        // SAFETY: the thread allocated in `c`, so it has a heap there, live while `c` is.
+        unsafe { &*find_own(c.core.instance_id()) }
+    }
+
+    /// One thread, two instances (a global allocator and one of the program's own, say),
+    /// looked at one after the other at the same times: each heap's empty current block
+    /// gives its pages back after its second look, whichever heap looks first (RED-47: the
+    /// time of the next look was the thread's, so the heap that looked first at each due
+    /// time took every look, and the other kept its pages for good).
+    #[test]
+    fn each_heap_of_a_thread_looks_on_its_own_time() {
+        std::thread::spawn(|| {
+            let delay = Duration::from_secs(1);
+            let (a, b) = (with_idle_block(delay), with_idle_block(delay));
+            let half = delay.as_millis() as u64 / 2;
+            // Past every look the allocations' own slow paths made.
+            let t0 = crate::decay::now() + 10 * delay.as_millis() as u64;
+            let mut given = [0; 2];
+            for k in 0..3 {
+                for (i, c) in [&a, &b].into_iter().enumerate() {
+                    given[i] += own_heap(c).give_back_idle_current(t0 + k * half);
+                }
+            }
+            assert!(given[0] > 0 && given[1] > 0, "bytes given back: {given:?}");
+        })
+        .join()
+        .unwrap();
+    }
+
+    /// The same for the slow paths' clock reads (every `ENTRIES_PER_CLOCK_READ`th entry):
+    /// entries into two heaps in the pattern (a, b, b) read the clock for both. (When the
+    /// count was the thread's, its period, a multiple of the pattern's length, put every
+    /// read on the same place in the pattern: one heap never read the clock.) With a delay
+    /// of 0 a read is a look that gives back every empty current block.
+    #[test]
+    fn each_heap_of_a_thread_counts_its_own_entries() {
+        std::thread::spawn(|| {
+            let (a, b) = (
+                with_idle_block(Duration::ZERO),
+                with_idle_block(Duration::ZERO),
+            );
+            let mut given = [0; 2];
+            for _ in 0..3 * ENTRIES_PER_CLOCK_READ {
+                given[0] += own_heap(&a).look_for_idle();
+                given[1] += own_heap(&b).look_for_idle();
+                given[1] += own_heap(&b).look_for_idle();
+            }
+            assert!(given[0] > 0 && given[1] > 0, "bytes given back: {given:?}");
+        })
+        .join()
+        .unwrap();
     }
 }
