@@ -132,7 +132,7 @@ impl Pool {
     /// Under the lock: sets what is kept of empty blocks (`r.empty_block_bytes`, in whole
     /// blocks) and the delay (which starts adapting again); gives back the blocks beyond the
     /// new bound at once.
-    fn set_empty_retention(&self, st: &mut PoolState, r: &Retention) {
+    pub(super) fn set_empty_retention(&self, st: &mut PoolState, r: &Retention) {
         st.retain_blocks = r.empty_block_bytes / BLOCK_SIZE;
         st.decay = Decay::new(r.delay_ms());
         self.idle_delay.store(r.delay_ms(), Ordering::Relaxed);

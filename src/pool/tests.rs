@@ -47,8 +47,16 @@ fn taken_blocks_are_fresh_and_listed_under_their_lifetime_class() {
 
 #[test]
 fn emptied_blocks_are_retained_up_to_the_bound_then_given_back() {
+    // A bound the test pool's 16 units hold with room to pass it (the default, RETAIN_EMPTY,
+    // is 128 blocks).
+    const RETAIN_EMPTY: usize = 8;
     let pool = test_pool();
     let mut st = pool.lock();
+    let retention = crate::decay::Retention {
+        empty_block_bytes: RETAIN_EMPTY * crate::class::BLOCK_SIZE,
+        ..crate::decay::Retention::DEFAULT
+    };
+    pool.set_empty_retention(&mut st, &retention);
     let blocks: Vec<&Header> = (0..RETAIN_EMPTY + 2)
         .map(|_| pool.take_block(&mut st, class64(), 0, TOKEN).unwrap())
         .collect();
