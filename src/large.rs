@@ -423,12 +423,12 @@ pub(crate) fn allocate<const ZERO: bool>(
 ) -> *mut u8 {
     let mut large = table.lock();
     let (cached, decayed) = large.take_cached(len, align, now);
-    // A mapping the cache handed out to resize: resized outside the lock (a system call).
+    // A shorter range the cache handed out to grow: grown outside the lock (a system call).
     let cached = match cached {
-        Some((addr, mapped)) if !cache::fits(mapped, len) => {
+        Some((addr, mapped)) if mapped < len => {
             drop(large);
-            // SAFETY: taken from the cache: a mapping of ours no allocation uses.
-            let resized = unsafe { resize_cached(addr, mapped, len) };
+            // SAFETY: taken from the cache: a range of ours no allocation uses.
+            let resized = unsafe { grow_range(addr, mapped, len) };
             large = table.lock();
             large.system_calls += 1;
             resized
@@ -515,22 +515,18 @@ unsafe fn zero_reused(p: *mut u8, len: usize) {
     }
 }
 
-/// Resizes a cached mapping of `mapped` bytes at `addr` to `len` (both page multiples):
-/// a longer one loses its tail, a shorter one grows (in place when the address space after
-/// it is free, else moved with its pages). Returns the mapping as (address, mapped length)
-/// for the request, or `None` when the OS refused to grow it (then it is unmapped: the
-/// caller maps afresh).
+/// Grows a cached range of `mapped` bytes at `addr` to `len > mapped` (both page
+/// multiples): in place when the address space after it is free, else moved with its pages.
+/// Returns the range as (address, length) for the request, or `None` when the OS refused
+/// (then it is unmapped: the caller maps afresh). The OS refuses a range that spans two of
+/// its mappings (cached ranges joined across mappings), and grows only within one.
 ///
 /// # Safety
-/// `[addr, addr + mapped)` is a mapping of ours that no allocation uses.
-unsafe fn resize_cached(addr: usize, mapped: usize, len: usize) -> Option<(usize, usize)> {
+/// `[addr, addr + mapped)` is a range of ours that no allocation uses.
+unsafe fn grow_range(addr: usize, mapped: usize, len: usize) -> Option<(usize, usize)> {
+    debug_assert!(mapped < len);
     let p = addr as *mut u8;
-    if mapped > len {
-        // SAFETY: the tail of a mapping of ours (caller), page aligned.
-        unsafe { os::unmap(p.add(len), mapped - len) };
-        return Some((addr, len));
-    }
-    // SAFETY: the caller's mapping; both lengths are page multiples.
+    // SAFETY: the caller's range; both lengths are page multiples.
     let q = unsafe { os::remap(p, mapped, len) };
     if q.is_null() {
         // SAFETY: as above: left as it was by the refused remap.
