@@ -126,6 +126,43 @@ fn a_loop_of_2_mib_makes_no_system_call_after_the_first_round() {
 }
 
 #[test]
+fn a_loop_of_varying_large_sizes_makes_no_system_call_and_no_fault_after_the_first_round() {
+    let _serial = serial();
+    let a = patient();
+    // The lengths a program parsing inputs of varying sizes asks for: none within an eighth
+    // of another, all below the cache's bound (64 MiB), the longest first.
+    let sizes = [13 << 20, 5 << 20, 9 << 20, 7 << 20, 11 << 20, 3 << 20];
+    let round = |byte: u8| {
+        for &size in &sizes {
+            let p = a.malloc(size, Life::A);
+            assert!(!p.is_null());
+            // SAFETY: a live allocation of `size` bytes, freed once.
+            unsafe {
+                touch(p, size, byte);
+                a.free(p, size, Life::A);
+            }
+        }
+    };
+    round(1);
+    let calls = a.stats().large_system_calls;
+    let faults = minor_faults();
+    for r in 0..20 {
+        round(r);
+    }
+    let s = a.stats();
+    assert_eq!(
+        s.large_system_calls - calls,
+        0,
+        "system calls in 20 rounds after the first"
+    );
+    // Mapped afresh, each round would fault 12 032 pages.
+    let faulted = minor_faults() - faults;
+    assert!(faulted < 100, "{faulted} page faults in 20 rounds after the first");
+    assert!(s.large_cached_bytes <= 13 << 20, "{}", s.large_cached_bytes);
+    assert!(a.is_empty());
+}
+
+#[test]
 fn a_similar_size_reuses_a_range_as_it_is_and_a_shorter_one_takes_its_head() {
     let _serial = serial();
     let a = patient();
