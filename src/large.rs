@@ -463,8 +463,14 @@ pub(crate) fn allocate<const ZERO: bool>(
         unsafe { os::unmap(addr as *mut u8, mapped) };
         return ptr::null_mut();
     }
-    // Fresh mappings read zero: calloc needs no memset.
-    let mut p = os::map(len, align);
+    // Fresh mappings read zero: calloc needs no memset. A zeroed request may be sparse (a
+    // table touched here and there): its pages stay small, so that its resident size stays
+    // what it touches; a buffer's pages are huge where the system allows (fewer faults).
+    let map = |len, align| match ZERO {
+        true => os::map(len, align),
+        false => os::map_large(len, align),
+    };
+    let mut p = map(len, align);
     if p.is_null() {
         // Out of address space or memory: what the cache holds may make room.
         let drained = table.lock().drain_cache();
@@ -473,7 +479,7 @@ pub(crate) fn allocate<const ZERO: bool>(
         }
         // SAFETY: cached mappings belong to no allocation.
         unsafe { unmap_evicted(&drained) };
-        p = os::map(len, align);
+        p = map(len, align);
         if p.is_null() {
             return p;
         }

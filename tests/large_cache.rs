@@ -157,9 +157,72 @@ fn a_loop_of_varying_large_sizes_makes_no_system_call_and_no_fault_after_the_fir
     );
     // Mapped afresh, each round would fault 12 032 pages.
     let faulted = minor_faults() - faults;
-    assert!(faulted < 100, "{faulted} page faults in 20 rounds after the first");
+    assert!(
+        faulted < 100,
+        "{faulted} page faults in 20 rounds after the first"
+    );
     assert!(s.large_cached_bytes <= 13 << 20, "{}", s.large_cached_bytes);
     assert!(a.is_empty());
+}
+
+/// The `VmFlags` of the mapping that holds `p` (`/proc/self/smaps`).
+fn vm_flags(p: *mut u8) -> Vec<String> {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let mut inside = false;
+    for line in smaps.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        if let Some((lo, hi)) = first.split_once('-') {
+            if let (Ok(lo), Ok(hi)) = (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
+            {
+                inside = (lo..hi).contains(&(p as usize));
+                continue;
+            }
+        }
+        if let Some(flags) = line.strip_prefix("VmFlags:").filter(|_| inside) {
+            return flags.split_whitespace().map(String::from).collect();
+        }
+    }
+    panic!("no mapping holds {p:?}");
+}
+
+/// True when the kernel backs mappings advised `MADV_HUGEPAGE` with huge pages.
+fn huge_pages_on_advice() -> bool {
+    let enabled = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled");
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    enabled.is_ok_and(|e| e.contains("[always]") || e.contains("[madvise]")) && page == 4096
+}
+
+#[test]
+fn a_fresh_buffer_of_2_mib_or_more_asks_for_huge_pages_and_a_zeroed_one_does_not() {
+    let _serial = serial();
+    let a = patient();
+    // Below 2 MiB: no huge page fits; from 2 MiB: aligned to one, and advised where the
+    // kernel backs advised mappings with them.
+    let small = a.malloc((1 << 20) + (128 << 10), Life::A);
+    let buffer = a.malloc(5 << 20, Life::A);
+    let zeroed = a.calloc(5 << 20, Life::A);
+    assert!(!small.is_null() && !buffer.is_null() && !zeroed.is_null());
+    let huge = huge_pages_on_advice();
+    assert!(!vm_flags(small).contains(&"hg".to_string()));
+    assert_eq!(
+        vm_flags(buffer).contains(&"hg".to_string()),
+        huge,
+        "{:?}",
+        vm_flags(buffer)
+    );
+    if huge {
+        assert_eq!(buffer as usize % (2 << 20), 0, "aligned to a huge page");
+    }
+    // A zeroed request may be sparse: its pages stay small (its resident size is what it
+    // touches).
+    assert!(!vm_flags(zeroed).contains(&"hg".to_string()));
+    // SAFETY: live, freed once each.
+    unsafe {
+        a.free(small, (1 << 20) + (128 << 10), Life::A);
+        a.free(buffer, 5 << 20, Life::A);
+        a.free(zeroed, 5 << 20, Life::A);
+    }
 }
 
 #[test]
