@@ -464,8 +464,9 @@ pub(crate) fn allocate<const ZERO: bool>(
         return ptr::null_mut();
     }
     // Fresh mappings read zero: calloc needs no memset. A zeroed request may be sparse (a
-    // table touched here and there): its pages stay small, so that its resident size stays
-    // what it touches; a buffer's pages are huge where the system allows (fewer faults).
+    // table touched here and there): mapped afresh, it keeps small pages, so that its
+    // resident size is what it touches; a buffer's pages are huge where the system allows
+    // (fewer faults). (A cached range keeps the pages it was mapped with.)
     let map = |len, align| match ZERO {
         true => os::map(len, align),
         false => os::map_large(len, align),

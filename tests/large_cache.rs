@@ -386,6 +386,82 @@ fn zeroed_requests_from_the_cache_read_zero() {
 }
 
 #[test]
+fn zeroed_requests_from_split_joined_and_grown_ranges_read_zero() {
+    let _serial = serial();
+    let a = patient();
+    let all_zero = |p: *mut u8, len: usize| {
+        // SAFETY: p holds at least len bytes (the callers').
+        unsafe { std::slice::from_raw_parts(p, len) }
+            .iter()
+            .all(|&b| b == 0)
+    };
+    let dirty = |p: *mut u8, len: usize| {
+        // SAFETY: p holds at least len bytes (the callers').
+        unsafe { p.write_bytes(0xAB, len) }
+    };
+    let p = a.malloc(12 << 20, Life::A);
+    assert!(!p.is_null());
+    dirty(p, 12 << 20);
+    // SAFETY: live, freed once.
+    unsafe { a.free(p, 12 << 20, Life::A) };
+    // Two heads split off the dirty range, then a page-aligned head of the rest.
+    let x = a.calloc(5 << 20, Life::A);
+    let y = a.calloc(5 << 20, Life::B);
+    let z = a.alloc_zeroed(
+        std::alloc::Layout::from_size_align((1 << 20) + 4096, 4096).unwrap(),
+        Life::A,
+    );
+    assert_eq!(
+        (x, y, z),
+        (p, p.wrapping_add(5 << 20), p.wrapping_add(10 << 20))
+    );
+    assert!(all_zero(x, 5 << 20) && all_zero(y, 5 << 20) && all_zero(z, (1 << 20) + 4096));
+    dirty(x, 5 << 20);
+    dirty(y, 5 << 20);
+    dirty(z, (1 << 20) + 4096);
+    // SAFETY: live, freed once each: they join the cached rest into one range again.
+    unsafe {
+        a.free(y, 5 << 20, Life::B);
+        a.free(x, 5 << 20, Life::A);
+        a.dealloc(
+            z,
+            std::alloc::Layout::from_size_align((1 << 20) + 4096, 4096).unwrap(),
+            Life::A,
+        );
+    }
+    let s = a.stats();
+    assert_eq!((s.large_cached, s.large_cached_bytes), (1, 12 << 20));
+    // The joined range, whole; then grown past it; then recalloc into a split head's
+    // neighbour (in place: the cached tail after it).
+    let w = a.calloc(12 << 20, Life::A);
+    assert_eq!(w, p);
+    assert!(all_zero(w, 12 << 20));
+    dirty(w, 12 << 20);
+    // SAFETY: live, freed once.
+    unsafe { a.free(w, 12 << 20, Life::A) };
+    let g = a.calloc(14 << 20, Life::A);
+    assert!(!g.is_null() && all_zero(g, 14 << 20));
+    dirty(g, 14 << 20);
+    // SAFETY: live, freed once.
+    unsafe { a.free(g, 14 << 20, Life::A) };
+    let h = a.calloc(3 << 20, Life::A);
+    assert!(all_zero(h, 3 << 20));
+    // SAFETY: live with (3 MiB, A); the result is freed once.
+    unsafe {
+        h.write_bytes(7, 3 << 20);
+        let r = a.recalloc(h, 3 << 20, 9 << 20, Life::A);
+        assert!(!r.is_null());
+        assert!((0..3 << 20).all(|i| r.add(i).read() == 7));
+        assert!(
+            all_zero(r.add(3 << 20), 6 << 20),
+            "the grown part reads zero"
+        );
+        a.free(r, 9 << 20, Life::A);
+    }
+    assert!(a.is_empty());
+}
+
+#[test]
 fn a_free_of_a_cached_address_is_a_double_free() {
     let _serial = serial();
     let a = patient();
@@ -407,6 +483,36 @@ fn a_free_of_a_cached_address_is_a_double_free() {
     assert_eq!(q, p);
     // SAFETY: live, freed once.
     unsafe { a.free(q, 1_100_000, Life::A) };
+}
+
+#[test]
+fn a_free_of_an_address_inside_a_joined_range_is_a_double_free() {
+    let _serial = serial();
+    let a = patient();
+    let p = allocated_and_freed(&a, 12 << 20, Life::A);
+    let x = a.malloc(5 << 20, Life::A);
+    let y = a.malloc(5 << 20, Life::A);
+    assert_eq!(
+        (x, y),
+        (p, p.wrapping_add(5 << 20)),
+        "heads of the cached range"
+    );
+    // SAFETY: live, freed once each; then misuse, reported, changing nothing.
+    unsafe {
+        a.free(x, 5 << 20, Life::A);
+        a.free(y, 5 << 20, Life::A);
+        assert_eq!(a.stats().large_cached, 1, "joined into one range");
+        assert_eq!(
+            problem(a.try_free(y, 5 << 20, Life::A)),
+            Problem::DoubleFree
+        );
+        assert_eq!(
+            problem(a.try_free(x, 5 << 20, Life::A)),
+            Problem::DoubleFree
+        );
+    }
+    let s = a.stats();
+    assert_eq!((s.large_cached, s.large_cached_bytes), (1, 12 << 20));
 }
 
 #[test]
