@@ -17,9 +17,10 @@
 //! `len = page_round(stride(c))`, one for a medium request of `g` granules
 //! `len = page_round(size)` with `ceil(size / GRANULE) = g`.
 //!
-//! Freed mappings go to the [`cache`] (beside the table, under the same lock), not back to
-//! the OS at once: a cached address is in no live entry, so a live entry and a cached
-//! mapping never overlap, and `bytes + cache.bytes()` is every large byte mapped.
+//! Freed mappings go to the [`cache`] (beside the table, under the same lock) as ranges of
+//! address space, not back to the OS at once: no byte of a cached range is in a live entry
+//! (a live allocation may be the head of what was a cached range, its tail still cached),
+//! and `bytes + cache.bytes()` is every large byte mapped.
 
 mod cache;
 

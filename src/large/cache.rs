@@ -17,7 +17,8 @@
 //! pages stay resident for the next request), and a freed range is joined to the cached
 //! ranges that touch it (a join: the next longer request finds them as one). So the pages a
 //! program's large buffers have touched serve its next buffers of any length; only a request
-//! longer than every cached range maps more (the longest one grown to it, its pages reused).
+//! longer than every cached range maps more (the longest one grown to it, its pages reused,
+//! when it is at least half as long; else a fresh mapping).
 //!
 //! Invariants, with `cached` the occupied slots:
 //! - `count = |cached| <= limit <= SLOTS` and `bytes = Σ_{c ∈ cached} c.len <= cap`;
@@ -27,8 +28,8 @@
 //!   0`, as it is when `len <= c.len <= len + len / 8` ([`fits`]: at most 1/8 of it unused,
 //!   so a live allocation's resident size stays within 1/8 of what is asked), its first
 //!   `len` bytes (the rest stays cached) when it is longer, and grown to `len` by the
-//!   caller when it is the longest and shorter than `len` (never for a request longer than
-//!   `cap`, which would not be cached at its free);
+//!   caller when it is the longest, shorter than `len` and `2 * c.len >= len` (never for a
+//!   request longer than `cap`, which would not be cached at its free);
 //! - decay: every cached range's `freed_at` is at most the time any of its bytes was last
 //!   part of a live allocation (a join keeps the older time, a split the range's), and after
 //!   any cache operation at time `now`, `now - c.freed_at <= d` for every cached `c`, with `d`
@@ -233,8 +234,9 @@ impl Cache {
     /// to `align`, among the ranges that start at a multiple of `align`: the shortest that
     /// [`fits`], as it is; else the head of the shortest longer one (its tail stays cached,
     /// pages and all: no system call); else, when `align` is at most `page` (a grown range
-    /// may move to any page) and `len` is at most the bound, the longest shorter one, for
-    /// the caller to grow to `len` (its pages are reused, only the rest is new). Returns it as
+    /// may move to any page) and `len` is at most the bound, the longest shorter one if it
+    /// is at least half as long, for the caller to grow to `len` (its pages are reused, only
+    /// the rest is new). Returns it as
     /// (address, length), and the ranges that decayed by `now` (after the take). `align` is
     /// a power of two. Finding none is a miss the adaptive delay learns from.
     pub(crate) fn take(
@@ -261,10 +263,13 @@ impl Cache {
             self.bytes -= len;
             return self.take_slot(None, Some((head, len)), now);
         }
+        // Growing a range of less than half the request would reuse less than it maps: a
+        // fresh mapping serves it (aligned and advised as a buffer's, `os::map_large`).
         let grow = || {
             (0..SLOTS)
                 .filter(|i| aligned(i) && align <= page && len <= self.cap)
                 .max_by_key(|&i| self.slots[i].len)
+                .filter(|&i| self.slots[i].len >= len.div_ceil(2))
         };
         let best = longer.or_else(grow);
         self.take_slot(best, None, now)
@@ -470,10 +475,12 @@ mod tests {
             c.take(30 * PAGE, PAGE, PAGE, 9).0,
             Some((0x200_0000 + 15 * PAGE, 25 * PAGE))
         );
-        // Not for a request longer than the bound (it would not be cached at its free).
+        // Not for a request longer than the bound (it would not be cached at its free), nor
+        // for one more than twice as long as the range.
         assert_eq!(c.take(1001 * PAGE, PAGE, PAGE, 9).0, None);
+        assert_eq!(c.take(21 * PAGE, PAGE, PAGE, 9).0, None);
         assert_eq!(
-            c.take(1000 * PAGE, PAGE, PAGE, 9).0,
+            c.take(20 * PAGE, PAGE, PAGE, 9).0,
             Some((0x100_0000, 10 * PAGE))
         );
         assert_eq!((c.count(), c.bytes()), (0, 0));
