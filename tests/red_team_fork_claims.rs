@@ -159,7 +159,7 @@ fn workers_killed_mid_work_in_a_region_their_parent_keeps_open_leave_it_openable
                 }
                 let mut live: Vec<(usize, usize, Life)> = Vec::new();
                 loop {
-                    let life = if next(&mut seed) % 2 == 0 {
+                    let life = if next(&mut seed).is_multiple_of(2) {
                         Life::Short
                     } else {
                         Life::Long
