@@ -302,6 +302,17 @@ pub unsafe fn remap(ptr: *mut u8, old: usize, new: usize) -> *mut u8 {
     }
 }
 
+/// Grows the mapping `[ptr, ptr + old)` to `new` bytes where it is, when the address space
+/// after it is free: true when it did (the new part reads zero); false leaves it as it was.
+///
+/// # Safety
+/// `[ptr, ptr + old)` is a mapping of ours (or a range of one); both lengths are page
+/// multiples.
+pub unsafe fn grow_in_place(ptr: *mut u8, old: usize, new: usize) -> bool {
+    // SAFETY: the caller guarantees the range is ours; without MREMAP_MAYMOVE nothing moves.
+    unsafe { libc::mremap(ptr.cast(), old, new, 0) != libc::MAP_FAILED }
+}
+
 /// Bytes of `[ptr, ptr + len)` resident in RAM now (`mincore`, by the kernel's pages), or 0
 /// if the OS refuses.
 ///
