@@ -523,10 +523,12 @@ pub(crate) fn allocate<const ZERO: bool>(
     p
 }
 
-/// From this length up a reused mapping is zeroed by giving its pages back (they read zero
-/// when next touched) rather than by writing zeros: a large zeroed request may be sparse,
-/// and writing it all would make it all resident.
-const ZERO_BY_DROPPING: usize = 1 << 20;
+/// From this length up a reused range is zeroed by its pages' residence ([`os::zero_pages`]:
+/// the resident ones written with zeros, the others given back, one residence read)
+/// rather than by writing zeros over all of it: a large zeroed request may be sparse, and
+/// writing it all would make it all resident; giving it all back would fault it all in
+/// again (a loop of `vec![0; n]` faulting every page of every round).
+const ZERO_BY_RESIDENCE: usize = 1 << 20;
 
 /// Makes the first `len` bytes of a reused private mapping at `p` read zero.
 ///
@@ -534,9 +536,9 @@ const ZERO_BY_DROPPING: usize = 1 << 20;
 /// `[p, p + len)` is a page-aligned range of a private mapping of ours whose contents
 /// nobody needs; `len` is a page multiple.
 unsafe fn zero_reused(p: *mut u8, len: usize) {
-    if len >= ZERO_BY_DROPPING {
-        // SAFETY: the caller's guarantee; a private anonymous mapping reads zero after.
-        unsafe { os::decommit(p, len) };
+    if len >= ZERO_BY_RESIDENCE {
+        // SAFETY: the caller's guarantee.
+        unsafe { os::zero_pages(p, len) };
     } else {
         // SAFETY: the caller's guarantee.
         unsafe { ptr::write_bytes(p, 0, len) };

@@ -474,6 +474,61 @@ fn zeroed_requests_from_split_joined_and_grown_ranges_read_zero() {
 }
 
 #[test]
+fn a_zeroed_loop_faults_only_its_first_round_and_a_sparse_one_stays_sparse() {
+    let _serial = serial();
+    let a = patient();
+    // `vec![0u8; n]` in a loop: zeroed requests of 8 MiB, every page written.
+    let size = 8 << 20;
+    let round = |byte: u8| {
+        let p = a.calloc(size, Life::A);
+        assert!(!p.is_null());
+        // SAFETY: `size` bytes of ours, read, then written, then freed once.
+        unsafe {
+            assert!((0..size).step_by(4096).all(|i| p.add(i).read() == 0));
+            assert!(p.add(size - 1).read() == 0);
+            touch(p, size, byte);
+            p.add(size - 1).write(byte);
+            a.free(p, size, Life::A);
+        }
+    };
+    round(1);
+    let faults = minor_faults();
+    for r in 0..20 {
+        round(r + 2);
+    }
+    // Dropped and faulted in again, each round would fault 2048 pages (4 huge ones).
+    let faulted = minor_faults() - faults;
+    assert!(
+        faulted < 20,
+        "{faulted} page faults in 20 zeroed rounds after the first"
+    );
+    // A sparse table: 64 MiB zeroed, 1 MiB of it written, freed, then zeroed again: the
+    // zeroing writes what is resident and no more (it reads zero everywhere).
+    let table = 64 << 20;
+    let p = a.calloc(table, Life::A);
+    // SAFETY: `table` bytes of ours, 1 MiB written in its middle, freed once.
+    unsafe {
+        p.add(table / 2).write_bytes(0xAB, 1 << 20);
+        a.free(p, table, Life::A);
+    }
+    let before = rss();
+    let q = a.calloc(table, Life::A);
+    assert_eq!(q, p, "the cached range");
+    assert!(
+        rss() < before + (8 << 20),
+        "zeroing made the untouched pages resident"
+    );
+    // SAFETY: as above.
+    unsafe {
+        assert!((0..table).step_by(4096).all(|i| q.add(i).read() == 0));
+        assert!(std::slice::from_raw_parts(q.add(table / 2), 1 << 20)
+            .iter()
+            .all(|&b| b == 0));
+        a.free(q, table, Life::A);
+    }
+}
+
+#[test]
 fn a_free_of_a_cached_address_is_a_double_free() {
     let _serial = serial();
     let a = patient();

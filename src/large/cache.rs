@@ -8,8 +8,9 @@
 //! count it as free, and `release_class` never sees it. Its pages may be dirty (they keep
 //! the last user's bytes): a zeroed request served from the cache zeroes them (cheaper than
 //! dropping the pages at insert and faulting them in again), by writing zeros below 1 MiB
-//! and by dropping the pages from there (a large zeroed request may be sparse: written
-//! zeros would make it all resident).
+//! and by their residence from there (the resident pages written, the others dropped: a
+//! large zeroed request may be sparse, and zeros written over all of it would make it all
+//! resident).
 //!
 //! **Ranges, not mappings.** A cached entry is a page-aligned range of address space mapped
 //! by the large paths, not necessarily one whole `mmap`: a request shorter than a cached
