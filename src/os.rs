@@ -30,7 +30,7 @@ pub(crate) mod placement;
 pub(crate) mod shared_mem;
 
 use core::ptr;
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// The smallest page size cohort supports (and the smallest Linux has).
 pub const MIN_PAGE: usize = 4096;
@@ -196,9 +196,47 @@ pub fn map_large(len: usize, align: usize) -> *mut u8 {
 /// writable. Readable so that a free given a wild pointer into the reservation reads an
 /// empty header and reports it, rather than faulting. A read-only private mapping is not
 /// charged against the commit limit, and its untouched pages are left out of core dumps.
-/// (`len` is rounded up to whole pages, as for [`map`].)
+/// (`len` is rounded up to whole pages, as for [`map`].) Never locked nor populated, even
+/// in a process that locks its future mappings: see [`map_unlocked`].
 pub fn reserve(len: usize, align: usize) -> *mut u8 {
-    map_with(len, align, libc::PROT_READ, libc::MAP_NORESERVE)
+    map_unlocked(len, align, libc::PROT_READ)
+}
+
+/// As [`map`] (read-write, `MAP_NORESERVE`), never locked nor populated: for a large
+/// mapping touched sparsely (checked mode's shadow of a reservation).
+pub fn map_sparse(len: usize, align: usize) -> *mut u8 {
+    map_unlocked(len, align, libc::PROT_READ | libc::PROT_WRITE)
+}
+
+/// True when the last reservation was born locked: the process locks its future mappings
+/// (`mlockall(MCL_FUTURE)`), and [`commit`] locks what it commits.
+static LOCKS_FUTURE: AtomicBool = AtomicBool::new(false);
+
+/// Maps `len` bytes (`MAP_NORESERVE`) with protection `prot`, aligned as [`map`] does,
+/// without locking them. In a process that called `mlockall(MCL_FUTURE)` every new mapping
+/// is born locked, and the kernel populates a readable locked mapping at once: page tables
+/// for the whole range (a 256 GiB reservation: 512 MiB of them, and out of memory). So the
+/// range is mapped with no access (which the kernel never populates), unlocked, and only
+/// then given `prot`. Whether it was born locked is remembered ([`LOCKS_FUTURE`]): the
+/// program asked for its memory locked, and [`commit`] locks what it commits.
+fn map_unlocked(len: usize, align: usize, prot: libc::c_int) -> *mut u8 {
+    let p = map_with(len, align, libc::PROT_NONE, libc::MAP_NORESERVE);
+    let Some(len) = page_round(len).filter(|_| !p.is_null()) else {
+        return ptr::null_mut();
+    };
+    // SAFETY: the mapping just made, ours. `MADV_DONTNEED` on a page of it (nothing there
+    // to drop) fails exactly when the mapping is locked.
+    let ok = unsafe {
+        let locked = libc::madvise(p.cast(), kernel_page_size(), libc::MADV_DONTNEED) != 0;
+        LOCKS_FUTURE.store(locked, Ordering::Relaxed);
+        (!locked || libc::munlock(p.cast(), len) == 0) && libc::mprotect(p.cast(), len, prot) == 0
+    };
+    if !ok {
+        // SAFETY: the mapping just made, unused.
+        unsafe { unmap(p, len) };
+        return ptr::null_mut();
+    }
+    p
 }
 
 fn map_with(len: usize, align: usize, prot: libc::c_int, flags: libc::c_int) -> *mut u8 {
@@ -238,14 +276,22 @@ fn map_with(len: usize, align: usize, prot: libc::c_int, flags: libc::c_int) -> 
     start as *mut u8
 }
 
-/// Makes a reserved range readable and writable. Returns false when the OS refuses (out
-/// of memory under strict overcommit).
+/// Makes a reserved range readable and writable (and locked, in a process that locks its
+/// future mappings: see [`map_unlocked`]). Returns false when the OS refuses (out of memory
+/// under strict overcommit).
 ///
 /// # Safety
 /// `[ptr, ptr + len)` lies in a reservation made by [`reserve`], page aligned.
 pub unsafe fn commit(ptr: *mut u8, len: usize) -> bool {
     // SAFETY: the caller guarantees the range is ours.
-    unsafe { libc::mprotect(ptr.cast(), len, libc::PROT_READ | libc::PROT_WRITE) == 0 }
+    let ok = unsafe { libc::mprotect(ptr.cast(), len, libc::PROT_READ | libc::PROT_WRITE) == 0 };
+    if ok && LOCKS_FUTURE.load(Ordering::Relaxed) {
+        // A program that locks its memory has what it commits locked (and so populated),
+        // as its other mappings are; best effort (the range is usable either way).
+        // SAFETY: as above.
+        unsafe { libc::mlock(ptr.cast(), len) };
+    }
+    ok
 }
 
 /// Gives the pages of a committed range back to the OS; the range stays usable and reads
