@@ -28,7 +28,7 @@ use crate::class::medium_granules;
 use crate::decay::Retention;
 use crate::os;
 use crate::sync::SpinLock;
-pub(crate) use cache::Evicted;
+pub(crate) use cache::{Cached, Evicted};
 use core::ptr;
 
 const EMPTY: usize = 0;
@@ -249,15 +249,15 @@ impl LargeTable {
         (self.cache.count(), self.cache.bytes())
     }
 
-    /// Takes a cached mapping for a request of `len` bytes (page-rounded) aligned to
-    /// `align` (see [`cache`]): (address, mapped length), and the mappings that decayed,
-    /// to unmap (counted as system calls).
+    /// Takes a cached range for a request of `len` bytes (page-rounded) aligned to `align`
+    /// (see [`cache`]; shorter than `len` when it is to be grown), and the ranges that
+    /// decayed, to unmap (counted as system calls).
     pub(crate) fn take_cached(
         &mut self,
         len: usize,
         align: usize,
         now: u64,
-    ) -> (Option<(usize, usize)>, Evicted) {
+    ) -> (Option<Cached>, Evicted) {
         let (got, out) = self.cache.take(len, align, os::page_size(), now);
         self.system_calls += out.len() as u64;
         (got, out)
@@ -287,6 +287,15 @@ impl LargeTable {
     pub(crate) fn cache_freed(&mut self, addr: usize, mapped: usize, now: u64) -> Evicted {
         debug_assert!(self.find(addr).is_none() && !self.cache.contains(addr));
         let out = self.cache.put(addr, mapped, now);
+        self.system_calls += out.len() as u64;
+        out
+    }
+
+    /// Gives back a range [`LargeTable::take_cached`] handed out to grow that could not be
+    /// grown; returns the ranges to unmap (counted as system calls).
+    pub(crate) fn cache_again(&mut self, taken: Cached, now: u64) -> Evicted {
+        debug_assert!(self.find(taken.addr).is_none() && !self.cache.contains(taken.addr));
+        let out = self.cache.put_back(taken, now);
         self.system_calls += out.len() as u64;
         out
     }
@@ -424,17 +433,22 @@ pub(crate) fn allocate<const ZERO: bool>(
 ) -> *mut u8 {
     let mut large = table.lock();
     let (cached, decayed) = large.take_cached(len, align, now);
-    // A shorter range the cache handed out to grow: grown outside the lock (a system call).
+    let mut ungrown = None;
+    // A shorter range the cache handed out to grow: grown outside the lock (a system call),
+    // or given back when it cannot be.
     let cached = match cached {
-        Some((addr, mapped)) if mapped < len => {
+        Some(c) if c.len < len => {
             drop(large);
             // SAFETY: taken from the cache: a range of ours no allocation uses.
-            let resized = unsafe { grow_range(addr, mapped, len) };
+            let grown = unsafe { grow_range(c.addr, c.len, len) };
             large = table.lock();
             large.system_calls += 1;
-            resized
+            if grown.is_none() {
+                ungrown = Some(large.cache_again(c, now));
+            }
+            grown
         }
-        other => other,
+        other => other.map(|c| (c.addr, c.len)),
     };
     let reused = cached.filter(|&(addr, mapped)| {
         large.insert(
@@ -447,8 +461,14 @@ pub(crate) fn allocate<const ZERO: bool>(
         )
     });
     drop(large);
-    // SAFETY: mappings the cache gave up (decayed): no allocation uses them.
-    unsafe { unmap_evicted(&decayed) };
+    // SAFETY: ranges the cache gave up (decayed, or an ungrown range it would not keep): no
+    // allocation uses them.
+    unsafe {
+        unmap_evicted(&decayed);
+        if let Some(out) = &ungrown {
+            unmap_evicted(out);
+        }
+    }
     if let Some((addr, _)) = reused {
         let p = addr as *mut u8;
         if ZERO {
@@ -503,10 +523,12 @@ pub(crate) fn allocate<const ZERO: bool>(
     p
 }
 
-/// From this length up a reused mapping is zeroed by giving its pages back (they read zero
-/// when next touched) rather than by writing zeros: a large zeroed request may be sparse,
-/// and writing it all would make it all resident.
-const ZERO_BY_DROPPING: usize = 1 << 20;
+/// From this length up a reused range is zeroed by its pages' residence ([`os::zero_pages`]:
+/// the resident ones written with zeros, the others given back, one residence read)
+/// rather than by writing zeros over all of it: a large zeroed request may be sparse, and
+/// writing it all would make it all resident; giving it all back would fault it all in
+/// again (a loop of `vec![0; n]` faulting every page of every round).
+const ZERO_BY_RESIDENCE: usize = 1 << 20;
 
 /// Makes the first `len` bytes of a reused private mapping at `p` read zero.
 ///
@@ -514,9 +536,9 @@ const ZERO_BY_DROPPING: usize = 1 << 20;
 /// `[p, p + len)` is a page-aligned range of a private mapping of ours whose contents
 /// nobody needs; `len` is a page multiple.
 unsafe fn zero_reused(p: *mut u8, len: usize) {
-    if len >= ZERO_BY_DROPPING {
-        // SAFETY: the caller's guarantee; a private anonymous mapping reads zero after.
-        unsafe { os::decommit(p, len) };
+    if len >= ZERO_BY_RESIDENCE {
+        // SAFETY: the caller's guarantee.
+        unsafe { os::zero_pages(p, len) };
     } else {
         // SAFETY: the caller's guarantee.
         unsafe { ptr::write_bytes(p, 0, len) };
@@ -524,10 +546,13 @@ unsafe fn zero_reused(p: *mut u8, len: usize) {
 }
 
 /// Grows a cached range of `mapped` bytes at `addr` to `len > mapped` (both page
-/// multiples): in place when the address space after it is free, else moved with its pages.
-/// Returns the range as (address, length) for the request, or `None` when the OS refused
-/// (then it is unmapped: the caller maps afresh). The OS refuses a range that spans two of
-/// its mappings (cached ranges joined across mappings), and grows only within one.
+/// multiples): in place when the address space after it is free; else, where buffers are
+/// not given huge pages ([`os::huge_pages_on_advice`]), moved with its pages (a move to an
+/// address of another offset in a huge page would break its huge pages into small ones,
+/// whose untouched parts then fault page by page: a fresh mapping faults less). Returns the
+/// range as (address, length) for the request, or `None`, the range left as it was, when it
+/// cannot grow (the OS also refuses a range that spans two of its mappings: cached ranges
+/// joined across mappings).
 ///
 /// # Safety
 /// `[addr, addr + mapped)` is a range of ours that no allocation uses.
@@ -535,13 +560,15 @@ unsafe fn grow_range(addr: usize, mapped: usize, len: usize) -> Option<(usize, u
     debug_assert!(mapped < len);
     let p = addr as *mut u8;
     // SAFETY: the caller's range; both lengths are page multiples.
-    let q = unsafe { os::remap(p, mapped, len) };
-    if q.is_null() {
-        // SAFETY: as above: left as it was by the refused remap.
-        unsafe { os::unmap(p, mapped) };
+    if unsafe { os::grow_in_place(p, mapped, len) } {
+        return Some((addr, len));
+    }
+    if os::huge_pages_on_advice() {
         return None;
     }
-    Some((q as usize, len))
+    // SAFETY: as above (a refused growth left it as it was).
+    let q = unsafe { os::remap(p, mapped, len) };
+    (!q.is_null()).then_some((q as usize, len))
 }
 
 /// Unmaps the mappings a cache operation gave up.

@@ -348,16 +348,118 @@ pub unsafe fn remap(ptr: *mut u8, old: usize, new: usize) -> *mut u8 {
     }
 }
 
+/// Grows the mapping `[ptr, ptr + old)` to `new` bytes where it is, when the address space
+/// after it is free: true when it did (the new part reads zero); false leaves it as it was.
+///
+/// # Safety
+/// `[ptr, ptr + old)` is a mapping of ours (or a range of one); both lengths are page
+/// multiples.
+pub unsafe fn grow_in_place(ptr: *mut u8, old: usize, new: usize) -> bool {
+    // SAFETY: the caller guarantees the range is ours; without MREMAP_MAYMOVE nothing moves.
+    unsafe { libc::mremap(ptr.cast(), old, new, 0) != libc::MAP_FAILED }
+}
+
 /// Bytes of `[ptr, ptr + len)` resident in RAM now (`mincore`, by the kernel's pages), or 0
 /// if the OS refuses.
 ///
 /// # Safety
 /// The range is page aligned and mapped.
 pub unsafe fn resident_bytes(ptr: *const u8, len: usize) -> usize {
+    let mut resident = 0;
+    // SAFETY: the caller's guarantee.
+    let read = unsafe {
+        residence_runs(ptr, len, |_, run, present| {
+            if present {
+                resident += run;
+            }
+        })
+    };
+    if read {
+        resident
+    } else {
+        0
+    }
+}
+
+/// Makes the page-aligned range `[ptr, ptr + len)` read zero at the least cost: its pages
+/// resident in RAM that hold anything but zeros are written with zeros (no fault when next
+/// touched, no system call but the residence read), the others are given back
+/// ([`decommit`]: an untouched page reads zero already, a swapped-out one must be dropped).
+/// A page only read so far (the kernel's shared zero page, which counts as resident) reads
+/// zero already: a run of [`CLEAN_RUN`] or more such pages is given back too (the range
+/// ends no more resident than it was, and a sparse table read all over gets its pages
+/// back), a shorter one is left as it is. If the OS will not say which pages are resident,
+/// all are given back.
+///
+/// # Safety
+/// `[ptr, ptr + len)` is a page-aligned range of ours, writable, whose contents nobody
+/// needs; `len` is a page multiple.
+pub unsafe fn zero_pages(ptr: *mut u8, len: usize) {
+    // SAFETY: the caller's guarantee; every run lies inside the range.
+    let read = unsafe {
+        residence_runs(ptr, len, |at, run, present| match present {
+            // A page swapped out between the residence read and these writes is read back
+            // (and written): it reads zero either way.
+            true => zero_written(ptr.add(at), run),
+            false => decommit(ptr.add(at), run),
+        })
+    };
+    if !read {
+        // SAFETY: the caller's guarantee.
+        unsafe { decommit(ptr, len) };
+    }
+}
+
+/// The fewest kernel pages of zeros in a row that [`zero_pages`] gives back (64 KiB with
+/// 4 KiB pages): it makes at most one system call per this many pages.
+const CLEAN_RUN: usize = 16;
+
+/// Writes zeros over the kernel pages of `[ptr, ptr + len)` that hold anything else, and
+/// gives back each run of [`CLEAN_RUN`] or more pages that hold only zeros.
+///
+/// # Safety
+/// The range is a page-aligned, writable range of ours whose contents nobody needs; `len`
+/// is a page multiple.
+unsafe fn zero_written(ptr: *mut u8, len: usize) {
+    let page = kernel_page_size();
+    // The run of pages of zeros that ends at the page looked at.
+    let mut clean_from = 0;
+    let give_back = |from: usize, to: usize| {
+        if to - from >= CLEAN_RUN * page {
+            // SAFETY: whole pages inside the range (the caller's guarantee).
+            unsafe { decommit(ptr.add(from), to - from) };
+        }
+    };
+    for at in (0..len).step_by(page) {
+        // SAFETY: a whole kernel page inside the range, aligned for u64 reads.
+        let words = unsafe { core::slice::from_raw_parts(ptr.add(at).cast::<u64>(), page / 8) };
+        if words.iter().any(|&w| w != 0) {
+            give_back(clean_from, at);
+            clean_from = at + page;
+            // SAFETY: as above, and writable (the caller's guarantee); the slice is not
+            // used after this write.
+            unsafe { ptr::write_bytes(ptr.add(at), 0, page) };
+        }
+    }
+    give_back(clean_from, len);
+}
+
+/// Calls `f(offset, len, resident)` for each longest run of kernel pages of `[ptr, ptr +
+/// len)` that are all resident in RAM or all not (`mincore`), in address order; false when
+/// the OS refused to say (runs before the refusal were reported).
+///
+/// # Safety
+/// The range is page aligned and mapped.
+unsafe fn residence_runs(
+    ptr: *const u8,
+    len: usize,
+    mut f: impl FnMut(usize, usize, bool),
+) -> bool {
     let page = kernel_page_size();
     let pages = len / page;
-    let mut resident = 0;
-    let mut vec = [0u8; 256];
+    let mut vec = [0u8; 1024];
+    // The run being measured: its first page and whether it is resident.
+    let mut run: Option<(usize, bool)> = None;
     let mut done = 0;
     while done < pages {
         let n = (pages - done).min(vec.len());
@@ -370,12 +472,25 @@ pub unsafe fn resident_bytes(ptr: *const u8, len: usize) -> usize {
             )
         };
         if rc != 0 {
-            return 0;
+            return false;
         }
-        resident += vec[..n].iter().filter(|&&v| v & 1 != 0).count() * page;
+        for (i, v) in vec[..n].iter().enumerate() {
+            let (at, present) = (done + i, v & 1 != 0);
+            match run {
+                Some((_, was)) if was == present => {}
+                Some((start, was)) => {
+                    f(start * page, (at - start) * page, was);
+                    run = Some((at, present));
+                }
+                None => run = Some((at, present)),
+            }
+        }
         done += n;
     }
-    resident
+    if let Some((start, was)) = run {
+        f(start * page, (pages - start) * page, was);
+    }
+    true
 }
 
 /// Milliseconds of the system's monotonic clock (`CLOCK_MONOTONIC_COARSE`: the same clock in

@@ -8,8 +8,9 @@
 //! count it as free, and `release_class` never sees it. Its pages may be dirty (they keep
 //! the last user's bytes): a zeroed request served from the cache zeroes them (cheaper than
 //! dropping the pages at insert and faulting them in again), by writing zeros below 1 MiB
-//! and by dropping the pages from there (a large zeroed request may be sparse: written
-//! zeros would make it all resident).
+//! and by their residence from there (the resident pages written, the others dropped: a
+//! large zeroed request may be sparse, and zeros written over all of it would make it all
+//! resident).
 //!
 //! **Ranges, not mappings.** A cached entry is a page-aligned range of address space mapped
 //! by the large paths, not necessarily one whole `mmap`: a request shorter than a cached
@@ -54,14 +55,15 @@ pub(crate) fn fits(mapped: usize, len: usize) -> bool {
 /// Most mappings cached at once, whatever the settings.
 pub(crate) const SLOTS: usize = Retention::MAX_LARGE_CACHE_MAPPINGS;
 
-#[derive(Clone, Copy)]
-struct Cached {
-    /// The mapping's address (0: the slot is free).
-    addr: usize,
+/// A cached range (or a free slot).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct Cached {
+    /// The range's address (0: the slot is free).
+    pub(crate) addr: usize,
     /// Its length in bytes.
-    len: usize,
-    /// When it was freed (milliseconds of the monotonic clock).
-    freed_at: u64,
+    pub(crate) len: usize,
+    /// When it was freed (milliseconds of the monotonic clock; see the decay invariant).
+    pub(crate) freed_at: u64,
 }
 
 const FREE: Cached = Cached {
@@ -236,16 +238,16 @@ impl Cache {
     /// pages and all: no system call); else, when `align` is at most `page` (a grown range
     /// may move to any page) and `len` is at most the bound, the longest shorter one if it
     /// is at least half as long, for the caller to grow to `len` (its pages are reused, only
-    /// the rest is new). Returns it as
-    /// (address, length), and the ranges that decayed by `now` (after the take). `align` is
-    /// a power of two. Finding none is a miss the adaptive delay learns from.
+    /// the rest is new; if it cannot, it gives it back with [`Cache::put_back`]). Returns
+    /// it, and the ranges that decayed by `now` (after the take). `align` is a power of two.
+    /// Finding none is a miss the adaptive delay learns from.
     pub(crate) fn take(
         &mut self,
         len: usize,
         align: usize,
         page: usize,
         now: u64,
-    ) -> (Option<(usize, usize)>, Evicted) {
+    ) -> (Option<Cached>, Evicted) {
         debug_assert!(len > 0 && len.is_multiple_of(page));
         let aligned = |i: &usize| {
             let c = self.slots[*i];
@@ -257,11 +259,11 @@ impl Cache {
         if let Some(i) = longer.filter(|&i| !fits(self.slots[i].len, len)) {
             // Split: the head goes, the tail stays in the slot with the range's time.
             let c = &mut self.slots[i];
-            let head = c.addr;
+            let head = Cached { len, ..*c };
             c.addr += len;
             c.len -= len;
             self.bytes -= len;
-            return self.take_slot(None, Some((head, len)), now);
+            return self.take_slot(None, Some(head), now);
         }
         // Growing a range of less than half the request would reuse less than it maps: a
         // fresh mapping serves it (aligned and advised as a buffer's, `os::map_large`).
@@ -290,7 +292,8 @@ impl Cache {
                 c.addr != 0 && c.len >= len && c.len <= most && c.addr & (align - 1) == 0
             })
             .min_by_key(|&i| self.slots[i].len);
-        self.take_slot(best, None, now)
+        let (got, out) = self.take_slot(best, None, now);
+        (got.map(|c| (c.addr, c.len)), out)
     }
 
     /// Takes slot `best` (if any) out of the cache, or reports `split` (a range already
@@ -301,9 +304,9 @@ impl Cache {
     fn take_slot(
         &mut self,
         best: Option<usize>,
-        split: Option<(usize, usize)>,
+        split: Option<Cached>,
         now: u64,
-    ) -> (Option<(usize, usize)>, Evicted) {
+    ) -> (Option<Cached>, Evicted) {
         let mut out = Evicted::new();
         let got = best
             .map(|i| {
@@ -311,7 +314,7 @@ impl Cache {
                 self.slots[i] = FREE;
                 self.count -= 1;
                 self.bytes -= c.len;
-                (c.addr, c.len)
+                c
             })
             .or(split);
         self.decay(now, &mut out);
@@ -342,17 +345,33 @@ impl Cache {
     /// room. A range longer than the bound (or any, when `limit` is 0) is not kept: it is
     /// returned among the evicted.
     pub(crate) fn put(&mut self, addr: usize, len: usize, now: u64) -> Evicted {
-        let mut out = Evicted::new();
-        self.decay(now, &mut out);
-        if len > self.cap || self.limit == 0 {
-            out.push(addr, len);
-            return out;
-        }
-        let mut joined = Cached {
+        let freed = Cached {
             addr,
             len,
             freed_at: now,
         };
+        self.keep(freed, now)
+    }
+
+    /// Gives back at `now` a range [`Cache::take`] handed out to grow that the caller could
+    /// not grow (unused meanwhile): kept as a freed range of its own time.
+    pub(crate) fn put_back(&mut self, taken: Cached, now: u64) -> Evicted {
+        self.keep(taken, now)
+    }
+
+    /// [`Cache::put`] of `freed`, whose time may be older than `now`.
+    fn keep(&mut self, freed: Cached, now: u64) -> Evicted {
+        let Cached { addr, len, .. } = freed;
+        let mut out = Evicted::new();
+        self.decay(now, &mut out);
+        if len > self.cap
+            || self.limit == 0
+            || now.saturating_sub(freed.freed_at) > self.decay.delay()
+        {
+            out.push(addr, len);
+            return out;
+        }
+        let mut joined = freed;
         // The range that ends at `addr`, then the one that starts where it ends (at most
         // one each: cached ranges are disjoint).
         let before = self
@@ -407,6 +426,11 @@ mod tests {
 
     const PAGE: usize = 4096;
 
+    /// What a take handed out: (address, length).
+    fn taken(took: (Option<Cached>, Evicted)) -> Option<(usize, usize)> {
+        took.0.map(|c| (c.addr, c.len))
+    }
+
     fn bounded(bytes: usize, mappings: usize, delay_ms: u64) -> Cache {
         let mut c = Cache::new();
         let r = Retention {
@@ -427,18 +451,18 @@ mod tests {
         assert_eq!(c.put(0x30_0000, 17 * PAGE, 0).len(), 0);
         // 16 pages: 16..=18 fit; 16 is the shortest.
         assert_eq!(
-            c.take(16 * PAGE, PAGE, PAGE, 0).0,
+            taken(c.take(16 * PAGE, PAGE, PAGE, 0)),
             Some((0x10_0000, 16 * PAGE))
         );
         // 17 pages: 17 (the shortest of 17, 18).
         assert_eq!(
-            c.take(17 * PAGE, PAGE, PAGE, 0).0,
+            taken(c.take(17 * PAGE, PAGE, PAGE, 0)),
             Some((0x30_0000, 17 * PAGE))
         );
         // Alignment: 0x20_0000 is 2 MiB-aligned, not 4 MiB.
-        assert_eq!(c.take(18 * PAGE, 4 << 20, PAGE, 0).0, None);
+        assert_eq!(taken(c.take(18 * PAGE, 4 << 20, PAGE, 0)), None);
         assert_eq!(
-            c.take(18 * PAGE, 2 << 20, PAGE, 0).0,
+            taken(c.take(18 * PAGE, 2 << 20, PAGE, 0)),
             Some((0x20_0000, 18 * PAGE))
         );
         assert_eq!((c.count(), c.bytes()), (0, 0));
@@ -451,7 +475,7 @@ mod tests {
         assert_eq!(c.put(0x200_0000, 40 * PAGE, 7).len(), 0);
         // 15 pages: none within an eighth; the head of the shortest longer one (40).
         assert_eq!(
-            c.take(15 * PAGE, PAGE, PAGE, 9).0,
+            taken(c.take(15 * PAGE, PAGE, PAGE, 9)),
             Some((0x200_0000, 15 * PAGE))
         );
         assert_eq!((c.count(), c.bytes()), (2, 35 * PAGE));
@@ -460,7 +484,7 @@ mod tests {
         let mut d = bounded(1000 * PAGE, 32, 800);
         assert_eq!(d.put(0x200_0000, 40 * PAGE, 7).len(), 0);
         assert_eq!(
-            d.take(15 * PAGE, PAGE, PAGE, 9).0.map(|t| t.1),
+            taken(d.take(15 * PAGE, PAGE, PAGE, 9)).map(|t| t.1),
             Some(15 * PAGE)
         );
         let out = d.tick(7 + 101);
@@ -470,19 +494,41 @@ mod tests {
         );
         // A request longer than every range grows the longest (unless a larger alignment
         // than the page is asked: a grown range may move), whatever the bound.
-        assert_eq!(c.take(30 * PAGE, 2 * PAGE, PAGE, 9).0, None);
+        assert_eq!(taken(c.take(30 * PAGE, 2 * PAGE, PAGE, 9)), None);
         assert_eq!(
-            c.take(30 * PAGE, PAGE, PAGE, 9).0,
+            taken(c.take(30 * PAGE, PAGE, PAGE, 9)),
             Some((0x200_0000 + 15 * PAGE, 25 * PAGE))
         );
         // Not for a request longer than the bound (it would not be cached at its free), nor
         // for one more than twice as long as the range.
-        assert_eq!(c.take(1001 * PAGE, PAGE, PAGE, 9).0, None);
-        assert_eq!(c.take(21 * PAGE, PAGE, PAGE, 9).0, None);
+        assert_eq!(taken(c.take(1001 * PAGE, PAGE, PAGE, 9)), None);
+        assert_eq!(taken(c.take(21 * PAGE, PAGE, PAGE, 9)), None);
         assert_eq!(
-            c.take(20 * PAGE, PAGE, PAGE, 9).0,
+            taken(c.take(20 * PAGE, PAGE, PAGE, 9)),
             Some((0x100_0000, 10 * PAGE))
         );
+        assert_eq!((c.count(), c.bytes()), (0, 0));
+    }
+
+    #[test]
+    fn a_range_given_back_ungrown_keeps_its_time() {
+        let mut c = bounded(100 * PAGE, 32, 800);
+        assert_eq!(c.put(0x100_0000, 10 * PAGE, 1000).len(), 0);
+        let (got, _) = c.take(15 * PAGE, PAGE, PAGE, 1050);
+        let got = got.expect("the range, to grow");
+        assert_eq!(
+            (got.addr, got.len, got.freed_at),
+            (0x100_0000, 10 * PAGE, 1000)
+        );
+        // Not grown: back in the cache with its time, so it goes at 1000 + 100 as before.
+        assert_eq!(c.put_back(got, 1060).len(), 0);
+        assert_eq!(c.tick(1100).len(), 0);
+        assert_eq!(c.tick(1101).len(), 1);
+        // One older than the delay goes at once.
+        assert_eq!(c.put(0x100_0000, 10 * PAGE, 2000).len(), 0);
+        let (got, _) = c.take(15 * PAGE, PAGE, PAGE, 2000);
+        let out = c.put_back(got.unwrap(), 2101);
+        assert_eq!(out.iter().collect::<Vec<_>>(), [(0x100_0000, 10 * PAGE)]);
         assert_eq!((c.count(), c.bytes()), (0, 0));
     }
 
@@ -563,6 +609,9 @@ mod tests {
         // Now a mapping survives 150 ms unused, and is reused.
         assert_eq!(c.put(0x2000_0000, PAGE, 2000).len(), 0);
         assert_eq!(c.tick(2150).len(), 0);
-        assert_eq!(c.take(PAGE, PAGE, PAGE, 2150).0, Some((0x2000_0000, PAGE)));
+        assert_eq!(
+            taken(c.take(PAGE, PAGE, PAGE, 2150)),
+            Some((0x2000_0000, PAGE))
+        );
     }
 }
