@@ -134,7 +134,8 @@ impl Heap {
     }
 }
 
-#[cfg(test)]
+// Under loom the crate has no instances (`Cohort`): the tests need them.
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::{Heap, ENTRIES_PER_CLOCK_READ};
     use crate::per_thread::find_own;
