@@ -40,7 +40,6 @@ use core::ptr;
 
 mod idle;
 mod slow;
-use idle::IdleLook;
 pub(crate) use slow::compact;
 
 /// One head of a heap: references into the heap's two arrays.
@@ -85,8 +84,8 @@ pub(crate) struct Heap {
     pub(crate) remote: RemoteBatch,
     /// Freed medium runs kept for the heap's next medium requests (`crate::medium_cache`).
     pub(crate) medium: MediumCache,
-    /// When the owner looks for idle current blocks next (see the `idle` module).
-    idle: IdleLook,
+    /// The holder's looks at its idle current blocks ([`idle`]): when the next one is due.
+    pub(crate) idle: idle::NextLook,
 }
 
 impl Deref for Heap {
@@ -225,7 +224,7 @@ impl Heap {
                     mapped_len,
                     remote: RemoteBatch::new(),
                     medium: MediumCache::new(),
-                    idle: IdleLook::new(),
+                    idle: idle::NextLook::new(),
                 },
             );
             for i in 0..heads_len {

@@ -5,8 +5,8 @@
 //! empties: its head keeps it for the next allocation, and with it every page its bump
 //! pointer ever touched. After a burst, a heap would thus keep up to one block's touched
 //! pages per head (size class × lifetime class) for good. Instead, the owner looks at its
-//! current blocks on its slow paths, at most once per half delay (per heap, [`IdleLook`]: a
-//! thread with heaps in several instances looks at each on its own time):
+//! current blocks on its slow paths, at most once per half delay (per heap, [`NextLook`]: a
+//! thread holding heaps of several instances looks at each on its own schedule):
 //!
 //! - a block empty at the look is marked (`Header::seen_idle`); one that is not, unmarked;
 //! - a block empty at two looks in a row (so empty for at least half the delay, as far as
@@ -22,52 +22,28 @@
 //! Regions that keep their memory (committed up front) are never looked at.
 
 use super::*;
-use core::cell::Cell;
+use core::sync::atomic::{AtomicU32, AtomicU64};
 
 /// Slow-path entries between two reads of the clock by [`Heap::look_for_idle`].
 const ENTRIES_PER_CLOCK_READ: u32 = 32;
 
-/// When a heap's owner looks at its current blocks next. Owner only. Kept per heap: kept per
-/// thread, the heap a thread entered first after each due time or count took every look,
-/// and the thread's other heaps kept their idle blocks' pages for good.
-pub(crate) struct IdleLook {
-    /// The time of the next look (ms of [`crate::decay::now`]).
-    next: Cell<u64>,
+/// A heap's schedule of looks, written by its holder only (the atomics, relaxed, only make
+/// the heap's bytes shareable: a heap taken over by another thread or process after its
+/// holder died or left carries its schedule with it; a look late or early by one entry
+/// changes nothing). Core atomics even under loom: the looks are off there.
+pub(crate) struct NextLook {
+    /// When the holder looks at the heap's current blocks next (ms of [`crate::decay::now`]).
+    at: AtomicU64,
     /// Slow-path entries left before [`Heap::look_for_idle`] reads the clock again.
-    entries_left: Cell<u32>,
+    entries_left: AtomicU32,
 }
 
-impl IdleLook {
-    /// Due at the first slow-path entry and at the first look.
-    pub(crate) const fn new() -> IdleLook {
-        IdleLook {
-            next: Cell::new(0),
-            entries_left: Cell::new(0),
+impl NextLook {
+    pub(crate) const fn new() -> NextLook {
+        NextLook {
+            at: AtomicU64::new(0),
+            entries_left: AtomicU32::new(0),
         }
-    }
-
-    /// Counts a slow-path entry: true on every [`ENTRIES_PER_CLOCK_READ`]th, the first
-    /// included.
-    fn entry_reads_clock(&self) -> bool {
-        match self.entries_left.get() {
-            0 => {
-                self.entries_left.set(ENTRIES_PER_CLOCK_READ);
-                true
-            }
-            n => {
-                self.entries_left.set(n - 1);
-                false
-            }
-        }
-    }
-
-    /// True when a look is due at `now`; then the next is due half of `delay` later.
-    fn due(&self, now: u64, delay: u64) -> bool {
-        let due = now >= self.next.get();
-        if due {
-            self.next.set(now.saturating_add(delay / 2));
-        }
-        due
     }
 }
 
@@ -81,15 +57,20 @@ impl Heap {
         if cfg!(loom) {
             return 0;
         }
-        if !self.idle.entry_reads_clock() {
-            return 0;
+        let left = &self.idle.entries_left;
+        match left.load(Ordering::Relaxed) {
+            0 => left.store(ENTRIES_PER_CLOCK_READ, Ordering::Relaxed),
+            n => {
+                left.store(n - 1, Ordering::Relaxed);
+                return 0;
+            }
         }
         self.give_back_idle_current(crate::decay::now())
     }
 
     /// Owner only, at `now`, with no reference to the heap's heads alive: when the heap's
-    /// look is due, looks at every current block (see the module docs) and gives
-    /// back the pages of those empty at two looks in a row. Returns the bytes given back.
+    /// look is due, looks at every current block (see the module docs) and gives back the
+    /// pages of those empty at two looks in a row. Returns the bytes given back.
     pub(crate) fn give_back_idle_current(&self, now: u64) -> usize {
         if cfg!(loom) {
             return 0; // see `look_for_idle`
@@ -99,9 +80,11 @@ impl Heap {
             return 0;
         }
         let delay = pool.idle_delay_ms();
-        if !self.idle.due(now, delay) {
+        let next = &self.idle.at;
+        if now < next.load(Ordering::Relaxed) {
             return 0;
         }
+        next.store(now.saturating_add(delay / 2), Ordering::Relaxed);
         let page = os::page_size();
         let heads = self.heads();
         let mut given = 0;

@@ -114,10 +114,7 @@ impl Pool {
     /// The lock, when kept memory may be due to go back at `now` (the same test as
     /// [`Pool::decay_if_due`]) and the lock is free (never waits): for a caller that gives
     /// back more than the empty blocks under it (the medium pages).
-    pub(crate) fn try_lock_if_decay_due(
-        &self,
-        now: u64,
-    ) -> Option<MutexGuard<'_, RawPoolLock, PoolState>> {
+    pub(crate) fn try_lock_if_decay_due(&self, now: u64) -> Option<PoolGuard<'_>> {
         if now < self.decay_at.load(Ordering::Relaxed) {
             return None;
         }
