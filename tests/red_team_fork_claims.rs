@@ -140,7 +140,6 @@ fn next(seed: &mut u64) -> u64 {
 /// a program does); the region must then open, verify, hold the parent's objects whole,
 /// and release to empty.
 #[test]
-#[ignore = "RED-49 (found by this test, 1 run in 8 to 40): a worker killed holding the shared region's large-table lock (every 32nd medium allocation takes it) hangs the driver's release_class after the reopen; red_team_shared_locks.rs reproduces it at once"]
 fn workers_killed_mid_work_in_a_region_their_parent_keeps_open_leave_it_openable() {
     let _serial = serial();
     let p = path("killedworkers");
