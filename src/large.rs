@@ -17,17 +17,18 @@
 //! `len = page_round(stride(c))`, one for a medium request of `g` granules
 //! `len = page_round(size)` with `ceil(size / GRANULE) = g`.
 //!
-//! Freed mappings go to the [`cache`] (beside the table, under the same lock), not back to
-//! the OS at once: a cached address is in no live entry, so a live entry and a cached
-//! mapping never overlap, and `bytes + cache.bytes()` is every large byte mapped.
+//! Freed mappings go to the [`cache`] (beside the table, under the same lock) as ranges of
+//! address space, not back to the OS at once: no byte of a cached range is in a live entry
+//! (a live allocation may be the head of what was a cached range, its tail still cached),
+//! and `bytes + cache.bytes()` is every large byte mapped.
 
 mod cache;
 
 use crate::class::medium_granules;
 use crate::decay::Retention;
 use crate::os;
-use crate::sync::SpinLock;
-pub(crate) use cache::Evicted;
+use crate::sync::PoolLock;
+pub(crate) use cache::{Cached, Evicted};
 use core::ptr;
 
 const EMPTY: usize = 0;
@@ -248,15 +249,15 @@ impl LargeTable {
         (self.cache.count(), self.cache.bytes())
     }
 
-    /// Takes a cached mapping for a request of `len` bytes (page-rounded) aligned to
-    /// `align` (see [`cache`]): (address, mapped length), and the mappings that decayed,
-    /// to unmap (counted as system calls).
+    /// Takes a cached range for a request of `len` bytes (page-rounded) aligned to `align`
+    /// (see [`cache`]; shorter than `len` when it is to be grown), and the ranges that
+    /// decayed, to unmap (counted as system calls).
     pub(crate) fn take_cached(
         &mut self,
         len: usize,
         align: usize,
         now: u64,
-    ) -> (Option<(usize, usize)>, Evicted) {
+    ) -> (Option<Cached>, Evicted) {
         let (got, out) = self.cache.take(len, align, os::page_size(), now);
         self.system_calls += out.len() as u64;
         (got, out)
@@ -286,6 +287,15 @@ impl LargeTable {
     pub(crate) fn cache_freed(&mut self, addr: usize, mapped: usize, now: u64) -> Evicted {
         debug_assert!(self.find(addr).is_none() && !self.cache.contains(addr));
         let out = self.cache.put(addr, mapped, now);
+        self.system_calls += out.len() as u64;
+        out
+    }
+
+    /// Gives back a range [`LargeTable::take_cached`] handed out to grow that could not be
+    /// grown; returns the ranges to unmap (counted as system calls).
+    pub(crate) fn cache_again(&mut self, taken: Cached, now: u64) -> Evicted {
+        debug_assert!(self.find(taken.addr).is_none() && !self.cache.contains(taken.addr));
+        let out = self.cache.put_back(taken, now);
         self.system_calls += out.len() as u64;
         out
     }
@@ -415,7 +425,7 @@ impl LargeTable {
 /// memory. `now` is the time ([`crate::decay::now`]). The lock is never held across a
 /// system call.
 pub(crate) fn allocate<const ZERO: bool>(
-    table: &SpinLock<LargeTable>,
+    table: &PoolLock<LargeTable>,
     len: usize,
     align: usize,
     request: Request,
@@ -423,17 +433,22 @@ pub(crate) fn allocate<const ZERO: bool>(
 ) -> *mut u8 {
     let mut large = table.lock();
     let (cached, decayed) = large.take_cached(len, align, now);
-    // A mapping the cache handed out to resize: resized outside the lock (a system call).
+    let mut ungrown = None;
+    // A shorter range the cache handed out to grow: grown outside the lock (a system call),
+    // or given back when it cannot be.
     let cached = match cached {
-        Some((addr, mapped)) if !cache::fits(mapped, len) => {
+        Some(c) if c.len < len => {
             drop(large);
-            // SAFETY: taken from the cache: a mapping of ours no allocation uses.
-            let resized = unsafe { resize_cached(addr, mapped, len) };
+            // SAFETY: taken from the cache: a range of ours no allocation uses.
+            let grown = unsafe { grow_range(c.addr, c.len, len) };
             large = table.lock();
             large.system_calls += 1;
-            resized
+            if grown.is_none() {
+                ungrown = Some(large.cache_again(c, now));
+            }
+            grown
         }
-        other => other,
+        other => other.map(|c| (c.addr, c.len)),
     };
     let reused = cached.filter(|&(addr, mapped)| {
         large.insert(
@@ -446,8 +461,14 @@ pub(crate) fn allocate<const ZERO: bool>(
         )
     });
     drop(large);
-    // SAFETY: mappings the cache gave up (decayed): no allocation uses them.
-    unsafe { unmap_evicted(&decayed) };
+    // SAFETY: ranges the cache gave up (decayed, or an ungrown range it would not keep): no
+    // allocation uses them.
+    unsafe {
+        unmap_evicted(&decayed);
+        if let Some(out) = &ungrown {
+            unmap_evicted(out);
+        }
+    }
     if let Some((addr, _)) = reused {
         let p = addr as *mut u8;
         if ZERO {
@@ -463,8 +484,15 @@ pub(crate) fn allocate<const ZERO: bool>(
         unsafe { os::unmap(addr as *mut u8, mapped) };
         return ptr::null_mut();
     }
-    // Fresh mappings read zero: calloc needs no memset.
-    let mut p = os::map(len, align);
+    // Fresh mappings read zero: calloc needs no memset. A zeroed request may be sparse (a
+    // table touched here and there): mapped afresh, it keeps small pages, so that its
+    // resident size is what it touches; a buffer's pages are huge where the system allows
+    // (fewer faults). (A cached range keeps the pages it was mapped with.)
+    let map = |len, align| match ZERO {
+        true => os::map(len, align),
+        false => os::map_large(len, align),
+    };
+    let mut p = map(len, align);
     if p.is_null() {
         // Out of address space or memory: what the cache holds may make room.
         let drained = table.lock().drain_cache();
@@ -473,7 +501,7 @@ pub(crate) fn allocate<const ZERO: bool>(
         }
         // SAFETY: cached mappings belong to no allocation.
         unsafe { unmap_evicted(&drained) };
-        p = os::map(len, align);
+        p = map(len, align);
         if p.is_null() {
             return p;
         }
@@ -495,10 +523,12 @@ pub(crate) fn allocate<const ZERO: bool>(
     p
 }
 
-/// From this length up a reused mapping is zeroed by giving its pages back (they read zero
-/// when next touched) rather than by writing zeros: a large zeroed request may be sparse,
-/// and writing it all would make it all resident.
-const ZERO_BY_DROPPING: usize = 1 << 20;
+/// From this length up a reused range is zeroed by its pages' residence ([`os::zero_pages`]:
+/// the resident ones written with zeros, the others given back, one residence read)
+/// rather than by writing zeros over all of it: a large zeroed request may be sparse, and
+/// writing it all would make it all resident; giving it all back would fault it all in
+/// again (a loop of `vec![0; n]` faulting every page of every round).
+const ZERO_BY_RESIDENCE: usize = 1 << 20;
 
 /// Makes the first `len` bytes of a reused private mapping at `p` read zero.
 ///
@@ -506,38 +536,39 @@ const ZERO_BY_DROPPING: usize = 1 << 20;
 /// `[p, p + len)` is a page-aligned range of a private mapping of ours whose contents
 /// nobody needs; `len` is a page multiple.
 unsafe fn zero_reused(p: *mut u8, len: usize) {
-    if len >= ZERO_BY_DROPPING {
-        // SAFETY: the caller's guarantee; a private anonymous mapping reads zero after.
-        unsafe { os::decommit(p, len) };
+    if len >= ZERO_BY_RESIDENCE {
+        // SAFETY: the caller's guarantee.
+        unsafe { os::zero_pages(p, len) };
     } else {
         // SAFETY: the caller's guarantee.
         unsafe { ptr::write_bytes(p, 0, len) };
     }
 }
 
-/// Resizes a cached mapping of `mapped` bytes at `addr` to `len` (both page multiples):
-/// a longer one loses its tail, a shorter one grows (in place when the address space after
-/// it is free, else moved with its pages). Returns the mapping as (address, mapped length)
-/// for the request, or `None` when the OS refused to grow it (then it is unmapped: the
-/// caller maps afresh).
+/// Grows a cached range of `mapped` bytes at `addr` to `len > mapped` (both page
+/// multiples): in place when the address space after it is free; else, where buffers are
+/// not given huge pages ([`os::huge_pages_on_advice`]), moved with its pages (a move to an
+/// address of another offset in a huge page would break its huge pages into small ones,
+/// whose untouched parts then fault page by page: a fresh mapping faults less). Returns the
+/// range as (address, length) for the request, or `None`, the range left as it was, when it
+/// cannot grow (the OS also refuses a range that spans two of its mappings: cached ranges
+/// joined across mappings).
 ///
 /// # Safety
-/// `[addr, addr + mapped)` is a mapping of ours that no allocation uses.
-unsafe fn resize_cached(addr: usize, mapped: usize, len: usize) -> Option<(usize, usize)> {
+/// `[addr, addr + mapped)` is a range of ours that no allocation uses.
+unsafe fn grow_range(addr: usize, mapped: usize, len: usize) -> Option<(usize, usize)> {
+    debug_assert!(mapped < len);
     let p = addr as *mut u8;
-    if mapped > len {
-        // SAFETY: the tail of a mapping of ours (caller), page aligned.
-        unsafe { os::unmap(p.add(len), mapped - len) };
+    // SAFETY: the caller's range; both lengths are page multiples.
+    if unsafe { os::grow_in_place(p, mapped, len) } {
         return Some((addr, len));
     }
-    // SAFETY: the caller's mapping; both lengths are page multiples.
-    let q = unsafe { os::remap(p, mapped, len) };
-    if q.is_null() {
-        // SAFETY: as above: left as it was by the refused remap.
-        unsafe { os::unmap(p, mapped) };
+    if os::huge_pages_on_advice() {
         return None;
     }
-    Some((q as usize, len))
+    // SAFETY: as above (a refused growth left it as it was).
+    let q = unsafe { os::remap(p, mapped, len) };
+    (!q.is_null()).then_some((q as usize, len))
 }
 
 /// Unmaps the mappings a cache operation gave up.

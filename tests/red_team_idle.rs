@@ -162,8 +162,11 @@ fn large_path(a: &Cohort<Life>) {
 /// two of its own) empties a current block in each, then takes slow paths of both, one
 /// after the other, for three seconds. Each instance's empty current block must give its
 /// pages back within two delays, as with one instance (`idle_current.rs`).
+///
+/// RED-47 (fixed): the looks' schedule was per thread, so the instance looked at first after
+/// each due time took every look and the other's empty current blocks kept their pages for
+/// good; each heap now has its own schedule (`heap::idle::NextLook`).
 #[test]
-#[ignore = "RED-47: the idle look's time is per thread (NEXT_LOOK), not per heap: with two instances, the first one looked at after each due time takes every look, and the other's empty current blocks keep their pages for good"]
 fn a_thread_using_two_instances_gives_back_the_idle_blocks_of_both() {
     let retention = Retention {
         delay: Duration::from_millis(400),

@@ -143,8 +143,12 @@ fn walk(
         let at = |what: &str| format!("thread {t}, step {step}: {what}");
         if mine.len() < 3 || r < 3 {
             let n = large_size(&mut seed, page);
-            let life = if r % 2 == 0 { Life::Short } else { Life::Long };
-            let zero = next(&mut seed) % 2 == 0;
+            let life = if r.is_multiple_of(2) {
+                Life::Short
+            } else {
+                Life::Long
+            };
+            let zero = next(&mut seed).is_multiple_of(2);
             let p = if zero {
                 a.calloc(n, life)
             } else {
@@ -176,7 +180,7 @@ fn walk(
                 2 => (n / 2).max(MIB + 1),
                 _ => large_size(&mut seed, page),
             };
-            let zero = r % 2 == 0;
+            let zero = r.is_multiple_of(2);
             live.remove(p);
             // SAFETY: live, n bytes of `life`.
             let q = unsafe {

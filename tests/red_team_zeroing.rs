@@ -101,14 +101,14 @@ fn walk(a: &Cohort<Life>, what: &str, seed0: u64, steps: usize) -> Result<(), St
     for step in 0..steps {
         let r = next(&mut seed) % 10;
         tag = tag.wrapping_add(1).max(1);
-        let life = if next(&mut seed) % 3 == 0 {
+        let life = if next(&mut seed).is_multiple_of(3) {
             Life::Long
         } else {
             Life::Short
         };
         if live.len() < 6 || r < 3 {
             let n = a_size(&mut seed);
-            let zero = r % 2 == 0;
+            let zero = r.is_multiple_of(2);
             let p = if zero {
                 a.calloc(n, life)
             } else {
@@ -136,7 +136,7 @@ fn walk(a: &Cohort<Life>, what: &str, seed0: u64, steps: usize) -> Result<(), St
             let i = next(&mut seed) as usize % live.len();
             let (p, n, l, t) = live[i];
             let m = a_size(&mut seed);
-            let zero = r % 2 == 0;
+            let zero = r.is_multiple_of(2);
             // SAFETY: live, of size n and class l.
             let q = unsafe {
                 if zero {
