@@ -81,7 +81,10 @@ fn first_nonzero(p: usize, from: usize, to: usize) -> Option<usize> {
 struct Live(Mutex<BTreeMap<usize, usize>>);
 
 /// Every operation: (thread, step, what, address, length) of the buffer it made or ended.
-static LOG: Mutex<Vec<(u64, usize, &str, usize, usize)>> = Mutex::new(Vec::new());
+static LOG: Mutex<Vec<Event>> = Mutex::new(Vec::new());
+
+/// (thread, step, what, address, length).
+type Event = (u64, usize, &'static str, usize, usize);
 
 fn log(t: u64, step: usize, what: &'static str, p: usize, n: usize) {
     LOG.lock().unwrap().push((t, step, what, p, n));
