@@ -7,33 +7,13 @@
 
 mod red_team_common;
 
-use cohort::{CreateOptions, OpenOptions, Place, RegionError, SharedCohort};
+use cohort::{CreateOptions, Place, SharedCohort};
 use red_team_common::*;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 cohort::lifetime_classes! {
     enum Life { Short, Long }
-}
-
-fn serial() -> MutexGuard<'static, ()> {
-    static SERIAL: Mutex<()> = Mutex::new(());
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn path(tag: &str) -> PathBuf {
-    let p = std::env::temp_dir().join(format!("cohort-red10-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_file(&p);
-    p
-}
-
-fn open_file(p: &Path) -> Result<SharedCohort<Life>, RegionError> {
-    SharedCohort::<Life>::open(
-        Place::File(p),
-        OpenOptions::new().timeout(Duration::from_secs(5)),
-    )
 }
 
 /// A block's size and the kernel's page.
@@ -60,7 +40,7 @@ const SIZE: usize = 64;
 #[ignore = "RED-50: a copy that read a block's header page before, and its next page after, fast-path allocations of the process that had the region open (killed later) is not refused: the opener hands those live objects out again"]
 fn a_backup_read_across_fast_path_allocations_restored_after_a_kill_is_refused() {
     let _serial = serial();
-    let p = path("fastpath-backup");
+    let p = region_path("fastpath-backup");
     isolated(120, |report| {
         SharedCohort::<Life>::create(Place::File(&p), CreateOptions::new(32 << 20))
             .expect("create")
@@ -70,7 +50,7 @@ fn a_backup_read_across_fast_path_allocations_restored_after_a_kill_is_refused()
         let words = shared_words(4);
         let offs = shared_words(LATE);
         let holder = in_child_reporting(60, report, || {
-            let r = open_file(&p).expect("open");
+            let r = open_region::<Life>(&p).expect("open");
             // Objects until one lands in the second page of its block: the bump window
             // (at most a page past the bump pointer) now covers that page's other slots.
             let mut q = r.malloc(SIZE, Life::Short);
@@ -125,7 +105,7 @@ fn a_backup_read_across_fast_path_allocations_restored_after_a_kill_is_refused()
         file.write_all_at(&backup, 0).expect("restore");
         drop(file);
         let opener = in_child_reporting(60, report, || {
-            let r = match open_file(&p) {
+            let r = match open_region::<Life>(&p) {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("the restored copy is refused: {e}");

@@ -8,34 +8,13 @@
 
 mod red_team_common;
 
-use cohort::{CreateOptions, OpenOptions, Place, RegionError, SharedCohort};
+use cohort::{CreateOptions, Place, SharedCohort};
 use red_team_common::*;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 cohort::lifetime_classes! {
     enum Life { Short, Long }
-}
-
-fn serial() -> MutexGuard<'static, ()> {
-    static SERIAL: Mutex<()> = Mutex::new(());
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// A path in the temporary directory unique to this process and `tag`, removed first.
-fn path(tag: &str) -> PathBuf {
-    let p = std::env::temp_dir().join(format!("cohort-red10-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_file(&p);
-    p
-}
-
-fn open_file(p: &Path) -> Result<SharedCohort<Life>, RegionError> {
-    SharedCohort::<Life>::open(
-        Place::File(p),
-        OpenOptions::new().timeout(Duration::from_secs(10)),
-    )
 }
 
 /// Runs a subprocess the way a server does: fork, then exec `/bin/true` (`exec`) or
@@ -71,7 +50,7 @@ fn subprocess(exec: bool) {
 #[test]
 fn a_worker_forked_after_many_subprocesses_keeps_the_region_openable() {
     let _serial = serial();
-    let p = path("manyexec");
+    let p = region_path("manyexec");
     isolated(120, |report| {
         let r = SharedCohort::<Life>::create(Place::File(&p), CreateOptions::new(32 << 20))
             .expect("create");
@@ -104,7 +83,7 @@ fn a_worker_forked_after_many_subprocesses_keeps_the_region_openable() {
         r.leave().expect("leave");
         go[0].store(1, Relaxed);
         wait_ok(worker, report, "the worker");
-        match open_file(&p) {
+        match open_region::<Life>(&p) {
             Ok(r) => {
                 // SAFETY: no other process has the region open.
                 if let Err(e) = unsafe { r.verify() } {
@@ -142,7 +121,7 @@ fn next(seed: &mut u64) -> u64 {
 #[test]
 fn workers_killed_mid_work_in_a_region_their_parent_keeps_open_leave_it_openable() {
     let _serial = serial();
-    let p = path("killedworkers");
+    let p = region_path("killedworkers");
     isolated(60, |report| {
         let r = SharedCohort::<Life>::create(Place::File(&p), CreateOptions::new(128 << 20))
             .expect("create");
@@ -213,7 +192,7 @@ fn workers_killed_mid_work_in_a_region_their_parent_keeps_open_leave_it_openable
                     // dropped), then opens the region afresh, works and leaves.
                     // SAFETY: the child's copy of the parent's value, dropped once, here.
                     drop(unsafe { core::ptr::read(&r) });
-                    let again = open_file(&p).expect("the opener's open");
+                    let again = open_region::<Life>(&p).expect("the opener's open");
                     let q = again.malloc(30_000, Life::Short);
                     assert!(!q.is_null());
                     // SAFETY: allocated above, freed once.
@@ -237,7 +216,7 @@ fn workers_killed_mid_work_in_a_region_their_parent_keeps_open_leave_it_openable
             .map(|&(q, n, t)| (r.offset_of(q as *const u8).expect("in the region"), n, t))
             .collect();
         r.leave().expect("leave");
-        let r = match open_file(&p) {
+        let r = match open_region::<Life>(&p) {
             Ok(r) => r,
             Err(e) => report.fail(&format!("after 24 workers killed -9: open: {e}")),
         };
@@ -290,7 +269,7 @@ fn workers_killed_mid_work_in_a_region_their_parent_keeps_open_leave_it_openable
 #[ignore = "RED-51: a fork child that only stores into its objects never claims a slot (claims are lazy, at allocator writes): its parent's leave seals, the child's store into a block's first page changes the sum, and the region is refused as StateDamaged"]
 fn a_fork_child_storing_into_an_object_after_its_parent_left_leaves_the_region_openable() {
     let _serial = serial();
-    let p = path("forkstore");
+    let p = region_path("forkstore");
     isolated(60, |report| {
         let r = SharedCohort::<Life>::create(Place::File(&p), CreateOptions::new(32 << 20))
             .expect("create");
@@ -320,7 +299,7 @@ fn a_fork_child_storing_into_an_object_after_its_parent_left_leaves_the_region_o
         r.leave().expect("leave");
         go[0].store(1, Relaxed);
         wait_ok(child, report, "the child");
-        match open_file(&p) {
+        match open_region::<Life>(&p) {
             Ok(r) => {
                 let root: cohort::Off<u8> = r.root(0).expect("the root");
                 // SAFETY: the object stored above; nobody else has the region.
