@@ -321,3 +321,40 @@ fn a_fork_child_storing_into_an_object_after_its_parent_left_leaves_the_region_o
     });
     let _ = std::fs::remove_file(&p);
 }
+
+/// RED-51's sibling through the allocator itself: `set_label` of a shared region stores the
+/// label into the pool's shared state (hashed by the seal) with no claim, no lock and no
+/// write mark. A fork child that labels the region after its parent left (its reports, say)
+/// and ends without leaving leaves a healthy region refused as `StateDamaged`.
+#[test]
+#[ignore = "RED-51 (sibling): set_label of a shared region writes the sealed state with no claim and no mark: a fork child's label after its parent left makes the region StateDamaged"]
+fn a_fork_child_labelling_the_region_after_its_parent_left_leaves_it_openable() {
+    let _serial = serial();
+    let p = region_path("forklabel");
+    isolated(60, |report| {
+        let r = SharedCohort::<Life>::create(Place::File(&p), CreateOptions::new(32 << 20))
+            .expect("create");
+        assert!(!r.malloc(64, Life::Long).is_null());
+        let go = shared_words(1);
+        let child = in_child_reporting(30, report, || {
+            while go[0].load(Relaxed) == 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            r.set_label("child's reports");
+        });
+        r.leave().expect("leave");
+        go[0].store(1, Relaxed);
+        wait_ok(child, report, "the child");
+        match open_region::<Life>(&p) {
+            Ok(r) => r.destroy().expect("destroy"),
+            Err(e) => {
+                let _ = std::fs::remove_file(&p);
+                report.fail(&format!(
+                    "a region whose fork child set its label after its parent left cannot be \
+                     opened: {e}"
+                ))
+            }
+        }
+    });
+    let _ = std::fs::remove_file(&p);
+}
