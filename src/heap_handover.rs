@@ -61,13 +61,21 @@ pub(crate) unsafe fn abandon(heap: *mut Heap) {
     unsafe { park(heap, pool, &mut st) };
     // From here on an instance teardown may release the heap (it is ABANDONED), but the
     // guard's unlock below still writes to the pool: teardown takes the pool lock once
-    // before the pool is destroyed, so it waits for this unlock.
+    // before the pool is destroyed, so it waits for this unlock. That unlock is the last
+    // access to a private pool: the instance's drop may destroy it right after, so
+    // whether there is a reference to release (a shared pool's view, which that reference
+    // keeps mapped) is read before it.
+    let shared = pool.is_shared();
     #[cfg(test)]
     hooks::after_abandoned(pool);
     drop(st);
-    // SAFETY: the heap was this process's reference to a shared pool (`adopt_or_create`
-    // took it); nothing here uses the pool or the heap after.
-    unsafe { Pool::release(pool) };
+    #[cfg(test)]
+    hooks::after_unlocked(pool);
+    if shared {
+        // SAFETY: the heap was this process's reference to the shared pool
+        // (`adopt_or_create` took it); nothing here uses the pool or the heap after.
+        unsafe { Pool::release(pool) };
+    }
 }
 
 /// Under the pool lock: frees the medium runs `heap`'s cache keeps, and hands the blocks
@@ -418,6 +426,36 @@ pub(crate) mod hooks {
         EXITING_PAUSED.store(true, Ordering::Release);
         for _ in 0..10_000 {
             if EXIT_GO.load(Ordering::Acquire) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
+    /// The pool whose exiting thread pauses just after its last unlock of the pool lock,
+    /// until `UNLOCKED_GO`: an instance drop may destroy a private pool meanwhile.
+    pub(crate) static PAUSE_UNLOCKED: AtomicPtr<Pool> = AtomicPtr::new(core::ptr::null_mut());
+    pub(crate) static UNLOCKED_PAUSED: AtomicBool = AtomicBool::new(false);
+    pub(crate) static UNLOCKED_GO: AtomicBool = AtomicBool::new(false);
+
+    /// Serialises the tests that use the pause after the unlock, and resets it.
+    pub(crate) fn unlocked_pause(pool: *mut Pool) -> std::sync::MutexGuard<'static, ()> {
+        static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        UNLOCKED_PAUSED.store(false, Ordering::Release);
+        UNLOCKED_GO.store(false, Ordering::Release);
+        PAUSE_UNLOCKED.store(pool, Ordering::Release);
+        guard
+    }
+
+    /// Compares addresses only: the pool may be gone (see `PAUSE_UNLOCKED`).
+    pub(crate) fn after_unlocked(pool: *const Pool) {
+        if !core::ptr::eq(PAUSE_UNLOCKED.load(Ordering::Acquire), pool) {
+            return;
+        }
+        UNLOCKED_PAUSED.store(true, Ordering::Release);
+        for _ in 0..10_000 {
+            if UNLOCKED_GO.load(Ordering::Acquire) {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(1));

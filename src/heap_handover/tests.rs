@@ -37,6 +37,27 @@ fn drop_waits_for_an_exiting_thread_to_unlock_the_pool() {
     hooks::PAUSE_POOL.store(std::ptr::null_mut(), Ordering::Release);
 }
 
+/// A thread exits (its heap ABANDONED, the pool lock released) and pauses there while
+/// another drops the instance, which destroys the private pool: the rest of the exit must
+/// not read the pool (it is unmapped: a read is a SIGSEGV of the whole process).
+#[test]
+fn an_exit_reads_no_private_pool_after_its_last_unlock() {
+    let c = Box::into_raw(Box::new(Cohort::<()>::new()));
+    // SAFETY: c lives until the drop below.
+    let pool = unsafe { (*c).core.pool() }.unwrap() as *const _ as *mut _;
+    let _one = hooks::unlocked_pause(pool);
+    // SAFETY: c lives until the drop below, after the thread's allocation.
+    let t = allocate_once_and_exit(unsafe { &*c });
+    while !hooks::UNLOCKED_PAUSED.load(Ordering::Acquire) {
+        std::thread::yield_now();
+    }
+    // SAFETY: no thread uses the instance any more (the other one is exiting).
+    drop(unsafe { Box::from_raw(c) });
+    hooks::UNLOCKED_GO.store(true, Ordering::Release);
+    t.join().unwrap();
+    hooks::PAUSE_UNLOCKED.store(std::ptr::null_mut(), Ordering::Release);
+}
+
 /// With every registry id held by a join, a thread without a heap allocates through the
 /// pool: it must not map (and unmap) a heap on every allocation.
 #[test]
