@@ -46,7 +46,7 @@ pub(crate) unsafe fn abandon(heap: *mut Heap) {
         debug_assert!(left.is_ok(), "an orphaned heap changed hands: {left:?}");
     }
     #[cfg(test)]
-    hooks::after_exiting(hp.pool());
+    hooks::EXITING.at(hp.pool());
     let pool = hp.pool();
     // The heap's pending remote frees go to their blocks (before the lock: a flush only
     // tries it).
@@ -70,7 +70,7 @@ pub(crate) unsafe fn abandon(heap: *mut Heap) {
     hooks::after_abandoned(pool);
     drop(st);
     #[cfg(test)]
-    hooks::after_unlocked(pool);
+    hooks::UNLOCKED.at(pool);
     if shared {
         // SAFETY: the heap was this process's reference to the shared pool
         // (`adopt_or_create` took it); nothing here uses the pool or the heap after.
@@ -404,63 +404,73 @@ pub(crate) mod hooks {
         }
     }
 
-    /// The pool whose exiting thread pauses after storing EXITING, until `EXIT_GO`.
-    pub(crate) static PAUSE_EXITING: AtomicPtr<Pool> = AtomicPtr::new(core::ptr::null_mut());
-    pub(crate) static EXITING_PAUSED: AtomicBool = AtomicBool::new(false);
-    pub(crate) static EXIT_GO: AtomicBool = AtomicBool::new(false);
-
-    /// Serialises the tests that use the EXITING pause, and resets it.
-    pub(crate) fn exiting_pause(pool: *mut Pool) -> std::sync::MutexGuard<'static, ()> {
-        static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-        EXITING_PAUSED.store(false, Ordering::Release);
-        EXIT_GO.store(false, Ordering::Release);
-        PAUSE_EXITING.store(pool, Ordering::Release);
-        guard
+    /// A point of the exit path where the exiting thread of one pool pauses until the test
+    /// lets it go (bounded: a failing test must not hang). Compares addresses only: the
+    /// pool may be gone when the thread gets there.
+    pub(crate) struct Pause {
+        pool: AtomicPtr<Pool>,
+        paused: AtomicBool,
+        go: AtomicBool,
+        one_at_a_time: std::sync::Mutex<()>,
     }
 
-    pub(crate) fn after_exiting(pool: &Pool) {
-        if !core::ptr::eq(PAUSE_EXITING.load(Ordering::Acquire), pool) {
-            return;
-        }
-        EXITING_PAUSED.store(true, Ordering::Release);
-        for _ in 0..10_000 {
-            if EXIT_GO.load(Ordering::Acquire) {
-                break;
+    impl Pause {
+        const fn new() -> Pause {
+            Pause {
+                pool: AtomicPtr::new(core::ptr::null_mut()),
+                paused: AtomicBool::new(false),
+                go: AtomicBool::new(false),
+                one_at_a_time: std::sync::Mutex::new(()),
             }
-            std::thread::sleep(std::time::Duration::from_millis(1));
         }
-    }
 
-    /// The pool whose exiting thread pauses just after its last unlock of the pool lock,
-    /// until `UNLOCKED_GO`: an instance drop may destroy a private pool meanwhile.
-    pub(crate) static PAUSE_UNLOCKED: AtomicPtr<Pool> = AtomicPtr::new(core::ptr::null_mut());
-    pub(crate) static UNLOCKED_PAUSED: AtomicBool = AtomicBool::new(false);
-    pub(crate) static UNLOCKED_GO: AtomicBool = AtomicBool::new(false);
-
-    /// Serialises the tests that use the pause after the unlock, and resets it.
-    pub(crate) fn unlocked_pause(pool: *mut Pool) -> std::sync::MutexGuard<'static, ()> {
-        static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-        UNLOCKED_PAUSED.store(false, Ordering::Release);
-        UNLOCKED_GO.store(false, Ordering::Release);
-        PAUSE_UNLOCKED.store(pool, Ordering::Release);
-        guard
-    }
-
-    /// Compares addresses only: the pool may be gone (see `PAUSE_UNLOCKED`).
-    pub(crate) fn after_unlocked(pool: *const Pool) {
-        if !core::ptr::eq(PAUSE_UNLOCKED.load(Ordering::Acquire), pool) {
-            return;
+        /// Makes `pool`'s exiting thread pause here, serialising the tests that use this
+        /// pause: until the guard drops.
+        pub(crate) fn arm(&self, pool: *mut Pool) -> std::sync::MutexGuard<'_, ()> {
+            let guard = self.one_at_a_time.lock().unwrap_or_else(|e| e.into_inner());
+            self.paused.store(false, Ordering::Release);
+            self.go.store(false, Ordering::Release);
+            self.pool.store(pool, Ordering::Release);
+            guard
         }
-        UNLOCKED_PAUSED.store(true, Ordering::Release);
-        for _ in 0..10_000 {
-            if UNLOCKED_GO.load(Ordering::Acquire) {
-                break;
+
+        /// The exit path of `pool` is here.
+        pub(crate) fn at(&self, pool: *const Pool) {
+            if !core::ptr::eq(self.pool.load(Ordering::Acquire), pool) {
+                return;
             }
-            std::thread::sleep(std::time::Duration::from_millis(1));
+            self.paused.store(true, Ordering::Release);
+            for _ in 0..10_000 {
+                if self.go.load(Ordering::Acquire) {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
+
+        /// Waits until the armed pool's exiting thread pauses here.
+        pub(crate) fn wait_paused(&self) {
+            while !self.paused.load(Ordering::Acquire) {
+                std::thread::yield_now();
+            }
+        }
+
+        /// Lets the paused thread go on, and pauses no other.
+        pub(crate) fn resume(&self) {
+            self.go.store(true, Ordering::Release);
+        }
+
+        /// Pauses nobody any more (after the paused thread is gone).
+        pub(crate) fn disarm(&self) {
+            self.pool.store(core::ptr::null_mut(), Ordering::Release);
         }
     }
+
+    /// After the exiting thread stored EXITING.
+    pub(crate) static EXITING: Pause = Pause::new();
+    /// Just after the exiting thread's last unlock of the pool lock: an instance drop may
+    /// destroy a private pool meanwhile.
+    pub(crate) static UNLOCKED: Pause = Pause::new();
 
     /// The teardown of `pool` is about to wait for the pool lock, or destroyed the pool.
     pub(crate) fn teardown_goes_on(pool: *const Pool) {

@@ -45,17 +45,15 @@ fn an_exit_reads_no_private_pool_after_its_last_unlock() {
     let c = Box::into_raw(Box::new(Cohort::<()>::new()));
     // SAFETY: c lives until the drop below.
     let pool = unsafe { (*c).core.pool() }.unwrap() as *const _ as *mut _;
-    let _one = hooks::unlocked_pause(pool);
+    let _one = hooks::UNLOCKED.arm(pool);
     // SAFETY: c lives until the drop below, after the thread's allocation.
     let t = allocate_once_and_exit(unsafe { &*c });
-    while !hooks::UNLOCKED_PAUSED.load(Ordering::Acquire) {
-        std::thread::yield_now();
-    }
+    hooks::UNLOCKED.wait_paused();
     // SAFETY: no thread uses the instance any more (the other one is exiting).
     drop(unsafe { Box::from_raw(c) });
-    hooks::UNLOCKED_GO.store(true, Ordering::Release);
+    hooks::UNLOCKED.resume();
     t.join().unwrap();
-    hooks::PAUSE_UNLOCKED.store(std::ptr::null_mut(), Ordering::Release);
+    hooks::UNLOCKED.disarm();
 }
 
 /// With every registry id held by a join, a thread without a heap allocates through the
@@ -91,11 +89,9 @@ fn a_full_registry_maps_no_heap_per_allocation() {
 fn scope_while_a_thread_exits_does_not_deadlock() {
     let mut c = Box::new(Cohort::<()>::new());
     let pool = c.core.pool().unwrap() as *const _ as *mut _;
-    let _one = hooks::exiting_pause(pool);
+    let _one = hooks::EXITING.arm(pool);
     let t = allocate_once_and_exit(&c);
-    while !hooks::EXITING_PAUSED.load(Ordering::Acquire) {
-        std::thread::yield_now();
-    }
+    hooks::EXITING.wait_paused();
     let (tx, rx) = std::sync::mpsc::channel();
     let scoper = std::thread::spawn(move || {
         c.scope_exclusive((), |_, _| ());
@@ -103,13 +99,13 @@ fn scope_while_a_thread_exits_does_not_deadlock() {
         c
     });
     let finished = rx.recv_timeout(std::time::Duration::from_secs(30));
-    hooks::EXIT_GO.store(true, Ordering::Release);
+    hooks::EXITING.resume();
     assert!(
         finished.is_ok(),
         "scope waited forever for the exiting thread"
     );
     t.join().unwrap();
-    hooks::PAUSE_EXITING.store(std::ptr::null_mut(), Ordering::Release);
+    hooks::EXITING.disarm();
     drop(scoper.join().unwrap());
 }
 
@@ -119,11 +115,9 @@ fn scope_while_a_thread_exits_does_not_deadlock() {
 fn fork_while_a_thread_exits_leaves_the_child_able_to_drop_the_instance() {
     let c = Box::new(Cohort::<()>::new());
     let pool = c.core.pool().unwrap() as *const _ as *mut _;
-    let _one = hooks::exiting_pause(pool);
+    let _one = hooks::EXITING.arm(pool);
     let t = allocate_once_and_exit(&c);
-    while !hooks::EXITING_PAUSED.load(Ordering::Acquire) {
-        std::thread::yield_now();
-    }
+    hooks::EXITING.wait_paused();
     // SAFETY: the child only drops the instance and exits through _exit; the alarm
     // turns a hang into a failure.
     let pid = unsafe { libc::fork() };
@@ -135,12 +129,12 @@ fn fork_while_a_thread_exits_leaves_the_child_able_to_drop_the_instance() {
             libc::_exit(0);
         }
     }
-    hooks::EXIT_GO.store(true, Ordering::Release);
+    hooks::EXITING.resume();
     let mut status = 0;
     // SAFETY: our own child.
     assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
     t.join().unwrap();
-    hooks::PAUSE_EXITING.store(std::ptr::null_mut(), Ordering::Release);
+    hooks::EXITING.disarm();
     assert!(
         libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
         "the child hung dropping the instance (status {status:#x})"
