@@ -25,8 +25,9 @@
 //! else a new one), put first on the list. A free moves its block to the front of its list.
 //!
 //! **What stays resident.** Freed granules are dirty (they may be resident). The medium
-//! blocks' dirty granules are bounded by `live / 32` plus a quarter block (512 KiB), so that
-//! they add about 3 % to the live medium memory at most: past the bound after an
+//! blocks' dirty granules are bounded by `live / 40` plus a quarter block (512 KiB), so that
+//! with the parts of pages next to live runs and the blocks' metadata (about 0.7 % of the
+//! live memory for random sizes) they add about 3 % to it at most: past the bound after an
 //! allocation (or past it plus the longest run after a free, which the next allocation may
 //! reuse), whole pages of free dirty granules go back to the OS (`Pool::purge_medium`) down
 //! to three quarters of the bound, those of the shortest ranges of dirty granules first
@@ -35,10 +36,12 @@
 //! looked at every [`DECAY_EVERY`]-th medium free): per window of half the delay, those
 //! that stayed dirty the whole window. Runs in heaps' caches (`crate::medium_cache`) are
 //! runs to both: never purged. A region committed up front (fixed capacity, caller memory:
-//! its units are kept, never given back) purges nothing. A block whose last run is freed
-//! stays on its list (its granules are dirty granules as any, bounded and reused first)
-//! until a purge leaves it with nothing resident: then, unless first on its list, it goes
-//! to the pool's empty blocks (kept and decayed as any: `crate::pool`); every
+//! its units are kept, never given back) purges nothing. In a private region, a block
+//! whose last run is freed stays on its list (its granules are dirty granules as any,
+//! bounded and reused first) until a purge leaves it with nothing resident; in a region of
+//! a bounded capacity (shared, file, fixed, caller memory: its unit may be another
+//! class's next block) at once. Then, unless it is its class's only (or first) medium
+//! block, it goes to the pool's empty blocks (kept and decayed as any: `crate::pool`); every
 //! [`DECAY_EVERY`]-th medium free looks at the clock and gives back the empty blocks kept
 //! unused for the delay, as the other slow paths do.
 //!
@@ -62,9 +65,10 @@ use crate::medium_block::MediumCounts;
 /// Dirty granules kept beyond the bound's share of the live ones: a quarter block's
 /// (512 KiB).
 const DIRTY_SLACK: usize = BLOCK_SIZE / GRANULE / 4;
-/// The bound's share of the live granules: `live / DIRTY_SHARE` (so dirty memory adds at
-/// most about 3 % to the live medium memory).
-const DIRTY_SHARE: usize = 32;
+/// The bound's share of the live granules: `live / DIRTY_SHARE` (2.5 %: with the pages
+/// next to live runs and the blocks' metadata, the free resident memory of medium blocks
+/// adds about 3 % to the live medium memory).
+const DIRTY_SHARE: usize = 40;
 /// A purge gives back a `1 / DIRTY_CUT` of the bound: down to three quarters of it.
 const DIRTY_CUT: usize = 4;
 /// What a free may leave dirty beyond the bound: as much as the next allocation may take
@@ -126,7 +130,12 @@ impl Pool {
         let mut best = (n, 0);
         for h in st.medium(life).iter(units) {
             // SAFETY: a block on a medium list is a medium block; we hold the lock.
-            if let Some((g, clean, range)) = unsafe { Runs::of(h) }.find_dirty(n, align) {
+            let runs = unsafe { Runs::of(h) };
+            if found.is_some() && runs.dirty() < n - best.0 {
+                // Too few dirty granules to cover as many as the best run found.
+                continue;
+            }
+            if let Some((g, clean, range)) = runs.find_dirty(n, align) {
                 if found.is_none() || (clean, range) < best {
                     (found, best) = (Some((h, g)), (clean, range));
                 }
@@ -289,7 +298,15 @@ impl Pool {
         let units = self.units();
         let list = st.medium(life);
         let first = list.first(units).is_some_and(|f| ptr::eq(f, h));
-        if !first {
+        let only = first && list.iter(units).nth(1).is_none();
+        // In a private region an emptied block stays (its dirty granules bounded as any,
+        // reused first); in one of a bounded capacity (shared, file, fixed, caller memory)
+        // its unit may be another class's next block.
+        let stays = self.region.backing().give_back == GiveBack::Decommit;
+        if runs.is_empty() && !only && !stays {
+            list.remove(units, h);
+            self.drop_medium_block(st, h);
+        } else if !first {
             list.remove(units, h);
             list.push(units, h);
         }

@@ -509,13 +509,13 @@ fn free_resident_memory_stays_bounded_under_churn() {
             // SAFETY: live.
             unsafe { a.free(p, n, ()) };
         }
-        // The bound (a 32nd of the live memory and 512 KiB), what a free may leave beyond
+        // The bound (a 40th of the live memory and 512 KiB), what a free may leave beyond
         // it for the next allocation (the longest run), and the parts of pages next to live
         // runs or a block's metadata, which no purge can give back.
         let s = a.stats();
         assert!(
             s.medium_dirty_bytes
-                <= s.medium_bytes / 32
+                <= s.medium_bytes / 40
                     + (512 << 10)
                     + MAX_MEDIUM
                     + 2 * page * (s.medium_allocations + s.medium_blocks),
