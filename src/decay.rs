@@ -63,13 +63,17 @@ impl Retention {
     /// The longest delay accepted (one hour).
     pub const MAX_DELAY: Duration = Duration::from_secs(3600);
 
-    /// 256 MiB and 32 mappings of large cache, 16 MiB (8 blocks) of empty blocks, 1 s.
-    /// (The delay gives what is kept back within a second of disuse: the byte bound is for
-    /// bursts, and large enough for a few threads cycling buffers of tens of MiB.)
+    /// 256 MiB and 32 mappings of large cache, 256 MiB (128 blocks) of empty blocks, 1 s.
+    /// (The delay gives what is kept back within a second of disuse; the byte bounds cap
+    /// what stays kept when no slow path comes to give it back, a program idle after a
+    /// burst. The large cache's is large enough for a few threads cycling buffers of tens
+    /// of MiB; the empty blocks' lets a burst that frees a few hundred MiB of small objects
+    /// keep them until the delay, where a smaller bound gave the blocks past it back inside
+    /// the frees, one `madvise` of 2 MiB per block emptied.)
     pub const DEFAULT: Retention = Retention {
         large_cache_bytes: 256 << 20,
         large_cache_mappings: 32,
-        empty_block_bytes: 16 << 20,
+        empty_block_bytes: 256 << 20,
         delay: Duration::from_secs(1),
     };
 

@@ -84,6 +84,8 @@ pub(crate) struct Heap {
     pub(crate) remote: RemoteBatch,
     /// Freed medium runs kept for the heap's next medium requests (`crate::medium_cache`).
     pub(crate) medium: MediumCache,
+    /// The holder's looks at its idle current blocks ([`idle`]): when the next one is due.
+    pub(crate) idle: idle::NextLook,
 }
 
 impl Deref for Heap {
@@ -222,6 +224,7 @@ impl Heap {
                     mapped_len,
                     remote: RemoteBatch::new(),
                     medium: MediumCache::new(),
+                    idle: idle::NextLook::new(),
                 },
             );
             for i in 0..heads_len {

@@ -29,7 +29,7 @@ use crate::os;
 use crate::per_thread;
 use crate::heap::Heap;
 use crate::pool::place::{self, Layout, SharedParts};
-use crate::pool::{AfterLeave, Leave, Pool};
+use crate::pool::{AfterLeave, Leave, Pool, WriteSeal};
 use crate::region::UNIT;
 use crate::sync::{AtomicPtr, AtomicU64, Ordering};
 use core::cell::UnsafeCell;
@@ -319,6 +319,9 @@ pub(crate) struct Placement {
     /// (see [`AfterLeave`]); not run when the instance is refused (the caller still owns
     /// what it names).
     pub(crate) after_leave: Option<AfterLeave>,
+    /// A named region's write seal (see `crate::pool::write_seal`), `None` for other
+    /// regions.
+    pub(crate) write_seal: Option<WriteSeal>,
 }
 
 /// The bytes of a shared region's state area for `unit_count` units of blocks and
@@ -431,6 +434,10 @@ impl Instance {
             sync: p.sync_on_leave,
             after: p.after_leave,
         });
+        view.write_seal = p.write_seal;
+        // The writes of the attach so far (a region's format, its repair) are followed by a
+        // mark, as every write of its state is from now on.
+        drop(view.writing());
         // SAFETY: as in `init_pool`: the pool is not shared with any thread yet.
         unsafe { instance.publish(&mut list, pool) };
         Ok(instance)

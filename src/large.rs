@@ -17,9 +17,10 @@
 //! `len = page_round(stride(c))`, one for a medium request of `g` granules
 //! `len = page_round(size)` with `ceil(size / GRANULE) = g`.
 //!
-//! Freed mappings go to the [`cache`] (beside the table, under the same lock), not back to
-//! the OS at once: a cached address is in no live entry, so a live entry and a cached
-//! mapping never overlap, and `bytes + cache.bytes()` is every large byte mapped.
+//! Freed mappings go to the [`cache`] (beside the table, under the same lock) as ranges of
+//! address space, not back to the OS at once: no byte of a cached range is in a live entry
+//! (a live allocation may be the head of what was a cached range, its tail still cached),
+//! and `bytes + cache.bytes()` is every large byte mapped.
 
 mod cache;
 
@@ -423,12 +424,12 @@ pub(crate) fn allocate<const ZERO: bool>(
 ) -> *mut u8 {
     let mut large = table.lock();
     let (cached, decayed) = large.take_cached(len, align, now);
-    // A mapping the cache handed out to resize: resized outside the lock (a system call).
+    // A shorter range the cache handed out to grow: grown outside the lock (a system call).
     let cached = match cached {
-        Some((addr, mapped)) if !cache::fits(mapped, len) => {
+        Some((addr, mapped)) if mapped < len => {
             drop(large);
-            // SAFETY: taken from the cache: a mapping of ours no allocation uses.
-            let resized = unsafe { resize_cached(addr, mapped, len) };
+            // SAFETY: taken from the cache: a range of ours no allocation uses.
+            let resized = unsafe { grow_range(addr, mapped, len) };
             large = table.lock();
             large.system_calls += 1;
             resized
@@ -463,8 +464,15 @@ pub(crate) fn allocate<const ZERO: bool>(
         unsafe { os::unmap(addr as *mut u8, mapped) };
         return ptr::null_mut();
     }
-    // Fresh mappings read zero: calloc needs no memset.
-    let mut p = os::map(len, align);
+    // Fresh mappings read zero: calloc needs no memset. A zeroed request may be sparse (a
+    // table touched here and there): mapped afresh, it keeps small pages, so that its
+    // resident size is what it touches; a buffer's pages are huge where the system allows
+    // (fewer faults). (A cached range keeps the pages it was mapped with.)
+    let map = |len, align| match ZERO {
+        true => os::map(len, align),
+        false => os::map_large(len, align),
+    };
+    let mut p = map(len, align);
     if p.is_null() {
         // Out of address space or memory: what the cache holds may make room.
         let drained = table.lock().drain_cache();
@@ -473,7 +481,7 @@ pub(crate) fn allocate<const ZERO: bool>(
         }
         // SAFETY: cached mappings belong to no allocation.
         unsafe { unmap_evicted(&drained) };
-        p = os::map(len, align);
+        p = map(len, align);
         if p.is_null() {
             return p;
         }
@@ -515,22 +523,18 @@ unsafe fn zero_reused(p: *mut u8, len: usize) {
     }
 }
 
-/// Resizes a cached mapping of `mapped` bytes at `addr` to `len` (both page multiples):
-/// a longer one loses its tail, a shorter one grows (in place when the address space after
-/// it is free, else moved with its pages). Returns the mapping as (address, mapped length)
-/// for the request, or `None` when the OS refused to grow it (then it is unmapped: the
-/// caller maps afresh).
+/// Grows a cached range of `mapped` bytes at `addr` to `len > mapped` (both page
+/// multiples): in place when the address space after it is free, else moved with its pages.
+/// Returns the range as (address, length) for the request, or `None` when the OS refused
+/// (then it is unmapped: the caller maps afresh). The OS refuses a range that spans two of
+/// its mappings (cached ranges joined across mappings), and grows only within one.
 ///
 /// # Safety
-/// `[addr, addr + mapped)` is a mapping of ours that no allocation uses.
-unsafe fn resize_cached(addr: usize, mapped: usize, len: usize) -> Option<(usize, usize)> {
+/// `[addr, addr + mapped)` is a range of ours that no allocation uses.
+unsafe fn grow_range(addr: usize, mapped: usize, len: usize) -> Option<(usize, usize)> {
+    debug_assert!(mapped < len);
     let p = addr as *mut u8;
-    if mapped > len {
-        // SAFETY: the tail of a mapping of ours (caller), page aligned.
-        unsafe { os::unmap(p.add(len), mapped - len) };
-        return Some((addr, len));
-    }
-    // SAFETY: the caller's mapping; both lengths are page multiples.
+    // SAFETY: the caller's range; both lengths are page multiples.
     let q = unsafe { os::remap(p, mapped, len) };
     if q.is_null() {
         // SAFETY: as above: left as it was by the refused remap.

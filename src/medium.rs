@@ -450,6 +450,8 @@ impl Pool {
     /// cache has room. Takes no lock. False: nothing changed (the locked free follows, and
     /// reports what is wrong).
     pub(crate) fn medium_cache_free(&self, cache: &MediumCache, p: *mut u8, granules: usize, life: usize) -> bool {
+        // A write of the state without the pool lock: marked (`crate::pool::write_seal`).
+        let _writing = self.writing();
         let Some(h) = self.block_at(p) else {
             return false;
         };
@@ -469,6 +471,8 @@ impl Pool {
     /// class `life` served from `cache` (a heap's, its owner calling), taking no lock; null
     /// when it keeps no such run. The run holds what it held when freed.
     pub(crate) fn medium_cache_alloc(&self, cache: &MediumCache, granules: usize, align: usize, life: usize) -> *mut u8 {
+        // A write of the state without the pool lock: marked (`crate::pool::write_seal`).
+        let _writing = self.writing();
         let base = self.region.base();
         let take = |at: u64| {
             let p = base.wrapping_add(at as usize) as *mut u8;

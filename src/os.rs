@@ -30,7 +30,7 @@ pub(crate) mod placement;
 pub(crate) mod shared_mem;
 
 use core::ptr;
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// The smallest page size cohort supports (and the smallest Linux has).
 pub const MIN_PAGE: usize = 4096;
@@ -130,14 +130,113 @@ pub fn map_accounted(len: usize, align: usize) -> *mut u8 {
     map_with(len, align, libc::PROT_READ | libc::PROT_WRITE, 0)
 }
 
+/// The transparent huge page that [`map_large`] aligns to and asks for: 2 MiB, the size a
+/// page table's middle level maps with 4 KiB pages.
+pub const HUGE_PAGE: usize = 2 << 20;
+
+/// Whether transparent huge pages can back a mapping that asks for them: 0 not read yet,
+/// 1 no, 2 yes.
+static HUGE_ON_ADVICE: AtomicUsize = AtomicUsize::new(0);
+
+/// True when the kernel backs a mapping advised `MADV_HUGEPAGE` with transparent huge
+/// pages (`/sys/kernel/mm/transparent_hugepage/enabled` reads `[always]` or `[madvise]`,
+/// not `[never]`) and its page is 4 KiB (its huge page then [`HUGE_PAGE`]). Read once per
+/// process, without allocating; false when the file cannot be read.
+pub fn huge_pages_on_advice() -> bool {
+    match HUGE_ON_ADVICE.load(Ordering::Relaxed) {
+        0 => {
+            let on = kernel_page_size() == MIN_PAGE && read_huge_on_advice();
+            HUGE_ON_ADVICE.store(1 + on as usize, Ordering::Relaxed);
+            on
+        }
+        state => state == 2,
+    }
+}
+
+#[cold]
+fn read_huge_on_advice() -> bool {
+    let path = c"/sys/kernel/mm/transparent_hugepage/enabled";
+    // SAFETY: a valid C string; the descriptor is closed below.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return false;
+    }
+    let mut buf = [0u8; 64];
+    // SAFETY: `buf` is writable for its length; `fd` is open.
+    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    // SAFETY: opened above, closed once.
+    unsafe { libc::close(fd) };
+    let read = &buf[..usize::try_from(n).unwrap_or(0)];
+    let says = |mode: &[u8]| read.windows(mode.len()).any(|w| w == mode);
+    says(b"[always]") || says(b"[madvise]")
+}
+
+/// As [`map`], for a large buffer: from [`HUGE_PAGE`] on, where the kernel backs advised
+/// mappings with transparent huge pages ([`huge_pages_on_advice`]), the mapping is aligned
+/// to a huge page and advised `MADV_HUGEPAGE`, so that its huge-page-aligned part fits
+/// huge pages and the kernel makes room for them at the first touch rather than falling
+/// back to 4 KiB pages: one fault per 2 MiB touched, not 512. Its resident size then grows
+/// by huge pages (a buffer touched in one part is resident up to the huge pages around
+/// it). A process that turned huge pages off (`prctl(PR_SET_THP_DISABLE)`) gets 4 KiB pages.
+pub fn map_large(len: usize, align: usize) -> *mut u8 {
+    if len < HUGE_PAGE || !huge_pages_on_advice() {
+        return map(len, align);
+    }
+    let p = map(len, align.max(HUGE_PAGE));
+    if !p.is_null() {
+        // SAFETY: the mapping just made; the advice changes no contents, and a refusal (a
+        // kernel without huge pages) leaves it as `map` made it.
+        unsafe { libc::madvise(p.cast(), len, libc::MADV_HUGEPAGE) };
+    }
+    p
+}
+
 /// Reserves `len` bytes of address space aligned to `align`, without memory: readable
 /// (every page reads zero until committed, through the kernel's shared zero page) but not
 /// writable. Readable so that a free given a wild pointer into the reservation reads an
 /// empty header and reports it, rather than faulting. A read-only private mapping is not
 /// charged against the commit limit, and its untouched pages are left out of core dumps.
-/// (`len` is rounded up to whole pages, as for [`map`].)
+/// (`len` is rounded up to whole pages, as for [`map`].) Never locked nor populated, even
+/// in a process that locks its future mappings: see [`map_unlocked`].
 pub fn reserve(len: usize, align: usize) -> *mut u8 {
-    map_with(len, align, libc::PROT_READ, libc::MAP_NORESERVE)
+    map_unlocked(len, align, libc::PROT_READ)
+}
+
+/// As [`map`] (read-write, `MAP_NORESERVE`), never locked nor populated: for a large
+/// mapping touched sparsely (checked mode's shadow of a reservation).
+pub fn map_sparse(len: usize, align: usize) -> *mut u8 {
+    map_unlocked(len, align, libc::PROT_READ | libc::PROT_WRITE)
+}
+
+/// True when the last reservation was born locked: the process locks its future mappings
+/// (`mlockall(MCL_FUTURE)`), and [`commit`] locks what it commits.
+static LOCKS_FUTURE: AtomicBool = AtomicBool::new(false);
+
+/// Maps `len` bytes (`MAP_NORESERVE`) with protection `prot`, aligned as [`map`] does,
+/// without locking them. In a process that called `mlockall(MCL_FUTURE)` every new mapping
+/// is born locked, and the kernel populates a readable locked mapping at once: page tables
+/// for the whole range (a 256 GiB reservation: 512 MiB of them, and out of memory). So the
+/// range is mapped with no access (which the kernel never populates), unlocked, and only
+/// then given `prot`. Whether it was born locked is remembered ([`LOCKS_FUTURE`]): the
+/// program asked for its memory locked, and [`commit`] locks what it commits.
+fn map_unlocked(len: usize, align: usize, prot: libc::c_int) -> *mut u8 {
+    let p = map_with(len, align, libc::PROT_NONE, libc::MAP_NORESERVE);
+    let Some(len) = page_round(len).filter(|_| !p.is_null()) else {
+        return ptr::null_mut();
+    };
+    // SAFETY: the mapping just made, ours. `MADV_DONTNEED` on a page of it (nothing there
+    // to drop) fails exactly when the mapping is locked.
+    let ok = unsafe {
+        let locked = libc::madvise(p.cast(), kernel_page_size(), libc::MADV_DONTNEED) != 0;
+        LOCKS_FUTURE.store(locked, Ordering::Relaxed);
+        (!locked || libc::munlock(p.cast(), len) == 0) && libc::mprotect(p.cast(), len, prot) == 0
+    };
+    if !ok {
+        // SAFETY: the mapping just made, unused.
+        unsafe { unmap(p, len) };
+        return ptr::null_mut();
+    }
+    p
 }
 
 fn map_with(len: usize, align: usize, prot: libc::c_int, flags: libc::c_int) -> *mut u8 {
@@ -177,14 +276,22 @@ fn map_with(len: usize, align: usize, prot: libc::c_int, flags: libc::c_int) -> 
     start as *mut u8
 }
 
-/// Makes a reserved range readable and writable. Returns false when the OS refuses (out
-/// of memory under strict overcommit).
+/// Makes a reserved range readable and writable (and locked, in a process that locks its
+/// future mappings: see [`map_unlocked`]). Returns false when the OS refuses (out of memory
+/// under strict overcommit).
 ///
 /// # Safety
 /// `[ptr, ptr + len)` lies in a reservation made by [`reserve`], page aligned.
 pub unsafe fn commit(ptr: *mut u8, len: usize) -> bool {
     // SAFETY: the caller guarantees the range is ours.
-    unsafe { libc::mprotect(ptr.cast(), len, libc::PROT_READ | libc::PROT_WRITE) == 0 }
+    let ok = unsafe { libc::mprotect(ptr.cast(), len, libc::PROT_READ | libc::PROT_WRITE) == 0 };
+    if ok && LOCKS_FUTURE.load(Ordering::Relaxed) {
+        // A program that locks its memory has what it commits locked (and so populated),
+        // as its other mappings are; best effort (the range is usable either way).
+        // SAFETY: as above.
+        unsafe { libc::mlock(ptr.cast(), len) };
+    }
+    ok
 }
 
 /// Gives the pages of a committed range back to the OS; the range stays usable and reads

@@ -68,6 +68,7 @@ use crate::sync::{PoolLock, RawPoolLock};
 use crate::{os, tiny};
 use core::ptr;
 use lock_api::MutexGuard;
+pub(crate) use write_seal::{WriteSeal, Writing};
 
 mod blocks;
 mod empty;
@@ -78,6 +79,7 @@ mod registry;
 mod repair;
 #[cfg(not(loom))]
 mod runs;
+pub(crate) mod write_seal;
 
 #[cfg(test)]
 pub(crate) use lists::BLOCKS_WALKED;
@@ -135,6 +137,43 @@ pub(crate) struct Pool {
     pub(crate) private: bool,
     /// This view's per-head counters of slow-path events (see [`crate::counters`]).
     pub(crate) counters: HeadCounters,
+    /// A named region's write seal: where every write to the state area is marked
+    /// ([`write_seal`]); `None` in every other pool.
+    pub(crate) write_seal: Option<WriteSeal>,
+    /// In a fork child of a process that had the view: whether the child's claim of its
+    /// place in the region (its maker's `in_fork_child`, see [`AfterLeave`]) is still to be
+    /// made, before the child's first write of the region ([`Pool::claim_if_forked`]):
+    /// [`CLAIM_NONE`], [`CLAIM_PENDING`] or [`CLAIM_MAKING`].
+    fork_claim: AtomicU8,
+}
+
+/// [`Pool::fork_claim`]: no claim to make; a fork child's claim not made yet; being made by
+/// one of the child's threads (the others wait for it).
+const CLAIM_NONE: u8 = 0;
+const CLAIM_PENDING: u8 = 1;
+const CLAIM_MAKING: u8 = 2;
+
+/// The pool lock held: the pool's state, and a named region's write in progress (its end
+/// mark is written when the guard drops, before the lock is released: fields drop in
+/// order of declaration, and the end mark is in [`Writing`]'s drop, run first).
+pub(crate) struct PoolGuard<'a> {
+    _writing: Writing<'a>,
+    st: MutexGuard<'a, RawPoolLock, PoolState>,
+}
+
+impl core::ops::Deref for PoolGuard<'_> {
+    type Target = PoolState;
+    #[inline]
+    fn deref(&self) -> &PoolState {
+        &self.st
+    }
+}
+
+impl core::ops::DerefMut for PoolGuard<'_> {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut PoolState {
+        &mut self.st
+    }
 }
 
 /// How this process lets go of a shared region's mapping: `unmap(base, len, sync)`, then
@@ -155,9 +194,10 @@ pub(crate) struct Leave {
 /// its slot freed and the state sealed only when nothing of the process can write to the
 /// region any more).
 ///
-/// In a fork child, `in_fork_child(data)` runs first, from the fork handlers (the child's
-/// thread its only one): the child has the view open as its parent had it (a named
-/// region's attachment: the child claims a slot of its own).
+/// In a fork child, `in_fork_child(data)` runs first, before the child's first write of the
+/// region, by one of its threads at a time ([`Pool::claim_if_forked`]): the child has the
+/// view open as its parent had it (a named region's attachment: the child claims a slot of
+/// its own). A child that never writes to the region never runs it.
 #[derive(Clone, Copy)]
 pub(crate) struct AfterLeave {
     pub(crate) run: unsafe fn(*mut ()),
@@ -380,18 +420,54 @@ impl Pool {
     }
 
     /// In a child process after `fork()`: the child holds no heap of a shared pool (its
-    /// thread forgot the parent's), so the instance's is its only reference; the view's
-    /// maker's `in_fork_child` runs (see [`AfterLeave`]).
+    /// thread forgot the parent's), so the instance's is its only reference. The view's
+    /// maker's `in_fork_child` (see [`AfterLeave`]) is left for the child's first write of
+    /// the region ([`Pool::claim_if_forked`]): a child that never writes to it (one that
+    /// runs another program, or ends, as most do) costs nothing and holds nothing.
     ///
     /// # Safety
     /// Called by the fork handlers in the child, whose thread is its only one.
     pub(crate) unsafe fn after_fork_in_child(&self) {
         self.refs.store(1, Ordering::Relaxed);
-        if let Some(after) = self.leave.and_then(|leave| leave.after) {
-            // SAFETY: `data` is what the view's maker gave with the function, alive while
-            // the view is (it is dropped by `run`, after the view's last reference); the
-            // child's thread is its only one (the caller's contract).
-            unsafe { (after.in_fork_child)(after.data) };
+        if self.leave.and_then(|leave| leave.after).is_some() {
+            self.fork_claim.store(CLAIM_PENDING, Ordering::Relaxed);
+        }
+    }
+
+    /// Before a write of the region's state or blocks by a process that has not written to
+    /// it since it was forked: its claim ([`Pool::after_fork_in_child`]), made once, by one
+    /// thread, while the process's other threads wait; one load elsewhere.
+    #[inline]
+    pub(crate) fn claim_if_forked(&self) {
+        if self.fork_claim.load(Ordering::Acquire) != CLAIM_NONE {
+            self.claim_in_fork_child();
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn claim_in_fork_child(&self) {
+        loop {
+            match self.fork_claim.compare_exchange(
+                CLAIM_PENDING,
+                CLAIM_MAKING,
+                Ordering::Acquire,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    if let Some(after) = self.leave.and_then(|leave| leave.after) {
+                        // SAFETY: `data` is what the view's maker gave with the function,
+                        // alive while the view is (it is dropped by `run`, after the view's
+                        // last reference, which this caller holds); no other thread runs it
+                        // (`CLAIM_MAKING` is this thread's).
+                        unsafe { (after.in_fork_child)(after.data) };
+                    }
+                    self.fork_claim.store(CLAIM_NONE, Ordering::Release);
+                    return;
+                }
+                Err(CLAIM_NONE) => return,
+                Err(_) => std::thread::yield_now(),
+            }
         }
     }
 
@@ -423,35 +499,55 @@ impl Pool {
 
     /// Takes the pool lock.
     #[inline]
-    pub(crate) fn lock(&self) -> MutexGuard<'_, RawPoolLock, PoolState> {
+    pub(crate) fn lock(&self) -> PoolGuard<'_> {
         self.lock_count.fetch_add(1, Ordering::Relaxed);
         self.lock_uncounted()
     }
 
     /// Takes the pool lock, repairing as [`Pool::lock`] does, without counting it in
     /// `lock_count` (stats, verify and settings: not the paths that count measures).
-    pub(crate) fn lock_uncounted(&self) -> MutexGuard<'_, RawPoolLock, PoolState> {
-        let mut st = self.state.lock();
-        self.after_lock(&mut st);
-        st
+    pub(crate) fn lock_uncounted(&self) -> PoolGuard<'_> {
+        self.claim_if_forked();
+        self.guarded(self.state.lock())
     }
 
     /// Takes the pool lock, counting the acquisition under it (`MediumCounts::locks`, which
     /// stats add to `lock_count`) rather than with an atomic read-modify-write of its own:
     /// for the medium paths, which take it on every call.
     #[inline]
-    pub(crate) fn lock_medium(&self) -> MutexGuard<'_, RawPoolLock, PoolState> {
+    pub(crate) fn lock_medium(&self) -> PoolGuard<'_> {
         let mut st = self.lock_uncounted();
         st.medium_counts.locks += 1;
         st
     }
 
     /// Takes the pool lock if it is free.
-    pub(crate) fn try_lock(&self) -> Option<MutexGuard<'_, RawPoolLock, PoolState>> {
-        let mut st = self.state.try_lock()?;
+    pub(crate) fn try_lock(&self) -> Option<PoolGuard<'_>> {
+        self.claim_if_forked();
+        let st = self.state.try_lock()?;
         self.lock_count.fetch_add(1, Ordering::Relaxed);
+        Some(self.guarded(st))
+    }
+
+    /// The lock just taken as a guard: a write of a named region's state begins (and ends
+    /// when the guard drops, before the lock is released), after which a dead holder's
+    /// half-done work is repaired.
+    fn guarded<'a>(&'a self, st: MutexGuard<'a, RawPoolLock, PoolState>) -> PoolGuard<'a> {
+        let mut st = PoolGuard {
+            _writing: self.writing(),
+            st,
+        };
         self.after_lock(&mut st);
-        Some(st)
+        st
+    }
+
+    /// A write of the state area without the pool lock (a heap's lists, a `returned`
+    /// stack, a medium cache, a remote batch's push): marked in a named region's write seal
+    /// now and when the result drops (see [`write_seal`]).
+    #[inline]
+    pub(crate) fn writing(&self) -> Writing<'_> {
+        self.claim_if_forked();
+        Writing::begin(self.write_seal.as_ref())
     }
 
     /// Just locked: when the previous holder died holding the lock (a shared pool's robust

@@ -230,7 +230,7 @@ impl Region {
         let meta = os::map(meta_len, os::MIN_PAGE);
         let shadow_len = if checked { os::page_round(len / 8)? } else { 0 };
         let shadow = if checked {
-            os::map(shadow_len, os::MIN_PAGE)
+            os::map_sparse(shadow_len, os::MIN_PAGE)
         } else {
             ptr::null_mut()
         };

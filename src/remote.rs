@@ -480,6 +480,8 @@ unsafe fn flush_entry(pool: &Pool, e: &mut Pending) {
 /// # Safety
 /// As [`Header::push_remote_chain`]; `h` is a live block of `pool`.
 unsafe fn push_chain(pool: &Pool, h: &Header, first: u32, last: u32, n: u32) {
+    // A write of the state without the pool lock: marked (`crate::pool::write_seal`).
+    let _writing = pool.writing();
     let head = HeadIndex::new(h.class(), h.life()).get();
     pool.counters.add(head, Counter::RemoteFree, u64::from(n));
     // SAFETY: forwarded.

@@ -152,6 +152,7 @@ impl Geometry {
             private: false,
             unmap: unmap_anonymous,
             after_leave: None,
+            write_seal: None,
         }
     }
 }

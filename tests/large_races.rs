@@ -134,8 +134,9 @@ fn limit_address_space(bytes: libc::rlim_t) {
 }
 
 /// The child side of [`a_refused_mapping_gives_the_cache_back_and_tries_again`]: with 48 MiB
-/// cached and room for only 8 MiB more address space, a 40 MiB request (which no cached
-/// mapping fits as it is, and growing one of them needs more room than that) must succeed.
+/// cached in three ranges of 16 MiB (kept apart by live allocations between them in address
+/// order, so that they cannot be joined) and room for only 8 MiB more address space, a 40 MiB request (longer than every
+/// cached range, and growing one of them needs more room than that) must succeed.
 #[test]
 fn refused_mapping_child() {
     if test_support::child_case(OOM_CHILD).is_none() {
@@ -144,13 +145,18 @@ fn refused_mapping_child() {
     // The default reservation: large allocations are mappings of their own (a
     // reservation of exact capacity would serve them from its units, uncached).
     let a = Cohort::<Life>::new();
-    let cached: Vec<*mut u8> = (0..3).map(|_| a.malloc(16 << 20, Life::Kept)).collect();
+    let mut made: Vec<*mut u8> = (0..5).map(|_| a.malloc(16 << 20, Life::Kept)).collect();
+    made.sort();
+    // Every other one in address order is freed: a live one lies between any two of them.
+    let (cached, apart): (Vec<_>, Vec<_>) = made.iter().enumerate().partition(|(i, _)| i % 2 == 0);
+    let cached: Vec<*mut u8> = cached.into_iter().map(|(_, &p)| p).collect();
     for &p in &cached {
         assert!(!p.is_null());
         // SAFETY: live, freed once.
         unsafe { a.free(p, 16 << 20, Life::Kept) };
     }
-    assert_eq!(a.stats().large_cached_bytes, 48 << 20);
+    let s = a.stats();
+    assert_eq!((s.large_cached, s.large_cached_bytes), (3, 48 << 20));
     limit_address_space((mapped_bytes() + (8 << 20)) as libc::rlim_t);
     let p = a.malloc(40 << 20, Life::Kept);
     limit_address_space(libc::RLIM_INFINITY);
@@ -158,6 +164,10 @@ fn refused_mapping_child() {
     assert_eq!(a.stats().large_cached, 0, "the cache was given back");
     // SAFETY: live, freed once.
     unsafe { a.free(p, 40 << 20, Life::Kept) };
+    for (_, &q) in apart {
+        // SAFETY: live, freed once.
+        unsafe { a.free(q, 16 << 20, Life::Kept) };
+    }
 }
 
 #[test]

@@ -163,8 +163,12 @@ fn the_api_sets_what_one_instance_keeps() {
     assert_eq!(b.retention(), Retention::from_environment(), "b unchanged");
     // The adaptive delays start at an eighth of the delay.
     assert_eq!(a.decay_delays(), (r.delay / 8, r.delay / 8));
-    // At most 2 mappings, at most 6 MiB: four 2 MiB frees keep two.
-    let ptrs: Vec<*mut u8> = (0..4).map(|_| a.malloc(2 << 20, Life::A)).collect();
+    // At most 2 mappings, at most 6 MiB: four 2 MiB frees keep two. (Every other one of
+    // seven in address order is freed: a live one lies between any two freed, which keeps
+    // them from being joined.)
+    let mut made: Vec<*mut u8> = (0..7).map(|_| a.malloc(2 << 20, Life::A)).collect();
+    made.sort();
+    let ptrs: Vec<*mut u8> = made.iter().step_by(2).copied().collect();
     for &p in &ptrs {
         // SAFETY: live, freed once.
         unsafe { a.free(p, 2 << 20, Life::A) };

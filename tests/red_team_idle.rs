@@ -114,3 +114,89 @@ fn idle_current_blocks_given_back_under_churn_lose_nothing() {
     let shared = Cohort::<Life>::shared_anonymous(128 * MIB).expect("shared");
     churn_with_idle_looks(&shared, "shared-anonymous");
 }
+
+/// Resident pages of `[from, to)` (page-rounded to the kernel's 4 KiB), by `mincore`.
+fn resident_pages(from: usize, to: usize) -> usize {
+    const PAGE: usize = 4096;
+    let start = from & !(PAGE - 1);
+    let pages = (to - start).div_ceil(PAGE);
+    let mut vec = vec![0u8; pages];
+    // SAFETY: `pages` status bytes into `vec`; the range is inside an instance's region,
+    // which stays mapped.
+    let rc = unsafe { libc::mincore(start as *mut libc::c_void, pages * PAGE, vec.as_mut_ptr()) };
+    assert_eq!(rc, 0, "mincore");
+    vec.iter().filter(|&&b| b & 1 != 0).count()
+}
+
+/// 1000 objects of 512 bytes written and freed: one current block's touched pages, empty.
+/// Returns the range past the block header's page that they spanned.
+fn burst(a: &Cohort<Life>) -> (usize, usize) {
+    let ptrs: Vec<*mut u8> = (0..1000)
+        .map(|i| {
+            let p = a.malloc(512, Life::Short);
+            assert!(!p.is_null());
+            // SAFETY: 512 bytes of ours.
+            unsafe { p.write_bytes(i as u8 | 1, 512) };
+            p
+        })
+        .collect();
+    let lo = ptrs.iter().map(|&p| p as usize).min().unwrap();
+    let hi = ptrs.iter().map(|&p| p as usize).max().unwrap() + 512;
+    for &p in &ptrs {
+        // SAFETY: allocated above, freed once.
+        unsafe { a.free(p, 512, Life::Short) };
+    }
+    let page = a.usable_size(std::alloc::Layout::from_size_align(1, 8192).unwrap());
+    (lo.next_multiple_of(page.max(4096)), hi)
+}
+
+/// One large allocation and its free: a large path, which looks for idle current blocks.
+fn large_path(a: &Cohort<Life>) {
+    let p = a.malloc(4 * MIB, Life::Long);
+    assert!(!p.is_null());
+    // SAFETY: live, freed once.
+    unsafe { a.free(p, 4 * MIB, Life::Long) };
+}
+
+/// A thread that uses two instances (a program with a global cohort and one of its own, or
+/// two of its own) empties a current block in each, then takes slow paths of both, one
+/// after the other, for three seconds. Each instance's empty current block must give its
+/// pages back within two delays, as with one instance (`idle_current.rs`).
+///
+/// RED-47 (fixed): the looks' schedule was per thread, so the instance looked at first after
+/// each due time took every look and the other's empty current blocks kept their pages for
+/// good; each heap now has its own schedule (`heap::idle::NextLook`).
+#[test]
+fn a_thread_using_two_instances_gives_back_the_idle_blocks_of_both() {
+    let retention = Retention {
+        delay: Duration::from_millis(400),
+        ..Retention::DEFAULT
+    };
+    let first = Cohort::<Life>::new();
+    let second = Cohort::<Life>::new();
+    first.set_retention(retention);
+    second.set_retention(retention);
+    let (f0, f1) = burst(&first);
+    let (s0, s1) = burst(&second);
+    assert!(resident_pages(f0, f1) > 100 && resident_pages(s0, s1) > 100);
+    // Looks are at most once per half delay (200 ms); 120 rounds of 25 ms are 3 s, more than
+    // the two looks a block needs, 7 times over.
+    let mut done = false;
+    for _ in 0..120 {
+        std::thread::sleep(Duration::from_millis(25));
+        large_path(&first);
+        large_path(&second);
+        if resident_pages(f0, f1) == 0 && resident_pages(s0, s1) == 0 {
+            done = true;
+            break;
+        }
+    }
+    assert!(
+        done,
+        "after 3 s of slow paths in both instances: the first instance's empty current block \
+         has {} pages resident, the second's {} (of {})",
+        resident_pages(f0, f1),
+        resident_pages(s0, s1),
+        (s1 - s0).div_ceil(4096)
+    );
+}

@@ -164,6 +164,117 @@ fn word_at(f: &std::fs::File, at: u64) -> u64 {
     u64::from_le_bytes(w)
 }
 
+/// The fork cost noticed in session 9 (fixed in session 10): every fork child claimed a
+/// slot in every named region its parent had open, in the fork handler, bumping `GEN` and
+/// writing three pages of a file region to disk, whether or not it ever used the region
+/// (most children exec or end). Now a child claims its place before its first write of
+/// the region: 20 children that exec or end leave `GEN` where it was, and the parent,
+/// leaving, is the last (it seals the state: `SEAL_GEN = GEN`). Exact failure before:
+/// `20 fork children that never wrote to the region moved GEN from 0x3 to 0x17`.
+#[test]
+fn fork_children_that_never_write_to_the_region_claim_nothing() {
+    let _serial = serial();
+    let p = path("forkcost");
+    isolated(60, |report| {
+        let r = SharedCohort::<Life>::create(Place::File(&p), CreateOptions::new(32 << 20))
+            .expect("create");
+        assert!(!r.malloc(100, Life::Long).is_null());
+        let file = std::fs::File::open(&p).expect("the file");
+        let before = word_at(&file, GEN_AT);
+        for i in 0..20 {
+            // SAFETY: the child execs a program at once, or ends: it touches nothing.
+            let child = unsafe { libc::fork() };
+            assert!(child >= 0, "fork");
+            if child == 0 {
+                if i % 2 == 0 {
+                    let argv = [c"/bin/true".as_ptr(), core::ptr::null()];
+                    // SAFETY: a NUL-terminated path and argument list.
+                    unsafe { libc::execv(c"/bin/true".as_ptr(), argv.as_ptr()) };
+                }
+                // SAFETY: _exit has no preconditions.
+                unsafe { libc::_exit(0) };
+            }
+            assert_eq!(wait(child), Ok(0), "the subprocess");
+        }
+        let after = word_at(&file, GEN_AT);
+        if after != before {
+            report.fail(&format!(
+                "20 fork children that never wrote to the region moved GEN from {before:#x} \
+                 to {after:#x}"
+            ));
+        }
+        r.leave().expect("leave");
+        let (gen, seal_gen) = (word_at(&file, GEN_AT), word_at(&file, GEN_AT + 5 * 8));
+        if gen != seal_gen {
+            report.fail(&format!(
+                "the parent of 20 children that never wrote to the region left it unsealed \
+                 (GEN {gen:#x}, SEAL_GEN {seal_gen:#x})"
+            ));
+        }
+    });
+    let _ = std::fs::remove_file(&p);
+}
+
+/// RED-48's sibling (session 10): children that write to the region claim a slot each, and
+/// when they end without leaving (`_exit`, a crash) their slots stay held until an opener
+/// or the last leaver frees them: 260 such children fill the attach table (249 slots). A
+/// worker forked after them then found no slot, its parent's leave sealed the region under
+/// it, and the next open refused the healthy region as `StateDamaged`. Now a child that
+/// finds every slot held frees dead processes' slots first. (The worker's first write comes
+/// while the table is full, before its parent leaves.) Exact failure before: `after
+/// 260 children that wrote to the region and ended without leaving, a worker forked then
+/// worked in it after its parent left; the region cannot be opened: the region's state was
+/// damaged while nobody had it open...`.
+#[test]
+fn a_worker_forked_after_many_children_that_wrote_and_ended_keeps_the_region_openable() {
+    let _serial = serial();
+    let p = path("manywriters");
+    isolated(120, |report| {
+        let r = SharedCohort::<Life>::create(Place::File(&p), CreateOptions::new(32 << 20))
+            .expect("create");
+        for _ in 0..260 {
+            let child = in_child(30, || {
+                let q = r.malloc(64, Life::Short);
+                assert!(!q.is_null());
+                // SAFETY: allocated above, freed once.
+                unsafe { r.free(q, 64, Life::Short) };
+                // SAFETY: _exit has no preconditions: the child ends without leaving.
+                unsafe { libc::_exit(0) };
+            });
+            assert_eq!(wait(child), Ok(0), "a writing child");
+        }
+        // [the worker's first write done, the parent left]
+        let go = shared_words(2);
+        let worker = in_child_reporting(60, report, || {
+            // The first write claims a slot while the table is full of dead children's.
+            let live: Vec<_> = (0..8).map(|_| r.malloc(200, Life::Short)).collect();
+            assert!(live.iter().all(|q| !q.is_null()));
+            go[0].store(1, Relaxed);
+            while go[1].load(Relaxed) == 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            // Fast paths only (the current block's list): no write of the state marks them.
+            for q in live {
+                // SAFETY: allocated above, freed once.
+                unsafe { r.free(q, 200, Life::Short) };
+            }
+            // The worker ends without leaving (a crash, `_exit`): it wrote with a slot.
+        });
+        until(&go[0], 0, report, "the worker");
+        r.leave().expect("leave");
+        go[1].store(1, Relaxed);
+        wait_ok(worker, report, "the worker");
+        if let Err(e) = open_file(&p) {
+            report.fail(&format!(
+                "after 260 children that wrote to the region and ended without leaving, a \
+                 worker forked then worked in it after its parent left; the region cannot be \
+                 opened: {e}"
+            ));
+        }
+    });
+    let _ = std::fs::remove_file(&p);
+}
+
 /// RED-35 (every build; owner: lead, persist/attach): an open bumps `GEN`, then stores it
 /// in the two seal pages. A process killed between the two (kill -9 of a process that is
 /// opening a region: the documentation says a killed process is not a crash, and the
@@ -557,10 +668,89 @@ fn a_backup_taken_while_open_and_restored_in_place_is_refused() {
 /// (its process killed), restored over its file, opened: the opener's allocations
 /// overwrote 20000 of the 20000 objects allocated after the backup's header was read`.
 #[test]
-#[ignore = "RED-44: a backup read while open, its process killed since, restored in place, opens and hands the killed process's live objects out again (owner: lead)"]
 fn a_backup_taken_while_open_restored_after_its_process_was_killed_is_refused() {
     let _serial = serial();
     backup_restored_in_place("restored-killed", true);
+}
+
+/// RED-44's sibling through the root slots (session 10; fails without the marks of a
+/// root's store): the roots are in the header page, read first. A process that has the
+/// region open publishes a new structure and frees the old one between the backup's two
+/// reads, with only fast-path allocations and frees (no slow path, no pool lock), and is
+/// killed. Restored in place, the backup's root names the freed object. Exact failure
+/// before: `a backup read across a root's store, restored in place, opened: its root names
+/// 0x... (freed after the backup's header was read), not 0x...`.
+#[test]
+fn a_backup_read_across_a_root_store_restored_in_place_is_refused() {
+    let _serial = serial();
+    let p = path("root");
+    isolated(120, |report| {
+        SharedCohort::<Life>::create(Place::File(&p), CreateOptions::new(32 << 20))
+            .expect("create")
+            .leave()
+            .expect("leave");
+        // [ready, backed up, done, the old root, the new root]
+        let words = shared_words(5);
+        let holder = in_child_reporting(60, report, || {
+            let r = open_file(&p).expect("open");
+            // A current block of the class with room: what follows takes no slow path.
+            let warm: Vec<_> = (0..4).map(|_| r.malloc(64, Life::Long)).collect();
+            let old = r.new_in([1u64; 8], Life::Long).expect("old");
+            r.set_root(0, Some(old));
+            words[3].store(old.get(), Relaxed);
+            words[0].store(1, Relaxed);
+            while words[1].load(Relaxed) == 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let new = r.new_in([2u64; 8], Life::Long).expect("new");
+            r.set_root(0, Some(new));
+            // SAFETY: `old` was allocated above in Long and nothing refers to it now.
+            unsafe { r.free_in(old, Life::Long) };
+            words[4].store(new.get(), Relaxed);
+            drop(warm);
+            words[2].store(1, Relaxed);
+            loop {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
+        until(&words[0], 0, report, "the holder");
+        let first = std::fs::read(&p).expect("read");
+        words[1].store(1, Relaxed);
+        until(&words[2], 0, report, "the holder");
+        kill9(holder);
+        restore_in_place(&p, &first);
+        let opener = in_child_reporting(60, report, || {
+            let Ok(r) = open_file(&p) else {
+                return; // refused: fine
+            };
+            let root = r.root::<[u64; 8]>(0).map_or(0, Off::get);
+            let (old, new) = (words[3].load(Relaxed), words[4].load(Relaxed));
+            assert_eq!(
+                root, new,
+                "a backup read across a root's store, restored in place, opened: its root \
+                 names {root:#x} (the old one, freed after the backup's header was read, is \
+                 {old:#x}), not {new:#x}"
+            );
+        });
+        wait_ok(opener, report, "the restored file's opener");
+    });
+    let _ = std::fs::remove_file(&p);
+}
+
+/// Completes a backup of the region file `p` whose header and state were read as `first`
+/// (everything before the blocks) with the file's blocks as they are now, as `cp` reads a
+/// file, and restores it over the region's own file, as `cp backup region` writes it (the
+/// same inode).
+fn restore_in_place(p: &Path, first: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    let mut backup = std::fs::read(p).expect("read");
+    let blocks = u64::from_le_bytes(backup[12 * 8..13 * 8].try_into().unwrap()) as usize;
+    backup[..blocks].copy_from_slice(&first[..blocks]);
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(p)
+        .expect("the file");
+    file.write_all_at(&backup, 0).expect("restore");
 }
 
 /// A backup of a region file read as `cp` reads it, the header and state while a process
@@ -609,18 +799,7 @@ fn backup_restored_in_place(tag: &str, killed: bool) {
             wait_ok(holder, report, "the holder");
         }
         // ...and the blocks after it allocated more and left (or was killed).
-        let mut backup = std::fs::read(&p).expect("read");
-        let blocks = u64::from_le_bytes(backup[12 * 8..13 * 8].try_into().unwrap()) as usize;
-        backup[..blocks].copy_from_slice(&first[..blocks]);
-        // Restored over the region's own file, as `cp backup region` writes it.
-        {
-            use std::os::unix::fs::FileExt;
-            let file = std::fs::OpenOptions::new()
-                .write(true)
-                .open(&p)
-                .expect("the file");
-            file.write_all_at(&backup, 0).expect("restore");
-        }
+        restore_in_place(&p, &first);
         let opener = in_child_reporting(60, report, || {
             let Some(overwritten) = overwritten_after_open(&p, offs, SIZE) else {
                 return; // refused: fine

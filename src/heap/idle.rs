@@ -5,7 +5,8 @@
 //! empties: its head keeps it for the next allocation, and with it every page its bump
 //! pointer ever touched. After a burst, a heap would thus keep up to one block's touched
 //! pages per head (size class × lifetime class) for good. Instead, the owner looks at its
-//! current blocks on its slow paths, at most once per half delay (per thread, [`NEXT_LOOK`]):
+//! current blocks on its slow paths, at most once per half delay (per heap, [`NextLook`]: a
+//! thread holding heaps of several instances looks at each on its own schedule):
 //!
 //! - a block empty at the look is marked (`Header::seen_idle`); one that is not, unmarked;
 //! - a block empty at two looks in a row (so empty for at least half the delay, as far as
@@ -21,16 +22,29 @@
 //! Regions that keep their memory (committed up front) are never looked at.
 
 use super::*;
-use core::cell::Cell;
+use core::sync::atomic::{AtomicU32, AtomicU64};
 
 /// Slow-path entries between two reads of the clock by [`Heap::look_for_idle`].
 const ENTRIES_PER_CLOCK_READ: u32 = 32;
 
-std::thread_local! {
-    /// When the calling thread looks at its current blocks next (ms of [`crate::decay::now`]).
-    static NEXT_LOOK: Cell<u64> = const { Cell::new(0) };
+/// A heap's schedule of looks, written by its holder only (the atomics, relaxed, only make
+/// the heap's bytes shareable: a heap taken over by another thread or process after its
+/// holder died or left carries its schedule with it; a look late or early by one entry
+/// changes nothing). Core atomics even under loom: the looks are off there.
+pub(crate) struct NextLook {
+    /// When the holder looks at the heap's current blocks next (ms of [`crate::decay::now`]).
+    at: AtomicU64,
     /// Slow-path entries left before [`Heap::look_for_idle`] reads the clock again.
-    static ENTRIES_LEFT: Cell<u32> = const { Cell::new(0) };
+    entries_left: AtomicU32,
+}
+
+impl NextLook {
+    pub(crate) const fn new() -> NextLook {
+        NextLook {
+            at: AtomicU64::new(0),
+            entries_left: AtomicU32::new(0),
+        }
+    }
 }
 
 impl Heap {
@@ -43,27 +57,20 @@ impl Heap {
         if cfg!(loom) {
             return 0;
         }
-        let due = ENTRIES_LEFT
-            .try_with(|left| match left.get() {
-                0 => {
-                    left.set(ENTRIES_PER_CLOCK_READ);
-                    true
-                }
-                n => {
-                    left.set(n - 1);
-                    false
-                }
-            })
-            .unwrap_or(false);
-        if !due {
-            return 0;
+        let left = &self.idle.entries_left;
+        match left.load(Ordering::Relaxed) {
+            0 => left.store(ENTRIES_PER_CLOCK_READ, Ordering::Relaxed),
+            n => {
+                left.store(n - 1, Ordering::Relaxed);
+                return 0;
+            }
         }
         self.give_back_idle_current(crate::decay::now())
     }
 
-    /// Owner only, at `now`, with no reference to the heap's heads alive: when the calling
-    /// thread's look is due, looks at every current block (see the module docs) and gives
-    /// back the pages of those empty at two looks in a row. Returns the bytes given back.
+    /// Owner only, at `now`, with no reference to the heap's heads alive: when the heap's
+    /// look is due, looks at every current block (see the module docs) and gives back the
+    /// pages of those empty at two looks in a row. Returns the bytes given back.
     pub(crate) fn give_back_idle_current(&self, now: u64) -> usize {
         if cfg!(loom) {
             return 0; // see `look_for_idle`
@@ -73,18 +80,11 @@ impl Heap {
             return 0;
         }
         let delay = pool.idle_delay_ms();
-        let due = NEXT_LOOK
-            .try_with(|next| {
-                let due = now >= next.get();
-                if due {
-                    next.set(now.saturating_add(delay / 2));
-                }
-                due
-            })
-            .unwrap_or(false);
-        if !due {
+        let next = &self.idle.at;
+        if now < next.load(Ordering::Relaxed) {
             return 0;
         }
+        next.store(now.saturating_add(delay / 2), Ordering::Relaxed);
         let page = os::page_size();
         let heads = self.heads();
         let mut given = 0;

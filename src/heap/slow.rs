@@ -41,6 +41,8 @@ impl Heap {
     /// [`Heap::alloc_slow`] without the last resort.
     pub(crate) fn alloc_from_heads(&self, class: usize, life: usize) -> Option<(*mut u8, bool)> {
         let pool = self.pool();
+        // A write of the state without the pool lock: marked (`crate::pool::write_seal`).
+        let _writing = pool.writing();
         // SAFETY: callers are the owning thread, with class < CLASS_COUNT, life < life_count.
         let head = unsafe { self.head(class, life) };
         loop {
@@ -151,6 +153,8 @@ impl Heap {
     #[inline(never)]
     pub(crate) fn free_slow(&self, h: &Header) {
         let pool = self.pool();
+        // A write of the state without the pool lock: marked (`crate::pool::write_seal`).
+        let _writing = pool.writing();
         let counted = HeadIndex::new(h.class(), h.life()).get();
         pool.counters
             .add(counted, crate::counters::Counter::FreeSlow, 1);
@@ -189,6 +193,8 @@ impl Heap {
     /// allocations of the class reuse them with no system call: a request loop releases
     /// its class after every request) and `false` for the others, which leave the heap.
     pub(crate) fn release_life(&self, life: usize, mut f: impl FnMut(&Header, bool)) {
+        // A write of the state without the pool lock: marked (`crate::pool::write_seal`).
+        let _writing = self.pool().writing();
         self.drain_returned();
         let pool = self.pool();
         for i in HeadIndex::of_life(life) {

@@ -1,40 +1,52 @@
 //! The cache of freed large mappings: a free keeps the mapping (pages and all) instead of
-//! unmapping it, and a later large request of a similar length takes it back, so a loop of
-//! malloc, touch, free of one large size makes no system call and no page fault after its
-//! first round.
+//! unmapping it, and a later large request takes back a cached range, so a loop of
+//! malloc, touch, free of large sizes makes no system call and no page fault after its
+//! first rounds, whether the sizes repeat or not.
 //!
-//! A cached mapping belongs to no allocation and no lifetime class: it is not in the large
-//! table, so a free of its address finds no live allocation (a double free when the address
-//! is cached), stats count it as free, and `release_class` never sees it. Its pages may be
-//! dirty (they keep the last user's bytes): a zeroed request served from the cache zeroes
-//! them (cheaper than dropping the pages at insert and faulting them in again), by writing
-//! zeros below 1 MiB and by dropping the pages from there (a large zeroed request may be
-//! sparse: written zeros would make it all resident).
+//! A cached range belongs to no allocation and no lifetime class: it is not in the large
+//! table, so a free of an address inside it finds no live allocation (a double free), stats
+//! count it as free, and `release_class` never sees it. Its pages may be dirty (they keep
+//! the last user's bytes): a zeroed request served from the cache zeroes them (cheaper than
+//! dropping the pages at insert and faulting them in again), by writing zeros below 1 MiB
+//! and by dropping the pages from there (a large zeroed request may be sparse: written
+//! zeros would make it all resident).
+//!
+//! **Ranges, not mappings.** A cached entry is a page-aligned range of address space mapped
+//! by the large paths, not necessarily one whole `mmap`: a request shorter than a cached
+//! range takes its head and leaves its tail cached (a split: no system call, the tail's
+//! pages stay resident for the next request), and a freed range is joined to the cached
+//! ranges that touch it (a join: the next longer request finds them as one). So the pages a
+//! program's large buffers have touched serve its next buffers of any length; only a request
+//! longer than every cached range maps more (the longest one grown to it, its pages reused,
+//! when it is at least half as long; else a fresh mapping).
 //!
 //! Invariants, with `cached` the occupied slots:
 //! - `count = |cached| <= limit <= SLOTS` and `bytes = Σ_{c ∈ cached} c.len <= cap`;
-//! - every `c.len` is a whole number of pages and `c.len <= cap`;
-//! - a cached address is in no live entry of the large table, and in at most one slot;
-//! - a mapping is handed out for a page-rounded request `len` only when `c.addr % align =
-//!   0`, and used as it is only when `len <= c.len <= len + len / 8` ([`fits`]: at most 1/8
-//!   of the mapping unused, so the resident size stays within 1/8 of what is asked); with
-//!   the cache at its bound, a longer one is trimmed to `len` and a shorter one grown to
-//!   it, reusing its pages (a program allocating large buffers of ever-different lengths
-//!   faults in only the difference);
-//! - decay: after any cache operation at time `now`, `now - c.freed_at <= d` for every
-//!   cached `c`, with `d` the adaptive delay ([`Decay`]: a request that finds no fit soon
-//!   after mappings decayed lengthens it); older mappings are handed back for unmapping.
-//!   `compact()`, instance drop and a zero cap empty the cache.
+//! - every `c.addr` and `c.len` is a whole number of pages and `c.len <= cap`;
+//! - cached ranges are disjoint, and no byte of one is in a live entry of the large table;
+//! - a range is handed out for a page-rounded request `len` only when `c.addr % align =
+//!   0`, as it is when `len <= c.len <= len + len / 8` ([`fits`]: at most 1/8 of it unused,
+//!   so a live allocation's resident size stays within 1/8 of what is asked), its first
+//!   `len` bytes (the rest stays cached) when it is longer, and grown to `len` by the
+//!   caller when it is the longest, shorter than `len` and `2 * c.len >= len` (never for a
+//!   request longer than `cap`, which would not be cached at its free);
+//! - decay: every cached range's `freed_at` is at most the time any of its bytes was last
+//!   part of a live allocation (a join keeps the older time, a split the range's), and after
+//!   any cache operation at time `now`, `now - c.freed_at <= d` for every cached `c`, with `d`
+//!   the adaptive delay ([`Decay`]: a request that finds nothing soon after ranges decayed
+//!   lengthens it); older ranges are handed back for unmapping: no cached byte stays unused
+//!   longer than `d`. `compact()`, instance drop and a zero cap empty the cache.
 //!
-//! The cache never makes a system call itself: operations return the mappings to unmap
-//! ([`Evicted`]), which the caller unmaps after dropping the large lock.
+//! The cache never makes a system call itself: operations return the ranges to unmap
+//! ([`Evicted`]), which the caller unmaps after dropping the large lock (`munmap` takes any
+//! page-aligned range, within one mapping or across several).
 
 use crate::decay::{Decay, Retention};
 
-/// True when a cached mapping of `mapped` bytes serves a request of `len` bytes as it is:
+/// True when a cached range of `mapped` bytes serves a request of `len` bytes as it is:
 /// `len <= mapped <= len + len / 8` (at most an eighth of it unused, so the resident size
-/// stays within an eighth of what is asked). Any other mapping [`Cache::take`] hands out
-/// is resized to `len` by the caller.
+/// stays within an eighth of what is asked). A shorter range [`Cache::take`] hands out is
+/// grown to `len` by the caller.
 pub(crate) fn fits(mapped: usize, len: usize) -> bool {
     len <= mapped && mapped <= len.saturating_add(len / 8)
 }
@@ -136,9 +148,12 @@ impl Cache {
         self.bytes
     }
 
-    /// True when a cached mapping starts at `addr`.
+    /// True when `addr` lies in a cached range (a free of it is a double free: a freed
+    /// range may have been joined to its neighbours).
     pub(crate) fn contains(&self, addr: usize) -> bool {
-        addr != 0 && self.slots.iter().any(|c| c.addr == addr)
+        self.slots
+            .iter()
+            .any(|c| c.addr != 0 && addr.wrapping_sub(c.addr) < c.len)
     }
 
     /// Sets the bounds and the delay (the adaptive delay starts again); returns what no
@@ -215,17 +230,15 @@ impl Cache {
         }
     }
 
-    /// Takes the cached mapping that best fits a request of `len` bytes (page-rounded)
-    /// aligned to `align`: the shortest with `len <= c.len <= len + len / 8`. When none
-    /// fits and the request's own mapping would not fit in the cache beside what it holds
-    /// (its bytes or its mappings at their bound: a fresh mapping would only push a cached
-    /// one out at its free) though it would alone, the nearest instead, for the caller to resize ([`fits`] says
-    /// when it must): the shortest longer one (trimmed to `len`: its first `len` bytes'
-    /// pages are reused), else the longest shorter one (grown to `len`: its pages are
-    /// reused, only the rest is new) when `align` is at most `page` (a grown mapping may
-    /// move to any page). Returns it as (address, mapped length), and the mappings that
-    /// decayed by `now` (after the take). `align` is a power of two. Finding none is a
-    /// miss the adaptive delay learns from.
+    /// Takes a cached range for a request of `len` bytes (page-rounded, `len > 0`) aligned
+    /// to `align`, among the ranges that start at a multiple of `align`: the shortest that
+    /// [`fits`], as it is; else the head of the shortest longer one (its tail stays cached,
+    /// pages and all: no system call); else, when `align` is at most `page` (a grown range
+    /// may move to any page) and `len` is at most the bound, the longest shorter one if it
+    /// is at least half as long, for the caller to grow to `len` (its pages are reused, only
+    /// the rest is new). Returns it as
+    /// (address, length), and the ranges that decayed by `now` (after the take). `align` is
+    /// a power of two. Finding none is a miss the adaptive delay learns from.
     pub(crate) fn take(
         &mut self,
         len: usize,
@@ -233,27 +246,33 @@ impl Cache {
         page: usize,
         now: u64,
     ) -> (Option<(usize, usize)>, Evicted) {
-        let aligned = |c: &Cached| c.addr != 0 && c.addr & (align - 1) == 0;
-        let cached = |i: &usize| aligned(&self.slots[*i]);
-        let best = (0..SLOTS)
-            .filter(|i| cached(i) && fits(self.slots[*i].len, len))
-            .min_by_key(|&i| self.slots[i].len);
-        // A request longer than the bound would not be cached at its free: resizing a
-        // cached mapping for it would only lose that mapping.
-        let full = len <= self.cap
-            && (self.bytes.saturating_add(len) > self.cap || self.count >= self.limit);
-        let near = || {
-            let longer = (0..SLOTS)
-                .filter(|i| cached(i) && self.slots[*i].len > len)
-                .min_by_key(|&i| self.slots[i].len);
-            longer.or_else(|| {
-                (0..SLOTS)
-                    .filter(|i| cached(i) && align <= page && self.slots[*i].len < len)
-                    .max_by_key(|&i| self.slots[i].len)
-            })
+        debug_assert!(len > 0 && len.is_multiple_of(page));
+        let aligned = |i: &usize| {
+            let c = self.slots[*i];
+            c.addr != 0 && c.addr & (align - 1) == 0
         };
-        let best = best.or_else(|| if full { near() } else { None });
-        self.take_slot(best, now)
+        let longer = (0..SLOTS)
+            .filter(|i| aligned(i) && self.slots[*i].len >= len)
+            .min_by_key(|&i| self.slots[i].len);
+        if let Some(i) = longer.filter(|&i| !fits(self.slots[i].len, len)) {
+            // Split: the head goes, the tail stays in the slot with the range's time.
+            let c = &mut self.slots[i];
+            let head = c.addr;
+            c.addr += len;
+            c.len -= len;
+            self.bytes -= len;
+            return self.take_slot(None, Some((head, len)), now);
+        }
+        // Growing a range of less than half the request would reuse less than it maps: a
+        // fresh mapping serves it (aligned and advised as a buffer's, `os::map_large`).
+        let grow = || {
+            (0..SLOTS)
+                .filter(|i| aligned(i) && align <= page && len <= self.cap)
+                .max_by_key(|&i| self.slots[i].len)
+                .filter(|&i| self.slots[i].len >= len.div_ceil(2))
+        };
+        let best = longer.or_else(grow);
+        self.take_slot(best, None, now)
     }
 
     /// As [`Cache::take`], for a mapping of `len <= c.len <= most` bytes (a growing
@@ -271,22 +290,30 @@ impl Cache {
                 c.addr != 0 && c.len >= len && c.len <= most && c.addr & (align - 1) == 0
             })
             .min_by_key(|&i| self.slots[i].len);
-        self.take_slot(best, now)
+        self.take_slot(best, None, now)
     }
 
-    /// Takes slot `best` (if any) out of the cache, then gives back the mappings that
-    /// decayed by `now` (after the take: a mapping unused for the delay still serves the
-    /// request that comes for it, and then nothing was given back too early). `None` is a
-    /// miss the adaptive delay learns from.
-    fn take_slot(&mut self, best: Option<usize>, now: u64) -> (Option<(usize, usize)>, Evicted) {
+    /// Takes slot `best` (if any) out of the cache, or reports `split` (a range already
+    /// split off a slot), then gives back the ranges that decayed by `now` (after the take:
+    /// a range unused for the delay still serves the request that comes for it, and then
+    /// nothing was given back too early). Nothing taken is a miss the adaptive delay learns
+    /// from.
+    fn take_slot(
+        &mut self,
+        best: Option<usize>,
+        split: Option<(usize, usize)>,
+        now: u64,
+    ) -> (Option<(usize, usize)>, Evicted) {
         let mut out = Evicted::new();
-        let got = best.map(|i| {
-            let c = self.slots[i];
-            self.slots[i] = FREE;
-            self.count -= 1;
-            self.bytes -= c.len;
-            (c.addr, c.len)
-        });
+        let got = best
+            .map(|i| {
+                let c = self.slots[i];
+                self.slots[i] = FREE;
+                self.count -= 1;
+                self.bytes -= c.len;
+                (c.addr, c.len)
+            })
+            .or(split);
         self.decay(now, &mut out);
         if got.is_none() {
             self.decay.missed(now);
@@ -309,10 +336,11 @@ impl Cache {
         Some(c.len)
     }
 
-    /// Keeps the freed mapping `addr` of `len` bytes (a whole number of pages, in no live
-    /// entry) at `now`, evicting the oldest mappings to make room and the decayed ones. A
-    /// mapping longer than the bound (or any, when `limit` is 0) is not kept: it is returned
-    /// among the evicted.
+    /// Keeps the freed range `addr` of `len` bytes (whole pages, in no live entry) at `now`,
+    /// joined to the cached ranges that touch it (the joined range keeps the oldest time,
+    /// and stays within the bound), evicting the decayed ranges and the oldest ones to make
+    /// room. A range longer than the bound (or any, when `limit` is 0) is not kept: it is
+    /// returned among the evicted.
     pub(crate) fn put(&mut self, addr: usize, len: usize, now: u64) -> Evicted {
         let mut out = Evicted::new();
         self.decay(now, &mut out);
@@ -320,22 +348,43 @@ impl Cache {
             out.push(addr, len);
             return out;
         }
-        self.shrink_to(self.cap, len, &mut out);
-        let free = self.slots.iter().position(|c| c.addr == 0);
-        let i = free.expect("shrink_to frees a slot");
-        self.slots[i] = Cached {
+        let mut joined = Cached {
             addr,
             len,
             freed_at: now,
         };
-        let due = now.saturating_add(self.decay.delay());
+        // The range that ends at `addr`, then the one that starts where it ends (at most
+        // one each: cached ranges are disjoint).
+        let before = self
+            .slots
+            .iter()
+            .position(|c| c.addr != 0 && c.addr + c.len == addr);
+        let after = self.slots.iter().position(|c| c.addr == addr + len);
+        for i in [before, after].into_iter().flatten() {
+            let c = self.slots[i];
+            if joined.len + c.len <= self.cap {
+                self.slots[i] = FREE;
+                self.count -= 1;
+                self.bytes -= c.len;
+                joined = Cached {
+                    addr: joined.addr.min(c.addr),
+                    len: joined.len + c.len,
+                    freed_at: joined.freed_at.min(c.freed_at),
+                };
+            }
+        }
+        self.shrink_to(self.cap, joined.len, &mut out);
+        let free = self.slots.iter().position(|c| c.addr == 0);
+        let i = free.expect("shrink_to frees a slot");
+        self.slots[i] = joined;
+        let due = joined.freed_at.saturating_add(self.decay.delay());
         self.next_decay = if self.count == 0 {
             due
         } else {
             self.next_decay.min(due)
         };
         self.count += 1;
-        self.bytes += len;
+        self.bytes += joined.len;
         out
     }
 
@@ -381,8 +430,6 @@ mod tests {
             c.take(16 * PAGE, PAGE, PAGE, 0).0,
             Some((0x10_0000, 16 * PAGE))
         );
-        // 15 pages: at most 16 pages (15 + 15/8 = 16.875): none of 17, 18.
-        assert_eq!(c.take(15 * PAGE, PAGE, PAGE, 0).0, None);
         // 17 pages: 17 (the shortest of 17, 18).
         assert_eq!(
             c.take(17 * PAGE, PAGE, PAGE, 0).0,
@@ -398,30 +445,70 @@ mod tests {
     }
 
     #[test]
-    fn at_its_bound_the_cache_hands_out_the_nearest_mapping_to_resize() {
-        // Room for 40 pages: a 30-page request does not fit beside the 30 cached.
-        let mut c = bounded(40 * PAGE, 32, 1000);
-        assert_eq!(c.put(0x10_0000, 10 * PAGE, 0).len(), 0);
-        assert_eq!(c.put(0x20_0000, 20 * PAGE, 0).len(), 0);
-        // 15 pages: none within an eighth; the shortest longer one, to trim.
+    fn a_shorter_request_takes_the_head_of_a_longer_range_and_leaves_its_tail() {
+        let mut c = bounded(1000 * PAGE, 32, 1000);
+        assert_eq!(c.put(0x100_0000, 10 * PAGE, 5).len(), 0);
+        assert_eq!(c.put(0x200_0000, 40 * PAGE, 7).len(), 0);
+        // 15 pages: none within an eighth; the head of the shortest longer one (40).
         assert_eq!(
-            c.take(15 * PAGE, PAGE, PAGE, 0).0,
-            Some((0x20_0000, 20 * PAGE))
+            c.take(15 * PAGE, PAGE, PAGE, 9).0,
+            Some((0x200_0000, 15 * PAGE))
         );
-        assert!(!fits(20 * PAGE, 15 * PAGE));
-        assert_eq!(c.put(0x20_0000, 20 * PAGE, 0).len(), 0);
-        // 30 pages: none longer; the longest shorter one, to grow, unless a larger
-        // alignment than the page is asked (a grown mapping may move).
-        assert_eq!(c.take(30 * PAGE, 2 * PAGE, PAGE, 0).0, None);
+        assert_eq!((c.count(), c.bytes()), (2, 35 * PAGE));
+        assert!(c.contains(0x200_0000 + 15 * PAGE) && !c.contains(0x200_0000));
+        // The tail keeps the range's time (7): it decays after the delay from 7.
+        let mut d = bounded(1000 * PAGE, 32, 800);
+        assert_eq!(d.put(0x200_0000, 40 * PAGE, 7).len(), 0);
         assert_eq!(
-            c.take(30 * PAGE, PAGE, PAGE, 0).0,
-            Some((0x20_0000, 20 * PAGE))
+            d.take(15 * PAGE, PAGE, PAGE, 9).0.map(|t| t.1),
+            Some(15 * PAGE)
         );
-        // Below its bound the cache keeps its mappings for the lengths they fit: a miss.
-        let mut roomy = bounded(1000 * PAGE, 32, 1000);
-        assert_eq!(roomy.put(0x10_0000, 10 * PAGE, 0).len(), 0);
-        assert_eq!(roomy.take(15 * PAGE, PAGE, PAGE, 0).0, None);
-        assert_eq!(roomy.take(5 * PAGE, PAGE, PAGE, 0).0, None);
+        let out = d.tick(7 + 101);
+        assert_eq!(
+            out.iter().collect::<Vec<_>>(),
+            [(0x200_0000 + 15 * PAGE, 25 * PAGE)]
+        );
+        // A request longer than every range grows the longest (unless a larger alignment
+        // than the page is asked: a grown range may move), whatever the bound.
+        assert_eq!(c.take(30 * PAGE, 2 * PAGE, PAGE, 9).0, None);
+        assert_eq!(
+            c.take(30 * PAGE, PAGE, PAGE, 9).0,
+            Some((0x200_0000 + 15 * PAGE, 25 * PAGE))
+        );
+        // Not for a request longer than the bound (it would not be cached at its free), nor
+        // for one more than twice as long as the range.
+        assert_eq!(c.take(1001 * PAGE, PAGE, PAGE, 9).0, None);
+        assert_eq!(c.take(21 * PAGE, PAGE, PAGE, 9).0, None);
+        assert_eq!(
+            c.take(20 * PAGE, PAGE, PAGE, 9).0,
+            Some((0x100_0000, 10 * PAGE))
+        );
+        assert_eq!((c.count(), c.bytes()), (0, 0));
+    }
+
+    #[test]
+    fn a_freed_range_joins_the_cached_ranges_it_touches_and_keeps_the_oldest_time() {
+        let mut c = bounded(100 * PAGE, 32, 800);
+        let base = 0x100_0000;
+        assert_eq!(c.put(base, 10 * PAGE, 1000).len(), 0);
+        assert_eq!(c.put(base + 20 * PAGE, 10 * PAGE, 1010).len(), 0);
+        // The middle joins both: one range of 30 pages, as old as its oldest part.
+        assert_eq!(c.put(base + 10 * PAGE, 10 * PAGE, 1050).len(), 0);
+        assert_eq!((c.count(), c.bytes()), (1, 30 * PAGE));
+        assert!(
+            c.contains(base + 15 * PAGE),
+            "an address inside a joined range is cached"
+        );
+        assert!(!c.contains(base + 30 * PAGE));
+        // Every cached byte goes back within the delay (100 ms now) of the oldest part.
+        assert_eq!(c.tick(1100).len(), 0);
+        let out = c.tick(1101);
+        assert_eq!(out.iter().collect::<Vec<_>>(), [(base, 30 * PAGE)]);
+        // A join never makes a range longer than the bound: 60 + 50 > 100 pages.
+        assert_eq!(c.put(base, 60 * PAGE, 2000).len(), 0);
+        assert_eq!(c.put(base + 60 * PAGE, 50 * PAGE, 2000).len(), 1);
+        assert_eq!((c.count(), c.bytes()), (1, 50 * PAGE));
+        assert!(c.contains(base + 60 * PAGE) && !c.contains(base));
     }
 
     #[test]

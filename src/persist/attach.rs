@@ -7,10 +7,10 @@
 //! a machine crash leaves on disk, holds the pages of different moments: its state does
 //! not describe its blocks, and allocating from it would hand out live objects' memory
 //! again. Such a file is refused at open ([`RegionError::Unclean`]); nothing is guaranteed
-//! of a file region after a machine crash unless every process had left it. Not told
-//! apart yet: a copy made while one process had the region open, restored over the
-//! region's own file (same device and inode) after that process was killed: its attach
-//! table and seals are those of the region a killed process left.
+//! of a file region after a machine crash unless every process had left it. A copy made
+//! while one process had the region open, restored over the region's own file (same
+//! device and inode) after that process was killed, has the attach table of the region a
+//! killed process left: it is told apart by the write seal (below).
 //!
 //! **The attach table** (`ATTACH_OFFSET` bytes into the header page, outside the header's
 //! checksum): `GEN`, the attach generation; `BOOT`, `DEV`, `INO`, the boot and the file
@@ -27,11 +27,16 @@
 //! the same boot is refused after a restart.
 //!
 //! **The seals.** `GEN` is also kept in the first word of two seal pages: between the
-//! state and the blocks, and after the blocks (the file's last page). Every attach bumps
-//! `GEN` and stores it in both seals before it uses the region (and, for a file, writes the
-//! three pages to disk first). A copy that read the header and a seal on either side of an
-//! attach holds two generations, and is refused: `SEAL_HEAD = SEAL_MID = SEAL_TAIL` in
-//! every region that opens.
+//! state and the blocks, and after the blocks (the file's last page). Every attach and
+//! every leave bumps `GEN` and stores it in both seals (`fetch_max`) before it uses the
+//! region (and, for a file, writes the three pages to disk first); so does every write of
+//! the state area, twice (the **write seal**, `crate::pool::write_seal`: the pool lock's
+//! holders, a heap's slow paths, the returned stacks, the medium caches, a remote batch's
+//! push, a root's store). In a region in place a seal never exceeds `GEN`; a copy whose
+//! header was read before a write and whose last pages after it holds a seal above its
+//! `GEN`, and is refused. A seal below `GEN` is a bump in flight (a live writer's, or one
+//! killed between its bump and its seal stores, whose slot is still held); with no slot
+//! held, the seals equal `GEN` in every region that opens.
 //!
 //! **The state seal.** The last process to leave writes `SEAL_SUM`, a hash of the state
 //! area (the pool, its lists, the registry, the unit states and the heaps: every word an
@@ -52,18 +57,21 @@
 //! **Leaves bump too.** A leave bumps `GEN` into the seals before it frees its slot, so a
 //! copy read across a leave (its header before, its last pages after) holds two
 //! generations as a copy read across an attach does. The last leaver first frees the slots
-//! of processes found dead (a fork child that ran another program keeps its parent's
-//! attach as a slot of its own: see [`Attachment::claim_in_fork_child`]).
+//! of processes found dead (a fork child that wrote to the region claims a slot of its own
+//! at its first write, and may end without leaving: see
+//! [`Attachment::claim_in_fork_child`]).
 //!
 //! Invariants: a slot is nonzero exactly while its process has the region open (or until
-//! the process is found dead); `GEN` only grows; after an attach or a leave completes the
-//! seals equal `GEN`; `SEAL_GEN = GEN` implies no slot is held and `SEAL_SUM =
-//! seal_sum(region)`.
+//! the process is found dead); `GEN` only grows; `SEAL_MID <= GEN` and `SEAL_TAIL <= GEN`
+//! in a region in place, equal once every bump has completed (no slot held: the last
+//! leaver bumps again after freeing dead processes' slots); `SEAL_GEN = GEN` implies no
+//! slot is held and `SEAL_SUM = seal_sum(region)`.
 
 use super::error::RegionError;
 use super::header::{Layout, HEADER_BYTES};
 use crate::class::BLOCK_SIZE;
 use crate::os::shared_mem::{self, Fd};
+use crate::pool::WriteSeal;
 use core::sync::atomic::{AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
@@ -261,6 +269,23 @@ unsafe fn seal<'a>(base: *mut u8, offset: usize) -> &'a AtomicU64 {
     unsafe { &*base.add(offset).cast::<AtomicU64>() }
 }
 
+/// Where the mapping of the region of `layout` at `base` holds `GEN` and the two seals,
+/// for the region's pool to mark every write of its state (`crate::pool::write_seal`).
+///
+/// # Safety
+/// `base` maps the whole region of `layout`, read-write, while the result is used.
+pub(crate) unsafe fn write_seal(base: *mut u8, layout: &Layout) -> WriteSeal {
+    // SAFETY: the caller's mapping.
+    let t = unsafe { table(base) };
+    // SAFETY: as above; the seal pages lie in it.
+    let [mid, tail] = seals(layout).map(|o| unsafe { seal(base, o) } as *const AtomicU64);
+    WriteSeal {
+        gen: &t.gen,
+        mid,
+        tail,
+    }
+}
+
 /// The offsets of the two seal pages.
 fn seals(layout: &Layout) -> [usize; 2] {
     let page = layout.state_offset;
@@ -318,20 +343,24 @@ impl Attachment {
         // SAFETY: the caller's mapping.
         let t = unsafe { table(base) };
         let mut lock = SealLock::take(t, self.word, opening.unwrap_or(LOCK_PATIENCE))?;
-        let offsets = seals(layout);
         // SAFETY: the caller's mapping holds both seal pages.
-        let [mid, tail] = offsets.map(|o| unsafe { seal(base, o) });
+        let [mid, tail] = seals(layout).map(|o| unsafe { seal(base, o) });
+        // The seals before `GEN`: in a region in place a seal never exceeds `GEN` (it only
+        // takes values `GEN` reached), so read in this order they never do either.
+        let (mid, tail) = (mid.load(SeqCst), tail.load(SeqCst));
         let gen = t.gen.load(SeqCst);
-        // A lock taken over from a dead holder that still has its slot: that process may
-        // have died between its bump of `GEN` and its stores of the seals (an opener
-        // killed mid-attach, after its claim; a leaver killed mid-leave, before it freed
-        // its slot), which leaves them apart in a region nobody copied. Its slot makes the
-        // region attached, so the checks of the boot and the file below still tell a copy
-        // or a crash; this attach stores the seals anew. (A holder without a slot, a
-        // leaver past its bump, leaves the seals equal: apart, they are a copy's.)
-        let dead_attacher =
-            lock.before != 0 && t.slots.iter().any(|w| w.load(SeqCst) == lock.before);
-        if !dead_attacher && (mid.load(SeqCst) != gen || tail.load(SeqCst) != gen) {
+        if mid > gen || tail > gen {
+            return Err(RegionError::Unclean {
+                reason: "its pages are of different moments (a copy made while a process had \
+                         it open and wrote to it)",
+            });
+        }
+        // Below `GEN`, a seal is a mark in flight: a live writer's, or one killed between
+        // its bump and its seal stores (an opener, a leaver, a writer of the state), which
+        // leaves its slot held; with no slot held every mark is done, and the seals equal
+        // `GEN` unless the pages are of different moments.
+        let attached = t.slots.iter().any(|w| w.load(SeqCst) != 0);
+        if !attached && (mid != gen || tail != gen) {
             return Err(RegionError::Unclean {
                 reason: "its pages are of different moments (a copy made while a process had \
                          it open)",
@@ -347,9 +376,8 @@ impl Attachment {
         }
         let (boot, dev, ino) = identity(fd)?;
         let me = self.word;
-        // Decided before dead holders' slots are cleared: after a crash, or in a copy, the
-        // holders are dead too (their pages, not their slots, are what is missing).
-        let attached = t.slots.iter().any(|w| w.load(SeqCst) != 0);
+        // `attached` was decided before dead holders' slots are cleared: after a crash, or
+        // in a copy, the holders are dead too (their pages, not their slots, are missing).
         if attached && t.boot.load(SeqCst) != boot {
             return Err(RegionError::Unclean {
                 reason: "it was open when the machine stopped (it was attached under another \
@@ -389,22 +417,9 @@ impl Attachment {
     /// # Safety
     /// `base` maps the whole region of `layout`, read-write and shared.
     unsafe fn new_generation(&self, base: *mut u8, layout: &Layout) -> std::io::Result<()> {
-        // SAFETY: the caller's mapping.
-        let t = unsafe { table(base) };
         let offsets = seals(layout);
-        // SAFETY: the caller's mapping holds both seal pages.
-        let [mid, tail] = offsets.map(|o| unsafe { seal(base, o) });
-        t.gen.fetch_add(1, SeqCst);
-        // The last writer of a seal stores the generation it then reads unchanged (see the
-        // module docs), so racing attaches leave the seals equal to `GEN`.
-        loop {
-            let g = t.gen.load(SeqCst);
-            mid.store(g, SeqCst);
-            tail.store(g, SeqCst);
-            if t.gen.load(SeqCst) == g {
-                break;
-            }
-        }
+        // SAFETY: the caller's mapping.
+        unsafe { write_seal(base, layout) }.mark();
         if self.file {
             for at in [0, offsets[0], offsets[1]] {
                 // SAFETY: a page of the caller's mapping (every offset is a page multiple).
@@ -414,13 +429,17 @@ impl Attachment {
         Ok(())
     }
 
-    /// In a fork child, on its copy of its parent's attachment (the fork handlers, while
-    /// the child's thread is its only one): the child has the region open as its parent
-    /// had it, so it claims a slot of its own under `LOCK` and bumps the generation, as an
-    /// opener does (without an opener's checks: the child's mapping is the live region).
-    /// Its parent's leave then finds the child's slot held and writes no seal, and the
-    /// child's own leave (its copy of the view released) frees the child's slot and seals
-    /// the region if it is the last. A child that finds no free slot (every one held)
+    /// In a fork child, on its copy of its parent's attachment, before the child's first
+    /// write of the region (`Pool::claim_if_forked`; one thread of the child at a time): the
+    /// child has the region open as its parent had it, so it claims a slot of its own
+    /// under `LOCK` and bumps the generation, as an opener does (without an opener's
+    /// checks: the child's mapping is the live region). Its parent's leave then finds the
+    /// child's slot held and writes no seal, and the child's own leave (its copy of the
+    /// view released) frees the child's slot and seals the region if it is the last; if
+    /// its parent left and sealed first, the bump keeps that seal from being checked. A
+    /// child that never writes to the region (it runs another program, or ends) claims
+    /// nothing. With every slot held, the slots of processes found dead are freed first
+    /// (children that wrote and ended without leaving); a child that still finds none
     /// works without one, as before this existed: its parent's seal may then not cover
     /// what the child writes.
     pub(crate) fn claim_in_fork_child(&mut self) {
@@ -433,11 +452,17 @@ impl Attachment {
         // Without the lock (a live holder that does not let go) the slot is claimed all the
         // same: the generation bump alone keeps any seal from being checked.
         let _lock = SealLock::take(t, me, LOCK_PATIENCE).ok();
+        let claim = || {
+            t.slots
+                .iter()
+                .position(|w| w.compare_exchange(0, me, SeqCst, SeqCst).is_ok())
+        };
         self.word = me;
-        self.slot = t
-            .slots
-            .iter()
-            .position(|w| w.compare_exchange(0, me, SeqCst, SeqCst).is_ok())
+        self.slot = claim()
+            .or_else(|| {
+                t.free_dead_slots();
+                claim()
+            })
             .unwrap_or(ATTACH_SLOTS);
         // A file whose pages cannot be written to disk keeps the slot: the parent's
         // mapping is the same page cache, and the child's leave writes the region again.
@@ -470,6 +495,10 @@ impl Drop for Attachment {
                 // or ended without leaving) do not keep the last leaver from sealing.
                 t.free_dead_slots();
                 if t.slots.iter().all(|w| w.load(SeqCst) == 0) {
+                    // A process found dead may have died in a mark of its own, after this
+                    // leave's: a last mark brings the seals to `GEN` (no slot is held now).
+                    // SAFETY: the attachment's own mapping of the whole region.
+                    let _ = unsafe { self.new_generation(self.page, &self.layout) };
                     // SAFETY: the attachment's view maps the region.
                     let sum = unsafe { seal_sum(self.page, &self.fd, &self.layout) };
                     t.seal_sum.store(sum, SeqCst);

@@ -42,8 +42,10 @@ pub(crate) const HEADER_BYTES: usize = 4096;
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"cohortR\x01");
 /// The layout of the header and of where things lie in a region: bumped whenever it
 /// changes, so that code never attaches to a region it would misread. (The instance state's
-/// own layout has a version of its own, `STATE_LAYOUT`.)
-pub(crate) const LAYOUT_VERSION: u64 = 5;
+/// own layout has a version of its own, `STATE_LAYOUT`.) 6: the seals take every write of
+/// the state (`crate::pool::write_seal`), and an opener accepts a seal below `GEN` while a
+/// slot is held: a build of 5 on the same region would refuse what 6 writes.
+pub(crate) const LAYOUT_VERSION: u64 = 6;
 /// The number of root slots in the header.
 pub const ROOT_SLOTS: usize = 16;
 

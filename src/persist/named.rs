@@ -13,7 +13,7 @@ use crate::lifetime::Lifetime;
 use crate::offset::Off;
 use crate::os;
 use crate::os::shared_mem::{self, Kind};
-use crate::pool::{place, AfterLeave};
+use crate::pool::{place, AfterLeave, Writing};
 use crate::region::options::RegionOptions;
 use crate::region::Backing;
 use core::alloc::Layout as MemLayout;
@@ -130,8 +130,10 @@ unsafe fn drop_attachment(data: *mut ()) {
 /// child's own (see [`Attachment::claim_in_fork_child`]).
 ///
 /// # Safety
-/// `data` is a `Box<Attachment>` turned into a raw pointer, not dropped yet; the calling
-/// thread is the fork child's only one, so nothing else reads the attachment meanwhile.
+/// `data` is a `Box<Attachment>` turned into a raw pointer, not dropped yet (the view it
+/// goes with is alive), and no other thread reads it meanwhile (`Pool::claim_if_forked`
+/// runs this in one thread of the child at a time; only the view's last release reads it
+/// otherwise).
 unsafe fn attachment_in_fork_child(data: *mut ()) {
     // SAFETY: the caller's guarantee: a live attachment nobody else touches now.
     unsafe { (*data.cast::<Attachment>()).claim_in_fork_child() };
@@ -258,6 +260,8 @@ impl<L: Lifetime> SharedCohort<L> {
                 in_fork_child: attachment_in_fork_child,
                 data: a.cast(),
             }),
+            // SAFETY: the region's mapping, which the instance keeps until it unmaps it.
+            write_seal: Some(unsafe { super::attach::write_seal(base, &layout) }),
         };
         // SAFETY: the mapping is shared, read-write and ours; only `unmap_named` unmaps it
         // once the instance has it. A new region reads zero (just sized) and nobody else
@@ -460,6 +464,7 @@ impl<L: Lifetime> SharedCohort<L> {
     /// When `slot >= ROOT_SLOTS`, or `off` is not an offset of this region's blocks.
     pub fn set_root<T>(&self, slot: usize, off: Option<Off<T>>) -> Option<Off<T>> {
         let new = self.checked_root(off);
+        let _writing = self.writing_root();
         Off::new(self.root_word(slot).swap(new, Ordering::AcqRel))
     }
 
@@ -475,6 +480,7 @@ impl<L: Lifetime> SharedCohort<L> {
         new: Option<Off<T>>,
     ) -> Result<Option<Off<T>>, Option<Off<T>>> {
         let (current, new) = (current.map_or(0, Off::get), self.checked_root(new));
+        let _writing = self.writing_root();
         self.root_word(slot)
             .compare_exchange(current, new, Ordering::AcqRel, Ordering::Acquire)
             .map(Off::new)
@@ -489,6 +495,15 @@ impl<L: Lifetime> SharedCohort<L> {
             }
             None => 0,
         }
+    }
+
+    /// A root's store in progress: marked as every write of the state is
+    /// (`crate::pool::write_seal`), so a copy read across it (its blocks read after the
+    /// data the new root names was written, and the old one's freed) is refused; and a
+    /// fork child's first write of the region claims its place first.
+    fn writing_root(&self) -> Writing<'_> {
+        let pool = self.cohort.core.pool_if_any();
+        pool.expect("a named region's instance has its pool").writing()
     }
 
     fn root_word(&self, slot: usize) -> &core::sync::atomic::AtomicU64 {

@@ -206,6 +206,9 @@ impl Pool {
     /// `off` is a live slot of `h`, which the caller gives up.
     #[inline]
     pub(crate) unsafe fn free_remote(&self, h: &Header, off: u32) {
+        // The push writes the block's header: a fork child's first write of a named region
+        // claims its place first.
+        self.claim_if_forked();
         // SAFETY: forwarded.
         if unsafe { h.push_remote(off) } {
             self.relist(h);
@@ -216,6 +219,8 @@ impl Pool {
     /// Lists a block again after a free cleared its `FULL` flag: on its owner's returned
     /// stack, or the pool's for a pool-owned block (lock-free).
     pub(crate) fn relist(&self, h: &Header) {
+        // A write of the state without the pool lock: marked (`crate::pool::write_seal`).
+        let _writing = self.writing();
         // The caller's push found FULL with an Acquire CAS, pairing with the owner's Release
         // in `try_retire`, which came after its store of `owner`: the load sees the current
         // owner. A FULL block is on no list, so its owner cannot change before this push.

@@ -114,10 +114,7 @@ impl Pool {
     /// The lock, when kept memory may be due to go back at `now` (the same test as
     /// [`Pool::decay_if_due`]) and the lock is free (never waits): for a caller that gives
     /// back more than the empty blocks under it (the medium pages).
-    pub(crate) fn try_lock_if_decay_due(
-        &self,
-        now: u64,
-    ) -> Option<MutexGuard<'_, RawPoolLock, PoolState>> {
+    pub(crate) fn try_lock_if_decay_due(&self, now: u64) -> Option<PoolGuard<'_>> {
         if now < self.decay_at.load(Ordering::Relaxed) {
             return None;
         }
@@ -135,7 +132,7 @@ impl Pool {
     /// Under the lock: sets what is kept of empty blocks (`r.empty_block_bytes`, in whole
     /// blocks) and the delay (which starts adapting again); gives back the blocks beyond the
     /// new bound at once.
-    fn set_empty_retention(&self, st: &mut PoolState, r: &Retention) {
+    pub(super) fn set_empty_retention(&self, st: &mut PoolState, r: &Retention) {
         st.retain_blocks = r.empty_block_bytes / BLOCK_SIZE;
         st.decay = Decay::new(r.delay_ms());
         self.idle_delay.store(r.delay_ms(), Ordering::Relaxed);

@@ -32,7 +32,7 @@ use core::ptr;
 /// (`PoolShared::layout`): an area of another version was formatted by an incompatible
 /// build and is never attached. (A region header that describes the region should name it
 /// too, so that an opener refuses before it maps anything.)
-pub(crate) const STATE_LAYOUT: u32 = 7;
+pub(crate) const STATE_LAYOUT: u32 = 8;
 
 /// The most heaps any shared region holds at once (its heaps live in its state area).
 #[cfg(not(loom))]
@@ -193,6 +193,8 @@ pub(crate) unsafe fn build(
                 heap_area,
                 heap_stride: layout.heap_stride,
                 fork_next: ptr::null_mut(),
+                write_seal: None,
+                fork_claim: AtomicU8::new(0),
                 area: ptr::null_mut(),
                 area_len: 0,
                 refs: AtomicU64::new(1),

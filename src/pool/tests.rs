@@ -47,8 +47,16 @@ fn taken_blocks_are_fresh_and_listed_under_their_lifetime_class() {
 
 #[test]
 fn emptied_blocks_are_retained_up_to_the_bound_then_given_back() {
+    // A bound the test pool's 16 units hold with room to pass it (the default, RETAIN_EMPTY,
+    // is 128 blocks).
+    const RETAIN_EMPTY: usize = 8;
     let pool = test_pool();
     let mut st = pool.lock();
+    let retention = crate::decay::Retention {
+        empty_block_bytes: RETAIN_EMPTY * crate::class::BLOCK_SIZE,
+        ..crate::decay::Retention::DEFAULT
+    };
+    pool.set_empty_retention(&mut st, &retention);
     let blocks: Vec<&Header> = (0..RETAIN_EMPTY + 2)
         .map(|_| pool.take_block(&mut st, class64(), 0, TOKEN).unwrap())
         .collect();
@@ -249,4 +257,70 @@ fn repair_gives_away_an_emptied_tiny_block_and_keeps_the_rest_of_its_class() {
         1,
         "the empty tiny block is kept"
     );
+}
+
+/// A lock holder killed inside a medium call left the medium lists and counts half
+/// updated (here: every list emptied, every count zeroed): the repair rebuilds both from
+/// the blocks' run tables, and the runs free again afterwards. (The kill -9 test of
+/// tests/medium_regions.rs reaches a repair only when a kill lands under the lock.)
+#[test]
+fn repair_rebuilds_the_medium_lists_and_counts_from_the_run_tables() {
+    use crate::medium_block::MediumCounts;
+    let pool = TestPool::shared(8, 2, 4096);
+    let runs = [(8, 0), (40, 1), (3, 1), (500, 0)];
+    let ptrs: Vec<_> = runs
+        .iter()
+        .map(|&(n, life)| pool.medium_alloc::<false>(n, 8, life))
+        .collect();
+    assert!(ptrs.iter().all(|p| !p.is_null()));
+    let mut st = pool.lock();
+    let counts = st.medium_counts;
+    let lists: Vec<Vec<_>> = (0..2)
+        .map(|l| {
+            st.medium_list(l)
+                .iter(pool.units())
+                .map(|h| h.base())
+                .collect()
+        })
+        .collect();
+    assert!(counts.live >= 551 && counts.blocks >= 2, "{counts:?}");
+    // The dead holder's half-done work.
+    for l in 0..2 {
+        *st.medium(l) = BlockList::new();
+    }
+    st.medium_counts = MediumCounts {
+        purged: counts.purged,
+        locks: counts.locks,
+        ..MediumCounts::new()
+    };
+    assert_eq!(
+        pool.repair(&mut st),
+        counts.blocks,
+        "the medium blocks are in use"
+    );
+    let rebuilt = st.medium_counts;
+    assert_eq!(
+        (rebuilt.live, rebuilt.runs, rebuilt.blocks, rebuilt.dirty),
+        (counts.live, counts.runs, counts.blocks, counts.dirty),
+    );
+    for (l, list) in lists.iter().enumerate() {
+        let mut found: Vec<_> = st
+            .medium_list(l)
+            .iter(pool.units())
+            .map(|h| h.base())
+            .collect();
+        let mut want = list.clone();
+        found.sort_unstable();
+        want.sort_unstable();
+        assert_eq!(
+            found, want,
+            "lifetime class {l}'s medium blocks are listed again"
+        );
+    }
+    drop(st);
+    for (&p, &(n, life)) in ptrs.iter().zip(&runs) {
+        pool.medium_free(p, n * crate::class::GRANULE, life)
+            .expect("a live run frees after the repair");
+    }
+    assert_eq!(pool.lock().medium_counts.live, 0);
 }

@@ -19,7 +19,7 @@ pub(crate) fn expected(life_count: usize) -> Expected {
         inside_count: life_count + 9,
         checked: false,
         page_size: 4096,
-        state_layout: 7,
+        state_layout: u64::from(crate::pool::place::STATE_LAYOUT),
         state_len,
     }
 }
@@ -114,9 +114,11 @@ fn every_field_that_differs_is_named() {
             if found == LAYOUT_VERSION + 1),
         "{e}"
     );
-    let e = after(|w| w[W_STATE_LAYOUT] = 8, false, len);
+    let state_layout = u64::from(crate::pool::place::STATE_LAYOUT);
+    let e = after(|w| w[W_STATE_LAYOUT] = state_layout + 1, false, len);
     assert!(
-        matches!(e, RegionError::Version { what: "instance state", expected: 7, found: 8 }),
+        matches!(e, RegionError::Version { what: "instance state", expected, found }
+            if expected == state_layout && found == state_layout + 1),
         "{e}"
     );
     let e = after(|w| w[W_CAPACITY] += 1, true, len);
@@ -192,7 +194,7 @@ fn quickcheck_garbage_words_never_validate_and_never_panic() {
         if magic {
             w[W_MAGIC] = MAGIC;
             w[W_VERSION] = LAYOUT_VERSION;
-            w[W_STATE_LAYOUT] = 7;
+            w[W_STATE_LAYOUT] = u64::from(crate::pool::place::STATE_LAYOUT);
         }
         if sum {
             w[W_CHECKSUM] = checksum(&w);
