@@ -676,17 +676,17 @@ mod tests {
     #[test]
     fn a_dirty_fit_spills_into_clean_granules_when_no_dirty_range_is_long_enough() {
         let mut r = fresh();
-        let a = r.find(3, 1).unwrap();
-        r.take(a, 3);
-        let b = r.find(5, 1).unwrap();
-        r.take(b, 5);
-        r.free_run(b);
+        let b = every_other_freed(&mut r, &[5])[0];
         // b's 5 dirty granules and the clean ones after: a run of 8 starts at b, clean 3.
         assert_eq!(r.find_dirty(8, 1), Some((b, 3, 5)));
         // Aligned to 4 granules: the window starts at a multiple of 4 in the free range.
         let (g, clean, _) = r.find_dirty(8, 4).unwrap();
         assert!(g.is_multiple_of(4) && g >= b && clean == 8 - (b + 5 - g));
-        assert_eq!(r.find_dirty(MAX_RUN, 1), None, "longer than every free run");
+        assert_eq!(
+            r.find_dirty(MAX_RUN, 1),
+            Some((b, MAX_RUN - 5, 5)),
+            "the whole block"
+        );
     }
 
     #[test]
