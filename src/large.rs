@@ -27,7 +27,7 @@ mod cache;
 use crate::class::medium_granules;
 use crate::decay::Retention;
 use crate::os;
-use crate::sync::SpinLock;
+use crate::sync::PoolLock;
 pub(crate) use cache::{Cached, Evicted};
 use core::ptr;
 
@@ -425,7 +425,7 @@ impl LargeTable {
 /// memory. `now` is the time ([`crate::decay::now`]). The lock is never held across a
 /// system call.
 pub(crate) fn allocate<const ZERO: bool>(
-    table: &SpinLock<LargeTable>,
+    table: &PoolLock<LargeTable>,
     len: usize,
     align: usize,
     request: Request,

@@ -63,7 +63,7 @@ use crate::large::LargeTable;
 use crate::lifetime::ScopeClaims;
 use crate::medium_block::MediumCounts;
 use crate::region::{Region, RegionState, UNIT};
-use crate::sync::{fence, AtomicU32, AtomicU64, AtomicU8, Ordering, SpinLock};
+use crate::sync::{fence, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use crate::sync::{PoolLock, RawPoolLock};
 use crate::{os, tiny};
 use core::ptr;
@@ -232,8 +232,13 @@ pub(crate) struct PoolShared {
     emptied: AtomicU8,
     /// The live large allocations (a separate lock: their paths never take the pool's).
     /// Always empty in a region that serves large allocations from its own units
-    /// (`Backing::serves_large`: shared, file and fixed regions).
-    pub(crate) large: SpinLock<LargeTable>,
+    /// (`Backing::serves_large`: shared, file and fixed regions). In a shared pool its lock
+    /// is robust, as the pool's: a process killed while it holds it (the statistics, the
+    /// retention's settings and the cache's decay take it there) leaves it to the next
+    /// locker instead of wedging every process. Nothing needs repair then: the table has no
+    /// entry in such a region, and a setting the dead holder left half written is still a
+    /// number the next `set_retention` replaces.
+    pub(crate) large: PoolLock<LargeTable>,
     /// Times a locker found the lock's holder dead and repaired the pool ([`Pool::repair`]).
     pub(crate) lock_repairs: AtomicU64,
     /// Heaps of dead processes taken over (`crate::heap_handover::reap_dead`).

@@ -250,3 +250,98 @@ fn a_run_in_a_heaps_cache_is_never_freed_or_resized_again() {
     unsafe { a.verify() }.expect("verifies");
     assert!(a.is_empty());
 }
+
+/// Medium blocks emptied of every run (which a private region may keep on their class's
+/// list until purged): their class released, the instance compacted, verified and counted
+/// empty; the other class then takes the memory back, zeroed where asked and whole; and
+/// the first class allocates again. Three rounds, with frees in both orders.
+#[test]
+fn emptied_medium_blocks_kept_on_their_list_serve_release_compact_and_the_other_class() {
+    let a = Cohort::<Life>::new();
+    for round in 0..3 {
+        let sizes = |i: usize| 16_385 + (i * 37_000 + round * 5_000) % 900_000;
+        let runs: Vec<(usize, usize)> = (0..60)
+            .map(|i| {
+                let n = sizes(i);
+                let p = a.malloc(n, Life::Short);
+                assert!(!p.is_null());
+                // SAFETY: n bytes of ours.
+                unsafe { p.write_bytes(0xee, n) };
+                (p as usize, n)
+            })
+            .collect();
+        let order: Vec<usize> = if round % 2 == 0 {
+            (0..runs.len()).collect()
+        } else {
+            (0..runs.len()).rev().collect()
+        };
+        for i in order {
+            let (p, n) = runs[i];
+            // SAFETY: live, freed once.
+            unsafe { a.free(p as *mut u8, n, Life::Short) };
+        }
+        assert!(
+            a.is_empty(),
+            "round {round}: every run freed: {:?}",
+            a.stats().medium_allocations
+        );
+        // SAFETY: nothing of Short is live.
+        unsafe { a.release_class(Life::Short) };
+        let _ = a.compact();
+        // SAFETY: no other thread uses the instance.
+        unsafe { a.verify() }.expect("verifies after release and compact");
+        let longs: Vec<(usize, usize)> = (0..60)
+            .map(|i| {
+                let n = sizes(i + 7);
+                let p = a.calloc(n, Life::Long);
+                assert!(!p.is_null());
+                assert_eq!(
+                    first_not(p as usize, n, 0),
+                    None,
+                    "round {round}: calloc({n}) of Long"
+                );
+                // SAFETY: n bytes of ours.
+                unsafe { p.write_bytes(0x11, n) };
+                (p as usize, n)
+            })
+            .collect();
+        let shorts: Vec<(usize, usize)> = (0..30)
+            .map(|i| {
+                let n = sizes(i + 3);
+                let p = a.calloc(n, Life::Short);
+                assert!(!p.is_null());
+                assert_eq!(
+                    first_not(p as usize, n, 0),
+                    None,
+                    "round {round}: calloc({n}) of Short"
+                );
+                // SAFETY: n bytes of ours.
+                unsafe { p.write_bytes(0x22, n) };
+                (p as usize, n)
+            })
+            .collect();
+        for &(p, n) in &longs {
+            assert_eq!(
+                first_not(p, n, 0x11),
+                None,
+                "round {round}: a Long run changed"
+            );
+        }
+        for (p, n) in longs {
+            // SAFETY: live, freed once.
+            unsafe { a.free(p as *mut u8, n, Life::Long) };
+        }
+        for (p, n) in shorts {
+            assert_eq!(
+                first_not(p, n, 0x22),
+                None,
+                "round {round}: a Short run changed"
+            );
+            // SAFETY: live, freed once.
+            unsafe { a.free(p as *mut u8, n, Life::Short) };
+        }
+        // SAFETY: no other thread uses the instance.
+        unsafe { a.verify() }.expect("verifies");
+        assert!(a.is_empty());
+    }
+}

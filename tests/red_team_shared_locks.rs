@@ -60,7 +60,6 @@ fn worker(a: &Cohort<Life>, kind: u64, progress: &AtomicU64) -> libc::pid_t {
 /// of the time; up to 300 kills, each followed by a probe process that must finish
 /// `compact`, `stats` and `release_class` within 5 s.
 #[test]
-#[ignore = "RED-49: a process killed -9 holding a shared region's large-table lock (a plain spin lock, no dead-holder repair) hangs every later stats/compact/release_class/set_retention of every process for good"]
 fn a_process_killed_holding_the_large_table_lock_does_not_stop_the_others() {
     isolated(120, |report| {
         let a = Cohort::<Life>::shared_anonymous(64 << 20).expect("a shared region");

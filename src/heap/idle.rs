@@ -116,3 +116,7 @@ impl Heap {
         given
     }
 }
+
+// Under loom the crate has no instances (`Cohort`): the tests need them.
+#[cfg(all(test, not(loom)))]
+mod tests;

@@ -64,7 +64,7 @@
 //! Invariants: a slot is nonzero exactly while its process has the region open (or until
 //! the process is found dead); `GEN` only grows; `SEAL_MID <= GEN` and `SEAL_TAIL <= GEN`
 //! in a region in place, equal once every bump has completed (no slot held: the last
-//! leaver bumps again after freeing dead processes' slots); `SEAL_GEN = GEN` implies no
+//! leaver frees dead processes' slots before its own bump); `SEAL_GEN = GEN` implies no
 //! slot is held and `SEAL_SUM = seal_sum(region)`.
 
 use super::error::RegionError;
@@ -482,6 +482,14 @@ impl Drop for Attachment {
             // Without the lock (a live holder that does not let go) the slot is freed all
             // the same and no seal is written: the next opener finds none to check.
             let lock = SealLock::take(t, self.word, LOCK_PATIENCE).ok();
+            if lock.is_some() {
+                // Processes that died with a slot (a fork child that wrote to the region
+                // and ended without leaving) do not keep the last leaver from sealing.
+                // Freed before this leave's bump: one that died in a mark of its own
+                // (its seal stores not made) bumped before it, so the bump below brings
+                // the seals to `GEN` again.
+                t.free_dead_slots();
+            }
             // A leave is a moment of the region too: `GEN` is bumped into both seals, so
             // a copy whose header was read before the leave and whose later pages after
             // it holds two generations and is refused. Done while the slot is held: a
@@ -490,20 +498,11 @@ impl Drop for Attachment {
             // SAFETY: the attachment's own mapping of the whole region, read-write, shared.
             let _ = unsafe { self.new_generation(self.page, &self.layout) };
             let _ = t.slots[self.slot].compare_exchange(self.word, 0, SeqCst, SeqCst);
-            if lock.is_some() {
-                // Processes that died with a slot (a fork child that ran another program
-                // or ended without leaving) do not keep the last leaver from sealing.
-                t.free_dead_slots();
-                if t.slots.iter().all(|w| w.load(SeqCst) == 0) {
-                    // A process found dead may have died in a mark of its own, after this
-                    // leave's: a last mark brings the seals to `GEN` (no slot is held now).
-                    // SAFETY: the attachment's own mapping of the whole region.
-                    let _ = unsafe { self.new_generation(self.page, &self.layout) };
-                    // SAFETY: the attachment's view maps the region.
-                    let sum = unsafe { seal_sum(self.page, &self.fd, &self.layout) };
-                    t.seal_sum.store(sum, SeqCst);
-                    t.seal_gen.store(t.gen.load(SeqCst), SeqCst);
-                }
+            if lock.is_some() && t.slots.iter().all(|w| w.load(SeqCst) == 0) {
+                // SAFETY: the attachment's view maps the region.
+                let sum = unsafe { seal_sum(self.page, &self.fd, &self.layout) };
+                t.seal_sum.store(sum, SeqCst);
+                t.seal_gen.store(t.gen.load(SeqCst), SeqCst);
             }
         }
         // SAFETY: the attachment's own mapping, unmapped once, here.

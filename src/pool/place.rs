@@ -25,14 +25,14 @@ use crate::lifetime::ScopeClaims;
 use crate::medium_block::MediumCounts;
 use crate::os;
 use crate::region::{placed_meta_len, Backing, Region, RegionState, UNIT};
-use crate::sync::{pool_lock, spin_lock, AtomicU32, AtomicU64, AtomicU8};
+use crate::sync::{pool_lock, AtomicU32, AtomicU64, AtomicU8};
 use core::ptr;
 
 /// The layout version of a shared region's state area, kept in the area
 /// (`PoolShared::layout`): an area of another version was formatted by an incompatible
 /// build and is never attached. (A region header that describes the region should name it
 /// too, so that an opener refuses before it maps anything.)
-pub(crate) const STATE_LAYOUT: u32 = 8;
+pub(crate) const STATE_LAYOUT: u32 = 9;
 
 /// The most heaps any shared region holds at once (its heaps live in its state area).
 #[cfg(not(loom))]
@@ -265,7 +265,7 @@ pub(crate) unsafe fn format(
                 returned: BlockStack::new(),
                 lock_count: AtomicU64::new(0),
                 emptied: AtomicU8::new(0),
-                large: spin_lock(LargeTable::new()),
+                large: pool_lock(LargeTable::new()),
                 lock_repairs: AtomicU64::new(0),
                 heaps_reaped: AtomicU64::new(0),
                 decay_at: AtomicU64::new(0),
@@ -285,9 +285,9 @@ pub(crate) unsafe fn format(
         (*st).partial = lists as usize - st as usize;
         (*st).of_life = lists.add(heads) as usize - st as usize;
         (*st).medium = lists.add(heads + life_count) as usize - st as usize;
-        // A shared pool's lock must survive a holder's death (see `RawPoolLock`).
+        // A shared pool's locks must survive a holder's death (see `RawPoolLock`).
         #[cfg(not(loom))]
-        if robust && !(*shared).state.raw().make_robust() {
+        if robust && !((*shared).state.raw().make_robust() && (*shared).large.raw().make_robust()) {
             return false;
         }
     }

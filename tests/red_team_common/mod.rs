@@ -239,3 +239,28 @@ pub fn overwritten_by_new_allocations<L: cohort::Lifetime>(
         })
         .count()
 }
+
+/// Runs the caller's test alone among those of its binary that take it: a fork child of
+/// one test's thread has every region the process has open, so tests of named regions run
+/// one at a time.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A path in the temporary directory unique to this process and `tag`, removed first.
+pub fn region_path(tag: &str) -> std::path::PathBuf {
+    let p = std::env::temp_dir().join(format!("cohort-red10-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_file(&p);
+    p
+}
+
+/// Opens the region file `p`, waiting at most 10 s.
+pub fn open_region<L: cohort::Lifetime>(
+    p: &std::path::Path,
+) -> Result<cohort::SharedCohort<L>, cohort::RegionError> {
+    cohort::SharedCohort::<L>::open(
+        cohort::Place::File(p),
+        cohort::OpenOptions::new().timeout(Duration::from_secs(10)),
+    )
+}
