@@ -15,14 +15,16 @@
 //! the same free, and releasing a lifetime class frees all its medium allocations.
 //!
 //! **Where a request goes.** Each lifetime class has a list of its medium blocks
-//! (`PoolState::medium`). An allocation of `n` granules takes, over the blocks of its
-//! class, the run that covers the most dirty granules (free and maybe still resident,
-//! `Runs::find_dirty`: writing them costs no page fault), among equals the one in the
-//! shortest range of dirty granules (long ranges stay for long requests); when no free run
-//! long enough covers a dirty granule, the first fitting run (lowest address) of the first
-//! block on the list that has one (a block whose longest free run is shorter is skipped by
-//! one compare), else a block from the pool (`Pool::take_unused_block`: a kept empty one,
-//! else a new one), put first on the list. A free moves its block to the front of its list.
+//! (`PoolState::medium`). In a private region, an allocation of `n` granules takes, over
+//! the blocks of its class, the run that covers the most dirty granules (free and maybe
+//! still resident, `Runs::find_dirty`: writing them costs no page fault), among equals the
+//! one in the shortest range of dirty granules (long ranges stay for long requests). When
+//! no free run long enough covers a dirty granule, and always in a region of a bounded
+//! capacity (shared, file, fixed, caller memory: spreading runs for residence would
+//! exhaust it), the first fitting run (lowest address) of the first block on the list that
+//! has one (a block whose longest free run is shorter is skipped by one compare), else a
+//! block from the pool (`Pool::take_unused_block`: a kept empty one, else a new one), put
+//! first on the list. A free moves its block to the front of its list.
 //!
 //! **What stays resident.** Freed granules are dirty (they may be resident). The medium
 //! blocks' dirty granules are bounded by `live / 40` plus a quarter block (512 KiB), so that
@@ -128,7 +130,10 @@ impl Pool {
         // Dirty granules first (still resident: no page fault), then the first fit.
         let mut found = None;
         let mut best = (n, 0);
-        for h in st.medium(life).iter(units) {
+        // Only a private region spends address space for residence: in one of a bounded
+        // capacity (shared, file, fixed, caller memory) the first fit packs the runs.
+        let dirty_first = self.region.backing().give_back == GiveBack::Decommit;
+        for h in st.medium(life).iter(units).filter(|_| dirty_first) {
             // SAFETY: a block on a medium list is a medium block; we hold the lock.
             let runs = unsafe { Runs::of(h) };
             if found.is_some() && runs.dirty() < n - best.0 {
