@@ -15,25 +15,35 @@
 //! the same free, and releasing a lifetime class frees all its medium allocations.
 //!
 //! **Where a request goes.** Each lifetime class has a list of its medium blocks
-//! (`PoolState::medium`). An allocation of `n` granules takes the first fitting run
-//! (lowest address) of the first block on the list that has one (a block whose longest
-//! free run is shorter is skipped by one compare), else a block from the pool
-//! (`Pool::take_unused_block`: a kept empty one, else a new one), put first on the list. A
-//! free moves its block to the front of its list: the memory freed last is reused first,
-//! while it is still resident.
+//! (`PoolState::medium`). In a private region, an allocation of `n` granules takes, over
+//! the blocks of its class, the run that covers the most dirty granules (free and maybe
+//! still resident, `Runs::find_dirty`: writing them costs no page fault), among equals the
+//! one in the shortest range of dirty granules (long ranges stay for long requests). When
+//! no free run long enough covers a dirty granule, and always in a region of a bounded
+//! capacity (shared, file, fixed, caller memory: spreading runs for residence would
+//! exhaust it), the first fitting run (lowest address) of the first block on the list that
+//! has one (a block whose longest free run is shorter is skipped by one compare), else a
+//! block from the pool (`Pool::take_unused_block`: a kept empty one, else a new one), put
+//! first on the list. A free moves its block to the front of its list.
 //!
-//! **What stays resident.** Freed granules are dirty (they may be resident). Dirty granules
-//! unused for a while go back on the pool's delay (`Pool::decay_medium`, looked at every
-//! [`DECAY_EVERY`]-th medium free): per window of half the delay, those that stayed dirty
-//! the whole window. At all times, when the medium blocks' dirty granules exceed the
-//! bound, `live / 8` plus one block (and what the last purge could not give back), every
-//! whole page of free dirty granules is given back to the OS (`Pool::purge_medium`), but
-//! for half the bound's worth in the blocks first on their lists (freed into last, so the
-//! likeliest to be reused next); they read zero afterwards. Runs in heaps' caches
-//! (`crate::medium_cache`) are runs to both: never purged. A region committed up front (fixed capacity, caller memory: its units are
-//! kept, never given back) purges nothing. A block whose last run is freed goes
-//! to the pool's empty blocks (kept and decayed as any: `crate::pool`), unless it is the
-//! only medium block of its class, which stays for the next request; every
+//! **What stays resident.** Freed granules are dirty (they may be resident). The medium
+//! blocks' dirty granules are bounded by `live / 40` plus a quarter block (512 KiB), so that
+//! with the parts of pages next to live runs and the blocks' metadata (about 0.7 % of the
+//! live memory for random sizes) they add about 3 % to it at most: past the bound after an
+//! allocation (or past it plus the longest run after a free, which the next allocation may
+//! reuse), whole pages of free dirty granules go back to the OS (`Pool::purge_medium`) down
+//! to three quarters of the bound, those of the shortest ranges of dirty granules first
+//! (the least likely to serve a request); they read zero afterwards. Below the bound,
+//! dirty granules unused for a while go back on the pool's delay (`Pool::decay_medium`,
+//! looked at every [`DECAY_EVERY`]-th medium free): per window of half the delay, those
+//! that stayed dirty the whole window. Runs in heaps' caches (`crate::medium_cache`) are
+//! runs to both: never purged. A region committed up front (fixed capacity, caller memory:
+//! its units are kept, never given back) purges nothing. In a private region, a block
+//! whose last run is freed stays on its list (its granules are dirty granules as any,
+//! bounded and reused first) until a purge leaves it with nothing resident; in a region of
+//! a bounded capacity (shared, file, fixed, caller memory: its unit may be another
+//! class's next block) at once. Then, unless it is its class's only (or first) medium
+//! block, it goes to the pool's empty blocks (kept and decayed as any: `crate::pool`); every
 //! [`DECAY_EVERY`]-th medium free looks at the clock and gives back the empty blocks kept
 //! unused for the delay, as the other slow paths do.
 //!
@@ -54,10 +64,19 @@ use core::ptr;
 
 use crate::medium_block::MediumCounts;
 
-/// Dirty granules kept beyond the bound's share of the live ones: one block's.
-const DIRTY_SLACK: usize = BLOCK_SIZE / GRANULE;
-/// The bound's share of the live granules: `live / DIRTY_SHARE`.
-const DIRTY_SHARE: usize = 8;
+/// Dirty granules kept beyond the bound's share of the live ones: a quarter block's
+/// (512 KiB).
+const DIRTY_SLACK: usize = BLOCK_SIZE / GRANULE / 4;
+/// The bound's share of the live granules: `live / DIRTY_SHARE` (2.5 %: with the pages
+/// next to live runs and the blocks' metadata, the free resident memory of medium blocks
+/// adds about 3 % to the live medium memory).
+const DIRTY_SHARE: usize = 40;
+/// A purge gives back a `1 / DIRTY_CUT` of the bound: down to three quarters of it.
+const DIRTY_CUT: usize = 4;
+/// What a free may leave dirty beyond the bound: as much as the next allocation may take
+/// (half a block, the longest medium run), so that a free/allocate loop purges only what
+/// its allocations do not reuse.
+const FREE_SLACK: usize = MAX_MEDIUM / GRANULE;
 /// Medium frees between two looks at the clock for the decay of empty blocks (a clock
 /// read costs more than a medium free's other work).
 pub(crate) const DECAY_EVERY: u64 = 32;
@@ -108,12 +127,32 @@ impl Pool {
         let align = (align / GRANULE).max(1);
         let mut st = self.lock_medium();
         let units = self.units();
+        // Dirty granules first (still resident: no page fault), then the first fit.
         let mut found = None;
-        for h in st.medium(life).iter(units) {
+        let mut best = (n, 0);
+        // Only a private region spends address space for residence: in one of a bounded
+        // capacity (shared, file, fixed, caller memory) the first fit packs the runs.
+        let dirty_first = self.region.backing().give_back == GiveBack::Decommit;
+        for h in st.medium(life).iter(units).filter(|_| dirty_first) {
             // SAFETY: a block on a medium list is a medium block; we hold the lock.
-            if let Some(g) = unsafe { Runs::of(h) }.find(n, align) {
-                found = Some((h, g));
-                break;
+            let runs = unsafe { Runs::of(h) };
+            if found.is_some() && runs.dirty() < n - best.0 {
+                // Too few dirty granules to cover as many as the best run found.
+                continue;
+            }
+            if let Some((g, clean, range)) = runs.find_dirty(n, align) {
+                if found.is_none() || (clean, range) < best {
+                    (found, best) = (Some((h, g)), (clean, range));
+                }
+            }
+        }
+        if found.is_none() {
+            for h in st.medium(life).iter(units) {
+                // SAFETY: as above.
+                if let Some(g) = unsafe { Runs::of(h) }.find(n, align) {
+                    found = Some((h, g));
+                    break;
+                }
             }
         }
         let (h, g) = match found {
@@ -150,6 +189,7 @@ impl Pool {
         c.live += n;
         c.runs += 1;
         c.less_dirty(dirty);
+        self.purge_medium_if_due(&mut st, 0);
         drop(st);
         let base = h.base();
         if ZERO {
@@ -249,8 +289,7 @@ impl Pool {
     }
 
     /// Under the lock: frees the live run `run` (its start byte cleared already), moving
-    /// its block to the front of its list, or to the pool's empty blocks when it empties
-    /// and is not its class's only one; purges and decays when due.
+    /// its block to the front of its list; purges and decays when due.
     fn free_medium_run(&self, st: &mut PoolState, run: Run<'_>) {
         let h = run.block;
         let life = h.life();
@@ -265,14 +304,19 @@ impl Pool {
         let list = st.medium(life);
         let first = list.first(units).is_some_and(|f| ptr::eq(f, h));
         let only = first && list.iter(units).nth(1).is_none();
-        if runs.is_empty() && !only {
+        // In a private region an emptied block stays (its dirty granules bounded as any,
+        // reused first); in one of a bounded capacity (shared, file, fixed, caller memory)
+        // its unit may be another class's next block.
+        let stays = self.region.backing().give_back == GiveBack::Decommit;
+        if runs.is_empty() && !only && !stays {
             list.remove(units, h);
             self.drop_medium_block(st, h);
         } else if !first {
             list.remove(units, h);
             list.push(units, h);
         }
-        self.purge_medium_if_due(st);
+        // The next allocation may take as many dirty granules as the largest run.
+        self.purge_medium_if_due(st, FREE_SLACK);
         // A slow path: empty blocks unused for the delay go back (see `pool`'s `empty`).
         st.medium_counts.frees += 1;
         if st.medium_counts.frees.is_multiple_of(DECAY_EVERY) {
@@ -327,7 +371,7 @@ impl Pool {
             c.live += m - n;
             c.less_dirty(dirty);
         }
-        self.purge_medium_if_due(&mut st);
+        self.purge_medium_if_due(&mut st, 0);
         Ok(true)
     }
 
@@ -566,20 +610,21 @@ impl Pool {
         }
     }
 
-    /// Under the lock: purges when the dirty granules exceed the bound (see the module
-    /// docs), keeping half the bound in the blocks freed into last.
-    fn purge_medium_if_due(&self, st: &mut PoolState) {
+    /// Under the lock: purges when the dirty granules exceed the bound plus `slack` (see the
+    /// module docs), down to three quarters of the bound.
+    fn purge_medium_if_due(&self, st: &mut PoolState, slack: usize) {
         let c = &st.medium_counts;
         let bound = c.live / DIRTY_SHARE + DIRTY_SLACK;
-        if c.dirty > bound + c.floor {
-            self.purge_medium(st, bound / 2);
+        if c.dirty > bound + c.floor + slack {
+            self.purge_medium(st, bound - bound / DIRTY_CUT);
         }
     }
 
-    /// Under the lock: every whole page of free dirty granules of the medium blocks goes
-    /// back to the OS (and reads zero after), but for the blocks first on their lists
-    /// (freed into last: their dirty granules are the likeliest to be reused next) while
-    /// their dirty granules add up to at most `keep`.
+    /// Under the lock: gives whole pages of free dirty granules of the medium blocks back to
+    /// the OS (they read zero after) until at most `keep` dirty granules are left: those of
+    /// the shortest ranges of dirty granules first (a long range serves any request without
+    /// a page fault; short ones, only short requests). A medium block left with no live run
+    /// and nothing dirty goes to the pool's empty blocks, unless first on its list.
     pub(crate) fn purge_medium(&self, st: &mut PoolState, keep: usize) {
         if self.region.backing().give_back == GiveBack::Keep {
             // A region committed up front keeps its pages: a purge would only write zeros.
@@ -587,32 +632,49 @@ impl Pool {
         }
         let units = self.units();
         let page = os::page_size();
-        let mut cleaned = 0;
-        let mut calls = 0;
-        let mut kept = 0;
+        let (mut cleaned, mut calls) = (0, 0);
+        let before = st.medium_counts.dirty;
+        let mut longest = (page / GRANULE).max(1);
+        while before - cleaned > keep {
+            for life in 0..self.life_count {
+                for h in st.medium(life).iter(units) {
+                    let enough = (before - cleaned).saturating_sub(keep);
+                    if enough == 0 {
+                        break;
+                    }
+                    // SAFETY: a medium block; we hold the lock.
+                    let runs = unsafe { Runs::of(h) };
+                    if runs.dirty() == 0 {
+                        continue;
+                    }
+                    let base = h.base();
+                    cleaned += runs.purge(page, longest, enough, |s, k| {
+                        calls += 1;
+                        // SAFETY: whole pages of free granules of a block of ours: nobody's.
+                        unsafe { self.region.clear(base.add(s * GRANULE), k * GRANULE) };
+                    });
+                }
+            }
+            if longest >= GRANULES {
+                break;
+            }
+            longest *= 4;
+        }
         for life in 0..self.life_count {
+            let first = st.medium(life).first(units);
             for h in st.medium(life).iter(units) {
                 // SAFETY: a medium block; we hold the lock.
                 let runs = unsafe { Runs::of(h) };
-                if runs.dirty() == 0 {
-                    continue;
+                if runs.is_empty() && runs.dirty() == 0 && !first.is_some_and(|f| ptr::eq(f, h)) {
+                    st.medium(life).remove(units, h);
+                    self.drop_medium_block(st, h);
                 }
-                if kept + runs.dirty() <= keep {
-                    kept += runs.dirty();
-                    continue;
-                }
-                let base = h.base();
-                cleaned += runs.purge(page, |s, k| {
-                    calls += 1;
-                    // SAFETY: whole pages of free granules of a block of ours: nobody's.
-                    unsafe { self.region.clear(base.add(s * GRANULE), k * GRANULE) };
-                });
             }
         }
         let c = &mut st.medium_counts;
         c.less_dirty(cleaned);
         // What could not be given back (parts of pages with live runs).
-        c.floor = c.dirty - kept;
+        c.floor = c.dirty.saturating_sub(keep);
         c.purged += calls;
     }
 }

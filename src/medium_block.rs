@@ -154,6 +154,20 @@ fn next_with(bits: &[u64; WORDS], from: usize, end: usize, set: bool) -> usize {
     end
 }
 
+/// The first granule from `from` that is free and not clean (dirty), else [`GRANULES`].
+fn next_dirty(used: &[u64; WORDS], clean: &[u64; WORDS], from: usize) -> usize {
+    let mut g = from;
+    while g < GRANULES {
+        let (w, b) = (g / 64, g % 64);
+        let word = !(used[w] | clean[w]) >> b;
+        if word != 0 {
+            return g + word.trailing_zeros() as usize;
+        }
+        g = (w + 1) * 64;
+    }
+    GRANULES
+}
+
 /// The smallest `s <= g` with every bit in `[s, g]` clear (`g`'s own bit is clear).
 fn clear_run_start(bits: &[u64; WORDS], g: usize) -> usize {
     let mut s = g;
@@ -266,6 +280,48 @@ impl Runs {
         }
     }
 
+    /// The run of `n` free granules starting at a multiple of `align` granules (a power of
+    /// two) that covers the most dirty granules (still resident: taking them costs no page
+    /// fault): `(first granule, clean granules it covers, length of the dirty range it
+    /// starts or ends with)`; `None` when no such run covers a dirty granule. Among runs
+    /// covering as few clean granules, the one in the shortest range of dirty granules
+    /// (so long ones stay for long requests), lowest first.
+    ///
+    /// A window over free granules covers the most dirty ones when it starts at the start
+    /// of a range of dirty granules or ends at the end of one (slid either way it loses as
+    /// many as it gains or more), so only those windows (kept inside their free range and
+    /// aligned) are counted.
+    pub(crate) fn find_dirty(&self, n: usize, align: usize) -> Option<(usize, usize, usize)> {
+        if self.dirty == 0 || n > self.longest as usize {
+            return None;
+        }
+        let mut best: Option<(usize, usize, usize)> = None;
+        let mut g = META_GRANULES;
+        while g < GRANULES {
+            // The next dirty granule: free, not clean.
+            let ds = next_dirty(&self.used, &self.clean, g);
+            if ds == GRANULES {
+                break;
+            }
+            let fe = next_with(&self.used, ds, GRANULES, true);
+            let de = next_with(&self.clean, ds, fe, true);
+            let lo = clear_run_start(&self.used, ds).next_multiple_of(align);
+            if lo + n <= fe {
+                let hi = (fe - n) / align * align;
+                for c in [ds / align * align, de.saturating_sub(n) / align * align] {
+                    let c = c.clamp(lo, hi);
+                    let clean = count_range(&self.clean, c, n);
+                    let better = best.is_none_or(|(_, b, l)| (clean, de - ds) < (b, l));
+                    if clean < n && better {
+                        best = Some((c, clean, de - ds));
+                    }
+                }
+            }
+            g = de;
+        }
+        best
+    }
+
     /// The longest run of free granules.
     fn longest_free(&self) -> usize {
         let (mut g, mut longest) = (META_GRANULES, 0);
@@ -353,49 +409,69 @@ impl Runs {
         self.longest = self.longest.max((e - g - m) as u32);
     }
 
-    /// Marks clean every whole page (of `page` bytes) of free dirty granules, calling
+    /// Marks clean the whole pages (of `page` bytes) of free granules that hold dirty
+    /// granules of ranges of dirty granules at most `longest` long, calling
     /// `give_back(s, k)` first for each range of granules `[s, s + k)` of such pages (whose
-    /// memory the caller gives back to the OS, so that they read zero). Returns how many
-    /// dirty granules became clean.
-    pub(crate) fn purge(&mut self, page: usize, mut give_back: impl FnMut(usize, usize)) -> usize {
+    /// memory the caller gives back to the OS, so that they read zero), from the lowest
+    /// range up, until `enough` dirty granules became clean (or none is left). Returns how
+    /// many dirty granules became clean.
+    pub(crate) fn purge(
+        &mut self,
+        page: usize,
+        longest: usize,
+        enough: usize,
+        mut give_back: impl FnMut(usize, usize),
+    ) -> usize {
         let per_page = (page / GRANULE).max(1);
         let first = META_GRANULES.next_multiple_of(per_page);
-        let (mut cleaned, mut range): (usize, Option<(usize, usize)>) = (0, None);
+        let mut cleaned = 0;
         let mut g = first;
-        while g + per_page <= GRANULES {
-            let whole_free = count_range(&self.used, g, per_page) == 0;
-            let dirty = if whole_free {
-                per_page - count_range(&self.clean, g, per_page)
-            } else {
-                0
-            };
-            if dirty > 0 {
-                cleaned += dirty;
-                range = match range {
-                    Some((s, k)) if s + k == g => Some((s, k + per_page)),
-                    other => {
-                        if let Some((s, k)) = other {
-                            give_back(s, k);
-                        }
-                        Some((g, per_page))
+        while g < GRANULES && cleaned < enough {
+            let ds = next_dirty(&self.used, &self.clean, g);
+            if ds == GRANULES {
+                break;
+            }
+            let de = next_with(
+                &self.clean,
+                ds,
+                next_with(&self.used, ds, GRANULES, true),
+                true,
+            );
+            if de - ds <= longest {
+                // The whole free pages the range touches.
+                let (mut s, e) = (
+                    (ds / per_page * per_page).max(first),
+                    de.next_multiple_of(per_page),
+                );
+                let mut range: Option<(usize, usize)> = None;
+                while s + per_page <= e.min(GRANULES) {
+                    if count_range(&self.used, s, per_page) == 0 {
+                        range = Some(range.map_or((s, per_page), |(r, k)| (r, k + per_page)));
+                    } else if let Some((r, k)) = range.take() {
+                        cleaned += self.give_back(r, k, &mut give_back);
                     }
-                };
+                    s += per_page;
+                }
+                if let Some((r, k)) = range {
+                    cleaned += self.give_back(r, k, &mut give_back);
+                }
             }
-            g += per_page;
+            g = de;
         }
-        if let Some((s, k)) = range {
-            give_back(s, k);
-        }
-        // Mark after the calls: a page is clean once given back.
-        let mut g = first;
-        while g + per_page <= GRANULES {
-            if count_range(&self.used, g, per_page) == 0 {
-                set_range(&mut self.clean, g, per_page, true);
-            }
-            g += per_page;
-        }
-        self.dirty -= cleaned as u32;
         cleaned
+    }
+
+    /// Gives back the free granules `[s, s + k)` (whole pages) and marks them clean;
+    /// returns how many of them were dirty.
+    fn give_back(&mut self, s: usize, k: usize, give_back: &mut impl FnMut(usize, usize)) -> usize {
+        let dirty = k - count_range(&self.clean, s, k);
+        if dirty > 0 {
+            give_back(s, k);
+            // Marked after the call: a page is clean once given back.
+            set_range(&mut self.clean, s, k, true);
+            self.dirty -= dirty as u32;
+        }
+        dirty
     }
 
     /// Rebuilds the bitmaps' used granules and the counts from the run table, for a repair
@@ -548,14 +624,88 @@ mod tests {
         r.free_run(a);
         assert_eq!(r.dirty(), 5);
         let mut given = Vec::new();
-        let cleaned = r.purge(4096, |s, k| given.push((s, k)));
+        let cleaned = r.purge(4096, GRANULES, usize::MAX, |s, k| given.push((s, k)));
         assert_eq!(given, vec![(2, 4)], "pages 1 and 2; page 3 holds b");
         assert_eq!((cleaned, r.dirty()), (4, 1));
         let mut zeroing = Vec::new();
         r.for_each_dirty(2, 5, |s, k| zeroing.push((s, k)));
         assert_eq!(zeroing, vec![(6, 1)]);
         assert_eq!(r.check(), Ok((1, 1)));
-        assert_eq!(r.purge(4096, |_, _| panic!("nothing to give back")), 0);
+        assert_eq!(
+            r.purge(4096, GRANULES, usize::MAX, |_, _| panic!(
+                "nothing to give back"
+            )),
+            0
+        );
+    }
+
+    /// Runs of `lens` granules one after the other from the first free granule, every
+    /// other one freed again (dirty), the rest live: returns their first granules.
+    fn every_other_freed(r: &mut Runs, lens: &[usize]) -> Vec<usize> {
+        let starts: Vec<usize> = lens
+            .iter()
+            .map(|&n| {
+                let g = r.find(n, 1).unwrap();
+                r.take(g, n);
+                g
+            })
+            .collect();
+        for &g in starts.iter().step_by(2) {
+            r.free_run(g);
+        }
+        starts
+    }
+
+    #[test]
+    fn the_dirty_fit_takes_the_shortest_dirty_range_that_holds_the_run() {
+        let mut r = fresh();
+        // Freed: 10 at a, 4 at b, 6 at c (dirty); live between them; clean after.
+        let s = every_other_freed(&mut r, &[10, 1, 4, 1, 6, 1]);
+        let (a, b, c) = (s[0], s[2], s[4]);
+        assert_eq!(r.find_dirty(4, 1), Some((b, 0, 4)), "b fits exactly");
+        assert_eq!(r.find_dirty(5, 1), Some((c, 0, 6)), "c before the longer a");
+        assert_eq!(r.find_dirty(10, 1), Some((a, 0, 10)));
+        assert_eq!(r.find(5, 1), Some(a), "the first fit would take a");
+        // No free run of 20 covers a dirty granule (the clean ones after the last live run
+        // are the first fit's).
+        assert_eq!(r.find_dirty(20, 1), None);
+        assert_eq!(r.find(20, 1), Some(s[5] + 1));
+        assert_eq!(r.check(), Ok((3, 3)));
+    }
+
+    #[test]
+    fn a_dirty_fit_spills_into_clean_granules_when_no_dirty_range_is_long_enough() {
+        let mut r = fresh();
+        let b = every_other_freed(&mut r, &[5])[0];
+        // b's 5 dirty granules and the clean ones after: a run of 8 starts at b, clean 3.
+        assert_eq!(r.find_dirty(8, 1), Some((b, 3, 5)));
+        // Aligned to 4 granules: the window starts at a multiple of 4 in the free range.
+        let (g, clean, _) = r.find_dirty(8, 4).unwrap();
+        assert!(g.is_multiple_of(4) && g >= b && clean == 8 - (b + 5 - g));
+        assert_eq!(
+            r.find_dirty(MAX_RUN, 1),
+            Some((b, MAX_RUN - 5, 5)),
+            "the whole block"
+        );
+    }
+
+    #[test]
+    fn purge_gives_back_the_shortest_dirty_ranges_first_and_stops_at_enough() {
+        let mut r = fresh();
+        // Dirty ranges of 4, 2 and 16 granules (2, 1 and 8 pages of 4 KiB), live between.
+        let s = every_other_freed(&mut r, &[4, 2, 2, 2, 16, 2]);
+        assert_eq!(r.dirty(), 22);
+        let mut given = Vec::new();
+        assert_eq!(r.purge(4096, 4, usize::MAX, |g, k| given.push((g, k))), 6);
+        assert!(
+            given.iter().all(|&(g, _)| g < s[4]),
+            "the 16 stays: {given:?}"
+        );
+        let mut given = Vec::new();
+        assert_eq!(r.purge(4096, GRANULES, 2, |g, k| given.push((g, k))), 16);
+        assert_eq!(given, vec![(s[4], 16)]);
+        assert_eq!(r.dirty(), 0);
+        assert_eq!(r.check(), Ok((3, 6)));
     }
 
     #[test]

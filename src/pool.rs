@@ -140,18 +140,7 @@ pub(crate) struct Pool {
     /// A named region's write seal: where every write to the state area is marked
     /// ([`write_seal`]); `None` in every other pool.
     pub(crate) write_seal: Option<WriteSeal>,
-    /// In a fork child of a process that had the view: whether the child's claim of its
-    /// place in the region (its maker's `in_fork_child`, see [`AfterLeave`]) is still to be
-    /// made, before the child's first write of the region ([`Pool::claim_if_forked`]):
-    /// [`CLAIM_NONE`], [`CLAIM_PENDING`] or [`CLAIM_MAKING`].
-    fork_claim: AtomicU8,
 }
-
-/// [`Pool::fork_claim`]: no claim to make; a fork child's claim not made yet; being made by
-/// one of the child's threads (the others wait for it).
-const CLAIM_NONE: u8 = 0;
-const CLAIM_PENDING: u8 = 1;
-const CLAIM_MAKING: u8 = 2;
 
 /// The pool lock held: the pool's state, and a named region's write in progress (its end
 /// mark is written when the guard drops, before the lock is released: fields drop in
@@ -194,10 +183,9 @@ pub(crate) struct Leave {
 /// its slot freed and the state sealed only when nothing of the process can write to the
 /// region any more).
 ///
-/// In a fork child, `in_fork_child(data)` runs first, before the child's first write of the
-/// region, by one of its threads at a time ([`Pool::claim_if_forked`]): the child has the
-/// view open as its parent had it (a named region's attachment: the child claims a slot of
-/// its own). A child that never writes to the region never runs it.
+/// In a fork child, `in_fork_child(data)` runs first, from the fork handlers (the child's
+/// thread its only one): the child has the view open as its parent had it (a named
+/// region's attachment: the child claims a slot of its own, with no system call).
 #[derive(Clone, Copy)]
 pub(crate) struct AfterLeave {
     pub(crate) run: unsafe fn(*mut ()),
@@ -425,54 +413,20 @@ impl Pool {
     }
 
     /// In a child process after `fork()`: the child holds no heap of a shared pool (its
-    /// thread forgot the parent's), so the instance's is its only reference. The view's
-    /// maker's `in_fork_child` (see [`AfterLeave`]) is left for the child's first write of
-    /// the region ([`Pool::claim_if_forked`]): a child that never writes to it (one that
-    /// runs another program, or ends, as most do) costs nothing and holds nothing.
+    /// thread forgot the parent's), so the instance's is its only reference; the view's
+    /// maker's `in_fork_child` runs (see [`AfterLeave`]). Claimed at the fork, not at the
+    /// child's first write: a child may write into its objects (bytes the state seal
+    /// covers where they share a page with a block's header) without any allocator call.
     ///
     /// # Safety
     /// Called by the fork handlers in the child, whose thread is its only one.
     pub(crate) unsafe fn after_fork_in_child(&self) {
         self.refs.store(1, Ordering::Relaxed);
-        if self.leave.and_then(|leave| leave.after).is_some() {
-            self.fork_claim.store(CLAIM_PENDING, Ordering::Relaxed);
-        }
-    }
-
-    /// Before a write of the region's state or blocks by a process that has not written to
-    /// it since it was forked: its claim ([`Pool::after_fork_in_child`]), made once, by one
-    /// thread, while the process's other threads wait; one load elsewhere.
-    #[inline]
-    pub(crate) fn claim_if_forked(&self) {
-        if self.fork_claim.load(Ordering::Acquire) != CLAIM_NONE {
-            self.claim_in_fork_child();
-        }
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn claim_in_fork_child(&self) {
-        loop {
-            match self.fork_claim.compare_exchange(
-                CLAIM_PENDING,
-                CLAIM_MAKING,
-                Ordering::Acquire,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => {
-                    if let Some(after) = self.leave.and_then(|leave| leave.after) {
-                        // SAFETY: `data` is what the view's maker gave with the function,
-                        // alive while the view is (it is dropped by `run`, after the view's
-                        // last reference, which this caller holds); no other thread runs it
-                        // (`CLAIM_MAKING` is this thread's).
-                        unsafe { (after.in_fork_child)(after.data) };
-                    }
-                    self.fork_claim.store(CLAIM_NONE, Ordering::Release);
-                    return;
-                }
-                Err(CLAIM_NONE) => return,
-                Err(_) => std::thread::yield_now(),
-            }
+        if let Some(after) = self.leave.and_then(|leave| leave.after) {
+            // SAFETY: `data` is what the view's maker gave with the function, alive while
+            // the view is (it is dropped by `run`, after the view's last reference); the
+            // child's thread is its only one (the caller's contract).
+            unsafe { (after.in_fork_child)(after.data) };
         }
     }
 
@@ -512,7 +466,6 @@ impl Pool {
     /// Takes the pool lock, repairing as [`Pool::lock`] does, without counting it in
     /// `lock_count` (stats, verify and settings: not the paths that count measures).
     pub(crate) fn lock_uncounted(&self) -> PoolGuard<'_> {
-        self.claim_if_forked();
         self.guarded(self.state.lock())
     }
 
@@ -528,7 +481,6 @@ impl Pool {
 
     /// Takes the pool lock if it is free.
     pub(crate) fn try_lock(&self) -> Option<PoolGuard<'_>> {
-        self.claim_if_forked();
         let st = self.state.try_lock()?;
         self.lock_count.fetch_add(1, Ordering::Relaxed);
         Some(self.guarded(st))
@@ -551,7 +503,6 @@ impl Pool {
     /// now and when the result drops (see [`write_seal`]).
     #[inline]
     pub(crate) fn writing(&self) -> Writing<'_> {
-        self.claim_if_forked();
         Writing::begin(self.write_seal.as_ref())
     }
 

@@ -433,6 +433,14 @@ fn kill_9_of_medium_holders_leaves_a_consistent_region() {
             // heap owns: nobody may allocate meanwhile).
             mbr.pause.store(1, Ordering::Release);
             while mbr.paused.load(Ordering::Acquire) == 0 {
+                // A survivor that died (a failed assertion: out of memory, a run handed
+                // out twice) never pauses: fail, never hang.
+                // SAFETY: waitpid of our own child, without blocking.
+                let gone = unsafe { libc::waitpid(survivor, core::ptr::null_mut(), libc::WNOHANG) };
+                assert_eq!(
+                    gone, 0,
+                    "round {round}: the survivor died (see its panic above)"
+                );
                 std::hint::spin_loop();
             }
             let c = &c;

@@ -266,7 +266,6 @@ fn workers_killed_mid_work_in_a_region_their_parent_keeps_open_leave_it_openable
 /// while nobody had it open: it hashes to 0xe539..., its last process left it hashing to
 /// 0xbb7c...`.
 #[test]
-#[ignore = "RED-51: a fork child that only stores into its objects never claims a slot (claims are lazy, at allocator writes): its parent's leave seals, the child's store into a block's first page changes the sum, and the region is refused as StateDamaged"]
 fn a_fork_child_storing_into_an_object_after_its_parent_left_leaves_the_region_openable() {
     let _serial = serial();
     let p = region_path("forkstore");
@@ -327,7 +326,6 @@ fn a_fork_child_storing_into_an_object_after_its_parent_left_leaves_the_region_o
 /// write mark. A fork child that labels the region after its parent left (its reports, say)
 /// and ends without leaving leaves a healthy region refused as `StateDamaged`.
 #[test]
-#[ignore = "RED-51 (sibling): set_label of a shared region writes the sealed state with no claim and no mark: a fork child's label after its parent left makes the region StateDamaged"]
 fn a_fork_child_labelling_the_region_after_its_parent_left_leaves_it_openable() {
     let _serial = serial();
     let p = region_path("forklabel");

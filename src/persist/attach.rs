@@ -57,9 +57,8 @@
 //! **Leaves bump too.** A leave bumps `GEN` into the seals before it frees its slot, so a
 //! copy read across a leave (its header before, its last pages after) holds two
 //! generations as a copy read across an attach does. The last leaver first frees the slots
-//! of processes found dead (a fork child that wrote to the region claims a slot of its own
-//! at its first write, and may end without leaving: see
-//! [`Attachment::claim_in_fork_child`]).
+//! of processes found dead (a fork child that ran another program keeps its parent's
+//! attach as a slot of its own: see [`Attachment::claim_in_fork_child`]).
 //!
 //! Invariants: a slot is nonzero exactly while its process has the region open (or until
 //! the process is found dead); `GEN` only grows; `SEAL_MID <= GEN` and `SEAL_TAIL <= GEN`
@@ -429,19 +428,18 @@ impl Attachment {
         Ok(())
     }
 
-    /// In a fork child, on its copy of its parent's attachment, before the child's first
-    /// write of the region (`Pool::claim_if_forked`; one thread of the child at a time): the
-    /// child has the region open as its parent had it, so it claims a slot of its own
-    /// under `LOCK` and bumps the generation, as an opener does (without an opener's
-    /// checks: the child's mapping is the live region). Its parent's leave then finds the
-    /// child's slot held and writes no seal, and the child's own leave (its copy of the
-    /// view released) frees the child's slot and seals the region if it is the last; if
-    /// its parent left and sealed first, the bump keeps that seal from being checked. A
-    /// child that never writes to the region (it runs another program, or ends) claims
-    /// nothing. With every slot held, the slots of processes found dead are freed first
-    /// (children that wrote and ended without leaving); a child that still finds none
-    /// works without one, as before this existed: its parent's seal may then not cover
-    /// what the child writes.
+    /// In a fork child, on its copy of its parent's attachment (the fork handlers, while
+    /// the child's thread is its only one): the child has the region open as its parent
+    /// had it, so it claims a slot of its own under `LOCK` and bumps the generation (one
+    /// mark, no system call: nothing is written to disk, the parent's slot already is, and
+    /// the last leave writes the region), as an opener does (without an opener's checks:
+    /// the child's mapping is the live region). Its parent's leave then finds the child's
+    /// slot held and writes no seal, and the child's own leave (its copy of the view
+    /// released) frees the child's slot and seals the region if it is the last. A child
+    /// that runs another program or ends without leaving keeps its slot until a leaver,
+    /// an opener or another child frees dead processes' slots: with every slot held, a
+    /// child frees those first; one that still finds none works without one, as before
+    /// this existed: its parent's seal may then not cover what the child writes.
     pub(crate) fn claim_in_fork_child(&mut self) {
         if self.slot >= ATTACH_SLOTS {
             return; // the parent held no slot: nothing to take over
@@ -464,10 +462,8 @@ impl Attachment {
                 claim()
             })
             .unwrap_or(ATTACH_SLOTS);
-        // A file whose pages cannot be written to disk keeps the slot: the parent's
-        // mapping is the same page cache, and the child's leave writes the region again.
         // SAFETY: the attachment's own mapping of the whole region, read-write and shared.
-        let _ = unsafe { self.new_generation(self.page, &self.layout) };
+        unsafe { write_seal(self.page, &self.layout) }.mark();
     }
 }
 

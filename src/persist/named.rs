@@ -130,10 +130,8 @@ unsafe fn drop_attachment(data: *mut ()) {
 /// child's own (see [`Attachment::claim_in_fork_child`]).
 ///
 /// # Safety
-/// `data` is a `Box<Attachment>` turned into a raw pointer, not dropped yet (the view it
-/// goes with is alive), and no other thread reads it meanwhile (`Pool::claim_if_forked`
-/// runs this in one thread of the child at a time; only the view's last release reads it
-/// otherwise).
+/// `data` is a `Box<Attachment>` turned into a raw pointer, not dropped yet; the calling
+/// thread is the fork child's only one, so nothing else reads the attachment meanwhile.
 unsafe fn attachment_in_fork_child(data: *mut ()) {
     // SAFETY: the caller's guarantee: a live attachment nobody else touches now.
     unsafe { (*data.cast::<Attachment>()).claim_in_fork_child() };
@@ -499,8 +497,7 @@ impl<L: Lifetime> SharedCohort<L> {
 
     /// A root's store in progress: marked as every write of the state is
     /// (`crate::pool::write_seal`), so a copy read across it (its blocks read after the
-    /// data the new root names was written, and the old one's freed) is refused; and a
-    /// fork child's first write of the region claims its place first.
+    /// data the new root names was written, and the old one's freed) is refused.
     fn writing_root(&self) -> Writing<'_> {
         let pool = self.cohort.core.pool_if_any();
         pool.expect("a named region's instance has its pool").writing()

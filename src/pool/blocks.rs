@@ -206,9 +206,6 @@ impl Pool {
     /// `off` is a live slot of `h`, which the caller gives up.
     #[inline]
     pub(crate) unsafe fn free_remote(&self, h: &Header, off: u32) {
-        // The push writes the block's header: a fork child's first write of a named region
-        // claims its place first.
-        self.claim_if_forked();
         // SAFETY: forwarded.
         if unsafe { h.push_remote(off) } {
             self.relist(h);

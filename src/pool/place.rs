@@ -194,7 +194,6 @@ pub(crate) unsafe fn build(
                 heap_stride: layout.heap_stride,
                 fork_next: ptr::null_mut(),
                 write_seal: None,
-                fork_claim: AtomicU8::new(0),
                 area: ptr::null_mut(),
                 area_len: 0,
                 refs: AtomicU64::new(1),

@@ -21,11 +21,18 @@
 //! In a region in place, `SEAL <= GEN` always (a seal takes only values `GEN` reached,
 //! and `GEN` only grows); a writer killed between its bump and its seal stores leaves a
 //! seal below `GEN` until the next mark (see `persist::attach` for what an opener accepts).
-//! The fast paths write no mark: they write only a block's own header and slots (a block's
-//! first page and its slots are read late, with the tail), so a copy holds their effects
-//! whole or not at all; the remote batch's adds write the batch (state) and the freed slot
-//! (late): a copy across one keeps that slot allocated (a leak, never a slot handed out
-//! twice), while a batch's push to its block is marked.
+//! The fast paths write no mark: they write only a block's own header and slots. A copy
+//! across them is **not** told apart (RED-50): it reads a block's header page before the
+//! block's later pages, so allocations between the two reads (slots past the first page,
+//! from the bump window or the free list) are live in its blocks and free in its header;
+//! restored after the process that made them was killed, it opens and hands them out
+//! again. Marking them would cost the fast paths (the budget). The contract stays: copy a
+//! region's file only while no process has it open (or from a snapshot taken at one
+//! moment); a copy made while open is refused whenever a write of the state, an open, a
+//! leave or a root's store came between its reads, which any longer-lived program does, but
+//! not always. The remote batch's adds write the batch (state) and the freed slot: a copy
+//! across one keeps that slot allocated (a leak), while a batch's push to its block is
+//! marked.
 
 use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
 

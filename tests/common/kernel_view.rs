@@ -1,5 +1,17 @@
 //! What the kernel says about this process's memory: the `/proc/self/smaps` fields of a
-//! mapping, and the NUMA memory policy of a page.
+//! mapping, the NUMA memory policy of a page, and which pages are resident.
+
+/// Bytes of the 4 KiB pages touching `[p, p + len)` that are resident in RAM (`mincore`).
+pub fn resident_bytes(p: *const u8, len: usize) -> usize {
+    const PAGE: usize = 4096;
+    let start = p as usize / PAGE * PAGE;
+    let pages = (p as usize + len).div_ceil(PAGE) - start / PAGE;
+    let mut v = vec![0u8; pages];
+    // SAFETY: `v` holds a byte per page of the range, which the caller has mapped.
+    let rc = unsafe { libc::mincore(start as *mut libc::c_void, pages * PAGE, v.as_mut_ptr()) };
+    assert_eq!(rc, 0, "mincore");
+    v.iter().filter(|&&b| b & 1 != 0).count() * PAGE
+}
 
 /// The fields of the `/proc/self/smaps` entry of the mapping holding `p`: (name, kB).
 pub fn smaps_of(p: *const u8) -> Vec<(String, u64)> {
