@@ -624,7 +624,8 @@ impl Pool {
     /// the OS (they read zero after) until at most `keep` dirty granules are left: those of
     /// the shortest ranges of dirty granules first (a long range serves any request without
     /// a page fault; short ones, only short requests). A medium block left with no live run
-    /// and nothing dirty goes to the pool's empty blocks, unless first on its list.
+    /// and nothing dirty past its first page goes to the pool's empty blocks, unless first on
+    /// its list.
     pub(crate) fn purge_medium(&self, st: &mut PoolState, keep: usize) {
         if self.region.backing().give_back == GiveBack::Keep {
             // A region committed up front keeps its pages: a purge would only write zeros.
@@ -665,7 +666,11 @@ impl Pool {
             for h in st.medium(life).iter(units) {
                 // SAFETY: a medium block; we hold the lock.
                 let runs = unsafe { Runs::of(h) };
-                if runs.is_empty() && runs.dirty() == 0 && !first.is_some_and(|f| ptr::eq(f, h)) {
+                // An empty block whose dirty granules all share the metadata's page can
+                // give nothing more back here: it goes to the pool, whose decay gives the
+                // whole block back.
+                let clean = runs.dirty() == 0 || runs.dirty_only_in_first_page(page);
+                if runs.is_empty() && clean && !first.is_some_and(|f| ptr::eq(f, h)) {
                     st.medium(life).remove(units, h);
                     self.drop_medium_block(st, h);
                 }
