@@ -49,57 +49,15 @@ fn default_with_delay(delay: Duration) -> Retention {
     }
 }
 
-/// After a burst of 200 MiB of 1 KiB objects is freed, the program goes on with a steady
-/// load of small objects only (100 objects of 64 B allocated and freed again, in its
-/// current block: fast paths), for ten delays. The burst's empty blocks (under the
-/// 256 MiB bound) must go back to the OS within the delay.
-///
-/// RED-52: they stay for good. The kept blocks decay only on slow paths (a block taken,
-/// a large or medium call); a loop in current blocks makes none. Before session 10 the
-/// bound was 16 MiB; since, such a program keeps up to 256 MiB resident after a burst.
-#[test]
-#[ignore = "RED-52: kept empty blocks (up to 256 MiB) never go back when the program's later work is fast-path only"]
-fn a_burst_of_small_objects_goes_back_within_the_delay_under_a_steady_small_load() {
+/// A burst of 200 MiB of objects of `size` bytes, freed; then the program cycles 100
+/// objects of 64 B every 10 ms (its current block: fast paths) for up to ten delays of
+/// 300 ms. The burst's memory must go back to within 16 MiB of the start.
+fn burst_then_small_load(size: usize) {
     let _serial = serial();
     let a = Cohort::<Life>::new();
     let delay = Duration::from_millis(300);
     a.set_retention(default_with_delay(delay));
     let before = rss();
-    let ps = burst(&a, 1024, 200 * MIB / 1024);
-    assert!(rss() >= before + 190 * MIB, "the burst is resident");
-    free_all(&a, ps, 1024);
-    let freed = Instant::now();
-    let kept = rss();
-    let goal = before + 16 * MIB;
-    while rss() > goal && freed.elapsed() < delay * 10 {
-        std::thread::sleep(Duration::from_millis(10));
-        let small = burst(&a, 64, 100);
-        free_all(&a, small, 64);
-    }
-    let after = rss();
-    assert!(
-        after <= goal,
-        "{} MiB resident over the start {:?} after a burst of 200 MiB of 1 KiB objects was \
-         freed (kept at first: {} MiB), the program cycling 100 objects of 64 B every 10 ms \
-         since: {}",
-        after.saturating_sub(before) / MIB,
-        freed.elapsed(),
-        kept.saturating_sub(before) / MIB,
-        a.stats()
-    );
-}
-
-/// The same with a burst of medium objects (200 MiB of 40 KiB runs), freed, then the
-/// steady small load: medium blocks emptied by the frees (kept on their lists until a
-/// purge, or given to the pool) must go back within the delay too.
-#[test]
-fn a_burst_of_medium_objects_goes_back_within_the_delay_under_a_steady_small_load() {
-    let _serial = serial();
-    let a = Cohort::<Life>::new();
-    let delay = Duration::from_millis(300);
-    a.set_retention(default_with_delay(delay));
-    let before = rss();
-    let size = 40 << 10;
     let ps = burst(&a, size, 200 * MIB / size);
     assert!(rss() >= before + 190 * MIB, "the burst is resident");
     free_all(&a, ps, size);
@@ -114,12 +72,33 @@ fn a_burst_of_medium_objects_goes_back_within_the_delay_under_a_steady_small_loa
     let after = rss();
     assert!(
         after <= goal,
-        "{} MiB resident over the start {:?} after a burst of 200 MiB of 40 KiB objects was \
-         freed (kept at first: {} MiB), the program cycling 100 objects of 64 B every 10 ms \
-         since: {}",
+        "{} MiB resident over the start {:?} after a burst of 200 MiB of {size}-byte objects \
+         was freed (kept at first: {} MiB), the program cycling 100 objects of 64 B every \
+         10 ms since: {}",
         after.saturating_sub(before) / MIB,
         freed.elapsed(),
         kept.saturating_sub(before) / MIB,
         a.stats()
     );
+}
+
+/// Small objects (1 KiB): the burst's empty blocks (under the 256 MiB bound) must go back
+/// within the delay.
+///
+/// RED-52: they stay for good. The kept blocks decay only on slow paths (a block taken,
+/// a large or medium call); a loop in current blocks makes none. Before session 10 the
+/// bound was 16 MiB; since, such a program keeps up to 256 MiB resident after a burst.
+/// Exact failure: `225 MiB resident over the start 3.00255286s after a burst of 200 MiB of
+/// 1 KiB objects was freed (kept at first: 225 MiB) ... 99 empty blocks kept`.
+#[test]
+#[ignore = "RED-52: kept empty blocks (up to 256 MiB) never go back when the program's later work is fast-path only"]
+fn a_burst_of_small_objects_goes_back_within_the_delay_under_a_steady_small_load() {
+    burst_then_small_load(1024);
+}
+
+/// Medium objects (40 KiB runs): medium blocks emptied by the frees (kept on their lists
+/// until a purge, or given to the pool) must go back within the delay too.
+#[test]
+fn a_burst_of_medium_objects_goes_back_within_the_delay_under_a_steady_small_load() {
+    burst_then_small_load(40 << 10);
 }

@@ -88,6 +88,40 @@ fn step(
     }
 }
 
+/// Creates the region file `p` of `capacity` bytes with `n` objects of class Long (of
+/// growing sizes), each filled with its [`tag_of`], and leaves it: their (offset, size).
+fn created_with_tagged_objects(
+    p: &std::path::Path,
+    capacity: usize,
+    n: usize,
+) -> Vec<(u64, usize)> {
+    let r =
+        SharedCohort::<Life>::create(Place::File(p), CreateOptions::new(capacity)).expect("create");
+    let kept = (0..n)
+        .map(|i| {
+            let size = 48 + i * 300;
+            let q = r.malloc(size, Life::Long);
+            assert!(!q.is_null());
+            let off = r.offset_of(q).unwrap().get();
+            // SAFETY: `size` bytes of ours.
+            unsafe { q.write_bytes(tag_of(off), size) };
+            (off, size)
+        })
+        .collect();
+    r.leave().expect("leave");
+    kept
+}
+
+/// The first of the objects of [`created_with_tagged_objects`] whose bytes changed.
+fn changed_object(r: &SharedCohort<Life>, kept: &[(u64, usize)]) -> Option<(u64, usize)> {
+    kept.iter().copied().find(|&(off, size)| {
+        let q = r.ptr(Off::<u8>::new(off).expect("an offset"));
+        // SAFETY: an object of `size` bytes allocated by the creator, never freed.
+        let bytes = unsafe { std::slice::from_raw_parts(q, size) };
+        bytes.iter().any(|&b| b != tag_of(off))
+    })
+}
+
 /// A worker: opens the region, takes random steps, and leaves it now and then, for ever
 /// (until killed). `opened` counts its opens.
 fn worker(
@@ -125,20 +159,7 @@ fn kill_rounds(tag: &str, rounds: u64) {
     let _serial = serial();
     let p = region_path(tag);
     isolated(590, |report| {
-        let r = SharedCohort::<Life>::create(Place::File(&p), CreateOptions::new(256 << 20))
-            .expect("create");
-        // Tagged objects of the creator.
-        let mut kept = Vec::new();
-        for i in 0..40usize {
-            let size = 48 + i * 300;
-            let q = r.malloc(size, Life::Long);
-            assert!(!q.is_null());
-            let off = r.offset_of(q).unwrap().get();
-            // SAFETY: `size` bytes of ours.
-            unsafe { q.write_bytes(tag_of(off), size) };
-            kept.push((off, size));
-        }
-        r.leave().expect("leave");
+        let kept = created_with_tagged_objects(&p, 256 << 20, 40);
         let opened = shared_words(2);
         let mut seed = 0x005e_a10f_u64;
         let rounds: u64 = std::env::var("RED_ROUNDS")
@@ -188,15 +209,10 @@ fn kill_rounds(tag: &str, rounds: u64) {
                 q.write_bytes(0, 1000);
                 r.free(q, 1000, Life::Long);
             }
-            for &(off, size) in &kept {
-                let q = r.ptr(Off::<u8>::new(off).expect("an offset"));
-                // SAFETY: an object of `size` bytes allocated by the creator, never freed.
-                let bytes = unsafe { std::slice::from_raw_parts(q, size) };
-                if bytes.iter().any(|&b| b != tag_of(off)) {
-                    report.fail(&format!(
-                        "round {round}: a kept object at {off:#x} ({size} bytes) changed"
-                    ));
-                }
+            if let Some((off, size)) = changed_object(&r, &kept) {
+                report.fail(&format!(
+                    "round {round}: a kept object at {off:#x} ({size} bytes) changed"
+                ));
             }
             // SAFETY: the killed Mid worker's objects: nobody uses them.
             unsafe { r.release_class(Life::Mid) };
@@ -229,19 +245,7 @@ fn eight_processes_opening_and_leaving_at_once_are_never_refused() {
     let _serial = serial();
     let p = region_path("sealopens");
     isolated(240, |report| {
-        let r = SharedCohort::<Life>::create(Place::File(&p), CreateOptions::new(64 << 20))
-            .expect("create");
-        let mut kept = Vec::new();
-        for i in 0..20usize {
-            let size = 100 + i * 700;
-            let q = r.malloc(size, Life::Long);
-            assert!(!q.is_null());
-            let off = r.offset_of(q).unwrap().get();
-            // SAFETY: `size` bytes of ours.
-            unsafe { q.write_bytes(tag_of(off), size) };
-            kept.push((off, size));
-        }
-        r.leave().expect("leave");
+        let kept = created_with_tagged_objects(&p, 64 << 20, 20);
         let start = shared_words(1);
         let children: Vec<_> = (0..8u64)
             .map(|t| {
@@ -279,13 +283,8 @@ fn eight_processes_opening_and_leaving_at_once_are_never_refused() {
         if let Err(e) = unsafe { r.verify() } {
             report.fail(&format!("verify: {e:?}"));
         }
-        for &(off, size) in &kept {
-            let q = r.ptr(Off::<u8>::new(off).expect("an offset"));
-            // SAFETY: an object of `size` bytes allocated by the creator, never freed.
-            let bytes = unsafe { std::slice::from_raw_parts(q, size) };
-            if bytes.iter().any(|&b| b != tag_of(off)) {
-                report.fail(&format!("a kept object at {off:#x} ({size} bytes) changed"));
-            }
+        if let Some((off, size)) = changed_object(&r, &kept) {
+            report.fail(&format!("a kept object at {off:#x} ({size} bytes) changed"));
         }
         r.destroy().expect("destroy");
     });
