@@ -536,7 +536,7 @@ const ZERO_BY_RESIDENCE: usize = 1 << 20;
 /// # Safety
 /// `[p, p + len)` is a page-aligned range of a private mapping of ours whose contents
 /// nobody needs; `len` is a page multiple.
-unsafe fn zero_reused(p: *mut u8, len: usize) {
+pub(crate) unsafe fn zero_reused(p: *mut u8, len: usize) {
     if len >= ZERO_BY_RESIDENCE {
         // SAFETY: the caller's guarantee.
         unsafe { os::zero_pages(p, len) };

@@ -14,7 +14,7 @@
 use crate::class::{class_of, malloc_align, medium_granules, CLASSES, GRANULE};
 use crate::free::{large_match, Named};
 use crate::instance::Instance;
-use crate::large::{unmap_evicted, Cached, Evicted, LargeTable, Mapping, Request};
+use crate::large::{unmap_evicted, zero_reused, Cached, Evicted, LargeTable, Mapping, Request};
 use crate::misuse::{report, Problem};
 use crate::os;
 use crate::per_thread;
@@ -375,10 +375,20 @@ impl Instance {
         }
         if ZERO {
             // Pages past the old mapping are fresh; the old mapping's bytes past `old`, and
-            // a cached mapping's, may be dirty (a last page's tail, a last user's bytes).
+            // a cached mapping's, may be dirty (a last page's tail, a last user's bytes):
+            // the old size's last page is written, the whole pages after it zeroed as a
+            // zeroed request from the cache is (by residence from 1 MiB: a large zeroed
+            // buffer may be sparse).
             let dirty = if from_cache { len } else { mapped.min(len) };
-            // SAFETY: q maps `len` bytes.
-            unsafe { zero_range(q, old, dirty) };
+            let whole = os::page_round(old).map_or(dirty, |w| w.min(dirty));
+            // SAFETY: q maps `len >= dirty` bytes, this allocation's (the first `old` hold
+            // its bytes); `[whole, dirty)` is whole pages of a private mapping of ours.
+            unsafe {
+                zero_range(q, old, whole);
+                if dirty > whole {
+                    zero_reused(q.add(whole), dirty - whole);
+                }
+            }
         }
         Some(q)
     }
