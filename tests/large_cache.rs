@@ -564,8 +564,12 @@ fn a_recalloc_into_a_cached_range_reads_zero_and_stays_sparse() {
     );
     // SAFETY: 40 MiB of ours, freed once.
     unsafe {
-        assert!(std::slice::from_raw_parts(q, 4 * mib).iter().all(|&x| x == 0x5A));
-        assert!((4 * mib..40 * mib).step_by(4096).all(|i| q.add(i).read() == 0));
+        assert!(std::slice::from_raw_parts(q, 4 * mib)
+            .iter()
+            .all(|&x| x == 0x5A));
+        assert!((4 * mib..40 * mib)
+            .step_by(4096)
+            .all(|i| q.add(i).read() == 0));
         assert!(std::slice::from_raw_parts(q.add(table / 2), mib)
             .iter()
             .all(|&x| x == 0));

@@ -46,8 +46,8 @@ fn promoted(r: &SharedCohort<Life>) -> usize {
 #[test]
 fn a_free_of_a_promoted_slot_is_marked() {
     let p = path("promoted-free");
-    let r = SharedCohort::<Life>::create(Place::File(&p), CreateOptions::new(8 << 20))
-        .expect("create");
+    let r =
+        SharedCohort::<Life>::create(Place::File(&p), CreateOptions::new(8 << 20)).expect("create");
     // A block of 32-byte slots with room, then every other block full of 16-byte slots
     // (`try_malloc` never promotes).
     let big: Vec<_> = (0..500).map(|_| r.malloc(32, Life::A)).collect();
