@@ -9,9 +9,8 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
-cohort::lifetime_classes! {
-    enum Life { A, B }
-}
+mod promote_support;
+use promote_support::{fill, free_all, promoted, Life};
 
 /// The attach table's generation word (`GEN`) in a region file: the header page's byte
 /// 2048 (`persist::attach`), whatever the page size.
@@ -31,18 +30,13 @@ fn path(tag: &str) -> PathBuf {
     p
 }
 
-/// Live promoted slots, over every head.
-fn promoted(r: &SharedCohort<Life>) -> usize {
-    r.stats().heads.iter().map(|h| h.promoted).sum()
-}
-
 /// A free of a promoted slot clears the slot's bit in its block's promotion record, which
 /// lies in the region's state (the unit's record), with no lock; the free itself is a
 /// local free that does not empty the block (no slow path, no mark of its own). Unmarked,
 /// a copy whose state was read before that free and its blocks after holds the bit set
-/// beside a free slot: restored (its process killed), it opens, and the first ordinary
-/// free of that slot, handed out again in its block's own class, is reported as misuse
-/// (`Problem::Promoted`). Failed before the fix: `GEN` stayed where it was.
+/// beside a free slot: restored (its process killed), it opens, and an ordinary free of
+/// that slot once it is handed out again in its block's own class would be reported as
+/// misuse (`Problem::Promoted`). Failed before the fix: `GEN` stayed where it was.
 #[test]
 fn a_free_of_a_promoted_slot_is_marked() {
     let p = path("promoted-free");
@@ -50,16 +44,7 @@ fn a_free_of_a_promoted_slot_is_marked() {
         SharedCohort::<Life>::create(Place::File(&p), CreateOptions::new(8 << 20)).expect("create");
     // A block of 32-byte slots with room, then every other block full of 16-byte slots
     // (`try_malloc` never promotes).
-    let big: Vec<_> = (0..500).map(|_| r.malloc(32, Life::A)).collect();
-    assert!(big.iter().all(|q| !q.is_null()));
-    let mut small = Vec::new();
-    loop {
-        let q = r.try_malloc(16, Life::A);
-        if q.is_null() {
-            break;
-        }
-        small.push(q);
-    }
+    let (big, small) = fill(&r, 500);
     let q = r.malloc(16, Life::A);
     assert!(!q.is_null() && promoted(&r) == 1, "malloc(16) is promoted");
     let file = File::open(&p).expect("the region file");
@@ -73,14 +58,7 @@ fn a_free_of_a_promoted_slot_is_marked() {
         "the free of a promoted slot wrote the region's state (its promotion record) \
          unmarked: GEN {before:#x} before, {after:#x} after"
     );
-    for q in big {
-        // SAFETY: as above.
-        unsafe { r.free(q, 32, Life::A) };
-    }
-    for q in small {
-        // SAFETY: as above.
-        unsafe { r.free(q, 16, Life::A) };
-    }
+    free_all(&r, &big, &small);
     r.leave().expect("leave");
     let _ = std::fs::remove_file(&p);
 }
