@@ -94,16 +94,7 @@ fn a_backup_read_across_fast_path_allocations_restored_after_a_kill_is_refused()
             }
         }
         // ...and the rest after; restored over the region's own file.
-        use std::os::unix::fs::FileExt;
-        let mut backup = std::fs::read(&p).expect("read");
-        let split = (block + PAGE) as usize;
-        backup[..split].copy_from_slice(&first[..split]);
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&p)
-            .expect("the file");
-        file.write_all_at(&backup, 0).expect("restore");
-        drop(file);
+        restore_over(&p, &first, (block + PAGE) as usize);
         let opener = in_child_reporting(60, report, || {
             let r = match open_region::<Life>(&p) {
                 Ok(r) => r,

@@ -264,3 +264,36 @@ pub fn open_region<L: cohort::Lifetime>(
         cohort::OpenOptions::new().timeout(Duration::from_secs(10)),
     )
 }
+
+/// Runs a subprocess the way a server does: fork, then exec `/bin/true` (`exec`) or
+/// `_exit` at once; waits for it and returns how it ended.
+pub fn subprocess(exec: bool) -> Ended {
+    // SAFETY: the child execs a program at once (or ends): it touches nothing.
+    let child = unsafe { libc::fork() };
+    assert!(child >= 0, "fork");
+    if child == 0 {
+        if exec {
+            let argv = [c"/bin/true".as_ptr(), core::ptr::null()];
+            // SAFETY: a NUL-terminated path and argument list.
+            unsafe { libc::execv(c"/bin/true".as_ptr(), argv.as_ptr()) };
+        }
+        // SAFETY: _exit has no preconditions.
+        unsafe { libc::_exit(0) };
+    }
+    wait(child)
+}
+
+/// Writes a backup of the region file `p` over the file itself, as `cp backup region`
+/// writes it (the same inode): its first `split` bytes from `first` (the file as read
+/// earlier, while a process had the region open), the rest as the file is now (as `cp`
+/// reads a file: its start first, the rest later).
+pub fn restore_over(p: &std::path::Path, first: &[u8], split: usize) {
+    use std::os::unix::fs::FileExt;
+    let mut backup = std::fs::read(p).expect("read");
+    backup[..split].copy_from_slice(&first[..split]);
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(p)
+        .expect("the file");
+    file.write_all_at(&backup, 0).expect("restore");
+}
