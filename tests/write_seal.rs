@@ -34,9 +34,10 @@ fn path(tag: &str) -> PathBuf {
 /// lies in the region's state (the unit's record), with no lock; the free itself is a
 /// local free that does not empty the block (no slow path, no mark of its own). Unmarked,
 /// a copy whose state was read before that free and its blocks after holds the bit set
-/// beside a free slot: restored (its process killed), it opens, and an ordinary free of
-/// that slot once it is handed out again in its block's own class would be reported as
-/// misuse (`Problem::Promoted`). Failed before the fix: `GEN` stayed where it was.
+/// beside a free slot: restored (its process killed), it opens, and while the block holds
+/// other promoted slots (its flag stays, its record is read), an ordinary free of that
+/// slot once it is handed out again in its block's own class would be reported as misuse
+/// (`Problem::Promoted`). Failed before the fix: `GEN` stayed where it was.
 #[test]
 fn a_free_of_a_promoted_slot_is_marked() {
     let p = path("promoted-free");
