@@ -263,10 +263,7 @@ fn a_worker_forked_after_many_children_that_wrote_and_ended_keeps_the_region_ope
 fn an_opener_killed_at_any_moment_leaves_the_region_openable() {
     let _serial = serial();
     let p = region_path("killopen");
-    SharedCohort::<Life>::create(Place::File(&p), CreateOptions::new(32 << 20))
-        .expect("create")
-        .leave()
-        .expect("leave");
+    created_and_left::<Life>(&p, 32 << 20);
     let file = std::fs::File::open(&p).expect("the file");
     let len = file.metadata().expect("len").len();
     // The tail seal is the file's last page (of this kernel's page size).
@@ -462,10 +459,7 @@ fn salvage_of_a_region_being_formatted_names_its_live_creator_alive() {
     let _serial = serial();
     use std::os::unix::fs::FileExt;
     let p = region_path("initialising");
-    SharedCohort::<Life>::create(Place::File(&p), CreateOptions::new(32 << 20))
-        .expect("create")
-        .leave()
-        .expect("leave");
+    created_and_left::<Life>(&p, 32 << 20);
     let file = std::fs::OpenOptions::new()
         .write(true)
         .open(&p)
@@ -641,10 +635,7 @@ fn a_backup_read_across_a_root_store_restored_in_place_is_refused() {
     let _serial = serial();
     let p = region_path("root");
     isolated(120, |report| {
-        SharedCohort::<Life>::create(Place::File(&p), CreateOptions::new(32 << 20))
-            .expect("create")
-            .leave()
-            .expect("leave");
+        created_and_left::<Life>(&p, 32 << 20);
         // [ready, backed up, done, the old root, the new root]
         let words = shared_words(5);
         let holder = in_child_reporting(60, report, || {
@@ -669,11 +660,7 @@ fn a_backup_read_across_a_root_store_restored_in_place_is_refused() {
                 std::thread::sleep(Duration::from_millis(10));
             }
         });
-        until(&words[0], 0, report, "the holder");
-        let first = std::fs::read(&p).expect("read");
-        words[1].store(1, Relaxed);
-        until(&words[2], 0, report, "the holder");
-        kill9(holder);
+        let first = read_then_kill(&p, words, holder, report);
         restore_in_place(&p, &first);
         let opener = in_child_reporting(60, report, || {
             let Ok(r) = open_region::<Life>(&p) else {
@@ -712,10 +699,7 @@ fn backup_restored_in_place(tag: &str, killed: bool) {
     const SIZE: usize = 1000;
     let p = region_path(tag);
     isolated(120, |report| {
-        SharedCohort::<Life>::create(Place::File(&p), CreateOptions::new(128 << 20))
-            .expect("create")
-            .leave()
-            .expect("leave");
+        created_and_left::<Life>(&p, 128 << 20);
         let words = shared_words(3);
         let offs = shared_words(N);
         let holder = in_child_reporting(60, report, || {
@@ -790,10 +774,7 @@ fn a_backup_read_while_a_process_was_leaving_is_refused() {
     const SEAL_GEN_AT: usize = 2048 + 5 * 8;
     let (p, copy) = (region_path("leaving"), region_path("leaving-copy"));
     isolated(120, |report| {
-        SharedCohort::<Life>::create(Place::File(&p), CreateOptions::new(128 << 20))
-            .expect("create")
-            .leave()
-            .expect("leave");
+        created_and_left::<Life>(&p, 128 << 20);
         let offs = shared_words(N);
         // The leaver of the window: a process that had the region open and left it.
         let leaver = in_child_reporting(60, report, || {

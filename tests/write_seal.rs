@@ -15,8 +15,8 @@ mod promote_support;
 mod red_team_common;
 use promote_support::{fill, free_all, promoted, Life};
 use red_team_common::{
-    in_child_reporting, isolated, kill9, open_region, restore_over, serial, shared_words, until,
-    wait_ok,
+    created_and_left, in_child_reporting, isolated, open_region, read_then_kill, restore_over,
+    serial, shared_words, wait_ok,
 };
 
 /// The attach table's generation word (`GEN`) in a region file: the header page's byte
@@ -85,10 +85,7 @@ fn a_backup_read_across_a_free_of_a_promoted_slot_is_refused() {
     let _serial = serial();
     let p = path("promoted-backup");
     isolated(120, |report| {
-        SharedCohort::<Life>::create(Place::File(&p), CreateOptions::new(8 << 20))
-            .expect("create")
-            .leave()
-            .expect("leave");
+        created_and_left::<Life>(&p, 8 << 20);
         // [ready, backed up, freed, the freed slot's offset]
         let words = shared_words(4);
         let holder = in_child_reporting(60, report, || {
@@ -110,11 +107,7 @@ fn a_backup_read_across_a_free_of_a_promoted_slot_is_refused() {
                 std::thread::sleep(Duration::from_millis(10));
             }
         });
-        until(&words[0], 0, report, "the holder");
-        let first = std::fs::read(&p).expect("read");
-        words[1].store(1, Relaxed);
-        until(&words[2], 0, report, "the holder");
-        kill9(holder);
+        let first = read_then_kill(&p, words, holder, report);
         // The header and the state as read first (up to the blocks: word 12 of the
         // header), the blocks as they are now.
         let blocks = u64::from_le_bytes(first[12 * 8..13 * 8].try_into().unwrap()) as usize;

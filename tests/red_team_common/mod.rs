@@ -297,3 +297,30 @@ pub fn restore_over(p: &std::path::Path, first: &[u8], split: usize) {
         .expect("the file");
     file.write_all_at(&backup, 0).expect("restore");
 }
+
+/// Creates the region file `p` of `capacity` bytes and leaves it (formatted, nobody has it
+/// open).
+pub fn created_and_left<L: cohort::Lifetime>(p: &std::path::Path, capacity: usize) {
+    cohort::SharedCohort::<L>::create(cohort::Place::File(p), cohort::CreateOptions::new(capacity))
+        .expect("create")
+        .leave()
+        .expect("leave");
+}
+
+/// Reads the region file `p` as a backup's first part, across a holder's work, and kills
+/// the holder: waits for `words[0]` (the holder is ready), reads the file, sets `words[1]`
+/// (the holder goes on), waits for `words[2]` (it is done), then kill -9. Returns what
+/// was read.
+pub fn read_then_kill(
+    p: &std::path::Path,
+    words: &[AtomicU64],
+    holder: libc::pid_t,
+    report: &Report,
+) -> Vec<u8> {
+    until(&words[0], 0, report, "the holder");
+    let first = std::fs::read(p).expect("read");
+    words[1].store(1, Ordering::Relaxed);
+    until(&words[2], 0, report, "the holder");
+    kill9(holder);
+    first
+}
