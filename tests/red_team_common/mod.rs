@@ -9,26 +9,16 @@ use std::time::Duration;
 /// How a child process ended: `Ok(exit code)` or `Err(signal)`.
 pub type Ended = Result<i32, i32>;
 
-/// Runs `f` in a child process under an alarm of `secs` seconds: it exits 0 when `f`
-/// returns, 1 when it panics, and dies of SIGALRM when it hangs.
-pub fn in_child(secs: u32, f: impl FnOnce()) -> libc::pid_t {
-    // SAFETY: the child runs `f` and leaves through `_exit`.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed");
-    if pid == 0 {
-        // SAFETY: alarm has no preconditions.
-        unsafe { libc::alarm(secs) };
-        let ok = std::panic::catch_unwind(AssertUnwindSafe(f)).is_ok();
-        // SAFETY: leaves the child without running the parent's destructors.
-        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
-    }
-    pid
-}
+// `in_child(secs, f)`: `f` in a forked child under an alarm of `secs` seconds, which exits
+// 0 when `f` returns, 1 when it panics, and dies of SIGALRM when it hangs (the tests'
+// common helper).
+#[path = "../common/processes.rs"]
+mod processes;
+pub use processes::in_child;
 
+/// Waits for child `pid`: how it ended.
 pub fn wait(pid: libc::pid_t) -> Ended {
-    let mut status = 0;
-    // SAFETY: waits for our own child.
-    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    let status = processes::wait_status(pid);
     if libc::WIFEXITED(status) {
         Ok(libc::WEXITSTATUS(status))
     } else {
