@@ -105,7 +105,7 @@ fn worker(
         for _ in 0..steps {
             step(&r, &mut seed, life, release, &mut live);
         }
-        if next(&mut seed) % 4 == 0 {
+        if next(&mut seed).is_multiple_of(4) {
             for (q, size) in live.drain(..) {
                 // SAFETY: live, freed once with its size and class.
                 unsafe { r.free(q as *mut u8, size, life) };
@@ -140,7 +140,7 @@ fn kill_rounds(tag: &str, rounds: u64) {
         }
         r.leave().expect("leave");
         let opened = shared_words(2);
-        let mut seed = 0x5ea1_0f_u64;
+        let mut seed = 0x005e_a10f_u64;
         let rounds: u64 = std::env::var("RED_ROUNDS")
             .ok()
             .and_then(|v| v.parse().ok())
