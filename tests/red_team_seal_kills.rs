@@ -344,9 +344,11 @@ fn lost_slot_rounds(tag: &str, reap_first: bool, release: bool) {
                         if reap_first { "after compact" } else { "at once" }
                     ));
                     }
-                    // The dead process's objects go (they would fill the region).
-                    // SAFETY: nobody uses them.
-                    unsafe { r.release_class(Life::Short) };
+                    if release {
+                        // The dead process's objects go (its blocks with them).
+                        // SAFETY: nobody uses them.
+                        unsafe { r.release_class(Life::Short) };
+                    }
                     r.leave().expect("the second process's leave");
                 });
             wait_ok(reaper, report, "the second process");
