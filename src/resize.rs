@@ -246,13 +246,7 @@ impl Instance {
         let in_place = medium_granules(new.size, new.align).is_some()
             && (p as usize).is_multiple_of(new.align);
         let n = old.size.div_ceil(GRANULE);
-        let memo = |count| Last {
-            instance: self.instance_id(),
-            p: p as usize,
-            len: n,
-            life,
-            count,
-        };
+        let memo = |count| self.last(p, n, life, count);
         let found = match in_place && new.size.div_ceil(GRANULE) == n {
             true => pool.medium_same_run(p, old.size, life),
             false => SameRun::No,
@@ -402,15 +396,8 @@ impl Instance {
         if resized.request.kind == Kind::Large {
             // Live as it is now, with no removal after ours (under the lock): the thread's
             // next resize within these pages checks it against this.
-            let _ = LAST_LARGE.try_with(|last| {
-                last.set(Last {
-                    instance: self.instance_id(),
-                    p: q as usize,
-                    len,
-                    life,
-                    count: large::REMOVALS.load(Ordering::Acquire),
-                })
-            });
+            let count = large::REMOVALS.load(Ordering::Acquire);
+            let _ = LAST_LARGE.try_with(|last| last.set(self.last(q, len, life, count)));
         }
         drop(large);
         for e in evicted.iter().flatten() {
@@ -481,13 +468,7 @@ impl Instance {
         if self.pool_if_any()?.is_process_shared() {
             return None;
         }
-        let seen = Last {
-            instance: self.instance_id(),
-            p: p as usize,
-            len,
-            life,
-            count: large::REMOVALS.load(Ordering::Acquire),
-        };
+        let seen = self.last(p, len, life, large::REMOVALS.load(Ordering::Acquire));
         if LAST_LARGE.try_with(Cell::get).ok()? != seen {
             return None;
         }
@@ -496,6 +477,18 @@ impl Instance {
             unsafe { zero_range(p, old.size, len) };
         }
         Some(p)
+    }
+
+    /// This instance's allocation at `p` of `len` in lifetime class `life`, seen when the
+    /// count of changes was `count` (see [`Last`]).
+    fn last(&self, p: *mut u8, len: usize, life: usize, count: u64) -> Last {
+        Last {
+            instance: self.instance_id(),
+            p: p as usize,
+            len,
+            life,
+            count,
+        }
     }
 
     /// True when `p` is outside the region of an instance whose full region falls back to
