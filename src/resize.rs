@@ -434,16 +434,14 @@ impl Instance {
     }
 
     /// A large allocation's resize within its pages without the large lock (both sizes
-    /// above the small classes): `Some(p)` when
-    /// the calling thread's last large resize ([`Last`]) left `p` a live large
-    /// allocation of this instance, of the pages `old` and `new` both round to, in lifetime
-    /// class `life`, and no large allocation of the process was removed since
-    /// ([`large::REMOVALS`]), in a region no other process uses: its entry is then as it
-    /// was, so the check a free makes (the entry's length and lifetime class) passes as it
-    /// did, and its mapping holds the pages (`len <= mapped <= len + len / 8`). With `ZERO`
-    /// the bytes past `old` read zero.
-    /// `None`: the locked path decides (a loop of one-byte growths takes this path for all
-    /// but one step a page).
+    /// above the small classes): `Some(p)` when the calling thread's last large resize
+    /// ([`Last`]) left `p` a live large allocation of this instance, of the pages `old` and
+    /// `new` both round to, in lifetime class `life`, and no large allocation of the process
+    /// was removed since ([`large::REMOVALS`]), in a region no other process uses: its entry
+    /// is then as it was, so the check a free makes (the entry's length and lifetime class)
+    /// passes as it did, and its mapping holds the pages (`len <= mapped <= len + len / 8`).
+    /// With `ZERO` the bytes past `old` read zero. `None`: the locked path decides (a loop
+    /// of one-byte growths takes this path for all but one step a page).
     #[inline]
     fn resize_within_pages<const ZERO: bool>(
         &self,
