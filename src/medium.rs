@@ -85,6 +85,9 @@ const DIRTY_CUT: usize = 4;
 /// (half a block, the longest medium run), so that a free/allocate loop purges only what
 /// its allocations do not reuse.
 const FREE_SLACK: usize = MAX_MEDIUM / GRANULE;
+/// Passes of a purge at most, by length of range of dirty granules: up to a page, 4, 16...
+/// `4^(PASSES - 1)` pages (a block, with pages of 4 KiB or more).
+const PASSES: usize = 6;
 /// Medium frees between two looks at the clock for the decay of empty blocks (a clock
 /// read costs more than a medium free's other work).
 pub(crate) const DECAY_EVERY: u64 = 32;
@@ -141,9 +144,18 @@ impl Pool {
         // Only a private region spends address space for residence: in one of a bounded
         // capacity (shared, file, fixed, caller memory) the first fit packs the runs.
         let dirty_first = self.region.backing().give_back == GiveBack::Decommit;
+        // Dirty granules of the blocks not looked at yet, at most (every class's).
+        let mut unseen = st.medium_counts.dirty;
         for h in st.medium(life).iter(units).filter(|_| dirty_first) {
+            if found.is_some() && unseen < n - best.0 {
+                // The blocks left cannot cover as many dirty granules as the best run
+                // found (a walk of the list costs a cache miss a block: their headers
+                // share their cache sets).
+                break;
+            }
             // SAFETY: a block on a medium list is a medium block; we hold the lock.
             let runs = unsafe { Runs::of(h) };
+            unseen -= runs.dirty();
             if found.is_some() && runs.dirty() < n - best.0 {
                 // Too few dirty granules to cover as many as the best run found.
                 continue;
@@ -654,7 +666,30 @@ impl Pool {
         let page = os::page_size();
         let (mut cleaned, mut calls) = (0, 0);
         let before = st.medium_counts.dirty;
+        // Pass `k` gives back the whole free pages of the ranges of dirty granules up to
+        // `4^k` pages long, until enough; a pass walks every medium block (a cache miss a
+        // block). The passes whose ranges, with the shorter ones', give back less than
+        // needed give back all of theirs: they are done as one, found by counting first
+        // (the short ranges, beside live runs, often hold no whole page).
         let mut longest = (page / GRANULE).max(1);
+        let pass_of = |k: usize| {
+            let times = k.div_ceil(longest).next_power_of_two().trailing_zeros();
+            (times.div_ceil(2) as usize).min(PASSES - 1)
+        };
+        let mut gives = [0; PASSES];
+        for life in 0..self.life_count {
+            for h in st.medium_list(life).iter(units) {
+                // SAFETY: a medium block; we hold the lock.
+                let runs = unsafe { Runs::of(h) };
+                runs.for_each_dirty_range(page, |k, pages| gives[pass_of(k)] += pages);
+            }
+        }
+        let (mut pass, mut shorter) = (0, 0);
+        while pass + 1 < PASSES && shorter + gives[pass] < before.saturating_sub(keep) {
+            shorter += gives[pass];
+            pass += 1;
+        }
+        longest <<= 2 * pass.saturating_sub(1);
         while before - cleaned > keep {
             for life in 0..self.life_count {
                 for h in st.medium(life).iter(units) {

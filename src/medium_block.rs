@@ -447,16 +447,9 @@ impl Runs {
         let mut cleaned = 0;
         let mut g = first;
         while g < GRANULES && cleaned < enough {
-            let ds = next_dirty(&self.used, &self.clean, g);
-            if ds == GRANULES {
+            let Some((ds, de)) = self.next_dirty_range(g) else {
                 break;
-            }
-            let de = next_with(
-                &self.clean,
-                ds,
-                next_with(&self.used, ds, GRANULES, true),
-                true,
-            );
+            };
             if de - ds <= longest {
                 // The whole free pages the range touches.
                 let (mut s, e) = (
@@ -479,6 +472,29 @@ impl Runs {
             g = de;
         }
         cleaned
+    }
+
+    /// The first range `[ds, de)` of dirty granules (free, not clean; as long as it goes)
+    /// that starts at `from` or after.
+    fn next_dirty_range(&self, from: usize) -> Option<(usize, usize)> {
+        let ds = next_dirty(&self.used, &self.clean, from);
+        let free_end = next_with(&self.used, ds.min(GRANULES), GRANULES, true);
+        (ds < GRANULES).then(|| (ds, next_with(&self.clean, ds, free_end, true)))
+    }
+
+    /// Calls `f(k, pages)` for each range of dirty granules (as [`Runs::purge`] finds
+    /// them): `k` its length, `pages` the granules of the whole pages (of `page` bytes,
+    /// past the first) inside it, which a purge of the range gives back at least.
+    pub(crate) fn for_each_dirty_range(&self, page: usize, mut f: impl FnMut(usize, usize)) {
+        let per_page = (page / GRANULE).max(1);
+        let first = META_GRANULES.next_multiple_of(per_page);
+        let mut g = META_GRANULES;
+        while let Some((ds, de)) = self.next_dirty_range(g) {
+            let inner =
+                (de / per_page * per_page).saturating_sub(ds.max(first).next_multiple_of(per_page));
+            f(de - ds, inner);
+            g = de;
+        }
     }
 
     /// Gives back the free granules `[s, s + k)` (whole pages) and marks them clean;
@@ -754,6 +770,22 @@ mod tests {
         assert_eq!(given, vec![(s[4], 16)]);
         assert_eq!(r.dirty(), 0);
         assert_eq!(r.check(), Ok((3, 6)));
+    }
+
+    #[test]
+    fn dirty_ranges_are_counted_with_the_whole_pages_inside_them() {
+        let mut r = fresh();
+        // Dirty ranges of 4, 2 and 16 granules, live between; granule 2 starts page 1.
+        let s = every_other_freed(&mut r, &[4, 2, 2, 2, 16, 2]);
+        let mut seen = Vec::new();
+        r.for_each_dirty_range(4096, |k, pages| seen.push((k, pages)));
+        // 2..6: pages 1 and 2; 8..10: page 4; 12..28: pages 6 to 13.
+        assert_eq!(s[..5], [2, 6, 8, 10, 12]);
+        assert_eq!(seen, vec![(4, 4), (2, 2), (16, 16)]);
+        seen.clear();
+        // With 64 KiB pages none of them holds a whole page past the first.
+        r.for_each_dirty_range(64 << 10, |k, pages| seen.push((k, pages)));
+        assert_eq!(seen, vec![(4, 0), (2, 0), (16, 0)]);
     }
 
     #[test]
