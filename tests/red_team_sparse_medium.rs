@@ -15,7 +15,7 @@ const MIB: usize = 1 << 20;
 /// resident size may grow by the pages touched and the blocks' metadata, not by what was
 /// asked.
 ///
-/// RED-55 (medium's branch, ca0fe4a: plain medium requests' clean granules populated at
+/// RED-55 (medium, ca0fe4a, on main since e066d00: plain medium requests' clean granules populated at
 /// allocation, `os::populate`): passes on main (1 392 KiB resident growth at 4 KiB pages,
 /// 1 456 at 64 KiB); fails on a scratch merge of attack, medium ca0fe4a and hunt a240a78:
 /// `200 medium buffers of 900 KiB, one byte written in each, made 176 MiB resident`
