@@ -15,13 +15,13 @@ const MIB: usize = 1 << 20;
 /// resident size may grow by the pages touched and the blocks' metadata, not by what was
 /// asked.
 ///
-/// RED-55 (medium, ca0fe4a, on main since e066d00: plain medium requests' clean granules populated at
-/// allocation, `os::populate`): passes on main (1 392 KiB resident growth at 4 KiB pages,
-/// 1 456 at 64 KiB); fails on a scratch merge of attack, medium ca0fe4a and hunt a240a78:
+/// RED-55 (owner medium: plain medium requests' clean granules populated at allocation,
+/// `os::populate`, merged on main in e066d00): passed on main 9b7e77c (1 392 KiB resident
+/// growth at 4 KiB pages, 1 456 at 64 KiB); fails since (medium ca0fe4a, and main e066d00):
 /// `200 medium buffers of 900 KiB, one byte written in each, made 176 MiB resident`
 /// (180 592 KiB: every page asked for). Every peer maps such sizes lazily.
 #[test]
-#[ignore = "RED-55: medium's populate makes untouched medium buffers resident (176 MiB for 200 x 900 KiB touched in one byte each; main: 1.4 MiB)"]
+#[ignore = "RED-55: medium's populate makes untouched medium buffers resident (176 MiB for 200 x 900 KiB touched in one byte each; before the populate: 1.4 MiB)"]
 fn medium_buffers_touched_in_one_page_stay_mostly_unresident() {
     let a = Cohort::<Life>::new();
     let before = rss();
