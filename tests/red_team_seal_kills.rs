@@ -233,7 +233,7 @@ fn kill_rounds(tag: &str, rounds: u64) {
 
 #[test]
 fn workers_killed_at_random_moments_of_opens_writes_and_leaves_leave_the_region_openable() {
-    kill_rounds("sealkills", 150);
+    kill_rounds("sealkills", 100);
 }
 
 /// Eight processes open, work in and leave the region at once, 40 times each (every open
@@ -296,7 +296,7 @@ fn eight_processes_opening_and_leaving_at_once_are_never_refused() {
 /// `reap_first` (`compact` does), verifies it and leaves; then the driver opens it and
 /// verifies it. Every verify must pass: a kill is not a crash, and a slot a process killed
 /// in the middle of an allocation or a free left handed out is lost (a leak), not damage.
-/// Returns after `RED_ROUNDS` rounds (default 300), or fails at the first fault.
+/// Returns after `RED_ROUNDS` rounds (default 120), or fails at the first fault.
 fn lost_slot_rounds(tag: &str, reap_first: bool, release: bool) {
     let _serial = serial();
     let p = region_path(tag);
@@ -308,7 +308,7 @@ fn lost_slot_rounds(tag: &str, reap_first: bool, release: bool) {
         let rounds: u64 = std::env::var("RED_ROUNDS")
             .ok()
             .and_then(|v| v.parse().ok())
-            .unwrap_or(300);
+            .unwrap_or(120);
         let mut seed = 0x1057_u64;
         for round in 0..rounds {
             let loops = in_child(60, || {
