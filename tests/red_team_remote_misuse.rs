@@ -92,7 +92,7 @@ fn misuse_between_remote_frees(a: &Cohort<Life>, size: usize, n: usize) {
                 let m = reported(&what, || unsafe { a.free(p, size, Life::B) });
                 names(&what, &m, p, size, 1);
                 if CHECKED && i + 1 < objects.len() && size < 1 << 20 {
-                    let next = (objects[i + 1] as *mut u8).wrapping_add(8);
+                    let next = (objects[i + 1] as *mut u8).wrapping_add(1);
                     let what = format!("size {size}, object {}, interior", i + 1);
                     // SAFETY: deliberately not an allocation's start.
                     let m = reported(&what, || unsafe { a.free(next, size, Life::A) });
@@ -117,7 +117,8 @@ fn misuse_between_remote_frees(a: &Cohort<Life>, size: usize, n: usize) {
         });
     });
     // Every object of O is free: the allocator must say so, and be whole.
-    if let Err(e) = a.verify() {
+    // SAFETY: F has ended; nobody else allocates or frees meanwhile.
+    if let Err(e) = unsafe { a.verify() } {
         panic!("size {size}: verify after the remote misuse: {e}");
     }
     assert!(a.is_empty(), "size {size}: not empty after every object was freed");
@@ -152,4 +153,84 @@ fn medium_and_large_allocations_freed_wrongly_from_another_thread_are_reported()
         misuse_between_remote_frees(&a, size, n);
     }
     set_misuse_hook(before);
+}
+
+/// Thread F frees objects of instance X made by the main thread (remote frees, pending in
+/// F's batch of X) and stays alive, idle, while the main thread drops X and makes instance
+/// Y, which may take X's addresses, and fills objects of Y. Then F allocates and frees in Y
+/// and exits (its batches are pushed). X's pending frees must never reach Y's blocks: Y's
+/// objects keep their bytes, Y verifies, and hands out no object twice.
+#[test]
+fn pending_remote_frees_of_a_dropped_instance_never_reach_the_next_one() {
+    use std::sync::{mpsc, Arc};
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    for round in 0..10 {
+        let x: Arc<Cohort<Life>> = Arc::new(Cohort::new());
+        let objects: Vec<(usize, usize)> = (0..600)
+            .map(|i| {
+                let n = [16usize, 64, 200, 1000, 4000][i % 5];
+                (x.malloc(n, Life::A) as usize, n)
+            })
+            .collect();
+        let (freed_tx, freed) = mpsc::channel::<()>();
+        let (y_tx, y_rx) = mpsc::channel::<Arc<Cohort<Life>>>();
+        let xf = Arc::clone(&x);
+        let f = std::thread::spawn(move || {
+            let mine = xf.malloc(24, Life::B);
+            for &(p, n) in &objects {
+                // SAFETY: live objects of the main thread, handed over, freed once.
+                unsafe { xf.free(p as *mut u8, n, Life::A) };
+            }
+            // SAFETY: allocated above, freed once.
+            unsafe { xf.free(mine, 24, Life::B) };
+            drop(xf);
+            freed_tx.send(()).expect("freed");
+            let y = y_rx.recv().expect("y");
+            let more: Vec<(usize, usize)> = (0..2000)
+                .map(|i| {
+                    let n = [16usize, 64, 200, 1000, 4000][i % 5];
+                    (y.malloc(n, Life::A) as usize, n)
+                })
+                .collect();
+            for (p, n) in more {
+                // SAFETY: allocated above, freed once.
+                unsafe { y.free(p as *mut u8, n, Life::A) };
+            }
+        });
+        freed.recv().expect("freed");
+        drop(x);
+        let y: Arc<Cohort<Life>> = Arc::new(Cohort::new());
+        let kept: Vec<(usize, usize)> = (0..3000)
+            .map(|i| {
+                let n = [16usize, 64, 200, 1000, 4000][i % 5];
+                let p = y.malloc(n, Life::A);
+                // SAFETY: a fresh allocation of n bytes.
+                unsafe { p.write_bytes((i % 251) as u8, n) };
+                (p as usize, n)
+            })
+            .collect();
+        y_tx.send(Arc::clone(&y)).expect("send y");
+        f.join().expect("F");
+        for (i, &(p, n)) in kept.iter().enumerate() {
+            // SAFETY: live objects of n bytes.
+            let bytes = unsafe { std::slice::from_raw_parts(p as *const u8, n) };
+            assert!(
+                bytes.iter().all(|&b| b == (i % 251) as u8),
+                "round {round}: object {i} of Y ({n} B at {p:#x}) was overwritten"
+            );
+        }
+        let mut seen: Vec<usize> = kept.iter().map(|&(p, _)| p).collect();
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen.len(), kept.len(), "round {round}: Y handed an object out twice");
+        // SAFETY: F has ended; nobody else uses Y.
+        if let Err(e) = unsafe { y.verify() } {
+            panic!("round {round}: Y's verify: {e}");
+        }
+        for (p, n) in kept {
+            // SAFETY: allocated above, freed once.
+            unsafe { y.free(p as *mut u8, n, Life::A) };
+        }
+        assert!(y.is_empty(), "round {round}: Y not empty");
+    }
 }
