@@ -121,12 +121,19 @@ fn misuse_between_remote_frees(a: &Cohort<Life>, size: usize, n: usize) {
     if let Err(e) = unsafe { a.verify() } {
         panic!("size {size}: verify after the remote misuse: {e}");
     }
-    assert!(a.is_empty(), "size {size}: not empty after every object was freed");
+    assert!(
+        a.is_empty(),
+        "size {size}: not empty after every object was freed"
+    );
     let again: Vec<*mut u8> = (0..n).map(|_| a.malloc(size, Life::A)).collect();
     let mut seen: Vec<usize> = again.iter().map(|&p| p as usize).collect();
     seen.sort_unstable();
     seen.dedup();
-    assert_eq!(seen.len(), n, "size {size}: an object handed out twice after the misuse");
+    assert_eq!(
+        seen.len(),
+        n,
+        "size {size}: an object handed out twice after the misuse"
+    );
     for p in again {
         // SAFETY: allocated above, freed once.
         unsafe { a.free(p, size, Life::A) };
@@ -222,7 +229,11 @@ fn pending_remote_frees_of_a_dropped_instance_never_reach_the_next_one() {
         let mut seen: Vec<usize> = kept.iter().map(|&(p, _)| p).collect();
         seen.sort_unstable();
         seen.dedup();
-        assert_eq!(seen.len(), kept.len(), "round {round}: Y handed an object out twice");
+        assert_eq!(
+            seen.len(),
+            kept.len(),
+            "round {round}: Y handed an object out twice"
+        );
         // SAFETY: F has ended; nobody else uses Y.
         if let Err(e) = unsafe { y.verify() } {
             panic!("round {round}: Y's verify: {e}");
@@ -233,4 +244,25 @@ fn pending_remote_frees_of_a_dropped_instance_never_reach_the_next_one() {
         }
         assert!(y.is_empty(), "round {round}: Y not empty");
     }
+}
+
+/// As the private instance's tests, in a shared region (whose heaps never batch: a remote
+/// free is a lock-free push on the block's remote list), small and medium sizes.
+#[test]
+fn objects_of_a_shared_region_freed_wrongly_from_another_thread_are_reported() {
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    let path = std::env::temp_dir().join(format!("cohort-red11-remote-{}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let r = cohort::SharedCohort::<Life>::create(
+        cohort::Place::File(&path),
+        cohort::CreateOptions::new(64 << 20),
+    )
+    .expect("create");
+    let before = set_misuse_hook(Some(raise));
+    for (size, n) in [(16usize, 300), (200, 300), (4000, 100), (100_000, 10)] {
+        misuse_between_remote_frees(&r, size, n);
+    }
+    set_misuse_hook(before);
+    r.destroy().expect("destroy");
+    let _ = std::fs::remove_file(&path);
 }

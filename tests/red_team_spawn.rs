@@ -117,7 +117,11 @@ fn subprocesses_spawned_amid_work_and_opens_keep_the_region_openable() {
                 }
             });
             for i in 0..300u64 {
-                let path = if i % 4 == 3 { c"/nonexistent/cohort-red" } else { c"/bin/true" };
+                let path = if i % 4 == 3 {
+                    c"/nonexistent/cohort-red"
+                } else {
+                    c"/bin/true"
+                };
                 match spawn(path) {
                     Ok(status) => assert!(
                         i % 4 == 3 || status == 0,
