@@ -65,12 +65,13 @@
 use crate::block::{header_of, key_class, key_life, BlockList, Header, EMPTY_KEY};
 use crate::class::{BLOCK_SIZE, GRANULE, MAX_MEDIUM, MEDIUM_CLASS};
 use crate::medium_block::{At, Runs, GRANULES, MAX_RUN, META_BYTES, META_GRANULES};
-use crate::medium_cache::{MediumCache, Starts};
+use crate::medium_cache::{MediumCache, Starts, LONG_CHANGES, STARTS_MAX};
 use crate::misuse::Problem;
 use crate::os;
 use crate::pool::{Pool, PoolState};
 use crate::region::{GiveBack, BLOCK};
 use core::ptr;
+use core::sync::atomic::Ordering;
 
 use crate::medium_block::MediumCounts;
 
@@ -116,6 +117,18 @@ impl Run<'_> {
 pub(crate) fn is_medium(h: &Header) -> bool {
     let k = h.key();
     k != EMPTY_KEY && key_class(k) == MEDIUM_CLASS
+}
+
+/// What [`Pool::medium_same_run`] found.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum SameRun {
+    /// A live run of the size's granules, told by its byte.
+    Live,
+    /// Maybe a live run longer than its byte tells, if the caller saw it live when
+    /// `LONG_CHANGES` was this.
+    Long(u64),
+    /// Not one (or not told without the lock).
+    No,
 }
 
 impl Pool {
@@ -521,6 +534,47 @@ impl Pool {
         cache
             .take(granules, life, align, |at| self.region.contains(base.wrapping_add(at as usize)) && take(at))
             .map_or(ptr::null_mut(), |at| base.wrapping_add(at as usize) as *mut u8)
+    }
+
+    /// A resize of the medium allocation at `p` (in the region) of `size` bytes in lifetime
+    /// class `life` to a size of as many granules, taking no lock (the check a free makes,
+    /// read as a free into a cache reads it): [`SameRun::Live`] when `p` starts a live run of
+    /// `size`'s granules in a medium block of `life` that no cache holds, as its byte in the
+    /// block's [`Starts`] tells for a run of at most `STARTS_MAX` granules (then nothing
+    /// changes: the run holds the new size); for a longer run, whose byte is 0, in a region
+    /// no other process uses, [`SameRun::Long`] with [`LONG_CHANGES`] now (this process's
+    /// count), which the caller compares with what it saw when it last found that run live;
+    /// else [`SameRun::No`] (the locked resize
+    /// follows and reports misuse). Changes nothing.
+    pub(crate) fn medium_same_run(&self, p: *mut u8, size: usize, life: usize) -> SameRun {
+        let Some(h) = self.block_at(p) else {
+            return SameRun::No;
+        };
+        let k = h.key();
+        if k == EMPTY_KEY || key_class(k) != MEDIUM_CLASS || key_life(k) != life {
+            return SameRun::No;
+        }
+        let off = p as usize - h.base() as usize;
+        let n = size.div_ceil(GRANULE);
+        if off < META_BYTES || !off.is_multiple_of(GRANULE) || size > MAX_MEDIUM {
+            return SameRun::No;
+        }
+        if n <= STARTS_MAX {
+            return match Starts::of(h).is_live(off / GRANULE, n) {
+                true => SameRun::Live,
+                false => SameRun::No,
+            };
+        }
+        if self.is_process_shared() {
+            // Another process's change would not count in this process's `LONG_CHANGES`.
+            return SameRun::No;
+        }
+        // Read before the byte: a change after this read is seen by the caller's compare.
+        let changes = LONG_CHANGES.load(Ordering::Acquire);
+        match Starts::of(h).is_clear(off / GRANULE) {
+            true => SameRun::Long(changes),
+            false => SameRun::No,
+        }
     }
 
     /// Under the lock: frees every run `cache` keeps (a heap leaving it: its thread's
