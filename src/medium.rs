@@ -26,14 +26,6 @@
 //! block from the pool (`Pool::take_unused_block`: a kept empty one, else a new one), put
 //! first on the list. A free moves its block to the front of its list.
 //!
-//! **What a run costs in page faults.** In a private region a plain (not zeroed) request's
-//! granules that read zero (never written, or given back: maybe not resident) are faulted
-//! in by one `madvise(MADV_POPULATE_WRITE)` a range (`os::populate`) outside the lock
-//! before the run is handed out: the caller writes what it asked for, and a call costs
-//! about half a trap a page. The kernel still counts those pages as minor faults. A zeroed
-//! request's clean granules are left as they are (they read zero; a zeroed allocation may
-//! be sparse).
-//!
 //! **What stays resident.** Freed granules are dirty (they may be resident). The medium
 //! blocks' dirty granules are bounded by `live / 40` plus a quarter block (512 KiB), so that
 //! with the parts of pages next to live runs and the blocks' metadata (about 0.7 % of the
@@ -208,21 +200,18 @@ impl Pool {
         };
         // SAFETY: as above.
         let runs = unsafe { Runs::of(h) };
-        // Zeroed: the run's dirty ranges, written with zeros outside the lock. Else, in a
-        // private region: its clean ranges, faulted in by one call each outside the lock
-        // (the caller writes its allocation; a call costs less than a fault a page).
-        let mut ranges = [(0, 0); ZERO_RANGES];
-        let mut count = 0;
-        let mut note = |s, k| {
-            if count < ZERO_RANGES {
-                ranges[count] = (s, k);
-            }
-            count += 1;
-        };
+        // Zeroed: the run's dirty ranges, written with zeros outside the lock. (A plain
+        // request's clean granules are left to fault in as the caller writes them: faulted
+        // in here, a buffer the caller writes in part would be resident whole.)
+        let mut zero = [(0, 0); ZERO_RANGES];
+        let mut zero_count = 0;
         if ZERO {
-            runs.for_each_dirty(g, n, &mut note);
-        } else if dirty_first {
-            runs.for_each_clean(g, n, &mut note);
+            runs.for_each_dirty(g, n, |s, k| {
+                if zero_count < ZERO_RANGES {
+                    zero[zero_count] = (s, k);
+                }
+                zero_count += 1;
+            });
         }
         let dirty = runs.take(g, n);
         Starts::of(h).set_live(g, n);
@@ -233,20 +222,15 @@ impl Pool {
         self.purge_medium_if_due(&mut st, 0);
         drop(st);
         let base = h.base();
-        let ranges: &[(usize, usize)] = if count <= ZERO_RANGES {
-            &ranges[..count]
-        } else {
-            &[(g, n)]
-        };
-        for &(s, k) in ranges {
-            // SAFETY: granules of the run just taken, ours: written with zeros, or their
-            // pages (of the block, mapped and ours) faulted in, their contents unchanged.
-            unsafe {
-                if ZERO {
-                    ptr::write_bytes(base.add(s * GRANULE), 0, k * GRANULE);
-                } else {
-                    os::populate(base.add(s * GRANULE), k * GRANULE);
-                }
+        if ZERO {
+            let ranges: &[(usize, usize)] = if zero_count <= ZERO_RANGES {
+                &zero[..zero_count]
+            } else {
+                &[(g, n)]
+            };
+            for &(s, k) in ranges {
+                // SAFETY: granules of the run just taken, ours.
+                unsafe { ptr::write_bytes(base.add(s * GRANULE), 0, k * GRANULE) };
             }
         }
         base.wrapping_add(g * GRANULE)
