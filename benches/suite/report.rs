@@ -329,7 +329,9 @@ impl Results {
              \"cohort (direct API)\" calls `Cohort::alloc` and `Cohort::dealloc` (whose free \
              also accepts a null pointer) instead of `GlobalAlloc`; \"cohort (shared \
              region)\" is an instance in a region shared with fork children \
-             (`Cohort::shared_anonymous`). Exact and repeatable: not noisy.\n\n",
+             (`Cohort::shared_anonymous`). snmalloc has no column: it cannot start under \
+             valgrind (it reserves more address space than valgrind gives a process). Exact \
+             and repeatable: not noisy.\n\n",
         );
         let mut csv = String::from("operation,allocator,total_instructions,net_per_operation\n");
         let mut table = Table::new(&["operation"], |c| {
