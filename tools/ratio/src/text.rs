@@ -204,16 +204,9 @@ fn medium_table(r: &Report, wide: bool) -> String {
     }
     let mut t = Table::new(&head);
     let cells = |life: String, runs: u64, s: &Sum| {
-        vec![
-            life,
-            count(runs),
-            count(s.live),
-            percent(s.fill()),
-            bytes(s.requested),
-            cost(s.rounding()),
-            bytes(s.resident_bytes),
-            cost(s.occupancy()),
-        ]
+        let mut cells = vec![life, count(runs)];
+        cells.extend(live_cells(s));
+        cells
     };
     for row in medium {
         let b = &row.block;
@@ -239,16 +232,21 @@ fn medium_table(r: &Report, wide: bool) -> String {
     )
 }
 
-fn sum_cells(s: &Sum, wide: bool) -> Vec<String> {
-    let mut cells = vec![
-        count(s.blocks),
+/// A sum's live slots (or granules) on: live, fill, requested, rounding, resident, occupancy.
+fn live_cells(s: &Sum) -> Vec<String> {
+    vec![
         count(s.live),
         percent(s.fill()),
         bytes(s.requested),
         cost(s.rounding()),
         bytes(s.resident_bytes),
         cost(s.occupancy()),
-    ];
+    ]
+}
+
+fn sum_cells(s: &Sum, wide: bool) -> Vec<String> {
+    let mut cells = vec![count(s.blocks)];
+    cells.extend(live_cells(s));
     if wide {
         cells.extend([bytes(s.block_bytes), geometry(s.geometry())]);
     }
