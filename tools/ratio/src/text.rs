@@ -189,16 +189,8 @@ fn medium_table(r: &Report, wide: bool) -> String {
     if medium.is_empty() {
         return String::new();
     }
-    let mut head = vec![
-        "<life",
-        "runs",
-        "granules",
-        "fill",
-        "requested",
-        "rounding",
-        "resident",
-        "occupancy",
-    ];
+    let mut head = vec!["<life", "runs"];
+    head.extend(live_heads("granules"));
     if wide {
         head.insert(0, "<base");
     }
@@ -232,6 +224,18 @@ fn medium_table(r: &Report, wide: bool) -> String {
     )
 }
 
+/// The headings of [`live_cells`], the first one `live`.
+fn live_heads(live: &'static str) -> [&'static str; 6] {
+    [
+        live,
+        "fill",
+        "requested",
+        "rounding",
+        "resident",
+        "occupancy",
+    ]
+}
+
 /// A sum's live slots (or granules) on: live, fill, requested, rounding, resident, occupancy.
 fn live_cells(s: &Sum) -> Vec<String> {
     vec![
@@ -255,16 +259,8 @@ fn sum_cells(s: &Sum, wide: bool) -> Vec<String> {
 
 fn size_class_table(r: &Report, wide: bool) -> String {
     let end = &r.end.blocks;
-    let mut head = vec![
-        "stride",
-        "blocks",
-        "live",
-        "fill",
-        "requested",
-        "rounding",
-        "resident",
-        "occupancy",
-    ];
+    let mut head = vec!["stride", "blocks"];
+    head.extend(live_heads("live"));
     if wide {
         head.insert(0, "class");
         head.extend(["block", "geometry"]);
