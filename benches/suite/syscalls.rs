@@ -36,7 +36,8 @@ fn strace_missing() -> Option<String> {
     match Command::new("strace").arg("-V").output() {
         Ok(out) if out.status.success() => None,
         Ok(out) => Some(format!("`strace -V` exited with {}", out.status)),
-        Err(e) => Some(format!("strace not found ({e})")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("no strace here".into()),
+        Err(e) => Some(format!("`strace -V`: {e}")),
     }
 }
 
@@ -152,7 +153,7 @@ pub fn pass(
     }
     if let Some(why) = strace_missing() {
         eprintln!("system calls per pair not measured: {why}");
-        let text = format!("System calls per pair: not measured ({why}; install strace).\n");
+        let text = format!("System calls per pair: not measured ({why}: install strace).\n");
         results.note(large[0].0.group, text);
         return;
     }
