@@ -121,12 +121,12 @@ impl Chart<'_> {
             chart.draw_series(labels)?;
         }
         if let Some((x, name)) = reference {
+            // The line's name goes in the legend, beside the allocators'.
             let line = PathElement::new(vec![(x, 0.0), (x, rows.len() as f64)], BLACK);
-            chart.draw_series(std::iter::once(line))?;
-            let (px, py) = chart.backend_coord(&(x, rows.len() as f64));
-            let style =
-                TextStyle::from(("sans-serif", 11)).pos(Pos::new(HPos::Center, VPos::Bottom));
-            root.draw_text(name, &style, (px, py - 2))?;
+            chart
+                .draw_series(std::iter::once(line))?
+                .label(name)
+                .legend(|(x, y)| PathElement::new(vec![(x + 5, y - 6), (x + 5, y + 6)], BLACK));
         }
         for (r, row) in rows.iter().enumerate() {
             let (_, y) = chart.backend_coord(&(0.0, rows.len() as f64 - r as f64 - 0.5));
