@@ -33,6 +33,14 @@ use core::ptr;
 
 const EMPTY: usize = 0;
 const TOMB: usize = 1;
+
+/// Live large allocations removed from any table of the process so far (each removal adds
+/// one, under its table's lock): while it stays the same, every entry a thread saw live is
+/// still live as it was (an entry changes only by its removal), which lets a resize within
+/// the same pages skip the lock (`resize`'s memo of the last large allocation resized).
+/// Core atomics even under loom (read outside any model's schedule: a hint that only
+/// decides between two correct paths).
+pub(crate) static REMOVALS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 const MIN_CAPACITY: usize = 512;
 
 /// What a live entry's request was, which a free of it must name (besides its lifetime
@@ -231,6 +239,9 @@ impl LargeTable {
     /// allocation starts there.
     pub(crate) fn remove(&mut self, addr: usize) -> Option<Mapping> {
         let i = self.find(addr)?;
+        // Before the entry goes: a resize that read the old count after this would find
+        // the entry removed only by its lock (see `REMOVALS`).
+        REMOVALS.fetch_add(1, core::sync::atomic::Ordering::AcqRel);
         let e = self.slot(i);
         self.set(i, Entry { addr: TOMB, ..e });
         self.len -= 1;
@@ -263,9 +274,8 @@ impl LargeTable {
         (got, out)
     }
 
-    /// The cached mapping that starts at `addr`, taken if it is at least `least` bytes
-    /// long: its length.
-    pub(crate) fn take_cached_at(&mut self, addr: usize, least: usize) -> Option<usize> {
+    /// The cached range that starts at `addr`, taken if it is at least `least` bytes long.
+    pub(crate) fn take_cached_at(&mut self, addr: usize, least: usize) -> Option<Cached> {
         self.cache.take_at(addr, least)
     }
 
@@ -276,7 +286,7 @@ impl LargeTable {
         len: usize,
         most: usize,
         now: u64,
-    ) -> (Option<(usize, usize)>, Evicted) {
+    ) -> (Option<Cached>, Evicted) {
         let (got, out) = self.cache.take_within(len, most, os::MIN_PAGE, now);
         self.system_calls += out.len() as u64;
         (got, out)
@@ -291,8 +301,10 @@ impl LargeTable {
         out
     }
 
-    /// Gives back a range [`LargeTable::take_cached`] handed out to grow that could not be
-    /// grown; returns the ranges to unmap (counted as system calls).
+    /// Gives back, with its own time, a range taken from the cache and left unused (one
+    /// [`LargeTable::take_cached`] handed out to grow that could not be grown, or the part
+    /// of a taken range a growing allocation did not keep); returns the ranges to unmap
+    /// (counted as system calls).
     pub(crate) fn cache_again(&mut self, taken: Cached, now: u64) -> Evicted {
         debug_assert!(self.find(taken.addr).is_none() && !self.cache.contains(taken.addr));
         let out = self.cache.put_back(taken, now);
@@ -535,7 +547,7 @@ const ZERO_BY_RESIDENCE: usize = 1 << 20;
 /// # Safety
 /// `[p, p + len)` is a page-aligned range of a private mapping of ours whose contents
 /// nobody needs; `len` is a page multiple.
-unsafe fn zero_reused(p: *mut u8, len: usize) {
+pub(crate) unsafe fn zero_reused(p: *mut u8, len: usize) {
     if len >= ZERO_BY_RESIDENCE {
         // SAFETY: the caller's guarantee.
         unsafe { os::zero_pages(p, len) };

@@ -622,3 +622,57 @@ fn emptied_medium_blocks_keep_no_more_resident_than_the_bound() {
     );
     assert!(a.is_empty());
 }
+
+/// True when the kernel knows `MADV_POPULATE_WRITE` (Linux 5.14), asked on a page of a
+/// mapping of our own.
+fn kernel_populates() -> bool {
+    // SAFETY: a fresh private anonymous page, populated then unmapped; nothing else uses it.
+    unsafe {
+        let p = libc::mmap(
+            core::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        assert_ne!(p, libc::MAP_FAILED);
+        let known = libc::madvise(p, 4096, 23) == 0;
+        libc::munmap(p, 4096);
+        known
+    }
+}
+
+/// A plain request's pages that read zero (never written, or given back) are faulted in by
+/// one call when the run is handed out, so writing the allocation takes no page fault (a
+/// fault a page cost twice as much); a zeroed request's stay untouched (they read zero
+/// already: a zeroed allocation may be sparse). Before, writing 512 KiB of a fresh block
+/// took 128 faults.
+#[test]
+fn a_plain_request_is_resident_when_handed_out_and_a_zeroed_one_is_not() {
+    if !kernel_populates() {
+        eprintln!("skipped: the kernel has no MADV_POPULATE_WRITE");
+        return;
+    }
+    let a = Cohort::<()>::new();
+    let size = 512 << 10;
+    // A page beside the block's metadata (64 KiB pages) may be resident already.
+    let page = a.usable_size(Layout::from_size_align(1, 8192).unwrap());
+    let z = a.calloc(size, ());
+    assert!(
+        common::kernel_view::resident_bytes(z, size) <= page,
+        "a zeroed run of a fresh block is not faulted in"
+    );
+    let p = a.malloc(size, ());
+    assert_eq!(common::kernel_view::resident_bytes(p, size), size);
+    let before = faults();
+    // SAFETY: p holds size bytes.
+    unsafe { p.write_bytes(7, size) };
+    assert_eq!(faults() - before, 0, "writing {size} B of {p:?} faulted");
+    // SAFETY: live, freed once.
+    unsafe {
+        a.free(p, size, ());
+        a.free(z, size, ());
+    }
+    assert!(a.is_empty());
+}
