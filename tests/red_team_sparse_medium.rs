@@ -21,7 +21,6 @@ const MIB: usize = 1 << 20;
 /// `200 medium buffers of 900 KiB, one byte written in each, made 176 MiB resident`
 /// (180 592 KiB: every page asked for). Every peer maps such sizes lazily.
 #[test]
-#[ignore = "RED-55: medium's populate makes untouched medium buffers resident (176 MiB for 200 x 900 KiB touched in one byte each; before the populate: 1.4 MiB)"]
 fn medium_buffers_touched_in_one_page_stay_mostly_unresident() {
     let a = Cohort::<Life>::new();
     let before = rss();
