@@ -204,13 +204,8 @@ fn forks_from_many_threads_amid_opens_and_leaves_keep_the_region_openable() {
         if let Err(e) = unsafe { r.verify() } {
             report.fail(&format!("verify: {e:?}"));
         }
-        for &(off, size) in &kept {
-            let q = r.ptr(cohort::Off::<u8>::new(off).expect("an offset"));
-            // SAFETY: an object of `size` bytes allocated before and never freed.
-            let bytes = unsafe { std::slice::from_raw_parts(q, size) };
-            if bytes.iter().any(|&b| b != tag_of(off)) {
-                report.fail(&format!("a kept object at {off:#x} ({size} bytes) changed"));
-            }
+        if let Some((off, size)) = changed_object(&r, &kept) {
+            report.fail(&format!("a kept object at {off:#x} ({size} bytes) changed"));
         }
         r.destroy().expect("destroy");
     });

@@ -9,7 +9,7 @@
 
 mod red_team_common;
 
-use cohort::{CreateOptions, Off, Place, SharedCohort};
+use cohort::{CreateOptions, Place, SharedCohort};
 use red_team_common::*;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
@@ -110,16 +110,6 @@ fn created_with_tagged_objects(
         .collect();
     r.leave().expect("leave");
     kept
-}
-
-/// The first of the objects of [`created_with_tagged_objects`] whose bytes changed.
-fn changed_object(r: &SharedCohort<Life>, kept: &[(u64, usize)]) -> Option<(u64, usize)> {
-    kept.iter().copied().find(|&(off, size)| {
-        let q = r.ptr(Off::<u8>::new(off).expect("an offset"));
-        // SAFETY: an object of `size` bytes allocated by the creator, never freed.
-        let bytes = unsafe { std::slice::from_raw_parts(q, size) };
-        bytes.iter().any(|&b| b != tag_of(off))
-    })
 }
 
 /// A worker: opens the region, takes random steps, and leaves it now and then, for ever

@@ -160,13 +160,8 @@ fn subprocesses_spawned_amid_work_and_opens_keep_the_region_openable() {
         if let Err(e) = unsafe { r.verify() } {
             report.fail(&format!("verify after the reopen: {e:?}"));
         }
-        for &(off, size) in &kept {
-            let q = r.ptr(cohort::Off::<u8>::new(off).expect("an offset"));
-            // SAFETY: a live object of size bytes.
-            let bytes = unsafe { std::slice::from_raw_parts(q, size) };
-            if bytes.iter().any(|&b| b != tag_of(off)) {
-                report.fail(&format!("a kept object at {off:#x} ({size} bytes) changed"));
-            }
+        if let Some((off, size)) = changed_object(&r, &kept) {
+            report.fail(&format!("a kept object at {off:#x} ({size} bytes) changed"));
         }
         r.destroy().expect("destroy");
     });

@@ -314,3 +314,17 @@ pub fn read_then_kill(
     kill9(holder);
     first
 }
+
+/// The first of the objects at `kept` (offset, size: each filled with its [`tag_of`]) of
+/// region `r` whose bytes changed.
+pub fn changed_object<L: cohort::Lifetime>(
+    r: &cohort::SharedCohort<L>,
+    kept: &[(u64, usize)],
+) -> Option<(u64, usize)> {
+    kept.iter().copied().find(|&(off, size)| {
+        let q = r.ptr(cohort::Off::<u8>::new(off).expect("an offset"));
+        // SAFETY: the callers pass objects of `size` bytes allocated and never freed.
+        let bytes = unsafe { std::slice::from_raw_parts(q, size) };
+        bytes.iter().any(|&b| b != tag_of(off))
+    })
+}
