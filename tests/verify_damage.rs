@@ -30,40 +30,53 @@ unsafe fn word(at: usize) -> *mut u32 {
     at as *mut u32
 }
 
-/// In a forked child: builds an allocator with blocks of 1000-byte objects of which the
-/// first two blocks are partly freed (listed on the heap's partial list, or the pool's
-/// once `exit_first` lets the thread's heap go), damages it with `damage(bases)`, and
-/// checks that `verify` returns an error within the child's alarm.
-fn verify_reports(what: &str, exit_first: bool, damage: fn(&[usize])) {
+/// Blocks of 1000-byte objects of which the first two are partly freed (listed on the
+/// heap's partial list, or the pool's once `exit_first` lets the thread's heap go): their
+/// bases.
+fn two_listed_blocks(a: &Cohort<Life>, exit_first: bool) -> Vec<usize> {
+    std::thread::scope(|s| {
+        let run = || {
+            let ps: Vec<_> = (0..5000).map(|_| a.malloc(1000, Life::A)).collect();
+            assert!(ps.iter().all(|p| !p.is_null()));
+            let mut bases: Vec<usize> = ps.iter().map(|&p| base_of(p)).collect();
+            bases.dedup();
+            assert!(bases.len() >= 3, "{bases:x?}");
+            // One object freed in each of the first two (full) blocks: both listed.
+            for b in &bases[..2] {
+                let p = *ps.iter().find(|&&p| base_of(p) == *b).unwrap();
+                // SAFETY: allocated above with this size and class, freed once.
+                unsafe { a.free(p, 1000, Life::A) };
+            }
+            bases[..2].to_vec()
+        };
+        if exit_first {
+            s.spawn(run).join().unwrap()
+        } else {
+            run()
+        }
+    })
+}
+
+/// The block of a 100 KiB (medium) allocation: its base.
+fn a_medium_block(a: &Cohort<Life>) -> Vec<usize> {
+    let p = a.malloc(100 << 10, Life::A);
+    assert!(!p.is_null());
+    vec![base_of(p)]
+}
+
+/// In a forked child: builds an allocator's blocks with `setup`, damages them with
+/// `damage(bases)`, and checks that `verify` returns an error within the child's alarm.
+fn verify_reports_after(
+    what: &str,
+    setup: impl Fn(&Cohort<Life>) -> Vec<usize>,
+    damage: fn(&[usize]),
+) {
     let pid = processes::in_child(60, || {
         let a = Cohort::<Life>::new();
-        let bases = std::thread::scope(|s| {
-            let run = || {
-                let ps: Vec<_> = (0..5000).map(|_| a.malloc(1000, Life::A)).collect();
-                assert!(ps.iter().all(|p| !p.is_null()));
-                let mut bases: Vec<usize> = ps.iter().map(|&p| base_of(p)).collect();
-                bases.dedup();
-                assert!(bases.len() >= 3, "{bases:x?}");
-                // One object freed in each of the first two (full) blocks: both listed.
-                for b in &bases[..2] {
-                    let p = *ps.iter().find(|&&p| base_of(p) == *b).unwrap();
-                    // SAFETY: allocated above with this size and class, freed once.
-                    unsafe { a.free(p, 1000, Life::A) };
-                }
-                bases[..2].to_vec()
-            };
-            if exit_first {
-                s.spawn(run).join().unwrap()
-            } else {
-                run()
-            }
-        });
+        let bases = setup(&a);
         // SAFETY: no other thread uses `a`.
         let before = unsafe { a.verify() };
-        assert!(
-            before.is_ok(),
-            "{what}: damaged before the damage: {before:?}"
-        );
+        assert!(before.is_ok(), "{what}: damaged before the damage: {before:?}");
         damage(&bases);
         // SAFETY: as above.
         let after = unsafe { a.verify() };
@@ -79,14 +92,16 @@ fn verify_reports(what: &str, exit_first: bool, damage: fn(&[usize])) {
         libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
         "{what}: verify did not return an error: {}",
         if libc::WIFSIGNALED(status) {
-            format!(
-                "killed by signal {} (SIGALRM 14: a hang)",
-                libc::WTERMSIG(status)
-            )
+            format!("killed by signal {} (SIGALRM 14: a hang)", libc::WTERMSIG(status))
         } else {
             format!("the child failed (status {status:#x}; see its output)")
         }
     );
+}
+
+/// [`verify_reports_after`] on [`two_listed_blocks`].
+fn verify_reports(what: &str, exit_first: bool, damage: fn(&[usize])) {
+    verify_reports_after(what, |a| two_listed_blocks(a, exit_first), damage);
 }
 
 /// Both listed blocks' `next` links name a unit far beyond the region.
@@ -162,8 +177,12 @@ fn bump_garbage(bases: &[usize]) {
 fn a_cycle_linked_both_ways(bases: &[usize]) {
     // SAFETY: as above.
     unsafe {
-        let first = bases.iter().find(|&&b| word(b + PREV).read_volatile() == NONE);
-        let second = bases.iter().find(|&&b| word(b + PREV).read_volatile() != NONE);
+        let first = bases
+            .iter()
+            .find(|&&b| word(b + PREV).read_volatile() == NONE);
+        let second = bases
+            .iter()
+            .find(|&&b| word(b + PREV).read_volatile() != NONE);
         let (Some(&first), Some(&second)) = (first, second) else {
             panic!("the two blocks are not one list: {bases:x?}");
         };
@@ -196,7 +215,11 @@ fn a_pool_list_link_beyond_the_region_is_reported() {
 fn a_cycle_in_a_heap_list_is_reported() {
     verify_reports("heap list, cycle", false, a_cycle);
     verify_reports("heap list, self cycle", false, a_self_cycle);
-    verify_reports("heap list, cycle both ways", false, a_cycle_linked_both_ways);
+    verify_reports(
+        "heap list, cycle both ways",
+        false,
+        a_cycle_linked_both_ways,
+    );
 }
 
 #[test]
@@ -208,4 +231,31 @@ fn a_damaged_slot_free_list_is_reported() {
 #[test]
 fn garbage_bump_offsets_are_reported() {
     verify_reports("bump garbage", false, bump_garbage);
+}
+
+/// A medium block's run table (`src/medium_block.rs`, after the header: `used` and `clean`
+/// bitmaps of 16 words each, four counts, then a `u16` length per granule) and its
+/// `Starts` bytes (one per granule, after the table).
+const USED: usize = 64;
+const CLEAN: usize = USED + 16 * 8;
+const LENS: usize = CLEAN + 16 * 8 + 16;
+const STARTS: usize = LENS + 1024 * 2;
+
+fn fill(at: usize, len: usize, byte: u8) {
+    // SAFETY: inside the metadata of a medium block in use (the damage under test).
+    unsafe { core::ptr::write_bytes(at as *mut u8, byte, len) };
+}
+
+#[test]
+fn a_medium_blocks_garbage_metadata_is_reported() {
+    let cases: [(&str, fn(&[usize])); 5] = [
+        ("medium, every granule clean", |b| fill(b[0] + CLEAN, 128, 0xff)),
+        ("medium, every granule used", |b| fill(b[0] + USED, 128, 0xff)),
+        ("medium, garbage lengths", |b| fill(b[0] + LENS, 2048, 0xff)),
+        ("medium, garbage counts", |b| fill(b[0] + CLEAN + 128, 16, 0xff)),
+        ("medium, garbage start bytes", |b| fill(b[0] + STARTS, 1024, 0xff)),
+    ];
+    for (what, damage) in cases {
+        verify_reports_after(what, a_medium_block, damage);
+    }
 }
