@@ -556,3 +556,6 @@ fn free_listed(
     )?;
     Ok(free)
 }
+
+#[cfg(test)]
+mod tests;
