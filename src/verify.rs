@@ -10,6 +10,11 @@
 //! heap, the pool's blocks by no heap; links are symmetric. The lifetime classes' lists of
 //! blocks in use hold every block in use once, under its own lifetime class.
 //!
+//! Damage is reported, never followed: every list link is checked to name a carved block
+//! before it is read through, and a list walk stops after `carved` steps (the region's
+//! carved units: a longer list holds a block twice, a cycle), so `verify` costs
+//! `O(carved + free-listed slots)` whatever the metadata holds ([`lists`]).
+//!
 //! The walk holds the pool lock: a thread's exit hands its heap to the pool under that
 //! lock (`Heap::abandon` takes it before it touches the heap), so no heap changes hands
 //! mid-walk, even when the thread's exit hooks run after its spawner stopped waiting (a

@@ -76,7 +76,10 @@ fn verify_reports_after(
         let bases = setup(&a);
         // SAFETY: no other thread uses `a`.
         let before = unsafe { a.verify() };
-        assert!(before.is_ok(), "{what}: damaged before the damage: {before:?}");
+        assert!(
+            before.is_ok(),
+            "{what}: damaged before the damage: {before:?}"
+        );
         damage(&bases);
         // SAFETY: as above.
         let after = unsafe { a.verify() };
@@ -92,7 +95,10 @@ fn verify_reports_after(
         libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
         "{what}: verify did not return an error: {}",
         if libc::WIFSIGNALED(status) {
-            format!("killed by signal {} (SIGALRM 14: a hang)", libc::WTERMSIG(status))
+            format!(
+                "killed by signal {} (SIGALRM 14: a hang)",
+                libc::WTERMSIG(status)
+            )
         } else {
             format!("the child failed (status {status:#x}; see its output)")
         }
@@ -249,13 +255,60 @@ fn fill(at: usize, len: usize, byte: u8) {
 #[test]
 fn a_medium_blocks_garbage_metadata_is_reported() {
     let cases: [(&str, fn(&[usize])); 5] = [
-        ("medium, every granule clean", |b| fill(b[0] + CLEAN, 128, 0xff)),
-        ("medium, every granule used", |b| fill(b[0] + USED, 128, 0xff)),
+        ("medium, every granule clean", |b| {
+            fill(b[0] + CLEAN, 128, 0xff)
+        }),
+        ("medium, every granule used", |b| {
+            fill(b[0] + USED, 128, 0xff)
+        }),
         ("medium, garbage lengths", |b| fill(b[0] + LENS, 2048, 0xff)),
-        ("medium, garbage counts", |b| fill(b[0] + CLEAN + 128, 16, 0xff)),
-        ("medium, garbage start bytes", |b| fill(b[0] + STARTS, 1024, 0xff)),
+        ("medium, garbage counts", |b| {
+            fill(b[0] + CLEAN + 128, 16, 0xff)
+        }),
+        ("medium, garbage start bytes", |b| {
+            fill(b[0] + STARTS, 1024, 0xff)
+        }),
     ];
     for (what, damage) in cases {
         verify_reports_after(what, a_medium_block, damage);
+    }
+}
+
+/// The remote free list's word (`offset | count << 32 | FULL`) in the header.
+const REMOTE: usize = 56;
+
+/// Three 1000-byte objects of this thread's current block, freed by another thread: the
+/// block's remote list holds them once `verify` flushed the batches. The block's base.
+fn a_remote_list(a: &Cohort<Life>) -> Vec<usize> {
+    let ps: Vec<usize> = (0..3).map(|_| a.malloc(1000, Life::A) as usize).collect();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for &p in &ps {
+                // SAFETY: allocated above with this size and class, freed once.
+                unsafe { a.free(p as *mut u8, 1000, Life::A) };
+            }
+        });
+    });
+    vec![base_of(ps[0] as *mut u8)]
+}
+
+#[test]
+fn a_damaged_remote_list_is_reported() {
+    let cases: [(&str, fn(&[usize])); 2] = [
+        ("remote list, cycle", |b| {
+            // SAFETY: the remote list's first slot, in the block.
+            unsafe {
+                let off = word(b[0] + REMOTE).read_volatile() as usize;
+                assert_ne!(off, 0, "the remote list is empty");
+                word(b[0] + off).write_volatile(off as u32);
+            }
+        }),
+        ("remote list, beyond", |b| {
+            // SAFETY: the header of a block in use.
+            unsafe { word(b[0] + REMOTE).write_volatile(0xffff_fff0) };
+        }),
+    ];
+    for (what, damage) in cases {
+        verify_reports_after(what, a_remote_list, damage);
     }
 }
