@@ -13,7 +13,7 @@
 //! Damage is reported, never followed: every list link is checked to name a carved block
 //! before it is read through, and a list walk stops after `carved` steps (the region's
 //! carved units: a longer list holds a block twice, a cycle), so `verify` costs
-//! `O(carved + free-listed slots)` whatever the metadata holds ([`lists`]).
+//! `O(carved + free-listed slots)` whatever the metadata holds (`lists`).
 //!
 //! The walk holds the pool lock: a thread's exit hands its heap to the pool under that
 //! lock (`Heap::abandon` takes it before it touches the heap), so no heap changes hands

@@ -20,6 +20,9 @@ const BUMP: usize = 12;
 const BUMP_END: usize = 16;
 const NONE: u32 = u32::MAX;
 
+/// Writes damage into the blocks at the bases given.
+type Damage = fn(&[usize]);
+
 fn base_of(p: *mut u8) -> usize {
     p as usize & !(BLOCK - 1)
 }
@@ -69,7 +72,7 @@ fn a_medium_block(a: &Cohort<Life>) -> Vec<usize> {
 fn verify_reports_after(
     what: &str,
     setup: impl Fn(&Cohort<Life>) -> Vec<usize>,
-    damage: fn(&[usize]),
+    damage: Damage,
 ) {
     let pid = processes::in_child(60, || {
         let a = Cohort::<Life>::new();
@@ -106,7 +109,7 @@ fn verify_reports_after(
 }
 
 /// [`verify_reports_after`] on [`two_listed_blocks`].
-fn verify_reports(what: &str, exit_first: bool, damage: fn(&[usize])) {
+fn verify_reports(what: &str, exit_first: bool, damage: Damage) {
     verify_reports_after(what, |a| two_listed_blocks(a, exit_first), damage);
 }
 
@@ -254,7 +257,7 @@ fn fill(at: usize, len: usize, byte: u8) {
 
 #[test]
 fn a_medium_blocks_garbage_metadata_is_reported() {
-    let cases: [(&str, fn(&[usize])); 5] = [
+    let cases: [(&str, Damage); 5] = [
         ("medium, every granule clean", |b| {
             fill(b[0] + CLEAN, 128, 0xff)
         }),
@@ -294,7 +297,7 @@ fn a_remote_list(a: &Cohort<Life>) -> Vec<usize> {
 
 #[test]
 fn a_damaged_remote_list_is_reported() {
-    let cases: [(&str, fn(&[usize])); 2] = [
+    let cases: [(&str, Damage); 2] = [
         ("remote list, cycle", |b| {
             // SAFETY: the remote list's first slot, in the block.
             unsafe {
