@@ -69,11 +69,7 @@ fn a_medium_block(a: &Cohort<Life>) -> Vec<usize> {
 
 /// In a forked child: builds an allocator's blocks with `setup`, damages them with
 /// `damage(bases)`, and checks that `verify` returns an error within the child's alarm.
-fn verify_reports_after(
-    what: &str,
-    setup: impl Fn(&Cohort<Life>) -> Vec<usize>,
-    damage: Damage,
-) {
+fn verify_reports_after(what: &str, setup: impl Fn(&Cohort<Life>) -> Vec<usize>, damage: Damage) {
     let pid = processes::in_child(60, || {
         let a = Cohort::<Life>::new();
         let bases = setup(&a);
