@@ -129,19 +129,22 @@ fn a_cycle(bases: &[usize]) {
     }
 }
 
+/// The two listed blocks, first and second on their list.
+fn in_list_order(bases: &[usize]) -> (usize, usize) {
+    // SAFETY: headers of blocks in use.
+    let is_first = |b: usize| unsafe { word(b + PREV).read_volatile() } == NONE;
+    match *bases {
+        [a, b] if is_first(a) && !is_first(b) => (a, b),
+        [a, b] if is_first(b) && !is_first(a) => (b, a),
+        _ => panic!("the two blocks are not one list: {bases:x?}"),
+    }
+}
+
 /// The list's first block links to itself (its successor's `prev` names it).
 fn a_self_cycle(bases: &[usize]) {
     // SAFETY: as above.
     unsafe {
-        let first = bases
-            .iter()
-            .find(|&&b| word(b + PREV).read_volatile() == NONE);
-        let second = bases
-            .iter()
-            .find(|&&b| word(b + PREV).read_volatile() != NONE);
-        let (Some(&first), Some(&second)) = (first, second) else {
-            panic!("the two blocks are not one list: {bases:x?}");
-        };
+        let (first, second) = in_list_order(bases);
         word(first + NEXT).write_volatile(word(second + PREV).read_volatile());
     }
 }
@@ -182,15 +185,7 @@ fn bump_garbage(bases: &[usize]) {
 fn a_cycle_linked_both_ways(bases: &[usize]) {
     // SAFETY: as above.
     unsafe {
-        let first = bases
-            .iter()
-            .find(|&&b| word(b + PREV).read_volatile() == NONE);
-        let second = bases
-            .iter()
-            .find(|&&b| word(b + PREV).read_volatile() != NONE);
-        let (Some(&first), Some(&second)) = (first, second) else {
-            panic!("the two blocks are not one list: {bases:x?}");
-        };
+        let (first, second) = in_list_order(bases);
         word(second + NEXT).write_volatile(word(second + PREV).read_volatile());
         word(first + PREV).write_volatile(word(first + NEXT).read_volatile());
     }
