@@ -344,26 +344,14 @@ impl Runs {
 
     /// Calls `f(s, k)` for each range of granules `[s, s + k)` of the run `[g, g + n)`
     /// (free) that may not read zero.
-    pub(crate) fn for_each_dirty(&self, g: usize, n: usize, f: impl FnMut(usize, usize)) {
-        self.for_each_marked(g, n, false, f);
-    }
-
-    /// Calls `f(s, k)` for each range of granules `[s, s + k)` of the run `[g, g + n)`
-    /// (free) that reads zero (given back, or never written: maybe not resident).
-    pub(crate) fn for_each_clean(&self, g: usize, n: usize, f: impl FnMut(usize, usize)) {
-        self.for_each_marked(g, n, true, f);
-    }
-
-    /// Calls `f(s, k)` for each range of granules of `[g, g + n)` whose clean bits are
-    /// `clean`.
-    fn for_each_marked(&self, g: usize, n: usize, clean: bool, mut f: impl FnMut(usize, usize)) {
+    pub(crate) fn for_each_dirty(&self, g: usize, n: usize, mut f: impl FnMut(usize, usize)) {
         let mut s = g;
         while s < g + n {
-            let d = next_with(&self.clean, s, g + n, clean);
+            let d = next_with(&self.clean, s, g + n, false);
             if d == g + n {
                 break;
             }
-            let e = next_with(&self.clean, d, g + n, !clean);
+            let e = next_with(&self.clean, d, g + n, true);
             f(d, e - d);
             s = e;
         }

@@ -311,38 +311,6 @@ pub unsafe fn decommit(ptr: *mut u8, len: usize) {
     }
 }
 
-/// False once the kernel refused `MADV_POPULATE_WRITE` as unknown advice (before Linux
-/// 5.14): [`populate`] then never asks again.
-static POPULATES: AtomicBool = AtomicBool::new(true);
-
-/// Faults in, writable, the kernel pages that `[ptr, ptr + len)` touches, in one call
-/// (`MADV_POPULATE_WRITE`): for memory the caller is about to write whole, cheaper than a
-/// page fault per page (no trap per page). Contents do not change. Best effort: where the
-/// kernel refuses (an older one, never asked again; out of memory) the pages fault in when
-/// written, as they would have.
-///
-/// # Safety
-/// The kernel pages `[ptr, ptr + len)` touches are mapped readable and writable, ours.
-pub unsafe fn populate(ptr: *mut u8, len: usize) {
-    if len == 0 || !POPULATES.load(Ordering::Relaxed) {
-        return;
-    }
-    let page = kernel_page_size();
-    let start = ptr as usize / page * page;
-    let end = (ptr as usize + len).next_multiple_of(page);
-    // SAFETY: whole kernel pages of the caller's mapping; the advice changes no contents.
-    let rc = unsafe {
-        libc::madvise(
-            start as *mut libc::c_void,
-            end - start,
-            placement::MADV_POPULATE_WRITE,
-        )
-    };
-    if rc != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
-        POPULATES.store(false, Ordering::Relaxed);
-    }
-}
-
 /// Unmaps a range, rounded up to whole pages (so the `len` given to [`map`] unmaps what it
 /// mapped).
 ///
