@@ -102,6 +102,10 @@ pub(crate) struct RemoteBatch {
     /// 1 when an entry may be in use (set by the holder when it takes one, cleared by a
     /// full flush): a flusher skips the batch when it reads 0.
     pending: AtomicU32,
+    /// 1 once the holder may take the quick way ([`RemoteBatch::try_append`]): set by its
+    /// first batched free ([`RemoteBatch::free`], whose pool is private) when the fences are
+    /// asymmetric ([`fence::light`] is then a compiler fence). Holder only.
+    quick: AtomicU32,
     /// Touched only by the holder while `busy == 1` and `wants == 0`, or by the flusher
     /// that took the batch over and saw `busy == 0`.
     entries: UnsafeCell<Entries>,
@@ -141,6 +145,7 @@ impl RemoteBatch {
                 wants: AtomicU32::new(0),
                 flushing: AtomicU32::new(0),
                 pending: AtomicU32::new(0),
+                quick: AtomicU32::new(0),
                 entries: new_entries(),
             }
         }
@@ -239,6 +244,34 @@ impl RemoteBatch {
         // SAFETY: entered; forwarded.
         let done =
             unsafe { self.with_entries(|entries| free_in(entries, &self.pending, pool, h, off)) };
+        self.leave();
+        if self.quick.load(Ordering::Relaxed) == 0 && fence::is_asymmetric() {
+            self.quick.store(1, Ordering::Relaxed);
+        }
+        done
+    }
+
+    /// The heap's holder, the quick way of [`RemoteBatch::free`]: adds slot `off` of block
+    /// `h` to the block's chain when the batch has one with room and the slot is neither
+    /// its first nor the block's remote list's first. True when done; false when it did
+    /// nothing (no quick way yet, a flusher has the batch, no chain of `h` with room, or a
+    /// double free to report): [`RemoteBatch::free`] takes the free then. Touches nothing
+    /// but the batch and the slot (and reads the header's remote word): no call, so its
+    /// caller needs no stack frame.
+    ///
+    /// # Safety
+    /// As [`RemoteBatch::free`] (a private pool: the quick way is only ever allowed in one).
+    #[inline(always)]
+    pub(crate) unsafe fn try_append(&self, h: &Header, off: u32) -> bool {
+        if self.quick.load(Ordering::Relaxed) == 0 {
+            return false;
+        }
+        self.busy.store(1, Ordering::Relaxed);
+        fence::light_asymmetric();
+        // Acquire: the entries as the last flusher left them (its `give_back`).
+        let done = self.wants.load(Ordering::Acquire) == 0
+            // SAFETY: entered (busy 1, wants 0); forwarded.
+            && unsafe { self.with_entries(|entries| append_quick(entries, h, off)) };
         self.leave();
         done
     }
@@ -380,6 +413,26 @@ unsafe fn free_in(
     }
     // SAFETY: forwarded.
     unsafe { free_in_entry(e, pending, pool, h, off) }
+}
+
+/// [`RemoteBatch::try_append`] on the entries: block `h`'s chain takes slot `off` when it
+/// has room for more than one (the one that reaches the limit is pushed: [`free_in`]) and
+/// the slot is not already free (as [`append`] tests). False: nothing changed.
+///
+/// # Safety
+/// As [`free_in`].
+#[inline(always)]
+unsafe fn append_quick(entries: &mut Entries, h: &Header, off: u32) -> bool {
+    let block = ptr::from_ref(h);
+    let e = &mut entries.pending[entry_of(block)];
+    if e.block != block || e.count + 1 >= e.limit || e.first == off || h.is_first_remote(off) {
+        return false;
+    }
+    // SAFETY: the slot is the caller's (given up), in block h.
+    unsafe { h.link_slot(off, e.first) };
+    e.first = off;
+    e.count += 1;
+    true
 }
 
 /// Adds slot `off` to the chain of entry `e`, block `h`'s, unless it is the chain's first
