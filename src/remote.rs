@@ -6,9 +6,9 @@
 //! that line between the two threads' caches each time. A batch keeps up to [`ENTRIES`]
 //! blocks' pending frees, block `b`'s in entry `entry_of(b) = (b / BLOCK_SIZE) % ENTRIES`
 //! (no search): per block `b`, a chain of slots linked through their first 4
-//! bytes (as every slot list of a block) from `first` to `last`, `count` long,
+//! bytes (as every slot list of a block) from `first` to `last`, with room for `left` more,
 //!
-//! `chain(b) = first -> ... -> last`, `|chain(b)| = count <= limit(b)`,
+//! `chain(b) = first -> ... -> last`, `|chain(b)| = limit(b) - left <= limit(b)`,
 //! `limit(b) = clamp(BATCH_BYTES / stride(b), 1, MAX_CHAIN)`,
 //!
 //! and every slot on a chain is counted in its block's `used` (invariant 6 counts it
@@ -73,16 +73,18 @@ struct Pending {
     block: *const Header,
     first: u32,
     last: u32,
-    count: u32,
+    /// `limit(b)`.
     limit: u32,
+    /// `limit(b) - |chain(b)|`: the slots the chain takes before it is pushed.
+    left: u32,
 }
 
 const UNUSED: Pending = Pending {
     block: ptr::null(),
     first: 0,
     last: 0,
-    count: 0,
     limit: 0,
+    left: 0,
 };
 
 /// A batch's entries.
@@ -102,10 +104,6 @@ pub(crate) struct RemoteBatch {
     /// 1 when an entry may be in use (set by the holder when it takes one, cleared by a
     /// full flush): a flusher skips the batch when it reads 0.
     pending: AtomicU32,
-    /// 1 once the holder may take the quick way ([`RemoteBatch::try_append`]): set by its
-    /// first batched free ([`RemoteBatch::free`], whose pool is private) when the fences are
-    /// asymmetric ([`fence::light`] is then a compiler fence). Holder only.
-    quick: AtomicU32,
     /// Touched only by the holder while `busy == 1` and `wants == 0`, or by the flusher
     /// that took the batch over and saw `busy == 0`.
     entries: UnsafeCell<Entries>,
@@ -145,7 +143,6 @@ impl RemoteBatch {
                 wants: AtomicU32::new(0),
                 flushing: AtomicU32::new(0),
                 pending: AtomicU32::new(0),
-                quick: AtomicU32::new(0),
                 entries: new_entries(),
             }
         }
@@ -245,25 +242,24 @@ impl RemoteBatch {
         let done =
             unsafe { self.with_entries(|entries| free_in(entries, &self.pending, pool, h, off)) };
         self.leave();
-        if self.quick.load(Ordering::Relaxed) == 0 && fence::is_asymmetric() {
-            self.quick.store(1, Ordering::Relaxed);
-        }
         done
     }
 
     /// The heap's holder, the quick way of [`RemoteBatch::free`]: adds slot `off` of block
     /// `h` to the block's chain when the batch has one with room and the slot is neither
     /// its first nor the block's remote list's first. True when done; false when it did
-    /// nothing (no quick way yet, a flusher has the batch, no chain of `h` with room, or a
-    /// double free to report): [`RemoteBatch::free`] takes the free then. Touches nothing
-    /// but the batch and the slot (and reads the header's remote word): no call, so its
-    /// caller needs no stack frame.
+    /// nothing (the fences not known asymmetric yet, a flusher has the batch, no chain of
+    /// `h` with room, or a double free to report): [`RemoteBatch::free`] takes the free
+    /// then. Touches nothing but the batch and the slot (and reads the header's remote
+    /// word): no call, so its caller needs no stack frame. A shared pool's batch has no
+    /// chain (it never batches), so it does nothing there.
     ///
     /// # Safety
-    /// As [`RemoteBatch::free`] (a private pool: the quick way is only ever allowed in one).
+    /// The caller holds the batch's heap; `off` is a live slot of `h`, which the caller
+    /// gives up, a block the heap does not own.
     #[inline(always)]
     pub(crate) unsafe fn try_append(&self, h: &Header, off: u32) -> bool {
-        if self.quick.load(Ordering::Relaxed) == 0 {
+        if !fence::is_asymmetric() {
             return false;
         }
         self.busy.store(1, Ordering::Relaxed);
@@ -407,7 +403,7 @@ unsafe fn free_in(
 ) -> BatchFree {
     let block = ptr::from_ref(h);
     let e = &mut entries.pending[entry_of(block)];
-    if e.block == block && e.count + 1 < e.limit {
+    if e.block == block && e.left > 1 {
         // SAFETY: forwarded.
         return unsafe { append(e, h, off) };
     }
@@ -425,14 +421,8 @@ unsafe fn free_in(
 unsafe fn append_quick(entries: &mut Entries, h: &Header, off: u32) -> bool {
     let block = ptr::from_ref(h);
     let e = &mut entries.pending[entry_of(block)];
-    if e.block != block || e.count + 1 >= e.limit || e.first == off || h.is_first_remote(off) {
-        return false;
-    }
-    // SAFETY: the slot is the caller's (given up), in block h.
-    unsafe { h.link_slot(off, e.first) };
-    e.first = off;
-    e.count += 1;
-    true
+    // SAFETY: forwarded, with `e` holding block h's chain.
+    e.block == block && e.left > 1 && unsafe { append(e, h, off) } == BatchFree::Done
 }
 
 /// Adds slot `off` to the chain of entry `e`, block `h`'s, unless it is the chain's first
@@ -448,7 +438,7 @@ unsafe fn append(e: &mut Pending, h: &Header, off: u32) -> BatchFree {
     // SAFETY: the slot is the caller's (given up), in block h.
     unsafe { h.link_slot(off, e.first) };
     e.first = off;
-    e.count += 1;
+    e.left -= 1;
     BatchFree::Done
 }
 
@@ -499,8 +489,8 @@ unsafe fn free_in_entry(
         block,
         first: off,
         last: off,
-        count: 1,
         limit,
+        left: limit - 1,
     };
     BatchFree::Done
 }
@@ -522,7 +512,7 @@ unsafe fn flush_entry(pool: &Pool, e: &mut Pending) {
     // SAFETY: the block is live (caller).
     let h = unsafe { &*e.block };
     // SAFETY: the chain's slots are the batch's, linked from first to last.
-    unsafe { push_chain(pool, h, e.first, e.last, e.count) };
+    unsafe { push_chain(pool, h, e.first, e.last, e.limit - e.left) };
     *e = UNUSED;
 }
 

@@ -59,7 +59,7 @@ impl Instance {
             let h = unsafe { &*header_of(p) };
             // SAFETY: a live slot of h (caller), which holds the size's key and is owned by
             // another heap than the caller's, not tiny (`remote_owner`); the caller holds
-            // the heap, whose batch has the quick way only in a private pool.
+            // the heap.
             if heap.is_some_and(|heap| unsafe { heap.remote.try_append(h, h.offset_of(p)) }) {
                 return;
             }

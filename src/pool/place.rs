@@ -32,7 +32,7 @@ use core::ptr;
 /// (`PoolShared::layout`): an area of another version was formatted by an incompatible
 /// build and is never attached. (A region header that describes the region should name it
 /// too, so that an opener refuses before it maps anything.)
-pub(crate) const STATE_LAYOUT: u32 = 10;
+pub(crate) const STATE_LAYOUT: u32 = 9;
 
 /// The most heaps any shared region holds at once (its heaps live in its state area).
 #[cfg(not(loom))]
