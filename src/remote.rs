@@ -14,8 +14,8 @@
 //! and every slot on a chain is counted in its block's `used` (invariant 6 counts it
 //! live): pending frees never make a block look emptier than it is, so no block with a
 //! pending slot is given back or handed to another key. A chain goes to its block
-//! ([`Header::push_remote_chain`]) when it reaches `limit(b)`, when its entry is needed for
-//! another block, when the heap's thread takes the alloc slow path or exits, and when any
+//! ([`Header::push_remote_chain`]) when a free of the block finds it full (`left = 0`: that
+//! slot starts the next chain), when its entry is needed for another block, when the heap's thread takes the alloc slow path or exits, and when any
 //! thread makes a call that must see every free: a release, `compact`, `verify`, the
 //! statistics, `is_empty` (`free::Instance::flush_batches`). So a chain is never pushed to
 //! a block that was given back and reused: its slots keep the block in use until then, and
@@ -75,7 +75,8 @@ struct Pending {
     last: u32,
     /// `limit(b)`.
     limit: u32,
-    /// `limit(b) - |chain(b)|`: the slots the chain takes before it is pushed.
+    /// `limit(b) - |chain(b)|`: the slots the chain still takes (0: full, pushed by the
+    /// block's next free).
     left: u32,
 }
 
@@ -389,7 +390,7 @@ impl RemoteBatch {
 }
 
 /// [`RemoteBatch::free`] on the entries: the slot joins its block's chain in the block's
-/// entry; the rest (a chain that reaches its limit, a new chain) out of line.
+/// entry; the rest (a full chain, a new chain) out of line.
 ///
 /// # Safety
 /// As [`RemoteBatch::free`], with the entries the caller's alone.
@@ -403,7 +404,7 @@ unsafe fn free_in(
 ) -> BatchFree {
     let block = ptr::from_ref(h);
     let e = &mut entries.pending[entry_of(block)];
-    if e.block == block && e.left > 1 {
+    if e.block == block && e.left > 0 {
         // SAFETY: forwarded.
         return unsafe { append(e, h, off) };
     }
@@ -412,8 +413,8 @@ unsafe fn free_in(
 }
 
 /// [`RemoteBatch::try_append`] on the entries: block `h`'s chain takes slot `off` when it
-/// has room for more than one (the one that reaches the limit is pushed: [`free_in`]) and
-/// the slot is not already free (as [`append`] tests). False: nothing changed.
+/// has room (a full one is pushed by [`free_in`]) and the slot is not already free (as
+/// [`append`] tests). False: nothing changed.
 ///
 /// # Safety
 /// As [`free_in`].
@@ -422,7 +423,7 @@ unsafe fn append_quick(entries: &mut Entries, h: &Header, off: u32) -> bool {
     let block = ptr::from_ref(h);
     let e = &mut entries.pending[entry_of(block)];
     // SAFETY: forwarded, with `e` holding block h's chain.
-    e.block == block && e.left > 1 && unsafe { append(e, h, off) } == BatchFree::Done
+    e.block == block && e.left > 0 && unsafe { append(e, h, off) } == BatchFree::Done
 }
 
 /// Adds slot `off` to the chain of entry `e`, block `h`'s, unless it is the chain's first
@@ -442,9 +443,10 @@ unsafe fn append(e: &mut Pending, h: &Header, off: u32) -> BatchFree {
     BatchFree::Done
 }
 
-/// [`free_in`]'s other cases, for entry `e`, block `h`'s: the slot completes the block's
-/// chain (which goes to the block), or starts a chain (the entry's chain of another block
-/// goes to its block first).
+/// [`free_in`]'s other cases, for entry `e`, block `h`'s: the slot starts a chain of the
+/// block; the entry's chain goes to its block first (block `h`'s, full, or another
+/// block's). A slot that is the first of the full chain or of the block's remote list is
+/// already free.
 ///
 /// # Safety
 /// As [`free_in`], with `e` the entry of block `h`.
@@ -458,17 +460,7 @@ unsafe fn free_in_entry(
     off: u32,
 ) -> BatchFree {
     let block = ptr::from_ref(h);
-    if e.block == block {
-        // SAFETY: forwarded.
-        let done = unsafe { append(e, h, off) };
-        if done == BatchFree::Done {
-            // The chain reached its limit.
-            // SAFETY: the chain's slots are the batch's, of block h.
-            unsafe { flush_entry(pool, e) };
-        }
-        return done;
-    }
-    if h.is_first_remote(off) {
+    if (e.block == block && e.first == off) || h.is_first_remote(off) {
         return BatchFree::AlreadyFree;
     }
     let limit = (BATCH_BYTES / h.stride).clamp(1, MAX_CHAIN);
@@ -478,7 +470,7 @@ unsafe fn free_in_entry(
         return BatchFree::Done;
     }
     if !e.block.is_null() {
-        // Another block's chain holds the entry: it goes to its block.
+        // Block h's full chain, or another block's, holds the entry: it goes to its block.
         // SAFETY: the chain's slots are the batch's.
         unsafe { flush_entry(pool, e) };
     }

@@ -85,8 +85,8 @@ impl Instance {
     }
 
     /// [`Instance::free_other`]'s frees that do not take the quick way: a remote free
-    /// batched the general way ([`Instance::free_batched`]: a new chain, a chain that
-    /// reaches its limit, a flusher at work, a double free of a pending slot); everything
+    /// batched the general way ([`Instance::free_batched`]: a new chain, a full chain, a
+    /// flusher at work, a double free of a pending slot); everything
     /// else goes on to [`Instance::free_unbatched`], out of line.
     ///
     /// # Safety
