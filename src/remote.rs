@@ -433,7 +433,7 @@ unsafe fn append_quick(entries: &mut Entries, h: &Header, off: u32) -> bool {
 /// As [`free_in`], with `e` holding block `h`'s chain.
 #[inline(always)]
 unsafe fn append(e: &mut Pending, h: &Header, off: u32) -> BatchFree {
-    if e.first == off || h.is_first_remote(off) {
+    if h.is_first_remote(off) || e.first == off {
         return BatchFree::AlreadyFree;
     }
     // SAFETY: the slot is the caller's (given up), in block h.

@@ -1,8 +1,9 @@
 //! Loom model of a heap's batch of remote frees ([`RemoteBatch`]) on a real pool: the
 //! batch's holder frees two slots of a block owned by another heap (a chain of two,
-//! pending; the second by the quick way, `RemoteBatch::try_append`, when it may), another thread flushes every batch (a release, `compact`, `verify`, the
-//! statistics: `free::flush_batches`), and the block's owner, which has no free slot,
-//! runs the alloc slow path's steps on it (collect the remote list, else retire it `FULL`).
+//! pending; the second by the quick way, `RemoteBatch::try_append`, when it may), another
+//! thread flushes every batch (a release, `compact`, `verify`, the statistics:
+//! `free::flush_batches`), and the block's owner, which has no free slot, runs the alloc
+//! slow path's steps on it (collect the remote list, else retire it `FULL`).
 //! Run with `.ci/loom.sh`.
 
 use super::{BatchFree, RemoteBatch};
