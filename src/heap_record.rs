@@ -206,6 +206,16 @@ mod tests {
         r
     }
 
+    /// The documented transitions (module docs).
+    const LEGAL: [(HeapState, HeapState); 6] = [
+        (Live, Exiting),
+        (Live, Orphaned),
+        (Exiting, Live),
+        (Exiting, Abandoned),
+        (Abandoned, Live),
+        (Orphaned, Exiting),
+    ];
+
     #[test]
     fn the_legal_transitions_are_the_documented_six() {
         let legal: Vec<_> = HeapState::ALL
@@ -213,29 +223,12 @@ mod tests {
             .flat_map(|&a| HeapState::ALL.iter().map(move |&b| (a, b)))
             .filter(|&(a, b)| a.may_become(b))
             .collect();
-        assert_eq!(
-            legal,
-            [
-                (Live, Exiting),
-                (Live, Orphaned),
-                (Exiting, Live),
-                (Exiting, Abandoned),
-                (Abandoned, Live),
-                (Orphaned, Exiting),
-            ]
-        );
+        assert_eq!(legal, LEGAL);
     }
 
     #[test]
     fn a_legal_transition_from_the_current_state_moves_the_heap() {
-        for (from, to) in [
-            (Live, Exiting),
-            (Live, Orphaned),
-            (Exiting, Live),
-            (Exiting, Abandoned),
-            (Abandoned, Live),
-            (Orphaned, Exiting),
-        ] {
+        for (from, to) in LEGAL {
             let r = record_in(from);
             assert_eq!(r.transition(from, to), Ok(()));
             assert_eq!(r.state(), to);

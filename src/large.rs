@@ -263,9 +263,8 @@ impl LargeTable {
         (got, out)
     }
 
-    /// The cached mapping that starts at `addr`, taken if it is at least `least` bytes
-    /// long: its length.
-    pub(crate) fn take_cached_at(&mut self, addr: usize, least: usize) -> Option<usize> {
+    /// The cached range that starts at `addr`, taken if it is at least `least` bytes long.
+    pub(crate) fn take_cached_at(&mut self, addr: usize, least: usize) -> Option<Cached> {
         self.cache.take_at(addr, least)
     }
 
@@ -276,7 +275,7 @@ impl LargeTable {
         len: usize,
         most: usize,
         now: u64,
-    ) -> (Option<(usize, usize)>, Evicted) {
+    ) -> (Option<Cached>, Evicted) {
         let (got, out) = self.cache.take_within(len, most, os::MIN_PAGE, now);
         self.system_calls += out.len() as u64;
         (got, out)
@@ -291,8 +290,10 @@ impl LargeTable {
         out
     }
 
-    /// Gives back a range [`LargeTable::take_cached`] handed out to grow that could not be
-    /// grown; returns the ranges to unmap (counted as system calls).
+    /// Gives back, with its own time, a range taken from the cache and left unused (one
+    /// [`LargeTable::take_cached`] handed out to grow that could not be grown, or the part
+    /// of a taken range a growing allocation did not keep); returns the ranges to unmap
+    /// (counted as system calls).
     pub(crate) fn cache_again(&mut self, taken: Cached, now: u64) -> Evicted {
         debug_assert!(self.find(taken.addr).is_none() && !self.cache.contains(taken.addr));
         let out = self.cache.put_back(taken, now);
@@ -535,7 +536,7 @@ const ZERO_BY_RESIDENCE: usize = 1 << 20;
 /// # Safety
 /// `[p, p + len)` is a page-aligned range of a private mapping of ours whose contents
 /// nobody needs; `len` is a page multiple.
-unsafe fn zero_reused(p: *mut u8, len: usize) {
+pub(crate) unsafe fn zero_reused(p: *mut u8, len: usize) {
     if len >= ZERO_BY_RESIDENCE {
         // SAFETY: the caller's guarantee.
         unsafe { os::zero_pages(p, len) };

@@ -499,8 +499,8 @@ impl Pool {
     }
 
     /// A write of the state area without the pool lock (a heap's lists, a `returned`
-    /// stack, a medium cache, a remote batch's push): marked in a named region's write seal
-    /// now and when the result drops (see [`write_seal`]).
+    /// stack, a medium cache, a remote batch's push, a promotion record): marked in a
+    /// named region's write seal now and when the result drops (see [`write_seal`]).
     #[inline]
     pub(crate) fn writing(&self) -> Writing<'_> {
         Writing::begin(self.write_seal.as_ref())

@@ -234,8 +234,10 @@ fn accepts(pool: &Pool, h: &Header, class: usize) -> bool {
 }
 
 /// Owner only: records slot `p` of block `h` as holding a request of class `source`, then
-/// flags the block (Release: a free that sees the flag sees the record).
+/// flags the block (Release: a free that sees the flag sees the record). The record is in
+/// the region's state, written without the pool lock: marked (`crate::pool::write_seal`).
 fn mark(pool: &Pool, h: &Header, p: *mut u8, source: usize) {
+    let _writing = pool.writing();
     let r = Record::of(&pool.region, h);
     if !h.is_promoting() || r.source() != Some(source) {
         // A record not in use (the flag is clear, or its count is 0: `accepts`).
@@ -315,6 +317,20 @@ pub(crate) fn check(
             block_class,
         })
     }
+}
+
+/// [`check`] of a free of `p` (`take`): a promoted slot's bit is cleared, a write of the
+/// region's state (the unit's record) without the pool lock, so marked
+/// (`crate::pool::write_seal`): a free that follows may be a local one, which marks nothing.
+pub(crate) fn check_free(
+    pool: &Pool,
+    h: &Header,
+    p: *mut u8,
+    class: usize,
+    life: usize,
+) -> Result<bool, Problem> {
+    let _writing = pool.writing();
+    check(&pool.region, h, p, class, life, true)
 }
 
 /// The class a request for slot `p` of block `h` (a block of `region` with a key) was

@@ -14,7 +14,7 @@
 use crate::class::{class_of, malloc_align, medium_granules, CLASSES, GRANULE};
 use crate::free::{large_match, Named};
 use crate::instance::Instance;
-use crate::large::{unmap_evicted, Evicted, LargeTable, Mapping, Request};
+use crate::large::{unmap_evicted, zero_reused, Cached, Evicted, LargeTable, Mapping, Request};
 use crate::misuse::{report, Problem};
 use crate::os;
 use crate::per_thread;
@@ -375,10 +375,20 @@ impl Instance {
         }
         if ZERO {
             // Pages past the old mapping are fresh; the old mapping's bytes past `old`, and
-            // a cached mapping's, may be dirty (a last page's tail, a last user's bytes).
+            // a cached mapping's, may be dirty (a last page's tail, a last user's bytes):
+            // the old size's last page is written, the whole pages after it zeroed as a
+            // zeroed request from the cache is (by residence from 1 MiB: a large zeroed
+            // buffer may be sparse).
             let dirty = if from_cache { len } else { mapped.min(len) };
-            // SAFETY: q maps `len` bytes.
-            unsafe { zero_range(q, old, dirty) };
+            let whole = os::page_round(old).map_or(dirty, |w| w.min(dirty));
+            // SAFETY: q maps `len >= dirty` bytes, this allocation's (the first `old` hold
+            // its bytes); `[whole, dirty)` is whole pages of a private mapping of ours.
+            unsafe {
+                zero_range(q, old, whole);
+                if dirty > whole {
+                    zero_reused(q.add(whole), dirty - whole);
+                }
+            }
         }
         Some(q)
     }
@@ -445,7 +455,8 @@ fn longest_mapping(len: usize) -> usize {
 /// bytes from the cache, under the large lock: into the cached mapping that starts where
 /// `p`'s ends (in place), else into a cached mapping of `len` to [`GROWTH_TAKE`] times
 /// `len` bytes, whose pages are resident already (the caller copies and caches `p`'s
-/// mapping). Either keeps at most [`longest_mapping`]; the rest stays cached. Returns the
+/// mapping). Either keeps at most [`longest_mapping`]; the rest stays cached with the
+/// taken range's time (unused since then: the cache's decay bound). Returns the
 /// new address and mapping length, or `None` (nothing changed); the cache's give-ups go
 /// to `evicted`.
 fn grow_cached(
@@ -458,17 +469,24 @@ fn grow_cached(
 ) -> Option<(*mut u8, usize)> {
     let keep = longest_mapping(len);
     let after = p as usize + mapped;
-    let (at, total) = match large.take_cached_at(after, len - mapped) {
-        Some(more) => (p as usize, mapped + more),
+    let (at, total, freed_at) = match large.take_cached_at(after, len - mapped) {
+        Some(more) => (p as usize, mapped + more.len, more.freed_at),
         None => {
             let most = len.saturating_mul(GROWTH_TAKE);
             let (got, decayed) = large.take_cached_within(len, most, now);
             evicted[0] = Some(decayed);
-            got?
+            let got = got?;
+            (got.addr, got.len, got.freed_at)
         }
     };
     if total > keep {
-        evicted[1] = Some(large.cache_freed(at + keep, total - keep, now));
+        // The rest lies in the taken range (`keep > mapped`).
+        let rest = Cached {
+            addr: at + keep,
+            len: total - keep,
+            freed_at,
+        };
+        evicted[1] = Some(large.cache_again(rest, now));
     }
     Some((at as *mut u8, total.min(keep)))
 }
@@ -481,5 +499,57 @@ unsafe fn zero_range(p: *mut u8, from: usize, to: usize) {
     if to > from {
         // SAFETY: in bounds (caller).
         unsafe { ptr::write_bytes(p.add(from), 0, to - from) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decay::Retention;
+    use core::time::Duration;
+
+    /// A table whose cache keeps up to 1 GiB in 32 ranges, with a delay of 800 ms (the
+    /// adaptive delay starts at 100).
+    fn table() -> LargeTable {
+        let mut t = LargeTable::new();
+        let r = Retention {
+            large_cache_bytes: 1 << 30,
+            large_cache_mappings: 32,
+            delay: Duration::from_millis(800),
+            ..Retention::DEFAULT
+        };
+        assert_eq!(t.configure_cache(&r).len(), 0);
+        t
+    }
+
+    /// A growing allocation takes a cached range (the one after it, or one elsewhere up to
+    /// 16 times as long) and keeps at most an eighth more than it asks: the rest stays
+    /// cached with the time its bytes were last used, so it still goes back within the
+    /// delay of that time (the cache's decay bound), not a delay after the growth.
+    #[test]
+    fn a_growth_leaves_the_rest_of_a_cached_range_with_its_own_time() {
+        let page = os::page_size();
+        let (p, mapped, len) = (0x1000_0000usize, 16 * page, 32 * page);
+        let keep = longest_mapping(len);
+        for after in [true, false] {
+            let mut t = table();
+            // Cached at 1000: right after the allocation, or elsewhere.
+            let at = if after { p + mapped } else { 0x2000_0000 };
+            assert_eq!(t.cache_freed(at, 64 * page, 1000).len(), 0);
+            let mut evicted = [None, None];
+            let got = grow_cached(&mut t, p as *mut u8, mapped, len, 1050, &mut evicted);
+            let start = if after { p } else { at };
+            assert_eq!(got, Some((start as *mut u8, keep)), "after: {after}");
+            let total = if after { mapped + 64 * page } else { 64 * page };
+            assert_eq!(t.cached(), (1, total - keep));
+            // Unused since 1000: kept until 1000 + 100, given back after.
+            assert_eq!(t.decay_cache(1100).len(), 0, "after: {after}");
+            let out = t.decay_cache(1101);
+            assert_eq!(
+                out.iter().collect::<Vec<_>>(),
+                [(start + keep, total - keep)],
+                "the rest of the range taken to grow (after: {after}) was kept past the delay"
+            );
+        }
     }
 }

@@ -2,7 +2,10 @@
 //! (after two looks half a delay apart), stays usable, and is left alone while any slot of
 //! it is live or when its region keeps its memory. Residency comes from `mincore`.
 
+mod common;
+
 use cohort::{Cohort, RegionOptions, Retention};
+use common::kernel_view::resident_pages;
 use std::thread::sleep;
 use std::time::Duration;
 
@@ -19,18 +22,6 @@ fn short_delay() -> Retention {
         delay: Duration::from_millis(40),
         ..Retention::DEFAULT
     }
-}
-
-/// Resident pages of `[from, to)` (page-rounded), by `mincore`.
-fn resident_pages(from: usize, to: usize) -> usize {
-    let start = from & !(PAGE - 1);
-    let pages = (to - start).div_ceil(PAGE);
-    let mut vec = vec![0u8; pages];
-    // SAFETY: `pages` status bytes into `vec`; the range is inside the instance's region,
-    // which stays mapped.
-    let rc = unsafe { libc::mincore(start as *mut libc::c_void, pages * PAGE, vec.as_mut_ptr()) };
-    assert_eq!(rc, 0, "mincore");
-    vec.iter().filter(|&&b| b & 1 != 0).count()
 }
 
 /// `COUNT` objects of `SIZE`, each written whole with its index; returns them and the

@@ -528,6 +528,55 @@ fn a_zeroed_loop_faults_only_its_first_round_and_a_sparse_one_stays_sparse() {
     }
 }
 
+/// A recalloc that grows a large allocation into the cached range after it (its own pages,
+/// kept with the last user's bytes) zeroes the new part by residence, as a zeroed request
+/// from the cache does: what is resident is written, the rest dropped, so a sparse cached
+/// range stays sparse. Failed before: the growth wrote zeros over all of it (36 MiB made
+/// resident).
+#[test]
+fn a_recalloc_into_a_cached_range_reads_zero_and_stays_sparse() {
+    let _serial = serial();
+    let a = patient();
+    let mib = 1 << 20;
+    // A sparse 48 MiB table, 1 MiB of it written, freed: cached with its pages.
+    let table = 48 * mib;
+    let p = a.calloc(table, Life::A);
+    assert!(!p.is_null());
+    // SAFETY: `table` bytes of ours, 1 MiB written in its middle, freed once.
+    unsafe {
+        p.add(table / 2).write_bytes(0xAB, mib);
+        a.free(p, table, Life::A);
+    }
+    // 4 MiB: the head of the cached range, written all over; the rest stays cached.
+    let b = a.malloc(4 * mib, Life::A);
+    assert_eq!(b, p, "the head of the cached range");
+    // SAFETY: 4 MiB of ours.
+    unsafe { b.write_bytes(0x5A, 4 * mib) };
+    let before = rss();
+    // SAFETY: allocated above with this size and class.
+    let q = unsafe { a.recalloc(b, 4 * mib, 40 * mib, Life::A) };
+    let grown = rss().saturating_sub(before);
+    assert_eq!(q, b, "grown in place, into the cached rest of the range");
+    assert!(
+        grown < 8 * mib,
+        "the recalloc made {} MiB resident zeroing a sparse cached range",
+        grown / mib
+    );
+    // SAFETY: 40 MiB of ours, freed once.
+    unsafe {
+        assert!(std::slice::from_raw_parts(q, 4 * mib)
+            .iter()
+            .all(|&x| x == 0x5A));
+        assert!((4 * mib..40 * mib)
+            .step_by(4096)
+            .all(|i| q.add(i).read() == 0));
+        assert!(std::slice::from_raw_parts(q.add(table / 2), mib)
+            .iter()
+            .all(|&x| x == 0));
+        a.free(q, 40 * mib, Life::A);
+    }
+}
+
 #[test]
 fn a_free_of_a_cached_address_is_a_double_free() {
     let _serial = serial();

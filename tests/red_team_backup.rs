@@ -7,7 +7,6 @@
 
 mod red_team_common;
 
-use cohort::{CreateOptions, Place, SharedCohort};
 use red_team_common::*;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
@@ -42,10 +41,7 @@ fn a_backup_read_across_fast_path_allocations_restored_after_a_kill_is_refused()
     let _serial = serial();
     let p = region_path("fastpath-backup");
     isolated(120, |report| {
-        SharedCohort::<Life>::create(Place::File(&p), CreateOptions::new(32 << 20))
-            .expect("create")
-            .leave()
-            .expect("leave");
+        created_and_left::<Life>(&p, 32 << 20);
         // [ready, first read done, late allocations done, block offset]
         let words = shared_words(4);
         let offs = shared_words(LATE);
@@ -77,12 +73,8 @@ fn a_backup_read_across_fast_path_allocations_restored_after_a_kill_is_refused()
                 std::thread::sleep(Duration::from_millis(10));
             }
         });
-        until(&words[0], 0, report, "the holder");
         // The copy reads the file up to the end of the block's header page...
-        let first = std::fs::read(&p).expect("read");
-        words[1].store(1, Relaxed);
-        until(&words[2], 0, report, "the holder");
-        kill9(holder);
+        let first = read_then_kill(&p, words, holder, report);
         let block = words[3].load(Relaxed);
         // No slow path (which would mark): every late object lies in the page after the
         // header's, where the bump window was (nothing else may be read between: any call
@@ -94,16 +86,7 @@ fn a_backup_read_across_fast_path_allocations_restored_after_a_kill_is_refused()
             }
         }
         // ...and the rest after; restored over the region's own file.
-        use std::os::unix::fs::FileExt;
-        let mut backup = std::fs::read(&p).expect("read");
-        let split = (block + PAGE) as usize;
-        backup[..split].copy_from_slice(&first[..split]);
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&p)
-            .expect("the file");
-        file.write_all_at(&backup, 0).expect("restore");
-        drop(file);
+        restore_over(&p, &first, (block + PAGE) as usize);
         let opener = in_child_reporting(60, report, || {
             let r = match open_region::<Life>(&p) {
                 Ok(r) => r,

@@ -17,24 +17,6 @@ cohort::lifetime_classes! {
     enum Life { Short, Long }
 }
 
-/// Runs a subprocess the way a server does: fork, then exec `/bin/true` (`exec`) or
-/// `_exit` at once; waits for it.
-fn subprocess(exec: bool) {
-    // SAFETY: the child execs a program at once (or ends): it touches nothing.
-    let child = unsafe { libc::fork() };
-    assert!(child >= 0, "fork");
-    if child == 0 {
-        if exec {
-            let argv = [c"/bin/true".as_ptr(), core::ptr::null()];
-            // SAFETY: a NUL-terminated path and argument list.
-            unsafe { libc::execv(c"/bin/true".as_ptr(), argv.as_ptr()) };
-        }
-        // SAFETY: _exit has no preconditions.
-        unsafe { libc::_exit(0) };
-    }
-    assert_eq!(wait(child), Ok(0), "the subprocess");
-}
-
 /// RED-48 (every build; owner: seal, persist/attach): a long-running process that has a
 /// region open and runs subprocesses (fork + exec, or fork + `_exit`: a server's
 /// helpers) gives each child a slot in the fork handler; the children die without
@@ -60,7 +42,7 @@ fn a_worker_forked_after_many_subprocesses_keeps_the_region_openable() {
         unsafe { keep.write_bytes(7, 100) };
         // A server's day: 300 subprocesses, half exec'd, half ended with _exit.
         for i in 0..300 {
-            subprocess(i % 2 == 0);
+            assert_eq!(subprocess(i % 2 == 0), Ok(0), "the subprocess");
         }
         let go = shared_words(1);
         let worker = in_child_reporting(60, report, || {
@@ -133,7 +115,7 @@ fn workers_killed_mid_work_in_a_region_their_parent_keeps_open_leave_it_openable
             let worker = in_child_reporting(60, report, || {
                 let mut seed = 0x7777 + round;
                 if round % 3 == 0 {
-                    subprocess(false);
+                    assert_eq!(subprocess(false), Ok(0), "the subprocess");
                 }
                 let mut live: Vec<(usize, usize, Life)> = Vec::new();
                 loop {

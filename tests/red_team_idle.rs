@@ -5,7 +5,10 @@
 //! (whose paths look), in private, fixed and shared-anonymous instances. A test that
 //! found a defect is `#[ignore]`d with its number (RED-n), its owner and the exact failure.
 
+mod common;
+
 use cohort::{Cohort, RegionOptions, Retention};
+use common::kernel_view::resident_pages;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -113,19 +116,6 @@ fn idle_current_blocks_given_back_under_churn_lose_nothing() {
     churn_with_idle_looks(&fixed, "fixed");
     let shared = Cohort::<Life>::shared_anonymous(128 * MIB).expect("shared");
     churn_with_idle_looks(&shared, "shared-anonymous");
-}
-
-/// Resident pages of `[from, to)` (page-rounded to the kernel's 4 KiB), by `mincore`.
-fn resident_pages(from: usize, to: usize) -> usize {
-    const PAGE: usize = 4096;
-    let start = from & !(PAGE - 1);
-    let pages = (to - start).div_ceil(PAGE);
-    let mut vec = vec![0u8; pages];
-    // SAFETY: `pages` status bytes into `vec`; the range is inside an instance's region,
-    // which stays mapped.
-    let rc = unsafe { libc::mincore(start as *mut libc::c_void, pages * PAGE, vec.as_mut_ptr()) };
-    assert_eq!(rc, 0, "mincore");
-    vec.iter().filter(|&&b| b & 1 != 0).count()
 }
 
 /// 1000 objects of 512 bytes written and freed: one current block's touched pages, empty.

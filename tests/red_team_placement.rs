@@ -3,9 +3,11 @@
 //! caller memory formatted and attached with garbage, wrong capacities, another lifetime
 //! enum and from another process, and capacities at the edges of the address space.
 
+mod common;
 mod red_team_common;
 
 use cohort::{Cohort, PlacementError, RegionOptions};
+use common::memory::map_aligned;
 use core::alloc::Layout;
 use red_team_common::*;
 use std::sync::atomic::Ordering::Relaxed;
@@ -471,33 +473,6 @@ fn fallback_mappings_from_many_threads_are_freed_by_others() {
     unsafe { a.verify() }.expect("consistent");
 }
 
-/// A shared `memfd` mapping of `len` bytes at an address aligned to 2 MiB.
-fn map_shared(fd: i32, len: usize) -> *mut u8 {
-    // SAFETY: a fresh reservation, then the file mapped over an aligned part of it.
-    unsafe {
-        let raw = libc::mmap(
-            std::ptr::null_mut(),
-            len + UNIT,
-            libc::PROT_NONE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-            -1,
-            0,
-        );
-        assert_ne!(raw, libc::MAP_FAILED);
-        let at = (raw as usize).next_multiple_of(UNIT);
-        let p = libc::mmap(
-            at as *mut libc::c_void,
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED | libc::MAP_FIXED,
-            fd,
-            0,
-        );
-        assert_eq!(p as usize, at);
-        p.cast()
-    }
-}
-
 fn memfd(len: usize) -> i32 {
     // SAFETY: a new anonymous file of ours, sized.
     unsafe {
@@ -520,7 +495,7 @@ fn attach_in_refuses_garbage_and_regions_of_another_geometry() {
         .bytes
         .max(f.bytes);
     let fd = memfd(big);
-    let mem = map_shared(fd, big);
+    let mem = map_aligned(fd, big);
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
     let mut random = || {
         seed ^= seed << 13;
@@ -719,7 +694,7 @@ fn caller_memory_is_used_by_two_processes_at_different_addresses() {
         let cap = 32 * MIB;
         let f = Cohort::<Life>::footprint(cap).unwrap();
         let fd = memfd(f.bytes);
-        let a_mem = map_shared(fd, f.bytes);
+        let a_mem = map_aligned(fd, f.bytes);
         let words = shared_words(1024);
         let sizes = [24usize, 700, 9000, 3 * MIB];
         let (go, done) = (&words[1000], &words[1001]);
@@ -729,7 +704,7 @@ fn caller_memory_is_used_by_two_processes_at_different_addresses() {
                 std::thread::sleep(std::time::Duration::from_millis(1));
             }
             // Another address: map it again in the child.
-            let b_mem = map_shared(fd, f.bytes);
+            let b_mem = map_aligned(fd, f.bytes);
             assert_ne!(b_mem, a_mem);
             // SAFETY: the region formatted by the parent, mapped for the instance's life.
             let b = unsafe { Cohort::<Life>::attach_in(b_mem, f.bytes, cap) }.expect("attached");
@@ -985,7 +960,7 @@ fn caller_memory_outlives_its_formatter_killed_mid_allocation() {
         let cap = 32 * MIB;
         let f = Cohort::<Life>::footprint(cap).unwrap();
         let fd = memfd(f.bytes);
-        let mem = map_shared(fd, f.bytes);
+        let mem = map_aligned(fd, f.bytes);
         let words = shared_words(1);
         for round in 0..10u64 {
             words[0].store(0, Relaxed);

@@ -5,37 +5,14 @@
 
 mod red_team_common;
 
-use cohort::{CreateOptions, Off, OpenOptions, Place, RegionError, SharedCohort};
+use cohort::{CreateOptions, Off, Place, RegionError, SharedCohort};
 use red_team_common::*;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
-
-/// The tests of this file run one at a time: a fork child of one test's thread has every
-/// region the process has open (its fork handlers claim a slot in each), so a child of
-/// another test would hold this test's region open past its leave.
-fn serial() -> MutexGuard<'static, ()> {
-    static SERIAL: Mutex<()> = Mutex::new(());
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 cohort::lifetime_classes! {
     enum Life { Short, Long }
-}
-
-/// A path in the temporary directory unique to this process and `tag`, removed first.
-fn path(tag: &str) -> PathBuf {
-    let p = std::env::temp_dir().join(format!("cohort-red9-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_file(&p);
-    p
-}
-
-fn open_file(p: &Path) -> Result<SharedCohort<Life>, RegionError> {
-    SharedCohort::<Life>::open(
-        Place::File(p),
-        OpenOptions::new().timeout(Duration::from_secs(5)),
-    )
 }
 
 /// RED-32 (every build; owner: lead, persist/attach): a fork child has its parent's view of a
@@ -54,7 +31,7 @@ fn open_file(p: &Path) -> Result<SharedCohort<Life>, RegionError> {
 #[test]
 fn a_fork_child_working_in_a_region_its_parent_left_leaves_it_openable() {
     let _serial = serial();
-    let p = path("forkleft");
+    let p = region_path("forkleft");
     isolated(60, |report| {
         let r = SharedCohort::<Life>::create(Place::File(&p), CreateOptions::new(32 << 20))
             .expect("create");
@@ -81,7 +58,7 @@ fn a_fork_child_working_in_a_region_its_parent_left_leaves_it_openable() {
         r.leave().expect("leave");
         go[0].store(1, Relaxed);
         wait_ok(child, report, "the child");
-        match open_file(&p) {
+        match open_region::<Life>(&p) {
             Ok(r) => {
                 let root: Off<[u8; 100]> = r.root(0).expect("the root");
                 // SAFETY: the record stored above; nobody else has the region.
@@ -117,7 +94,7 @@ fn a_fork_child_working_in_a_region_its_parent_left_leaves_it_openable() {
 #[test]
 fn salvage_reads_a_region_file_it_may_only_read() {
     let _serial = serial();
-    let p = path("readonly");
+    let p = region_path("readonly");
     let r = SharedCohort::<Life>::create(Place::File(&p), CreateOptions::new(32 << 20))
         .expect("create");
     let record: [u8; 64] = core::array::from_fn(|i| i as u8 ^ 0x3c);
@@ -173,7 +150,7 @@ fn word_at(f: &std::fs::File, at: u64) -> u64 {
 #[test]
 fn a_parent_of_many_short_lived_children_leaves_the_region_sealed() {
     let _serial = serial();
-    let p = path("forkcost");
+    let p = region_path("forkcost");
     isolated(60, |report| {
         let r = SharedCohort::<Life>::create(Place::File(&p), CreateOptions::new(32 << 20))
             .expect("create");
@@ -219,7 +196,7 @@ fn a_parent_of_many_short_lived_children_leaves_the_region_sealed() {
 #[test]
 fn a_worker_forked_after_many_children_that_wrote_and_ended_keeps_the_region_openable() {
     let _serial = serial();
-    let p = path("manywriters");
+    let p = region_path("manywriters");
     isolated(120, |report| {
         let r = SharedCohort::<Life>::create(Place::File(&p), CreateOptions::new(32 << 20))
             .expect("create");
@@ -255,7 +232,7 @@ fn a_worker_forked_after_many_children_that_wrote_and_ended_keeps_the_region_ope
         r.leave().expect("leave");
         go[1].store(1, Relaxed);
         wait_ok(worker, report, "the worker");
-        if let Err(e) = open_file(&p) {
+        if let Err(e) = open_region::<Life>(&p) {
             report.fail(&format!(
                 "after 260 children that wrote to the region and ended without leaving, a \
                  worker forked then worked in it after its parent left; the region cannot be \
@@ -285,11 +262,8 @@ fn a_worker_forked_after_many_children_that_wrote_and_ended_keeps_the_region_ope
 #[test]
 fn an_opener_killed_at_any_moment_leaves_the_region_openable() {
     let _serial = serial();
-    let p = path("killopen");
-    SharedCohort::<Life>::create(Place::File(&p), CreateOptions::new(32 << 20))
-        .expect("create")
-        .leave()
-        .expect("leave");
+    let p = region_path("killopen");
+    created_and_left::<Life>(&p, 32 << 20);
     let file = std::fs::File::open(&p).expect("the file");
     let len = file.metadata().expect("len").len();
     // The tail seal is the file's last page (of this kernel's page size).
@@ -298,7 +272,7 @@ fn an_opener_killed_at_any_moment_leaves_the_region_openable() {
     let tail_at = len - page.max(4096);
     let report = Report::new();
     let opener = in_child_reporting(60, &report, || loop {
-        let r = open_file(&p).expect("the opener's open");
+        let r = open_region::<Life>(&p).expect("the opener's open");
         let q = r.malloc(100, Life::Short);
         assert!(!q.is_null());
         // SAFETY: allocated above, freed once.
@@ -336,7 +310,7 @@ fn an_opener_killed_at_any_moment_leaves_the_region_openable() {
         let _ = std::fs::remove_file(&p);
         return; // the window was never seen: nothing to say
     };
-    let opened = open_file(&p);
+    let opened = open_region::<Life>(&p);
     let what = format!(
         "after kill -9 of an opener stopped with GEN {gen:#x} and its tail seal {tail:#x} \
          (sample {sample})"
@@ -373,7 +347,7 @@ fn root_at(slot: usize) -> u64 {
 fn salvage_reads_the_other_roots_of_a_region_with_one_damaged_root() {
     let _serial = serial();
     use std::os::unix::fs::FileExt;
-    let p = path("badroot");
+    let p = region_path("badroot");
     let r = SharedCohort::<Life>::create(Place::File(&p), CreateOptions::new(32 << 20))
         .expect("create");
     let record: [u8; 32] = core::array::from_fn(|i| i as u8 ^ 0x77);
@@ -415,7 +389,7 @@ const EXEC_OPENER: &str = "COHORT_RED_EXEC_OPENER";
 fn a_program_exec_d_by_a_process_that_has_the_region_open_uses_it_too() {
     let _serial = serial();
     if let Some(p) = std::env::var_os(EXEC_OPENER) {
-        let r = open_file(Path::new(&p)).expect("the exec'd program's open");
+        let r = open_region::<Life>(Path::new(&p)).expect("the exec'd program's open");
         let kept = r.new_in([0x5au8; 48], Life::Long).expect("room");
         r.set_root(1, Some(kept));
         for i in 0..500 {
@@ -427,7 +401,7 @@ fn a_program_exec_d_by_a_process_that_has_the_region_open_uses_it_too() {
         r.leave().expect("the exec'd program's leave");
         return;
     }
-    let p = path("exec");
+    let p = region_path("exec");
     let r = SharedCohort::<Life>::create(Place::File(&p), CreateOptions::new(32 << 20))
         .expect("create");
     let mine = r.new_in([0xa5u8; 48], Life::Long).expect("room");
@@ -459,7 +433,7 @@ fn a_program_exec_d_by_a_process_that_has_the_region_open_uses_it_too() {
     };
     assert!(status.success(), "the exec'd program failed: {status}");
     r.leave().expect("leave");
-    let r = open_file(&p).expect("the region after both left");
+    let r = open_region::<Life>(&p).expect("the region after both left");
     // SAFETY: nobody else has the region open.
     let verified = unsafe { r.verify() };
     let theirs: Option<Off<[u8; 48]>> = r.root(1);
@@ -484,11 +458,8 @@ fn a_program_exec_d_by_a_process_that_has_the_region_open_uses_it_too() {
 fn salvage_of_a_region_being_formatted_names_its_live_creator_alive() {
     let _serial = serial();
     use std::os::unix::fs::FileExt;
-    let p = path("initialising");
-    SharedCohort::<Life>::create(Place::File(&p), CreateOptions::new(32 << 20))
-        .expect("create")
-        .leave()
-        .expect("leave");
+    let p = region_path("initialising");
+    created_and_left::<Life>(&p, 32 << 20);
     let file = std::fs::OpenOptions::new()
         .write(true)
         .open(&p)
@@ -524,7 +495,7 @@ fn salvage_of_a_region_being_formatted_names_its_live_creator_alive() {
 fn a_region_left_by_a_process_that_ran_a_subprocess_is_sealed() {
     let _serial = serial();
     for exec in [true, false] {
-        let p = path(if exec { "forkexec" } else { "forkexit" });
+        let p = region_path(if exec { "forkexec" } else { "forkexit" });
         // In a driver process of its own: a fork by another test of this binary while the
         // region is open would give that test's child a slot in it too (a live process:
         // the region rightly stays unsealed while it runs).
@@ -544,19 +515,7 @@ fn subprocess_then_leave_then_damage(p: &Path, exec: bool, report: &Report) {
     let q = r.malloc(200, Life::Short);
     assert!(!q.is_null());
     let header = r.offset_of(q).expect("in the region").get() & !((2 << 20) - 1);
-    // SAFETY: the child execs a program at once (or ends): it touches nothing.
-    let child = unsafe { libc::fork() };
-    assert!(child >= 0);
-    if child == 0 {
-        if exec {
-            let argv = [c"/bin/true".as_ptr(), core::ptr::null()];
-            // SAFETY: a NUL-terminated path and argument list.
-            unsafe { libc::execv(c"/bin/true".as_ptr(), argv.as_ptr()) };
-        }
-        // SAFETY: _exit has no preconditions.
-        unsafe { libc::_exit(0) };
-    }
-    if wait(child) != Ok(0) {
+    if subprocess(exec) != Ok(0) {
         report.fail("the subprocess failed");
     }
     r.leave().expect("leave");
@@ -573,7 +532,7 @@ fn subprocess_then_leave_then_damage(p: &Path, exec: bool, report: &Report) {
     drop(file);
     // Opened in a child: a damaged state may send the opener anywhere.
     let opened = Report::new();
-    let opener = in_child(20, || match open_file(p) {
+    let opener = in_child(20, || match open_region::<Life>(p) {
         Err(RegionError::StateDamaged { .. }) => {}
         Err(e) => opened.fail(&format!("refused otherwise: {e}")),
         Ok(_) => opened.fail("opened"),
@@ -614,7 +573,7 @@ fn overwritten_after_open(
     offs: &[std::sync::atomic::AtomicU64],
     size: usize,
 ) -> Option<usize> {
-    let r = open_file(p).ok()?;
+    let r = open_region::<Life>(p).ok()?;
     let offs = offs.iter().map(|w| w.load(Relaxed));
     Some(overwritten_by_new_allocations(
         &r,
@@ -674,16 +633,13 @@ fn a_backup_taken_while_open_restored_after_its_process_was_killed_is_refused() 
 #[test]
 fn a_backup_read_across_a_root_store_restored_in_place_is_refused() {
     let _serial = serial();
-    let p = path("root");
+    let p = region_path("root");
     isolated(120, |report| {
-        SharedCohort::<Life>::create(Place::File(&p), CreateOptions::new(32 << 20))
-            .expect("create")
-            .leave()
-            .expect("leave");
+        created_and_left::<Life>(&p, 32 << 20);
         // [ready, backed up, done, the old root, the new root]
         let words = shared_words(5);
         let holder = in_child_reporting(60, report, || {
-            let r = open_file(&p).expect("open");
+            let r = open_region::<Life>(&p).expect("open");
             // A current block of the class with room: what follows takes no slow path.
             let warm: Vec<_> = (0..4).map(|_| r.malloc(64, Life::Long)).collect();
             let old = r.new_in([1u64; 8], Life::Long).expect("old");
@@ -704,14 +660,10 @@ fn a_backup_read_across_a_root_store_restored_in_place_is_refused() {
                 std::thread::sleep(Duration::from_millis(10));
             }
         });
-        until(&words[0], 0, report, "the holder");
-        let first = std::fs::read(&p).expect("read");
-        words[1].store(1, Relaxed);
-        until(&words[2], 0, report, "the holder");
-        kill9(holder);
+        let first = read_then_kill(&p, words, holder, report);
         restore_in_place(&p, &first);
         let opener = in_child_reporting(60, report, || {
-            let Ok(r) = open_file(&p) else {
+            let Ok(r) = open_region::<Life>(&p) else {
                 return; // refused: fine
             };
             let root = r.root::<[u64; 8]>(0).map_or(0, Off::get);
@@ -733,15 +685,9 @@ fn a_backup_read_across_a_root_store_restored_in_place_is_refused() {
 /// file, and restores it over the region's own file, as `cp backup region` writes it (the
 /// same inode).
 fn restore_in_place(p: &Path, first: &[u8]) {
-    use std::os::unix::fs::FileExt;
-    let mut backup = std::fs::read(p).expect("read");
-    let blocks = u64::from_le_bytes(backup[12 * 8..13 * 8].try_into().unwrap()) as usize;
-    backup[..blocks].copy_from_slice(&first[..blocks]);
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .open(p)
-        .expect("the file");
-    file.write_all_at(&backup, 0).expect("restore");
+    // The blocks' offset: word 12 of the header.
+    let blocks = u64::from_le_bytes(first[12 * 8..13 * 8].try_into().unwrap()) as usize;
+    restore_over(p, first, blocks);
 }
 
 /// A backup of a region file read as `cp` reads it, the header and state while a process
@@ -751,16 +697,13 @@ fn restore_in_place(p: &Path, first: &[u8]) {
 fn backup_restored_in_place(tag: &str, killed: bool) {
     const N: usize = 20_000;
     const SIZE: usize = 1000;
-    let p = path(tag);
+    let p = region_path(tag);
     isolated(120, |report| {
-        SharedCohort::<Life>::create(Place::File(&p), CreateOptions::new(128 << 20))
-            .expect("create")
-            .leave()
-            .expect("leave");
+        created_and_left::<Life>(&p, 128 << 20);
         let words = shared_words(3);
         let offs = shared_words(N);
         let holder = in_child_reporting(60, report, || {
-            let r = open_file(&p).expect("open");
+            let r = open_region::<Life>(&p).expect("open");
             for _ in 0..1000 {
                 assert!(!r.malloc(64, Life::Long).is_null());
             }
@@ -829,16 +772,13 @@ fn a_backup_read_while_a_process_was_leaving_is_refused() {
     const SIZE: usize = 1000;
     const LOCK_AT: usize = 2048 + 4 * 8;
     const SEAL_GEN_AT: usize = 2048 + 5 * 8;
-    let (p, copy) = (path("leaving"), path("leaving-copy"));
+    let (p, copy) = (region_path("leaving"), region_path("leaving-copy"));
     isolated(120, |report| {
-        SharedCohort::<Life>::create(Place::File(&p), CreateOptions::new(128 << 20))
-            .expect("create")
-            .leave()
-            .expect("leave");
+        created_and_left::<Life>(&p, 128 << 20);
         let offs = shared_words(N);
         // The leaver of the window: a process that had the region open and left it.
         let leaver = in_child_reporting(60, report, || {
-            let r = open_file(&p).expect("open");
+            let r = open_region::<Life>(&p).expect("open");
             for _ in 0..1000 {
                 assert!(!r.malloc(64, Life::Long).is_null());
             }
@@ -855,7 +795,7 @@ fn a_backup_read_while_a_process_was_leaving_is_refused() {
         // Another process opens, allocates in new blocks and leaves; the backup's last
         // pages are read after.
         let worker = in_child_reporting(60, report, || {
-            let r = open_file(&p).expect("open");
+            let r = open_region::<Life>(&p).expect("open");
             allocate_tagged(&r, offs, SIZE);
             r.leave().expect("leave");
         });

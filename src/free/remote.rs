@@ -223,7 +223,7 @@ impl Instance {
         };
         // SAFETY: the block exists, so the pool does.
         let pool = unsafe { &*self.pool.load(Ordering::Acquire) };
-        if let Err(problem) = promotion::check(&pool.region, h, p, class, life, true) {
+        if let Err(problem) = promotion::check_free(pool, h, p, class, life) {
             report::<ABORT>(self.misuse(p, size, life, problem));
         }
         // SAFETY: a live slot of block h, checked above.

@@ -285,15 +285,14 @@ impl Cache {
         most: usize,
         align: usize,
         now: u64,
-    ) -> (Option<(usize, usize)>, Evicted) {
+    ) -> (Option<Cached>, Evicted) {
         let best = (0..SLOTS)
             .filter(|&i| {
                 let c = self.slots[i];
                 c.addr != 0 && c.len >= len && c.len <= most && c.addr & (align - 1) == 0
             })
             .min_by_key(|&i| self.slots[i].len);
-        let (got, out) = self.take_slot(best, None, now);
-        (got.map(|c| (c.addr, c.len)), out)
+        self.take_slot(best, None, now)
     }
 
     /// Takes slot `best` (if any) out of the cache, or reports `split` (a range already
@@ -324,10 +323,9 @@ impl Cache {
         (got, out)
     }
 
-    /// Takes the cached mapping that starts at `addr`, if it is at least `least` bytes
-    /// long: its length (a growing allocation whose mapping ends at `addr` grows into it,
-    /// in place).
-    pub(crate) fn take_at(&mut self, addr: usize, least: usize) -> Option<usize> {
+    /// Takes the cached range that starts at `addr`, if it is at least `least` bytes
+    /// long (a growing allocation whose mapping ends at `addr` grows into it, in place).
+    pub(crate) fn take_at(&mut self, addr: usize, least: usize) -> Option<Cached> {
         let i = self
             .slots
             .iter()
@@ -336,7 +334,7 @@ impl Cache {
         self.slots[i] = FREE;
         self.count -= 1;
         self.bytes -= c.len;
-        Some(c.len)
+        Some(c)
     }
 
     /// Keeps the freed range `addr` of `len` bytes (whole pages, in no live entry) at `now`,
@@ -353,8 +351,9 @@ impl Cache {
         self.keep(freed, now)
     }
 
-    /// Gives back at `now` a range [`Cache::take`] handed out to grow that the caller could
-    /// not grow (unused meanwhile): kept as a freed range of its own time.
+    /// Gives back at `now` a range taken from the cache and left unused (one [`Cache::take`]
+    /// handed out to grow that the caller could not grow, or the part of a taken range a
+    /// growing allocation did not keep): kept as a freed range of its own time.
     pub(crate) fn put_back(&mut self, taken: Cached, now: u64) -> Evicted {
         self.keep(taken, now)
     }

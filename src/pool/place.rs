@@ -224,7 +224,8 @@ pub(crate) unsafe fn format(
     tag: u64,
     region: RegionState,
     layout: &Layout,
-    robust: bool,
+    // Under loom every lock is the spin lock (a model runs in one process): unused there.
+    #[cfg_attr(loom, allow(unused_variables))] robust: bool,
 ) -> bool {
     let heads = HeadIndex::count(life_count);
     let area = pool.shared.cast_mut().cast::<u8>();

@@ -13,6 +13,11 @@ pub fn resident_bytes(p: *const u8, len: usize) -> usize {
     v.iter().filter(|&&b| b & 1 != 0).count() * PAGE
 }
 
+/// The 4 KiB pages touching `[from, to)` that are resident in RAM (`mincore`).
+pub fn resident_pages(from: usize, to: usize) -> usize {
+    resident_bytes(from as *const u8, to - from) / 4096
+}
+
 /// The fields of the `/proc/self/smaps` entry of the mapping holding `p`: (name, kB).
 pub fn smaps_of(p: *const u8) -> Vec<(String, u64)> {
     let smaps = std::fs::read_to_string("/proc/self/smaps").expect("smaps");

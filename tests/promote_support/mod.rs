@@ -15,6 +15,14 @@ cohort::lifetime_classes! {
 /// 16-byte allocations.
 pub fn full_region(kept: usize) -> (Cohort<Life>, Vec<*mut u8>, Vec<*mut u8>) {
     let a: Cohort<Life> = Cohort::with_reservation(4 << 20);
+    let (big, small) = fill(&a, kept);
+    (a, big, small)
+}
+
+/// Fills the region of `a` as [`full_region`] does: `kept` 32-byte allocations of `A` (a
+/// block of 32-byte slots with room), then 16-byte ones of `A` until neither a slot nor a
+/// block is left. Returns the 32-byte and the 16-byte allocations.
+pub fn fill(a: &Cohort<Life>, kept: usize) -> (Vec<*mut u8>, Vec<*mut u8>) {
     let big: Vec<_> = (0..kept).map(|_| a.malloc(32, Life::A)).collect();
     assert!(big.iter().all(|p| !p.is_null()));
     let mut small = Vec::new();
@@ -25,7 +33,7 @@ pub fn full_region(kept: usize) -> (Cohort<Life>, Vec<*mut u8>, Vec<*mut u8>) {
         }
         small.push(p);
     }
-    (a, big, small)
+    (big, small)
 }
 
 /// Frees everything `full_region` made.

@@ -9,26 +9,16 @@ use std::time::Duration;
 /// How a child process ended: `Ok(exit code)` or `Err(signal)`.
 pub type Ended = Result<i32, i32>;
 
-/// Runs `f` in a child process under an alarm of `secs` seconds: it exits 0 when `f`
-/// returns, 1 when it panics, and dies of SIGALRM when it hangs.
-pub fn in_child(secs: u32, f: impl FnOnce()) -> libc::pid_t {
-    // SAFETY: the child runs `f` and leaves through `_exit`.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed");
-    if pid == 0 {
-        // SAFETY: alarm has no preconditions.
-        unsafe { libc::alarm(secs) };
-        let ok = std::panic::catch_unwind(AssertUnwindSafe(f)).is_ok();
-        // SAFETY: leaves the child without running the parent's destructors.
-        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
-    }
-    pid
-}
+// `in_child(secs, f)`: `f` in a forked child under an alarm of `secs` seconds, which exits
+// 0 when `f` returns, 1 when it panics, and dies of SIGALRM when it hangs (the tests'
+// common helper).
+#[path = "../common/processes.rs"]
+mod processes;
+pub use processes::in_child;
 
+/// Waits for child `pid`: how it ended.
 pub fn wait(pid: libc::pid_t) -> Ended {
-    let mut status = 0;
-    // SAFETY: waits for our own child.
-    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    let status = processes::wait_status(pid);
     if libc::WIFEXITED(status) {
         Ok(libc::WEXITSTATUS(status))
     } else {
@@ -263,4 +253,64 @@ pub fn open_region<L: cohort::Lifetime>(
         cohort::Place::File(p),
         cohort::OpenOptions::new().timeout(Duration::from_secs(10)),
     )
+}
+
+/// Runs a subprocess the way a server does: fork, then exec `/bin/true` (`exec`) or
+/// `_exit` at once; waits for it and returns how it ended.
+pub fn subprocess(exec: bool) -> Ended {
+    // SAFETY: the child execs a program at once (or ends): it touches nothing.
+    let child = unsafe { libc::fork() };
+    assert!(child >= 0, "fork");
+    if child == 0 {
+        if exec {
+            let argv = [c"/bin/true".as_ptr(), core::ptr::null()];
+            // SAFETY: a NUL-terminated path and argument list.
+            unsafe { libc::execv(c"/bin/true".as_ptr(), argv.as_ptr()) };
+        }
+        // SAFETY: _exit has no preconditions.
+        unsafe { libc::_exit(0) };
+    }
+    wait(child)
+}
+
+/// Writes a backup of the region file `p` over the file itself, as `cp backup region`
+/// writes it (the same inode): its first `split` bytes from `first` (the file as read
+/// earlier, while a process had the region open), the rest as the file is now (as `cp`
+/// reads a file: its start first, the rest later).
+pub fn restore_over(p: &std::path::Path, first: &[u8], split: usize) {
+    use std::os::unix::fs::FileExt;
+    let mut backup = std::fs::read(p).expect("read");
+    backup[..split].copy_from_slice(&first[..split]);
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(p)
+        .expect("the file");
+    file.write_all_at(&backup, 0).expect("restore");
+}
+
+/// Creates the region file `p` of `capacity` bytes and leaves it (formatted, nobody has it
+/// open).
+pub fn created_and_left<L: cohort::Lifetime>(p: &std::path::Path, capacity: usize) {
+    cohort::SharedCohort::<L>::create(cohort::Place::File(p), cohort::CreateOptions::new(capacity))
+        .expect("create")
+        .leave()
+        .expect("leave");
+}
+
+/// Reads the region file `p` as a backup's first part, across a holder's work, and kills
+/// the holder: waits for `words[0]` (the holder is ready), reads the file, sets `words[1]`
+/// (the holder goes on), waits for `words[2]` (it is done), then kill -9. Returns what
+/// was read.
+pub fn read_then_kill(
+    p: &std::path::Path,
+    words: &[AtomicU64],
+    holder: libc::pid_t,
+    report: &Report,
+) -> Vec<u8> {
+    until(&words[0], 0, report, "the holder");
+    let first = std::fs::read(p).expect("read");
+    words[1].store(1, Ordering::Relaxed);
+    until(&words[2], 0, report, "the holder");
+    kill9(holder);
+    first
 }
