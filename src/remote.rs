@@ -252,12 +252,12 @@ impl RemoteBatch {
     /// nothing (the fences not known asymmetric yet, a flusher has the batch, no chain of
     /// `h` with room, or a double free to report): [`RemoteBatch::free`] takes the free
     /// then. Touches nothing but the batch and the slot (and reads the header's remote
-    /// word): no call, so its caller needs no stack frame. A shared pool's batch has no
-    /// chain (it never batches), so it does nothing there.
+    /// word): no call, so its caller needs no stack frame.
     ///
     /// # Safety
-    /// The caller holds the batch's heap; `off` is a live slot of `h`, which the caller
-    /// gives up, a block the heap does not own.
+    /// As [`RemoteBatch::free`]: the caller holds the batch's heap; `off` is a live slot of
+    /// `h`, which the caller gives up, a block of the heap's pool (private) that the heap
+    /// does not own.
     #[inline(always)]
     pub(crate) unsafe fn try_append(&self, h: &Header, off: u32) -> bool {
         if !fence::is_asymmetric() {

@@ -13,7 +13,7 @@ use crate::promotion;
 use crate::instance::{Instance, CHECKED};
 use crate::misuse::{report, Problem};
 use crate::per_thread;
-use crate::pool::EMPTY_KEY;
+use crate::pool::{EMPTY_KEY, SHARED_TAG};
 use crate::remote::BatchFree;
 #[cfg(doc)]
 use crate::remote::RemoteBatch;
@@ -52,7 +52,9 @@ impl Instance {
         route: R,
         life: usize,
     ) {
-        if let Some(owner) = this.remote_owner(p, word) {
+        // A shared region's heaps (their tokens say so) do not batch: their batches, in the
+        // region's state, are never written (`crate::remote`).
+        if let Some(owner) = this.remote_owner(p, word).filter(|&o| !is_shared_token(o)) {
             // SAFETY: the route gives null or a live heap the caller holds.
             let heap = unsafe { route.remote_heap(this.instance_id(), owner).as_ref() };
             // SAFETY: p is in the region (`remote_owner`), so its header is readable.
@@ -357,4 +359,12 @@ impl Instance {
             unsafe { (*heap).remote.flush(pool) };
         }
     }
+}
+
+/// True when heap token `token` is a shared region's heap's: its upper half is the region's
+/// tag, which holds [`SHARED_TAG`], where a private instance's is its id, below it
+/// (`Pool::token_prefix`, `crate::instance_id::MAX_INSTANCES`).
+#[inline(always)]
+fn is_shared_token(token: u64) -> bool {
+    (token >> 16) & SHARED_TAG != 0
 }
