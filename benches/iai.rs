@@ -16,6 +16,10 @@
 //! function repeats the operation [`N`] times. The `noop` allocator runs the same code with an
 //! allocator that does nothing, so `(count - noop count) / N` is the allocator's own cost per
 //! operation, loop and call overhead removed. `benches/suite/main.rs` does that arithmetic.
+//!
+//! snmalloc is not measured here: it cannot start under valgrind (its first allocation
+//! reserves address space for a map of every possible chunk, more than valgrind's address
+//! space manager gives a process, and it stops with "Failed to initialise snmalloc").
 
 use iai_callgrind::{library_benchmark, library_benchmark_group, main};
 use std::alloc::{GlobalAlloc, Layout, System};

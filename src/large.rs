@@ -33,6 +33,14 @@ use core::ptr;
 
 const EMPTY: usize = 0;
 const TOMB: usize = 1;
+
+/// Live large allocations removed from any table of the process so far (each removal adds
+/// one, under its table's lock): while it stays the same, every entry a thread saw live is
+/// still live as it was (an entry changes only by its removal), which lets a resize within
+/// the same pages skip the lock (`resize`'s memo of the last large allocation resized).
+/// Core atomics even under loom (read outside any model's schedule: a hint that only
+/// decides between two correct paths).
+pub(crate) static REMOVALS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 const MIN_CAPACITY: usize = 512;
 
 /// What a live entry's request was, which a free of it must name (besides its lifetime
@@ -231,6 +239,9 @@ impl LargeTable {
     /// allocation starts there.
     pub(crate) fn remove(&mut self, addr: usize) -> Option<Mapping> {
         let i = self.find(addr)?;
+        // Before the entry goes: a resize that read the old count after this would find
+        // the entry removed only by its lock (see `REMOVALS`).
+        REMOVALS.fetch_add(1, core::sync::atomic::Ordering::AcqRel);
         let e = self.slot(i);
         self.set(i, Entry { addr: TOMB, ..e });
         self.len -= 1;

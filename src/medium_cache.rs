@@ -51,6 +51,20 @@ pub(crate) struct Starts([AtomicU8; GRANULES]);
 const _: () = assert!(HEADER_SIZE + size_of::<Runs>() + size_of::<Starts>() <= META_BYTES);
 const _: () = assert!(CACHED_MAX <= STARTS_MAX);
 
+/// Changes of this process's medium runs that their bytes do not show (a run longer than
+/// [`STARTS_MAX`] granules resized or freed, a block's bytes written afresh or rebuilt):
+/// each adds one, under the pool's lock. While it stays the same, a run longer than
+/// `STARTS_MAX` that a thread saw live is still live as it was, in a region no other
+/// process uses, which lets a resize within its granules skip the lock (`resize`'s memo).
+/// Core atomics even under loom (no model makes medium blocks).
+pub(crate) static LONG_CHANGES: core::sync::atomic::AtomicU64 =
+    core::sync::atomic::AtomicU64::new(0);
+
+/// One more change [`LONG_CHANGES`] counts, before the bytes change.
+fn long_change() {
+    LONG_CHANGES.fetch_add(1, core::sync::atomic::Ordering::AcqRel);
+}
+
 /// The byte of a live run of `n` granules.
 fn byte_of(n: usize) -> u8 {
     if n <= STARTS_MAX {
@@ -82,6 +96,7 @@ impl Starts {
 
     /// Every byte 0: a block made medium, no run live.
     pub(crate) fn init(&self) {
+        long_change();
         for b in &self.0 {
             b.store(0, Ordering::Relaxed);
         }
@@ -96,9 +111,24 @@ impl Starts {
     /// freed). False when its byte is not the live run's (a cache holds it: it is free),
     /// having changed nothing.
     pub(crate) fn change(&self, g: usize, n: usize, m: usize) -> bool {
+        if n > STARTS_MAX || m > STARTS_MAX {
+            long_change();
+        }
         self.0[g]
             .compare_exchange(byte_of(n), byte_of(m), Ordering::AcqRel, Ordering::Relaxed)
             .is_ok()
+    }
+
+    /// True when a live run of `n` granules starts at `g` and no cache holds it: its byte
+    /// is `n` (only for `0 < n <= STARTS_MAX`: a longer run's byte is 0, and false). Read
+    /// without the lock, as a free into a cache reads it.
+    pub(crate) fn is_live(&self, g: usize, n: usize) -> bool {
+        n > 0 && n <= STARTS_MAX && self.0[g].load(Ordering::Acquire) == n as u8
+    }
+
+    /// True when no run of at most [`STARTS_MAX`] granules starts at `g` (its byte is 0).
+    pub(crate) fn is_clear(&self, g: usize) -> bool {
+        self.0[g].load(Ordering::Acquire) == 0
     }
 
     /// True when a cache holds the run at `g`.
@@ -138,6 +168,7 @@ impl Starts {
     /// Under the lock, after a repair rebuilt `runs`: every byte made what the run table
     /// says, a held run's mark kept (its cache names it).
     pub(crate) fn recount(&self, runs: &Runs) {
+        long_change();
         for (g, b) in self.0.iter().enumerate() {
             let want = match runs.at(g) {
                 At::Start(n) => byte_of(n),

@@ -14,13 +14,17 @@
 use crate::class::{class_of, malloc_align, medium_granules, CLASSES, GRANULE};
 use crate::free::{large_match, Named};
 use crate::instance::Instance;
-use crate::large::{unmap_evicted, zero_reused, Cached, Evicted, LargeTable, Mapping, Request};
+use crate::large::{self, unmap_evicted, zero_reused, Cached, Evicted, Kind, LargeTable, Mapping, Request};
+use crate::medium::SameRun;
+use crate::medium_cache::{LONG_CHANGES, STARTS_MAX};
 use crate::misuse::{report, Problem};
 use crate::os;
 use crate::per_thread;
 use crate::route::Route;
 use core::alloc::Layout;
+use core::cell::Cell;
 use core::ptr;
+use core::sync::atomic::Ordering;
 
 /// A growing large allocation takes a cached mapping up to this many times its new length
 /// (see `Instance::realloc_large`).
@@ -189,6 +193,12 @@ impl Instance {
                 }
             }
             None => {
+                // (`old` is above the small classes; so is `new` unless it has a class.)
+                if new_class.is_none() {
+                    if let Some(q) = self.resize_within_pages::<ZERO>(p, old, new, life) {
+                        return q;
+                    }
+                }
                 let named = Named::Size(old_size);
                 // SAFETY: forwarded contract.
                 let done = unsafe { self.realloc_large::<ZERO, ABORT>(p, old, new, named, life) };
@@ -235,8 +245,32 @@ impl Instance {
         };
         let in_place = medium_granules(new.size, new.align).is_some()
             && (p as usize).is_multiple_of(new.align);
-        let done = if in_place {
-            pool.medium_resize_in_place(p, old.size, new.size, life)
+        let n = old.size.div_ceil(GRANULE);
+        let memo = |count| self.last(p, n, life, count);
+        let found = match in_place && new.size.div_ceil(GRANULE) == n {
+            true => pool.medium_same_run(p, old.size, life),
+            false => SameRun::No,
+        };
+        // The run holds both sizes, checked with no lock (a loop of one-byte growths takes
+        // this path for all but one step a granule): by its byte, or for a longer run by
+        // the thread's memo of it, unchanged since.
+        let quick = match found {
+            SameRun::Live => true,
+            SameRun::Long(count) => LAST_LONG_RUN.try_with(Cell::get).ok() == Some(memo(count)),
+            SameRun::No => false,
+        };
+        let done = if quick {
+            Ok(true)
+        } else if in_place {
+            let done = pool.medium_resize_in_place(p, old.size, new.size, life);
+            let m = new.size.div_ceil(GRANULE);
+            if done == Ok(true) && m > STARTS_MAX {
+                // Live as it is now (its own change counted): the thread's next resize
+                // within its granules checks it against this.
+                let count = LONG_CHANGES.load(Ordering::Acquire);
+                let _ = LAST_LONG_RUN.try_with(|last| last.set(Last { len: m, ..memo(count) }));
+            }
+            done
         } else {
             pool.medium_check(p, old.size, life).map(|_| false)
         };
@@ -359,6 +393,12 @@ impl Instance {
             request: Request::sized(new, new_side.align, life),
         };
         large.insert(q as usize, resized);
+        if resized.request.kind == Kind::Large {
+            // Live as it is now, with no removal after ours (under the lock): the thread's
+            // next resize within these pages checks it against this.
+            let count = large::REMOVALS.load(Ordering::Acquire);
+            let _ = LAST_LARGE.try_with(|last| last.set(self.last(q, len, life, count)));
+        }
         drop(large);
         for e in evicted.iter().flatten() {
             // SAFETY: what the cache gave up: mappings of no allocation.
@@ -391,6 +431,62 @@ impl Instance {
             }
         }
         Some(q)
+    }
+
+    /// A large allocation's resize within its pages without the large lock (both sizes
+    /// above the small classes): `Some(p)` when the calling thread's last large resize
+    /// ([`Last`]) left `p` a live large allocation of this instance, of the pages `old` and
+    /// `new` both round to, in lifetime class `life`, and no large allocation of the process
+    /// was removed since ([`large::REMOVALS`]), in a region no other process uses: its entry
+    /// is then as it was, so the check a free makes (the entry's length and lifetime class)
+    /// passes as it did, and its mapping holds the pages (`len <= mapped <= len + len / 8`).
+    /// With `ZERO` the bytes past `old` read zero. `None`: the locked path decides (a loop
+    /// of one-byte growths takes this path for all but one step a page).
+    #[inline]
+    fn resize_within_pages<const ZERO: bool>(
+        &self,
+        p: *mut u8,
+        old: SizeAlign,
+        new: SizeAlign,
+        life: usize,
+    ) -> Option<*mut u8> {
+        // Large requests both (the entry's kind stays `Large`), aligned to a page at most
+        // (the caller saw both above the small classes).
+        let large = |s: SizeAlign| {
+            s.size != 0 && s.align <= os::MIN_PAGE && medium_granules(s.size, s.align).is_none()
+        };
+        if !large(old) || !large(new) {
+            return None;
+        }
+        let len = os::page_round(old.size)?;
+        if os::page_round(new.size) != Some(len) {
+            return None;
+        }
+        // Another process's removal would not count in this process's `REMOVALS`.
+        if self.pool_if_any()?.is_process_shared() {
+            return None;
+        }
+        let seen = self.last(p, len, life, large::REMOVALS.load(Ordering::Acquire));
+        if LAST_LARGE.try_with(Cell::get).ok()? != seen {
+            return None;
+        }
+        if ZERO {
+            // SAFETY: `p` maps `len` bytes (its entry's length), this allocation's.
+            unsafe { zero_range(p, old.size, len) };
+        }
+        Some(p)
+    }
+
+    /// This instance's allocation at `p` of `len` in lifetime class `life`, seen when the
+    /// count of changes was `count` (see [`Last`]).
+    fn last(&self, p: *mut u8, len: usize, life: usize, count: u64) -> Last {
+        Last {
+            instance: self.instance_id(),
+            p: p as usize,
+            len,
+            life,
+            count,
+        }
     }
 
     /// True when `p` is outside the region of an instance whose full region falls back to
@@ -442,6 +538,36 @@ impl Instance {
         }
         Some(p)
     }
+}
+
+/// An allocation the calling thread resized last, as it was then: this instance's
+/// allocation at `p` of `len` (bytes, page-rounded, for a large allocation; granules for a
+/// medium run) in lifetime class `life`, when the count of changes that would have made
+/// it otherwise was `count` ([`large::REMOVALS`], [`LONG_CHANGES`]).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct Last {
+    instance: u64,
+    p: usize,
+    len: usize,
+    life: usize,
+    count: u64,
+}
+
+/// No allocation.
+const NONE: Last = Last {
+    instance: 0,
+    p: 0,
+    len: 0,
+    life: 0,
+    count: 0,
+};
+
+std::thread_local! {
+    /// The large allocation (outside the region, made for a large request) the calling
+    /// thread resized last.
+    static LAST_LARGE: Cell<Last> = const { Cell::new(NONE) };
+    /// The medium run longer than `STARTS_MAX` granules the calling thread resized last.
+    static LAST_LONG_RUN: Cell<Last> = const { Cell::new(NONE) };
 }
 
 /// The longest mapping a large allocation of `len` bytes (page-rounded) keeps: an eighth

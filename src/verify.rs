@@ -88,7 +88,9 @@ impl<L: Lifetime> Cohort<L> {
     ///
     /// Cost: proportional to the blocks and their free slots. Allocates a scratch bitmap
     /// through the global allocator before walking. Holds the pool lock while it walks
-    /// (threads that exit meanwhile wait for it).
+    /// (threads that exit meanwhile wait for it). In an instance shared between processes,
+    /// it first takes over the heaps of processes that died (as `compact` does): their
+    /// half-done work is recovered, not reported.
     ///
     /// # Safety
     /// No other thread allocates or frees through this allocator while it runs (it reads
@@ -112,6 +114,10 @@ impl<L: Lifetime> Cohort<L> {
         };
         // Pending remote frees are counted where they go: their blocks' remote lists.
         self.core.flush_batches();
+        // A process that died mid-allocation left its heap's work half done (a slot taken
+        // and not yet counted, a block between lists): not damage. Its heaps are taken over
+        // first, as any survivor's slow path would (nothing in a private pool).
+        crate::heap_handover::reap_dead(pool);
         let max_slots = CLASSES
             .iter()
             .map(|c| c.capacity as usize)
@@ -552,8 +558,18 @@ fn check_lists(pool: &Pool, st: &PoolState) -> Result<(), Fault> {
         let hp = unsafe { &*heap };
         let mut res = Ok(());
         hp.for_each_listed(pool, |h, current| {
+            if res.is_err() {
+                return;
+            }
+            // A key naming no class (an empty block's, or a damaged word) is reported before
+            // anything asks the class's geometry.
+            let Some(b) = h.snapshot() else {
+                res = check_listed(pool, h, hp.token, "a heap")
+                    .and_then(|()| Err(Fault::new(h, Problem::Key(h.key()))));
+                return;
+            };
             // A heap's tiny blocks are pool-owned, held by the heap (see `crate::heap`).
-            let tiny = h.geometry().is_tiny();
+            let tiny = b.geometry.is_tiny();
             let role = if current { Role::Current } else { Role::Listed };
             let holder = h.holder();
             res = res

@@ -3,12 +3,16 @@
 //! caller memory formatted and attached with garbage, wrong capacities, another lifetime
 //! enum and from another process, and capacities at the edges of the address space.
 
-mod common;
+// The tests' common memory helper alone (`tests/common/processes.rs`, which the whole
+// `common` module holds, is `red_team_common`'s too).
+#[allow(dead_code)]
+#[path = "common/memory.rs"]
+mod memory;
 mod red_team_common;
 
 use cohort::{Cohort, PlacementError, RegionOptions};
-use common::memory::map_aligned;
 use core::alloc::Layout;
+use memory::{map_aligned, memfd};
 use red_team_common::*;
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -471,16 +475,6 @@ fn fallback_mappings_from_many_threads_are_freed_by_others() {
     assert!(a.is_empty(), "{:?}", a.stats());
     // SAFETY: the threads have ended.
     unsafe { a.verify() }.expect("consistent");
-}
-
-fn memfd(len: usize) -> i32 {
-    // SAFETY: a new anonymous file of ours, sized.
-    unsafe {
-        let fd = libc::memfd_create(c"cohort-red-team".as_ptr(), 0);
-        assert!(fd >= 0);
-        assert_eq!(libc::ftruncate(fd, len as libc::off_t), 0);
-        fd
-    }
 }
 
 /// Memory that holds no region (garbage of several kinds), or a region formatted with

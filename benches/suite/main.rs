@@ -10,6 +10,8 @@
 //! - `COHORT_BENCH_ONLY`: comma-separated workload prefixes to run (`churn,list`).
 //! - `COHORT_BENCH_ALLOCATORS`: comma-separated subset of `system,mimalloc,jemalloc,snmalloc,cohort`.
 //! - `COHORT_BENCH_IAI` (1): 0 skips the instruction counts.
+//! - `COHORT_BENCH_STRACE` (1): 0 skips the system-call pass (`syscalls.rs`: the `large:N`
+//!   workloads under `strace -f`, not timed; without strace the suite says so and goes on).
 //! - `COHORT_BENCH_SHM` (1): 0 skips the shared-memory comparison (`benches/shm/run.sh`:
 //!   cohort on a named region beside Boost.Interprocess; its table goes under the others).
 //!   It runs too when `COHORT_BENCH_ONLY` names `shm`, and only then if that is set.
@@ -17,12 +19,14 @@
 //! - `COHORT_BENCH_OUT` (`bench-results`): the output folder.
 //! - `COHORT_BENCH_COMMIT`: the cohort version named in the report (default: `git describe`).
 
+mod groups;
 mod plot;
+mod process;
 mod report;
+mod syscalls;
 
 use report::{Results, ALLOCATORS};
 use std::collections::HashMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -62,7 +66,7 @@ const WORKLOADS: &[Workload] = &[
     w("large:1048576", "large-pairs", "1 MiB: "),
     w("large:8388608", "large-pairs", "8 MiB: "),
     w("medium:400", "medium-churn", "400 live: "),
-    w("mlarge:4", "large-pairs", "5-25 MiB, 4 threads: "),
+    w("mlarge:4", "mlarge", "5-25 MiB, 4 threads: "),
     w("burst", "burst", ""),
     w("handoff", "cross-thread", "task hand-off: "),
     w(
@@ -133,44 +137,6 @@ fn json_str<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     let start = line.find(&format!("\"{key}\":\""))? + key.len() + 4;
     let len = line[start..].find('"')?;
     Some(&line[start..start + len])
-}
-
-/// Runs one workload process; returns its `(metric, unit, value)` lines.
-fn run_one(exe: &Path, arg: &str, timeout: Duration) -> Result<Vec<(String, String, f64)>, String> {
-    let mut child = Command::new(exe)
-        .arg(arg)
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("spawn: {e}"))?;
-    let mut stdout = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        stdout.read_to_string(&mut s).map(|_| s)
-    });
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
-            break status;
-        }
-        if start.elapsed() > timeout {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(format!("timed out after {} s", timeout.as_secs()));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let text = reader.join().unwrap().map_err(|e| e.to_string())?;
-    if !status.success() {
-        return Err(format!("exited with {status}"));
-    }
-    Ok(text
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.split('\t');
-            let (m, u, v) = (f.next()?, f.next()?, f.next()?.parse().ok()?);
-            Some((m.to_string(), u.to_string(), v))
-        })
-        .collect())
 }
 
 /// The measured benchmark of `benches/iai.rs` repeats each operation this many times.
@@ -330,7 +296,7 @@ fn main() {
                     continue;
                 }
                 let t = Instant::now();
-                match run_one(&exes[alloc], wl.arg, timeout) {
+                match process::run_workload(&exes[alloc], wl.arg, timeout) {
                     Ok(lines) => {
                         for (metric, unit, v) in lines {
                             results.add(wl, alloc, &metric, &unit, v);
@@ -347,6 +313,9 @@ fn main() {
                 );
             }
         }
+    }
+    if env_or("COHORT_BENCH_STRACE", 1) != 0 {
+        syscalls::pass(&workloads, &allocators, &exes, timeout, &mut results);
     }
     if env_or("COHORT_BENCH_IAI", 1) != 0 {
         match run_iai() {

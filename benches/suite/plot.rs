@@ -4,10 +4,15 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use std::path::Path;
 
+/// The palette entry of each allocator column of the report (`report::ALLOCATORS`): the
+/// columns of one table never share a colour. The last two columns are cohort again in the
+/// instruction counts only, where the lifetime table's columns 5 and 6 never appear.
+const PALETTE_ENTRY: [usize; 12] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 5, 6];
+
 /// The colour of allocator column `column` of the report (System first, in grey), the same
 /// in every plot.
 fn color(column: usize) -> RGBColor {
-    let (r, g, b) = test_support::PALETTE[column % test_support::PALETTE.len()];
+    let (r, g, b) = test_support::PALETTE[PALETTE_ENTRY[column]];
     RGBColor(r, g, b)
 }
 
@@ -23,7 +28,8 @@ fn label(v: f64) -> String {
 }
 
 /// Horizontal grouped bars on a linear axis from 0 (bar lengths are proportional to the
-/// values), each bar labelled with its value: one group per row, one bar per series (`None`:
+/// values; where a few values dwarf the rest, their bars are cut at the axis's end, see
+/// [`axis_end`]), each bar labelled with its value: one group per row, one bar per series (`None`:
 /// no bar; the `usize` is the allocator's column, which picks its colour). `reference` draws a labelled vertical line there (1 for ratios to System, whose
 /// own bars, all 1, are left out).
 pub struct Chart<'a> {
@@ -49,16 +55,16 @@ impl Chart<'_> {
             series,
             reference,
         } = *self;
-        let hi = series
+        let values: Vec<f64> = series
             .iter()
             .flat_map(|s| s.2.iter().flatten().copied())
-            .chain(reference.map(|r| r.0))
-            .fold(0.0f64, f64::max);
-        if hi <= 0.0 {
+            .collect();
+        let end = axis_end(&values, reference.map(|r| r.0));
+        if end <= 0.0 {
             return Ok(()); // nothing to draw
         }
         // Room right of the longest bar for its label, and for the legend.
-        let hi = hi * 1.3;
+        let hi = end * 1.3;
         let bar = 15.0;
         let height = 100 + (rows.len() as f64 * (series.len() as f64 + 1.0) * bar) as u32;
         let root = SVGBackend::new(path, (900, height)).into_drawing_area();
@@ -89,8 +95,16 @@ impl Chart<'_> {
             let color = color(*column);
             // Row 0 at the top.
             let top = |r: usize| rows.len() as f64 - r as f64 - slot * (s as f64 + 0.5);
-            let bars = vals.iter().enumerate().filter_map(|(r, v)| {
-                v.map(|v| Rectangle::new([(0.0, top(r)), (v, top(r) - slot)], color.filled()))
+            // A bar past the axis's end is cut: drawn to the end with a gap before it.
+            let bars = vals.iter().enumerate().flat_map(|(r, v)| {
+                let bar = |from: f64, to: f64| {
+                    Rectangle::new([(from, top(r)), (to, top(r) - slot)], color.filled())
+                };
+                match *v {
+                    Some(v) if v > end => vec![bar(0.0, end * 0.95), bar(end * 0.97, end)],
+                    Some(v) => vec![bar(0.0, v)],
+                    None => vec![],
+                }
             });
             chart
                 .draw_series(bars)?
@@ -100,19 +114,19 @@ impl Chart<'_> {
                 });
             let labels = vals.iter().enumerate().filter_map(|(r, v)| {
                 v.map(|v| {
-                    let at = (v + hi * 0.005, top(r) - slot / 2.0);
+                    let at = (v.min(end) + hi * 0.005, top(r) - slot / 2.0);
                     Text::new(label(v), at, value_style.clone())
                 })
             });
             chart.draw_series(labels)?;
         }
         if let Some((x, name)) = reference {
+            // The line's name goes in the legend, beside the allocators'.
             let line = PathElement::new(vec![(x, 0.0), (x, rows.len() as f64)], BLACK);
-            chart.draw_series(std::iter::once(line))?;
-            let (px, py) = chart.backend_coord(&(x, rows.len() as f64));
-            let style =
-                TextStyle::from(("sans-serif", 11)).pos(Pos::new(HPos::Center, VPos::Bottom));
-            root.draw_text(name, &style, (px, py - 2))?;
+            chart
+                .draw_series(std::iter::once(line))?
+                .label(name)
+                .legend(|(x, y)| PathElement::new(vec![(x + 5, y - 6), (x + 5, y + 6)], BLACK));
         }
         for (r, row) in rows.iter().enumerate() {
             let (_, y) = chart.backend_coord(&(0.0, rows.len() as f64 - r as f64 - 0.5));
@@ -129,6 +143,31 @@ impl Chart<'_> {
         root.present()?;
         Ok(())
     }
+}
+
+/// A bar chart's axis ends at its largest value, unless a few values dwarf the rest (the
+/// largest above `DWARF` times the upper quartile of the values): then it ends at `CUT`
+/// times that quartile (and past the `reference` line), and the longer bars are cut there.
+fn axis_end(values: &[f64], reference: Option<f64>) -> f64 {
+    const DWARF: f64 = 8.0;
+    const CUT: f64 = 3.0;
+    let mut v: Vec<f64> = values
+        .iter()
+        .copied()
+        .filter(|x| x.is_finite() && *x > 0.0)
+        .collect();
+    v.sort_by(f64::total_cmp);
+    let reference = reference.unwrap_or(0.0);
+    let Some(&max) = v.last() else {
+        return reference;
+    };
+    let quartile = v[v.len() * 3 / 4];
+    let end = if max > DWARF * quartile {
+        (CUT * quartile).max(reference * 1.5)
+    } else {
+        max
+    };
+    end.max(reference)
 }
 
 /// One line of a [`Timeline`]: the allocator's name, its column, its (ms, value) points.
@@ -161,6 +200,7 @@ impl Timeline<'_> {
         let mut chart = ChartBuilder::on(&root)
             .caption(self.title, ("sans-serif", 20))
             .margin(10)
+            .margin_right(30)
             .x_label_area_size(40)
             .y_label_area_size(60)
             .build_cartesian_2d(0.0..x_hi, 0.0..y_hi * 1.05)?;

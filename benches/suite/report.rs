@@ -1,5 +1,6 @@
 //! Collected results: medians, spread, ratios to System, and the CSV / markdown / SVG output.
 
+use super::groups::{Bars, GROUPS};
 use super::plot;
 use super::Workload;
 use std::collections::BTreeMap;
@@ -27,140 +28,6 @@ pub const ALLOCATORS: [&str; 12] = [
     "cohort (shared region)",
 ];
 
-/// One table of the report.
-struct Group {
-    name: &'static str,
-    title: &'static str,
-    what: &'static str,
-    /// Rows named "... at N ms" are also drawn as lines against time (their unit the y
-    /// axis), besides the bars of every row.
-    timeline: bool,
-}
-
-const GROUPS: &[Group] = &[
-    Group {
-        name: "churn",
-        title: "Churn",
-        what: "Batches of 1000 objects of one size, freed in random order, one thread. \
-               Thread CPU time per malloc+free pair.",
-        timeline: false,
-    },
-    Group {
-        name: "threads",
-        title: "1 thread against 2 threads",
-        what: "The churn above (all sizes) on one thread, then on two threads at once, each \
-               independent. Thread CPU time per pair, averaged over the threads; the last row \
-               is the slowdown from sharing the allocator (1 = perfect scaling).",
-        timeline: false,
-    },
-    Group {
-        name: "producer-consumer",
-        title: "Producer / consumer",
-        what: "One thread allocates 64-byte objects in batches of 1000 and hands them over a \
-               channel to another thread that frees them. Per object: wall time, and the \
-               thread CPU time spent inside malloc (producer) and free (consumer).",
-        timeline: false,
-    },
-    Group {
-        name: "handover",
-        title: "Cross-thread free, one object at a time",
-        what: "A producer thread allocates 64-byte objects one at a time and hands each to a \
-               consumer thread that frees it, through a lock-free ring of 1024 slots or \
-               `std::sync::mpsc::sync_channel(1024)`; 10 million objects. Per object: wall \
-               time, and the thread CPU time of both threads (hand-over and waiting \
-               included), then of each.",
-        timeline: false,
-    },
-    Group {
-        name: "linked-list",
-        title: "Linked list",
-        what: "10 million nodes, each its own allocation, with a 40-byte string every 8th node; \
-               build, walk 10 times, free. Thread CPU time per node; RSS growth per node at the \
-               peak (strings included; the ideal is 21 B for 16-byte nodes, 29 B for 24).",
-        timeline: false,
-    },
-    Group {
-        name: "memory-ratio",
-        title: "Memory ratio",
-        what: "4 million live objects of one size, every byte written: RSS growth divided by \
-               the bytes requested (1 = no overhead).",
-        timeline: false,
-    },
-    Group {
-        name: "realloc-growth",
-        title: "Realloc growth",
-        what: "A Vec<u8> grown to 64 MiB with `reserve_exact` + `extend_from_slice`, so every \
-               step is one exact realloc. Thread CPU time per step (the copy included).",
-        timeline: false,
-    },
-    Group {
-        name: "vec-growth",
-        title: "Vec growth",
-        what: "A Vec<u8> grown from empty to 64 MiB by one-byte `push`es or 4 KiB \
-               `extend_from_slice`s (`Vec`'s own doubling decides the reallocs), then dropped; \
-               4 rounds. Thread CPU time per round (copies and page faults included).",
-        timeline: false,
-    },
-    Group {
-        name: "large-pairs",
-        title: "Large malloc + free pairs",
-        what: "malloc of one large size, one byte written per 4 KiB page, free; repeated \
-               until 2 GiB were written. Thread CPU time (system calls included) and minor \
-               page faults per pair: an allocator that keeps freed memory for reuse pays \
-               neither a system call nor a fault per pair.",
-        timeline: false,
-    },
-    Group {
-        name: "burst",
-        title: "RSS after a burst",
-        what: "1 GiB of mixed sizes allocated by one thread (80 % of the objects 16 B to \
-               1 KiB, 17 % 1 to 64 KiB, 3 % 64 KiB to 4 MiB; every page written), freed in \
-               random order; then 5 s of idle time with a little work every 50 ms (200 \
-               small pairs, one 64 KiB and one 1 MiB pair: the calls that reach slow paths, \
-               where an allocator without a background thread gives memory back). RSS above \
-               the process's RSS before the burst; the last row is the first sample within \
-               8 MiB of it (5000: not by the end).",
-        timeline: true,
-    },
-    Group {
-        name: "medium-churn",
-        title: "Medium sizes: memory and churn",
-        what: "400 live allocations of uniformly random sizes from 16 KiB to 1 MiB, every \
-               byte written, then 4000 churn steps (one freed at random, one of a new random \
-               size allocated and written). RSS growth divided by the live bytes requested, \
-               before and after the churn (1 = no overhead); thread CPU time and minor page \
-               faults per step (the writes included).",
-        timeline: false,
-    },
-    Group {
-        name: "cross-thread",
-        title: "Cross-thread frees",
-        what: "Objects freed by another thread than the one that allocated them. Task \
-               hand-off: two workers pass 256 tasks (a 16-2063 B buffer, a string, up to 3 \
-               boxes each) back and forth; the receiving worker drops a task and allocates its \
-               successor, 1 million times. Through a channel: a producer sends 500 000 \
-               `Vec<u8>` of 1 to 1000 or 1 to 16 000 bytes through a 64-slot channel to a \
-               consumer that drops them. Short-lived threads: 200 threads, two at a time, \
-               each allocates 20 000 objects of 16-512 B and exits; the main thread keeps the \
-               last 8 threads' objects and frees the older ones. Peak RSS of the whole process \
-               (`ru_maxrss`) and the minor page faults taken during the workload.",
-        timeline: false,
-    },
-    Group {
-        name: "lifetime",
-        title: "Lifetime classes",
-        what: "4 million objects of 16 to 128 bytes, every 16th long-lived, allocated \
-               interleaved; then the short-lived ones are freed, then the allocator is asked to \
-               give memory back (System: `malloc_trim(0)`, mimalloc: `mi_collect(true)`, \
-               jemalloc: purge all arenas, cohort: `compact()`). \"cohort (classes)\" runs the \
-               same workload through cohort's own API with a `Request` and a `Long` lifetime \
-               class (same layouts); \"cohort (release_class)\" too, but frees all the \
-               short-lived objects at once with `release_class(Request)`. The other columns \
-               use plain malloc/free.",
-        timeline: false,
-    },
-];
-
 /// Every value of one metric: per allocator, one value per run.
 struct Metric {
     group: &'static str,
@@ -181,6 +48,8 @@ pub struct Results {
     metrics: Vec<Metric>,
     iai: Vec<IaiRow>,
     failures: Vec<(String, String, String)>,
+    /// Text under a group's table, by group name.
+    notes: BTreeMap<&'static str, String>,
 }
 
 /// How the suite ran, for the report header.
@@ -279,6 +148,11 @@ impl Results {
             .push(value);
     }
 
+    /// Sets the text printed under `group`'s table (markdown, ending with a newline).
+    pub fn note(&mut self, group: &'static str, text: String) {
+        self.notes.insert(group, text);
+    }
+
     pub fn fail(&mut self, alloc: &str, workload: &str, why: String) {
         eprintln!("FAILED: {workload} with {alloc}: {why}");
         self.failures.push((alloc.into(), workload.into(), why));
@@ -328,7 +202,12 @@ impl Results {
                 metrics.iter().any(|m| m.values.contains_key(c))
             });
             for m in &metrics {
-                let system = m.values.get(&0).map(|v| stats(v).median);
+                // No ratio to a System median of 0 (nor to a missing one).
+                let system = m
+                    .values
+                    .get(&0)
+                    .map(|v| stats(v).median)
+                    .filter(|&sys| sys != 0.0);
                 table.row(&[&m.row, &m.unit], |c| {
                     let v = m.values.get(&c)?;
                     let s = stats(v);
@@ -350,13 +229,30 @@ impl Results {
                     if let (Some(r), true) = (ratio, c != 0) {
                         let _ = write!(text, " ({}×)", num(r));
                     }
-                    Some((text, ratio))
+                    let bar = match g.bars {
+                        Bars::Ratios => ratio,
+                        Bars::Values => Some(s.median),
+                    };
+                    Some((text, bar))
                 });
             }
             let file = format!("{}.svg", g.name);
-            let x_desc = "ratio to System's figure in the same run (< 1: less time or memory)";
-            let system = Some((1.0, "System = 1"));
-            md.push_str(&table.finish(&dir.join(&file), g.title, x_desc, system)?);
+            let svg = dir.join(&file);
+            let plotted = match g.bars {
+                Bars::Ratios => {
+                    let x_desc =
+                        "ratio to System's figure in the same run (< 1: less time or memory)";
+                    table.finish(&svg, g.title, x_desc, Some((1.0, "System = 1")))?
+                }
+                Bars::Values => {
+                    let x_desc = format!("{} (medians)", metrics[0].unit);
+                    table.finish(&svg, g.title, &x_desc, None)?
+                }
+            };
+            md.push_str(&plotted);
+            if let Some(note) = self.notes.get(g.name) {
+                let _ = write!(md, "\n{note}");
+            }
             let _ = writeln!(md, "\n![{}]({file})", g.title);
             if g.timeline {
                 let file = format!("{}-timeline.svg", g.name);
@@ -431,8 +327,11 @@ impl Results {
              second instance to every allocation, as a thread alternating between a global \
              allocator and a lifetime-class instance runs (so its rows count two pairs); \
              \"cohort (direct API)\" calls `Cohort::alloc` and `Cohort::dealloc` (whose free \
-             also accepts a null pointer) instead of `GlobalAlloc`. Exact and repeatable: not \
-             noisy.\n\n",
+             also accepts a null pointer) instead of `GlobalAlloc`; \"cohort (shared \
+             region)\" is an instance in a region shared with fork children \
+             (`Cohort::shared_anonymous`). snmalloc has no column: it cannot start under \
+             valgrind (it reserves more address space than valgrind gives a process). Exact \
+             and repeatable: not noisy.\n\n",
         );
         let mut csv = String::from("operation,allocator,total_instructions,net_per_operation\n");
         let mut table = Table::new(&["operation"], |c| {

@@ -5,6 +5,8 @@
 //! the one workload named on the command line and prints `metric<TAB>unit<TAB>value` lines for
 //! the runner (`benches/suite/main.rs`). One workload per process keeps RSS figures clean. Timings are
 //! thread CPU time; `COHORT_BENCH_SCALE` (default 1) scales the object counts.
+//! `COHORT_BENCH_PAIRS`, when set, is the exact number of pairs of `large:N` (the scale then
+//! does not apply): the runner's system-call pass runs the workload with two known counts.
 
 mod bursts;
 mod remote;
@@ -67,7 +69,7 @@ pub fn main(hooks: Hooks) {
         "pc" => producer_consumer(count(10e6)),
         "threads" => threads(count(1e6) / BATCH),
         "grow" => realloc_growth(arg, count(64.0 * 1048576.0)),
-        "large" => large_pairs(arg, count(2.0 * 1073741824.0) / arg),
+        "large" => large_pairs(arg, pairs_or(count(2.0 * 1073741824.0) / arg)),
         "medium" => medium_churn(arg, count(4000.0)),
         "mlarge" => bursts::large_threads(arg.max(1), count(1000.0) / arg.max(1)),
         "burst" => bursts::burst(count(1073741824.0)),
@@ -83,6 +85,14 @@ pub fn main(hooks: Hooks) {
             None => println!("unsupported"),
         },
         _ => panic!("unknown workload {name}"),
+    }
+}
+
+/// The pair count `COHORT_BENCH_PAIRS` sets, or `scaled`.
+fn pairs_or(scaled: usize) -> usize {
+    match std::env::var("COHORT_BENCH_PAIRS") {
+        Ok(v) => v.parse().expect("COHORT_BENCH_PAIRS: a pair count"),
+        Err(_) => scaled,
     }
 }
 

@@ -140,6 +140,18 @@ impl BlockList {
         ListIter {
             links,
             next: self.first,
+            way: NEXT,
+            _blocks: PhantomData,
+        }
+    }
+
+    /// The listed blocks from `last` (a listed block) back to the first, as
+    /// [`BlockList::iter`] the other way.
+    pub(crate) fn iter_back<'a, L: Links<'a>>(links: L, last: &Header) -> ListIter<'a, L> {
+        ListIter {
+            links,
+            next: links.units().index(last),
+            way: PREV,
             _blocks: PhantomData,
         }
     }
@@ -171,6 +183,8 @@ impl BlockList {
 pub(crate) struct ListIter<'a, L> {
     links: L,
     next: u32,
+    /// The link followed: `NEXT`, or `PREV` (first to last, or back).
+    way: usize,
     _blocks: PhantomData<&'a Header>,
 }
 
@@ -182,7 +196,7 @@ impl<'a, L: Links<'a>> Iterator for ListIter<'a, L> {
             return None;
         }
         let u = self.next;
-        self.next = self.links.links(u)[NEXT].load(Ordering::Relaxed);
+        self.next = self.links.links(u)[self.way].load(Ordering::Relaxed);
         Some(self.links.units().block(u))
     }
 }

@@ -90,7 +90,10 @@ pub fn command() -> Command {
             Arg::new("no-blocks")
                 .long("no-blocks")
                 .action(ArgAction::SetTrue)
-                .help("Leave out the per-block table (the sums stay; JSON: an empty `blocks`)"),
+                .help(
+                    "Leave out the per-block tables, small and medium (the sums stay; JSON: \
+                     empty `blocks` and `medium_blocks`)",
+                ),
         )
         .arg(
             Arg::new("wide")

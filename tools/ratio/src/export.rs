@@ -1,11 +1,13 @@
 //! The report as JSON (`--json`).
 //!
-//! Schema version 2 (the `schema_version` field; a program reading the report checks it):
+//! Schema version 3 (the `schema_version` field; a program reading the report checks it):
 //! addresses are strings in hexadecimal (`"0x7f0000200000"`: JSON numbers lose precision
 //! above 2^53); byte counts are integers; ratios are numbers, or `null` when undefined;
-//! `blocks` is always present (empty under `--no-blocks`); `lifetime_classes` names the
-//! classes, by index; `counts` holds the header's counts, small and large apart. The terms
-//! are those of the text report (`text::TERMS`). Version 1 had no `schema_version`,
+//! `blocks` and `medium_blocks` are always present (empty under `--no-blocks`);
+//! `lifetime_classes` names the classes, by index; `counts` holds the header's counts,
+//! small, medium and large apart; `medium` sums the medium blocks (`live`: granules). The
+//! terms are those of the text report (`text::TERMS`). Version 2 counted medium allocations
+//! with the large ones and had no medium blocks; version 1 had no `schema_version`,
 //! addresses as numbers and no `blocks` under `--no-blocks`.
 
 use crate::json::Json;
@@ -16,7 +18,7 @@ use cohort::class::CLASSES;
 use std::collections::BTreeSet;
 
 /// The JSON report's schema version.
-pub const SCHEMA_VERSION: u64 = 2;
+pub const SCHEMA_VERSION: u64 = 3;
 
 fn sum_json(s: &Sum) -> Json {
     Json::Obj(vec![
@@ -60,7 +62,7 @@ pub fn to_json(r: &Report, blocks: bool) -> Json {
             ("live", live.into()),
         ])
     });
-    let block_rows = r.end.blocks.iter().filter(|_| blocks).map(|row| {
+    let block_row = |row: &report::BlockRow| {
         let b = &row.block;
         Json::Obj(vec![
             ("base", hex(b.base)),
@@ -70,6 +72,7 @@ pub fn to_json(r: &Report, blocks: bool) -> Json {
             ("life_name", name(b.life)),
             ("capacity", b.capacity.into()),
             ("live", b.live.into()),
+            ("runs", b.runs.into()),
             ("block_bytes", b.block_bytes.into()),
             ("usable_bytes", b.usable_bytes.into()),
             ("resident_bytes", b.resident_bytes.into()),
@@ -80,7 +83,9 @@ pub fn to_json(r: &Report, blocks: bool) -> Json {
                 report::ratio(b.resident_bytes as u64, row.requested).into(),
             ),
         ])
-    });
+    };
+    let block_rows = r.end.blocks.iter().filter(|_| blocks).map(block_row);
+    let medium_rows = r.end.medium.iter().filter(|_| blocks).map(block_row);
     let by_class = group(&r.end.blocks, |b| b.size_class)
         .into_iter()
         .map(|(c, s)| {
@@ -127,12 +132,18 @@ pub fn to_json(r: &Report, blocks: bool) -> Json {
     });
     let allocated: u64 = r.mix.iter().map(|e| e.count as u64).sum();
     let live: u64 = r.live.iter().map(|&l| l as u64).sum();
+    let (build_medium, end_medium) = (r.build.medium_count(), r.end.medium_count());
     let counts = Json::Obj(vec![
         ("build_allocations", allocated.into()),
-        ("build_small", (allocated - r.build.large.count).into()),
+        (
+            "build_small",
+            (allocated - build_medium - r.build.large.count).into(),
+        ),
+        ("build_medium", build_medium.into()),
         ("build_large", r.build.large.count.into()),
         ("end_live", live.into()),
-        ("end_small", (live - r.end.large.count).into()),
+        ("end_small", (live - end_medium - r.end.large.count).into()),
+        ("end_medium", end_medium.into()),
         ("end_large", r.end.large.count.into()),
     ]);
     let large = &r.end.large;
@@ -147,10 +158,12 @@ pub fn to_json(r: &Report, blocks: bool) -> Json {
         ("region", r.region.json()),
         ("mix", Json::Arr(mix.collect())),
         ("blocks", Json::Arr(block_rows.collect())),
+        ("medium_blocks", Json::Arr(medium_rows.collect())),
         ("by_size_class", Json::Arr(by_class.collect())),
         ("by_lifetime_class", Json::Arr(by_life.collect())),
         ("total_build", sum_json(&total(&r.build.blocks))),
         ("total", sum_json(&total(&r.end.blocks))),
+        ("medium", sum_json(&total(&r.end.medium))),
         (
             "large",
             Json::Obj(vec![

@@ -12,13 +12,14 @@
 //! (`text`; the same as JSON in `export`, an SVG chart of the blocks in `svg`):
 //!
 //! 1. the counts: allocations in the build phase and live after the free phase, small (in
-//!    blocks, what the tables count) and large (own mappings) apart;
+//!    blocks), medium (runs of granules in medium blocks) and large (own mappings) apart;
 //! 2. the mix;
 //! 3. every live block after the free phase (stride, lifetime class, live slots, fill,
-//!    requested and resident bytes, occupancy);
+//!    requested and resident bytes, occupancy), then every medium block (runs, granules,
+//!    fill, requested and resident bytes, rounding, occupancy) and their sum;
 //! 4. the same sums per size class (with rounding) and per lifetime class (at the end of
 //!    the build phase and at the end);
-//! 5. the totals, large allocations included;
+//! 5. the totals: small, medium, large and all;
 //! 6. the ratio contract: per range of request sizes, the largest geometry allowed beside
 //!    cohort's worst;
 //! 7. the meaning of every term (`text::TERMS`).
@@ -172,7 +173,9 @@ mod tests {
         let end = total(&r.end.blocks);
         assert_eq!(end.live, 5500);
         assert_eq!(end.requested, 3000 * 24 + 2500 * 16);
-        assert_eq!(r.end.large.count, 2);
+        // The two 20 KiB allocations are medium: runs in a medium block, no mapping.
+        assert_eq!((r.end.medium_count(), r.end.large.count), (2, 0));
+        assert_eq!(total(&r.end.medium).requested, 2 * 20 * 1024);
         // The list shares its blocks with the freed garbage of its size class.
         let list_blocks = group(&r.end.blocks, |b| b.life)[&0];
         assert_eq!(list_blocks.live, 3000);
@@ -182,15 +185,11 @@ mod tests {
     fn the_header_counts_add_up_to_the_tables() {
         let r = small_mix();
         let out = text::render(&r, true, false);
-        // 11 002 allocated = 11 000 small + 2 large; 5 502 live = 5 500 small + 2 large.
-        assert!(
-            out.contains("build phase: 11,002 allocations = 11,000 small + 2 large"),
-            "{out}"
-        );
-        assert!(
-            out.contains("after frees: 5,502 live        = 5,500 small + 2 large"),
-            "{out}"
-        );
+        // 11 002 allocated = 11 000 small + 2 medium; 5 502 live = 5 500 small + 2 medium.
+        let counts = "11,002 allocations = 11,000 small + 2 medium + 0 large";
+        assert!(out.contains(&format!("build phase: {counts}")), "{out}");
+        let counts = "5,502 live        = 5,500 small + 2 medium + 0 large";
+        assert!(out.contains(&format!("after frees: {counts}")), "{out}");
         assert_eq!(total(&r.build.blocks).live, 11_000);
         // The lifetime table's total row of the build phase shows the same 11 000.
         let total_build = out
@@ -224,6 +223,7 @@ mod tests {
             "geometry",
             "occupancy",
             "ratio contract",
+            "medium",
             "large",
         ] {
             let defined = text::TERMS
@@ -236,10 +236,31 @@ mod tests {
     }
 
     #[test]
+    fn medium_blocks_have_a_table_and_large_allocations_a_mapping() {
+        let mut lives = Lives::default();
+        let mix = mix::parse("24x1000@a,100KiBx10@a:keep=50,2MiBx1@b", &mut lives).unwrap();
+        let r = measure(mix, lives, &region::Made::Default, None).unwrap();
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+        assert_eq!((r.build.medium_count(), r.build.large.count), (10, 1));
+        assert_eq!((r.end.medium_count(), r.end.large.count), (5, 1));
+        let medium = total(&r.end.medium);
+        assert_eq!(medium.requested, 5 * 100 * 1024);
+        // 100 KiB is 50 granules of 2 KiB: exact, and every granule resident.
+        assert_eq!(medium.live, 5 * 50);
+        assert!(medium.resident_bytes >= medium.requested);
+        let out = text::render(&r, true, false);
+        assert!(out.contains("Medium blocks after the free phase"), "{out}");
+        assert!(out.contains("1,006 live        = 1,000 small + 5 medium + 1 large"));
+        let json = export::to_json(&r, true).render();
+        assert!(json.contains("\"end_medium\": 5"), "{json}");
+        assert!(json.contains("\"runs\": 5"), "{json}");
+    }
+
+    #[test]
     fn json_has_a_schema_version_hex_addresses_and_an_empty_block_list() {
         let r = small_mix();
         let with = export::to_json(&r, true).render();
-        assert!(with.contains("\"schema_version\": 2"), "{with}");
+        assert!(with.contains("\"schema_version\": 3"), "{with}");
         assert!(with.contains("\"base\": \"0x"), "{with}");
         assert!(with.contains("\"lifetime_classes\": [\"tree\", \"frame\", \"request\"]"));
         let without = export::to_json(&r, false).render();

@@ -89,11 +89,16 @@ pub const DEFAULT_MIX: &str = "\
 24x100k@request:malloc:keep=50
 100x40k@request:keep=25
 3x50k@request
-# A spread of other classes: tiny slots, exact-fit, the 1/8 steps above 1 KiB, and large.
+# A spread of other classes: tiny slots, exact-fit, the 1/8 steps above 1 KiB.
 1x5k@long
 1000x4k@long
 5000x300@request:keep=50
+# Medium sizes (above 16 KiB, up to 1 MiB): runs of granules in medium blocks.
 20KiBx8@long
+100KiBx40@request:keep=50
+700KiBx4@frame:keep=0
+# Large (above 1 MiB): a mapping of its own.
+2MiBx2@long
 ";
 
 /// How an entry allocates.

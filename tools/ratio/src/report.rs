@@ -11,7 +11,8 @@ use cohort::BlockReport;
 use std::alloc::Layout;
 use std::collections::{BTreeMap, HashMap};
 
-/// One live block: the allocator's report and the tool's own count of what lives in it.
+/// One live block (small or medium): the allocator's report and the tool's own count of
+/// what lives in it.
 #[derive(Clone, Debug)]
 pub struct BlockRow {
     /// What `Cohort::for_each_block` says.
@@ -20,7 +21,8 @@ pub struct BlockRow {
     pub requested: u64,
 }
 
-/// Large allocations: no block, their own mappings.
+/// Large allocations (above the medium sizes, or a medium request the region could not
+/// place): no block, their own mappings.
 #[derive(Clone, Debug, Default)]
 pub struct Large {
     /// Live large allocations.
@@ -34,30 +36,45 @@ pub struct Large {
 /// The allocator's state at one moment.
 #[derive(Clone, Debug)]
 pub struct Snapshot {
-    /// Live blocks, by lifetime class, size class, then address.
+    /// Live small blocks, by lifetime class, size class, then address.
     pub blocks: Vec<BlockRow>,
+    /// Live medium blocks, by lifetime class, then address: each allocation a run of
+    /// granules (`runs` allocations, `live` granules of `capacity`, `stride` the granule).
+    pub medium: Vec<BlockRow>,
     /// Large allocations.
     pub large: Large,
     /// Disagreements between the allocator's reports and the workload's own books.
     pub problems: Vec<String>,
 }
 
+impl Snapshot {
+    /// Live medium allocations: the runs of the medium blocks.
+    pub fn medium_count(&self) -> u64 {
+        self.medium.iter().map(|r| r.block.runs as u64).sum()
+    }
+}
+
 /// Takes a snapshot of `run`'s allocator.
 pub fn snapshot(run: &Run) -> Snapshot {
-    // Block base -> (requested bytes, allocations), from the workload's live allocations.
+    // Block base -> (requested bytes, allocations), from the workload's live allocations:
+    // small ones by their slot's block, medium ones (a run of granules in a medium block,
+    // no slot) by the block they lie in.
     let mut ours: HashMap<usize, (u64, usize)> = HashMap::new();
+    let mut medium: HashMap<usize, (u64, usize)> = HashMap::new();
     let mut large = Large::default();
-    // Medium block base -> allocations: a medium allocation is a run of granules in a
-    // medium block (counted with the large ones, which have no slot either).
-    let mut medium: HashMap<usize, usize> = HashMap::new();
     for (e, live) in run.mix.iter().zip(&run.live) {
         for &(_, p) in &live.ptrs {
-            if medium_granules(e.size, e.align()).is_some() && run.cohort.in_region(p) {
-                *medium.entry(p as usize & !(BLOCK_SIZE - 1)).or_default() += 1;
-            }
-            match run.cohort.block_of_layout(p, e.size, e.align()) {
-                Some(base) => {
-                    let at = ours.entry(base).or_default();
+            let in_medium = medium_granules(e.size, e.align()).is_some() && run.cohort.in_region(p);
+            let block = match in_medium {
+                true => Some((&mut medium, p as usize & !(BLOCK_SIZE - 1))),
+                false => run
+                    .cohort
+                    .block_of_layout(p, e.size, e.align())
+                    .map(|base| (&mut ours, base)),
+            };
+            match block {
+                Some((books, base)) => {
+                    let at = books.entry(base).or_default();
                     at.0 += e.size as u64;
                     at.1 += 1;
                 }
@@ -71,45 +88,37 @@ pub fn snapshot(run: &Run) -> Snapshot {
         }
     }
     let mut blocks = Vec::new();
+    let mut medium_blocks = Vec::new();
     let mut problems = Vec::new();
     run.cohort.for_each_block(|b| {
-        if b.size_class == MEDIUM_CLASS {
-            let count = medium.remove(&b.base).unwrap_or_default();
-            if count != b.runs {
-                problems.push(format!(
-                    "medium block {:#x} (lifetime class {}) reports {} live allocations, the \
-                     workload has {count} in it",
-                    b.base, b.life, b.runs
-                ));
-            }
-            return;
-        }
-        let (requested, count) = ours.remove(&b.base).unwrap_or_default();
-        if count != b.live {
+        let (books, rows, reported, what) = match b.size_class == MEDIUM_CLASS {
+            true => (&mut medium, &mut medium_blocks, b.runs, "medium block"),
+            false => (&mut ours, &mut blocks, b.live, "block"),
+        };
+        let (requested, count) = books.remove(&b.base).unwrap_or_default();
+        if count != reported {
             problems.push(format!(
-                "block {:#x} (stride {} B, lifetime class {}) reports {} live slots, the workload \
-                 has {count} allocations in it",
-                b.base, b.stride, b.life, b.live
+                "{what} {:#x} (stride {} B, lifetime class {}) reports {reported} live \
+                 allocations, the workload has {count} in it",
+                b.base, b.stride, b.life
             ));
         }
-        blocks.push(BlockRow {
+        rows.push(BlockRow {
             block: *b,
             requested,
         });
     });
-    for (base, count) in ours
-        .into_iter()
-        .map(|(base, (_, n))| (base, n))
-        .chain(medium)
-    {
+    for (base, (_, count)) in ours.into_iter().chain(medium) {
         problems.push(format!(
             "{count} live allocations lie in {base:#x}, which for_each_block does not report"
         ));
     }
     blocks.sort_by_key(|r| (r.block.life, r.block.size_class, r.block.base));
+    medium_blocks.sort_by_key(|r| (r.block.life, r.block.base));
     problems.sort();
     Snapshot {
         blocks,
+        medium: medium_blocks,
         large,
         problems,
     }

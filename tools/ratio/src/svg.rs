@@ -1,12 +1,13 @@
 //! `--svg FILE`: every live block after the free phase as one bar, coloured by lifetime
-//! class. A bar is the block's bytes (2 MiB high): the dark part is what the workload
+//! class: the small blocks, then the medium ones (labelled `medium`). A bar is the block's bytes (2 MiB high): the dark part is what the workload
 //! requested in it, the light part above it what is resident besides (so dark + light is the
 //! block's resident bytes, and their ratio its occupancy, printed above the bar); the rest
 //! of the block is reserved address space only.
 
-use crate::report::ratio;
+use crate::report::{ratio, BlockRow};
 use crate::table::bytes;
 use crate::Report;
+use cohort::class::MEDIUM_CLASS;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use std::path::Path;
@@ -26,7 +27,7 @@ pub fn write(r: &Report, path: &Path) -> Result<(), String> {
 }
 
 fn draw(r: &Report, path: &Path) -> Result<(), Box<dyn std::error::Error>> {
-    let blocks = &r.end.blocks;
+    let blocks: Vec<&BlockRow> = r.end.blocks.iter().chain(&r.end.medium).collect();
     let n = blocks.len().max(1);
     let top = blocks
         .iter()
@@ -52,7 +53,8 @@ fn draw(r: &Report, path: &Path) -> Result<(), Box<dyn std::error::Error>> {
         .x_labels(0)
         .light_line_style(WHITE)
         .x_desc(
-            "live blocks by lifetime class, labelled with their stride; above each: its occupancy",
+            "live blocks by lifetime class, labelled with their stride (medium blocks: medium); \
+             above each: its occupancy",
         )
         .y_desc("MiB of the block")
         .y_label_formatter(&|y| format!("{y:.2}"))
@@ -63,7 +65,11 @@ fn draw(r: &Report, path: &Path) -> Result<(), Box<dyn std::error::Error>> {
         .pos(Pos::new(HPos::Center, VPos::Top));
     for (i, row) in blocks.iter().enumerate() {
         let (x, y) = chart.backend_coord(&(i as f64 + 0.5, 0.0));
-        root.draw_text(&bytes(row.block.stride as u64), &below, (x, y + 4))?;
+        let label = match row.block.size_class {
+            MEDIUM_CLASS => "medium".to_owned(),
+            _ => bytes(row.block.stride as u64),
+        };
+        root.draw_text(&label, &below, (x, y + 4))?;
     }
     for (i, row) in blocks.iter().enumerate() {
         let b = &row.block;
@@ -90,6 +96,7 @@ fn draw(r: &Report, path: &Path) -> Result<(), Box<dyn std::error::Error>> {
     }
     // The legend, in a row under the title: one entry per lifetime class present.
     let mut lives: Vec<usize> = blocks.iter().map(|b| b.block.life).collect();
+    lives.sort_unstable();
     lives.dedup();
     let legend = ("sans-serif", 13).into_font().into_text_style(&root);
     let mut x = 80;

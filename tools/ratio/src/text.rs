@@ -20,8 +20,13 @@ Terms
    life       the lifetime class: the name the mix gives allocations that die
               together (blocks never mix lifetime classes)
    small      a request of at most 16 KiB: a slot in a block
-   large      a request above 16 KiB: its own mapping, no block; counted in the
-              header and the totals, not in the block tables
+   medium     a request above 16 KiB, up to 1 MiB: a run of 2 KiB granules in
+              a medium block (2 MiB, one lifetime class, runs of any length);
+              its own tables, with the granule as stride and `runs` the
+              allocations
+   large      a request above 1 MiB (or a medium one the region could not
+              place): its own mapping, no block; counted in the header and the
+              totals, not in the block tables
    capacity   the slots a block holds
    live       allocations (slots) in use
    fill       live / capacity
@@ -46,6 +51,7 @@ pub fn render(r: &Report, blocks: bool, wide: bool) -> String {
     out += &mix_table(r, wide);
     if blocks {
         out += &blocks_table(r, wide);
+        out += &medium_table(r, wide);
     }
     out += &size_class_table(r, wide);
     out += &lifetime_table(r);
@@ -70,23 +76,30 @@ pub fn render(r: &Report, blocks: bool, wide: bool) -> String {
 fn header(r: &Report) -> String {
     let allocated: u64 = r.mix.iter().map(|e| e.count as u64).sum();
     let live: u64 = r.live.iter().map(|&l| l as u64).sum();
-    let (build_large, end_large) = (r.build.large.count, r.end.large.count);
+    let kinds = |s: &report::Snapshot, all: u64| {
+        let (medium, large) = (s.medium_count(), s.large.count);
+        format!(
+            "{} small + {} medium + {} large",
+            count(all - medium - large),
+            count(medium),
+            count(large)
+        )
+    };
     format!(
         "cohort-ratio: a mix of {} entries; a build phase allocates everything, then a\n\
          free phase frees what each entry does not keep.\n\
          \x20  lifetime classes: {}\n\
-         \x20  build phase: {} allocations = {} small + {} large\n\
-         \x20  after frees: {} live        = {} small + {} large\n\
-         \x20  (the tables below count small allocations, which live in blocks; large ones\n\
-         \x20  have mappings of their own and are counted in the totals)\n",
+         \x20  build phase: {} allocations = {}\n\
+         \x20  after frees: {} live        = {}\n\
+         \x20  (small allocations live in blocks, medium ones in medium blocks, each\n\
+         \x20  kind with tables of its own; large ones have mappings of their own and\n\
+         \x20  are counted in the totals)\n",
         r.mix.len(),
         r.lives.names().join(", "),
         count(allocated),
-        count(allocated - build_large),
-        count(build_large),
+        kinds(&r.build, allocated),
         count(live),
-        count(live - end_large),
-        count(end_large),
+        kinds(&r.end, live),
     )
 }
 
@@ -169,16 +182,75 @@ fn blocks_table(r: &Report, wide: bool) -> String {
     )
 }
 
-fn sum_cells(s: &Sum, wide: bool) -> Vec<String> {
-    let mut cells = vec![
-        count(s.blocks),
+/// The medium blocks after the free phase, each with its runs (allocations), live
+/// granules and their fill, requested and resident bytes; then their sum.
+fn medium_table(r: &Report, wide: bool) -> String {
+    let medium = &r.end.medium;
+    if medium.is_empty() {
+        return String::new();
+    }
+    let mut head = vec!["<life", "runs"];
+    head.extend(live_heads("granules"));
+    if wide {
+        head.insert(0, "<base");
+    }
+    let mut t = Table::new(&head);
+    let cells = |life: String, runs: u64, s: &Sum| {
+        let mut cells = vec![life, count(runs)];
+        cells.extend(live_cells(s));
+        cells
+    };
+    for row in medium {
+        let b = &row.block;
+        let mut one = Sum::default();
+        one.add(row);
+        let mut c = cells(r.lives.name(b.life).to_owned(), b.runs as u64, &one);
+        if wide {
+            c.insert(0, format!("{:#x}", b.base));
+        }
+        t.row(c);
+    }
+    t.rule();
+    let mut c = cells("total".into(), r.end.medium_count(), &total(medium));
+    if wide {
+        c.insert(0, String::new());
+    }
+    t.row(c);
+    format!(
+        "\nMedium blocks after the free phase ({}; runs of {} granules)\n{}",
+        count(medium.len() as u64),
+        bytes(medium[0].block.stride as u64),
+        t.render()
+    )
+}
+
+/// The headings of [`live_cells`], the first one `live`.
+fn live_heads(live: &'static str) -> [&'static str; 6] {
+    [
+        live,
+        "fill",
+        "requested",
+        "rounding",
+        "resident",
+        "occupancy",
+    ]
+}
+
+/// A sum's live slots (or granules) on: live, fill, requested, rounding, resident, occupancy.
+fn live_cells(s: &Sum) -> Vec<String> {
+    vec![
         count(s.live),
         percent(s.fill()),
         bytes(s.requested),
         cost(s.rounding()),
         bytes(s.resident_bytes),
         cost(s.occupancy()),
-    ];
+    ]
+}
+
+fn sum_cells(s: &Sum, wide: bool) -> Vec<String> {
+    let mut cells = vec![count(s.blocks)];
+    cells.extend(live_cells(s));
     if wide {
         cells.extend([bytes(s.block_bytes), geometry(s.geometry())]);
     }
@@ -187,16 +259,8 @@ fn sum_cells(s: &Sum, wide: bool) -> Vec<String> {
 
 fn size_class_table(r: &Report, wide: bool) -> String {
     let end = &r.end.blocks;
-    let mut head = vec![
-        "stride",
-        "blocks",
-        "live",
-        "fill",
-        "requested",
-        "rounding",
-        "resident",
-        "occupancy",
-    ];
+    let mut head = vec!["stride", "blocks"];
+    head.extend(live_heads("live"));
     if wide {
         head.insert(0, "class");
         head.extend(["block", "geometry"]);
@@ -274,22 +338,30 @@ fn lifetime_table(r: &Report) -> String {
 
 fn totals(r: &Report) -> String {
     let small = total(&r.end.blocks);
+    let medium = total(&r.end.medium);
     let large = &r.end.large;
-    let requested = small.requested + large.requested;
-    let resident = small.resident_bytes + large.mapped;
+    let requested = small.requested + medium.requested + large.requested;
+    let resident = small.resident_bytes + medium.resident_bytes + large.mapped;
     format!(
         "\nTotal after the free phase\n\
-         \x20  small: {} live in {} blocks ({} reserved): {} resident\n\
-         \x20         for {} requested, occupancy {}\n\
-         \x20  large: {} live, {} mapped for {} requested\n\
-         \x20  all:   {} resident (large counted as mapped) for {} requested,\n\
-         \x20         occupancy {}\n",
+         \x20  small:  {} live in {} blocks ({} reserved): {} resident\n\
+         \x20          for {} requested, occupancy {}\n\
+         \x20  medium: {} live in {} medium blocks: {} resident\n\
+         \x20          for {} requested, occupancy {}\n\
+         \x20  large:  {} live, {} mapped for {} requested\n\
+         \x20  all:    {} resident (large counted as mapped) for {} requested,\n\
+         \x20          occupancy {}\n",
         count(small.live),
         count(small.blocks),
         bytes(small.block_bytes),
         bytes(small.resident_bytes),
         bytes(small.requested),
         cost(small.occupancy()),
+        count(r.end.medium_count()),
+        count(medium.blocks),
+        bytes(medium.resident_bytes),
+        bytes(medium.requested),
+        cost(medium.occupancy()),
         count(large.count),
         bytes(large.mapped),
         bytes(large.requested),

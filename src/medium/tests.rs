@@ -1,0 +1,37 @@
+//! Unit tests of `crate::medium`: which dirty granules a purge gives back.
+
+use super::*;
+use crate::pool::test_pool::TestPool;
+
+/// Of two ranges of dirty granules as long, a purge that needs only one gives back the one
+/// in the block freed into longest ago (last on its list), which no request took since,
+/// and keeps the one freed last (the likelier to serve the next request). Before, the walk
+/// went from the first block and gave back the one freed last.
+#[test]
+fn a_purge_gives_back_the_longest_unused_of_ranges_as_short_first() {
+    let pool = TestPool::new(16, 1);
+    let n = 256;
+    // Two blocks, each a run of n granules and two runs filling the rest.
+    let rest = (MAX_RUN - n) / 2;
+    assert_eq!(n + 2 * rest, MAX_RUN);
+    let [old, old_rest, old_end, new, new_rest, new_end] =
+        [n, rest, rest, n, rest, rest].map(|k| pool.medium_alloc::<false>(k, 8, 0));
+    let (old_block, new_block) = (pool.block_at(old).unwrap(), pool.block_at(new).unwrap());
+    assert!(!ptr::eq(old_block, new_block));
+    for p in [old, new] {
+        pool.medium_free(p, n * GRANULE, 0).unwrap();
+    }
+    let mut st = pool.lock();
+    assert_eq!(st.medium_counts.dirty, 2 * n, "no purge yet");
+    // Half of one range is needed: whole pages of it go back (with 64 KiB pages, all
+    // but the part sharing a page with the metadata or the next run).
+    pool.purge_medium(&mut st, 2 * n - n / 2);
+    // SAFETY: medium blocks; we hold the lock.
+    let dirty = |h| unsafe { Runs::of(h) }.dirty();
+    assert_eq!(dirty(new_block), n, "the range freed last stays");
+    assert!(dirty(old_block) <= n / 4, "{} dirty", dirty(old_block));
+    drop(st);
+    for p in [old_rest, old_end, new_rest, new_end] {
+        pool.medium_free(p, rest * GRANULE, 0).unwrap();
+    }
+}

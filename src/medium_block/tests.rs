@@ -1,0 +1,238 @@
+//! Unit tests of `crate::medium_block`: the run table's search, take, free, resize,
+//! purge and repair.
+
+use super::*;
+
+fn fresh() -> Box<Runs> {
+    // SAFETY: Runs is plain integers, for which zero bytes are a value.
+    let mut r: Box<Runs> = Box::new(unsafe { core::mem::zeroed() });
+    r.init(true);
+    r
+}
+
+#[test]
+fn runs_are_found_first_fit_aligned_and_freed_with_their_neighbours() {
+    let mut r = fresh();
+    let a = r.find(3, 1).unwrap();
+    assert_eq!(a, META_GRANULES);
+    assert_eq!(r.take(a, 3), 0);
+    let b = r.find(4, 2).unwrap();
+    assert_eq!(b, META_GRANULES + 4, "aligned to two granules");
+    r.take(b, 4);
+    assert_eq!(r.at(a), At::Start(3));
+    assert_eq!(r.at(a + 1), At::Inside);
+    assert_eq!(r.at(a + 3), At::Free);
+    assert_eq!(r.find(1, 1), Some(a + 3));
+    assert_eq!(r.free_run(a), 3);
+    assert_eq!(r.at(a), At::Free);
+    assert_eq!(r.find(4, 1), Some(a), "the freed run and the gap after it");
+    assert_eq!(r.check(), Ok((1, 4)));
+    assert_eq!(r.dirty(), 3);
+}
+
+#[test]
+fn a_full_block_refuses_and_learns_its_longest_run() {
+    let mut r = fresh();
+    let g = r.find(MAX_RUN, 1).unwrap();
+    r.take(g, MAX_RUN);
+    assert_eq!(r.find(1, 1), None);
+    assert_eq!(r.longest, 0);
+    r.free_run(g);
+    assert_eq!(r.find(MAX_RUN, 1), Some(g));
+    assert_eq!(r.check(), Ok((0, 0)));
+}
+
+#[test]
+fn runs_grow_into_free_granules_and_shrink() {
+    let mut r = fresh();
+    let a = r.find(4, 1).unwrap();
+    r.take(a, 4);
+    let b = r.find(4, 1).unwrap();
+    r.take(b, 4);
+    assert_eq!(r.grow(a, 4, 5), None, "b follows a");
+    assert_eq!(r.grow(b, 4, 10), Some(0));
+    assert_eq!(r.at(b), At::Start(10));
+    r.shrink(b, 10, 2);
+    assert_eq!(r.at(b + 2), At::Free);
+    assert_eq!(r.check(), Ok((2, 6)));
+    assert_eq!(r.dirty(), 8);
+}
+
+#[test]
+fn purge_cleans_whole_free_pages_only() {
+    let mut r = fresh();
+    let a = r.find(5, 1).unwrap(); // granules 2..7: pages 1, 2 and half of 3
+    r.take(a, 5);
+    let b = r.find(1, 1).unwrap(); // granule 7, the rest of page 3
+    r.take(b, 1);
+    r.free_run(a);
+    assert_eq!(r.dirty(), 5);
+    let mut given = Vec::new();
+    let cleaned = r.purge(4096, GRANULES, usize::MAX, |s, k| given.push((s, k)));
+    assert_eq!(given, vec![(2, 4)], "pages 1 and 2; page 3 holds b");
+    assert_eq!((cleaned, r.dirty()), (4, 1));
+    let mut zeroing = Vec::new();
+    r.for_each_dirty(2, 5, |s, k| zeroing.push((s, k)));
+    assert_eq!(zeroing, vec![(6, 1)]);
+    assert_eq!(r.check(), Ok((1, 1)));
+    assert_eq!(
+        r.purge(4096, GRANULES, usize::MAX, |_, _| panic!(
+            "nothing to give back"
+        )),
+        0
+    );
+}
+
+/// With 64 KiB pages the first page holds the metadata and the first free granules, so
+/// a purge leaves those dirty: an emptied block is then as clean as purges can make it
+/// (the medium decay hands such blocks to the pool; before, with 64 KiB pages, 191
+/// emptied blocks kept 11.5 MiB resident for good: tests/large_decay.rs under
+/// `COHORT_PAGE_SIZE=64K`).
+#[test]
+fn a_purged_empty_block_is_dirty_only_in_its_first_page() {
+    const PAGE: usize = 64 << 10;
+    let per_page = PAGE / GRANULE;
+    let mut r = fresh();
+    let a = r.find(2 * per_page, 1).unwrap(); // the rest of page 0, and page 1 and more
+    r.take(a, 2 * per_page);
+    r.free_run(a);
+    assert!(r.is_empty() && r.dirty() == 2 * per_page);
+    assert!(!r.dirty_only_in_first_page(PAGE), "page 1 is dirty");
+    r.purge(PAGE, GRANULES, usize::MAX, |_, _| {});
+    assert_eq!(
+        r.dirty(),
+        per_page - META_GRANULES,
+        "page 0's free granules stay dirty"
+    );
+    assert!(r.dirty_only_in_first_page(PAGE));
+    assert!(
+        !r.dirty_only_in_first_page(4096),
+        "with 4 KiB pages those granules lie past the first page: a purge takes them"
+    );
+}
+
+/// Runs of `lens` granules one after the other from the first free granule, every
+/// other one freed again (dirty), the rest live: returns their first granules.
+fn every_other_freed(r: &mut Runs, lens: &[usize]) -> Vec<usize> {
+    let starts: Vec<usize> = lens
+        .iter()
+        .map(|&n| {
+            let g = r.find(n, 1).unwrap();
+            r.take(g, n);
+            g
+        })
+        .collect();
+    for &g in starts.iter().step_by(2) {
+        r.free_run(g);
+    }
+    starts
+}
+
+#[test]
+fn the_dirty_fit_takes_the_shortest_dirty_range_that_holds_the_run() {
+    let mut r = fresh();
+    // Freed: 10 at a, 4 at b, 6 at c (dirty); live between them; clean after.
+    let s = every_other_freed(&mut r, &[10, 1, 4, 1, 6, 1]);
+    let (a, b, c) = (s[0], s[2], s[4]);
+    assert_eq!(r.find_dirty(4, 1), Some((b, 0, 4)), "b fits exactly");
+    assert_eq!(r.find_dirty(5, 1), Some((c, 0, 6)), "c before the longer a");
+    assert_eq!(r.find_dirty(10, 1), Some((a, 0, 10)));
+    assert_eq!(r.find(5, 1), Some(a), "the first fit would take a");
+    // No free run of 20 covers a dirty granule (the clean ones after the last live run
+    // are the first fit's).
+    assert_eq!(r.find_dirty(20, 1), None);
+    assert_eq!(r.find(20, 1), Some(s[5] + 1));
+    assert_eq!(r.check(), Ok((3, 3)));
+}
+
+#[test]
+fn a_dirty_fit_spills_into_clean_granules_when_no_dirty_range_is_long_enough() {
+    let mut r = fresh();
+    let b = every_other_freed(&mut r, &[5])[0];
+    // b's 5 dirty granules and the clean ones after: a run of 8 starts at b, clean 3.
+    assert_eq!(r.find_dirty(8, 1), Some((b, 3, 5)));
+    // Aligned to 4 granules: the window starts at a multiple of 4 in the free range.
+    let (g, clean, _) = r.find_dirty(8, 4).unwrap();
+    assert!(g.is_multiple_of(4) && g >= b && clean == 8 - (b + 5 - g));
+    assert_eq!(
+        r.find_dirty(MAX_RUN, 1),
+        Some((b, MAX_RUN - 5, 5)),
+        "the whole block"
+    );
+}
+
+#[test]
+fn purge_gives_back_the_shortest_dirty_ranges_first_and_stops_at_enough() {
+    let mut r = fresh();
+    // Dirty ranges of 4, 2 and 16 granules (2, 1 and 8 pages of 4 KiB), live between.
+    let s = every_other_freed(&mut r, &[4, 2, 2, 2, 16, 2]);
+    assert_eq!(r.dirty(), 22);
+    let mut given = Vec::new();
+    assert_eq!(r.purge(4096, 4, usize::MAX, |g, k| given.push((g, k))), 6);
+    assert!(
+        given.iter().all(|&(g, _)| g < s[4]),
+        "the 16 stays: {given:?}"
+    );
+    let mut given = Vec::new();
+    assert_eq!(r.purge(4096, GRANULES, 2, |g, k| given.push((g, k))), 16);
+    assert_eq!(given, vec![(s[4], 16)]);
+    assert_eq!(r.dirty(), 0);
+    assert_eq!(r.check(), Ok((3, 6)));
+}
+
+#[test]
+fn dirty_ranges_are_counted_with_the_whole_pages_inside_them() {
+    let mut r = fresh();
+    // Dirty ranges of 4, 2 and 16 granules, live between; granule 2 starts page 1.
+    let s = every_other_freed(&mut r, &[4, 2, 2, 2, 16, 2]);
+    let mut seen = Vec::new();
+    r.for_each_dirty_range(4096, |k, pages| seen.push((k, pages)));
+    // 2..6: pages 1 and 2; 8..10: page 4; 12..28: pages 6 to 13.
+    assert_eq!(s[..5], [2, 6, 8, 10, 12]);
+    assert_eq!(seen, vec![(4, 4), (2, 2), (16, 16)]);
+    seen.clear();
+    // With 64 KiB pages none of them holds a whole page past the first.
+    r.for_each_dirty_range(64 << 10, |k, pages| seen.push((k, pages)));
+    assert_eq!(seen, vec![(4, 0), (2, 0), (16, 0)]);
+}
+
+#[test]
+fn a_recount_drops_half_written_runs() {
+    let mut r = fresh();
+    let a = r.find(3, 1).unwrap();
+    r.take(a, 3);
+    // A holder died after writing a run's length but before marking its granules.
+    r.lens[a + 5] = 4;
+    r.runs = 7;
+    r.recount();
+    assert_eq!(r.check(), Ok((1, 3)));
+    assert_eq!(r.at(a + 5), At::Free);
+}
+
+#[test]
+fn a_recount_frees_used_granules_of_no_run() {
+    let mut r = fresh();
+    let a = r.find(3, 1).unwrap();
+    r.take(a, 3);
+    let b = r.find(5, 1).unwrap();
+    // A holder died taking a run (granules marked, length not yet written), and
+    // another freeing one (length cleared, granules still marked).
+    set_range(&mut r.used, b, 5, true);
+    r.lens[a] = 0;
+    // Garbage length inside a kept run, and in the metadata.
+    let c = r.find(2, 1).unwrap();
+    r.take(c, 2);
+    r.lens[c + 1] = 1;
+    r.lens[1] = 9;
+    r.recount();
+    assert_eq!(r.check(), Ok((1, 2)));
+    assert_eq!(r.at(b), At::Free);
+    assert_eq!(r.at(a), At::Free);
+    assert_eq!(r.at(c), At::Start(2));
+    assert_eq!(r.free(), MAX_RUN - 2);
+    assert_eq!(
+        r.find(c - META_GRANULES, 1),
+        Some(META_GRANULES),
+        "the freed granules serve"
+    );
+}
