@@ -261,17 +261,30 @@ impl Heap {
     /// Every block this heap owns that is on one of its heads, with `true` for the current
     /// blocks and `false` for the partial ones, as `pool` (the caller's view of the heap's
     /// pool: the heap may be another process's) sees them.
+    #[cfg(all(loom, test))]
     pub(crate) fn for_each_listed(&self, pool: &Pool, mut f: impl FnMut(&Header, bool)) {
+        self.for_each_head(pool, |current, partial| {
+            if let Some(h) = current {
+                f(h, true);
+            }
+            for h in partial.iter(pool.units()) {
+                f(h, false);
+            }
+        });
+    }
+
+    /// Every head's current block (as [`Heap::current_in`] reads it) and partial list,
+    /// as `pool` sees them.
+    pub(crate) fn for_each_head(
+        &self,
+        pool: &Pool,
+        mut f: impl FnMut(Option<&Header>, &BlockList),
+    ) {
         let heads = HeadIndex::count(pool.life_count);
         for i in pool.heads() {
             // SAFETY: i is below the head count; the head is only read here.
             let head = unsafe { head_at(self, heads, i.get()) };
-            if let Some(h) = self.current_in(pool, *head.current) {
-                f(h, true);
-            }
-            for h in head.partial.iter(pool.units()) {
-                f(h, false);
-            }
+            f(self.current_in(pool, *head.current), head.partial);
         }
     }
 

@@ -564,11 +564,11 @@ impl Runs {
             }
         }
         let free = GRANULES - META_GRANULES - live;
-        let clean_used = (0..WORDS).any(|w| self.clean[w] & self.used[w] != 0);
-        let dirty = free - count_range(&self.clean, 0, GRANULES);
-        if clean_used {
+        // Checked first: clean granules are then free ones, so `dirty` cannot underflow.
+        if (0..WORDS).any(|w| self.clean[w] & self.used[w] != 0) {
             return Err("a used granule is marked clean");
         }
+        let dirty = free - count_range(&self.clean, 0, GRANULES);
         if (runs, free, dirty) != (self.runs(), self.free(), self.dirty()) {
             return Err("the counts disagree with the bitmaps");
         }

@@ -6,16 +6,16 @@
 //! that line between the two threads' caches each time. A batch keeps up to [`ENTRIES`]
 //! blocks' pending frees, block `b`'s in entry `entry_of(b) = (b / BLOCK_SIZE) % ENTRIES`
 //! (no search): per block `b`, a chain of slots linked through their first 4
-//! bytes (as every slot list of a block) from `first` to `last`, `count` long,
+//! bytes (as every slot list of a block) from `first` to `last`, with room for `left` more,
 //!
-//! `chain(b) = first -> ... -> last`, `|chain(b)| = count <= limit(b)`,
+//! `chain(b) = first -> ... -> last`, `|chain(b)| = limit(b) - left <= limit(b)`,
 //! `limit(b) = clamp(BATCH_BYTES / stride(b), 1, MAX_CHAIN)`,
 //!
 //! and every slot on a chain is counted in its block's `used` (invariant 6 counts it
 //! live): pending frees never make a block look emptier than it is, so no block with a
 //! pending slot is given back or handed to another key. A chain goes to its block
-//! ([`Header::push_remote_chain`]) when it reaches `limit(b)`, when its entry is needed for
-//! another block, when the heap's thread takes the alloc slow path or exits, and when any
+//! ([`Header::push_remote_chain`]) when a free of the block finds it full (`left = 0`: that
+//! slot starts the next chain), when its entry is needed for another block, when the heap's thread takes the alloc slow path or exits, and when any
 //! thread makes a call that must see every free: a release, `compact`, `verify`, the
 //! statistics, `is_empty` (`free::Instance::flush_batches`). So a chain is never pushed to
 //! a block that was given back and reused: its slots keep the block in use until then, and
@@ -73,16 +73,19 @@ struct Pending {
     block: *const Header,
     first: u32,
     last: u32,
-    count: u32,
+    /// `limit(b)`.
     limit: u32,
+    /// `limit(b) - |chain(b)|`: the slots the chain still takes (0: full, pushed by the
+    /// block's next free).
+    left: u32,
 }
 
 const UNUSED: Pending = Pending {
     block: ptr::null(),
     first: 0,
     last: 0,
-    count: 0,
     limit: 0,
+    left: 0,
 };
 
 /// A batch's entries.
@@ -243,6 +246,33 @@ impl RemoteBatch {
         done
     }
 
+    /// The heap's holder, the quick way of [`RemoteBatch::free`]: adds slot `off` of block
+    /// `h` to the block's chain when the batch has one with room and the slot is neither
+    /// its first nor the block's remote list's first. True when done; false when it did
+    /// nothing (the fences not known asymmetric yet, a flusher has the batch, no chain of
+    /// `h` with room, or a double free to report): [`RemoteBatch::free`] takes the free
+    /// then. Touches nothing but the batch and the slot (and reads the header's remote
+    /// word): no call, so its caller needs no stack frame.
+    ///
+    /// # Safety
+    /// As [`RemoteBatch::free`]: the caller holds the batch's heap; `off` is a live slot of
+    /// `h`, which the caller gives up, a block of the heap's pool (private) that the heap
+    /// does not own.
+    #[inline(always)]
+    pub(crate) unsafe fn try_append(&self, h: &Header, off: u32) -> bool {
+        if !fence::is_asymmetric() {
+            return false;
+        }
+        self.busy.store(1, Ordering::Relaxed);
+        fence::light_asymmetric();
+        // Acquire: the entries as the last flusher left them (its `give_back`).
+        let done = self.wants.load(Ordering::Acquire) == 0
+            // SAFETY: entered (busy 1, wants 0); forwarded.
+            && unsafe { self.with_entries(|entries| append_quick(entries, h, off)) };
+        self.leave();
+        done
+    }
+
     /// The heap's holder: pushes every chain to its block. `wait`: when a flusher has the
     /// batch, waits until it is done (a thread exit: nothing may stay pending); otherwise
     /// returns at once then (the flusher pushes them). Lock-free without `wait`.
@@ -360,7 +390,7 @@ impl RemoteBatch {
 }
 
 /// [`RemoteBatch::free`] on the entries: the slot joins its block's chain in the block's
-/// entry; the rest (a chain that reaches its limit, a new chain) out of line.
+/// entry; the rest (a full chain, a new chain) out of line.
 ///
 /// # Safety
 /// As [`RemoteBatch::free`], with the entries the caller's alone.
@@ -374,12 +404,26 @@ unsafe fn free_in(
 ) -> BatchFree {
     let block = ptr::from_ref(h);
     let e = &mut entries.pending[entry_of(block)];
-    if e.block == block && e.count + 1 < e.limit {
+    if e.block == block && e.left > 0 {
         // SAFETY: forwarded.
         return unsafe { append(e, h, off) };
     }
     // SAFETY: forwarded.
     unsafe { free_in_entry(e, pending, pool, h, off) }
+}
+
+/// [`RemoteBatch::try_append`] on the entries: block `h`'s chain takes slot `off` when it
+/// has room (a full one is pushed by [`free_in`]) and the slot is not already free (as
+/// [`append`] tests). False: nothing changed.
+///
+/// # Safety
+/// As [`free_in`].
+#[inline(always)]
+unsafe fn append_quick(entries: &mut Entries, h: &Header, off: u32) -> bool {
+    let block = ptr::from_ref(h);
+    let e = &mut entries.pending[entry_of(block)];
+    // SAFETY: forwarded, with `e` holding block h's chain.
+    e.block == block && e.left > 0 && unsafe { append(e, h, off) } == BatchFree::Done
 }
 
 /// Adds slot `off` to the chain of entry `e`, block `h`'s, unless it is the chain's first
@@ -389,19 +433,20 @@ unsafe fn free_in(
 /// As [`free_in`], with `e` holding block `h`'s chain.
 #[inline(always)]
 unsafe fn append(e: &mut Pending, h: &Header, off: u32) -> BatchFree {
-    if e.first == off || h.is_first_remote(off) {
+    if h.is_first_remote(off) || e.first == off {
         return BatchFree::AlreadyFree;
     }
     // SAFETY: the slot is the caller's (given up), in block h.
     unsafe { h.link_slot(off, e.first) };
     e.first = off;
-    e.count += 1;
+    e.left -= 1;
     BatchFree::Done
 }
 
-/// [`free_in`]'s other cases, for entry `e`, block `h`'s: the slot completes the block's
-/// chain (which goes to the block), or starts a chain (the entry's chain of another block
-/// goes to its block first).
+/// [`free_in`]'s other cases, for entry `e`, block `h`'s: the slot starts a chain of the
+/// block; the entry's chain goes to its block first (block `h`'s, full, or another
+/// block's). A slot that is the first of the full chain or of the block's remote list is
+/// already free.
 ///
 /// # Safety
 /// As [`free_in`], with `e` the entry of block `h`.
@@ -415,17 +460,7 @@ unsafe fn free_in_entry(
     off: u32,
 ) -> BatchFree {
     let block = ptr::from_ref(h);
-    if e.block == block {
-        // SAFETY: forwarded.
-        let done = unsafe { append(e, h, off) };
-        if done == BatchFree::Done {
-            // The chain reached its limit.
-            // SAFETY: the chain's slots are the batch's, of block h.
-            unsafe { flush_entry(pool, e) };
-        }
-        return done;
-    }
-    if h.is_first_remote(off) {
+    if (e.block == block && e.first == off) || h.is_first_remote(off) {
         return BatchFree::AlreadyFree;
     }
     let limit = (BATCH_BYTES / h.stride).clamp(1, MAX_CHAIN);
@@ -435,7 +470,7 @@ unsafe fn free_in_entry(
         return BatchFree::Done;
     }
     if !e.block.is_null() {
-        // Another block's chain holds the entry: it goes to its block.
+        // Block h's full chain, or another block's, holds the entry: it goes to its block.
         // SAFETY: the chain's slots are the batch's.
         unsafe { flush_entry(pool, e) };
     }
@@ -446,8 +481,8 @@ unsafe fn free_in_entry(
         block,
         first: off,
         last: off,
-        count: 1,
         limit,
+        left: limit - 1,
     };
     BatchFree::Done
 }
@@ -469,7 +504,7 @@ unsafe fn flush_entry(pool: &Pool, e: &mut Pending) {
     // SAFETY: the block is live (caller).
     let h = unsafe { &*e.block };
     // SAFETY: the chain's slots are the batch's, linked from first to last.
-    unsafe { push_chain(pool, h, e.first, e.last, e.count) };
+    unsafe { push_chain(pool, h, e.first, e.last, e.limit - e.left) };
     *e = UNUSED;
 }
 

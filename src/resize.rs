@@ -262,12 +262,18 @@ impl Instance {
         let done = if quick {
             Ok(true)
         } else if in_place {
+            let before = LONG_CHANGES.load(Ordering::Acquire);
             let done = pool.medium_resize_in_place(p, old.size, new.size, life);
+            #[cfg(test)]
+            tests::after_a_locked_resize();
             let m = new.size.div_ceil(GRANULE);
-            if done == Ok(true) && m > STARTS_MAX {
-                // Live as it is now (its own change counted): the thread's next resize
-                // within its granules checks it against this.
-                let count = LONG_CHANGES.load(Ordering::Acquire);
+            // The resize's own change of a long run (none when it kept its granules).
+            let own = u64::from(m != n);
+            let count = LONG_CHANGES.load(Ordering::Acquire);
+            if done == Ok(true) && m > STARTS_MAX && count == before.wrapping_add(own) {
+                // Live as it is now, with no change of any long run but its own since
+                // before the lock (a free of it after the unlock would be one): the
+                // thread's next resize within its granules checks it against this.
                 let _ = LAST_LONG_RUN.try_with(|last| last.set(Last { len: m, ..memo(count) }));
             }
             done
@@ -632,7 +638,53 @@ unsafe fn zero_range(p: *mut u8, from: usize, to: usize) {
 mod tests {
     use super::*;
     use crate::decay::Retention;
+    use core::cell::RefCell;
     use core::time::Duration;
+
+    std::thread_local! {
+        /// What runs between a locked medium resize and the thread's memo of it (what
+        /// another thread may do at that moment).
+        static AFTER_LOCKED_RESIZE: RefCell<Option<Box<dyn FnOnce()>>> = const { RefCell::new(None) };
+    }
+
+    /// Runs (once) what a test set in [`AFTER_LOCKED_RESIZE`].
+    pub(super) fn after_a_locked_resize() {
+        if let Some(f) = AFTER_LOCKED_RESIZE.with(|f| f.borrow_mut().take()) {
+            f();
+        }
+    }
+
+    /// A long medium run (over `STARTS_MAX` granules) freed right after a resize of it
+    /// dropped the lock, before the resize's memo: the next resize of it within its
+    /// granules (a resize after the free) is reported, not taken for a live run's.
+    #[test]
+    fn a_free_racing_a_long_runs_resize_leaves_no_memo_of_it() {
+        let a: crate::Cohort = crate::Cohort::new();
+        let old = 600 << 10;
+        assert!(old / GRANULE > STARTS_MAX);
+        let p = a.malloc(old, ());
+        assert!(!p.is_null());
+        let q = p as usize;
+        let freer = ptr::from_ref(&a) as usize;
+        AFTER_LOCKED_RESIZE.with(|f| {
+            *f.borrow_mut() = Some(Box::new(move || {
+                // SAFETY: `a` outlives the resize this runs in; the free is the race under
+                // test (another thread's free of the run at this moment).
+                unsafe { (*(freer as *const crate::Cohort)).free(q as *mut u8, old + 1, ()) };
+            }))
+        });
+        // SAFETY: live with `old` bytes; grown within its granules.
+        let r = unsafe { a.remalloc(p, old, old + 1, ()) };
+        assert_eq!(r, p);
+        let resized = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            // SAFETY: misuse (freed above), reported before anything changes.
+            unsafe { a.remalloc(p, old + 1, old + 2, ()) }
+        }));
+        assert!(
+            resized.is_err(),
+            "a resize of a long run freed after its last resize's unlock was not reported"
+        );
+    }
 
     /// A table whose cache keeps up to 1 GiB in 32 ranges, with a delay of 800 ms (the
     /// adaptive delay starts at 100).

@@ -281,3 +281,44 @@ fn frees_into_more_blocks_than_a_batch_has_entries_all_arrive() {
     // SAFETY: no other thread uses `a`.
     unsafe { a.verify() }.expect("the blocks verify");
 }
+
+/// A slot that another thread's flush pushed on its block's remote list (its first), freed
+/// again while the freeing thread has a newer chain of the block pending: a double free,
+/// reported (the quick way, which adds a slot to a pending chain, asks the block's list as
+/// the chain's first), and nothing changes.
+#[test]
+fn a_slot_first_on_its_blocks_remote_list_freed_again_onto_a_pending_chain_is_a_double_free() {
+    let a = Cohort::<Life>::new();
+    let ptrs = alloc_n(&a, 3, Life::Request);
+    let [x, y, z] = [ptrs[0], ptrs[1], ptrs[2]];
+    let a = &a;
+    let msg = thread::scope(|s| {
+        let (freed_tx, freed_rx) = mpsc::channel();
+        let (flushed_tx, flushed_rx) = mpsc::channel::<()>();
+        let freer = s.spawn(move || {
+            // SAFETY: allocated above, each freed once (the last free is the misuse).
+            unsafe { a.free(x as *mut u8, SIZE, Life::Request) };
+            freed_tx.send(()).unwrap();
+            flushed_rx.recv().unwrap();
+            // SAFETY: as above.
+            unsafe {
+                a.free(y as *mut u8, SIZE, Life::Request);
+                a.free(z as *mut u8, SIZE, Life::Request);
+            }
+            misuse_message(|| {
+                // SAFETY: none: the double free under test (reported before anything
+                // changes).
+                unsafe { a.free(x as *mut u8, SIZE, Life::Request) };
+            })
+        });
+        freed_rx.recv().unwrap();
+        // The statistics push every batch: `x` goes on its block's remote list, first.
+        assert_eq!(a.stats().small.live, 2);
+        flushed_tx.send(()).unwrap();
+        freer.join().unwrap()
+    });
+    assert!(msg.contains("double free"), "{msg}");
+    assert!(a.is_empty(), "each slot freed once");
+    // SAFETY: no other thread uses `a`.
+    unsafe { a.verify() }.expect("the blocks verify");
+}

@@ -88,6 +88,13 @@ impl BlockList {
         self.first == NONE
     }
 
+    /// The first block's unit index ([`NONE`] when empty), unchecked: what `verify` checks
+    /// before it follows the link.
+    #[inline]
+    pub(crate) fn first_unit(&self) -> u32 {
+        self.first
+    }
+
     /// The first block.
     #[inline]
     pub(crate) fn first<'a>(&self, links: impl Links<'a>) -> Option<&'a Header> {

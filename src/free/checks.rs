@@ -142,12 +142,18 @@ impl Instance {
     /// header mask finds no header there. Read from the unit's state, never from `p`.
     #[inline]
     pub(crate) fn in_run(&self, p: *mut u8) -> bool {
-        self.bounds.contains(p)
-            && self.pool_if_any().is_some_and(|pool| {
-                // Only a region that serves large allocations has runs (a remote free in
-                // any other reads no unit state).
-                pool.region.serves_large() && pool.region.is_run_unit(pool.region.unit_of(p as usize))
-            })
+        self.bounds.contains(p) && self.in_run_of_region(p)
+    }
+
+    /// [`Instance::in_run`] of a pointer known to lie in the region (no bounds check).
+    #[inline(always)]
+    pub(crate) fn in_run_of_region(&self, p: *mut u8) -> bool {
+        debug_assert!(self.bounds.contains(p));
+        self.pool_if_any().is_some_and(|pool| {
+            // Only a region that serves large allocations has runs (a remote free in any
+            // other reads no unit state).
+            pool.region.serves_large() && pool.region.is_run_unit(pool.region.unit_of(p as usize))
+        })
     }
 
     /// True when `p`, outside the region, is a live mapping a full region that falls back

@@ -13,8 +13,10 @@ use crate::promotion;
 use crate::instance::{Instance, CHECKED};
 use crate::misuse::{report, Problem};
 use crate::per_thread;
-use crate::pool::EMPTY_KEY;
+use crate::pool::{EMPTY_KEY, SHARED_TAG};
 use crate::remote::BatchFree;
+#[cfg(doc)]
+use crate::remote::RemoteBatch;
 use crate::route::Route;
 use crate::sync::Ordering;
 use crate::tiny;
@@ -23,9 +25,10 @@ impl Instance {
     /// A free the fast path could not finish: the pointer is not in the region, or its block
     /// holds another (class, life), or the slot is already free, which is misuse; or the
     /// block belongs to another heap: a remote free. The common remote free is tested first
-    /// and takes the quick way ([`Instance::free_batched`]); everything else goes on to
-    /// [`Instance::free_unbatched`], out of line, so that the quick way saves and restores
-    /// few registers.
+    /// and takes the quick way, a slot added to its block's chain in the caller's batch
+    /// ([`RemoteBatch::try_append`]); everything else goes on to
+    /// [`Instance::free_other_general`], with a jump: the quick way makes no call, so it
+    /// saves and restores no register.
     ///
     /// `word` is the block's owner-and-key word xor the key of the size's class and `life`,
     /// as the fast path read it (0 when `p` is outside the region): its key bits are
@@ -49,19 +52,63 @@ impl Instance {
         route: R,
         life: usize,
     ) {
-        // The quick way: `word` says the block holds the size's key (its key bits are
-        // EMPTY_KEY), is not promoting, and a heap owns it (never a tiny block: those are
-        // the pool's, owner 0), not the route's heap (its compare failed); `p` is in the
-        // region (else `word` is 0) and not in a large allocation's run (whose bytes the
-        // fast path read as a header: never trusted).
-        if word & (PROMOTING | u64::from(EMPTY_KEY)) == u64::from(EMPTY_KEY)
+        // A shared region's heaps (their tokens say so) do not batch: their batches, in the
+        // region's state, are never written (`crate::remote`).
+        if let Some(owner) = this.remote_owner(p, word).filter(|&o| !is_shared_token(o)) {
+            // SAFETY: the route gives null or a live heap the caller holds.
+            let heap = unsafe { route.remote_heap(this.instance_id(), owner).as_ref() };
+            // SAFETY: p is in the region (`remote_owner`), so its header is readable.
+            let h = unsafe { &*header_of(p) };
+            // SAFETY: a live slot of h (caller), which holds the size's key and is owned by
+            // another heap than the caller's, not tiny (`remote_owner`); the caller holds
+            // the heap.
+            if heap.is_some_and(|heap| unsafe { heap.remote.try_append(h, h.offset_of(p)) }) {
+                return;
+            }
+        }
+        // SAFETY: forwarded contract.
+        unsafe { Instance::free_other_general::<ABORT, R>(p, size, align, word, this, route, life) }
+    }
+
+    /// The heap token of the block of `p` when `word` (as [`Instance::free_other`] has it)
+    /// says the block holds the size's key (its key bits are EMPTY_KEY), is not promoting,
+    /// and a heap owns it (never a tiny block: those are the pool's, owner 0) that is not
+    /// the route's heap (the fast path's compare failed); `p` is then in the region (else
+    /// `word` is 0) and not in a large allocation's run (whose bytes the fast path read
+    /// as a header: never trusted). `None` otherwise.
+    #[inline(always)]
+    fn remote_owner(&self, p: *mut u8, word: u64) -> Option<u64> {
+        // The fast path reads a header (and passes a word other than 0) only for a `p` in
+        // the region.
+        (word & (PROMOTING | u64::from(EMPTY_KEY)) == u64::from(EMPTY_KEY)
             && word >> 16 != 0
-            && this.bounds.contains(p)
-            && !this.in_run(p)
-        {
+            && !self.in_run_of_region(p))
+        .then_some(word >> 16)
+    }
+
+    /// [`Instance::free_other`]'s frees that do not take the quick way: a remote free
+    /// batched the general way ([`Instance::free_batched`]: a new chain, a full chain, a
+    /// flusher at work, a double free of a pending slot); everything
+    /// else goes on to [`Instance::free_unbatched`], out of line.
+    ///
+    /// # Safety
+    /// As [`Instance::free_other`].
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    unsafe fn free_other_general<const ABORT: bool, R: Route>(
+        p: *mut u8,
+        size: usize,
+        align: usize,
+        word: u64,
+        this: &Instance,
+        route: R,
+        life: usize,
+    ) {
+        if let Some(owner) = this.remote_owner(p, word) {
             // SAFETY: p is in the region, so its header is readable; forwarded contract,
             // and `word` is the block's, as read by the fast path.
-            let done = unsafe { this.free_batched(route, &*header_of(p), p, word >> 16) };
+            let done = unsafe { this.free_batched(route, &*header_of(p), p, owner) };
             match done {
                 Some(BatchFree::Done) => return,
                 Some(BatchFree::AlreadyFree) => return this.double_free::<ABORT>(p, size, life),
@@ -72,8 +119,7 @@ impl Instance {
         unsafe { Instance::free_unbatched::<ABORT, R>(p, size, align, word, this, route, life) }
     }
 
-    /// [`Instance::free_other`]'s frees that do not take the quick way, all but the
-    /// common remote free: see there.
+    /// [`Instance::free_other`]'s frees that are not batched: see there.
     ///
     /// # Safety
     /// As [`Instance::free_other`].
@@ -126,10 +172,10 @@ impl Instance {
         unsafe { this.free_remote::<ABORT, R>(route, h, p, size, life) };
     }
 
-    /// The quick way of a remote free of slot `p` of block `h`, owned by heap token
-    /// `owner`: onto the batch of the caller's heap when the route finds that heap without a
-    /// search ([`Route::remote_heap`]) and the pool is private. `None` when it did nothing
-    /// (the general way, [`Instance::free_remote`], takes the free).
+    /// A remote free of slot `p` of block `h`, owned by heap token `owner`, that the quick
+    /// way did not take: onto the batch of the caller's heap when the route finds that heap
+    /// without a search ([`Route::remote_heap`]) and the pool is private. `None` when it did
+    /// nothing (the general way, [`Instance::free_remote`], takes the free).
     ///
     /// # Safety
     /// As [`Instance::free_sized`]; `h` is the block of `p`, holds the key of the free's
@@ -313,4 +359,12 @@ impl Instance {
             unsafe { (*heap).remote.flush(pool) };
         }
     }
+}
+
+/// True when heap token `token` is a shared region's heap's: its upper half is the region's
+/// tag, which holds [`SHARED_TAG`], where a private instance's is its id, below it
+/// (`Pool::token_prefix`, `crate::instance_id::MAX_INSTANCES`).
+#[inline(always)]
+fn is_shared_token(token: u64) -> bool {
+    (token >> 16) & SHARED_TAG != 0
 }

@@ -7,7 +7,7 @@ use super::*;
 
 impl Pool {
     /// The links of [`PoolState::of_life`].
-    pub(super) fn life_links(&self) -> LifeLinks<'_> {
+    pub(crate) fn life_links(&self) -> LifeLinks<'_> {
         LifeLinks {
             units: self.units(),
             table: self.life_links,
@@ -64,7 +64,7 @@ impl PoolState {
     }
 
     /// The blocks of lifetime class `life` in use.
-    pub(super) fn of_life(&self, life: usize) -> &BlockList {
+    pub(crate) fn of_life(&self, life: usize) -> &BlockList {
         // SAFETY: the table holds a list per lifetime class; `life < life_count`.
         unsafe { &*self.table(self.of_life).add(life) }
     }
@@ -114,7 +114,7 @@ fn walked_one() {
 /// unit in a table beside the blocks (a block's header has room for the links of one list
 /// only, its head's or the pool's). Touched only under the pool lock.
 #[derive(Clone, Copy)]
-pub(super) struct LifeLinks<'a> {
+pub(crate) struct LifeLinks<'a> {
     units: Units<'a>,
     table: *const [AtomicU32; 2],
 }

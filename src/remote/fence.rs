@@ -69,6 +69,27 @@ pub(super) fn light() {
     light_undecided_or_symmetric();
 }
 
+/// True once the fences are asymmetric (the choice is made for the process's life): then
+/// [`light_asymmetric`] stands for [`light`]. Under loom, true: both are the model's
+/// sequentially consistent fence.
+#[inline(always)]
+pub(super) fn is_asymmetric() -> bool {
+    #[cfg(not(loom))]
+    return MODE.load(Ordering::Relaxed) == ASYMMETRIC;
+    #[cfg(loom)]
+    true
+}
+
+/// [`light`] when [`is_asymmetric`] said true: a compiler fence, with nothing out of line
+/// (under loom, the sequentially consistent fence).
+#[inline(always)]
+pub(super) fn light_asymmetric() {
+    #[cfg(not(loom))]
+    compiler_fence(Ordering::SeqCst);
+    #[cfg(loom)]
+    fence(Ordering::SeqCst);
+}
+
 /// [`light`] before the choice is made, or without `membarrier`.
 #[cold]
 #[inline(never)]

@@ -1,8 +1,9 @@
 //! Loom model of a heap's batch of remote frees ([`RemoteBatch`]) on a real pool: the
 //! batch's holder frees two slots of a block owned by another heap (a chain of two,
-//! pending), another thread flushes every batch (a release, `compact`, `verify`, the
-//! statistics: `free::flush_batches`), and the block's owner, which has no free slot,
-//! runs the alloc slow path's steps on it (collect the remote list, else retire it `FULL`).
+//! pending; the second by the quick way, `RemoteBatch::try_append`, when it may), another
+//! thread flushes every batch (a release, `compact`, `verify`, the statistics:
+//! `free::flush_batches`), and the block's owner, which has no free slot, runs the alloc
+//! slow path's steps on it (collect the remote list, else retire it `FULL`).
 //! Run with `.ci/loom.sh`.
 
 use super::{BatchFree, RemoteBatch};
@@ -32,8 +33,9 @@ enum Owner {
 /// it, so it was listed again); the batch ends with nothing pending, whichever thread
 /// flushed.
 ///
-/// Fails with: the holder's fence removed (`fence::light`: the holder and the flusher both
-/// read the other's word before it was stored and touch the entries at once), or
+/// Fails with: the holder's fence removed (`fence::light`, or `fence::light_asymmetric` in
+/// the quick way: the holder and the flusher both read the other's word before it was
+/// stored and touch the entries at once), or
 /// `RemoteBatch::leave`'s store Release -> Relaxed (the entries touched by two threads
 /// unordered); `push_remote_chain` not reporting `FULL` (the retired block keeps the
 /// chain: "lost"); `flush_entries` skipping the last entry (a slot never comes back).
@@ -60,10 +62,16 @@ fn batch_flush_races_collect_and_retire() {
                 let b = unsafe { block(base) };
                 for (off, value) in [(a, 0xA), (c, 0xC)] {
                     slots.write(b, off, value);
+                    // The quick way first (`free::Instance::free_other`), the general way
+                    // when it did nothing: the first free starts the chain (and allows the
+                    // quick way), the second joins it unless the flusher has the batch.
                     // SAFETY: `off` is live (handed out) and this thread gives it up; `b`
                     // is the pool's, owned by another heap.
-                    let done = unsafe { batch.free(&pool, b, off) };
-                    assert_eq!(done, BatchFree::Done);
+                    if !unsafe { batch.try_append(b, off) } {
+                        // SAFETY: as above; the quick way changed nothing.
+                        let done = unsafe { batch.free(&pool, b, off) };
+                        assert_eq!(done, BatchFree::Done);
+                    }
                 }
             })
         };
