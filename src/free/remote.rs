@@ -8,7 +8,7 @@
 use crate::block::{header_of, Header, PROMOTING};
 use crate::class::{class_of, HeadIndex};
 use crate::counters::Counter;
-use crate::heap::registered;
+use crate::heap::{registered, Heap};
 use crate::promotion;
 use crate::instance::{Instance, CHECKED};
 use crate::misuse::{report, Problem};
@@ -106,9 +106,20 @@ impl Instance {
         life: usize,
     ) {
         if let Some(owner) = this.remote_owner(p, word) {
-            // SAFETY: p is in the region, so its header is readable; forwarded contract,
-            // and `word` is the block's, as read by the fast path.
-            let done = unsafe { this.free_batched(route, &*header_of(p), p, owner) };
+            // SAFETY: p is in the region, so its header is readable.
+            let h = unsafe { &*header_of(p) };
+            // The block may be another heap's of the caller (a thread allocating from two
+            // instances in turn: the fast path compares with the heap it used last), found
+            // with no search: a local free, with none of the checks below, which the word
+            // the fast path read already passed (the size's key, not promoting, in no run).
+            // SAFETY: the route gives null or a live heap the caller holds.
+            if let Some(heap) = unsafe { route.heap_owning(this.instance_id(), owner).as_ref() } {
+                // SAFETY: a live slot of h (caller), a block of the caller's heap.
+                return unsafe { this.free_mine::<ABORT>(heap, h, p, size, life) };
+            }
+            // SAFETY: forwarded contract, and `word` is the block's, as read by the fast
+            // path.
+            let done = unsafe { this.free_batched(route, h, p, owner) };
             match done {
                 Some(BatchFree::Done) => return,
                 Some(BatchFree::AlreadyFree) => return this.double_free::<ABORT>(p, size, life),
@@ -170,6 +181,35 @@ impl Instance {
         // SAFETY: a live slot of block h (caller), or a zero size, which free_remote tests
         // before it frees anything.
         unsafe { this.free_remote::<ABORT, R>(route, h, p, size, life) };
+    }
+
+    /// A free that reached the remote paths into a block of `heap`, one of the caller's own
+    /// heaps after all: local, so the block's emptying is seen; a double free the local
+    /// list shows is reported (`size` and `life` are the caller's, for the report).
+    ///
+    /// # Safety
+    /// `p` is a live slot of block `h`, which `heap`, held by the caller, owns.
+    #[inline(always)]
+    #[track_caller]
+    unsafe fn free_mine<const ABORT: bool>(
+        &self,
+        heap: &Heap,
+        h: &Header,
+        p: *mut u8,
+        size: usize,
+        life: usize,
+    ) {
+        // SAFETY: the block exists, so the pool does.
+        let pool = unsafe { &*self.pool.load(Ordering::Acquire) };
+        let head = HeadIndex::new(h.class(), h.life()).get();
+        pool.counters.add(head, Counter::FreeSlow, 1);
+        // The owner's free of a block that held promoted slots: cleared when none is left
+        // (before the free, which may give the block away).
+        promotion::settle(heap, h);
+        // SAFETY: a live slot of a block of this thread's heap (caller).
+        if !unsafe { heap.free_local(h, p) } {
+            self.double_free::<ABORT>(p, size, life);
+        }
     }
 
     /// A remote free of slot `p` of block `h`, owned by heap token `owner`, that the quick
@@ -268,15 +308,8 @@ impl Instance {
             pool.counters.add(head, counter, 1);
         };
         if let Some(heap) = mine {
-            count(Counter::FreeSlow);
-            // The owner's free of a block that held promoted slots: cleared when none is
-            // left (before the free, which may give the block away).
-            promotion::settle(heap, h);
-            // SAFETY: a live slot of a block of this thread's heap.
-            if !unsafe { heap.free_local(h, p) } {
-                self.double_free::<ABORT>(p, size, life);
-            }
-            return;
+            // SAFETY: a live slot of a block of this thread's heap (caller).
+            return unsafe { self.free_mine::<ABORT>(heap, h, p, size, life) };
         }
         if h.geometry().is_tiny() {
             count(Counter::RemoteFree);
@@ -306,10 +339,8 @@ impl Instance {
                 let done = if h.owner() == heap.token {
                     // The heap the thread just joined is the block's owner (it adopted the
                     // heap of an exited thread): a local free, whose emptying is seen.
-                    count(Counter::FreeSlow);
-                    promotion::settle(heap, h);
                     // SAFETY: a live slot of a block of this thread's heap.
-                    unsafe { heap.free_local(h, p) }
+                    return unsafe { self.free_mine::<ABORT>(heap, h, p, size, life) };
                 } else {
                     // Counted when its chain is pushed (no shared counter per free).
                     // SAFETY: a live slot of h (caller), a block of this private pool that
