@@ -201,12 +201,7 @@ fn forks_from_many_threads_amid_opens_and_leaves_keep_the_region_openable() {
             ))
         });
         // SAFETY: no other process has the region open.
-        if let Err(e) = unsafe { r.verify() } {
-            report.fail(&format!("verify: {e:?}"));
-        }
-        if let Some((off, size)) = changed_object(&r, &kept) {
-            report.fail(&format!("a kept object at {off:#x} ({size} bytes) changed"));
-        }
+        unsafe { verify_with_kept(report, &r, &kept) };
         r.destroy().expect("destroy");
     });
     let _ = std::fs::remove_file(&p);

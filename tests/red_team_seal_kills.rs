@@ -270,12 +270,7 @@ fn eight_processes_opening_and_leaving_at_once_are_never_refused() {
         let r = open_region::<Life>(&p)
             .unwrap_or_else(|e| report.fail(&format!("the region after the opens: {e}")));
         // SAFETY: no other process has the region open.
-        if let Err(e) = unsafe { r.verify() } {
-            report.fail(&format!("verify: {e:?}"));
-        }
-        if let Some((off, size)) = changed_object(&r, &kept) {
-            report.fail(&format!("a kept object at {off:#x} ({size} bytes) changed"));
-        }
+        unsafe { verify_with_kept(report, &r, &kept) };
         r.destroy().expect("destroy");
     });
     let _ = std::fs::remove_file(&p);

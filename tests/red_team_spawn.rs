@@ -157,12 +157,7 @@ fn subprocesses_spawned_amid_work_and_opens_keep_the_region_openable() {
             ))
         });
         // SAFETY: nobody else has the region open.
-        if let Err(e) = unsafe { r.verify() } {
-            report.fail(&format!("verify after the reopen: {e:?}"));
-        }
-        if let Some((off, size)) = changed_object(&r, &kept) {
-            report.fail(&format!("a kept object at {off:#x} ({size} bytes) changed"));
-        }
+        unsafe { verify_with_kept(report, &r, &kept) };
         r.destroy().expect("destroy");
     });
     let _ = std::fs::remove_file(&p);

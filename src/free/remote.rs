@@ -336,18 +336,16 @@ impl Instance {
                 .then(|| unsafe { route.batch_heap(pool, self.instance_id()).as_ref() })
                 .flatten();
             if let Some(heap) = batch {
-                let done = if h.owner() == heap.token {
+                if h.owner() == heap.token {
                     // The heap the thread just joined is the block's owner (it adopted the
                     // heap of an exited thread): a local free, whose emptying is seen.
                     // SAFETY: a live slot of a block of this thread's heap.
                     return unsafe { self.free_mine::<ABORT>(heap, h, p, size, life) };
-                } else {
-                    // Counted when its chain is pushed (no shared counter per free).
-                    // SAFETY: a live slot of h (caller), a block of this private pool that
-                    // the heap does not own; the caller holds the heap.
-                    unsafe { heap.remote.free(pool, h, off) == BatchFree::Done }
-                };
-                if !done {
+                }
+                // Counted when its chain is pushed (no shared counter per free).
+                // SAFETY: a live slot of h (caller), a block of this private pool that the
+                // heap does not own; the caller holds the heap.
+                if unsafe { heap.remote.free(pool, h, off) } != BatchFree::Done {
                     self.double_free::<ABORT>(p, size, life);
                 }
                 return;

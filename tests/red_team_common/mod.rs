@@ -315,6 +315,25 @@ pub fn read_then_kill(
     first
 }
 
+/// The end of a run: region `r` verifies, and every object at `kept` (see
+/// [`changed_object`]) is whole; else the test fails through `report`.
+///
+/// # Safety
+/// No other process or thread uses the region meanwhile (as [`cohort::SharedCohort::verify`]).
+pub unsafe fn verify_with_kept<L: cohort::Lifetime>(
+    report: &Report,
+    r: &cohort::SharedCohort<L>,
+    kept: &[(u64, usize)],
+) {
+    // SAFETY: the caller's.
+    if let Err(e) = unsafe { r.verify() } {
+        report.fail(&format!("verify: {e:?}"));
+    }
+    if let Some((off, size)) = changed_object(r, kept) {
+        report.fail(&format!("a kept object at {off:#x} ({size} bytes) changed"));
+    }
+}
+
 /// The first of the objects at `kept` (offset, size: each filled with its [`tag_of`]) of
 /// region `r` whose bytes changed.
 pub fn changed_object<L: cohort::Lifetime>(
