@@ -141,9 +141,10 @@ impl Instance {
         this.alloc_above_exact::<ZERO, ThreadHeap>(ThreadHeap, size, align, life)
     }
 
-    /// The slow path of [`Instance::alloc_global`]: the thread's path ([`Instance::alloc_class`]
-    /// on the heap it used last, joining or switching as needed), then the slot's row filled
-    /// for the next call. A zero size (outside `GlobalAlloc`'s contract) is null: the fast
+    /// The slow path of [`Instance::alloc_global`]: first the quick collect of the current
+    /// block's local frees (`Header::pop_collected`), else the thread's path
+    /// ([`Instance::alloc_class`] on the heap it used last, joining or switching as
+    /// needed), then the slot's row filled for the next call. A zero size (outside `GlobalAlloc`'s contract) is null: the fast
     /// path gives it class 0, a tiny class, whose heads have no current block, so its pop
     /// always fails into this function. The size comes first, in the register the caller
     /// has it in.
@@ -157,6 +158,12 @@ impl Instance {
     ) -> *mut u8 {
         if size == 0 {
             return ptr::null_mut();
+        }
+        let slot = this.slot.load(Ordering::Relaxed) as usize;
+        // SAFETY: as in `alloc_global`, whose pop failed on this entry.
+        let h = unsafe { &**per_thread::row(slot).add(class) };
+        if let Some((off, zeroed)) = h.pop_collected() {
+            return this.finish_alloc::<ZERO>(h.base().wrapping_add(off as usize), zeroed, class);
         }
         let p = this.alloc_class::<ZERO, ThreadHeap>(ThreadHeap, class, life);
         // SAFETY: life is one of the instance's lifetime classes and the same on every call
@@ -247,7 +254,8 @@ impl Instance {
         p
     }
 
-    /// The slow path of [`Instance::alloc_class`]: the route's heap made current, or
+    /// The slow path of [`Instance::alloc_class`]: first the quick collect of the current
+    /// block's local frees (`Header::pop_collected`); the route's heap made current, or
     /// joined; a slot from its other blocks or the pool ([`Heap::alloc_slow`](crate::heap::Heap::alloc_slow), tiny
     /// classes under the pool's lock); a thread without a heap allocates through the pool.
     #[cold]
@@ -259,6 +267,15 @@ impl Instance {
         life: usize,
     ) -> *mut u8 {
         let instance = self.instance.load(Ordering::Relaxed);
+        let collected = route.with_heap(instance, |heap| {
+            // SAFETY: as in `alloc_class`, whose pop failed on this block.
+            let h = unsafe { &*heap::current_block(heap, class, life) };
+            h.pop_collected()
+                .map(|(off, zeroed)| (h.base().wrapping_add(off as usize), zeroed))
+        });
+        if let Some((p, zeroed)) = collected {
+            return self.finish_alloc::<ZERO>(p, zeroed, class);
+        }
         if route.promote(instance) {
             // The thread's previous heap, now the one the fast path reads.
             return self.alloc_class::<ZERO, R>(route, class, life);

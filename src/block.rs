@@ -14,17 +14,25 @@
 //!   page past `bump`): the owner moves the window on only when the local and the remote
 //!   free lists are both empty ([`Header::refill`]), so slots other threads freed are
 //!   reused before a page the block never used is touched.
-//! - **local free list**: linked from `free` through the slots' first 4 bytes. Only the
-//!   owner (the heap whose id is in `owner`, or the pool-lock holder when `owner == 0`)
-//!   touches it.
+//! - **allocation list**: linked from `free` through the slots' first 4 bytes, the slots
+//!   the allocation fast path pops ([`Header::pop`]).
+//! - **local free list**: linked from `local` the same way, the slots the owner freed since
+//!   it last collected them: the free fast path pushes on it ([`Header::push_local`]), and
+//!   only a slow path moves it whole to the allocation list, when that list and the bump
+//!   window are both empty ([`Header::refill`]), so that a program cycling objects through
+//!   its current blocks still enters a slow path now and then (the heartbeat of the
+//!   decay: see `crate::heap`'s idle module).
+//!
+//!   Only the owner (the heap whose id is in `owner`, or the pool-lock holder when
+//!   `owner == 0`) touches either list.
 //! - **remote free list**: linked from the low 32 bits of `remote`, pushed lock-free by any
 //!   thread ([`Header::push_remote`]) and taken whole by the owner with one swap.
 //! - **live**: handed out and not freed.
 //!
 //! Counts: `used == live + |remote list|` (the owner learns of remote frees only when it
-//! collects them), `capacity == live + |remote| + |free| + (limit - bump) / stride`. The
-//! header keeps `count == used + bias` (wrapping), where the owner sets `bias` from the
-//! block's [`Role`] so that the one local free that needs the slow path is the one that
+//! collects them), `capacity == live + |remote| + |free| + |local| + (limit - bump) / stride`. The
+//! header keeps `count == used + bias` (wrapping), where `bias` follows from the block's
+//! [`Role`], which the owner sets, so that the one local free that needs the slow path is the one that
 //! takes `count` to 0: the free fast path's accounting is one decrement and its flag.
 //!
 //! The `remote` word is `offset | count << 32 | FULL`: `FULL` (bit 63) is set by the owner,
@@ -34,7 +42,7 @@
 //! to, and the head it read is still the head when its CAS succeeds.
 
 use crate::class::{Class, BLOCK_SIZE, CLASSES};
-use crate::sync::{const_unless_loom, AtomicU32, AtomicU64, Ordering};
+use crate::sync::{const_unless_loom, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use core::cell::UnsafeCell;
 use core::marker::PhantomData;
 use core::ptr;
@@ -46,7 +54,7 @@ pub(crate) use life::Snapshot;
 pub(crate) use list::{BlockList, BlockStack, Links, Units};
 
 /// Header `magic`: the layout version of a block header.
-pub(crate) const MAGIC: u32 = 0xC040_8101;
+pub(crate) const MAGIC: u32 = 0xC040_8102;
 /// `remote` flag: the block left its head because it had no free slot.
 pub(crate) const FULL: u64 = 1 << 63;
 const COUNT_MASK: u64 = (1 << 31) - 1;
@@ -55,6 +63,12 @@ pub(crate) const FRESH: u8 = 1;
 /// `flags` bit: the block was current and empty at its heap's last look for idle blocks
 /// (see [`Header::seen_idle`]).
 const IDLE: u8 = 2;
+/// Collects of its local free list the allocation fast path makes in a block before the
+/// next takes the slow path ([`Header::pop`]): a program that cycles objects through its
+/// current blocks enters a slow path at least once per this many collects (the decay's
+/// heartbeat, `crate::heap`'s idle module), each collect taking every slot freed since the
+/// last one.
+pub(crate) const BEATS: u16 = 32;
 /// Header key of an empty block waiting in the pool: no class has index 255.
 pub(crate) const EMPTY_KEY: u16 = 0xffff;
 /// [`Role::Current`]'s bias: `count` stays at or above it, so never reaches 0.
@@ -85,7 +99,7 @@ pub(crate) struct Header {
     /// block owned by nobody: no free can match it. Written only by the owner (or the
     /// pool-lock holder); read by any thread.
     owner_key: AtomicU64,
-    /// Local free list: offset of its first slot, 0 when empty. (Tiny blocks, which have
+    /// Allocation list: offset of its first slot, 0 when empty. (Tiny blocks, which have
     /// run lists instead: the lowest run that may have a free slot.)
     pub free: AtomicU32,
     /// Offset of the first never-used slot.
@@ -96,21 +110,26 @@ pub(crate) struct Header {
     /// `class.stride`, copied for the fast path.
     pub stride: u32,
     /// `used + bias` (wrapping), where `used` counts the slots handed out and not freed
-    /// locally (`live + |remote|`). Owner only. See [`Header::set_role`].
+    /// locally (`live + |remote|`) and `bias` is the role's ([`Role::bias`]). Owner only.
+    /// See [`Header::set_role`].
     count: AtomicU32,
-    /// What the block is to its owner ([`Role`]), as the bias that makes `count` reach 0
-    /// exactly on the local free that needs the slow path. Written by the owner only (an
-    /// atomic because snapshots read it).
-    bias: AtomicU32,
+    /// Local free list: offset of its first slot, 0 when empty. (Unused by tiny blocks.)
+    pub local: AtomicU32,
     /// `[next, prev]`: links of the [`BlockList`] the block is on (unit indices, `NONE` for
     /// none).
     links: [AtomicU32; 2],
     /// Link in a [`BlockStack`] (unit index).
     returned_next: AtomicU32,
     pub magic: u32,
-    /// `FRESH`, or 0. Owner only.
+    /// `FRESH`, `IDLE`, or 0. Owner only.
     flags: OwnerCell<u8>,
-    _pad: [u8; 3],
+    /// What the block is to its owner ([`Role`], as `role as u8`), whose bias makes `count`
+    /// reach 0 exactly on the local free that needs the slow path. Written by the owner
+    /// only (an atomic because snapshots read it).
+    role: AtomicU8,
+    /// Collects of the local free list the allocation fast path may still make before its
+    /// next miss takes the slow path ([`Header::pop`]): the heartbeat. Owner only.
+    beats: OwnerCell<u16>,
     /// For a pool-owned block (`owner == 0`): whose allocations it holds, which
     /// `release_class` needs to know ([`Header::holder`]). Written under the pool lock; an
     /// atomic because snapshots read it.
@@ -133,7 +152,8 @@ pub(crate) enum LocalFree {
     /// The slot is on the local free list, and the free needs the slow path: `count`
     /// reached 0 (see [`Role`]).
     Slow,
-    /// Nothing done: the slot is the first of the local free list, so already free.
+    /// Nothing done: the slot is the first of the local free list (the slot freed last), so
+    /// already free.
     AlreadyFree,
 }
 
@@ -146,10 +166,31 @@ pub(crate) enum LocalFree {
 /// | `Listed` (on a partial list, or the pool's) | 0 | the one that empties it |
 /// | `Full` (retired `FULL`: `used == capacity`) | 1 - capacity | the first one |
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
 pub(crate) enum Role {
-    Current,
-    Listed,
-    Full,
+    Listed = 0,
+    Current = 1,
+    Full = 2,
+}
+
+impl Role {
+    /// The role stored as `byte` (a zeroed header's 0 is `Listed`, a garbage byte `Full`).
+    const fn of_byte(byte: u8) -> Role {
+        match byte {
+            0 => Role::Listed,
+            1 => Role::Current,
+            _ => Role::Full,
+        }
+    }
+
+    /// The bias the role adds to `used` in a block of `capacity` slots (see the table).
+    const fn bias(self, capacity: u32) -> u32 {
+        match self {
+            Role::Current => CURRENT_BIAS,
+            Role::Listed => 0,
+            Role::Full => 1u32.wrapping_sub(capacity),
+        }
+    }
 }
 
 #[cfg(not(loom))]
@@ -339,37 +380,32 @@ impl Header {
     /// local free takes the slow path.
     #[inline]
     pub(crate) fn set_role(&self, role: Role) {
-        let bias = match role {
-            Role::Current => CURRENT_BIAS,
-            Role::Listed => 0,
-            Role::Full => 1u32.wrapping_sub(self.capacity()),
-        };
         let used = self.used();
-        self.bias.store(bias, Ordering::Relaxed);
+        self.role.store(role as u8, Ordering::Relaxed);
         self.set_used(used);
     }
 
     /// The block's role (owner only, or with exclusive use).
     pub(crate) fn role(&self) -> Role {
-        match self.bias.load(Ordering::Relaxed) {
-            CURRENT_BIAS => Role::Current,
-            0 => Role::Listed,
-            _ => Role::Full,
-        }
+        Role::of_byte(self.role.load(Ordering::Relaxed))
+    }
+
+    /// `count - used`: the bias of the block's role.
+    fn bias(&self) -> u32 {
+        self.role().bias(self.capacity())
     }
 
     /// Slots handed out and not freed locally: `live + |remote|`. Exact for the owner (a
-    /// snapshot by another thread may catch `count` and `bias` of different roles).
+    /// snapshot by another thread may catch `count` and the role of different moments).
     #[inline]
     pub(crate) fn used(&self) -> u32 {
-        let bias = self.bias.load(Ordering::Relaxed);
-        self.count.load(Ordering::Relaxed).wrapping_sub(bias)
+        self.count.load(Ordering::Relaxed).wrapping_sub(self.bias())
     }
 
     /// Owner only: sets `used`, keeping the role.
     pub(crate) fn set_used(&self, used: u32) {
-        let bias = self.bias.load(Ordering::Relaxed);
-        self.count.store(used.wrapping_add(bias), Ordering::Relaxed);
+        self.count
+            .store(used.wrapping_add(self.bias()), Ordering::Relaxed);
     }
 
     /// The block's base address. Built from the address (exposed provenance: the region's
@@ -390,10 +426,10 @@ impl Header {
         self.geometry().is_slot(off)
     }
 
-    /// Owner only: takes a slot from the local free list, else from the never-used slots
+    /// Owner only: takes a slot from the allocation list, else from the never-used slots
     /// of the bump window. Returns its offset, and whether its bytes are known to read zero
     /// (a never-used slot of a fresh block). `None` does not mean the block is full: see
-    /// [`Header::refill`].
+    /// [`Header::pop_collected`] (the fast paths' first resort) and [`Header::refill`].
     #[inline(always)]
     pub(crate) fn pop(&self) -> Option<(u32, bool)> {
         let off = self.free.load(Ordering::Relaxed);
@@ -415,6 +451,40 @@ impl Header {
         Some(got)
     }
 
+    /// Owner only, when [`Header::pop`] found no slot: while the block has beats left,
+    /// spends one to make the local free list the allocation list, and pops its first slot
+    /// (the one freed last). `None` when the local list is empty or no beat is left: the
+    /// slow path, whose heartbeat gives the beats back ([`Header::take_beats`]). The
+    /// allocation fast paths' first step out of line (`alloc::Instance::alloc_global_slow`
+    /// and `alloc_class_slow`), which keeps their inline code as it was.
+    #[inline(always)]
+    pub(crate) fn pop_collected(&self) -> Option<(u32, bool)> {
+        let first = self.local.load(Ordering::Relaxed);
+        let beats = self.beats.get();
+        if first == 0 || beats == 0 {
+            return None;
+        }
+        self.beats.set(beats - 1);
+        self.local.store(0, Ordering::Relaxed);
+        // SAFETY: `first` is a free slot of this block (module invariant); its first four
+        // bytes hold the next link of the local free list, written by `push_local`.
+        let next = unsafe { self.base().add(first as usize).cast::<u32>().read() };
+        self.free.store(next, Ordering::Relaxed);
+        self.count_add(1);
+        Some((first, false))
+    }
+
+    /// Owner only: true when the allocation fast path spent the block's beats (its
+    /// heartbeat is due, or the block never had any).
+    pub(crate) fn beats_spent(&self) -> bool {
+        self.beats.get() == 0
+    }
+
+    /// Owner only, on the slow path: gives the block [`BEATS`] again.
+    pub(crate) fn take_beats(&self) {
+        self.beats.set(BEATS);
+    }
+
     /// `count += n` (wrapping), as one read-modify-write instruction: only the owner
     /// writes `count`, so a load and a store suffice (no atomic read-modify-write).
     #[inline(always)]
@@ -424,8 +494,9 @@ impl Header {
     }
 
     /// Owner only: puts the slot `p` on the local free list, unless it is the list's first
-    /// slot already (the slot freed last: a double free, the one a check of two
-    /// instructions catches; checked mode catches all of them).
+    /// slot already (the slot freed last, unless a slow path collected it since: a double
+    /// free, the one a check of two instructions catches; checked mode catches all of
+    /// them).
     ///
     /// # Safety
     /// `p` is a slot of this block that is live or the first of the local free list.
@@ -445,14 +516,14 @@ impl Header {
     /// As [`Header::push_local`], for the slot at `base + off`.
     #[inline(always)]
     pub(crate) unsafe fn push_local_at(&self, off: u32) -> LocalFree {
-        let first = self.free.load(Ordering::Relaxed);
+        let first = self.local.load(Ordering::Relaxed);
         if off == first {
             return LocalFree::AlreadyFree;
         }
         // SAFETY: the slot is live (not the first free one), so ours to write (caller), and
         // at least 4 bytes long.
         unsafe { self.base().add(off as usize).cast::<u32>().write(first) };
-        self.free.store(off, Ordering::Relaxed);
+        self.local.store(off, Ordering::Relaxed);
         if self.count_sub_one() {
             LocalFree::Slow
         } else {
@@ -491,18 +562,59 @@ impl Header {
         }
     }
 
-    /// True when the block has freed slots to hand out (local or remote): memory it used
-    /// before, unlike its never-used slots. Owner only (or a snapshot).
+    /// True when the block has freed slots to hand out (on its allocation, local or remote
+    /// list): memory it used before, unlike its never-used slots. Owner only (or a
+    /// snapshot).
     pub(crate) fn has_freed_slots(&self) -> bool {
-        self.free.load(Ordering::Relaxed) != 0 || self.remote_count() > 0
+        self.free.load(Ordering::Relaxed) != 0
+            || self.local.load(Ordering::Relaxed) != 0
+            || self.remote_count() > 0
     }
 
     /// Owner only, when [`Header::pop`] found no slot: makes slots available to it,
-    /// preferring the slots other threads freed (the whole remote list) to never-used ones
-    /// (the next bump window: the never-used slots that start before the end of the page
-    /// `bump` is in, at least one). Returns false when the block has no free slot at all.
+    /// preferring the slots freed (the local free list, else the whole remote list) to
+    /// never-used ones (the next bump window: the never-used slots that start before the
+    /// end of the page `bump` is in, at least one). Returns false when the block has no
+    /// free slot at all.
     pub(crate) fn refill(&self) -> bool {
-        self.collect_remote() > 0 || self.advance_window()
+        self.collect_freed() > 0 || self.advance_window()
+    }
+
+    /// Owner only, with an empty allocation list: moves the slots freed since the last
+    /// collect to it, the local free list whole if it has any, else the remote list whole.
+    /// Returns how many slots it moved.
+    pub(crate) fn collect_freed(&self) -> u32 {
+        match self.collect_local() {
+            0 => self.collect_remote(),
+            n => n,
+        }
+    }
+
+    /// Owner only, with an empty allocation list: makes the local free list the allocation
+    /// list. Returns how many slots it moved: from the counts, `|local| == capacity - used -
+    /// never used` when the allocation list is empty (no walk).
+    pub(crate) fn collect_local(&self) -> u32 {
+        debug_assert_eq!(self.free.load(Ordering::Relaxed), 0);
+        let first = self.local.load(Ordering::Relaxed);
+        if first == 0 {
+            return 0;
+        }
+        self.local.store(0, Ordering::Relaxed);
+        self.free.store(first, Ordering::Relaxed);
+        let c = self.geometry();
+        let never_used = c.limit.saturating_sub(self.bump.load(Ordering::Relaxed)) / c.stride;
+        c.capacity
+            .saturating_sub(self.used())
+            .saturating_sub(never_used)
+            .max(1)
+    }
+
+    /// Slots free now (on a list, or never used): `capacity - used + |remote|`. Owner only
+    /// (or a snapshot).
+    pub(crate) fn free_slots(&self) -> u32 {
+        self.capacity()
+            .saturating_sub(self.used())
+            .saturating_add(self.remote_count())
     }
 
     /// Owner only: moves the bump window on past `bump`. False when no slot is left above

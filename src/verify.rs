@@ -508,7 +508,8 @@ fn check_promoted(
 }
 
 /// Marks the free-listed slots of `h` (class geometry `c`, never-used slots from `bump`)
-/// in `seen`; returns how many are on its local lists (the run lists of a tiny block).
+/// in `seen`; returns how many are on its owner's lists, the allocation and local free
+/// lists (the run lists of a tiny block).
 fn free_listed(
     h: &Header,
     c: &Class,
@@ -548,7 +549,8 @@ fn free_listed(
         }
         Ok(n)
     };
-    let free = walk(h.free.load(Ordering::Relaxed), "the local free list")?;
+    let free = walk(h.free.load(Ordering::Relaxed), "the allocation list")?
+        + walk(h.local.load(Ordering::Relaxed), "the local free list")?;
     let remote = walk(
         h.remote.load(Ordering::Acquire) as u32,
         "the remote free list",

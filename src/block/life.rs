@@ -67,16 +67,18 @@ impl Header {
         hr.owner_key
             .store(owner_word(owner, key(class, life)), Ordering::Relaxed);
         hr.free.store(0, Ordering::Relaxed);
+        hr.local.store(0, Ordering::Relaxed);
         hr.bump.store(first, Ordering::Relaxed);
         hr.bump_end
             .store(window_end(first, limit), Ordering::Relaxed);
         hr.count.store(0, Ordering::Relaxed);
-        hr.bias.store(0, Ordering::Relaxed);
+        hr.role.store(Role::Listed as u8, Ordering::Relaxed);
         for link in &hr.links {
             link.store(NONE, Ordering::Relaxed);
         }
         hr.returned_next.store(NONE, Ordering::Relaxed);
         hr.flags.set(if fresh { FRESH } else { 0 });
+        hr.beats.set(0);
         hr.holder.store(NO_HOLDER, Ordering::Relaxed);
         hr.remote.store(0, Ordering::Relaxed);
         h
@@ -93,9 +95,9 @@ impl Header {
     /// Owner (or pool-lock holder) only, under the pool lock, for a block on no list: hands
     /// it to the pool as a listed block (it was current, or retired `FULL` and relisted by a
     /// remote free), its allocations the pool's (a heap's tiny block; a [`HEAPLESS`] block
-    /// relisted from the pool's returned stack stays theirs), its remote frees collected
-    /// when the local list is empty. The caller lists it, or gives it away when no slot is
-    /// live.
+    /// relisted from the pool's returned stack stays theirs), its freed slots (local, else
+    /// remote) collected when the allocation list is empty. The caller lists it, or gives it
+    /// away when no slot is live.
     pub(crate) fn hand_to_pool(&self) {
         self.set_owner(0);
         self.set_role(Role::Listed);
@@ -103,16 +105,17 @@ impl Header {
             self.set_holder(NO_HOLDER);
         }
         if self.free.load(Ordering::Relaxed) == 0 {
-            self.collect_remote();
+            self.collect_freed();
         }
     }
 
     /// Owner only, for an owner that died at any step of an allocation or a free (a
     /// shared region's holder killed; its heir is the new owner): makes `used` agree with
-    /// the local free list, `used == slots handed out - |local list|` (a slot popped but
-    /// not counted is then in use: lost, never handed out twice). A broken local list (a
-    /// link off the block's slots or past `bump`, or a cycle) is emptied: its slots are
-    /// lost too. Not for tiny blocks (`crate::tiny::recount`).
+    /// the allocation and local free lists, `used == slots handed out - |free| - |local|`
+    /// (a slot popped but not counted is then in use: lost, never handed out twice). A
+    /// broken list (a link off the block's slots or past `bump`, or a cycle, or more slots
+    /// on both than were handed out) is emptied: its slots are lost too. Not for tiny blocks
+    /// (`crate::tiny::recount`).
     pub(crate) fn recount_local(&self) {
         let c = self.geometry();
         let bump = self.bump.load(Ordering::Relaxed);
@@ -120,19 +123,28 @@ impl Header {
             return;
         }
         let handed_out = (bump - c.first) / c.stride;
-        let (mut n, mut off) = (0, self.free.load(Ordering::Relaxed));
+        let on_free = self.count_list(&self.free, bump, handed_out);
+        let on_local = self.count_list(&self.local, bump, handed_out - on_free);
+        self.set_used(handed_out - on_free - on_local);
+    }
+
+    /// [`Header::recount_local`]'s walk of the list whose head is `head`: its length, at
+    /// most `most`, every link a slot of the block below `bump`; a list that breaks that is
+    /// emptied (0).
+    fn count_list(&self, head: &AtomicU32, bump: u32, most: u32) -> u32 {
+        let c = self.geometry();
+        let (mut n, mut off) = (0, head.load(Ordering::Relaxed));
         while off != 0 {
-            if !c.is_slot(off as usize) || off >= bump || n >= handed_out {
-                self.free.store(0, Ordering::Relaxed);
-                n = 0;
-                break;
+            if !c.is_slot(off as usize) || off >= bump || n >= most {
+                head.store(0, Ordering::Relaxed);
+                return 0;
             }
             n += 1;
             // SAFETY: `off` is a slot of this block below `bump` (checked above), whose first
             // four bytes hold its link.
             off = unsafe { self.base().add(off as usize).cast::<u32>().read() };
         }
-        self.set_used(handed_out - n);
+        n
     }
 
     /// Who holds the allocations of a pool-owned block, for `release_class`: the id of the
@@ -156,6 +168,7 @@ impl Header {
         self.set_promoting(false);
         self.flags.set(0);
         self.free.store(0, Ordering::Relaxed);
+        self.local.store(0, Ordering::Relaxed);
         self.bump.store(c.first, Ordering::Relaxed);
         self.bump_end
             .store(window_end(c.first, c.limit), Ordering::Relaxed);
@@ -178,10 +191,11 @@ impl Header {
             return None;
         }
         let geometry = &CLASSES[class];
+        let role = Role::of_byte(self.role.load(Ordering::Relaxed));
         let used = self
             .count
             .load(Ordering::Relaxed)
-            .wrapping_sub(self.bias.load(Ordering::Relaxed));
+            .wrapping_sub(role.bias(geometry.capacity));
         let live = used
             .saturating_sub(self.remote_count())
             .min(geometry.capacity);
@@ -208,12 +222,13 @@ impl Header {
             bump_end: AtomicU32::new(0),
             stride: 0,
             count: AtomicU32::new(0),
-            bias: AtomicU32::new(0),
+            local: AtomicU32::new(0),
             links: [AtomicU32::new(NONE), AtomicU32::new(NONE)],
             returned_next: AtomicU32::new(NONE),
             magic: 0,
             flags: OwnerCell::new(0),
-            _pad: [0; 3],
+            role: AtomicU8::new(Role::Listed as u8),
+            beats: OwnerCell::new(0),
             holder: AtomicU32::new(NO_HOLDER),
             remote: AtomicU64::new(0),
             #[cfg(loom)]

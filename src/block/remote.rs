@@ -70,8 +70,8 @@ impl Header {
         };
     }
 
-    /// Owner only, with an empty local free list: takes the whole remote free list as the
-    /// local free list. Returns how many slots it took.
+    /// Owner only, with an empty allocation list: takes the whole remote free list as the
+    /// allocation list. Returns how many slots it took.
     pub(crate) fn collect_remote(&self) -> u32 {
         debug_assert_eq!(self.free.load(Ordering::Relaxed), 0);
         if self.remote.load(Ordering::Relaxed) & !FULL == 0 {

@@ -101,8 +101,9 @@ fn freeing_the_slot_freed_last_again_changes_nothing() {
     // SAFETY: slot 5 is the first free slot: the call must detect it and do nothing.
     assert_eq!(unsafe { h.push_local(slot(5)) }, LocalFree::AlreadyFree);
     assert_eq!(h.used(), used, "the count is unchanged");
-    assert_eq!(h.pop().map(|(off, _)| off), Some(c.first + 5 * c.stride));
-    assert_eq!(h.pop(), None, "slot 5 was listed once");
+    let pop = || h.pop().or_else(|| h.refill().then(|| h.pop()).flatten());
+    assert_eq!(pop().map(|(off, _)| off), Some(c.first + 5 * c.stride));
+    assert_eq!(pop(), None, "slot 5 was listed once");
 }
 
 #[test]
@@ -121,4 +122,83 @@ fn owner_and_key_share_one_word() {
         0,
         "an empty block's word is zero, as unused memory"
     );
+}
+
+/// Frees slots `from..to` of `b` locally, none of them needing the slow path.
+fn free_range(b: &TestBlock, from: u32, to: u32) {
+    for i in from..to {
+        assert!(!b.free(i));
+    }
+}
+
+#[test]
+fn local_frees_wait_on_their_own_list_until_the_allocation_list_is_spent() {
+    let b = TestBlock::full();
+    let h = b.h();
+    h.set_role(Role::Current);
+    h.take_beats();
+    free_range(&b, 0, 4);
+    assert_eq!(h.free.load(Ordering::Relaxed), 0, "the allocation list is apart");
+    let c = h.geometry();
+    // The collect takes the local list whole, its first slot (freed last) first.
+    let taken: Vec<u32> = (0..4).map(|_| h.pop().unwrap().0).collect();
+    let expected: Vec<u32> = (0..4).rev().map(|i| c.first + i * c.stride).collect();
+    assert_eq!(taken, expected);
+    assert_eq!(h.local.load(Ordering::Relaxed), 0);
+    assert_eq!(h.pop(), None, "both lists and the window are empty");
+    assert_eq!(h.used(), c.capacity);
+}
+
+#[test]
+fn the_fast_path_collects_only_while_the_block_has_beats() {
+    let b = TestBlock::full();
+    let h = b.h();
+    h.set_role(Role::Current);
+    assert!(h.beats_spent(), "a block starts with none");
+    free_range(&b, 0, 1);
+    assert_eq!(h.pop(), None, "no beat: the slow path");
+    h.take_beats();
+    assert_eq!(h.pop().map(|(off, _)| off), Some(c_off(h, 0)), "collect 1");
+    for round in 1..u32::from(BEATS) {
+        free_range(&b, round, round + 1);
+        assert!(h.pop().is_some(), "collect {} of {BEATS}", round + 1);
+    }
+    assert!(h.beats_spent());
+    free_range(&b, 5, 6);
+    assert_eq!(h.pop(), None, "beats spent: the slow path, the slot still listed");
+    assert_eq!(h.local.load(Ordering::Relaxed), c_off(h, 5));
+    assert!(h.refill(), "the slow path's collect");
+    assert_eq!(h.pop().map(|(off, _)| off), Some(c_off(h, 5)));
+}
+
+fn c_off(h: &Header, i: u32) -> u32 {
+    let c = h.geometry();
+    c.first + i * c.stride
+}
+
+#[test]
+fn a_collect_counts_the_slots_it_moves_without_a_walk() {
+    let b = TestBlock::full();
+    let h = b.h();
+    h.set_role(Role::Current);
+    free_range(&b, 10, 30);
+    assert_eq!(h.collect_freed(), 20);
+    assert_eq!(h.local.load(Ordering::Relaxed), 0);
+    assert_eq!(h.free.load(Ordering::Relaxed), c_off(h, 29));
+    assert_eq!(h.used(), h.capacity() - 20);
+}
+
+#[test]
+fn a_dead_owners_recount_counts_both_lists() {
+    let b = TestBlock::full();
+    let h = b.h();
+    h.set_role(Role::Current);
+    free_range(&b, 0, 8);
+    assert_eq!(h.collect_freed(), 8);
+    free_range(&b, 8, 11);
+    // Died between a pop's list write and its count: `used` one short.
+    let cap = h.capacity();
+    h.set_used(cap - 11 - 1);
+    h.recount_local();
+    assert_eq!(h.used(), cap - 11, "8 on the allocation list, 3 on the local one");
 }

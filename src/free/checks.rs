@@ -340,7 +340,8 @@ impl Instance {
                 unsafe { tiny::is_first_free(h, off) }
             }
             None => {
-                h.free.load(Ordering::Relaxed) == off
+                h.local.load(Ordering::Relaxed) == off
+                    || h.free.load(Ordering::Relaxed) == off
                     || self.is_first_pending(h, off)
                     || h.is_first_remote(off)
             }

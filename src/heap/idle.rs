@@ -48,6 +48,35 @@ impl NextLook {
 }
 
 impl Heap {
+    /// Owner only, on the allocation slow path of (class, life), with no reference to the
+    /// heap's heads alive: the heartbeat. When the allocation fast path spent the beats of
+    /// the head's current block (see `crate::block`'s `BEATS`: a program cycling objects
+    /// through its current blocks still gets here), reads the clock and runs the idle look
+    /// and the pool's decay when due ([`Heap::heartbeat`]); on other entries, as every
+    /// slow path, [`Heap::look_for_idle`]. Returns the bytes the idle look gave back.
+    pub(crate) fn beat(&self, class: usize, life: usize) -> usize {
+        // SAFETY: the owner, with class and life of one of the heap's heads (caller).
+        let current = unsafe { current_block(self, class, life) };
+        // SAFETY: a current block is live and owned by this heap, or the never-written
+        // EMPTY_BLOCK, whose beats are 0 and never written.
+        let spent = !ptr::eq(current, empty_block()) && unsafe { (*current).beats_spent() };
+        if spent && !cfg!(loom) {
+            self.heartbeat(crate::decay::now())
+        } else {
+            self.look_for_idle()
+        }
+    }
+
+    /// Owner only, at `now`, with no reference to the heap's heads alive: what a slow path
+    /// runs when it reads the clock: the idle look ([`Heap::give_back_idle_current`]) and
+    /// the pool's decay of its kept empty blocks, each when due. Returns the bytes the idle
+    /// look gave back.
+    pub(crate) fn heartbeat(&self, now: u64) -> usize {
+        let given = self.give_back_idle_current(now);
+        self.pool().decay_if_due(now);
+        given
+    }
+
     /// Owner only, on a slow path with no reference to the heap's heads alive: every
     /// [`ENTRIES_PER_CLOCK_READ`]th call reads the clock and runs
     /// [`Heap::give_back_idle_current`]. Returns the bytes given back.
@@ -65,7 +94,7 @@ impl Heap {
                 return 0;
             }
         }
-        self.give_back_idle_current(crate::decay::now())
+        self.heartbeat(crate::decay::now())
     }
 
     /// Owner only, at `now`, with no reference to the heap's heads alive: when the heap's

@@ -5,14 +5,21 @@
 
 use super::*;
 
+/// A collect that gives the current block fewer slots than this leaves it for the next
+/// listed block when that one has this many free: a nearly full block would otherwise make
+/// nearly every allocation a collect.
+const FEW_SLOTS: u32 = 16;
+
 impl Heap {
     /// The slow path of malloc: the current block of (class, life) has no slot on its
-    /// local free list or in its bump window. Finds one (the block's remote frees, then the
-    /// first listed block if it has freed slots, then the block's next bump window, then
-    /// the partial list, the pool), makes it current and takes a slot from it. Before
-    /// saying out of memory (`None`), gives back every empty block it may
-    /// ([`compact`]), and those of `own()` (the calling thread's own heap of the
-    /// instance, or null), and tries once more.
+    /// allocation list or in its bump window, and none on its local free list or no beat
+    /// left to collect it with. First the heartbeat ([`Heap::beat`]); then finds a slot
+    /// (the block's local frees, else its remote ones; when those are few or none, the
+    /// first listed block if it has more; then the block's next bump window, then the
+    /// partial list, the pool), makes its block current and takes the slot. Before saying
+    /// out of memory (`None`), gives back every empty block it may ([`compact`]), and those
+    /// of `own()` (the calling thread's own heap of the instance, or null), and tries once
+    /// more.
     #[cold]
     #[inline(never)]
     pub(crate) fn alloc_slow(
@@ -21,7 +28,7 @@ impl Heap {
         life: usize,
         own: impl FnOnce() -> *mut Heap,
     ) -> Option<(*mut u8, bool)> {
-        self.look_for_idle();
+        self.beat(class, life);
         self.alloc_from_heads(class, life).or_else(|| {
             let pool = self.pool();
             // When this is an explicit join's heap, the calling thread's own heap of the
@@ -52,15 +59,24 @@ impl Heap {
                 if let Some((off, zeroed)) = h.pop() {
                     return Some((h.base().wrapping_add(off as usize), zeroed));
                 }
-                // Slots other threads freed first, then those of the next listed block,
-                // then never-used ones: reusing what comes back keeps the touched pages
-                // near what is live.
-                if h.collect_remote() > 0 {
+                // The block's allocation list and bump window are empty, and its local
+                // free list too, or its beats are spent: they start again here (the
+                // heartbeat ran in `alloc_slow`).
+                h.take_beats();
+                // Slots freed first (this thread's, else other threads'), then those of
+                // the next listed block, then never-used ones: reusing what comes back
+                // keeps the touched pages near what is live.
+                let got = h.collect_freed();
+                if got >= FEW_SLOTS {
                     continue;
                 }
                 self.drain_returned();
                 let next = head.partial.first(pool.units());
-                if let Some(next) = next.filter(|next| next.has_freed_slots()) {
+                // With a few slots collected, a listed block is better only with more.
+                let better = |next: &&Header| {
+                    next.has_freed_slots() && (got == 0 || next.free_slots() >= FEW_SLOTS)
+                };
+                if let Some(next) = next.filter(better) {
                     // The next listed block becomes current; this one keeps its never-used
                     // slots for later, listed.
                     head.partial.remove(pool.units(), next);
@@ -68,6 +84,12 @@ impl Heap {
                     head.partial.push(pool.units(), h);
                     next.set_role(Role::Current);
                     *head.current = next;
+                    continue;
+                }
+                if got > 0 {
+                    // The few slots, and the next bump window when there is one: the
+                    // collects after them take more.
+                    h.advance_window();
                     continue;
                 }
                 if h.advance_window() || !h.try_retire() {
