@@ -234,6 +234,10 @@ pub(crate) struct PoolShared {
     /// No retained block can be due to go back before this time (a hint read without the
     /// lock, so that large paths look at empty blocks only when something may be due).
     decay_at: AtomicU64,
+    /// `retained_count`, stored under the lock after every change, so that a heap's
+    /// heartbeat (`crate::heap`'s idle module) takes the lock for the decay only when blocks
+    /// are kept (a hint: read without the lock).
+    kept: AtomicU32,
     /// The configured delay (ms) after which a heap's idle current blocks give their pages
     /// back (`crate::heap`'s idle module), readable without the lock.
     idle_delay: AtomicU64,

@@ -15,7 +15,10 @@ const BLOCK: usize = 2 << 20;
 /// Byte offsets in a block header (`src/block.rs`, `repr(C)`).
 const NEXT: usize = 32;
 const PREV: usize = 36;
+/// The allocation list's first slot.
 const FREE: usize = 8;
+/// The local free list's first slot (where a slot freed by its owner waits).
+const LOCAL: usize = 28;
 const BUMP: usize = 12;
 const BUMP_END: usize = 16;
 const NONE: u32 = u32::MAX;
@@ -152,20 +155,28 @@ fn a_self_cycle(bases: &[usize]) {
 /// The local free list's first slot links to itself.
 fn a_free_list_cycle(bases: &[usize]) {
     for &b in bases {
-        // SAFETY: as above; the free list's first slot is in the block.
+        // SAFETY: as above; the local free list's first slot is in the block.
         unsafe {
-            let off = word(b + FREE).read_volatile() as usize;
+            let off = word(b + LOCAL).read_volatile() as usize;
             assert_ne!(off, 0, "block {b:#x} has no free slot");
             word(b + off).write_volatile(off as u32);
         }
     }
 }
 
-/// The local free list starts beyond the block.
+/// The allocation list starts beyond the block.
 fn a_free_list_beyond_the_block(bases: &[usize]) {
     for &b in bases {
         // SAFETY: as above.
         unsafe { word(b + FREE).write_volatile(0xffff_fff0) };
+    }
+}
+
+/// The local free list starts beyond the block.
+fn a_local_list_beyond_the_block(bases: &[usize]) {
+    for &b in bases {
+        // SAFETY: as above.
+        unsafe { word(b + LOCAL).write_volatile(0xffff_fff0) };
     }
 }
 
@@ -224,8 +235,17 @@ fn a_cycle_in_a_heap_list_is_reported() {
 
 #[test]
 fn a_damaged_slot_free_list_is_reported() {
-    verify_reports("free list, cycle", false, a_free_list_cycle);
-    verify_reports("free list, beyond", false, a_free_list_beyond_the_block);
+    verify_reports("local free list, cycle", false, a_free_list_cycle);
+    verify_reports(
+        "allocation list, beyond",
+        false,
+        a_free_list_beyond_the_block,
+    );
+    verify_reports(
+        "local free list, beyond",
+        false,
+        a_local_list_beyond_the_block,
+    );
 }
 
 #[test]

@@ -73,7 +73,7 @@ impl Heap {
     /// look gave back.
     pub(crate) fn heartbeat(&self, now: u64) -> usize {
         let given = self.give_back_idle_current(now);
-        self.pool().decay_if_due(now);
+        self.pool().decay_kept_if_due(now);
         given
     }
 

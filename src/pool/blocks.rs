@@ -109,6 +109,7 @@ impl Pool {
     pub(super) fn take_retained(&self, st: &mut PoolState) -> Option<*mut u8> {
         let h = st.retained.pop(self.units())?;
         st.retained_count -= 1;
+        self.note_kept(st);
         st.idle.taken(st.retained_count);
         Some(h.base())
     }
@@ -150,6 +151,7 @@ impl Pool {
             h.set_pool_empty();
             st.retained.push(self.units(), h);
             st.retained_count += 1;
+            self.note_kept(st);
         } else {
             // SAFETY: the block is ours, empty and on no list.
             unsafe { self.region.give_back(&mut st.region, h.base()) };

@@ -97,6 +97,21 @@ impl Pool {
         unsafe { unmap_evicted(&out) };
     }
 
+    /// Under the lock, after `retained_count` changed: its lock-free copy (the `kept` hint).
+    pub(super) fn note_kept(&self, st: &PoolState) {
+        self.kept.store(st.retained_count as u32, Ordering::Relaxed);
+    }
+
+    /// As [`Pool::decay_if_due`], for a heap's heartbeat: with no block kept (the hint),
+    /// nothing, without the lock (a program cycling objects through its current blocks
+    /// takes no lock then).
+    pub(crate) fn decay_kept_if_due(&self, now: u64) -> usize {
+        if self.kept.load(Ordering::Relaxed) == 0 {
+            return 0;
+        }
+        self.decay_if_due(now)
+    }
+
     /// From a slow path that does not hold the lock (a large allocation or free), at `now`:
     /// when
     /// kept blocks may be due to go back, gives them back if the lock is free (never

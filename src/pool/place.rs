@@ -270,6 +270,7 @@ pub(crate) unsafe fn format(
                 lock_repairs: AtomicU64::new(0),
                 heaps_reaped: AtomicU64::new(0),
                 decay_at: AtomicU64::new(0),
+                kept: AtomicU32::new(0),
                 idle_delay: AtomicU64::new(Retention::DEFAULT.delay_ms()),
                 scope_claims: ScopeClaims::new(),
                 pid_ns: if tag != 0 {

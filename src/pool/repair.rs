@@ -48,6 +48,7 @@ impl Pool {
         };
         st.retained = BlockList::new();
         st.retained_count = 0;
+        self.note_kept(st);
         for record in self.registered_heaps() {
             for head in self.heads().filter(|h| CLASSES[h.class()].is_tiny()) {
                 // SAFETY: registered records stay mapped; their tiny heads are the lock's,
@@ -144,6 +145,7 @@ impl Pool {
         if st.retained_count < st.retain_blocks {
             st.retained.push(self.units(), h);
             st.retained_count += 1;
+            self.note_kept(st);
         } else {
             // SAFETY: an empty block on no list.
             unsafe { self.region.give_back(&mut st.region, h.base()) };
