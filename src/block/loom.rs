@@ -572,7 +572,7 @@ fn collect_races_remote_push() {
         }
         thread::yield_now();
         let mut taken = Vec::new();
-        let mut take = |off: u32| {
+        let take = |taken: &mut Vec<u32>, off: u32| {
             assert!(!taken.contains(&off), "slot {off} handed out twice");
             if off == r {
                 slots.check(&block, off, 0xA);
@@ -581,13 +581,13 @@ fn collect_races_remote_push() {
         };
         // The quick collect: the local list, last freed first.
         assert_eq!(block.pop_slot(), Some(b));
-        take(b);
+        take(&mut taken, b);
         assert_eq!(block.pop_slot(), Some(a));
-        take(a);
+        take(&mut taken, a);
         // The slow path: the remote list, else retirement (the block full again).
         loop {
             match block.pop_slot() {
-                Some(off) => take(off),
+                Some(off) => take(&mut taken, off),
                 None if block.collect_freed() > 0 => {}
                 None if block.try_retire() => break,
                 None => {}
@@ -603,7 +603,7 @@ fn collect_races_remote_push() {
             assert_eq!(take_all(&returned), [block.base]);
             assert_eq!(block.collect_freed(), 1);
             let off = block.pop_slot().expect("the relisted block's slot");
-            take(off);
+            take(&mut taken, off);
         }
         assert_eq!(take_all(&returned), [], "listed at most once");
         taken.sort_unstable();

@@ -15,8 +15,9 @@ impl Heap {
     /// allocation list or in its bump window, and none on its local free list or no beat
     /// left to collect it with. First the heartbeat ([`Heap::beat`]); then finds a slot
     /// (the block's local frees, else its remote ones; when those are few or none, the
-    /// first listed block if it has more; then the block's next bump window, then the
-    /// partial list, the pool), makes its block current and takes the slot. Before saying
+    /// first listed block if it has more; then the block's next bump window; with a few
+    /// slots and no window, a block from the pool, as for a full block; then the partial
+    /// list, the pool), makes its block current and takes the slot. Before saying
     /// out of memory (`None`), gives back every empty block it may ([`compact`]), and those
     /// of `own()` (the calling thread's own heap of the instance, or null), and tries once
     /// more.
@@ -89,7 +90,20 @@ impl Heap {
                 if got > 0 {
                     // The few slots, and the next bump window when there is one: the
                     // collects after them take more.
-                    h.advance_window();
+                    if h.advance_window() {
+                        continue;
+                    }
+                    // Nearly full, with no never-used slot: listed with its few slots, as
+                    // a full block retires, and a block from the pool is current (its few
+                    // slots would make nearly every allocation a collect). When the pool
+                    // has none, the few slots.
+                    let taken = pool.take_block(&mut pool.lock(), class, life, self.token);
+                    if let Some(fresh) = taken {
+                        h.set_role(Role::Listed);
+                        head.partial.push(pool.units(), h);
+                        fresh.set_role(Role::Current);
+                        *head.current = fresh;
+                    }
                     continue;
                 }
                 if h.advance_window() || !h.try_retire() {

@@ -1,0 +1,91 @@
+//! The local free list apart from the allocation list (src/block.rs): a program cycling
+//! objects through its current block still enters the slow path now and then (the
+//! heartbeat), and a nearly full current block does not make every allocation a collect.
+//! Counted with the heads' slow-path events (`Stats::events`), which are exact.
+
+use cohort::class::{class_of, CLASSES};
+use cohort::Cohort;
+use std::alloc::Layout;
+
+/// The slow-path allocations counted on the head of `size`-byte objects.
+fn alloc_slow(a: &Cohort, size: usize) -> u64 {
+    let class = class_of(size, 8).unwrap();
+    a.stats()
+        .events
+        .iter()
+        .filter(|e| e.size_class == class)
+        .map(|e| e.alloc_slow)
+        .sum()
+}
+
+/// Allocates and frees `n` objects of layout `l`, `n` times over.
+fn cycle(a: &Cohort, l: Layout, n: usize, rounds: usize) {
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..rounds {
+        v.extend((0..n).map(|_| a.alloc(l, ())));
+        assert!(v.iter().all(|p| !p.is_null()));
+        for p in v.drain(..) {
+            // SAFETY: allocated above, freed once.
+            unsafe { a.dealloc(p, l, ()) };
+        }
+    }
+}
+
+/// A loop of 100 objects of 64 B reuses its slots through collects of the local free
+/// list, at most `BEATS` (32) of which pass before a slow path: the heartbeat that runs the
+/// decay (RED-52). With one list, such a loop never left the fast paths.
+#[test]
+fn a_loop_in_the_current_block_enters_the_slow_path_every_few_collects() {
+    let a: Cohort = Cohort::new();
+    let l = Layout::from_size_align(64, 8).unwrap();
+    cycle(&a, l, 100, 10);
+    let before = alloc_slow(&a, 64);
+    let rounds = 3200;
+    cycle(&a, l, 100, rounds);
+    let slow = alloc_slow(&a, 64) - before;
+    // One collect per round (each takes the 100 slots freed since the last): 32 quick
+    // ones, then one on the slow path.
+    let rounds = rounds as u64;
+    assert!(
+        slow >= rounds / 33 && slow <= rounds / 32 + 4,
+        "{slow} slow paths in {rounds} rounds"
+    );
+    // SAFETY: no other thread uses `a`.
+    unsafe { a.verify() }.unwrap();
+}
+
+/// A current block filled to its last slot, then a few of its slots freed: cycling one
+/// object through it would make every allocation a collect of those few slots, and every
+/// 33rd a slow path. The slow path lists it with its few slots and takes another block
+/// instead, where the collects grow to at least 16 slots (`FEW_SLOTS`): at most one slow
+/// path per 33 collects of 16 slots.
+#[test]
+fn a_nearly_full_block_does_not_make_every_allocation_a_collect() {
+    for (size, free) in [(16, 1), (16, 15), (1024, 3)] {
+        let a: Cohort = Cohort::new();
+        let l = Layout::from_size_align(size, 8).unwrap();
+        let cap = CLASSES[class_of(size, 8).unwrap()].capacity as usize;
+        let mut kept: Vec<_> = (0..cap).map(|_| a.alloc(l, ())).collect();
+        let step = cap / free;
+        for i in 0..free {
+            let p = std::mem::replace(&mut kept[i * step], std::ptr::null_mut());
+            // SAFETY: allocated above, freed once.
+            unsafe { a.dealloc(p, l, ()) };
+        }
+        let before = alloc_slow(&a, size);
+        cycle(&a, l, 1, 10_000);
+        let slow = alloc_slow(&a, size) - before;
+        let most = 10_000 / (33 * 16) + 4;
+        assert!(
+            slow <= most,
+            "{size} B, {free} free: {slow} slow paths in 10000 pairs (at most {most})"
+        );
+        // SAFETY: no other thread uses `a`.
+        unsafe { a.verify() }.unwrap();
+        for p in kept.into_iter().filter(|p| !p.is_null()) {
+            // SAFETY: allocated above, freed once.
+            unsafe { a.dealloc(p, l, ()) };
+        }
+        assert!(a.is_empty());
+    }
+}
