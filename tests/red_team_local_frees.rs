@@ -410,9 +410,9 @@ fn remote_frees_race_the_owners_own_frees_and_allocations() {
             let mut batch = Vec::new();
             for i in 0..200 {
                 let size = sizes[i % sizes.len()];
-                let p = patterned(&a, size, Life::A, 1)[0];
+                let p = patterned(a, size, Life::A, 1)[0];
                 batch.push(p);
-                let q = patterned(&a, size, Life::A, 1)[0];
+                let q = patterned(a, size, Life::A, 1)[0];
                 mine.push((q, size));
             }
             tx.send(batch).unwrap();
@@ -422,7 +422,7 @@ fn remote_frees_race_the_owners_own_frees_and_allocations() {
                 rng ^= rng << 13;
                 rng ^= rng >> 7;
                 rng ^= rng << 17;
-                if rng % 3 == 0 {
+                if rng.is_multiple_of(3) {
                     let (q, size) = mine.swap_remove(k);
                     assert_whole(&[q], size, "before its local free");
                     // SAFETY: live, freed once.
@@ -446,14 +446,10 @@ fn remote_frees_race_the_owners_own_frees_and_allocations() {
     unsafe { a.verify() }.expect("verify at the end");
 }
 
-#[path = "common/processes.rs"]
-#[allow(dead_code)]
-mod processes;
-
 fn common_child(secs: u32, f: impl FnOnce()) -> libc::pid_t {
-    processes::in_child(secs, f)
+    common::processes::in_child(secs, f)
 }
 
 fn wait(pid: libc::pid_t) -> i32 {
-    processes::wait_status(pid)
+    common::processes::wait_status(pid)
 }
