@@ -453,3 +453,70 @@ fn common_child(secs: u32, f: impl FnOnce()) -> libc::pid_t {
 fn wait(pid: libc::pid_t) -> i32 {
     common::processes::wait_status(pid)
 }
+
+/// The slow-path allocations of slots of `stride` bytes in class `A` so far (the stats'
+/// event counter).
+fn slow_allocs(a: &Cohort<Life>, stride: usize) -> u64 {
+    let s = a.stats();
+    s.events
+        .iter()
+        .filter(|e| e.life_name == "A" && e.stride == stride)
+        .map(|e| e.alloc_slow)
+        .sum()
+}
+
+/// Pairs of a free and an allocation of one size at the edge of a block: the current block
+/// full (no free slot, no fresh one), alone or beside blocks with one free slot each. The
+/// freed slot is the one the next allocation needs: the pairs must not take the slow path
+/// each time (a slow path per pair would cost every loop that frees and allocates one
+/// object at a time in a full block). Counted by the stats' events, not timed.
+#[test]
+fn free_and_allocate_pairs_at_a_full_block_stay_off_the_slow_path() {
+    const PAIRS: u64 = 20_000;
+    for (size, others) in [(16, 0), (64, 0), (1000, 0), (16, 40), (64, 40), (1000, 40)] {
+        let a = Cohort::<Life>::new();
+        // `others + 1` blocks filled to their last slot: the current one last.
+        let first = patterned(&a, size, Life::A, 1)[0];
+        let head = *a.stats().heads.iter().find(|h| h.live == 1).unwrap();
+        let (per_block, stride) = (head.capacity, head.stride);
+        let mut mine = patterned(&a, size, Life::A, per_block * (others + 1) - 1);
+        mine.insert(0, first);
+        let current = *mine.last().unwrap() >> 21;
+        let blocks: std::collections::HashSet<usize> = mine.iter().map(|&p| p >> 21).collect();
+        assert_eq!(
+            blocks.len(),
+            others + 1,
+            "{size}: {per_block} slots a block"
+        );
+        // One slot freed in each of the others (listed, nearly full).
+        let mut freed = std::collections::HashSet::new();
+        mine.retain(|&p| {
+            let free = p >> 21 != current && freed.insert(p >> 21);
+            if free {
+                // SAFETY: live, freed once.
+                unsafe { a.free(p as *mut u8, size, Life::A) };
+            }
+            !free
+        });
+        let before = slow_allocs(&a, stride);
+        let mut last = mine.pop().unwrap();
+        for _ in 0..PAIRS {
+            // SAFETY: live, freed once.
+            unsafe { a.free(last as *mut u8, size, Life::A) };
+            last = a.malloc(size, Life::A) as usize;
+            assert_ne!(last, 0);
+        }
+        mine.push(last);
+        let slow = slow_allocs(&a, stride) - before;
+        assert!(
+            slow <= PAIRS / 16,
+            "{size} B beside {others} nearly full blocks: {slow} of {PAIRS} free-and-allocate \
+             pairs took the slow path"
+        );
+        for q in mine {
+            // SAFETY: live, freed once.
+            unsafe { a.free(q as *mut u8, size, Life::A) };
+        }
+        assert!(a.is_empty());
+    }
+}
