@@ -136,6 +136,9 @@ fn released_large_bytes_never_reach_a_zeroed_request() {
     assert!(a.is_empty());
 }
 
+/// A call on an allocation of `size` bytes at `p`.
+type Call = fn(&Cohort<Life>, *mut u8, usize);
+
 /// Every call on a released large allocation is reported: a free, a resize within its
 /// pages (after the resizes that left the thread's memo of it), a resize to another
 /// length, a free after another class's request took its range.
@@ -144,7 +147,7 @@ fn calls_on_a_released_large_allocation_are_reported() {
     let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
     let a = patient();
     for size in [MIB + 100, 3 * MIB + 100, 9 * MIB + 100] {
-        let calls: [(&str, fn(&Cohort<Life>, *mut u8, usize)); 5] = [
+        let calls: [(&str, Call); 5] = [
             ("free", |a, p, size| {
                 // SAFETY: misuse under test, reported before anything changes.
                 unsafe { a.free(p, size, Life::A) }
