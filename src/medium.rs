@@ -26,6 +26,15 @@
 //! block from the pool (`Pool::take_unused_block`: a kept empty one, else a new one), put
 //! first on the list. A free moves its block to the front of its list.
 //!
+//! **What a run costs in page faults.** A run's dirty granules may be resident; its clean
+//! ones read zero and fault in as the caller writes them, a trap a page. In a private
+//! region a plain request's whole clean pages are faulted in at allocation instead (one
+//! `madvise(MADV_POPULATE_WRITE)` a range outside the lock, about a third of a trap's cost
+//! a page) only while this process's freed runs show that it writes what it allocates, and
+//! only up to a credit that bounds what a program turning sparse has made resident for
+//! nothing (`crate::medium_block`'s `written`: probes, evidence, credit). A zeroed request's
+//! clean pages are never faulted in.
+//!
 //! **What stays resident.** Freed granules are dirty (they may be resident). The medium
 //! blocks' dirty granules are bounded by `live / 40` plus a quarter block (512 KiB), so that
 //! with the parts of pages next to live runs and the blocks' metadata (about 0.7 % of the
@@ -56,7 +65,7 @@
 
 use crate::block::{header_of, key_class, key_life, BlockList, Header, EMPTY_KEY};
 use crate::class::{BLOCK_SIZE, GRANULE, MAX_MEDIUM, MEDIUM_CLASS};
-use crate::medium_block::{At, Runs, GRANULES, MAX_RUN, META_BYTES, META_GRANULES};
+use crate::medium_block::{At, Clean, Runs, GRANULES, MAX_RUN, META_BYTES, META_GRANULES};
 use crate::medium_cache::{MediumCache, Starts, LONG_CHANGES, STARTS_MAX};
 use crate::misuse::Problem;
 use crate::os;
@@ -188,19 +197,39 @@ impl Pool {
         };
         // SAFETY: as above.
         let runs = unsafe { Runs::of(h) };
-        // Zeroed: the run's dirty ranges, written with zeros outside the lock. (A plain
-        // request's clean granules are left to fault in as the caller writes them: faulted
-        // in here, a buffer the caller writes in part would be resident whole.)
-        let mut zero = [(0, 0); ZERO_RANGES];
-        let mut zero_count = 0;
+        // Zeroed: the run's dirty ranges, written with zeros outside the lock. Plain, in a
+        // private region: its whole clean pages, faulted in by one call a range outside the
+        // lock when the evidence says the program writes what it allocates (else left to
+        // fault in as the caller writes them: a buffer written in part stays sparse), see
+        // `medium_block`'s `written`.
+        let mut ranges = [(0, 0); ZERO_RANGES];
+        let mut count = 0;
+        let mut clean = Clean::default();
+        let start = (h.base() as usize + g * GRANULE - self.region.base()) as u64;
+        let page = os::page_size();
         if ZERO {
             runs.for_each_dirty(g, n, |s, k| {
-                if zero_count < ZERO_RANGES {
-                    zero[zero_count] = (s, k);
+                if count < ZERO_RANGES {
+                    ranges[count] = (s, k);
                 }
-                zero_count += 1;
+                count += 1;
+            });
+        } else if dirty_first {
+            let per_page = (page / GRANULE).max(1);
+            runs.for_each_clean(g, n, |s, k| {
+                let (a, b) = (s.next_multiple_of(per_page), (s + k) / per_page * per_page);
+                if b > a && count < ZERO_RANGES {
+                    ranges[count] = (a, b - a);
+                    count += 1;
+                    let bytes = (b - a) * GRANULE;
+                    clean.bytes += bytes;
+                    if bytes > clean.longest.1 {
+                        clean.longest = (start + ((a - g) * GRANULE) as u64, bytes);
+                    }
+                }
             });
         }
+        let fault_in = dirty_first && self.medium_written.taken(start, clean, page);
         let dirty = runs.take(g, n);
         Starts::of(h).set_live(g, n);
         let c = &mut st.medium_counts;
@@ -211,14 +240,20 @@ impl Pool {
         drop(st);
         let base = h.base();
         if ZERO {
-            let ranges: &[(usize, usize)] = if zero_count <= ZERO_RANGES {
-                &zero[..zero_count]
+            let ranges: &[(usize, usize)] = if count <= ZERO_RANGES {
+                &ranges[..count]
             } else {
                 &[(g, n)]
             };
             for &(s, k) in ranges {
                 // SAFETY: granules of the run just taken, ours.
                 unsafe { ptr::write_bytes(base.add(s * GRANULE), 0, k * GRANULE) };
+            }
+        } else if fault_in {
+            for &(s, k) in &ranges[..count] {
+                // SAFETY: whole pages of the run just taken (the block is page aligned),
+                // ours, mapped writable; faulting them in changes no byte.
+                unsafe { os::populate(base.add(s * GRANULE), k * GRANULE) };
             }
         }
         base.wrapping_add(g * GRANULE)
@@ -311,6 +346,18 @@ impl Pool {
     fn free_medium_run(&self, st: &mut PoolState, run: Run<'_>) {
         let h = run.block;
         let life = h.life();
+        if self.region.backing().give_back == GiveBack::Decommit {
+            // A probe of what the program writes (`medium_block`'s `written`): measured
+            // while the run is still its own.
+            let base = self.region.base();
+            let start = (h.base() as usize + run.granule * GRANULE - base) as u64;
+            let end = start + (run.granules * GRANULE) as u64;
+            let live = st.medium_counts.live * GRANULE;
+            self.medium_written.freed(start, end, live, |at, bytes| {
+                // SAFETY: whole pages of the run being freed, in the region (mapped).
+                unsafe { os::resident_bytes((base + at as usize) as *const u8, bytes) }
+            });
+        }
         // SAFETY: a medium block; we hold the lock.
         let runs = unsafe { Runs::of(h) };
         runs.free_run(run.granule);
@@ -372,6 +419,9 @@ impl Pool {
                 return Err(Problem::DoubleFree);
             }
             runs.shrink(run.granule, n, m);
+            // A probe of the run may name pages it no longer holds.
+            let start = (run.block.base() as usize + run.granule * GRANULE) - self.region.base();
+            self.medium_written.forget(start as u64);
             c.live -= n - m;
             c.dirty += n - m;
         } else if m > n {

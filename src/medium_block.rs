@@ -344,14 +344,26 @@ impl Runs {
 
     /// Calls `f(s, k)` for each range of granules `[s, s + k)` of the run `[g, g + n)`
     /// (free) that may not read zero.
-    pub(crate) fn for_each_dirty(&self, g: usize, n: usize, mut f: impl FnMut(usize, usize)) {
+    pub(crate) fn for_each_dirty(&self, g: usize, n: usize, f: impl FnMut(usize, usize)) {
+        self.for_each_marked(g, n, false, f);
+    }
+
+    /// Calls `f(s, k)` for each range of granules `[s, s + k)` of the run `[g, g + n)`
+    /// (free) that read zero (clean).
+    pub(crate) fn for_each_clean(&self, g: usize, n: usize, f: impl FnMut(usize, usize)) {
+        self.for_each_marked(g, n, true, f);
+    }
+
+    /// Calls `f(s, k)` for each longest range of granules `[s, s + k)` of `[g, g + n)` whose
+    /// clean bits are all `clean`.
+    fn for_each_marked(&self, g: usize, n: usize, clean: bool, mut f: impl FnMut(usize, usize)) {
         let mut s = g;
         while s < g + n {
-            let d = next_with(&self.clean, s, g + n, false);
+            let d = next_with(&self.clean, s, g + n, clean);
             if d == g + n {
                 break;
             }
-            let e = next_with(&self.clean, d, g + n, true);
+            let e = next_with(&self.clean, d, g + n, !clean);
             f(d, e - d);
             s = e;
         }
@@ -581,3 +593,6 @@ impl Runs {
 
 #[cfg(test)]
 mod tests;
+mod written;
+
+pub(crate) use written::{Clean, Written};
