@@ -451,22 +451,19 @@ impl Runs {
                 break;
             };
             if de - ds <= longest {
-                // The whole free pages the range touches.
-                let (mut s, e) = (
-                    (ds / per_page * per_page).max(first),
-                    de.next_multiple_of(per_page),
+                // The whole free pages the range touches: the range lies in one run of free
+                // granules `[fs, fe)`, so they are the pages that touch it and lie in that
+                // run, one range of pages.
+                let (fs, fe) = (
+                    clear_run_start(&self.used, ds),
+                    next_with(&self.used, de, GRANULES, true),
                 );
-                let mut range: Option<(usize, usize)> = None;
-                while s + per_page <= e.min(GRANULES) {
-                    if count_range(&self.used, s, per_page) == 0 {
-                        range = Some(range.map_or((s, per_page), |(r, k)| (r, k + per_page)));
-                    } else if let Some((r, k)) = range.take() {
-                        cleaned += self.give_back(r, k, &mut give_back);
-                    }
-                    s += per_page;
-                }
-                if let Some((r, k)) = range {
-                    cleaned += self.give_back(r, k, &mut give_back);
+                let s = (ds / per_page * per_page)
+                    .max(fs.next_multiple_of(per_page))
+                    .max(first);
+                let e = de.next_multiple_of(per_page).min(fe / per_page * per_page);
+                if s < e {
+                    cleaned += self.give_back(s, e - s, &mut give_back);
                 }
             }
             g = de;

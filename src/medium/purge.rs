@@ -160,8 +160,9 @@ impl Pool {
                 // An empty block whose dirty granules all share the metadata's page can
                 // give nothing more back here: it goes to the pool, whose decay gives the
                 // whole block back.
-                let clean = runs.dirty() == 0 || runs.dirty_only_in_first_page(page);
-                if runs.is_empty() && clean && !first.is_some_and(|f| ptr::eq(f, h)) {
+                // (Emptiness first: the bitmaps of a block with live runs are not read.)
+                let clean = || runs.dirty() == 0 || runs.dirty_only_in_first_page(page);
+                if runs.is_empty() && !first.is_some_and(|f| ptr::eq(f, h)) && clean() {
                     st.medium(life).remove(units, h);
                     self.drop_medium_block(st, h);
                 }
