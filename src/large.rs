@@ -1,6 +1,6 @@
 //! Large allocations: each is its own page-rounded mapping with no header. The pool keeps a
 //! table of them (address → length, lifetime class), outside the mappings, so that
-//! releasing a lifetime class unmaps its large allocations too, a free of an address that
+//! releasing a lifetime class frees its large allocations too, a free of an address that
 //! is not a live large allocation is caught in every build, and stats count them. The
 //! small requests a full region serves from mappings of their own
 //! ([`crate::RegionOptions::fallback`]) and the medium requests the region has no room
@@ -356,17 +356,25 @@ impl LargeTable {
             .map(|e| (e.addr, e.len, e.life))
     }
 
-    /// Removes every allocation of lifetime class `life`, passing (address, mapped length)
-    /// to `f`, which unmaps it (counted as a system call).
-    pub(crate) fn drain_life(&mut self, life: usize, mut f: impl FnMut(usize, usize)) {
+    /// Removes every allocation of lifetime class `life`, each cached as its free would
+    /// cache it at `now` ([`LargeTable::cache_freed`]: within the cache's bounds), passing
+    /// what the cache gives up to `unmap`; returns how many were removed.
+    pub(crate) fn release_life(
+        &mut self,
+        life: usize,
+        now: u64,
+        mut unmap: impl FnMut(&Evicted),
+    ) -> usize {
+        let mut released = 0;
         for i in 0..self.capacity {
             let e = self.slot(i);
             if e.addr > TOMB && e.life == life {
                 self.remove(e.addr);
-                self.system_calls += 1;
-                f(e.addr, e.mapped);
+                released += 1;
+                unmap(&self.cache_freed(e.addr, e.mapped, now));
             }
         }
+        released
     }
 
     /// Doubles the table (or rebuilds it at the same size when tombstones fill it).
@@ -664,12 +672,20 @@ mod tests {
             assert_eq!(t.remove(i << 16), None, "a second removal finds nothing");
         }
         assert_eq!(t.count(), 2500);
-        let mut drained = 0;
-        t.drain_life(1, |addr, len| {
-            assert_eq!(len, (addr >> 16) * 4096);
-            drained += 1;
+        // No cache: every released mapping is given up.
+        let none = Retention {
+            large_cache_bytes: 0,
+            ..Retention::DEFAULT
+        };
+        assert_eq!(t.configure_cache(&none).len(), 0);
+        let mut unmapped = 0;
+        let released = t.release_life(1, 0, |out| {
+            for (addr, len) in out.iter() {
+                assert_eq!(len, (addr >> 16) * 4096);
+                unmapped += 1;
+            }
         });
-        assert_eq!(t.count() + drained, 2500);
+        assert_eq!((t.count() + released, unmapped), (2500, released));
         assert!(t.remove(12345 << 16).is_none());
         let expect: usize = (2..=5000usize)
             .step_by(2)

@@ -34,9 +34,10 @@
 //! - decay: every cached range's `freed_at` is at most the time any of its bytes was last
 //!   part of a live allocation (a join keeps the older time, a split the range's), and after
 //!   any cache operation at time `now`, `now - c.freed_at <= d` for every cached `c`, with `d`
-//!   the adaptive delay ([`Decay`]: a request that finds nothing soon after ranges decayed
-//!   lengthens it); older ranges are handed back for unmapping: no cached byte stays unused
-//!   longer than `d`. `compact()`, instance drop and a zero cap empty the cache.
+//!   the adaptive delay ([`Decay`]: a request of at most `cap` bytes that finds nothing
+//!   soon after ranges decayed lengthens it; a longer one could never be served); older
+//!   ranges are handed back for unmapping: no cached byte stays unused longer than `d`.
+//!   `compact()`, instance drop and a zero cap empty the cache.
 //!
 //! The cache never makes a system call itself: operations return the ranges to unmap
 //! ([`Evicted`]), which the caller unmaps after dropping the large lock (`munmap` takes any
@@ -240,7 +241,7 @@ impl Cache {
     /// is at least half as long, for the caller to grow to `len` (its pages are reused, only
     /// the rest is new; if it cannot, it gives it back with [`Cache::put_back`]). Returns
     /// it, and the ranges that decayed by `now` (after the take). `align` is a power of two.
-    /// Finding none is a miss the adaptive delay learns from.
+    /// Finding none is a miss the adaptive delay learns from (for a `len` the bound allows).
     pub(crate) fn take(
         &mut self,
         len: usize,
@@ -263,7 +264,7 @@ impl Cache {
             c.addr += len;
             c.len -= len;
             self.bytes -= len;
-            return self.take_slot(None, Some(head), now);
+            return self.take_slot(None, Some(head), len, now);
         }
         // Growing a range of less than half the request would reuse less than it maps: a
         // fresh mapping serves it (aligned and advised as a buffer's, `os::map_large`).
@@ -274,7 +275,7 @@ impl Cache {
                 .filter(|&i| self.slots[i].len >= len.div_ceil(2))
         };
         let best = longer.or_else(grow);
-        self.take_slot(best, None, now)
+        self.take_slot(best, None, len, now)
     }
 
     /// As [`Cache::take`], for a mapping of `len <= c.len <= most` bytes (a growing
@@ -292,18 +293,20 @@ impl Cache {
                 c.addr != 0 && c.len >= len && c.len <= most && c.addr & (align - 1) == 0
             })
             .min_by_key(|&i| self.slots[i].len);
-        self.take_slot(best, None, now)
+        self.take_slot(best, None, len, now)
     }
 
     /// Takes slot `best` (if any) out of the cache, or reports `split` (a range already
     /// split off a slot), then gives back the ranges that decayed by `now` (after the take:
     /// a range unused for the delay still serves the request that comes for it, and then
-    /// nothing was given back too early). Nothing taken is a miss the adaptive delay learns
-    /// from.
+    /// nothing was given back too early). Nothing taken for a request of `len` bytes is a
+    /// miss the adaptive delay learns from, unless `len` is above the byte bound: no range
+    /// that long is ever kept, so no give-back could have served it.
     fn take_slot(
         &mut self,
         best: Option<usize>,
         split: Option<Cached>,
+        len: usize,
         now: u64,
     ) -> (Option<Cached>, Evicted) {
         let mut out = Evicted::new();
@@ -317,7 +320,7 @@ impl Cache {
             })
             .or(split);
         self.decay(now, &mut out);
-        if got.is_none() {
+        if got.is_none() && len <= self.cap {
             self.decay.missed(now);
         }
         (got, out)
@@ -612,5 +615,30 @@ mod tests {
             taken(c.take(PAGE, PAGE, PAGE, 2150)),
             Some((0x2000_0000, PAGE))
         );
+    }
+
+    /// A request longer than the byte bound finds nothing, whatever was given back: no
+    /// range that long is ever kept (its free would not keep it either), so it judges no
+    /// give-back: the delay stays, and the give-back is judged by the next request the
+    /// cache could have served.
+    #[test]
+    fn a_request_longer_than_the_bound_is_no_miss() {
+        let mut c = bounded(64 * PAGE, 32, 800);
+        assert_eq!(c.put(0x1000_0000, PAGE, 1000).len(), 0);
+        assert_eq!(c.tick(1101).len(), 1);
+        for at in [1110, 1120] {
+            let (got, out) = c.take(65 * PAGE, PAGE, PAGE, at);
+            assert!(got.is_none() && out.len() == 0);
+            let (got, out) = c.take_within(65 * PAGE, 1000 * PAGE, PAGE, at);
+            assert!(got.is_none() && out.len() == 0);
+            assert_eq!(
+                c.delays(),
+                (100, 800),
+                "a request the cache could never serve lengthened the delay"
+            );
+        }
+        // The next request it could have served judges the give-back (premature: doubled).
+        assert!(c.take(PAGE, PAGE, PAGE, 1150).0.is_none());
+        assert_eq!(c.delays(), (200, 800));
     }
 }

@@ -1,5 +1,6 @@
 //! `verify`'s walks of the lists of blocks: every heap's and the pool's lists, checked link
-//! by link ([`Carved`]: damaged links are reported, never followed).
+//! by link ([`Carved`]: damaged links are reported, never followed); and first the state
+//! they start from ([`check_state`]).
 
 use super::{ensure, Fault, Problem};
 use crate::block::{BlockList, Header, Links, Role, HEAPLESS, NONE, NO_HOLDER, FULL};
@@ -69,6 +70,25 @@ impl<'a> Carved<'a> {
         let next = links.links(links.units().index(h))[0].load(Ordering::Relaxed);
         next == NONE || (self.is_block(next) && BlockList::links_back(links, h))
     }
+}
+
+/// The pool state every walk starts from, which only a damaged shared region holds wrong:
+/// `carved <= unit_count` (the unit table's length), and every heap registry entry names
+/// no heap or its heap's slot ([`Pool::misregistered`]). Reported at the region's base.
+pub(super) fn check_state(pool: &Pool, st: &PoolState) -> Result<(), Fault> {
+    let (carved, units) = (pool.region.carved_units(&st.region), pool.region.unit_count());
+    let problem = if carved > units {
+        Problem::Carved { carved, units }
+    } else if let Some((id, link)) = pool.misregistered() {
+        Problem::Registry { id, link }
+    } else {
+        return Ok(());
+    };
+    Err(Fault {
+        block: pool.region.base(),
+        geometry: None,
+        problem,
+    })
 }
 
 /// A block on a list of `what` whose blocks are owned by `owner`: key, owner, links.
