@@ -591,23 +591,43 @@ impl Header {
         }
     }
 
-    /// Owner only, with an empty allocation list: makes the local free list the allocation
-    /// list. Returns how many slots it moved: from the counts, `|local| == capacity - used -
-    /// never used` when the allocation list is empty (no walk).
-    pub(crate) fn collect_local(&self) -> u32 {
+    /// Owner only, with an empty allocation list: how many slots [`Header::collect_freed`]
+    /// would move now (the local free list's, else the remote list's so far: remote frees
+    /// may add more before the collect).
+    pub(crate) fn freed_waiting(&self) -> u32 {
+        match self.local_count() {
+            0 => self.remote_count(),
+            n => n,
+        }
+    }
+
+    /// Owner only, with an empty allocation list: the local free list's length, from the
+    /// counts (no walk): `|local| == capacity - used - never used` then.
+    fn local_count(&self) -> u32 {
         debug_assert_eq!(self.free.load(Ordering::Relaxed), 0);
-        let first = self.local.load(Ordering::Relaxed);
-        if first == 0 {
+        if self.local.load(Ordering::Relaxed) == 0 {
             return 0;
         }
-        self.local.store(0, Ordering::Relaxed);
-        self.free.store(first, Ordering::Relaxed);
         let c = self.geometry();
         let never_used = c.limit.saturating_sub(self.bump.load(Ordering::Relaxed)) / c.stride;
         c.capacity
             .saturating_sub(self.used())
             .saturating_sub(never_used)
             .max(1)
+    }
+
+    /// Owner only, with an empty allocation list: makes the local free list the allocation
+    /// list. Returns how many slots it moved: from the counts, `|local| == capacity - used -
+    /// never used` when the allocation list is empty (no walk).
+    pub(crate) fn collect_local(&self) -> u32 {
+        debug_assert_eq!(self.free.load(Ordering::Relaxed), 0);
+        let n = self.local_count();
+        if n > 0 {
+            let first = self.local.load(Ordering::Relaxed);
+            self.local.store(0, Ordering::Relaxed);
+            self.free.store(first, Ordering::Relaxed);
+        }
+        n
     }
 
     /// Slots free now (on a list, or never used): `capacity - used + |remote|`. Owner only

@@ -89,3 +89,63 @@ fn a_nearly_full_block_does_not_make_every_allocation_a_collect() {
         assert!(a.is_empty());
     }
 }
+
+fn raise(m: &cohort::Misuse) {
+    std::panic::panic_any(m.clone());
+}
+
+/// A double free of the slot freed last is reported in every build (the free fast path
+/// compares the slot with the local free list's first) also when the slow path then
+/// leaves the block: a nearly full block whose beats are spent is listed with its few
+/// freed slots, and those must stay on its local free list. (Before: the slow path moved
+/// them to the allocation list first, and in a build without checked mode the double free
+/// went unreported, the slot then twice on the block's lists.)
+#[test]
+fn the_slot_freed_last_stays_detectable_when_the_slow_path_leaves_its_block() {
+    for size in [16, 1024] {
+        let a: Cohort = Cohort::new();
+        let l = Layout::from_size_align(size, 8).unwrap();
+        let block_of = |p: *mut u8| p as usize & !((2 << 20) - 1);
+        let cap = CLASSES[class_of(size, 8).unwrap()].capacity as usize;
+        let kept: Vec<_> = (0..cap).map(|_| a.alloc(l, ())).collect();
+        let full = block_of(kept[0]);
+        assert!(kept.iter().all(|&p| block_of(p) == full), "one block, full");
+        // One slot cycled through the full block until the slow path leaves it.
+        let mut last = kept[cap - 1];
+        // SAFETY: allocated above, freed once.
+        unsafe { a.dealloc(last, l, ()) };
+        let mut moved = None;
+        for _ in 0..100 {
+            let p = a.alloc(l, ());
+            if block_of(p) != full {
+                moved = Some(p);
+                break;
+            }
+            last = p;
+            // SAFETY: just allocated, freed once.
+            unsafe { a.dealloc(p, l, ()) };
+        }
+        let moved = moved.expect("the slow path leaves the nearly full block");
+        let before = cohort::set_misuse_hook(Some(raise));
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            // SAFETY: misuse under test: `last` was freed above and is still free; it is
+            // reported before anything changes.
+            unsafe { a.dealloc(last, l, ()) };
+        }));
+        cohort::set_misuse_hook(before);
+        assert!(
+            caught.is_err(),
+            "{size} B: a double free of the slot freed last was not reported"
+        );
+        // SAFETY: no other thread uses `a`.
+        unsafe { a.verify() }.expect("the reported double free changed nothing");
+        // SAFETY: live, each freed once (the last slot of `kept` was freed above).
+        unsafe {
+            a.dealloc(moved, l, ());
+            for &p in &kept[..cap - 1] {
+                a.dealloc(p, l, ());
+            }
+        }
+        assert!(a.is_empty());
+    }
+}

@@ -95,17 +95,18 @@ impl Header {
     /// Owner (or pool-lock holder) only, under the pool lock, for a block on no list: hands
     /// it to the pool as a listed block (it was current, or retired `FULL` and relisted by a
     /// remote free), its allocations the pool's (a heap's tiny block; a [`HEAPLESS`] block
-    /// relisted from the pool's returned stack stays theirs), its freed slots (local, else
-    /// remote) collected when the allocation list is empty. The caller lists it, or gives it
-    /// away when no slot is live.
+    /// relisted from the pool's returned stack stays theirs), its remote frees collected
+    /// when both its own lists are empty (a local free list stays as it is: its first slot
+    /// is the one the double-free check of a free compares). The caller lists it, or gives
+    /// it away when no slot is live.
     pub(crate) fn hand_to_pool(&self) {
         self.set_owner(0);
         self.set_role(Role::Listed);
         if self.holder() != HEAPLESS {
             self.set_holder(NO_HOLDER);
         }
-        if self.free.load(Ordering::Relaxed) == 0 {
-            self.collect_freed();
+        if self.free.load(Ordering::Relaxed) == 0 && self.local.load(Ordering::Relaxed) == 0 {
+            self.collect_remote();
         }
     }
 

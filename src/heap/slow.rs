@@ -66,9 +66,14 @@ impl Heap {
                 h.take_beats();
                 // Slots freed first (this thread's, else other threads'), then those of
                 // the next listed block, then never-used ones: reusing what comes back
-                // keeps the touched pages near what is live.
-                let got = h.collect_freed();
+                // keeps the touched pages near what is live. Counted before they are
+                // moved: a collect is followed by a pop from this block at once, so the
+                // slot freed last is never left first on the allocation list, where the
+                // free fast path's double-free check (the local list's first slot) would
+                // not see it.
+                let got = h.freed_waiting();
                 if got >= FEW_SLOTS {
+                    h.collect_freed();
                     continue;
                 }
                 self.drain_returned();
@@ -91,6 +96,7 @@ impl Heap {
                     // The few slots, and the next bump window when there is one: the
                     // collects after them take more.
                     if h.advance_window() {
+                        h.collect_freed();
                         continue;
                     }
                     // Nearly full, with no never-used slot: listed with its few slots, as
@@ -98,11 +104,16 @@ impl Heap {
                     // slots would make nearly every allocation a collect). When the pool
                     // has none, the few slots.
                     let taken = pool.take_block(&mut pool.lock(), class, life, self.token);
-                    if let Some(fresh) = taken {
-                        h.set_role(Role::Listed);
-                        head.partial.push(pool.units(), h);
-                        fresh.set_role(Role::Current);
-                        *head.current = fresh;
+                    match taken {
+                        Some(fresh) => {
+                            h.set_role(Role::Listed);
+                            head.partial.push(pool.units(), h);
+                            fresh.set_role(Role::Current);
+                            *head.current = fresh;
+                        }
+                        None => {
+                            h.collect_freed();
+                        }
                     }
                     continue;
                 }
