@@ -231,6 +231,29 @@ impl Instance {
         });
         match got {
             Some((p, zeroed)) => self.finish_alloc::<ZERO>(p, zeroed, class),
+            None => self.alloc_class_collect::<ZERO, R>(route, class, life),
+        }
+    }
+
+    /// [`Instance::alloc_class`]'s miss: the quick collect of the current block's local
+    /// frees (`Header::pop_collected`) in a function of its own, small (its cost is
+    /// amortized over the slots it moves), else [`Instance::alloc_class_slow`].
+    #[cold]
+    #[inline(never)]
+    fn alloc_class_collect<const ZERO: bool, R: Route>(
+        &self,
+        route: R,
+        class: usize,
+        life: usize,
+    ) -> *mut u8 {
+        let collected = route.with_heap(self.instance.load(Ordering::Relaxed), |heap| {
+            // SAFETY: as in `alloc_class`, whose pop failed on this block.
+            let h = unsafe { &*heap::current_block(heap, class, life) };
+            h.pop_collected()
+                .map(|(off, zeroed)| (h.base().wrapping_add(off as usize), zeroed))
+        });
+        match collected {
+            Some((p, zeroed)) => self.finish_alloc::<ZERO>(p, zeroed, class),
             None => self.alloc_class_slow::<ZERO, R>(route, class, life),
         }
     }
@@ -254,9 +277,8 @@ impl Instance {
         p
     }
 
-    /// The slow path of [`Instance::alloc_class`]: first the quick collect of the current
-    /// block's local frees (`Header::pop_collected`); the route's heap made current, or
-    /// joined; a slot from its other blocks or the pool ([`Heap::alloc_slow`](crate::heap::Heap::alloc_slow), tiny
+    /// The slow path of [`Instance::alloc_class`] (after its quick collect): the route's heap
+    /// made current, or joined; a slot from its other blocks or the pool ([`Heap::alloc_slow`](crate::heap::Heap::alloc_slow), tiny
     /// classes under the pool's lock); a thread without a heap allocates through the pool.
     #[cold]
     #[inline(never)]
@@ -267,15 +289,6 @@ impl Instance {
         life: usize,
     ) -> *mut u8 {
         let instance = self.instance.load(Ordering::Relaxed);
-        let collected = route.with_heap(instance, |heap| {
-            // SAFETY: as in `alloc_class`, whose pop failed on this block.
-            let h = unsafe { &*heap::current_block(heap, class, life) };
-            h.pop_collected()
-                .map(|(off, zeroed)| (h.base().wrapping_add(off as usize), zeroed))
-        });
-        if let Some((p, zeroed)) = collected {
-            return self.finish_alloc::<ZERO>(p, zeroed, class);
-        }
         if route.promote(instance) {
             // The thread's previous heap, now the one the fast path reads.
             return self.alloc_class::<ZERO, R>(route, class, life);

@@ -534,6 +534,31 @@ fn block_stack() {
     });
 }
 
+/// The end of a model whose owner ran its slow path to retirement while `remote` freed slot
+/// `r` ([`free_remotely`]): exactly one of {the owner took `r` (in `taken`), the push found
+/// `FULL` and relisted the block} holds; a relisted block is taken back from `returned`
+/// and its slot collected and handed out (added to `taken`), once.
+fn remote_slot_back(
+    block: &Block,
+    returned: &BlockStack,
+    remote: thread::JoinHandle<bool>,
+    r: u32,
+    taken: &mut Vec<u32>,
+) {
+    let owner_took_r = taken.contains(&r);
+    let was_full = remote.join().unwrap();
+    assert_eq!(
+        owner_took_r, !was_full,
+        "exactly one side brings the slot back"
+    );
+    if was_full {
+        assert_eq!(take_all(returned), [block.base]);
+        assert_eq!(block.collect_freed(), 1);
+        taken.push(block.pop().expect("the relisted block's slot").0);
+    }
+    assert_eq!(take_all(returned), [], "listed at most once");
+}
+
 /// The local free list apart from the allocation list: the owner frees two slots locally
 /// (onto `local`) while another thread frees a third remotely; the owner then allocates as
 /// `Heap::alloc_slow` does (the fast paths' pop and quick collect, then the slow path's
@@ -593,19 +618,8 @@ fn collect_races_remote_push() {
                 None => {}
             }
         }
-        let owner_took_r = taken.contains(&r);
-        let was_full = remote.join().unwrap();
-        assert_eq!(
-            owner_took_r, !was_full,
-            "exactly one side brings the slot back"
-        );
-        if was_full {
-            assert_eq!(take_all(&returned), [block.base]);
-            assert_eq!(block.collect_freed(), 1);
-            let off = block.pop_slot().expect("the relisted block's slot");
-            take(&mut taken, off);
-        }
-        assert_eq!(take_all(&returned), [], "listed at most once");
+        remote_slot_back(&block, &returned, remote, r, &mut taken);
+        slots.check(&block, r, 0xA);
         taken.sort_unstable();
         assert_eq!(taken, [a, b, r], "every slot back exactly once");
         assert_eq!(block.used(), cap);
@@ -662,18 +676,7 @@ fn retirement_with_a_local_list() {
             taken.contains(&l),
             "the local slot was handed out before retirement"
         );
-        let owner_took_r = taken.contains(&r);
-        let was_full = remote.join().unwrap();
-        assert_eq!(
-            owner_took_r, !was_full,
-            "exactly one side brings the slot back"
-        );
-        if was_full {
-            assert_eq!(take_all(&returned), [block.base]);
-            assert_eq!(block.collect_freed(), 1);
-            taken.push(block.pop().expect("the relisted slot").0);
-        }
-        assert_eq!(take_all(&returned), [], "listed at most once");
+        remote_slot_back(&block, &returned, remote, r, &mut taken);
         slots.check(&block, r, 0xA);
         taken.sort_unstable();
         assert_eq!(taken, [l, r]);
