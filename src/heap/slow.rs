@@ -5,10 +5,20 @@
 
 use super::*;
 
-/// A collect that gives the current block fewer slots than this leaves it for the next
-/// listed block when that one has this many free: a nearly full block would otherwise make
-/// nearly every allocation a collect.
+/// A collect that gives the current block fewer slots than [`few_slots`] leaves it for the
+/// next listed block when that one has that many free, or for a block of the pool when it
+/// has no never-used slot left: a nearly full block would otherwise make nearly every
+/// allocation a collect. At most this many slots...
 const FEW_SLOTS: u32 = 16;
+/// ... and at most this many bytes of slots, so that the free slots a block left this
+/// way keeps unused are under 1/128 of it (16 KiB) whatever its stride.
+const FEW_BYTES: u32 = 16 << 10;
+
+/// The fewest slots a collect must give block `h` for it to stay current:
+/// `clamp(FEW_BYTES / stride, 1, FEW_SLOTS)` (16 up to 1 KiB slots, 1 at 16 KiB).
+fn few_slots(h: &Header) -> u32 {
+    (FEW_BYTES / h.stride.max(1)).clamp(1, FEW_SLOTS)
+}
 
 impl Heap {
     /// The slow path of malloc: the current block of (class, life) has no slot on its
@@ -72,7 +82,8 @@ impl Heap {
                 // free fast path's double-free check (the local list's first slot) would
                 // not see it.
                 let got = h.freed_waiting();
-                if got >= FEW_SLOTS {
+                let few = few_slots(h);
+                if got >= few {
                     h.collect_freed();
                     continue;
                 }
@@ -80,7 +91,7 @@ impl Heap {
                 let next = head.partial.first(pool.units());
                 // With a few slots collected, a listed block is better only with more.
                 let better = |next: &&Header| {
-                    next.has_freed_slots() && (got == 0 || next.free_slots() >= FEW_SLOTS)
+                    next.has_freed_slots() && (got == 0 || next.free_slots() >= few)
                 };
                 if let Some(next) = next.filter(better) {
                     // The next listed block becomes current; this one keeps its never-used
