@@ -6,7 +6,7 @@
 //! apart. Every link is a byte offset from the block's base (offset 0 is the header, so 0
 //! means "none"); no absolute address is ever stored (invariant 4 of [`crate::design`]).
 //!
-//! A slot is in exactly one of four places:
+//! A slot is in exactly one of five places:
 //!
 //! - **never used**: at or above `bump` (`bump <= limit`; `bump == limit` when none is
 //!   left). When the header's `FRESH` flag is set these bytes read zero. The allocation
@@ -19,10 +19,14 @@
 //!   the allocation fast path pops ([`Header::pop`]).
 //! - **local free list**: linked from `local` the same way, the slots the owner freed since
 //!   it last collected them: the free fast path pushes on it ([`Header::push_local`]), and
-//!   only a slow path moves it whole to the allocation list, when that list and the bump
-//!   window are both empty ([`Header::refill`]), so that a program cycling objects through
-//!   its current blocks still enters a slow path now and then (the heartbeat of the
-//!   decay: see `crate::heap`'s idle module).
+//!   a collect moves it whole to the allocation list when that list and the bump window are
+//!   both empty: out of line on the allocation fast path while the block has **beats**
+//!   left ([`Header::pop_collected`]), else on the slow path ([`Header::refill`]), which
+//!   gives the beats back. So a program cycling objects through its current blocks still
+//!   enters the slow path once per [`BEATS`] + 1 collects: the heartbeat of the decay (see
+//!   `crate::heap`'s idle module). A collect is followed at once by a pop of the slot it
+//!   made first (the one freed last), so the slot freed last, while free, is always the
+//!   local list's first: the one double free the free fast path checks.
 //!
 //!   Only the owner (the heap whose id is in `owner`, or the pool-lock holder when
 //!   `owner == 0`) touches either list.
@@ -31,10 +35,11 @@
 //! - **live**: handed out and not freed.
 //!
 //! Counts: `used == live + |remote list|` (the owner learns of remote frees only when it
-//! collects them), `capacity == live + |remote| + |free| + |local| + (limit - bump) / stride`. The
-//! header keeps `count == used + bias` (wrapping), where `bias` follows from the block's
-//! [`Role`], which the owner sets, so that the one local free that needs the slow path is the one that
-//! takes `count` to 0: the free fast path's accounting is one decrement and its flag.
+//! collects them), `capacity == live + |remote| + |free| + |local| + (limit - bump) /
+//! stride`. The header keeps `count == used + bias` (wrapping), where `bias` follows from
+//! the block's [`Role`], which the owner sets, so that the one local free that needs the
+//! slow path is the one that takes `count` to 0: the free fast path's accounting is one
+//! decrement and its flag.
 //!
 //! The `remote` word is `offset | count << 32 | FULL`: `FULL` (bit 63) is set by the owner,
 //! with a CAS from an empty list, when it retires a block with no free slot from its head; the
@@ -50,6 +55,7 @@ use core::ptr;
 
 mod life;
 mod list;
+mod local;
 mod remote;
 pub(crate) use life::Snapshot;
 pub(crate) use list::{BlockList, BlockStack, Links, Units};
@@ -452,40 +458,6 @@ impl Header {
         Some(got)
     }
 
-    /// Owner only, when [`Header::pop`] found no slot: while the block has beats left,
-    /// spends one to make the local free list the allocation list, and pops its first slot
-    /// (the one freed last). `None` when the local list is empty or no beat is left: the
-    /// slow path, whose heartbeat gives the beats back ([`Header::take_beats`]). The
-    /// allocation fast paths' first step out of line (`alloc::Instance::alloc_global_slow`
-    /// and `alloc_class_slow`), which keeps their inline code as it was.
-    #[inline(always)]
-    pub(crate) fn pop_collected(&self) -> Option<(u32, bool)> {
-        let first = self.local.load(Ordering::Relaxed);
-        let beats = self.beats.get();
-        if first == 0 || beats == 0 {
-            return None;
-        }
-        self.beats.set(beats - 1);
-        self.local.store(0, Ordering::Relaxed);
-        // SAFETY: `first` is a free slot of this block (module invariant); its first four
-        // bytes hold the next link of the local free list, written by `push_local`.
-        let next = unsafe { self.base().add(first as usize).cast::<u32>().read() };
-        self.free.store(next, Ordering::Relaxed);
-        self.count_add(1);
-        Some((first, false))
-    }
-
-    /// Owner only: true when the allocation fast path spent the block's beats (its
-    /// heartbeat is due, or the block never had any).
-    pub(crate) fn beats_spent(&self) -> bool {
-        self.beats.get() == 0
-    }
-
-    /// Owner only, on the slow path: gives the block [`BEATS`] again.
-    pub(crate) fn take_beats(&self) {
-        self.beats.set(BEATS);
-    }
-
     /// `count += n` (wrapping), as one read-modify-write instruction: only the owner
     /// writes `count`, so a load and a store suffice (no atomic read-modify-write).
     #[inline(always)]
@@ -561,94 +533,6 @@ impl Header {
             self.count.store(count, Ordering::Relaxed);
             count == 0
         }
-    }
-
-    /// True when the block has freed slots to hand out (on its allocation, local or remote
-    /// list): memory it used before, unlike its never-used slots. Owner only (or a
-    /// snapshot).
-    pub(crate) fn has_freed_slots(&self) -> bool {
-        self.free.load(Ordering::Relaxed) != 0
-            || self.local.load(Ordering::Relaxed) != 0
-            || self.remote_count() > 0
-    }
-
-    /// Owner only, when [`Header::pop`] found no slot: makes slots available to it,
-    /// preferring the slots freed (the local free list, else the whole remote list) to
-    /// never-used ones (the next bump window: the never-used slots that start before the
-    /// end of the page `bump` is in, at least one). Returns false when the block has no
-    /// free slot at all.
-    pub(crate) fn refill(&self) -> bool {
-        self.collect_freed() > 0 || self.advance_window()
-    }
-
-    /// Owner only, with an empty allocation list: moves the slots freed since the last
-    /// collect to it, the local free list whole if it has any, else the remote list whole.
-    /// Returns how many slots it moved.
-    pub(crate) fn collect_freed(&self) -> u32 {
-        match self.collect_local() {
-            0 => self.collect_remote(),
-            n => n,
-        }
-    }
-
-    /// Owner only, with an empty allocation list: how many slots [`Header::collect_freed`]
-    /// would move now (the local free list's, else the remote list's so far: remote frees
-    /// may add more before the collect).
-    pub(crate) fn freed_waiting(&self) -> u32 {
-        match self.local_count() {
-            0 => self.remote_count(),
-            n => n,
-        }
-    }
-
-    /// Owner only, with an empty allocation list: the local free list's length, from the
-    /// counts (no walk): `|local| == capacity - used - never used` then.
-    fn local_count(&self) -> u32 {
-        debug_assert_eq!(self.free.load(Ordering::Relaxed), 0);
-        if self.local.load(Ordering::Relaxed) == 0 {
-            return 0;
-        }
-        let c = self.geometry();
-        let never_used = c.limit.saturating_sub(self.bump.load(Ordering::Relaxed)) / c.stride;
-        c.capacity
-            .saturating_sub(self.used())
-            .saturating_sub(never_used)
-            .max(1)
-    }
-
-    /// Owner only, with an empty allocation list: makes the local free list the allocation
-    /// list. Returns how many slots it moved: from the counts, `|local| == capacity - used -
-    /// never used` when the allocation list is empty (no walk).
-    pub(crate) fn collect_local(&self) -> u32 {
-        debug_assert_eq!(self.free.load(Ordering::Relaxed), 0);
-        let n = self.local_count();
-        if n > 0 {
-            let first = self.local.load(Ordering::Relaxed);
-            self.local.store(0, Ordering::Relaxed);
-            self.free.store(first, Ordering::Relaxed);
-        }
-        n
-    }
-
-    /// Slots free now (on a list, or never used): `capacity - used + |remote|`. Owner only
-    /// (or a snapshot).
-    pub(crate) fn free_slots(&self) -> u32 {
-        self.capacity()
-            .saturating_sub(self.used())
-            .saturating_add(self.remote_count())
-    }
-
-    /// Owner only: moves the bump window on past `bump`. False when no slot is left above
-    /// `bump`.
-    pub(crate) fn advance_window(&self) -> bool {
-        let bump = self.bump.load(Ordering::Relaxed);
-        let limit = self.geometry().limit;
-        if bump >= limit {
-            return false;
-        }
-        self.bump_end
-            .store(window_end(bump, limit), Ordering::Relaxed);
-        true
     }
 
     /// Live slots: handed out and not freed, locally or remotely. (A snapshot by another
