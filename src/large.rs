@@ -1,6 +1,6 @@
 //! Large allocations: each is its own page-rounded mapping with no header. The pool keeps a
 //! table of them (address → length, lifetime class), outside the mappings, so that
-//! releasing a lifetime class unmaps its large allocations too, a free of an address that
+//! releasing a lifetime class frees its large allocations too, a free of an address that
 //! is not a live large allocation is caught in every build, and stats count them. The
 //! small requests a full region serves from mappings of their own
 //! ([`crate::RegionOptions::fallback`]) and the medium requests the region has no room
@@ -356,17 +356,25 @@ impl LargeTable {
             .map(|e| (e.addr, e.len, e.life))
     }
 
-    /// Removes every allocation of lifetime class `life`, passing (address, mapped length)
-    /// to `f`, which unmaps it (counted as a system call).
-    pub(crate) fn drain_life(&mut self, life: usize, mut f: impl FnMut(usize, usize)) {
+    /// Removes every allocation of lifetime class `life`, each cached as its free would
+    /// cache it at `now` ([`LargeTable::cache_freed`]: within the cache's bounds), passing
+    /// what the cache gives up to `unmap`; returns how many were removed.
+    pub(crate) fn release_life(
+        &mut self,
+        life: usize,
+        now: u64,
+        mut unmap: impl FnMut(&Evicted),
+    ) -> usize {
+        let mut released = 0;
         for i in 0..self.capacity {
             let e = self.slot(i);
             if e.addr > TOMB && e.life == life {
                 self.remove(e.addr);
-                self.system_calls += 1;
-                f(e.addr, e.mapped);
+                released += 1;
+                unmap(&self.cache_freed(e.addr, e.mapped, now));
             }
         }
+        released
     }
 
     /// Doubles the table (or rebuilds it at the same size when tombstones fill it).
@@ -606,76 +614,4 @@ impl Drop for LargeTable {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn growing_keeps_the_allocations_mapped() {
-        let mut t = LargeTable::new();
-        let live: Vec<*mut u8> = (0..2000)
-            .map(|_| os::map(os::MIN_PAGE, os::MIN_PAGE))
-            .collect();
-        for &p in &live {
-            let page = Mapping {
-                len: os::MIN_PAGE,
-                mapped: os::MIN_PAGE,
-                request: Request {
-                    kind: Kind::Large,
-                    life: 0,
-                },
-            };
-            assert!(t.insert(p as usize, page));
-            // SAFETY: mapped above; the table grows while earlier ones are live.
-            unsafe { p.write(1) };
-        }
-        for &p in &live {
-            // SAFETY: still mapped: growing the table must not unmap them.
-            assert_eq!(unsafe { p.read() }, 1);
-        }
-        // SAFETY: not used again.
-        unsafe { t.unmap_all() };
-        assert_eq!(t.count(), 0);
-    }
-
-    #[test]
-    fn insert_remove_grow_and_drain() {
-        let mut t = LargeTable::new();
-        // Small, medium and large requests (their kind kept and given back).
-        let made = |i: usize| Mapping {
-            len: i * 4096,
-            mapped: i * 4096,
-            request: Request {
-                kind: match i % 5 {
-                    0 => Kind::Small(i % 7),
-                    1 => Kind::Medium(i % 11),
-                    _ => Kind::Large,
-                },
-                life: i % 3,
-            },
-        };
-        for i in 1..=5000usize {
-            assert!(t.insert(i << 16, made(i)));
-        }
-        assert_eq!(t.count(), 5000);
-        for i in (1..=5000usize).step_by(2) {
-            assert_eq!(t.get(i << 16), Some(made(i)));
-            assert_eq!(t.remove(i << 16), Some(made(i)));
-            assert_eq!(t.get(i << 16), None);
-            assert_eq!(t.remove(i << 16), None, "a second removal finds nothing");
-        }
-        assert_eq!(t.count(), 2500);
-        let mut drained = 0;
-        t.drain_life(1, |addr, len| {
-            assert_eq!(len, (addr >> 16) * 4096);
-            drained += 1;
-        });
-        assert_eq!(t.count() + drained, 2500);
-        assert!(t.remove(12345 << 16).is_none());
-        let expect: usize = (2..=5000usize)
-            .step_by(2)
-            .filter(|i| i % 3 != 1)
-            .map(|i| i * 4096)
-            .sum();
-        assert_eq!(t.bytes, expect);
-    }
-}
+mod tests;

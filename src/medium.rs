@@ -26,6 +26,15 @@
 //! block from the pool (`Pool::take_unused_block`: a kept empty one, else a new one), put
 //! first on the list. A free moves its block to the front of its list.
 //!
+//! **What a run costs in page faults.** A run's dirty granules may be resident; its clean
+//! ones read zero and fault in as the caller writes them, a trap a page. In a private
+//! region a plain request's whole clean pages are faulted in at allocation instead (one
+//! `madvise(MADV_POPULATE_WRITE)` a range outside the lock, about a third of a trap's cost
+//! a page) only while this process's freed runs show that it writes what it allocates, and
+//! only up to a credit that bounds what a program turning sparse has made resident for
+//! nothing (`crate::medium_block`'s `written`: probes, evidence, credit). A zeroed request's
+//! clean pages are never faulted in.
+//!
 //! **What stays resident.** Freed granules are dirty (they may be resident). The medium
 //! blocks' dirty granules are bounded by `live / 40` plus a quarter block (512 KiB), so that
 //! with the parts of pages next to live runs and the blocks' metadata (about 0.7 % of the
@@ -56,7 +65,7 @@
 
 use crate::block::{header_of, key_class, key_life, BlockList, Header, EMPTY_KEY};
 use crate::class::{BLOCK_SIZE, GRANULE, MAX_MEDIUM, MEDIUM_CLASS};
-use crate::medium_block::{At, Runs, GRANULES, MAX_RUN, META_BYTES, META_GRANULES};
+use crate::medium_block::{At, Clean, Runs, GRANULES, MAX_RUN, META_BYTES, META_GRANULES};
 use crate::medium_cache::{MediumCache, Starts, LONG_CHANGES, STARTS_MAX};
 use crate::misuse::Problem;
 use crate::os;
@@ -67,22 +76,10 @@ use core::sync::atomic::Ordering;
 
 use crate::medium_block::MediumCounts;
 
-/// Dirty granules kept beyond the bound's share of the live ones: a quarter block's
-/// (512 KiB).
-const DIRTY_SLACK: usize = BLOCK_SIZE / GRANULE / 4;
-/// The bound's share of the live granules: `live / DIRTY_SHARE` (2.5 %: with the pages
-/// next to live runs and the blocks' metadata, the free resident memory of medium blocks
-/// adds about 3 % to the live medium memory).
-const DIRTY_SHARE: usize = 40;
-/// A purge gives back a `1 / DIRTY_CUT` of the bound: down to three quarters of it.
-const DIRTY_CUT: usize = 4;
 /// What a free may leave dirty beyond the bound: as much as the next allocation may take
 /// (half a block, the longest medium run), so that a free/allocate loop purges only what
 /// its allocations do not reuse.
 const FREE_SLACK: usize = MAX_MEDIUM / GRANULE;
-/// Passes of a purge at most, by length of range of dirty granules: up to a page, 4, 16...
-/// `4^(PASSES - 1)` pages (a block, with pages of 4 KiB or more).
-const PASSES: usize = 6;
 /// Medium frees between two looks at the clock for the decay of empty blocks (a clock
 /// read costs more than a medium free's other work).
 pub(crate) const DECAY_EVERY: u64 = 32;
@@ -200,19 +197,39 @@ impl Pool {
         };
         // SAFETY: as above.
         let runs = unsafe { Runs::of(h) };
-        // Zeroed: the run's dirty ranges, written with zeros outside the lock. (A plain
-        // request's clean granules are left to fault in as the caller writes them: faulted
-        // in here, a buffer the caller writes in part would be resident whole.)
-        let mut zero = [(0, 0); ZERO_RANGES];
-        let mut zero_count = 0;
+        // Zeroed: the run's dirty ranges, written with zeros outside the lock. Plain, in a
+        // private region: its whole clean pages, faulted in by one call a range outside the
+        // lock when the evidence says the program writes what it allocates (else left to
+        // fault in as the caller writes them: a buffer written in part stays sparse), see
+        // `medium_block`'s `written`.
+        let mut ranges = [(0, 0); ZERO_RANGES];
+        let mut count = 0;
+        let mut clean = Clean::default();
+        let start = (h.base() as usize + g * GRANULE - self.region.base()) as u64;
+        let page = os::page_size();
         if ZERO {
             runs.for_each_dirty(g, n, |s, k| {
-                if zero_count < ZERO_RANGES {
-                    zero[zero_count] = (s, k);
+                if count < ZERO_RANGES {
+                    ranges[count] = (s, k);
                 }
-                zero_count += 1;
+                count += 1;
+            });
+        } else if dirty_first {
+            let per_page = (page / GRANULE).max(1);
+            runs.for_each_clean(g, n, |s, k| {
+                let (a, b) = (s.next_multiple_of(per_page), (s + k) / per_page * per_page);
+                if b > a && count < ZERO_RANGES {
+                    ranges[count] = (a, b - a);
+                    count += 1;
+                    let bytes = (b - a) * GRANULE;
+                    clean.bytes += bytes;
+                    if bytes > clean.longest.1 {
+                        clean.longest = (start + ((a - g) * GRANULE) as u64, bytes);
+                    }
+                }
             });
         }
+        let fault_in = dirty_first && self.medium_written.taken(start, clean, page);
         let dirty = runs.take(g, n);
         Starts::of(h).set_live(g, n);
         let c = &mut st.medium_counts;
@@ -223,14 +240,20 @@ impl Pool {
         drop(st);
         let base = h.base();
         if ZERO {
-            let ranges: &[(usize, usize)] = if zero_count <= ZERO_RANGES {
-                &zero[..zero_count]
+            let ranges: &[(usize, usize)] = if count <= ZERO_RANGES {
+                &ranges[..count]
             } else {
                 &[(g, n)]
             };
             for &(s, k) in ranges {
                 // SAFETY: granules of the run just taken, ours.
                 unsafe { ptr::write_bytes(base.add(s * GRANULE), 0, k * GRANULE) };
+            }
+        } else if fault_in {
+            for &(s, k) in &ranges[..count] {
+                // SAFETY: whole pages of the run just taken (the block is page aligned),
+                // ours, mapped writable; faulting them in changes no byte.
+                unsafe { os::populate(base.add(s * GRANULE), k * GRANULE) };
             }
         }
         base.wrapping_add(g * GRANULE)
@@ -323,6 +346,18 @@ impl Pool {
     fn free_medium_run(&self, st: &mut PoolState, run: Run<'_>) {
         let h = run.block;
         let life = h.life();
+        if self.region.backing().give_back == GiveBack::Decommit {
+            // A probe of what the program writes (`medium_block`'s `written`): measured
+            // while the run is still its own.
+            let base = self.region.base();
+            let start = (h.base() as usize + run.granule * GRANULE - base) as u64;
+            let end = start + (run.granules * GRANULE) as u64;
+            let live = st.medium_counts.live * GRANULE;
+            self.medium_written.freed(start, end, live, |at, bytes| {
+                // SAFETY: whole pages of the run being freed, in the region (mapped).
+                unsafe { os::resident_bytes((base + at as usize) as *const u8, bytes) }
+            });
+        }
         // SAFETY: a medium block; we hold the lock.
         let runs = unsafe { Runs::of(h) };
         runs.free_run(run.granule);
@@ -384,6 +419,9 @@ impl Pool {
                 return Err(Problem::DoubleFree);
             }
             runs.shrink(run.granule, n, m);
+            // A probe of the run may name pages it no longer holds.
+            let start = (run.block.base() as usize + run.granule * GRANULE) - self.region.base();
+            self.medium_written.forget(start as u64);
             c.live -= n - m;
             c.dirty += n - m;
         } else if m > n {
@@ -464,137 +502,6 @@ impl Pool {
         freed
     }
 
-    /// Under the lock: the runs heaps' caches hold in the medium blocks of lifetime class
-    /// `life` (every class: `None`): (how many, their granules).
-    pub(crate) fn medium_held(&self, st: &PoolState, life: Option<usize>) -> (usize, usize) {
-        let lives = life.map_or(0..self.life_count, |l| l..l + 1);
-        let (mut runs, mut granules) = (0, 0);
-        for l in lives {
-            for h in st.medium_list(l).iter(self.units()) {
-                let (r, g) = Starts::of(h).held();
-                runs += r;
-                granules += g;
-            }
-        }
-        (runs, granules)
-    }
-
-    /// A free into `cache` (a heap's, its owner calling): keeps the medium allocation at
-    /// `p` (in the region) of `granules` granules in lifetime class `life` when it is one
-    /// (its block medium, of `life`, a live run of that length starting at `p`) and the
-    /// cache has room. Takes no lock. False: nothing changed (the locked free follows, and
-    /// reports what is wrong).
-    pub(crate) fn medium_cache_free(&self, cache: &MediumCache, p: *mut u8, granules: usize, life: usize) -> bool {
-        // A write of the state without the pool lock: marked (`crate::pool::write_seal`).
-        let _writing = self.writing();
-        let Some(h) = self.block_at(p) else {
-            return false;
-        };
-        let k = h.key();
-        if k == EMPTY_KEY || key_class(k) != MEDIUM_CLASS || key_life(k) != life {
-            return false;
-        }
-        let off = p as usize - h.base() as usize;
-        if off < META_BYTES || !off.is_multiple_of(GRANULE) {
-            return false;
-        }
-        let at = (p as usize - self.region.base()) as u64;
-        cache.put(at, granules, life, || Starts::of(h).hold(off / GRANULE, granules))
-    }
-
-    /// A request of `granules` granules aligned to `align` (at most a page) in lifetime
-    /// class `life` served from `cache` (a heap's, its owner calling), taking no lock; null
-    /// when it keeps no such run. The run holds what it held when freed.
-    pub(crate) fn medium_cache_alloc(&self, cache: &MediumCache, granules: usize, align: usize, life: usize) -> *mut u8 {
-        // A write of the state without the pool lock: marked (`crate::pool::write_seal`).
-        let _writing = self.writing();
-        let base = self.region.base();
-        let take = |at: u64| {
-            let p = base.wrapping_add(at as usize) as *mut u8;
-            // The entry was the cache's: its block is medium while the run is held.
-            let h = self.block_at(p).filter(|h| is_medium(h));
-            h.is_some_and(|h| Starts::of(h).unhold((p as usize - h.base() as usize) / GRANULE, granules))
-        };
-        cache
-            .take(granules, life, align, |at| self.region.contains(base.wrapping_add(at as usize)) && take(at))
-            .map_or(ptr::null_mut(), |at| base.wrapping_add(at as usize) as *mut u8)
-    }
-
-    /// A resize of the medium allocation at `p` (in the region) of `size` bytes in lifetime
-    /// class `life` to a size of as many granules, taking no lock (the check a free makes,
-    /// read as a free into a cache reads it): [`SameRun::Live`] when `p` starts a live run of
-    /// `size`'s granules in a medium block of `life` that no cache holds, as its byte in the
-    /// block's [`Starts`] tells for a run of at most `STARTS_MAX` granules (then nothing
-    /// changes: the run holds the new size); for a longer run, whose byte is 0, in a region
-    /// no other process uses, [`SameRun::Long`] with [`LONG_CHANGES`] now (this process's
-    /// count), which the caller compares with what it saw when it last found that run live;
-    /// else [`SameRun::No`] (the locked resize
-    /// follows and reports misuse). Changes nothing.
-    pub(crate) fn medium_same_run(&self, p: *mut u8, size: usize, life: usize) -> SameRun {
-        let Some(h) = self.block_at(p) else {
-            return SameRun::No;
-        };
-        let k = h.key();
-        if k == EMPTY_KEY || key_class(k) != MEDIUM_CLASS || key_life(k) != life {
-            return SameRun::No;
-        }
-        let off = p as usize - h.base() as usize;
-        let n = size.div_ceil(GRANULE);
-        if off < META_BYTES || !off.is_multiple_of(GRANULE) || size > MAX_MEDIUM {
-            return SameRun::No;
-        }
-        if n <= STARTS_MAX {
-            return match Starts::of(h).is_live(off / GRANULE, n) {
-                true => SameRun::Live,
-                false => SameRun::No,
-            };
-        }
-        if self.is_process_shared() {
-            // Another process's change would not count in this process's `LONG_CHANGES`.
-            return SameRun::No;
-        }
-        // Read before the byte: a change after this read is seen by the caller's compare.
-        let changes = LONG_CHANGES.load(Ordering::Acquire);
-        match Starts::of(h).is_clear(off / GRANULE) {
-            true => SameRun::Long(changes),
-            false => SameRun::No,
-        }
-    }
-
-    /// Under the lock: frees every run `cache` keeps (a heap leaving it: its thread's
-    /// exit, its holder's death) and empties it. Entries that name no held run of their
-    /// length (a holder killed mid-change) are skipped. Returns how many it freed.
-    pub(crate) fn flush_medium_cache(&self, st: &mut PoolState, cache: &MediumCache) -> usize {
-        let base = self.region.base();
-        let mut freed = 0;
-        for e in cache.drain() {
-            let p = base.wrapping_add(e.off as usize) as *mut u8;
-            if !self.region.contains(p as usize) {
-                continue;
-            }
-            let Some(h) = self.block_at(p).filter(|h| is_medium(h)) else {
-                continue;
-            };
-            let g = (p as usize - h.base() as usize) / GRANULE;
-            let n = e.granules as usize;
-            // SAFETY: a medium block (its key); we hold the lock.
-            let is_run = g >= META_GRANULES && unsafe { Runs::of(h) }.at(g) == At::Start(n);
-            if !is_run || !Starts::of(h).unhold(g, n) || !Starts::of(h).change(g, n, 0) {
-                continue;
-            }
-            self.free_medium_run(
-                st,
-                Run {
-                    block: h,
-                    granule: g,
-                    granules: n,
-                },
-            );
-            freed += 1;
-        }
-        freed
-    }
-
     /// The live medium allocations of block `h` (taking the lock): its live runs and
     /// their granules, runs heaps' caches hold not counted; `None` when `h` is not a
     /// medium block (now).
@@ -630,159 +537,10 @@ impl Pool {
         }
         (runs, granules * GRANULE)
     }
-
-    /// Under the lock: gives back every medium block with no live run and every whole
-    /// free page of the others (`compact`). Returns the blocks given away.
-    pub(crate) fn compact_medium(&self, st: &mut PoolState) -> usize {
-        let units = self.units();
-        let mut blocks = 0;
-        for life in 0..self.life_count {
-            for h in st.medium(life).iter(units) {
-                // SAFETY: a medium block; we hold the lock.
-                if unsafe { Runs::of(h) }.is_empty() {
-                    st.medium(life).remove(units, h);
-                    self.drop_medium_block(st, h);
-                    blocks += 1;
-                }
-            }
-        }
-        self.purge_medium(st, 0);
-        blocks
-    }
-
-    /// Under the lock, at `now`: at the end of a decay window (half the pool's delay, as
-    /// for empty blocks: `crate::decay::Idle`), the dirty granules that stayed dirty the
-    /// whole window (the fewest there were at any moment of it) go back to the OS: every
-    /// whole free page but for the dirty granules freed into most recently (the blocks
-    /// first on their lists). So freed memory stays resident from half the delay to the
-    /// delay, unless reused. Returns how many granules it gave back.
-    pub(crate) fn decay_medium(&self, st: &mut PoolState, now: u64) -> usize {
-        let delay = st.decay_delay();
-        let dirty = st.medium_counts.dirty;
-        let due = st.medium_counts.idle.due(now, dirty, delay);
-        if due == 0 {
-            return 0;
-        }
-        let before = st.medium_counts.dirty;
-        self.purge_medium(st, dirty - due);
-        // The window starts again from what is left.
-        let c = &mut st.medium_counts;
-        c.idle.taken(c.dirty);
-        before - c.dirty
-    }
-
-    /// From a medium path that holds no lock (a heap's every `DECAY_EVERY`-th medium
-    /// allocation), at `now`: when kept memory may be due to go back and the lock is free
-    /// (never waits), the empty blocks and the medium pages unused for the delay go back.
-    pub(crate) fn decay_medium_if_due(&self, now: u64) {
-        if let Some(mut st) = self.try_lock_if_decay_due(now) {
-            self.decay_empty(&mut st, now);
-            self.decay_medium(&mut st, now);
-        }
-    }
-
-    /// Under the lock: purges when the dirty granules exceed the bound plus `slack` (see the
-    /// module docs), down to three quarters of the bound.
-    fn purge_medium_if_due(&self, st: &mut PoolState, slack: usize) {
-        let c = &st.medium_counts;
-        let bound = c.live / DIRTY_SHARE + DIRTY_SLACK;
-        if c.dirty > bound + c.floor + slack {
-            self.purge_medium(st, bound - bound / DIRTY_CUT);
-        }
-    }
-
-    /// Under the lock: gives whole pages of free dirty granules of the medium blocks back to
-    /// the OS (they read zero after) until at most `keep` dirty granules are left: those of
-    /// the shortest ranges of dirty granules first (a long range serves any request without
-    /// a page fault; short ones, only short requests), among as short ones those of the
-    /// blocks last on their lists first (freed into longest ago; on `medium:400` this gave
-    /// 20 faults a step where the other way gave 23). A medium block left with no live run
-    /// and nothing dirty past its first page goes to the pool's empty blocks, unless first on
-    /// its list.
-    pub(crate) fn purge_medium(&self, st: &mut PoolState, keep: usize) {
-        if self.region.backing().give_back == GiveBack::Keep {
-            // A region committed up front keeps its pages: a purge would only write zeros.
-            return;
-        }
-        let units = self.units();
-        let page = os::page_size();
-        let (mut cleaned, mut calls) = (0, 0);
-        let before = st.medium_counts.dirty;
-        // Pass `k` gives back the whole free pages of the ranges of dirty granules up to
-        // `4^k` pages long, until enough; a pass walks every medium block (a cache miss a
-        // block). The passes whose ranges, with the shorter ones', give back less than
-        // needed give back all of theirs: they are done as one, found by counting first
-        // (the short ranges, beside live runs, often hold no whole page).
-        let mut longest = (page / GRANULE).max(1);
-        let pass_of = |k: usize| {
-            let times = k.div_ceil(longest).next_power_of_two().trailing_zeros();
-            (times.div_ceil(2) as usize).min(PASSES - 1)
-        };
-        let mut gives = [0; PASSES];
-        // Each class's last medium block (the one freed into longest ago): the passes walk
-        // back from it, so that among ranges as short, the longest unused go back first.
-        let mut lasts = [u32::MAX; 256];
-        for (life, last) in lasts.iter_mut().enumerate().take(self.life_count) {
-            for h in st.medium_list(life).iter(units) {
-                // SAFETY: a medium block; we hold the lock.
-                let runs = unsafe { Runs::of(h) };
-                runs.for_each_dirty_range(page, |k, pages| gives[pass_of(k)] += pages);
-                *last = units.index(h);
-            }
-        }
-        let (mut pass, mut shorter) = (0, 0);
-        while pass + 1 < PASSES && shorter + gives[pass] < before.saturating_sub(keep) {
-            shorter += gives[pass];
-            pass += 1;
-        }
-        longest <<= 2 * pass.saturating_sub(1);
-        while before - cleaned > keep {
-            for &last in lasts.iter().filter(|&&u| u != u32::MAX) {
-                for h in BlockList::iter_back(units, units.block(last)) {
-                    let enough = (before - cleaned).saturating_sub(keep);
-                    if enough == 0 {
-                        break;
-                    }
-                    // SAFETY: a medium block; we hold the lock.
-                    let runs = unsafe { Runs::of(h) };
-                    if runs.dirty() == 0 {
-                        continue;
-                    }
-                    let base = h.base();
-                    cleaned += runs.purge(page, longest, enough, |s, k| {
-                        calls += 1;
-                        // SAFETY: whole pages of free granules of a block of ours: nobody's.
-                        unsafe { self.region.clear(base.add(s * GRANULE), k * GRANULE) };
-                    });
-                }
-            }
-            if longest >= GRANULES {
-                break;
-            }
-            longest *= 4;
-        }
-        for life in 0..self.life_count {
-            let first = st.medium(life).first(units);
-            for h in st.medium(life).iter(units) {
-                // SAFETY: a medium block; we hold the lock.
-                let runs = unsafe { Runs::of(h) };
-                // An empty block whose dirty granules all share the metadata's page can
-                // give nothing more back here: it goes to the pool, whose decay gives the
-                // whole block back.
-                let clean = runs.dirty() == 0 || runs.dirty_only_in_first_page(page);
-                if runs.is_empty() && clean && !first.is_some_and(|f| ptr::eq(f, h)) {
-                    st.medium(life).remove(units, h);
-                    self.drop_medium_block(st, h);
-                }
-            }
-        }
-        let c = &mut st.medium_counts;
-        c.less_dirty(cleaned);
-        // What could not be given back (parts of pages with live runs).
-        c.floor = c.dirty.saturating_sub(keep);
-        c.purged += calls;
-    }
 }
 
+mod held;
+mod purge;
 #[cfg(test)]
 mod tests;
+

@@ -344,14 +344,26 @@ impl Runs {
 
     /// Calls `f(s, k)` for each range of granules `[s, s + k)` of the run `[g, g + n)`
     /// (free) that may not read zero.
-    pub(crate) fn for_each_dirty(&self, g: usize, n: usize, mut f: impl FnMut(usize, usize)) {
+    pub(crate) fn for_each_dirty(&self, g: usize, n: usize, f: impl FnMut(usize, usize)) {
+        self.for_each_marked(g, n, false, f);
+    }
+
+    /// Calls `f(s, k)` for each range of granules `[s, s + k)` of the run `[g, g + n)`
+    /// (free) that read zero (clean).
+    pub(crate) fn for_each_clean(&self, g: usize, n: usize, f: impl FnMut(usize, usize)) {
+        self.for_each_marked(g, n, true, f);
+    }
+
+    /// Calls `f(s, k)` for each longest range of granules `[s, s + k)` of `[g, g + n)` whose
+    /// clean bits are all `clean`.
+    fn for_each_marked(&self, g: usize, n: usize, clean: bool, mut f: impl FnMut(usize, usize)) {
         let mut s = g;
         while s < g + n {
-            let d = next_with(&self.clean, s, g + n, false);
+            let d = next_with(&self.clean, s, g + n, clean);
             if d == g + n {
                 break;
             }
-            let e = next_with(&self.clean, d, g + n, true);
+            let e = next_with(&self.clean, d, g + n, !clean);
             f(d, e - d);
             s = e;
         }
@@ -439,22 +451,19 @@ impl Runs {
                 break;
             };
             if de - ds <= longest {
-                // The whole free pages the range touches.
-                let (mut s, e) = (
-                    (ds / per_page * per_page).max(first),
-                    de.next_multiple_of(per_page),
+                // The whole free pages the range touches: the range lies in one run of free
+                // granules `[fs, fe)`, so they are the pages that touch it and lie in that
+                // run, one range of pages.
+                let (fs, fe) = (
+                    clear_run_start(&self.used, ds),
+                    next_with(&self.used, de, GRANULES, true),
                 );
-                let mut range: Option<(usize, usize)> = None;
-                while s + per_page <= e.min(GRANULES) {
-                    if count_range(&self.used, s, per_page) == 0 {
-                        range = Some(range.map_or((s, per_page), |(r, k)| (r, k + per_page)));
-                    } else if let Some((r, k)) = range.take() {
-                        cleaned += self.give_back(r, k, &mut give_back);
-                    }
-                    s += per_page;
-                }
-                if let Some((r, k)) = range {
-                    cleaned += self.give_back(r, k, &mut give_back);
+                let s = (ds / per_page * per_page)
+                    .max(fs.next_multiple_of(per_page))
+                    .max(first);
+                let e = de.next_multiple_of(per_page).min(fe / per_page * per_page);
+                if s < e {
+                    cleaned += self.give_back(s, e - s, &mut give_back);
                 }
             }
             g = de;
@@ -581,3 +590,6 @@ impl Runs {
 
 #[cfg(test)]
 mod tests;
+mod written;
+
+pub(crate) use written::{Clean, Written};

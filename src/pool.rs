@@ -61,7 +61,7 @@ use crate::heap_record::HeapRecord;
 use crate::label::LabelCell;
 use crate::large::LargeTable;
 use crate::lifetime::ScopeClaims;
-use crate::medium_block::MediumCounts;
+use crate::medium_block::{MediumCounts, Written};
 use crate::region::{Region, RegionState, UNIT};
 use crate::sync::{fence, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use crate::sync::{PoolLock, RawPoolLock};
@@ -140,6 +140,9 @@ pub(crate) struct Pool {
     /// A named region's write seal: where every write to the state area is marked
     /// ([`write_seal`]); `None` in every other pool.
     pub(crate) write_seal: Option<WriteSeal>,
+    /// What this process writes of its plain medium runs: whether their clean pages are
+    /// faulted in at allocation (`crate::medium_block`'s `written`; private regions only).
+    pub(crate) medium_written: Written,
 }
 
 /// The pool lock held: the pool's state, and a named region's write in progress (its end

@@ -151,6 +151,14 @@ pub(crate) struct RegionState {
     pub(crate) options: [u64; 2],
 }
 
+#[cfg(test)]
+impl RegionState {
+    /// For `verify`'s tests of damaged state: sets the carved count, returns the old one.
+    pub(crate) fn swap_bump(&mut self, bump: usize) -> usize {
+        core::mem::replace(&mut self.bump, bump)
+    }
+}
+
 /// The bytes of a placed region's state ([`Region::placed`]): the unit bytes, then the
 /// decommitted bitmap (word aligned), then the promotion records, then the run words.
 pub(crate) fn placed_meta_len(unit_count: usize) -> usize {

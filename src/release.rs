@@ -26,7 +26,6 @@ use crate::large::unmap_evicted;
 use crate::lifetime::{self, Lifetime};
 use crate::stats::Bytes;
 use core::fmt;
-use crate::os;
 use crate::per_thread;
 use crate::pool::{Pool, PoolState};
 use core::time::Duration;
@@ -42,7 +41,8 @@ pub struct Released {
     /// blocks of their heaps and of joins not left, their tiny blocks, blocks threads
     /// without a heap allocated from.
     pub left_to_other_threads: usize,
-    /// Large allocations of the class unmapped (whichever thread made them).
+    /// Large allocations of the class freed (whichever thread made them): cached as a free
+    /// caches them, within the cache's bounds, or unmapped.
     pub large: usize,
     /// Medium allocations of the class freed (whichever thread made them), and their
     /// blocks given back with them.
@@ -285,11 +285,13 @@ impl<L: Lifetime> Cohort<L> {
         let mut out = r.out;
         out.large += runs;
         // Large allocations belong to no heap: all of the class's go (the caller's contract
-        // covers them: see `release_class`'s, and `Whose::Claimed`).
-        pool.large.lock().drain_life(life, |addr, len| {
-            out.large += 1;
-            // SAFETY: a live large allocation of the class, dead by the caller's contract.
-            unsafe { os::unmap(addr as *mut u8, len) };
+        // covers them: see `release_class`'s, and `Whose::Claimed`), cached as their frees
+        // would cache them (a loop that releases its class reuses its mappings).
+        let now = crate::decay::now();
+        out.large += pool.large.lock().release_life(life, now, |evicted| {
+            // SAFETY: what the cache gave up: mappings of no allocation (the class's are
+            // dead by the caller's contract).
+            unsafe { unmap_evicted(evicted) };
         });
         out
     }

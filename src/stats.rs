@@ -281,7 +281,9 @@ impl<L: Lifetime> Cohort<L> {
             self.core.pool_counters();
         let classes = self.class_totals(&heads);
         let (region_bytes, carved_blocks, run_units) = self.core.pool_if_any().map_or((0, 0, 0), |pool| {
-            let st = pool.state.lock();
+            // Repairing as every locker does (`pool_counters` repaired already, unless a
+            // holder died since).
+            let st = pool.lock_uncounted();
             let runs = pool.region.runs(&st.region).map(|(_, run)| run.units).sum();
             (pool.region.len(), pool.region.carved_units(&st.region), runs)
         });

@@ -33,7 +33,7 @@ use crate::pool::{Pool, PoolState, EMPTY_KEY};
 use crate::sync::Ordering;
 use bitvec::slice::BitSlice;
 use core::fmt;
-use lists::{check_lists, Carved};
+use lists::{check_lists, check_state, Carved};
 
 mod lists;
 
@@ -134,8 +134,11 @@ impl<L: Lifetime> Cohort<L> {
         let mut seen = vec![0usize; max_slots.div_ceil(usize::BITS as usize)];
         let (walked, runs) = {
             let st = pool.lock_uncounted();
-            let walked = walk(pool, &st, BitSlice::from_slice_mut(&mut seen));
-            (walked, pool.region.check_runs(&st.region))
+            // Damaged state is reported before anything walks what it counts.
+            let walked = check_state(pool, &st)
+                .and_then(|()| walk(pool, &st, BitSlice::from_slice_mut(&mut seen)));
+            let runs = walked.as_ref().map_or(Ok(()), |_| pool.region.check_runs(&st.region));
+            (walked, runs)
         };
         let verified = walked.map_err(|f| f.into_error(pool.life_count, self.label()))?;
         // The runs of the region's units (large allocations inside it).
@@ -235,6 +238,18 @@ enum Problem {
         unit: u32,
     },
     Cycle(&'static str),
+    Carved {
+        carved: usize,
+        units: usize,
+    },
+    Registry {
+        id: u32,
+        link: u64,
+    },
+    Abandoned {
+        link: u64,
+        what: &'static str,
+    },
 }
 
 /// A problem and the block it is in, as read when it was found.
@@ -330,6 +345,15 @@ impl Fault {
             }
             Problem::Cycle(what) => {
                 format!("{what}: longer than the region's carved blocks (a cycle)")
+            }
+            Problem::Carved { carved, units } => {
+                format!("the region's state counts {carved} units carved, it has {units}")
+            }
+            Problem::Registry { id, link } => {
+                format!("the heap registry's entry {id} names {link:#x}, not heap {id}'s slot")
+            }
+            Problem::Abandoned { link, what } => {
+                format!("the abandoned heaps' list: link {link:#x} {what}")
             }
             Problem::PromotedSource(source) => format!(
                 "the promotion record's source class {source:?} is not a smaller class"

@@ -6,7 +6,7 @@
 use core::ptr;
 
 /// `madvise` advice that faults a range in, writable, in one call (Linux 5.14).
-const MADV_POPULATE_WRITE: libc::c_int = 23;
+pub(crate) const MADV_POPULATE_WRITE: libc::c_int = 23;
 /// `mlock2` flag: lock pages as they are faulted in, not now.
 const MLOCK_ONFAULT: libc::c_uint = 1;
 /// The node bits `mbind` is given (one word).

@@ -22,7 +22,7 @@ use crate::counters::HeadCounters;
 use crate::decay::{Decay, Idle, Retention};
 use crate::large::LargeTable;
 use crate::lifetime::ScopeClaims;
-use crate::medium_block::MediumCounts;
+use crate::medium_block::{MediumCounts, Written};
 use crate::os;
 use crate::region::{placed_meta_len, Backing, Region, RegionState, UNIT};
 use crate::sync::{pool_lock, AtomicU32, AtomicU64, AtomicU8};
@@ -194,6 +194,7 @@ pub(crate) unsafe fn build(
                 heap_stride: layout.heap_stride,
                 fork_next: ptr::null_mut(),
                 write_seal: None,
+                medium_written: Written::new(),
                 area: ptr::null_mut(),
                 area_len: 0,
                 refs: AtomicU64::new(1),

@@ -42,6 +42,7 @@ mod workload;
 
 use mix::{Entry, Lives};
 use report::{ContractRow, Snapshot};
+use std::io::Write;
 use std::process::ExitCode;
 use workload::{Life, Run};
 
@@ -61,6 +62,19 @@ pub struct Report {
 }
 
 /// Runs the mix on a fresh instance and measures it.
+/// Writes `text` to standard output and flushes it, the error checked (`print!` panics on
+/// a failed write): success, or a clear error and failure.
+fn write_out(text: &str) -> ExitCode {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cohort-ratio: writing to standard output: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn measure(
     mix: Vec<Entry>,
     lives: Lives,
@@ -116,10 +130,7 @@ fn main() -> ExitCode {
     };
     let opts = match cli::options(&matches) {
         Ok(cli::Parsed::Run(o)) => o,
-        Ok(cli::Parsed::Print(text)) => {
-            print!("{text}");
-            return ExitCode::SUCCESS;
-        }
+        Ok(cli::Parsed::Print(text)) => return write_out(&text),
         Err(msg) => {
             eprintln!("cohort-ratio: {msg}");
             return ExitCode::from(2);
@@ -132,10 +143,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if opts.json {
-        print!("{}", export::to_json(&r, opts.blocks).render());
+    let report = if opts.json {
+        export::to_json(&r, opts.blocks).render()
     } else {
-        print!("{}", text::render(&r, opts.blocks, opts.wide));
+        text::render(&r, opts.blocks, opts.wide)
+    };
+    if write_out(&report) != ExitCode::SUCCESS {
+        return ExitCode::FAILURE;
     }
     if let Some(path) = &opts.svg {
         if let Err(e) = svg::write(&r, path) {

@@ -21,12 +21,17 @@ fn color(life: usize) -> RGBColor {
 
 const MIB: f64 = (1 << 20) as f64;
 
-/// Draws the chart to `path`.
+/// Draws the chart to `path`. The chart is drawn in memory and written with one checked
+/// write: the drawing library's file backend drops a failed write's error.
 pub fn write(r: &Report, path: &Path) -> Result<(), String> {
-    draw(r, path).map_err(|e| format!("--svg {}: {e}", path.display()))
+    let mut svg = String::new();
+    draw(r, &mut svg)
+        .map_err(|e| e.to_string())
+        .and_then(|()| std::fs::write(path, svg).map_err(|e| e.to_string()))
+        .map_err(|e| format!("--svg {}: {e}", path.display()))
 }
 
-fn draw(r: &Report, path: &Path) -> Result<(), Box<dyn std::error::Error>> {
+fn draw(r: &Report, svg: &mut String) -> Result<(), Box<dyn std::error::Error>> {
     let blocks: Vec<&BlockRow> = r.end.blocks.iter().chain(&r.end.medium).collect();
     let n = blocks.len().max(1);
     let top = blocks
@@ -34,7 +39,7 @@ fn draw(r: &Report, path: &Path) -> Result<(), Box<dyn std::error::Error>> {
         .map(|b| b.block.block_bytes as f64 / MIB)
         .fold(2.0, f64::max);
     let width = (180 + 42 * n as u32).clamp(900, 8000);
-    let root = SVGBackend::new(path, (width, 560)).into_drawing_area();
+    let root = SVGBackend::with_string(svg, (width, 560)).into_drawing_area();
     root.fill(&WHITE)?;
     let (head, body) = root.split_vertically(64);
     head.draw_text(

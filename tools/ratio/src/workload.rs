@@ -64,15 +64,23 @@ impl<'a> Run<'a> {
     /// Runs the build phase: every entry allocated, interleaved in proportion to the
     /// counts. Errors when the allocator returns null or misaligned memory.
     pub fn new(cohort: &'a Cohort<Life>, mix: &'a [Entry]) -> Result<Self, String> {
-        let live = mix.iter().map(|e| Live {
-            ptrs: Vec::with_capacity(e.count),
-            allocated: 0,
-        });
-        let mut run = Run {
-            cohort,
-            mix,
-            live: live.collect(),
-        };
+        // The pointers are kept, one per allocation: a count too large for the tool's own
+        // memory is refused here, as a clear error, rather than aborting the process.
+        let live = mix
+            .iter()
+            .map(|e| {
+                let mut ptrs = Vec::new();
+                ptrs.try_reserve_exact(e.count).map_err(|_| {
+                    format!(
+                        "entry {e}: {} allocations are more than the tool can keep the \
+                         pointers of",
+                        e.count
+                    )
+                })?;
+                Ok(Live { ptrs, allocated: 0 })
+            })
+            .collect::<Result<_, String>>()?;
+        let mut run = Run { cohort, mix, live };
         // One round per allocation of the largest entry; after round r an entry of count c
         // has made c * r / rounds allocations, so entries interleave finely.
         let rounds = mix.iter().map(|e| e.count).max().unwrap_or(0);

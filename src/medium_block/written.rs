@@ -1,0 +1,152 @@
+//! What a program writes of its plain medium runs, as its runs show it: the evidence that
+//! decides whether a plain (not zeroed) medium request's clean pages, which read zero and are
+//! not resident, are faulted in at allocation (one `madvise(MADV_POPULATE_WRITE)` a range,
+//! `os::populate`: about a third of a page fault's cost a page) or left to fault in one
+//! trap a page as the program writes them. Faulted in, a page the program never writes is
+//! resident for nothing, so a page is faulted in only on evidence, and only so much of it.
+//!
+//! **Probes.** A plain run handed out with at least [`PROBE_PAGES`] whole clean pages left
+//! to fault in may be a probe: its start and its longest range of whole clean pages are
+//! remembered ([`PROBES`] at most, the oldest replaced). When that run is freed, the pages
+//! of that range still resident (`mincore`) are those the program wrote: the evidence is
+//! dense when they are at least [`DENSE`] of the range, sparse otherwise.
+//!
+//! **Credit.** Dense evidence sets the credit to `live / 32 +` [`CREDIT_MIN`] bytes (live:
+//! the live medium bytes then); sparse evidence takes it all. A run's clean pages are
+//! faulted in only when they fit in the credit, which they use up; with credit left, every
+//! [`PROBE_EVERY`]-th run that could be a probe is one instead, so the evidence keeps
+//! coming. So the pages faulted in and never written are bounded by the credit: a program
+//! that turns sparse after dense evidence has at most the credit made resident beyond what
+//! it writes before a sparse probe ends it; one that frees nothing gives no evidence and has
+//! nothing faulted in; a sparse one has nothing faulted in after its first freed probe.
+//!
+//! Invariants (under the pool lock, which every method's caller holds; the atomics only
+//! make the per-process view shareable): a probe of start `s` names pages that lay in the
+//! run taken at `s` since the probe was recorded, and untouched by the allocator (a run
+//! taken or shrunk at `s` drops it: [`Written::taken`], [`Written::forget`]; its range is
+//! measured only when it lies inside the run freed); `credit <= live / 32 + CREDIT_MIN` for
+//! the live bytes of the last dense evidence.
+
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+
+/// Probes remembered at most.
+pub(crate) const PROBES: usize = 16;
+/// The fewest whole clean pages a probe's range has.
+pub(crate) const PROBE_PAGES: usize = 4;
+/// With credit left, one run in this many that could be a probe is one.
+pub(crate) const PROBE_EVERY: u64 = 8;
+/// The credit's part that does not scale with the live memory (bytes).
+pub(crate) const CREDIT_MIN: usize = 8 << 20;
+/// The credit's share of the live medium bytes: `live / CREDIT_SHARE`.
+const CREDIT_SHARE: usize = 32;
+/// Dense evidence: at least `DENSE.0 / DENSE.1` of a probe's pages were written.
+pub(crate) const DENSE: (usize, usize) = (15, 16);
+
+/// The clean pages of a run being taken: their bytes (whole pages only) and the longest
+/// range of them, `(offset from the region's base, bytes)`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Clean {
+    pub(crate) bytes: usize,
+    pub(crate) longest: (u64, usize),
+}
+
+/// The evidence of one process's view of a pool (see the module docs).
+pub(crate) struct Written {
+    /// Per probe: `[start + 1 (0: none), range offset, range bytes]`, offsets from the
+    /// region's base.
+    probes: [[AtomicU64; 3]; PROBES],
+    /// The probe slot the next probe takes.
+    next: AtomicUsize,
+    /// Bytes that may still be faulted in before new evidence.
+    credit: AtomicUsize,
+    /// Runs that could have been probes, counted while credit was left.
+    could: AtomicU64,
+}
+
+impl Written {
+    /// No evidence: nothing is faulted in until a dense probe is freed.
+    pub(crate) const fn new() -> Written {
+        Written {
+            probes: [const { [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)] }; PROBES],
+            next: AtomicUsize::new(0),
+            credit: AtomicUsize::new(0),
+            could: AtomicU64::new(0),
+        }
+    }
+
+    /// Under the pool lock: a run is taken at `start` (offset from the region's base) with
+    /// `clean` pages left to fault in (none for a zeroed request, whose clean pages read
+    /// zero as they are). Drops a probe of an earlier run at `start`; returns whether to
+    /// fault `clean`'s pages in, else maybe makes the run a probe.
+    pub(crate) fn taken(&self, start: u64, clean: Clean, page: usize) -> bool {
+        self.forget(start);
+        let could_probe = clean.longest.1 >= PROBE_PAGES * page;
+        let credit = self.credit.load(Relaxed);
+        if clean.bytes > 0 && clean.bytes <= credit {
+            let probe_now =
+                could_probe && self.could.fetch_add(1, Relaxed).is_multiple_of(PROBE_EVERY);
+            if !probe_now {
+                self.credit.store(credit - clean.bytes, Relaxed);
+                return true;
+            }
+        }
+        if could_probe {
+            let slot = self.next.load(Relaxed);
+            self.next.store((slot + 1) % PROBES, Relaxed);
+            let p = &self.probes[slot];
+            p[1].store(clean.longest.0, Relaxed);
+            p[2].store(clean.longest.1 as u64, Relaxed);
+            p[0].store(start + 1, Relaxed);
+        }
+        false
+    }
+
+    /// Under the pool lock: the run at `start` changes (shrunk, or gone without a
+    /// [`Written::freed`]): its probe, if any, is dropped.
+    pub(crate) fn forget(&self, start: u64) {
+        for p in &self.probes {
+            if p[0].load(Relaxed) == start + 1 {
+                p[0].store(0, Relaxed);
+            }
+        }
+    }
+
+    /// Under the pool lock: the run `[start, end)` (offsets from the region's base) is being
+    /// freed, with `live` live medium bytes. When it is a probe, `resident(offset, bytes)`
+    /// measures its range (the resident bytes of it, by `mincore`) and the evidence sets the
+    /// credit. Returns whether it was a probe.
+    pub(crate) fn freed(
+        &self,
+        start: u64,
+        end: u64,
+        live: usize,
+        resident: impl FnOnce(u64, usize) -> usize,
+    ) -> bool {
+        let Some(p) = self.probes.iter().find(|p| p[0].load(Relaxed) == start + 1) else {
+            return false;
+        };
+        p[0].store(0, Relaxed);
+        let (at, bytes) = (p[1].load(Relaxed), p[2].load(Relaxed) as usize);
+        if at < start || at + bytes as u64 > end {
+            return false;
+        }
+        let written = resident(at, bytes);
+        let dense = written * DENSE.1 >= bytes * DENSE.0;
+        let credit = if dense {
+            live / CREDIT_SHARE + CREDIT_MIN
+        } else {
+            0
+        };
+        self.credit.store(credit, Relaxed);
+        true
+    }
+
+    /// Bytes that may still be faulted in before new evidence.
+    #[cfg(test)]
+    pub(crate) fn credit(&self) -> usize {
+        self.credit.load(Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests;
