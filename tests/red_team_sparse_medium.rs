@@ -194,15 +194,15 @@ fn sparse_long_lived_buffers_beside_dense_scratch_ones_stay_mostly_unresident() 
 /// The same with a decay delay of 0: the scratch buffers' pages go back at once, so every
 /// scratch buffer is made of clean pages again (a probe, whose free is dense evidence).
 ///
-/// RED-61 (owner medium: the evidence-based populate, src/medium_block/written.rs, branch
-/// medium ad4e772, not on main): passes on main 921aec8 (2 128 KiB resident growth); on
-/// medium ad4e772: `200 long-lived medium buffers of 900 KiB written in one byte each,
+/// RED-61 (owner medium: the evidence-based populate, src/medium_block/written.rs, merged
+/// on main in eec6e3f): passed on main 921aec8 (2 128 KiB resident growth); fails on
+/// medium ad4e772 (and main eec6e3f: 81 MiB): `200 long-lived medium buffers of 900 KiB written in one byte each,
 /// beside scratch buffers written whole (no decay delay), made 83 MiB resident` (85 648
 /// KiB): the scratch buffers' frees keep the evidence dense and the credit full, so the
 /// long-lived buffers' never-written pages are faulted in, far past one credit
 /// (`live / 32 + 8 MiB`). With the default delay: 25 MiB (the test above, bound 40 MiB).
 #[test]
-#[ignore = "RED-61 (medium ad4e772): sparse long-lived buffers beside dense scratch ones made 83 MiB resident"]
+#[ignore = "RED-61 (medium, main eec6e3f): sparse long-lived buffers beside dense scratch ones made 83 MiB resident"]
 fn sparse_long_lived_buffers_beside_dense_scratch_ones_stay_mostly_unresident_with_no_delay() {
     let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
     let a = Cohort::<Life>::new();
