@@ -39,7 +39,7 @@ fn purges_never_take_a_live_byte_and_clean_granules_read_zero() {
                 // 9 to 64 granules, ending anywhere in the last one.
                 let granules = 9 + next(&mut seed) as usize % 56;
                 let size = granules * GRANULE - next(&mut seed) as usize % GRANULE;
-                let zeroed = next(&mut seed) % 2 == 0;
+                let zeroed = next(&mut seed).is_multiple_of(2);
                 let p = if zeroed {
                     a.calloc(size, Life::A)
                 } else {
@@ -67,7 +67,7 @@ fn purges_never_take_a_live_byte_and_clean_granules_read_zero() {
                 }
             }
             _ => {
-                if next(&mut seed) % 4 == 0 {
+                if next(&mut seed).is_multiple_of(4) {
                     a.compact();
                 }
                 // A resize within and across granules.
