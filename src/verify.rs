@@ -8,7 +8,9 @@
 //! the slot is live. Per list: every block on a heap's or the pool's list has the list's
 //! key and owner and is not `FULL`; a heap's tiny blocks are pool-owned and held by the
 //! heap, the pool's blocks by no heap; links are symmetric. The lifetime classes' lists of
-//! blocks in use hold every block in use once, under its own lifetime class.
+//! blocks in use hold every block in use once, under its own lifetime class; the kept empty
+//! blocks' list every block without a key once, `retained_count` of them. First, the state
+//! the walks start from: the carved count, the heap registry, the abandoned heaps' list.
 //!
 //! Damage is reported, never followed: every list link is checked to name a carved block
 //! before it is read through, and a list walk stops after `carved` steps (the region's
