@@ -97,7 +97,7 @@ fn raise(m: &cohort::Misuse) {
 /// A double free of the slot freed last is reported in every build (the free fast path
 /// compares the slot with the local free list's first) also when the slow path then
 /// leaves the block: a nearly full block whose beats are spent is listed with its few
-/// freed slots, and those must stay on its local free list. (Before: the slow path moved
+/// freed slots for a listed block with more, and those must stay on its local free list. (Before: the slow path moved
 /// them to the allocation list first, and in a build without checked mode the double free
 /// went unreported, the slot then twice on the block's lists.)
 #[test]
@@ -107,9 +107,16 @@ fn the_slot_freed_last_stays_detectable_when_the_slow_path_leaves_its_block() {
         let l = Layout::from_size_align(size, 8).unwrap();
         let block_of = |p: *mut u8| p as usize & !((2 << 20) - 1);
         let cap = CLASSES[class_of(size, 8).unwrap()].capacity as usize;
-        let kept: Vec<_> = (0..cap).map(|_| a.alloc(l, ())).collect();
-        let full = block_of(kept[0]);
-        assert!(kept.iter().all(|&p| block_of(p) == full), "one block, full");
+        // Two blocks filled; 100 slots of the first freed: it is listed with 100 free.
+        let mut kept: Vec<_> = (0..2 * cap).map(|_| a.alloc(l, ())).collect();
+        let first = block_of(kept[0]);
+        for p in kept.drain(..100) {
+            // SAFETY: allocated above, freed once.
+            unsafe { a.dealloc(p, l, ()) };
+        }
+        let cap = kept.len();
+        let full = block_of(kept[cap - 1]);
+        assert!(full != first && kept[cap - cap / 2..].iter().all(|&p| block_of(p) == full));
         // One slot cycled through the full block until the slow path leaves it.
         let mut last = kept[cap - 1];
         // SAFETY: allocated above, freed once.
@@ -126,6 +133,11 @@ fn the_slot_freed_last_stays_detectable_when_the_slow_path_leaves_its_block() {
             unsafe { a.dealloc(p, l, ()) };
         }
         let moved = moved.expect("the slow path leaves the nearly full block");
+        assert_eq!(
+            block_of(moved),
+            first,
+            "for the listed block with more free slots"
+        );
         let before = cohort::set_misuse_hook(Some(raise));
         let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             // SAFETY: misuse under test: `last` was freed above and is still free; it is

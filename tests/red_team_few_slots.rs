@@ -170,7 +170,6 @@ fn quick() -> (Cohort<Life>, Duration) {
 /// main 921aec8: `5.0s after 2000 objects of 1000 B were freed by another thread ...:
 /// 2004 KiB of 1024-byte blocks still resident`.
 #[test]
-#[ignore = "RED-59: the idle look skips a current block emptied by remote frees: 2004 KiB stay resident"]
 fn a_current_block_emptied_by_other_threads_goes_back_within_the_delay() {
     let (a, delay) = quick();
     let ps: Vec<usize> = (0..2000).map(|_| alloc(&a)).collect();

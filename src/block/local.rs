@@ -40,6 +40,14 @@ impl Header {
         self.beats.set(BEATS);
     }
 
+    /// Owner only, on the slow path of a block whose collects give a few slots each:
+    /// `BEATS * times` beats (at most `u16::MAX`), so that its slow paths come about as
+    /// often in allocations as those of a block whose collects give many.
+    pub(crate) fn give_beats(&self, times: u32) {
+        let beats = u32::from(BEATS).saturating_mul(times.max(1));
+        self.beats.set(beats.min(u32::from(u16::MAX)) as u16);
+    }
+
     /// True when the block has freed slots to hand out (on its allocation, local or remote
     /// list): memory it used before, unlike its never-used slots. Owner only (or a
     /// snapshot).

@@ -14,8 +14,9 @@
 //!   reset in place: it stays current, its next allocations take never-used slots again
 //!   and touch pages one by one. With a delay of 0, an empty block goes at the first look.
 //!
-//! Invariant kept: a block reset here had `used == 0` (no live slot, none on its remote
-//! list) and is owned by the looking thread, so no slot of it is reachable by anyone; the
+//! Invariant kept: a block reset here had `live == 0` (no live slot; its free slots on its
+//! lists, or pending on its remote list, which the reset empties: no push can come, as a
+//! push needs a live slot) and is owned by the looking thread, so no slot of it is reachable by anyone; the
 //! given-back range is `[page_up(base + first), page_up(base + bump))`, inside the block
 //! and past the header. A block the program still cycles through (empty at both looks yet
 //! in use between them) pays one page fault per look: at most one per half delay.
@@ -124,7 +125,10 @@ impl Heap {
             let Some(h) = self.current_in(pool, *head.current) else {
                 continue;
             };
-            let empty = h.used() == 0;
+            // No live slot: every slot free, on the block's lists or pending on its
+            // remote list (no push can come: a push needs a live slot, and slots in other
+            // threads' batches count as live).
+            let empty = h.live() == 0;
             if !(h.seen_idle(empty) || empty && delay == 0) {
                 continue;
             }
@@ -137,7 +141,7 @@ impl Heap {
             // SAFETY: the range lies in the block past its header (bump <= limit <= the
             // block's size, a multiple of the page), and no slot in it is live or listed
             // anywhere but in this block's free list, which the reset below forgets: the
-            // block is this heap's (the caller owns it) and `used == 0`.
+            // block is this heap's (the caller owns it) and `live == 0`.
             unsafe { pool.region.forget(start as *mut u8, end - start) };
             h.reset();
             given += end - start;

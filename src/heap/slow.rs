@@ -14,6 +14,10 @@ const FEW_SLOTS: u32 = 16;
 /// way keeps unused are under 1/128 of it (16 KiB) whatever its stride.
 const FEW_BYTES: u32 = 16 << 10;
 
+/// Listed blocks the slow path looks at for one with more free slots than its current
+/// block's few.
+const LISTED_LOOK: usize = 8;
+
 /// The fewest slots a collect must give block `h` for it to stay current:
 /// `clamp(FEW_BYTES / stride, 1, FEW_SLOTS)` (16 up to 1 KiB slots, 1 at 16 KiB).
 fn few_slots(h: &Header) -> u32 {
@@ -88,44 +92,41 @@ impl Heap {
                     continue;
                 }
                 self.drain_returned();
-                let next = head.partial.first(pool.units());
-                // With a few slots collected, a listed block is better only with more.
+                // With a few slots waiting, a listed block is better only with more (one of
+                // the first few listed: a bounded look).
                 let better = |next: &&Header| {
                     next.has_freed_slots() && (got == 0 || next.free_slots() >= few)
                 };
-                if let Some(next) = next.filter(better) {
-                    // The next listed block becomes current; this one keeps its never-used
-                    // slots for later, listed.
+                let next = head
+                    .partial
+                    .iter(pool.units())
+                    .take(LISTED_LOOK)
+                    .find(better);
+                if let Some(next) = next {
+                    // The listed block becomes current; this one keeps its slots for later,
+                    // listed, or goes to the pool when none is live (every slot free, on
+                    // its lists or never used: no free will come to list it again).
                     head.partial.remove(pool.units(), next);
                     h.set_role(Role::Listed);
-                    head.partial.push(pool.units(), h);
+                    if h.live() == 0 {
+                        pool.give_empty(&mut pool.lock(), h);
+                    } else {
+                        head.partial.push(pool.units(), h);
+                    }
                     next.set_role(Role::Current);
                     *head.current = next;
                     continue;
                 }
                 if got > 0 {
-                    // The few slots, and the next bump window when there is one: the
-                    // collects after them take more.
-                    if h.advance_window() {
-                        h.collect_freed();
-                        continue;
-                    }
-                    // Nearly full, with no never-used slot: listed with its few slots, as
-                    // a full block retires, and a block from the pool is current (its few
-                    // slots would make nearly every allocation a collect). When the pool
-                    // has none, the few slots.
-                    let taken = pool.take_block(&mut pool.lock(), class, life, self.token);
-                    match taken {
-                        Some(fresh) => {
-                            h.set_role(Role::Listed);
-                            head.partial.push(pool.units(), h);
-                            fresh.set_role(Role::Current);
-                            *head.current = fresh;
-                        }
-                        None => {
-                            h.collect_freed();
-                        }
-                    }
+                    // The few slots (no listed block has more), and the next bump window
+                    // when there is one: the collects after them take more. A nearly full
+                    // block stays current (density: no block is taken while listed ones
+                    // have free slots); its collects, a few slots each, get beats in
+                    // proportion, so that its slow paths stay one per about
+                    // `BEATS * few` allocations.
+                    h.advance_window();
+                    h.collect_freed();
+                    h.give_beats(few / got);
                     continue;
                 }
                 if h.advance_window() || !h.try_retire() {
