@@ -71,7 +71,6 @@ fn burst_then(per_round: usize, pause: Duration) -> Result<(), String> {
 /// 921aec8/eec6e3f (`225 MiB resident over the start 3.0s ...`); green on cursor's wip
 /// b05c5ec: un-ignore with RED-52's test.
 #[test]
-#[ignore = "RED-52 on main (green with cursor's heartbeat): 225 MiB stay resident"]
 fn a_burst_goes_back_under_a_load_of_100_objects_every_10_ms() {
     if let Err(e) = burst_then(100, Duration::from_millis(10)) {
         panic!("{e}");
@@ -83,7 +82,6 @@ fn a_burst_goes_back_under_a_load_of_100_objects_every_10_ms() {
 /// heartbeat). RED-52 on main (`277 MiB resident over the start 3.0s ... (1389 rounds)`);
 /// green on cursor's wip b05c5ec: un-ignore with RED-52's test.
 #[test]
-#[ignore = "RED-52 on main (green with cursor's heartbeat): 277 MiB stay resident"]
 fn a_burst_goes_back_under_a_load_of_one_object_every_2_ms() {
     if let Err(e) = burst_then(1, Duration::from_millis(2)) {
         panic!("{e}");
