@@ -117,7 +117,7 @@ impl Heap {
                     *head.current = next;
                     continue;
                 }
-                if got > 0 {
+                if let Some(times) = few.checked_div(got) {
                     // The few slots (no listed block has more), and the next bump window
                     // when there is one: the collects after them take more. A nearly full
                     // block stays current (density: no block is taken while listed ones
@@ -126,7 +126,7 @@ impl Heap {
                     // `BEATS * few` allocations.
                     h.advance_window();
                     h.collect_freed();
-                    h.give_beats(few / got);
+                    h.give_beats(times);
                     continue;
                 }
                 if h.advance_window() || !h.try_retire() {
