@@ -226,6 +226,13 @@ impl LargeTable {
         }
     }
 
+    /// Makes room for one more entry (growing the table now if the next insert would):
+    /// then a removal and an insert after it never grow it. False when it cannot grow (out
+    /// of memory), nothing changed.
+    pub(crate) fn reserve_one(&mut self) -> bool {
+        (self.len + self.tombs + 1) * 4 < self.capacity * 3 || self.grow()
+    }
+
     /// The index of the live entry of `addr`, if any.
     fn find(&self, addr: usize) -> Option<usize> {
         if self.capacity == 0 || addr <= TOMB {
