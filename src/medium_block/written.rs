@@ -5,17 +5,19 @@
 //! trap a page as the program writes them. Faulted in, a page the program never writes is
 //! resident for nothing, so a page is faulted in only on evidence, and only so much of it.
 //!
-//! **Probes.** A plain run handed out with at least [`PROBE_PAGES`] whole clean pages left
-//! to fault in may be a probe: its start and its longest range of whole clean pages are
+//! **Probes.** A plain run handed out with a range of at least [`PROBE_PAGES`] whole clean
+//! pages may be a probe: the last pages of its longest such range (at most
+//! [`WINDOW_PAGES`], its window, at the end: a program that writes a buffer from its start
+//! but not whole shows it there) are left to fault in, and its start and window are
 //! remembered ([`PROBES`] at most, the oldest replaced). When that run is freed, the pages
-//! of that range still resident (`mincore`) are those the program wrote: the evidence is
-//! dense when they are at least [`DENSE`] of the range, sparse otherwise.
+//! of the window still resident (`mincore`) are those the program wrote: the evidence is
+//! dense when they are at least [`DENSE`] of the window, sparse otherwise.
 //!
 //! **Credit.** Dense evidence sets the credit to `live / 32 +` [`CREDIT_MIN`] bytes (live:
 //! the live medium bytes then); sparse evidence takes it all. A run's clean pages are
 //! faulted in only when they fit in the credit, which they use up; with credit left, every
-//! [`PROBE_EVERY`]-th run that could be a probe is one instead, so the evidence keeps
-//! coming. So the pages faulted in and never written are bounded by the credit: a program
+//! [`PROBE_EVERY`]-th run that could be a probe is one (its clean pages faulted in but for
+//! the window), so the evidence keeps coming; without, every one. So the pages faulted in and never written are bounded by the credit: a program
 //! that turns sparse after dense evidence has at most the credit made resident beyond what
 //! it writes before a sparse probe ends it; one that frees nothing gives no evidence and has
 //! nothing faulted in; a sparse one has nothing faulted in after its first freed probe.
@@ -34,13 +36,27 @@ pub(crate) const PROBES: usize = 16;
 /// The fewest whole clean pages a probe's range has.
 pub(crate) const PROBE_PAGES: usize = 4;
 /// With credit left, one run in this many that could be a probe is one.
-pub(crate) const PROBE_EVERY: u64 = 8;
+pub(crate) const PROBE_EVERY: u64 = 4;
+/// A probe's window: the last pages (at most this many) of its run's longest range of
+/// clean pages, left to fault in while the rest of the run's clean pages are faulted in
+/// (when the credit allows).
+pub(crate) const WINDOW_PAGES: usize = 8;
 /// The credit's part that does not scale with the live memory (bytes).
 pub(crate) const CREDIT_MIN: usize = 8 << 20;
 /// The credit's share of the live medium bytes: `live / CREDIT_SHARE`.
 const CREDIT_SHARE: usize = 32;
 /// Dense evidence: at least `DENSE.0 / DENSE.1` of a probe's pages were written.
 pub(crate) const DENSE: (usize, usize) = (15, 16);
+
+/// What [`Written::taken`] says of a plain run's clean pages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Fault {
+    /// Fault them in, but for the window.
+    pub(crate) fault_in: bool,
+    /// A probe's window, left to fault in: `(offset from the region's base, bytes)`; no
+    /// bytes when the run is no probe.
+    pub(crate) window: (u64, usize),
+}
 
 /// The clean pages of a run being taken: their bytes (whole pages only) and the longest
 /// range of them, `(offset from the region's base, bytes)`.
@@ -76,29 +92,34 @@ impl Written {
 
     /// Under the pool lock: a run is taken at `start` (offset from the region's base) with
     /// `clean` pages left to fault in (none for a zeroed request, whose clean pages read
-    /// zero as they are). Drops a probe of an earlier run at `start`; returns whether to
-    /// fault `clean`'s pages in, else maybe makes the run a probe.
-    pub(crate) fn taken(&self, start: u64, clean: Clean, page: usize) -> bool {
+    /// zero as they are). Drops a probe of an earlier run at `start`; says whether to fault
+    /// `clean`'s pages in, and which of them to leave to fault in when it makes the run a
+    /// probe.
+    pub(crate) fn taken(&self, start: u64, clean: Clean, page: usize) -> Fault {
         self.forget(start);
-        let could_probe = clean.longest.1 >= PROBE_PAGES * page;
         let credit = self.credit.load(Relaxed);
-        if clean.bytes > 0 && clean.bytes <= credit {
-            let probe_now =
-                could_probe && self.could.fetch_add(1, Relaxed).is_multiple_of(PROBE_EVERY);
-            if !probe_now {
-                self.credit.store(credit - clean.bytes, Relaxed);
-                return true;
-            }
-        }
-        if could_probe {
+        let enough = clean.bytes > 0 && clean.bytes <= credit;
+        let probe = clean.longest.1 >= PROBE_PAGES * page
+            && (!enough || self.could.fetch_add(1, Relaxed).is_multiple_of(PROBE_EVERY));
+        let mut window = (0, 0);
+        if probe {
+            let bytes = clean.longest.1.min(WINDOW_PAGES * page);
+            window = (clean.longest.0 + (clean.longest.1 - bytes) as u64, bytes);
             let slot = self.next.load(Relaxed);
             self.next.store((slot + 1) % PROBES, Relaxed);
             let p = &self.probes[slot];
-            p[1].store(clean.longest.0, Relaxed);
-            p[2].store(clean.longest.1 as u64, Relaxed);
+            p[1].store(window.0, Relaxed);
+            p[2].store(window.1 as u64, Relaxed);
             p[0].store(start + 1, Relaxed);
         }
-        false
+        if enough {
+            self.credit
+                .store(credit - (clean.bytes - window.1), Relaxed);
+        }
+        Fault {
+            fault_in: enough,
+            window,
+        }
     }
 
     /// Under the pool lock: the run at `start` changes (shrunk, or gone without a
