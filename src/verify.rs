@@ -246,6 +246,10 @@ enum Problem {
         id: u32,
         link: u64,
     },
+    Abandoned {
+        link: u64,
+        what: &'static str,
+    },
 }
 
 /// A problem and the block it is in, as read when it was found.
@@ -347,6 +351,9 @@ impl Fault {
             }
             Problem::Registry { id, link } => {
                 format!("the heap registry's entry {id} names {link:#x}, not heap {id}'s slot")
+            }
+            Problem::Abandoned { link, what } => {
+                format!("the abandoned heaps' list: link {link:#x} {what}")
             }
             Problem::PromotedSource(source) => format!(
                 "the promotion record's source class {source:?} is not a smaller class"

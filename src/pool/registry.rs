@@ -65,6 +65,29 @@ impl Pool {
             .map(|id| (id, self.registry_link(id)))
             .find(|&(id, link)| self.misnames(id, link))
     }
+    /// The registered heap whose record `link` names: in a shared pool the heap of the
+    /// slot it names, if registered there (null when it names none: damaged state); in a
+    /// private one the record it names, unchecked (its heaps are mapped anywhere, in its
+    /// own process).
+    pub(crate) fn registered_record(&self, link: Link) -> *mut HeapRecord {
+        if self.heap_area.is_null() {
+            return self.record_at(link);
+        }
+        let off = self
+            .link_base
+            .wrapping_add(link as usize)
+            .wrapping_sub(self.heap_area as usize);
+        let id = u32::try_from(off / self.heap_stride).unwrap_or(0);
+        let named = link != 0
+            && off.is_multiple_of(self.heap_stride)
+            && self.registered_ids().contains(&id)
+            && self.registry_link(id) == link;
+        if named {
+            self.record_at(link)
+        } else {
+            ptr::null_mut()
+        }
+    }
     /// The ids heaps may be registered under: every one reserved so far.
     fn registered_ids(&self) -> core::ops::RangeInclusive<u32> {
         let n = self

@@ -5,6 +5,7 @@
 use super::{ensure, Fault, Problem};
 use crate::block::{BlockList, Header, Links, Role, HEAPLESS, NONE, NO_HOLDER, FULL};
 use crate::class::HeadIndex;
+use crate::heap_record::HeapState;
 use crate::pool::{Pool, PoolState, EMPTY_KEY};
 use crate::region::BLOCK;
 use crate::sync::Ordering;
@@ -73,14 +74,18 @@ impl<'a> Carved<'a> {
 }
 
 /// The pool state every walk starts from, which only a damaged shared region holds wrong:
-/// `carved <= unit_count` (the unit table's length), and every heap registry entry names
-/// no heap or its heap's slot ([`Pool::misregistered`]). Reported at the region's base.
+/// `carved <= unit_count` (the unit table's length); every heap registry entry names no
+/// heap or its heap's slot ([`Pool::misregistered`]); the abandoned heaps' list (which the
+/// next joining thread walks) links registered heaps, abandoned, each once (a walk of at
+/// most the registered heaps). Reported at the region's base.
 pub(super) fn check_state(pool: &Pool, st: &PoolState) -> Result<(), Fault> {
     let (carved, units) = (pool.region.carved_units(&st.region), pool.region.unit_count());
     let problem = if carved > units {
         Problem::Carved { carved, units }
     } else if let Some((id, link)) = pool.misregistered() {
         Problem::Registry { id, link }
+    } else if let Some(problem) = abandoned_fault(pool, st) {
+        problem
     } else {
         return Ok(());
     };
@@ -89,6 +94,27 @@ pub(super) fn check_state(pool: &Pool, st: &PoolState) -> Result<(), Fault> {
         geometry: None,
         problem,
     })
+}
+
+/// The first wrong link of the abandoned heaps' list (see [`check_state`]), if any.
+fn abandoned_fault(pool: &Pool, st: &PoolState) -> Option<Problem> {
+    let most = pool.registered_heaps().count();
+    let (mut link, mut steps) = (st.abandoned, 0);
+    while link != 0 {
+        let record = pool.registered_record(link);
+        // SAFETY: null, or a registered heap's record, mapped while the pool is.
+        let Some(r) = (unsafe { record.as_ref() }) else {
+            return Some(Problem::Abandoned { link, what: "names no registered heap" });
+        };
+        if steps == most {
+            return Some(Problem::Abandoned { link, what: "is longer than the heaps (a cycle)" });
+        }
+        if r.state() != HeapState::Abandoned {
+            return Some(Problem::Abandoned { link, what: "names a heap not abandoned" });
+        }
+        (link, steps) = (r.next_abandoned, steps + 1);
+    }
+    None
 }
 
 /// A block on a list of `what` whose blocks are owned by `owner`: key, owner, links.

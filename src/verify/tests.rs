@@ -104,3 +104,49 @@ fn a_damaged_heap_registry_entry_is_reported() {
     );
     assert!(said.contains("registry"), "{said}");
 }
+
+/// A shared region with an abandoned heap (a join that allocated and left), then
+/// `damage(pool, state, abandoned head)` written into its pool state: what `verify` says.
+fn verify_with_abandoned(damage: impl FnOnce(&crate::pool::Pool, &mut crate::pool::PoolState, u64)) -> String {
+    let a: Cohort = Cohort::shared_anonymous(4 << 21).expect("a shared region");
+    // The calling thread's heap first (so that it adopts nothing below), then an explicit
+    // join's heap, parked on the abandoned list when it leaves.
+    let p = a.malloc(64, ());
+    assert!(!p.is_null());
+    // SAFETY: allocated above with this size and class.
+    unsafe { a.free(p, 64, ()) };
+    let join = a.join(0).expect("a join");
+    let q = join.malloc(64, ());
+    assert!(!q.is_null());
+    // SAFETY: allocated above with this size and class.
+    unsafe { join.free(q, 64, ()) };
+    join.leave();
+    let pool = a.core.pool_if_any().expect("a pool");
+    let head = pool.lock_uncounted().abandoned;
+    assert_ne!(head, 0, "the exited thread's heap is abandoned");
+    verify_with_state(
+        &a,
+        |pool, st| {
+            damage(pool, st, head);
+            0
+        },
+        |pool, st, _| {
+            st.abandoned = head;
+            // SAFETY: the abandoned heap's record, owned by the lock we hold.
+            unsafe { (*pool.record_at(head)).next_abandoned = 0 };
+        },
+    )
+}
+
+/// The abandoned heaps' list (which the next joining thread walks) naming no heap's slot,
+/// or linking a heap to itself (damaged state of a shared region), is reported.
+#[test]
+fn a_damaged_abandoned_heaps_list_is_reported() {
+    let said = verify_with_abandoned(|_, st, _| st.abandoned = 0x7fff_ffff_f000);
+    assert!(said.contains("abandoned"), "{said}");
+    let said = verify_with_abandoned(|pool, _, head| {
+        // SAFETY: the abandoned heap's record, owned by the lock the caller holds.
+        unsafe { (*pool.record_at(head)).next_abandoned = head };
+    });
+    assert!(said.contains("abandoned"), "{said}");
+}
