@@ -21,9 +21,10 @@ const DIRTY_CUT: usize = 4;
 /// `4^(PASSES - 1)` pages (a block, with pages of 4 KiB or more).
 const PASSES: usize = 6;
 
-/// Medium blocks a purge records on its first walk at most (8 bytes each, on the stack);
-/// with more, its passes walk the lists. (4 in unit tests, which take both ways.)
-pub(super) const SEEN: usize = if cfg!(test) { 4 } else { 512 };
+/// Medium blocks a purge records on its first walk at most (8 bytes each on the stack: 2 KiB
+/// for 512 MiB of medium blocks); with more, its passes walk the lists. (4 in unit tests,
+/// which take both ways.)
+pub(super) const SEEN: usize = if cfg!(test) { 4 } else { 256 };
 
 /// A medium block as a purge's first walk saw it.
 #[derive(Clone, Copy)]
