@@ -8,7 +8,9 @@
 //! the slot is live. Per list: every block on a heap's or the pool's list has the list's
 //! key and owner and is not `FULL`; a heap's tiny blocks are pool-owned and held by the
 //! heap, the pool's blocks by no heap; links are symmetric. The lifetime classes' lists of
-//! blocks in use hold every block in use once, under its own lifetime class.
+//! blocks in use hold every block in use once, under its own lifetime class; the kept empty
+//! blocks' list every block without a key once, `retained_count` of them. First, the state
+//! the walks start from: the carved count, the heap registry, the abandoned heaps' list.
 //!
 //! Damage is reported, never followed: every list link is checked to name a carved block
 //! before it is read through, and a list walk stops after `carved` steps (the region's
@@ -33,7 +35,7 @@ use crate::pool::{Pool, PoolState, EMPTY_KEY};
 use crate::sync::Ordering;
 use bitvec::slice::BitSlice;
 use core::fmt;
-use lists::{check_lists, check_state, Carved};
+use lists::{check_lists, check_retained, check_state, Carved};
 
 mod lists;
 
@@ -250,6 +252,12 @@ enum Problem {
         link: u64,
         what: &'static str,
     },
+    Kept(u16),
+    KeptCount {
+        listed: usize,
+        count: usize,
+        empty: usize,
+    },
 }
 
 /// A problem and the block it is in, as read when it was found.
@@ -355,6 +363,10 @@ impl Fault {
             Problem::Abandoned { link, what } => {
                 format!("the abandoned heaps' list: link {link:#x} {what}")
             }
+            Problem::Kept(key) => format!("the kept empty blocks' list holds it, of key {key:#x}"),
+            Problem::KeptCount { listed, count, empty } => format!(
+                "the kept empty blocks' list holds {listed} blocks, its count says {count}, {empty} blocks are empty"
+            ),
             Problem::PromotedSource(source) => format!(
                 "the promotion record's source class {source:?} is not a smaller class"
             ),
@@ -421,6 +433,7 @@ fn walk(pool: &Pool, st: &PoolState, seen: &mut BitSlice<usize>) -> Result<Verif
             ensure(ok, h, Problem::MediumList(life))
         })?;
     }
+    check_retained(pool, st, carved, out.empty_blocks)?;
     let sums = st.medium_counts;
     let counted = (medium.live, medium.dirty, medium.runs, medium.blocks);
     if counted != (sums.live, sums.dirty, sums.runs, 2 * sums.blocks) {

@@ -63,6 +63,11 @@ impl PoolState {
         unsafe { &*self.table(self.partial).add(head.get()) }
     }
 
+    /// The empty blocks kept for reuse.
+    pub(crate) fn retained_list(&self) -> &BlockList {
+        &self.retained
+    }
+
     /// The blocks of lifetime class `life` in use.
     pub(crate) fn of_life(&self, life: usize) -> &BlockList {
         // SAFETY: the table holds a list per lifetime class; `life < life_count`.

@@ -117,6 +117,26 @@ fn abandoned_fault(pool: &Pool, st: &PoolState) -> Option<Problem> {
     None
 }
 
+/// The pool's kept empty blocks (`Pool::take_retained` pops them): every block on the list
+/// has no key, the list holds `retained_count` blocks, and so many blocks have no key
+/// (`empty`, counted by the walk of every block): each is kept, once.
+pub(super) fn check_retained(pool: &Pool, st: &PoolState, carved: Carved<'_>, empty: usize) -> Result<(), Fault> {
+    let mut listed = 0;
+    carved.walk(st.retained_list(), pool.units(), "the kept empty blocks' list", |h| {
+        listed += 1;
+        ensure(h.key() == EMPTY_KEY, h, Problem::Kept(h.key()))
+    })?;
+    let count = Pool::retained_blocks(st);
+    if listed == count && listed == empty {
+        return Ok(());
+    }
+    Err(Fault {
+        block: pool.region.base(),
+        geometry: None,
+        problem: Problem::KeptCount { listed, count, empty },
+    })
+}
+
 /// A block on a list of `what` whose blocks are owned by `owner`: key, owner, links.
 fn check_listed(
     carved: Carved<'_>,

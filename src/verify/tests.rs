@@ -150,3 +150,43 @@ fn a_damaged_abandoned_heaps_list_is_reported() {
     });
     assert!(said.contains("abandoned"), "{said}");
 }
+
+/// A join's block, emptied and kept (the join left: its empty block went to the pool's
+/// kept empty blocks), then `next` written over that block's link on the kept list: what
+/// `verify` says.
+fn verify_with_kept_link(next: impl FnOnce(u32) -> u32) -> String {
+    let a: Cohort = Cohort::new();
+    // The calling thread's block first (so that it takes no kept block below).
+    let p = a.malloc(1000, ());
+    assert!(!p.is_null());
+    let join = a.join(0).expect("a join");
+    let q = join.malloc(1000, ());
+    assert!(!q.is_null());
+    // SAFETY: allocated above with this size and class.
+    unsafe { join.free(q, 1000, ()) };
+    join.leave();
+    let pool = a.core.pool_if_any().expect("a pool");
+    let unit = {
+        let st = pool.lock_uncounted();
+        assert_eq!(crate::pool::Pool::retained_blocks(&st), 1, "the join's block is kept");
+        st.retained_list().first_unit()
+    };
+    let said = verify_with_state(
+        &a,
+        |pool, _| u64::from(pool.units().links(unit)[0].swap(next(unit), Ordering::Relaxed)),
+        |pool, _, saved| pool.units().links(unit)[0].store(saved as u32, Ordering::Relaxed),
+    );
+    // SAFETY: allocated above with this size and class.
+    unsafe { a.free(p, 1000, ()) };
+    said
+}
+
+/// The list of kept empty blocks (which the next block taken from the pool pops) linking
+/// beyond the region, or to itself, is reported.
+#[test]
+fn a_damaged_kept_empty_blocks_list_is_reported() {
+    let said = verify_with_kept_link(|_| 0x00ff_fff0);
+    assert!(said.contains("kept empty blocks"), "{said}");
+    let said = verify_with_kept_link(|unit| unit);
+    assert!(said.contains("kept empty blocks"), "{said}");
+}

@@ -1,0 +1,91 @@
+//! Red-team attacks of session 12 on the decay's heartbeat (RED-52's fix: the fast paths'
+//! collects of local frees count down to a slow path, which reads the clock): after a burst
+//! of small objects is freed, a program that goes on allocating and freeing small objects
+//! only now and then, one at a time, must still see the burst's blocks go back within the
+//! delay (a bounded multiple of it), whatever its pace. A test that found a defect is
+//! `#[ignore]`d with its number (RED-n), its owner and the exact failure. The tests of this
+//! file run one at a time (resident sizes are process-wide).
+
+use cohort::{Cohort, Retention};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use test_support::rss;
+
+cohort::lifetime_classes! { enum Life { A } }
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const MIB: usize = 1 << 20;
+
+/// A burst of 200 MiB of 1 KiB objects, written and freed; then `per_round` objects of
+/// 64 B allocated and freed every `pause`, for up to 10 times the delay (300 ms): the
+/// resident size must come back within 16 MiB of the start.
+fn burst_then(per_round: usize, pause: Duration) -> Result<(), String> {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let a = Cohort::<Life>::new();
+    let delay = Duration::from_millis(300);
+    a.set_retention(Retention {
+        delay,
+        ..Retention::DEFAULT
+    });
+    let before = rss();
+    let ps: Vec<*mut u8> = (0..200 * MIB / 1024)
+        .map(|_| {
+            let p = a.malloc(1024, Life::A);
+            assert!(!p.is_null());
+            // SAFETY: a live allocation of 1024 bytes.
+            unsafe { p.write_bytes(0x5a, 1024) };
+            p
+        })
+        .collect();
+    for p in ps {
+        // SAFETY: live, freed once.
+        unsafe { a.free(p, 1024, Life::A) };
+    }
+    let freed = Instant::now();
+    let goal = before + 16 * MIB;
+    let mut rounds = 0u64;
+    while rss() > goal && freed.elapsed() < delay * 10 {
+        std::thread::sleep(pause);
+        let small: Vec<*mut u8> = (0..per_round).map(|_| a.malloc(64, Life::A)).collect();
+        for p in small {
+            // SAFETY: allocated just above, freed once.
+            unsafe { a.free(p, 64, Life::A) };
+        }
+        rounds += 1;
+    }
+    let after = rss();
+    if after <= goal {
+        return Ok(());
+    }
+    Err(format!(
+        "{} MiB resident over the start {:?} after a burst of 200 MiB of 1 KiB objects was \
+         freed, the program cycling {per_round} object(s) of 64 B every {pause:?} since ({rounds} \
+         rounds)",
+        after.saturating_sub(before) / MIB,
+        freed.elapsed(),
+    ))
+}
+
+/// RED-52's own load (100 objects every 10 ms), the heartbeat's case. RED-52 on main
+/// 921aec8/eec6e3f (`225 MiB resident over the start 3.0s ...`); green on cursor's wip
+/// b05c5ec: un-ignore with RED-52's test.
+#[test]
+#[ignore = "RED-52 on main (green with cursor's heartbeat): 225 MiB stay resident"]
+fn a_burst_goes_back_under_a_load_of_100_objects_every_10_ms() {
+    if let Err(e) = burst_then(100, Duration::from_millis(10)) {
+        panic!("{e}");
+    }
+}
+
+/// One object at a time every 2 ms (a collect of the local free list takes a window's worth
+/// of slots, and only every 32nd collect is a slow path, so a slow pace could starve the
+/// heartbeat). RED-52 on main (`277 MiB resident over the start 3.0s ... (1389 rounds)`);
+/// green on cursor's wip b05c5ec: un-ignore with RED-52's test.
+#[test]
+#[ignore = "RED-52 on main (green with cursor's heartbeat): 277 MiB stay resident"]
+fn a_burst_goes_back_under_a_load_of_one_object_every_2_ms() {
+    if let Err(e) = burst_then(1, Duration::from_millis(2)) {
+        panic!("{e}");
+    }
+}
