@@ -13,21 +13,26 @@
 //! of the window still resident (`mincore`) are those the program wrote: the evidence is
 //! dense when they are at least [`DENSE`] of the window, sparse otherwise.
 //!
-//! **Credit.** Dense evidence sets the credit to `live / 32 +` [`CREDIT_MIN`] bytes (live:
-//! the live medium bytes then); sparse evidence takes it all. A run's clean pages are
-//! faulted in only when they fit in the credit, which they use up; with credit left, every
+//! **Credit.** Evidence and credit are per kind of buffer ([`Written::kind`]: its lifetime
+//! class and its size band), so that a program's scratch buffers, written whole, say
+//! nothing of its long-lived buffers of another class or size, written in part. Dense
+//! evidence sets its kind's credit to `live / 32 +` [`CREDIT_MIN`] bytes (live: the live
+//! medium bytes then); sparse evidence takes it all. A run's clean pages are faulted in only
+//! when they fit in its kind's credit, which they use up; with credit left, every
 //! [`PROBE_EVERY`]-th run that could be a probe is one (its clean pages faulted in but for
-//! the window), so the evidence keeps coming; without, every one. So the pages faulted in and never written are bounded by the credit: a program
-//! that turns sparse after dense evidence has at most the credit made resident beyond what
-//! it writes before a sparse probe ends it; one that frees nothing gives no evidence and has
-//! nothing faulted in; a sparse one has nothing faulted in after its first freed probe.
+//! the window), so the evidence keeps coming; without, every one. So a kind that frees
+//! nothing, or whose buffers are written in part, has nothing faulted in; one that turns
+//! sparse after dense evidence has at most its credit faulted in for nothing before a
+//! sparse probe of it ends it. Buffers of one kind written whole and others of the same kind
+//! written in part, the first ones freed and the others kept, are not told apart: the kept
+//! ones may be faulted in whole (each dense probe of the first gives its credit again).
 //!
 //! Invariants (under the pool lock, which every method's caller holds; the atomics only
 //! make the per-process view shareable): a probe of start `s` names pages that lay in the
 //! run taken at `s` since the probe was recorded, and untouched by the allocator (a run
 //! taken or shrunk at `s` drops it: [`Written::taken`], [`Written::forget`]; its range is
-//! measured only when it lies inside the run freed); `credit <= live / 32 + CREDIT_MIN` for
-//! the live bytes of the last dense evidence.
+//! measured only when it lies inside the run freed); a kind's `credit <= live / 32 +
+//! CREDIT_MIN` for the live bytes of its last dense evidence.
 
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
@@ -68,24 +73,42 @@ pub(crate) struct Clean {
 
 /// The evidence of one process's view of a pool (see the module docs).
 pub(crate) struct Written {
-    /// Per probe: `[start + 1 (0: none), range offset, range bytes]`, offsets from the
-    /// region's base.
-    probes: [[AtomicU64; 3]; PROBES],
+    /// Per probe: `[start + 1 (0: none), window offset, window bytes, kind]`, offsets from
+    /// the region's base.
+    probes: [[AtomicU64; 4]; PROBES],
     /// The probe slot the next probe takes.
     next: AtomicUsize,
-    /// Bytes that may still be faulted in before new evidence.
-    credit: AtomicUsize,
+    /// Per kind of buffer ([`Written::kind`]): bytes that may still be faulted in before
+    /// new evidence of that kind.
+    credit: [AtomicUsize; KINDS],
     /// Runs that could have been probes, counted while credit was left.
     could: AtomicU64,
 }
 
+/// Size bands of a kind of buffer, by the power of two of its length: below 64 KiB, below
+/// 128 KiB, 256 KiB, 512 KiB, 1 MiB, and 1 MiB.
+pub(crate) const BANDS: usize = 6;
+/// Kinds of buffer: a lifetime class (at most 256) and a size band.
+const KINDS: usize = 256 * BANDS;
+
 impl Written {
+    /// The kind of a run of `granules` granules (2 KiB each) in lifetime class `life`:
+    /// evidence of one kind says nothing of another (a program's scratch buffers, written
+    /// whole, and its long-lived ones, written in part, are most often of other classes or
+    /// sizes).
+    pub(crate) fn kind(life: usize, granules: usize) -> usize {
+        let band = (granules.max(1).ilog2() as usize)
+            .saturating_sub(4)
+            .min(BANDS - 1);
+        life.min(255) * BANDS + band
+    }
+
     /// No evidence: nothing is faulted in until a dense probe is freed.
     pub(crate) const fn new() -> Written {
         Written {
-            probes: [const { [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)] }; PROBES],
+            probes: [const { [const { AtomicU64::new(0) }; 4] }; PROBES],
             next: AtomicUsize::new(0),
-            credit: AtomicUsize::new(0),
+            credit: [const { AtomicUsize::new(0) }; KINDS],
             could: AtomicU64::new(0),
         }
     }
@@ -95,9 +118,9 @@ impl Written {
     /// zero as they are). Drops a probe of an earlier run at `start`; says whether to fault
     /// `clean`'s pages in, and which of them to leave to fault in when it makes the run a
     /// probe.
-    pub(crate) fn taken(&self, start: u64, clean: Clean, page: usize) -> Fault {
+    pub(crate) fn taken(&self, start: u64, clean: Clean, page: usize, kind: usize) -> Fault {
         self.forget(start);
-        let credit = self.credit.load(Relaxed);
+        let credit = self.credit[kind].load(Relaxed);
         let enough = clean.bytes > 0 && clean.bytes <= credit;
         let probe = clean.longest.1 >= PROBE_PAGES * page
             && (!enough || self.could.fetch_add(1, Relaxed).is_multiple_of(PROBE_EVERY));
@@ -110,11 +133,11 @@ impl Written {
             let p = &self.probes[slot];
             p[1].store(window.0, Relaxed);
             p[2].store(window.1 as u64, Relaxed);
+            p[3].store(kind as u64, Relaxed);
             p[0].store(start + 1, Relaxed);
         }
         if enough {
-            self.credit
-                .store(credit - (clean.bytes - window.1), Relaxed);
+            self.credit[kind].store(credit - (clean.bytes - window.1), Relaxed);
         }
         Fault {
             fault_in: enough,
@@ -158,14 +181,14 @@ impl Written {
         } else {
             0
         };
-        self.credit.store(credit, Relaxed);
+        self.credit[p[3].load(Relaxed) as usize].store(credit, Relaxed);
         true
     }
 
     /// Bytes that may still be faulted in before new evidence.
     #[cfg(test)]
-    pub(crate) fn credit(&self) -> usize {
-        self.credit.load(Relaxed)
+    pub(crate) fn credit(&self, kind: usize) -> usize {
+        self.credit[kind].load(Relaxed)
     }
 }
 
