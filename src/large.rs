@@ -150,6 +150,16 @@ pub(crate) struct LargeTable {
     cache: cache::Cache,
     /// System calls the large paths made (map, unmap, remap), counted where they are decided.
     pub(crate) system_calls: u64,
+    /// Rebuilds so far ([`LargeTable::grow`]): between two, every entry keeps its slot.
+    rebuilds: u64,
+}
+
+/// A walk of the table that drops its lock between steps ([`LargeTable::release_next`]):
+/// the next slot, in the table as it was after `rebuilds` rebuilds.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Walk {
+    slot: usize,
+    rebuilds: u64,
 }
 
 // SAFETY: the table owns its mapping; it is only reached through its lock.
@@ -165,6 +175,7 @@ impl LargeTable {
             bytes: 0,
             cache: cache::Cache::new(),
             system_calls: 0,
+            rebuilds: 0,
         }
     }
 
@@ -213,6 +224,13 @@ impl LargeTable {
             }
             i = (i + 1) & (self.capacity - 1);
         }
+    }
+
+    /// Makes room for one more entry (growing the table now if the next insert would):
+    /// then a removal and an insert after it never grow it. False when it cannot grow (out
+    /// of memory), nothing changed.
+    pub(crate) fn reserve_one(&mut self) -> bool {
+        (self.len + self.tombs + 1) * 4 < self.capacity * 3 || self.grow()
     }
 
     /// The index of the live entry of `addr`, if any.
@@ -356,25 +374,37 @@ impl LargeTable {
             .map(|e| (e.addr, e.len, e.life))
     }
 
-    /// Removes every allocation of lifetime class `life`, each cached as its free would
-    /// cache it at `now` ([`LargeTable::cache_freed`]: within the cache's bounds), passing
-    /// what the cache gives up to `unmap`; returns how many were removed.
-    pub(crate) fn release_life(
+    /// Where a walk of the table stands: the slot to look at next, in the table as it was
+    /// after `rebuilds` rebuilds (a rebuild moves the entries: the walk starts again).
+    pub(crate) fn walk_from(&self, at: Walk) -> usize {
+        if at.rebuilds == self.rebuilds {
+            at.slot
+        } else {
+            0
+        }
+    }
+
+    /// Removes the first allocation of lifetime class `life` at or after the slot `at`
+    /// names ([`LargeTable::walk_from`]) and caches it as its free would at `now`
+    /// ([`LargeTable::cache_freed`]: within the cache's bounds). Returns where the walk
+    /// goes on and what the cache gave up (to unmap once the lock is dropped: one
+    /// allocation per call, so the lock is never held across a system call); `None` when
+    /// there is none left.
+    pub(crate) fn release_next(
         &mut self,
         life: usize,
+        at: Walk,
         now: u64,
-        mut unmap: impl FnMut(&Evicted),
-    ) -> usize {
-        let mut released = 0;
-        for i in 0..self.capacity {
-            let e = self.slot(i);
-            if e.addr > TOMB && e.life == life {
-                self.remove(e.addr);
-                released += 1;
-                unmap(&self.cache_freed(e.addr, e.mapped, now));
-            }
-        }
-        released
+    ) -> Option<(Walk, Evicted)> {
+        let i = (self.walk_from(at)..self.capacity)
+            .find(|&i| self.slot(i).addr > TOMB && self.slot(i).life == life)?;
+        let e = self.slot(i);
+        self.remove(e.addr);
+        let next = Walk {
+            slot: i + 1,
+            rebuilds: self.rebuilds,
+        };
+        Some((next, self.cache_freed(e.addr, e.mapped, now)))
     }
 
     /// Doubles the table (or rebuilds it at the same size when tombstones fill it).
@@ -401,6 +431,7 @@ impl LargeTable {
                 bytes: 0,
                 cache: cache::Cache::new(),
                 system_calls: 0,
+                rebuilds: self.rebuilds + 1,
             },
         );
         for i in 0..old.capacity {

@@ -30,10 +30,11 @@
 //! ones read zero and fault in as the caller writes them, a trap a page. In a private
 //! region a plain request's whole clean pages are faulted in at allocation instead (one
 //! `madvise(MADV_POPULATE_WRITE)` a range outside the lock, about a third of a trap's cost
-//! a page) only while this process's freed runs show that it writes what it allocates, and
-//! only up to a credit that bounds what a program turning sparse has made resident for
-//! nothing (`crate::medium_block`'s `written`: probes, evidence, credit). A zeroed request's
-//! clean pages are never faulted in.
+//! a page) only while this process's freed runs of the same kind (lifetime class and size
+//! band) show that it writes what it allocates, and only up to a credit that bounds what a
+//! kind turning sparse has made resident for nothing (`crate::medium_block`'s `written`:
+//! probes, evidence, credit, and the case it does not tell apart). A zeroed request's clean
+//! pages are never faulted in.
 //!
 //! **What stays resident.** Freed granules are dirty (they may be resident). The medium
 //! blocks' dirty granules are bounded by `live / 40` plus a quarter block (512 KiB), so that
@@ -65,7 +66,7 @@
 
 use crate::block::{header_of, key_class, key_life, BlockList, Header, EMPTY_KEY};
 use crate::class::{BLOCK_SIZE, GRANULE, MAX_MEDIUM, MEDIUM_CLASS};
-use crate::medium_block::{At, Clean, Runs, GRANULES, MAX_RUN, META_BYTES, META_GRANULES};
+use crate::medium_block::{At, Clean, Fault, Runs, Written, GRANULES, MAX_RUN, META_BYTES, META_GRANULES};
 use crate::medium_cache::{MediumCache, Starts, LONG_CHANGES, STARTS_MAX};
 use crate::misuse::Problem;
 use crate::os;
@@ -229,7 +230,13 @@ impl Pool {
                 }
             });
         }
-        let fault_in = dirty_first && self.medium_written.taken(start, clean, page);
+        let fault = match dirty_first {
+            true => self.medium_written.taken(start, clean, page, Written::kind(life, n)),
+            false => Fault {
+                fault_in: false,
+                window: (0, 0),
+            },
+        };
         let dirty = runs.take(g, n);
         Starts::of(h).set_live(g, n);
         let c = &mut st.medium_counts;
@@ -249,8 +256,14 @@ impl Pool {
                 // SAFETY: granules of the run just taken, ours.
                 unsafe { ptr::write_bytes(base.add(s * GRANULE), 0, k * GRANULE) };
             }
-        } else if fault_in {
+        } else if fault.fault_in {
+            // A probe's window (the end of one range) is left to fault in.
+            let window = (fault.window.1 > 0).then(|| (fault.window.0 - start) as usize / GRANULE + g);
             for &(s, k) in &ranges[..count] {
+                let k = match window {
+                    Some(w) if (s..s + k).contains(&w) => w - s,
+                    _ => k,
+                };
                 // SAFETY: whole pages of the run just taken (the block is page aligned),
                 // ours, mapped writable; faulting them in changes no byte.
                 unsafe { os::populate(base.add(s * GRANULE), k * GRANULE) };

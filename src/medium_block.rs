@@ -592,4 +592,4 @@ impl Runs {
 mod tests;
 mod written;
 
-pub(crate) use written::{Clean, Written};
+pub(crate) use written::{Clean, Fault, Written};

@@ -22,7 +22,7 @@ use crate::api::Cohort;
 use crate::block::{Header, Snapshot, HEAPLESS, NO_HOLDER};
 use crate::decay::Retention;
 use crate::heap;
-use crate::large::unmap_evicted;
+use crate::large::{unmap_evicted, Walk};
 use crate::lifetime::{self, Lifetime};
 use crate::stats::Bytes;
 use core::fmt;
@@ -287,12 +287,21 @@ impl<L: Lifetime> Cohort<L> {
         // Large allocations belong to no heap: all of the class's go (the caller's contract
         // covers them: see `release_class`'s, and `Whose::Claimed`), cached as their frees
         // would cache them (a loop that releases its class reuses its mappings).
+        // One at a time, each under the large lock, whatever it gives up unmapped after
+        // (the lock is never held across a system call: other threads' large calls go on).
         let now = crate::decay::now();
-        out.large += pool.large.lock().release_life(life, now, |evicted| {
+        let mut at = Walk::default();
+        loop {
+            let step = pool.large.lock().release_next(life, at, now);
+            let Some((next, evicted)) = step else {
+                break;
+            };
+            out.large += 1;
+            at = next;
             // SAFETY: what the cache gave up: mappings of no allocation (the class's are
             // dead by the caller's contract).
-            unsafe { unmap_evicted(evicted) };
-        });
+            unsafe { unmap_evicted(&evicted) };
+        }
         out
     }
 

@@ -350,7 +350,13 @@ impl Instance {
         let mut moved_from = None;
         // True when the new bytes lie in cached pages (dirty: a last user's).
         let mut from_cache = false;
-        // Re-inserting never needs to grow: an entry was just removed.
+        // The entry goes out and back in (at its new address): room for one more first,
+        // so that putting it back never needs the table to grow (which maps memory, and may
+        // fail: the allocation would be lost from the table); none is out of memory, with
+        // nothing changed.
+        if !large.reserve_one() {
+            return Some(ptr::null_mut());
+        }
         large.remove(p as usize);
         let (q, now_mapped) = if len <= mapped && (grows || mapped - len <= len / 8) {
             // The mapping (longer when it came from the cache, or grown with room) holds
@@ -387,7 +393,8 @@ impl Instance {
             }
             if q.is_null() {
                 // Left as it was.
-                large.insert(p as usize, found);
+                let back = large.insert(p as usize, found);
+                debug_assert!(back, "room reserved");
                 return None;
             }
             // Remapped (moved or not): the mapping is `got` bytes now.
@@ -398,7 +405,8 @@ impl Instance {
             mapped: now_mapped,
             request: Request::sized(new, new_side.align, life),
         };
-        large.insert(q as usize, resized);
+        let recorded = large.insert(q as usize, resized);
+        debug_assert!(recorded, "room reserved");
         if resized.request.kind == Kind::Large {
             // Live as it is now, with no removal after ours (under the lock): the thread's
             // next resize within these pages checks it against this.

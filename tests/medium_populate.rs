@@ -106,6 +106,37 @@ fn buffers_are_faulted_in_once_a_freed_one_shows_the_program_writes_them_whole()
     assert!(a.is_empty());
 }
 
+/// A program that writes its buffers from their start but not whole (all but their last
+/// 64 KiB, as a buffer sized for the worst case): a freed one shows it (its end unwritten),
+/// and nothing is faulted in ahead.
+#[test]
+fn buffers_written_but_for_their_end_are_not_faulted_in() {
+    let a = Cohort::<()>::new();
+    let size = 512 * KIB;
+    let written = size - 64 * KIB;
+    let mut bufs = Vec::new();
+    for round in 0..3 {
+        for _ in 0..4 {
+            let p = a.malloc(size, ());
+            assert!(!p.is_null());
+            let resident = resident_bytes(p, size);
+            assert!(
+                resident <= written + 2 * KERNEL_PAGE,
+                "round {round}: {} KiB of a buffer written in {} KiB resident when handed out",
+                resident / KIB,
+                written / KIB
+            );
+            // SAFETY: p holds size bytes.
+            unsafe { p.write_bytes(7, written) };
+            bufs.push(p);
+        }
+        // SAFETY: live, freed once.
+        unsafe { a.free(bufs.remove(0), size, ()) };
+    }
+    free_all(&a, &bufs, size);
+    assert!(a.is_empty());
+}
+
 /// A program that wrote its buffers whole, then allocates 200 buffers of 900 KiB and writes
 /// one byte of each (RED-55's pattern after dense evidence): what is faulted in beyond
 /// the written pages is at most the credit, not the 176 MiB asked.

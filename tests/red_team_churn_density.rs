@@ -70,3 +70,32 @@ fn a_churn_at_a_constant_live_count_keeps_its_blocks_near_the_fewest() {
         );
     }
 }
+
+/// The same churn in a region of 32 MiB (`with_reservation`): 6 MiB live never runs out of
+/// memory (no null), and the blocks stay near the fewest there too.
+#[test]
+fn a_churn_in_a_small_region_never_runs_out() {
+    let a = Cohort::<Life>::with_reservation(32 << 20);
+    let (size, live) = (16, (6 << 20) / 16);
+    let mut seed = 0x0bad_cafe_f00d_d00du64;
+    let mut ps: Vec<usize> = (0..live)
+        .map(|_| a.malloc(size, Life::A) as usize)
+        .collect();
+    assert!(ps.iter().all(|&p| p != 0), "the live set fits");
+    for step in 0..20 * live {
+        let i = next(&mut seed) as usize % live;
+        // SAFETY: live, freed once.
+        unsafe { a.free(ps[i] as *mut u8, size, Life::A) };
+        ps[i] = a.malloc(size, Life::A) as usize;
+        assert_ne!(
+            ps[i], 0,
+            "step {step}: out of memory with {live} objects of {size} B live in 32 MiB"
+        );
+    }
+    let blocks = a.stats().small.blocks;
+    for p in ps {
+        // SAFETY: live, freed once.
+        unsafe { a.free(p as *mut u8, size, Life::A) };
+    }
+    assert!(blocks <= 9, "{blocks} blocks for 6 MiB live");
+}

@@ -317,3 +317,72 @@ fn releases_race_other_threads_large_work() {
     // SAFETY: no other thread uses `a` now.
     unsafe { a.verify() }.expect("verify at the end");
 }
+
+/// Releases of class A racing two threads that keep up to 1500 large allocations of class
+/// B each live (the large table grows and is rebuilt under the release's walk, which
+/// takes the lock once per allocation): each release frees all of A's large allocations
+/// and nothing of B's (B's first bytes checked), and A has none left after it.
+#[test]
+fn releases_race_large_table_rebuilds() {
+    let owned = patient();
+    let a = &owned;
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let cycles = std::sync::atomic::AtomicU64::new(0);
+    std::thread::scope(|s| {
+        for t in 0..2u64 {
+            let (stop, cycles) = (&stop, &cycles);
+            s.spawn(move || {
+                let mut live: Vec<(usize, usize)> = Vec::new();
+                let mut round = t;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    // Grow to 1500 live (rebuilds as the table doubles), then back to 0
+                    // (tombstones: rebuilds at the same size).
+                    for i in 0..1500 {
+                        let size = MIB + 4096 * ((i + round as usize) % 64) + 1;
+                        let p = a.malloc(size, Life::B);
+                        assert!(!p.is_null());
+                        // SAFETY: `size` bytes of ours; its first 8 bytes tag it.
+                        unsafe { p.cast::<u64>().write(p as u64 ^ size as u64) };
+                        live.push((p as usize, size));
+                    }
+                    for (p, size) in live.drain(..) {
+                        // SAFETY: live, freed once; the tag written above.
+                        unsafe {
+                            let tag = (p as *const u64).read();
+                            assert_eq!(tag, p as u64 ^ size as u64, "B's allocation changed");
+                            a.free(p as *mut u8, size, Life::B);
+                        }
+                    }
+                    round += 1;
+                    cycles.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            });
+        }
+        let mut round = 0;
+        while round < 200 || cycles.load(std::sync::atomic::Ordering::Relaxed) < 6 {
+            round += 1;
+            let n = 20 + round % 30;
+            for k in 0..n {
+                let p = a.malloc(MIB + 1 + k * 4096, Life::A);
+                assert!(!p.is_null());
+            }
+            // SAFETY: only this thread allocates in A; all of it dead from here on.
+            let released = unsafe { a.release_class(Life::A) };
+            assert_eq!(released.large, n, "round {round}: released");
+            let left = a
+                .stats()
+                .classes
+                .iter()
+                .find(|c| c.life_name == "A")
+                .map_or(0, |c| c.large_allocations);
+            assert_eq!(
+                left, 0,
+                "round {round}: A's large allocations left after its release"
+            );
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    assert!(a.is_empty());
+    // SAFETY: no other thread uses `a` now.
+    unsafe { a.verify() }.expect("verify at the end");
+}

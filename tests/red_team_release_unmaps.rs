@@ -3,7 +3,8 @@
 //! unmap, which the caller unmaps after dropping the large lock"), so that a release of a
 //! class with many large allocations does not stall every other thread's large calls for
 //! all its unmaps. A test that found a defect is `#[ignore]`d with its number (RED-n), its
-//! owner and the exact failure.
+//! owner and the exact failure. RED-58 (a release unmapped with the lock held) is fixed:
+//! a release takes its class's allocations one per lock hold (`LargeTable::release_next`).
 //!
 //! This binary interposes `munmap` (the allocator calls the C library's): on the thread
 //! armed to, each `munmap` first asks another thread for a large allocation, which needs the
@@ -64,7 +65,6 @@ pub unsafe extern "C" fn munmap(addr: *mut libc::c_void, len: libc::size_t) -> l
 /// A release of a class with large allocations the cache does not keep (a bound of 0):
 /// each is unmapped, never with the large lock held.
 #[test]
-#[ignore = "RED-58: release_class unmaps its class's large allocations with the large lock held (4 of 4 unmaps)"]
 fn a_release_unmaps_its_large_allocations_without_the_large_lock() {
     let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
     let (held_before, probed_before) =

@@ -218,7 +218,6 @@ fn sparse_long_lived_buffers_beside_dense_scratch_ones_stay_mostly_unresident() 
 /// in, far past one credit (`live / 32 + 8 MiB`). With the default delay: 25 MiB (the test
 /// above, bound 40 MiB).
 #[test]
-#[ignore = "RED-61 (medium, main eec6e3f): sparse long-lived buffers beside dense scratch ones made 83 MiB resident"]
 fn sparse_long_lived_buffers_beside_dense_scratch_ones_stay_mostly_unresident_with_no_delay() {
     let grown = long_lived_beside_scratch(Some(std::time::Duration::ZERO));
     assert!(

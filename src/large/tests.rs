@@ -63,13 +63,14 @@ fn insert_remove_grow_and_drain() {
         ..Retention::DEFAULT
     };
     assert_eq!(t.configure_cache(&none).len(), 0);
-    let mut unmapped = 0;
-    let released = t.release_life(1, 0, |out| {
+    let (mut unmapped, mut released, mut at) = (0, 0, Walk::default());
+    while let Some((next, out)) = t.release_next(1, at, 0) {
         for (addr, len) in out.iter() {
             assert_eq!(len, (addr >> 16) * 4096);
             unmapped += 1;
         }
-    });
+        (released, at) = (released + 1, next);
+    }
     assert_eq!((t.count() + released, unmapped), (2500, released));
     assert!(t.remove(12345 << 16).is_none());
     let expect: usize = (2..=5000usize)
@@ -78,4 +79,66 @@ fn insert_remove_grow_and_drain() {
         .map(|i| i * 4096)
         .sum();
     assert_eq!(t.bytes, expect);
+}
+
+/// A release walks the table one allocation per lock hold ([`LargeTable::release_next`]):
+/// when other threads' inserts rebuild the table between two steps, its entries move, some
+/// to slots the walk has passed (here: a class's entries displaced past another class's
+/// by probing go back to their home slot when the others' removals let the rebuild place
+/// them there), and the walk starts again: it still finds every allocation of the class.
+#[test]
+fn a_release_walk_finds_every_allocation_of_its_class_across_rebuilds() {
+    let mut t = LargeTable::new();
+    let none = Retention {
+        large_cache_bytes: 0,
+        ..Retention::DEFAULT
+    };
+    assert_eq!(t.configure_cache(&none).len(), 0);
+    let entry = |life| Mapping {
+        len: 4096,
+        mapped: 4096,
+        request: Request {
+            kind: Kind::Large,
+            life,
+        },
+    };
+    assert!(t.insert(1 << 40, entry(0)));
+    assert!(t.remove(1 << 40).is_some());
+    // Addresses whose home slot is 10, in this table's size.
+    let capacity = t.capacity;
+    let mut homed = (1usize..).map(|i| i << 16).filter(|&a| t.home(a) == 10);
+    let others: Vec<usize> = homed.by_ref().take(20).collect();
+    let class: Vec<usize> = homed.take(20).collect();
+    for &a in &others {
+        assert!(t.insert(a, entry(0)));
+    }
+    for &a in &class {
+        assert!(t.insert(a, entry(1)));
+    }
+    // The first step releases the class's first entry, past the others' (slot 30).
+    let (mut at, out) = t.release_next(1, Walk::default(), 0).expect("one");
+    let mut released: Vec<usize> = out.iter().map(|(addr, _)| addr).collect();
+    assert!(t.walk_from(at) > 30);
+    // The others go, and inserts and removals of a third class fill the table with
+    // tombstones until it is rebuilt at its size.
+    for &a in &others {
+        assert!(t.remove(a).is_some());
+    }
+    let rebuilds = t.rebuilds;
+    let mut extra = (1usize << 44..).step_by(1 << 16);
+    while t.rebuilds == rebuilds {
+        let a = extra.next().unwrap();
+        assert!(t.insert(a, entry(2)));
+        assert!(t.remove(a).is_some());
+    }
+    assert_eq!(t.capacity, capacity, "rebuilt at its size");
+    while let Some((next, out)) = t.release_next(1, at, 0) {
+        released.extend(out.iter().map(|(addr, _)| addr));
+        at = next;
+    }
+    released.sort_unstable();
+    let mut expect = class.clone();
+    expect.sort_unstable();
+    assert_eq!(released, expect, "every allocation of the class, each once");
+    assert_eq!(t.count(), 0);
 }

@@ -21,6 +21,29 @@ const DIRTY_CUT: usize = 4;
 /// `4^(PASSES - 1)` pages (a block, with pages of 4 KiB or more).
 const PASSES: usize = 6;
 
+/// Medium blocks a purge records on its first walk at most (8 bytes each on the stack: 2 KiB
+/// for 512 MiB of medium blocks); with more, its passes walk the lists. (4 in unit tests,
+/// which take both ways.)
+pub(super) const SEEN: usize = if cfg!(test) { 4 } else { 256 };
+
+/// A medium block as a purge's first walk saw it.
+#[derive(Clone, Copy)]
+struct Seen {
+    unit: u32,
+    /// Its shortest range of dirty granules (`u16::MAX`: none).
+    shortest: u16,
+    /// No live run.
+    empty: bool,
+}
+
+impl Seen {
+    const NONE: Seen = Seen {
+        unit: u32::MAX,
+        shortest: u16::MAX,
+        empty: false,
+    };
+}
+
 impl Pool {
     /// Under the lock: gives back every medium block with no live run and every whole
     /// free page of the others (`compact`). Returns the blocks given away.
@@ -110,17 +133,37 @@ impl Pool {
             (times.div_ceil(2) as usize).min(PASSES - 1)
         };
         let mut gives = [0; PASSES];
-        // Each class's last medium block (the one freed into longest ago): the passes walk
-        // back from it, so that among ranges as short, the longest unused go back first.
+        // The one walk over every medium block: each block as it is now (up to `SEEN` of
+        // them, class by class, first to last on its list), so that the passes and the
+        // look for emptied blocks read only the blocks they act on (each block's metadata
+        // shares its cache sets with every other block's); and each class's last block (the
+        // one freed into longest ago), from which the passes walk back when there are more.
+        let mut seen = [Seen::NONE; SEEN];
+        let (mut count, mut ends) = (0, [0u16; 256]);
         let mut lasts = [u32::MAX; 256];
-        for (life, last) in lasts.iter_mut().enumerate().take(self.life_count) {
+        for life in 0..self.life_count {
             for h in st.medium_list(life).iter(units) {
                 // SAFETY: a medium block; we hold the lock.
                 let runs = unsafe { Runs::of(h) };
-                runs.for_each_dirty_range(page, |k, pages| gives[pass_of(k)] += pages);
-                *last = units.index(h);
+                let mut shortest = usize::MAX;
+                runs.for_each_dirty_range(page, |k, pages| {
+                    gives[pass_of(k)] += pages;
+                    shortest = shortest.min(k);
+                });
+                lasts[life] = units.index(h);
+                if let Some(e) = seen.get_mut(count) {
+                    *e = Seen {
+                        unit: units.index(h),
+                        shortest: shortest.min(u16::MAX as usize) as u16,
+                        empty: runs.is_empty(),
+                    };
+                }
+                count += 1;
             }
+            ends[life] = count.min(SEEN) as u16;
         }
+        // Every block recorded: the passes read the records, else the lists.
+        let recorded = count <= SEEN;
         let (mut pass, mut shorter) = (0, 0);
         while pass + 1 < PASSES && shorter + gives[pass] < before.saturating_sub(keep) {
             shorter += gives[pass];
@@ -128,11 +171,25 @@ impl Pool {
         }
         longest <<= 2 * pass.saturating_sub(1);
         while before - cleaned > keep {
-            for &last in lasts.iter().filter(|&&u| u != u32::MAX) {
-                for h in BlockList::iter_back(units, units.block(last)) {
+            for life in (0..self.life_count).filter(|&l| lasts[l] != u32::MAX) {
+                let group = match recorded {
+                    true => &seen[life.checked_sub(1).map_or(0, |l| ends[l] as usize)..ends[life] as usize],
+                    false => &[],
+                };
+                let listed = match recorded {
+                    true => BlockList::new().iter(units),
+                    false => BlockList::iter_back(units, units.block(lasts[life])),
+                };
+                let back = group.iter().rev().map(|e| (units.block(e.unit), e.shortest as usize));
+                for (h, shortest) in back.chain(listed.map(|h| (h, 0))) {
                     let enough = (before - cleaned).saturating_sub(keep);
                     if enough == 0 {
                         break;
+                    }
+                    // (No range as short: nothing to give back in this pass; known without
+                    // reading the block.)
+                    if shortest > longest {
+                        continue;
                     }
                     // SAFETY: a medium block; we hold the lock.
                     let runs = unsafe { Runs::of(h) };
@@ -154,7 +211,16 @@ impl Pool {
         }
         for life in 0..self.life_count {
             let first = st.medium(life).first(units);
-            for h in st.medium(life).iter(units) {
+            let group = match recorded {
+                true => &seen[life.checked_sub(1).map_or(0, |l| ends[l] as usize)..ends[life] as usize],
+                false => &[],
+            };
+            let empties = group.iter().filter(|e| e.empty).map(|e| units.block(e.unit));
+            let listed = match recorded {
+                true => BlockList::new().iter(units),
+                false => st.medium(life).iter(units),
+            };
+            for h in empties.chain(listed) {
                 // SAFETY: a medium block; we hold the lock.
                 let runs = unsafe { Runs::of(h) };
                 // An empty block whose dirty granules all share the metadata's page can
