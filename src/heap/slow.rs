@@ -5,13 +5,13 @@
 
 use super::*;
 
-/// A collect that gives the current block fewer slots than [`few_slots`] leaves it for the
-/// next listed block when that one has that many free, or for a block of the pool when it
-/// has no never-used slot left: a nearly full block would otherwise make nearly every
-/// allocation a collect. At most this many slots...
+/// A collect that gives the current block fewer slots than [`few_slots`] leaves it for one
+/// of the first listed blocks that has that many free, else stays with more beats (a
+/// nearly full block would otherwise make nearly every allocation a collect and every
+/// 33rd a slow path). At most this many slots...
 const FEW_SLOTS: u32 = 16;
-/// ... and at most this many bytes of slots, so that the free slots a block left this
-/// way keeps unused are under 1/128 of it (16 KiB) whatever its stride.
+/// ... and at most this many bytes of slots (a block is left with at most 16 KiB of free
+/// slots, under 1/128 of it, whatever its stride).
 const FEW_BYTES: u32 = 16 << 10;
 
 /// Listed blocks the slow path looks at for one with more free slots than its current
@@ -29,9 +29,8 @@ impl Heap {
     /// allocation list or in its bump window, and none on its local free list or no beat
     /// left to collect it with. First the heartbeat ([`Heap::beat`]); then finds a slot
     /// (the block's local frees, else its remote ones; when those are few or none, the
-    /// first listed block if it has more; then the block's next bump window; with a few
-    /// slots and no window, a block from the pool, as for a full block; then the partial
-    /// list, the pool), makes its block current and takes the slot. Before saying
+    /// first listed blocks if one has more; else the few in place, with the next bump
+    /// window if any; with none, the next bump window, then the partial list, the pool), makes its block current and takes the slot. Before saying
     /// out of memory (`None`), gives back every empty block it may ([`compact`]), and those
     /// of `own()` (the calling thread's own heap of the instance, or null), and tries once
     /// more.
