@@ -22,8 +22,10 @@
 //!   a collect moves it whole to the allocation list when that list and the bump window are
 //!   both empty: out of line on the allocation fast path while the block has **beats**
 //!   left ([`Header::pop_collected`]), else on the slow path ([`Header::refill`]), which
-//!   gives the beats back. So a program cycling objects through its current blocks still
-//!   enters the slow path once per [`BEATS`] + 1 collects: the heartbeat of the decay (see
+//!   gives the beats back ([`BEATS`], or more to a nearly full block whose collects give
+//!   a few slots each: `Header::give_beats`). So a program cycling objects through its
+//!   current blocks still enters the slow path every few hundred allocations at most, once
+//!   per [`BEATS`] + 1 collects of many slots: the heartbeat of the decay (see
 //!   `crate::heap`'s idle module). A collect is followed at once by a pop of the slot it
 //!   made first (the one freed last), so the slot freed last, while free, is always the
 //!   local list's first: the one double free the free fast path checks.
