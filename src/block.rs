@@ -76,8 +76,13 @@ const IDLE: u8 = 2;
 /// next takes the slow path ([`Header::pop`]): a program that cycles objects through its
 /// current blocks enters a slow path at least once per this many collects (the decay's
 /// heartbeat, `crate::heap`'s idle module), each collect taking every slot freed since the
-/// last one.
-pub(crate) const BEATS: u16 = 32;
+/// last one. Few, because the heartbeat counts allocations, not time: a program cycling
+/// one 64-byte object every 2 ms collects once per 64 allocations (a page's bump window),
+/// so it reads the clock every `(BEATS + 1) * 64` allocations: 0.6 s at 4, 4.2 s at 32,
+/// which kept a freed burst resident past ten delays of 300 ms (`red_team_heartbeat`).
+/// A heartbeat (a clock read and two checks) per five collects costs a few hundredths of
+/// an instruction per allocation.
+pub(crate) const BEATS: u16 = 4;
 /// Header key of an empty block waiting in the pool: no class has index 255.
 pub(crate) const EMPTY_KEY: u16 = 0xffff;
 /// [`Role::Current`]'s bias: `count` stays at or above it, so never reaches 0.

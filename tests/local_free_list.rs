@@ -18,6 +18,8 @@ fn alloc_slow(a: &Cohort, size: usize) -> u64 {
         .sum()
 }
 
+/// The crate's `BEATS`: collects of the local free list between two slow paths.
+const BEATS: u64 = 4;
 /// Allocates and frees `n` objects of layout `l`, `n` times over.
 fn cycle(a: &Cohort, l: Layout, n: usize, rounds: usize) {
     let mut v = Vec::with_capacity(n);
@@ -32,7 +34,7 @@ fn cycle(a: &Cohort, l: Layout, n: usize, rounds: usize) {
 }
 
 /// A loop of 100 objects of 64 B reuses its slots through collects of the local free
-/// list, at most `BEATS` (32) of which pass before a slow path: the heartbeat that runs the
+/// list, at most `BEATS` (4) of which pass before a slow path: the heartbeat that runs the
 /// decay (RED-52). With one list, such a loop never left the fast paths.
 #[test]
 fn a_loop_in_the_current_block_enters_the_slow_path_every_few_collects() {
@@ -43,11 +45,11 @@ fn a_loop_in_the_current_block_enters_the_slow_path_every_few_collects() {
     let rounds = 3200;
     cycle(&a, l, 100, rounds);
     let slow = alloc_slow(&a, 64) - before;
-    // One collect per round (each takes the 100 slots freed since the last): 32 quick
+    // One collect per round (each takes the 100 slots freed since the last): BEATS quick
     // ones, then one on the slow path.
     let rounds = rounds as u64;
     assert!(
-        slow >= rounds / 33 && slow <= rounds / 32 + 4,
+        slow >= rounds / (BEATS + 1) && slow <= rounds / BEATS + 4,
         "{slow} slow paths in {rounds} rounds"
     );
     // SAFETY: no other thread uses `a`.
@@ -56,9 +58,10 @@ fn a_loop_in_the_current_block_enters_the_slow_path_every_few_collects() {
 
 /// A current block filled to its last slot, then a few of its slots freed: cycling one
 /// object through it would make every allocation a collect of those few slots, and every
-/// 33rd a slow path. The slow path lists it with its few slots and takes another block
-/// instead, where the collects grow to at least 16 slots (`FEW_SLOTS`): at most one slow
-/// path per 33 collects of 16 slots.
+/// `BEATS + 1`-th a slow path. The slow path gives it beats in proportion to the few slots
+/// its collects take (or takes a listed block with more), so that its slow paths come
+/// about once per `BEATS` collects of 16 slots (`FEW_SLOTS`): once per `BEATS * 16 + 1`
+/// allocations at most.
 #[test]
 fn a_nearly_full_block_does_not_make_every_allocation_a_collect() {
     for (size, free) in [(16, 1), (16, 15), (1024, 3)] {
@@ -75,7 +78,7 @@ fn a_nearly_full_block_does_not_make_every_allocation_a_collect() {
         let before = alloc_slow(&a, size);
         cycle(&a, l, 1, 10_000);
         let slow = alloc_slow(&a, size) - before;
-        let most = 10_000 / (33 * 16) + 4;
+        let most = 10_000 / (BEATS * 16 + 1) + 4;
         assert!(
             slow <= most,
             "{size} B, {free} free: {slow} slow paths in 10000 pairs (at most {most})"

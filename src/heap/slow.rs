@@ -116,13 +116,13 @@ impl Heap {
                     *head.current = next;
                     continue;
                 }
-                if let Some(times) = few.checked_div(got) {
+                if let Some(times) = (got > 0).then(|| few.div_ceil(got)) {
                     // The few slots (no listed block has more), and the next bump window
                     // when there is one: the collects after them take more. A nearly full
                     // block stays current (density: no block is taken while listed ones
                     // have free slots); its collects, a few slots each, get beats in
-                    // proportion, so that its slow paths stay one per about
-                    // `BEATS * few` allocations.
+                    // proportion (rounded up), so that its slow paths stay one per at
+                    // least `BEATS * few` allocations.
                     h.advance_window();
                     h.collect_freed();
                     h.give_beats(times);
