@@ -11,20 +11,14 @@
 
 use cohort::class::MAX_MEDIUM;
 use cohort::{Cohort, Problem, Retention};
-use std::sync::Mutex;
 use std::time::Duration;
-use test_support::rss;
+use test_support::{rss, serial};
 
 cohort::lifetime_classes! {
     enum Life { A, B }
 }
 
-/// Serializes the tests of this file: they read the process's resident size.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
+// The tests of this file take turns (`serial()`): they read the process's resident size.
 
 /// Minor page faults of the calling thread so far.
 fn minor_faults() -> i64 {

@@ -8,17 +8,10 @@
 //! `getrusage(RUSAGE_THREAD)`; the tests of this file run one at a time.
 
 use cohort::{Cohort, Retention};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use test_support::rss;
+use test_support::{rss, serial};
 
 cohort::lifetime_classes! { enum Life { A } }
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// Minor page faults of the calling thread so far.
 fn minor_faults() -> i64 {

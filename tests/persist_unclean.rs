@@ -4,6 +4,12 @@
 //! generations; and a file whose state changed while nobody had it open
 //! (`RegionError::StateDamaged`: the state seal). A refused file is left as it was; a
 //! cleanly left region and its copies open.
+//!
+//! Every test of this file holds `serial()`: a test's forked child inherits a claim on every
+//! region the process has open (the fork handler), so a child forked by one test while
+//! another has its region open keeps that region attached, and the other test's leave is
+//! then not the last: it does not seal, and a byte changed afterwards goes unseen (seen
+//! once under load: `sealed again by the opener's leave: opened`).
 
 mod common;
 
@@ -13,17 +19,7 @@ use std::fs;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-/// Every test of this file holds this lock: a test's forked child inherits a claim on every
-/// region the process has open (the fork handler), so a child forked by one test while
-/// another has its region open keeps that region attached, and the other test's leave is
-/// then not the last: it does not seal, and a byte changed afterwards goes unseen (seen
-/// once under load: `sealed again by the opener's leave: opened`).
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
+use test_support::serial;
 
 /// Where the attach table starts in a region file: the generation, the boot, the device,
 /// the inode, the lock, the state seal's generation and sum, then the process slots.

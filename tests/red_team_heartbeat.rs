@@ -7,13 +7,10 @@
 //! file run one at a time (resident sizes are process-wide).
 
 use cohort::{Cohort, Retention};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use test_support::rss;
+use test_support::{rss, serial};
 
 cohort::lifetime_classes! { enum Life { A } }
-
-static SERIAL: Mutex<()> = Mutex::new(());
 
 const MIB: usize = 1 << 20;
 
@@ -21,7 +18,7 @@ const MIB: usize = 1 << 20;
 /// 64 B allocated and freed every `pause`, for up to 10 times the delay (300 ms): the
 /// resident size must come back within 16 MiB of the start.
 fn burst_then(per_round: usize, pause: Duration) -> Result<(), String> {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     let a = Cohort::<Life>::new();
     let delay = Duration::from_millis(300);
     a.set_retention(Retention {

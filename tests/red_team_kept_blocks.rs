@@ -7,17 +7,10 @@
 //! process-wide).
 
 use cohort::{Cohort, Retention};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use test_support::rss;
+use test_support::{rss, serial};
 
 cohort::lifetime_classes! { enum Life { A } }
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 const MIB: usize = 1 << 20;
 

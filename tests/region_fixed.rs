@@ -4,15 +4,11 @@
 //! the OS, so it is filled again without one; `max_expand` grows without overflow.
 
 use cohort::{max_expand, Cohort, RegionOptions};
-use std::sync::{Mutex, MutexGuard};
+use test_support::serial;
 
-/// The tests of this file run one at a time: they count the process's page faults and look
-/// at which addresses are mapped, which another test's mappings would change meanwhile (an
-/// address unmapped here and mapped again by a parallel test looked like a leak).
-fn serial() -> MutexGuard<'static, ()> {
-    static SERIAL: Mutex<()> = Mutex::new(());
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
+// The tests of this file take turns (`serial()`): they count the process's page faults and
+// look at which addresses are mapped, which another test's mappings would change meanwhile
+// (an address unmapped here and mapped again by a parallel test looked like a leak).
 
 cohort::lifetime_classes! {
     enum Life { Short, Long }

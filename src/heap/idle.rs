@@ -140,7 +140,7 @@ impl Heap {
             }
             // SAFETY: the range lies in the block past its header (bump <= limit <= the
             // block's size, a multiple of the page), and no slot in it is live or listed
-            // anywhere but in this block's free list, which the reset below forgets: the
+            // anywhere but on this block's own lists, which the reset below forgets: the
             // block is this heap's (the caller owns it) and `live == 0`.
             unsafe { pool.region.forget(start as *mut u8, end - start) };
             h.reset();

@@ -234,8 +234,7 @@ pub fn overwritten_by_new_allocations<L: cohort::Lifetime>(
 /// one test's thread has every region the process has open, so tests of named regions run
 /// one at a time.
 pub fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+    test_support::serial()
 }
 
 /// A path in the temporary directory unique to this process and `tag`, removed first.

@@ -1,7 +1,8 @@
 //! What cohort's tests, benchmarks, examples and tools share: a deterministic PRNG
 //! ([`Rng`]), the process's resident memory ([`rss`]), byte sizes for people ([`ByteSize`],
 //! [`mib`]) and child processes that run this same executable again ([`run_child`],
-//! [`abort_in_child`]), and the colours of the plots ([`PALETTE`]).
+//! [`abort_in_child`]), the lock that makes a test binary's tests take turns ([`serial`]),
+//! and the colours of the plots ([`PALETTE`]).
 //!
 //! Generic on purpose: it does not depend on cohort, so a test links one copy of the
 //! library's types. [`Rng`]'s `new`, `next_u64`, `below`, `range` and `chance` do not
@@ -31,6 +32,15 @@ pub const PALETTE: [(u8, u8, u8); 10] = [
     (188, 189, 34),
     (23, 190, 207),
 ];
+
+/// The lock that makes the tests of one test binary take turns (each binary links its own
+/// copy of this crate, so its own lock): held by tests whose checks are process-wide
+/// (resident sizes, system-call counts, forked children that inherit the process's open
+/// regions). A test that panicked while holding it does not poison it for the others.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// Resident set size of this process in bytes (`/proc/self/statm`, second field, in pages).
 pub fn rss() -> usize {
