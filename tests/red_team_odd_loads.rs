@@ -1,0 +1,208 @@
+//! Red-team attacks of session 13 on the decay under loads the earlier rounds did not use:
+//! after a freed burst of small objects, a program whose only later work is medium or large
+//! calls, or whose burst lived in a region (private or shared with children), or on a
+//! thread that has since exited; and steady loops of medium buffers, which must not pay a
+//! page fault per iteration. A test that found a defect is `#[ignore]`d with its number
+//! (RED-n), its owner and the exact failure. The tests of this file run one at a time
+//! (resident sizes and page faults are process-wide).
+
+use cohort::{Cohort, RegionOptions, Retention};
+use std::time::{Duration, Instant};
+use test_support::{rss, serial};
+
+cohort::lifetime_classes! { enum Life { A, B } }
+
+const MIB: usize = 1 << 20;
+
+fn with_delay(delay: Duration) -> Retention {
+    Retention {
+        delay,
+        ..Retention::DEFAULT
+    }
+}
+
+/// 200 MiB of 1 KiB objects of class A, each written, then freed.
+fn burst_and_free(a: &Cohort<Life>) {
+    let ps: Vec<*mut u8> = (0..200 * MIB / 1024)
+        .map(|_| {
+            let p = a.malloc(1024, Life::A);
+            assert!(!p.is_null());
+            // SAFETY: a live allocation of 1024 bytes.
+            unsafe { p.write_bytes(0x5a, 1024) };
+            p
+        })
+        .collect();
+    for p in ps {
+        // SAFETY: live, freed once.
+        unsafe { a.free(p, 1024, Life::A) };
+    }
+}
+
+/// After `burst_and_free`, runs `round` every 10 ms for up to ten delays, until the resident
+/// size is back within 16 MiB of `before`; the failure message otherwise.
+fn back_under(
+    a: &Cohort<Life>,
+    before: usize,
+    delay: Duration,
+    what: &str,
+    mut round: impl FnMut(&Cohort<Life>),
+) -> Result<(), String> {
+    let freed = Instant::now();
+    let goal = before + 16 * MIB;
+    let mut rounds = 0u64;
+    while rss() > goal && freed.elapsed() < delay * 10 {
+        std::thread::sleep(Duration::from_millis(10));
+        round(a);
+        rounds += 1;
+    }
+    let after = rss();
+    if after <= goal {
+        return Ok(());
+    }
+    Err(format!(
+        "{} MiB resident over the start {:?} after a burst of 200 MiB of 1 KiB objects was \
+         freed, the program doing {what} every 10 ms since ({rounds} rounds); {}",
+        after.saturating_sub(before) / MIB,
+        freed.elapsed(),
+        a.stats()
+    ))
+}
+
+fn medium_round(a: &Cohort<Life>) {
+    let p = a.malloc(100 << 10, Life::B);
+    assert!(!p.is_null());
+    // SAFETY: live, 100 KiB.
+    unsafe {
+        p.write_bytes(1, 100 << 10);
+        a.free(p, 100 << 10, Life::B);
+    }
+}
+
+fn large_round(a: &Cohort<Life>) {
+    let p = a.malloc(4 << 20, Life::B);
+    assert!(!p.is_null());
+    // SAFETY: live, 4 MiB.
+    unsafe {
+        p.write_bytes(1, 4096);
+        a.free(p, 4 << 20, Life::B);
+    }
+}
+
+fn small_round(a: &Cohort<Life>) {
+    let ps: Vec<*mut u8> = (0..100).map(|_| a.malloc(64, Life::B)).collect();
+    for p in ps {
+        // SAFETY: allocated just above.
+        unsafe { a.free(p, 64, Life::B) };
+    }
+}
+
+fn private(a: Cohort<Life>, what: &str, round: fn(&Cohort<Life>)) {
+    let _serial = serial();
+    let delay = Duration::from_millis(300);
+    a.set_retention(with_delay(delay));
+    let before = rss();
+    burst_and_free(&a);
+    if let Err(e) = back_under(&a, before, delay, what, round) {
+        panic!("{e}");
+    }
+}
+
+#[test]
+fn a_burst_goes_back_under_a_medium_only_load() {
+    private(Cohort::new(), "one 100 KiB medium buffer", medium_round);
+}
+
+#[test]
+fn a_burst_goes_back_under_a_large_only_load() {
+    private(Cohort::new(), "one 4 MiB large buffer", large_round);
+}
+
+#[test]
+fn a_burst_in_a_private_region_goes_back_under_a_small_load() {
+    let a = Cohort::with_options(&RegionOptions::new(1 << 30)).unwrap();
+    private(a, "100 objects of 64 B", small_round);
+}
+
+#[test]
+fn a_burst_in_a_shared_anonymous_region_goes_back_under_a_small_load() {
+    let a = Cohort::shared_anonymous(1 << 30).unwrap();
+    private(a, "100 objects of 64 B", small_round);
+}
+
+#[test]
+fn a_burst_of_an_exited_thread_goes_back_under_a_small_load() {
+    let _serial = serial();
+    let a = Cohort::<Life>::new();
+    let delay = Duration::from_millis(300);
+    a.set_retention(with_delay(delay));
+    let before = rss();
+    std::thread::scope(|s| {
+        s.spawn(|| burst_and_free(&a));
+    });
+    if let Err(e) = back_under(&a, before, delay, "100 objects of 64 B", small_round) {
+        panic!("{e}");
+    }
+}
+
+/// Minor page faults of the whole process so far.
+fn faults() -> i64 {
+    // SAFETY: getrusage into a zeroed struct.
+    unsafe {
+        let mut u: libc::rusage = core::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut u);
+        u.ru_minflt
+    }
+}
+
+/// Rounds of one medium buffer of `len` bytes, written whole, freed, `pause` between them;
+/// returns the faults of the last `measured` rounds.
+fn medium_rounds(
+    a: &Cohort<Life>,
+    len: usize,
+    rounds: usize,
+    measured: usize,
+    pause: Duration,
+) -> i64 {
+    let mut total = 0;
+    for round in 0..rounds {
+        let start = faults();
+        let p = a.malloc(len, Life::A);
+        assert!(!p.is_null());
+        // SAFETY: live, `len` bytes.
+        unsafe {
+            p.write_bytes(7, len);
+            a.free(p, len, Life::A);
+        }
+        if round >= rounds - measured {
+            total += faults() - start;
+        }
+        std::thread::sleep(pause);
+    }
+    total
+}
+
+#[test]
+fn a_steady_medium_loop_pays_no_fault_per_iteration() {
+    let _serial = serial();
+    for len in [20 << 10, 64 << 10, 300 << 10, 1000 << 10] {
+        let a = Cohort::<Life>::new();
+        let f = medium_rounds(&a, len, 300, 200, Duration::ZERO);
+        let pages = (len / 4096) as i64;
+        assert!(
+            f < pages,
+            "{f} faults in 200 rounds of one {len}-byte buffer ({pages} pages each)"
+        );
+    }
+}
+
+#[test]
+fn a_steady_medium_loop_slower_than_the_delays_start_pays_no_fault_per_iteration() {
+    let _serial = serial();
+    for len in [64 << 10, 300 << 10] {
+        let a = Cohort::<Life>::new();
+        a.set_retention(with_delay(Duration::from_millis(400)));
+        let f = medium_rounds(&a, len, 24, 12, Duration::from_millis(80));
+        let pages = (len / 4096) as i64;
+        assert!(f < pages * 3, "{f} faults in the last 12 rounds of one {len}-byte buffer every 80 ms ({pages} pages each); delays {:?}", a.decay_delays());
+    }
+}
