@@ -256,7 +256,8 @@ fn freed_elsewhere_then(what: &str, round: fn(&Cohort<Life>)) {
     }
 }
 
-/// RED-64 (cursor: the decay's heartbeat and idle look): blocks that another thread's
+/// RED-64 (hunt: the idle look; fixed by hunt 67b8e9e, which gives listed blocks with no
+/// live slot to the pool at each look): blocks that another thread's
 /// frees emptied while they were listed (or retired full) are given back only by `compact`
 /// or when the head needs a new block (`Pool::take_block`'s first step); the heartbeat's
 /// idle look sees current blocks only (RED-59's fix) and the pool's decay sees the kept
@@ -267,7 +268,7 @@ fn freed_elsewhere_then(what: &str, round: fn(&Cohort<Life>)) {
 /// 200 MiB resident, 0 given back, 0 empty blocks kept. `compact()` then gives back 102
 /// empty blocks (200 MiB). The same with a burst of 3 MiB: 3 blocks kept.
 #[test]
-#[ignore = "RED-64 (cursor): blocks emptied by another thread's frees stay resident for good under a load that needs no new block: 200 MiB resident 3.0s (10 delays) after the burst was freed"]
+#[ignore = "RED-64 (hunt 67b8e9e fixes it): blocks emptied by another thread's frees stay resident for good under a load that needs no new block: 200 MiB resident 3.0s (10 delays) after the burst was freed"]
 fn a_burst_freed_by_another_thread_goes_back_under_a_small_load() {
     freed_elsewhere_then("100 objects of 64 B", small_round);
 }
@@ -277,7 +278,7 @@ fn a_burst_freed_by_another_thread_goes_back_under_a_small_load() {
 /// release: `200 MiB resident over the start 3.0s ... the program doing 100 objects of 1
 /// KiB (class A) every 10 ms since (286 rounds)`.
 #[test]
-#[ignore = "RED-64 (cursor): the same under a load in the burst's own size and class: 200 MiB resident 3.0s after the burst was freed"]
+#[ignore = "RED-64 (hunt 67b8e9e fixes it): the same under a load in the burst's own size and class: 200 MiB resident 3.0s after the burst was freed"]
 fn a_burst_freed_by_another_thread_goes_back_under_a_load_of_its_own_size() {
     freed_elsewhere_then("100 objects of 1 KiB (class A)", own_size_round);
 }
