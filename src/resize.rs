@@ -323,7 +323,12 @@ impl Instance {
         if pool.region.contains(p as usize) {
             return self.realloc_run::<ZERO, ABORT>(pool, p, old_side, new_side, life);
         }
-        let mut large = pool.large.lock();
+        // Room for the entry to go back in first (a growth of the table maps with the lock
+        // dropped); with none to be had (out of memory) the call fails, after the check,
+        // with nothing changed.
+        let room = large::lock_with_room(&pool.large, 1);
+        let has_room = room.is_some();
+        let mut large = room.unwrap_or_else(|| pool.large.lock());
         let found = match large_match(&large, p, named, life) {
             Ok(found) => found,
             Err(problem) => {
@@ -338,6 +343,9 @@ impl Instance {
         let Some(len) = os::page_round(new).filter(|&l| l <= isize::MAX as usize) else {
             return Some(ptr::null_mut());
         };
+        if !has_room {
+            return Some(ptr::null_mut());
+        }
         let mapped = found.mapped;
         // The length the old size rounds to (large_match checked it).
         let was = found.len;
@@ -350,14 +358,9 @@ impl Instance {
         let mut moved_from = None;
         // True when the new bytes lie in cached pages (dirty: a last user's).
         let mut from_cache = false;
-        // The entry goes out and back in (at its new address): room for one more first,
-        // so that putting it back never needs the table to grow (which maps memory, and may
-        // fail: the allocation would be lost from the table); none is out of memory, with
-        // nothing changed.
-        if !large.reserve_one() {
-            return Some(ptr::null_mut());
-        }
-        large.remove(p as usize);
+        // The entry goes out, its slot kept: it goes back in (at its new address) with no
+        // growth of the table, even across a remap that drops the lock.
+        large.take_out(p as usize);
         let (q, now_mapped) = if len <= mapped && (grows || mapped - len <= len / 8) {
             // The mapping (longer when it came from the cache, or grown with room) holds
             // the new length: in place. (A shrink keeps the 1/8 bound: past it, the tail
@@ -372,41 +375,29 @@ impl Instance {
             from_cache = true;
             (q, q_mapped)
         } else {
-            large.system_calls += 1;
-            // A small step (an eighth or less: a buffer grown by exact reserves) maps an
-            // eighth more, so that the steps after it grow in place with no system call
-            // (the room is address space until written, within the 1/8 bound).
-            let room = if grows && len - was <= was / 8 {
-                longest_mapping(len)
-            } else {
-                len
-            };
-            // SAFETY: a live large allocation of ours (checked above), a mapping of `mapped`
-            // bytes.
-            let mut q = unsafe { os::remap(p, mapped, room) };
-            let mut got = room;
-            if q.is_null() && room > len {
-                large.system_calls += 1;
-                got = len;
-                // SAFETY: as above (the failed remap changed nothing).
-                q = unsafe { os::remap(p, mapped, len) };
-            }
-            if q.is_null() {
+            // Remapped with the lock dropped (every other large call would spin through
+            // the system call): meanwhile the allocation is in no entry, so a release of
+            // its class or a stats call does not see it, and a free of it (misuse: the
+            // caller resizes it) is reported as no large allocation's.
+            drop(large);
+            // SAFETY: a live large allocation of ours (checked above), a mapping of
+            // `mapped` bytes, out of the table: nothing else changes it.
+            let (remapped, calls) = unsafe { remap_large(p, mapped, was, len) };
+            large = pool.large.lock();
+            large.system_calls += calls;
+            let Some(remapped) = remapped else {
                 // Left as it was.
-                let back = large.insert(p as usize, found);
-                debug_assert!(back, "room reserved");
+                large.put_in(p as usize, found);
                 return None;
-            }
-            // Remapped (moved or not): the mapping is `got` bytes now.
-            (q, got)
+            };
+            remapped
         };
         let resized = Mapping {
             len,
             mapped: now_mapped,
             request: Request::sized(new, new_side.align, life),
         };
-        let recorded = large.insert(q as usize, resized);
-        debug_assert!(recorded, "room reserved");
+        large.put_in(q as usize, resized);
         if resized.request.kind == Kind::Large {
             // Live as it is now, with no removal after ours (under the lock): the thread's
             // next resize within these pages checks it against this.
@@ -589,6 +580,35 @@ std::thread_local! {
 fn longest_mapping(len: usize) -> usize {
     let page = os::page_size();
     len + ((len / 8) & !(page - 1))
+}
+
+/// Remaps the large allocation `p`, a mapping of `mapped` bytes whose size rounded to
+/// `was`, to `len` bytes (moved or not). A small growth (an eighth or less: a buffer grown
+/// by exact reserves) maps an eighth more, so that the steps after it grow in place with no
+/// system call (the room is address space until written, within the 1/8 bound). Returns
+/// the new address and mapping length, or `None` with the mapping as it was; and the
+/// system calls made.
+///
+/// # Safety
+/// `[p, p + mapped)` is a mapping of ours that nothing else changes meanwhile; `len` is a
+/// page multiple.
+unsafe fn remap_large(p: *mut u8, mapped: usize, was: usize, len: usize) -> (Option<(*mut u8, usize)>, u64) {
+    let room = if len > was && len - was <= was / 8 {
+        longest_mapping(len)
+    } else {
+        len
+    };
+    // SAFETY: the caller's mapping; both lengths are page multiples.
+    let q = unsafe { os::remap(p, mapped, room) };
+    if !q.is_null() {
+        return (Some((q, room)), 1);
+    }
+    if room == len {
+        return (None, 1);
+    }
+    // SAFETY: as above (the failed remap changed nothing).
+    let q = unsafe { os::remap(p, mapped, len) };
+    ((!q.is_null()).then_some((q, len)), 2)
 }
 
 /// Growth of the large allocation `p` (a mapping of `mapped` bytes) to `len > mapped`
