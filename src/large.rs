@@ -8,14 +8,12 @@
 //! name what the entry was made for ([`Request`]), as a free in the region must name its
 //! block's key or its run's granules.
 //!
-//! The table is an open-addressing hash set with linear probing, in memory mapped from the
-//! OS (never the global allocator). Invariants: `len + tombstones < capacity * 3 / 4`
-//! after every insert; an address is in at most one live entry; for every live entry
-//! `len <= mapped <= len + len / 8` (`len` is what the allocation's size rounds to, `mapped`
-//! the mapping, longer when it came from the cache); `bytes = Σ mapped` over the live
-//! entries; an entry made for a small request of size class `c` has
-//! `len = page_round(stride(c))`, one for a medium request of `g` granules
-//! `len = page_round(size)` with `ceil(size / GRANULE) = g`.
+//! The table ([`table`]) is an open-addressing hash set in memory mapped from the OS (never
+//! the global allocator). For every live entry `len <= mapped <= len + len / 8` (`len` is
+//! what the allocation's size rounds to, `mapped` the mapping, longer when it came from the
+//! cache); an entry made for a small request of size class `c` has `len =
+//! page_round(stride(c))`, one for a medium request of `g` granules `len = page_round(size)`
+//! with `ceil(size / GRANULE) = g`. The large lock is never held across a system call.
 //!
 //! Freed mappings go to the [`cache`] (beside the table, under the same lock) as ranges of
 //! address space, not back to the OS at once: no byte of a cached range is in a live entry
@@ -23,6 +21,7 @@
 //! and `bytes + cache.bytes()` is every large byte mapped.
 
 mod cache;
+mod table;
 
 use crate::class::medium_granules;
 use crate::decay::Retention;
@@ -30,18 +29,7 @@ use crate::os;
 use crate::sync::PoolLock;
 pub(crate) use cache::{Cached, Evicted};
 use core::ptr;
-
-const EMPTY: usize = 0;
-const TOMB: usize = 1;
-
-/// Live large allocations removed from any table of the process so far (each removal adds
-/// one, under its table's lock): while it stays the same, every entry a thread saw live is
-/// still live as it was (an entry changes only by its removal), which lets a resize within
-/// the same pages skip the lock (`resize`'s memo of the last large allocation resized).
-/// Core atomics even under loom (read outside any model's schedule: a hint that only
-/// decides between two correct paths).
-pub(crate) static REMOVALS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
-const MIN_CAPACITY: usize = 512;
+pub(crate) use table::{lock_with_room, LargeTable, Walk, REMOVALS};
 
 /// What a live entry's request was, which a free of it must name (besides its lifetime
 /// class).
@@ -93,181 +81,10 @@ pub(crate) struct Mapping {
     pub(crate) request: Request,
 }
 
-/// A slot of the table, in words only (the table's memory starts zeroed: every bit pattern
-/// must be a valid entry).
-#[derive(Clone, Copy)]
-struct Entry {
-    /// The mapping's address, or `EMPTY` / `TOMB`.
-    addr: usize,
-    len: usize,
-    mapped: usize,
-    life: usize,
-    /// The request's kind ([`Kind`]): 0 large; `granules << 2 | 1` medium; `class << 2 | 2`
-    /// small.
-    kind: usize,
-}
-
-impl Entry {
-    fn new(addr: usize, m: Mapping) -> Entry {
-        Entry {
-            addr,
-            len: m.len,
-            mapped: m.mapped,
-            life: m.request.life,
-            kind: match m.request.kind {
-                Kind::Large => 0,
-                Kind::Medium(granules) => granules << 2 | 1,
-                Kind::Small(class) => class << 2 | 2,
-            },
-        }
-    }
-
-    fn mapping(&self) -> Mapping {
-        Mapping {
-            len: self.len,
-            mapped: self.mapped,
-            request: Request {
-                kind: match self.kind & 3 {
-                    1 => Kind::Medium(self.kind >> 2),
-                    2 => Kind::Small(self.kind >> 2),
-                    _ => Kind::Large,
-                },
-                life: self.life,
-            },
-        }
-    }
-}
-
-/// The live large allocations of one allocator instance (guarded by the pool's large lock).
-pub(crate) struct LargeTable {
-    entries: *mut Entry,
-    capacity: usize,
-    len: usize,
-    tombs: usize,
-    /// Mapped bytes of the live entries.
-    pub(crate) bytes: usize,
-    /// Freed mappings kept for reuse.
-    cache: cache::Cache,
-    /// System calls the large paths made (map, unmap, remap), counted where they are decided.
-    pub(crate) system_calls: u64,
-    /// Rebuilds so far ([`LargeTable::grow`]): between two, every entry keeps its slot.
-    rebuilds: u64,
-}
-
-/// A walk of the table that drops its lock between steps ([`LargeTable::release_next`]):
-/// the next slot, in the table as it was after `rebuilds` rebuilds.
-#[derive(Clone, Copy, Default)]
-pub(crate) struct Walk {
-    slot: usize,
-    rebuilds: u64,
-}
-
-// SAFETY: the table owns its mapping; it is only reached through its lock.
-unsafe impl Send for LargeTable {}
-
+/// The large cache's operations on the table's [`cache`] (under the same lock). Those that
+/// give mappings up return them to unmap once the lock is dropped, and count them as
+/// system calls.
 impl LargeTable {
-    pub(crate) const fn new() -> Self {
-        LargeTable {
-            entries: ptr::null_mut(),
-            capacity: 0,
-            len: 0,
-            tombs: 0,
-            bytes: 0,
-            cache: cache::Cache::new(),
-            system_calls: 0,
-            rebuilds: 0,
-        }
-    }
-
-    /// Live large allocations.
-    pub(crate) fn count(&self) -> usize {
-        self.len
-    }
-
-    fn slot(&self, i: usize) -> Entry {
-        debug_assert!(i < self.capacity);
-        // SAFETY: i < capacity: inside the table's mapping.
-        unsafe { self.entries.add(i).read() }
-    }
-
-    fn set(&mut self, i: usize, e: Entry) {
-        debug_assert!(i < self.capacity);
-        // SAFETY: as in slot; `&mut self` is the only access.
-        unsafe { self.entries.add(i).write(e) }
-    }
-
-    fn home(&self, addr: usize) -> usize {
-        ((addr >> 12).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 20) & (self.capacity - 1)
-    }
-
-    /// Records a live allocation at `addr`. Returns false when the table cannot grow (out
-    /// of memory).
-    pub(crate) fn insert(&mut self, addr: usize, mapping: Mapping) -> bool {
-        debug_assert!(mapping.len <= mapping.mapped);
-        debug_assert!(mapping.mapped <= mapping.len + mapping.len / 8);
-        // An address is in at most one live entry, and a cached one in none.
-        debug_assert!(self.find(addr).is_none() && !self.cache.contains(addr));
-        if (self.len + self.tombs + 1) * 4 >= self.capacity * 3 && !self.grow() {
-            return false;
-        }
-        let mut i = self.home(addr);
-        loop {
-            let e = self.slot(i);
-            if e.addr == EMPTY || e.addr == TOMB {
-                if e.addr == TOMB {
-                    self.tombs -= 1;
-                }
-                self.set(i, Entry::new(addr, mapping));
-                self.len += 1;
-                self.bytes += mapping.mapped;
-                return true;
-            }
-            i = (i + 1) & (self.capacity - 1);
-        }
-    }
-
-    /// Makes room for one more entry (growing the table now if the next insert would):
-    /// then a removal and an insert after it never grow it. False when it cannot grow (out
-    /// of memory), nothing changed.
-    pub(crate) fn reserve_one(&mut self) -> bool {
-        (self.len + self.tombs + 1) * 4 < self.capacity * 3 || self.grow()
-    }
-
-    /// The index of the live entry of `addr`, if any.
-    fn find(&self, addr: usize) -> Option<usize> {
-        if self.capacity == 0 || addr <= TOMB {
-            return None;
-        }
-        let mut i = self.home(addr);
-        loop {
-            match self.slot(i).addr {
-                EMPTY => return None,
-                a if a == addr => return Some(i),
-                _ => i = (i + 1) & (self.capacity - 1),
-            }
-        }
-    }
-
-    /// The live large allocation starting at `addr`.
-    pub(crate) fn get(&self, addr: usize) -> Option<Mapping> {
-        self.find(addr).map(|i| self.slot(i).mapping())
-    }
-
-    /// Removes the allocation at `addr` and returns it, or `None` when no live large
-    /// allocation starts there.
-    pub(crate) fn remove(&mut self, addr: usize) -> Option<Mapping> {
-        let i = self.find(addr)?;
-        // Before the entry goes: a resize that read the old count after this would find
-        // the entry removed only by its lock (see `REMOVALS`).
-        REMOVALS.fetch_add(1, core::sync::atomic::Ordering::AcqRel);
-        let e = self.slot(i);
-        self.set(i, Entry { addr: TOMB, ..e });
-        self.len -= 1;
-        self.tombs += 1;
-        self.bytes -= e.mapped;
-        Some(e.mapping())
-    }
-
     /// True when `addr` starts a cached (freed) mapping: a free of it is a double free.
     pub(crate) fn is_cached(&self, addr: usize) -> bool {
         self.cache.contains(addr)
@@ -313,7 +130,7 @@ impl LargeTable {
     /// Caches the freed mapping `addr` of `mapped` bytes (already out of the table);
     /// returns the mappings to unmap (counted as system calls).
     pub(crate) fn cache_freed(&mut self, addr: usize, mapped: usize, now: u64) -> Evicted {
-        debug_assert!(self.find(addr).is_none() && !self.cache.contains(addr));
+        debug_assert!(self.get(addr).is_none() && !self.cache.contains(addr));
         let out = self.cache.put(addr, mapped, now);
         self.system_calls += out.len() as u64;
         out
@@ -324,7 +141,7 @@ impl LargeTable {
     /// of a taken range a growing allocation did not keep); returns the ranges to unmap
     /// (counted as system calls).
     pub(crate) fn cache_again(&mut self, taken: Cached, now: u64) -> Evicted {
-        debug_assert!(self.find(taken.addr).is_none() && !self.cache.contains(taken.addr));
+        debug_assert!(self.get(taken.addr).is_none() && !self.cache.contains(taken.addr));
         let out = self.cache.put_back(taken, now);
         self.system_calls += out.len() as u64;
         out
@@ -360,113 +177,6 @@ impl LargeTable {
     pub(crate) fn cache_delays(&self) -> (u64, u64) {
         self.cache.delays()
     }
-
-    /// Live large allocations of lifetime class `life`.
-    pub(crate) fn count_life(&self, life: usize) -> usize {
-        self.live().filter(|&(_, _, l)| l == life).count()
-    }
-
-    /// Every live large allocation: (address, length, lifetime class).
-    pub(crate) fn live(&self) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
-        (0..self.capacity)
-            .map(|i| self.slot(i))
-            .filter(|e| e.addr > TOMB)
-            .map(|e| (e.addr, e.len, e.life))
-    }
-
-    /// Where a walk of the table stands: the slot to look at next, in the table as it was
-    /// after `rebuilds` rebuilds (a rebuild moves the entries: the walk starts again).
-    pub(crate) fn walk_from(&self, at: Walk) -> usize {
-        if at.rebuilds == self.rebuilds {
-            at.slot
-        } else {
-            0
-        }
-    }
-
-    /// Removes the first allocation of lifetime class `life` at or after the slot `at`
-    /// names ([`LargeTable::walk_from`]) and caches it as its free would at `now`
-    /// ([`LargeTable::cache_freed`]: within the cache's bounds). Returns where the walk
-    /// goes on and what the cache gave up (to unmap once the lock is dropped: one
-    /// allocation per call, so the lock is never held across a system call); `None` when
-    /// there is none left.
-    pub(crate) fn release_next(
-        &mut self,
-        life: usize,
-        at: Walk,
-        now: u64,
-    ) -> Option<(Walk, Evicted)> {
-        let i = (self.walk_from(at)..self.capacity)
-            .find(|&i| self.slot(i).addr > TOMB && self.slot(i).life == life)?;
-        let e = self.slot(i);
-        self.remove(e.addr);
-        let next = Walk {
-            slot: i + 1,
-            rebuilds: self.rebuilds,
-        };
-        Some((next, self.cache_freed(e.addr, e.mapped, now)))
-    }
-
-    /// Doubles the table (or rebuilds it at the same size when tombstones fill it).
-    fn grow(&mut self) -> bool {
-        let capacity = if (self.len + 1) * 2 >= self.capacity {
-            (self.capacity * 2).max(MIN_CAPACITY)
-        } else {
-            self.capacity.max(MIN_CAPACITY)
-        };
-        let Some(bytes) = capacity.checked_mul(size_of::<Entry>()) else {
-            return false;
-        };
-        let entries = os::map(bytes, os::MIN_PAGE).cast::<Entry>();
-        if entries.is_null() {
-            return false;
-        }
-        let mut old = core::mem::replace(
-            self,
-            LargeTable {
-                entries,
-                capacity,
-                len: 0,
-                tombs: 0,
-                bytes: 0,
-                cache: cache::Cache::new(),
-                system_calls: 0,
-                rebuilds: self.rebuilds + 1,
-            },
-        );
-        for i in 0..old.capacity {
-            let e = old.slot(i);
-            if e.addr > TOMB {
-                self.insert(e.addr, e.mapping());
-            }
-        }
-        // The cache and the count move over as they are (a Drop type: swapped, not moved).
-        core::mem::swap(&mut self.cache, &mut old.cache);
-        self.system_calls = old.system_calls;
-        drop(old);
-        true
-    }
-}
-
-impl LargeTable {
-    /// Unmaps every live large allocation and every cached mapping (the instance is going
-    /// away).
-    ///
-    /// # Safety
-    /// None of the live ones is used again.
-    pub(crate) unsafe fn unmap_all(&mut self) {
-        for i in 0..self.capacity {
-            let e = self.slot(i);
-            if e.addr > TOMB {
-                self.remove(e.addr);
-                // SAFETY: a live large allocation, unused from now on (caller).
-                unsafe { os::unmap(e.addr as *mut u8, e.mapped) };
-            }
-        }
-        let cached = self.drain_cache();
-        // SAFETY: cached mappings belong to no allocation: nothing uses them.
-        unsafe { unmap_evicted(&cached) };
-    }
 }
 
 /// A large allocation of `len` bytes (page-rounded, `len > 0`) aligned to `align` (a power
@@ -482,35 +192,45 @@ pub(crate) fn allocate<const ZERO: bool>(
     request: Request,
     now: u64,
 ) -> *mut u8 {
-    let mut large = table.lock();
+    let mapping = |mapped| Mapping {
+        len,
+        mapped,
+        request,
+    };
+    // Room for the entry first (a growth maps with the lock dropped), so that a range taken
+    // from the cache is recorded in the same hold, or keeps a slot while it grows.
+    let Some(mut large) = lock_with_room(table, 1).or_else(|| {
+        // Out of memory for the table's slots: what the cache holds may make room.
+        drain(table).then(|| lock_with_room(table, 1)).flatten()
+    }) else {
+        return ptr::null_mut();
+    };
     let (cached, decayed) = large.take_cached(len, align, now);
     let mut ungrown = None;
-    // A shorter range the cache handed out to grow: grown outside the lock (a system call),
-    // or given back when it cannot be.
-    let cached = match cached {
+    let reused = match cached {
+        // A shorter range the cache handed out to grow: grown with the lock dropped (a
+        // system call), or given back when it cannot be.
         Some(c) if c.len < len => {
+            large.reserve();
             drop(large);
             // SAFETY: taken from the cache: a range of ours no allocation uses.
             let grown = unsafe { grow_range(c.addr, c.len, len) };
             large = table.lock();
             large.system_calls += 1;
-            if grown.is_none() {
+            if let Some((addr, mapped)) = grown {
+                large.put_in(addr, mapping(mapped));
+            } else {
+                large.unreserve();
                 ungrown = Some(large.cache_again(c, now));
             }
-            grown
+            grown.map(|(addr, _)| addr)
         }
-        other => other.map(|c| (c.addr, c.len)),
+        Some(c) => {
+            large.insert(c.addr, mapping(c.len));
+            Some(c.addr)
+        }
+        None => None,
     };
-    let reused = cached.filter(|&(addr, mapped)| {
-        large.insert(
-            addr,
-            Mapping {
-                len,
-                mapped,
-                request,
-            },
-        )
-    });
     drop(large);
     // SAFETY: ranges the cache gave up (decayed, or an ungrown range it would not keep): no
     // allocation uses them.
@@ -520,7 +240,7 @@ pub(crate) fn allocate<const ZERO: bool>(
             unmap_evicted(out);
         }
     }
-    if let Some((addr, _)) = reused {
+    if let Some(addr) = reused {
         let p = addr as *mut u8;
         if ZERO {
             // A cached mapping keeps its last user's bytes.
@@ -528,12 +248,6 @@ pub(crate) fn allocate<const ZERO: bool>(
             unsafe { zero_reused(p, len) };
         }
         return p;
-    }
-    if let Some((addr, mapped)) = cached {
-        // Taken but not recorded (the table could not grow): out of memory.
-        // SAFETY: taken from the cache, handed to no one.
-        unsafe { os::unmap(addr as *mut u8, mapped) };
-        return ptr::null_mut();
     }
     // Fresh mappings read zero: calloc needs no memset. A zeroed request may be sparse (a
     // table touched here and there): mapped afresh, it keeps small pages, so that its
@@ -546,32 +260,31 @@ pub(crate) fn allocate<const ZERO: bool>(
     let mut p = map(len, align);
     if p.is_null() {
         // Out of address space or memory: what the cache holds may make room.
-        let drained = table.lock().drain_cache();
-        if drained.len() == 0 {
+        if !drain(table) {
             return p;
         }
-        // SAFETY: cached mappings belong to no allocation.
-        unsafe { unmap_evicted(&drained) };
         p = map(len, align);
         if p.is_null() {
             return p;
         }
     }
-    let mut large = table.lock();
-    large.system_calls += 1;
-    let fresh = Mapping {
-        len,
-        mapped: len,
-        request,
-    };
-    if !large.insert(p as usize, fresh) {
-        large.system_calls += 1;
-        drop(large);
+    let Some(mut large) = lock_with_room(table, 1) else {
         // SAFETY: mapped just above, never handed out.
         unsafe { os::unmap(p, len) };
         return ptr::null_mut();
-    }
+    };
+    large.system_calls += 1;
+    large.insert(p as usize, mapping(len));
     p
+}
+
+/// Empties the cache of `table` and unmaps what it held (after the unlock): false when it
+/// held nothing.
+fn drain(table: &PoolLock<LargeTable>) -> bool {
+    let drained = table.lock().drain_cache();
+    // SAFETY: cached mappings belong to no allocation.
+    unsafe { unmap_evicted(&drained) };
+    drained.len() > 0
 }
 
 /// From this length up a reused range is zeroed by its pages' residence ([`os::zero_pages`]:
@@ -632,17 +345,3 @@ pub(crate) unsafe fn unmap_evicted(out: &Evicted) {
         unsafe { os::unmap(addr as *mut u8, len) };
     }
 }
-
-impl Drop for LargeTable {
-    /// Frees the table's own memory (not the allocations it lists: `grow` drops the old
-    /// table after moving them).
-    fn drop(&mut self) {
-        if !self.entries.is_null() {
-            // SAFETY: the table's own mapping, no longer used.
-            unsafe { os::unmap(self.entries.cast(), self.capacity * size_of::<Entry>()) };
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests;

@@ -1,5 +1,5 @@
 //! Resizing an allocation (realloc): in place within its size class, in place or remapped
-//! for a large allocation, else a new allocation, a copy and a free.
+//! for a large allocation ([`large`]), else a new allocation, a copy and a free.
 //!
 //! Every resize checks the old allocation as a free would before anything changes, so a
 //! rejected call (misuse: a panic, or an abort through `GlobalAlloc`) leaves everything as
@@ -11,24 +11,20 @@
 //! would cost the inlined case, and its lifetime class would no longer fold to a constant
 //! on the paths it reaches, as it does for a global allocator.)
 
+mod large;
+
 use crate::class::{class_of, malloc_align, medium_granules, CLASSES, GRANULE};
-use crate::free::{large_match, Named};
+use crate::free::Named;
 use crate::instance::Instance;
-use crate::large::{self, unmap_evicted, zero_reused, Cached, Evicted, Kind, LargeTable, Mapping, Request};
 use crate::medium::SameRun;
 use crate::medium_cache::{LONG_CHANGES, STARTS_MAX};
 use crate::misuse::{report, Problem};
-use crate::os;
 use crate::per_thread;
 use crate::route::Route;
 use core::alloc::Layout;
 use core::cell::Cell;
 use core::ptr;
 use core::sync::atomic::Ordering;
-
-/// A growing large allocation takes a cached mapping up to this many times its new length
-/// (see `Instance::realloc_large`).
-const GROWTH_TAKE: usize = 16;
 
 /// One side of a resize: a size and its alignment (a `Layout` without its checks: the new
 /// size asked for may be any `usize`).
@@ -293,204 +289,6 @@ impl Instance {
         }
     }
 
-    /// [`Instance::realloc_sized`] of a large allocation (a run of the region's units, or a
-    /// mapping of its own), or of a medium or small request the region served from a mapping
-    /// of its own (`named` names what its free would: the old size, or a small size's class,
-    /// `old_side` then the class's stride): checks it (misuse is reported before anything
-    /// changes), then resizes it in place when the new size is above the small classes and
-    /// rounds to the same pages, or remaps it; the entry is then the new size's request.
-    /// `None` when it must move (to a small class, a larger alignment, or the OS refused to
-    /// remap).
-    ///
-    /// # Safety
-    /// As [`Instance::realloc_sized`], with `p` not null and `old.size` a large size (or
-    /// the stride of a small request served from a mapping).
-    #[cold]
-    #[inline(never)]
-    #[track_caller]
-    unsafe fn realloc_large<const ZERO: bool, const ABORT: bool>(
-        &self,
-        p: *mut u8,
-        old_side: SizeAlign,
-        new_side: SizeAlign,
-        named: Named,
-        life: usize,
-    ) -> Option<*mut u8> {
-        let (old, new) = (old_side.size, new_side.size);
-        let Some(pool) = self.pool_if_any() else {
-            report::<ABORT>(self.misuse(p, old, life, Problem::Foreign));
-        };
-        if pool.region.contains(p as usize) {
-            return self.realloc_run::<ZERO, ABORT>(pool, p, old_side, new_side, life);
-        }
-        let mut large = pool.large.lock();
-        let found = match large_match(&large, p, named, life) {
-            Ok(found) => found,
-            Err(problem) => {
-                drop(large);
-                report::<ABORT>(self.misuse(p, old, life, problem));
-            }
-        };
-        let stays_large = new != 0 && class_of(new, new_side.align).is_none();
-        if !stays_large || old_side.align > os::MIN_PAGE || new_side.align > os::MIN_PAGE {
-            return None;
-        }
-        let Some(len) = os::page_round(new).filter(|&l| l <= isize::MAX as usize) else {
-            return Some(ptr::null_mut());
-        };
-        let mapped = found.mapped;
-        // The length the old size rounds to (large_match checked it).
-        let was = found.len;
-        let grows = len > was;
-        let now = crate::decay::now();
-        // What the cache gives up meanwhile, unmapped once the lock is dropped (nothing
-        // under the lock allocates).
-        let mut evicted: [Option<Evicted>; 2] = [None, None];
-        // The mapping this allocation moved out of, cached once its bytes are copied.
-        let mut moved_from = None;
-        // True when the new bytes lie in cached pages (dirty: a last user's).
-        let mut from_cache = false;
-        // The entry goes out and back in (at its new address): room for one more first,
-        // so that putting it back never needs the table to grow (which maps memory, and may
-        // fail: the allocation would be lost from the table); none is out of memory, with
-        // nothing changed.
-        if !large.reserve_one() {
-            return Some(ptr::null_mut());
-        }
-        large.remove(p as usize);
-        let (q, now_mapped) = if len <= mapped && (grows || mapped - len <= len / 8) {
-            // The mapping (longer when it came from the cache, or grown with room) holds
-            // the new length: in place. (A shrink keeps the 1/8 bound: past it, the tail
-            // goes back.)
-            (p, mapped)
-        } else if let Some((q, q_mapped)) =
-            grows.then(|| grow_cached(&mut large, p, mapped, len, now, &mut evicted)).flatten()
-        {
-            if q != p {
-                moved_from = Some(mapped);
-            }
-            from_cache = true;
-            (q, q_mapped)
-        } else {
-            large.system_calls += 1;
-            // A small step (an eighth or less: a buffer grown by exact reserves) maps an
-            // eighth more, so that the steps after it grow in place with no system call
-            // (the room is address space until written, within the 1/8 bound).
-            let room = if grows && len - was <= was / 8 {
-                longest_mapping(len)
-            } else {
-                len
-            };
-            // SAFETY: a live large allocation of ours (checked above), a mapping of `mapped`
-            // bytes.
-            let mut q = unsafe { os::remap(p, mapped, room) };
-            let mut got = room;
-            if q.is_null() && room > len {
-                large.system_calls += 1;
-                got = len;
-                // SAFETY: as above (the failed remap changed nothing).
-                q = unsafe { os::remap(p, mapped, len) };
-            }
-            if q.is_null() {
-                // Left as it was.
-                let back = large.insert(p as usize, found);
-                debug_assert!(back, "room reserved");
-                return None;
-            }
-            // Remapped (moved or not): the mapping is `got` bytes now.
-            (q, got)
-        };
-        let resized = Mapping {
-            len,
-            mapped: now_mapped,
-            request: Request::sized(new, new_side.align, life),
-        };
-        let recorded = large.insert(q as usize, resized);
-        debug_assert!(recorded, "room reserved");
-        if resized.request.kind == Kind::Large {
-            // Live as it is now, with no removal after ours (under the lock): the thread's
-            // next resize within these pages checks it against this.
-            let count = large::REMOVALS.load(Ordering::Acquire);
-            let _ = LAST_LARGE.try_with(|last| last.set(self.last(q, len, life, count)));
-        }
-        drop(large);
-        for e in evicted.iter().flatten() {
-            // SAFETY: what the cache gave up: mappings of no allocation.
-            unsafe { unmap_evicted(e) };
-        }
-        if let Some(old_mapped) = moved_from {
-            // SAFETY: `p` holds `old` bytes (checked above), `q` at least `len > old`, taken
-            // from the cache for this allocation alone; distinct mappings.
-            unsafe { ptr::copy_nonoverlapping(p, q, old) };
-            // The old mapping is in neither the table nor the cache until now.
-            let out = pool.large.lock().cache_freed(p as usize, old_mapped, now);
-            // SAFETY: as above.
-            unsafe { unmap_evicted(&out) };
-        }
-        if ZERO {
-            // Pages past the old mapping are fresh; the old mapping's bytes past `old`, and
-            // a cached mapping's, may be dirty (a last page's tail, a last user's bytes):
-            // the old size's last page is written, the whole pages after it zeroed as a
-            // zeroed request from the cache is (by residence from 1 MiB: a large zeroed
-            // buffer may be sparse).
-            let dirty = if from_cache { len } else { mapped.min(len) };
-            let whole = os::page_round(old).map_or(dirty, |w| w.min(dirty));
-            // SAFETY: q maps `len >= dirty` bytes, this allocation's (the first `old` hold
-            // its bytes); `[whole, dirty)` is whole pages of a private mapping of ours.
-            unsafe {
-                zero_range(q, old, whole);
-                if dirty > whole {
-                    zero_reused(q.add(whole), dirty - whole);
-                }
-            }
-        }
-        Some(q)
-    }
-
-    /// A large allocation's resize within its pages without the large lock (both sizes
-    /// above the small classes): `Some(p)` when the calling thread's last large resize
-    /// ([`Last`]) left `p` a live large allocation of this instance, of the pages `old` and
-    /// `new` both round to, in lifetime class `life`, and no large allocation of the process
-    /// was removed since ([`large::REMOVALS`]), in a region no other process uses: its entry
-    /// is then as it was, so the check a free makes (the entry's length and lifetime class)
-    /// passes as it did, and its mapping holds the pages (`len <= mapped <= len + len / 8`).
-    /// With `ZERO` the bytes past `old` read zero. `None`: the locked path decides (a loop
-    /// of one-byte growths takes this path for all but one step a page).
-    #[inline]
-    fn resize_within_pages<const ZERO: bool>(
-        &self,
-        p: *mut u8,
-        old: SizeAlign,
-        new: SizeAlign,
-        life: usize,
-    ) -> Option<*mut u8> {
-        // Large requests both (the entry's kind stays `Large`), aligned to a page at most
-        // (the caller saw both above the small classes).
-        let large = |s: SizeAlign| {
-            s.size != 0 && s.align <= os::MIN_PAGE && medium_granules(s.size, s.align).is_none()
-        };
-        if !large(old) || !large(new) {
-            return None;
-        }
-        let len = os::page_round(old.size)?;
-        if os::page_round(new.size) != Some(len) {
-            return None;
-        }
-        // Another process's removal would not count in this process's `REMOVALS`.
-        if self.pool_if_any()?.is_process_shared() {
-            return None;
-        }
-        let seen = self.last(p, len, life, large::REMOVALS.load(Ordering::Acquire));
-        if LAST_LARGE.try_with(Cell::get).ok()? != seen {
-            return None;
-        }
-        if ZERO {
-            // SAFETY: `p` maps `len` bytes (its entry's length), this allocation's.
-            unsafe { zero_range(p, old.size, len) };
-        }
-        Some(p)
-    }
-
     /// This instance's allocation at `p` of `len` in lifetime class `life`, seen when the
     /// count of changes was `count` (see [`Last`]).
     fn last(&self, p: *mut u8, len: usize, life: usize, count: u64) -> Last {
@@ -518,46 +316,12 @@ impl Instance {
             .is_some_and(|pool| self.is_fallback(pool, p, class, life))
     }
 
-    /// [`Instance::realloc_large`] of a run of the region's units (`crate::region::runs`):
-    /// checked against the run's word, then resized in place when the new size is large,
-    /// needs the same units and no larger alignment; `None` when it must move.
-    #[cold]
-    #[inline(never)]
-    #[track_caller]
-    fn realloc_run<const ZERO: bool, const ABORT: bool>(
-        &self,
-        pool: &crate::pool::Pool,
-        p: *mut u8,
-        old_side: SizeAlign,
-        new_side: SizeAlign,
-        life: usize,
-    ) -> Option<*mut u8> {
-        let (old, new) = (old_side.size, new_side.size);
-        let run = match pool.run_at(p) {
-            Some(run) if Some(run.len) == os::page_round(old) && run.life == life => run,
-            _ => report::<ABORT>(self.misuse(p, old, life, pool.run_problem(p))),
-        };
-        let stays_large = new != 0 && class_of(new, new_side.align).is_none();
-        let aligned = (p as usize).is_multiple_of(new_side.align.max(os::MIN_PAGE));
-        let len = os::page_round(new)?;
-        if !stays_large || !aligned || !pool.resize_run(p, len) {
-            return None;
-        }
-        debug_assert!(run.len <= run.units * crate::region::UNIT);
-        if ZERO {
-            // The run's bytes past the old size may be dirty (its last page's tail, or a
-            // kept region's older bytes).
-            // SAFETY: the run holds `len` bytes, this allocation's.
-            unsafe { zero_range(p, old, len) };
-        }
-        Some(p)
-    }
 }
 
 /// An allocation the calling thread resized last, as it was then: this instance's
 /// allocation at `p` of `len` (bytes, page-rounded, for a large allocation; granules for a
 /// medium run) in lifetime class `life`, when the count of changes that would have made
-/// it otherwise was `count` ([`large::REMOVALS`], [`LONG_CHANGES`]).
+/// it otherwise was `count` ([`crate::large::REMOVALS`], [`LONG_CHANGES`]).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 struct Last {
     instance: u64,
@@ -584,53 +348,6 @@ std::thread_local! {
     static LAST_LONG_RUN: Cell<Last> = const { Cell::new(NONE) };
 }
 
-/// The longest mapping a large allocation of `len` bytes (page-rounded) keeps: an eighth
-/// more, in whole pages.
-fn longest_mapping(len: usize) -> usize {
-    let page = os::page_size();
-    len + ((len / 8) & !(page - 1))
-}
-
-/// Growth of the large allocation `p` (a mapping of `mapped` bytes) to `len > mapped`
-/// bytes from the cache, under the large lock: into the cached mapping that starts where
-/// `p`'s ends (in place), else into a cached mapping of `len` to [`GROWTH_TAKE`] times
-/// `len` bytes, whose pages are resident already (the caller copies and caches `p`'s
-/// mapping). Either keeps at most [`longest_mapping`]; the rest stays cached with the
-/// taken range's time (unused since then: the cache's decay bound). Returns the
-/// new address and mapping length, or `None` (nothing changed); the cache's give-ups go
-/// to `evicted`.
-fn grow_cached(
-    large: &mut LargeTable,
-    p: *mut u8,
-    mapped: usize,
-    len: usize,
-    now: u64,
-    evicted: &mut [Option<Evicted>; 2],
-) -> Option<(*mut u8, usize)> {
-    let keep = longest_mapping(len);
-    let after = p as usize + mapped;
-    let (at, total, freed_at) = match large.take_cached_at(after, len - mapped) {
-        Some(more) => (p as usize, mapped + more.len, more.freed_at),
-        None => {
-            let most = len.saturating_mul(GROWTH_TAKE);
-            let (got, decayed) = large.take_cached_within(len, most, now);
-            evicted[0] = Some(decayed);
-            let got = got?;
-            (got.addr, got.len, got.freed_at)
-        }
-    };
-    if total > keep {
-        // The rest lies in the taken range (`keep > mapped`).
-        let rest = Cached {
-            addr: at + keep,
-            len: total - keep,
-            freed_at,
-        };
-        evicted[1] = Some(large.cache_again(rest, now));
-    }
-    Some((at as *mut u8, total.min(keep)))
-}
-
 /// Zeroes bytes `[from, to)` of `p` (nothing when `to <= from`).
 ///
 /// # Safety
@@ -645,9 +362,7 @@ unsafe fn zero_range(p: *mut u8, from: usize, to: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decay::Retention;
     use core::cell::RefCell;
-    use core::time::Duration;
 
     std::thread_local! {
         /// What runs between a locked medium resize and the thread's memo of it (what
@@ -694,48 +409,4 @@ mod tests {
         );
     }
 
-    /// A table whose cache keeps up to 1 GiB in 32 ranges, with a delay of 800 ms (the
-    /// adaptive delay starts at 100).
-    fn table() -> LargeTable {
-        let mut t = LargeTable::new();
-        let r = Retention {
-            large_cache_bytes: 1 << 30,
-            large_cache_mappings: 32,
-            delay: Duration::from_millis(800),
-            ..Retention::DEFAULT
-        };
-        assert_eq!(t.configure_cache(&r).len(), 0);
-        t
-    }
-
-    /// A growing allocation takes a cached range (the one after it, or one elsewhere up to
-    /// 16 times as long) and keeps at most an eighth more than it asks: the rest stays
-    /// cached with the time its bytes were last used, so it still goes back within the
-    /// delay of that time (the cache's decay bound), not a delay after the growth.
-    #[test]
-    fn a_growth_leaves_the_rest_of_a_cached_range_with_its_own_time() {
-        let page = os::page_size();
-        let (p, mapped, len) = (0x1000_0000usize, 16 * page, 32 * page);
-        let keep = longest_mapping(len);
-        for after in [true, false] {
-            let mut t = table();
-            // Cached at 1000: right after the allocation, or elsewhere.
-            let at = if after { p + mapped } else { 0x2000_0000 };
-            assert_eq!(t.cache_freed(at, 64 * page, 1000).len(), 0);
-            let mut evicted = [None, None];
-            let got = grow_cached(&mut t, p as *mut u8, mapped, len, 1050, &mut evicted);
-            let start = if after { p } else { at };
-            assert_eq!(got, Some((start as *mut u8, keep)), "after: {after}");
-            let total = if after { mapped + 64 * page } else { 64 * page };
-            assert_eq!(t.cached(), (1, total - keep));
-            // Unused since 1000: kept until 1000 + 100, given back after.
-            assert_eq!(t.decay_cache(1100).len(), 0, "after: {after}");
-            let out = t.decay_cache(1101);
-            assert_eq!(
-                out.iter().collect::<Vec<_>>(),
-                [(start + keep, total - keep)],
-                "the rest of the range taken to grow (after: {after}) was kept past the delay"
-            );
-        }
-    }
 }

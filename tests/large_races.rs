@@ -113,6 +113,101 @@ fn reuse_races_with_frees_compact_rebounds_and_release() {
     assert_eq!(a.stats().large_allocations, 0);
 }
 
+/// Resizes racing table rebuilds and releases: threads grow and shrink large allocations
+/// of theirs (in place, into cached ranges, and remapped with the large lock dropped, the
+/// entry out of the table meanwhile) while another thread makes the large table grow and
+/// rebuild (hundreds of allocations of another class, then its release), rebounds the cache
+/// (none kept: every resize past its pages remaps) and reads stats: every allocation keeps
+/// its bytes, every free and resize of them is accepted, and all ends empty and consistent.
+#[test]
+fn resizes_race_table_rebuilds_and_releases() {
+    let a = Cohort::<Life>::new();
+    let done = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for t in 0..2u64 {
+            let (a, done) = (&a, &done);
+            s.spawn(move || {
+                let mut rng = Rng::new(100 + t);
+                let mut live: Vec<(*mut u8, usize, u64)> = Vec::new();
+                for round in 0..1500u64 {
+                    let tag = (t << 48) | round;
+                    if live.len() < 2 || (live.len() < 6 && rng.chance(30)) {
+                        // 1 MiB and a page to 4 MiB.
+                        let size = rng.range(257, 1024) * PAGE - rng.below(8) * 8;
+                        let p = a.malloc(size, Life::Kept);
+                        assert!(!p.is_null());
+                        // SAFETY: a live allocation of `size` bytes.
+                        unsafe { stamp(p, size, tag) };
+                        live.push((p, size, tag));
+                    } else if rng.chance(70) {
+                        let i = rng.below(live.len());
+                        let (p, size, old_tag) = live[i];
+                        let new = match rng.below(4) {
+                            // A small step, within its pages or an eighth more.
+                            0 => size + rng.below(4) * PAGE + 8,
+                            1 => (size * 2).min(6 << 20),
+                            // Down, sometimes to a medium size (moved).
+                            2 => size / 2 + 8,
+                            _ => rng.range(128, 1536) * PAGE,
+                        };
+                        // SAFETY: live with `size` bytes, this thread's.
+                        let q = unsafe { a.remalloc(p, size, new, Life::Kept) };
+                        assert!(!q.is_null());
+                        // SAFETY: `new` bytes of ours, the first min(size, new) kept.
+                        unsafe {
+                            let kept = size.min(new) & !7;
+                            assert!(stamped(q, kept, old_tag), "a resize lost bytes");
+                            stamp(q, new & !7, tag);
+                        }
+                        live[i] = (q, new, tag);
+                    } else {
+                        let (p, size, tag) = live.swap_remove(rng.below(live.len()));
+                        // SAFETY: live, only this thread wrote it; freed once.
+                        unsafe {
+                            assert!(stamped(p, size & !7, tag), "{p:?} was overwritten");
+                            a.free(p, size, Life::Kept);
+                        }
+                    }
+                }
+                for (p, size, tag) in live {
+                    // SAFETY: as above.
+                    unsafe {
+                        assert!(stamped(p, size & !7, tag));
+                        a.free(p, size, Life::Kept);
+                    }
+                }
+                done.fetch_add(1, Ordering::Release);
+            });
+        }
+        let (a, done) = (&a, &done);
+        s.spawn(move || {
+            let mut cycle = 0usize;
+            while cycle < 3 || done.load(Ordering::Acquire) < 2 {
+                a.set_retention(Retention {
+                    large_cache_bytes: (cycle % 2) << 26,
+                    ..Retention::DEFAULT
+                });
+                // Past 384 entries with the workers' (the table grows), then released
+                // (tombstones: rebuilt at its size by later inserts).
+                for k in 0..400 {
+                    let p = a.malloc((1 << 20) + 1 + k * 8, Life::Released);
+                    assert!(!p.is_null());
+                    if k % 100 == 0 {
+                        let _ = a.stats();
+                    }
+                }
+                // SAFETY: the only class-Released allocations are this thread's, unused.
+                let released = unsafe { a.release_class(Life::Released) };
+                assert_eq!(released.large, 400, "cycle {cycle}");
+                cycle += 1;
+            }
+        });
+    });
+    assert!(a.is_empty());
+    // SAFETY: no other thread uses `a` now.
+    unsafe { a.verify() }.expect("verify at the end");
+}
+
 const OOM_CHILD: &str = "COHORT_LARGE_OOM_CHILD";
 
 /// Address space mapped by this process now (`/proc/self/statm`, first field).

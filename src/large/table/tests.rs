@@ -1,6 +1,13 @@
 //! The large table's unit tests: growth, removal, release.
 
 use super::*;
+use crate::decay::Retention;
+
+/// Records a live allocation, the table grown first when it must be.
+fn insert(t: &mut LargeTable, addr: usize, m: Mapping) {
+    assert!(t.make_room(), "out of memory");
+    t.insert(addr, m);
+}
 
 #[test]
 fn growing_keeps_the_allocations_mapped() {
@@ -17,7 +24,7 @@ fn growing_keeps_the_allocations_mapped() {
                 life: 0,
             },
         };
-        assert!(t.insert(p as usize, page));
+        insert(&mut t, p as usize, page);
         // SAFETY: mapped above; the table grows while earlier ones are live.
         unsafe { p.write(1) };
     }
@@ -47,7 +54,7 @@ fn insert_remove_grow_and_drain() {
         },
     };
     for i in 1..=5000usize {
-        assert!(t.insert(i << 16, made(i)));
+        insert(&mut t, i << 16, made(i));
     }
     assert_eq!(t.count(), 5000);
     for i in (1..=5000usize).step_by(2) {
@@ -102,18 +109,18 @@ fn a_release_walk_finds_every_allocation_of_its_class_across_rebuilds() {
             life,
         },
     };
-    assert!(t.insert(1 << 40, entry(0)));
+    insert(&mut t, 1 << 40, entry(0));
     assert!(t.remove(1 << 40).is_some());
     // Addresses whose home slot is 10, in this table's size.
-    let capacity = t.capacity;
+    let capacity = t.capacity();
     let mut homed = (1usize..).map(|i| i << 16).filter(|&a| t.home(a) == 10);
     let others: Vec<usize> = homed.by_ref().take(20).collect();
     let class: Vec<usize> = homed.take(20).collect();
     for &a in &others {
-        assert!(t.insert(a, entry(0)));
+        insert(&mut t, a, entry(0));
     }
     for &a in &class {
-        assert!(t.insert(a, entry(1)));
+        insert(&mut t, a, entry(1));
     }
     // The first step releases the class's first entry, past the others' (slot 30).
     let (mut at, out) = t.release_next(1, Walk::default(), 0).expect("one");
@@ -128,10 +135,10 @@ fn a_release_walk_finds_every_allocation_of_its_class_across_rebuilds() {
     let mut extra = (1usize << 44..).step_by(1 << 16);
     while t.rebuilds == rebuilds {
         let a = extra.next().unwrap();
-        assert!(t.insert(a, entry(2)));
+        insert(&mut t, a, entry(2));
         assert!(t.remove(a).is_some());
     }
-    assert_eq!(t.capacity, capacity, "rebuilt at its size");
+    assert_eq!(t.capacity(), capacity, "rebuilt at its size");
     while let Some((next, out)) = t.release_next(1, at, 0) {
         released.extend(out.iter().map(|(addr, _)| addr));
         at = next;
@@ -141,4 +148,53 @@ fn a_release_walk_finds_every_allocation_of_its_class_across_rebuilds() {
     expect.sort_unstable();
     assert_eq!(released, expect, "every allocation of the class, each once");
     assert_eq!(t.count(), 0);
+}
+
+/// An entry taken out for a resize keeps its slot: while it is out, other inserts fill the
+/// table to its bound (the kept slot counted) or rebuild it, and it goes back in (at its
+/// address or another) with no growth, the table within its bound after.
+#[test]
+fn an_entry_taken_out_goes_back_in_with_no_growth() {
+    let mut t = LargeTable::new();
+    let entry = Mapping {
+        len: 4096,
+        mapped: 4096,
+        request: Request {
+            kind: Kind::Large,
+            life: 0,
+        },
+    };
+    let mut fresh = (1usize << 40..).step_by(1 << 16);
+    let mut at = fresh.next().unwrap();
+    insert(&mut t, at, entry);
+    for round in 0..3 {
+        let rebuilds = t.rebuilds;
+        assert_eq!(t.take_out(at), Some(entry));
+        if round == 1 {
+            // Inserts that rebuild the table meanwhile (their growth counts the kept slot).
+            while t.rebuilds == rebuilds {
+                insert(&mut t, fresh.next().unwrap(), entry);
+            }
+        }
+        // Inserts with no growth, to the table's bound.
+        while t.has_room(1) {
+            t.insert(fresh.next().unwrap(), entry);
+        }
+        let (capacity, count) = (t.capacity(), t.count());
+        // Back where it was, then at another address.
+        at = if round == 2 {
+            at
+        } else {
+            fresh.next().unwrap()
+        };
+        t.put_in(at, entry);
+        assert_eq!(
+            (t.capacity(), t.count()),
+            (capacity, count + 1),
+            "round {round}"
+        );
+        assert_eq!(t.get(at), Some(entry));
+        assert!(t.has_room(0), "round {round}: past the table's bound");
+        assert!(t.make_room());
+    }
 }
