@@ -28,7 +28,9 @@
 //!   per [`BEATS`] + 1 collects of many slots: the heartbeat of the decay (see
 //!   `crate::heap`'s idle module). A collect is followed at once by a pop of the slot it
 //!   made first (the one freed last), so the slot freed last, while free, is always the
-//!   local list's first: the one double free the free fast path checks.
+//!   local list's first: the one double free the free fast path checks. A block emptied in
+//!   place keeps that slot first until its next allocation (`KEPT_FREED`: then the local
+//!   list's slots are never-used ones, outside the counts below).
 //!
 //!   Only the owner (the heap whose id is in `owner`, or the pool-lock holder when
 //!   `owner == 0`) touches either list.
@@ -72,6 +74,15 @@ pub(crate) const FRESH: u8 = 1;
 /// `flags` bit: the block was current and empty at its heap's last look for idle blocks
 /// (see [`Header::seen_idle`]).
 const IDLE: u8 = 2;
+/// `flags` bit: the block was emptied in place ([`Header::reset`]) with a slot on its local
+/// free list, and has handed out no slot since. The local free list then holds that slot,
+/// the one freed last before the reset, and any slot freed since (every one a double free:
+/// no slot was live), all of them never-used slots again, so that the free fast path's
+/// check still sees a double free of the slot freed last. They are on no allocation path:
+/// the bump window is empty and no beat is left, so the next allocation takes the slow
+/// path, which forgets them ([`Header::drop_kept`]), as does every move of the block off
+/// its head.
+const KEPT_FREED: u8 = 4;
 /// Collects of its local free list the allocation fast path makes in a block before the
 /// next takes the slow path ([`Header::pop`]): a program that cycles objects through its
 /// current blocks enters a slow path at least once per this many collects (the decay's
@@ -135,7 +146,7 @@ pub(crate) struct Header {
     /// Link in a [`BlockStack`] (unit index).
     returned_next: AtomicU32,
     pub magic: u32,
-    /// `FRESH`, `IDLE`, or 0. Owner only.
+    /// `FRESH`, `IDLE` and `KEPT_FREED` bits. Owner only.
     flags: OwnerCell<u8>,
     /// What the block is to its owner ([`Role`], as `role as u8`), whose bias makes `count`
     /// reach 0 exactly on the local free that needs the slow path. Written by the owner

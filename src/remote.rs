@@ -221,7 +221,7 @@ impl RemoteBatch {
 
     /// The heap's holder: frees slot `off` of block `h` (a block of `pool` the heap does not
     /// own, not tiny): onto the block's chain, which goes to the block when full. A slot
-    /// that is its block's chain's first or its remote list's first is already free:
+    /// that is its block's chain's first or its remote or local list's first is already free:
     /// reported, nothing changed. Lock-free, and no read-modify-write unless a chain is
     /// pushed.
     ///
@@ -232,7 +232,7 @@ impl RemoteBatch {
     pub(crate) unsafe fn free(&self, pool: &Pool, h: &Header, off: u32) -> BatchFree {
         if !self.enter() {
             // A flusher has the batch: straight to the block.
-            if h.is_first_remote(off) {
+            if h.is_freed_last(off) {
                 return BatchFree::AlreadyFree;
             }
             // SAFETY: forwarded.
@@ -248,7 +248,7 @@ impl RemoteBatch {
 
     /// The heap's holder, the quick way of [`RemoteBatch::free`]: adds slot `off` of block
     /// `h` to the block's chain when the batch has one with room and the slot is neither
-    /// its first nor the block's remote list's first. True when done; false when it did
+    /// its first nor the block's remote or local list's first. True when done; false when it did
     /// nothing (the fences not known asymmetric yet, a flusher has the batch, no chain of
     /// `h` with room, or a double free to report): [`RemoteBatch::free`] takes the free
     /// then. Touches nothing but the batch and the slot (and reads the header's remote
@@ -427,13 +427,13 @@ unsafe fn append_quick(entries: &mut Entries, h: &Header, off: u32) -> bool {
 }
 
 /// Adds slot `off` to the chain of entry `e`, block `h`'s, unless it is the chain's first
-/// or the block's remote list's first (already free).
+/// or the block's remote or local list's first (already free: [`Header::is_freed_last`]).
 ///
 /// # Safety
 /// As [`free_in`], with `e` holding block `h`'s chain.
 #[inline(always)]
 unsafe fn append(e: &mut Pending, h: &Header, off: u32) -> BatchFree {
-    if h.is_first_remote(off) || e.first == off {
+    if h.is_freed_last(off) || e.first == off {
         return BatchFree::AlreadyFree;
     }
     // SAFETY: the slot is the caller's (given up), in block h.
@@ -460,7 +460,7 @@ unsafe fn free_in_entry(
     off: u32,
 ) -> BatchFree {
     let block = ptr::from_ref(h);
-    if (e.block == block && e.first == off) || h.is_first_remote(off) {
+    if (e.block == block && e.first == off) || h.is_freed_last(off) {
         return BatchFree::AlreadyFree;
     }
     let limit = (BATCH_BYTES / h.stride).clamp(1, MAX_CHAIN);

@@ -587,7 +587,7 @@ fn free_listed(
         Ok(n)
     };
     let free = walk(h.free.load(Ordering::Relaxed), "the allocation list")?
-        + walk(h.local.load(Ordering::Relaxed), "the local free list")?;
+        + walk(h.local_listed(), "the local free list")?;
     let remote = walk(
         h.remote.load(Ordering::Acquire) as u32,
         "the remote free list",

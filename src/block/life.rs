@@ -100,6 +100,7 @@ impl Header {
     /// is the one the double-free check of a free compares). The caller lists it, or gives
     /// it away when no slot is live.
     pub(crate) fn hand_to_pool(&self) {
+        self.drop_kept();
         self.set_owner(0);
         self.set_role(Role::Listed);
         if self.holder() != HEAPLESS {
@@ -162,20 +163,55 @@ impl Header {
     }
 
     /// Owner only: empties the block in place (its slots are all dead), keeping its class,
-    /// lifetime class and owner; its memory stays committed, so it is no longer fresh.
+    /// lifetime class and owner; its memory stays committed, so it is no longer fresh. The
+    /// slot freed last (the local free list's first, if any) stays first on the local list
+    /// until the block's next allocation ([`KEPT_FREED`]): a double free of it is still
+    /// seen by the free fast path's check. Its link is never read: no list the owner takes
+    /// slots from holds it.
     pub(crate) fn reset(&self) {
         let c = self.geometry();
+        let last_freed = self.local.load(Ordering::Relaxed);
         // No slot is live, so none is promoted.
         self.set_promoting(false);
-        self.flags.set(0);
         self.free.store(0, Ordering::Relaxed);
-        self.local.store(0, Ordering::Relaxed);
         self.bump.store(c.first, Ordering::Relaxed);
-        self.bump_end
-            .store(window_end(c.first, c.limit), Ordering::Relaxed);
         self.set_used(0);
         self.remote.store(0, Ordering::Relaxed);
         self.returned_next.store(NONE, Ordering::Relaxed);
+        if last_freed == 0 {
+            self.flags.set(0);
+            self.bump_end
+                .store(window_end(c.first, c.limit), Ordering::Relaxed);
+        } else {
+            // The next allocation takes the slow path (an empty window, no beat for a
+            // collect), which drops the kept slot before it hands any out.
+            self.flags.set(KEPT_FREED);
+            self.bump_end.store(c.first, Ordering::Relaxed);
+            self.beats.set(0);
+        }
+    }
+
+    /// Owner only: forgets the slots a reset kept on the local free list ([`KEPT_FREED`]),
+    /// before the block hands a slot out or leaves its head: they are never-used slots, and
+    /// no slot is live, so `used` is 0. Nothing to do for a block that keeps none.
+    pub(crate) fn drop_kept(&self) {
+        let flags = self.flags.get();
+        if flags & KEPT_FREED != 0 {
+            self.flags.set(flags & !KEPT_FREED);
+            self.local.store(0, Ordering::Relaxed);
+            self.set_used(0);
+        }
+    }
+
+    /// The first slot of the local free list as a list of free slots: 0 for a block whose
+    /// local list holds only the slots a reset kept ([`KEPT_FREED`]), never-used ones. For
+    /// readers that count slots (`verify`).
+    pub(crate) fn local_listed(&self) -> u32 {
+        if self.flags.get() & KEPT_FREED != 0 {
+            0
+        } else {
+            self.local.load(Ordering::Relaxed)
+        }
     }
 
     /// What a thread that does not own the block may read of it at once, consistently: the

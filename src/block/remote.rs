@@ -5,10 +5,16 @@ use super::*;
 
 impl Header {
     /// Any thread: true when the slot at `off` is the first of the remote free list (freed
-    /// last by another thread and not yet collected): freeing it again is a double free.
+    /// last by another thread and not yet collected) or of the local free list (freed last
+    /// by the owner): freeing it again is a double free. Never true for a slot the caller
+    /// holds live: the owner stored another first in the local list before it handed the
+    /// slot out, which happens before the caller's free (the slot came to the caller after
+    /// its allocation), so the caller reads that store or a later one, and a later one names
+    /// the slot only after a free of it.
     #[inline]
-    pub(crate) fn is_first_remote(&self, off: u32) -> bool {
+    pub(crate) fn is_freed_last(&self, off: u32) -> bool {
         self.remote.load(Ordering::Relaxed) as u32 == off
+            || self.local.load(Ordering::Relaxed) == off
     }
 
     /// Any thread: pushes the slot at `off` on the remote free list. Returns true when the

@@ -216,3 +216,33 @@ fn a_dead_owners_recount_counts_both_lists() {
         "8 on the allocation list, 3 on the local one"
     );
 }
+
+/// A block emptied in place keeps the slot freed last first on its local free list, out of
+/// every count, until its next allocation, which takes the slow path and forgets it: the
+/// slot is then handed out once, from the bump window (RED-62).
+#[test]
+fn a_reset_keeps_the_slot_freed_last_until_the_next_allocation() {
+    let b = TestBlock::full();
+    let h = b.h();
+    h.set_role(Role::Current);
+    let cap = h.capacity();
+    free_range(&b, 0, cap);
+    let last = c_off(h, cap - 1);
+    h.take_beats();
+    h.reset();
+    assert_eq!(h.local.load(Ordering::Relaxed), last);
+    assert_eq!((h.used(), h.live(), h.local_listed()), (0, 0, 0));
+    // SAFETY: the kept slot, first on the local list: refused, nothing changed.
+    let again = unsafe { h.push_local(b.base.add(last as usize)) };
+    assert_eq!(again, LocalFree::AlreadyFree);
+    let pop = || h.pop().or_else(|| h.pop_collected());
+    assert_eq!(pop(), None, "the next allocation takes the slow path");
+    h.drop_kept();
+    assert_eq!((h.local.load(Ordering::Relaxed), h.used()), (0, 0));
+    assert!(h.refill());
+    let mut seen = 0;
+    while let Some((off, _)) = h.pop().or_else(|| h.refill().then(|| h.pop()).flatten()) {
+        seen += u32::from(off == last);
+    }
+    assert_eq!((seen, h.used()), (1, cap));
+}

@@ -340,10 +340,9 @@ impl Instance {
                 unsafe { tiny::is_first_free(h, off) }
             }
             None => {
-                h.local.load(Ordering::Relaxed) == off
+                h.is_freed_last(off)
                     || h.free.load(Ordering::Relaxed) == off
                     || self.is_first_pending(h, off)
-                    || h.is_first_remote(off)
             }
         };
         if already_free {

@@ -351,7 +351,7 @@ impl Instance {
                 return;
             }
             count(Counter::RemoteFree);
-            if h.is_first_remote(off) {
+            if h.is_freed_last(off) {
                 return self.double_free::<ABORT>(p, size, life);
             }
             // SAFETY: a live slot (caller).

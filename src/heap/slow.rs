@@ -75,7 +75,9 @@ impl Heap {
                 }
                 // The block's allocation list and bump window are empty, and its local
                 // free list too, or its beats are spent: they start again here (the
-                // heartbeat ran in `alloc_slow`).
+                // heartbeat ran in `alloc_slow`). A block emptied in place forgets the
+                // slot it kept for the double-free check before it hands one out.
+                h.drop_kept();
                 h.take_beats();
                 // Slots freed first (this thread's, else other threads'), then those of
                 // the next listed block, then never-used ones: reusing what comes back
