@@ -572,10 +572,6 @@ fn immediate_double_free_remote_then_local_is_reported() {
 
 /// The other order: freed by the owner, then again by another thread.
 #[test]
-#[cfg_attr(
-    not(debug_assertions),
-    ignore = "RED-2: release only. A slot freed by its owner, then by another thread, is not reported (the remote push checks only the remote list's first slot); silent"
-)]
 fn immediate_double_free_local_then_remote_is_reported() {
     let a: Arc<Cohort<Life>> = Arc::new(Cohort::new());
     for s in [8usize, 64, 1000, 16384] {

@@ -130,10 +130,6 @@ fn a_double_free_after_a_release_and_the_owners_exit_is_reported() {
 /// The owner's block emptied in place (release), then a fork: the child's double free of
 /// the slot freed last is reported, and the child hands nothing out twice.
 #[test]
-#[cfg_attr(
-    not(debug_assertions),
-    ignore = "RED-62 (sibling in a forked child; cursor ff1549d fixes it): in release, on 74f1a97, the child's double free of the slot freed last before the release is not reported"
-)]
 fn a_double_free_after_a_release_in_a_forked_child_is_reported() {
     let a: Cohort<Life> = Cohort::new();
     let p = emptied_in_place(&a);
@@ -153,10 +149,6 @@ fn a_double_free_after_a_release_in_a_forked_child_is_reported() {
 /// that slot (the slot freed last onto the owner's list) is reported, and nothing is
 /// handed out twice after.
 #[test]
-#[cfg_attr(
-    not(debug_assertions),
-    ignore = "RED-2 (sibling at hand-over; cursor ff1549d fixes it): in release, on 74f1a97, after the owner's exit, another thread's double free of the slot the owner freed last is not reported"
-)]
 fn a_double_free_of_the_slot_an_exited_owner_freed_last_is_reported() {
     let a: Arc<Cohort<Life>> = Arc::new(Cohort::new());
     let a2 = a.clone();
@@ -182,10 +174,6 @@ fn a_double_free_of_the_slot_an_exited_owner_freed_last_is_reported() {
 /// second double free of that slot: every reader sees an empty instance, before and after
 /// `compact`, and allocation goes on handing each slot out once.
 #[test]
-#[cfg_attr(
-    not(debug_assertions),
-    ignore = "RED-62 (sibling on release_class; cursor ff1549d fixes it): in release, on 74f1a97, the double free of the slot freed last before the release is not reported and a slot is handed out twice"
-)]
 fn a_block_emptied_in_place_is_empty_to_every_reader() {
     let mut a: Cohort<Life> = Cohort::new();
     let p = emptied_in_place(&a);
