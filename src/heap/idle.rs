@@ -39,7 +39,9 @@ const ENTRIES_PER_CLOCK_READ: u32 = 32;
 /// holder died or left carries its schedule with it; a look late or early by one entry
 /// changes nothing). Core atomics even under loom: the looks are off there.
 pub(crate) struct NextLook {
-    /// When the holder looks at the heap's current blocks next (ms of [`crate::decay::now`]).
+    /// When the holder looks at the heap's current blocks next (ms of [`crate::decay::now`]),
+    /// half the delay after the last look; a look scheduled further than half the current
+    /// delay on (the delay was shortened since) is due at once.
     at: AtomicU64,
     /// Slow-path entries left before [`Heap::look_for_idle`] reads the clock again.
     entries_left: AtomicU32,
@@ -116,7 +118,10 @@ impl Heap {
         let pool = self.pool();
         let delay = pool.idle_delay_ms();
         let next = &self.idle.at;
-        if now < next.load(Ordering::Relaxed) {
+        let at = next.load(Ordering::Relaxed);
+        // Not due: scheduled within half the delay. A look scheduled further on was
+        // scheduled by a longer delay, which `set_retention` shortened since: due now.
+        if now < at && at - now <= delay / 2 {
             return 0;
         }
         next.store(now.saturating_add(delay / 2), Ordering::Relaxed);
