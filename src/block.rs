@@ -12,9 +12,9 @@
 //!   left). When the header's `FRESH` flag is set these bytes read zero. The allocation
 //!   fast path takes them only below `bump_end` (the **bump window**, which ends at most a
 //!   page past `bump`): the owner moves the window on only when the local and the remote
-//!   free lists are both empty ([`Header::refill`]), or gave a few slots only (see
-//!   `crate::heap`'s slow path), so freed slots are reused before a page the block never
-//!   used is touched.
+//!   free lists are both empty ([`Header::refill`], and `crate::heap`'s slow path, which
+//!   collects even a few slots rather than move it), so freed slots are reused before a
+//!   page the block never used is touched.
 //! - **allocation list**: linked from `free` through the slots' first 4 bytes, the slots
 //!   the allocation fast path pops ([`Header::pop`]).
 //! - **local free list**: linked from `local` the same way, the slots the owner freed since

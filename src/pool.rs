@@ -235,7 +235,8 @@ pub(crate) struct PoolShared {
     /// Heaps of dead processes taken over (`crate::heap_handover::reap_dead`).
     pub(crate) heaps_reaped: AtomicU64,
     /// No retained block can be due to go back before this time (a hint read without the
-    /// lock, so that large paths look at empty blocks only when something may be due).
+    /// lock, so that large paths look at empty blocks only when something may be due); 0
+    /// after `set_retention`, whose new delay may make something due sooner.
     decay_at: AtomicU64,
     /// `retained_count`, stored under the lock after every change, so that a heap's
     /// heartbeat (`crate::heap`'s idle module) takes the lock for the decay only when blocks

@@ -2,7 +2,9 @@
 //! local frees gives few slots (the few-slots policy: the next listed block becomes current
 //! when it has more): a current block left that way must not stay listed with nothing live
 //! (every slot free, some on its remote list) where neither a free nor `compact` gives it
-//! back, and verify and the counts must agree. A test that found a defect is `#[ignore]`d
+//! back, and verify and the counts must agree. With RED-60's siblings: any listed block
+//! with no live slot (emptied by other threads, or by its owner with remote frees pending)
+//! goes back within the delay. A test that found a defect is `#[ignore]`d
 //! with its number (RED-n), its owner and the exact failure.
 
 mod common;
@@ -152,6 +154,34 @@ fn resident_under_a_steady_load(
     (resident(a), start.elapsed())
 }
 
+/// With every object freed ([`Cohort::is_empty`]): [`resident_under_a_steady_load`],
+/// asserting that the blocks of `stride` bytes went back to at most 256 KiB resident
+/// (`what`: how the memory was freed, for the failure).
+fn goes_back(a: &Cohort<Life>, stride: usize, delay: Duration, what: &str) {
+    assert!(a.is_empty(), "not every object is freed");
+    let (resident, took) = resident_under_a_steady_load(a, stride, delay);
+    assert!(
+        resident <= 256 << 10,
+        "{took:?} after {what}, the program allocating 5000 objects of 64 B every 10 ms since \
+         (freed by another thread): {} KiB of {stride}-byte blocks still resident: {}",
+        resident >> 10,
+        a.stats()
+    );
+}
+
+/// Frees `ps` on another thread (its batch flushed when it exits).
+fn free_by_another_thread(a: &Cohort<Life>, ps: &[usize]) {
+    std::thread::scope(|s| {
+        s.spawn(|| ps.iter().for_each(|&p| free(a, p)));
+    });
+}
+
+/// `n` objects of `SIZE` bytes, and the stride of their blocks.
+fn burst(a: &Cohort<Life>, n: usize) -> (Vec<usize>, usize) {
+    let ps: Vec<usize> = (0..n).map(|_| alloc(a)).collect();
+    (ps, a.stats().heads[0].stride)
+}
+
 /// An instance with a decay delay of 100 ms.
 fn quick() -> (Cohort<Life>, Duration) {
     let a = Cohort::<Life>::new();
@@ -172,25 +202,14 @@ fn quick() -> (Cohort<Life>, Duration) {
 #[test]
 fn a_current_block_emptied_by_other_threads_goes_back_within_the_delay() {
     let (a, delay) = quick();
-    let ps: Vec<usize> = (0..2000).map(|_| alloc(&a)).collect();
-    let stride = a.stats().heads[0].stride;
+    let (ps, stride) = burst(&a, 2000);
     assert_eq!(a.stats().heads[0].blocks, 1, "one current block");
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            for &p in &ps {
-                free(&a, p);
-            }
-        });
-    });
-    assert!(a.is_empty());
-    let (resident, took) = resident_under_a_steady_load(&a, stride, delay);
-    assert!(
-        resident <= 256 << 10,
-        "{took:?} after 2000 objects of {SIZE} B were freed by another thread, the owner \
-         allocating 5000 objects of 64 B every 10 ms since (freed by another thread): {} KiB \
-         of {stride}-byte blocks still resident: {}",
-        resident >> 10,
-        a.stats()
+    free_by_another_thread(&a, &ps);
+    goes_back(
+        &a,
+        stride,
+        delay,
+        "2000 objects of 1000 B were freed by another thread",
     );
 }
 
@@ -200,13 +219,15 @@ fn a_current_block_emptied_by_other_threads_goes_back_within_the_delay() {
 /// by the idle look, any other block given to the pool, which decays), as the decay
 /// promises for freed memory, without a `compact`.
 ///
-/// RED-60 (cursor's few-slots policy, wip b05c5ec): B2 is left listed with no live slot
-/// (its slots free, most on its remote list), where no free and no idle look reaches it:
-/// `5.0s after every object of 1000 B was freed ...: 2048 KiB of 1024-byte blocks still
-/// resident` (2 blocks: B1 current, reset; B2 listed). On main it fails too, by RED-59 (B2
-/// stays current there, emptied by remote frees).
+/// RED-60 (found on cursor's few-slots policy, wip b05c5ec): B2 is left listed with no
+/// live slot (its slots free, most on its remote list), where no free and no idle look
+/// reached it: `5.0s after every object of 1000 B was freed ...: 2052 KiB of 1024-byte
+/// blocks still resident` (2 blocks: B1 current, reset; B2 listed; on main 74f1a97 too).
+/// The cause: a listed block's last local free takes the slow path only when it takes
+/// `used` (`live + |remote|`) to 0, so with remote frees pending nothing gives the block
+/// to the pool. Fixed: the idle look gives every listed block with no live slot to the
+/// pool (`Heap::give_listed_empty`).
 #[test]
-#[ignore = "RED-60 (cursor wip b05c5ec; RED-59 on main): a block listed with no live slot keeps 2048 KiB resident"]
 fn a_current_block_left_with_only_free_slots_goes_back_within_the_delay() {
     let (a, delay) = quick();
     let live = leave_a_block_with_only_free_slots(&a);
@@ -214,16 +235,7 @@ fn a_current_block_left_with_only_free_slots_goes_back_within_the_delay() {
     for p in live {
         free(&a, p);
     }
-    assert!(a.is_empty());
-    let (resident, took) = resident_under_a_steady_load(&a, stride, delay);
-    assert!(
-        resident <= 256 << 10,
-        "{took:?} after every object of {SIZE} B was freed, the program allocating 5000 \
-         objects of 64 B every 10 ms since (freed by another thread): {} KiB of {stride}-byte \
-         blocks still resident: {}",
-        resident >> 10,
-        a.stats()
-    );
+    goes_back(&a, stride, delay, "every object of 1000 B was freed");
 }
 
 /// The control of the two tests above: a current block emptied by its owner's frees goes
@@ -231,17 +243,58 @@ fn a_current_block_left_with_only_free_slots_goes_back_within_the_delay() {
 #[test]
 fn a_current_block_emptied_by_its_owner_goes_back_within_the_delay() {
     let (a, delay) = quick();
-    let ps: Vec<usize> = (0..2000).map(|_| alloc(&a)).collect();
-    let stride = a.stats().heads[0].stride;
+    let (ps, stride) = burst(&a, 2000);
     for p in ps {
         free(&a, p);
     }
-    let (resident, took) = resident_under_a_steady_load(&a, stride, delay);
-    assert!(
-        resident <= 256 << 10,
-        "{took:?} after 2000 objects of {SIZE} B were freed by their owner, under the load: {} \
-         KiB of {stride}-byte blocks still resident: {}",
-        resident >> 10,
-        a.stats()
+    goes_back(
+        &a,
+        stride,
+        delay,
+        "2000 objects of 1000 B were freed by their owner",
     );
+}
+
+/// RED-60's sibling: a burst of three blocks of 1000-byte objects freed by another thread.
+/// The two full blocks go back to the owner (relisted by the first remote free) and stay
+/// listed with no live slot: a remote free takes no slow path in a heap's block, and no
+/// local free comes. Failure before the fix: `5.0s ...: 4100 KiB of 1024-byte blocks still
+/// resident` (the two listed blocks; the current one was reset by the idle look).
+#[test]
+fn listed_blocks_emptied_by_other_threads_go_back_within_the_delay() {
+    let (a, delay) = quick();
+    let (ps, stride) = burst(&a, 6000);
+    assert_eq!(
+        a.stats().heads[0].blocks,
+        3,
+        "two full blocks and a current one"
+    );
+    free_by_another_thread(&a, &ps);
+    goes_back(
+        &a,
+        stride,
+        delay,
+        "6000 objects of 1000 B were freed by another thread",
+    );
+}
+
+/// RED-60's case without the few-slots policy: a full block freed by another thread but
+/// for one slot, which its owner frees last (the block's `used` is then the remote list's
+/// length, not 0, so that local free takes no slow path), the other blocks freed by the
+/// owner. Failure before the fix: `5.0s ...: 2052 KiB of 1024-byte blocks still
+/// resident`.
+#[test]
+fn a_listed_block_whose_last_slot_its_owner_frees_with_remote_frees_pending_goes_back() {
+    let (a, delay) = quick();
+    let (ps, stride) = burst(&a, 6000);
+    let in_first = |p: &usize| *p >> 21 == ps[0] >> 21;
+    let (first, rest): (Vec<usize>, Vec<usize>) = ps.iter().partition(|p| in_first(p));
+    free_by_another_thread(&a, &first[1..]);
+    free(&a, first[0]);
+    for p in rest {
+        free(&a, p);
+    }
+    let what = "every object of 1000 B was freed (the first block's last one by its owner, \
+                with the others pending on its remote list)";
+    goes_back(&a, stride, delay, what);
 }

@@ -1,7 +1,12 @@
 //! Idle current blocks: the pages of a current block that stays empty go back to the OS.
 //!
 //! A block that empties while listed goes to the pool (`free_slow`), where the kept empty
-//! blocks decay (see [`crate::decay`]). A **current** block never reaches the pool when it
+//! blocks decay (see [`crate::decay`]), when a local free empties it with nothing pending on
+//! its remote list (that free takes `used == live + |remote|` to 0). A listed block whose
+//! last live slot goes otherwise (freed by another thread, which takes no slow path, or by
+//! its owner with remote frees pending, `used == |remote| > 0`) goes to the pool at the
+//! owner's next look ([`Heap::give_listed_empty`]): after a look, every block listed on a
+//! small head (and on `returned` before it) has `live > 0`. A **current** block never reaches the pool when it
 //! empties: its head keeps it for the next allocation, and with it every page its bump
 //! pointer ever touched. After a burst, a heap would thus keep up to one block's touched
 //! pages per head (size class × lifetime class) for good. Instead, the owner looks at its
@@ -23,6 +28,7 @@
 //! Regions that keep their memory (committed up front) are never looked at.
 
 use super::*;
+use crate::class::CLASSES;
 use core::sync::atomic::{AtomicU32, AtomicU64};
 
 /// Slow-path entries between two reads of the clock by [`Heap::look_for_idle`].
@@ -33,7 +39,9 @@ const ENTRIES_PER_CLOCK_READ: u32 = 32;
 /// holder died or left carries its schedule with it; a look late or early by one entry
 /// changes nothing). Core atomics even under loom: the looks are off there.
 pub(crate) struct NextLook {
-    /// When the holder looks at the heap's current blocks next (ms of [`crate::decay::now`]).
+    /// When the holder looks at the heap's current blocks next (ms of [`crate::decay::now`]),
+    /// half the delay after the last look; a look scheduled further than half the current
+    /// delay on (the delay was shortened since) is due at once.
     at: AtomicU64,
     /// Slow-path entries left before [`Heap::look_for_idle`] reads the clock again.
     entries_left: AtomicU32,
@@ -99,22 +107,28 @@ impl Heap {
     }
 
     /// Owner only, at `now`, with no reference to the heap's heads alive: when the heap's
-    /// look is due, looks at every current block (see the module docs) and gives back the
-    /// pages of those empty at two looks in a row. Returns the bytes given back.
+    /// look is due, gives the listed blocks with no live slot to the pool
+    /// ([`Heap::give_listed_empty`]), looks at every current block (see the module docs)
+    /// and gives back the pages of those empty at two looks in a row. Returns the bytes of
+    /// current blocks given back.
     pub(crate) fn give_back_idle_current(&self, now: u64) -> usize {
         if cfg!(loom) {
             return 0; // see `look_for_idle`
         }
         let pool = self.pool();
-        if !pool.region.gives_memory_back() {
-            return 0;
-        }
         let delay = pool.idle_delay_ms();
         let next = &self.idle.at;
-        if now < next.load(Ordering::Relaxed) {
+        let at = next.load(Ordering::Relaxed);
+        // Not due: scheduled within half the delay. A look scheduled further on was
+        // scheduled by a longer delay, which `set_retention` shortened since: due now.
+        if now < at && at - now <= delay / 2 {
             return 0;
         }
         next.store(now.saturating_add(delay / 2), Ordering::Relaxed);
+        self.give_listed_empty();
+        if !pool.region.gives_memory_back() {
+            return 0;
+        }
         let page = os::page_size();
         let heads = self.heads();
         let mut given = 0;
@@ -145,6 +159,40 @@ impl Heap {
             unsafe { pool.region.forget(start as *mut u8, end - start) };
             h.reset();
             given += end - start;
+        }
+        given
+    }
+}
+
+impl Heap {
+    /// Owner only, at a look (see the module docs), with no reference to the heap's heads
+    /// alive: lists the blocks on `returned`, then gives every listed block with no live
+    /// slot to the pool, whose decay gives it back. Such a block had its last live slot
+    /// freed while some of its slots were pending on its remote list (`used == |remote| >
+    /// 0`, so no local free took `count` to 0: `free_slow` never ran), or freed by another
+    /// thread (a remote free takes no slow path in a heap's block). Tiny heads are the
+    /// pool lock's (their blocks empty under it). Returns how many blocks.
+    pub(crate) fn give_listed_empty(&self) -> usize {
+        let pool = self.pool();
+        // A write of the state without the pool lock: marked (`crate::pool::write_seal`).
+        let _writing = pool.writing();
+        self.drain_returned();
+        let heads = self.heads();
+        let mut st = None;
+        let mut given = 0;
+        for i in pool.heads().filter(|i| !CLASSES[i.class()].is_tiny()) {
+            // SAFETY: the caller owns the heap and holds no other reference to its heads; i
+            // is below the head count.
+            let head = unsafe { head_at(self, heads, i.get()) };
+            for h in head.partial.iter(pool.units()) {
+                // No live slot: none can come back (a remote push needs a live slot, and
+                // slots in other threads' batches count as live), so the block is empty.
+                if h.live() == 0 {
+                    head.partial.remove(pool.units(), h);
+                    pool.give_empty(st.get_or_insert_with(|| pool.lock()), h);
+                    given += 1;
+                }
+            }
         }
         given
     }

@@ -29,9 +29,9 @@ impl Heap {
     /// allocation list or in its bump window, and none on its local free list or no beat
     /// left to collect it with. First the heartbeat ([`Heap::beat`]); then finds a slot
     /// (the block's local frees, else its remote ones; when those are few or none, the
-    /// first listed blocks if one has more; else the few in place, with the next bump
-    /// window if any; with none, the next bump window, then the partial list, the pool), makes its block current and takes the slot. Before saying
-    /// out of memory (`None`), gives back every empty block it may ([`compact`]), and those
+    /// first listed blocks if one has more; else the few in place; with none, the next
+    /// bump window, then the partial list, the pool), makes its block current and takes
+    /// the slot. Before saying out of memory (`None`), gives back every empty block it may ([`compact`]), and those
     /// of `own()` (the calling thread's own heap of the instance, or null), and tries once
     /// more.
     #[cold]
@@ -119,13 +119,16 @@ impl Heap {
                     continue;
                 }
                 if let Some(times) = (got > 0).then(|| few.div_ceil(got)) {
-                    // The few slots (no listed block has more), and the next bump window
-                    // when there is one: the collects after them take more. A nearly full
-                    // block stays current (density: no block is taken while listed ones
-                    // have free slots); its collects, a few slots each, get beats in
-                    // proportion (rounded up), so that its slow paths stay one per at
-                    // least `BEATS * few` allocations.
-                    h.advance_window();
+                    // The few slots (no listed block has more), and not the next bump
+                    // window: freed slots are reused before a never-used page is touched,
+                    // few or many (moving the window on with each few made a block whose
+                    // other threads' frees come back a few at a time touch a page more
+                    // per collect, until a collect gave `few`: twice the pages of the
+                    // objects in flight at 1 KiB slots). A nearly full block stays
+                    // current (density: no block is taken while listed ones have free
+                    // slots); its collects, a few slots each, get beats in proportion
+                    // (rounded up), so that its slow paths stay one per at least
+                    // `BEATS * few` allocations.
                     h.collect_freed();
                     h.give_beats(times);
                     continue;

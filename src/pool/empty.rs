@@ -152,6 +152,8 @@ impl Pool {
         st.decay = Decay::new(r.delay_ms());
         self.idle_delay.store(r.delay_ms(), Ordering::Relaxed);
         st.idle = Idle::new();
+        // The next decay was scheduled by the old delay: the next slow path looks again.
+        self.decay_at.store(0, Ordering::Relaxed);
         let keep = if r.delay_ms() == 0 {
             0
         } else {

@@ -88,3 +88,57 @@ fn each_heap_of_a_thread_counts_its_own_entries() {
     .join()
     .unwrap();
 }
+
+/// Three blocks of 1000-byte objects: the first freed by another thread but for one slot,
+/// which its owner frees last (its `used` is then its remote list's length: no slow path),
+/// the second by another thread (relisted on the heap's `returned` stack), the third, the
+/// current one, by its owner. One look, due, gives the first two to the pool (kept, for
+/// its decay) and keeps the current block. Before `Heap::give_listed_empty` the look left
+/// both listed: 3 blocks of the class after it, none kept.
+#[test]
+fn a_look_gives_listed_blocks_with_no_live_slot_to_the_pool() {
+    std::thread::spawn(|| {
+        let delay = Duration::from_secs(1);
+        let c = Cohort::<()>::new();
+        c.set_retention(Retention {
+            delay,
+            ..Retention::DEFAULT
+        });
+        let l = Layout::from_size_align(1000, 8).unwrap();
+        let ps: Vec<usize> = (0..6000).map(|_| c.alloc(l, ()) as usize).collect();
+        assert!(ps.iter().all(|&p| p != 0));
+        let block = |p: usize| p >> 21;
+        let (first, second) = (block(ps[0]), block(ps[ps.len() / 2]));
+        let current = block(ps[ps.len() - 1]);
+        assert!(first != second && second != current && first != current);
+        let free = |p: usize| {
+            // SAFETY: allocated above with `l`, freed once.
+            unsafe { c.dealloc(p as *mut u8, l, ()) }
+        };
+        let (remote, local): (Vec<usize>, Vec<usize>) = ps
+            .iter()
+            .partition(|&&p| p != ps[0] && block(p) == first || block(p) == second);
+        std::thread::scope(|s| {
+            s.spawn(|| remote.iter().for_each(|&p| free(p)));
+        });
+        local.iter().for_each(|&p| free(p));
+        assert!(c.is_empty());
+        let stride_blocks = |c: &Cohort<()>| {
+            let s = c.stats();
+            (s.heads[0].blocks, s.retained_empty_blocks)
+        };
+        let (blocks, kept) = stride_blocks(&c);
+        // Past every look the allocations' own slow paths made.
+        let t = crate::decay::now() + 10 * delay.as_millis() as u64;
+        own_heap(&c).give_back_idle_current(t);
+        let after = stride_blocks(&c);
+        assert_eq!(
+            after,
+            (1, kept + blocks - 1),
+            "(blocks of the class, empty blocks kept) before the look: {:?}, after: {after:?}",
+            (blocks, kept)
+        );
+    })
+    .join()
+    .unwrap();
+}
