@@ -268,7 +268,6 @@ fn freed_elsewhere_then(what: &str, round: fn(&Cohort<Life>)) {
 /// 200 MiB resident, 0 given back, 0 empty blocks kept. `compact()` then gives back 102
 /// empty blocks (200 MiB). The same with a burst of 3 MiB: 3 blocks kept.
 #[test]
-#[ignore = "RED-64 (hunt 67b8e9e fixes it): blocks emptied by another thread's frees stay resident for good under a load that needs no new block: 200 MiB resident 3.0s (10 delays) after the burst was freed"]
 fn a_burst_freed_by_another_thread_goes_back_under_a_small_load() {
     freed_elsewhere_then("100 objects of 64 B", small_round);
 }
@@ -278,7 +277,6 @@ fn a_burst_freed_by_another_thread_goes_back_under_a_small_load() {
 /// release: `200 MiB resident over the start 3.0s ... the program doing 100 objects of 1
 /// KiB (class A) every 10 ms since (286 rounds)`.
 #[test]
-#[ignore = "RED-64 (hunt 67b8e9e fixes it): the same under a load in the burst's own size and class: 200 MiB resident 3.0s after the burst was freed"]
 fn a_burst_freed_by_another_thread_goes_back_under_a_load_of_its_own_size() {
     freed_elsewhere_then("100 objects of 1 KiB (class A)", own_size_round);
 }
