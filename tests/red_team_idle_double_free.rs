@@ -31,10 +31,13 @@ fn a_double_free_of_the_slot_freed_last_after_an_idle_reset_is_reported() {
         delay: Duration::from_millis(40),
         ..Retention::DEFAULT
     });
-    // A few pages of the 64-byte class's current block, all freed again, `p` last.
-    let ps: Vec<*mut u8> = (0..300).map(|_| a.malloc(64, Life::A)).collect();
+    // 128 KiB of the 64-byte class's current block, all freed again, `p` last: more than
+    // the block's first page at every page size the tests run with (4 KiB, and 64 KiB
+    // through COHORT_PAGE_SIZE), so the reset's decommit shows in the resident bytes (with
+    // 300 objects, 19 KiB, it could not at 64 KiB pages: the wait below timed out).
+    let ps: Vec<*mut u8> = (0..2048).map(|_| a.malloc(64, Life::A)).collect();
     assert!(ps.iter().all(|p| !p.is_null()));
-    let p = ps[299];
+    let p = ps[2047];
     for &q in &ps {
         // SAFETY: allocated above, freed once.
         unsafe { a.free(q, 64, Life::A) };
