@@ -93,7 +93,7 @@ impl Instance {
         if let Some(class) = per_thread::exact_class(old.size, old.align) {
             if !p.is_null() && per_thread::exact_class(new.size, new.align) == Some(class) {
                 // SAFETY: forwarded contract; both sizes are of `class`.
-                return unsafe { self.resize_in_class::<ZERO, ABORT>(p, old.size, class, life) };
+                return unsafe { self.resize_in_class::<ZERO, ABORT, R>(route, p, old.size, class, life) };
             }
         }
         // SAFETY: forwarded contract.
@@ -108,15 +108,16 @@ impl Instance {
     /// the class of `old` (and of the new size).
     #[inline(always)]
     #[track_caller]
-    unsafe fn resize_in_class<const ZERO: bool, const ABORT: bool>(
+    unsafe fn resize_in_class<const ZERO: bool, const ABORT: bool, R: Route>(
         &self,
+        route: R,
         p: *mut u8,
         old: usize,
         class: usize,
         life: usize,
     ) -> *mut u8 {
         // SAFETY: forwarded contract.
-        unsafe { self.check_kept_slot::<ABORT>(p, old, class, life) };
+        unsafe { self.check_kept_slot::<ABORT, R>(route, p, old, class, life) };
         if ZERO {
             // SAFETY: the slot holds `stride` bytes.
             unsafe { zero_range(p, old, CLASSES[class].stride as usize) };
@@ -155,7 +156,7 @@ impl Instance {
         match class_of(old_size, old_align) {
             Some(class) if new_class == Some(class) => {
                 // SAFETY: forwarded contract; both sizes are of `class`.
-                return unsafe { self.resize_in_class::<ZERO, ABORT>(p, old_size, class, life) };
+                return unsafe { self.resize_in_class::<ZERO, ABORT, R>(route, p, old_size, class, life) };
             }
             Some(class) if !self.bounds.contains(p) && self.is_fallback_mapping(p) => {
                 // A small request a full region served from a mapping of its own
@@ -181,7 +182,7 @@ impl Instance {
             }
             Some(class) => {
                 // SAFETY: forwarded contract; class is the old size's.
-                unsafe { self.check_kept_slot::<ABORT>(p, old_size, class, life) };
+                unsafe { self.check_kept_slot::<ABORT, R>(route, p, old_size, class, life) };
             }
             None if self.bounds.contains(p) && !self.in_run(p) => {
                 if let Some(q) = self.realloc_medium::<ZERO, ABORT>(p, old, new, life) {

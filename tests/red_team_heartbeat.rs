@@ -7,8 +7,8 @@
 //! file run one at a time (resident sizes are process-wide).
 
 use cohort::{Cohort, Retention};
-use std::time::{Duration, Instant};
-use test_support::{rss, serial};
+use std::time::Duration;
+use test_support::{burst, rounds_until_resident, rss, serial};
 
 cohort::lifetime_classes! { enum Life { A } }
 
@@ -26,41 +26,27 @@ fn burst_then(per_round: usize, pause: Duration) -> Result<(), String> {
         ..Retention::DEFAULT
     });
     let before = rss();
-    let ps: Vec<*mut u8> = (0..200 * MIB / 1024)
-        .map(|_| {
-            let p = a.malloc(1024, Life::A);
-            assert!(!p.is_null());
-            // SAFETY: a live allocation of 1024 bytes.
-            unsafe { p.write_bytes(0x5a, 1024) };
-            p
-        })
-        .collect();
-    for p in ps {
-        // SAFETY: live, freed once.
-        unsafe { a.free(p, 1024, Life::A) };
-    }
-    let freed = Instant::now();
+    let alloc = || a.malloc(1024, Life::A);
+    // SAFETY: `alloc` gives 1024-byte allocations of class A, freed once by the closure.
+    unsafe { burst(200 * MIB / 1024, 1024, alloc, |p| a.free(p, 1024, Life::A)) };
     let goal = before + 16 * MIB;
-    let mut rounds = 0u64;
-    while rss() > goal && freed.elapsed() < delay * 10 {
-        std::thread::sleep(pause);
+    let end = rounds_until_resident(goal, delay * 10, pause, || {
         let small: Vec<*mut u8> = (0..per_round).map(|_| a.malloc(64, Life::A)).collect();
         for p in small {
             // SAFETY: allocated just above, freed once.
             unsafe { a.free(p, 64, Life::A) };
         }
-        rounds += 1;
-    }
-    let after = rss();
-    if after <= goal {
+    });
+    if end.reached(goal) {
         return Ok(());
     }
     Err(format!(
         "{} MiB resident over the start {:?} after a burst of 200 MiB of 1 KiB objects was \
-         freed, the program cycling {per_round} object(s) of 64 B every {pause:?} since ({rounds} \
+         freed, the program cycling {per_round} object(s) of 64 B every {pause:?} since ({} \
          rounds)",
-        after.saturating_sub(before) / MIB,
-        freed.elapsed(),
+        end.resident.saturating_sub(before) / MIB,
+        end.elapsed,
+        end.rounds,
     ))
 }
 

@@ -118,10 +118,7 @@ fn a_double_free_of_the_slot_freed_last_after_a_release_is_reported() {
     }
     // The block still serves, with no slot handed out twice.
     let next: Vec<*mut u8> = (0..400).map(|_| a.malloc(64, Life::A)).collect();
-    let mut sorted = next.clone();
-    sorted.sort();
-    sorted.dedup();
-    assert_eq!(sorted.len(), next.len(), "a slot handed out twice");
+    test_support::assert_distinct(&next);
 }
 
 /// A double free by another thread of the slot its owner freed last (the first of the

@@ -7,8 +7,8 @@
 //! (resident sizes and page faults are process-wide).
 
 use cohort::{Cohort, RegionOptions, Retention};
-use std::time::{Duration, Instant};
-use test_support::{rss, serial};
+use std::time::Duration;
+use test_support::{burst, rounds_until_resident, rss, serial};
 
 cohort::lifetime_classes! { enum Life { A, B } }
 
@@ -23,19 +23,9 @@ fn with_delay(delay: Duration) -> Retention {
 
 /// 200 MiB of 1 KiB objects of class A, each written, then freed.
 fn burst_and_free(a: &Cohort<Life>) {
-    let ps: Vec<*mut u8> = (0..200 * MIB / 1024)
-        .map(|_| {
-            let p = a.malloc(1024, Life::A);
-            assert!(!p.is_null());
-            // SAFETY: a live allocation of 1024 bytes.
-            unsafe { p.write_bytes(0x5a, 1024) };
-            p
-        })
-        .collect();
-    for p in ps {
-        // SAFETY: live, freed once.
-        unsafe { a.free(p, 1024, Life::A) };
-    }
+    let alloc = || a.malloc(1024, Life::A);
+    // SAFETY: `alloc` gives 1024-byte allocations of class A, freed once by the closure.
+    unsafe { burst(200 * MIB / 1024, 1024, alloc, |p| a.free(p, 1024, Life::A)) };
 }
 
 /// After `burst_and_free`, runs `round` every 10 ms for up to ten delays, until the resident
@@ -47,23 +37,17 @@ fn back_under(
     what: &str,
     mut round: impl FnMut(&Cohort<Life>),
 ) -> Result<(), String> {
-    let freed = Instant::now();
     let goal = before + 16 * MIB;
-    let mut rounds = 0u64;
-    while rss() > goal && freed.elapsed() < delay * 10 {
-        std::thread::sleep(Duration::from_millis(10));
-        round(a);
-        rounds += 1;
-    }
-    let after = rss();
-    if after <= goal {
+    let end = rounds_until_resident(goal, delay * 10, Duration::from_millis(10), || round(a));
+    if end.reached(goal) {
         return Ok(());
     }
     Err(format!(
         "{} MiB resident over the start {:?} after a burst of 200 MiB of 1 KiB objects was \
-         freed, the program doing {what} every 10 ms since ({rounds} rounds); {}",
-        after.saturating_sub(before) / MIB,
-        freed.elapsed(),
+         freed, the program doing {what} every 10 ms since ({} rounds); {}",
+        end.resident.saturating_sub(before) / MIB,
+        end.elapsed,
+        end.rounds,
         a.stats()
     ))
 }

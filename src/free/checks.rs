@@ -5,7 +5,7 @@
 //! ([`Instance::find_misuse`]); a zero size ([`Instance::check_zero_size`]).
 
 use crate::block::{header_of, key, Header, MAGIC};
-use crate::class::{class_of, CLASSES, CLASS_COUNT};
+use crate::class::{class_of, BLOCK_SIZE, CLASSES, CLASS_COUNT};
 use crate::instance::{Instance, CHECKED};
 use crate::live_bits::LiveBits;
 use crate::large::Request;
@@ -13,6 +13,7 @@ use crate::misuse::{report, Misuse, Problem};
 use crate::pool::{Pool, EMPTY_KEY};
 use crate::promotion;
 use crate::region::BLOCK;
+use crate::route::Route;
 use crate::sync::Ordering;
 use crate::tiny;
 
@@ -68,18 +69,24 @@ impl Instance {
         Err(self.misuse(p, 0, life, problem))
     }
 
-    /// The checks a free of live slot `p` of (class, life) makes (the key compare in every
-    /// build, everything in checked mode), which leave the slot live: the check of a
-    /// resize's old allocation that stays in its size class. A slot outside the region is
-    /// right only as a mapping a full region that falls back made for (class, life). Misuse
-    /// is reported (it panics, or aborts when `ABORT`).
+    /// The checks a free of live slot `p` of (class, life) makes (every build: the region
+    /// bounds, the key, the slot freed last onto the list the free would push it on;
+    /// everything in checked mode), which leave the slot live: the check of a resize's old
+    /// allocation that stays in its size class. A slot outside the region is right only as
+    /// a mapping a full region that falls back made for (class, life). Misuse is reported
+    /// (it panics, or aborts when `ABORT`).
+    ///
+    /// Inline, the free fast path's case: a block of `route`'s heap holding (class, life)
+    /// (one compare of its owner-and-key word), whose one double free is the slot freed
+    /// last; every other case out of line ([`Instance::check_kept_other`]).
     ///
     /// # Safety
     /// As [`Instance::free_sized`]: `p` is a live allocation of this allocator.
     #[inline(always)]
     #[track_caller]
-    pub(crate) unsafe fn check_kept_slot<const ABORT: bool>(
+    pub(crate) unsafe fn check_kept_slot<const ABORT: bool, R: Route>(
         &self,
+        route: R,
         p: *mut u8,
         size: usize,
         class: usize,
@@ -88,6 +95,31 @@ impl Instance {
         if CHECKED {
             return self.check_free::<ABORT, false>(p, size, class, life);
         }
+        if let Some(in_region) = self.bounds.offset(p) {
+            // SAFETY: p lies in the region, readable everywhere; its header mask finds its
+            // block's header (as the free fast path reads it).
+            let h = unsafe { &*header_of(p) };
+            if route.owns(h.owner_key_xor(u64::from(key(class, life)))) {
+                // The region starts on a block boundary: the slot's offset in its block.
+                if h.is_freed_last((in_region % BLOCK_SIZE) as u32) {
+                    self.double_free::<ABORT>(p, size, life);
+                }
+                return;
+            }
+        }
+        self.check_kept_other::<ABORT>(p, size, class, life);
+    }
+
+    /// [`Instance::check_kept_slot`] of a slot in no block of the route's heap holding
+    /// (class, life) (release builds): outside the region, a mapping a full region that
+    /// falls back made for (class, life); else a block holding (class, life) (or its
+    /// promoted slots of class), and not the slot freed last onto a list a free of it
+    /// would push it on (the block's local or remote list, the calling thread's batch of
+    /// remote frees, a tiny run's list).
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    fn check_kept_other<const ABORT: bool>(&self, p: *mut u8, size: usize, class: usize, life: usize) {
         if !self.bounds.contains(p) {
             return self.check_kept_outside::<ABORT>(p, size, class, life);
         }
@@ -101,6 +133,22 @@ impl Instance {
             self.check_promoting::<ABORT>(h, p, size, class, life);
         } else if h.key() != key(class, life) {
             self.bad_key::<ABORT>(p, size, class, life);
+        }
+        let off = h.offset_of(p);
+        let freed_last = if h.geometry().is_tiny() {
+            // (Not a slot's start: an interior pointer, which only checked mode reports.)
+            h.is_slot(off as usize) && {
+                // SAFETY: the block exists, so the pool does.
+                let pool = unsafe { &*self.pool.load(Ordering::Acquire) };
+                let _locked = pool.lock();
+                // SAFETY: we hold the lock that owns tiny blocks; off is a slot of the block.
+                unsafe { tiny::is_first_free(h, off) }
+            }
+        } else {
+            h.is_freed_last(off) || self.is_first_pending(h, off)
+        };
+        if freed_last {
+            self.double_free::<ABORT>(p, size, life);
         }
     }
 

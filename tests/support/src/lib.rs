@@ -2,7 +2,8 @@
 //! ([`Rng`]), the process's resident memory ([`rss`]), byte sizes for people ([`ByteSize`],
 //! [`mib`]) and child processes that run this same executable again ([`run_child`],
 //! [`abort_in_child`]), the lock that makes a test binary's tests take turns ([`serial`]),
-//! and the colours of the plots ([`PALETTE`]).
+//! the colours of the plots ([`PALETTE`]), and an allocator's shared checks and loads, given
+//! its calls as closures ([`assert_distinct`], [`burst`], [`rounds_until_resident`]).
 //!
 //! Generic on purpose: it does not depend on cohort, so a test links one copy of the
 //! library's types. [`Rng`]'s `new`, `next_u64`, `below`, `range` and `chance` do not
@@ -12,10 +13,12 @@
 
 mod bytes;
 mod child;
+mod heap;
 mod rng;
 
 pub use bytes::{mib, ByteSize};
 pub use child::{abort_in_child, child_case, run_child, test_in_child};
+pub use heap::{assert_distinct, burst, rounds_until_resident, Rounds};
 pub use rng::{mix, Rng};
 
 /// The plots' colours, as RGB: a grey (the benchmarks' System), then nine distinct colours
