@@ -204,11 +204,19 @@ fn a_joins_stale_head_survives_a_move_and_its_leave() {
     ends_empty(&a);
 }
 
+/// The allocator's page (`COHORT_PAGE_SIZE`): a page-aligned request's usable size.
+fn page(a: &Cohort<Life>) -> usize {
+    a.usable_size(std::alloc::Layout::from_size_align(1, 8192).unwrap())
+}
+
 /// Drives the calling thread's slow paths (1000-byte objects of class B, freed by another
 /// thread so each round collects them) with a short delay until the idle look resets the
 /// thread's empty 256-byte block of class B (its resident bytes drop), at most 10 s.
 fn until_the_idle_look_runs(a: &Cohort<Life>) {
-    let ps: Vec<*mut u8> = (0..512).map(|_| a.malloc(256, Life::B)).collect();
+    // Two pages' worth past the header's page, whatever the page (`COHORT_PAGE_SIZE`).
+    let ps: Vec<*mut u8> = (0..3 * page(a) / 256)
+        .map(|_| a.malloc(256, Life::B))
+        .collect();
     assert!(ps.iter().all(|p| !p.is_null()));
     for &q in &ps {
         // SAFETY: allocated above, freed once.
@@ -255,7 +263,9 @@ fn the_idle_look_keeps_a_stale_heads_block() {
     });
     // The block's first pages used and freed, so that a reset would have pages to give
     // back past the header's.
-    let ballast: Vec<usize> = (0..300).map(|_| a.malloc(S, Life::A) as usize).collect();
+    let ballast: Vec<usize> = (0..3 * page(&a) / S)
+        .map(|_| a.malloc(S, Life::A) as usize)
+        .collect();
     for p in ballast {
         // SAFETY: allocated above, freed once.
         unsafe { a.free(p as *mut u8, S, Life::A) };
