@@ -106,7 +106,11 @@ impl Bitmaps {
         for_each_word(s, n, |w, m| {
             let w = w % WORDS;
             let (u, c) = (&mut self.used[w], &mut self.clean[w]);
-            clean += (*c & m).count_ones() as usize;
+            // (A population count is a dozen instructions without POPCNT: not for words
+            // with no clean granule, as a run's and a dirty range's are.)
+            if *c & m != 0 {
+                clean += (*c & m).count_ones() as usize;
+            }
             match mark {
                 Mark::Used => (*u, *c) = (*u | m, *c & !m),
                 Mark::Free => *u &= !m,
@@ -190,7 +194,11 @@ pub(crate) fn set_range(bits: &mut [u64; WORDS], s: usize, n: usize, to: bool) {
 pub(crate) fn count_range(bits: &[u64; WORDS], s: usize, n: usize) -> usize {
     let mut count = 0;
     if n > 0 {
-        for_each_word(s, n, |w, m| count += (bits[w] & m).count_ones() as usize);
+        for_each_word(s, n, |w, m| {
+            if bits[w] & m != 0 {
+                count += (bits[w] & m).count_ones() as usize;
+            }
+        });
     }
     count
 }
