@@ -249,11 +249,16 @@ impl Runs {
             let lo = self.bits.free_start(ds).next_multiple_of(align);
             if lo + n <= fe {
                 let hi = (fe - n) / align * align;
-                let ends = [ds, de.saturating_sub(n)];
-                let down = ends.map(|c| c / align * align);
-                let up = ends.map(|c| c.next_multiple_of(align));
+                let end = de.saturating_sub(n);
+                let windows = [
+                    ds / align * align,
+                    end / align * align,
+                    ds.next_multiple_of(align),
+                    end.next_multiple_of(align),
+                ];
                 // (Aligned up only when that is another window.)
-                for c in down.into_iter().chain(up.into_iter().filter(|_| align > 1)) {
+                let count = if align > 1 { 4 } else { 2 };
+                for &c in &windows[..count] {
                     // A run with no clean granule in a range as long or shorter was found:
                     // this range's runs are no better.
                     if best.is_some_and(|(_, b, l)| b == 0 && l <= de - ds) {
