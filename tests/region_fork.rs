@@ -7,7 +7,7 @@
 mod common;
 mod promote_support;
 
-use cohort::{Cohort, RegionOptions};
+use cohort::{Cohort, RegionOptions, Retention};
 use common::processes::{in_child, wait_ok};
 use promote_support::events;
 
@@ -114,6 +114,13 @@ fn the_counters_of_a_shared_region_count_every_process_s_events() {
     use std::sync::atomic::{AtomicU32, Ordering};
     const EACH: usize = 20_000;
     let a = Cohort::<Life>::shared_anonymous(64 * MIB).expect("a shared region");
+    // The longest delay: the parent's blocks, emptied by the children's frees, stay its own
+    // for the whole test. (With the default second, a slow machine's idle look may give them
+    // to the pool in between, and the parent's allocations take them back from there.)
+    a.set_retention(Retention {
+        delay: Retention::MAX_DELAY,
+        ..Retention::DEFAULT
+    });
     let v: Vec<usize> = (0..2 * EACH)
         .map(|_| a.malloc(1024, Life::Short) as usize)
         .collect();
