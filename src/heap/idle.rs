@@ -22,12 +22,18 @@
 //!   reset in place: it stays current, its next allocations take never-used slots again
 //!   and touch pages one by one. With a delay of 0, an empty block goes at the first look.
 //!
+//! A block a release emptied in place (`release_class`, a scope's end) has its bump pointer
+//! back at its first slot, its touched pages still resident: it is marked
+//! (`Header::touched_end` is then the slots' end), and the look gives those pages back as
+//! it gives back a block emptied by frees.
+//!
 //! Invariant kept: a block reset here had `live == 0` (no live slot; its free slots on its
 //! lists, or pending on its remote list, which the reset empties: no push can come, as a
-//! push needs a live slot) and is owned by the looking thread, so no slot of it is reachable by anyone; the
-//! given-back range is `[page_up(base + first), page_up(base + bump))`, inside the block
-//! and past the header. A block the program still cycles through (empty at both looks yet
-//! in use between them) pays one page fault per look: at most one per half delay.
+//! push needs a live slot) and is owned by the looking thread, so no slot of it is
+//! reachable by anyone; the given-back range is `[page_up(base + first), page_up(base +
+//! touched_end))`, inside the block and past the header. A block the program still cycles
+//! through (empty at both looks yet in use between them) pays one page fault per look: at
+//! most one per half delay.
 //! Regions that keep their memory (committed up front) are never looked at.
 
 use super::*;
@@ -167,7 +173,8 @@ impl Heap {
             }
             let base = h.base() as usize;
             let start = (base + h.geometry().first as usize).next_multiple_of(page);
-            let end = (base + h.bump.load(Ordering::Relaxed) as usize).next_multiple_of(page);
+            // Up to `bump`, or to the slots' end for a block a release emptied in place.
+            let end = (base + h.touched_end() as usize).next_multiple_of(page);
             if end <= start {
                 continue; // nothing touched past the header's page
             }
@@ -176,7 +183,7 @@ impl Heap {
             // anywhere but on this block's own lists, which the reset below forgets: the
             // block is this heap's (the caller owns it) and `live == 0`.
             unsafe { pool.region.forget(start as *mut u8, end - start) };
-            h.reset();
+            h.reset(false);
             given += end - start;
         }
         given
