@@ -90,3 +90,140 @@ fn statistics_racing_allocations_count_each_slot_once() {
         assert_eq!(outside, None, "after {checked} reads");
     }
 }
+
+#[path = "common/processes.rs"]
+#[allow(dead_code)]
+mod processes;
+
+/// Forks (fewer in a debug build).
+const FORKS: usize = if cfg!(debug_assertions) { 40 } else { 200 };
+
+/// A thread cycles 1 KiB objects through a ring of 64 (allocate, publish, unpublish the
+/// one it replaces, free it: a slow path every few allocations, four to a 4 KiB page)
+/// while the main thread forks. In each child (where the thread is gone mid-step), the
+/// live count lies between the published objects and one more (the one in flight), the
+/// child's own allocations never land on a published object, whose bytes stay, and
+/// (`verify_too`) `verify` passes. Returns the first child's failure.
+fn forks_amid_slow_paths(verify_too: bool) -> Option<String> {
+    let a = Cohort::<Life>::new();
+    let ring: Vec<AtomicU64> = (0..64).map(|_| AtomicU64::new(0)).collect();
+    let stop = AtomicU64::new(0);
+    let steps = AtomicU64::new(0);
+    let failed = std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut i = 0;
+            while stop.load(SeqCst) == 0 {
+                let p = a.malloc(1024, Life::A);
+                assert!(!p.is_null());
+                // SAFETY: ours, 1 KiB: its first and last 16 bytes.
+                unsafe {
+                    p.write_bytes(byte_of(p as u64), 16);
+                    p.add(1008).write_bytes(byte_of(p as u64), 16);
+                }
+                let old = ring[i % 64].swap(p as u64, SeqCst);
+                if old != 0 {
+                    // SAFETY: a live object of ours, freed once.
+                    unsafe { a.free(old as *mut u8, 1024, Life::A) };
+                }
+                i += 1;
+                steps.store(i as u64, SeqCst);
+            }
+        });
+        let mut failed = None;
+        for f in 0..FORKS {
+            let at = steps.load(SeqCst);
+            while steps.load(SeqCst) < at + 1 + (f as u64 * 7919) % 97 {
+                std::hint::spin_loop();
+            }
+            let child = processes::in_child(20, || in_the_child(&a, &ring, f, verify_too));
+            let status = processes::wait_status(child);
+            if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+                failed = Some(format!("fork {f}: the child failed: status {status:#x}"));
+                break;
+            }
+        }
+        stop.store(1, SeqCst);
+        failed
+    });
+    for w in &ring {
+        let p = w.load(SeqCst);
+        if p != 0 {
+            // SAFETY: live, freed once.
+            unsafe { a.free(p as *mut u8, 1024, Life::A) };
+        }
+    }
+    assert!(a.is_empty());
+    failed
+}
+
+/// The byte a ring object at `p` is filled with.
+fn byte_of(p: u64) -> u8 {
+    (p >> 10) as u8 | 1
+}
+
+/// What a fork child of [`forks_amid_slow_paths`] checks (its panic is its failure).
+fn in_the_child(a: &Cohort<Life>, ring: &[AtomicU64], f: usize, verify_too: bool) {
+    let published: Vec<u64> = ring
+        .iter()
+        .map(|w| w.load(SeqCst))
+        .filter(|&p| p != 0)
+        .collect();
+    let n = published.len() as u64;
+    if verify_too {
+        // SAFETY: the child's only thread.
+        let v = unsafe { a.verify() };
+        assert!(v.is_ok(), "fork {f}: verify in the child: {v:?}");
+    }
+    let live = stats_live(a);
+    assert!(
+        (n..=n + 1).contains(&live),
+        "fork {f}: the child counts {live} live for {n} published"
+    );
+    let mine: Vec<u64> = (0..2000).map(|_| a.malloc(1024, Life::A) as u64).collect();
+    assert!(
+        mine.iter().all(|p| *p != 0 && !published.contains(p)),
+        "fork {f}: the child was handed a published object"
+    );
+    for &p in &published {
+        // SAFETY: a published object, live, 1 KiB.
+        let b = unsafe { std::slice::from_raw_parts(p as *const u8, 1024) };
+        let mut ends = b[..16].iter().chain(&b[1008..]);
+        assert!(ends.all(|&x| x == byte_of(p)), "fork {f}: {p:#x} changed");
+    }
+    for p in mine {
+        // SAFETY: allocated above, freed once.
+        unsafe { a.free(p as *mut u8, 1024, Life::A) };
+    }
+}
+
+/// The counts and objects in fork children of a process whose thread is in the middle of
+/// its allocations and frees.
+#[test]
+fn a_fork_amid_slow_paths_leaves_counts_exact_in_the_child() {
+    let failed = forks_amid_slow_paths(false);
+    assert_eq!(
+        failed, None,
+        "(the child's message is on its standard error)"
+    );
+}
+
+/// RED-66 (fork handler; owner: cursor or lead): a fork child of a process whose other
+/// thread was in the middle of an allocation slow path (its local free list taken, not yet
+/// made the allocation list) inherits that block half-changed: the slots in flight are in
+/// no list and not counted (a leak in the child, as a process killed there leaks them), and
+/// `verify` in the child reports it as damage, where a dead process's heap is taken over
+/// and recounted first (RED-53). Exact failure on main bee44af, release-tests, 8 of 8 runs
+/// (forks 3 to 37): `fork 21: verify in the child: Err(VerifyError { block: ...,
+/// size_class: Some(130), life: Some(0), problem: "used 64 + free-listed 0 != 67 slots
+/// handed out", label: "" })`; debug: `fork 4: verify in the child: ... problem: "slot at
+/// offset 0x2000 is live but its checked-mode live bit says free"`. A fork while the
+/// thread waits between steps verifies.
+#[test]
+#[ignore = "RED-66: verify in a fork child reports the half-done step of another thread of the parent"]
+fn a_fork_amid_slow_paths_verifies_in_the_child() {
+    let failed = forks_amid_slow_paths(true);
+    assert_eq!(
+        failed, None,
+        "(the child's message is on its standard error)"
+    );
+}
