@@ -83,6 +83,12 @@ const IDLE: u8 = 2;
 /// path, which forgets them ([`Header::drop_kept`]), as does every move of the block off
 /// its head.
 const KEPT_FREED: u8 = 4;
+/// `flags` bit: the block was emptied in place by a release ([`Header::reset`] with its
+/// pages kept) after its slots had touched pages: pages past `bump` may be resident, up to
+/// the slots' end ([`Header::touched_end`]), until the idle look of its heap gives them back
+/// (its own reset clears the bit), as it gives back those below `bump` of a block emptied by
+/// frees.
+const TOUCHED: u8 = 8;
 /// Collects of its local free list the allocation fast path makes in a block before the
 /// next takes the slow path ([`Header::pop`]): a program that cycles objects through its
 /// current blocks enters a slow path at least once per this many collects (the decay's
@@ -146,7 +152,7 @@ pub(crate) struct Header {
     /// Link in a [`BlockStack`] (unit index).
     returned_next: AtomicU32,
     pub magic: u32,
-    /// `FRESH`, `IDLE` and `KEPT_FREED` bits. Owner only.
+    /// `FRESH`, `IDLE`, `KEPT_FREED` and `TOUCHED` bits. Owner only.
     flags: OwnerCell<u8>,
     /// What the block is to its owner ([`Role`], as `role as u8`), whose bias makes `count`
     /// reach 0 exactly on the local free that needs the slow path. Written by the owner
@@ -287,6 +293,18 @@ impl Header {
     #[inline(always)]
     pub(crate) fn is_fresh(&self) -> bool {
         self.flags.get() & FRESH != 0
+    }
+
+    /// Owner only: the end (an offset) of the slots whose pages may be resident: `bump`, or
+    /// the slots' end for a block a release emptied in place after it touched pages
+    /// ([`TOUCHED`]).
+    pub(crate) fn touched_end(&self) -> u32 {
+        let bump = self.bump.load(Ordering::Relaxed);
+        if self.flags.get() & TOUCHED != 0 {
+            bump.max(self.geometry().limit)
+        } else {
+            bump
+        }
     }
 
     /// Owner only, at a look of its heap for idle current blocks: records whether the

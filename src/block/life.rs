@@ -167,10 +167,15 @@ impl Header {
     /// slot freed last (the local free list's first, if any) stays first on the local list
     /// until the block's next allocation ([`KEPT_FREED`]): a double free of it is still
     /// seen by the free fast path's check. Its link is never read: no list the owner takes
-    /// slots from holds it.
-    pub(crate) fn reset(&self) {
+    /// slots from holds it. With `pages_kept` (a release: the pages its slots touched stay
+    /// resident) a block that touched pages past its first slot is marked [`TOUCHED`], so
+    /// that its heap's idle look gives them back; without (the idle look, which gave them
+    /// back), the mark goes.
+    pub(crate) fn reset(&self, pages_kept: bool) {
         let c = self.geometry();
         let last_freed = self.local.load(Ordering::Relaxed);
+        let touched = pages_kept && self.touched_end() > c.first;
+        let touched = if touched { TOUCHED } else { 0 };
         // No slot is live, so none is promoted.
         self.set_promoting(false);
         self.free.store(0, Ordering::Relaxed);
@@ -179,13 +184,13 @@ impl Header {
         self.remote.store(0, Ordering::Relaxed);
         self.returned_next.store(NONE, Ordering::Relaxed);
         if last_freed == 0 {
-            self.flags.set(0);
+            self.flags.set(touched);
             self.bump_end
                 .store(window_end(c.first, c.limit), Ordering::Relaxed);
         } else {
             // The next allocation takes the slow path (an empty window, no beat for a
             // collect), which drops the kept slot before it hands any out.
-            self.flags.set(KEPT_FREED);
+            self.flags.set(KEPT_FREED | touched);
             self.bump_end.store(c.first, Ordering::Relaxed);
             self.beats.set(0);
         }

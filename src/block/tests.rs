@@ -229,7 +229,7 @@ fn a_reset_keeps_the_slot_freed_last_until_the_next_allocation() {
     free_range(&b, 0, cap);
     let last = c_off(h, cap - 1);
     h.take_beats();
-    h.reset();
+    h.reset(false);
     assert_eq!(h.local.load(Ordering::Relaxed), last);
     assert_eq!((h.used(), h.live(), h.local_listed()), (0, 0, 0));
     // SAFETY: the kept slot, first on the local list: refused, nothing changed.
@@ -245,4 +245,38 @@ fn a_reset_keeps_the_slot_freed_last_until_the_next_allocation() {
         seen += u32::from(off == last);
     }
     assert_eq!((seen, h.used()), (1, cap));
+}
+
+/// A release's reset (pages kept) of a block whose slots touched pages marks it: its
+/// touched end is the slots' end, for the idle look to give back (RED-65); the look's own
+/// reset (pages given back) clears the mark, and a block that never touched a slot is not
+/// marked. The mark stays through the next allocation's drop of the kept slot.
+#[test]
+fn a_release_reset_remembers_the_pages_its_slots_touched() {
+    let b = TestBlock::full();
+    let h = b.h();
+    h.set_role(Role::Current);
+    let (first, limit) = (h.geometry().first, h.geometry().limit);
+    let cap = h.capacity();
+    free_range(&b, 0, cap);
+    assert!(h.touched_end() > first);
+    h.reset(true);
+    assert_eq!(h.bump.load(Ordering::Relaxed), first);
+    assert_eq!(h.touched_end(), limit, "the slots' pages may be resident");
+    h.drop_kept();
+    assert_eq!(h.touched_end(), limit, "kept past the kept slot's drop");
+    h.reset(true);
+    assert_eq!(h.touched_end(), limit, "a release again: still marked");
+    h.reset(false);
+    assert_eq!(
+        h.touched_end(),
+        first,
+        "given back by the idle look: unmarked"
+    );
+    h.reset(true);
+    assert_eq!(
+        h.touched_end(),
+        first,
+        "no slot touched since: nothing to remember"
+    );
 }

@@ -41,10 +41,12 @@ impl Pool {
     }
 
     /// Under the lock: empties a block whose slots are all dead in place, for the same
-    /// owner, class and lifetime class (its memory stays committed, so it is not fresh).
+    /// owner, class and lifetime class (its memory stays committed, so it is not fresh; the
+    /// pages its slots touched stay resident until its heap's idle look gives them back:
+    /// `Header::touched_end`).
     pub(crate) fn reset(&self, h: &Header) {
         self.clear_live_bits(h);
-        h.reset();
+        h.reset(true);
         h.set_role(Role::Current);
     }
 

@@ -142,3 +142,56 @@ fn a_look_gives_listed_blocks_with_no_live_slot_to_the_pool() {
     .join()
     .unwrap();
 }
+
+/// A heap walks its listed blocks at most once per millisecond, whatever the delay: with a
+/// delay of 0 every clock read of a slow path is a look, and the walk reads every listed
+/// block (a program cycling 64-byte objects with 1000 listed blocks paid 66 ns a pair,
+/// against 14 with 10). Two blocks of 1000-byte objects and a current one; after a look at
+/// `t`, another thread frees every slot of the first block (no slow path of this heap): a
+/// second look at `t` leaves it listed, the one at `t + 1` gives it to the pool. Before, the
+/// second look walked the lists again and gave it away.
+#[test]
+fn with_a_delay_of_0_a_heap_walks_its_listed_blocks_once_per_millisecond() {
+    std::thread::spawn(|| {
+        let c = Cohort::<()>::new();
+        c.set_retention(Retention {
+            delay: Duration::ZERO,
+            ..Retention::DEFAULT
+        });
+        let l = Layout::from_size_align(1000, 8).unwrap();
+        let ps: Vec<usize> = (0..6000).map(|_| c.alloc(l, ()) as usize).collect();
+        assert!(ps.iter().all(|&p| p != 0));
+        let block = |p: usize| p >> 21;
+        let first = block(ps[0]);
+        assert!(
+            first != block(ps[ps.len() - 1]),
+            "the first block is listed"
+        );
+        let blocks = |c: &Cohort<()>| c.stats().heads[0].blocks;
+        // Past every look the allocations' own slow paths made.
+        let t = crate::decay::now() + 10_000;
+        own_heap(&c).give_back_idle_current(t);
+        let before = blocks(&c);
+        let (theirs, ours): (Vec<usize>, Vec<usize>) = ps.iter().partition(|&&p| block(p) == first);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for &p in &theirs {
+                    // SAFETY: allocated above with `l`, freed once.
+                    unsafe { c.dealloc(p as *mut u8, l, ()) };
+                }
+            });
+        });
+        // Their last frees reach the block (the statistics push every batch first).
+        assert_eq!(blocks(&c), before);
+        own_heap(&c).give_back_idle_current(t);
+        assert_eq!(blocks(&c), before, "a second walk in the same millisecond");
+        own_heap(&c).give_back_idle_current(t + 1);
+        assert_eq!(blocks(&c), before - 1, "the next millisecond's walk");
+        for &p in &ours {
+            // SAFETY: allocated above with `l`, freed once.
+            unsafe { c.dealloc(p as *mut u8, l, ()) };
+        }
+    })
+    .join()
+    .unwrap();
+}
