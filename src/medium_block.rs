@@ -17,11 +17,15 @@
 //!   so `free + live + META_GRANULES = GRANULES`;
 //! - `clean(g) ⇒ ¬used(g)` and granule `g` reads zero; `dirty = |{g : ¬used(g) ∧ ¬clean(g)}|`
 //!   (free granules that may be resident);
-//! - `longest ≥` the longest run of free granules (a bound, exact after a failed search).
+//! - `longest ≥` the longest run of free granules (a bound, exact after a failed search);
+//! - `summary = Summary::of(used, clean)`: bit `w` of each of its masks says whether word `w`
+//!   of the bitmaps holds a used, a free, a clean, a dirty granule (`bits`), so that the
+//!   searches read two words at most wherever what they look for lies.
 
 use crate::block::Header;
 use crate::class::{BLOCK_SIZE, GRANULE, HEADER_SIZE};
 use crate::decay::Idle;
+use bits::{count_range, set_range, Bitmaps, Mark, Summary};
 
 /// Granules in a block.
 pub(crate) const GRANULES: usize = BLOCK_SIZE / GRANULE;
@@ -37,8 +41,6 @@ pub(crate) const MAX_RUN: usize = GRANULES - META_GRANULES;
 /// A medium block's granules and runs (see the module docs), after its header.
 #[repr(C)]
 pub(crate) struct Runs {
-    used: [u64; WORDS],
-    clean: [u64; WORDS],
     /// Free granules.
     free: u32,
     /// Live runs.
@@ -47,6 +49,9 @@ pub(crate) struct Runs {
     dirty: u32,
     /// At least the longest run of free granules.
     longest: u32,
+    /// Which granules are used and which clean, and which words of those bitmaps hold
+    /// what (`bits`, beside the counts: a search skips the words without what it looks for).
+    bits: Bitmaps,
     /// `lens[s]`: the length of the live run starting at granule `s`, else 0.
     lens: [u16; GRANULES],
 }
@@ -111,80 +116,6 @@ pub(crate) enum At {
     Free,
 }
 
-/// Sets (`to`) or clears the bits `[s, s + n)`.
-fn set_range(bits: &mut [u64; WORDS], s: usize, n: usize, to: bool) {
-    let (mut g, end) = (s, s + n);
-    while g < end {
-        let (w, b) = (g / 64, g % 64);
-        let k = (64 - b).min(end - g);
-        let mask = if k == 64 { !0 } else { ((1u64 << k) - 1) << b };
-        if to {
-            bits[w] |= mask;
-        } else {
-            bits[w] &= !mask;
-        }
-        g += k;
-    }
-}
-
-/// Set bits in `[s, s + n)`.
-fn count_range(bits: &[u64; WORDS], s: usize, n: usize) -> usize {
-    let (mut g, end, mut count) = (s, s + n, 0);
-    while g < end {
-        let (w, b) = (g / 64, g % 64);
-        let k = (64 - b).min(end - g);
-        let mask = if k == 64 { !0 } else { ((1u64 << k) - 1) << b };
-        count += (bits[w] & mask).count_ones() as usize;
-        g += k;
-    }
-    count
-}
-
-/// The first `g` in `[from, end)` whose bit is `set`, else `end`.
-fn next_with(bits: &[u64; WORDS], from: usize, end: usize, set: bool) -> usize {
-    let mut g = from;
-    while g < end {
-        let (w, b) = (g / 64, g % 64);
-        let word = if set { bits[w] } else { !bits[w] } >> b;
-        if word != 0 {
-            return (g + word.trailing_zeros() as usize).min(end);
-        }
-        g = (w + 1) * 64;
-    }
-    end
-}
-
-/// The first granule from `from` that is free and not clean (dirty), else [`GRANULES`].
-fn next_dirty(used: &[u64; WORDS], clean: &[u64; WORDS], from: usize) -> usize {
-    let mut g = from;
-    while g < GRANULES {
-        let (w, b) = (g / 64, g % 64);
-        let word = !(used[w] | clean[w]) >> b;
-        if word != 0 {
-            return g + word.trailing_zeros() as usize;
-        }
-        g = (w + 1) * 64;
-    }
-    GRANULES
-}
-
-/// The smallest `s <= g` with every bit in `[s, g]` clear (`g`'s own bit is clear).
-fn clear_run_start(bits: &[u64; WORDS], g: usize) -> usize {
-    let mut s = g;
-    loop {
-        let (w, b) = (s / 64, s % 64);
-        // Bits [0, b] of word w, looked at from b downwards.
-        let below = bits[w] & (u64::MAX >> (63 - b));
-        if below != 0 {
-            return w * 64 + (64 - below.leading_zeros() as usize);
-        }
-        if w == 0 {
-            return 0;
-        }
-        s = w * 64 - 1;
-    }
-}
-
 impl Runs {
     /// The runs of the medium block `h`.
     ///
@@ -216,17 +147,18 @@ impl Runs {
     /// Writes empty runs: every granule free but the metadata's; `fresh` says the block
     /// reads zero (else every free granule is dirty).
     pub(crate) fn init(&mut self, fresh: bool) {
-        self.used = [0; WORDS];
-        set_range(&mut self.used, 0, META_GRANULES, true);
-        self.clean = [0; WORDS];
+        self.bits.used = [0; WORDS];
+        set_range(&mut self.bits.used, 0, META_GRANULES, true);
+        self.bits.clean = [0; WORDS];
         if fresh {
-            set_range(&mut self.clean, META_GRANULES, MAX_RUN, true);
+            set_range(&mut self.bits.clean, META_GRANULES, MAX_RUN, true);
         }
         self.lens = [0; GRANULES];
         self.free = MAX_RUN as u32;
         self.runs = 0;
         self.dirty = if fresh { 0 } else { MAX_RUN as u32 };
         self.longest = MAX_RUN as u32;
+        self.bits.summary = Summary::of(&self.bits.used, &self.bits.clean);
     }
 
     /// Free granules.
@@ -249,7 +181,7 @@ impl Runs {
     /// [`Runs::purge`] never gives back (with 64 KiB pages, up to 24 granules).
     pub(crate) fn dirty_only_in_first_page(&self, page: usize) -> bool {
         let first = META_GRANULES.next_multiple_of((page / GRANULE).max(1));
-        next_dirty(&self.used, &self.clean, first) == GRANULES
+        self.bits.next_dirty(first, GRANULES) == GRANULES
     }
 
     /// True when no run is live.
@@ -260,7 +192,7 @@ impl Runs {
     /// What granule `g` is.
     pub(crate) fn at(&self, g: usize) -> At {
         match self.lens[g] {
-            0 if self.used[g / 64] >> (g % 64) & 1 == 0 => At::Free,
+            0 if self.bits.used[g / 64] >> (g % 64) & 1 == 0 => At::Free,
             0 => At::Inside,
             n => At::Start(n as usize),
         }
@@ -275,12 +207,12 @@ impl Runs {
         }
         let mut g = META_GRANULES;
         loop {
-            g = next_with(&self.used, g, GRANULES, false).next_multiple_of(align);
+            g = self.bits.next_free(g, GRANULES).next_multiple_of(align);
             if g + n > GRANULES {
                 self.longest = self.longest_free() as u32;
                 return None;
             }
-            let used = next_with(&self.used, g, g + n, true);
+            let used = self.bits.next_used(g, g + n);
             if used == g + n {
                 return Some(g);
             }
@@ -297,8 +229,9 @@ impl Runs {
     ///
     /// A window over free granules covers the most dirty ones when it starts at the start
     /// of a range of dirty granules or ends at the end of one (slid either way it loses as
-    /// many as it gains or more), so only those windows (kept inside their free range and
-    /// aligned) are counted.
+    /// many as it gains or more), so only those windows are counted, kept inside their free
+    /// range and aligned both down and up (the covered count is linear between those
+    /// windows: the best aligned window is an aligned neighbour of one).
     pub(crate) fn find_dirty(&self, n: usize, align: usize) -> Option<(usize, usize, usize)> {
         if self.dirty == 0 || n > self.longest as usize {
             return None;
@@ -307,22 +240,44 @@ impl Runs {
         let mut g = META_GRANULES;
         while g < GRANULES {
             // The next dirty granule: free, not clean.
-            let ds = next_dirty(&self.used, &self.clean, g);
+            let ds = self.bits.next_dirty(g, GRANULES);
             if ds == GRANULES {
                 break;
             }
-            let fe = next_with(&self.used, ds, GRANULES, true);
-            let de = next_with(&self.clean, ds, fe, true);
-            let lo = clear_run_start(&self.used, ds).next_multiple_of(align);
+            let fe = self.bits.next_used(ds, GRANULES);
+            let de = self.bits.next_clean(ds, fe);
+            let lo = self.bits.free_start(ds).next_multiple_of(align);
             if lo + n <= fe {
                 let hi = (fe - n) / align * align;
-                for c in [ds / align * align, de.saturating_sub(n) / align * align] {
+                let end = de.saturating_sub(n);
+                let windows = [
+                    ds / align * align,
+                    end / align * align,
+                    ds.next_multiple_of(align),
+                    end.next_multiple_of(align),
+                ];
+                // (Aligned up only when that is another window.)
+                let count = if align > 1 { 4 } else { 2 };
+                for &c in &windows[..count] {
+                    // A run with no clean granule in a range as long or shorter was found:
+                    // this range's runs are no better.
+                    if best.is_some_and(|(_, b, l)| b == 0 && l <= de - ds) {
+                        break;
+                    }
                     let c = c.clamp(lo, hi);
-                    let clean = count_range(&self.clean, c, n);
+                    // `[ds, de)` is dirty: a run inside it covers no clean granule.
+                    let clean = match ds <= c && c + n <= de {
+                        true => 0,
+                        false => count_range(&self.bits.clean, c, n),
+                    };
                     let better = best.is_none_or(|(_, b, l)| (clean, de - ds) < (b, l));
                     if clean < n && better {
                         best = Some((c, clean, de - ds));
                     }
+                }
+                if best.is_some_and(|(_, b, l)| b == 0 && l == n) {
+                    // No run covers fewer clean granules in a shorter range.
+                    break;
                 }
             }
             g = de;
@@ -334,8 +289,8 @@ impl Runs {
     fn longest_free(&self) -> usize {
         let (mut g, mut longest) = (META_GRANULES, 0);
         while g < GRANULES {
-            let s = next_with(&self.used, g, GRANULES, false);
-            let e = next_with(&self.used, s, GRANULES, true);
+            let s = self.bits.next_free(g, GRANULES);
+            let e = self.bits.next_used(s, GRANULES);
             longest = longest.max(e - s);
             g = e;
         }
@@ -357,13 +312,19 @@ impl Runs {
     /// Calls `f(s, k)` for each longest range of granules `[s, s + k)` of `[g, g + n)` whose
     /// clean bits are all `clean`.
     fn for_each_marked(&self, g: usize, n: usize, clean: bool, mut f: impl FnMut(usize, usize)) {
+        debug_assert_eq!(count_range(&self.bits.used, g, n), 0, "a free run");
+        // The granules are free: those not clean are dirty.
+        let next = |from, clean| match clean {
+            true => self.bits.next_clean(from, g + n),
+            false => self.bits.next_dirty(from, g + n),
+        };
         let mut s = g;
         while s < g + n {
-            let d = next_with(&self.clean, s, g + n, clean);
+            let d = next(s, clean);
             if d == g + n {
                 break;
             }
-            let e = next_with(&self.clean, d, g + n, !clean);
+            let e = next(d, !clean);
             f(d, e - d);
             s = e;
         }
@@ -373,10 +334,8 @@ impl Runs {
     /// dirty.
     pub(crate) fn take(&mut self, g: usize, n: usize) -> usize {
         debug_assert!(n > 0 && g >= META_GRANULES && g + n <= GRANULES);
-        debug_assert_eq!(count_range(&self.used, g, n), 0);
-        let dirty = n - count_range(&self.clean, g, n);
-        set_range(&mut self.used, g, n, true);
-        set_range(&mut self.clean, g, n, false);
+        debug_assert_eq!(count_range(&self.bits.used, g, n), 0);
+        let dirty = n - self.bits.mark(g, n, Mark::Used);
         self.lens[g] = n as u16;
         self.free -= n as u32;
         self.dirty -= dirty as u32;
@@ -390,13 +349,13 @@ impl Runs {
         let n = self.lens[g] as usize;
         debug_assert!(n > 0);
         self.lens[g] = 0;
-        set_range(&mut self.used, g, n, false);
+        self.bits.mark(g, n, Mark::Free);
         self.free += n as u32;
         self.dirty += n as u32;
         self.runs -= 1;
         // The free run around it: the longest may have grown.
-        let s = clear_run_start(&self.used, g);
-        let e = next_with(&self.used, g + n, GRANULES, true);
+        let s = self.bits.free_start(g);
+        let e = self.bits.next_used(g + n, GRANULES);
         self.longest = self.longest.max((e - s) as u32);
         n
     }
@@ -405,12 +364,10 @@ impl Runs {
     /// after it are free; returns how many of them were dirty, or `None` (nothing changed).
     pub(crate) fn grow(&mut self, g: usize, n: usize, m: usize) -> Option<usize> {
         debug_assert_eq!(self.lens[g] as usize, n);
-        if g + m > GRANULES || next_with(&self.used, g + n, g + m, true) != g + m {
+        if g + m > GRANULES || self.bits.next_used(g + n, g + m) != g + m {
             return None;
         }
-        let dirty = (m - n) - count_range(&self.clean, g + n, m - n);
-        set_range(&mut self.used, g + n, m - n, true);
-        set_range(&mut self.clean, g + n, m - n, false);
+        let dirty = (m - n) - self.bits.mark(g + n, m - n, Mark::Used);
         self.lens[g] = m as u16;
         self.free -= (m - n) as u32;
         self.dirty -= dirty as u32;
@@ -421,11 +378,11 @@ impl Runs {
     /// granules become free (dirty).
     pub(crate) fn shrink(&mut self, g: usize, n: usize, m: usize) {
         debug_assert!(0 < m && m < n && self.lens[g] as usize == n);
-        set_range(&mut self.used, g + m, n - m, false);
+        self.bits.mark(g + m, n - m, Mark::Free);
         self.lens[g] = m as u16;
         self.free += (n - m) as u32;
         self.dirty += (n - m) as u32;
-        let e = next_with(&self.used, g + n, GRANULES, true);
+        let e = self.bits.next_used(g + n, GRANULES);
         self.longest = self.longest.max((e - g - m) as u32);
     }
 
@@ -454,10 +411,7 @@ impl Runs {
                 // The whole free pages the range touches: the range lies in one run of free
                 // granules `[fs, fe)`, so they are the pages that touch it and lie in that
                 // run, one range of pages.
-                let (fs, fe) = (
-                    clear_run_start(&self.used, ds),
-                    next_with(&self.used, de, GRANULES, true),
-                );
+                let (fs, fe) = (self.bits.free_start(ds), self.bits.next_used(de, GRANULES));
                 let s = (ds / per_page * per_page)
                     .max(fs.next_multiple_of(per_page))
                     .max(first);
@@ -474,9 +428,9 @@ impl Runs {
     /// The first range `[ds, de)` of dirty granules (free, not clean; as long as it goes)
     /// that starts at `from` or after.
     fn next_dirty_range(&self, from: usize) -> Option<(usize, usize)> {
-        let ds = next_dirty(&self.used, &self.clean, from);
-        let free_end = next_with(&self.used, ds.min(GRANULES), GRANULES, true);
-        (ds < GRANULES).then(|| (ds, next_with(&self.clean, ds, free_end, true)))
+        let ds = self.bits.next_dirty(from, GRANULES);
+        let free_end = self.bits.next_used(ds.min(GRANULES), GRANULES);
+        (ds < GRANULES).then(|| (ds, self.bits.next_clean(ds, free_end)))
     }
 
     /// Calls `f(k, pages)` for each range of dirty granules (as [`Runs::purge`] finds
@@ -497,11 +451,11 @@ impl Runs {
     /// Gives back the free granules `[s, s + k)` (whole pages) and marks them clean;
     /// returns how many of them were dirty.
     fn give_back(&mut self, s: usize, k: usize, give_back: &mut impl FnMut(usize, usize)) -> usize {
-        let dirty = k - count_range(&self.clean, s, k);
+        let dirty = k - count_range(&self.bits.clean, s, k);
         if dirty > 0 {
             give_back(s, k);
             // Marked after the call: a page is clean once given back.
-            set_range(&mut self.clean, s, k, true);
+            self.bits.mark(s, k, Mark::Clean);
             self.dirty -= dirty as u32;
         }
         dirty
@@ -521,7 +475,7 @@ impl Runs {
         while g < GRANULES {
             let n = self.lens[g] as usize;
             if n > 0 {
-                if g + n <= GRANULES && count_range(&self.used, g, n) == n {
+                if g + n <= GRANULES && count_range(&self.bits.used, g, n) == n {
                     runs += 1;
                     set_range(&mut used, g, n, true);
                     for inside in &mut self.lens[g + 1..g + n] {
@@ -534,33 +488,34 @@ impl Runs {
             }
             g += 1;
         }
-        self.used = used;
+        self.bits.used = used;
         self.runs = runs;
-        self.free = (GRANULES - count_range(&self.used, 0, GRANULES)) as u32;
+        self.free = (GRANULES - count_range(&self.bits.used, 0, GRANULES)) as u32;
         for w in 0..WORDS {
-            self.clean[w] &= !self.used[w];
+            self.bits.clean[w] &= !self.bits.used[w];
         }
-        self.dirty = self.free - count_range(&self.clean, 0, GRANULES) as u32;
+        self.bits.summary = Summary::of(&self.bits.used, &self.bits.clean);
+        self.dirty = self.free - count_range(&self.bits.clean, 0, GRANULES) as u32;
         self.longest = self.longest_free() as u32;
     }
 
     /// Checks the invariants of the module docs; returns (live runs, live granules), or
     /// what is wrong.
     pub(crate) fn check(&self) -> Result<(usize, usize), &'static str> {
-        if count_range(&self.used, 0, META_GRANULES) != META_GRANULES {
+        if count_range(&self.bits.used, 0, META_GRANULES) != META_GRANULES {
             return Err("the metadata's granules are not used");
         }
         let (mut runs, mut live, mut g) = (0, 0, META_GRANULES);
         while g < GRANULES {
             match self.lens[g] as usize {
                 0 => {
-                    if self.used[g / 64] >> (g % 64) & 1 != 0 {
+                    if self.bits.used[g / 64] >> (g % 64) & 1 != 0 {
                         return Err("a used granule outside every run");
                     }
                     g += 1;
                 }
                 n => {
-                    if g + n > GRANULES || count_range(&self.used, g, n) != n {
+                    if g + n > GRANULES || count_range(&self.bits.used, g, n) != n {
                         return Err("a run's granules are not all used");
                     }
                     if (g + 1..g + n).any(|i| self.lens[i] != 0) {
@@ -574,12 +529,16 @@ impl Runs {
         }
         let free = GRANULES - META_GRANULES - live;
         // Checked first: clean granules are then free ones, so `dirty` cannot underflow.
-        if (0..WORDS).any(|w| self.clean[w] & self.used[w] != 0) {
+        if (0..WORDS).any(|w| self.bits.clean[w] & self.bits.used[w] != 0) {
             return Err("a used granule is marked clean");
         }
-        let dirty = free - count_range(&self.clean, 0, GRANULES);
+        let dirty = free - count_range(&self.bits.clean, 0, GRANULES);
         if (runs, free, dirty) != (self.runs(), self.free(), self.dirty()) {
             return Err("the counts disagree with the bitmaps");
+        }
+        // Checked before the searches that read it (`longest_free`).
+        if self.bits.summary != Summary::of(&self.bits.used, &self.bits.clean) {
+            return Err("the word summary disagrees with the bitmaps");
         }
         if (self.longest as usize) < self.longest_free() {
             return Err("the longest free run is longer than its bound");
@@ -588,6 +547,9 @@ impl Runs {
     }
 }
 
+mod bits;
+#[cfg(test)]
+mod model;
 #[cfg(test)]
 mod tests;
 mod written;

@@ -432,3 +432,26 @@ fn global_realloc_with_a_wrong_layout_aborts() {
         assert!(!stderr.contains("panicked"), "{case}: {stderr}");
     }
 }
+
+/// `block_of_layout` is safe and takes any `(size, align)`: an alignment that is not a power
+/// of two (no `Layout` has one, 0 included) gives `None`, in every build. Before, a debug
+/// build panicked on align 0 (`attempt to subtract with overflow` in the class look-up) and
+/// any build answered a block for align 3.
+#[test]
+fn block_of_layout_takes_any_align() {
+    let a = Cohort::<Life>::new();
+    let p = a.malloc(24, Life::A);
+    let block = a.block_of(p, 24);
+    assert!(block.is_some());
+    for align in [0, 3, 6, 24, usize::MAX] {
+        for size in [0, 1, 24, 100_000, usize::MAX] {
+            let got = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                a.block_of_layout(p, size, align)
+            }));
+            assert_eq!(got.ok(), Some(None), "block_of_layout({size}, {align})");
+        }
+    }
+    assert_eq!(a.block_of_layout(p, 24, 8), block);
+    // SAFETY: allocated above with this size and class.
+    unsafe { a.free(p, 24, Life::A) };
+}

@@ -19,6 +19,16 @@ cohort::lifetime_classes! { enum Life { A } }
 /// The ways to resize `p` (64 bytes, live or not) to `new` bytes.
 const WAYS: [&str; 3] = ["remalloc", "recalloc", "realloc"];
 
+/// Runs `case(way, new)` for every way of resizing, to a size of the same class (60 bytes:
+/// in place) and of another (200: a move), each on an instance of its own.
+fn each_resize(mut case: impl FnMut(&str, usize)) {
+    for way in WAYS {
+        for new in [60, 200] {
+            case(way, new);
+        }
+    }
+}
+
 /// The misuse hook: the report is raised as a panic carrying it.
 fn raise(m: &Misuse) {
     panic_any(m.clone());
@@ -77,70 +87,78 @@ fn assert_reported(a: &Cohort<Life>, way: &str, p: *mut u8, new: usize, case: &s
 /// The owner frees `p` (the local free list's first) and resizes it.
 #[test]
 fn the_owners_resize_of_the_slot_it_freed_last_is_reported() {
-    for way in WAYS {
-        for new in [60, 200] {
-            let a = Cohort::<Life>::new();
-            let keep = a.malloc(64, Life::A);
-            let p = a.malloc(64, Life::A);
-            // SAFETY: live, freed once.
-            unsafe { a.free(p, 64, Life::A) };
-            assert_reported(&a, way, p, new, "the owner's");
-            // SAFETY: live.
-            unsafe { a.free(keep, 64, Life::A) };
-            std::mem::forget(a);
-        }
-    }
+    each_resize(|way, new| {
+        let a = Cohort::<Life>::new();
+        let keep = a.malloc(64, Life::A);
+        let p = a.malloc(64, Life::A);
+        // SAFETY: live, freed once.
+        unsafe { a.free(p, 64, Life::A) };
+        assert_reported(&a, way, p, new, "the owner's");
+        // SAFETY: live.
+        unsafe { a.free(keep, 64, Life::A) };
+        std::mem::forget(a);
+    });
 }
 
 /// Another thread frees `p` (its batch's chain's first, or the block's remote list's first
 /// once pushed) and resizes it.
 #[test]
 fn another_threads_resize_of_the_slot_it_freed_last_is_reported() {
-    for way in WAYS {
-        for new in [60, 200] {
-            for flushed in [false, true] {
-                let a = Arc::new(Cohort::<Life>::new());
-                let keep = a.malloc(64, Life::A);
-                let p = a.malloc(64, Life::A) as usize;
-                let b = a.clone();
-                std::thread::spawn(move || {
-                    // SAFETY: live, freed once.
-                    unsafe { b.free(p as *mut u8, 64, Life::A) };
-                    if flushed {
-                        // The statistics push every batch to its blocks first.
-                        let _ = b.stats();
-                    }
-                    let case = format!("another thread's (batch flushed: {flushed})");
-                    assert_reported(&b, way, p as *mut u8, new, &case);
-                })
-                .join()
-                .unwrap();
-                // SAFETY: live.
-                unsafe { a.free(keep, 64, Life::A) };
-                std::mem::forget(a);
-            }
+    each_resize(|way, new| {
+        for flushed in [false, true] {
+            let a = Arc::new(Cohort::<Life>::new());
+            let keep = a.malloc(64, Life::A);
+            let p = a.malloc(64, Life::A) as usize;
+            let b = a.clone();
+            let way = way.to_string();
+            std::thread::spawn(move || {
+                // SAFETY: live, freed once.
+                unsafe { b.free(p as *mut u8, 64, Life::A) };
+                if flushed {
+                    // The statistics push every batch to its blocks first.
+                    let _ = b.stats();
+                }
+                let case = format!("another thread's (batch flushed: {flushed})");
+                assert_reported(&b, &way, p as *mut u8, new, &case);
+            })
+            .join()
+            .unwrap();
+            // SAFETY: live.
+            unsafe { a.free(keep, 64, Life::A) };
+            std::mem::forget(a);
         }
-    }
+    });
 }
 
 /// The class released (its current block emptied in place, the slot freed last kept first
 /// on its local list), then the slot resized.
 #[test]
 fn a_resize_of_the_slot_freed_last_after_a_release_is_reported() {
-    for way in WAYS {
-        for new in [60, 200] {
-            let a = Cohort::<Life>::new();
-            let ps: Vec<*mut u8> = (0..100).map(|_| a.malloc(64, Life::A)).collect();
-            for &q in &ps {
-                // SAFETY: live, freed once.
-                unsafe { a.free(q, 64, Life::A) };
-            }
-            // SAFETY: nothing of the class is live.
-            unsafe { a.release_class(Life::A) };
-            assert_reported(&a, way, ps[99], new, "after a release");
-            std::mem::forget(a);
+    each_resize(|way, new| {
+        let a = Cohort::<Life>::new();
+        let ps: Vec<*mut u8> = (0..100).map(|_| a.malloc(64, Life::A)).collect();
+        for &q in &ps {
+            // SAFETY: live, freed once.
+            unsafe { a.free(q, 64, Life::A) };
         }
-    }
+        // SAFETY: nothing of the class is live.
+        unsafe { a.release_class(Life::A) };
+        assert_reported(&a, way, ps[99], new, "after a release");
+        std::mem::forget(a);
+    });
+}
+
+/// Resizes live slot `p` (64 bytes of `i as u8`) in place to 60 bytes, checks its bytes
+/// and frees it.
+fn resize_live(a: &Cohort<Life>, i: usize, p: usize) {
+    // SAFETY: live, 64 bytes, resized within its class.
+    let q = unsafe { a.remalloc(p as *mut u8, 64, 60, Life::A) };
+    assert_eq!(q as usize, p, "a live slot resized within its class stays");
+    // SAFETY: live, 60 bytes.
+    let bytes = unsafe { std::slice::from_raw_parts(q, 60) };
+    assert!(bytes.iter().all(|&x| x == i as u8));
+    // SAFETY: live, freed once.
+    unsafe { a.free(q, 60, Life::A) };
 }
 
 /// A live slot still resizes in place, from its owner and from another thread, with its
@@ -158,42 +176,17 @@ fn a_live_slot_still_resizes() {
         // SAFETY: live, freed once.
         unsafe { a.free(p as *mut u8, 64, Life::A) };
     }
-    let b = a.clone();
     let live: Vec<(usize, usize)> = ps
         .iter()
         .copied()
         .enumerate()
         .filter(|(i, _)| i % 3 != 0)
         .collect();
-    std::thread::spawn(move || {
-        for &(i, p) in live.iter().filter(|(i, _)| i % 2 == 0) {
-            // SAFETY: live, 64 bytes, resized within its class.
-            let q = unsafe { b.remalloc(p as *mut u8, 64, 60, Life::A) };
-            assert_eq!(q as usize, p);
-            // SAFETY: live, 60 bytes.
-            assert!(unsafe { std::slice::from_raw_parts(q, 60) }
-                .iter()
-                .all(|&x| x == i as u8));
-            // SAFETY: live, freed once.
-            unsafe { b.free(q, 60, Life::A) };
-        }
-    })
-    .join()
-    .unwrap();
-    for (i, &p) in ps
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| i % 3 != 0 && i % 2 == 1)
-    {
-        // SAFETY: live, 64 bytes, resized within its class.
-        let q = unsafe { a.remalloc(p as *mut u8, 64, 60, Life::A) };
-        assert_eq!(q as usize, p);
-        // SAFETY: live, 60 bytes.
-        assert!(unsafe { std::slice::from_raw_parts(q, 60) }
-            .iter()
-            .all(|&x| x == i as u8));
-        // SAFETY: live, freed once.
-        unsafe { a.free(q, 60, Life::A) };
-    }
+    let (theirs, ours): (Vec<_>, Vec<_>) = live.into_iter().partition(|(i, _)| i % 2 == 0);
+    let b = a.clone();
+    std::thread::spawn(move || theirs.into_iter().for_each(|(i, p)| resize_live(&b, i, p)))
+        .join()
+        .unwrap();
+    ours.into_iter().for_each(|(i, p)| resize_live(&a, i, p));
     assert!(a.is_empty());
 }

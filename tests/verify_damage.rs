@@ -253,12 +253,14 @@ fn garbage_bump_offsets_are_reported() {
     verify_reports("bump garbage", false, bump_garbage);
 }
 
-/// A medium block's run table (`src/medium_block.rs`, after the header: `used` and `clean`
-/// bitmaps of 16 words each, four counts, then a `u16` length per granule) and its
-/// `Starts` bytes (one per granule, after the table).
-const USED: usize = 64;
+/// A medium block's run table (`src/medium_block.rs`, after the header: four counts, the
+/// word summary, the `used` and `clean` bitmaps of 16 words each, then a `u16` length per
+/// granule) and its `Starts` bytes (one per granule, after the table).
+const COUNTS: usize = 64;
+const SUMMARY: usize = COUNTS + 16;
+const USED: usize = SUMMARY + 8;
 const CLEAN: usize = USED + 16 * 8;
-const LENS: usize = CLEAN + 16 * 8 + 16;
+const LENS: usize = CLEAN + 16 * 8;
 const STARTS: usize = LENS + 1024 * 2;
 
 fn fill(at: usize, len: usize, byte: u8) {
@@ -268,7 +270,7 @@ fn fill(at: usize, len: usize, byte: u8) {
 
 #[test]
 fn a_medium_blocks_garbage_metadata_is_reported() {
-    let cases: [(&str, Damage); 5] = [
+    let cases: [(&str, Damage); 6] = [
         ("medium, every granule clean", |b| {
             fill(b[0] + CLEAN, 128, 0xff)
         }),
@@ -276,8 +278,10 @@ fn a_medium_blocks_garbage_metadata_is_reported() {
             fill(b[0] + USED, 128, 0xff)
         }),
         ("medium, garbage lengths", |b| fill(b[0] + LENS, 2048, 0xff)),
-        ("medium, garbage counts", |b| {
-            fill(b[0] + CLEAN + 128, 16, 0xff)
+        ("medium, garbage counts", |b| fill(b[0] + COUNTS, 16, 0xff)),
+        // A summary of no word: the searches would find nothing free.
+        ("medium, a summary of no word", |b| {
+            fill(b[0] + SUMMARY, 8, 0)
         }),
         ("medium, garbage start bytes", |b| {
             fill(b[0] + STARTS, 1024, 0xff)

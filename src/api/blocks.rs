@@ -145,7 +145,9 @@ impl<L: Lifetime> Cohort<L> {
         self.block_of_layout(ptr, size, malloc_align(size))
     }
 
-    /// The base address of the block holding an allocation for (size, align).
+    /// The base address of the block holding an allocation for (size, align). `None` as
+    /// for [`Cohort::block_of`], and for an `align` that is not a power of two (no
+    /// `Layout` has one).
     ///
     /// # Examples
     ///
@@ -160,8 +162,8 @@ impl<L: Lifetime> Cohort<L> {
     /// unsafe { a.dealloc(p, l, ()) };
     /// ```
     pub fn block_of_layout(&self, ptr: *const u8, size: usize, align: usize) -> Option<usize> {
-        if !self.in_region(ptr) {
-            return None; // A mapping of its own: no block.
+        if !self.in_region(ptr) || !align.is_power_of_two() {
+            return None; // A mapping of its own: no block; or no allocation's alignment.
         }
         let c = &CLASSES[class_of(size.max(1), align)?];
         Some(ptr as usize & !(c.block_size() - 1))

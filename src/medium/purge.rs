@@ -16,7 +16,7 @@ const DIRTY_SLACK: usize = BLOCK_SIZE / GRANULE / 4;
 /// adds about 3 % to the live medium memory).
 const DIRTY_SHARE: usize = 40;
 /// A purge gives back a `1 / DIRTY_CUT` of the bound: down to three quarters of it.
-const DIRTY_CUT: usize = 4;
+const DIRTY_CUT: usize = 16;
 /// Passes of a purge at most, by length of range of dirty granules: up to a page, 4, 16...
 /// `4^(PASSES - 1)` pages (a block, with pages of 4 KiB or more).
 const PASSES: usize = 6;

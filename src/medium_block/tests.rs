@@ -145,6 +145,18 @@ fn the_dirty_fit_takes_the_shortest_dirty_range_that_holds_the_run() {
     assert_eq!(r.check(), Ok((3, 3)));
 }
 
+/// An aligned dirty fit takes the aligned run that covers the most dirty granules, which
+/// may start after its dirty range does. Before, only the windows aligned down from the
+/// range's start and from its end less the run were counted: here both are granule 8's,
+/// covering 1 dirty granule where the run at 16 covers 7 (found by the model test).
+#[test]
+fn an_aligned_dirty_fit_may_start_after_its_dirty_range() {
+    let mut r = fresh();
+    r.take(15, 8);
+    r.free_run(15);
+    assert_eq!(r.find_dirty(8, 8), Some((16, 1, 8)));
+}
+
 #[test]
 fn a_dirty_fit_spills_into_clean_granules_when_no_dirty_range_is_long_enough() {
     let mut r = fresh();
@@ -217,7 +229,7 @@ fn a_recount_frees_used_granules_of_no_run() {
     let b = r.find(5, 1).unwrap();
     // A holder died taking a run (granules marked, length not yet written), and
     // another freeing one (length cleared, granules still marked).
-    set_range(&mut r.used, b, 5, true);
+    set_range(&mut r.bits.used, b, 5, true);
     r.lens[a] = 0;
     // Garbage length inside a kept run, and in the metadata.
     let c = r.find(2, 1).unwrap();
@@ -278,10 +290,10 @@ fn a_full_purge_leaves_every_whole_free_page_clean() {
             }
             let first = META_GRANULES.next_multiple_of(per_page);
             for p in (first..GRANULES).step_by(per_page) {
-                let free = count_range(&r.used, p, per_page) == 0;
+                let free = count_range(&r.bits.used, p, per_page) == 0;
                 if free {
                     assert_eq!(
-                        count_range(&r.clean, p, per_page),
+                        count_range(&r.bits.clean, p, per_page),
                         per_page,
                         "page {p} left dirty"
                     );
@@ -289,4 +301,35 @@ fn a_full_purge_leaves_every_whole_free_page_clean() {
             }
         }
     }
+}
+
+/// The checks see a summary that disagrees with the bitmaps, a word too few or too many.
+#[test]
+fn a_stale_word_summary_is_reported() {
+    let mut r = fresh();
+    let g = r.find(100, 1).unwrap();
+    r.take(g, 100);
+    assert_eq!(r.check(), Ok((1, 100)));
+    let good = r.bits.summary;
+    r.bits.used[5] = 1 << 3;
+    assert_eq!(r.check(), Err("a used granule outside every run"));
+    r.bits.used[5] = 0;
+    assert_eq!(r.check(), Ok((1, 100)));
+    r.bits.summary = bits::Summary::default();
+    assert_eq!(
+        r.check(),
+        Err("the word summary disagrees with the bitmaps")
+    );
+    // The run freed but the summary kept: word 1 is marked as holding used granules, and
+    // it holds none.
+    r.bits.mark(g, 100, bits::Mark::Free);
+    r.bits.summary = good;
+    r.lens[g] = 0;
+    r.runs = 0;
+    r.free += 100;
+    r.dirty += 100;
+    assert_eq!(
+        r.check(),
+        Err("the word summary disagrees with the bitmaps")
+    );
 }
