@@ -244,11 +244,16 @@ const KILLS: u64 = if cfg!(debug_assertions) { 12 } else { 60 };
 
 /// A child that allocates 1 KiB objects for ever (a slow path every few allocations: four
 /// to a 4 KiB page), each filled with its tag and published in a ring of `words` before
-/// the one it replaces is unpublished and freed; `words[0]` counts its steps.
-fn ring_child(a: &Cohort<Life>, words: &'static [AtomicU64], report: &Report) -> i32 {
+/// the one it replaces is unpublished and freed; `words[0]` counts its steps. `exiting`:
+/// every four steps run on a new thread, which exits (its heap handed over) after them.
+fn ring_child(
+    a: &Cohort<Life>,
+    words: &'static [AtomicU64],
+    report: &Report,
+    exiting: bool,
+) -> i32 {
     in_child_reporting(60, report, || {
-        let mut i = 0usize;
-        loop {
+        let step = |i: usize| {
             let p = a.malloc(1024, Life::A) as usize;
             assert!(p != 0, "out of memory");
             // SAFETY: ours, 1 KiB.
@@ -259,25 +264,35 @@ fn ring_child(a: &Cohort<Life>, words: &'static [AtomicU64], report: &Report) ->
                 // SAFETY: a live object of ours, freed once.
                 unsafe { a.free(old as *mut u8, 1024, Life::A) };
             }
-            i += 1;
-            words[0].store(i as u64, Ordering::Release);
+            words[0].store(i as u64 + 1, Ordering::Release);
+        };
+        let mut i = 0usize;
+        loop {
+            if exiting {
+                std::thread::scope(|s| {
+                    s.spawn(|| (i..i + 4).for_each(step));
+                });
+                i += 4;
+            } else {
+                step(i);
+                i += 1;
+            }
         }
     })
 }
 
 /// A process killed at random moments of a loop of 1 KiB allocations and frees in a
-/// region shared with its parent: after each kill the parent (reaping the dead heap) and
-/// a fresh child allocate 2000 objects each, none at an object the dead child had
-/// published, whose bytes stay; `verify` passes (a kill leaks at most the object in
-/// flight).
-#[test]
-fn a_child_killed_in_its_slow_paths_leaves_its_published_objects_alone() {
+/// region shared with its parent (`exiting`: run by threads that exit every four steps):
+/// after each kill the parent (reaping the dead heap) and a fresh child allocate 2000
+/// objects each, none at an object the dead child had published, whose bytes stay;
+/// `verify` passes (a kill leaks at most the object in flight).
+fn killed_rounds(exiting: bool) {
     isolated(240, |report| {
         let a = Cohort::<Life>::shared_anonymous(256 << 20).expect("a region");
         let mut seed = 0x5eed_c0de_u64;
         for round in 0..KILLS {
             let words = shared_words(1 + RING);
-            let child = ring_child(&a, words, report);
+            let child = ring_child(&a, words, report, exiting);
             seed ^= seed << 13;
             seed ^= seed >> 7;
             seed ^= seed << 17;
@@ -330,4 +345,16 @@ fn a_child_killed_in_its_slow_paths_leaves_its_published_objects_alone() {
             }
         }
     });
+}
+
+#[test]
+fn a_child_killed_in_its_slow_paths_leaves_its_published_objects_alone() {
+    killed_rounds(false);
+}
+
+/// The same with the child's threads exiting (their heaps handed over) all the time: a
+/// kill may land in a hand-over, which the reaper finishes.
+#[test]
+fn a_child_killed_amid_thread_exits_leaves_its_published_objects_alone() {
+    killed_rounds(true);
 }
