@@ -63,6 +63,7 @@ mod local;
 mod remote;
 pub(crate) use life::Snapshot;
 pub(crate) use list::{BlockList, BlockStack, Links, Units};
+pub(crate) use local::{AllocState, Word};
 
 /// Header `magic`: the layout version of a block header.
 pub(crate) const MAGIC: u32 = 0xC040_8102;
@@ -452,26 +453,14 @@ impl Header {
     }
 
     /// Owner only: takes a slot from the allocation list, else from the never-used slots
-    /// of the bump window. Returns its offset, and whether its bytes are known to read zero
-    /// (a never-used slot of a fresh block). `None` does not mean the block is full: see
-    /// [`Header::pop_collected`] (the fast paths' first resort) and [`Header::refill`].
+    /// of the bump window, and counts it. Returns its offset, and whether its bytes are
+    /// known to read zero (a never-used slot of a fresh block). `None` does not mean the
+    /// block is full: see [`Header::pop_collected`] (the fast paths' first resort) and
+    /// [`Header::refill`]. The header's own allocation state ([`Header::state`]); a
+    /// current block's is its owner's cursor (`crate::heap::Cursors`).
     #[inline(always)]
     pub(crate) fn pop(&self) -> Option<(u32, bool)> {
-        let off = self.free.load(Ordering::Relaxed);
-        let got = if off != 0 {
-            // SAFETY: `off` is a free slot of this block (module invariant); its first four
-            // bytes hold the next link, written by `push_local` or `push_remote`.
-            let next = unsafe { self.base().add(off as usize).cast::<u32>().read() };
-            self.free.store(next, Ordering::Relaxed);
-            (off, false)
-        } else {
-            let bump = self.bump.load(Ordering::Relaxed);
-            if bump >= self.bump_end.load(Ordering::Relaxed) {
-                return None;
-            }
-            self.bump.store(bump + self.stride, Ordering::Relaxed);
-            (bump, self.is_fresh())
-        };
+        let got = self.take_in(self.state())?;
         self.count_add(1);
         Some(got)
     }

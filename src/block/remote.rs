@@ -79,7 +79,15 @@ impl Header {
     /// Owner only, with an empty allocation list: takes the whole remote free list as the
     /// allocation list. Returns how many slots it took.
     pub(crate) fn collect_remote(&self) -> u32 {
-        debug_assert_eq!(self.free.load(Ordering::Relaxed), 0);
+        self.collect_remote_in(self.state())
+    }
+
+    /// [`Header::collect_remote`] into allocation state `s`.
+    pub(crate) fn collect_remote_in<W: Word, const S: usize>(
+        &self,
+        s: AllocState<'_, W, S>,
+    ) -> u32 {
+        debug_assert_eq!(s.free().get(), 0);
         if self.remote.load(Ordering::Relaxed) & !FULL == 0 {
             return 0;
         }
@@ -88,7 +96,7 @@ impl Header {
         let taken = self.remote.swap(0, Ordering::Acquire);
         debug_assert_eq!(taken & FULL, 0);
         let count = ((taken >> 32) & COUNT_MASK) as u32;
-        self.free.store(taken as u32, Ordering::Relaxed);
+        s.free().set(taken as u32);
         self.count_add(count.wrapping_neg());
         count
     }

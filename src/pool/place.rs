@@ -32,8 +32,9 @@ use core::ptr;
 /// (`PoolShared::layout`): an area of another version was formatted by an incompatible
 /// build and is never attached. (A region header that describes the region should name it
 /// too, so that an opener refuses before it maps anything.) The blocks' headers are part of
-/// what it versions: 10, the header of two cache lines (`crate::class::HEADER_SIZE` 128).
-pub(crate) const STATE_LAYOUT: u32 = 10;
+/// what it versions: 11, a heap's rows of current blocks with their allocation cursors
+/// (`crate::heap::Row`).
+pub(crate) const STATE_LAYOUT: u32 = 11;
 
 /// The most heaps any shared region holds at once (its heaps live in its state area).
 #[cfg(not(loom))]
