@@ -248,10 +248,17 @@ impl Heap {
                     idle: idle::NextLook::new(),
                 },
             );
+            // No current block, and empty cursors: a fresh mapping reads zero, a heap slot
+            // of a shared region may hold an earlier heap's.
+            for life in 0..pool.life_count {
+                let row = &*current_row(heap, life);
+                if mapped_len == 0 {
+                    row.cursors.clear();
+                }
+                row.set_no_current(empty_block());
+            }
             for i in 0..heads_len {
-                let head = head_at(heap, heads_len, i);
-                head.enter(empty_block());
-                *head.partial = BlockList::new();
+                *head_at(heap, heads_len, i).partial = BlockList::new();
             }
             (*heap).set_holder(pool);
             pool.publish(id, ptr::addr_of_mut!((*heap).record));
@@ -423,9 +430,10 @@ impl Heap {
             (*heap).group = group;
             (*heap).thread_next = ptr::null_mut();
             (*heap).set_holder(pool);
-            let heads = HeadIndex::count(pool.life_count);
-            for i in 0..heads {
-                head_at(heap, heads, i).enter(empty_block());
+            // The hand-over left every cursor empty: only the current blocks' addresses
+            // are the holder's.
+            for life in 0..pool.life_count {
+                (*current_row(heap, life)).set_no_current(empty_block());
             }
         }
     }

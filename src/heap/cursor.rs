@@ -190,6 +190,16 @@ impl Cursors {
         }
     }
 
+    /// Every cursor empty, the sequence 0: a new heap's, before anyone reads it.
+    pub(crate) fn clear(&self) {
+        for words in [&self.free, &self.bump, &self.end, &self.taken] {
+            for w in words {
+                w.set(0);
+            }
+        }
+        self.seq.set(0);
+    }
+
     /// The row's writer (its owner, or a thread acting for it) is about to move counts
     /// between a header and `taken`, or change a current block: readers that see the
     /// sequence odd, or changed across their reads, read again (see [`counted_snapshot`]).
@@ -269,6 +279,17 @@ impl Row {
             i += 1;
         }
         row
+    }
+
+    /// Every size class without a current block (`block` is this process's empty block),
+    /// its cursor empty already (a new heap's, or one taken over: its hand-over left it
+    /// so).
+    pub(crate) fn set_no_current(&self, block: *const Header) {
+        let _writing = self.cursors.writing();
+        for (c, taken) in self.current.iter().zip(&self.cursors.taken) {
+            debug_assert_eq!(taken.get(), 0);
+            c.store(block.cast_mut(), Ordering::Relaxed);
+        }
     }
 
     /// The allocation fast path: a slot of the current block of `class` from its cursor,
