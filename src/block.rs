@@ -97,7 +97,9 @@ const KEPT_FREED: u8 = 4;
 pub(crate) const BEATS: u16 = 4;
 /// Header key of an empty block waiting in the pool: no class has index 255.
 pub(crate) const EMPTY_KEY: u16 = 0xffff;
-/// [`Role::Current`]'s bias: `count` stays at or above it, so never reaches 0.
+/// [`Role::Current`]'s bias: `count` stays within a capacity of it (the header's `used`
+/// lacks the allocations its owner's cursor counts, `crate::heap::cursor`, so it may be
+/// below 0 by as many), so never reaches 0.
 const CURRENT_BIAS: u32 = 1 << 31;
 /// An owner-and-key word bit (bit 15 of the owner token, above every heap id: see
 /// `crate::promote`) set while the block may hold slots promoted from a smaller size

@@ -150,20 +150,31 @@ impl Header {
     }
 
     /// [`Header::pop_collected`]'s part in the header: spends a beat and empties the local
-    /// free list, returning its first slot and that slot's link, which becomes the
-    /// allocation list (the caller stores it, and counts the slot handed out). `None` as
-    /// there.
+    /// free list, or when that is empty takes the whole remote list (one swap: other
+    /// threads' frees, a consumer's), returning its first slot and that slot's link, which
+    /// becomes the allocation list (the caller stores it, and counts the slot handed out).
+    /// `None` when both lists are empty or no beat is left (the slow path). So a block
+    /// whose slots another thread frees enters the slow path once per [`BEATS`] + 1
+    /// collects too, not at each.
     #[inline(always)]
     pub(crate) fn take_collected(&self) -> Option<(u32, u32)> {
-        let first = self.local.load(Ordering::Relaxed);
         let beats = self.beats.get();
-        if first == 0 || beats == 0 {
+        if beats == 0 {
             return None;
         }
+        let mut first = self.local.load(Ordering::Relaxed);
+        if first != 0 {
+            self.local.store(0, Ordering::Relaxed);
+        } else {
+            first = self.take_remote().0;
+            if first == 0 {
+                return None;
+            }
+        }
         self.beats.set(beats - 1);
-        self.local.store(0, Ordering::Relaxed);
         // SAFETY: `first` is a free slot of this block (module invariant); its first four
-        // bytes hold the next link of the local free list, written by `push_local`.
+        // bytes hold the next link of its list, written by `push_local` or `push_remote`
+        // (and visible: `take_remote`'s swap acquires).
         let next = unsafe { self.base().add(first as usize).cast::<u32>().read() };
         Some((first, next))
     }

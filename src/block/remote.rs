@@ -88,17 +88,28 @@ impl Header {
         s: AllocState<'_, W, S>,
     ) -> u32 {
         debug_assert_eq!(s.free().get(), 0);
+        let (first, count) = self.take_remote();
+        if count > 0 {
+            s.free().set(first);
+        }
+        count
+    }
+
+    /// Owner only, with an empty allocation list: takes the whole remote free list (one
+    /// swap), its slots no longer counted in `used`. Returns its first slot (whose link
+    /// names the next) and how many it took; `(0, 0)` when it was empty.
+    #[inline]
+    pub(crate) fn take_remote(&self) -> (u32, u32) {
         if self.remote.load(Ordering::Relaxed) & !FULL == 0 {
-            return 0;
+            return (0, 0);
         }
         // Acquire pairs with the Release of every push it takes: their links are visible.
         // The block is listed (not FULL) whenever its owner collects, so 0 loses no flag.
         let taken = self.remote.swap(0, Ordering::Acquire);
         debug_assert_eq!(taken & FULL, 0);
         let count = ((taken >> 32) & COUNT_MASK) as u32;
-        s.free().set(taken as u32);
         self.count_add(count.wrapping_neg());
-        count
+        (taken as u32, count)
     }
 
     /// Owner only, with no free slot: marks the block `FULL` before it leaves its head, in
