@@ -118,12 +118,9 @@ impl Instance {
         let row = unsafe { per_thread::row(slot) };
         // SAFETY: class < CLASS_COUNT (the exact table's), the row's length; its entry is
         // the current block of (class, life) of the thread's heap, live and owned by it, or
-        // the never-written EMPTY_BLOCK, whose pop fails.
-        let h = unsafe { &**row.add(class) };
-        match h.pop() {
-            Some((off, zeroed)) => {
-                self.finish_alloc::<ZERO>(h.base().wrapping_add(off as usize), zeroed, class)
-            }
+        // the never-written EMPTY_BLOCK, whose cursor is empty.
+        match unsafe { &*row }.pop(class) {
+            Some((p, zeroed)) => self.finish_alloc::<ZERO>(p, zeroed, class),
             None => Instance::alloc_global_slow::<ZERO>(size, self, class, life),
         }
     }
@@ -161,9 +158,8 @@ impl Instance {
         }
         let slot = this.slot.load(Ordering::Relaxed) as usize;
         // SAFETY: as in `alloc_global`, whose pop failed on this entry.
-        let h = unsafe { &**per_thread::row(slot).add(class) };
-        if let Some((off, zeroed)) = h.pop_collected() {
-            return this.finish_alloc::<ZERO>(h.base().wrapping_add(off as usize), zeroed, class);
+        if let Some((p, zeroed)) = unsafe { &*per_thread::row(slot) }.pop_collected(class) {
+            return this.finish_alloc::<ZERO>(p, zeroed, class);
         }
         let p = this.alloc_class::<ZERO, ThreadHeap>(ThreadHeap, class, life);
         // SAFETY: life is one of the instance's lifetime classes and the same on every call
@@ -224,10 +220,9 @@ impl Instance {
         let got = route.with_heap(self.instance.load(Ordering::Relaxed), |heap| {
             // SAFETY: class < CLASS_COUNT (class_of) and life < L::COUNT (Lifetime's
             // contract) index one of the heap's heads; a current block is live and owned by
-            // this thread's heap (or is the never-written EMPTY_BLOCK, whose pop fails).
-            let h = unsafe { &*heap::current_block(heap, class, life) };
-            h.pop()
-                .map(|(off, zeroed)| (h.base().wrapping_add(off as usize), zeroed))
+            // this thread's heap (or is the never-written EMPTY_BLOCK, whose cursor is
+            // empty).
+            unsafe { &*heap::current_row(heap, life) }.pop(class)
         });
         match got {
             Some((p, zeroed)) => self.finish_alloc::<ZERO>(p, zeroed, class),
@@ -248,9 +243,7 @@ impl Instance {
     ) -> *mut u8 {
         let collected = route.with_heap(self.instance.load(Ordering::Relaxed), |heap| {
             // SAFETY: as in `alloc_class`, whose pop failed on this block.
-            let h = unsafe { &*heap::current_block(heap, class, life) };
-            h.pop_collected()
-                .map(|(off, zeroed)| (h.base().wrapping_add(off as usize), zeroed))
+            unsafe { &*heap::current_row(heap, life) }.pop_collected(class)
         });
         match collected {
             Some((p, zeroed)) => self.finish_alloc::<ZERO>(p, zeroed, class),

@@ -63,6 +63,7 @@ mod local;
 mod remote;
 pub(crate) use life::Snapshot;
 pub(crate) use list::{BlockList, BlockStack, Links, Units};
+pub(crate) use local::{AllocState, Word};
 
 /// Header `magic`: the layout version of a block header.
 pub(crate) const MAGIC: u32 = 0xC040_8102;
@@ -102,7 +103,9 @@ const TOUCHED: u8 = 8;
 pub(crate) const BEATS: u16 = 4;
 /// Header key of an empty block waiting in the pool: no class has index 255.
 pub(crate) const EMPTY_KEY: u16 = 0xffff;
-/// [`Role::Current`]'s bias: `count` stays at or above it, so never reaches 0.
+/// [`Role::Current`]'s bias: `count` stays within a capacity of it (the header's `used`
+/// lacks the allocations its owner's cursor counts, `crate::heap::cursor`, so it may be
+/// below 0 by as many), so never reaches 0.
 const CURRENT_BIAS: u32 = 1 << 31;
 /// An owner-and-key word bit (bit 15 of the owner token, above every heap id: see
 /// `crate::promote`) set while the block may hold slots promoted from a smaller size
@@ -470,26 +473,14 @@ impl Header {
     }
 
     /// Owner only: takes a slot from the allocation list, else from the never-used slots
-    /// of the bump window. Returns its offset, and whether its bytes are known to read zero
-    /// (a never-used slot of a fresh block). `None` does not mean the block is full: see
-    /// [`Header::pop_collected`] (the fast paths' first resort) and [`Header::refill`].
+    /// of the bump window, and counts it. Returns its offset, and whether its bytes are
+    /// known to read zero (a never-used slot of a fresh block). `None` does not mean the
+    /// block is full: see [`Header::pop_collected`] (the fast paths' first resort) and
+    /// [`Header::refill`]. The header's own allocation state ([`Header::state`]); a
+    /// current block's is its owner's cursor (`crate::heap::Cursors`).
     #[inline(always)]
     pub(crate) fn pop(&self) -> Option<(u32, bool)> {
-        let off = self.free.load(Ordering::Relaxed);
-        let got = if off != 0 {
-            // SAFETY: `off` is a free slot of this block (module invariant); its first four
-            // bytes hold the next link, written by `push_local` or `push_remote`.
-            let next = unsafe { self.base().add(off as usize).cast::<u32>().read() };
-            self.free.store(next, Ordering::Relaxed);
-            (off, false)
-        } else {
-            let bump = self.bump.load(Ordering::Relaxed);
-            if bump >= self.bump_end.load(Ordering::Relaxed) {
-                return None;
-            }
-            self.bump.store(bump + self.stride, Ordering::Relaxed);
-            (bump, self.is_fresh())
-        };
+        let got = self.take_in(self.state())?;
         self.count_add(1);
         Some(got)
     }

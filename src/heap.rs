@@ -27,7 +27,7 @@
 //! thread.
 
 use crate::block::{BlockList, Header, LocalFree, Role};
-use crate::class::HeadIndex;
+use crate::class::{HeadIndex, CLASS_COUNT};
 use crate::heap_record::{HeapRecord, HeapState};
 use crate::medium_cache::MediumCache;
 use crate::os;
@@ -38,21 +38,15 @@ use crate::tiny;
 use core::ops::Deref;
 use core::ptr;
 
+mod cursor;
 mod idle;
 mod slow;
+pub(crate) use cursor::{allocation_first, counted_snapshot, HeapHead, Row};
 pub(crate) use slow::compact;
 
-/// One head of a heap: references into the heap's two arrays.
-pub(crate) struct HeapHead<'a> {
-    /// The block the fast paths allocate from: [`empty_block`] when there is none.
-    pub(crate) current: &'a mut *const Header,
-    /// The partial list.
-    pub(crate) partial: &'a mut BlockList,
-}
-
-/// A heap. Its heads follow it in the same mapping: first the current block of every head
-/// (the fast path reads one pointer, indexed by `life * CLASS_COUNT + class`), then the
-/// partial list of every head.
+/// A heap. Its heads follow it in the same mapping: first a [`Row`] per lifetime class
+/// (the current block of every size class and its allocation cursor, see [`cursor`]), then
+/// the partial list of every head, indexed by `life * CLASS_COUNT + class`.
 ///
 /// Its first field is its [`HeapRecord`], what other threads may touch of it (token, state,
 /// `returned`, abandoned link, tiny heads): the pool's registry and abandoned list hold
@@ -120,25 +114,25 @@ pub(crate) fn empty_block() -> &'static Header {
     &EMPTY_BLOCK
 }
 
-/// The current block of every head, `CLASS_COUNT * life_count` of them, after the heap.
+/// The rows of the heap, one per lifetime class, after the heap.
 #[inline(always)]
-fn currents(heap: *const Heap) -> *mut *const Header {
+fn rows(heap: *const Heap) -> *mut Row {
     heap.cast::<u8>()
         .wrapping_add(size_of::<Heap>())
-        .cast::<*const Header>()
+        .cast::<Row>()
         .cast_mut()
 }
 
-/// The current blocks of lifetime class `life`, `CLASS_COUNT` of them, indexed by size
-/// class: `current_row(heap, life)[class]` is `current_block(heap, class, life)` for as long
-/// as the heap lives (the thread-local slots of [`crate::per_thread`] keep it).
+/// The row of lifetime class `life`: `current_row(heap, life).current[class]` is
+/// `current_block(heap, class, life)` for as long as the heap lives (the thread-local
+/// slots of [`crate::per_thread`] keep it).
 ///
 /// # Safety
 /// `heap` is a live heap and `life` is below its instance's lifetime-class count.
-#[inline]
-pub(crate) unsafe fn current_row(heap: *const Heap, life: usize) -> *const *const Header {
+#[inline(always)]
+pub(crate) unsafe fn current_row(heap: *const Heap, life: usize) -> *const Row {
     // SAFETY: in bounds by the caller's guarantee.
-    unsafe { currents(heap).add(HeadIndex::new(0, life).get()) }
+    unsafe { rows(heap).add(life) }
 }
 
 /// The current block of (class, life).
@@ -148,7 +142,7 @@ pub(crate) unsafe fn current_row(heap: *const Heap, life: usize) -> *const *cons
 #[inline(always)]
 pub(crate) unsafe fn current_block(heap: *const Heap, class: usize, life: usize) -> *const Header {
     // SAFETY: in bounds by the caller's guarantee.
-    unsafe { *currents(heap).add(HeadIndex::new(class, life).get()) }
+    unsafe { (*current_row(heap, life)).current[class].load(Ordering::Relaxed) }
 }
 
 /// Head `i` of a heap with `heads` heads.
@@ -158,12 +152,38 @@ pub(crate) unsafe fn current_block(heap: *const Heap, class: usize, life: usize)
 /// that head is alive.
 #[inline]
 pub(crate) unsafe fn head_at<'a>(heap: *const Heap, heads: usize, i: usize) -> HeapHead<'a> {
-    debug_assert!(i < heads);
-    // SAFETY: both arrays hold `heads` entries; exclusivity is the caller's.
+    debug_assert!(i < heads && heads.is_multiple_of(CLASS_COUNT));
+    // SAFETY: forwarded.
+    unsafe { head_of(heap, heads / CLASS_COUNT, i % CLASS_COUNT, i / CLASS_COUNT) }
+}
+
+/// Head (class, life) of a heap with `life_count` lifetime classes: [`head_at`] with no
+/// division.
+///
+/// # Safety
+/// As [`head_at`], for head `life * CLASS_COUNT + class`.
+#[inline]
+unsafe fn head_of<'a>(
+    heap: *const Heap,
+    life_count: usize,
+    class: usize,
+    life: usize,
+) -> HeapHead<'a> {
+    debug_assert!(class < CLASS_COUNT && life < life_count);
+    // SAFETY: the rows and the partial lists hold `life_count * CLASS_COUNT` entries;
+    // exclusivity is the caller's.
     unsafe {
-        let current = &mut *currents(heap).add(i);
-        let partial = &mut *currents(heap).add(heads).cast::<BlockList>().add(i);
-        HeapHead { current, partial }
+        let row = &*rows(heap).add(life);
+        let partial = &mut *rows(heap)
+            .add(life_count)
+            .cast::<BlockList>()
+            .add(HeadIndex::new(class, life).get());
+        HeapHead {
+            current: &row.current[class],
+            cursors: &row.cursors,
+            class,
+            partial,
+        }
     }
 }
 
@@ -177,8 +197,9 @@ impl Heap {
 
     /// The bytes of a heap and its heads, for `life_count` lifetime classes.
     pub(crate) fn bytes(life_count: usize) -> usize {
-        let head_bytes = size_of::<*const Header>() + size_of::<BlockList>();
-        size_of::<Heap>() + HeadIndex::count(life_count) * head_bytes
+        size_of::<Heap>()
+            + life_count * size_of::<Row>()
+            + HeadIndex::count(life_count) * size_of::<BlockList>()
     }
 
     /// Maps (or, in a shared pool, places in its heap slot) and registers a new heap. Null
@@ -214,7 +235,7 @@ impl Heap {
                 Heap {
                     record: HeapRecord::new(
                         pool.token_prefix(instance) << 16 | id as u64,
-                        size_of::<Heap>() + heads_len * size_of::<*const Header>(),
+                        size_of::<Heap>() + pool.life_count * size_of::<Row>(),
                     ),
                     instance,
                     id,
@@ -227,10 +248,17 @@ impl Heap {
                     idle: idle::NextLook::new(),
                 },
             );
+            // No current block, and empty cursors: a fresh mapping reads zero, a heap slot
+            // of a shared region may hold an earlier heap's.
+            for life in 0..pool.life_count {
+                let row = &*current_row(heap, life);
+                if mapped_len == 0 {
+                    row.cursors.clear();
+                }
+                row.set_no_current(empty_block());
+            }
             for i in 0..heads_len {
-                let head = head_at(heap, heads_len, i);
-                *head.current = empty_block();
-                *head.partial = BlockList::new();
+                *head_at(heap, heads_len, i).partial = BlockList::new();
             }
             (*heap).set_holder(pool);
             pool.publish(id, ptr::addr_of_mut!((*heap).record));
@@ -249,7 +277,7 @@ impl Heap {
     /// reference to the head is alive.
     pub(super) unsafe fn head(&self, class: usize, life: usize) -> HeapHead<'_> {
         // SAFETY: forwarded.
-        unsafe { head_at(self, self.heads(), HeadIndex::new(class, life).get()) }
+        unsafe { head_of(self, self.pool().life_count, class, life) }
     }
 
     pub(crate) fn pool(&self) -> &Pool {
@@ -284,7 +312,30 @@ impl Heap {
         for i in pool.heads() {
             // SAFETY: i is below the head count; the head is only read here.
             let head = unsafe { head_at(self, heads, i.get()) };
-            f(self.current_in(pool, *head.current), head.partial);
+            f(self.current_in(pool, head.current()), head.partial);
+        }
+    }
+
+    /// Owner only: reads the cursor of (class, life) from its current block's header again,
+    /// after a model's fixture wrote the header's allocation state directly.
+    #[cfg(all(loom, test))]
+    pub(crate) fn reload_cursor(&self, class: usize, life: usize) {
+        // SAFETY: the owner, with a head of this heap; no other reference to it is alive.
+        unsafe { self.head(class, life) }.load();
+    }
+
+    /// With the heap kept still (verify's contract: no thread allocates meanwhile): writes
+    /// every head's cursor to its current block, if the heap still owns it, so that the
+    /// headers are the truth (see [`Cursors`]); the cursors stay as they are, agreeing.
+    pub(crate) fn sync_cursors(&self, pool: &Pool) {
+        let heads = HeadIndex::count(pool.life_count);
+        for i in pool.heads() {
+            // SAFETY: i is below the head count; the heap is kept still (caller).
+            let head = unsafe { head_at(self, heads, i.get()) };
+            let current = self.current_in(pool, head.current());
+            if let Some(h) = current.filter(|h| h.owner() == self.token) {
+                head.cursors.sync(head.class, h);
+            }
         }
     }
 
@@ -379,9 +430,10 @@ impl Heap {
             (*heap).group = group;
             (*heap).thread_next = ptr::null_mut();
             (*heap).set_holder(pool);
-            let heads = HeadIndex::count(pool.life_count);
-            for i in 0..heads {
-                *head_at(heap, heads, i).current = empty_block();
+            // The hand-over left every cursor empty: only the current blocks' addresses
+            // are the holder's.
+            for life in 0..pool.life_count {
+                (*current_row(heap, life)).set_no_current(empty_block());
             }
         }
     }

@@ -98,15 +98,17 @@ unsafe fn hand_over(heap: *mut Heap, pool: &Pool, st: &mut PoolState, dead: bool
     for i in pool.heads() {
         // SAFETY: i is below the head count; the heap is the caller's.
         let head = unsafe { head_at(heap, heads, i.get()) };
-        if let Some(h) = hp.current_in(pool, *head.current) {
+        if let Some(h) = hp.current_in(pool, head.current()) {
             if h.owner() == hp.token {
+                // The cursor (offsets, in the heap: a dead holder's too) goes to the block.
+                head.cursors.sync(head.class, h);
                 if dead {
                     h.recount_local();
                 }
                 pool.adopt_block(st, h);
             }
         }
-        *head.current = empty_block();
+        head.enter(empty_block());
         // Walked forward, never unlinked: a dead holder may have died in the middle of a
         // removal, leaving a `prev` link to a block it had moved elsewhere (the current
         // block just adopted, say); unlinking through it would write into the list that

@@ -20,8 +20,8 @@ pub(crate) use owned::{
 };
 
 use crate::block::Header;
-use crate::class::{Lookup, CLASS_COUNT, LOOKUP};
-use crate::heap::{current_row, Heap, EMPTY_BLOCK};
+use crate::class::{Lookup, LOOKUP};
+use crate::heap::{current_row, Heap, Row as HeapRow, EMPTY_BLOCK};
 use crate::heap_record::owner_tag;
 use crate::instance_id::MAX_INSTANCES;
 use core::cell::Cell;
@@ -86,8 +86,8 @@ struct Current {
     lookup: Lookup,
 }
 
-/// A row of current blocks, `CLASS_COUNT` of them, indexed by size class.
-pub(crate) type Row = *const *const Header;
+/// A heap's row of current blocks and their cursors, one per size class.
+pub(crate) type Row = *const HeapRow;
 
 /// The thread-local slots for instances: ids `1..SLOTS` have their own (see [`Current`]).
 pub(crate) const SLOTS: usize = 16;
@@ -103,15 +103,13 @@ pub(crate) const fn slot_of(id: u64) -> usize {
     }
 }
 
-/// Current blocks for no heap: every pop on them fails.
-struct EmptyRow([*const Header; CLASS_COUNT]);
-// SAFETY: the pointers name EMPTY_BLOCK, which is never written; the row is never written.
-unsafe impl Sync for EmptyRow {}
-static EMPTY_ROW: EmptyRow = EmptyRow([&EMPTY_BLOCK; CLASS_COUNT]);
+/// Current blocks for no heap, with empty cursors: every pop on them fails, and writes
+/// nothing.
+static EMPTY_ROW: HeapRow = HeapRow::empty(&EMPTY_BLOCK);
 
 /// [`EMPTY_ROW`]'s address.
 const fn empty_row() -> Row {
-    EMPTY_ROW.0.as_ptr()
+    &EMPTY_ROW
 }
 
 /// The tag of no heap: `owner_key ^ key` of no block (it would take token `2^48 - 1`,

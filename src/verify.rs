@@ -137,8 +137,15 @@ impl<L: Lifetime> Cohort<L> {
         let (walked, runs) = {
             let st = pool.lock_uncounted();
             // Damaged state is reported before anything walks what it counts.
-            let walked = check_state(pool, &st)
-                .and_then(|()| walk(pool, &st, BitSlice::from_slice_mut(&mut seen)));
+            let walked = check_state(pool, &st).and_then(|()| {
+                // The heads' cursors to their blocks: the headers are the truth then.
+                for heap in crate::heap::registered(pool) {
+                    // SAFETY: registered heaps stay mapped; verify's contract and the pool
+                    // lock keep them still.
+                    unsafe { (*heap).sync_cursors(pool) };
+                }
+                walk(pool, &st, BitSlice::from_slice_mut(&mut seen))
+            });
             let runs = walked.as_ref().map_or(Ok(()), |_| pool.region.check_runs(&st.region));
             (walked, runs)
         };

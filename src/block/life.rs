@@ -19,6 +19,22 @@ pub(crate) struct Snapshot {
     pub live: u32,
     /// [`Header::holder`].
     pub holder: u32,
+    /// `used` as counted (wrapping: a current block's header lacks its cursor's
+    /// allocations), and the remote list's length, for [`Snapshot::with_taken`].
+    counted: u32,
+    remote: u32,
+}
+
+impl Snapshot {
+    /// The snapshot of a current block whose owner's cursor counts `taken` allocations its
+    /// header lacks (`crate::heap::counted_snapshot`).
+    pub(crate) fn with_taken(mut self, taken: u32) -> Snapshot {
+        let used = self.counted.wrapping_add(taken);
+        self.counted = used;
+        self.live = used.saturating_sub(self.remote).min(self.geometry.capacity);
+        self.used = used.min(self.geometry.capacity);
+        self
+    }
 }
 
 impl Header {
@@ -238,9 +254,8 @@ impl Header {
             .count
             .load(Ordering::Relaxed)
             .wrapping_sub(role.bias(geometry.capacity));
-        let live = used
-            .saturating_sub(self.remote_count())
-            .min(geometry.capacity);
+        let remote = self.remote_count();
+        let live = used.saturating_sub(remote).min(geometry.capacity);
         Some(Snapshot {
             owner: (word & !PROMOTING) >> 16,
             class,
@@ -249,6 +264,8 @@ impl Header {
             used: used.min(geometry.capacity),
             live,
             holder: self.holder(),
+            counted: used,
+            remote,
         })
     }
 }

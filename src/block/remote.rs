@@ -79,18 +79,37 @@ impl Header {
     /// Owner only, with an empty allocation list: takes the whole remote free list as the
     /// allocation list. Returns how many slots it took.
     pub(crate) fn collect_remote(&self) -> u32 {
-        debug_assert_eq!(self.free.load(Ordering::Relaxed), 0);
+        self.collect_remote_in(self.state())
+    }
+
+    /// [`Header::collect_remote`] into allocation state `s`.
+    pub(crate) fn collect_remote_in<W: Word, const S: usize>(
+        &self,
+        s: AllocState<'_, W, S>,
+    ) -> u32 {
+        debug_assert_eq!(s.free().get(), 0);
+        let (first, count) = self.take_remote();
+        if count > 0 {
+            s.free().set(first);
+        }
+        count
+    }
+
+    /// Owner only, with an empty allocation list: takes the whole remote free list (one
+    /// swap), its slots no longer counted in `used`. Returns its first slot (whose link
+    /// names the next) and how many it took; `(0, 0)` when it was empty.
+    #[inline]
+    pub(crate) fn take_remote(&self) -> (u32, u32) {
         if self.remote.load(Ordering::Relaxed) & !FULL == 0 {
-            return 0;
+            return (0, 0);
         }
         // Acquire pairs with the Release of every push it takes: their links are visible.
         // The block is listed (not FULL) whenever its owner collects, so 0 loses no flag.
         let taken = self.remote.swap(0, Ordering::Acquire);
         debug_assert_eq!(taken & FULL, 0);
         let count = ((taken >> 32) & COUNT_MASK) as u32;
-        self.free.store(taken as u32, Ordering::Relaxed);
         self.count_add(count.wrapping_neg());
-        count
+        (taken as u32, count)
     }
 
     /// Owner only, with no free slot: marks the block `FULL` before it leaves its head, in

@@ -389,7 +389,7 @@ impl Instance {
             }
             None => {
                 h.is_freed_last(off)
-                    || h.free.load(Ordering::Relaxed) == off
+                    || crate::heap::allocation_first(pool, h) == off
                     || self.is_first_pending(h, off)
             }
         };

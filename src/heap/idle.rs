@@ -161,9 +161,12 @@ impl Heap {
             // SAFETY: the caller owns the heap and holds no other reference to its heads; i
             // is below the head count.
             let head = unsafe { head_at(self, heads, i.get()) };
-            let Some(h) = self.current_in(pool, *head.current) else {
+            let Some(h) = self.current_in(pool, head.current()) else {
                 continue;
             };
+            // The header's counts and bump pointer are the truth from here (see `Cursors`);
+            // the cursor is read again from it after a reset.
+            head.sync();
             // No live slot: every slot free, on the block's lists or pending on its
             // remote list (no push can come: a push needs a live slot, and slots in other
             // threads' batches count as live).
@@ -184,6 +187,7 @@ impl Heap {
             // block is this heap's (the caller owns it) and `live == 0`.
             unsafe { pool.region.forget(start as *mut u8, end - start) };
             h.reset(false);
+            head.load();
             given += end - start;
         }
         given

@@ -59,18 +59,22 @@ impl Heap {
             (freed > 0).then(|| self.alloc_from_heads(class, life))?
         })
     }
-    /// [`Heap::alloc_slow`] without the last resort.
+    /// [`Heap::alloc_slow`] without the last resort. The current block's allocation state
+    /// is its head's cursor throughout (see [`cursor`](super::cursor)): the fast paths'
+    /// allocations are counted in its header first, its cursor is written back when it
+    /// leaves the head and loaded for the block that becomes current.
     pub(crate) fn alloc_from_heads(&self, class: usize, life: usize) -> Option<(*mut u8, bool)> {
         let pool = self.pool();
         // A write of the state without the pool lock: marked (`crate::pool::write_seal`).
         let _writing = pool.writing();
         // SAFETY: callers are the owning thread, with class < CLASS_COUNT, life < life_count.
         let head = unsafe { self.head(class, life) };
+        head.count_taken();
+        let cursor = head.state();
         loop {
-            if !ptr::eq(*head.current, empty_block()) {
-                // SAFETY: a current block is a live block owned by this heap.
-                let h = unsafe { &**head.current };
-                if let Some((off, zeroed)) = h.pop() {
+            if let Some(h) = head.block() {
+                if let Some((off, zeroed)) = h.take_in(cursor) {
+                    h.count_add(1);
                     return Some((h.base().wrapping_add(off as usize), zeroed));
                 }
                 // The block's allocation list and bump window are empty, and its local
@@ -86,10 +90,10 @@ impl Heap {
                 // slot freed last is never left first on the allocation list, where the
                 // free fast path's double-free check (the local list's first slot) would
                 // not see it.
-                let got = h.freed_waiting();
+                let got = h.freed_waiting_in(cursor);
                 let few = few_slots(h);
                 if got >= few {
-                    h.collect_freed();
+                    h.collect_freed_in(cursor);
                     continue;
                 }
                 self.drain_returned();
@@ -108,6 +112,7 @@ impl Heap {
                     // listed, or goes to the pool when none is live (every slot free, on
                     // its lists or never used: no free will come to list it again).
                     head.partial.remove(pool.units(), next);
+                    head.leave();
                     h.set_role(Role::Listed);
                     if h.live() == 0 {
                         pool.give_empty(&mut pool.lock(), h);
@@ -115,7 +120,7 @@ impl Heap {
                         head.partial.push(pool.units(), h);
                     }
                     next.set_role(Role::Current);
-                    *head.current = next;
+                    head.enter(next);
                     continue;
                 }
                 if let Some(times) = (got > 0).then(|| few.div_ceil(got)) {
@@ -129,14 +134,20 @@ impl Heap {
                     // slots); its collects, a few slots each, get beats in proportion
                     // (rounded up), so that its slow paths stay one per at least
                     // `BEATS * few` allocations.
-                    h.collect_freed();
+                    h.collect_freed_in(cursor);
                     h.give_beats(times);
                     continue;
                 }
-                if h.advance_window() || !h.try_retire() {
+                if h.advance_window_in(cursor) {
                     continue;
                 }
-                *head.current = empty_block();
+                // Written back before the retire: once `FULL`, the block's next owner step
+                // is the free that lists it again, which reads its header.
+                head.sync();
+                if !h.try_retire() {
+                    continue;
+                }
+                head.enter(empty_block());
             }
             self.drain_returned();
             let h = match head.partial.pop(pool.units()) {
@@ -147,7 +158,7 @@ impl Heap {
                 }
             };
             h.set_role(Role::Current);
-            *head.current = h;
+            head.enter(h);
         }
     }
     /// A tiny allocation (1- or 2-byte class) by the owner: a slot from the heap's tiny
@@ -263,9 +274,12 @@ impl Heap {
         for i in HeadIndex::of_life(life) {
             // SAFETY: the owner, a valid class and life.
             let head = unsafe { self.head(i.class(), i.life()) };
-            if !ptr::eq(*head.current, empty_block()) {
-                // SAFETY: a current block is live.
-                f(unsafe { &**head.current }, true);
+            if let Some(h) = head.block() {
+                // The header is the truth while `f` empties the block in place; the cursor
+                // is read from it again after.
+                head.sync();
+                f(h, true);
+                head.load();
             }
             while let Some(h) = head.partial.pop(pool.units()) {
                 f(h, false);
@@ -284,12 +298,12 @@ impl Heap {
         for i in pool.heads() {
             // SAFETY: the owner; i is below the head count.
             let head = unsafe { head_at(self, self.heads(), i.get()) };
-            if !ptr::eq(*head.current, empty_block()) {
-                // SAFETY: a current block is live.
-                let h = unsafe { &**head.current };
+            if let Some(h) = head.block() {
+                // Counted in the header before its live slots are.
+                head.count_taken();
                 if h.live() == 0 {
+                    head.leave();
                     h.set_role(Role::Listed);
-                    *head.current = empty_block();
                     pool.give_back_block(st, h);
                     given += 1;
                 }

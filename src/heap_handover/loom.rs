@@ -47,6 +47,8 @@ fn full_block(heap: &Heap) -> usize {
     // SAFETY: a slot of a carved block, mapped for the pool's life.
     let b = unsafe { &*header_of(first) };
     hand_out_all(b);
+    // The block is current: its allocation state is its head's cursor (`crate::heap::Cursors`).
+    heap.reload_cursor(class, 0);
     let next = heap.alloc_slow(class, 0, ptr::null_mut).expect("a slot").0;
     assert_ne!(
         header_of(next),
@@ -386,5 +388,53 @@ fn a_dead_processes_heap_taken_over_while_its_full_block_is_freed_into() {
         check(&pool);
         // SAFETY: the model's threads are done.
         unsafe { teardown(&pool) };
+    });
+}
+
+/// A heap's thread allocates through its head's cursor (the fast path's
+/// [`Row::pop`](crate::heap::Row::pop): the block's header is not written) and exits
+/// ([`abandon`]: the hand-over writes the cursor to the block) while another thread frees
+/// one of those slots remotely.
+///
+/// Checks: however the two interleave, the block goes to the pool as a listed block with
+/// exactly the two slots still live (the cursor's allocations counted once: neither lost,
+/// nor the freed slot counted live), the freed slot served again by the pool after its
+/// bump window, with the freeing thread's payload; the pool's invariants hold ([`check`]).
+///
+/// Fails with: `hand_over` not writing the cursor to the block (`Cursors::sync`): the block
+/// counts one slot used, the remote free makes it look empty and the pool takes it as an
+/// empty block with two slots live ("listed").
+#[test]
+fn an_exit_writes_the_cursor_back_while_a_remote_free_comes() {
+    model(|| {
+        let pool = test_pool();
+        let heap = new_heap(&pool);
+        let class = class_of(256, 8).expect("a 256-byte class");
+        let first = heap.alloc_slow(class, 0, ptr::null_mut).expect("a slot").0;
+        // SAFETY: a slot of a carved block, mapped for the pool's life.
+        let b = unsafe { &*header_of(first) };
+        // SAFETY: the heap is this thread's; life 0 is one of its lifetime classes.
+        let row = unsafe { &*crate::heap::current_row(heap, 0) };
+        let taken: Vec<u32> = (0..2)
+            .map(|_| b.offset_of(row.pop(class).expect("a slot of the window").0))
+            .collect();
+        let a = taken[0];
+        let slots = Arc::new(Slots::new(&[a]));
+        let freer = free_remotely(&pool, &slots, b.base() as usize, a);
+        thread::yield_now();
+        end_thread(heap);
+        freer.join().unwrap();
+        let census = check(&pool);
+        assert!(census.partial.contains(&(b.base() as usize)), "listed");
+        assert_eq!(b.owner(), 0, "pool-owned");
+        assert_eq!(b.live(), 2, "the cursor's allocations counted");
+        // The pool serves its bump window first (a page), then the freed slot.
+        let st = pool.lock();
+        let serve = || b.pop().or_else(|| b.refill().then(|| b.pop()).flatten());
+        let served = (0..64).find_map(|_| serve().filter(|&(off, _)| off == a));
+        assert!(served.is_some(), "the freed slot served again");
+        slots.check(b, a, 0xA);
+        drop(st);
+        end(&pool, &[]);
     });
 }

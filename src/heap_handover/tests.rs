@@ -186,7 +186,7 @@ fn a_dead_holders_half_unlinked_partial_list_is_taken_over_once_per_block() {
     // SAFETY: BlockList is `repr(transparent)` over that index.
     unsafe { *(head.partial as *mut BlockList).cast::<u32>() = pool.units().index(c) };
     a.set_role(Role::Current);
-    *head.current = a;
+    head.enter(a);
     hp.holder.store(DEAD, Ordering::Release);
     assert_eq!(reap_dead(&pool), 1, "the dead holder's heap is taken over");
     let st = pool.lock();

@@ -34,8 +34,10 @@ use core::ptr;
 /// too, so that an opener refuses before it maps anything.) The blocks' headers are part of
 /// what it versions: 10, the header of two cache lines (`crate::class::HEADER_SIZE` 128);
 /// and so are the medium blocks' run tables: 11, the run table's word summary beside its
-/// counts (`crate::medium_block`'s `bits`), which a build without it would leave stale.
-pub(crate) const STATE_LAYOUT: u32 = 11;
+/// counts (`crate::medium_block`'s `bits`), which a build without it would leave stale;
+/// and a heap's: 12, a heap's rows of current blocks with their allocation cursors
+/// (`crate::heap::Row`).
+pub(crate) const STATE_LAYOUT: u32 = 12;
 
 /// The most heaps any shared region holds at once (its heaps live in its state area).
 #[cfg(not(loom))]

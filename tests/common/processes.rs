@@ -63,7 +63,7 @@ pub fn kill_once_set(pid: libc::pid_t, flag: &std::sync::atomic::AtomicU64) {
 
 /// Kills child `victim` with SIGKILL, waits for it, and checks that it died of the kill
 /// (not before, of a failure of its own).
-fn kill_and_reap(victim: libc::pid_t, what: &str) {
+pub fn kill_and_reap(victim: libc::pid_t, what: &str) {
     // SAFETY: our own child.
     unsafe { libc::kill(victim, libc::SIGKILL) };
     let status = wait_status(victim);

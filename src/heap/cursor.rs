@@ -1,0 +1,454 @@
+//! The owner's allocation cursors: a heap keeps, per lifetime class, a [`Row`] holding the
+//! current block of every size class and that block's allocation state (the [`Cursors`]),
+//! so that the allocation fast path writes no block header (a remote free reads the
+//! header's line: a write per allocation would move the line between the two threads
+//! each time).
+//!
+//! For a heap `H`, its row `R` of lifetime class `l` and a size class `c`, with
+//! `b == R.current[c]`:
+//!
+//! - `R.current[c]`: written by `H`'s owner only (the slow paths, the idle look, `compact`,
+//!   `release_class`, the hand-over at thread exit, a take-over or creation under the pool
+//!   lock); read by the owner's fast paths and, relaxed (a moment's view), by any thread
+//!   ([`cursor_of`]: statistics, block reports, `release_class`, the misuse check).
+//! - `R.cursors.free[c]`, `.bump[c]`, `.end[c]`: written by the owner only; read by the
+//!   owner and, a moment's view, by the misuse check of other threads
+//!   ([`allocation_first`]).
+//! - `R.cursors.taken[c]`: incremented by the owner's fast path, zeroed by the owner when
+//!   it writes the cursor back or loads it; read by others for statistics
+//!   ([`cursor_taken`]).
+//!
+//! Invariants, while `b != EMPTY_BLOCK`:
+//!
+//! - `state(b) == (free[c], bump[c], end[c])`: the block's allocation list, first
+//!   never-used slot and bump window end (`crate::block::AllocState`) are the cursor's;
+//!   the header's copy is stale.
+//! - `used(b) == b.used() + taken[c]`: the header counts the local and collected remote
+//!   frees and the slow paths' allocations, the cursor the fast paths' allocations since
+//!   it was last written back.
+//!
+//! and while `b == EMPTY_BLOCK`: `free[c] == bump[c] == end[c] == taken[c] == 0` (every pop
+//! fails, and writes nothing). **Write-back** ([`HeapHead::sync`], [`Cursors::sync`]):
+//! `header(b).state := cursor`, `header(b).count += taken`, `taken := 0`, after which the
+//! header is the truth and the cursor still agrees with it. Every path where `b` leaves
+//! its head writes back first ([`HeapHead::leave`]); every path where a block becomes
+//! current loads its state from its header ([`HeapHead::enter`]); every reader of `b`'s
+//! header that needs its allocation state while `b` stays current writes back first (the
+//! idle look, `release_class`, `verify`). The allocation slow path works on the cursor
+//! itself ([`HeapHead::state`]) after folding `taken` into the header's count
+//! ([`HeapHead::count_taken`]). Offsets, like every link of a block: a shared region's
+//! heap keeps them valid for whoever takes it over.
+
+use super::{current_row, empty_block, Heap};
+use crate::block::{AllocState, BlockList, Header, Snapshot, Word};
+use crate::class::CLASS_COUNT;
+use crate::pool::Pool;
+use crate::sync::Ordering;
+use core::ptr;
+use core::sync::atomic::{fence, AtomicPtr, AtomicU32};
+
+/// One head of a heap: references into the heap's rows and partial lists.
+pub(crate) struct HeapHead<'a> {
+    /// The block the fast paths allocate from: [`empty_block`] when there is none.
+    pub(crate) current: &'a AtomicPtr<Header>,
+    /// The allocation cursors of the head's row, this head's at `class`.
+    pub(crate) cursors: &'a Cursors,
+    /// The head's size class.
+    pub(crate) class: usize,
+    /// The partial list.
+    pub(crate) partial: &'a mut BlockList,
+}
+
+impl<'a> HeapHead<'a> {
+    /// The current block's address ([`empty_block`] for none).
+    #[inline]
+    pub(crate) fn current(&self) -> *const Header {
+        self.current.load(Ordering::Relaxed)
+    }
+
+    /// Owner only: the current block, `None` when there is none.
+    #[inline]
+    pub(crate) fn block(&self) -> Option<&'a Header> {
+        let h = self.current();
+        // SAFETY: a current block other than the empty one is live and the owner's (the
+        // caller's): it stays mapped while the heap owns it.
+        (!ptr::eq(h, empty_block())).then(|| unsafe { &*h })
+    }
+
+    /// Owner only: the current block's allocation state, the head's cursor (module docs).
+    #[inline]
+    pub(crate) fn state(&self) -> CursorState<'a> {
+        self.cursors.at(self.class)
+    }
+
+    /// Owner only: writes the head's cursor back to its current block's header (module
+    /// docs); the block stays current and the cursor agrees with it.
+    pub(crate) fn sync(&self) {
+        if let Some(h) = self.block() {
+            self.cursors.sync(self.class, h);
+        }
+    }
+
+    /// Owner only: loads the head's cursor from its current block's header (empty for no
+    /// block): after anything changed the current block's allocation state in its header.
+    pub(crate) fn load(&self) {
+        self.cursors.load(self.class, self.block());
+    }
+
+    /// Owner only, on the allocation slow path: adds the fast paths' allocations since
+    /// the last write-back to the current block's header count (`used(b) == b.used()`
+    /// from here until the fast path allocates again).
+    #[inline]
+    pub(crate) fn count_taken(&self) {
+        if let Some(h) = self.block() {
+            let _writing = self.cursors.writing();
+            let taken = &self.cursors.taken[self.class];
+            h.count_add(taken.get());
+            taken.set(0);
+        }
+    }
+
+    /// Owner only: makes `h` (a block of the head, or [`empty_block`]) current, its
+    /// allocation state loaded from its header. The previous current block left first
+    /// ([`HeapHead::leave`]), or had none.
+    pub(crate) fn enter(&self, h: *const Header) {
+        let _writing = self.cursors.writing();
+        self.current.store(h.cast_mut(), Ordering::Relaxed);
+        self.cursors.read_from(self.class, self.block());
+    }
+
+    /// Owner only: the current block leaves its head (to the partial list, the pool, or
+    /// retired `FULL`), its cursor written back first; the head has none after.
+    pub(crate) fn leave(&self) {
+        self.sync();
+        self.enter(empty_block());
+    }
+}
+
+/// The allocation state in a row's cursors: `free[c]`, `bump[c]` and `end[c]` one array
+/// apart.
+pub(crate) type CursorState<'a> = AllocState<'a, AtomicU32, CURSOR_STRIDE>;
+const CURSOR_STRIDE: usize = size_of::<[AtomicU32; CLASS_COUNT]>();
+const _: () = assert!(
+    core::mem::offset_of!(Cursors, free) == 0
+        && core::mem::offset_of!(Cursors, bump) == CURSOR_STRIDE
+        && core::mem::offset_of!(Cursors, end) == 2 * CURSOR_STRIDE
+);
+
+/// A lifetime class's allocation cursors, one per size class (see the module docs). Core
+/// atomics, relaxed, under loom too: written by the owner only, read by others for a
+/// moment's view.
+#[repr(C)]
+pub(crate) struct Cursors {
+    pub(crate) free: [AtomicU32; CLASS_COUNT],
+    pub(crate) bump: [AtomicU32; CLASS_COUNT],
+    pub(crate) end: [AtomicU32; CLASS_COUNT],
+    pub(crate) taken: [AtomicU32; CLASS_COUNT],
+    /// Odd while a writer moves counts between a header and `taken`, or changes a current
+    /// block ([`Cursors::writing`]); even otherwise, and changed by each write.
+    seq: AtomicU32,
+}
+
+/// A write of a row's counts or current blocks under way ([`Cursors::writing`]).
+pub(crate) struct Writing<'a>(&'a AtomicU32);
+
+impl Drop for Writing<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        // Even again, the next even value. Release: the writes before it are seen with it.
+        self.0.store(
+            self.0.load(Ordering::Relaxed).wrapping_add(1),
+            Ordering::Release,
+        );
+    }
+}
+
+/// Reads of a row [`counted_snapshot`] makes before it takes one whose sequence did not
+/// agree (a writer that died in the middle of a write, in a process that shares the
+/// region, leaves the sequence odd until its heap is taken over).
+const READS: u32 = 256;
+
+/// The fast paths' state of one lifetime class of a heap: the current block of every size
+/// class, then their cursors. A row's fields are one displacement apart from its start, so
+/// the fast path reaches each with one instruction from the row's address and the class.
+/// Relaxed atomics: on x86-64 plain moves.
+#[repr(C)]
+pub(crate) struct Row {
+    pub(crate) current: [AtomicPtr<Header>; CLASS_COUNT],
+    pub(crate) cursors: Cursors,
+}
+
+impl Cursors {
+    /// Every cursor empty (no block): its pops fail.
+    pub(crate) const fn empty() -> Cursors {
+        Cursors {
+            free: [const { AtomicU32::new(0) }; CLASS_COUNT],
+            bump: [const { AtomicU32::new(0) }; CLASS_COUNT],
+            end: [const { AtomicU32::new(0) }; CLASS_COUNT],
+            taken: [const { AtomicU32::new(0) }; CLASS_COUNT],
+            seq: AtomicU32::new(0),
+        }
+    }
+
+    /// Every cursor empty, the sequence 0: a new heap's, before anyone reads it.
+    pub(crate) fn clear(&self) {
+        for words in [&self.free, &self.bump, &self.end, &self.taken] {
+            for w in words {
+                w.set(0);
+            }
+        }
+        self.seq.set(0);
+    }
+
+    /// The row's writer (its owner, or a thread acting for it) is about to move counts
+    /// between a header and `taken`, or change a current block: readers that see the
+    /// sequence odd, or changed across their reads, read again (see [`counted_snapshot`]).
+    /// Ends when the guard drops.
+    #[inline]
+    pub(crate) fn writing(&self) -> Writing<'_> {
+        // Odd (already odd when a writer died in the middle: a dead process's heap, taken
+        // over and written back by another).
+        self.seq.set(self.seq.get() | 1);
+        // Release: the odd sequence is seen before any of the writes after it.
+        fence(Ordering::Release);
+        Writing(&self.seq)
+    }
+
+    /// The allocation state of `class`'s current block.
+    #[inline]
+    pub(crate) fn at(&self, class: usize) -> CursorState<'_> {
+        assert!(class < CLASS_COUNT);
+        // SAFETY: in bounds (above).
+        unsafe { self.at_unchecked(class) }
+    }
+
+    /// [`Cursors::at`] with no bounds check.
+    ///
+    /// # Safety
+    /// `class < CLASS_COUNT`.
+    #[inline(always)]
+    unsafe fn at_unchecked(&self, class: usize) -> CursorState<'_> {
+        // SAFETY: `free`, `bump` and `end` are arrays of `CLASS_COUNT` atomics one after the
+        // other (`repr(C)`, no padding between arrays of one type), so entry `class` of each
+        // is `CURSOR_STRIDE` bytes after the previous one's; the pointer comes from the
+        // whole struct.
+        unsafe { AllocState::new(ptr::from_ref(self).cast::<AtomicU32>().add(class)) }
+    }
+
+    /// The write-back (module docs): `h` is the current block of `class`.
+    pub(crate) fn sync(&self, class: usize, h: &Header) {
+        let _writing = self.writing();
+        let (to, from) = (h.state(), self.at(class));
+        to.free().set(from.free().get());
+        to.bump().set(from.bump().get());
+        to.end().set(from.end().get());
+        h.count_add(self.taken[class].get());
+        self.taken[class].set(0);
+    }
+
+    /// Loads the cursor of `class` from `h`, its current block, if any (module docs).
+    pub(crate) fn load(&self, class: usize, h: Option<&Header>) {
+        let _writing = self.writing();
+        self.read_from(class, h);
+    }
+
+    /// [`Cursors::load`] inside a write the caller marked ([`Cursors::writing`]).
+    fn read_from(&self, class: usize, h: Option<&Header>) {
+        let to = self.at(class);
+        let (free, bump, end) = h.map_or((0, 0, 0), |h| {
+            let from = h.state();
+            (from.free().get(), from.bump().get(), from.end().get())
+        });
+        to.free().set(free);
+        to.bump().set(bump);
+        to.end().set(end);
+        self.taken[class].set(0);
+    }
+}
+
+impl Row {
+    /// A row with no current block: every pop on it fails, and writes nothing.
+    pub(crate) const fn empty(block: *const Header) -> Row {
+        let mut row = Row {
+            current: [const { AtomicPtr::new(ptr::null_mut()) }; CLASS_COUNT],
+            cursors: Cursors::empty(),
+        };
+        let mut i = 0;
+        while i < CLASS_COUNT {
+            row.current[i] = AtomicPtr::new(block.cast_mut());
+            i += 1;
+        }
+        row
+    }
+
+    /// Every size class without a current block (`block` is this process's empty block),
+    /// its cursor empty already (a new heap's, or one taken over: its hand-over left it
+    /// so).
+    pub(crate) fn set_no_current(&self, block: *const Header) {
+        let _writing = self.cursors.writing();
+        for (c, taken) in self.current.iter().zip(&self.cursors.taken) {
+            debug_assert_eq!(taken.get(), 0);
+            c.store(block.cast_mut(), Ordering::Relaxed);
+        }
+    }
+
+    /// The allocation fast path: a slot of the current block of `class` from its cursor,
+    /// the allocation list first, else the bump window, counted in `taken`. Returns its
+    /// address and whether its bytes are known to read zero. `None` does not mean the
+    /// block is full (see `Header::pop`, whose cursor this is).
+    #[inline(always)]
+    pub(crate) fn pop(&self, class: usize) -> Option<(*mut u8, bool)> {
+        // SAFETY: class < CLASS_COUNT (callers); a current block is live and the owner's,
+        // or the never-written EMPTY_BLOCK, whose cursor is empty.
+        let (h, s, taken) = unsafe { self.fast(class) };
+        let (off, zeroed) = h.take_in(s)?;
+        taken.set(taken.get().wrapping_add(1));
+        Some((h.base().wrapping_add(off as usize), zeroed))
+    }
+
+    /// The quick collect (`Header::pop_collected`) through the cursor of `class`.
+    #[inline(always)]
+    pub(crate) fn pop_collected(&self, class: usize) -> Option<(*mut u8, bool)> {
+        // SAFETY: as in `pop`.
+        let (h, s, taken) = unsafe { self.fast(class) };
+        let (first, next) = h.take_collected()?;
+        s.free().set(next);
+        taken.set(taken.get().wrapping_add(1));
+        Some((h.base().wrapping_add(first as usize), false))
+    }
+
+    /// The current block of `class`, its cursor and its `taken`, with no bounds check.
+    ///
+    /// # Safety
+    /// `class < CLASS_COUNT`; the row is the calling thread's (its owner's) or empty.
+    #[inline(always)]
+    unsafe fn fast(&self, class: usize) -> (&Header, CursorState<'_>, &AtomicU32) {
+        // SAFETY: in bounds (caller); a current block is live and the owner's, or the
+        // never-written EMPTY_BLOCK.
+        unsafe {
+            let c = &self.cursors;
+            let h = &*self.current.get_unchecked(class).load(Ordering::Relaxed);
+            (h, c.at_unchecked(class), c.taken.get_unchecked(class))
+        }
+    }
+}
+
+/// Block `h`'s snapshot ([`Header::snapshot`]) with its counts whole: when `h` is the
+/// current block of a registered heap of `pool`, the allocations its owner's cursor counts
+/// (`taken`) are added, read with the header's count between two reads of the row's
+/// sequence that agree (module docs: a write-back moves counts from `taken` to the header;
+/// a reader between the two would see them twice, or not at all). Any thread, a moment's
+/// view.
+pub(crate) fn counted_snapshot(pool: &Pool, h: &Header) -> Option<Snapshot> {
+    let mut round = 0;
+    loop {
+        let b = h.snapshot()?;
+        let Some(row) = row_of(pool, b.owner, b.class, b.life) else {
+            return Some(b);
+        };
+        let seq = row.cursors.seq.load(Ordering::Acquire);
+        if seq % 2 == 0 || round >= READS {
+            let current = row.current[b.class].load(Ordering::Relaxed);
+            let taken = row.cursors.taken[b.class].get();
+            let b = h.snapshot()?;
+            // Acquire: the reads above are done before the sequence is read again.
+            fence(Ordering::Acquire);
+            if row.cursors.seq.load(Ordering::Relaxed) == seq || round >= READS {
+                let heap_current =
+                    row_heap(pool, b.owner).and_then(|hp| hp.current_in(pool, current));
+                return Some(match heap_current {
+                    Some(c) if ptr::eq(c, h) => b.with_taken(taken),
+                    _ => b,
+                });
+            }
+        }
+        crate::sync::spin_hint(round);
+        round += 1;
+    }
+}
+
+/// The first slot of block `h`'s allocation list: its cursor's while it is current (module
+/// docs), else its header's. Any thread, a moment's view (the misuse checks of a build
+/// without live bits).
+pub(crate) fn allocation_first(pool: &Pool, h: &Header) -> u32 {
+    match cursor_of(pool, h, h.owner(), h.class(), h.life()) {
+        Some(c) => c.free[h.class()].get(),
+        None => h.state().free().get(),
+    }
+}
+
+/// The registered heap of `pool` whose token is `owner`, if any.
+fn row_heap(pool: &Pool, owner: u64) -> Option<&Heap> {
+    if owner == 0 {
+        return None;
+    }
+    let record = pool.heap((owner & 0xffff) as u32);
+    if record.is_null() {
+        return None;
+    }
+    // SAFETY: a registered heap stays mapped while its pool lives.
+    let heap = unsafe { &*Heap::of(record) };
+    (heap.token == owner).then_some(heap)
+}
+
+/// The row of lifetime class `life` of the registered heap of `pool` whose token is
+/// `owner`, if any (and `class` and `life` are a head's).
+fn row_of(pool: &Pool, owner: u64, class: usize, life: usize) -> Option<&Row> {
+    if class >= CLASS_COUNT || life >= pool.life_count {
+        return None;
+    }
+    let heap = row_heap(pool, owner)?;
+    // SAFETY: life is below the pool's lifetime-class count.
+    Some(unsafe { &*current_row(heap, life) })
+}
+
+/// The cursors of block `h` (of `class` and `life`, owned by heap token `owner`) when it
+/// is the current block of a registered heap of `pool`: that heap's row of `life`.
+fn cursor_of<'p>(
+    pool: &'p Pool,
+    h: &Header,
+    owner: u64,
+    class: usize,
+    life: usize,
+) -> Option<&'p Cursors> {
+    let row = row_of(pool, owner, class, life)?;
+    let current = row.current[class].load(Ordering::Relaxed);
+    match row_heap(pool, owner)?.current_in(pool, current) {
+        Some(c) if ptr::eq(c, h) => Some(&row.cursors),
+        _ => None,
+    }
+}
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::block::header_of;
+    use crate::class::class_of;
+    use crate::pool::test_pool::TestPool;
+
+    /// The allocation slow path counts the fast path's allocations in the current block's
+    /// header before it decides anything (how many slots the local free list holds is
+    /// `capacity - used - never used`): after it, `used(b) == b.used()`, and the cursor's
+    /// `taken` is 0. Fails with `count_taken` left out of `alloc_from_heads`: the header
+    /// counts 2 of the 11 slots handed out.
+    #[test]
+    fn the_slow_path_counts_the_cursors_allocations_in_the_header_first() {
+        let pool = TestPool::new(4, 1);
+        // Group 0: an explicit join's (the group plays no part here).
+        let heap = Heap::create(&pool, 1, 0);
+        assert!(!heap.is_null());
+        // SAFETY: registered in the pool, which the test keeps; this thread owns it.
+        let hp = unsafe { &*heap };
+        let class = class_of(64, 8).unwrap();
+        let first = hp.alloc_from_heads(class, 0).expect("a slot").0;
+        // SAFETY: a slot of a carved block, mapped for the pool's life.
+        let b = unsafe { &*header_of(first) };
+        // SAFETY: the heap is this thread's; life 0 is its only lifetime class.
+        let row = unsafe { &*current_row(heap, 0) };
+        for _ in 0..9 {
+            row.pop(class).expect("a slot of the bump window");
+        }
+        assert_eq!((b.used(), row.cursors.taken[class].get()), (1, 9));
+        hp.alloc_from_heads(class, 0).expect("a slot");
+        assert_eq!((b.used(), row.cursors.taken[class].get()), (11, 0));
+    }
+}
