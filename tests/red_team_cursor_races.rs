@@ -313,9 +313,17 @@ fn reads_within_bounds_with_remote_frees(size: usize) -> (u64, Option<String>) {
 /// release-tests, 1 run in 8: `64 B: stats counted 3619 live, outside [3407, 3598]
 /// (allocations 599120..599121, frees 595523..595713, read 55758)`; on cursor's WIP
 /// c4889c5 (the quick collect takes the remote list), 1 run in 3: `1024 B: stats counted
-/// 4103 live, outside [4095, 4096]`.
+/// 4103 live, outside [4095, 4096]`. Partly fixed (lead, session 14): a collect of a
+/// remote list by the owner (the quick collect's and the slow path's) is a write of its
+/// row, inside the row's sequence, so the snapshot reads the swap and the count together
+/// (`heap::cursor::tests::a_quick_collect_of_a_remote_list_is_a_write_of_the_row`); on
+/// main 0409636, release-tests, 2 of 10 runs failed before it, 1 of 14 after:
+/// `64 B: stats counted 128 live, outside [0, 1] (allocations 745143..745144, frees
+/// 745143..745143)`: a whole 8 KiB chain of another path, not yet diagnosed (a candidate:
+/// a block handed to the pool collects its remote list after its owner is cleared,
+/// outside any row's sequence).
 #[test]
-#[ignore = "RED-67: statistics count a remote list's slots live while its collect is under way"]
+#[ignore = "RED-67: statistics count a remote list's slots live while its collect is under way (one path left)"]
 fn statistics_racing_remote_frees_count_each_slot_once() {
     for size in [64usize, 1024] {
         let (checked, outside) = reads_within_bounds_with_remote_frees(size);

@@ -143,7 +143,7 @@ impl Header {
     /// and `alloc_class_slow`), which keeps their inline code as it was.
     #[cfg(test)]
     pub(crate) fn pop_collected(&self) -> Option<(u32, bool)> {
-        let (first, next) = self.take_collected()?;
+        let (first, next) = self.take_collected(|| ())?;
         self.free.store(next, Ordering::Relaxed);
         self.count_add(1);
         Some((first, false))
@@ -156,8 +156,10 @@ impl Header {
     /// `None` when both lists are empty or no beat is left (the slow path). So a block
     /// whose slots another thread frees enters the slow path once per [`BEATS`] + 1
     /// collects too, not at each.
+    /// A remote list is taken with `guard()`'s value alive (the caller's row write: the
+    /// swap and the count change are two steps a reader must not see apart).
     #[inline(always)]
-    pub(crate) fn take_collected(&self) -> Option<(u32, u32)> {
+    pub(crate) fn take_collected<G>(&self, guard: impl FnOnce() -> G) -> Option<(u32, u32)> {
         let beats = self.beats.get();
         if beats == 0 {
             return None;
@@ -166,6 +168,7 @@ impl Header {
         if first != 0 {
             self.local.store(0, Ordering::Relaxed);
         } else {
+            let _guard = guard();
             first = self.take_remote().0;
             if first == 0 {
                 return None;

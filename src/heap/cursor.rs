@@ -17,6 +17,11 @@
 //! - `R.cursors.taken[c]`: incremented by the owner's fast path, zeroed by the owner when
 //!   it writes the cursor back or loads it; read by others for statistics
 //!   ([`cursor_taken`]).
+//! - `R.cursors.seq`: odd while the owner writes counts that a reader must see together
+//!   (a write-back, a change of current block, and a collect of a remote list of one of
+//!   the row's blocks, whose swap and count change are two steps), even and changed by
+//!   each such write; [`counted_snapshot`] takes a block's counts between two equal even
+//!   reads of it: `live(b) == b.used() - |remote(b)| + taken[c]` at one moment.
 //!
 //! Invariants, while `b != EMPTY_BLOCK`:
 //!
@@ -106,6 +111,17 @@ impl<'a> HeapHead<'a> {
             h.count_add(taken.get());
             taken.set(0);
         }
+    }
+
+    /// Owner only, with an empty allocation list in the head's cursor: moves the slots
+    /// freed since the last collect of block `h` (the current block) to it
+    /// ([`Header::collect_freed_in`]). A remote list's collect takes the list off the
+    /// block's count in two steps (the swap, then the count), so it is a write of the row
+    /// for readers: [`counted_snapshot`] between the two would count the collected slots
+    /// as live still.
+    pub(crate) fn collect_freed(&self, h: &Header) -> u32 {
+        let _writing = self.cursors.writing();
+        h.collect_freed_in(self.state())
     }
 
     /// Owner only: makes `h` (a block of the head, or [`empty_block`]) current, its
@@ -311,7 +327,9 @@ impl Row {
     pub(crate) fn pop_collected(&self, class: usize) -> Option<(*mut u8, bool)> {
         // SAFETY: as in `pop`.
         let (h, s, taken) = unsafe { self.fast(class) };
-        let (first, next) = h.take_collected()?;
+        // A remote list taken is a write of the row (see `HeapHead::collect_freed`); the
+        // local list's branch writes no count and takes no guard.
+        let (first, next) = h.take_collected(|| self.cursors.writing())?;
         s.free().set(next);
         taken.set(taken.get().wrapping_add(1));
         Some((h.base().wrapping_add(first as usize), false))
@@ -450,5 +468,44 @@ mod tests {
         assert_eq!((b.used(), row.cursors.taken[class].get()), (1, 9));
         hp.alloc_from_heads(class, 0).expect("a slot");
         assert_eq!((b.used(), row.cursors.taken[class].get()), (11, 0));
+    }
+
+    /// A quick collect that takes the current block's remote list writes the row (its
+    /// sequence goes odd and back to the next even value), so that a reader never sees the
+    /// swap without the count's change (RED-67); one that finds nothing writes nothing.
+    /// Fails with the collect outside the row's sequence: the sequence stays where it was.
+    #[test]
+    fn a_quick_collect_of_a_remote_list_is_a_write_of_the_row() {
+        let pool = TestPool::new(4, 1);
+        let heap = Heap::create(&pool, 1, 0);
+        assert!(!heap.is_null());
+        // SAFETY: registered in the pool, which the test keeps; this thread owns it.
+        let hp = unsafe { &*heap };
+        let class = class_of(64, 8).unwrap();
+        let first = hp.alloc_from_heads(class, 0).expect("a slot").0;
+        // SAFETY: a slot of a carved block, mapped for the pool's life.
+        let b = unsafe { &*header_of(first) };
+        // SAFETY: the heap is this thread's; life 0 is its only lifetime class.
+        let row = unsafe { &*current_row(heap, 0) };
+        // The bump window spent: the next allocation is a quick collect's.
+        while row.pop(class).is_some() {}
+        // Beats to spend (a block that never reached the slow path's refill has none).
+        b.take_beats();
+        let seq = || row.cursors.seq.load(Ordering::Relaxed);
+        let before = seq();
+        assert!(row.pop_collected(class).is_none(), "nothing freed yet");
+        let nothing = seq();
+        // SAFETY: `first` is a live slot of `b`, given up here as another thread's free.
+        let off = (first as usize - b.base() as usize) as u32;
+        unsafe { b.push_remote(off) };
+        let got = row.pop_collected(class).expect("the remote list's slot").0;
+        assert_eq!(got, first);
+        let after = seq();
+        assert_eq!(before % 2, 0);
+        assert_eq!(
+            (after % 2, after != nothing),
+            (0, true),
+            "the collect of the remote list changed the row's sequence ({before}, {nothing}, {after})"
+        );
     }
 }

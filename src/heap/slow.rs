@@ -93,7 +93,7 @@ impl Heap {
                 let got = h.freed_waiting_in(cursor);
                 let few = few_slots(h);
                 if got >= few {
-                    h.collect_freed_in(cursor);
+                    head.collect_freed(h);
                     continue;
                 }
                 self.drain_returned();
@@ -134,7 +134,7 @@ impl Heap {
                     // slots); its collects, a few slots each, get beats in proportion
                     // (rounded up), so that its slow paths stay one per at least
                     // `BEATS * few` allocations.
-                    h.collect_freed_in(cursor);
+                    head.collect_freed(h);
                     h.give_beats(times);
                     continue;
                 }
