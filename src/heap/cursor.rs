@@ -495,8 +495,8 @@ mod tests {
         let before = seq();
         assert!(row.pop_collected(class).is_none(), "nothing freed yet");
         let nothing = seq();
-        // SAFETY: `first` is a live slot of `b`, given up here as another thread's free.
         let off = (first as usize - b.base() as usize) as u32;
+        // SAFETY: `first` is a live slot of `b`, given up here as another thread's free.
         unsafe { b.push_remote(off) };
         let got = row.pop_collected(class).expect("the remote list's slot").0;
         assert_eq!(got, first);
