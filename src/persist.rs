@@ -85,7 +85,9 @@ pub struct CreateOptions {
 }
 
 impl CreateOptions {
-    /// A region of `capacity` bytes (rounded up to whole 2 MiB blocks): the header and the
+    /// A region of `capacity` bytes (rounded up to whole 2 MiB blocks, never more, plus the
+    /// tail seal's page; up to a block less where the state would end just past a block
+    /// boundary: [`SharedCohort::capacity`] says what was made): the header and the
     /// instance's state take the first blocks, the rest holds blocks of slots, one per
     /// (size class, lifetime class, process or join) in use at least. The state is several
     /// MiB (its heaps for every process and join, and in a checked build one bit per byte
