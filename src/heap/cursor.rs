@@ -443,6 +443,24 @@ mod tests {
     use crate::class::class_of;
     use crate::pool::test_pool::TestPool;
 
+    /// A new heap of `pool` (group 0: an explicit join's; the group plays no part here),
+    /// its row of lifetime class 0, the 64-byte class, the slot its slow path handed out
+    /// first and that slot's block.
+    fn first_slot_of_64(pool: &TestPool) -> (&Heap, &Row, usize, *mut u8, &Header) {
+        let heap = Heap::create(pool, 1, 0);
+        assert!(!heap.is_null());
+        // SAFETY: registered in the pool, which outlives the references; this thread owns
+        // it.
+        let hp = unsafe { &*heap };
+        let class = class_of(64, 8).unwrap();
+        let first = hp.alloc_from_heads(class, 0).expect("a slot").0;
+        // SAFETY: a slot of a carved block, mapped for the pool's life.
+        let b = unsafe { &*header_of(first) };
+        // SAFETY: the heap is this thread's; life 0 is its only lifetime class.
+        let row = unsafe { &*current_row(heap, 0) };
+        (hp, row, class, first, b)
+    }
+
     /// The allocation slow path counts the fast path's allocations in the current block's
     /// header before it decides anything (how many slots the local free list holds is
     /// `capacity - used - never used`): after it, `used(b) == b.used()`, and the cursor's
@@ -451,17 +469,7 @@ mod tests {
     #[test]
     fn the_slow_path_counts_the_cursors_allocations_in_the_header_first() {
         let pool = TestPool::new(4, 1);
-        // Group 0: an explicit join's (the group plays no part here).
-        let heap = Heap::create(&pool, 1, 0);
-        assert!(!heap.is_null());
-        // SAFETY: registered in the pool, which the test keeps; this thread owns it.
-        let hp = unsafe { &*heap };
-        let class = class_of(64, 8).unwrap();
-        let first = hp.alloc_from_heads(class, 0).expect("a slot").0;
-        // SAFETY: a slot of a carved block, mapped for the pool's life.
-        let b = unsafe { &*header_of(first) };
-        // SAFETY: the heap is this thread's; life 0 is its only lifetime class.
-        let row = unsafe { &*current_row(heap, 0) };
+        let (hp, row, class, _, b) = first_slot_of_64(&pool);
         for _ in 0..9 {
             row.pop(class).expect("a slot of the bump window");
         }
@@ -477,16 +485,7 @@ mod tests {
     #[test]
     fn a_quick_collect_of_a_remote_list_is_a_write_of_the_row() {
         let pool = TestPool::new(4, 1);
-        let heap = Heap::create(&pool, 1, 0);
-        assert!(!heap.is_null());
-        // SAFETY: registered in the pool, which the test keeps; this thread owns it.
-        let hp = unsafe { &*heap };
-        let class = class_of(64, 8).unwrap();
-        let first = hp.alloc_from_heads(class, 0).expect("a slot").0;
-        // SAFETY: a slot of a carved block, mapped for the pool's life.
-        let b = unsafe { &*header_of(first) };
-        // SAFETY: the heap is this thread's; life 0 is its only lifetime class.
-        let row = unsafe { &*current_row(heap, 0) };
+        let (_, row, class, first, b) = first_slot_of_64(&pool);
         // The bump window spent: the next allocation is a quick collect's.
         while row.pop(class).is_some() {}
         // Beats to spend (a block that never reached the slow path's refill has none).
