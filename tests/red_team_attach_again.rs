@@ -6,7 +6,10 @@
 //! counted once, no slot is handed out twice, and `verify` passes. A test that found a
 //! defect is `#[ignore]`d with its number (RED-n), its owner and the exact failure.
 
+mod common;
+
 use cohort::{Cohort, RegionOptions};
+use common::memory::private_aligned;
 use std::collections::HashSet;
 use std::sync::mpsc;
 
@@ -15,28 +18,10 @@ cohort::lifetime_classes! {
 }
 
 const MIB: usize = 1 << 20;
-const BLOCK: usize = 2 * MIB;
 const N: usize = 300;
 const SIZES: [usize; 3] = [64, 1000, 40_000];
 /// Objects of each size per call of [`fill`]: `N` times this.
 const TIMES: [usize; 3] = [10, 10, 1];
-
-/// A private anonymous mapping of `len` bytes aligned to 2 MiB, never unmapped.
-fn private_memory(len: usize) -> *mut u8 {
-    // SAFETY: a fresh private mapping, of which an aligned part is used.
-    unsafe {
-        let raw = libc::mmap(
-            std::ptr::null_mut(),
-            len + BLOCK,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-            -1,
-            0,
-        );
-        assert_ne!(raw, libc::MAP_FAILED);
-        (raw as usize).next_multiple_of(BLOCK) as *mut u8
-    }
-}
 
 /// The byte an object at `p` is filled with.
 fn byte_of(p: usize, salt: u8) -> u8 {
@@ -93,7 +78,7 @@ fn distinct(sets: &[&[(usize, usize)]]) {
 fn a_region_attached_again_while_a_thread_of_the_first_view_runs_stays_whole() {
     let capacity = 64 * MIB;
     let f = Cohort::<Life>::footprint(capacity).unwrap();
-    let mem = private_memory(f.bytes);
+    let mem = private_aligned(f.bytes);
     // SAFETY: ours, unused, mapped for the process's life.
     let a = unsafe { Cohort::<Life>::format_in(mem, f.bytes, &RegionOptions::new(capacity)) }
         .expect("formatted");

@@ -7,7 +7,10 @@
 //! block's memory. A test that found a defect is `#[ignore]`d with its number (RED-n), its
 //! owner and the exact failure.
 
+mod common;
+
 use cohort::{Cohort, RegionOptions};
+use common::memory::private_aligned;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 cohort::lifetime_classes! {
@@ -20,25 +23,6 @@ const BLOCK: usize = 2 * MIB;
 const MEDIUM: usize = 32 << 10;
 const GRANULES: u8 = (MEDIUM / 2048) as u8;
 
-/// A private anonymous mapping of `len` bytes aligned to 2 MiB (the caller's memory of
-/// `format_in`, shared with no other process).
-fn private_memory(len: usize) -> *mut u8 {
-    // SAFETY: a fresh private mapping, trimmed to an aligned part below; never unmapped
-    // (the test's process ends).
-    unsafe {
-        let raw = libc::mmap(
-            std::ptr::null_mut(),
-            len + BLOCK,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-            -1,
-            0,
-        );
-        assert_ne!(raw, libc::MAP_FAILED);
-        (raw as usize).next_multiple_of(BLOCK) as *mut u8
-    }
-}
-
 /// A thread's medium run handed out by its cache (allocated, freed into the cache, taken
 /// again), freed into the cache again; the thread exits (its cache flushed, the block
 /// emptied, and given up by `compact`). The region is left and attached again at the same address. A new thread
@@ -49,7 +33,7 @@ fn private_memory(len: usize) -> *mut u8 {
 fn stale_free_after_a_new_attach() -> Result<(), String> {
     let capacity = 32 * MIB;
     let f = Cohort::<Life>::footprint(capacity).unwrap();
-    let mem = private_memory(f.bytes);
+    let mem = private_aligned(f.bytes);
     // SAFETY: ours, unused, mapped for the process's life.
     let a = unsafe { Cohort::<Life>::format_in(mem, f.bytes, &RegionOptions::new(capacity)) }
         .expect("formatted");
