@@ -216,6 +216,9 @@ fn the_cursors_first_slot_is_a_double_free_and_no_live_slot_is() {
             for &p in &freed {
                 // SAFETY: live, freed once.
                 assert_eq!(unsafe { a.try_free(p as *mut u8, SIZE, ()) }, Ok(()));
+                // Pushed at once (it flushes this thread's batch of remote frees): the
+                // block's remote list is the frees, last first, whatever the batch's chains.
+                assert!(!a.is_empty());
             }
         });
     });
