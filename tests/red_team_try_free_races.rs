@@ -16,7 +16,7 @@ const SIZE: usize = 1024;
 const BLOCK: usize = 2 << 20;
 const SLOTS: usize = (BLOCK - SIZE) / SIZE;
 /// Races tried (fewer in a debug build).
-const RACES: usize = if cfg!(debug_assertions) { 40 } else { 3_000 };
+const RACES: usize = if cfg!(debug_assertions) { 40 } else { 1_000 };
 
 fn block_of(p: usize) -> usize {
     p & !(BLOCK - 1)
