@@ -38,7 +38,7 @@ fn fill(a: A, rounds: usize) -> Option<Vec<(usize, usize)>> {
     let mut out = Vec::new();
     for r in 0..rounds {
         for &size in &SIZES {
-            if size >= 40_000 && r % 8 != 0 {
+            if size >= 40_000 && !r.is_multiple_of(8) {
                 continue;
             }
             let p = a.malloc(size, Life::A);
@@ -127,9 +127,9 @@ fn churn(a: A, stop: &AtomicBool, remote: &Mutex<Vec<(usize, usize)>>, join: boo
         i += 1;
         let j = if join { a.join(i % 3) } else { None };
         let mut objs = Vec::new();
-        for r in 0..40 {
+        for r in 0..40usize {
             for &size in &SIZES {
-                if size >= 40_000 && r % 10 != 0 {
+                if size >= 40_000 && !r.is_multiple_of(10) {
                     continue;
                 }
                 let p = match &j {
@@ -152,7 +152,7 @@ fn churn(a: A, stop: &AtomicBool, remote: &Mutex<Vec<(usize, usize)>>, join: boo
                 }
             }
         }
-        if !join && i % 4 == 0 {
+        if !join && i.is_multiple_of(4) {
             // A short thread: its heap is left at its exit.
             std::thread::scope(|s| {
                 s.spawn(|| {
@@ -187,7 +187,7 @@ fn forks_amid(joins: &[bool]) {
             if pid == 0 {
                 // SAFETY: plain alarm: a hung child dies (status: SIGALRM).
                 unsafe { libc::alarm(30) };
-                let code = child(a, u32::from(round % 4 == 0));
+                let code = child(a, u32::from(round.is_multiple_of(4)));
                 // SAFETY: ends the child without running the parent's exit hooks.
                 unsafe { libc::_exit(code) };
             }
