@@ -103,9 +103,24 @@ const _: () = assert!(BLOCK_SIZE == UNIT);
 /// The pool of one allocator instance, as this process sees it: a per-process view (the
 /// region's bounds here, the addresses of the tables) of the state every process of the
 /// instance shares, [`PoolShared`], which it derefs to. A private instance's state is in a
-/// mapping of its own; a shared one's is in the region's state area ([`place`]).
+/// mapping of its own; a shared one's is in the region's state area ([`place`]). The view
+/// is `repr(C)` with the fields the medium cache's paths read first, and starts
+/// [`place::VIEW_COLOUR`] bytes into its mapping: those fields never share the first cache
+/// line of a page.
+#[repr(C)]
 pub(crate) struct Pool {
     pub(crate) region: Region,
+    /// A named region's write seal: where every write to the state area is marked
+    /// ([`write_seal`]); `None` in every other pool.
+    pub(crate) write_seal: Option<WriteSeal>,
+    /// [`Pool::is_process_shared`], kept in the view: the medium cache's paths read it
+    /// beside the region's bounds, not in the shared state's first line.
+    process_shared: bool,
+    /// Medium blocks this view gave away (kept empty or given back to the region), each
+    /// counted under the lock before its key changes: while it stays the same, a block
+    /// this process saw medium of a lifetime class still is (in a pool no other process
+    /// uses, whose every change of a key goes through this view).
+    pub(crate) medium_given: AtomicU64,
     shared: *const PoolShared,
     /// Heap id → [`Link`] of its record (0: none; id 0 is never used).
     heaps: *const AtomicU64,
@@ -137,9 +152,6 @@ pub(crate) struct Pool {
     pub(crate) private: bool,
     /// This view's per-head counters of slow-path events (see [`crate::counters`]).
     pub(crate) counters: HeadCounters,
-    /// A named region's write seal: where every write to the state area is marked
-    /// ([`write_seal`]); `None` in every other pool.
-    pub(crate) write_seal: Option<WriteSeal>,
     /// What this process writes of its plain medium runs: whether their clean pages are
     /// faulted in at allocation (`crate::medium_block`'s `written`; private regions only).
     pub(crate) medium_written: Written,
@@ -379,7 +391,7 @@ impl Pool {
                 ptr::drop_in_place((*pool).shared.cast_mut());
             }
             ptr::drop_in_place(pool);
-            os::unmap(pool.cast(), size_of::<Pool>());
+            os::unmap(pool.cast::<u8>().sub(place::VIEW_COLOUR), place::VIEW_LEN);
             if !area.is_null() {
                 os::unmap(area, area_len);
             }
@@ -450,7 +462,8 @@ impl Pool {
     /// the fork handlers leave them alone.
     #[inline]
     pub(crate) fn is_process_shared(&self) -> bool {
-        self.is_shared() && !self.private
+        debug_assert_eq!(self.process_shared, self.is_shared() && !self.private);
+        self.process_shared
     }
 
     /// The upper half of the token of this pool's heap for a process whose id of the
