@@ -101,6 +101,23 @@ fn owned_take_races_another_threads_free_of_the_held_run() {
     });
 }
 
+/// Inside a model: a run held in a cache, taken back by its holder with `unhold` while a
+/// reaper flushes the cache (`Starts::unhold`, then the locked free's `change` to 0):
+/// whether the holder took it, whether the reaper freed it, and its byte after both.
+fn holder_against_reaper(unhold: fn(&Starts, usize, usize) -> bool) -> (bool, bool, u8) {
+    let cache = MediumCache::new();
+    let b = held_in(&cache);
+    let reaper = {
+        let b = b.clone();
+        thread::spawn(move || b.starts().unhold(G, N) && b.starts().change(G, N, 0))
+    };
+    let took = cache
+        .take(N, LIFE, 1, |_| unhold(b.starts(), G, N))
+        .is_some();
+    let flushed = reaper.join().unwrap();
+    (took, flushed, b.byte())
+}
+
 /// In a pool shared between processes a heap's cache may be flushed by a reaper while its
 /// holder still runs (a holder wrongly thought dead): the flush takes the run back
 /// (`unhold`) and frees it (`change` to 0), the holder takes it back for an allocation
@@ -110,19 +127,10 @@ fn owned_take_races_another_threads_free_of_the_held_run() {
 #[test]
 fn compare_and_swap_take_races_a_reapers_flush() {
     model(|| {
-        let cache = MediumCache::new();
-        let b = held_in(&cache);
-        let reaper = {
-            let b = b.clone();
-            thread::spawn(move || b.starts().unhold(G, N) && b.starts().change(G, N, 0))
-        };
-        let took = cache
-            .take(N, LIFE, 1, |_| b.starts().unhold(G, N))
-            .is_some();
-        let flushed = reaper.join().unwrap();
+        let (took, flushed, byte) = holder_against_reaper(Starts::unhold);
         assert!(!(took && flushed), "both took the run");
         assert!(took || flushed, "neither took the run");
-        assert_eq!(b.byte(), if took { N as u8 } else { 0 });
+        assert_eq!(byte, if took { N as u8 } else { 0 });
     });
 }
 
@@ -134,16 +142,7 @@ fn a_load_and_store_take_loses_to_a_reapers_flush() {
     use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
     static BOTH: AtomicBool = AtomicBool::new(false);
     model(|| {
-        let cache = MediumCache::new();
-        let b = held_in(&cache);
-        let reaper = {
-            let b = b.clone();
-            thread::spawn(move || b.starts().unhold(G, N) && b.starts().change(G, N, 0))
-        };
-        let took = cache
-            .take(N, LIFE, 1, |_| b.starts().unhold_owned(G, N))
-            .is_some();
-        if took && reaper.join().unwrap() {
+        if let (true, true, _) = holder_against_reaper(Starts::unhold_owned) {
             BOTH.store(true, Relaxed);
         }
     });
