@@ -50,3 +50,23 @@ pub fn garbage_mapping(len: usize) -> (i32, *mut u8) {
     unsafe { p.write_bytes(0xee, len) };
     (fd, p)
 }
+
+/// A private anonymous mapping of `len` bytes at an address aligned to 2 MiB (memory shared
+/// with no other process: a region formatted in it is this process's alone), never
+/// unmapped.
+pub fn private_aligned(len: usize) -> *mut u8 {
+    const ALIGN: usize = 2 << 20;
+    // SAFETY: a fresh private mapping, of which an aligned part is used.
+    unsafe {
+        let raw = libc::mmap(
+            std::ptr::null_mut(),
+            len + ALIGN,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        );
+        assert_ne!(raw, libc::MAP_FAILED);
+        (raw as usize).next_multiple_of(ALIGN) as *mut u8
+    }
+}
