@@ -27,11 +27,12 @@
 //! compare-and-swap (the loom models in `loom.rs`).
 //!
 //! **The lent run.** A cache remembers the run it handed out last, with the pool's count of
-//! medium blocks given away read while it held the run (`Pool::medium_given`): while that
-//! count stays the same, the run's block is still medium of its lifetime class, so a free
-//! of that run (in a pool no other process uses, whose every give-away this process's view
-//! counts) checks it by its start byte alone, reading neither its unit's state nor its
-//! block's header. Those lie on the first cache line of a page, which the first bytes of
+//! medium blocks given away read while it held the run (`PoolShared::medium_given`, kept in
+//! the state beside the heaps, so a view attached again or a fork child reads the count the
+//! record was taken against): while that count stays the same, the run's block is still
+//! medium of its lifetime class, so a free of that run (in a pool no other process uses)
+//! checks it by its start byte alone, reading neither its unit's state nor its block's
+//! header. Those lie on the first cache line of a page, which the first bytes of
 //! every page of a page-aligned allocation share: a steady pair that writes each page of
 //! its run would evict them every time.
 //!
@@ -344,7 +345,7 @@ impl MediumCache {
 
     /// Records the run at `off` of `granules` granules in lifetime class `life` that the
     /// cache just handed out, with `given`, the pool's count of medium blocks given away
-    /// (`Pool::medium_given`) read while the cache held the run (so while its block was
+    /// (`PoolShared::medium_given`) read while the cache held the run (so while its block was
     /// medium of `life`).
     #[inline]
     pub(crate) fn lend(&self, off: u64, granules: usize, life: usize, given: u64) {

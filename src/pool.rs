@@ -106,7 +106,7 @@ const _: () = assert!(BLOCK_SIZE == UNIT);
 /// mapping of its own; a shared one's is in the region's state area ([`place`]). The view
 /// is `repr(C)` with the fields the medium cache's paths read first, and starts
 /// [`place::VIEW_COLOUR`] bytes into its mapping: those fields never share the first cache
-/// line of a page.
+/// line of a page (nor does [`PoolShared::medium_given`], far from its state's start).
 #[repr(C)]
 pub(crate) struct Pool {
     pub(crate) region: Region,
@@ -116,11 +116,6 @@ pub(crate) struct Pool {
     /// [`Pool::is_process_shared`], kept in the view: the medium cache's paths read it
     /// beside the region's bounds, not in the shared state's first line.
     process_shared: bool,
-    /// Medium blocks this view gave away (kept empty or given back to the region), each
-    /// counted under the lock before its key changes: while it stays the same, a block
-    /// this process saw medium of a lifetime class still is (in a pool no other process
-    /// uses, whose every change of a key goes through this view).
-    pub(crate) medium_given: AtomicU64,
     shared: *const PoolShared,
     /// Heap id → [`Link`] of its record (0: none; id 0 is never used).
     heaps: *const AtomicU64,
@@ -269,6 +264,13 @@ pub(crate) struct PoolShared {
     /// A shared region's label in reports (empty when its state was formatted; unused in
     /// a private instance, whose label is the instance's).
     pub(crate) label: LabelCell,
+    /// Medium blocks given away (kept empty or given back to the region), each counted
+    /// under the lock before its key changes: while it stays the same, a block seen medium
+    /// of a lifetime class still is. In the state, beside the heaps whose medium caches
+    /// record it (`crate::medium_cache`'s lent run), so that a view attached again (or a
+    /// fork child's copy) reads the count those records were taken against; read for a
+    /// pool no other process uses (whose every give-away a locker of this state counts).
+    pub(crate) medium_given: AtomicU64,
 }
 
 /// Bit 31 of a token prefix: set for a shared region's heaps, never for an instance id

@@ -147,7 +147,7 @@ impl Pool {
     pub(super) fn give_block(&self, st: &mut PoolState, h: &Header, keep: bool) {
         st.of_life_mut(h.life()).remove(self.life_links(), h);
         if h.class() == MEDIUM_CLASS {
-            // Counted before the key changes (`Pool::medium_given`): the one way a medium
+            // Counted before the key changes (`PoolShared::medium_given`): the one way a medium
             // block leaves use.
             self.medium_given.fetch_add(1, Ordering::Release);
         }

@@ -48,11 +48,12 @@ pub(crate) const VIEW_COLOUR: usize = 64;
 /// The length of a view's mapping.
 pub(crate) const VIEW_LEN: usize = VIEW_COLOUR + size_of::<Pool>();
 // The fields the medium cache's paths read, first in the view (`Pool` is `repr(C)`), lie
-// in its first page, past its first line.
+// in its first page, past its first line; so does the shared state's count they read (the
+// state starts on a page: a private pool's own mapping, a shared region's state area).
 const _: () = assert!(
-    VIEW_COLOUR + core::mem::offset_of!(Pool, medium_given) + size_of::<AtomicU64>()
-        <= os::MIN_PAGE
+    VIEW_COLOUR + core::mem::offset_of!(Pool, process_shared) + size_of::<bool>() <= os::MIN_PAGE
 );
+const _: () = assert!(core::mem::offset_of!(PoolShared, medium_given) % os::MIN_PAGE >= 64);
 
 /// The most heaps any shared region holds at once (its heaps live in its state area).
 #[cfg(not(loom))]
@@ -217,7 +218,6 @@ pub(crate) unsafe fn build(
                 write_seal: None,
                 medium_written: Written::new(),
                 process_shared: false,
-                medium_given: AtomicU64::new(0),
                 area: ptr::null_mut(),
                 area_len: 0,
                 refs: AtomicU64::new(1),
@@ -303,6 +303,7 @@ pub(crate) unsafe fn format(
                 },
                 mixed_ns: AtomicU8::new(0),
                 label: crate::label::LabelCell::new(crate::label::Label::new("")),
+                medium_given: AtomicU64::new(0),
             },
         );
         // The tables' offsets from the state, now that it is in place.

@@ -339,7 +339,7 @@ fn a_pool_view_starts_past_its_pages_first_line() {
         for field in [
             ptr::addr_of!(pool.region) as usize,
             ptr::addr_of!(pool.write_seal) as usize,
-            ptr::addr_of!(pool.medium_given) as usize,
+            &pool.medium_given as *const AtomicU64 as usize,
         ] {
             assert!(
                 field % os::MIN_PAGE >= 64,
