@@ -18,12 +18,30 @@
 //! only the cache's own heap takes a held run back (`n | HELD → n`: its allocation, or its
 //! flush under the pool lock when its thread leaves it or its holder died). Nothing else
 //! ever frees a held run: a release of its lifetime class leaves it (it is no allocation),
-//! so a cache never points at a run that was freed and reused.
+//! so a cache never points at a run that was freed and reused. One change needs no
+//! compare-and-swap: in a pool no other process uses, no heap is reaped (a holder's death
+//! is another process's to find), so the cache's own heap is the only party that ever
+//! changes a held byte, and its allocation takes the run back by a load and a store
+//! (`Starts::unhold_owned`); in a pool shared between processes a reaper may flush the
+//! cache of a holder wrongly thought dead while it runs, and both sides keep the
+//! compare-and-swap (the loom models in `loom.rs`).
+//!
+//! **The lent run.** A cache remembers the run it handed out last, with the pool's count of
+//! medium blocks given away read while it held the run (`PoolShared::medium_given`, kept in
+//! the state beside the heaps, so a view attached again or a fork child reads the count the
+//! record was taken against): while that count stays the same, the run's block is still
+//! medium of its lifetime class, so a free of that run (in a pool no other process uses)
+//! checks it by its start byte alone, reading neither its unit's state nor its block's
+//! header. Those lie on the first cache line of a page, which the first bytes of
+//! every page of a page-aligned allocation share: a steady pair that writes each page of
+//! its run would evict them every time.
 //!
 //! Invariants: a cache entry `(off, n, life)` of a heap names a run whose byte is
 //! `n | HELD`, `0 < n <= CACHED_MAX`, in a medium block of lifetime class `life`; a byte with
 //! `HELD` belongs to at most one cache entry (one, but for a holder killed between its hold
-//! and its count: that run stays held, never reused, and is reported by no check); under the
+//! and its count: that run stays held, never reused, and is reported by no check); a
+//! cache's lent run `(off, n, life)` recorded with count `c`: while `medium_given = c`, the
+//! block at `off` is a medium block of lifetime class `life`; under the
 //! lock, `starts[g] & !HELD = n` for every live run `[g, g + n)` with `n <= STARTS_MAX`, and 0
 //! at every other granule.
 
@@ -155,6 +173,20 @@ impl Starts {
                 .is_ok()
     }
 
+    /// As [`Starts::unhold`], by a load and a store, in a pool no other process uses: there
+    /// nothing but the cache's own heap changes a held byte (no holder is reaped: only a
+    /// pool shared between processes reaps a dead one's heap, whose flush would race this
+    /// take; every other change of a byte is a compare-and-swap that expects a live run's
+    /// byte, never a held one's), so no compare-and-swap is needed to win a race.
+    pub(crate) fn unhold_owned(&self, g: usize, n: usize) -> bool {
+        let b = &self.0[g];
+        let held = n <= CACHED_MAX && b.load(Ordering::Acquire) == n as u8 | HELD;
+        if held {
+            b.store(n as u8, Ordering::Release);
+        }
+        held
+    }
+
     /// The held runs: (how many, their granules).
     pub(crate) fn held(&self) -> (usize, usize) {
         self.0.iter().fold((0, 0), |(runs, granules), b| {
@@ -213,6 +245,10 @@ pub(crate) struct MediumCache {
     /// The heap's medium allocations, counted for [`MediumCache::tick`].
     allocations: Cell<u32>,
     entries: [Cell<Cached>; CACHE_SLOTS],
+    /// The run the cache handed out last ([`MediumCache::lend`]; `granules` 0: none).
+    lent: Cell<Cached>,
+    /// The pool's count of medium blocks given away when `lent` was recorded.
+    lent_given: Cell<u64>,
 }
 
 /// A heap's medium allocations between two looks at the clock (`MediumCache::tick`).
@@ -231,6 +267,12 @@ impl MediumCache {
                     life: 0,
                 })
             }; CACHE_SLOTS],
+            lent: Cell::new(Cached {
+                off: 0,
+                granules: 0,
+                life: 0,
+            }),
+            lent_given: Cell::new(0),
         }
     }
 
@@ -301,6 +343,35 @@ impl MediumCache {
         true
     }
 
+    /// Records the run at `off` of `granules` granules in lifetime class `life` that the
+    /// cache just handed out, with `given`, the pool's count of medium blocks given away
+    /// (`PoolShared::medium_given`) read while the cache held the run (so while its block was
+    /// medium of `life`).
+    #[inline]
+    pub(crate) fn lend(&self, off: u64, granules: usize, life: usize, given: u64) {
+        self.lent.set(Cached {
+            off,
+            granules: granules as u32,
+            life: life as u32,
+        });
+        self.lent_given.set(given);
+    }
+
+    /// True when the run at `off` of `granules` granules in lifetime class `life` is the
+    /// one [`MediumCache::lend`] recorded last, and `given`, the pool's count of medium
+    /// blocks given away now, is the count recorded with it: then its block is still a
+    /// medium block of `life` (none left use since). Whether it is a live run, its start
+    /// byte tells.
+    #[inline]
+    pub(crate) fn lent(&self, off: u64, granules: usize, life: usize, given: u64) -> bool {
+        let e = self.lent.get();
+        e.granules != 0
+            && e.off == off
+            && e.granules as usize == granules
+            && e.life as usize == life
+            && self.lent_given.get() == given
+    }
+
     /// Counts a medium allocation of the heap; true every [`TICK_EVERY`]-th, when the
     /// caller looks at the clock for what kept memory is due to go back (a thread whose
     /// medium pairs all hit its cache takes no other slow path that would).
@@ -324,6 +395,9 @@ impl MediumCache {
         self.count.get() as usize
     }
 }
+
+#[cfg(all(loom, test))]
+mod loom;
 
 #[cfg(all(test, not(loom)))]
 mod tests {

@@ -103,9 +103,19 @@ const _: () = assert!(BLOCK_SIZE == UNIT);
 /// The pool of one allocator instance, as this process sees it: a per-process view (the
 /// region's bounds here, the addresses of the tables) of the state every process of the
 /// instance shares, [`PoolShared`], which it derefs to. A private instance's state is in a
-/// mapping of its own; a shared one's is in the region's state area ([`place`]).
+/// mapping of its own; a shared one's is in the region's state area ([`place`]). The view
+/// is `repr(C)` with the fields the medium cache's paths read first, and starts
+/// [`place::VIEW_COLOUR`] bytes into its mapping: those fields never share the first cache
+/// line of a page (nor does [`PoolShared::medium_given`], far from its state's start).
+#[repr(C)]
 pub(crate) struct Pool {
     pub(crate) region: Region,
+    /// A named region's write seal: where every write to the state area is marked
+    /// ([`write_seal`]); `None` in every other pool.
+    pub(crate) write_seal: Option<WriteSeal>,
+    /// [`Pool::is_process_shared`], kept in the view: the medium cache's paths read it
+    /// beside the region's bounds, not in the shared state's first line.
+    process_shared: bool,
     shared: *const PoolShared,
     /// Heap id → [`Link`] of its record (0: none; id 0 is never used).
     heaps: *const AtomicU64,
@@ -137,9 +147,6 @@ pub(crate) struct Pool {
     pub(crate) private: bool,
     /// This view's per-head counters of slow-path events (see [`crate::counters`]).
     pub(crate) counters: HeadCounters,
-    /// A named region's write seal: where every write to the state area is marked
-    /// ([`write_seal`]); `None` in every other pool.
-    pub(crate) write_seal: Option<WriteSeal>,
     /// What this process writes of its plain medium runs: whether their clean pages are
     /// faulted in at allocation (`crate::medium_block`'s `written`; private regions only).
     pub(crate) medium_written: Written,
@@ -257,6 +264,13 @@ pub(crate) struct PoolShared {
     /// A shared region's label in reports (empty when its state was formatted; unused in
     /// a private instance, whose label is the instance's).
     pub(crate) label: LabelCell,
+    /// Medium blocks given away (kept empty or given back to the region), each counted
+    /// under the lock before its key changes: while it stays the same, a block seen medium
+    /// of a lifetime class still is. In the state, beside the heaps whose medium caches
+    /// record it (`crate::medium_cache`'s lent run), so that a view attached again (or a
+    /// fork child's copy) reads the count those records were taken against; read for a
+    /// pool no other process uses (whose every give-away a locker of this state counts).
+    pub(crate) medium_given: AtomicU64,
 }
 
 /// Bit 31 of a token prefix: set for a shared region's heaps, never for an instance id
@@ -379,7 +393,7 @@ impl Pool {
                 ptr::drop_in_place((*pool).shared.cast_mut());
             }
             ptr::drop_in_place(pool);
-            os::unmap(pool.cast(), size_of::<Pool>());
+            os::unmap(pool.cast::<u8>().sub(place::VIEW_COLOUR), place::VIEW_LEN);
             if !area.is_null() {
                 os::unmap(area, area_len);
             }
@@ -450,7 +464,8 @@ impl Pool {
     /// the fork handlers leave them alone.
     #[inline]
     pub(crate) fn is_process_shared(&self) -> bool {
-        self.is_shared() && !self.private
+        debug_assert_eq!(self.process_shared, self.is_shared() && !self.private);
+        self.process_shared
     }
 
     /// The upper half of the token of this pool's heap for a process whose id of the

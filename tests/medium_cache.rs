@@ -157,6 +157,69 @@ fn a_threads_cache_goes_back_at_its_exit() {
     assert_eq!(a.stats().medium_blocks, 0, "{}", a.stats());
 }
 
+/// The run a thread's cache handed out last, freed by another thread (whose exit gives it
+/// back to its block), its block emptied, given away and taken again by the other lifetime
+/// class, whose run starts where it did: the first thread's second free of it, with its
+/// old class, is misuse (the block is the other class's now: the cache's record of the run
+/// it handed out is stale), and nothing of the other class's run is handed out again. In
+/// every kind of instance whose cache takes no lock.
+#[test]
+fn a_lent_run_whose_block_changed_class_is_not_freed_into_the_cache() {
+    let n = 32 * KIB;
+    let check = |a: &Cohort<Life>, what: &str| {
+        let p = a.malloc(n, Life::Frame);
+        // SAFETY: live, freed once: into this thread's cache.
+        unsafe { a.free(p, n, Life::Frame) };
+        let q = a.malloc(n, Life::Frame);
+        assert_eq!(q, p, "{what}: the cache hands its run out again");
+        let lent = q as usize;
+        std::thread::scope(|s| {
+            // SAFETY: live, freed once, by another thread: into its cache, which its exit
+            // gives back to the block.
+            s.spawn(move || unsafe { a.free(lent as *mut u8, n, Life::Frame) });
+        });
+        assert!(a.is_empty(), "{what}");
+        // SAFETY: nothing of Frame is live.
+        unsafe { a.release_class(Life::Frame) };
+        a.compact();
+        let r = a.malloc(n, Life::Long);
+        assert_eq!(
+            r, q,
+            "{what}: the other class's run starts where the lent one did"
+        );
+        // SAFETY: r holds n bytes.
+        unsafe { r.write_bytes(0x5a, n) };
+        // SAFETY (of the call): misuse (a second free, of another class's block), which
+        // panics having freed nothing. (The plain free: the one a cache serves.)
+        let second = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe {
+            a.free(q, n, Life::Frame)
+        }));
+        assert!(
+            second.is_err(),
+            "{what}: a stale run freed with its old class"
+        );
+        let s = a.malloc(n, Life::Frame);
+        assert_ne!(s, r, "{what}: the other class's live run handed out again");
+        // SAFETY: r holds n bytes.
+        let kept = unsafe { std::slice::from_raw_parts(r, n) };
+        assert!(
+            kept.iter().all(|&b| b == 0x5a),
+            "{what}: the other class's run changed"
+        );
+        // SAFETY: live, freed once.
+        unsafe {
+            a.free(s, n, Life::Frame);
+            a.free(r, n, Life::Long);
+        }
+        assert!(a.is_empty(), "{what}");
+        // SAFETY: no other thread uses the instance.
+        unsafe { a.verify() }.expect("consistent");
+    };
+    check(&Cohort::<Life>::new(), "private");
+    let fixed = Cohort::<Life>::with_options(&cohort::RegionOptions::new(64 << 20)).expect("fixed");
+    check(&fixed, "fixed");
+}
+
 /// A process killed with runs in its heap's cache: another process's reap frees them (its
 /// heap's entries are offsets into the region), so its blocks empty and go back.
 #[test]

@@ -54,14 +54,21 @@ impl Instance {
     ) {
         // A shared region's heaps (their tokens say so) do not batch: their batches, in the
         // region's state, are never written (`crate::remote`).
-        if let Some(owner) = this.remote_owner(p, word).filter(|&o| !is_shared_token(o)) {
+        if let Some(owner) = quick_owner(word).filter(|&o| !is_shared_token(o)) {
             // SAFETY: the route gives null or a live heap the caller holds.
             let heap = unsafe { route.remote_heap(this.instance_id(), owner).as_ref() };
-            // SAFETY: p is in the region (`remote_owner`), so its header is readable.
+            // SAFETY: p is in the region (the fast path passes a word other than 0 only
+            // then), so its header is readable (a run's bytes, maybe: see below).
             let h = unsafe { &*header_of(p) };
+            // The quick way takes the free only into a chain the batch already holds for
+            // block h: a block with pending slots is a live block of slots (never given
+            // back while they are pending, `crate::remote`), so h is no large run's bytes
+            // and the run test of `remote_owner` is not needed here (the general way makes
+            // it before it starts a chain).
             // SAFETY: a live slot of h (caller), which holds the size's key and is owned by
-            // another heap than the caller's, not tiny (`remote_owner`); the caller holds
-            // the heap.
+            // another heap than the caller's, not tiny (`quick_owner`), whenever h is the
+            // block of one of the batch's chains, the only case `try_append` acts on; the
+            // caller holds the heap.
             if heap.is_some_and(|heap| unsafe { heap.remote.try_append(h, h.offset_of(p)) }) {
                 return;
             }
@@ -80,10 +87,7 @@ impl Instance {
     fn remote_owner(&self, p: *mut u8, word: u64) -> Option<u64> {
         // The fast path reads a header (and passes a word other than 0) only for a `p` in
         // the region.
-        (word & (PROMOTING | u64::from(EMPTY_KEY)) == u64::from(EMPTY_KEY)
-            && word >> 16 != 0
-            && !self.in_run_of_region(p))
-        .then_some(word >> 16)
+        quick_owner(word).filter(|_| !self.in_run_of_region(p))
     }
 
     /// [`Instance::free_other`]'s frees that do not take the quick way: a remote free
@@ -388,6 +392,16 @@ impl Instance {
             unsafe { (*heap).remote.flush(pool) };
         }
     }
+}
+
+/// [`Instance::remote_owner`] without the run test: the heap token of a block whose word
+/// (as [`Instance::free_other`] has it) says it holds the size's key, is not promoting and
+/// is owned by a heap (`None` otherwise). Trusted only for a block known to be a block of
+/// slots: [`Instance::free_other`]'s quick way, for the block of one of the batch's chains.
+#[inline(always)]
+fn quick_owner(word: u64) -> Option<u64> {
+    (word & (PROMOTING | u64::from(EMPTY_KEY)) == u64::from(EMPTY_KEY) && word >> 16 != 0)
+        .then_some(word >> 16)
 }
 
 /// True when heap token `token` is a shared region's heap's: its upper half is the region's

@@ -4,7 +4,11 @@
 //!
 //! Invariant: a run a cache holds is free memory to every report (its start byte says
 //! held) and live to the blocks' run tables; it changes hands only by its start byte's
-//! compare-and-swap (`Starts`), so a free racing a take of it loses cleanly.
+//! compare-and-swap (`Starts`), so a free racing a take of it loses cleanly, but for its
+//! own heap's take in a pool no other process uses, the only party that changes a held
+//! byte there (a load and a store: `Starts::unhold_owned`). In such a pool the cache's paths
+//! read no unit state and no block header for the run the cache handed out last
+//! (`MediumCache::lent`), nor for a run it holds (its block stays medium while it does).
 
 use super::*;
 
@@ -32,6 +36,18 @@ impl Pool {
     pub(crate) fn medium_cache_free(&self, cache: &MediumCache, p: *mut u8, granules: usize, life: usize) -> bool {
         // A write of the state without the pool lock: marked (`crate::pool::write_seal`).
         let _writing = self.writing();
+        let at = (p as usize - self.region.base()) as u64;
+        if !self.is_process_shared()
+            && cache.lent(at, granules, life, self.medium_given.load(Ordering::Acquire))
+        {
+            // The run the cache handed out last, its block still medium of `life`: its
+            // start byte tells whether it is a live run of that length (the hold's
+            // compare-and-swap). Neither the unit's state nor the block's header is read.
+            let block = p as usize & !(BLOCK_SIZE - 1);
+            // SAFETY: a medium block's base (above).
+            let starts = unsafe { Starts::of_base(block as *mut u8) };
+            return cache.put(at, granules, life, || starts.hold((p as usize - block) / GRANULE, granules));
+        }
         let Some(h) = self.block_at(p) else {
             return false;
         };
@@ -43,7 +59,6 @@ impl Pool {
         if off < META_BYTES || !off.is_multiple_of(GRANULE) {
             return false;
         }
-        let at = (p as usize - self.region.base()) as u64;
         cache.put(at, granules, life, || Starts::of(h).hold(off / GRANULE, granules))
     }
 
@@ -54,6 +69,26 @@ impl Pool {
         // A write of the state without the pool lock: marked (`crate::pool::write_seal`).
         let _writing = self.writing();
         let base = self.region.base();
+        if !self.is_process_shared() {
+            // Nothing but this heap changes a run its cache holds, and a held run keeps its
+            // block medium of its class: the entry's block is its offset's (no unit state,
+            // no header read), its byte taken back by a load and a store.
+            let given = self.medium_given.load(Ordering::Acquire);
+            let take = |at: u64| {
+                let p = base.wrapping_add(at as usize);
+                let block = p & !(BLOCK_SIZE - 1);
+                let g = (p - block) / GRANULE;
+                // SAFETY: a medium block's base (the entry is the cache's).
+                self.region.contains(p) && g >= META_GRANULES && unsafe { Starts::of_base(block as *mut u8) }.unhold_owned(g, granules)
+            };
+            return match cache.take(granules, life, align, take) {
+                Some(at) => {
+                    cache.lend(at, granules, life, given);
+                    base.wrapping_add(at as usize) as *mut u8
+                }
+                None => ptr::null_mut(),
+            };
+        }
         let take = |at: u64| {
             let p = base.wrapping_add(at as usize) as *mut u8;
             // The entry was the cache's: its block is medium while the run is held.

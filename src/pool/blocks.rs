@@ -146,6 +146,11 @@ impl Pool {
     /// the region.
     pub(super) fn give_block(&self, st: &mut PoolState, h: &Header, keep: bool) {
         st.of_life_mut(h.life()).remove(self.life_links(), h);
+        if h.class() == MEDIUM_CLASS {
+            // Counted before the key changes (`PoolShared::medium_given`): the one way a medium
+            // block leaves use.
+            self.medium_given.fetch_add(1, Ordering::Release);
+        }
         if keep && st.retained_count < st.retain_blocks && st.decay.max() > 0 {
             // Frees read the key only to reject stale pointers: they now fail the check.
             h.set_pool_empty();

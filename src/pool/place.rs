@@ -36,8 +36,24 @@ use core::ptr;
 /// and so are the medium blocks' run tables: 11, the run table's word summary beside its
 /// counts (`crate::medium_block`'s `bits`), which a build without it would leave stale;
 /// and a heap's: 12, a heap's rows of current blocks with their allocation cursors
-/// (`crate::heap::Row`).
-pub(crate) const STATE_LAYOUT: u32 = 12;
+/// (`crate::heap::Row`); 13, a heap's medium cache's lent run (`crate::medium_cache`).
+pub(crate) const STATE_LAYOUT: u32 = 13;
+
+/// Where a pool's view starts in its mapping: past the page's first cache line. The
+/// lines at a page's start share their cache set with the first bytes of every page of a
+/// page-aligned allocation, which a program touching a medium buffer page by page writes;
+/// the view's fields the medium cache's paths read (the region's bounds, the write seal,
+/// [`Pool::is_process_shared`]) stay out of that set.
+pub(crate) const VIEW_COLOUR: usize = 64;
+/// The length of a view's mapping.
+pub(crate) const VIEW_LEN: usize = VIEW_COLOUR + size_of::<Pool>();
+// The fields the medium cache's paths read, first in the view (`Pool` is `repr(C)`), lie
+// in its first page, past its first line; so does the shared state's count they read (the
+// state starts on a page: a private pool's own mapping, a shared region's state area).
+const _: () = assert!(
+    VIEW_COLOUR + core::mem::offset_of!(Pool, process_shared) + size_of::<bool>() <= os::MIN_PAGE
+);
+const _: () = assert!(core::mem::offset_of!(PoolShared, medium_given) % os::MIN_PAGE >= 64);
 
 /// The most heaps any shared region holds at once (its heaps live in its state area).
 #[cfg(not(loom))]
@@ -176,10 +192,11 @@ pub(crate) unsafe fn build(
     layout: &Layout,
     shared: bool,
 ) -> *mut Pool {
-    let view = os::map(size_of::<Pool>(), os::MIN_PAGE).cast::<Pool>();
-    if view.is_null() {
-        return view;
+    let mapped = os::map(VIEW_LEN, os::MIN_PAGE);
+    if mapped.is_null() {
+        return ptr::null_mut();
     }
+    let view = mapped.wrapping_add(VIEW_COLOUR).cast::<Pool>();
     let heap_area = if shared {
         area.wrapping_add(layout.heaps)
     } else {
@@ -200,6 +217,7 @@ pub(crate) unsafe fn build(
                 fork_next: ptr::null_mut(),
                 write_seal: None,
                 medium_written: Written::new(),
+                process_shared: false,
                 area: ptr::null_mut(),
                 area_len: 0,
                 refs: AtomicU64::new(1),
@@ -285,6 +303,7 @@ pub(crate) unsafe fn format(
                 },
                 mixed_ns: AtomicU8::new(0),
                 label: crate::label::LabelCell::new(crate::label::Label::new("")),
+                medium_given: AtomicU64::new(0),
             },
         );
         // The tables' offsets from the state, now that it is in place.
@@ -351,7 +370,10 @@ pub(crate) unsafe fn place(
         return pool;
     }
     // SAFETY: just built, ours.
-    unsafe { (*pool).private = parts.private };
+    unsafe {
+        (*pool).private = parts.private;
+        (*pool).process_shared = !parts.private;
+    }
     if !is_new {
         return pool;
     }

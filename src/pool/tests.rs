@@ -324,3 +324,27 @@ fn repair_rebuilds_the_medium_lists_and_counts_from_the_run_tables() {
     }
     assert_eq!(pool.lock().medium_counts.live, 0);
 }
+
+/// A pool's view starts [`place::VIEW_COLOUR`] bytes into its page, its fields the medium
+/// cache's paths read first: none of them shares a cache set with the first bytes of the
+/// pages of a page-aligned allocation. And it keeps whether other processes use its region.
+#[test]
+fn a_pool_view_starts_past_its_pages_first_line() {
+    let private = TestPool::new(1, 1);
+    let shared = TestPool::shared(2, 1, 4096);
+    for (pool, process_shared) in [(&*private, false), (&*shared, true)] {
+        let at = pool as *const Pool as usize;
+        assert_eq!(at % os::MIN_PAGE, place::VIEW_COLOUR);
+        assert_eq!(pool.is_process_shared(), process_shared);
+        for field in [
+            ptr::addr_of!(pool.region) as usize,
+            ptr::addr_of!(pool.write_seal) as usize,
+            &pool.medium_given as *const AtomicU64 as usize,
+        ] {
+            assert!(
+                field % os::MIN_PAGE >= 64,
+                "a hot field on a page's first line"
+            );
+        }
+    }
+}
