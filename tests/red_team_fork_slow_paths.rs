@@ -239,9 +239,12 @@ fn fork_children_amid_a_threads_slow_paths_keep_objects_whole_and_verify() {
 /// take it over or finish them. Fails the same way on hunt's RED-67 fix c2e433a alone
 /// (merged into main db5d71d: 3 of 3 runs, `used 2147483668 + free-listed 43 != 63`, `used
 /// 23 + free-listed 0 != 63`): the counts a call left half way at the fork are what the
-/// child's verify reads. Passes on main db5d71d (release-tests, 4 of 4 runs). Not
-/// ignored: a guard on main, which must stay green when the fix lands.
+/// child's verify reads. Passed on main db5d71d (release-tests, 4 of 4 runs), but fails on
+/// main 7bed84c + this file (ba396d6) too, the lead's runs: release-tests 3 of 5 runs,
+/// `of 80 fork children, 1 failed: statuses [300]` (the child's verify); debug 0 of 2. So
+/// it is RED-66's limit for joins (src/design.md), on main as on hunt's branch.
 #[test]
+#[ignore = "RED-70: a join another thread was inside a call of at the fork keeps half-way counts in the child, whose verify reports them (main: release-tests 3 of 5 runs)"]
 fn fork_children_amid_a_joins_slow_paths_keep_objects_whole_and_verify() {
     forks_amid(&[true]);
 }
