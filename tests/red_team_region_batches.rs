@@ -286,10 +286,14 @@ fn a_shared_regions_remote_frees_survive_the_freeing_process_killed() {
 
 /// Fills `a`, a region of fixed capacity, with objects of `size` bytes until it returns null, has
 /// a worker thread free them all (remote frees, which may stay pending in its batch; the
-/// worker then idle) and allocates as many again: every one must succeed (the memory is
+/// worker then idle) and allocates as many again with `again_by` (of class A): every one must succeed (the memory is
 /// free: its frees returned), then the worker exits and everything is freed. Returns how
 /// many of the second allocations were null.
-fn nulls_after_another_thread_freed_a_full_region(a: &'static Cohort<Life>, size: usize) -> usize {
+fn nulls_after_another_thread_freed_a_full_region(
+    a: &'static Cohort<Life>,
+    size: usize,
+    again_by: &dyn Fn(usize) -> *mut u8,
+) -> usize {
     let mut full = Vec::new();
     loop {
         let p = a.malloc(size, Life::A);
@@ -302,7 +306,7 @@ fn nulls_after_another_thread_freed_a_full_region(a: &'static Cohort<Life>, size
     let n = full.len();
     let (go_tx, go) = mpsc::channel();
     let worker = free_remotely_and_wait(a, full, go);
-    let again: Vec<*mut u8> = (0..n).map(|_| a.malloc(size, Life::A)).collect();
+    let again: Vec<*mut u8> = (0..n).map(|_| again_by(size)).collect();
     let nulls = again.iter().filter(|p| p.is_null()).count();
     go_tx.send(()).expect("go");
     worker.join().expect("the worker");
@@ -320,7 +324,8 @@ fn nulls_in(regions: &[(&str, &'static Cohort<Life>)], sizes: &[usize]) -> Vec<S
     let mut failures = Vec::new();
     for &(name, a) in regions {
         for (round, &size) in sizes.iter().enumerate() {
-            let nulls = nulls_after_another_thread_freed_a_full_region(a, size);
+            let nulls =
+                nulls_after_another_thread_freed_a_full_region(a, size, &|n| a.malloc(n, Life::A));
             if nulls > 0 {
                 failures.push(format!("{name}, round {round}, {size} B: {nulls} null"));
             }
@@ -353,6 +358,49 @@ fn a_full_fixed_region_serves_again_what_another_thread_freed() {
         ),
     ];
     let failures = nulls_in(&regions, &[64; 3]);
+    assert!(failures.is_empty(), "{failures:?}");
+}
+
+/// As above, allocating again through every call of the instance that allocates small
+/// objects: `calloc`, `alloc` (a `Layout`), `malloc_at_least`. (A join's `malloc` gets
+/// nothing there on main: RED-73, `red_team_full_regions`.)
+#[test]
+fn a_full_fixed_region_serves_again_through_every_allocation_call() {
+    let capacity = 8 * MIB;
+    let f = Cohort::<Life>::footprint(capacity).expect("footprint");
+    let mem = aligned_anonymous(f.bytes, f.align, false);
+    let regions: [(&str, &'static Cohort<Life>); 2] = [
+        (
+            "with_options",
+            Box::leak(Box::new(
+                Cohort::with_options(&RegionOptions::new(capacity)).expect("fixed"),
+            )),
+        ),
+        (
+            "format_in",
+            // SAFETY: ours, unused, mapped (and the instance kept) for the process's life.
+            Box::leak(Box::new(
+                unsafe { Cohort::format_in(mem, f.bytes, &RegionOptions::new(capacity)) }
+                    .expect("formatted"),
+            )),
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (name, a) in regions {
+        let calls: [(&str, &dyn Fn(usize) -> *mut u8); 3] = [
+            ("calloc", &|n| a.calloc(n, Life::A)),
+            ("alloc", &|n| {
+                a.alloc(std::alloc::Layout::from_size_align(n, 8).unwrap(), Life::A)
+            }),
+            ("malloc_at_least", &|n| a.malloc_at_least(n, Life::A).0),
+        ];
+        for (call, again_by) in calls {
+            let nulls = nulls_after_another_thread_freed_a_full_region(a, 64, again_by);
+            if nulls > 0 {
+                failures.push(format!("{name}, {call}: {nulls} null"));
+            }
+        }
+    }
     assert!(failures.is_empty(), "{failures:?}");
 }
 
