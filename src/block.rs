@@ -52,7 +52,7 @@
 //! to, and the head it read is still the head when its CAS succeeds.
 
 use crate::class::{Class, BLOCK_SIZE, CLASSES};
-use crate::sync::{const_unless_loom, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use crate::sync::{const_unless_loom, fence, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use core::cell::UnsafeCell;
 use core::marker::PhantomData;
 use core::ptr;
@@ -370,16 +370,25 @@ impl Header {
     /// As [`Header::owner`], with Acquire: pairs with the Release of `try_retire`, so a
     /// remote free that found `FULL` reads the owner that retired the block.
     pub(crate) fn owner_acquire(&self) -> u64 {
-        (self.owner_key.load(Ordering::Acquire) & !PROMOTING) >> 16
+        (self.owner_key_acquire() & !PROMOTING) >> 16
+    }
+
+    /// [`Header::owner_key`] with Acquire: pairs with the Release of the word's stores
+    /// ([`Header::set_owner`], `Header::init`), for readers of the counts written before.
+    pub(crate) fn owner_key_acquire(&self) -> u64 {
+        self.owner_key.load(Ordering::Acquire)
     }
 
     /// Owner (or pool-lock holder) only: hands the block to the heap with token `owner`
-    /// (0: the pool), keeping its key and its [`PROMOTING`] flag.
+    /// (0: the pool), keeping its key and its [`PROMOTING`] flag. Release: a reader that
+    /// reads the new owner (`Header::snapshot`, Acquire) reads the counts written before,
+    /// and, for a heap's take of the block, the sequence its rows had then
+    /// (`crate::heap::counted_snapshot`).
     pub(crate) fn set_owner(&self, owner: u64) {
         debug_assert!(owner < 1 << 48 && owner_word(owner, 0) & PROMOTING == 0);
         let promoting = self.owner_key() & PROMOTING;
         self.owner_key
-            .store(owner_word(owner, self.key()) | promoting, Ordering::Relaxed);
+            .store(owner_word(owner, self.key()) | promoting, Ordering::Release);
     }
 
     /// True while the block may hold promoted slots ([`PROMOTING`]): the promotion map of

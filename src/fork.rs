@@ -131,14 +131,26 @@ fn for_each(list: &List, mut f: impl FnMut(&Pool)) {
     }
 }
 
-/// The `prepare` handler: takes the instance list's lock and every listed pool's two locks,
-/// and keeps them (the guards are forgotten) across the fork.
+/// The forking thread's heaps (the first of its list: [`per_thread::own_heaps`]), read by
+/// [`prepare`] before it locks anything and by [`child`]: the child's only thread goes on
+/// with them, and the other threads' heaps are dead in the child.
+static FORKING_HEAPS: core::sync::atomic::AtomicPtr<crate::heap::Heap> =
+    core::sync::atomic::AtomicPtr::new(ptr::null_mut());
+
+/// The `prepare` handler: reads the forking thread's heaps (first, since a thread's first
+/// read of its list may allocate), takes the instance list's lock, records them
+/// ([`FORKING_HEAPS`]) and takes every listed pool's two locks, and keeps them (the guards
+/// are forgotten) across the fork.
 ///
 /// # Safety
 /// Called only by `fork()` (registered with `pthread_atfork`), which calls [`parent`] or
 /// [`child`] after it: nothing else releases the locks it keeps.
 unsafe extern "C" fn prepare() {
+    let own = per_thread::own_heaps();
     let list = INSTANCES.lock();
+    // Under the list's lock, which the fork keeps: another thread's fork at the same time
+    // stores its own after this one's child has its copy.
+    FORKING_HEAPS.store(own, core::sync::atomic::Ordering::Relaxed);
     for_each(&list, |pool| {
         if !pool.is_process_shared() {
             core::mem::forget(pool.state.lock());
@@ -187,11 +199,16 @@ unsafe extern "C" fn parent() {
     unsafe { unlock_all() }
 }
 
-/// The `child` handler: revives heaps of private pools whose thread was exiting at the fork
-/// (no thread of the child will finish their exit) and clears their batches' `busy` (no
-/// thread of the child is in one: `RemoteBatch::forget_holder_in_fork_child`), makes the
-/// calling thread forget its heaps of shared pools (the parent's), then releases the locks
-/// [`prepare`] kept.
+/// The `child` handler: in private pools, marks the heaps of the parent's other threads
+/// dead (those of the threads the child does not have, and those whose thread or join was
+/// exiting at the fork: `heap_handover::after_fork_in_child`; the forking thread's stay
+/// its own, and so do the joins, which the child's thread may carry) and clears the
+/// batches' `busy` (no thread of the child is in one:
+/// `RemoteBatch::forget_holder_in_fork_child`); makes the calling thread forget its heaps of
+/// shared pools (the parent's); then releases the locks [`prepare`] kept. The dead heaps
+/// are taken over later, by the child's first call that reaps dead holders' heaps
+/// (`heap_handover::reap_dead`: `verify`, a thread's join, a release that leaves blocks
+/// to other threads, out of memory), not here: a fork followed by `exec` pays nothing.
 ///
 /// # Safety
 /// Called only by `fork()` in the child, after [`prepare`] in the parent, while the
@@ -209,7 +226,10 @@ unsafe extern "C" fn child() {
             // SAFETY: the fork child's handler, on its only thread.
             unsafe { pool.after_fork_in_child() };
         } else {
-            heap_handover::after_fork_in_child(pool);
+            let own = FORKING_HEAPS.load(core::sync::atomic::Ordering::Relaxed);
+            // SAFETY: the fork child's handler, on its only thread; `own` is its heap list,
+            // read before the fork.
+            unsafe { heap_handover::after_fork_in_child(pool, own) };
             for heap in registered(pool) {
                 // SAFETY: as in `prepare`: the registered heaps are mapped.
                 unsafe { (*heap).remote.forget_holder_in_fork_child() };

@@ -41,7 +41,7 @@ use core::ptr;
 mod cursor;
 mod idle;
 mod slow;
-pub(crate) use cursor::{allocation_first, counted_snapshot, HeapHead, Row};
+pub(crate) use cursor::{allocation_first, counted_snapshot, Cursors, HeapHead, Row};
 pub(crate) use slow::compact;
 
 /// A heap. Its heads follow it in the same mapping: first a [`Row`] per lifetime class
@@ -251,6 +251,7 @@ impl Heap {
             // No current block, and empty cursors: a fresh mapping reads zero, a heap slot
             // of a shared region may hold an earlier heap's.
             for life in 0..pool.life_count {
+                Cursors::build(current_row(heap, life).cast_mut());
                 let row = &*current_row(heap, life);
                 if mapped_len == 0 {
                     row.cursors.clear();

@@ -8,8 +8,9 @@
 
 use crate::block::BlockList;
 use crate::class::{HeadIndex, CLASSES};
-use crate::heap::{empty_block, head_at, registered, Heap};
-use crate::heap_record::HeapState::{Abandoned, Exiting, Live, Orphaned};
+use crate::heap::{current_row, empty_block, head_at, registered, Heap};
+use crate::heap_record::HeapRecord;
+use crate::heap_record::HeapState::{self, Abandoned, Exiting, Live, Orphaned};
 use crate::os;
 use crate::pool::{Pool, PoolState};
 use crate::sync::{spin_hint, Ordering};
@@ -156,16 +157,17 @@ unsafe fn park(heap: *mut Heap, pool: &Pool, st: &mut PoolState) {
 /// abandoned list for the next taker. A heap one of its blocks was being moved into or out
 /// of when its holder died keeps that block: it is retired `FULL` (it comes back through
 /// the heap's `returned` when freed into) when nothing is being freed into it; otherwise
-/// it stays as it is, held by the heap. Returns how many heaps it took over. Nothing in a
-/// private pool.
+/// it stays as it is, held by the heap. Returns how many heaps it took over. In a private
+/// pool, the heaps a fork left without a thread in this process ([`FORSAKEN`]) instead.
 ///
 /// Several survivors may run this at once: a heap is taken over by the one whose CAS on
 /// its holder word wins.
 pub(crate) fn reap_dead(pool: &Pool) -> usize {
     // A privately mapped region is this process's alone (a fork child has a copy, whose
-    // heaps recorded the parent as holder: not to be reaped when the parent exits).
+    // heaps recorded the parent as holder: not to be reaped when the parent exits); its
+    // dead heaps are those a fork left without a thread.
     if !pool.is_process_shared() {
-        return 0;
+        return reap_forsaken(pool);
     }
     // The claim below writes this process's word into the region.
     pool.note_namespace();
@@ -196,23 +198,77 @@ pub(crate) fn reap_dead(pool: &Pool) -> usize {
         {
             continue;
         }
-        // The heap is ours: only a claim moves a dead holder's heap.
-        if state != Exiting && r.transition(state, Exiting).is_err() {
+        // SAFETY: claimed above.
+        reaped += usize::from(unsafe { take_over_dead(pool, record, state) });
+    }
+    reaped
+}
+
+/// A heap whose holder is dead, claimed by the caller (its CAS on the holder word won),
+/// in state `state`: abandoned on the holder's behalf, as its exit would have (its blocks
+/// recounted first: the holder may have died in the middle of any step). Returns false
+/// when it changed state meanwhile (nothing done).
+///
+/// # Safety
+/// `record` is a registered heap of `pool` the caller claimed; it holds no pool lock.
+unsafe fn take_over_dead(pool: &Pool, record: *mut HeapRecord, state: HeapState) -> bool {
+    // SAFETY: registered records stay mapped while the pool does.
+    let r = unsafe { &*record };
+    // The heap is ours: only a claim moves a dead holder's heap.
+    if state != Exiting && r.transition(state, Exiting).is_err() {
+        return false;
+    }
+    let heap = Heap::of(record);
+    let mut st = pool.lock();
+    for h in r.returned.take_all(pool.units()) {
+        h.recount_local();
+        pool.adopt_block(&mut st, h);
+    }
+    // SAFETY: claimed and EXITING; we hold the lock.
+    unsafe { hand_over(heap, pool, &mut st, true) };
+    retire_strays(pool, &st, heap);
+    // SAFETY: as above.
+    unsafe { park(heap, pool, &mut st) };
+    pool.heaps_reaped.fetch_add(1, Ordering::Relaxed);
+    true
+}
+
+/// [`HeapRecord::holder`] of a private pool's heap whose holder is dead in this process: a
+/// fork child's copy of a heap of its parent's other threads ([`after_fork_in_child`]). No
+/// process word has it (its pid would be past every pid), so the heap is held nowhere
+/// (`Heap::held_here`).
+const FORSAKEN: u64 = u64::MAX;
+
+/// Heaps of private pools marked [`FORSAKEN`] in this process and not yet taken over: 0
+/// except in a fork child of a process with other threads, so that [`reap_dead`] costs
+/// one load in a private pool otherwise.
+static FORSAKEN_LEFT: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+/// [`reap_dead`] in a private pool: takes over the heaps a fork left without a thread
+/// ([`FORSAKEN`]), as a dead process's are.
+fn reap_forsaken(pool: &Pool) -> usize {
+    if FORSAKEN_LEFT.load(Ordering::Acquire) == 0 {
+        return 0;
+    }
+    let mut reaped = 0;
+    for record in pool.registered_heaps() {
+        // SAFETY: registered records stay mapped while the pool does.
+        let r = unsafe { &*record };
+        let state = r.state();
+        if !matches!(state, Live | Exiting) || r.holder.load(Ordering::Acquire) != FORSAKEN {
             continue;
         }
-        let heap = Heap::of(record);
-        let mut st = pool.lock();
-        for h in r.returned.take_all(pool.units()) {
-            h.recount_local();
-            pool.adopt_block(&mut st, h);
+        // One claim per heap (threads of the child may reap at once); the heap is held by
+        // nobody from here, as a private pool's heaps are (a taker's own).
+        if r.holder
+            .compare_exchange(FORSAKEN, 0, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            continue;
         }
-        // SAFETY: claimed and EXITING; we hold the lock.
-        unsafe { hand_over(heap, pool, &mut st, true) };
-        retire_strays(pool, &st, r.token);
-        // SAFETY: as above.
-        unsafe { park(heap, pool, &mut st) };
-        pool.heaps_reaped.fetch_add(1, Ordering::Relaxed);
-        reaped += 1;
+        FORSAKEN_LEFT.fetch_sub(1, Ordering::Relaxed);
+        // SAFETY: claimed above.
+        reaped += usize::from(unsafe { take_over_dead(pool, record, state) });
     }
     reaped
 }
@@ -223,25 +279,69 @@ pub(crate) fn reap_dead(pool: &Pool) -> usize {
 /// into it (its remote list is empty), so it comes back through the heap's `returned` like
 /// any full block; a block with remote frees stays as it is (a free that took it out of
 /// `FULL` pushes it on the heap's `returned`).
-fn retire_strays(pool: &Pool, st: &PoolState, token: u64) {
+///
+/// A retire changes the block's role (the bias its count carries): a write of the heap's
+/// row of the block's lifetime class, as the owner's retire is (`crate::heap::HeapHead::
+/// retire`).
+fn retire_strays(pool: &Pool, st: &PoolState, heap: *mut Heap) {
+    // SAFETY: the caller claimed the heap: it stays mapped while the pool does.
+    let token = unsafe { &*heap }.token;
     for h in pool.blocks(st) {
-        if h.owner() != token {
+        if h.owner() != token || h.life() >= pool.life_count {
             continue;
         }
         // The dead holder may have died in the middle of an allocation or a free into it.
         h.recount_local();
+        // SAFETY: the heap is the caller's, and the block's lifetime class is below the
+        // pool's count (above).
+        let row = unsafe { &*current_row(heap, h.life()) };
+        let _writing = row.cursors.writing();
         if !h.is_full() && h.try_retire() {
             h.set_role(crate::block::Role::Full);
         }
     }
 }
 
-/// In a child process after `fork()`, with the pool lock held: every heap that was exiting
-/// becomes live again ([`HeapRecord::after_fork_in_child`]).
-pub(crate) fn after_fork_in_child(pool: &Pool) {
-    for heap in pool.registered_heaps() {
+/// In a child process after `fork()`, with the private pool `pool`'s lock held: every heap
+/// that was exiting becomes live again ([`HeapRecord::after_fork_in_child`]), and the heaps
+/// no thread of the child will use are marked dead ([`FORSAKEN`]), for [`reap_dead`] to
+/// take over as a dead process's: those that were exiting (their thread or join was
+/// leaving them), and the thread heaps ([`THREAD_GROUP`]) not on the forking thread's list
+/// `own` (the parent's other threads'). An explicit join's heap stays as it is: a join
+/// the child's thread carries goes on with it (one another thread was inside a call on at
+/// the fork keeps that call half done, as any object that thread was changing).
+///
+/// # Safety
+/// The fork child's handler, on the child's only thread, holding `pool`'s lock; `own` is
+/// the forking thread's heap list (its first heap, the others through `thread_next`).
+pub(crate) unsafe fn after_fork_in_child(pool: &Pool, own: *mut Heap) {
+    let owned = |heap: *mut Heap| {
+        let mut at = own;
+        while !at.is_null() {
+            if ptr::eq(at, heap) {
+                return true;
+            }
+            // SAFETY: the forking thread's list (the caller's): heaps on it are mapped.
+            at = unsafe { (*at).thread_next };
+        }
+        false
+    };
+    for record in pool.registered_heaps() {
         // SAFETY: registered heaps stay mapped while the pool lives.
-        unsafe { (*heap).after_fork_in_child() };
+        let r = unsafe { &*record };
+        let exiting = r.state() == Exiting;
+        r.after_fork_in_child();
+        let heap = Heap::of(record);
+        // SAFETY: as above; the group is written once, under the lock we hold.
+        let thread_heap = unsafe { (*heap).group } == THREAD_GROUP;
+        // Counted once: a heap this process's parent marked and never took over is marked
+        // already.
+        if r.state() == Live
+            && (exiting || thread_heap && !owned(heap))
+            && r.holder.swap(FORSAKEN, Ordering::AcqRel) != FORSAKEN
+        {
+            FORSAKEN_LEFT.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 

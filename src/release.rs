@@ -265,7 +265,7 @@ impl<L: Lifetime> Cohort<L> {
         for h in pool.blocks_of_life(&st, life) {
             // One read of the header: other threads' blocks change under us (their counts;
             // their keys only under the lock we hold).
-            let Some(b) = crate::heap::counted_snapshot(pool, h) else {
+            let Some(b) = crate::heap::counted_snapshot(pool, h, Some(&st)) else {
                 continue;
             };
             // Blocks with nothing in use are the current blocks just emptied in place (or

@@ -110,7 +110,6 @@ fn fork_loop(a: &Cohort<Life>, together: &Barrier) -> Vec<i32> {
 /// allocation's slow path at the fork, RED-66's known limit (src/design.md). Ignored until
 /// RED-66's fix lands; then a guard (RED-69).
 #[test]
-#[ignore = "RED-66: on main the child's verify reports the other forking thread's half-done slow path (CI, debug: 1 of 24 children, status 300)"]
 fn concurrent_forks_leave_each_child_its_forking_threads_heap() {
     // Not on this thread's stack: in the children of the other thread, this thread's stack
     // is memory the C library reuses for the child's new thread.

@@ -224,7 +224,6 @@ fn forks_amid(joins: &[bool]) {
 /// of main 87f7761, 1 of 8 failed (`of 10 fork children, 1 failed: statuses [300]`: the
 /// child's verify), RED-66's known limit (src/design.md). Ignored until RED-66's fix lands.
 #[test]
-#[ignore = "RED-66: on main the child's verify reports the other thread's half-done slow path (debug: 1 of 8 runs, status 300)"]
 fn fork_children_amid_a_threads_slow_paths_keep_objects_whole_and_verify() {
     forks_amid(&[false]);
 }

@@ -82,7 +82,7 @@ impl<L: Lifetime> Cohort<L> {
         let blocks = pool.blocks(&pool.lock_uncounted());
         for h in blocks {
             // One read of the header's identity: the block may change hands meanwhile.
-            let Some(b) = crate::heap::counted_snapshot(pool, h) else {
+            let Some(b) = crate::heap::counted_snapshot(pool, h, None) else {
                 if let Some(m) = pool.medium_block_counts(h) {
                     f(&BlockReport {
                         base: h.base() as usize,

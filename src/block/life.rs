@@ -26,6 +26,15 @@ pub(crate) struct Snapshot {
 }
 
 impl Snapshot {
+    /// True when the header's owner-and-key word `word` names the block this snapshot read
+    /// (its owner, class and lifetime class; the [`PROMOTING`] flag aside).
+    pub(crate) fn is_word(&self, word: u64) -> bool {
+        let key = word_key(word);
+        (word & !PROMOTING) >> 16 == self.owner
+            && key_class(key) == self.class
+            && key_life(key) == self.life
+    }
+
     /// The snapshot of a current block whose owner's cursor counts `taken` allocations its
     /// header lacks (`crate::heap::counted_snapshot`).
     pub(crate) fn with_taken(mut self, taken: u32) -> Snapshot {
@@ -80,8 +89,6 @@ impl Header {
         // again meanwhile), and an atomic's load must not race a plain write.
         // SAFETY: as above.
         let hr = unsafe { &*h };
-        hr.owner_key
-            .store(owner_word(owner, key(class, life)), Ordering::Relaxed);
         hr.free.store(0, Ordering::Relaxed);
         hr.local.store(0, Ordering::Relaxed);
         hr.bump.store(first, Ordering::Relaxed);
@@ -97,6 +104,11 @@ impl Header {
         hr.beats.set(0);
         hr.holder.store(NO_HOLDER, Ordering::Relaxed);
         hr.remote.store(0, Ordering::Relaxed);
+        // The owner and key last (until then the block reads as empty, kept by the pool,
+        // or as zeros): Release, so a reader that reads them (`Header::snapshot`, Acquire)
+        // reads the counts above, not those of the block's previous life.
+        hr.owner_key
+            .store(owner_word(owner, key(class, life)), Ordering::Release);
         h
     }
 
@@ -115,9 +127,17 @@ impl Header {
     /// when both its own lists are empty (a local free list stays as it is: its first slot
     /// is the one the double-free check of a free compares). The caller lists it, or gives
     /// it away when no slot is live.
+    ///
+    /// The owner word is stored first, then a Release fence, then the counts (the role's
+    /// bias, the collect): a reader that read the old owner and any count written here
+    /// reads the new owner when it reads the word again after an Acquire fence
+    /// (`crate::heap::counted_snapshot`), so it never takes counts half written for the
+    /// old owner's; one that reads the new owner reads the block under the pool lock,
+    /// which the caller holds.
     pub(crate) fn hand_to_pool(&self) {
         self.drop_kept();
         self.set_owner(0);
+        fence(Ordering::Release);
         self.set_role(Role::Listed);
         if self.holder() != HEAPLESS {
             self.set_holder(NO_HOLDER);
@@ -140,10 +160,35 @@ impl Header {
         if c.is_tiny() || bump < c.first || bump > c.limit {
             return;
         }
+        self.finish_collect(bump);
         let handed_out = (bump - c.first) / c.stride;
         let on_free = self.count_list(&self.free, bump, handed_out);
         let on_local = self.count_list(&self.local, bump, handed_out - on_free);
         self.set_used(handed_out - on_free - on_local);
+    }
+
+    /// [`Header::recount_local`]'s first step: a collect of the local free list its owner
+    /// stopped in the middle of is finished. A collect makes the allocation list first,
+    /// then empties the local list (`Header::collect_freed_in`, `Header::take_collected`),
+    /// so stopped between the two it leaves the allocation list named by the local list's
+    /// first slot (a slow path's collect) or by that slot's link (the quick collect, which
+    /// hands that slot out: it is counted handed out, lost). Two disjoint lists never meet
+    /// so (the allocation list is not empty), so the local list goes only then. Without
+    /// this, both lists would be counted and their slots handed out twice.
+    fn finish_collect(&self, bump: u32) {
+        let (free, local) = (
+            self.free.load(Ordering::Relaxed),
+            self.local.load(Ordering::Relaxed),
+        );
+        if free == 0 || local == 0 || !self.is_slot(local as usize) || local >= bump {
+            return;
+        }
+        // SAFETY: `local` is a slot of this block below `bump` (checked above), whose first
+        // four bytes hold its link.
+        let link = unsafe { self.base().add(local as usize).cast::<u32>().read() };
+        if free == local || free == link {
+            self.local.store(0, Ordering::Relaxed);
+        }
     }
 
     /// [`Header::recount_local`]'s walk of the list whose head is `head`: its length, at
@@ -242,7 +287,9 @@ impl Header {
     /// block kept by the pool, or a key naming no class. The counts are a moment's view
     /// (`live` is clamped to the capacity).
     pub(crate) fn snapshot(&self) -> Option<Snapshot> {
-        let word = self.owner_key();
+        // Acquire: pairs with the Release of the owner word's stores (`Header::init`,
+        // `Header::set_owner`): the counts written before them are read with them.
+        let word = self.owner_key_acquire();
         let key = word_key(word);
         let class = key_class(key);
         if key == EMPTY_KEY || class >= CLASSES.len() {

@@ -143,8 +143,7 @@ impl Header {
     /// and `alloc_class_slow`), which keeps their inline code as it was.
     #[cfg(test)]
     pub(crate) fn pop_collected(&self) -> Option<(u32, bool)> {
-        let (first, next) = self.take_collected(|| ())?;
-        self.free.store(next, Ordering::Relaxed);
+        let first = self.take_collected(self.state(), || ())?;
         self.count_add(1);
         Some((first, false))
     }
@@ -158,28 +157,47 @@ impl Header {
     /// collects too, not at each.
     /// A remote list is taken with `guard()`'s value alive (the caller's row write: the
     /// swap and the count change are two steps a reader must not see apart).
+    ///
+    /// The rest of the list becomes the allocation list of `s` here, before the local list
+    /// is emptied: an owner that stops between the two (a fork child's copy of another
+    /// thread's heap) leaves the allocation list named by the local list's first slot's
+    /// link, which [`Header::recount_local`] recognises (the local list then goes, its
+    /// first slot counted handed out).
     #[inline(always)]
-    pub(crate) fn take_collected<G>(&self, guard: impl FnOnce() -> G) -> Option<(u32, u32)> {
+    pub(crate) fn take_collected<G, W: Word, const S: usize>(
+        &self,
+        s: AllocState<'_, W, S>,
+        guard: impl FnOnce() -> G,
+    ) -> Option<u32> {
         let beats = self.beats.get();
         if beats == 0 {
             return None;
         }
-        let mut first = self.local.load(Ordering::Relaxed);
-        if first != 0 {
+        let first = self.local.load(Ordering::Relaxed);
+        let first = if first != 0 {
+            s.free().set(self.link_of(first));
             self.local.store(0, Ordering::Relaxed);
+            first
         } else {
             let _guard = guard();
-            first = self.take_remote().0;
+            let first = self.take_remote().0;
             if first == 0 {
                 return None;
             }
-        }
+            s.free().set(self.link_of(first));
+            first
+        };
         self.beats.set(beats - 1);
-        // SAFETY: `first` is a free slot of this block (module invariant); its first four
-        // bytes hold the next link of its list, written by `push_local` or `push_remote`
-        // (and visible: `take_remote`'s swap acquires).
-        let next = unsafe { self.base().add(first as usize).cast::<u32>().read() };
-        Some((first, next))
+        Some(first)
+    }
+
+    /// The link of free slot `off`: the next slot of its list (0 for none).
+    #[inline(always)]
+    fn link_of(&self, off: u32) -> u32 {
+        // SAFETY: `off` is a free slot of this block (module invariant, callers); its first
+        // four bytes hold the next link of its list, written by `push_local` or
+        // `push_remote` (and visible: `take_remote`'s swap acquires).
+        unsafe { self.base().add(off as usize).cast::<u32>().read() }
     }
 
     /// Owner only: true when the allocation fast path spent the block's beats (its
@@ -266,9 +284,11 @@ impl Header {
     fn collect_local_in<W: Word, const S: usize>(&self, s: AllocState<'_, W, S>) -> u32 {
         let n = self.local_count(s);
         if n > 0 {
-            let first = self.local.load(Ordering::Relaxed);
+            // The allocation list first, then the local list emptied: an owner that stops
+            // between the two leaves both naming the same slots, which
+            // `Header::recount_local` recognises.
+            s.free().set(self.local.load(Ordering::Relaxed));
             self.local.store(0, Ordering::Relaxed);
-            s.free().set(first);
         }
         n
     }

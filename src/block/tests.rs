@@ -217,6 +217,48 @@ fn a_dead_owners_recount_counts_both_lists() {
     );
 }
 
+/// RED-66: an owner that stopped in the middle of a collect of its local free list (a fork
+/// child's copy of another thread's heap) left the allocation list made and the local list
+/// not yet emptied: both name the same slots (a slow path's collect), or the allocation
+/// list the local list's second slot (the quick collect, handing the first out). The
+/// recount finishes the collect: each slot is free once, the quick collect's first counted
+/// handed out (lost, never handed out twice). Fails without `Header::finish_collect`: the
+/// four slots counted on both lists (and so handed out twice): "quick: false, left:
+/// (32759, 256), right: (32763, 0)".
+#[test]
+fn a_recount_finishes_a_collect_stopped_half_way() {
+    for quick in [false, true] {
+        let b = TestBlock::full();
+        let h = b.h();
+        let cap = h.capacity();
+        free_range(&b, 0, 4);
+        let local = h.local.load(Ordering::Relaxed);
+        // SAFETY: `local` is a free slot of the block: its first 4 bytes are its link.
+        let link = unsafe { b.base.add(local as usize).cast::<u32>().read() };
+        // The collect's first store only: the allocation list made, the local list left.
+        h.free
+            .store(if quick { link } else { local }, Ordering::Relaxed);
+        h.recount_local();
+        let free = if quick { 3 } else { 4 };
+        assert_eq!(
+            (h.used(), h.local.load(Ordering::Relaxed)),
+            (cap - free, 0),
+            "quick: {quick}"
+        );
+        // Every slot of the allocation list once, none of them the quick collect's first.
+        let mut seen = Vec::new();
+        while let Some((off, _)) = h.pop() {
+            assert!(!seen.contains(&off), "handed out twice");
+            assert!(
+                !quick || off != local,
+                "the quick collect's first handed out again"
+            );
+            seen.push(off);
+        }
+        assert_eq!(seen.len() as u32, free);
+    }
+}
+
 /// A block emptied in place keeps the slot freed last first on its local free list, out of
 /// every count, until its next allocation, which takes the slow path and forgets it: the
 /// slot is then handed out once, from the bump window (RED-62).

@@ -17,11 +17,16 @@
 //! - `R.cursors.taken[c]`: incremented by the owner's fast path, zeroed by the owner when
 //!   it writes the cursor back or loads it; read by others for statistics
 //!   ([`cursor_taken`]).
-//! - `R.cursors.seq`: odd while the owner writes counts that a reader must see together
-//!   (a write-back, a change of current block, and a collect of a remote list of one of
-//!   the row's blocks, whose swap and count change are two steps), even and changed by
-//!   each such write; [`counted_snapshot`] takes a block's counts between two equal even
-//!   reads of it: `live(b) == b.used() - |remote(b)| + taken[c]` at one moment.
+//! - `R.cursors.seq`: odd while the owner writes counts that a reader must see together,
+//!   even and changed by each such write: a write-back, a change of current block, and,
+//!   for any block `b` of the heap of lifetime class `l`, every change of `b`'s counts
+//!   that takes more than one store: a collect of its remote list (the swap, then the
+//!   count), a change of its role (the role, then the count that carries its bias:
+//!   [`HeapHead::set_role`], [`HeapHead::retire`]), a reset in place (the count, then the
+//!   remote list). [`counted_snapshot`] takes a block's counts between two equal even reads
+//!   of it: `live(b) == b.used() - |remote(b)| + taken[c]` at one moment. (A block leaving
+//!   the heap for the pool changes its owner word first: `Header::hand_to_pool`; the pool's
+//!   blocks change under the pool lock.)
 //!
 //! Invariants, while `b != EMPTY_BLOCK`:
 //!
@@ -45,12 +50,12 @@
 //! heap keeps them valid for whoever takes it over.
 
 use super::{current_row, empty_block, Heap};
-use crate::block::{AllocState, BlockList, Header, Snapshot, Word};
+use crate::block::{AllocState, BlockList, Header, Role, Snapshot, Word};
 use crate::class::CLASS_COUNT;
-use crate::pool::Pool;
-use crate::sync::Ordering;
+use crate::pool::{Pool, PoolState};
+use crate::sync::{self, Ordering};
 use core::ptr;
-use core::sync::atomic::{fence, AtomicPtr, AtomicU32};
+use core::sync::atomic::{AtomicPtr, AtomicU32};
 
 /// One head of a heap: references into the heap's rows and partial lists.
 pub(crate) struct HeapHead<'a> {
@@ -124,6 +129,24 @@ impl<'a> HeapHead<'a> {
         h.collect_freed_in(self.state())
     }
 
+    /// Owner only: records block `h`'s role ([`Header::set_role`]) as a write of the row:
+    /// the role and the count that carries its bias are two stores, and a reader between
+    /// them would decode the count with the other role's bias (2^31 apart for
+    /// [`Role::Current`]: a whole block counted live, or none). `h` is a block of the head,
+    /// current or not.
+    pub(crate) fn set_role(&self, h: &Header, role: Role) {
+        let _writing = self.cursors.writing();
+        h.set_role(role);
+    }
+
+    /// Owner only: retires the current block `h` `FULL` ([`Header::try_retire`], whose
+    /// role change is a write of the row as in [`HeapHead::set_role`]). False when a remote
+    /// free came first.
+    pub(crate) fn retire(&self, h: &Header) -> bool {
+        let _writing = self.cursors.writing();
+        h.try_retire()
+    }
+
     /// Owner only: makes `h` (a block of the head, or [`empty_block`]) current, its
     /// allocation state loaded from its header. The previous current block left first
     /// ([`HeapHead::leave`]), or had none.
@@ -153,7 +176,8 @@ const _: () = assert!(
 
 /// A lifetime class's allocation cursors, one per size class (see the module docs). Core
 /// atomics, relaxed, under loom too: written by the owner only, read by others for a
-/// moment's view.
+/// moment's view. The sequence is the crate's atomic (loom's under loom, built in place
+/// with the heap: [`Cursors::build`]), so that loom models its Release and Acquire.
 #[repr(C)]
 pub(crate) struct Cursors {
     pub(crate) free: [AtomicU32; CLASS_COUNT],
@@ -162,11 +186,11 @@ pub(crate) struct Cursors {
     pub(crate) taken: [AtomicU32; CLASS_COUNT],
     /// Odd while a writer moves counts between a header and `taken`, or changes a current
     /// block ([`Cursors::writing`]); even otherwise, and changed by each write.
-    seq: AtomicU32,
+    seq: sync::AtomicU32,
 }
 
 /// A write of a row's counts or current blocks under way ([`Cursors::writing`]).
-pub(crate) struct Writing<'a>(&'a AtomicU32);
+pub(crate) struct Writing<'a>(&'a sync::AtomicU32);
 
 impl Drop for Writing<'_> {
     #[inline]
@@ -195,15 +219,34 @@ pub(crate) struct Row {
 }
 
 impl Cursors {
+    sync::const_unless_loom! {
     /// Every cursor empty (no block): its pops fail.
-    pub(crate) const fn empty() -> Cursors {
+    pub(crate) fn empty() -> Cursors {
         Cursors {
             free: [const { AtomicU32::new(0) }; CLASS_COUNT],
             bump: [const { AtomicU32::new(0) }; CLASS_COUNT],
             end: [const { AtomicU32::new(0) }; CLASS_COUNT],
             taken: [const { AtomicU32::new(0) }; CLASS_COUNT],
-            seq: AtomicU32::new(0),
+            seq: sync::AtomicU32::new(0),
         }
+    }
+    }
+
+    /// Under loom, builds the sequence of `row`, a new heap's, in place (loom's atomics are
+    /// objects of the model checker, which zeroed memory does not hold); nothing outside
+    /// loom, where zeroed memory is an atomic holding 0.
+    ///
+    /// # Safety
+    /// `row` is a new heap's row, mapped and writable, which nobody reads yet.
+    pub(crate) unsafe fn build(row: *mut Row) {
+        #[cfg(loom)]
+        // SAFETY: the caller's: nobody reads the word, which holds no loom object to drop
+        // yet; written through the raw pointer (no reference to the row exists).
+        unsafe {
+            ptr::addr_of_mut!((*row).cursors.seq).write(sync::AtomicU32::new(0))
+        };
+        #[cfg(not(loom))]
+        let _ = row;
     }
 
     /// Every cursor empty, the sequence 0: a new heap's, before anyone reads it.
@@ -226,7 +269,7 @@ impl Cursors {
         // over and written back by another).
         self.seq.set(self.seq.get() | 1);
         // Release: the odd sequence is seen before any of the writes after it.
-        fence(Ordering::Release);
+        sync::fence(Ordering::Release);
         Writing(&self.seq)
     }
 
@@ -283,8 +326,9 @@ impl Cursors {
 }
 
 impl Row {
+    sync::const_unless_loom! {
     /// A row with no current block: every pop on it fails, and writes nothing.
-    pub(crate) const fn empty(block: *const Header) -> Row {
+    pub(crate) fn empty(block: *const Header) -> Row {
         let mut row = Row {
             current: [const { AtomicPtr::new(ptr::null_mut()) }; CLASS_COUNT],
             cursors: Cursors::empty(),
@@ -295,6 +339,7 @@ impl Row {
             i += 1;
         }
         row
+    }
     }
 
     /// Every size class without a current block (`block` is this process's empty block),
@@ -329,8 +374,7 @@ impl Row {
         let (h, s, taken) = unsafe { self.fast(class) };
         // A remote list taken is a write of the row (see `HeapHead::collect_freed`); the
         // local list's branch writes no count and takes no guard.
-        let (first, next) = h.take_collected(|| self.cursors.writing())?;
-        s.free().set(next);
+        let first = h.take_collected(s, || self.cursors.writing())?;
         taken.set(taken.get().wrapping_add(1));
         Some((h.base().wrapping_add(first as usize), false))
     }
@@ -353,30 +397,62 @@ impl Row {
 
 /// Block `h`'s snapshot ([`Header::snapshot`]) with its counts whole: when `h` is the
 /// current block of a registered heap of `pool`, the allocations its owner's cursor counts
-/// (`taken`) are added, read with the header's count between two reads of the row's
-/// sequence that agree (module docs: a write-back moves counts from `taken` to the header;
-/// a reader between the two would see them twice, or not at all). Any thread, a moment's
-/// view.
-pub(crate) fn counted_snapshot(pool: &Pool, h: &Header) -> Option<Snapshot> {
+/// (`taken`) are added. Any thread, a moment's view. `locked` is the caller's pool lock,
+/// if it holds it.
+///
+/// A block's counts are several words (its role, whose bias its count carries; its count;
+/// its remote list), and a writer changes them one at a time, so a reader validates what it
+/// read against whoever writes them:
+///
+/// - a block owned by a registered heap (owner `o`, lifetime class `l`): its counts change
+///   only inside the sequence of `o`'s row of `l` (module docs), or after its owner word
+///   changed (a heap's block handed to the pool stores its new owner first: `Header::
+///   hand_to_pool`). So the counts are read between two reads of the row's sequence that
+///   agree, and the owner and key read after them must be those read with them (a
+///   write-back moves counts from `taken` to the header; a reader between the two would see
+///   them twice, or not at all);
+/// - a pool-owned block (or one whose heap is gone): its counts change only under the pool
+///   lock (a remote free's push aside, one word), so it is read under the lock.
+pub(crate) fn counted_snapshot(
+    pool: &Pool,
+    h: &Header,
+    locked: Option<&PoolState>,
+) -> Option<Snapshot> {
     let mut round = 0;
     loop {
         let b = h.snapshot()?;
         let Some(row) = row_of(pool, b.owner, b.class, b.life) else {
-            return Some(b);
+            if locked.is_some() || round >= READS {
+                return Some(b);
+            }
+            let st = pool.lock_uncounted();
+            let b = h.snapshot()?;
+            if row_of(pool, b.owner, b.class, b.life).is_none() {
+                return Some(b);
+            }
+            // A heap took the block meanwhile: read it through its row.
+            drop(st);
+            round += 1;
+            continue;
         };
         let seq = row.cursors.seq.load(Ordering::Acquire);
         if seq % 2 == 0 || round >= READS {
             let current = row.current[b.class].load(Ordering::Relaxed);
             let taken = row.cursors.taken[b.class].get();
-            let b = h.snapshot()?;
-            // Acquire: the reads above are done before the sequence is read again.
-            fence(Ordering::Acquire);
-            if row.cursors.seq.load(Ordering::Relaxed) == seq || round >= READS {
+            let again = h.snapshot()?;
+            // Acquire: the reads above are done before the owner and the sequence are read
+            // again. The owner first: a block taken back by the same heap (its owner word
+            // stored with Release after the heap's take-over wrote its rows) shows the
+            // row's new sequence.
+            sync::fence(Ordering::Acquire);
+            let word = h.owner_key_acquire();
+            let same = again.is_word(word) && again.owner == b.owner;
+            if same && row.cursors.seq.load(Ordering::Relaxed) == seq || round >= READS {
                 let heap_current =
-                    row_heap(pool, b.owner).and_then(|hp| hp.current_in(pool, current));
+                    row_heap(pool, again.owner).and_then(|hp| hp.current_in(pool, current));
                 return Some(match heap_current {
-                    Some(c) if ptr::eq(c, h) => b.with_taken(taken),
-                    _ => b,
+                    Some(c) if ptr::eq(c, h) => again.with_taken(taken),
+                    _ => again,
                 });
             }
         }

@@ -186,7 +186,12 @@ impl Heap {
             // anywhere but on this block's own lists, which the reset below forgets: the
             // block is this heap's (the caller owns it) and `live == 0`.
             unsafe { pool.region.forget(start as *mut u8, end - start) };
-            h.reset(false);
+            {
+                // Its count and remote list zeroed: a write of the row (a reader between
+                // the two would count the remote list's slots live).
+                let _writing = head.cursors.writing();
+                h.reset(false);
+            }
             head.load();
             given += end - start;
         }

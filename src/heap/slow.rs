@@ -113,13 +113,13 @@ impl Heap {
                     // its lists or never used: no free will come to list it again).
                     head.partial.remove(pool.units(), next);
                     head.leave();
-                    h.set_role(Role::Listed);
+                    head.set_role(h, Role::Listed);
                     if h.live() == 0 {
                         pool.give_empty(&mut pool.lock(), h);
                     } else {
                         head.partial.push(pool.units(), h);
                     }
-                    next.set_role(Role::Current);
+                    head.set_role(next, Role::Current);
                     head.enter(next);
                     continue;
                 }
@@ -144,7 +144,7 @@ impl Heap {
                 // Written back before the retire: once `FULL`, the block's next owner step
                 // is the free that lists it again, which reads its header.
                 head.sync();
-                if !h.try_retire() {
+                if !head.retire(h) {
                     continue;
                 }
                 head.enter(empty_block());
@@ -157,7 +157,7 @@ impl Heap {
                     pool.take_block(&mut st, class, life, self.token)?
                 }
             };
-            h.set_role(Role::Current);
+            head.set_role(h, Role::Current);
             head.enter(h);
         }
     }
@@ -236,7 +236,7 @@ impl Heap {
         let head = unsafe { self.head(h.class(), h.life()) };
         match h.role() {
             Role::Full => {
-                h.set_role(Role::Listed);
+                head.set_role(h, Role::Listed);
                 // When a remote free cleared FULL first, it put the block on `returned`.
                 if h.clear_full() {
                     head.partial.push(pool.units(), h);
@@ -257,7 +257,7 @@ impl Heap {
         for h in self.returned.take_all(pool.units()) {
             // SAFETY: returned blocks are owned by this heap; their key names its heads.
             let head = unsafe { self.head(h.class(), h.life()) };
-            h.set_role(Role::Listed);
+            head.set_role(h, Role::Listed);
             head.partial.push(pool.units(), h);
         }
     }
@@ -278,7 +278,12 @@ impl Heap {
                 // The header is the truth while `f` empties the block in place; the cursor
                 // is read from it again after.
                 head.sync();
-                f(h, true);
+                {
+                    // Emptied in place: its counts and role change together (a write of
+                    // the row, as `HeapHead::set_role`'s).
+                    let _writing = head.cursors.writing();
+                    f(h, true);
+                }
                 head.load();
             }
             while let Some(h) = head.partial.pop(pool.units()) {
@@ -305,7 +310,7 @@ impl Heap {
                 head.count_taken();
                 if h.live() == 0 {
                     head.leave();
-                    h.set_role(Role::Listed);
+                    head.set_role(h, Role::Listed);
                     pool.give_back_block(st, h);
                     given += 1;
                 }

@@ -14,7 +14,7 @@ use super::{abandon, adopt_or_create, reap_dead, teardown, THREAD_GROUP};
 use crate::block::loom::Slots;
 use crate::block::{header_of, Header};
 use crate::class::class_of;
-use crate::heap::Heap;
+use crate::heap::{counted_snapshot, Heap};
 use crate::heap_record::HeapState;
 use crate::pool::loom::{
     big_class, block, check, hand_out_all, is_full, slot, test_pool, TestPool, TOKEN,
@@ -436,5 +436,42 @@ fn an_exit_writes_the_cursor_back_while_a_remote_free_comes() {
         slots.check(b, a, 0xA);
         drop(st);
         end(&pool, &[]);
+    });
+}
+
+/// RED-67: the statistics read a heap's block ([`counted_snapshot`], without the pool
+/// lock) while its owner lists it again: a `FULL` block a remote free relisted on the
+/// heap's `returned` stack goes from [`Role::Full`] to [`Role::Listed`]
+/// ([`Heap::drain_returned`]), two stores (the role, then the count carrying its bias).
+///
+/// Checks: the reader counts every slot live but the one freed remotely, whichever role it
+/// reads.
+///
+/// Fails with: the role changed outside the row's sequence (`Header::set_role` in
+/// `drain_returned`, as before the fix): a reader that reads the old role and the new
+/// count decodes `used == 2 * capacity - 1` and counts every slot live: "left: Some(127),
+/// right: Some(126)" (or, the other way round, the new role and the old count: none).
+///
+/// [`Role::Full`]: crate::block::Role::Full
+/// [`Role::Listed`]: crate::block::Role::Listed
+#[test]
+fn statistics_read_a_block_its_owner_lists_again() {
+    model(|| {
+        let (pool, heap, b, a, _slots) = heap_with_full_block();
+        let capacity = b.capacity();
+        // SAFETY: `a` is live; freed once, here: the free relists `b` on `returned`.
+        unsafe { pool.free_remote(b, a) };
+        let base = b.base() as usize;
+        let reader = {
+            let pool = pool.clone();
+            thread::spawn(move || {
+                // SAFETY: a carved block of the pool the thread holds.
+                let b = unsafe { block(base) };
+                counted_snapshot(&pool, b, None).map(|s| s.live)
+            })
+        };
+        heap.drain_returned();
+        assert_eq!(reader.join().unwrap(), Some(capacity - 1));
+        end(&pool, &[heap]);
     });
 }

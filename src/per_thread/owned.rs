@@ -131,6 +131,14 @@ pub(crate) fn find_own(instance_wanted: u64) -> *mut Heap {
         .unwrap_or(ptr::null_mut())
 }
 
+/// The first heap of the calling thread's list (the others follow through their
+/// `thread_next`), null when it has none. Its first call on a thread registers the list's
+/// exit hook, which may allocate: not for a caller holding a pool lock (the fork handlers
+/// read it before they lock).
+pub(crate) fn own_heaps() -> *mut Heap {
+    with_owned(|owned| owned.first.get()).unwrap_or(ptr::null_mut())
+}
+
 /// Takes the calling thread's heap of `instance` off its list and out of its entries, and
 /// returns it (null when it has none): the thread leaves it (a shared instance's drop).
 pub(crate) fn leave_own(instance: u64) -> *mut Heap {

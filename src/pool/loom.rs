@@ -169,18 +169,24 @@ fn retained_blocks(pool: &Pool, st: &PoolState) -> Vec<usize> {
 /// Fails with: `after_remote_free` not flagging the pool (`emptied.store(1)` removed: the
 /// free finds the lock held, and `b` stays empty on its list with nobody to give it back:
 /// "an emptied block on a partial list, and no pass asked for").
+/// A thread without a heap allocates one slot of `class`: its block `b` (the pool's,
+/// [`HEAPLESS`]) and the slot's offset.
+fn heapless_slot(pool: &Pool, class: usize) -> (&'static Header, u32) {
+    let (p, _) = pool
+        .alloc_locked(&mut pool.lock(), class, 0)
+        .expect("a slot");
+    // SAFETY: `p` is a slot of a carved block of `pool`, which the model keeps until its
+    // end.
+    let b = unsafe { block(p as usize) };
+    (b, b.offset_of(p))
+}
+
 #[test]
 fn take_block_races_give_back() {
     model(|| {
         let pool = test_pool();
         let class = big_class();
-        // A thread without a heap allocates one slot: `b` is the pool's, HEAPLESS.
-        let (p, _) = pool
-            .alloc_locked(&mut pool.lock(), class, 0)
-            .expect("a slot");
-        // SAFETY: `p` is a slot of a carved block of `pool`, alive for the whole model.
-        let b = unsafe { block(p as usize) };
-        let a = b.offset_of(p);
+        let (b, a) = heapless_slot(&pool, class);
         let base = b.base() as usize;
         let freer = {
             let pool = pool.clone();
@@ -209,5 +215,43 @@ fn take_block_races_give_back() {
         } else {
             assert!(census.retained.contains(&base) || census.partial.contains(&base));
         }
+    });
+}
+
+/// RED-67: a block kept empty for reuse still holds the counts of its last life (a block
+/// emptied by remote frees is given back with `used == |remote|`, neither written again),
+/// and a heap's [`Pool::take_block`] writes it a fresh header ([`Header::init`]) while
+/// another thread reads the block's counts (the statistics' [`Header::snapshot`], taken
+/// without the pool lock). The reader must find the block empty: kept (no snapshot), or
+/// taken with no live slot.
+///
+/// Fails with: the owner word stored first in `Header::init` (as before the fix): a reader
+/// that reads the new key, the old count and the new (empty) remote list counts the old
+/// life's freed slot live: "a block taken again read 1 live slot".
+#[test]
+fn statistics_read_a_kept_block_taken_again_empty() {
+    model(|| {
+        let pool = test_pool();
+        let class = big_class();
+        // Another thread frees the slot: `b` empties with its slot on its remote list
+        // (`used == |remote| == 1`), and goes to the kept empty blocks as it is.
+        let (b, a) = heapless_slot(&pool, class);
+        let base = b.base() as usize;
+        // SAFETY: `a` is live, freed once here.
+        unsafe { pool.free_remote(b, a) };
+        assert!(check(&pool).retained.contains(&base), "kept empty");
+        assert_eq!(b.remote_count(), 1, "its old remote list");
+        let reader = thread::spawn(move || {
+            // SAFETY: as above.
+            let b = unsafe { block(base) };
+            b.snapshot().map_or(0, |s| s.live)
+        });
+        let taken = pool
+            .take_block(&mut pool.lock(), class, 0, TOKEN)
+            .expect("a block")
+            .base() as usize;
+        assert_eq!(taken, base, "the kept block, taken again");
+        let live = reader.join().unwrap();
+        assert_eq!(live, 0, "a block taken again read {live} live slot");
     });
 }
