@@ -165,10 +165,9 @@ fn child(a: A, table: &[AtomicUsize]) -> i32 {
 /// `of 10 fork children, 2 failed: statuses [300, 300]` with `child verify: VerifyError {
 /// .., size_class: Some(146), .., problem: "slot at offset 0x44000 is live but its
 /// checked-mode live bit says free" }`: a parent thread inside a free at the fork (its live
-/// bit cleared, the slot not yet on a list), RED-66's known limit. Ignored until RED-66's
-/// fix lands; then a guard.
+/// bit cleared, the slot not yet on a list), RED-66's limit before its fix. A guard since
+/// the fix landed (session 16).
 #[test]
-#[ignore = "RED-66: on main a parent thread mid free at the fork leaves the child's verify a slot live with its checked-mode bit clear (debug: 4 of 4 runs)"]
 fn a_fork_child_frees_and_keeps_what_the_parents_other_threads_left_it() {
     // Not on a parent thread's stack: the child reuses that memory.
     let a: A = Box::leak(Box::new(Cohort::new()));
