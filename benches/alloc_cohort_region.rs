@@ -5,7 +5,9 @@
 //! (`alloc_cohort`), the cross-thread free above all (`ring`, `channel`).
 //!
 //! The region is made at the first allocation (the runtime's, before `main`), and its
-//! capacity is `COHORT_BENCH_REGION_MIB` MiB (default 4096: reserved, not committed).
+//! capacity is `COHORT_BENCH_REGION_MIB` MiB (default 4096: reserved, not committed). With
+//! `COHORT_BENCH_REGION_SHARED` set it is a shared-anonymous region instead
+//! (`Cohort::shared_anonymous_with`): the paths of a pool other processes may use.
 
 use cohort::{Cohort, RegionOptions};
 use std::alloc::{GlobalAlloc, Layout};
@@ -78,8 +80,16 @@ impl Region {
                     .unwrap_or_else(|| die("COHORT_BENCH_REGION_MIB: a number of MiB\n"))
             }
         };
-        let Ok(c) = Cohort::with_options(&RegionOptions::new(mib << 20)) else {
-            die("alloc_cohort_region: Cohort::with_options refused\n");
+        let options = RegionOptions::new(mib << 20);
+        // SAFETY: a NUL-terminated name, read as above.
+        let shared = unsafe { !libc::getenv(c"COHORT_BENCH_REGION_SHARED".as_ptr()).is_null() };
+        let made = if shared {
+            Cohort::shared_anonymous_with(&options)
+        } else {
+            Cohort::with_options(&options)
+        };
+        let Ok(c) = made else {
+            die("alloc_cohort_region: the region was refused\n");
         };
         // SAFETY: MAKING is ours: nobody reads the cell before MADE.
         unsafe { (*self.cohort.get()).write(c) };

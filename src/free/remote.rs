@@ -14,7 +14,7 @@ use crate::promotion;
 use crate::instance::{Instance, CHECKED};
 use crate::misuse::{report, Problem};
 use crate::per_thread;
-use crate::pool::EMPTY_KEY;
+use crate::pool::{EMPTY_KEY, SHARED_TAG};
 use crate::remote::BatchFree;
 #[cfg(doc)]
 use crate::remote::RemoteBatch;
@@ -53,10 +53,12 @@ impl Instance {
         route: R,
         life: usize,
     ) {
-        // Any pool's: a heap of a pool other processes use never starts a chain (the
-        // general way, `free_batched`, sends its frees to their blocks), so its batch has
-        // none for `try_append` to act on (`crate::remote`).
-        if let Some(owner) = quick_owner(word) {
+        // Not for a token of a region formatted for other processes to use: its heaps do
+        // not batch (`crate::remote`), and the test costs nothing (it is part of the
+        // word's mask). A token without the bit (a private instance's, a region formatted
+        // in a private mapping) is tried whatever its view: a heap of a pool other
+        // processes use never starts a chain, so `try_append` finds none there.
+        if let Some(owner) = quick_owner(word).filter(|&o| !is_shared_token(o)) {
             // SAFETY: the route gives null or a live heap the caller holds.
             let heap = unsafe { route.remote_heap(this.instance_id(), owner).as_ref() };
             // SAFETY: p is in the region (the fast path passes a word other than 0 only
@@ -407,4 +409,13 @@ impl Instance {
 fn quick_owner(word: u64) -> Option<u64> {
     (word & (PROMOTING | u64::from(EMPTY_KEY)) == u64::from(EMPTY_KEY) && word >> 16 != 0)
         .then_some(word >> 16)
+}
+
+/// True when heap token `token` is the heap's of a region formatted for other processes to
+/// use: its upper half is the region's tag, which holds [`SHARED_TAG`], where a private
+/// instance's is its id and a privately formatted region's tag holds
+/// `crate::pool::PRIVATE_REGION_TAG`, both without it.
+#[inline(always)]
+fn is_shared_token(token: u64) -> bool {
+    (token >> 16) & SHARED_TAG != 0
 }
