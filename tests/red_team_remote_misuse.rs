@@ -6,7 +6,9 @@
 //! block's pending chain (none, with room, full), and leave the allocator whole: the
 //! objects freed right after, `verify` and `is_empty` pass. Small, medium and large sizes.
 
-use cohort::{set_misuse_hook, Cohort, Misuse, Problem};
+mod red_team_common;
+
+use cohort::{set_misuse_hook, Cohort, Misuse, Problem, RegionOptions};
 use std::panic::{catch_unwind, panic_any, AssertUnwindSafe};
 use std::sync::Mutex;
 
@@ -244,6 +246,37 @@ fn pending_remote_frees_of_a_dropped_instance_never_reach_the_next_one() {
         }
         assert!(y.is_empty(), "round {round}: Y not empty");
     }
+}
+
+/// As the private instance's tests, in the private regions of the region format (a fixed
+/// region of `with_options`, with and without a fallback, and private caller memory of
+/// `format_in`), whose heaps may batch their remote frees: small and medium sizes.
+#[test]
+fn objects_of_private_fixed_regions_freed_wrongly_from_another_thread_are_reported() {
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    let capacity = 64 << 20;
+    let f = Cohort::<Life>::footprint(capacity).expect("footprint");
+    let mem = red_team_common::aligned_anonymous(f.bytes, f.align, false);
+    let options = RegionOptions::new(capacity);
+    let regions = [
+        Cohort::<Life>::with_options(&options).expect("fixed"),
+        Cohort::<Life>::with_options(&options.fallback(true)).expect("fallback"),
+        // SAFETY: ours, unused, mapped for the process's life.
+        unsafe { Cohort::<Life>::format_in(mem, f.bytes, &options) }.expect("formatted"),
+    ];
+    let before = set_misuse_hook(Some(raise));
+    for a in &regions {
+        for (size, n) in [
+            (16usize, 300),
+            (64, 300),
+            (1000, 300),
+            (4000, 100),
+            (100_000, 10),
+        ] {
+            misuse_between_remote_frees(a, size, n);
+        }
+    }
+    set_misuse_hook(before);
 }
 
 /// As the private instance's tests, in a shared region (whose heaps never batch: a remote
