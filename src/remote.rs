@@ -338,14 +338,15 @@ impl RemoteBatch {
 
     /// Any thread but the holder: pushes every chain to its block, waiting for another
     /// flusher and for the holder to be out of the entries (a few instructions). Nothing
-    /// to do when the batch's `pending` reads 0.
+    /// to do when the batch's `pending` reads 0. True when it read 1 (a chain may have
+    /// been pushed).
     ///
     /// # Safety
     /// Every block of the batch's chains is a live block of `pool` (the pool of the batch's
     /// heap, which no other process uses).
-    pub(crate) unsafe fn flush(&self, pool: &Pool) {
+    pub(crate) unsafe fn flush(&self, pool: &Pool) -> bool {
         if self.pending.load(Ordering::Relaxed) == 0 {
-            return;
+            return false;
         }
         self.take_over(1);
         fence::heavy();
@@ -353,6 +354,7 @@ impl RemoteBatch {
         // SAFETY: taken over and waited out; forwarded.
         unsafe { self.flush_entries(pool) };
         self.give_back();
+        true
     }
 
     /// Pushes every entry's chain.

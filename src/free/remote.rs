@@ -384,20 +384,23 @@ impl Instance {
     /// a batch still holds slots of), `compact`, `verify`, the statistics. Waits while a
     /// batch is being changed (a few instructions of its thread). Call it without the pool
     /// lock (a flush only tries it, and then leaves the give-back of emptied blocks to the
-    /// lock's next holder).
-    pub(crate) fn flush_batches(&self) {
+    /// lock's next holder). True when a batch had frees pending (pushed now): out of
+    /// memory then tries again (other threads' pending frees count as used until pushed).
+    pub(crate) fn flush_batches(&self) -> bool {
         let Some(pool) = self.pool_if_any() else {
-            return;
+            return false;
         };
         if pool.is_process_shared() {
-            return; // Pools other processes use do not batch.
+            return false; // Pools other processes use do not batch.
         }
+        let mut pushed = false;
         for heap in registered(pool) {
             // SAFETY: the registered heaps of a pool no other process uses stay mapped for
             // its life (in their own mappings, or in its state area), and the blocks of their
             // batches' chains live while the chains hold their slots.
-            unsafe { (*heap).remote.flush(pool) };
+            pushed |= unsafe { (*heap).remote.flush(pool) };
         }
+        pushed
     }
 }
 
