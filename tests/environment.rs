@@ -104,7 +104,6 @@ fn a_bad_cohort_reserve_is_reported_once_and_the_default_used() {
         "64 G",
         "1.5G",
         "-1",
-        "",
         "2M",
         "200T",
         "99999999999999999999G",
@@ -247,6 +246,29 @@ fn the_allocator_works_with_a_page_larger_than_the_kernels() {
     }
     // The kernel's own page, for comparison.
     child(test, &[]);
+}
+
+#[test]
+fn empty_values_are_read_as_unset() {
+    if in_child() {
+        let a: Cohort<Life> = Cohort::new();
+        println!("slots={}", fill_until_null(&a, Life::Long, 2048));
+        let (p, usable) = a.malloc_at_least(20_000, Life::Long);
+        assert!(!p.is_null());
+        println!("usable={usable}");
+        return;
+    }
+    // SAFETY: sysconf has no preconditions.
+    let kernel = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+    let test = "empty_values_are_read_as_unset";
+    let (out, err) = child(test, &[("COHORT_RESERVE", ""), ("COHORT_PAGE_SIZE", "")]);
+    assert_eq!(printed(&out, "slots"), 2048, "the default reservation");
+    assert_eq!(
+        printed(&out, "usable"),
+        20_000usize.div_ceil(kernel) * kernel,
+        "the kernel's page"
+    );
+    assert!(err.is_empty(), "nothing to report: {err}");
 }
 
 #[test]

@@ -112,6 +112,18 @@ fn the_environment_sets_what_is_kept() {
 }
 
 #[test]
+fn empty_values_are_read_as_unset() {
+    if in_child() {
+        return print_retention();
+    }
+    let test = "empty_values_are_read_as_unset";
+    let empty: Vec<(&str, &str)> = VARS.iter().map(|&var| (var, "")).collect();
+    let (out, err) = child(test, &empty);
+    assert_eq!(printed(&out), Retention::DEFAULT);
+    assert!(err.is_empty(), "nothing to report: {err}");
+}
+
+#[test]
 fn bad_values_are_reported_once_and_the_defaults_used() {
     if in_child() {
         return print_retention();

@@ -44,7 +44,11 @@ fn pending_frees_then_release(a: &Cohort<Life>, what: &str) {
             s.spawn(move || {
                 // A heap of F's own first (remote frees batch on the caller's heap).
                 let mine = a.malloc(24, Life::Short);
-                assert!(!mine.is_null());
+                assert!(
+                    !mine.is_null(),
+                    "{what}, round {round}: F's first malloc(24): {:?}",
+                    a.stats()
+                );
                 for (p, n) in freer_in.recv().expect("objects") {
                     // SAFETY: live objects of O, handed over, freed once.
                     unsafe { a.free(p as *mut u8, n, Life::Short) };

@@ -288,10 +288,12 @@ impl Heap {
     }
     /// Owner only, under the pool lock: gives every block of this heap's heads that holds
     /// no live slot back to the OS, after freeing the medium runs its cache keeps (their
-    /// blocks may empty: the caller's `Pool::compact_medium` gives those back). Returns how
-    /// many blocks.
+    /// blocks may empty: the caller's `Pool::compact_medium` gives those back). Blocks on
+    /// the returned stack (retired full, then freed into by other threads) are listed
+    /// first: other threads' frees may have emptied them. Returns how many blocks.
     pub(crate) fn give_back_empty(&self, st: &mut PoolState) -> usize {
         let pool = self.pool();
+        self.drain_returned();
         #[cfg(not(loom))]
         pool.flush_medium_cache(st, &self.medium);
         let mut given = 0;

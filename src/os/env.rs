@@ -25,7 +25,8 @@
 //! `M`, `G`, `T` (either case, powers of 1024), optionally followed by `iB` (`64G`,
 //! `64GiB`, `512m`, `1073741824`). Nothing else is accepted: no spaces, signs, fractions or
 //! other suffixes. A value that is not a size, or is out of range, is reported on standard
-//! error once, and the default is used.
+//! error once, and the default is used. A variable set to the empty string is read as unset
+//! (the shell's `COHORT_DECAY= program` turns an exported setting off for one run).
 
 // A `Complaint` is a few hundred bytes returned by value: it cannot be boxed, as nothing
 // here may allocate.
@@ -224,7 +225,8 @@ pub fn page_size(kernel: usize) -> (usize, Option<Complaint>) {
     }
 }
 
-/// Calls `f` with the value of the environment variable `name`, if it is set.
+/// Calls `f` with the value of the environment variable `name`, if it is set and not empty
+/// (an empty value means unset: see the module docs).
 fn with_var<R>(name: &CStr, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
     // SAFETY: getenv reads the environment; its result, when not null, is a NUL-terminated
     // string that stays valid until the environment is changed, and `f` reads it before this
@@ -233,7 +235,11 @@ fn with_var<R>(name: &CStr, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
     // initialisation.)
     unsafe {
         let value = libc::getenv(name.as_ptr());
-        (!value.is_null()).then(|| f(CStr::from_ptr(value).to_bytes()))
+        if value.is_null() {
+            return None;
+        }
+        let value = CStr::from_ptr(value).to_bytes();
+        (!value.is_empty()).then(|| f(value))
     }
 }
 
