@@ -188,9 +188,13 @@ impl Instance {
     /// block the caller may, as the small slow path does: the route's heap's, the calling
     /// thread's own heap's, the pool's, the kept ones (`heap::compact`), the empty medium
     /// block each lifetime class keeps, and (in a shared instance) dead processes' heaps'
-    /// blocks. Returns how many blocks.
+    /// blocks; first, every thread's pending remote frees are pushed (their slots count
+    /// as used until then, keeping blocks from emptying). Returns how many blocks, plus one
+    /// when a batch had frees pending (its blocks may have been given back as they emptied).
     fn make_room<R: Route>(&self, route: R, pool: &crate::pool::Pool) -> usize {
         let instance = self.instance.load(Ordering::Relaxed);
+        // Without the lock (a flush only tries it).
+        let pushed = usize::from(self.flush_batches());
         let mut st = pool.lock();
         let mut freed = route
             .with_heap(instance, |heap| Some(heap.give_back_empty(&mut st)))
@@ -201,7 +205,7 @@ impl Instance {
         let own = unsafe { per_thread::find_own(instance).as_ref() };
         freed += heap::compact(own, pool, &mut st) + pool.compact_medium(&mut st);
         drop(st);
-        freed + crate::heap_handover::reap_dead(pool)
+        freed + pushed + crate::heap_handover::reap_dead(pool)
     }
 
     /// The fast path: the route's heap's current block of (class, life) has a free slot.
@@ -318,9 +322,13 @@ impl Instance {
             }
         };
         // Out of memory: in a shared instance, dead processes' heaps may hold free slots
-        // and empty blocks; taken over, they are the pool's. Then once more.
-        let got = from(heap)
-            .or_else(|| (crate::heap_handover::reap_dead(pool) > 0).then(|| from(heap))?);
+        // and empty blocks; taken over, they are the pool's. Other threads' batches may
+        // hold frees into the blocks (counted used until pushed: `crate::remote`): pushed
+        // now (the caller's own went at `from`'s start). Then once more.
+        let got = from(heap).or_else(|| {
+            let reaped = crate::heap_handover::reap_dead(pool);
+            (self.flush_batches() | (reaped > 0)).then(|| from(heap))?
+        });
         match got {
             Some((p, zeroed)) => self.finish_alloc::<ZERO>(p, zeroed, class),
             None => self.alloc_fallback::<ZERO>(pool, class, life),

@@ -343,7 +343,7 @@ fn shared_parts(life_count: usize, checked: bool) -> SharedParts {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Refused {
     /// This process has an instance of the region already (a process attaches a region
-    /// once; or a region with the same token tag: one in 2^31 per pair of regions).
+    /// once; or a region with the same token tag: one in 2^30 per pair of regions at most).
     AttachedHere,
     /// The placement is inconsistent, the state disagrees, or the OS refused memory.
     Other,
@@ -355,7 +355,7 @@ impl Instance {
     /// the placement is inconsistent (misaligned, parts overlapping or past the mapping,
     /// `state_len` not [`state_len`]'s), when an attached region's state disagrees with
     /// the geometry, when this process already has an instance of that region (or of one
-    /// with the same token tag: one in 2^31 per pair of regions), or when the OS refuses
+    /// with the same token tag: one in 2^30 per pair of regions at most), or when the OS refuses
     /// memory for the view. The region is left untouched unless it is new. On `None` the
     /// caller still owns the mapping.
     ///

@@ -10,7 +10,8 @@ use crate::sync::AtomicU64;
 pub(crate) static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(1);
 
 /// Instance ids are below this, so that a token (`instance << 16 | id`) fits the 48
-/// bits `Header::owner_key` gives it, with bit 31 of its upper half left to the tokens of
-/// shared regions (`crate::pool::SHARED_TAG`): the 2^31st instance a process creates
-/// cannot allocate (its calls return null), rather than reuse an id.
-pub(crate) const MAX_INSTANCES: u64 = 1 << 31;
+/// bits `Header::owner_key` gives it, with bits 31 and 30 of its upper half left to the
+/// tokens of regions (`crate::pool::SHARED_TAG`, `crate::pool::PRIVATE_REGION_TAG`): the
+/// 2^30th instance a process creates cannot allocate (its calls return null), rather than
+/// reuse an id.
+pub(crate) const MAX_INSTANCES: u64 = 1 << 30;

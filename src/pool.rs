@@ -218,7 +218,8 @@ pub(crate) struct PoolShared {
     /// Ids handed out so far.
     pub(crate) heap_ids: AtomicU32,
     /// The upper half of the tokens of a shared region's heaps (`SHARED_TAG | 31 random
-    /// bits`, the same for every process); 0 in a private instance, whose tokens take the
+    /// bits`, the same for every process; `PRIVATE_REGION_TAG | 30 random bits` for a region
+    /// formatted in a private mapping); 0 in a private instance, whose tokens take the
     /// process's instance id instead (see [`Pool::token_prefix`]).
     pub(crate) tag: u64,
     /// Pool-owned blocks a free took out of `FULL` state.
@@ -273,10 +274,22 @@ pub(crate) struct PoolShared {
     pub(crate) medium_given: AtomicU64,
 }
 
-/// Bit 31 of a token prefix: set for a shared region's heaps, never for an instance id
-/// (ids are below `MAX_INSTANCES`, `1 << 31`), so no token of a shared region equals one of
-/// a private instance of the same process.
+/// Bit 31 of a token prefix: set for the heaps of a region formatted in memory other
+/// processes may map (a shared region's), never for an instance id (ids are below
+/// `MAX_INSTANCES`, `1 << 30`), so no token of such a region equals one of a private
+/// instance of the same process. Its tag's other 31 bits are random.
 pub(crate) const SHARED_TAG: u64 = 1 << 31;
+
+/// Bit 30 of a token prefix, with bit 31 clear: the heaps of a region laid out as a shared
+/// one but formatted in a private mapping (`Cohort::with_options`, `Cohort::format_in` in
+/// private memory), again never an instance id. Its tag's other 30 bits are random. The
+/// remote free's quick way is tried for tokens without [`SHARED_TAG`] only (a private
+/// instance's, or such a region's): a heap of a pool other processes use never batches
+/// (`crate::remote`), and its remote frees skip the try at no cost. What batches is the
+/// view's business ([`Pool::is_process_shared`]), not the tag's: a region attached in a
+/// mapping of another kind than it was formatted in only skips or tries the quick way for
+/// nothing.
+pub(crate) const PRIVATE_REGION_TAG: u64 = 1 << 30;
 
 /// A heap record's name in shared state: its address minus the pool's `link_base` (so an
 /// offset in a shared instance's state area), 0 for none.

@@ -43,9 +43,21 @@
 //! flusher skip batches with nothing pending: a free that returned before the flush
 //! began set it first.
 //!
-//! Only private instances batch. In a shared region every remote free is pushed at once:
-//! a batch lives in one process, whose death (`kill -9`) would lose its slots for ever
-//! (counted used, never pushed), and the other processes could not flush it.
+//! Only pools no other process uses batch (`Pool::is_process_shared` false): private
+//! instances, and regions laid out as shared ones in a private mapping
+//! (`Cohort::with_options`, `Cohort::format_in` in private memory). In a region other
+//! processes use (shared-anonymous, named, a file, shared caller memory) every remote free
+//! is pushed at once: a batch lives in one process, whose death (`kill -9`) would lose its
+//! slots for ever (counted used, never pushed); the other processes could not flush it
+//! (its chains name blocks by this process's addresses, and its exclusion rests on this
+//! process's `membarrier`); and a process attaching the region could not tell a pending
+//! slot from a live one. A private mapping has none of these: it dies with its process;
+//! no other process maps it (a fork child gets a copy at the same addresses, with every
+//! batch whole: the fork handlers hold them as a private instance's); a view of private
+//! caller memory attached again is in the same process at the same addresses, and its
+//! flushes reach every registered heap's batch, the first view's included. A heap of a
+//! pool other processes use starts no chain, so the quick way
+//! ([`RemoteBatch::try_append`], which only adds to a chain) does nothing there.
 
 use crate::block::Header;
 use crate::class::{HeadIndex, BLOCK_SHIFT};
@@ -227,7 +239,7 @@ impl RemoteBatch {
     ///
     /// # Safety
     /// The caller holds the batch's heap; `off` is a live slot of `h`, which the caller
-    /// gives up; `h` is a block of `pool`, a private pool.
+    /// gives up; `h` is a block of `pool`, which no other process uses.
     #[inline(always)]
     pub(crate) unsafe fn free(&self, pool: &Pool, h: &Header, off: u32) -> BatchFree {
         if !self.enter() {
@@ -255,9 +267,9 @@ impl RemoteBatch {
     /// word): no call, so its caller needs no stack frame.
     ///
     /// # Safety
-    /// As [`RemoteBatch::free`]: the caller holds the batch's heap; `off` is a live slot of
-    /// `h`, which the caller gives up, a block of the heap's pool (private) that the heap
-    /// does not own.
+    /// The caller holds the batch's heap; `off` is a live slot of `h`, which the caller
+    /// gives up, a block of the heap's pool that the heap does not own. The pool may be one
+    /// other processes use: the batch then holds no chain, and nothing is done.
     #[inline(always)]
     pub(crate) unsafe fn try_append(&self, h: &Header, off: u32) -> bool {
         if !fence::is_asymmetric() {
@@ -279,7 +291,7 @@ impl RemoteBatch {
     ///
     /// # Safety
     /// The caller holds the batch's heap; every block of the batch's chains is a live block
-    /// of `pool` (the pool of the batch's heap, private).
+    /// of `pool` (the pool of the batch's heap; in a pool other processes use, it has none).
     pub(crate) unsafe fn flush_own(&self, pool: &Pool, wait: bool) {
         loop {
             if self.enter() {
@@ -326,14 +338,15 @@ impl RemoteBatch {
 
     /// Any thread but the holder: pushes every chain to its block, waiting for another
     /// flusher and for the holder to be out of the entries (a few instructions). Nothing
-    /// to do when the batch's `pending` reads 0.
+    /// to do when the batch's `pending` reads 0. True when it read 1 (a chain may have
+    /// been pushed).
     ///
     /// # Safety
     /// Every block of the batch's chains is a live block of `pool` (the pool of the batch's
-    /// heap, private).
-    pub(crate) unsafe fn flush(&self, pool: &Pool) {
+    /// heap, which no other process uses).
+    pub(crate) unsafe fn flush(&self, pool: &Pool) -> bool {
         if self.pending.load(Ordering::Relaxed) == 0 {
-            return;
+            return false;
         }
         self.take_over(1);
         fence::heavy();
@@ -341,6 +354,7 @@ impl RemoteBatch {
         // SAFETY: taken over and waited out; forwarded.
         unsafe { self.flush_entries(pool) };
         self.give_back();
+        true
     }
 
     /// Pushes every entry's chain.

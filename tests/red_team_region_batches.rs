@@ -414,8 +414,9 @@ fn a_full_fixed_region_serves_again_through_every_allocation_call() {
 /// batch, and out of memory it takes over dead heaps (`reap_dead`) but flushes no other
 /// heap's batch, so it returns null with the memory free. Wanted: out of memory, flush
 /// every batch of the pool (`free::Instance::flush_batches`) and try again.
+/// Fixed (remote, session 16): out of memory, the small slow path and a medium or large
+/// request's room making push every thread's pending remote frees, then try again.
 #[test]
-#[ignore = "RED-71: a full region returns null while another thread's freed slots wait in its batch (main: every run, 252 of the freed 64 B objects)"]
 fn a_full_reservation_serves_again_what_another_thread_freed() {
     let a: &'static Cohort<Life> = Box::leak(Box::new(Cohort::with_reservation(8 * MIB)));
     let failures = nulls_in(&[("with_reservation", a)], &[64; 3]);

@@ -1,5 +1,6 @@
-//! Red-team attacks of session 9 on batched remote frees (a private instance keeps a
-//! thread's frees into other threads' blocks pending, and pushes them later): pending
+//! Red-team attacks of session 9 on batched remote frees (a private instance, or a fixed
+//! region in a private mapping since session 16, keeps a thread's frees into other
+//! threads' blocks pending, and pushes them later): pending
 //! frees against `release_class` and the reuse of the released blocks by another class,
 //! against `compact`, `stats`, `is_empty` and `verify` from other threads, against forks
 //! (the children flush, release and verify), against the freeing thread's exit, and
@@ -142,7 +143,19 @@ fn frees_pending_in_a_batch_never_reach_blocks_a_release_gave_to_another_class()
 /// for ever). The parent ends consistent.
 #[test]
 fn forks_amid_batched_remote_frees_leave_children_that_flush_and_finish() {
-    let a = Cohort::<Life>::new();
+    forks_amid_batched_remote_frees(&Cohort::<Life>::new());
+}
+
+/// As above, in a fixed region (a private mapping laid out as a shared region), whose
+/// remote frees batch too: its batches live in the region's state area.
+#[test]
+fn forks_amid_batched_remote_frees_in_a_fixed_region_leave_children_that_flush_and_finish() {
+    forks_amid_batched_remote_frees(
+        &Cohort::<Life>::with_options(&RegionOptions::new(64 << 20)).expect("fixed"),
+    );
+}
+
+fn forks_amid_batched_remote_frees(a: &Cohort<Life>) {
     let stop = AtomicBool::new(false);
     let swaps = AtomicUsize::new(0);
     let report = Report::new();
@@ -150,7 +163,7 @@ fn forks_amid_batched_remote_frees_leave_children_that_flush_and_finish() {
         let (tx0, rx0) = mpsc::channel::<Vec<(usize, usize)>>();
         let (tx1, rx1) = mpsc::channel::<Vec<(usize, usize)>>();
         for (tx, rx) in [(tx0, rx1), (tx1, rx0)] {
-            let (a, stop, swaps) = (&a, &stop, &swaps);
+            let (stop, swaps) = (&stop, &swaps);
             s.spawn(move || {
                 while !stop.load(Relaxed) {
                     let mine: Vec<_> = (0..200)
@@ -203,8 +216,18 @@ fn forks_amid_batched_remote_frees_leave_children_that_flush_and_finish() {
 /// overlap a live one), and the instance ends empty and consistent.
 #[test]
 fn threads_exiting_with_pending_frees_race_flushers() {
-    let owned = Cohort::<Life>::new();
-    let a = &owned;
+    threads_exiting_with_pending_frees(&Cohort::<Life>::new());
+}
+
+/// As above, in a fixed region.
+#[test]
+fn threads_exiting_with_pending_frees_race_flushers_in_a_fixed_region() {
+    threads_exiting_with_pending_frees(
+        &Cohort::<Life>::with_options(&RegionOptions::new(64 << 20)).expect("fixed"),
+    );
+}
+
+fn threads_exiting_with_pending_frees(a: &Cohort<Life>) {
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
         s.spawn(|| {
@@ -288,8 +311,19 @@ fn threads_exiting_with_pending_frees_race_flushers() {
 /// fork 1812 in another run).
 #[test]
 fn forks_amid_tight_remote_frees_never_leave_a_batch_busy_in_the_child() {
-    let owned = Cohort::<Life>::new();
-    let a = &owned;
+    forks_amid_tight_remote_frees(&Cohort::<Life>::new(), 3000);
+}
+
+/// As above, in a fixed region (its batches in the region's state area).
+#[test]
+fn forks_amid_tight_remote_frees_in_a_fixed_region_never_leave_a_batch_busy_in_the_child() {
+    forks_amid_tight_remote_frees(
+        &Cohort::<Life>::with_options(&RegionOptions::new(64 << 20)).expect("fixed"),
+        1000,
+    );
+}
+
+fn forks_amid_tight_remote_frees(a: &Cohort<Life>, forks: usize) {
     let stop = AtomicBool::new(false);
     let frees = AtomicUsize::new(0);
     let failed = std::thread::scope(|s| {
@@ -315,7 +349,7 @@ fn forks_amid_tight_remote_frees_never_leave_a_batch_busy_in_the_child() {
             });
         }
         let failed = first_failed_fork(
-            3000,
+            forks,
             5,
             |round| {
                 while frees.load(Relaxed) < round * 50 {

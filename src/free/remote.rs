@@ -1,9 +1,10 @@
 //! The frees the fast path passes on ([`Instance::free_other`]): a pointer outside the
 //! region, a block of another (class, life), a slot already free (misuse, reported through
 //! [`super::checks`]), or a block of another heap: a remote free ([`Instance::free_remote`]),
-//! local after all when the block is another heap of the caller's, else, in a private
-//! instance, onto the caller's heap's batch ([`crate::remote`]), in a shared one a
-//! lock-free push on the block's remote list, or the pool's lock for tiny blocks.
+//! local after all when the block is another heap of the caller's, else, in a pool no
+//! other process uses (a private instance, a region in a private mapping), onto the
+//! caller's heap's batch ([`crate::remote`]), in one other processes use a lock-free push
+//! on the block's remote list, or the pool's lock for tiny blocks.
 
 use crate::block::{header_of, Header, PROMOTING};
 use crate::class::{class_of, HeadIndex};
@@ -52,8 +53,11 @@ impl Instance {
         route: R,
         life: usize,
     ) {
-        // A shared region's heaps (their tokens say so) do not batch: their batches, in the
-        // region's state, are never written (`crate::remote`).
+        // Not for a token of a region formatted for other processes to use: its heaps do
+        // not batch (`crate::remote`), and the test costs nothing (it is part of the
+        // word's mask). A token without the bit (a private instance's, a region formatted
+        // in a private mapping) is tried whatever its view: a heap of a pool other
+        // processes use never starts a chain, so `try_append` finds none there.
         if let Some(owner) = quick_owner(word).filter(|&o| !is_shared_token(o)) {
             // SAFETY: the route gives null or a live heap the caller holds.
             let heap = unsafe { route.remote_heap(this.instance_id(), owner).as_ref() };
@@ -218,7 +222,8 @@ impl Instance {
 
     /// A remote free of slot `p` of block `h`, owned by heap token `owner`, that the quick
     /// way did not take: onto the batch of the caller's heap when the route finds that heap
-    /// without a search ([`Route::remote_heap`]) and the pool is private. `None` when it did
+    /// without a search ([`Route::remote_heap`]) and no other process uses the pool
+    /// ([`Pool::is_process_shared`](crate::pool::Pool::is_process_shared)). `None` when it did
     /// nothing (the general way, [`Instance::free_remote`], takes the free).
     ///
     /// # Safety
@@ -236,12 +241,12 @@ impl Instance {
         // SAFETY: the route gives null or a live heap the caller holds.
         let heap = unsafe { route.remote_heap(self.instance_id(), owner).as_ref() }?;
         let pool = heap.pool();
-        if pool.is_shared() {
-            return None; // Shared pools do not batch (see `crate::remote`).
+        if pool.is_process_shared() {
+            return None; // Pools other processes use do not batch (see `crate::remote`).
         }
-        // SAFETY: a live slot of h (caller), a block of this private pool (the caller's
-        // heap's: the block is in the instance's region) that the heap does not own; the
-        // caller holds the heap.
+        // SAFETY: a live slot of h (caller), a block of this pool, which no other process
+        // uses (the caller's heap's: the block is in the instance's region), that the heap
+        // does not own; the caller holds the heap.
         Some(unsafe { heap.remote.free(pool, h, h.offset_of(p)) })
     }
 
@@ -278,10 +283,10 @@ impl Instance {
 
     /// A free of slot `p` of a block the route's heap does not own: local after all when
     /// the block is another heap of the caller's ([`Route::heap_owning`]); else onto the
-    /// caller's batch (a private instance) or a lock-free push on the block's remote list,
-    /// or the pool's lock for tiny blocks. A slot that is the first of the
-    /// list it would join is already free: reported as a double free (`size` and `life`
-    /// are the caller's, for the report).
+    /// caller's batch (a pool no other process uses) or a lock-free push on the block's
+    /// remote list, or the pool's lock for tiny blocks. A slot that is the first of the list
+    /// it would join is already free: reported as a double free (`size` and `life` are the
+    /// caller's, for the report).
     ///
     /// # Safety
     /// `p` is a live slot of block `h` (its size and lifetime class checked against the
@@ -334,9 +339,10 @@ impl Instance {
             // SAFETY: the caller guarantees a live slot; tiny blocks are the pool's.
             unsafe { pool.free_tiny(&mut st, h, off) };
         } else {
-            // A private pool's free goes to the caller's heap's batch ([`crate::remote`]).
+            // In a pool no other process uses, the free goes to the caller's heap's batch
+            // ([`crate::remote`]).
             // SAFETY: the route gives null or a live heap the caller holds.
-            let batch = (!pool.is_shared())
+            let batch = (!pool.is_process_shared())
                 .then(|| unsafe { route.batch_heap(pool, self.instance_id()).as_ref() })
                 .flatten();
             if let Some(heap) = batch {
@@ -347,8 +353,8 @@ impl Instance {
                     return unsafe { self.free_mine::<ABORT>(heap, h, p, size, life) };
                 }
                 // Counted when its chain is pushed (no shared counter per free).
-                // SAFETY: a live slot of h (caller), a block of this private pool that the
-                // heap does not own; the caller holds the heap.
+                // SAFETY: a live slot of h (caller), a block of this pool (which no other
+                // process uses) that the heap does not own; the caller holds the heap.
                 if unsafe { heap.remote.free(pool, h, off) } != BatchFree::Done {
                     self.double_free::<ABORT>(p, size, life);
                 }
@@ -378,19 +384,23 @@ impl Instance {
     /// a batch still holds slots of), `compact`, `verify`, the statistics. Waits while a
     /// batch is being changed (a few instructions of its thread). Call it without the pool
     /// lock (a flush only tries it, and then leaves the give-back of emptied blocks to the
-    /// lock's next holder).
-    pub(crate) fn flush_batches(&self) {
+    /// lock's next holder). True when a batch had frees pending (pushed now): out of
+    /// memory then tries again (other threads' pending frees count as used until pushed).
+    pub(crate) fn flush_batches(&self) -> bool {
         let Some(pool) = self.pool_if_any() else {
-            return;
+            return false;
         };
-        if pool.is_shared() {
-            return; // Shared pools do not batch.
+        if pool.is_process_shared() {
+            return false; // Pools other processes use do not batch.
         }
+        let mut pushed = false;
         for heap in registered(pool) {
-            // SAFETY: a private pool's registered heaps stay mapped for its life, and the
-            // blocks of their batches' chains live while the chains hold their slots.
-            unsafe { (*heap).remote.flush(pool) };
+            // SAFETY: the registered heaps of a pool no other process uses stay mapped for
+            // its life (in their own mappings, or in its state area), and the blocks of their
+            // batches' chains live while the chains hold their slots.
+            pushed |= unsafe { (*heap).remote.flush(pool) };
         }
+        pushed
     }
 }
 
@@ -404,9 +414,10 @@ fn quick_owner(word: u64) -> Option<u64> {
         .then_some(word >> 16)
 }
 
-/// True when heap token `token` is a shared region's heap's: its upper half is the region's
-/// tag, which holds [`SHARED_TAG`], where a private instance's is its id, below it
-/// (`Pool::token_prefix`, `crate::instance_id::MAX_INSTANCES`).
+/// True when heap token `token` is the heap's of a region formatted for other processes to
+/// use: its upper half is the region's tag, which holds [`SHARED_TAG`], where a private
+/// instance's is its id and a privately formatted region's tag holds
+/// `crate::pool::PRIVATE_REGION_TAG`, both without it.
 #[inline(always)]
 fn is_shared_token(token: u64) -> bool {
     (token >> 16) & SHARED_TAG != 0

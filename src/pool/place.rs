@@ -359,7 +359,7 @@ pub(crate) unsafe fn place(
         if shared.layout != STATE_LAYOUT
             || shared.life_count != life_count
             || shared.max_heaps != layout.max_heaps
-            || shared.tag & super::SHARED_TAG == 0
+            || shared.tag & (super::SHARED_TAG | super::PRIVATE_REGION_TAG) == 0
         {
             return ptr::null_mut();
         }
@@ -377,7 +377,13 @@ pub(crate) unsafe fn place(
     if !is_new {
         return pool;
     }
-    let tag = super::SHARED_TAG | u64::from(os::shared_mem::random_u32() >> 1);
+    // Tokens of a region formatted privately do not say "shared": they take the remote
+    // free's quick way (see `PRIVATE_REGION_TAG`).
+    let tag = if parts.private {
+        super::PRIVATE_REGION_TAG | u64::from(os::shared_mem::random_u32() >> 2)
+    } else {
+        super::SHARED_TAG | u64::from(os::shared_mem::random_u32() >> 1)
+    };
     // SAFETY: a new area, ours alone (caller).
     let formatted = unsafe {
         format(
