@@ -43,8 +43,9 @@
 //! allocation (or past it plus the longest run after a free, which the next allocation may
 //! reuse), whole pages of free dirty granules go back to the OS (`Pool::purge_medium`) down
 //! to three quarters of the bound, those of the shortest ranges of dirty granules first
-//! (the least likely to serve a request), among as short ones those of the blocks freed
-//! into longest ago (last on their lists: no request took them since); they read zero
+//! (the least likely to serve a request) and those in runs of free granules long enough for
+//! the longest requests last (`medium_block::KEPT_FREE`), among as short ones those of the
+//! blocks freed into longest ago (last on their lists: no request took them since); they read zero
 //! afterwards. Below the bound,
 //! dirty granules unused for a while go back on the pool's delay (`Pool::decay_medium`,
 //! looked at every [`DECAY_EVERY`]-th medium free): per window of half the delay, those

@@ -192,6 +192,43 @@ fn purge_gives_back_the_shortest_dirty_ranges_first_and_stops_at_enough() {
     assert_eq!(r.check(), Ok((3, 6)));
 }
 
+/// A range of dirty granules in a run of at least `KEPT_FREE` free granules (where the
+/// longest requests fit) goes back only in a purge's last pass; one as long between live
+/// runs goes back in the first.
+#[test]
+fn dirty_granules_of_long_free_runs_go_back_last() {
+    let mut r = fresh();
+    let [a, _, c] = [16; 3].map(|n| {
+        let g = r.find(n, 1).unwrap();
+        r.take(g, n);
+        g
+    });
+    // a: between the metadata and a live run; c: in the free run to the block's end.
+    r.free_run(a);
+    r.free_run(c);
+    assert_eq!(r.dirty(), 32);
+    let mut lengths = Vec::new();
+    r.for_each_dirty_range(4096, |k, pages| lengths.push((k, pages)));
+    assert_eq!(
+        lengths,
+        vec![(16, 16), (GRANULES, 16)],
+        "c ranked with the last pass"
+    );
+    let mut given = Vec::new();
+    assert_eq!(
+        r.purge(4096, GRANULES / 2, usize::MAX, |g, k| given.push((g, k))),
+        16
+    );
+    assert_eq!(given, vec![(a, 16)], "c stays for the longest requests");
+    assert_eq!(
+        r.purge(4096, GRANULES, usize::MAX, |g, k| given.push((g, k))),
+        16
+    );
+    assert_eq!(given, vec![(a, 16), (c, 16)]);
+    assert_eq!(r.dirty(), 0);
+    assert_eq!(r.check(), Ok((1, 16)));
+}
+
 #[test]
 fn dirty_ranges_are_counted_with_the_whole_pages_inside_them() {
     let mut r = fresh();
