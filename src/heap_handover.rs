@@ -101,8 +101,13 @@ unsafe fn hand_over(heap: *mut Heap, pool: &Pool, st: &mut PoolState, dead: bool
         let head = unsafe { head_at(heap, heads, i.get()) };
         if let Some(h) = hp.current_in(pool, head.current()) {
             if h.owner() == hp.token {
-                // The cursor (offsets, in the heap: a dead holder's too) goes to the block.
-                head.cursors.sync(head.class, h);
+                // The cursor (offsets, in the heap: a dead holder's too) goes to the block,
+                // unless a dead holder stopped while loading it (the header is the truth:
+                // written back, a cursor with no `bump` yet would hand out the header and
+                // every slot again).
+                if !dead || head.cursors.loaded(head.class, h) {
+                    head.cursors.sync(head.class, h);
+                }
                 if dead {
                     h.recount_local();
                 }

@@ -32,7 +32,8 @@
 //!
 //! - `state(b) == (free[c], bump[c], end[c])`: the block's allocation list, first
 //!   never-used slot and bump window end (`crate::block::AllocState`) are the cursor's;
-//!   the header's copy is stale.
+//!   the header's copy is stale; `bump[c] >= b.bump` (pops move it on; a write-back makes
+//!   them equal; a reset in place lowers `b.bump`, then loads the cursor).
 //! - `used(b) == b.used() + taken[c]`: the header counts the local and collected remote
 //!   frees and the slow paths' allocations, the cursor the fast paths' allocations since
 //!   it was last written back.
@@ -303,6 +304,14 @@ impl Cursors {
         to.end().set(from.end().get());
         h.count_add(self.taken[class].get());
         self.taken[class].set(0);
+    }
+
+    /// Whether the cursor of `class` holds the state of `h`, its current block, loaded
+    /// whole (`bump[c] >= h.bump`, module docs). A holder that stopped inside
+    /// [`HeapHead::enter`] (the block named first, then the cursor loaded a word at a time)
+    /// left it empty, or with the allocation list and no `bump` yet: the header is the truth.
+    pub(crate) fn loaded(&self, class: usize, h: &Header) -> bool {
+        self.at(class).bump().get() >= h.state().bump().get()
     }
 
     /// Loads the cursor of `class` from `h`, its current block, if any (module docs).

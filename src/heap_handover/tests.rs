@@ -225,3 +225,88 @@ fn an_exited_heaps_tiny_blocks_serve_other_heaps() {
         "a tiny slot from the exited heap's block"
     );
 }
+
+/// RED-66's take-over (a fork child's, a dead process's survivor) of a heap whose holder
+/// stopped in the middle of making a block current (`HeapHead::enter`: the head names the
+/// block first, then its cursor is loaded from the header one word at a time): the cursor
+/// is the empty one, or holds the allocation list but no `bump` yet. The take-over wrote
+/// that cursor back to the header (`bump` 0, below the first slot), the recount gave up
+/// on it, and the block's next taker handed out its header and its live slots again (the
+/// red team's fork test of a join's slow paths: a fork child's fill wrote over a block
+/// header, and at a pointer read out of a filled slot). Each step of the load: no slot the
+/// block handed out, and no byte of its header, is handed out again. Fails without the
+/// check of the cursor (`Cursors::loaded`): "stopped after 1 of enter's stores: slot 0x0
+/// handed out again".
+#[test]
+fn a_dead_holder_stopped_making_a_block_current_hands_out_no_slot_twice() {
+    use super::{reap_dead, THREAD_GROUP};
+    use crate::block::{Role, Word};
+    use crate::class::{class_of, HeadIndex};
+    use crate::heap::{head_at, Heap};
+    use crate::pool::test_pool::TestPool;
+
+    let class = class_of(64, 8).unwrap();
+    // The stores of `enter` the holder made before it stopped: the head's current block,
+    // then the cursor's allocation list, `bump` and window end.
+    for stores in 1..=4 {
+        let pool = TestPool::shared(8, 1, Heap::bytes(1));
+        let heap = Heap::create(&pool, 1, THREAD_GROUP);
+        assert!(!heap.is_null());
+        // SAFETY: registered in the pool, which the test keeps.
+        let hp = unsafe { &*heap };
+        let h = pool
+            .take_block(&mut pool.lock(), class, 0, hp.token)
+            .unwrap();
+        // Ten slots handed out, the even ones freed: on the allocation list, as a block
+        // that was current before keeps them.
+        let mut live = Vec::new();
+        for i in 0..10 {
+            let (off, _) = h
+                .pop()
+                .or_else(|| h.refill().then(|| h.pop()).flatten())
+                .unwrap();
+            if i % 2 == 0 {
+                // SAFETY: a slot of `h` just handed out, freed once.
+                let _ = unsafe { h.push_local(h.base().add(off as usize)) };
+            } else {
+                live.push(off);
+            }
+        }
+        h.collect_freed();
+        let at = HeadIndex::new(class, 0).get();
+        // SAFETY: the test is the heap's holder; `at` is below the head count.
+        let head = unsafe { head_at(heap, HeadIndex::count(1), at) };
+        h.set_role(Role::Current);
+        // `enter`'s stores, in its order, up to `stores`.
+        let (from, to) = (h.state(), head.state());
+        head.current
+            .store(core::ptr::from_ref(h).cast_mut(), Ordering::Relaxed);
+        let words = [
+            (to.free(), from.free().get()),
+            (to.bump(), from.bump().get()),
+            (to.end(), from.end().get()),
+        ];
+        for (word, value) in &words[..stores - 1] {
+            word.store(*value, Ordering::Relaxed);
+        }
+        hp.holder.store(DEAD, Ordering::Release);
+        assert_eq!(reap_dead(&pool), 1, "the dead holder's heap is taken over");
+        // The block's next taker: every slot it hands out, once.
+        let st = &mut pool.lock();
+        let b = pool.take_block(st, class, 0, 7).unwrap();
+        assert!(
+            core::ptr::eq(b, h),
+            "the block itself, from the pool's list"
+        );
+        let c = b.geometry();
+        let mut seen = vec![false; (c.limit / c.stride) as usize + 1];
+        while let Some((off, _)) = b.pop().or_else(|| b.refill().then(|| b.pop()).flatten()) {
+            let again = off < c.first || live.contains(&off) || seen[(off / c.stride) as usize];
+            assert!(
+                !again,
+                "stopped after {stores} of enter's stores: slot {off:#x} handed out again"
+            );
+            seen[(off / c.stride) as usize] = true;
+        }
+    }
+}
