@@ -154,12 +154,31 @@ impl Instance {
         })
     }
 
-    /// True when `p` starts a cached large mapping: a large allocation freed already.
+    /// The large allocation starting at `p`, a non-null pointer outside the region, for a
+    /// free or resize without its size ([`Instance::large_at`]). A pointer into this
+    /// allocator's mappings that starts no live allocation aborts, as [`Cohort::free_unsized`]
+    /// says: one in a freed mapping the cache keeps (a double free), or one inside a live
+    /// allocation. Any other pointer is [`Problem::Foreign`], nothing done: the caller may
+    /// hand it to the allocator it came from, which must never be given cohort's memory.
     #[cold]
     #[inline(never)]
-    fn is_cached_large(&self, p: *mut u8) -> bool {
-        self.pool_if_any()
-            .is_some_and(|pool| pool.large.lock().is_cached(p as usize))
+    #[track_caller]
+    fn large_or_report(&self, p: *mut u8) -> Result<Allocation, Misuse> {
+        if let Some(found) = self.large_at(p) {
+            return Ok(found);
+        }
+        let problem = self.pool_if_any().and_then(|pool| {
+            let large = pool.large.lock();
+            if large.is_cached(p as usize) {
+                return Some(Problem::DoubleFree);
+            }
+            let (start, mapped) = large.containing(p as usize)?;
+            Some(Problem::InsideLarge { start, mapped })
+        });
+        match problem {
+            Some(problem) => report::<true>(self.misuse(p, 0, 0, problem)),
+            None => Err(self.misuse(p, 0, 0, Problem::Foreign)),
+        }
     }
 
     /// The run of the region's units starting at `p` (a large allocation inside the
@@ -254,10 +273,11 @@ impl<L: Lifetime> Cohort<L> {
     ///
     /// # Errors
     /// [`Problem::Foreign`] when `ptr` is not in this allocator's memory: nothing is
-    /// changed, and the caller may hand the pointer to the allocator it came from. Other
-    /// misuse the free detects (a pointer into a block that holds no allocations, a double
-    /// free of the slot freed last, or in checked mode any double free or a pointer inside
-    /// a slot) aborts the process with a message naming the pointer, as `GlobalAlloc` does:
+    /// changed, and the caller may hand the pointer to the allocator it came from (never a
+    /// pointer into memory of this allocator's). Other misuse the free detects (a pointer
+    /// into a block that holds no allocations, inside a medium or large allocation, a double
+    /// free of the slot freed last or of a large allocation, or in checked mode any double
+    /// free or a pointer inside a slot) aborts the process with a message naming the pointer, as `GlobalAlloc` does:
     /// this free is for callers that cannot unwind.
     ///
     /// # Safety
@@ -333,13 +353,7 @@ impl<L: Lifetime> Cohort<L> {
         if ptr.is_null() {
             return Ok(());
         }
-        let Some(found) = self.core.large_at(ptr) else {
-            if self.core.is_cached_large(ptr) {
-                // Freed already; its mapping is cohort's, never another allocator's.
-                report::<true>(self.core.misuse(ptr, 0, 0, Problem::DoubleFree));
-            }
-            return Err(self.core.misuse(ptr, 0, 0, Problem::Foreign));
-        };
+        let found = self.core.large_or_report(ptr)?;
         let side = found.side();
         // SAFETY: a live large allocation of this allocator (caller) with its mapped length
         // and an alignment that keeps it large, in its lifetime class.
@@ -405,13 +419,7 @@ impl<L: Lifetime> Cohort<L> {
             };
             (old, life)
         } else {
-            let Some(found) = self.core.large_at(ptr) else {
-                if self.core.is_cached_large(ptr) {
-                    // Freed already; its mapping is cohort's, never another allocator's.
-                    report::<true>(self.core.misuse(ptr, 0, 0, Problem::DoubleFree));
-                }
-                return Err(self.core.misuse(ptr, 0, 0, Problem::Foreign));
-            };
+            let found = self.core.large_or_report(ptr)?;
             (found.side(), found.life)
         };
         // SAFETY: a live allocation of this allocator (caller) with its usable size, an

@@ -109,6 +109,13 @@ pub enum Problem {
         /// The block's size class.
         block_class: usize,
     },
+    /// The pointer lies inside a live large allocation, past its start.
+    InsideLarge {
+        /// The allocation's address.
+        start: usize,
+        /// Its mapped length.
+        mapped: usize,
+    },
     /// A large allocation starts at the pointer, but of another length or lifetime class.
     LargeMismatch {
         /// Its mapped length.
@@ -191,6 +198,7 @@ impl Misuse {
             | Problem::NotASlot { .. }
             | Problem::DoubleFree
             | Problem::NotLarge
+            | Problem::InsideLarge { .. }
             | Problem::NotARun
             | Problem::Promoted { .. }
             | Problem::NotPromoted { .. } => problem,
@@ -320,6 +328,11 @@ impl fmt::Display for Misuse {
                 "size {} is a large allocation, but none starts at the pointer (double free, \
                  foreign pointer, or wrong size)",
                 self.size
+            ),
+            Problem::InsideLarge { start, mapped } => write!(
+                f,
+                "the pointer is inside the large allocation at {start:#x} ({mapped} B mapped), \
+                 not at its start"
             ),
             Problem::NotMedium {
                 block_class: Some(bc),

@@ -824,6 +824,67 @@ fn an_unsized_free_of_a_cached_address_aborts_as_a_double_free() {
     }
 }
 
+/// The child side of [`an_unsized_free_inside_a_live_large_allocation_aborts`].
+#[test]
+fn unsized_inside_child() {
+    let Some(case) = test_support::child_case(CHILD_ENV) else {
+        return;
+    };
+    let a = patient();
+    let p = a.malloc(4 << 20, Life::A);
+    // SAFETY: p is live; p + 64 KiB lies inside it and starts nothing: the misuse under
+    // test.
+    unsafe {
+        let inside = p.add(64 << 10);
+        eprintln!("child: misusing {:#x}", inside as usize);
+        let answer = match case.as_str() {
+            "free" => a.free_unsized(inside).map(drop),
+            _ => a.realloc_unsized(inside, 8 << 20, 8).map(drop),
+        };
+        eprintln!("child: the misuse returned {answer:?}");
+    }
+}
+
+/// A free or resize without a size of a pointer inside a live large allocation must abort
+/// naming it: were it called foreign, the C `free` would hand part of cohort's mapping to
+/// another allocator (glibc read the bytes before it as a chunk header and unmapped 72 KiB
+/// of the live allocation).
+#[test]
+fn an_unsized_free_inside_a_live_large_allocation_aborts() {
+    for case in ["free", "realloc"] {
+        let stderr = test_support::abort_in_child("unsized_inside_child", CHILD_ENV, case);
+        assert!(
+            stderr.contains("inside the large allocation at"),
+            "{case}: {stderr}"
+        );
+        assert!(!stderr.contains("misuse returned"), "{case}: {stderr}");
+    }
+}
+
+/// A sized free inside a live large allocation names the allocation it lies in; a
+/// pointer just past a live mapping's end, or one past a freed mapping's, is not inside.
+#[test]
+fn a_sized_free_inside_a_live_large_allocation_names_it() {
+    let _serial = serial();
+    let a = patient();
+    let len = 4 << 20;
+    let p = a.malloc(len, Life::A);
+    let usable = a.allocation_at(p).unwrap().usable;
+    for offset in [1, 4096, 64 << 10, usable - 1] {
+        // SAFETY: misuse, reported, changing nothing.
+        let got = problem(unsafe { a.try_free(p.wrapping_add(offset), len, Life::A) });
+        assert!(
+            matches!(got, Problem::InsideLarge { start, .. } if start == p as usize),
+            "offset {offset}: {got:?}"
+        );
+    }
+    // SAFETY: live, freed once.
+    unsafe { a.free(p, len, Life::A) };
+    // SAFETY: misuse, reported, changing nothing.
+    let got = problem(unsafe { a.try_free(p.wrapping_add(64 << 10), len, Life::A) });
+    assert!(!matches!(got, Problem::InsideLarge { .. }), "{got:?}");
+}
+
 /// A free of a cached address with size 0 (the size of a zero-size request, whose pointer
 /// frees nothing) is a double free too.
 #[test]

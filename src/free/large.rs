@@ -191,7 +191,10 @@ pub(crate) fn large_match(
         Some(m) if named.fits(&m, life) => Ok(m),
         Some(m) => Err(mismatch(m)),
         None if large.is_cached(p as usize) => Err(Problem::DoubleFree),
-        None => Err(Problem::NotLarge),
+        None => Err(match large.containing(p as usize) {
+            Some((start, mapped)) => Problem::InsideLarge { start, mapped },
+            None => Problem::NotLarge,
+        }),
     }
 }
 

@@ -10,6 +10,9 @@
 //!   without the table growing, however the table changed meanwhile;
 //! - an address is in at most one live entry; for every live entry `len <= mapped <= len +
 //!   len / 8`; `bytes = Σ mapped` over the live entries;
+//! - `span.0 <= addr` and `addr + mapped <= span.1` for every live entry (the span only
+//!   widens while the table holds entries, and is empty, `(usize::MAX, 0)`, when it holds
+//!   none): a pointer outside it lies in no live allocation ([`LargeTable::containing`]);
 //! - the lock is never held across a system call: the table grows into slots mapped with
 //!   the lock dropped ([`lock_with_room`]), and its old slots are unmapped after the unlock.
 //!   Between two rebuilds (`rebuilds`) every entry keeps its slot.
@@ -133,7 +136,12 @@ pub(crate) struct LargeTable {
     /// Rebuilds so far ([`LargeTable::rebuild_into`]): between two, every entry keeps its
     /// slot.
     rebuilds: u64,
+    /// Addresses every live entry's mapping lies in: `[span.0, span.1)`.
+    span: (usize, usize),
 }
+
+/// The span of a table holding no entries.
+const NO_SPAN: (usize, usize) = (usize::MAX, 0);
 
 /// The large table under its lock.
 pub(crate) type Locked<'a> = lock_api::MutexGuard<'a, RawPoolLock, LargeTable>;
@@ -160,6 +168,7 @@ impl LargeTable {
             cache: cache::Cache::new(),
             system_calls: 0,
             rebuilds: 0,
+            span: NO_SPAN,
         }
     }
 
@@ -228,6 +237,10 @@ impl LargeTable {
                 self.set(i, Entry::new(addr, mapping));
                 self.len += 1;
                 self.bytes += mapping.mapped;
+                self.span = (
+                    self.span.0.min(addr),
+                    self.span.1.max(addr + mapping.mapped),
+                );
                 return;
             }
             i = (i + 1) & (self.capacity() - 1);
@@ -297,7 +310,24 @@ impl LargeTable {
         self.len -= 1;
         self.tombs += 1;
         self.bytes -= e.mapped;
+        if self.len == 0 {
+            self.span = NO_SPAN;
+        }
         Some(e.mapping())
+    }
+
+    /// The live large allocation `addr` lies in past its start: its address and mapped
+    /// length. For a pointer no allocation starts at (misuse, or another allocator's), so it
+    /// walks every slot, unless `addr` is outside the span of the live entries (a pointer
+    /// into the C library's heap, or any table with no entries, answers at once).
+    pub(crate) fn containing(&self, addr: usize) -> Option<(usize, usize)> {
+        if !(self.span.0..self.span.1).contains(&addr) {
+            return None;
+        }
+        (0..self.capacity())
+            .map(|i| self.slot(i))
+            .find(|e| e.addr > TOMB && addr > e.addr && addr - e.addr < e.mapped)
+            .map(|e| (e.addr, e.mapped))
     }
 
     /// Moves the entries into `fresh` when it is what a rebuild making room for `n` more

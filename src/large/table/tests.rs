@@ -198,3 +198,50 @@ fn an_entry_taken_out_goes_back_in_with_no_growth() {
         assert!(t.make_room());
     }
 }
+
+/// `containing` finds the live entry an address lies in past its start, across a rebuild,
+/// never the start itself, an address past the mapped end, nor a removed entry's bytes;
+/// the span shrinks back once the table is empty.
+#[test]
+fn an_address_inside_a_live_entry_names_it() {
+    let mut t = LargeTable::new();
+    let large = |len: usize| Mapping {
+        len,
+        mapped: len,
+        request: Request {
+            kind: Kind::Large,
+            life: 0,
+        },
+    };
+    let (a, b) = (0x10_0000_0000usize, 0x20_0000_0000usize);
+    insert(&mut t, a, large(1 << 20));
+    insert(&mut t, b, large(8 << 20));
+    for (addr, want) in [
+        (a, None),
+        (a + 1, Some((a, 1 << 20))),
+        (a + (1 << 20) - 1, Some((a, 1 << 20))),
+        (a + (1 << 20), None),
+        (b + (4 << 20), Some((b, 8 << 20))),
+        (b + (8 << 20), None),
+        (a - 1, None),
+    ] {
+        assert_eq!(t.containing(addr), want, "{addr:#x}");
+    }
+    // Enough entries to rebuild the table: each keeps its answer.
+    for i in 1..=MIN_CAPACITY {
+        insert(&mut t, b + i * (16 << 20), large(4096));
+    }
+    assert!(t.rebuilds > 0);
+    assert_eq!(t.containing(a + 100), Some((a, 1 << 20)));
+    assert_eq!(
+        t.containing(b + MIN_CAPACITY * (16 << 20) + 1),
+        Some((b + MIN_CAPACITY * (16 << 20), 4096))
+    );
+    assert!(t.remove(a).is_some());
+    assert_eq!(t.containing(a + 100), None);
+    for i in 1..=MIN_CAPACITY {
+        assert!(t.remove(b + i * (16 << 20)).is_some());
+    }
+    assert!(t.remove(b).is_some());
+    assert_eq!(t.span, NO_SPAN);
+}
