@@ -25,6 +25,7 @@ mod table;
 
 use crate::class::medium_granules;
 use crate::decay::Retention;
+use crate::misuse::Problem;
 use crate::os;
 use crate::sync::PoolLock;
 pub(crate) use cache::{Cached, Evicted};
@@ -85,9 +86,21 @@ pub(crate) struct Mapping {
 /// give mappings up return them to unmap once the lock is dropped, and count them as
 /// system calls.
 impl LargeTable {
-    /// True when `addr` starts a cached (freed) mapping: a free of it is a double free.
+    /// True when `addr` lies in a cached (freed) mapping: a free of it is a double free.
     pub(crate) fn is_cached(&self, addr: usize) -> bool {
         self.cache.contains(addr)
+    }
+
+    /// What a free of `addr`, where no live allocation of the table starts, does to memory
+    /// of this allocator's: a double free in a freed mapping the cache keeps, or a pointer
+    /// inside a live allocation. `None` when `addr` is in neither (another allocator's, as
+    /// far as the table knows).
+    pub(crate) fn not_a_start(&self, addr: usize) -> Option<Problem> {
+        if self.is_cached(addr) {
+            return Some(Problem::DoubleFree);
+        }
+        let (start, mapped) = self.containing(addr)?;
+        Some(Problem::InsideLarge { start, mapped })
     }
 
     /// Cached mappings and their bytes.

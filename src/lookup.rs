@@ -167,14 +167,9 @@ impl Instance {
         if let Some(found) = self.large_at(p) {
             return Ok(found);
         }
-        let problem = self.pool_if_any().and_then(|pool| {
-            let large = pool.large.lock();
-            if large.is_cached(p as usize) {
-                return Some(Problem::DoubleFree);
-            }
-            let (start, mapped) = large.containing(p as usize)?;
-            Some(Problem::InsideLarge { start, mapped })
-        });
+        let problem = self
+            .pool_if_any()
+            .and_then(|pool| pool.large.lock().not_a_start(p as usize));
         match problem {
             Some(problem) => report::<true>(self.misuse(p, 0, 0, problem)),
             None => Err(self.misuse(p, 0, 0, Problem::Foreign)),

@@ -871,12 +871,15 @@ fn a_sized_free_inside_a_live_large_allocation_names_it() {
     let p = a.malloc(len, Life::A);
     let usable = a.allocation_at(p).unwrap().usable;
     for offset in [1, 4096, 64 << 10, usable - 1] {
-        // SAFETY: misuse, reported, changing nothing.
-        let got = problem(unsafe { a.try_free(p.wrapping_add(offset), len, Life::A) });
-        assert!(
-            matches!(got, Problem::InsideLarge { start, .. } if start == p as usize),
-            "offset {offset}: {got:?}"
-        );
+        // A large size, a medium one, a small one: each names the allocation.
+        for size in [len, 100_000, 16] {
+            // SAFETY: misuse, reported, changing nothing.
+            let got = problem(unsafe { a.try_free(p.wrapping_add(offset), size, Life::A) });
+            assert!(
+                matches!(got, Problem::InsideLarge { start, .. } if start == p as usize),
+                "offset {offset}, size {size}: {got:?}"
+            );
+        }
     }
     // SAFETY: live, freed once.
     unsafe { a.free(p, len, Life::A) };

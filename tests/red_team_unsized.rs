@@ -112,7 +112,6 @@ fn inside_large_misuse(case: &str) {
 /// medium allocation", `NotLarge`), and so is one inside a freed mapping the cache keeps
 /// (the third case, which passes on main).
 #[test]
-#[ignore = "RED-74: free_unsized/realloc_unsized of a pointer inside a live large mapping answer Foreign instead of reporting it (the C free hands it to glibc); every run on main ddca758 (release-tests 3/3)"]
 fn a_pointer_inside_a_large_mapping_is_never_foreign() {
     if let Some(case) = child_case(INSIDE_CASE) {
         inside_large_misuse(&case);

@@ -64,23 +64,35 @@ fn allocate<const ZERO: bool>(size: usize, align: usize) -> *mut c_void {
     p.cast()
 }
 
-/// Frees `p` knowing its size and alignment (the sized fast path) when it lies in cohort's
-/// region; else from its address (a large allocation, or the C library's block).
+/// Frees `p` knowing its size and alignment: in cohort's region, the sized fast path with
+/// that request (a wrong size is caught by the block's key and aborts); outside it, a large
+/// allocation (a mapping of its own) is freed with the size checked against its mapping (a
+/// wrong one aborts), and any other pointer goes to the unsized `free` (the C library's
+/// block, or misuse it reports). A size no allocation can have (above [`MAX_SIZE`]) given
+/// with cohort's memory aborts.
 ///
 /// # Safety
 /// `p` is null, or a live allocation of the drop-in family made with `(size, align)` (a
 /// size from the one asked for up to its usable size), or a live block of the C library.
 #[inline(always)]
 pub(crate) unsafe fn free_with_size(p: *mut c_void, size: usize, align: usize) {
-    match request(size, align) {
-        Some(layout) if COHORT.in_region(p.cast()) => {
-            // SAFETY: in the region, so cohort's; the caller's size and alignment give the
-            // allocation's request (a wrong one is caught by the block's key and aborts).
-            unsafe { GlobalAlloc::dealloc(&COHORT, p.cast(), layout) }
-        }
+    let cohorts = COHORT.in_region(p.cast()) || {
+        // Off the fast path: a large allocation, found in the large table (under its lock).
+        !p.is_null() && COHORT.allocation_at(p.cast()).is_some()
+    };
+    if !cohorts {
         // SAFETY: forwarded contract.
-        _ => unsafe { free(p) },
+        return unsafe { free(p) };
     }
+    let Some(layout) = request(size, align) else {
+        crate::misuse_abort(format_args!(
+            "sized free of {p:p} with size {size} (alignment {align}): no allocation has that \
+             size"
+        ));
+    };
+    // SAFETY: cohort's allocation; the caller's size and alignment give its request,
+    // checked against the block's key or the large allocation's mapping (a wrong one aborts).
+    unsafe { GlobalAlloc::dealloc(&COHORT, p.cast(), layout) }
 }
 
 /// `malloc(3)`.

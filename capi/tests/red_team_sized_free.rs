@@ -102,7 +102,6 @@ fn misuse(case: &str) {
 /// which size 16 ... do not match"). The last case (a small allocation freed with a
 /// small wrong size) is reported on main and stays a guard.
 #[test]
-#[ignore = "RED-75: free_sized/free_aligned_sized of a large allocation with a wrong size, or of any allocation with a size above PTRDIFF_MAX, free silently instead of aborting; 6 of 6 cases, every run on main ddca758"]
 fn a_sized_free_with_a_wrong_size_is_reported_whatever_the_allocation() {
     if let Ok(case) = std::env::var(CASE) {
         misuse(&case);

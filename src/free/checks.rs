@@ -180,8 +180,7 @@ impl Instance {
         let large = pool.large.lock();
         match large.get(p as usize) {
             Some(m) => super::mismatch(m),
-            None if large.is_cached(p as usize) => Problem::DoubleFree,
-            None => Problem::Foreign,
+            None => large.not_a_start(p as usize).unwrap_or(Problem::Foreign),
         }
     }
 

@@ -190,11 +190,7 @@ pub(crate) fn large_match(
     match large.get(p as usize) {
         Some(m) if named.fits(&m, life) => Ok(m),
         Some(m) => Err(mismatch(m)),
-        None if large.is_cached(p as usize) => Err(Problem::DoubleFree),
-        None => Err(match large.containing(p as usize) {
-            Some((start, mapped)) => Problem::InsideLarge { start, mapped },
-            None => Problem::NotLarge,
-        }),
+        None => Err(large.not_a_start(p as usize).unwrap_or(Problem::NotLarge)),
     }
 }
 
