@@ -245,14 +245,23 @@ fn medium_resizes_keep_every_page_in_place_in_a_full_region() {
 /// and frees it (resizes of another thread's runs, its cache's among them).
 #[test]
 fn medium_resizes_of_other_threads_objects_keep_every_page() {
-    let a: Cohort<Life> = Cohort::with_options(&RegionOptions::new(64 * MIB)).expect("region");
+    // A default instance (a private reservation: its free medium pages may move into the
+    // runs other threads take) and a region of fixed capacity.
+    threads_resize(&Cohort::new(), "default");
+    threads_resize(
+        &Cohort::with_options(&RegionOptions::new(64 * MIB)).expect("region"),
+        "region",
+    );
+}
+
+fn threads_resize(a: &Cohort<Life>, what: &str) {
     let (txs, rxs): (Vec<_>, Vec<_>) = (0..3).map(|_| mpsc::channel::<Vec<Obj>>()).unzip();
     let results: Vec<Result<(), String>> = std::thread::scope(|s| {
         let handles: Vec<_> = rxs
             .into_iter()
             .enumerate()
             .map(|(t, rx)| {
-                let (a, tx) = (&a, txs[(t + 1) % 3].clone());
+                let tx = txs[(t + 1) % 3].clone();
                 s.spawn(move || {
                     let mut rng = Rng::new(100 + t as u64);
                     let mut objs = Vec::new();
@@ -290,23 +299,32 @@ fn medium_resizes_of_other_threads_objects_keep_every_page() {
             .collect()
     });
     for (t, r) in results.into_iter().enumerate() {
-        r.unwrap_or_else(|e| panic!("thread {t}: {e}"));
+        r.unwrap_or_else(|e| panic!("{what}, thread {t}: {e}"));
     }
-    settled(&a, "threads");
+    settled(a, what);
 }
 
 /// Fork children of a process in the middle of its churn: each child checks and resizes
 /// what it inherited, churns on, frees everything and verifies.
 #[test]
 fn fork_children_resize_the_medium_objects_they_inherit() {
-    let a: Cohort<Life> = Cohort::with_options(&RegionOptions::new(48 * MIB)).expect("region");
+    // A default instance (its parent moves pages between forks; a child does not) and a
+    // region of fixed capacity.
+    fork_resize(&Cohort::new(), "default");
+    fork_resize(
+        &Cohort::with_options(&RegionOptions::new(48 * MIB)).expect("region"),
+        "region",
+    );
+}
+
+fn fork_resize(a: &Cohort<Life>, what: &str) {
     let mut rng = Rng::new(7);
     let mut objs = Vec::new();
     let mut seed = 1 << 50;
     let mut failed = Vec::new();
-    for i in 0..30 {
+    for i in 0..20 {
         for _ in 0..100 {
-            step(&a, &mut rng, &mut objs, &mut seed).unwrap();
+            step(a, &mut rng, &mut objs, &mut seed).unwrap();
         }
         let inherited = objs.clone();
         let pid = in_child(60, || {
@@ -314,19 +332,19 @@ fn fork_children_resize_the_medium_objects_they_inherit() {
             let mut objs = inherited;
             let mut seed = (1 << 51) + (i << 20);
             for _ in 0..300 {
-                step(&a, &mut rng, &mut objs, &mut seed).unwrap();
+                step(a, &mut rng, &mut objs, &mut seed).unwrap();
             }
-            free_all(&a, objs).unwrap();
+            free_all(a, objs).unwrap();
             // SAFETY: the child has one thread.
             unsafe { a.verify() }.expect("verify in the child");
         });
         let ended = wait(pid);
         if ended != Ok(0) {
-            failed.push(format!("child {i}: {ended:?}"));
+            failed.push(format!("{what}, child {i}: {ended:?}"));
         }
     }
-    free_all(&a, objs).unwrap();
-    settled(&a, "parent");
+    free_all(a, objs).unwrap();
+    settled(a, what);
     assert!(
         failed.is_empty(),
         "{failed:#?} (Ok: exit code, 1 a panic; Err: signal)"
