@@ -71,6 +71,17 @@ fn mappings_in(lo: usize, hi: usize) -> usize {
         .count()
 }
 
+/// Two runs of `n` granules, `a` then `b`, of which `a` is written with `byte` and freed
+/// (its pages resident and dirty): `(a, b)`.
+fn a_freed_run_then_a_taken_one(pool: &TestPool, n: usize, byte: u8) -> (*mut u8, *mut u8) {
+    let a = pool.medium_alloc::<false>(n, 8, 0);
+    let b = pool.medium_alloc::<false>(n, 8, 0);
+    // SAFETY: a fresh run of `n` granules.
+    unsafe { ptr::write_bytes(a, byte, n * GRANULE) };
+    pool.medium_free(a, n * GRANULE, 0).unwrap();
+    (a, b)
+}
+
 /// A run's clean pages, taken by a move, hold the dirty pages of a freed run (its bytes,
 /// resident: no page faulted in), whose granules read zero and are clean after, the dirty
 /// count falls by as many, the range moved into is remembered, and once it is all free and
@@ -80,13 +91,9 @@ fn a_move_takes_a_freed_runs_pages_and_the_range_heals_once_clean() {
     let pool = TestPool::new(4, 1);
     let n = 256;
     let bytes = n * GRANULE;
-    let a = pool.medium_alloc::<false>(n, 8, 0);
-    let b = pool.medium_alloc::<false>(n, 8, 0);
     let (lo, hi) = (pool.region.base(), pool.region.base() + 4 * BLOCK_SIZE);
-    // SAFETY: a fresh run of `bytes` bytes.
-    unsafe { ptr::write_bytes(a, 0x5a, bytes) };
+    let (a, b) = a_freed_run_then_a_taken_one(&pool, n, 0x5a);
     let before = mappings_in(lo, hi);
-    pool.medium_free(a, bytes, 0).unwrap();
     let mut st = pool.lock();
     let h = pool.block_at(b).unwrap();
     let g = (b as usize - h.base() as usize) / GRANULE;
@@ -124,11 +131,7 @@ fn no_move_into_a_locked_mapping_nor_in_a_shared_region() {
             true => TestPool::shared(4, 1, 4096),
             false => TestPool::new(4, 1),
         };
-        let a = pool.medium_alloc::<false>(n, 8, 0);
-        let b = pool.medium_alloc::<false>(n, 8, 0);
-        // SAFETY: a fresh run of `bytes` bytes.
-        unsafe { ptr::write_bytes(a, 1, bytes) };
-        pool.medium_free(a, bytes, 0).unwrap();
+        let (_, b) = a_freed_run_then_a_taken_one(&pool, n, 1);
         // SAFETY: the run's pages, ours.
         let locked = !shared && unsafe { libc::mlock(b.cast(), bytes) } == 0;
         let mut st = pool.lock();
@@ -153,11 +156,7 @@ fn a_block_leaving_the_medium_blocks_heals_its_ranges() {
     let pool = TestPool::new(4, 1);
     let n = 128;
     let bytes = n * GRANULE;
-    let a = pool.medium_alloc::<false>(n, 8, 0);
-    let b = pool.medium_alloc::<false>(n, 8, 0);
-    // SAFETY: a fresh run of `bytes` bytes.
-    unsafe { ptr::write_bytes(a, 1, bytes) };
-    pool.medium_free(a, bytes, 0).unwrap();
+    let (_, b) = a_freed_run_then_a_taken_one(&pool, n, 1);
     let mut st = pool.lock();
     let h = pool.block_at(b).unwrap();
     let g = (b as usize - h.base() as usize) / GRANULE;
