@@ -570,8 +570,12 @@ impl Runs {
 mod bits;
 #[cfg(test)]
 mod model;
+mod moved;
+mod source;
 #[cfg(test)]
 mod tests;
 mod written;
 
+pub(crate) use moved::Moved;
+pub(crate) use source::Source;
 pub(crate) use written::{Clean, Fault, Written};

@@ -26,6 +26,7 @@ compile_error!(
 );
 
 pub(crate) mod env;
+pub(crate) mod moves;
 pub(crate) mod placement;
 pub(crate) mod shared_mem;
 

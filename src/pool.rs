@@ -61,7 +61,7 @@ use crate::heap_record::HeapRecord;
 use crate::label::LabelCell;
 use crate::large::LargeTable;
 use crate::lifetime::ScopeClaims;
-use crate::medium_block::{MediumCounts, Written};
+use crate::medium_block::{MediumCounts, Moved, Written};
 use crate::region::{Region, RegionState, UNIT};
 use crate::sync::{fence, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use crate::sync::{PoolLock, RawPoolLock};
@@ -150,6 +150,9 @@ pub(crate) struct Pool {
     /// What this process writes of its plain medium runs: whether their clean pages are
     /// faulted in at allocation (`crate::medium_block`'s `written`; private regions only).
     pub(crate) medium_written: Written,
+    /// The ranges free medium pages were moved into (`crate::medium`, "Moving pages";
+    /// private reservations only).
+    pub(crate) medium_moved: Moved,
 }
 
 /// The pool lock held: the pool's state, and a named region's write in progress (its end

@@ -336,6 +336,14 @@ impl Region {
         self.backing().fallback
     }
 
+    /// True when free pages of medium blocks may be moved (`crate::medium`, "Moving pages"):
+    /// a private reservation committed as carved (no other process maps it, no option locks
+    /// it or binds it to nodes).
+    pub(crate) fn moves_pages(&self) -> bool {
+        let b = self.backing();
+        b.commit && b.give_back == GiveBack::Decommit && !os::moves::locks_future()
+    }
+
     /// True when a given-back unit reads zero when carved again.
     fn zero_after_give_back(&self) -> bool {
         self.backing().give_back == GiveBack::Decommit

@@ -199,11 +199,17 @@ impl Pool {
                         continue;
                     }
                     let base = h.base();
+                    let (mut lo, mut hi) = (GRANULES, 0);
                     cleaned += runs.purge(page, longest, enough, |s, k| {
                         calls += 1;
+                        (lo, hi) = (lo.min(s), hi.max(s + k));
                         // SAFETY: whole pages of free granules of a block of ours: nobody's.
                         unsafe { self.region.clear(base.add(s * GRANULE), k * GRANULE) };
                     });
+                    // Ranges pages were moved into, now all free and clean, are merged again.
+                    if lo < hi {
+                        self.heal_moved(h, lo, hi - lo);
+                    }
                 }
             }
             if longest >= GRANULES {

@@ -61,3 +61,112 @@ fn purge_order_with_full_blocks(full: usize) {
         pool.medium_free(p, k * GRANULE, 0).unwrap();
     }
 }
+
+/// Region mappings (lines of `/proc/self/maps`) that start inside `[lo, hi)`.
+fn mappings_in(lo: usize, hi: usize) -> usize {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    maps.lines()
+        .filter_map(|l| usize::from_str_radix(l.split('-').next()?, 16).ok())
+        .filter(|&a| (lo..hi).contains(&a))
+        .count()
+}
+
+/// Two runs of `n` granules, `a` then `b`, of which `a` is written with `byte` and freed
+/// (its pages resident and dirty): `(a, b)`.
+fn a_freed_run_then_a_taken_one(pool: &TestPool, n: usize, byte: u8) -> (*mut u8, *mut u8) {
+    let a = pool.medium_alloc::<false>(n, 8, 0);
+    let b = pool.medium_alloc::<false>(n, 8, 0);
+    // SAFETY: a fresh run of `n` granules.
+    unsafe { ptr::write_bytes(a, byte, n * GRANULE) };
+    pool.medium_free(a, n * GRANULE, 0).unwrap();
+    (a, b)
+}
+
+/// A run's clean pages, taken by a move, hold the dirty pages of a freed run (its bytes,
+/// resident: no page faulted in), whose granules read zero and are clean after, the dirty
+/// count falls by as many, the range moved into is remembered, and once it is all free and
+/// clean again (a purge) it is mapped fresh: the region's mappings are as before.
+#[test]
+fn a_move_takes_a_freed_runs_pages_and_the_range_heals_once_clean() {
+    let pool = TestPool::new(4, 1);
+    let n = 256;
+    let bytes = n * GRANULE;
+    let (lo, hi) = (pool.region.base(), pool.region.base() + 4 * BLOCK_SIZE);
+    let (a, b) = a_freed_run_then_a_taken_one(&pool, n, 0x5a);
+    let before = mappings_in(lo, hi);
+    let mut st = pool.lock();
+    let h = pool.block_at(b).unwrap();
+    let g = (b as usize - h.base() as usize) / GRANULE;
+    let dirty = st.medium_counts.dirty;
+    assert_eq!(pool.move_into(&mut st, h, g, n), n, "the freed run's pages serve the whole run");
+    assert_eq!(st.medium_counts.dirty, dirty - n);
+    assert_eq!(pool.medium_moved.len(), 1);
+    // SAFETY: the runs' pages, mapped.
+    unsafe {
+        assert_eq!(os::resident_bytes(b, bytes), bytes, "the pages moved in are resident");
+        assert_eq!(os::resident_bytes(a, bytes), 0, "the freed run holds no page");
+        assert_eq!((*b, *b.add(bytes - 1), *a), (0x5a, 0x5a, 0));
+    }
+    // SAFETY: a medium block; we hold the lock.
+    unsafe { Runs::of(h) }.check().unwrap();
+    drop(st);
+    assert!(mappings_in(lo, hi) > before, "the range moved into is a mapping of its own");
+    pool.medium_free(b, bytes, 0).unwrap();
+    let mut st = pool.lock();
+    pool.purge_medium(&mut st, 0);
+    assert_eq!(pool.medium_moved.len(), 0, "healed");
+    assert_eq!(pool.medium_moved.healed.load(Ordering::Relaxed), 1);
+    drop(st);
+    assert_eq!(mappings_in(lo, hi), before, "merged again");
+}
+
+/// No move into a locked mapping (`mremap` would unlock the mapping it moves pages out of),
+/// nor in a region other processes map (its pages are not the process's to move).
+#[test]
+fn no_move_into_a_locked_mapping_nor_in_a_shared_region() {
+    let n = 64;
+    let bytes = n * GRANULE;
+    for shared in [false, true] {
+        let pool = match shared {
+            true => TestPool::shared(4, 1, 4096),
+            false => TestPool::new(4, 1),
+        };
+        let (_, b) = a_freed_run_then_a_taken_one(&pool, n, 1);
+        // SAFETY: the run's pages, ours.
+        let locked = !shared && unsafe { libc::mlock(b.cast(), bytes) } == 0;
+        let mut st = pool.lock();
+        let h = pool.block_at(b).unwrap();
+        let g = (b as usize - h.base() as usize) / GRANULE;
+        if shared || locked {
+            assert_eq!(pool.move_into(&mut st, h, g, n), 0, "shared {shared}");
+        }
+        drop(st);
+        if locked {
+            // SAFETY: as above.
+            unsafe { libc::munlock(b.cast(), bytes) };
+        }
+        pool.medium_free(b, bytes, 0).unwrap();
+    }
+}
+
+/// A block leaving the medium blocks takes no range of the table with it: the ranges in it
+/// are mapped fresh.
+#[test]
+fn a_block_leaving_the_medium_blocks_heals_its_ranges() {
+    let pool = TestPool::new(4, 1);
+    let n = 128;
+    let bytes = n * GRANULE;
+    let (_, b) = a_freed_run_then_a_taken_one(&pool, n, 1);
+    let mut st = pool.lock();
+    let h = pool.block_at(b).unwrap();
+    let g = (b as usize - h.base() as usize) / GRANULE;
+    assert_eq!(pool.move_into(&mut st, h, g, n), n);
+    drop(st);
+    // SAFETY: the run moved into, ours.
+    unsafe { ptr::write_bytes(b, 2, bytes) };
+    pool.medium_free(b, bytes, 0).unwrap();
+    let mut st = pool.lock();
+    assert_eq!(pool.medium_moved.len(), 1, "its pages are dirty: not healed by a free");
+    pool.compact_medium(&mut st);
+    assert_eq!(pool.medium_moved.len(), 0);
+}

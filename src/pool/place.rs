@@ -22,7 +22,7 @@ use crate::counters::HeadCounters;
 use crate::decay::{Decay, Idle, Retention};
 use crate::large::LargeTable;
 use crate::lifetime::ScopeClaims;
-use crate::medium_block::{MediumCounts, Written};
+use crate::medium_block::{MediumCounts, Moved, Written};
 use crate::os;
 use crate::region::{placed_meta_len, Backing, Region, RegionState, UNIT};
 use crate::sync::{pool_lock, AtomicU32, AtomicU64, AtomicU8};
@@ -204,6 +204,11 @@ pub(crate) unsafe fn build(
     } else {
         ptr::null_mut()
     };
+    // Only the process that made a private reservation moves pages in it.
+    let mover = match region.moves_pages() {
+        true => os::moves::process(),
+        false => 0,
+    };
     // SAFETY: the view's fresh mapping; the parts lie in the area (caller).
     unsafe {
         ptr::write(
@@ -219,6 +224,7 @@ pub(crate) unsafe fn build(
                 fork_next: ptr::null_mut(),
                 write_seal: None,
                 medium_written: Written::new(),
+                medium_moved: Moved::new(mover),
                 process_shared: false,
                 area: ptr::null_mut(),
                 area_len: 0,
