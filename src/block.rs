@@ -3,10 +3,8 @@
 //! A block is [`BLOCK_SIZE`] bytes aligned to its size (see [`crate::region`]); its first
 //! [`HEADER_SIZE`](crate::class::HEADER_SIZE) bytes are the [`Header`], the only metadata
 //! cohort keeps for the slots in it. Slots start at `class.first` and are `class.stride`
-//! apart. Every link names a byte offset from the block's base (offset 0 is the header, so
-//! 0 means "none"); a free slot's link is stored relative to the slot itself (the next
-//! slot's offset minus its own, wrapping: [`Header::link_at`]); no absolute address is ever
-//! stored (invariant 4 of [`crate::design`]).
+//! apart. Every link is a byte offset from the block's base (offset 0 is the header, so 0
+//! means "none"); no absolute address is ever stored (invariant 4 of [`crate::design`]).
 //!
 //! A slot is in exactly one of five places:
 //!
@@ -65,7 +63,7 @@ mod local;
 mod remote;
 pub(crate) use life::Snapshot;
 pub(crate) use list::{BlockList, BlockStack, Links, Units};
-pub(crate) use local::{next_of, AllocState, First, Word};
+pub(crate) use local::{AllocState, Word};
 
 /// Header `magic`: the layout version of a block header.
 pub(crate) const MAGIC: u32 = 0xC040_8102;
@@ -528,15 +526,12 @@ impl Header {
     #[inline(always)]
     pub(crate) unsafe fn push_local_at(&self, off: u32) -> LocalFree {
         let first = self.local.load(Ordering::Relaxed);
-        // The link to the old first slot ([`Header::link_at`]), 0 exactly when this slot is
-        // it: the subtraction is the double free's test too.
-        let link = first.wrapping_sub(off);
-        if link == 0 {
+        if off == first {
             return LocalFree::AlreadyFree;
         }
         // SAFETY: the slot is live (not the first free one), so ours to write (caller), and
         // at least 4 bytes long.
-        unsafe { self.base().add(off as usize).cast::<u32>().write(link) };
+        unsafe { self.base().add(off as usize).cast::<u32>().write(first) };
         self.local.store(off, Ordering::Relaxed);
         if self.count_sub_one() {
             LocalFree::Slow

@@ -149,8 +149,7 @@ impl Instance {
     /// [`RegionBounds::offset`]), header mask 1 (in place: the pointer is rebuilt from the
     /// header and the offset for the cold paths only), owner-and-key compare 3 (the
     /// header's word loaded by its xor, `Header::owner_key_xor`), first free slot 1, double
-    /// free 2 (a subtraction, whose result is the link the push writes, and a branch), push
-    /// 2, count 2 (a decrement in memory and a branch,
+    /// free 2, push 2, count 2 (a decrement in memory and a branch,
     /// `Header::count_sub_one`). Two of these checks hold in every build: the region
     /// bounds, so that a foreign pointer is reported and never dereferenced (copy,
     /// subtract, compare, branch), and the slot against the block's first free slot, a

@@ -589,7 +589,7 @@ fn free_listed(
             mark(off, list)?;
             n += 1;
             // SAFETY: `mark` checked that off is a slot of this block.
-            off = unsafe { h.link_at(off) };
+            off = unsafe { h.base().add(off as usize).cast::<u32>().read() };
         }
         Ok(n)
     };

@@ -185,7 +185,7 @@ impl Header {
         }
         // SAFETY: `local` is a slot of this block below `bump` (checked above), whose first
         // four bytes hold its link.
-        let link = unsafe { self.link_at(local) };
+        let link = unsafe { self.base().add(local as usize).cast::<u32>().read() };
         if free == local || free == link {
             self.local.store(0, Ordering::Relaxed);
         }
@@ -205,7 +205,7 @@ impl Header {
             n += 1;
             // SAFETY: `off` is a slot of this block below `bump` (checked above), whose first
             // four bytes hold its link.
-            off = unsafe { self.link_at(off) };
+            off = unsafe { self.base().add(off as usize).cast::<u32>().read() };
         }
         n
     }

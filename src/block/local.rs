@@ -33,165 +33,66 @@ impl Word for AtomicU32 {
     }
 }
 
-/// The allocation list's first slot in an allocation state ([`AllocState`]): in a header,
-/// its offset (`AtomicU32`, 0 for none); in the owner's cursor, its address (`AtomicPtr`:
-/// the block's base plus the offset, so that the allocation fast path hands it out with no
-/// addition and finds the next slot by adding the slot's link, [`Header::link_at`]). An
-/// address whose offset bits (below [`BLOCK_SIZE`]) are 0, the block's base or null, is
-/// the empty list: no slot starts at offset 0 (the header is there). Blocks are aligned to
-/// [`BLOCK_SIZE`] in every mapping, so the offset is the address's low bits wherever the
-/// region is mapped.
-pub(crate) trait First {
-    /// The offset of the first slot, 0 when the list is empty.
-    fn first(&self) -> u32;
-    /// Makes the slot at `off` of the block at `base` the first (0: the list empty).
-    fn set_first(&self, base: *mut u8, off: u32);
-    /// Makes the slot after free slot `p` of the block at `base` the first: the one its
-    /// link names ([`Header::link_at`]), none when it is the last.
-    ///
-    /// # Safety
-    /// `p` is a free slot of the block at `base`, on one of its slot lists (or just taken
-    /// from one), whose link that list's push wrote.
-    #[inline(always)]
-    unsafe fn set_next(&self, base: *mut u8, p: *mut u8) {
-        // SAFETY: the slot's first four bytes hold its link (caller).
-        let link = unsafe { p.cast::<u32>().read() };
-        self.set_first(base, ((p.addr() - base.addr()) as u32).wrapping_add(link));
-    }
-}
-
-impl First for core::sync::atomic::AtomicU32 {
-    #[inline(always)]
-    fn first(&self) -> u32 {
-        self.load(Ordering::Relaxed)
-    }
-    #[inline(always)]
-    fn set_first(&self, _: *mut u8, off: u32) {
-        self.store(off, Ordering::Relaxed);
-    }
-}
-
-#[cfg(loom)]
-impl First for AtomicU32 {
-    fn first(&self) -> u32 {
-        self.load(Ordering::Relaxed)
-    }
-    fn set_first(&self, _: *mut u8, off: u32) {
-        self.store(off, Ordering::Relaxed);
-    }
-}
-
-impl First for core::sync::atomic::AtomicPtr<u8> {
-    #[inline(always)]
-    fn first(&self) -> u32 {
-        (self.load(Ordering::Relaxed).addr() % BLOCK_SIZE) as u32
-    }
-    #[inline(always)]
-    fn set_first(&self, base: *mut u8, off: u32) {
-        self.store(base.wrapping_add(off as usize), Ordering::Relaxed);
-    }
-    #[inline(always)]
-    unsafe fn set_next(&self, _: *mut u8, p: *mut u8) {
-        // SAFETY: the caller's.
-        self.store(unsafe { next_of(p) }, Ordering::Relaxed);
-    }
-}
-
-/// The address of the slot after free slot `p` on its list, from the slot's link, which is
-/// relative to the slot ([`Header::link_at`]): the block's base when `p` is the last (an
-/// address whose offset bits are 0: the empty list, see [`First`]). One load and one
-/// addition.
-///
-/// # Safety
-/// `p` is a free slot of a live block, on one of its slot lists (or just taken from one),
-/// whose link was written by that list's push.
-#[inline(always)]
-pub(crate) unsafe fn next_of(p: *mut u8) -> *mut u8 {
-    // SAFETY: the slot's first four bytes hold its link (caller); the link stays inside
-    // the block: the next slot, or the block's base for none.
-    let link = unsafe { p.cast::<i32>().read() };
-    p.wrapping_offset(link as isize)
-}
-
 /// Where the owner's allocation state of a block lives: the allocation list's first slot
-/// (`first`, a [`First`]), the first never-used slot (`bump`) and the bump window's end
-/// (`end`). A block's header holds them ([`Header::state`]), except while the block is
-/// current: then its owner's cursor does (`crate::heap::Cursors`), and the header's copy is
-/// stale until the cursor is written back. Only the owner reads or writes them (others
-/// read a moment's view). `end` is `STRIDE` bytes after `bump` (one displacement each
-/// from a register).
-pub(crate) struct AllocState<'a, F: First, W: Word, const STRIDE: usize> {
-    first: *const F,
-    bump: *const W,
-    _words: PhantomData<(&'a F, &'a W)>,
+/// (`free`), the first never-used slot (`bump`) and the bump window's end (`end`). A
+/// block's header holds them ([`Header::state`]), except while the block is current: then
+/// its owner's cursor does (`crate::heap::Cursors`), and the header's copy is stale until
+/// the cursor is written back. Only the owner reads or writes them (others read a
+/// moment's view). One address: `bump` is `STRIDE` bytes after `free` and `end` as far
+/// after `bump` (one displacement each from a register).
+pub(crate) struct AllocState<'a, W: Word, const STRIDE: usize> {
+    free: *const W,
+    _words: PhantomData<&'a W>,
 }
 
-impl<F: First, W: Word, const STRIDE: usize> Clone for AllocState<'_, F, W, STRIDE> {
+impl<W: Word, const STRIDE: usize> Clone for AllocState<'_, W, STRIDE> {
     fn clone(&self) -> Self {
         *self
     }
 }
-impl<F: First, W: Word, const STRIDE: usize> Copy for AllocState<'_, F, W, STRIDE> {}
+impl<W: Word, const STRIDE: usize> Copy for AllocState<'_, W, STRIDE> {}
 
-/// The allocation state in a header: `free` (an offset), then `bump` and `bump_end` one
-/// field apart.
-pub(crate) type HeaderState<'a> = AllocState<'a, AtomicU32, AtomicU32, HEADER_STRIDE>;
+/// The allocation state in a header: `free`, `bump` and `bump_end` one field apart.
+pub(crate) type HeaderState<'a> = AllocState<'a, AtomicU32, HEADER_STRIDE>;
 const HEADER_STRIDE: usize =
-    core::mem::offset_of!(Header, bump_end) - core::mem::offset_of!(Header, bump);
+    core::mem::offset_of!(Header, bump) - core::mem::offset_of!(Header, free);
+const _: () = assert!(
+    core::mem::offset_of!(Header, bump_end) - core::mem::offset_of!(Header, bump) == HEADER_STRIDE
+);
 
-impl<'a, F: First, W: Word, const STRIDE: usize> AllocState<'a, F, W, STRIDE> {
-    /// The state whose first slot is at `first` and whose `bump` word is at `bump`.
+impl<'a, W: Word, const STRIDE: usize> AllocState<'a, W, STRIDE> {
+    /// The state whose `free` word is at `free`.
     ///
     /// # Safety
-    /// `first` is an `F`, `bump` and `bump + STRIDE` bytes are `W`s, all living for `'a`,
-    /// and `bump`'s provenance covers both `W`s.
+    /// `free`, `free + STRIDE` and `free + 2 * STRIDE` bytes are `W`s that live for `'a`,
+    /// and `free`'s provenance covers the three.
     #[inline(always)]
-    pub(crate) const unsafe fn new(first: *const F, bump: *const W) -> Self {
+    pub(crate) const unsafe fn new(free: *const W) -> Self {
         AllocState {
-            first,
-            bump,
+            free,
             _words: PhantomData,
         }
     }
 
-    /// The allocation list's first slot (an offset; 0: empty).
+    /// The allocation list's first slot (0: empty).
     #[inline(always)]
-    pub(crate) fn first(self) -> u32 {
-        // SAFETY: a live `F` for `'a` (`new`'s contract).
-        unsafe { &*self.first }.first()
-    }
-
-    /// Makes the slot at `off` of the block at `base` the allocation list's first (0:
-    /// empty).
-    #[inline(always)]
-    pub(crate) fn set_first(self, base: *mut u8, off: u32) {
-        // SAFETY: as in `first`.
-        unsafe { &*self.first }.set_first(base, off)
-    }
-
-    /// Makes the slot after free slot `p` of the block at `base` the allocation list's
-    /// first ([`First::set_next`]).
-    ///
-    /// # Safety
-    /// As [`First::set_next`]'s.
-    #[inline(always)]
-    pub(crate) unsafe fn set_next(self, base: *mut u8, p: *mut u8) {
-        // SAFETY: a live `F` for `'a` (`new`'s contract); the rest is the caller's.
-        unsafe { (*self.first).set_next(base, p) }
+    pub(crate) fn free(self) -> &'a W {
+        // SAFETY: a live `W` for `'a` (`new`'s contract).
+        unsafe { &*self.free }
     }
 
     /// The first never-used slot.
     #[inline(always)]
     pub(crate) fn bump(self) -> &'a W {
-        // SAFETY: a live `W` for `'a` (`new`'s contract).
-        unsafe { &*self.bump }
+        // SAFETY: as in `free`.
+        unsafe { &*self.free.byte_add(STRIDE) }
     }
 
     /// The bump window's end.
     #[inline(always)]
     pub(crate) fn end(self) -> &'a W {
-        // SAFETY: as in `bump`.
-        unsafe { &*self.bump.byte_add(STRIDE) }
+        // SAFETY: as in `free`.
+        unsafe { &*self.free.byte_add(2 * STRIDE) }
     }
 }
 
@@ -199,13 +100,13 @@ impl Header {
     /// The block's allocation state kept in its header (see [`AllocState`]).
     #[inline(always)]
     pub(crate) fn state(&self) -> HeaderState<'_> {
-        // SAFETY: `free`, `bump` and `bump_end` are atomics of the header, `bump_end`
-        // `HEADER_STRIDE` bytes after `bump`; the pointers come from the whole header.
+        // SAFETY: `free`, `bump` and `bump_end` are `HEADER_STRIDE` bytes apart (checked
+        // above), atomics of the header, which the pointer's provenance covers.
         unsafe {
-            let h = ptr::from_ref(self);
             AllocState::new(
-                h.byte_add(core::mem::offset_of!(Header, free)).cast(),
-                h.byte_add(core::mem::offset_of!(Header, bump)).cast(),
+                ptr::from_ref(self)
+                    .byte_add(core::mem::offset_of!(Header, free))
+                    .cast(),
             )
         }
     }
@@ -213,35 +114,25 @@ impl Header {
     /// Owner only: [`Header::pop`] from allocation state `s`, without counting the slot
     /// (the caller counts it: in the header, or in its cursor's `taken`).
     #[inline(always)]
-    pub(crate) fn take_in<F: First, W: Word, const S: usize>(
+    pub(crate) fn take_in<W: Word, const S: usize>(
         &self,
-        s: AllocState<'_, F, W, S>,
+        s: AllocState<'_, W, S>,
     ) -> Option<(u32, bool)> {
-        let off = s.first();
+        let off = s.free().get();
         if off != 0 {
             // SAFETY: `off` is a free slot of this block (module invariant); its first four
             // bytes hold the next link, written by `push_local` or `push_remote`.
-            let next = unsafe { self.link_at(off) };
-            s.set_first(self.base(), next);
+            let next = unsafe { self.base().add(off as usize).cast::<u32>().read() };
+            s.free().set(next);
             Some((off, false))
         } else {
-            self.take_bump_in(s)
+            let bump = s.bump().get();
+            if bump >= s.end().get() {
+                return None;
+            }
+            s.bump().set(bump + self.stride);
+            Some((bump, self.is_fresh()))
         }
-    }
-
-    /// Owner only: [`Header::take_in`]'s second half, a never-used slot of the bump window
-    /// of `s` (whose allocation list is empty), not counted.
-    #[inline(always)]
-    pub(crate) fn take_bump_in<F: First, W: Word, const S: usize>(
-        &self,
-        s: AllocState<'_, F, W, S>,
-    ) -> Option<(u32, bool)> {
-        let bump = s.bump().get();
-        if bump >= s.end().get() {
-            return None;
-        }
-        s.bump().set(bump + self.stride);
-        Some((bump, self.is_fresh()))
     }
 
     /// Owner only, when [`Header::pop`] found no slot: while the block has beats left,
@@ -252,17 +143,15 @@ impl Header {
     /// and `alloc_class_slow`), which keeps their inline code as it was.
     #[cfg(test)]
     pub(crate) fn pop_collected(&self) -> Option<(u32, bool)> {
-        let p = self.take_collected(self.state(), || ())?;
-        let first = (p.addr() - self.base().addr()) as u32;
+        let first = self.take_collected(self.state(), || ())?;
         self.count_add(1);
         Some((first, false))
     }
 
     /// [`Header::pop_collected`]'s part in the header: spends a beat and empties the local
     /// free list, or when that is empty takes the whole remote list (one swap: other
-    /// threads' frees, a consumer's), returning its first slot's address, whose link (the rest of the
-    /// list, visible: `take_remote`'s swap acquires) becomes the allocation list (the caller
-    /// stores it, and counts the slot handed out).
+    /// threads' frees, a consumer's), returning its first slot and that slot's link, which
+    /// becomes the allocation list (the caller stores it, and counts the slot handed out).
     /// `None` when both lists are empty or no beat is left (the slow path). So a block
     /// whose slots another thread frees enters the slow path once per [`BEATS`] + 1
     /// collects too, not at each.
@@ -275,38 +164,40 @@ impl Header {
     /// link, which [`Header::recount_local`] recognises (the local list then goes, its
     /// first slot counted handed out).
     #[inline(always)]
-    pub(crate) fn take_collected<G, F: First, W: Word, const S: usize>(
+    pub(crate) fn take_collected<G, W: Word, const S: usize>(
         &self,
-        s: AllocState<'_, F, W, S>,
+        s: AllocState<'_, W, S>,
         guard: impl FnOnce() -> G,
-    ) -> Option<*mut u8> {
+    ) -> Option<u32> {
         let beats = self.beats.get();
         if beats == 0 {
             return None;
         }
-        // The slot's address made in each branch, where its link is read: the caller
-        // hands it out, and an addition after the two branches meet would be a second.
-        let local = self.local.load(Ordering::Relaxed);
-        let first = if local != 0 {
-            let p = self.base().wrapping_add(local as usize);
-            // SAFETY: `p` is the local list's first slot, a free slot of this block
-            // (module invariant) whose link `push_local_at` wrote.
-            unsafe { s.set_next(self.base(), p) };
+        let first = self.local.load(Ordering::Relaxed);
+        let first = if first != 0 {
+            s.free().set(self.link_of(first));
             self.local.store(0, Ordering::Relaxed);
-            p
+            first
         } else {
             let _guard = guard();
-            let p = match self.take_remote().0 {
-                0 => return None,
-                remote => self.base().wrapping_add(remote as usize),
-            };
-            // SAFETY: `p` is the remote list's first slot, a free slot of this block whose
-            // link its push wrote (visible: `take_remote`'s swap acquires).
-            unsafe { s.set_next(self.base(), p) };
-            p
+            let first = self.take_remote().0;
+            if first == 0 {
+                return None;
+            }
+            s.free().set(self.link_of(first));
+            first
         };
         self.beats.set(beats - 1);
         Some(first)
+    }
+
+    /// The link of free slot `off`: the next slot of its list (0 for none).
+    #[inline(always)]
+    fn link_of(&self, off: u32) -> u32 {
+        // SAFETY: `off` is a free slot of this block (module invariant, callers); its first
+        // four bytes hold the next link of its list, written by `push_local` or
+        // `push_remote` (and visible: `take_remote`'s swap acquires).
+        unsafe { self.base().add(off as usize).cast::<u32>().read() }
     }
 
     /// Owner only: true when the allocation fast path spent the block's beats (its
@@ -355,10 +246,7 @@ impl Header {
     /// Owner only, with an empty allocation list in `s`: moves the slots freed since the
     /// last collect to it, the local free list whole if it has any, else the remote list
     /// whole. Returns how many slots it moved.
-    pub(crate) fn collect_freed_in<F: First, W: Word, const S: usize>(
-        &self,
-        s: AllocState<'_, F, W, S>,
-    ) -> u32 {
+    pub(crate) fn collect_freed_in<W: Word, const S: usize>(&self, s: AllocState<'_, W, S>) -> u32 {
         match self.collect_local_in(s) {
             0 => self.collect_remote_in(s),
             n => n,
@@ -368,10 +256,7 @@ impl Header {
     /// Owner only, with an empty allocation list in `s`: how many slots
     /// [`Header::collect_freed_in`] would move now (the local free list's, else the remote
     /// list's so far: remote frees may add more before the collect).
-    pub(crate) fn freed_waiting_in<F: First, W: Word, const S: usize>(
-        &self,
-        s: AllocState<'_, F, W, S>,
-    ) -> u32 {
+    pub(crate) fn freed_waiting_in<W: Word, const S: usize>(&self, s: AllocState<'_, W, S>) -> u32 {
         match self.local_count(s) {
             0 => self.remote_count(),
             n => n,
@@ -380,8 +265,8 @@ impl Header {
 
     /// Owner only, with an empty allocation list in `s`: the local free list's length, from
     /// the counts (no walk): `|local| == capacity - used - never used` then.
-    fn local_count<F: First, W: Word, const S: usize>(&self, s: AllocState<'_, F, W, S>) -> u32 {
-        debug_assert_eq!(s.first(), 0);
+    fn local_count<W: Word, const S: usize>(&self, s: AllocState<'_, W, S>) -> u32 {
+        debug_assert_eq!(s.free().get(), 0);
         if self.local.load(Ordering::Relaxed) == 0 {
             return 0;
         }
@@ -396,16 +281,13 @@ impl Header {
     /// Owner only, with an empty allocation list in `s`: makes the local free list the
     /// allocation list. Returns how many slots it moved: from the counts, `|local| ==
     /// capacity - used - never used` when the allocation list is empty (no walk).
-    fn collect_local_in<F: First, W: Word, const S: usize>(
-        &self,
-        s: AllocState<'_, F, W, S>,
-    ) -> u32 {
+    fn collect_local_in<W: Word, const S: usize>(&self, s: AllocState<'_, W, S>) -> u32 {
         let n = self.local_count(s);
         if n > 0 {
             // The allocation list first, then the local list emptied: an owner that stops
             // between the two leaves both naming the same slots, which
             // `Header::recount_local` recognises.
-            s.set_first(self.base(), self.local.load(Ordering::Relaxed));
+            s.free().set(self.local.load(Ordering::Relaxed));
             self.local.store(0, Ordering::Relaxed);
         }
         n
@@ -426,9 +308,9 @@ impl Header {
     }
 
     /// [`Header::advance_window`] in allocation state `s`.
-    pub(crate) fn advance_window_in<F: First, W: Word, const S: usize>(
+    pub(crate) fn advance_window_in<W: Word, const S: usize>(
         &self,
-        s: AllocState<'_, F, W, S>,
+        s: AllocState<'_, W, S>,
     ) -> bool {
         let bump = s.bump().get();
         let limit = self.geometry().limit;

@@ -43,7 +43,7 @@ impl Header {
         let mut old = self.remote.load(Ordering::Relaxed);
         loop {
             // SAFETY: the slot is the caller's until the CAS below publishes it.
-            unsafe { tail.write((old as u32).wrapping_sub(last)) };
+            unsafe { tail.write(old as u32) };
             let count = ((old >> 32) & COUNT_MASK) + n as u64;
             let new = first as u64 | count << 32;
             // Release: the links written before (the chain's, and the one above) happen
@@ -60,25 +60,8 @@ impl Header {
         }
     }
 
-    /// The link of the free slot at `off`: the offset of the next slot of its list, 0 for
-    /// none. A slot's first 4 bytes hold its link relative to the slot itself (`next - off`,
-    /// wrapping; [`Header::link_slot`] writes it), so that a pointer to a free slot finds the
-    /// next one with one addition, no block base needed (`crate::heap::Row::pop`).
-    ///
-    /// # Safety
-    /// `off` is a slot of this block on one of its slot lists (or a chain the caller holds),
-    /// whose link was written by [`Header::link_slot`], `push_local_at` or
-    /// `push_remote_chain`.
-    #[inline(always)]
-    pub(crate) unsafe fn link_at(&self, off: u32) -> u32 {
-        // SAFETY: the slot lies in the block, and is at least 4 bytes long (caller).
-        let link = unsafe { self.base().add(off as usize).cast::<u32>().read() };
-        off.wrapping_add(link)
-    }
-
     /// Links the slot at `off` to `next` (an offset in this block, 0 for none): a free
-    /// slot's first 4 bytes, as every slot list of the block links them (relative to the
-    /// slot: [`Header::link_at`]).
+    /// slot's first 4 bytes, as every slot list of the block links them.
     ///
     /// # Safety
     /// `off` is a slot of this block that the caller holds (freed by it, on no list).
@@ -89,7 +72,7 @@ impl Header {
             self.base()
                 .wrapping_add(off as usize)
                 .cast::<u32>()
-                .write(next.wrapping_sub(off))
+                .write(next)
         };
     }
 
@@ -100,14 +83,14 @@ impl Header {
     }
 
     /// [`Header::collect_remote`] into allocation state `s`.
-    pub(crate) fn collect_remote_in<F: First, W: Word, const S: usize>(
+    pub(crate) fn collect_remote_in<W: Word, const S: usize>(
         &self,
-        s: AllocState<'_, F, W, S>,
+        s: AllocState<'_, W, S>,
     ) -> u32 {
-        debug_assert_eq!(s.first(), 0);
+        debug_assert_eq!(s.free().get(), 0);
         let (first, count) = self.take_remote();
         if count > 0 {
-            s.set_first(self.base(), first);
+            s.free().set(first);
         }
         count
     }

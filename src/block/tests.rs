@@ -234,7 +234,7 @@ fn a_recount_finishes_a_collect_stopped_half_way() {
         free_range(&b, 0, 4);
         let local = h.local.load(Ordering::Relaxed);
         // SAFETY: `local` is a free slot of the block: its first 4 bytes are its link.
-        let link = unsafe { h.link_at(local) };
+        let link = unsafe { b.base.add(local as usize).cast::<u32>().read() };
         // The collect's first store only: the allocation list made, the local list left.
         h.free
             .store(if quick { link } else { local }, Ordering::Relaxed);

@@ -11,7 +11,7 @@
 //!   `release_class`, the hand-over at thread exit, a take-over or creation under the pool
 //!   lock); read by the owner's fast paths and, relaxed (a moment's view), by any thread
 //!   ([`cursor_of`]: statistics, block reports, `release_class`, the misuse check).
-//! - `R.cursors.first[c]`, `.bump[c]`, `.end[c]`: written by the owner only; read by the
+//! - `R.cursors.free[c]`, `.bump[c]`, `.end[c]`: written by the owner only; read by the
 //!   owner and, a moment's view, by the misuse check of other threads
 //!   ([`allocation_first`]).
 //! - `R.cursors.taken[c]`: incremented by the owner's fast path, zeroed by the owner when
@@ -30,32 +30,29 @@
 //!
 //! Invariants, while `b != EMPTY_BLOCK`:
 //!
-//! - `state(b) == (first[c] % BLOCK_SIZE, bump[c], end[c])`: the block's allocation list,
-//!   first never-used slot and bump window end (`crate::block::AllocState`) are the
-//!   cursor's; the header's copy is stale; `bump[c] >= b.bump` (pops move it on; a
-//!   write-back makes them equal; a reset in place lowers `b.bump`, then loads the cursor).
-//!   `first[c]` is an address in `b` (`b` plus the list's first offset, `b` itself for an
-//!   empty list: [`First`]), so that the fast path pops with no load of `b`.
+//! - `state(b) == (free[c], bump[c], end[c])`: the block's allocation list, first
+//!   never-used slot and bump window end (`crate::block::AllocState`) are the cursor's;
+//!   the header's copy is stale; `bump[c] >= b.bump` (pops move it on; a write-back makes
+//!   them equal; a reset in place lowers `b.bump`, then loads the cursor).
 //! - `used(b) == b.used() + taken[c]`: the header counts the local and collected remote
 //!   frees and the slow paths' allocations, the cursor the fast paths' allocations since
 //!   it was last written back.
 //!
-//! and while `b == EMPTY_BLOCK`: `first[c]` is null and `bump[c] == end[c] == taken[c] ==
-//! 0` (every pop fails, and writes nothing). **Write-back** ([`HeapHead::sync`],
-//! [`Cursors::sync`]): `header(b).state := cursor`, `header(b).count += taken`, `taken :=
-//! 0`, after which the header is the truth and the cursor still agrees with it. Every path
-//! where `b` leaves its head writes back first ([`HeapHead::leave`]); every path where a
-//! block becomes current loads its state from its header ([`HeapHead::enter`]); every
-//! reader of `b`'s header that needs its allocation state while `b` stays current writes
-//! back first (the idle look, `release_class`, `verify`). The allocation slow path works on
-//! the cursor itself ([`HeapHead::state`]) after folding `taken` into the header's count
-//! ([`HeapHead::count_taken`]). Offsets, like every link of a block, but for `first[c]`,
-//! whose offset is its low bits in any mapping: a shared region's heap keeps them valid for
-//! whoever takes it over.
+//! and while `b == EMPTY_BLOCK`: `free[c] == bump[c] == end[c] == taken[c] == 0` (every pop
+//! fails, and writes nothing). **Write-back** ([`HeapHead::sync`], [`Cursors::sync`]):
+//! `header(b).state := cursor`, `header(b).count += taken`, `taken := 0`, after which the
+//! header is the truth and the cursor still agrees with it. Every path where `b` leaves
+//! its head writes back first ([`HeapHead::leave`]); every path where a block becomes
+//! current loads its state from its header ([`HeapHead::enter`]); every reader of `b`'s
+//! header that needs its allocation state while `b` stays current writes back first (the
+//! idle look, `release_class`, `verify`). The allocation slow path works on the cursor
+//! itself ([`HeapHead::state`]) after folding `taken` into the header's count
+//! ([`HeapHead::count_taken`]). Offsets, like every link of a block: a shared region's
+//! heap keeps them valid for whoever takes it over.
 
 use super::{current_row, empty_block, Heap};
-use crate::block::{next_of, AllocState, BlockList, First, Header, Role, Snapshot, Word};
-use crate::class::{BLOCK_SIZE, CLASS_COUNT};
+use crate::block::{AllocState, BlockList, Header, Role, Snapshot, Word};
+use crate::class::CLASS_COUNT;
 use crate::pool::{Pool, PoolState};
 use crate::sync::{self, Ordering};
 use core::ptr;
@@ -168,12 +165,14 @@ impl<'a> HeapHead<'a> {
     }
 }
 
-/// The allocation state in a row's cursors: `first[c]` (an address, [`First`]), then
-/// `bump[c]` and `end[c]` one array apart.
-pub(crate) type CursorState<'a> = AllocState<'a, AtomicPtr<u8>, AtomicU32, CURSOR_STRIDE>;
+/// The allocation state in a row's cursors: `free[c]`, `bump[c]` and `end[c]` one array
+/// apart.
+pub(crate) type CursorState<'a> = AllocState<'a, AtomicU32, CURSOR_STRIDE>;
 const CURSOR_STRIDE: usize = size_of::<[AtomicU32; CLASS_COUNT]>();
 const _: () = assert!(
-    core::mem::offset_of!(Cursors, end) - core::mem::offset_of!(Cursors, bump) == CURSOR_STRIDE
+    core::mem::offset_of!(Cursors, free) == 0
+        && core::mem::offset_of!(Cursors, bump) == CURSOR_STRIDE
+        && core::mem::offset_of!(Cursors, end) == 2 * CURSOR_STRIDE
 );
 
 /// A lifetime class's allocation cursors, one per size class (see the module docs). Core
@@ -182,10 +181,7 @@ const _: () = assert!(
 /// with the heap: [`Cursors::build`]), so that loom models its Release and Acquire.
 #[repr(C)]
 pub(crate) struct Cursors {
-    /// The allocation list's first slot: its address in the current block (an address
-    /// whose offset bits are 0 for none; see [`First`]). Other threads take the offset
-    /// from its low bits.
-    pub(crate) first: [AtomicPtr<u8>; CLASS_COUNT],
+    pub(crate) free: [AtomicU32; CLASS_COUNT],
     pub(crate) bump: [AtomicU32; CLASS_COUNT],
     pub(crate) end: [AtomicU32; CLASS_COUNT],
     pub(crate) taken: [AtomicU32; CLASS_COUNT],
@@ -228,7 +224,7 @@ impl Cursors {
     /// Every cursor empty (no block): its pops fail.
     pub(crate) fn empty() -> Cursors {
         Cursors {
-            first: [const { AtomicPtr::new(ptr::null_mut()) }; CLASS_COUNT],
+            free: [const { AtomicU32::new(0) }; CLASS_COUNT],
             bump: [const { AtomicU32::new(0) }; CLASS_COUNT],
             end: [const { AtomicU32::new(0) }; CLASS_COUNT],
             taken: [const { AtomicU32::new(0) }; CLASS_COUNT],
@@ -256,10 +252,7 @@ impl Cursors {
 
     /// Every cursor empty, the sequence 0: a new heap's, before anyone reads it.
     pub(crate) fn clear(&self) {
-        for first in &self.first {
-            first.store(ptr::null_mut(), Ordering::Relaxed);
-        }
-        for words in [&self.bump, &self.end, &self.taken] {
+        for words in [&self.free, &self.bump, &self.end, &self.taken] {
             for w in words {
                 w.set(0);
             }
@@ -295,28 +288,18 @@ impl Cursors {
     /// `class < CLASS_COUNT`.
     #[inline(always)]
     unsafe fn at_unchecked(&self, class: usize) -> CursorState<'_> {
-        // SAFETY: `bump` and `end` are arrays of `CLASS_COUNT` atomics one after the other
-        // (`repr(C)`, no padding between arrays of one type), so entry `class` of `end` is
-        // `CURSOR_STRIDE` bytes after that of `bump`; the pointers come from the whole
-        // struct; `first` has `CLASS_COUNT` entries too.
-        unsafe {
-            let c = ptr::from_ref(self);
-            AllocState::new(
-                c.byte_add(core::mem::offset_of!(Cursors, first))
-                    .cast::<AtomicPtr<u8>>()
-                    .add(class),
-                c.byte_add(core::mem::offset_of!(Cursors, bump))
-                    .cast::<AtomicU32>()
-                    .add(class),
-            )
-        }
+        // SAFETY: `free`, `bump` and `end` are arrays of `CLASS_COUNT` atomics one after the
+        // other (`repr(C)`, no padding between arrays of one type), so entry `class` of each
+        // is `CURSOR_STRIDE` bytes after the previous one's; the pointer comes from the
+        // whole struct.
+        unsafe { AllocState::new(ptr::from_ref(self).cast::<AtomicU32>().add(class)) }
     }
 
     /// The write-back (module docs): `h` is the current block of `class`.
     pub(crate) fn sync(&self, class: usize, h: &Header) {
         let _writing = self.writing();
         let (to, from) = (h.state(), self.at(class));
-        to.set_first(h.base(), from.first());
+        to.free().set(from.free().get());
         to.bump().set(from.bump().get());
         to.end().set(from.end().get());
         h.count_add(self.taken[class].get());
@@ -340,11 +323,11 @@ impl Cursors {
     /// [`Cursors::load`] inside a write the caller marked ([`Cursors::writing`]).
     fn read_from(&self, class: usize, h: Option<&Header>) {
         let to = self.at(class);
-        let (base, free, bump, end) = h.map_or((ptr::null_mut(), 0, 0, 0), |h| {
+        let (free, bump, end) = h.map_or((0, 0, 0), |h| {
             let from = h.state();
-            (h.base(), from.first(), from.bump().get(), from.end().get())
+            (from.free().get(), from.bump().get(), from.end().get())
         });
-        to.set_first(base, free);
+        to.free().set(free);
         to.bump().set(bump);
         to.end().set(end);
         self.taken[class].set(0);
@@ -383,27 +366,12 @@ impl Row {
     /// the allocation list first, else the bump window, counted in `taken`. Returns its
     /// address and whether its bytes are known to read zero. `None` does not mean the
     /// block is full (see `Header::pop`, whose cursor this is).
-    ///
-    /// The list's first slot is an address ([`First`]) and each slot's link is relative to
-    /// the slot ([`Header::link_at`]): a pop is the address's load and test, the link's
-    /// load, one addition and the store, with no load of the block's base.
     #[inline(always)]
     pub(crate) fn pop(&self, class: usize) -> Option<(*mut u8, bool)> {
-        // SAFETY: class < CLASS_COUNT (callers).
-        let first = unsafe { self.cursors.first.get_unchecked(class) };
-        let p = first.load(Ordering::Relaxed);
-        if p.addr() % BLOCK_SIZE != 0 {
-            // SAFETY: a non-empty list's first slot is a free slot of the current block,
-            // live and the owner's (the never-written EMPTY_BLOCK's list is empty).
-            first.store(unsafe { next_of(p) }, Ordering::Relaxed);
-            // SAFETY: as above.
-            let taken = unsafe { self.cursors.taken.get_unchecked(class) };
-            taken.set(taken.get().wrapping_add(1));
-            return Some((p, false));
-        }
-        // SAFETY: as above.
+        // SAFETY: class < CLASS_COUNT (callers); a current block is live and the owner's,
+        // or the never-written EMPTY_BLOCK, whose cursor is empty.
         let (h, s, taken) = unsafe { self.fast(class) };
-        let (off, zeroed) = h.take_bump_in(s)?;
+        let (off, zeroed) = h.take_in(s)?;
         taken.set(taken.get().wrapping_add(1));
         Some((h.base().wrapping_add(off as usize), zeroed))
     }
@@ -415,9 +383,9 @@ impl Row {
         let (h, s, taken) = unsafe { self.fast(class) };
         // A remote list taken is a write of the row (see `HeapHead::collect_freed`); the
         // local list's branch writes no count and takes no guard.
-        let p = h.take_collected(s, || self.cursors.writing())?;
+        let first = h.take_collected(s, || self.cursors.writing())?;
         taken.set(taken.get().wrapping_add(1));
-        Some((p, false))
+        Some((h.base().wrapping_add(first as usize), false))
     }
 
     /// The current block of `class`, its cursor and its `taken`, with no bounds check.
@@ -507,8 +475,8 @@ pub(crate) fn counted_snapshot(
 /// without live bits).
 pub(crate) fn allocation_first(pool: &Pool, h: &Header) -> u32 {
     match cursor_of(pool, h, h.owner(), h.class(), h.life()) {
-        Some(c) => c.first[h.class()].first(),
-        None => h.state().first(),
+        Some(c) => c.free[h.class()].get(),
+        None => h.state().free().get(),
     }
 }
 

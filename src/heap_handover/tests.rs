@@ -281,12 +281,13 @@ fn a_dead_holder_stopped_making_a_block_current_hands_out_no_slot_twice() {
         let (from, to) = (h.state(), head.state());
         head.current
             .store(core::ptr::from_ref(h).cast_mut(), Ordering::Relaxed);
-        for store in 1..stores {
-            match store {
-                1 => to.set_first(h.base(), from.first()),
-                2 => to.bump().set(from.bump().get()),
-                _ => to.end().set(from.end().get()),
-            }
+        let words = [
+            (to.free(), from.free().get()),
+            (to.bump(), from.bump().get()),
+            (to.end(), from.end().get()),
+        ];
+        for (word, value) in &words[..stores - 1] {
+            word.store(*value, Ordering::Relaxed);
         }
         hp.holder.store(DEAD, Ordering::Release);
         assert_eq!(reap_dead(&pool), 1, "the dead holder's heap is taken over");

@@ -36,10 +36,8 @@ use core::ptr;
 /// and so are the medium blocks' run tables: 11, the run table's word summary beside its
 /// counts (`crate::medium_block`'s `bits`), which a build without it would leave stale;
 /// and a heap's: 12, a heap's rows of current blocks with their allocation cursors
-/// (`crate::heap::Row`); 13, a heap's medium cache's lent run (`crate::medium_cache`); 14,
-/// free slots' links relative to the slot and the cursors' first slots as addresses
-/// (`crate::block::Header::link_at`, `crate::heap::Cursors`).
-pub(crate) const STATE_LAYOUT: u32 = 14;
+/// (`crate::heap::Row`); 13, a heap's medium cache's lent run (`crate::medium_cache`).
+pub(crate) const STATE_LAYOUT: u32 = 13;
 
 /// Where a pool's view starts in its mapping: past the page's first cache line. The
 /// lines at a page's start share their cache set with the first bytes of every page of a
