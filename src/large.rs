@@ -25,6 +25,7 @@ mod table;
 
 use crate::class::medium_granules;
 use crate::decay::Retention;
+#[cfg(not(loom))]
 use crate::misuse::Problem;
 use crate::os;
 use crate::sync::PoolLock;
@@ -95,6 +96,7 @@ impl LargeTable {
     /// of this allocator's: a double free in a freed mapping the cache keeps, or a pointer
     /// inside a live allocation. `None` when `addr` is in neither (another allocator's, as
     /// far as the table knows).
+    #[cfg(not(loom))]
     pub(crate) fn not_a_start(&self, addr: usize) -> Option<Problem> {
         if self.is_cached(addr) {
             return Some(Problem::DoubleFree);
