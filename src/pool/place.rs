@@ -38,8 +38,9 @@ use core::ptr;
 /// and a heap's: 12, a heap's rows of current blocks with their allocation cursors
 /// (`crate::heap::Row`); 13, a heap's medium cache's lent run (`crate::medium_cache`); 14,
 /// free slots' links relative to the slot and the cursors' first slots as addresses
-/// (`crate::block::Header::link_at`, `crate::heap::Cursors`).
-pub(crate) const STATE_LAYOUT: u32 = 14;
+/// (`crate::block::Header::link_at`, `crate::heap::Cursors`); 15, a heap's medium cache's
+/// guard (`MediumCache::claim`).
+pub(crate) const STATE_LAYOUT: u32 = 15;
 
 /// Where a pool's view starts in its mapping: past the page's first cache line. The
 /// lines at a page's start share their cache set with the first bytes of every page of a
