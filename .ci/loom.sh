@@ -4,7 +4,9 @@
 # stacks (src/block/loom.rs); take_block against the give-back of an emptied block
 # (src/pool/loom.rs); a thread's exit, a heap's adoption and the pool's reclaim against
 # remote frees (src/heap_handover/loom.rs); a heap's medium cache taking a held run back
-# against another thread's free and a reaper's flush (src/medium_cache/loom.rs). Under `--cfg loom` the library builds its
+# against another thread's free and a reaper's flush, and its guard against a claimer's flush
+# (src/medium_cache/loom.rs); a claim of a live heap's returned blocks against its drain and
+# its local free (src/heap_handover/loom_claim.rs). Under `--cfg loom` the library builds its
 # layers up to heap_handover on loom's atomics (src/sync.rs): the pool, its region and the
 # heaps are the real ones, their tables of atomics built in place, the registry small. Its
 # own target dir keeps the other builds' caches intact. About a minute of models at 5

@@ -188,8 +188,10 @@ impl Instance {
     /// block the caller may, as the small slow path does: the route's heap's, the calling
     /// thread's own heap's, the pool's, the kept ones (`heap::compact`), the empty medium
     /// block each lifetime class keeps, and (in a shared instance) dead processes' heaps'
-    /// blocks; first, every thread's pending remote frees are pushed (their slots count
-    /// as used until then, keeping blocks from emptying). Returns how many blocks, plus one
+    /// blocks, and what other live heaps keep free (their emptied returned blocks, their
+    /// medium caches: `heap_handover::claim`); first, every thread's pending remote frees
+    /// are pushed (their slots count as used until then, keeping blocks from emptying).
+    /// Returns how many blocks (and runs), plus one
     /// when a batch had frees pending (its blocks may have been given back as they emptied).
     fn make_room<R: Route>(&self, route: R, pool: &crate::pool::Pool) -> usize {
         let instance = self.instance.load(Ordering::Relaxed);
@@ -205,7 +207,9 @@ impl Instance {
         let own = unsafe { per_thread::find_own(instance).as_ref() };
         freed += heap::compact(own, pool, &mut st) + pool.compact_medium(&mut st);
         drop(st);
-        freed + pushed + crate::heap_handover::reap_dead(pool)
+        // Dead processes' heaps taken over; what other live heaps keep that is free
+        // (`heap_handover::claim`).
+        freed + pushed + crate::heap_handover::reap_dead(pool) + crate::heap_handover::claim_idle(pool)
     }
 
     /// The fast path: the route's heap's current block of (class, life) has a free slot.
@@ -329,6 +333,9 @@ impl Instance {
             let reaped = crate::heap_handover::reap_dead(pool);
             (self.flush_batches() | (reaped > 0)).then(|| from(heap))?
         });
+        // Then what other live heaps keep that is free: their blocks other threads'
+        // frees emptied, their medium caches (`heap_handover::claim`). Then once more.
+        let got = got.or_else(|| (crate::heap_handover::claim_idle(pool) > 0).then(|| from(heap))?);
         match got {
             Some((p, zeroed)) => self.finish_alloc::<ZERO>(p, zeroed, class),
             None => self.alloc_fallback::<ZERO>(pool, class, life),

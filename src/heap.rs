@@ -9,9 +9,12 @@
 //! Invariants, for every block `b` with `b.owner == heap.token`:
 //! `b` is the current block of its head (role `Current`), xor on its head's partial list
 //! (role `Listed`, not `FULL`), xor `FULL` (role `Full`) or on `returned` (role `Full`, or
-//! `Listed` when a local free came after the remote one that relisted it), and on no list.
-//! Only the owning thread reads or writes a heap's heads; other threads touch only
-//! `returned` and `state`.
+//! `Listed` when a local free came after the remote one that relisted it), and on no list
+//! (or, while another thread's claim holds the pool lock, in that claimer's hands:
+//! `crate::heap_handover`'s claim gives it to the pool or pushes it back before it
+//! unlocks). Only the owning thread reads or writes a heap's heads; other threads touch
+//! only `returned` and `state`, and, under the pool lock, the medium cache whose guard
+//! they claimed.
 //!
 //! **Tiny heads.** The heads of the tiny classes (1- and 2-byte slots, see [`crate::tiny`])
 //! have no current block; their partial lists hold the heap's tiny blocks with a free slot.

@@ -95,6 +95,9 @@ unsafe fn hand_over(heap: *mut Heap, pool: &Pool, st: &mut PoolState, dead: bool
     // offsets, each checked against its block).
     #[cfg(not(loom))]
     pool.flush_medium_cache(st, &hp.medium);
+    // Its guard free for the next holder (a dead holder may have died inside its medium
+    // path; no claimer holds it: claimers hold the pool lock, as we do).
+    hp.medium.reset_guard();
     let heads = HeadIndex::count(pool.life_count);
     for i in pool.heads() {
         // SAFETY: i is below the head count; the heap is the caller's.
@@ -590,8 +593,15 @@ pub(crate) mod hooks {
     }
 }
 
+#[cfg(not(loom))]
+mod claim;
+#[cfg(not(loom))]
+pub(crate) use claim::claim_idle;
+
 #[cfg(all(loom, test))]
 mod loom;
+#[cfg(all(loom, test))]
+mod loom_claim;
 
 // Not under loom: its atomics exist only inside a model.
 #[cfg(not(loom))]

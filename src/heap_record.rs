@@ -7,7 +7,8 @@
 //! `holder_base` (shared pools) by each taker before the heap is `Live` for it, and by the
 //! survivor whose CAS on `holder` claims a dead process's heap; `state` by
 //! the transitions of [`HeapState::may_become`] only; `returned` by any thread (lock-free
-//! pushes, the owner or the pool lock holder takes all); `next_abandoned` and the tiny heads
+//! pushes; the owner or the pool lock holder takes all, each with one swap, and a claimer
+//! holding the pool lock pushes back what it keeps: `Pool::claim_returned`); `next_abandoned` and the tiny heads
 //! under the pool lock only.
 //!
 //! The state machine, with `→` the legal transitions ([`HeapRecord::transition`]):

@@ -16,13 +16,16 @@
 //! into a cache holds the run (`n → n | HELD`), and the locked paths that free or resize a
 //! run swap its `n` away too, so a run freed twice at once is freed once and reported once;
 //! only the cache's own heap takes a held run back (`n | HELD → n`: its allocation, or its
-//! flush under the pool lock when its thread leaves it or its holder died). Nothing else
+//! flush under the pool lock when its thread leaves it or its holder died), or a thread
+//! out of memory that claimed the cache (its flush under the pool lock, holding the
+//! cache's guard: see [`MediumCache`]). Nothing else
 //! ever frees a held run: a release of its lifetime class leaves it (it is no allocation),
 //! so a cache never points at a run that was freed and reused. One change needs no
 //! compare-and-swap: in a pool no other process uses, no heap is reaped (a holder's death
-//! is another process's to find), so the cache's own heap is the only party that ever
-//! changes a held byte, and its allocation takes the run back by a load and a store
-//! (`Starts::unhold_owned`); in a pool shared between processes a reaper may flush the
+//! is another process's to find), so the cache's own heap is the only party that changes
+//! a held byte while it holds the cache's guard (a claimer changes held bytes only while
+//! it holds the guard, and drains the entries first), and its allocation takes the run
+//! back by a load and a store (`Starts::unhold_owned`); in a pool shared between processes a reaper may flush the
 //! cache of a holder wrongly thought dead while it runs, and both sides keep the
 //! compare-and-swap (the loom models in `loom.rs`).
 //!
@@ -48,7 +51,7 @@
 use crate::block::Header;
 use crate::class::HEADER_SIZE;
 use crate::medium_block::{At, Runs, GRANULES, META_BYTES};
-use crate::sync::{AtomicU8, Ordering};
+use crate::sync::{const_unless_loom, AtomicU8, Ordering};
 use core::cell::Cell;
 
 /// The mark of a run held by a heap's cache, in its byte of [`Starts`].
@@ -237,13 +240,32 @@ pub(crate) struct Cached {
 }
 
 /// A heap's medium cache (see the module docs): its heap's alone, but for a dead holder's
-/// reaper and the heap's leave, which flush it under the pool lock. Offsets, never
-/// addresses: a heap in a region's state area may be flushed by another process.
+/// reaper and the heap's leave, which flush it under the pool lock, and another thread's
+/// out-of-memory path, which flushes it under the pool lock once it holds `guard` (the
+/// claim, `crate::heap_handover::claim`). Offsets, never addresses: a heap in a region's
+/// state area may be flushed by another process.
+///
+/// **The guard.** `count` and `entries` are plain cells; two parties change them: the
+/// heap's holder (the owner) on its lock-free medium paths, and a claimer, another thread
+/// that holds the pool lock. Each takes `guard` from [`FREE`] with one compare-and-swap
+/// (Acquire) before it reads or writes them and stores [`FREE`] (Release) after: the
+/// owner [`OWNER`] ([`MediumCache::enter`]), the claimer [`CLAIMED`]
+/// ([`MediumCache::claim`]). Neither waits: an owner that finds the cache claimed serves
+/// its request from the pool under the lock (its free too) as though the cache were
+/// empty, or full; a claimer that finds the owner inside leaves the cache alone. So
+/// `guard = OWNER ⇒` only the owner touches the entries, `guard = CLAIMED ⇒` only the
+/// claimer does, each Release store happens before the next taker's work, and a claimer
+/// holds the pool lock throughout (`guard = CLAIMED ⇒` the pool lock is held): the paths
+/// that flush under the lock (the leave, a reaper's flush, the owner's `compact`) never
+/// meet a claimer, and the fork handlers, which hold the lock, never see one.
 #[repr(C)]
 pub(crate) struct MediumCache {
     count: Cell<u32>,
-    /// The heap's medium allocations, counted for [`MediumCache::tick`].
+    /// The heap's medium allocations, counted for [`MediumCache::tick`]. The owner's only.
     allocations: Cell<u32>,
+    /// Who may touch `count` and `entries` now: [`FREE`], [`OWNER`] or [`CLAIMED`] (see
+    /// the type's docs).
+    guard: AtomicU8,
     entries: [Cell<Cached>; CACHE_SLOTS],
     /// The run the cache handed out last ([`MediumCache::lend`]; `granules` 0: none).
     lent: Cell<Cached>,
@@ -254,12 +276,35 @@ pub(crate) struct MediumCache {
 /// A heap's medium allocations between two looks at the clock (`MediumCache::tick`).
 pub(crate) const TICK_EVERY: u32 = 32;
 
+/// [`MediumCache`]'s guard: nobody touches the entries.
+pub(crate) const FREE: u8 = 0;
+/// [`MediumCache`]'s guard: the owner is inside one of its lock-free medium paths.
+pub(crate) const OWNER: u8 = 1;
+/// [`MediumCache`]'s guard: another thread, holding the pool lock, flushes the cache.
+pub(crate) const CLAIMED: u8 = 2;
+
+/// The guard of a cache taken by [`MediumCache::enter`] or [`MediumCache::claim`]: gives
+/// it back ([`FREE`], Release) when dropped.
+#[must_use]
+pub(crate) struct Guarded<'a>(&'a AtomicU8);
+
+impl Drop for Guarded<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        // Release: what its holder did to the entries happens before the next taker's
+        // Acquire compare-and-swap.
+        self.0.store(FREE, Ordering::Release);
+    }
+}
+
 impl MediumCache {
+    const_unless_loom! {
     /// An empty cache.
-    pub(crate) const fn new() -> MediumCache {
+    pub(crate) fn new() -> MediumCache {
         MediumCache {
             count: Cell::new(0),
             allocations: Cell::new(0),
+            guard: AtomicU8::new(FREE),
             entries: [const {
                 Cell::new(Cached {
                     off: 0,
@@ -274,6 +319,38 @@ impl MediumCache {
             }),
             lent_given: Cell::new(0),
         }
+    }
+    }
+
+    /// The owner, before it takes from or puts into the cache without the pool lock: the
+    /// guard, unless a claimer holds it (then `None`: the caller goes to the pool as though
+    /// the cache kept nothing, or had no room). One compare-and-swap; never waits.
+    #[inline]
+    pub(crate) fn enter(&self) -> Option<Guarded<'_>> {
+        self.take_guard(OWNER)
+    }
+
+    /// Another thread, holding the pool lock, before it flushes the cache: the guard, unless
+    /// the owner is inside (then `None`: the cache is left as it is). Never waits.
+    pub(crate) fn claim(&self) -> Option<Guarded<'_>> {
+        self.take_guard(CLAIMED)
+    }
+
+    #[inline]
+    fn take_guard(&self, who: u8) -> Option<Guarded<'_>> {
+        // Acquire: the previous holder's work on the entries (before its Release store)
+        // happens before ours.
+        self.guard
+            .compare_exchange(FREE, who, Ordering::Acquire, Ordering::Relaxed)
+            .ok()
+            .map(|_| Guarded(&self.guard))
+    }
+
+    /// Under the pool lock, when the heap changes hands (its cache just flushed): the
+    /// guard is free for the next holder, whatever a holder that died inside its medium
+    /// path left in it (a dead process's heap, taken over).
+    pub(crate) fn reset_guard(&self) {
+        self.guard.store(FREE, Ordering::Release);
     }
 
     /// Takes a kept run of `granules` granules in lifetime class `life` whose offset is a
@@ -433,6 +510,27 @@ mod tests {
         assert!(!c.put(0, CACHED_MAX + 1, 0, || panic!("too long")));
         assert_eq!(c.drain().count(), CACHE_SLOTS);
         assert_eq!(c.len(), 0);
+    }
+
+    #[test]
+    fn the_guard_is_the_owners_or_a_claimers_never_both() {
+        let c = MediumCache::new();
+        let inside = c.enter().expect("free");
+        assert!(c.claim().is_none(), "the owner is inside");
+        assert!(c.enter().is_none(), "taken once");
+        drop(inside);
+        let claimed = c.claim().expect("free again");
+        assert!(
+            c.enter().is_none(),
+            "claimed: the owner goes without its cache"
+        );
+        assert!(c.claim().is_none());
+        drop(claimed);
+        let stuck = c.enter().expect("free again");
+        core::mem::forget(stuck);
+        assert!(c.claim().is_none(), "a holder that never left");
+        c.reset_guard();
+        assert!(c.claim().is_some(), "free once the heap changes hands");
     }
 
     #[test]

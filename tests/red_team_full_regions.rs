@@ -103,8 +103,9 @@ fn a_full_region_emptied_by_remote_frees_and_compacted_serves_other_threads_and_
 /// thread got 0 of 131068 (None)"]` (the join after it got its share). A new thread's
 /// out-of-memory path cannot reach the blocks an idle live heap holds, emptied by remote
 /// frees (the cross-thread part of RED-71/RED-72's question).
+/// Fixed (claim, session 17): out of memory claims the returned blocks of other live
+/// heaps every slot of which other threads freed (`heap_handover::claim`).
 #[test]
-#[ignore = "RED-73b: a full region emptied by remote frees serves no other thread or join while its owner idles (main: every run, 0 of 131068)"]
 fn a_full_region_emptied_by_remote_frees_serves_other_threads_and_joins() {
     let failures = other_heaps_after_remote_frees(false);
     assert!(failures.is_empty(), "{failures:?}");

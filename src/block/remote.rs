@@ -114,17 +114,39 @@ impl Header {
 
     /// Owner only, with no free slot: marks the block `FULL` before it leaves its head, in
     /// [`Role::Full`]. Returns false when a remote free came first (collect it instead).
+    ///
+    /// The role is set before the compare-and-swap (and set back when it fails): once the
+    /// block is `FULL` its owner writes nothing more to it until a free brings it back, so
+    /// whoever takes it from the owner's `returned` stack (the relisting free's Release
+    /// push, pairing with this Release through the free's Acquire) sees every write the
+    /// owner made to it (what lets another thread give it back when other threads' frees
+    /// emptied it: [`Header::all_freed_remotely`]).
     pub(crate) fn try_retire(&self) -> bool {
-        // Release: the owner's earlier store of `owner` happens before any remote free that
-        // reads FULL (its CAS acquires), so the free relists the block to this owner.
+        let before = self.role();
+        self.set_role(Role::Full);
+        // Release: the owner's earlier stores (`owner`, the counts, the role) happen before
+        // any remote free that reads FULL (its CAS acquires), so the free relists the block
+        // to this owner, and whoever takes it from the owner's `returned` sees them.
         let retired = self
             .remote
             .compare_exchange(0, FULL, Ordering::Release, Ordering::Relaxed)
             .is_ok();
-        if retired {
-            self.set_role(Role::Full);
+        if !retired {
+            self.set_role(before);
         }
         retired
+    }
+
+    /// Any thread, for a block it took from its owner's `returned` stack: true when every
+    /// slot of the block is on its remote free list (`|remote| == capacity`). Such a block
+    /// was retired `FULL` with every slot handed out, and every slot was freed since by
+    /// other threads, none by its owner: its owner has not touched it since the retire
+    /// (it frees only live slots, and allocates only from its current block), and never
+    /// will (it holds no live slot), so the caller may give it to the pool. Acquire: every
+    /// push's writes (their Release) happen before the caller's.
+    pub(crate) fn all_freed_remotely(&self) -> bool {
+        let word = self.remote.load(Ordering::Acquire);
+        word & FULL == 0 && ((word >> 32) & COUNT_MASK) as u32 == self.capacity()
     }
 
     /// Owner only: clears `FULL` after a local free. Returns true when this call cleared it

@@ -29,7 +29,7 @@ use loom::thread;
 const INSTANCE: u64 = 1;
 
 /// A new heap of `pool`, for a thread (what a thread's first allocation joins).
-fn new_heap(pool: &Pool) -> &'static Heap {
+pub(super) fn new_heap(pool: &Pool) -> &'static Heap {
     let heap = Heap::create(pool, INSTANCE, THREAD_GROUP);
     assert!(!heap.is_null(), "no heap");
     // SAFETY: a heap stays mapped until the model's teardown, after every use.
@@ -41,7 +41,7 @@ fn new_heap(pool: &Pool) -> &'static Heap {
 /// [`hand_out_all`] stands for the allocations between the first and the last). Returns the
 /// block's base: every slot of it is live. The heap's current block is another one, with
 /// one live slot.
-fn full_block(heap: &Heap) -> usize {
+pub(super) fn full_block(heap: &Heap) -> usize {
     let class = big_class();
     let first = heap.alloc_slow(class, 0, ptr::null_mut).expect("a slot").0;
     // SAFETY: a slot of a carved block, mapped for the pool's life.
@@ -80,7 +80,7 @@ fn heap_with_full_block() -> (
 
 /// Ends a model: the heaps still held are left by their threads ([`abandon`], as at a
 /// thread's exit), then the instance's teardown releases them all ([`teardown`]).
-fn end(pool: &Pool, held: &[&Heap]) {
+pub(super) fn end(pool: &Pool, held: &[&Heap]) {
     for &heap in held {
         // SAFETY: the heap is the model's main thread's, which uses it no more.
         unsafe { abandon(ptr::from_ref(heap).cast_mut()) };
@@ -167,7 +167,7 @@ fn exit_races_relist() {
 }
 
 /// The heap's thread exits ([`abandon`]).
-fn end_thread(heap: &Heap) {
+pub(super) fn end_thread(heap: &Heap) {
     // SAFETY: the model's main thread is the heap's, and uses it no more.
     unsafe { abandon(ptr::from_ref(heap).cast_mut()) };
 }

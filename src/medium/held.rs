@@ -6,7 +6,9 @@
 //! held) and live to the blocks' run tables; it changes hands only by its start byte's
 //! compare-and-swap (`Starts`), so a free racing a take of it loses cleanly, but for its
 //! own heap's take in a pool no other process uses, the only party that changes a held
-//! byte there (a load and a store: `Starts::unhold_owned`). In such a pool the cache's paths
+//! byte there while it holds the cache's guard (a load and a store: `Starts::unhold_owned`;
+//! a claimer's flush, the one other party, holds the guard, and empties the entries
+//! before it gives the guard back). In such a pool the cache's paths
 //! read no unit state and no block header for the run the cache handed out last
 //! (`MediumCache::lent`), nor for a run it holds (its block stays medium while it does).
 
@@ -28,7 +30,8 @@ impl Pool {
         (runs, granules)
     }
 
-    /// A free into `cache` (a heap's, its owner calling): keeps the medium allocation at
+    /// A free into `cache` (a heap's, its owner calling, inside the cache's guard:
+    /// `MediumCache::enter`): keeps the medium allocation at
     /// `p` (in the region) of `granules` granules in lifetime class `life` when it is one
     /// (its block medium, of `life`, a live run of that length starting at `p`) and the
     /// cache has room. Takes no lock. False: nothing changed (the locked free follows, and
@@ -36,6 +39,10 @@ impl Pool {
     pub(crate) fn medium_cache_free(&self, cache: &MediumCache, p: *mut u8, granules: usize, life: usize) -> bool {
         // A write of the state without the pool lock: marked (`crate::pool::write_seal`).
         let _writing = self.writing();
+        // The cache's guard (another thread may be claiming it: then the locked free).
+        let Some(_inside) = cache.enter() else {
+            return false;
+        };
         let at = (p as usize - self.region.base()) as u64;
         if !self.is_process_shared()
             && cache.lent(at, granules, life, self.medium_given.load(Ordering::Acquire))
@@ -63,11 +70,15 @@ impl Pool {
     }
 
     /// A request of `granules` granules aligned to `align` (at most a page) in lifetime
-    /// class `life` served from `cache` (a heap's, its owner calling), taking no lock; null
-    /// when it keeps no such run. The run holds what it held when freed.
+    /// class `life` served from `cache` (a heap's, its owner calling, inside the cache's
+    /// guard), taking no lock; null when it keeps no such run or another thread claims it. The run holds what it held when freed.
     pub(crate) fn medium_cache_alloc(&self, cache: &MediumCache, granules: usize, align: usize, life: usize) -> *mut u8 {
         // A write of the state without the pool lock: marked (`crate::pool::write_seal`).
         let _writing = self.writing();
+        // The cache's guard (another thread may be claiming it: then the locked path).
+        let Some(_inside) = cache.enter() else {
+            return ptr::null_mut();
+        };
         let base = self.region.base();
         if !self.is_process_shared() {
             // Nothing but this heap changes a run its cache holds, and a held run keeps its
@@ -142,7 +153,8 @@ impl Pool {
     }
 
     /// Under the lock: frees every run `cache` keeps (a heap leaving it: its thread's
-    /// exit, its holder's death) and empties it. Entries that name no held run of their
+    /// exit, its holder's death; its owner's `compact`; another thread's out-of-memory
+    /// path, holding the cache's guard: `MediumCache::claim`) and empties it. Entries that name no held run of their
     /// length (a holder killed mid-change) are skipped. Returns how many it freed.
     pub(crate) fn flush_medium_cache(&self, st: &mut PoolState, cache: &MediumCache) -> usize {
         let base = self.region.base();

@@ -148,3 +148,96 @@ fn a_load_and_store_take_loses_to_a_reapers_flush() {
     });
     assert!(BOTH.load(Relaxed), "no schedule let both take the run");
 }
+
+/// The cache shared with a claimer's thread, as a heap is (the heap is reached through a
+/// raw pointer; the cache's guard is what makes the claimer's touch of its cells sound),
+/// with a loom cell standing for those cells: each side writes it while it holds the
+/// guard, so loom reports any access the guard leaves unordered.
+struct Shared {
+    cache: MediumCache,
+    cells: loom::cell::UnsafeCell<u32>,
+}
+
+// SAFETY: the model's two threads touch `cache`'s cells only inside its guard (what the
+// model checks, through `cells`).
+unsafe impl Sync for Shared {}
+// SAFETY: as above.
+unsafe impl Send for Shared {}
+
+impl Shared {
+    /// Notes a touch of the cache's cells (inside the guard).
+    fn touch(&self) {
+        // SAFETY: loom checks this access against every other one.
+        self.cells.with_mut(|v| unsafe { *v += 1 });
+    }
+}
+
+/// The guard (`MediumCache::enter`, `MediumCache::claim`): the cache's owner takes its held
+/// run back for an allocation by a load and a store (`Starts::unhold_owned`, a pool no
+/// other process uses), then frees it into the cache again, each inside the guard, while
+/// a thread out of memory claims the cache and flushes it (`Starts::unhold`, then the
+/// locked free's `change` to 0, as `Pool::flush_medium_cache` does).
+///
+/// Checks: the guard orders every touch of the cache's cells (loom's cell); the run is
+/// never both handed out by the owner and freed by the claimer; at the end it is live
+/// (the owner's, which its cache could not keep: claimed), held by the cache with its
+/// entry, or free (byte 0) with no entry; the claimer never blocks the owner (each side
+/// that finds the other inside goes on without the cache).
+///
+/// Fails with: `MediumCache::take_guard` storing its value and returning the guard without
+/// its compare-and-swap, or `Guarded::drop` storing `FREE` Relaxed (loom, both: 'Causality
+/// violation: Concurrent write accesses to `UnsafeCell`').
+#[test]
+fn the_guard_keeps_a_claim_from_the_owners_take() {
+    model(|| {
+        let shared = Arc::new(Shared {
+            cache: MediumCache::new(),
+            cells: loom::cell::UnsafeCell::new(0),
+        });
+        let b = held_in(&shared.cache);
+        let claimer = {
+            let (shared, b) = (shared.clone(), b.clone());
+            thread::spawn(move || {
+                let Some(_claimed) = shared.cache.claim() else {
+                    return 0;
+                };
+                shared.touch();
+                let mut freed = 0;
+                for e in shared.cache.drain() {
+                    assert_eq!(e.off, OFF);
+                    if b.starts().unhold(G, N) && b.starts().change(G, N, 0) {
+                        freed += 1;
+                    }
+                }
+                freed
+            })
+        };
+        let mut took = false;
+        let mut kept = false;
+        if let Some(_inside) = shared.cache.enter() {
+            shared.touch();
+            took = shared
+                .cache
+                .take(N, LIFE, 1, |_| b.starts().unhold_owned(G, N))
+                .is_some();
+        }
+        if took {
+            if let Some(_inside) = shared.cache.enter() {
+                shared.touch();
+                kept = shared.cache.put(OFF, N, LIFE, || b.starts().hold(G, N));
+            }
+        }
+        let freed = claimer.join().unwrap();
+        assert!(!(took && freed > 0 && !kept), "both took the run");
+        let entries = shared.cache.drain().count();
+        let byte = b.byte();
+        match (byte, entries) {
+            (0, 0) => assert_eq!(freed, 1, "freed by the claim"),
+            (b, 1) if b == N as u8 | HELD => {}
+            (b, 0) if b == N as u8 => assert!(took && !kept, "live: the owner's"),
+            _ => panic!(
+                "byte {byte:#x} with {entries} entries (took {took}, kept {kept}, freed {freed})"
+            ),
+        }
+    });
+}

@@ -197,6 +197,32 @@ impl Pool {
         }
     }
 
+    /// Under the lock, for another thread out of memory: takes the blocks on the `returned`
+    /// stack of a live heap (`record`, whose holder may be running), gives those whose every
+    /// slot other threads freed ([`Header::all_freed_remotely`]) to the pool as empty ones,
+    /// and pushes the others back on the stack, for the heap. Returns how many it gave.
+    ///
+    /// Sound against the holder: the stack is taken whole with one swap, as the holder's
+    /// drain takes it (no consumer pops one block, so a second consumer meets no ABA); a
+    /// block off the stack is on none of the holder's lists, and the holder touches it only
+    /// through a free of one of its live slots (a given block has none) or once it takes it
+    /// from the stack again (a pushed-back block is there before the lock is released, so
+    /// every path that looks at `returned` under the lock sees every block; a lock-free
+    /// drain of the holder's meanwhile finds fewer, and goes on as with an empty stack).
+    pub(crate) fn claim_returned(&self, st: &mut PoolState, record: &HeapRecord) -> usize {
+        let mut given = 0;
+        for h in record.returned.take_all(self.units()) {
+            if h.all_freed_remotely() {
+                self.give_empty(st, h);
+                given += 1;
+            } else {
+                // The walk read the block's link before it yielded it.
+                record.returned.push(self.units(), h);
+            }
+        }
+        given
+    }
+
     fn adopt_stack(&self, st: &mut PoolState, stack: &BlockStack) {
         for h in stack.take_all(self.units()) {
             self.adopt_block(st, h);

@@ -36,8 +36,10 @@ use core::ptr;
 /// and so are the medium blocks' run tables: 11, the run table's word summary beside its
 /// counts (`crate::medium_block`'s `bits`), which a build without it would leave stale;
 /// and a heap's: 12, a heap's rows of current blocks with their allocation cursors
-/// (`crate::heap::Row`); 13, a heap's medium cache's lent run (`crate::medium_cache`).
-pub(crate) const STATE_LAYOUT: u32 = 13;
+/// (`crate::heap::Row`); 13, a heap's medium cache's lent run (`crate::medium_cache`); 14,
+/// free slots' links relative to the slot (reverted: 14 names no layout that shipped); 15,
+/// a heap's medium cache's guard (`MediumCache::claim`).
+pub(crate) const STATE_LAYOUT: u32 = 15;
 
 /// Where a pool's view starts in its mapping: past the page's first cache line. The
 /// lines at a page's start share their cache set with the first bytes of every page of a
