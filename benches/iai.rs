@@ -10,8 +10,7 @@
 //! pair in a second instance to every allocation, as a thread alternating between a global
 //! allocator and a lifetime-class instance runs; `cohort_direct` calls cohort's direct API
 //! (`Cohort::alloc`, `Cohort::dealloc`) instead of `GlobalAlloc`; `cohort_shared` runs
-//! `GlobalAlloc` on an instance in a region shared with fork children; `cohort_join` the
-//! same calls through a join (`Cohort::join`) of the instance. Each benchmark runs in its own
+//! `GlobalAlloc` on an instance in a region shared with fork children. Each benchmark runs in its own
 //! valgrind process: the setup warms the
 //! allocator up with the same operation (thread heap, first-touch pages), then the measured
 //! function repeats the operation [`N`] times. The `noop` allocator runs the same code with an
@@ -264,50 +263,6 @@ unsafe impl GlobalAlloc for Alternating {
     }
 }
 
-/// A join of [`COHORT`] ([`Cohort::join`](::cohort::Cohort::join)): the allocations and
-/// frees of a heap held by the caller instead of the thread (`Join::alloc`, `dealloc`,
-/// `calloc`; `realloc` is `GlobalAlloc`'s default, an allocation, a copy and a free).
-struct Joined(::cohort::Join<'static>);
-
-// SAFETY: every method forwards to the join's method of the same contract with lifetime
-// class `()`; `alloc_zeroed` zeroes what it returns (calloc for a malloc alignment).
-// `alloc` and `dealloc` are inlined into the measured loop, as the compiler chooses to
-// for the other wrappers.
-unsafe impl GlobalAlloc for Joined {
-    #[inline(always)]
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        self.0.alloc(l, ())
-    }
-    #[inline(always)]
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        // SAFETY: the caller upholds dealloc's contract.
-        unsafe { self.0.dealloc(p, l, ()) }
-    }
-    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
-        if l.align() <= 8 {
-            return self.0.calloc(l.size(), ());
-        }
-        let p = self.0.alloc(l, ());
-        if !p.is_null() {
-            // SAFETY: `l.size()` bytes of ours.
-            unsafe { p.write_bytes(0, l.size()) };
-        }
-        p
-    }
-}
-
-thread_local! {
-    /// The thread's [`Joined`], made in the setup's warm-up (the measured function runs on
-    /// the same thread), as a worker holding a join does.
-    static JOINED: &'static Joined =
-        Box::leak(Box::new(Joined(COHORT.join(1).expect("a heap"))));
-}
-
-/// The calling thread's [`JOINED`].
-fn joined() -> &'static Joined {
-    JOINED.with(|j| *j)
-}
-
 /// An instance in a region shared with fork children (`Cohort::shared_anonymous`): the fast
 /// paths of a shared region, beside a private instance's ([`COHORT`]). Built on first use,
 /// in the setup's warm-up; the measured loop gets a reference to it once, as a program
@@ -351,12 +306,11 @@ allocator!(cohort_called, warm_cohort_called, Called);
 allocator!(cohort_two, warm_cohort_two, Alternating);
 allocator!(cohort_direct, warm_cohort_direct, Direct);
 allocator!(cohort_shared, warm_cohort_shared, *shared());
-allocator!(cohort_join, warm_cohort_join, *joined());
 
 library_benchmark_group!(
     name = fast_paths;
     benchmarks = noop, system, mimalloc, jemalloc, cohort, cohort_global, cohort_called,
-        cohort_two, cohort_direct, cohort_shared, cohort_join
+        cohort_two, cohort_direct, cohort_shared
 );
 
 main!(library_benchmark_groups = fast_paths);

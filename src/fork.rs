@@ -200,10 +200,9 @@ unsafe extern "C" fn parent() {
 }
 
 /// The `child` handler: in private pools, marks the heaps of the parent's other threads
-/// dead (those of the threads the child does not have, those whose thread or join was
-/// exiting at the fork, and every explicit join's, which another thread may have been in a
-/// call of: `heap_handover::after_fork_in_child`; the forking thread's stay its own, and a
-/// join the child goes on with takes a heap of its own, `crate::join`) and clears the
+/// dead (those of the threads the child does not have, and those whose thread or join was
+/// exiting at the fork: `heap_handover::after_fork_in_child`; the forking thread's stay
+/// its own, and so do the joins, which the child's thread may carry) and clears the
 /// batches' `busy` (no thread of the child is in one:
 /// `RemoteBatch::forget_holder_in_fork_child`); makes the calling thread forget its heaps of
 /// shared pools (the parent's); then releases the locks [`prepare`] kept. The dead heaps

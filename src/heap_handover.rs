@@ -311,16 +311,13 @@ fn retire_strays(pool: &Pool, st: &PoolState, heap: *mut Heap) {
 }
 
 /// In a child process after `fork()`, with the private pool `pool`'s lock held: every heap
-/// that was exiting becomes live again ([`HeapRecord::after_fork_in_child`]), and every
-/// live heap but the forking thread's is marked dead ([`FORSAKEN`]), for [`reap_dead`] to
-/// take over as a dead process's: the thread heaps ([`THREAD_GROUP`]) not on the forking
-/// thread's list `own` (the parent's other threads'), those that were exiting (their
-/// thread or join was leaving them), and every explicit join's heap. A join's heap may
-/// have been in the middle of a call of another thread of the parent (a fast path's
-/// push or pop and its count are two stores), which will not go on; which thread
-/// carries which join is not recorded, so none is kept: a join the child reaches takes a
-/// heap of its own at its first call there (`crate::join`), as a shared instance's does,
-/// and never touches this one again.
+/// that was exiting becomes live again ([`HeapRecord::after_fork_in_child`]), and the heaps
+/// no thread of the child will use are marked dead ([`FORSAKEN`]), for [`reap_dead`] to
+/// take over as a dead process's: those that were exiting (their thread or join was
+/// leaving them), and the thread heaps ([`THREAD_GROUP`]) not on the forking thread's list
+/// `own` (the parent's other threads'). An explicit join's heap stays as it is: a join
+/// the child's thread carries goes on with it (one another thread was inside a call on at
+/// the fork keeps that call half done, as any object that thread was changing).
 ///
 /// # Safety
 /// The fork child's handler, on the child's only thread, holding `pool`'s lock; `own` is
@@ -348,7 +345,7 @@ pub(crate) unsafe fn after_fork_in_child(pool: &Pool, own: *mut Heap) {
         // Counted once: a heap this process's parent marked and never took over is marked
         // already.
         if r.state() == Live
-            && (exiting || !thread_heap || !owned(heap))
+            && (exiting || thread_heap && !owned(heap))
             && r.holder.swap(FORSAKEN, Ordering::AcqRel) != FORSAKEN
         {
             FORSAKEN_LEFT.fetch_add(1, Ordering::Relaxed);

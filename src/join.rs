@@ -13,26 +13,18 @@
 //! ordinary remote frees. A join's calls take the same paths as the `Cohort`'s, with the
 //! same checks, on the join's heap instead of the thread's ([`crate::route`]).
 //!
-//! **fork.** A join copied into a fork child names a heap the child must not use: a shared
-//! instance's is the parent's, which the parent goes on using; a private instance's copy
-//! may be in the middle of a call another thread of the parent was making (a fast path's
-//! push or pop and its count are two stores), and which thread carries which join is not
-//! recorded, so the child's fork handler marks every join's heap dead, to be taken over
-//! (recounted) as a dead thread's (`crate::heap_handover::after_fork_in_child`). A join
-//! records the process's fork generation ([`crate::fork::generation`]) when it takes its
-//! heap and compares it on every call (the fast paths' only fork cost, a load and a
-//! compare): in the child the first call takes a heap of its own (in the same
-//! concurrency group) and from then on the child's copy uses that one; the heap it named
-//! is never touched through the join in the child (nor left by the child's drop). If the
-//! child can have no heap (the registry is full, the OS refuses), its allocations through
-//! the join return null and its frees go through the [`Cohort`]. What was allocated
-//! through the join before the fork stays live, freed through any join, thread or the
-//! `Cohort`.
+//! **fork.** A join of a shared instance copied into a fork child names a heap of the
+//! parent's, which the parent goes on using. A join records the process's fork generation
+//! ([`crate::fork::generation`]) when it takes its heap and compares it on every call: in
+//! the child the first call takes a heap of its own (in the same concurrency group) and
+//! from then on the child's copy uses that one; the parent's heap is never touched in the
+//! child (nor left by the child's drop). If the child can have no heap (the registry is
+//! full, the OS refuses), its allocations through the join return null and its frees go
+//! through the [`Cohort`]. A join of a private instance keeps its heap in the child (the
+//! child's copy of the instance is its own).
 //!
-//! Invariant: `born == fork::generation()` ⇒ `heap` is this join's in this process (a
-//! join's heap of a shared instance: its holder word is this process's), or null;
-//! `born != fork::generation()` ⇒ `heap` is not to be touched (the parent's, or marked
-//! dead by the child's handler and maybe taken over and reused since).
+//! Invariant: `born == fork::generation()` ⇒ `heap` is held by this process (a join's
+//! heap of a shared instance: its holder word is this process's), or `heap` is null.
 
 use crate::api::Cohort;
 use crate::class::malloc_align;
@@ -117,14 +109,18 @@ impl<L: Lifetime> Join<'_, L> {
         unsafe { self.heap.get().as_ref() }
     }
 
-    /// The first call in a fork child: the join takes a heap of its own (the one it names
-    /// is the parent's, or marked dead: see the module docs). In a private instance the
-    /// take reaps the heaps the fork left dead first (`heap_handover::adopt_or_create`),
-    /// so the join's old heap, recounted, may be the one it adopts.
+    /// The first call in a fork child: a join of a shared instance takes a heap of its own
+    /// (the one it names is the parent's); a private instance's heap is the child's copy.
     #[cold]
     #[inline(never)]
     fn after_fork(&self) {
         self.born.set(fork::generation());
+        // SAFETY: a heap of this join's, possibly the parent's: only its holder word (in
+        // the region) is read, which every process may read.
+        let held = unsafe { self.heap.get().as_ref() }.is_none_or(Heap::held_here);
+        if held {
+            return;
+        }
         let fresh = self.cohort.core.pool().map_or(ptr::null_mut(), |pool| {
             heap_handover::join_explicit(pool, self.cohort.core.instance_id(), self.group)
         });
@@ -320,14 +316,86 @@ impl<L: Lifetime> core::fmt::Debug for Join<'_, L> {
 impl<L: Lifetime> Drop for Join<'_, L> {
     fn drop(&mut self) {
         let heap = self.heap.get();
-        // A fork child's copy that made no call names a heap that is not its own (the
-        // module docs' invariant): left alone.
-        if !heap.is_null() && self.born.get() == fork::generation() {
-            // SAFETY: the heap is this join's in this process, and it is going away.
+        if !heap.is_null() {
+            // SAFETY: the heap is this join's, and it is going away. A fork child's copy
+            // that made no call names its parent's heap, which `abandon` leaves alone (it
+            // leaves only heaps this process holds).
             unsafe { heap_handover::abandon(heap) };
         }
     }
 }
 
 #[cfg(test)]
-mod tests;
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_join_adopts_the_heap_its_group_left() {
+        let a: Cohort = Cohort::new();
+        let j = a.join(7).unwrap();
+        let seven = j.heap().unwrap().token;
+        j.leave();
+        let eight = a.join(8).unwrap();
+        assert_ne!(
+            eight.heap().unwrap().token,
+            seven,
+            "another group's heap is not taken"
+        );
+        let again = a.join(7).unwrap();
+        assert_eq!(again.heap().unwrap().token, seven, "the group's own heap is adopted");
+    }
+
+    /// A join's free takes the `Cohort`'s path (one router), so it makes the same checks:
+    /// a double free of the slot freed last is reported in every build.
+    #[test]
+    #[should_panic(expected = "double free")]
+    fn a_join_reports_a_double_free() {
+        let a: Cohort = Cohort::new();
+        let j = a.join(1).unwrap();
+        let p = j.malloc(64, ());
+        // SAFETY: p is live; the second free is the misuse under test, caught before it
+        // touches anything.
+        unsafe {
+            j.free(p, 64, ());
+            j.free(p, 64, ());
+        }
+    }
+
+    /// And a size of another class than the block's is reported, not pushed on its list.
+    #[test]
+    #[should_panic(expected = "size class")]
+    fn a_join_reports_a_free_with_the_wrong_size() {
+        let a: Cohort = Cohort::new();
+        let j = a.join(2).unwrap();
+        let p = j.malloc(64, ());
+        // SAFETY: the wrong size is the misuse under test, caught before anything changes.
+        unsafe { j.free(p, 4000, ()) };
+    }
+
+    /// A block of the calling thread's own heap freed through a join is a local free of
+    /// that heap, and an allocation of the join freed through the `Cohort` a remote one:
+    /// both come back for reuse.
+    #[test]
+    fn frees_across_a_join_and_its_thread_reach_their_owners() {
+        let a: Cohort = Cohort::new();
+        let j = a.join(3).unwrap();
+        let mine = a.malloc(48, ());
+        let joins = j.malloc(48, ());
+        // SAFETY: both live, each freed once.
+        unsafe {
+            j.free(mine, 48, ());
+            a.free(joins, 48, ());
+        }
+        // SAFETY: no other thread uses `a`.
+        unsafe { a.verify() }.unwrap();
+        // The thread's heap reuses its slot once its bump window is spent (a collect of its
+        // local free list, whose first slot is the one freed last).
+        let window = 4096 / 48 + 1;
+        let taken: Vec<*mut u8> = (0..window).map(|_| a.malloc(48, ())).collect();
+        assert!(taken.contains(&mine), "the thread's heap reuses its slot");
+        for p in taken {
+            // SAFETY: live, each freed once.
+            unsafe { a.free(p, 48, ()) };
+        }
+    }
+}

@@ -5,10 +5,9 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 use std::path::Path;
 
 /// The palette entry of each allocator column of the report (`report::ALLOCATORS`): the
-/// columns of one table never share a colour. The last three columns are cohort again in
-/// the instruction counts only, where the lifetime table's columns 5 and 6 never appear,
-/// nor snmalloc's (3: it cannot run under valgrind).
-const PALETTE_ENTRY: [usize; 13] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 5, 6, 3];
+/// columns of one table never share a colour. The last two columns are cohort again in the
+/// instruction counts only, where the lifetime table's columns 5 and 6 never appear.
+const PALETTE_ENTRY: [usize; 12] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 5, 6];
 
 /// The colour of allocator column `column` of the report (System first, in grey), the same
 /// in every plot.

@@ -13,7 +13,7 @@ use std::time::Duration;
 /// API in the lifetime table; "cohort (global)" (through `std::alloc`), "cohort (called)"
 /// (behind calls never inlined), "cohort (two instances)" and "cohort (direct API)" are
 /// cohort again in the instruction counts.
-pub const ALLOCATORS: [&str; 13] = [
+pub const ALLOCATORS: [&str; 12] = [
     "system",
     "mimalloc",
     "jemalloc",
@@ -26,7 +26,6 @@ pub const ALLOCATORS: [&str; 13] = [
     "cohort (two instances)",
     "cohort (direct API)",
     "cohort (shared region)",
-    "cohort (join)",
 ];
 
 /// Every value of one metric: per allocator, one value per run.
@@ -180,7 +179,6 @@ impl Results {
                 "cohort_two" => "cohort (two instances)",
                 "cohort_direct" => "cohort (direct API)",
                 "cohort_shared" => "cohort (shared region)",
-                "cohort_join" => "cohort (join)",
                 other => other,
             };
             self.iai_row(iai_label(op))
