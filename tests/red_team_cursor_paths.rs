@@ -1,6 +1,6 @@
 //! Red-team attacks of session 14 on every path where a block leaves its owner's ordinary
-//! allocation (the owner's allocation cursor, which a change may keep outside the block's
-//! header: wip/cursor-in-head.patch). Each test first makes a **stale head**: a current
+//! allocation (the owner's allocation cursor, kept in the heap's row since session 14, not
+//! in the block's header). Each test first makes a **stale head**: a current
 //! block whose live objects were all handed out by the allocation fast path (no slow-path
 //! event between them, counted through `Stats::events`) after the one slot the slow path
 //! handed out was freed again, so a reader of the header alone sees an empty block. Then
