@@ -111,3 +111,41 @@ fn garbage_links_never_hand_out_memory_outside_the_slots() {
     in_child_report("back", |off| 0u32.wrapping_sub(off).wrapping_sub(4096));
     in_child_report("header", |off| 64u32.wrapping_sub(off));
 }
+
+/// The same damage in a private instance: a program that writes a 0 into the first word of
+/// an object it freed last (a use after free, the commonest stray write) must not make
+/// every later allocation of the class the same slot.
+#[test]
+#[ignore = "RED-76: a zero written into the first word of the slot freed last makes its class's allocations return that slot again and again (a private instance: 152 of 200 allocations the same slot); every run on main 7b62bf3, passes on ddca758 (the list ended there)"]
+fn a_zero_written_after_free_never_hands_a_slot_twice() {
+    let pid = processes::in_child(60, || {
+        let a = cohort::Cohort::<Life>::new();
+        let ps: Vec<_> = (0..16).map(|_| a.malloc(SIZE, Life::A)).collect();
+        for &p in &ps[8..] {
+            // SAFETY: allocated above with this size and class, freed once.
+            unsafe { a.free(p, SIZE, Life::A) };
+        }
+        // SAFETY: the damage under test: a stray 0 into a freed slot's first word.
+        unsafe { (ps[15] as *mut u32).write_volatile(0) };
+        let mut got: Vec<*mut u8> = ps[..8].to_vec();
+        let mut twice = 0;
+        // Past the bump window (a page), so that the freed slots are collected.
+        for _ in 0..200 {
+            let p = a.malloc(SIZE, Life::A);
+            if got.contains(&p) {
+                twice += 1;
+            }
+            got.push(p);
+        }
+        std::mem::forget(a);
+        assert_eq!(
+            twice, 0,
+            "{twice} of 200 allocations handed out a slot again"
+        );
+    });
+    let status = processes::wait_status(pid);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "status {status:#x}"
+    );
+}
