@@ -1,7 +1,8 @@
 //! What cohort's tests, benchmarks, examples and tools share: a deterministic PRNG
 //! ([`Rng`]), the process's resident memory ([`rss`]), byte sizes for people ([`ByteSize`],
 //! [`mib`]) and child processes that run this same executable again ([`run_child`],
-//! [`abort_in_child`]), the lock that makes a test binary's tests take turns ([`serial`]),
+//! [`abort_in_child`]), fork children that check objects ([`fork_children`],
+//! [`apart_and_whole`]), the lock that makes a test binary's tests take turns ([`serial`]),
 //! the colours of the plots ([`PALETTE`]), and an allocator's shared checks and loads, given
 //! its calls as closures ([`assert_distinct`], [`burst`], [`rounds_until_resident`]).
 //!
@@ -13,11 +14,13 @@
 
 mod bytes;
 mod child;
+mod forked;
 mod heap;
 mod rng;
 
 pub use bytes::{mib, ByteSize};
 pub use child::{abort_in_child, child_case, run_child, test_in_child};
+pub use forked::{apart_and_whole, byte_of, fill, fork_children, say};
 pub use heap::{assert_distinct, burst, rounds_until_resident, Rounds};
 pub use rng::{mix, Rng};
 
