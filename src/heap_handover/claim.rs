@@ -149,6 +149,13 @@ mod tests {
             let kept = in_b2.remove(0);
             free_remotely(&c, &in_b1);
             free_remotely(&c, &in_b2);
+            // A freeing thread pushes its batch at its exit, whose thread-local destructors
+            // may still run when its scope has returned: wait until b1 has every slot back.
+            // SAFETY: b1 is a carved block of the region, in use.
+            let h1 = unsafe { &*(b1 as *const crate::block::Header) };
+            while !h1.all_freed_remotely() {
+                std::thread::yield_now();
+            }
             let pool = c.core.pool().unwrap();
             let given = claim_idle(pool);
             // SAFETY: b2 is a carved block of the region, in use.
