@@ -20,31 +20,46 @@ fn temp_file(tag: &str) -> PathBuf {
     p
 }
 
-/// Makes a region file whose one block of `SIZE`-byte slots has 8 slots freed last
-/// (the local free list), then writes `link` as the link of the list's first slot, closes
-/// the file, opens it again and allocates 64 slots. Returns a description of what went
-/// wrong, if anything.
+/// Makes a region file whose one block of `SIZE`-byte slots has its 8 slots allocated
+/// last freed (the local free list, past the block's first page, which the state seal
+/// covers), leaves it, writes `link` into the file as the link of the list's first slot
+/// (damage at rest: the file's bytes, nobody attached), opens the file again and allocates
+/// 64 slots. Returns what went wrong, if anything (open refusing the file is right).
 fn damaged(tag: &str, link: impl Fn(u32) -> u32) -> Vec<String> {
+    use std::os::unix::fs::FileExt;
     let path = temp_file(tag);
     let place = Place::File(&path);
     let mut offs = Vec::new();
-    {
+    let (at, off) = {
         let r = SharedCohort::<Life>::create(place, CreateOptions::new(64 * MIB)).unwrap();
-        let ps: Vec<_> = (0..16).map(|_| r.malloc(SIZE, Life::A)).collect();
-        for &p in &ps[8..] {
+        let ps: Vec<_> = (0..100).map(|_| r.malloc(SIZE, Life::A)).collect();
+        for &p in &ps[92..] {
             // SAFETY: allocated above with this size and class, freed once.
             unsafe { r.free(p, SIZE, Life::A) };
         }
-        let last = ps[15];
+        let last = ps[99];
         let off = (last as usize) % BLOCK;
-        // SAFETY: a free slot of ours: its first 4 bytes are its link (the damage).
-        unsafe { (last as *mut u32).write_volatile(link(off as u32)) };
-        for &p in &ps[..8] {
+        assert!(
+            off >= 4096,
+            "the slot is in the block's first page: {off:#x}"
+        );
+        for &p in &ps[..92] {
             offs.push(r.offset_of(p).unwrap());
         }
-    }
+        (r.offset_of(last).unwrap().get(), off as u32)
+    };
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    file.write_all_at(&link(off).to_ne_bytes(), at).unwrap();
+    drop(file);
+    let r = match SharedCohort::<Life>::open(place, OpenOptions::new()) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{tag}: refused at open: {e}");
+            let _ = std::fs::remove_file(&path);
+            return Vec::new();
+        }
+    };
     let mut out = Vec::new();
-    let r = SharedCohort::<Life>::open(place, OpenOptions::new()).unwrap();
     // SAFETY: no other thread uses the region.
     match unsafe { r.verify() } {
         Ok(v) => out.push(format!("verify found nothing: {v:?}")),
@@ -76,45 +91,57 @@ fn damaged(tag: &str, link: impl Fn(u32) -> u32) -> Vec<String> {
     out
 }
 
-fn in_child_report(tag: &'static str, link: fn(u32) -> u32) {
+/// [`damaged`] in a forked child under an alarm: what went wrong, if anything (a fault
+/// kills the child).
+fn in_child_status(tag: &'static str, link: fn(u32) -> u32) -> Option<String> {
     let pid = processes::in_child(60, move || {
         let bad = damaged(tag, link);
         assert!(bad.is_empty(), "{tag}: {bad:?}");
     });
     let status = processes::wait_status(pid);
-    assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "{tag}: status {status:#x} (signal {})",
-        if libc::WIFSIGNALED(status) {
-            libc::WTERMSIG(status)
-        } else {
-            0
-        }
-    );
+    if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
+        return None;
+    }
+    Some(match libc::WIFSIGNALED(status) {
+        true => format!("{tag}: killed by signal {}", libc::WTERMSIG(status)),
+        false => format!("{tag}: status {status:#x} (see its output)"),
+    })
+}
+
+fn in_child_report(cases: &[(&'static str, fn(u32) -> u32)]) {
+    let bad: Vec<String> = cases
+        .iter()
+        .filter_map(|&(tag, link)| in_child_status(tag, link))
+        .collect();
+    assert!(bad.is_empty(), "{bad:#?}");
 }
 
 /// A zeroed link (a page of the file read as zeros, a torn write, a hole punched): the
 /// list must end there or be refused, never loop on one slot. With links relative to the
 /// slot, 0 names the slot itself.
 #[test]
+#[ignore = "RED-76: a free slot's link zeroed in the file at rest (past the block's first page: the state seal does not cover it) makes its list a loop on the slot: open accepts the file and malloc hands the same slot out again and again (verify reports a cycle); every run on main 7b62bf3, passes on ddca758 (0 ended the list)"]
 fn a_zeroed_link_is_never_a_loop() {
-    in_child_report("zero", |_| 0);
+    in_child_report(&[("zero", |_| 0)]);
 }
 
 /// Garbage links: the allocation after opening the damaged file must never hand out an
 /// address outside the slot's block or in its header (or fault).
 #[test]
-#[ignore = "RED-77: a garbage free-slot link in a region file at rest is not refused by open: malloc then faults (SIGSEGV: 1 GiB past, or 4 KiB before the block) or hands out the block header's bytes (link to offset 64) as 64-byte slots; verify reports each; every run on main 7b62bf3 and on ddca758"]
+#[ignore = "RED-77: a garbage free-slot link written into a region file at rest (past the block's first page, which the state seal covers) is not refused by open: malloc then faults (link 1 GiB on: SIGSEGV), hands out memory 4 KiB before the block, outside the region, or the block header's bytes (link to offset 64); verify reports each; every run on main 7b62bf3; on ddca758 all three fault"]
 fn garbage_links_never_hand_out_memory_outside_the_slots() {
-    in_child_report("far", |_| 0x4000_0000);
-    in_child_report("back", |off| 0u32.wrapping_sub(off).wrapping_sub(4096));
-    in_child_report("header", |off| 64u32.wrapping_sub(off));
+    in_child_report(&[
+        ("far", |_| 0x4000_0000),
+        ("back", |off| 0u32.wrapping_sub(off).wrapping_sub(4096)),
+        ("header", |off| 64u32.wrapping_sub(off)),
+    ]);
 }
 
 /// The same damage in a private instance: a program that writes a 0 into the first word of
 /// an object it freed last (a use after free, the commonest stray write) must not make
 /// every later allocation of the class the same slot.
 #[test]
+#[ignore = "RED-76: a zero written into the first word of the slot freed last makes its class's allocations return that slot again and again (a private instance: 152 of 200 allocations the same slot); every run on main 7b62bf3, passes on ddca758 (the list ended there)"]
 fn a_zero_written_after_free_never_hands_a_slot_twice() {
     let pid = processes::in_child(60, || {
         let a = cohort::Cohort::<Life>::new();
