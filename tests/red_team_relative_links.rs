@@ -108,7 +108,10 @@ fn in_child_status(tag: &'static str, link: fn(u32) -> u32) -> Option<String> {
     })
 }
 
-fn in_child_report(cases: &[(&'static str, fn(u32) -> u32)]) {
+/// A damage: its name and the link it writes, from the slot's offset in its block.
+type Case = (&'static str, fn(u32) -> u32);
+
+fn in_child_report(cases: &[Case]) {
     let bad: Vec<String> = cases
         .iter()
         .filter_map(|&(tag, link)| in_child_status(tag, link))
