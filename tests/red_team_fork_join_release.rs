@@ -107,3 +107,70 @@ fn a_fork_childs_release_class_leaves_a_live_joins_objects() {
     assert!(bad.is_empty(), "fork children failed: statuses {bad:x?}");
     drop(j);
 }
+
+/// Joins dropped in the child before any call there (their heaps are not theirs to leave),
+/// new joins of the same group and a thread of the child: the objects the old joins made
+/// before the fork stay whole until the new joins free them, nothing overlaps, and `verify`
+/// passes before and after.
+#[test]
+fn joins_dropped_in_a_fork_child_leave_their_objects_to_the_new_ones() {
+    let a: &'static Cohort<Life> = Box::leak(Box::new(Cohort::new()));
+    let old: Vec<_> = (0..3).map(|g| a.join(g % 2).unwrap()).collect();
+    let made: Vec<_> = old
+        .iter()
+        .map(|j| {
+            // SAFETY: the join's malloc.
+            unsafe { fill(500, &SIZES, 1, |s| j.malloc(s, Life::B)) }.unwrap()
+        })
+        .collect();
+    let old = std::sync::Mutex::new(Some(old));
+    let bad = fork_children(4, 60, |round| {
+        // The copies go without a call in the child.
+        drop(old.lock().unwrap().take());
+        let fresh = std::thread::scope(|s| {
+            let t = s.spawn(|| more(a, 2000));
+            let new: Vec<_> = (0..3).map(|g| a.join((g + round) % 2).unwrap()).collect();
+            let mut out: Vec<_> = new
+                .iter()
+                .flat_map(|j| {
+                    // SAFETY: the join's malloc.
+                    unsafe { fill(1500, &SIZES, 2, |s| j.malloc(s, Life::B)) }.unwrap()
+                })
+                .collect();
+            out.extend(t.join().unwrap());
+            let mut all: Vec<_> = out.iter().chain(made.iter().flatten()).copied().collect();
+            // SAFETY: live objects of ours.
+            let status = unsafe { apart_and_whole(&mut all) };
+            // The old joins' objects, freed through the new ones.
+            for (k, objects) in made.iter().enumerate() {
+                for &(p, size) in objects {
+                    // SAFETY: live, made with this size and class before the fork.
+                    unsafe { new[k].free(p as *mut u8, size, Life::B) };
+                }
+            }
+            (status, out)
+        });
+        if fresh.0 != 0 {
+            say(&format!(
+                "child {round}: overlap or changed bytes: {}\n",
+                fresh.0
+            ));
+            return fresh.0;
+        }
+        let mut out = fresh.1;
+        // SAFETY: live objects of ours.
+        let status = unsafe { apart_and_whole(&mut out) };
+        if status != 0 {
+            return 10 + status;
+        }
+        // SAFETY: the child's other threads have ended.
+        match unsafe { a.verify() } {
+            Ok(_) => 0,
+            Err(e) => {
+                say(&format!("child {round}: verify: {e}\n"));
+                3
+            }
+        }
+    });
+    assert!(bad.is_empty(), "fork children failed: statuses {bad:x?}");
+}
