@@ -123,7 +123,6 @@ fn in_child_report(cases: &[Case]) {
 /// list must end there or be refused, never loop on one slot. With links relative to the
 /// slot, 0 names the slot itself.
 #[test]
-#[ignore = "RED-76: a free slot's link zeroed in the file at rest (past the block's first page: the state seal does not cover it) makes its list a loop on the slot: open accepts the file and malloc hands the same slot out again and again (verify reports a cycle); every run on main 7b62bf3, passes on ddca758 (0 ended the list)"]
 fn a_zeroed_link_is_never_a_loop() {
     in_child_report(&[("zero", |_| 0)]);
 }
@@ -144,7 +143,6 @@ fn garbage_links_never_hand_out_memory_outside_the_slots() {
 /// an object it freed last (a use after free, the commonest stray write) must not make
 /// every later allocation of the class the same slot.
 #[test]
-#[ignore = "RED-76: a zero written into the first word of the slot freed last makes its class's allocations return that slot again and again (a private instance: 152 of 200 allocations the same slot); every run on main 7b62bf3, passes on ddca758 (the list ended there)"]
 fn a_zero_written_after_free_never_hands_a_slot_twice() {
     let pid = processes::in_child(60, || {
         let a = cohort::Cohort::<Life>::new();
