@@ -76,14 +76,33 @@ fn mappings_start_at<const N: usize>(addrs: [usize; N]) -> [bool; N] {
 }
 
 /// Two runs of `n` granules, `a` then `b`, of which `a` is written with `byte` and freed
-/// (its pages resident and dirty): `(a, b)`.
+/// (its pages resident and dirty): `(a, b)`. Both start on a page of the pool's page size
+/// (a larger one than the kernel's under `COHORT_PAGE_SIZE`, where moves go by whole
+/// pages): a run of the granules from the block's metadata to its first page boundary is
+/// taken first and kept, for the caller to free ([`free_pad`]).
 fn a_freed_run_then_a_taken_one(pool: &TestPool, n: usize, byte: u8) -> (*mut u8, *mut u8) {
+    let pad = (os::page_size().max(META_BYTES) - META_BYTES) / GRANULE;
+    if pad > 0 {
+        assert!(!pool.medium_alloc::<false>(pad, 8, 0).is_null());
+    }
     let a = pool.medium_alloc::<false>(n, 8, 0);
+    assert_eq!(a as usize % os::page_size(), 0, "a run on a page");
     let b = pool.medium_alloc::<false>(n, 8, 0);
     // SAFETY: a fresh run of `n` granules.
     unsafe { ptr::write_bytes(a, byte, n * GRANULE) };
     pool.medium_free(a, n * GRANULE, 0).unwrap();
     (a, b)
+}
+
+/// Frees the run [`a_freed_run_then_a_taken_one`] took before its two, if any: the first
+/// run of the block of `b`.
+fn free_pad(pool: &TestPool, b: *mut u8) {
+    let pad = (os::page_size().max(META_BYTES) - META_BYTES) / GRANULE;
+    if pad > 0 {
+        let h = pool.block_at(b).unwrap();
+        pool.medium_free(h.base().wrapping_add(META_BYTES), pad * GRANULE, 0)
+            .unwrap();
+    }
 }
 
 /// A run's clean pages, taken by a move, hold the dirty pages of a freed run (its bytes,
@@ -176,6 +195,7 @@ fn a_block_leaving_the_medium_blocks_heals_its_ranges() {
     // SAFETY: the run moved into, ours.
     unsafe { ptr::write_bytes(b, 2, bytes) };
     pool.medium_free(b, bytes, 0).unwrap();
+    free_pad(&pool, b);
     let mut st = pool.lock();
     assert_eq!(pool.medium_moved.len(), 1, "its pages are dirty: not healed by a free");
     pool.compact_medium(&mut st);
