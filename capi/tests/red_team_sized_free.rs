@@ -10,40 +10,14 @@
 //! release and debug libraries before it runs `cargo test -p cohort-c`): a test build of
 //! this package does not make its `cdylib`.
 
-use std::ffi::{c_void, CString};
+mod preloaded;
+
+use preloaded::{library, symbol};
+use std::ffi::c_void;
 use std::os::unix::process::ExitStatusExt;
 use std::process::Command;
 
 const CASE: &str = "COHORT_RED_TEAM_SIZED_FREE_CASE";
-
-/// The library a build of this package made: `target/<profile>/libcohort.so` of this
-/// test's profile, else the release one, else the debug one.
-fn library() -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let profile = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("target/<profile>");
-    let target = profile.parent().expect("target");
-    [
-        profile.to_path_buf(),
-        target.join("release"),
-        target.join("debug"),
-    ]
-    .into_iter()
-    .map(|dir| dir.join("libcohort.so"))
-    .find(|lib| lib.exists())
-    .expect("libcohort.so: build it first (cargo build -p cohort-c)")
-}
-
-/// The preloaded library's function `name` (the process's first definition).
-fn symbol(name: &str) -> *mut c_void {
-    let c = CString::new(name).unwrap();
-    // SAFETY: a NUL-terminated name.
-    let f = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c.as_ptr()) };
-    assert!(!f.is_null(), "{name} not found");
-    f
-}
 
 const LARGE: usize = 4 << 20;
 

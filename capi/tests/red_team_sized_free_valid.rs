@@ -5,38 +5,13 @@
 //! The calls run in a child process (this test binary again) under
 //! `LD_PRELOAD=libcohort.so`, so that the process's `malloc` family is cohort's.
 
-use std::ffi::{c_void, CString};
+mod preloaded;
+
+use preloaded::{library, symbol};
+use std::ffi::c_void;
 use std::process::Command;
 
 const CASE: &str = "COHORT_RED_TEAM_SIZED_FREE_VALID";
-
-/// As in red_team_sized_free.rs: the library of this test's profile, else release, else
-/// debug.
-fn library() -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let profile = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("target/<profile>");
-    let target = profile.parent().expect("target");
-    [
-        profile.to_path_buf(),
-        target.join("release"),
-        target.join("debug"),
-    ]
-    .into_iter()
-    .map(|dir| dir.join("libcohort.so"))
-    .find(|lib| lib.exists())
-    .expect("libcohort.so: build it first (cargo build -p cohort-c)")
-}
-
-fn symbol(name: &str) -> *mut c_void {
-    let c = CString::new(name).unwrap();
-    // SAFETY: a NUL-terminated name.
-    let f = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c.as_ptr()) };
-    assert!(!f.is_null(), "{name} not found");
-    f
-}
 
 const SIZES: [usize; 18] = [
     0,
