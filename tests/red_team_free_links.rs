@@ -132,7 +132,7 @@ fn attack(tag: &str, how: Freed, damage: impl Fn(&std::fs::File, &[u64], &[u64])
             out.push(format!("malloc handed out {p:#x}, outside the region"));
             break;
         }
-        if p & !(BLOCK - 1) == block && p % BLOCK < 4096 && p % SIZE != 0 {
+        if p & !(BLOCK - 1) == block && p % BLOCK < 4096 && !p.is_multiple_of(SIZE) {
             out.push(format!("malloc handed out {p:#x}, not a slot"));
         }
         if live.contains(&p) {
