@@ -124,6 +124,41 @@ impl Instance {
         }
     }
 
+    /// The allocation starting at `p`, a non-null pointer, as the unsized resize and size
+    /// query take it: the (size, align) a sized path takes it with and its lifetime class.
+    /// Misuse in this allocator's memory aborts, as [`Cohort::free_unsized`] says, and so
+    /// does a pointer inside a small slot (`p - first` not a multiple of the block's
+    /// stride: a division, which these paths pay and the unsized free leaves to checked
+    /// mode). [`Problem::Foreign`] for any other pointer, nothing done.
+    #[track_caller]
+    fn unsized_side(&self, p: *mut u8) -> Result<(SizeAlign, usize), Misuse> {
+        if self.in_run(p) {
+            let Some(found) = self.run_allocation(p) else {
+                report::<true>(self.misuse(p, 0, 0, Problem::NotLarge));
+            };
+            return Ok((found.side(), found.life));
+        }
+        if !self.bounds.contains(p) {
+            let found = self.large_or_report(p)?;
+            return Ok((found.side(), found.life));
+        }
+        let (usable, life) = self.in_region_or_report(p);
+        if usable <= MAX_SMALL {
+            // SAFETY: p lies in the region, readable everywhere; its header mask finds its
+            // block's header, initialised (its key named a size class).
+            let h = unsafe { &*header_of(p) };
+            if !h.is_slot(h.offset_of(p) as usize) {
+                let stride = h.geometry().stride as usize;
+                report::<true>(self.misuse(p, 0, life, Problem::NotASlot { stride }));
+            }
+        }
+        let side = SizeAlign {
+            size: usable,
+            align: SMALL_ALIGN,
+        };
+        Ok((side, life))
+    }
+
     /// [`Instance::small_at`] in a block that may hold promoted slots: the class the slot's
     /// request was made with (see [`crate::promotion`]).
     #[cold]
@@ -239,6 +274,39 @@ impl<L: Lifetime> Cohort<L> {
             life: Self::reported(found.life),
             ..found
         })
+    }
+
+    /// The usable size of the live allocation starting at `ptr`, found from the address (C's
+    /// `malloc_usable_size`): any size up to it frees the allocation and may be written.
+    /// 0 for null.
+    ///
+    /// # Errors
+    /// [`Problem::Foreign`] when `ptr` is not in this allocator's memory: the caller may ask
+    /// the allocator it came from (never about a pointer into this allocator's memory).
+    /// A pointer into this allocator's memory that starts no live allocation it can tell
+    /// (inside a slot, a medium run or a large allocation; in a block holding no
+    /// allocations; in a freed large mapping the cache keeps; a medium run freed already)
+    /// aborts the process with a message naming the pointer, as [`Cohort::free_unsized`]
+    /// does. A small slot freed already is not told from a live one (its block's stride is
+    /// the answer).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let a = cohort::Cohort::<()>::new();
+    /// let p = a.malloc(100, ());
+    /// assert!(a.usable_size_at(p).unwrap() >= 100);
+    /// assert!(a.usable_size_at(&0u8).is_err()); // not cohort's
+    /// // SAFETY: allocated above with this size and class.
+    /// unsafe { a.free(p, 100, ()) };
+    /// ```
+    #[track_caller]
+    pub fn usable_size_at(&self, ptr: *const u8) -> Result<usize, Misuse> {
+        if ptr.is_null() {
+            return Ok(0);
+        }
+        let (side, _) = self.core.unsized_side(ptr.cast_mut())?;
+        Ok(side.size)
     }
 
     /// True when `ptr` lies in this allocator's region: the address space of its small
@@ -401,21 +469,8 @@ impl<L: Lifetime> Cohort<L> {
         };
         let (old, life) = if ptr.is_null() {
             (SizeAlign { size: 0, align: 1 }, 0)
-        } else if self.core.in_run(ptr) {
-            let Some(found) = self.core.run_allocation(ptr) else {
-                report::<true>(self.core.misuse(ptr, 0, 0, Problem::NotLarge));
-            };
-            (found.side(), found.life)
-        } else if self.core.bounds.contains(ptr) {
-            let (usable, life) = self.core.in_region_or_report(ptr);
-            let old = SizeAlign {
-                size: usable,
-                align: SMALL_ALIGN,
-            };
-            (old, life)
         } else {
-            let found = self.core.large_or_report(ptr)?;
-            (found.side(), found.life)
+            self.core.unsized_side(ptr)?
         };
         // SAFETY: a live allocation of this allocator (caller) with its usable size, an
         // alignment that maps to its class (or keeps it large) and its lifetime class; or

@@ -269,19 +269,19 @@ pub extern "C" fn pvalloc(size: usize) -> *mut c_void {
 }
 
 /// `malloc_usable_size(3)`: the bytes usable at `p` (at least the size asked for); 0 for
-/// null; the C library's answer for its own blocks.
+/// null; the C library's answer for its own blocks. A pointer into cohort's memory that
+/// starts no live allocation (inside one, or in memory it holds free) aborts with cohort's
+/// report: it is never handed to the C library, which would read cohort's bytes before it
+/// as a chunk header.
 ///
 /// # Safety
 /// `p` is null or a live allocation (of this library or of the C library).
 #[no_mangle]
 pub unsafe extern "C" fn malloc_usable_size(p: *mut c_void) -> usize {
-    if p.is_null() {
-        return 0;
-    }
-    match COHORT.allocation_at(p.cast()) {
-        Some(found) => found.usable,
+    match COHORT.usable_size_at(p.cast()) {
+        Ok(usable) => usable,
         // SAFETY: not cohort's: the C library's (caller).
-        None => unsafe { foreign::usable_size(p) },
+        Err(_) => unsafe { foreign::usable_size(p) },
     }
 }
 

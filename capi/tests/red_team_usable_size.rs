@@ -103,7 +103,6 @@ fn outcome(test: &str, case: &str) -> Option<String> {
 /// 53822bb it answers glibc's `1 MiB - 16` from the fake header (or faults). `free` and
 /// `realloc` of the same pointers report them (`InsideLarge`, `NotARun`, double free).
 #[test]
-#[ignore = "RED-79: malloc_usable_size hands cohort's memory (inside a large mapping or a medium run, a cached freed mapping) to glibc, which reads it as a chunk header"]
 fn usable_size_never_hands_cohorts_memory_to_the_c_library() {
     if let Ok(case) = std::env::var(CASE) {
         ask(&case);
@@ -126,7 +125,6 @@ fn usable_size_never_hands_cohorts_memory_to_the_c_library() {
 /// writes 16 bytes into the next slot. (`allocation_at`'s answer "means something only
 /// when ptr is the start of a live allocation"; the drop-in passes it on unchecked.)
 #[test]
-#[ignore = "RED-80: malloc_usable_size of a pointer inside a small slot answers the slot's whole stride (overstated by the offset)"]
 fn usable_size_inside_a_small_slot_is_not_the_slots_stride() {
     if let Ok(case) = std::env::var(CASE) {
         ask(&case);
