@@ -22,7 +22,7 @@
 //! ancestor that loaded this library: equal in two processes only if neither descends from
 //! the other by a fork, and never equal in a parent and a child of it.
 
-use crate::heap::registered;
+use crate::heap::{registered, Heap};
 use crate::heap_handover;
 use crate::os;
 use crate::per_thread;
@@ -31,11 +31,37 @@ use crate::sync::{spin_hint, spin_lock, RawSpin, SpinLock};
 use core::ptr;
 use lock_api::MutexGuard;
 
-pub(crate) struct List(*mut Pool);
+pub(crate) struct List {
+    /// The first pool (the others follow through `Pool::fork_next`).
+    first: *mut Pool,
+    /// The forking thread's heaps, copied by [`prepare`] for [`child`].
+    forking: ForkingHeaps,
+}
 // SAFETY: the list is only touched under its lock.
 unsafe impl Send for List {}
 
-static INSTANCES: SpinLock<List> = spin_lock(List(ptr::null_mut()));
+/// The most heaps of the forking thread's list [`prepare`] copies.
+const COPIED: usize = 64;
+
+/// The forking thread's list of heaps as [`prepare`] read it, in the parent, where every
+/// heap is mapped: each heap with its pool and instance, in list order (`heaps[i + 1]` is
+/// `heaps[i].thread_next`), `complete` when the copy ends where the list does. A child
+/// whose copy of the process lacks a pool's region ([`Pool::check_after_fork`]) rebuilds
+/// its thread's list from it, reading nothing of the heaps it leaves out.
+struct ForkingHeaps {
+    heaps: [(*mut Heap, *const Pool, u64); COPIED],
+    len: usize,
+    complete: bool,
+}
+
+static INSTANCES: SpinLock<List> = spin_lock(List {
+    first: ptr::null_mut(),
+    forking: ForkingHeaps {
+        heaps: [(ptr::null_mut(), ptr::null(), 0); COPIED],
+        len: 0,
+        complete: true,
+    },
+});
 /// See [`generation`]: incremented in every child, by the `child` handler.
 static GENERATION: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
@@ -95,13 +121,13 @@ pub(crate) fn lock_list() -> MutexGuard<'static, RawSpin, List> {
 /// Adds a fresh pool to the list (whose lock the caller holds).
 pub(crate) fn push(list: &mut List, pool: *mut Pool) {
     // SAFETY: the pool is fresh and ours; the list lock guards `fork_next`.
-    unsafe { (*pool).fork_next = list.0 };
-    list.0 = pool;
+    unsafe { (*pool).fork_next = list.first };
+    list.first = pool;
 }
 
 pub(crate) fn unregister(pool: *mut Pool) {
     let mut list = INSTANCES.lock();
-    let mut at: *mut *mut Pool = &mut list.0;
+    let mut at: *mut *mut Pool = &mut list.first;
     // SAFETY: every pool on the list is live until unregistered here.
     unsafe {
         while !(*at).is_null() {
@@ -117,18 +143,47 @@ pub(crate) fn unregister(pool: *mut Pool) {
 /// True when a pool of the list is a shared region's with token tag `tag`.
 pub(crate) fn has_tag(list: &List, tag: u64) -> bool {
     let mut found = false;
-    for_each(list, |pool| found |= pool.is_shared() && pool.tag == tag);
+    for_each_here(list, |pool| found |= pool.is_shared() && pool.tag == tag);
     found
 }
 
 fn for_each(list: &List, mut f: impl FnMut(&Pool)) {
-    let mut p = list.0;
+    let mut p = list.first;
     while !p.is_null() {
         // SAFETY: pools on the list are live.
         let pool = unsafe { &*p };
         f(pool);
         p = pool.fork_next;
     }
+}
+
+/// [`for_each`] over the pools whose regions this process has (not [`Pool::is_lost`]).
+fn for_each_here(list: &List, mut f: impl FnMut(&Pool)) {
+    for_each(list, |pool| {
+        if !pool.is_lost() {
+            f(pool);
+        }
+    });
+}
+
+/// [`prepare`]'s copy of the forking thread's list of heaps, from its first, `own`.
+fn copy_forking_heaps(own: *mut Heap) -> ForkingHeaps {
+    let mut copy = ForkingHeaps {
+        heaps: [(ptr::null_mut(), ptr::null(), 0); COPIED],
+        len: 0,
+        complete: false,
+    };
+    let mut heap = own;
+    while !heap.is_null() && copy.len < COPIED {
+        // SAFETY: the calling thread's list: its heaps are mapped, and only this thread
+        // changes the links.
+        let h = unsafe { &*heap };
+        copy.heaps[copy.len] = (heap, ptr::from_ref(h.pool()), h.instance);
+        copy.len += 1;
+        heap = h.thread_next;
+    }
+    copy.complete = heap.is_null();
+    copy
 }
 
 /// The forking thread's heaps (the first of its list: [`per_thread::own_heaps`]), read by
@@ -147,11 +202,12 @@ static FORKING_HEAPS: core::sync::atomic::AtomicPtr<crate::heap::Heap> =
 /// [`child`] after it: nothing else releases the locks it keeps.
 unsafe extern "C" fn prepare() {
     let own = per_thread::own_heaps();
-    let list = INSTANCES.lock();
+    let mut list = INSTANCES.lock();
     // Under the list's lock, which the fork keeps: another thread's fork at the same time
     // stores its own after this one's child has its copy.
     FORKING_HEAPS.store(own, core::sync::atomic::Ordering::Relaxed);
-    for_each(&list, |pool| {
+    list.forking = copy_forking_heaps(own);
+    for_each_here(&list, |pool| {
         if !pool.is_process_shared() {
             core::mem::forget(pool.state.lock());
             core::mem::forget(pool.large.lock());
@@ -176,7 +232,7 @@ unsafe fn unlock_all() {
     // the parent's image (child, where that thread is the only one).
     unsafe {
         let list = &*INSTANCES.data_ptr();
-        for_each(list, |pool| {
+        for_each_here(list, |pool| {
             if !pool.is_process_shared() {
                 // As in `prepare`: the registered heaps are mapped.
                 for heap in registered(pool) {
@@ -220,7 +276,21 @@ unsafe extern "C" fn child() {
     // it may have been forked between `pthread_atfork` and the store of `DONE`).
     REGISTERED.store(DONE, core::sync::atomic::Ordering::Release);
     // SAFETY: `prepare` locked the list; this thread is the child's only one.
-    for_each(unsafe { &*INSTANCES.data_ptr() }, |pool| {
+    let list = unsafe { &*INSTANCES.data_ptr() };
+    let mut lost = false;
+    for_each(list, |pool| lost |= !pool.is_lost() && !pool.check_after_fork());
+    if lost {
+        // Before anything walks the thread's list, which runs through its heaps, some of
+        // them in memory this child does not have.
+        let copy = &list.forking.heaps[..list.forking.len];
+        // SAFETY: the pools of the thread's heaps are on the list, live.
+        let lost = |pool: *const Pool| unsafe { (*pool).is_lost() };
+        // SAFETY: the child's only thread; `copy` is its list as `prepare` read it, and
+        // the heaps of pools not lost are mapped here.
+        let own = unsafe { per_thread::keep_after_fork(copy, list.forking.complete, lost) };
+        FORKING_HEAPS.store(own, core::sync::atomic::Ordering::Relaxed);
+    }
+    for_each_here(list, |pool| {
         if pool.is_process_shared() {
             per_thread::forget_pool(pool);
             // SAFETY: the fork child's handler, on its only thread.

@@ -421,6 +421,7 @@ pub(crate) unsafe fn teardown(pool: &Pool) {
 /// A shared pool's view counts the heap as one of this process's references to it
 /// ([`Pool::hold`]; [`abandon`] releases it).
 pub(crate) fn adopt_or_create(pool: &Pool, instance: u64, group: usize) -> *mut Heap {
+    pool.ensure_here();
     // A shared pool's dead processes' heaps are taken over first: they may be adopted.
     reap_dead(pool);
     let mut heap = adopt(pool, instance, group, false);

@@ -169,7 +169,11 @@ impl Instance {
             return self.init_pool();
         }
         // SAFETY: a published pool lives until the instance drops.
-        Some(unsafe { &*p })
+        let pool = unsafe { &*p };
+        // Off the fast paths (which read the thread's rows, not the pool): a fork child
+        // that did not get the region stops here with a message.
+        pool.ensure_here();
+        Some(pool)
     }
 
     /// Creates the pool. Initialisation runs under the lock of the process's instance
@@ -257,7 +261,10 @@ impl Instance {
     /// The pool if it exists (it is never created here).
     pub(crate) fn pool_if_any(&self) -> Option<&Pool> {
         // SAFETY: a published pool lives until the instance drops.
-        unsafe { self.pool.load(Ordering::Acquire).as_ref() }
+        let pool = unsafe { self.pool.load(Ordering::Acquire).as_ref() }?;
+        // As in `pool`.
+        pool.ensure_here();
+        Some(pool)
     }
 
     /// Panics when the instance is shared between processes: `what`, an `_exclusive` form
@@ -475,6 +482,12 @@ impl Drop for Instance {
         }
         fork::unregister(pool);
         // SAFETY: a published pool lives until the instance drops.
+        if unsafe { (*pool).is_lost() } {
+            // A fork child without the region's memory (`Pool::check_after_fork`): nothing
+            // of it can be given back here; the view is left mapped.
+            return;
+        }
+        // SAFETY: as above.
         if unsafe { (*pool).is_shared() } {
             // A leave: the calling thread's heap goes back to the region now; other threads'
             // become ORPHANED, and each goes back at its thread's next look-up or exit,

@@ -394,21 +394,6 @@ impl fmt::Display for Misuse {
 
 impl std::error::Error for Misuse {}
 
-/// A fixed buffer for formatting a message without allocating.
-struct StackBuf {
-    buf: [u8; 512],
-    len: usize,
-}
-
-impl fmt::Write for StackBuf {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        let n = s.len().min(self.buf.len() - self.len);
-        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
-        self.len += n;
-        Ok(())
-    }
-}
-
 /// The misuse hook: null, or a `fn(&Misuse)` cast to a pointer ([`set_misuse_hook`]).
 static HOOK: AtomicPtr<()> = AtomicPtr::new(ptr::null_mut());
 
@@ -479,13 +464,7 @@ fn call_hook<const ABORT: bool>(m: &Misuse) {
 pub(crate) fn report<const ABORT: bool>(m: Misuse) -> ! {
     call_hook::<ABORT>(&m);
     if ABORT {
-        let mut out = StackBuf {
-            buf: [0; 512],
-            len: 0,
-        };
-        let _ = fmt::write(&mut out, format_args!("{m}\n"));
-        os::write_stderr(&out.buf[..out.len]);
-        os::abort();
+        os::abort_with(format_args!("{m}\n"));
     }
     panic!("{m}");
 }

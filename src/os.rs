@@ -561,6 +561,22 @@ pub fn membarrier() -> bool {
     unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0 }
 }
 
+/// True when the kernel's page holding `p` is mapped in this process (`mincore`, which
+/// fails with `ENOMEM` for an address no mapping covers). For memory the process may not
+/// have: a fork child gets no copy of a mapping advised `MADV_DONTFORK`.
+pub fn is_mapped(p: *const u8) -> bool {
+    let page = kernel_page_size();
+    let mut resident = 0u8;
+    // SAFETY: asks about one page; the kernel writes one byte into `resident`.
+    unsafe {
+        libc::mincore(
+            (p as usize & !(page - 1)) as *mut libc::c_void,
+            1,
+            &mut resident,
+        ) == 0
+    }
+}
+
 /// Registers the fork handlers (`pthread_atfork`).
 pub fn at_fork(
     prepare: unsafe extern "C" fn(),
@@ -576,6 +592,33 @@ pub fn at_fork(
 pub fn write_stderr(bytes: &[u8]) {
     // SAFETY: writes from a valid buffer of `bytes.len()` bytes to fd 2.
     unsafe { libc::write(2, bytes.as_ptr().cast(), bytes.len()) };
+}
+
+/// Writes `message` to standard error (at most 512 bytes of it, formatted on the stack:
+/// nothing is allocated) and ends the process ([`abort`]).
+#[cold]
+#[inline(never)]
+pub fn abort_with(message: core::fmt::Arguments) -> ! {
+    /// The message's bytes, cut at the buffer's end.
+    struct StackBuf {
+        buf: [u8; 512],
+        len: usize,
+    }
+    impl core::fmt::Write for StackBuf {
+        fn write_str(&mut self, s: &str) -> core::fmt::Result {
+            let n = s.len().min(self.buf.len() - self.len);
+            self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+            self.len += n;
+            Ok(())
+        }
+    }
+    let mut out = StackBuf {
+        buf: [0; 512],
+        len: 0,
+    };
+    let _ = core::fmt::write(&mut out, message);
+    write_stderr(&out.buf[..out.len]);
+    abort()
 }
 
 /// Ends the process at once (`abort`): no unwinding, no allocation.

@@ -16,7 +16,7 @@
 mod owned;
 
 pub(crate) use owned::{
-    find_own, forget_pool, join_thread, leave_own, own_heaps, switch_to_own, unmap_orphans,
+    find_own, forget_pool, keep_after_fork, join_thread, leave_own, own_heaps, switch_to_own, unmap_orphans,
 };
 
 use crate::block::Header;

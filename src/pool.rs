@@ -130,6 +130,10 @@ pub(crate) struct Pool {
     heap_stride: usize,
     /// Next pool of the process-wide list the fork handlers walk (under that list's lock).
     pub(crate) fork_next: *mut Pool,
+    /// Set in a fork child whose copy of the process lacks the region's state (caller
+    /// memory advised `MADV_DONTFORK`, or `MADV_WIPEONFORK`, which reads zero): nothing of
+    /// the region is read or written in this process any more ([`Pool::is_lost`]).
+    lost: core::sync::atomic::AtomicBool,
     /// The state area when this view mapped it (a private instance), and its length.
     area: *mut u8,
     area_len: usize,
@@ -204,6 +208,17 @@ pub(crate) struct AfterLeave {
     pub(crate) run: unsafe fn(*mut ()),
     pub(crate) in_fork_child: unsafe fn(*mut ()),
     pub(crate) data: *mut (),
+}
+
+/// [`Pool::ensure_here`]'s report.
+#[cold]
+#[inline(never)]
+fn lost_region(pool: &Pool) -> ! {
+    crate::os::abort_with(format_args!(
+        "cohort: the region at {:#x} is not in this process: a fork child got no copy of its \
+         memory (advised MADV_DONTFORK or MADV_WIPEONFORK); it cannot be used here\n",
+        pool.region.base()
+    ))
 }
 
 /// What every process of an instance shares, under its lock or atomic: position
@@ -468,6 +483,41 @@ impl Pool {
         }
     }
 
+    /// In a fork child, before anything reads the region: true when the child has the
+    /// pool's state (a private pool's is always the child's copy; a region laid out to be
+    /// shared may be caller memory the child got no copy of, or a zeroed one); false marks
+    /// the pool lost in this process for good ([`Pool::is_lost`]).
+    pub(crate) fn check_after_fork(&self) -> bool {
+        // `link_base` is the view's: set exactly for a state laid out to be shared.
+        let here = self.link_base == 0
+            || crate::os::is_mapped(self.shared.cast())
+                // SAFETY: the state's page is mapped; its first word is the layout, which
+                // only a zeroed copy (`MADV_WIPEONFORK`) reads as anything but this build's.
+                && unsafe { (*self.shared).layout } == place::STATE_LAYOUT;
+        if !here {
+            self.lost.store(true, Ordering::Relaxed);
+        }
+        here
+    }
+
+    /// True in a process that has the pool's view but not its region's state (a fork
+    /// child of a process whose region was in caller memory advised `MADV_DONTFORK` or
+    /// `MADV_WIPEONFORK`): the fork handlers and the instance's drop leave it alone, and a
+    /// call that needs a heap of it aborts ([`Pool::ensure_here`]).
+    #[inline]
+    pub(crate) fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::Relaxed)
+    }
+
+    /// Aborts with a message when the pool is lost in this process ([`Pool::is_lost`]): its
+    /// region is not this process's to use.
+    #[inline]
+    pub(crate) fn ensure_here(&self) {
+        if self.is_lost() {
+            lost_region(self);
+        }
+    }
+
     /// True when the pool is in a region laid out to be shared between processes (its
     /// state in the region, its tokens the region's tag).
     #[inline]
@@ -498,6 +548,7 @@ impl Pool {
     /// Takes the pool lock.
     #[inline]
     pub(crate) fn lock(&self) -> PoolGuard<'_> {
+        self.ensure_here();
         self.lock_count.fetch_add(1, Ordering::Relaxed);
         self.lock_uncounted()
     }
@@ -505,6 +556,7 @@ impl Pool {
     /// Takes the pool lock, repairing as [`Pool::lock`] does, without counting it in
     /// `lock_count` (stats, verify and settings: not the paths that count measures).
     pub(crate) fn lock_uncounted(&self) -> PoolGuard<'_> {
+        self.ensure_here();
         self.guarded(self.state.lock())
     }
 
@@ -520,6 +572,7 @@ impl Pool {
 
     /// Takes the pool lock if it is free.
     pub(crate) fn try_lock(&self) -> Option<PoolGuard<'_>> {
+        self.ensure_here();
         let st = self.state.try_lock()?;
         self.lock_count.fetch_add(1, Ordering::Relaxed);
         Some(self.guarded(st))

@@ -85,7 +85,6 @@ fn fork_with_advised_memory(advice: libc::c_int, shared: bool) -> Ended {
 /// region's heaps where the child has no mapping. The same memory without the advice: the
 /// child exits 0.
 #[test]
-#[ignore = "RED-81: a fork child of a process whose format_in region is in MADV_DONTFORK memory dies in cohort's child fork handler (SIGSEGV): it walks a region the child does not have"]
 fn a_fork_child_lives_when_the_region_is_not_forked() {
     assert_eq!(
         isolated(
@@ -116,7 +115,6 @@ fn a_fork_child_lives_when_the_region_is_wiped_on_fork() {
 /// of SIGSEGV too, in `cohort::per_thread::owned::forget_pool` (called by
 /// `cohort::fork::child`), which reads the thread's heaps in the region.
 #[test]
-#[ignore = "RED-81: a fork child of a process whose format_in region is in shared MADV_DONTFORK memory dies of SIGSEGV in cohort's child fork handler"]
 fn a_fork_child_lives_when_a_shared_region_is_not_forked() {
     assert_eq!(
         isolated(

@@ -152,6 +152,51 @@ pub(crate) fn forget_pool(pool: &Pool) {
     while !unlink_own(|heap| ptr::eq(heap.pool(), pool)).is_null() {}
 }
 
+/// In a fork child whose copy of the process lacks some pools' regions (`lost`): the
+/// calling thread's list becomes the heaps of `copy` (its list as the fork's `prepare` read
+/// it: heap, pool, instance) whose pools are not lost, in the same order, and the thread's
+/// entries naming the others are cleared, without reading those heaps. A copy cut short
+/// (`complete` false) keeps only its part, and every entry of the thread is cleared: the
+/// heaps past it stay out of the thread's reach in the child (their blocks kept, as a dead
+/// thread's). Returns the list's new first heap.
+///
+/// # Safety
+/// The child's only thread, before anything else reads its list; the heaps of `copy`
+/// whose pools are not lost are mapped.
+pub(crate) unsafe fn keep_after_fork(
+    copy: &[(*mut Heap, *const Pool, u64)],
+    complete: bool,
+    lost: impl Fn(*const Pool) -> bool,
+) -> *mut Heap {
+    let mut first = ptr::null_mut();
+    let mut at: *mut *mut Heap = &mut first;
+    for &(heap, pool, instance) in copy {
+        if lost(pool) {
+            forget_entries(heap, instance);
+            continue;
+        }
+        // SAFETY: `at` is `first` or the link of a kept heap, mapped (the caller).
+        unsafe {
+            *at = heap;
+            at = ptr::addr_of_mut!((*heap).thread_next);
+        }
+    }
+    // SAFETY: as above.
+    unsafe { *at = ptr::null_mut() };
+    let _ = with_owned(|owned| owned.first.set(first));
+    if !complete {
+        let _ = CURRENT.try_with(|c| {
+            for recent in &c.recent {
+                recent.set(0, ptr::null_mut(), NO_TAG);
+            }
+            for slot in 0..SLOTS {
+                empty_slot(c, slot);
+            }
+        });
+    }
+    first
+}
+
 /// Takes the first heap of the calling thread's list that `is` accepts off the list and
 /// out of the thread's entries, and returns it (null when none).
 fn unlink_own(is: impl Fn(&Heap) -> bool) -> *mut Heap {
@@ -187,7 +232,12 @@ pub(crate) fn unmap_orphans() {
 /// instance's slot (the thread's only heap of that instance).
 fn forget_heap(heap: *mut Heap) {
     // SAFETY: the caller passes a heap still mapped.
-    let slot = slot_of(unsafe { (*heap).instance });
+    forget_entries(heap, unsafe { (*heap).instance });
+}
+
+/// [`forget_heap`] of a heap of `instance`, which it does not read.
+fn forget_entries(heap: *mut Heap, instance: u64) {
+    let slot = slot_of(instance);
     let _ = CURRENT.try_with(|c| {
         for recent in &c.recent {
             if recent.heap.get() == heap {

@@ -222,6 +222,7 @@ pub(crate) unsafe fn build(
                 heap_area,
                 heap_stride: layout.heap_stride,
                 fork_next: ptr::null_mut(),
+                lost: core::sync::atomic::AtomicBool::new(false),
                 write_seal: None,
                 medium_written: Written::new(),
                 medium_moved: Moved::new(mover),
