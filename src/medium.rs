@@ -41,7 +41,8 @@
 //! would fault in take free dirty pages of the medium blocks instead, under the lock, by
 //! `mremap(MREMAP_DONTUNMAP | MREMAP_FIXED)` (`os::moves`; `medium/moves.rs`): about 10 µs
 //! a call and 0.05 µs a page, against about 1.8 µs a page given back by a purge and
-//! faulted in again; ranges of at least 32 KiB, up to 4 a run. The sources: ranges pages
+//! faulted in again; ranges of at least 128 KiB (fewer, longer moves: each takes a
+//! range of the table below), up to 4 a run. The sources: ranges pages
 //! were moved into, all free and dirty, first (moved out whole, they heal), then the
 //! shortest range of whole dirty pages that serves the rest at once (a purge's ranking:
 //! short ones first, the long free runs' last), else the longest; block of the run first.

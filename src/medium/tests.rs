@@ -201,3 +201,33 @@ fn a_block_leaving_the_medium_blocks_heals_its_ranges() {
     pool.compact_medium(&mut st);
     assert_eq!(pool.medium_moved.len(), 0);
 }
+
+/// A move takes only ranges of at least 128 KiB (or a page when larger): a
+/// run's clean pages shorter than that are left to fault in (no move made, no range in the
+/// table), and a range that long takes a freed run's pages. Before, ranges from 32 KiB were
+/// moved: a call and a range of the table each for a quarter of the pages (the short range
+/// here was moved: `62 != 0`, and `32 != 0` under
+/// `COHORT_PAGE_SIZE=64K`).
+#[test]
+fn a_move_takes_only_ranges_of_at_least_128_kib() {
+    let pool = TestPool::new(4, 1);
+    let per_page = (os::page_size() / GRANULE).max(1);
+    let least = (128 << 10).max(os::page_size()) / GRANULE;
+    let (_, b) = a_freed_run_then_a_taken_one(&pool, 2 * least, 3);
+    let mut st = pool.lock();
+    let h = pool.block_at(b).unwrap();
+    let g = (b as usize - h.base() as usize) / GRANULE;
+    let moved = &pool.medium_moved;
+    let dirty = st.medium_counts.dirty;
+    assert_eq!(pool.move_into(&mut st, h, g, least - per_page), 0, "a page short of the least");
+    assert_eq!((moved.moves.load(Ordering::Relaxed), moved.len()), (0, 0));
+    assert_eq!(st.medium_counts.dirty, dirty);
+    assert_eq!(pool.move_into(&mut st, h, g, least), least);
+    assert_eq!((moved.moves.load(Ordering::Relaxed), moved.len()), (1, 1));
+    assert_eq!(st.medium_counts.dirty, dirty - least);
+    // SAFETY: a medium block; we hold the lock.
+    unsafe { Runs::of(h) }.check().unwrap();
+    drop(st);
+    pool.medium_free(b, 2 * least * GRANULE, 0).unwrap();
+    free_pad(&pool, b);
+}
