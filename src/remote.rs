@@ -263,11 +263,11 @@ impl RemoteBatch {
 
     /// The heap's holder, the quick way of [`RemoteBatch::free`]: adds slot `off` of block
     /// `h` to the block's chain when the batch has one with room and the slot is neither
-    /// its first nor the block's remote or local list's first. True when done; false when it did
-    /// nothing (a flusher has the batch, no chain of `h` with room: never one before the
-    /// fences are known asymmetric, or a double free to report): [`RemoteBatch::free`] takes the free
-    /// then. Touches nothing but the batch and the slot (and reads the header's remote
-    /// word): no call, so its caller needs no stack frame.
+    /// its first nor the block's remote or local list's first. True when done; false when
+    /// it did nothing (a flusher has the batch, no chain of `h` with room: never one before
+    /// the fences are known asymmetric, or a double free to report): [`RemoteBatch::free`]
+    /// takes the free then. Touches nothing but the batch and the slot (and reads the
+    /// header's remote word): no call, so its caller needs no stack frame.
     ///
     /// # Safety
     /// The caller holds the batch's heap; `off` is a live slot of `h`, which the caller
