@@ -9,7 +9,7 @@
 //! bytes (as every slot list of a block) from `first` to `last`, with room for `left` more,
 //!
 //! `chain(b) = first -> ... -> last`, `|chain(b)| = limit(b) - left <= limit(b)`,
-//! `limit(b) = clamp(BATCH_BYTES / stride(b), 1, MAX_CHAIN)`,
+//! `limit(b) = clamp(BATCH_BYTES / stride(b), 1, MAX_CHAIN)` (1 without `membarrier`),
 //!
 //! and every slot on a chain is counted in its block's `used` (invariant 6 counts it
 //! live): pending frees never make a block look emptier than it is, so no block with a
@@ -36,7 +36,10 @@
 //! sees the other's store, so they never touch the entries at once. They are asymmetric
 //! ([`fence`]): the holder's, on every free, is a compiler fence only, and the flusher's
 //! a `membarrier` system call that makes every running thread of the process execute a full
-//! barrier (both are full fences where the kernel has no `membarrier`). A flusher waits
+//! barrier (both are full fences where the kernel has no `membarrier`; a batch then keeps
+//! no chain: `limit(b) = 1`, every remote free pushed at once, so that the quick way,
+//! whose fence is always a compiler fence, only ever acts where that is the holder's
+//! fence: `|chain(b)| > 0 => membarrier registered`). A flusher waits
 //! only for a holder between its two stores to `busy` (a few instructions, never waiting
 //! itself: it pushes lock-free and only tries the pool lock), so nobody holding the pool
 //! lock waits for ever. A batch's `pending` word, set when an entry is taken, lets a
@@ -260,11 +263,11 @@ impl RemoteBatch {
 
     /// The heap's holder, the quick way of [`RemoteBatch::free`]: adds slot `off` of block
     /// `h` to the block's chain when the batch has one with room and the slot is neither
-    /// its first nor the block's remote or local list's first. True when done; false when it did
-    /// nothing (the fences not known asymmetric yet, a flusher has the batch, no chain of
-    /// `h` with room, or a double free to report): [`RemoteBatch::free`] takes the free
-    /// then. Touches nothing but the batch and the slot (and reads the header's remote
-    /// word): no call, so its caller needs no stack frame.
+    /// its first nor the block's remote or local list's first. True when done; false when
+    /// it did nothing (a flusher has the batch, no chain of `h` with room: never one before
+    /// the fences are known asymmetric, or a double free to report): [`RemoteBatch::free`]
+    /// takes the free then. Touches nothing but the batch and the slot (and reads the
+    /// header's remote word): no call, so its caller needs no stack frame.
     ///
     /// # Safety
     /// The caller holds the batch's heap; `off` is a live slot of `h`, which the caller
@@ -272,9 +275,9 @@ impl RemoteBatch {
     /// other processes use: the batch then holds no chain, and nothing is done.
     #[inline(always)]
     pub(crate) unsafe fn try_append(&self, h: &Header, off: u32) -> bool {
-        if !fence::is_asymmetric() {
-            return false;
-        }
+        // The compiler fence stands for the holder's fence: the batch holds a chain only
+        // once the fences are known asymmetric ([`chain_limit`]), and without one nothing
+        // below is done (the entries are only read, and a flusher then writes none of them).
         self.busy.store(1, Ordering::Relaxed);
         fence::light_asymmetric();
         // Acquire: the entries as the last flusher left them (its `give_back`).
@@ -477,7 +480,7 @@ unsafe fn free_in_entry(
     if (e.block == block && e.first == off) || h.is_freed_last(off) {
         return BatchFree::AlreadyFree;
     }
-    let limit = (BATCH_BYTES / h.stride).clamp(1, MAX_CHAIN);
+    let limit = chain_limit(h.stride, fence::is_asymmetric());
     if limit == 1 {
         // SAFETY: forwarded.
         unsafe { push_chain(pool, h, off, off, 1) };
@@ -499,6 +502,21 @@ unsafe fn free_in_entry(
         left: limit - 1,
     };
     BatchFree::Done
+}
+
+/// `limit(b)` for a block of slots of `stride` bytes: `clamp(BATCH_BYTES / stride, 1,
+/// MAX_CHAIN)` once the fences are known asymmetric (`asymmetric`), else 1 (every free
+/// pushed at once, no chain kept): so a batch holds a chain only when the holder's fence
+/// may be a compiler fence, which is what lets [`RemoteBatch::try_append`] use it without
+/// testing the fences' mode. The caller has made the choice ([`RemoteBatch::enter`]'s
+/// fence makes it).
+#[inline(always)]
+fn chain_limit(stride: u32, asymmetric: bool) -> u32 {
+    if asymmetric {
+        (BATCH_BYTES / stride).clamp(1, MAX_CHAIN)
+    } else {
+        1
+    }
 }
 
 /// The entry a block's chain takes: `entry_of(b) = (b / BLOCK_SIZE) % ENTRIES` (blocks are

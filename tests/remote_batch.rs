@@ -6,6 +6,7 @@
 mod common;
 
 use cohort::Cohort;
+use common::batches::{alloc_n, SIZE};
 use common::misuse_message;
 use std::collections::HashSet;
 use std::sync::mpsc;
@@ -14,9 +15,6 @@ use std::thread;
 cohort::lifetime_classes! {
     enum Life { Request, Long }
 }
-
-/// 1 KiB objects: chains of up to 8 slots, so a few frees stay pending.
-const SIZE: usize = 1024;
 
 /// Runs a thread that frees `ptrs` (allocated by the caller with `SIZE` bytes in class
 /// `life`), then waits until the caller, which runs `check` meanwhile, is done (the
@@ -52,24 +50,12 @@ fn while_frees_are_pending<R>(
     })
 }
 
-fn alloc_n(a: &Cohort<Life>, n: usize, life: Life) -> Vec<usize> {
-    (0..n)
-        .map(|i| {
-            let p = a.malloc(SIZE, life);
-            assert!(!p.is_null());
-            // SAFETY: a fresh allocation of SIZE bytes.
-            unsafe { p.write_bytes(i as u8, SIZE) };
-            p as usize
-        })
-        .collect()
-}
-
 /// A whole block of `SIZE`-byte slots of class `life`, allocated by the calling thread:
 /// the slots and the block's base.
 fn fill_one_block(a: &Cohort<Life>, life: Life) -> (Vec<usize>, usize) {
     let per_block =
         cohort::class::CLASSES[cohort::class::class_of(SIZE, 16).unwrap()].capacity as usize;
-    let ptrs = alloc_n(a, per_block, life);
+    let ptrs = alloc_n(a, life, per_block);
     let block = a.block_of(ptrs[0] as *const u8, SIZE).unwrap();
     assert!(ptrs
         .iter()
@@ -80,7 +66,7 @@ fn fill_one_block(a: &Cohort<Life>, life: Life) -> (Vec<usize>, usize) {
 /// Allocates a block's worth of slots again: how many fall outside `block` (0 when every
 /// slot freed before came back).
 fn refill_outside(a: &Cohort<Life>, n: usize, block: usize) -> (Vec<usize>, usize) {
-    let again = alloc_n(a, n, Life::Request);
+    let again = alloc_n(a, Life::Request, n);
     let elsewhere = again
         .iter()
         .filter(|&&p| a.block_of(p as *const u8, SIZE) != Some(block))
@@ -91,7 +77,7 @@ fn refill_outside(a: &Cohort<Life>, n: usize, block: usize) -> (Vec<usize>, usiz
 #[test]
 fn the_statistics_and_is_empty_see_batched_frees() {
     let a = Cohort::<Life>::new();
-    let ptrs = alloc_n(&a, 3, Life::Request);
+    let ptrs = alloc_n(&a, Life::Request, 3);
     let (empty, live) = while_frees_are_pending(&a, &ptrs, Life::Request, || {
         (a.is_empty(), a.stats().small.live)
     });
@@ -102,7 +88,7 @@ fn the_statistics_and_is_empty_see_batched_frees() {
 #[test]
 fn verify_sees_batched_frees() {
     let a = Cohort::<Life>::new();
-    let ptrs = alloc_n(&a, 3, Life::Request);
+    let ptrs = alloc_n(&a, Life::Request, 3);
     let v = while_frees_are_pending(&a, &ptrs, Life::Request, || {
         // SAFETY: no other thread allocates or frees meanwhile (the freeing thread waits).
         unsafe { a.verify() }
@@ -116,16 +102,16 @@ fn verify_sees_batched_frees() {
 #[test]
 fn a_release_sees_batched_frees_of_its_class() {
     let a = Cohort::<Life>::new();
-    let ptrs = alloc_n(&a, 16, Life::Request);
+    let ptrs = alloc_n(&a, Life::Request, 16);
     let mut again = while_frees_are_pending(&a, &ptrs[..3], Life::Request, || {
         // SAFETY: nothing of Request is used after this (the 13 others are dropped with
         // the release; the 3 were freed); no other thread allocates Request.
         let r = unsafe { a.release_class(Life::Request) };
         assert_eq!(r.left_to_other_threads, 0);
-        alloc_n(&a, 16, Life::Request)
+        alloc_n(&a, Life::Request, 16)
     });
     // The freeing thread pushed its batch (if still pending) and ended.
-    again.extend(alloc_n(&a, 64, Life::Request));
+    again.extend(alloc_n(&a, Life::Request, 64));
     let distinct: HashSet<_> = again.iter().collect();
     assert_eq!(distinct.len(), again.len(), "a slot handed out twice");
 }
@@ -136,7 +122,7 @@ fn a_release_sees_batched_frees_of_its_class() {
 fn compact_gives_back_blocks_that_batched_frees_emptied() {
     let a = Cohort::<Life>::new();
     let keep = a.malloc(SIZE, Life::Long);
-    let ptrs = thread::scope(|s| s.spawn(|| alloc_n(&a, 3, Life::Request)).join().unwrap());
+    let ptrs = thread::scope(|s| s.spawn(|| alloc_n(&a, Life::Request, 3)).join().unwrap());
     let c = while_frees_are_pending(&a, &ptrs, Life::Request, || a.compact());
     assert!(c.blocks >= 1, "the emptied block was given back: {c:?}");
     // SAFETY: allocated above.
@@ -173,7 +159,7 @@ fn a_thread_exit_pushes_its_batched_frees() {
 #[test]
 fn a_batched_slot_freed_again_is_a_double_free() {
     let a = Cohort::<Life>::new();
-    let ptrs = alloc_n(&a, 2, Life::Request);
+    let ptrs = alloc_n(&a, Life::Request, 2);
     let msg = thread::scope(|s| {
         s.spawn(|| {
             // SAFETY: allocated above, freed once here.
@@ -230,7 +216,7 @@ fn a_shared_regions_remote_frees_survive_the_freeing_process_killed() {
 #[test]
 fn try_free_of_a_batched_slot_is_a_double_free() {
     let a = Cohort::<Life>::new();
-    let ptrs = alloc_n(&a, 2, Life::Request);
+    let ptrs = alloc_n(&a, Life::Request, 2);
     thread::scope(|s| {
         s.spawn(|| {
             let p = ptrs[0] as *mut u8;
@@ -289,7 +275,7 @@ fn frees_into_more_blocks_than_a_batch_has_entries_all_arrive() {
 #[test]
 fn a_slot_first_on_its_blocks_remote_list_freed_again_onto_a_pending_chain_is_a_double_free() {
     let a = Cohort::<Life>::new();
-    let ptrs = alloc_n(&a, 3, Life::Request);
+    let ptrs = alloc_n(&a, Life::Request, 3);
     let [x, y, z] = [ptrs[0], ptrs[1], ptrs[2]];
     let a = &a;
     let msg = thread::scope(|s| {

@@ -10,6 +10,7 @@
 mod common;
 
 use cohort::{Cohort, RegionOptions};
+use common::batches::{alloc_n, free_all, frees_not_at_their_block_while_the_freer_runs};
 use common::memory::{map_aligned, memfd, private_aligned};
 use std::sync::mpsc;
 use std::thread;
@@ -18,71 +19,7 @@ cohort::lifetime_classes! {
     enum Life { A }
 }
 
-/// 1 KiB objects: chains of 8 slots (a batch's chain holds 8 KiB).
-const SIZE: usize = 1024;
 const CAPACITY: usize = 64 << 20;
-
-fn alloc_n(a: &Cohort<Life>, n: usize) -> Vec<usize> {
-    (0..n)
-        .map(|i| {
-            let p = a.malloc(SIZE, Life::A);
-            assert!(!p.is_null());
-            // SAFETY: a fresh allocation of SIZE bytes.
-            unsafe { p.write_bytes(i as u8, SIZE) };
-            p as usize
-        })
-        .collect()
-}
-
-fn free_all(a: &Cohort<Life>, ptrs: &[usize]) {
-    for &p in ptrs {
-        // SAFETY: allocated by `alloc_n` on `a`, freed once.
-        unsafe { a.free(p as *mut u8, SIZE, Life::A) };
-    }
-}
-
-/// The caller fills one block with `SIZE`-byte slots; another thread frees them all and
-/// waits; meanwhile the caller allocates a block's worth again and counts the slots that
-/// come from another block: the frees that had not reached the block (0 when every remote
-/// free is pushed at once; the batch's pending last chain, 1 to 8 slots, when batched).
-/// Then the thread exits (pushing its batch), and every slot is freed; the region
-/// verifies empty.
-fn frees_not_at_their_block_while_the_freer_runs(a: &Cohort<Life>) -> usize {
-    let per_block =
-        cohort::class::CLASSES[cohort::class::class_of(SIZE, 16).unwrap()].capacity as usize;
-    let first = alloc_n(a, per_block);
-    let block = a.block_of(first[0] as *const u8, SIZE).unwrap();
-    assert!(first
-        .iter()
-        .all(|&p| a.block_of(p as *const u8, SIZE) == Some(block)));
-    let (again, elsewhere) = thread::scope(|s| {
-        let (freed_tx, freed_rx) = mpsc::channel();
-        let (done_tx, done_rx) = mpsc::channel::<()>();
-        let first = &first;
-        let freer = s.spawn(move || {
-            free_all(a, first);
-            freed_tx.send(()).unwrap();
-            // Alive, its batch unflushed, until the caller has allocated again.
-            done_rx.recv().unwrap();
-        });
-        freed_rx.recv().unwrap();
-        let again = alloc_n(a, per_block);
-        let elsewhere = again
-            .iter()
-            .filter(|&&p| a.block_of(p as *const u8, SIZE) != Some(block))
-            .count();
-        done_tx.send(()).unwrap();
-        // Joined: its exit (which pushes its batch) is over before the frees below.
-        freer.join().unwrap();
-        (again, elsewhere)
-    });
-    free_all(a, &again);
-    assert!(a.is_empty(), "every slot freed once");
-    // SAFETY: no other thread uses `a`.
-    let v = unsafe { a.verify() }.expect("the region verifies");
-    assert_eq!(v.live, 0);
-    elsewhere
-}
 
 /// A batched free leaves the block's last chain pending: at least one slot and at most a
 /// chain's 8.
@@ -99,7 +36,7 @@ fn a_private_instance_batches_its_remote_frees() {
     let a = Cohort::<Life>::new();
     assert_batched(
         "Cohort::new",
-        frees_not_at_their_block_while_the_freer_runs(&a),
+        frees_not_at_their_block_while_the_freer_runs(&a, Life::A),
     );
 }
 
@@ -111,7 +48,7 @@ fn a_fixed_region_made_with_options_batches_its_remote_frees() {
     let a = Cohort::<Life>::with_options(&RegionOptions::new(CAPACITY)).expect("a fixed region");
     assert_batched(
         "Cohort::with_options",
-        frees_not_at_their_block_while_the_freer_runs(&a),
+        frees_not_at_their_block_while_the_freer_runs(&a, Life::A),
     );
 }
 
@@ -125,7 +62,7 @@ fn a_region_in_private_caller_memory_batches_its_remote_frees() {
         .expect("formatted");
     assert_batched(
         "format_in, private memory",
-        frees_not_at_their_block_while_the_freer_runs(&a),
+        frees_not_at_their_block_while_the_freer_runs(&a, Life::A),
     );
 }
 
@@ -135,7 +72,7 @@ fn a_region_in_private_caller_memory_batches_its_remote_frees() {
 fn regions_other_processes_may_use_push_every_remote_free_at_once() {
     let a = Cohort::<Life>::shared_anonymous(CAPACITY).expect("a shared region");
     assert_eq!(
-        frees_not_at_their_block_while_the_freer_runs(&a),
+        frees_not_at_their_block_while_the_freer_runs(&a, Life::A),
         0,
         "shared_anonymous"
     );
@@ -145,7 +82,7 @@ fn regions_other_processes_may_use_push_every_remote_free_at_once() {
     let b = unsafe { Cohort::<Life>::format_in(mem, f.bytes, &RegionOptions::new(CAPACITY)) }
         .expect("formatted");
     assert_eq!(
-        frees_not_at_their_block_while_the_freer_runs(&b),
+        frees_not_at_their_block_while_the_freer_runs(&b, Life::A),
         0,
         "format_in, shared memory"
     );
@@ -164,7 +101,7 @@ fn pending_frees_of_a_thread_of_a_view_left_reach_their_block_in_the_view_attach
     let a = unsafe { Cohort::<Life>::format_in(mem, f.bytes, &RegionOptions::new(CAPACITY)) }
         .expect("formatted");
     // A few slots: every one of them in the freer's pending chain (8 fit).
-    let ptrs = alloc_n(&a, 5);
+    let ptrs = alloc_n(&a, Life::A, 5);
     let (freed_tx, freed_rx) = mpsc::channel();
     let (exit_tx, exit_rx) = mpsc::channel::<()>();
     let a_at = &a as *const Cohort<Life> as usize;
@@ -172,7 +109,7 @@ fn pending_frees_of_a_thread_of_a_view_left_reach_their_block_in_the_view_attach
         // SAFETY: the instance lives until the main thread has our message (it drops it
         // only after); we use it no more after.
         let a = unsafe { &*(a_at as *const Cohort<Life>) };
-        free_all(a, &ptrs);
+        free_all(a, Life::A, &ptrs);
         freed_tx.send(()).unwrap();
         // Runs on (its heap orphaned by the drop, its chain pending) until told to exit.
         exit_rx.recv().unwrap();
@@ -192,10 +129,10 @@ fn pending_frees_of_a_thread_of_a_view_left_reach_their_block_in_the_view_attach
     exit_tx.send(()).unwrap();
     freer.join().unwrap();
     // The slots came back once: a block's worth of allocations gets each at most once.
-    let again = alloc_n(&b, 64);
+    let again = alloc_n(&b, Life::A, 64);
     let distinct: std::collections::HashSet<_> = again.iter().collect();
     assert_eq!(distinct.len(), again.len(), "a slot handed out twice");
-    free_all(&b, &again);
+    free_all(&b, Life::A, &again);
     // SAFETY: no other thread uses `b`.
     assert_eq!(unsafe { b.verify() }.expect("verifies").live, 0);
     assert!(b.is_empty());

@@ -85,6 +85,7 @@ pub fn malloc_align(size: usize) -> usize {
     size.max(1).next_power_of_two().min(4096)
 }
 
+pub mod batches;
 pub mod kernel_view;
 pub mod memory;
 pub mod objects;
