@@ -162,6 +162,7 @@ impl CreateOptions {
 pub struct OpenOptions {
     timeout: Duration,
     cgroup_hint: usize,
+    check_blocks: bool,
 }
 
 impl Default for OpenOptions {
@@ -171,12 +172,29 @@ impl Default for OpenOptions {
 }
 
 impl OpenOptions {
-    /// Waits at most 5 s for the region's creator, concurrency group 0.
+    /// Waits at most 5 s for the region's creator, concurrency group 0, checks the blocks
+    /// of a region nobody has open.
     pub fn new() -> OpenOptions {
         OpenOptions {
             timeout: Duration::from_secs(5),
             cgroup_hint: 0,
+            check_blocks: true,
         }
+    }
+
+    /// Whether the first process to open a region nobody has open walks its blocks' lists
+    /// before anything is allocated from it (on by default): a free slot's link damaged
+    /// while nobody had the region open (past each block's first page, which the state
+    /// seal covers) is then refused ([`RegionError::BlocksDamaged`]) instead of followed by
+    /// an allocation, which would hand out what it names. The walk reads every block's
+    /// header and every free slot's first word, and holds the region's attach lock
+    /// meanwhile (other openers wait, within their timeout): about 0.35 s a GiB of 16-byte
+    /// slots half free, 0.05 s a GiB of 1 KiB ones, in the page cache (a file that is not
+    /// is read where it has free slots). Off, only the state seal is checked: for a file
+    /// the caller trusts (written by this program and left, on a disk it trusts).
+    pub fn check_blocks(mut self, check: bool) -> OpenOptions {
+        self.check_blocks = check;
+        self
     }
 
     /// How long to wait for a region that another process is still formatting before

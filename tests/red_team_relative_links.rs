@@ -1,5 +1,5 @@
-//! Free slots' links relative to the slot: damaged links in a region file at rest, seen
-//! after the file is opened again.
+//! Free slots' links: damaged links in a region file at rest, seen after the file is
+//! opened again (RED-76, RED-77), and in a private instance.
 
 #[path = "common/processes.rs"]
 #[allow(dead_code)]
@@ -22,10 +22,10 @@ fn temp_file(tag: &str) -> PathBuf {
 
 /// Makes a region file whose one block of `SIZE`-byte slots has its 8 slots allocated
 /// last freed (the local free list, past the block's first page, which the state seal
-/// covers), leaves it, writes `link` into the file as the link of the list's first slot
-/// (damage at rest: the file's bytes, nobody attached), opens the file again and allocates
-/// 64 slots. Returns what went wrong, if anything (open refusing the file is right).
-fn damaged(tag: &str, link: impl Fn(u32) -> u32) -> Vec<String> {
+/// covers), leaves it, and writes `link` into the file as the link of the list's first slot
+/// (damage at rest: the file's bytes, nobody attached). Returns the file and the offsets
+/// of the 92 slots still live.
+fn damage(tag: &str, link: impl Fn(u32) -> u32) -> (PathBuf, Vec<cohort::Off<u8>>) {
     use std::os::unix::fs::FileExt;
     let path = temp_file(tag);
     let place = Place::File(&path);
@@ -51,6 +51,14 @@ fn damaged(tag: &str, link: impl Fn(u32) -> u32) -> Vec<String> {
     let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
     file.write_all_at(&link(off).to_ne_bytes(), at).unwrap();
     drop(file);
+    (path, offs)
+}
+
+/// [`damage`], then opens the file again and allocates 64 slots. Returns what went wrong,
+/// if anything (open refusing the file is right).
+fn damaged(tag: &str, link: impl Fn(u32) -> u32) -> Vec<String> {
+    let (path, offs) = damage(tag, link);
+    let place = Place::File(&path);
     let r = match SharedCohort::<Life>::open(place, OpenOptions::new()) {
         Ok(r) => r,
         Err(e) => {
@@ -130,13 +138,94 @@ fn a_zeroed_link_is_never_a_loop() {
 /// Garbage links: the allocation after opening the damaged file must never hand out an
 /// address outside the slot's block or in its header (or fault).
 #[test]
-#[ignore = "RED-77: a garbage free-slot link written into a region file at rest (past the block's first page, which the state seal covers) is not refused by open: malloc then faults (link 1 GiB on: SIGSEGV), hands out memory 4 KiB before the block, outside the region, or the block header's bytes (link to offset 64); verify reports each; every run on main 7b62bf3; on ddca758 all three fault"]
 fn garbage_links_never_hand_out_memory_outside_the_slots() {
     in_child_report(&[
         ("far", |_| 0x4000_0000),
         ("back", |off| 0u32.wrapping_sub(off).wrapping_sub(4096)),
         ("header", |off| 64u32.wrapping_sub(off)),
     ]);
+}
+
+/// RED-77: every damaged link of a file at rest is refused at open
+/// (`RegionError::BlocksDamaged`, naming the block), before anything is allocated, and
+/// refused again at the next open (the refused opener writes no seal), however the link is
+/// wrong: zeroed (the list ends short of the block's counts), outside the block, into its
+/// header, into the next block, off a slot boundary, to itself (a cycle), to a live slot,
+/// to a never-used slot (at or above the block's bump).
+#[test]
+fn every_damaged_link_of_a_file_at_rest_is_refused_at_open() {
+    let cases: [Case; 9] = [
+        ("r-zero", |_| 0),
+        ("r-far", |_| 0x4000_0000),
+        ("r-header", |_| 8),
+        ("r-next-block", |off| off + BLOCK as u32),
+        ("r-unaligned", |off| off - SIZE as u32 + 4),
+        ("r-cycle", |off| off),
+        ("r-live", |off| off - 8 * SIZE as u32),
+        ("r-never-used", |off| off + 4 * SIZE as u32),
+        ("r-back", |off| 0u32.wrapping_sub(off).wrapping_sub(4096)),
+    ];
+    let pid = processes::in_child(120, move || {
+        let mut bad = Vec::new();
+        for (tag, link) in cases {
+            let (path, _) = damage(tag, link);
+            for attempt in ["first", "second"] {
+                match SharedCohort::<Life>::open(Place::File(&path), OpenOptions::new()) {
+                    Err(e @ cohort::RegionError::BlocksDamaged { .. }) => {
+                        eprintln!("{tag}: {attempt} open: {e}")
+                    }
+                    Err(e) => bad.push(format!("{tag}: {attempt} open: another error: {e}")),
+                    Ok(r) => {
+                        bad.push(format!("{tag}: {attempt} open accepted the file"));
+                        std::mem::forget(r);
+                        break;
+                    }
+                }
+            }
+            let _ = std::fs::remove_file(&path);
+        }
+        assert!(bad.is_empty(), "{bad:#?}");
+    });
+    processes::wait_ok(pid);
+}
+
+/// The same file left whole opens, its lists checked: the check refuses damage only.
+#[test]
+fn an_undamaged_file_at_rest_opens_after_the_check() {
+    let pid = processes::in_child(60, || {
+        let (path, offs) = damage("whole", |off| off - SIZE as u32);
+        let r = SharedCohort::<Life>::open(Place::File(&path), OpenOptions::new())
+            .expect("the file is whole: the link written is the one it held");
+        // SAFETY: no other thread uses the region.
+        let v = unsafe { r.verify() }.expect("consistent");
+        assert_eq!(v.live, offs.len());
+        drop(r);
+        let _ = std::fs::remove_file(&path);
+    });
+    processes::wait_ok(pid);
+}
+
+/// `OpenOptions::check_blocks(false)` opens the damaged file unchecked (the caller trusts
+/// it): only `verify` finds the damage then.
+#[test]
+fn an_unchecked_open_leaves_the_damage_to_verify() {
+    let pid = processes::in_child(60, || {
+        let (path, _) = damage("unchecked", |_| 0x4000_0000);
+        let options = OpenOptions::new().check_blocks(false);
+        let r = SharedCohort::<Life>::open(Place::File(&path), options).expect("unchecked");
+        // SAFETY: no other thread uses the region.
+        let found = unsafe { r.verify() }.expect_err("the damaged link");
+        assert!(found.problem.contains("0x40000000"), "{found}");
+        drop(r);
+        let checked = SharedCohort::<Life>::open(Place::File(&path), OpenOptions::new());
+        assert!(
+            matches!(checked, Err(cohort::RegionError::BlocksDamaged { .. })),
+            "{:?}",
+            checked.map(|_| ())
+        );
+        let _ = std::fs::remove_file(&path);
+    });
+    processes::wait_ok(pid);
 }
 
 /// The same damage in a private instance: a program that writes a 0 into the first word of

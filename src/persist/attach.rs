@@ -52,7 +52,10 @@
 //! `SEAL_GEN` and `GEN` is bumped before the region changes). Not checked: a region whose
 //! last process died with it open (its seal is older than its `GEN`: the dead process's
 //! heaps are reaped as usual), and the rest of the blocks' bytes (object data and the links
-//! of free slots).
+//! of free slots). The links are the blocks' check's: an opener that finds no other slot
+//! held (after freeing dead processes') keeps `LOCK` past its attach
+//! ([`Attachment::holds_lock`]) while it walks the region's lists as `verify` does, so that
+//! nobody allocates from it before; a refusal there ([`Attachment::refuse`]) writes no seal.
 //!
 //! **Leaves bump too.** A leave bumps `GEN` into the seals before it frees its slot, so a
 //! copy read across a leave (its header before, its last pages after) holds two
@@ -71,7 +74,7 @@ use super::header::{Layout, HEADER_BYTES};
 use crate::class::BLOCK_SIZE;
 use crate::os::shared_mem::{self, Fd};
 use crate::pool::WriteSeal;
-use core::sync::atomic::{AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
 /// Where the attach table starts in the header page.
@@ -127,6 +130,13 @@ pub(crate) struct Attachment {
     slot: usize,
     word: u64,
     file: bool,
+    /// True while this process holds `LOCK` from its attach on: the first process to open
+    /// a region nobody had open (its blocks are checked before anyone else attaches, see
+    /// [`Attachment::holds_lock`]).
+    held: AtomicBool,
+    /// True when the opener refused the region after its attach (damaged blocks): its
+    /// leave writes no state seal, so that the next opener checks the blocks again.
+    refused: AtomicBool,
 }
 
 /// `LOCK` held by this process: released when dropped, to the word it held before (0, or
@@ -322,6 +332,8 @@ impl Attachment {
             slot: ATTACH_SLOTS,
             word: shared_mem::process_word(),
             file,
+            held: AtomicBool::new(false),
+            refused: AtomicBool::new(false),
         };
         // SAFETY: the caller's guarantee.
         attachment.slot = unsafe { attachment.claim(base, layout, fd, opening) }?;
@@ -390,6 +402,9 @@ impl Attachment {
             });
         }
         t.free_dead_slots();
+        // Nobody else has it open (every holder left or died): the opener checks the
+        // blocks before anyone else attaches, so it keeps `LOCK` until then.
+        let alone = t.slots.iter().all(|w| w.load(SeqCst) == 0);
         let Some(slot) = t
             .slots
             .iter()
@@ -407,7 +422,42 @@ impl Attachment {
         }
         // The region changed: no dead holder's word needs keeping in the lock.
         lock.before = 0;
+        if alone && opening.is_some() {
+            // Released by `unlock`, or by the leave of a refused opener.
+            core::mem::forget(lock);
+            self.held.store(true, SeqCst);
+        }
         Ok(slot)
+    }
+
+    /// True while this process holds the attach lock it took to open the region: it is
+    /// the first to open a region nobody had open (left by every process, or by processes
+    /// that died), and no other process can attach before [`Attachment::unlock`]. Its
+    /// blocks' bytes are then of the moment its last process left (or died), unchecked by
+    /// the state seal past each block's first page.
+    pub(crate) fn holds_lock(&self) -> bool {
+        self.held.load(SeqCst)
+    }
+
+    /// Lets other processes attach (the lock [`Attachment::holds_lock`] says is held),
+    /// through the region's mapping at `base` (the attachment's own view is left untouched
+    /// until the leave: a page mapped twice counts half in a locked region's figures).
+    ///
+    /// # Safety
+    /// `base` maps the region of this attachment, read-write.
+    pub(crate) unsafe fn unlock(&self, base: *mut u8) {
+        if self.held.swap(false, SeqCst) {
+            // SAFETY: the caller's mapping.
+            let t = unsafe { table(base) };
+            let _ = t.lock.compare_exchange(self.word, 0, SeqCst, SeqCst);
+        }
+    }
+
+    /// The opener refuses the region after attaching (its blocks are damaged): its leave
+    /// writes no state seal, so the next opener checks the blocks again rather than trust
+    /// a seal taken of the damage.
+    pub(crate) fn refuse(&self) {
+        self.refused.store(true, SeqCst);
     }
 
     /// Bumps `GEN` and stores it in both seals (see the module docs), then, for a file,
@@ -455,6 +505,9 @@ impl Attachment {
                 .iter()
                 .position(|w| w.compare_exchange(0, me, SeqCst, SeqCst).is_ok())
         };
+        // The parent's hold of the lock (an open in progress in another thread) is not
+        // the child's.
+        self.held.store(false, SeqCst);
         self.word = me;
         self.slot = claim()
             .or_else(|| {
@@ -476,8 +529,16 @@ impl Drop for Attachment {
         let ours = shared_mem::same_process(shared_mem::process_word(), self.word);
         if self.slot < ATTACH_SLOTS && ours {
             // Without the lock (a live holder that does not let go) the slot is freed all
-            // the same and no seal is written: the next opener finds none to check.
-            let lock = SealLock::take(t, self.word, LOCK_PATIENCE).ok();
+            // the same and no seal is written: the next opener finds none to check. A
+            // refused first opener still holds it from its attach.
+            let lock = match self.held.swap(false, SeqCst) {
+                true => Some(SealLock {
+                    table: t,
+                    me: self.word,
+                    before: 0,
+                }),
+                false => SealLock::take(t, self.word, LOCK_PATIENCE).ok(),
+            };
             if lock.is_some() {
                 // Processes that died with a slot (a fork child that wrote to the region
                 // and ended without leaving) do not keep the last leaver from sealing.
@@ -494,7 +555,8 @@ impl Drop for Attachment {
             // SAFETY: the attachment's own mapping of the whole region, read-write, shared.
             let _ = unsafe { self.new_generation(self.page, &self.layout) };
             let _ = t.slots[self.slot].compare_exchange(self.word, 0, SeqCst, SeqCst);
-            if lock.is_some() && t.slots.iter().all(|w| w.load(SeqCst) == 0) {
+            let refused = self.refused.load(SeqCst);
+            if lock.is_some() && !refused && t.slots.iter().all(|w| w.load(SeqCst) == 0) {
                 // SAFETY: the attachment's view maps the region.
                 let sum = unsafe { seal_sum(self.page, &self.fd, &self.layout) };
                 t.seal_sum.store(sum, SeqCst);

@@ -6,7 +6,8 @@ use std::io;
 use std::time::Duration;
 
 /// Why a region could not be created, opened, left or destroyed. Every case leaves an
-/// existing region as it was (opening never writes to a region it rejects).
+/// existing region as it was (opening never writes to a region it rejects), but
+/// [`RegionError::BlocksDamaged`], found after attaching.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum RegionError {
@@ -123,6 +124,22 @@ pub enum RegionError {
         expected: u64,
         /// The state's hash now.
         found: u64,
+    },
+    /// Opening: the region's blocks are not what its lists and counts say (a free slot's
+    /// link names no free slot of its block, a list is a cycle or of another length than
+    /// the block's counts, a list of blocks or a run table is wrong): bytes of its blocks
+    /// changed while nobody had it open, past what the state seal covers. The first
+    /// process to open a region nobody has open checks it as [`crate::Cohort::verify`]
+    /// does before anything is allocated, and refuses it rather than hand out what a
+    /// damaged link names. It attached and left again (its attach table's generation
+    /// moved on; no seal is written, so the next opener checks it again); nothing was
+    /// allocated or freed. Its data can still be read through
+    /// [`crate::SharedCohort::salvage`].
+    BlocksDamaged {
+        /// The damaged block's offset in the region.
+        block_offset: u64,
+        /// What the check found (its `block` is the address in the refused mapping).
+        error: Box<crate::VerifyError>,
     },
     /// Opening: another process (`holder_pid`, alive) kept the region's attach lock, which
     /// an attach or a leave holds for milliseconds, for longer than the opener's timeout
@@ -260,6 +277,20 @@ impl fmt::Display for RegionError {
                 "the region's state was damaged while nobody had it open: it hashes to \
                  {found:#018x}, its last process left it hashing to {expected:#018x}"
             ),
+            RegionError::BlocksDamaged {
+                block_offset,
+                error,
+            } => {
+                write!(
+                    f,
+                    "the region's blocks were damaged while nobody had it open: block at \
+                     offset {block_offset:#x}"
+                )?;
+                if let Some(c) = error.size_class {
+                    write!(f, " (size class {c})")?;
+                }
+                write!(f, ": {}", error.problem)
+            }
             RegionError::Busy { holder_pid, waited } => write!(
                 f,
                 "process {holder_pid} held the region's attach lock for longer than \
@@ -302,6 +333,7 @@ impl std::error::Error for RegionError {
         match self {
             RegionError::Os { error, .. } => Some(error),
             RegionError::Placement(e) => Some(e),
+            RegionError::BlocksDamaged { error, .. } => Some(&**error),
             _ => None,
         }
     }

@@ -174,7 +174,7 @@ impl<L: Lifetime> SharedCohort<L> {
         }
         let expect = expected::<L>();
         let mapping = Mapping::create(&name, &options, &expect)?;
-        match Self::attach(mapping, name, 0, Some(options.region.as_ref())) {
+        match Self::attach(mapping, name, 0, Some(options.region.as_ref()), false) {
             Ok(region) => {
                 region.header().publish_ready();
                 Ok(region)
@@ -208,17 +208,20 @@ impl<L: Lifetime> SharedCohort<L> {
         }
         let name = place.name()?;
         let mapping = Mapping::open(&name, &expected::<L>(), options.timeout)?;
-        Self::attach(mapping, name, options.cgroup_hint, None).map_err(|(e, _)| e)
+        Self::attach(mapping, name, options.cgroup_hint, None, options.check_blocks)
+            .map_err(|(e, _)| e)
     }
 
     /// Builds the instance on a mapped region: a new one (`made`: with the options it is
     /// made with, if any), whose state it formats, or one made before, whose recorded
-    /// options it applies to this process's mapping.
+    /// options it applies to this process's mapping (and whose blocks it checks when
+    /// `check_blocks` and nobody else has it open: [`SharedCohort::check_opened`]).
     fn attach(
         mapping: Mapping,
         name: Name,
         cgroup_hint: usize,
         made: Option<Option<&RegionOptions>>,
+        check_blocks: bool,
     ) -> Result<SharedCohort<L>, (RegionError, Name)> {
         let (base, layout, attachment) = mapping.into_raw();
         let attachment = attachment.map(|a| Box::into_raw(Box::new(a)));
@@ -282,13 +285,25 @@ impl<L: Lifetime> SharedCohort<L> {
                 if let Err(e) = applied.and_then(|()| options.prefault_view(|| pool.counters.prefault())) {
                     return Err((e.into(), name));
                 }
-                Ok(SharedCohort {
+                let region = SharedCohort {
                     cohort: Cohort::from_core(core),
                     base,
                     layout,
                     name,
                     cgroup_hint,
-                })
+                };
+                // SAFETY: the boxed attachment lives until the last of this process's
+                // references to the view goes, which `region` holds until `check_opened`
+                // returns (it drops it only on a refusal, after the last use).
+                match attachment.map(|a| unsafe { &*a }) {
+                    Some(a) if a.holds_lock() && check_blocks => region.check_opened(a),
+                    Some(a) => {
+                        // SAFETY: the region's mapping, while `region` lives.
+                        unsafe { a.unlock(region.base) };
+                        Ok(region)
+                    }
+                    None => Ok(region),
+                }
             }
             Err(why) => {
                 unbuilt();
@@ -299,6 +314,36 @@ impl<L: Lifetime> SharedCohort<L> {
                     Refused::Other => RegionError::Attach,
                 };
                 Err((e, name))
+            }
+        }
+    }
+
+    /// The first process to open a region nobody had open (`a` holds the attach lock, so
+    /// none can attach meanwhile) walks it as [`Cohort::verify`] does, before anything is
+    /// allocated from it: every block's free lists, link by link (each must name a free
+    /// slot of the block's class below its bump, once; their lengths must match the
+    /// block's counts), the lists of blocks, the medium run tables and the runs. The state
+    /// seal covers the state and each block's first page; this covers the links of free
+    /// slots past it, which an allocation would otherwise follow wherever they point
+    /// (RED-77). A failure leaves the region again, unsealed (the next opener checks it
+    /// again), and is [`RegionError::BlocksDamaged`].
+    fn check_opened(self, a: &Attachment) -> Result<SharedCohort<L>, (RegionError, Name)> {
+        // SAFETY: no other thread of this process has the instance yet, and no other
+        // process has the region open (`a` holds the attach lock, taken when no slot was
+        // held but this process's).
+        match unsafe { self.cohort.verify() } {
+            Ok(_) => {
+                // SAFETY: the region's mapping, while `self` lives.
+                unsafe { a.unlock(self.base) };
+                Ok(self)
+            }
+            Err(error) => {
+                let block_offset = (error.block as u64).wrapping_sub(self.base as u64);
+                a.refuse();
+                // The leave releases the lock (the attachment goes with `self`).
+                let (_, name) = self.leave_naming();
+                let error = Box::new(error);
+                Err((RegionError::BlocksDamaged { block_offset, error }, name))
             }
         }
     }
