@@ -1,0 +1,101 @@
+//! Red-team attack (session 18) on a process that locks its memory after an instance
+//! reserved its address space: `mlockall(MCL_CURRENT | MCL_FUTURE)` at the start of a
+//! program's work (real-time, audio and security programs do), once anything was allocated
+//! (with cohort as the global allocator, anything at all). The reservation is mapped
+//! readable (README: "never locked", which holds for the mappings made after
+//! `mlockall(MCL_FUTURE)`), and the kernel populates and locks every readable mapping that
+//! exists at `MCL_CURRENT`: page tables for the whole reservation (256 GiB by default: 512
+//! MiB of them), all of it counted locked. Here the reservation is 1 GiB
+//! (`COHORT_RESERVE`), in a process of its own (this test binary again).
+
+use cohort::Cohort;
+
+const CASE: &str = "COHORT_RED_TEAM_MLOCK_CURRENT_CASE";
+
+/// A field of `/proc/self/status`, in kB.
+fn status_kb(key: &str) -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = s.lines().find(|l| l.starts_with(key)).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// In the process of its own: an instance allocates, then the process locks its memory.
+/// Prints what the lock cost.
+fn case() {
+    let a = Cohort::<()>::new();
+    let p = a.malloc(64, ());
+    assert!(!p.is_null());
+    let (pte, locked) = (status_kb("VmPTE"), status_kb("VmLck"));
+    // SAFETY: no preconditions.
+    let rc = unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) };
+    if rc != 0 {
+        // Without the privilege the lock limit refuses it (this test binary's own
+        // mappings are above a modest limit): nothing to tell.
+        println!(
+            "skipped: mlockall refused ({})",
+            std::io::Error::last_os_error()
+        );
+        return;
+    }
+    println!(
+        "mlockall done; page tables +{} kB, locked +{} kB",
+        status_kb("VmPTE") - pte,
+        status_kb("VmLck") - locked
+    );
+    // The instance goes on.
+    // SAFETY: allocated above with this size and class, freed once.
+    unsafe { a.free(p, 64, ()) };
+    assert!(!a.malloc(1000, ()).is_null());
+}
+
+/// RED-84: on main 53822bb (as root with `CAP_IPC_LOCK`, which the lock limit does not
+/// bound) `mlockall` populates and locks the whole 1 GiB reservation ("cost 2076 kB of page
+/// tables and locked 1136448 kB"; at
+/// `COHORT_RESERVE=4G`: 2.4 s, +8.3 MB of page tables, 4.26 GB locked; the default 256
+/// GiB would take 512 MiB of page tables). Without the privilege the lock limit refuses
+/// the call before anything is locked, and the test says nothing (skipped). Wanted: the
+/// lock costs about what the program uses (here, under 64 MiB locked and 1 MiB of page
+/// tables).
+#[test]
+#[ignore = "RED-84: mlockall(MCL_CURRENT) after an instance reserved its address space populates and locks the whole readable reservation (page tables for all of it; ENOMEM without privilege)"]
+fn locking_current_memory_does_not_lock_the_reservation() {
+    if std::env::var_os(CASE).is_some() {
+        case();
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "locking_current_memory_does_not_lock_the_reservation",
+            "--nocapture",
+            "--test-threads=1",
+            "--include-ignored",
+        ])
+        .env(CASE, "1")
+        .env("COHORT_RESERVE", "1G")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{:?}: {stdout}", out.status);
+    if stdout.contains("skipped") {
+        return;
+    }
+    let line = stdout
+        .lines()
+        .find_map(|l| l.split_once("mlockall ").map(|(_, rest)| rest.to_string()))
+        .expect("the child's report");
+    let number = |after: &str| -> u64 {
+        let rest = line.split(after).nth(1).unwrap();
+        rest.trim_start()
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let (pte, locked) = (number("page tables +"), number("locked +"));
+    assert!(
+        pte < 1024 && locked < 64 << 10,
+        "locking the process's memory cost {pte} kB of page tables and locked {locked} kB"
+    );
+}
