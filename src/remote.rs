@@ -81,6 +81,9 @@ pub(crate) const MAX_CHAIN: u32 = 64;
 pub(crate) const BATCH_BYTES: u32 = 8192;
 /// `flushing` while the fork handlers keep the batch.
 const FORK_HELD: u32 = 2;
+/// `flushing` of a batch the prepare handler took but could not be sure to have waited out
+/// (`membarrier` refused since its registration): the child empties it.
+const FORK_UNSURE: u32 = 3;
 
 /// One block's pending frees (see the module docs); `block` null: an unused entry.
 #[derive(Clone, Copy)]
@@ -352,7 +355,13 @@ impl RemoteBatch {
             return false;
         }
         self.take_over(1);
-        fence::heavy();
+        if !fence::heavy() {
+            // `membarrier` refused since its registration (a seccomp filter on this
+            // thread): the holder may be inside the entries unseen. Its chains stay its
+            // own, pushed by the holder (a full chain, its slow paths, its exit).
+            self.give_back();
+            return false;
+        }
         self.wait_out();
         // SAFETY: taken over and waited out; forwarded.
         unsafe { self.flush_entries(pool) };
@@ -384,7 +393,12 @@ impl RemoteBatch {
     /// give it back ([`RemoteBatch::unhold_after_fork`]).
     pub(crate) fn hold_for_fork(&self) {
         self.take_over(FORK_HELD);
-        fence::heavy();
+        if !fence::heavy() {
+            // `membarrier` refused since its registration: a holder may be inside the
+            // entries unseen, so the child's copy of them is not trusted
+            // ([`RemoteBatch::forget_holder_in_fork_child`]).
+            self.flushing.store(FORK_UNSURE, Ordering::Relaxed);
+        }
         self.wait_out();
     }
 
@@ -393,14 +407,32 @@ impl RemoteBatch {
     /// when the process was copied (kept out of the entries by [`RemoteBatch::hold_for_fork`]:
     /// it had seen `wants` or was about to), and no thread of the child will store its 0: a
     /// flush would wait for it for ever. The child's own thread is in no batch's call.
+    /// A batch the prepare handler could not hold for sure ([`FORK_UNSURE`]) is emptied in
+    /// the child without pushing its chains: their slots stay counted in use there (lost
+    /// to the child, never handed out twice).
     pub(crate) fn forget_holder_in_fork_child(&self) {
         self.busy.store(0, Ordering::Relaxed);
+        if self.flushing.load(Ordering::Relaxed) == FORK_UNSURE {
+            // SAFETY: the child's only thread, in its fork handler: nobody else touches
+            // the entries.
+            unsafe {
+                self.with_entries(|entries| {
+                    for e in &mut entries.pending {
+                        e.block = ptr::null();
+                    }
+                })
+            };
+            self.pending.store(0, Ordering::Relaxed);
+        }
     }
 
     /// After a fork, in the parent and the child: gives the batch back if the prepare
     /// handler took it (a heap registered meanwhile was not taken, and is left alone).
     pub(crate) fn unhold_after_fork(&self) {
-        if self.flushing.load(Ordering::Relaxed) == FORK_HELD {
+        if matches!(
+            self.flushing.load(Ordering::Relaxed),
+            FORK_HELD | FORK_UNSURE
+        ) {
             self.give_back();
         }
     }
