@@ -137,7 +137,7 @@ unsafe fn empty_heads(heap: *mut Heap, pool: &Pool, st: &mut PoolState) {
         *head.partial = BlockList::new();
     }
     // Its blocks are found by the walk of the pool's blocks (`relist`), each once.
-    drop(hp.returned.take_all(pool.units()));
+    let _taken = hp.returned.take_all(pool.units());
 }
 
 /// Step 2 of the module docs for block `h` of `heap`: recounted, then retired `FULL`
