@@ -118,10 +118,6 @@ fn assert_child_passed(status: i32, codes: &str) {
     );
 }
 
-/// A join kept where any thread may lock it: a worker uses it, a fork child goes on
-/// with it when the worker had let it go at the fork.
-type Kept = std::sync::Mutex<Option<Join<'static>>>;
-
 /// Starts the first steps of a free of slot `p` (of `size` bytes) through a join's heap,
 /// as its free does: checked mode's check (its live bit cleared) and the push on the
 /// block's local list with the count's decrement. Returns what the push said.
@@ -141,6 +137,44 @@ fn free_pushed(a: &Cohort, p: *mut u8, size: usize) -> crate::block::LocalFree {
     unsafe { h.push_local_at((p as usize - h.base() as usize) as u32) }
 }
 
+/// Runs `before` on a new thread with a join of `a` in group `group`, then leaves the
+/// join in a mutex (where a fork child finds it, free) and waits; meanwhile forks, and the
+/// child runs `child` with the join and what `before` returned; then the thread runs
+/// `after` likewise and drops the join. Returns the child's wait status.
+fn fork_amid_a_workers_join<T: Clone + Send + 'static>(
+    a: &'static Cohort,
+    group: usize,
+    before: impl FnOnce(&Join<'static>) -> T + Send + 'static,
+    after: impl FnOnce(&Join<'static>, T) + Send + 'static,
+    child: impl FnOnce(&Join<'static>, T) -> i32,
+) -> i32 {
+    use std::sync::mpsc::channel;
+    use std::sync::Mutex;
+
+    let kept: &'static Mutex<Option<Join<'static>>> = Box::leak(Box::new(Mutex::new(None)));
+    let (stopped, in_call) = channel();
+    let (go_on, resume) = channel::<()>();
+    let worker = std::thread::spawn(move || {
+        let j = a.join(group).unwrap();
+        let t = before(&j);
+        *kept.lock().unwrap() = Some(j);
+        stopped.send(t.clone()).unwrap();
+        resume.recv().unwrap();
+        let j = kept.lock().unwrap().take().unwrap();
+        after(&j, t);
+    });
+    let t = in_call.recv().unwrap();
+    let status = in_fork_child(|| child(kept.lock().unwrap().as_ref().unwrap(), t));
+    go_on.send(()).unwrap();
+    worker.join().unwrap();
+    status
+}
+
+/// Slot addresses as numbers (sent between threads).
+fn addresses(ps: &[*mut u8]) -> Vec<usize> {
+    ps.iter().map(|&p| p as usize).collect()
+}
+
 /// RED-70: a fork child of a process whose other thread was inside a call of a join
 /// (here a local free, the fast path's, stopped between its push on the block's local
 /// list and the count's decrement) kept the join's heap as it was, and its verify
@@ -152,46 +186,32 @@ fn free_pushed(a: &Cohort, p: *mut u8, size: usize) -> crate::block::LocalFree {
 #[test]
 fn a_fork_child_repairs_a_joins_heap_another_thread_was_in_a_call_on() {
     use crate::block::header_of;
-    use std::sync::mpsc::channel;
 
     let a: &'static Cohort = Box::leak(Box::new(Cohort::new()));
-    let kept: &'static Kept = Box::leak(Box::new(Kept::new(None)));
-    let (stopped, in_call) = channel();
-    let (go_on, resume) = channel::<()>();
-    let worker = std::thread::spawn(move || {
-        let j = a.join(4).unwrap();
-        let token = j.heap().unwrap().token;
+    let stopped = move |j: &Join<'static>| {
         let ps: Vec<*mut u8> = (0..10).map(|_| j.malloc(64, ())).collect();
-        *kept.lock().unwrap() = Some(j);
         // The free's push done, its count's decrement taken back: the step not done.
         let _ = free_pushed(a, ps[0], 64);
         // SAFETY: a live block of the join's.
-        let h = unsafe { &*header_of(ps[0]) };
-        h.count_add(1);
-        stopped.send((token, ps.iter().map(|&p| p as usize).collect::<Vec<_>>())).unwrap();
-        resume.recv().unwrap();
-        // The free's last step, then the rest freed as usual.
-        h.count_add(u32::MAX);
-        let guard = kept.lock().unwrap();
-        let j = guard.as_ref().unwrap();
+        unsafe { (*header_of(ps[0])).count_add(1) };
+        (j.heap().unwrap().token, addresses(&ps))
+    };
+    let finished = move |j: &Join<'static>, (_, ps): (u64, Vec<usize>)| {
+        // SAFETY: as above; the free's last step, then the rest freed as usual.
+        unsafe { (*header_of(ps[0] as *mut u8)).count_add(u32::MAX) };
         for &q in &ps[1..] {
             // SAFETY: live, freed once.
-            unsafe { j.free(q, 64, ()) };
+            unsafe { j.free(q as *mut u8, 64, ()) };
         }
-    });
-    let (token, ps) = in_call.recv().unwrap();
-    let status = in_fork_child(|| {
+    };
+    let status = fork_amid_a_workers_join(a, 4, stopped, finished, |j, (token, ps)| {
         let status = verify_status(a);
         if status != 0 {
             return status;
         }
         // SAFETY: a block of the join's, mapped.
-        if unsafe { (*header_of(ps[0] as *mut u8)).owner() } != token {
-            return 4;
-        }
-        let guard = kept.lock().unwrap();
-        let j = guard.as_ref().unwrap();
-        if j.heap().map(|h| h.token) != Some(token) {
+        let owner = unsafe { (*header_of(ps[0] as *mut u8)).owner() };
+        if owner != token || j.heap().map(|h| h.token) != Some(token) {
             return 4;
         }
         let qs: Vec<*mut u8> = (0..300).map(|_| j.malloc(64, ())).collect();
@@ -207,14 +227,11 @@ fn a_fork_child_repairs_a_joins_heap_another_thread_was_in_a_call_on() {
         }
         verify_status(a)
     });
-    go_on.send(()).unwrap();
-    worker.join().unwrap();
     assert_child_passed(
         status,
         "2, the join handed out a live slot; 3, its verify, on the standard error; 4, the \
          heap is no longer the join's; 6, a slot stayed live",
     );
-    drop(kept.lock().unwrap().take());
     // SAFETY: every other thread has ended.
     unsafe { a.verify() }.expect("verify in the parent");
     assert!(a.is_empty());
@@ -230,43 +247,32 @@ fn a_fork_child_repairs_a_joins_heap_another_thread_was_in_a_call_on() {
 fn a_fork_child_relists_a_full_block_a_joins_free_stopped_in() {
     use crate::block::{header_of, LocalFree};
     use crate::class::{class_of, CLASSES};
-    use std::sync::mpsc::channel;
 
     const SIZE: usize = 16 << 10;
     let capacity = CLASSES[class_of(SIZE, 8).unwrap()].capacity as usize;
     let a: &'static Cohort = Box::leak(Box::new(Cohort::new()));
-    let kept: &'static Kept = Box::leak(Box::new(Kept::new(None)));
-    let (stopped, in_call) = channel();
-    let (go_on, resume) = channel::<()>();
-    let worker = std::thread::spawn(move || {
-        let j = a.join(5).unwrap();
+    let stopped = move |j: &Join<'static>| {
         // A block's every slot, and one of the next block: the first is retired `FULL`.
         let ps: Vec<*mut u8> = (0..=capacity).map(|_| j.malloc(SIZE, ())).collect();
         // SAFETY: a block of the join's.
-        let h = unsafe { &*header_of(ps[0]) };
-        assert!(h.is_full(), "the first block is retired FULL");
+        assert!(unsafe { (*header_of(ps[0])).is_full() }, "the first block is FULL");
         let pushed = free_pushed(a, ps[0], SIZE);
         assert!(matches!(pushed, LocalFree::Slow), "the free takes the slow path");
-        *kept.lock().unwrap() = Some(j);
-        stopped.send(ps.iter().map(|&p| p as usize).collect::<Vec<_>>()).unwrap();
-        resume.recv().unwrap();
-        let guard = kept.lock().unwrap();
-        let j = guard.as_ref().unwrap();
-        // The free's slow path, then the rest freed as usual.
-        j.heap().unwrap().free_slow(h);
+        addresses(&ps)
+    };
+    let finished = move |j: &Join<'static>, ps: Vec<usize>| {
+        // SAFETY: as above. The free's slow path, then the rest freed as usual.
+        j.heap().unwrap().free_slow(unsafe { &*header_of(ps[0] as *mut u8) });
         for &q in &ps[1..] {
             // SAFETY: live, freed once.
-            unsafe { j.free(q, SIZE, ()) };
+            unsafe { j.free(q as *mut u8, SIZE, ()) };
         }
-    });
-    let ps = in_call.recv().unwrap();
-    let status = in_fork_child(|| {
+    };
+    let status = fork_amid_a_workers_join(a, 5, stopped, finished, |j, ps| {
         let status = verify_status(a);
         if status != 0 {
             return status;
         }
-        let guard = kept.lock().unwrap();
-        let j = guard.as_ref().unwrap();
         for &q in &ps[1..] {
             // SAFETY: live, freed once.
             unsafe { j.free(q as *mut u8, SIZE, ()) };
@@ -278,13 +284,10 @@ fn a_fork_child_relists_a_full_block_a_joins_free_stopped_in() {
         }
         verify_status(a)
     });
-    go_on.send(()).unwrap();
-    worker.join().unwrap();
     assert_child_passed(
         status,
         "3, its verify, on the standard error; 6, a block stayed in use with no live slot",
     );
-    drop(kept.lock().unwrap().take());
     // SAFETY: every other thread has ended.
     unsafe { a.verify() }.expect("verify in the parent");
     assert!(a.is_empty());
@@ -299,32 +302,24 @@ fn a_fork_child_relists_a_full_block_a_joins_free_stopped_in() {
 /// dead threads' (session 17's landing, reverted): status 4.
 #[test]
 fn joins_in_no_call_at_the_fork_keep_their_heaps_in_the_child() {
-    use std::sync::mpsc::channel;
-
     let a: &'static Cohort = Box::leak(Box::new(Cohort::new()));
-    let kept: &'static Kept = Box::leak(Box::new(Kept::new(None)));
-    let (made, ready) = channel();
-    let (go_on, resume) = channel::<()>();
-    let worker = std::thread::spawn(move || {
-        let j = a.join(6).unwrap();
-        let token = j.heap().unwrap().token;
-        let p = j.malloc(64, ());
-        // SAFETY: 64 bytes of ours.
-        unsafe { p.write_bytes(0x5a, 64) };
-        *kept.lock().unwrap() = Some(j);
-        made.send((p as usize, token)).unwrap();
-        resume.recv().unwrap();
-    });
-    let (p, theirs) = ready.recv().unwrap();
-    let p = p as *mut u8;
     let own = a.join(6).unwrap();
     let ours = own.heap().unwrap().token;
     let mine = own.malloc(48, ());
     // SAFETY: 48 bytes of ours.
     unsafe { mine.write_bytes(0xa5, 48) };
-    let status = in_fork_child(|| {
-        let guard = kept.lock().unwrap();
-        let j = guard.as_ref().unwrap();
+    let made = move |j: &Join<'static>| {
+        let p = j.malloc(64, ());
+        // SAFETY: 64 bytes of ours.
+        unsafe { p.write_bytes(0x5a, 64) };
+        (p as usize, j.heap().unwrap().token)
+    };
+    let freed = move |j: &Join<'static>, (p, _): (usize, u64)| {
+        // SAFETY: live, freed once.
+        unsafe { j.free(p as *mut u8, 64, ()) };
+    };
+    let status = fork_amid_a_workers_join(a, 6, made, freed, |j, (p, theirs)| {
+        let p = p as *mut u8;
         if j.heap().map(|h| h.token) != Some(theirs) || own.heap().map(|h| h.token) != Some(ours)
         {
             return 4;
@@ -362,20 +357,14 @@ fn joins_in_no_call_at_the_fork_keep_their_heaps_in_the_child() {
         }
         verify_status(a)
     });
-    go_on.send(()).unwrap();
-    worker.join().unwrap();
     assert_child_passed(
         status,
         "2, an allocation overlapped a join's object; 3, its verify, on the standard error; \
          4, a join's heap changed; 5, a byte changed; 7, the release freed a join's object",
     );
-    let j = kept.lock().unwrap().take().unwrap();
-    // SAFETY: live, freed once each.
-    unsafe {
-        j.free(p, 64, ());
-        own.free(mine, 48, ());
-    }
-    drop((j, own));
+    // SAFETY: live, freed once.
+    unsafe { own.free(mine, 48, ()) };
+    drop(own);
     // SAFETY: every other thread has ended.
     unsafe { a.verify() }.expect("verify in the parent");
     assert!(a.is_empty());
