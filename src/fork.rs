@@ -258,13 +258,15 @@ unsafe extern "C" fn parent() {
 /// The `child` handler: in private pools, marks the heaps of the parent's other threads
 /// dead (those of the threads the child does not have, and those whose thread or join was
 /// exiting at the fork: `heap_handover::after_fork_in_child`; the forking thread's stay
-/// its own, and so do the joins, which the child's thread may carry) and clears the
-/// batches' `busy` (no thread of the child is in one:
-/// `RemoteBatch::forget_holder_in_fork_child`); makes the calling thread forget its heaps of
-/// shared pools (the parent's); then releases the locks [`prepare`] kept. The dead heaps
-/// are taken over later, by the child's first call that reaps dead holders' heaps
-/// (`heap_handover::reap_dead`: `verify`, a thread's join, a release that leaves blocks
-/// to other threads, out of memory), not here: a fork followed by `exec` pays nothing.
+/// its own, and so do the joins, which the child's thread may carry) and repairs each
+/// join's heap in place (another thread may have been inside a call of it:
+/// `heap_handover::repair_joins_in_child`); clears the batches' `busy` (no thread of the
+/// child is in one: `RemoteBatch::forget_holder_in_fork_child`); makes the calling thread
+/// forget its heaps of shared pools (the parent's); then releases the locks [`prepare`]
+/// kept. The dead heaps are taken over later, by the child's first call that reaps dead
+/// holders' heaps (`heap_handover::reap_dead`: `verify`, a thread's join, a release that
+/// leaves blocks to other threads, out of memory), not here: a fork followed by `exec`
+/// pays nothing for them (for the joins' heaps, a walk of their heads and of the blocks).
 ///
 /// # Safety
 /// Called only by `fork()` in the child, after [`prepare`] in the parent, while the
@@ -300,6 +302,9 @@ unsafe extern "C" fn child() {
             // SAFETY: the fork child's handler, on its only thread; `own` is its heap list,
             // read before the fork.
             unsafe { heap_handover::after_fork_in_child(pool, own) };
+            // SAFETY: as above, after the marks (a join's heap its join was leaving is
+            // forsaken, not repaired).
+            unsafe { heap_handover::repair_joins_in_child(pool) };
             for heap in registered(pool) {
                 // SAFETY: as in `prepare`: the registered heaps are mapped.
                 unsafe { (*heap).remote.forget_holder_in_fork_child() };

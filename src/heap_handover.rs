@@ -315,9 +315,8 @@ fn retire_strays(pool: &Pool, st: &PoolState, heap: *mut Heap) {
 /// no thread of the child will use are marked dead ([`FORSAKEN`]), for [`reap_dead`] to
 /// take over as a dead process's: those that were exiting (their thread or join was
 /// leaving them), and the thread heaps ([`THREAD_GROUP`]) not on the forking thread's list
-/// `own` (the parent's other threads'). An explicit join's heap stays as it is: a join
-/// the child's thread carries goes on with it (one another thread was inside a call on at
-/// the fork keeps that call half done, as any object that thread was changing).
+/// `own` (the parent's other threads'). An explicit join's heap stays its join's: the
+/// handler repairs it in place next ([`repair_joins_in_child`]).
 ///
 /// # Safety
 /// The fork child's handler, on the child's only thread, holding `pool`'s lock; `own` is
@@ -595,6 +594,10 @@ pub(crate) mod hooks {
 mod claim;
 #[cfg(not(loom))]
 pub(crate) use claim::claim_idle;
+#[cfg(not(loom))]
+mod fork_join;
+#[cfg(not(loom))]
+pub(crate) use fork_join::repair_joins_in_child;
 
 #[cfg(all(loom, test))]
 mod loom;

@@ -21,7 +21,10 @@
 //! child (nor left by the child's drop). If the child can have no heap (the registry is
 //! full, the OS refuses), its allocations through the join return null and its frees go
 //! through the [`Cohort`]. A join of a private instance keeps its heap in the child (the
-//! child's copy of the instance is its own).
+//! child's copy of the instance is its own), which the child's fork handler made whole:
+//! another thread of the parent may have been inside a call of the join at the fork
+//! (`crate::heap_handover::repair_joins_in_child`). What the join allocated before the
+//! fork stays the live join's in the child.
 //!
 //! Invariant: `born == fork::generation()` ⇒ `heap` is held by this process (a join's
 //! heap of a shared instance: its holder word is this process's), or `heap` is null.
@@ -110,7 +113,8 @@ impl<L: Lifetime> Join<'_, L> {
     }
 
     /// The first call in a fork child: a join of a shared instance takes a heap of its own
-    /// (the one it names is the parent's); a private instance's heap is the child's copy.
+    /// (the one it names is the parent's); a private instance's heap is the child's copy,
+    /// repaired by the fork handler.
     #[cold]
     #[inline(never)]
     fn after_fork(&self) {
@@ -326,76 +330,4 @@ impl<L: Lifetime> Drop for Join<'_, L> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_join_adopts_the_heap_its_group_left() {
-        let a: Cohort = Cohort::new();
-        let j = a.join(7).unwrap();
-        let seven = j.heap().unwrap().token;
-        j.leave();
-        let eight = a.join(8).unwrap();
-        assert_ne!(
-            eight.heap().unwrap().token,
-            seven,
-            "another group's heap is not taken"
-        );
-        let again = a.join(7).unwrap();
-        assert_eq!(again.heap().unwrap().token, seven, "the group's own heap is adopted");
-    }
-
-    /// A join's free takes the `Cohort`'s path (one router), so it makes the same checks:
-    /// a double free of the slot freed last is reported in every build.
-    #[test]
-    #[should_panic(expected = "double free")]
-    fn a_join_reports_a_double_free() {
-        let a: Cohort = Cohort::new();
-        let j = a.join(1).unwrap();
-        let p = j.malloc(64, ());
-        // SAFETY: p is live; the second free is the misuse under test, caught before it
-        // touches anything.
-        unsafe {
-            j.free(p, 64, ());
-            j.free(p, 64, ());
-        }
-    }
-
-    /// And a size of another class than the block's is reported, not pushed on its list.
-    #[test]
-    #[should_panic(expected = "size class")]
-    fn a_join_reports_a_free_with_the_wrong_size() {
-        let a: Cohort = Cohort::new();
-        let j = a.join(2).unwrap();
-        let p = j.malloc(64, ());
-        // SAFETY: the wrong size is the misuse under test, caught before anything changes.
-        unsafe { j.free(p, 4000, ()) };
-    }
-
-    /// A block of the calling thread's own heap freed through a join is a local free of
-    /// that heap, and an allocation of the join freed through the `Cohort` a remote one:
-    /// both come back for reuse.
-    #[test]
-    fn frees_across_a_join_and_its_thread_reach_their_owners() {
-        let a: Cohort = Cohort::new();
-        let j = a.join(3).unwrap();
-        let mine = a.malloc(48, ());
-        let joins = j.malloc(48, ());
-        // SAFETY: both live, each freed once.
-        unsafe {
-            j.free(mine, 48, ());
-            a.free(joins, 48, ());
-        }
-        // SAFETY: no other thread uses `a`.
-        unsafe { a.verify() }.unwrap();
-        // The thread's heap reuses its slot once its bump window is spent (a collect of its
-        // local free list, whose first slot is the one freed last).
-        let window = 4096 / 48 + 1;
-        let taken: Vec<*mut u8> = (0..window).map(|_| a.malloc(48, ())).collect();
-        assert!(taken.contains(&mine), "the thread's heap reuses its slot");
-        for p in taken {
-            // SAFETY: live, each freed once.
-            unsafe { a.free(p, 48, ()) };
-        }
-    }
-}
+mod tests;

@@ -1,6 +1,8 @@
-//! RED-70's fix under `release_class` and `compact`: a fork child marks every join's heap
-//! dead, to be taken over as a dead thread's. The objects a join allocated before the
-//! fork stay live in the child, and a join that has not been left is no exited thread's:
+//! RED-70's fix under `release_class` and `compact` (RED-78: session 17's fix took every
+//! join's heap over in the child as a dead thread's, and this failed every run): the child
+//! repairs every join's heap in place, which stays the join's (`heap_handover::fork_join`).
+//! The objects a join allocated before the fork stay live in the child, and a join that
+//! has not been left is no exited thread's:
 //! the child's `release_class` of their class must leave them alone (as the parent's does),
 //! and nothing the child allocates afterwards may overlap them.
 
