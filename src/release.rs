@@ -382,6 +382,11 @@ impl<L: Lifetime> Cohort<L> {
     /// Thread safety: may run while other threads allocate. Cost: proportional to the blocks.
     /// Returns the blocks given back and the resident bytes before and after.
     ///
+    /// In a region other processes use, the lists of blocks it follows (the pool's, the
+    /// calling thread's heap's) are checked link by link first, under the pool lock: if
+    /// another process's stray write damaged them, no block is given back (`verify`
+    /// names the damage) rather than a wild address followed.
+    ///
     /// # Examples
     ///
     /// ```
@@ -406,19 +411,32 @@ impl<L: Lifetime> Cohort<L> {
         let me = per_thread::find_own(self.core.instance_id());
         let mut st = pool.lock();
         // SAFETY: `me` is null or the calling thread's own heap.
-        let blocks = heap::compact(unsafe { me.as_ref() }, pool, &mut st);
-        // Empty medium blocks, and the free pages of the others.
-        let blocks = blocks + pool.compact_medium(&mut st);
+        let me = unsafe { me.as_ref() };
+        // Lists another process's stray write damaged are left as they are (RED-30).
+        let blocks = match crate::verify::lists_whole(pool, &st, me) {
+            // Empty medium blocks, and the free pages of the others.
+            true => heap::compact(me, pool, &mut st) + pool.compact_medium(&mut st),
+            false => 0,
+        };
         drop(st);
-        let cached = pool.large.lock().drain_cache();
-        // SAFETY: cached large mappings belong to no allocation.
-        unsafe { unmap_evicted(&cached) };
+        // A pool other processes use maps no large allocation (they are runs of its
+        // units) unless it falls back (its formatter's alone): its cache holds nothing to
+        // unmap but what another process's stray write put there.
+        let maps = !pool.is_process_shared() || pool.region.falls_back();
+        let large_mappings = if maps {
+            let cached = pool.large.lock().drain_cache();
+            // SAFETY: cached large mappings belong to no allocation.
+            unsafe { unmap_evicted(&cached) };
+            cached.len()
+        } else {
+            0
+        };
         let resident_after = pool.resident_bytes();
         Compacted {
             blocks,
             resident_before,
             resident_after,
-            large_mappings: cached.len(),
+            large_mappings,
         }
     }
 

@@ -35,7 +35,7 @@ use crate::pool::{Pool, PoolState, EMPTY_KEY};
 use crate::sync::Ordering;
 use bitvec::slice::BitSlice;
 use core::fmt;
-use lists::{check_lists, check_retained, check_state, Carved};
+use lists::{check_lists, check_retained, check_state, lists_fault, Carved};
 
 mod lists;
 
@@ -184,6 +184,15 @@ impl<L: Lifetime> Cohort<L> {
         // SAFETY: `&mut self`: no other thread can use this allocator meanwhile.
         unsafe { self.verify() }
     }
+}
+
+/// Under the pool lock, in a pool other processes use: whether the lists `compact`
+/// follows (the pool's, and those of `heap`, the caller's) are whole, link by link (see
+/// `lists::lists_fault`). `compact` leaves them alone when not (a stray write of another
+/// process damaged them since this one attached); `verify` names the damage. Always true
+/// in a pool no other process uses (nobody else writes its state).
+pub(crate) fn lists_whole(pool: &Pool, st: &PoolState, heap: Option<&crate::heap::Heap>) -> bool {
+    !pool.is_process_shared() || lists_fault(pool, st, heap).is_none()
 }
 
 /// What is wrong with a block, as plain data (worded by [`Fault::into_error`] once the

@@ -293,7 +293,6 @@ fn a_region_file_with_a_damaged_state_byte_never_crashes_the_opener() {
 /// Damage: 300 (offset, byte) pairs over the state area, from a fixed seed, each on a
 /// fresh copy of the state with a holder attached.
 #[test]
-#[ignore = "RED-30: with another process attached, a damaged state byte still crashes the second opener's verify/compact (the seal is checked by the first opener only)"]
 fn a_damaged_state_byte_never_crashes_a_second_opener() {
     use cohort::{CreateOptions, OpenOptions, Place, SharedCohort};
     use red_team_common::*;

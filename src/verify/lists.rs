@@ -212,3 +212,46 @@ fn check_heap_listed(
     let says = h.role();
     ensure(says == role, h, Problem::HeapRole { role, says })
 }
+
+/// The lists `compact` follows under the pool lock, checked link by link first in a region
+/// other processes use, whose state a stray write of another process may have damaged
+/// since this process attached (RED-30): the pool's state ([`check_state`]), its partial
+/// lists, its kept empty blocks, the lifetime classes' lists, the medium lists and the
+/// partial lists of `heap` (the caller's own). Every link names a carved block whose next
+/// links back to it, and no list is longer than the carved blocks. The problem found, if
+/// any (`compact` then leaves the lists as they are: `verify` reports it).
+pub(super) fn lists_fault(pool: &Pool, st: &PoolState, heap: Option<&crate::heap::Heap>) -> Option<Fault> {
+    let carved = Carved::new(pool, st);
+    let units = pool.units();
+    let mut res = check_state(pool, st);
+    for head in pool.heads() {
+        let what = "the pool's list";
+        res = res.and_then(|()| carved.walk(st.partial_list(head), units, what, linked(carved, units, what)));
+    }
+    let what = "the kept empty blocks' list";
+    res = res.and_then(|()| carved.walk(st.retained_list(), units, what, linked(carved, units, what)));
+    for life in 0..pool.life_count {
+        let (links, what) = (pool.life_links(), "a lifetime class's list");
+        res = res.and_then(|()| carved.walk(st.of_life(life), links, what, linked(carved, links, what)));
+        let what = "a medium list";
+        res = res.and_then(|()| carved.walk(st.medium_list(life), units, what, linked(carved, units, what)));
+    }
+    if let Some(hp) = heap {
+        hp.for_each_head(pool, |_, partial| {
+            let what = "a heap's list";
+            res = core::mem::replace(&mut res, Ok(()))
+                .and_then(|()| carved.walk(partial, units, what, linked(carved, units, what)));
+        });
+    }
+    res.err()
+}
+
+/// A list walk's check of each block (`links`: the list's kind of links): its next links
+/// back to it.
+fn linked<'c, 'l, L: Links<'l>>(
+    carved: Carved<'c>,
+    links: L,
+    what: &'static str,
+) -> impl FnMut(&'l Header) -> Result<(), Fault> + use<'c, 'l, L> {
+    move |h| ensure(carved.links_back(links, h), h, Problem::BackLink(what))
+}
