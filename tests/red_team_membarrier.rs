@@ -7,6 +7,10 @@
 //! misused. Each case runs in a process of its own (this test binary again): a seccomp
 //! filter cannot be removed.
 
+#[path = "common/processes.rs"]
+#[allow(dead_code)]
+mod processes;
+
 use cohort::Cohort;
 use std::sync::mpsc;
 
@@ -94,26 +98,6 @@ fn case(call: &str) {
     println!("done");
 }
 
-/// Runs `call`'s case in a process of its own: its exit status and standard error.
-fn run(test: &str, call: &str) -> (std::process::ExitStatus, String, String) {
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            test,
-            "--nocapture",
-            "--test-threads=1",
-            "--include-ignored",
-        ])
-        .env(CASE, call)
-        .output()
-        .unwrap();
-    (
-        out.status,
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// RED-83: on main 53822bb each call aborts the process ("cohort: membarrier refused after
 /// it was registered", SIGABRT) when the calling thread may no longer call membarrier.
 #[test]
@@ -127,7 +111,9 @@ fn a_sandbox_refusing_membarrier_after_registration_does_not_abort() {
     let failed: Vec<String> = ["compact", "stats", "verify"]
         .into_iter()
         .filter_map(|call| {
-            let (status, stdout, stderr) = run(test, call);
+            let out = processes::rerun(test, &[(CASE, call)]);
+            let (status, stdout) = (out.status, String::from_utf8_lossy(&out.stdout));
+            let stderr = String::from_utf8_lossy(&out.stderr);
             (!status.success() || !stdout.contains("done")).then(|| {
                 let said = stderr.lines().find(|l| l.contains("cohort")).unwrap_or("");
                 format!("{call}: {status:?} {said}")
