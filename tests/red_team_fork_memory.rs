@@ -30,17 +30,7 @@ fn isolated(test: &str, advice: libc::c_int, shared: bool) -> Ended {
         println!("ended {ended:?}");
         std::process::exit(0);
     }
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            test,
-            "--nocapture",
-            "--test-threads=1",
-            "--include-ignored",
-        ])
-        .env(CASE, "1")
-        .output()
-        .unwrap();
+    let out = red_team_common::rerun(test, &[(CASE, "1")]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{:?}: {stdout}", out.status);
     match stdout.split("ended ").nth(1).and_then(|l| l.lines().next()) {

@@ -159,14 +159,7 @@ fn in_child(
         let bad = attack(tag, how, damage);
         assert!(bad.is_empty(), "{tag}: {bad:?}");
     });
-    let status = processes::wait_status(pid);
-    if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
-        return None;
-    }
-    Some(match libc::WIFSIGNALED(status) {
-        true => format!("{tag}: killed by signal {}", libc::WTERMSIG(status)),
-        false => format!("{tag}: status {status:#x} (see its output)"),
-    })
+    processes::failure(tag, processes::wait_status(pid))
 }
 
 /// Writes `link` as the first 4 bytes of every freed slot.

@@ -8,6 +8,10 @@
 //! MiB of them), all of it counted locked. Here the reservation is 1 GiB
 //! (`COHORT_RESERVE`), in a process of its own (this test binary again).
 
+#[path = "common/processes.rs"]
+#[allow(dead_code)]
+mod processes;
+
 use cohort::Cohort;
 
 const CASE: &str = "COHORT_RED_TEAM_MLOCK_CURRENT_CASE";
@@ -63,18 +67,10 @@ fn locking_current_memory_does_not_lock_the_reservation() {
         case();
         return;
     }
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "locking_current_memory_does_not_lock_the_reservation",
-            "--nocapture",
-            "--test-threads=1",
-            "--include-ignored",
-        ])
-        .env(CASE, "1")
-        .env("COHORT_RESERVE", "1G")
-        .output()
-        .unwrap();
+    let out = processes::rerun(
+        "locking_current_memory_does_not_lock_the_reservation",
+        &[(CASE, "1"), ("COHORT_RESERVE", "1G")],
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{:?}: {stdout}", out.status);
     if stdout.contains("skipped") {

@@ -80,3 +80,33 @@ pub fn mappings() -> usize {
         .lines()
         .count()
 }
+
+/// Runs this test binary's test `test` again in a process of its own (with `--exact`,
+/// `--nocapture`, one thread, ignored tests included) with the environment variables
+/// `envs` set: for a case that changes its whole process (a seccomp filter, a lock of all
+/// memory, a mapping no fork child gets). Returns its output.
+pub fn rerun(test: &str, envs: &[(&str, &str)]) -> std::process::Output {
+    let mut command = std::process::Command::new(std::env::current_exe().unwrap());
+    command.args([
+        "--exact",
+        test,
+        "--nocapture",
+        "--test-threads=1",
+        "--include-ignored",
+    ]);
+    for &(k, v) in envs {
+        command.env(k, v);
+    }
+    command.output().unwrap()
+}
+
+/// A description of a child's wait `status` unless it exited 0.
+pub fn failure(tag: &str, status: i32) -> Option<String> {
+    if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
+        return None;
+    }
+    Some(match libc::WIFSIGNALED(status) {
+        true => format!("{tag}: killed by signal {}", libc::WTERMSIG(status)),
+        false => format!("{tag}: status {status:#x} (see its output)"),
+    })
+}

@@ -16,6 +16,12 @@ pub type Ended = Result<i32, i32>;
 mod processes;
 pub use processes::in_child;
 
+/// This test binary's test `test` again, in a process of its own, with `envs` set
+/// (`processes::rerun`).
+pub fn rerun(test: &str, envs: &[(&str, &str)]) -> std::process::Output {
+    processes::rerun(test, envs)
+}
+
 /// Waits for child `pid`: how it ended.
 pub fn wait(pid: libc::pid_t) -> Ended {
     let status = processes::wait_status(pid);
