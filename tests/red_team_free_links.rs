@@ -202,7 +202,6 @@ fn forged_to_a_live_slot(file: &std::fs::File, live: &[u64], freed: &[u64]) {
 
 /// Garbage in a block's remote list.
 #[test]
-#[ignore = "RED-77 family: a garbage link in a remote list at rest is not checked at open (main 53822bb: SIGSEGV); refused at open on seal f3cfb82"]
 fn garbage_in_a_remote_list_at_rest_is_refused_or_harmless() {
     assert_eq!(in_child("remote", Freed::Remotely, remote_garbage), None);
 }

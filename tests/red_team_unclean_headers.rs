@@ -71,7 +71,6 @@ fn case(tag: &str, at: u64, garbage: &[u8]) -> Option<String> {
 /// died with it open "not covered"); seal f3cfb82: all six refused at open
 /// (`BlocksDamaged`: header magic, bump offset, bump end/stride named).
 #[test]
-#[ignore = "RED-77 family (not covered on main: SIGSEGV for one of six header damages in a file left unclean); passes on seal f3cfb82, un-ignore with it"]
 fn garbage_in_a_header_of_a_file_left_unclean_is_refused_or_harmless() {
     let mut bad = Vec::new();
     for (i, (at, len, byte)) in [
