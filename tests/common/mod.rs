@@ -90,6 +90,7 @@ pub mod kernel_view;
 pub mod memory;
 pub mod objects;
 pub mod processes;
+pub mod seccomp;
 
 /// The panic message of `f`, which must panic: the report of a misuse.
 pub fn misuse_message(f: impl FnOnce()) -> String {
