@@ -216,3 +216,129 @@ fn every_call_of_a_lost_region_aborts_with_a_message_or_works() {
     }
     assert!(failed.is_empty(), "{failed:#?}");
 }
+
+/// How many other instances the forking thread has heaps of: more than the 64 heaps of
+/// its list the fork's `prepare` copies.
+const MANY: usize = 80;
+
+/// The lost region's heap at `at` of the thread's list of `MANY + 1` heaps (0: the newest,
+/// the list's first; `MANY`: the oldest, past the copied part); every other instance keeps
+/// its objects in the child, serves it without handing them out again, and verifies; the
+/// lost one aborts naming the region.
+fn many_instances(advice: libc::c_int, at: usize) -> Vec<String> {
+    const SIZE: usize = 48;
+    const KEPT: usize = 3;
+    // A heap made later goes first on the thread's list.
+    let mut region = None;
+    let mut others = Vec::new();
+    for i in 0..=MANY {
+        if i == MANY - at {
+            let r: &'static Cohort<Life> = Box::leak(Box::new(advised_region(advice, false)));
+            assert!(!r.malloc(SIZE, Life::Short).is_null());
+            region = Some(r);
+            continue;
+        }
+        let c: &'static Cohort<Life> = Box::leak(Box::new(Cohort::with_reservation(8 << 20)));
+        let kept: Vec<usize> = (0..KEPT)
+            .map(|k| {
+                let p = c.malloc(SIZE, Life::Short);
+                assert!(!p.is_null());
+                // SAFETY: SIZE bytes of ours.
+                unsafe { p.write_bytes(tag(others.len(), k), SIZE) };
+                p as usize
+            })
+            .collect();
+        others.push((c, kept));
+    }
+    let region = region.expect("made");
+    let mut failed = Vec::new();
+    let (ended, stderr) = child_with_stderr(|| {
+        for (i, (c, kept)) in others.iter().enumerate() {
+            say(&format!("instance {i}\n"));
+            for (k, &p) in kept.iter().enumerate() {
+                // SAFETY: the parent's live object, copied into the child.
+                let bytes = unsafe { std::slice::from_raw_parts(p as *const u8, SIZE) };
+                assert!(
+                    bytes.iter().all(|&b| b == tag(i, k)),
+                    "instance {i} object {k}"
+                );
+            }
+            let fresh: Vec<*mut u8> = (0..200).map(|_| c.malloc(SIZE, Life::Short)).collect();
+            for &q in &fresh {
+                assert!(!q.is_null(), "instance {i}");
+                assert!(
+                    !kept.contains(&(q as usize)),
+                    "instance {i} handed out a live {q:?}"
+                );
+            }
+            let mut sorted = fresh.clone();
+            sorted.sort();
+            sorted.dedup();
+            assert_eq!(
+                sorted.len(),
+                fresh.len(),
+                "instance {i} handed out one twice"
+            );
+            for q in fresh {
+                // SAFETY: allocated above with this size and class.
+                unsafe { c.free(q, SIZE, Life::Short) };
+            }
+            // SAFETY: the child's only thread.
+            if let Err(e) = unsafe { c.verify() } {
+                panic!("instance {i}: verify: {e}");
+            }
+            for &p in kept {
+                // SAFETY: the parent's live objects, freed once in the child.
+                unsafe { c.free(p as *mut u8, SIZE, Life::Short) };
+            }
+            assert!(c.is_empty(), "instance {i} not empty");
+        }
+        say("others fine\n");
+        region.malloc(SIZE, Life::Short);
+    });
+    let fine = ended == Err(libc::SIGABRT)
+        && stderr.contains("others fine")
+        && stderr.contains("is not in this process");
+    if !fine {
+        let said: Vec<&str> = stderr
+            .lines()
+            .filter(|l| !l.is_empty())
+            .skip_while(|l| l.starts_with("instance "))
+            .take(3)
+            .collect();
+        let done = stderr
+            .lines()
+            .filter(|l| l.starts_with("instance "))
+            .count();
+        failed.push(format!(
+            "advice {advice}, region's heap {at} of {} (in instance {done}): {ended:?} {}",
+            MANY + 1,
+            said.join(" / ")
+        ));
+    }
+    failed
+}
+
+/// Writes `text` to standard error itself (the test harness captures `eprintln!`).
+fn say(text: &str) {
+    // SAFETY: a valid buffer of text.len() bytes.
+    unsafe { libc::write(2, text.as_ptr().cast(), text.len()) };
+}
+
+/// The byte instance `i`'s object `k` is filled with.
+fn tag(i: usize, k: usize) -> u8 {
+    (i * 7 + k + 1) as u8
+}
+
+/// A thread with more heaps than the fork copies, the lost region's among them at either
+/// end and in the middle.
+#[test]
+fn a_thread_with_many_instances_forks_without_the_region() {
+    let mut failed = Vec::new();
+    for advice in [libc::MADV_DONTFORK, libc::MADV_WIPEONFORK] {
+        for at in [0, 40, 63, 64, MANY] {
+            failed.extend(many_instances(advice, at));
+        }
+    }
+    assert!(failed.is_empty(), "{failed:#?}");
+}
