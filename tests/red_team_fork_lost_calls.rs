@@ -90,6 +90,44 @@ fn cases() -> Vec<(&'static str, Case)> {
             // SAFETY: nothing of the class is used after.
             unsafe { p.region.release_class(Life::Short) };
         }),
+        ("try_free", |p| {
+            let _ = unsafe { p.region.try_free(p.small, SMALL, Life::Short) };
+        }),
+        ("remalloc", |p| {
+            unsafe { p.region.remalloc(p.small, SMALL, 4 * SMALL, Life::Short) };
+        }),
+        ("recalloc medium", |p| {
+            unsafe { p.region.recalloc(p.medium, MEDIUM, 2 * MEDIUM, Life::Short) };
+        }),
+        ("GlobalAlloc dealloc", |p| unsafe {
+            let layout = core::alloc::Layout::from_size_align(SMALL, 8).unwrap();
+            core::alloc::GlobalAlloc::dealloc(p.region, p.small, layout)
+        }),
+        ("GlobalAlloc alloc", |p| unsafe {
+            let layout = core::alloc::Layout::from_size_align(SMALL, 8).unwrap();
+            core::alloc::GlobalAlloc::alloc(p.region, layout);
+        }),
+        ("for_each_block", |p| {
+            p.region.for_each_block(|_| {});
+        }),
+        ("scope", |p| {
+            p.region.scope(|s| {
+                let _ = allocator_api2::alloc::Allocator::allocate(
+                    &s,
+                    core::alloc::Layout::from_size_align(SMALL, 8).unwrap(),
+                );
+            });
+        }),
+        ("handle allocate", |p| {
+            let h = p.region.handle(Life::Short);
+            let _ = allocator_api2::alloc::Allocator::allocate(
+                &h,
+                core::alloc::Layout::from_size_align(SMALL, 8).unwrap(),
+            );
+        }),
+        ("retention", |p| {
+            p.region.set_retention(p.region.retention());
+        }),
         ("join", |p| {
             let _ = p.region.join(7);
         }),
