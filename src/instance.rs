@@ -258,6 +258,13 @@ impl Instance {
         self.instance.load(Ordering::Relaxed)
     }
 
+    /// The pool if it exists and this process lost its region at a fork
+    /// ([`Pool::is_lost`]); `None` otherwise. Never aborts.
+    pub(crate) fn pool_if_lost(&self) -> Option<&Pool> {
+        // SAFETY: a published pool lives until the instance drops.
+        unsafe { self.pool.load(Ordering::Acquire).as_ref() }.filter(|pool| pool.is_lost())
+    }
+
     /// The pool if it exists (it is never created here).
     pub(crate) fn pool_if_any(&self) -> Option<&Pool> {
         // SAFETY: a published pool lives until the instance drops.

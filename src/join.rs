@@ -118,6 +118,8 @@ impl<L: Lifetime> Join<'_, L> {
     #[cold]
     #[inline(never)]
     fn after_fork(&self) {
+        // A child without the region's memory stops here, naming it (`Pool::is_lost`).
+        self.cohort.core.pool_if_any();
         self.born.set(fork::generation());
         // SAFETY: a heap of this join's, possibly the parent's: only its holder word (in
         // the region) is read, which every process may read.
@@ -320,7 +322,15 @@ impl<L: Lifetime> core::fmt::Debug for Join<'_, L> {
 impl<L: Lifetime> Drop for Join<'_, L> {
     fn drop(&mut self) {
         let heap = self.heap.get();
-        if !heap.is_null() {
+        let lost = self.born.get() != fork::generation()
+            && self
+                .cohort
+                .core
+                .pool_if_lost()
+                .is_some();
+        // A fork child without the region's memory: its heap there cannot be read, nor
+        // given back (`Pool::is_lost`).
+        if !heap.is_null() && !lost {
             // SAFETY: the heap is this join's, and it is going away. A fork child's copy
             // that made no call names its parent's heap, which `abandon` leaves alone (it
             // leaves only heaps this process holds).

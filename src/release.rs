@@ -175,7 +175,7 @@ impl<L: Lifetime> Cohort<L> {
         };
         // A batched free of a slot of the class must reach its block before the block is
         // emptied: else its late push would list a slot that may be live again.
-        self.core.flush_batches();
+        self.core.flush_batches_for_release();
         // SAFETY: forwarded contract.
         let out = unsafe { self.release_from(pool, life, whose) };
         // Blocks left to other heaps may be dead processes' (a shared instance): take those

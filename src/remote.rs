@@ -85,6 +85,18 @@ const FORK_HELD: u32 = 2;
 /// (`membarrier` refused since its registration): the child empties it.
 const FORK_UNSURE: u32 = 3;
 
+/// What [`RemoteBatch::flush`] did.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Flush {
+    /// Nothing was pending.
+    Nothing,
+    /// The chains were pushed to their blocks.
+    Pushed,
+    /// Frees were pending, and stay so: the fence the flush needs was refused
+    /// (`membarrier` refused since its registration). Their blocks must not be emptied.
+    Refused,
+}
+
 /// One block's pending frees (see the module docs); `block` null: an unused entry.
 #[derive(Clone, Copy)]
 struct Pending {
@@ -350,9 +362,9 @@ impl RemoteBatch {
     /// # Safety
     /// Every block of the batch's chains is a live block of `pool` (the pool of the batch's
     /// heap, which no other process uses).
-    pub(crate) unsafe fn flush(&self, pool: &Pool) -> bool {
+    pub(crate) unsafe fn flush(&self, pool: &Pool) -> Flush {
         if self.pending.load(Ordering::Relaxed) == 0 {
-            return false;
+            return Flush::Nothing;
         }
         self.take_over(1);
         if !fence::heavy() {
@@ -360,13 +372,13 @@ impl RemoteBatch {
             // thread): the holder may be inside the entries unseen. Its chains stay its
             // own, pushed by the holder (a full chain, its slow paths, its exit).
             self.give_back();
-            return false;
+            return Flush::Refused;
         }
         self.wait_out();
         // SAFETY: taken over and waited out; forwarded.
         unsafe { self.flush_entries(pool) };
         self.give_back();
-        true
+        Flush::Pushed
     }
 
     /// Pushes every entry's chain.

@@ -217,7 +217,6 @@ fn failures(advice: libc::c_int, shared: bool, only: &[&str]) -> Vec<String> {
 /// The parent's join of the lost instance, used or dropped in the child, reads its heap
 /// (the region's memory) to see whether this process holds it.
 #[test]
-#[ignore = "RED-85: a join of a region lost in a fork child (MADV_DONTFORK) faults in the child"]
 fn a_join_of_a_lost_region_aborts_with_a_message_in_the_child() {
     let joins = [
         "parent's join malloc",

@@ -15,7 +15,7 @@ use crate::instance::{Instance, CHECKED};
 use crate::misuse::{report, Problem};
 use crate::per_thread;
 use crate::pool::{EMPTY_KEY, SHARED_TAG};
-use crate::remote::BatchFree;
+use crate::remote::{BatchFree, Flush};
 #[cfg(doc)]
 use crate::remote::RemoteBatch;
 use crate::route::Route;
@@ -387,20 +387,45 @@ impl Instance {
     /// lock's next holder). True when a batch had frees pending (pushed now): out of
     /// memory then tries again (other threads' pending frees count as used until pushed).
     pub(crate) fn flush_batches(&self) -> bool {
+        self.flush_each_batch().0
+    }
+
+    /// [`Instance::flush_batches`] for a release, which empties blocks whatever their
+    /// counts: a batch that could not be pushed (`membarrier` refused since its
+    /// registration, a seccomp filter on this thread) may hold slots of them, whose late
+    /// push would list a slot live again, so the process stops with a message instead.
+    pub(crate) fn flush_batches_for_release(&self) {
+        if self.flush_each_batch().1 {
+            crate::os::abort_with(format_args!(
+                "cohort: release_class needs every thread's pending remote frees pushed \
+                 first, and this thread may no longer call membarrier (a seccomp filter \
+                 installed after cohort registered it): a release here could hand out a \
+                 live slot again\n"
+            ));
+        }
+    }
+
+    /// Flushes every registered heap's batch: (a batch had frees pending and pushed them,
+    /// a batch's flush was refused).
+    fn flush_each_batch(&self) -> (bool, bool) {
         let Some(pool) = self.pool_if_any() else {
-            return false;
+            return (false, false);
         };
         if pool.is_process_shared() {
-            return false; // Pools other processes use do not batch.
+            return (false, false); // Pools other processes use do not batch.
         }
-        let mut pushed = false;
+        let (mut pushed, mut refused) = (false, false);
         for heap in registered(pool) {
             // SAFETY: the registered heaps of a pool no other process uses stay mapped for
             // its life (in their own mappings, or in its state area), and the blocks of their
             // batches' chains live while the chains hold their slots.
-            pushed |= unsafe { (*heap).remote.flush(pool) };
+            match unsafe { (*heap).remote.flush(pool) } {
+                Flush::Nothing => {}
+                Flush::Pushed => pushed = true,
+                Flush::Refused => refused = true,
+            }
         }
-        pushed
+        (pushed, refused)
     }
 }
 
