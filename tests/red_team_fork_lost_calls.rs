@@ -380,3 +380,65 @@ fn a_thread_with_many_instances_forks_without_the_region() {
     }
     assert!(failed.is_empty(), "{failed:#?}");
 }
+
+/// A grandchild: the child (which lost the region) forks again, from a thread of its own
+/// too; the grandchild's other instances work and verify, and its use of the region aborts
+/// naming it, as in the child.
+#[test]
+fn a_grandchild_of_a_child_without_the_region_goes_on() {
+    let mut failed = Vec::new();
+    for advice in [libc::MADV_DONTFORK, libc::MADV_WIPEONFORK] {
+        for from_thread in [false, true] {
+            let region: &'static Cohort<Life> = Box::leak(Box::new(advised_region(advice, false)));
+            let others: Vec<&'static Cohort<Life>> = (0..3)
+                .map(|_| &*Box::leak(Box::new(Cohort::with_reservation(8 << 20))))
+                .collect();
+            let kept: Vec<usize> = others
+                .iter()
+                .map(|c| c.malloc(SIZE_G, Life::Short) as usize)
+                .collect();
+            assert!(!region.malloc(SIZE_G, Life::Short).is_null());
+            let (ended, stderr) = child_with_stderr(|| {
+                let grandchild = || {
+                    let pid = in_child(10, || {
+                        for (c, &p) in others.iter().zip(&kept) {
+                            for _ in 0..100 {
+                                let q = c.malloc(SIZE_G, Life::Short);
+                                assert!(!q.is_null() && q as usize != p);
+                                // SAFETY: allocated above with this size and class.
+                                unsafe { c.free(q, SIZE_G, Life::Short) };
+                            }
+                            // SAFETY: the parent's object, freed once here.
+                            unsafe { c.free(p as *mut u8, SIZE_G, Life::Short) };
+                            // SAFETY: the grandchild's only thread.
+                            assert!(unsafe { c.verify() }.is_ok());
+                            assert!(c.is_empty());
+                        }
+                        say("others fine\n");
+                        region.malloc(SIZE_G, Life::Short);
+                    });
+                    wait(pid)
+                };
+                let ended = if from_thread {
+                    std::thread::scope(|s| s.spawn(grandchild).join().unwrap())
+                } else {
+                    grandchild()
+                };
+                say(&format!("grandchild {ended:?}\n"));
+            });
+            let fine = ended == Ok(0)
+                && stderr.contains("others fine")
+                && stderr.contains("is not in this process")
+                && stderr.contains(&format!("grandchild Err({})", libc::SIGABRT));
+            if !fine {
+                failed.push(format!(
+                    "advice {advice}, from a thread {from_thread}: {ended:?} {stderr}"
+                ));
+            }
+        }
+    }
+    assert!(failed.is_empty(), "{failed:#?}");
+}
+
+/// The grandchild test's object size.
+const SIZE_G: usize = 48;
