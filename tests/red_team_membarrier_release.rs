@@ -109,3 +109,57 @@ fn a_release_with_membarrier_never_hands_a_live_slot_out_again() {
         })
     });
 }
+
+/// A full region (every block of 64 B slots handed out) whose objects another thread
+/// freed (its batch keeps them) and then idles: the calling thread (sandboxed when
+/// `sandbox`) allocates again. Panics when it gets null: out of memory, a region first
+/// pushes every thread's pending remote frees and tries again (CHANGELOG: "a full region
+/// no longer returns null while another thread's freed slots wait in its batch").
+fn full_region_while_a_batch_holds_slots(sandbox: bool) {
+    let a: &'static Cohort<Life> = Box::leak(Box::new(
+        Cohort::with_options(&cohort::RegionOptions::new(8 << 20)).expect("region"),
+    ));
+    let mut objects = Vec::new();
+    loop {
+        let p = a.malloc(SIZE, Life::A);
+        if p.is_null() {
+            break;
+        }
+        objects.push(p as usize);
+    }
+    assert!(objects.len() > FREED, "{} objects", objects.len());
+    let (freed_tx, freed) = mpsc::channel();
+    let (go_tx, go) = mpsc::channel::<()>();
+    let handed: Vec<usize> = objects[..FREED].to_vec();
+    let freeing = std::thread::spawn(move || {
+        for &p in &handed {
+            // SAFETY: live objects of `a`, handed over, freed once.
+            unsafe { a.free(p as *mut u8, SIZE, Life::A) };
+        }
+        freed_tx.send(()).unwrap();
+        go.recv().unwrap();
+    });
+    freed.recv().unwrap();
+    if sandbox {
+        refuse_membarrier();
+    }
+    let p = a.malloc(SIZE, Life::A);
+    go_tx.send(()).unwrap();
+    freeing.join().unwrap();
+    assert!(
+        !p.is_null(),
+        "null while {FREED} freed slots waited in another thread's batch"
+    );
+}
+
+#[test]
+#[ignore = "RED-87: a full region returns null while another thread's freed slots wait in its batch, when membarrier is refused"]
+fn a_full_region_without_membarrier_serves_what_another_thread_freed() {
+    isolated(|| full_region_while_a_batch_holds_slots(true));
+}
+
+/// Guard: the same with `membarrier` allowed.
+#[test]
+fn a_full_region_with_membarrier_serves_what_another_thread_freed() {
+    isolated(|| full_region_while_a_batch_holds_slots(false));
+}
