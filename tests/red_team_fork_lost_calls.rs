@@ -6,26 +6,14 @@
 
 mod red_team_common;
 
-use cohort::{Cohort, Join, RegionOptions};
-use red_team_common::{aligned_anonymous, in_child, wait};
-use std::io::{Read, Seek};
-use std::os::fd::AsRawFd;
+use cohort::{Cohort, Join};
+use red_team_common::{advised_region, child_with_stderr, in_child, wait};
 
 cohort::lifetime_classes! {
     enum Life { Short }
 }
 
 const CAP: usize = 16 << 20;
-
-/// A `format_in` region in fresh anonymous memory (`shared` or private) advised `advice`.
-fn advised_region(advice: libc::c_int, shared: bool) -> Cohort<Life> {
-    let f = Cohort::<Life>::footprint(CAP).expect("footprint");
-    let mem = aligned_anonymous(f.bytes, f.align, shared);
-    // SAFETY: our fresh mapping; the advice changes what a fork child gets, not its bytes.
-    assert_eq!(unsafe { libc::madvise(mem.cast(), f.bytes, advice) }, 0);
-    // SAFETY: fresh memory of `f.bytes`, aligned, this region's for the rest of the process.
-    unsafe { Cohort::<Life>::format_in(mem, f.bytes, &RegionOptions::new(CAP)) }.expect("format_in")
-}
 
 /// What the parent made before the fork: a small and a medium object, and a join holding
 /// one small object of its own.
@@ -147,40 +135,11 @@ fn cases() -> Vec<(&'static str, Case)> {
     ]
 }
 
-/// Runs `f` in a fork child whose standard error goes to a file; returns how the child
-/// ended and what it wrote there.
-fn child_with_stderr(f: impl FnOnce()) -> (red_team_common::Ended, String) {
-    let path = std::env::temp_dir().join(format!(
-        "cohort-red-lost-calls-{}-{:?}",
-        std::process::id(),
-        std::thread::current().id()
-    ));
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&path)
-        .unwrap();
-    std::fs::remove_file(&path).unwrap();
-    let fd = file.as_raw_fd();
-    let pid = in_child(10, || {
-        // SAFETY: fd is an open file of this process.
-        unsafe { libc::dup2(fd, 2) };
-        f();
-    });
-    let ended = wait(pid);
-    let mut text = String::new();
-    file.seek(std::io::SeekFrom::Start(0)).unwrap();
-    file.read_to_string(&mut text).unwrap();
-    (ended, text)
-}
-
 /// Every call of `cases` in a child of a process whose region is advised `advice`: the
 /// failures (a signal other than cohort's abort, or an abort without the message).
 fn failures(advice: libc::c_int, shared: bool, only: &[&str]) -> Vec<String> {
     // Kept for the rest of the process (the parent's memory, its children's copies).
-    let region: &'static Cohort<Life> = Box::leak(Box::new(advised_region(advice, shared)));
+    let region: &'static Cohort<Life> = Box::leak(Box::new(advised_region(advice, shared, CAP)));
     let join = region.join(3).expect("join");
     let parent = Parent {
         region,
@@ -291,7 +250,7 @@ fn many_instances(advice: libc::c_int, at: usize) -> Vec<String> {
     let mut others = Vec::new();
     for i in 0..=MANY {
         if i == MANY - at {
-            let r: &'static Cohort<Life> = Box::leak(Box::new(advised_region(advice, false)));
+            let r: &'static Cohort<Life> = Box::leak(Box::new(advised_region(advice, false, CAP)));
             assert!(!r.malloc(SIZE, Life::Short).is_null());
             region = Some(r);
             continue;
@@ -409,7 +368,8 @@ fn a_grandchild_of_a_child_without_the_region_goes_on() {
     let mut failed = Vec::new();
     for advice in [libc::MADV_DONTFORK, libc::MADV_WIPEONFORK] {
         for from_thread in [false, true] {
-            let region: &'static Cohort<Life> = Box::leak(Box::new(advised_region(advice, false)));
+            let region: &'static Cohort<Life> =
+                Box::leak(Box::new(advised_region(advice, false, CAP)));
             let others: Vec<&'static Cohort<Life>> = (0..3)
                 .map(|_| &*Box::leak(Box::new(Cohort::with_reservation(8 << 20))))
                 .collect();
