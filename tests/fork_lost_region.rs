@@ -6,62 +6,14 @@
 
 mod red_team_common;
 
-use cohort::{Cohort, RegionOptions};
-use red_team_common::{aligned_anonymous, in_child, wait};
-use std::io::{Read, Seek};
-use std::os::fd::AsRawFd;
+use cohort::Cohort;
+use red_team_common::{advised_region, child_with_stderr};
 
 cohort::lifetime_classes! {
     enum Life { Short }
 }
 
 const CAP: usize = 16 << 20;
-
-/// A `format_in` region in fresh anonymous memory (`shared` or private) advised `advice`.
-fn advised_region(advice: libc::c_int, shared: bool) -> Cohort<Life> {
-    let f = Cohort::<Life>::footprint(CAP).expect("footprint");
-    let mem = aligned_anonymous(f.bytes, f.align, shared);
-    // SAFETY: our fresh mapping; the advice changes what a fork child gets, not its bytes.
-    assert_eq!(unsafe { libc::madvise(mem.cast(), f.bytes, advice) }, 0);
-    // SAFETY: fresh memory of `f.bytes`, aligned, this region's for the rest of the process.
-    unsafe { Cohort::<Life>::format_in(mem, f.bytes, &RegionOptions::new(CAP)) }.expect("format_in")
-}
-
-/// Runs `f` in a fork child whose standard error goes to a file; returns how the child
-/// ended and what it wrote there.
-fn child_with_stderr(f: impl FnOnce()) -> (red_team_common::Ended, String) {
-    let mut file = tempfile_in_tmp();
-    let fd = file.as_raw_fd();
-    let pid = in_child(10, || {
-        // SAFETY: fd is an open file of this process.
-        unsafe { libc::dup2(fd, 2) };
-        f();
-    });
-    let ended = wait(pid);
-    let mut text = String::new();
-    // The child's writes moved the offset the two processes share.
-    file.seek(std::io::SeekFrom::Start(0)).unwrap();
-    file.read_to_string(&mut text).unwrap();
-    (ended, text)
-}
-
-/// An unlinked file in the temporary directory, open for reading and writing.
-fn tempfile_in_tmp() -> std::fs::File {
-    let path = std::env::temp_dir().join(format!(
-        "cohort-fork-lost-{}-{:?}",
-        std::process::id(),
-        std::thread::current().id()
-    ));
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&path)
-        .unwrap();
-    std::fs::remove_file(&path).unwrap();
-    file
-}
 
 /// Another instance, used before the region (so its heap comes after the region's on the
 /// thread's list, behind a heap the child cannot read), keeps its objects and serves the
@@ -77,7 +29,7 @@ fn a_child_without_the_region_goes_on_with_its_other_instances() {
         let kept = other.malloc(48, Life::Short);
         // SAFETY: 48 bytes of ours.
         unsafe { kept.write_bytes(0x5a, 48) };
-        let region = advised_region(advice, shared);
+        let region = advised_region(advice, shared, CAP);
         let p = region.malloc(64, Life::Short);
         assert!(!p.is_null());
         let (ended, stderr) = child_with_stderr(|| {
@@ -123,7 +75,7 @@ fn a_child_using_a_region_it_did_not_get_aborts_naming_it() {
         (libc::MADV_DONTFORK, true),
         (libc::MADV_WIPEONFORK, false),
     ] {
-        let region = advised_region(advice, shared);
+        let region = advised_region(advice, shared, CAP);
         let p = region.malloc(64, Life::Short);
         assert!(!p.is_null());
         let (ended, stderr) = child_with_stderr(|| {

@@ -6,7 +6,11 @@
 //! while it works. Each child goes on with that very join (the thread that was inside a
 //! call of it is gone): the objects the table holds keep their bytes, and nothing the
 //! child allocates through the join, or through the instance, overlaps them or each
-//! other; the child frees everything and `verify` passes.
+//! other; the child frees everything and `verify` passes. The `_amid_releases` tests
+//! also have the worker allocate zeroed (`calloc`), and a second thread of the parent at
+//! the same time allocate in class B through its thread heap, resize (`remalloc`,
+//! `recalloc`) and release the class (`release_class`) in a loop, so that forks land
+//! inside those calls too.
 
 #[path = "common/processes.rs"]
 #[allow(dead_code)]
@@ -58,7 +62,11 @@ fn work(join: &Join<'_, Life>, table: &Table, stop: &AtomicBool) {
         let p = at.load(Relaxed);
         if p == 0 {
             let size = SIZES[(x >> 20) as usize % SIZES.len()];
-            let q = join.malloc(size, Life::A) as usize;
+            let q = if x & (1 << 40) != 0 {
+                join.calloc(size, Life::A)
+            } else {
+                join.malloc(size, Life::A)
+            } as usize;
             assert_ne!(q, 0);
             stamp(q, size);
             sz.store(size, Relaxed);
@@ -69,6 +77,29 @@ fn work(join: &Join<'_, Life>, table: &Table, stop: &AtomicBool) {
             // SAFETY: a live object of the join, recorded by this thread, freed once.
             unsafe { join.free(p as *mut u8, size, Life::A) };
         }
+    }
+}
+
+/// The parent's second thread (the `_amid_releases` tests): allocations in class B through
+/// its thread heap, resized, then the class released, until `stop`.
+fn release_loop(a: &Cohort<Life>, stop: &AtomicBool) {
+    let mut round = 0usize;
+    while !stop.load(Relaxed) {
+        for k in 0..24 {
+            let size = SIZES[(round + k) % SIZES.len()];
+            let p = a.malloc(size, Life::B);
+            assert!(!p.is_null());
+            if k % 3 == 0 {
+                // SAFETY: live, of this size and class; the result is left to the release.
+                unsafe { a.remalloc(p, size, size / 2 + 1, Life::B) };
+            } else if k % 3 == 1 {
+                // SAFETY: as above.
+                unsafe { a.recalloc(p, size, size + 100, Life::B) };
+            }
+        }
+        // SAFETY: nothing of class B is used after (the children allocate it afresh).
+        unsafe { a.release_class(Life::B) };
+        round += 1;
     }
 }
 
@@ -137,9 +168,10 @@ fn child(a: &Cohort<Life>, join: &Join<'_, Life>, table: &Table) -> Vec<String> 
     bad
 }
 
-/// Forks [`FORKS`] children while a thread works through a join of `a`; each child goes on
-/// with that join ([`child`]). Returns the first failure.
-fn forks_amid_join_calls(a: &Cohort<Life>) -> Option<String> {
+/// Forks [`FORKS`] children while a thread works through a join of `a` (and, with
+/// `releases`, another runs [`release_loop`]); each child goes on with that join
+/// ([`child`]). Returns the first failure.
+fn forks_amid_join_calls(a: &Cohort<Life>, releases: bool) -> Option<String> {
     let table = Table(std::array::from_fn(|_| {
         (AtomicUsize::new(0), AtomicUsize::new(0))
     }));
@@ -150,6 +182,9 @@ fn forks_amid_join_calls(a: &Cohort<Life>) -> Option<String> {
     let (table, stop) = (&table, &stop);
     std::thread::scope(|s| {
         s.spawn(move || work(&join, table, stop));
+        if releases {
+            s.spawn(move || release_loop(a, stop));
+        }
         let mut first = None;
         for k in 0..FORKS {
             // Let the worker run a little between forks (a bounded spin, no clock).
@@ -185,11 +220,23 @@ fn forks_amid_join_calls(a: &Cohort<Life>) -> Option<String> {
 #[test]
 fn a_fork_child_goes_on_with_a_join_another_thread_was_using_default_instance() {
     let a = Cohort::<Life>::new();
-    assert_eq!(forks_amid_join_calls(&a), None);
+    assert_eq!(forks_amid_join_calls(&a, false), None);
 }
 
 #[test]
 fn a_fork_child_goes_on_with_a_join_another_thread_was_using_in_a_region() {
     let a = Cohort::<Life>::with_options(&RegionOptions::new(2 << 30)).expect("region");
-    assert_eq!(forks_amid_join_calls(&a), None);
+    assert_eq!(forks_amid_join_calls(&a, false), None);
+}
+
+#[test]
+fn a_fork_child_goes_on_with_a_join_amid_releases_default_instance() {
+    let a = Cohort::<Life>::new();
+    assert_eq!(forks_amid_join_calls(&a, true), None);
+}
+
+#[test]
+fn a_fork_child_goes_on_with_a_join_amid_releases_in_a_region() {
+    let a = Cohort::<Life>::with_options(&RegionOptions::new(2 << 30)).expect("region");
+    assert_eq!(forks_amid_join_calls(&a, true), None);
 }

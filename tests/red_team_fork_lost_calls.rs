@@ -6,26 +6,14 @@
 
 mod red_team_common;
 
-use cohort::{Cohort, Join, RegionOptions};
-use red_team_common::{aligned_anonymous, in_child, wait};
-use std::io::{Read, Seek};
-use std::os::fd::AsRawFd;
+use cohort::{Cohort, Join};
+use red_team_common::{advised_region, child_with_stderr, in_child, wait};
 
 cohort::lifetime_classes! {
     enum Life { Short }
 }
 
 const CAP: usize = 16 << 20;
-
-/// A `format_in` region in fresh anonymous memory (`shared` or private) advised `advice`.
-fn advised_region(advice: libc::c_int, shared: bool) -> Cohort<Life> {
-    let f = Cohort::<Life>::footprint(CAP).expect("footprint");
-    let mem = aligned_anonymous(f.bytes, f.align, shared);
-    // SAFETY: our fresh mapping; the advice changes what a fork child gets, not its bytes.
-    assert_eq!(unsafe { libc::madvise(mem.cast(), f.bytes, advice) }, 0);
-    // SAFETY: fresh memory of `f.bytes`, aligned, this region's for the rest of the process.
-    unsafe { Cohort::<Life>::format_in(mem, f.bytes, &RegionOptions::new(CAP)) }.expect("format_in")
-}
 
 /// What the parent made before the fork: a small and a medium object, and a join holding
 /// one small object of its own.
@@ -147,40 +135,11 @@ fn cases() -> Vec<(&'static str, Case)> {
     ]
 }
 
-/// Runs `f` in a fork child whose standard error goes to a file; returns how the child
-/// ended and what it wrote there.
-fn child_with_stderr(f: impl FnOnce()) -> (red_team_common::Ended, String) {
-    let path = std::env::temp_dir().join(format!(
-        "cohort-red-lost-calls-{}-{:?}",
-        std::process::id(),
-        std::thread::current().id()
-    ));
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&path)
-        .unwrap();
-    std::fs::remove_file(&path).unwrap();
-    let fd = file.as_raw_fd();
-    let pid = in_child(10, || {
-        // SAFETY: fd is an open file of this process.
-        unsafe { libc::dup2(fd, 2) };
-        f();
-    });
-    let ended = wait(pid);
-    let mut text = String::new();
-    file.seek(std::io::SeekFrom::Start(0)).unwrap();
-    file.read_to_string(&mut text).unwrap();
-    (ended, text)
-}
-
 /// Every call of `cases` in a child of a process whose region is advised `advice`: the
 /// failures (a signal other than cohort's abort, or an abort without the message).
 fn failures(advice: libc::c_int, shared: bool, only: &[&str]) -> Vec<String> {
     // Kept for the rest of the process (the parent's memory, its children's copies).
-    let region: &'static Cohort<Life> = Box::leak(Box::new(advised_region(advice, shared)));
+    let region: &'static Cohort<Life> = Box::leak(Box::new(advised_region(advice, shared, CAP)));
     let join = region.join(3).expect("join");
     let parent = Parent {
         region,
@@ -235,7 +194,27 @@ fn a_join_of_a_lost_region_aborts_with_a_message_in_the_child() {
     assert!(failed.is_empty(), "{failed:#?}");
 }
 
-/// Every call of the instance itself in the child.
+/// The calls whose fast path reads the freed object's block header first: in a release
+/// build they fault in a child without the region (debug builds abort with the message).
+const SIZED_FREES: [&str; 3] = ["free small", "remalloc", "GlobalAlloc dealloc"];
+
+/// The child frees (or resizes) the parent's small object of the lost region with its
+/// size, as a child dropping what it inherited does.
+#[test]
+#[ignore = "RED-88: a sized free of a lost region's small object in a fork child faults (SIGSEGV) in release builds"]
+fn a_sized_free_into_a_lost_region_aborts_with_a_message() {
+    let mut failed = Vec::new();
+    for (advice, shared) in [
+        (libc::MADV_DONTFORK, false),
+        (libc::MADV_DONTFORK, true),
+        (libc::MADV_WIPEONFORK, false),
+    ] {
+        failed.extend(failures(advice, shared, &SIZED_FREES));
+    }
+    assert!(failed.is_empty(), "{failed:#?}");
+}
+
+/// Every other call of the instance itself in the child.
 #[test]
 fn every_call_of_a_lost_region_aborts_with_a_message_or_works() {
     let mut failed = Vec::new();
@@ -247,7 +226,7 @@ fn every_call_of_a_lost_region_aborts_with_a_message_or_works() {
         let instance: Vec<&str> = cases()
             .iter()
             .map(|(name, _)| *name)
-            .filter(|name| !name.starts_with("parent's join"))
+            .filter(|name| !name.starts_with("parent's join") && !SIZED_FREES.contains(name))
             .collect();
         failed.extend(failures(advice, shared, &instance));
     }
@@ -270,7 +249,7 @@ fn many_instances(advice: libc::c_int, at: usize) -> Vec<String> {
     let mut others = Vec::new();
     for i in 0..=MANY {
         if i == MANY - at {
-            let r: &'static Cohort<Life> = Box::leak(Box::new(advised_region(advice, false)));
+            let r: &'static Cohort<Life> = Box::leak(Box::new(advised_region(advice, false, CAP)));
             assert!(!r.malloc(SIZE, Life::Short).is_null());
             region = Some(r);
             continue;
@@ -379,3 +358,66 @@ fn a_thread_with_many_instances_forks_without_the_region() {
     }
     assert!(failed.is_empty(), "{failed:#?}");
 }
+
+/// A grandchild: the child (which lost the region) forks again, from a thread of its own
+/// too; the grandchild's other instances work and verify, and its use of the region aborts
+/// naming it, as in the child.
+#[test]
+fn a_grandchild_of_a_child_without_the_region_goes_on() {
+    let mut failed = Vec::new();
+    for advice in [libc::MADV_DONTFORK, libc::MADV_WIPEONFORK] {
+        for from_thread in [false, true] {
+            let region: &'static Cohort<Life> =
+                Box::leak(Box::new(advised_region(advice, false, CAP)));
+            let others: Vec<&'static Cohort<Life>> = (0..3)
+                .map(|_| &*Box::leak(Box::new(Cohort::with_reservation(8 << 20))))
+                .collect();
+            let kept: Vec<usize> = others
+                .iter()
+                .map(|c| c.malloc(SIZE_G, Life::Short) as usize)
+                .collect();
+            assert!(!region.malloc(SIZE_G, Life::Short).is_null());
+            let (ended, stderr) = child_with_stderr(|| {
+                let grandchild = || {
+                    let pid = in_child(10, || {
+                        for (c, &p) in others.iter().zip(&kept) {
+                            for _ in 0..100 {
+                                let q = c.malloc(SIZE_G, Life::Short);
+                                assert!(!q.is_null() && q as usize != p);
+                                // SAFETY: allocated above with this size and class.
+                                unsafe { c.free(q, SIZE_G, Life::Short) };
+                            }
+                            // SAFETY: the parent's object, freed once here.
+                            unsafe { c.free(p as *mut u8, SIZE_G, Life::Short) };
+                            // SAFETY: the grandchild's only thread.
+                            assert!(unsafe { c.verify() }.is_ok());
+                            assert!(c.is_empty());
+                        }
+                        say("others fine\n");
+                        region.malloc(SIZE_G, Life::Short);
+                    });
+                    wait(pid)
+                };
+                let ended = if from_thread {
+                    std::thread::scope(|s| s.spawn(grandchild).join().unwrap())
+                } else {
+                    grandchild()
+                };
+                say(&format!("grandchild {ended:?}\n"));
+            });
+            let fine = ended == Ok(0)
+                && stderr.contains("others fine")
+                && stderr.contains("is not in this process")
+                && stderr.contains(&format!("grandchild Err({})", libc::SIGABRT));
+            if !fine {
+                failed.push(format!(
+                    "advice {advice}, from a thread {from_thread}: {ended:?} {stderr}"
+                ));
+            }
+        }
+    }
+    assert!(failed.is_empty(), "{failed:#?}");
+}
+
+/// The grandchild test's object size.
+const SIZE_G: usize = 48;

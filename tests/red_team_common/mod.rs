@@ -352,3 +352,51 @@ pub fn changed_object<L: cohort::Lifetime>(
         bytes.iter().any(|&b| b != tag_of(off))
     })
 }
+
+/// A `format_in` region of `cap` bytes in fresh anonymous memory (`shared` or private)
+/// advised `advice` (`MADV_DONTFORK`, `MADV_WIPEONFORK`: what a fork child gets of it).
+pub fn advised_region<L: cohort::Lifetime>(
+    advice: libc::c_int,
+    shared: bool,
+    cap: usize,
+) -> cohort::Cohort<L> {
+    let f = cohort::Cohort::<L>::footprint(cap).expect("footprint");
+    let mem = aligned_anonymous(f.bytes, f.align, shared);
+    // SAFETY: our fresh mapping; the advice changes what a fork child gets, not its bytes.
+    assert_eq!(unsafe { libc::madvise(mem.cast(), f.bytes, advice) }, 0);
+    // SAFETY: fresh memory of `f.bytes`, aligned, this region's for the rest of the process.
+    unsafe { cohort::Cohort::<L>::format_in(mem, f.bytes, &cohort::RegionOptions::new(cap)) }
+        .expect("format_in")
+}
+
+/// Runs `f` in a fork child whose standard error goes to an unlinked temporary file;
+/// returns how the child ended and what it wrote there.
+pub fn child_with_stderr(f: impl FnOnce()) -> (Ended, String) {
+    use std::io::{Read, Seek};
+    use std::os::fd::AsRawFd;
+    let path = std::env::temp_dir().join(format!(
+        "cohort-child-stderr-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let fd = file.as_raw_fd();
+    let pid = in_child(10, || {
+        // SAFETY: fd is an open file of this process.
+        unsafe { libc::dup2(fd, 2) };
+        f();
+    });
+    let ended = wait(pid);
+    let mut text = String::new();
+    // The child's writes moved the offset the two processes share.
+    file.seek(std::io::SeekFrom::Start(0)).unwrap();
+    file.read_to_string(&mut text).unwrap();
+    (ended, text)
+}
