@@ -166,6 +166,17 @@ fn for_each_here(list: &List, mut f: impl FnMut(&Pool)) {
     });
 }
 
+impl ForkingHeaps {
+    /// The first heap of the forking thread's list (null when it had none).
+    fn first(&self) -> *mut Heap {
+        if self.len == 0 {
+            ptr::null_mut()
+        } else {
+            self.heaps[0].0
+        }
+    }
+}
+
 /// [`prepare`]'s copy of the forking thread's list of heaps, from its first, `own`.
 fn copy_forking_heaps(own: *mut Heap) -> ForkingHeaps {
     let mut copy = ForkingHeaps {
@@ -186,16 +197,11 @@ fn copy_forking_heaps(own: *mut Heap) -> ForkingHeaps {
     copy
 }
 
-/// The forking thread's heaps (the first of its list: [`per_thread::own_heaps`]), read by
-/// [`prepare`] before it locks anything and by [`child`]: the child's only thread goes on
-/// with them, and the other threads' heaps are dead in the child.
-static FORKING_HEAPS: core::sync::atomic::AtomicPtr<crate::heap::Heap> =
-    core::sync::atomic::AtomicPtr::new(ptr::null_mut());
-
 /// The `prepare` handler: reads the forking thread's heaps (first, since a thread's first
 /// read of its list may allocate), takes the instance list's lock, records them
-/// ([`FORKING_HEAPS`]) and takes every listed pool's two locks, and keeps them (the guards
-/// are forgotten) across the fork.
+/// ([`ForkingHeaps`]: the child's only thread goes on with them, and the other threads'
+/// heaps are dead in the child) and takes every listed pool's two locks, and keeps them
+/// (the guards are forgotten) across the fork.
 ///
 /// # Safety
 /// Called only by `fork()` (registered with `pthread_atfork`), which calls [`parent`] or
@@ -205,7 +211,6 @@ unsafe extern "C" fn prepare() {
     let mut list = INSTANCES.lock();
     // Under the list's lock, which the fork keeps: another thread's fork at the same time
     // stores its own after this one's child has its copy.
-    FORKING_HEAPS.store(own, core::sync::atomic::Ordering::Relaxed);
     list.forking = copy_forking_heaps(own);
     for_each_here(&list, |pool| {
         if !pool.is_process_shared() {
@@ -281,6 +286,7 @@ unsafe extern "C" fn child() {
     let list = unsafe { &*INSTANCES.data_ptr() };
     let mut lost = false;
     for_each(list, |pool| lost |= !pool.is_lost() && !pool.check_after_fork());
+    let mut own = list.forking.first();
     if lost {
         // Before anything walks the thread's list, which runs through its heaps, some of
         // them in memory this child does not have.
@@ -289,8 +295,7 @@ unsafe extern "C" fn child() {
         let lost = |pool: *const Pool| unsafe { (*pool).is_lost() };
         // SAFETY: the child's only thread; `copy` is its list as `prepare` read it, and
         // the heaps of pools not lost are mapped here.
-        let own = unsafe { per_thread::keep_after_fork(copy, list.forking.complete, lost) };
-        FORKING_HEAPS.store(own, core::sync::atomic::Ordering::Relaxed);
+        own = unsafe { per_thread::keep_after_fork(copy, list.forking.complete, lost) };
     }
     for_each_here(list, |pool| {
         if pool.is_process_shared() {
@@ -298,7 +303,6 @@ unsafe extern "C" fn child() {
             // SAFETY: the fork child's handler, on its only thread.
             unsafe { pool.after_fork_in_child() };
         } else {
-            let own = FORKING_HEAPS.load(core::sync::atomic::Ordering::Relaxed);
             // SAFETY: the fork child's handler, on its only thread; `own` is its heap list,
             // read before the fork.
             unsafe { heap_handover::after_fork_in_child(pool, own) };

@@ -81,17 +81,7 @@ fn fork_and_verify(a: &'static Cohort<Life>) {
 
 /// Runs `call`'s case in a process of its own: its exit status and standard error.
 fn run(test: &str, call: &str) -> (std::process::ExitStatus, String, String) {
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            test,
-            "--nocapture",
-            "--test-threads=1",
-            "--include-ignored",
-        ])
-        .env(CASE, call)
-        .output()
-        .unwrap();
+    let out = common::processes::rerun(test, &[(CASE, call)]);
     (
         out.status,
         String::from_utf8_lossy(&out.stdout).into_owned(),

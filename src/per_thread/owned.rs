@@ -48,14 +48,7 @@ fn with_owned<R>(f: impl FnOnce(&Owned) -> R) -> Option<R> {
 
 impl Drop for Owned {
     fn drop(&mut self) {
-        CURRENT.with(|c| {
-            for recent in &c.recent {
-                recent.set(0, ptr::null_mut(), NO_TAG);
-            }
-            for slot in 0..SLOTS {
-                empty_slot(c, slot);
-            }
-        });
+        forget_every_entry();
         let mut heap = self.first.replace(ptr::null_mut());
         while !heap.is_null() {
             // SAFETY: heaps on this thread's list are this thread's; read the link before
@@ -185,16 +178,22 @@ pub(crate) unsafe fn keep_after_fork(
     unsafe { *at = ptr::null_mut() };
     let _ = with_owned(|owned| owned.first.set(first));
     if !complete {
-        let _ = CURRENT.try_with(|c| {
-            for recent in &c.recent {
-                recent.set(0, ptr::null_mut(), NO_TAG);
-            }
-            for slot in 0..SLOTS {
-                empty_slot(c, slot);
-            }
-        });
+        forget_every_entry();
     }
     first
+}
+
+/// Clears every entry of the calling thread ([`super::Current`]'s recent heaps and slot
+/// rows): nothing is found again but through the list.
+fn forget_every_entry() {
+    let _ = CURRENT.try_with(|c| {
+        for recent in &c.recent {
+            recent.set(0, ptr::null_mut(), NO_TAG);
+        }
+        for slot in 0..SLOTS {
+            empty_slot(c, slot);
+        }
+    });
 }
 
 /// Takes the first heap of the calling thread's list that `is` accepts off the list and
