@@ -170,7 +170,10 @@ fn a_fork_handler_registered_before_cohorts_may_allocate() {
     if run_case_if_asked() {
         return;
     }
-    let failed = failures("a_fork_handler_registered_before_cohorts_may_allocate", true);
+    let failed = failures(
+        "a_fork_handler_registered_before_cohorts_may_allocate",
+        true,
+    );
     assert!(failed.is_empty(), "{failed:#?}");
 }
 
@@ -181,6 +184,9 @@ fn guard_a_fork_handler_registered_after_cohorts_may_allocate() {
     if run_case_if_asked() {
         return;
     }
-    let failed = failures("guard_a_fork_handler_registered_after_cohorts_may_allocate", false);
+    let failed = failures(
+        "guard_a_fork_handler_registered_after_cohorts_may_allocate",
+        false,
+    );
     assert!(failed.is_empty(), "{failed:#?}");
 }
