@@ -167,6 +167,12 @@ fn for_each_here(list: &List, mut f: impl FnMut(&Pool)) {
 }
 
 impl ForkingHeaps {
+    /// True when `heap` is on the copied part of the forking thread's list: a heap that
+    /// thread holds.
+    fn has(&self, heap: *mut Heap) -> bool {
+        self.heaps[..self.len].iter().any(|&(h, _, _)| h == heap)
+    }
+
     /// The first heap of the forking thread's list (null when it had none).
     fn first(&self) -> *mut Heap {
         if self.len == 0 {
@@ -218,8 +224,9 @@ unsafe extern "C" fn prepare() {
             core::mem::forget(pool.large.lock());
             // No batch of remote frees is half changed in the copy.
             for heap in registered(pool) {
+                let forking_thread_holds = list.forking.has(heap);
                 // SAFETY: a private pool's registered heaps stay mapped for its life.
-                unsafe { (*heap).remote.hold_for_fork() };
+                unsafe { (*heap).remote.hold_for_fork(forking_thread_holds) };
             }
         }
     });

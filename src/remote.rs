@@ -303,23 +303,31 @@ impl RemoteBatch {
         done
     }
 
-    /// The heap's holder: pushes every chain to its block. `wait`: when a flusher has the
-    /// batch, waits until it is done (a thread exit: nothing may stay pending); otherwise
-    /// returns at once then (the flusher pushes them). Lock-free without `wait`.
+    /// The heap's holder: pushes every chain to its block (no fence: the holder needs none
+    /// to see its own entries, so this works where `membarrier` is refused). `wait`: when a
+    /// flusher has the batch, waits until it is done (a thread exit: nothing may stay
+    /// pending); otherwise returns at once then (the flusher pushes them). Lock-free
+    /// without `wait`. [`Flush::Pushed`] when frees were pending.
     ///
     /// # Safety
     /// The caller holds the batch's heap; every block of the batch's chains is a live block
     /// of `pool` (the pool of the batch's heap; in a pool other processes use, it has none).
-    pub(crate) unsafe fn flush_own(&self, pool: &Pool, wait: bool) {
+    pub(crate) unsafe fn flush_own(&self, pool: &Pool, wait: bool) -> Flush {
+        // Only the holder adds: frees it made are pending until this reads 0.
+        let had = if self.pending.load(Ordering::Relaxed) == 0 {
+            Flush::Nothing
+        } else {
+            Flush::Pushed
+        };
         loop {
             if self.enter() {
                 // SAFETY: entered; forwarded.
                 unsafe { self.flush_entries(pool) };
                 self.leave();
-                return;
+                return had;
             }
             if !wait {
-                return;
+                return had;
             }
             let mut round = 0;
             while self.wants.load(Ordering::Acquire) != 0 {
@@ -402,10 +410,12 @@ impl RemoteBatch {
     /// The fork's prepare handler: takes the batch over (as [`FORK_HELD`]) and waits the
     /// holder out, so that no thread is in the middle of a change to the batch while the
     /// process is copied (a free meanwhile goes straight to its block). Both processes
-    /// give it back ([`RemoteBatch::unhold_after_fork`]).
-    pub(crate) fn hold_for_fork(&self) {
+    /// give it back ([`RemoteBatch::unhold_after_fork`]). `forking_thread_holds`: the
+    /// batch's holder is the thread running the handler, which is in no call of the batch
+    /// (it is inside `fork`): its entries are whole with no fence, and the child keeps them.
+    pub(crate) fn hold_for_fork(&self, forking_thread_holds: bool) {
         self.take_over(FORK_HELD);
-        if !fence::heavy() {
+        if !forking_thread_holds && !fence::heavy() {
             // `membarrier` refused since its registration: a holder may be inside the
             // entries unseen, so the child's copy of them is not trusted
             // ([`RemoteBatch::forget_holder_in_fork_child`]).

@@ -90,7 +90,6 @@ fn run(test: &str, sandbox: bool) -> (bool, String) {
 /// handler marks the forking thread's own batch `FORK_UNSURE`, which no other thread could
 /// have been changing, and the child drops its chains.
 #[test]
-#[ignore = "RED-90: with membarrier refused, a fork child drops the forking thread's own pending remote frees (verify fails in checked builds, is_empty never true)"]
 fn a_fork_without_membarrier_keeps_the_forking_threads_own_frees() {
     if let Ok(case_text) = std::env::var(CASE) {
         case(case_text == "1");

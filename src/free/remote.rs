@@ -415,11 +415,20 @@ impl Instance {
             return (false, false); // Pools other processes use do not batch.
         }
         let (mut pushed, mut refused) = (false, false);
+        let own = per_thread::find_own(self.instance_id());
         for heap in registered(pool) {
             // SAFETY: the registered heaps of a pool no other process uses stay mapped for
             // its life (in their own mappings, or in its state area), and the blocks of their
-            // batches' chains live while the chains hold their slots.
-            match unsafe { (*heap).remote.flush(pool) } {
+            // batches' chains live while the chains hold their slots. The calling thread
+            // holds `own`, and pushes its batch as its holder (no fence to be refused).
+            let flush = unsafe {
+                if heap == own {
+                    (*heap).remote.flush_own(pool, true)
+                } else {
+                    (*heap).remote.flush(pool)
+                }
+            };
+            match flush {
                 Flush::Nothing => {}
                 Flush::Pushed => pushed = true,
                 Flush::Refused => refused = true,
