@@ -83,10 +83,36 @@ const NONE: u64 = 0;
 const REGISTERING: u64 = 1;
 const DONE: u64 = 2;
 
-/// Registers the fork handlers (once per process; other callers wait until they are),
-/// then takes the instance list's lock. The handlers are registered outside the lock:
-/// `pthread_atfork` waits for a fork in progress, whose `prepare` waits for the lock.
+/// Registers the fork handlers (when not yet: [`ensure_registered`]), then takes the
+/// instance list's lock. The handlers are registered outside the lock: `pthread_atfork`
+/// waits for a fork in progress, whose `prepare` waits for the lock.
 pub(crate) fn lock_list() -> MutexGuard<'static, RawSpin, List> {
+    ensure_registered();
+    INSTANCES.lock()
+}
+
+/// The handlers' registration when the library is loaded (an ELF constructor), before the
+/// program's `main` and before any code the program runs registers its own: POSIX runs
+/// `prepare` handlers in the reverse order of their registration and `parent` and `child`
+/// handlers in that order, so cohort's `prepare` runs after every handler registered
+/// later and its `parent` and `child` before them, and those handlers may allocate from
+/// cohort (its locks are free then, and the child is repaired). Registering at the first
+/// instance instead left every handler registered before it running while cohort's locks
+/// were held (RED-89: a fork hung). [`lock_list`] still registers, for a loader that runs
+/// no constructors. A handler registered before the library loaded (another library's
+/// constructor) that allocates from cohort inside a fork is not supported.
+#[cfg(all(not(loom), target_os = "linux"))]
+#[used]
+#[link_section = ".init_array"]
+static REGISTER_AT_LOAD: extern "C" fn() = register_at_load;
+
+#[cfg(all(not(loom), target_os = "linux"))]
+extern "C" fn register_at_load() {
+    ensure_registered();
+}
+
+/// Registers the fork handlers once per process; other callers wait until they are.
+fn ensure_registered() {
     use core::sync::atomic::Ordering::{AcqRel, Acquire, Release};
     let mut round = 0;
     let mut seen = REGISTERED.load(Acquire);
@@ -115,7 +141,6 @@ pub(crate) fn lock_list() -> MutexGuard<'static, RawSpin, List> {
         round += 1;
         seen = REGISTERED.load(Acquire);
     }
-    INSTANCES.lock()
 }
 
 /// Adds a fresh pool to the list (whose lock the caller holds).
