@@ -40,9 +40,12 @@ fn partly_advised(advice: libc::c_int, shared: bool) -> (Cohort<Life>, *mut u8) 
     (region, p)
 }
 
+/// A call of the child: the region and the parent's object.
+type Call = fn(&Cohort<Life>, *mut u8);
+
 /// The child's calls, each in a child of its own: what a child of a process with the
 /// region does with it (its own objects; the parent's object, freed).
-fn calls() -> Vec<(&'static str, fn(&Cohort<Life>, *mut u8))> {
+fn calls() -> Vec<(&'static str, Call)> {
     vec![
         ("malloc and free", |r, _| {
             let q = r.malloc(64, Life::Short);

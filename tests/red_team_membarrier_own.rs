@@ -122,6 +122,17 @@ fn run(test: &str, call: &str, sandbox: bool) -> (bool, String) {
     )
 }
 
+/// Runs each of `calls` in a process of its own: the ones that failed, with what they said.
+fn failures(test: &str, calls: &[&str], sandbox: bool) -> Vec<String> {
+    calls
+        .iter()
+        .filter_map(|call| {
+            let (ok, said) = run(test, call, sandbox);
+            (!ok).then(|| format!("{call}: {said}"))
+        })
+        .collect()
+}
+
 /// The case this process runs, when it is a re-run of a test.
 fn run_case_if_asked() -> bool {
     let Ok(text) = std::env::var(CASE) else {
@@ -162,14 +173,11 @@ fn a_thread_without_membarrier_pushes_its_own_frees_when_it_flushes() {
     if run_case_if_asked() {
         return;
     }
-    let test = "a_thread_without_membarrier_pushes_its_own_frees_when_it_flushes";
-    let failed: Vec<String> = ["is_empty", "release_class"]
-        .into_iter()
-        .filter_map(|call| {
-            let (ok, said) = run(test, call, true);
-            (!ok).then(|| format!("{call}: {said}"))
-        })
-        .collect();
+    let failed = failures(
+        "a_thread_without_membarrier_pushes_its_own_frees_when_it_flushes",
+        &["is_empty", "release_class"],
+        true,
+    );
     assert!(failed.is_empty(), "{failed:#?}");
 }
 
@@ -179,13 +187,10 @@ fn guard_with_membarrier_a_threads_own_frees_are_pushed() {
     if run_case_if_asked() {
         return;
     }
-    let test = "guard_with_membarrier_a_threads_own_frees_are_pushed";
-    let failed: Vec<String> = ["fork", "is_empty", "release_class"]
-        .into_iter()
-        .filter_map(|call| {
-            let (ok, said) = run(test, call, false);
-            (!ok).then(|| format!("{call}: {said}"))
-        })
-        .collect();
+    let failed = failures(
+        "guard_with_membarrier_a_threads_own_frees_are_pushed",
+        &["fork", "is_empty", "release_class"],
+        false,
+    );
     assert!(failed.is_empty(), "{failed:#?}");
 }
