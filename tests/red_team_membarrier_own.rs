@@ -1,0 +1,197 @@
+//! Red-team attack (session 19) on what a thread under a filter refusing `membarrier`
+//! after its registration (a seccomp filter installed once the process runs) does with its
+//! *own* batch of pending remote frees. A flush of another thread's batch needs the heavy
+//! fence, and without it gives the batch back untouched (RED-83's fix); but every flush
+//! (`Instance::flush_each_batch`: statistics, `is_empty`, `compact`, `verify`, a release)
+//! takes the calling thread's own batch the same way, as another thread's, though its
+//! holder is the caller, in no batch's call; and the fork's prepare handler marks the
+//! forking thread's own batch `FORK_UNSURE`, whose chains the child drops ("their slots
+//! stay counted in use there: lost to the child, never handed out twice"). Each case runs
+//! in a process of its own (this test binary again): a seccomp filter cannot be removed.
+
+mod common;
+
+use cohort::Cohort;
+use common::seccomp::refuse_membarrier;
+use std::sync::mpsc;
+
+cohort::lifetime_classes! {
+    enum Life { A, B }
+}
+
+const CASE: &str = "COHORT_RED_TEAM_MEMBARRIER_FORK_CASE";
+const SIZE: usize = 1024;
+const OBJECTS: usize = 256;
+
+/// The setup of every case: another thread allocates `2 * OBJECTS` objects and hands
+/// them to this thread, which frees the first half (a remote free registers membarrier;
+/// its batch keeps chains from then on) and pushes them (`compact`); this thread then
+/// sandboxes itself (`sandbox`) and frees the second half: its own batch holds their last
+/// chains. Returns the instance and the other thread, idle until told (a send on the
+/// channel), which holds no pending free of its own.
+fn setup(
+    sandbox: bool,
+) -> (
+    &'static Cohort<Life>,
+    mpsc::Sender<()>,
+    std::thread::JoinHandle<()>,
+) {
+    let a: &'static Cohort<Life> = Box::leak(Box::new(Cohort::<Life>::new()));
+    let (objects_tx, objects) = mpsc::channel();
+    let (done_tx, done) = mpsc::channel::<()>();
+    let owner = std::thread::spawn(move || {
+        let made: Vec<usize> = (0..2 * OBJECTS)
+            .map(|_| a.malloc(SIZE, Life::A) as usize)
+            .collect();
+        objects_tx.send(made).unwrap();
+        // Alive while the other thread frees into its blocks (remote frees).
+        done.recv().unwrap();
+    });
+    let made = objects.recv().unwrap();
+    let free = |ps: &[usize]| {
+        for &p in ps {
+            // SAFETY: live objects of `a`, handed over, freed once.
+            unsafe { a.free(p as *mut u8, SIZE, Life::A) };
+        }
+    };
+    free(&made[..OBJECTS]);
+    let _ = a.compact();
+    if sandbox {
+        refuse_membarrier();
+    }
+    free(&made[OBJECTS..]);
+    (a, done_tx, owner)
+}
+
+/// The case `call` (see the tests): prints "done" when the process lives and every check
+/// held.
+fn case(call: &str, sandbox: bool) {
+    let (a, done, owner) = setup(sandbox);
+    let mut owner = Some(owner);
+    match call {
+        "fork" => {
+            // The other thread exits first (cleanly): no heap in the child is a dead
+            // holder's, whose take-over would make `verify` accept slots with clear bits.
+            done.send(()).unwrap();
+            owner.take().unwrap().join().unwrap();
+            let pid = common::processes::in_child(10, || {
+                let empty = a.is_empty();
+                // SAFETY: the child's only thread.
+                let verified = unsafe { a.verify() };
+                assert!(
+                    empty && verified.is_ok(),
+                    "the child: is_empty {empty} (live {}), verify {verified:?}",
+                    a.stats().small.live
+                );
+            });
+            let status = common::processes::wait_status(pid);
+            assert!(
+                libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+                "the fork child failed: status {status:#x}"
+            );
+        }
+        "is_empty" => assert!(
+            a.is_empty(),
+            "every object was freed, the rest pending in this thread's own batch: live {}",
+            a.stats().small.live
+        ),
+        // SAFETY: class B holds nothing; the other thread is idle.
+        "release_other_class" => drop(unsafe { a.release_class(Life::B) }),
+        // SAFETY: every object of the class is freed; the other thread is idle.
+        _ => drop(unsafe { a.release_class(Life::A) }),
+    }
+    if let Some(owner) = owner {
+        done.send(()).unwrap();
+        owner.join().unwrap();
+    }
+    assert!(a.is_empty());
+    println!("done");
+}
+
+/// Runs the case in a process of its own: its standard output and error.
+fn run(test: &str, call: &str, sandbox: bool) -> (bool, String) {
+    let text = format!("{call} {}", sandbox as u8);
+    let out = common::processes::rerun(test, &[(CASE, &text)]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let said: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("panicked") || l.contains("child") || l.contains("cohort"))
+        .collect();
+    (
+        out.status.success() && stdout.contains("done"),
+        format!("{:?} {said:?}", out.status),
+    )
+}
+
+/// Runs each of `calls` in a process of its own: the ones that failed, with what they said.
+fn failures(test: &str, calls: &[&str], sandbox: bool) -> Vec<String> {
+    calls
+        .iter()
+        .filter_map(|call| {
+            let (ok, said) = run(test, call, sandbox);
+            (!ok).then(|| format!("{call}: {said}"))
+        })
+        .collect()
+}
+
+/// The case this process runs, when it is a re-run of a test.
+fn run_case_if_asked() -> bool {
+    let Ok(text) = std::env::var(CASE) else {
+        return false;
+    };
+    let (call, sandbox) = text.split_once(' ').unwrap();
+    case(call, sandbox == "1");
+    true
+}
+
+/// RED-90: on main 97872eb the child of a thread whose own batch held chains, forking under
+/// a filter refusing membarrier, fails `verify` in a debug (checked) build (a slot in use
+/// with its live bit clear, not free-listed) and `is_empty` in any build: the prepare
+/// handler marks the forking thread's own batch `FORK_UNSURE`, which no other thread could
+/// have been changing, and the child drops its chains.
+#[test]
+fn a_fork_without_membarrier_keeps_the_forking_threads_own_frees() {
+    if run_case_if_asked() {
+        return;
+    }
+    let (ok, said) = run(
+        "a_fork_without_membarrier_keeps_the_forking_threads_own_frees",
+        "fork",
+        true,
+    );
+    assert!(ok, "{said}");
+}
+
+/// RED-91: on main 97872eb, with membarrier refused, `is_empty` of the thread that freed
+/// every object says false (its own batch's chains count as live: the flush takes the
+/// caller's batch as another thread's and gives it back untouched), and its
+/// `release_class` stops the process ("release_class needs every thread's pending remote
+/// frees pushed first"), though the only pending frees are its own; so does its release of
+/// another lifetime class (B), which holds nothing at all.
+#[test]
+fn a_thread_without_membarrier_pushes_its_own_frees_when_it_flushes() {
+    if run_case_if_asked() {
+        return;
+    }
+    let failed = failures(
+        "a_thread_without_membarrier_pushes_its_own_frees_when_it_flushes",
+        &["is_empty", "release_class", "release_other_class"],
+        true,
+    );
+    assert!(failed.is_empty(), "{failed:#?}");
+}
+
+/// Guard: every case with membarrier allowed (the batches are pushed for sure).
+#[test]
+fn guard_with_membarrier_a_threads_own_frees_are_pushed() {
+    if run_case_if_asked() {
+        return;
+    }
+    let failed = failures(
+        "guard_with_membarrier_a_threads_own_frees_are_pushed",
+        &["fork", "is_empty", "release_class", "release_other_class"],
+        false,
+    );
+    assert!(failed.is_empty(), "{failed:#?}");
+}
