@@ -11,7 +11,7 @@
 
 mod common;
 
-use cohort::Cohort;
+use cohort::{Cohort, Join};
 use common::seccomp::refuse_membarrier;
 use std::sync::mpsc;
 
@@ -31,12 +31,15 @@ const OBJECTS: usize = 256;
 /// channel), which holds no pending free of its own.
 fn setup(
     sandbox: bool,
+    through_join: bool,
 ) -> (
     &'static Cohort<Life>,
+    Option<Join<'static, Life>>,
     mpsc::Sender<()>,
     std::thread::JoinHandle<()>,
 ) {
     let a: &'static Cohort<Life> = Box::leak(Box::new(Cohort::<Life>::new()));
+    let join = through_join.then(|| a.join(0).expect("a join"));
     let (objects_tx, objects) = mpsc::channel();
     let (done_tx, done) = mpsc::channel::<()>();
     let owner = std::thread::spawn(move || {
@@ -51,7 +54,12 @@ fn setup(
     let free = |ps: &[usize]| {
         for &p in ps {
             // SAFETY: live objects of `a`, handed over, freed once.
-            unsafe { a.free(p as *mut u8, SIZE, Life::A) };
+            unsafe {
+                match &join {
+                    Some(join) => join.free(p as *mut u8, SIZE, Life::A),
+                    None => a.free(p as *mut u8, SIZE, Life::A),
+                }
+            };
         }
     };
     free(&made[..OBJECTS]);
@@ -60,16 +68,37 @@ fn setup(
         refuse_membarrier();
     }
     free(&made[OBJECTS..]);
-    (a, done_tx, owner)
+    (a, join, done_tx, owner)
+}
+
+/// Heaps beyond the fork's copy of the forking thread's list (`ForkingHeaps` copies 64):
+/// the calling thread joins a heap of each of this many more instances, after its heap of
+/// the setup's instance, which its list (newest first) then holds past the copy.
+const MORE_INSTANCES: usize = 64;
+
+/// Gives the calling thread a heap of [`MORE_INSTANCES`] fresh instances (one object
+/// allocated and freed in each).
+fn join_more_instances() {
+    for _ in 0..MORE_INSTANCES {
+        let other: &'static Cohort<Life> =
+            Box::leak(Box::new(Cohort::<Life>::with_reservation(64 << 20)));
+        let p = other.malloc(64, Life::A);
+        assert!(!p.is_null());
+        // SAFETY: just allocated, freed once.
+        unsafe { other.free(p, 64, Life::A) };
+    }
 }
 
 /// The case `call` (see the tests): prints "done" when the process lives and every check
 /// held.
 fn case(call: &str, sandbox: bool) {
-    let (a, done, owner) = setup(sandbox);
+    let (a, join, done, owner) = setup(sandbox, call == "fork_join");
+    if call == "fork_many_instances" {
+        join_more_instances();
+    }
     let mut owner = Some(owner);
     match call {
-        "fork" => {
+        "fork" | "fork_join" | "fork_many_instances" => {
             // The other thread exits first (cleanly): no heap in the child is a dead
             // holder's, whose take-over would make `verify` accept slots with clear bits.
             done.send(()).unwrap();
@@ -104,6 +133,7 @@ fn case(call: &str, sandbox: bool) {
         done.send(()).unwrap();
         owner.join().unwrap();
     }
+    drop(join);
     assert!(a.is_empty());
     println!("done");
 }
@@ -191,6 +221,57 @@ fn guard_with_membarrier_a_threads_own_frees_are_pushed() {
     let failed = failures(
         "guard_with_membarrier_a_threads_own_frees_are_pushed",
         &["fork", "is_empty", "release_class", "release_other_class"],
+        false,
+    );
+    assert!(failed.is_empty(), "{failed:#?}");
+}
+
+/// RED-94: the fork's prepare handler keeps the forking thread's own batch whole only for
+/// the heaps on its copy of the thread's list (`ForkingHeaps::has`), which holds the first
+/// 64: a thread with heaps of more instances (its list is newest first) that forks under a
+/// filter refusing membarrier gets the batch of its older heaps marked `FORK_UNSURE`, and
+/// the child drops their chains, as RED-90 did for every heap.
+#[test]
+#[ignore = "RED-94: a fork without membarrier drops the forking thread's own pending frees of a heap past the 64 ForkingHeaps copies"]
+fn a_fork_without_membarrier_keeps_own_frees_of_every_heap_of_the_thread() {
+    if run_case_if_asked() {
+        return;
+    }
+    let (ok, said) = run(
+        "a_fork_without_membarrier_keeps_own_frees_of_every_heap_of_the_thread",
+        "fork_many_instances",
+        true,
+    );
+    assert!(ok, "{said}");
+}
+
+/// RED-95: a thread's explicit join (`Cohort::join`) batches its remote frees in the join's
+/// heap, which is on no thread's list: the prepare handler of a fork the joining thread
+/// makes under a filter refusing membarrier marks that batch `FORK_UNSURE`, and the child,
+/// which keeps the join (`Join` goes on working there), drops its chains.
+#[test]
+#[ignore = "RED-95: a fork without membarrier drops the pending frees of the forking thread's own Join"]
+fn a_fork_without_membarrier_keeps_the_forking_threads_join_frees() {
+    if run_case_if_asked() {
+        return;
+    }
+    let (ok, said) = run(
+        "a_fork_without_membarrier_keeps_the_forking_threads_join_frees",
+        "fork_join",
+        true,
+    );
+    assert!(ok, "{said}");
+}
+
+/// Guard: the two forks above with membarrier allowed.
+#[test]
+fn guard_with_membarrier_forks_keep_join_and_older_heap_frees() {
+    if run_case_if_asked() {
+        return;
+    }
+    let failed = failures(
+        "guard_with_membarrier_forks_keep_join_and_older_heap_frees",
+        &["fork_join", "fork_many_instances"],
         false,
     );
     assert!(failed.is_empty(), "{failed:#?}");
