@@ -1,0 +1,124 @@
+//! Red-team attack (session 19, second round) on RED-89's fix: cohort's fork handlers are
+//! registered by an ELF constructor (`fork::REGISTER_AT_LOAD`), whose `pthread_atfork` may
+//! itself allocate: glibc keeps the first 48 handlers in a static array and grows its list
+//! with `malloc` at the 49th registration (then `realloc`). In a program whose `malloc` is
+//! cohort's (linked with `libcohort.a`, or `libcohort.so` preloaded) that allocation is
+//! cohort's first, whose instance registers the handlers first (`fork::lock_list`), and
+//! waits for the registration in progress: its own, for ever.
+//!
+//! A C program linked statically with `libcohort.a` runs its own constructors first (its
+//! object comes before the library's in the link, and so do its `.init_array` entries):
+//! one that registers 48 handlers (none allocating) makes cohort's the 49th. The program
+//! is compiled here with the system's C compiler (`cc`) against the `libcohort.a` next to
+//! the `libcohort.so` the other tests preload; it stops itself after 3 s (`alarm`: a
+//! bound on a hang, not a measurement).
+
+#[allow(dead_code)] // `symbol`: this test runs no preloaded process.
+mod preloaded;
+
+use std::os::unix::process::ExitStatusExt;
+use std::process::Command;
+
+/// The C program: `handlers` fork handlers registered by a constructor before cohort's,
+/// then a `malloc`, a fork whose child allocates, and a `free`.
+fn program(handlers: usize) -> String {
+    format!(
+        r#"
+#include <malloc.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+static void handler(void) {{}}
+static void say(const char *s) {{ write(1, s, strlen(s)); }}
+__attribute__((constructor)) static void register_handlers(void) {{
+  alarm(3);
+  for (int i = 0; i < {handlers}; i++) pthread_atfork(handler, handler, handler);
+  say("registered\n");
+}}
+int main(void) {{
+  say("main\n");
+  void *volatile p = malloc(100);
+  if (malloc_usable_size(p) != 112) say("malloc is not cohort's\n");
+  pid_t pid = fork();
+  if (pid == 0) {{ free(malloc(10)); _exit(0); }}
+  int status = 0;
+  if (waitpid(pid, &status, 0) != pid || status != 0) say("the child failed\n");
+  free(p);
+  say("done\n");
+  return 0;
+}}
+"#
+    )
+}
+
+/// Compiles [`program`]`(handlers)` linked with `libcohort.a` and runs it: its status and
+/// standard output.
+fn run_linked_statically(handlers: usize) -> (std::process::ExitStatus, String) {
+    let archive = preloaded::library().with_extension("a");
+    assert!(
+        archive.exists(),
+        "{} (cargo build -p cohort-c)",
+        archive.display()
+    );
+    let dir = std::env::temp_dir().join(format!(
+        "cohort-red-team-atfork-static-{}-{handlers}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (source, exe) = (dir.join("program.c"), dir.join("program"));
+    std::fs::write(&source, program(handlers)).unwrap();
+    let built = Command::new("cc")
+        .args(["-O0", "-fno-builtin"])
+        .arg(&source)
+        .arg(&archive)
+        .args(["-lpthread", "-ldl", "-lm", "-o"])
+        .arg(&exe)
+        .output()
+        .expect("cc");
+    assert!(
+        built.status.success(),
+        "cc: {}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let out = Command::new(&exe).output().unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// The outcome of [`run_linked_statically`] when it is not a clean "done".
+fn failure(handlers: usize) -> Option<String> {
+    let (status, stdout) = run_linked_statically(handlers);
+    let hung = status.signal() == Some(libc::SIGALRM);
+    let ok = status.success() && stdout.ends_with("done\n") && !stdout.contains("not");
+    (!ok).then(|| {
+        format!("{handlers} handlers before cohort's: {status:?} (hung: {hung}), {stdout:?}")
+    })
+}
+
+/// RED-96: on lead e393384 both programs hang before `main` (SIGALRM). 48 handlers before
+/// cohort's (after "registered"): cohort's constructor's `pthread_atfork` is the 49th and
+/// calls `malloc` (glibc's list grows); cohort's first allocation initialises its
+/// instance, whose `fork::lock_list` spins in `ensure_registered` on the registration its
+/// own thread is making (`REGISTERING` by this process). 49 handlers (nothing printed):
+/// the program's own 49th `pthread_atfork` calls `malloc`, cohort's first allocation,
+/// whose `lock_list` registers cohort's handlers inside that `pthread_atfork`, which holds
+/// glibc's lock of the list (not recursive).
+#[test]
+#[ignore = "RED-96: a static program hangs when cohort's first allocation is made inside pthread_atfork (48 or 49 handlers registered before cohort's)"]
+fn registering_the_fork_handlers_may_allocate_from_cohort() {
+    let failed: Vec<String> = [48, 49].into_iter().filter_map(failure).collect();
+    assert!(failed.is_empty(), "{failed:#?}");
+}
+
+/// Guard: no handler and 47 handlers before cohort's (no allocation inside any
+/// `pthread_atfork` before cohort's instance exists) run through.
+#[test]
+fn guard_a_static_program_with_other_fork_handlers_runs() {
+    let failed: Vec<String> = [0, 47].into_iter().filter_map(failure).collect();
+    assert!(failed.is_empty(), "{failed:#?}");
+}
