@@ -1,10 +1,13 @@
-//! Red-team attack (session 19, second round) on RED-89's fix: cohort's fork handlers are
+//! Red-team attacks (session 19, second round) on RED-89's fix: cohort's fork handlers are
 //! registered by an ELF constructor (`fork::REGISTER_AT_LOAD`), whose `pthread_atfork` may
 //! itself allocate: glibc keeps the first 48 handlers in a static array and grows its list
 //! with `malloc` at the 49th registration (then `realloc`). In a program whose `malloc` is
 //! cohort's (linked with `libcohort.a`, or `libcohort.so` preloaded) that allocation is
 //! cohort's first, whose instance registers the handlers first (`fork::lock_list`), and
 //! waits for the registration in progress: its own, for ever.
+//!
+//! And the constructor runs after the program's own in a static link (RED-97), so a fork
+//! handler a program's constructor registers is registered before cohort's (RED-89).
 //!
 //! A C program linked statically with `libcohort.a` runs its own constructors first (its
 //! object comes before the library's in the link, and so do its `.init_array` entries):
@@ -19,9 +22,16 @@ mod preloaded;
 use std::os::unix::process::ExitStatusExt;
 use std::process::Command;
 
-/// The C program: `handlers` fork handlers registered by a constructor before cohort's,
-/// then a `malloc`, a fork whose child allocates, and a `free`.
-fn program(handlers: usize) -> String {
+/// A fork handler of the programs: nothing, or (`allocate`) a slow-path allocation.
+const HANDLERS: &str = r#"
+static void handler(void) {}
+static void allocate(void) { void *volatile p = malloc(1 << 20); free(p); }
+"#;
+
+/// The C program: its constructor (run before cohort's) runs `registrations` (calls of
+/// `pthread_atfork` with [`HANDLERS`]); then a `malloc`, a fork whose child allocates, and
+/// a `free`.
+fn program(registrations: &str) -> String {
     format!(
         r#"
 #include <malloc.h>
@@ -30,11 +40,11 @@ fn program(handlers: usize) -> String {
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
-static void handler(void) {{}}
+{HANDLERS}
 static void say(const char *s) {{ write(1, s, strlen(s)); }}
 __attribute__((constructor)) static void register_handlers(void) {{
   alarm(3);
-  for (int i = 0; i < {handlers}; i++) pthread_atfork(handler, handler, handler);
+  {registrations}
   say("registered\n");
 }}
 int main(void) {{
@@ -53,22 +63,29 @@ int main(void) {{
     )
 }
 
-/// Compiles [`program`]`(handlers)` linked with `libcohort.a` and runs it: its status and
-/// standard output.
-fn run_linked_statically(handlers: usize) -> (std::process::ExitStatus, String) {
+/// [`program`]'s registrations of `n` handlers that do nothing.
+fn handlers(n: usize) -> String {
+    format!("for (int i = 0; i < {n}; i++) pthread_atfork(handler, handler, handler);")
+}
+
+/// Compiles [`program`]`(registrations)` linked with `libcohort.a` and runs it: its status
+/// and standard output.
+fn run_linked_statically(registrations: &str) -> (std::process::ExitStatus, String) {
     let archive = preloaded::library().with_extension("a");
     assert!(
         archive.exists(),
         "{} (cargo build -p cohort-c)",
         archive.display()
     );
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir = std::env::temp_dir().join(format!(
-        "cohort-red-team-atfork-static-{}-{handlers}",
+        "cohort-red-team-atfork-static-{}-{run}",
         std::process::id()
     ));
     std::fs::create_dir_all(&dir).unwrap();
     let (source, exe) = (dir.join("program.c"), dir.join("program"));
-    std::fs::write(&source, program(handlers)).unwrap();
+    std::fs::write(&source, program(registrations)).unwrap();
     let built = Command::new("cc")
         .args(["-O0", "-fno-builtin"])
         .arg(&source)
@@ -91,13 +108,11 @@ fn run_linked_statically(handlers: usize) -> (std::process::ExitStatus, String) 
 }
 
 /// The outcome of [`run_linked_statically`] when it is not a clean "done".
-fn failure(handlers: usize) -> Option<String> {
-    let (status, stdout) = run_linked_statically(handlers);
+fn failure(registrations: &str) -> Option<String> {
+    let (status, stdout) = run_linked_statically(registrations);
     let hung = status.signal() == Some(libc::SIGALRM);
     let ok = status.success() && stdout.ends_with("done\n") && !stdout.contains("not");
-    (!ok).then(|| {
-        format!("{handlers} handlers before cohort's: {status:?} (hung: {hung}), {stdout:?}")
-    })
+    (!ok).then(|| format!("{registrations}: {status:?} (hung: {hung}), {stdout:?}"))
 }
 
 /// RED-96: on lead e393384 both programs hang before `main` (SIGALRM). 48 handlers before
@@ -111,7 +126,10 @@ fn failure(handlers: usize) -> Option<String> {
 #[test]
 #[ignore = "RED-96: a static program hangs when cohort's first allocation is made inside pthread_atfork (48 or 49 handlers registered before cohort's)"]
 fn registering_the_fork_handlers_may_allocate_from_cohort() {
-    let failed: Vec<String> = [48, 49].into_iter().filter_map(failure).collect();
+    let failed: Vec<String> = [handlers(48), handlers(49)]
+        .iter()
+        .filter_map(|r| failure(r))
+        .collect();
     assert!(failed.is_empty(), "{failed:#?}");
 }
 
@@ -119,6 +137,22 @@ fn registering_the_fork_handlers_may_allocate_from_cohort() {
 /// `pthread_atfork` before cohort's instance exists) run through.
 #[test]
 fn guard_a_static_program_with_other_fork_handlers_runs() {
-    let failed: Vec<String> = [0, 47].into_iter().filter_map(failure).collect();
+    let failed: Vec<String> = [handlers(0), handlers(47)]
+        .iter()
+        .filter_map(|r| failure(r))
+        .collect();
     assert!(failed.is_empty(), "{failed:#?}");
+}
+
+/// RED-97: RED-89 in a program linked statically with `libcohort.a`: its constructors run
+/// before cohort's (its object's `.init_array` entries come first), so a fork handler one
+/// of them registers is registered before cohort's, and its prepare runs while cohort's
+/// locks are held: on lead e393384 the program whose handlers allocate 1 MiB (a large
+/// allocation) hangs in its fork (SIGALRM after "main"). `fork::REGISTER_AT_LOAD`'s docs
+/// say the registration runs "before any code the program runs registers its own".
+#[test]
+#[ignore = "RED-97: RED-89 again in a program linked with libcohort.a: its constructor's fork handler that allocates hangs the fork"]
+fn a_static_programs_constructor_may_register_a_fork_handler_that_allocates() {
+    let failed = failure("pthread_atfork(allocate, allocate, allocate);");
+    assert!(failed.is_none(), "{failed:?}");
 }
