@@ -78,6 +78,10 @@ pub(crate) fn generation() -> u64 {
 /// its parent's `REGISTERING`, which nobody in the child will finish, and registers itself.
 static REGISTERED: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
+/// The thread inside [`ensure_registered`]'s `pthread_atfork` call (0: none). Only that
+/// thread stores its id, and only it can read its own id here.
+static REGISTERING_THREAD: core::sync::atomic::AtomicI32 = core::sync::atomic::AtomicI32::new(0);
+
 /// Handlers not registered / being registered / registered.
 const NONE: u64 = 0;
 const REGISTERING: u64 = 1;
@@ -101,9 +105,14 @@ pub(crate) fn lock_list() -> MutexGuard<'static, RawSpin, List> {
 /// were held (RED-89: a fork hung). [`lock_list`] still registers, for a loader that runs
 /// no constructors. A handler registered before the library loaded (another library's
 /// constructor) that allocates from cohort inside a fork is not supported.
+///
+/// The entry's priority (the section's suffix, sorted by the static linker before the
+/// entries without one) puts it before the program's own constructors of the default
+/// priority when the library is linked statically into a C program (RED-97); in a shared
+/// library, the loader runs it before the program's constructors anyway.
 #[cfg(all(not(loom), target_os = "linux"))]
 #[used]
-#[link_section = ".init_array"]
+#[link_section = ".init_array.00101"]
 static REGISTER_AT_LOAD: extern "C" fn() = register_at_load;
 
 #[cfg(all(not(loom), target_os = "linux"))]
@@ -111,9 +120,13 @@ extern "C" fn register_at_load() {
     ensure_registered();
 }
 
-/// Registers the fork handlers once per process; other callers wait until they are.
+/// Registers the fork handlers once per process; other threads wait until they are. The
+/// registering thread itself goes on at once: `pthread_atfork` may allocate (the C
+/// library grows its list of handlers with `malloc`, which may be cohort's), and that
+/// allocation comes back here (RED-96); the handlers are then registered when the outer
+/// call returns, before this thread can fork.
 fn ensure_registered() {
-    use core::sync::atomic::Ordering::{AcqRel, Acquire, Release};
+    use core::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
     let mut round = 0;
     let mut seen = REGISTERED.load(Acquire);
     loop {
@@ -124,12 +137,16 @@ fn ensure_registered() {
             // with the parent (see `REGISTERED`).
             REGISTERING if seen & !3 != me => true,
             NONE => true,
-            _ => false, // REGISTERING by this process
+            // REGISTERING by this process: by this thread, inside `pthread_atfork`?
+            _ if REGISTERING_THREAD.load(Relaxed) == os::shared_mem::thread_id() => break,
+            _ => false,
         };
         if takes {
             match REGISTERED.compare_exchange(seen, me | REGISTERING, AcqRel, Acquire) {
                 Ok(_) => {
+                    REGISTERING_THREAD.store(os::shared_mem::thread_id(), Relaxed);
                     os::at_fork(prepare, parent, child);
+                    REGISTERING_THREAD.store(0, Relaxed);
                     REGISTERED.store(DONE, Release);
                     break;
                 }
@@ -191,13 +208,23 @@ fn for_each_here(list: &List, mut f: impl FnMut(&Pool)) {
     });
 }
 
-impl ForkingHeaps {
-    /// True when `heap` is on the copied part of the forking thread's list: a heap that
-    /// thread holds.
-    fn has(&self, heap: *mut Heap) -> bool {
-        self.heaps[..self.len].iter().any(|&(h, _, _)| h == heap)
+/// True when `heap` is on the calling thread's list of heaps, from its first, `own`: a
+/// heap the thread holds. The whole list, not [`ForkingHeaps`]' copy of its first
+/// [`COPIED`] (RED-94).
+fn on_thread_list(own: *mut Heap, heap: *mut Heap) -> bool {
+    let mut at = own;
+    while !at.is_null() {
+        if at == heap {
+            return true;
+        }
+        // SAFETY: the calling thread's list, in the parent: its heaps are mapped, and only
+        // this thread changes the links.
+        at = unsafe { (*at).thread_next };
     }
+    false
+}
 
+impl ForkingHeaps {
     /// The first heap of the forking thread's list (null when it had none).
     fn first(&self) -> *mut Heap {
         if self.len == 0 {
@@ -249,7 +276,7 @@ unsafe extern "C" fn prepare() {
             core::mem::forget(pool.large.lock());
             // No batch of remote frees is half changed in the copy.
             for heap in registered(pool) {
-                let forking_thread_holds = list.forking.has(heap);
+                let forking_thread_holds = on_thread_list(own, heap);
                 // SAFETY: a private pool's registered heaps stay mapped for its life.
                 unsafe { (*heap).remote.hold_for_fork(forking_thread_holds) };
             }

@@ -23,21 +23,22 @@ const CASE: &str = "COHORT_RED_TEAM_MEMBARRIER_FORK_CASE";
 const SIZE: usize = 1024;
 const OBJECTS: usize = 256;
 
+/// What [`setup`] returns: the instance, the join the frees went through (if any), the
+/// idle thread's go signal and the thread.
+type Setup = (
+    &'static Cohort<Life>,
+    Option<Join<'static, Life>>,
+    mpsc::Sender<()>,
+    std::thread::JoinHandle<()>,
+);
+
 /// The setup of every case: another thread allocates `2 * OBJECTS` objects and hands
 /// them to this thread, which frees the first half (a remote free registers membarrier;
 /// its batch keeps chains from then on) and pushes them (`compact`); this thread then
 /// sandboxes itself (`sandbox`) and frees the second half: its own batch holds their last
 /// chains. Returns the instance and the other thread, idle until told (a send on the
 /// channel), which holds no pending free of its own.
-fn setup(
-    sandbox: bool,
-    through_join: bool,
-) -> (
-    &'static Cohort<Life>,
-    Option<Join<'static, Life>>,
-    mpsc::Sender<()>,
-    std::thread::JoinHandle<()>,
-) {
+fn setup(sandbox: bool, through_join: bool) -> Setup {
     let a: &'static Cohort<Life> = Box::leak(Box::new(Cohort::<Life>::new()));
     let join = through_join.then(|| a.join(0).expect("a join"));
     let (objects_tx, objects) = mpsc::channel();
@@ -233,7 +234,6 @@ fn guard_with_membarrier_a_threads_own_frees_are_pushed() {
 /// filter refusing membarrier gets the batch of its older heaps marked `FORK_UNSURE`, and
 /// the child drops their chains, as RED-90 did for every heap.
 #[test]
-#[ignore = "RED-94: a fork without membarrier drops the forking thread's own pending frees of a heap past the 64 ForkingHeaps copies"]
 fn a_fork_without_membarrier_keeps_own_frees_of_every_heap_of_the_thread() {
     if run_case_if_asked() {
         return;

@@ -124,7 +124,6 @@ fn failure(registrations: &str) -> Option<String> {
 /// whose `lock_list` registers cohort's handlers inside that `pthread_atfork`, which holds
 /// glibc's lock of the list (not recursive).
 #[test]
-#[ignore = "RED-96: a static program hangs when cohort's first allocation is made inside pthread_atfork (48 or 49 handlers registered before cohort's)"]
 fn registering_the_fork_handlers_may_allocate_from_cohort() {
     let failed: Vec<String> = [handlers(48), handlers(49)]
         .iter()
@@ -151,7 +150,6 @@ fn guard_a_static_program_with_other_fork_handlers_runs() {
 /// allocation) hangs in its fork (SIGALRM after "main"). `fork::REGISTER_AT_LOAD`'s docs
 /// say the registration runs "before any code the program runs registers its own".
 #[test]
-#[ignore = "RED-97: RED-89 again in a program linked with libcohort.a: its constructor's fork handler that allocates hangs the fork"]
 fn a_static_programs_constructor_may_register_a_fork_handler_that_allocates() {
     let failed = failure("pthread_atfork(allocate, allocate, allocate);");
     assert!(failed.is_none(), "{failed:?}");

@@ -14,9 +14,22 @@ pub fn in_child(timeout: u32, f: impl FnOnce()) -> libc::pid_t {
     if pid == 0 {
         // SAFETY: alarm has no preconditions.
         unsafe { libc::alarm(timeout) };
-        let ok = std::panic::catch_unwind(AssertUnwindSafe(f)).is_ok();
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(f));
+        if let Err(payload) = &outcome {
+            // The test harness captures the child's panic message with the parent's
+            // output, which the child never hands back: written to the standard error
+            // itself, the message reaches the log.
+            let message = payload
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| payload.downcast_ref::<&str>().copied())
+                .unwrap_or("(no message)");
+            let line = format!("fork child {}: panicked: {message}\n", std::process::id());
+            // SAFETY: writes from a valid buffer to fd 2.
+            unsafe { libc::write(2, line.as_ptr().cast(), line.len()) };
+        }
         // SAFETY: as above.
-        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        unsafe { libc::_exit(if outcome.is_ok() { 0 } else { 1 }) };
     }
     pid
 }

@@ -20,6 +20,12 @@ pub fn pid() -> i32 {
     unsafe { libc::getpid() }
 }
 
+/// The calling thread's id (unique among the live threads of every process).
+pub fn thread_id() -> i32 {
+    // SAFETY: gettid has no precondition.
+    unsafe { libc::gettid() }
+}
+
 /// Where a process word's pid starts (pids are below `2^22`, the kernel's limit).
 const PID_SHIFT: u32 = 42;
 /// Where its image starts, and its 8 bits (0: unknown).
