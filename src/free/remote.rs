@@ -59,8 +59,10 @@ impl Instance {
         // in a private mapping) is tried whatever its view: a heap of a pool other
         // processes use never starts a chain, so `try_append` finds none there.
         if let Some(owner) = quick_owner(word).filter(|&o| !is_shared_token(o)) {
-            // SAFETY: the route gives null or a live heap the caller holds.
-            let heap = unsafe { route.remote_heap(this.instance_id(), owner).as_ref() };
+            let slot = this.slot.load(Ordering::Relaxed) as usize;
+            // SAFETY: slot < SLOTS (the field's invariant, see crate::instance); the route
+            // gives null or a live heap the caller holds.
+            let heap = unsafe { route.remote_heap(this.instance_id(), slot, owner).as_ref() };
             // SAFETY: p is in the region (the fast path passes a word other than 0 only
             // then), so its header is readable (a run's bytes, maybe: see below).
             let h = unsafe { &*header_of(p) };
@@ -238,8 +240,10 @@ impl Instance {
         p: *mut u8,
         owner: u64,
     ) -> Option<BatchFree> {
-        // SAFETY: the route gives null or a live heap the caller holds.
-        let heap = unsafe { route.remote_heap(self.instance_id(), owner).as_ref() }?;
+        let slot = self.slot.load(Ordering::Relaxed) as usize;
+        // SAFETY: slot < SLOTS (the field's invariant, see crate::instance); the route
+        // gives null or a live heap the caller holds.
+        let heap = unsafe { route.remote_heap(self.instance_id(), slot, owner).as_ref() }?;
         let pool = heap.pool();
         if pool.is_process_shared() {
             return None; // Pools other processes use do not batch (see `crate::remote`).
