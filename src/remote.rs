@@ -342,10 +342,18 @@ impl RemoteBatch {
     /// batch, waits until it is done (a thread exit: nothing may stay pending); otherwise
     /// returns at once then (the flusher pushes them). Lock-free without `wait`.
     ///
+    /// Without `wait` it first reads `pending`: 0 means no chain is pending (the holder sets
+    /// it before it fills an entry, and only a whole flush clears it, after which only the
+    /// holder, the caller, fills entries again), so a thread that frees nothing remotely
+    /// pays one load on its alloc slow path.
+    ///
     /// # Safety
     /// The caller holds the batch's heap; every block of the batch's chains is a live block
     /// of `pool` (the pool of the batch's heap; in a pool other processes use, it has none).
     pub(crate) unsafe fn flush_own(&self, pool: &Pool, wait: bool) {
+        if !wait && self.pending.load(Ordering::Relaxed) == 0 {
+            return;
+        }
         loop {
             if self.enter() {
                 // SAFETY: entered; forwarded.
