@@ -194,9 +194,21 @@ fn empty_slot(c: &Current, slot: usize) {
 /// empty (no heap yet, or the shared slot 0), which tells nothing.
 #[inline]
 pub(crate) fn slot_heap<'a>(instance: u64) -> Option<&'a Heap> {
-    let slot = slot_of(instance);
+    // SAFETY: slot_of's answer is below SLOTS.
+    unsafe { heap_at(slot_of(instance)) }
+}
+
+/// [`slot_heap`] for the slot an instance keeps (its `slot` field: `slot_of` its id, or
+/// 0 until its pool exists), with no computation of the slot.
+///
+/// # Safety
+/// `slot < SLOTS`.
+#[inline]
+pub(crate) unsafe fn heap_at<'a>(slot: usize) -> Option<&'a Heap> {
+    debug_assert!(slot < SLOTS);
     CURRENT
-        .try_with(|c| c.slot_heaps[slot].get())
+        // SAFETY: slot < SLOTS (caller).
+        .try_with(|c| unsafe { c.slot_heaps.get_unchecked(slot) }.get())
         .ok()
         // SAFETY: a slot's heap is null or a live heap of the calling thread (see
         // `Current`).

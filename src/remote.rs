@@ -118,9 +118,40 @@ const UNUSED: Pending = Pending {
     left: 0,
 };
 
-/// A batch's entries.
+/// A batch's entries, field by field: entry `i` is `(block[i], first[i], last[i], limit[i],
+/// left[i])`, a [`Pending`]. Kept as one array per field so that the quick way
+/// ([`append_quick`]) addresses each field from the batch and the entry's index with no
+/// multiplication (an 8-byte and a 4-byte stride) and no register for the entry's address.
 struct Entries {
-    pending: [Pending; ENTRIES],
+    block: [*const Header; ENTRIES],
+    first: [u32; ENTRIES],
+    left: [u32; ENTRIES],
+    last: [u32; ENTRIES],
+    limit: [u32; ENTRIES],
+}
+
+impl Entries {
+    /// Entry `i`.
+    #[inline(always)]
+    fn get(&self, i: usize) -> Pending {
+        Pending {
+            block: self.block[i],
+            first: self.first[i],
+            last: self.last[i],
+            limit: self.limit[i],
+            left: self.left[i],
+        }
+    }
+
+    /// Makes entry `i` `e`.
+    #[inline(always)]
+    fn set(&mut self, i: usize, e: Pending) {
+        self.block[i] = e.block;
+        self.first[i] = e.first;
+        self.last[i] = e.last;
+        self.limit[i] = e.limit;
+        self.left[i] = e.left;
+    }
 }
 
 /// A heap's batch of remote frees (see the module docs).
@@ -161,7 +192,11 @@ pub(crate) enum BatchFree {
 crate::sync::const_unless_loom! {
     fn new_entries() -> UnsafeCell<Entries> {
         UnsafeCell::new(Entries {
-            pending: [UNUSED; ENTRIES],
+            block: [ptr::null(); ENTRIES],
+            first: [0; ENTRIES],
+            left: [0; ENTRIES],
+            last: [0; ENTRIES],
+            limit: [0; ENTRIES],
         })
     }
 }
@@ -309,6 +344,11 @@ impl RemoteBatch {
     /// pending); otherwise returns at once then (the flusher pushes them). Lock-free
     /// without `wait`. [`Flush::Pushed`] when frees were pending.
     ///
+    /// Without `wait` it first reads `pending`: 0 means no chain is pending (the holder sets
+    /// it before it fills an entry, and only a whole flush clears it, after which only the
+    /// holder, the caller, fills entries again), so a thread that frees nothing remotely
+    /// pays one load on its alloc slow path.
+    ///
     /// # Safety
     /// The caller holds the batch's heap; every block of the batch's chains is a live block
     /// of `pool` (the pool of the batch's heap; in a pool other processes use, it has none).
@@ -319,6 +359,9 @@ impl RemoteBatch {
         } else {
             Flush::Pushed
         };
+        if !wait && had == Flush::Nothing {
+            return had;
+        }
         loop {
             if self.enter() {
                 // SAFETY: entered; forwarded.
@@ -347,8 +390,8 @@ impl RemoteBatch {
                 // SAFETY: entered.
                 let first = unsafe {
                     self.with_entries(|entries| {
-                        let e = &entries.pending[entry_of(block)];
-                        e.block == block && e.first == off
+                        let i = entry_of(block);
+                        entries.block[i] == block && entries.first[i] == off
                     })
                 };
                 self.leave();
@@ -398,9 +441,11 @@ impl RemoteBatch {
         // SAFETY: forwarded.
         unsafe {
             self.with_entries(|entries| {
-                for e in entries.pending.iter_mut().filter(|e| !e.block.is_null()) {
-                    // SAFETY: the chain's slots are the batch's; forwarded.
-                    flush_entry(pool, e);
+                for i in 0..ENTRIES {
+                    if !entries.block[i].is_null() {
+                        // SAFETY: the chain's slots are the batch's; forwarded.
+                        flush_entry(pool, entries, i);
+                    }
                 }
             })
         };
@@ -439,9 +484,7 @@ impl RemoteBatch {
             // the entries.
             unsafe {
                 self.with_entries(|entries| {
-                    for e in &mut entries.pending {
-                        e.block = ptr::null();
-                    }
+                    entries.block = [ptr::null(); ENTRIES];
                 })
             };
             self.pending.store(0, Ordering::Relaxed);
@@ -474,13 +517,13 @@ unsafe fn free_in(
     off: u32,
 ) -> BatchFree {
     let block = ptr::from_ref(h);
-    let e = &mut entries.pending[entry_of(block)];
-    if e.block == block && e.left > 0 {
+    let i = entry_of(block);
+    if entries.block[i] == block && entries.left[i] > 0 {
         // SAFETY: forwarded.
-        return unsafe { append(e, h, off) };
+        return unsafe { append(entries, i, h, off) };
     }
     // SAFETY: forwarded.
-    unsafe { free_in_entry(e, pending, pool, h, off) }
+    unsafe { free_in_entry(entries, i, pending, pool, h, off) }
 }
 
 /// [`RemoteBatch::try_append`] on the entries: block `h`'s chain takes slot `off` when it
@@ -492,45 +535,60 @@ unsafe fn free_in(
 #[inline(always)]
 unsafe fn append_quick(entries: &mut Entries, h: &Header, off: u32) -> bool {
     let block = ptr::from_ref(h);
-    let e = &mut entries.pending[entry_of(block)];
-    // SAFETY: forwarded, with `e` holding block h's chain.
-    e.block == block && e.left > 0 && unsafe { append(e, h, off) } == BatchFree::Done
+    let i = entry_of(block);
+    // The same tests as `free_in` and `append`, the header's first: its line is read
+    // before the entry's chain (fewer values live at once: one register less to save).
+    if entries.block[i] != block || h.is_freed_last(off) || entries.left[i] == 0 {
+        return false;
+    }
+    let first = entries.first[i];
+    if first == off {
+        return false;
+    }
+    // SAFETY: the slot is the caller's (given up), in block h.
+    unsafe { h.link_slot(off, first) };
+    entries.first[i] = off;
+    entries.left[i] -= 1;
+    true
 }
 
-/// Adds slot `off` to the chain of entry `e`, block `h`'s, unless it is the chain's first
+/// Adds slot `off` to the chain of entry `i`, block `h`'s, unless it is the chain's first
 /// or the block's remote or local list's first (already free: [`Header::is_freed_last`]).
 ///
 /// # Safety
-/// As [`free_in`], with `e` holding block `h`'s chain.
+/// As [`free_in`], with entry `i` holding block `h`'s chain.
 #[inline(always)]
-unsafe fn append(e: &mut Pending, h: &Header, off: u32) -> BatchFree {
-    if h.is_freed_last(off) || e.first == off {
+unsafe fn append(entries: &mut Entries, i: usize, h: &Header, off: u32) -> BatchFree {
+    let first = entries.first[i];
+    if h.is_freed_last(off) || first == off {
         return BatchFree::AlreadyFree;
     }
     // SAFETY: the slot is the caller's (given up), in block h.
-    unsafe { h.link_slot(off, e.first) };
-    e.first = off;
-    e.left -= 1;
+    unsafe { h.link_slot(off, first) };
+    entries.first[i] = off;
+    entries.left[i] -= 1;
     BatchFree::Done
 }
 
-/// [`free_in`]'s other cases, for entry `e`, block `h`'s: the slot starts a chain of the
+/// [`free_in`]'s other cases, for entry `i`, block `h`'s: the slot starts a chain of the
 /// block; the entry's chain goes to its block first (block `h`'s, full, or another
 /// block's). A slot that is the first of the full chain or of the block's remote list is
 /// already free.
 ///
 /// # Safety
-/// As [`free_in`], with `e` the entry of block `h`.
+/// As [`free_in`], with `i` the entry of block `h`.
 #[cold]
 #[inline(never)]
 unsafe fn free_in_entry(
-    e: &mut Pending,
+    entries: &mut Entries,
+    i: usize,
     pending: &AtomicU32,
     pool: &Pool,
     h: &Header,
     off: u32,
 ) -> BatchFree {
     let block = ptr::from_ref(h);
+    let e = entries.get(i);
     if (e.block == block && e.first == off) || h.is_freed_last(off) {
         return BatchFree::AlreadyFree;
     }
@@ -543,18 +601,21 @@ unsafe fn free_in_entry(
     if !e.block.is_null() {
         // Block h's full chain, or another block's, holds the entry: it goes to its block.
         // SAFETY: the chain's slots are the batch's.
-        unsafe { flush_entry(pool, e) };
+        unsafe { flush_entry(pool, entries, i) };
     }
     // Before any flusher can see the slot freed (see `RemoteBatch::flush`).
     pending.store(1, Ordering::Relaxed);
     // A chain of one slot: its link is written when it is pushed.
-    *e = Pending {
-        block,
-        first: off,
-        last: off,
-        limit,
-        left: limit - 1,
-    };
+    entries.set(
+        i,
+        Pending {
+            block,
+            first: off,
+            last: off,
+            limit,
+            left: limit - 1,
+        },
+    );
     BatchFree::Done
 }
 
@@ -581,17 +642,18 @@ fn entry_of(block: *const Header) -> usize {
     (block as usize >> BLOCK_SHIFT) % ENTRIES
 }
 
-/// Pushes entry `e`'s chain to its block and leaves the entry unused.
+/// Pushes entry `i`'s chain to its block and leaves the entry unused.
 ///
 /// # Safety
-/// The caller holds the batch's `busy`; `e.block` is a live block of `pool` whose chain
-/// slots are the batch's.
-unsafe fn flush_entry(pool: &Pool, e: &mut Pending) {
+/// The caller may touch the entries; entry `i`'s block is a live block of `pool` whose
+/// chain slots are the batch's.
+unsafe fn flush_entry(pool: &Pool, entries: &mut Entries, i: usize) {
+    let e = entries.get(i);
     // SAFETY: the block is live (caller).
     let h = unsafe { &*e.block };
     // SAFETY: the chain's slots are the batch's, linked from first to last.
     unsafe { push_chain(pool, h, e.first, e.last, e.limit - e.left) };
-    *e = UNUSED;
+    entries.set(i, UNUSED);
 }
 
 /// Pushes a chain of `n` slots of block `h` on its remote list, relists the block when it

@@ -54,8 +54,13 @@ pub(crate) trait Route: Copy {
     /// `instance` when it is found without a search and does not own blocks of token
     /// `owner` (nor does any other heap the route would free locally into: the free is
     /// remote, and the heap's batch may take it); null otherwise (the free takes the
-    /// general way, [`Route::heap_owning`] and [`Route::batch_heap`]).
-    fn remote_heap(self, instance: u64, owner: u64) -> *const Heap;
+    /// general way, [`Route::heap_owning`] and [`Route::batch_heap`]). `slot` is the
+    /// instance's `slot` field (`per_thread::slot_of(instance)`, or 0 before its pool
+    /// exists: the shared slot, always empty).
+    ///
+    /// # Safety
+    /// `slot < per_thread::SLOTS`.
+    unsafe fn remote_heap(self, instance: u64, slot: usize, owner: u64) -> *const Heap;
 }
 
 /// The calling thread's heap of the instance.
@@ -138,10 +143,11 @@ impl Route for ThreadHeap {
     }
 
     #[inline(always)]
-    fn remote_heap(self, instance: u64, owner: u64) -> *const Heap {
+    unsafe fn remote_heap(self, instance: u64, slot: usize, owner: u64) -> *const Heap {
         // The first two cases of `heap_owning`: the heap in the instance's slot, else the
         // one used last if of this instance, is the thread's only heap of the instance.
-        let heap = match per_thread::slot_heap(instance) {
+        // SAFETY: slot < SLOTS (caller).
+        let heap = match unsafe { per_thread::heap_at(slot) } {
             Some(heap) => ptr::from_ref(heap),
             None => per_thread::current(instance).cast_const(),
         };
@@ -198,7 +204,7 @@ impl Route for JoinedHeap<'_> {
     }
 
     #[inline(always)]
-    fn remote_heap(self, _instance: u64, _owner: u64) -> *const Heap {
+    unsafe fn remote_heap(self, _instance: u64, _slot: usize, _owner: u64) -> *const Heap {
         // The block may be the calling thread's own heap's (`heap_owning`): the general way.
         ptr::null()
     }

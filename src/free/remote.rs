@@ -57,10 +57,15 @@ impl Instance {
         // not batch (`crate::remote`), and the test costs nothing (it is part of the
         // word's mask). A token without the bit (a private instance's, a region formatted
         // in a private mapping) is tried whatever its view: a heap of a pool other
-        // processes use never starts a chain, so `try_append` finds none there.
-        if let Some(owner) = quick_owner(word).filter(|&o| !is_shared_token(o)) {
-            // SAFETY: the route gives null or a live heap the caller holds.
-            let heap = unsafe { route.remote_heap(this.instance_id(), owner).as_ref() };
+        // processes use never starts a chain, so `try_append` finds none there. Nor is
+        // owner 0 (the pool's tiny blocks) tested: no batch chains a tiny block's slots
+        // (`free_remote` frees those under the pool lock), so `try_append` finds no chain
+        // of such a block either.
+        if let Some(owner) = keyed_owner(word).filter(|&o| !is_shared_token(o)) {
+            let slot = this.slot.load(Ordering::Relaxed) as usize;
+            // SAFETY: slot < SLOTS (the field's invariant, see crate::instance); the route
+            // gives null or a live heap the caller holds.
+            let heap = unsafe { route.remote_heap(this.instance_id(), slot, owner).as_ref() };
             // SAFETY: p is in the region (the fast path passes a word other than 0 only
             // then), so its header is readable (a run's bytes, maybe: see below).
             let h = unsafe { &*header_of(p) };
@@ -70,9 +75,9 @@ impl Instance {
             // and the run test of `remote_owner` is not needed here (the general way makes
             // it before it starts a chain).
             // SAFETY: a live slot of h (caller), which holds the size's key and is owned by
-            // another heap than the caller's, not tiny (`quick_owner`), whenever h is the
-            // block of one of the batch's chains, the only case `try_append` acts on; the
-            // caller holds the heap.
+            // another heap than the caller's (`keyed_owner`, `remote_heap`), not tiny,
+            // whenever h is the block of one of the batch's chains, the only case
+            // `try_append` acts on; the caller holds the heap.
             if heap.is_some_and(|heap| unsafe { heap.remote.try_append(h, h.offset_of(p)) }) {
                 return;
             }
@@ -238,8 +243,10 @@ impl Instance {
         p: *mut u8,
         owner: u64,
     ) -> Option<BatchFree> {
-        // SAFETY: the route gives null or a live heap the caller holds.
-        let heap = unsafe { route.remote_heap(self.instance_id(), owner).as_ref() }?;
+        let slot = self.slot.load(Ordering::Relaxed) as usize;
+        // SAFETY: slot < SLOTS (the field's invariant, see crate::instance); the route
+        // gives null or a live heap the caller holds.
+        let heap = unsafe { route.remote_heap(self.instance_id(), slot, owner).as_ref() }?;
         let pool = heap.pool();
         if pool.is_process_shared() {
             return None; // Pools other processes use do not batch (see `crate::remote`).
@@ -441,11 +448,19 @@ impl Instance {
 /// [`Instance::remote_owner`] without the run test: the heap token of a block whose word
 /// (as [`Instance::free_other`] has it) says it holds the size's key, is not promoting and
 /// is owned by a heap (`None` otherwise). Trusted only for a block known to be a block of
-/// slots: [`Instance::free_other`]'s quick way, for the block of one of the batch's chains.
+/// slots.
 #[inline(always)]
 fn quick_owner(word: u64) -> Option<u64> {
-    (word & (PROMOTING | u64::from(EMPTY_KEY)) == u64::from(EMPTY_KEY) && word >> 16 != 0)
-        .then_some(word >> 16)
+    keyed_owner(word).filter(|&owner| owner != 0)
+}
+
+/// The owner token of a block whose word (as [`Instance::free_other`] has it) says it
+/// holds the size's key and is not promoting, 0 (the pool's, a tiny block) included;
+/// `None` otherwise. [`Instance::free_other`]'s quick way, which acts only on the block of
+/// one of the batch's chains (never a tiny block, never a large run's bytes).
+#[inline(always)]
+fn keyed_owner(word: u64) -> Option<u64> {
+    (word & (PROMOTING | u64::from(EMPTY_KEY)) == u64::from(EMPTY_KEY)).then_some(word >> 16)
 }
 
 /// True when heap token `token` is the heap's of a region formatted for other processes to
