@@ -13,7 +13,7 @@
 //! else; a child whose call returns leaves with [`RETURNED`].
 
 use cohort::class::{CLASSES, GRANULE};
-use cohort::{set_misuse_hook, Cohort, Misuse, Problem};
+use cohort::{set_misuse_hook, Cohort, Misuse, Problem, RegionOptions};
 use std::alloc::Layout;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use test_support::{abort_in_child, child_case, fork_children, say};
@@ -87,7 +87,7 @@ fn inside_offsets(stride: usize) -> Vec<usize> {
     if pow > 1 {
         ks.extend([pow / 2, stride - pow / 2]);
     }
-    let spread = |j: &usize| *j <= 3 || odd - j <= 3 || j % (odd / 4 + 1) == 0;
+    let spread = |j: &usize| *j <= 3 || odd - j <= 3 || j.is_multiple_of(odd / 4 + 1);
     ks.extend((1..odd).filter(spread).map(|j| j * pow));
     ks.sort_unstable();
     ks.dedup();
@@ -141,25 +141,51 @@ fn a_pointer_inside_a_small_slot_aborts_naming_it_in_every_build() {
     );
 }
 
-/// Inside a medium run (at and off granule boundaries) and inside a large allocation: the
-/// same entries abort naming the pointer (they did before too: the run table and the large
-/// table say no allocation starts there).
+/// Inside a medium run (at and off granule boundaries), a large allocation (one of a
+/// single page, large through its alignment, too), a run of a fixed region's units, and a
+/// small slot a full fixed region served from a mapping of its own: the same entries abort
+/// naming the pointer (they did before too: the run tables and the large table say no
+/// allocation starts there).
 #[test]
 fn a_pointer_inside_a_medium_run_or_a_large_allocation_aborts_naming_it() {
     let _serial = test_support::serial();
     let previous = set_misuse_hook(Some(leave));
-    let a = Cohort::<()>::new();
     let mut wrong = Vec::new();
-    for size in [20_000, 100_000, 4 << 20] {
-        let p = a.malloc(size, ());
-        for k in [1, 16, GRANULE - 1, GRANULE, 4096, 3 * GRANULE + 8] {
+    let a = Cohort::<()>::new();
+    let aligned = Layout::from_size_align(100, 8192).unwrap();
+    let sizes = [20_000, 100_000, 4 << 20];
+    let mut live: Vec<*mut u8> = sizes.iter().map(|&size| a.malloc(size, ())).collect();
+    live.push(a.alloc(aligned, ()));
+    for &p in &live {
+        let usable = a.allocation_at(p).unwrap().usable;
+        let ks = [1, 16, 100, GRANULE - 1, GRANULE, 4096, 3 * GRANULE + 8];
+        for k in ks.into_iter().filter(|&k| k < usable) {
             wrong.extend(misuse(&a, &ENTRIES, p.wrapping_add(k), 0));
         }
+    }
+    for p in live {
         // SAFETY: allocated above, untouched by the fork children.
         unsafe { a.free_unsized(p) }.unwrap();
     }
-    set_misuse_hook(previous);
     assert!(a.is_empty());
+    const MIB: usize = 1 << 20;
+    let fixed = Cohort::<()>::with_options(&RegionOptions::new(4 * MIB).fallback(true)).unwrap();
+    let run = fixed.malloc(4 * MIB, ());
+    let fallback = fixed.malloc(64, ());
+    assert!(fixed.in_region(run) && !fixed.in_region(fallback));
+    for k in [1, 16, 4096, MIB] {
+        wrong.extend(misuse(&fixed, &ENTRIES, run.wrapping_add(k), 0));
+    }
+    for k in [1, 16, 63] {
+        wrong.extend(misuse(&fixed, &ENTRIES, fallback.wrapping_add(k), 0));
+    }
+    set_misuse_hook(previous);
+    // SAFETY: allocated above, untouched by the fork children.
+    unsafe {
+        fixed.free_unsized(fallback).unwrap();
+        fixed.free_unsized(run).unwrap();
+    }
+    assert!(fixed.is_empty());
     assert!(wrong.is_empty(), "{wrong:#?}");
 }
 
