@@ -27,6 +27,11 @@
 //! - `block_size * LIMIT_DEN <= capacity * stride * ratio_contract_limit(stride)`: the ratio
 //!   contract (invariant 1 of [`crate::design`]).
 //! - strides are strictly increasing.
+//! - `odd_inverse * (stride >> tz) == 1 (mod 2^32)`, `tz = stride.trailing_zeros()`:
+//!   with `d = off - first (mod 2^32)`, `slot_index(off) = rotr32(d * odd_inverse, tz)`
+//!   is `d / stride` when `stride` divides `d` and `d < capacity * stride`, and at least
+//!   `capacity` otherwise (see [`Class::slot_index`]): a slot start is told with one
+//!   multiply, one rotate and one compare, no division.
 
 /// Bytes of the block header that starts every block.
 pub const HEADER_SIZE: usize = 64;
@@ -79,6 +84,9 @@ pub struct Class {
     /// Tiny classes: number of runs (each has the `stride`-byte link to its first free slot
     /// in the run table after the header).
     pub runs: u32,
+    /// The inverse of the stride's odd part modulo 2^32: `odd_inverse * (stride >>
+    /// stride.trailing_zeros()) == 1 (mod 2^32)`, which [`Class::slot_index`] multiplies by.
+    pub odd_inverse: u32,
 }
 
 impl Class {
@@ -135,10 +143,47 @@ impl Class {
     /// ```
     #[inline]
     pub const fn is_slot(&self, off: usize) -> bool {
-        off >= self.first as usize
-            && off < self.limit as usize
-            && (off - self.first as usize).is_multiple_of(self.stride as usize)
+        off < self.limit as usize && self.slot_index(off as u32) < self.capacity
     }
+
+    /// The index of the slot starting at `off` (from the block's base), `(off - first) /
+    /// stride`; at least `capacity` when no slot starts there (before `first`, at or past
+    /// `limit`, or inside a slot). No division: with `stride = o * 2^t`, `o` odd, and `d =
+    /// off - first (mod 2^32)`, the result is `rotr32(d * odd_inverse, t)`. Multiplying by
+    /// the odd `odd_inverse` and rotating are both one-to-one on 32-bit words, and they take
+    /// each multiple `q * stride < 2^32` to `q` (`q * stride * odd_inverse = q * 2^t (mod
+    /// 2^32)`, below 2^32): so the `M = ceil(2^32 / stride)` multiples take the values
+    /// `0..M` and every other `d` a value at least `M > capacity` (`capacity * stride <=
+    /// BLOCK_SIZE`). One multiply, one rotate (its count the stride's trailing zeros).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use cohort::class::{class_of, CLASSES};
+    /// let c = &CLASSES[class_of(48, 16).unwrap()];
+    /// assert_eq!(c.slot_index(c.first + 2 * 48), 2);
+    /// assert!(c.slot_index(c.first + 2 * 48 + 16) >= c.capacity); // inside slot 2
+    /// assert!(c.slot_index(c.first - 16) >= c.capacity && c.slot_index(c.limit) >= c.capacity);
+    /// ```
+    #[inline(always)]
+    pub const fn slot_index(&self, off: u32) -> u32 {
+        let d = off.wrapping_sub(self.first);
+        d.wrapping_mul(self.odd_inverse)
+            .rotate_right(self.stride.trailing_zeros())
+    }
+}
+
+/// The inverse of odd `o` modulo 2^32, by Newton's iteration `x <- x * (2 - o * x)`, which
+/// doubles the correct low bits: `o * o = 1 (mod 8)` starts it at 3 bits, four steps reach
+/// 48 >= 32.
+const fn odd_inverse(o: u32) -> u32 {
+    let mut x = o;
+    let mut i = 0;
+    while i < 4 {
+        x = x.wrapping_mul(2u32.wrapping_sub(o.wrapping_mul(x)));
+        i += 1;
+    }
+    x
 }
 
 /// Denominator of the ratio limits: a limit is `num / LIMIT_DEN`.
@@ -245,6 +290,7 @@ const fn tiny_geometry(stride: usize) -> Class {
         slot_align: stride as u32,
         run_len: run_len as u32,
         runs: runs as u32,
+        odd_inverse: odd_inverse((stride >> stride.trailing_zeros()) as u32),
     }
 }
 
@@ -264,6 +310,7 @@ const fn geometry(stride: usize) -> Class {
         slot_align: slot_align as u32,
         run_len: 0,
         runs: 0,
+        odd_inverse: odd_inverse((stride >> stride.trailing_zeros()) as u32),
     }
 }
 
@@ -392,6 +439,9 @@ const _: () = {
         assert!(c.limit as usize <= BLOCK_SIZE);
         assert!(c.first.is_multiple_of(c.slot_align) && c.stride.is_multiple_of(c.slot_align));
         assert!(meets_ratio(c), "a class misses the ratio contract");
+        let odd = c.stride >> c.stride.trailing_zeros();
+        assert!(odd.wrapping_mul(c.odd_inverse) == 1, "slot_index's inverse");
+        assert!(c.slot_index(c.first) == 0 && c.slot_index(c.limit - c.stride) == c.capacity - 1);
         if i > 0 {
             assert!(TABLE[i - 1].stride < c.stride);
         }
@@ -632,6 +682,38 @@ mod tests {
         assert_eq!(life_1.len(), CLASS_COUNT);
         assert!(life_1.iter().all(|h| h.life() == 1));
         assert_eq!(life_1[0].get(), CLASS_COUNT);
+    }
+
+    /// `slot_index` answers as the division it replaces at every offset of the block (and
+    /// past it) where it can differ: every offset of the first three and the last three
+    /// slots, everything before `first` and from the last slot to the block's end, and one
+    /// offset in each slot between (a multiple of the stride, or one off it by each of the
+    /// slot's residues in turn).
+    #[test]
+    fn slot_index_is_the_division_without_one() {
+        for c in CLASSES.iter() {
+            let (first, stride, limit) = (c.first as usize, c.stride as usize, c.limit as usize);
+            let divided = |off: usize| {
+                (off >= first && off < limit && (off - first).is_multiple_of(stride))
+                    .then(|| ((off - first) / stride) as u32)
+            };
+            let ends = (0..first + 3 * stride).chain(limit - 3 * stride..BLOCK_SIZE + stride);
+            let middle = (3..c.capacity as usize - 3).map(|i| first + i * stride + i % stride);
+            for off in ends.chain(middle) {
+                let index = c.slot_index(off as u32);
+                match divided(off) {
+                    Some(q) => assert_eq!(index, q, "stride {stride} offset {off}"),
+                    None => assert!(index >= c.capacity, "stride {stride} offset {off}"),
+                }
+                assert_eq!(
+                    c.is_slot(off),
+                    divided(off).is_some(),
+                    "stride {stride} offset {off}"
+                );
+            }
+            // Offsets that wrap past 2^32 are never slots.
+            assert!(!c.is_slot(first + (1 << 32)) && !c.is_slot(usize::MAX));
+        }
     }
 
     #[test]

@@ -11,11 +11,15 @@
 //! up to the usable size is a valid free size), so every path below is the sized one, with
 //! the checks it makes: a found key never disagrees with its block, so the key compare
 //! cannot catch a wrong size here, but the double free checks and, in checked mode, the
-//! slot-start and live-bit checks still run.
+//! live-bit checks still run. What the sized path checks only in checked mode, that the
+//! pointer starts a slot, every path here checks first in every build:
+//! `slot_index(p % BLOCK_SIZE) < capacity` of the block's class ([`Class::slot_index`]),
+//! so a pointer inside a slot is never freed onto a list (where the next allocation of its
+//! class would hand out memory overlapping a live slot).
 
 use crate::api::Cohort;
 use crate::block::{header_of, key_class, key_life, EMPTY_KEY};
-use crate::class::{CLASSES, CLASS_COUNT, GRANULE, MAX_SMALL, MAX_SMALL_ALIGN};
+use crate::class::{Class, BLOCK_SIZE, CLASSES, CLASS_COUNT, GRANULE, MAX_SMALL, MAX_SMALL_ALIGN};
 use crate::large::Kind;
 use crate::instance::Instance;
 use crate::lifetime::Lifetime;
@@ -64,11 +68,20 @@ impl Allocation {
     }
 }
 
+/// True when `p`, a pointer in a small block of geometry `block`, starts one of its slots:
+/// `slot_index(p % BLOCK_SIZE) < capacity` (blocks are aligned to their size).
+#[inline(always)]
+fn starts_slot(p: *mut u8, block: &Class) -> bool {
+    block.slot_index((p as usize % BLOCK_SIZE) as u32) < block.capacity
+}
+
 impl Instance {
-    /// The (size class, lifetime class) of the block holding `p`, a pointer in the region;
-    /// `None` when the block holds no allocations (an empty or never-used unit).
+    /// The (size class, lifetime class) of the block holding `p`, a pointer in the region,
+    /// and the block's geometry (the size class's own, but for a promoted slot: see
+    /// [`crate::promotion`]); `None` when the block holds no allocations (an empty or
+    /// never-used unit).
     #[inline(always)]
-    fn small_at(&self, p: *mut u8) -> Option<(usize, usize)> {
+    fn small_at(&self, p: *mut u8) -> Option<(usize, usize, &'static Class)> {
         debug_assert!(self.bounds.contains(p));
         // SAFETY: p lies in the region, readable everywhere; its header mask finds its
         // block's header (every block has the same size and alignment).
@@ -78,7 +91,7 @@ impl Instance {
         if h.is_promoting() && key != EMPTY_KEY {
             return self.promoted_at(h, p);
         }
-        (key != EMPTY_KEY && class < CLASS_COUNT).then_some((class, key_life(key)))
+        (key != EMPTY_KEY && class < CLASS_COUNT).then(|| (class, key_life(key), &CLASSES[class]))
     }
 
     /// For `p` in the region: `None` when its block is not a medium block; else the live
@@ -107,29 +120,86 @@ impl Instance {
     }
 
     /// (usable size, lifetime class) of the allocation starting at `p`, a pointer in the
-    /// region, for a free or resize without its size: a small class's stride (which maps
-    /// back to the class with `SMALL_ALIGN`) or a medium run's bytes. Misuse (a pointer
-    /// into a block holding no allocations, or inside a medium one) aborts, as
-    /// [`Cohort::free_unsized`] says.
+    /// region, for a free, resize or size query without its size: a small class's stride
+    /// (which maps back to the class with `SMALL_ALIGN`) or a medium run's bytes. Misuse
+    /// aborts, as [`Cohort::free_unsized`] says: a pointer into a block holding no
+    /// allocations, inside a medium run, or not at a slot's start in a small block
+    /// ([`Class::slot_index`]: a multiply, no division, so the C `free` pays it in every
+    /// build).
+    #[inline(always)]
     #[track_caller]
     fn in_region_or_report(&self, p: *mut u8) -> (usize, usize) {
         match self.small_at(p) {
-            Some((class, life)) => (CLASSES[class].stride as usize, life),
-            None => match self.medium_at(p) {
-                Some(Ok(found)) => (found.usable, found.life),
-                Some(Err(problem)) => report::<true>(self.misuse(p, 0, 0, problem)),
-                // Every slot of a block holding no allocations is free.
-                None => report::<true>(self.misuse(p, 0, 0, Problem::DoubleFree)),
-            },
+            Some((class, life, block)) => {
+                if !starts_slot(p, block) {
+                    self.not_a_slot(p);
+                }
+                (CLASSES[class].stride as usize, life)
+            }
+            None => self.medium_or_report(p),
         }
+    }
+
+    /// [`Instance::in_region_or_report`] of a pointer in a block holding no small class.
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    fn medium_or_report(&self, p: *mut u8) -> (usize, usize) {
+        match self.medium_at(p) {
+            Some(Ok(found)) => (found.usable, found.life),
+            Some(Err(problem)) => report::<true>(self.misuse(p, 0, 0, problem)),
+            // Every slot of a block holding no allocations is free.
+            None => report::<true>(self.misuse(p, 0, 0, Problem::DoubleFree)),
+        }
+    }
+
+    /// Reports `p` (it aborts) when it lies in a small block of the region and starts no
+    /// slot of it; anything else is left alone. See [`Cohort::check_slot_start`]. The
+    /// block's key names its own class whether or not it holds promoted slots (the flag is
+    /// in the owner's bits), so the check needs no more than the key.
+    #[inline(always)]
+    #[track_caller]
+    fn check_slot_start(&self, p: *mut u8) {
+        if !self.bounds.contains(p) {
+            return;
+        }
+        // SAFETY: p lies in the region, readable everywhere; its header mask finds its
+        // block's header (every block has the same size and alignment).
+        let class = unsafe { &*header_of(p) }.class();
+        if class < CLASS_COUNT && !starts_slot(p, &CLASSES[class]) {
+            self.not_a_slot_unless_run(p);
+        }
+    }
+
+    /// [`Instance::not_a_slot`], but a pointer in a run of the region's units (a large
+    /// allocation, whose first bytes the header read took for a block's key) is left alone.
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    fn not_a_slot_unless_run(&self, p: *mut u8) {
+        if !self.in_run(p) {
+            self.not_a_slot(p);
+        }
+    }
+
+    /// Reports `p`, in a small block of the region but at no slot's start, freed, resized
+    /// or asked about without its size.
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    fn not_a_slot(&self, p: *mut u8) -> ! {
+        // SAFETY: p lies in the region, readable everywhere; its header mask finds its
+        // block's header, which holds a small class.
+        let h = unsafe { &*header_of(p) };
+        let stride = h.geometry().stride as usize;
+        report::<true>(self.misuse(p, 0, h.life(), Problem::NotASlot { stride }))
     }
 
     /// The allocation starting at `p`, a non-null pointer, as the unsized resize and size
     /// query take it: the (size, align) a sized path takes it with and its lifetime class.
-    /// Misuse in this allocator's memory aborts, as [`Cohort::free_unsized`] says, and so
-    /// does a pointer inside a small slot (`p - first` not a multiple of the block's
-    /// stride: a division, which these paths pay and the unsized free leaves to checked
-    /// mode). [`Problem::Foreign`] for any other pointer, nothing done.
+    /// Misuse in this allocator's memory aborts, as [`Cohort::free_unsized`] says (a
+    /// pointer inside a small slot too). [`Problem::Foreign`] for any other pointer,
+    /// nothing done.
     #[track_caller]
     fn unsized_side(&self, p: *mut u8) -> Result<(SizeAlign, usize), Misuse> {
         if self.in_run(p) {
@@ -143,15 +213,6 @@ impl Instance {
             return Ok((found.side(), found.life));
         }
         let (usable, life) = self.in_region_or_report(p);
-        if usable <= MAX_SMALL {
-            // SAFETY: p lies in the region, readable everywhere; its header mask finds its
-            // block's header, initialised (its key named a size class).
-            let h = unsafe { &*header_of(p) };
-            if !h.is_slot(h.offset_of(p) as usize) {
-                let stride = h.geometry().stride as usize;
-                report::<true>(self.misuse(p, 0, life, Problem::NotASlot { stride }));
-            }
-        }
         let side = SizeAlign {
             size: usable,
             align: SMALL_ALIGN,
@@ -163,10 +224,14 @@ impl Instance {
     /// request was made with (see [`crate::promotion`]).
     #[cold]
     #[inline(never)]
-    fn promoted_at(&self, h: &crate::block::Header, p: *mut u8) -> Option<(usize, usize)> {
+    fn promoted_at(
+        &self,
+        h: &crate::block::Header,
+        p: *mut u8,
+    ) -> Option<(usize, usize, &'static Class)> {
         let pool = self.pool_if_any()?;
         let class = crate::promotion::class_of_slot(&pool.region, h, p);
-        (class < CLASS_COUNT).then_some((class, h.life()))
+        (class < CLASS_COUNT).then(|| (class, h.life(), h.geometry()))
     }
 
     /// The large allocation starting at `p` (outside the region), from the large table
@@ -238,7 +303,7 @@ impl Instance {
         if self.in_run(p) {
             return self.run_allocation(p);
         }
-        let Some((class, life)) = self.small_at(p) else {
+        let Some((class, life, _)) = self.small_at(p) else {
             return self.medium_at(p)?.ok();
         };
         Some(Allocation {
@@ -330,6 +395,33 @@ impl<L: Lifetime> Cohort<L> {
         self.core.bounds.contains(ptr.cast_mut())
     }
 
+    /// Aborts the process with a report naming `ptr`, as [`Cohort::free_unsized`] does, when
+    /// `ptr` lies in a block of small allocations of this allocator but starts none of its
+    /// slots (inside a slot, in the block's header, past its last slot); returns having
+    /// changed nothing otherwise (a medium run, a large allocation or memory that is not
+    /// this allocator's is left to the free that follows). The check the sized frees make
+    /// only in checked mode: a sized free of a pointer inside a slot whose block holds the
+    /// size's class cannot be told by the block's key. For sized frees of pointers from code
+    /// that may get them wrong (the C library's `free_sized`). Cost: the block header's key
+    /// read, then one multiply, one rotate and one compare ([`Class::slot_index`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let a = cohort::Cohort::<()>::new();
+    /// let p = a.malloc(64, ());
+    /// a.check_slot_start(p); // returns: a slot's start
+    /// a.check_slot_start(&0u8); // returns: not this allocator's
+    /// // a.check_slot_start(p.wrapping_add(16)) would abort: inside the slot.
+    /// // SAFETY: allocated above with this size and class.
+    /// unsafe { a.free(p, 64, ()) };
+    /// ```
+    #[inline]
+    #[track_caller]
+    pub fn check_slot_start(&self, ptr: *const u8) {
+        self.core.check_slot_start(ptr.cast_mut());
+    }
+
     /// Frees the allocation starting at `ptr` without its size or lifetime class: both are
     /// found from the address ([`Cohort::allocation_at`]), then the sized free runs. A null
     /// `ptr` does nothing.
@@ -338,10 +430,10 @@ impl<L: Lifetime> Cohort<L> {
     /// [`Problem::Foreign`] when `ptr` is not in this allocator's memory: nothing is
     /// changed, and the caller may hand the pointer to the allocator it came from (never a
     /// pointer into memory of this allocator's). Other misuse the free detects (a pointer
-    /// into a block that holds no allocations, inside a medium or large allocation, a double
-    /// free of the slot freed last or of a large allocation, or in checked mode any double
-    /// free or a pointer inside a slot) aborts the process with a message naming the pointer, as `GlobalAlloc` does:
-    /// this free is for callers that cannot unwind.
+    /// into a block that holds no allocations, inside a slot, a medium or a large
+    /// allocation, a double free of the slot freed last or of a large allocation, or in
+    /// checked mode any double free) aborts the process with a message naming the pointer,
+    /// as `GlobalAlloc` does: this free is for callers that cannot unwind.
     ///
     /// # Safety
     /// `ptr` is null, not this allocator's, or the start of a live allocation of it that

@@ -64,8 +64,9 @@ fn allocate<const ZERO: bool>(size: usize, align: usize) -> *mut c_void {
     p.cast()
 }
 
-/// Frees `p` knowing its size and alignment: in cohort's region, the sized fast path with
-/// that request (a wrong size is caught by the block's key and aborts); outside it, a large
+/// Frees `p` knowing its size and alignment: in cohort's region, the start of a slot checked
+/// ([`cohort::Cohort::check_slot_start`]), then the sized fast path with that request (a
+/// wrong size is caught by the block's key and aborts); outside it, a large
 /// allocation (a mapping of its own) is freed with the size checked against its mapping (a
 /// wrong one aborts), and any other pointer goes to the unsized `free` (the C library's
 /// block, or misuse it reports). A size no allocation can have (above [`MAX_SIZE`]) given
@@ -90,6 +91,9 @@ pub(crate) unsafe fn free_with_size(p: *mut c_void, size: usize, align: usize) {
              size"
         ));
     };
+    // The sized free checks the start of a slot in checked builds only; a C caller's
+    // pointer is checked in every build, as `free`'s is (a wrong one aborts).
+    COHORT.check_slot_start(p.cast());
     // SAFETY: cohort's allocation; the caller's size and alignment give its request,
     // checked against the block's key or the large allocation's mapping (a wrong one aborts).
     unsafe { GlobalAlloc::dealloc(&COHORT, p.cast(), layout) }

@@ -136,19 +136,28 @@ impl Instance {
         }
         let off = h.offset_of(p);
         let freed_last = if h.geometry().is_tiny() {
-            // (Not a slot's start: an interior pointer, which only checked mode reports.)
-            h.is_slot(off as usize) && {
-                // SAFETY: the block exists, so the pool does.
-                let pool = unsafe { &*self.pool.load(Ordering::Acquire) };
-                let _locked = pool.lock();
-                // SAFETY: we hold the lock that owns tiny blocks; off is a slot of the block.
-                unsafe { tiny::is_first_free(h, off) }
-            }
+            self.is_tiny_first_free(h, off)
         } else {
             h.is_freed_last(off) || self.is_first_pending(h, off)
         };
         if freed_last {
             self.double_free::<ABORT>(p, size, life);
+        }
+    }
+
+    /// True when `off` starts a slot of tiny block `h` that is first on its run's list: the
+    /// double free [`Instance::check_kept_other`] sees in a tiny block (an interior pointer,
+    /// which only checked mode reports, is not). Out of line: the pool lock's code kept out
+    /// of the other blocks' path.
+    #[cold]
+    #[inline(never)]
+    fn is_tiny_first_free(&self, h: &Header, off: u32) -> bool {
+        h.is_slot(off as usize) && {
+            // SAFETY: the block exists, so the pool does.
+            let pool = unsafe { &*self.pool.load(Ordering::Acquire) };
+            let _locked = pool.lock();
+            // SAFETY: we hold the lock that owns tiny blocks; off is a slot of the block.
+            unsafe { tiny::is_first_free(h, off) }
         }
     }
 
