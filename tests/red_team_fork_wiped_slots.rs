@@ -65,10 +65,10 @@ fn wiped_past_the_header_page() -> (Cohort<Life>, Vec<usize>) {
     (region, kept)
 }
 
-/// RED-98: on trust's 98bce7d (and lead e393384) the child's `verify` fails, and allocating as many objects
-/// as the parent freed then freeing everything leaves the region not empty (see the
-/// failure). Expected: the region lost to the child (each call aborts naming it), or
-/// working (every slot accounted for).
+/// RED-98: on trust's 98bce7d (and lead e393384) the child's `verify` fails, and after it
+/// allocates as many objects as the parent freed and frees everything, `verify` still
+/// fails (see the failure). Expected: the region lost to the child (each call aborts
+/// naming it), or working (every slot accounted for).
 #[test]
 #[ignore = "RED-98: a fork child whose region's objects (not block headers) were MADV_WIPEONFORK keeps the region with zeroed free-list links"]
 fn a_child_whose_regions_slots_read_zero_is_stopped_or_works() {
