@@ -23,8 +23,8 @@ const CASE: &str = "COHORT_RED_TEAM_MEMBARRIER_FORK_CASE";
 const SIZE: usize = 1024;
 const OBJECTS: usize = 256;
 
-/// What [`setup`] returns: the instance, the join the frees went through (if any), the
-/// idle thread's go signal and the thread.
+/// What [`setup`] returns: the instance, the join the frees went through (if any), and the
+/// other thread with the sender that lets it exit.
 type Setup = (
     &'static Cohort<Life>,
     Option<Join<'static, Life>>,
@@ -35,9 +35,9 @@ type Setup = (
 /// The setup of every case: another thread allocates `2 * OBJECTS` objects and hands
 /// them to this thread, which frees the first half (a remote free registers membarrier;
 /// its batch keeps chains from then on) and pushes them (`compact`); this thread then
-/// sandboxes itself (`sandbox`) and frees the second half: its own batch holds their last
-/// chains. Returns the instance and the other thread, idle until told (a send on the
-/// channel), which holds no pending free of its own.
+/// sandboxes itself (`sandbox`) and frees the second half: its own batch (with
+/// `through_join`, its join's) holds their last chains. The other thread is idle until
+/// told (a send on the channel) and holds no pending free of its own.
 fn setup(sandbox: bool, through_join: bool) -> Setup {
     let a: &'static Cohort<Life> = Box::leak(Box::new(Cohort::<Life>::new()));
     let join = through_join.then(|| a.join(0).expect("a join"));

@@ -16,7 +16,6 @@
 //! the `libcohort.so` the other tests preload; it stops itself after 3 s (`alarm`: a
 //! bound on a hang, not a measurement).
 
-#[allow(dead_code)] // `symbol`: this test runs no preloaded process.
 mod preloaded;
 
 use std::os::unix::process::ExitStatusExt;

@@ -15,10 +15,8 @@
 
 mod preloaded;
 
-use preloaded::{library, symbol};
+use preloaded::{rerun_case, symbol};
 use std::ffi::c_void;
-use std::os::unix::process::ExitStatusExt;
-use std::process::Command;
 
 const CASE: &str = "COHORT_RED_TEAM_USABLE_SIZE_CASE";
 
@@ -70,29 +68,8 @@ fn ask(case: &str) {
 /// Runs `case` of this binary's test `test` in a child under `LD_PRELOAD`; returns a
 /// description of what happened when it was neither 0 nor cohort's report.
 fn outcome(test: &str, case: &str) -> Option<String> {
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            test,
-            "--nocapture",
-            "--test-threads=1",
-            "--include-ignored",
-        ])
-        .env(CASE, case)
-        .env("LD_PRELOAD", library())
-        .output()
-        .unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    let reported = out.status.signal() == Some(libc::SIGABRT) && stderr.contains("cohort: ");
-    // (The harness prints "test <name> ... " before the child's line.)
-    let answer = stdout
-        .split("answer ")
-        .nth(1)
-        .and_then(|rest| rest.lines().next());
-    let zero = out.status.success() && answer == Some("0");
+    let (reported, answer, out) = rerun_case(test, CASE, case);
+    let zero = out.status.success() && answer.as_deref() == Some("0");
     (!reported && !zero).then(|| format!("{case}: {:?}, {answer:?}", out.status))
 }
 
