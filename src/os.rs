@@ -1,7 +1,8 @@
 //! The OS layer: every system call of the allocator lives here (a Windows backend would be
 //! one more file beside this one), what it reads from the process's environment
-//! ([`env`]), and the memory other processes see: named shared memory, files, shared
-//! anonymous memory, and process start times ([`shared_mem`]).
+//! ([`env`]), what is mapped over a range ([`maps`]), and the memory other processes see:
+//! named shared memory, files, shared anonymous memory, and process start times
+//! ([`shared_mem`]).
 //!
 //! Vocabulary: **reserve** takes address space without memory (`PROT_READ`), **commit**
 //! makes a reserved range usable (`PROT_READ | PROT_WRITE`; pages still cost RAM only when
@@ -26,6 +27,7 @@ compile_error!(
 );
 
 pub(crate) mod env;
+pub(crate) mod maps;
 pub(crate) mod moves;
 pub(crate) mod placement;
 pub(crate) mod shared_mem;

@@ -496,6 +496,18 @@ impl Pool {
                 && unsafe { (*self.shared).layout } == place::STATE_LAYOUT;
         if !here {
             self.lost.store(true, Ordering::Relaxed);
+            // The free fast path reads a block's header before anything can see the pool
+            // lost. Where the child has no copy of the region's memory (`MADV_DONTFORK`: a
+            // hole), the range reads zero from now on, as a zeroed copy (`MADV_WIPEONFORK`)
+            // does; a zero header is no heap's (its owner-and-key word fails every route's
+            // compare and names no owner), so each call goes on to a slow path, which
+            // reports the lost region; and no later mapping of the child lands there to be
+            // taken for the region. The range is read from the view (`leave`, set for every
+            // state laid out to be shared), this process's memory, not the region's.
+            // Best effort: where the OS refuses, a free into a hole faults, as it did.
+            if let Some(leave) = self.leave {
+                os::maps::fill_holes(leave.base as usize, leave.len);
+            }
         }
         here
     }
