@@ -73,6 +73,20 @@ pub(crate) fn is_private_mapping(p: usize, len: usize) -> bool {
     read && private && covered >= end
 }
 
+/// True when `/proc/self/maps` shows a page of `[p, p + len)` that no mapping covers; false
+/// when none does, or the file cannot be read (then none is known).
+pub(crate) fn has_hole(p: usize, len: usize) -> bool {
+    let end = p.saturating_add(len);
+    let mut covered = p;
+    let mut hole = false;
+    let read = mappings_over(p, end, |lo, hi, _| {
+        hole |= lo > covered;
+        covered = covered.max(hi);
+        !hole
+    });
+    hole || read && covered < end
+}
+
 /// The most holes [`fill_holes`] notes in one read of the file (it reads it again for more).
 const HOLES: usize = 32;
 
@@ -248,13 +262,13 @@ mod tests {
                 }
             }
         }
-        if is_private_mapping(p as usize, len) {
+        if is_private_mapping(p as usize, len) || !has_hole(p as usize, len) {
             return 1;
         }
         if !fill_holes(p as usize, len) {
             return 2;
         }
-        if !is_private_mapping(p as usize, len) {
+        if !is_private_mapping(p as usize, len) || has_hole(p as usize, len) {
             return 3; // a page left unmapped
         }
         for i in 0..pages {

@@ -369,8 +369,16 @@ pub fn advised_region<L: cohort::Lifetime>(
         .expect("format_in")
 }
 
-/// Runs `f` in a fork child whose standard error goes to an unlinked temporary file;
-/// returns how the child ended and what it wrote there.
+/// Writes `text` and a newline to standard error itself (the test harness captures
+/// `eprintln!` and panic messages).
+pub fn say(text: &str) {
+    let line = format!("{text}\n");
+    // SAFETY: writes our own bytes to fd 2.
+    unsafe { libc::write(2, line.as_ptr().cast(), line.len()) };
+}
+
+/// Runs `f` in a fork child whose standard error goes to an unlinked temporary file (a
+/// panic's message too); returns how the child ended and what it wrote there.
 pub fn child_with_stderr(f: impl FnOnce()) -> (Ended, String) {
     use std::io::{Read, Seek};
     use std::os::fd::AsRawFd;
@@ -391,7 +399,11 @@ pub fn child_with_stderr(f: impl FnOnce()) -> (Ended, String) {
     let pid = in_child(10, || {
         // SAFETY: fd is an open file of this process.
         unsafe { libc::dup2(fd, 2) };
-        f();
+        // A panic's message goes to the file too (the test harness captures `eprintln!`).
+        if let Err(payload) = std::panic::catch_unwind(AssertUnwindSafe(f)) {
+            say(&panic_message(&*payload));
+            std::panic::resume_unwind(payload);
+        }
     });
     let ended = wait(pid);
     let mut text = String::new();
