@@ -1,7 +1,8 @@
 //! The OS layer: every system call of the allocator lives here (a Windows backend would be
 //! one more file beside this one), what it reads from the process's environment
-//! ([`env`]), and the memory other processes see: named shared memory, files, shared
-//! anonymous memory, and process start times ([`shared_mem`]).
+//! ([`env`]), what is mapped over a range ([`maps`]), and the memory other processes see:
+//! named shared memory, files, shared anonymous memory, and process start times
+//! ([`shared_mem`]).
 //!
 //! Vocabulary: **reserve** takes address space without memory (`PROT_READ`), **commit**
 //! makes a reserved range usable (`PROT_READ | PROT_WRITE`; pages still cost RAM only when
@@ -26,6 +27,7 @@ compile_error!(
 );
 
 pub(crate) mod env;
+pub(crate) mod maps;
 pub(crate) mod moves;
 pub(crate) mod placement;
 pub(crate) mod shared_mem;
@@ -203,10 +205,13 @@ pub fn reserve(len: usize, align: usize) -> *mut u8 {
     map_unlocked(len, align, libc::PROT_READ)
 }
 
-/// As [`map`] (read-write, `MAP_NORESERVE`), never locked nor populated: for a large
-/// mapping touched sparsely (checked mode's shadow of a reservation).
-pub fn map_sparse(len: usize, align: usize) -> *mut u8 {
-    map_unlocked(len, align, libc::PROT_READ | libc::PROT_WRITE)
+/// Reserves `len` bytes of address space aligned to `align` with no access at all, never
+/// locked nor populated (see [`map_unlocked`]), not even by a later
+/// `mlockall(MCL_CURRENT)`, which populates every accessible mapping: for tables indexed by
+/// unit, whose parts [`commit`] makes usable as the units are carved (a reservation's
+/// promotion records and checked mode's shadow). Nothing may read a part before.
+pub fn reserve_inaccessible(len: usize, align: usize) -> *mut u8 {
+    map_unlocked(len, align, libc::PROT_NONE)
 }
 
 /// True when the last reservation was born locked: the process locks its future mappings
@@ -282,7 +287,8 @@ fn map_with(len: usize, align: usize, prot: libc::c_int, flags: libc::c_int) -> 
 /// under strict overcommit).
 ///
 /// # Safety
-/// `[ptr, ptr + len)` lies in a reservation made by [`reserve`], page aligned.
+/// `[ptr, ptr + len)` lies in a reservation made by [`reserve`] or
+/// [`reserve_inaccessible`], page aligned.
 pub unsafe fn commit(ptr: *mut u8, len: usize) -> bool {
     // SAFETY: the caller guarantees the range is ours.
     let ok = unsafe { libc::mprotect(ptr.cast(), len, libc::PROT_READ | libc::PROT_WRITE) == 0 };

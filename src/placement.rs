@@ -264,7 +264,7 @@ impl<L: Lifetime> Cohort<L> {
             // A private fixed region, or caller memory the kernel maps privately: shared
             // with no other process (see `Pool::private`; a fork child gets a copy).
             private: backing == PRIVATE_MAPPING
-                || backing == CALLER_MEMORY && os::placement::is_private_mapping(base as usize, g.len),
+                || backing == CALLER_MEMORY && os::maps::is_private_mapping(base as usize, g.len),
             ..g.placement(base, is_new)
         };
         // SAFETY: as the caller guarantees.

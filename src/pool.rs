@@ -53,7 +53,7 @@
 //! with key of lifetime class `l`, each once; `Σ_l |of_life[l]| + |retained|` = the units in
 //! state `BLOCK`.
 
-use crate::block::{BlockList, BlockStack, Header, Links, Role, Units, HEAPLESS, NO_HOLDER};
+use crate::block::{BlockList, BlockStack, Header, Links, Role, Units, HEAPLESS, MAGIC, NO_HOLDER};
 use crate::class::{HeadIndex, BLOCK_SIZE, CLASSES};
 use crate::counters::{Counter, HeadCounters};
 use crate::decay::{Decay, Idle, Retention};
@@ -62,7 +62,7 @@ use crate::label::LabelCell;
 use crate::large::LargeTable;
 use crate::lifetime::ScopeClaims;
 use crate::medium_block::{MediumCounts, Moved, Written};
-use crate::region::{Region, RegionState, UNIT};
+use crate::region::{Region, RegionState, BLOCK, UNIT};
 use crate::sync::{fence, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use crate::sync::{PoolLock, RawPoolLock};
 use crate::{os, tiny};
@@ -493,11 +493,48 @@ impl Pool {
             || crate::os::is_mapped(self.shared.cast())
                 // SAFETY: the state's page is mapped; its first word is the layout, which
                 // only a zeroed copy (`MADV_WIPEONFORK`) reads as anything but this build's.
-                && unsafe { (*self.shared).layout } == place::STATE_LAYOUT;
+                && unsafe { (*self.shared).layout } == place::STATE_LAYOUT
+                && self.blocks_here();
         if !here {
             self.lost.store(true, Ordering::Relaxed);
+            // The free fast path reads a block's header before anything can see the pool
+            // lost. Where the child has no copy of the region's memory (`MADV_DONTFORK`: a
+            // hole), the range reads zero from now on, as a zeroed copy (`MADV_WIPEONFORK`)
+            // does; a zero header is no heap's (its owner-and-key word fails every route's
+            // compare and names no owner), so each call goes on to a slow path, which
+            // reports the lost region; and no later mapping of the child lands there to be
+            // taken for the region. The range is read from the view (`leave`, set for every
+            // state laid out to be shared), this process's memory, not the region's.
+            // Best effort: where the OS refuses, a free into a hole faults, as it did.
+            if let Some(leave) = self.leave {
+                os::maps::fill_holes(leave.base as usize, leave.len);
+            }
         }
         here
+    }
+
+    /// In a fork child that has the state of a region laid out to be shared: true when it
+    /// has the rest of the region too (memory advised past the state page, as an RDMA
+    /// library registers the objects' part of a buffer): no page of the placement's
+    /// mapping missing (`MADV_DONTFORK`), and, in a mapping only this process uses (the
+    /// only kind `MADV_WIPEONFORK` applies to), every block's header there (its magic:
+    /// `prepare` held the pool's lock across the fork, under which a unit becomes a block
+    /// and its header is written). Not known missing is here (`/proc` unreadable).
+    fn blocks_here(&self) -> bool {
+        let Some(leave) = self.leave else {
+            return true;
+        };
+        if os::maps::has_hole(leave.base as usize, leave.len) {
+            return false;
+        }
+        let r = &self.region;
+        self.is_process_shared()
+            || (0..r.unit_count()).all(|u| {
+                let h = r.unit_addr(u).cast::<Header>();
+                // SAFETY: a unit of the region, mapped (no hole); a block's header starts it.
+                r.unit_state(u) != BLOCK
+                    || unsafe { ptr::addr_of!((*h).magic).read_volatile() } == MAGIC
+            })
     }
 
     /// True in a process that has the pool's view but not its region's state (a fork

@@ -14,8 +14,10 @@
 //! `decommitted[u]` (the bit says "given back": its memory went back to the OS as the
 //! region's [`Backing`] says, which for a kept region is not at all); for `u >= bump`,
 //! `state(u) == UNUSED`; committed memory = units below `bump` (commit happens when `bump`
-//! passes), or the whole region when it was committed up front. All mutation happens under
-//! the pool lock ([`RegionState`] is only reachable through it).
+//! passes), or the whole region when it was committed up front; in a private reservation
+//! the per-unit tables (promotion records, checked mode's shadow) are committed as `bump`
+//! passes too ([`tables`]). All mutation happens under the pool lock ([`RegionState`] is
+//! only reachable through it).
 //!
 //! **Shared regions.** A region shared between processes ([`Region::placed`] with
 //! `shared`) is mapped readable and writable in every process, so nothing is committed;
@@ -32,6 +34,7 @@
 
 pub(crate) mod options;
 pub(crate) mod runs;
+mod tables;
 
 use crate::os;
 use crate::sync::{AtomicU64, AtomicU8, Ordering};
@@ -235,14 +238,24 @@ impl Region {
     ) -> Option<(Region, RegionState)> {
         let len = unit_count * UNIT;
         let meta_len = os::page_round(placed_meta_len(unit_count))?;
-        let meta = os::map(meta_len, os::MIN_PAGE);
+        // Reserved without access: the per-unit tables are committed as units are carved
+        // (`commit_unit_tables`), the rest of `meta` just below.
+        let meta = os::reserve_inaccessible(meta_len, os::MIN_PAGE);
         let shadow_len = if checked { os::page_round(len / 8)? } else { 0 };
         let shadow = if checked {
-            os::map_sparse(shadow_len, os::MIN_PAGE)
+            os::reserve_inaccessible(shadow_len, os::MIN_PAGE)
         } else {
             ptr::null_mut()
         };
-        if meta.is_null() || (checked && shadow.is_null()) {
+        // The unit states and bitmap before the promotion records, the run words after:
+        // committed before anything reads them.
+        let records = unit_states_len(unit_count) + bitmap_bytes(unit_count);
+        let fixed = [(0, records), (run_words_at(unit_count), meta_len)];
+        let committed = !meta.is_null()
+            && fixed
+                .iter()
+                .all(|&(from, to)| tables::commit_span(meta as usize, meta_len, from, to));
+        if !committed || (checked && shadow.is_null()) {
             // SAFETY: each non-null range was mapped just above and is unused.
             unsafe {
                 os::unmap(base, len);
@@ -255,7 +268,8 @@ impl Region {
             }
             return None;
         }
-        // SAFETY: `meta` and `shadow` are fresh, zeroed and ours, of the lengths computed.
+        // SAFETY: `meta` and `shadow` are fresh, zeroed and ours, of the lengths computed;
+        // what `placed` touches of `meta` (unit states, run words) is committed.
         let mut region = unsafe { Self::placed(base, unit_count, meta, shadow, backing) };
         region.meta_len = meta_len;
         region.shadow_len = shadow_len;
@@ -432,6 +446,9 @@ impl Region {
                 // SAFETY: unit `bump` lies in our reservation, past every carved unit. (A
                 // region mapped writable from the start has nothing to commit.)
                 if self.backing().commit && !unsafe { os::commit(self.unit_addr(bump), UNIT) } {
+                    return None;
+                }
+                if !self.commit_unit_tables(bump, bump + 1) {
                     return None;
                 }
                 st.bump = bump + 1;

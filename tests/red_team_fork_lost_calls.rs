@@ -15,18 +15,24 @@ cohort::lifetime_classes! {
 
 const CAP: usize = 16 << 20;
 
-/// What the parent made before the fork: a small and a medium object, and a join holding
-/// one small object of its own.
+/// What the parent made before the fork: a small, a medium, a large and a tiny object, and
+/// a join holding one small object of its own.
 struct Parent<'a> {
     region: &'a Cohort<Life>,
     small: *mut u8,
     medium: *mut u8,
+    large: *mut u8,
+    tiny: *mut u8,
     join: Join<'a, Life>,
     joined: *mut u8,
 }
 
 const SMALL: usize = 64;
 const MEDIUM: usize = 100_000;
+/// A run of the region's units (above the medium sizes' 1 MiB).
+const LARGE: usize = 3 << 20;
+/// A 1-byte slot of a tiny block's run.
+const TINY: usize = 1;
 
 type Case = fn(&Parent<'_>);
 
@@ -49,6 +55,12 @@ fn cases() -> Vec<(&'static str, Case)> {
         ("free medium", |p| unsafe {
             p.region.free(p.medium, MEDIUM, Life::Short)
         }),
+        ("free large", |p| unsafe {
+            p.region.free(p.large, LARGE, Life::Short)
+        }),
+        ("free tiny", |p| unsafe {
+            p.region.free(p.tiny, TINY, Life::Short)
+        }),
         ("free_unsized", |p| {
             let _ = unsafe { p.region.free_unsized(p.small) };
         }),
@@ -57,6 +69,15 @@ fn cases() -> Vec<(&'static str, Case)> {
         }),
         ("usable_size_at", |p| {
             let _ = p.region.usable_size_at(p.small);
+        }),
+        ("usable_size_at medium", |p| {
+            let _ = p.region.usable_size_at(p.medium);
+        }),
+        ("usable_size_at large", |p| {
+            let _ = p.region.usable_size_at(p.large);
+        }),
+        ("free_unsized large", |p| {
+            let _ = unsafe { p.region.free_unsized(p.large) };
         }),
         ("allocation_at", |p| {
             let _ = p.region.allocation_at(p.small);
@@ -84,12 +105,22 @@ fn cases() -> Vec<(&'static str, Case)> {
         ("remalloc", |p| {
             unsafe { p.region.remalloc(p.small, SMALL, 4 * SMALL, Life::Short) };
         }),
+        ("remalloc tiny", |p| {
+            unsafe { p.region.remalloc(p.tiny, TINY, SMALL, Life::Short) };
+        }),
+        ("remalloc large", |p| {
+            unsafe { p.region.remalloc(p.large, LARGE, 2 * LARGE, Life::Short) };
+        }),
         ("recalloc medium", |p| {
             unsafe { p.region.recalloc(p.medium, MEDIUM, 2 * MEDIUM, Life::Short) };
         }),
         ("GlobalAlloc dealloc", |p| unsafe {
             let layout = core::alloc::Layout::from_size_align(SMALL, 8).unwrap();
             core::alloc::GlobalAlloc::dealloc(p.region, p.small, layout)
+        }),
+        ("GlobalAlloc realloc", |p| unsafe {
+            let layout = core::alloc::Layout::from_size_align(SMALL, 8).unwrap();
+            core::alloc::GlobalAlloc::realloc(p.region, p.small, layout, 4 * SMALL);
         }),
         ("GlobalAlloc alloc", |p| unsafe {
             let layout = core::alloc::Layout::from_size_align(SMALL, 8).unwrap();
@@ -112,6 +143,21 @@ fn cases() -> Vec<(&'static str, Case)> {
                 &h,
                 core::alloc::Layout::from_size_align(SMALL, 8).unwrap(),
             );
+        }),
+        ("handle deallocate", |p| {
+            let h = p.region.handle(Life::Short);
+            let layout = core::alloc::Layout::from_size_align(SMALL, 8).unwrap();
+            let small = core::ptr::NonNull::new(p.small).unwrap();
+            // SAFETY: the parent's live object of this class and layout, freed once.
+            unsafe { allocator_api2::alloc::Allocator::deallocate(&h, small, layout) };
+        }),
+        ("handle grow", |p| {
+            let h = p.region.handle(Life::Short);
+            let layout = core::alloc::Layout::from_size_align(SMALL, 8).unwrap();
+            let grown = core::alloc::Layout::from_size_align(4 * SMALL, 8).unwrap();
+            let small = core::ptr::NonNull::new(p.small).unwrap();
+            // SAFETY: as above.
+            let _ = unsafe { allocator_api2::alloc::Allocator::grow(&h, small, layout, grown) };
         }),
         ("retention", |p| {
             p.region.set_retention(p.region.retention());
@@ -145,10 +191,19 @@ fn failures(advice: libc::c_int, shared: bool, only: &[&str]) -> Vec<String> {
         region,
         small: region.malloc(SMALL, Life::Short),
         medium: region.malloc(MEDIUM, Life::Short),
+        large: region.malloc(LARGE, Life::Short),
+        tiny: region.malloc(TINY, Life::Short),
         joined: join.malloc(SMALL, Life::Short),
         join,
     };
-    assert!(!parent.small.is_null() && !parent.medium.is_null() && !parent.joined.is_null());
+    let made = [
+        parent.small,
+        parent.medium,
+        parent.large,
+        parent.tiny,
+        parent.joined,
+    ];
+    assert!(made.iter().all(|p| !p.is_null()));
     let mut failed = Vec::new();
     for (name, case) in cases() {
         if !only.is_empty() && !only.contains(&name) {
@@ -195,13 +250,21 @@ fn a_join_of_a_lost_region_aborts_with_a_message_in_the_child() {
 }
 
 /// The calls whose fast path reads the freed object's block header first: in a release
-/// build they fault in a child without the region (debug builds abort with the message).
-const SIZED_FREES: [&str; 3] = ["free small", "remalloc", "GlobalAlloc dealloc"];
+/// build they faulted in a child without the region (debug builds abort with the message).
+const SIZED_FREES: [&str; 8] = [
+    "free small",
+    "free tiny",
+    "remalloc",
+    "remalloc tiny",
+    "GlobalAlloc dealloc",
+    "GlobalAlloc realloc",
+    "handle deallocate",
+    "handle grow",
+];
 
 /// The child frees (or resizes) the parent's small object of the lost region with its
 /// size, as a child dropping what it inherited does.
 #[test]
-#[ignore = "RED-88: a sized free of a lost region's small object in a fork child faults (SIGSEGV) in release builds"]
 fn a_sized_free_into_a_lost_region_aborts_with_a_message() {
     let mut failed = Vec::new();
     for (advice, shared) in [

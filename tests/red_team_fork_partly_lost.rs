@@ -71,7 +71,6 @@ fn calls() -> Vec<(&'static str, Call)> {
 /// `MADV_WIPEONFORK` see the failures listed. Expected: the region is lost to the child
 /// (each call aborts naming it, as for a region advised whole), or works.
 #[test]
-#[ignore = "RED-92: a fork child whose copy lacks a caller-memory region's blocks (advised DONTFORK/WIPEONFORK past its state) is not told: its calls fault"]
 fn a_child_without_the_regions_blocks_is_stopped_with_a_message() {
     let mut failed = Vec::new();
     for (advice, shared) in [

@@ -136,6 +136,9 @@ impl Region {
             if commit && !unsafe { os::commit(self.unit_addr(bump), (end - bump) * UNIT) } {
                 return None;
             }
+            if !self.commit_unit_tables(bump, end) {
+                return None;
+            }
             st.bump = end;
         }
         let bits = self.decommitted_bits(st);
