@@ -1,12 +1,13 @@
-//! What the check of a region file's blocks costs at open (RED-77): makes a file region of
-//! the given capacity, fills it with slots of one size, frees every other one (so every
-//! block has a free list through its whole length), leaves it, and times the next open,
-//! which walks every block's lists before anything is allocated, then a `verify` of the
-//! opened region (the same walk, for comparison) and the leave.
+//! What the check of a region file's blocks costs (RED-77): makes a file region of the
+//! given capacity, fills it with slots of one size, frees every other one (so every block
+//! has a free list through its whole length), leaves it, and times the next open (which
+//! walks the blocks' headers; with `at-open`, every block's lists too), the first
+//! allocation after it (which checks the one block it takes, lazily), then a `verify` of
+//! the opened region (the walk of every list, for comparison).
 //!
-//! `cargo run --release --example open_check -- GIB SIZE [PATH]` (default PATH in the
-//! temporary directory, removed at the end). The file takes GIB GiB of disk: every page
-//! is written. Times are of a file in the page cache (just written).
+//! `cargo run --release --example open_check -- GIB SIZE [at-open] [PATH]` (default PATH
+//! in the temporary directory, removed at the end). The file takes GIB GiB of disk: every
+//! page is written. Times are of a file in the page cache (just written).
 
 use cohort::{CreateOptions, OpenOptions, Place, SharedCohort};
 use std::time::Instant;
@@ -15,7 +16,13 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let gib: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(1);
     let size: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(16);
-    let path = args
+    let mut rest: Vec<String> = args.collect();
+    let at_open = rest.first().is_some_and(|a| a == "at-open");
+    if at_open {
+        rest.remove(0);
+    }
+    let path = rest
+        .into_iter()
         .next()
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| {
@@ -42,8 +49,15 @@ fn main() {
     r.leave().expect("leave");
     let left = t.elapsed();
     let t = Instant::now();
-    let r = SharedCohort::<()>::open(place, OpenOptions::new()).expect("open");
+    let options = OpenOptions::new().check_lists_at_open(at_open);
+    let r = SharedCohort::<()>::open(place, options).expect("open");
     let opened = t.elapsed();
+    let t = Instant::now();
+    let first = r.malloc(size, ());
+    let first_alloc = t.elapsed();
+    assert!(!first.is_null());
+    // SAFETY: allocated just above with this size and class.
+    unsafe { r.free(first, size, ()) };
     let t = Instant::now();
     // SAFETY: no other thread or process uses the region.
     let v = unsafe { r.verify() }.expect("consistent");
@@ -52,9 +66,11 @@ fn main() {
     let _ = std::fs::remove_file(&path);
     println!(
         "{gib} GiB of {size} B slots: {} slots made, {} free; fill {made:.2?}, leave {left:.2?}, \
-         open (checked) {opened:.3?}, verify {verified:.3?} ({} blocks, {} live)",
+         open ({}) {opened:.3?}, first malloc {first_alloc:.3?}, verify {verified:.3?} \
+         ({} blocks, {} live)",
         ps.len(),
         ps.len().div_ceil(2),
+        if at_open { "lists at open" } else { "lazy" },
         v.blocks,
         v.live
     );

@@ -163,6 +163,7 @@ pub struct OpenOptions {
     timeout: Duration,
     cgroup_hint: usize,
     check_blocks: bool,
+    check_lists_at_open: bool,
 }
 
 impl Default for OpenOptions {
@@ -179,21 +180,37 @@ impl OpenOptions {
             timeout: Duration::from_secs(5),
             cgroup_hint: 0,
             check_blocks: true,
+            check_lists_at_open: false,
         }
     }
 
-    /// Whether the first process to open a region nobody has open walks its blocks' lists
-    /// before anything is allocated from it (on by default): a free slot's link damaged
-    /// while nobody had the region open (past each block's first page, which the state
-    /// seal covers) is then refused ([`RegionError::BlocksDamaged`]) instead of followed by
-    /// an allocation, which would hand out what it names. The walk reads every block's
-    /// header and every free slot's first word, and holds the region's attach lock
-    /// meanwhile (other openers wait, within their timeout): about 0.35 s a GiB of 16-byte
-    /// slots half free, 0.05 s a GiB of 1 KiB ones, in the page cache (a file that is not
-    /// is read where it has free slots). Off, only the state seal is checked: for a file
-    /// the caller trusts (written by this program and left, on a disk it trusts).
+    /// Whether the blocks of a region nobody has open are checked (on by default). A free
+    /// slot's link damaged while nobody had the region open (past each block's first page,
+    /// which the state seal covers) would otherwise be followed by an allocation, which
+    /// hands out what it names. On, the first process to open such a region walks its
+    /// blocks' headers, the lists of blocks and the medium run tables at once (holding the
+    /// region's attach lock: no page past a block's first is read; damage there is
+    /// [`RegionError::BlocksDamaged`]), and starts a new check generation: each block's
+    /// slot lists are then walked link by link once, by whichever process first takes the
+    /// block to allocate from it. A block found damaged then is taken out of use for good
+    /// (its slots are never handed out again; its live objects stay readable and may be
+    /// freed): [`crate::Cohort::verify`] names it, [`crate::Stats::damaged_blocks`] counts
+    /// it, and allocations go on from other blocks. Off, neither is done: for a file the
+    /// caller trusts (written by this program and left, on a disk it trusts), whose blocks
+    /// are then followed as they are.
     pub fn check_blocks(mut self, check: bool) -> OpenOptions {
         self.check_blocks = check;
+        self
+    }
+
+    /// With [`OpenOptions::check_blocks`], walk every block's slot lists at the open, before
+    /// anything is allocated, and refuse a damaged one with [`RegionError::BlocksDamaged`]
+    /// (off by default: the lists are checked block by block when first taken). The walk
+    /// reads every free slot's first word (a file not in the page cache is read wherever
+    /// it has free slots) while other openers wait: about 0.35 s a GiB of 16-byte slots
+    /// half free, 0.05 s a GiB of 1 KiB ones, in the page cache.
+    pub fn check_lists_at_open(mut self, at_open: bool) -> OpenOptions {
+        self.check_lists_at_open = at_open;
         self
     }
 

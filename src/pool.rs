@@ -71,6 +71,7 @@ use lock_api::MutexGuard;
 pub(crate) use write_seal::{WriteSeal, Writing};
 
 mod blocks;
+pub(crate) mod check;
 mod empty;
 mod heapless;
 mod lists;
@@ -121,6 +122,9 @@ pub(crate) struct Pool {
     heaps: *const AtomicU64,
     /// `[next, prev]` per unit: the links of [`PoolState::of_life`] (see [`LifeLinks`]).
     life_links: *const [AtomicU32; 2],
+    /// Per unit, the blocks' check generation its block was last found whole in
+    /// ([`check`]).
+    checks: *const AtomicU32,
     /// What a [`Link`] counts from: 0 in a private instance (a link is an address), the
     /// state area's base in a shared one (a link is an offset in it).
     link_base: usize,
@@ -290,6 +294,12 @@ pub(crate) struct PoolShared {
     /// fork child's copy) reads the count those records were taken against; read for a
     /// pool no other process uses (whose every give-away a locker of this state counts).
     pub(crate) medium_given: AtomicU64,
+    /// The generation of the blocks' check ([`check`]): bumped by the first process to open
+    /// a region nobody has open; a block whose mark is older is checked before its lists
+    /// are followed.
+    pub(crate) check_gen: AtomicU32,
+    /// Blocks the lazy check found damaged and took out of use ([`check`]).
+    pub(crate) quarantined: AtomicU64,
 }
 
 /// Bit 31 of a token prefix: set for the heaps of a region formatted in memory other

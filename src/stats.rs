@@ -16,6 +16,7 @@ use crate::class::{HeadIndex, CLASSES, GRANULE, MEDIUM_CLASS};
 use crate::counters::Counter;
 use crate::label::{Label, LabelCell};
 use crate::lifetime::Lifetime;
+use crate::sync::Ordering;
 use core::fmt;
 
 /// Figures for one (size class, lifetime class) pair.
@@ -213,6 +214,10 @@ pub struct Stats {
     /// from its units (a fixed capacity, a shared or file region): with the blocks in use
     /// and kept, what the region's capacity is used by.
     pub run_units: usize,
+    /// Blocks taken out of use because their free slots' links were found damaged when
+    /// first taken after an open ([`crate::OpenOptions::check_blocks`]): their slots are
+    /// never handed out again, and [`Cohort::verify`] names each.
+    pub damaged_blocks: u64,
     /// Every (size class, lifetime class) pair with a slow-path event since the allocator
     /// started, by lifetime class then size class. In a region shared between processes
     /// (or a fixed region) the counts are region-wide: every process's events since the
@@ -280,6 +285,10 @@ impl<L: Lifetime> Cohort<L> {
         let (large_allocations, large_bytes, retained_empty_blocks, lock_acquisitions) =
             self.core.pool_counters();
         let classes = self.class_totals(&heads);
+        let damaged_blocks = self
+            .core
+            .pool_if_any()
+            .map_or(0, |pool| pool.quarantined.load(Ordering::Relaxed));
         let (region_bytes, carved_blocks, run_units) = self.core.pool_if_any().map_or((0, 0, 0), |pool| {
             // Repairing as every locker does (`pool_counters` repaired already, unless a
             // holder died since).
@@ -310,6 +319,7 @@ impl<L: Lifetime> Cohort<L> {
             region_bytes,
             carved_blocks,
             run_units,
+            damaged_blocks,
         }
     }
 }
@@ -540,7 +550,15 @@ impl fmt::Display for Stats {
             self.carved_blocks,
             self.region_bytes / crate::class::BLOCK_SIZE,
             self.run_units
-        )
+        )?;
+        if self.damaged_blocks > 0 {
+            writeln!(
+                f,
+                "{} blocks found damaged and taken out of use (verify names them)",
+                self.damaged_blocks
+            )?;
+        }
+        Ok(())
     }
 }
 

@@ -25,12 +25,13 @@
 
 use crate::api::Cohort;
 use crate::block::{Header, Role, Snapshot, MAGIC};
-use crate::class::{Class, CLASSES};
+use crate::class::CLASSES;
 use crate::label::{Label, LabelTag};
 use crate::lifetime::{self, Lifetime};
 use crate::medium::is_medium;
 use crate::medium_block::{MediumCounts, Runs};
 use crate::medium_cache::Starts;
+use crate::pool::check::{slot_lists_fault, ListFault};
 use crate::pool::{Pool, PoolState, EMPTY_KEY};
 use crate::sync::Ordering;
 use bitvec::slice::BitSlice;
@@ -119,6 +120,33 @@ impl<L: Lifetime> Cohort<L> {
     /// unsafe { a.free(p, 64, ()) };
     /// ```
     pub unsafe fn verify(&self) -> Result<Verified, VerifyError> {
+        // SAFETY: the caller's.
+        unsafe { self.verify_to(Depth::Lists) }
+    }
+
+    /// The check of a region's blocks at its open by the first process to open it when
+    /// nobody has it open (`crate::persist`): with `lists`, [`Cohort::verify`]; else its
+    /// walk of the headers and the lists of blocks only (`O(carved blocks)`, no page past a
+    /// block's first read), then a new check generation, so that each block's slot lists
+    /// are checked when a heap first takes it (`crate::pool`'s `check`).
+    ///
+    /// # Safety
+    /// As [`Cohort::verify`], and no other process has the region open.
+    pub(crate) unsafe fn check_at_open(&self, lists: bool) -> Result<Verified, VerifyError> {
+        let depth = if lists { Depth::Lists } else { Depth::Headers };
+        // SAFETY: the caller's.
+        let verified = unsafe { self.verify_to(depth) }?;
+        if let (false, Some(pool)) = (lists, self.core.pool_if_any()) {
+            pool.new_check_generation();
+        }
+        Ok(verified)
+    }
+
+    /// [`Cohort::verify`], each block read to `depth`.
+    ///
+    /// # Safety
+    /// As [`Cohort::verify`].
+    unsafe fn verify_to(&self, depth: Depth) -> Result<Verified, VerifyError> {
         let Some(pool) = self.core.pool_if_any() else {
             return Ok(Verified::default());
         };
@@ -144,7 +172,7 @@ impl<L: Lifetime> Cohort<L> {
                     // lock keep them still.
                     unsafe { (*heap).sync_cursors(pool) };
                 }
-                walk(pool, &st, BitSlice::from_slice_mut(&mut seen))
+                walk(pool, &st, BitSlice::from_slice_mut(&mut seen), depth)
             });
             let runs = walked.as_ref().map_or(Ok(()), |_| pool.region.check_runs(&st.region));
             (walked, runs)
@@ -207,15 +235,7 @@ enum Problem {
         stride: u32,
     },
     Bump(u32),
-    NotSlot(&'static str, u32),
-    Twice(u32),
-    RunList,
-    RemoteCount(usize, u32),
-    Counts {
-        used: usize,
-        free: usize,
-        handed_out: usize,
-    },
+    Lists(ListFault),
     LiveBit {
         off: usize,
         free_listed: bool,
@@ -310,21 +330,7 @@ impl Fault {
             Problem::Bump(bump) => {
                 format!("bump offset {bump} is not a slot boundary in [{first}, {limit}]")
             }
-            Problem::NotSlot(list, off) => {
-                format!("{list} links to offset {off:#x}, not a handed-out slot")
-            }
-            Problem::Twice(off) => format!(
-                "slot at offset {off:#x} is twice on the free lists (a cycle or a double free)"
-            ),
-            Problem::RunList => "a run list leaves its run or is longer than it".into(),
-            Problem::RemoteCount(n, count) => {
-                format!("remote list holds {n} slots, its count says {count}")
-            }
-            Problem::Counts {
-                used,
-                free,
-                handed_out,
-            } => format!("used {used} + free-listed {free} != {handed_out} slots handed out"),
+            Problem::Lists(fault) => list_problem(fault),
             Problem::LiveBit { off, free_listed } => format!(
                 "slot at offset {off:#x} is {} but its checked-mode live bit says {}",
                 if free_listed { "free" } else { "live" },
@@ -397,6 +403,30 @@ impl Fault {
     }
 }
 
+/// A block's slot lists' fault, worded.
+fn list_problem(fault: ListFault) -> String {
+    match fault {
+        ListFault::NotSlot(list, off) => {
+            format!("{list} links to offset {off:#x}, not a handed-out slot")
+        }
+        ListFault::Twice(off) => format!(
+            "slot at offset {off:#x} is twice on the free lists (a cycle or a double free)"
+        ),
+        ListFault::RunList => "a run list leaves its run or is longer than it".into(),
+        ListFault::ListedLive(off) => format!(
+            "slot at offset {off:#x} is free but its checked-mode live bit says live"
+        ),
+        ListFault::RemoteCount(n, count) => {
+            format!("remote list holds {n} slots, its count says {count}")
+        }
+        ListFault::Counts {
+            used,
+            free,
+            handed_out,
+        } => format!("used {used} + free-listed {free} != {handed_out} slots handed out"),
+    }
+}
+
 /// Fails with `problem` in block `h` unless `ok`.
 fn ensure(ok: bool, h: &Header, problem: Problem) -> Result<(), Fault> {
     if ok {
@@ -406,8 +436,24 @@ fn ensure(ok: bool, h: &Header, problem: Problem) -> Result<(), Fault> {
     }
 }
 
+/// How far [`walk`] reads each block.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Depth {
+    /// Its header and first page only (a medium block's run table is there): geometry,
+    /// and the lists of blocks; no slot's link (the open of a region nobody has open,
+    /// whose slot lists the lazy check takes: `crate::pool`'s `check`).
+    Headers,
+    /// Everything, every free slot's link too.
+    Lists,
+}
+
 /// Under the pool lock: every block, then every list.
-fn walk(pool: &Pool, st: &PoolState, seen: &mut BitSlice<usize>) -> Result<Verified, Fault> {
+fn walk(
+    pool: &Pool,
+    st: &PoolState,
+    seen: &mut BitSlice<usize>,
+    depth: Depth,
+) -> Result<Verified, Fault> {
     let mut out = Verified::default();
     let mut last = None;
     let mut medium = MediumCounts::new();
@@ -423,7 +469,7 @@ fn walk(pool: &Pool, st: &PoolState, seen: &mut BitSlice<usize>) -> Result<Verif
         }
         match h.snapshot() {
             Some(b) if key != EMPTY_KEY => {
-                out.live += check_block(pool, h, &b, seen)?;
+                out.live += check_block(pool, h, &b, seen, depth)?;
                 out.blocks += 1;
             }
             _ => {
@@ -483,13 +529,14 @@ fn check_medium(h: &Header, sums: &mut MediumCounts) -> Result<usize, Fault> {
     Ok(live_runs - starts.held().0)
 }
 
-/// One block in use, `b` as read once (its geometry is never read again): geometry, lists,
-/// counts. Returns its live slots.
+/// One block in use, `b` as read once (its geometry is never read again): geometry, then
+/// (with [`Depth::Lists`]) lists and counts. Returns its live slots.
 fn check_block(
     pool: &Pool,
     h: &Header,
     b: &Snapshot,
     seen: &mut BitSlice<usize>,
+    depth: Depth,
 ) -> Result<usize, Fault> {
     let c = b.geometry;
     ensure(
@@ -504,16 +551,13 @@ fn check_block(
     let bump = h.bump.load(Ordering::Relaxed);
     let on_boundary = bump >= c.first && bump <= c.limit && (bump - c.first).is_multiple_of(c.stride);
     ensure(on_boundary, h, Problem::Bump(bump))?;
+    if depth == Depth::Headers {
+        return Ok(b.live as usize);
+    }
     let handed_out = ((bump - c.first) / c.stride) as usize;
-    seen[..c.capacity as usize].fill(false);
-    let free = free_listed(h, c, bump, seen)?;
-    let used = h.used() as usize;
-    let counts = Problem::Counts {
-        used,
-        free,
-        handed_out,
-    };
-    ensure(used + free == handed_out, h, counts)?;
+    // SAFETY: verify's contract and the pool lock: nobody touches the block meanwhile;
+    // `bump` is a slot boundary (checked above).
+    unsafe { slot_lists_fault(h, c, bump, seen) }.map_err(|f| Fault::new(h, Problem::Lists(f)))?;
     if h.is_promoting() {
         check_promoted(pool, h, b, handed_out, seen)?;
     }
@@ -558,63 +602,6 @@ fn check_promoted(
     ensure(bits == count, h, Problem::PromotedCount { bits, count })?;
     let smaller = source.is_some_and(|s| s < b.class);
     ensure(count == 0 || smaller, h, Problem::PromotedSource(source))
-}
-
-/// Marks the free-listed slots of `h` (class geometry `c`, never-used slots from `bump`)
-/// in `seen`; returns how many are on its owner's lists, the allocation and local free
-/// lists (the run lists of a tiny block).
-fn free_listed(
-    h: &Header,
-    c: &Class,
-    bump: u32,
-    seen: &mut BitSlice<usize>,
-) -> Result<usize, Fault> {
-    let mut mark = |off: u32, list: &'static str| {
-        ensure(
-            c.is_slot(off as usize) && off < bump,
-            h,
-            Problem::NotSlot(list, off),
-        )?;
-        let first_time = !seen.replace(((off - c.first) / c.stride) as usize, true);
-        ensure(first_time, h, Problem::Twice(off))
-    };
-    if c.is_tiny() {
-        let (mut free, mut bad) = (0, None);
-        // SAFETY: verify's contract and the pool lock: nobody touches the block meanwhile.
-        let ok = unsafe {
-            crate::tiny::for_each_free(h, c, |off| {
-                free += 1;
-                mark(off, "a run list").map_err(|e| bad = Some(e)).is_ok()
-            })
-        };
-        return match bad {
-            Some(fault) => Err(fault),
-            None => ensure(ok, h, Problem::RunList).map(|()| free),
-        };
-    }
-    let mut walk = |first: u32, list: &'static str| -> Result<usize, Fault> {
-        let (mut n, mut off) = (0, first);
-        while off != 0 {
-            mark(off, list)?;
-            n += 1;
-            // SAFETY: `mark` checked that off is a slot of this block.
-            off = unsafe { h.base().add(off as usize).cast::<u32>().read() };
-        }
-        Ok(n)
-    };
-    let free = walk(h.free.load(Ordering::Relaxed), "the allocation list")?
-        + walk(h.local_listed(), "the local free list")?;
-    let remote = walk(
-        h.remote.load(Ordering::Acquire) as u32,
-        "the remote free list",
-    )?;
-    let count = h.remote_count();
-    ensure(
-        remote == count as usize,
-        h,
-        Problem::RemoteCount(remote, count),
-    )?;
-    Ok(free)
 }
 
 #[cfg(test)]

@@ -1,41 +1,25 @@
-//! Red team (session 18) on RED-77's open check: several processes open a damaged region
-//! file at rest at the same moment. The first walks the blocks under the attach lock and
+//! Red team (session 18) on RED-77's open check (`check_lists_at_open`, the walk of every
+//! link at open): several processes open a damaged region file at rest at the same moment. The first walks the blocks under the attach lock and
 //! refuses; the others wait for the lock. None may get in past the check: each is refused
 //! (`BlocksDamaged`), or times out (`Busy`), never handed the damaged region.
 
 mod red_team_common;
 
-use cohort::{CreateOptions, OpenOptions, Place, RegionError, SharedCohort};
-use red_team_common::{in_child, shared_words, wait};
-use std::os::unix::fs::FileExt;
+use cohort::{OpenOptions, Place, RegionError, SharedCohort};
+use red_team_common::{garbage_link_file, in_child, shared_words, wait};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 
 cohort::lifetime_classes! { enum Life { A } }
 
 const SIZE: usize = 64;
-const BLOCK: usize = 2 << 20;
 const OPENERS: usize = 4;
 
 /// A region file whose block of `SIZE` B slots has the link of its free list's first slot
 /// (past the block's first page) overwritten with garbage while nobody has it open.
 fn damaged_file(tag: &str) -> PathBuf {
     let path = std::env::temp_dir().join(format!("cohort-red-oc-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_file(&path);
-    let at = {
-        let r = SharedCohort::<Life>::create(Place::File(&path), CreateOptions::new(64 << 20))
-            .expect("create");
-        let ps: Vec<_> = (0..100).map(|_| r.malloc(SIZE, Life::A)).collect();
-        for &p in &ps[92..] {
-            // SAFETY: allocated above with this size and class, freed once.
-            unsafe { r.free(p, SIZE, Life::A) };
-        }
-        assert!(ps[99] as usize % BLOCK >= 4096);
-        r.offset_of(ps[99]).unwrap().get()
-    };
-    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-    file.write_all_at(&0x4000_0000u32.to_ne_bytes(), at)
-        .unwrap();
+    garbage_link_file(&path, Life::A, SIZE, None);
     path
 }
 
@@ -70,7 +54,7 @@ fn openers_at_once_of_a_damaged_file_are_all_refused() {
                     }
                     let got = outcome(SharedCohort::<Life>::open(
                         Place::File(&path),
-                        OpenOptions::new(),
+                        OpenOptions::new().check_lists_at_open(true),
                     ));
                     words[2 + i].store(got, Relaxed);
                     // SAFETY: leaves without the destructors.

@@ -146,8 +146,8 @@ fn garbage_links_never_hand_out_memory_outside_the_slots() {
     ]);
 }
 
-/// RED-77: every damaged link of a file at rest is refused at open
-/// (`RegionError::BlocksDamaged`, naming the block), before anything is allocated, and
+/// RED-77: with `check_lists_at_open`, every damaged link of a file at rest is refused at
+/// open (`RegionError::BlocksDamaged`, naming the block), before anything is allocated, and
 /// refused again at the next open (the refused opener writes no seal), however the link is
 /// wrong: zeroed (the list ends short of the block's counts), outside the block, into its
 /// header, into the next block, off a slot boundary, to itself (a cycle), to a live slot,
@@ -170,7 +170,8 @@ fn every_damaged_link_of_a_file_at_rest_is_refused_at_open() {
         for (tag, link) in cases {
             let (path, _) = damage(tag, link);
             for attempt in ["first", "second"] {
-                match SharedCohort::<Life>::open(Place::File(&path), OpenOptions::new()) {
+                let at_open = OpenOptions::new().check_lists_at_open(true);
+                match SharedCohort::<Life>::open(Place::File(&path), at_open) {
                     Err(e @ cohort::RegionError::BlocksDamaged { .. }) => {
                         eprintln!("{tag}: {attempt} open: {e}")
                     }
@@ -217,7 +218,8 @@ fn an_unchecked_open_leaves_the_damage_to_verify() {
         let found = unsafe { r.verify() }.expect_err("the damaged link");
         assert!(found.problem.contains("0x40000000"), "{found}");
         drop(r);
-        let checked = SharedCohort::<Life>::open(Place::File(&path), OpenOptions::new());
+        let at_open = OpenOptions::new().check_lists_at_open(true);
+        let checked = SharedCohort::<Life>::open(Place::File(&path), at_open);
         assert!(
             matches!(checked, Err(cohort::RegionError::BlocksDamaged { .. })),
             "{:?}",

@@ -112,6 +112,9 @@ impl Heap {
                     // listed, or goes to the pool when none is live (every slot free, on
                     // its lists or never used: no free will come to list it again).
                     head.partial.remove(pool.units(), next);
+                    if !self.trusted_or_quarantined(next) {
+                        continue;
+                    }
                     head.leave();
                     head.set_role(h, Role::Listed);
                     if h.live() == 0 {
@@ -151,6 +154,7 @@ impl Heap {
             }
             self.drain_returned();
             let h = match head.partial.pop(pool.units()) {
+                Some(h) if !self.trusted_or_quarantined(h) => continue,
                 Some(h) => h,
                 None => {
                     let mut st = pool.lock();
@@ -160,6 +164,18 @@ impl Heap {
             head.set_role(h, Role::Current);
             head.enter(h);
         }
+    }
+    /// Owner only, for block `h` of its own, taken off its partial list to become current:
+    /// whether its lists may be followed ([`Pool::block_trusted`]); when not, it is
+    /// quarantined (`crate::pool`'s `check`), and the caller looks for another.
+    fn trusted_or_quarantined(&self, h: &Header) -> bool {
+        let pool = self.pool();
+        // SAFETY: the heap owns the block (its partial list), and this is its owner.
+        if unsafe { pool.block_trusted(h) } {
+            return true;
+        }
+        pool.quarantine(&mut pool.lock(), h);
+        false
     }
     /// A tiny allocation (1- or 2-byte class) by the owner: a slot from the heap's tiny
     /// blocks of (class, life), under the pool lock (see the module docs). Before saying out
@@ -183,6 +199,12 @@ impl Heap {
         let list = unsafe { self.tiny_list(class, life) };
         loop {
             let h = match list.first(pool.units()) {
+                // SAFETY: a tiny block (pool-owned), under the pool lock.
+                Some(h) if !unsafe { pool.block_trusted(h) } => {
+                    list.remove(pool.units(), h);
+                    pool.quarantine(st, h);
+                    continue;
+                }
                 Some(h) => h,
                 None => {
                     let h = pool.take_block(st, class, life, 0)?;

@@ -54,8 +54,9 @@
 //! heaps are reaped as usual), and the rest of the blocks' bytes (object data and the links
 //! of free slots). The links are the blocks' check's: an opener that finds no other slot
 //! held (after freeing dead processes') keeps `LOCK` past its attach
-//! ([`Attachment::holds_lock`]) while it walks the region's lists as `verify` does, so that
-//! nobody allocates from it before; a refusal there ([`Attachment::refuse`]) writes no seal.
+//! ([`Attachment::holds_lock`]) while it checks the region's block headers and starts a
+//! new check generation (`crate::pool`'s `check`), so that nobody allocates from it
+//! before; a refusal there ([`Attachment::refuse`]) writes no seal.
 //!
 //! **Leaves bump too.** A leave bumps `GEN` into the seals before it frees its slot, so a
 //! copy read across a leave (its header before, its last pages after) holds two

@@ -125,16 +125,18 @@ pub enum RegionError {
         /// The state's hash now.
         found: u64,
     },
-    /// Opening: the region's blocks are not what its lists and counts say (a free slot's
-    /// link names no free slot of its block, a list is a cycle or of another length than
-    /// the block's counts, a list of blocks or a run table is wrong): bytes of its blocks
-    /// changed while nobody had it open, past what the state seal covers. The first
-    /// process to open a region nobody has open checks it as [`crate::Cohort::verify`]
-    /// does before anything is allocated, and refuses it rather than hand out what a
-    /// damaged link names. It attached and left again (its attach table's generation
-    /// moved on; no seal is written, so the next opener checks it again); nothing was
-    /// allocated or freed. Its data can still be read through
-    /// [`crate::SharedCohort::salvage`].
+    /// Opening: the region's blocks are not what their headers and lists say (a header
+    /// names no class or a bump past its block, a list of blocks or a medium run table is
+    /// wrong; with [`crate::OpenOptions::check_lists_at_open`], also a free slot's link
+    /// that names no free slot of its block, a list that is a cycle or of another length
+    /// than the block's counts): bytes of its blocks changed while nobody had it open, past
+    /// what the state seal covers. The first process to open a region nobody has open
+    /// checks it before anything is allocated, and refuses it rather than follow what it
+    /// names (a damaged free slot's link found later, when its block is first taken, takes
+    /// that block out of use instead: [`crate::OpenOptions::check_blocks`]). It attached
+    /// and left again (its attach table's generation moved on; no seal is written, so the
+    /// next opener checks it again); nothing was allocated or freed. Its data can still be
+    /// read through [`crate::SharedCohort::salvage`].
     BlocksDamaged {
         /// The damaged block's offset in the region.
         block_offset: u64,

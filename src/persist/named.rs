@@ -174,7 +174,7 @@ impl<L: Lifetime> SharedCohort<L> {
         }
         let expect = expected::<L>();
         let mapping = Mapping::create(&name, &options, &expect)?;
-        match Self::attach(mapping, name, 0, Some(options.region.as_ref()), false) {
+        match Self::attach(mapping, name, 0, Some(options.region.as_ref()), None) {
             Ok(region) => {
                 region.header().publish_ready();
                 Ok(region)
@@ -208,20 +208,23 @@ impl<L: Lifetime> SharedCohort<L> {
         }
         let name = place.name()?;
         let mapping = Mapping::open(&name, &expected::<L>(), options.timeout)?;
-        Self::attach(mapping, name, options.cgroup_hint, None, options.check_blocks)
-            .map_err(|(e, _)| e)
+        let check = options
+            .check_blocks
+            .then_some(options.check_lists_at_open);
+        Self::attach(mapping, name, options.cgroup_hint, None, check).map_err(|(e, _)| e)
     }
 
     /// Builds the instance on a mapped region: a new one (`made`: with the options it is
     /// made with, if any), whose state it formats, or one made before, whose recorded
     /// options it applies to this process's mapping (and whose blocks it checks when
-    /// `check_blocks` and nobody else has it open: [`SharedCohort::check_opened`]).
+    /// `check` says so, `Some(lists at open)`, and nobody else has it open:
+    /// [`SharedCohort::check_opened`]).
     fn attach(
         mapping: Mapping,
         name: Name,
         cgroup_hint: usize,
         made: Option<Option<&RegionOptions>>,
-        check_blocks: bool,
+        check: Option<bool>,
     ) -> Result<SharedCohort<L>, (RegionError, Name)> {
         let (base, layout, attachment) = mapping.into_raw();
         let attachment = attachment.map(|a| Box::into_raw(Box::new(a)));
@@ -296,7 +299,9 @@ impl<L: Lifetime> SharedCohort<L> {
                 // references to the view goes, which `region` holds until `check_opened`
                 // returns (it drops it only on a refusal, after the last use).
                 match attachment.map(|a| unsafe { &*a }) {
-                    Some(a) if a.holds_lock() && check_blocks => region.check_opened(a),
+                    Some(a) if a.holds_lock() && check.is_some() => {
+                        region.check_opened(a, check == Some(true))
+                    }
                     Some(a) => {
                         // SAFETY: the region's mapping, while `region` lives.
                         unsafe { a.unlock(region.base) };
@@ -319,19 +324,24 @@ impl<L: Lifetime> SharedCohort<L> {
     }
 
     /// The first process to open a region nobody had open (`a` holds the attach lock, so
-    /// none can attach meanwhile) walks it as [`Cohort::verify`] does, before anything is
-    /// allocated from it: every block's free lists, link by link (each must name a free
-    /// slot of the block's class below its bump, once; their lengths must match the
-    /// block's counts), the lists of blocks, the medium run tables and the runs. The state
-    /// seal covers the state and each block's first page; this covers the links of free
-    /// slots past it, which an allocation would otherwise follow wherever they point
-    /// (RED-77). A failure leaves the region again, unsealed (the next opener checks it
-    /// again), and is [`RegionError::BlocksDamaged`].
-    fn check_opened(self, a: &Attachment) -> Result<SharedCohort<L>, (RegionError, Name)> {
+    /// none can attach meanwhile) checks it before anything is allocated from it
+    /// ([`Cohort::check_at_open`]): every block's header, the lists of blocks, the medium
+    /// run tables and the runs, then a new check generation, so that each block's free
+    /// lists are walked link by link when first taken (`crate::pool`'s `check`); with
+    /// `lists`, those walks now, as [`Cohort::verify`] does. The state seal covers the
+    /// state and each block's first page; this covers the links of free slots past it,
+    /// which an allocation would otherwise follow wherever they point (RED-77). A failure
+    /// leaves the region again, unsealed (the next opener checks it again), and is
+    /// [`RegionError::BlocksDamaged`].
+    fn check_opened(
+        self,
+        a: &Attachment,
+        lists: bool,
+    ) -> Result<SharedCohort<L>, (RegionError, Name)> {
         // SAFETY: no other thread of this process has the instance yet, and no other
         // process has the region open (`a` holds the attach lock, taken when no slot was
         // held but this process's).
-        match unsafe { self.cohort.verify() } {
+        match unsafe { self.cohort.check_at_open(lists) } {
             Ok(_) => {
                 // SAFETY: the region's mapping, while `self` lives.
                 unsafe { a.unlock(self.base) };

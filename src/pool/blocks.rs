@@ -72,6 +72,7 @@ impl Pool {
         }
         // SAFETY: the block is carved or retained: committed, ours, reachable by nobody.
         let h = unsafe { &*Header::init(base, class, life, owner, fresh) };
+        self.mark_new(h);
         if CLASSES.get(class).is_some_and(|c| c.is_tiny()) {
             let c = h.geometry();
             // SAFETY: as above; the run table follows the header.
@@ -87,21 +88,27 @@ impl Pool {
     /// freed slots, whose touched pages are reused before another block's never-used ones;
     /// else the first.
     pub(super) fn take_partial(&self, st: &mut PoolState, head: HeadIndex) -> Option<&Header> {
-        let mut heaps_may_take = st
-            .partial(head)
-            .iter(self.units())
-            .filter(|h| h.holder() == NO_HOLDER)
-            .take(REUSE_SCAN);
-        let first = heaps_may_take.next()?;
-        let h = if first.has_freed_slots() {
-            first
-        } else {
-            heaps_may_take
-                .find(|h| h.has_freed_slots())
-                .unwrap_or(first)
-        };
-        st.partial(head).remove(self.units(), h);
-        Some(h)
+        loop {
+            let mut heaps_may_take = st
+                .partial(head)
+                .iter(self.units())
+                .filter(|h| h.holder() == NO_HOLDER)
+                .take(REUSE_SCAN);
+            let first = heaps_may_take.next()?;
+            let h = if first.has_freed_slots() {
+                first
+            } else {
+                heaps_may_take
+                    .find(|h| h.has_freed_slots())
+                    .unwrap_or(first)
+            };
+            st.partial(head).remove(self.units(), h);
+            // SAFETY: a pool-owned block, under the lock; its lists are followed next.
+            if unsafe { self.block_trusted(h) } {
+                return Some(h);
+            }
+            self.quarantine(st, h);
+        }
     }
 
     /// Under the lock: an empty committed block from the kept ones, so emptied blocks serve
@@ -165,6 +172,10 @@ impl Pool {
 
     /// Under the lock: hands a heap's block to the pool (thread exit, or a heap leaving).
     pub(crate) fn adopt_block(&self, st: &mut PoolState, h: &Header) {
+        if self.is_quarantined(h) {
+            // Relisted by a free that cleared its `FULL`: it stays out of use.
+            return;
+        }
         h.hand_to_pool();
         // A remote free may be emptying the block meanwhile: its push and its look at the
         // block (`after_remote_free`) against this adoption's stores (owner, role, the

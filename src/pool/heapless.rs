@@ -28,6 +28,12 @@ impl Pool {
         let head = HeadIndex::new(class, life);
         loop {
             let h = match st.partial(head).first(self.units()) {
+                // SAFETY: a pool-owned block, under the lock; its lists are followed next.
+                Some(h) if !unsafe { self.block_trusted(h) } => {
+                    st.partial(head).remove(self.units(), h);
+                    self.quarantine(st, h);
+                    continue;
+                }
                 Some(h) => h,
                 None => {
                     let h = self.take_block(st, class, life, 0)?;

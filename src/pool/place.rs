@@ -38,8 +38,9 @@ use core::ptr;
 /// and a heap's: 12, a heap's rows of current blocks with their allocation cursors
 /// (`crate::heap::Row`); 13, a heap's medium cache's lent run (`crate::medium_cache`); 14,
 /// free slots' links relative to the slot (reverted: 14 names no layout that shipped); 15,
-/// a heap's medium cache's guard (`MediumCache::claim`).
-pub(crate) const STATE_LAYOUT: u32 = 15;
+/// a heap's medium cache's guard (`MediumCache::claim`); 16, the blocks' check generation
+/// and its mark per unit (`crate::pool`'s `check`).
+pub(crate) const STATE_LAYOUT: u32 = 16;
 
 /// Where a pool's view starts in its mapping: past the page's first cache line. The
 /// lines at a page's start share their cache set with the first bytes of every page of a
@@ -98,6 +99,9 @@ pub(crate) struct Layout {
     registry: usize,
     lists: usize,
     life_links: usize,
+    /// One [`AtomicU32`] per unit: the generation of the blocks' check a block was last
+    /// found whole in (`super::check`).
+    checks: usize,
     /// The region's unit states and bitmap (shared only, else 0).
     region_meta: usize,
     /// The per-head counters, region-wide (shared only, else 0: the view maps its own).
@@ -136,12 +140,16 @@ impl Layout {
         let life_links = lists
             .checked_add(lists_bytes)?
             .next_multiple_of(align_of::<[AtomicU32; 2]>());
-        let end = life_links.checked_add(unit_count.checked_mul(size_of::<[AtomicU32; 2]>())?)?;
+        let checks = life_links
+            .checked_add(unit_count.checked_mul(size_of::<[AtomicU32; 2]>())?)?
+            .next_multiple_of(align_of::<AtomicU32>());
+        let end = checks.checked_add(unit_count.checked_mul(size_of::<AtomicU32>())?)?;
         let Some(parts) = shared else {
             return Some(Layout {
                 registry,
                 lists,
                 life_links,
+                checks,
                 region_meta: 0,
                 counters: 0,
                 heaps: 0,
@@ -169,6 +177,7 @@ impl Layout {
             registry,
             lists,
             life_links,
+            checks,
             region_meta,
             counters,
             heaps,
@@ -218,6 +227,7 @@ pub(crate) unsafe fn build(
                 shared: area.cast::<PoolShared>(),
                 heaps: area.add(layout.registry).cast::<AtomicU64>(),
                 life_links: area.add(layout.life_links).cast::<[AtomicU32; 2]>(),
+                checks: area.add(layout.checks).cast::<AtomicU32>(),
                 link_base: if shared { area as usize } else { 0 },
                 heap_area,
                 heap_stride: layout.heap_stride,
@@ -272,6 +282,7 @@ pub(crate) unsafe fn format(
         {
             crate::sync::zeroed_atomics(pool.heaps.cast_mut(), max_heaps as usize);
             crate::sync::zeroed_atomics(pool.life_links.cast_mut(), pool.region.unit_count());
+            crate::sync::zeroed_atomics(pool.checks.cast_mut(), pool.region.unit_count());
         }
         let shared = area.cast::<PoolShared>();
         ptr::write(
@@ -313,6 +324,8 @@ pub(crate) unsafe fn format(
                 mixed_ns: AtomicU8::new(0),
                 label: crate::label::LabelCell::new(crate::label::Label::new("")),
                 medium_given: AtomicU64::new(0),
+                check_gen: AtomicU32::new(0),
+                quarantined: AtomicU64::new(0),
             },
         );
         // The tables' offsets from the state, now that it is in place.

@@ -236,6 +236,40 @@ pub fn overwritten_by_new_allocations<L: cohort::Lifetime>(
         .count()
 }
 
+/// Makes region file `path` with a block of `size`-byte slots of class `life` (100
+/// allocated, the last 8 freed: a local free list past the block's first page), and 10
+/// slots of `other` bytes when given (a block of another class, whole), leaves it, and
+/// writes garbage (`0x4000_0000`) over the free list's first link while nobody has it
+/// open (damage at rest, RED-77). Returns the damaged link's offset in the region.
+pub fn garbage_link_file<L: cohort::Lifetime + Copy>(
+    path: &std::path::Path,
+    life: L,
+    size: usize,
+    other: Option<usize>,
+) -> u64 {
+    use std::os::unix::fs::FileExt;
+    let _ = std::fs::remove_file(path);
+    let at = {
+        let options = cohort::CreateOptions::new(64 << 20);
+        let r =
+            cohort::SharedCohort::<L>::create(cohort::Place::File(path), options).expect("create");
+        let ps: Vec<_> = (0..100).map(|_| r.malloc(size, life)).collect();
+        if let Some(other) = other {
+            assert!((0..10).all(|_| !r.malloc(other, life).is_null()));
+        }
+        for &p in &ps[92..] {
+            // SAFETY: allocated above with this size and class, freed once.
+            unsafe { r.free(p, size, life) };
+        }
+        assert!(ps[99] as usize % (2 << 20) >= 4096, "past the first page");
+        r.offset_of(ps[99]).unwrap().get()
+    };
+    let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    file.write_all_at(&0x4000_0000u32.to_ne_bytes(), at)
+        .unwrap();
+    at
+}
+
 /// Runs the caller's test alone among those of its binary that take it: a fork child of
 /// one test's thread has every region the process has open, so tests of named regions run
 /// one at a time.
