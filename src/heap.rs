@@ -34,6 +34,7 @@ use crate::class::{HeadIndex, CLASS_COUNT};
 use crate::heap_record::{HeapRecord, HeapState};
 use crate::medium_cache::MediumCache;
 use crate::os;
+use crate::pool::check::Trust;
 use crate::pool::{Pool, PoolState};
 use crate::remote::RemoteBatch;
 use crate::sync::Ordering;

@@ -413,6 +413,7 @@ fn list_problem(fault: ListFault) -> String {
             "slot at offset {off:#x} is twice on the free lists (a cycle or a double free)"
         ),
         ListFault::RunList => "a run list leaves its run or is longer than it".into(),
+        ListFault::Bump(bump) => format!("never-used boundary {bump:#x} is not a slot boundary"),
         ListFault::ListedLive(off) => format!(
             "slot at offset {off:#x} is free but its checked-mode live bit says live"
         ),

@@ -1,4 +1,4 @@
-//! Red-team attack (session 19) on the blocks' lazy check (`pool/check.rs`): a block whose
+//! Red-team attack (session 19, RED-93, fixed) on the blocks' lazy check (`pool/check.rs`): a block whose
 //! mark is not the check generation is walked where a heap first takes it, with a scratch
 //! bitmap mapped for the walk; "a bitmap the OS refuses fails the check (the block is left
 //! for a later one)". But the caller takes a failed check for damage: the block is
@@ -59,7 +59,6 @@ fn in_child_ok(what: &str, f: impl FnOnce()) {
 /// bitmap is quarantined though whole: `damaged_blocks` 1, and the block stays out of use
 /// in the next open.
 #[test]
-#[ignore = "RED-93 (known limit, CHANGELOG): the lazy check quarantines a whole block for good when its scratch bitmap's mmap is refused (RLIMIT_AS)"]
 fn a_check_the_os_refuses_memory_for_quarantines_nothing() {
     let _serial = red_team_common::serial();
     let p = region_path("open-lazy-oom");

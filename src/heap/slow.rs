@@ -112,8 +112,13 @@ impl Heap {
                     // listed, or goes to the pool when none is live (every slot free, on
                     // its lists or never used: no free will come to list it again).
                     head.partial.remove(pool.units(), next);
-                    if !self.trusted_or_quarantined(next) {
-                        continue;
+                    match self.trusted_or_quarantined(next) {
+                        Trust::Whole => {}
+                        Trust::Damaged => continue,
+                        Trust::Unchecked => {
+                            head.partial.push(pool.units(), next);
+                            return None;
+                        }
                     }
                     head.leave();
                     head.set_role(h, Role::Listed);
@@ -154,8 +159,14 @@ impl Heap {
             }
             self.drain_returned();
             let h = match head.partial.pop(pool.units()) {
-                Some(h) if !self.trusted_or_quarantined(h) => continue,
-                Some(h) => h,
+                Some(h) => match self.trusted_or_quarantined(h) {
+                    Trust::Whole => h,
+                    Trust::Damaged => continue,
+                    Trust::Unchecked => {
+                        head.partial.push(pool.units(), h);
+                        return None;
+                    }
+                },
                 None => {
                     let mut st = pool.lock();
                     pool.take_block(&mut st, class, life, self.token)?
@@ -166,16 +177,17 @@ impl Heap {
         }
     }
     /// Owner only, for block `h` of its own, taken off its partial list to become current:
-    /// whether its lists may be followed ([`Pool::block_trusted`]); when not, it is
-    /// quarantined (`crate::pool`'s `check`), and the caller looks for another.
-    fn trusted_or_quarantined(&self, h: &Header) -> bool {
+    /// whether its lists may be followed ([`Pool::block_trusted`]); a damaged one is
+    /// quarantined (`crate::pool`'s `check`), and the caller looks for another; an
+    /// unchecked one the caller lists again and answers out of memory.
+    fn trusted_or_quarantined(&self, h: &Header) -> Trust {
         let pool = self.pool();
         // SAFETY: the heap owns the block (its partial list), and this is its owner.
-        if unsafe { pool.block_trusted(h) } {
-            return true;
+        let trust = unsafe { pool.block_trusted(h) };
+        if trust == Trust::Damaged {
+            pool.quarantine(&mut pool.lock(), h);
         }
-        pool.quarantine(&mut pool.lock(), h);
-        false
+        trust
     }
     /// A tiny allocation (1- or 2-byte class) by the owner: a slot from the heap's tiny
     /// blocks of (class, life), under the pool lock (see the module docs). Before saying out
@@ -200,12 +212,15 @@ impl Heap {
         loop {
             let h = match list.first(pool.units()) {
                 // SAFETY: a tiny block (pool-owned), under the pool lock.
-                Some(h) if !unsafe { pool.block_trusted(h) } => {
-                    list.remove(pool.units(), h);
-                    pool.quarantine(st, h);
-                    continue;
-                }
-                Some(h) => h,
+                Some(h) => match unsafe { pool.block_trusted(h) } {
+                    Trust::Whole => h,
+                    Trust::Damaged => {
+                        list.remove(pool.units(), h);
+                        pool.quarantine(st, h);
+                        continue;
+                    }
+                    Trust::Unchecked => return None,
+                },
                 None => {
                     let h = pool.take_block(st, class, life, 0)?;
                     h.set_holder(self.id);

@@ -3,6 +3,7 @@
 //! away (kept empty or given back to the region), handed to the pool by a heap (adopted),
 //! and relisted by the frees that take a block out of `FULL` (lock-free).
 
+use super::check::Trust;
 use super::*;
 use crate::class::MEDIUM_CLASS;
 use crate::medium_block::Runs;
@@ -104,10 +105,14 @@ impl Pool {
             };
             st.partial(head).remove(self.units(), h);
             // SAFETY: a pool-owned block, under the lock; its lists are followed next.
-            if unsafe { self.block_trusted(h) } {
-                return Some(h);
+            match unsafe { self.block_trusted(h) } {
+                Trust::Whole => return Some(h),
+                Trust::Damaged => self.quarantine(st, h),
+                Trust::Unchecked => {
+                    st.partial(head).push(self.units(), h);
+                    return None;
+                }
             }
-            self.quarantine(st, h);
         }
     }
 

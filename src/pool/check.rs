@@ -33,6 +33,17 @@ use bitvec::slice::BitSlice;
 /// The mark of a block found damaged (no generation reaches it: [`Pool::new_check_generation`]).
 pub(crate) const QUARANTINED: u32 = u32::MAX;
 
+/// What [`Pool::block_trusted`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Trust {
+    /// The block's lists may be followed.
+    Whole,
+    /// The block was found damaged (now or before): quarantine it.
+    Damaged,
+    /// Not checked (the OS refused the check's scratch memory): leave it, unfollowed.
+    Unchecked,
+}
+
 /// What is wrong with a block's slot lists, as plain data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum ListFault {
@@ -42,6 +53,8 @@ pub(crate) enum ListFault {
     Twice(u32),
     /// A tiny run list leaves its run or is longer than it.
     RunList,
+    /// The header's never-used boundary is not a slot boundary of its class.
+    Bump(u32),
     /// The remote list holds this many slots, its count says that.
     RemoteCount(usize, u32),
     /// Checked mode: the slot at this offset is on a free list but its live bit is set (a
@@ -175,36 +188,41 @@ impl Pool {
         self.check_gen.store(next, Ordering::Release);
     }
 
-    /// Whether block `h`'s lists may be followed: its mark is this generation's, or a check
-    /// now finds them whole (and marks it). False for a block found damaged, now or
-    /// before: the caller, which has taken it off its list, hands it to
-    /// [`Pool::quarantine`]. Costs one load and compare for a block checked already.
+    /// Whether block `h`'s lists may be followed: [`Trust::Whole`] when its mark is this
+    /// generation's or a check now finds them whole (and marks it); [`Trust::Damaged`] for
+    /// a block found damaged, now or before: the caller, which has taken it off its list,
+    /// hands it to [`Pool::quarantine`]; [`Trust::Unchecked`] when the check could not run
+    /// (the OS refused its scratch memory): the caller leaves the block on its list,
+    /// unfollowed, for a later check, and answers out of memory. Costs one load and
+    /// compare for a block checked already.
     ///
     /// # Safety
     /// The caller owns the block's local lists (its owner heap's thread, or the pool-lock
     /// holder for a pool-owned block), and the block is carved, of a size class.
-    pub(crate) unsafe fn block_trusted(&self, h: &Header) -> bool {
+    pub(crate) unsafe fn block_trusted(&self, h: &Header) -> Trust {
         let gen = self.check_gen.load(Ordering::Acquire);
         let mark = self.mark(h).load(Ordering::Acquire);
         if mark == gen {
-            return true;
+            return Trust::Whole;
         }
         if mark == QUARANTINED {
-            return false;
+            return Trust::Damaged;
         }
         // SAFETY: forwarded.
-        let whole = unsafe { self.check_lists(h) }.is_ok();
-        if whole {
-            let _writing = self.writing();
-            self.mark(h).store(gen, Ordering::Release);
+        match unsafe { self.check_lists(h) } {
+            Ok(()) => {
+                let _writing = self.writing();
+                self.mark(h).store(gen, Ordering::Release);
+                Trust::Whole
+            }
+            Err(Some(_)) => Trust::Damaged,
+            Err(None) => Trust::Unchecked,
         }
-        whole
     }
 
     /// Walks block `h`'s lists ([`slot_lists_fault`]) with a scratch bitmap mapped for it (no
-    /// allocation: the caller may hold the pool lock). A bitmap the OS refuses fails the
-    /// check: the block is then taken out of use as a damaged one would be (safe, though
-    /// it may be whole).
+    /// allocation: the caller may hold the pool lock): `Err(Some(fault))` for damage,
+    /// `Err(None)` when the OS refused the bitmap (nothing was checked: RED-93).
     ///
     /// # Safety
     /// As [`Pool::block_trusted`].
@@ -212,7 +230,7 @@ impl Pool {
         let c = h.geometry();
         let bump = h.bump.load(Ordering::Relaxed);
         if bump < c.first || bump > c.limit || !(bump - c.first).is_multiple_of(c.stride) {
-            return Err(None);
+            return Err(Some(ListFault::Bump(bump)));
         }
         let words = scratch_words();
         let bytes = os::page_round(words * size_of::<usize>()).ok_or(None)?;

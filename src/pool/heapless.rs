@@ -1,6 +1,7 @@
 //! Slots served under the pool lock: threads without a heap (from [`HEAPLESS`] blocks) and
 //! tiny slots (see the pool's module docs, "Holders").
 
+use super::check::Trust;
 use super::*;
 
 impl Pool {
@@ -29,12 +30,15 @@ impl Pool {
         loop {
             let h = match st.partial(head).first(self.units()) {
                 // SAFETY: a pool-owned block, under the lock; its lists are followed next.
-                Some(h) if !unsafe { self.block_trusted(h) } => {
-                    st.partial(head).remove(self.units(), h);
-                    self.quarantine(st, h);
-                    continue;
-                }
-                Some(h) => h,
+                Some(h) => match unsafe { self.block_trusted(h) } {
+                    Trust::Whole => h,
+                    Trust::Damaged => {
+                        st.partial(head).remove(self.units(), h);
+                        self.quarantine(st, h);
+                        continue;
+                    }
+                    Trust::Unchecked => return None,
+                },
                 None => {
                     let h = self.take_block(st, class, life, 0)?;
                     st.partial(head).push(self.units(), h);
