@@ -27,7 +27,8 @@ use crate::heap_handover;
 use crate::os;
 use crate::per_thread;
 use crate::pool::Pool;
-use crate::sync::{spin_hint, spin_lock, RawSpin, SpinLock};
+use crate::sync::{set_fork_caller, spin_hint, spin_lock, ForkCaller, RawSpin, SpinLock};
+use core::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use core::ptr;
 use lock_api::MutexGuard;
 
@@ -144,6 +145,7 @@ fn ensure_registered() {
         if takes {
             match REGISTERED.compare_exchange(seen, me | REGISTERING, AcqRel, Acquire) {
                 Ok(_) => {
+                    set_fork_caller(fork_caller);
                     REGISTERING_THREAD.store(os::shared_mem::thread_id(), Relaxed);
                     os::at_fork(prepare, parent, child);
                     REGISTERING_THREAD.store(0, Relaxed);
@@ -274,6 +276,11 @@ unsafe extern "C" fn prepare() {
         if !pool.is_process_shared() {
             core::mem::forget(pool.state.lock());
             core::mem::forget(pool.large.lock());
+            // SAFETY: `raw` only: the locks are held, by this thread, and stay so.
+            unsafe {
+                pool.state.raw().hold_for_fork();
+                pool.large.raw().hold_for_fork();
+            }
             // No batch of remote frees is half changed in the copy.
             for heap in registered(pool) {
                 let forking_thread_holds = on_thread_list(own, heap);
@@ -282,7 +289,43 @@ unsafe extern "C" fn prepare() {
             }
         }
     });
+    // SAFETY: `raw` only: held by this thread, and stays so.
+    unsafe { INSTANCES.raw().hold_for_fork() };
     core::mem::forget(list);
+    // From here until the `parent` or `child` handler, a program's fork handler on this
+    // thread may enter the locks held (`fork_caller`).
+    FORK_PID.store(os::shared_mem::pid(), Relaxed);
+    FORK_THREAD.store(os::shared_mem::thread_id(), Release);
+}
+
+/// The thread inside a fork (from the end of [`prepare`] to the end of [`parent`] or
+/// [`child`]; 0: none) and its process.
+static FORK_THREAD: core::sync::atomic::AtomicI32 = core::sync::atomic::AtomicI32::new(0);
+static FORK_PID: core::sync::atomic::AtomicI32 = core::sync::atomic::AtomicI32::new(0);
+
+/// What a thread that finds a lock held across a fork may do (RED-100: POSIX runs the
+/// `prepare` handlers registered before cohort's after it, and their `parent` and `child`
+/// handlers before cohort's, and a library loaded before cohort registers its handlers
+/// first; such a handler may allocate): the forking thread enters the lock (cohort's
+/// state is whole: its own `prepare` only holds it); a fork child's only thread runs the
+/// child's repair ([`child`]) at once, which releases every lock, and tries again; any
+/// other thread waits.
+fn fork_caller() -> ForkCaller {
+    let forking = FORK_THREAD.load(Acquire);
+    if forking == 0 {
+        return ForkCaller::Wait;
+    }
+    if FORK_PID.load(Relaxed) != os::shared_mem::pid() {
+        // SAFETY: a fork child (its pid is not the forking process's) whose `child`
+        // handler has not run (it clears `FORK_THREAD`): its only thread, here.
+        unsafe { child() };
+        return ForkCaller::Retry;
+    }
+    if forking == os::shared_mem::thread_id() {
+        ForkCaller::Enter
+    } else {
+        ForkCaller::Wait
+    }
 }
 
 /// Releases the locks [`prepare`] kept.
@@ -302,11 +345,11 @@ unsafe fn unlock_all() {
                 for heap in registered(pool) {
                     (*heap).remote.unhold_after_fork();
                 }
-                pool.large.force_unlock();
-                pool.state.force_unlock();
+                pool.large.raw().release_fork_hold();
+                pool.state.raw().release_fork_hold();
             }
         });
-        INSTANCES.force_unlock();
+        INSTANCES.raw().release_fork_hold();
     }
 }
 
@@ -317,6 +360,7 @@ unsafe fn unlock_all() {
 unsafe extern "C" fn parent() {
     // SAFETY: see unlock_all.
     unsafe { unlock_all() }
+    FORK_THREAD.store(0, Release);
 }
 
 /// The `child` handler: in private pools, marks the heaps of the parent's other threads
@@ -336,6 +380,10 @@ unsafe extern "C" fn parent() {
 /// Called only by `fork()` in the child, after [`prepare`] in the parent, while the
 /// calling thread is the child's only one.
 unsafe extern "C" fn child() {
+    if FORK_THREAD.swap(0, Relaxed) == 0 {
+        // Ran already, from a lock a program's earlier child handler took (`fork_caller`).
+        return;
+    }
     // The child's only thread: nobody reads it concurrently.
     GENERATION.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
     // The handlers run: they are registered in the child (whatever its parent's word says:

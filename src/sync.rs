@@ -98,8 +98,71 @@ pub(crate) fn spin_hint(round: u32) {
 /// A test-and-test-and-set lock implementing `lock_api::RawMutex`, so the allocator gets
 /// `lock_api`'s mutex and guards with a lock that never parks (a parking lock's slow path
 /// may allocate).
+///
+/// `locked` is 0 (free), 1 (held), [`FORK_HELD`] (held by the fork's `prepare` handler
+/// across the fork: [`RawSpin::hold_for_fork`]) or [`FORK_ENTERED`] (held so, and entered
+/// by the forking thread itself: a fork handler the program registered before cohort's
+/// runs between cohort's `prepare` and its `parent` or `child` handler, and may allocate).
+/// Who may enter a lock held so is asked of [`FORK_CALLER`], which `crate::fork` sets.
 pub(crate) struct RawSpin {
     locked: AtomicU8,
+}
+
+/// `RawSpin::locked` of a lock the fork's `prepare` handler holds.
+const FORK_HELD: u8 = 2;
+/// `RawSpin::locked` of a lock the fork's `prepare` handler holds, entered by the forking
+/// thread (its unlock goes back to [`FORK_HELD`]).
+const FORK_ENTERED: u8 = 3;
+
+/// What a thread that finds a lock [`FORK_HELD`] may do, as [`FORK_CALLER`] answers.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ForkCaller {
+    /// Wait: another thread forks.
+    Wait,
+    /// Enter: this is the forking thread, inside the fork (a program's fork handler).
+    Enter,
+    /// Try again: this is a fork child's only thread, whose repair has just run (it
+    /// released every lock the `prepare` handler held).
+    Retry,
+}
+
+/// Set once by `crate::fork` (a function pointer; 0: no fork handlers yet): asked by a
+/// thread that finds a lock [`FORK_HELD`].
+#[cfg(not(loom))]
+static FORK_CALLER: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+/// Sets the function [`RawSpin::lock`] asks when it finds a lock held across a fork.
+#[cfg(not(loom))]
+pub(crate) fn set_fork_caller(f: fn() -> ForkCaller) {
+    FORK_CALLER.store(f as usize, core::sync::atomic::Ordering::Release);
+}
+
+#[cfg(not(loom))]
+fn fork_caller() -> ForkCaller {
+    match FORK_CALLER.load(core::sync::atomic::Ordering::Acquire) {
+        0 => ForkCaller::Wait,
+        f => {
+            // SAFETY: only `set_fork_caller` stores, a `fn() -> ForkCaller`.
+            let f = unsafe { core::mem::transmute::<usize, fn() -> ForkCaller>(f) };
+            f()
+        }
+    }
+}
+
+impl RawSpin {
+    /// The fork's `prepare` handler, holding this lock: marks it held across the fork.
+    pub(crate) fn hold_for_fork(&self) {
+        self.locked.store(FORK_HELD, Ordering::Relaxed);
+    }
+
+    /// The fork's `parent` or `child` handler: releases the lock if [`RawSpin::hold_for_fork`]
+    /// marked it (a lock made during the fork, by a program's fork handler, is left to its
+    /// holder).
+    pub(crate) fn release_fork_hold(&self) {
+        let _ = self
+            .locked
+            .compare_exchange(FORK_HELD, 0, Ordering::Release, Ordering::Relaxed);
+    }
 }
 
 impl RawSpin {
@@ -127,7 +190,22 @@ unsafe impl lock_api::RawMutex for RawSpin {
     fn lock(&self) {
         let mut round = 0;
         while !self.try_lock() {
-            while self.locked.load(Ordering::Relaxed) != 0 {
+            loop {
+                match self.locked.load(Ordering::Relaxed) {
+                    0 => break,
+                    #[cfg(not(loom))]
+                    FORK_HELD => match fork_caller() {
+                        ForkCaller::Enter => {
+                            // The forking thread holds it (its `prepare` handler); only
+                            // it changes it until its `parent` or `child` handler.
+                            self.locked.store(FORK_ENTERED, Ordering::Relaxed);
+                            return;
+                        }
+                        ForkCaller::Retry => break,
+                        ForkCaller::Wait => {}
+                    },
+                    _ => {}
+                }
                 spin_hint(round);
                 round = round.saturating_add(1);
             }
@@ -141,7 +219,12 @@ unsafe impl lock_api::RawMutex for RawSpin {
     }
 
     unsafe fn unlock(&self) {
-        self.locked.store(0, Ordering::Release);
+        // An entered fork hold goes back to the hold (only its thread reads it so).
+        let after = match self.locked.load(Ordering::Relaxed) {
+            FORK_ENTERED => FORK_HELD,
+            _ => 0,
+        };
+        self.locked.store(after, Ordering::Release);
     }
 }
 
@@ -199,6 +282,21 @@ impl RawPoolLock {
                 self.robust.store(1, Ordering::Release);
             }
             ok
+        }
+    }
+
+    /// [`RawSpin::hold_for_fork`] for a private pool's lock (a robust one is never held
+    /// across a fork).
+    pub(crate) fn hold_for_fork(&self) {
+        if !self.is_robust() {
+            self.spin.hold_for_fork();
+        }
+    }
+
+    /// [`RawSpin::release_fork_hold`] for a private pool's lock.
+    pub(crate) fn release_fork_hold(&self) {
+        if !self.is_robust() {
+            self.spin.release_fork_hold();
         }
     }
 

@@ -230,7 +230,6 @@ const ALLOCATING: &str = "pthread_atfork(allocate, allocate, allocate);";
 /// registers in its constructor is registered before cohort's: on lead e393384 the program
 /// whose library's handlers allocate 1 MiB hangs in its fork (SIGALRM after "main").
 #[test]
-#[ignore = "RED-100: RED-89 again under LD_PRELOAD: a shared library's constructor's fork handler that allocates hangs the fork"]
 fn a_preloaded_programs_library_may_register_a_fork_handler_that_allocates() {
     let failed = failure(ALLOCATING, Linking::Preloaded);
     assert!(failed.is_none(), "{failed:?}");
