@@ -358,9 +358,11 @@ unsafe fn unlock_all() {
 /// # Safety
 /// Called only by `fork()` in the parent, after [`prepare`].
 unsafe extern "C" fn parent() {
+    // Before the locks are released: a fork another thread starts once they are stores
+    // its own thread here.
+    FORK_THREAD.store(0, Release);
     // SAFETY: see unlock_all.
     unsafe { unlock_all() }
-    FORK_THREAD.store(0, Release);
 }
 
 /// The `child` handler: in private pools, marks the heaps of the parent's other threads
