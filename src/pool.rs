@@ -161,6 +161,9 @@ pub(crate) struct Pool {
     /// The ranges free medium pages were moved into (`crate::medium`, "Moving pages";
     /// private reservations only).
     pub(crate) medium_moved: Moved,
+    /// The blocks' check's bitmap ([`check`]), [`check::SCRATCH_WORDS`] words in the view's
+    /// own mapping, past the view: reserved with it, used only under the pool lock.
+    check_scratch: *mut usize,
 }
 
 /// The pool lock held: the pool's state, and a named region's write in progress (its end

@@ -112,13 +112,8 @@ impl Heap {
                     // listed, or goes to the pool when none is live (every slot free, on
                     // its lists or never used: no free will come to list it again).
                     head.partial.remove(pool.units(), next);
-                    match self.trusted_or_quarantined(next) {
-                        Trust::Whole => {}
-                        Trust::Damaged => continue,
-                        Trust::Unchecked => {
-                            head.partial.push(pool.units(), next);
-                            return None;
-                        }
+                    if !self.trusted_or_quarantined(next) {
+                        continue;
                     }
                     head.leave();
                     head.set_role(h, Role::Listed);
@@ -159,14 +154,12 @@ impl Heap {
             }
             self.drain_returned();
             let h = match head.partial.pop(pool.units()) {
-                Some(h) => match self.trusted_or_quarantined(h) {
-                    Trust::Whole => h,
-                    Trust::Damaged => continue,
-                    Trust::Unchecked => {
-                        head.partial.push(pool.units(), h);
-                        return None;
+                Some(h) => {
+                    if !self.trusted_or_quarantined(h) {
+                        continue;
                     }
-                },
+                    h
+                }
                 None => {
                     let mut st = pool.lock();
                     pool.take_block(&mut st, class, life, self.token)?
@@ -177,17 +170,23 @@ impl Heap {
         }
     }
     /// Owner only, for block `h` of its own, taken off its partial list to become current:
-    /// whether its lists may be followed ([`Pool::block_trusted`]); a damaged one is
-    /// quarantined (`crate::pool`'s `check`), and the caller looks for another; an
-    /// unchecked one the caller lists again and answers out of memory.
-    fn trusted_or_quarantined(&self, h: &Header) -> Trust {
+    /// whether its lists may be followed ([`Pool::block_trusted`], under the pool lock,
+    /// taken only when the block's mark is stale); a damaged one is quarantined
+    /// (`crate::pool`'s `check`), and the caller looks for another.
+    fn trusted_or_quarantined(&self, h: &Header) -> bool {
         let pool = self.pool();
-        // SAFETY: the heap owns the block (its partial list), and this is its owner.
-        let trust = unsafe { pool.block_trusted(h) };
-        if trust == Trust::Damaged {
-            pool.quarantine(&mut pool.lock(), h);
+        if pool.checked_now(h) {
+            return true;
         }
-        trust
+        let mut st = pool.lock();
+        // SAFETY: the heap owns the block (its partial list), and this is its owner.
+        match unsafe { pool.block_trusted(&mut st, h) } {
+            Trust::Whole => true,
+            Trust::Damaged => {
+                pool.quarantine(&mut st, h);
+                false
+            }
+        }
     }
     /// A tiny allocation (1- or 2-byte class) by the owner: a slot from the heap's tiny
     /// blocks of (class, life), under the pool lock (see the module docs). Before saying out
@@ -212,14 +211,13 @@ impl Heap {
         loop {
             let h = match list.first(pool.units()) {
                 // SAFETY: a tiny block (pool-owned), under the pool lock.
-                Some(h) => match unsafe { pool.block_trusted(h) } {
+                Some(h) => match unsafe { pool.block_trusted(st, h) } {
                     Trust::Whole => h,
                     Trust::Damaged => {
                         list.remove(pool.units(), h);
                         pool.quarantine(st, h);
                         continue;
                     }
-                    Trust::Unchecked => return None,
                 },
                 None => {
                     let h = pool.take_block(st, class, life, 0)?;

@@ -105,13 +105,9 @@ impl Pool {
             };
             st.partial(head).remove(self.units(), h);
             // SAFETY: a pool-owned block, under the lock; its lists are followed next.
-            match unsafe { self.block_trusted(h) } {
+            match unsafe { self.block_trusted(st, h) } {
                 Trust::Whole => return Some(h),
                 Trust::Damaged => self.quarantine(st, h),
-                Trust::Unchecked => {
-                    st.partial(head).push(self.units(), h);
-                    return None;
-                }
             }
         }
     }

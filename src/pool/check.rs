@@ -12,7 +12,10 @@
 //! a tiny list, the lists the lock holder allocates from for threads without a heap). The
 //! check walks its lists link by link (each link must name a slot of the block below its
 //! `bump`, once; their lengths must match the counts: [`slot_lists_fault`]) and sets the mark to
-//! the generation, so each block is walked once per generation whoever takes it.
+//! the generation, so each block is walked once per generation whoever takes it. The walk
+//! runs under the pool lock (a heap owner whose block's mark is stale takes it), with a
+//! bitmap every view reserves in its own mapping ([`SCRATCH_WORDS`]): a check asks the OS
+//! for nothing, so it always runs.
 //!
 //! Invariants: `mark(b) == check_gen` ⇒ `b`'s lists were found whole in this generation
 //! (or `b` was formatted in it: [`Pool::mark_new`]); `mark(b) == QUARANTINED` ⇒ `b` was
@@ -40,8 +43,6 @@ pub(crate) enum Trust {
     Whole,
     /// The block was found damaged (now or before): quarantine it.
     Damaged,
-    /// Not checked (the OS refused the check's scratch memory): leave it, unfollowed.
-    Unchecked,
 }
 
 /// What is wrong with a block's slot lists, as plain data.
@@ -154,15 +155,19 @@ pub(crate) unsafe fn slot_lists_fault(
     }
 }
 
-/// The bits of the largest class's slots, in words: the scratch a check maps.
-fn scratch_words() -> usize {
-    let most = CLASSES
-        .iter()
-        .map(|c| c.capacity as usize)
-        .max()
-        .unwrap_or(0);
+/// The bits of the largest class's slots, in words: the check's bitmap, which every view
+/// reserves in its own mapping when it is built (`place`), so a check asks the OS for
+/// nothing.
+pub(crate) const SCRATCH_WORDS: usize = {
+    let (mut most, mut i) = (0, 0);
+    while i < CLASSES.len() {
+        if CLASSES[i].capacity as usize > most {
+            most = CLASSES[i].capacity as usize;
+        }
+        i += 1;
+    }
     most.div_ceil(usize::BITS as usize)
-}
+};
 
 impl Pool {
     /// The mark of block `h` (see the module docs).
@@ -188,18 +193,23 @@ impl Pool {
         self.check_gen.store(next, Ordering::Release);
     }
 
-    /// Whether block `h`'s lists may be followed: [`Trust::Whole`] when its mark is this
-    /// generation's or a check now finds them whole (and marks it); [`Trust::Damaged`] for
-    /// a block found damaged, now or before: the caller, which has taken it off its list,
-    /// hands it to [`Pool::quarantine`]; [`Trust::Unchecked`] when the check could not run
-    /// (the OS refused its scratch memory): the caller leaves the block on its list,
-    /// unfollowed, for a later check, and answers out of memory. Costs one load and
-    /// compare for a block checked already.
+    /// True when block `h` was found whole in this generation: the first test of
+    /// [`Pool::block_trusted`], which a caller not holding the lock makes before it takes
+    /// the lock for the check. One load and compare.
+    pub(crate) fn checked_now(&self, h: &Header) -> bool {
+        self.mark(h).load(Ordering::Acquire) == self.check_gen.load(Ordering::Acquire)
+    }
+
+    /// Under the lock (`_st`, whose holder alone uses the view's bitmap): whether block
+    /// `h`'s lists may be followed: [`Trust::Whole`] when its mark is this generation's or
+    /// a check now finds them whole (and marks it); [`Trust::Damaged`] for a block found
+    /// damaged, now or before: the caller, which has taken it off its list, hands it to
+    /// [`Pool::quarantine`]. Costs one load and compare for a block checked already.
     ///
     /// # Safety
     /// The caller owns the block's local lists (its owner heap's thread, or the pool-lock
     /// holder for a pool-owned block), and the block is carved, of a size class.
-    pub(crate) unsafe fn block_trusted(&self, h: &Header) -> Trust {
+    pub(crate) unsafe fn block_trusted(&self, _st: &mut PoolState, h: &Header) -> Trust {
         let gen = self.check_gen.load(Ordering::Acquire);
         let mark = self.mark(h).load(Ordering::Acquire);
         if mark == gen {
@@ -208,47 +218,38 @@ impl Pool {
         if mark == QUARANTINED {
             return Trust::Damaged;
         }
-        // SAFETY: forwarded.
+        // SAFETY: forwarded; the lock is held (`_st`).
         match unsafe { self.check_lists(h) } {
             Ok(()) => {
                 let _writing = self.writing();
                 self.mark(h).store(gen, Ordering::Release);
                 Trust::Whole
             }
-            Err(Some(_)) => Trust::Damaged,
-            Err(None) => Trust::Unchecked,
+            Err(_) => Trust::Damaged,
         }
     }
 
-    /// Walks block `h`'s lists ([`slot_lists_fault`]) with a scratch bitmap mapped for it (no
-    /// allocation: the caller may hold the pool lock): `Err(Some(fault))` for damage,
-    /// `Err(None)` when the OS refused the bitmap (nothing was checked: RED-93).
+    /// Walks block `h`'s lists ([`slot_lists_fault`]) with the view's bitmap (no
+    /// allocation, no system call: reserved with the view).
     ///
     /// # Safety
-    /// As [`Pool::block_trusted`].
-    unsafe fn check_lists(&self, h: &Header) -> Result<(), Option<ListFault>> {
+    /// As [`Pool::block_trusted`], whose lock (held) makes the bitmap this thread's alone.
+    unsafe fn check_lists(&self, h: &Header) -> Result<(), ListFault> {
         let c = h.geometry();
         let bump = h.bump.load(Ordering::Relaxed);
         if bump < c.first || bump > c.limit || !(bump - c.first).is_multiple_of(c.stride) {
-            return Err(Some(ListFault::Bump(bump)));
+            return Err(ListFault::Bump(bump));
         }
-        let words = scratch_words();
-        let bytes = os::page_round(words * size_of::<usize>()).ok_or(None)?;
-        let scratch = os::map(bytes, os::MIN_PAGE);
-        if scratch.is_null() {
-            return Err(None);
-        }
-        // SAFETY: `bytes` of fresh zeroed memory, ours until unmapped below.
-        let seen = unsafe { core::slice::from_raw_parts_mut(scratch.cast::<usize>(), words) };
+        // SAFETY: `SCRATCH_WORDS` words of the view's mapping, used by the lock holder
+        // only (caller); no other reference to them is alive.
+        let seen = unsafe { core::slice::from_raw_parts_mut(self.check_scratch, SCRATCH_WORDS) };
         let seen = BitSlice::from_slice_mut(seen);
         // SAFETY: forwarded; `bump` was checked a slot boundary above.
         let found = unsafe { slot_lists_fault(h, c, bump, seen) };
         // (Loom's models keep no live bits.)
         #[cfg(not(loom))]
         let found = found.and_then(|()| self.listed_live(h, c, bump, seen));
-        // SAFETY: mapped above; `seen` is dead.
-        unsafe { os::unmap(scratch, bytes) };
-        found.map_err(Some)
+        found
     }
 
     /// Checked mode: fails on a free-listed slot (`seen`, of the slots below `bump`) whose

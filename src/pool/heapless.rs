@@ -30,14 +30,13 @@ impl Pool {
         loop {
             let h = match st.partial(head).first(self.units()) {
                 // SAFETY: a pool-owned block, under the lock; its lists are followed next.
-                Some(h) => match unsafe { self.block_trusted(h) } {
+                Some(h) => match unsafe { self.block_trusted(st, h) } {
                     Trust::Whole => h,
                     Trust::Damaged => {
                         st.partial(head).remove(self.units(), h);
                         self.quarantine(st, h);
                         continue;
                     }
-                    Trust::Unchecked => return None,
                 },
                 None => {
                     let h = self.take_block(st, class, life, 0)?;

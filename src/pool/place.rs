@@ -15,6 +15,7 @@
 //! heap slots and the shadow are page multiples; a freshly formatted area's lists are
 //! empty, its registry all zero (no heap), its region state [`RegionState::new`].
 
+use super::check::SCRATCH_WORDS;
 use super::{BlockList, Pool, PoolShared, PoolState, MAX_HEAPS, RETAIN_EMPTY};
 use crate::block::BlockStack;
 use crate::class::HeadIndex;
@@ -48,8 +49,11 @@ pub(crate) const STATE_LAYOUT: u32 = 16;
 /// the view's fields the medium cache's paths read (the region's bounds, the write seal,
 /// [`Pool::is_process_shared`]) stay out of that set.
 pub(crate) const VIEW_COLOUR: usize = 64;
-/// The length of a view's mapping.
-pub(crate) const VIEW_LEN: usize = VIEW_COLOUR + size_of::<Pool>();
+/// Where the blocks' check's bitmap starts in a view's mapping: the first page past the
+/// view (`Pool`'s `check_scratch`).
+const SCRATCH_AT: usize = (VIEW_COLOUR + size_of::<Pool>()).next_multiple_of(os::MIN_PAGE);
+/// The length of a view's mapping: the view, then the check's bitmap.
+pub(crate) const VIEW_LEN: usize = SCRATCH_AT + SCRATCH_WORDS * size_of::<usize>();
 // The fields the medium cache's paths read, first in the view (`Pool` is `repr(C)`), lie
 // in its first page, past its first line; so does the shared state's count they read (the
 // state starts on a page: a private pool's own mapping, a shared region's state area).
@@ -218,7 +222,8 @@ pub(crate) unsafe fn build(
         true => os::moves::process(),
         false => 0,
     };
-    // SAFETY: the view's fresh mapping; the parts lie in the area (caller).
+    // SAFETY: the view's fresh mapping (the check's bitmap lies in it, at `SCRATCH_AT`);
+    // the parts lie in the area (caller).
     unsafe {
         ptr::write(
             view,
@@ -236,6 +241,7 @@ pub(crate) unsafe fn build(
                 write_seal: None,
                 medium_written: Written::new(),
                 medium_moved: Moved::new(mover),
+                check_scratch: mapped.add(SCRATCH_AT).cast::<usize>(),
                 process_shared: false,
                 area: ptr::null_mut(),
                 area_len: 0,
