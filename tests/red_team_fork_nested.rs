@@ -111,3 +111,37 @@ fn guard_a_plain_fork_of_a_shared_region_gives_the_child_its_own_heap() {
     });
     assert_eq!(wait(pid), Ok(0), "the test's child failed");
 }
+
+/// A private instance with a registered heap (the thread allocated), the same nested
+/// fork. The nested fork's `prepare` runs inside the outer one's: it enters the pool's
+/// lock held for the fork (`FORK_ENTERED`), then takes over every registered heap's batch
+/// of remote frees (`RemoteBatch::hold_for_fork`), which the outer `prepare` holds
+/// (`flushing == FORK_HELD`): its compare-and-swap from 0 never succeeds, and the fork
+/// never returns. On lead 8cdf979: the test's child died of SIGALRM (Err(14)).
+#[test]
+#[ignore = "RED-103: a fork inside a fork handler registered before cohort's hangs in a private instance (batch held twice)"]
+fn a_fork_inside_an_earlier_prepare_handler_returns_with_a_private_instance() {
+    let pid = in_child(5, || {
+        let a = Cohort::<()>::new();
+        let p = a.malloc(64, ());
+        assert!(!p.is_null());
+        NEST.store(true, SeqCst);
+        // SAFETY: the child leaves through `_exit` at once.
+        let child = unsafe { libc::fork() };
+        assert!(child >= 0, "fork");
+        if child == 0 {
+            let q = a.malloc(64, ());
+            // SAFETY: leaves the child.
+            unsafe { libc::_exit(i32::from(q.is_null() || q == p)) };
+        }
+        assert!(!NEST.load(SeqCst), "the nested fork did not run");
+        assert_eq!(wait(child), Ok(0), "the outer child failed");
+        // SAFETY: p is live, of this size and class.
+        unsafe { a.free(p, 64, ()) };
+    });
+    assert_eq!(
+        wait(pid),
+        Ok(0),
+        "the test's child failed (Err(14): SIGALRM, a hang)"
+    );
+}
