@@ -267,6 +267,16 @@ fn copy_forking_heaps(own: *mut Heap) -> ForkingHeaps {
 /// Called only by `fork()` (registered with `pthread_atfork`), which calls [`parent`] or
 /// [`child`] after it: nothing else releases the locks it keeps.
 unsafe extern "C" fn prepare() {
+    if in_own_window() {
+        // A fork inside this thread's fork (a program's `prepare` handler registered
+        // before cohort's runs after it, or its `parent` handler before cohort's, and
+        // either may fork: RED-102, RED-103): the locks are held already, by this thread,
+        // and stay so until the outer fork's handler; taking them again would wait for
+        // ourselves. The nested fork's child repairs as any child ([`child`]); its
+        // `parent` handler only counts the nesting down.
+        FORK_DEPTH.fetch_add(1, Relaxed);
+        return;
+    }
     let own = per_thread::own_heaps();
     let mut list = INSTANCES.lock();
     // Under the list's lock, which the fork keeps: another thread's fork at the same time
@@ -302,6 +312,17 @@ unsafe extern "C" fn prepare() {
 /// [`child`]; 0: none) and its process.
 static FORK_THREAD: core::sync::atomic::AtomicI32 = core::sync::atomic::AtomicI32::new(0);
 static FORK_PID: core::sync::atomic::AtomicI32 = core::sync::atomic::AtomicI32::new(0);
+/// How many forks the thread in [`FORK_THREAD`] made inside its own (from their
+/// [`prepare`] to their [`parent`]); 0 outside. Only that thread changes it, and a child
+/// starts again at 0.
+static FORK_DEPTH: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+
+/// True when the calling thread is the one inside a fork of this process (between the
+/// end of its [`prepare`] and its [`parent`]).
+fn in_own_window() -> bool {
+    FORK_THREAD.load(Acquire) == os::shared_mem::thread_id()
+        && FORK_PID.load(Relaxed) == os::shared_mem::pid()
+}
 
 /// What a thread that finds a lock held across a fork may do (RED-100: POSIX runs the
 /// `prepare` handlers registered before cohort's after it, and their `parent` and `child`
@@ -358,6 +379,12 @@ unsafe fn unlock_all() {
 /// # Safety
 /// Called only by `fork()` in the parent, after [`prepare`].
 unsafe extern "C" fn parent() {
+    if FORK_DEPTH.load(Relaxed) > 0 {
+        // The end of a fork inside this thread's own (see `prepare`): the outer fork's
+        // `parent` or `child` handler releases the locks.
+        FORK_DEPTH.fetch_sub(1, Relaxed);
+        return;
+    }
     // Before the locks are released: a fork another thread starts once they are stores
     // its own thread here.
     FORK_THREAD.store(0, Release);
@@ -386,6 +413,9 @@ unsafe extern "C" fn child() {
         // Ran already, from a lock a program's earlier child handler took (`fork_caller`).
         return;
     }
+    // The child of a fork made inside another (see `prepare`) is repaired as any child:
+    // its copy is the outer fork's parent's, every lock held by its thread.
+    FORK_DEPTH.store(0, Relaxed);
     // The child's only thread: nobody reads it concurrently.
     GENERATION.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
     // The handlers run: they are registered in the child (whatever its parent's word says:

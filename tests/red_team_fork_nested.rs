@@ -18,24 +18,40 @@ mod red_team_common;
 
 use cohort::Cohort;
 use red_team_common::{in_child, shared_words, wait};
-use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::atomic::{AtomicU8, Ordering::SeqCst};
 
-/// The `prepare` handler forks once, while this is set (cleared by the handler).
-static NEST: AtomicBool = AtomicBool::new(false);
+/// Which of the handlers forks once (0: none; cleared by the handler that forks).
+static NEST: AtomicU8 = AtomicU8::new(NONE);
+const NONE: u8 = 0;
+const PREPARE: u8 = 1;
+const PARENT: u8 = 2;
+const CHILD: u8 = 3;
 
 #[used]
 #[link_section = ".init_array.00100"]
 static REGISTER_FIRST: extern "C" fn() = register_first;
 
 extern "C" fn register_first() {
-    // SAFETY: a plain function, valid for the life of the process.
-    unsafe { libc::pthread_atfork(Some(prepare), None, None) };
+    // SAFETY: plain functions, valid for the life of the process.
+    unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
 }
 
-/// Forks once (when [`NEST`] is set): the inner child leaves at once, the handler waits
-/// for it.
 extern "C" fn prepare() {
-    if !NEST.swap(false, SeqCst) {
+    nest(PREPARE);
+}
+
+extern "C" fn parent() {
+    nest(PARENT);
+}
+
+extern "C" fn child() {
+    nest(CHILD);
+}
+
+/// Forks once when [`NEST`] is `at`: the inner child leaves at once, the handler waits
+/// for it.
+fn nest(at: u8) {
+    if NEST.compare_exchange(at, NONE, SeqCst, SeqCst).is_err() {
         return;
     }
     // SAFETY: the child leaves through `_exit` at once; the parent reaps it.
@@ -88,14 +104,13 @@ fn fork_and_check(a: &Cohort<()>, kept: &[usize]) {
 /// 0x7f..00140 is of the parent's current block .. (heaps of dead processes taken over:
 /// 0, not 1)'): two processes then pop and push one heap's lists at once.
 #[test]
-#[ignore = "RED-102: a fork inside a fork handler registered before cohort's skips cohort's child repair in the outer child"]
 fn a_fork_inside_an_earlier_prepare_handler_leaves_the_outer_child_repaired() {
     let pid = in_child(20, || {
         let a = Cohort::<()>::shared_anonymous(64 << 20).expect("a region");
         let kept: Vec<usize> = (0..4).map(|_| a.malloc(64, ()) as usize).collect();
-        NEST.store(true, SeqCst);
+        NEST.store(PREPARE, SeqCst);
         fork_and_check(&a, &kept);
-        assert!(!NEST.load(SeqCst), "the nested fork did not run");
+        assert_eq!(NEST.load(SeqCst), NONE, "the nested fork did not run");
     });
     assert_eq!(wait(pid), Ok(0), "the test's child failed");
 }
@@ -119,13 +134,12 @@ fn guard_a_plain_fork_of_a_shared_region_gives_the_child_its_own_heap() {
 /// (`flushing == FORK_HELD`): its compare-and-swap from 0 never succeeds, and the fork
 /// never returns. On lead 8cdf979: the test's child died of SIGALRM (Err(14)).
 #[test]
-#[ignore = "RED-103: a fork inside a fork handler registered before cohort's hangs in a private instance (batch held twice)"]
 fn a_fork_inside_an_earlier_prepare_handler_returns_with_a_private_instance() {
     let pid = in_child(5, || {
         let a = Cohort::<()>::new();
         let p = a.malloc(64, ());
         assert!(!p.is_null());
-        NEST.store(true, SeqCst);
+        NEST.store(PREPARE, SeqCst);
         // SAFETY: the child leaves through `_exit` at once.
         let child = unsafe { libc::fork() };
         assert!(child >= 0, "fork");
@@ -134,7 +148,7 @@ fn a_fork_inside_an_earlier_prepare_handler_returns_with_a_private_instance() {
             // SAFETY: leaves the child.
             unsafe { libc::_exit(i32::from(q.is_null() || q == p)) };
         }
-        assert!(!NEST.load(SeqCst), "the nested fork did not run");
+        assert_eq!(NEST.load(SeqCst), NONE, "the nested fork did not run");
         assert_eq!(wait(child), Ok(0), "the outer child failed");
         // SAFETY: p is live, of this size and class.
         unsafe { a.free(p, 64, ()) };
@@ -144,4 +158,43 @@ fn a_fork_inside_an_earlier_prepare_handler_returns_with_a_private_instance() {
         Ok(0),
         "the test's child failed (Err(14): SIGALRM, a hang)"
     );
+}
+
+/// Siblings of RED-102 and RED-103 (lead, session 20): the nested fork made in a `parent`
+/// handler registered before cohort's (it runs before cohort's, the locks still held) or
+/// in such a `child` handler (in the outer child, before cohort's repair): a shared
+/// region's outer child still joins afresh, and a private instance's fork returns and its
+/// child allocates.
+#[test]
+fn a_fork_inside_an_earlier_parent_or_child_handler_leaves_both_processes_whole() {
+    for at in [PARENT, CHILD] {
+        let pid = in_child(20, move || {
+            let a = Cohort::<()>::shared_anonymous(64 << 20).expect("a region");
+            let kept: Vec<usize> = (0..4).map(|_| a.malloc(64, ()) as usize).collect();
+            NEST.store(at, SeqCst);
+            fork_and_check(&a, &kept);
+            // A child handler forks in the child: this process's word is still set.
+            assert_eq!(NEST.swap(NONE, SeqCst), if at == CHILD { at } else { NONE });
+            let b = Cohort::<()>::new();
+            let p = b.malloc(64, ());
+            assert!(!p.is_null());
+            NEST.store(at, SeqCst);
+            // SAFETY: the child leaves through `_exit` at once.
+            let child = unsafe { libc::fork() };
+            assert!(child >= 0, "fork");
+            if child == 0 {
+                let q = b.malloc(64, ());
+                // SAFETY: leaves the child.
+                unsafe { libc::_exit(i32::from(q.is_null() || q == p)) };
+            }
+            assert_eq!(wait(child), Ok(0), "the outer child failed");
+            // SAFETY: p is live, of this size and class.
+            unsafe { b.free(p, 64, ()) };
+        });
+        assert_eq!(
+            wait(pid),
+            Ok(0),
+            "the nested fork in handler {at}: the test's child failed (Err(14): SIGALRM, a hang)"
+        );
+    }
 }
