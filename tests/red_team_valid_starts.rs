@@ -69,7 +69,10 @@ fn walk(a: &Cohort<()>) {
         if p.is_null() {
             continue;
         }
-        assert!(p as usize % align == 0, "{p:p} for ({size}, {align})");
+        assert!(
+            (p as usize).is_multiple_of(align),
+            "{p:p} for ({size}, {align})"
+        );
         a.check_slot_start(p);
         let usable = a.usable_size_at(p).unwrap();
         assert!(
@@ -79,7 +82,7 @@ fn walk(a: &Cohort<()>) {
         // SAFETY: p is a live allocation of `a`; the resize keeps its size and align.
         let q = unsafe { a.realloc_unsized(p, size, align) }.unwrap();
         assert!(
-            q as usize % align == 0,
+            (q as usize).is_multiple_of(align),
             "{q:p} realloc'd for ({size}, {align})"
         );
         a.check_slot_start(q);
