@@ -145,7 +145,7 @@ fn ensure_registered() {
         if takes {
             match REGISTERED.compare_exchange(seen, me | REGISTERING, AcqRel, Acquire) {
                 Ok(_) => {
-                    set_fork_caller(fork_caller);
+                    set_fork_caller(&FORK_CALLER_FN);
                     REGISTERING_THREAD.store(os::shared_mem::thread_id(), Relaxed);
                     os::at_fork(prepare, parent, child);
                     REGISTERING_THREAD.store(0, Relaxed);
@@ -302,6 +302,9 @@ unsafe extern "C" fn prepare() {
 /// [`child`]; 0: none) and its process.
 static FORK_THREAD: core::sync::atomic::AtomicI32 = core::sync::atomic::AtomicI32::new(0);
 static FORK_PID: core::sync::atomic::AtomicI32 = core::sync::atomic::AtomicI32::new(0);
+
+/// [`fork_caller`], for the locks to ask (`crate::sync`'s `set_fork_caller`).
+static FORK_CALLER_FN: fn() -> ForkCaller = fork_caller;
 
 /// What a thread that finds a lock held across a fork may do (RED-100: POSIX runs the
 /// `prepare` handlers registered before cohort's after it, and their `parent` and `child`
