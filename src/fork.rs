@@ -145,7 +145,7 @@ fn ensure_registered() {
         if takes {
             match REGISTERED.compare_exchange(seen, me | REGISTERING, AcqRel, Acquire) {
                 Ok(_) => {
-                    set_fork_caller(fork_caller);
+                    set_fork_caller(&FORK_CALLER_FN);
                     REGISTERING_THREAD.store(os::shared_mem::thread_id(), Relaxed);
                     os::at_fork(prepare, parent, child);
                     REGISTERING_THREAD.store(0, Relaxed);
@@ -323,6 +323,9 @@ fn in_own_window() -> bool {
     FORK_THREAD.load(Acquire) == os::shared_mem::thread_id()
         && FORK_PID.load(Relaxed) == os::shared_mem::pid()
 }
+
+/// [`fork_caller`], for the locks to ask (`crate::sync`'s `set_fork_caller`).
+static FORK_CALLER_FN: fn() -> ForkCaller = fork_caller;
 
 /// What a thread that finds a lock held across a fork may do (RED-100: POSIX runs the
 /// `prepare` handlers registered before cohort's after it, and their `parent` and `child`

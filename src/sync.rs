@@ -126,26 +126,27 @@ pub(crate) enum ForkCaller {
     Retry,
 }
 
-/// Set once by `crate::fork` (a function pointer; 0: no fork handlers yet): asked by a
-/// thread that finds a lock [`FORK_HELD`].
+/// Set once by `crate::fork` (null: no fork handlers yet): the function a thread that finds
+/// a lock [`FORK_HELD`] asks, in a static of its own (a typed pointer to it: a function
+/// pointer has no atomic of its own). Never written through.
 #[cfg(not(loom))]
-static FORK_CALLER: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+static FORK_CALLER: core::sync::atomic::AtomicPtr<fn() -> ForkCaller> =
+    core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
 
 /// Sets the function [`RawSpin::lock`] asks when it finds a lock held across a fork.
 #[cfg(not(loom))]
-pub(crate) fn set_fork_caller(f: fn() -> ForkCaller) {
-    FORK_CALLER.store(f as usize, core::sync::atomic::Ordering::Release);
+pub(crate) fn set_fork_caller(f: &'static fn() -> ForkCaller) {
+    let f: *const fn() -> ForkCaller = f;
+    FORK_CALLER.store(f.cast_mut(), core::sync::atomic::Ordering::Release);
 }
 
 #[cfg(not(loom))]
 fn fork_caller() -> ForkCaller {
-    match FORK_CALLER.load(core::sync::atomic::Ordering::Acquire) {
-        0 => ForkCaller::Wait,
-        f => {
-            // SAFETY: only `set_fork_caller` stores, a `fn() -> ForkCaller`.
-            let f = unsafe { core::mem::transmute::<usize, fn() -> ForkCaller>(f) };
-            f()
-        }
+    let f = FORK_CALLER.load(core::sync::atomic::Ordering::Acquire);
+    // SAFETY: null, or what `set_fork_caller` stored: a `&'static`, only read.
+    match unsafe { f.as_ref() } {
+        None => ForkCaller::Wait,
+        Some(f) => f(),
     }
 }
 
