@@ -21,9 +21,14 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 
 /// The `prepare` handler allocates once from [`INSTANCE`] while this is set.
 static FIRST: AtomicBool = AtomicBool::new(false);
+/// The handler makes a new instance (leaked) and allocates from it, while this is set.
+static NEW_INSTANCE: AtomicBool = AtomicBool::new(false);
 /// Where the handler's slot is kept (0: none).
 static HANDLERS_SLOT: AtomicUsize = AtomicUsize::new(0);
 static INSTANCE: Cohort<()> = Cohort::new();
+/// The instance the handler made (null: none).
+static MADE: std::sync::atomic::AtomicPtr<Cohort<()>> =
+    std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
 
 #[used]
 #[link_section = ".init_array.00100"]
@@ -37,6 +42,11 @@ extern "C" fn register_first() {
 extern "C" fn prepare() {
     if FIRST.swap(false, SeqCst) {
         HANDLERS_SLOT.store(INSTANCE.malloc(64, ()) as usize, SeqCst);
+    }
+    if NEW_INSTANCE.swap(false, SeqCst) {
+        let a: &'static Cohort<()> = Box::leak(Box::new(Cohort::new()));
+        HANDLERS_SLOT.store(a.malloc(64, ()) as usize, SeqCst);
+        MADE.store(std::ptr::from_ref(a).cast_mut(), SeqCst);
     }
 }
 
@@ -66,57 +76,64 @@ fn a_heap_made_inside_the_fork_window_stays_the_forking_threads_in_the_child() {
         });
         ready_rx.recv().unwrap();
         FIRST.store(true, SeqCst);
-        // SAFETY: the child runs the closure below and leaves through `_exit`.
-        let child = unsafe { libc::fork() };
-        assert!(child >= 0, "fork");
-        if child == 0 {
-            std::panic::set_hook(Box::new(|info| {
-                let line = format!("the fork's child: {info}\n");
-                // SAFETY: writes from a valid buffer to fd 2.
-                unsafe { libc::write(2, line.as_ptr().cast(), line.len()) };
-            }));
-            let code = match std::panic::catch_unwind(check_in_child) {
-                Ok(()) => 0,
-                Err(e) => {
-                    let message = e
-                        .downcast_ref::<String>()
-                        .cloned()
-                        .unwrap_or_else(|| format!("{:?}", e.downcast_ref::<&str>()));
-                    let line = format!("the fork's child: {message}\n");
-                    // SAFETY: writes from a valid buffer to fd 2.
-                    unsafe { libc::write(2, line.as_ptr().cast(), line.len()) };
-                    1
-                }
-            };
-            // SAFETY: leaves the child.
-            unsafe { libc::_exit(code) };
-        }
-        assert!(
-            HANDLERS_SLOT.load(SeqCst) != 0,
-            "the handler did not allocate"
-        );
-        assert_eq!(wait(child), Ok(0), "the fork's child");
+        fork_and_check(|| &INSTANCE);
         stop_tx.send(()).unwrap();
         other.join().unwrap();
     });
     assert_eq!(wait(pid), Ok(0), "the test's child");
 }
 
-/// The fork's child: see the test.
-fn check_in_child() {
+/// Forks (the handler allocates as its flag says); the fork's child runs
+/// [`check_in_child`] on the instance `which` names there, and must pass.
+fn fork_and_check(which: fn() -> &'static Cohort<()>) {
+    // SAFETY: the child runs the closure below and leaves through `_exit`.
+    let child = unsafe { libc::fork() };
+    assert!(child >= 0, "fork");
+    if child == 0 {
+        std::panic::set_hook(Box::new(|info| {
+            let line = format!("the fork's child: {info}\n");
+            // SAFETY: writes from a valid buffer to fd 2.
+            unsafe { libc::write(2, line.as_ptr().cast(), line.len()) };
+        }));
+        let code = i32::from(std::panic::catch_unwind(|| check_in_child(which())).is_err());
+        // SAFETY: leaves the child.
+        unsafe { libc::_exit(code) };
+    }
+    assert!(
+        HANDLERS_SLOT.load(SeqCst) != 0,
+        "the handler did not allocate"
+    );
+    assert_eq!(wait(child), Ok(0), "the fork's child");
+}
+
+/// The same with an instance the handler makes inside the fork window (its pool joins
+/// cohort's fork list then, its locks not held), and its first allocation there. On lead
+/// 18fd27a (debug): the same panic at src/heap/cursor.rs:360.
+#[test]
+#[ignore = "RED-105: a heap the forking thread makes inside the fork window (an earlier prepare handler's first allocation) is forsaken in the child while the thread uses it"]
+fn a_heap_of_an_instance_made_inside_the_fork_window_stays_the_forking_threads_in_the_child() {
+    let pid = in_child(10, || {
+        NEW_INSTANCE.store(true, SeqCst);
+        fork_and_check(|| {
+            // SAFETY: set by the handler to a leaked instance before the fork.
+            unsafe { &*MADE.load(SeqCst) }
+        });
+    });
+    assert_eq!(wait(pid), Ok(0), "the test's child");
+}
+
+/// The fork's child: see the tests. `a` is the instance the handler allocated from.
+fn check_in_child(a: &'static Cohort<()>) {
     let mut live: Vec<usize> = vec![HANDLERS_SLOT.load(SeqCst)];
-    live.extend((0..8).map(|_| INSTANCE.malloc(64, ()) as usize));
+    live.extend((0..8).map(|_| a.malloc(64, ()) as usize));
     // SAFETY: the child's only thread.
-    let verified = unsafe { INSTANCE.verify() };
+    let verified = unsafe { a.verify() };
     assert!(verified.is_ok(), "verify in the child: {verified:?}");
-    live.extend((0..2000).map(|_| INSTANCE.malloc(64, ()) as usize));
-    let theirs: Vec<usize> = std::thread::spawn(|| {
-        (0..2000)
-            .map(|_| INSTANCE.malloc(64, ()) as usize)
-            .collect()
-    })
-    .join()
-    .unwrap();
+    live.extend((0..2000).map(|_| a.malloc(64, ()) as usize));
+    let theirs: Vec<usize> =
+        std::thread::spawn(move || (0..2000).map(|_| a.malloc(64, ()) as usize).collect())
+            .join()
+            .unwrap();
     live.extend(theirs);
     let mut seen = HashSet::new();
     let twice: Vec<&usize> = live.iter().filter(|p| !seen.insert(**p)).collect();
@@ -126,6 +143,6 @@ fn check_in_child() {
         &twice[..twice.len().min(8)]
     );
     // SAFETY: the child's only thread now.
-    let verified = unsafe { INSTANCE.verify() };
+    let verified = unsafe { a.verify() };
     assert!(verified.is_ok(), "verify at the end: {verified:?}");
 }
