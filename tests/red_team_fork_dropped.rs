@@ -1,0 +1,98 @@
+//! Red team (session 20): a fork handler registered before cohort's (RED-100's setting)
+//! whose `prepare` drops an instance the forking thread holds a heap of: after cohort's
+//! `prepare` copied the thread's list of heaps (`ForkingHeaps`), which the child's
+//! handler walks (`thread_next`) to tell the forking thread's heaps from the others'.
+//!
+//! This binary registers its handler from an ELF constructor of a higher priority than
+//! cohort's (as `tests/fork_handlers_first.rs`); it acts only while [`DROP`] holds an
+//! instance, in a fork child of the test.
+
+#[path = "red_team_common/mod.rs"]
+mod red_team_common;
+
+use cohort::Cohort;
+use red_team_common::{in_child, wait};
+use std::sync::atomic::{AtomicPtr, Ordering::SeqCst};
+
+/// The instance the `prepare` handler drops (null: none).
+static DROP: AtomicPtr<Cohort<()>> = AtomicPtr::new(std::ptr::null_mut());
+static KEPT: Cohort<()> = Cohort::new();
+
+#[used]
+#[link_section = ".init_array.00100"]
+static REGISTER_FIRST: extern "C" fn() = register_first;
+
+extern "C" fn register_first() {
+    // SAFETY: a plain function, valid for the life of the process.
+    unsafe { libc::pthread_atfork(Some(prepare), None, None) };
+}
+
+extern "C" fn prepare() {
+    let a = DROP.swap(std::ptr::null_mut(), SeqCst);
+    if !a.is_null() {
+        // SAFETY: a boxed instance (below), dropped once; its allocations were freed.
+        drop(unsafe { Box::from_raw(a) });
+    }
+}
+
+/// The thread allocates from `KEPT`, then from a boxed instance (its newest heap, first
+/// on its list), frees that, and forks with the handler dropping the boxed instance. The
+/// fork's child allocates from `KEPT` and verifies it. On lead 18fd27a (debug) the fork's
+/// child died of SIGSEGV inside the fork (Err(11); also when it leaves at once after
+/// `fork` returns): its handler follows the copied list, whose first heap was the
+/// dropped instance's (unmapped).
+#[test]
+#[ignore = "RED-106: an instance dropped inside the fork window (an earlier prepare handler) makes the fork's child die of SIGSEGV in cohort's child handler"]
+fn an_instance_dropped_inside_the_fork_window_leaves_the_child_whole() {
+    let pid = in_child(10, || {
+        let kept = KEPT.malloc(64, ());
+        let a = Box::new(Cohort::<()>::new());
+        let p = a.malloc(64, ());
+        // SAFETY: allocated above with this size and class.
+        unsafe { a.free(p, 64, ()) };
+        DROP.store(Box::into_raw(a), SeqCst);
+        // SAFETY: the child allocates, verifies and leaves through `_exit`.
+        let child = unsafe { libc::fork() };
+        assert!(child >= 0, "fork");
+        if child == 0 {
+            let q = KEPT.malloc(64, ());
+            // SAFETY: the child's only thread.
+            let ok = !q.is_null() && q != kept && unsafe { KEPT.verify() }.is_ok();
+            // SAFETY: leaves the child.
+            unsafe { libc::_exit(i32::from(!ok)) };
+        }
+        assert!(
+            DROP.load(SeqCst).is_null(),
+            "the handler did not drop the instance"
+        );
+        assert_eq!(wait(child), Ok(0), "the fork's child (Err(11): SIGSEGV)");
+        let r = KEPT.malloc(64, ());
+        assert!(!r.is_null());
+    });
+    assert_eq!(wait(pid), Ok(0), "the test's child");
+}
+
+/// Guard: the same with the instance dropped before the fork (no handler acting).
+#[test]
+fn guard_an_instance_dropped_before_the_fork_leaves_the_child_whole() {
+    let pid = in_child(10, || {
+        let kept = KEPT.malloc(64, ());
+        let a = Box::new(Cohort::<()>::new());
+        let p = a.malloc(64, ());
+        // SAFETY: allocated above with this size and class.
+        unsafe { a.free(p, 64, ()) };
+        drop(a);
+        // SAFETY: the child allocates, verifies and leaves through `_exit`.
+        let child = unsafe { libc::fork() };
+        assert!(child >= 0, "fork");
+        if child == 0 {
+            let q = KEPT.malloc(64, ());
+            // SAFETY: the child's only thread.
+            let ok = !q.is_null() && q != kept && unsafe { KEPT.verify() }.is_ok();
+            // SAFETY: leaves the child.
+            unsafe { libc::_exit(i32::from(!ok)) };
+        }
+        assert_eq!(wait(child), Ok(0), "the fork's child");
+    });
+    assert_eq!(wait(pid), Ok(0), "the test's child");
+}
