@@ -18,14 +18,7 @@ use std::sync::atomic::{AtomicPtr, Ordering::SeqCst};
 static DROP: AtomicPtr<Cohort<()>> = AtomicPtr::new(std::ptr::null_mut());
 static KEPT: Cohort<()> = Cohort::new();
 
-#[used]
-#[link_section = ".init_array.00100"]
-static REGISTER_FIRST: extern "C" fn() = register_first;
-
-extern "C" fn register_first() {
-    // SAFETY: a plain function, valid for the life of the process.
-    unsafe { libc::pthread_atfork(Some(prepare), None, None) };
-}
+red_team_common::register_fork_handlers_first!(Some(prepare), None, None);
 
 extern "C" fn prepare() {
     let a = DROP.swap(std::ptr::null_mut(), SeqCst);
@@ -33,6 +26,22 @@ extern "C" fn prepare() {
         // SAFETY: a boxed instance (below), dropped once; its allocations were freed.
         drop(unsafe { Box::from_raw(a) });
     }
+}
+
+/// Forks; the child allocates from `KEPT` (not `kept`, live), verifies it and leaves
+/// (1 when either failed). Returns the child's pid.
+fn fork_checking_kept(kept: *mut u8) -> libc::pid_t {
+    // SAFETY: the child allocates, verifies and leaves through `_exit`.
+    let child = unsafe { libc::fork() };
+    assert!(child >= 0, "fork");
+    if child == 0 {
+        let q = KEPT.malloc(64, ());
+        // SAFETY: the child's only thread.
+        let ok = !q.is_null() && q != kept && unsafe { KEPT.verify() }.is_ok();
+        // SAFETY: leaves the child.
+        unsafe { libc::_exit(i32::from(!ok)) };
+    }
+    child
 }
 
 /// The thread allocates from `KEPT`, then from a boxed instance (its newest heap, first
@@ -51,16 +60,7 @@ fn an_instance_dropped_inside_the_fork_window_leaves_the_child_whole() {
         // SAFETY: allocated above with this size and class.
         unsafe { a.free(p, 64, ()) };
         DROP.store(Box::into_raw(a), SeqCst);
-        // SAFETY: the child allocates, verifies and leaves through `_exit`.
-        let child = unsafe { libc::fork() };
-        assert!(child >= 0, "fork");
-        if child == 0 {
-            let q = KEPT.malloc(64, ());
-            // SAFETY: the child's only thread.
-            let ok = !q.is_null() && q != kept && unsafe { KEPT.verify() }.is_ok();
-            // SAFETY: leaves the child.
-            unsafe { libc::_exit(i32::from(!ok)) };
-        }
+        let child = fork_checking_kept(kept);
         assert!(
             DROP.load(SeqCst).is_null(),
             "the handler did not drop the instance"
@@ -82,16 +82,7 @@ fn guard_an_instance_dropped_before_the_fork_leaves_the_child_whole() {
         // SAFETY: allocated above with this size and class.
         unsafe { a.free(p, 64, ()) };
         drop(a);
-        // SAFETY: the child allocates, verifies and leaves through `_exit`.
-        let child = unsafe { libc::fork() };
-        assert!(child >= 0, "fork");
-        if child == 0 {
-            let q = KEPT.malloc(64, ());
-            // SAFETY: the child's only thread.
-            let ok = !q.is_null() && q != kept && unsafe { KEPT.verify() }.is_ok();
-            // SAFETY: leaves the child.
-            unsafe { libc::_exit(i32::from(!ok)) };
-        }
+        let child = fork_checking_kept(kept);
         assert_eq!(wait(child), Ok(0), "the fork's child");
     });
     assert_eq!(wait(pid), Ok(0), "the test's child");

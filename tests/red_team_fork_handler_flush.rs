@@ -29,14 +29,7 @@ const CHILD: usize = 3;
 /// The instance the handlers ask.
 static INSTANCE: AtomicPtr<Cohort<()>> = AtomicPtr::new(core::ptr::null_mut());
 
-#[used]
-#[link_section = ".init_array.00100"]
-static REGISTER_FIRST: extern "C" fn() = register_first;
-
-extern "C" fn register_first() {
-    // SAFETY: plain functions, valid for the life of the process.
-    unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
-}
+red_team_common::register_fork_handlers_first!(Some(prepare), Some(parent), Some(child));
 
 fn ask(which: usize) {
     if CALL.load(SeqCst) != which {

@@ -29,14 +29,7 @@ static SHARED: OnceLock<Cohort<()>> = OnceLock::new();
 /// The churning thread stops when this is set.
 static STOP: AtomicBool = AtomicBool::new(false);
 
-#[used]
-#[link_section = ".init_array.00100"]
-static REGISTER_FIRST: extern "C" fn() = register_first;
-
-extern "C" fn register_first() {
-    // SAFETY: plain functions, valid for the life of the process.
-    unsafe { libc::pthread_atfork(Some(nest), Some(nest), None) };
-}
+red_team_common::register_fork_handlers_first!(Some(nest), Some(nest), None);
 
 /// A child's work: allocates from both instances, frees, verifies the private one (the
 /// child's only thread), leaves with 0 when all went well.

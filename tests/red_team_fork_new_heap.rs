@@ -30,14 +30,7 @@ static INSTANCE: Cohort<()> = Cohort::new();
 static MADE: std::sync::atomic::AtomicPtr<Cohort<()>> =
     std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
 
-#[used]
-#[link_section = ".init_array.00100"]
-static REGISTER_FIRST: extern "C" fn() = register_first;
-
-extern "C" fn register_first() {
-    // SAFETY: a plain function, valid for the life of the process.
-    unsafe { libc::pthread_atfork(Some(prepare), None, None) };
-}
+red_team_common::register_fork_handlers_first!(Some(prepare), None, None);
 
 extern "C" fn prepare() {
     if FIRST.swap(false, SeqCst) {

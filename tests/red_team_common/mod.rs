@@ -446,3 +446,24 @@ pub fn child_with_stderr(f: impl FnOnce()) -> (Ended, String) {
     file.read_to_string(&mut text).unwrap();
     (ended, text)
 }
+
+/// Registers `pthread_atfork(prepare, parent, child)` from an ELF constructor of a higher
+/// priority than cohort's (`.init_array.00100`, which the static linker sorts before
+/// cohort's `.init_array.00101`): the test binary's handlers are registered first, as
+/// another library's under `LD_PRELOAD` are (RED-100's setting), so their `prepare` runs
+/// after cohort's and their `parent` and `child` before cohort's.
+#[allow(unused_macros)]
+macro_rules! register_fork_handlers_first {
+    ($prepare:expr, $parent:expr, $child:expr) => {
+        #[used]
+        #[link_section = ".init_array.00100"]
+        static REGISTER_FIRST: extern "C" fn() = register_first;
+
+        extern "C" fn register_first() {
+            // SAFETY: plain functions, valid for the life of the process.
+            unsafe { libc::pthread_atfork($prepare, $parent, $child) };
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use register_fork_handlers_first;
