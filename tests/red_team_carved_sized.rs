@@ -1,0 +1,121 @@
+//! Red-team guards (session 20) for a bound of the free fast path by the carved end
+//! (RED-84's fix: the reservation past the carved end without access, and the sized free
+//! comparing a pointer with a copy of the carved length): a block carved a moment before
+//! by another thread or process, freed through the *sized* entries (the fast path: `free`
+//! with its size, `try_free`, a `Join`'s free), must be freed as any other, its copy of
+//! the carved end stale or not. `tests/red_team_carved_end.rs` pins the same for the
+//! address-only entries. They pass on main (a reservation readable whole, no bound).
+
+#[path = "red_team_common/mod.rs"]
+mod red_team_common;
+
+use cohort::{Cohort, RegionOptions};
+use red_team_common::{in_child, shared_words, wait};
+use std::sync::atomic::Ordering;
+
+cohort::lifetime_classes! {
+    enum Life { Short, Long }
+}
+
+/// Sizes of classes a fresh instance has no block of: each first allocation carves one.
+fn fresh_sizes() -> Vec<usize> {
+    (1..=24)
+        .map(|i| i * 640)
+        .chain([40, 72, 136, 200_000])
+        .collect()
+}
+
+/// How a handed-over object is freed.
+#[derive(Clone, Copy, Debug)]
+enum SizedFree {
+    Free,
+    TryFree,
+    Join,
+}
+
+/// Frees `p` (`size` bytes of class `Short`) of `a` the way `how` says.
+///
+/// # Safety
+/// `p` is a live allocation of `a` with that size and class, freed once.
+unsafe fn sized_free(a: &Cohort<Life>, how: SizedFree, p: *mut u8, size: usize) {
+    // SAFETY: the caller's.
+    unsafe {
+        match how {
+            SizedFree::Free => a.free(p, size, Life::Short),
+            SizedFree::TryFree => a.try_free(p, size, Life::Short).expect("try_free"),
+            SizedFree::Join => {
+                let j = a.join(0).expect("a join");
+                j.free(p, size, Life::Short);
+            }
+        }
+    }
+}
+
+/// A thread carves block after block (a class it never used at each step) and hands each
+/// object over at once; the other thread frees it with its size.
+#[test]
+fn guard_a_block_another_thread_just_carved_is_freed_with_its_size() {
+    let instances = [
+        ("default", Cohort::<Life>::new()),
+        (
+            "fixed 64 MiB",
+            Cohort::<Life>::with_options(&RegionOptions::new(64 << 20)).unwrap(),
+        ),
+        (
+            "shared anonymous 64 MiB",
+            Cohort::<Life>::shared_anonymous_with(&RegionOptions::new(64 << 20)).unwrap(),
+        ),
+    ];
+    for (name, a) in &instances {
+        for how in [SizedFree::Free, SizedFree::TryFree, SizedFree::Join] {
+            std::thread::scope(|s| {
+                let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, usize)>(0);
+                s.spawn(move || {
+                    for size in fresh_sizes() {
+                        let p = a.malloc(size, Life::Short);
+                        assert!(!p.is_null(), "{name}: {size}");
+                        tx.send((p as usize, size)).unwrap();
+                    }
+                });
+                for (p, size) in rx {
+                    // SAFETY: handed over, live, freed once with its size and class.
+                    unsafe { sized_free(a, how, p as *mut u8, size) };
+                }
+            });
+            assert!(a.is_empty(), "{name}, {how:?}");
+        }
+    }
+}
+
+/// A child forked before its parent carves frees the parent's new objects with their
+/// sizes (its copy of the carved end is the fork's).
+#[test]
+fn guard_a_fork_child_frees_with_their_sizes_what_its_parent_carved_after_the_fork() {
+    for how in [SizedFree::Free, SizedFree::TryFree, SizedFree::Join] {
+        let a = Cohort::<Life>::shared_anonymous_with(&RegionOptions::new(64 << 20)).unwrap();
+        let sizes = fresh_sizes();
+        let words = shared_words(2 + 2 * sizes.len());
+        let pid = in_child(20, || {
+            while words[0].load(Ordering::Acquire) == 0 {
+                std::thread::yield_now();
+            }
+            for i in 0..sizes.len() {
+                let p = words[2 + 2 * i].load(Ordering::Relaxed) as *mut u8;
+                let size = words[3 + 2 * i].load(Ordering::Relaxed) as usize;
+                // SAFETY: the parent's object, handed over, freed once.
+                unsafe { sized_free(&a, how, p, size) };
+            }
+            words[1].store(1, Ordering::Release);
+        });
+        for (i, &size) in sizes.iter().enumerate() {
+            let p = a.malloc(size, Life::Short);
+            assert!(!p.is_null(), "{size}");
+            words[2 + 2 * i].store(p as u64, Ordering::Relaxed);
+            words[3 + 2 * i].store(size as u64, Ordering::Relaxed);
+        }
+        words[0].store(1, Ordering::Release);
+        assert_eq!(wait(pid), Ok(0), "{how:?}: the child failed");
+        assert_eq!(words[1].load(Ordering::Acquire), 1, "{how:?}");
+        assert!(a.is_empty(), "{how:?}");
+    }
+}
