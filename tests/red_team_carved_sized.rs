@@ -31,7 +31,16 @@ enum SizedFree {
     Free,
     TryFree,
     Join,
+    /// Resized (`remalloc` to one byte more, then freed with the new size).
+    Remalloc,
 }
+
+const WAYS: [SizedFree; 4] = [
+    SizedFree::Free,
+    SizedFree::TryFree,
+    SizedFree::Join,
+    SizedFree::Remalloc,
+];
 
 /// Frees `p` (`size` bytes of class `Short`) of `a` the way `how` says.
 ///
@@ -46,6 +55,11 @@ unsafe fn sized_free(a: &Cohort<Life>, how: SizedFree, p: *mut u8, size: usize) 
             SizedFree::Join => {
                 let j = a.join(0).expect("a join");
                 j.free(p, size, Life::Short);
+            }
+            SizedFree::Remalloc => {
+                let q = a.remalloc(p, size, size + 1, Life::Short);
+                assert!(!q.is_null(), "remalloc of {p:p} ({size})");
+                a.free(q, size + 1, Life::Short);
             }
         }
     }
@@ -67,7 +81,7 @@ fn guard_a_block_another_thread_just_carved_is_freed_with_its_size() {
         ),
     ];
     for (name, a) in &instances {
-        for how in [SizedFree::Free, SizedFree::TryFree, SizedFree::Join] {
+        for how in WAYS {
             std::thread::scope(|s| {
                 let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, usize)>(0);
                 s.spawn(move || {
@@ -91,7 +105,7 @@ fn guard_a_block_another_thread_just_carved_is_freed_with_its_size() {
 /// sizes (its copy of the carved end is the fork's).
 #[test]
 fn guard_a_fork_child_frees_with_their_sizes_what_its_parent_carved_after_the_fork() {
-    for how in [SizedFree::Free, SizedFree::TryFree, SizedFree::Join] {
+    for how in WAYS {
         let a = Cohort::<Life>::shared_anonymous_with(&RegionOptions::new(64 << 20)).unwrap();
         let sizes = fresh_sizes();
         let words = shared_words(2 + 2 * sizes.len());
