@@ -10,7 +10,7 @@
 mod red_team_common;
 
 use cohort::{Cohort, RegionOptions};
-use red_team_common::{in_child, shared_words, wait};
+use red_team_common::{child_with_stderr, in_child, say, shared_words, wait};
 use std::sync::atomic::Ordering;
 
 cohort::lifetime_classes! {
@@ -51,7 +51,12 @@ unsafe fn sized_free(a: &Cohort<Life>, how: SizedFree, p: *mut u8, size: usize) 
     unsafe {
         match how {
             SizedFree::Free => a.free(p, size, Life::Short),
-            SizedFree::TryFree => a.try_free(p, size, Life::Short).expect("try_free"),
+            SizedFree::TryFree => {
+                if let Err(e) = a.try_free(p, size, Life::Short) {
+                    say(&format!("cohort: try_free refused {p:p}: {e}"));
+                    std::process::abort();
+                }
+            }
             SizedFree::Join => {
                 let j = a.join(0).expect("a join");
                 j.free(p, size, Life::Short);
@@ -132,4 +137,35 @@ fn guard_a_fork_child_frees_with_their_sizes_what_its_parent_carved_after_the_fo
         assert_eq!(words[1].load(Ordering::Acquire), 1, "{how:?}");
         assert!(a.is_empty(), "{how:?}");
     }
+}
+
+/// The sized entries given a pointer at the carved end exactly (the first byte of the unit
+/// the region carves next) and one byte below it (the last byte of the last carved block,
+/// past its last slot for most classes): each stops the process with cohort's message
+/// (SIGABRT, or the sized free's panic), never a fault. A fresh default instance: its
+/// first block is its first unit, the next unit is not carved yet.
+#[test]
+fn guard_a_sized_free_at_the_carved_end_is_reported_not_a_fault() {
+    const UNIT: usize = 2 << 20;
+    let a = Cohort::<Life>::new();
+    let p = a.malloc(640, Life::Short);
+    assert!(!p.is_null());
+    let next = ((p as usize & !(UNIT - 1)) + UNIT) as *mut u8;
+    assert!(a.in_region(next) && a.allocation_at(next).is_none());
+    let mut failed = Vec::new();
+    for q in [next, next.wrapping_sub(1), next.wrapping_add(4096)] {
+        for how in WAYS {
+            let (ended, stderr) = child_with_stderr(|| {
+                // SAFETY: the misuse under test, which the call reports.
+                unsafe { sized_free(&a, how, q, 640) };
+                say("returned");
+            });
+            let reported = matches!(ended, Err(libc::SIGABRT) | Ok(1));
+            if !reported || !stderr.contains("cohort") {
+                let said = stderr.replace('\n', " | ");
+                failed.push(format!("{q:p}, {how:?}: {ended:?} {said}"));
+            }
+        }
+    }
+    assert!(failed.is_empty(), "{failed:#?}");
 }
