@@ -64,6 +64,25 @@ extern "C" fn child() {
     ask(CHILD);
 }
 
+/// Forks with the handler `which` asking for the statistics; the fork's child leaves at
+/// once. Panics unless it returns in both processes.
+fn fork_asking(which: usize) {
+    CALL.store(which, SeqCst);
+    // SAFETY: the child leaves through `_exit` at once.
+    let child = unsafe { libc::fork() };
+    assert!(child >= 0, "fork");
+    if child == 0 {
+        // SAFETY: leaves the child.
+        unsafe { libc::_exit(0) };
+    }
+    CALL.store(0, SeqCst);
+    assert_eq!(
+        wait(child),
+        Ok(0),
+        "the fork's child (Err(14): SIGALRM, it hung)"
+    );
+}
+
 /// In a fork child of the test: a private instance; another thread allocates 64 slots
 /// and stays (its heap owns their block); this thread frees them (remote frees: pending
 /// in its batch), then forks with the handler `which` asking for the statistics. The fork
@@ -86,20 +105,7 @@ fn fork_with_pending_frees(which: usize) {
             // SAFETY: the other thread's live slots, freed once.
             unsafe { a.free(p as *mut u8, 64, ()) };
         }
-        CALL.store(which, SeqCst);
-        // SAFETY: the child leaves through `_exit` at once.
-        let child = unsafe { libc::fork() };
-        assert!(child >= 0, "fork");
-        if child == 0 {
-            // SAFETY: leaves the child.
-            unsafe { libc::_exit(0) };
-        }
-        CALL.store(0, SeqCst);
-        assert_eq!(
-            wait(child),
-            Ok(0),
-            "the fork's child (Err(14): SIGALRM, it hung)"
-        );
+        fork_asking(which);
         to_holder.send(()).unwrap();
         holder.join().unwrap();
         // SAFETY: live, freed once.
@@ -164,16 +170,7 @@ fn an_earlier_handler_may_ask_for_statistics_while_another_threads_batch_holds_f
                 unsafe { a.free(mine, 64, ()) };
             });
             from_freer.recv().unwrap();
-            CALL.store(which, SeqCst);
-            // SAFETY: the child leaves through `_exit` at once.
-            let child = unsafe { libc::fork() };
-            assert!(child >= 0, "fork");
-            if child == 0 {
-                // SAFETY: leaves the child.
-                unsafe { libc::_exit(0) };
-            }
-            CALL.store(0, SeqCst);
-            assert_eq!(wait(child), Ok(0), "the fork's child (Err(14): it hung)");
+            fork_asking(which);
             to_freer.send(()).unwrap();
             freer.join().unwrap();
             assert!(a.is_empty(), "live objects: {:?}", a.stats().classes);
