@@ -66,7 +66,7 @@ use crate::block::Header;
 use crate::class::{HeadIndex, BLOCK_SHIFT};
 use crate::counters::Counter;
 use crate::pool::Pool;
-use crate::sync::{spin_hint, AtomicU32, Ordering};
+use crate::sync::{fork_caller, spin_hint, AtomicU32, ForkCaller, Ordering};
 #[cfg(loom)]
 use ::loom::cell::UnsafeCell;
 #[cfg(not(loom))]
@@ -84,6 +84,16 @@ const FORK_HELD: u32 = 2;
 /// `flushing` of a batch the prepare handler took but could not be sure to have waited out
 /// (`membarrier` refused since its registration): the child empties it.
 const FORK_UNSURE: u32 = 3;
+
+/// What [`RemoteBatch::take_over`] did.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Taken {
+    /// The caller has the batch (`flushing` its value, `wants` 1).
+    Now,
+    /// The calling thread's own fork holds it (`flushing` [`FORK_HELD`] or
+    /// [`FORK_UNSURE`]).
+    ByOwnFork,
+}
 
 /// What [`RemoteBatch::flush`] did.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -253,17 +263,56 @@ impl RemoteBatch {
     /// A flusher: takes the batch over (waiting for another flusher), so that a holder
     /// entering from now on keeps out. Then [`fence::heavy`], [`RemoteBatch::wait_out`]
     /// and [`RemoteBatch::give_back`].
-    fn take_over(&self, value: u32) {
+    ///
+    /// [`Taken::ByOwnFork`] instead when the calling thread is the one inside a fork whose
+    /// `prepare` handler holds the batch (a fork handler the program registered before
+    /// cohort's, which may ask for statistics, compact or verify: RED-104): the batch is
+    /// then this thread's already, its holder waited out ([`RemoteBatch::hold_for_fork`]),
+    /// and the caller may touch the entries if the hold is sure ([`FORK_HELD`]). A fork
+    /// child's thread that finds its parent's hold repairs the child first
+    /// (`ForkCaller::Retry`) and takes the batch as usual.
+    fn take_over(&self, value: u32) -> Taken {
         let mut round = 0;
-        while self
-            .flushing
-            .compare_exchange(0, value, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
+        while let Err(now) =
+            self.flushing
+                .compare_exchange(0, value, Ordering::Acquire, Ordering::Relaxed)
         {
+            if matches!(now, FORK_HELD | FORK_UNSURE) {
+                match fork_caller() {
+                    ForkCaller::Enter => return Taken::ByOwnFork,
+                    ForkCaller::Retry => continue,
+                    ForkCaller::Wait => {}
+                }
+            }
             spin_hint(round);
             round += 1;
         }
         self.wants.store(1, Ordering::Relaxed);
+        Taken::Now
+    }
+
+    /// The holder, kept out of the entries (`wants` 1): waits until the flusher gives the
+    /// batch back. True instead when the flusher is the fork this thread is inside (its
+    /// `prepare` handler: [`RemoteBatch::take_over`]), which gives it back only after this
+    /// thread's fork handlers: the holder may then touch its own entries, being in no call
+    /// of the batch.
+    fn wait_for_flusher(&self) -> bool {
+        let mut round = 0;
+        while self.wants.load(Ordering::Acquire) != 0 {
+            if matches!(
+                self.flushing.load(Ordering::Relaxed),
+                FORK_HELD | FORK_UNSURE
+            ) {
+                match fork_caller() {
+                    ForkCaller::Enter => return true,
+                    ForkCaller::Retry => continue,
+                    ForkCaller::Wait => {}
+                }
+            }
+            spin_hint(round);
+            round += 1;
+        }
+        false
     }
 
     /// A flusher, after [`RemoteBatch::take_over`] and a [`fence::heavy`]: waits until the
@@ -372,10 +421,11 @@ impl RemoteBatch {
             if !wait {
                 return had;
             }
-            let mut round = 0;
-            while self.wants.load(Ordering::Acquire) != 0 {
-                spin_hint(round);
-                round += 1;
+            if self.wait_for_flusher() {
+                // SAFETY: the batch is held by this thread's own fork, its holder (this
+                // thread, in no call of the batch) out of the entries; forwarded.
+                unsafe { self.flush_entries(pool) };
+                return had;
             }
         }
     }
@@ -397,10 +447,14 @@ impl RemoteBatch {
                 self.leave();
                 return first;
             }
-            let mut round = 0;
-            while self.wants.load(Ordering::Acquire) != 0 {
-                spin_hint(round);
-                round += 1;
+            if self.wait_for_flusher() {
+                // SAFETY: as in `flush_own`: the batch is held by this thread's own fork.
+                return unsafe {
+                    self.with_entries(|entries| {
+                        let i = entry_of(block);
+                        entries.block[i] == block && entries.first[i] == off
+                    })
+                };
             }
         }
     }
@@ -417,7 +471,16 @@ impl RemoteBatch {
         if self.pending.load(Ordering::Relaxed) == 0 {
             return Flush::Nothing;
         }
-        self.take_over(1);
+        if self.take_over(1) == Taken::ByOwnFork {
+            if self.flushing.load(Ordering::Relaxed) == FORK_UNSURE {
+                // As a refused fence below: the holder may have been inside the entries.
+                return Flush::Refused;
+            }
+            // SAFETY: held by this thread's fork, whose `prepare` waited the holder out
+            // and keeps it out (`wants` 1) until the fork's `parent` handler; forwarded.
+            unsafe { self.flush_entries(pool) };
+            return Flush::Pushed;
+        }
         if !fence::heavy() {
             // `membarrier` refused since its registration (a seccomp filter on this
             // thread): the holder may be inside the entries unseen. Its chains stay its
@@ -459,7 +522,11 @@ impl RemoteBatch {
     /// batch's holder is the thread running the handler, which is in no call of the batch
     /// (it is inside `fork`): its entries are whole with no fence, and the child keeps them.
     pub(crate) fn hold_for_fork(&self, forking_thread_holds: bool) {
-        self.take_over(FORK_HELD);
+        let taken = self.take_over(FORK_HELD);
+        debug_assert!(
+            taken == Taken::Now,
+            "a fork inside a fork holds nothing again"
+        );
         if !forking_thread_holds && !fence::heavy() {
             // `membarrier` refused since its registration: a holder may be inside the
             // entries unseen, so the child's copy of them is not trusted

@@ -140,14 +140,22 @@ pub(crate) fn set_fork_caller(f: &'static fn() -> ForkCaller) {
     FORK_CALLER.store(f.cast_mut(), core::sync::atomic::Ordering::Release);
 }
 
+/// What the calling thread may do with a lock or a batch of remote frees held across a
+/// fork (see [`ForkCaller`]).
 #[cfg(not(loom))]
-fn fork_caller() -> ForkCaller {
+pub(crate) fn fork_caller() -> ForkCaller {
     let f = FORK_CALLER.load(core::sync::atomic::Ordering::Acquire);
     // SAFETY: null, or what `set_fork_caller` stored: a `&'static`, only read.
     match unsafe { f.as_ref() } {
         None => ForkCaller::Wait,
         Some(f) => f(),
     }
+}
+
+/// Loom's models make no fork: nobody holds anything across one.
+#[cfg(loom)]
+pub(crate) fn fork_caller() -> ForkCaller {
+    ForkCaller::Wait
 }
 
 impl RawSpin {

@@ -66,6 +66,25 @@ extern "C" fn child() {
     ask(CHILD);
 }
 
+/// Forks with the handler `which` asking for the statistics; the fork's child leaves at
+/// once. Panics unless it returns in both processes.
+fn fork_asking(which: usize) {
+    CALL.store(which, SeqCst);
+    // SAFETY: the child leaves through `_exit` at once.
+    let child = unsafe { libc::fork() };
+    assert!(child >= 0, "fork");
+    if child == 0 {
+        // SAFETY: leaves the child.
+        unsafe { libc::_exit(0) };
+    }
+    CALL.store(0, SeqCst);
+    assert_eq!(
+        wait(child),
+        Ok(0),
+        "the fork's child (Err(14): SIGALRM, it hung)"
+    );
+}
+
 /// In a fork child of the test: a private instance; another thread allocates 64 slots
 /// and stays (its heap owns their block); this thread frees them (remote frees: pending
 /// in its batch), then forks with the handler `which` asking for the statistics. The fork
@@ -88,20 +107,7 @@ fn fork_with_pending_frees(which: usize) {
             // SAFETY: the other thread's live slots, freed once.
             unsafe { a.free(p as *mut u8, 64, ()) };
         }
-        CALL.store(which, SeqCst);
-        // SAFETY: the child leaves through `_exit` at once.
-        let child = unsafe { libc::fork() };
-        assert!(child >= 0, "fork");
-        if child == 0 {
-            // SAFETY: leaves the child.
-            unsafe { libc::_exit(0) };
-        }
-        CALL.store(0, SeqCst);
-        assert_eq!(
-            wait(child),
-            Ok(0),
-            "the fork's child (Err(14): SIGALRM, it hung)"
-        );
+        fork_asking(which);
         to_holder.send(()).unwrap();
         holder.join().unwrap();
         // SAFETY: live, freed once.
@@ -120,19 +126,16 @@ fn fork_with_pending_frees(which: usize) {
 }
 
 #[test]
-#[ignore = "RED-104: a fork handler registered before cohort's that asks for statistics hangs the fork (prepare holds the batches)"]
 fn an_earlier_prepare_handler_may_ask_for_statistics() {
     fork_with_pending_frees(PREPARE);
 }
 
 #[test]
-#[ignore = "RED-104: a fork handler registered before cohort's that asks for statistics hangs the fork (prepare holds the batches)"]
 fn an_earlier_parent_handler_may_ask_for_statistics() {
     fork_with_pending_frees(PARENT);
 }
 
 #[test]
-#[ignore = "RED-104: a fork handler registered before cohort's that asks for statistics hangs the fork (prepare holds the batches)"]
 fn an_earlier_child_handler_may_ask_for_statistics() {
     fork_with_pending_frees(CHILD);
 }
@@ -143,11 +146,49 @@ fn guard_a_fork_with_pending_remote_frees_returns() {
     fork_with_pending_frees(0);
 }
 
+/// Sibling (lead, session 20): the pending frees are another thread's (its batch holds the
+/// main thread's slots and it idles), so a handler's flush takes that batch over
+/// (`RemoteBatch::flush`) rather than pushing its own. In a fork child of the test: the
+/// fork returns in both processes with each handler asking, and everything is freed after.
+#[test]
+fn an_earlier_handler_may_ask_for_statistics_while_another_threads_batch_holds_frees() {
+    for which in [PREPARE, PARENT, CHILD] {
+        let pid = in_child(5, move || {
+            let a: &'static Cohort<()> = Box::leak(Box::new(Cohort::new()));
+            INSTANCE.store(core::ptr::from_ref(a).cast_mut(), SeqCst);
+            let slots: Vec<usize> = (0..64).map(|_| a.malloc(64, ()) as usize).collect();
+            let (freed, from_freer) = mpsc::channel::<()>();
+            let (to_freer, go) = mpsc::channel::<()>();
+            let freer = std::thread::spawn(move || {
+                // Its own heap first, so its batch is registered.
+                let mine = a.malloc(64, ());
+                for &p in &slots {
+                    // SAFETY: the main thread's live slots, handed over, freed once.
+                    unsafe { a.free(p as *mut u8, 64, ()) };
+                }
+                freed.send(()).unwrap();
+                go.recv().unwrap();
+                // SAFETY: its own live slot.
+                unsafe { a.free(mine, 64, ()) };
+            });
+            from_freer.recv().unwrap();
+            fork_asking(which);
+            to_freer.send(()).unwrap();
+            freer.join().unwrap();
+            assert!(a.is_empty(), "live objects: {:?}", a.stats().classes);
+        });
+        assert_eq!(
+            wait(pid),
+            Ok(0),
+            "handler {which}: the test's child (Err(14): SIGALRM, the fork hung)"
+        );
+    }
+}
+
 /// A sibling: the `prepare` handler drops a `Join` (its leave pushes the join's batch as
-/// its holder, `RemoteBatch::flush_own`, which waits while `prepare` holds the batch),
+/// its holder, `RemoteBatch::flush_own`, which waited while `prepare` held the batch),
 /// with nothing pending. On lead 18fd27a: the test's child died of SIGALRM.
 #[test]
-#[ignore = "RED-104: a Join dropped in a fork handler registered before cohort's hangs the fork (prepare holds its batch)"]
 fn an_earlier_prepare_handler_may_drop_a_join() {
     let pid = in_child(5, || {
         let a: &'static Cohort<()> = Box::leak(Box::new(Cohort::new()));
@@ -156,20 +197,13 @@ fn an_earlier_prepare_handler_may_drop_a_join() {
         // SAFETY: allocated above with this size and class, freed once.
         unsafe { join.free(p, 64, ()) };
         JOIN.store(Box::into_raw(join), SeqCst);
-        CALL.store(DROP_JOIN, SeqCst);
-        // SAFETY: the child leaves through `_exit` at once.
-        let child = unsafe { libc::fork() };
-        assert!(child >= 0, "fork");
-        if child == 0 {
-            // SAFETY: leaves the child.
-            unsafe { libc::_exit(0) };
-        }
-        CALL.store(0, SeqCst);
+        fork_asking(DROP_JOIN);
         assert!(
             JOIN.load(SeqCst).is_null(),
             "the handler did not drop the join"
         );
-        assert_eq!(wait(child), Ok(0), "the fork's child");
+        let q = a.malloc(64, ());
+        assert!(!q.is_null());
     });
     assert_eq!(
         wait(pid),
