@@ -12,7 +12,7 @@
 mod red_team_common;
 
 use cohort::{Cohort, RegionOptions};
-use red_team_common::{child_with_stderr, in_child, say, shared_words, wait};
+use red_team_common::{in_child, say, shared_words, unreported, wait};
 use std::sync::atomic::Ordering;
 
 cohort::lifetime_classes! {
@@ -94,15 +94,8 @@ fn guard_a_free_or_size_query_past_the_carved_end_is_reported_not_a_fault() {
         // A page into the last unit: past its header, where a slot of many classes starts.
         let q = unit.wrapping_add(4096);
         for (call, f) in calls {
-            let (ended, stderr) = child_with_stderr(|| {
-                f(&a, q);
-                say("returned");
-            });
-            // An abort, or a panic (the sized frees' report), with cohort's message.
-            let reported = matches!(ended, Err(libc::SIGABRT) | Ok(1));
-            if !reported || !stderr.contains("cohort") {
-                let said = stderr.replace('\n', " | ");
-                failed.push(format!("{name}, {call}: {ended:?} {said}"));
+            if let Some(what) = unreported(|| f(&a, q)) {
+                failed.push(format!("{name}, {call}: {what}"));
             }
         }
     }

@@ -467,3 +467,16 @@ macro_rules! register_fork_handlers_first {
 }
 #[allow(unused_imports)]
 pub(crate) use register_fork_handlers_first;
+
+/// Runs `misuse` in a child process: `None` when it stopped with cohort's report (an abort,
+/// or a panic: the sized frees' report, and a message naming cohort on standard error),
+/// else how it ended and what it said, as one line.
+pub fn unreported(misuse: impl FnOnce()) -> Option<String> {
+    let (ended, stderr) = child_with_stderr(|| {
+        misuse();
+        say("returned");
+    });
+    let reported = matches!(ended, Err(libc::SIGABRT) | Ok(1));
+    (!reported || !stderr.contains("cohort"))
+        .then(|| format!("{ended:?} {}", stderr.replace('\n', " | ")))
+}
