@@ -12,8 +12,7 @@
 mod red_team_common;
 
 use cohort::{Cohort, RegionOptions};
-use red_team_common::{in_child, say, shared_words, unreported, wait};
-use std::sync::atomic::Ordering;
+use red_team_common::{hand_over_to_a_fork_child, say, unreported};
 
 cohort::lifetime_classes! {
     enum Life { Short }
@@ -143,14 +142,17 @@ fn guard_a_block_another_thread_just_carved_is_readable_at_once() {
 fn guard_a_fork_child_frees_what_its_parent_carved_after_the_fork() {
     let a = Cohort::<Life>::shared_anonymous_with(&RegionOptions::new(64 << 20)).unwrap();
     let sizes = [3000usize, 5000, 9000, 13_000, 200_000, 3 << 20];
-    let words = shared_words(2 + 2 * sizes.len());
-    let pid = in_child(20, || {
-        while words[0].load(Ordering::Acquire) == 0 {
-            std::thread::yield_now();
-        }
-        for i in 0..sizes.len() {
-            let p = words[2 + 2 * i].load(Ordering::Relaxed) as *mut u8;
-            let size = words[3 + 2 * i].load(Ordering::Relaxed) as usize;
+    hand_over_to_a_fork_child(
+        &sizes,
+        |size| {
+            let p = a.malloc(size, Life::Short);
+            if !p.is_null() {
+                // SAFETY: `size` bytes of ours.
+                unsafe { p.write_bytes(0x6b, size) };
+            }
+            p
+        },
+        |p, size| {
             let found = a.allocation_at(p).expect("found in the child");
             assert!(found.usable >= size, "{size}: {found:?}");
             assert!(a.usable_size_at(p).unwrap() >= size);
@@ -160,20 +162,8 @@ fn guard_a_fork_child_frees_what_its_parent_carved_after_the_fork() {
                 .all(|&b| b == 0x6b));
             // SAFETY: as above.
             unsafe { a.free_unsized(p) }.unwrap();
-        }
-        words[1].store(1, Ordering::Release);
-    });
-    for (i, &size) in sizes.iter().enumerate() {
-        let p = a.malloc(size, Life::Short);
-        assert!(!p.is_null(), "{size}");
-        // SAFETY: `size` bytes of ours.
-        unsafe { p.write_bytes(0x6b, size) };
-        words[2 + 2 * i].store(p as u64, Ordering::Relaxed);
-        words[3 + 2 * i].store(size as u64, Ordering::Relaxed);
-    }
-    words[0].store(1, Ordering::Release);
-    assert_eq!(wait(pid), Ok(0), "the child failed");
-    assert_eq!(words[1].load(Ordering::Acquire), 1);
+        },
+    );
     assert!(a.is_empty());
     // SAFETY: no other thread or process uses the region now.
     if let Err(e) = unsafe { a.verify() } {

@@ -10,8 +10,7 @@
 mod red_team_common;
 
 use cohort::{Cohort, RegionOptions};
-use red_team_common::{in_child, say, shared_words, unreported, wait};
-use std::sync::atomic::Ordering;
+use red_team_common::{hand_over_to_a_fork_child, say, unreported};
 
 cohort::lifetime_classes! {
     enum Life { Short, Long }
@@ -113,28 +112,12 @@ fn guard_a_fork_child_frees_with_their_sizes_what_its_parent_carved_after_the_fo
     for how in WAYS {
         let a = Cohort::<Life>::shared_anonymous_with(&RegionOptions::new(64 << 20)).unwrap();
         let sizes = fresh_sizes();
-        let words = shared_words(2 + 2 * sizes.len());
-        let pid = in_child(20, || {
-            while words[0].load(Ordering::Acquire) == 0 {
-                std::thread::yield_now();
-            }
-            for i in 0..sizes.len() {
-                let p = words[2 + 2 * i].load(Ordering::Relaxed) as *mut u8;
-                let size = words[3 + 2 * i].load(Ordering::Relaxed) as usize;
-                // SAFETY: the parent's object, handed over, freed once.
-                unsafe { sized_free(&a, how, p, size) };
-            }
-            words[1].store(1, Ordering::Release);
-        });
-        for (i, &size) in sizes.iter().enumerate() {
-            let p = a.malloc(size, Life::Short);
-            assert!(!p.is_null(), "{size}");
-            words[2 + 2 * i].store(p as u64, Ordering::Relaxed);
-            words[3 + 2 * i].store(size as u64, Ordering::Relaxed);
-        }
-        words[0].store(1, Ordering::Release);
-        assert_eq!(wait(pid), Ok(0), "{how:?}: the child failed");
-        assert_eq!(words[1].load(Ordering::Acquire), 1, "{how:?}");
+        hand_over_to_a_fork_child(
+            &sizes,
+            |size| a.malloc(size, Life::Short),
+            // SAFETY: the parent's object, handed over, freed once.
+            |p, size| unsafe { sized_free(&a, how, p, size) },
+        );
         assert!(a.is_empty(), "{how:?}");
     }
 }

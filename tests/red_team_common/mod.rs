@@ -480,3 +480,34 @@ pub fn unreported(misuse: impl FnOnce()) -> Option<String> {
     (!reported || !stderr.contains("cohort"))
         .then(|| format!("{ended:?} {}", stderr.replace('\n', " | ")))
 }
+
+/// A child forked before its parent allocates: the parent allocates an object of each of
+/// `sizes` after the fork (`alloc`, which returns it) and hands it over through shared
+/// words; the child (its view of the memory made at the fork) passes each to `take`
+/// (object, size), under an alarm of 20 s. Panics unless the child took them all.
+pub fn hand_over_to_a_fork_child(
+    sizes: &[usize],
+    alloc: impl Fn(usize) -> *mut u8,
+    take: impl Fn(*mut u8, usize),
+) {
+    let words = shared_words(2 + 2 * sizes.len());
+    let pid = in_child(20, || {
+        while words[0].load(Ordering::Acquire) == 0 {
+            std::thread::yield_now();
+        }
+        for i in 0..sizes.len() {
+            let p = words[2 + 2 * i].load(Ordering::Relaxed) as *mut u8;
+            take(p, words[3 + 2 * i].load(Ordering::Relaxed) as usize);
+        }
+        words[1].store(1, Ordering::Release);
+    });
+    for (i, &size) in sizes.iter().enumerate() {
+        let p = alloc(size);
+        assert!(!p.is_null(), "{size}");
+        words[2 + 2 * i].store(p as u64, Ordering::Relaxed);
+        words[3 + 2 * i].store(size as u64, Ordering::Relaxed);
+    }
+    words[0].store(1, Ordering::Release);
+    assert_eq!(wait(pid), Ok(0), "the child failed");
+    assert_eq!(words[1].load(Ordering::Acquire), 1);
+}
