@@ -17,10 +17,20 @@ use std::sync::atomic::{AtomicPtr, Ordering::SeqCst};
 /// The instance the `prepare` handler drops (null: none).
 static DROP: AtomicPtr<Cohort<()>> = AtomicPtr::new(std::ptr::null_mut());
 static KEPT: Cohort<()> = Cohort::new();
+/// The `prepare` handler makes the thread's first allocation from [`OTHER`] while set.
+static JOIN_OTHER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static OTHER: Cohort<()> = Cohort::new();
 
 red_team_common::register_fork_handlers_first!(Some(prepare), None, None);
 
 extern "C" fn prepare() {
+    if JOIN_OTHER.swap(false, SeqCst) {
+        // A heap the thread joins: its look-up walks the thread's list and releases the
+        // heaps of dropped instances it meets.
+        let p = OTHER.malloc(64, ());
+        // SAFETY: allocated above with this size and class.
+        unsafe { OTHER.free(p, 64, ()) };
+    }
     let a = DROP.swap(std::ptr::null_mut(), SeqCst);
     if !a.is_null() {
         // SAFETY: a boxed instance (below), dropped once; its allocations were freed.
@@ -84,6 +94,28 @@ fn guard_an_instance_dropped_before_the_fork_leaves_the_child_whole() {
         drop(a);
         let child = fork_checking_kept(kept);
         assert_eq!(wait(child), Ok(0), "the fork's child");
+    });
+    assert_eq!(wait(pid), Ok(0), "the test's child");
+}
+
+/// Guard, a sibling tried with nothing dropped inside the window: the boxed instance is
+/// dropped before the fork (its heap may stay on the thread's list, orphaned, until a
+/// look-up meets it), and the handler makes the thread's first allocation from another
+/// instance (a join, whose look-up walks the thread's list and releases orphaned heaps),
+/// after `prepare` copied the list. Passes on lead c1f793d.
+#[test]
+fn guard_a_join_inside_the_fork_window_after_an_instance_was_dropped_leaves_the_child_whole() {
+    let pid = in_child(10, || {
+        let kept = KEPT.malloc(64, ());
+        let a = Box::new(Cohort::<()>::new());
+        let p = a.malloc(64, ());
+        // SAFETY: allocated above with this size and class.
+        unsafe { a.free(p, 64, ()) };
+        drop(a);
+        JOIN_OTHER.store(true, SeqCst);
+        let child = fork_checking_kept(kept);
+        assert!(!JOIN_OTHER.load(SeqCst), "the handler did not allocate");
+        assert_eq!(wait(child), Ok(0), "the fork's child (Err(11): SIGSEGV)");
     });
     assert_eq!(wait(pid), Ok(0), "the test's child");
 }
