@@ -45,22 +45,22 @@ unsafe impl Send for List {}
 const COPIED: usize = 64;
 
 /// The forking thread's list of heaps as [`prepare`] read it, in the parent, where every
-/// heap is mapped: each heap with its pool and instance, in list order (`heaps[i + 1]` is
-/// `heaps[i].thread_next`), `complete` when the copy ends where the list does. A child
-/// whose copy of the process lacks a pool's region ([`Pool::check_after_fork`]) rebuilds
-/// its thread's list from it, reading nothing of the heaps it leaves out.
+/// heap is mapped: each heap with its pool, in list order (`heaps[i + 1]` is
+/// `heaps[i].thread_next`), its first [`COPIED`]. A child whose copy of the process lacks
+/// a pool's region ([`Pool::check_after_fork`]) rebuilds its thread's list from it,
+/// reading nothing of the heaps it leaves out (and forgetting the thread's entries: the
+/// heaps past the copy, and those made inside the fork, stay out of the thread's reach
+/// there, their blocks kept as a dead thread's).
 struct ForkingHeaps {
-    heaps: [(*mut Heap, *const Pool, u64); COPIED],
+    heaps: [(*mut Heap, *const Pool); COPIED],
     len: usize,
-    complete: bool,
 }
 
 static INSTANCES: SpinLock<List> = spin_lock(List {
     first: ptr::null_mut(),
     forking: ForkingHeaps {
-        heaps: [(ptr::null_mut(), ptr::null(), 0); COPIED],
+        heaps: [(ptr::null_mut(), ptr::null()); COPIED],
         len: 0,
-        complete: true,
     },
 });
 /// See [`generation`]: incremented in every child, by the `child` handler.
@@ -226,34 +226,21 @@ fn on_thread_list(own: *mut Heap, heap: *mut Heap) -> bool {
     false
 }
 
-impl ForkingHeaps {
-    /// The first heap of the forking thread's list (null when it had none).
-    fn first(&self) -> *mut Heap {
-        if self.len == 0 {
-            ptr::null_mut()
-        } else {
-            self.heaps[0].0
-        }
-    }
-}
-
 /// [`prepare`]'s copy of the forking thread's list of heaps, from its first, `own`.
 fn copy_forking_heaps(own: *mut Heap) -> ForkingHeaps {
     let mut copy = ForkingHeaps {
-        heaps: [(ptr::null_mut(), ptr::null(), 0); COPIED],
+        heaps: [(ptr::null_mut(), ptr::null()); COPIED],
         len: 0,
-        complete: false,
     };
     let mut heap = own;
     while !heap.is_null() && copy.len < COPIED {
         // SAFETY: the calling thread's list: its heaps are mapped, and only this thread
         // changes the links.
         let h = unsafe { &*heap };
-        copy.heaps[copy.len] = (heap, ptr::from_ref(h.pool()), h.instance);
+        copy.heaps[copy.len] = (heap, ptr::from_ref(h.pool()));
         copy.len += 1;
         heap = h.thread_next;
     }
-    copy.complete = heap.is_null();
     copy
 }
 
@@ -428,16 +415,26 @@ unsafe extern "C" fn child() {
     let list = unsafe { &*INSTANCES.data_ptr() };
     let mut lost = false;
     for_each(list, |pool| lost |= !pool.is_lost() && !pool.check_after_fork());
-    let mut own = list.forking.first();
+    // The thread's list as it is: a program's fork handler that ran after cohort's
+    // `prepare` may have made a heap (its first allocation from an instance: RED-105) or
+    // dropped an instance (RED-106) since `prepare` copied it.
+    let mut own = per_thread::own_heaps();
     if lost {
         // Before anything walks the thread's list, which runs through its heaps, some of
-        // them in memory this child does not have.
+        // them in memory this child does not have: the list becomes the copy's heaps of
+        // pools still listed (not dropped inside the fork) and not lost; every entry of
+        // the thread is forgotten (the copy does not know a heap made inside the fork,
+        // which the entries may name: it is the parent's then, as another thread's).
         let copy = &list.forking.heaps[..list.forking.len];
-        // SAFETY: the pools of the thread's heaps are on the list, live.
-        let lost = |pool: *const Pool| unsafe { (*pool).is_lost() };
+        let gone = |pool: *const Pool| {
+            let mut listed = false;
+            for_each(list, |p| listed |= ptr::eq(p, pool));
+            // SAFETY: a listed pool is live.
+            !listed || unsafe { (*pool).is_lost() }
+        };
         // SAFETY: the child's only thread; `copy` is its list as `prepare` read it, and
-        // the heaps of pools not lost are mapped here.
-        own = unsafe { per_thread::keep_after_fork(copy, list.forking.complete, lost) };
+        // the heaps of pools listed and not lost are mapped here.
+        own = unsafe { per_thread::keep_after_fork(copy, gone) };
     }
     for_each_here(list, |pool| {
         if pool.is_process_shared() {

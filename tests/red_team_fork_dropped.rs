@@ -61,7 +61,6 @@ fn fork_checking_kept(kept: *mut u8) -> libc::pid_t {
 /// `fork` returns): its handler follows the copied list, whose first heap was the
 /// dropped instance's (unmapped).
 #[test]
-#[ignore = "RED-106: an instance dropped inside the fork window (an earlier prepare handler) makes the fork's child die of SIGSEGV in cohort's child handler"]
 fn an_instance_dropped_inside_the_fork_window_leaves_the_child_whole() {
     let pid = in_child(10, || {
         let kept = KEPT.malloc(64, ());
@@ -118,4 +117,32 @@ fn guard_a_join_inside_the_fork_window_after_an_instance_was_dropped_leaves_the_
         assert_eq!(wait(child), Ok(0), "the fork's child (Err(11): SIGSEGV)");
     });
     assert_eq!(wait(pid), Ok(0), "the test's child");
+}
+
+/// Siblings of RED-105 and RED-106 (lead, session 20) in a child that lacks a region (its
+/// caller memory advised `MADV_DONTFORK`): the child's handler rebuilds the thread's list
+/// from `prepare`'s copy, which names the heap of an instance dropped inside the fork
+/// window (its pool no longer listed) and not a heap made inside it. The child allocates
+/// from `KEPT` and verifies it.
+#[test]
+fn with_a_region_the_child_lacks_an_instance_dropped_or_joined_inside_the_window_leaves_it_whole() {
+    for join in [false, true] {
+        let pid = in_child(10, move || {
+            let region =
+                red_team_common::advised_region::<()>(libc::MADV_DONTFORK, false, 16 << 20);
+            let r = region.malloc(64, ());
+            assert!(!r.is_null());
+            let kept = KEPT.malloc(64, ());
+            let a = Box::new(Cohort::<()>::new());
+            let p = a.malloc(64, ());
+            // SAFETY: allocated above with this size and class.
+            unsafe { a.free(p, 64, ()) };
+            DROP.store(Box::into_raw(a), SeqCst);
+            JOIN_OTHER.store(join, SeqCst);
+            let child = fork_checking_kept(kept);
+            assert!(DROP.load(SeqCst).is_null() && !JOIN_OTHER.load(SeqCst));
+            assert_eq!(wait(child), Ok(0), "the fork's child (Err(11): SIGSEGV)");
+        });
+        assert_eq!(wait(pid), Ok(0), "join {join}: the test's child");
+    }
 }

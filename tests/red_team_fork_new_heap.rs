@@ -55,7 +55,6 @@ extern "C" fn prepare() {
 /// had taken 25 slots: `Row::set_no_current`'s check of a taken-over heap); release-tests:
 /// 'verify at the end: .. problem: "used 1984 + free-listed 0 != 9 slots handed out"'.
 #[test]
-#[ignore = "RED-105: a heap the forking thread makes inside the fork window (an earlier prepare handler's first allocation) is forsaken in the child while the thread uses it"]
 fn a_heap_made_inside_the_fork_window_stays_the_forking_threads_in_the_child() {
     let pid = in_child(10, || {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
@@ -103,7 +102,6 @@ fn fork_and_check(which: fn() -> &'static Cohort<()>) {
 /// cohort's fork list then, its locks not held), and its first allocation there. On lead
 /// 18fd27a (debug): the same panic at src/heap/cursor.rs:360.
 #[test]
-#[ignore = "RED-105: a heap the forking thread makes inside the fork window (an earlier prepare handler's first allocation) is forsaken in the child while the thread uses it"]
 fn a_heap_of_an_instance_made_inside_the_fork_window_stays_the_forking_threads_in_the_child() {
     let pid = in_child(10, || {
         NEW_INSTANCE.store(true, SeqCst);

@@ -147,25 +147,22 @@ pub(crate) fn forget_pool(pool: &Pool) {
 
 /// In a fork child whose copy of the process lacks some pools' regions (`lost`): the
 /// calling thread's list becomes the heaps of `copy` (its list as the fork's `prepare` read
-/// it: heap, pool, instance) whose pools are not lost, in the same order, and the thread's
-/// entries naming the others are cleared, without reading those heaps. A copy cut short
-/// (`complete` false) keeps only its part, and every entry of the thread is cleared: the
-/// heaps past it stay out of the thread's reach in the child (their blocks kept, as a dead
-/// thread's). Returns the list's new first heap.
+/// it, or its first part: each heap with its pool) whose pools are not lost, in the same
+/// order, and every entry of the thread is cleared, without reading the other heaps: the
+/// heaps not kept stay out of the thread's reach in the child (their blocks kept, as a
+/// dead thread's). Returns the list's new first heap.
 ///
 /// # Safety
 /// The child's only thread, before anything else reads its list; the heaps of `copy`
 /// whose pools are not lost are mapped.
 pub(crate) unsafe fn keep_after_fork(
-    copy: &[(*mut Heap, *const Pool, u64)],
-    complete: bool,
+    copy: &[(*mut Heap, *const Pool)],
     lost: impl Fn(*const Pool) -> bool,
 ) -> *mut Heap {
     let mut first = ptr::null_mut();
     let mut at: *mut *mut Heap = &mut first;
-    for &(heap, pool, instance) in copy {
+    for &(heap, pool) in copy {
         if lost(pool) {
-            forget_entries(heap, instance);
             continue;
         }
         // SAFETY: `at` is `first` or the link of a kept heap, mapped (the caller).
@@ -177,9 +174,7 @@ pub(crate) unsafe fn keep_after_fork(
     // SAFETY: as above.
     unsafe { *at = ptr::null_mut() };
     let _ = with_owned(|owned| owned.first.set(first));
-    if !complete {
-        forget_every_entry();
-    }
+    forget_every_entry();
     first
 }
 
