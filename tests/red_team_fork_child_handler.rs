@@ -12,17 +12,16 @@
 mod red_team_common;
 
 use cohort::Cohort;
-use red_team_common::{in_child, register_fork_handlers_first, shared_words, wait};
+use red_team_common::{
+    block_of, handlers_join, handlers_region, in_child, leak_for_handlers,
+    register_fork_handlers_first, shared_words, unlinked_file, wait, words_read, words_say,
+};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
 
 /// How the `child` handler allocates (a `fn() -> *mut u8`; 0: it does nothing), set in P.
 static ALLOC: AtomicUsize = AtomicUsize::new(0);
 /// The word the handler writes its slot to (a `*const AtomicU64`), set in P.
 static SLOT: AtomicUsize = AtomicUsize::new(0);
-/// The test's region (leaked: `*const Cohort<()>`) and a join of it (`*const Join`),
-/// made by P's test thread, used by it and by its copy in C.
-static REGION: AtomicUsize = AtomicUsize::new(0);
-static JOIN: AtomicUsize = AtomicUsize::new(0);
 
 extern "C" fn child() {
     let f = ALLOC.swap(0, SeqCst);
@@ -38,21 +37,6 @@ extern "C" fn child() {
 
 register_fork_handlers_first!(None, None, Some(child));
 
-fn region() -> &'static Cohort<()> {
-    // SAFETY: leaked in P before anything reads it.
-    unsafe { &*(REGION.load(SeqCst) as *const Cohort<()>) }
-}
-
-fn join() -> &'static cohort::Join<'static, ()> {
-    // SAFETY: leaked in P before anything reads it; used by one thread (see `JOIN`).
-    unsafe { &*(JOIN.load(SeqCst) as *const cohort::Join<'static, ()>) }
-}
-
-/// Block of slot `p` (blocks are 2 MiB, aligned).
-fn block(p: u64) -> u64 {
-    p & !((2 << 20) - 1)
-}
-
 /// P makes a shared region and a join of it, allocates with `how` (its heap's current
 /// block), forks C, whose earlier `child` handler allocates with `how`; C leaves at once
 /// (`_exit`). The handler's slot must be of a heap of C's own (another block than P's
@@ -61,12 +45,7 @@ fn child_handler_allocates(how: fn() -> *mut u8) {
     let w = shared_words(1);
     let pid = in_child(20, || {
         SLOT.store(std::ptr::from_ref(&w[0]) as usize, SeqCst);
-        let a: &'static Cohort<()> = Box::leak(Box::new(
-            Cohort::shared_anonymous(64 << 20).expect("a region"),
-        ));
-        let j = Box::leak(Box::new(a.join(0).expect("a join")));
-        REGION.store(std::ptr::from_ref(a) as usize, SeqCst);
-        JOIN.store(std::ptr::from_ref(j) as usize, SeqCst);
+        leak_for_handlers(Cohort::shared_anonymous(64 << 20).expect("a region"));
         let p = how() as u64;
         assert!(p != 0);
         ALLOC.store(how as usize, SeqCst);
@@ -83,10 +62,10 @@ fn child_handler_allocates(how: fn() -> *mut u8) {
         let next = how() as u64;
         assert!(q != 0, "the handler did not allocate");
         assert!(
-            block(q) != block(p) && q != next,
+            block_of(q) != block_of(p) && q != next,
             "the earlier child handler's slot {q:#x} is of P's current block {:#x} (P's \
              next slot {next:#x}): C allocated from P's heap of the shared region",
-            block(p)
+            block_of(p)
         );
     });
     assert_eq!(wait(pid), Ok(0), "the test's child failed");
@@ -98,7 +77,7 @@ fn child_handler_allocates(how: fn() -> *mut u8) {
 #[test]
 #[ignore = "RED-108: an earlier child fork handler's allocation on the fast path (no lock: no repair first) pops the parent's heap of a shared region"]
 fn an_earlier_child_handler_allocates_from_a_heap_of_the_childs_own() {
-    child_handler_allocates(|| region().malloc(64, ()));
+    child_handler_allocates(|| handlers_region().malloc(64, ()));
 }
 
 /// A join P made (`Join::malloc`), which compares its birth generation with the
@@ -107,7 +86,7 @@ fn an_earlier_child_handler_allocates_from_a_heap_of_the_childs_own() {
 #[test]
 #[ignore = "RED-108: an earlier child fork handler's join call (before the child's generation is counted) goes on with the parent's join heap of a shared region"]
 fn an_earlier_child_handlers_join_takes_a_heap_of_the_childs_own() {
-    child_handler_allocates(|| join().malloc(64, ()));
+    child_handler_allocates(|| handlers_join().malloc(64, ()));
 }
 
 /// A region in memory the child gets no copy of (`MADV_DONTFORK`) or gets zeroed
@@ -126,20 +105,15 @@ fn an_earlier_child_handler_allocating_from_a_lost_region_does_not_fault() {
         let w = shared_words(SAID_WORDS + 1);
         let pid = in_child(20, || {
             SLOT.store(std::ptr::from_ref(&w[SAID_WORDS]) as usize, SeqCst);
-            let a: &'static Cohort<()> = Box::leak(Box::new(red_team_common::advised_region(
-                advice,
-                false,
-                16 << 20,
-            )));
-            REGION.store(std::ptr::from_ref(a) as usize, SeqCst);
-            assert!(!a.malloc(64, ()).is_null());
+            leak_for_handlers(red_team_common::advised_region(advice, false, 16 << 20));
+            assert!(!handlers_region().malloc(64, ()).is_null());
             ALLOC.store(
-                (|| region().malloc(64, ())) as fn() -> *mut u8 as usize,
+                (|| handlers_region().malloc(64, ())) as fn() -> *mut u8 as usize,
                 SeqCst,
             );
             // C's standard error (its handler runs before C could move it) goes to a file:
             // P's, moved before the fork.
-            let mut file = tempfile_unlinked(advice);
+            let mut file = unlinked_file("child-handler");
             // SAFETY: an open file of this process onto fd 2.
             unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&file), 2) };
             // SAFETY: the child leaves through `_exit` at once.
@@ -174,40 +148,3 @@ fn an_earlier_child_handler_allocating_from_a_lost_region_does_not_fault() {
 
 /// Words of text the test's child writes for the test's process.
 const SAID_WORDS: usize = 32;
-
-/// A file of the calling process's own in the temporary directory, unlinked.
-fn tempfile_unlinked(advice: i32) -> std::fs::File {
-    let path = std::env::temp_dir().join(format!(
-        "cohort-child-handler-{}-{advice}",
-        std::process::id()
-    ));
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&path)
-        .unwrap();
-    std::fs::remove_file(&path).unwrap();
-    file
-}
-
-/// Writes `text` (at most `words.len() * 8` bytes of it) into `words`.
-fn words_say(words: &[AtomicU64], text: &str) {
-    for (w, chunk) in words.iter().zip(text.as_bytes().chunks(8)) {
-        let mut b = [0u8; 8];
-        b[..chunk.len()].copy_from_slice(chunk);
-        w.store(u64::from_le_bytes(b), SeqCst);
-    }
-}
-
-/// The text [`words_say`] wrote.
-fn words_read(words: &[AtomicU64]) -> String {
-    let bytes: Vec<u8> = words
-        .iter()
-        .flat_map(|w| w.load(SeqCst).to_le_bytes())
-        .collect();
-    String::from_utf8_lossy(&bytes)
-        .trim_end_matches('\0')
-        .to_owned()
-}

@@ -14,7 +14,10 @@
 mod red_team_common;
 
 use cohort::Cohort;
-use red_team_common::{in_child, register_fork_handlers_first, shared_words, wait};
+use red_team_common::{
+    block_of, handlers_join, handlers_region, in_child, leak_for_handlers,
+    register_fork_handlers_first, shared_words, wait,
+};
 use std::sync::atomic::{AtomicI32, AtomicU64, AtomicU8, AtomicUsize, Ordering::SeqCst};
 
 /// Whether the earlier `prepare` handler forks (cleared by it).
@@ -65,27 +68,6 @@ fn words() -> &'static [AtomicU64] {
     unsafe { std::slice::from_raw_parts(WORDS.load(SeqCst) as *const AtomicU64, WORDS_N) }
 }
 
-/// Block of slot `p` (blocks are 2 MiB, aligned).
-fn block(p: u64) -> u64 {
-    p & !((2 << 20) - 1)
-}
-
-/// The region of the test (leaked by P, which forks with it: a `*const Cohort<()>`) and a
-/// join of it made in P (a `*const Join<'static, ()>`), used only by P's test thread and
-/// its copies in N and G.
-static REGION: AtomicUsize = AtomicUsize::new(0);
-static JOIN: AtomicUsize = AtomicUsize::new(0);
-
-fn region() -> &'static Cohort<()> {
-    // SAFETY: leaked in P before anything reads it.
-    unsafe { &*(REGION.load(SeqCst) as *const Cohort<()>) }
-}
-
-fn join() -> &'static cohort::Join<'static, ()> {
-    // SAFETY: leaked in P before anything reads it; used by one thread (see `JOIN`).
-    unsafe { &*(JOIN.load(SeqCst) as *const cohort::Join<'static, ()>) }
-}
-
 /// P makes the region and a join of it, allocates from both, then forks with the nested
 /// fork in the earlier `prepare` handler; N allocates with `how` inside the handler (after
 /// its own fork's `child` handler: a heap of its own), then makes G (the outer fork), which
@@ -96,13 +78,11 @@ fn grandchild_allocates(how: fn() -> *mut u8) {
     let pid = in_child(20, || {
         WORDS.store(w.as_ptr() as usize, SeqCst);
         ALLOC.store(how as usize, SeqCst);
-        let a: &'static Cohort<()> = Box::leak(Box::new(
-            Cohort::shared_anonymous(64 << 20).expect("a region"),
-        ));
-        let j = Box::leak(Box::new(a.join(0).expect("a join")));
-        REGION.store(std::ptr::from_ref(a) as usize, SeqCst);
-        JOIN.store(std::ptr::from_ref(j) as usize, SeqCst);
-        assert!(!a.malloc(64, ()).is_null() && !j.malloc(64, ()).is_null());
+        leak_for_handlers(Cohort::shared_anonymous(64 << 20).expect("a region"));
+        assert!(
+            !handlers_region().malloc(64, ()).is_null()
+                && !handlers_join().malloc(64, ()).is_null()
+        );
         NEST.store(1, SeqCst);
         // SAFETY: every child leaves through `_exit`.
         let child = unsafe { libc::fork() };
@@ -122,7 +102,7 @@ fn grandchild_allocates(how: fn() -> *mut u8) {
             let (qn, qg) = (words()[N_SLOT].load(SeqCst), words()[G_SLOT].load(SeqCst));
             let code = if g != Ok(0) || qn == 0 || qg == 0 {
                 3
-            } else if block(qn) == block(qg) {
+            } else if block_of(qn) == block_of(qg) {
                 2
             } else {
                 0
@@ -139,7 +119,7 @@ fn grandchild_allocates(how: fn() -> *mut u8) {
             "N (the nested child) ended with status {status:#x} (exit 2: G's slot {qg:#x} \
              is of N's current block {:#x}: G went on with N's heap of the shared region; \
              exit 3: G failed)",
-            block(qn)
+            block_of(qn)
         );
     });
     assert_eq!(wait(pid), Ok(0), "the test's child failed");
@@ -150,7 +130,7 @@ fn grandchild_allocates(how: fn() -> *mut u8) {
 #[test]
 #[ignore = "RED-107: a fork's child made inside an earlier prepare handler goes on: its own child (the outer fork's) skips cohort's repair, keeps its parent's heap of a shared region"]
 fn the_outer_forks_child_in_a_nested_child_is_repaired() {
-    grandchild_allocates(|| region().malloc(64, ()));
+    grandchild_allocates(|| handlers_region().malloc(64, ()));
 }
 
 /// RED-107's sibling: a join P made (`Join::malloc`): its generation check takes a heap
@@ -158,5 +138,5 @@ fn the_outer_forks_child_in_a_nested_child_is_repaired() {
 #[test]
 #[ignore = "RED-107: an outer fork's child made in a nested child keeps its parent's generation: a join there goes on with the parent's heap of a shared region"]
 fn a_join_in_the_outer_forks_child_in_a_nested_child_takes_a_heap_of_its_own() {
-    grandchild_allocates(|| join().malloc(64, ()));
+    grandchild_allocates(|| handlers_join().malloc(64, ()));
 }

@@ -416,19 +416,7 @@ pub fn say(text: &str) {
 pub fn child_with_stderr(f: impl FnOnce()) -> (Ended, String) {
     use std::io::{Read, Seek};
     use std::os::fd::AsRawFd;
-    let path = std::env::temp_dir().join(format!(
-        "cohort-child-stderr-{}-{:?}",
-        std::process::id(),
-        std::thread::current().id()
-    ));
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&path)
-        .unwrap();
-    std::fs::remove_file(&path).unwrap();
+    let mut file = unlinked_file("child-stderr");
     let fd = file.as_raw_fd();
     let pid = in_child(10, || {
         // SAFETY: fd is an open file of this process.
@@ -510,4 +498,79 @@ pub fn hand_over_to_a_fork_child(
     words[0].store(1, Ordering::Release);
     assert_eq!(wait(pid), Ok(0), "the child failed");
     assert_eq!(words[1].load(Ordering::Acquire), 1);
+}
+
+/// A fresh file in the temporary directory, unlinked (named by `what`, the process and
+/// the thread while it is made).
+pub fn unlinked_file(what: &str) -> std::fs::File {
+    let path = std::env::temp_dir().join(format!(
+        "cohort-{what}-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .unwrap();
+    std::fs::remove_file(&path).unwrap();
+    file
+}
+
+/// Writes `text` (at most `words.len() * 8` bytes of it) into `words` (shared words: a
+/// child's report to its parent).
+pub fn words_say(words: &[AtomicU64], text: &str) {
+    for (w, chunk) in words.iter().zip(text.as_bytes().chunks(8)) {
+        let mut b = [0u8; 8];
+        b[..chunk.len()].copy_from_slice(chunk);
+        w.store(u64::from_le_bytes(b), Ordering::SeqCst);
+    }
+}
+
+/// The text [`words_say`] wrote.
+pub fn words_read(words: &[AtomicU64]) -> String {
+    let bytes: Vec<u8> = words
+        .iter()
+        .flat_map(|w| w.load(Ordering::SeqCst).to_le_bytes())
+        .collect();
+    String::from_utf8_lossy(&bytes)
+        .trim_end_matches('\0')
+        .to_owned()
+}
+
+/// The block of slot `p` (blocks are 2 MiB, aligned).
+pub fn block_of(p: u64) -> u64 {
+    p & !((2 << 20) - 1)
+}
+
+/// A region and a join of it the calling process leaked for its fork handlers
+/// ([`handlers_region`], [`handlers_join`]; `*const` as words), used by the thread that
+/// made them and its copies in fork children.
+static HANDLERS_REGION: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static HANDLERS_JOIN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Leaks `region` and a join of it for [`handlers_region`] and [`handlers_join`].
+pub fn leak_for_handlers(region: cohort::Cohort<()>) {
+    let a: &'static cohort::Cohort<()> = Box::leak(Box::new(region));
+    let j = Box::leak(Box::new(a.join(0).expect("a join")));
+    HANDLERS_REGION.store(std::ptr::from_ref(a) as usize, Ordering::SeqCst);
+    HANDLERS_JOIN.store(std::ptr::from_ref(j) as usize, Ordering::SeqCst);
+}
+
+/// The region [`leak_for_handlers`] leaked.
+pub fn handlers_region() -> &'static cohort::Cohort<()> {
+    let p = HANDLERS_REGION.load(Ordering::SeqCst) as *const cohort::Cohort<()>;
+    assert!(!p.is_null(), "leak_for_handlers first");
+    // SAFETY: leaked (live for the process's life).
+    unsafe { &*p }
+}
+
+/// The join [`leak_for_handlers`] leaked (one thread's: see `HANDLERS_JOIN`).
+pub fn handlers_join() -> &'static cohort::Join<'static, ()> {
+    let p = HANDLERS_JOIN.load(Ordering::SeqCst) as *const cohort::Join<'static, ()>;
+    assert!(!p.is_null(), "leak_for_handlers first");
+    // SAFETY: leaked; used by the thread that made it and its copies in fork children.
+    unsafe { &*p }
 }
