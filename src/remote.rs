@@ -338,30 +338,17 @@ impl RemoteBatch {
         done
     }
 
-    /// The heap's holder: pushes every chain to its block (no fence: the holder needs none
-    /// to see its own entries, so this works where `membarrier` is refused). `wait`: when a
-    /// flusher has the batch, waits until it is done (a thread exit: nothing may stay
-    /// pending); otherwise returns at once then (the flusher pushes them). Lock-free
-    /// without `wait`. [`Flush::Pushed`] when frees were pending.
-    ///
-    /// Without `wait` it first reads `pending`: 0 means no chain is pending (the holder sets
-    /// it before it fills an entry, and only a whole flush clears it, after which only the
-    /// holder, the caller, fills entries again), so a thread that frees nothing remotely
-    /// pays one load on its alloc slow path.
+    /// The heap's holder, where nothing may stay pending (a thread exit, a `compact`):
+    /// pushes every chain to its block (no fence: the holder needs none to see its own
+    /// entries, so this works where `membarrier` is refused), waiting while a flusher has
+    /// the batch. Every free the holder made before the call is on its block's remote list
+    /// on return. [`Flush::Pushed`] when frees were pending.
     ///
     /// # Safety
     /// The caller holds the batch's heap; every block of the batch's chains is a live block
     /// of `pool` (the pool of the batch's heap; in a pool other processes use, it has none).
-    pub(crate) unsafe fn flush_own(&self, pool: &Pool, wait: bool) -> Flush {
-        // Only the holder adds: frees it made are pending until this reads 0.
-        let had = if self.pending.load(Ordering::Relaxed) == 0 {
-            Flush::Nothing
-        } else {
-            Flush::Pushed
-        };
-        if !wait && had == Flush::Nothing {
-            return had;
-        }
+    pub(crate) unsafe fn flush_own(&self, pool: &Pool) -> Flush {
+        let had = self.own_pending();
         loop {
             if self.enter() {
                 // SAFETY: entered; forwarded.
@@ -369,14 +356,48 @@ impl RemoteBatch {
                 self.leave();
                 return had;
             }
-            if !wait {
-                return had;
-            }
-            let mut round = 0;
-            while self.wants.load(Ordering::Acquire) != 0 {
-                spin_hint(round);
-                round += 1;
-            }
+            self.wait_for_flusher();
+        }
+    }
+
+    /// The heap's holder, on a slow path: [`RemoteBatch::flush_own`], lock-free: returns at
+    /// once when a flusher has the batch (the flusher pushes the chains). It first reads
+    /// `pending`: 0 means no chain is pending (the holder sets it before it fills an entry,
+    /// and only a whole flush clears it, after which only the holder, the caller, fills
+    /// entries again), so a thread that frees nothing remotely pays one load on its alloc
+    /// slow path.
+    ///
+    /// # Safety
+    /// As [`RemoteBatch::flush_own`].
+    pub(crate) unsafe fn try_flush_own(&self, pool: &Pool) -> Flush {
+        let had = self.own_pending();
+        if had == Flush::Nothing {
+            return had;
+        }
+        if self.enter() {
+            // SAFETY: entered; forwarded.
+            unsafe { self.flush_entries(pool) };
+            self.leave();
+        }
+        had
+    }
+
+    /// The holder: whether frees it made are pending ([`Flush::Pushed`]) or not. Only the
+    /// holder adds: frees it made are pending until this reads 0.
+    fn own_pending(&self) -> Flush {
+        if self.pending.load(Ordering::Relaxed) == 0 {
+            Flush::Nothing
+        } else {
+            Flush::Pushed
+        }
+    }
+
+    /// Spins while a flusher has the batch (`wants` not 0).
+    fn wait_for_flusher(&self) {
+        let mut round = 0;
+        while self.wants.load(Ordering::Acquire) != 0 {
+            spin_hint(round);
+            round += 1;
         }
     }
 
@@ -397,11 +418,7 @@ impl RemoteBatch {
                 self.leave();
                 return first;
             }
-            let mut round = 0;
-            while self.wants.load(Ordering::Acquire) != 0 {
-                spin_hint(round);
-                round += 1;
-            }
+            self.wait_for_flusher();
         }
     }
 
