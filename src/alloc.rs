@@ -314,7 +314,7 @@ impl Instance {
                 // A slow path: the thread's pending remote frees go to their blocks.
                 // SAFETY: the batch's blocks are this pool's, live while it holds their
                 // slots.
-                unsafe { heap.remote.flush_own(pool, false) };
+                unsafe { heap.remote.try_flush_own(pool) };
                 heap.alloc_slow(class, life, || per_thread::find_own(instance))
                     .inspect(|&(p, _)| {
                         // The block the slot came from collected its remote frees: the last

@@ -52,7 +52,7 @@ pub(crate) unsafe fn abandon(heap: *mut Heap) {
     // The heap's pending remote frees go to their blocks (before the lock: a flush only
     // tries it).
     // SAFETY: the batch's blocks are this pool's, live while it holds their slots.
-    unsafe { hp.remote.flush_own(pool, true) };
+    unsafe { hp.remote.flush_own(pool) };
     let mut st = pool.lock();
     hp.drain_returned();
     // SAFETY: the heap is ours, EXITING, and we hold the pool lock.

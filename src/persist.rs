@@ -43,6 +43,7 @@ mod header;
 mod mapping;
 mod named;
 mod salvage;
+mod state_sum;
 
 pub use error::RegionError;
 pub use header::ROOT_SLOTS;

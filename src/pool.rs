@@ -73,6 +73,8 @@ pub(crate) use write_seal::{WriteSeal, Writing};
 mod blocks;
 pub(crate) mod check;
 mod empty;
+mod fork_child;
+mod guard;
 mod heapless;
 mod lists;
 pub(crate) mod place;
@@ -80,7 +82,11 @@ mod registry;
 mod repair;
 #[cfg(not(loom))]
 mod runs;
+mod view;
 pub(crate) mod write_seal;
+
+pub(crate) use guard::PoolGuard;
+pub(crate) use view::{AfterLeave, Leave};
 
 #[cfg(test)]
 pub(crate) use lists::BLOCKS_WALKED;
@@ -164,68 +170,6 @@ pub(crate) struct Pool {
     /// The blocks' check's bitmap ([`check`]), [`check::SCRATCH_WORDS`] words in the view's
     /// own mapping, past the view: reserved with it, used only under the pool lock.
     check_scratch: *mut usize,
-}
-
-/// The pool lock held: the pool's state, and a named region's write in progress (its end
-/// mark is written when the guard drops, before the lock is released: fields drop in
-/// order of declaration, and the end mark is in [`Writing`]'s drop, run first).
-pub(crate) struct PoolGuard<'a> {
-    _writing: Writing<'a>,
-    st: MutexGuard<'a, RawPoolLock, PoolState>,
-}
-
-impl core::ops::Deref for PoolGuard<'_> {
-    type Target = PoolState;
-    #[inline]
-    fn deref(&self) -> &PoolState {
-        &self.st
-    }
-}
-
-impl core::ops::DerefMut for PoolGuard<'_> {
-    #[inline]
-    fn deref_mut(&mut self) -> &mut PoolState {
-        &mut self.st
-    }
-}
-
-/// How this process lets go of a shared region's mapping: `unmap(base, len, sync)`, then
-/// `after`.
-#[derive(Clone, Copy)]
-pub(crate) struct Leave {
-    /// Unmaps the region (and, for a file, syncs it first when `sync`).
-    pub(crate) unmap: unsafe fn(*mut u8, usize, bool),
-    pub(crate) base: *mut u8,
-    pub(crate) len: usize,
-    pub(crate) sync: bool,
-    /// Run once the region is unmapped, when this process is done with it for good.
-    pub(crate) after: Option<AfterLeave>,
-}
-
-/// What a shared region's maker runs when the last of this process's references to the
-/// view is released ([`Pool::release`]): `run(data)`, once (a named region's attachment:
-/// its slot freed and the state sealed only when nothing of the process can write to the
-/// region any more).
-///
-/// In a fork child, `in_fork_child(data)` runs first, from the fork handlers (the child's
-/// thread its only one): the child has the view open as its parent had it (a named
-/// region's attachment: the child claims a slot of its own, with no system call).
-#[derive(Clone, Copy)]
-pub(crate) struct AfterLeave {
-    pub(crate) run: unsafe fn(*mut ()),
-    pub(crate) in_fork_child: unsafe fn(*mut ()),
-    pub(crate) data: *mut (),
-}
-
-/// [`Pool::ensure_here`]'s report.
-#[cold]
-#[inline(never)]
-fn lost_region(pool: &Pool) -> ! {
-    crate::os::abort_with(format_args!(
-        "cohort: the region at {:#x} is not in this process: a fork child got no copy of its \
-         memory (advised MADV_DONTFORK or MADV_WIPEONFORK); it cannot be used here\n",
-        pool.region.base()
-    ))
 }
 
 /// What every process of an instance shares, under its lock or atomic: position
@@ -375,199 +319,6 @@ impl core::ops::Deref for Pool {
 }
 
 impl Pool {
-    /// Makes a private pool for `life_count` lifetime classes over a fresh region, in
-    /// memory mapped from the OS. Returns null when the OS refuses.
-    pub(crate) fn create(bytes: usize, exact: bool, life_count: usize, checked: bool) -> *mut Pool {
-        let Some((region, region_state)) = Region::new(bytes, exact, checked) else {
-            return ptr::null_mut();
-        };
-        let Some(layout) = place::Layout::new(region.unit_count(), life_count, None) else {
-            return ptr::null_mut();
-        };
-        let area = os::map(layout.len, os::MIN_PAGE);
-        if area.is_null() {
-            return ptr::null_mut();
-        }
-        // SAFETY: `area` is fresh zeroed memory laid out by `layout`, ours alone.
-        let pool = unsafe { place::build(region, area, &layout, false) };
-        if pool.is_null() {
-            // SAFETY: mapped above, unused.
-            unsafe { os::unmap(area, layout.len) };
-            return pool;
-        }
-        // SAFETY: just built; nothing else uses it.
-        unsafe {
-            (*pool).area = area;
-            (*pool).area_len = layout.len;
-            let formatted = place::format(
-                &*pool,
-                life_count,
-                layout.max_heaps,
-                0,
-                region_state,
-                &layout,
-                false,
-            );
-            debug_assert!(
-                formatted,
-                "a private pool's lock needs nothing of the C library"
-            );
-            (*pool).set_retention(&Retention::from_environment());
-        }
-        pool
-    }
-
-    /// Drops the pool and releases its memory: for a private pool everything; for a shared
-    /// one this process's view only (the region's state stays for the other processes).
-    ///
-    /// # Safety
-    /// `pool` came from [`Pool::create`] or [`place`] and nothing in this process uses it
-    /// (nor, for a private pool, any of its blocks).
-    pub(crate) unsafe fn destroy(pool: *mut Pool) {
-        // SAFETY: the caller guarantees exclusive access; the region unmaps every block,
-        // and the large allocations go with the instance (in a placed region: this
-        // process's fallback mappings, which no other process can free).
-        unsafe {
-            let (area, area_len) = ((*pool).area, (*pool).area_len);
-            // (A region that never falls back has nothing there: its table is left alone.)
-            if !area.is_null() || (*pool).region.falls_back() {
-                (&*pool).large.lock().unmap_all();
-            }
-            if !area.is_null() {
-                ptr::drop_in_place((*pool).shared.cast_mut());
-            }
-            ptr::drop_in_place(pool);
-            os::unmap(pool.cast::<u8>().sub(place::VIEW_COLOUR), place::VIEW_LEN);
-            if !area.is_null() {
-                os::unmap(area, area_len);
-            }
-        }
-    }
-
-    /// A thread or join of this process took a heap of this pool (a shared pool counts it:
-    /// see `refs`).
-    pub(crate) fn hold(&self) {
-        if self.is_shared() {
-            self.refs.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// Lets go of one of this process's references to a shared pool (see `refs`): the
-    /// last one unmaps this process's view and mapping of the region. Nothing for a
-    /// private pool (its instance destroys it).
-    ///
-    /// # Safety
-    /// The caller holds the reference it releases, and uses neither the pool nor the
-    /// heap it held after this call.
-    pub(crate) unsafe fn release(pool: *const Pool) {
-        // SAFETY: the caller's reference keeps the view mapped until here.
-        let p = unsafe { &*pool };
-        if !p.is_shared() || p.refs.fetch_sub(1, Ordering::AcqRel) != 1 {
-            return;
-        }
-        let leave = p.leave;
-        // SAFETY: the last reference: nothing of this process uses the view or the region.
-        unsafe {
-            Pool::destroy(pool.cast_mut());
-            if let Some(l) = leave {
-                (l.unmap)(l.base, l.len, l.sync);
-                if let Some(after) = l.after {
-                    (after.run)(after.data);
-                }
-            }
-        }
-    }
-
-    /// In a child process after `fork()`: the child holds no heap of a shared pool (its
-    /// thread forgot the parent's), so the instance's is its only reference; the view's
-    /// maker's `in_fork_child` runs (see [`AfterLeave`]). Claimed at the fork, not at the
-    /// child's first write: a child may write into its objects (bytes the state seal
-    /// covers where they share a page with a block's header) without any allocator call.
-    ///
-    /// # Safety
-    /// Called by the fork handlers in the child, whose thread is its only one.
-    pub(crate) unsafe fn after_fork_in_child(&self) {
-        self.refs.store(1, Ordering::Relaxed);
-        if let Some(after) = self.leave.and_then(|leave| leave.after) {
-            // SAFETY: `data` is what the view's maker gave with the function, alive while
-            // the view is (it is dropped by `run`, after the view's last reference); the
-            // child's thread is its only one (the caller's contract).
-            unsafe { (after.in_fork_child)(after.data) };
-        }
-    }
-
-    /// In a fork child, before anything reads the region: true when the child has the
-    /// pool's state (a private pool's is always the child's copy; a region laid out to be
-    /// shared may be caller memory the child got no copy of, or a zeroed one); false marks
-    /// the pool lost in this process for good ([`Pool::is_lost`]).
-    pub(crate) fn check_after_fork(&self) -> bool {
-        // `link_base` is the view's: set exactly for a state laid out to be shared.
-        let here = self.link_base == 0
-            || crate::os::is_mapped(self.shared.cast())
-                // SAFETY: the state's page is mapped; its first word is the layout, which
-                // only a zeroed copy (`MADV_WIPEONFORK`) reads as anything but this build's.
-                && unsafe { (*self.shared).layout } == place::STATE_LAYOUT
-                && self.blocks_here();
-        if !here {
-            self.lost.store(true, Ordering::Relaxed);
-            // The free fast path reads a block's header before anything can see the pool
-            // lost. Where the child has no copy of the region's memory (`MADV_DONTFORK`: a
-            // hole), the range reads zero from now on, as a zeroed copy (`MADV_WIPEONFORK`)
-            // does; a zero header is no heap's (its owner-and-key word fails every route's
-            // compare and names no owner), so each call goes on to a slow path, which
-            // reports the lost region; and no later mapping of the child lands there to be
-            // taken for the region. The range is read from the view (`leave`, set for every
-            // state laid out to be shared), this process's memory, not the region's.
-            // Best effort: where the OS refuses, a free into a hole faults, as it did.
-            if let Some(leave) = self.leave {
-                os::maps::fill_holes(leave.base as usize, leave.len);
-            }
-        }
-        here
-    }
-
-    /// In a fork child that has the state of a region laid out to be shared: true when it
-    /// has the rest of the region too (memory advised past the state page, as an RDMA
-    /// library registers the objects' part of a buffer): no page of the placement's
-    /// mapping missing (`MADV_DONTFORK`), and, in a mapping only this process uses (the
-    /// only kind `MADV_WIPEONFORK` applies to), every block's header there (its magic:
-    /// `prepare` held the pool's lock across the fork, under which a unit becomes a block
-    /// and its header is written). Not known missing is here (`/proc` unreadable).
-    fn blocks_here(&self) -> bool {
-        let Some(leave) = self.leave else {
-            return true;
-        };
-        if os::maps::has_hole(leave.base as usize, leave.len) {
-            return false;
-        }
-        let r = &self.region;
-        self.is_process_shared()
-            || (0..r.unit_count()).all(|u| {
-                let h = r.unit_addr(u).cast::<Header>();
-                // SAFETY: a unit of the region, mapped (no hole); a block's header starts it.
-                r.unit_state(u) != BLOCK
-                    || unsafe { ptr::addr_of!((*h).magic).read_volatile() } == MAGIC
-            })
-    }
-
-    /// True in a process that has the pool's view but not its region's state (a fork
-    /// child of a process whose region was in caller memory advised `MADV_DONTFORK` or
-    /// `MADV_WIPEONFORK`): the fork handlers and the instance's drop leave it alone, and a
-    /// call that needs a heap of it aborts ([`Pool::ensure_here`]).
-    #[inline]
-    pub(crate) fn is_lost(&self) -> bool {
-        self.lost.load(Ordering::Relaxed)
-    }
-
-    /// Aborts with a message when the pool is lost in this process ([`Pool::is_lost`]): its
-    /// region is not this process's to use.
-    #[inline]
-    pub(crate) fn ensure_here(&self) {
-        if self.is_lost() {
-            lost_region(self);
-        }
-    }
-
     /// True when the pool is in a region laid out to be shared between processes (its
     /// state in the region, its tokens the region's tag).
     #[inline]
@@ -592,69 +343,6 @@ impl Pool {
             self.tag
         } else {
             instance
-        }
-    }
-
-    /// Takes the pool lock.
-    #[inline]
-    pub(crate) fn lock(&self) -> PoolGuard<'_> {
-        self.ensure_here();
-        self.lock_count.fetch_add(1, Ordering::Relaxed);
-        self.lock_uncounted()
-    }
-
-    /// Takes the pool lock, repairing as [`Pool::lock`] does, without counting it in
-    /// `lock_count` (stats, verify and settings: not the paths that count measures).
-    pub(crate) fn lock_uncounted(&self) -> PoolGuard<'_> {
-        self.ensure_here();
-        self.guarded(self.state.lock())
-    }
-
-    /// Takes the pool lock, counting the acquisition under it (`MediumCounts::locks`, which
-    /// stats add to `lock_count`) rather than with an atomic read-modify-write of its own:
-    /// for the medium paths, which take it on every call.
-    #[inline]
-    pub(crate) fn lock_medium(&self) -> PoolGuard<'_> {
-        let mut st = self.lock_uncounted();
-        st.medium_counts.locks += 1;
-        st
-    }
-
-    /// Takes the pool lock if it is free.
-    pub(crate) fn try_lock(&self) -> Option<PoolGuard<'_>> {
-        self.ensure_here();
-        let st = self.state.try_lock()?;
-        self.lock_count.fetch_add(1, Ordering::Relaxed);
-        Some(self.guarded(st))
-    }
-
-    /// The lock just taken as a guard: a write of a named region's state begins (and ends
-    /// when the guard drops, before the lock is released), after which a dead holder's
-    /// half-done work is repaired.
-    fn guarded<'a>(&'a self, st: MutexGuard<'a, RawPoolLock, PoolState>) -> PoolGuard<'a> {
-        let mut st = PoolGuard {
-            _writing: self.writing(),
-            st,
-        };
-        self.after_lock(&mut st);
-        st
-    }
-
-    /// A write of the state area without the pool lock (a heap's lists, a `returned`
-    /// stack, a medium cache, a remote batch's push, a promotion record): marked in a
-    /// named region's write seal now and when the result drops (see [`write_seal`]).
-    #[inline]
-    pub(crate) fn writing(&self) -> Writing<'_> {
-        Writing::begin(self.write_seal.as_ref())
-    }
-
-    /// Just locked: when the previous holder died holding the lock (a shared pool's robust
-    /// lock says so), repairs what it may have left half done ([`Pool::repair`]).
-    #[inline]
-    fn after_lock(&self, st: &mut PoolState) {
-        // SAFETY: we hold the lock just taken.
-        if unsafe { self.state.raw() }.take_owner_died() {
-            self.repair(st);
         }
     }
 

@@ -66,12 +66,14 @@ use crate::block::Header;
 use crate::class::{HeadIndex, BLOCK_SHIFT};
 use crate::counters::Counter;
 use crate::pool::Pool;
-use crate::sync::{fork_caller, spin_hint, AtomicU32, ForkCaller, Ordering};
+use crate::sync::{spin_hint, AtomicU32, ForkCaller, Ordering};
 #[cfg(loom)]
 use ::loom::cell::UnsafeCell;
 #[cfg(not(loom))]
 use core::cell::UnsafeCell;
 use core::ptr;
+use entries::{append_quick, entry_of, flush_entry, free_in, new_entries, push_chain, Entries};
+use fork_hold::{held_by_fork, FORK_UNSURE};
 
 /// Blocks one batch keeps pending frees for.
 pub(crate) const ENTRIES: usize = 8;
@@ -79,19 +81,12 @@ pub(crate) const ENTRIES: usize = 8;
 pub(crate) const MAX_CHAIN: u32 = 64;
 /// The bytes of slots one chain holds at most (at least one slot).
 pub(crate) const BATCH_BYTES: u32 = 8192;
-/// `flushing` while the fork handlers keep the batch.
-const FORK_HELD: u32 = 2;
-/// `flushing` of a batch the prepare handler took but could not be sure to have waited out
-/// (`membarrier` refused since its registration): the child empties it.
-const FORK_UNSURE: u32 = 3;
-
 /// What [`RemoteBatch::take_over`] did.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Taken {
     /// The caller has the batch (`flushing` its value, `wants` 1).
     Now,
-    /// The calling thread's own fork holds it (`flushing` [`FORK_HELD`] or
-    /// [`FORK_UNSURE`]).
+    /// The calling thread's own fork holds it ([`fork_hold`]).
     ByOwnFork,
 }
 
@@ -107,63 +102,6 @@ pub(crate) enum Flush {
     Refused,
 }
 
-/// One block's pending frees (see the module docs); `block` null: an unused entry.
-#[derive(Clone, Copy)]
-struct Pending {
-    block: *const Header,
-    first: u32,
-    last: u32,
-    /// `limit(b)`.
-    limit: u32,
-    /// `limit(b) - |chain(b)|`: the slots the chain still takes (0: full, pushed by the
-    /// block's next free).
-    left: u32,
-}
-
-const UNUSED: Pending = Pending {
-    block: ptr::null(),
-    first: 0,
-    last: 0,
-    limit: 0,
-    left: 0,
-};
-
-/// A batch's entries, field by field: entry `i` is `(block[i], first[i], last[i], limit[i],
-/// left[i])`, a [`Pending`]. Kept as one array per field so that the quick way
-/// ([`append_quick`]) addresses each field from the batch and the entry's index with no
-/// multiplication (an 8-byte and a 4-byte stride) and no register for the entry's address.
-struct Entries {
-    block: [*const Header; ENTRIES],
-    first: [u32; ENTRIES],
-    left: [u32; ENTRIES],
-    last: [u32; ENTRIES],
-    limit: [u32; ENTRIES],
-}
-
-impl Entries {
-    /// Entry `i`.
-    #[inline(always)]
-    fn get(&self, i: usize) -> Pending {
-        Pending {
-            block: self.block[i],
-            first: self.first[i],
-            last: self.last[i],
-            limit: self.limit[i],
-            left: self.left[i],
-        }
-    }
-
-    /// Makes entry `i` `e`.
-    #[inline(always)]
-    fn set(&mut self, i: usize, e: Pending) {
-        self.block[i] = e.block;
-        self.first[i] = e.first;
-        self.last[i] = e.last;
-        self.limit[i] = e.limit;
-        self.left[i] = e.left;
-    }
-}
-
 /// A heap's batch of remote frees (see the module docs).
 pub(crate) struct RemoteBatch {
     /// 1 while the holder may be touching `entries`, else 0. Written by the holder only.
@@ -171,7 +109,8 @@ pub(crate) struct RemoteBatch {
     /// 1 while a flusher has taken the batch over (the holder keeps out), else 0. Written
     /// by the holder of `flushing` only.
     wants: AtomicU32,
-    /// The flushers' lock: 0 free, 1 held by a flusher, [`FORK_HELD`].
+    /// The flushers' lock: 0 free, 1 held by a flusher, or the fork handlers' hold
+    /// (`fork_hold`'s `FORK_HELD`, `FORK_UNSURE`).
     flushing: AtomicU32,
     /// 1 when an entry may be in use (set by the holder when it takes one, cleared by a
     /// full flush): a flusher skips the batch when it reads 0.
@@ -197,18 +136,6 @@ pub(crate) enum BatchFree {
     /// The slot is the one this batch or the block's remote list took last: a double free
     /// (nothing changed).
     AlreadyFree,
-}
-
-crate::sync::const_unless_loom! {
-    fn new_entries() -> UnsafeCell<Entries> {
-        UnsafeCell::new(Entries {
-            block: [ptr::null(); ENTRIES],
-            first: [0; ENTRIES],
-            left: [0; ENTRIES],
-            last: [0; ENTRIES],
-            limit: [0; ENTRIES],
-        })
-    }
 }
 
 impl RemoteBatch {
@@ -267,52 +194,25 @@ impl RemoteBatch {
     /// [`Taken::ByOwnFork`] instead when the calling thread is the one inside a fork whose
     /// `prepare` handler holds the batch (a fork handler the program registered before
     /// cohort's, which may ask for statistics, compact or verify: RED-104): the batch is
-    /// then this thread's already, its holder waited out ([`RemoteBatch::hold_for_fork`]),
-    /// and the caller may touch the entries if the hold is sure ([`FORK_HELD`]). A fork
-    /// child's thread that finds its parent's hold repairs the child first
-    /// (`ForkCaller::Retry`) and takes the batch as usual.
+    /// then this thread's already, its holder waited out, and the caller may touch the
+    /// entries unless the hold is unsure ([`fork_hold`]). A fork child's thread that finds
+    /// its parent's hold repairs the child first and takes the batch as usual.
     fn take_over(&self, value: u32) -> Taken {
         let mut round = 0;
         while let Err(now) =
             self.flushing
                 .compare_exchange(0, value, Ordering::Acquire, Ordering::Relaxed)
         {
-            if matches!(now, FORK_HELD | FORK_UNSURE) {
-                match fork_caller() {
-                    ForkCaller::Enter => return Taken::ByOwnFork,
-                    ForkCaller::Retry => continue,
-                    ForkCaller::Wait => {}
-                }
+            match held_by_fork(now) {
+                Some(ForkCaller::Enter) => return Taken::ByOwnFork,
+                Some(ForkCaller::Retry) => continue,
+                _ => {}
             }
             spin_hint(round);
             round += 1;
         }
         self.wants.store(1, Ordering::Relaxed);
         Taken::Now
-    }
-
-    /// The holder, kept out of the entries (`wants` 1): waits until the flusher gives the
-    /// batch back. True instead when the flusher is the fork this thread is inside (its
-    /// `prepare` handler: [`RemoteBatch::take_over`]), which gives it back only after this
-    /// thread's fork handlers: the holder may then touch its own entries, being in no call
-    /// of the batch.
-    fn wait_for_flusher(&self) -> bool {
-        let mut round = 0;
-        while self.wants.load(Ordering::Acquire) != 0 {
-            if matches!(
-                self.flushing.load(Ordering::Relaxed),
-                FORK_HELD | FORK_UNSURE
-            ) {
-                match fork_caller() {
-                    ForkCaller::Enter => return true,
-                    ForkCaller::Retry => continue,
-                    ForkCaller::Wait => {}
-                }
-            }
-            spin_hint(round);
-            round += 1;
-        }
-        false
     }
 
     /// A flusher, after [`RemoteBatch::take_over`] and a [`fence::heavy`]: waits until the
@@ -387,38 +287,22 @@ impl RemoteBatch {
         done
     }
 
-    /// The heap's holder: pushes every chain to its block (no fence: the holder needs none
-    /// to see its own entries, so this works where `membarrier` is refused). `wait`: when a
-    /// flusher has the batch, waits until it is done (a thread exit: nothing may stay
-    /// pending); otherwise returns at once then (the flusher pushes them). Lock-free
-    /// without `wait`. [`Flush::Pushed`] when frees were pending.
-    ///
-    /// Without `wait` it first reads `pending`: 0 means no chain is pending (the holder sets
-    /// it before it fills an entry, and only a whole flush clears it, after which only the
-    /// holder, the caller, fills entries again), so a thread that frees nothing remotely
-    /// pays one load on its alloc slow path.
+    /// The heap's holder, where nothing may stay pending (a thread exit, a `compact`):
+    /// pushes every chain to its block (no fence: the holder needs none to see its own
+    /// entries, so this works where `membarrier` is refused), waiting while a flusher has
+    /// the batch. Every free the holder made before the call is on its block's remote list
+    /// on return. [`Flush::Pushed`] when frees were pending.
     ///
     /// # Safety
     /// The caller holds the batch's heap; every block of the batch's chains is a live block
     /// of `pool` (the pool of the batch's heap; in a pool other processes use, it has none).
-    pub(crate) unsafe fn flush_own(&self, pool: &Pool, wait: bool) -> Flush {
-        // Only the holder adds: frees it made are pending until this reads 0.
-        let had = if self.pending.load(Ordering::Relaxed) == 0 {
-            Flush::Nothing
-        } else {
-            Flush::Pushed
-        };
-        if !wait && had == Flush::Nothing {
-            return had;
-        }
+    pub(crate) unsafe fn flush_own(&self, pool: &Pool) -> Flush {
+        let had = self.own_pending();
         loop {
             if self.enter() {
                 // SAFETY: entered; forwarded.
                 unsafe { self.flush_entries(pool) };
                 self.leave();
-                return had;
-            }
-            if !wait {
                 return had;
             }
             if self.wait_for_flusher() {
@@ -428,6 +312,57 @@ impl RemoteBatch {
                 return had;
             }
         }
+    }
+
+    /// The heap's holder, on a slow path: [`RemoteBatch::flush_own`], lock-free: returns at
+    /// once when a flusher has the batch (the flusher pushes the chains). It first reads
+    /// `pending`: 0 means no chain is pending (the holder sets it before it fills an entry,
+    /// and only a whole flush clears it, after which only the holder, the caller, fills
+    /// entries again), so a thread that frees nothing remotely pays one load on its alloc
+    /// slow path.
+    ///
+    /// # Safety
+    /// As [`RemoteBatch::flush_own`].
+    pub(crate) unsafe fn try_flush_own(&self, pool: &Pool) -> Flush {
+        let had = self.own_pending();
+        if had == Flush::Nothing {
+            return had;
+        }
+        if self.enter() {
+            // SAFETY: entered; forwarded.
+            unsafe { self.flush_entries(pool) };
+            self.leave();
+        }
+        had
+    }
+
+    /// The holder: whether frees it made are pending ([`Flush::Pushed`]) or not. Only the
+    /// holder adds: frees it made are pending until this reads 0.
+    fn own_pending(&self) -> Flush {
+        if self.pending.load(Ordering::Relaxed) == 0 {
+            Flush::Nothing
+        } else {
+            Flush::Pushed
+        }
+    }
+
+    /// The holder: spins while a flusher has the batch (`wants` not 0). True instead when
+    /// the flusher is the fork this thread is inside (its `prepare` handler:
+    /// [`RemoteBatch::take_over`]), which gives the batch back only after this thread's
+    /// fork handlers: the holder may then touch its own entries, being in no call of the
+    /// batch.
+    fn wait_for_flusher(&self) -> bool {
+        let mut round = 0;
+        while self.wants.load(Ordering::Acquire) != 0 {
+            match held_by_fork(self.flushing.load(Ordering::Relaxed)) {
+                Some(ForkCaller::Enter) => return true,
+                Some(ForkCaller::Retry) => continue,
+                _ => {}
+            }
+            spin_hint(round);
+            round += 1;
+        }
+        false
     }
 
     /// The heap's holder: true when slot `off` of block `h` is the first of the block's
@@ -514,233 +449,10 @@ impl RemoteBatch {
         };
         self.pending.store(0, Ordering::Relaxed);
     }
-
-    /// The fork's prepare handler: takes the batch over (as [`FORK_HELD`]) and waits the
-    /// holder out, so that no thread is in the middle of a change to the batch while the
-    /// process is copied (a free meanwhile goes straight to its block). Both processes
-    /// give it back ([`RemoteBatch::unhold_after_fork`]). `forking_thread_holds`: the
-    /// batch's holder is the thread running the handler, which is in no call of the batch
-    /// (it is inside `fork`): its entries are whole with no fence, and the child keeps them.
-    pub(crate) fn hold_for_fork(&self, forking_thread_holds: bool) {
-        let taken = self.take_over(FORK_HELD);
-        debug_assert!(
-            taken == Taken::Now,
-            "a fork inside a fork holds nothing again"
-        );
-        if !forking_thread_holds && !fence::heavy() {
-            // `membarrier` refused since its registration: a holder may be inside the
-            // entries unseen, so the child's copy of them is not trusted
-            // ([`RemoteBatch::forget_holder_in_fork_child`]).
-            self.flushing.store(FORK_UNSURE, Ordering::Relaxed);
-        }
-        self.wait_out();
-    }
-
-    /// In a fork child, on its only thread, before [`RemoteBatch::unhold_after_fork`]:
-    /// clears `busy`. A holder of the parent may have been between its two stores to `busy`
-    /// when the process was copied (kept out of the entries by [`RemoteBatch::hold_for_fork`]:
-    /// it had seen `wants` or was about to), and no thread of the child will store its 0: a
-    /// flush would wait for it for ever. The child's own thread is in no batch's call.
-    /// A batch the prepare handler could not hold for sure ([`FORK_UNSURE`]) is emptied in
-    /// the child without pushing its chains: their slots stay counted in use there (lost
-    /// to the child, never handed out twice).
-    pub(crate) fn forget_holder_in_fork_child(&self) {
-        self.busy.store(0, Ordering::Relaxed);
-        if self.flushing.load(Ordering::Relaxed) == FORK_UNSURE {
-            // SAFETY: the child's only thread, in its fork handler: nobody else touches
-            // the entries.
-            unsafe {
-                self.with_entries(|entries| {
-                    entries.block = [ptr::null(); ENTRIES];
-                })
-            };
-            self.pending.store(0, Ordering::Relaxed);
-        }
-    }
-
-    /// After a fork, in the parent and the child: gives the batch back if the prepare
-    /// handler took it (a heap registered meanwhile was not taken, and is left alone).
-    pub(crate) fn unhold_after_fork(&self) {
-        if matches!(
-            self.flushing.load(Ordering::Relaxed),
-            FORK_HELD | FORK_UNSURE
-        ) {
-            self.give_back();
-        }
-    }
 }
 
-/// [`RemoteBatch::free`] on the entries: the slot joins its block's chain in the block's
-/// entry; the rest (a full chain, a new chain) out of line.
-///
-/// # Safety
-/// As [`RemoteBatch::free`], with the entries the caller's alone.
-#[inline(always)]
-unsafe fn free_in(
-    entries: &mut Entries,
-    pending: &AtomicU32,
-    pool: &Pool,
-    h: &Header,
-    off: u32,
-) -> BatchFree {
-    let block = ptr::from_ref(h);
-    let i = entry_of(block);
-    if entries.block[i] == block && entries.left[i] > 0 {
-        // SAFETY: forwarded.
-        return unsafe { append(entries, i, h, off) };
-    }
-    // SAFETY: forwarded.
-    unsafe { free_in_entry(entries, i, pending, pool, h, off) }
-}
-
-/// [`RemoteBatch::try_append`] on the entries: block `h`'s chain takes slot `off` when it
-/// has room (a full one is pushed by [`free_in`]) and the slot is not already free (as
-/// [`append`] tests). False: nothing changed.
-///
-/// # Safety
-/// As [`free_in`].
-#[inline(always)]
-unsafe fn append_quick(entries: &mut Entries, h: &Header, off: u32) -> bool {
-    let block = ptr::from_ref(h);
-    let i = entry_of(block);
-    // The same tests as `free_in` and `append`, the header's first: its line is read
-    // before the entry's chain (fewer values live at once: one register less to save).
-    if entries.block[i] != block || h.is_freed_last(off) || entries.left[i] == 0 {
-        return false;
-    }
-    let first = entries.first[i];
-    if first == off {
-        return false;
-    }
-    // SAFETY: the slot is the caller's (given up), in block h.
-    unsafe { h.link_slot(off, first) };
-    entries.first[i] = off;
-    entries.left[i] -= 1;
-    true
-}
-
-/// Adds slot `off` to the chain of entry `i`, block `h`'s, unless it is the chain's first
-/// or the block's remote or local list's first (already free: [`Header::is_freed_last`]).
-///
-/// # Safety
-/// As [`free_in`], with entry `i` holding block `h`'s chain.
-#[inline(always)]
-unsafe fn append(entries: &mut Entries, i: usize, h: &Header, off: u32) -> BatchFree {
-    let first = entries.first[i];
-    if h.is_freed_last(off) || first == off {
-        return BatchFree::AlreadyFree;
-    }
-    // SAFETY: the slot is the caller's (given up), in block h.
-    unsafe { h.link_slot(off, first) };
-    entries.first[i] = off;
-    entries.left[i] -= 1;
-    BatchFree::Done
-}
-
-/// [`free_in`]'s other cases, for entry `i`, block `h`'s: the slot starts a chain of the
-/// block; the entry's chain goes to its block first (block `h`'s, full, or another
-/// block's). A slot that is the first of the full chain or of the block's remote list is
-/// already free.
-///
-/// # Safety
-/// As [`free_in`], with `i` the entry of block `h`.
-#[cold]
-#[inline(never)]
-unsafe fn free_in_entry(
-    entries: &mut Entries,
-    i: usize,
-    pending: &AtomicU32,
-    pool: &Pool,
-    h: &Header,
-    off: u32,
-) -> BatchFree {
-    let block = ptr::from_ref(h);
-    let e = entries.get(i);
-    if (e.block == block && e.first == off) || h.is_freed_last(off) {
-        return BatchFree::AlreadyFree;
-    }
-    let limit = chain_limit(h.stride, fence::is_asymmetric());
-    if limit == 1 {
-        // SAFETY: forwarded.
-        unsafe { push_chain(pool, h, off, off, 1) };
-        return BatchFree::Done;
-    }
-    if !e.block.is_null() {
-        // Block h's full chain, or another block's, holds the entry: it goes to its block.
-        // SAFETY: the chain's slots are the batch's.
-        unsafe { flush_entry(pool, entries, i) };
-    }
-    // Before any flusher can see the slot freed (see `RemoteBatch::flush`).
-    pending.store(1, Ordering::Relaxed);
-    // A chain of one slot: its link is written when it is pushed.
-    entries.set(
-        i,
-        Pending {
-            block,
-            first: off,
-            last: off,
-            limit,
-            left: limit - 1,
-        },
-    );
-    BatchFree::Done
-}
-
-/// `limit(b)` for a block of slots of `stride` bytes: `clamp(BATCH_BYTES / stride, 1,
-/// MAX_CHAIN)` once the fences are known asymmetric (`asymmetric`), else 1 (every free
-/// pushed at once, no chain kept): so a batch holds a chain only when the holder's fence
-/// may be a compiler fence, which is what lets [`RemoteBatch::try_append`] use it without
-/// testing the fences' mode. The caller has made the choice ([`RemoteBatch::enter`]'s
-/// fence makes it).
-#[inline(always)]
-fn chain_limit(stride: u32, asymmetric: bool) -> u32 {
-    if asymmetric {
-        (BATCH_BYTES / stride).clamp(1, MAX_CHAIN)
-    } else {
-        1
-    }
-}
-
-/// The entry a block's chain takes: `entry_of(b) = (b / BLOCK_SIZE) % ENTRIES` (blocks are
-/// aligned to their size), so a free finds its block's chain with no search; a block whose
-/// entry holds another block's chain pushes that chain first.
-#[inline(always)]
-fn entry_of(block: *const Header) -> usize {
-    (block as usize >> BLOCK_SHIFT) % ENTRIES
-}
-
-/// Pushes entry `i`'s chain to its block and leaves the entry unused.
-///
-/// # Safety
-/// The caller may touch the entries; entry `i`'s block is a live block of `pool` whose
-/// chain slots are the batch's.
-unsafe fn flush_entry(pool: &Pool, entries: &mut Entries, i: usize) {
-    let e = entries.get(i);
-    // SAFETY: the block is live (caller).
-    let h = unsafe { &*e.block };
-    // SAFETY: the chain's slots are the batch's, linked from first to last.
-    unsafe { push_chain(pool, h, e.first, e.last, e.limit - e.left) };
-    entries.set(i, UNUSED);
-}
-
-/// Pushes a chain of `n` slots of block `h` on its remote list, relists the block when it
-/// was `FULL` and gives it back when it may now be empty and nobody would notice (as
-/// [`Pool::free_remote`] for one slot).
-///
-/// # Safety
-/// As [`Header::push_remote_chain`]; `h` is a live block of `pool`.
-unsafe fn push_chain(pool: &Pool, h: &Header, first: u32, last: u32, n: u32) {
-    // A write of the state without the pool lock: marked (`crate::pool::write_seal`).
-    let _writing = pool.writing();
-    let head = HeadIndex::new(h.class(), h.life()).get();
-    pool.counters.add(head, Counter::RemoteFree, u64::from(n));
-    // SAFETY: forwarded.
-    if unsafe { h.push_remote_chain(first, last, n) } {
-        pool.relist(h);
-    }
-    pool.after_remote_free(h);
-}
-
+mod entries;
 mod fence;
+mod fork_hold;
 #[cfg(all(loom, test))]
 mod loom;

@@ -6,7 +6,7 @@
 mod red_team_common;
 
 use cohort::{CreateOptions, OpenOptions, Place, SharedCohort};
-use red_team_common::{garbage_link_file, in_child, shared_words, wait};
+use red_team_common::{damage_at_rest, garbage_link_file, in_child, shared_words, wait};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -27,25 +27,31 @@ fn damaged_file(tag: &str) -> (PathBuf, u64) {
     (path, at & !(BLOCK as u64 - 1))
 }
 
-/// Allocates 64 slots of `SIZE` B: none may be outside the region or in block `damaged`
-/// (an offset). Returns what went wrong.
-fn allocate_around(r: &SharedCohort<Life>, damaged: u64) -> Vec<String> {
-    let mut bad = Vec::new();
-    for _ in 0..64 {
-        let p = r.malloc(SIZE, Life::A);
-        match r.offset_of(p) {
-            None => {
-                bad.push(format!("malloc handed out {p:?}, outside the region"));
-                break;
+/// Allocates `n` slots of `size` B: none may be outside the region, in block `damaged` (an
+/// offset), at one of the live objects `live` (offsets) or handed out twice. Returns what
+/// went wrong.
+fn allocate_around(
+    r: &SharedCohort<Life>,
+    size: usize,
+    n: usize,
+    damaged: u64,
+    live: &[u64],
+) -> Vec<String> {
+    let mut got = Vec::new();
+    for _ in 0..n {
+        let p = r.malloc(size, Life::A);
+        let problem = match r.offset_of(p).map(|o| o.get()) {
+            None => "outside the region",
+            Some(off) if off & !(BLOCK as u64 - 1) == damaged => "in the damaged block",
+            Some(off) if live.contains(&off) || got.contains(&off) => "handed out twice",
+            Some(off) => {
+                got.push(off);
+                continue;
             }
-            Some(off) if off.get() & !(BLOCK as u64 - 1) == damaged => {
-                bad.push(format!("malloc handed out {p:?}, in the damaged block"));
-                break;
-            }
-            Some(_) => {}
-        }
+        };
+        return vec![format!("malloc handed out {p:?}, {problem}")];
     }
-    bad
+    Vec::new()
 }
 
 /// What a process that has the region open checks once it took the damaged block's
@@ -111,7 +117,7 @@ fn damage_in_a_block_taken_later_is_found_when_taken() {
         if q.iter().any(|p| p.is_null()) || r.stats().damaged_blocks != 0 {
             bad.push("the whole block's class".to_string());
         }
-        bad.extend(allocate_around(&r, damaged));
+        bad.extend(allocate_around(&r, SIZE, 64, damaged, &[]));
         bad.extend(found(&r, damaged));
         std::mem::forget(r);
         bad
@@ -128,7 +134,7 @@ fn two_processes(tag: &str, first_takes: bool) {
     let first = in_child(60, || {
         let r = open(&path);
         let bad = if first_takes {
-            allocate_around(&r, damaged)
+            allocate_around(&r, SIZE, 64, damaged, &[])
         } else {
             Vec::new()
         };
@@ -144,7 +150,7 @@ fn two_processes(tag: &str, first_takes: bool) {
     }
     in_child_ok(|| {
         let r = open(&path);
-        let mut bad = allocate_around(&r, damaged);
+        let mut bad = allocate_around(&r, SIZE, 64, damaged, &[]);
         bad.extend(found(&r, damaged));
         std::mem::forget(r);
         bad
@@ -179,7 +185,7 @@ fn damage_is_found_again_after_every_process_left() {
     for _ in 0..2 {
         in_child_ok(|| {
             let r = open(&path);
-            let mut bad = allocate_around(&r, damaged);
+            let mut bad = allocate_around(&r, SIZE, 64, damaged, &[]);
             bad.extend(found(&r, damaged));
             drop(r);
             bad
@@ -194,7 +200,6 @@ fn damage_is_found_again_after_every_process_left() {
 #[test]
 fn a_cycle_in_a_tiny_run_list_is_found_when_taken() {
     let _alone = one_at_a_time();
-    use std::os::unix::fs::FileExt;
     let path = std::env::temp_dir().join(format!("cohort-lazy-tiny-{}", std::process::id()));
     let _ = std::fs::remove_file(&path);
     let (at, live) = {
@@ -215,33 +220,13 @@ fn a_cycle_in_a_tiny_run_list_is_found_when_taken() {
         assert_eq!(live[291] - live[0], 291, "one block, slots in order");
         (r.offset_of(last).unwrap().get(), live)
     };
-    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
     // The slot's index in its run (255 slots a run, from the block's first slot).
     let index = ((at - live[0]) % 255) as u8;
-    file.write_all_at(&[index], at).unwrap();
-    drop(file);
+    damage_at_rest(&path, at, |_| [index]);
     let damaged = at & !(BLOCK as u64 - 1);
     in_child_ok(|| {
         let r = open(&path);
-        let mut bad = Vec::new();
-        let mut got = Vec::new();
-        for _ in 0..16 {
-            let off = r.offset_of(r.malloc(1, Life::A)).map(|o| o.get());
-            match off {
-                Some(off) if got.contains(&off) || live.contains(&off) => {
-                    bad.push(format!("malloc handed out {off:#x} twice"));
-                    break;
-                }
-                Some(off) => got.push(off),
-                None => {
-                    bad.push("malloc handed out memory outside the region".into());
-                    break;
-                }
-            }
-        }
-        if got.iter().any(|&o| o & !(BLOCK as u64 - 1) == damaged) {
-            bad.push("handed out of the damaged block".into());
-        }
+        let mut bad = allocate_around(&r, 1, 16, damaged, &live);
         if r.stats().damaged_blocks != 1 {
             bad.push(format!("damaged_blocks {}", r.stats().damaged_blocks));
         }
@@ -256,7 +241,6 @@ fn a_cycle_in_a_tiny_run_list_is_found_when_taken() {
 /// rest, is checked when the heap that adopts the exited one takes it from its own list.
 #[test]
 fn damage_in_a_block_of_an_adopted_heap_is_found_when_taken() {
-    use std::os::unix::fs::FileExt;
     let _alone = one_at_a_time();
     let path = std::env::temp_dir().join(format!("cohort-lazy-heap-{}", std::process::id()));
     let _ = std::fs::remove_file(&path);
@@ -281,27 +265,11 @@ fn damage_in_a_block_of_an_adopted_heap_is_found_when_taken() {
         let live: Vec<u64> = offs.into_iter().filter(|&o| o != freed).collect();
         (freed, live)
     };
-    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-    file.write_all_at(&0x4000_0000u32.to_ne_bytes(), at)
-        .unwrap();
-    drop(file);
+    damage_at_rest(&path, at, |_| 0x4000_0000u32.to_ne_bytes());
     let damaged = at & !(BLOCK as u64 - 1);
     in_child_ok(|| {
         let r = open(&path);
-        let mut bad = Vec::new();
-        for _ in 0..64 {
-            match r.offset_of(r.malloc(SIZE, Life::A)).map(|o| o.get()) {
-                None => {
-                    bad.push("malloc handed out memory outside the region".to_string());
-                    break;
-                }
-                Some(off) if off & !(BLOCK as u64 - 1) == damaged || live.contains(&off) => {
-                    bad.push(format!("malloc handed out {off:#x}, of the damaged block"));
-                    break;
-                }
-                Some(_) => {}
-            }
-        }
+        let mut bad = allocate_around(&r, SIZE, 64, damaged, &live);
         bad.extend(found(&r, damaged));
         std::mem::forget(r);
         bad

@@ -125,28 +125,21 @@ const CASES: [(&str, usize, usize); 6] = [
     ("child, new small class", 3, 3000),
 ];
 
-/// Runs each case in a process of its own: the ones that did not print "done".
-fn failures(test: &str, before: bool) -> Vec<String> {
-    CASES
-        .iter()
-        .filter_map(|&(name, which, size)| {
-            let text = format!("{which} {size} {}", before as usize);
-            let out = common::processes::rerun(test, &[(CASE, &text)]);
-            let stdout = String::from_utf8_lossy(&out.stdout);
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            (!out.status.success() || !stdout.contains("done")).then(|| {
-                let said = stderr
-                    .lines()
-                    .find(|l| l.contains("panicked") || l.contains("cohort"))
-                    .unwrap_or("");
-                let how = match std::os::unix::process::ExitStatusExt::signal(&out.status) {
-                    Some(libc::SIGALRM) => "hung in fork (SIGALRM)".to_string(),
-                    _ => format!("{:?}", out.status),
-                };
-                format!("{name}: {how} {said}")
-            })
-        })
-        .collect()
+/// The test `test`: in a re-run of it, the case asked ([`run_case_if_asked`]); else every
+/// case in a process of its own, with the handlers registered `before` cohort's or after,
+/// which must all print "done" (the failures listed).
+fn every_case_passes(test: &str, before: bool) {
+    if run_case_if_asked() {
+        return;
+    }
+    let cases = CASES.iter().map(|&(name, which, size)| {
+        (
+            name.to_string(),
+            format!("{which} {size} {}", before as usize),
+        )
+    });
+    let failed = test_support::failed_cases(test, CASE, cases, &["panicked", "cohort"]);
+    assert!(failed.is_empty(), "{failed:#?}");
 }
 
 /// The case this process runs, when it is a re-run of the test.
@@ -166,26 +159,18 @@ fn run_case_if_asked() -> bool {
 /// `prepare` took.
 #[test]
 fn a_fork_handler_registered_before_cohorts_may_allocate() {
-    if run_case_if_asked() {
-        return;
-    }
-    let failed = failures(
+    every_case_passes(
         "a_fork_handler_registered_before_cohorts_may_allocate",
         true,
     );
-    assert!(failed.is_empty(), "{failed:#?}");
 }
 
 /// Guard: the same handlers registered after cohort's (its `prepare` runs after theirs,
 /// its `parent` and `child` before) allocate on the same slow paths and the fork goes on.
 #[test]
 fn guard_a_fork_handler_registered_after_cohorts_may_allocate() {
-    if run_case_if_asked() {
-        return;
-    }
-    let failed = failures(
+    every_case_passes(
         "guard_a_fork_handler_registered_after_cohorts_may_allocate",
         false,
     );
-    assert!(failed.is_empty(), "{failed:#?}");
 }

@@ -79,16 +79,6 @@ fn fork_and_verify(a: &'static Cohort<Life>) {
     );
 }
 
-/// Runs `call`'s case in a process of its own: its exit status and standard error.
-fn run(test: &str, call: &str) -> (std::process::ExitStatus, String, String) {
-    let out = common::processes::rerun(test, &[(CASE, call)]);
-    (
-        out.status,
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// RED-83: on main 53822bb each call aborts the process ("cohort: membarrier refused after
 /// it was registered", SIGABRT) when the calling thread may no longer call membarrier.
 #[test]
@@ -98,15 +88,7 @@ fn a_sandbox_refusing_membarrier_after_registration_does_not_abort() {
         return;
     }
     let test = "a_sandbox_refusing_membarrier_after_registration_does_not_abort";
-    let failed: Vec<String> = ["compact", "stats", "verify", "fork"]
-        .into_iter()
-        .filter_map(|call| {
-            let (status, stdout, stderr) = run(test, call);
-            (!status.success() || !stdout.contains("done")).then(|| {
-                let said = stderr.lines().find(|l| l.contains("cohort")).unwrap_or("");
-                format!("{call}: {status:?} {said}")
-            })
-        })
-        .collect();
+    let cases = ["compact", "stats", "verify", "fork"].map(|call| (call.into(), call.into()));
+    let failed = test_support::failed_cases(test, CASE, cases, &["cohort"]);
     assert!(failed.is_empty(), "{failed:#?}");
 }

@@ -140,31 +140,17 @@ fn case(call: &str, sandbox: bool) {
     println!("done");
 }
 
-/// Runs the case in a process of its own: its standard output and error.
-fn run(test: &str, call: &str, sandbox: bool) -> (bool, String) {
-    let text = format!("{call} {}", sandbox as u8);
-    let out = common::processes::rerun(test, &[(CASE, &text)]);
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    let said: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.contains("panicked") || l.contains("child") || l.contains("cohort"))
-        .collect();
-    (
-        out.status.success() && stdout.contains("done"),
-        format!("{:?} {said:?}", out.status),
-    )
-}
-
-/// Runs each of `calls` in a process of its own: the ones that failed, with what they said.
-fn failures(test: &str, calls: &[&str], sandbox: bool) -> Vec<String> {
-    calls
+/// The test `test`: in a re-run of it, the case asked ([`run_case_if_asked`]); else each of
+/// `calls` in a process of its own, which must all pass (the failures listed).
+fn every_case_passes(test: &str, calls: &[&str], sandbox: bool) {
+    if run_case_if_asked() {
+        return;
+    }
+    let cases = calls
         .iter()
-        .filter_map(|call| {
-            let (ok, said) = run(test, call, sandbox);
-            (!ok).then(|| format!("{call}: {said}"))
-        })
-        .collect()
+        .map(|call| (call.to_string(), format!("{call} {}", sandbox as u8)));
+    let failed = test_support::failed_cases(test, CASE, cases, &["panicked", "child", "cohort"]);
+    assert!(failed.is_empty(), "{failed:#?}");
 }
 
 /// The case this process runs, when it is a re-run of a test.
@@ -184,15 +170,11 @@ fn run_case_if_asked() -> bool {
 /// have been changing, and the child drops its chains.
 #[test]
 fn a_fork_without_membarrier_keeps_the_forking_threads_own_frees() {
-    if run_case_if_asked() {
-        return;
-    }
-    let (ok, said) = run(
+    every_case_passes(
         "a_fork_without_membarrier_keeps_the_forking_threads_own_frees",
-        "fork",
+        &["fork"],
         true,
     );
-    assert!(ok, "{said}");
 }
 
 /// RED-91: on main 97872eb, with membarrier refused, `is_empty` of the thread that freed
@@ -203,29 +185,21 @@ fn a_fork_without_membarrier_keeps_the_forking_threads_own_frees() {
 /// another lifetime class (B), which holds nothing at all.
 #[test]
 fn a_thread_without_membarrier_pushes_its_own_frees_when_it_flushes() {
-    if run_case_if_asked() {
-        return;
-    }
-    let failed = failures(
+    every_case_passes(
         "a_thread_without_membarrier_pushes_its_own_frees_when_it_flushes",
         &["is_empty", "release_class", "release_other_class"],
         true,
     );
-    assert!(failed.is_empty(), "{failed:#?}");
 }
 
 /// Guard: every case with membarrier allowed (the batches are pushed for sure).
 #[test]
 fn guard_with_membarrier_a_threads_own_frees_are_pushed() {
-    if run_case_if_asked() {
-        return;
-    }
-    let failed = failures(
+    every_case_passes(
         "guard_with_membarrier_a_threads_own_frees_are_pushed",
         &["fork", "is_empty", "release_class", "release_other_class"],
         false,
     );
-    assert!(failed.is_empty(), "{failed:#?}");
 }
 
 /// RED-94: the fork's prepare handler keeps the forking thread's own batch whole only for
@@ -235,15 +209,11 @@ fn guard_with_membarrier_a_threads_own_frees_are_pushed() {
 /// the child drops their chains, as RED-90 did for every heap.
 #[test]
 fn a_fork_without_membarrier_keeps_own_frees_of_every_heap_of_the_thread() {
-    if run_case_if_asked() {
-        return;
-    }
-    let (ok, said) = run(
+    every_case_passes(
         "a_fork_without_membarrier_keeps_own_frees_of_every_heap_of_the_thread",
-        "fork_many_instances",
+        &["fork_many_instances"],
         true,
     );
-    assert!(ok, "{said}");
 }
 
 /// RED-95: a thread's explicit join (`Cohort::join`) batches its remote frees in the join's
@@ -256,24 +226,17 @@ fn a_fork_without_membarrier_keeps_own_frees_of_every_heap_of_the_thread() {
 #[test]
 #[ignore = "RED-95: without membarrier a thread's fork, is_empty and release take its own Join's batch as another thread's"]
 fn a_thread_without_membarrier_pushes_its_own_joins_frees() {
-    if run_case_if_asked() {
-        return;
-    }
-    let failed = failures(
+    every_case_passes(
         "a_thread_without_membarrier_pushes_its_own_joins_frees",
         &["fork_join", "join_is_empty", "join_release_class"],
         true,
     );
-    assert!(failed.is_empty(), "{failed:#?}");
 }
 
 /// Guard: the cases of RED-94 and RED-95 with membarrier allowed.
 #[test]
 fn guard_with_membarrier_forks_keep_join_and_older_heap_frees() {
-    if run_case_if_asked() {
-        return;
-    }
-    let failed = failures(
+    every_case_passes(
         "guard_with_membarrier_forks_keep_join_and_older_heap_frees",
         &[
             "fork_join",
@@ -283,5 +246,4 @@ fn guard_with_membarrier_forks_keep_join_and_older_heap_frees() {
         ],
         false,
     );
-    assert!(failed.is_empty(), "{failed:#?}");
 }

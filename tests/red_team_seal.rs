@@ -346,7 +346,6 @@ fn root_at(slot: usize) -> u64 {
 #[test]
 fn salvage_reads_the_other_roots_of_a_region_with_one_damaged_root() {
     let _serial = serial();
-    use std::os::unix::fs::FileExt;
     let p = region_path("badroot");
     let r = SharedCohort::<Life>::create(Place::File(&p), CreateOptions::new(32 << 20))
         .expect("create");
@@ -354,13 +353,8 @@ fn salvage_reads_the_other_roots_of_a_region_with_one_damaged_root() {
     let off = r.new_in(record, Life::Long).expect("room");
     r.set_root(0, Some(off));
     r.leave().expect("leave");
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&p)
-        .expect("the file");
     // One byte of root slot 7's word damaged at rest: it names a place far beyond the file.
-    file.write_all_at(&[0x40], root_at(7) + 5).expect("damage");
-    drop(file);
+    damage_at_rest(&p, root_at(7) + 5, |_| [0x40]);
     let salvaged = SharedCohort::<Life>::salvage(Place::File(&p));
     let _ = std::fs::remove_file(&p);
     let s = match salvaged {
@@ -457,17 +451,10 @@ fn a_program_exec_d_by_a_process_that_has_the_region_open_uses_it_too() {
 #[test]
 fn salvage_of_a_region_being_formatted_names_its_live_creator_alive() {
     let _serial = serial();
-    use std::os::unix::fs::FileExt;
     let p = region_path("initialising");
     created_and_left::<Life>(&p, 32 << 20);
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&p)
-        .expect("the file");
     // Header word 2, the state: 1 is INITIALISING (the creator's mark until it publishes).
-    file.write_all_at(&1u64.to_le_bytes(), 2 * 8)
-        .expect("patch");
-    drop(file);
+    damage_at_rest(&p, 2 * 8, |_| 1u64.to_le_bytes());
     let salvaged = SharedCohort::<Life>::salvage(Place::File(&p));
     let _ = std::fs::remove_file(&p);
     match salvaged {
@@ -509,7 +496,6 @@ fn a_region_left_by_a_process_that_ran_a_subprocess_is_sealed() {
 /// [`a_region_left_by_a_process_that_ran_a_subprocess_is_sealed`] for one way of running a
 /// subprocess (`exec`, or `_exit`), in the calling (driver) process.
 fn subprocess_then_leave_then_damage(p: &Path, exec: bool, report: &Report) {
-    use std::os::unix::fs::FileExt;
     let r =
         SharedCohort::<Life>::create(Place::File(p), CreateOptions::new(32 << 20)).expect("create");
     let q = r.malloc(200, Life::Short);
@@ -520,16 +506,7 @@ fn subprocess_then_leave_then_damage(p: &Path, exec: bool, report: &Report) {
     }
     r.leave().expect("leave");
     // One byte of the live block's header (its list links) damaged at rest.
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(p)
-        .expect("the file");
-    let mut b = [0u8];
-    file.read_exact_at(&mut b, header + 40).expect("read");
-    file.write_all_at(&[b[0] ^ 0x40], header + 40)
-        .expect("damage");
-    drop(file);
+    damage_at_rest(p, header + 40, |[b]| [b ^ 0x40]);
     // Opened in a child: a damaged state may send the opener anywhere.
     let opened = Report::new();
     let opener = in_child(20, || match open_region::<Life>(p) {

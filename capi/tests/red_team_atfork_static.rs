@@ -19,7 +19,6 @@
 
 mod preloaded;
 
-use std::os::unix::process::ExitStatusExt;
 use std::process::Command;
 
 /// A fork handler of the programs: nothing, or (`allocate`) a slow-path allocation.
@@ -107,8 +106,8 @@ fn cc(args: &[&std::ffi::OsStr]) {
 }
 
 /// Compiles [`program`] (with `registrations` where `linking` says) and runs it: its
-/// status and standard output.
-fn run_built(registrations: &str, linking: Linking) -> (std::process::ExitStatus, String) {
+/// output.
+fn run_built(registrations: &str, linking: Linking) -> std::process::Output {
     let lib = preloaded::library();
     let archive = lib.with_extension("a");
     assert!(
@@ -163,18 +162,30 @@ fn run_built(registrations: &str, linking: Linking) -> (std::process::ExitStatus
     }
     let out = command.output().unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
-    (
-        out.status,
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
+    out
 }
 
 /// The outcome of [`run_built`] when it is not a clean "done".
 fn failure(registrations: &str, linking: Linking) -> Option<String> {
-    let (status, stdout) = run_built(registrations, linking);
-    let hung = status.signal() == Some(libc::SIGALRM);
-    let ok = status.success() && stdout.ends_with("done\n") && !stdout.contains("not");
-    (!ok).then(|| format!("{linking:?} {registrations}: {status:?} (hung: {hung}), {stdout:?}"))
+    let out = run_built(registrations, linking);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let ok = out.status.success() && stdout.ends_with("done\n") && !stdout.contains("not");
+    (!ok).then(|| {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let how = test_support::how_it_ended(&out.status, &stderr, &["cohort"]);
+        format!("{linking:?} {registrations}: {how}, {stdout:?}")
+    })
+}
+
+/// The failures of the programs with `counts` handlers registered before cohort's (linked
+/// statically) and of the preloaded program whose library registers `preloaded`.
+fn failures_with_handlers(counts: [usize; 2], preloaded: usize) -> Vec<String> {
+    counts
+        .map(|n| (handlers(n), Linking::Static))
+        .into_iter()
+        .chain([(handlers(preloaded), Linking::Preloaded)])
+        .filter_map(|(r, linking)| failure(&r, linking))
+        .collect()
 }
 
 /// RED-96: on lead e393384 both programs hang before `main` (SIGALRM). 48 handlers before
@@ -188,11 +199,7 @@ fn failure(registrations: &str, linking: Linking) -> Option<String> {
 /// whose constructor registers 48 handlers makes cohort's the 49th as well.
 #[test]
 fn registering_the_fork_handlers_may_allocate_from_cohort() {
-    let failed: Vec<String> = [handlers(48), handlers(49)]
-        .iter()
-        .filter_map(|r| failure(r, Linking::Static))
-        .chain(failure(&handlers(48), Linking::Preloaded))
-        .collect();
+    let failed = failures_with_handlers([48, 49], 48);
     assert!(failed.is_empty(), "{failed:#?}");
 }
 
@@ -201,11 +208,7 @@ fn registering_the_fork_handlers_may_allocate_from_cohort() {
 /// program whose library registers 47 handlers that do nothing.
 #[test]
 fn guard_a_static_program_with_other_fork_handlers_runs() {
-    let failed: Vec<String> = [handlers(0), handlers(47)]
-        .iter()
-        .filter_map(|r| failure(r, Linking::Static))
-        .chain(failure(&handlers(47), Linking::Preloaded))
-        .collect();
+    let failed = failures_with_handlers([0, 47], 47);
     assert!(failed.is_empty(), "{failed:#?}");
 }
 

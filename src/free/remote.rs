@@ -430,7 +430,7 @@ impl Instance {
             // holds `own`, and pushes its batch as its holder (no fence to be refused).
             let flush = unsafe {
                 if heap == own {
-                    (*heap).remote.flush_own(pool, true)
+                    (*heap).remote.flush_own(pool)
                 } else {
                     (*heap).remote.flush(pool)
                 }

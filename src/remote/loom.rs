@@ -96,7 +96,7 @@ fn batch_flush_races_collect_and_retire() {
         flusher.join().unwrap();
         // The holder's thread exits: its batch is flushed (`heap_handover::abandon`).
         // SAFETY: as above.
-        unsafe { batch.flush_own(&pool, true) };
+        unsafe { batch.flush_own(&pool) };
         if owner == Owner::Retired {
             assert!(!is_full(b), "a retired block with freed slots, lost");
         }

@@ -247,7 +247,6 @@ pub fn garbage_link_file<L: cohort::Lifetime + Copy>(
     size: usize,
     other: Option<usize>,
 ) -> u64 {
-    use std::os::unix::fs::FileExt;
     let _ = std::fs::remove_file(path);
     let at = {
         let options = cohort::CreateOptions::new(64 << 20);
@@ -264,10 +263,26 @@ pub fn garbage_link_file<L: cohort::Lifetime + Copy>(
         assert!(ps[99] as usize % (2 << 20) >= 4096, "past the first page");
         r.offset_of(ps[99]).unwrap().get()
     };
-    let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
-    file.write_all_at(&0x4000_0000u32.to_ne_bytes(), at)
-        .unwrap();
+    damage_at_rest(path, at, |_: [u8; 4]| 0x4000_0000u32.to_ne_bytes());
     at
+}
+
+/// Damages region file `path` while nobody has it open (damage at rest): its `N` bytes at
+/// offset `at` become `change` of what they were.
+pub fn damage_at_rest<const N: usize>(
+    path: &std::path::Path,
+    at: u64,
+    change: impl FnOnce([u8; N]) -> [u8; N],
+) {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .expect("the region file");
+    let mut bytes = [0u8; N];
+    file.read_exact_at(&mut bytes, at).expect("read");
+    file.write_all_at(&change(bytes), at).expect("damage");
 }
 
 /// Runs the caller's test alone among those of its binary that take it: a fork child of

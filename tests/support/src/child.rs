@@ -3,7 +3,7 @@
 //! `GlobalAlloc`, which must not unwind).
 
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Command, Output};
+use std::process::{Command, ExitStatus, Output};
 
 /// Runs this executable again with `args` (and `var=value` in its environment when given)
 /// and waits for it.
@@ -75,4 +75,50 @@ pub fn test_in_child(test: &str, remove: &[&str], vars: &[(&str, &str)]) -> (Str
         out.status
     );
     (stdout, stderr)
+}
+
+/// How a child process ended, for a failure message: its status (a case's `alarm` named:
+/// "hung (SIGALRM)") and the lines of its standard error `stderr` that contain one of
+/// `marks`.
+pub fn how_it_ended(status: &ExitStatus, stderr: &str, marks: &[&str]) -> String {
+    let how = match status.signal() {
+        Some(libc::SIGALRM) => "hung (SIGALRM)".to_string(),
+        _ => format!("{status:?}"),
+    };
+    let said: Vec<&str> = stderr
+        .lines()
+        .filter(|l| marks.iter().any(|m| l.contains(m)))
+        .collect();
+    format!("{how} {said:?}")
+}
+
+/// Runs this test binary's test `test` again once per case, alone in a process of its own
+/// (`--exact`, `--nocapture`, one thread, ignored tests included), with `var` set to the
+/// case's text: for cases that change their whole process (a seccomp filter, fork handlers
+/// registered before the first instance). `cases` are (name, text). Returns the failures:
+/// each case whose process did not exit 0 having printed "done", as "name: how it ended"
+/// ([`how_it_ended`], with the standard error's lines that contain one of `marks`).
+pub fn failed_cases(
+    test: &str,
+    var: &str,
+    cases: impl IntoIterator<Item = (String, String)>,
+    marks: &[&str],
+) -> Vec<String> {
+    let args = [
+        "--exact",
+        test,
+        "--nocapture",
+        "--test-threads=1",
+        "--include-ignored",
+    ];
+    cases
+        .into_iter()
+        .filter_map(|(name, text)| {
+            let out = rerun(&args, Some((var, &text)));
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let done = out.status.success() && stdout.contains("done");
+            (!done).then(|| format!("{name}: {}", how_it_ended(&out.status, &stderr, marks)))
+        })
+        .collect()
 }

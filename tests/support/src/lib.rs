@@ -1,7 +1,7 @@
 //! What cohort's tests, benchmarks, examples and tools share: a deterministic PRNG
 //! ([`Rng`]), the process's resident memory ([`rss`]), byte sizes for people ([`ByteSize`],
 //! [`mib`]) and child processes that run this same executable again ([`run_child`],
-//! [`abort_in_child`]), fork children that check objects ([`fork_children`],
+//! [`abort_in_child`], [`failed_cases`]), fork children that check objects ([`fork_children`],
 //! [`apart_and_whole`]), the lock that makes a test binary's tests take turns ([`serial`]),
 //! the colours of the plots ([`PALETTE`]), and an allocator's shared checks and loads, given
 //! its calls as closures ([`assert_distinct`], [`burst`], [`rounds_until_resident`]).
@@ -19,7 +19,7 @@ mod heap;
 mod rng;
 
 pub use bytes::{mib, ByteSize};
-pub use child::{abort_in_child, child_case, run_child, test_in_child};
+pub use child::{abort_in_child, child_case, failed_cases, how_it_ended, run_child, test_in_child};
 pub use forked::{apart_and_whole, byte_of, fill, fork_children, say};
 pub use heap::{assert_distinct, burst, rounds_until_resident, Rounds};
 pub use rng::{mix, Rng};
