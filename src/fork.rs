@@ -326,9 +326,23 @@ fn fork_caller() -> ForkCaller {
     if forking == 0 {
         return ForkCaller::Wait;
     }
-    if FORK_PID.load(Relaxed) != os::shared_mem::pid() {
-        // SAFETY: a fork child (its pid is not the forking process's) whose `child`
-        // handler has not run (it clears `FORK_THREAD`): its only thread, here.
+    let pid = os::shared_mem::pid();
+    if FORK_PID.load(Relaxed) != pid {
+        // A fork child (its pid is not the forking process's) whose `child` handler has
+        // not run (it clears `FORK_THREAD`). The repair reads and changes the forking
+        // thread's own state: it must run on that thread, the child's first (whose id is
+        // the child's pid). Another thread can only be one a program's child handler
+        // started before cohort's ran (RED-111): stopped, rather than repair with its
+        // state (the first thread's heaps would be taken for a dead thread's).
+        let thread = os::shared_mem::thread_id();
+        if thread != pid {
+            os::abort_with(format_args!(
+                "cohort: thread {thread} of fork child {pid} called the allocator before \
+                 cohort's fork child handler ran (a thread a fork handler registered before \
+                 cohort's started): not supported"
+            ));
+        }
+        // SAFETY: the child's first thread, the only one that was copied, here.
         unsafe { child() };
         return ForkCaller::Retry;
     }
@@ -399,13 +413,17 @@ unsafe extern "C" fn parent() {
 /// Called only by `fork()` in the child, after [`prepare`] in the parent, while the
 /// calling thread is the child's only one.
 unsafe extern "C" fn child() {
-    if FORK_THREAD.swap(0, Relaxed) == 0 {
-        // Ran already, from a lock a program's earlier child handler took (`fork_caller`).
+    if FORK_THREAD.load(Relaxed) == 0 || FORK_PID.load(Relaxed) == os::shared_mem::pid() {
+        // Ran already, from a lock a program's earlier child handler took (`fork_caller`),
+        // or ran and prepared this process's own fork again (below).
         return;
     }
+    FORK_THREAD.store(0, Relaxed);
     // The child of a fork made inside another (see `prepare`) is repaired as any child:
-    // its copy is the outer fork's parent's, every lock held by its thread.
-    FORK_DEPTH.store(0, Relaxed);
+    // its copy is the outer fork's parent's, every lock held by its thread. The outer
+    // fork then goes on in this process too (the handler that forked returns into it):
+    // it is prepared again at the end.
+    let outer = FORK_DEPTH.swap(0, Relaxed);
     // The child's only thread: nobody reads it concurrently.
     GENERATION.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
     // The handlers run: they are registered in the child (whatever its parent's word says:
@@ -455,5 +473,15 @@ unsafe extern "C" fn child() {
         }
     });
     // SAFETY: see unlock_all.
-    unsafe { unlock_all() }
+    unsafe { unlock_all() };
+    if outer > 0 {
+        // The child of a fork made inside this thread's fork (RED-107): the outer fork
+        // goes on here and will make a child of its own, and its `parent` handler runs
+        // here after: this process's locks are held for it as its `prepare` would, with
+        // the nesting it had less this fork.
+        // SAFETY: this thread is inside the outer fork, whose `parent` or `child` handler
+        // runs next.
+        unsafe { prepare() };
+        FORK_DEPTH.store(outer - 1, Relaxed);
+    }
 }

@@ -128,7 +128,6 @@ fn grandchild_allocates(how: fn() -> *mut u8) {
 /// The thread's heap (`Cohort::malloc`). On lead 3e375f3: 'N .. ended with status 0x200
 /// (exit 2: G's slot 0x7fe680000080 is of N's current block 0x7fe680000000 ..)'.
 #[test]
-#[ignore = "RED-107: a fork's child made inside an earlier prepare handler goes on: its own child (the outer fork's) skips cohort's repair, keeps its parent's heap of a shared region"]
 fn the_outer_forks_child_in_a_nested_child_is_repaired() {
     grandchild_allocates(|| handlers_region().malloc(64, ()));
 }
@@ -136,7 +135,6 @@ fn the_outer_forks_child_in_a_nested_child_is_repaired() {
 /// RED-107's sibling: a join P made (`Join::malloc`): its generation check takes a heap
 /// of its own in N, and in G (whose generation is N's, the repair skipped) N's.
 #[test]
-#[ignore = "RED-107: an outer fork's child made in a nested child keeps its parent's generation: a join there goes on with the parent's heap of a shared region"]
 fn a_join_in_the_outer_forks_child_in_a_nested_child_takes_a_heap_of_its_own() {
     grandchild_allocates(|| handlers_join().malloc(64, ()));
 }

@@ -36,7 +36,10 @@ impl RemoteBatch {
     /// (it is inside `fork`): its entries are whole with no fence, and the child keeps them.
     pub(crate) fn hold_for_fork(&self, forking_thread_holds: bool) {
         let taken = self.take_over(FORK_HELD);
-        debug_assert!(taken == Taken::Now, "a fork inside a fork holds nothing again");
+        debug_assert!(
+            taken == Taken::Now,
+            "a fork inside a fork holds nothing again"
+        );
         if !forking_thread_holds && !fence::heavy() {
             // `membarrier` refused since its registration: a holder may be inside the
             // entries unseen, so the child's copy of them is not trusted
