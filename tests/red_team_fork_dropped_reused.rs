@@ -13,7 +13,7 @@ mod red_team_common;
 
 use cohort::Cohort;
 use red_team_common::{in_child, register_fork_handlers_first, wait};
-use std::sync::atomic::{AtomicPtr, Ordering::SeqCst};
+use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering::SeqCst};
 
 /// The instance the `prepare` handler drops (null: none).
 static DROP: AtomicPtr<Cohort<()>> = AtomicPtr::new(std::ptr::null_mut());
@@ -22,7 +22,30 @@ static MADE: AtomicPtr<Cohort<()>> = AtomicPtr::new(std::ptr::null_mut());
 /// A join of [`MADE`] the handler makes (leaked), before the thread's first allocation.
 static MADE_JOIN: AtomicPtr<cohort::Join<'static, ()>> = AtomicPtr::new(std::ptr::null_mut());
 
+/// Caller memory the boxed instances are formatted in (0: `Cohort::new`, memory of their
+/// own), of [`footprint`]'s bytes.
+static MEMORY: AtomicUsize = AtomicUsize::new(0);
+const CAP: usize = 16 << 20;
+
 register_fork_handlers_first!(Some(prepare), None, None);
+
+fn footprint() -> cohort::Footprint {
+    Cohort::<()>::footprint(CAP).expect("footprint")
+}
+
+/// A boxed instance: in [`MEMORY`] (formatted again: the dropped one's place) or not.
+fn make() -> Box<Cohort<()>> {
+    let m = MEMORY.load(SeqCst);
+    if m == 0 {
+        return Box::new(Cohort::new());
+    }
+    let options = cohort::RegionOptions::new(CAP);
+    // SAFETY: the test's memory of the footprint's bytes, aligned, used by no live instance
+    // (the one formatted in it before was dropped).
+    Box::new(
+        unsafe { Cohort::format_in(m as *mut u8, footprint().bytes, &options) }.expect("format_in"),
+    )
+}
 
 extern "C" fn prepare() {
     let a = DROP.swap(std::ptr::null_mut(), SeqCst);
@@ -31,7 +54,7 @@ extern "C" fn prepare() {
     }
     // SAFETY: a boxed instance (below), dropped once; its allocations were freed.
     drop(unsafe { Box::from_raw(a) });
-    let b: &'static Cohort<()> = Box::leak(Box::new(Cohort::<()>::new()));
+    let b: &'static Cohort<()> = Box::leak(make());
     // The join takes the new pool's first heap (the dropped pool's first heap's place),
     // the thread's heap comes after.
     let j = Box::leak(Box::new(b.join(0).expect("a join")));
@@ -46,11 +69,16 @@ extern "C" fn prepare() {
 /// it), and from a boxed instance (freed again); the fork's earlier `prepare` drops the
 /// boxed instance and allocates from a new one. The child allocates from the new one,
 /// and its join (their slots of two blocks), verifies it and leaves.
-fn drop_and_remake_in_the_window(advice: libc::c_int) -> red_team_common::Ended {
+fn drop_and_remake_in_the_window(advice: libc::c_int, in_memory: bool) -> red_team_common::Ended {
     let pid = in_child(10, move || {
+        if in_memory {
+            let f = footprint();
+            let m = red_team_common::aligned_anonymous(f.bytes, f.align, false);
+            MEMORY.store(m as usize, SeqCst);
+        }
         let region = red_team_common::advised_region::<()>(advice, false, 16 << 20);
         assert!(!region.malloc(64, ()).is_null());
-        let a = Box::new(Cohort::<()>::new());
+        let a = make();
         let p = a.malloc(64, ());
         // SAFETY: allocated above with this size and class.
         unsafe { a.free(p, 64, ()) };
@@ -66,10 +94,16 @@ fn drop_and_remake_in_the_window(advice: libc::c_int) -> red_team_common::Ended 
             let q = b.malloc(64, ()) as usize;
             let jq = j.malloc(64, ()) as usize;
             // SAFETY: the child's only thread.
+            let verified = unsafe { b.verify() };
             let ok = q != 0
                 && jq != 0
                 && red_team_common::block_of(q as u64) != red_team_common::block_of(jq as u64)
-                && unsafe { b.verify() }.is_ok();
+                && verified.is_ok();
+            if !ok {
+                red_team_common::say(&format!(
+                    "the child: thread's slot {q:#x}, join's {jq:#x}, verify {verified:?}"
+                ));
+            }
             // SAFETY: leaves the child.
             unsafe { libc::_exit(i32::from(!ok)) };
         }
@@ -79,18 +113,67 @@ fn drop_and_remake_in_the_window(advice: libc::c_int) -> red_team_common::Ended 
     wait(pid)
 }
 
-/// Guard (passes on lead ae6aaca, debug): the new instance's first slot is where the
-/// dropped one's was (its pool mapped at the same place); its join's heap comes first,
-/// the thread's heap after; the child's thread allocates from its own block, the join
-/// from the join's, and `verify` passes.
-#[test]
-fn guard_an_instance_dropped_and_another_made_in_the_window_leave_a_child_lacking_a_region_whole() {
+/// Both advices, the boxed instances in memory of their own (`in_memory` false) or
+/// formatted in the same caller memory.
+fn each_advice(in_memory: bool) {
     let ended: Vec<_> = [libc::MADV_DONTFORK, libc::MADV_WIPEONFORK]
         .into_iter()
-        .map(|advice| (advice, drop_and_remake_in_the_window(advice)))
+        .map(|advice| (advice, drop_and_remake_in_the_window(advice, in_memory)))
         .collect();
     assert!(
         ended.iter().all(|(_, e)| *e == Ok(0)),
         "(advice, how the test's child ended): {ended:?}"
     );
+}
+
+/// Set in a rerun of this binary (a fresh address space layout): one round of the test.
+const CASE: &str = "COHORT_RED_TEAM_DROPPED_REUSED_CASE";
+/// How many processes of their own the test runs the round in: whether the new pool is
+/// mapped where the dropped one was depends on the layout (here 1 to 3 processes in 100
+/// failed, each with its block area 64 MiB aligned, e.g. 0x7f2f54000000; the passing ones
+/// only 2 MiB aligned). Not certain to fail: a miss is possible (about 1 run in 8 at 2%).
+const ROUNDS: usize = 100;
+
+/// The instances in memory of their own (`Cohort::new`), in [`ROUNDS`] processes of their
+/// own (reruns of this test, each with its layout): the new instance's pool is mapped
+/// where the dropped one's was in some of them. On lead ae6aaca (release-tests, 3 runs in
+/// 30; debug 0 in 30 runs of one process each): 'the child: thread's slot 0x7f1ab0000080,
+/// join's 0x7f1ab00000c0, verify Ok(..)' for both advices: the child's thread allocated
+/// from the join's block (the copy's entry of the dropped heap kept: its pool's address
+/// listed again).
+#[test]
+#[ignore = "RED-112: an instance dropped and another made at its address in the fork window: a child lacking a region keeps prepare's copy's entry of the dropped heap, which is the new pool's join heap, as the thread's"]
+fn an_instance_dropped_and_another_made_in_the_window_leave_a_child_lacking_a_region_whole() {
+    if std::env::var_os(CASE).is_some() {
+        each_advice(false);
+        return;
+    }
+    let name =
+        "an_instance_dropped_and_another_made_in_the_window_leave_a_child_lacking_a_region_whole";
+    let failed: Vec<String> = (0..ROUNDS)
+        .filter_map(|_| {
+            let out = red_team_common::rerun(name, &[(CASE, "1")]);
+            (!out.status.success()).then(|| {
+                let text = String::from_utf8_lossy(&out.stderr).into_owned()
+                    + &String::from_utf8_lossy(&out.stdout);
+                text.lines()
+                    .filter(|l| l.contains("the child:") || l.contains("(advice"))
+                    .collect::<Vec<_>>()
+                    .join(" / ")
+            })
+        })
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {ROUNDS} processes failed; the first: {}",
+        failed.len(),
+        failed[0]
+    );
+}
+
+/// Guard (RED-112 tried with a fixed place): both instances formatted in the same caller
+/// memory (`format_in`). Passes on lead ae6aaca (debug and release-tests, 30 runs each).
+#[test]
+fn guard_an_instance_formatted_again_in_the_window_leaves_a_child_lacking_a_region_whole() {
+    each_advice(true);
 }
