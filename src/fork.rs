@@ -35,6 +35,8 @@ use lock_api::MutexGuard;
 pub(crate) struct List {
     /// The first pool (the others follow through `Pool::fork_next`).
     first: *mut Pool,
+    /// How many pools were pushed: the last `Pool::fork_serial` given.
+    pushed: u64,
     /// The forking thread's heaps, copied by [`prepare`] for [`child`].
     forking: ForkingHeaps,
 }
@@ -45,21 +47,22 @@ unsafe impl Send for List {}
 const COPIED: usize = 64;
 
 /// The forking thread's list of heaps as [`prepare`] read it, in the parent, where every
-/// heap is mapped: each heap with its pool, in list order (`heaps[i + 1]` is
+/// heap is mapped: each heap with its pool and the pool's `fork_serial`, in list order (`heaps[i + 1]` is
 /// `heaps[i].thread_next`), its first [`COPIED`]. A child whose copy of the process lacks
 /// a pool's region ([`Pool::check_after_fork`]) rebuilds its thread's list from it,
 /// reading nothing of the heaps it leaves out (and forgetting the thread's entries: the
 /// heaps past the copy, and those made inside the fork, stay out of the thread's reach
 /// there, their blocks kept as a dead thread's).
 struct ForkingHeaps {
-    heaps: [(*mut Heap, *const Pool); COPIED],
+    heaps: [(*mut Heap, *const Pool, u64); COPIED],
     len: usize,
 }
 
 static INSTANCES: SpinLock<List> = spin_lock(List {
     first: ptr::null_mut(),
+    pushed: 0,
     forking: ForkingHeaps {
-        heaps: [(ptr::null_mut(), ptr::null()); COPIED],
+        heaps: [(ptr::null_mut(), ptr::null(), 0); COPIED],
         len: 0,
     },
 });
@@ -164,8 +167,13 @@ fn ensure_registered() {
 
 /// Adds a fresh pool to the list (whose lock the caller holds).
 pub(crate) fn push(list: &mut List, pool: *mut Pool) {
+    list.pushed += 1;
     // SAFETY: the pool is fresh and ours; the list lock guards `fork_next`.
-    unsafe { (*pool).fork_next = list.first };
+    // SAFETY: as above.
+    unsafe {
+        (*pool).fork_next = list.first;
+        (*pool).fork_serial = list.pushed;
+    }
     list.first = pool;
 }
 
@@ -229,7 +237,7 @@ fn on_thread_list(own: *mut Heap, heap: *mut Heap) -> bool {
 /// [`prepare`]'s copy of the forking thread's list of heaps, from its first, `own`.
 fn copy_forking_heaps(own: *mut Heap) -> ForkingHeaps {
     let mut copy = ForkingHeaps {
-        heaps: [(ptr::null_mut(), ptr::null()); COPIED],
+        heaps: [(ptr::null_mut(), ptr::null(), 0); COPIED],
         len: 0,
     };
     let mut heap = own;
@@ -237,7 +245,7 @@ fn copy_forking_heaps(own: *mut Heap) -> ForkingHeaps {
         // SAFETY: the calling thread's list: its heaps are mapped, and only this thread
         // changes the links.
         let h = unsafe { &*heap };
-        copy.heaps[copy.len] = (heap, ptr::from_ref(h.pool()));
+        copy.heaps[copy.len] = (heap, ptr::from_ref(h.pool()), h.pool().fork_serial);
         copy.len += 1;
         heap = h.thread_next;
     }
@@ -443,16 +451,21 @@ unsafe extern "C" fn child() {
         // pools still listed (not dropped inside the fork) and not lost; every entry of
         // the thread is forgotten (the copy does not know a heap made inside the fork,
         // which the entries may name: it is the parent's then, as another thread's).
-        let copy = &list.forking.heaps[..list.forking.len];
-        let gone = |pool: *const Pool| {
-            let mut listed = false;
-            for_each(list, |p| listed |= ptr::eq(p, pool));
-            // SAFETY: a listed pool is live.
-            !listed || unsafe { (*pool).is_lost() }
-        };
-        // SAFETY: the child's only thread; `copy` is its list as `prepare` read it, and
-        // the heaps of pools listed and not lost are mapped here.
-        own = unsafe { per_thread::keep_after_fork(copy, gone) };
+        // A pool is still listed when one with its serial is (a pool made inside the fork
+        // where a dropped one was has another: RED-112).
+        let mut kept = [ptr::null_mut(); COPIED];
+        let mut len = 0;
+        for &(heap, pool, serial) in &list.forking.heaps[..list.forking.len] {
+            let mut here = false;
+            for_each_here(list, |p| here |= ptr::eq(p, pool) && p.fork_serial == serial);
+            if here {
+                kept[len] = heap;
+                len += 1;
+            }
+        }
+        // SAFETY: the child's only thread; `kept` are heaps of its list as `prepare` read
+        // it, in that order, of pools listed and here: mapped.
+        own = unsafe { per_thread::keep_after_fork(&kept[..len]) };
     }
     for_each_here(list, |pool| {
         if pool.is_process_shared() {

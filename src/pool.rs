@@ -140,6 +140,9 @@ pub(crate) struct Pool {
     heap_stride: usize,
     /// Next pool of the process-wide list the fork handlers walk (under that list's lock).
     pub(crate) fork_next: *mut Pool,
+    /// This pool's number on that list: each pool pushed takes the next (1, 2, ...; never
+    /// reused in the process), so a pool made where a dropped one was is told from it.
+    pub(crate) fork_serial: u64,
     /// Set in a fork child whose copy of the process lacks the region's state (caller
     /// memory advised `MADV_DONTFORK`, or `MADV_WIPEONFORK`, which reads zero): nothing of
     /// the region is read or written in this process any more ([`Pool::is_lost`]).

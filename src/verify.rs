@@ -150,8 +150,9 @@ impl<L: Lifetime> Cohort<L> {
         let Some(pool) = self.core.pool_if_any() else {
             return Ok(Verified::default());
         };
-        // Pending remote frees are counted where they go: their blocks' remote lists.
-        self.core.flush_batches();
+        // Pending remote frees are counted where they go: their blocks' remote lists (but
+        // those of a batch whose flush was refused stay pending: RED-113).
+        let unpushed = !self.core.flush_batches_all_pushed();
         // A process that died mid-allocation left its heap's work half done (a slot taken
         // and not yet counted, a block between lists): not damage. Its heaps are taken over
         // first, as any survivor's slow path would (nothing in a private pool).
@@ -172,7 +173,7 @@ impl<L: Lifetime> Cohort<L> {
                     // lock keep them still.
                     unsafe { (*heap).sync_cursors(pool) };
                 }
-                walk(pool, &st, BitSlice::from_slice_mut(&mut seen), depth)
+                walk(pool, &st, BitSlice::from_slice_mut(&mut seen), depth, unpushed)
             });
             let runs = walked.as_ref().map_or(Ok(()), |_| pool.region.check_runs(&st.region));
             (walked, runs)
@@ -449,11 +450,13 @@ enum Depth {
 }
 
 /// Under the pool lock: every block, then every list.
+/// `unpushed`: a batch of remote frees could not be pushed (see [`check_block`]).
 fn walk(
     pool: &Pool,
     st: &PoolState,
     seen: &mut BitSlice<usize>,
     depth: Depth,
+    unpushed: bool,
 ) -> Result<Verified, Fault> {
     let mut out = Verified::default();
     let mut last = None;
@@ -470,7 +473,7 @@ fn walk(
         }
         match h.snapshot() {
             Some(b) if key != EMPTY_KEY => {
-                out.live += check_block(pool, h, &b, seen, depth)?;
+                out.live += check_block(pool, h, &b, seen, depth, unpushed)?;
                 out.blocks += 1;
             }
             _ => {
@@ -531,13 +534,16 @@ fn check_medium(h: &Header, sums: &mut MediumCounts) -> Result<usize, Fault> {
 }
 
 /// One block in use, `b` as read once (its geometry is never read again): geometry, then
-/// (with [`Depth::Lists`]) lists and counts. Returns its live slots.
+/// (with [`Depth::Lists`]) lists and counts. Returns its live slots. `unpushed`: a batch of
+/// another thread's remote frees could not be pushed, so a slot in use whose checked-mode
+/// live bit is clear may be one of its pending frees, not damage.
 fn check_block(
     pool: &Pool,
     h: &Header,
     b: &Snapshot,
     seen: &mut BitSlice<usize>,
     depth: Depth,
+    unpushed: bool,
 ) -> Result<usize, Fault> {
     let c = b.geometry;
     ensure(
@@ -565,8 +571,10 @@ fn check_block(
     if let Some(bits) = crate::live_bits::LiveBits::of(&pool.region) {
         // A process that died in the middle of a free cleared the slot's live bit and
         // never listed it: in a region whose dead processes were taken over, a slot in use
-        // whose bit is clear is one of theirs (lost, never handed out again).
-        let dead_freed = pool.heaps_reaped.load(Ordering::Relaxed) > 0;
+        // whose bit is clear is one of theirs (lost, never handed out again). So is a slot
+        // freed into a batch of another thread's that could not be pushed (`unpushed`:
+        // `membarrier` refused since its registration), pending until that thread pushes.
+        let dead_freed = unpushed || pool.heaps_reaped.load(Ordering::Relaxed) > 0;
         for i in 0..handed_out {
             let off = (c.first + i as u32 * c.stride) as usize;
             let free_listed = seen[i];

@@ -142,7 +142,6 @@ const ROUNDS: usize = 100;
 /// from the join's block (the copy's entry of the dropped heap kept: its pool's address
 /// listed again).
 #[test]
-#[ignore = "RED-112: an instance dropped and another made at its address in the fork window: a child lacking a region keeps prepare's copy's entry of the dropped heap, which is the new pool's join heap, as the thread's"]
 fn an_instance_dropped_and_another_made_in_the_window_leave_a_child_lacking_a_region_whole() {
     if std::env::var_os(CASE).is_some() {
         each_advice(false);

@@ -97,7 +97,6 @@ fn frees_pending_on_another_thread() -> (mpsc::Sender<()>, std::thread::JoinHand
 /// Some(130), .., problem: "slot at offset 0x3e400 is live but its checked-mode live bit
 /// says free" })'; passes in release-tests (no live bits). Also after a fork, in the parent.
 #[test]
-#[ignore = "RED-113: verify in checked mode reports the slots of another thread's chains it could not push (membarrier refused) as live with their live bit free"]
 fn verify_where_membarrier_is_refused_with_frees_pending_on_another_thread() {
     let pid = in_child(10, || {
         let (go_tx, freeing) = frees_pending_on_another_thread();

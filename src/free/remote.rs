@@ -397,6 +397,13 @@ impl Instance {
         self.flush_each_batch().0
     }
 
+    /// [`Instance::flush_batches`]; false when a batch's flush was refused (`membarrier`
+    /// refused since its registration): its frees are still pending, their slots neither
+    /// live nor on their blocks' lists (verify).
+    pub(crate) fn flush_batches_all_pushed(&self) -> bool {
+        !self.flush_each_batch().1
+    }
+
     /// [`Instance::flush_batches`] for a release, which empties blocks whatever their
     /// counts: a batch that could not be pushed (`membarrier` refused since its
     /// registration, a seccomp filter on this thread) may hold slots of them, whose late

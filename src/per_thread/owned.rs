@@ -145,26 +145,20 @@ pub(crate) fn forget_pool(pool: &Pool) {
     while !unlink_own(|heap| ptr::eq(heap.pool(), pool)).is_null() {}
 }
 
-/// In a fork child whose copy of the process lacks some pools' regions (`lost`): the
-/// calling thread's list becomes the heaps of `copy` (its list as the fork's `prepare` read
-/// it, or its first part: each heap with its pool) whose pools are not lost, in the same
-/// order, and every entry of the thread is cleared, without reading the other heaps: the
-/// heaps not kept stay out of the thread's reach in the child (their blocks kept, as a
-/// dead thread's). Returns the list's new first heap.
+/// In a fork child whose copy of the process lacks some pools' regions: the calling
+/// thread's list becomes `kept` (heaps of its list as the fork's `prepare` read it, in the
+/// same order, those whose pools the child has), and every entry of the thread is
+/// cleared, without reading any other heap: the heaps not kept stay out of the thread's
+/// reach in the child (their blocks kept, as a dead thread's). Returns the list's new
+/// first heap.
 ///
 /// # Safety
-/// The child's only thread, before anything else reads its list; the heaps of `copy`
-/// whose pools are not lost are mapped.
-pub(crate) unsafe fn keep_after_fork(
-    copy: &[(*mut Heap, *const Pool)],
-    lost: impl Fn(*const Pool) -> bool,
-) -> *mut Heap {
+/// The child's only thread, before anything else reads its list; the heaps of `kept` are
+/// mapped.
+pub(crate) unsafe fn keep_after_fork(kept: &[*mut Heap]) -> *mut Heap {
     let mut first = ptr::null_mut();
     let mut at: *mut *mut Heap = &mut first;
-    for &(heap, pool) in copy {
-        if lost(pool) {
-            continue;
-        }
+    for &heap in kept {
         // SAFETY: `at` is `first` or the link of a kept heap, mapped (the caller).
         unsafe {
             *at = heap;

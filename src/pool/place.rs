@@ -237,6 +237,7 @@ pub(crate) unsafe fn build(
                 heap_area,
                 heap_stride: layout.heap_stride,
                 fork_next: ptr::null_mut(),
+                fork_serial: 0,
                 lost: core::sync::atomic::AtomicBool::new(false),
                 write_seal: None,
                 medium_written: Written::new(),
