@@ -106,7 +106,7 @@ fn a_killed_childs_stale_heads_in_a_shared_region_are_counted_and_kept() {
                 std::thread::sleep(Duration::from_secs(1));
             }
         });
-        until(&words[0], 0, report, "the child's stale heads");
+        until(&words[0], 0, child, report, "the child's stale heads");
         let objs: Vec<usize> = words[2..]
             .iter()
             .map(|w| w.load(Ordering::Relaxed) as usize)
@@ -176,7 +176,7 @@ fn a_file_holders_stale_head(tag: &str, kill: bool) {
             .expect("leave");
         let words = shared_words(WORDS);
         let holder = file_holder(&p, words, report);
-        until(&words[0], 0, report, "the holder's stale head");
+        until(&words[0], 0, holder, report, "the holder's stale head");
         let reader = in_child_reporting(60, report, || {
             // Address space taken first, so that the reader maps the region elsewhere than
             // the holder (a forked sibling would get the same address).
@@ -196,7 +196,10 @@ fn a_file_holders_stale_head(tag: &str, kill: bool) {
             );
             assert_eq!(reported_live(&r, Life::A), N, "the reader's block reports");
             words[READ].store(1, Ordering::Release);
-            until(&words[GONE], 0, report, "the holder's end");
+            // Set by the driver, this child's parent (bounded by this child's alarm).
+            while words[GONE].load(Ordering::Acquire) == 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
             if kill {
                 r.reap_dead_processes();
             }
@@ -204,7 +207,7 @@ fn a_file_holders_stale_head(tag: &str, kill: bool) {
             hands_out_apart(&r, &objs, 3000, "the reader");
             r.leave().expect("the reader's leave");
         });
-        until(&words[READ], 0, report, "the reader's counts");
+        until(&words[READ], 0, reader, report, "the reader's counts");
         if kill {
             kill9(holder);
         } else {
@@ -245,7 +248,12 @@ const KILLS: u64 = if cfg!(debug_assertions) { 12 } else { 60 };
 /// A child that allocates 1 KiB objects for ever (a slow path every few allocations: four
 /// to a 4 KiB page), each filled with its tag and published in a ring of `words` before
 /// the one it replaces is unpublished and freed; `words[0]` counts its steps. `exiting`:
-/// every four steps run on a new thread, which exits (its heap handed over) after them.
+/// every four steps run on a new thread, which exits (its heap handed over) after them:
+/// joined, so that the next starts only once it is gone. The end of a scope waits only for
+/// its threads' closures, not for their thread-local destructors (where a thread hands its
+/// heap over): on a loaded machine (or one CPU) up to 127 exited threads were still there,
+/// each holding a block of its own, and the 128th found the 256 MiB region full ('out of
+/// memory', reported by the driver as 'the child made no progress in 5 s').
 fn ring_child(
     a: &Cohort<Life>,
     words: &'static [AtomicU64],
@@ -269,9 +277,11 @@ fn ring_child(
         let mut i = 0usize;
         loop {
             if exiting {
-                std::thread::scope(|s| {
-                    s.spawn(|| (i..i + 4).for_each(step));
-                });
+                // The join waits for the thread's end, its destructors included.
+                let ended = std::thread::scope(|s| s.spawn(|| (i..i + 4).for_each(step)).join());
+                if let Err(panic) = ended {
+                    std::panic::resume_unwind(panic);
+                }
                 i += 4;
             } else {
                 step(i);
@@ -296,7 +306,13 @@ fn killed_rounds(exiting: bool) {
             seed ^= seed << 13;
             seed ^= seed >> 7;
             seed ^= seed << 17;
-            until(&words[0], 100 + seed % 3000, report, "the ring child");
+            until(
+                &words[0],
+                100 + seed % 3000,
+                child,
+                report,
+                "the ring child",
+            );
             kill9(child);
             let published: Vec<usize> = words[1..]
                 .iter()

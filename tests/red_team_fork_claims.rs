@@ -153,6 +153,7 @@ fn workers_killed_mid_work_in_a_region_their_parent_keeps_open_leave_it_openable
             until(
                 &progress[0],
                 20 + next(&mut seed) % 1500,
+                worker,
                 report,
                 "the worker",
             );

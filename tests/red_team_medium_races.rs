@@ -300,6 +300,7 @@ fn a_process_killed_in_the_middle_of_medium_work_leaves_the_region_consistent() 
             until(
                 &progress[0],
                 50 + next(&mut seed) % 2000,
+                child,
                 report,
                 "the medium worker",
             );

@@ -987,7 +987,13 @@ fn caller_memory_outlives_its_formatter_killed_mid_allocation() {
                     words[0].fetch_add(1, Relaxed);
                 }
             });
-            until(&words[0], 50 + round * 97 % 700, report, "the formatter");
+            until(
+                &words[0],
+                50 + round * 97 % 700,
+                formatter,
+                report,
+                "the formatter",
+            );
             kill9(formatter);
             // SAFETY: the region the dead formatter made, mapped for the instance's life.
             let b = match unsafe { Cohort::<Life>::attach_in(mem, f.bytes, cap) } {

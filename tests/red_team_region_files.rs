@@ -273,7 +273,7 @@ fn a_region_file_replaced_under_its_name_keeps_both_regions_apart() {
             );
             r.leave().expect("leave");
         });
-        until(&flags[0], 0, report, "the keeper");
+        until(&flags[0], 0, keeper, report, "the keeper");
         std::fs::rename(&g, &f).expect("rename over");
         let newcomer = in_child_reporting(30, report, || {
             let r = open_file(&f).expect("open the replacement");
@@ -425,6 +425,7 @@ fn a_region_file_copied_while_its_lock_was_held_opens_and_allocates() {
             until(
                 &progress[0],
                 progress[0].load(std::sync::atomic::Ordering::Relaxed) + 1000,
+                churner,
                 report,
                 "the churner",
             );

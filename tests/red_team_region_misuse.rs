@@ -372,7 +372,7 @@ fn stats_from_another_process_count_live_objects_exactly() {
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
         });
-        red_team_common::until(&flags[0], 0, report, "the owner");
+        red_team_common::until(&flags[0], 0, owner, report, "the owner");
         let kept = flags[0].load(std::sync::atomic::Ordering::Acquire) as usize;
         let counter = in_child_reporting(10, report, || {
             let s = a.stats();
@@ -389,7 +389,7 @@ fn stats_from_another_process_count_live_objects_exactly() {
             "a counting process while the owner's objects live",
         );
         flags[1].store(1, std::sync::atomic::Ordering::Release);
-        red_team_common::until(&flags[2], 0, report, "the owner's frees");
+        red_team_common::until(&flags[2], 0, owner, report, "the owner's frees");
         let counter = in_child_reporting(10, report, || {
             let s = a.stats();
             assert_eq!(s.small.live, 0, "after every free: {s}");

@@ -171,7 +171,7 @@ fn walks_and_releases_from_another_process_leave_a_live_processs_objects_alone()
             }
             r.leave().expect("leave");
         });
-        until(ready, 0, report, "the owner");
+        until(ready, 0, owner, report, "the owner");
         let walker = in_child(60, || {
             let r = open(&n);
             let t0 = Instant::now();

@@ -128,6 +128,7 @@ fn runs_survive_kill_9_in_the_middle_of_carves_and_give_backs() {
             until(
                 &words[0],
                 20 + (round * 37) % 400,
+                child,
                 report,
                 "the carving child",
             );

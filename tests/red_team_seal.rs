@@ -228,7 +228,7 @@ fn a_worker_forked_after_many_children_that_wrote_and_ended_keeps_the_region_ope
             }
             // The worker ends without leaving (a crash, `_exit`): it wrote with a slot.
         });
-        until(&go[0], 0, report, "the worker");
+        until(&go[0], 0, worker, report, "the worker");
         r.leave().expect("leave");
         go[1].store(1, Relaxed);
         wait_ok(worker, report, "the worker");
@@ -704,7 +704,7 @@ fn backup_restored_in_place(tag: &str, killed: bool) {
         let first = std::fs::read(&p).expect("read");
         words[1].store(1, Relaxed);
         if killed {
-            until(&words[2], 0, report, "the holder");
+            until(&words[2], 0, holder, report, "the holder");
             kill9(holder);
         } else {
             wait_ok(holder, report, "the holder");

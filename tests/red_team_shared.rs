@@ -45,7 +45,13 @@ fn a_process_killed_holding_the_pool_lock_does_not_stop_the_others() {
         for attempt in 0..30 {
             let child = churn_tiny(&a, started);
             let at = format!("attempt {attempt}: a new churning child");
-            until(started, started.load(Ordering::Relaxed) + 1000, report, &at);
+            until(
+                started,
+                started.load(Ordering::Relaxed) + 1000,
+                child,
+                report,
+                &at,
+            );
             kill9(child);
             // The survivor allocates and frees (tiny and small), then checks the region.
             let survivor = in_child(5, || {
@@ -108,7 +114,7 @@ fn a_killed_processs_allocations_are_released_as_an_exited_threads() {
                 std::thread::sleep(Duration::from_millis(10));
             }
         });
-        until(done, 0, report, "the allocating child");
+        until(done, 0, child, report, "the allocating child");
         kill9(child);
         // SAFETY: nothing of class Short is used after: the only allocations are the dead
         // child's.
@@ -173,7 +179,13 @@ fn a_file_region_whose_user_was_killed_holding_the_lock_opens() {
                 }
             });
             let at = format!("attempt {attempt}: the user of the file region");
-            until(started, started.load(Ordering::Relaxed) + 1000, report, &at);
+            until(
+                started,
+                started.load(Ordering::Relaxed) + 1000,
+                user,
+                report,
+                &at,
+            );
             kill9(user);
             let opener = in_child(5, || {
                 match SharedCohort::<Life>::open(Place::File(&path), OpenOptions::new()) {

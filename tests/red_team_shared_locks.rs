@@ -68,7 +68,13 @@ fn a_process_killed_holding_the_large_table_lock_does_not_stop_the_others() {
             let kind = kill % 3;
             let before = progress[0].load(Relaxed);
             let child = worker(&a, kind, &progress[0]);
-            until(&progress[0], before + 200 + kill % 97, report, "the worker");
+            until(
+                &progress[0],
+                before + 200 + kill % 97,
+                child,
+                report,
+                "the worker",
+            );
             kill9(child);
             let probe = in_child(5, || {
                 let _ = a.compact();

@@ -59,8 +59,12 @@ impl Report {
     /// whose lock a dead process holds would wait for ever).
     pub fn fail(&self, msg: &str) -> ! {
         let n = msg.len().min(REPORT_BYTES - 1);
-        // SAFETY: the page holds REPORT_BYTES bytes.
-        unsafe { core::ptr::copy_nonoverlapping(msg.as_ptr(), self.0, n) };
+        // SAFETY: the page holds REPORT_BYTES bytes; the message ends with a zero (a shorter
+        // message than one written before leaves none of that one's tail).
+        unsafe {
+            core::ptr::copy_nonoverlapping(msg.as_ptr(), self.0, n);
+            self.0.add(n).write(0);
+        }
         // SAFETY: leaves the driver without running anything else.
         unsafe { libc::_exit(1) };
     }
@@ -101,16 +105,74 @@ pub fn kill9(pid: libc::pid_t) {
     assert_eq!(wait(pid), Err(libc::SIGKILL));
 }
 
-/// Waits until `count` passes `at_least` (the child runs); reports a child that does not
-/// get there within 5 s.
-pub fn until(count: &AtomicU64, at_least: u64, report: &Report, what: &str) {
-    for _ in 0..5_000 {
-        if count.load(Ordering::Relaxed) > at_least {
+/// Waits until `count` passes `at_least`, which child `pid` advances. Bounded by events,
+/// not by time (a loaded machine may run the child for seconds without its getting far):
+/// fails at once when the child ended first, saying how and what it reported; a child that
+/// hangs ends by its own alarm ([`in_child`]'s), which this sees the same way. The child
+/// is not reaped (a caller may count on it staying a zombie).
+pub fn until(count: &AtomicU64, at_least: u64, pid: libc::pid_t, report: &Report, what: &str) {
+    loop {
+        if count.load(Ordering::Acquire) > at_least {
             return;
+        }
+        if let Some(ended) = ended_unreaped(pid) {
+            // It may have got there just before it ended.
+            let at = count.load(Ordering::Acquire);
+            if at > at_least {
+                return;
+            }
+            let alarm = if ended == Err(libc::SIGALRM) {
+                " (SIGALRM: it hung until its alarm)"
+            } else {
+                ""
+            };
+            report.fail(&format!(
+                "{what}: the child ended at {at} of {at_least}: {ended:?}{alarm}: {}",
+                report.message()
+            ));
         }
         std::thread::sleep(Duration::from_millis(1));
     }
-    report.fail(&format!("{what}: the child made no progress in 5 s"));
+}
+
+/// Waits until child `pid` ends, and leaves it to be waited for (a zombie till then):
+/// how it ended.
+pub fn wait_unreaped(pid: libc::pid_t) -> Ended {
+    loop {
+        if let Some(ended) = waitid_unreaped(pid, 0) {
+            return ended;
+        }
+    }
+}
+
+/// How child `pid` ended, if it has, leaving it to be waited for (`waitid` with
+/// `WNOWAIT`).
+pub fn ended_unreaped(pid: libc::pid_t) -> Option<Ended> {
+    waitid_unreaped(pid, libc::WNOHANG)
+}
+
+/// `waitid` for child `pid` to end, with `WNOWAIT` and `flags` (`WNOHANG`: returns at
+/// once): how it ended, `None` while it runs.
+fn waitid_unreaped(pid: libc::pid_t, flags: libc::c_int) -> Option<Ended> {
+    // SAFETY: a zeroed siginfo is a valid out-parameter.
+    let mut info: libc::siginfo_t = unsafe { core::mem::zeroed() };
+    let flags = libc::WEXITED | libc::WNOWAIT | flags;
+    // SAFETY: our own child; `info` is ours.
+    let r = unsafe { libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, flags) };
+    if r != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+        return None;
+    }
+    assert_eq!(r, 0, "waitid: {}", std::io::Error::last_os_error());
+    // SAFETY: filled by waitid (its pid stays 0 while the child runs).
+    let (who, status) = unsafe { (info.si_pid(), info.si_status()) };
+    if who == 0 {
+        return None;
+    }
+    Some(if info.si_code == libc::CLD_EXITED {
+        Ok(status)
+    } else {
+        Err(status)
+    })
 }
 
 /// The message of a panic's payload.
@@ -361,10 +423,10 @@ pub fn read_then_kill(
     holder: libc::pid_t,
     report: &Report,
 ) -> Vec<u8> {
-    until(&words[0], 0, report, "the holder");
+    until(&words[0], 0, holder, report, "the holder");
     let first = std::fs::read(p).expect("read");
     words[1].store(1, Ordering::Relaxed);
-    until(&words[2], 0, report, "the holder");
+    until(&words[2], 0, holder, report, "the holder");
     kill9(holder);
     first
 }
