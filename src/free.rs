@@ -140,12 +140,14 @@ impl Instance {
 
     /// The free fast path: the block is the route's heap's (for the thread: its last used
     /// heap's) and holds (class, life); one compare checks both ([`Route::owns`]). Budget,
-    /// x86-64, with the class look-up before it (checked by `.ci/budget.sh`): 23
+    /// x86-64, with the class look-up before it (checked by `.ci/budget.sh`): 24
     /// instructions in a `__rust_dealloc` of its own, `ret` included: size test 4 (`lea`,
     /// `or`, `test`, branch: [`Lookup::class_of_multiple`] of [`Instance::free_layout`];
     /// the rounding look-up of [`Instance::free_sized`] costs one more), thread pointer 1,
-    /// class 1,
-    /// region bounds 4, the slot's offset 1 (an `and` on the region-bounds subtraction,
+    /// class 1, region bounds 5 (the compare is with the instance's copy of the carved end,
+    /// an atomic read by an asm, whose memory operand needs the instance's address in a
+    /// register: a `lea` for a static instance, whose fields are otherwise addressed from
+    /// `rip`), the slot's offset 1 (an `and` on the region-bounds subtraction,
     /// [`RegionBounds::offset`]), header mask 1 (in place: the pointer is rebuilt from the
     /// header and the offset for the cold paths only), owner-and-key compare 3 (the
     /// header's word loaded by its xor, `Header::owner_key_xor`), first free slot 1, double
@@ -178,21 +180,42 @@ impl Instance {
             }
             self.check_free::<ABORT, true>(p, size, class, life);
         }
+        // SAFETY: forwarded contract.
+        unsafe { self.free_carved::<ABORT, R>(route, p, size, align, class, life) }
+    }
+
+    /// [`Instance::free_class`] past its checks of a checked build: the pointer's bounds
+    /// test, against the instance's copy of the region's carved end (a pointer past it
+    /// goes to [`Instance::free_past_carved`]), and the fast path.
+    ///
+    /// # Safety
+    /// As [`Instance::free_class`].
+    #[inline(always)]
+    #[track_caller]
+    unsafe fn free_carved<const ABORT: bool, R: Route>(
+        &self,
+        route: R,
+        p: *mut u8,
+        size: usize,
+        align: usize,
+        class: usize,
+        life: usize,
+    ) {
         // A zero size has class 0 here ([`Lookup::class_of_multiple`]), whose blocks are the
         // pool's: no heap owns them, so the compare below fails for it and `free_other`
         // takes it to the zero-size path.
         // Every exit to the cold paths is a jump to `free_other` (which tells misuse from a
-        // remote free) or `free_slow_current`: calls to functions that never return would
-        // need a stack frame.
+        // remote free), `free_past_carved` or `free_slow_current`: calls to functions that
+        // never return would need a stack frame.
         let Some(in_region) = self.bounds.offset(p) else {
-            // SAFETY: forwarded contract; `word` is unread when p is outside the region.
-            return unsafe { Instance::free_other::<ABORT, R>(p, size, align, 0, self, route, life) };
+            // SAFETY: forwarded contract.
+            return unsafe { self.free_past_carved::<ABORT, R>(route, p, size, align, class, life) };
         };
         // The region starts on a block boundary (`RegionBounds::offset`).
         let off = in_region % BLOCK_SIZE;
-        // SAFETY: p lies in the region, which is readable everywhere, and its block is the
-        // one its header mask finds (every block has the same size), so the header read is
-        // the block's own.
+        // SAFETY: p lies below the region's carved end (`offset`), which is accessible, and
+        // its block is the one its header mask finds (every block has the same size), so
+        // the header read is the block's own.
         let h = unsafe { &*header_of(p) };
         let word = h.owner_key_xor(key(class, life) as u64);
         if route.owns(word) {
@@ -213,5 +236,33 @@ impl Instance {
         // SAFETY: forwarded contract (this is the caller's `p`); `word` is the block's, as
         // read above.
         unsafe { Instance::free_other::<ABORT, R>(p, size, align, word, self, route, life) }
+    }
+
+    /// A free of a pointer past the instance's copy of the carved end: outside the region,
+    /// past the region's carved end (never an allocation: misuse), or in a unit another
+    /// thread carved since the copy was raised, whose free goes on once the copy is.
+    ///
+    /// # Safety
+    /// As [`Instance::free_class`].
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    unsafe fn free_past_carved<const ABORT: bool, R: Route>(
+        &self,
+        route: R,
+        p: *mut u8,
+        size: usize,
+        align: usize,
+        class: usize,
+        life: usize,
+    ) {
+        if self.carved_offset(p).is_some() {
+            // Below the carved end now: the copy was raised (`carved_offset`), and the fast
+            // path takes the free.
+            // SAFETY: forwarded contract.
+            return unsafe { self.free_carved::<ABORT, R>(route, p, size, align, class, life) };
+        }
+        // SAFETY: forwarded contract; `word` is unread when p is below no carved end.
+        unsafe { Instance::free_other::<ABORT, R>(p, size, align, 0, self, route, life) }
     }
 }

@@ -21,7 +21,6 @@
 
 use crate::label::{Label, LabelCell};
 use crate::medium_block::MediumCounts;
-use crate::class::BLOCK_SIZE;
 use crate::fork;
 use crate::heap_handover;
 use crate::instance_id::{MAX_INSTANCES, NEXT_INSTANCE};
@@ -32,9 +31,11 @@ use crate::pool::place::{self, Layout, SharedParts};
 use crate::pool::{AfterLeave, Leave, Pool, WriteSeal};
 use crate::region::UNIT;
 use crate::sync::{AtomicPtr, AtomicU64, Ordering};
-use core::cell::UnsafeCell;
 use core::fmt;
 use core::ptr;
+
+mod bounds;
+pub(crate) use bounds::RegionBounds;
 
 /// True when every free is fully checked (foreign pointers, double frees).
 pub(crate) const CHECKED: bool = cfg!(any(debug_assertions, feature = "checked"));
@@ -65,62 +66,6 @@ pub(crate) struct Instance {
 unsafe impl Sync for Instance {}
 // SAFETY: as above.
 unsafe impl Send for Instance {}
-
-/// The bounds of an instance's region, read by the free fast path to tell foreign pointers
-/// (two instructions, with no pointer chase: plain fields of the instance).
-///
-/// Written once, by the thread that creates the instance's pool, before it publishes the
-/// pool (Release); read without synchronisation by frees. A free that respects its contract
-/// frees a pointer this instance allocated, so the pool's publication happened before it and
-/// the read sees the written bounds; only a free of a pointer the instance never allocated
-/// (already a broken contract) can race with the write, and it reads 0 (no pointer is in
-/// an empty range: reported foreign) or the bounds.
-pub(crate) struct RegionBounds {
-    base: UnsafeCell<usize>,
-    len: UnsafeCell<usize>,
-}
-
-impl RegionBounds {
-    /// No region yet: no pointer is inside.
-    const fn empty() -> RegionBounds {
-        RegionBounds {
-            base: UnsafeCell::new(0),
-            len: UnsafeCell::new(0),
-        }
-    }
-
-    /// Sets the bounds.
-    ///
-    /// # Safety
-    /// Called once per instance, by the thread creating its pool, before publishing it.
-    unsafe fn set(&self, base: usize, len: usize) {
-        debug_assert_eq!(base % BLOCK_SIZE, 0, "the region starts on a block boundary");
-        // SAFETY: the only write (caller); reads that could race it are of frees whose
-        // contract is already broken (see the type).
-        unsafe {
-            *self.base.get() = base;
-            *self.len.get() = len;
-        }
-    }
-
-    /// True when `p` lies in the region.
-    #[inline(always)]
-    pub(crate) fn contains(&self, p: *mut u8) -> bool {
-        self.offset(p).is_some()
-    }
-
-    /// `p - base` when `p` lies in the region, `None` otherwise. The region's base is a
-    /// unit boundary (units are aligned to their size), so `offset % BLOCK_SIZE` is the
-    /// offset of `p` in its block: the free fast path takes it from this subtraction, which
-    /// the bounds check computes anyway (one `and`, where `p - block` costs a copy more).
-    #[inline(always)]
-    pub(crate) fn offset(&self, p: *mut u8) -> Option<usize> {
-        // SAFETY: see the type: written once before any pointer of the region exists.
-        let (base, len) = unsafe { (*self.base.get(), *self.len.get()) };
-        let offset = (p as usize).wrapping_sub(base);
-        (offset < len).then_some(offset)
-    }
-}
 
 impl Instance {
     /// An instance whose pool, created on first use, reserves `reservation` bytes (exactly,
@@ -251,6 +196,38 @@ impl Instance {
         let large = pool.large.lock();
         let (count, bytes) = large.cached();
         (count, bytes, large.system_calls)
+    }
+
+    /// `p - base` when `p` lies below the region's carved end (its memory is accessible: a
+    /// header read there is sound), `None` otherwise: outside the region, or in its part
+    /// never carved (no access, never read). The instance's copy first, then, when `p` is
+    /// past it, the region's own length (a carve of another thread since), which raises
+    /// the copy.
+    #[inline]
+    pub(crate) fn carved_offset(&self, p: *mut u8) -> Option<usize> {
+        self.bounds.offset(p).or_else(|| self.carved_offset_since(p))
+    }
+
+    /// [`Instance::carved_offset`] past the copy of the carved length.
+    #[cold]
+    #[inline(never)]
+    fn carved_offset_since(&self, p: *mut u8) -> Option<usize> {
+        if !self.bounds.contains(p) {
+            return None;
+        }
+        // SAFETY: the bounds are set, so the pool is published, and lives until the
+        // instance drops.
+        let region = unsafe { &(*self.pool.load(Ordering::Acquire)).region };
+        let carved = region.carved_len();
+        self.bounds.raise_carved(carved);
+        let offset = p as usize - region.base();
+        (offset < carved).then_some(offset)
+    }
+
+    /// True when `p` lies below the region's carved end ([`Instance::carved_offset`]).
+    #[inline]
+    pub(crate) fn in_carved(&self, p: *mut u8) -> bool {
+        self.carved_offset(p).is_some()
     }
 
     /// The instance id (`u64::MAX` before the pool exists).
@@ -472,7 +449,7 @@ impl Instance {
         // bounds, and it writes them before publishing the pool (see RegionBounds).
         unsafe {
             let region = &(*pool).region;
-            self.bounds.set(region.base(), region.len());
+            self.bounds.set(region.base(), region.len(), region.carved_len());
         }
         self.instance.store(id, Ordering::Relaxed);
         self.slot

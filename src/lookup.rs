@@ -209,9 +209,9 @@ impl<L: Lifetime> Cohort<L> {
     #[inline]
     #[track_caller]
     pub unsafe fn free_unsized(&self, ptr: *mut u8) -> Result<(), Misuse> {
-        if !self.core.bounds.contains(ptr) {
+        if self.core.bounds.offset(ptr).is_none() {
             // SAFETY: forwarded contract.
-            return unsafe { self.free_unsized_outside(ptr) };
+            return unsafe { self.free_unsized_past_carved(ptr) };
         }
         if self.core.in_run(ptr) {
             // SAFETY: forwarded contract.
@@ -249,6 +249,28 @@ impl<L: Lifetime> Cohort<L> {
                 .free_sized::<true, _>(ThreadHeap, ptr, side.size, side.align, found.life)
         };
         Ok(())
+    }
+
+    /// [`Cohort::free_unsized`] of a pointer past the instance's copy of the carved end:
+    /// outside the region ([`Cohort::free_unsized_outside`]), past the region's carved end
+    /// (in no block: reported), or in a unit carved since the copy was raised (freed as
+    /// any, the copy raised).
+    ///
+    /// # Safety
+    /// As [`Cohort::free_unsized`].
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    unsafe fn free_unsized_past_carved(&self, ptr: *mut u8) -> Result<(), Misuse> {
+        if !self.core.bounds.contains(ptr) {
+            // SAFETY: forwarded contract.
+            return unsafe { self.free_unsized_outside(ptr) };
+        }
+        if !self.core.in_carved(ptr) {
+            self.core.past_carved_end(ptr);
+        }
+        // SAFETY: forwarded contract (below the copy of the carved end now).
+        unsafe { self.free_unsized(ptr) }
     }
 
     /// [`Cohort::free_unsized`] of a pointer outside the region: null, a large allocation,

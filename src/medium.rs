@@ -155,9 +155,9 @@ impl Pool {
         debug_assert!(self.region.contains(p as usize));
         let r = &self.region;
         (r.unit_state(r.unit_of(p as usize)) == BLOCK).then(|| {
-            // SAFETY: p lies in the region, readable everywhere; its header mask finds its
-            // block (every block has the same size and alignment), whose unit says it
-            // holds an initialised header.
+            // SAFETY: p's unit holds a block, so it was carved (below the carved end:
+            // accessible); its header mask finds its block (every block has the same size
+            // and alignment), whose unit says it holds an initialised header.
             unsafe { &*header_of(p) }
         })
     }

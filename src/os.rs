@@ -4,7 +4,7 @@
 //! named shared memory, files, shared anonymous memory, and process start times
 //! ([`shared_mem`]).
 //!
-//! Vocabulary: **reserve** takes address space without memory (`PROT_READ`), **commit**
+//! Vocabulary: **reserve** takes address space without memory nor access (`PROT_NONE`), **commit**
 //! makes a reserved range usable (`PROT_READ | PROT_WRITE`; pages still cost RAM only when
 //! touched), **decommit** gives a range's pages back while keeping the range
 //! (`MADV_DONTNEED`: the next touch reads zeros), **unmap** gives the range back
@@ -194,38 +194,28 @@ pub fn map_large(len: usize, align: usize) -> *mut u8 {
     p
 }
 
-/// Reserves `len` bytes of address space aligned to `align`, without memory: readable
-/// (every page reads zero until committed, through the kernel's shared zero page) but not
-/// writable. Readable so that a free given a wild pointer into the reservation reads an
-/// empty header and reports it, rather than faulting. A read-only private mapping is not
+/// Reserves `len` bytes of address space aligned to `align`, without memory and with no
+/// access at all, never locked nor populated (see [`map_unlocked`]), not even by a later
+/// `mlockall(MCL_CURRENT)`, which populates every accessible mapping (a 256 GiB readable
+/// reservation: 512 MiB of page tables). [`commit`] makes parts of it usable, as they are
+/// needed; nothing may read a part before. A private mapping without write access is not
 /// charged against the commit limit, and its untouched pages are left out of core dumps.
-/// (`len` is rounded up to whole pages, as for [`map`].) Never locked nor populated, even
-/// in a process that locks its future mappings: see [`map_unlocked`].
+/// (`len` is rounded up to whole pages, as for [`map`].)
 pub fn reserve(len: usize, align: usize) -> *mut u8 {
-    map_unlocked(len, align, libc::PROT_READ)
-}
-
-/// Reserves `len` bytes of address space aligned to `align` with no access at all, never
-/// locked nor populated (see [`map_unlocked`]), not even by a later
-/// `mlockall(MCL_CURRENT)`, which populates every accessible mapping: for tables indexed by
-/// unit, whose parts [`commit`] makes usable as the units are carved (a reservation's
-/// promotion records and checked mode's shadow). Nothing may read a part before.
-pub fn reserve_inaccessible(len: usize, align: usize) -> *mut u8 {
-    map_unlocked(len, align, libc::PROT_NONE)
+    map_unlocked(len, align)
 }
 
 /// True when the last reservation was born locked: the process locks its future mappings
 /// (`mlockall(MCL_FUTURE)`), and [`commit`] locks what it commits.
 static LOCKS_FUTURE: AtomicBool = AtomicBool::new(false);
 
-/// Maps `len` bytes (`MAP_NORESERVE`) with protection `prot`, aligned as [`map`] does,
-/// without locking them. In a process that called `mlockall(MCL_FUTURE)` every new mapping
-/// is born locked, and the kernel populates a readable locked mapping at once: page tables
-/// for the whole range (a 256 GiB reservation: 512 MiB of them, and out of memory). So the
-/// range is mapped with no access (which the kernel never populates), unlocked, and only
-/// then given `prot`. Whether it was born locked is remembered ([`LOCKS_FUTURE`]): the
-/// program asked for its memory locked, and [`commit`] locks what it commits.
-fn map_unlocked(len: usize, align: usize, prot: libc::c_int) -> *mut u8 {
+/// Maps `len` bytes (`MAP_NORESERVE`) with no access, aligned as [`map`] does, without
+/// locking them. In a process that called `mlockall(MCL_FUTURE)` every new mapping is born
+/// locked (the kernel populates a locked mapping only when it is accessible: nothing here),
+/// and [`commit`] would then make a range usable locked, populating it at once; so the
+/// range is unlocked at once. Whether it was born locked is remembered ([`LOCKS_FUTURE`]):
+/// the program asked for its memory locked, and [`commit`] locks what it commits.
+fn map_unlocked(len: usize, align: usize) -> *mut u8 {
     let p = map_with(len, align, libc::PROT_NONE, libc::MAP_NORESERVE);
     let Some(len) = page_round(len).filter(|_| !p.is_null()) else {
         return ptr::null_mut();
@@ -235,7 +225,7 @@ fn map_unlocked(len: usize, align: usize, prot: libc::c_int) -> *mut u8 {
     let ok = unsafe {
         let locked = libc::madvise(p.cast(), kernel_page_size(), libc::MADV_DONTNEED) != 0;
         LOCKS_FUTURE.store(locked, Ordering::Relaxed);
-        (!locked || libc::munlock(p.cast(), len) == 0) && libc::mprotect(p.cast(), len, prot) == 0
+        !locked || libc::munlock(p.cast(), len) == 0
     };
     if !ok {
         // SAFETY: the mapping just made, unused.
@@ -287,8 +277,7 @@ fn map_with(len: usize, align: usize, prot: libc::c_int, flags: libc::c_int) -> 
 /// under strict overcommit).
 ///
 /// # Safety
-/// `[ptr, ptr + len)` lies in a reservation made by [`reserve`] or
-/// [`reserve_inaccessible`], page aligned.
+/// `[ptr, ptr + len)` lies in a reservation made by [`reserve`], page aligned.
 pub unsafe fn commit(ptr: *mut u8, len: usize) -> bool {
     // SAFETY: the caller guarantees the range is ours.
     let ok = unsafe { libc::mprotect(ptr.cast(), len, libc::PROT_READ | libc::PROT_WRITE) == 0 };

@@ -1,6 +1,6 @@
 //! The region: one reservation of address space carved into blocks.
 //!
-//! The region is reserved once (readable, not writable, no memory: it reads zero) and handed
+//! The region is reserved once (no access, no memory) and handed
 //! out in **units** of [`UNIT`] (2 MiB) bytes, aligned to their size: one unit holds one
 //! block, so a block's base is found from any interior pointer by one mask. Units are named
 //! by their index from the region's base: metadata never holds an absolute address, and a
@@ -18,6 +18,17 @@
 //! the per-unit tables (promotion records, checked mode's shadow) are committed as `bump`
 //! passes too ([`tables`]). All mutation happens under the pool lock ([`RegionState`] is
 //! only reachable through it).
+//!
+//! **The carved end.** `[base, base + carved_len)` is accessible, the rest of a
+//! reservation has no access (`mlockall(MCL_CURRENT)` populates every accessible mapping:
+//! a whole readable reservation would cost page tables for all of it). `carved_len ==
+//! bump * UNIT` in a reservation committed as carved (the commit's `mprotect` happens
+//! before the Release store that raises it, so a reader that loads the new length with
+//! Acquire, or sees it through the instance's copy, `crate::instance::RegionBounds`, reads
+//! the headers below it), `carved_len == len` in a region mapped accessible whole (shared,
+//! fixed, committed up front: nothing past its end to protect). It never decreases: a
+//! given-back unit stays accessible (decommitted, it reads zero). A pointer at or past it
+//! is never dereferenced: every path that reads memory from a pointer tests it first.
 //!
 //! **Shared regions.** A region shared between processes ([`Region::placed`] with
 //! `shared`) is mapped readable and writable in every process, so nothing is committed;
@@ -138,6 +149,8 @@ pub(crate) struct Region {
     /// How its memory is had and given back: set before anyone uses the region
     /// ([`Region::set_backing`]), read only after.
     backing: core::cell::UnsafeCell<Backing>,
+    /// The bytes from `base` that are accessible (module docs, "The carved end").
+    carved_len: AtomicU64,
 }
 
 /// The mutable part of the region, owned by the pool lock. Position independent: it may
@@ -240,10 +253,10 @@ impl Region {
         let meta_len = os::page_round(placed_meta_len(unit_count))?;
         // Reserved without access: the per-unit tables are committed as units are carved
         // (`commit_unit_tables`), the rest of `meta` just below.
-        let meta = os::reserve_inaccessible(meta_len, os::MIN_PAGE);
+        let meta = os::reserve(meta_len, os::MIN_PAGE);
         let shadow_len = if checked { os::page_round(len / 8)? } else { 0 };
         let shadow = if checked {
-            os::reserve_inaccessible(shadow_len, os::MIN_PAGE)
+            os::reserve(shadow_len, os::MIN_PAGE)
         } else {
             ptr::null_mut()
         };
@@ -317,6 +330,33 @@ impl Region {
             meta_len: 0,
             shadow_len: 0,
             backing: core::cell::UnsafeCell::new(backing),
+            carved_len: AtomicU64::new(Self::carved_len_at_start(backing, unit_count)),
+        }
+    }
+
+    /// The carved length of a region nothing was carved from: 0 when units are committed
+    /// as carved, else the whole region (mapped accessible from the start).
+    fn carved_len_at_start(backing: Backing, unit_count: usize) -> u64 {
+        if backing.commit {
+            0
+        } else {
+            (unit_count * UNIT) as u64
+        }
+    }
+
+    /// The bytes from the region's base that are accessible (module docs, "The carved
+    /// end"): Acquire, pairing with the Release of the carve that raised it.
+    #[inline]
+    pub(crate) fn carved_len(&self) -> usize {
+        self.carved_len.load(Ordering::Acquire) as usize
+    }
+
+    /// Units below `end` were just committed (`bump` reached `end`): in a region committed
+    /// as carved, raises the carved length to them, after their commit (Release).
+    fn carved_to(&self, end: usize) {
+        if self.backing().commit {
+            self.carved_len
+                .store((end * UNIT) as u64, Ordering::Release);
         }
     }
 
@@ -334,8 +374,15 @@ impl Region {
     /// No other thread uses the region yet (this process's view of it: other processes
     /// have views of their own).
     pub(crate) unsafe fn set_backing(&self, backing: Backing) {
+        debug_assert!(!self.backing().commit || backing.commit || self.carved_len() == 0);
         // SAFETY: nobody reads it meanwhile (caller).
         unsafe { *self.backing.get() = backing };
+        // Nobody reads it either (the caller's contract); a region whose backing stops
+        // committing as carved was mapped accessible whole (`options::RegionOptions`).
+        self.carved_len.store(
+            Self::carved_len_at_start(backing, self.unit_count),
+            Ordering::Release,
+        );
     }
 
     /// True when large allocations are runs of this region's units ([`runs`]).
@@ -452,6 +499,7 @@ impl Region {
                     return None;
                 }
                 st.bump = bump + 1;
+                self.carved_to(bump + 1);
                 (bump, self.backing().fresh)
             }
         };
@@ -581,15 +629,37 @@ mod tests {
         assert_eq!(unsafe { d.read() }, 0, "a given-back block reads zeros");
     }
 
-    #[test]
-    fn the_whole_reservation_reads_zero_before_it_is_carved() {
-        let (r, mut st) = Region::new(8 * UNIT, true, false).unwrap();
-        r.carve(&mut st).unwrap();
-        for u in [1, 5, 7] {
-            // SAFETY: the reservation is readable everywhere (os::reserve).
-            let w = unsafe { r.unit_addr(u).cast::<u64>().read_volatile() };
-            assert_eq!(w, 0, "unit {u} of the reservation");
+    /// True when the kernel can read the 8 bytes at `p` (a write from them to a pipe
+    /// fails with EFAULT when they have no access; no fault in this process).
+    fn readable(p: *mut u8) -> bool {
+        let mut fds = [0; 2];
+        // SAFETY: a pipe of our own; the write reads 8 bytes at `p` in the kernel, which
+        // reports an inaccessible address as EFAULT.
+        unsafe {
+            assert_eq!(libc::pipe(fds.as_mut_ptr()), 0);
+            let n = libc::write(fds[1], p.cast(), 8);
+            libc::close(fds[0]);
+            libc::close(fds[1]);
+            n == 8
         }
+    }
+
+    #[test]
+    fn a_reservation_is_accessible_up_to_its_carved_end_only() {
+        let (r, mut st) = Region::new(8 * UNIT, true, false).unwrap();
+        assert_eq!(r.carved_len(), 0);
+        assert!(!readable(r.unit_addr(0)));
+        let (a, _) = r.carve(&mut st).unwrap();
+        assert_eq!(r.carved_len(), UNIT);
+        // SAFETY: a was just carved: committed.
+        assert_eq!(unsafe { a.cast::<u64>().read_volatile() }, 0);
+        for u in [1, 5, 7] {
+            assert!(!readable(r.unit_addr(u)), "unit {u} of the reservation");
+        }
+        r.carve(&mut st).unwrap();
+        assert_eq!(r.carved_len(), 2 * UNIT);
+        assert!(readable(r.unit_addr(1).wrapping_add(UNIT - 8)));
+        assert!(!readable(r.unit_addr(2)));
     }
 
     #[test]

@@ -46,13 +46,19 @@ impl Instance {
         }
         let problem = if self.in_run(p) {
             self.pool_if_any().map_or(Problem::NotLarge, |pool| pool.run_problem(p))
-        } else if self.bounds.contains(p) {
-            // SAFETY: p lies in the region, which is readable everywhere; its header mask
-            // finds its block's header (every block has the same size).
+        } else if self.in_carved(p) {
+            // SAFETY: p lies below the region's carved end, which is accessible; its header
+            // mask finds its block's header (every block has the same size).
             let h = unsafe { &*header_of(p) };
             Problem::ZeroSize {
                 block_class: class_held(h),
                 block_life: h.life(),
+            }
+        } else if self.bounds.contains(p) {
+            // Past the carved end: in no block (as a block holding no allocations).
+            Problem::ZeroSize {
+                block_class: None,
+                block_life: 0,
             }
         } else {
             let Some(pool) = self.pool_if_any() else {
@@ -96,8 +102,8 @@ impl Instance {
             return self.check_free::<ABORT, false>(p, size, class, life);
         }
         if let Some(in_region) = self.bounds.offset(p) {
-            // SAFETY: p lies in the region, readable everywhere; its header mask finds its
-            // block's header (as the free fast path reads it).
+            // SAFETY: p lies below the carved end (`offset`), which is accessible; its header
+            // mask finds its block's header (as the free fast path reads it).
             let h = unsafe { &*header_of(p) };
             if route.owns(h.owner_key_xor(u64::from(key(class, life)))) {
                 // The region starts on a block boundary: the slot's offset in its block.
@@ -120,14 +126,15 @@ impl Instance {
     #[inline(never)]
     #[track_caller]
     fn check_kept_other<const ABORT: bool>(&self, p: *mut u8, size: usize, class: usize, life: usize) {
-        if !self.bounds.contains(p) {
+        if !self.in_carved(p) {
+            // Outside the region, or past its carved end (no allocation: reported).
             return self.check_kept_outside::<ABORT>(p, size, class, life);
         }
         if self.in_run(p) {
             self.foreign::<ABORT>(p, size, life);
         }
-        // SAFETY: p is in the region (not in a run): in a block of this allocator, whose
-        // header is mapped.
+        // SAFETY: p is below the carved end (not in a run): in a block of this allocator,
+        // whose header is mapped.
         let h = unsafe { &*header_of(p) };
         if h.is_promoting() {
             self.check_promoting::<ABORT>(h, p, size, class, life);
@@ -161,9 +168,9 @@ impl Instance {
         }
     }
 
-    /// [`Instance::check_kept_slot`] of a pointer outside the region (release builds): a
-    /// mapping made for (class, life) by a full region that falls back, else misuse,
-    /// reported.
+    /// [`Instance::check_kept_slot`] of a pointer outside the region or past its carved end
+    /// (release builds): a mapping made for (class, life) by a full region that falls
+    /// back, else misuse, reported.
     #[cold]
     #[inline(never)]
     #[track_caller]
@@ -360,9 +367,9 @@ impl Instance {
         if !r.contains(p as usize) || r.unit_state(r.unit_of(p as usize)) != BLOCK {
             return bad(self.foreign_or_large(pool, p));
         }
-        // SAFETY: base lies in the region (p does, and blocks are aligned to their size),
-        // which is readable everywhere; the fields are trusted only if its unit starts a
-        // block, whose header is initialised.
+        // SAFETY: base is the start of p's unit (blocks are aligned to their size), which
+        // holds a block (above), so it was carved: accessible; the fields are trusted only
+        // if its unit starts a block, whose header is initialised.
         let h = unsafe { &*(base as *const Header) };
         let is_block = r.unit_state(r.unit_of(base)) == BLOCK && h.magic == MAGIC;
         if is_block && h.key() != EMPTY_KEY && h.is_promoting() {

@@ -66,8 +66,8 @@ impl Instance {
             // SAFETY: slot < SLOTS (the field's invariant, see crate::instance); the route
             // gives null or a live heap the caller holds.
             let heap = unsafe { route.remote_heap(this.instance_id(), slot, owner).as_ref() };
-            // SAFETY: p is in the region (the fast path passes a word other than 0 only
-            // then), so its header is readable (a run's bytes, maybe: see below).
+            // SAFETY: p is below the carved end (the fast path passes a word other than 0
+            // only then), so its header is readable (a run's bytes, maybe: see below).
             let h = unsafe { &*header_of(p) };
             // The quick way takes the free only into a chain the batch already holds for
             // block h: a block with pending slots is a live block of slots (never given
@@ -119,7 +119,8 @@ impl Instance {
         life: usize,
     ) {
         if let Some(owner) = this.remote_owner(p, word) {
-            // SAFETY: p is in the region, so its header is readable.
+            // SAFETY: p is below the carved end (`remote_owner`: the fast path read its
+            // header), so its header is readable.
             let h = unsafe { &*header_of(p) };
             // The block may be another heap's of the caller (a thread allocating from two
             // instances in turn: the fast path compares with the heap it used last), found
@@ -162,7 +163,9 @@ impl Instance {
         // A zero size (class 0 from `free_layout`) is tested where it can arrive, off the
         // remote free's way: outside the region, against a block of another key, or in a
         // tiny block (class 0 is tiny: `free_remote`).
-        if !this.bounds.contains(p) {
+        // Past the region's carved end (or outside it) no header is read: never an
+        // allocation of the region's blocks.
+        if !this.in_carved(p) {
             if p.is_null() {
                 return; // A null free does nothing (see `free_sized`).
             }
@@ -178,7 +181,7 @@ impl Instance {
             // A large allocation's bytes, not a header: never trusted.
             return this.foreign::<ABORT>(p, size, life);
         }
-        // SAFETY: as in free_class: p lies in the region, readable everywhere.
+        // SAFETY: p lies below the region's carved end (above), which is accessible.
         let h = unsafe { &*header_of(p) };
         if h.is_promoting() && size != 0 {
             // SAFETY: forwarded contract.

@@ -18,15 +18,15 @@ fn starts_slot(p: *mut u8, block: &Class) -> bool {
 }
 
 impl Instance {
-    /// The (size class, lifetime class) of the block holding `p`, a pointer in the region,
-    /// and the block's geometry (the size class's own, but for a promoted slot: see
+    /// The (size class, lifetime class) of the block holding `p`, a pointer below the
+    /// region's carved end ([`Instance::carved_offset`]), and the block's geometry (the size class's own, but for a promoted slot: see
     /// [`crate::promotion`]); `None` when the block holds no allocations (an empty or
     /// never-used unit).
     #[inline(always)]
     fn small_at(&self, p: *mut u8) -> Option<(usize, usize, &'static Class)> {
-        debug_assert!(self.bounds.contains(p));
-        // SAFETY: p lies in the region, readable everywhere; its header mask finds its
-        // block's header (every block has the same size and alignment).
+        debug_assert!(self.in_carved(p));
+        // SAFETY: p lies below the carved end, which is accessible; its header mask finds
+        // its block's header (every block has the same size and alignment).
         let h = unsafe { &*header_of(p) };
         let key = h.key();
         let class = key_class(key);
@@ -61,8 +61,8 @@ impl Instance {
         })
     }
 
-    /// (usable size, lifetime class) of the allocation starting at `p`, a pointer in the
-    /// region, for a free, resize or size query without its size: a small class's stride
+    /// (usable size, lifetime class) of the allocation starting at `p`, a pointer below the
+    /// region's carved end, for a free, resize or size query without its size: a small class's stride
     /// (which maps back to the class with `SMALL_ALIGN`) or a medium run's bytes. Misuse
     /// aborts, as [`Cohort::free_unsized`] says: a pointer into a block holding no
     /// allocations, inside a medium run, or not at a slot's start in a small block
@@ -102,11 +102,12 @@ impl Instance {
     #[inline(always)]
     #[track_caller]
     pub(super) fn check_slot_start(&self, p: *mut u8) {
-        if !self.bounds.contains(p) {
+        // Past the carved end nothing is read (the free reports the pointer).
+        if !self.in_carved(p) {
             return;
         }
-        // SAFETY: p lies in the region, readable everywhere; its header mask finds its
-        // block's header (every block has the same size and alignment).
+        // SAFETY: p lies below the carved end, which is accessible; its header mask finds
+        // its block's header (every block has the same size and alignment).
         let class = unsafe { &*header_of(p) }.class();
         if class < CLASS_COUNT && !starts_slot(p, &CLASSES[class]) {
             self.not_a_slot_unless_run(p);
@@ -130,8 +131,9 @@ impl Instance {
     #[inline(never)]
     #[track_caller]
     fn not_a_slot(&self, p: *mut u8) -> ! {
-        // SAFETY: p lies in the region, readable everywhere; its header mask finds its
-        // block's header, which holds a small class.
+        // SAFETY: p lies below the carved end (`check_slot_start`, `in_region_or_report`),
+        // which is accessible; its header mask finds its block's header, which holds a
+        // small class.
         let h = unsafe { &*header_of(p) };
         let stride = h.geometry().stride as usize;
         report::<true>(self.misuse(p, 0, h.life(), Problem::NotASlot { stride }))
@@ -154,12 +156,25 @@ impl Instance {
             let found = self.large_or_report(p)?;
             return Ok((found.side(), found.life));
         }
+        if !self.in_carved(p) {
+            self.past_carved_end(p);
+        }
         let (usable, life) = self.in_region_or_report(p);
         let side = SizeAlign {
             size: usable,
             align: SMALL_ALIGN,
         };
         Ok((side, life))
+    }
+
+    /// Reports `p`, in the region past its carved end, freed, resized or asked about
+    /// without its size: in no block (as a block holding no allocations, every slot of
+    /// which is free).
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    pub(super) fn past_carved_end(&self, p: *mut u8) -> ! {
+        report::<true>(self.misuse(p, 0, 0, Problem::DoubleFree))
     }
 
     /// [`Instance::small_at`] in a block that may hold promoted slots: the class the slot's
@@ -244,6 +259,9 @@ impl Instance {
         }
         if self.in_run(p) {
             return self.run_allocation(p);
+        }
+        if !self.in_carved(p) {
+            return None;
         }
         let Some((class, life, _)) = self.small_at(p) else {
             return self.medium_at(p)?.ok();

@@ -140,6 +140,7 @@ impl Region {
                 return None;
             }
             st.bump = end;
+            self.carved_to(end);
         }
         let bits = self.decommitted_bits(st);
         // Units skipped to reach the alignment join the given-back ones.
