@@ -25,7 +25,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
 
-BUDGET="${COHORT_BUDGET:-48}"
+BUDGET="${COHORT_BUDGET:-49}"
 SLACK="${COHORT_BUDGET_SLACK:-2}"
 TARGET="${COHORT_BUDGET_TARGET:-40}"
 N=10000
