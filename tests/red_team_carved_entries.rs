@@ -31,8 +31,12 @@ fn l(size: usize, align: usize) -> Layout {
 fn calls() -> Vec<(&'static str, Call)> {
     // SAFETY (each): the misuse under test, which the call must report.
     vec![
-        ("free medium", |a, _, q| unsafe { a.free(q, 40_000, Life::Short) }),
-        ("free large", |a, _, q| unsafe { a.free(q, 4 << 20, Life::Short) }),
+        ("free medium", |a, _, q| unsafe {
+            a.free(q, 40_000, Life::Short)
+        }),
+        ("free large", |a, _, q| unsafe {
+            a.free(q, 4 << 20, Life::Short)
+        }),
         ("try_free medium", |a, _, q| {
             if let Err(e) = unsafe { a.try_free(q, 40_000, Life::Short) } {
                 red_team_common::say(&format!("cohort: try_free refused {q:p}: {e}"));
@@ -40,25 +44,25 @@ fn calls() -> Vec<(&'static str, Call)> {
             }
         }),
         ("remalloc in class", |a, _, q| {
-            drop(unsafe { a.remalloc(q, 64, 60, Life::Short) })
+            std::hint::black_box(unsafe { a.remalloc(q, 64, 60, Life::Short) });
         }),
         ("remalloc small to small", |a, _, q| {
-            drop(unsafe { a.remalloc(q, 64, 200, Life::Short) })
+            std::hint::black_box(unsafe { a.remalloc(q, 64, 200, Life::Short) });
         }),
         ("remalloc small to large", |a, _, q| {
-            drop(unsafe { a.remalloc(q, 64, 8 << 20, Life::Short) })
+            std::hint::black_box(unsafe { a.remalloc(q, 64, 8 << 20, Life::Short) });
         }),
         ("remalloc medium", |a, _, q| {
-            drop(unsafe { a.remalloc(q, 40_000, 50_000, Life::Short) })
+            std::hint::black_box(unsafe { a.remalloc(q, 40_000, 50_000, Life::Short) });
         }),
         ("remalloc medium shrink", |a, _, q| {
-            drop(unsafe { a.remalloc(q, 50_000, 40_000, Life::Short) })
+            std::hint::black_box(unsafe { a.remalloc(q, 50_000, 40_000, Life::Short) });
         }),
         ("remalloc large", |a, _, q| {
-            drop(unsafe { a.remalloc(q, 4 << 20, 5 << 20, Life::Short) })
+            std::hint::black_box(unsafe { a.remalloc(q, 4 << 20, 5 << 20, Life::Short) });
         }),
         ("recalloc", |a, _, q| {
-            drop(unsafe { a.recalloc(q, 64, 100, Life::Short) })
+            std::hint::black_box(unsafe { a.recalloc(q, 64, 100, Life::Short) });
         }),
         ("dealloc aligned", |a, _, q| unsafe {
             a.dealloc(q, l(64, 4096), Life::Short)
@@ -67,10 +71,10 @@ fn calls() -> Vec<(&'static str, Call)> {
             a.dealloc(q, l(40_000, 64), Life::Short)
         }),
         ("realloc layout", |a, _, q| {
-            drop(unsafe { a.realloc(q, l(64, 8), 300, Life::Short) })
+            std::hint::black_box(unsafe { a.realloc(q, l(64, 8), 300, Life::Short) });
         }),
         ("realloc layout medium", |a, _, q| {
-            drop(unsafe { a.realloc(q, l(40_000, 8), 30_000, Life::Short) })
+            std::hint::black_box(unsafe { a.realloc(q, l(40_000, 8), 30_000, Life::Short) });
         }),
         ("GlobalAlloc dealloc", |a, _, q| unsafe {
             GlobalAlloc::dealloc(a, q, l(64, 8))
@@ -79,7 +83,7 @@ fn calls() -> Vec<(&'static str, Call)> {
             GlobalAlloc::dealloc(a, q, l(40_000, 8))
         }),
         ("GlobalAlloc realloc", |a, _, q| {
-            drop(unsafe { GlobalAlloc::realloc(a, q, l(64, 8), 100) })
+            std::hint::black_box(unsafe { GlobalAlloc::realloc(a, q, l(64, 8), 100) });
         }),
         ("Join free", |_, j, q| unsafe { j.free(q, 64, Life::Short) }),
         ("Join free medium", |_, j, q| unsafe {
@@ -100,7 +104,10 @@ fn unreported_entries(name: &str, a: &Cohort<Life>) -> Vec<String> {
     let mut failed = Vec::new();
     for q in [next, next + 4096, next + (1 << 30)] {
         let q = q as *mut u8;
-        assert!(a.in_region(q) && a.allocation_at(q).is_none(), "{name}: {q:p}");
+        assert!(
+            a.in_region(q) && a.allocation_at(q).is_none(),
+            "{name}: {q:p}"
+        );
         for (call, f) in calls() {
             let outcome = unreported(|| {
                 let j = a.join(0).expect("a join");
