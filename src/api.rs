@@ -16,6 +16,8 @@ use core::fmt;
 use core::marker::PhantomData;
 
 mod blocks;
+#[cfg(all(test, not(loom)))]
+mod fork_mid_write;
 mod layout;
 
 pub use blocks::BlockReport;

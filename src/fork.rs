@@ -414,7 +414,9 @@ unsafe extern "C" fn parent() {
 /// forget its heaps of shared pools (the parent's); then releases the locks [`prepare`]
 /// kept. The dead heaps are taken over later, by the child's first call that reaps dead
 /// holders' heaps (`heap_handover::reap_dead`: `verify`, a thread's join, a release that
-/// leaves blocks to other threads, out of memory), not here: a fork followed by `exec`
+/// leaves blocks to other threads, out of memory; and the statistics and block reports,
+/// `heap_handover::reap_forsaken`: a thread stopped inside a write of its counts leaves
+/// them half moved), not here: a fork followed by `exec`
 /// pays nothing for them (for the joins' heaps, a walk of their heads and of the blocks).
 ///
 /// # Safety

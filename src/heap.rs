@@ -43,6 +43,8 @@ use core::ops::Deref;
 use core::ptr;
 
 mod cursor;
+#[cfg(all(test, not(loom)))]
+pub(crate) mod fork_mid_write;
 mod idle;
 mod slow;
 pub(crate) use cursor::{allocation_first, counted_snapshot, Cursors, HeapHead, Row};

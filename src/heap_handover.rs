@@ -253,8 +253,8 @@ const FORSAKEN: u64 = u64::MAX;
 static FORSAKEN_LEFT: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
 
 /// [`reap_dead`] in a private pool: takes over the heaps a fork left without a thread
-/// ([`FORSAKEN`]), as a dead process's are.
-fn reap_forsaken(pool: &Pool) -> usize {
+/// ([`FORSAKEN`]), as a dead process's are (one load when there is none).
+pub(crate) fn reap_forsaken(pool: &Pool) -> usize {
     if FORSAKEN_LEFT.load(Ordering::Acquire) == 0 {
         return 0;
     }

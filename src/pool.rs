@@ -171,7 +171,8 @@ pub(crate) struct Pool {
     /// private reservations only).
     pub(crate) medium_moved: Moved,
     /// The blocks' check's bitmap ([`check`]), [`check::SCRATCH_WORDS`] words in the view's
-    /// own mapping, past the view: reserved with it, used only under the pool lock.
+    /// own mapping, past the view: reserved with it, used only under the pool lock. Null
+    /// in a private reservation's view, whose blocks are never checked (`place::view_len`).
     check_scratch: *mut usize,
 }
 

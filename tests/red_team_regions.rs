@@ -554,6 +554,13 @@ fn a_process_that_execd_another_program_is_reaped() {
     isolated(60, |report| {
         let a = Cohort::<Life>::shared_anonymous(64 << 20).expect("a shared region");
         let flags = shared_words(2);
+        // Closed by the exec (close-on-exec): the driver's read ends then.
+        let mut ends = [0; 2];
+        // SAFETY: `ends` holds two descriptors.
+        assert_eq!(
+            unsafe { libc::pipe2(ends.as_mut_ptr(), libc::O_CLOEXEC) },
+            0
+        );
         let execd = in_child(30, || {
             for _ in 0..10 {
                 assert!(!a.malloc(64, Life::Short).is_null());
@@ -566,7 +573,10 @@ fn a_process_that_execd_another_program_is_reaped() {
             panic!("execv: {}", std::io::Error::last_os_error());
         });
         until(&flags[0], 0, execd, report, "the child");
-        std::thread::sleep(Duration::from_millis(300));
+        // The exec done (an event, not a pause that a loaded machine may cut short).
+        if let Err(e) = exec_done(execd, ends) {
+            report.fail(&format!("the child's exec: {e}"));
+        }
         let reaper = in_child_reporting(10, report, || {
             flags[1].store(a.reap_dead_processes() as u64 + 1, Ordering::Release);
         });
@@ -580,4 +590,42 @@ fn a_process_that_execd_another_program_is_reaped() {
             ));
         }
     });
+}
+
+/// Waits until child `pid` runs another program: its end of the close-on-exec pipe `ends`
+/// closed (the driver closes its own write end first), then the new program laid out
+/// (`/proc/PID/stat` shows its code and stack addresses, which tell program images apart;
+/// zero in the new memory until the program is loaded). Bounded by the child's alarm: a
+/// child that never execs ends, which closes the pipe as well.
+fn exec_done(pid: libc::pid_t, ends: [libc::c_int; 2]) -> Result<(), String> {
+    let mut byte = 0u8;
+    // SAFETY: our descriptors; one byte into `byte`.
+    let n = unsafe {
+        libc::close(ends[1]);
+        let n = libc::read(ends[0], (&mut byte as *mut u8).cast(), 1);
+        libc::close(ends[0]);
+        n
+    };
+    if n != 0 {
+        return Err(format!("read {n} from the pipe"));
+    }
+    loop {
+        if let Some(ended) = ended_unreaped(pid) {
+            return Err(format!("ended: {ended:?}"));
+        }
+        let stat =
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| e.to_string())?;
+        // Fields 26 to 28 (`startcode`, `endcode`, `startstack`), counted after the command
+        // name's closing parenthesis from field 3.
+        let after = &stat[stat.rfind(')').ok_or("no command name")? + 1..];
+        let laid_out = after
+            .split_whitespace()
+            .skip(23)
+            .take(3)
+            .all(|f| f.parse::<u64>().is_ok_and(|v| v > 1));
+        if laid_out {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }

@@ -184,29 +184,41 @@ fn forks_amid_batched_remote_frees(a: &Cohort<Life>) {
                 }
             });
         }
-        for round in 0..60 {
-            while swaps.load(Relaxed) < round * 2 {
-                std::thread::yield_now();
-            }
-            let child = in_child_reporting(10, &report, || {
-                let _ = a.stats();
-                let _ = a.is_empty();
-                let _ = a.compact();
-                a.for_each_block(|_| {});
-                let p = a.malloc(100, Life::Long);
-                assert!(!p.is_null());
-                // SAFETY: allocated above, freed once.
-                unsafe { a.free(p, 100, Life::Long) };
-            });
-            let ended = wait(child);
-            assert_eq!(ended, Ok(0), "fork {round}: {}", report.message());
-        }
+        // The threads stop on `stop` only: set it when a fork fails too (an assertion here
+        // otherwise left the scope waiting for them: a failure became a hang).
+        let forks = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            forks_of(a, &swaps, &report)
+        }));
         stop.store(true, Relaxed);
+        if let Err(panic) = forks {
+            std::panic::resume_unwind(panic);
+        }
     });
     // The threads' last hand-overs may be unfreed: both threads exited.
     // SAFETY: no other thread uses the instance.
     let v = unsafe { a.verify() };
     assert!(v.is_ok(), "{v:?}");
+}
+
+/// [`forks_amid_batched_remote_frees`]' forks: 60 children, each after two more swaps.
+fn forks_of(a: &Cohort<Life>, swaps: &AtomicUsize, report: &Report) {
+    for round in 0..60 {
+        while swaps.load(Relaxed) < round * 2 {
+            std::thread::yield_now();
+        }
+        let child = in_child_reporting(10, report, || {
+            let _ = a.stats();
+            let _ = a.is_empty();
+            let _ = a.compact();
+            a.for_each_block(|_| {});
+            let p = a.malloc(100, Life::Long);
+            assert!(!p.is_null());
+            // SAFETY: allocated above, freed once.
+            unsafe { a.free(p, 100, Life::Long) };
+        });
+        let ended = wait(child);
+        assert_eq!(ended, Ok(0), "fork {round}: {}", report.message());
+    }
 }
 
 /// Short-lived threads (each adopts a heap an exited one left, or makes one) free objects

@@ -79,6 +79,13 @@ impl<L: Lifetime> Cohort<L> {
         // The reports (and the statistics and `is_empty` built on them) count pending
         // remote frees as freed.
         self.core.flush_batches();
+        // In a fork child, the heaps of the parent's other threads are taken over first
+        // (recounted), as `verify` does: such a thread may have stopped inside a write of
+        // its counts, which nobody in the child finishes (its row's sequence stays odd, and
+        // its fast-path allocations are counted twice: in the header and in `taken`).
+        if !pool.is_process_shared() {
+            crate::heap_handover::reap_forsaken(pool);
+        }
         let blocks = pool.blocks(&pool.lock_uncounted());
         for h in blocks {
             // One read of the header's identity: the block may change hands meanwhile.

@@ -115,6 +115,8 @@ impl<'a> HeapHead<'a> {
             let _writing = self.cursors.writing();
             let taken = &self.cursors.taken[self.class];
             h.count_add(taken.get());
+            #[cfg(all(test, not(loom)))]
+            super::fork_mid_write::inside_count_taken();
             taken.set(0);
         }
     }

@@ -240,6 +240,15 @@ impl Pool {
         if bump < c.first || bump > c.limit || !(bump - c.first).is_multiple_of(c.stride) {
             return Err(ListFault::Bump(bump));
         }
+        // A view without a bitmap is a private reservation's, where no check generation
+        // starts (`place::view_len`): its blocks' marks are the generation they were made in.
+        debug_assert!(
+            !self.check_scratch.is_null(),
+            "a check in a private reservation"
+        );
+        if self.check_scratch.is_null() {
+            return Ok(());
+        }
         // SAFETY: `SCRATCH_WORDS` words of the view's mapping, used by the lock holder
         // only (caller); no other reference to them is alive.
         let seen = unsafe { core::slice::from_raw_parts_mut(self.check_scratch, SCRATCH_WORDS) };

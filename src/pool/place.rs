@@ -50,10 +50,20 @@ pub(crate) const STATE_LAYOUT: u32 = 16;
 /// [`Pool::is_process_shared`]) stay out of that set.
 pub(crate) const VIEW_COLOUR: usize = 64;
 /// Where the blocks' check's bitmap starts in a view's mapping: the first page past the
-/// view (`Pool`'s `check_scratch`).
+/// view (`Pool`'s `check_scratch`). Only a view of a region laid out as a shared one has
+/// it: a check generation starts only at the open of such a region (`crate::persist`);
+/// a private reservation's blocks are never checked, and its view maps no bitmap (which
+/// a process that locks its future mappings would lock: 255 KiB an instance).
 const SCRATCH_AT: usize = (VIEW_COLOUR + size_of::<Pool>()).next_multiple_of(os::MIN_PAGE);
-/// The length of a view's mapping: the view, then the check's bitmap.
-pub(crate) const VIEW_LEN: usize = SCRATCH_AT + SCRATCH_WORDS * size_of::<usize>();
+
+/// The length of a view's mapping: the view, then (`shared`) the check's bitmap.
+pub(crate) const fn view_len(shared: bool) -> usize {
+    if shared {
+        SCRATCH_AT + SCRATCH_WORDS * size_of::<usize>()
+    } else {
+        SCRATCH_AT
+    }
+}
 // The fields the medium cache's paths read, first in the view (`Pool` is `repr(C)`), lie
 // in its first page, past its first line; so does the shared state's count they read (the
 // state starts on a page: a private pool's own mapping, a shared region's state area).
@@ -207,7 +217,7 @@ pub(crate) unsafe fn build(
     layout: &Layout,
     shared: bool,
 ) -> *mut Pool {
-    let mapped = os::map(VIEW_LEN, os::MIN_PAGE);
+    let mapped = os::map(view_len(shared), os::MIN_PAGE);
     if mapped.is_null() {
         return ptr::null_mut();
     }
@@ -242,7 +252,11 @@ pub(crate) unsafe fn build(
                 write_seal: None,
                 medium_written: Written::new(),
                 medium_moved: Moved::new(mover),
-                check_scratch: mapped.add(SCRATCH_AT).cast::<usize>(),
+                check_scratch: if shared {
+                    mapped.add(SCRATCH_AT).cast::<usize>()
+                } else {
+                    ptr::null_mut()
+                },
                 process_shared: false,
                 area: ptr::null_mut(),
                 area_len: 0,

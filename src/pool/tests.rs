@@ -348,3 +348,19 @@ fn a_pool_view_starts_past_its_pages_first_line() {
         }
     }
 }
+
+/// A private reservation's view maps no bitmap for the blocks' check (no check generation
+/// starts there), where every view mapped 255 KiB more, which a process that
+/// locks its future mappings locked for each instance (session 20, before this: both views
+/// had it). A view of a region laid out as a shared one has it, past the view.
+#[test]
+fn only_a_view_of_a_shared_layout_maps_the_checks_bitmap() {
+    let private = TestPool::new(1, 1);
+    let shared = TestPool::shared(2, 1, 4096);
+    assert!(private.check_scratch.is_null());
+    assert!(!shared.check_scratch.is_null());
+    assert_eq!(
+        place::view_len(true) - place::view_len(false),
+        check::SCRATCH_WORDS * size_of::<usize>()
+    );
+}

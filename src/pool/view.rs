@@ -100,8 +100,9 @@ impl Pool {
             if !area.is_null() {
                 ptr::drop_in_place((*pool).shared.cast_mut());
             }
+            let view_len = place::view_len(!(*pool).check_scratch.is_null());
             ptr::drop_in_place(pool);
-            os::unmap(pool.cast::<u8>().sub(place::VIEW_COLOUR), place::VIEW_LEN);
+            os::unmap(pool.cast::<u8>().sub(place::VIEW_COLOUR), view_len);
             if !area.is_null() {
                 os::unmap(area, area_len);
             }
