@@ -5,7 +5,7 @@
 //! such heaps over first, as `verify` does: recounted, `live == handed out - freed`.
 
 use crate::heap::fork_mid_write::{go_on, stop_this_thread, stopped};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// A thread allocates 64-byte objects, counting those it got, and stops in the slow path
 /// that ends its first bump window, inside `count_taken` (its fast-path allocations in the
@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 #[test]
 fn a_fork_child_counts_a_heap_its_thread_left_inside_a_write_of_its_row() {
     let a = super::Cohort::<()>::new();
-    child_counts_what_a_stopped_thread_got(&a, || || a.malloc(64, ()));
+    child_counts_what_a_stopped_thread_got(&a, || || a.malloc(64, ()), false);
 }
 
 /// Guard, a sibling (red team, session 20, third round): the stopped thread allocates
@@ -32,7 +32,54 @@ fn a_fork_child_counts_a_join_its_thread_left_inside_a_write_of_its_row() {
     child_counts_what_a_stopped_thread_got(&a, || {
         let join = a.join(0).expect("a join");
         move || join.malloc(64, ())
-    });
+    }, false);
+}
+
+/// Red team (session 20, third round), on flaky's 121c50a: the child's statistics asked
+/// by a fork handler registered before cohort's (another library's: its `child` handler
+/// runs before cohort's, RED-104's setting), which reaches the statistics before cohort's
+/// repair marked the parent's other threads' heaps forsaken. `for_each_block` looks for
+/// forsaken heaps first (none yet: `FORSAKEN_LEFT` is 0) and only then takes the pool lock,
+/// whose take runs the repair (`fork::fork_caller`), which marks the stopped thread's heap
+/// forsaken too late: fails on lead 01cbab0 with 'the child's statistics: 125 live for 63
+/// objects' (4 runs of 4), as the child's own call failed before 121c50a.
+#[test]
+#[ignore = "RED-114: a fork child's statistics asked by an earlier child handler count a stopped thread's fast-path allocations twice (reap_forsaken runs before the lock's repair marks the heap)"]
+fn a_fork_child_handler_counts_a_heap_its_thread_left_inside_a_write_of_its_row() {
+    let a = super::Cohort::<()>::new();
+    child_counts_what_a_stopped_thread_got(&a, || || a.malloc(64, ()), true);
+}
+
+/// The instance the earlier child handler asks for statistics (0: none) and the word it
+/// writes their count of live small slots to, plus one.
+static HANDLER_ASKS: AtomicUsize = AtomicUsize::new(0);
+static HANDLER_WORD: AtomicUsize = AtomicUsize::new(0);
+
+extern "C" fn earlier_child_handler() {
+    let a = HANDLER_ASKS.swap(0, Ordering::AcqRel);
+    if a == 0 {
+        return;
+    }
+    // SAFETY: set by the test to an instance it keeps alive across the fork, and to its
+    // shared word.
+    let (a, word) = unsafe {
+        (
+            &*(a as *const super::Cohort<()>),
+            &*(HANDLER_WORD.load(Ordering::Acquire) as *const AtomicU64),
+        )
+    };
+    word.store(a.stats().small.live as u64 + 1, Ordering::Release);
+}
+
+/// Registers [`earlier_child_handler`] before cohort's own handlers (a constructor of a
+/// higher priority than cohort's `.init_array.00101`): it runs before cohort's in a child.
+#[used]
+#[link_section = ".init_array.00100"]
+static REGISTER_FIRST: extern "C" fn() = register_first;
+
+extern "C" fn register_first() {
+    // SAFETY: a plain function, valid for the life of the process.
+    unsafe { libc::pthread_atfork(None, None, Some(earlier_child_handler)) };
 }
 
 /// A thread allocates 64-byte objects with the allocator `start` makes on it, counting
@@ -42,6 +89,7 @@ fn a_fork_child_counts_a_join_its_thread_left_inside_a_write_of_its_row() {
 fn child_counts_what_a_stopped_thread_got<F: FnMut() -> *mut u8>(
     a: &super::Cohort<()>,
     start: impl FnOnce() -> F + Send,
+    in_handler: bool,
 ) {
     // One test at a time: the stop is the process's.
     static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -86,11 +134,18 @@ fn child_counts_what_a_stopped_thread_got<F: FnMut() -> *mut u8>(
         assert_ne!(word, libc::MAP_FAILED);
         // SAFETY: 8 bytes, page aligned, mapped until the unmap below.
         let counted = unsafe { &*word.cast::<AtomicU64>() };
+        if in_handler {
+            HANDLER_WORD.store(word as usize, Ordering::Release);
+            HANDLER_ASKS.store(core::ptr::from_ref(a) as usize, Ordering::Release);
+        }
         // SAFETY: the child reads the statistics and leaves through `_exit`.
         let child = unsafe { libc::fork() };
         assert!(child >= 0, "fork");
+        HANDLER_ASKS.store(0, Ordering::Release);
         if child == 0 {
-            counted.store(a.stats().small.live as u64 + 1, Ordering::Release);
+            if !in_handler {
+                counted.store(a.stats().small.live as u64 + 1, Ordering::Release);
+            }
             // SAFETY: leaves the child at once.
             unsafe { libc::_exit(0) };
         }
@@ -100,7 +155,9 @@ fn child_counts_what_a_stopped_thread_got<F: FnMut() -> *mut u8>(
         go_on();
         let objects = allocator.join().unwrap();
         assert_eq!(status, 0, "the child");
-        let live = counted.load(Ordering::Acquire) - 1;
+        let live = counted.load(Ordering::Acquire);
+        assert!(live > 0, "the child counted nothing");
+        let live = live - 1;
         // SAFETY: ours, unused from here.
         unsafe { libc::munmap(word, 8) };
         assert_eq!(
