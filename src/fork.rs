@@ -149,6 +149,7 @@ fn ensure_registered() {
             match REGISTERED.compare_exchange(seen, me | REGISTERING, AcqRel, Acquire) {
                 Ok(_) => {
                     set_fork_caller(&FORK_CALLER_FN);
+                    make_fork_mark();
                     REGISTERING_THREAD.store(os::shared_mem::thread_id(), Relaxed);
                     os::at_fork(prepare, parent, child);
                     REGISTERING_THREAD.store(0, Relaxed);
@@ -300,7 +301,44 @@ unsafe extern "C" fn prepare() {
     // From here until the `parent` or `child` handler, a program's fork handler on this
     // thread may enter the locks held (`fork_caller`).
     FORK_PID.store(os::shared_mem::pid(), Relaxed);
+    // SAFETY: null or the mark's page, mapped for the life of the process.
+    if let Some(mark) = unsafe { FORK_MARK.load(Acquire).as_ref() } {
+        mark.store(1, Relaxed);
+    }
     FORK_THREAD.store(os::shared_mem::thread_id(), Release);
+}
+
+/// A word in a page the kernel gives a fork child zeroed (`MADV_WIPEONFORK`), set to 1 by
+/// every [`prepare`]: 0 in a child of the process that prepared, whatever the child's pid
+/// (a child in a new pid namespace may have its parent's: RED-115). Null where the kernel
+/// refuses `MADV_WIPEONFORK` (before Linux 4.14): the pids tell then. Made before the
+/// handlers are registered ([`ensure_registered`]).
+static FORK_MARK: core::sync::atomic::AtomicPtr<core::sync::atomic::AtomicU64> =
+    core::sync::atomic::AtomicPtr::new(ptr::null_mut());
+
+/// Maps [`FORK_MARK`]'s page (left null when the OS refuses).
+fn make_fork_mark() {
+    let page = os::map(os::MIN_PAGE, os::MIN_PAGE);
+    if page.is_null() {
+        return;
+    }
+    // SAFETY: our fresh private mapping; the advice only zeroes a child's copy.
+    if unsafe { libc::madvise(page.cast(), os::MIN_PAGE, libc::MADV_WIPEONFORK) } != 0 {
+        // SAFETY: mapped above, nothing in it.
+        unsafe { os::unmap(page, os::MIN_PAGE) };
+        return;
+    }
+    FORK_MARK.store(page.cast(), Release);
+}
+
+/// True when this process is a fork child of the process whose [`prepare`] ran last (its
+/// copy of [`FORK_MARK`] was wiped; or, without the mark, its pid is not that process's).
+fn forked_since_prepare() -> bool {
+    // SAFETY: null or the mark's page, mapped for the life of the process.
+    match unsafe { FORK_MARK.load(Acquire).as_ref() } {
+        Some(mark) => mark.load(Relaxed) == 0,
+        None => FORK_PID.load(Relaxed) != os::shared_mem::pid(),
+    }
 }
 
 /// The thread inside a fork (from the end of [`prepare`] to the end of [`parent`] or
@@ -315,8 +353,19 @@ static FORK_DEPTH: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32
 /// True when the calling thread is the one inside a fork of this process (between the
 /// end of its [`prepare`] and its [`parent`]).
 fn in_own_window() -> bool {
-    FORK_THREAD.load(Acquire) == os::shared_mem::thread_id()
-        && FORK_PID.load(Relaxed) == os::shared_mem::pid()
+    FORK_THREAD.load(Acquire) == os::shared_mem::thread_id() && !forked_since_prepare()
+}
+
+/// In a fork child whose repair has not run yet (a program's child handler, registered
+/// before cohort's, runs first and calls cohort): runs it now ([`fork_caller`]'s way: on
+/// the child's first thread, another stopped). For the calls that take over the heaps a
+/// fork left (statistics, verify) before they lock anything: the repair is what marks
+/// those heaps (RED-114: a heap whose thread the fork stopped inside a write of its
+/// counts was counted twice, and verify called it damage).
+pub(crate) fn repair_pending_child() {
+    if FORK_THREAD.load(Acquire) != 0 && forked_since_prepare() {
+        let _ = fork_caller();
+    }
 }
 
 /// [`fork_caller`], for the locks to ask (`crate::sync`'s `set_fork_caller`).
@@ -334,15 +383,13 @@ fn fork_caller() -> ForkCaller {
     if forking == 0 {
         return ForkCaller::Wait;
     }
-    let pid = os::shared_mem::pid();
-    if FORK_PID.load(Relaxed) != pid {
-        // A fork child (its pid is not the forking process's) whose `child` handler has
-        // not run (it clears `FORK_THREAD`). The repair reads and changes the forking
+    if forked_since_prepare() {
+        // A fork child whose `child` handler has not run (it clears `FORK_THREAD`). The repair reads and changes the forking
         // thread's own state: it must run on that thread, the child's first (whose id is
         // the child's pid). Another thread can only be one a program's child handler
         // started before cohort's ran (RED-111): stopped, rather than repair with its
         // state (the first thread's heaps would be taken for a dead thread's).
-        let thread = os::shared_mem::thread_id();
+        let (thread, pid) = (os::shared_mem::thread_id(), os::shared_mem::pid());
         if thread != pid {
             os::abort_with(format_args!(
                 "cohort: thread {thread} of fork child {pid} called the allocator before \
@@ -423,7 +470,7 @@ unsafe extern "C" fn parent() {
 /// Called only by `fork()` in the child, after [`prepare`] in the parent, while the
 /// calling thread is the child's only one.
 unsafe extern "C" fn child() {
-    if FORK_THREAD.load(Relaxed) == 0 || FORK_PID.load(Relaxed) == os::shared_mem::pid() {
+    if FORK_THREAD.load(Relaxed) == 0 || !forked_since_prepare() {
         // Ran already, from a lock a program's earlier child handler took (`fork_caller`),
         // or ran and prepared this process's own fork again (below).
         return;

@@ -152,6 +152,9 @@ impl<L: Lifetime> Cohort<L> {
         };
         // Pending remote frees are counted where they go: their blocks' remote lists (but
         // those of a batch whose flush was refused stay pending: RED-113).
+        // In a fork child whose repair has not run (a program's earlier child handler
+        // verifies), the repair first: it marks the heaps `reap_dead` takes over (RED-114).
+        crate::fork::repair_pending_child();
         let unpushed = !self.core.flush_batches_all_pushed();
         // A process that died mid-allocation left its heap's work half done (a slot taken
         // and not yet counted, a block between lists): not damage. Its heaps are taken over

@@ -41,7 +41,6 @@ fn fork_into_new_pid_namespace() -> Option<libc::pid_t> {
 /// of the shared region'. Passes with `child`'s test of `FORK_PID` taken out (its form
 /// before 06eeb4f).
 #[test]
-#[ignore = "RED-115: a fork child whose pid equals its parent's (pid 1 forking into a new pid namespace) is taken for the forking process: cohort's child handler skips the repair"]
 fn a_fork_child_with_its_parents_pid_in_a_new_namespace_is_repaired() {
     let words = shared_words(3);
     let pid = in_child(20, || {

@@ -78,6 +78,9 @@ impl<L: Lifetime> Cohort<L> {
         };
         // The reports (and the statistics and `is_empty` built on them) count pending
         // remote frees as freed.
+        // In a fork child whose repair has not run (a program's earlier child handler asks),
+        // the repair first: it marks the heaps below taken over (RED-114).
+        crate::fork::repair_pending_child();
         self.core.flush_batches();
         // In a fork child, the heaps of the parent's other threads are taken over first
         // (recounted), as `verify` does: such a thread may have stopped inside a write of

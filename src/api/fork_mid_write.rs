@@ -44,7 +44,6 @@ fn a_fork_child_counts_a_join_its_thread_left_inside_a_write_of_its_row() {
 /// forsaken too late: fails on lead 01cbab0 with 'the child's statistics: 125 live for 63
 /// objects' (4 runs of 4), as the child's own call failed before 121c50a.
 #[test]
-#[ignore = "RED-114: a fork child's statistics asked by an earlier child handler count a stopped thread's fast-path allocations twice (reap_forsaken runs before the lock's repair marks the heap)"]
 fn a_fork_child_handler_counts_a_heap_its_thread_left_inside_a_write_of_its_row() {
     let a = super::Cohort::<()>::new();
     child_counts_what_a_stopped_thread_got(&a, || || a.malloc(64, ()), Child::HandlerAsks);
@@ -56,7 +55,6 @@ fn a_fork_child_handler_counts_a_heap_its_thread_left_inside_a_write_of_its_row(
 /// reports damage, 'block 0x7f4a1c000000 (size class 10, stride 64 B, lifetime class 0):
 /// used 125 + free-listed 0 != 63 slots handed out' (the count shows as u64::MAX - 1).
 #[test]
-#[ignore = "RED-114 (sibling): verify asked by an earlier child fork handler reports a stopped thread's heap as damage (used 125 + free-listed 0 != 63 handed out)"]
 fn a_fork_child_handler_verifies_a_heap_its_thread_left_inside_a_write_of_its_row() {
     let a = super::Cohort::<()>::new();
     child_counts_what_a_stopped_thread_got(&a, || || a.malloc(64, ()), Child::HandlerVerifies);
