@@ -90,7 +90,7 @@ fn fork_asking(which: usize) {
 /// in its batch), then forks with the handler `which` asking for the statistics. The fork
 /// must return in both processes.
 fn fork_with_pending_frees(which: usize) {
-    let pid = in_child(5, || {
+    let pid = in_child(30, || {
         let a: &'static Cohort<()> = Box::leak(Box::new(Cohort::new()));
         INSTANCE.store(core::ptr::from_ref(a).cast_mut(), SeqCst);
         let (to_main, from_holder) = mpsc::channel::<Vec<usize>>();
@@ -153,7 +153,7 @@ fn guard_a_fork_with_pending_remote_frees_returns() {
 #[test]
 fn an_earlier_handler_may_ask_for_statistics_while_another_threads_batch_holds_frees() {
     for which in [PREPARE, PARENT, CHILD] {
-        let pid = in_child(5, move || {
+        let pid = in_child(30, move || {
             let a: &'static Cohort<()> = Box::leak(Box::new(Cohort::new()));
             INSTANCE.store(core::ptr::from_ref(a).cast_mut(), SeqCst);
             let slots: Vec<usize> = (0..64).map(|_| a.malloc(64, ()) as usize).collect();
@@ -190,7 +190,7 @@ fn an_earlier_handler_may_ask_for_statistics_while_another_threads_batch_holds_f
 /// with nothing pending. On lead 18fd27a: the test's child died of SIGALRM.
 #[test]
 fn an_earlier_prepare_handler_may_drop_a_join() {
-    let pid = in_child(5, || {
+    let pid = in_child(30, || {
         let a: &'static Cohort<()> = Box::leak(Box::new(Cohort::new()));
         let join = Box::new(a.join(0).expect("a join"));
         let p = join.malloc(64, ());

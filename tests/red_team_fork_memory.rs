@@ -59,7 +59,7 @@ fn fork_with_advised_memory(advice: libc::c_int, shared: bool) -> Ended {
         s.spawn(|| assert!(!a.malloc(100, Life::Short).is_null()));
     });
     assert!(!p.is_null());
-    let pid = in_child(5, || {});
+    let pid = in_child(30, || {});
     let ended = wait(pid);
     // The parent goes on with the region.
     // SAFETY: allocated above with this size and class, freed once.

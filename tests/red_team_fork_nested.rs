@@ -135,7 +135,7 @@ fn guard_a_plain_fork_of_a_shared_region_gives_the_child_its_own_heap() {
 /// never returns. On lead 8cdf979: the test's child died of SIGALRM (Err(14)).
 #[test]
 fn a_fork_inside_an_earlier_prepare_handler_returns_with_a_private_instance() {
-    let pid = in_child(5, || {
+    let pid = in_child(30, || {
         let a = Cohort::<()>::new();
         let p = a.malloc(64, ());
         assert!(!p.is_null());

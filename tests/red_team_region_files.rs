@@ -434,7 +434,7 @@ fn a_region_file_copied_while_its_lock_was_held_opens_and_allocates() {
             std::fs::copy(&f, &copy).expect("copy");
             // SAFETY: as above.
             unsafe { libc::kill(churner, libc::SIGCONT) };
-            let opener = in_child(5, || {
+            let opener = in_child(30, || {
                 let r = match open_file(&copy) {
                     // Refused as a copy of a region in use: fine (the contract since RED-16).
                     Err(RegionError::Unclean { .. }) => return,

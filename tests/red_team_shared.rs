@@ -54,7 +54,7 @@ fn a_process_killed_holding_the_pool_lock_does_not_stop_the_others() {
             );
             kill9(child);
             // The survivor allocates and frees (tiny and small), then checks the region.
-            let survivor = in_child(5, || {
+            let survivor = in_child(30, || {
                 let checked = std::panic::catch_unwind(AssertUnwindSafe(|| {
                     for size in [1usize, 2, 64, 64, 1000] {
                         let p = a.malloc(size, Life::Short);
@@ -84,7 +84,7 @@ fn a_process_killed_holding_the_pool_lock_does_not_stop_the_others() {
                 report.fail(&format!(
                     "attempt {attempt}: after kill -9 of the churning child, another process \
                      that allocates 1 to 1000 bytes and verifies the region: {ended:?} (14 is \
-                     SIGALRM: it hung for 5 s; 1: it reported {:?})",
+                     SIGALRM: it hung for 30 s; 1: it reported {:?})",
                     report.message()
                 ));
             }
@@ -187,7 +187,7 @@ fn a_file_region_whose_user_was_killed_holding_the_lock_opens() {
                 &at,
             );
             kill9(user);
-            let opener = in_child(5, || {
+            let opener = in_child(30, || {
                 match SharedCohort::<Life>::open(Place::File(&path), OpenOptions::new()) {
                     Ok(r) => {
                         let p = r.malloc(1, Life::Short);

@@ -58,7 +58,7 @@ fn worker(a: &Cohort<Life>, kind: u64, progress: &AtomicU64) -> libc::pid_t {
 /// after the region was reopened). Here the killed process reads `decay_delays` (or sets
 /// the retention, or allocates medium runs) without pause, so it holds the lock a good part
 /// of the time; up to 300 kills, each followed by a probe process that must finish
-/// `compact`, `stats` and `release_class` within 5 s.
+/// `compact`, `stats` and `release_class` within 30 s (its alarm; 5 s until session 20, raised so a loaded machine cannot trip it).
 #[test]
 fn a_process_killed_holding_the_large_table_lock_does_not_stop_the_others() {
     isolated(120, |report| {
@@ -76,7 +76,7 @@ fn a_process_killed_holding_the_large_table_lock_does_not_stop_the_others() {
                 "the worker",
             );
             kill9(child);
-            let probe = in_child(5, || {
+            let probe = in_child(30, || {
                 let _ = a.compact();
                 let _ = a.stats();
                 // SAFETY: nothing of Short is live (the workers freed every run they made;
@@ -87,7 +87,7 @@ fn a_process_killed_holding_the_large_table_lock_does_not_stop_the_others() {
             if ended != Ok(0) {
                 report.fail(&format!(
                     "after kill -9 number {kill} of a worker ({}), another process's compact, \
-                     stats and release_class: {ended:?} (14 is SIGALRM: it hung for 5 s)",
+                     stats and release_class: {ended:?} (14 is SIGALRM: it hung for 30 s)",
                     [
                         "reading decay_delays",
                         "setting the retention",
