@@ -38,6 +38,16 @@ extern "C" fn prepare() {
     }
 }
 
+/// A boxed instance the calling thread has a heap of (it allocated and freed once), empty:
+/// the newest heap, first on the thread's list.
+fn used_instance() -> Box<Cohort<()>> {
+    let a = Box::new(Cohort::<()>::new());
+    let p = a.malloc(64, ());
+    // SAFETY: allocated above with this size and class.
+    unsafe { a.free(p, 64, ()) };
+    a
+}
+
 /// Forks; the child allocates from `KEPT` (not `kept`, live), verifies it and leaves
 /// (1 when either failed). Returns the child's pid.
 fn fork_checking_kept(kept: *mut u8) -> libc::pid_t {
@@ -64,10 +74,7 @@ fn fork_checking_kept(kept: *mut u8) -> libc::pid_t {
 fn an_instance_dropped_inside_the_fork_window_leaves_the_child_whole() {
     let pid = in_child(10, || {
         let kept = KEPT.malloc(64, ());
-        let a = Box::new(Cohort::<()>::new());
-        let p = a.malloc(64, ());
-        // SAFETY: allocated above with this size and class.
-        unsafe { a.free(p, 64, ()) };
+        let a = used_instance();
         DROP.store(Box::into_raw(a), SeqCst);
         let child = fork_checking_kept(kept);
         assert!(
@@ -86,10 +93,7 @@ fn an_instance_dropped_inside_the_fork_window_leaves_the_child_whole() {
 fn guard_an_instance_dropped_before_the_fork_leaves_the_child_whole() {
     let pid = in_child(10, || {
         let kept = KEPT.malloc(64, ());
-        let a = Box::new(Cohort::<()>::new());
-        let p = a.malloc(64, ());
-        // SAFETY: allocated above with this size and class.
-        unsafe { a.free(p, 64, ()) };
+        let a = used_instance();
         drop(a);
         let child = fork_checking_kept(kept);
         assert_eq!(wait(child), Ok(0), "the fork's child");
@@ -106,10 +110,7 @@ fn guard_an_instance_dropped_before_the_fork_leaves_the_child_whole() {
 fn guard_a_join_inside_the_fork_window_after_an_instance_was_dropped_leaves_the_child_whole() {
     let pid = in_child(10, || {
         let kept = KEPT.malloc(64, ());
-        let a = Box::new(Cohort::<()>::new());
-        let p = a.malloc(64, ());
-        // SAFETY: allocated above with this size and class.
-        unsafe { a.free(p, 64, ()) };
+        let a = used_instance();
         drop(a);
         JOIN_OTHER.store(true, SeqCst);
         let child = fork_checking_kept(kept);
@@ -133,10 +134,7 @@ fn with_a_region_the_child_lacks_an_instance_dropped_or_joined_inside_the_window
             let r = region.malloc(64, ());
             assert!(!r.is_null());
             let kept = KEPT.malloc(64, ());
-            let a = Box::new(Cohort::<()>::new());
-            let p = a.malloc(64, ());
-            // SAFETY: allocated above with this size and class.
-            unsafe { a.free(p, 64, ()) };
+            let a = used_instance();
             DROP.store(Box::into_raw(a), SeqCst);
             JOIN_OTHER.store(join, SeqCst);
             let child = fork_checking_kept(kept);
