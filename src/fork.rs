@@ -149,6 +149,7 @@ fn ensure_registered() {
             match REGISTERED.compare_exchange(seen, me | REGISTERING, AcqRel, Acquire) {
                 Ok(_) => {
                     set_fork_caller(&FORK_CALLER_FN);
+                    FORK_PID.store(os::shared_mem::pid(), Relaxed);
                     make_fork_mark();
                     REGISTERING_THREAD.store(os::shared_mem::thread_id(), Relaxed);
                     os::at_fork(prepare, parent, child);
@@ -300,19 +301,17 @@ unsafe extern "C" fn prepare() {
     core::mem::forget(list);
     // From here until the `parent` or `child` handler, a program's fork handler on this
     // thread may enter the locks held (`fork_caller`).
-    FORK_PID.store(os::shared_mem::pid(), Relaxed);
-    // SAFETY: null or the mark's page, mapped for the life of the process.
-    if let Some(mark) = unsafe { FORK_MARK.load(Acquire).as_ref() } {
-        mark.store(1, Relaxed);
-    }
     FORK_THREAD.store(os::shared_mem::thread_id(), Release);
 }
 
-/// A word in a page the kernel gives a fork child zeroed (`MADV_WIPEONFORK`), set to 1 by
-/// every [`prepare`]: 0 in a child of the process that prepared, whatever the child's pid
-/// (a child in a new pid namespace may have its parent's: RED-115). Null where the kernel
-/// refuses `MADV_WIPEONFORK` (before Linux 4.14): the pids tell then. Made before the
-/// handlers are registered ([`ensure_registered`]).
+/// A word in a page the kernel gives a fork child zeroed (`MADV_WIPEONFORK`), set to 1 when
+/// the page is made and by every child's repair ([`mark_repaired`]): 0 exactly in a fork
+/// child not repaired yet, whatever the child's pid (a child in a new pid namespace may have
+/// its parent's: RED-115), and whichever process made the fork (a nested fork's child that
+/// goes on into the outer fork makes that fork's child without a [`prepare`] of its own:
+/// RED-107, RED-117). Null where the kernel refuses `MADV_WIPEONFORK` (before Linux 4.14):
+/// the pids tell then ([`FORK_PID`]). Made before the handlers are registered
+/// ([`ensure_registered`]).
 static FORK_MARK: core::sync::atomic::AtomicPtr<core::sync::atomic::AtomicU64> =
     core::sync::atomic::AtomicPtr::new(ptr::null_mut());
 
@@ -328,11 +327,25 @@ fn make_fork_mark() {
         unsafe { os::unmap(page, os::MIN_PAGE) };
         return;
     }
+    // SAFETY: our fresh mapping, a page: room for the word, aligned.
+    unsafe { (*page.cast::<core::sync::atomic::AtomicU64>()).store(1, Relaxed) };
     FORK_MARK.store(page.cast(), Release);
 }
 
-/// True when this process is a fork child of the process whose [`prepare`] ran last (its
-/// copy of [`FORK_MARK`] was wiped; or, without the mark, its pid is not that process's).
+/// Records that this process is repaired (or, at registration, never forked): sets
+/// [`FORK_MARK`]'s word and [`FORK_PID`], which a fork child's copy then differs from.
+fn mark_repaired() {
+    FORK_PID.store(os::shared_mem::pid(), Relaxed);
+    // SAFETY: null or the mark's page, mapped for the life of the process.
+    if let Some(mark) = unsafe { FORK_MARK.load(Acquire).as_ref() } {
+        mark.store(1, Relaxed);
+    }
+}
+
+/// True when this process is a fork child whose repair ([`child`]) has not run: its copy of
+/// [`FORK_MARK`] was wiped; or, without the mark, its pid is not the one the process that
+/// forked it recorded (where a child may share its parent's pid, RED-116, that case goes
+/// unseen).
 fn forked_since_prepare() -> bool {
     // SAFETY: null or the mark's page, mapped for the life of the process.
     match unsafe { FORK_MARK.load(Acquire).as_ref() } {
@@ -341,13 +354,16 @@ fn forked_since_prepare() -> bool {
     }
 }
 
-/// The thread inside a fork (from the end of [`prepare`] to the end of [`parent`] or
-/// [`child`]; 0: none) and its process.
+/// The thread inside a fork whose [`prepare`] holds the locks (from the end of [`prepare`]
+/// to the end of [`parent`] or [`child`]; 0: none). Invariant: `FORK_THREAD != 0` exactly
+/// while (in a child: in the parent's image) the locks [`prepare`] took are held for a
+/// fork.
 static FORK_THREAD: core::sync::atomic::AtomicI32 = core::sync::atomic::AtomicI32::new(0);
+/// The process's pid, recorded at registration and by every repair ([`mark_repaired`]).
 static FORK_PID: core::sync::atomic::AtomicI32 = core::sync::atomic::AtomicI32::new(0);
 /// How many forks the thread in [`FORK_THREAD`] made inside its own (from their
-/// [`prepare`] to their [`parent`]); 0 outside. Only that thread changes it, and a child
-/// starts again at 0.
+/// [`prepare`] to their [`parent`]); 0 outside. Only that thread changes it, and a child's
+/// repair sets it to 0.
 static FORK_DEPTH: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
 
 /// True when the calling thread is the one inside a fork of this process (between the
@@ -363,7 +379,7 @@ fn in_own_window() -> bool {
 /// those heaps (RED-114: a heap whose thread the fork stopped inside a write of its
 /// counts was counted twice, and verify called it damage).
 pub(crate) fn repair_pending_child() {
-    if FORK_THREAD.load(Acquire) != 0 && forked_since_prepare() {
+    if forked_since_prepare() {
         let _ = fork_caller();
     }
 }
@@ -379,10 +395,6 @@ static FORK_CALLER_FN: fn() -> ForkCaller = fork_caller;
 /// child's repair ([`child`]) at once, which releases every lock, and tries again; any
 /// other thread waits.
 fn fork_caller() -> ForkCaller {
-    let forking = FORK_THREAD.load(Acquire);
-    if forking == 0 {
-        return ForkCaller::Wait;
-    }
     if forked_since_prepare() {
         // A fork child whose `child` handler has not run (it clears `FORK_THREAD`). The repair reads and changes the forking
         // thread's own state: it must run on that thread, the child's first (whose id is
@@ -401,7 +413,7 @@ fn fork_caller() -> ForkCaller {
         unsafe { child() };
         return ForkCaller::Retry;
     }
-    if forking == os::shared_mem::thread_id() {
+    if FORK_THREAD.load(Acquire) == os::shared_mem::thread_id() {
         ForkCaller::Enter
     } else {
         ForkCaller::Wait
@@ -444,6 +456,11 @@ unsafe extern "C" fn parent() {
         FORK_DEPTH.fetch_sub(1, Relaxed);
         return;
     }
+    if FORK_THREAD.load(Relaxed) == 0 {
+        // Nothing held: the child of a fork made inside another that went on into the
+        // outer fork, whose locks its repair released (see `child`).
+        return;
+    }
     // Before the locks are released: a fork another thread starts once they are stores
     // its own thread here.
     FORK_THREAD.store(0, Release);
@@ -470,17 +487,21 @@ unsafe extern "C" fn parent() {
 /// Called only by `fork()` in the child, after [`prepare`] in the parent, while the
 /// calling thread is the child's only one.
 unsafe extern "C" fn child() {
-    if FORK_THREAD.load(Relaxed) == 0 || !forked_since_prepare() {
-        // Ran already, from a lock a program's earlier child handler took (`fork_caller`),
-        // or ran and prepared this process's own fork again (below).
+    if !forked_since_prepare() {
+        // Ran already, from a lock a program's earlier child handler took (`fork_caller`)
+        // or from the statistics or verify (`repair_pending_child`).
         return;
     }
-    FORK_THREAD.store(0, Relaxed);
-    // The child of a fork made inside another (see `prepare`) is repaired as any child:
-    // its copy is the outer fork's parent's, every lock held by its thread. The outer
-    // fork then goes on in this process too (the handler that forked returns into it):
-    // it is prepared again at the end.
-    let outer = FORK_DEPTH.swap(0, Relaxed);
+    // Whether the locks are held in this copy: they are in a child of a `prepare`d fork
+    // (the parent's thread held them). They are not in the child of a process that was
+    // itself the child of a fork made inside another (see `prepare`) and went on into the
+    // outer fork (the handler that forked returned into it): that process's repair
+    // released them and took none again (RED-117: a helper process forked in a program's
+    // fork handler may never return into the outer fork, and its threads and children
+    // would wait for ever), and its `parent` handler has nothing to release (see
+    // `parent`). Such a child is repaired all the same: its mark is wiped (RED-107).
+    let held = FORK_THREAD.swap(0, Relaxed) != 0;
+    let nested = FORK_DEPTH.swap(0, Relaxed) > 0;
     // The child's only thread: nobody reads it concurrently.
     GENERATION.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
     // The handlers run: they are registered in the child (whatever its parent's word says:
@@ -534,16 +555,16 @@ unsafe extern "C" fn child() {
             }
         }
     });
-    // SAFETY: see unlock_all.
-    unsafe { unlock_all() };
-    if outer > 0 {
-        // The child of a fork made inside this thread's fork (RED-107): the outer fork
-        // goes on here and will make a child of its own, and its `parent` handler runs
-        // here after: this process's locks are held for it as its `prepare` would, with
-        // the nesting it had less this fork.
-        // SAFETY: this thread is inside the outer fork, whose `parent` or `child` handler
-        // runs next.
-        unsafe { prepare() };
-        FORK_DEPTH.store(outer - 1, Relaxed);
+    if held {
+        // SAFETY: see unlock_all.
+        unsafe { unlock_all() };
     }
+    if nested {
+        // This process may go on into the outer fork, whose child a lost region then
+        // rebuilds from the copy of the thread's list: this process's, as `prepare`
+        // would have made it.
+        let own = per_thread::own_heaps();
+        INSTANCES.lock().forking = copy_forking_heaps(own);
+    }
+    mark_repaired();
 }
