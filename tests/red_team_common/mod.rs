@@ -16,6 +16,12 @@ pub type Ended = Result<i32, i32>;
 mod processes;
 pub use processes::in_child;
 
+// Seccomp filters: a thread stopped at a chosen system call (`trap_in_this_thread`).
+#[path = "../common/seccomp.rs"]
+pub mod seccomp;
+#[allow(unused_imports)]
+pub use seccomp::{on_sigsys, trap_in_this_thread, Trap};
+
 /// This test binary's test `test` again, in a process of its own, with `envs` set
 /// (`processes::rerun`).
 pub fn rerun(test: &str, envs: &[(&str, &str)]) -> std::process::Output {
