@@ -141,6 +141,19 @@ pub fn until(count: &AtomicU64, at_least: u64, pid: libc::pid_t, report: &Report
     }
 }
 
+/// Forks a child that leaves at once (`_exit(0)`, nothing else), waits for it: how it
+/// ended. For a fork inside a fork handler, whose child is to do nothing.
+pub fn fork_a_child_that_leaves() -> Ended {
+    // SAFETY: the child leaves through `_exit` at once.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork");
+    if pid == 0 {
+        // SAFETY: leaves the child.
+        unsafe { libc::_exit(0) };
+    }
+    wait(pid)
+}
+
 /// Waits until child `pid` ends, and leaves it to be waited for (a zombie till then):
 /// how it ended.
 pub fn wait_unreaped(pid: libc::pid_t) -> Ended {
