@@ -41,24 +41,7 @@ fn work(r: &SharedCohort<Life>, rounds: usize) {
 /// One subprocess through glibc's `posix_spawn` of `path`: its status, or the error the
 /// spawn gave.
 fn spawn(path: &std::ffi::CStr) -> Result<i32, i32> {
-    let argv = [path.as_ptr() as *mut libc::c_char, core::ptr::null_mut()];
-    let envp = [core::ptr::null_mut::<libc::c_char>()];
-    let mut pid: libc::pid_t = 0;
-    // SAFETY: a NUL-terminated path, argument and environment list; no file actions or
-    // attributes.
-    let e = unsafe {
-        libc::posix_spawn(
-            &mut pid,
-            path.as_ptr(),
-            core::ptr::null(),
-            core::ptr::null(),
-            argv.as_ptr(),
-            envp.as_ptr(),
-        )
-    };
-    if e != 0 {
-        return Err(e);
-    }
+    let pid = posix_spawn_of(path)?;
     let mut status = 0;
     // SAFETY: our child.
     assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);

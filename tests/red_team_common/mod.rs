@@ -141,6 +141,31 @@ pub fn until(count: &AtomicU64, at_least: u64, pid: libc::pid_t, report: &Report
     }
 }
 
+/// Starts program `path` (no arguments, an empty environment) through glibc's
+/// `posix_spawn` (a vfork-style clone that shares this process's memory until it execs,
+/// and runs no fork handler): its pid, or the error the spawn gave.
+pub fn posix_spawn_of(path: &std::ffi::CStr) -> Result<libc::pid_t, i32> {
+    let argv = [path.as_ptr() as *mut libc::c_char, core::ptr::null_mut()];
+    let envp = [core::ptr::null_mut::<libc::c_char>()];
+    let mut pid: libc::pid_t = 0;
+    // SAFETY: a NUL-terminated path, argument and environment list; no file actions or
+    // attributes.
+    let e = unsafe {
+        libc::posix_spawn(
+            &mut pid,
+            path.as_ptr(),
+            core::ptr::null(),
+            core::ptr::null(),
+            argv.as_ptr(),
+            envp.as_ptr(),
+        )
+    };
+    if e != 0 {
+        return Err(e);
+    }
+    Ok(pid)
+}
+
 /// Forks a child that leaves at once (`_exit(0)`, nothing else), waits for it: how it
 /// ended. For a fork inside a fork handler, whose child is to do nothing.
 pub fn fork_a_child_that_leaves() -> Ended {
