@@ -4,8 +4,8 @@
 //! `child` handler does not run in it: its copy of `FORK_MARK` is wiped by the kernel and
 //! stays 0 until something repairs it (RED-117 made the mark the only sign of a fork child,
 //! set by a repair alone). Nor is its fork generation counted: a join, a scope and a
-//! shared region's heaps are the parent's there (the last two tests, which fail before
-//! RED-117 too).
+//! shared region's heaps are the parent's there (the shared-region and scope tests, which
+//! fail before RED-117 too).
 
 #[path = "red_team_common/mod.rs"]
 mod red_team_common;
