@@ -15,7 +15,8 @@ mod red_team_common;
 
 use cohort::Cohort;
 use red_team_common::register_fork_handlers_first;
-use red_team_common::{block_of, handlers_region, in_child, leak_for_handlers, shared_words, wait};
+use red_team_common::{block_of, handlers_join, handlers_region, in_child, leak_for_handlers};
+use red_team_common::{shared_words, wait};
 use std::sync::atomic::{AtomicU32, AtomicU8, Ordering::SeqCst};
 
 /// How many more forks the earlier `prepare` handler nests (each nested fork's own
@@ -40,9 +41,10 @@ extern "C" fn prepare_first() {
         let pid = unsafe { libc::fork() };
         assert!(pid >= 0, "the nested fork");
         if pid == 0 {
-            // The nested child has a heap of the region before it goes on: a child of the
-            // forks around not repaired would go on with it.
+            // The nested child has a heap of the region and its join's before it goes on:
+            // a child of the forks around not repaired would go on with them.
             assert!(!handlers_region().malloc(64, ()).is_null());
+            assert!(!handlers_join().malloc(64, ()).is_null());
         }
     }
     spawn_at(PREPARE);
@@ -101,13 +103,15 @@ fn reap_children() -> bool {
     }
 }
 
-/// In a child P of the test: a shared region and a private instance; one fork with forks
-/// nested `depth` deep in the earlier `prepare` handler, each nested child allocating from
-/// the region in the handler and going on. Every
-/// process of the tree (2^(depth + 1), P with them) allocates a slot of the region after
-/// the fork and says which, waits for the others to, verifies the private instance, and
-/// reaps its children. The slots must lie in as many distinct blocks: each process has a heap of its own (a child
-/// not repaired goes on with its parent's, and its slot lies in the parent's block).
+/// In a child P of the test: a shared region, a join of it and a private instance; one
+/// fork with forks nested `depth` deep in the earlier `prepare` handler, each nested child
+/// allocating from the region and the join in the handler and going on. Every process of
+/// the tree (2^(depth + 1), P with them) allocates a slot of the region and one of the
+/// join after the fork and says which, waits for the others to, verifies the private
+/// instance, and reaps its children. The slots must lie in as many distinct blocks: each
+/// process has heaps of its own (a child not repaired goes on with its parent's heap, and
+/// a join whose generation is its parent's with the parent's join heap: its slot lies in
+/// the parent's block).
 fn fork_tree(depth: u32) {
     const MOST: usize = 64;
     let words = shared_words(2 + MOST);
@@ -123,9 +127,10 @@ fn fork_tree(depth: u32) {
         // SAFETY: every process of the tree but P leaves through `_exit` below.
         let forked = unsafe { libc::fork() };
         assert!(forked >= 0, "fork");
-        let slot = region.malloc(64, ());
+        let (slot, joined) = (region.malloc(64, ()), handlers_join().malloc(64, ()));
         let n = words[0].fetch_add(1, SeqCst) as usize;
-        words[2 + n.min(MOST - 1)].store(slot as u64, SeqCst);
+        words[2 + (2 * n).min(MOST - 2)].store(slot as u64, SeqCst);
+        words[3 + (2 * n).min(MOST - 2)].store(joined as u64, SeqCst);
         // No process leaves before all allocated: a dead process's heap may be taken over
         // by a process that joins later, its block with it.
         while (words[0].load(SeqCst) as usize) < total {
@@ -134,7 +139,7 @@ fn fork_tree(depth: u32) {
         let q = private.malloc(100, ());
         // SAFETY: this process's only thread.
         let verified = unsafe { private.verify() }.is_ok();
-        if slot.is_null() || q.is_null() || !verified || !reap_children() {
+        if slot.is_null() || joined.is_null() || q.is_null() || !verified || !reap_children() {
             words[1].fetch_add(1, SeqCst);
         }
         if std::process::id() != me {
@@ -148,7 +153,7 @@ fn fork_tree(depth: u32) {
             failed, 0,
             "processes that failed (a slot, verify or a child)"
         );
-        let mut blocks: Vec<u64> = words[2..2 + count]
+        let mut blocks: Vec<u64> = words[2..2 + 2 * count]
             .iter()
             .map(|w| block_of(w.load(SeqCst)))
             .collect();
@@ -156,8 +161,8 @@ fn fork_tree(depth: u32) {
         blocks.dedup();
         assert_eq!(
             blocks.len(),
-            count,
-            "distinct blocks of the slots of {count} processes"
+            2 * count,
+            "distinct blocks of the slots of {count} processes (a thread's and a join's each)"
         );
     });
     assert_eq!(wait(pid), Ok(0), "the test's child (P) failed");
