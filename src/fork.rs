@@ -301,6 +301,7 @@ unsafe extern "C" fn prepare() {
     core::mem::forget(list);
     // From here until the `parent` or `child` handler, a program's fork handler on this
     // thread may enter the locks held (`fork_caller`).
+    FORK_PENDING.store(true, Relaxed);
     FORK_THREAD.store(os::shared_mem::thread_id(), Release);
 }
 
@@ -343,16 +344,34 @@ fn mark_repaired() {
 }
 
 /// True when this process is a fork child whose repair ([`child`]) has not run: its copy of
-/// [`FORK_MARK`] was wiped; or, without the mark, its pid is not the one the process that
-/// forked it recorded (where a child may share its parent's pid, RED-116, that case goes
-/// unseen).
+/// [`FORK_MARK`] was wiped; or, without the mark, a fork was [`FORK_PENDING`] in the
+/// process that forked and its pid, recorded, is not this one's (a child in a new pid
+/// namespace may have its parent's pid: RED-116; the `child` handler itself does not need
+/// the pids, [`repair_due`]).
 fn forked_since_prepare() -> bool {
     // SAFETY: null or the mark's page, mapped for the life of the process.
     match unsafe { FORK_MARK.load(Acquire).as_ref() } {
         Some(mark) => mark.load(Relaxed) == 0,
-        None => FORK_PID.load(Relaxed) != os::shared_mem::pid(),
+        None => FORK_PENDING.load(Relaxed) && FORK_PID.load(Relaxed) != os::shared_mem::pid(),
     }
 }
+
+/// For the `child` handler, which runs only in a fork child: true unless the repair ran
+/// in this process already ([`fork_caller`] or [`repair_pending_child`] ran it first). The
+/// mark tells where there is one; otherwise [`FORK_PENDING`], which the repair clears.
+fn repair_due() -> bool {
+    // SAFETY: null or the mark's page, mapped for the life of the process.
+    match unsafe { FORK_MARK.load(Acquire).as_ref() } {
+        Some(mark) => mark.load(Relaxed) == 0,
+        None => FORK_PENDING.load(Relaxed),
+    }
+}
+
+/// Whether a fork made from this process's image has a child to repair: set by [`prepare`],
+/// cleared by [`parent`] and by the repair, which sets it again in the child of a fork
+/// made inside another (that process may go on into the outer fork, whose child is to be
+/// repaired too). Read only where there is no [`FORK_MARK`].
+static FORK_PENDING: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
 /// The thread inside a fork whose [`prepare`] holds the locks (from the end of [`prepare`]
 /// to the end of [`parent`] or [`child`]; 0: none). Invariant: `FORK_THREAD != 0` exactly
@@ -396,9 +415,9 @@ static FORK_CALLER_FN: fn() -> ForkCaller = fork_caller;
 /// other thread waits.
 fn fork_caller() -> ForkCaller {
     if forked_since_prepare() {
-        // A fork child whose `child` handler has not run (it clears `FORK_THREAD`). The repair reads and changes the forking
-        // thread's own state: it must run on that thread, the child's first (whose id is
-        // the child's pid). Another thread can only be one a program's child handler
+        // A fork child whose repair has not run (`child` marks it done). The repair reads
+        // and changes the forking thread's own state: it must run on that thread, the
+        // child's first (whose id is the child's pid). Another thread can only be one a program's child handler
         // started before cohort's ran (RED-111): stopped, rather than repair with its
         // state (the first thread's heaps would be taken for a dead thread's).
         let (thread, pid) = (os::shared_mem::thread_id(), os::shared_mem::pid());
@@ -456,6 +475,7 @@ unsafe extern "C" fn parent() {
         FORK_DEPTH.fetch_sub(1, Relaxed);
         return;
     }
+    FORK_PENDING.store(false, Relaxed);
     if FORK_THREAD.load(Relaxed) == 0 {
         // Nothing held: the child of a fork made inside another that went on into the
         // outer fork, whose locks its repair released (see `child`).
@@ -487,7 +507,7 @@ unsafe extern "C" fn parent() {
 /// Called only by `fork()` in the child, after [`prepare`] in the parent, while the
 /// calling thread is the child's only one.
 unsafe extern "C" fn child() {
-    if !forked_since_prepare() {
+    if !repair_due() {
         // Ran already, from a lock a program's earlier child handler took (`fork_caller`)
         // or from the statistics or verify (`repair_pending_child`).
         return;
@@ -566,5 +586,6 @@ unsafe extern "C" fn child() {
         let own = per_thread::own_heaps();
         INSTANCES.lock().forking = copy_forking_heaps(own);
     }
+    FORK_PENDING.store(nested, Relaxed);
     mark_repaired();
 }
