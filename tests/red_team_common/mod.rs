@@ -145,6 +145,24 @@ pub fn wait_unreaped(pid: libc::pid_t) -> Ended {
     }
 }
 
+/// Waits for child `pid` at most `secs` seconds (a guard against a hang: it polls), then
+/// kills it: how it ended, or `None` when it was still running then (killed and reaped).
+pub fn wait_at_most(pid: libc::pid_t, secs: u64) -> Option<Ended> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        if ended_unreaped(pid).is_some() {
+            return Some(wait(pid));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // SAFETY: our own child, not reaped yet.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    match wait(pid) {
+        Err(libc::SIGKILL) => None,
+        ended => Some(ended),
+    }
+}
+
 /// How child `pid` ended, if it has, leaving it to be waited for (`waitid` with
 /// `WNOWAIT`).
 pub fn ended_unreaped(pid: libc::pid_t) -> Option<Ended> {
