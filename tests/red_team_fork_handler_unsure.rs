@@ -11,11 +11,9 @@
 
 #[path = "red_team_common/mod.rs"]
 mod red_team_common;
-#[path = "common/seccomp.rs"]
-mod seccomp;
 
 use cohort::Cohort;
-use red_team_common::{in_child, register_fork_handlers_first, wait};
+use red_team_common::{in_child, register_fork_handlers_first, seccomp, wait};
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::mpsc;
 

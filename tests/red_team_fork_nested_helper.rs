@@ -28,7 +28,8 @@ mod red_team_common;
 
 use cohort::Cohort;
 use red_team_common::{
-    isolated, register_fork_handlers_first, shared_words, wait, wait_at_most, words_read, words_say,
+    isolated, passes_without_wipe_on_fork, refuse_wipe_on_fork_when_set,
+    register_fork_handlers_first, shared_words, wait, wait_at_most, words_read, words_say,
 };
 use std::fmt::{self, Write as _};
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering::SeqCst};
@@ -107,6 +108,7 @@ extern "C" fn parent() {
 }
 
 register_fork_handlers_first!(Some(prepare), Some(parent), None);
+refuse_wipe_on_fork_when_set!();
 
 /// Forks H when [`AT`] is `at`: H runs [`HELPER`] and leaves through `_exit`, inside the
 /// handler; the handler waits for H at most [`H_WAIT`] seconds and records how it ended.
@@ -419,4 +421,18 @@ fn guard_a_helper_forked_in_an_earlier_prepare_handler_allocates_new_size_classe
 #[test]
 fn a_std_thread_of_a_helper_forked_in_an_earlier_prepare_handler_allocates_boxes() {
     nested_helper(PREPARE, std_thread_allocates);
+}
+
+/// The cases above where the kernel refuses `MADV_WIPEONFORK` (no fork mark: a child is
+/// told by `FORK_PENDING` and the pids).
+#[test]
+fn without_the_fork_mark_helpers_forked_in_earlier_handlers_allocate() {
+    for test in [
+        "a_thread_of_a_helper_forked_in_an_earlier_prepare_handler_allocates",
+        "a_daemon_forked_by_a_helper_in_an_earlier_prepare_handler_allocates",
+        "a_thread_of_a_helper_forked_in_an_earlier_parent_handler_allocates",
+        "a_std_thread_of_a_helper_forked_in_an_earlier_prepare_handler_allocates_boxes",
+    ] {
+        passes_without_wipe_on_fork(test);
+    }
 }

@@ -15,27 +15,14 @@
 #[path = "red_team_common/mod.rs"]
 mod red_team_common;
 
-#[path = "common/seccomp.rs"]
-mod seccomp;
-
 use cohort::Cohort;
-use red_team_common::{block_of, in_child, rerun, shared_words, wait};
+use red_team_common::{
+    block_of, in_child, passes_without_wipe_on_fork, refuse_wipe_on_fork_when_set, shared_words,
+    wait,
+};
 use std::sync::atomic::Ordering::SeqCst;
 
-/// Set for a rerun of the test under a filter refusing `MADV_WIPEONFORK` (RED-116).
-const NO_WIPE_ON_FORK: &str = "COHORT_TEST_REFUSE_WIPE_ON_FORK";
-
-/// Installs the filter before cohort's own constructor (priority 00101) makes its fork
-/// mark, when [`NO_WIPE_ON_FORK`] is set.
-#[used]
-#[link_section = ".init_array.00100"]
-static REFUSE_FIRST: extern "C" fn() = refuse_first;
-
-extern "C" fn refuse_first() {
-    if std::env::var_os(NO_WIPE_ON_FORK).is_some() {
-        seccomp::refuse_wipe_on_fork();
-    }
-}
+refuse_wipe_on_fork_when_set!();
 
 /// Word indices: I's slot, G's slot, G's thread's slot.
 const I_SLOT: usize = 0;
@@ -140,19 +127,5 @@ fn a_fork_child_with_its_parents_pid_in_a_new_namespace_is_repaired() {
 /// whether the pid changed.
 #[test]
 fn without_the_fork_mark_a_child_with_its_parents_pid_is_repaired() {
-    let out = rerun(
-        "a_fork_child_with_its_parents_pid_in_a_new_namespace_is_repaired",
-        &[(NO_WIPE_ON_FORK, "1")],
-    );
-    assert!(
-        out.status.success(),
-        "under a filter refusing MADV_WIPEONFORK: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let said = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
-    assert!(
-        said.contains("1 passed") && !said.contains("skipped"),
-        "the rerun ran no test: {said}"
-    );
+    passes_without_wipe_on_fork("a_fork_child_with_its_parents_pid_in_a_new_namespace_is_repaired");
 }

@@ -14,6 +14,8 @@ pub type Ended = Result<i32, i32>;
 // common helper).
 #[path = "../common/processes.rs"]
 mod processes;
+#[path = "../common/seccomp.rs"]
+pub mod seccomp;
 pub use processes::in_child;
 
 /// This test binary's test `test` again, in a process of its own, with `envs` set
@@ -668,4 +670,41 @@ pub fn handlers_join() -> &'static cohort::Join<'static, ()> {
     assert!(!p.is_null(), "leak_for_handlers first");
     // SAFETY: leaked; used by the thread that made it and its copies in fork children.
     unsafe { &*p }
+}
+
+/// Set for a rerun of a test under a filter refusing `MADV_WIPEONFORK` (cohort then has no
+/// fork mark: [`refuse_wipe_on_fork_when_set`]).
+pub const NO_WIPE_ON_FORK: &str = "COHORT_TEST_REFUSE_WIPE_ON_FORK";
+
+/// Defines a constructor that installs a filter refusing `MADV_WIPEONFORK` before cohort's
+/// own constructor (priority 00101) makes its fork mark, when [`NO_WIPE_ON_FORK`] is set.
+#[allow(unused_macros)]
+macro_rules! refuse_wipe_on_fork_when_set {
+    () => {
+        #[used]
+        #[link_section = ".init_array.00100"]
+        static REFUSE_FIRST: extern "C" fn() = refuse_first;
+
+        extern "C" fn refuse_first() {
+            // `getenv`, not `std::env`: no allocation (cohort may be the global allocator,
+            // and its first allocation would make the mark before the filter is in).
+            // SAFETY: a constant string with its zero; nothing sets the environment yet.
+            if !unsafe { libc::getenv(c"COHORT_TEST_REFUSE_WIPE_ON_FORK".as_ptr()) }.is_null() {
+                red_team_common::seccomp::refuse_wipe_on_fork();
+            }
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use refuse_wipe_on_fork_when_set;
+
+/// Runs test `test` of this binary again under a filter refusing `MADV_WIPEONFORK` (the
+/// binary has [`refuse_wipe_on_fork_when_set`]): it must pass, and run (not skip).
+pub fn passes_without_wipe_on_fork(test: &str) {
+    let out = rerun(test, &[(NO_WIPE_ON_FORK, "1")]);
+    let said = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && said.contains("1 passed") && !said.contains("skipped"),
+        "{test} under a filter refusing MADV_WIPEONFORK: {said}"
+    );
 }
