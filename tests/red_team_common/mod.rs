@@ -14,9 +14,14 @@ pub type Ended = Result<i32, i32>;
 // common helper).
 #[path = "../common/processes.rs"]
 mod processes;
+pub use processes::in_child;
+
+// Seccomp filters: a thread stopped at a chosen system call (`trap_in_this_thread`), the
+// calls refused (`refuse_wipe_on_fork`).
 #[path = "../common/seccomp.rs"]
 pub mod seccomp;
-pub use processes::in_child;
+#[allow(unused_imports)]
+pub use seccomp::{on_sigsys, trap_in_this_thread, Trap};
 
 /// This test binary's test `test` again, in a process of its own, with `envs` set
 /// (`processes::rerun`).
@@ -135,6 +140,19 @@ pub fn until(count: &AtomicU64, at_least: u64, pid: libc::pid_t, report: &Report
         }
         std::thread::sleep(Duration::from_millis(1));
     }
+}
+
+/// Forks a child that leaves at once (`_exit(0)`, nothing else), waits for it: how it
+/// ended. For a fork inside a fork handler, whose child is to do nothing.
+pub fn fork_a_child_that_leaves() -> Ended {
+    // SAFETY: the child leaves through `_exit` at once.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork");
+    if pid == 0 {
+        // SAFETY: leaves the child.
+        unsafe { libc::_exit(0) };
+    }
+    wait(pid)
 }
 
 /// Waits until child `pid` ends, and leaves it to be waited for (a zombie till then):
