@@ -274,6 +274,10 @@ unsafe extern "C" fn prepare() {
         FORK_DEPTH.fetch_add(1, Relaxed);
         return;
     }
+    // A fork made by a program's child handler that runs before cohort's (in a child not
+    // repaired yet): the repair first, which may rebuild the thread's list (a child lacking
+    // a region: RED-120, the list read before it ran through the missing memory).
+    repair_pending_child();
     let own = per_thread::own_heaps();
     let mut list = INSTANCES.lock();
     // Under the list's lock, which the fork keeps: another thread's fork at the same time
@@ -301,6 +305,7 @@ unsafe extern "C" fn prepare() {
     core::mem::forget(list);
     // From here until the `parent` or `child` handler, a program's fork handler on this
     // thread may enter the locks held (`fork_caller`).
+    FORK_PENDING.store(true, Relaxed);
     FORK_THREAD.store(os::shared_mem::thread_id(), Release);
 }
 
@@ -342,17 +347,40 @@ fn mark_repaired() {
     }
 }
 
-/// True when this process is a fork child whose repair ([`child`]) has not run: its copy of
-/// [`FORK_MARK`] was wiped; or, without the mark, its pid is not the one the process that
-/// forked it recorded (where a child may share its parent's pid, RED-116, that case goes
-/// unseen).
+/// True when this process is a fork child whose repair ([`child`]) has not run: a fork was
+/// [`FORK_PENDING`] in the process that forked, and this process's copy of [`FORK_MARK`]
+/// was wiped, or, without the mark, its pid is not the one that process recorded (a child
+/// in a new pid namespace may have its parent's pid: RED-116; the `child` handler itself
+/// does not need the pids, [`repair_due`]). A child made by a fork that runs no handlers
+/// (`_Fork`, a bare `clone`) is not one: no repair is pending there (RED-119: a repair
+/// asked long after such a fork took its live threads' heaps for dead ones), and such a
+/// child is not supported (it keeps its parent's heaps of a shared region).
 fn forked_since_prepare() -> bool {
     // SAFETY: null or the mark's page, mapped for the life of the process.
-    match unsafe { FORK_MARK.load(Acquire).as_ref() } {
-        Some(mark) => mark.load(Relaxed) == 0,
-        None => FORK_PID.load(Relaxed) != os::shared_mem::pid(),
-    }
+    FORK_PENDING.load(Relaxed)
+        && match unsafe { FORK_MARK.load(Acquire).as_ref() } {
+            Some(mark) => mark.load(Relaxed) == 0,
+            None => FORK_PID.load(Relaxed) != os::shared_mem::pid(),
+        }
 }
+
+/// For the `child` handler, which runs only in a fork child: true unless the repair ran
+/// in this process already ([`fork_caller`] or [`repair_pending_child`] ran it first): the
+/// repair clears [`FORK_PENDING`] (but in a nested fork's child) and sets the mark.
+fn repair_due() -> bool {
+    // SAFETY: null or the mark's page, mapped for the life of the process.
+    FORK_PENDING.load(Relaxed)
+        && match unsafe { FORK_MARK.load(Acquire).as_ref() } {
+            Some(mark) => mark.load(Relaxed) == 0,
+            None => true,
+        }
+}
+
+/// Whether a fork made from this process's image has a child to repair: set by [`prepare`],
+/// cleared by [`parent`] and by the repair, which sets it again in the child of a fork
+/// made inside another (that process may go on into the outer fork, whose child is to be
+/// repaired too). Read only where there is no [`FORK_MARK`].
+static FORK_PENDING: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
 /// The thread inside a fork whose [`prepare`] holds the locks (from the end of [`prepare`]
 /// to the end of [`parent`] or [`child`]; 0: none). Invariant: `FORK_THREAD != 0` exactly
@@ -396,9 +424,9 @@ static FORK_CALLER_FN: fn() -> ForkCaller = fork_caller;
 /// other thread waits.
 fn fork_caller() -> ForkCaller {
     if forked_since_prepare() {
-        // A fork child whose `child` handler has not run (it clears `FORK_THREAD`). The repair reads and changes the forking
-        // thread's own state: it must run on that thread, the child's first (whose id is
-        // the child's pid). Another thread can only be one a program's child handler
+        // A fork child whose repair has not run (`child` marks it done). The repair reads
+        // and changes the forking thread's own state: it must run on that thread, the
+        // child's first (whose id is the child's pid). Another thread can only be one a program's child handler
         // started before cohort's ran (RED-111): stopped, rather than repair with its
         // state (the first thread's heaps would be taken for a dead thread's).
         let (thread, pid) = (os::shared_mem::thread_id(), os::shared_mem::pid());
@@ -445,6 +473,36 @@ unsafe fn unlock_all() {
     }
 }
 
+/// In a child whose copy holds no lock for the fork (see [`child`]): a lock held there was
+/// held by a thread the child does not have, which left what it guards half changed; the
+/// child stops with a message rather than wait for it for ever (RED-118: the process that
+/// forked, itself the child of a fork made inside a fork handler, had started threads
+/// before it went on into the outer fork, and no `prepare` of cohort's ran for that fork).
+fn stop_if_a_lock_is_held() {
+    // SAFETY: `raw` only to read whether the lock is held; nothing unlocks it.
+    let list_held = unsafe { INSTANCES.raw() }.is_held();
+    let mut pool_held = false;
+    if !list_held {
+        // SAFETY: the child's only thread; the list's pools are live (a pool leaves the
+        // list under its lock, not held).
+        let list = unsafe { &*INSTANCES.data_ptr() };
+        for_each_here(list, |pool| {
+            // SAFETY: `raw` only to read whether the locks are held.
+            let held = unsafe { pool.state.raw().is_held() || pool.large.raw().is_held() };
+            pool_held |= !pool.is_process_shared() && held;
+        });
+    }
+    if list_held || pool_held {
+        os::abort_with(format_args!(
+            "cohort: fork child {}: a lock of cohort's was held at the fork by another thread \
+             of the process that forked, which had not prepared for it (itself the child of \
+             a fork made inside a fork handler, it went on into the outer fork with other \
+             threads running): not supported",
+            os::shared_mem::pid()
+        ));
+    }
+}
+
 /// The `parent` handler: releases the locks [`prepare`] kept.
 ///
 /// # Safety
@@ -456,6 +514,7 @@ unsafe extern "C" fn parent() {
         FORK_DEPTH.fetch_sub(1, Relaxed);
         return;
     }
+    FORK_PENDING.store(false, Relaxed);
     if FORK_THREAD.load(Relaxed) == 0 {
         // Nothing held: the child of a fork made inside another that went on into the
         // outer fork, whose locks its repair released (see `child`).
@@ -487,7 +546,7 @@ unsafe extern "C" fn parent() {
 /// Called only by `fork()` in the child, after [`prepare`] in the parent, while the
 /// calling thread is the child's only one.
 unsafe extern "C" fn child() {
-    if !forked_since_prepare() {
+    if !repair_due() {
         // Ran already, from a lock a program's earlier child handler took (`fork_caller`)
         // or from the statistics or verify (`repair_pending_child`).
         return;
@@ -502,6 +561,9 @@ unsafe extern "C" fn child() {
     // `parent`). Such a child is repaired all the same: its mark is wiped (RED-107).
     let held = FORK_THREAD.swap(0, Relaxed) != 0;
     let nested = FORK_DEPTH.swap(0, Relaxed) > 0;
+    if !held {
+        stop_if_a_lock_is_held();
+    }
     // The child's only thread: nobody reads it concurrently.
     GENERATION.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
     // The handlers run: they are registered in the child (whatever its parent's word says:
@@ -566,5 +628,6 @@ unsafe extern "C" fn child() {
         let own = per_thread::own_heaps();
         INSTANCES.lock().forking = copy_forking_heaps(own);
     }
+    FORK_PENDING.store(nested, Relaxed);
     mark_repaired();
 }

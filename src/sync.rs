@@ -164,6 +164,13 @@ impl RawSpin {
         self.locked.store(FORK_HELD, Ordering::Relaxed);
     }
 
+    /// True while some thread holds the lock (or a fork's `prepare` does): for a fork
+    /// child, where no thread of its own can.
+    #[cfg(not(loom))]
+    pub(crate) fn is_held(&self) -> bool {
+        self.locked.load(Ordering::Relaxed) != 0
+    }
+
     /// The fork's `parent` or `child` handler: releases the lock if [`RawSpin::hold_for_fork`]
     /// marked it (a lock made during the fork, by a program's fork handler, is left to its
     /// holder).
@@ -300,6 +307,11 @@ impl RawPoolLock {
         if !self.is_robust() {
             self.spin.hold_for_fork();
         }
+    }
+
+    /// [`RawSpin::is_held`] for a private pool's lock.
+    pub(crate) fn is_held(&self) -> bool {
+        !self.is_robust() && self.spin.is_held()
     }
 
     /// [`RawSpin::release_fork_hold`] for a private pool's lock.

@@ -163,10 +163,12 @@ fn freer(
 fn claimer(a: &Cohort<Life>, tag: u64, rounds: usize, nulls: &AtomicU64) -> Result<(), String> {
     for round in 0..rounds {
         let li = round % 2;
+        // More than the largest region here holds (20 MiB): every round ends at a null,
+        // whatever the other threads hold then.
         let (size, n) = if round % 4 == 3 {
-            (MEDIUM, 400)
+            (MEDIUM, 800)
         } else {
-            (SMALL, 200_000)
+            (SMALL, 400_000)
         };
         let got = take(a, n, size, li, tag + round as u64);
         nulls.fetch_add(u64::from(got.len() < n), Ordering::Relaxed);
@@ -281,13 +283,16 @@ fn fork_children_amid_claims_verify() {
     let a: Cohort<Life> = Cohort::with_options(&RegionOptions::new(16 * MIB)).expect("region");
     let nulls = AtomicU64::new(0);
     let stop = AtomicBool::new(false);
+    let claimer_rounds = AtomicU64::new(0);
     let mut failures = Vec::new();
     std::thread::scope(|s| {
-        let (a, nulls, stop) = (&a, &nulls, &stop);
+        let (a, nulls, stop, claimer_rounds) = (&a, &nulls, &stop, &claimer_rounds);
         let c = s.spawn(move || {
             let mut round = 0;
             while !stop.load(Ordering::Relaxed) {
-                claimer(a, 5_000_000 + round, 1, nulls)?;
+                let claimed = claimer(a, 5_000_000 + round, 1, nulls);
+                claimer_rounds.fetch_add(1, Ordering::SeqCst);
+                claimed?;
                 round += 1;
             }
             Ok::<(), String>(())
@@ -319,6 +324,11 @@ fn fork_children_amid_claims_verify() {
             if ended != Ok(0) {
                 failures.push(format!("child {i}: {ended:?} (Ok: exit code, Err: signal)"));
             }
+        }
+        // A claimer's round ends at a null: one at least before the stop (an event, not
+        // the time the children took).
+        while claimer_rounds.load(Ordering::SeqCst) == 0 {
+            std::thread::yield_now();
         }
         stop.store(true, Ordering::Relaxed);
         for (what, h) in [("claimer", c), ("owner", o)] {

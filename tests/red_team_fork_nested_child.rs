@@ -16,7 +16,8 @@ mod red_team_common;
 use cohort::Cohort;
 use red_team_common::{
     block_of, handlers_join, handlers_region, in_child, leak_for_handlers,
-    register_fork_handlers_first, shared_words, wait,
+    passes_without_wipe_on_fork, refuse_wipe_on_fork_when_set, register_fork_handlers_first,
+    shared_words, wait,
 };
 use std::sync::atomic::{AtomicI32, AtomicU64, AtomicU8, AtomicUsize, Ordering::SeqCst};
 
@@ -56,6 +57,7 @@ extern "C" fn prepare() {
 }
 
 register_fork_handlers_first!(Some(prepare), None, None);
+refuse_wipe_on_fork_when_set!();
 
 fn alloc() -> *mut u8 {
     // SAFETY: set in P before the fork from a `fn() -> *mut u8`.
@@ -137,4 +139,16 @@ fn the_outer_forks_child_in_a_nested_child_is_repaired() {
 #[test]
 fn a_join_in_the_outer_forks_child_in_a_nested_child_takes_a_heap_of_its_own() {
     grandchild_allocates(|| handlers_join().malloc(64, ()));
+}
+
+/// The cases above where the kernel refuses `MADV_WIPEONFORK` (no fork mark: the nested
+/// child's repair sets `FORK_PENDING` again for the outer fork's child).
+#[test]
+fn without_the_fork_mark_the_outer_forks_child_in_a_nested_child_is_repaired() {
+    for test in [
+        "the_outer_forks_child_in_a_nested_child_is_repaired",
+        "a_join_in_the_outer_forks_child_in_a_nested_child_takes_a_heap_of_its_own",
+    ] {
+        passes_without_wipe_on_fork(test);
+    }
 }

@@ -61,7 +61,6 @@ fn after_fork_without_handlers(on_failure: &str, f: impl FnOnce(&Cohort<()>)) {
 }
 
 #[test]
-#[ignore = "fails on lead 960396d (RED-117's mark, set by a repair alone): the child of _Fork aborts"]
 fn a_second_thread_of_a_child_forked_without_handlers_reads_the_statistics() {
     after_fork_without_handlers("Err(6): it aborted", |a| {
         let live = std::thread::scope(|s| s.spawn(|| a.stats().heads[0].live).join());
@@ -76,7 +75,6 @@ fn a_second_thread_of_a_child_forked_without_handlers_reads_the_statistics() {
 /// 960396d the child dies of SIGSEGV in `verify` (`RemoteBatch::flush` from
 /// `flush_batches_all_pushed`; Err(11)); on 7a08554 `verify` passes (11 live).
 #[test]
-#[ignore = "fails on lead 960396d (RED-117): a late repair takes a live thread's heap; verify crashes"]
 fn statistics_while_a_second_thread_of_a_child_forked_without_handlers_lives() {
     after_fork_without_handlers("Err(11): SIGSEGV", |a| {
         let (allocated, stats_read) = (Barrier::new(2), Barrier::new(2));
@@ -109,7 +107,7 @@ fn statistics_while_a_second_thread_of_a_child_forked_without_handlers_lives() {
 /// the parent's current block 0x7fbd6fe00000 (heaps of dead processes taken over: 0,
 /// not 1)'.
 #[test]
-#[ignore = "fails on lead 960396d and before: nothing repairs a child of _Fork that allocates"]
+#[ignore = "known limit: a child of a fork that runs no handlers (_Fork) is not repaired; it keeps its parent's heap of a shared region"]
 fn a_child_forked_without_handlers_takes_a_heap_of_its_own_in_a_shared_region() {
     child_of_a_shared_region_joins_afresh(|f| fork_without_handlers(f));
 }

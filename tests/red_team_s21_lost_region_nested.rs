@@ -57,7 +57,6 @@ fn nested_fork_in_a_child_handler(advice: libc::c_int, shared: bool) -> red_team
 /// src/heap.rs:293:18' (a null pointer dereference, a debug build's check, in `Heap::pool`
 /// from `copy_forking_heaps` from `prepare` from the nested fork in `child_first`).
 #[test]
-#[ignore = "fails on lead 960396d: prepare walks the thread's list as read before the repair its lock ran"]
 fn a_fork_in_an_earlier_child_handler_of_a_child_without_a_region_returns() {
     let failed: Vec<_> = [
         (libc::MADV_DONTFORK, false),

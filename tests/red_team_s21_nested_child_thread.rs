@@ -124,10 +124,13 @@ extern "C" fn on_trap(_: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::
 /// (the nested child) ended with status 0x1600' (exit 22: the worker was stopped inside
 /// its carve, N went on into the outer fork, and G hung until its alarm: the pool's lock
 /// held by a thread G does not have). On 7a08554 (RED-107's re-prepare in N) it passes:
-/// the worker waits for the lock N's repair took again for the outer fork (exit 10).
+/// the worker waits for the lock N's repair took again for the outer fork (exit 10), but
+/// there a helper N that never goes on into the outer fork hangs its threads (RED-117).
+/// RED-118 (known limit, reported): G's repair finds the lock held by a thread it does not
+/// have, in a copy no `prepare` of cohort's held locks for, and stops G with a message
+/// (SIGABRT: exit 25) instead of hanging; where the worker did not hold it, G allocates.
 #[test]
-#[ignore = "fails on lead 960396d (RED-117): G inherits a lock N's thread held; takes 30 s (G's alarm)"]
-fn the_outer_forks_child_of_a_nested_child_with_a_thread_allocates() {
+fn the_outer_forks_child_of_a_nested_child_with_a_thread_allocates_or_is_stopped() {
     let pid = in_child(90, || {
         assert!(!PRIVATE.malloc(64, ()).is_null());
         on_sigsys(on_trap);
@@ -149,6 +152,7 @@ fn the_outer_forks_child_of_a_nested_child_with_a_thread_allocates() {
                 Ok(0) => 0,
                 Ok(_) => 3,
                 Err(libc::SIGALRM) => 2,
+                Err(libc::SIGABRT) => 5,
                 Err(_) => 4,
             };
             // 10 + how N's worker was stopped.
@@ -159,11 +163,13 @@ fn the_outer_forks_child_of_a_nested_child_with_a_thread_allocates() {
         assert_eq!(wait(child), Ok(0), "the outer child (of P) failed");
         let status = N_STATUS.load(SeqCst);
         assert!(status >= 0, "the nested fork did not run");
+        let code = libc::WEXITSTATUS(status);
         assert!(
-            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) % 10 == 0,
+            libc::WIFEXITED(status) && (code % 10 == 0 || code == 25),
             "N (the nested child) ended with status {status:#x} (exit code: 10 when its \
              worker waited for a lock, 20 when it was stopped inside a carve; plus 2: G \
-             hung (SIGALRM), 3: G's allocation failed, 4: G died of another signal)"
+             hung (SIGALRM), 3: G's allocation failed, 4: G died of another signal, 5: G \
+             was stopped by cohort's report, expected only when the worker held the lock)"
         );
     });
     assert_eq!(wait(pid), Ok(0), "the test's child failed");

@@ -1,5 +1,5 @@
-//! Seccomp filters for the tests: of what cohort does without `membarrier`, and a thread
-//! stopped at a chosen system call.
+//! Seccomp filters for the tests: of what cohort does without `membarrier` or without
+//! `madvise(MADV_WIPEONFORK)`, and a thread stopped at a chosen system call.
 
 /// Installs, for the calling thread and the threads it spawns from now on, a seccomp
 /// filter under which `membarrier` fails with `ENOSYS` (every other call is allowed).
@@ -23,6 +23,49 @@ pub fn refuse_membarrier() {
     // SAFETY: membarrier takes integers (MEMBARRIER_CMD_QUERY: 0).
     let rc = unsafe { libc::syscall(libc::SYS_membarrier, 0, 0, 0) };
     assert_eq!(rc, -1, "membarrier still allowed");
+}
+
+/// Installs, as [`refuse_membarrier`], a filter under which `madvise(.., MADV_WIPEONFORK)`
+/// fails with `EINVAL`, as on a kernel before Linux 4.14 (other advice is allowed). No
+/// allocation: a constructor may call it before any allocator is set up.
+#[allow(dead_code)]
+pub fn refuse_wipe_on_fork() {
+    let jump_to_allow_unless = |k: u32, skip: u8| libc::sock_filter {
+        code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+        jt: 0,
+        jf: skip,
+        k,
+    };
+    let load = |offset: u32| stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, offset);
+    let mut filter = [
+        // The system call's number: `seccomp_data.nr`, at offset 0.
+        load(0),
+        jump_to_allow_unless(libc::SYS_madvise as u32, 3),
+        // The low half of `seccomp_data.args[2]` (arguments from offset 16, 8 bytes each).
+        load(16 + 2 * 8),
+        jump_to_allow_unless(libc::MADV_WIPEONFORK as u32, 1),
+        stmt(
+            libc::BPF_RET | libc::BPF_K,
+            libc::SECCOMP_RET_ERRNO | libc::EINVAL as u32,
+        ),
+        stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW),
+    ];
+    install(&mut filter);
+    // SAFETY: a fresh private page of ours, unmapped after.
+    unsafe {
+        let page = libc::mmap(
+            core::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        assert_ne!(page, libc::MAP_FAILED);
+        let rc = libc::madvise(page, 4096, libc::MADV_WIPEONFORK);
+        libc::munmap(page, 4096);
+        assert_eq!(rc, -1, "MADV_WIPEONFORK still allowed");
+    }
 }
 
 /// A filter instruction without jumps.

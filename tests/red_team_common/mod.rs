@@ -16,7 +16,8 @@ pub type Ended = Result<i32, i32>;
 mod processes;
 pub use processes::in_child;
 
-// Seccomp filters: a thread stopped at a chosen system call (`trap_in_this_thread`).
+// Seccomp filters: a thread stopped at a chosen system call (`trap_in_this_thread`), the
+// calls refused (`refuse_wipe_on_fork`).
 #[path = "../common/seccomp.rs"]
 pub mod seccomp;
 #[allow(unused_imports)]
@@ -186,6 +187,24 @@ pub fn wait_unreaped(pid: libc::pid_t) -> Ended {
         if let Some(ended) = waitid_unreaped(pid, 0) {
             return ended;
         }
+    }
+}
+
+/// Waits for child `pid` at most `secs` seconds (a guard against a hang: it polls), then
+/// kills it: how it ended, or `None` when it was still running then (killed and reaped).
+pub fn wait_at_most(pid: libc::pid_t, secs: u64) -> Option<Ended> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        if ended_unreaped(pid).is_some() {
+            return Some(wait(pid));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // SAFETY: our own child, not reaped yet.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    match wait(pid) {
+        Err(libc::SIGKILL) => None,
+        ended => Some(ended),
     }
 }
 
@@ -694,4 +713,41 @@ pub fn handlers_join() -> &'static cohort::Join<'static, ()> {
     assert!(!p.is_null(), "leak_for_handlers first");
     // SAFETY: leaked; used by the thread that made it and its copies in fork children.
     unsafe { &*p }
+}
+
+/// Set for a rerun of a test under a filter refusing `MADV_WIPEONFORK` (cohort then has no
+/// fork mark: [`refuse_wipe_on_fork_when_set`]).
+pub const NO_WIPE_ON_FORK: &str = "COHORT_TEST_REFUSE_WIPE_ON_FORK";
+
+/// Defines a constructor that installs a filter refusing `MADV_WIPEONFORK` before cohort's
+/// own constructor (priority 00101) makes its fork mark, when [`NO_WIPE_ON_FORK`] is set.
+#[allow(unused_macros)]
+macro_rules! refuse_wipe_on_fork_when_set {
+    () => {
+        #[used]
+        #[link_section = ".init_array.00100"]
+        static REFUSE_FIRST: extern "C" fn() = refuse_first;
+
+        extern "C" fn refuse_first() {
+            // `getenv`, not `std::env`: no allocation (cohort may be the global allocator,
+            // and its first allocation would make the mark before the filter is in).
+            // SAFETY: a constant string with its zero; nothing sets the environment yet.
+            if !unsafe { libc::getenv(c"COHORT_TEST_REFUSE_WIPE_ON_FORK".as_ptr()) }.is_null() {
+                red_team_common::seccomp::refuse_wipe_on_fork();
+            }
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use refuse_wipe_on_fork_when_set;
+
+/// Runs test `test` of this binary again under a filter refusing `MADV_WIPEONFORK` (the
+/// binary has [`refuse_wipe_on_fork_when_set`]): it must pass, and run (not skip).
+pub fn passes_without_wipe_on_fork(test: &str) {
+    let out = rerun(test, &[(NO_WIPE_ON_FORK, "1")]);
+    let said = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && said.contains("1 passed") && !said.contains("skipped"),
+        "{test} under a filter refusing MADV_WIPEONFORK: {said}"
+    );
 }
