@@ -305,7 +305,6 @@ unsafe extern "C" fn prepare() {
     core::mem::forget(list);
     // From here until the `parent` or `child` handler, a program's fork handler on this
     // thread may enter the locks held (`fork_caller`).
-    FORK_PENDING.store(true, Relaxed);
     FORK_THREAD.store(os::shared_mem::thread_id(), Release);
 }
 
@@ -348,7 +347,7 @@ fn mark_repaired() {
 }
 
 /// True when this process is a fork child whose repair ([`child`]) has not run: a fork was
-/// [`FORK_PENDING`] in the process that forked, and this process's copy of [`FORK_MARK`]
+/// open in the process that forked ([`fork_pending`]), and this process's copy of [`FORK_MARK`]
 /// was wiped, or, without the mark, its pid is not the one that process recorded (a child
 /// in a new pid namespace may have its parent's pid: RED-116; the `child` handler itself
 /// does not need the pids, [`repair_due`]). A child made by a fork that runs no handlers
@@ -357,7 +356,7 @@ fn mark_repaired() {
 /// child is not supported (it keeps its parent's heaps of a shared region).
 fn forked_since_prepare() -> bool {
     // SAFETY: null or the mark's page, mapped for the life of the process.
-    FORK_PENDING.load(Relaxed)
+    fork_pending()
         && match unsafe { FORK_MARK.load(Acquire).as_ref() } {
             Some(mark) => mark.load(Relaxed) == 0,
             None => FORK_PID.load(Relaxed) != os::shared_mem::pid(),
@@ -366,21 +365,34 @@ fn forked_since_prepare() -> bool {
 
 /// For the `child` handler, which runs only in a fork child: true unless the repair ran
 /// in this process already ([`fork_caller`] or [`repair_pending_child`] ran it first): the
-/// repair clears [`FORK_PENDING`] (but in a nested fork's child) and sets the mark.
+/// repair sets the mark, and leaves no fork open but those the process goes on through.
+/// Without the mark, a repaired process going on through forks is told from its unrepaired
+/// child by the pids (as in [`forked_since_prepare`]); the child handler of a prepared
+/// fork needs none (RED-116).
 fn repair_due() -> bool {
     // SAFETY: null or the mark's page, mapped for the life of the process.
-    FORK_PENDING.load(Relaxed)
+    fork_pending()
         && match unsafe { FORK_MARK.load(Acquire).as_ref() } {
             Some(mark) => mark.load(Relaxed) == 0,
-            None => true,
+            None => FORK_THREAD.load(Relaxed) != 0 || FORK_PID.load(Relaxed) != os::shared_mem::pid(),
         }
 }
 
-/// Whether a fork made from this process's image has a child to repair: set by [`prepare`],
-/// cleared by [`parent`] and by the repair, which sets it again in the child of a fork
-/// made inside another (that process may go on into the outer fork, whose child is to be
-/// repaired too). Read only where there is no [`FORK_MARK`].
-static FORK_PENDING: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+/// How many forks around it a repaired child of a fork made inside others (see [`prepare`])
+/// still goes on through: the handler that forked returns into the fork around it, whose
+/// kernel fork then copies this process and whose `parent` handler runs here, and so on
+/// out to the outermost (RED-107; two and three deep: RED-121). Its children by those forks
+/// are repaired too, though no [`prepare`] of cohort's ran here for them ([`child`]).
+/// Invariant: the forks open in this process are the [`GOING_ON`] ones, and inside them
+/// (when `FORK_THREAD != 0`) `1 + FORK_DEPTH` prepared ones, the innermost last.
+static GOING_ON: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+
+/// Whether a fork is open in this process (see [`GOING_ON`]): its child, copied from this
+/// image, is to be repaired. A child of a fork that runs no handlers (`_Fork`) made outside
+/// them is not (RED-119).
+fn fork_pending() -> bool {
+    FORK_THREAD.load(Relaxed) != 0 || GOING_ON.load(Relaxed) != 0
+}
 
 /// The thread inside a fork whose [`prepare`] holds the locks (from the end of [`prepare`]
 /// to the end of [`parent`] or [`child`]; 0: none). Invariant: `FORK_THREAD != 0` exactly
@@ -473,9 +485,10 @@ unsafe fn unlock_all() {
     }
 }
 
-/// In a child whose copy holds no lock for the fork (see [`child`]): a lock held there was
-/// held by a thread the child does not have, which left what it guards half changed; the
-/// child stops with a message rather than wait for it for ever (RED-118: the process that
+/// In a child whose copy holds no lock for the fork (see [`child`]): a lock held there, or
+/// a batch of remote frees in use, was held by a thread the child does not have, which left
+/// what it guards half changed; the child stops with a message rather than wait for it for
+/// ever (RED-118: the process that
 /// forked, itself the child of a fork made inside a fork handler, had started threads
 /// before it went on into the outer fork, and no `prepare` of cohort's ran for that fork).
 fn stop_if_a_lock_is_held() {
@@ -487,17 +500,25 @@ fn stop_if_a_lock_is_held() {
         // list under its lock, not held).
         let list = unsafe { &*INSTANCES.data_ptr() };
         for_each_here(list, |pool| {
+            if pool.is_process_shared() {
+                return;
+            }
             // SAFETY: `raw` only to read whether the locks are held.
-            let held = unsafe { pool.state.raw().is_held() || pool.large.raw().is_held() };
-            pool_held |= !pool.is_process_shared() && held;
+            pool_held |= unsafe { pool.state.raw().is_held() || pool.large.raw().is_held() };
+            // A batch of remote frees in use: taken over by a flusher (RED-118's sibling:
+            // the child's flushes would wait for it for ever), or its holder inside it.
+            for heap in registered(pool) {
+                // SAFETY: a private pool's registered heaps stay mapped for its life.
+                pool_held |= unsafe { (*heap).remote.in_use() };
+            }
         });
     }
     if list_held || pool_held {
         os::abort_with(format_args!(
-            "cohort: fork child {}: a lock of cohort's was held at the fork by another thread \
-             of the process that forked, which had not prepared for it (itself the child of \
-             a fork made inside a fork handler, it went on into the outer fork with other \
-             threads running): not supported",
+            "cohort: fork child {}: a lock or a batch of remote frees of cohort's was held at \
+             the fork by another thread of the process that forked, which had not prepared \
+             for it (itself the child of a fork made inside a fork handler, it went on into \
+             the outer fork with other threads running): not supported",
             os::shared_mem::pid()
         ));
     }
@@ -508,16 +529,17 @@ fn stop_if_a_lock_is_held() {
 /// # Safety
 /// Called only by `fork()` in the parent, after [`prepare`].
 unsafe extern "C" fn parent() {
+    if FORK_THREAD.load(Relaxed) == 0 {
+        // Nothing held: one of the forks a repaired child of a nested fork goes on through
+        // ends here (see `GOING_ON`).
+        let going_on = GOING_ON.load(Relaxed);
+        GOING_ON.store(going_on.saturating_sub(1), Relaxed);
+        return;
+    }
     if FORK_DEPTH.load(Relaxed) > 0 {
         // The end of a fork inside this thread's own (see `prepare`): the outer fork's
         // `parent` or `child` handler releases the locks.
         FORK_DEPTH.fetch_sub(1, Relaxed);
-        return;
-    }
-    FORK_PENDING.store(false, Relaxed);
-    if FORK_THREAD.load(Relaxed) == 0 {
-        // Nothing held: the child of a fork made inside another that went on into the
-        // outer fork, whose locks its repair released (see `child`).
         return;
     }
     // Before the locks are released: a fork another thread starts once they are stores
@@ -560,7 +582,12 @@ unsafe extern "C" fn child() {
     // would wait for ever), and its `parent` handler has nothing to release (see
     // `parent`). Such a child is repaired all the same: its mark is wiped (RED-107).
     let held = FORK_THREAD.swap(0, Relaxed) != 0;
-    let nested = FORK_DEPTH.swap(0, Relaxed) > 0;
+    // The forks this process goes on through: those open in the image but the one that
+    // made it, the innermost (see `GOING_ON`).
+    let going_on = match held {
+        true => FORK_DEPTH.swap(0, Relaxed) + GOING_ON.load(Relaxed),
+        false => GOING_ON.load(Relaxed).saturating_sub(1),
+    };
     if !held {
         stop_if_a_lock_is_held();
     }
@@ -621,13 +648,13 @@ unsafe extern "C" fn child() {
         // SAFETY: see unlock_all.
         unsafe { unlock_all() };
     }
-    if nested {
+    if going_on > 0 {
         // This process may go on into the outer fork, whose child a lost region then
         // rebuilds from the copy of the thread's list: this process's, as `prepare`
         // would have made it.
         let own = per_thread::own_heaps();
         INSTANCES.lock().forking = copy_forking_heaps(own);
     }
-    FORK_PENDING.store(nested, Relaxed);
+    GOING_ON.store(going_on, Relaxed);
     mark_repaired();
 }

@@ -589,8 +589,8 @@ pub fn write_stderr(bytes: &[u8]) {
     unsafe { libc::write(2, bytes.as_ptr().cast(), bytes.len()) };
 }
 
-/// Writes `message` to standard error (at most 512 bytes of it, formatted on the stack:
-/// nothing is allocated) and ends the process ([`abort`]).
+/// Writes `message` to standard error as a line (at most 512 bytes of it, formatted on the
+/// stack: nothing is allocated) and ends the process ([`abort`]).
 #[cold]
 #[inline(never)]
 pub fn abort_with(message: core::fmt::Arguments) -> ! {
@@ -612,6 +612,12 @@ pub fn abort_with(message: core::fmt::Arguments) -> ! {
         len: 0,
     };
     let _ = core::fmt::write(&mut out, message);
+    // One line: the message ends with a newline, given or not.
+    if out.buf[..out.len].last() != Some(&b'\n') {
+        out.len = out.len.min(out.buf.len() - 1);
+        out.buf[out.len] = b'\n';
+        out.len += 1;
+    }
     write_stderr(&out.buf[..out.len]);
     abort()
 }

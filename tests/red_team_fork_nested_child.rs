@@ -142,7 +142,7 @@ fn a_join_in_the_outer_forks_child_in_a_nested_child_takes_a_heap_of_its_own() {
 }
 
 /// The cases above where the kernel refuses `MADV_WIPEONFORK` (no fork mark: the nested
-/// child's repair sets `FORK_PENDING` again for the outer fork's child).
+/// child's repair leaves the forks it goes on through open: `GOING_ON`).
 #[test]
 fn without_the_fork_mark_the_outer_forks_child_in_a_nested_child_is_repaired() {
     for test in [

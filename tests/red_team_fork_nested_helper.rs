@@ -424,7 +424,7 @@ fn a_std_thread_of_a_helper_forked_in_an_earlier_prepare_handler_allocates_boxes
 }
 
 /// The cases above where the kernel refuses `MADV_WIPEONFORK` (no fork mark: a child is
-/// told by `FORK_PENDING` and the pids).
+/// told by the forks open, `fork_pending`, and the pids).
 #[test]
 fn without_the_fork_mark_helpers_forked_in_earlier_handlers_allocate() {
     for test in [

@@ -123,7 +123,7 @@ fn a_fork_child_with_its_parents_pid_in_a_new_namespace_is_repaired() {
 /// sandbox), cohort has no fork mark and told a child from its parent by the pids alone,
 /// so the case above went unrepaired again: 'G's slot 0x7f3d0be00080 is in I's block: G
 /// went on with I's heap of the shared region' (lead 960396d). The `child` handler, which
-/// runs only in a child, now asks whether the repair is pending (`FORK_PENDING`), not
+/// runs only in a child, now asks whether a fork was prepared (`FORK_THREAD`), not
 /// whether the pid changed.
 #[test]
 fn without_the_fork_mark_a_child_with_its_parents_pid_is_repaired() {

@@ -175,9 +175,10 @@ fn fork_tree(depth: u32) {
 /// `parent` handler for the middle fork, which it goes on into, clears it, so the child of
 /// the outermost fork that X then makes finds no repair due (`repair_due`); and the middle
 /// fork's child of X, repaired with `FORK_PENDING = nested = false`, goes on into the
-/// outermost fork too, whose child it makes is not repaired either.
+/// outermost fork too, whose child it makes is not repaired either (RED-121). Fixed: a
+/// repaired child counts the forks it goes on through (`GOING_ON`), each `parent` handler
+/// there one fewer.
 #[test]
-#[ignore = "fails on lead 313b13e (RED-119's FORK_PENDING): a nested child going on through two forks makes an unrepaired child"]
 fn guard_forks_nested_two_deep_whose_children_go_on_each_get_a_heap_of_their_own() {
     fork_tree(2);
 }
@@ -186,7 +187,6 @@ fn guard_forks_nested_two_deep_whose_children_go_on_each_get_a_heap_of_their_own
 /// of the slots of 16 processes (a thread's and a join's each): left 16, right 32' (eight
 /// processes not repaired, as above).
 #[test]
-#[ignore = "fails on lead 313b13e (RED-119's FORK_PENDING): nested children going on through several forks make unrepaired children"]
 fn guard_forks_nested_three_deep_whose_children_go_on_each_get_a_heap_of_their_own() {
     fork_tree(3);
 }

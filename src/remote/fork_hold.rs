@@ -71,6 +71,14 @@ impl RemoteBatch {
         }
     }
 
+    /// True while a thread is in a call of the batch (its holder, between its two stores to
+    /// `busy`) or a flusher has taken it over: for a fork child whose copy no `prepare`
+    /// held (its threads but the first are gone, and no call of its first thread is in
+    /// progress), where either was made by a thread the child does not have.
+    pub(crate) fn in_use(&self) -> bool {
+        self.busy.load(Ordering::Relaxed) != 0 || self.flushing.load(Ordering::Relaxed) != 0
+    }
+
     /// After a fork, in the parent and the child: gives the batch back if the prepare
     /// handler took it (a heap registered meanwhile was not taken, and is left alone).
     pub(crate) fn unhold_after_fork(&self) {
