@@ -347,8 +347,8 @@ fn mark_repaired() {
 }
 
 /// True when this process is a fork child whose repair ([`child`]) has not run: a fork was
-/// open in the process that forked ([`fork_pending`]), and this process's copy of [`FORK_MARK`]
-/// was wiped, or, without the mark, its pid is not the one that process recorded (a child
+/// open in the process that forked ([`fork_pending`]), and this process's copy of
+/// [`FORK_MARK`] was wiped, or, without the mark, its pid is not the one that process recorded (a child
 /// in a new pid namespace may have its parent's pid: RED-116; the `child` handler itself
 /// does not need the pids, [`repair_due`]). A child made by a fork that runs no handlers
 /// (`_Fork`, a bare `clone`) is not one: no repair is pending there (RED-119: a repair
@@ -438,9 +438,10 @@ fn fork_caller() -> ForkCaller {
     if forked_since_prepare() {
         // A fork child whose repair has not run (`child` marks it done). The repair reads
         // and changes the forking thread's own state: it must run on that thread, the
-        // child's first (whose id is the child's pid). Another thread can only be one a program's child handler
-        // started before cohort's ran (RED-111): stopped, rather than repair with its
-        // state (the first thread's heaps would be taken for a dead thread's).
+        // child's first (whose id is the child's pid). Another thread can only be one a
+        // program's child handler started before cohort's ran (RED-111): stopped, rather
+        // than repair with its state (the first thread's heaps would be taken for a dead
+        // thread's).
         let (thread, pid) = (os::shared_mem::thread_id(), os::shared_mem::pid());
         if thread != pid {
             os::abort_with(format_args!(
@@ -488,9 +489,9 @@ unsafe fn unlock_all() {
 /// In a child whose copy holds no lock for the fork (see [`child`]): a lock held there, or
 /// a batch of remote frees in use, was held by a thread the child does not have, which left
 /// what it guards half changed; the child stops with a message rather than wait for it for
-/// ever (RED-118: the process that
-/// forked, itself the child of a fork made inside a fork handler, had started threads
-/// before it went on into the outer fork, and no `prepare` of cohort's ran for that fork).
+/// ever (RED-118: the process that forked, itself the child of a fork made inside a fork
+/// handler, had started threads before it went on into the outer fork, and no `prepare` of
+/// cohort's ran for that fork).
 fn stop_if_a_lock_is_held() {
     // SAFETY: `raw` only to read whether the lock is held; nothing unlocks it.
     let list_held = unsafe { INSTANCES.raw() }.is_held();
