@@ -16,7 +16,7 @@ mod red_team_common;
 use cohort::Cohort;
 use red_team_common::register_fork_handlers_first;
 use red_team_common::{block_of, handlers_join, handlers_region, in_child, leak_for_handlers};
-use red_team_common::{shared_words, wait};
+use red_team_common::{reap_children, shared_words, wait};
 use std::sync::atomic::{AtomicU32, AtomicU8, Ordering::SeqCst};
 
 /// How many more forks the earlier `prepare` handler nests (each nested fork's own
@@ -87,20 +87,6 @@ fn spawn_at(at: u8) {
     }
     assert!(pid > 0, "vfork");
     assert_eq!(wait(pid), Ok(0), "the vforked process");
-}
-
-/// Reaps every child of this process: true when each exited 0.
-fn reap_children() -> bool {
-    let mut all_ok = true;
-    loop {
-        let mut status = 0;
-        // SAFETY: waits for any child of ours.
-        let pid = unsafe { libc::waitpid(-1, &mut status, 0) };
-        if pid < 0 {
-            return all_ok;
-        }
-        all_ok &= libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
-    }
 }
 
 /// In a child P of the test: a shared region, a join of it and a private instance; one

@@ -751,3 +751,17 @@ pub fn passes_without_wipe_on_fork(test: &str) {
         "{test} under a filter refusing MADV_WIPEONFORK: {said}"
     );
 }
+
+/// Reaps every child of this process: true when each exited 0.
+pub fn reap_children() -> bool {
+    let mut all_ok = true;
+    loop {
+        let mut status = 0;
+        // SAFETY: waits for any child of ours.
+        let pid = unsafe { libc::waitpid(-1, &mut status, 0) };
+        if pid < 0 {
+            return all_ok;
+        }
+        all_ok &= libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+    }
+}
