@@ -530,6 +530,16 @@ fn stop_if_a_lock_is_held() {
 /// # Safety
 /// Called only by `fork()` in the parent, after [`prepare`].
 unsafe extern "C" fn parent() {
+    if repair_due() {
+        // Not the process that prepared: a copy of it made inside the fork by a fork that
+        // runs no handlers (`_Fork` in a program's earlier fork handler), not repaired yet
+        // (RED-122): the repair, as in a child of this fork (which is done here), and it
+        // releases the locks.
+        // SAFETY: a child of the process that prepared, on its first thread (the copy's
+        // only one: a fork inside the fork's handlers, which run on the forking thread).
+        unsafe { child() };
+        return;
+    }
     if FORK_THREAD.load(Relaxed) == 0 {
         // Nothing held: one of the forks a repaired child of a nested fork goes on through
         // ends here (see `GOING_ON`).
