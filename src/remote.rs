@@ -260,8 +260,8 @@ impl RemoteBatch {
         done
     }
 
-    /// The heap's holder, the quick way of [`RemoteBatch::free`]: adds slot `off` of block
-    /// `h` to the block's chain when the batch has one with room and the slot is neither
+    /// The heap's holder, the quick way of [`RemoteBatch::free`]: adds the slot at `p` in
+    /// block `h` to the block's chain when the batch has one with room and the slot is neither
     /// its first nor the block's remote or local list's first. True when done; false when
     /// it did nothing (a flusher has the batch, no chain of `h` with room: never one before
     /// the fences are known asymmetric, or a double free to report): [`RemoteBatch::free`]
@@ -269,11 +269,11 @@ impl RemoteBatch {
     /// header's remote word): no call, so its caller needs no stack frame.
     ///
     /// # Safety
-    /// The caller holds the batch's heap; `off` is a live slot of `h`, which the caller
+    /// The caller holds the batch's heap; `p` is a live slot of `h`, which the caller
     /// gives up, a block of the heap's pool that the heap does not own. The pool may be one
     /// other processes use: the batch then holds no chain, and nothing is done.
     #[inline(always)]
-    pub(crate) unsafe fn try_append(&self, h: &Header, off: u32) -> bool {
+    pub(crate) unsafe fn try_append(&self, h: &Header, p: *mut u8) -> bool {
         // The compiler fence stands for the holder's fence: the batch holds a chain only
         // once the fences are known asymmetric ([`chain_limit`]), and without one nothing
         // below is done (the entries are only read, and a flusher then writes none of them).
@@ -282,7 +282,7 @@ impl RemoteBatch {
         // Acquire: the entries as the last flusher left them (its `give_back`).
         let done = self.wants.load(Ordering::Acquire) == 0
             // SAFETY: entered (busy 1, wants 0); forwarded.
-            && unsafe { self.with_entries(|entries| append_quick(entries, h, off)) };
+            && unsafe { self.with_entries(|entries| append_quick(entries, h, p)) };
         self.leave();
         done
     }

@@ -29,7 +29,7 @@ impl Instance {
     /// and takes the quick way, a slot added to its block's chain in the caller's batch
     /// ([`RemoteBatch::try_append`]); everything else goes on to
     /// [`Instance::free_other_general`], with a jump: the quick way makes no call, so it
-    /// saves and restores no register.
+    /// saves and restores one register only.
     ///
     /// `word` is the block's owner-and-key word xor the key of the size's class and `life`,
     /// as the fast path read it (0 when `p` is outside the region): its key bits are
@@ -78,7 +78,7 @@ impl Instance {
             // another heap than the caller's (`keyed_owner`, `remote_heap`), not tiny,
             // whenever h is the block of one of the batch's chains, the only case
             // `try_append` acts on; the caller holds the heap.
-            if heap.is_some_and(|heap| unsafe { heap.remote.try_append(h, h.offset_of(p)) }) {
+            if heap.is_some_and(|heap| unsafe { heap.remote.try_append(h, p) }) {
                 return;
             }
         }

@@ -103,29 +103,42 @@ pub(super) unsafe fn free_in(
     unsafe { free_in_entry(entries, i, pending, pool, h, off) }
 }
 
-/// [`RemoteBatch::try_append`] on the entries: block `h`'s chain takes slot `off` when it
-/// has room (a full one is pushed by [`free_in`]) and the slot is not already free (as
-/// [`append`] tests). False: nothing changed.
+/// [`RemoteBatch::try_append`] on the entries: block `h`'s chain takes the slot at `p`
+/// when it has room (a full one is pushed by [`free_in`]) and the slot is not already free
+/// (as [`append`] tests). False: nothing changed.
 ///
 /// # Safety
-/// As [`free_in`].
+/// As [`free_in`], with `p` the slot's address (`off` its offset in `h`).
 #[inline(always)]
-pub(super) unsafe fn append_quick(entries: &mut Entries, h: &Header, off: u32) -> bool {
+pub(super) unsafe fn append_quick(entries: &mut Entries, h: &Header, p: *mut u8) -> bool {
     let block = ptr::from_ref(h);
     let i = entry_of(block);
     // The same tests as `free_in` and `append`, the header's first: its line is read
-    // before the entry's chain (fewer values live at once: one register less to save).
-    if entries.block[i] != block || h.is_freed_last(off) || entries.left[i] == 0 {
+    // before the entry's chain (fewer values live at once).
+    let off = h.offset_of(p);
+    if entries.block[i] != block || h.is_freed_last(off) {
         return false;
     }
     let first = entries.first[i];
     if first == off {
         return false;
     }
-    // SAFETY: the slot is the caller's (given up), in block h.
-    unsafe { h.link_slot(off, first) };
+    // The room, taken in memory with one subtraction whose borrow says the chain was full
+    // (`left` 0, put back at once: the entries are the caller's alone, and `left <=
+    // limit` holds again when the call returns).
+    let (left, full) = entries.left[i].overflowing_sub(1);
+    entries.left[i] = left;
+    if full {
+        entries.left[i] = 0;
+        return false;
+    }
+    // The link written through `p` itself (the slot's first 4 bytes, as `link_slot`
+    // writes them): the header's address is not needed past its tests (one register less
+    // to save).
+    // SAFETY: the slot is the caller's (given up), in block h, and aligned to 4 bytes at
+    // least (every stride is a multiple of 4), as `link_slot`'s write needs too.
+    unsafe { p.cast::<u32>().write(first) };
     entries.first[i] = off;
-    entries.left[i] -= 1;
     true
 }
 

@@ -67,7 +67,7 @@ fn batch_flush_races_collect_and_retire() {
                     // quick way), the second joins it unless the flusher has the batch.
                     // SAFETY: `off` is live (handed out) and this thread gives it up; `b`
                     // is the pool's, owned by another heap.
-                    if !unsafe { batch.try_append(b, off) } {
+                    if !unsafe { batch.try_append(b, b.base().wrapping_add(off as usize)) } {
                         // SAFETY: as above; the quick way changed nothing.
                         let done = unsafe { batch.free(&pool, b, off) };
                         assert_eq!(done, BatchFree::Done);
