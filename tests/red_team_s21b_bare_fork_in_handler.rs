@@ -13,6 +13,10 @@
 //! (no `prepare` of cohort's counted the `_Fork` in `FORK_DEPTH`): Z's child by the outer
 //! fork finds no fork pending and is not repaired either.
 //!
+//! The first two tests fail with lead 960396d's `src/fork.rs` too (pre-existing); the third
+//! passes with it (its `FORK_MARK` alone told the child of the outer fork), and fails on
+//! lead 3dc6b80 (a repair needs `fork_pending`, which the repaired Z cleared).
+//!
 //! Every process of the test allocates a slot of a shared region and one of a join of it
 //! after the outer fork; each must lie in a block of its own (a process with heaps of its
 //! own takes a block of its own for each).
