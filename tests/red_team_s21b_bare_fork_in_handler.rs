@@ -29,6 +29,7 @@ mod red_team_common;
 
 use red_team_common::register_fork_handlers_first;
 use red_team_common::{block_of, handlers_join, handlers_region, in_child, leak_for_handlers};
+use red_team_common::{passes_without_wipe_on_fork, refuse_wipe_on_fork_when_set};
 use red_team_common::{reap_children, shared_words, wait};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering::SeqCst};
 
@@ -46,17 +47,61 @@ const PARENT: u8 = 2;
 /// a pending repair first), then allocates from the region and the join there.
 static STATS_IN_HANDLER: AtomicBool = AtomicBool::new(false);
 
+/// For the guards: the earlier `prepare` handler forks (nested in the outer fork, while
+/// cohort's locks are held) once while this is set (cleared by it).
+static NESTED: AtomicBool = AtomicBool::new(false);
+/// Where the nested fork's child X makes a fresh fork of its own (with cohort's
+/// `prepare`): right after the nested fork ([`PREPARE`], in the outer fork's `prepare`
+/// handler: X and its child W both go on through the outer fork's kernel fork), or in X's
+/// `parent` handler of the outer fork ([`PARENT`]: W goes on through cohort's `parent`
+/// handler there). Cleared by P before the nested fork, set again in X.
+static FRESH_IN_X_AT: AtomicU8 = AtomicU8::new(NONE);
+
 extern "C" fn prepare_first() {
     bare_fork_at(PREPARE);
+    nested_then_fresh(PREPARE);
 }
 
 extern "C" fn parent_first() {
     bare_fork_at(PARENT);
+    nested_then_fresh(PARENT);
+}
+
+/// See [`NESTED`] and [`FRESH_IN_X_AT`]; every process goes on.
+fn nested_then_fresh(at: u8) {
+    if at == PREPARE && NESTED.swap(false, SeqCst) {
+        // Out of the way of the nested fork's own handlers in P; back in X.
+        let fresh = FRESH_IN_X_AT.swap(NONE, SeqCst);
+        if fork_with_alarm() != 0 {
+            return;
+        }
+        FRESH_IN_X_AT.store(fresh, SeqCst);
+    }
+    if FRESH_IN_X_AT
+        .compare_exchange(at, NONE, SeqCst, SeqCst)
+        .is_ok()
+    {
+        fork_with_alarm();
+    }
+}
+
+/// `fork`; the child sets an alarm. Returns what `fork` returned.
+fn fork_with_alarm() -> libc::pid_t {
+    // SAFETY: fork in a handler (glibc 2.35 on allows it); both processes go on, and every
+    // process reaps its children at the end (see `each_process_has_heaps_of_its_own`).
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "a fork in a handler");
+    if pid == 0 {
+        // SAFETY: alarm has no preconditions (not inherited through fork).
+        unsafe { libc::alarm(30) };
+    }
+    pid
 }
 
 extern "C" fn child_first() {}
 
 register_fork_handlers_first!(Some(prepare_first), Some(parent_first), Some(child_first));
+refuse_wipe_on_fork_when_set!();
 
 /// `_Fork` when [`BARE_FORK_AT`] is `at`; both processes go on.
 fn bare_fork_at(at: u8) {
@@ -67,7 +112,7 @@ fn bare_fork_at(at: u8) {
         return;
     }
     // SAFETY: this process has one thread; the child goes on as its parent, and leaves
-    // through `_exit` (see `bare_fork_in_handler`).
+    // through `_exit` (see `each_process_has_heaps_of_its_own`).
     let pid = unsafe { _Fork() };
     assert!(pid >= 0, "_Fork");
     if pid == 0 {
@@ -83,13 +128,20 @@ fn bare_fork_at(at: u8) {
     }
 }
 
-/// In a child P of the test: a shared region and a join of it, made on P's thread; a fork
-/// whose earlier handler `at` calls `_Fork`. Every process of the tree (`total`: P, its
-/// fork child, the `_Fork` child Z, and Z's fork child when Z went through the kernel
-/// fork) allocates a slot of the region and one of the join, says which, waits for the
-/// others, and reaps its children. P then checks that the slots lie in `2 * total`
-/// distinct blocks, naming the processes that share one.
+/// [`each_process_has_heaps_of_its_own`] with a `_Fork` in the earlier handler `at`: P, its
+/// fork child, the `_Fork` child Z, and Z's fork child when Z went through the kernel fork.
 fn bare_fork_in_handler(at: u8, stats_in_handler: bool, total: usize) {
+    each_process_has_heaps_of_its_own(total, || {
+        STATS_IN_HANDLER.store(stats_in_handler, SeqCst);
+        BARE_FORK_AT.store(at, SeqCst);
+    });
+}
+
+/// In a child P of the test: a shared region and a join of it, made on P's thread; `arm`,
+/// then a fork. Every process of the tree (`total`) allocates a slot of the region and one
+/// of the join, says which, waits for the others, and reaps its children. P then checks
+/// that the slots lie in `2 * total` distinct blocks, naming the processes that share one.
+fn each_process_has_heaps_of_its_own(total: usize, arm: impl FnOnce()) {
     const MOST: usize = 8;
     let words = shared_words(2 + 4 * MOST);
     let pid = in_child(60, || {
@@ -97,14 +149,13 @@ fn bare_fork_in_handler(at: u8, stats_in_handler: bool, total: usize) {
         leak_for_handlers(cohort::Cohort::shared_anonymous(256 << 20).expect("a region"));
         assert!(!handlers_region().malloc(64, ()).is_null());
         assert!(!handlers_join().malloc(64, ()).is_null());
-        STATS_IN_HANDLER.store(stats_in_handler, SeqCst);
-        BARE_FORK_AT.store(at, SeqCst);
+        arm();
         // SAFETY: every process but P leaves through `_exit` below.
         let forked = unsafe { libc::fork() };
         assert!(forked >= 0, "fork");
         let who = match (std::process::id() == me, forked == 0) {
             (true, _) => 0,
-            (false, false) => 1, // the `_Fork` child Z, which went on as a parent
+            (false, false) => 1, // Z, X or W, which went on as a parent
             (false, true) => 2,  // a child of the fork (P's or Z's)
         };
         let (slot, joined) = (
@@ -196,4 +247,39 @@ fn bare_fork_in_an_earlier_prepare_handler_makes_a_child_with_heaps_of_its_own()
 #[ignore = "fails on lead 3dc6b80: the fork child of a _Fork child repaired in an earlier prepare handler is not repaired"]
 fn bare_fork_in_an_earlier_prepare_handler_repaired_there_makes_repaired_children() {
     bare_fork_in_handler(PREPARE, true, 4);
+}
+
+/// Guard: a nested fork's child X (in the earlier `prepare` handler, cohort's locks held)
+/// makes a fresh fork of its own there at once; X and its child W both go on through the
+/// outer fork's kernel fork: six processes (P, its child, X, W, and X's and W's children
+/// by the outer fork), each with heaps of its own. Passes on lead 3dc6b80.
+#[test]
+fn guard_a_nested_forks_child_forking_afresh_in_the_prepare_handler() {
+    each_process_has_heaps_of_its_own(6, || {
+        NESTED.store(true, SeqCst);
+        FRESH_IN_X_AT.store(PREPARE, SeqCst);
+    });
+}
+
+/// Guard: as above, X's fresh fork made in X's `parent` handler of the outer fork (W goes
+/// on through cohort's `parent` handler, which counts the outer fork down): five
+/// processes. Passes on lead 3dc6b80.
+#[test]
+fn guard_a_nested_forks_child_forking_afresh_in_its_parent_handler() {
+    each_process_has_heaps_of_its_own(5, || {
+        NESTED.store(true, SeqCst);
+        FRESH_IN_X_AT.store(PARENT, SeqCst);
+    });
+}
+
+/// Guard: the two guards above where the kernel refuses `MADV_WIPEONFORK` (no fork mark:
+/// the pids tell a repaired process from its children). Passes on lead 3dc6b80.
+#[test]
+fn guard_a_nested_forks_child_forking_afresh_without_the_fork_mark() {
+    for test in [
+        "guard_a_nested_forks_child_forking_afresh_in_the_prepare_handler",
+        "guard_a_nested_forks_child_forking_afresh_in_its_parent_handler",
+    ] {
+        passes_without_wipe_on_fork(test);
+    }
 }
