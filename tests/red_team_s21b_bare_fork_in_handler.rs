@@ -62,9 +62,20 @@ extern "C" fn prepare_first() {
     nested_then_fresh(PREPARE);
 }
 
+/// For the guards: the earlier `parent` handler forks once in every process that has this
+/// set (cleared by it, at the first `parent` handler there: in P the nested fork's, in X
+/// the outer fork's, a fresh fork).
+static FORK_IN_PARENT: AtomicBool = AtomicBool::new(false);
+/// For the guards: the nested fork's child X asks for the region's statistics, compacts it
+/// and verifies it right after the nested fork (between the forks it goes on through).
+static CALLS_IN_X: AtomicBool = AtomicBool::new(false);
+
 extern "C" fn parent_first() {
     bare_fork_at(PARENT);
     nested_then_fresh(PARENT);
+    if FORK_IN_PARENT.swap(false, SeqCst) {
+        fork_with_alarm();
+    }
 }
 
 /// See [`NESTED`] and [`FRESH_IN_X_AT`]; every process goes on.
@@ -76,6 +87,14 @@ fn nested_then_fresh(at: u8) {
             return;
         }
         FRESH_IN_X_AT.store(fresh, SeqCst);
+        if CALLS_IN_X.load(SeqCst) {
+            let region = handlers_region();
+            let _ = region.stats();
+            let _ = region.compact();
+            // SAFETY: X has one thread.
+            assert!(unsafe { region.verify() }.is_ok(), "verify in X");
+            assert!(!handlers_join().malloc(64, ()).is_null());
+        }
     }
     if FRESH_IN_X_AT
         .compare_exchange(at, NONE, SeqCst, SeqCst)
@@ -272,13 +291,31 @@ fn guard_a_nested_forks_child_forking_afresh_in_its_parent_handler() {
     });
 }
 
-/// Guard: the two guards above where the kernel refuses `MADV_WIPEONFORK` (no fork mark:
+/// Guard: forks nested in the earlier `prepare` and `parent` handlers. P's nested fork in
+/// the outer fork's `prepare` handler has child X; its `parent` handler in P (cohort's locks
+/// held, two deep) forks again, and that child V goes on through cohort's `parent` handler
+/// of the nested fork and the outer kernel fork. X calls the statistics, compact and verify
+/// and allocates from the join before going on, and forks afresh in its own `parent`
+/// handler of the outer fork. Seven processes: P, its child, X, X's child by the outer
+/// fork, the child of X's fork in `parent`, V and V's child by the outer fork. Passes on
+/// lead 3dc6b80.
+#[test]
+fn guard_forks_nested_in_prepare_and_parent_handlers() {
+    each_process_has_heaps_of_its_own(7, || {
+        NESTED.store(true, SeqCst);
+        FORK_IN_PARENT.store(true, SeqCst);
+        CALLS_IN_X.store(true, SeqCst);
+    });
+}
+
+/// Guard: the guards above where the kernel refuses `MADV_WIPEONFORK` (no fork mark:
 /// the pids tell a repaired process from its children). Passes on lead 3dc6b80.
 #[test]
-fn guard_a_nested_forks_child_forking_afresh_without_the_fork_mark() {
+fn guard_forks_in_handlers_without_the_fork_mark() {
     for test in [
         "guard_a_nested_forks_child_forking_afresh_in_the_prepare_handler",
         "guard_a_nested_forks_child_forking_afresh_in_its_parent_handler",
+        "guard_forks_nested_in_prepare_and_parent_handlers",
     ] {
         passes_without_wipe_on_fork(test);
     }
