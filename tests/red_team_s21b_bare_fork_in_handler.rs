@@ -21,8 +21,12 @@
 //! after the outer fork; each must lie in a block of its own (a process with heaps of its
 //! own takes a block of its own for each).
 //!
+//! Guards with forks (with handlers) nested in the same handlers, whose children go on,
+//! pass (see each).
+//!
 //! This binary registers its handlers first (`register_fork_handlers_first!`); they act
-//! only while [`BARE_FORK_AT`] is set, in a fork child of the test.
+//! only while [`BARE_FORK_AT`], [`NESTED`], [`FRESH_IN_X_AT`] or [`FORK_IN_PARENT`] is set,
+//! in a fork child of the test.
 
 #[path = "red_team_common/mod.rs"]
 mod red_team_common;
