@@ -16,6 +16,7 @@ mod red_team_common;
 use cohort::Cohort;
 use red_team_common::register_fork_handlers_first;
 use red_team_common::{block_of, handlers_join, handlers_region, in_child, leak_for_handlers};
+use red_team_common::{passes_without_wipe_on_fork, refuse_wipe_on_fork_when_set};
 use red_team_common::{reap_children, shared_words, wait};
 use std::sync::atomic::{AtomicU32, AtomicU8, Ordering::SeqCst};
 
@@ -63,6 +64,7 @@ extern "C" fn child_first() {
 }
 
 register_fork_handlers_first!(Some(prepare_first), Some(parent_first), Some(child_first));
+refuse_wipe_on_fork_when_set!();
 
 /// Spawns `/bin/true` twice when [`SPAWN_AT`] is `at` (`posix_spawn`, then `vfork` +
 /// `execv`), and waits for both.
@@ -175,6 +177,19 @@ fn guard_forks_nested_two_deep_whose_children_go_on_each_get_a_heap_of_their_own
 #[test]
 fn guard_forks_nested_three_deep_whose_children_go_on_each_get_a_heap_of_their_own() {
     fork_tree(3);
+}
+
+/// Guard (session 21, second round): the two fork trees above where the kernel refuses
+/// `MADV_WIPEONFORK` (no fork mark: a repaired process going on through the forks around
+/// it is told from its unrepaired children by the pids, `FORK_PID`). Passes on lead 3dc6b80.
+#[test]
+fn guard_the_fork_trees_without_the_fork_mark() {
+    for test in [
+        "guard_forks_nested_two_deep_whose_children_go_on_each_get_a_heap_of_their_own",
+        "guard_forks_nested_three_deep_whose_children_go_on_each_get_a_heap_of_their_own",
+    ] {
+        passes_without_wipe_on_fork(test);
+    }
 }
 
 /// A process spawned without fork handlers from each earlier handler (`prepare`: cohort's

@@ -13,18 +13,27 @@
 //! (no `prepare` of cohort's counted the `_Fork` in `FORK_DEPTH`): Z's child by the outer
 //! fork finds no fork pending and is not repaired either.
 //!
+//! The first two tests fail with lead 960396d's `src/fork.rs` too (pre-existing); the third
+//! passes with it (its `FORK_MARK` alone told the child of the outer fork), and fails on
+//! lead 3dc6b80 (a repair needs `fork_pending`, which the repaired Z cleared).
+//!
 //! Every process of the test allocates a slot of a shared region and one of a join of it
 //! after the outer fork; each must lie in a block of its own (a process with heaps of its
 //! own takes a block of its own for each).
 //!
+//! Guards with forks (with handlers) nested in the same handlers, whose children go on,
+//! pass (see each).
+//!
 //! This binary registers its handlers first (`register_fork_handlers_first!`); they act
-//! only while [`BARE_FORK_AT`] is set, in a fork child of the test.
+//! only while [`BARE_FORK_AT`], [`NESTED`], [`FRESH_IN_X_AT`] or [`FORK_IN_PARENT`] is set,
+//! in a fork child of the test.
 
 #[path = "red_team_common/mod.rs"]
 mod red_team_common;
 
 use red_team_common::register_fork_handlers_first;
 use red_team_common::{block_of, handlers_join, handlers_region, in_child, leak_for_handlers};
+use red_team_common::{passes_without_wipe_on_fork, refuse_wipe_on_fork_when_set};
 use red_team_common::{reap_children, shared_words, wait};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering::SeqCst};
 
@@ -42,17 +51,80 @@ const PARENT: u8 = 2;
 /// a pending repair first), then allocates from the region and the join there.
 static STATS_IN_HANDLER: AtomicBool = AtomicBool::new(false);
 
+/// For the guards: the earlier `prepare` handler forks (nested in the outer fork, while
+/// cohort's locks are held) once while this is set (cleared by it).
+static NESTED: AtomicBool = AtomicBool::new(false);
+/// Where the nested fork's child X makes a fresh fork of its own (with cohort's
+/// `prepare`): right after the nested fork ([`PREPARE`], in the outer fork's `prepare`
+/// handler: X and its child W both go on through the outer fork's kernel fork), or in X's
+/// `parent` handler of the outer fork ([`PARENT`]: W goes on through cohort's `parent`
+/// handler there). Cleared by P before the nested fork, set again in X.
+static FRESH_IN_X_AT: AtomicU8 = AtomicU8::new(NONE);
+
 extern "C" fn prepare_first() {
     bare_fork_at(PREPARE);
+    nested_then_fresh(PREPARE);
 }
+
+/// For the guards: the earlier `parent` handler forks once in every process that has this
+/// set (cleared by it, at the first `parent` handler there: in P the nested fork's, in X
+/// the outer fork's, a fresh fork).
+static FORK_IN_PARENT: AtomicBool = AtomicBool::new(false);
+/// For the guards: the nested fork's child X asks for the region's statistics, compacts it
+/// and verifies it right after the nested fork (between the forks it goes on through).
+static CALLS_IN_X: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn parent_first() {
     bare_fork_at(PARENT);
+    nested_then_fresh(PARENT);
+    if FORK_IN_PARENT.swap(false, SeqCst) {
+        fork_with_alarm();
+    }
+}
+
+/// See [`NESTED`] and [`FRESH_IN_X_AT`]; every process goes on.
+fn nested_then_fresh(at: u8) {
+    if at == PREPARE && NESTED.swap(false, SeqCst) {
+        // Out of the way of the nested fork's own handlers in P; back in X.
+        let fresh = FRESH_IN_X_AT.swap(NONE, SeqCst);
+        if fork_with_alarm() != 0 {
+            return;
+        }
+        FRESH_IN_X_AT.store(fresh, SeqCst);
+        if CALLS_IN_X.load(SeqCst) {
+            let region = handlers_region();
+            let _ = region.stats();
+            let _ = region.compact();
+            // SAFETY: X has one thread.
+            assert!(unsafe { region.verify() }.is_ok(), "verify in X");
+            assert!(!handlers_join().malloc(64, ()).is_null());
+        }
+    }
+    if FRESH_IN_X_AT
+        .compare_exchange(at, NONE, SeqCst, SeqCst)
+        .is_ok()
+    {
+        fork_with_alarm();
+    }
+}
+
+/// `fork`; the child sets an alarm. Returns what `fork` returned.
+fn fork_with_alarm() -> libc::pid_t {
+    // SAFETY: fork in a handler (glibc 2.35 on allows it); both processes go on, and every
+    // process reaps its children at the end (see `each_process_has_heaps_of_its_own`).
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "a fork in a handler");
+    if pid == 0 {
+        // SAFETY: alarm has no preconditions (not inherited through fork).
+        unsafe { libc::alarm(30) };
+    }
+    pid
 }
 
 extern "C" fn child_first() {}
 
 register_fork_handlers_first!(Some(prepare_first), Some(parent_first), Some(child_first));
+refuse_wipe_on_fork_when_set!();
 
 /// `_Fork` when [`BARE_FORK_AT`] is `at`; both processes go on.
 fn bare_fork_at(at: u8) {
@@ -63,7 +135,7 @@ fn bare_fork_at(at: u8) {
         return;
     }
     // SAFETY: this process has one thread; the child goes on as its parent, and leaves
-    // through `_exit` (see `bare_fork_in_handler`).
+    // through `_exit` (see `each_process_has_heaps_of_its_own`).
     let pid = unsafe { _Fork() };
     assert!(pid >= 0, "_Fork");
     if pid == 0 {
@@ -79,13 +151,20 @@ fn bare_fork_at(at: u8) {
     }
 }
 
-/// In a child P of the test: a shared region and a join of it, made on P's thread; a fork
-/// whose earlier handler `at` calls `_Fork`. Every process of the tree (`total`: P, its
-/// fork child, the `_Fork` child Z, and Z's fork child when Z went through the kernel
-/// fork) allocates a slot of the region and one of the join, says which, waits for the
-/// others, and reaps its children. P then checks that the slots lie in `2 * total`
-/// distinct blocks, naming the processes that share one.
+/// [`each_process_has_heaps_of_its_own`] with a `_Fork` in the earlier handler `at`: P, its
+/// fork child, the `_Fork` child Z, and Z's fork child when Z went through the kernel fork.
 fn bare_fork_in_handler(at: u8, stats_in_handler: bool, total: usize) {
+    each_process_has_heaps_of_its_own(total, || {
+        STATS_IN_HANDLER.store(stats_in_handler, SeqCst);
+        BARE_FORK_AT.store(at, SeqCst);
+    });
+}
+
+/// In a child P of the test: a shared region and a join of it, made on P's thread; `arm`,
+/// then a fork. Every process of the tree (`total`) allocates a slot of the region and one
+/// of the join, says which, waits for the others, and reaps its children. P then checks
+/// that the slots lie in `2 * total` distinct blocks, naming the processes that share one.
+fn each_process_has_heaps_of_its_own(total: usize, arm: impl FnOnce()) {
     const MOST: usize = 8;
     let words = shared_words(2 + 4 * MOST);
     let pid = in_child(60, || {
@@ -93,14 +172,13 @@ fn bare_fork_in_handler(at: u8, stats_in_handler: bool, total: usize) {
         leak_for_handlers(cohort::Cohort::shared_anonymous(256 << 20).expect("a region"));
         assert!(!handlers_region().malloc(64, ()).is_null());
         assert!(!handlers_join().malloc(64, ()).is_null());
-        STATS_IN_HANDLER.store(stats_in_handler, SeqCst);
-        BARE_FORK_AT.store(at, SeqCst);
+        arm();
         // SAFETY: every process but P leaves through `_exit` below.
         let forked = unsafe { libc::fork() };
         assert!(forked >= 0, "fork");
         let who = match (std::process::id() == me, forked == 0) {
             (true, _) => 0,
-            (false, false) => 1, // the `_Fork` child Z, which went on as a parent
+            (false, false) => 1, // Z, X or W, which went on as a parent
             (false, true) => 2,  // a child of the fork (P's or Z's)
         };
         let (slot, joined) = (
@@ -191,4 +269,57 @@ fn bare_fork_in_an_earlier_prepare_handler_makes_a_child_with_heaps_of_its_own()
 #[ignore = "known limit (RED-122): a _Fork child repaired inside the prepare handler that made it counts one fork too few to go on through: its child by that fork is not repaired"]
 fn bare_fork_in_an_earlier_prepare_handler_repaired_there_makes_repaired_children() {
     bare_fork_in_handler(PREPARE, true, 4);
+}
+
+/// Guard: a nested fork's child X (in the earlier `prepare` handler, cohort's locks held)
+/// makes a fresh fork of its own there at once; X and its child W both go on through the
+/// outer fork's kernel fork: six processes (P, its child, X, W, and X's and W's children
+/// by the outer fork), each with heaps of its own. Passes on lead 3dc6b80.
+#[test]
+fn guard_a_nested_forks_child_forking_afresh_in_the_prepare_handler() {
+    each_process_has_heaps_of_its_own(6, || {
+        NESTED.store(true, SeqCst);
+        FRESH_IN_X_AT.store(PREPARE, SeqCst);
+    });
+}
+
+/// Guard: as above, X's fresh fork made in X's `parent` handler of the outer fork (W goes
+/// on through cohort's `parent` handler, which counts the outer fork down): five
+/// processes. Passes on lead 3dc6b80.
+#[test]
+fn guard_a_nested_forks_child_forking_afresh_in_its_parent_handler() {
+    each_process_has_heaps_of_its_own(5, || {
+        NESTED.store(true, SeqCst);
+        FRESH_IN_X_AT.store(PARENT, SeqCst);
+    });
+}
+
+/// Guard: forks nested in the earlier `prepare` and `parent` handlers. P's nested fork in
+/// the outer fork's `prepare` handler has child X; its `parent` handler in P (cohort's locks
+/// held, two deep) forks again, and that child V goes on through cohort's `parent` handler
+/// of the nested fork and the outer kernel fork. X calls the statistics, compact and verify
+/// and allocates from the join before going on, and forks afresh in its own `parent`
+/// handler of the outer fork. Seven processes: P, its child, X, X's child by the outer
+/// fork, the child of X's fork in `parent`, V and V's child by the outer fork. Passes on
+/// lead 3dc6b80.
+#[test]
+fn guard_forks_nested_in_prepare_and_parent_handlers() {
+    each_process_has_heaps_of_its_own(7, || {
+        NESTED.store(true, SeqCst);
+        FORK_IN_PARENT.store(true, SeqCst);
+        CALLS_IN_X.store(true, SeqCst);
+    });
+}
+
+/// Guard: the guards above where the kernel refuses `MADV_WIPEONFORK` (no fork mark:
+/// the pids tell a repaired process from its children). Passes on lead 3dc6b80.
+#[test]
+fn guard_forks_in_handlers_without_the_fork_mark() {
+    for test in [
+        "guard_a_nested_forks_child_forking_afresh_in_the_prepare_handler",
+        "guard_a_nested_forks_child_forking_afresh_in_its_parent_handler",
+        "guard_forks_nested_in_prepare_and_parent_handlers",
+    ] {
+        passes_without_wipe_on_fork(test);
+    }
 }
