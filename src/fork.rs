@@ -348,19 +348,14 @@ fn mark_repaired() {
 
 /// True when this process is a fork child whose repair ([`child`]) has not run: a fork was
 /// open in the process that forked ([`fork_pending`]), and this process's copy of
-/// [`FORK_MARK`] was wiped, or, without the mark, its pid is not the one that process recorded (a child
-/// in a new pid namespace may have its parent's pid: RED-116; the `child` handler itself
-/// does not need the pids, [`repair_due`]). A child made by a fork that runs no handlers
+/// [`FORK_MARK`] was wiped, or, without the mark, its pid is not the one that process
+/// recorded (a child in a new pid namespace may have its parent's pid: RED-116; the `child`
+/// handler itself does not need the pids, [`repair_due`]). A child made by a fork that runs no handlers
 /// (`_Fork`, a bare `clone`) is not one: no repair is pending there (RED-119: a repair
 /// asked long after such a fork took its live threads' heaps for dead ones), and such a
 /// child is not supported (it keeps its parent's heaps of a shared region).
 fn forked_since_prepare() -> bool {
-    // SAFETY: null or the mark's page, mapped for the life of the process.
-    fork_pending()
-        && match unsafe { FORK_MARK.load(Acquire).as_ref() } {
-            Some(mark) => mark.load(Relaxed) == 0,
-            None => FORK_PID.load(Relaxed) != os::shared_mem::pid(),
-        }
+    fork_pending() && mark_wiped().unwrap_or_else(pid_changed)
 }
 
 /// For the `child` handler, which runs only in a fork child: true unless the repair ran
@@ -370,12 +365,20 @@ fn forked_since_prepare() -> bool {
 /// child by the pids (as in [`forked_since_prepare`]); the child handler of a prepared
 /// fork needs none (RED-116).
 fn repair_due() -> bool {
+    fork_pending() && mark_wiped().unwrap_or_else(|| FORK_THREAD.load(Relaxed) != 0 || pid_changed())
+}
+
+/// Whether this process's copy of [`FORK_MARK`] is wiped (a fork child not repaired yet);
+/// `None` where there is no mark (the kernel refused `MADV_WIPEONFORK`).
+fn mark_wiped() -> Option<bool> {
     // SAFETY: null or the mark's page, mapped for the life of the process.
-    fork_pending()
-        && match unsafe { FORK_MARK.load(Acquire).as_ref() } {
-            Some(mark) => mark.load(Relaxed) == 0,
-            None => FORK_THREAD.load(Relaxed) != 0 || FORK_PID.load(Relaxed) != os::shared_mem::pid(),
-        }
+    unsafe { FORK_MARK.load(Acquire).as_ref() }.map(|mark| mark.load(Relaxed) == 0)
+}
+
+/// Without the mark: whether this process's pid is not the one its registration or its
+/// last repair recorded ([`FORK_PID`]).
+fn pid_changed() -> bool {
+    FORK_PID.load(Relaxed) != os::shared_mem::pid()
 }
 
 /// How many forks around it a repaired child of a fork made inside others (see [`prepare`])
