@@ -5,7 +5,9 @@ use std::panic::AssertUnwindSafe;
 
 /// Runs `f` in a forked child, which exits 0 when `f` returns and 1 when it panics (and
 /// dies of SIGALRM after `timeout` seconds: a wedged lock fails the test, never hangs it).
-/// Returns the child's pid.
+/// Returns the child's pid. A child still running a few seconds before its alarm has its
+/// threads' stacks written to the test's output by [`wait_status`] (where gdb is
+/// installed): a hang that shows once in a CI run says where it was.
 pub fn in_child(timeout: u32, f: impl FnOnce()) -> libc::pid_t {
     // SAFETY: the child runs `f` and leaves through `_exit`, without the parent's
     // destructors.
@@ -14,29 +16,89 @@ pub fn in_child(timeout: u32, f: impl FnOnce()) -> libc::pid_t {
     if pid == 0 {
         // SAFETY: alarm has no preconditions.
         unsafe { libc::alarm(timeout) };
-        let outcome = std::panic::catch_unwind(AssertUnwindSafe(f));
-        if let Err(payload) = &outcome {
-            // The test harness captures the child's panic message with the parent's
-            // output, which the child never hands back: written to the standard error
-            // itself, the message reaches the log.
-            let message = payload
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| payload.downcast_ref::<&str>().copied())
-                .unwrap_or("(no message)");
-            let line = format!("fork child {}: panicked: {message}\n", std::process::id());
+        // The panic message, without the default hook's backtrace: its capture takes locks
+        // of the unwinder and the loader that another thread of the parent may have held
+        // at the fork (a child that failed would hang there instead of saying why).
+        std::panic::set_hook(Box::new(|info| {
+            let line = format!("fork child {}: {info}\n", std::process::id());
             // SAFETY: writes from a valid buffer to fd 2.
             unsafe { libc::write(2, line.as_ptr().cast(), line.len()) };
-        }
+        }));
+        // The hook above wrote the message to the standard error itself: the test harness
+        // captures the child's output with the parent's, which the child never hands back.
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(f));
         // SAFETY: as above.
         unsafe { libc::_exit(if outcome.is_ok() { 0 } else { 1 }) };
+    }
+    let alarm = std::time::Duration::from_secs(timeout.into());
+    // A short alarm is a test's own bound on a step, not a hang to look into.
+    if alarm >= 2 * DUMP_BEFORE_ALARM {
+        deadlines()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((pid, std::time::Instant::now() + alarm));
     }
     pid
 }
 
+/// The children [`in_child`] made in this process, each with the time its alarm ends it.
+fn deadlines() -> &'static std::sync::Mutex<Vec<(libc::pid_t, std::time::Instant)>> {
+    static DEADLINES: std::sync::Mutex<Vec<(libc::pid_t, std::time::Instant)>> =
+        std::sync::Mutex::new(Vec::new());
+    &DEADLINES
+}
+
+/// How long before its alarm a child still running has its stacks written out.
+const DUMP_BEFORE_ALARM: std::time::Duration = std::time::Duration::from_secs(4);
+
+/// Writes the stacks of every thread of process `pid` to the standard error (gdb, attached
+/// for a moment); says so when gdb cannot be run.
+fn dump_stacks(pid: libc::pid_t) {
+    let out = std::process::Command::new("gdb")
+        .args([
+            "-p",
+            &pid.to_string(),
+            "-batch",
+            "-nx",
+            "-ex",
+            "thread apply all bt",
+        ])
+        .output();
+    match out {
+        Ok(out) => eprintln!(
+            "child {pid} still running shortly before its alarm; its stacks:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        ),
+        Err(e) => eprintln!("child {pid} still running shortly before its alarm (gdb: {e})"),
+    }
+}
+
 /// Waits for child `pid`; returns its wait status.
+/// A child of [`in_child`] still running shortly before its alarm has its stacks written
+/// to the standard error first ([`dump_stacks`]).
 pub fn wait_status(pid: libc::pid_t) -> i32 {
+    let deadline = {
+        let mut all = deadlines().lock().unwrap_or_else(|e| e.into_inner());
+        let at = all.iter().position(|&(p, _)| p == pid);
+        at.map(|i| all.swap_remove(i).1)
+    };
     let mut status = 0;
+    if let Some(deadline) = deadline {
+        let dump_at = deadline - DUMP_BEFORE_ALARM;
+        loop {
+            // SAFETY: polls our own child.
+            let got = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+            assert!(got == 0 || got == pid, "waitpid({pid}): {got}");
+            if got == pid {
+                return status;
+            }
+            if std::time::Instant::now() >= dump_at {
+                dump_stacks(pid);
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
     // SAFETY: waits for our own child.
     assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
     status
