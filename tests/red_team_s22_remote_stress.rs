@@ -15,7 +15,7 @@ mod red_team_common;
 mod red_team_s22_common;
 
 use cohort::{Cohort, RegionOptions};
-use red_team_s22_common::{make, unmake, Object};
+use red_team_s22_common::{make, ring_channels, unmake, Object};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::mpsc;
 
@@ -90,16 +90,8 @@ fn ring(a: &Cohort<Life>, name: &str) {
     let done = AtomicUsize::new(0);
     let flushes = AtomicUsize::new(0);
     std::thread::scope(|s| {
-        let (senders, receivers): (Vec<_>, Vec<_>) = (0..WORKERS)
-            .map(|_| mpsc::sync_channel::<Vec<Object>>(2))
-            .unzip();
-        let mut receivers: Vec<Option<_>> = receivers.into_iter().map(Some).collect();
         let mut handles = Vec::new();
-        for (w, to_next) in senders.into_iter().enumerate() {
-            // Worker w sends on channel w, which worker w + 1 receives.
-            let from_prev = receivers[(w + WORKERS - 1) % WORKERS]
-                .take()
-                .expect("receiver");
+        for (w, (to_next, from_prev)) in ring_channels(WORKERS, 2).into_iter().enumerate() {
             let done = &done;
             handles.push(s.spawn(move || {
                 let ended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {

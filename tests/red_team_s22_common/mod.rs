@@ -6,6 +6,7 @@
 
 use cohort::{Cohort, Lifetime, Misuse, Problem};
 use std::panic::{catch_unwind, panic_any, AssertUnwindSafe};
+use std::sync::mpsc;
 
 /// A live object: address, size, the tag of its pattern.
 pub type Object = (usize, usize, u8);
@@ -110,4 +111,22 @@ pub fn fresh_objects_once<L: Lifetime>(
     for o in fresh {
         unmake(a, o, life, what);
     }
+}
+
+/// The channels of `n` threads in a ring: entry `w` is thread `w`'s, the sender to thread
+/// `w + 1` and the receiver from thread `w - 1` (modulo `n`), each holding `bound`
+/// messages.
+pub fn ring_channels<T>(n: usize, bound: usize) -> Vec<(mpsc::SyncSender<T>, mpsc::Receiver<T>)> {
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..n).map(|_| mpsc::sync_channel(bound)).unzip();
+    let mut receivers: Vec<Option<mpsc::Receiver<T>>> = receivers.into_iter().map(Some).collect();
+    senders
+        .into_iter()
+        .enumerate()
+        .map(|(w, to_next)| {
+            (
+                to_next,
+                receivers[(w + n - 1) % n].take().expect("receiver"),
+            )
+        })
+        .collect()
 }
