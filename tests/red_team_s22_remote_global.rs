@@ -11,17 +11,21 @@
 
 mod red_team_s22_common;
 
-use red_team_s22_common::ring_channels;
+use red_team_s22_common::{from_a_live_owner, ring_channels};
 use std::alloc::{alloc, dealloc, Layout};
 use std::hint::black_box;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
 use test_support::{child_case, misuse_unnamed};
 
 cohort::lifetime_classes! { enum Life { Mine } }
 
 #[global_allocator]
 static A: cohort::Cohort<Life> = cohort::Cohort::new();
+
+/// The layout of the double-free cases' objects.
+const L16: Layout = match Layout::from_size_align(16, 8) {
+    Ok(l) => l,
+    Err(_) => panic!("layout"),
+};
 
 const CHILD_ENV: &str = "COHORT_RED_S22_GLOBAL_REMOTE";
 
@@ -101,55 +105,38 @@ fn boxed_objects_dropped_by_other_threads_keep_their_patterns() {
     });
 }
 
-/// Objects of 16 bytes made by a thread that stays alive, in one block: their addresses.
-/// `free_first`: the thread frees the first of them itself, as the last thing it does
-/// (nothing it allocates after can take the slot again), before the call returns.
-fn from_a_live_owner(free_first: bool) -> Vec<usize> {
-    static FREED: AtomicBool = AtomicBool::new(false);
-    let l16 = Layout::from_size_align(16, 8).unwrap();
-    let (tx, rx) = mpsc::channel::<Vec<usize>>();
-    std::thread::spawn(move || {
-        // SAFETY: non-zero sizes.
-        let made: Vec<usize> = (0..40)
-            .map(|_| black_box(unsafe { alloc(l16) }) as usize)
-            .collect();
-        let block = made[0] >> 21;
-        let same: Vec<usize> = made.into_iter().filter(|&p| p >> 21 == block).collect();
-        let first = same[0];
-        tx.send(same).expect("send");
-        if free_first {
-            // SAFETY: allocated above, freed once (here).
-            unsafe { dealloc(first as *mut u8, l16) };
-        }
-        FREED.store(true, Ordering::Release);
-        loop {
-            std::thread::park();
-        }
-    });
-    let same = rx.recv().expect("the owner's objects");
-    while !FREED.load(Ordering::Acquire) {
-        std::thread::yield_now();
-    }
-    same
+/// Objects of 16 bytes made by a thread that stays alive, in one block: their addresses;
+/// `free_first`: that thread freed the first itself ([`from_a_live_owner`]).
+fn owners(free_first: bool) -> Vec<usize> {
+    let make = || {
+        // SAFETY: a non-zero size.
+        (0..40)
+            .map(|_| black_box(unsafe { alloc(L16) }) as usize)
+            .collect()
+    };
+    let free_it: fn(usize) = |p| {
+        // SAFETY: allocated by `make`, freed once (here).
+        unsafe { dealloc(p as *mut u8, L16) }
+    };
+    from_a_live_owner(make, |&p| p, free_first.then_some(free_it))
 }
 
 /// The child's side: one case, which must abort at its last free.
 fn run(case: &str) {
-    let l16 = Layout::from_size_align(16, 8).unwrap();
     let free = |p: usize| {
         // SAFETY: a live object of the owner, handed over, freed once.
-        unsafe { dealloc(black_box(p as *mut u8), l16) }
+        unsafe { dealloc(black_box(p as *mut u8), L16) }
     };
     let same = match case {
         // The chain's first: ten frees, the last one again.
         "chain first" => {
-            let same = from_a_live_owner(false);
+            let same = owners(false);
             same[..10].iter().copied().for_each(free);
             same[9]
         }
         // The remote list's first: freed, pushed, then a chain of two with room.
         "remote first" => {
-            let same = from_a_live_owner(false);
+            let same = owners(false);
             free(same[0]);
             let _ = A.stats();
             free(same[1]);
@@ -158,7 +145,7 @@ fn run(case: &str) {
         }
         // The local list's first: the owner freed it, then a chain of two with room.
         "local first" => {
-            let same = from_a_live_owner(true);
+            let same = owners(true);
             free(same[1]);
             free(same[2]);
             same[0]
@@ -167,7 +154,7 @@ fn run(case: &str) {
     };
     eprintln!("child: misusing {:p}", same as *mut u8);
     // SAFETY: deliberately a double free: the process must abort.
-    unsafe { dealloc(black_box(same as *mut u8), l16) };
+    unsafe { dealloc(black_box(same as *mut u8), L16) };
     eprintln!("child: the misuse returned");
 }
 

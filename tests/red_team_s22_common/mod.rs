@@ -6,6 +6,7 @@
 
 use cohort::{Cohort, Lifetime, Misuse, Problem};
 use std::panic::{catch_unwind, panic_any, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 
 /// A live object: address, size, the tag of its pattern.
@@ -129,4 +130,39 @@ pub fn ring_channels<T>(n: usize, bound: usize) -> Vec<(mpsc::SyncSender<T>, mps
             )
         })
         .collect()
+}
+
+/// Runs `make` on a thread that stays alive (parked) after it, and returns the objects it
+/// made that lie in the block of the first (`address` says where each is). `free_first`:
+/// that thread then frees the first of them itself (its local list's first), as the last
+/// thing it does, before this returns: nothing it allocates after can take the slot again.
+pub fn from_a_live_owner<T: Copy + Send + 'static>(
+    make: impl FnOnce() -> Vec<T> + Send + 'static,
+    address: fn(&T) -> usize,
+    free_first: Option<fn(T)>,
+) -> Vec<T> {
+    let done: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
+    let (tx, rx) = mpsc::channel::<Vec<T>>();
+    std::thread::spawn(move || {
+        let made = make();
+        let block = address(&made[0]) >> 21;
+        let same: Vec<T> = made
+            .into_iter()
+            .filter(|o| address(o) >> 21 == block)
+            .collect();
+        let first = same[0];
+        tx.send(same).expect("send");
+        if let Some(free) = free_first {
+            free(first);
+        }
+        done.store(true, Ordering::Release);
+        loop {
+            std::thread::park();
+        }
+    });
+    let same = rx.recv().expect("the owner's objects");
+    while !done.load(Ordering::Acquire) {
+        std::thread::yield_now();
+    }
+    same
 }
