@@ -5,9 +5,10 @@
 //! the block's chain in F's batch holds 0, 1, ... up to its limit and one more slots, and
 //! frees again the slot freed last onto each list a free of it would meet: the chain's
 //! first, the remote list's first (a chain pushed by `stats`), the local list's first (O's
-//! own free). Every such double free is reported in every build, naming the pointer, size
-//! and lifetime class, and changes nothing: the objects freed after, `verify`, `is_empty`
-//! and a fresh allocation of as many objects (none handed out twice, every pattern whole)
+//! own free); and the same after O exited (its heap maybe adopted by another thread).
+//! Every such double free is reported in every build, naming the pointer, size and
+//! lifetime class, and changes nothing: the objects freed after, `verify`, `is_empty` and
+//! a fresh allocation of as many objects (none handed out twice, every pattern whole)
 //! pass. A private instance, a fixed region, private memory formatted as a region, and a
 //! shared-anonymous region (whose remote frees are never batched). A test that found a
 //! defect is `#[ignore]`d with its number (RED-n) and the exact failure.
@@ -98,79 +99,131 @@ enum First {
     Local,
 }
 
-/// One attack: O (this thread) allocates objects of `size`, F frees `k` of those in the
-/// same block as the first around the double free that `first` names, then every object
-/// is freed once.
-fn attack<'s>(a: &'s Cohort<Life>, f: &Worker<'s>, size: usize, k: usize, first: First) {
-    let what = format!("size {size}, {k} slots on the chain, {first:?}'s first");
+/// F's frees of `same`, objects of one block, around the double free that `first` names
+/// (for [`First::Local`], its owner freed `same[0]` already), `k` of them before it; then
+/// every object of `same` is free.
+fn frees_around_the_double_free(
+    a: &Cohort<Life>,
+    same: &[Object],
+    k: usize,
+    first: First,
+    what: &str,
+) {
+    let twice = match first {
+        // k + 1 frees; the last is the chain's first (past the limit, the first of the
+        // chain that follows the pushed one).
+        First::Chain => {
+            same[..=k].iter().for_each(|&o| free(a, o, what));
+            same[k]
+        }
+        First::Remote => {
+            free(a, same[0], what);
+            // Every batch pushed: same[0] is the remote list's first (its owner waits or
+            // has exited, and allocates nothing of this size meanwhile).
+            let _ = a.stats();
+            same[1..=k].iter().for_each(|&o| free(a, o, what));
+            same[0]
+        }
+        First::Local => {
+            same[1..=k].iter().for_each(|&o| free(a, o, what));
+            same[0]
+        }
+    };
+    again(a, twice, what);
+    same[k + 1..].iter().for_each(|&o| free(a, o, what));
+}
+
+/// `k + 80` objects of `size`, class A, made by the calling thread: (those in the block of
+/// the first, the others), or `None` when too few lie in that block for `k`.
+fn objects_for(
+    a: &Cohort<Life>,
+    size: usize,
+    k: usize,
+    what: &str,
+) -> Option<(Vec<Object>, Vec<Object>)> {
     let objects: Vec<Object> = (0..k + 80)
-        .map(|i| make(a, size, Life::A, i as u8, &what))
+        .map(|i| make(a, size, Life::A, i as u8, what))
         .collect();
     let block = objects[0].0 / BLOCK;
     let (same, others): (Vec<Object>, Vec<Object>) =
         objects.iter().copied().partition(|o| o.0 / BLOCK == block);
     if same.len() < k + 2 {
         // The objects straddle a block boundary: too few in the block for this k.
-        for o in objects {
-            free(a, o, &what);
-        }
+        objects.into_iter().for_each(|o| free(a, o, what));
+        return None;
+    }
+    Some((same, others))
+}
+
+/// One attack: O (this thread) allocates objects of `size`, F frees `k` of those in the
+/// same block as the first around the double free that `first` names, then every object
+/// is freed once (those in other blocks half by F, half by O).
+fn attack<'s>(a: &'s Cohort<Life>, f: &Worker<'s>, size: usize, k: usize, first: First) {
+    let what = format!("size {size}, {k} slots on the chain, {first:?}'s first");
+    let Some((same, others)) = objects_for(a, size, k, &what) else {
         return;
+    };
+    if let First::Local = first {
+        free(a, same[0], &what);
     }
-    let x = same[0];
     let w = what.clone();
-    match first {
-        // F frees k + 1 slots; the last is the chain's first (past the limit, the first
-        // of the chain that follows the pushed one).
-        First::Chain => f.run(move || {
-            for &o in &same[..=k] {
-                free(a, o, &w);
-            }
-            again(a, same[k], &w);
-            for &o in &same[k + 1..] {
-                free(a, o, &w);
-            }
-        }),
-        First::Remote => f.run(move || {
-            free(a, x, &w);
-            // Every batch pushed: x is the remote list's first (its owner O waits here).
-            let _ = a.stats();
-            for &o in &same[1..=k] {
-                free(a, o, &w);
-            }
-            again(a, x, &w);
-            for &o in &same[k + 1..] {
-                free(a, o, &w);
-            }
-        }),
-        First::Local => {
-            free(a, x, &what);
-            f.run(move || {
-                for &o in &same[1..=k] {
-                    free(a, o, &w);
-                }
-                again(a, x, &w);
-                for &o in &same[k + 1..] {
-                    free(a, o, &w);
-                }
-            });
-        }
-    }
-    // O's objects in other blocks: half freed by F, half by O.
+    f.run(move || frees_around_the_double_free(a, &same, k, first, &w));
     let theirs: Vec<Object> = others.iter().copied().step_by(2).collect();
     let w = what.clone();
+    f.run(move || theirs.into_iter().for_each(|o| free(a, o, &w)));
+    others
+        .into_iter()
+        .skip(1)
+        .step_by(2)
+        .for_each(|o| free(a, o, &what));
+}
+
+/// As [`attack`], with an owner that exits first: thread O makes the objects (and, for
+/// [`First::Local`], frees the first of its block) and exits; thread N, which may adopt O's
+/// heap, holds objects of class B of another size throughout; F frees O's objects around
+/// the double free, then every other object.
+fn attack_after_exit<'s>(
+    a: &'s Cohort<Life>,
+    s: &'s std::thread::Scope<'s, '_>,
+    f: &Worker<'s>,
+    size: usize,
+    k: usize,
+    first: First,
+) {
+    let what = format!("size {size}, {k} slots on the chain, {first:?}'s first, owner exited");
+    let w = what.clone();
+    let made = s
+        .spawn(move || {
+            let made = objects_for(a, size, k, &w);
+            if let (Some((same, _)), First::Local) = (&made, first) {
+                free(a, same[0], &w);
+            }
+            made
+        })
+        .join()
+        .expect("O");
+    let Some((same, others)) = made else {
+        return;
+    };
+    let n = Worker::start(s);
+    let kept = std::sync::Arc::new(Mutex::new(Vec::new()));
+    let (k2, w) = (kept.clone(), what.clone());
+    n.run(move || k2.lock().unwrap().push(make(a, 24, Life::B, 9, &w)));
+    let w = what.clone();
     f.run(move || {
-        for o in theirs {
-            free(a, o, &w);
+        frees_around_the_double_free(a, &same, k, first, &w);
+        others.into_iter().for_each(|o| free(a, o, &w));
+    });
+    n.run(move || {
+        for o in kept.lock().unwrap().drain(..) {
+            unmake(a, o, Life::B, &what);
         }
     });
-    for o in others.into_iter().skip(1).step_by(2) {
-        free(a, o, &what);
-    }
 }
 
 /// Every attack on `a`, with sizes from [`SIZES`] and chains from empty to one past full
-/// (`batched`: `a`'s remote frees wait in chains); then the instance verifies, is empty,
-/// and hands out fresh objects once each.
+/// (`batched`: `a`'s remote frees wait in chains), the owner alive or exited; then the
+/// instance verifies, is empty, and hands out fresh objects once each.
 fn attacks(a: &Cohort<Life>, name: &str, batched: bool) {
     std::thread::scope(|s| {
         let f = Worker::start(s);
@@ -187,12 +240,14 @@ fn attacks(a: &Cohort<Life>, name: &str, batched: bool) {
         for size in SIZES {
             let limit = (8192 / size.next_multiple_of(16)).clamp(1, 64);
             for k in (0..=limit + 1).filter(|&k| k <= 3 || k + 3 >= limit || k % 7 == 0) {
-                attack(a, &f, size, k, First::Chain);
-                attack(a, &f, size, k, First::Local);
-                // The remote list's first stays x while no chain is pushed (a full one is,
-                // at the next free; without chains, every free).
-                if k == 0 || (batched && k <= limit) {
-                    attack(a, &f, size, k, First::Remote);
+                // The remote list's first stays the slot while no chain is pushed (a full
+                // one is, at the next free; without chains, every free).
+                let remote = k == 0 || (batched && k <= limit);
+                for first in [First::Chain, First::Local, First::Remote] {
+                    if remote || !matches!(first, First::Remote) {
+                        attack(a, &f, size, k, first);
+                        attack_after_exit(a, s, &f, size, k, first);
+                    }
                 }
             }
         }
