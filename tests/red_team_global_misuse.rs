@@ -12,7 +12,7 @@
 
 use std::alloc::{alloc, dealloc, GlobalAlloc, Layout};
 use std::hint::black_box;
-use test_support::{abort_in_child, child_case};
+use test_support::{child_case, misuse_unnamed};
 
 cohort::lifetime_classes! { enum Life { Mine } }
 
@@ -148,16 +148,9 @@ fn misuse_through_the_global_allocator_aborts_naming_the_pointer() {
     if CHECKED {
         cases.extend(["double later", "interior"]);
     }
-    let mut failures = Vec::new();
-    for case in cases {
-        let stderr = abort_in_child("global_misuse_child", CHILD_ENV, case);
-        let named = stderr
-            .lines()
-            .find_map(|l| l.strip_prefix("child: misusing "))
-            .is_some_and(|p| stderr.contains("cohort: bad free") && stderr.contains(p));
-        if !named || stderr.contains("the misuse returned") {
-            failures.push(format!("{case}: {stderr}"));
-        }
-    }
+    let failures: Vec<String> = cases
+        .into_iter()
+        .filter_map(|case| misuse_unnamed("global_misuse_child", CHILD_ENV, case))
+        .collect();
     assert!(failures.is_empty(), "{failures:#?}");
 }

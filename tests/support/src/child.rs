@@ -52,6 +52,19 @@ pub fn abort_in_child(test: &str, var: &str, case: &str) -> String {
     stderr
 }
 
+/// [`abort_in_child`] for a misuse case that writes `child: misusing {pointer}` to its
+/// standard error before the misuse and `child: the misuse returned` after it: `None` when
+/// the child aborted with cohort's message naming that pointer, never past the misuse;
+/// else the failure, with the child's standard error.
+pub fn misuse_unnamed(test: &str, var: &str, case: &str) -> Option<String> {
+    let stderr = abort_in_child(test, var, case);
+    let named = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("child: misusing "))
+        .is_some_and(|p| stderr.contains("cohort: bad free") && stderr.contains(p));
+    (!named || stderr.contains("the misuse returned")).then(|| format!("{case}: {stderr}"))
+}
+
 /// Runs the test `test` of this test binary again, alone, in a child process with the
 /// variables `remove` taken out of its environment and `vars` set; returns its (stdout,
 /// stderr). Panics, showing both, when the child fails.

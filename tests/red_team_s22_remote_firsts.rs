@@ -1,0 +1,250 @@
+//! Red-team attacks of session 22 on the double-free checks of the remote free's quick way
+//! (a slot added to its block's pending chain in the freeing thread's batch: the chain's
+//! first, then the block's remote list's first and the owner's local list's first, each
+//! compared in memory). A thread F frees objects of the main thread O (remote frees) while
+//! the block's chain in F's batch holds 0, 1, ... up to its limit and one more slots, and
+//! frees again the slot freed last onto each list a free of it would meet: the chain's
+//! first, the remote list's first (a chain pushed by `stats`), the local list's first (O's
+//! own free). Every such double free is reported in every build, naming the pointer, size
+//! and lifetime class, and changes nothing: the objects freed after, `verify`, `is_empty`
+//! and a fresh allocation of as many objects (none handed out twice, every pattern whole)
+//! pass. A private instance, a fixed region, private memory formatted as a region, and a
+//! shared-anonymous region (whose remote frees are never batched). A test that found a
+//! defect is `#[ignore]`d with its number (RED-n) and the exact failure.
+
+mod red_team_common;
+mod red_team_s22_common;
+
+use cohort::{set_misuse_hook, Cohort, Misuse, RegionOptions};
+use red_team_s22_common::*;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{mpsc, Mutex};
+
+cohort::lifetime_classes! {
+    enum Life { A, B }
+}
+
+/// The hook is one per process: the tests take turns.
+static TURN: Mutex<()> = Mutex::new(());
+
+/// The sizes tried: chains of 64, 64, 32, 8 and 2 slots (`8192 / stride`, at most 64).
+const SIZES: [usize; 5] = [16, 48, 256, 1000, 4000];
+
+/// The block size (every block is aligned to it).
+const BLOCK: usize = 1 << 21;
+
+/// True when a private instance's remote frees wait in chains: the process may use
+/// `membarrier` (without it, every remote free is pushed to its block at once).
+fn chains_kept() -> bool {
+    const REGISTER_PRIVATE_EXPEDITED: libc::c_long = 1 << 4;
+    // SAFETY: membarrier takes integers and touches no memory of ours; registering again
+    // is harmless.
+    unsafe { libc::syscall(libc::SYS_membarrier, REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0 }
+}
+
+/// Runs jobs on a thread of its own, one at a time, each to its end before `run` returns.
+struct Worker<'s> {
+    jobs: mpsc::Sender<Box<dyn FnOnce() + Send + 's>>,
+    done: mpsc::Receiver<Result<(), String>>,
+}
+
+impl<'s> Worker<'s> {
+    fn start(s: &'s std::thread::Scope<'s, '_>) -> Worker<'s> {
+        let (jobs, jobs_in) = mpsc::channel::<Box<dyn FnOnce() + Send + 's>>();
+        let (done_out, done) = mpsc::channel();
+        s.spawn(move || {
+            for job in jobs_in {
+                let ended = catch_unwind(AssertUnwindSafe(job)).map_err(|e| {
+                    e.downcast_ref::<Misuse>().map_or_else(
+                        || red_team_common::panic_message(&*e),
+                        |m| format!("an unexpected report: {m}"),
+                    )
+                });
+                if done_out.send(ended).is_err() {
+                    break;
+                }
+            }
+        });
+        Worker { jobs, done }
+    }
+
+    /// Runs `job` on the worker's thread; panics with its failure.
+    fn run(&self, job: impl FnOnce() + Send + 's) {
+        self.jobs.send(Box::new(job)).expect("the worker is gone");
+        if let Err(e) = self.done.recv().expect("the worker is gone") {
+            panic!("{e}");
+        }
+    }
+}
+
+/// Frees `o` again: a double free that must be reported naming it.
+fn again(a: &Cohort<Life>, o: Object, what: &str) {
+    double_free_reported(a, o, Life::A, what);
+}
+
+/// Checks `o`'s pattern and frees it.
+fn free(a: &Cohort<Life>, o: Object, what: &str) {
+    unmake(a, o, Life::A, what);
+}
+
+/// Which list's first the double free meets.
+#[derive(Clone, Copy, Debug)]
+enum First {
+    /// The block's chain in F's batch: F frees its last free again.
+    Chain,
+    /// The block's remote list: F frees X, pushes it (`stats`), fills the chain, frees X.
+    Remote,
+    /// O's local list: O frees X, F fills the chain, frees X.
+    Local,
+}
+
+/// One attack: O (this thread) allocates objects of `size`, F frees `k` of those in the
+/// same block as the first around the double free that `first` names, then every object
+/// is freed once.
+fn attack<'s>(a: &'s Cohort<Life>, f: &Worker<'s>, size: usize, k: usize, first: First) {
+    let what = format!("size {size}, {k} slots on the chain, {first:?}'s first");
+    let objects: Vec<Object> = (0..k + 80)
+        .map(|i| make(a, size, Life::A, i as u8, &what))
+        .collect();
+    let block = objects[0].0 / BLOCK;
+    let (same, others): (Vec<Object>, Vec<Object>) =
+        objects.iter().copied().partition(|o| o.0 / BLOCK == block);
+    if same.len() < k + 2 {
+        // The objects straddle a block boundary: too few in the block for this k.
+        for o in objects {
+            free(a, o, &what);
+        }
+        return;
+    }
+    let x = same[0];
+    let w = what.clone();
+    match first {
+        // F frees k + 1 slots; the last is the chain's first (past the limit, the first
+        // of the chain that follows the pushed one).
+        First::Chain => f.run(move || {
+            for &o in &same[..=k] {
+                free(a, o, &w);
+            }
+            again(a, same[k], &w);
+            for &o in &same[k + 1..] {
+                free(a, o, &w);
+            }
+        }),
+        First::Remote => f.run(move || {
+            free(a, x, &w);
+            // Every batch pushed: x is the remote list's first (its owner O waits here).
+            let _ = a.stats();
+            for &o in &same[1..=k] {
+                free(a, o, &w);
+            }
+            again(a, x, &w);
+            for &o in &same[k + 1..] {
+                free(a, o, &w);
+            }
+        }),
+        First::Local => {
+            free(a, x, &what);
+            f.run(move || {
+                for &o in &same[1..=k] {
+                    free(a, o, &w);
+                }
+                again(a, x, &w);
+                for &o in &same[k + 1..] {
+                    free(a, o, &w);
+                }
+            });
+        }
+    }
+    // O's objects in other blocks: half freed by F, half by O.
+    let theirs: Vec<Object> = others.iter().copied().step_by(2).collect();
+    let w = what.clone();
+    f.run(move || {
+        for o in theirs {
+            free(a, o, &w);
+        }
+    });
+    for o in others.into_iter().skip(1).step_by(2) {
+        free(a, o, &what);
+    }
+}
+
+/// Every attack on `a`, with sizes from [`SIZES`] and chains from empty to one past full
+/// (`batched`: `a`'s remote frees wait in chains); then the instance verifies, is empty,
+/// and hands out fresh objects once each.
+fn attacks(a: &Cohort<Life>, name: &str, batched: bool) {
+    std::thread::scope(|s| {
+        let f = Worker::start(s);
+        // F's own heap first (a free joins one anyway): objects of class B, live
+        // throughout.
+        let mine = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let kept = mine.clone();
+        let what = name.to_string();
+        f.run(move || {
+            for n in SIZES {
+                kept.lock().unwrap().push(make(a, n, Life::B, 7, &what));
+            }
+        });
+        for size in SIZES {
+            let limit = (8192 / size.next_multiple_of(16)).clamp(1, 64);
+            for k in (0..=limit + 1).filter(|&k| k <= 3 || k + 3 >= limit || k % 7 == 0) {
+                attack(a, &f, size, k, First::Chain);
+                attack(a, &f, size, k, First::Local);
+                // The remote list's first stays x while no chain is pushed (a full one is,
+                // at the next free; without chains, every free).
+                if k == 0 || (batched && k <= limit) {
+                    attack(a, &f, size, k, First::Remote);
+                }
+            }
+        }
+        let what = name.to_string();
+        f.run(move || {
+            for o in mine.lock().unwrap().drain(..) {
+                unmake(a, o, Life::B, &what);
+            }
+        });
+    });
+    // SAFETY: no other thread uses the instance now.
+    if let Err(e) = unsafe { a.verify() } {
+        panic!("{name}: verify after the double frees: {e}");
+    }
+    assert!(a.is_empty(), "{name}: not empty: {:?}", a.stats());
+    fresh_objects_once(a, &SIZES, 3000, Life::A, name);
+    assert!(
+        a.is_empty(),
+        "{name}: not empty at the end: {:?}",
+        a.stats()
+    );
+}
+
+#[test]
+fn double_frees_of_each_lists_first_from_another_thread_are_reported_at_every_chain_fill() {
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    let before = set_misuse_hook(Some(raise));
+    attacks(&Cohort::<Life>::new(), "private", chains_kept());
+    set_misuse_hook(before);
+}
+
+#[test]
+fn double_frees_of_each_lists_first_in_private_regions_are_reported_at_every_chain_fill() {
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    let capacity = 64 << 20;
+    let f = Cohort::<Life>::footprint(capacity).expect("footprint");
+    let mem = red_team_common::aligned_anonymous(f.bytes, f.align, false);
+    let options = RegionOptions::new(capacity);
+    let fixed = Cohort::<Life>::with_options(&options).expect("fixed");
+    // SAFETY: ours, unused, mapped for the process's life.
+    let formatted = unsafe { Cohort::<Life>::format_in(mem, f.bytes, &options) }.expect("format");
+    let before = set_misuse_hook(Some(raise));
+    attacks(&fixed, "fixed", chains_kept());
+    attacks(&formatted, "formatted", chains_kept());
+    set_misuse_hook(before);
+}
+
+#[test]
+fn double_frees_of_each_lists_first_in_a_shared_region_are_reported() {
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    let a = Cohort::<Life>::shared_anonymous(64 << 20).expect("shared anonymous");
+    let before = set_misuse_hook(Some(raise));
+    attacks(&a, "shared anonymous", false);
+    set_misuse_hook(before);
+}
