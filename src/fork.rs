@@ -292,7 +292,9 @@ unsafe extern "C" fn prepare() {
                 pool.state.raw().hold_for_fork();
                 pool.large.raw().hold_for_fork();
             }
-            // No batch of remote frees is half changed in the copy.
+            // No batch of remote frees is half changed in the copy. (A heap registered after
+            // this walk, made without the pool's lock, is not held: the child drops its
+            // batch's chains if a thread was inside it, `forget_holder_in_fork_child`.)
             for heap in registered(pool) {
                 let forking_thread_holds = on_thread_list(own, heap);
                 // SAFETY: a private pool's registered heaps stay mapped for its life.

@@ -3,11 +3,18 @@
 //! give it back. Where the wait cannot be sure (`membarrier` refused since its
 //! registration: [`FORK_UNSURE`]), the child empties the batch without pushing its chains.
 //!
+//! The handler takes the batches of the heaps registered when it walks the pool. A heap is
+//! made without the pool's lock (`Heap::create`, once `adopt` found no abandoned heap) and
+//! registered at its end, so one may be registered after that walk: its batch is not taken,
+//! and its holder, or a flusher on another thread, may be inside it until the copy.
+//!
 //! Invariants: from the prepare handler to the parent or child handler, `flushing ∈
 //! {FORK_HELD, FORK_UNSURE}` for every batch it took and nobody but the forking thread (for
 //! its own batch, entries whole) touches the entries; in the child, `busy = 0` before the
 //! batch is given back; a `FORK_UNSURE` batch's chains are dropped in the child, their slots
-//! counted used there (lost to the child, never handed out twice).
+//! counted used there (lost to the child, never handed out twice), and so are those of a
+//! batch it did not take that was in use at the copy (`busy` or `flushing` not 0), which is
+//! given back there (`flushing = wants = 0`).
 
 use super::*;
 use crate::sync::fork_caller;
@@ -54,12 +61,20 @@ impl RemoteBatch {
     /// when the process was copied (kept out of the entries by [`RemoteBatch::hold_for_fork`]:
     /// it had seen `wants` or was about to), and no thread of the child will store its 0: a
     /// flush would wait for it for ever. The child's own thread is in no batch's call.
-    /// A batch the prepare handler could not hold for sure ([`FORK_UNSURE`]) is emptied in
-    /// the child without pushing its chains: their slots stay counted in use there (lost
-    /// to the child, never handed out twice).
+    /// A batch whose entries the child cannot trust is emptied without pushing its chains:
+    /// their slots stay counted in use there (lost to the child, never handed out twice).
+    /// So is one the prepare handler could not hold for sure ([`FORK_UNSURE`]), and one it
+    /// did not take (its heap registered after its walk: see the module docs) that a thread
+    /// the child does not have was inside at the copy: its holder (`busy`: a change of the
+    /// entries half made) or a flusher (`flushing`: chains pushed and still in their
+    /// entries, which a push in the child would hand out twice). Such a batch is given back
+    /// too: no thread of the child would, and its flushes would wait for ever.
     pub(crate) fn forget_holder_in_fork_child(&self) {
+        let flushing = self.flushing.load(Ordering::Relaxed);
+        let taken = matches!(flushing, FORK_HELD | FORK_UNSURE);
+        let in_use_untaken = !taken && (flushing != 0 || self.busy.load(Ordering::Relaxed) != 0);
         self.busy.store(0, Ordering::Relaxed);
-        if self.flushing.load(Ordering::Relaxed) == FORK_UNSURE {
+        if flushing == FORK_UNSURE || in_use_untaken {
             // SAFETY: the child's only thread, in its fork handler: nobody else touches
             // the entries.
             unsafe {
@@ -68,6 +83,9 @@ impl RemoteBatch {
                 })
             };
             self.pending.store(0, Ordering::Relaxed);
+        }
+        if in_use_untaken {
+            self.give_back();
         }
     }
 

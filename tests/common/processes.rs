@@ -16,16 +16,8 @@ pub fn in_child(timeout: u32, f: impl FnOnce()) -> libc::pid_t {
     if pid == 0 {
         // SAFETY: alarm has no preconditions.
         unsafe { libc::alarm(timeout) };
-        // The panic message, without the default hook's backtrace: its capture takes locks
-        // of the unwinder and the loader that another thread of the parent may have held
-        // at the fork (a child that failed would hang there instead of saying why).
-        std::panic::set_hook(Box::new(|info| {
-            let line = format!("fork child {}: {info}\n", std::process::id());
-            // SAFETY: writes from a valid buffer to fd 2.
-            unsafe { libc::write(2, line.as_ptr().cast(), line.len()) };
-        }));
-        // The hook above wrote the message to the standard error itself: the test harness
-        // captures the child's output with the parent's, which the child never hands back.
+        // A panic's message is written by the hook installed at load ([`CHILD_HOOK`]).
+        IN_CHILD.store(true, std::sync::atomic::Ordering::Relaxed);
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(f));
         // SAFETY: as above.
         unsafe { libc::_exit(if outcome.is_ok() { 0 } else { 1 }) };
@@ -39,6 +31,35 @@ pub fn in_child(timeout: u32, f: impl FnOnce()) -> libc::pid_t {
             .push((pid, std::time::Instant::now() + alarm));
     }
     pid
+}
+
+/// True in a child of [`in_child`] (set there after the fork): [`CHILD_HOOK`]'s hook writes
+/// a panic's message alone.
+static IN_CHILD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Installs the panic hook when the test binary is loaded, before any thread runs: in a
+/// child of [`in_child`] it writes the panic's message to the standard error itself (the
+/// test harness captures the child's output with the parent's, which the child never hands
+/// back), without the default hook's backtrace, whose capture takes locks of the unwinder
+/// and the loader that another thread of the parent may have held at the fork (a child that
+/// failed would hang there instead of saying why); elsewhere it runs the hook it replaced.
+/// Not in the child: `set_hook` takes the hook's lock for writing, which a thread of the
+/// parent inside a panic (a test's misuse, on purpose) held for reading at the fork: the
+/// child would wait for it for ever.
+#[used]
+#[link_section = ".init_array"]
+static CHILD_HOOK: extern "C" fn() = install_child_hook;
+
+extern "C" fn install_child_hook() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !IN_CHILD.load(std::sync::atomic::Ordering::Relaxed) {
+            return previous(info);
+        }
+        let line = format!("fork child {}: {info}\n", std::process::id());
+        // SAFETY: writes from a valid buffer to fd 2.
+        unsafe { libc::write(2, line.as_ptr().cast(), line.len()) };
+    }));
 }
 
 /// The children [`in_child`] made in this process, each with the time its alarm ends it.
