@@ -28,8 +28,9 @@ cohort::lifetime_classes! {
 /// The hook is one per process: the tests take turns.
 static TURN: Mutex<()> = Mutex::new(());
 
-/// The sizes tried: chains of 64, 64, 32, 8 and 2 slots (`8192 / stride`, at most 64).
-const SIZES: [usize; 5] = [16, 48, 256, 1000, 4000];
+/// The sizes tried: chains of 64 slots (strides 4, 8, 16, 48), 32, 8 and 2 (`8192 / stride`,
+/// at most 64).
+const SIZES: [usize; 7] = [4, 8, 16, 48, 256, 1000, 4000];
 
 /// The block size (every block is aligned to it).
 const BLOCK: usize = 1 << 21;

@@ -23,13 +23,13 @@ cohort::lifetime_classes! {
     enum Life { Short, Long }
 }
 
-/// Small sizes of every chain limit, and two medium ones.
+/// Small sizes of every chain limit (stride 4 included), and two medium ones.
 const SIZES: [usize; 12] = [
     16, 24, 48, 64, 128, 256, 1000, 2048, 4000, 16, 12_000, 40_000,
 ];
 const WORKERS: usize = 3;
 /// Fewer in a debug build (every free checked against the live bits: slow).
-const ROUNDS: usize = if cfg!(debug_assertions) { 25 } else { 120 };
+const ROUNDS: usize = if cfg!(debug_assertions) { 15 } else { 120 };
 const PER_ROUND: usize = 400;
 
 /// Worker `w`: each round makes [`PER_ROUND`] objects of class Short for the next worker,
