@@ -75,17 +75,17 @@ fn case(size: usize, n: usize, pushed: bool, emptied: Emptied) -> Result<(), Str
         });
         freed.recv().expect("F");
         match emptied {
-            // SAFETY: every object of A is dead (F's frees returned), nobody uses A
-            // meanwhile.
-            Emptied::Release => drop(unsafe { a.release_class(Life::A) }),
+            Emptied::Release => {
+                // SAFETY: every object of A is dead (F's frees returned), nobody uses A
+                // meanwhile.
+                let _ = unsafe { a.release_class(Life::A) };
+            }
             Emptied::Idle => {
                 for _ in 0..200 {
                     let other: Vec<Object> = (0..300)
-                        .map(|i| make(&a, 1000, Life::B, i as u8, &what))
+                        .map(|i| make(a, 1000, Life::B, i as u8, what))
                         .collect();
-                    other
-                        .into_iter()
-                        .for_each(|o| unmake(&a, o, Life::B, &what));
+                    other.into_iter().for_each(|o| unmake(a, o, Life::B, what));
                 }
             }
         }
