@@ -304,3 +304,20 @@ fn double_frees_of_each_lists_first_in_a_shared_region_are_reported() {
     attacks(&a, "shared anonymous", false);
     set_misuse_hook(before);
 }
+
+/// As above in an instance past the threads' slots (id 16 and up: every such instance
+/// shares slot 0, always empty, so the quick way finds the caller's heap as the one it used
+/// last): 16 instances used and dropped first.
+#[test]
+fn double_frees_of_each_lists_first_in_an_instance_past_the_slots_are_reported() {
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    for _ in 0..16 {
+        let used = Cohort::<Life>::new();
+        let p = used.malloc(16, Life::A);
+        // SAFETY: allocated above, freed once.
+        unsafe { used.free(p, 16, Life::A) };
+    }
+    let before = set_misuse_hook(Some(raise));
+    attacks(&Cohort::<Life>::new(), "past the slots", chains_kept());
+    set_misuse_hook(before);
+}
