@@ -8,8 +8,9 @@
 //! verifies and is empty; so is the parent, which does the same. A private instance, a
 //! fixed region, private memory formatted as a region. In a shared-anonymous region the
 //! child's frees are the parent's: the parent, after the child, finds every object of T
-//! freed once. A test that found a defect is `#[ignore]`d with its number (RED-n) and the
-//! exact failure.
+//! freed once. And a child without the thread whose batch holds frees pending must end
+//! empty. A test that found a defect is `#[ignore]`d with its number (RED-n) and the exact
+//! failure.
 
 mod red_team_common;
 mod red_team_s22_common;
@@ -213,4 +214,63 @@ fn a_fork_child_frees_the_parents_objects_in_a_shared_region() {
         whole_after(&a, &what);
     }
     set_misuse_hook(before);
+}
+
+/// Thread T makes objects; thread F frees half of them (pending in F's batch, F waiting)
+/// and the main thread M forks. The child has neither T nor F: M frees the other half,
+/// then the child must end empty and whole (F's pending frees pushed by its flushes, none
+/// lost: no slot stays counted in use) and hand out fresh objects once each. The parent,
+/// once F and T have exited, the same.
+#[test]
+fn a_fork_child_ends_empty_with_frees_pending_in_a_thread_it_does_not_have() {
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    let report = Report::new();
+    for (a, name) in [
+        (Cohort::<Life>::new(), "private"),
+        (
+            Cohort::<Life>::with_options(&RegionOptions::new(64 << 20)).expect("fixed"),
+            "fixed",
+        ),
+    ] {
+        for round in 0..4 {
+            let what = format!("{name}, round {round}");
+            let a = &a;
+            let made: Vec<Object> = std::thread::scope(|s| {
+                s.spawn(|| {
+                    (0..600)
+                        .map(|i| make(a, SIZES[(i + round) % SIZES.len()], Life::A, i as u8, &what))
+                        .collect()
+                })
+                .join()
+                .expect("T")
+            });
+            let (theirs, ours) = made.split_at(made.len() / 2);
+            let (freed_tx, freed) = mpsc::channel::<()>();
+            let (go_tx, go) = mpsc::channel::<()>();
+            std::thread::scope(|s| {
+                let what_f = &what;
+                s.spawn(move || {
+                    for &o in theirs {
+                        free(a, o, what_f);
+                    }
+                    freed_tx.send(()).expect("main");
+                    go.recv().expect("main");
+                });
+                freed.recv().expect("F");
+                let child = in_child_reporting(30, &report, || {
+                    let what = format!("{what}, child");
+                    for &o in ours {
+                        free(a, o, &what);
+                    }
+                    whole_after(a, &what);
+                });
+                wait_ok(child, &report, &what);
+                go_tx.send(()).expect("F");
+            });
+            for &o in ours {
+                free(a, o, &what);
+            }
+            whole_after(a, &format!("{what}, parent"));
+        }
+    }
 }
