@@ -6,8 +6,8 @@
 //! frees again the slot freed last onto each list a free of it would meet: the chain's
 //! first, the remote list's first (a chain pushed by `stats`), the local list's first (O's
 //! own free); and the same after O exited (its heap maybe adopted by another thread).
-//! Every such double free is reported in every build, naming the pointer, size and
-//! lifetime class, and changes nothing: the objects freed after, `verify`, `is_empty` and
+//! Every such double free is refused by `try_free` and reported by `free` in every build,
+//! naming the pointer, size and lifetime class, and changes nothing: the objects freed after, `verify`, `is_empty` and
 //! a fresh allocation of as many objects (none handed out twice, every pattern whole)
 //! pass. A private instance, a fixed region, private memory formatted as a region, and a
 //! shared-anonymous region (whose remote frees are never batched). A test that found a
@@ -16,7 +16,7 @@
 mod red_team_common;
 mod red_team_s22_common;
 
-use cohort::{set_misuse_hook, Cohort, Misuse, RegionOptions};
+use cohort::{set_misuse_hook, Cohort, Misuse, Problem, RegionOptions};
 use red_team_s22_common::*;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{mpsc, Mutex};
@@ -82,6 +82,16 @@ impl<'s> Worker<'s> {
 /// Frees `o` again: a double free that must be reported naming it.
 fn again(a: &Cohort<Life>, o: Object, what: &str) {
     use_the_other_instance();
+    // `try_free` first: it must refuse the double free, naming it, and change nothing.
+    // SAFETY: deliberately a double free: refused, nothing freed.
+    match unsafe { a.try_free(o.0 as *mut u8, o.1, Life::A) } {
+        Err(m) => assert_eq!(
+            (m.ptr, m.size, m.life, m.problem),
+            (o.0, o.1, 0, Problem::DoubleFree),
+            "{what}: try_free's report"
+        ),
+        Ok(()) => panic!("{what}: try_free took a double free of {:#x}", o.0),
+    }
     double_free_reported(a, o, Life::A, what);
 }
 
