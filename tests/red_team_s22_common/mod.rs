@@ -26,7 +26,12 @@ pub fn pattern(p: usize, i: usize, tag: u8) -> u8 {
 pub fn make<L: Lifetime>(a: &Cohort<L>, n: usize, life: L, tag: u8, what: &str) -> Object {
     let p = a.malloc(n, life) as usize;
     assert_ne!(p, 0, "{what}: malloc({n})");
-    // SAFETY: a fresh allocation of n bytes.
+    patterned(p, n, tag)
+}
+
+/// The object of `n` bytes at `p`, a fresh allocation, patterned with `tag`.
+pub fn patterned(p: usize, n: usize, tag: u8) -> Object {
+    // SAFETY: the callers pass fresh allocations of n bytes.
     let bytes = unsafe { std::slice::from_raw_parts_mut(p as *mut u8, n) };
     for (i, b) in bytes.iter_mut().enumerate() {
         *b = pattern(p, i, tag);
