@@ -81,12 +81,32 @@ impl<'s> Worker<'s> {
 
 /// Frees `o` again: a double free that must be reported naming it.
 fn again(a: &Cohort<Life>, o: Object, what: &str) {
+    use_the_other_instance();
     double_free_reported(a, o, Life::A, what);
 }
 
 /// Checks `o`'s pattern and frees it.
 fn free(a: &Cohort<Life>, o: Object, what: &str) {
+    use_the_other_instance();
     unmake(a, o, Life::A, what);
+}
+
+thread_local! {
+    /// True on a thread that uses [`OTHER`] before each of its frees.
+    static ALTERNATE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Another instance, which a thread set to [`ALTERNATE`] allocates from and frees into
+/// before each free: the heap it used last is then never the freed object's instance's.
+static OTHER: Cohort<Life> = Cohort::new();
+
+fn use_the_other_instance() {
+    if ALTERNATE.with(|alternate| alternate.get()) {
+        let p = OTHER.malloc(32, Life::B);
+        assert!(!p.is_null());
+        // SAFETY: allocated above, freed once.
+        unsafe { OTHER.free(p, 32, Life::B) };
+    }
 }
 
 /// Which list's first the double free meets.
@@ -223,11 +243,13 @@ fn attack_after_exit<'s>(
 }
 
 /// Every attack on `a`, with sizes from [`SIZES`] and chains from empty to one past full
-/// (`batched`: `a`'s remote frees wait in chains), the owner alive or exited; then the
-/// instance verifies, is empty, and hands out fresh objects once each.
-fn attacks(a: &Cohort<Life>, name: &str, batched: bool) {
+/// (`batched`: `a`'s remote frees wait in chains), the owner alive or exited, F using
+/// [`OTHER`] before each free (`alternate`) or not; then the instance verifies, is empty,
+/// and hands out fresh objects once each.
+fn attacks(a: &Cohort<Life>, name: &str, batched: bool, alternate: bool) {
     std::thread::scope(|s| {
         let f = Worker::start(s);
+        f.run(move || ALTERNATE.with(|set| set.set(alternate)));
         // F's own heap first (a free joins one anyway): objects of class B, live
         // throughout.
         let mine = std::sync::Arc::new(Mutex::new(Vec::new()));
@@ -276,7 +298,7 @@ fn attacks(a: &Cohort<Life>, name: &str, batched: bool) {
 fn double_frees_of_each_lists_first_from_another_thread_are_reported_at_every_chain_fill() {
     let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
     let before = set_misuse_hook(Some(raise));
-    attacks(&Cohort::<Life>::new(), "private", chains_kept());
+    attacks(&Cohort::<Life>::new(), "private", chains_kept(), false);
     set_misuse_hook(before);
 }
 
@@ -291,8 +313,8 @@ fn double_frees_of_each_lists_first_in_private_regions_are_reported_at_every_cha
     // SAFETY: ours, unused, mapped for the process's life.
     let formatted = unsafe { Cohort::<Life>::format_in(mem, f.bytes, &options) }.expect("format");
     let before = set_misuse_hook(Some(raise));
-    attacks(&fixed, "fixed", chains_kept());
-    attacks(&formatted, "formatted", chains_kept());
+    attacks(&fixed, "fixed", chains_kept(), false);
+    attacks(&formatted, "formatted", chains_kept(), false);
     set_misuse_hook(before);
 }
 
@@ -301,6 +323,39 @@ fn double_frees_of_each_lists_first_in_a_shared_region_are_reported() {
     let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
     let a = Cohort::<Life>::shared_anonymous(64 << 20).expect("shared anonymous");
     let before = set_misuse_hook(Some(raise));
-    attacks(&a, "shared anonymous", false);
+    attacks(&a, "shared anonymous", false, false);
+    set_misuse_hook(before);
+}
+
+/// As above in an instance past the threads' slots (id 16 and up: every such instance
+/// shares slot 0, always empty, so the quick way finds the caller's heap as the one it used
+/// last): 16 instances used and dropped first.
+#[test]
+fn double_frees_of_each_lists_first_in_an_instance_past_the_slots_are_reported() {
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    for _ in 0..16 {
+        let used = Cohort::<Life>::new();
+        let p = used.malloc(16, Life::A);
+        // SAFETY: allocated above, freed once.
+        unsafe { used.free(p, 16, Life::A) };
+    }
+    let before = set_misuse_hook(Some(raise));
+    attacks(
+        &Cohort::<Life>::new(),
+        "past the slots",
+        chains_kept(),
+        false,
+    );
+    set_misuse_hook(before);
+}
+
+/// As above, F allocating from and freeing into another instance before each free (the
+/// heap it used last is never the freed object's instance's: the quick way does not find
+/// the caller's heap, the general way does).
+#[test]
+fn double_frees_of_each_lists_first_by_a_thread_alternating_instances_are_reported() {
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    let before = set_misuse_hook(Some(raise));
+    attacks(&Cohort::<Life>::new(), "alternating", chains_kept(), true);
     set_misuse_hook(before);
 }
