@@ -29,8 +29,9 @@
 //!   `crate::heap`'s idle module). A collect is followed at once by a pop of the slot it
 //!   made first (the one freed last), so the slot freed last, while free, is always the
 //!   local list's first: the one double free the free fast path checks. A block emptied in
-//!   place keeps that slot first until its next allocation (`KEPT_FREED`: then the local
-//!   list's slots are never-used ones, outside the counts below).
+//!   place keeps that slot first until its next allocation, or the remote list's first when
+//!   the local list is empty (`KEPT_FREED`: then the local list's slots are never-used
+//!   ones, outside the counts below).
 //!
 //!   Only the owner (the heap whose id is in `owner`, or the pool-lock holder when
 //!   `owner == 0`) touches either list.

@@ -123,11 +123,9 @@ fn case(size: usize, n: usize, pushed: bool, emptied: Emptied) -> Result<(), Str
 /// change (7a08554), release-tests: all 8 cases, e.g. `size 64, 10 objects, chain pushed
 /// before Release: false: the double free of 0x7ef078000280 was not reported; handed out 2
 /// times among the next 134400 objects (all live)`. A debug build reports it (checked
-/// mode). Wanted: the reset keeps the remote list's first slot (as RED-62's fix keeps the
-/// local list's) until the block's next allocation, or the README says that a block
-/// emptied in place keeps only the owner's list's check.
+/// mode). Fixed: the reset keeps the remote list's first slot when the local list is empty
+/// (as RED-62's fix keeps the local list's) until the block's next allocation.
 #[test]
-#[ignore = "RED-131: after release_class empties a block in place, another thread's double free of the slot it freed last onto the block's remote list is not reported (release builds) and the slot is handed out twice"]
 fn a_remote_double_free_of_the_remote_lists_first_after_a_release_is_reported() {
     assert_eq!(
         failures(&[false, true], Emptied::Release),
@@ -140,9 +138,8 @@ fn a_remote_double_free_of_the_remote_lists_first_after_a_release_is_reported() 
 /// list before it resets the block. Fails on lead 25fb9a6, release-tests: 3 of the 4
 /// cases, e.g. `size 1000, 10 objects, chain pushed before Idle: true: the double free of
 /// 0x7ca766002800 was not reported; handed out 2 times among the next 8600 objects (all
-/// live)`. A debug build reports it.
+/// live)`. A debug build reports it. Fixed with RED-131.
 #[test]
-#[ignore = "RED-131: after the idle look resets a block another thread emptied, that thread's double free of the slot it freed last is not reported (release builds) and the slot is handed out twice"]
 fn a_remote_double_free_of_the_remote_lists_first_after_an_idle_reset_is_reported() {
     assert_eq!(failures(&[true], Emptied::Idle), Vec::<String>::new());
 }

@@ -225,16 +225,21 @@ impl Header {
 
     /// Owner only: empties the block in place (its slots are all dead), keeping its class,
     /// lifetime class and owner; its memory stays committed, so it is no longer fresh. The
-    /// slot freed last (the local free list's first, if any) stays first on the local list
-    /// until the block's next allocation ([`KEPT_FREED`]): a double free of it is still
-    /// seen by the free fast path's check. Its link is never read: no list the owner takes
-    /// slots from holds it. With `pages_kept` (a release: the pages its slots touched stay
+    /// slot freed last (the local free list's first, else the remote list's first: another
+    /// thread's last free into the block, RED-131) stays first on the local list until the
+    /// block's next allocation ([`KEPT_FREED`]): a double free of it is still seen by the
+    /// free paths' checks (the owner's and another thread's both compare the local list's
+    /// first). Its link is never read: no list the owner takes slots from holds it. With `pages_kept` (a release: the pages its slots touched stay
     /// resident) a block that touched pages past its first slot is marked [`TOUCHED`], so
     /// that its heap's idle look gives them back; without (the idle look, which gave them
     /// back), the mark goes.
     pub(crate) fn reset(&self, pages_kept: bool) {
         let c = self.geometry();
-        let last_freed = self.local.load(Ordering::Relaxed);
+        // The remote list's first is its word's low half (0: empty; no slot is at offset 0).
+        let last_freed = match self.local.load(Ordering::Relaxed) {
+            0 => self.remote.load(Ordering::Relaxed) as u32,
+            local => local,
+        };
         let touched = pages_kept && self.touched_end() > c.first;
         let touched = if touched { TOUCHED } else { 0 };
         // No slot is live, so none is promoted.
@@ -251,6 +256,7 @@ impl Header {
         } else {
             // The next allocation takes the slow path (an empty window, no beat for a
             // collect), which drops the kept slot before it hands any out.
+            self.local.store(last_freed, Ordering::Relaxed);
             self.flags.set(KEPT_FREED | touched);
             self.bump_end.store(c.first, Ordering::Relaxed);
             self.beats.set(0);
