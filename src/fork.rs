@@ -292,9 +292,9 @@ unsafe extern "C" fn prepare() {
                 pool.state.raw().hold_for_fork();
                 pool.large.raw().hold_for_fork();
             }
-            // No batch of remote frees is half changed in the copy. (A heap registered after
-            // this walk, made without the pool's lock, is not held: the child drops its
-            // batch's chains if a thread was inside it, `forget_holder_in_fork_child`.)
+            // No batch of remote frees is half changed in the copy. Heaps are registered
+            // under the pool's lock (`Heap::register`): none is registered after this walk
+            // but the forking thread's own, whose batch its registration takes.
             for heap in registered(pool) {
                 let forking_thread_holds = on_thread_list(own, heap);
                 // SAFETY: a private pool's registered heaps stay mapped for its life.
@@ -413,7 +413,7 @@ static FORK_DEPTH: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32
 
 /// True when the calling thread is the one inside a fork of this process (between the
 /// end of its [`prepare`] and its [`parent`]).
-fn in_own_window() -> bool {
+pub(crate) fn in_own_window() -> bool {
     FORK_THREAD.load(Acquire) == os::shared_mem::thread_id() && !forked_since_prepare()
 }
 

@@ -268,9 +268,35 @@ impl Heap {
                 *head_at(heap, heads_len, i).partial = BlockList::new();
             }
             (*heap).set_holder(pool);
-            pool.publish(id, ptr::addr_of_mut!((*heap).record));
         }
+        Self::register(pool, heap, id);
         heap
+    }
+
+    /// Registers the fresh heap `heap` under `id`. In a pool no other process uses, under
+    /// the pool's lock, which a fork's `prepare` handler holds from its walk of the
+    /// registered heaps (it takes their batches of remote frees) to the `parent` or `child`
+    /// handler: a heap is registered before that walk, or after the fork (its thread waits
+    /// for the lock meanwhile), or inside the fork by the forking thread itself (a
+    /// program's fork handler's first allocation, which enters the lock the fork holds),
+    /// whose batch is taken for the fork here, as the walk would have. So while a fork is
+    /// prepared, every registered heap's batch is held (a heap registered after the walk
+    /// without it left its batch to a thread that may be inside it when the process is
+    /// copied: the child's flush of it waited for ever).
+    fn register(pool: &Pool, heap: *mut Heap, id: u32) {
+        // SAFETY: fresh, and ours alone until registered.
+        let record = unsafe { ptr::addr_of_mut!((*heap).record) };
+        if pool.is_process_shared() {
+            pool.publish(id, record);
+            return;
+        }
+        let _st = pool.lock();
+        #[cfg(not(loom))]
+        if crate::fork::in_own_window() {
+            // SAFETY: as above; the holder is the calling thread, in no call of the batch.
+            unsafe { (*heap).remote.hold_for_fork(true) };
+        }
+        pool.publish(id, record);
     }
 
     pub(crate) fn heads(&self) -> usize {

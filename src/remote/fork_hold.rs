@@ -3,18 +3,23 @@
 //! give it back. Where the wait cannot be sure (`membarrier` refused since its
 //! registration: [`FORK_UNSURE`]), the child empties the batch without pushing its chains.
 //!
-//! The handler takes the batches of the heaps registered when it walks the pool. A heap is
-//! made without the pool's lock (`Heap::create`, once `adopt` found no abandoned heap) and
-//! registered at its end, so one may be registered after that walk: its batch is not taken,
-//! and its holder, or a flusher on another thread, may be inside it until the copy.
+//! The handler takes the batches of the heaps registered when it walks the pool, under the
+//! pool's lock, which it holds across the fork. A heap is registered under that lock too
+//! (`Heap::register`): after the fork when its thread is another (it waits for the lock),
+//! and, when it is the forking thread itself inside the fork (a program's fork handler's
+//! first allocation), with its batch taken for the fork as the walk would have. So while a
+//! fork is prepared, every registered heap of a private pool has its batch taken (a heap
+//! registered after the walk without the lock left its batch to its holder, or to a flusher
+//! on another thread, inside it until the copy: the child's flush of it waited for ever).
 //!
 //! Invariants: from the prepare handler to the parent or child handler, `flushing ∈
-//! {FORK_HELD, FORK_UNSURE}` for every batch it took and nobody but the forking thread (for
-//! its own batch, entries whole) touches the entries; in the child, `busy = 0` before the
-//! batch is given back; a `FORK_UNSURE` batch's chains are dropped in the child, their slots
-//! counted used there (lost to the child, never handed out twice), and so are those of a
-//! batch it did not take that was in use at the copy (`busy` or `flushing` not 0), which is
-//! given back there (`flushing = wants = 0`).
+//! {FORK_HELD, FORK_UNSURE}` for every registered batch and nobody but the forking thread
+//! (for its own batch, entries whole) touches the entries; in the child, `busy = 0` before
+//! the batch is given back; a `FORK_UNSURE` batch's chains are dropped in the child, their
+//! slots counted used there (lost to the child, never handed out twice). A batch the child
+//! finds neither taken nor free (in use at the copy: `busy` or `flushing` not 0; none, by
+//! the above) would be dropped so too and given back (`flushing = wants = 0`), rather than
+//! waited for for ever.
 
 use super::*;
 use crate::sync::fork_caller;
@@ -35,12 +40,14 @@ pub(super) fn held_by_fork(flushing: u32) -> Option<ForkCaller> {
 }
 
 impl RemoteBatch {
-    /// The fork's prepare handler: takes the batch over (as [`FORK_HELD`]) and waits the
-    /// holder out, so that no thread is in the middle of a change to the batch while the
-    /// process is copied (a free meanwhile goes straight to its block). Both processes
-    /// give it back ([`RemoteBatch::unhold_after_fork`]). `forking_thread_holds`: the
-    /// batch's holder is the thread running the handler, which is in no call of the batch
-    /// (it is inside `fork`): its entries are whole with no fence, and the child keeps them.
+    /// The fork's prepare handler (and the registration of a heap of the forking thread's
+    /// inside the fork: `Heap::register`): takes the batch over (as [`FORK_HELD`]) and
+    /// waits the holder out, so that no thread is in the middle of a change to the batch
+    /// while the process is copied (a free meanwhile goes straight to its block). Both
+    /// processes give it back ([`RemoteBatch::unhold_after_fork`]). `forking_thread_holds`:
+    /// the batch's holder is the thread running the handler, which is in no call of the
+    /// batch (it is inside `fork`): its entries are whole with no fence, and the child keeps
+    /// them.
     pub(crate) fn hold_for_fork(&self, forking_thread_holds: bool) {
         let taken = self.take_over(FORK_HELD);
         debug_assert!(
@@ -64,8 +71,8 @@ impl RemoteBatch {
     /// A batch whose entries the child cannot trust is emptied without pushing its chains:
     /// their slots stay counted in use there (lost to the child, never handed out twice).
     /// So is one the prepare handler could not hold for sure ([`FORK_UNSURE`]), and one it
-    /// did not take (its heap registered after its walk: see the module docs) that a thread
-    /// the child does not have was inside at the copy: its holder (`busy`: a change of the
+    /// did not take that a thread the child does not have was inside at the copy (none, by
+    /// the module docs' invariant: kept as a backstop): its holder (`busy`: a change of the
     /// entries half made) or a flusher (`flushing`: chains pushed and still in their
     /// entries, which a push in the child would hand out twice). Such a batch is given back
     /// too: no thread of the child would, and its flushes would wait for ever.
@@ -98,7 +105,8 @@ impl RemoteBatch {
     }
 
     /// After a fork, in the parent and the child: gives the batch back if the prepare
-    /// handler took it (a heap registered meanwhile was not taken, and is left alone).
+    /// handler took it, or the registration of the forking thread's heap inside the fork
+    /// (`Heap::register`).
     pub(crate) fn unhold_after_fork(&self) {
         if matches!(
             self.flushing.load(Ordering::Relaxed),
