@@ -18,17 +18,27 @@ pub fn in_child(timeout: u32, f: impl FnOnce()) -> libc::pid_t {
         unsafe { libc::alarm(timeout) };
         // A panic's message is written by the hook installed at load ([`CHILD_HOOK`]).
         IN_CHILD.store(true, std::sync::atomic::Ordering::Relaxed);
+        // The parent's children are not this one's.
+        for slot in &DEADLINES {
+            slot.store(0, std::sync::atomic::Ordering::Relaxed);
+        }
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(f));
         // SAFETY: as above.
         unsafe { libc::_exit(if outcome.is_ok() { 0 } else { 1 }) };
     }
-    let alarm = std::time::Duration::from_secs(timeout.into());
     // A short alarm is a test's own bound on a step, not a hang to look into.
-    if alarm >= 2 * DUMP_BEFORE_ALARM {
-        deadlines()
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((pid, std::time::Instant::now() + alarm));
+    if timeout >= 2 * DUMP_BEFORE_ALARM {
+        let entry = (pid as u32 as u64) << 32 | u64::from(monotonic_secs() + timeout);
+        // A full table only costs the dump.
+        let _ = DEADLINES.iter().any(|slot| {
+            slot.compare_exchange(
+                0,
+                entry,
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+            )
+            .is_ok()
+        });
     }
     pid
 }
@@ -62,15 +72,26 @@ extern "C" fn install_child_hook() {
     }));
 }
 
-/// The children [`in_child`] made in this process, each with the time its alarm ends it.
-fn deadlines() -> &'static std::sync::Mutex<Vec<(libc::pid_t, std::time::Instant)>> {
-    static DEADLINES: std::sync::Mutex<Vec<(libc::pid_t, std::time::Instant)>> =
-        std::sync::Mutex::new(Vec::new());
-    &DEADLINES
+/// The children [`in_child`] made in this process and not yet waited for, each as
+/// `pid << 32 | the second of CLOCK_MONOTONIC its alarm ends it` (0: a free entry). No lock:
+/// a fork child inherits the table as it was, and a lock another thread held at the fork
+/// would stay held there for ever (a child that makes children of its own).
+static DEADLINES: [std::sync::atomic::AtomicU64; 64] =
+    [const { std::sync::atomic::AtomicU64::new(0) }; 64];
+
+/// The seconds of CLOCK_MONOTONIC now.
+fn monotonic_secs() -> u32 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: writes the time into `ts`, a valid timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u32
 }
 
-/// How long before its alarm a child still running has its stacks written out.
-const DUMP_BEFORE_ALARM: std::time::Duration = std::time::Duration::from_secs(4);
+/// How many seconds before its alarm a child still running has its stacks written out.
+const DUMP_BEFORE_ALARM: u32 = 4;
 
 /// Writes the stacks of every thread of process `pid` to the standard error (gdb, attached
 /// for a moment); says so when gdb cannot be run.
@@ -98,11 +119,13 @@ fn dump_stacks(pid: libc::pid_t) {
 /// A child of [`in_child`] still running shortly before its alarm has its stacks written
 /// to the standard error first ([`dump_stacks`]).
 pub fn wait_status(pid: libc::pid_t) -> i32 {
-    let deadline = {
-        let mut all = deadlines().lock().unwrap_or_else(|e| e.into_inner());
-        let at = all.iter().position(|&(p, _)| p == pid);
-        at.map(|i| all.swap_remove(i).1)
-    };
+    let deadline = DEADLINES.iter().find_map(|slot| {
+        let entry = slot.load(std::sync::atomic::Ordering::Relaxed);
+        (entry != 0 && entry >> 32 == u64::from(pid as u32)).then(|| {
+            slot.store(0, std::sync::atomic::Ordering::Relaxed);
+            entry as u32
+        })
+    });
     let mut status = 0;
     if let Some(deadline) = deadline {
         let dump_at = deadline - DUMP_BEFORE_ALARM;
@@ -113,7 +136,7 @@ pub fn wait_status(pid: libc::pid_t) -> i32 {
             if got == pid {
                 return status;
             }
-            if std::time::Instant::now() >= dump_at {
+            if monotonic_secs() >= dump_at {
                 dump_stacks(pid);
                 break;
             }
