@@ -2,6 +2,7 @@
 //! under an alarm and leaves through `_exit`, and the wait for it.
 
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 
 /// Runs `f` in a forked child, which exits 0 when `f` returns and 1 when it panics (and
 /// dies of SIGALRM after `timeout` seconds: a wedged lock fails the test, never hangs it).
@@ -18,17 +19,26 @@ pub fn in_child(timeout: u32, f: impl FnOnce()) -> libc::pid_t {
         unsafe { libc::alarm(timeout) };
         // A panic's message is written by the hook installed at load ([`CHILD_HOOK`]).
         IN_CHILD.store(true, std::sync::atomic::Ordering::Relaxed);
+        // The parent's children are not this child's to wait for.
+        for slot in &DEADLINES {
+            slot.pid.store(0, Ordering::Relaxed);
+        }
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(f));
         // SAFETY: as above.
         unsafe { libc::_exit(if outcome.is_ok() { 0 } else { 1 }) };
     }
-    let alarm = std::time::Duration::from_secs(timeout.into());
-    // A short alarm is a test's own bound on a step, not a hang to look into.
-    if alarm >= 2 * DUMP_BEFORE_ALARM {
-        deadlines()
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((pid, std::time::Instant::now() + alarm));
+    let alarm = u64::from(timeout) * 1000;
+    // A short alarm is a test's own bound on a step, not a hang to look into. A child
+    // made when every slot is taken is not looked into either.
+    if alarm >= 2 * DUMP_BEFORE_ALARM_MS {
+        let free = DEADLINES.iter().find(|slot| {
+            slot.pid
+                .compare_exchange(0, pid, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        });
+        if let Some(slot) = free {
+            slot.at_ms.store(monotonic_ms() + alarm, Ordering::Release);
+        }
     }
     pid
 }
@@ -62,15 +72,42 @@ extern "C" fn install_child_hook() {
     }));
 }
 
-/// The children [`in_child`] made in this process, each with the time its alarm ends it.
-fn deadlines() -> &'static std::sync::Mutex<Vec<(libc::pid_t, std::time::Instant)>> {
-    static DEADLINES: std::sync::Mutex<Vec<(libc::pid_t, std::time::Instant)>> =
-        std::sync::Mutex::new(Vec::new());
-    &DEADLINES
+/// A child of [`in_child`] to look into if it is still running shortly before its alarm:
+/// its pid (0: a free slot) and the time its alarm ends it ([`monotonic_ms`]).
+struct Deadline {
+    pid: AtomicI32,
+    at_ms: AtomicU64,
 }
 
-/// How long before its alarm a child still running has its stacks written out.
-const DUMP_BEFORE_ALARM: std::time::Duration = std::time::Duration::from_secs(4);
+/// The children [`in_child`] made in this process that [`wait_status`] looks into. Slots
+/// taken and given back without a lock: a fork child waits for children of its own too,
+/// and a lock that another thread of its parent held at the fork would never be released
+/// there (a test's child, waiting in a fork handler for a helper of its own, hung so until
+/// its alarm when the table was a mutex).
+static DEADLINES: [Deadline; 64] = [const {
+    Deadline {
+        pid: AtomicI32::new(0),
+        at_ms: AtomicU64::new(0),
+    }
+}; 64];
+
+/// The monotonic clock in milliseconds.
+fn monotonic_ms() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid, writable timespec.
+    assert_eq!(
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) },
+        0
+    );
+    now.tv_sec as u64 * 1000 + now.tv_nsec as u64 / 1_000_000
+}
+
+/// How long (in milliseconds) before its alarm a child still running has its stacks
+/// written out.
+const DUMP_BEFORE_ALARM_MS: u64 = 4000;
 
 /// Writes the stacks of every thread of process `pid` to the standard error (gdb, attached
 /// for a moment); says so when gdb cannot be run.
@@ -98,14 +135,17 @@ fn dump_stacks(pid: libc::pid_t) {
 /// A child of [`in_child`] still running shortly before its alarm has its stacks written
 /// to the standard error first ([`dump_stacks`]).
 pub fn wait_status(pid: libc::pid_t) -> i32 {
-    let deadline = {
-        let mut all = deadlines().lock().unwrap_or_else(|e| e.into_inner());
-        let at = all.iter().position(|&(p, _)| p == pid);
-        at.map(|i| all.swap_remove(i).1)
-    };
+    let deadline = DEADLINES
+        .iter()
+        .find(|slot| slot.pid.load(Ordering::Acquire) == pid)
+        .map(|slot| {
+            let at = slot.at_ms.load(Ordering::Acquire);
+            slot.pid.store(0, Ordering::Release);
+            at
+        });
     let mut status = 0;
     if let Some(deadline) = deadline {
-        let dump_at = deadline - DUMP_BEFORE_ALARM;
+        let dump_at = deadline.saturating_sub(DUMP_BEFORE_ALARM_MS);
         loop {
             // SAFETY: polls our own child.
             let got = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
@@ -113,7 +153,7 @@ pub fn wait_status(pid: libc::pid_t) -> i32 {
             if got == pid {
                 return status;
             }
-            if std::time::Instant::now() >= dump_at {
+            if monotonic_ms() >= dump_at {
                 dump_stacks(pid);
                 break;
             }
