@@ -325,6 +325,8 @@ fn a_fork_child_with_pending_frees_hands_out_no_live_object() {
                 unsafe { a.free(p as *mut u8, size, Life::A) };
             }
         });
+        // Stops the churning thread however this test ends (a failed round panics here).
+        let _stop = common::StopOnDrop(&stop);
         for round in 0..20 {
             let child = common_child(30, || {
                 let again = patterned(&a, size, Life::A, 8000);
@@ -348,7 +350,6 @@ fn a_fork_child_with_pending_frees_hands_out_no_live_object() {
                 "round {round}: the fork child failed: status {status:#x}"
             );
         }
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
     });
     assert_whole(&kept, size, "in the parent");
     for p in kept {

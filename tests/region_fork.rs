@@ -87,13 +87,7 @@ fn a_fork_while_another_thread_holds_the_region_s_lock_leaves_the_child_a_lock_i
             }
         });
         // Stops the locking thread however this test ends (a failed child panics here).
-        struct Stop<'a>(&'a std::sync::atomic::AtomicBool);
-        impl Drop for Stop<'_> {
-            fn drop(&mut self) {
-                self.0.store(true, std::sync::atomic::Ordering::Relaxed);
-            }
-        }
-        let _stop = Stop(&stop);
+        let _stop = common::StopOnDrop(&stop);
         for round in 0..40 {
             // The child needs the lock: a class it never used takes a block from the pool,
             // and compact takes the lock. Before the fix a child that inherited the lock

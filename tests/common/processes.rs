@@ -2,6 +2,7 @@
 //! under an alarm and leaves through `_exit`, and the wait for it.
 
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 
 /// Runs `f` in a forked child, which exits 0 when `f` returns and 1 when it panics (and
 /// dies of SIGALRM after `timeout` seconds: a wedged lock fails the test, never hangs it).
@@ -18,27 +19,26 @@ pub fn in_child(timeout: u32, f: impl FnOnce()) -> libc::pid_t {
         unsafe { libc::alarm(timeout) };
         // A panic's message is written by the hook installed at load ([`CHILD_HOOK`]).
         IN_CHILD.store(true, std::sync::atomic::Ordering::Relaxed);
-        // The parent's children are not this one's.
+        // The parent's children are not this child's to wait for.
         for slot in &DEADLINES {
-            slot.store(0, std::sync::atomic::Ordering::Relaxed);
+            slot.pid.store(0, Ordering::Relaxed);
         }
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(f));
         // SAFETY: as above.
         unsafe { libc::_exit(if outcome.is_ok() { 0 } else { 1 }) };
     }
-    // A short alarm is a test's own bound on a step, not a hang to look into.
-    if timeout >= 2 * DUMP_BEFORE_ALARM {
-        let entry = (pid as u32 as u64) << 32 | u64::from(monotonic_secs() + timeout);
-        // A full table only costs the dump.
-        let _ = DEADLINES.iter().any(|slot| {
-            slot.compare_exchange(
-                0,
-                entry,
-                std::sync::atomic::Ordering::Relaxed,
-                std::sync::atomic::Ordering::Relaxed,
-            )
-            .is_ok()
+    let alarm = u64::from(timeout) * 1000;
+    // A short alarm is a test's own bound on a step, not a hang to look into. A child
+    // made when every slot is taken is not looked into either.
+    if alarm >= 2 * DUMP_BEFORE_ALARM_MS {
+        let free = DEADLINES.iter().find(|slot| {
+            slot.pid
+                .compare_exchange(0, pid, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
         });
+        if let Some(slot) = free {
+            slot.at_ms.store(monotonic_ms() + alarm, Ordering::Release);
+        }
     }
     pid
 }
@@ -72,26 +72,42 @@ extern "C" fn install_child_hook() {
     }));
 }
 
-/// The children [`in_child`] made in this process and not yet waited for, each as
-/// `pid << 32 | the second of CLOCK_MONOTONIC its alarm ends it` (0: a free entry). No lock:
-/// a fork child inherits the table as it was, and a lock another thread held at the fork
-/// would stay held there for ever (a child that makes children of its own).
-static DEADLINES: [std::sync::atomic::AtomicU64; 64] =
-    [const { std::sync::atomic::AtomicU64::new(0) }; 64];
+/// A child of [`in_child`] to look into if it is still running shortly before its alarm:
+/// its pid (0: a free slot) and the time its alarm ends it ([`monotonic_ms`]).
+struct Deadline {
+    pid: AtomicI32,
+    at_ms: AtomicU64,
+}
 
-/// The seconds of CLOCK_MONOTONIC now.
-fn monotonic_secs() -> u32 {
-    let mut ts = libc::timespec {
+/// The children [`in_child`] made in this process that [`wait_status`] looks into. Slots
+/// taken and given back without a lock: a fork child waits for children of its own too,
+/// and a lock that another thread of its parent held at the fork would never be released
+/// there (a test's child, waiting in a fork handler for a helper of its own, hung so until
+/// its alarm when the table was a mutex).
+static DEADLINES: [Deadline; 64] = [const {
+    Deadline {
+        pid: AtomicI32::new(0),
+        at_ms: AtomicU64::new(0),
+    }
+}; 64];
+
+/// The monotonic clock in milliseconds.
+fn monotonic_ms() -> u64 {
+    let mut now = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: writes the time into `ts`, a valid timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u32
+    // SAFETY: `now` is a valid, writable timespec.
+    assert_eq!(
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) },
+        0
+    );
+    now.tv_sec as u64 * 1000 + now.tv_nsec as u64 / 1_000_000
 }
 
-/// How many seconds before its alarm a child still running has its stacks written out.
-const DUMP_BEFORE_ALARM: u32 = 4;
+/// How long (in milliseconds) before its alarm a child still running has its stacks
+/// written out.
+const DUMP_BEFORE_ALARM_MS: u64 = 4000;
 
 /// Writes the stacks of every thread of process `pid` to the standard error (gdb, attached
 /// for a moment); says so when gdb cannot be run.
@@ -119,16 +135,17 @@ fn dump_stacks(pid: libc::pid_t) {
 /// A child of [`in_child`] still running shortly before its alarm has its stacks written
 /// to the standard error first ([`dump_stacks`]).
 pub fn wait_status(pid: libc::pid_t) -> i32 {
-    let deadline = DEADLINES.iter().find_map(|slot| {
-        let entry = slot.load(std::sync::atomic::Ordering::Relaxed);
-        (entry != 0 && entry >> 32 == u64::from(pid as u32)).then(|| {
-            slot.store(0, std::sync::atomic::Ordering::Relaxed);
-            entry as u32
-        })
-    });
+    let deadline = DEADLINES
+        .iter()
+        .find(|slot| slot.pid.load(Ordering::Acquire) == pid)
+        .map(|slot| {
+            let at = slot.at_ms.load(Ordering::Acquire);
+            slot.pid.store(0, Ordering::Release);
+            at
+        });
     let mut status = 0;
     if let Some(deadline) = deadline {
-        let dump_at = deadline - DUMP_BEFORE_ALARM;
+        let dump_at = deadline.saturating_sub(DUMP_BEFORE_ALARM_MS);
         loop {
             // SAFETY: polls our own child.
             let got = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
@@ -136,7 +153,7 @@ pub fn wait_status(pid: libc::pid_t) -> i32 {
             if got == pid {
                 return status;
             }
-            if monotonic_secs() >= dump_at {
+            if monotonic_ms() >= dump_at {
                 dump_stacks(pid);
                 break;
             }
