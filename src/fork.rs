@@ -413,7 +413,7 @@ static FORK_DEPTH: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32
 
 /// True when the calling thread is the one inside a fork of this process (between the
 /// end of its [`prepare`] and its [`parent`]).
-pub(crate) fn in_own_window() -> bool {
+fn in_own_window() -> bool {
     FORK_THREAD.load(Acquire) == os::shared_mem::thread_id() && !forked_since_prepare()
 }
 

@@ -291,8 +291,10 @@ impl Heap {
             return;
         }
         let _st = pool.lock();
+        // Inside its own fork exactly when this thread entered the lock as held for it.
+        // SAFETY: `raw` only to read the state of the lock this thread holds.
         #[cfg(not(loom))]
-        if crate::fork::in_own_window() {
+        if unsafe { pool.state.raw() }.is_entered_for_fork() {
             // SAFETY: as above; the holder is the calling thread, in no call of the batch.
             unsafe { (*heap).remote.hold_for_fork(true) };
         }

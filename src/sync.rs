@@ -171,6 +171,14 @@ impl RawSpin {
         self.locked.load(Ordering::Relaxed) != 0
     }
 
+    /// True when the lock's holder is the forking thread, which entered it while its own
+    /// fork's `prepare` handler holds it (a program's fork handler allocating inside the
+    /// fork): for that holder, to tell that it is inside its fork.
+    #[cfg(not(loom))]
+    pub(crate) fn is_entered_for_fork(&self) -> bool {
+        self.locked.load(Ordering::Relaxed) == FORK_ENTERED
+    }
+
     /// The fork's `parent` or `child` handler: releases the lock if [`RawSpin::hold_for_fork`]
     /// marked it (a lock made during the fork, by a program's fork handler, is left to its
     /// holder).
@@ -312,6 +320,11 @@ impl RawPoolLock {
     /// [`RawSpin::is_held`] for a private pool's lock.
     pub(crate) fn is_held(&self) -> bool {
         !self.is_robust() && self.spin.is_held()
+    }
+
+    /// [`RawSpin::is_entered_for_fork`] for a private pool's lock.
+    pub(crate) fn is_entered_for_fork(&self) -> bool {
+        !self.is_robust() && self.spin.is_entered_for_fork()
     }
 
     /// [`RawSpin::release_fork_hold`] for a private pool's lock.
