@@ -78,8 +78,7 @@ impl RemoteBatch {
     /// too: no thread of the child would, and its flushes would wait for ever.
     pub(crate) fn forget_holder_in_fork_child(&self) {
         let flushing = self.flushing.load(Ordering::Relaxed);
-        let taken = matches!(flushing, FORK_HELD | FORK_UNSURE);
-        let in_use_untaken = !taken && (flushing != 0 || self.busy.load(Ordering::Relaxed) != 0);
+        let in_use_untaken = !matches!(flushing, FORK_HELD | FORK_UNSURE) && self.in_use();
         self.busy.store(0, Ordering::Relaxed);
         if flushing == FORK_UNSURE || in_use_untaken {
             // SAFETY: the child's only thread, in its fork handler: nobody else touches
