@@ -14,7 +14,7 @@
 
 use cohort::class::{CLASSES, GRANULE};
 use cohort::{set_misuse_hook, Cohort, Misuse, Problem, RegionOptions};
-use std::alloc::Layout;
+use std::alloc::{GlobalAlloc, Layout};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use test_support::{abort_in_child, child_case, fork_children, say};
 
@@ -219,4 +219,97 @@ fn the_report_of_a_free_inside_a_slot_is_an_abort_naming_the_pointer() {
         let says = format!("bad free of {freed} (size 0, lifetime class 0): the pointer is not the start of a slot (stride 64 B)");
         assert!(stderr.contains(&says), "{k}: {stderr}");
     }
+}
+
+/// `GlobalAlloc::dealloc` and `realloc` (in place and to another class) with a layout of
+/// the block's class and a pointer into a small block's header area or tail (below its
+/// first slot, or past its last), by a thread that does not own the block: each aborts
+/// naming the pointer as no slot's start, in every build, in a fork child of its own
+/// (which first frees one of the block's objects or not: a chain of the block pending in
+/// its batch, or none), in a private instance and a shared-anonymous region. The owner is a
+/// thread of the parent that allocated through `GlobalAlloc` and waits meanwhile. (The
+/// other sized entries are `tests/free_header_area.rs`'s.) Before the fix a release build's
+/// child reported the block's start as a double free, and the shared region's parent then
+/// found its own objects freed.
+#[test]
+fn global_alloc_frees_into_a_blocks_header_area_or_tail_abort_naming_the_pointer() {
+    let _serial = test_support::serial();
+    let previous = set_misuse_hook(Some(leave));
+    let mut wrong = Vec::new();
+    let private = Cohort::<()>::new();
+    let shared = Cohort::<()>::shared_anonymous(64 << 20).expect("a shared region");
+    for (a, is_private) in [(&private, true), (&shared, false)] {
+        for (size, align) in [(1, 1), (8, 8), (24, 8), (48, 16), (128, 128)] {
+            let layout = Layout::from_size_align(size, align).unwrap();
+            let (objects_tx, objects_rx) = std::sync::mpsc::channel::<Vec<usize>>();
+            let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+            std::thread::scope(|s| {
+                s.spawn(move || {
+                    let objects = (0..4)
+                        // SAFETY: a layout of a non-zero size.
+                        .map(|_| unsafe { GlobalAlloc::alloc(a, layout) } as usize)
+                        .collect();
+                    objects_tx.send(objects).expect("send");
+                    // Alive until the forks are over (the sender dropped).
+                    let _ = done_rx.recv();
+                });
+                let objects = objects_rx.recv().expect("objects");
+                wrong.extend(global_misuses(a, is_private, layout, &objects));
+                drop(done_tx);
+                for p in objects {
+                    // SAFETY: allocated above, freed once (the children's frees were theirs).
+                    unsafe { GlobalAlloc::dealloc(a, p as *mut u8, layout) };
+                }
+            });
+        }
+        assert!(a.is_empty(), "private {is_private}: not empty");
+    }
+    set_misuse_hook(previous);
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}
+
+/// [`global_alloc_frees_into_a_blocks_header_area_or_tail_abort_naming_the_pointer`]'s
+/// children for the block of `objects` (of `layout`): what went wrong, as text.
+fn global_misuses(a: &Cohort<()>, private: bool, layout: Layout, objects: &[usize]) -> Vec<String> {
+    let c = &CLASSES[cohort::class::class_of(layout.size(), layout.align()).unwrap()];
+    let (first, limit) = (c.first as usize, c.limit as usize);
+    let base = objects[0] & !(cohort::class::BLOCK_SIZE - 1);
+    let mut offsets = vec![0, 8, first - 1, first - c.slot_align as usize];
+    if limit < cohort::class::BLOCK_SIZE {
+        offsets.extend([limit, cohort::class::BLOCK_SIZE - 4]);
+    }
+    offsets.dedup();
+    STRIDE.store(c.stride as usize, Ordering::SeqCst);
+    let mut wrong = Vec::new();
+    for off in offsets {
+        let p = (base + off) as *mut u8;
+        MISUSED.store(p as usize, Ordering::SeqCst);
+        // The chained variant in a private instance only: a shared region's fork children
+        // free in the parent's memory (and push each remote free at once: no chain).
+        for chained in [false, true]
+            .into_iter()
+            .filter(|&chained| !chained || private)
+        {
+            let bad = fork_children(3, 20, |i| {
+                if chained {
+                    // SAFETY: a live object of this layout, freed once (in this child).
+                    unsafe { GlobalAlloc::dealloc(a, objects[1] as *mut u8, layout) };
+                }
+                // SAFETY: the misuse under test, in a fork child the report ends.
+                unsafe {
+                    match i {
+                        0 => GlobalAlloc::dealloc(a, p, layout),
+                        1 => _ = GlobalAlloc::realloc(a, p, layout, layout.size()),
+                        _ => _ = GlobalAlloc::realloc(a, p, layout, layout.size() * 4 + 100),
+                    }
+                }
+                say(&format!("GlobalAlloc call {i} of {p:p} returned\n"));
+                RETURNED
+            });
+            wrong.extend(bad.iter().filter(|&&status| status != NAMED << 8).map(|status| {
+                format!("private {private} {layout:?} +{off:#x}, chained {chained}: a child's status {status:#x}")
+            }));
+        }
+    }
+    wrong
 }
