@@ -475,3 +475,66 @@ fn the_owners_resize_of_a_pointer_into_its_blocks_header_area_or_tail_is_reporte
 fn the_owners_free_into_its_blocks_header_area_or_tail_is_reported() {
     every_case(Path::Owner, Entries::Frees);
 }
+
+/// Guards (they pass before the fix too): a sized free of a pointer into a medium block's
+/// header area (below its first run) is `NotARun`, by the owner and by another thread; one
+/// into a small block that is empty in the pool (no key) is `WrongBlock` naming no class
+/// (`Foreign` in checked builds, which find no block in its unit once it is given back).
+/// Nothing is freed: the instance is empty after the live allocation's own free.
+#[test]
+fn a_free_into_a_medium_blocks_header_or_an_empty_pooled_block_is_reported() {
+    let _serial = test_support::serial();
+    let previous = set_misuse_hook(Some(raise));
+    let a = Cohort::<()>::new();
+    let problem = |p: usize, size: usize| {
+        // SAFETY: the misuse under test, reported before anything changes.
+        match catch_unwind(AssertUnwindSafe(|| unsafe {
+            a.free(p as *mut u8, size, ())
+        })) {
+            Ok(()) => None,
+            Err(payload) => payload
+                .downcast::<Misuse>()
+                .ok()
+                .map(|m| (m.ptr, m.size, m.problem)),
+        }
+    };
+    let medium = a.malloc(20_000, ());
+    let base = medium as usize & !(BLOCK_SIZE - 1);
+    let mut wrong = Vec::new();
+    for off in [0, 8, 63, 64] {
+        let p = base + off;
+        let by_owner = problem(p, 20_000);
+        let by_other = std::thread::scope(|s| s.spawn(|| problem(p, 20_000)).join().unwrap());
+        for (who, got) in [("owner", by_owner), ("another thread", by_other)] {
+            if got != Some((p, 20_000, Problem::NotARun)) {
+                wrong.push(format!("medium block +{off:#x} by the {who}: {got:?}"));
+            }
+        }
+    }
+    // SAFETY: allocated above, freed once.
+    unsafe { a.free(medium, 20_000, ()) };
+    let objects: Vec<*mut u8> = (0..1000).map(|_| a.malloc(64, ())).collect();
+    let block = objects[0] as usize & !(BLOCK_SIZE - 1);
+    for p in objects {
+        // SAFETY: allocated above, freed once.
+        unsafe { a.free(p, 64, ()) };
+    }
+    a.compact();
+    for off in [0, 8, 64] {
+        let got = problem(block + off, 64).map(|(_, _, problem)| problem);
+        // Checked builds look at the unit's state first: no block there once given back.
+        let no_block = matches!(
+            got,
+            Some(Problem::WrongBlock {
+                block_class: None,
+                ..
+            })
+        ) || got == Some(Problem::Foreign);
+        if !no_block {
+            wrong.push(format!("empty block +{off:#x}: {got:?}"));
+        }
+    }
+    set_misuse_hook(previous);
+    assert!(a.is_empty());
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}
