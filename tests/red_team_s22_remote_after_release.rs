@@ -14,8 +14,8 @@
 
 mod red_team_s22_common;
 
-use cohort::{set_misuse_hook, Cohort, Misuse, Problem, Retention};
-use red_team_s22_common::{make, raise, unmake, Object};
+use cohort::{set_misuse_hook, Cohort, Misuse, Retention};
+use red_team_s22_common::{double_free_verdict, make, raise, unmake, Object};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -130,27 +130,9 @@ fn case_with(
         released_tx.send(()).expect("F");
         f.join().expect("F")
     });
-    if let Some(m) = caught {
-        let named = (m.ptr, m.size, m.life) == (x.0, size, 0);
-        return match (named, &m.problem) {
-            (true, Problem::DoubleFree) => Ok(()),
-            _ => Err(format!("{what}: another report: {m}")),
-        };
-    }
     // Unreported: the block hands `x` out again from its bump window and from its remote
-    // list. Objects made until one block's worth past the release.
-    let next: Vec<usize> = (0..4 * n.max(2100 * 1024 / size))
-        .map(|_| a.malloc(size, Life::A) as usize)
-        .collect();
-    let times = next.iter().filter(|&&p| p == x.0).count();
-    // The instance took a double free: it is never used again.
-    std::mem::forget(a);
-    Err(format!(
-        "{what}: the double free of {:#x} was not reported; handed out {times} times among \
-         the next {} objects (all live)",
-        x.0,
-        next.len()
-    ))
+    // list.
+    double_free_verdict(a, (x.0, size), Life::A, n, caught, &what)
 }
 
 /// RED-131 (every build without checked mode: the reset of a block emptied in place,
