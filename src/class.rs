@@ -157,6 +157,28 @@ impl Class {
         off < self.limit as usize && self.slot_index(off as u32) < self.capacity
     }
 
+    /// True when `off` (from the block's base) lies among the block's slots, `first <= off <
+    /// limit`: not in its header area (the header, a tiny class's run table, the padding up
+    /// to a first slot aligned past the header) nor in its tail past the last slot, where no
+    /// slot starts, so that a free must never write there. A pointer inside a slot passes
+    /// (only [`Class::is_slot`] tells it). Two compares, no multiply: the check of the free
+    /// paths that skip `is_slot` in release builds.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use cohort::class::{class_of, BLOCK_SIZE, CLASSES};
+    /// let c = &CLASSES[class_of(48, 16).unwrap()];
+    /// let first = c.first as usize;
+    /// assert!(c.in_slots(first) && c.in_slots(first + 8) && c.in_slots(c.limit as usize - 1));
+    /// assert!(!c.in_slots(0) && !c.in_slots(first - 1) && !c.in_slots(c.limit as usize));
+    /// assert!(!c.in_slots(BLOCK_SIZE - 4));
+    /// ```
+    #[inline(always)]
+    pub const fn in_slots(&self, off: usize) -> bool {
+        off >= self.first as usize && off < self.limit as usize
+    }
+
     /// The index of the slot starting at `off` (from the block's base), `(off - first) /
     /// stride`; at least `capacity` when no slot starts there (before `first`, at or past
     /// `limit`, or inside a slot). No division: with `stride = o * 2^t`, `o` odd, and `d =

@@ -5,7 +5,7 @@
 //! ([`Instance::find_misuse`]); a zero size ([`Instance::check_zero_size`]).
 
 use crate::block::{header_of, key, Header, MAGIC};
-use crate::class::{class_of, BLOCK_SIZE, CLASSES, CLASS_COUNT};
+use crate::class::{class_of, geometry_unchecked, BLOCK_SIZE, CLASSES, CLASS_COUNT};
 use crate::instance::{Instance, CHECKED};
 use crate::live_bits::LiveBits;
 use crate::large::Request;
@@ -107,7 +107,12 @@ impl Instance {
             let h = unsafe { &*header_of(p) };
             if route.owns(h.owner_key_xor(u64::from(key(class, life)))) {
                 // The region starts on a block boundary: the slot's offset in its block.
-                if h.is_freed_last((in_region % BLOCK_SIZE) as u32) {
+                let off = in_region % BLOCK_SIZE;
+                // SAFETY: class came from the size's look-up (caller).
+                if !unsafe { geometry_unchecked(class) }.in_slots(off) {
+                    return self.not_in_slots::<ABORT>(h, p, size, life);
+                }
+                if h.is_freed_last(off as u32) {
                     self.double_free::<ABORT>(p, size, life);
                 }
                 return;
@@ -142,6 +147,9 @@ impl Instance {
             self.bad_key::<ABORT>(p, size, class, life);
         }
         let off = h.offset_of(p);
+        if !h.geometry().in_slots(off as usize) {
+            return self.not_in_slots::<ABORT>(h, p, size, life);
+        }
         let freed_last = if h.geometry().is_tiny() {
             self.is_tiny_first_free(h, off)
         } else {
@@ -276,6 +284,19 @@ impl Instance {
             None => Problem::Foreign,
         };
         report::<ABORT>(self.misuse(p, size, life, problem))
+    }
+
+    /// A free (or a resize's old allocation) of `p`, in block `h` of the size's key, that
+    /// lies in no slot of it: in its header area (the header, a tiny block's run table, the
+    /// padding up to the first slot) or its tail past the last slot
+    /// ([`Class::in_slots`](crate::class::Class::in_slots) false). Reported in every build
+    /// before anything is written (typed `()` as [`Instance::foreign`]).
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    pub(crate) fn not_in_slots<const ABORT: bool>(&self, h: &Header, p: *mut u8, size: usize, life: usize) {
+        let stride = h.geometry().stride as usize;
+        report::<ABORT>(self.misuse(p, size, life, Problem::NotASlot { stride }))
     }
 
     /// A free of a slot that is already free (typed `()` as [`Instance::foreign`]).

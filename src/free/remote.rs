@@ -122,6 +122,11 @@ impl Instance {
             // SAFETY: p is below the carved end (`remote_owner`: the fast path read its
             // header), so its header is readable.
             let h = unsafe { &*header_of(p) };
+            // In the block's header area or tail (no slot there): reported before a link is
+            // written at `p` (the quick way turned it away: `append_quick`).
+            if !h.geometry().in_slots(h.offset_of(p) as usize) {
+                return this.not_in_slots::<ABORT>(h, p, size, life);
+            }
             // The block may be another heap's of the caller (a thread allocating from two
             // instances in turn: the fast path compares with the heap it used last), found
             // with no search: a local free, with none of the checks below, which the word
@@ -314,6 +319,11 @@ impl Instance {
         life: usize,
     ) {
         let off = h.offset_of(p);
+        // In the block's header area or tail (no slot there), which a link written at `p`
+        // would corrupt (a zero size, which frees nothing, is the tiny branch's below).
+        if size != 0 && !h.geometry().in_slots(off as usize) {
+            return self.not_in_slots::<ABORT>(h, p, size, life);
+        }
         let owner = h.owner();
         // The block may be the caller's after all, in a heap it did not use last (a thread
         // allocates from several instances; a join's thread has its own heap too), made

@@ -6,8 +6,11 @@
 //! Invariants (for the thread the batch's exclusion lets touch them): for a used entry
 //! `e` (`block` not null), `chain = first -> ... -> last`, `|chain| = limit - left <=
 //! limit = chain_limit(stride, asymmetric)`, every slot of the chain counted in its block's
-//! `used`, and `entry_of(e.block)` is the entry's index; `left = 0` only until the block's
-//! next free pushes the chain; an unused entry is `UNUSED`.
+//! `used`, `slots = block + class(block).first`, `slots_len = class(block).limit -
+//! class(block).first` (the block's slots lie in `[slots, slots + slots_len)`), and
+//! `entry_of(e.block)` is the entry's index; `left = 0` only until the block's next free
+//! pushes the chain; an unused entry is `UNUSED` (`slots_len = 0`: no pointer lies in its
+//! slots).
 
 use super::*;
 
@@ -22,6 +25,12 @@ struct Pending {
     /// `limit(b) - |chain(b)|`: the slots the chain still takes (0: full, pushed by the
     /// block's next free).
     left: u32,
+    /// The address of the block's first slot (`block + first`).
+    slots: usize,
+    /// The bytes from the block's first slot to the end of its last (`limit - first`), a
+    /// word as the address it is compared with (the quick way's compare takes it from
+    /// memory).
+    slots_len: usize,
 }
 
 const UNUSED: Pending = Pending {
@@ -30,10 +39,12 @@ const UNUSED: Pending = Pending {
     last: 0,
     limit: 0,
     left: 0,
+    slots: 0,
+    slots_len: 0,
 };
 
 /// A batch's entries, field by field: entry `i` is `(block[i], first[i], last[i], limit[i],
-/// left[i])`, a [`Pending`]. Kept as one array per field so that the quick way
+/// left[i], slots[i], slots_len[i])`, a [`Pending`]. Kept as one array per field so that the quick way
 /// ([`append_quick`]) addresses each field from the batch and the entry's index with no
 /// multiplication (an 8-byte and a 4-byte stride) and no register for the entry's address.
 pub(super) struct Entries {
@@ -42,6 +53,8 @@ pub(super) struct Entries {
     pub(super) left: [u32; ENTRIES],
     pub(super) last: [u32; ENTRIES],
     pub(super) limit: [u32; ENTRIES],
+    pub(super) slots: [usize; ENTRIES],
+    pub(super) slots_len: [usize; ENTRIES],
 }
 
 impl Entries {
@@ -54,6 +67,8 @@ impl Entries {
             last: self.last[i],
             limit: self.limit[i],
             left: self.left[i],
+            slots: self.slots[i],
+            slots_len: self.slots_len[i],
         }
     }
 
@@ -65,6 +80,8 @@ impl Entries {
         self.last[i] = e.last;
         self.limit[i] = e.limit;
         self.left[i] = e.left;
+        self.slots[i] = e.slots;
+        self.slots_len[i] = e.slots_len;
     }
 }
 
@@ -76,6 +93,8 @@ crate::sync::const_unless_loom! {
             left: [0; ENTRIES],
             last: [0; ENTRIES],
             limit: [0; ENTRIES],
+            slots: [0; ENTRIES],
+            slots_len: [0; ENTRIES],
         })
     }
 }
@@ -104,19 +123,28 @@ pub(super) unsafe fn free_in(
 }
 
 /// [`RemoteBatch::try_append`] on the entries: block `h`'s chain takes the slot at `p`
-/// when it has room (a full one is pushed by [`free_in`]) and the slot is not already free
-/// (as [`append`] tests). False: nothing changed.
+/// when it has room (a full one is pushed by [`free_in`]), `p` lies among the block's
+/// slots (not in its header area or its tail past the last slot: the general way reports
+/// those) and the slot is not already free (as [`append`] tests). False: nothing changed.
 ///
 /// # Safety
 /// As [`free_in`], with `p` the slot's address (`off` its offset in `h`).
 #[inline(always)]
 pub(super) unsafe fn append_quick(entries: &mut Entries, h: &Header, p: *mut u8) -> bool {
-    let block = ptr::from_ref(h);
-    let i = entry_of(block);
-    // The same tests as `free_in` and `append`, the header's first: its line is read
-    // before the entry's chain (fewer values live at once).
+    let i = entry_of(ptr::from_ref(h));
+    // One test that the entry holds p's block and that p lies among its slots, `p - slots
+    // < slots_len` (unsigned): a range of the block's own says which block it is, so it
+    // stands for `free_in`'s compare of the block, at one subtraction more. A pointer in
+    // the header area or the tail, where a link written at `p` would overwrite the header
+    // or a slot handed out there would run past the block's end, goes to the general way,
+    // which reports it. (Inside a slot it is not told here: checked mode's test.)
+    if (p as usize).wrapping_sub(entries.slots[i]) >= entries.slots_len[i] {
+        return false;
+    }
+    // The same tests as `append`, the header's first: its line is read before the entry's
+    // chain (fewer values live at once).
     let off = h.offset_of(p);
-    if entries.block[i] != block || h.is_freed_last(off) {
+    if h.is_freed_last(off) {
         return false;
     }
     let first = entries.first[i];
@@ -204,6 +232,8 @@ unsafe fn free_in_entry(
             last: off,
             limit,
             left: limit - 1,
+            slots: block as usize + h.geometry().first as usize,
+            slots_len: (h.geometry().limit - h.geometry().first) as usize,
         },
     );
     BatchFree::Done
