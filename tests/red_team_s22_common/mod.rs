@@ -180,7 +180,7 @@ pub fn from_a_live_owner<T: Copy + Send + 'static>(
 ) -> Vec<T> {
     let done: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
     let (tx, rx) = mpsc::channel::<Vec<T>>();
-    std::thread::spawn(move || {
+    let owner = std::thread::spawn(move || {
         let made = make();
         let block = address(&made[0]) >> 21;
         let same: Vec<T> = made
@@ -199,6 +199,12 @@ pub fn from_a_live_owner<T: Copy + Send + 'static>(
     });
     let same = rx.recv().expect("the owner's objects");
     while !done.load(Ordering::Acquire) {
+        // The thread never ends but by a panic (a misuse reported in `free_first`'s free):
+        // then it would never be done.
+        assert!(
+            !owner.is_finished(),
+            "the owner thread ended before its free of its first object (a panic: see above)"
+        );
         std::thread::yield_now();
     }
     same
