@@ -29,9 +29,10 @@
 //!   `crate::heap`'s idle module). A collect is followed at once by a pop of the slot it
 //!   made first (the one freed last), so the slot freed last, while free, is always the
 //!   local list's first: the one double free the free fast path checks. A block emptied in
-//!   place keeps that slot first until its next allocation, or the remote list's first when
-//!   the local list is empty (`KEPT_FREED`: then the local list's slots are never-used
-//!   ones, outside the counts below).
+//!   place keeps the firsts of both lists until its next allocation (`KEPT_FREED`: the kept
+//!   slots are never-used ones, outside the counts below): with `L` and `R` the local and
+//!   the remote list's firsts at the reset, `local == (L != 0 ? L : R)` and `remote == (L
+//!   != 0 ? R : 0)`, a **kept first** of count 0 in the remote word ([`Header::reset`]).
 //!
 //!   Only the owner (the heap whose id is in `owner`, or the pool-lock holder when
 //!   `owner == 0`) touches either list.
@@ -46,7 +47,11 @@
 //! slow path is the one that takes `count` to 0: the free fast path's accounting is one
 //! decrement and its flag.
 //!
-//! The `remote` word is `offset | count << 32 | FULL`: `FULL` (bit 63) is set by the owner,
+//! The `remote` word is `offset | count << 32 | FULL`, a list of `count` slots from
+//! `offset`, except a kept first: `count == 0 && offset != 0 <=> KEPT_FREED && offset ==
+//! R` (the only word of count 0 naming a slot, which no reader takes for a list: the remote
+//! paths' check compares it, the owner drops it before any collect, [`Header::drop_kept`],
+//! and verify and the open check of a region skip it). `FULL` (bit 63) is set by the owner,
 //! with a CAS from an empty list, when it retires a block with no free slot from its head; the
 //! next free (local or remote) clears it and lists the block again ([`Header::push_remote`]
 //! reports it). Push-and-take-all is ABA-free: a push depends only on the head it links
@@ -77,13 +82,14 @@ pub(crate) const FRESH: u8 = 1;
 /// (see [`Header::seen_idle`]).
 const IDLE: u8 = 2;
 /// `flags` bit: the block was emptied in place ([`Header::reset`]) with a slot on its local
-/// free list, and has handed out no slot since. The local free list then holds that slot,
-/// the one freed last before the reset, and any slot freed since (every one a double free:
-/// no slot was live), all of them never-used slots again, so that the free fast path's
-/// check still sees a double free of the slot freed last. They are on no allocation path:
-/// the bump window is empty and no beat is left, so the next allocation takes the slow
-/// path, which forgets them ([`Header::drop_kept`]), as does every move of the block off
-/// its head.
+/// or remote free list, and has handed out no slot since. The local free list then holds
+/// the slot freed last before the reset (the local list's first, else the remote list's),
+/// and the remote word the remote list's first when both lists had slots (a kept first:
+/// count 0), with any slot freed since (every one a double free: no slot was live), all of
+/// them never-used slots again, so that the free paths' checks still see a double free of
+/// either list's first. They are on no allocation path: the bump window is empty and no
+/// beat is left, so the next allocation takes the slow path, which forgets them
+/// ([`Header::drop_kept`]), as does every move of the block off its head.
 const KEPT_FREED: u8 = 4;
 /// `flags` bit: the block was emptied in place by a release ([`Header::reset`] with its
 /// pages kept) after its slots had touched pages: pages past `bump` may be resident, up to

@@ -5,6 +5,10 @@ use allocator_api2::vec::Vec as Vec2;
 use cohort::Cohort;
 use std::alloc::Layout;
 
+// Helper threads stopped however a test ends.
+#[path = "common/threads.rs"]
+mod threads;
+
 cohort::lifetime_classes! {
     enum Life { Frame, Request, Long }
 }
@@ -164,6 +168,8 @@ fn release_while_another_thread_uses_another_class() {
                 unsafe { a.free(p as *mut u8, 48, Life::Long) };
             }
         });
+        // Stops the worker however this test ends (a failed assertion panics here).
+        let stop_worker = threads::StopOnDrop(&stop);
         for round in 0..50 {
             for k in 0..2000 {
                 let size = 16 + (k * 13 + round) % 2000;
@@ -176,7 +182,7 @@ fn release_while_another_thread_uses_another_class() {
             let r = unsafe { a.release_class(Life::Request) };
             assert_eq!(r.slots, 2000);
         }
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        drop(stop_worker);
         // Joined explicitly: the scope's own wait ends when the closure returns, before the
         // thread's exit hooks (which hand its heap to the pool) have run; verify must not
         // race them.

@@ -15,6 +15,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, TryLockError};
 use test_support::{apart_and_whole, fork_children, say};
 
+// Helper threads stopped however a test ends.
+#[path = "common/threads.rs"]
+mod threads;
+
 cohort::lifetime_classes! { enum Life { A } }
 
 type A = &'static Cohort<Life>;
@@ -211,10 +215,12 @@ fn fork_children_amid_joins_in_calls_handed_off_and_panicking_verify() {
             s.spawn(|| hand_off(a, shared, stop)),
             s.spawn(|| panicking(a, stop)),
         ];
+        // Stops the workers however this test ends (a failed fork panics here).
+        let stop_workers = threads::StopOnDrop(stop);
         let bad = fork_children(FORKS, 60, |round| {
             child(a, shared, u32::from(round.is_multiple_of(4)))
         });
-        stop.store(true, Ordering::Relaxed);
+        drop(stop_workers);
         for w in workers {
             w.join().unwrap();
         }

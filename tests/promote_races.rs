@@ -11,6 +11,10 @@ use std::sync::mpsc;
 mod promote_support;
 use promote_support::{free_all, full_region, promoted, Life};
 
+// Helper threads stopped however a test ends.
+#[path = "common/threads.rs"]
+mod threads;
+
 /// A pointer sent to another thread.
 struct Sent(*mut u8, u64);
 // SAFETY: a live allocation handed over whole: only the receiver uses it.
@@ -67,6 +71,8 @@ fn promoted_slots_freed_by_other_threads_while_the_owner_promotes_more() {
                 assert_eq!(r.slots, 0);
             }
         });
+        // Stops the reader however this test ends (a failed join panics here).
+        let stop_reader = threads::StopOnDrop(done);
         // The owner (this thread, whose heap holds the 32-byte block): promotes, writes a
         // pattern, hands the slot over.
         for i in 0..N {
@@ -83,7 +89,7 @@ fn promoted_slots_freed_by_other_threads_while_the_owner_promotes_more() {
         for t in freeing {
             t.join().unwrap();
         }
-        done.store(true, Ordering::Relaxed);
+        drop(stop_reader);
         reader.join().unwrap();
     });
     assert!(sent > N / 2, "{sent} of {N} requests promoted");

@@ -1169,6 +1169,9 @@ fn snapshots_and_drops_race_allocation() {
         for t in 0..2u64 {
             let (a, stop) = (&a, &stop);
             sc.spawn(move || {
+                // The first worker to end stops the snapshot thread, however it ends (a
+                // failed check panics here).
+                let _stop = common::StopOnDrop(stop);
                 let mut rng = common::Rng::new(100 + t);
                 let mut v: Vec<(*mut u8, usize, Life)> = Vec::new();
                 for _ in 0..iters {
@@ -1192,7 +1195,6 @@ fn snapshots_and_drops_race_allocation() {
                     assert_eq!(unsafe { mismatch(p, seed_of(p, s), s) }, None);
                     unsafe { a.free(p, s, l) };
                 }
-                stop.store(true, Ordering::Relaxed);
             });
         }
         let (a, stop) = (&a, &stop);
@@ -1248,6 +1250,8 @@ fn fork_while_instances_come_and_go() {
                 }
             }
         });
+        // Stops the thread however this test ends (a failed fork panics here).
+        let stop_thread = common::StopOnDrop(stop);
         for i in 0..forks {
             let mine = SHARED.malloc(24, Life::C);
             // SAFETY: 24 bytes.
@@ -1275,7 +1279,7 @@ fn fork_while_instances_come_and_go() {
             // SAFETY: live in the parent.
             unsafe { SHARED.free(mine, 24, Life::C) };
         }
-        stop.store(true, Ordering::Relaxed);
+        drop(stop_thread);
     });
     assert!(
         bad.is_empty(),
@@ -1911,6 +1915,8 @@ fn fork_during_snapshots_compact_and_release() {
                 j.leave();
             }
         });
+        // Stops the threads however this test ends (a failed fork panics here).
+        let stop_threads = common::StopOnDrop(stop);
         for i in 0..forks {
             let r = in_child(|| {
                 let _ = SHARED.stats();
@@ -1933,7 +1939,7 @@ fn fork_during_snapshots_compact_and_release() {
                 bad.push((i, r));
             }
         }
-        stop.store(true, Ordering::Relaxed);
+        drop(stop_threads);
     });
     assert!(
         bad.is_empty(),

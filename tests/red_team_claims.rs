@@ -13,7 +13,7 @@
 mod red_team_common;
 
 use cohort::{Cohort, RegionOptions};
-use red_team_common::{in_child, wait};
+use red_team_common::{in_child, wait, yield_until, CountOnDrop, StopOnDrop};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 
@@ -310,6 +310,9 @@ fn fork_children_amid_claims_verify() {
             }
             Ok::<(), String>(())
         });
+        // Stops the claimer and the owner however this test ends (a failed fork or a
+        // failed thread panics here).
+        let stop_threads = StopOnDrop(stop);
         for i in 0..40 {
             let pid = in_child(60, || {
                 let got = take(a, 400_000, SMALL, i % 2, 7_000_000 + i as u64);
@@ -327,10 +330,12 @@ fn fork_children_amid_claims_verify() {
         }
         // A claimer's round ends at a null: one at least before the stop (an event, not
         // the time the children took).
-        while claimer_rounds.load(Ordering::SeqCst) == 0 {
-            std::thread::yield_now();
-        }
-        stop.store(true, Ordering::Relaxed);
+        yield_until(
+            "a claimer's first round",
+            || claimer_rounds.load(Ordering::SeqCst) != 0,
+            || c.is_finished(),
+        );
+        drop(stop_threads);
         for (what, h) in [("claimer", c), ("owner", o)] {
             if let Err(e) = h.join().expect("a thread panicked") {
                 failures.push(format!("{what}: {e}"));
@@ -356,14 +361,20 @@ fn an_owner_in_its_medium_cache_amid_claims_keeps_every_run_whole() {
     let nulls = AtomicU64::new(0);
     let stop = AtomicBool::new(false);
     // Rounds the claimers have done: the owner goes on until they have done 40 between
-    // them (events, not time), and at least 60 000 pairs.
+    // them (events, not time), and at least 60 000 pairs; or until both have ended (an
+    // error or a panic ended them: they end only at the stop, after the owner).
     let rounds = AtomicU64::new(0);
+    let claimers_ended = AtomicU64::new(0);
     let results: Vec<Result<(), String>> = std::thread::scope(|s| {
         let (a, nulls, stop, rounds) = (&a, &nulls, &stop, &rounds);
+        let claimers_ended = &claimers_ended;
         let owner = s.spawn(move || {
             let mut ring: std::collections::VecDeque<Held> = std::collections::VecDeque::new();
             let mut i = 0u64;
-            while i < 60_000 || rounds.load(Ordering::Relaxed) < 40 {
+            while i < 60_000
+                || (rounds.load(Ordering::Relaxed) < 40
+                    && claimers_ended.load(Ordering::SeqCst) < 2)
+            {
                 i += 1;
                 let size = [MEDIUM, 20 << 10, 48 << 10, 64 << 10][i as usize % 4];
                 let got = take(a, 1, size, (i % 2) as usize, 3_000_000_000 + i);
@@ -379,6 +390,8 @@ fn an_owner_in_its_medium_cache_amid_claims_keeps_every_run_whole() {
         let claimers: Vec<_> = (0..2u64)
             .map(|c| {
                 s.spawn(move || {
+                    // Counts this claimer's end, however it ends.
+                    let _ended = CountOnDrop(claimers_ended);
                     let mut round = 0;
                     while !stop.load(Ordering::Relaxed) {
                         claimer(a, 4_000_000_000 + c * 1_000_000 + round, 1, nulls)?;
@@ -392,8 +405,10 @@ fn an_owner_in_its_medium_cache_amid_claims_keeps_every_run_whole() {
                 })
             })
             .collect();
+        // Stops the claimers however this test ends (a panic of the owner panics here).
+        let stop_claimers = StopOnDrop(stop);
         let mut results = vec![owner.join().expect("the owner")];
-        stop.store(true, Ordering::Relaxed);
+        drop(stop_claimers);
         results.extend(claimers.into_iter().map(|h| h.join().expect("a claimer")));
         results
     });

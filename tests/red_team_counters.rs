@@ -4,6 +4,10 @@
 use cohort::{Cohort, Label, LABEL_BYTES};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
+// Helper threads stopped however a test ends.
+#[path = "common/threads.rs"]
+mod threads;
+
 cohort::lifetime_classes! {
     enum Life { A, B }
 }
@@ -75,6 +79,8 @@ fn counters_never_go_down_while_threads_churn() {
                 }
             });
         }
+        // Stops the threads however this test ends (a failed assertion panics here).
+        let stop_threads = threads::StopOnDrop(&stop);
         let mut last: std::collections::HashMap<usize, [u64; 6]> = Default::default();
         for _ in 0..200 {
             for e in a.stats().events {
@@ -96,7 +102,7 @@ fn counters_never_go_down_while_threads_churn() {
                 }
             }
         }
-        stop.store(true, Relaxed);
+        drop(stop_threads);
     });
 }
 

@@ -40,6 +40,8 @@ fn fork_while_the_lock_is_taken(a: &Cohort<Life>) -> Option<(usize, Ended, Strin
                 let _ = a.compact();
             }
         });
+        // Stops the thread however this test ends (a failed fork panics here).
+        let stop_thread = StopOnDrop(&stop);
         let failed = first_failed_fork(
             FORKS,
             CHILD_SECS,
@@ -53,7 +55,7 @@ fn fork_while_the_lock_is_taken(a: &Cohort<Life>) -> Option<(usize, Ended, Strin
                 }
             },
         );
-        stop.store(true, Relaxed);
+        drop(stop_thread);
         failed
     });
     for (p, size, life) in kept {

@@ -13,6 +13,10 @@
 use cohort::Cohort;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
+// Helper threads stopped however a test ends.
+#[path = "common/threads.rs"]
+mod threads;
+
 cohort::lifetime_classes! { enum Life { A } }
 
 type A = &'static Cohort<Life>;
@@ -177,14 +181,17 @@ fn a_fork_child_frees_and_keeps_what_the_parents_other_threads_left_it() {
     let ops: &'static AtomicU64 = Box::leak(Box::new(AtomicU64::new(0)));
     let mut bad = Vec::new();
     std::thread::scope(|s| {
-        for seed in [0x9e37_79b9_7f4a_7c15u64, 0xdead_beef_cafe_f00d] {
-            s.spawn(move || churn(a, table, stop, ops, seed));
-        }
+        let churners = [0x9e37_79b9_7f4a_7c15u64, 0xdead_beef_cafe_f00d]
+            .map(|seed| s.spawn(move || churn(a, table, stop, ops, seed)));
+        // Stops the threads however this test ends (a failed fork panics here).
+        let stop_churners = threads::StopOnDrop(stop);
         for round in 0..FORKS as u64 {
             // The table fills between forks (events, not time).
-            while ops.load(Ordering::Relaxed) < (round + 1) * 3000 {
-                std::thread::yield_now();
-            }
+            threads::yield_until(
+                "the table's churn",
+                || ops.load(Ordering::Relaxed) >= (round + 1) * 3000,
+                || churners.iter().all(|c| c.is_finished()),
+            );
             // SAFETY: the child only reads the table, frees, allocates, verifies and leaves
             // with _exit.
             let pid = unsafe { libc::fork() };
@@ -203,7 +210,7 @@ fn a_fork_child_frees_and_keeps_what_the_parents_other_threads_left_it() {
                 bad.push(status);
             }
         }
-        stop.store(true, Ordering::Relaxed);
+        drop(stop_churners);
     });
     assert!(
         bad.is_empty(),

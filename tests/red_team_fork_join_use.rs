@@ -19,6 +19,10 @@ mod processes;
 use cohort::{Cohort, Join, RegionOptions};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 
+// Helper threads stopped however a test ends.
+#[path = "common/threads.rs"]
+mod threads;
+
 cohort::lifetime_classes! { enum Life { A, B } }
 
 /// Sizes: small classes, the cached medium pair, an uncached medium size, a large one.
@@ -185,6 +189,8 @@ fn forks_amid_join_calls(a: &Cohort<Life>, releases: bool) -> Option<String> {
         if releases {
             s.spawn(move || release_loop(a, stop));
         }
+        // Stops the threads however this test ends (a failed fork panics here).
+        let stop_threads = threads::StopOnDrop(stop);
         let mut first = None;
         for k in 0..FORKS {
             // Let the worker run a little between forks (a bounded spin, no clock).
@@ -212,7 +218,7 @@ fn forks_amid_join_calls(a: &Cohort<Life>, releases: bool) -> Option<String> {
                 break;
             }
         }
-        stop.store(true, Relaxed);
+        drop(stop_threads);
         first
     })
 }

@@ -135,9 +135,10 @@ fn forks_from_many_threads_amid_opens_and_leaves_keep_the_region_openable() {
         let opens = AtomicU64::new(0);
         let shared = Shared(report);
         std::thread::scope(|s| {
+            let mut threads = Vec::new();
             for t in 0..2u64 {
                 let (r, stop, forks, shared) = (&r, &stop, &forks, &shared);
-                s.spawn(move || {
+                threads.push(s.spawn(move || {
                     let report = shared.0;
                     let mut seed = 0x1234_5678_9abc_def1 ^ (t << 32);
                     while !stop.load(Relaxed) {
@@ -150,11 +151,11 @@ fn forks_from_many_threads_amid_opens_and_leaves_keep_the_region_openable() {
                         wait_ok(child, report, &format!("a fork child (ending {how})"));
                         forks.fetch_add(1, Relaxed);
                     }
-                });
+                }));
             }
             for (t, other) in others.iter().enumerate() {
                 let (stop, opens, shared) = (&stop, &opens, &shared);
-                s.spawn(move || {
+                threads.push(s.spawn(move || {
                     let report = shared.0;
                     let mut seed = 0x0f0f_1234_u64 ^ ((t as u64) << 40);
                     while !stop.load(Relaxed) {
@@ -166,17 +167,24 @@ fn forks_from_many_threads_amid_opens_and_leaves_keep_the_region_openable() {
                             .unwrap_or_else(|e| report.fail(&format!("a thread's leave: {e}")));
                         opens.fetch_add(1, Relaxed);
                     }
-                });
+                }));
             }
+            // Stops the threads however this driver ends (a failed churn panics here).
+            let stop_threads = StopOnDrop(&stop);
             let mut seed = 0x5eed_u64;
             while forks.load(Relaxed) < 400
                 || opens.load(Relaxed) < 300
                 || quit[1].load(Relaxed) < 150
             {
+                // The threads end only at the stop: one that ended panicked.
+                assert!(
+                    !threads.iter().any(|t| t.is_finished()),
+                    "a forking or opening thread ended (a panic: see above)"
+                );
                 churn(&r, &mut seed, 10);
                 std::thread::yield_now();
             }
-            stop.store(true, Relaxed);
+            drop(stop_threads);
         });
         quit[0].store(1, Relaxed);
         for o in openers {

@@ -12,6 +12,10 @@ use cohort::Cohort;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
+// Helper threads stopped however a test ends.
+#[path = "common/threads.rs"]
+mod threads;
+
 cohort::lifetime_classes! { enum Life { A, B } }
 
 /// Forks of the parent's main thread.
@@ -180,6 +184,8 @@ fn forks_amid(joins: &[bool]) {
             .iter()
             .map(|&join| s.spawn(move || churn(a, stop, remote, join)))
             .collect();
+        // Stops the workers however this test ends (a failed fork panics here).
+        let stop_workers = threads::StopOnDrop(stop);
         for round in 0..FORKS {
             // SAFETY: the child only allocates, verifies, forks once and leaves with _exit.
             let pid = unsafe { libc::fork() };
@@ -198,7 +204,7 @@ fn forks_amid(joins: &[bool]) {
                 bad.push(status);
             }
         }
-        stop.store(true, Ordering::Relaxed);
+        drop(stop_workers);
         for w in workers {
             w.join().unwrap();
         }

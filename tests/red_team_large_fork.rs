@@ -13,6 +13,10 @@ mod processes;
 use cohort::Cohort;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+// Helper threads stopped however a test ends.
+#[path = "common/threads.rs"]
+mod threads;
+
 cohort::lifetime_classes! { enum Life { A, B } }
 
 const MIB: usize = 1 << 20;
@@ -93,15 +97,15 @@ fn children_forked_during_large_resizes_find_the_instance_whole() {
             let (a, stop) = (&a, &stop);
             s.spawn(move || resizer(a, stop, t + 1));
         }
+        // Stops the resizers however this test ends (a failed child panics here).
+        let _stop = threads::StopOnDrop(&stop);
         for round in 0..8 {
             let pid = processes::in_child(20, || child_work(&a));
             let st = processes::wait_status(pid);
             if !(libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0) {
-                stop.store(true, Ordering::Relaxed);
                 panic!("child {round} failed: status {st:#x}");
             }
         }
-        stop.store(true, Ordering::Relaxed);
     });
     let mut a = a;
     a.verify_exclusive().unwrap();

@@ -292,6 +292,8 @@ fn releases_race_other_threads_large_work() {
                 }
             });
         }
+        // Stops the threads however this test ends (a failed assertion panics here).
+        let stop_threads = common::StopOnDrop(&stop);
         for round in 0..150 {
             for k in 0..12 {
                 let size = match k % 3 {
@@ -311,7 +313,7 @@ fn releases_race_other_threads_large_work() {
             }
             let _ = a.stats();
         }
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        drop(stop_threads);
     });
     assert!(a.is_empty());
     // SAFETY: no other thread uses `a` now.
@@ -329,9 +331,10 @@ fn releases_race_large_table_rebuilds() {
     let stop = std::sync::atomic::AtomicBool::new(false);
     let cycles = std::sync::atomic::AtomicU64::new(0);
     std::thread::scope(|s| {
+        let mut threads = Vec::new();
         for t in 0..2u64 {
             let (stop, cycles) = (&stop, &cycles);
-            s.spawn(move || {
+            threads.push(s.spawn(move || {
                 let mut live: Vec<(usize, usize)> = Vec::new();
                 let mut round = t;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -356,10 +359,17 @@ fn releases_race_large_table_rebuilds() {
                     round += 1;
                     cycles.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
-            });
+            }));
         }
+        // Stops the threads however this test ends (a failed assertion panics here).
+        let stop_threads = common::StopOnDrop(&stop);
         let mut round = 0;
-        while round < 200 || cycles.load(std::sync::atomic::Ordering::Relaxed) < 6 {
+        // Past round 200, until the threads' 6th cycle; or until both have ended (they
+        // end only at the stop: a panic ended them, which the scope reports).
+        while round < 200
+            || (cycles.load(std::sync::atomic::Ordering::Relaxed) < 6
+                && !threads.iter().all(|t| t.is_finished()))
+        {
             round += 1;
             let n = 20 + round % 30;
             for k in 0..n {
@@ -380,7 +390,7 @@ fn releases_race_large_table_rebuilds() {
                 "round {round}: A's large allocations left after its release"
             );
         }
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        drop(stop_threads);
     });
     assert!(a.is_empty());
     // SAFETY: no other thread uses `a` now.

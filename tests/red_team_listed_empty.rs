@@ -12,6 +12,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
+// Helper threads stopped however a test ends.
+#[path = "common/threads.rs"]
+mod threads;
+
 cohort::lifetime_classes! { enum Life { A, B } }
 
 const SIZES: [usize; 4] = [16, 64, 256, 1024];
@@ -60,6 +64,8 @@ fn producer_and_consumers(a: &Cohort<Life>, rounds: usize) {
                 std::thread::yield_now();
             }
         });
+        // Stops the reader however this test ends (a failed check panics here).
+        let stop_reader = threads::StopOnDrop(&stop);
         let mut kept: Vec<(usize, usize)> = Vec::new();
         for round in 0..rounds {
             // Bursts that fill blocks (so that some retire full and others are listed),
@@ -102,7 +108,7 @@ fn producer_and_consumers(a: &Cohort<Life>, rounds: usize) {
         for c in consumers {
             c.join().unwrap();
         }
-        stop.store(true, Ordering::Relaxed);
+        drop(stop_reader);
         reader.join().unwrap();
     });
 }

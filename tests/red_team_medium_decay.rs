@@ -12,6 +12,10 @@ use cohort::{Cohort, Retention};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Duration;
 
+// Helper threads stopped however a test ends.
+#[path = "common/threads.rs"]
+mod threads;
+
 cohort::lifetime_classes! { enum Life { Work, Other } }
 
 const KIB: usize = 1 << 10;
@@ -163,10 +167,12 @@ fn medium_runs_keep_their_bytes_while_the_decay_and_the_retention_change_under_t
                 unsafe { a.release_class(Life::Other) };
             }
         });
+        // Stops the two threads however this test ends (a failed worker panics here).
+        let stop_threads = threads::StopOnDrop(&stop);
         for w in workers {
             w.join().expect("a worker");
         }
-        stop.store(true, Relaxed);
+        drop(stop_threads);
     });
     // SAFETY: every allocation of Other is dead.
     unsafe { a.release_class(Life::Other) };

@@ -222,10 +222,12 @@ fn churn_beside_release(a: &Cohort<Life>, what: &str) {
                 a.for_each_block(|_| blocks += 1);
             }
         });
+        // Stops the two threads however this test ends (a failed worker panics here).
+        let stop_threads = StopOnDrop(&stop);
         for w in workers {
             w.join().expect("a worker");
         }
-        stop.store(true, Relaxed);
+        drop(stop_threads);
     });
     // SAFETY: every allocation of Long is dead (the releasing thread ended).
     unsafe { a.release_class(Life::Long) };

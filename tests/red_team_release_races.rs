@@ -8,6 +8,10 @@
 use cohort::Cohort;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+// Helper threads stopped however a test ends.
+#[path = "common/threads.rs"]
+mod threads;
+
 cohort::lifetime_classes! { enum Life { A, B } }
 
 const ROUNDS: usize = 40;
@@ -41,10 +45,12 @@ fn race(a: &Cohort<Life>, worker: impl Fn(usize) + Sync) {
                 released.fetch_add(r.slots, Ordering::Relaxed);
             }
         });
+        // Stops the releasing thread however this test ends (a failed worker panics here).
+        let stop_releases = threads::StopOnDrop(&done);
         for w in workers {
             w.join().unwrap();
         }
-        done.store(true, Ordering::Release);
+        drop(stop_releases);
     });
     // SAFETY: as above; no worker is left.
     let r = unsafe { a.release_class(Life::A) };

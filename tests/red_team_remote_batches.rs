@@ -249,6 +249,8 @@ fn threads_exiting_with_pending_frees(a: &Cohort<Life>) {
                 let _ = a.is_empty();
             }
         });
+        // Stops the thread however this test ends (a failed assertion panics here).
+        let stop_thread = StopOnDrop(&stop);
         let mut kept: Vec<(usize, usize)> = Vec::new();
         for round in 0..50 {
             let batches: Vec<Vec<(usize, usize)>> = (0..4)
@@ -285,7 +287,7 @@ fn threads_exiting_with_pending_frees(a: &Cohort<Life>) {
                 kept.push((p as usize, n));
             }
         }
-        stop.store(true, Relaxed);
+        drop(stop_thread);
         let mut sorted = kept.clone();
         sorted.sort();
         for w in sorted.windows(2) {
@@ -341,9 +343,10 @@ fn forks_amid_tight_remote_frees(a: &Cohort<Life>, forks: usize) {
     let failed = std::thread::scope(|s| {
         let (tx0, rx0) = mpsc::sync_channel::<Vec<usize>>(2);
         let (tx1, rx1) = mpsc::sync_channel::<Vec<usize>>(2);
+        let mut threads = Vec::new();
         for (tx, rx) in [(tx0, rx1), (tx1, rx0)] {
             let (stop, frees) = (&stop, &frees);
-            s.spawn(move || {
+            threads.push(s.spawn(move || {
                 while !stop.load(Relaxed) {
                     let mine: Vec<usize> = (0..2000)
                         .map(|_| a.malloc(48, Life::Short) as usize)
@@ -358,15 +361,19 @@ fn forks_amid_tight_remote_frees(a: &Cohort<Life>, forks: usize) {
                         frees.fetch_add(1, Relaxed);
                     }
                 }
-            });
+            }));
         }
+        // Stops the threads however this test ends (a failed fork panics here).
+        let stop_threads = StopOnDrop(&stop);
         let failed = first_failed_fork(
             forks,
             5,
             |round| {
-                while frees.load(Relaxed) < round * 50 {
-                    std::thread::yield_now();
-                }
+                yield_until(
+                    "the threads' remote frees",
+                    || frees.load(Relaxed) >= round * 50,
+                    || threads.iter().all(|t| t.is_finished()),
+                )
             },
             || {
                 let _ = a.stats();
@@ -376,7 +383,7 @@ fn forks_amid_tight_remote_frees(a: &Cohort<Life>, forks: usize) {
                 unsafe { a.free(p, 100, Life::Long) };
             },
         );
-        stop.store(true, Relaxed);
+        drop(stop_threads);
         failed
     });
     assert_eq!(

@@ -80,7 +80,7 @@ fn subprocesses_spawned_amid_work_and_opens_keep_the_region_openable() {
                 });
             }
             let (other, stop, opens) = (&other, &stop, &opens);
-            s.spawn(move || {
+            let opener = s.spawn(move || {
                 while !stop.load(Relaxed) {
                     let again = open_region::<Life>(other).expect("a thread's open");
                     work(&again, 2);
@@ -89,7 +89,7 @@ fn subprocesses_spawned_amid_work_and_opens_keep_the_region_openable() {
                 }
             });
             let spawns = &spawns;
-            s.spawn(move || {
+            let spawner = s.spawn(move || {
                 for i in 0..300u64 {
                     let status = Command::new("/bin/true").status().expect("spawn /bin/true");
                     assert!(status.success(), "/bin/true: {status}");
@@ -99,6 +99,8 @@ fn subprocesses_spawned_amid_work_and_opens_keep_the_region_openable() {
                     spawns.fetch_add(1, Relaxed);
                 }
             });
+            // Stops the threads however this driver ends (a failed assertion panics here).
+            let stop_threads = StopOnDrop(stop);
             for i in 0..300u64 {
                 let path = if i % 4 == 3 {
                     c"/nonexistent/cohort-red"
@@ -115,10 +117,13 @@ fn subprocesses_spawned_amid_work_and_opens_keep_the_region_openable() {
                 work(&r, 1);
                 spawns.fetch_add(1, Relaxed);
             }
-            while spawns.load(Relaxed) < 600 || opens.load(Relaxed) < 100 {
-                std::thread::yield_now();
-            }
-            stop.store(true, Relaxed);
+            // The spawner ends after its 300 spawns, the opener only at the stop.
+            yield_until(
+                "the spawns and opens",
+                || spawns.load(Relaxed) >= 600 && opens.load(Relaxed) >= 100,
+                || opener.is_finished() || (spawner.is_finished() && spawns.load(Relaxed) < 600),
+            );
+            drop(stop_threads);
         });
         // SAFETY: the threads have ended; nobody else uses the region in this process.
         if let Err(e) = unsafe { r.verify() } {

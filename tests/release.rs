@@ -8,6 +8,10 @@ use std::alloc::Layout;
 use std::sync::{mpsc, Arc, Barrier};
 use std::thread;
 
+// Helper threads stopped however a test ends.
+#[path = "common/threads.rs"]
+mod threads;
+
 cohort::lifetime_classes! {
     enum Life { A, B, C }
 }
@@ -270,6 +274,8 @@ fn snapshots_tolerate_blocks_changing_hands() {
     let flipper = {
         let (a, stop) = (Arc::clone(&a), Arc::clone(&stop));
         thread::spawn(move || {
+            // Stops the readers however this thread ends (a failed assertion panics here).
+            let _stop = threads::StopOnDrop(&stop);
             // One object more than a block of 16 KiB slots holds: the second block empties
             // when they are freed and goes back to the pool (its key says "empty"), the
             // next round takes it again.
@@ -286,7 +292,6 @@ fn snapshots_tolerate_blocks_changing_hands() {
                     a.compact();
                 }
             }
-            stop.store(true, Ordering::Relaxed);
         })
     };
     // Two readers: on a loaded machine, more chances to run beside the flipper.

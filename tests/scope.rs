@@ -346,6 +346,9 @@ fn scopes_race_releases_compacts_and_stats() {
             });
         }
         sc.spawn(|| {
+            // Stops the scoping threads however this thread ends (a failed call panics
+            // here).
+            let _stop = common::StopOnDrop(&stop);
             for _ in 0..200 {
                 let p = A.malloc(48, Life::Long);
                 // SAFETY: nothing of `Frame` is live on this thread or exited ones.
@@ -355,7 +358,6 @@ fn scopes_race_releases_compacts_and_stats() {
                 // SAFETY: live, 48 bytes.
                 unsafe { A.free(p, 48, Life::Long) };
             }
-            stop.store(true, std::sync::atomic::Ordering::Relaxed);
         });
     });
     assert!(A.is_empty(), "{}", A.stats());

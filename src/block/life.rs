@@ -225,20 +225,30 @@ impl Header {
 
     /// Owner only: empties the block in place (its slots are all dead), keeping its class,
     /// lifetime class and owner; its memory stays committed, so it is no longer fresh. The
-    /// slot freed last (the local free list's first, else the remote list's first: another
-    /// thread's last free into the block, RED-131) stays first on the local list until the
-    /// block's next allocation ([`KEPT_FREED`]): a double free of it is still seen by the
-    /// free paths' checks (the owner's and another thread's both compare the local list's
-    /// first). Its link is never read: no list the owner takes slots from holds it. With `pages_kept` (a release: the pages its slots touched stay
-    /// resident) a block that touched pages past its first slot is marked [`TOUCHED`], so
-    /// that its heap's idle look gives them back; without (the idle look, which gave them
-    /// back), the mark goes.
+    /// slots freed last stay where the free paths' double-free checks compare them until
+    /// the block's next allocation ([`KEPT_FREED`]): with `L` and `R` the local and the
+    /// remote list's firsts at the reset (0: empty),
+    ///
+    /// `local == (L != 0 ? L : R)`, `remote == (L != 0 ? R : 0)` (a count of 0: a **kept
+    /// first**, not a list),
+    ///
+    /// so the owner's check (the local list's first) sees a double free of `L` (or of `R`
+    /// when it freed none), and another thread's (both words' firsts,
+    /// [`Header::is_freed_last`]) a double free of either: `L`, or `R`, the slot it freed
+    /// last into the block (RED-131, RED-132). No kept slot's link is read: no list the
+    /// owner takes slots from holds it. With `pages_kept` (a release: the pages its slots
+    /// touched stay resident) a block that touched pages past its first slot is marked
+    /// [`TOUCHED`], so that its heap's idle look gives them back; without (the idle look,
+    /// which gave them back), the mark goes.
     pub(crate) fn reset(&self, pages_kept: bool) {
         let c = self.geometry();
-        // The remote list's first is its word's low half (0: empty; no slot is at offset 0).
-        let last_freed = match self.local.load(Ordering::Relaxed) {
-            0 => self.remote.load(Ordering::Relaxed) as u32,
-            local => local,
+        let local_first = self.local.load(Ordering::Relaxed);
+        // The remote list's first is its word's low half (0: empty; no slot is at offset 0),
+        // or the first an earlier reset kept there.
+        let remote_first = self.remote.load(Ordering::Relaxed) as u32;
+        let (kept_local, kept_remote) = match local_first {
+            0 => (remote_first, 0),
+            local => (local, remote_first),
         };
         let touched = pages_kept && self.touched_end() > c.first;
         let touched = if touched { TOUCHED } else { 0 };
@@ -247,31 +257,33 @@ impl Header {
         self.free.store(0, Ordering::Relaxed);
         self.bump.store(c.first, Ordering::Relaxed);
         self.set_used(0);
-        self.remote.store(0, Ordering::Relaxed);
+        self.remote.store(u64::from(kept_remote), Ordering::Relaxed);
         self.returned_next.store(NONE, Ordering::Relaxed);
-        if last_freed == 0 {
+        if kept_local == 0 {
             self.flags.set(touched);
             self.bump_end
                 .store(window_end(c.first, c.limit), Ordering::Relaxed);
         } else {
             // The next allocation takes the slow path (an empty window, no beat for a
-            // collect), which drops the kept slot before it hands any out.
-            self.local.store(last_freed, Ordering::Relaxed);
+            // collect), which drops the kept slots before it hands any out.
+            self.local.store(kept_local, Ordering::Relaxed);
             self.flags.set(KEPT_FREED | touched);
             self.bump_end.store(c.first, Ordering::Relaxed);
             self.beats.set(0);
         }
     }
 
-    /// Owner only: forgets the slots a reset kept on the local free list ([`KEPT_FREED`]),
-    /// before the block hands a slot out or leaves its head: they are never-used slots, and
-    /// no slot is live, so `used` is 0. Nothing to do for a block that keeps none.
+    /// Owner only: forgets the slots a reset kept ([`KEPT_FREED`]: the local free list's,
+    /// and the remote word's kept first, [`Header::forget_kept_remote`]), before the block
+    /// hands a slot out or leaves its head: they are never-used slots, and no slot is live,
+    /// so `used` is 0. Nothing to do for a block that keeps none.
     pub(crate) fn drop_kept(&self) {
         let flags = self.flags.get();
         if flags & KEPT_FREED != 0 {
             self.flags.set(flags & !KEPT_FREED);
             self.local.store(0, Ordering::Relaxed);
             self.set_used(0);
+            self.forget_kept_remote();
         }
     }
 

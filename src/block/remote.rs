@@ -6,11 +6,13 @@ use super::*;
 impl Header {
     /// Any thread: true when the slot at `off` is the first of the remote free list (freed
     /// last by another thread and not yet collected) or of the local free list (freed last
-    /// by the owner): freeing it again is a double free. Never true for a slot the caller
-    /// holds live: the owner stored another first in the local list before it handed the
-    /// slot out, which happens before the caller's free (the slot came to the caller after
-    /// its allocation), so the caller reads that store or a later one, and a later one names
-    /// the slot only after a free of it.
+    /// by the owner), or a first a reset kept in either word ([`Header::reset`]): freeing it
+    /// again is a double free. Never true for a slot the caller holds live: the owner
+    /// stored another first in the local list (and emptied the remote word of a kept first,
+    /// [`Header::drop_kept`]) before it handed the slot out, which happens before the
+    /// caller's free (the slot came to the caller after its allocation), so the caller
+    /// reads those stores or later ones, and a later one names the slot only after a free
+    /// of it.
     #[inline(always)]
     pub(crate) fn is_freed_last(&self, off: u32) -> bool {
         #[cfg(all(target_arch = "x86_64", not(miri), not(loom)))]
@@ -125,7 +127,9 @@ impl Header {
 
     /// Owner only, with an empty allocation list: takes the whole remote free list (one
     /// swap), its slots no longer counted in `used`. Returns its first slot (whose link
-    /// names the next) and how many it took; `(0, 0)` when it was empty.
+    /// names the next) and how many it took; `(0, 0)` when it was empty. Never while the
+    /// block keeps slots ([`KEPT_FREED`]): its word may hold a kept first then, no list
+    /// ([`Header::reset`]; the slow path drops them first, [`Header::drop_kept`]).
     #[inline]
     pub(crate) fn take_remote(&self) -> (u32, u32) {
         if self.remote.load(Ordering::Relaxed) & !FULL == 0 {
@@ -136,6 +140,10 @@ impl Header {
         let taken = self.remote.swap(0, Ordering::Acquire);
         debug_assert_eq!(taken & FULL, 0);
         let count = ((taken >> 32) & COUNT_MASK) as u32;
+        debug_assert!(
+            count > 0 || taken as u32 == 0,
+            "a kept first taken as a list"
+        );
         self.count_add(count.wrapping_neg());
         (taken as u32, count)
     }
@@ -200,6 +208,60 @@ impl Header {
     /// relists it).
     pub(crate) fn is_full(&self) -> bool {
         self.remote.load(Ordering::Acquire) & FULL != 0
+    }
+
+    /// The first slot a reset kept in the remote word `word` (a value of this block's
+    /// `remote`), if it is one: a word of count 0 (and not `FULL`) naming a slot is a kept
+    /// first, not a list, and only while the block keeps slots ([`KEPT_FREED`]; see
+    /// [`Header::reset`]). `None` for a list (empty or not). Owner only (or the pool-lock
+    /// holder with the block's lists its own: verify, the open check).
+    pub(crate) fn kept_remote_first(&self, word: u64) -> Option<u32> {
+        let kept = self.flags.get() & KEPT_FREED != 0
+            && word & (COUNT_MASK << 32 | FULL) == 0
+            && word as u32 != 0;
+        kept.then_some(word as u32)
+    }
+
+    /// Owner only, as [`Header::drop_kept`] forgets the kept slots: empties the remote word
+    /// of the first a reset kept there (before the block hands that slot out again, so no
+    /// free of it is taken for a double free). Frees pushed since the reset (of slots not
+    /// live: no slot was handed out since, so each is a misuse the checks did not catch)
+    /// stay on the list as they were without a kept first: the last slot of the chains
+    /// pushed onto it links to it, so the list is taken and pushed again, its last link
+    /// written anew (a list that breaks, its slots never used now, is dropped).
+    #[cold]
+    #[inline(never)]
+    pub(super) fn forget_kept_remote(&self) {
+        let word = self.remote.load(Ordering::Relaxed);
+        if word == 0 || word & FULL != 0 {
+            return;
+        }
+        let count = ((word >> 32) & COUNT_MASK) as u32;
+        if count == 0
+            && self
+                .remote
+                .compare_exchange(word, 0, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            return;
+        }
+        // Acquire: the pushes' links (their Release).
+        let taken = self.remote.swap(0, Ordering::Acquire);
+        let count = ((taken >> 32) & COUNT_MASK) as u32;
+        let (first, mut last) = (taken as u32, taken as u32);
+        let c = self.geometry();
+        let mut steps = 1;
+        while steps < count.min(c.capacity) && c.is_slot(last as usize) {
+            // SAFETY: `last` is a slot of this block (checked), on the list taken above:
+            // its first four bytes hold its link, written before its push.
+            last = unsafe { self.base().add(last as usize).cast::<u32>().read() };
+            steps += 1;
+        }
+        if count > 0 && steps == count && c.is_slot(last as usize) {
+            // SAFETY: the taken list's `count` slots, `first` to `last`, linked (walked
+            // above), which nothing else holds now (the swap took them).
+            unsafe { self.push_remote_chain(first, last, count) };
+        }
     }
 
     /// Slots on the remote free list now.

@@ -322,3 +322,131 @@ fn a_release_reset_remembers_the_pages_its_slots_touched() {
         "no slot touched since: nothing to remember"
     );
 }
+
+/// Block `b` (every slot handed out, role `Current`) with slots `0..10` freed by its owner
+/// (the local list's first: slot 9) and `10..20` pushed by another thread (the remote
+/// list's first: slot 19), then emptied in place: the offsets of the two firsts.
+fn reset_with_both_lists(b: &TestBlock) -> (u32, u32) {
+    let h = b.h();
+    h.set_role(Role::Current);
+    free_range(b, 0, 10);
+    for i in 10..20 {
+        // SAFETY: slot i is live (handed out, freed once here).
+        assert!(!unsafe { h.push_remote(c_off(h, i)) });
+    }
+    h.take_beats();
+    h.reset(false);
+    (c_off(h, 9), c_off(h, 19))
+}
+
+/// `slot_lists_fault` of `h` as it is (its own `bump`).
+fn lists_fault(h: &Header) -> Result<(), crate::pool::check::ListFault> {
+    let c = h.geometry();
+    let mut words = vec![0usize; (c.capacity as usize).div_ceil(usize::BITS as usize)];
+    let seen = bitvec::slice::BitSlice::<usize>::from_slice_mut(&mut words);
+    // SAFETY: the test owns the block and its lists.
+    unsafe { crate::pool::check::slot_lists_fault(h, c, h.bump.load(Ordering::Relaxed), seen) }
+}
+
+/// RED-132: a block emptied in place with slots on both its local and its remote list
+/// keeps both firsts until its next allocation: the local list's in `local` (the owner's
+/// check refuses it), the remote list's in the remote word as a kept first of count 0
+/// (another thread's check, which compares both words, refuses either); nothing counts
+/// them and the lists' check accepts the state (a reset again keeps them). The next
+/// allocation's drop forgets both, and every slot is then handed out once.
+#[test]
+fn a_reset_keeps_both_lists_firsts_until_the_next_allocation() {
+    let b = TestBlock::full();
+    let h = b.h();
+    let cap = h.capacity();
+    let (local, remote) = reset_with_both_lists(&b);
+    let words = || {
+        (
+            h.local.load(Ordering::Relaxed),
+            h.remote.load(Ordering::Relaxed),
+        )
+    };
+    assert_eq!(words(), (local, u64::from(remote)));
+    assert_eq!(
+        (h.used(), h.live(), h.remote_count(), h.local_listed()),
+        (0, 0, 0, 0)
+    );
+    assert!(h.is_freed_last(local) && h.is_freed_last(remote));
+    assert!(!h.is_freed_last(c_off(h, 18)) && !h.is_freed_last(c_off(h, 8)));
+    // SAFETY: the kept slot, first on the local list: refused, nothing changed.
+    let again = unsafe { h.push_local(b.base.add(local as usize)) };
+    assert_eq!(again, LocalFree::AlreadyFree);
+    assert_eq!(lists_fault(h), Ok(()));
+    h.reset(true);
+    assert_eq!(
+        words(),
+        (local, u64::from(remote)),
+        "a reset again keeps both"
+    );
+    let pop = || h.pop().or_else(|| h.pop_collected());
+    assert_eq!(pop(), None, "the next allocation takes the slow path");
+    h.drop_kept();
+    assert_eq!(words(), (0, 0));
+    assert!(!h.is_freed_last(local) && !h.is_freed_last(remote));
+    assert_eq!(lists_fault(h), Ok(()));
+    let mut seen = vec![0u32; cap as usize];
+    while let Some((off, _)) = h.pop().or_else(|| h.refill().then(|| h.pop()).flatten()) {
+        seen[((off - h.geometry().first) / h.stride) as usize] += 1;
+    }
+    assert!(seen.iter().all(|&n| n == 1), "every slot handed out once");
+    assert_eq!(h.used(), cap);
+}
+
+/// Frees pushed onto a block that keeps a remote first (of slots not live: misuse the
+/// checks did not catch) stay on its remote list as they would without it, cut from the
+/// kept slot when the next allocation drops it: the list ends where its count says.
+#[test]
+fn frees_pushed_onto_a_kept_remote_first_are_cut_from_it_at_its_drop() {
+    let b = TestBlock::full();
+    let h = b.h();
+    let (_, remote) = reset_with_both_lists(&b);
+    // SAFETY: slots of the block, on no list (never used again: the test's misuse).
+    unsafe {
+        assert!(!h.push_remote(c_off(h, 30)));
+        h.link_slot(c_off(h, 31), c_off(h, 32));
+        assert!(!h.push_remote_chain(c_off(h, 31), c_off(h, 32), 2));
+    }
+    // SAFETY: slot 30 is the last of the chains pushed on the kept first.
+    let link = unsafe { b.base.add(c_off(h, 30) as usize).cast::<u32>().read() };
+    assert_eq!(link, remote, "the first chain links to the kept first");
+    h.drop_kept();
+    assert_eq!(h.remote_count(), 3);
+    let mut listed = Vec::new();
+    let mut off = h.remote.load(Ordering::Relaxed) as u32;
+    while off != 0 && listed.len() <= 3 {
+        listed.push(off);
+        // SAFETY: a slot on the block's remote list.
+        off = unsafe { b.base.add(off as usize).cast::<u32>().read() };
+    }
+    assert_eq!(listed, [c_off(h, 31), c_off(h, 32), c_off(h, 30)]);
+}
+
+/// The lists' check refuses a remote word of count 0 naming a slot in a block that keeps
+/// none (damage, not a kept first), and a kept first that names no slot.
+#[test]
+fn the_lists_check_accepts_a_kept_remote_first_only_as_a_reset_leaves_it() {
+    let b = TestBlock::full();
+    let h = b.h();
+    let (_, remote) = reset_with_both_lists(&b);
+    h.remote.store(u64::from(remote + 1), Ordering::Relaxed);
+    assert_eq!(
+        lists_fault(h),
+        Err(crate::pool::check::ListFault::NotSlot(
+            "the remote word's kept first",
+            remote + 1
+        ))
+    );
+    h.remote.store(u64::from(remote), Ordering::Relaxed);
+    assert_eq!(lists_fault(h), Ok(()));
+    h.drop_kept();
+    h.remote.store(u64::from(remote), Ordering::Relaxed);
+    assert!(
+        lists_fault(h).is_err(),
+        "no kept slot: a list of one slot counted 0"
+    );
+}

@@ -121,7 +121,14 @@ pub(crate) unsafe fn free_listed(
     let free = walk(h.free.load(Ordering::Relaxed), "the allocation list")?
         + walk(h.local_listed(), "the local free list")?;
     let word = h.remote.load(Ordering::Acquire);
-    let remote = walk(word as u32, "the remote free list")?;
+    // A first a reset kept in the word (a count of 0) is a never-used slot on no list
+    // (`Header::reset`): it must be a slot, and is not marked.
+    let listed = match h.kept_remote_first(word) {
+        Some(kept) if c.is_slot(kept as usize) => 0,
+        Some(kept) => return Err(ListFault::NotSlot("the remote word's kept first", kept)),
+        None => word as u32,
+    };
+    let remote = walk(listed, "the remote free list")?;
     let count = ((word >> 32) & ((1 << 31) - 1)) as u32;
     if remote != count as usize {
         return Err(ListFault::RemoteCount(remote, count));

@@ -91,17 +91,9 @@ pub mod memory;
 pub mod objects;
 pub mod processes;
 pub mod seccomp;
-
-/// Sets its flag when dropped: a test's helper thread that runs until the flag is set is
-/// stopped however the test ends (an assertion that fails before the test sets the flag
-/// itself would otherwise leave `std::thread::scope` waiting for that thread for ever).
-pub struct StopOnDrop<'a>(pub &'a std::sync::atomic::AtomicBool);
-
-impl Drop for StopOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
-    }
-}
+pub mod threads;
+#[allow(unused_imports)]
+pub use threads::{yield_until, CountOnDrop, StopOnDrop};
 
 /// The panic message of `f`, which must panic: the report of a misuse.
 pub fn misuse_message(f: impl FnOnce()) -> String {

@@ -23,6 +23,13 @@ pub mod seccomp;
 #[allow(unused_imports)]
 pub use seccomp::{on_sigsys, trap_in_this_thread, Trap};
 
+// Helper threads stopped however a test ends (`StopOnDrop`), and waits for their progress
+// that give up when they have ended (`yield_until`).
+#[path = "../common/threads.rs"]
+pub mod threads;
+#[allow(unused_imports)]
+pub use threads::{yield_until, CountOnDrop, StopOnDrop};
+
 /// This test binary's test `test` again, in a process of its own, with `envs` set
 /// (`processes::rerun`).
 pub fn rerun(test: &str, envs: &[(&str, &str)]) -> std::process::Output {

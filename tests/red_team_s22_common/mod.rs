@@ -94,6 +94,38 @@ pub fn double_free_reported<L: Lifetime>(a: &Cohort<L>, o: Object, life: L, what
     );
 }
 
+/// The verdict on a double free of the object at `x` (`size` bytes, class `life`) that
+/// `caught` says was reported or not: reported, it must name `x`, `size` and `life` as a
+/// double free; unreported, the failure says how often `x` is handed out among the
+/// objects made after (until a few blocks' worth past it, all kept live; at least `n`),
+/// and `a`, which took a double free, is never used again.
+pub fn double_free_verdict<L: Lifetime>(
+    a: Cohort<L>,
+    (x, size): (usize, usize),
+    life: L,
+    n: usize,
+    caught: Option<Misuse>,
+    what: &str,
+) -> Result<(), String> {
+    if let Some(m) = caught {
+        let named = (m.ptr, m.size, m.life) == (x, size, life.index());
+        return match (named, &m.problem) {
+            (true, Problem::DoubleFree) => Ok(()),
+            _ => Err(format!("{what}: another report: {m}")),
+        };
+    }
+    let next: Vec<usize> = (0..4 * n.max(2100 * 1024 / size))
+        .map(|_| a.malloc(size, life) as usize)
+        .collect();
+    let times = next.iter().filter(|&&p| p == x).count();
+    std::mem::forget(a);
+    Err(format!(
+        "{what}: the double free of {x:#x} was not reported; handed out {times} times among \
+         the next {} objects (all live)",
+        next.len()
+    ))
+}
+
 /// Makes `count` objects of class `life` with the sizes of `sizes` in turn, all live at
 /// once: none overlaps another; then checks and frees them.
 pub fn fresh_objects_once<L: Lifetime>(
@@ -148,7 +180,7 @@ pub fn from_a_live_owner<T: Copy + Send + 'static>(
 ) -> Vec<T> {
     let done: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
     let (tx, rx) = mpsc::channel::<Vec<T>>();
-    std::thread::spawn(move || {
+    let owner = std::thread::spawn(move || {
         let made = make();
         let block = address(&made[0]) >> 21;
         let same: Vec<T> = made
@@ -167,6 +199,12 @@ pub fn from_a_live_owner<T: Copy + Send + 'static>(
     });
     let same = rx.recv().expect("the owner's objects");
     while !done.load(Ordering::Acquire) {
+        // The thread never ends but by a panic (a misuse reported in `free_first`'s free):
+        // then it would never be done.
+        assert!(
+            !owner.is_finished(),
+            "the owner thread ended before its free of its first object (a panic: see above)"
+        );
         std::thread::yield_now();
     }
     same
