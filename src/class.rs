@@ -157,12 +157,14 @@ impl Class {
         off < self.limit as usize && self.slot_index(off as u32) < self.capacity
     }
 
-    /// True when `off` (from the block's base) lies among the block's slots, `first <= off <
-    /// limit`: not in its header area (the header, a tiny class's run table, the padding up
-    /// to a first slot aligned past the header) nor in its tail past the last slot, where no
-    /// slot starts, so that a free must never write there. A pointer inside a slot passes
-    /// (only [`Class::is_slot`] tells it). Two compares, no multiply: the check of the free
-    /// paths that skip `is_slot` in release builds.
+    /// True when `off` (from the block's base) lies among the block's slots where a free may
+    /// write a link: `first <= off < link_limit()`, not in its header area (the header, a
+    /// tiny class's run table, the padding up to a first slot aligned past the header), nor
+    /// in its tail past the last slot, nor within the last 3 bytes of the last slot, where
+    /// a 4-byte link written at `off` would run past the block's end into the next block's
+    /// header. No slot starts there, so a free must never write there. A pointer inside a
+    /// slot otherwise passes (only [`Class::is_slot`] tells it). Two compares, no multiply:
+    /// the check of the free paths that skip `is_slot` in release builds.
     ///
     /// # Examples
     ///
@@ -170,13 +172,27 @@ impl Class {
     /// use cohort::class::{class_of, BLOCK_SIZE, CLASSES};
     /// let c = &CLASSES[class_of(48, 16).unwrap()];
     /// let first = c.first as usize;
-    /// assert!(c.in_slots(first) && c.in_slots(first + 8) && c.in_slots(c.limit as usize - 1));
+    /// assert!(c.in_slots(first) && c.in_slots(first + 8) && c.in_slots(c.limit as usize - 4));
     /// assert!(!c.in_slots(0) && !c.in_slots(first - 1) && !c.in_slots(c.limit as usize));
-    /// assert!(!c.in_slots(BLOCK_SIZE - 4));
+    /// assert!(!c.in_slots(c.limit as usize - 3) && !c.in_slots(BLOCK_SIZE - 4));
+    /// let tiny = &CLASSES[class_of(1, 1).unwrap()];
+    /// assert!(tiny.in_slots(tiny.limit as usize - 1)); // a tiny slot: no link written there
     /// ```
     #[inline(always)]
     pub const fn in_slots(&self, off: usize) -> bool {
-        off >= self.first as usize && off < self.limit as usize
+        off >= self.first as usize && off < self.link_limit() as usize
+    }
+
+    /// The end of the offsets a free may write a 4-byte link at: `limit - 3` for a class
+    /// whose slots hold a link (every slot start `s` has `s + 4 <= s + stride <= limit`),
+    /// `limit` for a tiny class (whose frees write no link in the slot).
+    #[inline(always)]
+    pub const fn link_limit(&self) -> u32 {
+        if self.is_tiny() {
+            self.limit
+        } else {
+            self.limit - 3
+        }
     }
 
     /// The index of the slot starting at `off` (from the block's base), `(off - first) /

@@ -129,7 +129,6 @@ fn case(size: usize, back: usize, shared: bool) -> Result<(), String> {
 /// or not a block of that size (wrong size, or already freed)`. A debug build reports it
 /// (checked mode: not a slot's start).
 #[test]
-#[ignore = "RED-142: another thread's free of an interior pointer within 4 bytes of its block's end is not reported in release builds and writes into the next block's header (its owner's correct frees are refused)"]
 fn a_remote_free_within_4_bytes_of_the_blocks_end_is_reported() {
     let mut failures = Vec::new();
     for shared in [false, true] {

@@ -6,8 +6,9 @@
 //! Invariants (for the thread the batch's exclusion lets touch them): for a used entry
 //! `e` (`block` not null), `chain = first -> ... -> last`, `|chain| = limit - left <=
 //! limit = chain_limit(stride, asymmetric)`, every slot of the chain counted in its block's
-//! `used`, `slots = block + class(block).first`, `slots_len = class(block).limit -
-//! class(block).first` (the block's slots lie in `[slots, slots + slots_len)`), and
+//! `used`, `slots = block + class(block).first`, `slots_len = class(block).link_limit() -
+//! class(block).first` (every slot start of the block lies in `[slots, slots +
+//! slots_len)`, and a link written there stays inside the block), and
 //! `entry_of(e.block)` is the entry's index; `left = 0` only until the block's next free
 //! pushes the chain; an unused entry is `UNUSED` (`slots_len = 0`: no pointer lies in its
 //! slots).
@@ -27,9 +28,9 @@ struct Pending {
     left: u32,
     /// The address of the block's first slot (`block + first`).
     slots: usize,
-    /// The bytes from the block's first slot to the end of its last (`limit - first`), a
-    /// word as the address it is compared with (the quick way's compare takes it from
-    /// memory).
+    /// The bytes from the block's first slot to the end of the offsets a link may be
+    /// written at (`link_limit - first`: the last slot's end less 3), a word as the address
+    /// it is compared with (the quick way's compare takes it from memory).
     slots_len: usize,
 }
 
@@ -135,9 +136,10 @@ pub(super) unsafe fn append_quick(entries: &mut Entries, h: &Header, p: *mut u8)
     // One test that the entry holds p's block and that p lies among its slots, `p - slots
     // < slots_len` (unsigned): a range of the block's own says which block it is, so it
     // stands for `free_in`'s compare of the block, at one subtraction more. A pointer in
-    // the header area or the tail, where a link written at `p` would overwrite the header
-    // or a slot handed out there would run past the block's end, goes to the general way,
-    // which reports it. (Inside a slot it is not told here: checked mode's test.)
+    // the header area or the tail (or within 4 bytes of the last slot's end), where a link
+    // written at `p` would overwrite this block's header or the next one's, or a slot handed
+    // out there would run past the block's end, goes to the general way, which reports it.
+    // (Inside a slot it is not told here: checked mode's test.)
     if (p as usize).wrapping_sub(entries.slots[i]) >= entries.slots_len[i] {
         return false;
     }
@@ -233,7 +235,7 @@ unsafe fn free_in_entry(
             limit,
             left: limit - 1,
             slots: block as usize + h.geometry().first as usize,
-            slots_len: (h.geometry().limit - h.geometry().first) as usize,
+            slots_len: (h.geometry().link_limit() - h.geometry().first) as usize,
         },
     );
     BatchFree::Done
