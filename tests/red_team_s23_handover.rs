@@ -17,7 +17,7 @@ mod red_team_common;
 mod red_team_s22_common;
 
 use cohort::{set_misuse_hook, Cohort, Misuse};
-use red_team_common::{in_child, shared_words, wait};
+use red_team_common::{ended_unreaped, in_child, shared_words, wait};
 use red_team_s22_common::{check, double_free_verdict, make, raise, unmake, Object};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
@@ -78,6 +78,10 @@ fn made_and_handed_over(
             let (made_tx, made) = mpsc::channel::<Vec<Object>>();
             let (freed_tx, freed) = mpsc::channel::<()>();
             std::thread::scope(|s| {
+                // Moved in: dropped as this closure ends, however it ends, so that O's wait
+                // for F's free ends too (a failed check here left O waiting, and the scope
+                // waiting for O, for ever).
+                let freed_tx = freed_tx;
                 let o = s.spawn(move || {
                     let all = if owner == Owner::FullThenExit {
                         filled_block(a, size, what)
@@ -139,6 +143,14 @@ fn made_and_handed_over(
                 // Exits through `_exit` without leaving the region: a dead holder.
             });
             while words[0].load(Ordering::Acquire) == 0 {
+                // A child that ended first (a failed check) never writes it.
+                if let Some(ended) = ended_unreaped(child) {
+                    assert_ne!(
+                        words[0].load(Ordering::Acquire),
+                        0,
+                        "{what}: the child ended before it made its objects: {ended:?}"
+                    );
+                }
                 std::thread::yield_now();
             }
             let all: Vec<Object> = (0..n)

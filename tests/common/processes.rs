@@ -175,26 +175,57 @@ pub fn wait_ok(pid: libc::pid_t) {
 }
 
 /// Kills child `victim` with SIGKILL once `progress` (which it advances) reaches `steps`,
-/// waits for it, and checks that it died of the kill (not before, of a failure).
+/// waits for it, and checks that it died of the kill (not before, of a failure). A victim
+/// that ends before (a failure of its own, or its alarm) fails the test at once: it would
+/// never get there.
 pub fn kill_after(
     victim: libc::pid_t,
     progress: &std::sync::atomic::AtomicU64,
     steps: u64,
     what: &str,
 ) {
-    while progress.load(std::sync::atomic::Ordering::Relaxed) < steps {
+    let at = || progress.load(std::sync::atomic::Ordering::Relaxed);
+    let mut spins = 0u32;
+    while at() < steps {
+        // A system call now and then only: the spin's own pace sets where the kill lands.
+        spins = spins.wrapping_add(1);
+        if spins.is_multiple_of(1024) && has_ended(victim) && at() < steps {
+            ended_first(victim, what, &format!("at step {} of {steps}", at()));
+        }
         std::hint::spin_loop();
     }
     kill_and_reap(victim, what);
 }
 
 /// Waits until `flag` is nonzero (the child set it), then kills child `pid` with SIGKILL
-/// and waits for it, checking it died of that (not of a failure of its own).
+/// and waits for it, checking it died of that (not of a failure of its own). A child that
+/// ends before it sets the flag fails the test at once.
 pub fn kill_once_set(pid: libc::pid_t, flag: &std::sync::atomic::AtomicU64) {
-    while flag.load(std::sync::atomic::Ordering::Acquire) == 0 {
+    let set = || flag.load(std::sync::atomic::Ordering::Acquire) != 0;
+    while !set() {
+        if has_ended(pid) && !set() {
+            ended_first(pid, "the child", "before it set its flag");
+        }
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
     kill_and_reap(pid, "the child");
+}
+
+/// True once child `pid` has ended; it is left to be waited for (`waitid` with `WNOWAIT`).
+fn has_ended(pid: libc::pid_t) -> bool {
+    // SAFETY: a zeroed siginfo is a valid out-parameter.
+    let mut info: libc::siginfo_t = unsafe { core::mem::zeroed() };
+    let flags = libc::WEXITED | libc::WNOHANG | libc::WNOWAIT;
+    // SAFETY: our own child; `info` is ours.
+    let r = unsafe { libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, flags) };
+    // SAFETY: filled by waitid (its pid stays 0 while the child runs).
+    r == 0 && unsafe { info.si_pid() } != 0
+}
+
+/// Reaps child `victim`, which ended before it was to be killed, and fails with how.
+fn ended_first(victim: libc::pid_t, what: &str, when: &str) -> ! {
+    let status = wait_status(victim);
+    panic!("{what}: the victim ended {when}, before it was killed: status {status:#x}");
 }
 
 /// Kills child `victim` with SIGKILL, waits for it, and checks that it died of the kill
@@ -220,9 +251,19 @@ pub fn mappings() -> usize {
 /// Runs this test binary's test `test` again in a process of its own (with `--exact`,
 /// `--nocapture`, one thread, ignored tests included) with the environment variables
 /// `envs` set: for a case that changes its whole process (a seccomp filter, a lock of all
-/// memory, a mapping no fork child gets). Returns its output.
+/// memory, a mapping no fork child gets). Returns its output. The process dies of SIGALRM
+/// after [`RERUN_ALARM_SECS`] (its status says so): a hang fails the test, never hangs it.
 pub fn rerun(test: &str, envs: &[(&str, &str)]) -> std::process::Output {
+    use std::os::unix::process::CommandExt;
     let mut command = std::process::Command::new(std::env::current_exe().unwrap());
+    // SAFETY: alarm is async-signal-safe; set between the fork and the exec, the alarm
+    // outlives the exec.
+    unsafe {
+        command.pre_exec(|| {
+            libc::alarm(RERUN_ALARM_SECS);
+            Ok(())
+        })
+    };
     command.args([
         "--exact",
         test,
@@ -235,6 +276,10 @@ pub fn rerun(test: &str, envs: &[(&str, &str)]) -> std::process::Output {
     }
     command.output().unwrap()
 }
+
+/// Seconds a test run again by [`rerun`] may take: far past any such test's time on a
+/// loaded machine, far below a CI run's bound (60 minutes).
+pub const RERUN_ALARM_SECS: u32 = 900;
 
 /// A description of a child's wait `status` unless it exited 0.
 pub fn failure(tag: &str, status: i32) -> Option<String> {
