@@ -14,11 +14,10 @@
 
 mod red_team_s22_common;
 
-use cohort::{set_misuse_hook, Cohort, Misuse, Problem, Retention};
-use red_team_s22_common::{double_free_verdict, make, raise, unmake, Object};
+use cohort::{set_misuse_hook, Cohort, Misuse, Problem};
+use red_team_s22_common::{double_free_verdict, make, raise, unmake, without_decay_delay, Object};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc;
-use std::time::Duration;
 
 cohort::lifetime_classes! {
     enum Life { A, B }
@@ -65,15 +64,7 @@ fn case_with(
         "size {size}, {n} objects, chain pushed before {emptied:?}: {pushed}, O's frees: \
          {owner:?}, shared: {shared}"
     );
-    let a = if shared {
-        Cohort::<Life>::shared_anonymous(64 << 20).expect("shared anonymous")
-    } else {
-        Cohort::<Life>::new()
-    };
-    a.set_retention(Retention {
-        delay: Duration::ZERO,
-        ..Retention::DEFAULT
-    });
+    let a = without_decay_delay::<Life>(shared);
     let all: Vec<Object> = (0..n)
         .map(|i| make(&a, size, Life::A, i as u8, &what))
         .collect();

@@ -126,6 +126,22 @@ pub fn double_free_verdict<L: Lifetime>(
     ))
 }
 
+/// An instance that gives kept memory back with no delay (its idle look empties a current
+/// block in place at its first look): a shared-anonymous region (`shared`: remote frees
+/// pushed at once) or a private instance.
+pub fn without_decay_delay<L: Lifetime>(shared: bool) -> Cohort<L> {
+    let a = if shared {
+        Cohort::<L>::shared_anonymous(64 << 20).expect("shared anonymous")
+    } else {
+        Cohort::<L>::new()
+    };
+    a.set_retention(cohort::Retention {
+        delay: std::time::Duration::ZERO,
+        ..cohort::Retention::DEFAULT
+    });
+    a
+}
+
 /// Makes `count` objects of class `life` with the sizes of `sizes` in turn, all live at
 /// once: none overlaps another; then checks and frees them.
 pub fn fresh_objects_once<L: Lifetime>(
