@@ -350,20 +350,36 @@ fn fork_while_another_thread_initialises_an_instance() {
 /// it, so this sweep of fork points (each round a fresh process, so the handlers are not
 /// registered yet) rarely lands in it on an idle machine: it guards the fix, it did not
 /// reproduce the hang here.
+/// Set by the registering thread of [`a_fork_during_the_handlers_registration_leaves_the_child_able_to_allocate`]'s
+/// child once it made its instance.
+static REGISTERING_STARTED: AtomicBool = AtomicBool::new(false);
+
 #[test]
 fn a_fork_during_the_handlers_registration_leaves_the_child_able_to_allocate() {
     for round in 0..300 {
         let pid = common::processes::in_child(30, move || {
-            static STARTED: AtomicBool = AtomicBool::new(false);
-            let registering = thread::spawn(|| {
+            // The registering thread is started with pthread_create, not std's spawn: a
+            // parent thread starting up at the moment of this child's fork (another test
+            // of this binary) may have held a std mutex a spawn takes (seen in CI: the
+            // child's spawned thread waited for ever in `thread_info::set_current_info`).
+            extern "C" fn registering(_: *mut libc::c_void) -> *mut libc::c_void {
                 let a: Cohort = Cohort::new();
-                STARTED.store(true, Ordering::SeqCst);
+                REGISTERING_STARTED.store(true, Ordering::SeqCst);
                 let p = a.malloc(64, ());
                 // SAFETY: allocated above.
                 unsafe { a.free(p, 64, ()) };
-            });
+                ptr::null_mut()
+            }
+            // SAFETY: a zeroed pthread_t is only an out-parameter; the thread takes no
+            // argument.
+            let registering = unsafe {
+                let mut th: libc::pthread_t = std::mem::zeroed();
+                let r = libc::pthread_create(&mut th, ptr::null(), registering, ptr::null_mut());
+                assert_eq!(r, 0, "pthread_create");
+                th
+            };
             // The fork lands at a point swept across the registration by the rounds.
-            while !STARTED.load(Ordering::SeqCst) {
+            while !REGISTERING_STARTED.load(Ordering::SeqCst) {
                 std::hint::spin_loop();
             }
             for _ in 0..(round % 60) * 20 {
@@ -380,7 +396,7 @@ fn a_fork_during_the_handlers_registration_leaves_the_child_able_to_allocate() {
                 // SAFETY: _exit has no precondition.
                 unsafe { libc::_exit(code) };
             }
-            registering.join().unwrap();
+            assert_eq!(join_raw(registering), 0, "the registering thread failed");
             let mut status = 0;
             // SAFETY: our own child.
             assert_eq!(
