@@ -15,6 +15,7 @@ use std::panic::AssertUnwindSafe;
 use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
+use test_support::raw_thread;
 
 #[global_allocator]
 static GLOBAL: Cohort = Cohort::new();
@@ -140,12 +141,14 @@ fn child(seed: u64, depth: u32, inherited: Vec<Obj<Life>>) -> Result<(), &'stati
     }
     drop((map, tree));
     // Threads of the child's own, exchanging objects, and exiting (cohort's thread-exit
-    // path in the child). Started with pthread_create: std's spawn takes a std mutex that a
+    // path in the child). Raw threads (`raw_thread`): std's spawn takes a std mutex that a
     // parent thread starting up at the moment of the fork may have held, which would hang
     // the child for reasons that have nothing to do with the allocator.
-    let threads: Vec<_> = (0..2).map(|k| spawn_raw(seed ^ k)).collect();
+    let threads: Vec<_> = (0..2)
+        .map(|k| raw_thread::spawn(move || child_thread(seed ^ k)))
+        .collect();
     for th in threads {
-        if join_raw(th) != 0 {
+        if !matches!(th.join(), Ok(true)) {
             return Err("child thread failed");
         }
     }
@@ -162,43 +165,19 @@ fn child(seed: u64, depth: u32, inherited: Vec<Obj<Life>>) -> Result<(), &'stati
     Ok(())
 }
 
-/// A child's thread: allocates through both allocators and swaps objects with the other.
-extern "C" fn child_thread(seed: *mut libc::c_void) -> *mut libc::c_void {
-    let run = || {
-        let mut t = Tester::new(&OBJECTS, seed as u64, LARGE_MAX);
-        let mut strings = Vec::new();
-        for i in 0..500 {
-            let o = t.alloc(Life::Short);
-            if let Some(theirs) = TRANSFER.swap(t.rng.below(8), Some(o)) {
-                t.free(theirs);
-            }
-            strings.push(i.to_string());
+/// A child's thread: allocates through both allocators and swaps objects with the other;
+/// true when its strings came back whole.
+fn child_thread(seed: u64) -> bool {
+    let mut t = Tester::new(&OBJECTS, seed, LARGE_MAX);
+    let mut strings = Vec::new();
+    for i in 0..500 {
+        let o = t.alloc(Life::Short);
+        if let Some(theirs) = TRANSFER.swap(t.rng.below(8), Some(o)) {
+            t.free(theirs);
         }
-        strings.iter().enumerate().all(|(i, s)| *s == i.to_string())
-    };
-    let ok = matches!(std::panic::catch_unwind(run), Ok(true));
-    // Non-null for failure.
-    (!ok) as usize as *mut libc::c_void
-}
-
-fn spawn_raw(seed: u64) -> libc::pthread_t {
-    // SAFETY: a zeroed pthread_t is only an out-parameter; child_thread takes the seed by
-    // value in the pointer.
-    unsafe {
-        let mut th: libc::pthread_t = std::mem::zeroed();
-        let r = libc::pthread_create(&mut th, ptr::null(), child_thread, seed as *mut _);
-        assert_eq!(r, 0, "pthread_create");
-        th
+        strings.push(i.to_string());
     }
-}
-
-/// Joins a thread of [`spawn_raw`]: 0 when it succeeded.
-fn join_raw(th: libc::pthread_t) -> usize {
-    let mut ret: *mut libc::c_void = ptr::null_mut();
-    // SAFETY: `th` is a joinable thread of ours, joined once.
-    let r = unsafe { libc::pthread_join(th, &mut ret) };
-    assert_eq!(r, 0, "pthread_join");
-    ret as usize
+    strings.iter().enumerate().all(|(i, s)| *s == i.to_string())
 }
 
 /// Forks; the child runs [`child`] (freeing its copies of `inherited`) and exits with 0 on success, 1 on a failed check, 101 on
@@ -350,34 +329,22 @@ fn fork_while_another_thread_initialises_an_instance() {
 /// it, so this sweep of fork points (each round a fresh process, so the handlers are not
 /// registered yet) rarely lands in it on an idle machine: it guards the fix, it did not
 /// reproduce the hang here.
-/// Set by the registering thread of [`a_fork_during_the_handlers_registration_leaves_the_child_able_to_allocate`]'s
-/// child once it made its instance.
-static REGISTERING_STARTED: AtomicBool = AtomicBool::new(false);
-
 #[test]
 fn a_fork_during_the_handlers_registration_leaves_the_child_able_to_allocate() {
     for round in 0..300 {
         let pid = common::processes::in_child(30, move || {
-            // The registering thread is started with pthread_create, not std's spawn: a
-            // parent thread starting up at the moment of this child's fork (another test
-            // of this binary) may have held a std mutex a spawn takes (seen in CI: the
-            // child's spawned thread waited for ever in `thread_info::set_current_info`).
-            extern "C" fn registering(_: *mut libc::c_void) -> *mut libc::c_void {
+            // The registering thread is a raw thread (`raw_thread`), not std's: a parent
+            // thread starting up at the moment of this child's fork (another test of this
+            // binary) may have held a std mutex a spawn takes (seen in CI: the child's
+            // spawned thread waited for ever in `thread_info::set_current_info`).
+            static REGISTERING_STARTED: AtomicBool = AtomicBool::new(false);
+            let registering = raw_thread::spawn(|| {
                 let a: Cohort = Cohort::new();
                 REGISTERING_STARTED.store(true, Ordering::SeqCst);
                 let p = a.malloc(64, ());
                 // SAFETY: allocated above.
                 unsafe { a.free(p, 64, ()) };
-                ptr::null_mut()
-            }
-            // SAFETY: a zeroed pthread_t is only an out-parameter; the thread takes no
-            // argument.
-            let registering = unsafe {
-                let mut th: libc::pthread_t = std::mem::zeroed();
-                let r = libc::pthread_create(&mut th, ptr::null(), registering, ptr::null_mut());
-                assert_eq!(r, 0, "pthread_create");
-                th
-            };
+            });
             // The fork lands at a point swept across the registration by the rounds.
             while !REGISTERING_STARTED.load(Ordering::SeqCst) {
                 std::hint::spin_loop();
@@ -396,7 +363,7 @@ fn a_fork_during_the_handlers_registration_leaves_the_child_able_to_allocate() {
                 // SAFETY: _exit has no precondition.
                 unsafe { libc::_exit(code) };
             }
-            assert_eq!(join_raw(registering), 0, "the registering thread failed");
+            registering.join().expect("the registering thread failed");
             let mut status = 0;
             // SAFETY: our own child.
             assert_eq!(

@@ -13,6 +13,7 @@ use cohort::{Cohort, Join};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, TryLockError};
+use test_support::raw_thread;
 use test_support::{apart_and_whole, fork_children, say};
 
 // Helper threads stopped however a test ends.
@@ -124,7 +125,7 @@ fn child(a: A, shared: &Mutex<Shared>, depth: u32) -> i32 {
         return status;
     }
     let busy = AtomicBool::new(true);
-    let (joined, ours, grandchild) = std::thread::scope(|s| {
+    let (joined, ours, grandchild) = raw_thread::scope(|s| {
         let t = s.spawn(|| {
             let j = join.unwrap_or_else(|| a.join(1).expect("a join"));
             // The parent's objects freed through it, and objects of its own, again and

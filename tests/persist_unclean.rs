@@ -19,6 +19,7 @@ use std::fs;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use test_support::raw_thread;
 use test_support::serial;
 
 /// Where the attach table starts in a region file: the generation, the boot, the device,
@@ -362,7 +363,7 @@ fn a_thread_exiting_after_its_process_left_does_not_break_the_seal() {
         let (used, exit) = (std::sync::mpsc::channel(), std::sync::mpsc::channel::<()>());
         let (used_tx, exit_rx) = (used.0, exit.1);
         let shared = std::sync::Arc::clone(&r);
-        let worker = std::thread::spawn(move || {
+        let worker = raw_thread::spawn(move || {
             let p = shared.malloc(64, ());
             assert!(!p.is_null());
             // SAFETY: allocated above, freed once.

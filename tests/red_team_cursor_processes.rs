@@ -21,6 +21,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
+use test_support::raw_thread;
 
 /// Runs `f`, failing `report` with its panic's message.
 fn reporting(report: &Report, what: &str, f: impl FnOnce()) {
@@ -94,7 +95,7 @@ fn a_killed_childs_stale_heads_in_a_shared_region_are_counted_and_kept() {
         let words = shared_words(WORDS);
         let child = in_child_reporting(60, report, || {
             let a2 = a.clone();
-            let exited = std::thread::spawn(move || stale_head(&a2, Life::A))
+            let exited = raw_thread::spawn(move || stale_head(&a2, Life::A))
                 .join()
                 .unwrap();
             let objs: Vec<usize> = exited.into_iter().chain(stale_head(&a, Life::A)).collect();
@@ -278,7 +279,7 @@ fn ring_child(
         loop {
             if exiting {
                 // The join waits for the thread's end, its destructors included.
-                let ended = std::thread::scope(|s| s.spawn(|| (i..i + 4).for_each(step)).join());
+                let ended = raw_thread::scope(|s| s.spawn(|| (i..i + 4).for_each(step)).join());
                 if let Err(panic) = ended {
                     std::panic::resume_unwind(panic);
                 }

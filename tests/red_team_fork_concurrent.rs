@@ -9,6 +9,7 @@
 use cohort::Cohort;
 use std::collections::HashSet;
 use std::sync::Barrier;
+use test_support::raw_thread;
 
 cohort::lifetime_classes! { enum Life { A } }
 
@@ -21,7 +22,7 @@ const OBJECTS: usize = 20_000;
 /// each at once; returns the child's exit status (0: every object distinct, verify passes).
 fn child(a: &Cohort<Life>) -> i32 {
     let mine: Vec<usize> = (0..8).map(|_| a.malloc(64, Life::A) as usize).collect();
-    let (ours, theirs) = std::thread::scope(|s| {
+    let (ours, theirs) = raw_thread::scope(|s| {
         let t = s.spawn(|| {
             (0..OBJECTS)
                 .map(|_| a.malloc(64, Life::A) as usize)

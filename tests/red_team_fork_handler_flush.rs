@@ -20,6 +20,7 @@ use cohort::Cohort;
 use red_team_common::{in_child, wait};
 use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering::SeqCst};
 use std::sync::mpsc;
+use test_support::raw_thread;
 
 /// Which handler calls [`Cohort::stats`] (0: none).
 static CALL: AtomicUsize = AtomicUsize::new(0);
@@ -95,7 +96,7 @@ fn fork_with_pending_frees(which: usize) {
         INSTANCE.store(core::ptr::from_ref(a).cast_mut(), SeqCst);
         let (to_main, from_holder) = mpsc::channel::<Vec<usize>>();
         let (to_holder, from_main) = mpsc::channel::<()>();
-        let holder = std::thread::spawn(move || {
+        let holder = raw_thread::spawn(move || {
             let slots = (0..64).map(|_| a.malloc(64, ()) as usize).collect();
             to_main.send(slots).unwrap();
             from_main.recv().unwrap();
@@ -159,7 +160,7 @@ fn an_earlier_handler_may_ask_for_statistics_while_another_threads_batch_holds_f
             let slots: Vec<usize> = (0..64).map(|_| a.malloc(64, ()) as usize).collect();
             let (freed, from_freer) = mpsc::channel::<()>();
             let (to_freer, go) = mpsc::channel::<()>();
-            let freer = std::thread::spawn(move || {
+            let freer = raw_thread::spawn(move || {
                 // Its own heap first, so its batch is registered.
                 let mine = a.malloc(64, ());
                 for &p in &slots {

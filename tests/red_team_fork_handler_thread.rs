@@ -13,6 +13,7 @@ mod red_team_common;
 use cohort::Cohort;
 use red_team_common::{block_of, in_child, register_fork_handlers_first, wait};
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use test_support::raw_thread;
 
 static A: Cohort<()> = Cohort::new();
 /// The `prepare` handler starts a thread allocating from [`A`] and joins it (cleared by it).
@@ -37,7 +38,7 @@ extern "C" fn child() {
 
 /// A thread allocates from [`A`] and frees it, and ends; the caller waits for it.
 fn allocate_on_a_thread() {
-    let t = std::thread::spawn(|| {
+    let t = raw_thread::spawn(|| {
         let p = A.malloc(64, ());
         assert!(!p.is_null());
         // SAFETY: allocated above with this size and class.
@@ -86,7 +87,7 @@ fn fork_and_allocate_on_two_threads() -> red_team_common::Ended {
     assert!(child >= 0, "fork");
     if child == 0 {
         let mine: Vec<usize> = (0..200).map(|_| A.malloc(64, ()) as usize).collect();
-        let theirs = std::thread::spawn(|| {
+        let theirs = raw_thread::spawn(|| {
             (0..200)
                 .map(|_| A.malloc(64, ()) as usize)
                 .collect::<Vec<_>>()

@@ -16,6 +16,7 @@ use cohort::Cohort;
 use red_team_common::{in_child, register_fork_handlers_first, seccomp, wait};
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::mpsc;
+use test_support::raw_thread;
 
 static A: Cohort<()> = Cohort::new();
 const SIZE: usize = 1024;
@@ -72,11 +73,11 @@ fn fork_with_the_handler_calling(call: usize) {
 
 /// A thread frees 256 of the main thread's objects (its batch keeps chains) and waits
 /// until told (the sender returned), then ends (joined through the handle).
-fn frees_pending_on_another_thread() -> (mpsc::Sender<()>, std::thread::JoinHandle<()>) {
+fn frees_pending_on_another_thread() -> (mpsc::Sender<()>, raw_thread::JoinHandle<()>) {
     let objects: Vec<usize> = (0..256).map(|_| A.malloc(SIZE, ()) as usize).collect();
     let (freed_tx, freed) = mpsc::channel();
     let (go_tx, go) = mpsc::channel::<()>();
-    let freeing = std::thread::spawn(move || {
+    let freeing = raw_thread::spawn(move || {
         for &p in &objects {
             // SAFETY: live objects of `A`, handed over, freed once.
             unsafe { A.free(p as *mut u8, SIZE, ()) };

@@ -12,6 +12,7 @@
 
 use cohort::Cohort;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use test_support::raw_thread;
 
 // Helper threads stopped however a test ends.
 #[path = "common/threads.rs"]
@@ -128,7 +129,7 @@ fn child(a: A, table: &[AtomicUsize]) -> i32 {
             .map(|i| make(a, SIZES[i % SIZES.len()]))
             .collect()
     };
-    let (ours, theirs) = std::thread::scope(|s| {
+    let (ours, theirs) = raw_thread::scope(|s| {
         let t = s.spawn(fill);
         (fill(), t.join().ok().flatten())
     });

@@ -7,6 +7,7 @@
 //! and nothing the child allocates afterwards may overlap them.
 
 use cohort::Cohort;
+use test_support::raw_thread;
 use test_support::{apart_and_whole, fill, fork_children, say};
 
 cohort::lifetime_classes! { enum Life { A, B } }
@@ -85,7 +86,7 @@ fn a_fork_childs_release_class_leaves_a_live_joins_objects() {
         }
         if round == 4 {
             // A thread of the child comes and goes.
-            std::thread::spawn(move || {
+            raw_thread::spawn(move || {
                 let p = a.malloc(64, Life::B);
                 // SAFETY: allocated just above.
                 unsafe { a.free(p, 64, Life::B) };
@@ -129,7 +130,7 @@ fn joins_dropped_in_a_fork_child_leave_their_objects_to_the_new_ones() {
     let bad = fork_children(4, 60, |round| {
         // The copies go without a call in the child.
         drop(old.lock().unwrap().take());
-        let fresh = std::thread::scope(|s| {
+        let fresh = raw_thread::scope(|s| {
             let t = s.spawn(|| more(a, 2000));
             let new: Vec<_> = (0..3).map(|g| a.join((g + round) % 2).unwrap()).collect();
             let mut out: Vec<_> = new

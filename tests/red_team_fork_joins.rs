@@ -11,6 +11,7 @@
 
 use cohort::{Cohort, Join};
 use std::sync::{Barrier, Mutex};
+use test_support::raw_thread;
 
 cohort::lifetime_classes! { enum Life { A } }
 
@@ -80,7 +81,7 @@ fn apart_and_whole(objects: &mut Objects) -> i32 {
 /// heap. Statuses: 2, objects overlap; 3 or 8, verify failed; 4, out of memory; 5, a byte
 /// changed.
 fn child(a: A, joins: &[Join<'static, Life>; 2], before: &Objects) -> i32 {
-    let (ours, joined, threaded) = std::thread::scope(|s| {
+    let (ours, joined, threaded) = raw_thread::scope(|s| {
         let joined = s.spawn(|| {
             let mut out = Vec::new();
             for g in 0..2 * GROUPS {

@@ -8,6 +8,7 @@ mod red_team_common;
 
 use cohort::{Cohort, Join};
 use red_team_common::{advised_region, child_with_stderr, in_child, wait};
+use test_support::raw_thread;
 
 cohort::lifetime_classes! {
     enum Life { Short }
@@ -462,7 +463,7 @@ fn a_grandchild_of_a_child_without_the_region_goes_on() {
                     wait(pid)
                 };
                 let ended = if from_thread {
-                    std::thread::scope(|s| s.spawn(grandchild).join().unwrap())
+                    raw_thread::scope(|s| s.spawn(grandchild).join().unwrap())
                 } else {
                     grandchild()
                 };

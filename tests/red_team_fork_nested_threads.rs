@@ -18,6 +18,7 @@ use red_team_common::{in_child, wait};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::OnceLock;
+use test_support::raw_thread;
 
 thread_local! {
     /// The handlers of this thread's forks fork once more (in `prepare` and `parent`).
@@ -88,7 +89,7 @@ fn guard_nested_forks_from_two_threads_at_once_return_whole() {
             .set(Cohort::shared_anonymous(64 << 20).expect("a region"))
             .ok()
             .unwrap();
-        let churn = std::thread::spawn(|| {
+        let churn = raw_thread::spawn(|| {
             let mut held = Vec::new();
             let mut round = 0usize;
             while !STOP.load(SeqCst) && round < 200_000 {
@@ -103,7 +104,7 @@ fn guard_nested_forks_from_two_threads_at_once_return_whole() {
             }
             held.len()
         });
-        let forkers: Vec<_> = (0..2).map(|_| std::thread::spawn(|| forker(4))).collect();
+        let forkers: Vec<_> = (0..2).map(|_| raw_thread::spawn(|| forker(4))).collect();
         for f in forkers {
             f.join().expect("a forking thread");
         }

@@ -18,6 +18,7 @@ use cohort::Cohort;
 use red_team_common::{in_child, wait};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use test_support::raw_thread;
 
 /// The `prepare` handler allocates once from [`INSTANCE`] while this is set.
 static FIRST: AtomicBool = AtomicBool::new(false);
@@ -59,7 +60,7 @@ fn a_heap_made_inside_the_fork_window_stays_the_forking_threads_in_the_child() {
     let pid = in_child(10, || {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
         let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
-        let other = std::thread::spawn(move || {
+        let other = raw_thread::spawn(move || {
             let p = INSTANCE.malloc(64, ());
             ready_tx.send(()).unwrap();
             stop_rx.recv().unwrap();
@@ -122,7 +123,7 @@ fn check_in_child(a: &'static Cohort<()>) {
     assert!(verified.is_ok(), "verify in the child: {verified:?}");
     live.extend((0..2000).map(|_| a.malloc(64, ()) as usize));
     let theirs: Vec<usize> =
-        std::thread::spawn(move || (0..2000).map(|_| a.malloc(64, ()) as usize).collect())
+        raw_thread::spawn(move || (0..2000).map(|_| a.malloc(64, ()) as usize).collect())
             .join()
             .unwrap();
     live.extend(theirs);

@@ -21,6 +21,7 @@ use red_team_common::{
     wait,
 };
 use std::sync::atomic::Ordering::SeqCst;
+use test_support::raw_thread;
 
 refuse_wipe_on_fork_when_set!();
 
@@ -66,8 +67,7 @@ fn a_fork_child_with_its_parents_pid_in_a_new_namespace_is_repaired() {
                 // G: pid 1 as its parent was.
                 let q = a.malloc(64, ());
                 words[G_SLOT].store(q as u64, SeqCst);
-                let r =
-                    std::thread::scope(|s| s.spawn(|| a.malloc(640, ()) as u64).join().unwrap());
+                let r = raw_thread::scope(|s| s.spawn(|| a.malloc(640, ()) as u64).join().unwrap());
                 words[G_THREAD].store(r, SeqCst);
                 // SAFETY: leaves G.
                 unsafe { libc::_exit(0) };

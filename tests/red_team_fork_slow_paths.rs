@@ -11,6 +11,7 @@
 use cohort::Cohort;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
+use test_support::raw_thread;
 
 // Helper threads stopped however a test ends.
 #[path = "common/threads.rs"]
@@ -61,7 +62,7 @@ fn fill(a: A, rounds: usize) -> Option<Vec<(usize, usize)>> {
 /// when no two objects overlap, every byte stays, double frees are refused and `verify`
 /// passes before and after all is freed. `depth` > 0: one more fork inside.
 fn child(a: A, depth: u32) -> i32 {
-    let (mut all, theirs) = std::thread::scope(|s| {
+    let (mut all, theirs) = raw_thread::scope(|s| {
         let t = s.spawn(|| fill(a, 300));
         (fill(a, 300), t.join().ok().flatten())
     });

@@ -14,6 +14,7 @@ mod processes;
 use cohort::{CreateOptions, OpenOptions, Place, SharedCohort};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use test_support::raw_thread;
 
 cohort::lifetime_classes! { enum Life { A } }
 
@@ -55,7 +56,7 @@ fn make(path: &Path, how: Freed) -> (Vec<u64>, Vec<u64>) {
         unsafe { r.free(p as *mut u8, SIZE, Life::A) }
     };
     match how {
-        Freed::Remotely => std::thread::scope(|s| {
+        Freed::Remotely => raw_thread::scope(|s| {
             s.spawn(|| freed.iter().for_each(|&p| free(p)));
         }),
         _ => freed.iter().for_each(|&p| free(p)),

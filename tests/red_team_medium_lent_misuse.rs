@@ -9,6 +9,7 @@
 
 use cohort::Cohort;
 use std::collections::HashSet;
+use test_support::raw_thread;
 
 cohort::lifetime_classes! { enum Life { A, B } }
 
@@ -186,7 +187,7 @@ fn child(a: &Cohort<Life>, q: *mut u8) -> i32 {
         }
     }
     let addr = q as usize;
-    let theirs = std::thread::scope(|s| {
+    let theirs = raw_thread::scope(|s| {
         s.spawn(move || {
             // SAFETY: misuse tried.
             if unsafe { a.try_free(addr as *mut u8, M, Life::A) }.is_ok() {

@@ -13,6 +13,7 @@ use common::processes::{in_child, wait_ok, wait_status};
 use common::seccomp::refuse_membarrier;
 use std::collections::HashSet;
 use std::sync::mpsc;
+use test_support::raw_thread;
 
 cohort::lifetime_classes! {
     enum Life { A, B }
@@ -28,7 +29,7 @@ const FREED: usize = 32;
 /// batch, until [`Idle::finish`] lets it exit (which pushes them).
 struct Idle {
     go: mpsc::Sender<()>,
-    thread: std::thread::JoinHandle<()>,
+    thread: raw_thread::JoinHandle<()>,
 }
 
 impl Idle {
@@ -44,7 +45,7 @@ impl Idle {
 fn freed_by_an_idle_thread(a: &'static Cohort<Life>, handed: Vec<usize>, sandbox: bool) -> Idle {
     let (freed_tx, freed) = mpsc::channel();
     let (go, go_rx) = mpsc::channel::<()>();
-    let thread = std::thread::spawn(move || {
+    let thread = raw_thread::spawn(move || {
         for &p in &handed {
             // SAFETY: live objects of `a`, handed over, freed once.
             unsafe { a.free(p as *mut u8, SIZE, Life::A) };

@@ -12,6 +12,7 @@ mod processes;
 
 use cohort::Cohort;
 use std::sync::{Arc, Barrier, Mutex};
+use test_support::raw_thread;
 
 cohort::lifetime_classes! { enum Life { A, B } }
 
@@ -120,7 +121,7 @@ fn threads_joining_under_an_address_space_limit_get_nulls_and_leave_it_consisten
         let threads: Vec<_> = (0..4)
             .map(|t| {
                 let (a, shared, go) = (a.clone(), shared.clone(), go.clone());
-                std::thread::spawn(move || {
+                raw_thread::spawn(move || {
                     let mine = Vec::with_capacity(400);
                     let mut theirs = Vec::with_capacity(400);
                     // Started (its stacks mapped) before the limit, then working under it.
@@ -164,7 +165,7 @@ fn threads_joining_under_an_address_space_limit_get_nulls_and_leave_it_consisten
         let again: Vec<_> = (0..4)
             .map(|t| {
                 let (a, shared) = (a.clone(), shared.clone());
-                std::thread::spawn(move || assert_eq!(work(&a, 10 + t, &shared, Vec::new()), 0))
+                raw_thread::spawn(move || assert_eq!(work(&a, 10 + t, &shared, Vec::new()), 0))
             })
             .collect();
         for t in again {

@@ -9,6 +9,7 @@ use cohort::{CreateOptions, OpenOptions, Place, SharedCohort};
 use red_team_common::*;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
+use test_support::raw_thread;
 
 cohort::lifetime_classes! {
     enum Life { Short, Long }
@@ -58,7 +59,7 @@ fn frees_racing_the_allocating_processs_exit_and_leave_lose_nothing() {
                     }
                 };
                 if round % 2 == 0 {
-                    std::thread::scope(|s| {
+                    raw_thread::scope(|s| {
                         s.spawn(|| work(&r));
                     });
                 } else {

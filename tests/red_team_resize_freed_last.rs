@@ -17,6 +17,7 @@ use std::panic::{catch_unwind, panic_any, AssertUnwindSafe};
 use std::ptr::NonNull;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use test_support::raw_thread;
 
 #[path = "common/processes.rs"]
 #[allow(dead_code)]
@@ -269,7 +270,7 @@ fn a_resize_of_the_slot_freed_last_in_a_shared_region_is_reported() {
         every_way_reported(&a, p, 64, 200, 40, "shared, the owner's");
         let q = a.malloc(64, Life::A) as usize;
         let b = a.clone();
-        std::thread::spawn(move || {
+        raw_thread::spawn(move || {
             // SAFETY: live, freed once.
             unsafe { b.free(q as *mut u8, 64, Life::A) };
             every_way_reported(&b, q, 64, 200, 40, "shared, another thread's");

@@ -15,6 +15,7 @@ use cohort::Cohort;
 use red_team_common::{block_of, in_child, shared_words, wait};
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Barrier;
+use test_support::raw_thread;
 
 extern "C" {
     /// glibc's fork without the fork handlers (`man 3 _Fork`).
@@ -63,7 +64,7 @@ fn after_fork_without_handlers(on_failure: &str, f: impl FnOnce(&Cohort<()>)) {
 #[test]
 fn a_second_thread_of_a_child_forked_without_handlers_reads_the_statistics() {
     after_fork_without_handlers("Err(6): it aborted", |a| {
-        let live = std::thread::scope(|s| s.spawn(|| a.stats().heads[0].live).join());
+        let live = raw_thread::scope(|s| s.spawn(|| a.stats().heads[0].live).join());
         assert_eq!(live.expect("the second thread"), 1);
     });
 }
@@ -78,7 +79,7 @@ fn a_second_thread_of_a_child_forked_without_handlers_reads_the_statistics() {
 fn statistics_while_a_second_thread_of_a_child_forked_without_handlers_lives() {
     after_fork_without_handlers("Err(11): SIGSEGV", |a| {
         let (allocated, stats_read) = (Barrier::new(2), Barrier::new(2));
-        std::thread::scope(|s| {
+        raw_thread::scope(|s| {
             let second = s.spawn(|| {
                 for _ in 0..10 {
                     assert!(!a.malloc(64, ()).is_null());

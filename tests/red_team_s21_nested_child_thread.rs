@@ -21,6 +21,7 @@ use cohort::Cohort;
 use red_team_common::{in_child, on_sigsys, register_fork_handlers_first, trap_in_this_thread};
 use red_team_common::{wait, Trap};
 use std::sync::atomic::{AtomicI32, AtomicU8, Ordering::SeqCst};
+use test_support::raw_thread;
 
 static PRIVATE: Cohort<()> = Cohort::new();
 
@@ -87,7 +88,7 @@ register_fork_handlers_first!(Some(prepare_first), None, Some(child_first));
 /// The later `child` handler: in N, starts a worker thread that allocates.
 extern "C" fn child_later() {
     if IN_NESTED_FORK.load(SeqCst) == 1 {
-        std::thread::spawn(worker);
+        raw_thread::spawn(worker);
     }
 }
 
@@ -227,7 +228,7 @@ fn nested_child_with_a_worker(work: u8, in_g: fn() -> bool) {
 /// them.
 fn remote_frees_pending() {
     let (slots, freed) = (std::sync::mpsc::channel(), std::sync::Barrier::new(2));
-    std::thread::scope(|s| {
+    raw_thread::scope(|s| {
         s.spawn(|| {
             let mine: Vec<usize> = (0..8).map(|_| PRIVATE.malloc(48, ()) as usize).collect();
             slots.0.send(mine).unwrap();

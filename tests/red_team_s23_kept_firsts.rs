@@ -22,6 +22,7 @@ use red_team_s22_common::{
 use std::alloc::{GlobalAlloc, Layout};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+use test_support::raw_thread;
 
 cohort::lifetime_classes! {
     enum Life { A, B }
@@ -121,7 +122,7 @@ fn emptied_with_both_firsts(
         red_team_s22_common::check(o, what);
         release(a, api, o);
     }
-    std::thread::scope(|s| {
+    raw_thread::scope(|s| {
         s.spawn(|| {
             for &o in &all[OWN..] {
                 red_team_s22_common::check(o, what);
@@ -180,7 +181,7 @@ fn aborts(api: Api, emptied: Emptied, which: Which) -> Result<(), String> {
             Which::Remote => x,
         };
         s[0].store(twice.0 as u64, Ordering::SeqCst);
-        std::thread::scope(|t| {
+        raw_thread::scope(|t| {
             t.spawn(|| release(&C, api, twice));
         });
         panic!("{what}: the double free returned");
@@ -240,7 +241,7 @@ fn a_fork_childs_double_free_of_either_kept_first_is_reported() {
             let (own, x) = emptied_with_both_firsts(&a, Api::Sized, emptied, &what);
             let child = in_child(60, || {
                 let before = set_misuse_hook(Some(raise));
-                std::thread::scope(|s| {
+                raw_thread::scope(|s| {
                     s.spawn(|| {
                         double_free_reported(&a, x, Life::A, &format!("{what}: x"));
                         double_free_reported(&a, own, Life::A, &format!("{what}: own"));

@@ -23,6 +23,7 @@ use red_team_s22_common::{fresh_objects_once, make, unmake, Object};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::Duration;
+use test_support::raw_thread;
 
 cohort::lifetime_classes! {
     enum Life { A, B }
@@ -57,7 +58,7 @@ fn keep_both_firsts_and_wait(
     let (made_tx, made) = mpsc::channel::<Vec<Object>>();
     let (freed_tx, freed) = mpsc::channel::<()>();
     let (emptied_tx, emptied) = mpsc::channel::<()>();
-    std::thread::spawn(move || {
+    raw_thread::spawn(move || {
         let all: Vec<Object> = (0..OBJECTS)
             .map(|i| make(a, size, Life::A, i as u8, what))
             .collect();

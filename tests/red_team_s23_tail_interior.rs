@@ -20,6 +20,7 @@ use cohort::{set_misuse_hook, Cohort, Misuse};
 use red_team_common::{in_child, wait, Report};
 use red_team_s22_common::{check, make, raise, unmake, Object};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use test_support::raw_thread;
 
 /// The malloc sizes tested, whose strides are powers of two: their slots end at the
 /// block's end.
@@ -67,7 +68,7 @@ fn case(size: usize, back: usize, shared: bool) -> Result<(), String> {
         "{what}: no block was carved after the first"
     );
     let p = base + BLOCK_SIZE - back;
-    let caught = std::thread::scope(|s| {
+    let caught = raw_thread::scope(|s| {
         s.spawn(|| {
             let before = set_misuse_hook(Some(raise));
             // SAFETY: deliberately misuse: an interior pointer of the block's last slot.

@@ -13,6 +13,7 @@ use common::{fill, mismatch, random_size, seed_of, Rng};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use test_support::raw_thread;
 
 cohort::lifetime_classes! {
     enum Life { W0, W1, W2, Shared }
@@ -213,7 +214,7 @@ fn storm(a: &Cohort<Life>, bag: &Mutex<Vec<Obj>>, mes: &[usize], end: Instant, c
     while Instant::now() < end && !stop.load(Ordering::Relaxed) {
         round += 1;
         let until = (Instant::now() + Duration::from_millis(200)).min(end);
-        std::thread::scope(|s| {
+        raw_thread::scope(|s| {
             for &me in mes {
                 s.spawn(move || worker(a, bag, me, round * 7 + me as u64, until, cap));
             }

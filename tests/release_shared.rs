@@ -12,6 +12,7 @@ mod red_team_common;
 use cohort::Cohort;
 use red_team_common::*;
 use std::sync::atomic::Ordering::Relaxed;
+use test_support::raw_thread;
 
 cohort::lifetime_classes! {
     enum Life { Short, Long }
@@ -38,7 +39,7 @@ fn no_safe_release_frees_objects_of_another_processs_exited_thread() {
                 while in_scope.load(Relaxed) == 0 {
                     std::hint::spin_loop();
                 }
-                let objs = std::thread::scope(|s| {
+                let objs = raw_thread::scope(|s| {
                     s.spawn(|| {
                         (0..8)
                             .map(|i| {

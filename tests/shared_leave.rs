@@ -10,6 +10,7 @@ use common::processes::{in_child, kill_once_set, mappings, wait_ok};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
+use test_support::raw_thread;
 
 cohort::lifetime_classes! {
     enum Life { Short, Long }
@@ -25,7 +26,7 @@ fn a_shared_instance_dropped_beside_a_long_lived_thread_leaves_no_mapping() {
     let child = in_child(120, || {
         let (to_worker, work) = mpsc::channel::<Option<usize>>();
         let (done, finished) = mpsc::channel::<bool>();
-        let worker = std::thread::spawn(move || {
+        let worker = raw_thread::spawn(move || {
             while let Ok(Some(at)) = work.recv() {
                 // SAFETY: the main thread drops the instance only after our answer.
                 let a = unsafe { &*(at as *const Cohort<Life>) };
@@ -74,7 +75,7 @@ fn a_dead_processs_orphaned_heap_is_taken_over() {
     let at = &a as *const Cohort<Life> as usize;
     let child = in_child(60, move || {
         let (held, holding) = mpsc::channel::<()>();
-        std::thread::spawn(move || {
+        raw_thread::spawn(move || {
             // SAFETY: the child's copy of the instance, dropped only after our answer
             // (and this thread never uses it again).
             let a = unsafe { &*(at as *const Cohort<Life>) };

@@ -2,7 +2,7 @@
 //! ([`Rng`]), the process's resident memory ([`rss`]), byte sizes for people ([`ByteSize`],
 //! [`mib`]) and child processes that run this same executable again ([`run_child`],
 //! [`abort_in_child`], [`failed_cases`]), fork children that check objects ([`fork_children`],
-//! [`apart_and_whole`]), the lock that makes a test binary's tests take turns ([`serial`]),
+//! [`apart_and_whole`]), threads a fork child may start ([`raw_thread`]), the lock that makes a test binary's tests take turns ([`serial`]),
 //! the colours of the plots ([`PALETTE`]), and an allocator's shared checks and loads, given
 //! its calls as closures ([`assert_distinct`], [`burst`], [`rounds_until_resident`]).
 //!
@@ -16,6 +16,7 @@ mod bytes;
 mod child;
 mod forked;
 mod heap;
+pub mod raw_thread;
 mod rng;
 
 pub use bytes::{mib, ByteSize};
