@@ -211,15 +211,34 @@ pub fn kill_once_set(pid: libc::pid_t, flag: &std::sync::atomic::AtomicU64) {
     kill_and_reap(pid, "the child");
 }
 
-/// True once child `pid` has ended; it is left to be waited for (`waitid` with `WNOWAIT`).
+/// True once child `pid` has ended; it is left to be waited for ([`waitid_unreaped`]).
 fn has_ended(pid: libc::pid_t) -> bool {
+    waitid_unreaped(pid, libc::WNOHANG).is_some()
+}
+
+/// `waitid` for child `pid` to end, with `WNOWAIT` and `flags` (`WNOHANG`: returns at
+/// once): how it ended, `Ok(exit code)` or `Err(signal)`, leaving it to be waited for;
+/// `None` while it runs (or when a signal interrupted the wait).
+pub fn waitid_unreaped(pid: libc::pid_t, flags: libc::c_int) -> Option<Result<i32, i32>> {
     // SAFETY: a zeroed siginfo is a valid out-parameter.
     let mut info: libc::siginfo_t = unsafe { core::mem::zeroed() };
-    let flags = libc::WEXITED | libc::WNOHANG | libc::WNOWAIT;
+    let flags = libc::WEXITED | libc::WNOWAIT | flags;
     // SAFETY: our own child; `info` is ours.
     let r = unsafe { libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, flags) };
+    if r != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+        return None;
+    }
+    assert_eq!(r, 0, "waitid({pid}): {}", std::io::Error::last_os_error());
     // SAFETY: filled by waitid (its pid stays 0 while the child runs).
-    r == 0 && unsafe { info.si_pid() } != 0
+    let (who, status) = unsafe { (info.si_pid(), info.si_status()) };
+    if who == 0 {
+        return None;
+    }
+    Some(if info.si_code == libc::CLD_EXITED {
+        Ok(status)
+    } else {
+        Err(status)
+    })
 }
 
 /// Reaps child `victim`, which ended before it was to be killed, and fails with how.

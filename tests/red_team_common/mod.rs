@@ -15,6 +15,7 @@ pub type Ended = Result<i32, i32>;
 #[path = "../common/processes.rs"]
 mod processes;
 pub use processes::in_child;
+use processes::waitid_unreaped;
 
 // Seccomp filters: a thread stopped at a chosen system call (`trap_in_this_thread`), the
 // calls refused (`refuse_wipe_on_fork`).
@@ -219,30 +220,6 @@ pub fn wait_at_most(pid: libc::pid_t, secs: u64) -> Option<Ended> {
 /// `WNOWAIT`).
 pub fn ended_unreaped(pid: libc::pid_t) -> Option<Ended> {
     waitid_unreaped(pid, libc::WNOHANG)
-}
-
-/// `waitid` for child `pid` to end, with `WNOWAIT` and `flags` (`WNOHANG`: returns at
-/// once): how it ended, `None` while it runs.
-fn waitid_unreaped(pid: libc::pid_t, flags: libc::c_int) -> Option<Ended> {
-    // SAFETY: a zeroed siginfo is a valid out-parameter.
-    let mut info: libc::siginfo_t = unsafe { core::mem::zeroed() };
-    let flags = libc::WEXITED | libc::WNOWAIT | flags;
-    // SAFETY: our own child; `info` is ours.
-    let r = unsafe { libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, flags) };
-    if r != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
-        return None;
-    }
-    assert_eq!(r, 0, "waitid: {}", std::io::Error::last_os_error());
-    // SAFETY: filled by waitid (its pid stays 0 while the child runs).
-    let (who, status) = unsafe { (info.si_pid(), info.si_status()) };
-    if who == 0 {
-        return None;
-    }
-    Some(if info.si_code == libc::CLD_EXITED {
-        Ok(status)
-    } else {
-        Err(status)
-    })
 }
 
 /// The message of a panic's payload.
