@@ -14,9 +14,8 @@ cohort::lifetime_classes! {
 
 /// Region capacity of the tests.
 const CAP: usize = 64 << 20;
-/// Forks per test; each child must allocate within `CHILD_SECS`.
+/// Forks per test; each child must allocate within `FORK_CHILD_SECS`.
 const FORKS: usize = 100;
-const CHILD_SECS: u32 = 5;
 
 /// Forks `FORKS` children while another thread takes `a`'s pool lock over and over
 /// (`compact` walks the pool under it); each child allocates (its thread's first
@@ -44,7 +43,7 @@ fn fork_while_the_lock_is_taken(a: &Cohort<Life>) -> Option<(usize, Ended, Strin
         let stop_thread = StopOnDrop(&stop);
         let failed = first_failed_fork(
             FORKS,
-            CHILD_SECS,
+            FORK_CHILD_SECS,
             |_| {},
             || {
                 for size in [24, 100, 3000, 40_000] {
@@ -178,9 +177,9 @@ fn race_the_registration() {
         s.spawn(|| {
             start.wait();
             for _ in 0..3 {
-                let child = in_child(CHILD_SECS, || {
+                let child = in_child(FORK_CHILD_SECS, || {
                     use_an_instance();
-                    let grandchild = in_child(CHILD_SECS, use_an_instance);
+                    let grandchild = in_child(FORK_CHILD_SECS, use_an_instance);
                     assert_eq!(wait(grandchild), Ok(0), "the grandchild");
                 });
                 assert_eq!(wait(child), Ok(0), "a child forked during the registration");

@@ -318,7 +318,7 @@ fn threads_exiting_with_pending_frees(a: &Cohort<Life>) {
 /// RemoteBatch::flush <- Instance::flush_batches <- Cohort::for_each_block <-
 /// Cohort::stats`). Made here by two threads freeing each other's objects in tight loops
 /// (their batches hold pending chains nearly all the time) while the main thread forks
-/// 3000 times; each child, under a 5 s alarm, asks for `stats` and allocates. Wanted: the
+/// 3000 times; each child, under an alarm, asks for `stats` and allocates. Wanted: the
 /// child handler clears `busy` of every batch (no other thread of the child runs), or the
 /// prepare handler keeps holders out of `busy` as well. Passes on main (no batches).
 /// Exact failure on remote 13cb98e: `Some((832, Err(14), ""))` (fork 832 died of SIGALRM;
@@ -367,7 +367,7 @@ fn forks_amid_tight_remote_frees(a: &Cohort<Life>, forks: usize) {
         let stop_threads = StopOnDrop(&stop);
         let failed = first_failed_fork(
             forks,
-            5,
+            FORK_CHILD_SECS,
             |round| {
                 yield_until(
                     "the threads' remote frees",

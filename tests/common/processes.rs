@@ -2,13 +2,14 @@
 //! under an alarm and leaves through `_exit`, and the wait for it.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 
 /// Runs `f` in a forked child, which exits 0 when `f` returns and 1 when it panics (and
 /// dies of SIGALRM after `timeout` seconds: a wedged lock fails the test, never hangs it).
 /// Returns the child's pid. A child still running a few seconds before its alarm has its
 /// threads' stacks written to the test's output by [`wait_status`] (where gdb is
-/// installed): a hang that shows once in a CI run says where it was.
+/// installed; a few per test binary, one at a time: [`dump_stacks`]): a hang that shows
+/// once in a CI run says where it was.
 pub fn in_child(timeout: u32, f: impl FnOnce()) -> libc::pid_t {
     // SAFETY: the child runs `f` and leaves through `_exit`, without the parent's
     // destructors.
@@ -61,6 +62,7 @@ static IN_CHILD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::
 static CHILD_HOOK: extern "C" fn() = install_child_hook;
 
 extern "C" fn install_child_hook() {
+    note_the_dumping_process();
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         if !IN_CHILD.load(std::sync::atomic::Ordering::Relaxed) {
@@ -109,11 +111,76 @@ fn monotonic_ms() -> u64 {
 /// written out.
 const DUMP_BEFORE_ALARM_MS: u64 = 4000;
 
-/// Writes the stacks of every thread of process `pid` to the standard error (gdb, attached
-/// for a moment); says so when gdb cannot be run.
+/// How many children's stacks one test binary writes at the most ([`dump_stacks`]): a
+/// hang shows in the first few; more only fill the log (and a gdb each, for seconds).
+pub const MOST_STACK_DUMPS: u32 = 3;
+
+/// Seconds one gdb may take before `timeout` ends it.
+const GDB_SECS: &str = "30";
+
+/// The process that may write its children's stacks: the test binary's process as its
+/// test harness started it, not a fork child of it (its pid differs) nor the binary run
+/// again by a test (0 here then). Set at load ([`note_the_dumping_process`]).
+static DUMPING_PROCESS: AtomicI32 = AtomicI32::new(0);
+
+/// Stack dumps begun in this process, and the most that ran at once.
+static STACK_DUMPS: AtomicU32 = AtomicU32::new(0);
+static STACK_DUMPS_AT_ONCE: AtomicU32 = AtomicU32::new(0);
+
+/// Held by the one stack dump that runs ([`dump_stacks`]). Only the dumping process takes
+/// it: no fork child does, so a child never finds it held by a thread it lacks.
+static ONE_DUMP_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Notes the process at load ([`DUMPING_PROCESS`]): this one, unless its parent runs this
+/// same executable (a test ran the binary again: its children are grandchildren of the
+/// test binary, which write no stacks).
+fn note_the_dumping_process() {
+    // SAFETY: getppid and getpid have no preconditions.
+    let (parent, own) = unsafe { (libc::getppid(), libc::getpid()) };
+    let parents_exe = std::fs::read_link(format!("/proc/{parent}/exe"));
+    let rerun = matches!(
+        (parents_exe, std::fs::read_link("/proc/self/exe")),
+        (Ok(theirs), Ok(ours)) if theirs == ours
+    );
+    DUMPING_PROCESS.store(if rerun { 0 } else { own }, Ordering::Relaxed);
+}
+
+/// The stack dumps this process began, and the most that ran at once.
+pub fn stack_dumps() -> (u32, u32) {
+    (
+        STACK_DUMPS.load(Ordering::SeqCst),
+        STACK_DUMPS_AT_ONCE.load(Ordering::SeqCst),
+    )
+}
+
+/// Writes the stacks of every thread of child `pid`, still running shortly before its
+/// alarm, to the standard error (gdb, attached for a moment, under `timeout`); says so
+/// when gdb cannot be run, or why no stacks are written: only in the test binary's own
+/// process (never in a child's: `DUMPING_PROCESS`), one at a time, at most
+/// [`MOST_STACK_DUMPS`] per binary, and only of a child still running once its turn
+/// comes. (An incident had 306 gdb processes at once, one per hung child and grandchild.)
 fn dump_stacks(pid: libc::pid_t) {
-    let out = std::process::Command::new("gdb")
+    // SAFETY: getpid has no preconditions.
+    if DUMPING_PROCESS.load(Ordering::Relaxed) != unsafe { libc::getpid() } {
+        return;
+    }
+    let _turn = ONE_DUMP_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if waitid_unreaped(pid, libc::WNOHANG).is_some() {
+        return;
+    }
+    let taken = STACK_DUMPS.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+        (n < MOST_STACK_DUMPS).then_some(n + 1)
+    });
+    if taken.is_err() {
+        eprintln!("child {pid} still running shortly before its alarm (no stacks: {MOST_STACK_DUMPS} written already)");
+        return;
+    }
+    let at_once = STACK_DUMPS_IN_PROGRESS.fetch_add(1, Ordering::SeqCst) + 1;
+    STACK_DUMPS_AT_ONCE.fetch_max(at_once, Ordering::SeqCst);
+    let out = std::process::Command::new("timeout")
         .args([
+            GDB_SECS,
+            "gdb",
             "-p",
             &pid.to_string(),
             "-batch",
@@ -122,14 +189,20 @@ fn dump_stacks(pid: libc::pid_t) {
             "thread apply all bt",
         ])
         .output();
+    STACK_DUMPS_IN_PROGRESS.fetch_sub(1, Ordering::SeqCst);
     match out {
         Ok(out) => eprintln!(
             "child {pid} still running shortly before its alarm; its stacks:\n{}",
             String::from_utf8_lossy(&out.stdout)
         ),
-        Err(e) => eprintln!("child {pid} still running shortly before its alarm (gdb: {e})"),
+        Err(e) => {
+            eprintln!("child {pid} still running shortly before its alarm (timeout gdb: {e})")
+        }
     }
 }
+
+/// Stack dumps running now ([`dump_stacks`]).
+static STACK_DUMPS_IN_PROGRESS: AtomicU32 = AtomicU32::new(0);
 
 /// Waits for child `pid`; returns its wait status.
 /// A child of [`in_child`] still running shortly before its alarm has its stacks written

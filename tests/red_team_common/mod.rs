@@ -290,6 +290,10 @@ pub fn aligned_anonymous(len: usize, align: usize, shared: bool) -> *mut u8 {
     assert_ne!(p, libc::MAP_FAILED);
     (p as usize).next_multiple_of(align) as *mut u8
 }
+/// The alarm (seconds) of a fork child that only allocates and checks a little, for
+/// [`first_failed_fork`]: far past its time on a loaded machine (5 s was missed once at a
+/// load of 400), far below CI's hour; a hang still fails its test, within a minute.
+pub const FORK_CHILD_SECS: u32 = 60;
 
 /// Forks up to `rounds` children one after the other, each running `child` under an alarm
 /// of `secs` seconds (`before(round)` runs in the parent first); returns the first that did
