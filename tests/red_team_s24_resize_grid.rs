@@ -90,7 +90,7 @@ unsafe fn first_wrong(p: *const u8, len: usize) -> Option<usize> {
 fn wanted(old: Layout, new: Layout) -> bool {
     // A debug build (every free fully checked) takes one pair in four.
     let mix = old.size() * 31 + new.size() * 17 + old.align() * 3 + new.align();
-    if cfg!(debug_assertions) && mix % 4 != 0 {
+    if cfg!(debug_assertions) && !mix.is_multiple_of(4) {
         return false;
     }
     let big = |l: Layout| l.size() > (1 << 20) || l.align() > 4096;
