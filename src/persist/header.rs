@@ -145,6 +145,13 @@ impl Expected {
 }
 
 impl Layout {
+    /// The end of the blocks: `BLOCKS_OFFSET + UNIT_COUNT * BLOCK_SIZE`, where the tail seal
+    /// page starts (`CAPACITY - SEAL`). Every allocation lies in `[blocks_offset,
+    /// blocks_end())`.
+    pub(crate) fn blocks_end(&self) -> usize {
+        self.blocks_offset + self.unit_count * BLOCK_SIZE
+    }
+
     /// The layout of a new region whose blocks hold `blocks` bytes (rounded down to whole
     /// blocks, at least one), as a region's options count its capacity: the header, the
     /// state and the seals come on top.

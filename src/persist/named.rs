@@ -431,7 +431,7 @@ impl<L: Lifetime> SharedCohort<L> {
     /// blocks (where every allocation lies).
     pub fn offset_of<T>(&self, p: *const T) -> Option<Off<T>> {
         let off = (p as usize).wrapping_sub(self.base as usize);
-        if off < self.layout.blocks_offset || off >= self.layout.capacity {
+        if off < self.layout.blocks_offset || off >= self.layout.blocks_end() {
             return None;
         }
         Off::new(off as u64)
@@ -444,7 +444,7 @@ impl<L: Lifetime> SharedCohort<L> {
     /// an offset from another region, or a damaged one.
     pub fn ptr<T>(&self, off: Off<T>) -> *mut T {
         let at = off.get();
-        let (lo, hi) = (self.layout.blocks_offset as u64, self.layout.capacity as u64);
+        let (lo, hi) = (self.layout.blocks_offset as u64, self.layout.blocks_end() as u64);
         assert!(
             at >= lo
                 && at.checked_add(size_of::<T>() as u64).is_some_and(|end| end <= hi)

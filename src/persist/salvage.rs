@@ -11,7 +11,8 @@
 //! (another process may write the region meanwhile: reading it is no data race).
 //!
 //! Invariant: `[base, base + mapped)` is mapped read-only while the `Salvage` lives, and
-//! `blocks` lies within it.
+//! `blocks` lies within it and within the region's blocks (the tail seal page past them
+//! is no data).
 
 use super::error::RegionError;
 use super::header::{Header, Layout, READY, ROOT_SLOTS};
@@ -28,8 +29,11 @@ pub struct Salvage {
     base: *const u8,
     /// The bytes mapped (the file's length).
     mapped: usize,
-    /// The region's blocks: `[blocks_offset, capacity)` (empty until the header checked).
+    /// The region's blocks: `[blocks_offset, blocks_end)`, within the mapping (empty until
+    /// the header checked).
     blocks: (u64, u64),
+    /// The region's capacity (header, state, blocks and seals), within the mapping.
+    capacity: usize,
 }
 
 // SAFETY: a read-only mapping, read through atomics only.
@@ -92,6 +96,7 @@ impl Salvage {
             base,
             mapped: map_len,
             blocks: (0, 0),
+            capacity: 0,
         };
         // SAFETY: at least HEADER_BYTES are mapped, page aligned, read only through it.
         let header = unsafe { Header::at(base) };
@@ -107,7 +112,8 @@ impl Salvage {
             });
         }
         // `validate` checked the layout against the file's length.
-        salvage.blocks = (layout.blocks_offset as u64, layout.capacity.min(map_len) as u64);
+        salvage.blocks = (layout.blocks_offset as u64, layout.blocks_end().min(map_len) as u64);
+        salvage.capacity = layout.capacity.min(map_len);
         Ok(salvage)
     }
 
@@ -145,7 +151,7 @@ impl Salvage {
 
     /// The region's capacity in bytes.
     pub fn capacity(&self) -> usize {
-        self.blocks.1 as usize
+        self.capacity
     }
 
     /// True when `len` bytes at `off` lie within the blocks.
