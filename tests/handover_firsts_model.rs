@@ -24,7 +24,7 @@ mod red_team_s22_common;
 
 use cohort::{set_misuse_hook, Cohort, Join, Misuse};
 use red_team_s22_common::{
-    check, fresh_objects_once, patterned, raise, without_decay_delay, Object,
+    check, fresh_objects_once, made_by, patterned, raise, without_decay_delay, Object,
 };
 use std::collections::{HashMap, HashSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -100,13 +100,6 @@ impl Model {
     }
 }
 
-/// A fresh object of `size` bytes of class A from join `j`, patterned with `tag`.
-fn made_by(j: &Join<'_, Life>, size: usize, tag: u8, what: &str) -> Object {
-    let p = j.malloc(size, Life::A) as usize;
-    assert_ne!(p, 0, "{what}: the join's malloc({size})");
-    patterned(p, size, tag)
-}
-
 /// One step's operation.
 #[derive(Clone, Copy, Debug)]
 enum Op {
@@ -155,7 +148,7 @@ fn run(seed: u64, shared: bool) -> Result<(), String> {
             Op::Make(j) => {
                 let size = SIZES[rng.below(SIZES.len())];
                 let tag = model.next_tag();
-                let o = made_by(&joins[j], size, tag, &what);
+                let o = made_by(&joins[j], size, Life::A, tag, &what);
                 model.made(o, &what)?;
             }
             Op::Free(by) => {
