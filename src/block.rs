@@ -37,7 +37,12 @@
 //!   Only the owner (the heap whose id is in `owner`, or the pool-lock holder when
 //!   `owner == 0`) touches either list.
 //! - **remote free list**: linked from the low 32 bits of `remote`, pushed lock-free by any
-//!   thread ([`Header::push_remote`]) and taken whole by the owner with one swap.
+//!   thread ([`Header::push_remote`]) and taken whole by the owner with one swap, only to
+//!   allocate from the block: a collect is followed at once by a pop of its first (the slow
+//!   path's, the quick collect's, a refill under the pool lock). No change of hands takes
+//!   it ([`Header::hand_to_pool`], a dead holder's recount, a fork child's repair keep it
+//!   as it is), so while the slot pushed last is free, `remote as u32 == that slot`: the
+//!   one double free another thread's free checks (RED-140), whoever owns the block.
 //! - **live**: handed out and not freed.
 //!
 //! Counts: `used == live + |remote list|` (the owner learns of remote frees only when it

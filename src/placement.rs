@@ -37,16 +37,19 @@ const PRIVATE_MAPPING: Backing = Backing {
     serves_large: true,
     fresh: true,
     fallback: false,
+    one_address: true,
 };
 
 /// Memory the caller formatted: kept as it is (never given back), not assumed to read
-/// zero.
+/// zero; other processes may attach it at addresses of their own (memory mapped
+/// privately lies at one address: `Cohort::place`).
 const CALLER_MEMORY: Backing = Backing {
     commit: false,
     give_back: GiveBack::Keep,
     serves_large: true,
     fresh: false,
     fallback: false,
+    one_address: false,
 };
 
 /// Leaves memory the caller owns mapped (a `Placement::unmap`).
@@ -259,12 +262,18 @@ impl<L: Lifetime> Cohort<L> {
                 return fail(e);
             }
         }
+        // A private fixed region, or caller memory the kernel maps privately: shared with
+        // no other process (see `Pool::private`; a fork child gets a copy), so at one
+        // address.
+        let private = backing == PRIVATE_MAPPING
+            || backing == CALLER_MEMORY && os::maps::is_private_mapping(base as usize, g.len);
+        let backing = Backing {
+            one_address: backing.one_address || private,
+            ..backing
+        };
         let placement = crate::instance::Placement {
             unmap,
-            // A private fixed region, or caller memory the kernel maps privately: shared
-            // with no other process (see `Pool::private`; a fork child gets a copy).
-            private: backing == PRIVATE_MAPPING
-                || backing == CALLER_MEMORY && os::maps::is_private_mapping(base as usize, g.len),
+            private,
             ..g.placement(base, is_new)
         };
         // SAFETY: as the caller guarantees.

@@ -82,6 +82,12 @@ pub(crate) struct Backing {
     /// A full region serves requests from private mappings of their own, in the large
     /// table (a region of one process only: no other process could free them).
     pub(crate) fallback: bool,
+    /// Every view of the region lies at one address (a private region, or a shared one its
+    /// fork children inherit): only then does a run keep an alignment above a unit in every
+    /// process ([`Region::keeps_alignment`]). A named region, or caller memory other
+    /// processes may attach, lies wherever each process maps it, at a base aligned to a
+    /// unit only.
+    pub(crate) one_address: bool,
 }
 
 /// What giving a unit back does to its memory.
@@ -104,6 +110,7 @@ impl Backing {
         serves_large: false,
         fresh: true,
         fallback: false,
+        one_address: true,
     };
     /// A reservation of exact capacity (`Cohort::with_reservation`): as [`Backing::PRIVATE`],
     /// with large allocations inside, so that nothing the instance hands out is outside
@@ -120,6 +127,13 @@ impl Backing {
         serves_large: true,
         fresh: true,
         fallback: false,
+        one_address: true,
+    };
+    /// A region shared by name (a file or a POSIX shared-memory object): as
+    /// [`Backing::SHARED`], mapped where each process's kernel chooses.
+    pub(crate) const NAMED: Backing = Backing {
+        one_address: false,
+        ..Backing::SHARED
     };
 }
 
@@ -389,6 +403,15 @@ impl Region {
     #[inline]
     pub(crate) fn serves_large(&self) -> bool {
         self.backing().serves_large
+    }
+
+    /// True when a run aligned to `align` keeps that alignment in every view of the region:
+    /// `align <= UNIT` (every view's base is aligned to a unit), or every view lies at one
+    /// address ([`Backing::one_address`]). Where it does not, `base_a + off` and `base_b +
+    /// off` differ in alignment above a unit, so no offset serves the request.
+    #[inline]
+    pub(crate) fn keeps_alignment(&self, align: usize) -> bool {
+        align <= UNIT || self.backing().one_address
     }
 
     /// True when a full region serves requests from private mappings ([`Backing::fallback`]).

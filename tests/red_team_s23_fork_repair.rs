@@ -141,10 +141,9 @@ fn a_joins_double_free_after_a_fork_childs_repair_is_reported() {
 /// on main 23df1ec, release-tests: 3 of the 4 cases, e.g. `size 1000, 10 objects, emptied
 /// in place: true, in the fork child: the double free of 0x7fa8ec002800 was not reported;
 /// handed out 2 times among the next 8601 objects (all live)`. A debug build reports it
-/// (checked mode). Wanted: the repair keeps a kept slot (its block is empty, its next
-/// allocation drops it), as the hand-over of a block whose heap goes on would.
+/// (checked mode). Fixed (session 24): the repair's recount keeps a block's kept slots (its
+/// block is empty, its next allocation drops them), its allocation state the reset's.
 #[test]
-#[ignore = "RED-141: a fork child's repair of a join's heap drops the slot a reset kept for the double-free check: the join's double free of it in the child is not reported, and the slot is handed out twice (release builds)"]
 fn a_joins_double_free_of_the_kept_slot_after_a_fork_childs_repair_is_reported() {
     let failures = failures(true);
     assert!(failures.is_empty(), "{failures:#?}");

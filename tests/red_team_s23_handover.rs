@@ -10,8 +10,8 @@
 //! a report in every build for the slot freed last onto the list the free would push it on
 //! (for another thread's free, the block's cross-thread list or the owner's). Unreported,
 //! `x` is on the pool-owned block's allocation list and on its remote list at once: handed
-//! out twice. A test that found a defect is `#[ignore]`d with its number (RED-n) and the
-//! exact failure.
+//! out twice. A test that found a defect names its number (RED-n) and the exact failure it
+//! had before its fix.
 
 mod red_team_common;
 mod red_team_s22_common;
@@ -287,10 +287,9 @@ fn a_double_free_of_either_first_after_a_hand_over_is_reported_when_the_owner_fr
 /// on main 23df1ec, release-tests: all 8 cases, e.g. `size 64, 10 objects, ThreadExit,
 /// RemoteFirst, shared: false: the double free of 0x7fbaa8000280 was not reported; handed
 /// out 2 times among the next 134400 objects (all live)`. A debug build reports it (checked
-/// mode). Wanted: the hand-over keeps the remote list as it is (the next owner collects
-/// it), or keeps its first for the checks as `Header::reset` does.
+/// mode). Fixed (session 24): the hand-over keeps the remote list as it is; whoever next
+/// allocates from the block collects it and pops its first at once.
 #[test]
-#[ignore = "RED-140: after the owner's thread exits, another thread's double free of the slot it freed last onto the block's remote list is not reported (the hand-over collected the list), and the slot is handed out twice (release builds)"]
 fn a_remote_double_free_after_the_owners_thread_exit_is_reported() {
     assert_none(failures(
         Owner::ThreadExit,
@@ -304,7 +303,6 @@ fn a_remote_double_free_after_the_owners_thread_exit_is_reported() {
 /// false: the double free of 0x7f8fb0000280 was not reported; handed out 2 times among the
 /// next 134400 objects (all live)`. A debug build reports it.
 #[test]
-#[ignore = "RED-140: after the owner's join leaves, another thread's double free of the slot it freed last onto the block's remote list is not reported, and the slot is handed out twice (release builds)"]
 fn a_remote_double_free_after_the_owners_join_left_is_reported() {
     assert_none(failures(
         Owner::JoinLeave,
@@ -319,7 +317,6 @@ fn a_remote_double_free_after_the_owners_join_left_is_reported() {
 /// RemoteFirst, shared: true: the double free of 0x7f8ea3e00280 was not reported; handed
 /// out 2 times among the next 134400 objects (all live)`. A debug build reports it.
 #[test]
-#[ignore = "RED-140: after a dead process's heap is taken over, another process's double free of the slot it freed last onto the block's remote list is not reported, and the slot is handed out twice (release builds)"]
 fn a_remote_double_free_after_a_dead_owners_take_over_is_reported() {
     assert_none(failures(Owner::DeadProcess, &[Twice::RemoteFirst], &[true]));
 }
@@ -330,7 +327,6 @@ fn a_remote_double_free_after_a_dead_owners_take_over_is_reported() {
 /// RemoteFirst, shared: false: the double free of 0x7f93b41fffc0 was not reported; handed
 /// out 2 times among the next 134400 objects (all live)`. A debug build reports it.
 #[test]
-#[ignore = "RED-140: in a full block relisted by another thread's free, after the owner's exit, that thread's double free of the slot it freed last is not reported, and the slot is handed out twice (release builds)"]
 fn a_remote_double_free_in_a_full_block_after_the_owners_exit_is_reported() {
     assert_none(full_block_failures(&[Twice::RemoteFirst]));
 }

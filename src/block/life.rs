@@ -123,17 +123,28 @@ impl Header {
     /// Owner (or pool-lock holder) only, under the pool lock, for a block on no list: hands
     /// it to the pool as a listed block (it was current, or retired `FULL` and relisted by a
     /// remote free), its allocations the pool's (a heap's tiny block; a [`HEAPLESS`] block
-    /// relisted from the pool's returned stack stays theirs), its remote frees collected
-    /// when both its own lists are empty (a local free list stays as it is: its first slot
-    /// is the one the double-free check of a free compares). The caller lists it, or gives
-    /// it away when no slot is live.
+    /// relisted from the pool's returned stack stays theirs). Its three slot lists stay as
+    /// they are: the first of the local list and of the remote list are the slots the
+    /// double-free checks of a free compare (the owner's last, another thread's last), so
+    /// the hand-over keeps
+    ///
+    /// `local' == local`, `remote' == remote`, `free' == free`,
+    ///
+    /// and whoever next allocates from the block (a heap that takes it, a thread without a
+    /// heap) collects the remote list on its slow path, popping its first at once (RED-140:
+    /// a hand-over that collected it left that slot first on the allocation list, where no
+    /// check looks, and another thread's double free of it was taken). The slots a reset
+    /// kept ([`KEPT_FREED`]) are dropped: no slot of such a block is live (the caller gives
+    /// it away, and its key then refuses every free of it). The caller lists the block, or
+    /// gives it away when no slot is live (`live == used - |remote|`: the slots on the
+    /// remote list count as free).
     ///
     /// The owner word is stored first, then a Release fence, then the counts (the role's
-    /// bias, the collect): a reader that read the old owner and any count written here
-    /// reads the new owner when it reads the word again after an Acquire fence
-    /// (`crate::heap::counted_snapshot`), so it never takes counts half written for the
-    /// old owner's; one that reads the new owner reads the block under the pool lock,
-    /// which the caller holds.
+    /// bias): a reader that read the old owner and any count written here reads the new
+    /// owner when it reads the word again after an Acquire fence
+    /// (`crate::heap::counted_snapshot`), so it never takes counts half written for the old
+    /// owner's; one that reads the new owner reads the block under the pool lock, which the
+    /// caller holds.
     pub(crate) fn hand_to_pool(&self) {
         self.drop_kept();
         self.set_owner(0);
@@ -141,9 +152,6 @@ impl Header {
         self.set_role(Role::Listed);
         if self.holder() != HEAPLESS {
             self.set_holder(NO_HOLDER);
-        }
-        if self.free.load(Ordering::Relaxed) == 0 && self.local.load(Ordering::Relaxed) == 0 {
-            self.collect_remote();
         }
     }
 
@@ -154,8 +162,24 @@ impl Header {
     /// broken list (a link off the block's slots or past `bump`, or a cycle, or more slots
     /// on both than were handed out) is emptied: its slots are lost too. Not for tiny blocks
     /// (`crate::tiny::recount`).
+    ///
+    /// A block that keeps the slots a reset kept ([`KEPT_FREED`]: set last by the reset,
+    /// cleared first by [`Header::drop_kept`]) has no live slot and keeps them (RED-141: a
+    /// repair that dropped them let the owner's double free of its last slot through, and
+    /// handed that slot out twice); its allocation state is made the reset's again
+    /// (`free == 0`, `bump == bump_end == first`, no beat, `used == 0`), which an owner
+    /// stopped between the reset and the reload of its cursor would otherwise leave
+    /// overwritten by the stale cursor's write-back.
     pub(crate) fn recount_local(&self) {
         let c = self.geometry();
+        if !c.is_tiny() && self.flags.get() & KEPT_FREED != 0 {
+            self.free.store(0, Ordering::Relaxed);
+            self.bump.store(c.first, Ordering::Relaxed);
+            self.bump_end.store(c.first, Ordering::Relaxed);
+            self.beats.set(0);
+            self.set_used(0);
+            return;
+        }
         let bump = self.bump.load(Ordering::Relaxed);
         if c.is_tiny() || bump < c.first || bump > c.limit {
             return;

@@ -107,7 +107,9 @@ impl Header {
     }
 
     /// Owner only, with an empty allocation list: takes the whole remote free list as the
-    /// allocation list. Returns how many slots it took.
+    /// allocation list. Returns how many slots it took. (The allocation paths collect
+    /// through [`Header::collect_freed_in`] and [`Header::take_collected`].)
+    #[cfg(all(test, loom))]
     pub(crate) fn collect_remote(&self) -> u32 {
         self.collect_remote_in(self.state())
     }

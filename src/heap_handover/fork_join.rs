@@ -22,8 +22,10 @@
 //! 2. every block the heap owns, found by one walk of the pool's blocks (a block on a list
 //!    half linked, or in the middle of a move between lists, is found all the same, once),
 //!    is recounted (`Header::recount_local`: a slot in flight counts as handed out, lost to
-//!    the child, never handed out twice) and listed again: retired `FULL` when it has no
-//!    free slot, else on its head's partial list.
+//!    the child, never handed out twice; a block a reset emptied in place keeps the firsts
+//!    it kept, `KEPT_FREED`, for the join's double-free check in the child, RED-141) and
+//!    listed again: retired `FULL` when it has no free slot, else on its head's partial
+//!    list.
 //!
 //! Tiny heads are left as they are: they are served and freed under the pool lock, which
 //! the fork held, so no call left them half done. Each repaired heap counts as one taken
@@ -147,7 +149,6 @@ unsafe fn empty_heads(heap: *mut Heap, pool: &Pool, st: &mut PoolState) {
 /// As [`empty_heads`]'s (which ran for `heap`); `h` is a block `heap` owns, of a lifetime
 /// class below the pool's count.
 unsafe fn relist(heap: *mut Heap, pool: &Pool, h: &Header) {
-    h.drop_kept();
     h.recount_local();
     let heads = HeadIndex::count(pool.life_count);
     // SAFETY: the block's key names a head of its owner's (the caller's); nobody else

@@ -277,7 +277,7 @@ impl<L: Lifetime> SharedCohort<L> {
                 let pool = core.pool_if_any().expect("a placed instance has its pool");
                 // SAFETY: the instance was just made: no other thread of this process uses it.
                 let options = unsafe {
-                    RegionOptions::adopt(&pool.region, &mut pool.lock().region, Backing::SHARED, made.flatten())
+                    RegionOptions::adopt(&pool.region, &mut pool.lock().region, Backing::NAMED, made.flatten())
                 };
                 // A refusal drops `core`: this process leaves the region again.
                 let applied = match is_new {
@@ -479,7 +479,9 @@ impl<L: Lifetime> SharedCohort<L> {
     }
 
     /// Allocates a `T` in lifetime class `life`, moves `value` there and returns its offset;
-    /// `None` when memory is exhausted (`value` is dropped). `T` should hold no pointer or
+    /// `None` when memory is exhausted, or when `T` is aligned above 2 MiB (each process
+    /// maps the region at a base aligned to 2 MiB only: no offset keeps a larger alignment
+    /// in every process) (`value` is dropped). `T` should hold no pointer or
     /// reference (other processes see different addresses): offsets instead.
     pub fn new_in<T>(&self, value: T, life: L) -> Option<Off<T>> {
         let p = NonNull::new(self.cohort.alloc(layout_of::<T>(), life))?.cast::<T>();

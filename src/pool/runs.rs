@@ -15,13 +15,17 @@ use core::ptr;
 impl Pool {
     /// A large allocation of `len` bytes (page-rounded) aligned to `align` in lifetime class
     /// `life`, from a run of the region; with `ZERO` it reads zero. Null when the region has
-    /// no room for it.
+    /// no room for it, or cannot keep the alignment in every view
+    /// ([`crate::region::Region::keeps_alignment`]).
     pub(crate) fn alloc_run<const ZERO: bool>(
         &self,
         len: usize,
         align: usize,
         life: usize,
     ) -> *mut u8 {
+        if !self.region.keeps_alignment(align) {
+            return ptr::null_mut();
+        }
         let mut st = self.lock();
         let mut got = self.region.carve_run(&mut st.region, len, align, life);
         if got.is_none() && self.give_back_empty(&mut st) > 0 {

@@ -174,6 +174,7 @@ impl RegionOptions {
             serves_large: true,
             fresh: base.fresh,
             fallback: self.fallback,
+            one_address: base.one_address,
         }
     }
 

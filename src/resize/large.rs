@@ -237,7 +237,9 @@ impl Instance {
             _ => report::<ABORT>(self.misuse(p, old, life, pool.run_problem(p))),
         };
         let stays_large = new != 0 && class_of(new, new_side.align).is_none();
-        let aligned = (p as usize).is_multiple_of(new_side.align.max(os::MIN_PAGE));
+        // An alignment the region cannot keep in every view moves (and is refused there).
+        let aligned = (p as usize).is_multiple_of(new_side.align.max(os::MIN_PAGE))
+            && pool.region.keeps_alignment(new_side.align);
         let len = os::page_round(new)?;
         if !stays_large || !aligned || !pool.resize_run(p, len) {
             return None;
