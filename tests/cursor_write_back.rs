@@ -10,7 +10,8 @@ mod common;
 
 use cohort::{Cohort, Retention};
 use common::processes::{in_child, kill_and_reap, wait_ok};
-use std::sync::atomic::{AtomicU64, Ordering};
+use common::{yield_until, StopOnDrop};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 cohort::lifetime_classes! { enum Life { A, B } }
@@ -265,22 +266,26 @@ fn while_another_thread_lives<R>(
     make: impl FnOnce(&Cohort<Life>) -> Vec<usize> + Send,
     here: impl FnOnce() -> R,
 ) -> (Vec<usize>, R) {
-    let ready = AtomicU64::new(0);
-    let done = AtomicU64::new(0);
+    let ready = AtomicBool::new(false);
+    let done = AtomicBool::new(false);
     std::thread::scope(|s| {
         let t = s.spawn(|| {
             let ps = make(a);
-            ready.store(1, Ordering::Release);
-            while done.load(Ordering::Acquire) == 0 {
+            ready.store(true, Ordering::Release);
+            while !done.load(Ordering::Acquire) {
                 std::thread::sleep(Duration::from_millis(1));
             }
             ps
         });
-        while ready.load(Ordering::Acquire) == 0 {
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        // Lets the thread end however `here` ends (a failed check panics there).
+        let let_it_end = StopOnDrop(&done);
+        yield_until(
+            "the other thread's objects",
+            || ready.load(Ordering::Acquire),
+            || t.is_finished(),
+        );
         let r = here();
-        done.store(1, Ordering::Release);
+        drop(let_it_end);
         (t.join().unwrap(), r)
     })
 }

@@ -24,7 +24,7 @@ mod red_team_s22_common;
 
 use cohort::{set_misuse_hook, Cohort, Join, Misuse};
 use red_team_s22_common::{
-    check, fresh_objects_once, patterned, raise, without_decay_delay, Object,
+    check, fresh_objects_once, made_by, patterned, raise, without_decay_delay, Object,
 };
 use std::collections::{HashMap, HashSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -34,8 +34,9 @@ cohort::lifetime_classes! {
     enum Life { A, B }
 }
 
-/// The sizes of class A's objects: two size classes.
-const SIZES: [usize; 2] = [64, 1000];
+/// The sizes of class A's objects: four size classes (an 8-byte slot, whose link fills half
+/// of it; 128 slots a block at 16 KiB).
+const SIZES: [usize; 4] = [8, 64, 1000, 16384];
 /// Joins alive at once.
 const JOINS: usize = 3;
 /// Steps of one seed.
@@ -100,13 +101,6 @@ impl Model {
     }
 }
 
-/// A fresh object of `size` bytes of class A from join `j`, patterned with `tag`.
-fn made_by(j: &Join<'_, Life>, size: usize, tag: u8, what: &str) -> Object {
-    let p = j.malloc(size, Life::A) as usize;
-    assert_ne!(p, 0, "{what}: the join's malloc({size})");
-    patterned(p, size, tag)
-}
-
 /// One step's operation.
 #[derive(Clone, Copy, Debug)]
 enum Op {
@@ -155,7 +149,7 @@ fn run(seed: u64, shared: bool) -> Result<(), String> {
             Op::Make(j) => {
                 let size = SIZES[rng.below(SIZES.len())];
                 let tag = model.next_tag();
-                let o = made_by(&joins[j], size, tag, &what);
+                let o = made_by(&joins[j], size, Life::A, tag, &what);
                 model.made(o, &what)?;
             }
             Op::Free(by) => {
@@ -322,11 +316,11 @@ fn last_frees_refused(a: &Cohort<Life>, model: &Model, what: &str) -> Result<(),
 }
 
 /// The model over 16 seeds in a private instance and 8 in a shared-anonymous region.
-/// Before RED-140's fix (main c2d9a66, release-tests) 19 of the 24 seeds failed at a
-/// join's leave, e.g. `seed 0, shared: false, step 57, Leave(0): free of 0x7f5b7c0000c0
-/// (64 bytes, the block's last free, by Test) was not reported` (`try_free` refused them
-/// all: it compares the allocation list's first too). 600 private and 200 shared seeds
-/// pass with the fix (release-tests, 69 s).
+/// Before RED-140's fix (main c2d9a66, release-tests) 22 of the 24 seeds failed at a
+/// join's leave, e.g. `seed 0, shared: false, step 57, Leave(0): free of 0x7ee360400040 (8
+/// bytes, the block's last free, by Test) was not reported` (`try_free` refused them all:
+/// it compares the allocation list's first too). 300 private and 100 shared seeds pass
+/// with the fix (release-tests, 99 s on a loaded machine).
 #[test]
 fn the_last_free_of_every_block_is_refused_across_hand_overs() {
     let before = set_misuse_hook(Some(raise));

@@ -705,7 +705,7 @@ fn invariant_15_a_release_frees_the_callers_and_exited_threads_blocks_only() {
 /// class (large allocations included) and nothing of the others'.
 #[test]
 fn invariant_16_a_scope_class_is_one_scopes() {
-    use std::sync::Barrier;
+    use common::threads::Barrier;
     static A: Cohort<Life> = Cohort::new();
     let (open, checked) = (Barrier::new(8), Barrier::new(8));
     let names = std::sync::Mutex::new(Vec::new());
@@ -713,6 +713,7 @@ fn invariant_16_a_scope_class_is_one_scopes() {
         for t in 0..8u8 {
             let (open, checked, names) = (&open, &checked, &names);
             s.spawn(move || {
+                let (_open, _checked) = (open.party(), checked.party());
                 A.scope(|frame| {
                     let mut v = cohort::Vec::with_capacity_in(50_000, frame);
                     v.resize(50_000, t);

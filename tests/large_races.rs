@@ -5,7 +5,11 @@
 //! back and the request served.
 
 use cohort::{Cohort, Retention};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
+use threads::CountOnDrop;
+
+#[path = "common/threads.rs"]
+mod threads;
 use std::time::Duration;
 use test_support::Rng;
 
@@ -41,11 +45,13 @@ unsafe fn stamped(p: *mut u8, len: usize, tag: u64) -> bool {
 #[test]
 fn reuse_races_with_frees_compact_rebounds_and_release() {
     let a = Cohort::<Life>::new();
-    let done = AtomicUsize::new(0);
+    let done = AtomicU64::new(0);
     std::thread::scope(|s| {
         for t in 0..WORKERS {
             let (a, done) = (&a, &done);
             s.spawn(move || {
+                // Counted however it ends: the other thread loops until every worker has.
+                let _counted = CountOnDrop(done);
                 let mut rng = Rng::new(t);
                 let mut live: Vec<(*mut u8, usize, u64)> = Vec::new();
                 for round in 0..3000u64 {
@@ -76,13 +82,12 @@ fn reuse_races_with_frees_compact_rebounds_and_release() {
                         a.free(p, size, Life::Kept);
                     }
                 }
-                done.fetch_add(1, Ordering::Release);
             });
         }
         let (a, done) = (&a, &done);
         s.spawn(move || {
             let mut i = 0usize;
-            while done.load(Ordering::Acquire) < WORKERS as usize {
+            while done.load(Ordering::Acquire) < WORKERS {
                 match i % 4 {
                     0 => drop(a.compact()),
                     1 => a.set_retention(Retention {
@@ -122,11 +127,13 @@ fn reuse_races_with_frees_compact_rebounds_and_release() {
 #[test]
 fn resizes_race_table_rebuilds_and_releases() {
     let a = Cohort::<Life>::new();
-    let done = AtomicUsize::new(0);
+    let done = AtomicU64::new(0);
     std::thread::scope(|s| {
         for t in 0..2u64 {
             let (a, done) = (&a, &done);
             s.spawn(move || {
+                // Counted however it ends: the other thread loops until both have.
+                let _counted = CountOnDrop(done);
                 let mut rng = Rng::new(100 + t);
                 let mut live: Vec<(*mut u8, usize, u64)> = Vec::new();
                 for round in 0..1500u64 {
@@ -176,7 +183,6 @@ fn resizes_race_table_rebuilds_and_releases() {
                         a.free(p, size, Life::Kept);
                     }
                 }
-                done.fetch_add(1, Ordering::Release);
             });
         }
         let (a, done) = (&a, &done);

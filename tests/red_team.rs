@@ -1122,13 +1122,14 @@ fn instance_drop_races_thread_exit() {
 /// instances' heaps).
 #[test]
 fn thread_exit_after_its_instances_dropped() {
-    use std::sync::Barrier;
+    use common::threads::Barrier;
     let keep: Arc<Cohort<Life>> = Arc::new(Cohort::new());
     for _ in 0..20 {
         let doomed: Vec<Arc<Cohort<Life>>> = (0..8).map(|_| Arc::new(Cohort::new())).collect();
         let b = Arc::new(Barrier::new(2));
         let (d2, b2, k2) = (doomed.clone(), b.clone(), keep.clone());
         let t = std::thread::spawn(move || {
+            let _party = b2.party();
             for a in &d2 {
                 assert!(!a.malloc(64, Life::A).is_null());
                 assert!(!a.malloc(1, Life::A).is_null());
@@ -1142,6 +1143,7 @@ fn thread_exit_after_its_instances_dropped() {
             let q = k2.malloc(200, Life::B);
             unsafe { k2.free(q, 200, Life::B) };
         });
+        let _party = b.party();
         b.wait();
         drop(doomed);
         // Another instance may take a dropped one's place.
@@ -1634,7 +1636,7 @@ fn cross_thread_resizes() {
 // them: documented as the sizing rule; this test checks the two ways they come back.
 #[test]
 fn empty_blocks_of_other_live_threads_come_back_when_they_compact_or_exit() {
-    use std::sync::Barrier;
+    use common::threads::Barrier;
     for exit in [false, true] {
         let a: Cohort<Life> = Cohort::with_reservation(8 << 20);
         let b = Barrier::new(3);
@@ -1644,6 +1646,7 @@ fn empty_blocks_of_other_live_threads_come_back_when_they_compact_or_exit() {
                 .map(|(t, l)| {
                     let (a, b) = (&a, &b);
                     sc.spawn(move || {
+                        let _party = b.party();
                         let sizes = [64usize, 128, 256, 512];
                         for &s in &sizes[t * 2..t * 2 + 2] {
                             let p = a.malloc(s, l);
@@ -1660,6 +1663,7 @@ fn empty_blocks_of_other_live_threads_come_back_when_they_compact_or_exit() {
                     })
                 })
                 .collect();
+            let _party = b.party();
             b.wait();
             assert!(a.is_empty());
             if exit {

@@ -5,7 +5,11 @@
 //! `#[ignore]`d with its number (RED-n), its owner and the exact failure.
 
 use cohort::Cohort;
-use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use threads::StopOnDrop;
+
+#[path = "common/threads.rs"]
+mod threads;
 
 cohort::lifetime_classes! { enum Life { A } }
 
@@ -29,11 +33,11 @@ fn reads_within_bounds(size: usize) -> (u64, Option<String>) {
     let epoch = AtomicU64::new(1);
     let started = AtomicU64::new(0);
     let done = AtomicU64::new(0);
-    let stop = AtomicU64::new(0);
+    let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
         let reader = s.spawn(|| {
             let mut checked = 0;
-            while stop.load(SeqCst) == 0 {
+            while !stop.load(SeqCst) {
                 let e1 = epoch.load(SeqCst);
                 let low = done.load(SeqCst);
                 let live = stats_live(&a);
@@ -55,6 +59,8 @@ fn reads_within_bounds(size: usize) -> (u64, Option<String>) {
             }
             (checked, None)
         });
+        // Stops the reader however the allocations end (a failed one panics here).
+        let stop_reader = StopOnDrop(&stop);
         for e in 0..EPOCHS {
             let mut objs = Vec::with_capacity(PER_EPOCH as usize);
             for _ in 0..PER_EPOCH {
@@ -76,7 +82,7 @@ fn reads_within_bounds(size: usize) -> (u64, Option<String>) {
                 break;
             }
         }
-        stop.store(1, SeqCst);
+        drop(stop_reader);
         reader.join().unwrap()
     })
 }
@@ -107,12 +113,12 @@ const FORKS: usize = if cfg!(debug_assertions) { 40 } else { 200 };
 fn forks_amid_slow_paths(verify_too: bool) -> Option<String> {
     let a = Cohort::<Life>::new();
     let ring: Vec<AtomicU64> = (0..64).map(|_| AtomicU64::new(0)).collect();
-    let stop = AtomicU64::new(0);
+    let stop = AtomicBool::new(false);
     let steps = AtomicU64::new(0);
     let failed = std::thread::scope(|s| {
-        s.spawn(|| {
+        let cycling = s.spawn(|| {
             let mut i = 0;
-            while stop.load(SeqCst) == 0 {
+            while !stop.load(SeqCst) {
                 let p = a.malloc(1024, Life::A);
                 assert!(!p.is_null());
                 // SAFETY: ours, 1 KiB: its first and last 16 bytes.
@@ -129,10 +135,16 @@ fn forks_amid_slow_paths(verify_too: bool) -> Option<String> {
                 steps.store(i as u64, SeqCst);
             }
         });
+        // Stops the thread however the forks end (a failed one panics here).
+        let stop_cycling = StopOnDrop(&stop);
         let mut failed = None;
         for f in 0..FORKS {
             let at = steps.load(SeqCst);
-            while steps.load(SeqCst) < at + 1 + (f as u64 * 7919) % 97 {
+            let target = at + 1 + (f as u64 * 7919) % 97;
+            while steps.load(SeqCst) < target {
+                if cycling.is_finished() && steps.load(SeqCst) < target {
+                    panic!("the cycling thread ended first (a panic: see above)");
+                }
                 std::hint::spin_loop();
             }
             let child = processes::in_child(20, || in_the_child(&a, &ring, f, verify_too));
@@ -142,7 +154,7 @@ fn forks_amid_slow_paths(verify_too: bool) -> Option<String> {
                 break;
             }
         }
-        stop.store(1, SeqCst);
+        drop(stop_cycling);
         failed
     });
     for w in &ring {
@@ -246,12 +258,12 @@ fn reads_within_bounds_with_remote_frees(size: usize) -> (u64, Option<String>) {
     let a = Cohort::<Life>::new();
     let (alloc_started, alloc_done) = (AtomicU64::new(0), AtomicU64::new(0));
     let (free_started, free_done) = (AtomicU64::new(0), AtomicU64::new(0));
-    let stop = AtomicU64::new(0);
+    let stop = AtomicBool::new(false);
     let ring: Vec<AtomicU64> = (0..4096).map(|_| AtomicU64::new(0)).collect();
     std::thread::scope(|s| {
         let reader = s.spawn(|| {
             let mut checked = 0;
-            while stop.load(SeqCst) == 0 {
+            while !stop.load(SeqCst) {
                 let low = alloc_done.load(SeqCst);
                 let freed_before = free_done.load(SeqCst);
                 let live = stats_live(&a);
@@ -272,10 +284,10 @@ fn reads_within_bounds_with_remote_frees(size: usize) -> (u64, Option<String>) {
             }
             (checked, None)
         });
-        s.spawn(|| {
+        let consumer = s.spawn(|| {
             // The consumer: frees what the producer put in the ring, in order.
             let mut i = 0usize;
-            while stop.load(SeqCst) == 0 || ring[i % 4096].load(SeqCst) != 0 {
+            while !stop.load(SeqCst) || ring[i % 4096].load(SeqCst) != 0 {
                 let p = ring[i % 4096].swap(0, SeqCst);
                 if p == 0 {
                     std::hint::spin_loop();
@@ -288,8 +300,13 @@ fn reads_within_bounds_with_remote_frees(size: usize) -> (u64, Option<String>) {
                 i += 1;
             }
         });
+        // Stops both threads however the production ends (a failed allocation panics here).
+        let stop_both = StopOnDrop(&stop);
         for i in 0..N as usize {
             while ring[i % 4096].load(SeqCst) != 0 {
+                if consumer.is_finished() && ring[i % 4096].load(SeqCst) != 0 {
+                    panic!("the consumer ended first (a panic: see above)");
+                }
                 std::hint::spin_loop();
             }
             alloc_started.fetch_add(1, SeqCst);
@@ -301,7 +318,7 @@ fn reads_within_bounds_with_remote_frees(size: usize) -> (u64, Option<String>) {
                 break;
             }
         }
-        stop.store(1, SeqCst);
+        drop(stop_both);
         reader.join().unwrap()
     })
 }

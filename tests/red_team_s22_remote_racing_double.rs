@@ -8,11 +8,13 @@
 //! (RED-n) and the exact failure.
 
 mod red_team_s22_common;
+#[path = "common/threads.rs"]
+mod threads;
 
 use cohort::{set_misuse_hook, Cohort, Misuse};
 use red_team_s22_common::{make, raise, unmake, Object};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Barrier;
+use threads::Barrier;
 
 cohort::lifetime_classes! {
     enum Life { A, B }
@@ -55,6 +57,7 @@ fn two_threads_freeing_one_slot_at_once_the_quick_way_are_caught() {
                 .map(|mine| {
                     let (a, start, what) = (&a, &start, &what);
                     s.spawn(move || {
+                        let _party = start.party();
                         // A heap of the freer's own, then a chain of the block.
                         let kept = a.malloc(24, Life::B);
                         unmake(a, mine, Life::A, what);

@@ -15,28 +15,13 @@
 mod red_team_common;
 mod red_team_s22_common;
 
-use cohort::{set_misuse_hook, Cohort, Join, Misuse, Problem, Retention};
+use cohort::{set_misuse_hook, Cohort, Join, Misuse, Problem};
 use red_team_common::{in_child, wait, Report};
-use red_team_s22_common::{check, patterned, raise, Object};
+use red_team_s22_common::{freed_by, idle_look_by, made_by, raise, without_decay_delay, Object};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::time::Duration;
 
 cohort::lifetime_classes! {
     enum Life { A, B }
-}
-
-/// A fresh object of `size` bytes of class `life` from `j`, patterned with `tag`.
-fn made_by(j: &Join<'_, Life>, size: usize, life: Life, tag: u8, what: &str) -> Object {
-    let p = j.malloc(size, life) as usize;
-    assert_ne!(p, 0, "{what}: the join's malloc({size})");
-    patterned(p, size, tag)
-}
-
-/// Checks `o`'s pattern and frees it through `j`.
-fn freed_by(j: &Join<'_, Life>, o: Object, life: Life, what: &str) {
-    check(o, what);
-    // SAFETY: a live object of o.1 bytes and class `life`, freed once.
-    unsafe { j.free(o.0 as *mut u8, o.1, life) };
 }
 
 /// J frees `x` (`size` bytes, class A) again: reported, naming it, as a double free; else
@@ -73,11 +58,7 @@ fn double_free_by(j: &Join<'_, Life>, x: usize, size: usize, what: &str) -> Resu
 /// then the parent's (which must report it).
 fn case(size: usize, n: usize, idle: bool) -> Result<(), String> {
     let what = format!("size {size}, {n} objects, emptied in place: {idle}");
-    let a = Cohort::<Life>::new();
-    a.set_retention(Retention {
-        delay: Duration::ZERO,
-        ..Retention::DEFAULT
-    });
+    let a: Cohort<Life> = without_decay_delay(false);
     let j = a.join(1).expect("a join");
     let objects: Vec<Object> = (0..n)
         .map(|i| made_by(&j, size, Life::A, i as u8, &what))
@@ -87,14 +68,7 @@ fn case(size: usize, n: usize, idle: bool) -> Result<(), String> {
         .for_each(|&o| freed_by(&j, o, Life::A, &what));
     let x = objects[n - 1].0;
     if idle {
-        for _ in 0..200 {
-            let other: Vec<Object> = (0..300)
-                .map(|i| made_by(&j, 1000, Life::B, i as u8, &what))
-                .collect();
-            other
-                .into_iter()
-                .for_each(|o| freed_by(&j, o, Life::B, &what));
-        }
+        idle_look_by(&j, Life::B, &what);
     }
     let report = Report::new();
     let child = in_child(30, || {

@@ -5,8 +5,9 @@
 use cohort::class::{class_of, CLASSES, CLASS_COUNT, MEDIUM_CLASS};
 use cohort::Cohort;
 use std::alloc::Layout;
-use std::sync::{mpsc, Arc, Barrier};
+use std::sync::{mpsc, Arc};
 use std::thread;
+use threads::Barrier;
 
 // Helper threads stopped however a test ends.
 #[path = "common/threads.rs"]
@@ -35,6 +36,7 @@ fn release_leaves_another_threads_allocation(size: usize) {
     let t = {
         let (a, made, released) = (Arc::clone(&a), Arc::clone(&made), Arc::clone(&released));
         thread::spawn(move || {
+            let (_made, _released) = (made.party(), released.party());
             let p = a.malloc(size, Life::B);
             assert!(!p.is_null());
             // SAFETY: a fresh allocation of `size` bytes.
@@ -49,6 +51,7 @@ fn release_leaves_another_threads_allocation(size: usize) {
             p as usize
         })
     };
+    let (_made, _released) = (made.party(), released.party());
     made.wait();
     // SAFETY: this thread made nothing in class B.
     let r = unsafe { a.release_class(Life::B) };
@@ -335,6 +338,7 @@ fn release_class_leaves_allocations_of_threads_without_a_heap() {
     let released = Barrier::new(2);
     thread::scope(|s| {
         let t = s.spawn(|| {
+            let (_made, _released) = (made.party(), released.party());
             let sizes = [1, 64, 1000];
             let ps = sizes.map(|size| {
                 let p = a.malloc(size, Life::B);
@@ -353,6 +357,7 @@ fn release_class_leaves_allocations_of_threads_without_a_heap() {
                 unsafe { a.free(p, size, Life::B) };
             }
         });
+        let (_made, _released) = (made.party(), released.party());
         made.wait();
         // SAFETY: the only allocation of class B this thread made is `mine`, unused after.
         let r = unsafe { a.release_class(Life::B) };

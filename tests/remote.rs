@@ -163,15 +163,17 @@ fn free_patterned_from(a: &Cohort, objects: Vec<usize>, first: usize, size: usiz
 fn a_new_thread_reuses_freed_slots_of_exited_threads_first() {
     let a: &Cohort = &Cohort::new();
     let n = CLASSES[class_of(SIZE, 8).unwrap()].capacity as usize / 4;
-    let barrier = &std::sync::Barrier::new(2);
+    let barrier = &common::threads::Barrier::new(2);
     let (first, second) = thread::scope(|s| {
         let (go, exit) = sync_channel::<()>(1);
         let first = s.spawn(move || {
+            let _party = barrier.party();
             let v = alloc_patterned(a, n);
             barrier.wait();
             v
         });
         let second = s.spawn(move || {
+            let _party = barrier.party();
             let v = alloc_patterned(a, n);
             barrier.wait();
             exit.recv().unwrap();

@@ -9,10 +9,10 @@ mod common;
 
 use cohort::allocator_api2::{boxed::Box, vec::Vec};
 use cohort::{Cohort, Lifetime};
+use common::threads::Barrier;
 use common::{fill, mismatch, seed_of};
 use std::alloc::GlobalAlloc;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Barrier;
 use std::thread;
 
 cohort::lifetime_classes! {
@@ -118,6 +118,7 @@ fn concurrent_scopes_release_only_their_own() {
         for t in 0..THREADS {
             let barrier = &barrier;
             sc.spawn(move || {
+                let _party = barrier.party();
                 for round in 0..20 {
                     let keep = A.malloc(64, Life::Frame);
                     // SAFETY: 64 bytes.
@@ -245,6 +246,7 @@ fn a_scope_leaves_another_threads_large_allocations_alone() {
     let (made, ended) = (Barrier::new(2), Barrier::new(2));
     thread::scope(|sc| {
         sc.spawn(|| {
+            let (_made, _ended) = (made.party(), ended.party());
             A.scope(|frame| {
                 let v = patterned_in(frame, 100_000);
                 made.wait();
@@ -253,6 +255,7 @@ fn a_scope_leaves_another_threads_large_allocations_alone() {
             ended.wait();
         });
         sc.spawn(|| {
+            let (_made, _ended) = (made.party(), ended.party());
             A.scope(|frame| {
                 let v = patterned_in(frame, 100_000);
                 made.wait();
@@ -280,6 +283,7 @@ fn scopes_past_the_limit_are_refused_until_one_ends() {
         for t in 0..8 {
             let (held, checked, ended, last) = (&held, &checked, &ended, &last);
             sc.spawn(move || {
+                let _parties = (held.party(), checked.party(), ended.party(), last.party());
                 A.scope(|frame| {
                     let v = patterned_in(frame, 1000 + t * 40_000);
                     held.wait();
@@ -296,6 +300,7 @@ fn scopes_past_the_limit_are_refused_until_one_ends() {
                 }
             });
         }
+        let _parties = (held.party(), checked.party(), ended.party(), last.party());
         held.wait();
         let mut ran = false;
         assert_eq!(A.try_scope(|_| ran = true), Err(cohort::ScopesInUse));

@@ -450,3 +450,75 @@ fn the_lists_check_accepts_a_kept_remote_first_only_as_a_reset_leaves_it() {
         "no kept slot: a list of one slot counted 0"
     );
 }
+
+/// RED-141: the recount of a block that keeps a reset's firsts (a fork child's repair, a
+/// dead holder's take-over) keeps them, and makes the allocation state the reset's again
+/// over a stale write-back (an owner stopped between the reset and its cursor's reload,
+/// whose cursor still named the old `free`, `bump` and window): the firsts stay refused,
+/// nothing is handed out before the next allocation's drop, and then every slot once.
+#[test]
+fn a_recount_keeps_a_resets_firsts_and_its_allocation_state() {
+    let b = TestBlock::full();
+    let h = b.h();
+    let cap = h.capacity();
+    let (local, remote) = reset_with_both_lists(&b);
+    let c = h.geometry();
+    // The stale cursor's write-back: the block's state before the reset.
+    h.free.store(c_off(h, 40), Ordering::Relaxed);
+    h.bump.store(c.limit, Ordering::Relaxed);
+    h.bump_end.store(c.limit, Ordering::Relaxed);
+    h.set_used(cap - 20);
+    h.recount_local();
+    assert_eq!(
+        (
+            h.local.load(Ordering::Relaxed),
+            h.remote.load(Ordering::Relaxed)
+        ),
+        (local, u64::from(remote)),
+        "both firsts kept"
+    );
+    assert!(h.is_freed_last(local) && h.is_freed_last(remote));
+    assert_eq!(
+        (
+            h.free.load(Ordering::Relaxed),
+            h.bump.load(Ordering::Relaxed),
+            h.bump_end.load(Ordering::Relaxed),
+            h.used()
+        ),
+        (0, c.first, c.first, 0),
+        "the reset's allocation state"
+    );
+    assert_eq!(lists_fault(h), Ok(()));
+    assert_eq!(h.pop().or_else(|| h.pop_collected()), None);
+    h.drop_kept();
+    let mut seen = vec![0u32; cap as usize];
+    while let Some((off, _)) = h.pop().or_else(|| h.refill().then(|| h.pop()).flatten()) {
+        seen[((off - c.first) / h.stride) as usize] += 1;
+    }
+    assert!(seen.iter().all(|&n| n == 1), "every slot handed out once");
+}
+
+/// RED-140: a hand-over to the pool keeps a block's lists as they are: the slot another
+/// thread freed last stays the remote list's first (refused), the counts say the listed
+/// slots are free, and the next allocation collects the list and hands out its first
+/// first.
+#[test]
+fn a_hand_over_keeps_the_remote_list() {
+    let b = TestBlock::full();
+    let h = b.h();
+    h.set_role(Role::Current);
+    for i in 10..20 {
+        // SAFETY: slot i is live (handed out, freed once here).
+        assert!(!unsafe { h.push_remote(c_off(h, i)) });
+    }
+    let x = c_off(h, 19);
+    h.hand_to_pool();
+    assert_eq!(h.owner(), 0);
+    assert_eq!((h.remote_count(), h.free.load(Ordering::Relaxed)), (10, 0));
+    assert!(h.is_freed_last(x));
+    assert_eq!(h.live(), h.capacity() - 10);
+    assert_eq!(h.pop(), None);
+    assert!(h.refill());
+    assert_eq!(h.pop(), Some((x, false)), "the slot freed last first");
+    assert!(!h.is_freed_last(x));
+}

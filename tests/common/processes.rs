@@ -369,9 +369,9 @@ pub fn rerun(test: &str, envs: &[(&str, &str)]) -> std::process::Output {
     command.output().unwrap()
 }
 
-/// Seconds a test run again by [`rerun`] may take: far past any such test's time on a
-/// loaded machine, far below a CI run's bound (60 minutes).
-pub const RERUN_ALARM_SECS: u32 = 900;
+/// Seconds a test run again by [`rerun`] may take (the same bound as the shared runs
+/// again of `test_support`).
+pub const RERUN_ALARM_SECS: u32 = test_support::RERUN_ALARM_SECS;
 
 /// A description of a child's wait `status` unless it exited 0.
 pub fn failure(tag: &str, status: i32) -> Option<String> {

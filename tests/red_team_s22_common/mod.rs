@@ -4,7 +4,7 @@
 //! must be handed out once each.
 #![allow(dead_code)]
 
-use cohort::{Cohort, Lifetime, Misuse, Problem};
+use cohort::{Cohort, Join, Lifetime, Misuse, Problem};
 use std::panic::{catch_unwind, panic_any, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -50,6 +50,32 @@ pub fn check((p, n, tag): Object, what: &str) {
             bytes[i],
             pattern(p, i, tag)
         );
+    }
+}
+
+/// A fresh object of `n` bytes of class `life` from join `j`, patterned with `tag`.
+pub fn made_by<L: Lifetime>(j: &Join<'_, L>, n: usize, life: L, tag: u8, what: &str) -> Object {
+    let p = j.malloc(n, life) as usize;
+    assert_ne!(p, 0, "{what}: the join's malloc({n})");
+    patterned(p, n, tag)
+}
+
+/// Checks the object's pattern, then frees it through join `j` (class `life`, its class).
+pub fn freed_by<L: Lifetime>(j: &Join<'_, L>, o: Object, life: L, what: &str) {
+    check(o, what);
+    // SAFETY: a live object of o.1 bytes and class `life`, freed once.
+    unsafe { j.free(o.0 as *mut u8, o.1, life) };
+}
+
+/// Join `j` makes and frees 200 rounds of 300 objects of 1000 bytes of class `other`: its
+/// slow paths run its idle look, which in an instance without decay delay empties its idle
+/// current blocks of the other classes in place.
+pub fn idle_look_by<L: Lifetime + Copy>(j: &Join<'_, L>, other: L, what: &str) {
+    for _ in 0..200 {
+        let made: Vec<Object> = (0..300)
+            .map(|i| made_by(j, 1000, other, i as u8, what))
+            .collect();
+        made.into_iter().for_each(|o| freed_by(j, o, other, what));
     }
 }
 

@@ -1,16 +1,37 @@
 //! Child processes that run this same executable again: an example measuring each
 //! allocator in a fresh process, a test whose case must abort the process (misuse through
-//! `GlobalAlloc`, which must not unwind).
+//! `GlobalAlloc`, which must not unwind). Each runs under an alarm ([`RERUN_ALARM_SECS`]):
+//! a child that hangs dies of it, and its test fails instead of hanging.
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, ExitStatus, Output};
 
+/// Seconds a run of this executable again may take before its alarm ends it (SIGALRM, which
+/// [`how_it_ended`] names "hung"): far past any such run's time on a loaded machine, far
+/// below a CI run's bound (60 minutes). A hang fails its test, never hangs it.
+pub const RERUN_ALARM_SECS: u32 = 900;
+
+/// A command that runs this executable again with `args`, under an alarm of
+/// [`RERUN_ALARM_SECS`].
+fn this_executable(args: &[&str]) -> Command {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(std::env::current_exe().expect("current_exe"));
+    cmd.args(args);
+    // SAFETY: alarm is async-signal-safe; set between the fork and the exec, the alarm
+    // outlives the exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::alarm(RERUN_ALARM_SECS);
+            Ok(())
+        })
+    };
+    cmd
+}
+
 /// Runs this executable again with `args` (and `var=value` in its environment when given)
 /// and waits for it.
 fn rerun(args: &[&str], env: Option<(&str, &str)>) -> Output {
-    let exe = std::env::current_exe().expect("current_exe");
-    let mut cmd = Command::new(exe);
-    cmd.args(args);
+    let mut cmd = this_executable(args);
     if let Some((var, value)) = env {
         cmd.env(var, value);
     }
@@ -69,8 +90,7 @@ pub fn misuse_unnamed(test: &str, var: &str, case: &str) -> Option<String> {
 /// variables `remove` taken out of its environment and `vars` set; returns its (stdout,
 /// stderr). Panics, showing both, when the child fails.
 pub fn test_in_child(test: &str, remove: &[&str], vars: &[(&str, &str)]) -> (String, String) {
-    let mut cmd = Command::new(std::env::current_exe().expect("current_exe"));
-    cmd.args(["--exact", test, "--nocapture", "--test-threads=1"]);
+    let mut cmd = this_executable(&["--exact", test, "--nocapture", "--test-threads=1"]);
     for var in remove {
         cmd.env_remove(var);
     }
