@@ -6,7 +6,12 @@
 # after; otherwise runs the tests as they are. `cargo test` runs the same tests without the
 # reservation.
 #
-#   bash .ci/placement.sh          # debug build (checked mode), then release
+#   bash .ci/placement.sh          # debug build (checked mode), then release-tests
+#
+# The optimised run uses the release-tests profile (the release profile's optimisation and
+# assertions, without link-time optimisation): .ci/run has built its test binaries in the
+# step before, where `--release` built the tests' dependencies and these three binaries
+# again with thin LTO and one codegen unit for nothing else.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
@@ -23,6 +28,6 @@ else
   echo "not root: huge pages as they are ($(cat "$knob" 2>/dev/null || echo '?') reserved)"
 fi
 grep -E 'HugePages_(Total|Free)' /proc/meminfo || true
-for profile in "" "--release"; do
+for profile in "" "--profile release-tests"; do
   cargo test $profile --test placement_memory --test region_fixed --test region_named -- --nocapture --test-threads 1
 done

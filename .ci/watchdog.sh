@@ -53,14 +53,15 @@ report_and_kill() {
   pids=$(step_processes)
   # shellcheck disable=SC2086
   [ -n "$pids" ] && ps -o pid,ppid,etime,time,stat,nlwp,args -p $(echo $pids | tr ' ' ',')
-  # The stacks of the test processes (not cargo or rustc): the deepest first (children of
-  # test binaries, where a fork test hangs), then the binaries themselves.
+  # The stacks of the test processes (not cargo, rustc or the scripts' tools): the newest
+  # first (a fork test's children, started after their test binary, where it hangs).
   local dumped=0 p exe
   for p in $(echo "$pids" | tac); do
     [ "$dumped" -ge "$max_stacks" ] && break
     exe=$(readlink "/proc/$p/exe" 2>/dev/null) || continue
     case "$exe" in
-      */cargo | */rustc | */rustup | */bash | */sh | */setsid | */timeout) continue ;;
+      */cargo | */rustc | */rustup | */bash | */sh | */setsid | */timeout | */xargs | \
+        */flock | */cat | */sleep | */gdb) continue ;;
     esac
     echo
     echo "=== watchdog: threads of $p ($(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | cut -c1-200))"
