@@ -13,6 +13,7 @@ mod red_team_common;
 use cohort::{Cohort, RegionOptions};
 use red_team_common::{in_child, wait};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use test_support::raw_thread;
 
 cohort::lifetime_classes! { enum Life { A, B } }
 
@@ -118,7 +119,8 @@ fn one_case(kind: &str, case: &str, size: usize) {
         }
     }
     churn(&a, 0);
-    std::thread::scope(|s| {
+    // A raw thread: this runs in a fork child (`test_support::raw_thread`).
+    raw_thread::scope(|s| {
         s.spawn(|| churn(&a, 1));
         churn(&a, 2);
     });

@@ -7,8 +7,12 @@
 
 use cohort::{Cohort, Problem};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::Mutex;
+use threads::StopOnDrop;
+
+#[path = "common/threads.rs"]
+mod threads;
 
 /// The size class: 1 KiB slots, 2047 to a block; a slow path leaves a current block with
 /// fewer than 16 slots freed for a listed block with 16 or more.
@@ -22,10 +26,15 @@ fn block_of(p: usize) -> usize {
     p & !(BLOCK - 1)
 }
 
-/// Waits (spinning, then yielding: 2 cores shared by many processes) until `f`.
-fn wait(f: impl Fn() -> bool) {
+/// Waits (spinning, then yielding: 2 cores shared by many processes) until `f`. Panics
+/// once `ended` holds and `f` still does not: the thread that would make `f` hold has
+/// ended (a panic), and the wait would never end.
+fn wait(f: impl Fn() -> bool, ended: impl Fn() -> bool) {
     let mut n = 0u32;
     while !f() {
+        if ended() && !f() {
+            panic!("the other thread ended first (a panic: see above)");
+        }
         n += 1;
         if n < 200 {
             std::hint::spin_loop();
@@ -68,16 +77,19 @@ fn races() -> Result<usize, String> {
     let ready = AtomicUsize::new(0);
     let go = AtomicUsize::new(0);
     let done = AtomicUsize::new(0);
-    let stop = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
     let rejected: Mutex<Option<String>> = Mutex::new(None);
     let mut tried = 0;
     std::thread::scope(|s| {
-        s.spawn(|| {
+        let freer = s.spawn(|| {
             let mut round = 0;
             loop {
                 round += 1;
-                wait(|| go.load(SeqCst) >= 2 * round - 1 || stop.load(SeqCst) != 0);
-                if stop.load(SeqCst) != 0 {
+                wait(
+                    || go.load(SeqCst) >= 2 * round - 1 || stop.load(SeqCst),
+                    || false,
+                );
+                if stop.load(SeqCst) {
                     return;
                 }
                 let Some((frees, race)) = job.lock().unwrap().take() else {
@@ -95,8 +107,11 @@ fn races() -> Result<usize, String> {
                     assert!(!a.is_empty());
                 }
                 ready.store(round, SeqCst);
-                wait(|| go.load(SeqCst) >= 2 * round || stop.load(SeqCst) != 0);
-                if stop.load(SeqCst) != 0 {
+                wait(
+                    || go.load(SeqCst) >= 2 * round || stop.load(SeqCst),
+                    || false,
+                );
+                if stop.load(SeqCst) {
                     return;
                 }
                 // SAFETY: as above.
@@ -112,6 +127,8 @@ fn races() -> Result<usize, String> {
                 done.store(round, SeqCst);
             }
         });
+        // Stops the other thread however this one ends (a failed step panics here).
+        let _stop_freer = StopOnDrop(&stop);
         let mut round = 0;
         let mut pick = 0usize;
         // Offset of `y`'s slot freed by the last race (free, on its remote list), if any.
@@ -137,15 +154,15 @@ fn races() -> Result<usize, String> {
                 first = false;
                 *job.lock().unwrap() = Some((frees, blocks[&x][&w]));
                 go.store(2 * round - 1, SeqCst);
-                wait(|| ready.load(SeqCst) == round);
+                wait(|| ready.load(SeqCst) == round, || freer.is_finished());
                 go.store(2 * round, SeqCst);
                 for _ in 0..(round % 97) {
                     std::hint::spin_loop();
                 }
                 let p = a.malloc(SIZE, ()) as usize;
-                wait(|| done.load(SeqCst) == round);
+                wait(|| done.load(SeqCst) == round, || freer.is_finished());
                 if let Some(m) = rejected.lock().unwrap().take() {
-                    stop.store(1, SeqCst);
+                    stop.store(true, SeqCst);
                     return Err(format!("{m} (race {tried} of at most {RACES})"));
                 }
                 if p == blocks[&x][&w] {
@@ -157,7 +174,7 @@ fn races() -> Result<usize, String> {
                     continue;
                 }
                 if p != blocks[&y][&z] {
-                    stop.store(1, SeqCst);
+                    stop.store(true, SeqCst);
                     return Err(format!(
                         "race {tried}: the owner's allocation {p:#x} is not the listed block's \
                          slot freed last (x {x:#x}, y {y:#x}, w {w:#x}, z {z:#x})"
@@ -169,7 +186,7 @@ fn races() -> Result<usize, String> {
             for _ in 1..listed {
                 let p = a.malloc(SIZE, ()) as usize;
                 if block_of(p) != y {
-                    stop.store(1, SeqCst);
+                    stop.store(true, SeqCst);
                     return Err(format!("race {tried}: {p:#x} is not of the listed block"));
                 }
             }
