@@ -118,7 +118,8 @@ fn one_case(kind: &str, case: &str, size: usize) {
         }
     }
     churn(&a, 0);
-    std::thread::scope(|s| {
+    // In a fork child: a thread started without std's locks (`raw_thread`).
+    test_support::raw_thread::scope(|s| {
         s.spawn(|| churn(&a, 1));
         churn(&a, 2);
     });
