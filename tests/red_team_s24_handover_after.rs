@@ -214,7 +214,8 @@ fn a_region_left_with_handed_over_remote_lists_opens_and_serves() {
                 .expect("create");
             let a: &Cohort<Life> = &r;
             let (tx, rx) = mpsc::channel::<Vec<Object>>();
-            std::thread::scope(|s| {
+            // In a fork child: a thread started without std's locks (`raw_thread`).
+            test_support::raw_thread::scope(|s| {
                 s.spawn(|| {
                     let all: Vec<Object> = (0..n)
                         .map(|i| make(a, size, Life::A, i as u8, &what))
