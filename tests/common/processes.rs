@@ -343,19 +343,11 @@ pub fn mappings() -> usize {
 /// Runs this test binary's test `test` again in a process of its own (with `--exact`,
 /// `--nocapture`, one thread, ignored tests included) with the environment variables
 /// `envs` set: for a case that changes its whole process (a seccomp filter, a lock of all
-/// memory, a mapping no fork child gets). Returns its output. The process dies of SIGALRM
-/// after [`RERUN_ALARM_SECS`] (its status says so): a hang fails the test, never hangs it.
+/// memory, a mapping no fork child gets). Returns its output. The process is ended with
+/// SIGALRM after [`RERUN_ALARM_SECS`] (`test_support::bounded_output`; its status says
+/// so): a hang fails the test, never hangs it.
 pub fn rerun(test: &str, envs: &[(&str, &str)]) -> std::process::Output {
-    use std::os::unix::process::CommandExt;
     let mut command = std::process::Command::new(std::env::current_exe().unwrap());
-    // SAFETY: alarm is async-signal-safe; set between the fork and the exec, the alarm
-    // outlives the exec.
-    unsafe {
-        command.pre_exec(|| {
-            libc::alarm(RERUN_ALARM_SECS);
-            Ok(())
-        })
-    };
     command.args([
         "--exact",
         test,
@@ -366,7 +358,7 @@ pub fn rerun(test: &str, envs: &[(&str, &str)]) -> std::process::Output {
     for &(k, v) in envs {
         command.env(k, v);
     }
-    command.output().unwrap()
+    test_support::bounded_output(command)
 }
 
 /// Seconds a test run again by [`rerun`] may take (the same bound as the shared runs

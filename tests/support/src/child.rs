@@ -1,31 +1,56 @@
 //! Child processes that run this same executable again: an example measuring each
 //! allocator in a fresh process, a test whose case must abort the process (misuse through
-//! `GlobalAlloc`, which must not unwind). Each runs under an alarm ([`RERUN_ALARM_SECS`]):
-//! a child that hangs dies of it, and its test fails instead of hanging.
+//! `GlobalAlloc`, which must not unwind). Each is bounded ([`bounded_output`]): a child
+//! that hangs is ended with SIGALRM after [`RERUN_ALARM_SECS`], and its test fails
+//! instead of hanging.
 
+use crate::raw_thread;
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Command, ExitStatus, Output};
+use std::process::{Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
 
-/// Seconds a run of this executable again may take before its alarm ends it (SIGALRM, which
-/// [`how_it_ended`] names "hung"): far past any such run's time on a loaded machine, far
-/// below a CI run's bound (60 minutes). A hang fails its test, never hangs it.
+/// Seconds a run of this executable again may take before [`bounded_output`] ends it with
+/// SIGALRM (which [`how_it_ended`] names "hung"): far past any such run's time on a loaded
+/// machine, far below a CI run's bound (60 minutes). A hang fails its test, never hangs it.
 pub const RERUN_ALARM_SECS: u32 = 900;
 
-/// A command that runs this executable again with `args`, under an alarm of
-/// [`RERUN_ALARM_SECS`].
+/// A command that runs this executable again with `args`.
 fn this_executable(args: &[&str]) -> Command {
-    use std::os::unix::process::CommandExt;
     let mut cmd = Command::new(std::env::current_exe().expect("current_exe"));
     cmd.args(args);
-    // SAFETY: alarm is async-signal-safe; set between the fork and the exec, the alarm
-    // outlives the exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::alarm(RERUN_ALARM_SECS);
-            Ok(())
-        })
-    };
     cmd
+}
+
+/// Runs `cmd` as `Command::output` does (its standard output and error collected, no
+/// standard input), and sends it SIGALRM if it still runs [`RERUN_ALARM_SECS`] after its
+/// start (a watchdog thread of this process; the child's status then says so). The bound
+/// is kept by the parent: the command stays one the standard library starts without
+/// `fork` (no `pre_exec`), so the child never copies this process's memory (a fork marks
+/// every private page copy-on-write: a test beside it measuring its own page faults saw
+/// thousands more).
+pub fn bounded_output(mut cmd: Command) -> Output {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = cmd.spawn().expect("start the child process");
+    let pid = child.id() as libc::pid_t;
+    let (ended, ended_seen) = mpsc::channel::<()>();
+    // A raw thread: this may run in a fork child (`raw_thread`).
+    let watchdog = raw_thread::spawn(move || {
+        let bound = Duration::from_secs(u64::from(RERUN_ALARM_SECS));
+        if ended_seen.recv_timeout(bound) == Err(mpsc::RecvTimeoutError::Timeout) {
+            // SAFETY: kill has no memory preconditions; the child is not reaped yet
+            // (`ended` is sent only after its wait).
+            unsafe { libc::kill(pid, libc::SIGALRM) };
+        }
+    });
+    let out = child.wait_with_output();
+    // The watchdog may have sent its signal between the child's end and here: to a pid
+    // just reaped (reused only after the whole pid space wraps).
+    drop(ended);
+    watchdog.join().expect("the watchdog");
+    out.expect("wait for the child process")
 }
 
 /// Runs this executable again with `args` (and `var=value` in its environment when given)
@@ -35,7 +60,7 @@ fn rerun(args: &[&str], env: Option<(&str, &str)>) -> Output {
     if let Some((var, value)) = env {
         cmd.env(var, value);
     }
-    cmd.output().expect("start the child process")
+    bounded_output(cmd)
 }
 
 /// Runs this executable again with `args` and returns its standard output. Panics with
@@ -97,7 +122,7 @@ pub fn test_in_child(test: &str, remove: &[&str], vars: &[(&str, &str)]) -> (Str
     for (var, value) in vars {
         cmd.env(var, value);
     }
-    let out = cmd.output().expect("start the child process");
+    let out = bounded_output(cmd);
     let (stdout, stderr) = (
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),

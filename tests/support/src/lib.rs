@@ -21,8 +21,8 @@ mod rng;
 
 pub use bytes::{mib, ByteSize};
 pub use child::{
-    abort_in_child, child_case, failed_cases, how_it_ended, misuse_unnamed, run_child,
-    test_in_child, RERUN_ALARM_SECS,
+    abort_in_child, bounded_output, child_case, failed_cases, how_it_ended, misuse_unnamed,
+    run_child, test_in_child, RERUN_ALARM_SECS,
 };
 pub use forked::{apart_and_whole, byte_of, fill, fork_children, say};
 pub use heap::{assert_distinct, burst, rounds_until_resident, Rounds};
