@@ -112,7 +112,7 @@ enum Op {
     Leave(usize),
     /// A thread makes objects, frees some of them and one live object, and exits.
     ThreadExit,
-    /// The test's thread compacts.
+    /// The test's thread compacts, and reads every block (`for_each_block`).
     Compact,
     /// Join `j` makes and frees class B objects (its slow paths run the idle look).
     Churn(usize),
@@ -173,7 +173,11 @@ fn run(seed: u64, shared: bool) -> Result<(), String> {
                 left.leave();
             }
             Op::ThreadExit => thread_exit(&a, &mut rng, &mut model, &what)?,
-            Op::Compact => drop(a.compact()),
+            Op::Compact => {
+                drop(a.compact());
+                // Every block's counts read as a snapshot (none may be refused or crash).
+                a.for_each_block(|b| assert!(b.live <= b.capacity, "{what}: {b:?}"));
+            }
             Op::Churn(j) => {
                 let size = [100usize, 1000][rng.below(2)];
                 let others: Vec<usize> = (0..300)
