@@ -180,11 +180,10 @@ impl Pool {
         h.hand_to_pool();
         // A remote free may be emptying the block meanwhile: its push and its look at the
         // block (`after_remote_free`) against this adoption's stores (owner, role) and look
-        // at its remote list. With a SeqCst fence on both sides
-        // at least one sees the other's write: this check sees the push, or the free sees
-        // a pool-owned block with no live slot and flags it. (Without them each may read
-        // the other's old value, and the emptied block stays listed with nobody to give it
-        // back.)
+        // at its remote list. With a SeqCst fence on both sides at least one sees the
+        // other's write: this check sees the push, or the free sees a pool-owned block with
+        // no live slot and flags it. (Without them each may read the other's old value, and
+        // the emptied block stays listed with nobody to give it back.)
         fence(Ordering::SeqCst);
         // Live, not used: the slots on the remote list (kept as it is: its next allocation
         // collects it) are free too.
